@@ -1,0 +1,68 @@
+"""The recognizer's outward contract: port, routes, setting names, mounts, user.
+
+This module is pure data with no third-party imports, so that the operator
+(which must not install Vosk) imports it to build Deployments, probes and
+arguments without retyping any of these facts.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Port the recognizer listens on, as Azure's container does.
+PORT: Final = 5000
+#: The image's non-root user and group (distroless ``nonroot``).
+RUN_AS_USER: Final = 65532
+RUN_AS_GROUP: Final = 65532
+
+# ---- HTTP routes ---------------------------------------------------------
+ROUTE_HOME: Final = "/"
+ROUTE_READY: Final = "/ready"
+ROUTE_STATUS: Final = "/status"
+ROUTE_CONTAINER_LIVENESS: Final = "/ContainerLiveness"
+ROUTE_CONTAINER_READINESS: Final = "/ContainerReadiness"
+ROUTE_SWAGGER: Final = "/swagger"
+ROUTE_OPENAPI: Final = "/openapi.json"
+ROUTE_METRICS: Final = "/metrics"
+ROUTE_USAGE_LOGS: Final = "/records/usage-logs/"
+#: The three Speech service modes; each is served over REST (POST) and USP WebSocket.
+RECOGNITION_MODES: Final = ("interactive", "conversation", "dictation")
+RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices/v1"
+RECOGNITION_PATHS: Final = tuple(RECOGNITION_PATH_TEMPLATE.format(mode=m) for m in RECOGNITION_MODES)
+#: vosk-server compatible WebSocket route.
+ROUTE_VOSK_WS: Final = "/vosk"
+
+# ---- Settings (Azure-style keys; ':' on the command line, '__' in env) ----
+EULA: Final = "Eula"
+BILLING: Final = "Billing"
+API_KEY: Final = "ApiKey"
+MOUNTS_LICENSE: Final = "Mounts:License"
+MOUNTS_OUTPUT: Final = "Mounts:Output"
+MOUNTS_MODELS: Final = "Mounts:Models"
+LOCALE: Final = "Locale"
+MODEL_URL: Final = "ModelUrl"
+MODEL_SHA256: Final = "ModelSha256"
+MODEL_CATALOG_URL: Final = "ModelCatalogUrl"
+DOWNLOAD_MODEL: Final = "DownloadModel"
+DOWNLOAD_LICENSE: Final = "DownloadLicense"
+DECODER_MAX_COUNT: Final = "DecoderMaxCount"
+LOG_LEVEL: Final = "Logging:Console:LogLevel:Default"
+LOG_DISK_FORMAT: Final = "Logging:Disk:Format"
+LOG_DISK_MAX_FILE_SIZE: Final = "Logging:Disk:MaxFileSize"
+
+DEFAULT_LICENSE_MOUNT: Final = "/license"
+DEFAULT_OUTPUT_MOUNT: Final = "/output"
+DEFAULT_MODELS_MOUNT: Final = "/models"
+
+#: Request headers that carry the key, as Azure accepts them.
+KEY_HEADER: Final = "Ocp-Apim-Subscription-Key"
+
+
+def env_name(key: str) -> str:
+    """The environment-variable spelling of a setting: ``Mounts:License`` -> ``Mounts__License``."""
+    return key.replace(":", "__")
+
+
+def arg(key: str, value: object) -> str:
+    """A ``Key=Value`` command-line argument for the recognizer."""
+    return f"{key}={value}"
