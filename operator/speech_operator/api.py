@@ -1,0 +1,286 @@
+"""The ``SpeechToText`` API (speech-operator.io/v1alpha1): typed models, the single source of truth.
+
+The CRD in ``crds/`` is generated from these models (see :mod:`speech_operator.crd`).
+Cross-field rules live twice, on purpose and side by side: as CEL expressions
+(``x-kubernetes-validations``, enforced by the API server) and as pydantic
+validators (enforced when the operator reads a spec). Tests evaluate both.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GROUP = "speech-operator.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "SpeechToText"
+PLURAL = "speechtotexts"
+SINGULAR = "speechtotext"
+SHORT_NAMES = ["stt"]
+
+#: A BCP-47-ish locale as the recognizer takes it: ``en-US``, ``ko-KR``, ``sr-Latn-RS``, ``es-419``.
+LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Z][a-z]{3})?-([A-Z]{2}|[0-9]{3})$"
+#: A DNS-1123 subdomain (names of Secrets, PVCs).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A resource quantity written as a string: ``500m``, ``1Gi``, ``2``.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field(
+    description="A Kubernetes resource quantity, e.g. 500m, 2, 1Gi.")]
+Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
+
+
+def cel(rule: str, message: str) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry, attached to a model's JSON schema."""
+    return {"rule": rule, "message": message}
+
+
+class _Model(BaseModel):
+    """Base for all API types: camelCase field names as written, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the SpeechToText's namespace."""
+
+    name: Name
+    """Name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key within the Secret's data."""
+
+
+class PersistentVolumeClaimSource(_Model):
+    """An existing PersistentVolumeClaim in the SpeechToText's namespace."""
+
+    claimName: Name
+    """Name of the PersistentVolumeClaim."""
+
+
+class HostPathSource(_Model):
+    """A directory on the node."""
+
+    path: Annotated[str, Field(min_length=1, pattern=r"^/")]
+    """Absolute path on the node."""
+    type: Literal["", "DirectoryOrCreate", "Directory"] = ""
+    """hostPath type; empty means no check."""
+
+
+class EmptyDirSource(_Model):
+    """A scratch directory that lives as long as the pod."""
+
+    medium: Literal["", "Memory"] = ""
+    """Storage medium; Memory means tmpfs."""
+    sizeLimit: Quantity | None = None
+    """Maximum size of the directory."""
+
+
+_ONE_SOURCE = (
+    "(has(self.persistentVolumeClaim) ? 1 : 0) + (has(self.hostPath) ? 1 : 0)"
+    " + (has(self.emptyDir) ? 1 : 0) == 1"
+)
+
+
+class VolumeSource(_Model):
+    """Where a mount's data lives: exactly one of persistentVolumeClaim, hostPath or emptyDir."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(_ONE_SOURCE, "exactly one of persistentVolumeClaim, hostPath or emptyDir must be set"),
+    ]})
+
+    persistentVolumeClaim: PersistentVolumeClaimSource | None = None
+    """An existing PersistentVolumeClaim."""
+    hostPath: HostPathSource | None = None
+    """A directory on the node."""
+    emptyDir: EmptyDirSource | None = None
+    """A per-pod scratch directory."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VolumeSource:
+        if sum(x is not None for x in (self.persistentVolumeClaim, self.hostPath, self.emptyDir)) != 1:
+            raise ValueError("exactly one of persistentVolumeClaim, hostPath or emptyDir must be set")
+        return self
+
+
+class ModelSpec(_Model):
+    """Which Vosk model to serve and where it is kept.
+
+    By default the model for ``spec.locale`` is downloaded from the recognizer's catalog into a
+    per-pod emptyDir. Set ``url`` + ``sha256`` for a model of your own, ``volume`` to keep the
+    download (a PVC survives restarts), or ``download: false`` with a PVC or hostPath that
+    already holds the model (disconnected clusters).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.url) == has(self.sha256)", "model.url and model.sha256 must be set together"),
+        cel("!has(self.url) || !has(self.download) || self.download",
+            "model.url needs download: true"),
+        cel("!has(self.download) || self.download || (has(self.volume) && !has(self.volume.emptyDir))",
+            "download: false needs a persistentVolumeClaim or hostPath volume that holds the model"),
+    ]})
+
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
+    """URL of a model archive (zip) to download instead of the catalog's."""
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    """SHA-256 of the archive at url (hex, lower case)."""
+    volume: VolumeSource | None = None
+    """Where models are kept; an emptyDir when unset."""
+    download: bool = True
+    """Download the model when it is missing from the volume."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelSpec:
+        if (self.url is None) != (self.sha256 is None):
+            raise ValueError("model.url and model.sha256 must be set together")
+        if self.url is not None and not self.download:
+            raise ValueError("model.url needs download: true")
+        if not self.download and (self.volume is None or self.volume.emptyDir is not None):
+            raise ValueError("download: false needs a persistentVolumeClaim or hostPath volume that holds the model")
+        return self
+
+
+class ResourceList(_Model):
+    """CPU and memory amounts."""
+
+    cpu: Quantity | None = None
+    """CPU, e.g. 500m or 2."""
+    memory: Quantity | None = None
+    """Memory, e.g. 1Gi."""
+
+
+class Resources(_Model):
+    """Compute resources of the recognizer container."""
+
+    requests: ResourceList = ResourceList(cpu="500m", memory="1Gi")
+    """Guaranteed amounts; defaults fit a Vosk small model."""
+    limits: ResourceList = ResourceList(cpu="2", memory="2Gi")
+    """Maximum amounts."""
+
+
+class ServiceSpec(_Model):
+    """The Service in front of the recognizer pods."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.type != 'ClusterIP' || !has(self.nodePort)", "nodePort needs type NodePort or LoadBalancer"),
+    ]})
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Service type."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 5000
+    """Port the Service listens on (the pods listen on 5000)."""
+    nodePort: Annotated[int, Field(ge=30000, le=32767)] | None = None
+    """Fixed node port for NodePort and LoadBalancer Services."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations for the Service (e.g. for a cloud load balancer)."""
+
+    @model_validator(mode="after")
+    def _node_port(self) -> ServiceSpec:
+        if self.type == "ClusterIP" and self.nodePort is not None:
+            raise ValueError("nodePort needs type NodePort or LoadBalancer")
+        return self
+
+
+LogLevel = Literal["Trace", "Debug", "Information", "Warning", "Error", "Critical", "None"]
+
+
+class SpeechToTextSpec(_Model):
+    """The desired recognizer for one locale."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.billing) == has(self.apiKeySecretRef)", "billing and apiKeySecretRef must be set together"),
+    ]})
+
+    locale: Annotated[str, Field(pattern=LOCALE_PATTERN, max_length=16)]
+    """Locale served, e.g. en-US."""
+    eula: Literal["accept"]
+    """Set to accept to accept the license terms of the recognizer and the model."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Number of recognizer pods."""
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Recognizer image repository; the operator's default when unset."""
+    version: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] | None = None
+    """Recognizer image tag; the operator's default when unset."""
+    resources: Resources = Resources()
+    """CPU and memory requests and limits."""
+    billing: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
+    """Billing endpoint passed to the recognizer as Billing=."""
+    apiKeySecretRef: SecretKeyRef | None = None
+    """Secret key holding the API key (passed as env ApiKey; never inline)."""
+    model: ModelSpec = ModelSpec()
+    """Which model to serve and where it is kept."""
+    license: VolumeSource | None = None
+    """Volume mounted at Mounts:License (disconnected use)."""
+    output: VolumeSource | None = None
+    """Volume mounted at Mounts:Output for logs and usage records."""
+    decoderMaxCount: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
+    service: ServiceSpec = ServiceSpec()
+    """The Service in front of the pods."""
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods must match."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Pod tolerations (core/v1 Toleration)."""
+    affinity: dict[str, Any] | None = None
+    """Pod affinity (core/v1 Affinity)."""
+    podAnnotations: dict[str, str] = Field(default_factory=dict)
+    """Extra annotations on the pods."""
+    logLevel: LogLevel = "Information"
+    """Console log level of the recognizer."""
+
+    @model_validator(mode="after")
+    def _billing_and_key(self) -> SpeechToTextSpec:
+        if (self.billing is None) != (self.apiKeySecretRef is None):
+            raise ValueError("billing and apiKeySecretRef must be set together")
+        return self
+
+
+ConditionType = Literal["Ready", "Progressing", "Degraded"]
+
+
+class Condition(_Model):
+    """One observation about the SpeechToText, as Kubernetes conditions go."""
+
+    type: ConditionType
+    """Ready, Progressing or Degraded."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    """CamelCase reason for the last transition."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable detail."""
+    lastTransitionTime: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """When the status last changed."""
+    observedGeneration: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+class SpeechToTextStatus(_Model):
+    """What the operator observed."""
+
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    """Ready, Progressing and Degraded."""
+    observedGeneration: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation last reconciled."""
+    replicas: Annotated[int, Field(ge=0)] = 0
+    """Pods of the recognizer Deployment."""
+    readyReplicas: Annotated[int, Field(ge=0)] = 0
+    """Pods that pass the readiness probe."""
+    selector: str = ""
+    """Label selector of the pods (for the scale subresource and HPAs)."""
+    endpoint: str = ""
+    """In-cluster URL of the recognizer."""
+
+
+class SpeechToText(_Model):
+    """A recognizer for one locale: a Deployment and a Service running speech_recognizer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    apiVersion: Literal["speech-operator.io/v1alpha1"] = API_VERSION
+    kind: Literal["SpeechToText"] = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: SpeechToTextSpec
+    status: SpeechToTextStatus | None = None
