@@ -1,0 +1,66 @@
+"""The Starlette application: shared state, start-up model loading, and every route."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import rest, service_routes, vosk_ws
+from .engine import Engine, SessionRecord
+from .errors import error_response
+from .metrics import Metrics
+from .models import ModelRegistry
+from .settings import Settings
+from .usage import UsageRecords
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Starlette:
+    """Build the app; models load in the background at start-up (``/ready`` is 503 until then)."""
+    registry = registry or ModelRegistry(settings.models_dir, settings.locales)
+    metrics = Metrics()
+    usage = UsageRecords(settings.output_dir, settings.billing)
+
+    def on_session_end(record: SessionRecord) -> None:
+        usage.add(record)
+        metrics.session_ended(record)
+
+    engine = Engine(registry, settings.decoder_max_count, on_session_end)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loading = asyncio.create_task(registry.load_wanted())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            engine.close()
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return error_response(500, "internal error; the server logged the details")
+
+    try:  # the Speech SDK protocol lands separately
+        from .usp import routes as usp_routes
+    except ImportError:  # pragma: no cover
+        def usp_routes() -> list:
+            return []
+
+    app = Starlette(
+        routes=[*service_routes.routes(), *rest.routes(), *usp_routes(), *vosk_ws.routes()],
+        lifespan=lifespan,
+        exception_handlers={500: server_error},
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.usage = usage
+    return app

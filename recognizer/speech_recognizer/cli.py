@@ -1,0 +1,82 @@
+"""``speech-recognizer`` / ``python -m speech_recognizer``: Azure-style ``Key=Value`` arguments."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from . import __version__
+from .settings import SettingsError, describe, parse, require_eula
+
+USAGE = f"""speech-recognizer {__version__}: open speech to text, compatible with Azure's speech-to-text container.
+
+usage: python -m speech_recognizer Eula=accept [Billing=<endpoint>] [ApiKey=<key>] [Key=Value ...]
+
+Settings (also environment variables, with __ for ':', e.g. Mounts__Output=/output):
+{describe()}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse settings, then download a model, or serve."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(USAGE)
+        return 0
+    if any(a in ("--version", "-V") for a in args):
+        print(__version__)
+        return 0
+    try:
+        settings = parse(args)
+        require_eula(settings)
+    except SettingsError as exc:
+        print(f"speech-recognizer: {exc}", file=sys.stderr)
+        return 2
+    from .logs import configure
+
+    configure(settings)
+    log = logging.getLogger("speech_recognizer")
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    if settings.http_proxy:
+        os.environ.setdefault("HTTP_PROXY", settings.http_proxy)
+        os.environ.setdefault("HTTPS_PROXY", settings.http_proxy)
+    from .models import ModelError, ModelRegistry, download_model
+
+    if settings.download_license:
+        print("DownloadLicense: open Vosk models need no license file; nothing to download.")
+        return 0
+    if settings.download_model:
+        if len(settings.locales) != 1:
+            print("speech-recognizer: DownloadModel=True needs exactly one Locale=<locale>", file=sys.stderr)
+            return 2
+        try:
+            path = download_model(
+                settings.locales[0],
+                settings.models_dir,
+                url=settings.model_url,
+                sha256=settings.model_sha256,
+                catalog_base=settings.model_catalog_url,
+            )
+        except ModelError as exc:
+            print(f"speech-recognizer: {exc}", file=sys.stderr)
+            return 1
+        print(f"model for {settings.locales[0]} is at {path}")
+        return 0
+    registry = ModelRegistry(settings.models_dir, settings.locales)
+    try:
+        registry.check()
+    except ModelError as exc:
+        print(f"speech-recognizer: {exc}", file=sys.stderr)
+        return 1
+    import uvicorn
+    import vosk
+
+    from .app import create_app
+
+    vosk.SetLogLevel(0 if settings.log_level == "DEBUG" else -1)
+    app = create_app(settings, registry)
+    log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), ws_max_size=1 << 20)
+    return 0

@@ -1,0 +1,179 @@
+"""Azure's result JSON (simple and detailed), shared by the REST route and the Speech SDK protocol.
+
+Times are 100-ns ticks. Vosk gives the lexical form only, so ``ITN`` equals
+``Lexical`` (no inverse text normalization), ``Display`` is the ITN form with
+its first letter capitalized and a final period, and ``MaskedITN`` is ITN with
+profanity masked.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, Iterable, Sequence
+
+from .engine import Phrase, Word
+
+TICKS_PER_SECOND = 10_000_000
+
+
+def ticks(seconds: float) -> int:
+    """Seconds -> 100-ns ticks."""
+    return int(round(seconds * TICKS_PER_SECOND))
+
+
+class Profanity(str, Enum):
+    """Azure's ``profanity`` option."""
+
+    MASKED = "masked"
+    REMOVED = "removed"
+    RAW = "raw"
+
+    @classmethod
+    def parse(cls, value: str | None) -> "Profanity":
+        if not value:
+            return cls.MASKED
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ValueError(f"profanity={value!r}: use masked, removed or raw") from None
+
+
+class OutputFormat(str, Enum):
+    """Azure's ``format`` option."""
+
+    SIMPLE = "simple"
+    DETAILED = "detailed"
+
+    @classmethod
+    def parse(cls, value: str | None) -> "OutputFormat":
+        if not value:
+            return cls.SIMPLE
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ValueError(f"format={value!r}: use simple or detailed") from None
+
+
+#: A small built-in list; the models' vocabularies rarely hold more than these.
+PROFANE_WORDS: frozenset[str] = frozenset(
+    {"fuck", "fucking", "fucked", "shit", "bitch", "bastard", "asshole", "cunt", "dick", "motherfucker"}
+)
+
+
+def is_profane(word: str) -> bool:
+    return word.lower().strip(".,!?") in PROFANE_WORDS
+
+
+def apply_profanity(text: str, mode: Profanity) -> str:
+    """Mask each profane word with asterisks, remove it, or leave the text raw."""
+    if mode is Profanity.RAW:
+        return text
+    out = []
+    for token in text.split():
+        if not is_profane(token):
+            out.append(token)
+        elif mode is Profanity.MASKED:
+            out.append("*" * len(token))
+    return " ".join(out)
+
+
+_UNK = re.compile(r"\[unk\]", re.IGNORECASE)
+
+
+def lexical(text: str) -> str:
+    """Vosk's text without unknown-word markers and doubled spaces."""
+    return " ".join(_UNK.sub(" ", text).split())
+
+
+def display(text: str) -> str:
+    """The Display form: first letter capitalized, final period."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".?!。？！" else text + "."
+
+
+def _words_json(words: Sequence[Word], profanity: Profanity, confidence: bool) -> list[dict[str, Any]]:
+    out = []
+    for w in words:
+        if profanity is Profanity.REMOVED and is_profane(w.text):
+            continue
+        word: dict[str, Any] = {
+            "Word": apply_profanity(w.text, profanity) if profanity is Profanity.MASKED else w.text,
+            "Offset": ticks(w.start),
+            "Duration": ticks(w.end - w.start),
+        }
+        if confidence:
+            word["Confidence"] = round(w.confidence, 6)
+        out.append(word)
+    return out
+
+
+def nbest(
+    phrase: Phrase,
+    profanity: Profanity,
+    *,
+    word_timings: bool = False,
+    word_confidence: bool = False,
+) -> list[dict[str, Any]]:
+    """Azure's ``NBest`` list for a phrase."""
+    out = []
+    for alt in phrase.alternatives:
+        lex = lexical(alt.text)
+        entry: dict[str, Any] = {
+            "Confidence": round(alt.confidence, 6),
+            "Lexical": apply_profanity(lex, profanity) if profanity is not Profanity.RAW else lex,
+            "ITN": apply_profanity(lex, profanity) if profanity is not Profanity.RAW else lex,
+            "MaskedITN": apply_profanity(lex, Profanity.MASKED),
+            "Display": display(apply_profanity(lex, profanity)),
+        }
+        if word_timings or word_confidence:
+            entry["Words"] = _words_json(alt.words, profanity, word_confidence)
+        out.append(entry)
+    return out
+
+
+def merge(phrases: Iterable[Phrase]) -> Phrase | None:
+    """One phrase spanning several (the REST route answers once for the whole audio)."""
+    from .engine import Alternative
+
+    items = [p for p in phrases]
+    if not items:
+        return None
+    if len(items) == 1:
+        return items[0]
+    words = tuple(w for p in items for w in p.words)
+    text = " ".join(p.text for p in items)
+    conf = sum(w.confidence for w in words) / len(words) if words else items[0].confidence
+    return Phrase((Alternative(text, conf, words),), items[0].start, items[-1].end)
+
+
+def phrase_json(
+    phrase: Phrase | None,
+    fmt: OutputFormat,
+    profanity: Profanity,
+    *,
+    status_if_empty: str = "InitialSilenceTimeout",
+    empty_offset: float = 0.0,
+    empty_duration: float = 0.0,
+    word_timings: bool = False,
+    word_confidence: bool = False,
+) -> dict[str, Any]:
+    """A ``speech.phrase`` body / REST response for ``phrase`` (or the no-speech status)."""
+    if phrase is None:
+        return {
+            "RecognitionStatus": status_if_empty,
+            "Offset": ticks(empty_offset),
+            "Duration": ticks(empty_duration),
+        }
+    body: dict[str, Any] = {
+        "RecognitionStatus": "Success",
+        "Offset": ticks(phrase.start),
+        "Duration": ticks(phrase.end - phrase.start),
+    }
+    body["DisplayText"] = display(apply_profanity(lexical(phrase.text), profanity))
+    if fmt is OutputFormat.DETAILED:
+        body["NBest"] = nbest(phrase, profanity, word_timings=word_timings, word_confidence=word_confidence)
+    return body

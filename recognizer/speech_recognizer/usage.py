@@ -1,0 +1,89 @@
+"""Usage records: one JSON line per recognition in ``Mounts:Output``, summed in Azure's shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .engine import SessionRecord
+
+log = logging.getLogger(__name__)
+
+API_TYPE = "speech"
+SERVICE_NAME = "speech-to-text"
+
+
+class UsageRecords:
+    """Appends records under ``<output>/usage/<YYYY>-<MM>.jsonl`` and keeps them in memory too.
+
+    The in-memory copy means a read-only or missing output folder loses nothing
+    for the life of the process; the problem is logged once.
+    """
+
+    def __init__(self, output_dir: Path, billing: str | None = None) -> None:
+        self.folder = output_dir / "usage"
+        self.billing = billing
+        self._memory: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def add(self, record: SessionRecord) -> None:
+        now = datetime.fromtimestamp(record.started, timezone.utc)
+        line = {
+            "time": now.isoformat(),
+            "route": record.route,
+            "locale": record.locale,
+            "audioSeconds": round(record.audio_seconds, 3),
+            "phrases": record.phrases,
+        }
+        if self.billing:
+            line["billing"] = self.billing
+        with self._lock:
+            self._memory.append(line)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with open(self.folder / f"{now:%Y-%m}.jsonl", "a", encoding="utf-8") as out:
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            except OSError as exc:
+                if not self._warned:
+                    log.warning("usage records kept in memory only: cannot write %s: %s", self.folder, exc)
+                    self._warned = True
+
+    def _records(self, month: int | None, year: int | None) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        files = sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []
+        for path in files:
+            try:
+                for raw in path.read_text(encoding="utf-8").splitlines():
+                    if raw.strip():
+                        seen.append(json.loads(raw))
+            except (OSError, ValueError) as exc:
+                log.warning("skipping unreadable usage file %s: %s", path, exc)
+        if not seen:
+            with self._lock:
+                seen = list(self._memory)
+        if month is not None and year is not None:
+            prefix = f"{year:04d}-{month:02d}"
+            seen = [r for r in seen if str(r.get("time", "")).startswith(prefix)]
+        return seen
+
+    def summary(self, month: int | None = None, year: int | None = None) -> dict[str, Any]:
+        """Azure's usage-log shape: ``{"apiType","serviceName","meters":[{"name","quantity"}]}``."""
+        records = self._records(month, year)
+        seconds: dict[str, float] = defaultdict(float)
+        for r in records:
+            seconds[r.get("locale", "")] += float(r.get("audioSeconds", 0.0))
+        meters = [
+            {"name": "speech-to-text.requests", "quantity": len(records)},
+            {"name": "speech-to-text.audio-seconds", "quantity": round(sum(seconds.values()), 3)},
+        ]
+        meters += [
+            {"name": f"speech-to-text.audio-seconds.{loc}", "quantity": round(val, 3)}
+            for loc, val in sorted(seconds.items())
+        ]
+        return {"apiType": API_TYPE, "serviceName": SERVICE_NAME, "meters": meters}

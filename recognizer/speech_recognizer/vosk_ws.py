@@ -1,0 +1,167 @@
+"""The vosk-server WebSocket protocol, so existing Vosk clients work unchanged.
+
+Served at ``/vosk`` and at ``/`` (where vosk-server clients connect). An
+optional first text message ``{"config": {"sample_rate", "phrase_list",
+"words", "max_alternatives"}}``, then binary 16-bit PCM; every chunk is
+answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``;
+the text ``{"eof" : 1}`` flushes the final result and closes. The locale is
+``?language=`` (default: the only locale served).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import contract as c
+from .auth import AuthError, check_key
+from .engine import Busy, Engine, Phrase, Session
+from .models import ModelError, UnknownLocale
+from .rest import request_locale
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROUTE = "vosk"
+#: WebSocket close codes.
+POLICY_VIOLATION, INVALID_DATA, TRY_AGAIN_LATER = 1008, 1007, 1013
+
+
+def final_json(phrase: Phrase | None, max_alternatives: int, words: bool) -> dict[str, Any]:
+    """Vosk's own final-result JSON for a phrase (``{"text": ""}`` when nothing was said)."""
+    if max_alternatives:
+        alternatives = []
+        for alt in phrase.alternatives if phrase else ():
+            entry: dict[str, Any] = {"confidence": alt.confidence, "text": alt.text}
+            if words:
+                entry["result"] = [{"end": w.end, "start": w.start, "word": w.text} for w in alt.words]
+            alternatives.append(entry)
+        return {"alternatives": alternatives or [{"confidence": 0.0, "text": ""}]}
+    if phrase is None:
+        return {"text": ""}
+    out: dict[str, Any] = {"text": phrase.text}
+    if words:
+        out["result"] = [{"conf": w.confidence, "end": w.end, "start": w.start, "word": w.text} for w in phrase.words]
+    return out
+
+
+class VoskConfig:
+    """What a client's ``{"config": …}`` message sets."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.phrase_list: list[str] | None = None
+        self.words = True
+        self.max_alternatives = 0
+
+    def update(self, config: dict[str, Any]) -> None:
+        if "sample_rate" in config:
+            self.sample_rate = int(float(config["sample_rate"]))
+        if "phrase_list" in config:
+            self.phrase_list = [str(p) for p in config["phrase_list"]] or None
+        if "words" in config:
+            self.words = bool(int(config["words"]))
+        if "max_alternatives" in config:
+            self.max_alternatives = max(0, int(config["max_alternatives"]))
+
+
+async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
+    model = await engine.registry.aload(locale)
+    config = VoskConfig(model.sample_rate)
+    session_cm = None
+    session: Session | None = None
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            text = message.get("text")
+            if text is not None:
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    await ws.close(INVALID_DATA, "text messages must be JSON: a config or {\"eof\" : 1}")
+                    return
+                if isinstance(parsed, dict) and "config" in parsed:
+                    if session is not None:
+                        await ws.close(POLICY_VIOLATION, "config must come before the audio")
+                        return
+                    try:
+                        config.update(parsed["config"])
+                    except (TypeError, ValueError, KeyError) as exc:
+                        await ws.close(INVALID_DATA, f"bad config: {exc}"[:120])
+                        return
+                    continue
+                if isinstance(parsed, dict) and "eof" in parsed:
+                    if session is None:
+                        await ws.send_text(json.dumps(final_json(None, config.max_alternatives, config.words)))
+                    else:
+                        events = await session.finish()
+                        phrase = next((e for e in events if isinstance(e, Phrase)), None)
+                        await ws.send_text(json.dumps(final_json(phrase, config.max_alternatives, config.words), ensure_ascii=False))
+                    await ws.close()
+                    return
+                await ws.close(INVALID_DATA, "unknown text message; send a config, audio, or {\"eof\" : 1}")
+                return
+            if data is None:
+                continue
+            if session is None:
+                session_cm = engine.session(
+                    locale,
+                    config.sample_rate,
+                    route=ROUTE,
+                    max_alternatives=config.max_alternatives,
+                    words=config.words,
+                    phrase_list=config.phrase_list,
+                )
+                session = await session_cm.__aenter__()
+            events = await session.feed(data)
+            phrase = next((e for e in events if isinstance(e, Phrase)), None)
+            if phrase is not None or session.recognition.endpoint:
+                reply = final_json(phrase, config.max_alternatives, config.words)
+            else:
+                reply = {"partial": session.recognition.partial_text}
+            await ws.send_text(json.dumps(reply, ensure_ascii=False))
+    finally:
+        if session_cm is not None:
+            await session_cm.__aexit__(None, None, None)
+
+
+async def vosk_endpoint(ws: WebSocket) -> None:
+    """One vosk-server conversation."""
+    settings: Settings = ws.app.state.settings
+    engine: Engine = ws.app.state.engine
+    metrics = ws.app.state.metrics
+    try:
+        check_key(settings.api_key, ws.headers, dict(ws.query_params))
+    except AuthError as exc:
+        metrics.requests.labels(ROUTE, str(exc.status)).inc()
+        await ws.close(POLICY_VIOLATION, exc.reason[:120])
+        return
+    await ws.accept()
+    try:
+        locale = request_locale(dict(ws.query_params), engine)
+        await _serve(ws, engine, locale)
+        metrics.requests.labels(ROUTE, "200").inc()
+    except UnknownLocale as exc:
+        metrics.requests.labels(ROUTE, "400").inc()
+        await ws.close(POLICY_VIOLATION, str(exc)[:120])
+    except Busy as exc:
+        metrics.refused.labels(ROUTE).inc()
+        await ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+    except ModelError as exc:
+        await ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+    except ValueError as exc:  # e.g. an impossible sample rate in the config
+        await ws.close(INVALID_DATA, str(exc)[:120])
+    except WebSocketDisconnect:
+        pass
+
+
+def routes() -> list:
+    from starlette.routing import WebSocketRoute
+
+    return [WebSocketRoute(c.ROUTE_VOSK_WS, vosk_endpoint), WebSocketRoute(c.ROUTE_HOME, vosk_endpoint)]
