@@ -8,6 +8,7 @@ validators (enforced when the operator reads a spec). Tests evaluate both.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -274,6 +275,12 @@ class SpeechToTextStatus(_Model):
     """In-cluster URL of the recognizer."""
 
 
+#: The object's name also names its Deployment and Service, so it must be a DNS-1035 label.
+SERVICE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_RULE = cel(f"self.metadata.name.matches('{SERVICE_NAME_PATTERN}') && size(self.metadata.name) <= 63",
+                "metadata.name must be a DNS-1035 label of at most 63 characters (it names the Service)")
+
+
 class SpeechToText(_Model):
     """A recognizer for one locale: a Deployment and a Service running speech_recognizer."""
 
@@ -284,3 +291,18 @@ class SpeechToText(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: SpeechToTextSpec
     status: SpeechToTextStatus | None = None
+
+    @model_validator(mode="after")
+    def _name(self) -> SpeechToText:
+        name = self.metadata.get("name")
+        if name is not None and (len(name) > 63 or not re.match(SERVICE_NAME_PATTERN, name)):
+            raise ValueError(NAME_RULE["message"])
+        return self
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")

@@ -116,6 +116,7 @@ def custom_resource_definition() -> dict[str, Any]:
                     "type": "object",
                     "description": (api.SpeechToText.__doc__ or "").strip(),
                     "required": ["spec"],
+                    "x-kubernetes-validations": [api.NAME_RULE],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

@@ -1,0 +1,3 @@
+from speech_operator.cli import main
+
+main()

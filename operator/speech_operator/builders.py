@@ -1,0 +1,338 @@
+"""Pure builders: a SpeechToText in, the Deployment and Service that run it out.
+
+No I/O here. Every recognizer fact (port, routes, setting names, user) comes from
+:mod:`speech_recognizer.contract`, never retyped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speech_recognizer import contract
+
+from speech_operator import api
+from speech_operator.config import OperatorConfig
+
+MANAGER = "speech-operator"
+APP_NAME = "speech-recognizer"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_LOCALE = f"{api.GROUP}/locale"
+#: Every child carries this label; the operator watches children filtered by it.
+LABEL_OWNER = f"{api.GROUP}/speechtotext"
+
+CONTAINER = "recognizer"
+PORT_NAME = "http"
+TMP_MOUNT = "/tmp"
+
+Manifest = dict[str, Any]
+
+
+def selector_labels(stt: api.SpeechToText) -> dict[str, str]:
+    """Labels that select this SpeechToText's pods (immutable once the Deployment exists)."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: stt.name}
+
+
+def selector(stt: api.SpeechToText) -> str:
+    """The pod selector as a string, for ``status.selector`` (scale subresource, HPAs)."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(stt).items())
+
+
+def labels(stt: api.SpeechToText) -> dict[str, str]:
+    """Labels on every child object."""
+    return {
+        **selector_labels(stt),
+        LABEL_COMPONENT: "speech-to-text",
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_OWNER: stt.name,
+        LABEL_LOCALE: stt.spec.locale,
+    }
+
+
+def owner_reference(stt: api.SpeechToText) -> Manifest:
+    """A controller owner reference to the SpeechToText, so the garbage collector follows it."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": stt.name,
+        "uid": stt.metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(stt: api.SpeechToText, annotations: dict[str, str] | None = None) -> Manifest:
+    meta: Manifest = {
+        "name": stt.name,
+        "namespace": stt.namespace,
+        "labels": labels(stt),
+        "ownerReferences": [owner_reference(stt)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def image(stt: api.SpeechToText, config: OperatorConfig) -> str:
+    return f"{stt.spec.image or config.image}:{stt.spec.version or config.version}"
+
+
+def endpoint(stt: api.SpeechToText) -> str:
+    """In-cluster URL of the recognizer Service."""
+    return f"http://{stt.name}.{stt.namespace}.svc:{stt.spec.service.port}"
+
+
+def secret_refs(spec: api.SpeechToTextSpec) -> list[api.SecretKeyRef]:
+    """Secrets the pods need."""
+    return [spec.apiKeySecretRef] if spec.apiKeySecretRef else []
+
+
+def claim_names(spec: api.SpeechToTextSpec) -> list[str]:
+    """PersistentVolumeClaims the pods mount, in mount order, without repeats."""
+    names = [v.persistentVolumeClaim.claimName for v in _mounted(spec).values() if v.persistentVolumeClaim]
+    return list(dict.fromkeys(names))
+
+
+def _mounted(spec: api.SpeechToTextSpec) -> dict[str, api.VolumeSource]:
+    """Named data volumes (models, license, output) that are mounted."""
+    vols = {"models": spec.model.volume or api.VolumeSource(emptyDir=api.EmptyDirSource())}
+    if spec.license:
+        vols["license"] = spec.license
+    if spec.output:
+        vols["output"] = spec.output
+    return vols
+
+
+MOUNT_PATHS = {
+    "models": contract.DEFAULT_MODELS_MOUNT,
+    "license": contract.DEFAULT_LICENSE_MOUNT,
+    "output": contract.DEFAULT_OUTPUT_MOUNT,
+}
+MOUNT_SETTINGS = {
+    "models": contract.MOUNTS_MODELS,
+    "license": contract.MOUNTS_LICENSE,
+    "output": contract.MOUNTS_OUTPUT,
+}
+
+
+def volume(name: str, source: api.VolumeSource) -> Manifest:
+    """A pod volume from a VolumeSource."""
+    if source.persistentVolumeClaim:
+        return {"name": name, "persistentVolumeClaim": {"claimName": source.persistentVolumeClaim.claimName}}
+    if source.hostPath:
+        host: Manifest = {"path": source.hostPath.path}
+        if source.hostPath.type:
+            host["type"] = source.hostPath.type
+        return {"name": name, "hostPath": host}
+    assert source.emptyDir is not None  # guaranteed by VolumeSource's validator
+    empty: Manifest = {}
+    if source.emptyDir.medium:
+        empty["medium"] = source.emptyDir.medium
+    if source.emptyDir.sizeLimit is not None:
+        empty["sizeLimit"] = source.emptyDir.sizeLimit
+    return {"name": name, "emptyDir": empty}
+
+
+def restricted_security_context() -> Manifest:
+    """The Pod Security "restricted" profile for one container."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": contract.RUN_AS_USER,
+        "runAsGroup": contract.RUN_AS_GROUP,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(spec: api.SpeechToTextSpec) -> Manifest:
+    out: Manifest = {}
+    for part in ("requests", "limits"):
+        amounts = getattr(spec.resources, part).model_dump(exclude_none=True)
+        if amounts:
+            out[part] = amounts
+    return out
+
+
+def recognizer_args(spec: api.SpeechToTextSpec) -> list[str]:
+    """Azure-style ``Key=Value`` arguments of the recognizer container."""
+    args = [contract.arg(contract.EULA, spec.eula), contract.arg(contract.LOCALE, spec.locale)]
+    if spec.billing:
+        args.append(contract.arg(contract.BILLING, spec.billing))
+    if spec.decoderMaxCount is not None:
+        args.append(contract.arg(contract.DECODER_MAX_COUNT, spec.decoderMaxCount))
+    args.append(contract.arg(contract.LOG_LEVEL, spec.logLevel))
+    return args
+
+
+def download_args(spec: api.SpeechToTextSpec) -> list[str]:
+    """Arguments of the init container that fetches the model (skipped by the recognizer when present)."""
+    args = [
+        contract.arg(contract.DOWNLOAD_MODEL, True),
+        contract.arg(contract.LOCALE, spec.locale),
+        contract.arg(contract.MOUNTS_MODELS, contract.DEFAULT_MODELS_MOUNT),
+    ]
+    if spec.model.url:
+        args.append(contract.arg(contract.MODEL_URL, spec.model.url))
+        args.append(contract.arg(contract.MODEL_SHA256, spec.model.sha256))
+    return args
+
+
+#: Gives the mounted data directories to the recognizer's user; runs with the recognizer image's
+#: Python, so disconnected clusters need no second image.
+CHOWN_SCRIPT = (
+    "import os, sys\n"
+    "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
+    "for top in sys.argv[3:]:\n"
+    "    os.chown(top, uid, gid)\n"
+    "    for root, dirs, files in os.walk(top):\n"
+    "        for n in dirs + files:\n"
+    "            os.lchown(os.path.join(root, n), uid, gid)\n"
+)
+
+
+def needs_chown(spec: api.SpeechToTextSpec) -> list[str]:
+    """Mounted volumes whose ownership fsGroup cannot be trusted to fix (PVCs, hostPaths)."""
+    return [name for name, v in _mounted(spec).items() if v.persistentVolumeClaim or v.hostPath]
+
+
+def init_containers(spec: api.SpeechToTextSpec, img: str) -> list[Manifest]:
+    inits: list[Manifest] = []
+    owned = needs_chown(spec)
+    if owned:
+        inits.append({
+            "name": "chown",
+            "image": img,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-c", CHOWN_SCRIPT,
+                        str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP),
+                        *(MOUNT_PATHS[n] for n in owned)],
+            "securityContext": {
+                "runAsNonRoot": False,
+                "runAsUser": 0,
+                "runAsGroup": 0,
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "volumeMounts": [{"name": n, "mountPath": MOUNT_PATHS[n]} for n in owned],
+        })
+    if spec.model.download:
+        inits.append({
+            "name": "download-model",
+            "image": img,
+            "imagePullPolicy": "IfNotPresent",
+            "args": download_args(spec),
+            "securityContext": restricted_security_context(),
+            "resources": _resources(spec),
+            "volumeMounts": [
+                {"name": "tmp", "mountPath": TMP_MOUNT},
+                {"name": "models", "mountPath": contract.DEFAULT_MODELS_MOUNT},
+            ],
+        })
+    return inits
+
+
+def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
+    env: list[Manifest] = []
+    if spec.apiKeySecretRef:
+        env.append({"name": contract.env_name(contract.API_KEY), "valueFrom": {"secretKeyRef": {
+            "name": spec.apiKeySecretRef.name, "key": spec.apiKeySecretRef.key}}})
+    mounts: list[Manifest] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
+    for name in _mounted(spec):
+        env.append({"name": contract.env_name(MOUNT_SETTINGS[name]), "value": MOUNT_PATHS[name]})
+        mount: Manifest = {"name": name, "mountPath": MOUNT_PATHS[name]}
+        if name != "output":
+            mount["readOnly"] = True
+        mounts.append(mount)
+    return {
+        "name": CONTAINER,
+        "image": img,
+        "imagePullPolicy": "IfNotPresent",
+        "args": recognizer_args(spec),
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": contract.PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": contract.ROUTE_READY, "port": PORT_NAME},
+            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": contract.ROUTE_STATUS, "port": PORT_NAME},
+            "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6,
+        },
+        "resources": _resources(spec),
+        "securityContext": restricted_security_context(),
+        "volumeMounts": mounts,
+    }
+
+
+def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
+    spec = stt.spec
+    img = image(stt, config)
+    pod: Manifest = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": contract.RUN_AS_USER,
+            "runAsGroup": contract.RUN_AS_GROUP,
+            "fsGroup": contract.RUN_AS_GROUP,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    inits = init_containers(spec, img)
+    if inits:
+        pod["initContainers"] = inits
+    pod["containers"] = [recognizer_container(spec, img)]
+    pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in _mounted(spec).items()]
+    if spec.nodeSelector:
+        pod["nodeSelector"] = dict(spec.nodeSelector)
+    if spec.tolerations:
+        pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.affinity:
+        pod["affinity"] = dict(spec.affinity)
+    return pod
+
+
+def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
+    """The recognizer Deployment for a SpeechToText."""
+    template_meta: Manifest = {"labels": {**selector_labels(stt), LABEL_LOCALE: stt.spec.locale}}
+    if stt.spec.podAnnotations:
+        template_meta["annotations"] = dict(stt.spec.podAnnotations)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(stt),
+        "spec": {
+            "replicas": stt.spec.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(stt)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": template_meta, "spec": pod_spec(stt, config)},
+        },
+    }
+
+
+def service(stt: api.SpeechToText) -> Manifest:
+    """The Service in front of the recognizer pods."""
+    svc = stt.spec.service
+    port: Manifest = {"name": PORT_NAME, "port": svc.port, "targetPort": PORT_NAME, "protocol": "TCP"}
+    if svc.nodePort is not None:
+        port["nodePort"] = svc.nodePort
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(stt, svc.annotations),
+        "spec": {"type": svc.type, "selector": selector_labels(stt), "ports": [port]},
+    }
+
+
+def children(stt: api.SpeechToText, config: OperatorConfig) -> list[Manifest]:
+    """Everything a SpeechToText owns, in apply order."""
+    return [deployment(stt, config), service(stt)]

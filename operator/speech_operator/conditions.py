@@ -1,0 +1,76 @@
+"""Pure status computation: what the operator saw, turned into ``status`` with conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speech_operator import api, builders
+
+READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+
+
+def condition(
+    type_: api.ConditionType, ok: bool, reason: str, message: str, *,
+    generation: int | None, now: str, previous: list[api.Condition],
+) -> api.Condition:
+    """A condition whose lastTransitionTime only moves when its status flips."""
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.type == type_), None)
+    since = before.lastTransitionTime if before and before.status == status else now
+    return api.Condition(type=type_, status=status, reason=reason, message=message,
+                         lastTransitionTime=since, observedGeneration=generation)
+
+
+def observe(
+    stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
+) -> api.SpeechToTextStatus:
+    """The status of a SpeechToText from its Deployment and the dependencies found missing.
+
+    ``missing`` names what the pods need but is absent, e.g. ``Secret "api-key"``.
+    """
+    desired = stt.spec.replicas
+    seen = (deployment or {}).get("status") or {}
+    replicas = int(seen.get("replicas") or 0)
+    ready = int(seen.get("readyReplicas") or 0)
+    updated = int(seen.get("updatedReplicas") or 0)
+    generation = stt.metadata.get("generation")
+    previous = stt.status.conditions if stt.status else []
+    kw = {"generation": generation, "now": now, "previous": previous}
+
+    if missing:
+        what = "; ".join(missing)
+        degraded = condition(DEGRADED, True, "MissingDependency", f"{what} not found", **kw)
+    else:
+        degraded = condition(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist", **kw)
+
+    counts = f"{ready}/{desired} replicas ready"
+    if deployment is None:
+        progressing = condition(PROGRESSING, True, "Creating", "Deployment is being created", **kw)
+    elif updated < desired or ready < desired or replicas > desired:
+        progressing = condition(PROGRESSING, True, "RollingOut", f"{counts}, {updated} updated", **kw)
+    else:
+        progressing = condition(PROGRESSING, False, "Complete", counts, **kw)
+
+    if missing:
+        ready_c = condition(READY, False, "MissingDependency", f"{'; '.join(missing)} not found", **kw)
+    elif deployment is not None and not progressing.status == "True":
+        ready_c = condition(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts, **kw)
+    else:
+        ready_c = condition(READY, False, "ReplicasNotReady", counts, **kw)
+
+    return api.SpeechToTextStatus(
+        conditions=[ready_c, progressing, degraded],
+        observedGeneration=generation,
+        replicas=replicas,
+        readyReplicas=ready,
+        selector=builders.selector(stt),
+        endpoint=builders.endpoint(stt),
+    )
+
+
+def is_true(stt_status: dict[str, Any] | None, type_: str) -> bool:
+    """Whether a raw ``status`` dict has the condition ``type_`` set to True."""
+    for c in (stt_status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c.get("status") == "True"
+    return False

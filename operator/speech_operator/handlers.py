@@ -1,0 +1,87 @@
+"""kopf handlers: thin wrappers that hand every event to :mod:`speech_operator.reconcile`.
+
+- SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
+- An owned Deployment or Service changed or deleted -> reconcile its owner (drift is put back,
+  status mirrors the Deployment's ready replicas).
+- While Degraded (a Secret or PVC missing), a daemon re-checks every ``recheck_seconds``.
+- SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from speech_operator import api, builders, conditions
+from speech_operator.reconcile import Runtime, delete_children, reconcile, reconcile_by_name
+
+STT = (api.GROUP, api.VERSION, api.PLURAL)
+CHILD_LABELS = {builders.LABEL_MANAGED_BY: builders.MANAGER, builders.LABEL_OWNER: kopf.PRESENT}
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    """The process-wide :class:`Runtime`; the CLI and tests may put their own in the memo."""
+    rt = memo.get("runtime")
+    if rt is None:
+        rt = memo["runtime"] = Runtime()
+    return rt
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's bookkeeping in our own annotations and finalizer, out of ``status``."""
+    settings.persistence.finalizer = f"{api.GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=api.GROUP, key="last-handled-configuration")
+    settings.posting.reporting_component = builders.MANAGER
+    settings.execution.max_workers = 4
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then ``KUBECONFIG``; our client shares the credentials."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        await runtime(memo).kube.use(info)
+    return info
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await runtime(memo).kube.close()
+
+
+@kopf.on.resume(*STT)
+@kopf.on.create(*STT)
+@kopf.on.update(*STT)
+async def reconcile_stt(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(runtime(memo), body)
+
+
+@kopf.on.delete(*STT)
+async def delete_stt(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await delete_children(runtime(memo), body)
+
+
+def _degraded(status: kopf.Status, **_: Any) -> bool:
+    return conditions.is_true(dict(status), conditions.DEGRADED)
+
+
+@kopf.daemon(*STT, when=_degraded, cancellation_timeout=5)
+async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str,
+                           memo: kopf.Memo, **_: Any) -> None:
+    """Look for the missing Secret/PVC again until it appears (the filter then stops this daemon)."""
+    rt = runtime(memo)
+    while not stopped:
+        await stopped.wait(rt.config.recheck_seconds)
+        if not stopped:
+            await reconcile_by_name(rt, namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+async def child_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner."""
+    await reconcile_by_name(runtime(memo), namespace, labels[builders.LABEL_OWNER])
