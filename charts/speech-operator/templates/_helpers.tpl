@@ -1,0 +1,71 @@
+{{/* Chart name, truncated to 63 characters. */}}
+{{- define "speech-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name. */}}
+{{- define "speech-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "speech-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "speech-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "speech-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "speech-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: speech-operator
+{{- end -}}
+
+{{- define "speech-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "speech-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces watched in namespaced mode (the release namespace by default). */}}
+{{- define "speech-operator.watchNamespaces" -}}
+{{- if .Values.watch.namespaces -}}
+{{- toJson .Values.watch.namespaces -}}
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The operator's RBAC rules: read from deploy/base/rbac.yaml (files/rbac.yaml is a
+symlink to it, so the rules exist once). The file may hold several documents;
+the rules of its ClusterRole are used, as YAML.
+*/}}
+{{- define "speech-operator.rules" -}}
+{{- $raw := .Files.Get "files/rbac.yaml" -}}
+{{- if not $raw -}}
+{{- fail "files/rbac.yaml (-> deploy/base/rbac.yaml) is missing or empty" -}}
+{{- end -}}
+{{- $rules := list -}}
+{{- range $doc := regexSplit "(?m)^---\\s*$" $raw -1 -}}
+{{- $obj := fromYaml $doc -}}
+{{- if and $obj (eq (get $obj "kind" | default "") "ClusterRole") -}}
+{{- $rules = concat $rules ($obj.rules | default list) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $rules -}}
+{{- fail "files/rbac.yaml holds no ClusterRole with rules" -}}
+{{- end -}}
+{{- toYaml $rules -}}
+{{- end -}}
