@@ -1,0 +1,262 @@
+"""One Speech SDK connection: frames in, turns of recognition out.
+
+A turn starts with ``speech.context`` (or its first audio frame) under a new
+``X-RequestId``, takes a RIFF header and PCM chunks, and ends with the empty
+audio chunk. Per turn the server sends ``turn.start``, ``speech.startDetected``,
+``speech.hypothesis`` while audio arrives, ``speech.phrase`` results,
+``speech.endDetected`` and ``turn.end``. Interactive mode ends the turn after
+its first phrase; continuous modes report every phrase and close the turn with
+``EndOfDictation``. Offsets are 100-ns ticks from the start of the stream,
+continued across turns through ``continuation.audio.streams.1.offset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import AsyncExitStack
+from typing import Any, Mapping, Protocol
+
+from ..engine import Busy, Engine, Event, Partial, Phrase, Session
+from ..models import ModelError
+from . import results
+from .audio import AudioFormat, from_config, split_riff
+from .frames import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
+from .options import TICKS_PER_SECOND, Options
+
+log = logging.getLogger(__name__)
+
+
+
+class Socket(Protocol):
+    """What a connection needs of a Starlette WebSocket."""
+
+    async def receive(self) -> Mapping[str, Any]: ...
+    async def send_text(self, data: str) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class TurnError(Exception):
+    """A turn cannot go on; close the connection with :attr:`code` and :attr:`reason`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def replay_origin(acknowledged: float) -> float:
+    """Engine offset for a continuation turn, in the turn's own time base.
+
+    The SDK replays audio from the acknowledged offset cut to whole
+    milliseconds, and adds the acknowledged offset itself to every offset the
+    turn reports; so the replayed audio starts this much (<= 0) before the
+    turn's zero.
+    """
+    replay_start = int(round(acknowledged * TICKS_PER_SECOND)) // 10_000 / 1000
+    return replay_start - acknowledged
+
+
+class Turn:
+    """One request (``X-RequestId``) of a connection."""
+
+    def __init__(self, conn: "Connection", request_id: str, options: Options) -> None:
+        self.conn = conn
+        self.request_id = request_id
+        self.options = options
+        #: Stream time (s) of the turn's zero: the SDK adds it to the offsets the turn reports.
+        self.base = options.resume_at
+        #: Turn time (s) of the first audio the turn receives.
+        self.origin = replay_origin(options.resume_at)
+        self.service_tag = uuid.uuid4().hex
+        self.session: Session | None = None
+        self._stack = AsyncExitStack()
+        self.started = False
+        self.speech = False
+        self.ended = False
+
+    async def send(self, path: str, body: Mapping[str, Any]) -> None:
+        await self.conn.socket.send_text(text_frame(path, self.request_id, body))
+
+    @property
+    def position(self) -> float:
+        """Turn time (s) of the end of the audio decoded so far."""
+        return self.origin + (self.session.recognition.audio_seconds if self.session else 0.0)
+
+    async def _open(self, fmt: AudioFormat) -> None:
+        try:
+            self.session = await self._stack.enter_async_context(
+                self.conn.engine.session(
+                    self.options.language,
+                    fmt.sample_rate,
+                    fmt.channels,
+                    route=f"usp/{self.options.mode}",
+                    offset=self.origin,
+                    words=True,
+                    partial_words=True,
+                )
+            )
+        except Busy as exc:
+            await self._refuse("TooManyRequests", f"all decoders are busy; retry in {exc.retry_after} s")
+            return
+        except ModelError as exc:
+            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported language: {exc}") from exc
+        except ValueError as exc:
+            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported audio: {exc}") from exc
+        self.started = True
+        await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
+
+    async def _refuse(self, status: str, message: str) -> None:
+        """End the turn with an error status; the SDK cancels and shows the body in its error details."""
+        self.started = True
+        await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
+        await self.send("speech.phrase", {"RecognitionStatus": status, "Offset": 0, "Duration": 0, "Message": message})
+        await self.end()
+
+    async def audio(self, payload: bytes) -> None:
+        """An audio chunk of this turn; the empty chunk ends the audio."""
+        if self.ended:
+            return
+        if self.session is None:
+            riff = split_riff(payload)
+            fmt, payload = riff if riff else (self.conn.audio_format, payload)
+            await self._open(fmt)
+            if self.ended or (riff and not payload):
+                return
+        assert self.session is not None
+        if not payload:
+            await self._emit(await self.session.finish())
+            await self._end_of_audio()
+            return
+        await self._emit(await self.session.feed(payload))
+        if not self.ended and not self.options.continuous and not self.speech:
+            if self.position - self.origin >= self.options.initial_silence:
+                await self._no_speech()
+
+    async def _emit(self, events: list[Event]) -> None:
+        for event in events:
+            if self.ended:
+                return
+            if isinstance(event, Partial):
+                await self._speech_started(event.start)
+                await self.send("speech.hypothesis", results.hypothesis(event, self.options))
+            elif isinstance(event, Phrase):
+                if self.base + event.end <= self.conn.acknowledged:
+                    continue  # already reported in an earlier turn
+                await self._speech_started(event.start)
+                self.conn.acknowledged = self.base + event.end
+                if self.options.continuous:
+                    await self.send("speech.phrase", results.phrase(event, self.options))
+                else:
+                    await self.send("speech.endDetected", results.offset(event.end))
+                    await self.send("speech.phrase", results.phrase(event, self.options))
+                    await self.end()
+
+    async def _speech_started(self, at: float) -> None:
+        if not self.speech:
+            self.speech = True
+            await self.send("speech.startDetected", results.offset(at))
+
+    async def _no_speech(self) -> None:
+        end = self.position
+        await self.send("speech.endDetected", results.offset(end))
+        await self.send("speech.phrase", results.status("InitialSilenceTimeout", max(0.0, self.origin), end))
+        await self.end()
+
+    async def _end_of_audio(self) -> None:
+        if self.ended:
+            return
+        if not self.options.continuous:
+            await self._no_speech()
+            return
+        end = self.position
+        await self.send("speech.endDetected", results.offset(end))
+        await self.send("speech.phrase", results.status("EndOfDictation", end, end))
+        await self.end()
+
+    async def end(self) -> None:
+        """Send ``turn.end`` (once) and release the decoder."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.started:
+            await self.send("turn.end", {})
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the decoder without sending anything."""
+        self.ended = True
+        await self._stack.aclose()
+
+
+class Connection:
+    """The frames of one WebSocket, dispatched to turns."""
+
+    def __init__(self, socket: Socket, engine: Engine, options: Options) -> None:
+        self.socket = socket
+        self.engine = engine
+        self.options = options
+        self.config: dict[str, Any] = {}
+        self.audio_format = AudioFormat()
+        self.turn: Turn | None = None
+        self.ids = RequestIds()
+        #: Stream time (s) up to which phrases were reported; later turns never repeat them.
+        self.acknowledged = 0.0
+
+    async def run(self) -> None:
+        """Serve until the client goes away or breaks the protocol."""
+        try:
+            while True:
+                msg = await self.socket.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if msg.get("text") is not None:
+                    frame = parse_text(msg["text"])
+                elif msg.get("bytes") is not None:
+                    frame = parse_binary(msg["bytes"])
+                else:
+                    continue
+                await self.handle(frame)
+        except (FrameError, TurnError) as exc:
+            log.info("closing USP connection: %s (%s)", exc.reason, exc.code)
+            await self._close(exc.code, exc.reason)
+        finally:
+            if self.turn is not None:
+                await self.turn.close()
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.socket.close(code, reason[:120])
+        except RuntimeError:  # already closed by the client
+            pass
+
+    async def handle(self, frame: Message) -> None:
+        """Dispatch one frame."""
+        if frame.path == "speech.config":
+            self.config = frame.json()
+            self.audio_format = from_config(self.config)
+            return
+        request_id = frame.request_id
+        if not request_id:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, f"{frame.path} frame without an X-RequestId header")
+        log.debug("USP %s %s", frame.path, frame.body if not frame.binary else len(frame.body))
+        if frame.path == "speech.context":
+            await self._new_turn(request_id, self.options.with_context(frame.json()))
+        elif frame.path == "audio":
+            assert isinstance(frame.body, bytes)
+            if request_id in self.ids.finished:
+                return  # audio still in flight for a turn that already ended
+            if self.turn is None or self.turn.request_id != request_id:
+                await self._new_turn(request_id, self.options)
+            assert self.turn is not None
+            await self.turn.audio(frame.body)
+        # telemetry and anything else needs no answer
+
+    async def _new_turn(self, request_id: str, options: Options) -> None:
+        if self.turn is not None and self.turn.request_id == request_id:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, f"X-RequestId {request_id} was already used")
+        self.ids.check_new(request_id)
+        if self.turn is not None:
+            await self.turn.close()
+            self.ids.retire(self.turn.request_id)
+        self.turn = Turn(self, request_id, options)

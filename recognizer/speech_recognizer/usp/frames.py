@@ -1,0 +1,165 @@
+"""USP frames: the Speech SDK's text and binary WebSocket messages.
+
+A text frame is header lines (``Name:value``), a blank line, then the body. A
+binary frame is a 2-byte big-endian header length, ASCII header lines, then the
+payload. Parsing is lenient about spacing, case and line ends; anything that is
+not a frame raises :class:`FrameError` with the WebSocket close code to use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+#: Limits the SDK keeps to, and so do we.
+MAX_HEADER_BYTES = 8192
+MAX_CHUNK_BYTES = 8192
+
+#: WebSocket close codes for protocol errors.
+CLOSE_INVALID_DATA = 1007
+CLOSE_PROTOCOL_ERROR = 1002
+
+_BLANK = re.compile(r"\r?\n\r?\n")
+
+
+class FrameError(Exception):
+    """A frame the server cannot accept; close the connection with :attr:`code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Message:
+    """One parsed frame. Header names are lower-cased."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes | str = b""
+    binary: bool = False
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get("x-requestid") or None
+
+    @property
+    def stream_id(self) -> str | None:
+        return self.headers.get("x-streamid") or None
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (empty body -> ``{}``); raises :class:`FrameError` otherwise."""
+        text = self.body.decode("utf-8", "replace") if isinstance(self.body, bytes) else self.body
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise FrameError(CLOSE_INVALID_DATA, f"{self.path} body is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise FrameError(CLOSE_INVALID_DATA, f"{self.path} body is not a JSON object")
+        return data
+
+
+def parse_headers(block: str) -> dict[str, str]:
+    """``Name:value`` lines (CRLF or LF, any spacing, any case) -> ``{name.lower(): value}``."""
+    if len(block.encode("utf-8", "replace")) > MAX_HEADER_BYTES:
+        raise FrameError(CLOSE_INVALID_DATA, f"headers exceed {MAX_HEADER_BYTES} bytes")
+    headers: dict[str, str] = {}
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip() or " " in name.strip():
+            raise FrameError(CLOSE_INVALID_DATA, f"malformed header line {line[:60]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _require_path(headers: Mapping[str, str]) -> str:
+    path = headers.get("path", "").strip().lower()
+    if not path:
+        raise FrameError(CLOSE_PROTOCOL_ERROR, "frame without a Path header")
+    return path
+
+
+def parse_text(text: str) -> Message:
+    """Parse a text frame; a frame without the blank line after its headers is malformed."""
+    match = _BLANK.search(text)
+    if match is None:
+        # Headers only, ending with a single line break, are accepted (an empty body).
+        if text.endswith("\n"):
+            head, body = text, ""
+        else:
+            raise FrameError(CLOSE_INVALID_DATA, "text frame without a blank line after its headers")
+    else:
+        head, body = text[: match.start()], text[match.end() :]
+    headers = parse_headers(head)
+    return Message(_require_path(headers), headers, body, binary=False)
+
+
+def parse_binary(data: bytes) -> Message:
+    """Parse a binary frame: 2-byte big-endian header length, ASCII headers, payload."""
+    if len(data) < 2:
+        raise FrameError(CLOSE_INVALID_DATA, "binary frame shorter than its 2-byte header length")
+    size = int.from_bytes(data[:2], "big")
+    if size > MAX_HEADER_BYTES:
+        raise FrameError(CLOSE_INVALID_DATA, f"binary frame headers of {size} bytes exceed {MAX_HEADER_BYTES}")
+    if size > len(data) - 2:
+        raise FrameError(CLOSE_INVALID_DATA, f"binary frame header length {size} exceeds the frame")
+    try:
+        head = data[2 : 2 + size].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise FrameError(CLOSE_INVALID_DATA, "binary frame headers are not ASCII") from exc
+    payload = data[2 + size :]
+    if len(payload) > MAX_CHUNK_BYTES:
+        raise FrameError(CLOSE_INVALID_DATA, f"audio chunk of {len(payload)} bytes exceeds {MAX_CHUNK_BYTES}")
+    headers = parse_headers(head)
+    return Message(_require_path(headers), headers, payload, binary=True)
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """An ``X-Timestamp`` value: UTC ISO 8601 with milliseconds and ``Z``."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _head(lines: Mapping[str, str]) -> str:
+    return "".join(f"{name}:{value}\r\n" for name, value in lines.items())
+
+
+def text_frame(path: str, request_id: str, body: Mapping[str, Any] | str, extra: Mapping[str, str] = {}) -> str:
+    """A text frame as the service writes it (JSON body, CRLF headers)."""
+    payload = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    headers = {
+        "X-RequestId": request_id,
+        "Path": path,
+        "Content-Type": "application/json; charset=utf-8",
+        "X-Timestamp": timestamp(),
+        **extra,
+    }
+    return _head(headers) + "\r\n" + payload
+
+
+def binary_frame(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """A binary frame (what the SDK sends for audio); for clients and tests."""
+    head = _head(headers).encode("ascii")
+    return len(head).to_bytes(2, "big") + head + payload
+
+
+@dataclass
+class RequestIds:
+    """Request ids seen on a connection: a reused one is a protocol error."""
+
+    finished: set[str] = field(default_factory=set)
+
+    def retire(self, request_id: str) -> None:
+        self.finished.add(request_id)
+
+    def check_new(self, request_id: str) -> None:
+        if request_id in self.finished:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, f"X-RequestId {request_id} was already used")

@@ -1,0 +1,156 @@
+"""An unmodified Azure Speech SDK app against the server, checked against in-process Vosk."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import azure.cognitiveservices.speech as speechsdk
+
+from ..conftest import TEST_KEY
+from ..support import RefPhrase, ServerThread, read_wav
+from .sdk import config, continuous, expected_span, once, recognizer, ticks
+
+Reason = speechsdk.ResultReason
+
+
+def assert_matches(result: speechsdk.SpeechRecognitionResult, ref: RefPhrase) -> None:
+    assert result.reason == Reason.RecognizedSpeech, result
+    assert result.text == ref.text
+    assert (result.offset, result.duration) == expected_span(ref)
+
+
+def test_recognize_once_with_host(server: ServerThread, speech_wav: Path, speech_ref: list[RefPhrase]) -> None:
+    assert_matches(once(config(server.ws), speech_wav), speech_ref[0])
+
+
+def test_recognize_once_with_endpoint_and_key(
+    keyed_server: ServerThread, speech_wav: Path, speech_ref: list[RefPhrase]
+) -> None:
+    cfg = config(keyed_server.ws, key=TEST_KEY, endpoint_mode="conversation")
+    assert_matches(once(cfg, speech_wav), speech_ref[0])
+
+
+def test_continuous_reports_each_utterance_once(
+    server: ServerThread, utterances_wav: Path, utterances_ref: list[RefPhrase]
+) -> None:
+    events = continuous(recognizer(config(server.ws), utterances_wav))
+    assert not events.canceled
+    assert [r.text for r in events.recognized] == [p.text for p in utterances_ref]
+    assert [(r.offset, r.duration) for r in events.recognized] == [expected_span(p) for p in utterances_ref]
+    offsets = [r.offset for r in events.recognized]
+    assert offsets == sorted(set(offsets))
+
+
+def test_recognize_once_twice_continues_the_stream(
+    server: ServerThread, utterances_wav: Path, utterances_ref: list[RefPhrase]
+) -> None:
+    """The second call is a continuation turn: the next utterance, at its place in the stream."""
+    rec = recognizer(config(server.ws), utterances_wav)
+    first, second = rec.recognize_once(), rec.recognize_once()
+    assert_matches(first, utterances_ref[0])
+    assert second.reason == Reason.RecognizedSpeech
+    assert second.text and second.text != first.text
+    # Decoding restarts at the replayed audio, so allow a frame (30 ms) of difference.
+    assert abs(second.offset - expected_span(utterances_ref[1])[0]) <= ticks(0.03)
+
+
+def test_push_stream_in_real_time_gives_hypotheses_before_the_end(
+    server: ServerThread, speech_wav: Path, speech_ref: list[RefPhrase]
+) -> None:
+    pcm, rate, _ = read_wav(speech_wav)
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    started = threading.Event()
+    audio_done: list[float] = []
+
+    def feed() -> None:
+        started.wait(10)
+        for i in range(0, len(pcm), 3200):
+            stream.write(pcm[i : i + 3200])
+            time.sleep(0.1)
+        audio_done.append(time.monotonic())
+        stream.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    events = continuous(rec, started=started)
+    feeder.join()
+    assert events.recognizing, "no recognizing events"
+    assert events.recognizing[0][0] < audio_done[0] - 0.3, "the first hypothesis came only after the audio"
+    assert [r.text for r in events.recognized] == [speech_ref[0].text]
+    assert events.recognizing[0][0] < events.recognized_at[0]
+
+
+def test_detailed_output_with_word_timings(server: ServerThread, speech_wav: Path, speech_ref: list[RefPhrase]) -> None:
+    cfg = config(server.ws)
+    cfg.output_format = speechsdk.OutputFormat.Detailed
+    cfg.request_word_level_timestamps()
+    result = once(cfg, speech_wav)
+    assert_matches(result, speech_ref[0])
+    body = json.loads(result.properties[speechsdk.PropertyId.SpeechServiceResponse_JsonResult])
+    assert json.loads(result.json) == body
+    assert body["RecognitionStatus"] == "Success" and body["DisplayText"] == speech_ref[0].text
+    best = body["NBest"][0]
+    assert best["Lexical"] == best["ITN"] == best["Display"] == speech_ref[0].text
+    assert 0.0 < best["Confidence"] <= 1.0
+    assert [(w["Word"], w["Offset"], w["Duration"]) for w in best["Words"]] == [
+        (w.word, ticks(w.start), ticks(w.end) - ticks(w.start)) for w in speech_ref[0].words
+    ]
+
+
+def test_simple_output_has_no_nbest(server: ServerThread, speech_wav: Path) -> None:
+    body = json.loads(once(config(server.ws), speech_wav).json)
+    assert set(body) >= {"RecognitionStatus", "DisplayText", "Offset", "Duration"} and "NBest" not in body
+
+
+def _cancellation(result: speechsdk.SpeechRecognitionResult) -> speechsdk.CancellationDetails:
+    assert result.reason == Reason.Canceled, result
+    details = result.cancellation_details
+    assert details.reason == speechsdk.CancellationReason.Error
+    return details
+
+
+def test_wrong_key_is_an_authentication_failure(keyed_server: ServerThread, speech_wav: Path) -> None:
+    details = _cancellation(once(config(keyed_server.ws, key="not-the-key"), speech_wav))
+    assert details.code == speechsdk.CancellationErrorCode.AuthenticationFailure
+    assert "401" in details.error_details
+
+
+def test_missing_key_is_an_authentication_failure(keyed_server: ServerThread, speech_wav: Path) -> None:
+    details = _cancellation(once(config(keyed_server.ws), speech_wav))
+    assert details.code == speechsdk.CancellationErrorCode.AuthenticationFailure
+    assert "403" in details.error_details
+
+
+def test_unknown_language_is_a_bad_request_naming_it(server: ServerThread, speech_wav: Path) -> None:
+    started = time.monotonic()
+    details = _cancellation(once(config(server.ws, language="xx-XX"), speech_wav))
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest
+    assert "xx-XX" in details.error_details and "ko-KR" in details.error_details
+    assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
+
+
+def test_silence_is_no_match(server: ServerThread, silence_wav: Path) -> None:
+    result = once(config(server.ws), silence_wav)
+    assert result.reason == Reason.NoMatch
+    assert result.no_match_details.reason == speechsdk.NoMatchReason.InitialSilenceTimeout
+
+
+def test_silence_in_continuous_mode_recognizes_nothing(server: ServerThread, silence_wav: Path) -> None:
+    events = continuous(recognizer(config(server.ws), silence_wav))
+    assert events.recognized == [] and events.canceled == []
+
+
+def test_four_clients_at_once(
+    server: ServerThread, speech_wav: Path, speech_ref: list[RefPhrase], utterances_wav: Path, utterances_ref: list[RefPhrase]
+) -> None:
+    wavs = [speech_wav, utterances_wav, speech_wav, utterances_wav]
+    expected = [speech_ref[0], utterances_ref[0], speech_ref[0], utterances_ref[0]]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda w: once(config(server.ws), w), wavs))
+    for result, ref in zip(results, expected):
+        assert_matches(result, ref)
