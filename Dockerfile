@@ -50,9 +50,10 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ "${MODEL_LOCALE}" = "ko-KR" ]; then extras=recognizer,model-ko; fi; \
     /opt/venv/bin/pip install --no-compile ".[${extras}]"; \
     /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
-    mkdir -p /models; \
+    mkdir -p /rw/license /rw/output /rw/models /rw/tmp; \
+    chmod 1777 /rw/tmp; \
     if [ -n "${MODEL_LOCALE}" ] && [ "${MODEL_LOCALE}" != "ko-KR" ]; then \
-      /opt/venv/bin/python -m speech_recognizer DownloadModel=True "Locale=${MODEL_LOCALE}" Mounts:Models=/models; \
+      /opt/venv/bin/python -m speech_recognizer DownloadModel=True "Locale=${MODEL_LOCALE}" Mounts:Models=/rw/models; \
     fi
 
 # ---------------------------------------------------------------------------
@@ -93,11 +94,10 @@ LABEL org.opencontainers.image.title="speech-recognizer" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build-recognizer /opt/venv /opt/venv
-COPY --from=build-recognizer --chown=65532:65532 /models /models
-# Writable paths for readOnlyRootFilesystem (mount emptyDirs or volumes there).
-RUN mkdir -p /license /output \
- && chown 65532:65532 /license /output /models \
- && chmod 1777 /tmp
+# /license /output /models /tmp, owned by 65532: the writable paths under
+# readOnlyRootFilesystem (mount emptyDirs or volumes there). No RUN here, so
+# the final stage needs no shell.
+COPY --from=build-recognizer --chown=65532:65532 /rw/ /
 ENV HOME=/tmp
 USER 65532:65532
 WORKDIR /tmp

@@ -25,7 +25,7 @@ COPIES: dict[Path, Path] = {
 
 def header(source: Path) -> str:
     rel = source.relative_to(ROOT)
-    return f"# Copy of {rel}, made by `python -m tests.ship.sync`. Do not edit: edit {rel}.\n"
+    return f"# Copy of {rel} for kustomize. Do not edit.\n# Refresh with: python -m tests.ship.sync\n"
 
 
 def expected(copy: Path) -> str:

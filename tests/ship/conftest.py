@@ -1,0 +1,153 @@
+"""Fixtures for the shipping checks: helm v3/v4, kubectl, rendering and validation of manifests."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from . import tools
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "speech-operator"
+CRD_FILE = ROOT / "crds" / "speechtotexts.speech-operator.io.yaml"
+RBAC_FILE = ROOT / "deploy" / "base" / "rbac.yaml"
+#: Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the validator knows.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+
+
+@pytest.fixture(scope="session", params=[3, 4], ids=["helm3", "helm4"])
+def helm(request: pytest.FixtureRequest) -> Path:
+    try:
+        return tools.helm(request.param)
+    except tools.ToolMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def helm3() -> Path:
+    return tools.helm(3)
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Path:
+    try:
+        return tools.kubectl()
+    except tools.ToolMissing as exc:
+        pytest.fail(str(exc))
+
+
+def run(cmd: Iterable[str | Path], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure the assertion shows its output."""
+    cmd = [str(c) for c in cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=kw.pop("cwd", ROOT), **kw)
+    assert proc.returncode == 0, f"$ {' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def helm_template(helm: Path, *args: str, namespace: str = "speech-operator") -> list[dict[str, Any]]:
+    out = run([helm, "template", "speech-operator", CHART, "--namespace", namespace, *args]).stdout
+    return load_docs(out)
+
+
+# ---- validation ------------------------------------------------------------
+def strict_crd_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The CRD's openAPIV3Schema as a JSON schema that, like `kubectl apply` with strict
+    field validation, rejects unknown fields (the API server would prune them silently)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict JSON schema for every version of the project's CRD."""
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+    return {
+        (f"{group}/{v['name']}", kind): strict_crd_schema(v["schema"]["openAPIV3Schema"])
+        for v in crd["spec"]["versions"]
+        if v.get("served", True)
+    }
+
+
+def check_service_monitor(doc: dict[str, Any]) -> None:
+    """kubernetes-validate knows only built-in kinds; the ServiceMonitor fields we use, by hand."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
+    spec = doc["spec"]
+    assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels"}
+    assert spec["selector"]["matchLabels"], "a ServiceMonitor that selects every Service"
+    ns = spec.get("namespaceSelector", {})
+    assert set(ns) <= {"any", "matchNames"} and (ns.get("any") is True or ns.get("matchNames"))
+    for ep in spec["endpoints"]:
+        assert set(ep) <= {"port", "path", "interval", "scheme", "scrapeTimeout"}
+        assert ep["port"] and ep["path"].startswith("/")
+
+
+def validate_manifests(docs: list[dict[str, Any]]) -> None:
+    """Every document must be a valid object: built-in kinds through kubernetes-validate --strict
+    (at the oldest and newest Kubernetes), SpeechToText against the CRD's schema."""
+    assert docs, "nothing rendered"
+    schemas = crd_schemas()
+    problems: list[str] = []
+    for doc in docs:
+        name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        try:
+            if key in schemas:
+                jsonschema.validate(doc, schemas[key])
+            elif doc.get("kind") == "ServiceMonitor":
+                check_service_monitor(doc)
+            else:
+                for version in KUBE_VERSIONS:
+                    kubernetes_validate.validate(doc, version, strict=True)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError, AssertionError) as exc:
+            problems.append(f"{name}: {getattr(exc, 'message', exc)}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            problems.append(f"{name}: no schema for {key}: {exc}")
+    assert not problems, "invalid manifests:\n" + "\n".join(problems)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def rbac_rules() -> list[dict[str, Any]]:
+    """The rules of the ClusterRole in deploy/base/rbac.yaml (the single source)."""
+    assert RBAC_FILE.is_file(), f"{RBAC_FILE.relative_to(ROOT)} is missing (written by the operator engineer)"
+    roles = [d for d in load_docs(RBAC_FILE.read_text()) if d.get("kind") == "ClusterRole"]
+    assert roles, f"{RBAC_FILE.relative_to(ROOT)} holds no ClusterRole"
+    return [rule for role in roles for rule in role.get("rules", [])]

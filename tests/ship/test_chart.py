@@ -1,0 +1,192 @@
+"""The Helm chart: lint, render, validate, package; with helm v3 and v4."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from .conftest import CHART, CRD_FILE, ROOT, by_kind, helm_template, one, rbac_rules, run, validate_manifests
+
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def test_lint_strict(helm: Path) -> None:
+    run([helm, "lint", "--strict", CHART])
+    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES])
+
+
+def test_default_render_is_valid(helm: Path) -> None:
+    docs = helm_template(helm)
+    validate_manifests(docs)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/speech-operator/speech-operator:0.1.0"
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SPEECH_OPERATOR_IMAGE"] == "ghcr.io/speech-operator/speech-recognizer"
+    assert env["SPEECH_OPERATOR_VERSION"] == "0.1.0"
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+
+def test_restricted_pod_security(helm: Path) -> None:
+    """The operator pod meets the Kubernetes "restricted" Pod Security Standard."""
+    for args in ((), ("--values", str(FULL_VALUES))):
+        pod = one(helm_template(helm, *args), "Deployment")["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["securityContext"] == RESTRICTED_CONTAINER
+        assert not pod.get("hostNetwork") and not pod.get("hostPID")
+
+
+def test_rbac_rules_come_from_deploy_base(helm: Path) -> None:
+    rules = rbac_rules()
+    cluster = helm_template(helm)
+    assert one(cluster, "ClusterRole")["rules"] == rules
+    binding = one(cluster, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(cluster, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": one(cluster, "ServiceAccount")["metadata"]["name"], "namespace": "speech-operator"}
+    ]
+
+
+def test_namespaced_mode(helm: Path) -> None:
+    docs = helm_template(helm, "--set", "watch.mode=namespaced", namespace="speech")
+    validate_manifests(docs)
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    assert one(docs, "Role")["metadata"]["namespace"] == "speech"
+    assert one(docs, "Role")["rules"] == rbac_rules()
+    assert one(docs, "RoleBinding")["metadata"]["namespace"] == "speech"
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=speech" in args and "--all-namespaces" not in args
+
+    docs = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={a,b}", namespace="ops")
+    validate_manifests(docs)
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["a", "b"]
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == "ops"
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=a", "--namespace=b"]
+
+
+def test_full_values_render_is_valid(helm: Path) -> None:
+    docs = helm_template(helm, "--values", str(FULL_VALUES))
+    validate_manifests(docs)
+    stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
+    assert sorted(stts) == ["korean", "stt-de-de", "stt-en-us"]
+    assert stts["stt-en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2}
+    assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2}
+    assert stts["stt-de-de"]["spec"]["replicas"] == 0
+    for stt in stts.values():
+        assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
+        assert stt["metadata"]["namespace"] == "speech-operator"
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--peering=speech-operator" in args and "--standalone" not in args and "--verbose" in args
+    assert "--liveness=http://0.0.0.0:8081/healthz" in args
+
+
+def test_render_refuses_two_replicas_without_peering(helm: Path) -> None:
+    proc = run_fail([helm, "template", "x", CHART, "--set", "replicaCount=2"])
+    assert "peering.enabled" in proc
+
+
+def test_schema_rejects_bad_values(helm: Path) -> None:
+    for bad in ("watch.mode=everywhere", "unknownKey=1", "recognizers[0].replicas=2", "livenessPort=80"):
+        out = run_fail([helm, "template", "x", CHART, "--set", bad])
+        assert "schema" in out.lower() or "values don't meet" in out.lower() or "validation" in out.lower(), out
+
+
+def run_fail(cmd: list) -> str:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0, f"expected {' '.join(map(str, cmd))} to fail:\n{proc.stdout}"
+    return proc.stdout + proc.stderr
+
+
+def test_values_match_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for values_file in (CHART / "values.yaml", FULL_VALUES):
+        jsonschema.validate(yaml.safe_load(values_file.read_text()), schema)
+    # every top-level key in values.yaml is documented by a comment right above it
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith((" ", "#")) and ":" in line:
+            assert any(lines[j].startswith("#") for j in range(max(0, i - 12), i) if lines[j].strip()), line
+
+
+def test_crd_ships_in_crds_folder(helm: Path) -> None:
+    """Helm installs crds/ before the templates, so SpeechToText resources can be in the same release."""
+    shown = run([helm, "show", "crds", CHART]).stdout
+    assert yaml.safe_load(shown) == yaml.safe_load(CRD_FILE.read_text())
+    docs = helm_template(helm, "--include-crds")
+    assert one(docs, "CustomResourceDefinition") == yaml.safe_load(CRD_FILE.read_text())
+
+
+def test_package_holds_real_files(helm: Path, tmp_path: Path) -> None:
+    """`helm package` follows the symlinks: the archive holds the CRD and RBAC file contents."""
+    run([helm, "package", CHART, "--destination", tmp_path])
+    (archive,) = tmp_path.glob("speech-operator-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        crd = tar.extractfile("speech-operator/crds/speechtotexts.speech-operator.io.yaml")
+        rbac = tar.extractfile("speech-operator/files/rbac.yaml")
+        assert crd is not None and rbac is not None, names
+        assert crd.read().decode() == CRD_FILE.read_text()
+        assert rbac.read().decode() == (ROOT / "deploy/base/rbac.yaml").read_text()
+    assert not any("/ci/" in n for n in names), "ci/ values belong to the repo, not the package"
+    # the packaged chart renders like the source chart
+    out = run([helm, "template", "speech-operator", archive, "--namespace", "speech-operator"]).stdout
+    assert [d for d in yaml.safe_load_all(out) if d] == helm_template(helm)
+
+
+def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
+    """NOTES.txt rendered through a test-only template (helm install --dry-run needs a cluster)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, symlinks=False)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n'
+        'data:\n  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
+    )
+    out = run([helm, "template", "speech-operator", chart, "--namespace", "speech", "--values", FULL_VALUES,
+               "--show-only", "templates/zz-notes.yaml"]).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "kind: SpeechToText" in notes and "eula: accept" in notes
+    assert "kubectl -n speech scale speechtotext/example-en-us --replicas=2" in notes
+    assert "kubectl -n speech delete speechtotext/example-en-us" in notes
+    assert "korean (ko-KR)" in notes and "stt-en-us (en-US)" in notes
+    assert "It watches SpeechToText resources in: speech, speech-staging." in notes
+    assert "helm show crds" in notes
+
+
+@pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])
+def test_helm3_and_helm4_render_the_same(helm3: Path, values: Path | None) -> None:
+    from . import tools
+
+    args = ("--values", str(values)) if values else ()
+    assert helm_template(helm3, *args) == helm_template(tools.helm(4), *args)
