@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import subprocess
+
 from speech_recognizer.models import LoadedModel
 
-from ..support import RefPhrase, read_wav, vosk_reference
+from ..support import RefPhrase, read_wav, require_tool, vosk_reference
 
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
 SDK_CHUNK = 3200
@@ -20,15 +22,43 @@ def reference(model: LoadedModel, wav: Path) -> list[RefPhrase]:
     return vosk_reference(model.model, pcm, rate, SDK_CHUNK)
 
 
+def with_noise_floor(wav: Path, out: Path) -> Path:
+    """``wav`` mixed with faint white noise (about -50 dBFS).
+
+    Kaldi dithers every frame from the process-wide ``rand()``, so stretches of
+    digital silence decode differently from one stream to the next; a noise
+    floor far above the dither makes decoding reproducible, which comparing
+    the server with in-process Vosk needs.
+    """
+    sox = require_tool("sox")
+    seconds = subprocess.run(["soxi", "-D", str(wav)], check=True, capture_output=True, text=True).stdout.strip()
+    noise = out.with_name(out.stem + ".noise.wav")
+    subprocess.run([sox, "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise), "synth", seconds, "whitenoise", "vol", "0.003"], check=True)
+    subprocess.run([sox, "-m", "-v", "1", str(wav), "-v", "1", str(noise), "-b", "16", str(out)], check=True)
+    return out
+
+
 @pytest.fixture(scope="session")
-def speech_ref(model: LoadedModel, speech_wav: Path) -> list[RefPhrase]:
-    ref = reference(model, speech_wav)
+def speech_audio(speech_wav: Path) -> Path:
+    """One utterance (the shared fixture) over a noise floor."""
+    return with_noise_floor(speech_wav, speech_wav.with_name("usp-speech.wav"))
+
+
+@pytest.fixture(scope="session")
+def utterances_audio(utterances_wav: Path) -> Path:
+    """Three utterances with silence between them (the shared fixture) over a noise floor."""
+    return with_noise_floor(utterances_wav, utterances_wav.with_name("usp-utterances.wav"))
+
+
+@pytest.fixture(scope="session")
+def speech_ref(model: LoadedModel, speech_audio: Path) -> list[RefPhrase]:
+    ref = reference(model, speech_audio)
     assert len(ref) == 1, ref
     return ref
 
 
 @pytest.fixture(scope="session")
-def utterances_ref(model: LoadedModel, utterances_wav: Path) -> list[RefPhrase]:
-    ref = reference(model, utterances_wav)
+def utterances_ref(model: LoadedModel, utterances_audio: Path) -> list[RefPhrase]:
+    ref = reference(model, utterances_audio)
     assert len(ref) == 3, ref
     return ref

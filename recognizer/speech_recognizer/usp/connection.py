@@ -232,7 +232,8 @@ class Connection:
 
     async def handle(self, frame: Message) -> None:
         """Dispatch one frame."""
-        if frame.path == "speech.config":
+        path = frame.path.lower()
+        if path == "speech.config":
             self.config = frame.json()
             self.audio_format = from_config(self.config)
             return
@@ -240,9 +241,9 @@ class Connection:
         if not request_id:
             raise FrameError(CLOSE_PROTOCOL_ERROR, f"{frame.path} frame without an X-RequestId header")
         log.debug("USP %s %s", frame.path, frame.body if not frame.binary else len(frame.body))
-        if frame.path == "speech.context":
+        if path == "speech.context":
             await self._new_turn(request_id, self.options.with_context(frame.json()))
-        elif frame.path == "audio":
+        elif path == "audio":
             assert isinstance(frame.body, bytes)
             if request_id in self.ids.finished:
                 return  # audio still in flight for a turn that already ended

@@ -36,7 +36,7 @@ class FrameError(Exception):
 
 @dataclass(frozen=True)
 class Message:
-    """One parsed frame. Header names are lower-cased."""
+    """One parsed frame. Header names are lower-cased; compare paths case-insensitively."""
 
     path: str
     headers: Mapping[str, str]
@@ -81,7 +81,7 @@ def parse_headers(block: str) -> dict[str, str]:
 
 
 def _require_path(headers: Mapping[str, str]) -> str:
-    path = headers.get("path", "").strip().lower()
+    path = headers.get("path", "").strip()
     if not path:
         raise FrameError(CLOSE_PROTOCOL_ERROR, "frame without a Path header")
     return path

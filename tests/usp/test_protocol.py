@@ -1,0 +1,185 @@
+"""The USP wire protocol with a raw WebSocket client: message order, headers, protocol errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import Message, binary_frame, parse_text, timestamp
+
+from ..conftest import make_settings
+from ..support import RefPhrase, ServerThread, read_wav, require_tool
+from .sdk import expected_span, ticks
+
+INTERACTIVE = "/speech/recognition/interactive/cognitiveservices/v1?language=ko-KR"
+CONVERSATION = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+
+
+def text(path: str, request_id: str | None, body: object) -> str:
+    head = f"X-Timestamp:{timestamp()}\r\nPath:{path}\r\n"
+    if request_id:
+        head += f"X-RequestId:{request_id}\r\n"
+    return head + "\r\n" + json.dumps(body)
+
+
+def audio(request_id: str, payload: bytes) -> bytes:
+    return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": "1"}, payload)
+
+
+def speech_config(rate: int = 16000, channels: int = 1) -> str:
+    source = {"type": "Stream", "samplerate": str(rate), "bitspersample": "16", "channelcount": str(channels)}
+    return text("speech.config", None, {"context": {"audio": {"source": source}}})
+
+
+async def open_turn(ws: ClientConnection, request_id: str, rate: int = 16000, channels: int = 1) -> None:
+    await ws.send(speech_config(rate, channels))
+    await ws.send(text("speech.context", request_id, {"phraseDetection": {"language": "ko-KR"}}))
+
+
+async def send_pcm(ws: ClientConnection, request_id: str, pcm: bytes, chunk: int = 3200) -> None:
+    for i in range(0, len(pcm), chunk):
+        await ws.send(audio(request_id, pcm[i : i + chunk]))
+    await ws.send(audio(request_id, b""))
+
+
+async def until_turn_end(ws: ClientConnection) -> list[Message]:
+    messages = []
+    while True:
+        msg = parse_text(await ws.recv())
+        messages.append(msg)
+        if msg.path == "turn.end":
+            return messages
+
+
+async def closed_with(ws: ClientConnection) -> int:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_interactive_turn_without_riff_header(server: ServerThread, speech_audio: Path, speech_ref: list[RefPhrase]) -> None:
+    pcm, _, _ = read_wav(speech_audio)
+    rid = uuid.uuid4().hex
+    async with connect(server.ws + INTERACTIVE, subprotocols=["USP"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "USP"
+        await open_turn(ws, rid)
+        await send_pcm(ws, rid, pcm)
+        messages = await until_turn_end(ws)
+    paths = [m.path for m in messages]
+    assert paths[:2] == ["turn.start", "speech.startDetected"]
+    assert paths[-3:] == ["speech.endDetected", "speech.phrase", "turn.end"]
+    assert set(paths[2:-3]) == {"speech.hypothesis"}
+    for m in messages:
+        assert m.request_id == rid and m.headers["content-type"] == "application/json; charset=utf-8"
+        assert m.headers["x-timestamp"]
+    assert "serviceTag" in messages[0].json()["context"]
+    phrase = messages[-2].json()
+    offset, duration = expected_span(speech_ref[0])
+    assert phrase == {"RecognitionStatus": "Success", "Offset": offset, "Duration": duration, "DisplayText": speech_ref[0].text, "Channel": 0}
+    assert messages[-3].json() == {"Offset": offset + duration}
+    hyp = messages[2].json()
+    assert set(hyp) == {"Text", "Offset", "Duration"} and hyp["Offset"] == offset
+
+
+async def test_riff_header_sample_rate_and_channels_are_honoured(
+    server: ServerThread, speech_audio: Path, speech_ref: list[RefPhrase], tmp_path: Path
+) -> None:
+    """22.05 kHz stereo (2.76x the byte rate speech.config announces) keeps the 16 kHz timings.
+
+    Words are not compared: resampled audio decodes differently from run to run (Kaldi's dither).
+    """
+    wav = tmp_path / "stereo22k.wav"
+    subprocess.run([require_tool("sox"), str(speech_audio), "-r", "22050", "-c", "2", "-b", "16", str(wav)], check=True)
+    pcm, rate, channels = read_wav(wav)
+    header = wav.read_bytes()[:44]
+    assert (rate, channels) == (22050, 2) and header.startswith(b"RIFF")
+    rid = uuid.uuid4().hex
+    async with connect(server.ws + CONVERSATION) as ws:
+        await open_turn(ws, rid)  # speech.config says 16 kHz mono; the RIFF header wins
+        await ws.send(audio(rid, header))
+        await send_pcm(ws, rid, pcm, chunk=8000)
+        messages = await until_turn_end(ws)
+    phrases = [m.json() for m in messages if m.path == "speech.phrase"]
+    assert len(phrases) == 2 and phrases[0]["DisplayText"]
+    offset, duration = expected_span(speech_ref[0])
+    assert abs(phrases[0]["Offset"] - offset) <= ticks(0.1)
+    assert abs(phrases[0]["Offset"] + phrases[0]["Duration"] - offset - duration) <= ticks(0.1)
+    assert phrases[1]["RecognitionStatus"] == "EndOfDictation"
+    assert phrases[1]["Offset"] == ticks(len(pcm) / (rate * channels * 2))
+
+
+async def test_continuous_turn_ends_with_end_of_dictation(server: ServerThread, silence_wav: Path) -> None:
+    pcm, _, _ = read_wav(silence_wav)
+    rid = uuid.uuid4().hex
+    async with connect(server.ws + CONVERSATION) as ws:
+        await open_turn(ws, rid)
+        await send_pcm(ws, rid, pcm)
+        messages = await until_turn_end(ws)
+    assert [m.path for m in messages] == ["turn.start", "speech.endDetected", "speech.phrase", "turn.end"]
+    end = ticks(len(pcm) / 32000)
+    assert messages[2].json() == {"RecognitionStatus": "EndOfDictation", "Offset": end, "Duration": 0, "Channel": 0}
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([b"\x00\x40Path:audio\r\n"], 1007),  # header length beyond the frame
+        (["Path:speech.context\r\nX-RequestId:r1"], 1007),  # no blank line
+        (["X-RequestId:r1\r\n\r\n{}"], 1002),  # no Path
+        ([text("speech.context", None, {})], 1002),  # no X-RequestId
+        ([binary_frame({"Path": "audio"}, b"")], 1002),
+        ([text("speech.context", "r1", {}), text("speech.context", "r1", {})], 1002),  # reused request id
+        ([text("speech.context", "r1", [1, 2])], 1007),  # body not a JSON object
+    ],
+)
+async def test_protocol_errors_close_the_connection(server: ServerThread, frames: list[str | bytes], code: int) -> None:
+    async with connect(server.ws + CONVERSATION) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        assert await closed_with(ws) == code
+
+
+async def test_server_still_serves_after_a_protocol_error(server: ServerThread, silence_wav: Path) -> None:
+    async with connect(server.ws + CONVERSATION) as ws:
+        await ws.send(b"\xff")
+        assert await closed_with(ws) == 1007
+    await test_continuous_turn_ends_with_end_of_dictation(server, silence_wav)
+
+
+async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_path: Path, speech_audio: Path) -> None:
+    """With every decoder busy, a new turn is refused at once with a status the SDK reports."""
+    import azure.cognitiveservices.speech as speechsdk
+
+    from .sdk import config, once
+
+    app = create_app(make_settings(tmp_path, "DecoderMaxCount=1"), registry)
+    with ServerThread(app) as srv:
+        async with connect(srv.ws + CONVERSATION) as holder:
+            rid = uuid.uuid4().hex
+            await open_turn(holder, rid)
+            await holder.send(audio(rid, b"\0" * 3200))
+            assert parse_text(await holder.recv()).path == "turn.start"
+            async with connect(srv.ws + CONVERSATION) as ws:
+                other = uuid.uuid4().hex
+                await open_turn(ws, other)
+                await ws.send(audio(other, b"\0" * 3200))
+                messages = await until_turn_end(ws)
+                assert [m.path for m in messages] == ["turn.start", "speech.phrase", "turn.end"]
+                assert messages[1].json()["RecognitionStatus"] == "TooManyRequests"
+            import asyncio
+
+            result = await asyncio.to_thread(once, config(srv.ws), speech_audio)
+            assert result.reason == speechsdk.ResultReason.Canceled
+            details = result.cancellation_details
+            assert details.code == speechsdk.CancellationErrorCode.TooManyRequests
+            assert "decoders are busy" in details.error_details
