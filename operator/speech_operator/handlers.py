@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from speech_operator import api, builders, conditions
-from speech_operator.reconcile import Runtime, delete_children, reconcile, reconcile_by_name
+from speech_operator.reconcile import Runtime, delete_children, reconcile
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 CHILD_LABELS = {builders.LABEL_MANAGED_BY: builders.MANAGER, builders.LABEL_OWNER: kopf.PRESENT}
@@ -56,8 +57,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*STT)
 @kopf.on.create(*STT)
 @kopf.on.update(*STT)
-async def reconcile_stt(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(runtime(memo), body)
+async def reconcile_stt(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(runtime(memo), namespace, name)
 
 
 @kopf.on.delete(*STT)
@@ -69,19 +70,18 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
     return conditions.is_true(dict(status), conditions.DEGRADED)
 
 
-@kopf.daemon(*STT, when=_degraded, cancellation_timeout=5)
+@kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str,
                            memo: kopf.Memo, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears (the filter then stops this daemon)."""
     rt = runtime(memo)
     while not stopped:
-        await stopped.wait(rt.config.recheck_seconds)
-        if not stopped:
-            await reconcile_by_name(rt, namespace, name)
+        await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
+        await reconcile(rt, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
 async def child_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner."""
-    await reconcile_by_name(runtime(memo), namespace, labels[builders.LABEL_OWNER])
+    await reconcile(runtime(memo), namespace, labels[builders.LABEL_OWNER])

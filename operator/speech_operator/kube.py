@@ -58,6 +58,7 @@ class Kube:
                 connector=aiohttp.TCPConnector(ssl=self._info.as_ssl_context()),
                 headers={**self._info.as_http_headers(), "User-Agent": "speech-operator"},
                 trust_env=self._info.trust_env,
+                timeout=aiohttp.ClientTimeout(total=30),
             )
         return self._session
 

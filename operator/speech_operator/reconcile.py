@@ -124,20 +124,22 @@ async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechTo
     _report_transitions(body, before, status)
 
 
-async def reconcile(runtime: Runtime, body: Mapping[str, Any]) -> api.SpeechToTextStatus | None:
-    """Bring one SpeechToText's children in line with its spec and report status.
+async def reconcile(runtime: Runtime, namespace: str, name: str) -> api.SpeechToTextStatus | None:
+    """Bring the SpeechToText ``namespace/name`` and its children in line with its spec; report status.
 
-    Returns ``None`` when the object is being deleted. Raises :class:`kopf.PermanentError` on a
-    spec the API server should have refused (e.g. a CRD older than the operator).
+    The object is read afresh under its lock, so concurrent triggers (its own events, its
+    children's, the Degraded re-check) never act on a stale copy. Returns ``None`` when it is
+    gone or being deleted; raises :class:`kopf.PermanentError` on a spec the API server should
+    have refused (e.g. a CRD older than the operator).
     """
-    meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return None
-    async with runtime.lock(meta["namespace"], meta["name"]):
+    async with runtime.lock(namespace, name):
+        body = await runtime.kube.get(stt_path(namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
         try:
-            stt = api.SpeechToText.model_validate(dict(body))
+            stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
-            kopf.warn(dict(body), reason="InvalidSpec", message=str(exc))
+            kopf.warn(body, reason="InvalidSpec", message=str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from exc
         missing = await missing_dependencies(runtime.kube, stt)
         deployment = None
@@ -148,13 +150,6 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any]) -> api.SpeechToTe
         status = conditions.observe(stt, deployment, missing, _now())
         await write_status(runtime.kube, body, status)
         return status
-
-
-async def reconcile_by_name(runtime: Runtime, namespace: str, name: str) -> None:
-    """Reconcile the SpeechToText ``namespace/name`` if it still exists (used by child watchers)."""
-    body = await runtime.kube.get(stt_path(namespace, name))
-    if body is not None:
-        await reconcile(runtime, body)
 
 
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
