@@ -1,0 +1,117 @@
+"""deploy/examples are accepted by the generated CRD (schema + CEL) and by Kubernetes; bad specs are not."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pydantic
+import pytest
+import yaml
+from stt_schema import ROOT, cel_failures, crd_schema, problems, with_defaults
+
+from speech_operator import api
+
+EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
+VALID: dict[str, Any] = {
+    "apiVersion": api.API_VERSION, "kind": api.KIND,
+    "metadata": {"name": "en-us"},
+    "spec": {"locale": "en-US", "eula": "accept"},
+}
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_the_four_examples_exist() -> None:
+    assert {p.name for p in EXAMPLES} >= {
+        "single-locale.yaml", "multi-locale.yaml", "disconnected.yaml", "api-key-secret.yaml"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_accepted(path: Path) -> None:
+    stts = 0
+    for doc in docs(path):
+        if doc["kind"] == api.KIND:
+            stts += 1
+            assert problems(doc) == []
+            api.SpeechToText.model_validate(doc)
+        else:
+            kubernetes_validate.validate(doc, kubernetes_validate.utils.latest_version(), strict=True)
+    assert stts >= 1
+
+
+def test_multi_locale_example_has_different_replicas() -> None:
+    stts = [d for d in docs(ROOT / "deploy/examples/multi-locale.yaml") if d["kind"] == api.KIND]
+    assert len({d["spec"]["locale"] for d in stts}) >= 2
+    assert len({d["spec"].get("replicas", 1) for d in stts}) >= 2
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """VALID with ``value`` set at the dotted ``path`` (``None`` removes the key)."""
+    obj = copy.deepcopy(VALID)
+    *parents, leaf = path.split(".")
+    node = obj
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is None:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return obj
+
+
+# Each case is refused by the schema or a CEL rule, and (the same rule, twice) by the models.
+INVALID = {
+    "no eula": _with("spec.eula", None),
+    "eula not accepted": _with("spec.eula", "decline"),
+    "replicas -1": _with("spec.replicas", -1),
+    "bad locale": _with("spec.locale", "english"),
+    "lower-case region": _with("spec.locale", "en-us"),
+    "name not a DNS-1035 label": _with("metadata.name", "1-en.us"),
+    "billing without key": _with("spec.billing", "https://billing.example.test"),
+    "key without billing": _with("spec.apiKeySecretRef", {"name": "k", "key": "apiKey"}),
+    "url without sha256": _with("spec.model", {"url": "https://models.example.test/m.zip"}),
+    "url with download false": _with("spec.model", {"url": "https://m.example.test/m.zip", "sha256": "a" * 64,
+                                                    "download": False}),
+    "download false on emptyDir": _with("spec.model", {"download": False, "volume": {"emptyDir": {}}}),
+    "two volume sources": _with("spec.license", {"emptyDir": {}, "hostPath": {"path": "/srv/license"}}),
+    "no volume source": _with("spec.output", {}),
+    "nodePort on ClusterIP": _with("spec.service", {"type": "ClusterIP", "nodePort": 30080}),
+}
+#: The API server prunes unknown fields, so only the models can refuse these.
+MODELS_ONLY = {
+    "inline api key": _with("spec.apiKeySecretRef", {"name": "k", "key": "apiKey", "value": "secret"}),
+}
+CEL_ONLY = {"name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
+            "url with download false", "download false on emptyDir", "two volume sources", "no volume source",
+            "nodePort on ClusterIP"}
+
+
+@pytest.mark.parametrize("case", INVALID, ids=str)
+def test_invalid_spec_is_refused_by_the_crd(case: str) -> None:
+    obj = INVALID[case]
+    assert problems(obj), f"{case} was accepted"
+    schema = crd_schema()
+    schema_errors = list(jsonschema.Draft7Validator(schema).iter_errors(with_defaults(schema, obj)))
+    # Cross-field cases pass the structural schema: a CEL rule, evaluated for real, refuses them.
+    assert bool(schema_errors) == (case not in CEL_ONLY)
+    if case in CEL_ONLY:
+        assert cel_failures(schema, with_defaults(schema, obj))
+
+
+@pytest.mark.parametrize("case", {**INVALID, **MODELS_ONLY}, ids=str)
+def test_invalid_spec_is_refused_by_the_models(case: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        api.SpeechToText.model_validate({**INVALID, **MODELS_ONLY}[case])
+
+
+def test_valid_minimal_spec_gets_documented_defaults() -> None:
+    assert problems(VALID) == []
+    spec = api.SpeechToText.model_validate(VALID).spec
+    assert spec.replicas == 1 and spec.model.download and spec.service.port == 5000
+    assert spec.resources.requests.cpu == "500m" and spec.resources.limits.memory == "2Gi"
