@@ -4,12 +4,14 @@
     speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
 
-Two replicas are safe: kopf peering elects one active replica per scope. The replicas
-find each other through a ``ClusterKopfPeering`` (cluster-wide) or ``KopfPeering``
-(per namespace) object named by ``--peering`` (default ``speech-operator``); the
-others stay paused and take over within seconds when the active one goes away.
-Peering is mandatory unless ``--standalone`` is given, so a missing peering CRD stops
-the operator instead of letting two replicas fight over the same children.
+Two replicas are safe: kopf peering keeps exactly one replica active. The replicas
+find each other through a ``ClusterKopfPeering`` (with ``--all-namespaces``) or a
+``KopfPeering`` in each watched namespace, named by ``--peering`` (default
+``speech-operator``; CRDs in ``crds/kopf-peering.yaml``). Each replica writes a
+keep-alive there; the others pause and take over within a minute (``lifetime``) when the
+active one stops. Peering is mandatory unless ``--standalone`` is given, so a missing
+peering CRD stops the operator instead of letting two replicas fight over the same
+children. Within one replica, reconciles of one SpeechToText are serialised.
 """
 
 from __future__ import annotations
@@ -52,14 +54,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     import speech_operator.handlers  # noqa: F401  (registers the handlers)
 
-    settings = kopf.OperatorSettings()
-    settings.peering.mandatory = not args.standalone
     await kopf.operator(
-        settings=settings,
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
-        peering_name=args.peering,
+        peering_name=None if args.standalone else args.peering,  # a name makes peering mandatory
         standalone=args.standalone,
     )
 

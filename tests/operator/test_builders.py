@@ -1,0 +1,163 @@
+"""The pure builders: manifests Kubernetes accepts, with the recognizer contract and the restricted profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from speech_recognizer import contract
+
+from speech_operator import api, builders
+from speech_operator.config import OperatorConfig
+
+CONFIG = OperatorConfig(image="registry.example/speech-recognizer", version="9.9.9")
+META = {"name": "en-us", "namespace": "speech", "uid": "0b6c5a4e-0000-4000-8000-000000000001"}
+MINIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {"locale": "en-US", "eula": "accept"}})
+MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
+    "locale": "en-US", "eula": "accept", "replicas": 4,
+    "image": "mirror.example/stt", "version": "1.0.0",
+    "resources": {"requests": {"cpu": 1, "memory": "1536Mi"}, "limits": {"cpu": "3", "memory": "3Gi"}},
+    "billing": "https://billing.example.test/", "apiKeySecretRef": {"name": "speech-key", "key": "apiKey"},
+    "model": {"url": "https://models.example.test/en.zip", "sha256": "ab" * 32,
+              "volume": {"persistentVolumeClaim": {"claimName": "models"}}},
+    "license": {"hostPath": {"path": "/srv/license", "type": "Directory"}},
+    "output": {"emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+    "decoderMaxCount": 8,
+    "service": {"type": "LoadBalancer", "port": 80, "nodePort": 30080,
+                "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
+    "nodeSelector": {"kubernetes.io/arch": "amd64"},
+    "tolerations": [{"key": "speech", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                           "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "en-us"}}}}]}},
+    "podAnnotations": {"prometheus.io/scrape": "true"},
+    "logLevel": "Debug",
+}})
+
+
+def pod(stt: api.SpeechToText) -> dict[str, Any]:
+    return builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+
+
+def containers(stt: api.SpeechToText) -> dict[str, dict[str, Any]]:
+    spec = pod(stt)
+    return {c["name"]: c for c in spec.get("initContainers", []) + spec["containers"]}
+
+
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+def test_manifests_pass_kubernetes_validate_strict(stt: api.SpeechToText) -> None:
+    for manifest in builders.children(stt, CONFIG):
+        kubernetes_validate.validate(manifest, kubernetes_validate.utils.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+def test_children_are_owned_and_labelled(stt: api.SpeechToText) -> None:
+    for manifest in builders.children(stt, CONFIG):
+        meta = manifest["metadata"]
+        assert meta["ownerReferences"] == [{"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+                                            "name": "en-us", "uid": META["uid"], "controller": True,
+                                            "blockOwnerDeletion": True}]
+        assert meta["labels"][builders.LABEL_OWNER] == "en-us"
+        assert meta["labels"][builders.LABEL_MANAGED_BY] == "speech-operator"
+    dep, svc = builders.children(stt, CONFIG)
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert dep["spec"]["template"]["metadata"]["labels"].items() >= dep["spec"]["selector"]["matchLabels"].items()
+
+
+def test_minimal_recognizer_container() -> None:
+    c = containers(MINIMAL)["recognizer"]
+    assert c["image"] == "registry.example/speech-recognizer:9.9.9"
+    assert c["args"] == ["Eula=accept", "Locale=en-US", f"{contract.LOG_LEVEL}=Information"]
+    assert c["ports"] == [{"name": "http", "containerPort": contract.PORT, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert c["env"] == [{"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1
+    # The catalog model is downloaded into a per-pod emptyDir; nothing needs chown.
+    assert list(containers(MINIMAL)) == ["download-model", "recognizer"]
+    assert {"name": "models", "emptyDir": {}} in pod(MINIMAL)["volumes"]
+
+
+def test_maximal_recognizer_container() -> None:
+    c = containers(MAXIMAL)["recognizer"]
+    assert c["image"] == "mirror.example/stt:1.0.0"
+    assert c["args"] == ["Eula=accept", "Locale=en-US", "Billing=https://billing.example.test/",
+                         "DecoderMaxCount=8", f"{contract.LOG_LEVEL}=Debug"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ApiKey"] == {"name": "ApiKey", "valueFrom": {"secretKeyRef": {"name": "speech-key", "key": "apiKey"}}}
+    assert env["Mounts__License"]["value"] == "/license" and env["Mounts__Output"]["value"] == "/output"
+    assert "value" not in env["ApiKey"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/output"].get("readOnly") is None and mounts["/license"]["readOnly"] is True
+    spec = pod(MAXIMAL)
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"} and spec["tolerations"][0]["key"] == "speech"
+    assert "podAntiAffinity" in spec["affinity"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["models"] == {"name": "models", "persistentVolumeClaim": {"claimName": "models"}}
+    assert vols["license"] == {"name": "license", "hostPath": {"path": "/srv/license", "type": "Directory"}}
+    assert vols["output"] == {"name": "output", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}
+    meta = builders.deployment(MAXIMAL, CONFIG)["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {"prometheus.io/scrape": "true"}
+    svc = builders.service(MAXIMAL)
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP",
+                                     "nodePort": 30080}]
+    assert svc["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}
+
+
+def test_download_init_container_gets_url_and_checksum() -> None:
+    init = containers(MAXIMAL)["download-model"]
+    assert init["image"] == "mirror.example/stt:1.0.0"
+    assert init["args"] == ["DownloadModel=True", "Locale=en-US", "Mounts:Models=/models",
+                            "ModelUrl=https://models.example.test/en.zip", f"ModelSha256={'ab' * 32}"]
+    assert {"name": "models", "mountPath": "/models"} in init["volumeMounts"]
+
+
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+def test_restricted_profile_except_the_chown_step(stt: api.SpeechToText) -> None:
+    spec = pod(stt)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    for name, c in containers(stt).items():
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        if name == "chown":
+            assert sc["runAsUser"] == 0 and sc["capabilities"]["add"] == ["CHOWN", "FOWNER"]
+        else:
+            assert sc["runAsNonRoot"] is True
+            assert (sc["runAsUser"], sc["runAsGroup"]) == (contract.RUN_AS_USER, contract.RUN_AS_GROUP)
+            assert "add" not in sc["capabilities"]
+
+
+def test_chown_only_for_volumes_fsgroup_cannot_fix() -> None:
+    assert "chown" not in containers(MINIMAL)
+    chown = containers(MAXIMAL)["chown"]
+    assert chown["command"][-2:] == ["/models", "/license"]  # the PVC and the hostPath, not the emptyDir
+    assert chown["command"][3:5] == [str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP)]
+    assert list(containers(MAXIMAL))[0] == "chown"  # before the model download writes
+
+
+def test_existing_model_pvc_skips_the_download() -> None:
+    stt = api.SpeechToText.model_validate({"metadata": META, "spec": {
+        "locale": "ko-KR", "eula": "accept",
+        "model": {"download": False, "volume": {"persistentVolumeClaim": {"claimName": "ko-model"}}}}})
+    assert list(containers(stt)) == ["chown", "recognizer"]
+    assert builders.claim_names(stt.spec) == ["ko-model"]
+
+
+def test_spec_change_changes_the_pod_template_but_scaling_does_not() -> None:
+    template = builders.deployment(MINIMAL, CONFIG)["spec"]["template"]
+    scaled = MINIMAL.model_copy(update={"spec": MINIMAL.spec.model_copy(update={"replicas": 5})})
+    assert builders.deployment(scaled, CONFIG)["spec"]["template"] == template
+    relocaled = MINIMAL.model_copy(update={"spec": MINIMAL.spec.model_copy(update={"logLevel": "Error"})})
+    assert builders.deployment(relocaled, CONFIG)["spec"]["template"] != template
+
+
+def test_status_fields() -> None:
+    assert builders.selector(MINIMAL) == "app.kubernetes.io/name=speech-recognizer,app.kubernetes.io/instance=en-us"
+    assert builders.endpoint(MAXIMAL) == "http://en-us.speech.svc:80"

@@ -1,0 +1,126 @@
+"""Conditions, drift detection, settings and the command line, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from stt_schema import ROOT
+
+from speech_operator import api, cli, conditions
+from speech_operator.config import OperatorConfig
+from speech_operator.reconcile import differences
+
+STT = api.SpeechToText.model_validate({
+    "metadata": {"name": "en-us", "namespace": "speech", "uid": "u", "generation": 3},
+    "spec": {"locale": "en-US", "eula": "accept", "replicas": 2}})
+
+
+def deployment(ready: int, updated: int = 2, replicas: int = 2) -> dict[str, Any]:
+    return {"status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated}}
+
+
+def by_type(status: api.SpeechToTextStatus) -> dict[str, api.Condition]:
+    return {c.type: c for c in status.conditions}
+
+
+def test_all_ready() -> None:
+    status = conditions.observe(STT, deployment(2), [], "2026-01-01T00:00:00Z")
+    c = by_type(status)
+    assert (c["Ready"].status, c["Ready"].reason) == ("True", "ReplicasReady")
+    assert (c["Progressing"].status, c["Degraded"].status) == ("False", "False")
+    assert status.readyReplicas == 2 and status.observedGeneration == 3
+    assert all(x.observedGeneration == 3 for x in status.conditions)
+
+
+def test_rolling_out() -> None:
+    c = by_type(conditions.observe(STT, deployment(1, updated=1), [], "t"))
+    assert (c["Ready"].status, c["Progressing"].status, c["Progressing"].reason) == ("False", "True", "RollingOut")
+    assert c["Ready"].message == "1/2 replicas ready"
+
+
+def test_missing_dependency_names_it() -> None:
+    c = by_type(conditions.observe(STT, deployment(0), ['Secret "k"', 'PersistentVolumeClaim "p"'], "t"))
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "MissingDependency")
+    assert c["Degraded"].message == 'Secret "k"; PersistentVolumeClaim "p" not found'
+    assert c["Ready"].status == "False"
+
+
+def test_transition_time_moves_only_on_flips() -> None:
+    first = conditions.observe(STT, deployment(2), [], "2026-01-01T00:00:00Z")
+    seen = STT.model_copy(update={"status": first})
+    same = by_type(conditions.observe(seen, deployment(2), [], "2026-01-02T00:00:00Z"))
+    assert same["Ready"].lastTransitionTime == "2026-01-01T00:00:00Z"
+    flipped = by_type(conditions.observe(seen, deployment(1), [], "2026-01-03T00:00:00Z"))
+    assert flipped["Ready"].lastTransitionTime == "2026-01-03T00:00:00Z"
+    assert flipped["Degraded"].lastTransitionTime == "2026-01-01T00:00:00Z"
+
+
+def test_status_validates_against_the_crd() -> None:
+    from stt_schema import crd_schema
+    import jsonschema
+    status = conditions.observe(STT, deployment(1), ['Secret "k"'], "2026-01-01T00:00:00Z")
+    jsonschema.validate(status.model_dump(mode="json", exclude_none=True),
+                        crd_schema()["properties"]["status"])
+
+
+def test_differences_ignore_server_defaults() -> None:
+    desired = {"spec": {"replicas": 1, "template": {"containers": [{"name": "a", "ports": [{"containerPort": 5000}]}]},
+                        "resources": {"cpu": 1}}}
+    actual = {"spec": {"replicas": 1, "progressDeadlineSeconds": 600, "resources": {"cpu": "1"},
+                       "template": {"containers": [{"name": "a", "terminationMessagePath": "/dev/x",
+                                                    "ports": [{"containerPort": 5000, "protocol": "TCP"}]}]}}}
+    assert differences(desired, actual) == []
+    actual["spec"]["replicas"] = 7
+    actual["spec"]["template"]["containers"].append({"name": "sidecar"})
+    assert differences(desired, actual) == [".spec.replicas", ".spec.template.containers"]
+
+
+def test_config_from_env() -> None:
+    config = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2",
+                                      "SPEECH_OPERATOR_RECHECK_SECONDS": "5"})
+    assert (config.image, config.version, config.recheck_seconds) == ("r/x", "2", 5.0)
+    assert OperatorConfig.from_env({}).image == OperatorConfig().image
+
+
+def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPEECH_OPERATOR_NAMESPACE", raising=False)
+    assert cli.parse(["run", "-n", "a", "-n", "b"]).namespace == ["a", "b"]
+    assert cli.parse(["run", "--all-namespaces"]).all_namespaces
+    with pytest.raises(SystemExit):
+        cli.parse(["run"])
+    with pytest.raises(SystemExit):
+        cli.parse(["run", "-n", "a", "-A"])
+    monkeypatch.setenv("SPEECH_OPERATOR_NAMESPACE", "x, y")
+    args = cli.parse(["run", "--liveness", "http://0.0.0.0:8080/healthz"])
+    assert args.namespace == ["x", "y"] and args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.peering == "speech-operator" and not args.standalone
+
+
+def test_cli_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["crd"])
+    assert yaml.safe_load(capsys.readouterr().out)["metadata"]["name"] == "speechtotexts.speech-operator.io"
+
+
+@pytest.mark.parametrize("path", ["deploy/base/rbac.yaml", "crds/kopf-peering.yaml"])
+def test_static_manifests_validate(path: str) -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.utils.latest_version(), strict=True)
+
+
+def test_rbac_is_one_cluster_role_covering_what_the_operator_touches() -> None:
+    (role,) = [d for d in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text()) if d]
+    assert (role["kind"], role["metadata"]["name"]) == ("ClusterRole", "speech-operator")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    needed = {("speech-operator.io", "speechtotexts", "watch"), ("speech-operator.io", "speechtotexts/status", "patch"),
+              ("apps", "deployments", "create"), ("apps", "deployments", "patch"), ("apps", "deployments", "delete"),
+              ("apps", "deployments", "watch"), ("", "services", "create"), ("", "services", "delete"),
+              ("", "secrets", "get"), ("", "persistentvolumeclaims", "get"), ("", "events", "create"),
+              ("kopf.dev", "clusterkopfpeerings", "patch"), ("kopf.dev", "kopfpeerings", "patch")}
+    assert needed <= granted
+    assert not any(r == "secrets" and v in {"list", "watch"} for _, r, v in granted)  # get only
