@@ -10,16 +10,31 @@ import subprocess
 
 from speech_recognizer.models import LoadedModel
 
-from ..support import RefPhrase, read_wav, require_tool, vosk_reference
+import json
+
+from ..support import RefPhrase, RefWord, read_wav, require_tool
 
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
 SDK_CHUNK = 3200
 
 
 def reference(model: LoadedModel, wav: Path) -> list[RefPhrase]:
+    """Every non-empty phrase of an in-process ``KaldiRecognizer`` fed the SDK's chunks."""
+    import vosk
+
     pcm, rate, channels = read_wav(wav)
     assert (rate, channels) == (16000, 1)
-    return vosk_reference(model.model, pcm, rate, SDK_CHUNK)
+    rec = vosk.KaldiRecognizer(model.model, float(rate))
+    rec.SetWords(True)
+    rec.SetPartialWords(True)
+    raw = [rec.Result() for i in range(0, len(pcm), SDK_CHUNK) if rec.AcceptWaveform(pcm[i : i + SDK_CHUNK])]
+    raw.append(rec.FinalResult())
+    phrases = []
+    for item in map(json.loads, raw):
+        if item.get("text", "").strip():
+            words = tuple(RefWord(w["word"], w["start"], w["end"]) for w in item["result"])
+            phrases.append(RefPhrase(item["text"].strip(), words))
+    return phrases
 
 
 def with_noise_floor(wav: Path, out: Path) -> Path:
