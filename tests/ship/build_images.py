@@ -158,7 +158,7 @@ def build(target: str, tag: str, base: str, extra: list[str] = (), context: Path
     if not (context / "README.md").is_file():
         raise FileNotFoundError(f"{context}/README.md is missing: pyproject.toml names it as the readme, so pip cannot build")
     podman(
-        "build", "--isolation", "chroot", "--layers", "--target", target, "--tag", tag,
+        "build", "--isolation", "chroot", "--layers=false", "--target", target, "--tag", tag,
         "--build-arg", f"BASE_IMAGE={base}", *pip_build_options(), *extra,
         "--file", str(context / "Dockerfile"), str(context),
     )

@@ -17,7 +17,8 @@ from . import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "speech-operator"
-CRD_FILE = ROOT / "crds" / "speechtotexts.speech-operator.io.yaml"
+CRD_DIR = ROOT / "crds"
+CRD_FILE = CRD_DIR / "speechtotexts.speech-operator.io.yaml"
 RBAC_FILE = ROOT / "deploy" / "base" / "rbac.yaml"
 #: Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest the validator knows.
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
@@ -82,19 +83,29 @@ def strict_crd_schema(schema: dict[str, Any]) -> dict[str, Any]:
             for value in node:
                 walk(value)
 
+    # apiVersion, kind and metadata are allowed on every object, whatever the schema lists
+    for implicit in ("apiVersion", "kind"):
+        schema.setdefault("properties", {}).setdefault(implicit, {"type": "string"})
+    schema["properties"].setdefault("metadata", {"type": "object"})
     walk(schema)
     return schema
 
 
+def crd_docs() -> list[dict[str, Any]]:
+    """Every CustomResourceDefinition in crds/ (the single source of CRDs)."""
+    return [d for f in sorted(CRD_DIR.glob("*.yaml")) for d in load_docs(f.read_text())
+            if d.get("kind") == "CustomResourceDefinition"]
+
+
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict JSON schema for every version of the project's CRD."""
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-    return {
-        (f"{group}/{v['name']}", kind): strict_crd_schema(v["schema"]["openAPIV3Schema"])
-        for v in crd["spec"]["versions"]
-        if v.get("served", True)
-    }
+    """(apiVersion, kind) -> strict JSON schema for every served version of every CRD in crds/."""
+    schemas = {}
+    for crd in crd_docs():
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for v in crd["spec"]["versions"]:
+            if v.get("served", True):
+                schemas[(f"{group}/{v['name']}", kind)] = strict_crd_schema(v["schema"]["openAPIV3Schema"])
+    return schemas
 
 
 def check_service_monitor(doc: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from . import sync
-from .conftest import CHART, CRD_FILE, RBAC_FILE, ROOT
+from .conftest import CHART, CRD_DIR, RBAC_FILE, ROOT, crd_docs
 
 
 def repo_yaml_files() -> list[Path]:
@@ -18,24 +18,29 @@ def repo_yaml_files() -> list[Path]:
 
 
 def test_chart_links_to_the_sources() -> None:
-    links = {CHART / "crds" / CRD_FILE.name: CRD_FILE, CHART / "files" / "rbac.yaml": RBAC_FILE}
+    links = {CHART / "crds" / f.name: f for f in CRD_DIR.glob("*.yaml")}
+    links[CHART / "files" / "rbac.yaml"] = RBAC_FILE
     for link, source in links.items():
         assert link.is_symlink(), f"{link.relative_to(ROOT)} must be a symlink to {source.relative_to(ROOT)}"
         assert not Path(link.readlink()).is_absolute(), "relative, so it works in any checkout"
         assert link.resolve() == source.resolve()
 
 
-def test_one_crd() -> None:
-    holders = []
+def test_one_copy_of_each_crd() -> None:
+    names = {d["metadata"]["name"] for d in crd_docs()}
+    assert "speechtotexts.speech-operator.io" in names
+    holders: dict[str, list[Path]] = {n: [] for n in names}
     for path in repo_yaml_files():
         if path.is_symlink() or not path.is_file():
             continue
         text = path.read_text(errors="replace")
-        if "kind: CustomResourceDefinition" in text and "speechtotexts.speech-operator.io" in text:
-            holders.append(path)
-    allowed = {CRD_FILE, *sync.COPIES}
-    assert set(holders) <= allowed, f"CRD copies outside crds/: {sorted(map(str, set(holders) - allowed))}"
-    assert CRD_FILE in holders
+        if "kind: CustomResourceDefinition" in text:
+            for name in names:
+                if f"name: {name}" in text:
+                    holders[name].append(path)
+    for name, paths in holders.items():
+        extra = set(paths) - {p for p in CRD_DIR.glob("*.yaml")} - set(sync.COPIES)
+        assert not extra, f"{name} is defined outside crds/: {sorted(map(str, extra))}"
     assert sync.drifted() == [], "run: python -m tests.ship.sync"
 
 
