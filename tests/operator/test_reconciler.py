@@ -161,13 +161,21 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.event("Recovered")
 
 
-async def test_missing_pvc_names_it(cluster: Cluster) -> None:
+async def test_missing_pvc_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.api.create(cluster.stt_url(), stt(license={"persistentVolumeClaim": {"claimName": "lic"}}))
 
     async def degraded() -> dict[str, Any] | None:
         c = await condition(cluster, "Degraded")
         return c if c.get("status") == "True" else None
     assert 'PersistentVolumeClaim "lic"' in (await cluster.eventually(degraded))["message"]
+
+    await cluster.api.create(cluster.url("v1", "persistentvolumeclaims"), {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lic", "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Mi"}}}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
 
 
 async def test_delete_removes_children(cluster: Cluster) -> None:

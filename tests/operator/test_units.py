@@ -124,3 +124,12 @@ def test_rbac_is_one_cluster_role_covering_what_the_operator_touches() -> None:
               ("kopf.dev", "clusterkopfpeerings", "patch"), ("kopf.dev", "kopfpeerings", "patch")}
     assert needed <= granted
     assert not any(r == "secrets" and v in {"list", "watch"} for _, r, v in granted)  # get only
+
+
+def test_operator_never_imports_vosk() -> None:
+    """The operator extra has no Vosk: importing every operator module must not pull it in."""
+    import subprocess
+    import sys
+    code = ("import sys, speech_operator.cli, speech_operator.handlers, speech_operator.crd; "
+            "sys.exit('vosk' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
