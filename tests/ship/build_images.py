@@ -21,6 +21,9 @@ Steps, each cached where that is safe:
    ``nsenter`` asks ``/ready`` and posts a Korean WAV (espeak-ng + sox) to the
    REST route.
 
+``--layers=false``: vfs has no copy-on-write, so every committed layer is a full
+copy of the image; building each stage in one go halves the build time (about
+2-4 minutes for both images on 2 cores) at the price of no layer cache.
 Everything lives in a private container store under the cache dir
 (``<cache>/containers``), so the host's own podman images are untouched.
 Needs (Debian): podman buildah debootstrap espeak-ng sox util-linux iproute2.
@@ -179,6 +182,8 @@ def build_all(context: Path = ROOT) -> dict[str, float]:
     timings["operator"] = build("operator", OPERATOR_TAG, base, context=context)
     timings["recognizer"] = build("recognizer", RECOGNIZER_TAG, base, ["--build-arg", f"MODEL_LOCALE={MODEL_LOCALE}"],
                                   context=context)
+    # each rebuild leaves the previous images untagged; vfs stores them in full
+    podman("image", "prune", "--force", stdout=subprocess.DEVNULL)
     return timings
 
 
