@@ -52,6 +52,8 @@ def test_one_set_of_rbac_rules() -> None:
             continue
         if path.is_relative_to(ROOT / "tests") or path.is_relative_to(ROOT / "operator"):
             continue
+        if path == CHART / "templates" / "cleanup-hook.yaml":  # the uninstall hook's own Role (test_cleanup_hook)
+            continue
         text = path.read_text(errors="replace")
         if "verbs:" in text or '"verbs"' in text:
             spelled.append(str(path.relative_to(ROOT)))
