@@ -37,7 +37,7 @@ RESTRICTED_CONTAINER = {
 
 def test_lint_strict(helm: Path) -> None:
     run([helm, "lint", "--strict", CHART])
-    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES])
+    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES, "--namespace", "speech"])
 
 
 def test_default_render_is_valid(helm: Path) -> None:
@@ -62,7 +62,7 @@ def test_default_render_is_valid(helm: Path) -> None:
 def test_restricted_pod_security(helm: Path) -> None:
     """The operator pod meets the Kubernetes "restricted" Pod Security Standard."""
     for args in ((), ("--values", str(FULL_VALUES))):
-        pod = one(helm_template(helm, *args), "Deployment")["spec"]["template"]["spec"]
+        pod = one(helm_template(helm, *args, namespace="speech"), "Deployment")["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in pod["containers"]:
@@ -101,7 +101,7 @@ def test_namespaced_mode(helm: Path) -> None:
 
 
 def test_full_values_render_is_valid(helm: Path) -> None:
-    docs = helm_template(helm, "--values", str(FULL_VALUES))
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     validate_manifests(docs)
     stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
     assert sorted(stts) == ["korean", "stt-de-de", "stt-en-us"]
@@ -110,7 +110,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     assert stts["stt-de-de"]["spec"]["replicas"] == 0
     for stt in stts.values():
         assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
-        assert stt["metadata"]["namespace"] == "speech-operator"
+        assert stt["metadata"]["namespace"] == "speech"
     monitor = one(docs, "ServiceMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
@@ -125,6 +125,12 @@ def test_full_values_render_is_valid(helm: Path) -> None:
 def test_render_refuses_two_replicas_without_peering(helm: Path) -> None:
     proc = run_fail([helm, "template", "x", CHART, "--set", "replicaCount=2"])
     assert "peering.enabled" in proc
+
+
+def test_recognizers_must_be_in_a_watched_namespace(helm: Path) -> None:
+    out = run_fail([helm, "template", "x", CHART, "--namespace", "ops", "--set", "watch.mode=namespaced",
+                    "--set", "watch.namespaces={speech}", "--set", "recognizers[0].locale=en-US"])
+    assert "watch.namespaces does not include" in out
 
 
 def test_schema_rejects_bad_values(helm: Path) -> None:
@@ -171,7 +177,7 @@ def test_peering(helm: Path) -> None:
     assert one(cluster, "ClusterKopfPeering")["metadata"]["name"] == "speech-operator"
     args = one(cluster, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=speech-operator" in args and "--standalone" not in args
-    namespaced = helm_template(helm, "--values", str(FULL_VALUES))
+    namespaced = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     assert sorted(p["metadata"]["namespace"] for p in by_kind(namespaced, "KopfPeering")) == ["speech", "speech-staging"]
     assert not by_kind(helm_template(helm), "ClusterKopfPeering")
 
@@ -218,4 +224,4 @@ def test_helm3_and_helm4_render_the_same(helm3: Path, values: Path | None) -> No
     from . import tools
 
     args = ("--values", str(values)) if values else ()
-    assert helm_template(helm3, *args) == helm_template(tools.helm(4), *args)
+    assert helm_template(helm3, *args, namespace="speech") == helm_template(tools.helm(4), *args, namespace="speech")

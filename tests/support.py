@@ -1,0 +1,186 @@
+"""Test helpers shared by every suite: speech fixtures, a server on loopback, in-process Vosk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+#: Korean sentences espeak-ng speaks for the fixtures (the only model here is ko-KR). Chosen
+#: because the small model decodes their synthetic speech the same way every time: on
+#: low-confidence input Vosk itself can give different words from one recognizer to the next
+#: in one process (seen: 4 transcripts in 6 runs of "저는 학교에 갑니다"), and a comparison
+#: with in-process Vosk is only meaningful where Vosk agrees with itself.
+SENTENCES = (
+    "오늘 날씨가 좋습니다",
+    "서울 부산 대구",
+    "반갑습니다",
+    "내일 만나요",
+)
+SPEECH_RATE = "160"  # espeak-ng words per minute
+
+
+def require_tool(name: str) -> str:
+    """The path of a command the tests need; fail (never skip) with how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: run `apt-get install espeak-ng sox` (see .ci/run)")
+    return path
+
+
+def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: str = "ko") -> Path:
+    """espeak-ng speech converted by sox to 16-bit PCM WAV at ``rate`` with ``channels``."""
+    raw = out.with_suffix(".espeak.wav")
+    subprocess.run([require_tool("espeak-ng"), "-v", voice, "-s", SPEECH_RATE, "-w", str(raw), text], check=True)
+    subprocess.run(
+        [require_tool("sox"), str(raw), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(out)],
+        check=True,
+    )
+    raw.unlink()
+    return out
+
+
+def silence(seconds: float, out: Path, *, rate: int = 16000) -> Path:
+    subprocess.run(
+        [require_tool("sox"), "-n", "-r", str(rate), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds)],
+        check=True,
+    )
+    return out
+
+
+def concat(parts: list[Path], out: Path, *, gap: float = 1.2) -> Path:
+    """The parts one after another with ``gap`` seconds of silence between and around them."""
+    padded = []
+    for i, part in enumerate(parts):
+        p = out.with_name(f"{out.stem}.part{i}.wav")
+        subprocess.run([require_tool("sox"), str(part), str(p), "pad", "0.3", str(gap)], check=True)
+        padded.append(str(p))
+    subprocess.run([require_tool("sox"), *padded, str(out)], check=True)
+    return out
+
+
+def read_wav(path: Path) -> tuple[bytes, int, int]:
+    """(PCM, sample rate, channels) of a 16-bit WAV."""
+    with wave.open(str(path)) as w:
+        return w.readframes(w.getnframes()), w.getframerate(), w.getnchannels()
+
+
+@dataclass(frozen=True)
+class RefWord:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class RefPhrase:
+    text: str
+    words: tuple[RefWord, ...]
+
+
+#: Vosk's word boundaries move by about one decoder frame (30 ms) between runs on the same audio.
+DECODER_FRAME = 0.03
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What in-process Vosk says of some audio over several runs."""
+
+    runs: tuple[tuple[RefPhrase, ...], ...]
+
+    @property
+    def phrases(self) -> tuple[RefPhrase, ...]:
+        return self.runs[0]
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.phrases]
+
+    def assert_words_match(self, got: list[tuple[str, float, float]]) -> None:
+        """Same words in order; each start/end within Vosk's own spread plus one decoder frame."""
+        words = [[w for p in run for w in p.words] for run in self.runs]
+        assert [g[0] for g in got] == [w.word for w in words[0]], (got, words[0])
+        for i, (word, start, end) in enumerate(got):
+            starts = [run[i].start for run in words]
+            ends = [run[i].end for run in words]
+            assert min(starts) - DECODER_FRAME <= start <= max(starts) + DECODER_FRAME, (word, start, starts)
+            assert min(ends) - DECODER_FRAME <= end <= max(ends) + DECODER_FRAME, (word, end, ends)
+
+
+def vosk_reference(model: object, pcm: bytes, rate: int, chunk_bytes: int, runs: int = 3) -> Reference:
+    """In-process ``KaldiRecognizer`` fed ``chunk_bytes`` at a time, ``runs`` times.
+
+    Fails unless Vosk agrees with itself on the words, so that a mismatch with a
+    server is the server's and not the engine's own variance; word times do vary
+    by a decoder frame from run to run, which :meth:`Reference.assert_words_match` allows.
+    """
+    results = tuple(tuple(_vosk_once(model, pcm, rate, chunk_bytes)) for _ in range(runs))
+    texts = [[p.text for p in r] for r in results]
+    assert all(t == texts[0] for t in texts), f"in-process Vosk disagrees with itself on this audio: {texts}"
+    return Reference(results)
+
+
+def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int) -> list[RefPhrase]:
+    import vosk
+
+    rec = vosk.KaldiRecognizer(model, float(rate))
+    rec.SetWords(True)
+    rec.SetPartialWords(True)
+    raw: list[str] = []
+    for i in range(0, len(pcm), chunk_bytes):
+        if rec.AcceptWaveform(pcm[i : i + chunk_bytes]):
+            raw.append(rec.Result())
+        else:
+            rec.PartialResult()
+    raw.append(rec.FinalResult())
+    phrases = []
+    for item in raw:
+        data = json.loads(item)
+        if data.get("text", "").strip():
+            words = tuple(RefWord(w["word"], w["start"], w["end"]) for w in data.get("result", []))
+            phrases.append(RefPhrase(data["text"].strip(), words))
+    return phrases
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """A real uvicorn server on loopback in a background thread."""
+
+    def __init__(self, app: object, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 20))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
