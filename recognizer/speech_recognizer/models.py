@@ -149,6 +149,29 @@ def discover(models_dir: Path) -> dict[str, Path]:
     return {**installed_packages(), **models_in_dir(models_dir)}
 
 
+def without_dither(path: Path, scratch: Path | None = None) -> Path:
+    """A view of the model at ``path`` whose features are computed with ``--dither=0``.
+
+    Kaldi dithers features with the process-wide random generator by default, so
+    the same audio decodes to different words from one recognizer to the next.
+    Without dither every recognizer, every route and an in-process
+    ``KaldiRecognizer`` on the same model give the same words and timings. The
+    view links every file but ``conf/``, which is copied with the option added;
+    a model that already sets dither is used as it is.
+    """
+    mfcc = path / "conf" / "mfcc.conf"
+    if not mfcc.is_file() or re.search(r"--dither=", mfcc.read_text(errors="replace")):
+        return path
+    view = Path(tempfile.mkdtemp(prefix=f"vosk-{path.parent.name}-", dir=scratch))
+    for entry in path.iterdir():
+        if entry.name != "conf":
+            (view / entry.name).symlink_to(entry.resolve())
+    shutil.copytree(path / "conf", view / "conf")
+    with open(view / "conf" / "mfcc.conf", "a", encoding="utf-8") as conf:
+        conf.write("\n--dither=0\n")
+    return view
+
+
 # ---- download ------------------------------------------------------------------
 
 
@@ -308,7 +331,7 @@ class ModelRegistry:
             path = self.sources[served]
             log.info("loading %s model from %s", served, path)
             try:
-                model = vosk.Model(str(path))
+                model = vosk.Model(str(without_dither(path)))
             except Exception as exc:  # vosk raises a bare Exception on a bad folder
                 self.errors[served] = str(exc)
                 raise ModelError(f"cannot load the {served} model at {path}: {exc}") from exc

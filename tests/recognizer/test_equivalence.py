@@ -1,0 +1,60 @@
+"""Same audio, same words and timings: REST, the vosk WebSocket route and in-process Vosk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from websockets.sync.client import connect
+
+from ..support import read_wav, vosk_reference
+
+CHUNK = 3200  # 100 ms at 16 kHz mono: what the REST route feeds and what the SDK sends
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+TICK = 1e-7
+
+
+def test_rest_matches_in_process_vosk(server, model, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    reference = vosk_reference(model.model, pcm, rate, CHUNK)
+    assert len(reference.phrases) == 3, reference.texts
+    r = httpx.post(
+        f"{server.http}{REST}?language=ko-KR&format=detailed&wordLevelTimestamps=true",
+        content=utterances_wav.read_bytes(),
+        headers={"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["RecognitionStatus"] == "Success"
+    best = body["NBest"][0]
+    assert best["Lexical"] == " ".join(reference.texts)
+    reference.assert_words_match(
+        [(w["Word"], w["Offset"] * TICK, (w["Offset"] + w["Duration"]) * TICK) for w in best["Words"]]
+    )
+    words = best["Words"]
+    assert body["Offset"] == words[0]["Offset"]
+    assert body["Offset"] + body["Duration"] == words[-1]["Offset"] + words[-1]["Duration"]
+
+
+def test_vosk_websocket_matches_in_process_vosk(server, model, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    reference = vosk_reference(model.model, pcm, rate, CHUNK)
+    finals = []
+    partials = 0
+    with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+        ws.send(json.dumps({"config": {"sample_rate": rate, "words": 1}}))
+        for i in range(0, len(pcm), CHUNK):
+            ws.send(pcm[i : i + CHUNK])
+            reply = json.loads(ws.recv())
+            if "text" in reply:
+                finals.append(reply)
+            elif reply.get("partial"):
+                partials += 1
+        ws.send('{"eof" : 1}')
+        finals.append(json.loads(ws.recv()))
+    spoken = [f for f in finals if f["text"]]
+    assert [f["text"] for f in spoken] == reference.texts
+    reference.assert_words_match([(w["word"], w["start"], w["end"]) for f in spoken for w in f["result"]])
+    assert partials > 0, "partial results arrive while audio is streaming"

@@ -1,0 +1,184 @@
+"""The REST short-audio route: formats, every bad input, and that the server serves on afterwards."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from ..conftest import TEST_KEY
+from ..support import SENTENCES, read_wav, speak
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+
+
+def post(server, body: bytes, content_type: str = "audio/wav", query: str = "language=ko-KR", **headers: str) -> httpx.Response:
+    return httpx.post(f"{server.http}{REST}?{query}", content=body, headers={"Content-Type": content_type, **headers}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def good_text(server, speech_wav: Path) -> str:
+    r = post(server, speech_wav.read_bytes())
+    assert r.status_code == 200, r.text
+    assert r.json()["RecognitionStatus"] == "Success"
+    assert r.json()["DisplayText"]
+    return r.json()["DisplayText"]
+
+
+def assert_still_serves(server, speech_wav: Path, text: str) -> None:
+    r = post(server, speech_wav.read_bytes())
+    assert r.status_code == 200 and r.json()["DisplayText"] == text
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels"),
+    [(8000, 1), (44100, 1), (16000, 2), (44100, 2), (48000, 1)],
+)
+def test_other_rates_and_channels_work(server, audio_dir: Path, rate: int, channels: int) -> None:
+    wav = speak(SENTENCES[0], audio_dir / f"s{rate}c{channels}.wav", rate=rate, channels=channels)
+    r = post(server, wav.read_bytes())
+    assert r.status_code == 200, r.text
+    assert r.json()["RecognitionStatus"] == "Success"
+    assert r.json()["DisplayText"]
+
+
+def test_ogg_opus_and_flac(server, speech_wav: Path, tmp_path: Path) -> None:
+    data, rate = soundfile.read(speech_wav, dtype="int16")
+    for fmt, subtype, ctype in (("OGG", "OPUS", "audio/ogg; codecs=opus"), ("FLAC", "PCM_16", "audio/flac")):
+        buf = io.BytesIO()
+        soundfile.write(buf, data, 48000 if subtype == "OPUS" else rate, format=fmt, subtype=subtype)
+        r = post(server, buf.getvalue(), ctype)
+        assert r.status_code == 200, r.text
+        assert r.json()["RecognitionStatus"] == "Success"
+
+
+def test_chunked_body(server, speech_wav: Path, good_text: str) -> None:
+    data = speech_wav.read_bytes()
+
+    def body():
+        for i in range(0, len(data), 4096):
+            yield data[i : i + 4096]
+
+    r = httpx.post(f"{server.http}{REST}?language=ko-KR", content=body(), headers={"Content-Type": "audio/wav"}, timeout=60)
+    assert r.status_code == 200 and r.json()["DisplayText"] == good_text
+
+
+def test_streamed_wav_sizes(server, speech_wav: Path, good_text: str) -> None:
+    """WAV written while streaming has 0 in its size fields (as the Speech SDK sends it)."""
+    data = bytearray(speech_wav.read_bytes())
+    struct.pack_into("<I", data, 4, 0)
+    struct.pack_into("<I", data, 40, 0)
+    r = post(server, bytes(data))
+    assert r.status_code == 200 and r.json()["DisplayText"] == good_text
+
+
+def test_detailed_format(server, speech_wav: Path) -> None:
+    r = post(server, speech_wav.read_bytes(), query="language=ko-KR&format=detailed&profanity=raw")
+    body = r.json()
+    assert set(body) >= {"RecognitionStatus", "DisplayText", "Offset", "Duration", "NBest"}
+    best = body["NBest"][0]
+    assert set(best) >= {"Confidence", "Lexical", "ITN", "MaskedITN", "Display"}
+    assert 0 < best["Confidence"] <= 1
+    assert isinstance(body["Offset"], int) and isinstance(body["Duration"], int) and body["Duration"] > 0
+
+
+def test_silence_is_initial_silence_timeout(server, silence_wav: Path) -> None:
+    r = post(server, silence_wav.read_bytes())
+    assert r.status_code == 200
+    assert r.json()["RecognitionStatus"] == "InitialSilenceTimeout"
+    assert r.json()["Duration"] == 3 * 10_000_000
+
+
+def _truncated(wav: bytes) -> bytes:
+    return wav[:30]
+
+
+BAD_INPUTS = {
+    "empty body": (lambda wav: b"", "audio/wav", 400, "empty"),
+    "non-audio bytes": (lambda wav: b"this is not audio at all" * 10, "audio/wav", 400, "not WAV"),
+    "truncated WAV header": (_truncated, "audio/wav", 400, "truncated"),
+    "unsupported encoding": (
+        lambda wav: wav[:20] + struct.pack("<H", 0x55) + wav[22:],  # MPEG layer 3 format tag
+        "audio/wav",
+        415,
+        "unsupported WAV encoding",
+    ),
+    "unsupported content type": (lambda wav: b"\xff\xfb\x90\x00" * 100, "audio/mpeg", 415, "unsupported content type"),
+    "bad sample rate": (lambda wav: wav[:24] + struct.pack("<I", 1000) + wav[28:], "audio/wav", 400, "sample rate"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_a_clear_error(server, speech_wav: Path, good_text: str, case: str) -> None:
+    make, ctype, status, words = BAD_INPUTS[case]
+    r = post(server, make(speech_wav.read_bytes()), ctype)
+    assert r.status_code == status, r.text
+    assert words.lower() in r.json()["error"]["message"].lower()
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def test_audio_over_the_limit(server, audio_dir: Path, speech_wav: Path, good_text: str) -> None:
+    long = np.zeros(16000 * 61, dtype="<i2")
+    buf = io.BytesIO()
+    soundfile.write(buf, long, 16000, format="WAV", subtype="PCM_16")
+    r = post(server, buf.getvalue())
+    assert r.status_code == 413
+    assert "60 s" in r.json()["error"]["message"]
+    huge = b"RIFF" + b"\0" * (60 * 48000 * 8 + 10_000)
+    r = post(server, huge)
+    assert r.status_code == 413
+    assert_still_serves(server, speech_wav, good_text)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("language=xx-YY", "no model for language"), ("language=not a locale!", "not a locale"), ("format=fancy&language=ko-KR", "format"), ("profanity=some&language=ko-KR", "profanity")],
+)
+def test_bad_query(server, speech_wav: Path, good_text: str, query: str, message: str) -> None:
+    r = post(server, speech_wav.read_bytes(), query=query)
+    assert r.status_code == 400
+    assert message in r.json()["error"]["message"]
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def test_language_defaults_to_the_only_locale(server, speech_wav: Path, good_text: str) -> None:
+    r = post(server, speech_wav.read_bytes(), query="")
+    assert r.status_code == 200 and r.json()["DisplayText"] == good_text
+
+
+def test_language_matches_case_and_language_only(server, speech_wav: Path, good_text: str) -> None:
+    for lang in ("ko-kr", "ko"):
+        r = post(server, speech_wav.read_bytes(), query=f"language={lang}")
+        assert r.status_code == 200 and r.json()["DisplayText"] == good_text
+
+
+def test_key_missing_wrong_and_right(keyed_server, speech_wav: Path) -> None:
+    wav = speech_wav.read_bytes()
+    missing = post(keyed_server, wav)
+    assert missing.status_code == 403 and "missing key" in missing.json()["error"]["message"]
+    wrong = post(keyed_server, wav, **{"Ocp-Apim-Subscription-Key": "nope"})
+    assert wrong.status_code == 401 and "wrong key" in wrong.json()["error"]["message"]
+    right = post(keyed_server, wav, **{"Ocp-Apim-Subscription-Key": TEST_KEY})
+    assert right.status_code == 200 and right.json()["RecognitionStatus"] == "Success"
+    bearer = post(keyed_server, wav, Authorization=f"Bearer {TEST_KEY}")
+    assert bearer.status_code == 200
+
+
+def test_unknown_mode_is_404(server, speech_wav: Path) -> None:
+    r = httpx.post(f"{server.http}/speech/recognition/banana/cognitiveservices/v1", content=speech_wav.read_bytes())
+    assert r.status_code == 404
+
+
+def test_stereo_downmix_equals_mono(server, audio_dir: Path, speech_wav: Path, good_text: str) -> None:
+    pcm, rate, _ = read_wav(speech_wav)
+    mono = np.frombuffer(pcm, dtype="<i2")
+    stereo = np.stack([mono, mono], axis=1)
+    buf = io.BytesIO()
+    soundfile.write(buf, stereo, rate, format="WAV", subtype="PCM_16")
+    r = post(server, buf.getvalue())
+    assert r.json()["DisplayText"] == good_text
