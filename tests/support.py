@@ -56,7 +56,7 @@ def silence(seconds: float, out: Path, *, rate: int = 16000) -> Path:
     return out
 
 
-def concat(parts: list[Path], out: Path, *, gap: float = 1.2) -> Path:
+def concat(parts: list[Path], out: Path, *, gap: float = 2.0) -> Path:
     """The parts one after another with ``gap`` seconds of silence between and around them."""
     padded = []
     for i, part in enumerate(parts):

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import rest, service_routes, vosk_ws
+from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
 from .errors import error_response
 from .metrics import Metrics
@@ -46,12 +47,6 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
         return error_response(500, "internal error; the server logged the details")
-
-    try:  # the Speech SDK protocol lands separately
-        from .usp import routes as usp_routes
-    except ImportError:  # pragma: no cover
-        def usp_routes() -> list:
-            return []
 
     app = Starlette(
         routes=[*service_routes.routes(), *rest.routes(), *usp_routes(), *vosk_ws.routes()],
