@@ -46,3 +46,20 @@ def test_dockerfile_contract() -> None:
     assert not [line for line in final_stages.splitlines() if line.startswith("RUN")], "final stages have no RUN"
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in text
+
+
+def test_versions_agree() -> None:
+    """pyproject, the chart's appVersion, the Dockerfile's VERSION and deploy/'s image tags."""
+    import tomllib
+
+    import yaml
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((ROOT / "charts/speech-operator/Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert f"ARG VERSION={version}" in (ROOT / "Dockerfile").read_text()
+    kustomization = yaml.safe_load((ROOT / "deploy/base/kustomization.yaml").read_text())
+    assert [i["newTag"] for i in kustomization["images"]] == [version]
+    deployment = yaml.safe_load((ROOT / "deploy/base/deployment.yaml").read_text())
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SPEECH_OPERATOR_VERSION"] == version
