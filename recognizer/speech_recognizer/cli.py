@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = parse(args)
-        require_eula(settings)
+        # Downloads serve nothing, so they need no EULA: the image build and the operator's
+        # init container run ``DownloadModel=True`` without it.
+        if not (settings.download_model or settings.download_license):
+            require_eula(settings)
     except SettingsError as exc:
         print(f"speech-recognizer: {exc}", file=sys.stderr)
         return 2
@@ -59,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
                 sha256=settings.model_sha256,
                 catalog_base=settings.model_catalog_url,
             )
-        except ModelError as exc:
+        except (ModelError, OSError) as exc:  # OSError: e.g. Mounts:Models cannot be created
             print(f"speech-recognizer: {exc}", file=sys.stderr)
             return 1
         print(f"model for {settings.locales[0]} is at {path}")
         return 0
-    registry = ModelRegistry(settings.models_dir, settings.locales)
     try:
+        registry = ModelRegistry(settings.models_dir, settings.locales)
         registry.check()
-    except ModelError as exc:
+    except (ModelError, OSError) as exc:  # a bad Locale, an unreadable models folder, no model
         print(f"speech-recognizer: {exc}", file=sys.stderr)
         return 1
     import uvicorn

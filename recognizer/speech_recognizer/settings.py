@@ -9,6 +9,7 @@ the environment. Every known key is declared once in :data:`KNOWN`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,8 @@ def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[
         number = cast(raw.strip())
     except ValueError:
         raise SettingsError(f"{key}={raw!r} is not a number") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{key}={raw!r} is not a finite number")
     if number <= 0:
         raise SettingsError(f"{key}={raw!r} must be greater than 0")
     return number
@@ -165,6 +168,9 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
     level = _LOG_LEVELS.get(level_raw.strip().lower())
     if level is None:
         raise SettingsError(f"{c.LOG_LEVEL}={level_raw!r}: use one of Trace, Debug, Information, Warning, Error, Critical, None")
+    port = int(_number(values, "Port", c.PORT, int))
+    if port > 65535:
+        raise SettingsError(f"Port={values['Port']!r} must be at most 65535")
     locales = tuple(p.strip() for p in values.get(c.LOCALE, "").split(",") if p.strip())
     defaults = Settings(eula="")
     return Settings(
@@ -183,7 +189,7 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
         decoder_max_count=int(_number(values, c.DECODER_MAX_COUNT, defaults.decoder_max_count, int)),
         max_audio_seconds=_number(values, "MaxAudioSeconds", 60.0, float),
         host=values.get("Host", "0.0.0.0"),
-        port=int(_number(values, "Port", c.PORT, int)),
+        port=port,
         log_level=level,
         log_disk_json=values.get(c.LOG_DISK_FORMAT, "").strip().lower() == "json",
         log_disk_max_mb=_number(values, c.LOG_DISK_MAX_FILE_SIZE, 10.0, float),

@@ -19,15 +19,17 @@ SERVICE_NAME = "speech-to-text"
 
 
 class UsageRecords:
-    """Appends records under ``<output>/usage/<YYYY>-<MM>.jsonl`` and keeps them in memory too.
+    """Appends records under ``<output>/usage/<YYYY>-<MM>.jsonl``.
 
-    The in-memory copy means a read-only or missing output folder loses nothing
-    for the life of the process; the problem is logged once.
+    Records that cannot be written are kept in memory and summed with the files,
+    so a read-only or missing output folder (or a disk that fills up part-way)
+    loses nothing for the life of the process; the problem is logged once.
     """
 
     def __init__(self, output_dir: Path, billing: str | None = None) -> None:
         self.folder = output_dir / "usage"
         self.billing = billing
+        #: Records that could not be written to disk (all of them when the folder is unwritable).
         self._memory: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._warned = False
@@ -44,12 +46,12 @@ class UsageRecords:
         if self.billing:
             line["billing"] = self.billing
         with self._lock:
-            self._memory.append(line)
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 with open(self.folder / f"{now:%Y-%m}.jsonl", "a", encoding="utf-8") as out:
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
             except OSError as exc:
+                self._memory.append(line)
                 if not self._warned:
                     log.warning("usage records kept in memory only: cannot write %s: %s", self.folder, exc)
                     self._warned = True
@@ -59,14 +61,20 @@ class UsageRecords:
         files = sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []
         for path in files:
             try:
-                for raw in path.read_text(encoding="utf-8").splitlines():
-                    if raw.strip():
-                        seen.append(json.loads(raw))
-            except (OSError, ValueError) as exc:
+                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError as exc:
                 log.warning("skipping unreadable usage file %s: %s", path, exc)
-        if not seen:
-            with self._lock:
-                seen = list(self._memory)
+                continue
+            for raw in lines:
+                try:
+                    record = json.loads(raw) if raw.strip() else None
+                except ValueError:  # e.g. a line cut short by a crash; the others still count
+                    log.warning("skipping a malformed line in %s", path)
+                    continue
+                if isinstance(record, dict):
+                    seen.append(record)
+        with self._lock:
+            seen += self._memory
         if month is not None and year is not None:
             prefix = f"{year:04d}-{month:02d}"
             seen = [r for r in seen if str(r.get("time", "")).startswith(prefix)]

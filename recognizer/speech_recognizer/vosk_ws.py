@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import contract as c
 from .auth import AuthError, check_key
 from .engine import Busy, Engine, Phrase, Session
+from .errors import close_reason
 from .models import ModelError, UnknownLocale
 from .rest import request_locale
 from .settings import Settings
@@ -93,7 +94,7 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                     try:
                         config.update(parsed["config"])
                     except (TypeError, ValueError, KeyError) as exc:
-                        await ws.close(INVALID_DATA, f"bad config: {exc}"[:120])
+                        await ws.close(INVALID_DATA, close_reason(f"bad config: {exc}"))
                         return
                     continue
                 if isinstance(parsed, dict) and "eof" in parsed:
@@ -140,7 +141,9 @@ async def vosk_endpoint(ws: WebSocket) -> None:
         check_key(settings.api_key, ws.headers, dict(ws.query_params))
     except AuthError as exc:
         metrics.requests.labels(ROUTE, str(exc.status)).inc()
-        await ws.close(POLICY_VIOLATION, exc.reason[:120])
+        # Accept first: a close before the handshake becomes a bare HTTP 403 and the reason is lost.
+        await ws.accept()
+        await ws.close(POLICY_VIOLATION, close_reason(exc.reason))
         return
     await ws.accept()
     try:
@@ -149,14 +152,14 @@ async def vosk_endpoint(ws: WebSocket) -> None:
         metrics.requests.labels(ROUTE, "200").inc()
     except UnknownLocale as exc:
         metrics.requests.labels(ROUTE, "400").inc()
-        await ws.close(POLICY_VIOLATION, str(exc)[:120])
+        await ws.close(POLICY_VIOLATION, close_reason(str(exc)))
     except Busy as exc:
         metrics.refused.labels(ROUTE).inc()
-        await ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+        await ws.close(TRY_AGAIN_LATER, close_reason(str(exc)))
     except ModelError as exc:
-        await ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+        await ws.close(TRY_AGAIN_LATER, close_reason(str(exc)))
     except ValueError as exc:  # e.g. an impossible sample rate in the config
-        await ws.close(INVALID_DATA, str(exc)[:120])
+        await ws.close(INVALID_DATA, close_reason(str(exc)))
     except WebSocketDisconnect:
         pass
 
