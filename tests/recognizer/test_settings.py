@@ -1,0 +1,156 @@
+"""Azure-style settings: Key=Value arguments, ``__`` environment variables, and the CLI's answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speech_recognizer import contract as c
+from speech_recognizer.settings import KNOWN, SettingsError, parse, require_eula
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m speech_recognizer`` with a clean environment (no inherited Eula/ApiKey)."""
+    base = {k: v for k, v in os.environ.items() if k.split("_")[0].lower() not in {"eula", "apikey", "billing", "locale"}}
+    return subprocess.run(
+        [sys.executable, "-m", "speech_recognizer", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_azure_arguments_exactly_as_documented() -> None:
+    s = parse(
+        ["Eula=accept", "Billing=https://westus.api.cognitive.microsoft.com/", "ApiKey=abc123", "Mounts:License=/license", "Mounts:Output=/out"],
+        environ={},
+    )
+    assert s.eula_accepted
+    assert s.billing == "https://westus.api.cognitive.microsoft.com/"
+    assert s.api_key == "abc123"
+    assert s.license_dir == Path("/license")
+    assert s.output_dir == Path("/out")
+    require_eula(s)
+
+
+def test_keys_are_case_insensitive() -> None:
+    s = parse(["eula=accept", "billing=https://b", "apikey=k", "mounts:output=/o", "LOCALE=ko-KR"], environ={})
+    assert (s.eula_accepted, s.billing, s.api_key, s.output_dir, s.locales) == (True, "https://b", "k", Path("/o"), ("ko-KR",))
+    assert parse(["Eula=ACCEPT"], environ={}).eula_accepted
+
+
+def test_value_may_hold_equals_and_colons() -> None:
+    s = parse(["ApiKey=a=b=c", "Billing=https://host:443/x?y=1"], environ={})
+    assert s.api_key == "a=b=c" and s.billing == "https://host:443/x?y=1"
+
+
+def test_logging_level() -> None:
+    assert parse(["Logging:Console:LogLevel:Default=Debug"], environ={}).log_level == "DEBUG"
+    assert parse([], environ={"Logging__Console__LogLevel__Default": "Warning"}).log_level == "WARNING"
+    assert parse([], environ={}).log_level == "INFO"
+    with pytest.raises(SettingsError, match="Trace, Debug"):
+        parse(["Logging:Console:LogLevel:Default=Loud"], environ={})
+
+
+def test_environment_with_double_underscore() -> None:
+    s = parse([], environ={"Mounts__Output": "/env-out", "DECODER_MAX_COUNT": "3", "Eula": "accept", "Mounts__Models": "/m"})
+    assert s.output_dir == Path("/env-out")
+    assert s.decoder_max_count == 3
+    assert s.eula_accepted
+    assert s.models_dir == Path("/m")
+    assert parse([], environ={"DecoderMaxCount": "5"}).decoder_max_count == 5
+    assert parse([], environ={"mounts__output": "/lower"}).output_dir == Path("/lower")
+
+
+def test_arguments_override_the_environment() -> None:
+    s = parse(["Mounts:Output=/arg", "DecoderMaxCount=2"], environ={"Mounts__Output": "/env", "DECODER_MAX_COUNT": "7"})
+    assert s.output_dir == Path("/arg") and s.decoder_max_count == 2
+
+
+def test_unrelated_environment_is_ignored_silently() -> None:
+    s = parse([], environ={"PATH": "/bin", "HOME": "/root", "KUBERNETES_SERVICE_PORT": "443"})
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("arg", "nearest"),
+    [("Eulla=accept", "Eula"), ("Mounts:Outptu=/o", "Mounts:Output"), ("DecoderMaxCnt=2", "DecoderMaxCount"), ("ApiKye=k", "ApiKey")],
+)
+def test_unknown_key_warns_with_the_nearest_known_key(arg: str, nearest: str) -> None:
+    s = parse(["Eula=accept", arg], environ={})
+    assert len(s.warnings) == 1
+    assert arg.split("=")[0] in s.warnings[0] and f"did you mean {nearest}?" in s.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("arg", "words"),
+    [
+        ("DecoderMaxCount=many", "not a number"),
+        ("DecoderMaxCount=0", "greater than 0"),
+        ("DecoderMaxCount=-2", "greater than 0"),
+        ("MaxAudioSeconds=inf", "finite"),
+        ("MaxAudioSeconds=nan", "finite"),
+        ("Port=http", "not a number"),
+        ("Port=70000", "at most 65535"),
+        ("Logging:Disk:MaxFileSize=big", "not a number"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors(arg: str, words: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse(["Eula=accept", arg], environ={})
+    message = str(info.value)
+    assert words in message and arg.split("=")[0] in message and "\n" not in message
+
+
+def test_not_key_value() -> None:
+    with pytest.raises(SettingsError, match="not Key=Value"):
+        parse(["accept"], environ={})
+
+
+def test_eula_required() -> None:
+    with pytest.raises(SettingsError, match="Eula=accept"):
+        require_eula(parse(["Eula=decline"], environ={}))
+
+
+def test_cli_without_eula_exits_with_one_line() -> None:
+    r = run_cli("Billing=https://b", "ApiKey=k")
+    assert r.returncode != 0
+    assert "Eula=accept" in one_line(r.stderr)
+
+
+def test_cli_bad_number_exits_with_one_line() -> None:
+    r = run_cli("Eula=accept", "DecoderMaxCount=lots")
+    assert r.returncode != 0
+    assert "DecoderMaxCount" in one_line(r.stderr)
+
+
+def test_cli_bad_locale_exits_with_one_line(tmp_path: Path) -> None:
+    r = run_cli("Eula=accept", "Locale=not a locale!", f"Mounts:Models={tmp_path}")
+    assert r.returncode != 0
+    assert "not a locale" in one_line(r.stderr)
+
+
+def test_cli_help_lists_every_setting() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for setting in KNOWN:
+        assert setting.key in r.stdout, setting.key
+    assert "__" in r.stdout and c.env_name(c.MOUNTS_OUTPUT) in r.stdout
+
+
+def test_cli_download_license_exits_zero_with_a_message() -> None:
+    r = run_cli("eula=accept", "billing=https://b", "apikey=k", "DownloadLicense=True", "Mounts:License=/license")
+    assert r.returncode == 0, r.stderr
+    assert "license" in r.stdout.lower()
