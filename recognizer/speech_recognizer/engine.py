@@ -5,6 +5,17 @@
 the event loop, and records usage and metrics when a session ends. Every
 protocol adapter goes through :meth:`Engine.session`, so the same audio gives
 the same words and timings on every route.
+
+Warm recognizers. A new ``KaldiRecognizer`` over a small (lookahead) model
+composes its decoding graph lazily, per recognizer: its first utterance costs
+about four times the CPU of later ones (measured: 6.8 s vs 1.6 s of CPU for
+the same 14 s of speech) and stalls the first decoder advance for seconds
+under load. A :class:`WarmPool` keeps the recognizers of finished sessions,
+finalized, so the next session of the same model and sample rate starts with
+the graph already expanded. A finalized recognizer restarts its feature
+pipeline and decoder on the next audio (Vosk's own restart), so it decodes as
+a fresh one does; only its clock runs on, which :class:`Recognition`
+subtracts (results equal a fresh recognizer's to the microsecond).
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -81,7 +93,18 @@ class Partial:
 Event = Union[Partial, Phrase]
 
 
-def _words(items: Sequence[dict], offset: float) -> tuple[Word, ...]:
+def _words(items: Sequence[dict], offset: float, shift: float = 0.0) -> tuple[Word, ...]:
+    """Words with ``offset`` added; ``shift`` (a reused recognizer's clock) is taken off, rounded to 1 µs."""
+    if shift:
+        return tuple(
+            Word(
+                text=str(w.get("word", "")),
+                start=round(float(w.get("start", 0.0)) - shift, 6) + offset,
+                end=round(float(w.get("end", 0.0)) - shift, 6) + offset,
+                confidence=float(w.get("conf", 1.0)),
+            )
+            for w in items
+        )
     return tuple(
         Word(
             text=str(w.get("word", "")),
@@ -93,16 +116,16 @@ def _words(items: Sequence[dict], offset: float) -> tuple[Word, ...]:
     )
 
 
-def parse_final(raw: str, offset: float = 0.0) -> Phrase | None:
+def parse_final(raw: str, offset: float = 0.0, shift: float = 0.0) -> Phrase | None:
     """A :class:`Phrase` from Vosk's final JSON, or None when nothing was said."""
     data = json.loads(raw)
     alternatives: list[Alternative] = []
     if "alternatives" in data:
         for alt in data["alternatives"]:
-            words = _words(alt.get("result", []), offset)
+            words = _words(alt.get("result", []), offset, shift)
             alternatives.append(Alternative(str(alt.get("text", "")).strip(), float(alt.get("confidence", 0.0)), words))
     else:
-        words = _words(data.get("result", []), offset)
+        words = _words(data.get("result", []), offset, shift)
         confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
         alternatives.append(Alternative(str(data.get("text", "")).strip(), confidence, words))
     alternatives = [a for a in alternatives if a.text]
@@ -114,13 +137,67 @@ def parse_final(raw: str, offset: float = 0.0) -> Phrase | None:
     return Phrase(tuple(alternatives), start, end)
 
 
+#: Vosk recognizer states, as far as reuse needs to know them.
+_FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "finalized"
+
+
+class WarmPool:
+    """Finalized recognizers of finished sessions, per (model, sample rate), for the next session.
+
+    Holds at most ``capacity`` recognizers in all (0 turns reuse off); each
+    carries how many samples it has been fed, which is where its clock stands.
+    Thread-safe.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._idle: dict[tuple[int, int], list[tuple[object, int]]] = {}
+        self._count = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @staticmethod
+    def _key(model: LoadedModel, sample_rate: int) -> tuple[int, int]:
+        return (id(model.model), sample_rate)
+
+    def take(self, model: LoadedModel, sample_rate: int) -> tuple[object, int] | None:
+        """A warm recognizer and its clock (samples fed), or None."""
+        with self._lock:
+            idle = self._idle.get(self._key(model, sample_rate))
+            if idle:
+                self._count -= 1
+                self.hits += 1
+                return idle.pop()
+            self.misses += 1
+            return None
+
+    def give(self, model: LoadedModel, sample_rate: int, rec: object, samples: int) -> bool:
+        """Keep a finalized recognizer; False (and it is dropped) when the pool is full."""
+        with self._lock:
+            if self._count >= self.capacity:
+                return False
+            self._idle.setdefault(self._key(model, sample_rate), []).append((rec, samples))
+            self._count += 1
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._count = 0
+
+
 class Recognition:
     """One stream through one ``KaldiRecognizer``. Synchronous: call from one thread at a time.
 
     Accepts 16-bit little-endian PCM at ``sample_rate`` with ``channels``
     interleaved channels (down-mixed to mono); Vosk resamples to the model's
     rate. ``offset`` (seconds) shifts every time reported, for streams that
-    resume part-way.
+    resume part-way. With a ``pool`` (and no phrase list) the recognizer may be a
+    warm one from an earlier session; :meth:`release` hands it back.
     """
 
     def __init__(
@@ -134,6 +211,7 @@ class Recognition:
         partial_words: bool = True,
         max_alternatives: int = 0,
         phrase_list: Sequence[str] | None = None,
+        pool: WarmPool | None = None,
     ) -> None:
         import vosk
 
@@ -145,14 +223,25 @@ class Recognition:
         self.sample_rate = sample_rate
         self.channels = channels
         self.offset = offset
-        if phrase_list:
+        #: Where the decoder pool keeps this recognizer after the session (None: not reusable).
+        self._pool = None if phrase_list else pool
+        #: Samples the recognizer had been fed before this stream: its clock, taken off every time.
+        self._base_samples = 0
+        self._state = _FRESH
+        self._lock = threading.Lock()
+        warm = self._pool.take(model, sample_rate) if self._pool is not None else None
+        if warm is not None:
+            self._rec, self._base_samples = warm
+            self._state = _FINALIZED
+            self._rec.SetMaxAlternatives(max_alternatives)
+        elif phrase_list:
             grammar = json.dumps([*phrase_list, "[unk]"], ensure_ascii=False)
             self._rec = vosk.KaldiRecognizer(model.model, float(sample_rate), grammar)
         else:
             self._rec = vosk.KaldiRecognizer(model.model, float(sample_rate))
         self._rec.SetWords(words)
         self._rec.SetPartialWords(partial_words)
-        if max_alternatives:
+        if max_alternatives and warm is None:
             self._rec.SetMaxAlternatives(max_alternatives)
         self._pending = b""
         self._frames = 0
@@ -165,6 +254,15 @@ class Recognition:
     def audio_seconds(self) -> float:
         """Seconds of audio accepted so far."""
         return self._frames / self.sample_rate
+
+    @property
+    def warm(self) -> bool:
+        """Whether this stream got a reused (warm) recognizer."""
+        return self._base_samples > 0
+
+    @property
+    def _shift(self) -> float:
+        return self._base_samples / self.sample_rate
 
     def _mono(self, pcm: bytes) -> bytes:
         data = self._pending + pcm
@@ -184,20 +282,22 @@ class Recognition:
         self.endpoint = False
         if not mono:
             return []
-        started = time.perf_counter()
-        final = self._rec.AcceptWaveform(mono)
-        self.endpoint = bool(final)
-        events: list[Event] = []
-        if final:
-            phrase = parse_final(self._rec.Result(), self.offset)
-            self._last_partial = ""
-            if phrase is not None:
-                events.append(phrase)
-        else:
-            partial = self._partial()
-            if partial is not None:
-                events.append(partial)
-        self.decode_seconds += time.perf_counter() - started
+        with self._lock:
+            started = time.perf_counter()
+            final = self._rec.AcceptWaveform(mono)
+            self._state = _ENDPOINT if final else _RUNNING
+            self.endpoint = bool(final)
+            events: list[Event] = []
+            if final:
+                phrase = parse_final(self._rec.Result(), self.offset, self._shift)
+                self._last_partial = ""
+                if phrase is not None:
+                    events.append(phrase)
+            else:
+                partial = self._partial()
+                if partial is not None:
+                    events.append(partial)
+            self.decode_seconds += time.perf_counter() - started
         return events
 
     @property
@@ -211,18 +311,49 @@ class Recognition:
         if not text or text == self._last_partial:
             return None
         self._last_partial = text
-        words = _words(data.get("partial_result", []), self.offset)
+        words = _words(data.get("partial_result", []), self.offset, self._shift)
         start = words[0].start if words else self.offset
         end = words[-1].end if words else self.offset + self.audio_seconds
         return Partial(text, start, end, words)
 
     def finish(self) -> list[Event]:
         """End of audio: the last phrase, if anything was said since the previous one."""
-        started = time.perf_counter()
-        phrase = parse_final(self._rec.FinalResult(), self.offset)
-        self.decode_seconds += time.perf_counter() - started
+        with self._lock:
+            started = time.perf_counter()
+            phrase = parse_final(self._rec.FinalResult(), self.offset, self._shift)
+            if self._state == _RUNNING:
+                self._state = _FINALIZED
+            self.decode_seconds += time.perf_counter() - started
         self._last_partial = ""
         return [phrase] if phrase is not None else []
+
+    def release(self) -> bool:
+        """After the stream: finalize the recognizer and hand it to the pool; True when kept.
+
+        Blocking (it may flush the decoder); call off the event loop, once. Vosk
+        restarts its feature pipeline and decoder only from the finalized state,
+        so a recognizer left at an endpoint is fed 10 ms of silence and finalized.
+        """
+        pool, self._pool = self._pool, None
+        if pool is None or pool.capacity == 0:
+            return False
+        with self._lock:
+            samples = self._base_samples + self._frames
+            try:
+                if self._state == _ENDPOINT:
+                    pad = self.sample_rate // 100
+                    self._rec.AcceptWaveform(bytes(2 * pad))
+                    samples += pad
+                    self._state = _RUNNING
+                if self._state == _RUNNING:
+                    self._rec.FinalResult()
+                    self._state = _FINALIZED
+            except Exception:  # a recognizer in doubt is not reused
+                log.exception("finalizing a recognizer for reuse failed")
+                return False
+            if self._state == _FRESH and samples == 0:
+                return pool.give(self.model, self.sample_rate, self._rec, 0)
+            return pool.give(self.model, self.sample_rate, self._rec, samples)
 
 
 class Busy(Exception):
@@ -282,15 +413,20 @@ class Engine:
         registry: ModelRegistry,
         decoder_max_count: int,
         on_session_end: Callable[[SessionRecord], None] | None = None,
+        *,
+        warm_pool: int | None = None,
     ) -> None:
         self.registry = registry
         self.decoder_max_count = decoder_max_count
         self.executor = ThreadPoolExecutor(max_workers=decoder_max_count, thread_name_prefix="decoder")
         self.active = 0
         self._on_end = on_session_end
+        #: Recognizers of finished sessions kept warm (default: as many as may decode at once).
+        self.pool = WarmPool(decoder_max_count if warm_pool is None else warm_pool)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.clear()
 
     def _admit(self) -> None:
         if self.active >= self.decoder_max_count:
@@ -320,12 +456,17 @@ class Engine:
             loop = asyncio.get_running_loop()
             recognition = await loop.run_in_executor(
                 self.executor,
-                lambda: Recognition(model, sample_rate, channels, offset=offset, **options),  # type: ignore[arg-type]
+                lambda: Recognition(model, sample_rate, channels, offset=offset, pool=self.pool, **options),  # type: ignore[arg-type]
             )
             session = Session(self, recognition, route)
             yield session
         finally:
             self.active -= 1
+            if session is not None:
+                try:  # back to the pool off the event loop; its lock waits for a decode still in flight
+                    self.executor.submit(session.recognition.release)
+                except RuntimeError:  # the executor is shut down
+                    pass
             if session is not None and self._on_end is not None:
                 rec = session.recognition
                 try:

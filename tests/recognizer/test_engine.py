@@ -1,0 +1,125 @@
+"""Engine speed work: warm (reused) recognizers decode exactly as fresh ones, at a lower cost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from speech_recognizer.engine import Engine, Phrase, Recognition, WarmPool
+
+from ..support import read_wav
+
+CHUNK = 3200  # 100 ms at 16 kHz mono
+
+
+def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str, tuple[tuple[str, float, float], ...]]]:
+    phrases = []
+    for i in range(0, len(pcm), CHUNK):
+        phrases += [e for e in rec.accept(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
+    if finish:
+        phrases += [e for e in rec.finish() if isinstance(e, Phrase)]
+    return [(p.text, tuple((w.text, round(w.start, 5), round(w.end, 5)) for w in p.words)) for p in phrases]
+
+
+def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
+    return run(Recognition(model, rate, offset=offset), pcm)
+
+
+def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    expected = fresh(model, pcm, rate)
+    assert len(expected) == 3, expected
+    pool = WarmPool(2)
+    first = Recognition(model, rate, pool=pool)
+    assert not first.warm
+    assert run(first, pcm) == expected
+    assert first.release() and len(pool) == 1
+    second = Recognition(model, rate, pool=pool)
+    assert second.warm and len(pool) == 0
+    assert run(second, pcm) == expected
+    # and the offset of a resumed stream still applies on top of the recognizer's own clock
+    assert second.release()
+    third = Recognition(model, rate, offset=7.5, pool=pool)
+    assert third.warm
+    assert run(third, pcm) == fresh(model, pcm, rate, offset=7.5)
+
+
+def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    expected = fresh(model, pcm, rate)
+    pool = WarmPool(1)
+    # stopped at an endpoint: the first utterance ended (Vosk would otherwise carry its features on)
+    at_endpoint = Recognition(model, rate, pool=pool)
+    for i in range(0, len(pcm), CHUNK):
+        at_endpoint.accept(pcm[i : i + CHUNK])
+        if at_endpoint.endpoint:
+            break
+    assert at_endpoint.endpoint
+    assert at_endpoint.release()
+    assert run(Recognition(model, rate, pool=pool), pcm) == expected
+    # left mid-utterance without finish (a client that went away)
+    mid = Recognition(model, rate, pool=pool)
+    for i in range(0, len(pcm) // 3, CHUNK):
+        mid.accept(pcm[i : i + CHUNK])
+    assert not mid.endpoint
+    assert mid.release()
+    assert run(Recognition(model, rate, pool=pool), pcm) == expected
+
+
+def test_pool_keeps_only_plain_recognizers_up_to_capacity(model, speech_wav: Path) -> None:
+    pcm, rate, _ = read_wav(speech_wav)
+    pool = WarmPool(1)
+    grammar = Recognition(model, rate, phrase_list=["오늘", "날씨"], pool=pool)
+    run(grammar, pcm)
+    assert not grammar.release() and len(pool) == 0, "a phrase-list recognizer has its own graph"
+    a, b = Recognition(model, rate, pool=pool), Recognition(model, rate, pool=pool)
+    run(a, pcm)
+    run(b, pcm)
+    assert a.release() and not b.release() and len(pool) == 1
+    assert Recognition(model, 8000, pool=pool).warm is False, "pooled per sample rate"
+    assert not Recognition(model, rate, pool=WarmPool(0)).release()
+    warm = Recognition(model, rate, max_alternatives=0, pool=pool)
+    assert warm.warm
+    assert warm.release() is True
+    assert warm.release() is False, "released once"
+
+
+def test_warm_recognizer_costs_less_cpu(model, utterances_wav: Path) -> None:
+    """Vosk expands the lookahead graph lazily per recognizer: a cold first utterance is several times dearer."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    pool = WarmPool(1)
+    cold = Recognition(model, rate, pool=pool)
+    run(cold, pcm)
+    cold.release()
+    warm = Recognition(model, rate, pool=pool)
+    run(warm, pcm)
+    assert warm.decode_seconds < cold.decode_seconds * 0.8, (warm.decode_seconds, cold.decode_seconds)
+
+
+def test_engine_sessions_return_recognizers_to_the_pool(registry, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+
+    async def stream(engine: Engine) -> tuple[bool, list[str]]:
+        async with engine.session("ko-KR", rate, route="test") as session:
+            texts = []
+            for i in range(0, len(pcm), CHUNK):
+                texts += [e.text for e in await session.feed(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
+            texts += [e.text for e in await session.finish() if isinstance(e, Phrase)]
+            return session.recognition.warm, texts
+
+    async def main() -> None:
+        engine = Engine(registry, 2)
+        try:
+            warm1, texts1 = await stream(engine)
+            for _ in range(200):
+                if len(engine.pool):
+                    break
+                await asyncio.sleep(0.05)
+            assert len(engine.pool) == 1
+            warm2, texts2 = await stream(engine)
+            assert (warm1, warm2) == (False, True)
+            assert texts1 == texts2 and len(texts1) == 3
+        finally:
+            engine.close()
+
+    asyncio.run(main())
