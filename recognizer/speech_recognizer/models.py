@@ -219,9 +219,20 @@ def download_model(
         log.info("downloading %s model from %s", locale, url)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(zip_path, "wb") as out:
+                received = 0
                 while chunk := response.read(1 << 20):
                     digest.update(chunk)
                     out.write(chunk)
+                    received += len(chunk)
+                # read(n) returns short instead of raising when the server hangs up early.
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and received != int(declared):
+                    raise http.client.IncompleteRead(b"", int(declared) - received)
+        except http.client.IncompleteRead as exc:
+            raise ModelError(
+                f"cannot download the {locale} model from {url}: the connection closed "
+                f"{exc.expected if exc.expected is not None else 'some'} bytes before the end; retry"
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead
             raise ModelError(f"cannot download the {locale} model from {url}: {str(exc) or repr(exc)}") from exc
         if sha256 and digest.hexdigest() != sha256.lower():
