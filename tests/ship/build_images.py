@@ -199,17 +199,28 @@ def make_wav(path: Path, text: str = KOREAN_TEXT, voice: str = "ko") -> Path:
 
 @dataclass
 class RunningRecognizer:
-    pid: int
+    process: subprocess.Popen
     logfile: Path
     probes: list[dict] = field(default_factory=list)
 
     def probe(self, *args: str, timeout: float = 120) -> dict:
-        """Run tests/ship/probe.py inside the recognizer's network namespace."""
-        cmd = ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--", sys.executable, "-m", "tests.ship.probe", *args]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"probe {args} failed ({proc.returncode}):\n{proc.stderr}\n--- recognizer log ---\n{self.log_tail()}")
-        result = json.loads(proc.stdout)
+        """Run tests/ship/probe.py inside the recognizer's network namespace; fail at once if the
+        recognizer exits meanwhile."""
+        cmd = ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", "--", sys.executable, "-m", "tests.ship.probe", *args]
+        probe = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while probe.poll() is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                probe.kill()
+                probe.wait()
+                why = (f"the recognizer exited with {self.process.returncode}" if self.process.returncode is not None
+                       else f"the probe took over {timeout}s")
+                raise RuntimeError(f"probe {args}: {why}\n--- recognizer log ---\n{self.log_tail()}")
+            time.sleep(0.5)
+        out, err = probe.communicate()
+        if probe.returncode != 0:
+            raise RuntimeError(f"probe {args} failed ({probe.returncode}):\n{err}\n--- recognizer log ---\n{self.log_tail()}")
+        result = json.loads(out)
         self.probes.append(result)
         return result
 
@@ -234,7 +245,7 @@ def recognizer_running(image: str, args: list[str]) -> Iterator[RunningRecognize
         proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        yield RunningRecognizer(proc.pid, logfile)
+        yield RunningRecognizer(proc, logfile)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
