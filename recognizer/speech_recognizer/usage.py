@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -48,8 +49,14 @@ class UsageRecords:
         with self._lock:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                with open(self.folder / f"{now:%Y-%m}.jsonl", "a", encoding="utf-8") as out:
-                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+                with open(self.folder / f"{now:%Y-%m}.jsonl", "a+b") as out:
+                    # A line cut short by a crash must not swallow this record too.
+                    if out.seek(0, os.SEEK_END) > 0:
+                        out.seek(-1, os.SEEK_END)
+                        if out.read(1) != b"\n":
+                            data = b"\n" + data
+                    out.write(data)
             except OSError as exc:
                 self._memory.append(line)
                 if not self._warned:

@@ -1,0 +1,263 @@
+"""Routes about the service: home, health, status, API docs, Prometheus metrics, usage records."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Route, WebSocketRoute
+from websockets.sync.client import connect
+
+from speech_recognizer import contract as c
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+
+from ..conftest import TEST_KEY, make_settings
+from ..support import ServerThread, read_wav
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+
+
+class App:
+    """A server with its own metrics and usage records (sharing the session's loaded model)."""
+
+    def __init__(self, srv: ServerThread, app: object, output: Path) -> None:
+        self.srv, self.app, self.output = srv, app, output
+
+    @property
+    def http(self) -> str:
+        return self.srv.http
+
+    @property
+    def ws(self) -> str:
+        return self.srv.ws
+
+
+@pytest.fixture(scope="module")
+def fresh(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    tmp = tmp_path_factory.mktemp("fresh")
+    app = create_app(make_settings(tmp, "Billing=https://billing.example"), registry)
+    with ServerThread(app) as srv:
+        yield App(srv, app, tmp / "output")
+
+
+def recognize(base: str, wav: Path, **headers: str) -> httpx.Response:
+    return httpx.post(f"{base}{REST}?language=ko-KR", content=wav.read_bytes(), headers={"Content-Type": "audio/wav", **headers}, timeout=60)
+
+
+def seconds_of(wav: Path) -> float:
+    pcm, rate, channels = read_wav(wav)
+    return len(pcm) / (2 * rate * channels)
+
+
+# ---- home, health, status --------------------------------------------------------
+
+
+def test_home_page_names_the_locale_and_how_to_call_it(server) -> None:
+    r = httpx.get(f"{server.http}/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert "ko-KR" in page and "loaded" in page
+    assert f"{REST}?language=ko-KR" in page
+    assert f"{server.ws}/vosk?language=ko-KR" in page
+    assert f'SpeechConfig(host="{server.ws}")' in page
+    assert "No key is required" in page
+
+
+def test_home_page_says_a_key_is_required(keyed_server) -> None:
+    page = httpx.get(f"{keyed_server.http}/").text
+    assert c.KEY_HEADER in page and TEST_KEY not in page
+
+
+def test_ready_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
+    unloaded = ModelRegistry(tmp_path / "models", ("ko",))  # language only: ready must still come
+    assert unloaded.loaded == {}
+    with ServerThread(create_app(make_settings(tmp_path, "Locale=ko"), unloaded)) as srv:
+        first = httpx.get(f"{srv.http}/ready")
+        assert first.status_code == 503, first.text
+        assert first.json()["ready"] is False and first.json()["wanted"] == ["ko-KR"]
+        assert httpx.get(f"{srv.http}/ContainerReadiness").status_code == 503
+        assert httpx.get(f"{srv.http}/ContainerLiveness").status_code == 200, "alive while loading"
+        deadline = time.monotonic() + 120
+        while (r := httpx.get(f"{srv.http}/ready")).status_code != 200:
+            assert r.status_code == 503
+            assert time.monotonic() < deadline, "the model never loaded"
+            time.sleep(0.2)
+        assert r.json() == {"ready": True, "loaded": ["ko-KR"], "wanted": ["ko-KR"]}
+        ready = httpx.get(f"{srv.http}/ContainerReadiness")
+        assert ready.status_code == 200 and ready.text == "Ready"
+
+
+def test_liveness_and_readiness(server) -> None:
+    live = httpx.get(f"{server.http}/ContainerLiveness")
+    assert live.status_code == 200 and live.text == "Healthy"
+    ready = httpx.get(f"{server.http}/ContainerReadiness")
+    assert ready.status_code == 200 and ready.text == "Ready"
+    assert httpx.get(f"{server.http}/ready").json()["ready"] is True
+
+
+def test_status_without_a_key(server) -> None:
+    r = httpx.get(f"{server.http}/status")
+    assert r.status_code == 200 and r.json()["apiStatus"] == "Valid"
+
+
+def test_status_checks_the_key(keyed_server) -> None:
+    missing = httpx.get(f"{keyed_server.http}/status")
+    assert missing.status_code == 403 and "missing key" in missing.json()["error"]["message"]
+    wrong = httpx.get(f"{keyed_server.http}/status", headers={c.KEY_HEADER: "wrong"})
+    assert wrong.status_code == 401 and "wrong key" in wrong.json()["error"]["message"]
+    right = httpx.get(f"{keyed_server.http}/status", headers={c.KEY_HEADER: TEST_KEY})
+    assert right.status_code == 200 and right.json()["apiStatus"] == "Valid"
+    bearer = httpx.get(f"{keyed_server.http}/status", headers={"Authorization": f"Bearer {TEST_KEY}"})
+    assert bearer.status_code == 200
+
+
+# ---- API docs ----------------------------------------------------------------------
+
+
+def app_paths(app: object) -> set[str]:
+    """Every HTTP and WebSocket path the app serves, in OpenAPI's spelling."""
+    paths: set[str] = set()
+    for route in app.routes:  # type: ignore[attr-defined]
+        assert isinstance(route, (Route, WebSocketRoute))
+        path = route.path.replace(":int}", "}").replace(":str}", "}")
+        if "{mode}" in path:
+            paths |= {path.format(mode=mode) for mode in c.RECOGNITION_MODES}
+        else:
+            paths.add(path)
+    return paths
+
+
+def test_openapi_is_valid_and_lists_every_route(fresh: App) -> None:
+    r = httpx.get(f"{fresh.http}/openapi.json")
+    assert r.status_code == 200
+    spec = r.json()
+    validate(spec)
+    documented = {p.rstrip("/") or "/" for p in spec["paths"]}
+    missing = {p.rstrip("/") or "/" for p in app_paths(fresh.app)} - documented
+    assert not missing, f"routes missing from /openapi.json: {sorted(missing)}"
+    assert httpx.get(f"{fresh.http}/swagger/v1/swagger.json").json() == spec
+
+
+def test_swagger_page_lists_every_path(fresh: App) -> None:
+    r = httpx.get(f"{fresh.http}/swagger")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for path in httpx.get(f"{fresh.http}/openapi.json").json()["paths"]:
+        assert path in r.text, path
+    assert httpx.get(f"{fresh.http}/swagger/index.html").text == r.text
+
+
+# ---- metrics --------------------------------------------------------------------
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = httpx.get(f"{base}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_metrics_move_after_a_recognition(fresh: App, speech_wav: Path) -> None:
+    rest_200 = ("speech_requests_total", (("route", "rest-conversation"), ("status", "200")))
+    audio = ("speech_audio_seconds_total", (("locale", "ko-KR"), ("route", "rest-conversation")))
+    decodes = ("speech_decode_seconds_count", (("locale", "ko-KR"),))
+    decode_sum = ("speech_decode_seconds_sum", (("locale", "ko-KR"),))
+    before = scrape(fresh.http)
+    assert recognize(fresh.http, speech_wav).status_code == 200
+    after = scrape(fresh.http)
+    assert after[rest_200] == before.get(rest_200, 0) + 1
+    assert after[audio] - before.get(audio, 0) == pytest.approx(seconds_of(speech_wav), abs=0.01)
+    assert after[decodes] == before.get(decodes, 0) + 1
+    assert after[decode_sum] > before.get(decode_sum, 0)
+    assert after[("speech_active_sessions", ())] == 0
+
+
+def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
+    pcm, rate, _ = read_wav(speech_wav)
+    with connect(f"{fresh.ws}/vosk?language=ko-KR") as ws:
+        ws.send(pcm[:3200])
+        ws.recv()
+        assert scrape(fresh.http)[("speech_active_sessions", ())] == 1
+        ws.send('{"eof" : 1}')
+        ws.recv()
+    deadline = time.monotonic() + 10
+    while scrape(fresh.http)[("speech_active_sessions", ())] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    vosk_ok = ("speech_requests_total", (("route", "vosk"), ("status", "200")))
+    assert scrape(fresh.http)[vosk_ok] >= 1
+
+
+# ---- usage records ----------------------------------------------------------------
+
+
+def meters(summary: dict) -> dict[str, float]:
+    assert set(summary) == {"apiType", "serviceName", "meters"}
+    assert all(set(m) == {"name", "quantity"} for m in summary["meters"])
+    return {m["name"]: m["quantity"] for m in summary["meters"]}
+
+
+def test_usage_record_per_recognition_and_azure_summary(fresh: App, speech_wav: Path, utterances_wav: Path) -> None:
+    assert recognize(fresh.http, speech_wav).status_code == 200
+    assert recognize(fresh.http, utterances_wav).status_code == 200
+    files = sorted((fresh.output / "usage").glob("*.jsonl"))
+    now = datetime.now(timezone.utc)
+    assert [f.name for f in files] == [f"{now:%Y-%m}.jsonl"]
+    lines = [json.loads(line) for line in files[0].read_text().splitlines()]
+    rest = [line for line in lines if line["route"] == "rest-conversation"]
+    assert rest[-2]["audioSeconds"] == pytest.approx(seconds_of(speech_wav), abs=0.002)
+    assert rest[-1]["audioSeconds"] == pytest.approx(seconds_of(utterances_wav), abs=0.002)
+    assert rest[-1]["phrases"] == 3
+    assert all(line["locale"] == "ko-KR" and line["billing"] == "https://billing.example" for line in lines)
+
+    total = sum(line["audioSeconds"] for line in lines)
+    overall = httpx.get(f"{fresh.http}/records/usage-logs/").json()
+    got = meters(overall)
+    assert got["speech-to-text.requests"] == len(lines)
+    assert got["speech-to-text.audio-seconds"] == pytest.approx(total, abs=0.001)
+    assert got["speech-to-text.audio-seconds.ko-KR"] == pytest.approx(total, abs=0.001)
+    assert httpx.get(f"{fresh.http}/records/usage-logs").json() == overall
+
+    month = httpx.get(f"{fresh.http}/records/usage-logs/{now.month}/{now.year}").json()
+    assert meters(month) == got
+    other = meters(httpx.get(f"{fresh.http}/records/usage-logs/1/2001").json())
+    assert other["speech-to-text.requests"] == 0 and other["speech-to-text.audio-seconds"] == 0
+    assert httpx.get(f"{fresh.http}/records/usage-logs/13/2024").status_code == 400
+
+
+def test_unwritable_output_loses_nothing(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
+    blocker = tmp_path / "output"
+    blocker.write_text("a file where the output folder should be")  # unwritable even for root
+    settings = make_settings(tmp_path)
+    assert settings.output_dir == blocker
+    with ServerThread(create_app(settings, registry)) as srv:
+        for _ in range(2):
+            r = recognize(srv.http, speech_wav)
+            assert r.status_code == 200 and r.json()["RecognitionStatus"] == "Success"
+        got = meters(httpx.get(f"{srv.http}/records/usage-logs/").json())
+    assert got["speech-to-text.requests"] == 2
+    assert got["speech-to-text.audio-seconds"] == pytest.approx(2 * seconds_of(speech_wav), abs=0.002)
+
+
+def test_usage_survives_a_malformed_line(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
+    """A line cut short (a crash mid-write) does not hide the rest of the month."""
+    usage = tmp_path / "output" / "usage"
+    usage.mkdir(parents=True)
+    now = datetime.now(timezone.utc)
+    good = {"time": now.isoformat(), "route": "vosk", "locale": "ko-KR", "audioSeconds": 1.5, "phrases": 1}
+    (usage / f"{now:%Y-%m}.jsonl").write_text(json.dumps(good) + "\n" + '{"time": "20')
+    with ServerThread(create_app(make_settings(tmp_path), registry)) as srv:
+        assert recognize(srv.http, speech_wav).status_code == 200
+        got = meters(httpx.get(f"{srv.http}/records/usage-logs/").json())
+    assert got["speech-to-text.requests"] == 2
+    assert got["speech-to-text.audio-seconds"] == pytest.approx(1.5 + seconds_of(speech_wav), abs=0.002)
