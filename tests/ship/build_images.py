@@ -245,6 +245,13 @@ def recognizer_running(image: str, args: list[str]) -> Iterator[RunningRecognize
         proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
+        # nsenter must not look before unshare(2) has run, or it joins the host's namespace
+        host_ns = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 30
+        while os.readlink(f"/proc/{proc.pid}/ns/net") == host_ns:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"unshare --net did not start:\n{logfile.read_text(errors='replace')}")
+            time.sleep(0.1)
         yield RunningRecognizer(proc, logfile)
     finally:
         with contextlib.suppress(ProcessLookupError):
