@@ -40,7 +40,7 @@ def _cpu_count() -> int:
 
 
 KNOWN: tuple[Setting, ...] = (
-    Setting(c.EULA, "Must be 'accept' to start (the license of the open models and of this server)."),
+    Setting(c.EULA, "Must be 'accept' to serve (the license of the open models and of this server); DownloadModel and DownloadLicense need none."),
     Setting(c.BILLING, "Billing endpoint URI. Accepted for compatibility with Azure; recorded in usage records."),
     Setting(c.API_KEY, "When set, every recognition request must carry it (Ocp-Apim-Subscription-Key or Authorization: Bearer)."),
     Setting(c.MOUNTS_LICENSE, "License folder (Azure compatibility; open models need no license file).", c.DEFAULT_LICENSE_MOUNT),
