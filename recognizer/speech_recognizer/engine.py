@@ -332,27 +332,38 @@ class Recognition:
 
         Blocking (it may flush the decoder); call off the event loop, once. Vosk
         restarts its feature pipeline and decoder only from the finalized state,
-        so a recognizer left at an endpoint is fed 10 ms of silence and finalized.
+        and its clock then runs on from the samples fed so far; the recognizer is
+        fed silence up to a whole second (so that taking the clock off leaves
+        Vosk's printed times exact, to the tick) and finalized.
         """
         pool, self._pool = self._pool, None
         if pool is None or pool.capacity == 0:
             return False
         with self._lock:
             samples = self._base_samples + self._frames
+            if self._state == _FRESH and samples == 0:
+                return pool.give(self.model, self.sample_rate, self._rec, 0)
             try:
-                if self._state == _ENDPOINT:
-                    pad = self.sample_rate // 100
-                    self._rec.AcceptWaveform(bytes(2 * pad))
-                    samples += pad
-                    self._state = _RUNNING
-                if self._state == _RUNNING:
-                    self._rec.FinalResult()
-                    self._state = _FINALIZED
+                pad = -samples % self.sample_rate or (self.sample_rate if self._state == _ENDPOINT else 0)
+                for _ in range(3):
+                    if pad:
+                        if self._rec.AcceptWaveform(bytes(2 * pad)):
+                            self._rec.Result()
+                            self._state = _ENDPOINT
+                        else:
+                            self._state = _RUNNING
+                        samples += pad
+                    if self._state == _RUNNING:
+                        self._rec.FinalResult()
+                        self._state = _FINALIZED
+                    if self._state == _FINALIZED:
+                        break
+                    pad = self.sample_rate
             except Exception:  # a recognizer in doubt is not reused
                 log.exception("finalizing a recognizer for reuse failed")
                 return False
-            if self._state == _FRESH and samples == 0:
-                return pool.give(self.model, self.sample_rate, self._rec, 0)
+            if self._state != _FINALIZED:
+                return False
             return pool.give(self.model, self.sample_rate, self._rec, samples)
 
 

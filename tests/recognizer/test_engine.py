@@ -18,7 +18,7 @@ def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str,
         phrases += [e for e in rec.accept(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
     if finish:
         phrases += [e for e in rec.finish() if isinstance(e, Phrase)]
-    return [(p.text, tuple((w.text, round(w.start, 5), round(w.end, 5)) for w in p.words)) for p in phrases]
+    return [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7)) for w in p.words)) for p in phrases]
 
 
 def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m bench [--quick]`` prints tables and writes docs/benchmarks.{md,json}."""

@@ -1,0 +1,279 @@
+"""Stream clients: the vosk WebSocket route, the Speech SDK (USP) route, and in-process Vosk.
+
+Each stream returns a :class:`StreamResult`. Paced streams send one 100 ms
+chunk every 100 ms of wall time (1x real time); unpaced ones send as fast as
+the server takes them.
+
+Latency of an intermediate result: on ``/vosk`` every chunk is answered, so it
+is exact (reply time - send time). USP answers only when the hypothesis
+changes; a hypothesis is attributed to the last chunk sent before it arrived,
+which is exact while the server keeps up (replies come well within the 100 ms
+between chunks) and, if it fell behind, would understate it; the final-result
+latency (end of audio -> ``turn.end``) shows any backlog exactly on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.asyncio.client import connect
+
+from speech_recognizer.usp.frames import binary_frame, parse_text, timestamp
+
+from .common import CHUNK_S, LOCALE, Audio, percentile
+
+USP_PATH = "/speech/recognition/conversation/cognitiveservices/v1?language=" + LOCALE
+STRICT_S = 1.0  # strictly real time: every reply and the final result within 1 s
+
+
+@dataclass
+class StreamResult:
+    route: str
+    audio_s: float
+    ok: bool = False
+    refused: bool = False
+    dropped: bool = False
+    #: dropped with no close reason or error message the client could show
+    unexplained: bool = False
+    message: str = ""
+    latencies: list[float] = field(default_factory=list)  # per intermediate result, s
+    lag: list[tuple[float, float]] = field(default_factory=list)  # (audio time s, reply lag behind real time s)
+    final_latency: float = float("nan")
+    wall_s: float = float("nan")
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def max_lag(self) -> float:
+        return max((lag for _, lag in self.lag), default=0.0)
+
+    @property
+    def strict(self) -> bool:
+        return self.ok and max(self.latencies, default=0.0) <= STRICT_S and self.max_lag <= STRICT_S and self.final_latency <= STRICT_S
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "route": self.route, "ok": self.ok, "refused": self.refused, "dropped": self.dropped, "message": self.message,
+            "p50_ms": round(1000 * percentile(self.latencies, 50), 1), "p95_ms": round(1000 * percentile(self.latencies, 95), 1),
+            "max_ms": round(1000 * max(self.latencies, default=0.0), 1), "final_ms": round(1000 * self.final_latency, 1),
+            "max_lag_ms": round(1000 * self.max_lag, 1), "rtf": round(self.wall_s / self.audio_s, 3) if self.audio_s else None,
+            "strict": self.strict,
+        }
+
+
+def _lag_series(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """One point per audio second: the worst lag in that second."""
+    worst: dict[int, float] = {}
+    for t, lag in points:
+        worst[int(t)] = max(worst.get(int(t), 0.0), lag)
+    return sorted((float(k), v) for k, v in worst.items())
+
+
+async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0) -> StreamResult:
+    """One vosk-server conversation: a config, chunks each answered, ``{"eof" : 1}``."""
+    res = StreamResult("vosk", audio.seconds)
+    await asyncio.sleep(delay)
+    try:
+        async with connect(f"{ws_base}/vosk?language={LOCALE}", max_size=1 << 20, open_timeout=30) as ws:
+            await ws.send(json.dumps({"config": {"sample_rate": audio.rate, "words": 1}}))
+            t0 = time.monotonic()
+            lag = []
+            for k, chunk in enumerate(audio.chunks()):
+                due = t0 + k * CHUNK_S
+                if paced and (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                sent = time.monotonic()
+                await ws.send(chunk)
+                reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                got = time.monotonic()
+                res.latencies.append(got - sent)
+                if paced:
+                    lag.append(((k + 1) * CHUNK_S, got - due))
+                if reply.get("text"):
+                    res.texts.append(reply["text"])
+            eof = time.monotonic()
+            await ws.send('{"eof" : 1}')
+            final = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            res.final_latency = time.monotonic() - eof
+            res.wall_s = time.monotonic() - t0
+            if final.get("text"):
+                res.texts.append(final["text"])
+            res.lag = _lag_series(lag)
+            res.ok = True
+    except websockets.ConnectionClosed as exc:
+        rcvd = exc.rcvd
+        if rcvd is not None and rcvd.code == 1013 and rcvd.reason:
+            res.refused, res.message = True, f"{rcvd.code} {rcvd.reason}"
+        else:
+            res.dropped, res.message = True, f"closed {rcvd.code if rcvd else 'without a close frame'} {rcvd.reason if rcvd else ''}"
+            res.unexplained = not (rcvd and rcvd.reason)
+    except (asyncio.TimeoutError, OSError) as exc:
+        res.dropped, res.message, res.unexplained = True, f"{type(exc).__name__}: {exc}", True
+    return res
+
+
+def _text(path: str, request_id: str | None, body: object) -> str:
+    head = f"X-Timestamp:{timestamp()}\r\nPath:{path}\r\n"
+    if request_id:
+        head += f"X-RequestId:{request_id}\r\n"
+    return head + "\r\n" + json.dumps(body)
+
+
+def _audio_frame(request_id: str, payload: bytes) -> bytes:
+    return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": "1"}, payload)
+
+
+async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0) -> StreamResult:
+    """One Speech SDK continuous recognition (conversation mode) spoken as raw USP frames."""
+    res = StreamResult("usp", audio.seconds)
+    await asyncio.sleep(delay)
+    rid = uuid.uuid4().hex
+    sent_at: list[float] = []
+    due_at: list[float] = []
+    done = asyncio.Event()
+    state = {"eof": float("nan"), "end": float("nan")}
+    lag = []
+
+    async def reader(ws) -> None:
+        async for raw in ws:
+            if not isinstance(raw, str):
+                continue
+            msg = parse_text(raw)
+            got = time.monotonic()
+            path = msg.path.lower()
+            if path == "speech.hypothesis" and sent_at:
+                k = len(sent_at) - 1
+                res.latencies.append(got - sent_at[k])
+                if paced:
+                    lag.append(((k + 1) * CHUNK_S, got - due_at[k]))
+            elif path == "speech.phrase":
+                body = msg.json()
+                status = body.get("RecognitionStatus")
+                if status == "TooManyRequests":
+                    res.refused, res.message = True, f"TooManyRequests: {body.get('Message', '')}"
+                elif status == "Success":
+                    res.texts.append(body.get("DisplayText", ""))
+            elif path == "turn.end":
+                state["end"] = got
+                done.set()
+                return
+
+    try:
+        async with connect(ws_base + USP_PATH, subprotocols=["USP"], max_size=1 << 20, open_timeout=30) as ws:  # type: ignore[list-item]
+            source = {"type": "Stream", "samplerate": str(audio.rate), "bitspersample": "16", "channelcount": "1"}
+            await ws.send(_text("speech.config", None, {"context": {"audio": {"source": source}}}))
+            await ws.send(_text("speech.context", rid, {"phraseDetection": {"language": LOCALE}}))
+            read = asyncio.create_task(reader(ws))
+            t0 = time.monotonic()
+            for k, chunk in enumerate(audio.chunks()):
+                if done.is_set():
+                    break
+                due = t0 + k * CHUNK_S
+                if paced and (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                due_at.append(due)
+                sent_at.append(time.monotonic())
+                await ws.send(_audio_frame(rid, chunk))
+            state["eof"] = time.monotonic()
+            if not done.is_set():
+                await ws.send(_audio_frame(rid, b""))
+            await asyncio.wait_for(done.wait(), timeout)
+            await read
+            res.final_latency = state["end"] - state["eof"]
+            res.wall_s = state["end"] - t0
+            res.lag = _lag_series(lag)
+            res.ok = not res.refused
+    except websockets.ConnectionClosed as exc:
+        rcvd = exc.rcvd
+        if not res.refused:
+            res.dropped, res.message = True, f"closed {rcvd.code if rcvd else 'without a close frame'} {rcvd.reason if rcvd else ''}"
+            res.unexplained = not (rcvd and rcvd.reason)
+    except (asyncio.TimeoutError, OSError) as exc:
+        res.dropped, res.message, res.unexplained = True, f"{type(exc).__name__}: {exc}", True
+    return res
+
+
+# ---- in-process Vosk --------------------------------------------------------------------
+
+
+class InProcess:
+    """Plain ``KaldiRecognizer`` streams on threads; recognizers are warmed the same way the server's pool is."""
+
+    def __init__(self, model: object, rate: int) -> None:
+        self.model = model
+        self.rate = rate
+        self._idle: list[object] = []
+        self._lock = threading.Lock()
+
+    def _recognizer(self) -> object:
+        import vosk
+
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        rec = vosk.KaldiRecognizer(self.model, float(self.rate))
+        rec.SetWords(True)
+        rec.SetPartialWords(True)
+        return rec
+
+    def _give(self, rec: object) -> None:
+        with self._lock:
+            self._idle.append(rec)
+
+    def stream(self, audio: Audio, *, paced: bool, delay: float = 0.0) -> StreamResult:
+        """One stream; ``latencies`` are Vosk's own per-chunk decode times (accept + partial)."""
+        res = StreamResult("in-process", audio.seconds)
+        time.sleep(delay)
+        rec = self._recognizer()
+        t0 = time.monotonic()
+        for k, chunk in enumerate(audio.chunks()):
+            due = t0 + k * CHUNK_S
+            if paced and (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            start = time.monotonic()
+            if rec.AcceptWaveform(chunk):
+                rec.Result()
+            else:
+                rec.PartialResult()
+            got = time.monotonic()
+            res.latencies.append(got - start)
+            if paced:
+                res.lag.append(((k + 1) * CHUNK_S, got - due))
+        eof = time.monotonic()
+        rec.FinalResult()
+        res.final_latency = time.monotonic() - eof
+        res.wall_s = time.monotonic() - t0
+        res.lag = _lag_series(res.lag)
+        res.ok = True
+        self._give(rec)
+        return res
+
+    def warm(self, audio: Audio, n: int) -> None:
+        """Leave ``n`` warm recognizers idle (each has decoded ``audio`` once)."""
+        recs = [self._recognizer() for _ in range(n)]
+        for rec in recs:
+            for chunk in audio.chunks():
+                rec.AcceptWaveform(chunk)
+            rec.FinalResult()
+        for rec in recs:
+            self._give(rec)
+
+    def run(self, audio: Audio, n: int, *, paced: bool, stagger: float = 0.0) -> tuple[list[StreamResult], float]:
+        """``n`` streams on ``n`` threads; returns the results and the wall time of the whole run."""
+        results: list[StreamResult | None] = [None] * n
+
+        def one(i: int) -> None:
+            results[i] = self.stream(audio, paced=paced, delay=i * stagger)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [r for r in results if r is not None], time.monotonic() - t0 - (n - 1) * stagger * 0

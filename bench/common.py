@@ -1,0 +1,161 @@
+"""What every benchmark shares: speech audio, a recognizer server in a subprocess, a CPU/RSS sampler."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "recognizer"))
+
+from tests.support import SENTENCES, concat, free_port, read_wav, speak  # noqa: E402
+
+CHUNK = 3200  # 100 ms at 16 kHz mono: what the Speech SDK sends
+CHUNK_S = 0.1
+LOCALE = "ko-KR"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
+    return s[k]
+
+
+@dataclass
+class Audio:
+    pcm: bytes
+    rate: int
+    path: Path
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.rate
+
+    def chunks(self) -> list[bytes]:
+        return [self.pcm[i : i + CHUNK] for i in range(0, len(self.pcm), CHUNK)]
+
+
+def make_audio(workdir: Path) -> Audio:
+    """The four test sentences with 1.5 s of silence around each (about 14 s), 16 kHz mono."""
+    parts = [speak(s, workdir / f"s{i}.wav") for i, s in enumerate(SENTENCES)]
+    wav = concat(parts, workdir / "stream.wav", gap=1.5)
+    pcm, rate, channels = read_wav(wav)
+    assert channels == 1
+    return Audio(pcm, rate, wav)
+
+
+class Sampler:
+    """Samples a process's CPU (% of one core) and RSS (MiB) every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (t, cpu%, rss MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.proc.cpu_percent(None)
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append((time.monotonic(), self.proc.cpu_percent(None), self.proc.memory_info().rss / 2**20))
+            except psutil.Error:
+                return
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def summary(self) -> dict[str, float]:
+        cpu = [c for _, c, _ in self.samples] or [0.0]
+        rss = [r for _, _, r in self.samples] or [0.0]
+        return {"cpu_mean_pct": round(sum(cpu) / len(cpu), 1), "cpu_max_pct": round(max(cpu), 1), "rss_max_mib": round(max(rss), 1)}
+
+
+@dataclass
+class Server:
+    """``python -m speech_recognizer`` on a loopback port, in a subprocess."""
+
+    port: int
+    proc: subprocess.Popen
+    workdir: Path
+    log: Path = field(default=Path("/dev/null"))
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_mib(self) -> float:
+        return psutil.Process(self.pid).memory_info().rss / 2**20
+
+
+@contextlib.contextmanager
+def server(*args: str, ready_timeout: float = 120.0) -> Iterator[Server]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    port = free_port()
+    log = workdir / "server.log"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "speech_recognizer", "Eula=accept", f"Port={port}",
+           f"Mounts:Output={workdir / 'output'}", f"Mounts:Models={workdir / 'models'}",
+           "Host=127.0.0.1", "Logging:Console:LogLevel:Default=Warning", *args]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    srv = Server(port, proc, workdir, log)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{srv.http}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.2)
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on, including how busy the machine was with other work."""
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+    }

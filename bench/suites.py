@@ -1,0 +1,264 @@
+"""The five benchmarks of issue 6. Each returns a dict of rows (lists of dicts) and scalar results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+from .clients import STRICT_S, InProcess, StreamResult, usp_stream, vosk_stream
+from .common import CHUNK, Audio, Sampler, percentile, server
+
+ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
+STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
+
+
+def _agg(results: list[StreamResult]) -> dict[str, object]:
+    lat = [x for r in results for x in r.latencies]
+    ok = [r for r in results if r.ok]
+    return {
+        "streams": len(results), "completed": len(ok),
+        "p50_ms": round(1000 * percentile(lat, 50), 1), "p95_ms": round(1000 * percentile(lat, 95), 1),
+        "max_ms": round(1000 * max(lat, default=0.0), 1),
+        "final_p95_ms": round(1000 * percentile([r.final_latency for r in ok], 95), 1),
+        "max_lag_ms": round(1000 * max((r.max_lag for r in ok), default=0.0), 1),
+        "rtf_max": round(max((r.wall_s / r.audio_s for r in ok), default=float("nan")), 3),
+        "strict": len(ok) == len(results) and all(r.strict for r in results),
+    }
+
+
+async def _gather(route: str, ws: str, audio: Audio, n: int, *, paced: bool, stagger: float) -> tuple[list[StreamResult], float]:
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(ROUTES[route](ws, audio, paced=paced, delay=i * stagger) for i in range(n)))
+    return list(results), time.monotonic() - t0
+
+
+def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int], cold_n: int) -> dict[str, object]:
+    """Paced real-time streams over both WebSocket routes vs in-process Vosk; then unpaced throughput."""
+    rows: list[dict[str, object]] = []
+    throughput: list[dict[str, object]] = []
+    lag_over_time: dict[str, list] = {}
+    cap = max(ns) + 2
+    inproc = InProcess(model, audio.rate)
+    with server(f"DecoderMaxCount={cap}") as srv:
+        # cold start: a freshly started server, every recognizer new
+        with Sampler(srv.pid) as smp:
+            res, _ = asyncio.run(_gather("vosk", srv.ws, audio, cold_n, paced=True, stagger=0.0))
+        rows.append({"route": "vosk", "n": cold_n, "start": "together (cold server)", **_agg(res), **smp.summary()})
+        print("  ", rows[-1])
+        # warm the server's pool as any traffic does, and the in-process recognizers the same way
+        asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
+        inproc.warm(audio, max(ns))
+        for n in ns:
+            base, _ = inproc.run(audio, n, paced=True)
+            base_row = {"route": "in-process", "n": n, "start": "together", **_agg(base)}
+            rows.append(base_row)
+            print("  ", base_row)
+            for route in ROUTES:
+                for start, stagger in (("together", 0.0), ("staggered", STAGGER_S)):
+                    if start == "staggered" and n not in stagger_ns:
+                        continue
+                    with Sampler(srv.pid) as smp:
+                        res, _ = asyncio.run(_gather(route, srv.ws, audio, n, paced=True, stagger=stagger))
+                    row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary()}
+                    row["p95_over_vosk_ms"] = round(row["p95_ms"] - base_row["p95_ms"], 1)
+                    rows.append(row)
+                    print("  ", row)
+                    if start == "together":
+                        worst = max(res, key=lambda r: r.max_lag)
+                        lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
+        # throughput: unpaced, as fast as the server takes the audio
+        for n in ns:
+            _, wall_in = inproc.run(audio, n, paced=False)
+            tp_in = n * audio.seconds / wall_in
+            row: dict[str, object] = {"n": n, "in_process_audio_s_per_s": round(tp_in, 2)}
+            for route in ROUTES:
+                with Sampler(srv.pid) as smp:
+                    res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
+                tp = sum(r.audio_s for r in res if r.ok) / wall
+                row[f"{route}_audio_s_per_s"] = round(tp, 2)
+                row[f"{route}_ratio"] = round(tp / tp_in, 3)
+                row[f"{route}_cpu_mean_pct"] = smp.summary()["cpu_mean_pct"]
+            throughput.append(row)
+            print("  ", row)
+    strict: dict[str, int] = {}
+    for route in ROUTES:
+        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and "cold" not in str(r["start"])]
+        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and "cold" not in str(r["start"])]
+        strict[route] = max((n for n in ok if all(b > n for b in bad)), default=0)
+    return {"paced": rows, "throughput": throughput, "largest_strict_n": strict, "lag_over_time_ms": lag_over_time}
+
+
+def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> dict[str, object]:
+    """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files."""
+    body = audio.path.read_bytes()
+    url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed"
+    headers = {"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"}
+    inproc = InProcess(model, audio.rate)
+    inproc.warm(audio, cores)
+    rows = []
+    with server(f"DecoderMaxCount={cores * 4}") as srv:
+
+        async def post_all(n: int) -> float:
+            async with httpx.AsyncClient(base_url=srv.http, timeout=300) as client:
+                await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(n)))  # warm the pool
+                queue = list(range(requests_per_level))
+                t0 = time.monotonic()
+
+                async def worker() -> None:
+                    while queue:
+                        queue.pop()
+                        r = await client.post(url, content=body, headers=headers)
+                        assert r.status_code == 200, r.text
+                await asyncio.gather(*(worker() for _ in range(n)))
+                return time.monotonic() - t0
+
+        for n in range(1, cores + 1):
+            with Sampler(srv.pid) as smp:
+                wall = asyncio.run(post_all(n))
+            tp = requests_per_level * audio.seconds / wall
+            # in-process: the same number of files on n threads (file recognition feeds 100 ms pieces, unpaced)
+            per = requests_per_level // n
+            _, wall_in = inproc.run(audio, n, paced=False) if per <= 1 else (None, None)
+            if per > 1:
+                t0 = time.monotonic()
+                import threading
+
+                def work() -> None:
+                    for _ in range(per):
+                        inproc.stream(audio, paced=False)
+                ts = [threading.Thread(target=work) for _ in range(n)]
+                [t.start() for t in ts]
+                [t.join() for t in ts]
+                wall_in = time.monotonic() - t0
+            tp_in = per * n * audio.seconds / wall_in
+            rows.append({"concurrency": n, "rest_audio_s_per_s": round(tp, 2), "in_process_audio_s_per_s": round(tp_in, 2),
+                         "rest_ratio": round(tp / tp_in, 3), **smp.summary()})
+            print("  ", rows[-1])
+    return {"rows": rows}
+
+
+def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
+    """RSS with the model loaded, with 1/10/50 idle sessions, and along one long stream pushed unpaced."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    out: dict[str, object] = {}
+    with server("DecoderMaxCount=64") as srv:
+        time.sleep(1.0)
+        out["model_loaded_mib"] = round(srv.rss_mib(), 1)
+        print("   model loaded", out["model_loaded_mib"])
+
+        async def idle() -> dict[str, float]:
+            socks = []
+            got: dict[str, float] = {}
+            silence = bytes(CHUNK)
+            try:
+                for target in (1, 10, 50):
+                    while len(socks) < target:
+                        ws = await connect(f"{srv.ws}/vosk?language=ko-KR")
+                        await ws.send(json.dumps({"config": {"sample_rate": audio.rate}}))
+                        await ws.send(silence)  # the session (and its recognizer) starts with the first audio
+                        await ws.recv()
+                        socks.append(ws)
+                    await asyncio.sleep(1.0)
+                    got[str(target)] = round(srv.rss_mib(), 1)
+                    print(f"   {target} idle sessions", got[str(target)])
+            finally:
+                for ws in socks:
+                    await ws.close()
+            return got
+
+        idle_rss = asyncio.run(idle())
+        base = out["model_loaded_mib"]
+        out["idle_sessions_mib"] = idle_rss
+        out["idle_session_mib_each"] = round((idle_rss["50"] - base) / 50, 2)  # type: ignore[operator]
+
+        async def long_stream() -> list[tuple[float, float]]:
+            points = []
+            total = long_minutes * 60
+            chunks = audio.chunks()
+            sent = 0.0
+            next_mark = 60.0
+            async with connect(f"{srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+                await ws.send(json.dumps({"config": {"sample_rate": audio.rate}}))
+                while sent < total:
+                    for chunk in chunks:
+                        await ws.send(chunk)
+                        await ws.recv()
+                        sent += len(chunk) / 2 / audio.rate
+                        if sent >= next_mark:
+                            points.append((round(sent / 60, 1), round(srv.rss_mib(), 1)))
+                            print("   long stream", points[-1])
+                            next_mark += 60.0
+                        if sent >= total:
+                            break
+                await ws.send('{"eof" : 1}')
+                await ws.recv()
+            return points
+
+        t0 = time.monotonic()
+        points = asyncio.run(long_stream())
+        out["long_stream_minutes"] = long_minutes
+        out["long_stream_wall_s"] = round(time.monotonic() - t0, 1)
+        out["long_stream_rss_by_minute"] = points
+        out["long_stream_growth_mib"] = round(points[-1][1] - points[0][1], 1) if points else None
+    return out
+
+
+def overload(audio: Audio, holdable: int) -> dict[str, object]:
+    """4x more paced streams than the machine holds, half per route, all started together.
+
+    First with the default decoder cap (admission control refuses the excess), then with the
+    cap raised so every stream is admitted (what happens without admission control).
+    """
+    n = 4 * holdable
+    out: dict[str, object] = {"holdable": holdable, "streams": n, "runs": []}
+    for label, args in (("default cap", ()), ("cap raised to all", (f"DecoderMaxCount={n}",))):
+        with server(*args) as srv:
+            probes: list[float] = []
+
+            async def probe(stop: asyncio.Event) -> None:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    while not stop.is_set():
+                        t = time.monotonic()
+                        try:
+                            await client.get(f"{srv.http}/ready")
+                            probes.append(time.monotonic() - t)
+                        except httpx.HTTPError:
+                            probes.append(10.0)
+                        await asyncio.sleep(0.25)
+
+            async def main() -> list[StreamResult]:
+                stop = asyncio.Event()
+                task = asyncio.create_task(probe(stop))
+                res = await asyncio.gather(*(
+                    (vosk_stream if i % 2 == 0 else usp_stream)(srv.ws, audio, paced=True, timeout=30.0) for i in range(n)))
+                stop.set()
+                await task
+                return list(res)
+
+            with Sampler(srv.pid) as smp:
+                res = asyncio.run(main())
+            served = [r for r in res if r.ok]
+            row = {
+                "run": label, "streams": n, "served": len(served),
+                "refused_cleanly": sum(r.refused for r in res),
+                "dropped_without_message": sum(r.unexplained for r in res),
+                "dropped": sum(r.dropped for r in res),
+                "stalled": sum(1 for r in served if not r.strict),
+                "served_max_lag_ms": round(1000 * max((r.max_lag for r in served), default=0.0), 1),
+                "served_final_p95_ms": round(1000 * percentile([r.final_latency for r in served], 95), 1),
+                "ready_probe_p95_ms": round(1000 * percentile(probes, 95), 1),
+                "ready_probe_max_ms": round(1000 * max(probes, default=0.0), 1),
+                "refusal_messages": sorted({r.message for r in res if r.refused})[:2],
+                "drop_messages": sorted({r.message for r in res if r.dropped})[:3],
+                **smp.summary(),
+            }
+            out["runs"].append(row)  # type: ignore[union-attr]
+            print("  ", row)
+    return out
