@@ -92,6 +92,22 @@ def parse_wav_header(data: bytes) -> tuple[WavFormat, int, int]:
     raise AudioError("truncated WAV header: no data chunk")
 
 
+def pcm16_header(data: bytes) -> tuple[WavFormat, int]:
+    """The format and the data offset of a WAV header that must announce 16-bit PCM.
+
+    For streams whose header comes first and whose PCM follows in pieces (the
+    Speech SDK sends a 44-byte RIFF header with sizes 0): what follows the
+    offset is PCM as it is. Raises :class:`AudioError` for any other encoding.
+    """
+    fmt, offset, _ = parse_wav_header(data)
+    if fmt.format_tag not in (PCM, EXTENSIBLE) or fmt.bits != 16:
+        raise AudioError(
+            f"the stream must be 16-bit PCM (WAV format tag {fmt.format_tag:#x}, {fmt.bits} bits)", status=415
+        )
+    _check_format(WavFormat(PCM, fmt.channels, fmt.sample_rate, fmt.bits))
+    return fmt, offset
+
+
 def _check_format(fmt: WavFormat) -> None:
     if fmt.channels < 1 or fmt.channels > 32:
         raise AudioError(f"WAV with {fmt.channels} channels is not supported")

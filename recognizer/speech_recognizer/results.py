@@ -18,8 +18,18 @@ TICKS_PER_SECOND = 10_000_000
 
 
 def ticks(seconds: float) -> int:
-    """Seconds -> 100-ns ticks."""
-    return int(round(seconds * TICKS_PER_SECOND))
+    """Seconds -> 100-ns ticks (never negative: a stream's time starts at 0)."""
+    return max(0, int(round(seconds * TICKS_PER_SECOND)))
+
+
+def span(start: float, end: float) -> tuple[int, int]:
+    """``(Offset, Duration)`` in ticks of ``start..end`` seconds.
+
+    The duration is the difference of the rounded ends, so ``Offset + Duration``
+    of a phrase equals that of its last word to the tick.
+    """
+    offset = ticks(start)
+    return offset, max(0, ticks(end) - offset)
 
 
 class Profanity(str, Enum):
@@ -38,6 +48,14 @@ class Profanity(str, Enum):
         except ValueError:
             raise ValueError(f"profanity={value!r}: use masked, removed or raw") from None
 
+    @classmethod
+    def lenient(cls, value: object) -> "Profanity | None":
+        """The mode ``value`` names (any case), or None (for clients whose bad values are ignored)."""
+        try:
+            return cls(str(value or "").strip().lower())
+        except ValueError:
+            return None
+
 
 class OutputFormat(str, Enum):
     """Azure's ``format`` option."""
@@ -55,14 +73,18 @@ class OutputFormat(str, Enum):
             raise ValueError(f"format={value!r}: use simple or detailed") from None
 
 
-#: A small built-in list; the models' vocabularies rarely hold more than these.
+#: A small built-in list (Vosk models carry none); the models' vocabularies rarely hold more.
 PROFANE_WORDS: frozenset[str] = frozenset(
-    {"fuck", "fucking", "fucked", "shit", "bitch", "bastard", "asshole", "cunt", "dick", "motherfucker"}
+    {
+        "fuck", "fucking", "fucked", "shit", "bitch", "bastard", "asshole", "cunt", "dick", "motherfucker",
+        "씨발", "시발", "개새끼", "병신", "좆",
+    }
 )
 
 
 def is_profane(word: str) -> bool:
-    return word.lower().strip(".,!?") in PROFANE_WORDS
+    """Whether a token is on the list (case-insensitive, surrounding punctuation ignored)."""
+    return word.lower().strip(".,!?;:\"'") in PROFANE_WORDS
 
 
 def apply_profanity(text: str, mode: Profanity) -> str:
@@ -100,10 +122,11 @@ def _words_json(words: Sequence[Word], profanity: Profanity, confidence: bool) -
     for w in words:
         if profanity is Profanity.REMOVED and is_profane(w.text):
             continue
+        offset, duration = span(w.start, w.end)
         word: dict[str, Any] = {
             "Word": apply_profanity(w.text, profanity) if profanity is Profanity.MASKED else w.text,
-            "Offset": ticks(w.start),
-            "Duration": ticks(w.end - w.start),
+            "Offset": offset,
+            "Duration": duration,
         }
         if confidence:
             word["Confidence"] = round(w.confidence, 6)
@@ -161,19 +184,28 @@ def phrase_json(
     word_timings: bool = False,
     word_confidence: bool = False,
 ) -> dict[str, Any]:
-    """A ``speech.phrase`` body / REST response for ``phrase`` (or the no-speech status)."""
+    """A ``speech.phrase`` body / REST response for ``phrase`` (or the no-speech status).
+
+    The REST route and the Speech SDK protocol both answer with this, so the
+    same phrase gives the same ``DisplayText`` and ``NBest`` on either.
+    """
     if phrase is None:
-        return {
-            "RecognitionStatus": status_if_empty,
-            "Offset": ticks(empty_offset),
-            "Duration": ticks(empty_duration),
-        }
-    body: dict[str, Any] = {
-        "RecognitionStatus": "Success",
-        "Offset": ticks(phrase.start),
-        "Duration": ticks(phrase.end - phrase.start),
-    }
+        return status_json(status_if_empty, empty_offset, empty_offset + empty_duration)
+    offset, duration = span(phrase.start, phrase.end)
+    body: dict[str, Any] = {"RecognitionStatus": "Success", "Offset": offset, "Duration": duration}
     body["DisplayText"] = display(apply_profanity(lexical(phrase.text), profanity))
     if fmt is OutputFormat.DETAILED:
         body["NBest"] = nbest(phrase, profanity, word_timings=word_timings, word_confidence=word_confidence)
     return body
+
+
+def status_json(status: str, start: float, end: float) -> dict[str, Any]:
+    """A result without text: ``InitialSilenceTimeout``, ``NoMatch``, ``EndOfDictation``, ..."""
+    offset, duration = span(start, end)
+    return {"RecognitionStatus": status, "Offset": offset, "Duration": duration}
+
+
+def hypothesis_json(text: str, start: float, end: float, profanity: Profanity) -> dict[str, Any]:
+    """An intermediate result (``speech.hypothesis``): the lexical text so far and its span."""
+    offset, duration = span(start, end)
+    return {"Text": apply_profanity(lexical(text), profanity), "Offset": offset, "Duration": duration}

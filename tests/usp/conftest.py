@@ -1,79 +1,73 @@
-"""USP fixtures: in-process Vosk references for the shared audio (same model, the SDK's 3,200-byte chunks)."""
+"""USP fixtures: in-process Vosk on the session's model, fed the shared audio in the SDK's chunks.
+
+The registry turns Kaldi's dither off, so in-process Vosk and the server decode
+the same PCM in the same chunks to the same words and times; one run of the
+reference is enough and the server must match it exactly.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-import subprocess
+pytest.register_assert_rewrite("tests.usp.sdk")
 
 from speech_recognizer.models import LoadedModel
 
-import json
-
-from ..support import RefPhrase, RefWord, read_wav, require_tool
+from ..support import Reference, RefPhrase, RefWord, read_wav, vosk_reference
 
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
 SDK_CHUNK = 3200
 
 
-def reference(model: LoadedModel, wav: Path) -> list[RefPhrase]:
-    """Every non-empty phrase of an in-process ``KaldiRecognizer`` fed the SDK's chunks."""
-    import vosk
-
+def reference(model: LoadedModel, wav: Path, phrases: int) -> Reference:
     pcm, rate, channels = read_wav(wav)
     assert (rate, channels) == (16000, 1)
+    ref = vosk_reference(model.model, pcm, rate, SDK_CHUNK, runs=1)
+    assert len(ref.phrases) == phrases, ref.texts
+    return ref
+
+
+@pytest.fixture(scope="session")
+def speech_ref(model: LoadedModel, speech_wav: Path) -> Reference:
+    """In-process Vosk on the one-utterance fixture: one phrase."""
+    return reference(model, speech_wav, 1)
+
+
+@pytest.fixture(scope="session")
+def utterances_ref(model: LoadedModel, utterances_wav: Path) -> Reference:
+    """In-process Vosk on the three-utterance fixture: three phrases."""
+    return reference(model, utterances_wav, 3)
+
+
+def replay_reference(model: LoadedModel, wav: Path, start: float) -> tuple[RefPhrase, ...]:
+    """In-process Vosk on the audio from ``start`` seconds, fed as the SDK replays it.
+
+    A continuation turn re-sends the stream from the acknowledged offset (cut to
+    whole milliseconds): first the rest of the 100 ms chunk it falls in, then
+    the stream's own chunks. Times are from the start of the stream.
+    """
+    import vosk
+
+    pcm, rate, _ = read_wav(wav)
+    first = int(round(start * rate)) * 2
+    boundary = min(len(pcm), (first // SDK_CHUNK + 1) * SDK_CHUNK)
+    pieces = [pcm[first:boundary]] + [pcm[i : i + SDK_CHUNK] for i in range(boundary, len(pcm), SDK_CHUNK)]
     rec = vosk.KaldiRecognizer(model.model, float(rate))
     rec.SetWords(True)
     rec.SetPartialWords(True)
-    raw = [rec.Result() for i in range(0, len(pcm), SDK_CHUNK) if rec.AcceptWaveform(pcm[i : i + SDK_CHUNK])]
+    raw = []
+    for piece in pieces:
+        if rec.AcceptWaveform(piece):
+            raw.append(rec.Result())
+        else:
+            rec.PartialResult()
     raw.append(rec.FinalResult())
     phrases = []
     for item in map(json.loads, raw):
         if item.get("text", "").strip():
-            words = tuple(RefWord(w["word"], w["start"], w["end"]) for w in item["result"])
+            words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start) for w in item["result"])
             phrases.append(RefPhrase(item["text"].strip(), words))
-    return phrases
-
-
-def with_noise_floor(wav: Path, out: Path) -> Path:
-    """``wav`` mixed with faint white noise (about -50 dBFS).
-
-    Kaldi dithers every frame from the process-wide ``rand()``, so stretches of
-    digital silence decode differently from one stream to the next; a noise
-    floor far above the dither makes decoding reproducible, which comparing
-    the server with in-process Vosk needs.
-    """
-    sox = require_tool("sox")
-    seconds = subprocess.run(["soxi", "-D", str(wav)], check=True, capture_output=True, text=True).stdout.strip()
-    noise = out.with_name(out.stem + ".noise.wav")
-    subprocess.run([sox, "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise), "synth", seconds, "whitenoise", "vol", "0.003"], check=True)
-    subprocess.run([sox, "-m", "-v", "1", str(wav), "-v", "1", str(noise), "-b", "16", str(out)], check=True)
-    return out
-
-
-@pytest.fixture(scope="session")
-def speech_audio(speech_wav: Path) -> Path:
-    """One utterance (the shared fixture) over a noise floor."""
-    return with_noise_floor(speech_wav, speech_wav.with_name("usp-speech.wav"))
-
-
-@pytest.fixture(scope="session")
-def utterances_audio(utterances_wav: Path) -> Path:
-    """Three utterances with silence between them (the shared fixture) over a noise floor."""
-    return with_noise_floor(utterances_wav, utterances_wav.with_name("usp-utterances.wav"))
-
-
-@pytest.fixture(scope="session")
-def speech_ref(model: LoadedModel, speech_audio: Path) -> list[RefPhrase]:
-    ref = reference(model, speech_audio)
-    assert len(ref) == 1, ref
-    return ref
-
-
-@pytest.fixture(scope="session")
-def utterances_ref(model: LoadedModel, utterances_audio: Path) -> list[RefPhrase]:
-    ref = reference(model, utterances_audio)
-    assert len(ref) == 3, ref
-    return ref
+    return tuple(phrases)

@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from speech_recognizer.usp.audio import AudioFormat, from_config, split_riff
-from speech_recognizer.usp.connection import replay_origin
+from speech_recognizer.audio import WavFormat
+from speech_recognizer.results import Profanity, apply_profanity, ticks
+from speech_recognizer.usp.connection import replay_origin, split_header
 from speech_recognizer.usp.frames import FrameError, binary_frame, parse_binary, parse_text, text_frame
-from speech_recognizer.usp.options import Options, continuation_offset, ticks
-from speech_recognizer.usp.profanity import filter_text
+from speech_recognizer.usp.options import Options, audio_format, continuation_offset
 
 
 def riff(rate: int = 16000, channels: int = 1, bits: int = 16, tag: int = 1) -> bytes:
@@ -83,21 +83,25 @@ def test_server_text_frame_headers() -> None:
 
 
 def test_riff_header_gives_the_format_and_the_rest_is_pcm() -> None:
-    assert split_riff(riff(8000, 2) + b"\1\2\3\4") == (AudioFormat(8000, 2), b"\1\2\3\4")
-    assert split_riff(b"\0\0\1\1") is None
+    assert split_header(riff(8000, 2) + b"\1\2\3\4") == (WavFormat(1, 2, 8000, 16), b"\1\2\3\4")
+    assert split_header(riff(8000, 2)) == (WavFormat(1, 2, 8000, 16), b"")
+    assert split_header(b"\0\0\1\1") is None
 
 
-@pytest.mark.parametrize("header", [riff(bits=8), riff(tag=3, bits=32), b"RIFF\0\0\0\0WAVEfmt ", b"RIFF\0\0\0\0WAVX"])
+@pytest.mark.parametrize(
+    "header",
+    [riff(bits=8), riff(tag=3, bits=32), riff(rate=1000), riff(channels=0), b"RIFF\0\0\0\0WAVEfmt ", b"RIFF\0\0\0\0WAVX"],
+)
 def test_unusable_riff_headers(header: bytes) -> None:
     with pytest.raises(FrameError) as err:
-        split_riff(header)
+        split_header(header)
     assert err.value.code == 1007
 
 
 def test_format_from_speech_config() -> None:
     cfg = {"context": {"audio": {"source": {"samplerate": "8000", "channelcount": "2"}}}}
-    assert from_config(cfg) == AudioFormat(8000, 2)
-    assert from_config({}) == AudioFormat(16000, 1)
+    assert audio_format(cfg) == WavFormat(1, 2, 8000, 16)
+    assert audio_format({}) == audio_format({"context": {"audio": {"source": {"samplerate": "x"}}}}) == WavFormat(1, 1, 16000, 16)
 
 
 def test_options_from_query_then_context() -> None:
@@ -129,7 +133,8 @@ def test_replay_origin_matches_the_sdks_millisecond_replay() -> None:
 
 
 def test_profanity_modes() -> None:
-    assert filter_text("you shit head", "masked") == "you **** head"
-    assert filter_text("you shit head", "removed") == "you head"
-    assert filter_text("you shit head", "raw") == "you shit head"
-    assert filter_text("안녕하세요", "masked") == "안녕하세요"
+    assert apply_profanity("you shit head", Profanity.MASKED) == "you **** head"
+    assert apply_profanity("you shit head", Profanity.REMOVED) == "you head"
+    assert apply_profanity("you shit head", Profanity.RAW) == "you shit head"
+    assert apply_profanity("안녕하세요 병신", Profanity.MASKED) == "안녕하세요 **"
+    assert Options.from_query("conversation", {"profanity": "bogus"}).profanity is Profanity.MASKED

@@ -12,12 +12,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from speech_recognizer.app import create_app
-from speech_recognizer.models import ModelRegistry
+from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.results import ticks
 from speech_recognizer.usp.frames import Message, binary_frame, parse_text, timestamp
 
 from ..conftest import make_settings
-from ..support import RefPhrase, ServerThread, read_wav, require_tool
-from .sdk import expected_span, ticks
+from ..support import Reference, ServerThread, read_wav, require_tool, vosk_reference
+from .sdk import assert_same, expected, spans
 
 INTERACTIVE = "/speech/recognition/interactive/cognitiveservices/v1?language=ko-KR"
 CONVERSATION = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -39,9 +40,9 @@ def speech_config(rate: int = 16000, channels: int = 1) -> str:
     return text("speech.config", None, {"context": {"audio": {"source": source}}})
 
 
-async def open_turn(ws: ClientConnection, request_id: str, rate: int = 16000, channels: int = 1) -> None:
+async def open_turn(ws: ClientConnection, request_id: str, rate: int = 16000, channels: int = 1, language: str = "ko-KR") -> None:
     await ws.send(speech_config(rate, channels))
-    await ws.send(text("speech.context", request_id, {"phraseDetection": {"language": "ko-KR"}}))
+    await ws.send(text("speech.context", request_id, {"phraseDetection": {"language": language}}))
 
 
 async def send_pcm(ws: ClientConnection, request_id: str, pcm: bytes, chunk: int = 3200) -> None:
@@ -59,16 +60,20 @@ async def until_turn_end(ws: ClientConnection) -> list[Message]:
             return messages
 
 
-async def closed_with(ws: ClientConnection) -> int:
+async def close_frame(ws: ClientConnection) -> tuple[int, str]:
     with pytest.raises(websockets.ConnectionClosed) as closed:
         while True:
             await ws.recv()
     assert closed.value.rcvd is not None
-    return closed.value.rcvd.code
+    return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
-async def test_interactive_turn_without_riff_header(server: ServerThread, speech_audio: Path, speech_ref: list[RefPhrase]) -> None:
-    pcm, _, _ = read_wav(speech_audio)
+async def closed_with(ws: ClientConnection) -> int:
+    return (await close_frame(ws))[0]
+
+
+async def test_interactive_turn_without_riff_header(server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
+    pcm, _, _ = read_wav(speech_wav)
     rid = uuid.uuid4().hex
     async with connect(server.ws + INTERACTIVE, subprotocols=["USP"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "USP"
@@ -84,36 +89,41 @@ async def test_interactive_turn_without_riff_header(server: ServerThread, speech
         assert m.headers["x-timestamp"]
     assert "serviceTag" in messages[0].json()["context"]
     phrase = messages[-2].json()
-    offset, duration = expected_span(speech_ref[0])
-    assert phrase == {"RecognitionStatus": "Success", "Offset": offset, "Duration": duration, "DisplayText": speech_ref[0].text, "Channel": 0}
-    assert messages[-3].json() == {"Offset": offset + duration}
+    assert set(phrase) == {"RecognitionStatus", "Offset", "Duration", "DisplayText", "Channel"}
+    assert (phrase["RecognitionStatus"], phrase["Channel"]) == ("Success", 0)
+    assert_same(spans([phrase]), [expected(speech_ref.phrases[0])])
+    assert messages[-3].json() == {"Offset": phrase["Offset"] + phrase["Duration"]}
+    assert messages[1].json() == {"Offset": phrase["Offset"]}
     hyp = messages[2].json()
-    assert set(hyp) == {"Text", "Offset", "Duration"} and hyp["Offset"] == offset
+    assert set(hyp) == {"Text", "Offset", "Duration"} and hyp["Offset"] == phrase["Offset"]
+    assert hyp["Text"] and not hyp["Text"].endswith(".")  # hypotheses are lexical, not Display
 
 
 async def test_riff_header_sample_rate_and_channels_are_honoured(
-    server: ServerThread, speech_audio: Path, speech_ref: list[RefPhrase], tmp_path: Path
+    server: ServerThread, model: LoadedModel, speech_wav: Path, tmp_path: Path
 ) -> None:
-    """22.05 kHz stereo (2.76x the byte rate speech.config announces) keeps the 16 kHz timings.
-
-    Words are not compared: resampled audio decodes differently from run to run (Kaldi's dither).
-    """
+    """22.05 kHz stereo (2.76x the byte rate speech.config announces) decodes as in-process Vosk
+    decodes its one channel at 22.05 kHz: same words, same times."""
     wav = tmp_path / "stereo22k.wav"
-    subprocess.run([require_tool("sox"), str(speech_audio), "-r", "22050", "-c", "2", "-b", "16", str(wav)], check=True)
+    # -D: no dither, so both channels carry the same samples and the down-mix is the channel itself.
+    subprocess.run([require_tool("sox"), "-D", str(speech_wav), "-r", "22050", "-c", "2", "-b", "16", str(wav)], check=True)
     pcm, rate, channels = read_wav(wav)
     header = wav.read_bytes()[:44]
     assert (rate, channels) == (22050, 2) and header.startswith(b"RIFF")
+    samples = memoryview(pcm).cast("h")
+    assert samples[0::2] == samples[1::2]
+    chunk = 8000  # bytes of stereo: 4,000 bytes of the channel
+    reference = vosk_reference(model.model, samples[0::2].tobytes(), rate, chunk // 2, runs=1)
+    assert len(reference.phrases) == 1, reference.texts
     rid = uuid.uuid4().hex
     async with connect(server.ws + CONVERSATION) as ws:
         await open_turn(ws, rid)  # speech.config says 16 kHz mono; the RIFF header wins
         await ws.send(audio(rid, header))
-        await send_pcm(ws, rid, pcm, chunk=8000)
+        await send_pcm(ws, rid, pcm, chunk=chunk)
         messages = await until_turn_end(ws)
     phrases = [m.json() for m in messages if m.path == "speech.phrase"]
-    assert len(phrases) == 2 and phrases[0]["DisplayText"]
-    offset, duration = expected_span(speech_ref[0])
-    assert abs(phrases[0]["Offset"] - offset) <= ticks(0.1)
-    assert abs(phrases[0]["Offset"] + phrases[0]["Duration"] - offset - duration) <= ticks(0.1)
+    assert len(phrases) == 2
+    assert_same(spans(phrases[:1]), [expected(reference.phrases[0])])
     assert phrases[1]["RecognitionStatus"] == "EndOfDictation"
     assert phrases[1]["Offset"] == ticks(len(pcm) / (rate * channels * 2))
 
@@ -156,7 +166,16 @@ async def test_server_still_serves_after_a_protocol_error(server: ServerThread, 
     await test_continuous_turn_ends_with_end_of_dictation(server, silence_wav)
 
 
-async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_path: Path, speech_audio: Path) -> None:
+async def test_unknown_language_fails_at_the_turns_context(server: ServerThread) -> None:
+    """The language is checked when speech.context names it, before any audio."""
+    async with connect(server.ws + CONVERSATION) as ws:
+        await open_turn(ws, uuid.uuid4().hex, language="xx-XX")
+        code, reason = await close_frame(ws)
+    assert code == 1007
+    assert "xx-XX" in reason and "ko-KR" in reason
+
+
+async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
     """With every decoder busy, a new turn is refused at once with a status the SDK reports."""
     import azure.cognitiveservices.speech as speechsdk
 
@@ -178,7 +197,7 @@ async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_
                 assert messages[1].json()["RecognitionStatus"] == "TooManyRequests"
             import asyncio
 
-            result = await asyncio.to_thread(once, config(srv.ws), speech_audio)
+            result = await asyncio.to_thread(once, config(srv.ws), speech_wav)
             assert result.reason == speechsdk.ResultReason.Canceled
             details = result.cancellation_details
             assert details.code == speechsdk.CancellationErrorCode.TooManyRequests

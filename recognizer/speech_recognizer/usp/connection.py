@@ -17,16 +17,14 @@ import uuid
 from contextlib import AsyncExitStack
 from typing import Any, Mapping, Protocol
 
+from ..audio import AudioError, WavFormat, pcm16_header
 from ..engine import Busy, Engine, Event, Partial, Phrase, Session
 from ..models import ModelError
-from . import results
-from .audio import AudioFormat, from_config, split_riff
+from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from .frames import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
-from .options import TICKS_PER_SECOND, Options
+from .options import DEFAULT_FORMAT, Options, audio_format
 
 log = logging.getLogger(__name__)
-
-
 
 class Socket(Protocol):
     """What a connection needs of a Starlette WebSocket."""
@@ -43,6 +41,25 @@ class TurnError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+def split_header(payload: bytes) -> tuple[WavFormat, bytes] | None:
+    """``(format, PCM after the header)`` when ``payload`` starts with a RIFF/WAVE header, else None.
+
+    Raises :class:`FrameError` (1007) for a header that is not 16-bit PCM or is cut short.
+    """
+    if not payload.startswith(b"RIFF"):
+        return None
+    try:
+        fmt, offset = pcm16_header(payload)
+    except AudioError as exc:
+        raise FrameError(CLOSE_INVALID_DATA, str(exc)) from None
+    return fmt, payload[offset:]
+
+
+def offset_json(seconds: float) -> dict[str, int]:
+    """The body of ``speech.startDetected`` / ``speech.endDetected``."""
+    return {"Offset": ticks(seconds)}
 
 
 def replay_origin(acknowledged: float) -> float:
@@ -83,7 +100,7 @@ class Turn:
         """Turn time (s) of the end of the audio decoded so far."""
         return self.origin + (self.session.recognition.audio_seconds if self.session else 0.0)
 
-    async def _open(self, fmt: AudioFormat) -> None:
+    async def _open(self, fmt: WavFormat) -> None:
         try:
             self.session = await self._stack.enter_async_context(
                 self.conn.engine.session(
@@ -118,7 +135,7 @@ class Turn:
         if self.ended:
             return
         if self.session is None:
-            riff = split_riff(payload)
+            riff = split_header(payload)
             fmt, payload = riff if riff else (self.conn.audio_format, payload)
             await self._open(fmt)
             if self.ended or (riff and not payload):
@@ -139,29 +156,42 @@ class Turn:
                 return
             if isinstance(event, Partial):
                 await self._speech_started(event.start)
-                await self.send("speech.hypothesis", results.hypothesis(event, self.options))
+                await self.send("speech.hypothesis", hypothesis_json(event.text, event.start, event.end, self.options.profanity))
             elif isinstance(event, Phrase):
                 if self.base + event.end <= self.conn.acknowledged:
                     continue  # already reported in an earlier turn
                 await self._speech_started(event.start)
                 self.conn.acknowledged = self.base + event.end
-                if self.options.continuous:
-                    await self.send("speech.phrase", results.phrase(event, self.options))
-                else:
-                    await self.send("speech.endDetected", results.offset(event.end))
-                    await self.send("speech.phrase", results.phrase(event, self.options))
+                if not self.options.continuous:
+                    await self.send("speech.endDetected", offset_json(event.end))
+                await self.send("speech.phrase", self._phrase(event))
+                if not self.options.continuous:
                     await self.end()
+
+    def _phrase(self, phrase: Phrase) -> dict[str, Any]:
+        """The same JSON the REST route answers for this phrase, on channel 0."""
+        opts = self.options
+        body = phrase_json(
+            phrase,
+            opts.output_format,
+            opts.profanity,
+            word_timings=opts.word_timings,
+            word_confidence=opts.word_confidence,
+        )
+        return {**body, "Channel": 0}
+
+    async def _status(self, status: str, start: float, end: float) -> None:
+        await self.send("speech.endDetected", offset_json(end))
+        await self.send("speech.phrase", {**status_json(status, start, end), "Channel": 0})
+        await self.end()
 
     async def _speech_started(self, at: float) -> None:
         if not self.speech:
             self.speech = True
-            await self.send("speech.startDetected", results.offset(at))
+            await self.send("speech.startDetected", offset_json(at))
 
     async def _no_speech(self) -> None:
-        end = self.position
-        await self.send("speech.endDetected", results.offset(end))
-        await self.send("speech.phrase", results.status("InitialSilenceTimeout", max(0.0, self.origin), end))
-        await self.end()
+        await self._status("InitialSilenceTimeout", max(0.0, self.origin), self.position)
 
     async def _end_of_audio(self) -> None:
         if self.ended:
@@ -169,10 +199,7 @@ class Turn:
         if not self.options.continuous:
             await self._no_speech()
             return
-        end = self.position
-        await self.send("speech.endDetected", results.offset(end))
-        await self.send("speech.phrase", results.status("EndOfDictation", end, end))
-        await self.end()
+        await self._status("EndOfDictation", self.position, self.position)
 
     async def end(self) -> None:
         """Send ``turn.end`` (once) and release the decoder."""
@@ -197,7 +224,7 @@ class Connection:
         self.engine = engine
         self.options = options
         self.config: dict[str, Any] = {}
-        self.audio_format = AudioFormat()
+        self.audio_format = DEFAULT_FORMAT
         self.turn: Turn | None = None
         self.ids = RequestIds()
         #: Stream time (s) up to which phrases were reported; later turns never repeat them.
@@ -235,14 +262,16 @@ class Connection:
         path = frame.path.lower()
         if path == "speech.config":
             self.config = frame.json()
-            self.audio_format = from_config(self.config)
+            self.audio_format = audio_format(self.config)
             return
         request_id = frame.request_id
         if not request_id:
             raise FrameError(CLOSE_PROTOCOL_ERROR, f"{frame.path} frame without an X-RequestId header")
         log.debug("USP %s %s", frame.path, frame.body if not frame.binary else len(frame.body))
         if path == "speech.context":
-            await self._new_turn(request_id, self.options.with_context(frame.json()))
+            options = self.options.with_context(frame.json())
+            await self._new_turn(request_id, options)
+            await self._check_language(options.language)
         elif path == "audio":
             assert isinstance(frame.body, bytes)
             if request_id in self.ids.finished:
@@ -252,6 +281,13 @@ class Connection:
             assert self.turn is not None
             await self.turn.audio(frame.body)
         # telemetry and anything else needs no answer
+
+    async def _check_language(self, language: str) -> None:
+        """Fail the connection as soon as a turn names a language no model serves (not at its audio)."""
+        try:
+            await self.engine.registry.aload(language)
+        except ModelError as exc:
+            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported language: {exc}") from exc
 
     async def _new_turn(self, request_id: str, options: Options) -> None:
         if self.turn is not None and self.turn.request_id == request_id:

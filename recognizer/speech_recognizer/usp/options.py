@@ -1,15 +1,16 @@
-"""Recognition options of a USP turn, from the upgrade query and the turn's ``speech.context``."""
+"""What a USP client asks for: turn options from the upgrade query and ``speech.context``,
+the audio format from ``speech.config``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-TICKS_PER_SECOND = 10_000_000
+from ..audio import PCM, WavFormat
+from ..results import TICKS_PER_SECOND, OutputFormat, Profanity
 
 #: Modes: ``interactive`` recognizes once; the others are continuous.
 CONTINUOUS_MODES = ("conversation", "dictation")
-PROFANITY = ("masked", "removed", "raw")
 #: Azure's default initial-silence timeout for recognize-once.
 DEFAULT_INITIAL_SILENCE = 5.0
 
@@ -27,7 +28,7 @@ class Options:
     detailed: bool = False
     word_timings: bool = False
     word_confidence: bool = False
-    profanity: str = "masked"
+    profanity: Profanity = Profanity.MASKED
     initial_silence: float = DEFAULT_INITIAL_SILENCE
     #: Seconds of stream already acknowledged (``continuation`` of a previous turn).
     resume_at: float = 0.0
@@ -36,11 +37,14 @@ class Options:
     def continuous(self) -> bool:
         return self.mode in CONTINUOUS_MODES
 
+    @property
+    def output_format(self) -> OutputFormat:
+        return OutputFormat.DETAILED if self.detailed else OutputFormat.SIMPLE
+
     @classmethod
     def from_query(cls, mode: str, query: Mapping[str, str]) -> "Options":
         """Options from the upgrade URL (``language``, ``format``, ``profanity``, word levels, timeouts)."""
         q = {k.lower(): v for k, v in query.items()}
-        profanity = q.get("profanity", "masked").lower()
         silence = DEFAULT_INITIAL_SILENCE
         if q.get("initialsilencetimeoutms", "").isdigit():
             silence = int(q["initialsilencetimeoutms"]) / 1000 or DEFAULT_INITIAL_SILENCE
@@ -50,7 +54,7 @@ class Options:
             detailed=q.get("format", "").lower() == "detailed",
             word_timings=_true(q.get("wordleveltimestamps")),
             word_confidence=_true(q.get("wordlevelconfidence")),
-            profanity=profanity if profanity in PROFANITY else "masked",
+            profanity=Profanity.lenient(q.get("profanity")) or Profanity.MASKED,
             initial_silence=silence,
         )
 
@@ -62,8 +66,8 @@ class Options:
             if isinstance(detection.get("language"), str) and detection["language"]:
                 changes["language"] = detection["language"]
             enrichment = detection.get("enrichment") or {}
-            profanity = str(enrichment.get("profanity", "")).lower() if isinstance(enrichment, dict) else ""
-            if profanity in PROFANITY:
+            profanity = Profanity.lenient(enrichment.get("profanity")) if isinstance(enrichment, dict) else None
+            if profanity is not None:
                 changes["profanity"] = profanity
         output = context.get("phraseOutput") or {}
         if isinstance(output, dict) and str(output.get("format", "")).lower() == "detailed":
@@ -87,6 +91,18 @@ def continuation_offset(context: Mapping[str, Any]) -> float:
         return 0.0
 
 
-def ticks(seconds: float) -> int:
-    """Seconds -> 100-ns ticks (never negative)."""
-    return max(0, int(round(seconds * TICKS_PER_SECOND)))
+#: What a stream is when neither ``speech.config`` nor a RIFF header says otherwise.
+DEFAULT_FORMAT = WavFormat(PCM, 1, 16000, 16)
+
+
+def audio_format(config: Mapping[str, Any]) -> WavFormat:
+    """The 16-bit PCM format ``speech.config`` announces (``context.audio.source``), default 16 kHz mono."""
+    source = ((config.get("context") or {}).get("audio") or {}).get("source") or {}
+    try:
+        rate = int(source.get("samplerate") or DEFAULT_FORMAT.sample_rate)
+        channels = int(source.get("channelcount") or DEFAULT_FORMAT.channels)
+    except (TypeError, ValueError, AttributeError):
+        return DEFAULT_FORMAT
+    if rate <= 0 or channels <= 0:
+        return DEFAULT_FORMAT
+    return WavFormat(PCM, channels, rate, 16)
