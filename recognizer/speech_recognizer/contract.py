@@ -53,6 +53,9 @@ LOG_DISK_MAX_FILE_SIZE: Final = "Logging:Disk:MaxFileSize"
 DEFAULT_LICENSE_MOUNT: Final = "/license"
 DEFAULT_OUTPUT_MOUNT: Final = "/output"
 DEFAULT_MODELS_MOUNT: Final = "/models"
+#: Models baked into the image at build time (``MODEL_LOCALE``); searched after
+#: ``Mounts:Models``, so a volume mounted at /models never hides them.
+BAKED_MODELS_DIR: Final = "/opt/speech-recognizer/models"
 
 #: Request headers that carry the key, as Azure accepts them.
 KEY_HEADER: Final = "Ocp-Apim-Subscription-Key"

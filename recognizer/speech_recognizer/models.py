@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .contract import BAKED_MODELS_DIR
+
 log = logging.getLogger(__name__)
 
 #: Official small Vosk models by locale (file names under the catalog base URL).
@@ -146,9 +148,10 @@ def models_in_dir(models_dir: Path) -> dict[str, Path]:
     return found
 
 
-def discover(models_dir: Path) -> dict[str, Path]:
-    """Every locale this process could serve, the models folder taking precedence over packages."""
-    return {**installed_packages(), **models_in_dir(models_dir)}
+def discover(models_dir: Path, baked_dir: Path = Path(BAKED_MODELS_DIR)) -> dict[str, Path]:
+    """Every locale this process could serve: the models folder first, then models baked
+    into the image, then installed model packages."""
+    return {**installed_packages(), **models_in_dir(baked_dir), **models_in_dir(models_dir)}
 
 
 def without_dither(path: Path, scratch: Path | None = None) -> Path:

