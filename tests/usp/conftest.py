@@ -42,8 +42,8 @@ def utterances_ref(model: LoadedModel, utterances_wav: Path) -> Reference:
     return reference(model, utterances_wav, 3)
 
 
-def replay_reference(model: LoadedModel, wav: Path, start: float) -> tuple[RefPhrase, ...]:
-    """In-process Vosk on the audio from ``start`` seconds, fed as the SDK replays it.
+def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase | None:
+    """In-process Vosk's first phrase of the audio from ``start`` seconds, fed as the SDK replays it.
 
     A continuation turn re-sends the stream from the acknowledged offset (cut to
     whole milliseconds): first the rest of the 100 ms chunk it falls in, then
@@ -58,16 +58,19 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> tuple[RefPh
     rec = vosk.KaldiRecognizer(model.model, float(rate))
     rec.SetWords(True)
     rec.SetPartialWords(True)
-    raw = []
+
+    def phrase(raw: str) -> RefPhrase | None:
+        item = json.loads(raw)
+        if not item.get("text", "").strip():
+            return None
+        words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start) for w in item["result"])
+        return RefPhrase(item["text"].strip(), words)
+
     for piece in pieces:
         if rec.AcceptWaveform(piece):
-            raw.append(rec.Result())
+            found = phrase(rec.Result())
+            if found is not None:
+                return found  # the turn ends with its first phrase: decode no further
         else:
             rec.PartialResult()
-    raw.append(rec.FinalResult())
-    phrases = []
-    for item in map(json.loads, raw):
-        if item.get("text", "").strip():
-            words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start) for w in item["result"])
-            phrases.append(RefPhrase(item["text"].strip(), words))
-    return tuple(phrases)
+    return phrase(rec.FinalResult())
