@@ -8,7 +8,9 @@ reference is enough and the server must match it exactly.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -22,24 +24,33 @@ from ..support import Reference, RefPhrase, RefWord, read_wav, vosk_reference
 SDK_CHUNK = 3200
 
 
-def reference(model: LoadedModel, wav: Path, phrases: int) -> Reference:
+def reference(model: LoadedModel, wav: Path) -> Reference:
     pcm, rate, channels = read_wav(wav)
     assert (rate, channels) == (16000, 1)
-    ref = vosk_reference(model.model, pcm, rate, SDK_CHUNK, runs=1)
-    assert len(ref.phrases) == phrases, ref.texts
+    return vosk_reference(model.model, pcm, rate, SDK_CHUNK, runs=1)
+
+
+@pytest.fixture(scope="session")
+def references(model: LoadedModel, speech_wav: Path, utterances_wav: Path) -> Iterator[dict[str, Future[Reference]]]:
+    """Both references, decoding in the background (a core the server's turns leave idle)."""
+    with ThreadPoolExecutor(2, thread_name_prefix="vosk-reference") as pool:
+        yield {"speech": pool.submit(reference, model, speech_wav), "utterances": pool.submit(reference, model, utterances_wav)}
+
+
+@pytest.fixture(scope="session")
+def speech_ref(references: dict[str, Future[Reference]]) -> Reference:
+    """In-process Vosk on the one-utterance fixture: one phrase."""
+    ref = references["speech"].result()
+    assert len(ref.phrases) == 1, ref.texts
     return ref
 
 
 @pytest.fixture(scope="session")
-def speech_ref(model: LoadedModel, speech_wav: Path) -> Reference:
-    """In-process Vosk on the one-utterance fixture: one phrase."""
-    return reference(model, speech_wav, 1)
-
-
-@pytest.fixture(scope="session")
-def utterances_ref(model: LoadedModel, utterances_wav: Path) -> Reference:
+def utterances_ref(references: dict[str, Future[Reference]]) -> Reference:
     """In-process Vosk on the three-utterance fixture: three phrases."""
-    return reference(model, utterances_wav, 3)
+    ref = references["utterances"].result()
+    assert len(ref.phrases) == 3, ref.texts
+    return ref
 
 
 def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase | None:
