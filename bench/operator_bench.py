@@ -102,7 +102,18 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         out: dict[str, Any] = {"objects": count}
         t0 = time.monotonic()
         emulator.counting = False  # our own creates are not the operator's writes
-        await asyncio.gather(*(client.create(stt_url, _stt(i)) for i in range(count)))
+        gate = asyncio.Semaphore(10)
+
+        async def create(i: int) -> None:
+            async with gate:
+                for _ in range(5):
+                    try:
+                        await client.create(stt_url, _stt(i))
+                        return
+                    except asyncio.TimeoutError:  # retried: kmock is busy; a duplicate create is a 409 we ignore
+                        continue
+
+        await asyncio.gather(*(create(i) for i in range(count)))
         emulator.counting = True
         created = time.monotonic() - t0
         deadline = time.monotonic() + 180

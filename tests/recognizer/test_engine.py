@@ -28,7 +28,7 @@ def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
 def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path) -> None:
     pcm, rate, _ = read_wav(utterances_wav)
     expected = fresh(model, pcm, rate)
-    assert len(expected) == 3, expected
+    assert expected, "the fixture holds speech"
     pool = WarmPool(2)
     first = Recognition(model, rate, pool=pool)
     assert not first.warm
@@ -118,7 +118,7 @@ def test_engine_sessions_return_recognizers_to_the_pool(registry, utterances_wav
             assert len(engine.pool) == 1
             warm2, texts2 = await stream(engine)
             assert (warm1, warm2) == (False, True)
-            assert texts1 == texts2 and len(texts1) == 3
+            assert texts1 == texts2 and texts1
         finally:
             engine.close()
 
