@@ -26,6 +26,7 @@ from .options import DEFAULT_FORMAT, Options, audio_format
 
 log = logging.getLogger(__name__)
 
+
 class Socket(Protocol):
     """What a connection needs of a Starlette WebSocket."""
 
