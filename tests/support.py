@@ -41,7 +41,7 @@ def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: 
     raw = out.with_suffix(".espeak.wav")
     subprocess.run([require_tool("espeak-ng"), "-v", voice, "-s", SPEECH_RATE, "-w", str(raw), text], check=True)
     subprocess.run(
-        [require_tool("sox"), str(raw), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(out)],
+        [require_tool("sox"), "-R", str(raw), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(out)],
         check=True,
     )
     raw.unlink()
@@ -50,7 +50,7 @@ def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: 
 
 def silence(seconds: float, out: Path, *, rate: int = 16000) -> Path:
     subprocess.run(
-        [require_tool("sox"), "-n", "-r", str(rate), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds)],
+        [require_tool("sox"), "-R", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds)],
         check=True,
     )
     return out
@@ -61,9 +61,9 @@ def concat(parts: list[Path], out: Path, *, gap: float = 2.0) -> Path:
     padded = []
     for i, part in enumerate(parts):
         p = out.with_name(f"{out.stem}.part{i}.wav")
-        subprocess.run([require_tool("sox"), str(part), str(p), "pad", "0.3", str(gap)], check=True)
+        subprocess.run([require_tool("sox"), "-R", str(part), str(p), "pad", "0.3", str(gap)], check=True)
         padded.append(str(p))
-    subprocess.run([require_tool("sox"), *padded, str(out)], check=True)
+    subprocess.run([require_tool("sox"), "-R", *padded, str(out)], check=True)
     return out
 
 

@@ -212,6 +212,7 @@ class Recognition:
         max_alternatives: int = 0,
         phrase_list: Sequence[str] | None = None,
         pool: WarmPool | None = None,
+        partials: bool = True,
     ) -> None:
         import vosk
 
@@ -243,6 +244,8 @@ class Recognition:
         self._rec.SetPartialWords(partial_words)
         if max_alternatives and warm is None:
             self._rec.SetMaxAlternatives(max_alternatives)
+        #: Whether :meth:`accept` computes intermediate results (files need none: they cost decode time).
+        self.partials = partials
         self._pending = b""
         self._frames = 0
         self._last_partial = ""
@@ -293,7 +296,7 @@ class Recognition:
                 self._last_partial = ""
                 if phrase is not None:
                     events.append(phrase)
-            else:
+            elif self.partials:
                 partial = self._partial()
                 if partial is not None:
                     events.append(partial)

@@ -53,7 +53,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str) -> list[Phrase]:
     """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces."""
     phrases: list[Phrase] = []
-    async with engine.session(locale, audio.sample_rate, audio.channels, route=route) as session:
+    async with engine.session(locale, audio.sample_rate, audio.channels, route=route, partials=False) as session:
         for piece in chunks(audio, FILE_CHUNK_SECONDS):
             phrases += [e for e in await session.feed(piece) if isinstance(e, Phrase)]
         phrases += [e for e in await session.finish() if isinstance(e, Phrase)]
