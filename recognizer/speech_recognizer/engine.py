@@ -141,6 +141,11 @@ def parse_final(raw: str, offset: float = 0.0, shift: float = 0.0) -> Phrase | N
 _FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "finalized"
 
 
+#: A pooled recognizer retires once its clock passes this: Vosk reports times as 32-bit floats
+#: on that clock (60 µs resolution at 600 s), and its memory grows with the audio it has seen.
+MAX_WARM_CLOCK_SECONDS = 600
+
+
 class WarmPool:
     """Finalized recognizers of finished sessions, per (model, sample rate), for the next session.
 
@@ -344,6 +349,8 @@ class Recognition:
             return False
         with self._lock:
             samples = self._base_samples + self._frames
+            if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
+                return False
             if self._state == _FRESH and samples == 0:
                 return pool.give(self.model, self.sample_rate, self._rec, 0)
             try:

@@ -123,3 +123,15 @@ def test_engine_sessions_return_recognizers_to_the_pool(registry, utterances_wav
             engine.close()
 
     asyncio.run(main())
+
+
+def test_a_recognizer_with_a_long_clock_retires(model, speech_wav: Path, monkeypatch) -> None:
+    """Vosk's times are 32-bit floats on the recognizer's clock: pooled ones retire before it loses precision."""
+    import speech_recognizer.engine as engine
+
+    pcm, rate, _ = read_wav(speech_wav)
+    monkeypatch.setattr(engine, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
+    pool = WarmPool(2)
+    rec = Recognition(model, rate, pool=pool)
+    run(rec, pcm)
+    assert rec.release() is False and len(pool) == 0
