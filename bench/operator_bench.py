@@ -30,21 +30,39 @@ from speech_operator.kube import Kube, path
 from speech_operator.reconcile import Runtime
 
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
+BENCH_AGENT = "bench"
 
 
 class CountingEmulator(Emulator):
-    """Counts write requests, by resource plural (``…/status`` for status)."""
+    """Counts requests by method and write requests by resource plural (``…/status`` for status).
+
+    kmock records every request it has served and, to route each new one, scans that whole
+    record (``request in payload._source`` in ``RawHandler._handle``): quadratic in the number of
+    requests. With 200 objects (thousands of requests) that alone made kmock answer after the
+    clients' 10-30 s timeouts. The record is only needed to find the request being routed, so
+    it is cut down to the requests still in flight.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.writes: collections.Counter[str] = collections.Counter()
+        self.methods: collections.Counter[str] = collections.Counter()
         self.counting = True
+        self._inflight: dict[int, kmock.Request] = {}
 
     async def _handle(self, request: kmock.Request) -> Any:
-        if self.counting and request.method.upper() in WRITES:
-            plural = getattr(request.resource, "plural", None) or str(request.resource)
-            self.writes[f"{plural}{'/' + request.subresource if request.subresource else ''}"] += 1
-        return await super()._handle(request)
+        method = request.method.upper()
+        if self.counting and request.headers.get("User-Agent") != BENCH_AGENT:
+            self.methods[method] += 1
+            if method in WRITES:
+                plural = getattr(request.resource, "plural", None) or str(request.resource)
+                self.writes[f"{plural}{'/' + request.subresource if request.subresource else ''}"] += 1
+        self._inflight[id(request)] = request
+        self._requests[:] = list(self._inflight.values())
+        try:
+            return await super()._handle(request)
+        finally:
+            self._inflight.pop(id(request), None)
 
 
 def _operator(stop: threading.Event, ready: threading.Event) -> threading.Thread:
@@ -67,6 +85,15 @@ def _stt(i: int) -> dict[str, Any]:
             "spec": {"locale": "ko-KR", "eula": "accept", "replicas": 1}}
 
 
+class BenchKube(Kube):
+    """The benchmark's own client (kubectl's part): its requests carry ``User-Agent: bench`` and are not counted."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        session = super()._open()
+        session.headers["User-Agent"] = BENCH_AGENT
+        return session
+
+
 async def _bench(count: int, settle: float) -> dict[str, Any]:
     import os
 
@@ -82,26 +109,46 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         }))
         os.environ["KUBECONFIG"] = str(kubeconfig)
         kopf.login_with_service_account = lambda **_: None  # never the host's
-        client = Kube()
+        client = BenchKube()
         await client.use(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
         stt_url = path(api.API_VERSION, api.PLURAL, NAMESPACE, None, None)
+        dep_url = path("apps/v1", "deployments", NAMESPACE, None, None)
 
-        def ours() -> dict[str, int]:
-            return dict(emulator.writes)
+        def phase(prefix: str) -> dict[str, Any]:
+            """What the operator sent since the last reset, under ``prefix``."""
+            w = dict(emulator.writes)
+            return {f"writes_{prefix}": sum(w.values()), f"writes_{prefix}_by_resource": w,
+                    f"requests_{prefix}_by_method": dict(emulator.methods)}
+
+        def reset() -> None:
+            emulator.writes.clear()
+            emulator.methods.clear()
 
         async def converged() -> tuple[int, int]:
-            deps = (await client.get(path("apps/v1", "deployments", NAMESPACE, None, None)) or {}).get("items", [])
+            deps = (await client.get(dep_url) or {}).get("items", [])
             stts = (await client.get(stt_url) or {}).get("items", [])
             with_status = sum(1 for o in stts if (o.get("status") or {}).get("conditions"))
             return len(deps), with_status
 
+        async def quiet(limit: float) -> float:
+            """Wait until the operator has sent nothing for ``settle`` s (or ``limit`` s passed)."""
+            t = time.monotonic()
+            last, since = -1, time.monotonic()
+            while time.monotonic() - t < limit:
+                n = sum(emulator.methods.values())
+                if n != last:
+                    last, since = n, time.monotonic()
+                elif time.monotonic() - since >= settle:
+                    break
+                await asyncio.sleep(0.2)
+            return round(time.monotonic() - t, 1)
+
         stop, ready = threading.Event(), threading.Event()
         op = _operator(stop, ready)
         assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-        emulator.writes.clear()
+        reset()
         out: dict[str, Any] = {"objects": count}
         t0 = time.monotonic()
-        emulator.counting = False  # our own creates are not the operator's writes
         gate = asyncio.Semaphore(10)
 
         async def create(i: int) -> None:
@@ -114,7 +161,6 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
                         continue
 
         await asyncio.gather(*(create(i) for i in range(count)))
-        emulator.counting = True
         created = time.monotonic() - t0
         deadline = time.monotonic() + 180
         deps_at = status_at = None
@@ -131,47 +177,53 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             if deps_at and status_at:
                 break
             await asyncio.sleep(0.2)
-        await asyncio.sleep(settle)  # let trailing writes (events, status) land
-        writes = ours()
+        await quiet(60)  # let trailing writes (events, status) land
         out.update({
             "create_requests_s": round(created, 2),
             "all_deployments_s": round(deps_at, 2) if deps_at else None,
             "all_statuses_s": round(status_at, 2) if status_at else None,
-            "writes_on_create": sum(writes.values()),
-            "writes_per_object": round(sum(writes.values()) / count, 2),
-            "writes_on_create_by_resource": writes,
+            **phase("on_create"),
         })
-        print("  ", {k: v for k, v in out.items() if k != "writes_on_create_by_resource"}, writes)
+        out["writes_per_object"] = round(out["writes_on_create"] / count, 2)
+        print("  ", {k: v for k, v in out.items() if not k.endswith("_by_resource")}, flush=True)
 
-        # no-op resync: every object gets a label (no spec change)
-        emulator.writes.clear()
-        emulator.counting = False
-        await asyncio.gather(*(client.patch(path(api.API_VERSION, api.PLURAL, NAMESPACE, f"stt-{i:03d}", None),
-                                            {"metadata": {"labels": {"bench/touched": "yes"}}}) for i in range(count)))
-        emulator.counting = True
-        await asyncio.sleep(settle)
-        out["writes_on_noop_resync"] = sum(ours().values())
-        out["writes_on_noop_resync_by_resource"] = ours()
-        print("   no-op resync writes", ours())
+        # no-op resync: every SpeechToText and every Deployment delivered again unchanged (an empty
+        # merge patch: kmock sends a MODIFIED watch event with the same content, as a re-list would)
+        reset()
+        objs = [path(api.API_VERSION, api.PLURAL, NAMESPACE, f"stt-{i:03d}") for i in range(count)]
+        objs += [path("apps/v1", "deployments", NAMESPACE, f"stt-{i:03d}") for i in range(count)]
+        for k in range(0, len(objs), 20):
+            await asyncio.gather(*(client.patch(u, {}) for u in objs[k:k + 20]))
+        out["noop_resync_quiet_after_s"] = await quiet(60)
+        out.update(phase("on_noop_resync"))
+        print("   no-op resync", phase("on_noop_resync"), flush=True)
+
+        # a metadata-only change: a label on every SpeechToText (kopf counts labels as part of the
+        # object's essence, so its update handler runs; reported, not a target)
+        reset()
+        for k in range(0, count, 20):
+            await asyncio.gather(*(client.patch(u, {"metadata": {"labels": {"bench/touched": "yes"}}}) for u in objs[k:min(k + 20, count)]))
+        await quiet(60)
+        out.update(phase("on_label_change"))
+        print("   label change", phase("on_label_change"), flush=True)
 
         # restart with nothing changed
         stop.set()
         await asyncio.to_thread(op.join, 30)
-        emulator.writes.clear()
+        reset()
         stop, ready = threading.Event(), threading.Event()
         t1 = time.monotonic()
         op = _operator(stop, ready)
         assert await asyncio.to_thread(ready.wait, 20), "the operator did not restart"
-        await asyncio.sleep(settle)
-        out["writes_on_restart"] = sum(ours().values())
-        out["writes_on_restart_by_resource"] = ours()
-        out["restart_observed_s"] = round(time.monotonic() - t1, 1)
-        print("   restart writes", ours())
+        await quiet(120)
+        out.update(phase("on_restart"))
+        out["restart_quiet_after_s"] = round(time.monotonic() - t1, 1)
+        print("   restart", phase("on_restart"), flush=True)
         stop.set()
         await asyncio.to_thread(op.join, 30)
         await client.close()
         return out
 
 
-def operator(count: int = 200, settle: float = 5.0) -> dict[str, Any]:
+def operator(count: int = 200, settle: float = 3.0) -> dict[str, Any]:
     return asyncio.run(_bench(count, settle))
