@@ -41,6 +41,8 @@ class StreamResult:
     dropped: bool = False
     #: dropped with no close reason or error message the client could show
     unexplained: bool = False
+    #: still running at the bench's deadline and cancelled there (see :func:`bounded`)
+    stalled: bool = False
     message: str = ""
     latencies: list[float] = field(default_factory=list)  # per intermediate result, s
     lag: list[tuple[float, float]] = field(default_factory=list)  # (audio time s, reply lag behind real time s)
@@ -115,6 +117,16 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
     except (asyncio.TimeoutError, OSError) as exc:
         res.dropped, res.message, res.unexplained = True, f"{type(exc).__name__}: {exc}", True
     return res
+
+
+async def bounded(route: str, stream: "asyncio.Future[StreamResult] | object", audio_s: float, deadline: float) -> StreamResult:
+    """Await one stream coroutine for at most ``deadline`` s; past it the stream is cancelled (its
+    socket closed by the ``async with``) and reported as stalled."""
+    task = asyncio.ensure_future(stream)  # type: ignore[arg-type]
+    try:
+        return await asyncio.wait_for(task, deadline)
+    except asyncio.TimeoutError:
+        return StreamResult(route, audio_s, stalled=True, message=f"no final result within {deadline:g} s; cancelled")
 
 
 def _text(path: str, request_id: str | None, body: object) -> str:

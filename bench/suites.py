@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -210,55 +211,85 @@ def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
     return out
 
 
-def overload(audio: Audio, holdable: int) -> dict[str, object]:
+def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = None) -> dict[str, object]:
     """4x more paced streams than the machine holds, half per route, all started together.
 
     First with the default decoder cap (admission control refuses the excess), then with the
     cap raised so every stream is admitted (what happens without admission control).
+
+    Bounded: every stream has a hard deadline (``stream_deadline``, default 2x the audio + 20 s)
+    and is cancelled there and counted as ``stalled``; the whole run has a hard deadline of the
+    stream deadline + 15 s, after which anything left (probe included) is cancelled too.
+    Outcomes per stream, exactly one of: ``completed`` (final result received), ``refused_cleanly``
+    (1013 close with a reason / USP ``TooManyRequests`` with a message), ``dropped`` (closed or
+    failed otherwise; ``dropped_without_message`` when no reason reached the client), ``stalled``.
     """
+    from .clients import bounded
+
     n = 4 * holdable
-    out: dict[str, object] = {"holdable": holdable, "streams": n, "runs": []}
+    per = stream_deadline or 2 * audio.seconds + 20
+    total = per + 15
+    out: dict[str, object] = {"holdable": holdable, "streams": n, "stream_deadline_s": round(per, 1),
+                              "total_deadline_s": round(total, 1), "runs": []}
     for label, args in (("default cap", ()), ("cap raised to all", (f"DecoderMaxCount={n}",))):
         with server(*args) as srv:
             probes: list[float] = []
+            probe_failures = 0
 
             async def probe(stop: asyncio.Event) -> None:
-                async with httpx.AsyncClient(timeout=10) as client:
+                nonlocal probe_failures
+                async with httpx.AsyncClient(timeout=5) as client:
                     while not stop.is_set():
                         t = time.monotonic()
                         try:
-                            await client.get(f"{srv.http}/ready")
+                            r = await client.get(f"{srv.http}/ready")
                             probes.append(time.monotonic() - t)
+                            probe_failures += r.status_code != 200
                         except httpx.HTTPError:
-                            probes.append(10.0)
+                            probes.append(time.monotonic() - t)
+                            probe_failures += 1
                         await asyncio.sleep(0.25)
 
-            async def main() -> list[StreamResult]:
+            async def main() -> tuple[list[StreamResult], float]:
                 stop = asyncio.Event()
-                task = asyncio.create_task(probe(stop))
-                res = await asyncio.gather(*(
-                    (vosk_stream if i % 2 == 0 else usp_stream)(srv.ws, audio, paced=True, timeout=30.0) for i in range(n)))
+                prober = asyncio.create_task(probe(stop))
+                t0 = time.monotonic()
+                tasks = [asyncio.create_task(bounded(
+                    "vosk" if i % 2 == 0 else "usp",
+                    (vosk_stream if i % 2 == 0 else usp_stream)(srv.ws, audio, paced=True, timeout=per),
+                    audio.seconds, per)) for i in range(n)]
+                done, pending = await asyncio.wait(tasks, timeout=total)
+                for t in pending:  # cannot happen unless a cancellation itself hangs; counted as stalled
+                    t.cancel()
                 stop.set()
-                await task
-                return list(res)
+                prober.cancel()
+                await asyncio.gather(prober, *pending, return_exceptions=True)
+                res = [t.result() if t in done and not t.cancelled() else
+                       StreamResult("?", audio.seconds, stalled=True, message="cancelled at the run's deadline") for t in tasks]
+                return res, time.monotonic() - t0
 
             with Sampler(srv.pid) as smp:
-                res = asyncio.run(main())
+                res, wall = asyncio.run(main())
             served = [r for r in res if r.ok]
             row = {
-                "run": label, "streams": n, "served": len(served),
+                "run": label, "streams": n, "completed": len(served),
                 "refused_cleanly": sum(r.refused for r in res),
-                "dropped_without_message": sum(r.unexplained for r in res),
                 "dropped": sum(r.dropped for r in res),
-                "stalled": sum(1 for r in served if not r.strict),
+                "dropped_without_message": sum(r.unexplained for r in res),
+                "stalled": sum(r.stalled for r in res),
+                "completed_late": sum(1 for r in served if not r.strict),
                 "served_max_lag_ms": round(1000 * max((r.max_lag for r in served), default=0.0), 1),
                 "served_final_p95_ms": round(1000 * percentile([r.final_latency for r in served], 95), 1),
+                "ready_probes": len(probes), "ready_probe_failures": probe_failures,
+                "ready_probe_p50_ms": round(1000 * percentile(probes, 50), 1),
                 "ready_probe_p95_ms": round(1000 * percentile(probes, 95), 1),
                 "ready_probe_max_ms": round(1000 * max(probes, default=0.0), 1),
+                "wall_s": round(wall, 1),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "refusal_messages": sorted({r.message for r in res if r.refused})[:2],
                 "drop_messages": sorted({r.message for r in res if r.dropped})[:3],
                 **smp.summary(),
             }
             out["runs"].append(row)  # type: ignore[union-attr]
-            print("  ", row)
+            print("  ", row, flush=True)
     return out
