@@ -220,7 +220,9 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
     Bounded: every stream has a hard deadline (``stream_deadline``, default 2x the audio + 20 s)
     and is cancelled there and counted as ``stalled``; the whole run has a hard deadline of the
     stream deadline + 15 s, after which anything left (probe included) is cancelled too.
-    Outcomes per stream, exactly one of: ``completed`` (final result received), ``refused_cleanly``
+    Three runs: the default cap on a freshly started server (every recognizer new), the default
+    cap after ``default_cap`` streams warmed the server's pool, and the cap raised to all streams
+    (same warm-up). Outcomes per stream, exactly one of: ``completed`` (final result received), ``refused_cleanly``
     (1013 close with a reason / USP ``TooManyRequests`` with a message), ``dropped`` (closed or
     failed otherwise; ``dropped_without_message`` when no reason reached the client), ``stalled``.
     """
@@ -231,8 +233,15 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
     total = per + 15
     out: dict[str, object] = {"holdable": holdable, "streams": n, "stream_deadline_s": round(per, 1),
                               "total_deadline_s": round(total, 1), "runs": []}
-    for label, args in (("default cap", ()), ("cap raised to all", (f"DecoderMaxCount={n}",))):
+    default_cap = max(4, 4 * (os.cpu_count() or 1))  # the server's default DecoderMaxCount
+    out["default_cap"] = default_cap
+    runs = (("default cap, cold server", (), 0), ("default cap, warm server", (), default_cap),
+            ("cap raised to all, warm server", (f"DecoderMaxCount={n}",), default_cap))
+    for label, args, warm in runs:
         with server(*args) as srv:
+            if warm:  # as after any traffic: `warm` recognizers in the server's pool (fresh ones cost ~4x CPU)
+                asyncio.run(_gather("vosk", srv.ws, audio, warm, paced=False, stagger=0.0))
+            load_before = [round(x, 2) for x in os.getloadavg()]
             probes: list[float] = []
             probe_failures = 0
 
@@ -285,7 +294,7 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
                 "ready_probe_p95_ms": round(1000 * percentile(probes, 95), 1),
                 "ready_probe_max_ms": round(1000 * max(probes, default=0.0), 1),
                 "wall_s": round(wall, 1),
-                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "loadavg_before": load_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 "refusal_messages": sorted({r.message for r in res if r.refused})[:2],
                 "drop_messages": sorted({r.message for r in res if r.dropped})[:3],
                 **smp.summary(),
