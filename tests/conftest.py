@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -11,9 +12,11 @@ from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.settings import Settings, parse
 
-from .support import SENTENCES, ServerThread, concat, silence, speak
+from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference
 
 TEST_KEY = "test-key-0123"
+#: 100 ms at 16 kHz mono: what the REST route feeds the decoder and what the Speech SDK sends.
+CHUNK = 3200
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +77,35 @@ def keyed_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFacto
     settings = make_settings(tmp_path_factory.mktemp("keyed"), f"ApiKey={TEST_KEY}", "Billing=https://example.invalid")
     with ServerThread(create_app(settings, registry)) as srv:
         yield srv
+
+
+# ---- in-process Vosk on the session's model: what every route must match ----------
+
+
+def reference(model: LoadedModel, wav: Path) -> Reference:
+    pcm, rate, channels = read_wav(wav)
+    assert (rate, channels) == (16000, 1)
+    return vosk_reference(model.model, pcm, rate, CHUNK, runs=1)
+
+
+@pytest.fixture(scope="session")
+def references(model: LoadedModel, speech_wav: Path, utterances_wav: Path) -> Iterator[dict[str, Future[Reference]]]:
+    """Both references, decoding in the background (a core the server's turns leave idle)."""
+    with ThreadPoolExecutor(2, thread_name_prefix="vosk-reference") as pool:
+        yield {"speech": pool.submit(reference, model, speech_wav), "utterances": pool.submit(reference, model, utterances_wav)}
+
+
+@pytest.fixture(scope="session")
+def speech_ref(references: dict[str, Future[Reference]]) -> Reference:
+    """In-process Vosk on the one-utterance fixture: one phrase."""
+    ref = references["speech"].result()
+    assert len(ref.phrases) == 1, ref.texts
+    return ref
+
+
+@pytest.fixture(scope="session")
+def utterances_ref(references: dict[str, Future[Reference]]) -> Reference:
+    """In-process Vosk on the three-utterance fixture: three phrases."""
+    ref = references["utterances"].result()
+    assert len(ref.phrases) == 3, ref.texts
+    return ref

@@ -8,7 +8,6 @@ reference is enough and the server must match it exactly.
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -18,39 +17,10 @@ pytest.register_assert_rewrite("tests.usp.sdk")
 
 from speech_recognizer.models import LoadedModel
 
-from ..support import Reference, RefPhrase, RefWord, read_wav, vosk_reference
+from ..support import RefPhrase, RefWord, read_wav
 
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
-SDK_CHUNK = 3200
-
-
-def reference(model: LoadedModel, wav: Path) -> Reference:
-    pcm, rate, channels = read_wav(wav)
-    assert (rate, channels) == (16000, 1)
-    return vosk_reference(model.model, pcm, rate, SDK_CHUNK, runs=1)
-
-
-@pytest.fixture(scope="session")
-def references(model: LoadedModel, speech_wav: Path, utterances_wav: Path) -> Iterator[dict[str, Future[Reference]]]:
-    """Both references, decoding in the background (a core the server's turns leave idle)."""
-    with ThreadPoolExecutor(2, thread_name_prefix="vosk-reference") as pool:
-        yield {"speech": pool.submit(reference, model, speech_wav), "utterances": pool.submit(reference, model, utterances_wav)}
-
-
-@pytest.fixture(scope="session")
-def speech_ref(references: dict[str, Future[Reference]]) -> Reference:
-    """In-process Vosk on the one-utterance fixture: one phrase."""
-    ref = references["speech"].result()
-    assert len(ref.phrases) == 1, ref.texts
-    return ref
-
-
-@pytest.fixture(scope="session")
-def utterances_ref(references: dict[str, Future[Reference]]) -> Reference:
-    """In-process Vosk on the three-utterance fixture: three phrases."""
-    ref = references["utterances"].result()
-    assert len(ref.phrases) == 3, ref.texts
-    return ref
+from ..conftest import CHUNK as SDK_CHUNK
 
 
 def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase | None:
