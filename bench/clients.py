@@ -237,8 +237,10 @@ class InProcess:
         with self._lock:
             self._idle.append(rec)
 
-    def stream(self, audio: Audio, *, paced: bool, delay: float = 0.0) -> StreamResult:
-        """One stream; ``latencies`` are Vosk's own per-chunk decode times (accept + partial)."""
+    def stream(self, audio: Audio, *, paced: bool, delay: float = 0.0, partials: bool = True) -> StreamResult:
+        """One stream; ``latencies`` are Vosk's own per-chunk decode times (accept + partial).
+
+        ``partials=False`` skips ``PartialResult`` as the server's REST route does for files."""
         res = StreamResult("in-process", audio.seconds)
         time.sleep(delay)
         rec = self._recognizer()
@@ -250,7 +252,7 @@ class InProcess:
             start = time.monotonic()
             if rec.AcceptWaveform(chunk):
                 rec.Result()
-            else:
+            elif partials:
                 rec.PartialResult()
             got = time.monotonic()
             res.latencies.append(got - start)

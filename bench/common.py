@@ -151,6 +151,19 @@ def server(*args: str, ready_timeout: float = 120.0) -> Iterator[Server]:
             proc.wait()
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) used so far by ``pid``, or by this process."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, object]:
     """What the numbers were measured on, including how busy the machine was with other work."""
     return {

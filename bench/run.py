@@ -25,8 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="fewer sizes, shorter audio (~5 minutes)")
     ap.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json go")
+    ap.add_argument("--report-only", action="store_true", help="rewrite benchmarks.md from benchmarks.json, run nothing")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        (out / "benchmarks.md").write_text(report.markdown(json.loads((out / "benchmarks.json").read_text())))
+        return
     only = [s for s in args.only.split(",") if s]
+    quick = args.quick
     import vosk
 
     vosk.SetLogLevel(-1)
@@ -35,24 +41,52 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     audio = common.make_audio(work)
     cores = os.cpu_count() or 1
-    result: dict[str, object] = {"mode": "quick" if args.quick else "full", "machine": common.machine(),
+    result: dict[str, object] = {"mode": "quick" if quick else "full", "machine": common.machine(),
                                  "audio_seconds": round(audio.seconds, 2), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     model = None
     if {"streams", "files"} & set(only):
         model = ModelRegistry(work / "models", ("ko-KR",)).load("ko-KR").model
     from bench import suites
 
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every suite, so a later failure loses nothing
+        (out / "benchmarks.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
     t_all = time.monotonic()
     for name in only:
         t0 = time.monotonic()
-        print(f"== {name}", flush=True)
+        print(f"== {name} (load average {common.loadavg()})", flush=True)
+        result.setdefault("loadavg_by_suite", {})[name] = {"before": common.loadavg()}  # type: ignore[index]
+        try:
+            run_suite(name, quick, result, audio, model, cores)
+        except Exception as exc:  # noqa: BLE001 - reported, the other suites still run
+            import traceback
+
+            traceback.print_exc()
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        result["loadavg_by_suite"][name]["after"] = common.loadavg()  # type: ignore[index]
+        result.setdefault("durations_s", {})[name] = round(time.monotonic() - t0, 1)  # type: ignore[index]
+        save()
+    result["durations_s"]["total"] = round(time.monotonic() - t_all, 1)  # type: ignore[index]
+    result["machine"]["loadavg_at_end"] = common.loadavg()  # type: ignore[index]
+    save()
+    md = report.markdown(result)
+    (out / "benchmarks.md").write_text(md)
+    print(md)
+
+
+def run_suite(name: str, quick: bool, result: dict, audio: object, model: object, cores: int) -> None:
+    from bench import suites
+
+    if True:
         if name == "streams":
-            ns = [1, 2, 6] if args.quick else [1, 2, 4, 6, 8]
-            result["streams"] = suites.streams(audio, model, ns, stagger_ns=[6] if args.quick else [2, 6, 8], cold_n=6)
+            ns = [1, 2, 6] if quick else [1, 2, 4, 6, 8]
+            result["streams"] = suites.streams(audio, model, ns, stagger_ns=[6] if quick else [1, 2, 4, 6, 8], cold_n=6)
         elif name == "files":
-            result["files"] = suites.files(audio, model, cores, 4 if args.quick else 8)
+            result["files"] = suites.files(audio, model, cores, 4 if quick else 8)
         elif name == "memory":
-            result["memory"] = suites.memory(audio, 3.0 if args.quick else 30.0)
+            result["memory"] = suites.memory(audio, 3.0 if quick else 30.0)
         elif name == "overload":
             held = 6
             streams = result.get("streams")
@@ -62,16 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         elif name == "operator":
             from bench import operator_bench
 
-            result["operator"] = operator_bench.operator(200, 3.0 if args.quick else 5.0)
-        result.setdefault("durations_s", {})[name] = round(time.monotonic() - t0, 1)  # type: ignore[index]
-    result["durations_s"]["total"] = round(time.monotonic() - t_all, 1)  # type: ignore[index]
-    result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]  # type: ignore[index]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    md = report.markdown(result)
-    (out / "benchmarks.md").write_text(md)
-    print(md)
+            result["operator"] = operator_bench.operator(200, 3.0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from .clients import STRICT_S, InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, Audio, Sampler, percentile, server
+from .common import CHUNK, Audio, Sampler, cpu_seconds, loadavg, percentile, server
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
@@ -64,7 +64,7 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
                         continue
                     with Sampler(srv.pid) as smp:
                         res, _ = asyncio.run(_gather(route, srv.ws, audio, n, paced=True, stagger=stagger))
-                    row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary()}
+                    row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary(), "loadavg_after": loadavg()}
                     row["p95_over_vosk_ms"] = round(row["p95_ms"] - base_row["p95_ms"], 1)
                     rows.append(row)
                     print("  ", row)
@@ -73,16 +73,26 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
                         lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
         # throughput: unpaced, as fast as the server takes the audio
         for n in ns:
+            load = loadavg()
+            c0 = cpu_seconds()
             _, wall_in = inproc.run(audio, n, paced=False)
+            cpu_in = (cpu_seconds() - c0) / (n * audio.seconds)
             tp_in = n * audio.seconds / wall_in
-            row: dict[str, object] = {"n": n, "in_process_audio_s_per_s": round(tp_in, 2)}
+            row: dict[str, object] = {"n": n, "in_process_audio_s_per_s": round(tp_in, 2),
+                                      "in_process_cpu_s_per_audio_s": round(cpu_in, 3)}
             for route in ROUTES:
+                c0 = cpu_seconds(srv.pid)
                 with Sampler(srv.pid) as smp:
                     res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
-                tp = sum(r.audio_s for r in res if r.ok) / wall
+                done_s = sum(r.audio_s for r in res if r.ok)
+                cpu = (cpu_seconds(srv.pid) - c0) / done_s
+                tp = done_s / wall
                 row[f"{route}_audio_s_per_s"] = round(tp, 2)
                 row[f"{route}_ratio"] = round(tp / tp_in, 3)
+                row[f"{route}_cpu_s_per_audio_s"] = round(cpu, 3)
+                row[f"{route}_cpu_ratio"] = round(cpu_in / cpu, 3)
                 row[f"{route}_cpu_mean_pct"] = smp.summary()["cpu_mean_pct"]
+            row["loadavg_before"] = load
             throughput.append(row)
             print("  ", row)
     strict: dict[str, int] = {}
@@ -94,7 +104,17 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
 
 
 def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> dict[str, object]:
-    """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files."""
+    """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files.
+
+    Both sides warm: the server's pool is warmed by ``n`` requests before each level, the in-process
+    recognizers by one pass each (a fresh KaldiRecognizer spends ~4x the CPU on its first
+    utterance). In-process feeds the same 100 ms pieces and, like the REST route, asks for no
+    intermediate results. Two ratios: ``rest_ratio`` (wall-clock throughput, sensitive to other
+    load on the machine since the two sides run one after the other) and ``rest_cpu_ratio``
+    (in-process CPU seconds per audio second / the server's; 1.0 = the server adds nothing).
+    """
+    import threading
+
     body = audio.path.read_bytes()
     url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed"
     headers = {"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"}
@@ -103,11 +123,11 @@ def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> d
     rows = []
     with server(f"DecoderMaxCount={cores * 4}") as srv:
 
-        async def post_all(n: int) -> float:
+        async def post_all(n: int) -> tuple[float, float]:
             async with httpx.AsyncClient(base_url=srv.http, timeout=300) as client:
                 await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(n)))  # warm the pool
                 queue = list(range(requests_per_level))
-                t0 = time.monotonic()
+                t0, c0 = time.monotonic(), cpu_seconds(srv.pid)
 
                 async def worker() -> None:
                     while queue:
@@ -115,31 +135,33 @@ def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> d
                         r = await client.post(url, content=body, headers=headers)
                         assert r.status_code == 200, r.text
                 await asyncio.gather(*(worker() for _ in range(n)))
-                return time.monotonic() - t0
+                return time.monotonic() - t0, cpu_seconds(srv.pid) - c0
 
         for n in range(1, cores + 1):
+            load = loadavg()
             with Sampler(srv.pid) as smp:
-                wall = asyncio.run(post_all(n))
+                wall, cpu = asyncio.run(post_all(n))
             tp = requests_per_level * audio.seconds / wall
-            # in-process: the same number of files on n threads (file recognition feeds 100 ms pieces, unpaced)
-            per = requests_per_level // n
-            _, wall_in = inproc.run(audio, n, paced=False) if per <= 1 else (None, None)
-            if per > 1:
-                t0 = time.monotonic()
-                import threading
+            # in-process: the same number of files on n threads
+            per = max(1, requests_per_level // n)
 
-                def work() -> None:
-                    for _ in range(per):
-                        inproc.stream(audio, paced=False)
-                ts = [threading.Thread(target=work) for _ in range(n)]
-                [t.start() for t in ts]
-                [t.join() for t in ts]
-                wall_in = time.monotonic() - t0
+            def work() -> None:
+                for _ in range(per):
+                    inproc.stream(audio, paced=False, partials=False)
+            ts = [threading.Thread(target=work) for _ in range(n)]
+            t0, c0 = time.monotonic(), cpu_seconds()
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+            wall_in, cpu_in = time.monotonic() - t0, cpu_seconds() - c0
             tp_in = per * n * audio.seconds / wall_in
+            cpu_per_s = cpu / (requests_per_level * audio.seconds)
+            cpu_in_per_s = cpu_in / (per * n * audio.seconds)
             rows.append({"concurrency": n, "rest_audio_s_per_s": round(tp, 2), "in_process_audio_s_per_s": round(tp_in, 2),
-                         "rest_ratio": round(tp / tp_in, 3), **smp.summary()})
-            print("  ", rows[-1])
-    return {"rows": rows}
+                         "rest_ratio": round(tp / tp_in, 3), "rest_cpu_s_per_audio_s": round(cpu_per_s, 3),
+                         "in_process_cpu_s_per_audio_s": round(cpu_in_per_s, 3), "rest_cpu_ratio": round(cpu_in_per_s / cpu_per_s, 3),
+                         "loadavg_before": load, **smp.summary()})
+            print("  ", rows[-1], flush=True)
+    return {"rows": rows, "baseline": "warm on both sides; in-process without intermediate results, as the REST route"}
 
 
 def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
