@@ -47,6 +47,8 @@ class CountingEmulator(Emulator):
         super().__init__(*args, **kwargs)
         self.writes: collections.Counter[str] = collections.Counter()
         self.methods: collections.Counter[str] = collections.Counter()
+        #: the first few writes of each resource since the last reset: (method, path, body)
+        self.samples: dict[str, list[Any]] = {}
         self.counting = True
         self._inflight: dict[int, kmock.Request] = {}
 
@@ -56,7 +58,11 @@ class CountingEmulator(Emulator):
             self.methods[method] += 1
             if method in WRITES:
                 plural = getattr(request.resource, "plural", None) or str(request.resource)
-                self.writes[f"{plural}{'/' + request.subresource if request.subresource else ''}"] += 1
+                key = f"{plural}{'/' + request.subresource if request.subresource else ''}"
+                self.writes[key] += 1
+                seen = self.samples.setdefault(key, [])
+                if len(seen) < 2:
+                    seen.append([method, str(getattr(request, "url", "")), request.data])
         self._inflight[id(request)] = request
         self._requests[:] = list(self._inflight.values())
         try:
@@ -83,6 +89,12 @@ def _stt(i: int) -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND,
             "metadata": {"name": f"stt-{i:03d}", "namespace": NAMESPACE},
             "spec": {"locale": "ko-KR", "eula": "accept", "replicas": 1}}
+
+
+def _jsonable(x: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(x, default=str))
 
 
 class BenchKube(Kube):
@@ -118,11 +130,12 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             """What the operator sent since the last reset, under ``prefix``."""
             w = dict(emulator.writes)
             return {f"writes_{prefix}": sum(w.values()), f"writes_{prefix}_by_resource": w,
-                    f"requests_{prefix}_by_method": dict(emulator.methods)}
+                    f"requests_{prefix}_by_method": dict(emulator.methods), f"write_samples_{prefix}": _jsonable(emulator.samples)}
 
         def reset() -> None:
             emulator.writes.clear()
             emulator.methods.clear()
+            emulator.samples = {}
 
         async def converged() -> tuple[int, int]:
             deps = (await client.get(dep_url) or {}).get("items", [])
@@ -185,7 +198,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             **phase("on_create"),
         })
         out["writes_per_object"] = round(out["writes_on_create"] / count, 2)
-        print("  ", {k: v for k, v in out.items() if not k.endswith("_by_resource")}, flush=True)
+        print("  ", {k: v for k, v in out.items() if not k.endswith("_by_resource") and not k.startswith("write_samples")}, flush=True)
 
         # no-op resync: every SpeechToText and every Deployment delivered again unchanged (an empty
         # merge patch: kmock sends a MODIFIED watch event with the same content, as a re-list would)
@@ -196,7 +209,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             await asyncio.gather(*(client.patch(u, {}) for u in objs[k:k + 20]))
         out["noop_resync_quiet_after_s"] = await quiet(60)
         out.update(phase("on_noop_resync"))
-        print("   no-op resync", phase("on_noop_resync"), flush=True)
+        print("   no-op resync", out["writes_on_noop_resync_by_resource"], flush=True)
 
         # a metadata-only change: a label on every SpeechToText (kopf counts labels as part of the
         # object's essence, so its update handler runs; reported, not a target)
@@ -205,7 +218,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             await asyncio.gather(*(client.patch(u, {"metadata": {"labels": {"bench/touched": "yes"}}}) for u in objs[k:min(k + 20, count)]))
         await quiet(60)
         out.update(phase("on_label_change"))
-        print("   label change", phase("on_label_change"), flush=True)
+        print("   label change", out["writes_on_label_change_by_resource"], flush=True)
 
         # restart with nothing changed
         stop.set()
@@ -218,7 +231,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         await quiet(120)
         out.update(phase("on_restart"))
         out["restart_quiet_after_s"] = round(time.monotonic() - t1, 1)
-        print("   restart", phase("on_restart"), flush=True)
+        print("   restart", out["writes_on_restart_by_resource"], flush=True)
         stop.set()
         await asyncio.to_thread(op.join, 30)
         await client.close()
