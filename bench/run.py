@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json go")
     ap.add_argument("--report-only", action="store_true", help="rewrite benchmarks.md from benchmarks.json, run nothing")
+    ap.add_argument("--merge", action="store_true", help="keep the other suites' results already in benchmarks.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.report_only:
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     cores = os.cpu_count() or 1
     result: dict[str, object] = {"mode": "quick" if quick else "full", "machine": common.machine(),
                                  "audio_seconds": round(audio.seconds, 2), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.merge and (out / "benchmarks.json").exists():
+        old = json.loads((out / "benchmarks.json").read_text())
+        for key in ("streams", "files", "memory", "overload", "operator", "durations_s", "loadavg_by_suite"):
+            if key in old and key not in result:
+                result[key] = old[key]
+        result["merged_from"] = {"started": old.get("started"), "machine": old.get("machine"), "suites": [k for k in SUITES if k in old]}
     model = None
     if {"streams", "files"} & set(only):
         model = ModelRegistry(work / "models", ("ko-KR",)).load("ko-KR").model
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         result["loadavg_by_suite"][name]["after"] = common.loadavg()  # type: ignore[index]
         result.setdefault("durations_s", {})[name] = round(time.monotonic() - t0, 1)  # type: ignore[index]
         save()
-    result["durations_s"]["total"] = round(time.monotonic() - t_all, 1)  # type: ignore[index]
+    result["durations_s"]["total" if not args.merge else "total_last_invocation"] = round(time.monotonic() - t_all, 1)  # type: ignore[index]
     result["machine"]["loadavg_at_end"] = common.loadavg()  # type: ignore[index]
     save()
     md = report.markdown(result)

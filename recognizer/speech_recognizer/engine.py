@@ -154,11 +154,17 @@ class WarmPool:
     Thread-safe.
     """
 
+    #: How long :meth:`take` waits for a release in flight before a fresh recognizer is built.
+    RELEASE_WAIT_SECONDS = 2.0
+
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
         self._idle: dict[tuple[int, int], list[tuple[object, int]]] = {}
         self._count = 0
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        #: Releases submitted but not finished (:meth:`expect` .. :meth:`done`).
+        self._pending = 0
         self.hits = 0
         self.misses = 0
 
@@ -170,9 +176,18 @@ class WarmPool:
         return (id(model.model), sample_rate)
 
     def take(self, model: LoadedModel, sample_rate: int) -> tuple[object, int] | None:
-        """A warm recognizer and its clock (samples fed), or None."""
+        """A warm recognizer and its clock (samples fed), or None.
+
+        When none is idle but a finished session's recognizer is still being released (a
+        session that starts right after another ended: the release runs after the response),
+        waits for it up to :attr:`RELEASE_WAIT_SECONDS`: a fresh recognizer costs ~4x the CPU
+        on its first utterance, the wait is one release (~0.1 s).
+        """
+        key = self._key(model, sample_rate)
         with self._lock:
-            idle = self._idle.get(self._key(model, sample_rate))
+            if self.capacity and not self._idle.get(key) and self._pending:
+                self._returned.wait_for(lambda: bool(self._idle.get(key)) or not self._pending, self.RELEASE_WAIT_SECONDS)
+            idle = self._idle.get(key)
             if idle:
                 self._count -= 1
                 self.hits += 1
@@ -187,7 +202,18 @@ class WarmPool:
                 return False
             self._idle.setdefault(self._key(model, sample_rate), []).append((rec, samples))
             self._count += 1
+            self._returned.notify_all()
             return True
+
+    def expect(self) -> None:
+        """A release is on its way (call :meth:`done` when it finished, kept or not)."""
+        with self._lock:
+            self._pending += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - 1)
+            self._returned.notify_all()
 
     def clear(self) -> None:
         with self._lock:
@@ -449,6 +475,12 @@ class Engine:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.pool.clear()
 
+    def _release(self, recognition: Recognition) -> None:
+        try:
+            recognition.release()
+        finally:
+            self.pool.done()
+
     def _admit(self) -> None:
         if self.active >= self.decoder_max_count:
             raise Busy(self.decoder_max_count)
@@ -484,10 +516,11 @@ class Engine:
         finally:
             self.active -= 1
             if session is not None:
+                self.pool.expect()
                 try:  # back to the pool off the event loop; its lock waits for a decode still in flight
-                    self.executor.submit(session.recognition.release)
+                    self.executor.submit(self._release, session.recognition)
                 except RuntimeError:  # the executor is shut down
-                    pass
+                    self.pool.done()
             if session is not None and self._on_end is not None:
                 rec = session.recognition
                 try:
