@@ -148,6 +148,15 @@ def markdown(res: dict[str, Any]) -> str:
     for name in ("streams", "files", "memory", "overload", "operator"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
+    bf = res.get("before_fix")
+    if bf:
+        lines += ["", "## Before the engine fix (same machine, earlier in this session)", "", bf.get("what", ""), ""]
+        if bf.get("throughput"):
+            lines += [_table(bf["throughput"], ["n", "in_process_audio_s_per_s", "vosk_ratio", "vosk_cpu_ratio", "usp_ratio",
+                                                "usp_cpu_ratio", "loadavg_before"]), ""]
+        if bf.get("files"):
+            lines += [_table(bf["files"], ["concurrency", "rest_audio_s_per_s", "in_process_audio_s_per_s", "rest_ratio",
+                                           "rest_cpu_ratio", "loadavg_before"]), ""]
     lines += ["", f"Durations (s): {res.get('durations_s')}", ""]
     notes = Path(__file__).with_name("notes.md")
     if notes.exists():
