@@ -99,7 +99,8 @@ class Settings:
     model_catalog_url: str = "https://alphacephei.com/vosk/models"
     download_model: bool = False
     download_license: bool = False
-    decoder_max_count: int = field(default_factory=lambda: max(4, 4 * _cpu_count()))
+    #: 3 per core: what 2 vCPUs were measured to keep strictly real time (docs/benchmarks.md).
+    decoder_max_count: int = field(default_factory=lambda: max(3, 3 * _cpu_count()))
     max_audio_seconds: float = 60.0
     host: str = "0.0.0.0"
     port: int = c.PORT
