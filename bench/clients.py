@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.client import connect
 
-from speech_recognizer.usp.frames import binary_frame, parse_text, timestamp
+from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
 from .common import CHUNK_S, LOCALE, Audio, percentile
 
@@ -129,17 +129,6 @@ async def bounded(route: str, stream: "asyncio.Future[StreamResult] | object", a
         return StreamResult(route, audio_s, stalled=True, message=f"no final result within {deadline:g} s; cancelled")
 
 
-def _text(path: str, request_id: str | None, body: object) -> str:
-    head = f"X-Timestamp:{timestamp()}\r\nPath:{path}\r\n"
-    if request_id:
-        head += f"X-RequestId:{request_id}\r\n"
-    return head + "\r\n" + json.dumps(body)
-
-
-def _audio_frame(request_id: str, payload: bytes) -> bytes:
-    return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": "1"}, payload)
-
-
 async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0) -> StreamResult:
     """One Speech SDK continuous recognition (conversation mode) spoken as raw USP frames."""
     res = StreamResult("usp", audio.seconds)
@@ -178,8 +167,8 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
     try:
         async with connect(ws_base + USP_PATH, subprotocols=["USP"], max_size=1 << 20, open_timeout=30) as ws:  # type: ignore[list-item]
             source = {"type": "Stream", "samplerate": str(audio.rate), "bitspersample": "16", "channelcount": "1"}
-            await ws.send(_text("speech.config", None, {"context": {"audio": {"source": source}}}))
-            await ws.send(_text("speech.context", rid, {"phraseDetection": {"language": LOCALE}}))
+            await ws.send(client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}}))
+            await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": LOCALE}}))
             read = asyncio.create_task(reader(ws))
             t0 = time.monotonic()
             for k, chunk in enumerate(audio.chunks()):
@@ -190,10 +179,10 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
                     await asyncio.sleep(wait)
                 due_at.append(due)
                 sent_at.append(time.monotonic())
-                await ws.send(_audio_frame(rid, chunk))
+                await ws.send(client_audio_frame(rid, chunk))
             state["eof"] = time.monotonic()
             if not done.is_set():
-                await ws.send(_audio_frame(rid, b""))
+                await ws.send(client_audio_frame(rid, b""))
             await asyncio.wait_for(done.wait(), timeout)
             await read
             res.final_latency = state["end"] - state["eof"]

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "recognizer"))
 
-from tests.support import SENTENCES, concat, free_port, read_wav, speak  # noqa: E402
+from tests.support import SENTENCES, Loopback, concat, free_port, read_wav, speak  # noqa: E402
 
 CHUNK = 3200  # 100 ms at 16 kHz mono: what the Speech SDK sends
 CHUNK_S = 0.1
@@ -91,21 +91,13 @@ class Sampler:
 
 
 @dataclass
-class Server:
+class Server(Loopback):
     """``python -m speech_recognizer`` on a loopback port, in a subprocess."""
 
     port: int
     proc: subprocess.Popen
     workdir: Path
     log: Path = field(default=Path("/dev/null"))
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:

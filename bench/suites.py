@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.request
-from pathlib import Path
 
 import httpx
 
-from .clients import STRICT_S, InProcess, StreamResult, usp_stream, vosk_stream
+from .clients import InProcess, StreamResult, usp_stream, vosk_stream
 from .common import CHUNK, Audio, Sampler, cpu_seconds, loadavg, percentile, server
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}

@@ -158,13 +158,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerThread:
-    """A real uvicorn server on loopback in a background thread."""
+class Loopback:
+    """URLs of a server on 127.0.0.1:``port``."""
 
-    def __init__(self, app: object, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 20))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+    port: int
 
     @property
     def http(self) -> str:
@@ -173,6 +170,15 @@ class ServerThread:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+class ServerThread(Loopback):
+    """A real uvicorn server on loopback in a background thread."""
+
+    def __init__(self, app: object, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 20))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()

@@ -19,7 +19,6 @@ from .conftest import (
     by_kind,
     crd_docs,
     helm_template,
-    load_docs,
     one,
     rbac_rules,
     run,

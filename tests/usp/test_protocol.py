@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.results import ticks
-from speech_recognizer.usp.frames import Message, binary_frame, parse_text, timestamp
+from speech_recognizer.usp.frames import Message, binary_frame, client_audio_frame, client_text_frame, parse_text
 
 from ..conftest import make_settings
 from ..support import Reference, ServerThread, read_wav, require_tool, vosk_reference
@@ -25,31 +24,20 @@ INTERACTIVE = "/speech/recognition/interactive/cognitiveservices/v1?language=ko-
 CONVERSATION = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 
 
-def text(path: str, request_id: str | None, body: object) -> str:
-    head = f"X-Timestamp:{timestamp()}\r\nPath:{path}\r\n"
-    if request_id:
-        head += f"X-RequestId:{request_id}\r\n"
-    return head + "\r\n" + json.dumps(body)
-
-
-def audio(request_id: str, payload: bytes) -> bytes:
-    return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": "1"}, payload)
-
-
 def speech_config(rate: int = 16000, channels: int = 1) -> str:
     source = {"type": "Stream", "samplerate": str(rate), "bitspersample": "16", "channelcount": str(channels)}
-    return text("speech.config", None, {"context": {"audio": {"source": source}}})
+    return client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}})
 
 
 async def open_turn(ws: ClientConnection, request_id: str, rate: int = 16000, channels: int = 1, language: str = "ko-KR") -> None:
     await ws.send(speech_config(rate, channels))
-    await ws.send(text("speech.context", request_id, {"phraseDetection": {"language": language}}))
+    await ws.send(client_text_frame("speech.context", request_id, {"phraseDetection": {"language": language}}))
 
 
 async def send_pcm(ws: ClientConnection, request_id: str, pcm: bytes, chunk: int = 3200) -> None:
     for i in range(0, len(pcm), chunk):
-        await ws.send(audio(request_id, pcm[i : i + chunk]))
-    await ws.send(audio(request_id, b""))
+        await ws.send(client_audio_frame(request_id, pcm[i : i + chunk]))
+    await ws.send(client_audio_frame(request_id, b""))
 
 
 async def until_turn_end(ws: ClientConnection) -> list[Message]:
@@ -119,7 +107,7 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     rid = uuid.uuid4().hex
     async with connect(server.ws + CONVERSATION) as ws:
         await open_turn(ws, rid)  # speech.config says 16 kHz mono; the RIFF header wins
-        await ws.send(audio(rid, header))
+        await ws.send(client_audio_frame(rid, header))
         await send_pcm(ws, rid, pcm, chunk=chunk)
         messages = await until_turn_end(ws)
     phrases = [m.json() for m in messages if m.path == "speech.phrase"]
@@ -149,10 +137,10 @@ async def test_continuous_turn_ends_with_end_of_dictation(server: ServerThread, 
         ([b"\x00\x40Path:audio\r\n"], 1007),  # header length beyond the frame
         (["Path:speech.context\r\nX-RequestId:r1"], 1007),  # no blank line
         (["X-RequestId:r1\r\n\r\n{}"], 1002),  # no Path
-        ([text("speech.context", None, {})], 1002),  # no X-RequestId
+        ([client_text_frame("speech.context", None, {})], 1002),  # no X-RequestId
         ([binary_frame({"Path": "audio"}, b"")], 1002),
-        ([text("speech.context", "r1", {}), text("speech.context", "r1", {})], 1002),  # reused request id
-        ([text("speech.context", "r1", [1, 2])], 1007),  # body not a JSON object
+        ([client_text_frame("speech.context", "r1", {}), client_text_frame("speech.context", "r1", {})], 1002),  # reused request id
+        ([client_text_frame("speech.context", "r1", [1, 2])], 1007),  # body not a JSON object
     ],
 )
 async def test_protocol_errors_close_the_connection(server: ServerThread, frames: list[str | bytes], code: int) -> None:
@@ -189,12 +177,12 @@ async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_
         async with connect(srv.ws + CONVERSATION) as holder:
             rid = uuid.uuid4().hex
             await open_turn(holder, rid)
-            await holder.send(audio(rid, b"\0" * 3200))
+            await holder.send(client_audio_frame(rid, b"\0" * 3200))
             assert parse_text(await holder.recv()).path == "turn.start"
             async with connect(srv.ws + CONVERSATION) as ws:
                 other = uuid.uuid4().hex
                 await open_turn(ws, other)
-                await ws.send(audio(other, b"\0" * 3200))
+                await ws.send(client_audio_frame(other, b"\0" * 3200))
                 messages = await until_turn_end(ws)
                 assert [m.path for m in messages] == ["turn.start", "speech.phrase", "turn.end"]
                 assert messages[1].json()["RecognitionStatus"] == "TooManyRequests"
