@@ -60,7 +60,9 @@ def model(registry: ModelRegistry) -> LoadedModel:
 
 
 def make_settings(tmp: Path, *args: str) -> Settings:
-    return parse(["Eula=accept", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args], environ={})
+    """Settings of a test server. The start-up warm-up is off (``Warmup:Count=0``) unless ``args``
+    set it, so that it does not compete with the tests for CPU; tests/recognizer/test_warmup.py covers it."""
+    return parse(["Eula=accept", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", "Warmup:Count=0", *args], environ={})
 
 
 @pytest.fixture(scope="session")

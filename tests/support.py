@@ -14,6 +14,8 @@ from pathlib import Path
 
 import uvicorn
 
+from speech_recognizer.cli import SERVER_OPTIONS
+
 #: Korean sentences espeak-ng speaks for the fixtures (the only model here is ko-KR). Chosen
 #: because the small model decodes their synthetic speech the same way every time: on
 #: low-confidence input Vosk itself can give different words from one recognizer to the next
@@ -177,7 +179,7 @@ class ServerThread(Loopback):
 
     def __init__(self, app: object, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_max_size=1 << 20))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **SERVER_OPTIONS))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":

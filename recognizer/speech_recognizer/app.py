@@ -17,14 +17,15 @@ from .engine import Engine, SessionRecord
 from .errors import error_response
 from .metrics import Metrics
 from .models import ModelRegistry
-from .settings import Settings
+from .settings import Settings, cpu_count
 from .usage import UsageRecords
+from .warmup import WarmupState, warm_up
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Starlette:
-    """Build the app; models load in the background at start-up (``/ready`` is 503 until then)."""
+    """Build the app; models load and warm in the background at start-up (``/ready`` is 503 until then)."""
     registry = registry or ModelRegistry(settings.models_dir, settings.locales)
     metrics = Metrics()
     usage = UsageRecords(settings.output_dir, settings.billing)
@@ -34,10 +35,17 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         metrics.session_ended(record)
 
     engine = Engine(registry, settings.decoder_max_count, on_session_end)
+    warmup = WarmupState()
+
+    async def start() -> None:
+        await registry.load_wanted()
+        models = [registry.loaded[loc] for loc in registry.wanted if loc in registry.loaded]
+        await warm_up(engine, models, settings.warmup_recognizers, settings.warmup_seconds,
+                      settings.warmup_audio, warmup, parallel=cpu_count())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loading = asyncio.create_task(registry.load_wanted())
+        loading = asyncio.create_task(start())
         try:
             yield
         finally:
@@ -58,4 +66,5 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.usage = usage
+    app.state.warmup = warmup
     return app

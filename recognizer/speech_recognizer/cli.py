@@ -8,6 +8,11 @@ import sys
 
 from . import __version__
 from .settings import SettingsError, describe, parse, require_eula
+from .warmup import warmup_audio
+
+#: How uvicorn serves the app (tests use the same). Audio does not compress: per-message
+#: deflate would spend CPU on every chunk for nothing, so it is not offered.
+SERVER_OPTIONS: dict[str, object] = {"ws_max_size": 1 << 20, "ws_per_message_deflate": False}
 
 USAGE = f"""speech-recognizer {__version__}: open speech to text, compatible with Azure's speech-to-text container.
 
@@ -74,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry = ModelRegistry(settings.models_dir, settings.locales)
         registry.check()
-    except (ModelError, OSError) as exc:  # a bad Locale, an unreadable models folder, no model
+        if settings.warmup_audio is not None:  # fail now, not in the background after start-up
+            warmup_audio(settings.warmup_audio, settings.warmup_seconds, 16000)
+    except (ModelError, OSError, ValueError) as exc:  # a bad Locale, an unreadable models folder, no model, bad Warmup:Audio
         print(f"speech-recognizer: {exc}", file=sys.stderr)
         return 1
     import uvicorn
@@ -85,5 +92,5 @@ def main(argv: list[str] | None = None) -> int:
     vosk.SetLogLevel(0 if settings.log_level == "DEBUG" else -1)
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), ws_max_size=1 << 20)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **SERVER_OPTIONS)
     return 0

@@ -41,7 +41,7 @@ async def home(request: Request) -> HTMLResponse:
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}code,pre{{background:#f4f4f4}}td{{padding:0 1em}}</style>
 </head><body><h1>speech-recognizer {__version__}</h1>
 <p>Open speech to text on Vosk, compatible with Azure's speech-to-text container.
-Ready: <b>{'yes' if state.registry.ready else 'loading'}</b>. Decoders: {state.engine.active} busy of {state.engine.decoder_max_count}. {key_note}</p>
+Ready: <b>{'yes' if is_ready(state) else 'loading' if not state.registry.ready else 'warming up'}</b>. Decoders: {state.engine.active} busy of {state.engine.decoder_max_count}. {key_note}</p>
 <h2>Locales</h2><table><tr><th>locale</th><th>state</th><th>model</th></tr>{rows}</table>
 <h2>Call it</h2>
 <h3>Azure Speech SDK (Python)</h3>
@@ -59,13 +59,20 @@ print(recognizer.recognize_once().text)</pre>
     return HTMLResponse(page)
 
 
+def is_ready(state: Any) -> bool:
+    """Every wanted model is loaded and the start-up warm-up is over."""
+    return bool(state.registry.ready and state.warmup.done)
+
+
 async def ready(request: Request) -> Response:
-    """200 once every wanted model is loaded, else 503."""
-    registry = _state(request).registry
-    body = {"ready": registry.ready, "loaded": sorted(registry.loaded), "wanted": list(registry.wanted)}
+    """200 once every wanted model is loaded and warmed, else 503."""
+    state = _state(request)
+    registry = state.registry
+    ok = is_ready(state)
+    body = {"ready": ok, "loaded": sorted(registry.loaded), "wanted": list(registry.wanted), "warmup": state.warmup.as_json()}
     if registry.errors:
         body["errors"] = registry.errors
-    return JSONResponse(body, 200 if registry.ready else 503)
+    return JSONResponse(body, 200 if ok else 503)
 
 
 async def status(request: Request) -> Response:
@@ -83,8 +90,10 @@ async def liveness(request: Request) -> Response:
 
 
 async def readiness(request: Request) -> Response:
-    registry = _state(request).registry
-    return PlainTextResponse("Ready" if registry.ready else "Loading", 200 if registry.ready else 503)
+    state = _state(request)
+    if is_ready(state):
+        return PlainTextResponse("Ready")
+    return PlainTextResponse("Loading" if not state.registry.ready else "Warming up", 503)
 
 
 async def metrics(request: Request) -> Response:
@@ -130,7 +139,7 @@ def openapi_spec() -> dict[str, Any]:
         }
     simple = {"get": {"responses": {"200": {"description": "OK"}}}}
     paths[c.ROUTE_HOME] = {"get": {"summary": "Home page", "responses": {"200": {"description": "HTML"}}}}
-    paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded, else 503", "responses": {"200": {"description": "ready"}, "503": {"description": "loading"}}}}
+    paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded and warmed, else 503", "responses": {"200": {"description": "ready"}, "503": {"description": "loading"}}}}
     paths[c.ROUTE_STATUS] = {"get": {"summary": "Validates the key without recognizing", "responses": {"200": {"description": "valid"}, "401": {"description": "wrong key"}, "403": {"description": "missing key"}}}}
     paths[c.ROUTE_CONTAINER_LIVENESS] = simple
     paths[c.ROUTE_CONTAINER_READINESS] = simple

@@ -32,11 +32,40 @@ class Setting:
     aliases: tuple[str, ...] = ()
 
 
-def _cpu_count() -> int:
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The container's CPU limit in whole CPUs (rounded up), or None when there is none.
+
+    Reads cgroup v2 ``cpu.max`` ("200000 100000" = 2 CPUs, "max 100000" = none) or
+    cgroup v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1 = none).
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        quota_s, period_s = (root / "cpu.max").read_text().split()[:2]
+        if quota_s == "max":
+            return None
+        quota, period = int(quota_s), int(period_s)
+    except (OSError, ValueError):
+        try:
+            quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, math.ceil(quota / period))
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: its CPU affinity, capped by the container's CPU limit.
+
+    In a pod with ``limits.cpu: 2`` on a 64-core node this is 2, not 64, so that the
+    defaults that scale with it (``DecoderMaxCount``, the warm-up) fit the pod.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return min(cpus, limit) if limit else cpus
 
 
 KNOWN: tuple[Setting, ...] = (
@@ -53,6 +82,9 @@ KNOWN: tuple[Setting, ...] = (
     Setting(c.DOWNLOAD_MODEL, "'True': download the model for Locale into Mounts:Models, verify and unpack it, then exit."),
     Setting(c.DOWNLOAD_LICENSE, "'True': Azure's license download; open models need none, so it reports that and exits."),
     Setting(c.DECODER_MAX_COUNT, "Most recognitions decoding at once; more are refused with 503 and Retry-After.", None, ("DECODER_MAX_COUNT",)),
+    Setting(c.WARMUP_COUNT, "Recognizers per locale warmed at start-up, before /ready answers 200 (0: none; at most DecoderMaxCount in all).", "DecoderMaxCount"),
+    Setting(c.WARMUP_SECONDS, "Seconds of audio each start-up warm-up decodes.", "6"),
+    Setting(c.WARMUP_AUDIO, "Audio file to warm recognizers with (a recording of the speech you serve warms best); default: a built-in speech-like signal."),
     Setting("MaxAudioSeconds", "Longest audio a REST request may carry, in seconds.", "60"),
     Setting("Host", "Address to listen on.", "0.0.0.0"),
     Setting("Port", "Port to listen on.", str(c.PORT)),
@@ -100,7 +132,11 @@ class Settings:
     download_model: bool = False
     download_license: bool = False
     #: 3 per core: what 2 vCPUs were measured to keep strictly real time (docs/benchmarks.md).
-    decoder_max_count: int = field(default_factory=lambda: max(3, 3 * _cpu_count()))
+    decoder_max_count: int = field(default_factory=lambda: max(3, 3 * cpu_count()))
+    #: Recognizers per locale warmed at start-up; None: as many as DecoderMaxCount.
+    warmup_count: int | None = None
+    warmup_seconds: float = 6.0
+    warmup_audio: Path | None = None
     max_audio_seconds: float = 60.0
     host: str = "0.0.0.0"
     port: int = c.PORT
@@ -109,6 +145,11 @@ class Settings:
     log_disk_max_mb: float = 10.0
     http_proxy: str | None = None
     warnings: tuple[str, ...] = ()
+
+    @property
+    def warmup_recognizers(self) -> int:
+        """Recognizers per locale to warm at start-up."""
+        return self.decoder_max_count if self.warmup_count is None else self.warmup_count
 
     @property
     def eula_accepted(self) -> bool:
@@ -143,7 +184,7 @@ def _collect(args: Iterable[str], environ: Mapping[str, str]) -> tuple[dict[str,
     return values, warnings
 
 
-def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[[str], float]) -> float:
+def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[[str], float], *, zero: bool = False) -> float:
     raw = values.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -153,8 +194,8 @@ def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[
         raise SettingsError(f"{key}={raw!r} is not a number") from None
     if not math.isfinite(number):
         raise SettingsError(f"{key}={raw!r} is not a finite number")
-    if number <= 0:
-        raise SettingsError(f"{key}={raw!r} must be greater than 0")
+    if number < 0 or (number == 0 and not zero):
+        raise SettingsError(f"{key}={raw!r} must be {'0 or more' if zero else 'greater than 0'}")
     return number
 
 
@@ -188,6 +229,9 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
         download_model=_truthy(values.get(c.DOWNLOAD_MODEL)),
         download_license=_truthy(values.get(c.DOWNLOAD_LICENSE)),
         decoder_max_count=int(_number(values, c.DECODER_MAX_COUNT, defaults.decoder_max_count, int)),
+        warmup_count=None if not values.get(c.WARMUP_COUNT, "").strip() else int(_number(values, c.WARMUP_COUNT, 0, int, zero=True)),
+        warmup_seconds=_number(values, c.WARMUP_SECONDS, defaults.warmup_seconds, float),
+        warmup_audio=Path(values[c.WARMUP_AUDIO]) if values.get(c.WARMUP_AUDIO, "").strip() else None,
         max_audio_seconds=_number(values, "MaxAudioSeconds", 60.0, float),
         host=values.get("Host", "0.0.0.0"),
         port=port,

@@ -135,3 +135,14 @@ def test_a_recognizer_with_a_long_clock_retires(model, speech_wav: Path, monkeyp
     rec = Recognition(model, rate, pool=pool)
     run(rec, pcm)
     assert rec.release() is False and len(pool) == 0
+
+
+def test_clock_unit_is_a_whole_number_of_samples_exact_in_float32() -> None:
+    from speech_recognizer.engine import clock_unit
+
+    assert clock_unit(16000) == 1000 and clock_unit(8000) == 500 and clock_unit(48000) == 3000
+    assert clock_unit(44100) == 11025, "1/4 s: 44100/16 and 44100/8 are not whole samples"
+    assert clock_unit(22051) == 22051
+    for rate in (8000, 11025, 16000, 22050, 44100, 48000):
+        seconds = 37 * clock_unit(rate) / rate
+        assert float(__import__("numpy").float32(seconds)) == seconds

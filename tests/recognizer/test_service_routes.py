@@ -90,7 +90,8 @@ def test_ready_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
             assert r.status_code == 503
             assert time.monotonic() < deadline, "the model never loaded"
             time.sleep(0.2)
-        assert r.json() == {"ready": True, "loaded": ["ko-KR"], "wanted": ["ko-KR"]}
+        assert r.json() == {"ready": True, "loaded": ["ko-KR"], "wanted": ["ko-KR"],
+                            "warmup": {"done": True, "wanted": {}, "warmed": {}}}
         ready = httpx.get(f"{srv.http}/ContainerReadiness")
         assert ready.status_code == 200 and ready.text == "Ready"
 

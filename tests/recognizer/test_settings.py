@@ -154,3 +154,22 @@ def test_cli_download_license_exits_zero_with_a_message() -> None:
     r = run_cli("eula=accept", "billing=https://b", "apikey=k", "DownloadLicense=True", "Mounts:License=/license")
     assert r.returncode == 0, r.stderr
     assert "license" in r.stdout.lower()
+
+
+def test_cpu_count_follows_the_container_cpu_limit(tmp_path: Path) -> None:
+    from speech_recognizer.settings import cgroup_cpu_limit
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(v2) == 2, "1.5 CPUs round up"
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1) == 4
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(v1) is None
+    assert cgroup_cpu_limit(tmp_path / "none") is None
