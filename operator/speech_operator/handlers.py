@@ -82,6 +82,13 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
-async def child_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner."""
+async def child_changed(type: str | None, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
+
+    Not the initial listing (``type`` None, at operator start): every owner is resumed
+    then anyway (``on.resume``), and reconciling it once per child as well tripled the
+    reads of a restart (bench/notes.md, Operator).
+    """
+    if type is None:
+        return
     await reconcile(runtime(memo), namespace, labels[builders.LABEL_OWNER])
