@@ -164,3 +164,44 @@ def machine() -> dict[str, object]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
     }
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of ``pid`` (the main thread's id is ``pid``)."""
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
+class InProcessWorker:
+    """``python -m bench.inprocess`` in a subprocess: warm in-process Vosk recognizers, run on command."""
+
+    def __init__(self, audio: Audio, warm: int) -> None:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(audio.path), str(warm)], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._read()  # {"ready": true}
+
+    def _read(self) -> dict:
+        import json
+
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"the in-process worker exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self, n: int) -> dict[str, float]:
+        """``n`` unpaced streams at once: wall and CPU seconds, audio seconds decoded."""
+        self.proc.stdin.write(f"{n}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return self._read()
+
+    def __enter__(self) -> "InProcessWorker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.proc.stdin.write("quit\n")  # type: ignore[union-attr]
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()

@@ -89,7 +89,8 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
     if True:
         if name == "streams":
             ns = [1, 2, 6] if quick else [1, 2, 4, 6, 8]
-            result["streams"] = suites.streams(audio, model, ns, stagger_ns=[6] if quick else [1, 2, 4, 6, 8], cold_n=6)
+            result["streams"] = suites.streams(audio, model, ns, stagger_ns=[6] if quick else [1, 2, 4, 6, 8], cold_n=6,
+                                               rounds=2 if quick else 4)
         elif name == "files":
             result["files"] = suites.files(audio, model, cores, 4 if quick else 8)
         elif name == "memory":

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 
 import httpx
 
 from .clients import InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, Audio, Sampler, cpu_seconds, loadavg, percentile, server
+from .common import CHUNK, Audio, InProcessWorker, Sampler, cpu_seconds, loadavg, percentile, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
@@ -35,18 +36,25 @@ async def _gather(route: str, ws: str, audio: Audio, n: int, *, paced: bool, sta
     return list(results), time.monotonic() - t0
 
 
-def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int], cold_n: int) -> dict[str, object]:
+def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int], cold_n: int, rounds: int) -> dict[str, object]:
     """Paced real-time streams over both WebSocket routes vs in-process Vosk; then unpaced throughput."""
     rows: list[dict[str, object]] = []
-    throughput: list[dict[str, object]] = []
     lag_over_time: dict[str, list] = {}
     cap = max(ns) + 2
     inproc = InProcess(model, audio.rate)
-    with server(f"DecoderMaxCount={cap}") as srv:
-        # cold start: a freshly started server, every recognizer new
+    # a freshly started server: every recognizer new (no warm-up), then as started by default
+    with server(f"DecoderMaxCount={cap}", "Warmup:Count=0") as srv:
         with Sampler(srv.pid) as smp:
             res, _ = asyncio.run(_gather("vosk", srv.ws, audio, cold_n, paced=True, stagger=0.0))
-        rows.append({"route": "vosk", "n": cold_n, "start": "together (cold server)", **_agg(res), **smp.summary()})
+        rows.append({"route": "vosk", "n": cold_n, "start": "together (fresh server, no warm-up)", **_agg(res), **smp.summary()})
+        print("  ", rows[-1])
+    t0 = time.monotonic()
+    with server(f"DecoderMaxCount={cap}") as srv:
+        ready_s = round(time.monotonic() - t0, 1)
+        with Sampler(srv.pid) as smp:
+            res, _ = asyncio.run(_gather("vosk", srv.ws, audio, cold_n, paced=True, stagger=0.0))
+        rows.append({"route": "vosk", "n": cold_n, "start": f"together (fresh server, start-up warm-up, ready in {ready_s} s)",
+                     **_agg(res), **smp.summary()})
         print("  ", rows[-1])
         # warm the server's pool as any traffic does, and the in-process recognizers the same way
         asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
@@ -69,36 +77,64 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
                     if start == "together":
                         worst = max(res, key=lambda r: r.max_lag)
                         lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
-        # throughput: unpaced, as fast as the server takes the audio
-        for n in ns:
-            load = loadavg()
-            c0 = cpu_seconds()
-            _, wall_in = inproc.run(audio, n, paced=False)
-            cpu_in = (cpu_seconds() - c0) / (n * audio.seconds)
-            tp_in = n * audio.seconds / wall_in
-            row: dict[str, object] = {"n": n, "in_process_audio_s_per_s": round(tp_in, 2),
-                                      "in_process_cpu_s_per_audio_s": round(cpu_in, 3)}
-            for route in ROUTES:
-                c0 = cpu_seconds(srv.pid)
-                with Sampler(srv.pid) as smp:
-                    res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
-                done_s = sum(r.audio_s for r in res if r.ok)
-                cpu = (cpu_seconds(srv.pid) - c0) / done_s
-                tp = done_s / wall
-                row[f"{route}_audio_s_per_s"] = round(tp, 2)
-                row[f"{route}_ratio"] = round(tp / tp_in, 3)
-                row[f"{route}_cpu_s_per_audio_s"] = round(cpu, 3)
-                row[f"{route}_cpu_ratio"] = round(cpu_in / cpu, 3)
-                row[f"{route}_cpu_mean_pct"] = smp.summary()["cpu_mean_pct"]
-            row["loadavg_before"] = load
-            throughput.append(row)
-            print("  ", row)
     strict: dict[str, int] = {}
     for route in ROUTES:
-        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and "cold" not in str(r["start"])]
-        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and "cold" not in str(r["start"])]
+        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and "fresh" not in str(r["start"])]
+        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and "fresh" not in str(r["start"])]
         strict[route] = max((n for n in ok if all(b > n for b in bad)), default=0)
-    return {"paced": rows, "throughput": throughput, "largest_strict_n": strict, "lag_over_time_ms": lag_over_time}
+    return {"paced": rows, "throughput": throughput_rounds(audio, ns, rounds), "largest_strict_n": strict, "lag_over_time_ms": lag_over_time}
+
+
+def throughput_rounds(audio: Audio, ns: list[int], rounds: int) -> dict[str, object]:
+    """Unpaced streams (sent as fast as the server takes them) vs in-process Vosk at equal concurrency.
+
+    Vosk's speed differs by up to ±20 % from one process to the next (see bench/inprocess.py), so
+    each of ``rounds`` rounds starts a fresh server and a fresh in-process worker, both warmed
+    with one pass of the audio; for each N and route the two sides then take turns (in-process,
+    server), so both keep equal history. Reported per N: medians over rounds, their ratios,
+    and the server's CPU split by thread: the event loop (``loop``: protocol, HTTP, JSON,
+    sockets) and the decoder threads (Vosk and our per-chunk code).
+    """
+    samples: dict[int, dict[str, list[dict[str, float]]]] = {n: {"in_process": [], **{r: [] for r in ROUTES}} for n in ns}
+    for k in range(rounds):
+        with server(f"DecoderMaxCount={max(ns) + 2}") as srv, InProcessWorker(audio, max(ns)) as worker:
+            asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))  # warm, as the worker is
+            for n in ns:
+                for route in ROUTES:
+                    base = worker.run(n)
+                    samples[n]["in_process"].append({"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]})
+                    t0 = thread_cpu(srv.pid)
+                    res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
+                    t1 = thread_cpu(srv.pid)
+                    done = sum(r.audio_s for r in res if r.ok) or float("nan")
+                    used = {t: t1[t] - t0.get(t, 0.0) for t in t1}
+                    loop = used.get(srv.pid, 0.0)
+                    samples[n][route].append({"audio_s_per_s": done / wall, "cpu_s_per_audio_s": sum(used.values()) / done,
+                                              "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (sum(used.values()) - loop) / done})
+            print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
+
+    def med(items: list[dict[str, float]], key: str) -> float:
+        return statistics.median(x[key] for x in items)
+
+    rows = []
+    for n in ns:
+        side = samples[n]
+        row: dict[str, object] = {"n": n, "rounds": rounds,
+                                  "in_process_audio_s_per_s": round(med(side["in_process"], "audio_s_per_s"), 2),
+                                  "in_process_cpu_s_per_audio_s": round(med(side["in_process"], "cpu_s_per_audio_s"), 4)}
+        for route in ROUTES:
+            tp, cpu = med(side[route], "audio_s_per_s"), med(side[route], "cpu_s_per_audio_s")
+            loop, dec = med(side[route], "loop_cpu_s_per_audio_s"), med(side[route], "decoder_cpu_s_per_audio_s")
+            row[f"{route}_audio_s_per_s"] = round(tp, 2)
+            row[f"{route}_ratio"] = round(tp / med(side["in_process"], "audio_s_per_s"), 3)
+            row[f"{route}_cpu_s_per_audio_s"] = round(cpu, 4)
+            row[f"{route}_cpu_ratio"] = round(med(side["in_process"], "cpu_s_per_audio_s") / cpu, 3)
+            row[f"{route}_loop_cpu_pct_of_decoders"] = round(100 * loop / dec, 1)
+            row[f"{route}_decoder_cpu_ratio"] = round(med(side["in_process"], "cpu_s_per_audio_s") / dec, 3)
+        rows.append(row)
+        print("  ", row, flush=True)
+    spread = [round(x["cpu_s_per_audio_s"], 4) for n in ns[:1] for x in samples[n]["in_process"]]
+    return {"rows": rows, "samples": {str(n): v for n, v in samples.items()}, "in_process_cpu_n1_by_round": spread}
 
 
 def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> dict[str, object]:
@@ -240,7 +276,7 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
     Bounded: every stream has a hard deadline (``stream_deadline``, default 2x the audio + 20 s)
     and is cancelled there and counted as ``stalled``; the whole run has a hard deadline of the
     stream deadline + 15 s, after which anything left (probe included) is cancelled too.
-    Three runs: the default cap on a freshly started server (every recognizer new), the default
+    Three runs: the default cap on a freshly started server (recognizers warmed at start-up only), the default
     cap after ``default_cap`` streams warmed the server's pool, and the cap raised to all streams
     (same warm-up). Outcomes per stream, exactly one of: ``completed`` (final result received), ``refused_cleanly``
     (1013 close with a reason / USP ``TooManyRequests`` with a message), ``dropped`` (closed or
@@ -253,9 +289,12 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
     total = per + 15
     out: dict[str, object] = {"holdable": holdable, "streams": n, "stream_deadline_s": round(per, 1),
                               "total_deadline_s": round(total, 1), "runs": []}
-    default_cap = max(4, 4 * (os.cpu_count() or 1))  # the server's default DecoderMaxCount
+    from speech_recognizer.settings import parse
+
+    default_cap = parse([], environ={}).decoder_max_count  # the server's default DecoderMaxCount
     out["default_cap"] = default_cap
-    runs = (("default cap, cold server", (), 0), ("default cap, warm server", (), default_cap),
+    runs = (("default cap, fresh server (start-up warm-up only)", (), 0),
+            ("default cap, warm server (after traffic)", (), default_cap),
             ("cap raised to all, warm server", (f"DecoderMaxCount={n}",), default_cap))
     for label, args, warm in runs:
         with server(*args) as srv:

@@ -1,0 +1,48 @@
+"""``python -m bench.inprocess``: in-process Vosk in its own process, driven over stdin/stdout.
+
+The throughput baseline runs here rather than in the bench process: the same code
+decodes up to ±20 % faster or slower from one process to the next (measured: six
+processes, each a median of six passes of the same audio on a warm recognizer,
+0.070-0.104 CPU s per audio second), so a fair comparison sets several server
+processes against as many baseline processes. Commands, one per line:
+``<n>`` runs n unpaced streams at once on n threads and prints
+``{"wall": s, "cpu": s, "audio": s}``; ``quit`` ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main() -> None:
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import vosk
+
+    vosk.SetLogLevel(-1)
+    from bench import common
+    from bench.clients import InProcess
+    from speech_recognizer.models import ModelRegistry
+
+    wav, warm = Path(sys.argv[1]), int(sys.argv[2])
+    pcm, rate, _ = common.read_wav(wav)
+    audio = common.Audio(pcm, rate, wav)
+    model = ModelRegistry(Path(tempfile.mkdtemp(prefix="bench-inproc-")), ("ko-KR",)).load("ko-KR").model
+    inproc = InProcess(model, rate)
+    inproc.warm(audio, warm)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        n = int(cmd)
+        c0 = common.cpu_seconds()
+        _, wall = inproc.run(audio, n, paced=False)
+        print(json.dumps({"wall": wall, "cpu": common.cpu_seconds() - c0, "audio": n * audio.seconds}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
