@@ -146,25 +146,38 @@ _FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "final
 MAX_WARM_CLOCK_SECONDS = 600
 
 
+@dataclass
+class Pooled:
+    """An idle recognizer in the pool."""
+
+    rec: object
+    #: Samples it has been fed in all: where its clock stands.
+    samples: int
+    #: Seconds of session audio it has decoded (start-up warm-up not counted): how warm it is.
+    experience: float = 0.0
+
+
 class WarmPool:
     """Finalized recognizers of finished sessions, per (model, sample rate), for the next session.
 
-    Holds at most ``capacity`` recognizers in all (0 turns reuse off); each
-    carries how many samples it has been fed, which is where its clock stands.
-    Thread-safe.
+    Holds at most ``capacity`` recognizers in all (0 turns reuse off). A session
+    gets the most experienced idle one: a recognizer that has decoded speech is
+    about 2.5x cheaper on the next utterance than one warmed at start-up only
+    (bench/notes.md). Thread-safe.
     """
 
-    #: How long :meth:`take` waits for a release in flight before a fresh recognizer is built.
+    #: How long :meth:`take` waits for a release in flight before settling for a less warm recognizer.
     RELEASE_WAIT_SECONDS = 2.0
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
-        self._idle: dict[tuple[int, int], list[tuple[object, int]]] = {}
+        self._idle: dict[tuple[int, int], list[Pooled]] = {}
         self._count = 0
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
-        #: Releases submitted but not finished (:meth:`expect` .. :meth:`done`).
+        #: Releases submitted but not finished (:meth:`expect` .. :meth:`done`), and finished in all.
         self._pending = 0
+        self._finished = 0
         self.hits = 0
         self.misses = 0
 
@@ -175,32 +188,36 @@ class WarmPool:
     def _key(model: LoadedModel, sample_rate: int) -> tuple[int, int]:
         return (id(model.model), sample_rate)
 
-    def take(self, model: LoadedModel, sample_rate: int) -> tuple[object, int] | None:
-        """A warm recognizer and its clock (samples fed), or None.
+    def take(self, model: LoadedModel, sample_rate: int) -> Pooled | None:
+        """The most experienced idle recognizer, or None.
 
-        When none is idle but a finished session's recognizer is still being released (a
-        session that starts right after another ended: the release runs after the response),
-        waits for it up to :attr:`RELEASE_WAIT_SECONDS`: a fresh recognizer costs ~4x the CPU
-        on its first utterance, the wait is one release (~0.1 s).
+        When none idle has decoded a session yet but a finished session's recognizer is
+        still being released (a session that starts right after another ended: the release
+        runs after the response), waits for the releases in flight, up to
+        :attr:`RELEASE_WAIT_SECONDS`: the wait is one release (~0.05 s), a recognizer that
+        has not decoded speech costs 2.5-4x the CPU on its first utterance.
         """
         key = self._key(model, sample_rate)
         with self._lock:
-            if self.capacity and not self._idle.get(key) and self._pending:
-                self._returned.wait_for(lambda: bool(self._idle.get(key)) or not self._pending, self.RELEASE_WAIT_SECONDS)
             idle = self._idle.get(key)
+            if self.capacity and self._pending and not any(p.experience for p in idle or ()):
+                target = self._finished + self._pending
+                self._returned.wait_for(lambda: self._finished >= target, self.RELEASE_WAIT_SECONDS)
+                idle = self._idle.get(key)
             if idle:
+                best = max(range(len(idle)), key=lambda i: idle[i].experience)
                 self._count -= 1
                 self.hits += 1
-                return idle.pop()
+                return idle.pop(best)
             self.misses += 1
             return None
 
-    def give(self, model: LoadedModel, sample_rate: int, rec: object, samples: int) -> bool:
+    def give(self, model: LoadedModel, sample_rate: int, rec: object, samples: int, experience: float = 0.0) -> bool:
         """Keep a finalized recognizer; False (and it is dropped) when the pool is full."""
         with self._lock:
             if self._count >= self.capacity:
                 return False
-            self._idle.setdefault(self._key(model, sample_rate), []).append((rec, samples))
+            self._idle.setdefault(self._key(model, sample_rate), []).append(Pooled(rec, samples, experience))
             self._count += 1
             self._returned.notify_all()
             return True
@@ -213,6 +230,7 @@ class WarmPool:
     def done(self) -> None:
         with self._lock:
             self._pending = max(0, self._pending - 1)
+            self._finished += 1
             self._returned.notify_all()
 
     def clear(self) -> None:
@@ -228,8 +246,9 @@ class Recognition:
     interleaved channels (down-mixed to mono); Vosk resamples to the model's
     rate. ``offset`` (seconds) shifts every time reported, for streams that
     resume part-way. With a ``pool`` (and no phrase list) the recognizer may be a
-    warm one from an earlier session (unless ``reuse`` is False); :meth:`release`
-    hands it back.
+    warm one from an earlier session; :meth:`release` hands it back. A ``warmup``
+    recognition (start-up warm-up) never takes one and its audio does not count
+    as experience.
     """
 
     def __init__(
@@ -245,7 +264,7 @@ class Recognition:
         phrase_list: Sequence[str] | None = None,
         pool: WarmPool | None = None,
         partials: bool = True,
-        reuse: bool = True,
+        warmup: bool = False,
     ) -> None:
         import vosk
 
@@ -263,9 +282,12 @@ class Recognition:
         self._base_samples = 0
         self._state = _FRESH
         self._lock = threading.Lock()
-        warm = self._pool.take(model, sample_rate) if self._pool is not None and reuse else None
+        self._warmup = warmup
+        #: Seconds of session audio the recognizer had decoded before this stream.
+        self._experience = 0.0
+        warm = self._pool.take(model, sample_rate) if self._pool is not None and not warmup else None
         if warm is not None:
-            self._rec, self._base_samples = warm
+            self._rec, self._base_samples, self._experience = warm.rec, warm.samples, warm.experience
             self._state = _FINALIZED
             self._rec.SetMaxAlternatives(max_alternatives)
         elif phrase_list:
@@ -379,8 +401,9 @@ class Recognition:
             samples = self._base_samples + self._frames
             if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
                 return False
+            experience = self._experience + (0.0 if self._warmup else self.audio_seconds)
             if self._state == _FRESH and samples == 0:
-                return pool.give(self.model, self.sample_rate, self._rec, 0)
+                return pool.give(self.model, self.sample_rate, self._rec, 0, experience)
             try:
                 unit = clock_unit(self.sample_rate)
                 pad = -samples % unit or (unit if self._state == _ENDPOINT else 0)
@@ -403,7 +426,7 @@ class Recognition:
                 return False
             if self._state != _FINALIZED:
                 return False
-            return pool.give(self.model, self.sample_rate, self._rec, samples)
+            return pool.give(self.model, self.sample_rate, self._rec, samples, experience)
 
 
 def clock_unit(sample_rate: int) -> int:
@@ -499,7 +522,7 @@ class Engine:
         Blocking: run it on :attr:`executor`. Start-up warm-up (:mod:`.warmup`) calls it
         once per recognizer to keep, so it never takes one from the pool.
         """
-        recognition = Recognition(model, sample_rate, pool=self.pool, reuse=False)
+        recognition = Recognition(model, sample_rate, pool=self.pool, warmup=True)
         step = 2 * int(FILE_CHUNK_SECONDS * sample_rate)
         for i in range(0, len(pcm), step):
             recognition.accept(pcm[i : i + step])

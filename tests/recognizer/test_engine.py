@@ -146,3 +146,35 @@ def test_clock_unit_is_a_whole_number_of_samples_exact_in_float32() -> None:
     for rate in (8000, 11025, 16000, 22050, 44100, 48000):
         seconds = 37 * clock_unit(rate) / rate
         assert float(__import__("numpy").float32(seconds)) == seconds
+
+
+def test_pool_hands_out_the_most_experienced_recognizer(model, speech_wav: Path) -> None:
+    """Start-up warm-up recognizers are used only when no recognizer that decoded a session is idle."""
+    pcm, rate, _ = read_wav(speech_wav)
+    pool = WarmPool(3)
+    for _ in range(2):
+        warmup = Recognition(model, rate, pool=pool, warmup=True)
+        assert not warmup.warm, "a warm-up never takes a pooled recognizer"
+        run(warmup, pcm[: rate // 2 * 2])
+        assert warmup.release()
+    session = Recognition(model, rate, pool=pool)
+    assert session.warm and session._experience == 0.0
+    run(session, pcm)
+    assert session.release()
+    again = Recognition(model, rate, pool=pool)
+    assert again._experience == session.audio_seconds, "the recognizer that decoded a session, not a warm-up one"
+    assert again.release()
+    # a release in flight of the only experienced recognizer is waited for
+    taken = pool.take(model, rate)
+    assert taken is not None and taken.experience > 0
+    pool.expect()
+
+    def give_back() -> None:
+        pool.give(model, rate, taken.rec, taken.samples, taken.experience)
+        pool.done()
+
+    import threading
+
+    threading.Timer(0.2, give_back).start()
+    waited = pool.take(model, rate)
+    assert waited is not None and waited.rec is taken.rec
