@@ -133,7 +133,9 @@ def markdown(res: dict[str, Any]) -> str:
     mm = res.get("memory")
     if mm and "error" not in mm:
         lines += ["", "## 3. Memory (server RSS, MiB)", "",
-                  f"- model loaded: {mm['model_loaded_mib']}",
+                  f"- model loaded: {mm['model_loaded_mib']}"
+                  + (f"; with the default start-up warm-up ({mm['warmed_at_startup']} recognizers): {mm['model_loaded_and_warmed_mib']}"
+                     if "model_loaded_and_warmed_mib" in mm else ""),
                   f"- idle sessions: {mm['idle_sessions_mib']} -> {mm['idle_session_mib_each']} MiB per idle session",
                   f"- one {mm['long_stream_minutes']:g}-minute stream pushed unpaced ({mm['long_stream_wall_s']} s wall): "
                   f"RSS by audio minute {mm['long_stream_rss_by_minute']}; growth after the first minute {mm['long_stream_growth_mib']} MiB"]

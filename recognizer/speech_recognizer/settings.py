@@ -82,7 +82,7 @@ KNOWN: tuple[Setting, ...] = (
     Setting(c.DOWNLOAD_MODEL, "'True': download the model for Locale into Mounts:Models, verify and unpack it, then exit."),
     Setting(c.DOWNLOAD_LICENSE, "'True': Azure's license download; open models need none, so it reports that and exits."),
     Setting(c.DECODER_MAX_COUNT, "Most recognitions decoding at once; more are refused with 503 and Retry-After.", None, ("DECODER_MAX_COUNT",)),
-    Setting(c.WARMUP_COUNT, "Recognizers per locale warmed at start-up, before /ready answers 200 (0: none; at most DecoderMaxCount in all).", "DecoderMaxCount"),
+    Setting(c.WARMUP_COUNT, "Recognizers per locale warmed at start-up, before /ready answers 200 (0: none; at most DecoderMaxCount in all).", "DecoderMaxCount, at most 3 per CPU"),
     Setting(c.WARMUP_SECONDS, "Seconds of audio each start-up warm-up decodes.", "6"),
     Setting(c.WARMUP_AUDIO, "Audio file to warm recognizers with (a recording of the speech you serve warms best); default: a built-in speech-like signal."),
     Setting("MaxAudioSeconds", "Longest audio a REST request may carry, in seconds.", "60"),
@@ -148,8 +148,12 @@ class Settings:
 
     @property
     def warmup_recognizers(self) -> int:
-        """Recognizers per locale to warm at start-up."""
-        return self.decoder_max_count if self.warmup_count is None else self.warmup_count
+        """Recognizers per locale to warm at start-up: ``Warmup:Count``, by default one per
+        decoder up to 3 per CPU (each costs ~3.5 CPU s and ~45 MiB; more decoders than that
+        are overcommitted anyway)."""
+        if self.warmup_count is not None:
+            return self.warmup_count
+        return min(self.decoder_max_count, 3 * cpu_count())
 
     @property
     def eula_accepted(self) -> bool:
