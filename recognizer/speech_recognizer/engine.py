@@ -32,6 +32,7 @@ from typing import AsyncIterator, Callable, Sequence, Union
 
 import numpy as np
 
+from .audio import Audio, chunks
 from .models import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -523,9 +524,8 @@ class Engine:
         once per recognizer to keep, so it never takes one from the pool.
         """
         recognition = Recognition(model, sample_rate, pool=self.pool, warmup=True)
-        step = 2 * int(FILE_CHUNK_SECONDS * sample_rate)
-        for i in range(0, len(pcm), step):
-            recognition.accept(pcm[i : i + step])
+        for piece in chunks(Audio(pcm, sample_rate, 1), FILE_CHUNK_SECONDS):
+            recognition.accept(piece)
         recognition.finish()
         return recognition.release()
 

