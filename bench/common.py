@@ -166,6 +166,16 @@ def machine() -> dict[str, object]:
     }
 
 
+def code_version() -> str:
+    """The commit the benchmarked code is at, with ``+changes`` when the tree differs from it."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+changes" if dirty else "")
+
+
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds so far of each thread of ``pid`` (the main thread's id is ``pid``)."""
     return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}

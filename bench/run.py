@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "audio_seconds": round(audio.seconds, 2), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.merge and (out / "benchmarks.json").exists():
         old = json.loads((out / "benchmarks.json").read_text())
-        for key in ("streams", "files", "memory", "overload", "operator", "durations_s", "loadavg_by_suite"):
+        for key in ("streams", "files", "memory", "overload", "operator", "durations_s", "loadavg_by_suite", "suite_started"):
             if key in old and key not in result:
                 result[key] = old[key]
         result["merged_from"] = {"started": old.get("started"), "machine": old.get("machine"), "suites": [k for k in SUITES if k in old]}
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         print(f"== {name} (load average {common.loadavg()})", flush=True)
         result.setdefault("loadavg_by_suite", {})[name] = {"before": common.loadavg()}  # type: ignore[index]
+        result.setdefault("suite_started", {})[name] = f"{time.strftime('%Y-%m-%d %H:%M')} (code {common.code_version()})"  # type: ignore[index]
         try:
             run_suite(name, quick, result, audio, model, cores)
         except Exception as exc:  # noqa: BLE001 - reported, the other suites still run

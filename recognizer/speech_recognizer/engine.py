@@ -16,6 +16,11 @@ the graph already expanded. A finalized recognizer restarts its feature
 pipeline and decoder on the next audio (Vosk's own restart), so it decodes as
 a fresh one does; only its clock runs on, which :class:`Recognition`
 subtracts (results equal a fresh recognizer's to the microsecond).
+
+Bounded memory. The lazily composed graph also keeps growing with the audio a
+recognizer decodes, and Vosk cannot shrink it: a long stream moves to another
+recognizer at the first utterance end after :data:`RECYCLE_CLOCK_SECONDS`, and
+every dropped recognizer's memory is handed back to the OS (:mod:`.heap`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import AsyncIterator, Callable, Sequence, Union
 
 import numpy as np
 
+from . import heap
 from .audio import Audio, chunks
 from .models import LoadedModel, ModelRegistry
 
@@ -146,6 +152,12 @@ _FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "final
 #: on that clock (60 µs resolution at 600 s), and its memory grows with the audio it has seen.
 MAX_WARM_CLOCK_SECONDS = 600
 
+#: A stream moves to another recognizer at the first utterance end after its recognizer's
+#: clock passes this. A recognizer's lazily composed graph keeps growing with the audio it
+#: decodes (+126 MiB over 30 minutes of one stream, measured in bench/notes.md); Vosk's API
+#: has no way to shrink it, so the grown one is dropped and its memory given back.
+RECYCLE_CLOCK_SECONDS = 300
+
 
 @dataclass
 class Pooled:
@@ -189,19 +201,20 @@ class WarmPool:
     def _key(model: LoadedModel, sample_rate: int) -> tuple[int, int]:
         return (id(model.model), sample_rate)
 
-    def take(self, model: LoadedModel, sample_rate: int) -> Pooled | None:
+    def take(self, model: LoadedModel, sample_rate: int, *, wait: bool = True) -> Pooled | None:
         """The most experienced idle recognizer, or None.
 
         When none idle has decoded a session yet but a finished session's recognizer is
         still being released (a session that starts right after another ended: the release
         runs after the response), waits for the releases in flight, up to
         :attr:`RELEASE_WAIT_SECONDS`: the wait is one release (~0.05 s), a recognizer that
-        has not decoded speech costs 2.5-4x the CPU on its first utterance.
+        has not decoded speech costs 2.5-4x the CPU on its first utterance. ``wait=False``
+        never waits (a stream in progress).
         """
         key = self._key(model, sample_rate)
         with self._lock:
             idle = self._idle.get(key)
-            if self.capacity and self._pending and not any(p.experience for p in idle or ()):
+            if wait and self.capacity and self._pending and not any(p.experience for p in idle or ()):
                 target = self._finished + self._pending
                 self._returned.wait_for(lambda: self._finished >= target, self.RELEASE_WAIT_SECONDS)
                 idle = self._idle.get(key)
@@ -267,8 +280,6 @@ class Recognition:
         partials: bool = True,
         warmup: bool = False,
     ) -> None:
-        import vosk
-
         if sample_rate < 4000 or sample_rate > 192000:
             raise ValueError(f"sample rate {sample_rate} Hz is outside 4000..192000")
         if channels < 1 or channels > 32:
@@ -279,35 +290,54 @@ class Recognition:
         self.offset = offset
         #: Where the decoder pool keeps this recognizer after the session (None: not reusable).
         self._pool = None if phrase_list else pool
-        #: Samples the recognizer had been fed before this stream: its clock, taken off every time.
-        self._base_samples = 0
-        self._state = _FRESH
+        self._grammar = json.dumps([*phrase_list, "[unk]"], ensure_ascii=False) if phrase_list else None
+        self._words, self._partial_words, self._max_alternatives = words, partial_words, max_alternatives
         self._lock = threading.Lock()
         self._warmup = warmup
-        #: Seconds of session audio the recognizer had decoded before this stream.
-        self._experience = 0.0
-        warm = self._pool.take(model, sample_rate) if self._pool is not None and not warmup else None
-        if warm is not None:
-            self._rec, self._base_samples, self._experience = warm.rec, warm.samples, warm.experience
-            self._state = _FINALIZED
-            self._rec.SetMaxAlternatives(max_alternatives)
-        elif phrase_list:
-            grammar = json.dumps([*phrase_list, "[unk]"], ensure_ascii=False)
-            self._rec = vosk.KaldiRecognizer(model.model, float(sample_rate), grammar)
-        else:
-            self._rec = vosk.KaldiRecognizer(model.model, float(sample_rate))
-        self._rec.SetWords(words)
-        self._rec.SetPartialWords(partial_words)
-        if max_alternatives and warm is None:
-            self._rec.SetMaxAlternatives(max_alternatives)
+        #: Stream frames fed before the current recognizer took over (it changes at :meth:`_recycle`).
+        self._origin = 0
+        #: Recognizers this stream moved off because their memory had grown.
+        self.recycled = 0
+        self._frames = 0
+        self._acquire(wait=True)
         #: Whether :meth:`accept` computes intermediate results (files need none: they cost decode time).
         self.partials = partials
         self._pending = b""
-        self._frames = 0
         self._last_partial = ""
         self.decode_seconds = 0.0
         #: Whether the last :meth:`accept` ended an utterance (even one with no words).
         self.endpoint = False
+
+    def _acquire(self, *, wait: bool) -> None:
+        """Take the most experienced idle recognizer from the pool, or build a new one.
+
+        Sets the clock it starts on: samples it had been fed before (its times are
+        reported less those) and seconds of session audio it had decoded.
+        """
+        import vosk
+
+        warm = self._pool.take(self.model, self.sample_rate, wait=wait) if self._pool is not None and not self._warmup else None
+        if warm is not None:
+            self._rec, self._base_samples, self._experience = warm.rec, warm.samples, warm.experience
+            self._state = _FINALIZED
+        else:
+            args = (self._grammar,) if self._grammar else ()
+            self._rec = vosk.KaldiRecognizer(self.model.model, float(self.sample_rate), *args)
+            self._base_samples, self._experience, self._state = 0, 0.0, _FRESH
+        if warm is not None or self._max_alternatives:
+            self._rec.SetMaxAlternatives(self._max_alternatives)
+        self._rec.SetWords(self._words)
+        self._rec.SetPartialWords(self._partial_words)
+
+    @property
+    def _fed(self) -> int:
+        """Frames the current recognizer has been fed by this stream."""
+        return self._frames - self._origin
+
+    @property
+    def _time_offset(self) -> float:
+        """Stream time of the current recognizer's first sample of this stream."""
+        return self.offset + self._origin / self.sample_rate
 
     @property
     def audio_seconds(self) -> float:
@@ -348,16 +378,36 @@ class Recognition:
             self.endpoint = bool(final)
             events: list[Event] = []
             if final:
-                phrase = parse_final(self._rec.Result(), self.offset, self._shift)
+                phrase = parse_final(self._rec.Result(), self._time_offset, self._shift)
                 self._last_partial = ""
                 if phrase is not None:
                     events.append(phrase)
+                if self._base_samples + self._fed >= RECYCLE_CLOCK_SECONDS * self.sample_rate:
+                    self._recycle()
             elif self.partials:
                 partial = self._partial()
                 if partial is not None:
                     events.append(partial)
             self.decode_seconds += time.perf_counter() - started
         return events
+
+    def _recycle(self) -> None:
+        """At an utterance end: go on with another recognizer and drop this grown one.
+
+        The next utterance starts on the new recognizer's clock at the current stream
+        position (Vosk restarts there too after an endpoint; only the few undecoded
+        frames of trailing silence in its feature pipeline are not carried over).
+        """
+        self._origin = self._frames
+        self._drop()
+        self._acquire(wait=False)
+        self.recycled += 1
+        log.debug("stream moved to another recognizer at %.2f s (%d so far)", self._time_offset, self.recycled)
+
+    def _drop(self) -> None:
+        """Let go of the recognizer (it is freed now) and have the heap trimmed soon."""
+        self._rec = None
+        heap.TRIMMER.request()
 
     @property
     def partial_text(self) -> str:
@@ -370,7 +420,7 @@ class Recognition:
         if not text or text == self._last_partial:
             return None
         self._last_partial = text
-        words = _words(data.get("partial_result", []), self.offset, self._shift)
+        words = _words(data.get("partial_result", []), self._time_offset, self._shift)
         start = words[0].start if words else self.offset
         end = words[-1].end if words else self.offset + self.audio_seconds
         return Partial(text, start, end, words)
@@ -379,7 +429,7 @@ class Recognition:
         """End of audio: the last phrase, if anything was said since the previous one."""
         with self._lock:
             started = time.perf_counter()
-            phrase = parse_final(self._rec.FinalResult(), self.offset, self._shift)
+            phrase = parse_final(self._rec.FinalResult(), self._time_offset, self._shift)
             if self._state == _RUNNING:
                 self._state = _FINALIZED
             self.decode_seconds += time.perf_counter() - started
@@ -393,41 +443,46 @@ class Recognition:
         restarts its feature pipeline and decoder only from the finalized state,
         and its clock then runs on from the samples fed so far; the recognizer is
         fed silence up to a whole :func:`clock_unit` (so that taking the clock off
-        leaves Vosk's printed times exact, to the tick) and finalized.
+        leaves Vosk's printed times exact, to the tick) and finalized. A recognizer
+        not kept is dropped, and the heap trimmed.
         """
         pool, self._pool = self._pool, None
-        if pool is None or pool.capacity == 0:
-            return False
         with self._lock:
-            samples = self._base_samples + self._frames
-            if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
-                return False
-            experience = self._experience + (0.0 if self._warmup else self.audio_seconds)
-            if self._state == _FRESH and samples == 0:
-                return pool.give(self.model, self.sample_rate, self._rec, 0, experience)
-            try:
-                unit = clock_unit(self.sample_rate)
-                pad = -samples % unit or (unit if self._state == _ENDPOINT else 0)
-                for _ in range(3):
-                    if pad:
-                        if self._rec.AcceptWaveform(bytes(2 * pad)):
-                            self._rec.Result()
-                            self._state = _ENDPOINT
-                        else:
-                            self._state = _RUNNING
-                        samples += pad
-                    if self._state == _RUNNING:
-                        self._rec.FinalResult()
-                        self._state = _FINALIZED
-                    if self._state == _FINALIZED:
-                        break
-                    pad = self.sample_rate
-            except Exception:  # a recognizer in doubt is not reused
-                log.exception("finalizing a recognizer for reuse failed")
-                return False
-            if self._state != _FINALIZED:
-                return False
-            return pool.give(self.model, self.sample_rate, self._rec, samples, experience)
+            kept = pool is not None and pool.capacity > 0 and self._finalize_into(pool)
+            if not kept:
+                self._drop()
+            return kept
+
+    def _finalize_into(self, pool: WarmPool) -> bool:
+        samples = self._base_samples + self._fed
+        if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
+            return False
+        experience = self._experience + (0.0 if self._warmup else self._fed / self.sample_rate)
+        if self._state == _FRESH and samples == 0:
+            return pool.give(self.model, self.sample_rate, self._rec, 0, experience)
+        try:
+            unit = clock_unit(self.sample_rate)
+            pad = -samples % unit or (unit if self._state == _ENDPOINT else 0)
+            for _ in range(3):
+                if pad:
+                    if self._rec.AcceptWaveform(bytes(2 * pad)):
+                        self._rec.Result()
+                        self._state = _ENDPOINT
+                    else:
+                        self._state = _RUNNING
+                    samples += pad
+                if self._state == _RUNNING:
+                    self._rec.FinalResult()
+                    self._state = _FINALIZED
+                if self._state == _FINALIZED:
+                    break
+                pad = self.sample_rate
+        except Exception:  # a recognizer in doubt is not reused
+            log.exception("finalizing a recognizer for reuse failed")
+            return False
+        if self._state != _FINALIZED:
+            return False
+        return pool.give(self.model, self.sample_rate, self._rec, samples, experience)
 
 
 def clock_unit(sample_rate: int) -> int:

@@ -178,3 +178,75 @@ def test_pool_hands_out_the_most_experienced_recognizer(model, speech_wav: Path)
     threading.Timer(0.2, give_back).start()
     waited = pool.take(model, rate)
     assert waited is not None and waited.rec is taken.rec
+
+
+def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, utterances_wav: Path, monkeypatch) -> None:
+    """A recognizer whose clock passed the recycle limit is swapped at the next utterance end.
+
+    Before the swap the stream decodes as one recognizer does; after it, as a new
+    recognizer started at that point of the stream, with times on the stream's clock.
+    """
+    import speech_recognizer.engine as engine
+    from speech_recognizer import heap
+
+    pcm, rate, _ = read_wav(utterances_wav)
+    monkeypatch.setattr(engine, "RECYCLE_CLOCK_SECONDS", 0.5)
+    trims: list[int] = []
+    monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: bool(trims.append(1)) or True))
+
+    # expected: a new Recognition (offset = stream position) after each utterance end
+    expected: list[Phrase] = []
+    current = Recognition(model, rate)
+    for i in range(0, len(pcm), CHUNK):
+        expected += [e for e in current.accept(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
+        if current.endpoint:
+            current = Recognition(model, rate, offset=(i + CHUNK) / 2 / rate)
+    expected += [e for e in current.finish() if isinstance(e, Phrase)]
+    as_tuples = [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7)) for w in p.words)) for p in expected]
+    assert len(as_tuples) >= 3, "the fixture holds three utterances"
+
+    # without a pool: new recognizers; with one: warm ones, which decode as new ones do
+    for pool in (None, WarmPool(4)):
+        if pool is not None:
+            for _ in range(3):
+                warm = Recognition(model, rate, pool=pool)
+                run(warm, pcm[: rate * 2])
+                assert warm.release()
+        stream = Recognition(model, rate, pool=pool)
+        assert run(stream, pcm) == as_tuples
+        assert stream.recycled >= 2
+        assert stream.audio_seconds == len(pcm) / 2 / rate
+    deadline = __import__("time").monotonic() + 5
+    while not trims and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.01)
+    assert trims, "dropping a grown recognizer asks for its memory to be given back"
+
+
+def test_heap_trimmer_coalesces_requests_and_rate_limits() -> None:
+    import threading
+    import time
+
+    from speech_recognizer import heap
+
+    calls: list[float] = []
+    done = threading.Event()
+
+    def trim() -> bool:
+        calls.append(time.monotonic())
+        done.set()
+        return True
+
+    trimmer = heap.HeapTrimmer(0.3, trim=trim)
+    for _ in range(50):
+        trimmer.request()
+    assert done.wait(5)
+    done.clear()
+    trimmer.request()
+    assert done.wait(5)
+    time.sleep(0.4)
+    assert len(calls) == 2, "fifty requests at once are one trim, the next waits out the interval"
+    assert calls[1] - calls[0] >= 0.29
+    # the real one: glibc here
+    real = heap.HeapTrimmer()
+    assert real.available
+    assert real.trim_now() in (True, False) and real.count == 1
