@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 import websockets
 from websockets.asyncio.client import connect
@@ -85,19 +86,32 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
             await ws.send(json.dumps({"config": {"sample_rate": audio.rate, "words": 1}}))
             t0 = time.monotonic()
             lag = []
-            for k, chunk in enumerate(audio.chunks()):
-                due = t0 + k * CHUNK_S
-                if paced and (wait := due - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)
-                sent = time.monotonic()
-                await ws.send(chunk)
-                reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-                got = time.monotonic()
-                res.latencies.append(got - sent)
-                if paced:
+            chunks = audio.chunks()
+            if paced:  # lock-step: each chunk sent on time, its reply awaited (latency per chunk)
+                for k, chunk in enumerate(chunks):
+                    due = t0 + k * CHUNK_S
+                    if (wait := due - time.monotonic()) > 0:
+                        await asyncio.sleep(wait)
+                    sent = time.monotonic()
+                    await ws.send(chunk)
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                    got = time.monotonic()
+                    res.latencies.append(got - sent)
                     lag.append(((k + 1) * CHUNK_S, got - due))
-                if reply.get("text"):
-                    res.texts.append(reply["text"])
+                    if reply.get("text"):
+                        res.texts.append(reply["text"])
+            else:  # as fast as the server takes them: sent without waiting (as the USP client does), replies read meanwhile
+
+                async def send_all() -> None:
+                    for chunk in chunks:
+                        await ws.send(chunk)
+
+                sender = asyncio.create_task(send_all())
+                for _ in chunks:
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                    if reply.get("text"):
+                        res.texts.append(reply["text"])
+                await sender
             eof = time.monotonic()
             await ws.send('{"eof" : 1}')
             final = json.loads(await asyncio.wait_for(ws.recv(), timeout))
@@ -256,15 +270,37 @@ class InProcess:
         self._give(rec)
         return res
 
-    def warm(self, audio: Audio, n: int) -> None:
-        """Leave ``n`` warm recognizers idle (each has decoded ``audio`` once)."""
-        recs = [self._recognizer() for _ in range(n)]
-        for rec in recs:
-            for chunk in audio.chunks():
-                rec.AcceptWaveform(chunk)
-            rec.FinalResult()
-        for rec in recs:
-            self._give(rec)
+    def warm(self, audio: Audio, n: int, passes: int = 1, *, partials: bool = True) -> None:
+        """Leave ``n`` warm recognizers idle, each having decoded ``audio`` ``passes`` times, as the runs do
+        (on ``n`` threads, with or without intermediate results: computing those is warmed up too)."""
+        for _ in range(passes):
+            self._threads(n, lambda i: self.stream(audio, paced=False, partials=partials))
+
+    @staticmethod
+    def _threads(n: int, fn: Callable[[int], object]) -> float:
+        """``fn(i)`` on ``n`` threads at once; the wall time."""
+        threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.monotonic() - t0
+
+    def files(self, audio: Audio, n: int, count: int) -> float:
+        """``count`` decodes of ``audio`` on ``n`` threads, without intermediate results (as REST); the wall time."""
+        left = list(range(count))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not left:
+                        return
+                    left.pop()
+                self.stream(audio, paced=False, partials=False)
+
+        return self._threads(n, lambda i: work())
 
     def run(self, audio: Audio, n: int, *, paced: bool, stagger: float = 0.0) -> tuple[list[StreamResult], float]:
         """``n`` streams on ``n`` threads; returns the results and the wall time of the whole run."""
@@ -273,10 +309,5 @@ class InProcess:
         def one(i: int) -> None:
             results[i] = self.stream(audio, paced=paced, delay=i * stagger)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return [r for r in results if r is not None], time.monotonic() - t0 - (n - 1) * stagger * 0
+        wall = self._threads(n, one)
+        return [r for r in results if r is not None], wall

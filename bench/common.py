@@ -184,9 +184,10 @@ def thread_cpu(pid: int) -> dict[int, float]:
 class InProcessWorker:
     """``python -m bench.inprocess`` in a subprocess: warm in-process Vosk recognizers, run on command."""
 
-    def __init__(self, audio: Audio, warm: int) -> None:
+    def __init__(self, audio: Audio, warm: int, passes: int = 1, *, partials: bool = True) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(audio.path), str(warm)], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(audio.path), str(warm), str(passes),
+                                      "partials" if partials else "no-partials"], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._read()  # {"ready": true}
 
@@ -198,11 +199,18 @@ class InProcessWorker:
             raise RuntimeError(f"the in-process worker exited ({self.proc.wait()})")
         return json.loads(line)
 
-    def run(self, n: int) -> dict[str, float]:
-        """``n`` unpaced streams at once: wall and CPU seconds, audio seconds decoded."""
-        self.proc.stdin.write(f"{n}\n")  # type: ignore[union-attr]
+    def _ask(self, command: str) -> dict[str, float]:
+        self.proc.stdin.write(f"{command}\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
         return self._read()
+
+    def run(self, n: int) -> dict[str, float]:
+        """``n`` unpaced streams at once: wall and CPU seconds, audio seconds decoded."""
+        return self._ask(str(n))
+
+    def files(self, n: int, count: int) -> dict[str, float]:
+        """``count`` files on ``n`` threads without intermediate results: wall and CPU seconds, audio seconds."""
+        return self._ask(f"files {n} {count}")
 
     def __enter__(self) -> "InProcessWorker":
         return self

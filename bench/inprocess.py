@@ -6,7 +6,8 @@ processes, each a median of six passes of the same audio on a warm recognizer,
 0.070-0.104 CPU s per audio second), so a fair comparison sets several server
 processes against as many baseline processes. Commands, one per line:
 ``<n>`` runs n unpaced streams at once on n threads and prints
-``{"wall": s, "cpu": s, "audio": s}``; ``quit`` ends.
+``{"wall": s, "cpu": s, "audio": s}``; ``files <n> <count>`` decodes ``count`` files on n
+threads without intermediate results (as the REST route does) and prints the same; ``quit`` ends.
 """
 
 from __future__ import annotations
@@ -28,20 +29,27 @@ def main() -> None:
     from speech_recognizer.models import ModelRegistry
 
     wav, warm = Path(sys.argv[1]), int(sys.argv[2])
+    passes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    partials = sys.argv[4] != "no-partials" if len(sys.argv) > 4 else True
     pcm, rate, _ = common.read_wav(wav)
     audio = common.Audio(pcm, rate, wav)
     model = ModelRegistry(Path(tempfile.mkdtemp(prefix="bench-inproc-")), ("ko-KR",)).load("ko-KR").model
     inproc = InProcess(model, rate)
-    inproc.warm(audio, warm)
+    inproc.warm(audio, warm, passes, partials=partials)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "quit":
             break
-        n = int(cmd)
         c0 = common.cpu_seconds()
-        _, wall = inproc.run(audio, n, paced=False)
-        print(json.dumps({"wall": wall, "cpu": common.cpu_seconds() - c0, "audio": n * audio.seconds}), flush=True)
+        if cmd.startswith("files "):
+            n, count = (int(x) for x in cmd.split()[1:])
+            wall = inproc.files(audio, n, count)
+            done = count
+        else:
+            done = n = int(cmd)
+            _, wall = inproc.run(audio, n, paced=False)
+        print(json.dumps({"wall": wall, "cpu": common.cpu_seconds() - c0, "audio": done * audio.seconds}), flush=True)
 
 
 if __name__ == "__main__":

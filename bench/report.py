@@ -116,24 +116,24 @@ def markdown(res: dict[str, Any]) -> str:
                   "", _table(s["paced"], ["route", "n", "start", "completed", "p50_ms", "p95_ms", "max_ms", "p95_over_vosk_ms",
                                           "final_p95_ms", "max_lag_ms", "rtf_max", "strict", "cpu_mean_pct", "rss_max_mib"]),
                   "", f"Largest N strictly real time: {s['largest_strict_n']}", "",
-                  "Throughput, unpaced (audio seconds per wall second, all N streams together), medians over rounds; each round "
-                  "is a fresh server and a fresh in-process worker taking turns. `*_loop_cpu_pct_of_decoders`: the server's "
+                  "Throughput, unpaced (audio seconds per wall second, all N streams together; the vosk client sends without "
+                  "waiting for each reply, as the USP one does). Each round is a fresh server and a fresh in-process worker "
+                  "taking turns, in-process right before server; ratios are medians of those pairs' ratios. `*_loop_cpu_pct_of_decoders`: the server's "
                   "event-loop thread (protocol, HTTP, JSON, sockets) as % of its decoder threads' CPU; `*_decoder_cpu_ratio`: "
                   "in-process CPU / the server's decoder threads' CPU (Vosk plus our per-chunk code):", "",
-                  _table(_throughput_rows(s), ["n", "rounds", "in_process_audio_s_per_s", "vosk_audio_s_per_s", "vosk_ratio", "usp_audio_s_per_s",
+                  _table(_throughput_rows(s), ["n", "rounds", "pairs", "in_process_audio_s_per_s", "vosk_audio_s_per_s", "vosk_ratio", "usp_audio_s_per_s",
                                                "usp_ratio", "in_process_cpu_s_per_audio_s", "vosk_cpu_s_per_audio_s", "vosk_cpu_ratio",
                                                "usp_cpu_s_per_audio_s", "usp_cpu_ratio", "vosk_loop_cpu_pct_of_decoders",
                                                "usp_loop_cpu_pct_of_decoders", "vosk_decoder_cpu_ratio", "usp_decoder_cpu_ratio",
                                                "loadavg_before"]),
-                  "", f"In-process CPU s per audio s at N={_throughput_rows(s)[0]['n']}, one value per round (process): "
+                  "", f"In-process CPU s per audio s at N={_throughput_rows(s)[0]['n']}, one value per run, in order: "
                   f"{s['throughput'].get('in_process_cpu_n1_by_round') if isinstance(s['throughput'], dict) else '-'}",
                   "", "Lag over time (worst stream, ms behind real time per audio second) is in `benchmarks.json` under `streams.lag_over_time_ms`."]
     f = res.get("files")
     if f and "rows" in f:
         lines += ["", "## 2. Files (REST)", "", f"Baseline: {f.get('baseline', 'warm on both sides')}.", "",
                   _table(f["rows"], ["concurrency", "rest_audio_s_per_s", "in_process_audio_s_per_s", "rest_ratio",
-                                     "rest_cpu_s_per_audio_s", "in_process_cpu_s_per_audio_s", "rest_cpu_ratio",
-                                     "cpu_mean_pct", "rss_max_mib", "loadavg_before"])]
+                                     "rest_cpu_s_per_audio_s", "in_process_cpu_s_per_audio_s", "rest_cpu_ratio", "rounds"])]
     mm = res.get("memory")
     if mm and "error" not in mm:
         lines += ["", "## 3. Memory (server RSS, MiB)", "",

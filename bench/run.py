@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                 result[key] = old[key]
         result["merged_from"] = {"started": old.get("started"), "machine": old.get("machine"), "suites": [k for k in SUITES if k in old]}
     model = None
-    if {"streams", "files"} & set(only):
+    if "streams" in only:
         model = ModelRegistry(work / "models", ("ko-KR",)).load("ko-KR").model
     from bench import suites
 
@@ -91,9 +91,9 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
         if name == "streams":
             ns = [1, 2, 6] if quick else [1, 2, 4, 6, 8]
             result["streams"] = suites.streams(audio, model, ns, stagger_ns=[6] if quick else [1, 2, 4, 6, 8], cold_n=6,
-                                               rounds=2 if quick else 4)
+                                               rounds=2 if quick else 3)
         elif name == "files":
-            result["files"] = suites.files(audio, model, cores, 4 if quick else 8)
+            result["files"] = suites.files(audio, cores, 4 if quick else 8, rounds=2 if quick else 4)
         elif name == "memory":
             result["memory"] = suites.memory(audio, 3.0 if quick else 30.0)
         elif name == "overload":

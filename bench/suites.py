@@ -6,6 +6,7 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -13,6 +14,11 @@ from .clients import InProcess, StreamResult, usp_stream, vosk_stream
 from .common import CHUNK, Audio, InProcessWorker, Sampler, cpu_seconds, loadavg, percentile, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
+#: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer
+#: replaying the same audio keeps getting cheaper for a few passes (its graph cache fills in: in-process
+#: 0.15, then 0.09 CPU s per audio s on its second and third pass), which made consecutive measurements
+#: differ by up to 2x; after three they agree to about 10 % (bench/notes.md).
+WARM_PASSES = 3
 STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
 
 
@@ -85,117 +91,120 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
     return {"paced": rows, "throughput": throughput_rounds(audio, ns, rounds), "largest_strict_n": strict, "lag_over_time_ms": lag_over_time}
 
 
-def throughput_rounds(audio: Audio, ns: list[int], rounds: int) -> dict[str, object]:
+def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) -> dict[str, object]:
     """Unpaced streams (sent as fast as the server takes them) vs in-process Vosk at equal concurrency.
 
-    Vosk's speed differs by up to ±20 % from one process to the next (see bench/inprocess.py), so
-    each of ``rounds`` rounds starts a fresh server and a fresh in-process worker, both warmed
-    with one pass of the audio; for each N and route the two sides then take turns (in-process,
-    server), so both keep equal history. Reported per N: medians over rounds, their ratios,
-    and the server's CPU split by thread: the event loop (``loop``: protocol, HTTP, JSON,
-    sockets) and the decoder threads (Vosk and our per-chunk code).
+    Each of ``rounds`` rounds starts a fresh server and a fresh in-process worker (the same code
+    can run at a different speed in another process), both warmed with :data:`WARM_PASSES`
+    passes of the audio. For each N and route the two sides then take ``pairs`` turns, the
+    in-process run right before the server run, so each pair shares the machine's conditions
+    (on these shared VMs one pass can run 15 % slower than the next). Ratios are medians of the
+    per-pair ratios; absolute values are medians too. The server's CPU is split by thread: the
+    event loop (``loop``: protocol, HTTP, JSON, sockets) and the decoder threads (Vosk and our
+    per-chunk code).
     """
-    samples: dict[int, dict[str, list[dict[str, float]]]] = {n: {"in_process": [], **{r: [] for r in ROUTES}} for n in ns}
+    got: dict[int, dict[str, list[tuple[dict[str, float], dict[str, float]]]]] = {n: {r: [] for r in ROUTES} for n in ns}
     for k in range(rounds):
-        with server(f"DecoderMaxCount={max(ns) + 2}") as srv, InProcessWorker(audio, max(ns)) as worker:
-            asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))  # warm, as the worker is
+        with server(f"DecoderMaxCount={max(ns) + 2}") as srv, InProcessWorker(audio, max(ns), WARM_PASSES) as worker:
+            for _ in range(WARM_PASSES):  # warm, as the worker is
+                asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
             for n in ns:
-                for route in ROUTES:
-                    base = worker.run(n)
-                    samples[n]["in_process"].append({"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]})
-                    t0 = thread_cpu(srv.pid)
-                    res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
-                    t1 = thread_cpu(srv.pid)
-                    done = sum(r.audio_s for r in res if r.ok) or float("nan")
-                    used = {t: t1[t] - t0.get(t, 0.0) for t in t1}
-                    loop = used.get(srv.pid, 0.0)
-                    samples[n][route].append({"audio_s_per_s": done / wall, "cpu_s_per_audio_s": sum(used.values()) / done,
-                                              "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (sum(used.values()) - loop) / done})
+                for _ in range(pairs):
+                    for route in ROUTES:
+                        base = worker.run(n)
+                        inproc = {"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]}
+                        c0, l0 = cpu_seconds(srv.pid), thread_cpu(srv.pid)[srv.pid]
+                        res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
+                        total, loop = cpu_seconds(srv.pid) - c0, thread_cpu(srv.pid)[srv.pid] - l0  # the main thread runs the event loop
+                        done = sum(r.audio_s for r in res if r.ok) or float("nan")
+                        got[n][route].append((inproc, {"audio_s_per_s": done / wall, "cpu_s_per_audio_s": total / done,
+                                                       "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (total - loop) / done}))
             print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
+
+    def med(values: Iterable[float]) -> float:
+        return statistics.median(values)
+
+    rows = []
+    for n in ns:
+        every = [ip for route in ROUTES for ip, _ in got[n][route]]
+        row: dict[str, object] = {"n": n, "rounds": rounds, "pairs": rounds * pairs,
+                                  "in_process_audio_s_per_s": round(med(x["audio_s_per_s"] for x in every), 2),
+                                  "in_process_cpu_s_per_audio_s": round(med(x["cpu_s_per_audio_s"] for x in every), 4)}
+        for route in ROUTES:
+            ps = got[n][route]
+            row[f"{route}_audio_s_per_s"] = round(med(sv["audio_s_per_s"] for _, sv in ps), 2)
+            row[f"{route}_ratio"] = round(med(sv["audio_s_per_s"] / ip["audio_s_per_s"] for ip, sv in ps), 3)
+            row[f"{route}_cpu_s_per_audio_s"] = round(med(sv["cpu_s_per_audio_s"] for _, sv in ps), 4)
+            row[f"{route}_cpu_ratio"] = round(med(ip["cpu_s_per_audio_s"] / sv["cpu_s_per_audio_s"] for ip, sv in ps), 3)
+            row[f"{route}_loop_cpu_pct_of_decoders"] = round(med(100 * sv["loop_cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for _, sv in ps), 1)
+            row[f"{route}_decoder_cpu_ratio"] = round(med(ip["cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for ip, sv in ps), 3)
+        rows.append(row)
+        print("  ", row, flush=True)
+    spread = [round(ip["cpu_s_per_audio_s"], 4) for route in ROUTES for ip, _ in got[ns[0]][route]]
+    samples = {str(n): {route: [{"in_process": ip, "server": sv} for ip, sv in got[n][route]] for route in ROUTES} for n in ns}
+    return {"rows": rows, "samples": samples, "in_process_cpu_n1_by_round": spread}
+
+
+def files(audio: Audio, cores: int, requests_per_level: int, rounds: int) -> dict[str, object]:
+    """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files.
+
+    Like :func:`throughput_rounds`, each of ``rounds`` rounds is a fresh server and a fresh
+    in-process worker (Vosk's speed differs by up to ±20 % between processes), and the rows are
+    medians. Both sides warm: ``cores`` recognizers each, :data:`WARM_PASSES` passes of the audio. In-process feeds the same 100 ms pieces and, like
+    the REST route, asks for no intermediate results. Two ratios: ``rest_ratio`` (wall-clock
+    throughput) and ``rest_cpu_ratio`` (in-process CPU seconds per audio second / the server's;
+    1.0 = the server adds nothing).
+    """
+    body = audio.path.read_bytes()
+    url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed"
+    headers = {"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"}
+    levels = list(range(1, cores + 1))
+    samples: dict[int, dict[str, list[dict[str, float]]]] = {n: {"in_process": [], "rest": []} for n in levels}
+    for k in range(rounds):
+        with server(f"DecoderMaxCount={cores * 4}") as srv, InProcessWorker(audio, cores, WARM_PASSES, partials=False) as worker:
+
+            async def warm() -> None:  # as the worker's recognizers are
+                async with httpx.AsyncClient(base_url=srv.http, timeout=300) as client:
+                    for _ in range(WARM_PASSES):
+                        await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(cores)))
+
+            async def post_all(n: int) -> tuple[float, float]:
+                async with httpx.AsyncClient(base_url=srv.http, timeout=300) as client:
+                    queue = list(range(requests_per_level))
+                    t0, c0 = time.monotonic(), cpu_seconds(srv.pid)
+
+                    async def one() -> None:
+                        while queue:
+                            queue.pop()
+                            r = await client.post(url, content=body, headers=headers)
+                            assert r.status_code == 200, r.text
+                    await asyncio.gather(*(one() for _ in range(n)))
+                    return time.monotonic() - t0, cpu_seconds(srv.pid) - c0
+
+            asyncio.run(warm())
+            for n in levels:
+                base = worker.files(n, requests_per_level)
+                samples[n]["in_process"].append({"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]})
+                wall, cpu = asyncio.run(post_all(n))
+                done = requests_per_level * audio.seconds
+                samples[n]["rest"].append({"audio_s_per_s": done / wall, "cpu_s_per_audio_s": cpu / done})
+        print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
 
     def med(items: list[dict[str, float]], key: str) -> float:
         return statistics.median(x[key] for x in items)
 
     rows = []
-    for n in ns:
+    for n in levels:
         side = samples[n]
-        row: dict[str, object] = {"n": n, "rounds": rounds,
-                                  "in_process_audio_s_per_s": round(med(side["in_process"], "audio_s_per_s"), 2),
-                                  "in_process_cpu_s_per_audio_s": round(med(side["in_process"], "cpu_s_per_audio_s"), 4)}
-        for route in ROUTES:
-            tp, cpu = med(side[route], "audio_s_per_s"), med(side[route], "cpu_s_per_audio_s")
-            loop, dec = med(side[route], "loop_cpu_s_per_audio_s"), med(side[route], "decoder_cpu_s_per_audio_s")
-            row[f"{route}_audio_s_per_s"] = round(tp, 2)
-            row[f"{route}_ratio"] = round(tp / med(side["in_process"], "audio_s_per_s"), 3)
-            row[f"{route}_cpu_s_per_audio_s"] = round(cpu, 4)
-            row[f"{route}_cpu_ratio"] = round(med(side["in_process"], "cpu_s_per_audio_s") / cpu, 3)
-            row[f"{route}_loop_cpu_pct_of_decoders"] = round(100 * loop / dec, 1)
-            row[f"{route}_decoder_cpu_ratio"] = round(med(side["in_process"], "cpu_s_per_audio_s") / dec, 3)
-        rows.append(row)
-        print("  ", row, flush=True)
-    spread = [round(x["cpu_s_per_audio_s"], 4) for n in ns[:1] for x in samples[n]["in_process"]]
-    return {"rows": rows, "samples": {str(n): v for n, v in samples.items()}, "in_process_cpu_n1_by_round": spread}
-
-
-def files(audio: Audio, model: object, cores: int, requests_per_level: int) -> dict[str, object]:
-    """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files.
-
-    Both sides warm: the server's pool is warmed by ``n`` requests before each level, the in-process
-    recognizers by one pass each (a fresh KaldiRecognizer spends ~4x the CPU on its first
-    utterance). In-process feeds the same 100 ms pieces and, like the REST route, asks for no
-    intermediate results. Two ratios: ``rest_ratio`` (wall-clock throughput, sensitive to other
-    load on the machine since the two sides run one after the other) and ``rest_cpu_ratio``
-    (in-process CPU seconds per audio second / the server's; 1.0 = the server adds nothing).
-    """
-    import threading
-
-    body = audio.path.read_bytes()
-    url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed"
-    headers = {"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"}
-    inproc = InProcess(model, audio.rate)
-    inproc.warm(audio, cores)
-    rows = []
-    with server(f"DecoderMaxCount={cores * 4}") as srv:
-
-        async def post_all(n: int) -> tuple[float, float]:
-            async with httpx.AsyncClient(base_url=srv.http, timeout=300) as client:
-                await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(n)))  # warm the pool
-                queue = list(range(requests_per_level))
-                t0, c0 = time.monotonic(), cpu_seconds(srv.pid)
-
-                async def worker() -> None:
-                    while queue:
-                        queue.pop()
-                        r = await client.post(url, content=body, headers=headers)
-                        assert r.status_code == 200, r.text
-                await asyncio.gather(*(worker() for _ in range(n)))
-                return time.monotonic() - t0, cpu_seconds(srv.pid) - c0
-
-        for n in range(1, cores + 1):
-            load = loadavg()
-            with Sampler(srv.pid) as smp:
-                wall, cpu = asyncio.run(post_all(n))
-            tp = requests_per_level * audio.seconds / wall
-            # in-process: the same number of files on n threads
-            per = max(1, requests_per_level // n)
-
-            def work() -> None:
-                for _ in range(per):
-                    inproc.stream(audio, paced=False, partials=False)
-            ts = [threading.Thread(target=work) for _ in range(n)]
-            t0, c0 = time.monotonic(), cpu_seconds()
-            [t.start() for t in ts]
-            [t.join() for t in ts]
-            wall_in, cpu_in = time.monotonic() - t0, cpu_seconds() - c0
-            tp_in = per * n * audio.seconds / wall_in
-            cpu_per_s = cpu / (requests_per_level * audio.seconds)
-            cpu_in_per_s = cpu_in / (per * n * audio.seconds)
-            rows.append({"concurrency": n, "rest_audio_s_per_s": round(tp, 2), "in_process_audio_s_per_s": round(tp_in, 2),
-                         "rest_ratio": round(tp / tp_in, 3), "rest_cpu_s_per_audio_s": round(cpu_per_s, 3),
-                         "in_process_cpu_s_per_audio_s": round(cpu_in_per_s, 3), "rest_cpu_ratio": round(cpu_in_per_s / cpu_per_s, 3),
-                         "loadavg_before": load, **smp.summary()})
-            print("  ", rows[-1], flush=True)
-    return {"rows": rows, "baseline": "warm on both sides; in-process without intermediate results, as the REST route"}
+        tp, tp_in = med(side["rest"], "audio_s_per_s"), med(side["in_process"], "audio_s_per_s")
+        cpu, cpu_in = med(side["rest"], "cpu_s_per_audio_s"), med(side["in_process"], "cpu_s_per_audio_s")
+        rows.append({"concurrency": n, "rounds": rounds, "rest_audio_s_per_s": round(tp, 2), "in_process_audio_s_per_s": round(tp_in, 2),
+                     "rest_ratio": round(tp / tp_in, 3), "rest_cpu_s_per_audio_s": round(cpu, 4),
+                     "in_process_cpu_s_per_audio_s": round(cpu_in, 4), "rest_cpu_ratio": round(cpu_in / cpu, 3)})
+        print("  ", rows[-1], flush=True)
+    return {"rows": rows, "samples": {str(n): v for n, v in samples.items()},
+            "baseline": "warm on both sides; in-process without intermediate results, as the REST route; "
+                        f"medians over {rounds} rounds of a fresh server and a fresh in-process worker"}
 
 
 def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
