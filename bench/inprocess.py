@@ -1,10 +1,8 @@
 """``python -m bench.inprocess``: in-process Vosk in its own process, driven over stdin/stdout.
 
-The throughput baseline runs here rather than in the bench process: the same code
-decodes up to ±20 % faster or slower from one process to the next (measured: six
-processes, each a median of six passes of the same audio on a warm recognizer,
-0.070-0.104 CPU s per audio second), so a fair comparison sets several server
-processes against as many baseline processes. Commands, one per line:
+The throughput baseline runs here rather than in the bench process, so that
+each round of the suite compares a fresh server with a fresh baseline process,
+and the bench's own client work never shares a process with it. Commands, one per line:
 ``<n>`` runs n unpaced streams at once on n threads and prints
 ``{"wall": s, "cpu": s, "audio": s}``; ``files <n> <count>`` decodes ``count`` files on n
 threads without intermediate results (as the REST route does) and prints the same; ``quit`` ends.

@@ -85,8 +85,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"load average at start {m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}; per suite (before/after) "
         f"{res.get('loadavg_by_suite')} (load averages count runnable threads, the server's own decoder threads "
         "included). Ratios (`*_ratio`: server / in-process throughput; `*_cpu_ratio`: in-process / server CPU seconds per "
-        "audio second) are medians over several server and in-process processes: the same Vosk code runs up to 20 % "
-        "faster or slower from one process to the next (bench/notes.md).",
+        "audio second) are medians over rounds of fresh server and in-process processes taking turns on the same audio: "
+        "one pass can run 15 % slower than the next on these shared VMs (bench/notes.md).",
         "",
         (f"Suites merged from an earlier run ({res['merged_from']['started']}, load at its start "
          f"{res['merged_from']['machine'].get('loadavg_at_start')}): those not rerun in this invocation "

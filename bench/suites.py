@@ -149,8 +149,7 @@ def files(audio: Audio, cores: int, requests_per_level: int, rounds: int) -> dic
     """Recorded files through the REST route at 1..cores concurrency vs in-process Vosk on the same files.
 
     Like :func:`throughput_rounds`, each of ``rounds`` rounds is a fresh server and a fresh
-    in-process worker (Vosk's speed differs by up to ±20 % between processes), and the rows are
-    medians. Both sides warm: ``cores`` recognizers each, :data:`WARM_PASSES` passes of the audio. In-process feeds the same 100 ms pieces and, like
+    in-process worker, and the rows are medians. Both sides warm: ``cores`` recognizers each, :data:`WARM_PASSES` passes of the audio. In-process feeds the same 100 ms pieces and, like
     the REST route, asks for no intermediate results. Two ratios: ``rest_ratio`` (wall-clock
     throughput) and ``rest_cpu_ratio`` (in-process CPU seconds per audio second / the server's;
     1.0 = the server adds nothing).
