@@ -167,10 +167,10 @@ def machine() -> dict[str, object]:
 
 
 def code_version() -> str:
-    """The commit the benchmarked code is at, with ``+changes`` when tracked files other than Markdown differ from it."""
+    """The commit the benchmarked code is at, with ``+changes`` when tracked code differs from it (Markdown and results in docs/ do not count)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md", ":!docs"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+changes" if dirty else "")
