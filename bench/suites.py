@@ -6,7 +6,6 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Iterable
 
 import httpx
 
@@ -121,23 +120,20 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
                                                        "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (total - loop) / done}))
             print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
 
-    def med(values: Iterable[float]) -> float:
-        return statistics.median(values)
-
     rows = []
     for n in ns:
         every = [ip for route in ROUTES for ip, _ in got[n][route]]
         row: dict[str, object] = {"n": n, "rounds": rounds, "pairs": rounds * pairs,
-                                  "in_process_audio_s_per_s": round(med(x["audio_s_per_s"] for x in every), 2),
-                                  "in_process_cpu_s_per_audio_s": round(med(x["cpu_s_per_audio_s"] for x in every), 4)}
+                                  "in_process_audio_s_per_s": round(statistics.median(x["audio_s_per_s"] for x in every), 2),
+                                  "in_process_cpu_s_per_audio_s": round(statistics.median(x["cpu_s_per_audio_s"] for x in every), 4)}
         for route in ROUTES:
             ps = got[n][route]
-            row[f"{route}_audio_s_per_s"] = round(med(sv["audio_s_per_s"] for _, sv in ps), 2)
-            row[f"{route}_ratio"] = round(med(sv["audio_s_per_s"] / ip["audio_s_per_s"] for ip, sv in ps), 3)
-            row[f"{route}_cpu_s_per_audio_s"] = round(med(sv["cpu_s_per_audio_s"] for _, sv in ps), 4)
-            row[f"{route}_cpu_ratio"] = round(med(ip["cpu_s_per_audio_s"] / sv["cpu_s_per_audio_s"] for ip, sv in ps), 3)
-            row[f"{route}_loop_cpu_pct_of_decoders"] = round(med(100 * sv["loop_cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for _, sv in ps), 1)
-            row[f"{route}_decoder_cpu_ratio"] = round(med(ip["cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for ip, sv in ps), 3)
+            row[f"{route}_audio_s_per_s"] = round(statistics.median(sv["audio_s_per_s"] for _, sv in ps), 2)
+            row[f"{route}_ratio"] = round(statistics.median(sv["audio_s_per_s"] / ip["audio_s_per_s"] for ip, sv in ps), 3)
+            row[f"{route}_cpu_s_per_audio_s"] = round(statistics.median(sv["cpu_s_per_audio_s"] for _, sv in ps), 4)
+            row[f"{route}_cpu_ratio"] = round(statistics.median(ip["cpu_s_per_audio_s"] / sv["cpu_s_per_audio_s"] for ip, sv in ps), 3)
+            row[f"{route}_loop_cpu_pct_of_decoders"] = round(statistics.median(100 * sv["loop_cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for _, sv in ps), 1)
+            row[f"{route}_decoder_cpu_ratio"] = round(statistics.median(ip["cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for ip, sv in ps), 3)
         rows.append(row)
         print("  ", row, flush=True)
     spread = [round(ip["cpu_s_per_audio_s"], 4) for route in ROUTES for ip, _ in got[ns[0]][route]]

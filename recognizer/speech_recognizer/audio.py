@@ -170,6 +170,15 @@ def decode(data: bytes, content_type: str = "") -> Audio:
     raise AudioError("the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)")
 
 
+def mono(pcm: bytes, channels: int) -> bytes:
+    """Interleaved 16-bit PCM down-mixed to mono (the channels' mean, rounded); whole frames only."""
+    if channels == 1:
+        return pcm
+    frame_bytes = 2 * channels
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % frame_bytes], dtype="<i2").reshape(-1, channels)
+    return samples.mean(axis=1).round().astype("<i2").tobytes()
+
+
 def chunks(audio: Audio, seconds: float) -> list[bytes]:
     """Split PCM into pieces of ``seconds`` (whole frames)."""
     size = max(1, int(audio.sample_rate * seconds)) * 2 * audio.channels

@@ -35,10 +35,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence, Union
 
-import numpy as np
-
 from . import heap
-from .audio import Audio, chunks
+from .audio import Audio, chunks, mono
 from .models import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -360,10 +358,7 @@ class Recognition:
         self._pending = data[usable:]
         data = data[:usable]
         self._frames += usable // frame_bytes
-        if self.channels == 1 or not data:
-            return data
-        samples = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)
-        return samples.mean(axis=1).round().astype("<i2").tobytes()
+        return mono(data, self.channels)
 
     def accept(self, pcm: bytes) -> list[Event]:
         """Feed audio; returns a final phrase when an utterance ended, else a changed partial."""

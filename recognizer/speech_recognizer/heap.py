@@ -16,7 +16,7 @@ import ctypes.util
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

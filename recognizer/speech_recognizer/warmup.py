@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import AudioError, decode
+from .audio import AudioError, decode, mono
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -76,9 +76,7 @@ def synthetic_speech(seconds: float, sample_rate: int = 16000, seed: int = 0) ->
 
 def _resample(pcm: bytes, rate: int, channels: int, target: int) -> bytes:
     """Mono 16-bit PCM at ``target`` Hz (linear interpolation: good enough to warm a decoder)."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    if channels > 1:
-        samples = samples[: len(samples) - len(samples) % channels].reshape(-1, channels).mean(axis=1)
+    samples = np.frombuffer(mono(pcm, channels), dtype="<i2").astype(np.float64)
     if rate != target and len(samples):
         positions = np.arange(int(len(samples) * target / rate)) * (rate / target)
         samples = np.interp(positions, np.arange(len(samples)), samples)
