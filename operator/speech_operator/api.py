@@ -160,6 +160,15 @@ class Resources(_Model):
     """Maximum amounts."""
 
 
+class WarmupSpec(_Model):
+    """Recognizers each pod warms at start-up, before it reports ready (the recognizer's Warmup:* settings)."""
+
+    count: Annotated[int, Field(ge=0, le=64)] | None = None
+    """Recognizers warmed per pod (Warmup:Count; 0: none); the recognizer's default, one per decoder up to 3 per CPU, when unset."""
+    seconds: Annotated[int, Field(ge=1, le=60)] | None = None
+    """Seconds of audio each warm-up decodes (Warmup:Seconds); the recognizer's default (6) when unset."""
+
+
 class ServiceSpec(_Model):
     """The Service in front of the recognizer pods."""
 
@@ -217,6 +226,8 @@ class SpeechToTextSpec(_Model):
     """Volume mounted at Mounts:Output for logs and usage records."""
     decoderMaxCount: Annotated[int, Field(ge=1, le=64)] | None = None
     """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
+    warmup: WarmupSpec | None = None
+    """Start-up warm-up of each pod; the recognizer's defaults when unset."""
     service: ServiceSpec = ServiceSpec()
     """The Service in front of the pods."""
     nodeSelector: dict[str, str] = Field(default_factory=dict)

@@ -23,7 +23,7 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
               "volume": {"persistentVolumeClaim": {"claimName": "models"}}},
     "license": {"hostPath": {"path": "/srv/license", "type": "Directory"}},
     "output": {"emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-    "decoderMaxCount": 8,
+    "decoderMaxCount": 8, "warmup": {"count": 2, "seconds": 10},
     "service": {"type": "LoadBalancer", "port": 80, "nodePort": 30080,
                 "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
     "nodeSelector": {"kubernetes.io/arch": "amd64"},
@@ -85,7 +85,7 @@ def test_maximal_recognizer_container() -> None:
     c = containers(MAXIMAL)["recognizer"]
     assert c["image"] == "mirror.example/stt:1.0.0"
     assert c["args"] == ["Eula=accept", "Locale=en-US", "Billing=https://billing.example.test/",
-                         "DecoderMaxCount=8", f"{contract.LOG_LEVEL}=Debug"]
+                         "DecoderMaxCount=8", "Warmup:Count=2", "Warmup:Seconds=10", f"{contract.LOG_LEVEL}=Debug"]
     env = {e["name"]: e for e in c["env"]}
     assert env["ApiKey"] == {"name": "ApiKey", "valueFrom": {"secretKeyRef": {"name": "speech-key", "key": "apiKey"}}}
     assert env["Mounts__License"]["value"] == "/license" and env["Mounts__Output"]["value"] == "/output"
