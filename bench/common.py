@@ -208,6 +208,9 @@ class InProcessWorker:
         """``n`` unpaced streams at once: wall and CPU seconds, audio seconds decoded."""
         return self._ask(str(n))
 
+    def fastbins(self, on: bool) -> None:
+        self._ask(f"fastbins {'on' if on else 'off'}")
+
     def files(self, n: int, count: int) -> dict[str, float]:
         """``count`` files on ``n`` threads without intermediate results: wall and CPU seconds, audio seconds."""
         return self._ask(f"files {n} {count}")

@@ -5,7 +5,9 @@ each round of the suite compares a fresh server with a fresh baseline process,
 and the bench's own client work never shares a process with it. Commands, one per line:
 ``<n>`` runs n unpaced streams at once on n threads and prints
 ``{"wall": s, "cpu": s, "audio": s}``; ``files <n> <count>`` decodes ``count`` files on n
-threads without intermediate results (as the REST route does) and prints the same; ``quit`` ends.
+threads without intermediate results (as the REST route does) and prints the same; ``fastbins on|off``
+sets glibc's fastbins (the server turns them off) and prints ``{}``; ``quit`` ends. Fastbins are on
+(glibc's default, as in any program using Vosk) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     vosk.SetLogLevel(-1)
     from bench import common
     from bench.clients import InProcess
+    from speech_recognizer import heap
     from speech_recognizer.models import ModelRegistry
 
     wav, warm = Path(sys.argv[1]), int(sys.argv[2])
@@ -39,6 +42,10 @@ def main() -> None:
         cmd = line.strip()
         if cmd == "quit":
             break
+        if cmd.startswith("fastbins "):
+            heap.set_fastbin_limit(heap.GLIBC_DEFAULT_FASTBIN_LIMIT if cmd.split()[1] == "on" else 0)
+            print("{}", flush=True)
+            continue
         c0 = common.cpu_seconds()
         if cmd.startswith("files "):
             n, count = (int(x) for x in cmd.split()[1:])

@@ -172,7 +172,26 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{op.get('writes_on_label_change_by_resource')}; requests {op.get('requests_on_label_change_by_method')}",
                   f"- restart with nothing changed: {op['writes_on_restart']} writes {op['writes_on_restart_by_resource']}; "
                   f"requests {op.get('requests_on_restart_by_method')}; quiet {op.get('restart_quiet_after_s')} s after the restart"]
-    for name in ("streams", "files", "memory", "overload", "operator"):
+    co = res.get("colocation")
+    if co and "rows" in co:
+        lines += ["", "## 6. Neighbours (what a server run's other CPU costs Vosk; no server code involved)", "",
+                  "During a server run the bench client and the server's event loop run beside the decoder threads; during "
+                  "an in-process run nothing does. Here the in-process worker decodes the audio alone (neighbour stopped) "
+                  "and then beside a process exchanging the same WebSocket traffic with itself (a chunk in, a partial-sized "
+                  "JSON reply out, at the chunk rate of that N's in-process speed). `beside_cpu_ratio`: CPU per audio "
+                  "second alone / beside; `beside_ratio`: throughput beside / alone; medians of the pairs' ratios.", "",
+                  _table(co["rows"], ["n", "pairs", "neighbour_chunks_per_s", "neighbour_cpu_pct", "alone_cpu_s_per_audio_s",
+                                      "beside_cpu_s_per_audio_s", "beside_cpu_ratio", "beside_ratio"])]
+    al = res.get("allocator")
+    if al and "rows" in al:
+        lines += ["", "## 7. Allocator (in-process Vosk, glibc fastbins on vs off)", "",
+                  "The server turns glibc's fastbins off at start-up (`heap.disable_fastbins`); the in-process baseline of "
+                  "the throughput table keeps glibc's default, as any program using Vosk does. Here one in-process worker "
+                  "alternates the two, on right before off, on the same warm recognizers. `fastbins_off_cpu_ratio`: CPU "
+                  "per audio second on / off; `fastbins_off_ratio`: throughput off / on; medians of the pairs' ratios.", "",
+                  _table(al["rows"], ["n", "pairs", "on_cpu_s_per_audio_s", "off_cpu_s_per_audio_s", "fastbins_off_cpu_ratio",
+                                      "fastbins_off_ratio", "pairs_off_cheaper"])]
+    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
     bf = res.get("before_fix")

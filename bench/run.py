@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only streams,files,memory,overload,operator]``: run, print, write docs/."""
+"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator]``: run, print, write docs/."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # python bench/run.py
 from bench import common, report  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 
-SUITES = ("streams", "files", "memory", "overload", "operator")
+SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "audio_seconds": round(audio.seconds, 2), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.merge and (out / "benchmarks.json").exists():
         old = json.loads((out / "benchmarks.json").read_text())
-        for key in ("streams", "files", "memory", "overload", "operator", "durations_s", "loadavg_by_suite", "suite_started"):
+        for key in (*SUITES, "durations_s", "loadavg_by_suite", "suite_started"):
             if key in old and key not in result:
                 result[key] = old[key]
         result["merged_from"] = {"started": old.get("started"), "machine": old.get("machine"), "suites": [k for k in SUITES if k in old]}
@@ -106,6 +106,12 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
             from bench import operator_bench
 
             result["operator"] = operator_bench.operator(200, 3.0)
+        elif name == "colocation":
+            from bench import colocation
+
+            result["colocation"] = colocation.suite(audio, [1, 2], pairs=6 if quick else 15, warm_passes=suites.WARM_PASSES)
+        elif name == "allocator":
+            result["allocator"] = suites.allocator(audio, [1, 2], pairs=6 if quick else 15)
 
 
 if __name__ == "__main__":

@@ -373,3 +373,30 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
             out["runs"].append(row)  # type: ignore[union-attr]
             print("  ", row, flush=True)
     return out
+
+
+def allocator(audio: Audio, ns: list[int], pairs: int) -> dict[str, object]:
+    """In-process Vosk with glibc's fastbins on (the default) and off (as the server runs), alternating in one process.
+
+    The same worker and the same warm recognizers take turns, fastbins on right before off, so the
+    pairs share the process and the machine's conditions; ``fastbins_off_cpu_ratio`` is CPU per audio
+    second on / off (above 1: off is cheaper), ``fastbins_off_ratio`` throughput off / on.
+    """
+    rows = []
+    with InProcessWorker(audio, max(ns), WARM_PASSES) as worker:
+        for n in ns:
+            on, off = [], []
+            for _ in range(pairs):
+                worker.fastbins(True)
+                on.append(worker.run(n))
+                worker.fastbins(False)
+                off.append(worker.run(n))
+            row = {"n": n, "pairs": pairs,
+                   "on_cpu_s_per_audio_s": round(statistics.median(x["cpu"] / x["audio"] for x in on), 4),
+                   "off_cpu_s_per_audio_s": round(statistics.median(x["cpu"] / x["audio"] for x in off), 4),
+                   "fastbins_off_cpu_ratio": round(statistics.median((a["cpu"] / a["audio"]) / (b["cpu"] / b["audio"]) for a, b in zip(on, off)), 3),
+                   "fastbins_off_ratio": round(statistics.median((b["audio"] / b["wall"]) / (a["audio"] / a["wall"]) for a, b in zip(on, off)), 3),
+                   "pairs_off_cheaper": sum(b["cpu"] / b["audio"] < a["cpu"] / a["audio"] for a, b in zip(on, off))}
+            rows.append(row)
+            print("  ", row, flush=True)
+    return {"rows": rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from speech_recognizer.engine import Engine, Phrase, Recognition, WarmPool
 
 from ..support import read_wav
@@ -250,3 +251,49 @@ def test_heap_trimmer_coalesces_requests_and_rate_limits() -> None:
     real = heap.HeapTrimmer()
     assert real.available
     assert real.trim_now() in (True, False) and real.count == 1
+
+
+#: Frees 200 small blocks (more than glibc's per-thread cache keeps) and prints how many sit in fastbins.
+_FASTBIN_PROBE = """
+import ctypes, sys
+from speech_recognizer import heap
+if sys.argv[1] == "off":
+    assert heap.disable_fastbins()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+blocks = [libc.malloc(40) for _ in range(200)]
+for b in blocks:
+    libc.free(b)
+print(libc.mallinfo2().smblks)
+"""
+
+
+def test_fastbins_off_keeps_small_freed_blocks_out_of_fastbins() -> None:
+    import subprocess
+    import sys
+
+    def fastbin_blocks(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FASTBIN_PROBE, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+
+    assert fastbin_blocks("on") > 100, "glibc's default: small frees beyond the thread cache go to fastbins"
+    assert fastbin_blocks("off") == 0
+
+
+def test_server_start_turns_fastbins_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from speech_recognizer import cli, heap
+
+    calls: list[int] = []
+    monkeypatch.setattr(heap, "disable_fastbins", lambda: bool(calls.append(1)) or True)
+    for key in ("Eula", "EULA", "Locale", "LOCALE"):
+        monkeypatch.delenv(key, raising=False)
+    # a warm-up file that does not exist: start-up stops before serving, after the allocator setting
+    args = ["Eula=accept", "Locale=ko-KR", f"Mounts:Models={tmp_path}", f"Mounts:Output={tmp_path / 'out'}",
+            f"Warmup:Audio={tmp_path / 'missing.wav'}"]
+    assert cli.main(args) == 1
+    assert calls == [1]
