@@ -46,6 +46,8 @@ class StreamResult:
     stalled: bool = False
     message: str = ""
     latencies: list[float] = field(default_factory=list)  # per intermediate result, s
+    #: in-process, paced: decode times of the chunks whose partial text changed (those a USP client hears of)
+    changed_latencies: list[float] = field(default_factory=list)
     lag: list[tuple[float, float]] = field(default_factory=list)  # (audio time s, reply lag behind real time s)
     final_latency: float = float("nan")
     wall_s: float = float("nan")
@@ -248,19 +250,26 @@ class InProcess:
         time.sleep(delay)
         rec = self._recognizer()
         t0 = time.monotonic()
+        last = ""
         for k, chunk in enumerate(audio.chunks()):
             due = t0 + k * CHUNK_S
             if paced and (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             start = time.monotonic()
+            partial = None
             if rec.AcceptWaveform(chunk):
                 rec.Result()
+                last = ""
             elif partials:
-                rec.PartialResult()
+                partial = rec.PartialResult()
             got = time.monotonic()
             res.latencies.append(got - start)
             if paced:
                 res.lag.append(((k + 1) * CHUNK_S, got - due))
+                text = json.loads(partial).get("partial", "").strip() if partial else ""
+                if text and text != last:  # the server sends a USP hypothesis for this chunk
+                    res.changed_latencies.append(got - start)
+                    last = text
         eof = time.monotonic()
         rec.FinalResult()
         res.final_latency = time.monotonic() - eof

@@ -75,6 +75,26 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return t
 
 
+#: A/B suites in one in-process worker: (result key, heading, what it measures, table columns).
+AB_SUITES = (
+    ("colocation", "## 6. Neighbours (what a server run's other CPU costs Vosk; no server code involved)",
+     "During a server run the bench client and the server's event loop run beside the decoder threads; during "
+     "an in-process run nothing does. Here the in-process worker decodes the audio alone (neighbour stopped) "
+     "and then beside a process exchanging the same WebSocket traffic with itself (a chunk in, a partial-sized "
+     "JSON reply out, at the chunk rate of that N's in-process speed). `beside_cpu_ratio`: CPU per audio "
+     "second alone / beside; `beside_ratio`: throughput beside / alone; medians of the pairs' ratios.",
+     ["n", "pairs", "neighbour_chunks_per_s", "neighbour_cpu_pct", "alone_cpu_s_per_audio_s",
+      "beside_cpu_s_per_audio_s", "beside_cpu_ratio", "beside_ratio"]),
+    ("allocator", "## 7. Allocator (in-process Vosk, glibc fastbins on vs off)",
+     "The server turns glibc's fastbins off at start-up (`heap.disable_fastbins`); the in-process baseline of "
+     "the throughput table keeps glibc's default, as any program using Vosk does. Here one in-process worker "
+     "alternates the two, on right before off, on the same warm recognizers. `fastbins_off_cpu_ratio`: CPU "
+     "per audio second on / off; `fastbins_off_ratio`: throughput off / on; medians of the pairs' ratios.",
+     ["n", "pairs", "on_cpu_s_per_audio_s", "off_cpu_s_per_audio_s", "fastbins_off_cpu_ratio",
+      "fastbins_off_ratio", "pairs_off_cheaper"]),
+)
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
@@ -111,9 +131,12 @@ def markdown(res: dict[str, Any]) -> str:
     if s and "error" not in s:
         lines += ["", "## 1. Real-time streams", "",
                   "Paced at 1x. `p50/p95/max_ms`: chunk -> the reply it produced (in-process: Vosk's own decode time of the chunk); "
+                  "`p95_changed_ms` (in-process): the same over the chunks whose partial text changed, the only ones a USP "
+                  "client gets a hypothesis for, so `p95_over_vosk_ms` of USP rows is measured from it (of /vosk rows, which "
+                  "reply to every chunk, from `p95_ms`); "
                   "`final_p95_ms`: end of audio -> final result; `max_lag_ms`: worst reply behind real time; `rtf_max`: worst stream's "
                   "wall time / audio time; `strict`: every reply and the final result within 1 s; CPU in % of one core, RSS of the server.",
-                  "", _table(s["paced"], ["route", "n", "start", "completed", "p50_ms", "p95_ms", "max_ms", "p95_over_vosk_ms",
+                  "", _table(s["paced"], ["route", "n", "start", "completed", "p50_ms", "p95_ms", "max_ms", "p95_changed_ms", "p95_over_vosk_ms",
                                           "final_p95_ms", "max_lag_ms", "rtf_max", "strict", "cpu_mean_pct", "rss_max_mib"]),
                   "", f"Largest N strictly real time: {s['largest_strict_n']}", "",
                   "Throughput, unpaced (audio seconds per wall second, all N streams together; the vosk client sends without "
@@ -172,25 +195,10 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{op.get('writes_on_label_change_by_resource')}; requests {op.get('requests_on_label_change_by_method')}",
                   f"- restart with nothing changed: {op['writes_on_restart']} writes {op['writes_on_restart_by_resource']}; "
                   f"requests {op.get('requests_on_restart_by_method')}; quiet {op.get('restart_quiet_after_s')} s after the restart"]
-    co = res.get("colocation")
-    if co and "rows" in co:
-        lines += ["", "## 6. Neighbours (what a server run's other CPU costs Vosk; no server code involved)", "",
-                  "During a server run the bench client and the server's event loop run beside the decoder threads; during "
-                  "an in-process run nothing does. Here the in-process worker decodes the audio alone (neighbour stopped) "
-                  "and then beside a process exchanging the same WebSocket traffic with itself (a chunk in, a partial-sized "
-                  "JSON reply out, at the chunk rate of that N's in-process speed). `beside_cpu_ratio`: CPU per audio "
-                  "second alone / beside; `beside_ratio`: throughput beside / alone; medians of the pairs' ratios.", "",
-                  _table(co["rows"], ["n", "pairs", "neighbour_chunks_per_s", "neighbour_cpu_pct", "alone_cpu_s_per_audio_s",
-                                      "beside_cpu_s_per_audio_s", "beside_cpu_ratio", "beside_ratio"])]
-    al = res.get("allocator")
-    if al and "rows" in al:
-        lines += ["", "## 7. Allocator (in-process Vosk, glibc fastbins on vs off)", "",
-                  "The server turns glibc's fastbins off at start-up (`heap.disable_fastbins`); the in-process baseline of "
-                  "the throughput table keeps glibc's default, as any program using Vosk does. Here one in-process worker "
-                  "alternates the two, on right before off, on the same warm recognizers. `fastbins_off_cpu_ratio`: CPU "
-                  "per audio second on / off; `fastbins_off_ratio`: throughput off / on; medians of the pairs' ratios.", "",
-                  _table(al["rows"], ["n", "pairs", "on_cpu_s_per_audio_s", "off_cpu_s_per_audio_s", "fastbins_off_cpu_ratio",
-                                      "fastbins_off_ratio", "pairs_off_cheaper"])]
+    for name, title, intro, cols in AB_SUITES:
+        ab = res.get(name)
+        if ab and "rows" in ab:
+            lines += ["", title, "", intro, "", _table(ab["rows"], cols)]
     for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
