@@ -18,13 +18,12 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .common import CHUNK, Audio, InProcessWorker, cpu_seconds
+from .common import CHUNK, Audio, InProcessWorker, ab_row, ab_runs, cpu_seconds, speed
 
 #: One reply as big as a /vosk partial result with three words.
 REPLY = json.dumps({"partial": "안녕하세요 만나서 반갑습니다", "partial_result": [
@@ -50,7 +49,7 @@ async def _neighbour(rate: float) -> None:
         port = s.getsockname()[1]
     app = Starlette(routes=[WebSocketRoute("/", echo)])
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False))
-    serving = asyncio.create_task(srv.serve())
+    background = {asyncio.create_task(srv.serve())}  # referenced, so the tasks are not collected
     while not srv.started:
         await asyncio.sleep(0.05)
     async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
@@ -58,32 +57,39 @@ async def _neighbour(rate: float) -> None:
             async for _ in ws:
                 pass
 
-        reader = asyncio.create_task(read())
+        background.add(asyncio.create_task(read()))
         print("ready", flush=True)
         chunk, t0, k = bytes(CHUNK), time.monotonic(), 0
         while True:
             k += 1
             await ws.send(chunk)
             if (wait := t0 + k / rate - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-    reader.cancel()
-    serving.cancel()
+                await asyncio.sleep(wait)  # runs until the bench kills the process (with reader and serving)
 
 
 class Neighbour:
-    """The neighbour process; :meth:`pause` and :meth:`resume` stop and continue it."""
+    """The neighbour process; :meth:`pause` and :meth:`resume` stop and continue it.
+
+    ``cpu`` sums the CPU seconds it used between each :meth:`resume` and the next :meth:`pause`.
+    """
 
     def __init__(self, rate: float) -> None:
         root = Path(__file__).resolve().parent.parent
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.colocation", str(rate)], cwd=root, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+        self.cpu = 0.0
+        self._since: float | None = None
 
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)
+        if self._since is not None:
+            self.cpu += cpu_seconds(self.proc.pid) - self._since
+            self._since = None
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
         time.sleep(0.2)  # back to its rate before anything is measured
+        self._since = cpu_seconds(self.proc.pid)
 
     def close(self) -> None:
         self.resume()
@@ -96,28 +102,17 @@ def suite(audio: Audio, ns: list[int], pairs: int, warm_passes: int) -> dict[str
     rows = []
     with InProcessWorker(audio, max(ns), warm_passes) as worker:
         for n in ns:
-            speed = worker.run(n)
-            rate = round(speed["audio"] / speed["wall"] / (CHUNK / 2 / audio.rate), 1)  # chunks/s a server run of this speed exchanges
+            rate = round(speed(worker.run(n)) / (CHUNK / 2 / audio.rate), 1)  # chunks/s a server run of this speed exchanges
             nb = Neighbour(rate)
-            alone, beside, nb_cpu = [], [], 0.0
             try:
-                for _ in range(pairs):
-                    nb.pause()
-                    alone.append(worker.run(n))
-                    nb.resume()
-                    c0 = cpu_seconds(nb.proc.pid)
-                    beside.append(worker.run(n))
-                    nb_cpu += cpu_seconds(nb.proc.pid) - c0
+                got = ab_runs(worker, n, pairs, nb.pause, nb.resume)
+                nb.pause()  # ends the last run's CPU interval
             finally:
                 nb.close()
-            row = {"n": n, "pairs": pairs, "neighbour_chunks_per_s": rate,
-                   "neighbour_cpu_pct": round(100 * nb_cpu / sum(b["wall"] for b in beside), 1),
-                   "alone_cpu_s_per_audio_s": round(statistics.median(a["cpu"] / a["audio"] for a in alone), 4),
-                   "beside_cpu_s_per_audio_s": round(statistics.median(b["cpu"] / b["audio"] for b in beside), 4),
-                   "beside_cpu_ratio": round(statistics.median((a["cpu"] / a["audio"]) / (b["cpu"] / b["audio"]) for a, b in zip(alone, beside)), 3),
-                   "beside_ratio": round(statistics.median((b["audio"] / b["wall"]) / (a["audio"] / a["wall"]) for a, b in zip(alone, beside)), 3)}
-            rows.append(row)
-            print("  ", row, flush=True)
+            rows.append({"n": n, "neighbour_chunks_per_s": rate,
+                         "neighbour_cpu_pct": round(100 * nb.cpu / sum(b["wall"] for _, b in got), 1),
+                         **ab_row(got, "alone", "beside", "beside")})
+            print("  ", rows[-1], flush=True)
     return {"rows": rows}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -179,6 +181,39 @@ def code_version() -> str:
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds so far of each thread of ``pid`` (the main thread's id is ``pid``)."""
     return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
+def speed(run: dict[str, float]) -> float:
+    """Audio seconds per wall second of one worker run."""
+    return run["audio"] / run["wall"]
+
+
+def cost(run: dict[str, float]) -> float:
+    """CPU seconds per audio second of one worker run."""
+    return run["cpu"] / run["audio"]
+
+
+def ab_runs(worker: "InProcessWorker", n: int, pairs: int, before_a: Callable[[], None],
+            before_b: Callable[[], None]) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """``pairs`` pairs of runs of ``n`` streams on one worker, ``before_a`` / ``before_b`` called before each side; A first."""
+    got = []
+    for _ in range(pairs):
+        before_a()
+        a = worker.run(n)
+        before_b()
+        got.append((a, worker.run(n)))
+    return got
+
+
+def ab_row(got: list[tuple[dict[str, float], dict[str, float]]], a: str, b: str, ratio: str) -> dict[str, object]:
+    """Medians of one A/B: each side's CPU per audio second (``<a>_...``, ``<b>_...``), and of the pairs'
+    ratios ``<ratio>_cpu_ratio`` (A's CPU / B's: above 1, B is cheaper) and ``<ratio>_ratio`` (B's throughput / A's)."""
+    return {"pairs": len(got),
+            f"{a}_cpu_s_per_audio_s": round(statistics.median(cost(x) for x, _ in got), 4),
+            f"{b}_cpu_s_per_audio_s": round(statistics.median(cost(y) for _, y in got), 4),
+            f"{ratio}_cpu_ratio": round(statistics.median(cost(x) / cost(y) for x, y in got), 3),
+            f"{ratio}_ratio": round(statistics.median(speed(y) / speed(x) for x, y in got), 3),
+            f"pairs_{b}_cheaper": sum(cost(y) < cost(x) for x, y in got)}
 
 
 class InProcessWorker:

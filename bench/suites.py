@@ -10,7 +10,7 @@ import time
 import httpx
 
 from .clients import InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, Audio, InProcessWorker, Sampler, cpu_seconds, loadavg, percentile, server, thread_cpu
+from .common import CHUNK, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, percentile, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer
@@ -388,18 +388,7 @@ def allocator(audio: Audio, ns: list[int], pairs: int) -> dict[str, object]:
     rows = []
     with InProcessWorker(audio, max(ns), WARM_PASSES) as worker:
         for n in ns:
-            on, off = [], []
-            for _ in range(pairs):
-                worker.fastbins(True)
-                on.append(worker.run(n))
-                worker.fastbins(False)
-                off.append(worker.run(n))
-            row = {"n": n, "pairs": pairs,
-                   "on_cpu_s_per_audio_s": round(statistics.median(x["cpu"] / x["audio"] for x in on), 4),
-                   "off_cpu_s_per_audio_s": round(statistics.median(x["cpu"] / x["audio"] for x in off), 4),
-                   "fastbins_off_cpu_ratio": round(statistics.median((a["cpu"] / a["audio"]) / (b["cpu"] / b["audio"]) for a, b in zip(on, off)), 3),
-                   "fastbins_off_ratio": round(statistics.median((b["audio"] / b["wall"]) / (a["audio"] / a["wall"]) for a, b in zip(on, off)), 3),
-                   "pairs_off_cheaper": sum(b["cpu"] / b["audio"] < a["cpu"] / a["audio"] for a, b in zip(on, off))}
-            rows.append(row)
-            print("  ", row, flush=True)
+            got = ab_runs(worker, n, pairs, lambda: worker.fastbins(True), lambda: worker.fastbins(False))
+            rows.append({"n": n, **ab_row(got, "on", "off", "fastbins_off")})
+            print("  ", rows[-1], flush=True)
     return {"rows": rows}

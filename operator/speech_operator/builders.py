@@ -164,10 +164,11 @@ def recognizer_args(spec: api.SpeechToTextSpec) -> list[str]:
         args.append(contract.arg(contract.BILLING, spec.billing))
     if spec.decoderMaxCount is not None:
         args.append(contract.arg(contract.DECODER_MAX_COUNT, spec.decoderMaxCount))
-    if spec.warmup is not None and spec.warmup.count is not None:
-        args.append(contract.arg(contract.WARMUP_COUNT, spec.warmup.count))
-    if spec.warmup is not None and spec.warmup.seconds is not None:
-        args.append(contract.arg(contract.WARMUP_SECONDS, spec.warmup.seconds))
+    warmup = spec.warmup or api.WarmupSpec()
+    if warmup.count is not None:
+        args.append(contract.arg(contract.WARMUP_COUNT, warmup.count))
+    if warmup.seconds is not None:
+        args.append(contract.arg(contract.WARMUP_SECONDS, warmup.seconds))
     args.append(contract.arg(contract.LOG_LEVEL, spec.logLevel))
     return args
 

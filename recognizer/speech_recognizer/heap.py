@@ -3,7 +3,7 @@
 Vosk's decoder allocates and frees many small blocks per chunk. glibc keeps
 small freed blocks in "fastbins" and merges them all (``malloc_consolidate``)
 whenever a larger block is asked for: 5 % of a decoding thread's samples in a
-perf profile, and 6-8 % of its CPU measured by A/B in one process
+perf profile, and 7-8 % of its CPU measured by A/B in one process
 (bench/notes.md). :func:`disable_fastbins` turns them off (``M_MXFAST`` 0; the
 per-thread cache still serves small blocks); the server does it at start-up.
 
