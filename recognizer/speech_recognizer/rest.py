@@ -51,13 +51,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str) -> list[Phrase]:
-    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces."""
-    phrases: list[Phrase] = []
+    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces in one decoder hand-off."""
     async with engine.session(locale, audio.sample_rate, audio.channels, route=route, partials=False) as session:
-        for piece in chunks(audio, FILE_CHUNK_SECONDS):
-            phrases += [e for e in await session.feed(piece) if isinstance(e, Phrase)]
-        phrases += [e for e in await session.finish() if isinstance(e, Phrase)]
-    return phrases
+        events = await session.decode(chunks(audio, FILE_CHUNK_SECONDS))
+    return [e for e in events if isinstance(e, Phrase)]
 
 
 async def recognize(request: Request) -> Response:

@@ -126,6 +126,41 @@ def test_engine_sessions_return_recognizers_to_the_pool(registry, utterances_wav
     asyncio.run(main())
 
 
+def test_a_whole_recording_in_one_hand_off_decodes_as_piece_by_piece(registry, utterances_wav: Path) -> None:
+    """Session.decode (files) gives the same phrases and times as feed()+finish(); cancelled, it stops early."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    pieces = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+    def phrases(events: list) -> list[tuple[str, float, float]]:
+        return [(e.text, e.start, e.end) for e in events if isinstance(e, Phrase)]
+
+    async def main() -> None:
+        engine = Engine(registry, 2, warm_pool=0)
+        try:
+            async with engine.session("ko-KR", rate, route="test", partials=False) as session:
+                one_by_one = [e for piece in pieces for e in await session.feed(piece)] + await session.finish()
+            async with engine.session("ko-KR", rate, route="test", partials=False) as session:
+                whole = await session.decode(pieces)
+                assert session.phrases == len(phrases(whole))
+            assert phrases(whole) == phrases(one_by_one) and phrases(whole)
+
+            long = pieces * 20
+            async with engine.session("ko-KR", rate, route="test", partials=False) as session:
+                task = asyncio.create_task(session.decode(long))
+                await asyncio.sleep(0.5)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.5)  # the decoder thread stops at the next piece
+                fed = session.recognition.audio_seconds
+                await asyncio.sleep(0.5)
+                assert session.recognition.audio_seconds == fed < len(long) * CHUNK / 2 / rate / 4
+        finally:
+            engine.close()
+
+    asyncio.run(main())
+
+
 def test_a_recognizer_with_a_long_clock_retires(model, speech_wav: Path, monkeypatch) -> None:
     """Vosk's times are 32-bit floats on the recognizer's clock: pooled ones retire before it loses precision."""
     import speech_recognizer.engine as engine
