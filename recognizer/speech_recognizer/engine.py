@@ -30,16 +30,22 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar, Union
 
 from . import heap
 from .audio import Audio, chunks, mono
 from .models import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How many chunks a stream may have queued for decoding before the adapter stops reading its audio.
+READ_AHEAD = 8
 
 #: How much audio a file (REST) recognition feeds the decoder at a time.
 FILE_CHUNK_SECONDS = 0.1
@@ -516,39 +522,107 @@ class SessionRecord:
     started: float = field(default_factory=time.time)
 
 
+def _settle(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:
+    if future.done():  # cancelled while it ran
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class Session:
-    """An admitted stream: :meth:`feed` and :meth:`finish` run the decoder off the event loop."""
+    """An admitted stream: its decoding runs off the event loop, one job at a time, in order.
+
+    Jobs (:meth:`feed`, :meth:`feed_ahead`, :meth:`finish`, :meth:`decode`) go to the
+    session's own queue; one decoder thread takes them back to back while any are
+    queued, so a client that sends audio ahead of the decoding keeps the decoder busy
+    without a round trip through the event loop per chunk (in one process that round
+    trip cost 18 % more CPU per audio second with intermediate results, 24 % without:
+    bench/notes.md). The queue holds what a protocol adapter let in (it bounds its
+    read-ahead, :data:`READ_AHEAD`).
+    """
 
     def __init__(self, engine: "Engine", recognition: Recognition, route: str) -> None:
         self._engine = engine
         self.recognition = recognition
         self.route = route
         self.phrases = 0
+        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = deque()
+        self._draining = False
+        self._lock = threading.Lock()
 
     @property
     def locale(self) -> str:
         return self.recognition.model.locale
 
-    async def _run(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
-        loop = asyncio.get_running_loop()
-        events = await loop.run_in_executor(self._engine.executor, fn, *args)
+    def _queue(self, job: Callable[[], T], future: "asyncio.Future[T] | None") -> None:
+        with self._lock:
+            self._jobs.append((job, future))
+            if self._draining:
+                return
+            self._draining = True
+        try:
+            self._engine.executor.submit(self._drain, asyncio.get_running_loop())
+        except RuntimeError:  # the engine is closed
+            with self._lock:
+                self._jobs.clear()
+                self._draining = False
+            raise
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On a decoder thread: run the queued jobs in order until none is left."""
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job, future = self._jobs.popleft()
+            if future is not None and future.cancelled():
+                continue
+            try:
+                result, error = job(), None
+            except Exception as exc:  # handed to whoever awaits the job
+                result, error = None, exc
+            if future is None:
+                if error is not None:
+                    log.error("decoder job failed: %s", error, exc_info=error)
+                continue
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the event loop is closed: nobody waits any more
+                pass
+
+    def submit(self, job: Callable[[], T]) -> "asyncio.Future[T]":
+        """Run ``job`` on a decoder thread after every job submitted before it; returns at once."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(job, future)
+        return future
+
+    def _counted(self, events: list[Event]) -> list[Event]:
         self.phrases += sum(isinstance(e, Phrase) for e in events)
         return events
 
+    def feed_ahead(self, pcm: bytes, reply: Callable[[list[Event]], T]) -> "asyncio.Future[T]":
+        """Queue a chunk of PCM; ``reply(events)`` runs on the decoder thread right after it.
+
+        ``reply`` sees the recognition as this chunk left it (its ``endpoint``, its
+        ``partial_text``), however many chunks are queued behind.
+        """
+        return self.submit(lambda: reply(self._counted(self.recognition.accept(pcm))))
+
     async def feed(self, pcm: bytes) -> list[Event]:
         """Decode a chunk of PCM."""
-        return await self._run(self.recognition.accept, pcm)
+        return await self.submit(lambda: self._counted(self.recognition.accept(pcm)))
 
     async def finish(self) -> list[Event]:
         """Flush the decoder at end of audio."""
-        return await self._run(self.recognition.finish)
+        return await self.submit(lambda: self._counted(self.recognition.finish()))
 
     async def decode(self, pieces: Sequence[bytes]) -> list[Event]:
-        """Decode a whole recording and flush the decoder, in one hand-off to a decoder thread.
+        """Decode a whole recording and flush the decoder, in one job.
 
-        For files, which need no reply per piece: feeding them one :meth:`feed` at a time
-        (a round trip through the event loop for each 100 ms) cost 13-14 % more CPU per
-        audio second in one process (bench/notes.md). If the caller is cancelled, the
+        For files, which need no reply per piece. If the caller is cancelled, the
         decoder thread stops at the next piece.
         """
         stop = threading.Event()
@@ -559,12 +633,21 @@ class Session:
                 if stop.is_set():
                     return events
                 events += self.recognition.accept(piece)
-            return events + self.recognition.finish()
+            return self._counted(events + self.recognition.finish())
 
         try:
-            return await self._run(run)
+            return await self.submit(run)
         finally:
             stop.set()
+
+    def close(self, release: Callable[[], None]) -> None:
+        """The stream is over: drop the jobs not started and run ``release`` after the one running, if any."""
+        with self._lock:
+            dropped = [future for _, future in self._jobs if future is not None]
+            self._jobs.clear()
+        for future in dropped:
+            future.cancel()
+        self._queue(release, None)
 
 
 class Engine:
@@ -644,8 +727,9 @@ class Engine:
             self.active -= 1
             if session is not None:
                 self.pool.expect()
-                try:  # back to the pool off the event loop; its lock waits for a decode still in flight
-                    self.executor.submit(self._release, session.recognition)
+                recognition = session.recognition
+                try:  # back to the pool off the event loop, after the session's job still running
+                    session.close(lambda: self._release(recognition))
                 except RuntimeError:  # the executor is shut down
                     self.pool.done()
             if session is not None and self._on_end is not None:

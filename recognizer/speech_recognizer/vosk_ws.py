@@ -10,15 +10,16 @@ the text ``{"eof" : 1}`` flushes the final result and closes. The locale is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import contract as c
 from .auth import AuthError, check_key
-from .engine import Busy, Engine, Phrase, Session
+from .engine import READ_AHEAD, Busy, Engine, Event, Phrase, Session
 from .errors import close_reason
 from .models import ModelError, UnknownLocale
 from .rest import request_locale
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ROUTE = "vosk"
 #: WebSocket close codes.
-POLICY_VIOLATION, INVALID_DATA, TRY_AGAIN_LATER = 1008, 1007, 1013
+POLICY_VIOLATION, INVALID_DATA, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1007, 1011, 1013
 
 
 def final_json(phrase: Phrase | None, max_alternatives: int, words: bool) -> dict[str, Any]:
@@ -69,11 +70,48 @@ class VoskConfig:
             self.max_alternatives = max(0, int(config["max_alternatives"]))
 
 
+def chunk_reply(session: Session, config: VoskConfig) -> Callable[[list[Event]], dict[str, Any]]:
+    """The reply to one chunk, made on the decoder thread right after it (the state it left)."""
+
+    def reply(events: list[Event]) -> dict[str, Any]:
+        phrase = next((e for e in events if isinstance(e, Phrase)), None)
+        if phrase is not None or session.recognition.endpoint:
+            return final_json(phrase, config.max_alternatives, config.words)
+        return {"partial": session.recognition.partial_text}
+
+    return reply
+
+
+async def _send_replies(ws: WebSocket, replies: "asyncio.Queue[asyncio.Future[dict[str, Any]] | None]") -> bool:
+    """Send each chunk's reply in order as its decoding ends, until ``None``; False if it closed the connection.
+
+    The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
+    A failed decode closes the connection (1011) and the rest is drained unsent.
+    """
+    broken = False
+    while (future := await replies.get()) is not None:
+        try:
+            reply = await future
+            if not broken:
+                await ws.send_text(json.dumps(reply, ensure_ascii=False))
+        except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
+            if not broken:
+                broken = True
+                log.error("decoding a vosk chunk failed: %s", exc)
+                try:
+                    await ws.close(INTERNAL_ERROR, close_reason(f"decoding failed: {exc}"))
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+    return not broken
+
+
 async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
     model = await engine.registry.aload(locale)
     config = VoskConfig(model.sample_rate)
     session_cm = None
     session: Session | None = None
+    replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(READ_AHEAD)
+    sender = asyncio.create_task(_send_replies(ws, replies))
     try:
         while True:
             message = await ws.receive()
@@ -101,7 +139,12 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                     if session is None:
                         await ws.send_text(json.dumps(final_json(None, config.max_alternatives, config.words)))
                     else:
-                        events = await session.finish()
+                        finishing = asyncio.create_task(session.finish())  # queued behind the last chunk
+                        await replies.put(None)
+                        if not await sender:
+                            finishing.cancel()
+                            return
+                        events = await finishing
                         phrase = next((e for e in events if isinstance(e, Phrase)), None)
                         await ws.send_text(json.dumps(final_json(phrase, config.max_alternatives, config.words), ensure_ascii=False))
                     await ws.close()
@@ -120,14 +163,11 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                     phrase_list=config.phrase_list,
                 )
                 session = await session_cm.__aenter__()
-            events = await session.feed(data)
-            phrase = next((e for e in events if isinstance(e, Phrase)), None)
-            if phrase is not None or session.recognition.endpoint:
-                reply = final_json(phrase, config.max_alternatives, config.words)
-            else:
-                reply = {"partial": session.recognition.partial_text}
-            await ws.send_text(json.dumps(reply, ensure_ascii=False))
+                reply = chunk_reply(session, config)
+            await replies.put(session.feed_ahead(data, reply))
     finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
         if session_cm is not None:
             await session_cm.__aexit__(None, None, None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,44 @@ def test_a_whole_recording_in_one_hand_off_decodes_as_piece_by_piece(registry, u
                 fed = session.recognition.audio_seconds
                 await asyncio.sleep(0.5)
                 assert session.recognition.audio_seconds == fed < len(long) * CHUNK / 2 / rate / 4
+        finally:
+            engine.close()
+
+    asyncio.run(main())
+
+
+def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances_wav: Path) -> None:
+    """Chunks fed ahead run in order on one decoder thread without returning to the event loop in
+    between; each reply sees the state its own chunk left; closing drops what has not started."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    pieces = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+    async def main() -> None:
+        engine = Engine(registry, 2, warm_pool=0)
+        try:
+            async with engine.session("ko-KR", rate, route="test") as session:
+                sequential = [(await session.feed(p), session.recognition.partial_text) for p in pieces[:40]]
+            async with engine.session("ko-KR", rate, route="test") as session:
+                seen: list[tuple[int, int]] = []
+
+                def reply(i: int):
+                    def make(events: list) -> tuple[list, str]:
+                        seen.append((i, threading.get_ident()))
+                        return events, session.recognition.partial_text
+                    return make
+
+                futures = [session.feed_ahead(p, reply(i)) for i, p in enumerate(pieces[:40])]
+                ahead = [await f for f in futures]
+            assert [i for i, _ in seen] == list(range(40))
+            assert len({t for _, t in seen}) == 1, "queued chunks run back to back on one thread"
+            assert ahead == sequential
+
+            async with engine.session("ko-KR", rate, route="test") as session:
+                futures = [session.feed_ahead(p, len) for p in pieces]
+                first = await futures[0]
+            assert first >= 0
+            await asyncio.sleep(0)
+            assert any(f.cancelled() for f in futures), "the session's end drops chunks not started"
         finally:
             engine.close()
 

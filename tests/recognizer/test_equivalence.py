@@ -62,3 +62,30 @@ def test_vosk_websocket_matches_in_process_vosk(server, utterances_ref: Referenc
     assert [f["text"] for f in spoken] == reference.texts
     reference.assert_words_match([(w["word"], w["start"], w["end"]) for f in spoken for w in f["result"]])
     assert partials > 0, "partial results arrive while audio is streaming"
+
+
+def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(server, utterances_ref: Reference, utterances_wav: Path) -> None:
+    """A client that sends its audio without waiting (the server decodes ahead of its replies) gets the
+    replies one waiting for each gets: one per chunk, in order, the same partials and the same final words."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    pieces = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+    def replies(ahead: bool) -> list[dict]:
+        got = []
+        with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+            ws.send(json.dumps({"config": {"sample_rate": rate, "words": 1}}))
+            for piece in pieces:
+                ws.send(piece)
+                if not ahead:
+                    got.append(json.loads(ws.recv()))
+            ws.send('{"eof" : 1}')
+            while len(got) < len(pieces) + 1:
+                got.append(json.loads(ws.recv(timeout=60)))
+        return got
+
+    waiting, ahead = replies(False), replies(True)
+    assert len(ahead) == len(pieces) + 1
+    assert ahead == waiting
+    spoken = [f for f in ahead if f.get("text")]
+    assert [f["text"] for f in spoken] == utterances_ref.texts
+    utterances_ref.assert_words_match([(w["word"], w["start"], w["end"]) for f in spoken for w in f["result"]])
