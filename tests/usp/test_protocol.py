@@ -191,3 +191,27 @@ async def test_decoder_cap_gives_too_many_requests(registry: ModelRegistry, tmp_
             details = result.cancellation_details
             assert details.code == speechsdk.CancellationErrorCode.TooManyRequests
             assert "decoders are busy" in details.error_details
+
+
+async def test_audio_sent_ahead_gets_the_results_paced_audio_gets(server: ServerThread, utterances_wav: Path) -> None:
+    """The server decodes up to READ_AHEAD chunks ahead of the results it sends: a client that sends all
+    its audio at once gets the very hypotheses, phrases and offsets a client pausing after each chunk gets."""
+    pcm, _, _ = read_wav(utterances_wav)
+    pcm = pcm[: 60 * 3200]
+
+    async def turn(pause: float) -> list[tuple[str, object]]:
+        rid = uuid.uuid4().hex
+        async with connect(server.ws + CONVERSATION) as ws:
+            await open_turn(ws, rid)
+            for i in range(0, len(pcm), 3200):
+                await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
+                if pause:
+                    await asyncio.sleep(pause)
+            await ws.send(client_audio_frame(rid, b""))
+            messages = await until_turn_end(ws)
+        return [(m.path, m.json()) for m in messages if m.path != "turn.start"]
+
+    paced, ahead = await turn(0.03), await turn(0.0)
+    assert any(path == "speech.hypothesis" for path, _ in ahead)
+    assert any(path == "speech.phrase" and body.get("DisplayText") for path, body in ahead)  # type: ignore[union-attr]
+    assert ahead == paced

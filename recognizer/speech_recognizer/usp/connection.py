@@ -12,13 +12,14 @@ continued across turns through ``continuation.audio.streams.1.offset``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any, Mapping, Protocol
 
 from ..audio import AudioError, WavFormat, pcm16_header
-from ..engine import Busy, Engine, Event, Partial, Phrase, Session
+from ..engine import READ_AHEAD, Busy, Engine, Event, Partial, Phrase, Session
 from ..models import ModelError
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from .frames import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
@@ -92,14 +93,20 @@ class Turn:
         self.started = False
         self.speech = False
         self.ended = False
+        #: Seconds of audio whose results were handled (the decoder may be ahead of it).
+        self._decoded = 0.0
+        #: Decoding results in the order of the audio, for :meth:`_handle_results` (None: end of audio).
+        self._results: asyncio.Queue[asyncio.Future[tuple[list[Event], float]] | None] = asyncio.Queue(READ_AHEAD)
+        self._handler: asyncio.Task[None] | None = None
+        self._audio_ended = False
 
     async def send(self, path: str, body: Mapping[str, Any]) -> None:
         await self.conn.socket.send_text(text_frame(path, self.request_id, body))
 
     @property
     def position(self) -> float:
-        """Turn time (s) of the end of the audio decoded so far."""
-        return self.origin + (self.session.recognition.audio_seconds if self.session else 0.0)
+        """Turn time (s) of the end of the audio whose results were handled so far."""
+        return self.origin + self._decoded
 
     async def _open(self, fmt: WavFormat) -> None:
         try:
@@ -132,8 +139,13 @@ class Turn:
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
-        """An audio chunk of this turn; the empty chunk ends the audio."""
-        if self.ended:
+        """An audio chunk of this turn; the empty chunk ends the audio.
+
+        Decoding runs ahead of the results sent: a chunk is queued (up to
+        :data:`READ_AHEAD`; then this waits) and :meth:`_handle_results` sends what
+        it gave, in order, while the connection reads the next frames.
+        """
+        if self.ended or self._audio_ended:
             return
         if self.session is None:
             riff = split_header(payload)
@@ -141,15 +153,48 @@ class Turn:
             await self._open(fmt)
             if self.ended or (riff and not payload):
                 return
-        assert self.session is not None
+        session = self.session
+        assert session is not None
+        if self._handler is None:
+            self._handler = asyncio.create_task(self._handle_results())
         if not payload:
-            await self._emit(await self.session.finish())
-            await self._end_of_audio()
+            self._audio_ended = True
+            await self._results.put(None)
             return
-        await self._emit(await self.session.feed(payload))
-        if not self.ended and not self.options.continuous and not self.speech:
-            if self.position - self.origin >= self.options.initial_silence:
-                await self._no_speech()
+        recognition = session.recognition
+        await self._results.put(session.feed_ahead(payload, lambda events: (events, recognition.audio_seconds)))
+
+    async def _handle_results(self) -> None:
+        """Send each chunk's results in order; after the end of audio, the last phrase and the turn's end."""
+        assert self.session is not None
+        while True:
+            item = await self._results.get()
+            try:
+                if self.ended:
+                    continue  # the turn is over: what is left was dropped with the session
+                if item is None:
+                    await self._emit(await self.session.finish())
+                    await self._end_of_audio()
+                    continue
+                events, self._decoded = await item
+                await self._emit(events)
+                if not self.ended and not self.options.continuous and not self.speech:
+                    if self.position - self.origin >= self.options.initial_silence:
+                        await self._no_speech()
+            except Exception as exc:  # noqa: BLE001 - this turn ends with a reason; the server goes on
+                log.warning("USP turn %s failed: %s", self.request_id, exc or type(exc).__name__)
+                self.ended = True
+                try:
+                    await self.conn._close(1011, f"recognition failed: {exc or type(exc).__name__}")
+                except Exception:  # noqa: BLE001 - the client is gone already
+                    pass
+            finally:
+                self._results.task_done()
+
+    async def settle(self) -> None:
+        """Wait until the results of the audio received so far were handled."""
+        if self._handler is not None and not self.ended:
+            await self._results.join()
 
     async def _emit(self, events: list[Event]) -> None:
         for event in events:
@@ -212,8 +257,13 @@ class Turn:
         await self.close()
 
     async def close(self) -> None:
-        """Release the decoder without sending anything."""
+        """Release the decoder without sending anything (and stop handling results)."""
         self.ended = True
+        handler = self._handler
+        if handler is not None and handler is not asyncio.current_task():
+            self._handler = None
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
         await self._stack.aclose()
 
 
@@ -295,6 +345,7 @@ class Connection:
             raise FrameError(CLOSE_PROTOCOL_ERROR, f"X-RequestId {request_id} was already used")
         self.ids.check_new(request_id)
         if self.turn is not None:
+            await self.turn.settle()  # what the old turn received is answered first, as it arrived
             await self.turn.close()
             self.ids.retire(self.turn.request_id)
         self.turn = Turn(self, request_id, options)
