@@ -2,7 +2,8 @@
 
 :class:`Recognition` wraps one ``KaldiRecognizer`` and is synchronous;
 :class:`Engine` admits sessions up to the decoder cap, runs their decoding off
-the event loop, and records usage and metrics when a session ends. Every
+the event loop (a :class:`Session` queues its jobs, and one decoder thread takes
+the queued ones back to back), and records usage and metrics when a session ends. Every
 protocol adapter goes through :meth:`Engine.session`, so the same audio gives
 the same words and timings on every route.
 

@@ -5,7 +5,9 @@ optional first text message ``{"config": {"sample_rate", "phrase_list",
 "words", "max_alternatives"}}``, then binary 16-bit PCM; every chunk is
 answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``;
 the text ``{"eof" : 1}`` flushes the final result and closes. The locale is
-``?language=`` (default: the only locale served).
+``?language=`` (default: the only locale served). Audio is read up to
+:data:`~speech_recognizer.engine.READ_AHEAD` chunks ahead of the replies, which
+are the same as when the client waits for each.
 """
 
 from __future__ import annotations
