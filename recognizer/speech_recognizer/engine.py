@@ -523,7 +523,7 @@ class SessionRecord:
     started: float = field(default_factory=time.time)
 
 
-def _settle(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
     if future.done():  # cancelled while it ran
         return
     if error is not None:
@@ -544,7 +544,7 @@ class Session:
     read-ahead, :data:`READ_AHEAD`).
     """
 
-    def __init__(self, engine: "Engine", recognition: Recognition, route: str) -> None:
+    def __init__(self, engine: Engine, recognition: Recognition, route: str) -> None:
         self._engine = engine
         self.recognition = recognition
         self.route = route
@@ -557,7 +557,7 @@ class Session:
     def locale(self) -> str:
         return self.recognition.model.locale
 
-    def _queue(self, job: Callable[[], T], future: "asyncio.Future[T] | None") -> None:
+    def _queue(self, job: Callable[[], T], future: asyncio.Future[T] | None) -> None:
         with self._lock:
             self._jobs.append((job, future))
             if self._draining:
@@ -583,7 +583,7 @@ class Session:
                 continue
             try:
                 result, error = job(), None
-            except Exception as exc:  # handed to whoever awaits the job
+            except Exception as exc:  # noqa: BLE001 - handed to whoever awaits the job
                 result, error = None, exc
             if future is None:
                 if error is not None:
@@ -594,7 +594,7 @@ class Session:
             except RuntimeError:  # the event loop is closed: nobody waits any more
                 pass
 
-    def submit(self, job: Callable[[], T]) -> "asyncio.Future[T]":
+    def submit(self, job: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``job`` on a decoder thread after every job submitted before it; returns at once."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue(job, future)
@@ -604,7 +604,7 @@ class Session:
         self.phrases += sum(isinstance(e, Phrase) for e in events)
         return events
 
-    def feed_ahead(self, pcm: bytes, reply: Callable[[list[Event]], T]) -> "asyncio.Future[T]":
+    def feed_ahead(self, pcm: bytes, reply: Callable[[list[Event]], T]) -> asyncio.Future[T]:
         """Queue a chunk of PCM; ``reply(events)`` runs on the decoder thread right after it.
 
         ``reply`` sees the recognition as this chunk left it (its ``endpoint``, its

@@ -13,9 +13,11 @@ are the same as when the client waits for each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -84,7 +86,7 @@ def chunk_reply(session: Session, config: VoskConfig) -> Callable[[list[Event]],
     return reply
 
 
-async def _send_replies(ws: WebSocket, replies: "asyncio.Queue[asyncio.Future[dict[str, Any]] | None]") -> bool:
+async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None]) -> bool:
     """Send each chunk's reply in order as its decoding ends, until ``None``; False if it closed the connection.
 
     The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
@@ -100,10 +102,8 @@ async def _send_replies(ws: WebSocket, replies: "asyncio.Queue[asyncio.Future[di
             if not broken:
                 broken = True
                 log.error("decoding a vosk chunk failed: %s", exc)
-                try:
+                with contextlib.suppress(Exception):  # the client may be gone already
                     await ws.close(INTERNAL_ERROR, close_reason(f"decoding failed: {exc}"))
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
     return not broken
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import Any, Mapping, Protocol
 
 from ..audio import AudioError, WavFormat, pcm16_header
@@ -79,7 +79,7 @@ def replay_origin(acknowledged: float) -> float:
 class Turn:
     """One request (``X-RequestId``) of a connection."""
 
-    def __init__(self, conn: "Connection", request_id: str, options: Options) -> None:
+    def __init__(self, conn: Connection, request_id: str, options: Options) -> None:
         self.conn = conn
         self.request_id = request_id
         self.options = options
@@ -178,16 +178,14 @@ class Turn:
                     continue
                 events, self._decoded = await item
                 await self._emit(events)
-                if not self.ended and not self.options.continuous and not self.speech:
-                    if self.position - self.origin >= self.options.initial_silence:
-                        await self._no_speech()
+                silent = self.position - self.origin >= self.options.initial_silence
+                if silent and not self.ended and not self.options.continuous and not self.speech:
+                    await self._no_speech()
             except Exception as exc:  # noqa: BLE001 - this turn ends with a reason; the server goes on
                 log.warning("USP turn %s failed: %s", self.request_id, exc or type(exc).__name__)
                 self.ended = True
-                try:
+                with suppress(Exception):  # the client may be gone already
                     await self.conn._close(1011, f"recognition failed: {exc or type(exc).__name__}")
-                except Exception:  # noqa: BLE001 - the client is gone already
-                    pass
             finally:
                 self._results.task_done()
 
