@@ -279,6 +279,8 @@ def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
         out["long_stream_wall_s"] = round(time.monotonic() - t0, 1)
         out["long_stream_rss_by_minute"] = points
         out["long_stream_growth_mib"] = round(points[-1][1] - points[0][1], 1) if points else None
+        #: What the target is about: the highest minute, not only the last one.
+        out["long_stream_peak_growth_mib"] = round(max(p[1] for p in points) - points[0][1], 1) if points else None
     return out
 
 
