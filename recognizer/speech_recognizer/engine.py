@@ -614,7 +614,7 @@ class Session:
 
     async def feed(self, pcm: bytes) -> list[Event]:
         """Decode a chunk of PCM."""
-        return await self.submit(lambda: self._counted(self.recognition.accept(pcm)))
+        return await self.feed_ahead(pcm, lambda events: events)
 
     async def finish(self) -> list[Event]:
         """Flush the decoder at end of audio."""

@@ -74,11 +74,15 @@ class VoskConfig:
             self.max_alternatives = max(0, int(config["max_alternatives"]))
 
 
+def first_phrase(events: list[Event]) -> Phrase | None:
+    return next((e for e in events if isinstance(e, Phrase)), None)
+
+
 def chunk_reply(session: Session, config: VoskConfig) -> Callable[[list[Event]], dict[str, Any]]:
     """The reply to one chunk, made on the decoder thread right after it (the state it left)."""
 
     def reply(events: list[Event]) -> dict[str, Any]:
-        phrase = next((e for e in events if isinstance(e, Phrase)), None)
+        phrase = first_phrase(events)
         if phrase is not None or session.recognition.endpoint:
             return final_json(phrase, config.max_alternatives, config.words)
         return {"partial": session.recognition.partial_text}
@@ -146,8 +150,7 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                         if not await sender:
                             finishing.cancel()
                             return
-                        events = await finishing
-                        phrase = next((e for e in events if isinstance(e, Phrase)), None)
+                        phrase = first_phrase(await finishing)
                         await ws.send_text(json.dumps(final_json(phrase, config.max_alternatives, config.words), ensure_ascii=False))
                     await ws.close()
                     return

@@ -190,8 +190,7 @@ def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances
 
             async with engine.session("ko-KR", rate, route="test") as session:
                 futures = [session.feed_ahead(p, len) for p in pieces]
-                first = await futures[0]
-            assert first >= 0
+                await futures[0]
             await asyncio.sleep(0)
             assert any(f.cancelled() for f in futures), "the session's end drops chunks not started"
         finally:
