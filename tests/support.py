@@ -14,7 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
-from speech_recognizer.cli import SERVER_OPTIONS
+from speech_recognizer.serving import SERVER_OPTIONS, listening_socket
 
 #: Korean sentences espeak-ng speaks for the fixtures (the only model here is ko-KR). Chosen
 #: because the small model decodes their synthetic speech the same way every time: on
@@ -177,10 +177,13 @@ class Loopback:
 class ServerThread(Loopback):
     """A real uvicorn server on loopback in a background thread."""
 
-    def __init__(self, app: object, port: int | None = None) -> None:
+    def __init__(self, app: object, port: int | None = None, **options: object) -> None:
+        """Serves as ``speech-recognizer`` does (its uvicorn options and listening socket); ``options`` override some."""
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **SERVER_OPTIONS))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **{**SERVER_OPTIONS, **options})  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        sock = listening_socket("127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
 from . import __version__, heap
+from .serving import SERVER_OPTIONS, listening_socket
 from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
-
-#: How uvicorn serves the app (tests use the same). Audio does not compress: per-message
-#: deflate would spend CPU on every chunk for nothing, so it is not offered.
-SERVER_OPTIONS: dict[str, object] = {"ws_max_size": 1 << 20, "ws_per_message_deflate": False}
 
 USAGE = f"""speech-recognizer {__version__}: open speech to text, compatible with Azure's speech-to-text container.
 
@@ -91,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
 
     vosk.SetLogLevel(0 if settings.log_level == "DEBUG" else -1)
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:  # the port is taken, or Host is not an address of this machine
+        print(f"speech-recognizer: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **SERVER_OPTIONS)
-    return 0
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **SERVER_OPTIONS)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
+        server.run(sockets=[sock])
+    return 0 if server.started else 3  # 3: start-up failed (uvicorn's exit status for it)

@@ -94,20 +94,27 @@ async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[dic
     """Send each chunk's reply in order as its decoding ends, until ``None``; False if it closed the connection.
 
     The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
-    A failed decode closes the connection (1011) and the rest is drained unsent.
+    A failed decode closes the connection (1011); after it, or after the client went
+    away, the rest is drained unsent.
     """
     broken = False
     while (future := await replies.get()) is not None:
         try:
             reply = await future
-            if not broken:
-                await ws.send_text(json.dumps(reply, ensure_ascii=False))
         except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
             if not broken:
                 broken = True
                 log.error("decoding a vosk chunk failed: %s", exc)
                 with contextlib.suppress(Exception):  # the client may be gone already
                     await ws.close(INTERNAL_ERROR, close_reason(f"decoding failed: {exc}"))
+            continue
+        if broken:
+            continue
+        try:
+            await ws.send_text(json.dumps(reply, ensure_ascii=False))
+        except Exception as exc:  # noqa: BLE001 - the client went away: nobody to answer
+            broken = True
+            log.debug("a vosk client left before its replies were sent: %r", exc)
     return not broken
 
 

@@ -1,0 +1,61 @@
+"""How the recognizer listens: uvicorn's options and the listening socket (the CLI and the tests share them).
+
+Keepalive. uvicorn pings every WebSocket client (:data:`PING_INTERVAL_SECONDS`),
+which keeps idle connections open through proxies and load balancers. It does
+not close a connection whose pong is late (``ws_ping_timeout`` None): a client
+that sends audio faster than it is decoded (the Speech SDK sends recorded files
+ahead) is held back on purpose, and its pong waits in the socket behind the
+audio not read yet, for as long as that audio takes to decode. With a pong
+deadline (uvicorn's default, 20 s) such a client was cut off with 1011
+"keepalive ping timeout", and the Speech SDK reported no result and no error.
+
+A peer that is really gone (its machine or network, not its program) stops
+acknowledging what the server sends, the pings included; the kernel gives the
+connection up after :data:`DEAD_PEER_SECONDS` (``TCP_USER_TIMEOUT``, Linux),
+and the session ends as on any disconnect. Acknowledgements come from the
+peer's kernel, so a client held back is never mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+#: Seconds between keepalive pings.
+PING_INTERVAL_SECONDS = 20.0
+#: A connection whose data (a ping included) is not acknowledged this long is closed by the kernel.
+DEAD_PEER_SECONDS = 60
+#: uvicorn's listen backlog (its default).
+BACKLOG = 2048
+
+#: How uvicorn serves the app. Audio does not compress: per-message deflate would spend
+#: CPU on every chunk for nothing, so it is not offered.
+SERVER_OPTIONS: dict[str, Any] = {
+    "ws_max_size": 1 << 20,
+    "ws_per_message_deflate": False,
+    "ws_ping_interval": PING_INTERVAL_SECONDS,
+    "ws_ping_timeout": None,
+}
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket whose connections give up on a dead peer after :data:`DEAD_PEER_SECONDS`.
+
+    Raises :class:`OSError` when the address cannot be bound (in use, not local).
+    Connections accepted from it inherit ``TCP_USER_TIMEOUT`` (where the
+    platform has it).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 clients too
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock

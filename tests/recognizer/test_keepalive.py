@@ -1,0 +1,106 @@
+"""A client that sends audio faster than it is decoded is held back, not cut off by the keepalive.
+
+The server's real keepalive (:data:`speech_recognizer.serving.SERVER_OPTIONS`) pings every
+20 s; here it runs :data:`SCALE` times faster (a 0.5 s ping, and the pong deadline, if the
+options set one, scaled the same), so that audio sent ahead takes longer to decode than a
+keepalive period. With a pong deadline, the pong waits behind that audio and the server
+closed the connection with 1011 "keepalive ping timeout": the Speech SDK then reported
+nothing at all, neither results nor an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.serving import DEAD_PEER_SECONDS, SERVER_OPTIONS, listening_socket
+
+from ..conftest import make_settings, reference
+from ..support import Reference, ServerThread, concat, read_wav
+from ..usp.sdk import config, continuous, display_text, recognizer
+
+#: How much faster than the real keepalive the test server pings.
+SCALE = 40
+#: Times the test audio repeats the three utterances.
+REPEATS = 2
+
+
+def scaled(value: object) -> object:
+    return None if value is None else float(value) / SCALE  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def pinging_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    settings = make_settings(tmp_path_factory.mktemp("keepalive"))
+    keepalive = {key: scaled(SERVER_OPTIONS[key]) for key in ("ws_ping_interval", "ws_ping_timeout")}
+    assert keepalive["ws_ping_interval"] == 0.5
+    with ServerThread(create_app(settings, registry), **keepalive) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def long_wav(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three utterances, :data:`REPEATS` times (about 20 s)."""
+    return concat([utterances_wav] * REPEATS, tmp_path_factory.mktemp("keepalive-audio") / "long.wav", gap=1.0)
+
+
+@pytest.fixture(scope="module")
+def long_ref(model: LoadedModel, long_wav: Path) -> Reference:
+    return reference(model, long_wav)
+
+
+def test_speech_sdk_clients_sending_files_ahead_get_every_result(pinging_server: ServerThread, long_wav: Path, long_ref: Reference) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: continuous(recognizer(config(pinging_server.ws), long_wav), timeout=120), range(2)))
+    for events in runs:
+        assert [c.error_details for c in events.canceled] == []
+        assert [r.text for r in events.recognized] == [display_text(p) for p in long_ref.phrases]
+
+
+async def test_vosk_client_sending_everything_at_once_gets_every_reply(pinging_server: ServerThread, long_wav: Path, long_ref: Reference) -> None:
+    pcm, rate, _ = read_wav(long_wav)
+    chunks = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
+    async with connect(f"{pinging_server.ws}/vosk?language=ko-KR", max_size=1 << 20, ping_interval=None) as ws:
+        await ws.send(json.dumps({"config": {"sample_rate": rate}}))
+
+        async def send_all() -> None:
+            for chunk in chunks:
+                await ws.send(chunk)
+            await ws.send('{"eof" : 1}')
+
+        sender = asyncio.create_task(send_all())
+        replies = [json.loads(message) async for message in ws]
+        await sender
+        assert (ws.close_code, ws.close_reason) == (1000, "")
+    assert len(replies) == len(chunks) + 1  # one per chunk, and the last phrase at the end
+    finals = [r["text"] for r in replies if r.get("text")]
+    assert finals == long_ref.texts
+
+
+def test_connections_give_up_on_a_dead_peer() -> None:
+    """A peer whose kernel no longer acknowledges (the pings, say) is dropped after DEAD_PEER_SECONDS (Linux)."""
+    with listening_socket("127.0.0.1", 0) as server, socket.create_connection(server.getsockname()) as client:
+        accepted, _ = server.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_PEER_SECONDS * 1000
+        assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0  # only the server's side
+
+
+def test_a_port_in_use_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    with listening_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={port}",
+                            f"Mounts:Output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
