@@ -15,16 +15,19 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from websockets.asyncio.client import connect
-
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
-from speech_recognizer.serving import DEAD_PEER_SECONDS, SERVER_OPTIONS, listening_socket
+from speech_recognizer.serving import (
+    DEAD_PEER_SECONDS,
+    SERVER_OPTIONS,
+    listening_socket,
+)
+from websockets.asyncio.client import connect
 
 from ..conftest import make_settings, reference
 from ..support import Reference, ServerThread, concat, read_wav
@@ -101,6 +104,6 @@ def test_a_port_in_use_stops_the_server_with_one_line(tmp_path: Path) -> None:
     with listening_socket("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
         r = subprocess.run([sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={port}",
-                            f"Mounts:Output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120)
+                            f"Mounts:Output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
