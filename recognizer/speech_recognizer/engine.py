@@ -2,8 +2,9 @@
 
 :class:`Recognition` wraps one ``KaldiRecognizer`` and is synchronous;
 :class:`Engine` admits sessions up to the decoder cap, runs their decoding off
-the event loop (a :class:`Session` queues its jobs, and one decoder thread takes
-the queued ones back to back), and records usage and metrics when a session ends. Every
+the event loop (a :class:`Session` queues its jobs, and its own decoder thread,
+a lane of :class:`Lanes`, takes the queued ones back to back), and records usage
+and metrics when a session ends. Every
 protocol adapter goes through :meth:`Engine.session`, so the same audio gives
 the same words and timings on every route.
 
@@ -21,7 +22,10 @@ subtracts (results equal a fresh recognizer's to the microsecond).
 Bounded memory. The lazily composed graph also keeps growing with the audio a
 recognizer decodes, and Vosk cannot shrink it: a long stream moves to another
 recognizer at the first utterance end after :data:`RECYCLE_CLOCK_SECONDS`, and
-every dropped recognizer's memory is handed back to the OS (:mod:`.heap`).
+every dropped recognizer's memory is handed back to the OS (:mod:`.heap`). A
+session decodes on one thread from start to end (:class:`Lanes`), so that its
+recognizers grow and are freed in one malloc arena and each reuses the memory
+of the one before.
 """
 
 from __future__ import annotations
@@ -532,11 +536,40 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
         future.set_result(result)
 
 
+class Lanes:
+    """One single-thread executor (a lane) per decoder; a session decodes on one lane from start to end.
+
+    glibc gives each thread a malloc arena of its own. On a shared thread pool a stream's chunks ran on
+    whichever thread was idle, so its recognizer's lazily grown graph was spread over every decoder
+    thread's arena, and a recycled recognizer's successor did not reuse what it freed: a 30-minute
+    stream's RSS rose from one recognizer to the next (+95 to +109 MiB over its first minute). On one
+    lane a recognizer grows and is freed in one arena and the next one reuses that memory (+35.6 MiB,
+    bench/notes.md). Taken and given back on the event loop only.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._all = [ThreadPoolExecutor(1, thread_name_prefix=f"decoder-{i}") for i in range(max(1, count))]
+        #: Free lanes; the most recently used is taken first (its thread's caches are the warmest).
+        self._free = self._all[::-1]
+
+    def take(self) -> ThreadPoolExecutor:
+        """A free lane (admission keeps one free for every admitted session)."""
+        return self._free.pop()
+
+    def give(self, lane: ThreadPoolExecutor) -> None:
+        """Back after the session; jobs still queued on it run before the next session's."""
+        self._free.append(lane)
+
+    def shutdown(self) -> None:
+        for lane in self._all:
+            lane.shutdown(wait=False, cancel_futures=True)
+
+
 class Session:
     """An admitted stream: its decoding runs off the event loop, one job at a time, in order.
 
     Jobs (:meth:`feed`, :meth:`feed_ahead`, :meth:`finish`, :meth:`decode`) go to the
-    session's own queue; one decoder thread takes them back to back while any are
+    session's own queue; its lane's thread takes them back to back while any are
     queued, so a client that sends audio ahead of the decoding keeps the decoder busy
     without a round trip through the event loop per chunk (in one process that round
     trip cost 18 % more CPU per audio second with intermediate results, 24 % without:
@@ -544,8 +577,8 @@ class Session:
     read-ahead, :data:`READ_AHEAD`).
     """
 
-    def __init__(self, engine: Engine, recognition: Recognition, route: str) -> None:
-        self._engine = engine
+    def __init__(self, recognition: Recognition, route: str, lane: ThreadPoolExecutor) -> None:
+        self._lane = lane
         self.recognition = recognition
         self.route = route
         self.phrases = 0
@@ -564,7 +597,7 @@ class Session:
                 return
             self._draining = True
         try:
-            self._engine.executor.submit(self._drain, asyncio.get_running_loop())
+            self._lane.submit(self._drain, asyncio.get_running_loop())
         except RuntimeError:  # the engine is closed
             with self._lock:
                 self._jobs.clear()
@@ -652,7 +685,7 @@ class Session:
 
 
 class Engine:
-    """Admits sessions up to the decoder cap and runs decoding on a shared thread pool."""
+    """Admits sessions up to the decoder cap and runs each one's decoding on a thread of its own (:class:`Lanes`)."""
 
     def __init__(
         self,
@@ -664,7 +697,9 @@ class Engine:
     ) -> None:
         self.registry = registry
         self.decoder_max_count = decoder_max_count
-        self.executor = ThreadPoolExecutor(max_workers=decoder_max_count, thread_name_prefix="decoder")
+        #: For work outside sessions (the start-up warm-up).
+        self.executor = ThreadPoolExecutor(max_workers=decoder_max_count, thread_name_prefix="warm")
+        self.lanes = Lanes(decoder_max_count)
         self.active = 0
         self._on_end = on_session_end
         #: Recognizers of finished sessions kept warm (default: as many as may decode at once).
@@ -672,6 +707,7 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.lanes.shutdown()
         self.pool.clear()
 
     def warm(self, model: LoadedModel, pcm: bytes, sample_rate: int) -> bool:
@@ -714,17 +750,19 @@ class Engine:
         :class:`~speech_recognizer.models.ModelError` for the locale.
         """
         self._admit()
+        lane = self.lanes.take()
         session: Session | None = None
         try:
             model = await self.registry.aload(locale)
             loop = asyncio.get_running_loop()
             recognition = await loop.run_in_executor(
-                self.executor,
+                lane,
                 lambda: Recognition(model, sample_rate, channels, offset=offset, pool=self.pool, **options),  # type: ignore[arg-type]
             )
-            session = Session(self, recognition, route)
+            session = Session(recognition, route, lane)
             yield session
         finally:
+            self.lanes.give(lane)
             self.active -= 1
             if session is not None:
                 self.pool.expect()

@@ -199,6 +199,39 @@ def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances
     asyncio.run(main())
 
 
+def test_each_session_decodes_on_a_thread_of_its_own(registry, utterances_wav: Path) -> None:
+    """A session's jobs, one round trip after another, all run on one thread (its lane), another
+    session's at the same time on another; the next session reuses a lane. (On a shared pool each
+    chunk ran on whichever thread was idle, and a recognizer's memory spread over every thread's
+    malloc arena: bench/notes.md.)"""
+    pcm, rate, _ = read_wav(utterances_wav)
+    pieces = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)][:30]
+
+    async def main() -> None:
+        engine = Engine(registry, 2, warm_pool=0)
+        threads: dict[str, set[int]] = {}
+
+        async def stream(name: str) -> None:
+            async with engine.session("ko-KR", rate, route="test") as session:
+                seen = set()
+                for piece in pieces:
+                    await session.feed(piece)
+                    seen.add(await session.submit(threading.get_ident))
+                    await asyncio.sleep(0)  # the other session's jobs go in between
+                threads[name] = seen
+
+        try:
+            await asyncio.gather(stream("a"), stream("b"))
+            await stream("c")
+        finally:
+            engine.close()
+        assert [len(threads[n]) for n in "abc"] == [1, 1, 1]
+        assert threads["a"] != threads["b"]
+        assert threads["c"] <= threads["a"] | threads["b"]
+
+    asyncio.run(main())
+
+
 def test_a_recognizer_with_a_long_clock_retires(model, speech_wav: Path, monkeypatch) -> None:
     """Vosk's times are 32-bit floats on the recognizer's clock: pooled ones retire before it loses precision."""
     import speech_recognizer.engine as engine
