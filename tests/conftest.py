@@ -8,6 +8,9 @@ from typing import Iterator
 
 import pytest
 
+# Speech SDK helpers with assertions, imported by tests in more than one folder: rewritten before any imports them.
+pytest.register_assert_rewrite("tests.usp.sdk")
+
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.settings import Settings, parse

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.usp.sdk")
-
 from speech_recognizer.models import LoadedModel
 
 from ..support import RefPhrase, RefWord, read_wav
