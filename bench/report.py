@@ -58,7 +58,7 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         peak = m.get("long_stream_peak_growth_mib", m.get("long_stream_growth_mib"))
         if peak is not None:
             t.append((f"{m['long_stream_minutes']:g}-minute stream within +100 MB of its first minute (every minute)",
-                      f"+{peak} MiB at most (+{m['long_stream_growth_mib']} MiB at the end)", peak * MB_PER_MIB <= 100))
+                      f"{peak:+} MiB at most ({m['long_stream_growth_mib']:+} MiB at the end)", peak * MB_PER_MIB <= 100))
     o = res.get("overload")
     if o and "error" not in o:
         bad = sum(r["dropped_without_message"] for r in o["runs"])
