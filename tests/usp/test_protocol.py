@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -215,3 +217,29 @@ async def test_audio_sent_ahead_gets_the_results_paced_audio_gets(server: Server
     assert any(path == "speech.hypothesis" for path, _ in ahead)
     assert any(path == "speech.phrase" and body.get("DisplayText") for path, body in ahead)  # type: ignore[union-attr]
     assert ahead == paced
+
+
+async def test_a_client_leaving_mid_turn_is_a_departure_not_a_failure(
+    registry: ModelRegistry, tmp_path: Path, utterances_wav: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that drops its connection while results of the audio it sent ahead are still on their way is
+    logged as gone (debug), not as a failed turn (warning), and its decoder is given back."""
+    pcm, _, _ = read_wav(utterances_wav)
+    pcm = pcm[: 60 * 3200]
+    app = create_app(make_settings(tmp_path), registry)
+    engine = app.state.engine
+    with caplog.at_level(logging.DEBUG, logger="speech_recognizer"), ServerThread(app) as srv:
+        ws = await connect(srv.ws + CONVERSATION)
+        rid = uuid.uuid4().hex
+        await open_turn(ws, rid)
+        for i in range(0, len(pcm), 3200):  # ahead of the decoding; the turn's audio never ends
+            await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
+        assert parse_text(await ws.recv()).path == "turn.start"
+        ws.transport.abort()  # gone without a close frame, results still to come
+        deadline = time.monotonic() + 30
+        while engine.active:
+            assert time.monotonic() < deadline, "the decoder was not given back"
+            await asyncio.sleep(0.05)
+    ours = [r for r in caplog.records if r.name.startswith("speech_recognizer")]
+    assert any("left before its results were sent" in r.getMessage() for r in ours)
+    assert not [r.getMessage() for r in ours if r.levelno >= logging.WARNING]

@@ -18,6 +18,8 @@ import uuid
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Mapping, Protocol
 
+from starlette.websockets import WebSocketDisconnect
+
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..engine import READ_AHEAD, Busy, Engine, Event, Partial, Phrase, Session
 from ..models import ModelError
@@ -181,6 +183,9 @@ class Turn:
                 silent = self.position - self.origin >= self.options.initial_silence
                 if silent and not self.ended and not self.options.continuous and not self.speech:
                     await self._no_speech()
+            except WebSocketDisconnect as exc:  # the client went away mid-turn: nobody to answer
+                log.debug("USP turn %s: the client left before its results were sent (%s)", self.request_id, exc.code)
+                self.ended = True
             except Exception as exc:  # noqa: BLE001 - this turn ends with a reason; the server goes on
                 log.warning("USP turn %s failed: %s", self.request_id, exc or type(exc).__name__)
                 self.ended = True
