@@ -35,6 +35,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         metrics.session_ended(record)
 
     engine = Engine(registry, settings.decoder_max_count, on_session_end)
+    metrics.watch_pool(engine.pool)
     warmup = WarmupState()
 
     async def start() -> None:

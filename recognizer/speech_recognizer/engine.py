@@ -22,7 +22,10 @@ subtracts (results equal a fresh recognizer's to the microsecond).
 Bounded memory. The lazily composed graph also keeps growing with the audio a
 recognizer decodes, and Vosk cannot shrink it: a long stream moves to another
 recognizer at the first utterance end after :data:`RECYCLE_CLOCK_SECONDS`, and
-every dropped recognizer's memory is handed back to the OS (:mod:`.heap`). A
+every dropped recognizer's memory is handed back to the OS (:mod:`.heap`). Pooled
+recognizers retire after :data:`MAX_WARM_CLOCK_SECONDS`; each that retires (or is
+left at a handover) is replaced by one warmed with the start-up warm-up audio, in
+the background at a lower CPU priority (:meth:`Engine._replenish`). A
 session decodes on one thread from start to end (:class:`Lanes`), so that its
 recognizers grow and are freed in one malloc arena and each reuses the memory
 of the one before.
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -200,8 +204,17 @@ class WarmPool:
         #: Releases submitted but not finished (:meth:`expect` .. :meth:`done`), and finished in all.
         self._pending = 0
         self._finished = 0
+        #: Recognizers taken warm, and takes that found none idle (a new one was built), by sessions and handovers.
         self.hits = 0
         self.misses = 0
+        #: Recognizers let go because their clock had run long (:data:`RECYCLE_CLOCK_SECONDS`, :data:`MAX_WARM_CLOCK_SECONDS`).
+        self.retired = 0
+        #: Streams moved to another recognizer at an utterance end (:meth:`Recognition._recycle`).
+        self.handovers = 0
+        #: Retired recognizers replaced by one warmed in the background (:meth:`Engine.warm`).
+        self.replaced = 0
+        #: Called (model, sample rate) after a recognizer retired, on the thread that let it go.
+        self.on_retired: Callable[[LoadedModel, int], None] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -244,6 +257,14 @@ class WarmPool:
             self._count += 1
             self._returned.notify_all()
             return True
+
+    def retire(self, model: LoadedModel, sample_rate: int, *, handover: bool) -> None:
+        """Count a recognizer let go for its long clock, and tell :attr:`on_retired` (a replacement may be due)."""
+        with self._lock:
+            self.retired += 1
+            self.handovers += handover
+        if self.on_retired is not None:
+            self.on_retired(model, sample_rate)
 
     def expect(self) -> None:
         """A release is on its way (call :meth:`done` when it finished, kept or not)."""
@@ -405,6 +426,8 @@ class Recognition:
         frames of trailing silence in its feature pipeline are not carried over).
         """
         self._origin = self._frames
+        if self._pool is not None:
+            self._pool.retire(self.model, self.sample_rate, handover=True)
         self._drop()
         self._acquire(wait=False)
         self.recycled += 1
@@ -462,6 +485,7 @@ class Recognition:
     def _finalize_into(self, pool: WarmPool) -> bool:
         samples = self._base_samples + self._fed
         if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
+            pool.retire(self.model, self.sample_rate, handover=False)
             return False
         experience = self._experience + (0.0 if self._warmup else self._fed / self.sample_rate)
         if self._state == _FRESH and samples == 0:
@@ -684,6 +708,14 @@ class Session:
         self._queue(release, None)
 
 
+def _lower_priority() -> None:
+    """Run the calling thread at nice 10: it takes only the CPU that decoding leaves (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # another platform, or not allowed: the default priority
+        pass
+
+
 class Engine:
     """Admits sessions up to the decoder cap and runs each one's decoding on a thread of its own (:class:`Lanes`)."""
 
@@ -699,14 +731,20 @@ class Engine:
         self.decoder_max_count = decoder_max_count
         #: For work outside sessions (the start-up warm-up).
         self.executor = ThreadPoolExecutor(max_workers=decoder_max_count, thread_name_prefix="warm")
+        #: Warms replacements of retired recognizers, one at a time, at a lower CPU priority than decoding.
+        self.replenisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replenish", initializer=_lower_priority)
         self.lanes = Lanes(decoder_max_count)
         self.active = 0
         self._on_end = on_session_end
         #: Recognizers of finished sessions kept warm (default: as many as may decode at once).
         self.pool = WarmPool(decoder_max_count if warm_pool is None else warm_pool)
+        self.pool.on_retired = self._replenish
+        #: The warm-up audio per pool key: what a retired recognizer's replacement decodes.
+        self._warmup_pcm: dict[tuple[int, int], bytes] = {}
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.replenisher.shutdown(wait=False, cancel_futures=True)
         self.lanes.shutdown()
         self.pool.clear()
 
@@ -714,13 +752,42 @@ class Engine:
         """Decode ``pcm`` on a new recognizer and leave it warm in the pool; True when kept.
 
         Blocking: run it on :attr:`executor`. Start-up warm-up (:mod:`.warmup`) calls it
-        once per recognizer to keep, so it never takes one from the pool.
+        once per recognizer to keep, so it never takes one from the pool. The audio is
+        kept to warm the replacements of recognizers that retire later.
         """
+        self._warmup_pcm[WarmPool._key(model, sample_rate)] = pcm
         recognition = Recognition(model, sample_rate, pool=self.pool, warmup=True)
         for piece in chunks(Audio(pcm, sample_rate, 1), FILE_CHUNK_SECONDS):
             recognition.accept(piece)
         recognition.finish()
         return recognition.release()
+
+    def _replenish(self, model: LoadedModel, sample_rate: int) -> None:
+        """A recognizer retired: warm a replacement in the background, as at start-up.
+
+        Without it the pool shrinks by one at every retirement (each recognizer retires
+        after 300-600 s of audio), and after an hour of light traffic a burst of streams
+        finds it nearly empty: every stream then builds a new recognizer, whose first
+        utterance costs ~4x the CPU of a warm one's. Only for models warmed at start-up
+        (their warm-up audio), and only while the pool and the sessions' recognizers
+        together are short of the pool's capacity.
+        """
+        pcm = self._warmup_pcm.get(WarmPool._key(model, sample_rate))
+        if pcm is None:
+            return
+        try:
+            self.replenisher.submit(self._replace, model, pcm, sample_rate)
+        except RuntimeError:  # shut down
+            pass
+
+    def _replace(self, model: LoadedModel, pcm: bytes, sample_rate: int) -> None:
+        if len(self.pool) + self.active >= self.pool.capacity:
+            return
+        try:
+            if self.warm(model, pcm, sample_rate):
+                self.pool.replaced += 1
+        except Exception:  # an optimisation: sessions build recognizers of their own instead
+            log.exception("warming a replacement recognizer failed")
 
     def _release(self, recognition: Recognition) -> None:
         try:

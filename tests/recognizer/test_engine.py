@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -403,3 +404,52 @@ def test_server_start_turns_fastbins_off(monkeypatch: pytest.MonkeyPatch, tmp_pa
             f"Warmup:Audio={tmp_path / 'missing.wav'}"]
     assert cli.main(args) == 1
     assert calls == [1]
+
+
+def test_a_retired_recognizer_is_replaced_by_one_warmed_in_the_background(registry, speech_wav: Path, monkeypatch) -> None:
+    """The pool keeps its strength: a recognizer that retires is replaced by a new one warmed with the start-up
+    warm-up audio, on a thread at a lower CPU priority, so that the next session does not build a cold one.
+    A model that was not warmed at start-up gets no replacement."""
+    import speech_recognizer.engine as engine_module
+
+    pcm, rate, _ = read_wav(speech_wav)
+    warmup_pcm = pcm[: rate * 2 // 2]  # 0.5 s: the warm recognizer's clock stays under the limit
+    monkeypatch.setattr(engine_module, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
+
+    async def session(engine: Engine) -> bool:
+        async with engine.session("ko-KR", rate, route="test") as s:
+            await s.feed(pcm)
+            await s.finish()
+            return s.recognition.warm
+
+    async def settle(engine: Engine, size: int) -> None:
+        for _ in range(400):
+            if len(engine.pool) == size and not engine.pool._pending:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"pool of {len(engine.pool)}, not {size}")
+
+    async def main() -> None:
+        engine = Engine(registry, 2)
+        try:
+            model = await registry.aload("ko-KR")
+            assert engine.warm(model, warmup_pcm, rate) and len(engine.pool) == 1
+            assert await session(engine), "the session took the warm recognizer"
+            await settle(engine, 1)  # it retired at its release; a replacement took its place
+            assert (engine.pool.retired, engine.pool.replaced, engine.pool.misses) == (1, 1, 0)
+            [thread] = [t for t in threading.enumerate() if t.name.startswith("replenish")]
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 10
+            assert await session(engine), "the next session found the replacement"
+            await settle(engine, 1)
+            assert (engine.pool.retired, engine.pool.replaced, engine.pool.misses) == (2, 2, 0)
+        finally:
+            engine.close()
+        cold = Engine(registry, 2)  # never warmed: nothing to replace with
+        try:
+            assert not await session(cold)
+            await asyncio.sleep(0.5)
+            assert (cold.pool.retired, cold.pool.replaced, len(cold.pool)) == (1, 0, 0)
+        finally:
+            cold.close()
+
+    asyncio.run(main())

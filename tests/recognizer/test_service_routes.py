@@ -183,6 +183,18 @@ def test_metrics_move_after_a_recognition(fresh: App, speech_wav: Path) -> None:
     assert after[("speech_active_sessions", ())] == 0
 
 
+def test_warm_pool_metrics(fresh: App, speech_wav: Path) -> None:
+    """/metrics shows the warm pool: each recognition started on a reused recognizer or built one."""
+    started = [("speech_recognizers_reused_total", ()), ("speech_recognizers_built_total", ())]
+    before = scrape(fresh.http)
+    assert recognize(fresh.http, speech_wav).status_code == 200
+    after = scrape(fresh.http)
+    assert sum(after[k] for k in started) == sum(before[k] for k in started) + 1
+    for name in ("speech_recognizers_retired_total", "speech_recognizers_replaced_total", "speech_recognizer_handovers_total",
+                 "speech_recognizers_idle"):
+        assert (name, ()) in after, name
+
+
 def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
     pcm, rate, _ = read_wav(speech_wav)
     with connect(f"{fresh.ws}/vosk?language=ko-KR") as ws:
