@@ -60,6 +60,32 @@ def make_audio(workdir: Path) -> Audio:
     return Audio(pcm, rate, wav)
 
 
+#: Other sentences than the bench audio's, for streams that each speak their own recording.
+OTHER_SENTENCES = (
+    "지금 몇 시예요", "커피 한 잔 주세요", "회의는 세 시에 시작합니다", "감사합니다 안녕히 가세요",
+    "지하철역이 어디에 있어요", "주말에 영화를 봤어요", "오늘 저녁에 뭐 먹을까요", "비가 와서 우산을 가져왔어요",
+    "다음 주에 여행을 갑니다", "이 책은 아주 재미있어요", "전화 번호를 알려 주세요", "버스가 곧 도착합니다",
+    "학교까지 걸어서 십 분 걸려요", "내일 아침 일찍 일어나야 해요", "음악을 들으면서 공부해요", "병원은 몇 시에 문을 닫아요",
+)
+#: espeak-ng voice variants and speaking rates (words per minute) the recordings cycle through.
+VOICES = (("ko", "160"), ("ko+f2", "150"), ("ko+m3", "175"), ("ko+f4", "140"), ("ko+m1", "185"), ("ko+f1", "165"))
+
+
+def make_voices(workdir: Path, n: int) -> list[Audio]:
+    """``n`` different recordings, each four of :data:`OTHER_SENTENCES` (none of the bench audio's) in a voice
+    and at a speed of its own, with 1.5 s of silence around each sentence (12-16 s each)."""
+    out = []
+    for i in range(n):
+        voice, wpm = VOICES[i % len(VOICES)]
+        picks = [OTHER_SENTENCES[(4 * i + k) % len(OTHER_SENTENCES)] for k in range(4)]
+        parts = [speak(s, workdir / f"v{i}s{k}.wav", voice=voice, wpm=wpm) for k, s in enumerate(picks)]
+        wav = concat(parts, workdir / f"voice{i}.wav", gap=1.5)
+        pcm, rate, channels = read_wav(wav)
+        assert channels == 1
+        out.append(Audio(pcm, rate, wav))
+    return out
+
+
 class Sampler:
     """Samples a process's CPU (% of one core) and RSS (MiB) every ``interval`` seconds."""
 
@@ -143,6 +169,17 @@ def server(*args: str, ready_timeout: float = 120.0) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+POOL_COUNTERS = ("speech_recognizers_built_total", "speech_recognizers_retired_total", "speech_recognizer_handovers_total")
+
+
+def pool_counts(srv: Server) -> dict[str, float]:
+    """The server's warm-pool counters (``built``, ``retired``, ``handovers``) from its /metrics."""
+    with urllib.request.urlopen(f"{srv.http}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    values = {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith(POOL_COUNTERS)}
+    return {name.split("_")[2]: values.get(name, float("nan")) for name in POOL_COUNTERS}
 
 
 def cpu_seconds(pid: int | None = None) -> float:

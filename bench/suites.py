@@ -10,7 +10,7 @@ import time
 import httpx
 
 from .clients import InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, percentile, server, thread_cpu
+from .common import CHUNK, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_voices, percentile, pool_counts, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer
@@ -19,6 +19,8 @@ ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: differ by up to 2x; after three they agree to about 10 % (bench/notes.md).
 WARM_PASSES = 3
 STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
+#: Streams of the row where each stream speaks a recording of its own (the target's "6 started together").
+DIFFERENT_N = 6
 
 
 def _agg(results: list[StreamResult]) -> dict[str, object]:
@@ -36,9 +38,11 @@ def _agg(results: list[StreamResult]) -> dict[str, object]:
     }
 
 
-async def _gather(route: str, ws: str, audio: Audio, n: int, *, paced: bool, stagger: float) -> tuple[list[StreamResult], float]:
+async def _gather(route: str, ws: str, audio: Audio | list[Audio], n: int, *, paced: bool, stagger: float) -> tuple[list[StreamResult], float]:
+    """``n`` streams of ``route`` at once (stream ``i`` speaks ``audio[i]`` when given a list); results and wall time."""
+    each = audio if isinstance(audio, list) else [audio] * n
     t0 = time.monotonic()
-    results = await asyncio.gather(*(ROUTES[route](ws, audio, paced=paced, delay=i * stagger) for i in range(n)))
+    results = await asyncio.gather(*(ROUTES[route](ws, each[i], paced=paced, delay=i * stagger) for i in range(n)))
     return list(results), time.monotonic() - t0
 
 
@@ -87,10 +91,45 @@ def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int]
                         lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
     strict: dict[str, int] = {}
     for route in ROUTES:
-        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and "fresh" not in str(r["start"])]
-        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and "fresh" not in str(r["start"])]
+        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and r["start"] in ("together", "staggered")]
+        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and r["start"] in ("together", "staggered")]
         strict[route] = max((n for n in ok if all(b > n for b in bad)), default=0)
-    return {"paced": rows, "throughput": throughput_rounds(audio, ns, rounds), "largest_strict_n": strict, "lag_over_time_ms": lag_over_time}
+    different = different_audio(audio, model, DIFFERENT_N, cap, warm_n=max(ns))
+    rows.extend(different)
+    return {"paced": rows, "throughput": throughput_rounds(audio, ns, rounds), "largest_strict_n": strict,
+            "different_audio_strict": {r["route"]: r["strict"] for r in different if r["route"] in ROUTES},
+            "lag_over_time_ms": lag_over_time}
+
+
+def different_audio(audio: Audio, model: object, n: int, cap: int, *, warm_n: int) -> list[dict[str, object]]:
+    """``n`` paced streams started together, each speaking a recording of its own (other sentences, voices and
+    speeds than the bench audio, :func:`~bench.common.make_voices`), on each route and in-process.
+
+    The rows above replay one recording, which every recognizer has decoded before: the best case. Here the
+    words are new to every recognizer, which expands its decoding graph as it goes (the engine's cost of a
+    first utterance). Each side starts as warm as the other and sees these recordings once: a fresh
+    in-process set and, per route, a fresh server, each warmed by one unpaced pass of the bench audio on
+    ``warm_n`` streams (the server's start-up warm-up comes on top, as it does for any deployment).
+    """
+    voices = make_voices(audio.path.parent, n)
+    start = "together, different audio per stream"
+    inproc = InProcess(model, audio.rate)
+    inproc.warm(audio, warm_n)
+    base, _ = inproc.run(voices, n, paced=True)
+    base_row = {"route": "in-process", "n": n, "start": start, **_agg(base)}
+    rows = [base_row]
+    print("  ", base_row)
+    for route in ROUTES:
+        with server(f"DecoderMaxCount={cap}") as srv:
+            asyncio.run(_gather("vosk", srv.ws, audio, warm_n, paced=False, stagger=0.0))
+            with Sampler(srv.pid) as smp:
+                res, _ = asyncio.run(_gather(route, srv.ws, voices, n, paced=True, stagger=0.0))
+        row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary(), "loadavg_after": loadavg()}
+        vosk_p95 = base_row["p95_changed_ms"] if route == "usp" and "p95_changed_ms" in base_row else base_row["p95_ms"]
+        row["p95_over_vosk_ms"] = round(row["p95_ms"] - vosk_p95, 1)
+        rows.append(row)
+        print("  ", row)
+    return rows
 
 
 def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) -> dict[str, object]:
@@ -101,7 +140,7 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
     passes of the audio. For each N and route the two sides then take ``pairs`` turns, the
     in-process run right before the server run, so each pair shares the machine's conditions
     (on these shared VMs one pass can run 15 % slower than the next). Ratios are medians of the
-    per-pair ratios; absolute values are medians too. The server's CPU is split by thread: the
+    per-pair ratios; absolute values are medians too. The routes alternate in going first. The server's CPU is split by thread: the
     event loop (``loop``: protocol, HTTP, JSON, sockets) and the decoder threads (Vosk and our
     per-chunk code).
     """
@@ -111,16 +150,21 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
             for _ in range(WARM_PASSES):  # warm, as the worker is
                 asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
             for n in ns:
-                for _ in range(pairs):
-                    for route in ROUTES:
+                for j in range(pairs):
+                    # the routes take turns going first: the first run at a new N meets the pool as the runs
+                    # before left it (e.g. a recognizer that retired there, replaced in the background)
+                    for route in list(ROUTES)[:: 1 if (k + j) % 2 == 0 else -1]:
                         base = worker.run(n)
                         inproc = {"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]}
+                        p0 = pool_counts(srv)
                         c0, l0 = cpu_seconds(srv.pid), thread_cpu(srv.pid)[srv.pid]
                         res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
                         total, loop = cpu_seconds(srv.pid) - c0, thread_cpu(srv.pid)[srv.pid] - l0  # the main thread runs the event loop
+                        pool = {k: v - p0[k] for k, v in pool_counts(srv).items()}
                         done = sum(r.audio_s for r in res if r.ok) or float("nan")
                         got[n][route].append((inproc, {"audio_s_per_s": done / wall, "cpu_s_per_audio_s": total / done,
-                                                       "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (total - loop) / done}))
+                                                       "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (total - loop) / done,
+                                                       "recognizers_built": pool["built"], "recognizers_retired": pool["retired"]}))
             print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
 
     rows = []
@@ -137,6 +181,7 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
             row[f"{route}_cpu_ratio"] = round(statistics.median(ip["cpu_s_per_audio_s"] / sv["cpu_s_per_audio_s"] for ip, sv in ps), 3)
             row[f"{route}_loop_cpu_pct_of_decoders"] = round(statistics.median(100 * sv["loop_cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for _, sv in ps), 1)
             row[f"{route}_decoder_cpu_ratio"] = round(statistics.median(ip["cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for ip, sv in ps), 3)
+            row[f"{route}_recognizers_built"] = int(sum(sv["recognizers_built"] for _, sv in ps))
         rows.append(row)
         print("  ", row, flush=True)
     spread = [round(ip["cpu_s_per_audio_s"], 4) for route in ROUTES for ip, _ in got[ns[0]][route]]

@@ -38,10 +38,10 @@ def require_tool(name: str) -> str:
     return path
 
 
-def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: str = "ko") -> Path:
-    """espeak-ng speech converted by sox to 16-bit PCM WAV at ``rate`` with ``channels``."""
+def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: str = "ko", wpm: str = SPEECH_RATE) -> Path:
+    """espeak-ng speech (``voice``, ``wpm`` words per minute) converted by sox to 16-bit PCM WAV at ``rate`` with ``channels``."""
     raw = out.with_suffix(".espeak.wav")
-    subprocess.run([require_tool("espeak-ng"), "-v", voice, "-s", SPEECH_RATE, "-w", str(raw), text], check=True)
+    subprocess.run([require_tool("espeak-ng"), "-v", voice, "-s", wpm, "-w", str(raw), text], check=True)
     subprocess.run(
         [require_tool("sox"), "-R", str(raw), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(out)],
         check=True,
