@@ -153,12 +153,14 @@ def markdown(res: dict[str, Any]) -> str:
                   "waiting for each reply, as the USP one does). Each round is a fresh server and a fresh in-process worker "
                   "taking turns, in-process right before server; ratios are medians of those pairs' ratios. `*_loop_cpu_pct_of_decoders`: the server's "
                   "event-loop thread (protocol, HTTP, JSON, sockets) as % of its decoder threads' CPU; `*_decoder_cpu_ratio`: "
-                  "in-process CPU / the server's decoder threads' CPU (Vosk plus our per-chunk code):", "",
+                  "in-process CPU / the server's decoder threads' CPU (Vosk plus our per-chunk code); `*_recognizers_built`: "
+                  "recognizers the server built during that route's runs (no warm one idle: a retirement or a handover had "
+                  "left the pool short; each costs ~4x the CPU on its first utterance). The routes take turns going first:", "",
                   _table(_throughput_rows(s), ["n", "rounds", "pairs", "in_process_audio_s_per_s", "vosk_audio_s_per_s", "vosk_ratio", "usp_audio_s_per_s",
                                                "usp_ratio", "in_process_cpu_s_per_audio_s", "vosk_cpu_s_per_audio_s", "vosk_cpu_ratio",
                                                "usp_cpu_s_per_audio_s", "usp_cpu_ratio", "vosk_loop_cpu_pct_of_decoders",
                                                "usp_loop_cpu_pct_of_decoders", "vosk_decoder_cpu_ratio", "usp_decoder_cpu_ratio",
-                                               "loadavg_before"]),
+                                               "vosk_recognizers_built", "usp_recognizers_built", "loadavg_before"]),
                   "", f"In-process CPU s per audio s at N={_throughput_rows(s)[0]['n']}, one value per run, in order: "
                   f"{s['throughput'].get('in_process_cpu_n1_by_round') if isinstance(s['throughput'], dict) else '-'}",
                   "", "Lag over time (worst stream, ms behind real time per audio second) is in `benchmarks.json` under `streams.lag_over_time_ms`."]
