@@ -168,8 +168,11 @@ MAX_WARM_CLOCK_SECONDS = 600
 #: A stream moves to another recognizer at the first utterance end after its recognizer's
 #: clock passes this. A recognizer's lazily composed graph keeps growing with the audio it
 #: decodes (+126 MiB over 30 minutes of one stream, measured in bench/notes.md); Vosk's API
-#: has no way to shrink it, so the grown one is dropped and its memory given back.
-RECYCLE_CLOCK_SECONDS = 300
+#: has no way to shrink it, so the grown one is dropped and its memory given back. The same
+#: limit as a pooled recognizer's: every recognizer dropped is replaced by a new one, whose
+#: first utterance costs ~4x the CPU (at 300 s a 30-minute stream peaked +36 MiB over its
+#: first minute, at 600 s +59 MiB, and recognizers were built twice as often).
+RECYCLE_CLOCK_SECONDS = MAX_WARM_CLOCK_SECONDS
 
 
 @dataclass
