@@ -429,7 +429,7 @@ class Recognition:
         frames of trailing silence in its feature pipeline are not carried over).
         """
         self._origin = self._frames
-        if self._pool is not None:
+        if self._pool is not None and not self._warmup:
             self._pool.retire(self.model, self.sample_rate, handover=True)
         self._drop()
         self._acquire(wait=False)
@@ -488,7 +488,8 @@ class Recognition:
     def _finalize_into(self, pool: WarmPool) -> bool:
         samples = self._base_samples + self._fed
         if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
-            pool.retire(self.model, self.sample_rate, handover=False)
+            if not self._warmup:  # a warm-up this long is not kept, nor replaced (by another as long)
+                pool.retire(self.model, self.sample_rate, handover=False)
             return False
         experience = self._experience + (0.0 if self._warmup else self._fed / self.sample_rate)
         if self._state == _FRESH and samples == 0:

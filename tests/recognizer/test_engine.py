@@ -442,6 +442,10 @@ def test_a_retired_recognizer_is_replaced_by_one_warmed_in_the_background(regist
             assert await session(engine), "the next session found the replacement"
             await settle(engine, 1)
             assert (engine.pool.retired, engine.pool.replaced, engine.pool.misses) == (2, 2, 0)
+            # a warm-up longer than the clock limit is not kept, and not replaced (that would loop)
+            assert not engine.warm(model, pcm, rate)
+            await asyncio.sleep(0.5)
+            assert (engine.pool.retired, engine.pool.replaced, len(engine.pool)) == (2, 2, 1)
         finally:
             engine.close()
         cold = Engine(registry, 2)  # never warmed: nothing to replace with
