@@ -770,7 +770,7 @@ class Engine:
         """A recognizer retired: warm a replacement in the background, as at start-up.
 
         Without it the pool shrinks by one at every retirement (each recognizer retires
-        after 300-600 s of audio), and after an hour of light traffic a burst of streams
+        after 10 minutes of clock), and after an hour of light traffic a burst of streams
         finds it nearly empty: every stream then builds a new recognizer, whose first
         utterance costs ~4x the CPU of a warm one's. Only for models warmed at start-up
         (their warm-up audio), and only while the pool and the sessions' recognizers
