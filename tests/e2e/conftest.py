@@ -1,8 +1,9 @@
 """The e2e test runs only when asked for by marker: ``pytest -m e2e tests/e2e``.
 
 Without ``-m`` naming ``e2e`` it is deselected (it is not collected as a pass or a
-skip). When selected on a machine without Docker/kind it is skipped with the
-reason ``python -m tests.e2e`` printed, never passed.
+skip). When selected on a machine without Docker/kind and without ``SPEECH_E2E_ARGS``
+naming a cluster, it is skipped with the reason ``python -m tests.e2e`` printed, never
+passed. The suite's own unit tests (every other test here) run in the normal suite.
 """
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""The checks' judgements on objects as ``kubectl get -o json`` returns them, and the checks
+against the in-memory cluster (tests/e2e/fake.py: a real cluster cannot run here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import checks as c
+from . import manifests as m
+from .fake import FakeCluster, pod
+
+RUN = m.Run("abc123")
+NS = RUN.namespace
+
+
+def context(cluster: FakeCluster, **timeouts: float) -> c.Context:
+    t = c.Timeouts(operator=0.05, ready=0.05, stay_up=0.05, poll=0.01, scale=0.05, delete=0.05)
+    for k, v in timeouts.items():
+        setattr(t, k, v)
+    cluster.put("namespace", {"metadata": {"name": NS}})
+    return c.Context(kube=cluster, run=RUN, timeouts=t, audio=lambda: None, log=lambda _: None)
+
+
+def test_pod_state_says_why_a_pod_is_not_running() -> None:
+    assert c.pod_state(pod("p", ready=False, waiting="ErrImageNeverPull")) == (
+        "pod p: Pending, c waiting: ErrImageNeverPull (ErrImageNeverPull detail)"
+        " - is the image loaded on every node (--load-image) or pullable from it?")
+    assert c.pod_state(pod("p", restarts=2, last_exit=("OOMKilled", 137))) == (
+        "pod p: Running, c restarted 2x, last: OOMKilled exit 137, ready")
+    unscheduled = pod("p", ready=False)
+    unscheduled["status"]["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": "0/1 nodes are available: 1 Insufficient cpu."})
+    assert "not scheduled: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu." in c.pod_state(unscheduled)
+
+
+def test_restarted_finds_restarts_replacements_and_lost_readiness_only() -> None:
+    before = [pod("a"), pod("b"), pod("d")]
+    assert c.restarted(before, [pod("a"), pod("b"), pod("d"), pod("new")]) == []
+    problems = c.restarted(before, [pod("a", restarts=1, last_exit=("Error", 1)), pod("b", uid="other"), pod("d", ready=False)])
+    assert problems == ["pod a: Running, c restarted 1x, last: Error exit 1, ready",
+                        "pod b was replaced or deleted",
+                        "pod d: Running, c running, not ready (no longer ready)"]
+
+
+def test_warnings_about_picks_the_named_objects_warnings_oldest_first() -> None:
+    events = [
+        {"type": "Warning", "reason": "Unhealthy", "message": "Liveness probe failed: HTTP probe failed with statuscode: 403",
+         "count": 4, "lastTimestamp": "2025-01-01T00:02:00Z", "involvedObject": {"kind": "Pod", "name": "keyed-1"}},
+        {"type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container",
+         "lastTimestamp": "2025-01-01T00:01:00Z", "involvedObject": {"kind": "Pod", "name": "keyed-1"}},
+        {"type": "Normal", "reason": "Pulled", "involvedObject": {"kind": "Pod", "name": "keyed-1"}},
+        {"type": "Warning", "reason": "Unhealthy", "involvedObject": {"kind": "Pod", "name": "someone-else"}},
+    ]
+    assert c.warnings_about(events, {"keyed-1"}) == [
+        "Pod/keyed-1: BackOff: Back-off restarting failed container",
+        "Pod/keyed-1: Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 403 (x4)"]
+
+
+def test_stt_state_and_leftovers() -> None:
+    stt = {"metadata": {"name": "keyed", "namespace": NS}, "status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "MissingDependency", "message": 'Secret "k" not found'}]}}
+    assert c.stt_state(stt) == 'keyed: Ready=False MissingDependency: Secret "k" not found'
+    assert "is the operator watching namespace speech-e2e-abc123?" in c.stt_state({"metadata": {"name": "x", "namespace": NS}})
+    assert c.leftovers({"services": [{"metadata": {"name": "plain", "deletionTimestamp": "t"}}], "pods": []}) == [
+        "services/plain (terminating)"]
+
+
+def test_stay_up_fails_on_a_restart_with_the_probe_warning_and_the_log() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster, stay_up=0.3)
+    keyed = pod("keyed-1", labels={"app.kubernetes.io/name": "speech-recognizer", "app.kubernetes.io/instance": "keyed"})
+    keyed["metadata"]["namespace"] = NS
+    cluster.put("pod", keyed)
+    cluster.put("event", {"metadata": {"name": "e1", "namespace": NS}, "type": "Warning", "reason": "Unhealthy",
+                          "message": "Liveness probe failed: HTTP probe failed with statuscode: 403",
+                          "involvedObject": {"kind": "Pod", "name": "keyed-1"}})
+
+    def restart(*args) -> None:
+        if args[0] == "pod" and len([j for j in cluster.journal if j[0] == "get"]) > 8:
+            cluster.objects[("pod", NS, "keyed-1")]["status"]["containerStatuses"][0]["restartCount"] = 1
+
+    cluster.hooks["get"] = restart
+    with pytest.raises(c.CheckFailed) as exc:
+        c.check_stay_up(ctx)
+    message = str(exc.value)
+    assert message.startswith("within 0 s of being ready: pod keyed-1: Running, c restarted 1x")
+    assert "Pod/keyed-1: Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 403" in message
+    assert "log of keyed-1 (previous)" in message
+
+
+def test_stay_up_passes_when_nothing_changes() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster, stay_up=0.05)
+    p = pod("op", labels={"app.kubernetes.io/instance": RUN.release, "app.kubernetes.io/component": "operator"})
+    p["metadata"]["namespace"] = NS
+    cluster.put("pod", p)
+    assert c.check_stay_up(ctx) == "1 pods up for 0 s, no restarts"
+
+
+def test_delete_check_names_the_children_left() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster)
+    cluster.put("service", {"metadata": {"name": m.PLAIN, "namespace": NS, "labels": {"speech-operator.io/speechtotext": m.PLAIN}}})
+    with pytest.raises(c.CheckFailed, match=r"children of the deleted SpeechToTexts gone not within 0 s: left: services/plain"):
+        c.check_delete(ctx)
+    del cluster.objects[("service", NS, m.PLAIN)]
+    assert c.check_delete(ctx) == "Deployments, Services and pods gone"
+    assert ("delete", "speechtotext", (m.PLAIN, m.KEYED), NS) in cluster.journal
+
+
+def test_ready_check_creates_both_and_reports_their_conditions_when_they_do_not_become_ready() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster)
+    with pytest.raises(c.CheckFailed) as exc:
+        c.check_speech_to_texts_ready(ctx)
+    assert "both SpeechToTexts Ready not within 0 s: plain: no status yet" in str(exc.value)
+    secret = cluster.objects[("secret", NS, m.KEY_SECRET)]
+    assert secret["stringData"][m.KEY_FIELD] == ctx.api_key and len(ctx.api_key) == 32
+    keyed = cluster.objects[("speechtotext", NS, m.KEYED)]
+    assert keyed["spec"]["apiKeySecretRef"] == {"name": m.KEY_SECRET, "key": m.KEY_FIELD}
+    assert "apiKeySecretRef" not in cluster.objects[("speechtotext", NS, m.PLAIN)]["spec"]
