@@ -243,6 +243,24 @@ def init_containers(spec: api.SpeechToTextSpec, img: str) -> list[Manifest]:
     return inits
 
 
+def probes() -> Manifest:
+    """The kubelet's checks, all plain GETs without headers (a kubelet sends no API key).
+
+    - startup: ``/status`` answers once the server listens (the model loads and warms
+      after that); liveness waits for it, so a slow start is not a failed liveness.
+    - readiness: ``/ready``, 200 once the model is loaded and warm, 503 while draining.
+    - liveness: ``/status``, which needs no key from the caller (Azure's semantics).
+    """
+    def get(path: str) -> Manifest:
+        return {"httpGet": {"path": path, "port": PORT_NAME}}
+
+    return {
+        "startupProbe": {**get(contract.ROUTE_STATUS), "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 90},
+        "readinessProbe": {**get(contract.ROUTE_READY), "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {**get(contract.ROUTE_STATUS), "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+    }
+
+
 def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
     env: list[Manifest] = []
     if spec.apiKeySecretRef:
@@ -262,14 +280,7 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
         "args": recognizer_args(spec),
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": contract.PORT, "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": contract.ROUTE_READY, "port": PORT_NAME},
-            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": contract.ROUTE_STATUS, "port": PORT_NAME},
-            "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6,
-        },
+        **probes(),
         "resources": _resources(spec),
         "securityContext": restricted_security_context(),
         "volumeMounts": mounts,

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import __version__, heap
 from .serving import SERVER_OPTIONS, listening_socket
@@ -21,8 +22,24 @@ Settings (also environment variables, with __ for ':', e.g. Mounts__Output=/outp
 """
 
 
+def ensure_home(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Give ``HOME`` a value when the user has none: Vosk resolves ``~`` when it is imported.
+
+    A container user without a passwd entry (an arbitrary uid) and without ``HOME`` in its
+    environment made that import fail ("Could not determine home directory"). Nothing is
+    written there: ``/``, as container runtimes use for such a user.
+    """
+    if environ.get("HOME"):
+        return
+    try:
+        Path.home()
+    except (RuntimeError, KeyError):
+        environ["HOME"] = "/"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse settings, then download a model, or serve."""
+    ensure_home()
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in args):
         print(USAGE)

@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from . import __version__
 from . import contract as c
-from .auth import AuthError, check_key
 from .errors import error_response
 
 
@@ -76,13 +75,16 @@ async def ready(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """Checks the key (when one is sent or required) without running a recognition."""
+    """Azure's ``/status``: whether this container's own key is usable, without running a recognition.
+
+    It asks nothing of the caller, as Azure's container does not: a kubelet's probe
+    (no headers) gets the same answer as a client sending a key, so a pod started with
+    ``ApiKey`` is not restarted by its own liveness probe. The recognition routes are
+    the ones that check a caller's key.
+    """
     settings = _state(request).settings
-    try:
-        check_key(settings.api_key, request.headers, dict(request.query_params))
-    except AuthError as exc:
-        return error_response(exc.status, exc.reason)
-    return JSONResponse({"status": "valid", "apiStatus": "Valid", "apiStatusMessage": "The API key is valid." if settings.api_key else "No key is required."})
+    message = "The container's API key is set; recognition requests must carry it." if settings.api_key else "No key is required."
+    return JSONResponse({"status": "valid", "apiStatus": "Valid", "apiStatusMessage": message})
 
 
 async def liveness(request: Request) -> Response:
@@ -140,7 +142,7 @@ def openapi_spec() -> dict[str, Any]:
     simple = {"get": {"responses": {"200": {"description": "OK"}}}}
     paths[c.ROUTE_HOME] = {"get": {"summary": "Home page", "responses": {"200": {"description": "HTML"}}}}
     paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded and warmed, else 503", "responses": {"200": {"description": "ready"}, "503": {"description": "loading"}}}}
-    paths[c.ROUTE_STATUS] = {"get": {"summary": "Validates the key without recognizing", "responses": {"200": {"description": "valid"}, "401": {"description": "wrong key"}, "403": {"description": "missing key"}}}}
+    paths[c.ROUTE_STATUS] = {"get": {"summary": "Whether the container's own key is valid, without recognizing; needs no key from the caller (liveness probes)", "responses": {"200": {"description": "valid"}}}}
     paths[c.ROUTE_CONTAINER_LIVENESS] = simple
     paths[c.ROUTE_CONTAINER_READINESS] = simple
     paths[c.ROUTE_METRICS] = {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}}

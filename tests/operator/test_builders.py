@@ -70,6 +70,7 @@ def test_minimal_recognizer_container() -> None:
     assert c["image"] == "registry.example/speech-recognizer:9.9.9"
     assert c["args"] == ["Eula=accept", "Locale=en-US", f"{contract.LOG_LEVEL}=Information"]
     assert c["ports"] == [{"name": "http", "containerPort": contract.PORT, "protocol": "TCP"}]
+    assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}

@@ -22,13 +22,14 @@ BASE = "http://127.0.0.1:5000"
 KEY = "ship-test"
 
 
-def get(path: str, key: str | None = None) -> int:
-    req = urllib.request.Request(f"{BASE}{path}", headers={"Ocp-Apim-Subscription-Key": key} if key else {})
+def get(path: str) -> int:
+    """A GET without headers, as a kubelet's probe."""
+    req = urllib.request.Request(f"{BASE}{path}")
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.status
 
 
-def ready(timeout: float, key: str) -> dict:
+def ready(timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     last = "no answer"
     start = time.monotonic()
@@ -36,8 +37,8 @@ def ready(timeout: float, key: str) -> dict:
         try:
             code = get("/ready")
             if code == 200:
-                # /status checks the key, as Azure's container does
-                return {"ready": code, "status": get("/status", key), "seconds": round(time.monotonic() - start, 1)}
+                # /status reports the container's own key; a kubelet's probe sends none
+                return {"ready": code, "status": get("/status"), "seconds": round(time.monotonic() - start, 1)}
             last = f"HTTP {code}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
@@ -75,13 +76,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("ready")
     r.add_argument("--timeout", type=float, default=120)
-    r.add_argument("--key", default=KEY)
     t = sub.add_parser("transcribe")
     t.add_argument("wav")
     t.add_argument("--language", required=True)
     t.add_argument("--key", default=KEY)
     args = parser.parse_args()
-    result = ready(args.timeout, args.key) if args.cmd == "ready" else transcribe(args.wav, args.language, args.key)
+    result = ready(args.timeout) if args.cmd == "ready" else transcribe(args.wav, args.language, args.key)
     json.dump(result, sys.stdout, ensure_ascii=False)
 
 
