@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .engine import SessionRecord, WarmPool
+from .engine import SessionRecord
+from .pool import WarmPool
 
 
 class Metrics:

@@ -16,11 +16,14 @@ from starlette.routing import Route
 from . import contract as c
 from .audio import Audio, AudioError, chunks, decode
 from .auth import AuthError, check_key
-from .engine import FILE_CHUNK_SECONDS, Busy, Engine, Phrase
+from .admission import Busy
+from .engine import Engine
 from .errors import error_response
 from .models import ModelError, UnknownLocale
 from .results import OutputFormat, Profanity, merge, phrase_json
+from .session import FILE_CHUNK_SECONDS
 from .settings import Settings
+from .transcript import Phrase
 
 #: Bytes per second of the largest input we accept (48 kHz, stereo, 32-bit), to cap bodies early.
 _MAX_BYTES_PER_SECOND = 48000 * 2 * 4

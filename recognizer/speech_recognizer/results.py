@@ -12,7 +12,7 @@ import re
 from enum import Enum
 from typing import Any, Iterable, Sequence
 
-from .engine import Phrase, Word
+from .transcript import Alternative, Phrase, Word
 
 TICKS_PER_SECOND = 10_000_000
 
@@ -160,8 +160,6 @@ def nbest(
 
 def merge(phrases: Iterable[Phrase]) -> Phrase | None:
     """One phrase spanning several (the REST route answers once for the whole audio)."""
-    from .engine import Alternative
-
     items = [p for p in phrases]
     if not items:
         return None

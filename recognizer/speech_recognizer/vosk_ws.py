@@ -6,7 +6,7 @@ optional first text message ``{"config": {"sample_rate", "phrase_list",
 answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``;
 the text ``{"eof" : 1}`` flushes the final result and closes. The locale is
 ``?language=`` (default: the only locale served). Audio is read up to
-:data:`~speech_recognizer.engine.READ_AHEAD` chunks ahead of the replies, which
+:data:`~speech_recognizer.session.READ_AHEAD` chunks ahead of the replies, which
 are the same as when the client waits for each.
 """
 
@@ -16,18 +16,20 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import contract as c
 from .auth import AuthError, check_key
-from .engine import READ_AHEAD, Busy, Engine, Event, Phrase, Session
+from .admission import Busy
+from .engine import Engine
 from .errors import close_reason
 from .models import ModelError, UnknownLocale
 from .rest import request_locale
+from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
+from .transcript import Event, Phrase
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +80,15 @@ def first_phrase(events: list[Event]) -> Phrase | None:
     return next((e for e in events if isinstance(e, Phrase)), None)
 
 
-def chunk_reply(session: Session, config: VoskConfig) -> Callable[[list[Event]], dict[str, Any]]:
-    """The reply to one chunk, made on the decoder thread right after it (the state it left)."""
-
-    def reply(events: list[Event]) -> dict[str, Any]:
-        phrase = first_phrase(events)
-        if phrase is not None or session.recognition.endpoint:
-            return final_json(phrase, config.max_alternatives, config.words)
-        return {"partial": session.recognition.partial_text}
-
-    return reply
+def chunk_reply(snapshot: Snapshot, config: VoskConfig) -> dict[str, Any]:
+    """The reply to one chunk: from the state that chunk left (:class:`~speech_recognizer.session.Snapshot`)."""
+    phrase = first_phrase(snapshot.events)
+    if phrase is not None or snapshot.endpoint:
+        return final_json(phrase, config.max_alternatives, config.words)
+    return {"partial": snapshot.partial_text}
 
 
-async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None]) -> bool:
+async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[Snapshot] | None], config: VoskConfig) -> bool:
     """Send each chunk's reply in order as its decoding ends, until ``None``; False if it closed the connection.
 
     The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
@@ -100,7 +98,7 @@ async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[dic
     broken = False
     while (future := await replies.get()) is not None:
         try:
-            reply = await future
+            reply = chunk_reply(await future, config)
         except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
             if not broken:
                 broken = True
@@ -123,8 +121,8 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
     config = VoskConfig(model.sample_rate)
     session_cm = None
     session: Session | None = None
-    replies: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(READ_AHEAD)
-    sender = asyncio.create_task(_send_replies(ws, replies))
+    replies: asyncio.Queue[asyncio.Future[Snapshot] | None] = asyncio.Queue(READ_AHEAD)
+    sender = asyncio.create_task(_send_replies(ws, replies, config))
     try:
         while True:
             message = await ws.receive()
@@ -175,8 +173,7 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                     phrase_list=config.phrase_list,
                 )
                 session = await session_cm.__aenter__()
-                reply = chunk_reply(session, config)
-            await replies.put(session.feed_ahead(data, reply))
+            await replies.put(session.feed_ahead(data))
     finally:
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)

@@ -1,21 +1,18 @@
 """Warming recognizers at start-up, before ``/ready`` says yes.
 
-A new ``KaldiRecognizer`` stalls on its first decoder advance (about 1.2 s of
-CPU on the ko-KR small model, whatever the audio) and then spends about four
-times the CPU of a warm one on its first utterance while its lazily composed
-decoding graph fills in. The warm pool (:class:`~speech_recognizer.engine.WarmPool`)
-hides both for every session after the first ones; this module hides them for
-the first ones too: at start-up, each served locale gets ``Warmup:Count``
-recognizers that have decoded ``Warmup:Seconds`` of speech-like audio and
-wait, finalized, in the pool.
+A new ``KaldiRecognizer`` stalls on its first decoder advance, whatever the audio,
+and then spends several times the CPU of a warm one on its first utterance while
+its lazily composed decoding graph fills in. The warm pool
+(:class:`~speech_recognizer.pool.WarmPool`) hides both for every session after the
+first ones; this module hides them for the first ones too: at start-up, each served
+locale gets ``Warmup:Count`` recognizers that have decoded ``Warmup:Seconds`` of
+speech-like audio and wait, finalized, in the pool.
 
 The audio is ``Warmup:Audio`` (any file the REST route accepts: a recording
 of the speech the deployment will serve warms best) or, by default, a
 deterministic synthetic signal: voiced segments (a harmonic series at a
 drifting pitch, shaped by vowel formants), fricative noise and pauses.
-Measured on ko-KR (bench/notes.md): the first 14 s utterance afterwards costs
-0.22-0.29 CPU s per audio second with this signal, 0.32 after silence only,
-0.47 with no warm-up, 0.09-0.11 on a recognizer that has decoded real speech.
+Measurements: docs/engine.md.
 """
 
 from __future__ import annotations

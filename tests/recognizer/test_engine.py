@@ -8,7 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from speech_recognizer.engine import Engine, Phrase, Recognition, WarmPool
+from speech_recognizer.engine import Engine
+from speech_recognizer.pool import WarmPool
+from speech_recognizer.recognition import Recognition, Release
+from speech_recognizer.transcript import Phrase
 
 from ..support import read_wav
 
@@ -36,12 +39,12 @@ def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path) -
     first = Recognition(model, rate, pool=pool)
     assert not first.warm
     assert run(first, pcm) == expected
-    assert first.release() and len(pool) == 1
+    assert first.release() is Release.KEPT and len(pool) == 1
     second = Recognition(model, rate, pool=pool)
     assert second.warm and len(pool) == 0
     assert run(second, pcm) == expected
     # and the offset of a resumed stream still applies on top of the recognizer's own clock
-    assert second.release()
+    assert second.release() is Release.KEPT
     third = Recognition(model, rate, offset=7.5, pool=pool)
     assert third.warm
     assert run(third, pcm) == fresh(model, pcm, rate, offset=7.5)
@@ -58,14 +61,14 @@ def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utt
         if at_endpoint.endpoint:
             break
     assert at_endpoint.endpoint
-    assert at_endpoint.release()
+    assert at_endpoint.release() is Release.KEPT
     assert run(Recognition(model, rate, pool=pool), pcm) == expected
     # left mid-utterance without finish (a client that went away)
     mid = Recognition(model, rate, pool=pool)
     for i in range(0, len(pcm) // 3, CHUNK):
         mid.accept(pcm[i : i + CHUNK])
     assert not mid.endpoint
-    assert mid.release()
+    assert mid.release() is Release.KEPT
     assert run(Recognition(model, rate, pool=pool), pcm) == expected
 
 
@@ -74,17 +77,17 @@ def test_pool_keeps_only_plain_recognizers_up_to_capacity(model, speech_wav: Pat
     pool = WarmPool(1)
     grammar = Recognition(model, rate, phrase_list=["오늘", "날씨"], pool=pool)
     run(grammar, pcm)
-    assert not grammar.release() and len(pool) == 0, "a phrase-list recognizer has its own graph"
+    assert grammar.release() is Release.DROPPED and len(pool) == 0, "a phrase-list recognizer has its own graph"
     a, b = Recognition(model, rate, pool=pool), Recognition(model, rate, pool=pool)
     run(a, pcm)
     run(b, pcm)
-    assert a.release() and not b.release() and len(pool) == 1
+    assert a.release() is Release.KEPT and b.release() is Release.DROPPED and len(pool) == 1
     assert Recognition(model, 8000, pool=pool).warm is False, "pooled per sample rate"
-    assert not Recognition(model, rate, pool=WarmPool(0)).release()
+    assert Recognition(model, rate, pool=WarmPool(0)).release() is Release.DROPPED
     warm = Recognition(model, rate, max_alternatives=0, pool=pool)
     assert warm.warm
-    assert warm.release() is True
-    assert warm.release() is False, "released once"
+    assert warm.release() is Release.KEPT
+    assert warm.release() is Release.DROPPED, "released once"
 
 
 def test_warm_recognizer_costs_less_cpu(model, utterances_wav: Path) -> None:
@@ -175,22 +178,19 @@ def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances
             async with engine.session("ko-KR", rate, route="test") as session:
                 sequential = [(await session.feed(p), session.recognition.partial_text) for p in pieces[:40]]
             async with engine.session("ko-KR", rate, route="test") as session:
-                seen: list[tuple[int, int]] = []
-
-                def reply(i: int):
-                    def make(events: list) -> tuple[list, str]:
-                        seen.append((i, threading.get_ident()))
-                        return events, session.recognition.partial_text
-                    return make
-
-                futures = [session.feed_ahead(p, reply(i)) for i, p in enumerate(pieces[:40])]
-                ahead = [await f for f in futures]
+                # a thread probe queued after each chunk: it runs where, and right after, that chunk ran
+                queued = [(session.feed_ahead(p), session.submit(lambda i=i: (i, threading.get_ident())))
+                          for i, p in enumerate(pieces[:40])]
+                snapshots = [(await f, await probe) for f, probe in queued]
+            seen = [probe for _, probe in snapshots]
             assert [i for i, _ in seen] == list(range(40))
             assert len({t for _, t in seen}) == 1, "queued chunks run back to back on one thread"
+            ahead = [(s.events, s.partial_text) for s, _ in snapshots]
             assert ahead == sequential
+            assert [s.audio_seconds for s, _ in snapshots] == [(i + 1) * CHUNK / 2 / rate for i in range(40)], "each as its chunk left it"
 
             async with engine.session("ko-KR", rate, route="test") as session:
-                futures = [session.feed_ahead(p, len) for p in pieces]
+                futures = [session.feed_ahead(p) for p in pieces]
                 await futures[0]
             await asyncio.sleep(0)
             assert any(f.cancelled() for f in futures), "the session's end drops chunks not started"
@@ -235,18 +235,18 @@ def test_each_session_decodes_on_a_thread_of_its_own(registry, utterances_wav: P
 
 def test_a_recognizer_with_a_long_clock_retires(model, speech_wav: Path, monkeypatch) -> None:
     """Vosk's times are 32-bit floats on the recognizer's clock: pooled ones retire before it loses precision."""
-    import speech_recognizer.engine as engine
+    import speech_recognizer.recognition as recognition
 
     pcm, rate, _ = read_wav(speech_wav)
-    monkeypatch.setattr(engine, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
+    monkeypatch.setattr(recognition, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
     pool = WarmPool(2)
     rec = Recognition(model, rate, pool=pool)
     run(rec, pcm)
-    assert rec.release() is False and len(pool) == 0
+    assert rec.release() is Release.RETIRED and len(pool) == 0
 
 
 def test_clock_unit_is_a_whole_number_of_samples_exact_in_float32() -> None:
-    from speech_recognizer.engine import clock_unit
+    from speech_recognizer.recognition import clock_unit
 
     assert clock_unit(16000) == 1000 and clock_unit(8000) == 500 and clock_unit(48000) == 3000
     assert clock_unit(44100) == 11025, "1/4 s: 44100/16 and 44100/8 are not whole samples"
@@ -264,14 +264,14 @@ def test_pool_hands_out_the_most_experienced_recognizer(model, speech_wav: Path)
         warmup = Recognition(model, rate, pool=pool, warmup=True)
         assert not warmup.warm, "a warm-up never takes a pooled recognizer"
         run(warmup, pcm[: rate // 2 * 2])
-        assert warmup.release()
+        assert warmup.release() is Release.KEPT
     session = Recognition(model, rate, pool=pool)
     assert session.warm and session._experience == 0.0
     run(session, pcm)
-    assert session.release()
+    assert session.release() is Release.KEPT
     again = Recognition(model, rate, pool=pool)
     assert again._experience == session.audio_seconds, "the recognizer that decoded a session, not a warm-up one"
-    assert again.release()
+    assert again.release() is Release.KEPT
     # a release in flight of the only experienced recognizer is waited for
     taken = pool.take(model, rate)
     assert taken is not None and taken.experience > 0
@@ -294,11 +294,11 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
     Before the swap the stream decodes as one recognizer does; after it, as a new
     recognizer started at that point of the stream, with times on the stream's clock.
     """
-    import speech_recognizer.engine as engine
+    import speech_recognizer.recognition as recognition
     from speech_recognizer import heap
 
     pcm, rate, _ = read_wav(utterances_wav)
-    monkeypatch.setattr(engine, "RECYCLE_CLOCK_SECONDS", 0.5)
+    monkeypatch.setattr(recognition, "RECYCLE_CLOCK_SECONDS", 0.5)
     trims: list[int] = []
     monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: bool(trims.append(1)) or True))
 
@@ -319,7 +319,7 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
             for _ in range(3):
                 warm = Recognition(model, rate, pool=pool)
                 run(warm, pcm[: rate * 2])
-                assert warm.release()
+                assert warm.release() is Release.KEPT
         stream = Recognition(model, rate, pool=pool)
         assert run(stream, pcm) == as_tuples
         assert stream.recycled >= 2
@@ -410,11 +410,11 @@ def test_a_retired_recognizer_is_replaced_by_one_warmed_in_the_background(regist
     """The pool keeps its strength: a recognizer that retires is replaced by a new one warmed with the start-up
     warm-up audio, on a thread at a lower CPU priority, so that the next session does not build a cold one.
     A model that was not warmed at start-up gets no replacement."""
-    import speech_recognizer.engine as engine_module
+    import speech_recognizer.recognition as recognition
 
     pcm, rate, _ = read_wav(speech_wav)
     warmup_pcm = pcm[: rate * 2 // 2]  # 0.5 s: the warm recognizer's clock stays under the limit
-    monkeypatch.setattr(engine_module, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
+    monkeypatch.setattr(recognition, "MAX_WARM_CLOCK_SECONDS", len(pcm) / 2 / rate / 2)
 
     async def session(engine: Engine) -> bool:
         async with engine.session("ko-KR", rate, route="test") as s:

@@ -70,7 +70,7 @@ def continuous(rec: speechsdk.SpeechRecognizer, timeout: float = 60.0, started: 
 #: How far the server's times may be from in-process Vosk's, in ticks. Vosk's times are on
 #: its 10 ms frame grid, so any decoding difference moves a time by 10 ms or more; what this
 #: allows is only clock rounding: a reused (warm) recognizer's clock has run on, and
-#: ``engine.Recognition`` takes it off float32 times and rounds to 1 µs, which leaves
+#: ``recognition.Recognition`` takes it off float32 times and rounds to 1 µs, which leaves
 #: microseconds of error (seen: 3000010 for 3000000). 0 once the engine rounds to its grid.
 CLOCK_TOLERANCE = 10_000  # 1 ms
 

@@ -21,9 +21,12 @@ from typing import Any, Mapping, Protocol
 from starlette.websockets import WebSocketDisconnect
 
 from ..audio import AudioError, WavFormat, pcm16_header
-from ..engine import READ_AHEAD, Busy, Engine, Event, Partial, Phrase, Session
+from ..admission import Busy
+from ..engine import Engine
 from ..models import ModelError
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
+from ..session import READ_AHEAD, Session, Snapshot
+from ..transcript import Event, Partial, Phrase
 from .frames import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format
 
@@ -98,7 +101,7 @@ class Turn:
         #: Seconds of audio whose results were handled (the decoder may be ahead of it).
         self._decoded = 0.0
         #: Decoding results in the order of the audio, for :meth:`_handle_results` (None: end of audio).
-        self._results: asyncio.Queue[asyncio.Future[tuple[list[Event], float]] | None] = asyncio.Queue(READ_AHEAD)
+        self._results: asyncio.Queue[asyncio.Future[Snapshot] | None] = asyncio.Queue(READ_AHEAD)
         self._handler: asyncio.Task[None] | None = None
         self._audio_ended = False
 
@@ -163,8 +166,7 @@ class Turn:
             self._audio_ended = True
             await self._results.put(None)
             return
-        recognition = session.recognition
-        await self._results.put(session.feed_ahead(payload, lambda events: (events, recognition.audio_seconds)))
+        await self._results.put(session.feed_ahead(payload))
 
     async def _handle_results(self) -> None:
         """Send each chunk's results in order; after the end of audio, the last phrase and the turn's end."""
@@ -178,8 +180,9 @@ class Turn:
                     await self._emit(await self.session.finish())
                     await self._end_of_audio()
                     continue
-                events, self._decoded = await item
-                await self._emit(events)
+                snapshot = await item
+                self._decoded = snapshot.audio_seconds
+                await self._emit(snapshot.events)
                 silent = self.position - self.origin >= self.options.initial_silence
                 if silent and not self.ended and not self.options.continuous and not self.speech:
                     await self._no_speech()

@@ -1,0 +1,59 @@
+"""Admission: at most ``DecoderMaxCount`` recognitions hold a decoder at once; the next ones are refused.
+
+A route reserves a decoder as soon as it knows it will recognize, before it has
+the audio's format (the REST route, before it reads the body), and hands the
+:class:`Reservation` to the session it opens; the session gives it back at its
+end. Refusing at once (:class:`Busy`) keeps the admitted streams real time,
+where queueing would make every stream late. Used on the event loop only.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+
+class Busy(Exception):
+    """Every decoder is in use; retry after :attr:`retry_after` seconds."""
+
+    def __init__(self, limit: int, retry_after: int = 1) -> None:
+        super().__init__(f"all {limit} decoders are busy; retry in {retry_after} s")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class Reservation:
+    """A decoder held for one recognition; :meth:`release` (or leaving the ``with``) gives it back, once."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission: Admission | None = admission
+
+    @property
+    def held(self) -> bool:
+        return self._admission is not None
+
+    def release(self) -> None:
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.active -= 1
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+class Admission:
+    """Counts the decoders held against ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Decoders held now.
+        self.active = 0
+
+    def reserve(self) -> Reservation:
+        """A decoder for one recognition, or :class:`Busy` when all ``limit`` are held."""
+        if self.active >= self.limit:
+            raise Busy(self.limit)
+        self.active += 1
+        return Reservation(self)

@@ -1,0 +1,288 @@
+"""One stream through Vosk: PCM in, transcript events out, on the stream's clock.
+
+A :class:`Recognition` wraps one ``KaldiRecognizer`` at a time. It may start on a
+warm one from the pool, whose clock has run on: every time it reports is taken
+back to the stream's clock (:func:`clock_unit` keeps that exact). A recognizer's
+lazily composed graph grows with the audio it decodes, so a long stream moves to
+another recognizer at an utterance end (a handover) and a pooled one retires once
+its clock runs long. Why and how much: docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from enum import Enum
+from typing import Sequence
+
+from . import heap
+from .audio import mono
+from .models import LoadedModel
+from .pool import WarmPool
+from .transcript import Event, Partial, parse_final, parse_partial
+
+log = logging.getLogger(__name__)
+
+#: A pooled recognizer retires once its clock passes this: Vosk reports times as 32-bit floats
+#: on that clock (60 µs resolution at 600 s), and its memory grows with the audio it has seen.
+MAX_WARM_CLOCK_SECONDS = 600
+
+#: A stream moves to another recognizer at the first utterance end after its recognizer's clock
+#: passes this: the grown graph cannot be shrunk, only dropped. The same limit as a pooled
+#: recognizer's, since every recognizer dropped is replaced by a new one.
+RECYCLE_CLOCK_SECONDS = MAX_WARM_CLOCK_SECONDS
+
+#: Vosk recognizer states, as far as reuse needs to know them.
+_FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "finalized"
+
+
+class Release(Enum):
+    """What became of a recognizer at :meth:`Recognition.release`."""
+
+    #: Finalized and idle in the pool.
+    KEPT = "kept"
+    #: Its clock had run past :data:`MAX_WARM_CLOCK_SECONDS`: dropped (a replacement may be due).
+    RETIRED = "retired"
+    #: Not reusable (no pool, a phrase list, the pool full, finalizing failed, released before): dropped.
+    DROPPED = "dropped"
+
+
+def clock_unit(sample_rate: int) -> int:
+    """Samples a reused recognizer's clock is padded to a multiple of.
+
+    1/16 s when that is whole samples (1000 at 16 kHz), else the largest of 1/8, 1/4,
+    1/2 s that is, else 1 s: multiples of 1/16 s are exact in float32 and in Vosk's
+    six-decimal times, so subtracting the clock leaves every time as a fresh
+    recognizer prints it.
+    """
+    for parts in (16, 8, 4, 2):
+        if sample_rate % parts == 0:
+            return sample_rate // parts
+    return sample_rate
+
+
+class Recognition:
+    """One stream through one ``KaldiRecognizer`` at a time. Synchronous: call from one thread at a time.
+
+    Accepts 16-bit little-endian PCM at ``sample_rate`` with ``channels``
+    interleaved channels (down-mixed to mono); Vosk resamples to the model's
+    rate. ``offset`` (seconds) shifts every time reported, for streams that
+    resume part-way. With a ``pool`` (and no phrase list) the recognizer may be a
+    warm one from an earlier session; :meth:`release` hands it back. A ``warmup``
+    recognition (start-up warm-up) never takes one and its audio does not count
+    as experience.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        sample_rate: int,
+        channels: int = 1,
+        *,
+        offset: float = 0.0,
+        words: bool = True,
+        partial_words: bool = True,
+        max_alternatives: int = 0,
+        phrase_list: Sequence[str] | None = None,
+        pool: WarmPool | None = None,
+        partials: bool = True,
+        warmup: bool = False,
+    ) -> None:
+        if sample_rate < 4000 or sample_rate > 192000:
+            raise ValueError(f"sample rate {sample_rate} Hz is outside 4000..192000")
+        if channels < 1 or channels > 32:
+            raise ValueError(f"{channels} channels is not supported (1..32)")
+        self.model = model
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.offset = offset
+        #: Where the recognizer goes after the session (None: not reusable).
+        self._pool = None if phrase_list else pool
+        self._grammar = json.dumps([*phrase_list, "[unk]"], ensure_ascii=False) if phrase_list else None
+        self._words, self._partial_words, self._max_alternatives = words, partial_words, max_alternatives
+        self._lock = threading.Lock()
+        self._warmup = warmup
+        #: Stream frames fed before the current recognizer took over (it changes at a handover).
+        self._origin = 0
+        #: Recognizers this stream moved off at an utterance end because their clock had run long.
+        self.recycled = 0
+        self._frames = 0
+        self._acquire(wait=True)
+        #: Whether :meth:`accept` computes intermediate results (files need none: they cost decode time).
+        self.partials = partials
+        self._pending = b""
+        self._last_partial = ""
+        self.decode_seconds = 0.0
+        #: Whether the last :meth:`accept` ended an utterance (even one with no words).
+        self.endpoint = False
+
+    def _acquire(self, *, wait: bool) -> None:
+        """Take the most experienced idle recognizer from the pool, or build a new one.
+
+        Sets the clock it starts on: samples it had been fed before (its times are
+        reported less those) and seconds of session audio it had decoded.
+        """
+        import vosk
+
+        warm = self._pool.take(self.model, self.sample_rate, wait=wait) if self._pool is not None and not self._warmup else None
+        if warm is not None:
+            self._rec, self._base_samples, self._experience = warm.rec, warm.samples, warm.experience
+            self._state = _FINALIZED
+        else:
+            args = (self._grammar,) if self._grammar else ()
+            self._rec = vosk.KaldiRecognizer(self.model.model, float(self.sample_rate), *args)
+            self._base_samples, self._experience, self._state = 0, 0.0, _FRESH
+        if warm is not None or self._max_alternatives:
+            self._rec.SetMaxAlternatives(self._max_alternatives)
+        self._rec.SetWords(self._words)
+        self._rec.SetPartialWords(self._partial_words)
+
+    @property
+    def _fed(self) -> int:
+        """Frames the current recognizer has been fed by this stream."""
+        return self._frames - self._origin
+
+    @property
+    def _time_offset(self) -> float:
+        """Stream time of the current recognizer's first sample of this stream."""
+        return self.offset + self._origin / self.sample_rate
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio accepted so far."""
+        return self._frames / self.sample_rate
+
+    @property
+    def warm(self) -> bool:
+        """Whether this stream got a reused (warm) recognizer."""
+        return self._base_samples > 0
+
+    @property
+    def _shift(self) -> float:
+        return self._base_samples / self.sample_rate
+
+    def _mono(self, pcm: bytes) -> bytes:
+        data = self._pending + pcm
+        frame_bytes = 2 * self.channels
+        usable = len(data) - len(data) % frame_bytes
+        self._pending = data[usable:]
+        data = data[:usable]
+        self._frames += usable // frame_bytes
+        return mono(data, self.channels)
+
+    def accept(self, pcm: bytes) -> list[Event]:
+        """Feed audio; returns a final phrase when an utterance ended, else a changed partial."""
+        samples = self._mono(pcm)
+        self.endpoint = False
+        if not samples:
+            return []
+        with self._lock:
+            started = time.perf_counter()
+            final = self._rec.AcceptWaveform(samples)
+            self._state = _ENDPOINT if final else _RUNNING
+            self.endpoint = bool(final)
+            events: list[Event] = []
+            if final:
+                phrase = parse_final(self._rec.Result(), self._time_offset, self._shift)
+                self._last_partial = ""
+                if phrase is not None:
+                    events.append(phrase)
+                if self._base_samples + self._fed >= RECYCLE_CLOCK_SECONDS * self.sample_rate:
+                    self._recycle()
+            elif self.partials:
+                partial = self._partial()
+                if partial is not None:
+                    events.append(partial)
+            self.decode_seconds += time.perf_counter() - started
+        return events
+
+    def _recycle(self) -> None:
+        """At an utterance end: go on with another recognizer and drop this grown one.
+
+        The next utterance starts on the new recognizer's clock at the current stream
+        position (Vosk restarts there too after an endpoint; only the few undecoded
+        frames of trailing silence in its feature pipeline are not carried over).
+        """
+        self._origin = self._frames
+        self._drop()
+        self._acquire(wait=False)
+        self.recycled += 1
+        log.debug("stream moved to another recognizer at %.2f s (%d so far)", self._time_offset, self.recycled)
+
+    def _drop(self) -> None:
+        """Let go of the recognizer (it is freed now) and have the heap trimmed soon."""
+        self._rec = None
+        heap.TRIMMER.request()
+
+    @property
+    def partial_text(self) -> str:
+        """The current hypothesis (empty right after an utterance ended)."""
+        return self._last_partial
+
+    def _partial(self) -> Partial | None:
+        partial = parse_partial(self._rec.PartialResult(), self._last_partial, self._time_offset, self._shift,
+                                self.offset, self.offset + self.audio_seconds)
+        if partial is not None:
+            self._last_partial = partial.text
+        return partial
+
+    def finish(self) -> list[Event]:
+        """End of audio: the last phrase, if anything was said since the previous one."""
+        with self._lock:
+            started = time.perf_counter()
+            phrase = parse_final(self._rec.FinalResult(), self._time_offset, self._shift)
+            if self._state == _RUNNING:
+                self._state = _FINALIZED
+            self.decode_seconds += time.perf_counter() - started
+        self._last_partial = ""
+        return [phrase] if phrase is not None else []
+
+    def release(self) -> Release:
+        """After the stream: finalize the recognizer and hand it to the pool; says what became of it.
+
+        Blocking (it may flush the decoder); call off the event loop, once. Vosk
+        restarts its feature pipeline and decoder only from the finalized state,
+        and its clock then runs on from the samples fed so far; the recognizer is
+        fed silence up to a whole :func:`clock_unit` (so that taking the clock off
+        leaves Vosk's printed times exact, to the tick) and finalized. A recognizer
+        not kept is dropped, and the heap trimmed.
+        """
+        pool, self._pool = self._pool, None
+        with self._lock:
+            outcome = self._finalize_into(pool) if pool is not None and pool.capacity > 0 else Release.DROPPED
+            if outcome is not Release.KEPT:
+                self._drop()
+            return outcome
+
+    def _finalize_into(self, pool: WarmPool) -> Release:
+        samples = self._base_samples + self._fed
+        if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
+            return Release.RETIRED
+        experience = self._experience + (0.0 if self._warmup else self._fed / self.sample_rate)
+        if self._state == _FRESH and samples == 0:
+            return Release.KEPT if pool.give(self.model, self.sample_rate, self._rec, 0, experience) else Release.DROPPED
+        try:
+            unit = clock_unit(self.sample_rate)
+            pad = -samples % unit or (unit if self._state == _ENDPOINT else 0)
+            for _ in range(3):
+                if pad:
+                    if self._rec.AcceptWaveform(bytes(2 * pad)):
+                        self._rec.Result()
+                        self._state = _ENDPOINT
+                    else:
+                        self._state = _RUNNING
+                    samples += pad
+                if self._state == _RUNNING:
+                    self._rec.FinalResult()
+                    self._state = _FINALIZED
+                if self._state == _FINALIZED:
+                    break
+                pad = self.sample_rate
+        except Exception:  # a recognizer in doubt is not reused
+            log.exception("finalizing a recognizer for reuse failed")
+            return Release.DROPPED
+        if self._state != _FINALIZED:
+            return Release.DROPPED
+        return Release.KEPT if pool.give(self.model, self.sample_rate, self._rec, samples, experience) else Release.DROPPED

@@ -1,0 +1,124 @@
+"""What a recognition produces (words, phrases, partial results) and how Vosk's JSON becomes it.
+
+Times are seconds of the client's stream. Vosk reports times on its recognizer's
+own clock; the parsers add the stream offset of that clock's zero and take off
+``shift``, the clock a reused recognizer had already run (rounded to 1 µs, which
+gives back the times a fresh recognizer prints: docs/engine.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+
+@dataclass(frozen=True)
+class Word:
+    """A recognized word; times in seconds from the start of the stream."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One entry of an n-best list."""
+
+    text: str
+    confidence: float
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A final result: the best alternative first."""
+
+    alternatives: tuple[Alternative, ...]
+    start: float
+    end: float
+
+    @property
+    def text(self) -> str:
+        return self.alternatives[0].text
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return self.alternatives[0].words
+
+    @property
+    def confidence(self) -> float:
+        return self.alternatives[0].confidence
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An intermediate result (hypothesis) of the utterance in progress."""
+
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = ()
+
+
+Event = Union[Partial, Phrase]
+
+
+def words(items: Sequence[dict], offset: float, shift: float = 0.0) -> tuple[Word, ...]:
+    """Vosk's word entries with ``offset`` added and ``shift`` taken off (rounded to 1 µs)."""
+    if shift:
+        return tuple(
+            Word(
+                text=str(w.get("word", "")),
+                start=round(float(w.get("start", 0.0)) - shift, 6) + offset,
+                end=round(float(w.get("end", 0.0)) - shift, 6) + offset,
+                confidence=float(w.get("conf", 1.0)),
+            )
+            for w in items
+        )
+    return tuple(
+        Word(
+            text=str(w.get("word", "")),
+            start=float(w.get("start", 0.0)) + offset,
+            end=float(w.get("end", 0.0)) + offset,
+            confidence=float(w.get("conf", 1.0)),
+        )
+        for w in items
+    )
+
+
+def parse_final(raw: str, offset: float = 0.0, shift: float = 0.0) -> Phrase | None:
+    """A :class:`Phrase` from Vosk's final JSON, or None when nothing was said."""
+    data = json.loads(raw)
+    alternatives: list[Alternative] = []
+    if "alternatives" in data:
+        for alt in data["alternatives"]:
+            found = words(alt.get("result", []), offset, shift)
+            alternatives.append(Alternative(str(alt.get("text", "")).strip(), float(alt.get("confidence", 0.0)), found))
+    else:
+        found = words(data.get("result", []), offset, shift)
+        confidence = sum(w.confidence for w in found) / len(found) if found else 0.0
+        alternatives.append(Alternative(str(data.get("text", "")).strip(), confidence, found))
+    alternatives = [a for a in alternatives if a.text]
+    if not alternatives:
+        return None
+    best = alternatives[0].words
+    start = best[0].start if best else offset
+    end = best[-1].end if best else offset
+    return Phrase(tuple(alternatives), start, end)
+
+
+def parse_partial(raw: str, previous: str, offset: float, shift: float, start: float, end: float) -> Partial | None:
+    """A :class:`Partial` from Vosk's partial JSON, or None when its text is empty or ``previous``.
+
+    ``start`` and ``end`` are its span when Vosk gives no words (partial words off).
+    """
+    data = json.loads(raw)
+    text = str(data.get("partial", "")).strip()
+    if not text or text == previous:
+        return None
+    found = words(data.get("partial_result", []), offset, shift)
+    return Partial(text, found[0].start if found else start, found[-1].end if found else end, found)
+
