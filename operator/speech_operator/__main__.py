@@ -1,3 +1,5 @@
+import sys
+
 from speech_operator.cli import main
 
-main()
+sys.exit(main())

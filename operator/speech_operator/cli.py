@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
+import signal
 import sys
+from collections.abc import Callable
 
 import kopf
 
@@ -63,6 +66,30 @@ async def run(args: argparse.Namespace) -> None:
     )
 
 
+def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., int | None]:
+    """``entry`` ends quietly, as ``cat`` does, when its reader stops early (``crd | head``).
+
+    Without this the write to the closed pipe (or Python's own flush at exit) ends in a
+    BrokenPipeError traceback. The exit status is the one a shell reports for a program
+    killed by SIGPIPE (141); SIGPIPE itself stays ignored, as Python sets it.
+    """
+
+    @functools.wraps(entry)
+    def run(*args: object, **kwargs: object) -> int | None:
+        try:
+            try:
+                return entry(*args, **kwargs)
+            finally:  # also after SystemExit (argparse's --help)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit: let that flush go nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
+
+    return run
+
+
+@quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.command == "crd":
@@ -73,4 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

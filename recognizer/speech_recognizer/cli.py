@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, heap
@@ -37,6 +40,31 @@ def ensure_home(environ: dict[str, str] | os._Environ[str] = os.environ) -> None
         environ["HOME"] = "/"
 
 
+def quiet_when_stdout_closes(entry: Callable[..., int]) -> Callable[..., int]:
+    """``entry`` ends quietly, as ``cat`` does, when its reader stops early (``--help | head``).
+
+    Without this the write to the closed pipe (or Python's own flush at exit) ends in a
+    BrokenPipeError traceback. The exit status is the one a shell reports for a program
+    killed by SIGPIPE (141). SIGPIPE itself stays ignored, as Python sets it: restoring
+    its default would kill the server on a write to a client that has gone.
+    """
+
+    @functools.wraps(entry)
+    def run(*args: object, **kwargs: object) -> int:
+        try:
+            try:
+                return entry(*args, **kwargs)
+            finally:  # also after SystemExit (argparse's --help)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit: let that flush go nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
+
+    return run
+
+
+@quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> int:
     """Parse settings, then download a model, or serve."""
     ensure_home()
