@@ -39,7 +39,8 @@ class SessionRecord:
     route: str
     locale: str
     audio_seconds: float
-    decode_seconds: float
+    #: CPU seconds of the session's decoder thread spent decoding.
+    decoder_cpu_seconds: float
     phrases: int
     started: float = field(default_factory=time.time)
 
@@ -189,6 +190,6 @@ class Engine:
             if session is not None and self._on_end is not None:
                 rec = session.recognition
                 try:
-                    self._on_end(SessionRecord(route, session.locale, rec.audio_seconds, rec.decode_seconds, session.phrases))
+                    self._on_end(SessionRecord(route, session.locale, rec.audio_seconds, rec.decoder_cpu_seconds, session.phrases))
                 except Exception:  # accounting must never break a response
                     log.exception("recording usage failed")

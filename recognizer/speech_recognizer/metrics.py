@@ -12,7 +12,7 @@ from .pool import WarmPool
 
 
 class Metrics:
-    """Requests, audio seconds, active sessions and decode time."""
+    """Requests, audio seconds, active sessions and decoder CPU time."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -23,9 +23,9 @@ class Metrics:
             "speech_audio_seconds", "Seconds of audio recognized", ["route", "locale"], registry=self.registry
         )
         self.active_sessions = Gauge("speech_active_sessions", "Recognitions decoding now", registry=self.registry)
-        self.decode_seconds = Histogram(
-            "speech_decode_seconds",
-            "Decoder CPU time per recognition",
+        self.decoder_cpu_seconds = Histogram(
+            "speech_decoder_cpu_seconds",
+            "CPU time the decoder thread spent on each recognition (thread CPU time, not wall time)",
             ["locale"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
@@ -40,7 +40,7 @@ class Metrics:
 
     def session_ended(self, record: SessionRecord) -> None:
         self.audio_seconds.labels(record.route, record.locale).inc(record.audio_seconds)
-        self.decode_seconds.labels(record.locale).observe(record.decode_seconds)
+        self.decoder_cpu_seconds.labels(record.locale).observe(record.decoder_cpu_seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -114,7 +114,8 @@ class Recognition:
         self.partials = partials
         self._pending = b""
         self._last_partial = ""
-        self.decode_seconds = 0.0
+        #: CPU seconds the decoding of this stream took on its decoder thread (not wall time: the thread may wait for a CPU).
+        self.decoder_cpu_seconds = 0.0
         #: Whether the last :meth:`accept` ended an utterance (even one with no words).
         self.endpoint = False
 
@@ -179,7 +180,7 @@ class Recognition:
         if not samples:
             return []
         with self._lock:
-            started = time.perf_counter()
+            started = time.thread_time()
             final = self._rec.AcceptWaveform(samples)
             self._state = _ENDPOINT if final else _RUNNING
             self.endpoint = bool(final)
@@ -195,7 +196,7 @@ class Recognition:
                 partial = self._partial()
                 if partial is not None:
                     events.append(partial)
-            self.decode_seconds += time.perf_counter() - started
+            self.decoder_cpu_seconds += time.thread_time() - started
         return events
 
     def _recycle(self) -> None:
@@ -231,11 +232,11 @@ class Recognition:
     def finish(self) -> list[Event]:
         """End of audio: the last phrase, if anything was said since the previous one."""
         with self._lock:
-            started = time.perf_counter()
+            started = time.thread_time()
             phrase = parse_final(self._rec.FinalResult(), self._time_offset, self._shift)
             if self._state == _RUNNING:
                 self._state = _FINALIZED
-            self.decode_seconds += time.perf_counter() - started
+            self.decoder_cpu_seconds += time.thread_time() - started
         self._last_partial = ""
         return [phrase] if phrase is not None else []
 

@@ -170,8 +170,8 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_move_after_a_recognition(fresh: App, speech_wav: Path) -> None:
     rest_200 = ("speech_requests_total", (("route", "rest-conversation"), ("status", "200")))
     audio = ("speech_audio_seconds_total", (("locale", "ko-KR"), ("route", "rest-conversation")))
-    decodes = ("speech_decode_seconds_count", (("locale", "ko-KR"),))
-    decode_sum = ("speech_decode_seconds_sum", (("locale", "ko-KR"),))
+    decodes = ("speech_decoder_cpu_seconds_count", (("locale", "ko-KR"),))
+    decode_sum = ("speech_decoder_cpu_seconds_sum", (("locale", "ko-KR"),))
     before = scrape(fresh.http)
     assert recognize(fresh.http, speech_wav).status_code == 200
     after = scrape(fresh.http)
