@@ -154,6 +154,7 @@ class Context:
     audio: Callable[[], Audio]  # made on first use (espeak-ng, sox, in-process Vosk)
     log: Callable[[str], None] = print
     api_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    pace: float = 1.0  # audio seconds per second of the live stream in the drain check (real time)
 
     @property
     def ns(self) -> str:
@@ -252,6 +253,9 @@ def outcome_problem(outcome: Outcome, audio: Audio) -> str | None:
         return f"the Speech SDK reported {outcome.errors} after {[r[0] for r in outcome.recognized]}"
     if not outcome.stopped:
         return f"the recognition did not end (got {[r[0] for r in outcome.recognized]})"
+    if not outcome.recognized:
+        return ("the Speech SDK got no result and no error (it ends a continuous recognition that way "
+                "when the key is refused)")
     return mismatch(outcome.recognized, audio.expected)
 
 
@@ -298,7 +302,7 @@ def check_drain(ctx: Context) -> str:
                 errors.append(str(exc))
 
     with ctx.kube.port_forward(ctx.ns, f"pod/{pod}", 5000) as port:
-        outcome = recognize(port, audio, paced=True, on_audio=on_audio, timeout=audio.seconds + 90)
+        outcome = recognize(port, audio, paced=True, pace=ctx.pace, on_audio=on_audio, timeout=audio.seconds + 90)
     if errors or not deleted.is_set():
         raise CheckFailed(f"could not delete pod {pod} mid-stream: {errors}")
     problem = outcome_problem(outcome, audio)

@@ -36,17 +36,20 @@ class Audio:
         return len(pcm) / 2 / rate
 
 
-def prepare(folder: Path) -> Audio:
-    """espeak-ng speaks, sox joins, in-process Vosk (the ko-KR model installed here) transcribes."""
+def prepare(folder: Path, model: object | None = None) -> Audio:
+    """espeak-ng speaks, sox joins, in-process Vosk transcribes (``model``, or the ko-KR model
+    installed here: the one baked into the recognizer image)."""
     from speech_recognizer.models import ModelRegistry
     from tests.usp.sdk import expected
 
     parts = [speak(s, folder / f"u{i}.wav") for i, s in enumerate(SENTENCES[:3])]
     wav = concat(parts, folder / "utterances.wav")
-    registry = ModelRegistry(folder / "models", ("ko-KR",))
-    registry.check()
+    if model is None:
+        registry = ModelRegistry(folder / "models", ("ko-KR",))
+        registry.check()
+        model = registry.load("ko-KR").model
     pcm, rate, _ = read_wav(wav)
-    reference: Reference = vosk_reference(registry.load("ko-KR").model, pcm, rate, CHUNK, runs=1)
+    reference: Reference = vosk_reference(model, pcm, rate, CHUNK, runs=1)
     return Audio(wav, tuple(expected(p) for p in reference.phrases))
 
 
@@ -70,12 +73,13 @@ class Outcome:
     stopped: bool
 
 
-def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = False,
+def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = False, pace: float = 1.0,
               on_audio: Callable[[float], None] | None = None, timeout: float = 120) -> Outcome:
     """Continuous recognition through ``ws://127.0.0.1:PORT`` with ``SpeechConfig(host=...)``.
 
     ``paced``: the audio goes out in real time from a push stream, as from a microphone, and
-    ``on_audio(seconds_sent)`` is called after each chunk (the drain check deletes the pod from it);
+    ``on_audio(seconds_sent)`` is called after each chunk (the drain check deletes the pod from it;
+    ``pace`` > 1 speeds the stream up, for the suite's own tests);
     otherwise the SDK reads the file (and sends it ahead of real time, as it does).
     """
     import azure.cognitiveservices.speech as speechsdk
@@ -96,7 +100,7 @@ def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = 
                 sent = (i + CHUNK) / 2 / 16000
                 if on_audio:
                     on_audio(sent)
-                time.sleep(max(0.0, start + sent - time.monotonic()))
+                time.sleep(max(0.0, start + sent / pace - time.monotonic()))
             stream.close()
 
         pusher = threading.Thread(target=push, name="e2e-audio", daemon=True)

@@ -119,3 +119,16 @@ def test_ready_check_creates_both_and_reports_their_conditions_when_they_do_not_
     keyed = cluster.objects[("speechtotext", NS, m.KEYED)]
     assert keyed["spec"]["apiKeySecretRef"] == {"name": m.KEY_SECRET, "key": m.KEY_FIELD}
     assert "apiKeySecretRef" not in cluster.objects[("speechtotext", NS, m.PLAIN)]["spec"]
+
+
+def test_mismatch_names_the_words_or_the_times_that_differ() -> None:
+    from .speech import mismatch
+
+    want = (("오늘 날씨가 좋습니다.", 2_700_000, 18_600_000), ("반갑습니다.", 48_300_000, 10_800_000))
+    assert mismatch(list(want), want) is None
+    assert mismatch([("오늘 날씨가 좋습니다.", 2_705_000, 18_600_000), want[1]], want) is None  # clock rounding
+    assert mismatch([want[0]], want) == ("the Speech SDK got ['오늘 날씨가 좋습니다.'], "
+                                         "in-process Vosk says ['오늘 날씨가 좋습니다.', '반갑습니다.']")
+    assert mismatch([want[0], ("반갑습니다.", 48_600_000, 10_800_000)], want) == (
+        "'반갑습니다.' spans 48600000+10800000 ticks, in-process Vosk says 48300000+10800000 "
+        "(same words, other times: not the same decoding)")

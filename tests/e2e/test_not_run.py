@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from . import suite as e2e
 from .manifests import ROOT
@@ -33,3 +34,25 @@ def test_without_docker_or_kubeconfig_the_command_says_not_run(tmp_path: Path) -
     assert proc.returncode == 77, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("e2e: NOT RUN: ")
     assert "PASSED" not in proc.stdout
+
+
+def test_a_cluster_that_does_not_answer_is_a_failure_not_a_pass_nor_not_run(tmp_path: Path) -> None:
+    """The command as a person runs it, with the real kubectl, against a kubeconfig whose API server
+    is not there: the first step fails with kubectl's reason, nothing is created, exit 1."""
+    from tests.support import free_port
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}],
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "gone", "user": {"token": "t"}}]}))
+    proc = subprocess.run([sys.executable, "-m", "tests.e2e", "--kubeconfig", str(kubeconfig),
+                           "--operator-image", "localhost/speech-operator:e2e-x",
+                           "--recognizer-image", "localhost/speech-recognizer:e2e-x"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert lines[-1] == "e2e: FAILED: 1 of 1 steps did not pass"
+    assert lines[-2].startswith("FAIL    the cluster answers: `") and "was refused" in lines[-2]
+    assert not [line for line in lines if "clean-up" in line], "nothing was created, so nothing is cleaned up"

@@ -1,0 +1,130 @@
+"""The Speech SDK checks, run for real: the unmodified SDK against the real recognizer on loopback,
+compared with in-process Vosk on audio made by espeak-ng. Only the cluster is stood in for (a real
+one cannot run here): its "port-forward" is a TCP relay to the recognizer, and "deleting the pod"
+either cuts the relay (a pod that dies with its streams) or leaves it (a pod that drains)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from speech_recognizer.models import LoadedModel
+from tests.conftest import TEST_KEY
+from tests.support import Reference, ServerThread
+from tests.usp.sdk import display_text
+
+from . import checks as c
+from . import manifests as m
+from .fake import FakeCluster, pod
+from .speech import Audio, prepare
+
+RUN = m.Run("abc123")
+
+
+class Relay:
+    """What ``kubectl port-forward`` is to the suite: a local port that reaches the recognizer,
+    and that dies with its pod."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                self.sockets += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """The pod is gone: its connections reset, its port refuses."""
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()
+
+
+class RelayCluster(FakeCluster):
+    """The in-memory cluster whose port-forwards reach a recognizer on loopback."""
+
+    def __init__(self, servers: dict[str, ServerThread]) -> None:
+        super().__init__()
+        self.servers = servers
+        self.relays: list[Relay] = []
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, remote: int) -> Iterator[int]:
+        self._hook("port_forward", namespace, target, remote)
+        relay = Relay(self.servers[target].port)
+        self.relays.append(relay)
+        try:
+            yield relay.port
+        finally:
+            relay.cut()
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory, model: LoadedModel, utterances_ref: Reference) -> Audio:
+    """The suite's audio, made by the suite (with the session's model, loaded once): the same
+    three utterances in-process Vosk gives the other tests."""
+    made = prepare(tmp_path_factory.mktemp("e2e-audio"), model.model)
+    assert [e[0] for e in made.expected] == [display_text(p) for p in utterances_ref.phrases]
+    return made
+
+
+def context(cluster: FakeCluster, audio: Audio, **kw) -> c.Context:
+    cluster.put("namespace", {"metadata": {"name": RUN.namespace}})
+    return c.Context(kube=cluster, run=RUN, timeouts=c.Timeouts(), audio=lambda: audio, log=lambda _: None, **kw)
+
+
+def test_the_sdk_check_passes_through_each_service(server: ServerThread, keyed_server: ServerThread, audio: Audio) -> None:
+    cluster = RelayCluster({f"service/{m.PLAIN}": server, f"service/{m.KEYED}": keyed_server})
+    ctx = context(cluster, audio, api_key=TEST_KEY)
+    assert c.check_sdk(m.PLAIN, keyed=False)(ctx).startswith("3 utterances as in-process Vosk: ")
+    assert c.check_sdk(m.KEYED, keyed=True)(ctx).startswith("3 utterances as in-process Vosk: ")
+
+
+def test_the_sdk_check_fails_with_the_sdks_reason_on_a_wrong_key(keyed_server: ServerThread, audio: Audio) -> None:
+    ctx = context(RelayCluster({f"service/{m.KEYED}": keyed_server}), audio, api_key="not-the-key")
+    with pytest.raises(c.CheckFailed, match=r"^Service keyed: the Speech SDK got no result and no error"):
+        c.check_sdk(m.KEYED, keyed=True)(ctx)
+
+
+@pytest.mark.parametrize("drains", [True, False], ids=["pod-drains", "pod-dies"])
+def test_drain_check_passes_only_when_the_stream_outlives_its_pod(drains: bool, server: ServerThread, audio: Audio) -> None:
+    """The stream is live (paced, 8x real time here), the pod is deleted 4 s of audio in: a pod that
+    drains keeps the stream to its end and every result arrives; one that dies cuts it, and the
+    check says what it needs."""
+    cluster = RelayCluster({"pod/plain-1": server})
+    ctx = context(cluster, audio, pace=8.0)
+    p = pod("plain-1", labels={"app.kubernetes.io/name": "speech-recognizer", "app.kubernetes.io/instance": m.PLAIN})
+    p["metadata"]["namespace"] = RUN.namespace
+    cluster.put("pod", p)
+    if not drains:
+        cluster.hooks["delete_now"] = lambda *args: cluster.relays[-1].cut()
+    if drains:
+        assert c.check_drain(ctx) == "pod plain-1 deleted 4 s in; all 3 utterances arrived"
+    else:
+        with pytest.raises(c.CheckFailed) as exc:
+            c.check_drain(ctx)
+        assert str(exc.value).startswith("pod plain-1 deleted 4 s into a ")
+        assert str(exc.value).endswith(c.DRAIN_NEEDS)
+    assert ("delete_now", "pod", "plain-1", RUN.namespace) in cluster.journal
