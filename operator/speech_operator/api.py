@@ -60,13 +60,51 @@ class PersistentVolumeClaimSource(_Model):
     """Name of the PersistentVolumeClaim."""
 
 
-class HostPathSource(_Model):
-    """A directory on the node."""
+#: Node directories no SpeechToText may mount, nor anything below them: the system's configuration,
+#: kernel interfaces and devices, the kubelet's and container runtimes' state (their sockets and
+#: every pod's Secrets). Regular expressions of the path after its leading ``/`` (``/+``: ``//`` counts as ``/``).
+SYSTEM_HOST_PATHS = ("etc", "proc", "sys", "dev", "boot", "root", "run", "var/+run", "var/+lib/+kubelet",
+                     "var/+lib/+containerd", "var/+lib/+docker", "var/+lib/+containers", "usr", "bin", "sbin",
+                     "lib", "lib32", "lib64")
+#: ``/`` itself and the directories that hold system ones (``/var``, ``/var/lib``): refused, not what is below them.
+SYSTEM_HOST_PATH_PARENTS = r"^/*$|^/+var(/+lib)?/*$"
+SYSTEM_HOST_PATH_RULE = (
+    f"!self.path.matches('{SYSTEM_HOST_PATH_PARENTS}') && !{list(SYSTEM_HOST_PATHS)}"
+    ".exists(d, self.path.matches('^/+' + d + '(/.*)?$'))"
+)
+#: A path with a ``.`` or ``..`` segment (it could lead anywhere).
+DOT_SEGMENT_PATTERN = r"(^|/)[.][.]?(/|$)"  # [.], not a backslash: the CEL string needs no escape
+SYSTEM_HOST_PATH_MESSAGE = ("hostPath.path must not be /, /var, /var/lib, a system directory ("
+                            + ", ".join("/" + p.replace("/+", "/") for p in SYSTEM_HOST_PATHS) + ") or below one")
+DOT_SEGMENT_MESSAGE = "hostPath.path must not hold . or .. segments"
 
-    path: Annotated[str, Field(min_length=1, pattern=r"^/")]
-    """Absolute path on the node."""
+
+def is_system_host_path(path: str) -> bool:
+    """What :data:`SYSTEM_HOST_PATH_RULE` refuses, for the models."""
+    return bool(re.search(SYSTEM_HOST_PATH_PARENTS, path)) or any(
+        re.search(f"^/+{d}(/.*)?$", path) for d in SYSTEM_HOST_PATHS)
+
+
+class HostPathSource(_Model):
+    """A directory on the node (the operator mounts only those under the prefixes its policy allows)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(SYSTEM_HOST_PATH_RULE, SYSTEM_HOST_PATH_MESSAGE),
+        cel(f"!self.path.matches('{DOT_SEGMENT_PATTERN}')", DOT_SEGMENT_MESSAGE),
+    ]})
+
+    path: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/")]
+    """Absolute path on the node; never /, a system directory or below one."""
     type: Literal["", "DirectoryOrCreate", "Directory"] = ""
     """hostPath type; empty means no check."""
+
+    @model_validator(mode="after")
+    def _safe(self) -> HostPathSource:
+        if is_system_host_path(self.path):
+            raise ValueError(SYSTEM_HOST_PATH_MESSAGE)
+        if re.search(DOT_SEGMENT_PATTERN, self.path):
+            raise ValueError(DOT_SEGMENT_MESSAGE)
+        return self
 
 
 class EmptyDirSource(_Model):

@@ -91,11 +91,11 @@ def secret_refs(spec: api.SpeechToTextSpec) -> list[api.SecretKeyRef]:
 
 def claim_names(spec: api.SpeechToTextSpec) -> list[str]:
     """PersistentVolumeClaims the pods mount, in mount order, without repeats."""
-    names = [v.persistentVolumeClaim.claimName for v in _mounted(spec).values() if v.persistentVolumeClaim]
+    names = [v.persistentVolumeClaim.claimName for v in mounted_volumes(spec).values() if v.persistentVolumeClaim]
     return list(dict.fromkeys(names))
 
 
-def _mounted(spec: api.SpeechToTextSpec) -> dict[str, api.VolumeSource]:
+def mounted_volumes(spec: api.SpeechToTextSpec) -> dict[str, api.VolumeSource]:
     """Named data volumes (models, license, output) that are mounted."""
     vols = {"models": spec.model.volume or api.VolumeSource(emptyDir=api.EmptyDirSource())}
     if spec.license:
@@ -186,8 +186,9 @@ def download_args(spec: api.SpeechToTextSpec) -> list[str]:
     return args
 
 
-#: Gives the mounted data directories to the recognizer's user; runs with the recognizer image's
-#: Python, so disconnected clusters need no second image.
+#: Gives the mounted data directories to the recognizer's user. It runs as root (CHOWN/FOWNER
+#: only) in the operator's own recognizer image (:attr:`OperatorConfig.trusted_image`), never in
+#: ``spec.image``; its Python, so disconnected clusters need no second image.
 CHOWN_SCRIPT = (
     "import os, sys\n"
     "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
@@ -201,16 +202,17 @@ CHOWN_SCRIPT = (
 
 def needs_chown(spec: api.SpeechToTextSpec) -> list[str]:
     """Mounted volumes whose ownership fsGroup cannot be trusted to fix (PVCs, hostPaths)."""
-    return [name for name, v in _mounted(spec).items() if v.persistentVolumeClaim or v.hostPath]
+    return [name for name, v in mounted_volumes(spec).items() if v.persistentVolumeClaim or v.hostPath]
 
 
-def init_containers(spec: api.SpeechToTextSpec, img: str) -> list[Manifest]:
+def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[Manifest]:
+    """The chown step (in the ``trusted`` image) when volumes need it, then the model download (in ``img``)."""
     inits: list[Manifest] = []
     owned = needs_chown(spec)
     if owned:
         inits.append({
             "name": "chown",
-            "image": img,
+            "image": trusted,
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-c", CHOWN_SCRIPT,
                         str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP),
@@ -267,7 +269,7 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
         env.append({"name": contract.env_name(contract.API_KEY), "valueFrom": {"secretKeyRef": {
             "name": spec.apiKeySecretRef.name, "key": spec.apiKeySecretRef.key}}})
     mounts: list[Manifest] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
-    for name in _mounted(spec):
+    for name in mounted_volumes(spec):
         env.append({"name": contract.env_name(MOUNT_SETTINGS[name]), "value": MOUNT_PATHS[name]})
         mount: Manifest = {"name": name, "mountPath": MOUNT_PATHS[name]}
         if name != "output":
@@ -302,11 +304,11 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    inits = init_containers(spec, img)
+    inits = init_containers(spec, img, config.trusted_image)
     if inits:
         pod["initContainers"] = inits
     pod["containers"] = [recognizer_container(spec, img)]
-    pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in _mounted(spec).items()]
+    pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in mounted_volumes(spec).items()]
     if spec.nodeSelector:
         pod["nodeSelector"] = dict(spec.nodeSelector)
     if spec.tolerations:

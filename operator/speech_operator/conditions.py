@@ -7,6 +7,8 @@ from typing import Any
 from speech_operator import api, builders
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+#: Reason of the conditions of a SpeechToText the operator's policy refuses.
+POLICY_VIOLATION = "PolicyViolation"
 
 
 def condition(
@@ -23,10 +25,13 @@ def condition(
 
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
+    refused: list[str] | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
-    ``missing`` names what the pods need but is absent, e.g. ``Secret "api-key"``.
+    ``missing`` names what the pods need but is absent, e.g. ``Secret "api-key"``;
+    ``refused`` says why the operator's policy refuses the spec (:mod:`policy`): then
+    nothing was created or changed, and the SpeechToText is Degraded and not Ready.
     """
     desired = stt.spec.replicas
     seen = (deployment or {}).get("status") or {}
@@ -37,21 +42,27 @@ def observe(
     previous = stt.status.conditions if stt.status else []
     kw = {"generation": generation, "now": now, "previous": previous}
 
-    if missing:
+    if refused:
+        degraded = condition(DEGRADED, True, POLICY_VIOLATION, "refused: " + "; ".join(refused), **kw)
+    elif missing:
         what = "; ".join(missing)
         degraded = condition(DEGRADED, True, "MissingDependency", f"{what} not found", **kw)
     else:
         degraded = condition(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist", **kw)
 
     counts = f"{ready}/{desired} replicas ready"
-    if deployment is None:
+    if refused:
+        progressing = condition(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy", **kw)
+    elif deployment is None:
         progressing = condition(PROGRESSING, True, "Creating", "Deployment is being created", **kw)
     elif updated < desired or ready < desired or replicas > desired:
         progressing = condition(PROGRESSING, True, "RollingOut", f"{counts}, {updated} updated", **kw)
     else:
         progressing = condition(PROGRESSING, False, "Complete", counts, **kw)
 
-    if missing:
+    if refused:
+        ready_c = condition(READY, False, POLICY_VIOLATION, degraded.message, **kw)
+    elif missing:
         ready_c = condition(READY, False, "MissingDependency", f"{'; '.join(missing)} not found", **kw)
     elif deployment is not None and not progressing.status == "True":
         ready_c = condition(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts, **kw)

@@ -20,13 +20,33 @@ class OperatorConfig:
     """Recognizer image tag used when ``spec.version`` is unset."""
     recheck_seconds: float = 30.0
     """How often a Degraded SpeechToText looks again for its missing Secret or PVC."""
+    allowed_images: tuple[str, ...] = ()
+    """Image repositories pods may run (an entry ending in ``/``: any repository under it); empty: ``image`` only."""
+    allowed_host_paths: tuple[str, ...] = ()
+    """Node directories pods may mount as hostPath (and below them); empty: none."""
+
+    @property
+    def allowed_image_repositories(self) -> tuple[str, ...]:
+        return self.allowed_images or (self.image,)
+
+    @property
+    def trusted_image(self) -> str:
+        """The operator's own recognizer image, which runs the steps that need root (the chown step)."""
+        return f"{self.image}:{self.version}"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
-        """Read ``SPEECH_OPERATOR_IMAGE``, ``SPEECH_OPERATOR_VERSION``, ``SPEECH_OPERATOR_RECHECK_SECONDS``."""
+        """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
+        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated)."""
         env = dict(os.environ if env is None else env)
         return cls(
             image=env.get("SPEECH_OPERATOR_IMAGE") or cls.image,
             version=env.get("SPEECH_OPERATOR_VERSION") or cls.version,
             recheck_seconds=float(env.get("SPEECH_OPERATOR_RECHECK_SECONDS") or cls.recheck_seconds),
+            allowed_images=_list(env.get("SPEECH_OPERATOR_ALLOWED_IMAGES")),
+            allowed_host_paths=_list(env.get("SPEECH_OPERATOR_ALLOWED_HOST_PATHS")),
         )
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(item for item in (value or "").replace(",", " ").split() if item)

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from speech_operator import api, builders, conditions
+from speech_operator import api, builders, conditions, policy
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, path
 
@@ -142,12 +142,16 @@ async def reconcile(runtime: Runtime, namespace: str, name: str) -> api.SpeechTo
             kopf.warn(body, reason="InvalidSpec", message=str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from exc
         missing = await missing_dependencies(runtime.kube, stt)
+        refused = policy.violations(stt.spec, runtime.config)
         deployment = None
-        for desired in builders.children(stt, runtime.config):
-            actual = await apply(runtime.kube, desired, body)
-            if desired["kind"] == "Deployment":
-                deployment = actual
-        status = conditions.observe(stt, deployment, missing, _now())
+        if refused:  # nothing created or changed; the status and an event say why
+            deployment = await runtime.kube.get(path("apps/v1", "deployments", namespace, name))
+        else:
+            for desired in builders.children(stt, runtime.config):
+                actual = await apply(runtime.kube, desired, body)
+                if desired["kind"] == "Deployment":
+                    deployment = actual
+        status = conditions.observe(stt, deployment, missing, _now(), refused)
         await write_status(runtime.kube, body, status)
         return status
 

@@ -138,6 +138,9 @@ def test_restricted_profile_except_the_chown_step(stt: api.SpeechToText) -> None
 def test_chown_only_for_volumes_fsgroup_cannot_fix() -> None:
     assert "chown" not in containers(MINIMAL)
     chown = containers(MAXIMAL)["chown"]
+    # the step that runs as root runs the operator's own image, never spec.image
+    assert chown["image"] == CONFIG.trusted_image == "registry.example/speech-recognizer:9.9.9"
+    assert containers(MAXIMAL)["recognizer"]["image"] == "mirror.example/stt:1.0.0"
     assert chown["command"][-2:] == ["/models", "/license"]  # the PVC and the hostPath, not the emptyDir
     assert chown["command"][3:5] == [str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP)]
     assert list(containers(MAXIMAL))[0] == "chown"  # before the model download writes

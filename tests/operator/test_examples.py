@@ -65,6 +65,21 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     return obj
 
 
+#: hostPaths that would hand the node to whoever may create a SpeechToText: the CRD refuses them.
+DANGEROUS_HOST_PATHS = ("/", "//", "/etc", "/etc/kubernetes/pki", "//etc", "/proc", "/proc/1/root", "/sys",
+                        "/dev", "/root", "/boot", "/run/containerd", "/var/run", "/var/run/docker.sock",
+                        "/var//run", "/var", "/var/lib", "/var/lib/kubelet/pods", "/var/lib/containerd",
+                        "/usr/bin", "/srv/../etc", "/srv/./x", "/..")
+SAFE_HOST_PATHS = ("/srv/speech/license", "/var/lib/speech-models", "/mnt/models", "/etcetera", "/srv/..x")
+
+
+@pytest.mark.parametrize("path", SAFE_HOST_PATHS)
+def test_ordinary_host_paths_pass_the_crd(path: str) -> None:
+    obj = _with("spec.output", {"hostPath": {"path": path}})
+    assert problems(obj) == []
+    api.SpeechToText.model_validate(obj)
+
+
 # Each case is refused by the schema or a CEL rule, and (the same rule, twice) by the models.
 INVALID = {
     "no eula": _with("spec.eula", None),
@@ -82,12 +97,13 @@ INVALID = {
     "two volume sources": _with("spec.license", {"emptyDir": {}, "hostPath": {"path": "/srv/license"}}),
     "no volume source": _with("spec.output", {}),
     "nodePort on ClusterIP": _with("spec.service", {"type": "ClusterIP", "nodePort": 30080}),
+    **{f"hostPath {path}": _with("spec.output", {"hostPath": {"path": path}}) for path in DANGEROUS_HOST_PATHS},
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {
     "inline api key": _with("spec.apiKeySecretRef", {"name": "k", "key": "apiKey", "value": "secret"}),
 }
-CEL_ONLY = {"name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
+CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
             "url with download false", "download false on emptyDir", "two volume sources", "no volume source",
             "nodePort on ClusterIP"}
 

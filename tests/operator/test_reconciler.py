@@ -195,3 +195,30 @@ async def test_delete_removes_children(cluster: Cluster) -> None:
 async def _finalized(cluster: Cluster) -> bool:
     body = await cluster.api.get(cluster.stt_url("en-us")) or {}
     return f"{api.GROUP}/cleanup" in (body.get("metadata", {}).get("finalizers") or [])
+
+
+async def test_image_outside_the_policy_is_refused_and_nothing_is_created(cluster: Cluster) -> None:
+    await cluster.api.create(cluster.stt_url(), stt(image="attacker.example/root-shell"))
+    degraded = await cluster.eventually(lambda: _condition_with(cluster, "Degraded", "PolicyViolation"))
+    assert degraded["status"] == "True"
+    assert 'image "attacker.example/root-shell" is not an allowed repository' in degraded["message"]
+    assert "example.test/recognizer" in degraded["message"]
+    assert (await condition(cluster, "Ready"))["status"] == "False"
+    event = await cluster.event("PolicyViolation")
+    assert event["type"] == "Warning" and "attacker.example/root-shell" in event["message"]
+    assert await deployment(cluster) is None and await service(cluster) is None
+
+
+async def test_policy_change_to_a_running_resource_changes_nothing(cluster: Cluster) -> None:
+    await cluster.api.create(cluster.stt_url(), stt(output={"emptyDir": {}}))
+    before = await cluster.eventually(lambda: deployment(cluster))
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"output": {"emptyDir": None, "hostPath": {"path": "/srv/speech/output"}}}})
+    degraded = await cluster.eventually(lambda: _condition_with(cluster, "Degraded", "PolicyViolation"))
+    assert 'output hostPath "/srv/speech/output" is not under an allowed prefix (allowed: none' in degraded["message"]
+    after = await deployment(cluster)
+    assert after is not None and after["spec"] == before["spec"], "a refused spec changed the Deployment"
+
+
+async def _condition_with(cluster: Cluster, type_: str, reason: str) -> dict[str, Any] | None:
+    found = await condition(cluster, type_)
+    return found if found.get("reason") == reason else None

@@ -133,3 +133,46 @@ def test_operator_never_imports_vosk() -> None:
     code = ("import sys, speech_operator.cli, speech_operator.handlers, speech_operator.crd; "
             "sys.exit('vosk' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_policy_images() -> None:
+    from speech_operator.policy import image_allowed
+    allowed = ("ghcr.io/speech-operator/speech-recognizer", "registry.example/speech/")
+    assert image_allowed("ghcr.io/speech-operator/speech-recognizer", allowed)
+    assert image_allowed("registry.example/speech/recognizer-ko", allowed)
+    for refused in ("ghcr.io/speech-operator/speech-recognizer-evil", "ghcr.io/speech-operator/speech-recognizer:x",
+                    "registry.example/speechless", "registry.example/other/x", "docker.io/library/python"):
+        assert not image_allowed(refused, allowed), refused
+
+
+def test_policy_host_paths() -> None:
+    from speech_operator.policy import host_path_allowed
+    allowed = ("/srv/speech", "/mnt/models/")
+    for ok in ("/srv/speech", "/srv/speech/", "/srv/speech/license", "//srv//speech/x", "/mnt/models", "/mnt/models/ko"):
+        assert host_path_allowed(ok, allowed), ok
+    for refused in ("/srv/speechx", "/srv", "/srv/speech/../../etc", "/mnt", "srv/speech", "/"):
+        assert not host_path_allowed(refused, allowed), refused
+    assert not host_path_allowed("/srv/speech", ())
+
+
+def test_policy_violations_say_why() -> None:
+    from speech_operator.policy import violations
+    config = OperatorConfig(image="ghcr.io/x/recognizer", allowed_host_paths=("/srv/speech",))
+    spec = api.SpeechToTextSpec.model_validate({
+        "locale": "en-US", "eula": "accept", "image": "evil.example/x",
+        "license": {"hostPath": {"path": "/srv/speech/license"}}, "output": {"hostPath": {"path": "/home/x"}}})
+    found = violations(spec, config)
+    assert len(found) == 2
+    assert found[0].startswith('image "evil.example/x" is not an allowed repository (allowed: ghcr.io/x/recognizer;')
+    assert found[1].startswith('output hostPath "/home/x" is not under an allowed prefix (allowed: /srv/speech;')
+    assert violations(api.SpeechToTextSpec(locale="en-US", eula="accept"), config) == []
+
+
+def test_policy_config_from_env() -> None:
+    config = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_ALLOWED_IMAGES": "a/b, c/ d/e",
+                                      "SPEECH_OPERATOR_ALLOWED_HOST_PATHS": "/srv/a,/mnt/b"})
+    assert config.allowed_image_repositories == ("a/b", "c/", "d/e")
+    assert config.allowed_host_paths == ("/srv/a", "/mnt/b")
+    default = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2"})
+    assert default.allowed_image_repositories == ("r/x",) and default.allowed_host_paths == ()
+    assert default.trusted_image == "r/x:2"

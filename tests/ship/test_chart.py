@@ -54,6 +54,9 @@ def test_default_render_is_valid(helm: Path) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SPEECH_OPERATOR_IMAGE"] == "ghcr.io/speech-operator/speech-recognizer"
     assert env["SPEECH_OPERATOR_VERSION"] == "0.1.0"
+    # policy: by default the operator's own recognizer repository, and no hostPath
+    assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "ghcr.io/speech-operator/speech-recognizer"
+    assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == ""
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
 
@@ -224,3 +227,15 @@ def test_helm3_and_helm4_render_the_same(helm3: Path, values: Path | None) -> No
 
     args = ("--values", str(values)) if values else ()
     assert helm_template(helm3, *args, namespace="speech") == helm_template(tools.helm(4), *args, namespace="speech")
+
+
+def test_policy_values_reach_the_operator(helm: Path) -> None:
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
+    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "registry.example.com/speech/speech-recognizer,registry.example.com/speech-mirror/"
+    assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == "/srv/speech"
+    from speech_operator.config import OperatorConfig
+    config = OperatorConfig.from_env({k: v for k, v in env.items() if v is not None})
+    assert config.allowed_host_paths == ("/srv/speech",)
+    assert config.allowed_image_repositories == ("registry.example.com/speech/speech-recognizer",
+                                                 "registry.example.com/speech-mirror/")
