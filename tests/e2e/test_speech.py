@@ -54,12 +54,13 @@ class Relay:
             dst.shutdown(socket.SHUT_WR)
 
     def cut(self) -> None:
-        """The pod is gone: its connections reset, its port refuses."""
-        self.listener.close()
-        for s in self.sockets:
+        """The pod is gone: its connections end, its port refuses. shutdown() first: on Linux a bare
+        close() neither wakes the thread blocked in accept() (the port would go on accepting, and
+        the SDK reconnects and replays its audio) nor the ones blocked in recv()."""
+        for s in [self.listener, *self.sockets]:
             with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
 
 class RelayCluster(FakeCluster):
