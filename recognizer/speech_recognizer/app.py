@@ -43,6 +43,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         models = [registry.loaded[loc] for loc in registry.wanted if loc in registry.loaded]
         await warm_up(engine, models, settings.warmup_recognizers, settings.warmup_seconds,
                       settings.warmup_audio, warmup, parallel=cpu_count())
+        if registry.ready:  # once: probes of /ready are logged at DEBUG only (logs.ProbesAtDebug)
+            log.info("ready to recognize %s: /ready answers 200", ", ".join(registry.wanted))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,6 +53,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
             yield
         finally:
             loading.cancel()
+            await asyncio.to_thread(registry.settle)  # stopped mid-load (SIGTERM): let the load end and tidy up
             engine.close()
 
     async def server_error(request: Request, exc: Exception) -> Response:

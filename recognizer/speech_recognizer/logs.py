@@ -7,7 +7,39 @@ import logging
 import logging.handlers
 from pathlib import Path
 
+from . import contract as c
 from .settings import Settings
+
+#: What kubelets, load balancers and Prometheus poll, every few seconds for as long as the server runs.
+PROBE_ROUTES = frozenset({c.ROUTE_READY, c.ROUTE_STATUS, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_CONTAINER_READINESS, c.ROUTE_METRICS})
+#: uvicorn's access log: one INFO line per request, ``'%s - "%s %s HTTP/%s" %d'`` (client, method, path?query, version, status).
+ACCESS_LOGGER = "uvicorn.access"
+
+
+def probe_path(record: logging.LogRecord) -> str | None:
+    """The route of an access-log line when it is one of :data:`PROBE_ROUTES`, else None."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+        path = args[2].split("?", 1)[0]
+        return path if path in PROBE_ROUTES else None
+    return None
+
+
+class ProbesAtDebug(logging.Filter):
+    """Access lines of probes and scrapes at DEBUG, not INFO.
+
+    A kubelet polls ``/ready`` every few seconds (30-odd lines during one start-up
+    alone) and Prometheus scrapes ``/metrics``: at INFO the access log was mostly
+    probes. Every other request keeps its INFO line; the moment the server turns
+    ready is logged once by the app; ``Logging:Console:LogLevel:Default=Debug``
+    shows the probes again.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or probe_path(record) is None:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,6 +64,11 @@ def configure(settings: Settings) -> None:
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers = [console]
+    # On the logger, not a handler: uvicorn replaces the access log's handlers when it configures
+    # its loggers (dictConfig), and keeps its filters.
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, ProbesAtDebug) for f in access.filters):
+        access.addFilter(ProbesAtDebug())
     if settings.log_disk_json:
         folder = Path(settings.output_dir) / "logs"
         try:

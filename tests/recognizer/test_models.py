@@ -202,17 +202,21 @@ def test_cli_serving_a_locale_without_model_exits_with_one_line(tmp_path: Path) 
 def test_without_dither_view(tmp_path: Path) -> None:
     source = fake_model(tmp_path / "src")
     before = (source / "conf" / "mfcc.conf").read_text()
-    view = without_dither(source, tmp_path)
-    assert view != source
-    assert (view / "conf" / "mfcc.conf").read_text().rstrip().endswith("--dither=0")
-    assert (source / "conf" / "mfcc.conf").read_text() == before, "the model itself is never changed"
-    assert (view / "am").is_symlink() and (view / "am").resolve() == (source / "am").resolve()
-    assert not (view / "conf").is_symlink()
-    assert m.model_sample_rate(view) == 16000
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with without_dither(source, scratch) as view:
+        assert view != source and view.parent == scratch
+        assert (view / "conf" / "mfcc.conf").read_text().rstrip().endswith("--dither=0")
+        assert (source / "conf" / "mfcc.conf").read_text() == before, "the model itself is never changed"
+        assert (view / "am").is_symlink() and (view / "am").resolve() == (source / "am").resolve()
+        assert not (view / "conf").is_symlink()
+        assert m.model_sample_rate(view) == 16000
+    assert list(scratch.iterdir()) == [], "the view is gone once the model is loaded"
     dithered = fake_model(tmp_path / "dithered")
     with open(dithered / "conf" / "mfcc.conf", "a") as f:
         f.write("--dither=1\n")
-    assert without_dither(dithered, tmp_path) == dithered
+    with without_dither(dithered, scratch) as view:
+        assert view == dithered
 
 
 # ---- download --------------------------------------------------------------------
