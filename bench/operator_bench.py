@@ -26,7 +26,7 @@ from tests.operator.conftest import NAMESPACE, Emulator, declare
 import speech_operator.handlers  # noqa: F401  (registers the handlers)
 from speech_operator import api
 from speech_operator.config import OperatorConfig
-from speech_operator.kube import Kube, path
+from speech_operator.kube import Kube, load_configuration, path
 from speech_operator.reconcile import Runtime
 
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
@@ -97,15 +97,6 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
 
-class BenchKube(Kube):
-    """The benchmark's own client (kubectl's part): its requests carry ``User-Agent: bench`` and are not counted."""
-
-    def _open(self):  # type: ignore[no-untyped-def]
-        session = super()._open()
-        session.headers["User-Agent"] = BENCH_AGENT
-        return session
-
-
 async def _bench(count: int, settle: float) -> dict[str, Any]:
     import os
 
@@ -120,9 +111,9 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             "users": [{"name": "kmock", "user": {"token": "bench-token"}}],
         }))
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        kopf.login_with_service_account = lambda **_: None  # never the host's
-        client = BenchKube()
-        await client.use(kopf.login_with_kubeconfig(settings=kopf.OperatorSettings()))
+        os.environ.pop("KUBERNETES_SERVICE_HOST", None)  # never the host's service account
+        # The benchmark's own client (kubectl's part): its requests carry User-Agent: bench and are not counted.
+        client = Kube(await load_configuration(), user_agent=BENCH_AGENT)
         stt_url = path(api.API_VERSION, api.PLURAL, NAMESPACE, None, None)
         dep_url = path("apps/v1", "deployments", NAMESPACE, None, None)
 

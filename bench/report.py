@@ -195,7 +195,7 @@ def markdown(res: dict[str, Any]) -> str:
     op = res.get("operator")
     if op and "error" not in op:
         lines += ["", "## 5. Operator (kopf against kmock)", "",
-                  "The real operator (kopf, our handlers, our aiohttp client) in its own thread and event loop; kmock's "
+                  "The real operator (kopf, our handlers, the official async Kubernetes client) in its own thread and event loop; kmock's "
                   "Kubernetes emulator and the benchmark's client (kubectl's part, not counted) share the main loop. "
                   "Requests are counted at kmock by method; writes (POST/PATCH/PUT/DELETE) also by resource.", "",
                   f"- {op['objects']} SpeechToText created (10 at a time) in {op['create_requests_s']} s; every Deployment exists "

@@ -351,6 +351,11 @@ def service(stt: api.SpeechToText) -> Manifest:
     }
 
 
+#: Every kind :func:`children` may return, as (apiVersion, plural, kind): what a SpeechToText owns.
+#: One that is not returned any more is deleted; the operator's RBAC must cover each.
+OWNED_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Service")]
+
+
 def children(stt: api.SpeechToText, config: OperatorConfig) -> list[Manifest]:
     """Everything a SpeechToText owns, in apply order."""
     return [deployment(stt, config), service(stt)]

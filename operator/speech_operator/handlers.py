@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from speech_operator import api, builders, conditions
+from speech_operator import api, builders, conditions, kube
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
@@ -41,12 +41,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.login()
-async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, then ``KUBECONFIG``; our client shares the credentials."""
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is not None:
-        await runtime(memo).kube.use(info)
-    return info
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """The pod's service account, else the kubeconfig (exec plugins and OIDC included), loaded by
+    the official client: our calls and kopf's watches use the same credentials, refreshed together
+    on every re-login."""
+    return await kube.connection_info(await runtime(memo).kube.reload(), settings)
 
 
 @kopf.on.cleanup()

@@ -1,18 +1,36 @@
-"""A small async Kubernetes API client on aiohttp, using kopf's login credentials.
+"""The operator's Kubernetes API client: the official client's async flavour, ``kubernetes_asyncio``.
 
-kopf has no client of its own for arbitrary calls, so this one covers exactly what the
-operator does: get, create, merge-patch, delete.
+Why ``kubernetes_asyncio`` and not the synchronous ``kubernetes`` package in threads: kopf runs on
+asyncio, and ``kubernetes_asyncio`` is the maintained async port generated from the same OpenAPI
+spec, with the same kubeconfig loader (exec plugins as EKS/GKE/AKS use them, OIDC, ``tokenFile``,
+client certificates) and in-cluster loader (which re-reads the rotated service-account token). It
+speaks aiohttp, as kopf does; the threaded client would hold a thread per call in flight and bring
+a second HTTP stack. kopf logs in from the same credentials (:func:`connection_info`), so its
+watches and our calls use one identity, and a re-login refreshes both.
+
+Only the client's generic transport is used (``ApiClient.call_api`` on resource paths, replies as
+plain dicts): the operator applies whatever kinds the builders return, so per-kind typed methods
+would be one more table to keep, and their models drop fields this client version does not know.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
+import os
 from typing import Any
 
-import aiohttp
 import kopf
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
 
+from speech_operator import __version__
+
+USER_AGENT = f"speech-operator/{__version__}"
+FIELD_MANAGER = "speech-operator"
+JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class KubeError(Exception):
@@ -21,6 +39,10 @@ class KubeError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
         self.status = status
+
+
+class NoCredentials(Exception):
+    """Neither in-cluster credentials nor a usable kubeconfig: the message says what was tried."""
 
 
 def path(api_version: str, plural: str, namespace: str | None = None,
@@ -37,43 +59,121 @@ def path(api_version: str, plural: str, namespace: str | None = None,
     return "/".join(parts)
 
 
+async def load_configuration() -> k8s.Configuration:
+    """Credentials as kubectl finds them: the pod's service account, else ``KUBECONFIG`` / ``~/.kube/config``.
+
+    Raises :class:`NoCredentials` with one line saying why neither worked.
+    """
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return configuration
+    except k8s_config.ConfigException as exc:
+        in_cluster = str(exc)
+    # The library reads KUBECONFIG once, when imported; read it now.
+    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    where = f"KUBECONFIG={kubeconfig}" if os.environ.get("KUBECONFIG") else kubeconfig
+    if not any(os.path.exists(os.path.expanduser(p)) for p in kubeconfig.split(os.pathsep) if p):
+        raise NoCredentials(f"no Kubernetes credentials: not in a cluster ({in_cluster.rstrip('.')}) "
+                            f"and no kubeconfig ({where} does not exist)")
+    library = logging.getLogger("kubernetes_asyncio")
+    level = library.level
+    library.setLevel(logging.CRITICAL)  # it logs what it raises; we say it once
+    try:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except Exception as exc:  # a broken file, no current context, a failing exec plugin, ...
+        raise NoCredentials(f"cannot use the kubeconfig {where}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        library.setLevel(level)
+    return configuration
+
+
+async def connection_info(configuration: k8s.Configuration, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """kopf's view of the same credentials (what ``kopf.login_via_async_client`` extracts from the
+    library's process-wide default; here from our own configuration, so nothing global is shared)."""
+    header = await configuration.get_api_key_with_prefix("BearerToken")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
+        trust_env=settings.networking.trust_env,
+    )
+
+
 class Kube:
-    """One aiohttp session to the API server, (re)built from kopf's ConnectionInfo."""
+    """The calls the operator makes (get, create, patch, server-side apply, delete), on one ApiClient.
 
-    def __init__(self) -> None:
-        self._info: kopf.ConnectionInfo | None = None
-        self._session: aiohttp.ClientSession | None = None
+    Built from a configuration (:func:`load_configuration`), or without one and given it at
+    kopf's login (:meth:`use`). A 401 reloads the credentials once and retries: exec-plugin and
+    OIDC tokens expire while the operator runs.
+    """
 
-    async def use(self, info: kopf.ConnectionInfo) -> None:
-        """Switch to new credentials (on login and re-login)."""
-        await self.close()
-        self._info = info
+    def __init__(self, configuration: k8s.Configuration | None = None, *,
+                 user_agent: str = USER_AGENT, timeout: float = 30) -> None:
+        self._configuration = configuration
+        self._client: k8s.ApiClient | None = None
+        self._retired: set[Any] = set()
+        self.user_agent = user_agent
+        self.timeout = timeout
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._info is None:
+    async def use(self, configuration: k8s.Configuration) -> None:
+        """Switch to new credentials (kopf's login and re-login); calls in flight end on the old ones."""
+        old, self._client = self._client, None
+        self._configuration = configuration
+        if old is not None:
+            self._retired.add(old)
+            asyncio.get_running_loop().call_later(self.timeout + 1, self._retire, old)
+
+    def _retire(self, client: k8s.ApiClient) -> None:
+        if client in self._retired:
+            self._retired.discard(client)
+            task = asyncio.ensure_future(client.close())
+            self._retired.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._retired.discard)
+
+    async def reload(self) -> k8s.Configuration:
+        """Load the credentials afresh (runs an exec plugin again) and use them."""
+        configuration = await load_configuration()
+        await self.use(configuration)
+        return configuration
+
+    def _api(self) -> k8s.ApiClient:
+        if self._configuration is None:
             raise RuntimeError("no credentials yet: the operator's login handler has not run")
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                base_url=self._info.server.rstrip("/") + "/",
-                connector=aiohttp.TCPConnector(ssl=self._info.as_ssl_context()),
-                headers={**self._info.as_http_headers(), "User-Agent": "speech-operator"},
-                trust_env=self._info.trust_env,
-                timeout=aiohttp.ClientTimeout(total=30),
-            )
-        return self._session
+        if self._client is None:
+            self._client = k8s.ApiClient(self._configuration)
+            self._client.user_agent = self.user_agent
+        return self._client
 
-    async def request(self, method: str, url: str, body: Any = None,
-                      content_type: str = "application/json") -> dict[str, Any] | None:
+    async def request(self, method: str, url: str, body: Any = None, *, content_type: str = JSON,
+                      query: dict[str, str] | None = None) -> dict[str, Any] | None:
         """One call; ``None`` for 404, :class:`KubeError` for any other failure."""
-        data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type} if body is not None else {}
-        async with self._open().request(method, url.lstrip("/"), data=data, headers=headers) as resp:
-            text = await resp.text()
-            if resp.status == 404:
-                return None
-            if resp.status >= 300:
-                raise KubeError(resp.status, method, url, text)
-            return json.loads(text) if text else {}
+        for attempt in (1, 2):
+            try:
+                return await self._api().call_api(
+                    url, method, query_params=list((query or {}).items()),
+                    header_params={"Accept": JSON, "Content-Type": content_type},
+                    body=body, auth_settings=["BearerToken"],
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    _return_http_data_only=True, _request_timeout=self.timeout)
+            except k8s.ApiException as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status == 401 and attempt == 1:
+                    await self.reload()
+                    continue
+                text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
+                raise KubeError(exc.status, method, url, text) from None
+        raise AssertionError("unreachable")
 
     async def get(self, url: str) -> dict[str, Any] | None:
         return await self.request("GET", url)
@@ -82,13 +182,23 @@ class Kube:
         return await self.request("POST", url, body) or {}
 
     async def patch(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self.request("PATCH", url, body, MERGE_PATCH)
+        """A JSON merge patch (what kubectl patch --type=merge sends)."""
+        return await self.request("PATCH", url, body, content_type=MERGE_PATCH)
+
+    async def apply(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the whole object ``body`` under our field manager, taking over
+        conflicting fields (``force``): the API server creates the object, updates what differs,
+        and removes the fields we applied before but no longer send."""
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        return await self.request("PATCH", url, body, content_type=APPLY_PATCH, query=query) or {}
 
     async def delete(self, url: str) -> bool:
         """Delete (pods follow in the background); ``False`` when it was already gone."""
-        return await self.request("DELETE", url, {"propagationPolicy": "Background"}) is not None
+        return await self.request("DELETE", url, query={"propagationPolicy": "Background"}) is not None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        clients, self._retired = [self._client, *self._retired], set()
+        self._client = None
+        for client in clients:
+            if isinstance(client, k8s.ApiClient):
+                await client.close()

@@ -1,11 +1,27 @@
-"""Read the world, call the builders, apply, report: the one reconcile loop behind every handler."""
+"""Read the world, call the builders, apply, report: the one reconcile loop behind every handler.
+
+Children and the status are written with server-side apply under the field manager
+``speech-operator``, forcing conflicts (as cert-manager does): the whole desired object each time,
+so the API server also removes what we applied before and no longer send (``nodeSelector`` taken
+out of the spec leaves the pods). A write happens only when one is due: the desired object carries
+a fingerprint of itself (annotation :data:`APPLIED`), and a child is applied when it is missing,
+carries another fingerprint (the desired state changed, removals included), or differs where we
+set a value (someone edited it). Values compare as the API server stores them (a CPU of ``0.5``
+reads back as ``500m``) and fields only the server sets are not compared, so a resync or a
+restart with nothing changed writes nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
+import hashlib
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import kopf
@@ -14,8 +30,9 @@ from speech_operator import api, builders, conditions, policy
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, path
 
-#: What a SpeechToText owns: (apiVersion, plural, kind).
-CHILD_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Service")]
+#: The fingerprint of the desired object last applied to a child.
+APPLIED = f"{api.GROUP}/applied"
+PLURALS = {kind: (api_version, plural) for api_version, plural, kind in builders.OWNED_KINDS}
 
 
 @dataclass
@@ -35,8 +52,37 @@ def stt_path(namespace: str, name: str, subresource: str | None = None) -> str:
     return path(api.API_VERSION, api.PLURAL, namespace, name, subresource)
 
 
+def child_path(kind: str, namespace: str, name: str) -> str:
+    api_version, plural = PLURALS[kind]
+    return path(api_version, plural, namespace, name)
+
+
+_SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+             "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+             "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
+             "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
+_QUANTITY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+)(?:([eE][+-]?[0-9]+)|(" + "|".join(filter(None, _SUFFIXES)) + r")?)$")
+#: Where the API server rewrites resource quantities into its canonical form.
+_QUANTITY_PATH = re.compile(r"\.resources\.(requests|limits)\.[^.\[]+$|\.sizeLimit$")
+
+
+def quantity(value: Any) -> Decimal | None:
+    """The amount a Kubernetes quantity stands for (``"500m"`` and ``0.5`` alike), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        return None
+    number, exponent, suffix = match.groups()
+    try:
+        return Decimal(number + (exponent or "")) * _SUFFIXES[suffix or ""]
+    except InvalidOperation:
+        return None
+
+
 def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
-    """Paths where ``actual`` does not carry ``desired`` (server-side defaults are ignored)."""
+    """Paths where ``actual`` does not carry ``desired`` (fields only ``actual`` has are server
+    defaults or someone else's, and are ignored; quantities compare by amount)."""
     if isinstance(desired, Mapping):
         if not isinstance(actual, Mapping):
             return [where or "."]
@@ -45,39 +91,82 @@ def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
         if not isinstance(actual, list) or len(actual) != len(desired):
             return [where]
         return [d for i, (a, b) in enumerate(zip(desired, actual)) for d in differences(a, b, f"{where}[{i}]")]
-    if isinstance(desired, int) and not isinstance(desired, bool) and isinstance(actual, str):
-        return [] if str(desired) == actual else [where]  # quantities come back as strings
-    return [] if desired == actual else [where]
+    if desired == actual:
+        return []
+    if isinstance(desired, int) and not isinstance(desired, bool) and isinstance(actual, str) and str(desired) == actual:
+        return []  # integers the API server keeps as strings
+    if _QUANTITY_PATH.search(where) and quantity(desired) is not None and quantity(desired) == quantity(actual):
+        return []
+    return [where]
+
+
+def fingerprinted(desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` with the :data:`APPLIED` annotation: a hash of everything else in it."""
+    out = copy.deepcopy(desired)
+    out["metadata"].setdefault("annotations", {}).pop(APPLIED, None)
+    if not out["metadata"]["annotations"]:
+        del out["metadata"]["annotations"]
+    digest = hashlib.sha256(json.dumps(out, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    out["metadata"].setdefault("annotations", {})[APPLIED] = digest[:20]
+    return out
+
+
+def pending(desired: dict[str, Any], live: Mapping[str, Any] | None) -> list[str]:
+    """Why ``desired`` (fingerprinted) must be applied over ``live``: [] when it needs no write."""
+    if live is None:
+        return ["."]
+    meta = desired["metadata"]
+    mine = {"metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta},
+            **{k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}}
+    return differences(mine, live)
 
 
 def _summary(paths: list[str]) -> str:
-    tops = list(dict.fromkeys(".".join(p.split(".")[:3]).split("[")[0] for p in paths))
+    changed = [p for p in paths if not p.endswith(APPLIED)]
+    if not changed:
+        return "fields the spec no longer sets removed"
+    tops = list(dict.fromkeys(".".join(p.split(".")[:3]).split("[")[0] for p in changed))
     return ", ".join(tops[:5]) + (" …" if len(tops) > 5 else "")
 
 
+def _controller(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return next((o for o in refs if o.get("controller")), None)
+
+
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
-    """Create the child, or merge-patch it back to ``desired`` when it drifted; one Event per change."""
+    """Server-side apply ``desired`` when :func:`pending` says so; one Event per write."""
+    desired = fingerprinted(desired)
     kind, meta = desired["kind"], desired["metadata"]
-    plural = {k: p for _, p, k in CHILD_KINDS}[kind]
-    collection = path(desired["apiVersion"], plural, meta["namespace"])
-    url = path(desired["apiVersion"], plural, meta["namespace"], meta["name"])
-    actual = await kube.get(url)
-    if actual is None:
-        created = await kube.create(collection, desired)
-        kopf.info(dict(owner), reason="Created", message=f"Created {kind} {meta['name']}")
-        return created
-    controllers = [o for o in actual.get("metadata", {}).get("ownerReferences") or [] if o.get("controller")]
-    if controllers and controllers[0].get("uid") != meta["ownerReferences"][0]["uid"]:
-        message = f"{kind} {meta['name']} exists and is controlled by {controllers[0].get('kind')} {controllers[0].get('name')}"
+    url = child_path(kind, meta["namespace"], meta["name"])
+    live = await kube.get(url)
+    controller = _controller(live)
+    if controller and controller.get("uid") != meta["ownerReferences"][0]["uid"]:
+        message = f"{kind} {meta['name']} exists and is controlled by {controller.get('kind')} {controller.get('name')}"
         kopf.warn(dict(owner), reason="NameConflict", message=message)
         raise kopf.TemporaryError(message, delay=60)
-    drift = differences({"metadata": {k: meta[k] for k in ("labels", "ownerReferences", "annotations") if k in meta},
-                         "spec": desired["spec"]}, actual)
-    if not drift:
-        return actual
-    patched = await kube.patch(url, desired) or actual
-    kopf.info(dict(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(drift)}")
-    return patched
+    todo = pending(desired, live)
+    if not todo:
+        return dict(live or {})
+    applied = await kube.apply(url, desired)
+    if live is None:
+        kopf.info(dict(owner), reason="Created", message=f"Created {kind} {meta['name']}")
+    else:
+        kopf.info(dict(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
+    return applied
+
+
+async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapping[str, Any]) -> None:
+    """Delete owned children of kinds the builders no longer return (e.g. a PodDisruptionBudget
+    once replicas drop to 1)."""
+    meta = owner["metadata"]
+    wanted = {d["kind"] for d in desired}
+    for kind in PLURALS.keys() - wanted:
+        url = child_path(kind, meta["namespace"], meta["name"])
+        live = await kube.get(url)
+        if live is not None and (_controller(live) or {}).get("uid") == meta.get("uid"):
+            if await kube.delete(url):
+                kopf.info(dict(owner), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
 
 
 async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
@@ -114,13 +203,15 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
 
 
 async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechToTextStatus) -> None:
-    """Patch the status subresource when it changed."""
+    """Server-side apply the status subresource when a value in it changed."""
     before = dict(body.get("status") or {})
     after = status.model_dump(mode="json", exclude_none=True)
     if {k: before.get(k) for k in after} == after:
         return
     meta = body["metadata"]
-    await kube.patch(stt_path(meta["namespace"], meta["name"], "status"), {"status": after})
+    await kube.apply(stt_path(meta["namespace"], meta["name"], "status"), {
+        "apiVersion": api.API_VERSION, "kind": api.KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": after})
     _report_transitions(body, before, status)
 
 
@@ -145,12 +236,14 @@ async def reconcile(runtime: Runtime, namespace: str, name: str) -> api.SpeechTo
         refused = policy.violations(stt.spec, runtime.config)
         deployment = None
         if refused:  # nothing created or changed; the status and an event say why
-            deployment = await runtime.kube.get(path("apps/v1", "deployments", namespace, name))
+            deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
         else:
-            for desired in builders.children(stt, runtime.config):
-                actual = await apply(runtime.kube, desired, body)
-                if desired["kind"] == "Deployment":
+            desired = builders.children(stt, runtime.config)
+            for child in desired:
+                actual = await apply(runtime.kube, child, body)
+                if child["kind"] == "Deployment":
                     deployment = actual
+            await remove_unwanted(runtime.kube, desired, body)
         status = conditions.observe(stt, deployment, missing, _now(), refused)
         await write_status(runtime.kube, body, status)
         return status
@@ -160,6 +253,6 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     """Delete what the SpeechToText owns (owner references would too; this makes it immediate)."""
     meta = body["metadata"]
     async with runtime.lock(meta["namespace"], meta["name"]):
-        for api_version, plural, kind in CHILD_KINDS:
-            if await runtime.kube.delete(path(api_version, plural, meta["namespace"], meta["name"])):
+        for kind in PLURALS:
+            if await runtime.kube.delete(child_path(kind, meta["namespace"], meta["name"])):
                 kopf.info(dict(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import threading
 import uuid
@@ -10,7 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kmock
+from kmock._internal import parsing as kmock_parsing
 import kopf
 import pytest
 import pytest_asyncio
@@ -19,20 +22,40 @@ import yaml
 import speech_operator.handlers  # noqa: F401  (registers the handlers on kopf's default registry)
 from speech_operator import api
 from speech_operator.config import OperatorConfig
-from speech_operator.kube import Kube
+from speech_operator.kube import APPLY_PATCH, Kube, load_configuration
 from speech_operator.reconcile import Runtime
 
 NAMESPACE = "speech"
+TEST_AGENT = "test-client"  # the User-Agent of the test's own client (kubectl's part)
 STT_RESOURCE = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus what the API server fills in on create: name from generateName, uid,
-    generation and a resourceVersion (kopf's JSON patches test it)."""
+    """kmock's emulator plus what a real API server does that the operator relies on.
+
+    - On create: a name from generateName, a uid, generation and resourceVersion (kopf's JSON
+      patches test it).
+    - Server-side apply, which kmock lacks (it merges every PATCH into the object): an apply
+      creates a missing object, and removes the fields the same field manager applied before but
+      no longer sends. This keeps field ownership per manager with each list as one field (as
+      atomic lists are), not the API server's merge keys: enough to see a field removed from a
+      spec leave its child, which plain kmock cannot show. Recorded requests keep the body the
+      operator sent (``request.body``).
+    """
 
     _serial = itertools.count(1)
 
+    @property
+    def expired(self) -> set[str]:
+        """Bearer tokens answered with 401 Unauthorized, as for an expired token."""
+        return self.__dict__.setdefault("_expired", set())
+
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in self.expired:
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                              "reason": "Unauthorized", "code": 401}, status=401)
+        if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
+            request = self._server_side_apply(request)
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -41,6 +64,52 @@ class Emulator(kmock.KubernetesEmulator):
             meta.setdefault("generation", 1)
             meta.setdefault("resourceVersion", str(next(self._serial)))
         return await super()._handle(request)
+
+    def _server_side_apply(self, request: kmock.Request) -> kmock.Request:
+        applied: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_applied", {})
+        key = (request.resource, request.namespace, request.name)
+        mine = (*key, request.subresource, request.params.get("fieldManager"))
+        sent = copy.deepcopy(request.data)
+        before, applied[mine] = applied.get(mine) or {}, sent
+        live = self.objects[key] if key in self.objects else None
+        # kmock routes the very request it recorded, which is frozen: rewrite it in place.
+        if live is None or live.deleted:
+            if request.subresource is None:
+                object.__setattr__(request, "action", kmock.action.CREATE)
+        else:
+            object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
+        return request
+
+
+def _removed(before: Any, after: Any) -> dict[str, Any]:
+    """A merge patch deleting the keys of ``before`` that ``after`` lacks (None deletes in kmock)."""
+    out: dict[str, Any] = {}
+    for k, v in before.items():
+        if k not in after:
+            out[k] = None
+        elif isinstance(v, dict) and isinstance(after[k], dict) and (sub := _removed(v, after[k])):
+            out[k] = sub
+    return out
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_path(path: str, _parse: Callable[[str], Any] = kmock_parsing.parse_path) -> Any:
+    """kmock reads ``/api/v1/namespaces[/NAME]`` as a namespace prefix with no resource, so it cannot
+    list, watch or create Namespaces, which kopf lists and watches when it runs as the CLI runs it
+    (scanning on, as on a real cluster). Those paths are the namespaces resource itself."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None, None)
+    return _parse(path)
+
+
+kmock_parsing.parse_path = _parse_path
 
 
 def declare(emulator: kmock.KubernetesEmulator) -> None:
@@ -76,9 +145,16 @@ class Cluster:
     namespace = NAMESPACE
     eventually = staticmethod(eventually)
 
-    def __init__(self, emulator: Emulator, client: Kube) -> None:
+    def __init__(self, emulator: Emulator, client: Kube, config: OperatorConfig) -> None:
         self.emulator = emulator
         self.api = client
+        self.config = config  # the operator's
+
+    def sent(self, method: str, plural: str, name: str | None = None, sub: str | None = None) -> list[kmock.Request]:
+        """Requests the operator (not this test's client) sent for ``plural``/``name``/``sub``."""
+        return [r for r in list(self.emulator) if r.method == method and r.resource is not None
+                and r.resource.plural == plural and r.name == name and r.subresource == sub
+                and r.headers.get("User-Agent") != TEST_AGENT]
 
     def stt_url(self, name: str = "", sub: str | None = None) -> str:
         from speech_operator.kube import path
@@ -104,40 +180,52 @@ class Cluster:
         return found
 
 
-@pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
-async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+def kubeconfig_for(server: str, user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "kmock", "user": user}],
+    }
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def apiserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    """kmock serving the operator's resources, a kubeconfig for it in ``KUBECONFIG``, no operator."""
     async with Emulator() as emulator, kmock.Server(emulator):
         declare(emulator)
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "current-context": "kmock",
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-            "clusters": [{"name": "kmock", "cluster": {"server": str(emulator.url).rstrip("/")}}],
-            "users": [{"name": "kmock", "user": {"token": "test-token"}}],
-        }))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(str(emulator.url).rstrip("/"), {"token": "test-token"})))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        monkeypatch.setattr(kopf, "login_with_service_account", lambda **_: None)  # never the host's
-
-        settings = kopf.OperatorSettings()
-        settings.scanning.disabled = True
-        settings.watching.reconnect_backoff = 0.1
-        settings.networking.request_timeout = 5
-        runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3",
-                                                recheck_seconds=0.2))
-        # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
-        # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
-        stop, ready = threading.Event(), threading.Event()
-        operator = threading.Thread(target=asyncio.run, name="operator", args=(kopf.operator(
-            settings=settings, standalone=True, namespaces=[NAMESPACE],
-            memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready),))
-        operator.start()
-        client = Kube()
-        await client.use(kopf.login_with_kubeconfig(settings=settings))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # never the host's service account
+        client = Kube(await load_configuration(), user_agent=TEST_AGENT)
+        await client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         try:
-            assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
-            yield Cluster(emulator, client)
+            yield Cluster(emulator, client, OperatorConfig())
         finally:
-            stop.set()
-            await asyncio.to_thread(operator.join, 15)
             await client.close()
-            assert not operator.is_alive(), "the operator did not stop"
+
+
+@pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
+async def cluster(apiserver: Cluster) -> AsyncIterator[Cluster]:
+    """:func:`apiserver` with the real operator (kopf's runner) watching it."""
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    settings.watching.reconnect_backoff = 0.1
+    settings.networking.request_timeout = 5
+    runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2))
+    apiserver.config = runtime.config
+    # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
+    # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
+    stop, ready = threading.Event(), threading.Event()
+    operator = threading.Thread(target=asyncio.run, name="operator", args=(kopf.operator(
+        settings=settings, standalone=True, namespaces=[NAMESPACE],
+        memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready),))
+    operator.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
+        yield apiserver
+    finally:
+        stop.set()
+        await asyncio.to_thread(operator.join, 15)
+        assert not operator.is_alive(), "the operator did not stop"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from speech_recognizer import contract
 
-from speech_operator import api
+from speech_operator import api, builders
+from speech_operator.kube import APPLY_PATCH, FIELD_MANAGER
+from speech_operator.reconcile import fingerprinted
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -222,3 +226,128 @@ async def test_policy_change_to_a_running_resource_changes_nothing(cluster: Clus
 async def _condition_with(cluster: Cluster, type_: str, reason: str) -> dict[str, Any] | None:
     found = await condition(cluster, type_)
     return found if found.get("reason") == reason else None
+
+
+def _desired(cluster: Cluster, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the operator must send for each child of ``body``: the builders' whole object, fingerprinted."""
+    children = builders.children(api.SpeechToText.model_validate(body), cluster.config)
+    return {c["kind"]: fingerprinted(c) for c in children}
+
+
+def _assert_applied(request: Any, desired: dict[str, Any]) -> None:
+    assert request.headers["Content-Type"] == APPLY_PATCH
+    assert request.params == {"fieldManager": FIELD_MANAGER, "force": "true"}
+    assert json.loads(request.body) == desired  # the full desired object, nothing merged from the live one
+
+
+async def test_children_and_status_are_server_side_applied(cluster: Cluster) -> None:
+    """Children are created and updated by server-side apply of the whole desired object under
+    our field manager, with force; the status by an apply on its subresource. Fails on the old
+    get/create/merge-patch client (POST, then application/merge-patch+json)."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    await cluster.eventually(lambda: deployment(cluster))
+    await cluster.eventually(lambda: service(cluster))
+    status = await cluster.eventually(lambda: _status(cluster))
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    desired = _desired(cluster, body)
+
+    for plural, kind in [("deployments", "Deployment"), ("services", "Service")]:
+        assert not cluster.sent("POST", plural), f"{kind} created by POST, not by server-side apply"
+        (apply,) = cluster.sent("PATCH", plural, "en-us")
+        _assert_applied(apply, desired[kind])
+    applies = cluster.sent("PATCH", api.PLURAL, "en-us", "status")
+    assert applies
+    _assert_applied(applies[-1], {"apiVersion": api.API_VERSION, "kind": api.KIND,
+                                  "metadata": {"name": "en-us", "namespace": NAMESPACE}, "status": status})
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
+
+    async def updated() -> bool:
+        return len(cluster.sent("PATCH", "deployments", "en-us")) == 2
+    await cluster.eventually(updated)
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    _assert_applied(cluster.sent("PATCH", "deployments", "en-us")[-1], _desired(cluster, body)["Deployment"])
+
+
+REMOVABLE = {
+    # spec field: (value, the child's kind, where the value shows on the child)
+    "podAnnotations": ({"prometheus.io/scrape": "true"}, "Deployment", ("spec", "template", "metadata", "annotations")),
+    "nodeSelector": ({"disktype": "ssd"}, "Deployment", ("spec", "template", "spec", "nodeSelector")),
+    "affinity": ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "Deployment", ("spec", "template", "spec", "affinity")),
+    "tolerations": ([{"key": "dedicated", "operator": "Equal", "value": "speech", "effect": "NoSchedule"}],
+                    "Deployment", ("spec", "template", "spec", "tolerations")),
+    "service.annotations": ({"example.test/lb": "internal"}, "Service", ("metadata", "annotations")),
+}
+
+
+def _dig(obj: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        obj = obj.get(k) if isinstance(obj, dict) else None
+    return obj
+
+
+def _shows(found: Any, value: Any) -> bool:
+    """Whether the child carries ``value`` (a dict's keys among others, e.g. our own annotation)."""
+    if isinstance(value, dict):
+        return isinstance(found, dict) and all(found.get(k) == v for k, v in value.items())
+    return found == value
+
+
+@pytest.mark.parametrize("field", list(REMOVABLE))
+async def test_a_field_removed_from_the_spec_leaves_the_child(cluster: Cluster, field: str) -> None:
+    """Taking a field out of the spec takes it off the child. The operator applies the whole
+    desired object without it; the emulator, like the API server, then drops what the manager
+    applied before and no longer sends (plain kmock merges every patch, so conftest teaches it
+    that). Fails with the old get/diff/merge-patch, which never removed a key only the live
+    object had."""
+    value, kind, where = REMOVABLE[field]
+    top, _, sub = field.partition(".")
+    await cluster.api.create(cluster.stt_url(), stt(**({top: {sub: value}} if sub else {top: value})))
+    read = {"Deployment": lambda: deployment(cluster), "Service": lambda: service(cluster)}[kind]
+
+    async def carries() -> bool:
+        return _shows(_dig(await read(), where), value)
+    await cluster.eventually(carries)
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {top: {sub: None}} if sub else {top: None}})
+
+    async def gone() -> bool:
+        found = _dig(await read(), where)
+        return found is None or (isinstance(value, dict) and not set(value) & set(found))
+    await cluster.eventually(gone)
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    last = cluster.sent("PATCH", f"{kind.lower()}s", "en-us")[-1]
+    _assert_applied(last, _desired(cluster, body)[kind])
+    assert json.dumps(value)[1:-1] not in last.body.decode()
+
+
+async def test_a_child_the_builders_stop_returning_is_deleted(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind built only sometimes (as a PodDisruptionBudget for replicas > 1) is deleted once the
+    builders stop returning it. Shown with a ConfigMap built for replicas > 1 in place of the
+    builders' own conditional children."""
+    import kmock
+
+    from speech_operator import reconcile
+    cluster.emulator.resources["v1/configmaps"] = kmock.ResourceInfo(
+        kind="ConfigMap", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
+    monkeypatch.setitem(reconcile.PLURALS, "ConfigMap", ("v1", "configmaps"))
+    children = builders.children
+
+    def with_config_map(stt: api.SpeechToText, config: Any) -> list[dict[str, Any]]:
+        extra = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": builders.metadata(stt), "data": {"x": "1"}}]
+        return children(stt, config) + (extra if stt.spec.replicas > 1 else [])
+    monkeypatch.setattr(builders, "children", with_config_map)
+
+    async def config_map() -> dict[str, Any] | None:
+        return await cluster.api.get(cluster.url("v1", "configmaps", "en-us"))
+    await cluster.api.create(cluster.stt_url(), stt(replicas=2))
+    await cluster.eventually(config_map)
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"replicas": 1}})
+
+    async def gone() -> bool:
+        return await config_map() is None
+    await cluster.eventually(gone)
+    assert "Deleted ConfigMap en-us" in [e["message"] for e in await cluster.events()]
+    assert await deployment(cluster) is not None

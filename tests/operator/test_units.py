@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -9,9 +11,9 @@ import pytest
 import yaml
 from stt_schema import ROOT
 
-from speech_operator import api, cli, conditions
+from speech_operator import api, builders, cli, conditions
 from speech_operator.config import OperatorConfig
-from speech_operator.reconcile import differences
+from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending, quantity
 
 STT = api.SpeechToText.model_validate({
     "metadata": {"name": "en-us", "namespace": "speech", "uid": "u", "generation": 3},
@@ -78,6 +80,91 @@ def test_differences_ignore_server_defaults() -> None:
     assert differences(desired, actual) == [".spec.replicas", ".spec.template.containers"]
 
 
+@pytest.mark.parametrize(("written", "stored"), [
+    ("0.5", "500m"), (2, "2"), ("1024Mi", "1Gi"), ("1.5Gi", "1536Mi"), ("1000m", "1"), ("1e3", "1k"), ("0.1", "100m")])
+def test_quantities_compare_by_amount(written: Any, stored: str) -> None:
+    """The API server stores quantities in canonical form: that is no drift."""
+    assert quantity(written) == quantity(stored)
+    desired = {"resources": {"requests": {"cpu": written}}, "emptyDir": {"sizeLimit": written}}
+    assert differences(desired, {"resources": {"requests": {"cpu": stored}}, "emptyDir": {"sizeLimit": stored}}) == []
+
+
+def test_quantities_differ_by_amount_and_only_where_quantities_live() -> None:
+    assert differences({"resources": {"limits": {"cpu": "0.5"}}}, {"resources": {"limits": {"cpu": "501m"}}}) \
+        == [".resources.limits.cpu"]
+    assert differences({"env": [{"value": "0.5"}]}, {"env": [{"value": "500m"}]}) == [".env[0].value"]
+    assert quantity("lots") is None and quantity(True) is None
+
+
+def _stt(**spec: Any) -> api.SpeechToText:
+    return api.SpeechToText.model_validate({
+        "metadata": {"name": "en-us", "namespace": "speech", "uid": "u-1", "generation": 1},
+        "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}})
+
+
+def _as_stored(desired: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """What a real API server (v1.3x) returns for an applied Deployment: quantities in canonical
+    form, defaults filled in, managedFields, resourceVersion, status (kmock keeps none of that)."""
+    live = copy.deepcopy(desired)
+    live["metadata"].update(uid="d-1", resourceVersion="4711", generation=1, creationTimestamp="2026-01-01T00:00:00Z",
+                            managedFields=[{"manager": "speech-operator", "operation": "Apply", "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:spec": {}}}])
+    live["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    spec = live["spec"]
+    spec.update(progressDeadlineSeconds=600)
+    pod = spec["template"]["spec"]
+    pod.update(dnsPolicy="ClusterFirst", restartPolicy="Always", schedulerName="default-scheduler",
+               terminationGracePeriodSeconds=pod.get("terminationGracePeriodSeconds", 30))
+    for c in pod["containers"]:
+        c.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe in c:
+                c[probe].setdefault("successThreshold", 1)
+                c[probe]["httpGet"].setdefault("scheme", "HTTP")
+        for part in c.get("resources", {}).values():
+            for k, v in part.items():
+                part[k] = {"0.5": "500m", "1024Mi": "1Gi", "2048Mi": "2Gi"}.get(str(v), str(v))
+    live["status"] = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1}
+    for k, v in changes.items():
+        spec[k] = v
+    return live
+
+
+CONFIG = OperatorConfig(image="example.test/recognizer", version="1")
+
+
+def test_nothing_to_apply_when_the_server_kept_what_was_applied() -> None:
+    """A resync or a restart: the same spec gives the same desired object and no write, though the
+    server rewrote 0.5 CPU as 500m and added its defaults."""
+    stt = _stt(resources={"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": "2", "memory": "2048Mi"}})
+    desired = fingerprinted(builders.deployment(stt, CONFIG))
+    live = _as_stored(desired)
+    assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert pending(desired, live) == []
+    assert pending(fingerprinted(builders.deployment(stt, CONFIG)), live) == []  # built again, as after a restart
+
+
+@pytest.mark.parametrize("removed", ["podAnnotations", "nodeSelector", "affinity", "tolerations"])
+def test_a_field_removed_from_the_spec_is_applied(removed: str) -> None:
+    """Today's child still carries the field (the server keeps it until we apply): the
+    fingerprint tells it is not what the spec asks for any more, so the child is applied."""
+    values = {"podAnnotations": {"a": "b"}, "nodeSelector": {"disk": "ssd"},
+              "affinity": {"nodeAffinity": {}}, "tolerations": [{"key": "k", "operator": "Exists"}]}
+    before = fingerprinted(builders.deployment(_stt(**{removed: values[removed]}), CONFIG))
+    live = _as_stored(before)
+    after = fingerprinted(builders.deployment(_stt(), CONFIG))
+    assert json.dumps(values[removed]) not in json.dumps(after)
+    assert pending(after, live) == [f".metadata.annotations.{APPLIED}"]
+    assert pending(before, live) == []
+
+
+def test_an_edit_of_a_field_we_set_is_applied_and_others_fields_are_left() -> None:
+    desired = fingerprinted(builders.deployment(_stt(), CONFIG))
+    assert pending(desired, _as_stored(desired, replicas=5)) == [".spec.replicas"]
+    assert pending(desired, _as_stored(desired, paused=True)) == []  # not ours: SSA leaves it too
+    assert pending(desired, None) == ["."]
+
+
 def test_config_from_env() -> None:
     config = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2",
                                       "SPEECH_OPERATOR_RECHECK_SECONDS": "5"})
@@ -112,17 +199,30 @@ def test_static_manifests_validate(path: str) -> None:
         kubernetes_validate.validate(doc, kubernetes_validate.utils.latest_version(), strict=True)
 
 
-def test_rbac_is_one_cluster_role_covering_what_the_operator_touches() -> None:
+def test_rbac_is_one_cluster_role_granting_what_the_operator_uses_and_nothing_more() -> None:
     (role,) = [d for d in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text()) if d]
     assert (role["kind"], role["metadata"]["name"]) == ("ClusterRole", "speech-operator")
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
-    needed = {("speech-operator.io", "speechtotexts", "watch"), ("speech-operator.io", "speechtotexts/status", "patch"),
-              ("apps", "deployments", "create"), ("apps", "deployments", "patch"), ("apps", "deployments", "delete"),
-              ("apps", "deployments", "watch"), ("", "services", "create"), ("", "services", "delete"),
-              ("", "secrets", "get"), ("", "persistentvolumeclaims", "get"), ("", "events", "create"),
-              ("kopf.dev", "clusterkopfpeerings", "patch"), ("kopf.dev", "kopfpeerings", "patch")}
-    assert needed <= granted
+    needed = {
+        # kopf lists, watches and patches (finalizer, annotations); reconcile reads it afresh
+        *(("speech-operator.io", "speechtotexts", v) for v in ("get", "list", "watch", "patch")),
+        ("speech-operator.io", "speechtotexts/status", "patch"),  # server-side apply of the status
+        ("", "secrets", "get"), ("", "persistentvolumeclaims", "get"),  # missing ones set Degraded
+        ("", "events", "create"),
+        # kopf peering (observer, keep-alive) and the operator's check that the object exists
+        *(("kopf.dev", r, v) for r in ("clusterkopfpeerings", "kopfpeerings") for v in ("get", "list", "watch", "patch")),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    }
+    for api_version, plural, _ in builders.OWNED_KINDS:
+        group = api_version.rpartition("/")[0]
+        # server-side apply is a patch, and a create when the child is missing; get to compare,
+        # delete with the SpeechToText or when no longer built
+        needed |= {(group, plural, v) for v in ("get", "create", "patch", "delete")}
+    for group, plural in [("apps", "deployments"), ("", "services")]:  # kopf watches them (handlers.child_changed)
+        needed |= {(group, plural, "list"), (group, plural, "watch")}
+    assert granted == needed, (sorted(granted - needed), sorted(needed - granted))
     assert not any(r == "secrets" and v in {"list", "watch"} for _, r, v in granted)  # get only
 
 
