@@ -1,17 +1,19 @@
-"""``speech-operator``: run the operator, or print the CRD.
+"""``speech-operator``: run the operator, print the CRD, or delete SpeechToTexts (Helm's uninstall hook).
 
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
     speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
+    speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
+    speech-operator cleanup --namespace speech stt-en-us stt-ko-kr
 
-Two replicas are safe: kopf peering keeps exactly one replica active. The replicas
-find each other through a ``ClusterKopfPeering`` (with ``--all-namespaces``) or a
-``KopfPeering`` in each watched namespace, named by ``--peering`` (default
-``speech-operator``; CRDs in ``crds/kopf-peering.yaml``). Each replica writes a
-keep-alive there; the others pause and take over within a minute (``lifetime``) when the
-active one stops. Peering is mandatory unless ``--standalone`` is given, so a missing
-peering CRD stops the operator instead of letting two replicas fight over the same
-children. Within one replica, reconciles of one SpeechToText are serialised.
+One replica needs nothing more. Two or more must peer (``--peering NAME``, off by default): kopf
+keeps one replica active through a ``ClusterKopfPeering`` (with ``--all-namespaces``) or a
+``KopfPeering`` in each watched namespace of that name (CRDs in ``crds/kopf-peering.yaml``),
+and pauses every watch while it is missing (logged as a WARNING; see
+:mod:`speech_operator.peering`). Within one replica, reconciles of one SpeechToText are serialised.
+
+Credentials: the pod's service account, else ``KUBECONFIG`` / ``~/.kube/config`` with whatever it
+uses (tokens, client certificates, exec plugins, OIDC). Without any, one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -24,13 +26,11 @@ import signal
 import sys
 from collections.abc import Callable
 
-import kopf
-
-from speech_operator import crd
+PROG = "speech-operator"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="speech-operator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
@@ -39,31 +39,93 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--liveness", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_LIVENESS"),
                      help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--peering", default=os.environ.get("SPEECH_OPERATOR_PEERING", "speech-operator"),
-                     help="name of the kopf peering object shared by the replicas")
-    run.add_argument("--standalone", action="store_true", help="no peering (a single replica only)")
+    peers = run.add_mutually_exclusive_group()
+    peers.add_argument("--peering", metavar="NAME", default=os.environ.get("SPEECH_OPERATOR_PEERING") or None,
+                       help="peer with the other replicas through the kopf peering object NAME (for two or "
+                            "more replicas; env SPEECH_OPERATOR_PEERING)")
+    peers.add_argument("--standalone", action="store_true", help="no peering: a single replica (the default)")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering rank; the highest live replica is active (default: random)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     sub.add_parser("crd", help="print the SpeechToText CRD (YAML)")
+    clean = sub.add_parser("cleanup", help="delete SpeechToTexts and wait until the operator released them")
+    clean.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE"), required=not os.environ.get("POD_NAMESPACE"),
+                       help="their namespace (default: env POD_NAMESPACE)")
+    clean.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for them to go (default 300)")
+    clean.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
-    if args.command == "run" and not args.namespace and not args.all_namespaces:
-        env = os.environ.get("SPEECH_OPERATOR_NAMESPACE", "")
-        args.namespace = [ns.strip() for ns in env.split(",") if ns.strip()]
-        if not args.namespace:
-            parser.error("pass --namespace NS (or SPEECH_OPERATOR_NAMESPACE) or --all-namespaces")
+    if args.command == "run":
+        if args.standalone:
+            args.peering = None
+        if not args.namespace and not args.all_namespaces:
+            env = os.environ.get("SPEECH_OPERATOR_NAMESPACE", "")
+            args.namespace = [ns.strip() for ns in env.split(",") if ns.strip()]
+            if not args.namespace:
+                parser.error("pass --namespace NS (or SPEECH_OPERATOR_NAMESPACE) or --all-namespaces")
     return args
 
 
-async def run(args: argparse.Namespace) -> None:
-    import speech_operator.handlers  # noqa: F401  (registers the handlers)
+def _require_extra() -> None:
+    """One line, not a traceback, when ``pip install speech-operator`` left out the operator extra."""
+    try:
+        import kopf  # noqa: F401
+        import kubernetes_asyncio  # noqa: F401
+        import pydantic  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"{PROG}: the operator's dependencies are not installed ({exc}); "
+                 f"install them with: pip install 'speech-operator[operator]'")
 
-    await kopf.operator(
-        clusterwide=args.all_namespaces,
-        namespaces=args.namespace,
-        liveness_endpoint=args.liveness,
-        peering_name=None if args.standalone else args.peering,  # a name makes peering mandatory
-        standalone=args.standalone,
-    )
+
+async def _credentials():  # type: ignore[no-untyped-def]
+    from speech_operator import kube
+    try:
+        return await kube.load_configuration()
+    except kube.NoCredentials as exc:
+        sys.exit(f"{PROG}: {exc}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    import kopf
+
+    import speech_operator.handlers  # noqa: F401  (registers the handlers)
+    from speech_operator import peering
+    from speech_operator.kube import Kube
+    from speech_operator.reconcile import Runtime
+
+    runtime = Runtime(kube=Kube(await _credentials()))
+    settings = kopf.OperatorSettings()
+    priority = None
+    if args.peering:
+        priority = args.priority if args.priority is not None else peering.own_priority()
+        peering.PauseExplainer(args.peering, settings.peering.lifetime).install()
+        await peering.check(runtime.kube, args.peering, args.namespace, args.all_namespaces, priority,
+                            settings.peering.lifetime)
+    try:
+        await kopf.operator(
+            settings=settings,
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+            peering_name=args.peering,  # a name makes peering mandatory
+            standalone=not args.peering,
+            priority=priority,
+            memo=kopf.Memo(runtime=runtime),
+        )
+    finally:
+        await runtime.kube.close()
+
+
+async def cleanup(args: argparse.Namespace) -> int:
+    from speech_operator import cleanup
+    from speech_operator.kube import USER_AGENT, Kube
+
+    kube = Kube(await _credentials(), user_agent=f"{USER_AGENT} cleanup")
+    try:
+        return await cleanup.cleanup(kube, args.namespace, args.names, args.timeout)
+    finally:
+        await kube.close()
 
 
 def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., int | None]:
@@ -92,11 +154,16 @@ def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., 
 @quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    _require_extra()
     if args.command == "crd":
+        from speech_operator import crd
         sys.stdout.write(crd.render())
-        return
-    kopf.configure(verbose=args.verbose, debug=args.debug)
-    asyncio.run(run(args))
+    elif args.command == "cleanup":
+        sys.exit(asyncio.run(cleanup(args)))
+    else:
+        import kopf
+        kopf.configure(verbose=args.verbose, debug=args.debug)
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -183,7 +183,10 @@ def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_OPERATOR_NAMESPACE", "x, y")
     args = cli.parse(["run", "--liveness", "http://0.0.0.0:8080/healthz"])
     assert args.namespace == ["x", "y"] and args.liveness == "http://0.0.0.0:8080/healthz"
-    assert args.peering == "speech-operator" and not args.standalone
+    assert args.peering is None  # no peering unless asked for: kopf would pause until a peering object exists
+    assert cli.parse(["run", "-A", "--peering", "speech-operator"]).peering == "speech-operator"
+    monkeypatch.setenv("SPEECH_OPERATOR_PEERING", "p")
+    assert cli.parse(["run", "-A"]).peering == "p" and cli.parse(["run", "-A", "--standalone"]).peering is None
 
 
 def test_cli_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
@@ -276,3 +279,31 @@ def test_policy_config_from_env() -> None:
     default = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2"})
     assert default.allowed_image_repositories == ("r/x",) and default.allowed_host_paths == ()
     assert default.trusted_image == "r/x:2"
+
+
+def test_kopf_pause_messages_become_warnings_that_say_what_to_do() -> None:
+    """kopf logs a pause in favour of a higher-ranked peer at INFO; the operator's filter on kopf's
+    peering logger raises it to WARNING with the reason and the way out."""
+    import logging
+
+    from speech_operator import peering
+    records: list[logging.LogRecord] = []
+    kopf_logger = logging.getLogger("kopf._core.engines.peering")
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    explainer = peering.PauseExplainer("speech-operator", 60)
+    kopf_logger.addHandler(handler)
+    level = kopf_logger.level
+    kopf_logger.setLevel(logging.INFO)  # as kopf.configure() sets it for the CLI
+    explainer.install()
+    try:
+        kopf_logger.info("Pausing operations in favour of %s.", "[<Peer other: priority=9>]")
+        kopf_logger.info("Keep-alive in 'speech-operator' in 'speech': ok.")
+    finally:
+        kopf_logger.removeFilter(explainer)
+        kopf_logger.removeHandler(handler)
+        kopf_logger.setLevel(level)
+    paused, other = records
+    assert paused.levelno == logging.WARNING and other.levelno == logging.INFO
+    assert paused.getMessage().startswith("watching is paused: another replica under peering 'speech-operator'")
+    assert "without --peering" in paused.getMessage() and "<Peer other: priority=9>" in paused.getMessage()

@@ -1,17 +1,32 @@
-"""The chart's pre-delete hook: rendered objects, and its script against a fake API server."""
+"""The chart's pre-delete hook: its rendered objects, and the Job's command run as the kubelet
+would run it (the operator image's entrypoint ``speech-operator`` with the Job's args) against
+kmock with the real operator releasing the SpeechToTexts."""
 
 from __future__ import annotations
 
-import http.server
-import subprocess
+import asyncio
+import os
+import shutil
 import sys
-import threading
 from pathlib import Path
+from typing import Any
 
-from .conftest import CHART, by_kind, helm_template, one, validate_manifests
+from speech_operator.kube import USER_AGENT
+from tests.operator.conftest import Cluster, apiserver, cluster  # noqa: F401  (fixtures: kmock + the operator)
 
-SCRIPT = CHART / "files" / "cleanup.py"
+from .conftest import CHART, ROOT, by_kind, helm_template, one, validate_manifests
+
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
+NAMES = ["stt-en-us", "korean", "stt-de-de"]  # what full-values.yaml lists
+
+
+def hook(helm: Path, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hook's Job container and its Role, rendered with full-values.yaml in namespace speech."""
+    docs = helm_template(helm, "--values", str(FULL_VALUES), *args, namespace="speech")
+    validate_manifests(docs)
+    job = one(docs, "Job")
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-cleanup")]
+    return job["spec"]["template"]["spec"]["containers"][0], role
 
 
 def test_hook_renders_only_with_recognizers(helm: Path) -> None:
@@ -19,95 +34,72 @@ def test_hook_renders_only_with_recognizers(helm: Path) -> None:
     assert not by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "cleanupOnUninstall.enabled=false",
                                      namespace="speech"), "Job")
     docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
-    validate_manifests(docs)
     job = one(docs, "Job")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["python", "-c"]
-    assert container["command"][2] == SCRIPT.read_text()
-    assert container["command"][3:] == ["stt-en-us", "korean", "stt-de-de"]
+    container, role = hook(helm)
+    assert "command" not in container  # the operator image's entrypoint: speech-operator
+    assert container["args"] == ["cleanup", "--namespace=speech", "--timeout=300", *NAMES]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    cleanup_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-cleanup")]
-    (role,) = cleanup_roles
     assert role["rules"] == [{"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"],
-                              "resourceNames": ["stt-en-us", "korean", "stt-de-de"], "verbs": ["get", "delete"]}]
+                              "resourceNames": NAMES, "verbs": ["get", "delete"]}]
     for doc in docs:
         if doc["metadata"]["name"].endswith("-cleanup"):
             assert doc["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete", doc["kind"]
 
 
-class FakeAPI(http.server.BaseHTTPRequestHandler):
-    """Deletes take two GETs to finish (the operator releasing its finalizer)."""
-
-    objects: dict[str, int] = {}
-    calls: list[tuple[str, str, str]] = []
-
-    def _reply(self, code: int) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self.calls.append(("DELETE", self.path, self.headers.get("Authorization", "")))
-        name = self.path.rsplit("/", 1)[1]
-        if name not in self.objects:
-            return self._reply(404)
-        self.objects[name] = max(self.objects[name], 2)
-        self._reply(200)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.calls.append(("GET", self.path, self.headers.get("Authorization", "")))
-        name = self.path.rsplit("/", 1)[1]
-        if name not in self.objects:
-            return self._reply(404)
-        self.objects[name] -= 1
-        if self.objects[name] <= 0:
-            del self.objects[name]
-        self._reply(200)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def entrypoint() -> str:
+    """The operator image's entrypoint: the ``speech-operator`` console script of this install."""
+    found = shutil.which("speech-operator", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert found, "speech-operator is not installed (pip install -e '.[operator]')"
+    return found
 
 
-def run_script(tmp_path: Path, names: list[str], objects: dict[str, int], timeout: str = "20") -> subprocess.CompletedProcess:
-    FakeAPI.objects = dict(objects)
-    FakeAPI.calls = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    token = tmp_path / "token"
-    token.write_text("secret-token\n")
-    try:
-        env = {"CLEANUP_API": f"http://127.0.0.1:{server.server_address[1]}", "CLEANUP_NAMESPACE": "speech",
-               "CLEANUP_TOKEN_FILE": str(token), "CLEANUP_TIMEOUT": timeout}
-        return subprocess.run([sys.executable, "-c", SCRIPT.read_text(), *names], env=env,
-                              capture_output=True, text=True, timeout=60)
-    finally:
-        server.shutdown()
+async def run_hook(args: list[str]) -> tuple[int, str]:
+    """The Job's container as a kubelet starts it; credentials from KUBECONFIG (kmock), as no
+    service account exists here."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT / 'recognizer'}"}
+    proc = await asyncio.create_subprocess_exec(entrypoint(), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
 
 
-def test_script_deletes_and_waits(tmp_path: Path) -> None:
-    proc = run_script(tmp_path, ["stt-en-us", "korean"], {"stt-en-us": 0, "korean": 0})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    deletes = [c for c in FakeAPI.calls if c[0] == "DELETE"]
-    assert [c[1] for c in deletes] == ["/apis/speech-operator.io/v1alpha1/namespaces/speech/speechtotexts/stt-en-us",
-                                       "/apis/speech-operator.io/v1alpha1/namespaces/speech/speechtotexts/korean"]
-    assert all(c[2] == "Bearer secret-token" for c in FakeAPI.calls)
-    assert "speechtotext/korean is gone" in proc.stdout
-    assert not FakeAPI.objects
+def stt(name: str, **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+            "metadata": {"name": name, "namespace": "speech", **meta},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
 
 
-def test_script_accepts_already_deleted(tmp_path: Path) -> None:
-    proc = run_script(tmp_path, ["gone"], {})
-    assert proc.returncode == 0, proc.stdout
+async def finalized(cluster: Cluster, name: str) -> bool:
+    body = await cluster.api.get(cluster.stt_url(name)) or {}
+    return bool(body.get("metadata", {}).get("finalizers"))
 
 
-def test_script_fails_when_a_finalizer_never_goes(tmp_path: Path) -> None:
-    proc = run_script(tmp_path, ["stuck"], {"stuck": 10_000}, timeout="3")
-    assert proc.returncode == 1 and "still there" in proc.stdout
+async def test_the_hook_deletes_and_waits_until_the_operator_released_them(cluster: Cluster, helm3: Path) -> None:
+    container, role = hook(helm3)
+    for name in NAMES[:2]:  # the third was deleted by hand before the uninstall
+        await cluster.api.create(cluster.stt_url(), stt(name))
+        await cluster.eventually(lambda name=name: finalized(cluster, name))
+        await cluster.eventually(lambda name=name: cluster.api.get(cluster.url("apps/v1", "deployments", name)))
+
+    code, out = await run_hook(container["args"])
+    assert code == 0, out
+    assert "speechtotext/stt-de-de is already gone" in out and "speechtotext/korean is gone" in out
+    for name in NAMES:
+        assert await cluster.api.get(cluster.stt_url(name)) is None
+        assert await cluster.api.get(cluster.url("apps/v1", "deployments", name)) is None  # the operator ran
+    # What the hook sent is what its Role grants: get and delete of those names, nothing else.
+    (rule,) = role["rules"]
+    sent = [r for r in list(cluster.emulator) if r.headers.get("User-Agent") == f"{USER_AGENT} cleanup"]
+    assert sent
+    for r in sent:
+        assert (r.method.lower(), r.resource.plural, r.name) in {
+            (v, p, n) for v in ("get", "delete") for p in rule["resources"] for n in rule["resourceNames"]}
 
 
-def test_hook_yaml_is_not_operator_rbac() -> None:
-    """The hook's Role is its own; the operator's rules still come only from deploy/base/rbac.yaml."""
-    text = (CHART / "templates" / "cleanup-hook.yaml").read_text()
-    assert text.count("verbs:") == 1 and 'verbs: ["get", "delete"]' in text
+async def test_the_hook_fails_when_a_finalizer_never_goes(cluster: Cluster, helm3: Path) -> None:
+    container, _ = hook(helm3, "--set", "cleanupOnUninstall.timeoutSeconds=10")  # the least the chart takes
+    await cluster.api.create(cluster.stt_url(), stt("korean", finalizers=["example.test/hold"]))
+    code, out = await run_hook(container["args"])
+    assert code == 1 and "still there after 10 s" in out and "korean" in out, out

@@ -1,0 +1,232 @@
+"""The ``speech-operator`` command run as a user runs it: the console script in a process of its own,
+the README's exact arguments, against kmock over HTTP (credentials from the kubeconfig in
+``KUBECONFIG``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from conftest import NAMESPACE, kubeconfig_for
+from stt_schema import ROOT
+
+from speech_operator import api
+from speech_operator.kube import USER_AGENT
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+PEERINGS = "kopf.dev/v1/kopfpeerings"
+ENV = {"PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT / 'recognizer'}"}  # this checkout's code
+
+
+def console_script() -> str:
+    found = shutil.which("speech-operator", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert found, "speech-operator is not installed (pip install -e '.[operator]')"
+    return found
+
+
+class Operator:
+    """``speech-operator ARGS`` in a process of its own; its log lines are collected as they come."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args, self.env = args, {**os.environ, **ENV, **(env or {})}
+        self.lines: list[str] = []
+
+    async def __aenter__(self) -> Operator:
+        self.proc = await asyncio.create_subprocess_exec(
+            console_script(), *self.args, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode().rstrip())
+
+    async def line(self, pattern: str, timeout: float = 20) -> str:
+        """Wait for a log line matching ``pattern``."""
+        async def seen() -> str | None:
+            return next((x for x in self.lines if re.search(pattern, x)), None)
+        try:
+            return await _eventually(seen, timeout)
+        except AssertionError:
+            raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines)) from None
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)  # as the kubelet stops it
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await self._reader
+        print(f"$ speech-operator {' '.join(self.args)}", *self.lines, sep="\n")  # shown when a test fails
+
+
+async def _eventually(check: Any, timeout: float) -> Any:
+    from conftest import eventually
+    return await eventually(check, timeout)
+
+
+def stt(name: str = "en-us") -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
+
+
+async def deployment(cluster: Cluster, name: str = "en-us") -> dict[str, Any] | None:
+    return await cluster.api.get(cluster.url("apps/v1", "deployments", name))
+
+
+def declare_peerings(cluster: Cluster) -> None:
+    import kmock
+    cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
+        kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
+
+
+async def test_the_readme_command_creates_deployments(apiserver: Cluster) -> None:
+    """`speech-operator run --namespace speech`, verbatim. It used to make kopf pause every watch
+    until a KopfPeering named speech-operator existed, which nothing created: no Deployment."""
+    async with Operator("run", "--namespace", "speech") as op:
+        await apiserver.api.create(apiserver.stt_url(), stt())
+        dep = await apiserver.eventually(lambda: deployment(apiserver), timeout=30)
+        assert dep["metadata"]["ownerReferences"][0]["name"] == "en-us"
+    assert not [x for x in op.lines if "WARNING" in x or "Traceback" in x], "\n".join(op.lines)
+    assert op.proc.returncode == 0, "\n".join(op.lines)
+
+
+async def test_missing_peering_crd_is_a_warning_saying_what_to_do(apiserver: Cluster) -> None:
+    async with Operator("run", "--namespace", "speech", "--peering", "speech-operator") as op:
+        line = await op.line("WARNING")
+    assert "watching is paused" in line and "peering CRDs" in line and "crds/kopf-peering.yaml" in line
+    assert "without --peering" in line
+
+
+async def test_missing_peering_object_is_a_warning_and_watching_resumes_once_it_exists(apiserver: Cluster) -> None:
+    declare_peerings(apiserver)
+    async with Operator("run", "--namespace", "speech", "--peering", "speech-operator") as op:
+        line = await op.line("WARNING")
+        assert "watching is paused in namespace 'speech'" in line and "KopfPeering 'speech-operator'" in line
+        assert "kubectl apply" in line
+        await apiserver.api.create(apiserver.stt_url(), stt())
+        await asyncio.sleep(3)
+        assert await deployment(apiserver) is None  # paused, as the warning says
+        await apiserver.api.create(apiserver.url("kopf.dev/v1", "kopfpeerings"), {
+            "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speech-operator", "namespace": NAMESPACE}})
+        await apiserver.eventually(lambda: deployment(apiserver), timeout=30)
+
+
+async def test_a_higher_ranked_peer_pauses_watching_with_a_warning(apiserver: Cluster) -> None:
+    """Another live replica ranks higher: this one stands by, and says so at WARNING (kopf logs
+    it at INFO only)."""
+    declare_peerings(apiserver)
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    await apiserver.api.create(apiserver.url("kopf.dev/v1", "kopfpeerings"), {
+        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speech-operator", "namespace": NAMESPACE},
+        "status": {"other-replica": {"priority": 100, "lifetime": 60, "lastseen": now}}})
+    async with Operator("run", "--namespace", "speech", "--peering", "speech-operator", "--priority", "1") as op:
+        line = await op.line("WARNING")
+        await apiserver.api.create(apiserver.stt_url(), stt())
+        await asyncio.sleep(2)
+        assert await deployment(apiserver) is None
+    assert "watching is paused in namespace 'speech': other-replica under peering 'speech-operator' rank above" in line
+    assert "takes over within 60 s" in line and "without --peering" in line
+
+
+def run_cli(*args: str, env: dict[str, str], python: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [python, "-m", "speech_operator", *args] if python else [console_script(), *args]
+    return subprocess.run(cmd, env={"PATH": os.environ["PATH"], **ENV, **env}, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_no_credentials_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
+    """No service account, no kubeconfig: one line saying so, not kopf's 85 lines of tracebacks
+    ending in LoginError."""
+    proc = run_cli("run", "--namespace", "speech", env={"HOME": str(tmp_path)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("speech-operator: no Kubernetes credentials: not in a cluster")
+    assert f"{tmp_path}/.kube/config does not exist" in proc.stderr
+
+    proc = run_cli("run", "--namespace", "speech", env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "nope")})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and f"KUBECONFIG={tmp_path}/nope does not exist" in proc.stderr
+
+    broken = tmp_path / "broken"
+    broken.write_text(yaml.safe_dump(kubeconfig_for("https://127.0.0.1:1", {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(tmp_path / "no-such-plugin")}})))
+    proc = run_cli("cleanup", "--namespace", "speech", "x", env={"HOME": str(tmp_path), "KUBECONFIG": str(broken)})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"speech-operator: cannot use the kubeconfig KUBECONFIG={broken}")
+
+
+def test_missing_operator_extra_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A Python with this package but none of the operator extra's dependencies (`pip install
+    speech-operator` without `[operator]`): a venv without site packages. Run as the module the
+    console script calls (`speech_operator.cli:main`), since nothing is installed in that venv."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    for args in (["run", "--namespace", "speech"], ["crd"]):
+        proc = run_cli(*args, env={"HOME": str(tmp_path)}, python=python)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "No module named" in proc.stderr and "pip install 'speech-operator[operator]'" in proc.stderr
+
+
+PLUGIN = textwrap.dedent("""\
+    import json, pathlib, sys
+    counter = pathlib.Path(sys.argv[1])
+    n = int(counter.read_text() if counter.exists() else 0) + 1
+    counter.write_text(str(n))
+    print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                      "status": {"token": f"exec-token-{n}"}}))
+""")
+
+
+async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes(apiserver: Cluster, tmp_path: Path) -> None:
+    """Credentials from an exec plugin (as EKS, GKE and AKS kubeconfigs use) reach kopf's watches
+    and the operator's own calls; when the token expires (401), both run the plugin again. The
+    old client read only static tokens from the kubeconfig, and sent none here."""
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(PLUGIN)
+    kubeconfig = tmp_path / "exec-kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(str(apiserver.emulator.url).rstrip("/"), {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
+        "args": [str(plugin), str(tmp_path / "count")], "interactiveMode": "Never"}})))
+
+    def tokens(agent: str) -> set[str]:
+        return {r.headers.get("Authorization", "") for r in list(apiserver.emulator)
+                if r.headers.get("User-Agent", "").startswith(agent)}
+
+    async with Operator("run", "--namespace", "speech", env={"KUBECONFIG": str(kubeconfig)}):
+        await apiserver.api.create(apiserver.stt_url(), stt())
+        await apiserver.eventually(lambda: deployment(apiserver), timeout=30)
+        before = tokens("kopf/") | tokens(USER_AGENT)
+        assert tokens("kopf/") and tokens(USER_AGENT)
+        assert all(re.fullmatch(r"Bearer exec-token-\d+", t) for t in before), before
+
+        apiserver.emulator.expired.update(t.removeprefix("Bearer ") for t in before)
+        await apiserver.api.patch(apiserver.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
+
+        async def rolled() -> bool:
+            dep = await deployment(apiserver) or {}
+            return "Logging:Console:LogLevel:Default=Debug" in json.dumps(dep)
+        await apiserver.eventually(rolled, timeout=30)
+        fresh = {t for t in tokens(USER_AGENT) if t.removeprefix("Bearer ") not in apiserver.emulator.expired}
+        assert fresh, "the operator's calls did not get a new token"
+
+        async def kopf_relogged() -> bool:
+            return any(t.removeprefix("Bearer ") not in apiserver.emulator.expired for t in tokens("kopf/"))
+        await apiserver.eventually(kopf_relogged, timeout=30)
