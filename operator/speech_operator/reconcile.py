@@ -53,6 +53,9 @@ def stt_path(namespace: str, name: str, subresource: str | None = None) -> str:
 
 
 def child_path(kind: str, namespace: str, name: str) -> str:
+    if kind not in PLURALS:
+        raise kopf.PermanentError(f"the builders returned a {kind}, which builders.OWNED_KINDS does not list "
+                                  f"(list it there, with the operator's RBAC for it)")
     api_version, plural = PLURALS[kind]
     return path(api_version, plural, namespace, name)
 
