@@ -113,6 +113,30 @@ def _bind(source: str, target: Path, read_only: bool) -> None:
         _mount("-o", "remount,bind,ro", str(target))
 
 
+def inside(root: Path, path: str) -> Path:
+    """``path`` as the container sees it, under ``root``: symlinks in the image are followed within
+    ``root`` (``/var/run`` -> ``/run`` must not reach the host's /run), as runtimes do (securejoin)."""
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    for _ in range(255):
+        if not todo:
+            return root.joinpath(*done)
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = root.joinpath(*done, part)
+        if candidate.is_symlink():
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+        else:
+            done.append(part)
+    raise OSError(f"too many symlinks in {path}")
+
+
 def _launch(plan: dict[str, Any]) -> None:
     """Set up the container's filesystem and identity, then exec its process (never returns)."""
     root = Path(plan["root"])
@@ -128,9 +152,9 @@ def _launch(plan: dict[str, Any]) -> None:
         (root / "tmp").mkdir(mode=0o1777)  # as in the image (the Dockerfile's /tmp), the working directory
         os.chmod(root / "tmp", 0o1777)
     for system in ("proc", "dev", "sys"):
-        _bind(f"/{system}", root / system, read_only=False)
+        _bind(f"/{system}", inside(root, system), read_only=False)
     for mount in plan["mounts"]:
-        _bind(mount["source"], root / mount["target"].lstrip("/"), read_only=mount["readOnly"])
+        _bind(mount["source"], inside(root, mount["target"]), read_only=mount["readOnly"])
     if plan["readOnlyRootFilesystem"]:
         _mount("-o", "remount,ro" if not plan["rootfs"] else "remount,bind,ro", str(root))
     os.chroot(root)
@@ -307,6 +331,20 @@ class Pod:
         running = Running(container["name"], self._popen(container, logfile), logfile)
         self._running.append(running)
         return running
+
+    def terminate(self, running: Running) -> tuple[int, float]:
+        """Delete the pod as a kubelet does: the preStop hook (an ``httpGet``) to its end, then SIGTERM,
+        then SIGKILL when ``terminationGracePeriodSeconds`` (counted from the hook's start) runs out.
+        The exit status and the seconds it all took."""
+        container = self.container(running.name)
+        grace = float(self.spec.get("terminationGracePeriodSeconds", 30))
+        start = time.monotonic()
+        hook = ((container.get("lifecycle") or {}).get("preStop") or {}).get("httpGet")
+        if hook is not None:
+            status, body = self.http_get(self.port(container, hook["port"]), hook.get("path", "/"), timeout=grace)
+            assert 200 <= status < 400, f"preStop hook: HTTP {status} {body}"
+        code = self.stop(running, grace=max(0.0, grace - (time.monotonic() - start)))
+        return code, time.monotonic() - start
 
     def stop(self, running: Running, grace: float = 30, signum: int = signal.SIGTERM) -> int:
         """SIGTERM (the container's process only, as a kubelet signals PID 1), then SIGKILL after ``grace``."""

@@ -266,6 +266,8 @@ class SpeechToTextSpec(_Model):
     """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
     warmup: WarmupSpec | None = None
     """Start-up warm-up of each pod; the recognizer's defaults when unset."""
+    drainSeconds: Annotated[int, Field(ge=0, le=3600)] = 30
+    """Seconds a stopping pod lets its running recognitions finish while it refuses new ones (the recognizer's Drain:Seconds); the pod's terminationGracePeriodSeconds adds the preStop pause and a margin."""
     service: ServiceSpec = ServiceSpec()
     """The Service in front of the pods."""
     nodeSelector: dict[str, str] = Field(default_factory=dict)

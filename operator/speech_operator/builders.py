@@ -169,8 +169,22 @@ def recognizer_args(spec: api.SpeechToTextSpec) -> list[str]:
         args.append(contract.arg(contract.WARMUP_COUNT, warmup.count))
     if warmup.seconds is not None:
         args.append(contract.arg(contract.WARMUP_SECONDS, warmup.seconds))
+    args.append(contract.arg(contract.DRAIN_SECONDS, spec.drainSeconds))
     args.append(contract.arg(contract.LOG_LEVEL, spec.logLevel))
     return args
+
+
+#: Seconds a pod may take to exit after its drain: uvicorn's shutdown and the process's end.
+SHUTDOWN_MARGIN_SECONDS = 10
+
+
+def termination_grace_seconds(spec: api.SpeechToTextSpec) -> int:
+    """The pod's ``terminationGracePeriodSeconds``: the preStop pause, the drain, and a margin.
+
+    The kubelet runs the preStop hook, then sends SIGTERM (the recognizer drains for at most
+    ``spec.drainSeconds``), and kills what is left when this runs out.
+    """
+    return contract.PRE_STOP_SECONDS + spec.drainSeconds + SHUTDOWN_MARGIN_SECONDS
 
 
 def download_args(spec: api.SpeechToTextSpec) -> list[str]:
@@ -283,6 +297,8 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": contract.PORT, "protocol": "TCP"}],
         **probes(),
+        # An HTTP hook: the image has no shell for `sleep`, and the sleep action needs Kubernetes 1.30.
+        "lifecycle": {"preStop": {"httpGet": {"path": contract.ROUTE_PRE_STOP, "port": PORT_NAME}}},
         "resources": _resources(spec),
         "securityContext": restricted_security_context(),
         "volumeMounts": mounts,
@@ -295,6 +311,7 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     pod: Manifest = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": contract.RUN_AS_USER,

@@ -8,10 +8,12 @@ import logging
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import rest, service_routes, vosk_ws
+from .drain import Drain, DrainMiddleware
 from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
 from .errors import error_response
@@ -37,6 +39,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     engine = Engine(registry, settings.decoder_max_count, on_session_end)
     metrics.watch_pool(engine.pool)
     warmup = WarmupState()
+    drain = Drain(settings.drain_seconds, lambda: engine.active)
 
     async def start() -> None:
         await registry.load_wanted()
@@ -64,6 +67,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         routes=[*service_routes.routes(), *rest.routes(), *usp_routes(), *vosk_ws.routes()],
         lifespan=lifespan,
         exception_handlers={500: server_error},
+        middleware=[Middleware(DrainMiddleware, drain=drain)],
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -71,4 +75,5 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     app.state.metrics = metrics
     app.state.usage = usage
     app.state.warmup = warmup
+    app.state.drain = drain
     return app

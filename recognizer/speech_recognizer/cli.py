@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     import vosk
 
     from .app import create_app
+    from .drain import DrainingServer
 
     vosk.SetLogLevel(0 if settings.log_level == "DEBUG" else -1)
     try:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **SERVER_OPTIONS)
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         server.run(sockets=[sock])
     return 0 if server.started else 3  # 3: start-up failed (uvicorn's exit status for it)

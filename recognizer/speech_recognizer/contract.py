@@ -25,6 +25,11 @@ ROUTE_SWAGGER: Final = "/swagger"
 ROUTE_OPENAPI: Final = "/openapi.json"
 ROUTE_METRICS: Final = "/metrics"
 ROUTE_USAGE_LOGS: Final = "/records/usage-logs/"
+#: The pod's preStop hook: answers after :data:`PRE_STOP_SECONDS` (the image has no shell for a ``sleep``).
+ROUTE_PRE_STOP: Final = "/pre-stop"
+#: How long the preStop hook holds the pod's termination, in seconds: time for the Service's
+#: endpoints to drop the pod, while it still serves new work, before SIGTERM starts the drain.
+PRE_STOP_SECONDS: Final = 5
 #: The three Speech service modes; each is served over REST (POST) and USP WebSocket.
 RECOGNITION_MODES: Final = ("interactive", "conversation", "dictation")
 RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices/v1"
@@ -49,6 +54,7 @@ DECODER_MAX_COUNT: Final = "DecoderMaxCount"
 WARMUP_COUNT: Final = "Warmup:Count"
 WARMUP_SECONDS: Final = "Warmup:Seconds"
 WARMUP_AUDIO: Final = "Warmup:Audio"
+DRAIN_SECONDS: Final = "Drain:Seconds"
 LOG_LEVEL: Final = "Logging:Console:LogLevel:Default"
 LOG_DISK_FORMAT: Final = "Logging:Disk:Format"
 LOG_DISK_MAX_FILE_SIZE: Final = "Logging:Disk:MaxFileSize"

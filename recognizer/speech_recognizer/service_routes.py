@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +14,8 @@ from starlette.routing import Route
 from . import __version__
 from . import contract as c
 from .errors import error_response
+
+log = logging.getLogger(__name__)
 
 
 def _state(request: Request) -> Any:
@@ -59,19 +63,35 @@ print(recognizer.recognize_once().text)</pre>
 
 
 def is_ready(state: Any) -> bool:
-    """Every wanted model is loaded and the start-up warm-up is over."""
-    return bool(state.registry.ready and state.warmup.done)
+    """Every wanted model is loaded, the start-up warm-up is over, and the server is not draining."""
+    return bool(state.registry.ready and state.warmup.done and not state.drain.draining)
 
 
 async def ready(request: Request) -> Response:
-    """200 once every wanted model is loaded and warmed, else 503."""
+    """200 once every wanted model is loaded and warmed, else 503 (also while draining: new work goes elsewhere)."""
     state = _state(request)
     registry = state.registry
     ok = is_ready(state)
     body = {"ready": ok, "loaded": sorted(registry.loaded), "wanted": list(registry.wanted), "warmup": state.warmup.as_json()}
+    if state.drain.draining:
+        body["draining"] = True
     if registry.errors:
         body["errors"] = registry.errors
     return JSONResponse(body, 200 if ok else 503)
+
+
+async def pre_stop(request: Request) -> Response:
+    """The pod's preStop hook: answers after ``PRE_STOP_SECONDS``, serving new work meanwhile.
+
+    The kubelet sends SIGTERM when the hook returns; the pause gives the Service's endpoints
+    time to drop the pod first, so that new streams stop arriving before the drain refuses
+    them. An HTTP hook, because the image has no shell (and the ``sleep`` hook needs
+    Kubernetes 1.30).
+    """
+    log.info("preStop hook: serving %g s more while the endpoints drop this pod; SIGTERM then starts the drain",
+             c.PRE_STOP_SECONDS)
+    await asyncio.sleep(c.PRE_STOP_SECONDS)
+    return PlainTextResponse("ok")
 
 
 async def status(request: Request) -> Response:
@@ -95,7 +115,8 @@ async def readiness(request: Request) -> Response:
     state = _state(request)
     if is_ready(state):
         return PlainTextResponse("Ready")
-    return PlainTextResponse("Loading" if not state.registry.ready else "Warming up", 503)
+    why = "Draining" if state.drain.draining else "Loading" if not state.registry.ready else "Warming up"
+    return PlainTextResponse(why, 503)
 
 
 async def metrics(request: Request) -> Response:
@@ -141,7 +162,8 @@ def openapi_spec() -> dict[str, Any]:
         }
     simple = {"get": {"responses": {"200": {"description": "OK"}}}}
     paths[c.ROUTE_HOME] = {"get": {"summary": "Home page", "responses": {"200": {"description": "HTML"}}}}
-    paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded and warmed, else 503", "responses": {"200": {"description": "ready"}, "503": {"description": "loading"}}}}
+    paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded and warmed, else 503 (also while draining after SIGTERM)", "responses": {"200": {"description": "ready"}, "503": {"description": "loading, warming up or draining"}}}}
+    paths[c.ROUTE_PRE_STOP] = {"get": {"summary": f"The pod's preStop hook: answers after {c.PRE_STOP_SECONDS} s (time for the endpoints to drop the pod)", "responses": {"200": {"description": "ok"}}}}
     paths[c.ROUTE_STATUS] = {"get": {"summary": "Whether the container's own key is valid, without recognizing; needs no key from the caller (liveness probes)", "responses": {"200": {"description": "valid"}}}}
     paths[c.ROUTE_CONTAINER_LIVENESS] = simple
     paths[c.ROUTE_CONTAINER_READINESS] = simple
@@ -197,6 +219,7 @@ def routes() -> list[Route]:
         Route(c.ROUTE_STATUS, status),
         Route(c.ROUTE_CONTAINER_LIVENESS, liveness),
         Route(c.ROUTE_CONTAINER_READINESS, readiness),
+        Route(c.ROUTE_PRE_STOP, pre_stop),
         Route(c.ROUTE_METRICS, metrics),
         Route(c.ROUTE_USAGE_LOGS, usage_logs),
         Route(c.ROUTE_USAGE_LOGS.rstrip("/"), usage_logs),

@@ -68,6 +68,9 @@ def cpu_count() -> int:
     return min(cpus, limit) if limit else cpus
 
 
+#: Drain:Seconds: default and bounds (the operator passes spec.drainSeconds).
+DRAIN_DEFAULT, DRAIN_MIN, DRAIN_MAX = 30.0, 0.0, 3600.0
+
 KNOWN: tuple[Setting, ...] = (
     Setting(c.EULA, "Must be 'accept' to serve (the license of the open models and of this server); DownloadModel and DownloadLicense need none."),
     Setting(c.BILLING, "Billing endpoint URI. Accepted for compatibility with Azure; recorded in usage records."),
@@ -86,6 +89,7 @@ KNOWN: tuple[Setting, ...] = (
     Setting(c.WARMUP_SECONDS, "Seconds of audio each start-up warm-up decodes.", "6"),
     Setting(c.WARMUP_AUDIO, "Audio file to warm recognizers with (a recording of the speech you serve warms best); default: a built-in speech-like signal."),
     Setting("MaxAudioSeconds", "Longest audio a REST request may carry, in seconds.", "60"),
+    Setting(c.DRAIN_SECONDS, f"On SIGTERM: seconds running recognitions may take to finish while new ones are refused (/ready 503, WebSocket close 1013, REST 503); then the server exits. 0: close everything at once. {DRAIN_MIN:g} to {DRAIN_MAX:g}.", f"{DRAIN_DEFAULT:g}"),
     Setting("Host", "Address to listen on.", "0.0.0.0"),
     Setting("Port", "Port to listen on.", str(c.PORT)),
     Setting(c.LOG_LEVEL, "Console log level: Trace, Debug, Information, Warning, Error, Critical, None.", "Information"),
@@ -138,6 +142,7 @@ class Settings:
     warmup_seconds: float = 6.0
     warmup_audio: Path | None = None
     max_audio_seconds: float = 60.0
+    drain_seconds: float = DRAIN_DEFAULT
     host: str = "0.0.0.0"
     port: int = c.PORT
     log_level: str = "INFO"
@@ -203,6 +208,13 @@ def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[
     return number
 
 
+def _bounded(values: Mapping[str, str], key: str, default: float, low: float, high: float) -> float:
+    number = _number(values, key, default, float, zero=low == 0)
+    if not low <= number <= high:
+        raise SettingsError(f"{key}={values[key]!r} must be between {low:g} and {high:g}")
+    return number
+
+
 def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
     """Parse ``Key=Value`` arguments and the environment into :class:`Settings`.
 
@@ -237,6 +249,7 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
         warmup_seconds=_number(values, c.WARMUP_SECONDS, defaults.warmup_seconds, float),
         warmup_audio=Path(values[c.WARMUP_AUDIO]) if values.get(c.WARMUP_AUDIO, "").strip() else None,
         max_audio_seconds=_number(values, "MaxAudioSeconds", 60.0, float),
+        drain_seconds=_bounded(values, c.DRAIN_SECONDS, DRAIN_DEFAULT, DRAIN_MIN, DRAIN_MAX),
         host=values.get("Host", "0.0.0.0"),
         port=port,
         log_level=level,

@@ -23,7 +23,7 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
               "volume": {"persistentVolumeClaim": {"claimName": "models"}}},
     "license": {"hostPath": {"path": "/srv/license", "type": "Directory"}},
     "output": {"emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-    "decoderMaxCount": 8, "warmup": {"count": 2, "seconds": 10},
+    "decoderMaxCount": 8, "warmup": {"count": 2, "seconds": 10}, "drainSeconds": 120,
     "service": {"type": "LoadBalancer", "port": 80, "nodePort": 30080,
                 "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
     "nodeSelector": {"kubernetes.io/arch": "amd64"},
@@ -68,7 +68,7 @@ def test_children_are_owned_and_labelled(stt: api.SpeechToText) -> None:
 def test_minimal_recognizer_container() -> None:
     c = containers(MINIMAL)["recognizer"]
     assert c["image"] == "registry.example/speech-recognizer:9.9.9"
-    assert c["args"] == ["Eula=accept", "Locale=en-US", f"{contract.LOG_LEVEL}=Information"]
+    assert c["args"] == ["Eula=accept", "Locale=en-US", f"{contract.DRAIN_SECONDS}=30", f"{contract.LOG_LEVEL}=Information"]
     assert c["ports"] == [{"name": "http", "containerPort": contract.PORT, "protocol": "TCP"}]
     assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
@@ -86,7 +86,8 @@ def test_maximal_recognizer_container() -> None:
     c = containers(MAXIMAL)["recognizer"]
     assert c["image"] == "mirror.example/stt:1.0.0"
     assert c["args"] == ["Eula=accept", "Locale=en-US", "Billing=https://billing.example.test/",
-                         "DecoderMaxCount=8", "Warmup:Count=2", "Warmup:Seconds=10", f"{contract.LOG_LEVEL}=Debug"]
+                         "DecoderMaxCount=8", "Warmup:Count=2", "Warmup:Seconds=10", f"{contract.DRAIN_SECONDS}=120",
+                         f"{contract.LOG_LEVEL}=Debug"]
     env = {e["name"]: e for e in c["env"]}
     assert env["ApiKey"] == {"name": "ApiKey", "valueFrom": {"secretKeyRef": {"name": "speech-key", "key": "apiKey"}}}
     assert env["Mounts__License"]["value"] == "/license" and env["Mounts__Output"]["value"] == "/output"
@@ -165,3 +166,12 @@ def test_spec_change_changes_the_pod_template_but_scaling_does_not() -> None:
 def test_status_fields() -> None:
     assert builders.selector(MINIMAL) == "app.kubernetes.io/name=speech-recognizer,app.kubernetes.io/instance=en-us"
     assert builders.endpoint(MAXIMAL) == "http://en-us.speech.svc:80"
+
+
+@pytest.mark.parametrize(("stt", "drain"), [(MINIMAL, 30), (MAXIMAL, 120)], ids=["minimal", "maximal"])
+def test_pods_drain_before_they_stop(stt: api.SpeechToText, drain: int) -> None:
+    """preStop pause, then SIGTERM: the recognizer drains for spec.drainSeconds; the grace period covers both."""
+    c = containers(stt)["recognizer"]
+    assert c["lifecycle"] == {"preStop": {"httpGet": {"path": contract.ROUTE_PRE_STOP, "port": "http"}}}
+    assert f"{contract.DRAIN_SECONDS}={drain}" in c["args"]
+    assert pod(stt)["terminationGracePeriodSeconds"] == contract.PRE_STOP_SECONDS + drain + builders.SHUTDOWN_MARGIN_SECONDS

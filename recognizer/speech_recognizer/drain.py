@@ -1,0 +1,172 @@
+"""Drain instead of cut: on SIGTERM the server finishes what it started, refuses what is new, then exits.
+
+A kubelet sends SIGTERM when a pod is deleted (scale-down, rollout, node drain) and SIGKILL
+at the end of ``terminationGracePeriodSeconds``. uvicorn's own handling of SIGTERM closes
+every WebSocket at once (close 1012), which cut live streams mid-sentence. So the server
+takes SIGTERM first (:class:`DrainingServer`):
+
+1. it stops taking new work: ``/ready`` answers 503 (the pod leaves its Service's
+   endpoints), a new recognition WebSocket is accepted and closed with 1013 and a reason
+   that says it is draining, a REST recognition gets 503 with ``Retry-After``
+   (:class:`DrainMiddleware`); health, metrics and the other routes go on answering;
+2. recognitions already running go on until they end by themselves, for at most
+   ``Drain:Seconds`` (:data:`~speech_recognizer.contract.DRAIN_SECONDS`);
+3. then uvicorn's usual shutdown runs (what is still open at the deadline is closed with
+   1012) and the process exits 0.
+
+A second SIGTERM or SIGINT (Ctrl-C again) skips the rest of the drain. ``Drain:Seconds=0``
+keeps uvicorn's own behaviour.
+
+What runs is a REST recognition in flight (its upload included) and a stream with audio in
+progress (an open decoding session: a Speech SDK turn, a vosk stream from its first audio to its
+end). A connection with nothing in progress (a Speech SDK app keeps its connection open
+between recognitions) does not hold the drain: it is closed at the end (1012), and the SDK
+connects again, to another server, at its next recognition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any, Awaitable, Callable
+
+import uvicorn
+
+from . import contract as c
+from .errors import close_reason, error_response
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: What a client refused while the server drains is told (a WebSocket close reason: at most 123 bytes).
+REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
+#: WebSocket close code of the refusal: 1013 Try Again Later.
+CLOSE_TRY_AGAIN_LATER = 1013
+#: ``Retry-After`` of a REST refusal, in seconds: another server can take it at once.
+RETRY_AFTER_SECONDS = 1
+
+_WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
+_REST_PATHS = frozenset(c.RECOGNITION_PATHS)
+
+
+class Drain:
+    """Whether new work is refused, and how much is still running."""
+
+    def __init__(self, seconds: float, sessions: Callable[[], int] = lambda: 0) -> None:
+        self.seconds = seconds
+        #: REST recognitions in flight (their upload included).
+        self.requests = 0
+        #: Open decoding sessions (the engine's): a stream with audio in progress.
+        self.sessions = sessions
+        self.started_at: float | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.started_at is not None
+
+    @property
+    def running(self) -> int:
+        """Recognitions running: REST requests in flight and streams with a decoding session open."""
+        return self.requests + self.sessions()
+
+    def begin(self) -> None:
+        """Refuse new work from now on (only sets a flag: it runs in a signal handler)."""
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+
+    async def settle(self, poll: float = 0.1) -> int:
+        """Wait until no recognition runs, or until the deadline; the number still running then."""
+        assert self.started_at is not None, "begin() first"
+        deadline = self.started_at + self.seconds
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        return self.running
+
+
+def is_recognition(scope: Scope) -> bool:
+    """Whether a request starts a recognition (what a drain lets finish and refuses when new)."""
+    if scope["type"] == "websocket":
+        return scope["path"] in _WEBSOCKET_PATHS
+    return scope["type"] == "http" and scope.get("method") == "POST" and scope["path"] in _REST_PATHS
+
+
+class DrainMiddleware:
+    """Counts recognitions in flight and, while the server drains, refuses new ones."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], drain: Drain) -> None:
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not is_recognition(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.drain.draining:
+            log.debug("refused %s %s: draining", scope["type"], scope["path"])
+            await refuse(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # a stream counts while its decoding session is open
+            await self.app(scope, receive, send)
+            return
+        self.drain.requests += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.drain.requests -= 1
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket accepted and closed with 1013 and :data:`REASON`, or a 503 with ``Retry-After``."""
+    if scope["type"] == "websocket":
+        if (await receive())["type"] != "websocket.connect":
+            return
+        offered = scope.get("subprotocols") or []
+        # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
+        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": close_reason(REASON)})
+        return
+    response = error_response(503, REASON, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    await response(scope, receive, send)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that drains on the first SIGTERM/SIGINT instead of closing every connection."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Called in the signal handler: the first SIGTERM/SIGINT starts the drain; the next one is uvicorn's."""
+        first = sig in (signal.SIGTERM, signal.SIGINT) and not self.drain.draining and not self.should_exit
+        if first and self.drain.seconds > 0 and self._loop is not None:
+            self.drain.begin()
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        log.info("draining: %d recognition(s) running; new ones are refused; exiting when they end, "
+                 "at most in %g s (%s)", self.drain.running, self.drain.seconds, c.DRAIN_SECONDS)
+        self._drainer = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        left = await self.drain.settle()
+        if left:
+            log.warning("drain deadline (%g s) reached with %d recognition(s) still running: closing them",
+                        self.drain.seconds, left)
+        else:
+            log.info("drained: every recognition ended; exiting")
+        self.should_exit = True

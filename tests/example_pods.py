@@ -1,0 +1,169 @@
+"""The pod of every SpeechToText in deploy/examples, as the builders emit it, run the way a kubelet runs it.
+
+:func:`run_example` is the whole life of one such pod (tests/kubelet.py): its init
+containers in order, each to a successful end; the recognizer with exactly the emitted args
+and env (Secret values filled in from the example's Secret), as uid 65532 with fsGroup 65532,
+a read-only root and the volumes the spec mounts; every probe exactly as a kubelet sends it
+(path, port, no headers): startup, readiness, liveness; a transcript through the REST route;
+then deletion as a kubelet deletes a pod: the preStop hook, SIGTERM, and an exit of its own,
+with status 0, within terminationGracePeriodSeconds.
+
+tests/operator/test_pods_run.py runs it with this checkout as the image, tests/ship/test_images.py
+with the built image. What differs from a cluster, and why:
+
+- the model download init container reaches the catalog at a file server inside the pod's
+  network (``ModelCatalogUrl`` added to its env: there is no Internet here); the catalog file
+  of every locale is the one model this machine has (ko-KR), so an en-US pod serves Korean,
+  which is all a probe or a transcript can tell;
+- PVCs are empty host directories owned by root (a volume type without fsGroup support, like
+  NFS: the case the chown init container exists for); a PVC the example declares to hold the
+  model is filled with that model first;
+- no kube-proxy, Service or scheduler: probes and requests go to the pod's loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speech_recognizer import contract
+from speech_recognizer.models import CATALOG
+
+from speech_operator import api, builders
+from speech_operator.config import OperatorConfig
+
+from .kubelet import Image, Pod, file_server
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def stt_of(doc: dict[str, Any]) -> api.SpeechToText:
+    return api.SpeechToText.model_validate({**doc, "metadata": {**doc["metadata"], "namespace": "speech", "uid": "u-1"}})
+
+
+def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> dict[str, Any]:
+    return builders.deployment(stt, config)["spec"]["template"]["spec"]
+
+
+def cases(config: OperatorConfig = OperatorConfig()) -> dict[str, tuple[Path, str]]:
+    """id -> (example, SpeechToText name): one per distinct pod spec (en-US in two examples runs once)."""
+    found: dict[str, tuple[Path, str]] = {}
+    ids: dict[str, str] = {}
+    for path in EXAMPLES:
+        for doc in docs(path):
+            if doc["kind"] != api.KIND:
+                continue
+            stt = stt_of(doc)
+            key = json.dumps(pod_spec(stt, config), sort_keys=True)
+            case = f"{path.stem}:{stt.name}"
+            if key in ids:
+                found[f"{ids[key]}={case}"] = found.pop(ids[key])
+                ids[key] = f"{ids[key]}={case}"
+            else:
+                ids[key] = case
+                found[case] = (path, stt.name)
+    return found
+
+
+def secrets_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for doc in objects:
+        if doc["kind"] == "Secret":
+            values = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+            out[doc["metadata"]["name"]] = {**values, **(doc.get("stringData") or {})}
+    return out
+
+
+def zip_model(model: Path, out: Path) -> Path:
+    """A model zipped as Vosk's catalog zips are (one top folder); stored, not deflated."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(model.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".py":
+                archive.write(path, f"vosk-model/{path.relative_to(model)}")
+    return out
+
+
+def host_volumes(stt: api.SpeechToText, spec: dict[str, Any], where: Path, model: Path) -> dict[str, Path]:
+    """A root-owned host directory for every volume that is not an emptyDir; the model volume of
+    ``download: false`` is filled with the model for the locale."""
+    out = {}
+    for volume in spec["volumes"]:
+        if "emptyDir" in volume:
+            continue
+        path = where / volume["name"]
+        path.mkdir(parents=True)
+        out[volume["name"]] = path
+        if volume["name"] == "models" and not stt.spec.model.download:
+            shutil.copytree(model, path / stt.spec.locale, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return out
+
+
+def transcribe(pod: Pod, wav: Path, key: str | None) -> dict[str, Any]:
+    """POST a WAV to the REST route inside the pod's network, as a client of its Service would."""
+    def post() -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", contract.PORT, timeout=120)
+        try:
+            headers = {"Content-Type": "audio/wav", **({contract.KEY_HEADER: key} if key else {})}
+            conn.request("POST", contract.RECOGNITION_PATHS[1] + "?language=ko-KR", body=wav.read_bytes(), headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+    status, body = pod.in_network(post)
+    assert status == 200, f"REST recognition: HTTP {status} {body}"
+    return json.loads(body)
+
+
+def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
+                catalog_zip: Path, wav: Path) -> str:
+    """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went."""
+    objects = docs(path)
+    stt = stt_of(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
+    spec = copy.deepcopy(pod_spec(stt, config))
+    volumes = host_volumes(stt, spec, where / "volumes", model)
+    secrets = secrets_of(objects)
+    with Pod(spec, image, secrets=secrets, volumes=volumes, name=name) as pod:
+        with file_server(pod, {CATALOG[stt.spec.locale]: catalog_zip}) as catalog_url:
+            for init in pod.init_containers():
+                container = pod.container(init)
+                if init == "download-model":  # the one change: the catalog is local (see the module doc)
+                    container.setdefault("env", []).append(
+                        {"name": contract.env_name(contract.MODEL_CATALOG_URL), "value": catalog_url})
+                done = pod.run_init(init)
+                assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
+        recognizer = pod.container(builders.CONTAINER)
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(recognizer)
+        running = pod.start()
+        try:
+            started = pod.wait_probe(running, "startupProbe")
+            ready = pod.wait_probe(running, "readinessProbe", budget=300)
+            for _ in range(3):  # liveness keeps passing once ready (it failed with 403 under an ApiKey)
+                passed, status, body = pod.probe(recognizer, "livenessProbe")
+                assert passed, f"liveness: HTTP {status} {body}\n{running.log()[-3000:]}"
+            key = secrets[stt.spec.apiKeySecretRef.name][stt.spec.apiKeySecretRef.key] if stt.spec.apiKeySecretRef else None
+            answer = transcribe(pod, wav, key)
+            assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer
+            assert running.process.poll() is None, running.log()
+            # deleted as a kubelet deletes a pod: the preStop hook, SIGTERM, the drain, an exit within the grace period
+            code, took = pod.terminate(running)
+        finally:
+            pod.stop(running, grace=0)
+        # 0 only after a drain (uvicorn's own SIGTERM handling ends in -15; the end of the grace period in -9)
+        assert code == 0, f"exit {code}:\n{running.log()[-3000:]}"
+    for volume, where_ in volumes.items():  # the chown step gave the root-owned volumes to the recognizer's user
+        assert (where_.stat().st_uid, where_.stat().st_gid) == (contract.RUN_AS_USER, contract.RUN_AS_GROUP), volume
+    return (f"{path.name}:{name}: started after {started:.1f} s, ready {ready:.1f} s later, transcript "
+            f"{answer['DisplayText']!r}; stopped in {took:.1f} s of {spec['terminationGracePeriodSeconds']}")

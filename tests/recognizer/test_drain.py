@@ -1,0 +1,273 @@
+"""Drain instead of cut: SIGTERM to a real recognizer process while streams run.
+
+The process is ``python -m speech_recognizer`` as a pod runs it (no warm-up, to spare the
+shared CPU). Streams are paced at real time, so they are in the middle of their audio when
+the signal comes: an unmodified Speech SDK app (PushAudioInputStream) and a vosk-server
+client. Each must get every result, the same as in-process Vosk on the same audio (what
+they get without a SIGTERM, tests/usp/test_sdk.py and test_vosk_ws.py); work that arrives
+during the drain gets a clear refusal; the process exits by itself, with status 0, once the
+streams end or at the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import azure.cognitiveservices.speech as speechsdk
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from speech_recognizer import contract as c
+
+from ..conftest import CHUNK
+from ..support import Reference, free_port, read_wav
+from ..usp.sdk import assert_same, config, continuous, expected, reported
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+CHUNK_SECONDS = CHUNK / (2 * 16000)
+
+
+class Recognizer:
+    """``python -m speech_recognizer`` on a free loopback port, its output in a file."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = tmp / "recognizer.log"
+        cmd = [sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={self.port}",
+               "Locale=ko-KR", "Warmup:Count=0", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.http}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def recognizer_process(tmp_path: Path) -> Iterator[type[Recognizer]]:
+    started: list[Recognizer] = []
+
+    def start(*args: str) -> Recognizer:
+        rec = Recognizer(tmp_path, *args)
+        started.append(rec)
+        rec.wait_ready()
+        return rec
+
+    yield start  # type: ignore[misc]
+    for rec in started:
+        rec.stop()
+
+
+class VoskStream(threading.Thread):
+    """A vosk-server client sending ``pcm`` at real time and reading every reply."""
+
+    def __init__(self, url: str, pcm: bytes) -> None:
+        super().__init__(name="vosk-stream")
+        self.url, self.pcm = url, pcm
+        self.replies: list[dict] = []
+        self.error: BaseException | None = None
+        self.started_speaking = threading.Event()
+        self.ended_at = 0.0
+
+    def run(self) -> None:
+        try:
+            with connect(self.url, max_size=None, open_timeout=10) as ws:
+                t0 = time.monotonic()
+                for n, i in enumerate(range(0, len(self.pcm), CHUNK)):
+                    ws.send(self.pcm[i : i + CHUNK])
+                    reply = json.loads(ws.recv(timeout=30))
+                    self.replies.append(reply)
+                    if reply.get("partial") or reply.get("text"):
+                        self.started_speaking.set()
+                    time.sleep(max(0.0, t0 + (n + 1) * CHUNK_SECONDS - time.monotonic()))
+                ws.send('{"eof" : 1}')
+                while True:
+                    self.replies.append(json.loads(ws.recv(timeout=30)))
+        except ConnectionClosed as exc:
+            if exc.rcvd is None or exc.rcvd.code != 1000:
+                self.error = exc
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+
+    @property
+    def finals(self) -> list[str]:
+        return [r["text"] for r in self.replies if r.get("text")]
+
+
+class SdkStream(threading.Thread):
+    """An unmodified Speech SDK app: continuous recognition of a push stream written at real time."""
+
+    def __init__(self, ws_base: str, pcm: bytes) -> None:
+        super().__init__(name="sdk-stream")
+        self.pcm = pcm
+        self.stream = speechsdk.audio.PushAudioInputStream()
+        self.recognizer = speechsdk.SpeechRecognizer(config(ws_base),
+                                                     audio_config=speechsdk.audio.AudioConfig(stream=self.stream))
+        self.events = None
+        self.started_speaking = threading.Event()
+        self.recognizer.recognizing.connect(lambda e: self.started_speaking.set())
+        self.ended_at = 0.0
+
+    def run(self) -> None:
+        started = threading.Event()
+        feeder = threading.Thread(target=self._feed, args=(started,), name="sdk-feed")
+        feeder.start()
+        try:
+            self.events = continuous(self.recognizer, timeout=120, started=started)
+        finally:
+            feeder.join()
+            self.ended_at = time.monotonic()
+
+    def _feed(self, started: threading.Event) -> None:
+        started.wait(10)
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(self.pcm), CHUNK)):
+            self.stream.write(self.pcm[i : i + CHUNK])
+            time.sleep(max(0.0, t0 + (n + 1) * CHUNK_SECONDS - time.monotonic()))
+        self.stream.close()
+
+
+def refused_websocket(url: str) -> tuple[int, str]:
+    """(code, reason) of the close a new WebSocket gets."""
+    with connect(url, open_timeout=10, subprotocols=["USP"] if "cognitiveservices" in url else None) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
+    recognizer_process, utterances_wav: Path, utterances_ref: Reference, speech_wav: Path,
+) -> None:
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    pcm, rate, _ = read_wav(utterances_wav)
+    assert rate == 16000
+    sdk = SdkStream(rec.ws, pcm)
+    vosk = VoskStream(f"{rec.ws}/vosk?language=ko-KR", pcm)
+    sdk.start()
+    vosk.start()
+    assert sdk.started_speaking.wait(30) and vosk.started_speaking.wait(30), "the streams did not start"
+    audio_seconds = len(pcm) / (2 * rate)
+    signalled = time.monotonic()
+    rec.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+
+    # new work, while the streams go on
+    assert rec.process.poll() is None, rec.output()
+    ready = httpx.get(f"{rec.http}/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["draining"] is True
+    assert httpx.get(f"{rec.http}{c.ROUTE_CONTAINER_READINESS}", timeout=5).text == "Draining"
+    assert httpx.get(f"{rec.http}/status", timeout=5).status_code == 200, "liveness must keep passing"
+    for route in (f"{rec.ws}/vosk?language=ko-KR", f"{rec.ws}{USP}"):
+        code, reason = refused_websocket(route)
+        assert code == 1013 and reason.startswith("draining:"), (route, code, reason)
+    rest = httpx.post(f"{rec.http}{REST}", content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30)
+    assert rest.status_code == 503 and rest.headers["Retry-After"] == "1", rest.text
+    assert rest.json()["error"]["message"].startswith("draining:")
+    refused = speechsdk.SpeechRecognizer(config(rec.ws), audio_config=speechsdk.audio.AudioConfig(
+        filename=str(speech_wav))).recognize_once()
+    assert refused.reason == speechsdk.ResultReason.Canceled
+    details = refused.cancellation_details
+    print("a Speech SDK app refused while draining gets:", details.reason, details.code, repr(details.error_details))
+
+    sdk.join(120)
+    vosk.join(120)
+    assert vosk.error is None, vosk.error
+    assert vosk.finals == utterances_ref.texts
+    assert sdk.events is not None and not sdk.events.canceled, sdk.events and sdk.events.canceled
+    assert_same([reported(r) for r in sdk.events.recognized], [expected(p) for p in utterances_ref.phrases])
+
+    code = rec.process.wait(30)
+    exited = time.monotonic()
+    assert code == 0, rec.output()
+    last_stream = max(sdk.ended_at, vosk.ended_at)
+    assert exited - last_stream < 5, f"exited {exited - last_stream:.1f} s after the last stream ended"
+    log = rec.output()
+    assert "draining: 2 recognition(s) running" in log and "drained: every recognition ended" in log, log
+    print(f"SIGTERM {signalled - (sdk.ended_at - audio_seconds):.1f} s into a {audio_seconds:.1f} s stream; "
+          f"exit {exited - signalled:.1f} s after it, {exited - last_stream:.2f} s after the last stream ended")
+
+
+def test_drain_ends_at_its_deadline(recognizer_process, speech_wav: Path) -> None:
+    """A stream that does not end is closed when Drain:Seconds runs out, and the process exits."""
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2")
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
+        ws.send(pcm[:CHUNK])
+        ws.recv(timeout=30)
+        signalled = time.monotonic()
+        rec.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:  # the client stays, sending nothing
+                ws.recv(timeout=30)
+        cut = time.monotonic() - signalled
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value  # uvicorn's "service restart"
+    assert 1.8 <= cut < 6, cut
+    assert rec.process.wait(30) == 0, rec.output()
+    assert "drain deadline (2 s) reached with 1 recognition(s) still running" in rec.output()
+
+
+def test_a_second_sigterm_stops_at_once(recognizer_process, speech_wav: Path) -> None:
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
+        ws.send(pcm[:CHUNK])
+        ws.recv(timeout=30)
+        rec.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert rec.process.poll() is None
+        signalled = time.monotonic()
+        rec.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
+    rec.process.wait(30)
+    assert time.monotonic() - signalled < 10
+
+
+def test_drain_seconds_is_a_bounded_setting() -> None:
+    from speech_recognizer.settings import SettingsError, parse
+    assert parse(["Eula=accept"], environ={}).drain_seconds == 30
+    assert parse([f"{c.DRAIN_SECONDS}=0"], environ={}).drain_seconds == 0
+    assert parse([], environ={"Drain__Seconds": "90"}).drain_seconds == 90
+    for bad in ("-1", "3601", "soon"):
+        with pytest.raises(SettingsError, match=c.DRAIN_SECONDS):
+            parse([f"{c.DRAIN_SECONDS}={bad}"], environ={})
+    assert os.environ.get("Drain__Seconds") is None
