@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import rest, service_routes, vosk_ws
+from . import openapi, rest, service_routes, vosk_ws
 from .drain import Drain, DrainMiddleware
 from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
@@ -69,6 +69,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         exception_handlers={500: server_error},
         middleware=[Middleware(DrainMiddleware, drain=drain)],
     )
+    app.state.openapi = openapi.document(app.routes)  # raises for a route without its description
     app.state.settings = settings
     app.state.registry = registry
     app.state.engine = engine

@@ -23,6 +23,8 @@ ROUTE_CONTAINER_LIVENESS: Final = "/ContainerLiveness"
 ROUTE_CONTAINER_READINESS: Final = "/ContainerReadiness"
 ROUTE_SWAGGER: Final = "/swagger"
 ROUTE_OPENAPI: Final = "/openapi.json"
+#: The files of the interactive reference (Swagger UI), served by the recognizer itself.
+ROUTE_SWAGGER_UI: Final = "/swagger/ui"
 ROUTE_METRICS: Final = "/metrics"
 ROUTE_USAGE_LOGS: Final = "/records/usage-logs/"
 #: The pod's preStop hook: answers after :data:`PRE_STOP_SECONDS` (the image has no shell for a ``sleep``).

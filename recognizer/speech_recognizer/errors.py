@@ -11,6 +11,7 @@ _CODES = {
     404: "NotFound",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    426: "UpgradeRequired",
     429: "TooManyRequests",
     500: "InternalServerError",
     503: "ServiceUnavailable",

@@ -11,15 +11,17 @@ import asyncio
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import contract as c
+from . import openapi as oa
 from .audio import Audio, AudioError, chunks, decode
 from .auth import AuthError, check_key
 from .admission import Busy
 from .engine import Engine
 from .errors import error_response
 from .models import ModelError, UnknownLocale
+from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
 from .session import FILE_CHUNK_SECONDS
 from .settings import Settings
@@ -116,7 +118,53 @@ async def recognize(request: Request) -> Response:
     return JSONResponse(body_json)
 
 
-def routes() -> list[Route]:
+_AUDIO = {"schema": {"type": "string", "format": "binary"}}
+#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC) wins over the type.
+AUDIO_TYPES = {
+    "audio/wav": "WAV: PCM (8, 16, 24, 32 bit), float, A-law or µ-law; 4-192 kHz; 1-32 channels (down-mixed); "
+    "sizes of 0 or too large (a streamed WAV) are read to the end",
+    "audio/wav; codecs=audio/pcm; samplerate=16000": "Azure's spelling: a WAV file, or headerless 16-bit little-endian PCM at `samplerate`",
+    "audio/x-wav": "WAV, as `audio/wav`",
+    "audio/wave": "WAV, as `audio/wav`",
+    "audio/ogg; codecs=opus": "Ogg/Opus (Ogg/Vorbis too)",
+    "audio/flac": "FLAC",
+    "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
+    "application/octet-stream": "WAV, Ogg or FLAC, told apart by their signature",
+}
+RECOGNIZE = {
+    "tags": [oa.RECOGNITION],
+    "summary": "Recognize a short recording (REST)",
+    "description": "Azure's *speech to text REST API for short audio*: the whole recording in the body "
+    f"(`Transfer-Encoding: chunked` too), one answer for all of it. The audio is any of the types below; at most "
+    f"`MaxAudioSeconds` (60 s by default): longer audio goes to a WebSocket route. [How to call it]({oa.HOME_REST}).",
+    "parameters": [oa.MODE, oa.LANGUAGE, oa.FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE],
+    "security": oa.KEY_SECURITY,
+    "requestBody": {
+        "required": True,
+        "description": "The audio, by `Content-Type`:\n\n" + "\n".join(f"- `{media}`: {what}" for media, what in AUDIO_TYPES.items()),
+        "content": {media: _AUDIO for media in AUDIO_TYPES},
+    },
+    "responses": {
+        "200": {"description": "the transcript (also `InitialSilenceTimeout` when no speech was heard)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Recognition"}}}},
+        "400": oa.error(400, "audio that cannot be decoded, an empty body, a bad parameter, or a language no model serves "
+                        "(the message names the languages served)",
+                        "the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"),
+        **oa.KEY_ERRORS,
+        "404": oa.error(404, "no such recognition mode", "no recognition mode 'batch'; use one of interactive, conversation, dictation"),
+        "413": oa.error(413, "audio longer than `MaxAudioSeconds`, or a body over its size",
+                        "the audio is 75.0 s long; this route takes at most 60 s (MaxAudioSeconds); use the WebSocket route for longer audio"),
+        "415": oa.error(415, "an encoding or content type not served",
+                        "unsupported content type 'audio/mpeg': send audio/wav or audio/ogg; codecs=opus"),
+        "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "
+                           "retry after `Retry-After` seconds",
+                           "all 6 decoders are busy; retry in 1 s"),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
+    },
+}
+
+
+def routes() -> list[BaseRoute]:
     """POST routes for the three recognition modes."""
     template = c.RECOGNITION_PATH_TEMPLATE.replace("{mode}", "{mode:str}")
-    return [Route(template, recognize, methods=["POST"], name="rest-recognize")]
+    return [describe(Route(template, recognize, methods=["POST"], name="rest-recognize"), post=RECOGNIZE)]

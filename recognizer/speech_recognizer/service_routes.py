@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from swagger_ui_bundle import swagger_ui_path
 
 from . import __version__
 from . import contract as c
+from . import openapi as oa
 from .errors import error_response
+from .openapi import describe
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,19 @@ async def home(request: Request) -> HTMLResponse:
 Ready: <b>{'yes' if is_ready(state) else 'loading' if not state.registry.ready else 'warming up'}</b>. Decoders: {state.engine.active} busy of {state.engine.decoder_max_count}. {key_note}</p>
 <h2>Locales</h2><table><tr><th>locale</th><th>state</th><th>model</th></tr>{rows}</table>
 <h2>Call it</h2>
-<h3>Azure Speech SDK (Python)</h3>
+<h3 id="speech-sdk">Azure Speech SDK (Python)</h3>
 <pre>speech_config = speechsdk.SpeechConfig(host="{html.escape(ws_base)}")
 speech_config.speech_recognition_language = "{html.escape(example)}"
 recognizer = speechsdk.SpeechRecognizer(speech_config, audio_config=speechsdk.audio.AudioConfig(filename="audio.wav"))
 print(recognizer.recognize_once().text)</pre>
-<h3>REST (short audio, up to {state.settings.max_audio_seconds:g} s)</h3>
+<h3 id="rest">REST (short audio, up to {state.settings.max_audio_seconds:g} s)</h3>
 <pre>curl -s -X POST -H "Content-Type: audio/wav" --data-binary @audio.wav \\
   "{html.escape(base)}/speech/recognition/conversation/cognitiveservices/v1?language={html.escape(example)}&amp;format=detailed"</pre>
-<h3>vosk-server WebSocket</h3><pre>{html.escape(ws_base)}/vosk?language={html.escape(example)}</pre>
-<p><a href="{c.ROUTE_SWAGGER}">API reference</a> · <a href="{c.ROUTE_READY}">/ready</a> ·
+<h3 id="vosk">vosk-server WebSocket</h3><pre>{html.escape(ws_base)}/vosk?language={html.escape(example)}</pre>
+<p>Every route, its parameters, content types, answers and errors, and the WebSocket messages: the
+<a href="{c.ROUTE_SWAGGER}">interactive API reference</a> (Swagger UI, served from here: it works without a network;
+<i>Try it out</i> sends requests to this server) and its <a href="{c.ROUTE_OPENAPI}">OpenAPI document</a>.</p>
+<p><a href="{c.ROUTE_READY}">/ready</a> ·
 <a href="{c.ROUTE_STATUS}">/status</a> · <a href="{c.ROUTE_METRICS}">/metrics</a> ·
 <a href="{c.ROUTE_USAGE_LOGS}">usage records</a></p></body></html>"""
     return HTMLResponse(page)
@@ -134,98 +141,180 @@ async def usage_logs(request: Request) -> Response:
     return JSONResponse(_state(request).usage.summary(month, year))
 
 
-def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI description of every route."""
-    recognize_params = [
-        {"name": "language", "in": "query", "schema": {"type": "string"}, "example": "ko-KR"},
-        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["simple", "detailed"]}},
-        {"name": "profanity", "in": "query", "schema": {"type": "string", "enum": ["masked", "removed", "raw"]}},
-        {"name": c.KEY_HEADER, "in": "header", "schema": {"type": "string"}},
-    ]
-    paths: dict[str, Any] = {}
-    for path in c.RECOGNITION_PATHS:
-        paths[path] = {
-            "post": {
-                "summary": "Recognize short audio (WAV PCM any rate/channels, Ogg/Opus, FLAC); also the Speech SDK WebSocket (GET upgrade)",
-                "parameters": recognize_params,
-                "requestBody": {"content": {t: {"schema": {"type": "string", "format": "binary"}} for t in ("audio/wav", "audio/ogg; codecs=opus")}},
-                "responses": {
-                    "200": {"description": "RecognitionStatus, DisplayText, Offset, Duration (100-ns ticks); NBest when detailed"},
-                    "400": {"description": "bad audio or language"},
-                    "401": {"description": "wrong key"},
-                    "403": {"description": "missing key"},
-                    "413": {"description": "audio over MaxAudioSeconds"},
-                    "415": {"description": "unsupported encoding"},
-                    "503": {"description": "every decoder busy (Retry-After) or model loading"},
-                },
-            }
-        }
-    simple = {"get": {"responses": {"200": {"description": "OK"}}}}
-    paths[c.ROUTE_HOME] = {"get": {"summary": "Home page", "responses": {"200": {"description": "HTML"}}}}
-    paths[c.ROUTE_READY] = {"get": {"summary": "200 when models are loaded and warmed, else 503 (also while draining after SIGTERM)", "responses": {"200": {"description": "ready"}, "503": {"description": "loading, warming up or draining"}}}}
-    paths[c.ROUTE_PRE_STOP] = {"get": {"summary": f"The pod's preStop hook: answers after {c.PRE_STOP_SECONDS} s (time for the endpoints to drop the pod)", "responses": {"200": {"description": "ok"}}}}
-    paths[c.ROUTE_STATUS] = {"get": {"summary": "Whether the container's own key is valid, without recognizing; needs no key from the caller (liveness probes)", "responses": {"200": {"description": "valid"}}}}
-    paths[c.ROUTE_CONTAINER_LIVENESS] = simple
-    paths[c.ROUTE_CONTAINER_READINESS] = simple
-    paths[c.ROUTE_METRICS] = {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}}
-    paths[c.ROUTE_USAGE_LOGS] = {"get": {"summary": "Usage summary {apiType, serviceName, meters}", "responses": {"200": {"description": "OK"}}}}
-    month_year = [
-        {"name": "month", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 12}},
-        {"name": "year", "in": "path", "required": True, "schema": {"type": "integer"}},
-    ]
-    paths[c.ROUTE_USAGE_LOGS + "{month}/{year}"] = {
-        "get": {
-            "summary": "Usage summary for one month",
-            "parameters": month_year,
-            "responses": {"200": {"description": "OK"}, "400": {"description": "month not 1..12"}},
-        }
-    }
-    paths[c.ROUTE_VOSK_WS] = {"get": {"summary": "vosk-server WebSocket protocol (upgrade)", "responses": {"101": {"description": "switching protocols"}}}}
-    docs = {"get": {"summary": "This API reference (HTML)", "responses": {"200": {"description": "HTML"}}}}
-    spec_op = {"get": {"summary": "This OpenAPI document", "responses": {"200": {"description": "JSON"}}}}
-    paths[c.ROUTE_OPENAPI] = spec_op
-    paths[c.ROUTE_SWAGGER] = docs
-    paths[c.ROUTE_SWAGGER + "/index.html"] = docs
-    paths[c.ROUTE_SWAGGER + "/v1/swagger.json"] = spec_op
-    return {"openapi": "3.0.3", "info": {"title": "speech-recognizer", "version": __version__}, "paths": paths}
+async def openapi_document(request: Request) -> Response:
+    """The OpenAPI document, built once from the app's routes (:func:`speech_recognizer.openapi.document`)."""
+    return JSONResponse(_state(request).openapi)
 
 
-async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_spec())
+#: Swagger UI's files, served from the swagger-ui-bundle package (no CDN: the page works disconnected).
+SWAGGER_UI_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png")
+
+
+async def swagger_ui_file(request: Request) -> Response:
+    """One of :data:`SWAGGER_UI_FILES`."""
+    name = request.path_params["file"]
+    if name not in SWAGGER_UI_FILES:
+        return error_response(404, f"no file {name!r}; the reference's files are {', '.join(SWAGGER_UI_FILES)}")
+    return FileResponse(Path(str(swagger_ui_path)) / name, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def swagger(request: Request) -> HTMLResponse:
-    """A self-contained API reference page (no CDN, works disconnected)."""
-    spec = openapi_spec()
-    items = []
-    for path, ops in spec["paths"].items():
-        for method, op in ops.items():
-            codes = ", ".join(f"{k} {v['description']}" for k, v in op.get("responses", {}).items())
-            items.append(
-                f"<li><code>{method.upper()} {html.escape(path)}</code> — {html.escape(op.get('summary', ''))}"
-                f"<br><small>{html.escape(codes)}</small></li>"
-            )
-    return HTMLResponse(
-        "<!doctype html><html><head><meta charset='utf-8'><title>speech-recognizer API</title></head><body>"
-        f"<h1>speech-recognizer API {__version__}</h1><p>OpenAPI document: <a href='{c.ROUTE_OPENAPI}'>{c.ROUTE_OPENAPI}</a></p>"
-        f"<ul>{''.join(items)}</ul></body></html>"
+    """The interactive API reference: Swagger UI on ``/openapi.json``, every file served from here."""
+    ui = c.ROUTE_SWAGGER_UI
+    rows = "".join(
+        f"<li><code>{method.upper()} {html.escape(path)}</code> {html.escape(op.get('summary', ''))}</li>"
+        for path, item in _state(request).openapi["paths"].items()
+        for method, op in item.items()
     )
+    # validatorUrl null: Swagger UI would otherwise send the document to an online validator.
+    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>speech-recognizer API {__version__}</title>
+<link rel="stylesheet" href="{ui}/swagger-ui.css"><link rel="icon" type="image/png" href="{ui}/favicon-32x32.png">
+<style>body{{margin:0}} .swagger-ui .info{{margin:30px 0 20px}}</style>
+</head><body><div id="swagger-ui"></div>
+<noscript><h1>speech-recognizer API {__version__}</h1><p>The interactive reference needs JavaScript. The OpenAPI
+document is <a href="{c.ROUTE_OPENAPI}">{c.ROUTE_OPENAPI}</a>; the routes:</p><ul>{rows}</ul></noscript>
+<script src="{ui}/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{
+  url: "{c.ROUTE_OPENAPI}", dom_id: "#swagger-ui", validatorUrl: null, deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout",
+  displayRequestDuration: true, defaultModelsExpandDepth: 0
+}});
+</script></body></html>""")
 
 
-def routes() -> list[Route]:
+# ---- the routes, each with its description for the API reference -----------------------------------
+
+READY_SCHEMA = {
+    "type": "object",
+    "required": ["ready", "loaded", "wanted", "warmup"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "loaded": {"type": "array", "items": {"type": "string"}, "description": "locales whose model is loaded"},
+        "wanted": {"type": "array", "items": {"type": "string"}, "description": "locales loaded at start-up (`Locale`)"},
+        "warmup": {
+            "type": "object",
+            "properties": {
+                "done": {"type": "boolean"},
+                "wanted": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "recognizers to warm per locale"},
+                "warmed": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "error": {"type": "string", "description": "why the warm-up failed (serving goes on, cold)"},
+            },
+        },
+        "errors": {"type": "object", "additionalProperties": {"type": "string"}, "description": "locale -> why its model did not load"},
+        "draining": {"type": "boolean", "description": "present (true) from SIGTERM on: running streams finish, new ones are refused"},
+    },
+}
+USAGE_SCHEMA = {
+    "type": "object",
+    "required": ["apiType", "serviceName", "meters"],
+    "properties": {
+        "apiType": {"type": "string"},
+        "serviceName": {"type": "string"},
+        "meters": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"name": {"type": "string"}, "quantity": {"type": "number"}}},
+        },
+    },
+    "example": {"apiType": "speechtotext", "serviceName": "speech-recognizer", "meters": [
+        {"name": "speech-to-text.requests", "quantity": 2}, {"name": "speech-to-text.audio-seconds", "quantity": 4.25},
+        {"name": "speech-to-text.audio-seconds.ko-KR", "quantity": 4.25}]},
+}
+USAGE = {
+    "tags": [oa.RECORDS],
+    "summary": "Usage summary",
+    "description": "Azure's usage-log shape, from the usage records (`Mounts:Output/usage/YYYY-MM.jsonl`): requests and audio seconds, per locale.",
+    "responses": {"200": oa.json_response("every record so far", USAGE_SCHEMA)},
+}
+OPENAPI_DOCUMENT = {
+    "tags": [oa.REFERENCE],
+    "summary": "This OpenAPI document",
+    "responses": {"200": oa.json_response("OpenAPI 3.0", {"type": "object"})},
+}
+SWAGGER_PAGE = {
+    "tags": [oa.REFERENCE],
+    "summary": "This interactive reference (Swagger UI)",
+    "description": "Served with every file it needs: it works without a network.",
+    "responses": {"200": {"description": "HTML", "content": oa.HTML}},
+}
+
+
+def routes() -> list[BaseRoute]:
+    """The service's routes, each described for the API reference."""
     return [
-        Route(c.ROUTE_HOME, home),
-        Route(c.ROUTE_READY, ready),
-        Route(c.ROUTE_STATUS, status),
-        Route(c.ROUTE_CONTAINER_LIVENESS, liveness),
-        Route(c.ROUTE_CONTAINER_READINESS, readiness),
-        Route(c.ROUTE_PRE_STOP, pre_stop),
-        Route(c.ROUTE_METRICS, metrics),
-        Route(c.ROUTE_USAGE_LOGS, usage_logs),
-        Route(c.ROUTE_USAGE_LOGS.rstrip("/"), usage_logs),
-        Route(c.ROUTE_USAGE_LOGS + "{month:int}/{year:int}", usage_logs),
-        Route(c.ROUTE_OPENAPI, openapi),
-        Route(c.ROUTE_SWAGGER, swagger),
-        Route(c.ROUTE_SWAGGER + "/index.html", swagger),
-        Route(c.ROUTE_SWAGGER + "/v1/swagger.json", openapi),
+        describe(Route(c.ROUTE_HOME, home), get={
+            "tags": [oa.REFERENCE],
+            "summary": "Home page",
+            "description": "What runs, the locales loaded and available, and how to call each protocol with this server's address.",
+            "responses": {"200": {"description": "HTML", "content": oa.HTML}},
+        }),
+        describe(Route(c.ROUTE_READY, ready), get={
+            "tags": [oa.HEALTH],
+            "summary": "Readiness: 200 once the models are loaded and warmed",
+            "description": "The Kubernetes readiness probe. 503 while a model loads or the start-up warm-up runs (`Warmup:*`), the body "
+            "saying how far it is; 503 again from SIGTERM on, while the server drains (`draining`: new work goes elsewhere).",
+            "responses": {
+                "200": oa.json_response("ready", READY_SCHEMA, {"ready": True, "loaded": ["ko-KR"], "wanted": ["ko-KR"],
+                                                               "warmup": {"done": True, "wanted": {"ko-KR": 6}, "warmed": {"ko-KR": 6}}}),
+                "503": oa.json_response("loading, warming up, or draining", READY_SCHEMA),
+            },
+        }),
+        describe(Route(c.ROUTE_STATUS, status), get={
+            "tags": [oa.HEALTH],
+            "summary": "Azure's status: whether the container's own key is usable",
+            "description": "Runs no recognition and asks no key of the caller (a liveness probe sends no headers).",
+            "responses": {"200": oa.json_response("valid", {"type": "object", "properties": {
+                "status": {"type": "string"}, "apiStatus": {"type": "string"}, "apiStatusMessage": {"type": "string"}}},
+                {"status": "valid", "apiStatus": "Valid", "apiStatusMessage": "No key is required."})},
+        }),
+        describe(Route(c.ROUTE_CONTAINER_LIVENESS, liveness), get={
+            "tags": [oa.HEALTH],
+            "summary": "Azure's liveness probe",
+            "description": "200 for as long as the process serves, loading included.",
+            "responses": {"200": oa.text_response("alive", "Healthy")},
+        }),
+        describe(Route(c.ROUTE_CONTAINER_READINESS, readiness), get={
+            "tags": [oa.HEALTH],
+            "summary": "Azure's readiness probe",
+            "description": "As `/ready`, in plain text.",
+            "responses": {"200": oa.text_response("ready", "Ready"), "503": oa.text_response("`Loading`, `Warming up` or `Draining`", "Loading")},
+        }),
+        describe(Route(c.ROUTE_PRE_STOP, pre_stop), get={
+            "tags": [oa.HEALTH],
+            "summary": "The pod's preStop hook",
+            "description": f"Answers after {c.PRE_STOP_SECONDS} s, serving new work meanwhile: time for the Service's endpoints to "
+            "drop the pod before the kubelet's SIGTERM starts the drain (running streams finish, new ones are refused).",
+            "responses": {"200": oa.text_response("the pause is over", "ok")},
+        }),
+        describe(Route(c.ROUTE_METRICS, metrics), get={
+            "tags": [oa.RECORDS],
+            "summary": "Prometheus metrics",
+            "description": "Requests by route and status, audio seconds, active sessions, decoder CPU time, refusals, the warm pool of recognizers.",
+            "responses": {"200": oa.text_response("Prometheus text exposition 0.0.4", "speech_active_sessions 0.0",
+                                                  "text/plain; version=0.0.4")},
+        }),
+        describe(Route(c.ROUTE_USAGE_LOGS, usage_logs), get=USAGE),
+        describe(Route(c.ROUTE_USAGE_LOGS.rstrip("/"), usage_logs), get=USAGE),
+        describe(Route(c.ROUTE_USAGE_LOGS + "{month:int}/{year:int}", usage_logs), get={
+            **USAGE,
+            "summary": "Usage summary of one month",
+            "parameters": [
+                {"name": "month", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 12}, "example": 1},
+                {"name": "year", "in": "path", "required": True, "schema": {"type": "integer"}, "example": 2026},
+            ],
+            "responses": {"200": oa.json_response("the records of that month", USAGE_SCHEMA), "400": oa.error(400, "the month is not 1..12", "month 13 is not 1..12")},
+        }),
+        describe(Route(c.ROUTE_OPENAPI, openapi_document), get=OPENAPI_DOCUMENT),
+        describe(Route(c.ROUTE_SWAGGER + "/v1/swagger.json", openapi_document), get=OPENAPI_DOCUMENT),
+        describe(Route(c.ROUTE_SWAGGER, swagger), get=SWAGGER_PAGE),
+        describe(Route(c.ROUTE_SWAGGER + "/index.html", swagger), get=SWAGGER_PAGE),
+        describe(Route(c.ROUTE_SWAGGER_UI + "/{file}", swagger_ui_file), get={
+            "tags": [oa.REFERENCE],
+            "summary": "The files of this reference",
+            "description": "Swagger UI, from the swagger-ui-bundle package.",
+            "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string", "enum": list(SWAGGER_UI_FILES)}}],
+            "responses": {"200": {"description": "the file"}, "404": oa.error(404, "not one of the reference's files", "no file 'index.html'; the reference's files are "
+                                                                        + ", ".join(SWAGGER_UI_FILES))},
+        }),
     ]

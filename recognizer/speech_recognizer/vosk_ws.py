@@ -18,14 +18,17 @@ import json
 import logging
 from typing import Any
 
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import contract as c
+from . import openapi as oa
 from .auth import AuthError, check_key
 from .admission import Busy
 from .engine import Engine
 from .errors import close_reason
 from .models import ModelError, UnknownLocale
+from .openapi import describe
 from .rest import request_locale
 from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
@@ -213,7 +216,42 @@ async def vosk_endpoint(ws: WebSocket) -> None:
         pass
 
 
-def routes() -> list:
-    from starlette.routing import WebSocketRoute
+VOSK = {
+    "tags": [oa.RECOGNITION],
+    "summary": "WebSocket: the vosk-server protocol",
+    "description": "What existing Vosk clients speak, unchanged: an optional config, 16-bit mono PCM in binary messages, "
+    "a reply to each, `{\"eof\" : 1}` for the last result. Also served on `/`, where vosk-server clients connect. "
+    f"The key, when the server has one, goes in a header or the query. [How to call it]({oa.HOME_VOSK}).",
+    "parameters": [oa.LANGUAGE],
+    "security": oa.KEY_SECURITY,
+    "responses": {"101": oa.SWITCHING, "426": oa.UPGRADE_REQUIRED},
+    "x-websocket": {
+        "protocol": "vosk-server's WebSocket protocol",
+        "clientMessages": {
+            "config": 'text, optional, before any audio: `{"config": {"sample_rate": 16000, "phrase_list": ["..."], '
+            '"words": 1, "max_alternatives": 0}}` (sample_rate: of the PCM that follows; default the model\'s)',
+            "audio": "binary: 16-bit little-endian mono PCM at `sample_rate`, in chunks of any size",
+            "eof": 'text `{"eof" : 1}`: the audio is over; the final result follows, then the close',
+        },
+        "serverMessages": {
+            "partial": 'one per chunk while an utterance goes on: `{"partial": "..."}`',
+            "result": 'one per chunk that ends an utterance, and after eof: `{"text": "...", "result": [{"conf", "start", "end", '
+            '"word"}]}` (seconds; `result` with `words`), or `{"alternatives": [{"confidence", "text"}]}` with `max_alternatives`',
+        },
+        "closeCodes": {
+            "1000": "after the final result (eof)",
+            "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate",
+            "1008": "policy: a missing or wrong key (the reason says which), a language no model serves, a config after the audio",
+            "1011": "decoding failed (a server error)",
+            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`)",
+            "1013": "try again later: every decoder is busy (`DecoderMaxCount`), the model cannot be loaded now, or the "
+            "server is draining (shutting down: connect again to reach another)",
+        },
+    },
+}
 
-    return [WebSocketRoute(c.ROUTE_VOSK_WS, vosk_endpoint), WebSocketRoute(c.ROUTE_HOME, vosk_endpoint)]
+
+def routes() -> list[BaseRoute]:
+    """``/vosk`` (and its 426 for a plain GET), and ``/``, whose GET is the home page."""
+    return [*oa.websocket_routes(c.ROUTE_VOSK_WS, vosk_endpoint, VOSK),
+            describe(WebSocketRoute(c.ROUTE_HOME, vosk_endpoint), websocket=VOSK)]

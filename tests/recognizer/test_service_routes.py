@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from websockets.sync.client import connect
 
 from speech_recognizer import contract as c
+from speech_recognizer import openapi, service_routes
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 
@@ -71,6 +74,18 @@ def test_home_page_names_the_locale_and_how_to_call_it(server) -> None:
     assert "No key is required" in page
 
 
+
+def test_home_page_links_the_reference_and_has_what_it_links_to(server) -> None:
+    """The home page leads to the interactive reference; the reference's "how to call it" links land on its sections."""
+    page = httpx.get(f"{server.http}/").text
+    assert f'href="{c.ROUTE_SWAGGER}"' in page and "interactive API reference" in page
+    spec = httpx.get(f"{server.http}/openapi.json").json()
+    anchors = set(re.findall(r"\]\(/#([\w-]+)\)", json.dumps(spec)))
+    assert anchors == {"speech-sdk", "rest", "vosk"}, anchors
+    for anchor in anchors:
+        assert f'id="{anchor}"' in page, anchor
+
+
 def test_home_page_says_a_key_is_required(keyed_server) -> None:
     page = httpx.get(f"{keyed_server.http}/").text
     assert c.KEY_HEADER in page and TEST_KEY not in page
@@ -122,36 +137,120 @@ def test_status_needs_no_key_from_the_caller(keyed_server) -> None:
 # ---- API docs ----------------------------------------------------------------------
 
 
-def app_paths(app: object) -> set[str]:
-    """Every HTTP and WebSocket path the app serves, in OpenAPI's spelling."""
-    paths: set[str] = set()
+def served(app: object) -> set[tuple[str, str, str]]:
+    """(kind, method, path) of every route the app serves, as Starlette has them: ("http", "post", path)
+    for each method of an HTTP route (HEAD aside), ("websocket", "get", path) for a WebSocket route."""
+    out: set[tuple[str, str, str]] = set()
     for route in app.routes:  # type: ignore[attr-defined]
-        assert isinstance(route, (Route, WebSocketRoute))
-        path = route.path.replace(":int}", "}").replace(":str}", "}")
-        if "{mode}" in path:
-            paths |= {path.format(mode=mode) for mode in c.RECOGNITION_MODES}
+        if isinstance(route, WebSocketRoute):
+            out.add(("websocket", "get", route.path))
         else:
-            paths.add(path)
-    return paths
+            assert isinstance(route, Route), f"a kind of route this test does not know: {route!r}"
+            out |= {("http", m.lower(), route.path) for m in route.methods or () if m != "HEAD"}
+    return out
 
 
-def test_openapi_is_valid_and_lists_every_route(fresh: App) -> None:
+def documented_operation(spec: dict, method: str, path: str) -> dict | None:
+    """The operation of ``spec`` that a request ``method path`` reaches (a templated path's parameters in their enum)."""
+    path = re.sub(r"\{(\w+):\w+\}", r"{\1}", path)  # Starlette's {month:int} is OpenAPI's {month}
+    for template, item in spec["paths"].items():
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+        match = re.fullmatch(pattern, path)
+        if match is None or method not in item:
+            continue
+        operation = item[method]
+        params = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "path"}
+        for name, value in match.groupdict().items():
+            assert name in params, f"{method.upper()} {template} does not describe its path parameter {name}"
+            enum = params[name]["schema"].get("enum")
+            if enum is not None and value not in enum and value != f"{{{name}}}":
+                break
+        else:
+            return operation
+    return None
+
+
+def test_openapi_is_valid_and_describes_every_route(fresh: App) -> None:
+    """Every route the app serves is in the document (WebSocket routes as a GET with x-websocket), and
+    nothing else is; the document is valid OpenAPI."""
     r = httpx.get(f"{fresh.http}/openapi.json")
     assert r.status_code == 200
     spec = r.json()
     validate(spec)
-    documented = {p.rstrip("/") or "/" for p in spec["paths"]}
-    missing = {p.rstrip("/") or "/" for p in app_paths(fresh.app)} - documented
-    assert not missing, f"routes missing from /openapi.json: {sorted(missing)}"
+    routes = served(fresh.app)
+    assert any(kind == "websocket" for kind, _, _ in routes) and len(routes) > 10
+    for kind, method, path in sorted(routes):
+        operation = documented_operation(spec, method, path)
+        assert operation is not None, f"{kind} {method.upper()} {path} is not in /openapi.json"
+        assert operation.get("summary") and operation.get("tags") and operation.get("responses"), (method, path)
+        if kind == "websocket":
+            ws = operation.get("x-websocket")
+            assert ws and ws["clientMessages"] and ws["serverMessages"] and ws["closeCodes"], path
+            assert "101" in operation["responses"], path
+    for template, item in spec["paths"].items():  # and nothing that is not served
+        for method in item:
+            assert any(m == method and documented_operation({"paths": {template: item}}, m, p) for _, m, p in routes), \
+                f"{method.upper()} {template} is documented but not served"
     assert httpx.get(f"{fresh.http}/swagger/v1/swagger.json").json() == spec
 
 
-def test_swagger_page_lists_every_path(fresh: App) -> None:
+def test_a_route_without_description_stops_the_app(registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app cannot be built with a route the reference leaves out, nor one described for a method it does not serve."""
+    async def handler(request: object) -> None: ...
+
+    monkeypatch.setattr(service_routes, "routes", lambda original=service_routes.routes: [*original(), Route("/new", handler)])
+    with pytest.raises(openapi.Undescribed, match="'/new' has no description"):
+        create_app(make_settings(tmp_path), registry)
+    with pytest.raises(ValueError, match="serves"):
+        openapi.describe(Route("/new", handler, methods=["POST"]), get={"summary": "wrong method", "responses": {}})
+
+
+def test_recognition_is_described_completely(fresh: App) -> None:
+    """The REST body's content types (FLAC, WAV variants, Ogg/Opus, headerless PCM with rate and
+    channels), its query parameters, its error shapes; the key as a security scheme."""
+    spec = httpx.get(f"{fresh.http}/openapi.json").json()
+    item = spec["paths"][c.RECOGNITION_PATH_TEMPLATE]
+    post = item["post"]
+    types = set(post["requestBody"]["content"])
+    assert {"audio/flac", "audio/wav", "audio/x-wav", "audio/wav; codecs=audio/pcm; samplerate=16000",
+            "audio/ogg; codecs=opus", "audio/l16; rate=16000; channels=1"} <= types, types
+    params = {p["name"] for p in post["parameters"]}
+    assert {"mode", "language", "format", "profanity", "wordLevelTimestamps", "wordLevelConfidence"} <= params
+    for status in ("400", "401", "403", "413", "415", "503"):
+        schema = post["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}, status
+    assert post["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Recognition"}
+    assert {"subscriptionKey", "bearer"} <= set(spec["components"]["securitySchemes"])
+    sdk = item["get"]["x-websocket"]
+    assert {"speech.config", "speech.context", "audio"} <= set(sdk["clientMessages"])
+    assert {"turn.start", "speech.hypothesis", "speech.phrase", "turn.end"} <= set(sdk["serverMessages"])
+    home = spec["paths"]["/"]["get"]
+    assert home["x-websocket"] == spec["paths"]["/vosk"]["get"]["x-websocket"], "/ also speaks the vosk protocol"
+
+
+def test_a_plain_get_on_a_websocket_route_is_426(fresh: App) -> None:
+    for path in ("/vosk", *c.RECOGNITION_PATHS):
+        r = httpx.get(f"{fresh.http}{path}")
+        assert r.status_code == 426 and r.headers["upgrade"] == "websocket", path
+        assert "WebSocket" in r.json()["error"]["message"] and r.json()["error"]["code"] == "UpgradeRequired"
+
+
+def test_swagger_page_is_served_whole_from_here(fresh: App) -> None:
+    """Swagger UI from the package, no other host: every script and style the page names is served here;
+    without JavaScript the page still lists every route."""
     r = httpx.get(f"{fresh.http}/swagger")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    for path in httpx.get(f"{fresh.http}/openapi.json").json()["paths"]:
-        assert path in r.text, path
     assert httpx.get(f"{fresh.http}/swagger/index.html").text == r.text
+    linked = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert linked and not [u for u in linked if "//" in u], f"the page names another host: {linked}"
+    for url in linked:
+        got = httpx.get(f"{fresh.http}{url}")
+        assert got.status_code == 200 and len(got.content) > 100, url
+    assert "SwaggerUIBundle" in httpx.get(f"{fresh.http}/swagger/ui/swagger-ui-bundle.js").text
+    assert httpx.get(f"{fresh.http}/swagger/ui/index.html").status_code == 404, "only the files the page needs"
+    noscript = r.text[r.text.index("<noscript>"):r.text.index("</noscript>")]
+    for path in httpx.get(f"{fresh.http}/openapi.json").json()["paths"]:
+        assert html.escape(path) in noscript, path
 
 
 # ---- metrics --------------------------------------------------------------------

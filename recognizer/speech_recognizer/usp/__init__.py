@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 from starlette.responses import PlainTextResponse
-from starlette.routing import WebSocketRoute
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
 from .. import contract as c
+from .. import openapi as oa
 from ..auth import AuthError, check_key
 from .connection import Connection
 from .options import Options
@@ -52,9 +53,57 @@ def endpoint(mode: str):
     return serve
 
 
-def routes() -> list[WebSocketRoute]:
-    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation``."""
+SPEECH_SDK = {
+    "tags": [oa.RECOGNITION],
+    "summary": "WebSocket: the Azure Speech SDK's protocol",
+    "description": "What an unmodified Speech SDK app speaks: `SpeechConfig(host=\"ws://<this server>\")` (or `endpoint=` this URL), "
+    "then `recognize_once()` (interactive) or continuous recognition (conversation, dictation), with intermediate results. "
+    "Audio: 16-bit PCM at any rate and channel count. A refused key is answered before the upgrade, as HTTP. "
+    f"[How to call it]({oa.HOME_SPEECH_SDK}); the protocol's messages are in `x-websocket`.",
+    "parameters": [
+        oa.MODE,
+        {**oa.LANGUAGE, "schema": {"type": "string", "default": "en-US"}, "description": "the locale (the SDK always sends it)"},
+        oa.FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE,
+        {"name": "initialSilenceTimeoutMs", "in": "query", "schema": {"type": "integer", "default": 5000},
+         "description": "interactive mode: silence before the turn ends with `InitialSilenceTimeout`"},
+    ],
+    "security": oa.KEY_SECURITY,
+    "responses": {"101": oa.SWITCHING, **oa.KEY_ERRORS, "426": oa.UPGRADE_REQUIRED},
+    "x-websocket": {
+        "protocol": "the Speech SDK's (USP); subprotocol `USP` when the client offers it",
+        "clientMessages": {
+            "speech.config": "text: the SDK's context (system, OS)",
+            "speech.context": "text, per turn: starts a turn under a new `X-RequestId` (its first audio frame does too)",
+            "audio": "binary, header `Path: audio` and the turn's `X-RequestId`: first a RIFF/WAVE header (16-bit PCM), "
+            "then PCM chunks; an empty chunk ends the turn's audio",
+        },
+        "serverMessages": {
+            "turn.start": "a turn has started",
+            "speech.startDetected": "`{Offset}`: speech begins",
+            "speech.hypothesis": "`{Text, Offset, Duration}`: the words so far, while audio arrives",
+            "speech.endDetected": "`{Offset}`: the utterance ended",
+            "speech.phrase": "`{RecognitionStatus, DisplayText, Offset, Duration, NBest}` as the REST answer; `RecognitionStatus` "
+            "`InitialSilenceTimeout`, `EndOfDictation`, or `TooManyRequests` (every decoder busy) with a `Message`",
+            "turn.end": "the turn is over: interactive after its first phrase, the others after their audio",
+        },
+        "closeCodes": {
+            "1000": "the client closed",
+            "1002": "protocol error: a frame without `X-RequestId`, or one reused",
+            "1007": "invalid data: a language no model serves (`Unsupported language: ...`), audio that is not 16-bit PCM",
+            "1011": "recognition failed (a server error)",
+            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`); the SDK connects again",
+            "1013": "try again later: the server is draining (shutting down), connect again to reach another",
+        },
+        "offsets": "100-ns ticks from the start of the stream, continued across turns",
+    },
+}
+
+
+def routes() -> list[BaseRoute]:
+    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET)."""
     return [
-        WebSocketRoute(c.RECOGNITION_PATH_TEMPLATE.format(mode=mode), endpoint(mode), name=f"usp-{mode}")
+        route
         for mode in c.RECOGNITION_MODES
+        for route in oa.websocket_routes(c.RECOGNITION_PATH_TEMPLATE.format(mode=mode), endpoint(mode), SPEECH_SDK,
+                                         documented_at=c.RECOGNITION_PATH_TEMPLATE, name=f"usp-{mode}")
     ]
