@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ class Emulator(kmock.KubernetesEmulator):
 
     - On create: a name from generateName, a uid, generation and resourceVersion (kopf's JSON
       patches test it).
+    - Resource quantities of Deployments stored in canonical form (``cpu: "0.5"`` reads back as
+      ``500m``); a SpeechToText keeps what was written, as a CRD does.
     - Server-side apply, which kmock lacks (it merges every PATCH into the object): an apply
       creates a missing object, and removes the fields the same field manager applied before but
       no longer sends. This keeps field ownership per manager with each list as one field (as
@@ -56,6 +60,9 @@ class Emulator(kmock.KubernetesEmulator):
                                               "reason": "Unauthorized", "code": 401}, status=401)
         if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
             request = self._server_side_apply(request)
+        if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)
+                and request.resource is not None and request.resource.plural == "deployments"):
+            _canonical_quantities(request.data)  # built-in kinds only: a CRD keeps what was written
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -79,6 +86,39 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
         return request
+
+
+def _canonical(value: Any) -> Any:
+    """A quantity as the API server stores it: binary suffixes stay binary (1024Mi -> 1Gi), decimal
+    amounts get the largest exact decimal suffix (0.5 -> 500m, 2000 -> 2k, 2 -> 2)."""
+    from speech_operator.reconcile import quantity
+    amount = quantity(value)
+    if amount is None:
+        return value
+    if re.search(r"[KMGTPE]i$", str(value)):
+        for suffix, factor in [("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)]:
+            if amount % factor == 0:
+                return f"{int(amount // factor)}{suffix}"
+    for suffix, factor in [("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3), ("", 1),
+                           ("m", Decimal("1e-3")), ("u", Decimal("1e-6")), ("n", Decimal("1e-9"))]:
+        if amount % factor == 0:
+            return f"{int(amount / factor)}{suffix}"
+    return value
+
+
+def _canonical_quantities(obj: Any) -> None:
+    """Rewrite every ``resources.requests``/``limits`` amount in ``obj`` in place."""
+    if isinstance(obj, dict):
+        for part in ("requests", "limits"):
+            amounts = (obj.get("resources") or {}).get(part) if isinstance(obj.get("resources"), dict) else None
+            if isinstance(amounts, dict):
+                for k, v in amounts.items():
+                    amounts[k] = _canonical(v)
+        for v in obj.values():
+            _canonical_quantities(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            _canonical_quantities(v)
 
 
 def _removed(before: Any, after: Any) -> dict[str, Any]:

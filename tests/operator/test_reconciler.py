@@ -351,3 +351,33 @@ async def test_a_child_the_builders_stop_returning_is_deleted(cluster: Cluster, 
     await cluster.eventually(gone)
     assert "Deleted ConfigMap en-us" in [e["message"] for e in await cluster.events()]
     assert await deployment(cluster) is not None
+
+
+async def test_a_resync_or_a_restart_writes_nothing_though_the_server_rewrote_quantities(cluster: Cluster) -> None:
+    """`cpu: "0.5"` is stored as `500m` (the emulator canonicalises quantities as the API server
+    does); re-delivering the SpeechToText and its Deployment unchanged (a resync) must not apply
+    the Deployment again. Fails when quantities compare as strings: a write on every resync."""
+    resources = {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": "1.5", "memory": "2048Mi"}}
+    await cluster.api.create(cluster.stt_url(), stt(resources=resources))
+    await cluster.eventually(lambda: _status(cluster))
+    dep = await deployment(cluster) or {}
+    stored = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert stored == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1500m", "memory": "2Gi"}}
+    assert (await cluster.api.get(cluster.stt_url("en-us")) or {})["spec"]["resources"] == resources
+    await cluster.eventually(lambda: _quiet(cluster))
+    writes = len([r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "DELETE") and r.headers.get("User-Agent") != "test-client"])
+
+    for _ in range(2):  # a resync: both delivered again as MODIFIED with nothing changed
+        await cluster.api.patch(cluster.stt_url("en-us"), {})
+        await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {})
+        await cluster.eventually(lambda: _quiet(cluster))
+    after = [r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "DELETE") and r.headers.get("User-Agent") != "test-client"]
+    assert len(after) == writes, [(r.method, str(r.url)) for r in after[writes:]]
+
+
+async def _quiet(cluster: Cluster, settle: float = 1.0) -> bool:
+    """True once the operator has sent no request for ``settle`` seconds."""
+    import asyncio
+    before = len(list(cluster.emulator))
+    await asyncio.sleep(settle)
+    return len(list(cluster.emulator)) == before
