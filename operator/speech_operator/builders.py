@@ -368,11 +368,27 @@ def service(stt: api.SpeechToText) -> Manifest:
     }
 
 
+def pod_disruption_budget(stt: api.SpeechToText) -> Manifest:
+    """At most one pod of the SpeechToText evicted at a time (a node drain, a cluster upgrade): the
+    others keep serving while it drains. Only with more than one replica: with one, it would
+    block node drains."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(stt),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(stt)}},
+    }
+
+
 #: Every kind :func:`children` may return, as (apiVersion, plural, kind): what a SpeechToText owns.
 #: One that is not returned any more is deleted; the operator's RBAC must cover each.
-OWNED_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Service")]
+OWNED_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Service"),
+               ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")]
 
 
 def children(stt: api.SpeechToText, config: OperatorConfig) -> list[Manifest]:
-    """Everything a SpeechToText owns, in apply order."""
-    return [deployment(stt, config), service(stt)]
+    """Everything a SpeechToText owns, in apply order (a PodDisruptionBudget only with more than one replica)."""
+    owned = [deployment(stt, config), service(stt)]
+    if stt.spec.replicas > 1:
+        owned.append(pod_disruption_budget(stt))
+    return owned

@@ -81,6 +81,7 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
 async def child_changed(type: str | None, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
 

@@ -157,6 +157,7 @@ def declare(emulator: kmock.KubernetesEmulator) -> None:
         kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),
         subresources={"status", "scale"}, verbs={"get", "list", "watch", "create", "patch", "delete"})
     for res, kind in [("apps/v1/deployments", "Deployment"), ("v1/services", "Service"),
+                      ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
                       ("v1/secrets", "Secret"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
                       ("v1/events", "Event")]:
         emulator.resources[res] = kmock.ResourceInfo(

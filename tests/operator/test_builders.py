@@ -60,7 +60,7 @@ def test_children_are_owned_and_labelled(stt: api.SpeechToText) -> None:
                                             "blockOwnerDeletion": True}]
         assert meta["labels"][builders.LABEL_OWNER] == "en-us"
         assert meta["labels"][builders.LABEL_MANAGED_BY] == "speech-operator"
-    dep, svc = builders.children(stt, CONFIG)
+    dep, svc, *rest = builders.children(stt, CONFIG)
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert dep["spec"]["template"]["metadata"]["labels"].items() >= dep["spec"]["selector"]["matchLabels"].items()
 
@@ -175,3 +175,14 @@ def test_pods_drain_before_they_stop(stt: api.SpeechToText, drain: int) -> None:
     assert c["lifecycle"] == {"preStop": {"httpGet": {"path": contract.ROUTE_PRE_STOP, "port": "http"}}}
     assert f"{contract.DRAIN_SECONDS}={drain}" in c["args"]
     assert pod(stt)["terminationGracePeriodSeconds"] == contract.PRE_STOP_SECONDS + drain + builders.SHUTDOWN_MARGIN_SECONDS
+
+
+def test_a_disruption_budget_only_with_more_than_one_replica() -> None:
+    """Node drains evict one pod at a time (the others serve while it drains); one replica gets none,
+    which would block node drains."""
+    assert [m["kind"] for m in builders.children(MINIMAL, CONFIG)] == ["Deployment", "Service"]
+    dep, _, pdb = builders.children(MAXIMAL, CONFIG)
+    assert pdb["apiVersion"] == "policy/v1" and pdb["kind"] == "PodDisruptionBudget"
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}
+    assert pdb["metadata"]["ownerReferences"] == dep["metadata"]["ownerReferences"]
+    assert {k for _, _, k in builders.OWNED_KINDS} >= {m["kind"] for m in builders.children(MAXIMAL, CONFIG)}

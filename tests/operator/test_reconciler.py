@@ -381,3 +381,17 @@ async def _quiet(cluster: Cluster, settle: float = 1.0) -> bool:
     before = len(list(cluster.emulator))
     await asyncio.sleep(settle)
     return len(list(cluster.emulator)) == before
+
+async def test_a_disruption_budget_follows_the_replicas(cluster: Cluster) -> None:
+    url = cluster.url("policy/v1", "poddisruptionbudgets", "en-us")
+    await cluster.api.create(cluster.stt_url(), stt(replicas=2))
+    pdb = await cluster.eventually(lambda: cluster.api.get(url))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == (await deployment(cluster))["spec"]["selector"]["matchLabels"]
+    await cluster.api.patch(cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 1}})
+
+    async def gone() -> bool:
+        return await cluster.api.get(url) is None
+    await cluster.eventually(gone)
+    await cluster.api.patch(cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 3}})
+    await cluster.eventually(lambda: cluster.api.get(url))

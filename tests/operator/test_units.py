@@ -223,7 +223,7 @@ def test_rbac_is_one_cluster_role_granting_what_the_operator_uses_and_nothing_mo
         # server-side apply is a patch, and a create when the child is missing; get to compare,
         # delete with the SpeechToText or when no longer built
         needed |= {(group, plural, v) for v in ("get", "create", "patch", "delete")}
-    for group, plural in [("apps", "deployments"), ("", "services")]:  # kopf watches them (handlers.child_changed)
+    for group, plural in [("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets")]:  # kopf watches them (handlers.child_changed)
         needed |= {(group, plural, "list"), (group, plural, "watch")}
     assert granted == needed, (sorted(granted - needed), sorted(needed - granted))
     assert not any(r == "secrets" and v in {"list", "watch"} for _, r, v in granted)  # get only
