@@ -1,9 +1,16 @@
-"""Audio containers the recognizer accepts, decoded to 16-bit PCM.
+"""Audio containers the recognizer accepts, decoded to mono 16-bit PCM within a length limit.
 
-WAV (any PCM/float/A-law/mu-law subtype, any rate and channel count; streamed
-WAV whose size fields are 0 or too large is read to the end), Ogg/Opus and
-Ogg/Vorbis, FLAC, and headerless 16-bit PCM when the content type says so
-(``audio/l16; rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``).
+WAV (8/16/24/32-bit PCM, 32/64-bit float, A-law, mu-law; any rate and channel
+count; streamed WAV whose size fields are 0 or too large is read to the end),
+Ogg/Opus and Ogg/Vorbis, FLAC, and headerless 16-bit PCM when the content type
+says so (``audio/l16; rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``).
+
+Compressed audio can decode to a thousand times its size (a 35 KB FLAC of
+constant subframes is 65 M frames of 8 channels), so nothing is decoded whole:
+the length the container's header gives is checked against the limit first,
+then the audio is decoded a block at a time, down-mixed to mono as it comes,
+and decoding stops as soon as it passes the limit (headers may say "unknown"
+or lie). Memory is the limit's worth of mono PCM and one block.
 """
 
 from __future__ import annotations
@@ -120,60 +127,159 @@ def _check_format(fmt: WavFormat) -> None:
         )
 
 
-def _decode_with_soundfile(data: bytes, what: str) -> Audio:
+#: Decoded frames per block: a block of the widest input (32 channels of float) is 1 MiB.
+_BLOCK_BYTES = 1 << 20
+#: WAV encodings read through libsndfile's RAW reader: (format tag, bits) -> its subtype.
+_RAW_SUBTYPES = {
+    (PCM, 8): "PCM_U8",
+    (PCM, 24): "PCM_24",
+    (PCM, 32): "PCM_32",
+    (FLOAT, 32): "FLOAT",
+    (FLOAT, 64): "DOUBLE",
+    (ALAW, 8): "ALAW",
+    (MULAW, 8): "ULAW",
+}
+#: Subtypes libsndfile hands back unscaled when asked for integers (float 0.5 reads as 0), so read as float.
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+
+
+def too_long(seconds: float | None, limit: float) -> AudioError:
+    """The 413 for audio longer than ``limit`` seconds (``MaxAudioSeconds``); ``seconds`` None: not known."""
+    length = f"is {seconds:.1f} s long" if seconds is not None else f"is longer than {limit:g} s"
+    return AudioError(
+        f"the audio {length}; this route takes at most {limit:g} s (MaxAudioSeconds); "
+        "use the WebSocket route for longer audio",
+        status=413,
+    )
+
+
+def _mono16(block: np.ndarray) -> np.ndarray:
+    """A block of frames (frames x channels, int16 or float in -1..1) as mono 16-bit samples.
+
+    Float becomes 16-bit as int16 became float (x / 32768), so 16-bit PCM converted
+    to float and back is the same PCM; channels are averaged as :func:`mono` does.
+    """
+    if block.dtype != np.int16:
+        block = np.clip(np.round(block * 32768.0), -32768, 32767).astype(np.int16)
+    if block.shape[1] == 1:
+        return block[:, 0].astype("<i2", copy=False)
+    return block.mean(axis=1).round().astype("<i2")
+
+
+def _decode_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> Audio:
+    """Mono 16-bit PCM from an open ``soundfile.SoundFile``, read a block at a time.
+
+    Refuses what its header says is longer than ``max_seconds`` before decoding
+    anything, and stops as soon as the decoded audio passes it (a header may say
+    "unknown" or lie): at most ``max_seconds`` of mono PCM and one block are ever
+    held. With ``cut`` the audio is cut at ``max_seconds`` instead of refused.
+    """
+    import soundfile
+
+    rate, channels = int(reader.samplerate), int(reader.channels)  # type: ignore[attr-defined]
+    if channels < 1 or channels > 32:
+        raise AudioError(f"{what} audio with {channels} channels is not supported (1..32)")
+    if rate < 4000 or rate > 192000:
+        raise AudioError(f"{what} sample rate {rate} Hz is outside 4000..192000")
+    limit = int(max_seconds * rate)
+    declared = int(reader.frames)  # type: ignore[attr-defined]
+    if declared > limit and not cut and declared < 1 << 62:  # libsndfile says 2**63 - 1 for "unknown"
+        raise too_long(declared / rate, max_seconds)
+    dtype = "float32" if reader.subtype in _FLOAT_SUBTYPES else "int16"  # type: ignore[attr-defined]
+    block = max(256, _BLOCK_BYTES // (4 * channels))
+    out = bytearray()
+    frames = 0
+    try:
+        while frames <= limit:
+            samples = reader.read(min(block, limit + 1 - frames), dtype=dtype, always_2d=True)  # type: ignore[attr-defined]
+            if not len(samples):
+                break
+            frames += len(samples)
+            out += _mono16(samples).tobytes()
+    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot decode the {what} audio: {exc}") from None
+    if frames > limit:
+        if not cut:
+            raise too_long(None, max_seconds)  # decoding stopped at the limit: how long it is, nobody knows
+        del out[2 * limit :]
+    return Audio(bytes(out), rate, 1)
+
+
+def _open_soundfile(data: bytes | memoryview, what: str, **raw: object) -> object:
     import soundfile
 
     try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+        return soundfile.SoundFile(io.BytesIO(data), **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode the {what} audio: {exc}") from None
-    return Audio(np.ascontiguousarray(samples).astype("<i2").tobytes(), int(rate), int(samples.shape[1]))
 
 
-def decode_wav(data: bytes) -> Audio:
-    """Decode a WAV file; 16-bit PCM is read directly so streamed sizes work."""
+def decode_wav(data: bytes, max_seconds: float, cut: bool = False) -> Audio:
+    """Decode a WAV file to mono 16-bit PCM; the data chunk is read as it is, so streamed sizes work.
+
+    The data length is the header's, clipped to what is present: a header claiming
+    4 GB holds no more than the body.
+    """
     fmt, offset, length = parse_wav_header(data)
     _check_format(fmt)
+    frame = fmt.channels * fmt.bits // 8
+    if frame == 0:
+        raise AudioError(f"WAV with {fmt.bits} bits per sample is not supported")
+    frames = length // frame
+    limit = int(max_seconds * fmt.sample_rate)
+    if frames > limit and not cut:
+        raise too_long(frames / fmt.sample_rate, max_seconds)
+    frames = min(frames, limit)
+    body = memoryview(data)[offset : offset + frames * frame]
     if fmt.format_tag == PCM and fmt.bits == 16:
-        frame = 2 * fmt.channels
-        pcm = data[offset : offset + length - length % frame]
-        return Audio(pcm, fmt.sample_rate, fmt.channels)
-    if fmt.format_tag == PCM and fmt.bits == 8:
-        raw = np.frombuffer(data[offset : offset + length], dtype=np.uint8)
-        pcm = ((raw.astype(np.int16) - 128) << 8).astype("<i2")
-        usable = len(pcm) - len(pcm) % fmt.channels
-        return Audio(pcm[:usable].tobytes(), fmt.sample_rate, fmt.channels)
-    fixed = bytearray(data[: offset + length])
-    # soundfile needs true sizes; patch them for streamed files.
-    struct.pack_into("<I", fixed, 4, len(fixed) - 8)
-    struct.pack_into("<I", fixed, offset - 4, length)
-    return _decode_with_soundfile(bytes(fixed), "WAV")
+        return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
+    subtype = _RAW_SUBTYPES.get((fmt.format_tag, fmt.bits))
+    if subtype is None:
+        raise AudioError(f"unsupported WAV encoding: format tag {fmt.format_tag:#x} with {fmt.bits} bits", status=415)
+    raw = dict(mode="r", format="RAW", subtype=subtype, channels=fmt.channels, samplerate=fmt.sample_rate, endian="LITTLE")
+    with _open_soundfile(body, "WAV", **raw) as reader:  # type: ignore[attr-defined]
+        return _decode_blocks(reader, "WAV", max_seconds, cut)
 
 
-def decode(data: bytes, content_type: str = "") -> Audio:
-    """Decode a request body by its bytes, using the content type only for headerless PCM."""
+def decode(data: bytes, content_type: str = "", *, max_seconds: float, cut: bool = False) -> Audio:
+    """Decode a request body to mono 16-bit PCM, by its bytes (the content type only for headerless PCM).
+
+    Raises :class:`AudioError`: 413 when the audio is longer than ``max_seconds``
+    (by its header, before decoding, or as soon as decoding passes it), or with
+    ``cut`` keeps its first ``max_seconds``.
+    """
     if not data:
         raise AudioError("the request body is empty: send WAV (PCM) or Ogg/Opus audio")
     mime, params = content_params(content_type or "")
     if data[:4] == b"RIFF":
-        return decode_wav(data)
+        return decode_wav(data, max_seconds, cut)
     if data[:4] in (b"OggS", b"fLaC"):
-        return _decode_with_soundfile(data, "Ogg" if data[:4] == b"OggS" else "FLAC")
+        what = "Ogg" if data[:4] == b"OggS" else "FLAC"
+        with _open_soundfile(data, what) as reader:  # type: ignore[attr-defined]
+            return _decode_blocks(reader, what, max_seconds, cut)
     if mime == "audio/l16" or params.get("codecs", "").lower() == "audio/pcm":
         rate = params.get("rate") or params.get("samplerate")
         if rate and rate.isdigit():
-            channels = int(params.get("channels", "1") or 1)
-            usable = len(data) - len(data) % (2 * channels)
-            return Audio(data[:usable], int(rate), channels)
+            channels = params.get("channels", "1") or "1"
+            if not channels.isdigit():
+                raise AudioError(f"channels={channels!r} is not a number")
+            fmt = WavFormat(PCM, int(channels), int(rate), 16)
+            _check_format(fmt)
+            frames = len(data) // (2 * fmt.channels)
+            limit = int(max_seconds * fmt.sample_rate)
+            if frames > limit and not cut:
+                raise too_long(frames / fmt.sample_rate, max_seconds)
+            body = memoryview(data)[: 2 * fmt.channels * min(frames, limit)]
+            return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     if mime and mime not in SUPPORTED_TYPES and not mime.startswith("application/octet-stream"):
         raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", status=415)
     raise AudioError("the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)")
 
 
-def mono(pcm: bytes, channels: int) -> bytes:
+def mono(pcm: bytes | memoryview, channels: int) -> bytes:
     """Interleaved 16-bit PCM down-mixed to mono (the channels' mean, rounded); whole frames only."""
     if channels == 1:
-        return pcm
+        return pcm if isinstance(pcm, bytes) else bytes(pcm)
     frame_bytes = 2 * channels
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % frame_bytes], dtype="<i2").reshape(-1, channels)
     return samples.mean(axis=1).round().astype("<i2").tobytes()

@@ -79,13 +79,8 @@ async def recognize(request: Request) -> Response:
         locale = request_locale(query, engine)
         limit = int(settings.max_audio_seconds * _MAX_BYTES_PER_SECOND) + 4096
         body = await read_body(request, limit)
-        audio = await asyncio.to_thread(decode, body, request.headers.get("content-type", ""))
-        if audio.seconds > settings.max_audio_seconds:
-            raise AudioError(
-                f"the audio is {audio.seconds:.1f} s long; this route takes at most "
-                f"{settings.max_audio_seconds:g} s (MaxAudioSeconds); use the WebSocket route for longer audio",
-                status=413,
-            )
+        ctype = request.headers.get("content-type", "")
+        audio = await asyncio.to_thread(lambda: decode(body, ctype, max_seconds=settings.max_audio_seconds))
         if not audio.pcm:
             raise AudioError("the audio holds no samples")
         phrases = await recognize_audio(engine, locale, audio, route)

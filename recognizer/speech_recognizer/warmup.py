@@ -92,7 +92,7 @@ def warmup_audio(path: Path | None, seconds: float, sample_rate: int) -> bytes:
     except OSError as exc:
         raise ValueError(f"Warmup:Audio={path}: cannot read it ({exc.strerror or exc})") from None
     try:
-        audio = decode(data, "")
+        audio = decode(data, "", max_seconds=seconds, cut=True)
     except AudioError as exc:
         raise ValueError(f"Warmup:Audio={path}: {exc}") from None
     pcm = _resample(audio.pcm, audio.sample_rate, audio.channels, sample_rate)

@@ -1,0 +1,219 @@
+"""Hostile inputs: compressed-audio bombs, lying headers, oversized or withheld requests, zip bombs.
+
+Pure generators (bytes in, bytes out, or raw socket clients), shared by the
+hostile bench suite and the tests that prove each limit holds. Nothing here
+imports the tests or the server.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import time
+import zipfile
+
+# ---- FLAC -----------------------------------------------------------------------------------
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def _utf8_number(n: int) -> bytes:
+    """FLAC's UTF-8-like coding of a frame number (up to 2**31)."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x800:
+        return bytes([0xC0 | n >> 6, 0x80 | n & 0x3F])
+    if n < 0x10000:
+        return bytes([0xE0 | n >> 12, 0x80 | (n >> 6) & 0x3F, 0x80 | n & 0x3F])
+    return bytes([0xF0 | n >> 18, 0x80 | (n >> 12) & 0x3F, 0x80 | (n >> 6) & 0x3F, 0x80 | n & 0x3F])
+
+
+#: FLAC's frame-header codes for the sample rates it can name without STREAMINFO.
+_FLAC_RATE_CODES = {88200: 1, 176400: 2, 192000: 3, 8000: 4, 16000: 5, 22050: 6, 24000: 7, 32000: 8, 44100: 9, 48000: 10, 96000: 11}
+
+
+def flac_bomb(frames: int = 1000, block: int = 65535, channels: int = 8, rate: int = 16000,
+              total_samples: int | None = None, value: int = 0) -> bytes:
+    """A FLAC file of ``frames`` frames of ``block`` samples x ``channels``, every subframe CONSTANT.
+
+    About 35 bytes a frame: the defaults are 35 KB that decode to 65.5 M frames x 8 channels
+    (4,096 s at 16 kHz, 1 GB as 16-bit PCM, 2 GB as the float a decoder may use). STREAMINFO's
+    total sample count is ``total_samples`` (default: the truth; 0 means "unknown", which FLAC
+    allows; a smaller number is a lie the frames do not keep).
+    """
+    assert 1 <= channels <= 8 and 16 <= block <= 65535 and rate in _FLAC_RATE_CODES
+    total = frames * block if total_samples is None else total_samples
+    info = struct.pack(">HH", block, block) + b"\0" * 6  # min/max block size; frame sizes unknown
+    info += ((rate << 44) | ((channels - 1) << 41) | (15 << 36) | total).to_bytes(8, "big")  # 16 bits/sample
+    info += b"\0" * 16  # MD5 unknown
+    out = bytearray(b"fLaC" + bytes([0x80, 0, 0, len(info)]) + info)  # the last (only) metadata block
+    subframes = (b"\0" + struct.pack(">h", value)) * channels  # type CONSTANT, then the 16-bit value
+    for n in range(frames):
+        head = bytes([0xFF, 0xF8, 0x70 | _FLAC_RATE_CODES[rate], ((channels - 1) << 4) | 0x08])
+        head += _utf8_number(n) + struct.pack(">H", block - 1)
+        frame = head + bytes([_crc8(head)]) + subframes
+        out += frame + struct.pack(">H", _crc16(frame))
+    return bytes(out)
+
+
+# ---- Ogg ------------------------------------------------------------------------------------
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
+    return crc
+
+
+def _ogg_page(packets: list[bytes], granule: int, sequence: int, flags: int = 0) -> bytes:
+    lacing = bytearray()
+    for packet in packets:
+        lacing += b"\xff" * (len(packet) // 255) + bytes([len(packet) % 255])
+    page = bytearray(b"OggS\0" + bytes([flags]) + struct.pack("<qIII", granule, 1, sequence, 0) + bytes([len(lacing)]) + lacing)
+    page += b"".join(packets)
+    struct.pack_into("<I", page, 22, _ogg_crc(bytes(page)))
+    return bytes(page)
+
+
+def ogg_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
+    """Ogg/Opus that decodes to ``seconds`` of 48 kHz audio from about 26 bytes a second.
+
+    Every packet is 2 bytes: a code-3 TOC and a count of six empty 20 ms frames,
+    which a decoder conceals as lost (120 ms of output each). The default hour of
+    stereo is 93 KB and decodes to 345 M samples (690 MB as 16-bit PCM). The last
+    page's granule position, where readers take the length from, tells the truth.
+    """
+    assert channels in (1, 2)
+    pre_skip = 312
+    head = b"OpusHead" + bytes([1, channels]) + struct.pack("<HIhB", pre_skip, 48000, 0, 0)
+    tags = b"OpusTags" + struct.pack("<I", 6) + b"hostil" + struct.pack("<I", 0)
+    pages = [_ogg_page([head], 0, 0, flags=2), _ogg_page([tags], 0, 1)]
+    packet = bytes([(31 << 3) | ((channels - 1) << 2) | 3, 6])  # CELT fullband 20 ms, stereo flag, code 3; 6 CBR frames
+    count = int(seconds / 0.12) + 1
+    granule, sent = pre_skip, 0
+    while sent < count:
+        n = min(255, count - sent)
+        sent += n
+        granule += n * 5760
+        pages.append(_ogg_page([packet] * n, granule, len(pages), flags=4 if sent == count else 0))
+    return b"".join(pages)
+
+
+# ---- WAV ------------------------------------------------------------------------------------
+
+
+def wav_header(*, rate: int = 16000, channels: int = 1, bits: int = 16, tag: int = 1, data_bytes: int = 0xFFFFFFF0) -> bytes:
+    """A 44-byte RIFF/WAVE header that claims ``data_bytes`` of data (by default nearly 4 GB)."""
+    align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits)
+    return b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, data_bytes + 36)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+
+
+# ---- zip ------------------------------------------------------------------------------------
+
+
+def zip_bomb(unpacked_bytes: int, name: str = "model/am/final.mdl") -> bytes:
+    """A zip holding one member of ``unpacked_bytes`` zeros (deflate: about 1/1000 of that),
+    next to a ``conf/model.conf`` so that it looks like a Vosk model."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model/conf/model.conf", "--min-active=200\n")
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as member:
+            chunk = b"\0" * (1 << 20)
+            left = unpacked_bytes
+            while left > 0:
+                member.write(chunk[: min(left, len(chunk))])
+                left -= len(chunk)
+    return buf.getvalue()
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+
+
+def raw_request(host: str, port: int, head: bytes, body: bytes = b"", *, timeout: float = 30.0) -> tuple[bytes, float]:
+    """Send ``head`` and ``body`` as they are; the server's whole answer (until it closes or
+    ``timeout``) and the seconds it took."""
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        return _read_all(sock, started, timeout), time.monotonic() - started
+
+
+def trickle(host: str, port: int, data: bytes, *, interval: float, timeout: float) -> tuple[bytes, float, int]:
+    """Send ``data`` one byte every ``interval`` seconds until the server answers or closes, or
+    ``timeout``: (what it answered, seconds, bytes sent)."""
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(interval)
+        sent = 0
+        for i in range(len(data)):
+            try:
+                sock.sendall(data[i : i + 1])
+            except OSError:
+                break
+            sent += 1
+            try:
+                got = sock.recv(65536)
+            except socket.timeout:
+                if time.monotonic() - started > timeout:
+                    break
+                continue
+            except OSError:
+                got = b""
+            return got + _read_all(sock, started, timeout), time.monotonic() - started, sent
+        return _read_all(sock, started, timeout), time.monotonic() - started, sent
+
+
+def _read_all(sock: socket.socket, started: float, timeout: float) -> bytes:
+    out = bytearray()
+    while time.monotonic() - started < timeout:
+        sock.settimeout(max(0.01, timeout - (time.monotonic() - started)))
+        try:
+            piece = sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            break
+        if not piece:
+            break
+        out += piece
+    return bytes(out)
+
+
+def post_head(path: str, *, content_length: int | None = None, content_type: str = "audio/wav", extra: bytes = b"") -> bytes:
+    """The head of a POST to ``path`` (chunked when ``content_length`` is None)."""
+    length = b"Transfer-Encoding: chunked\r\n" if content_length is None else b"Content-Length: %d\r\n" % content_length
+    return b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + content_type.encode() + b"\r\n" + length + extra + b"\r\n"
+
+
+def big_header_head(path: str, header_bytes: int) -> bytes:
+    """A GET whose one header is ``header_bytes`` long."""
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * header_bytes + b"\r\n\r\n"
+
+
+__all__ = [
+    "big_header_head", "flac_bomb", "ogg_opus_bomb", "post_head",
+    "raw_request", "trickle", "wav_header", "zip_bomb",
+]

@@ -1,0 +1,83 @@
+"""Helpers for the tests of hostile input: a real server process, its peak memory, and a paced stream beside.
+
+Each hostile test runs ``python -m speech_recognizer`` in a subprocess (the
+bench's :func:`bench.common.server`), so that its RSS is the server's alone and
+the client's work does not share the server's interpreter, and checks that a
+normal stream, paced at 1x real time over ``/vosk`` while the attack runs,
+stays strictly real time (:attr:`bench.clients.StreamResult.strict`: every
+reply and the final result within 1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from bench.clients import StreamResult, vosk_stream
+from bench.common import Audio, Server
+
+#: What a request may add to the server's peak RSS beyond its body (issue 16's target).
+RSS_ALLOWANCE_MB = 100
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+class PeakRss:
+    """The growth of a process's peak RSS over a ``with`` block, in MB (Linux: ``VmHWM``, reset on entry)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before_kb = 0
+        self.peak_kb = 0
+
+    def __enter__(self) -> PeakRss:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self.before_kb = _status_kb(self.pid, "VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak_kb = _status_kb(self.pid, "VmHWM")
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak_kb - self.before_kb) * 1024 / 1e6
+
+
+@contextmanager
+def paced_stream(server: Server, audio: Audio) -> Iterator[Future[StreamResult]]:
+    """A ``/vosk`` stream of ``audio`` at 1x real time, running in a thread of its own for the block."""
+    result: Future[StreamResult] = Future()
+    started = threading.Event()
+
+    def run() -> None:
+        async def stream() -> StreamResult:
+            started.set()
+            return await vosk_stream(server.ws, audio, paced=True, timeout=60)
+
+        try:
+            result.set_result(asyncio.run(stream()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="paced-stream", daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield result
+    finally:
+        thread.join(audio.seconds + 60)
+
+
+def assert_strict(stream: Future[StreamResult], audio_s: float) -> None:
+    """The paced stream completed, every reply and its final result within 1 s."""
+    got = stream.result(timeout=audio_s + 60)
+    assert got.ok and got.strict, got.summary()
