@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bench.clients import StreamResult, vosk_stream
-from bench.common import Audio, Server
+from bench.common import Audio, Server, server
 
 #: What a request may add to the server's peak RSS beyond its body (issue 16's target).
 RSS_ALLOWANCE_MB = 100
@@ -50,6 +50,20 @@ class PeakRss:
     @property
     def growth_mb(self) -> float:
         return (self.peak_kb - self.before_kb) * 1024 / 1e6
+
+
+@contextmanager
+def real_server_for(audio: Audio, *args: str) -> Iterator[Server]:
+    """``python -m speech_recognizer`` with ``args``, one recognizer warmed with ``audio`` itself.
+
+    A recognizer that has decoded speech is about 2.5 times cheaper on its next
+    utterance than one warmed at start-up only (bench/notes.md): the paced stream
+    then measures the attack, not a cold recognizer.
+    """
+    with server("Warmup:Count=1", "Warmup:Seconds=2", *args) as srv:
+        warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120))
+        assert warmed.ok, warmed.summary()
+        yield srv
 
 
 @contextmanager

@@ -20,6 +20,8 @@ import re
 import shutil
 import tempfile
 import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -33,34 +35,46 @@ from .contract import BAKED_MODELS_DIR
 
 log = logging.getLogger(__name__)
 
-#: Official small Vosk models by locale (file names under the catalog base URL).
-CATALOG: dict[str, str] = {
-    "en-US": "vosk-model-small-en-us-0.15.zip",
-    "en-IN": "vosk-model-small-en-in-0.4.zip",
-    "zh-CN": "vosk-model-small-cn-0.22.zip",
-    "ru-RU": "vosk-model-small-ru-0.22.zip",
-    "fr-FR": "vosk-model-small-fr-0.22.zip",
-    "de-DE": "vosk-model-small-de-0.15.zip",
-    "es-ES": "vosk-model-small-es-0.42.zip",
-    "pt-BR": "vosk-model-small-pt-0.3.zip",
-    "it-IT": "vosk-model-small-it-0.22.zip",
-    "nl-NL": "vosk-model-small-nl-0.22.zip",
-    "ca-ES": "vosk-model-small-ca-0.4.zip",
-    "fa-IR": "vosk-model-small-fa-0.42.zip",
-    "uk-UA": "vosk-model-small-uk-v3-small.zip",
-    "kk-KZ": "vosk-model-small-kz-0.15.zip",
-    "sv-SE": "vosk-model-small-sv-rhasspy-0.15.zip",
-    "ja-JP": "vosk-model-small-ja-0.22.zip",
-    "hi-IN": "vosk-model-small-hi-0.22.zip",
-    "cs-CZ": "vosk-model-small-cs-0.4-rhasspy.zip",
-    "pl-PL": "vosk-model-small-pl-0.22.zip",
-    "uz-UZ": "vosk-model-small-uz-0.22.zip",
-    "ko-KR": "vosk-model-small-ko-0.22.zip",
-    "tr-TR": "vosk-model-small-tr-0.3.zip",
-    "vi-VN": "vosk-model-small-vn-0.4.zip",
-    "te-IN": "vosk-model-small-te-0.42.zip",
-    "gu-IN": "vosk-model-small-gu-0.42.zip",
-    "tg-TJ": "vosk-model-small-tg-0.22.zip",
+@dataclass(frozen=True)
+class CatalogModel:
+    """A zipped model of the catalog: its file name under the catalog's base URL, and, where
+    Vosk's published model list (``model-list.json``) gives them, the zip's size and MD5."""
+
+    file: str
+    size: int | None = None
+    md5: str | None = None
+
+
+#: Official small Vosk models by locale. Sizes and MD5s are those of Vosk's model list
+#: (alphacephei.com/vosk/models/model-list.json), as two independent copies of it agree;
+#: the three without one were found in a single copy only, and are checked for integrity alone.
+CATALOG: dict[str, CatalogModel] = {
+    "en-US": CatalogModel("vosk-model-small-en-us-0.15.zip", 41205931, "09ab50ccd62b674cbaa231b825f9c1cb"),
+    "en-IN": CatalogModel("vosk-model-small-en-in-0.4.zip", 37573330, "62fd085f33c8c5fc01a235030e2a1fe3"),
+    "zh-CN": CatalogModel("vosk-model-small-cn-0.22.zip", 43898754, "d1a8e82933dcc7632667c036b0bb3dbb"),
+    "ru-RU": CatalogModel("vosk-model-small-ru-0.22.zip", 46236750, "d1759dc83eb8fd87850129afbd9f4b7b"),
+    "fr-FR": CatalogModel("vosk-model-small-fr-0.22.zip", 42233323, "8873b1234503f6edd55f54bfff31cf3e"),
+    "de-DE": CatalogModel("vosk-model-small-de-0.15.zip", 46499967, "4f21f92c0897b48287ef8839420608eb"),
+    "es-ES": CatalogModel("vosk-model-small-es-0.42.zip", 39817833, "2d5c94f9859a84881a0ef744738ebd31"),
+    "pt-BR": CatalogModel("vosk-model-small-pt-0.3.zip", 32453112, "458c69371c5a0b9ab6ee8fa417bf89da"),
+    "it-IT": CatalogModel("vosk-model-small-it-0.22.zip", 49665141, "fbd8f9c72cbb8c3dfa3e4581bd3585f4"),
+    "nl-NL": CatalogModel("vosk-model-small-nl-0.22.zip", 40441176, "4582e1f20d6849099da08511f9797017"),
+    "ca-ES": CatalogModel("vosk-model-small-ca-0.4.zip", 43405881, "5dc7901815fef3dc8b784b31f309385c"),
+    "fa-IR": CatalogModel("vosk-model-small-fa-0.42.zip", 53431220, "cc2b18af256ffab2c44055f6a02ecb3d"),
+    "uk-UA": CatalogModel("vosk-model-small-uk-v3-small.zip"),
+    "kk-KZ": CatalogModel("vosk-model-small-kz-0.15.zip"),
+    "sv-SE": CatalogModel("vosk-model-small-sv-rhasspy-0.15.zip", 303504931, "5ae431c65fe8636692118792daa22ecc"),
+    "ja-JP": CatalogModel("vosk-model-small-ja-0.22.zip", 49704573, "0e3163dd62dfb0d823353718ac3cbf79"),
+    "hi-IN": CatalogModel("vosk-model-small-hi-0.22.zip", 44458845, "80f1265262c9a8a515f2707498e1b485"),
+    "cs-CZ": CatalogModel("vosk-model-small-cs-0.4-rhasspy.zip", 46088666, "df5ddac5ee8632f6b46a6fc751953286"),
+    "pl-PL": CatalogModel("vosk-model-small-pl-0.22.zip", 52979372, "91cbbd6231320467da672be31827b6ac"),
+    "uz-UZ": CatalogModel("vosk-model-small-uz-0.22.zip", 51061189, "4d75acfef76fe919c8fb68cd1179c182"),
+    "ko-KR": CatalogModel("vosk-model-small-ko-0.22.zip", 86914329, "fa8029a173787a159e0e72fe6135f890"),
+    "tr-TR": CatalogModel("vosk-model-small-tr-0.3.zip", 36855784, "198511631860597639a0ebf779263fcf"),
+    "vi-VN": CatalogModel("vosk-model-small-vn-0.4.zip", 33656337, "b31b474a1ef75488c5fa575f8e2a1269"),
+    "te-IN": CatalogModel("vosk-model-small-te-0.42.zip", 60544249, "ae3c093fd7dd883d462983b15900ca61"),
+    "gu-IN": CatalogModel("vosk-model-small-gu-0.42.zip", 108054987, "4595a6f0cc0c88fee6eec7d80496fc10"),
+    "tg-TJ": CatalogModel("vosk-model-small-tg-0.22.zip"),
 }
 
 #: Language of an installed ``vosk_model_<lang>`` package -> the locale it serves.
@@ -188,16 +202,102 @@ def without_dither(path: Path, scratch: Path | None = None) -> Iterator[Path]:
 # ---- download ------------------------------------------------------------------
 
 
-def catalog_url(locale: str, base_url: str) -> str:
-    """The catalog's download URL for ``locale``."""
+#: Download schemes a model may come from: never ``file:`` (it would read the pod's own files), ``ftp:`` or ``data:``.
+URL_SCHEMES = ("http", "https")
+#: A model zip unpacks to at most this many times its size. Vosk models hardly compress
+#: (1-2x); a zip bomb of zeros is about 1000x.
+MAX_UNPACK_RATIO = 100
+
+
+def check_url(url: str, setting: str) -> str:
+    """``url`` when it is http(s); :class:`ModelError` naming ``setting`` otherwise."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in URL_SCHEMES or not urllib.parse.urlsplit(url).netloc:
+        raise ModelError(f"{setting}={url!r}: only http:// and https:// URLs are accepted")
+    return url
+
+
+def catalog_entry(locale: str) -> CatalogModel:
+    """The catalog's model for ``locale``."""
     locale = canonical_locale(locale)
-    name = CATALOG.get(locale)
-    if name is None:
+    entry = CATALOG.get(locale)
+    if entry is None:
         raise UnknownLocale(
             f"no catalog model for {locale}; catalog locales: {', '.join(sorted(CATALOG))}; "
             "or give ModelUrl= and ModelSha256="
         )
-    return f"{base_url.rstrip('/')}/{name}"
+    return entry
+
+
+def catalog_url(locale: str, base_url: str) -> str:
+    """The catalog's download URL for ``locale``."""
+    return f"{base_url.rstrip('/')}/{catalog_entry(locale).file}"
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only (urllib would follow one to ``ftp:``)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in URL_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a URL that is not http(s): {newurl}", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib with the http(s) handlers only (and the proxy from the environment): no ``file:``, ``ftp:``, ``data:``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float) -> tuple[str, str, int]:
+    """Download ``url`` into ``out``: its SHA-256, MD5 and size. At most ``max_bytes``."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    received = 0
+    try:
+        with _opener().open(url, timeout=timeout) as response, open(out, "wb") as sink:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise ModelError(f"the {locale} model at {url} is {int(declared)} bytes; the limit is {max_bytes} (ModelMaxSizeMB)")
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise ModelError(f"the {locale} model at {url} is over the limit of {max_bytes} bytes (ModelMaxSizeMB)")
+                sha.update(chunk)
+                md5.update(chunk)
+                sink.write(chunk)
+            # read(n) returns short instead of raising when the server hangs up early.
+            if declared.isdigit() and received != int(declared):
+                raise http.client.IncompleteRead(b"", int(declared) - received)
+    except http.client.IncompleteRead as exc:
+        raise ModelError(
+            f"cannot download the {locale} model from {url}: the connection closed "
+            f"{exc.expected if exc.expected is not None else 'some'} bytes before the end; retry"
+        ) from exc
+    except (OSError, http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead
+        raise ModelError(f"cannot download the {locale} model from {url}: {str(exc) or repr(exc)}") from exc
+    return sha.hexdigest(), md5.hexdigest(), received
+
+
+def _check_unpacked_size(archive: zipfile.ZipFile, zip_bytes: int, locale: str, url: str, max_bytes: int, free: int) -> None:
+    """Refuse a zip whose members would unpack past ``max_bytes``, the free space, or
+    :data:`MAX_UNPACK_RATIO` times the zip, before anything is unpacked.
+
+    The sizes are the zip's own; unpacking writes no more than they say (``zipfile``
+    stops each member at its size, and a member longer or different fails its CRC).
+    """
+    unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > max_bytes:
+        raise ModelError(f"the {locale} model zip from {url} unpacks to {unpacked} bytes; the limit is {max_bytes} (ModelMaxSizeMB)")
+    if unpacked > MAX_UNPACK_RATIO * max(1, zip_bytes):
+        raise ModelError(
+            f"the {locale} model zip from {url} unpacks to {unpacked} bytes from {zip_bytes}, "
+            f"over {MAX_UNPACK_RATIO} times its size: not a model (models hardly compress)"
+        )
+    if unpacked > free:
+        raise ModelError(f"the {locale} model zip from {url} unpacks to {unpacked} bytes; the models folder has {free} free")
 
 
 def download_model(
@@ -208,13 +308,17 @@ def download_model(
     sha256: str | None = None,
     catalog_base: str = "https://alphacephei.com/vosk/models",
     timeout: float = 60.0,
+    max_bytes: int = 4096 * 10**6,
 ) -> Path:
     """Download, verify and atomically unpack the model for ``locale`` into ``models_dir/<locale>``.
 
-    Does nothing when the model is already there. The zip is checked against
-    ``sha256`` when given and always for integrity (every member's CRC) and for
-    holding a Vosk model; the final folder appears by one ``rename``, so a
-    crash never leaves a half-unpacked model behind.
+    Does nothing when the model is already there. Only http(s) URLs are read. The
+    zip is checked against ``sha256`` when given, against the catalog's size and
+    MD5 when it comes from the catalog and they are known, and always for its
+    unpacked size (at most ``max_bytes``, the free space and
+    :data:`MAX_UNPACK_RATIO` times the zip: before unpacking), integrity (every
+    member's CRC) and for holding a Vosk model; the final folder appears by one
+    ``rename``, so a crash never leaves a half-unpacked model behind.
     """
     locale = canonical_locale(locale)
     target = models_dir / locale
@@ -222,37 +326,24 @@ def download_model(
     if existing is not None:
         log.info("model for %s already present at %s", locale, existing)
         return existing
-    url = url or catalog_url(locale, catalog_base)
+    entry = None if url else catalog_entry(locale)
+    url = check_url(url, "ModelUrl") if url else catalog_url(locale, check_url(catalog_base, "ModelCatalogUrl"))
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".download-{locale}-", dir=models_dir) as tmp:
         zip_path = Path(tmp) / "model.zip"
-        digest = hashlib.sha256()
         log.info("downloading %s model from %s", locale, url)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(zip_path, "wb") as out:
-                received = 0
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                # read(n) returns short instead of raising when the server hangs up early.
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and received != int(declared):
-                    raise http.client.IncompleteRead(b"", int(declared) - received)
-        except http.client.IncompleteRead as exc:
+        sha, md5, size = _fetch(url, zip_path, locale, max_bytes, timeout)
+        if sha256 and sha != sha256.lower():
+            raise ModelError(f"the {locale} model from {url} has SHA-256 {sha}, expected {sha256.lower()}")
+        if entry is not None and entry.md5 and (md5, size) != (entry.md5, entry.size):
             raise ModelError(
-                f"cannot download the {locale} model from {url}: the connection closed "
-                f"{exc.expected if exc.expected is not None else 'some'} bytes before the end; retry"
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead
-            raise ModelError(f"cannot download the {locale} model from {url}: {str(exc) or repr(exc)}") from exc
-        if sha256 and digest.hexdigest() != sha256.lower():
-            raise ModelError(
-                f"the {locale} model from {url} has SHA-256 {digest.hexdigest()}, expected {sha256.lower()}"
+                f"the {locale} model from {url} is {size} bytes with MD5 {md5}; the catalog's "
+                f"{entry.file} is {entry.size} bytes with MD5 {entry.md5}"
             )
         unpack = Path(tmp) / "unpacked"
         try:
             with zipfile.ZipFile(zip_path) as archive:
+                _check_unpacked_size(archive, size, locale, url, max_bytes, shutil.disk_usage(models_dir).free)
                 bad = archive.testzip()
                 if bad is not None:
                     raise ModelError(f"the {locale} model zip from {url} is corrupt at {bad}")

@@ -82,6 +82,7 @@ KNOWN: tuple[Setting, ...] = (
     Setting(c.MODEL_URL, "Download URL of a zipped Vosk model for Locale (overrides the catalog)."),
     Setting(c.MODEL_SHA256, "Expected SHA-256 of the zip at ModelUrl."),
     Setting(c.MODEL_CATALOG_URL, "Base URL the built-in catalog's file names are fetched from.", "https://alphacephei.com/vosk/models"),
+    Setting(c.MODEL_MAX_SIZE_MB, "Largest model download, zipped and unpacked, in MB; larger is refused before it is unpacked.", "4096"),
     Setting(c.DOWNLOAD_MODEL, "'True': download the model for Locale into Mounts:Models, verify and unpack it, then exit."),
     Setting(c.DOWNLOAD_LICENSE, "'True': Azure's license download; open models need none, so it reports that and exits."),
     Setting(c.DECODER_MAX_COUNT, "Most recognitions decoding at once; more are refused with 503 and Retry-After.", None, ("DECODER_MAX_COUNT",)),
@@ -133,6 +134,7 @@ class Settings:
     model_url: str | None = None
     model_sha256: str | None = None
     model_catalog_url: str = "https://alphacephei.com/vosk/models"
+    model_max_size_mb: float = 4096.0
     download_model: bool = False
     download_license: bool = False
     #: 3 per core: what 2 vCPUs were measured to keep strictly real time (docs/benchmarks.md).
@@ -242,6 +244,7 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
         model_url=values.get(c.MODEL_URL) or None,
         model_sha256=(values.get(c.MODEL_SHA256) or "").strip().lower() or None,
         model_catalog_url=values.get(c.MODEL_CATALOG_URL, defaults.model_catalog_url).rstrip("/"),
+        model_max_size_mb=_number(values, c.MODEL_MAX_SIZE_MB, defaults.model_max_size_mb, float),
         download_model=_truthy(values.get(c.DOWNLOAD_MODEL)),
         download_license=_truthy(values.get(c.DOWNLOAD_LICENSE)),
         decoder_max_count=int(_number(values, c.DECODER_MAX_COUNT, defaults.decoder_max_count, int)),

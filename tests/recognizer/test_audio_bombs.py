@@ -16,23 +16,23 @@ from typing import Iterator
 import httpx
 import pytest
 
-from bench.common import Audio, Server, make_audio, server
+from bench.common import Audio, Server, make_audio
 from bench.hostile_inputs import flac_bomb, ogg_opus_bomb
 
-from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream
+from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 
 
 @pytest.fixture(scope="module")
-def real_server() -> Iterator[Server]:
-    with server("Warmup:Count=2", "Warmup:Seconds=3") as srv:
-        yield srv
+def stream_audio(tmp_path_factory: pytest.TempPathFactory) -> Audio:
+    return make_audio(tmp_path_factory.mktemp("paced"))
 
 
 @pytest.fixture(scope="module")
-def stream_audio(tmp_path_factory: pytest.TempPathFactory) -> Audio:
-    return make_audio(tmp_path_factory.mktemp("paced"))
+def real_server(stream_audio: Audio) -> Iterator[Server]:
+    with real_server_for(stream_audio) as srv:
+        yield srv
 
 
 BOMBS = {

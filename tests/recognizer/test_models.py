@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import subprocess
 import threading
 import time
@@ -20,6 +21,8 @@ from speech_recognizer import models as m
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry, UnknownLocale, canonical_locale, discover, without_dither
 from speech_recognizer.settings import parse
+
+from bench.hostile_inputs import zip_bomb
 
 from ..support import ServerThread
 from .test_settings import run_cli
@@ -255,23 +258,43 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
     assert got.json()["DisplayText"] == expected["DisplayText"]
 
 
-def download_from_catalog(files, models: Path, locale: str, catalog_locale: str) -> tuple[subprocess.CompletedProcess, int]:
-    """``DownloadModel=True`` for ``locale`` against the local catalog serving FAKE_ZIP; the result and the zip's hits."""
+def download_from_catalog(files, models: Path, locale: str, catalog_locale: str, body: bytes = FAKE_ZIP) -> tuple[subprocess.CompletedProcess, int]:
+    """``DownloadModel=True`` for ``locale`` against the local catalog serving ``body``; the result and the zip's hits."""
     served, base = files
-    path = f"/vosk/models/{m.CATALOG[catalog_locale]}"
-    served.routes[path] = FAKE_ZIP
+    path = f"/vosk/models/{m.CATALOG[catalog_locale].file}"
+    served.routes[path] = body
     r = run_cli("DownloadModel=True", f"Locale={locale}", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
     return r, served.hits[path]
 
 
 def test_download_from_the_catalog(files, tmp_path: Path) -> None:
+    """A catalog model whose checksum is not known (uk-UA) is checked for integrity and a model only."""
+    assert m.CATALOG["uk-UA"].md5 is None
     models = tmp_path / "models"
-    r, hits = download_from_catalog(files, models, "de-de", "de-DE")
+    r, hits = download_from_catalog(files, models, "uk-ua", "uk-UA")
     assert r.returncode == 0, r.stderr
     assert hits == 1
-    assert leftovers(models) == ["de-DE"]
-    assert (models / "de-DE" / "conf" / "model.conf").is_file()
-    assert m.discover(models)["de-DE"] == models / "de-DE"
+    assert leftovers(models) == ["uk-UA"]
+    assert (models / "uk-UA" / "conf" / "model.conf").is_file()
+    assert m.discover(models)["uk-UA"] == models / "uk-UA"
+
+
+def test_a_catalog_download_is_checked_against_the_catalog(files, tmp_path: Path) -> None:
+    """de-DE's size and MD5 are known: a mirror serving another file is refused, and nothing is left."""
+    models = tmp_path / "models"
+    r, hits = download_from_catalog(files, models, "de-DE", "de-DE")
+    assert hits == 1 and r.returncode == 1
+    line = error_line(r.stderr)
+    assert f"{len(FAKE_ZIP)} bytes with MD5 {hashlib.md5(FAKE_ZIP).hexdigest()}" in line
+    assert "vosk-model-small-de-0.15.zip is 46499967 bytes with MD5 4f21f92c0897b48287ef8839420608eb" in line
+    assert leftovers(models) == []
+
+
+def test_every_catalog_checksum_is_a_size_and_an_md5() -> None:
+    for locale, entry in m.CATALOG.items():
+        assert (entry.md5 is None) == (entry.size is None), locale
+        if entry.md5 is not None:
+            assert len(entry.md5) == 32 and int(entry.md5, 16) >= 0 and entry.size > 10**6, locale
 
 
 def test_download_skips_a_locale_already_served(files, tmp_path: Path) -> None:
@@ -305,6 +328,8 @@ BAD_DOWNLOADS = {
     "404": ("/missing.zip", None, None, "404"),
     "truncated download": ("/truncated.zip", FAKE_ZIP, None, "cannot download"),
     "unsafe path": ("/evil.zip", zip_bytes({"../evil/conf/model.conf": b"x"}), None, "unsafe path"),
+    # 200 MB of zeros in 200 KB (issue 16: a 3 MB zip unpacked to 3 GB): refused before unpacking.
+    "zip bomb": ("/bomb.zip", zip_bomb(200 * 10**6), None, "over 100 times its size"),
 }
 
 
@@ -338,3 +363,54 @@ def test_download_of_a_locale_not_in_the_catalog(tmp_path: Path) -> None:
     r = run_cli("DownloadModel=True", "Locale=xx-YY", f"Mounts:Models={tmp_path}")
     assert r.returncode != 0
     assert "no catalog model for xx-YY" in error_line(r.stderr)
+
+
+def test_a_model_over_model_max_size_is_refused_before_unpacking(files, tmp_path: Path) -> None:
+    """ModelMaxSizeMB caps the unpacked size (by the zip's own member sizes) and the download."""
+    served, base = files
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:  # 3 MB of hex digits in about 1.7 MB
+        z.writestr(f"{NESTED}/conf/model.conf", b"x")
+        z.writestr(f"{NESTED}/am/final.mdl", os.urandom(1_500_000).hex().encode())
+    served.routes["/big.zip"] = buf.getvalue()
+    assert 1_000_000 < len(buf.getvalue()) < 2_000_000
+    models = tmp_path / "models"
+    for limit, words in (("2", "unpacks to 3000001 bytes; the limit is 2000000 (ModelMaxSizeMB)"), ("1", f"is {len(buf.getvalue())} bytes; the limit is 1000000")):
+        r = run_cli("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelUrl={base}/big.zip", f"ModelMaxSizeMB={limit}")
+        assert r.returncode == 1
+        assert words in error_line(r.stderr)
+        assert leftovers(models) == []
+    ok = run_cli("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={models}", f"ModelUrl={base}/big.zip", "ModelMaxSizeMB=4")
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [("ModelUrl", "file:///etc/passwd"), ("ModelUrl", "ftp://127.0.0.1/m.zip"), ("ModelUrl", "data:,x"), ("ModelCatalogUrl", "file:///etc")],
+)
+def test_only_http_urls_are_read(tmp_path: Path, setting: str, url: str) -> None:
+    r = run_cli("DownloadModel=True", "Locale=de-DE", f"Mounts:Models={tmp_path / 'models'}", f"{setting}={url}")
+    assert r.returncode == 1
+    assert f"{setting}={url!r}: only http:// and https:// URLs are accepted" in error_line(r.stderr)
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_redirect_to_another_scheme_is_not_followed(tmp_path: Path) -> None:
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/m.zip")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = run_cli("DownloadModel=True", "Locale=ko-KR", f"Mounts:Models={tmp_path}", f"ModelUrl=http://127.0.0.1:{httpd.server_address[1]}/m.zip")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.returncode == 1
+    assert "redirect to a URL that is not http(s): ftp://127.0.0.1/m.zip" in error_line(r.stderr)
