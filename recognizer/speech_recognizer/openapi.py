@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from . import __version__
@@ -83,9 +83,9 @@ def describe(route: R, *, path: str | None = None, websocket: Operation | None =
         served = {m.lower() for m in route.methods or ()} - {"head"}  # Starlette adds HEAD to every GET
         if served != set(operations):
             raise ValueError(f"{route.path} serves {sorted(served)} but is described for {sorted(operations)}")
-    elif isinstance(route, Mount) and set(operations) != {"get"}:
-        raise ValueError(f"the mount {route.path} is described by get=")
-    route.openapi = Description(path or openapi_path(getattr(route, "path", "")), operations, websocket)  # type: ignore[attr-defined]
+    else:
+        raise TypeError(f"describe() takes a Route or a WebSocketRoute, not {route!r}")
+    route.openapi = Description(path or openapi_path(route.path), operations, websocket)  # type: ignore[attr-defined]
     return route
 
 

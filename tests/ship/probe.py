@@ -38,7 +38,9 @@ def ready(timeout: float) -> dict:
             code = get("/ready")
             if code == 200:
                 # /status reports the container's own key; a kubelet's probe sends none
-                return {"ready": code, "status": get("/status"), "seconds": round(time.monotonic() - start, 1)}
+                return {"ready": code, "status": get("/status"), "seconds": round(time.monotonic() - start, 1),
+                        # the API reference's page, its document and its Swagger UI files, from the image itself
+                        "reference": {path: get(path) for path in ("/swagger", "/openapi.json", "/swagger/ui/swagger-ui-bundle.js")}}
             last = f"HTTP {code}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"

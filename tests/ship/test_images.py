@@ -91,6 +91,11 @@ def test_recognizer_ready(smoke: dict) -> None:
     assert smoke["ready"]["ready"] == 200 and smoke["ready"]["status"] == 200
 
 
+def test_recognizer_serves_its_api_reference(smoke: dict) -> None:
+    """/swagger works from the image alone (uid 65532, read-only root): its files come from the installed package."""
+    assert smoke["ready"]["reference"] == {"/swagger": 200, "/openapi.json": 200, "/swagger/ui/swagger-ui-bundle.js": 200}
+
+
 def test_recognizer_transcribes_korean(smoke: dict) -> None:
     assert "error" not in smoke["transcript"], smoke["transcript"].get("error")
     answer = smoke["transcript"]["answer"]
