@@ -1,8 +1,9 @@
 """The interactive API reference (``/swagger``) in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The browser may reach the server under test and nothing else: every other request is
-refused and recorded, so a page that needed a CDN (or an online validator) would fail
-here as it would on a disconnected machine. Playwright uses the system's Chromium
+refused and recorded, and the browser's own way out goes to a proxy that is not there, so a
+page that needed a CDN (or an online validator) would fail here as it would on a
+disconnected machine. Playwright uses the system's Chromium
 (``apt-get install chromium``, see .ci/run); it never downloads a browser of its own.
 """
 
@@ -18,6 +19,8 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from ..support import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
+#: A loopback port nobody listens on (the discard port; binding it would need root).
+DEAD_PORT = 9
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,8 @@ def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is not installed: apt-get install chromium (see .ci/run)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        # Every host but loopback (which Chromium never proxies) goes to a proxy that is not there.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[f"--proxy-server=http://127.0.0.1:{DEAD_PORT}"])
         yield browser
         browser.close()
 
