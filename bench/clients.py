@@ -79,12 +79,13 @@ def _lag_series(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return sorted((float(k), v) for k, v in worst.items())
 
 
-async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0) -> StreamResult:
-    """One vosk-server conversation: a config, chunks each answered, ``{"eof" : 1}``."""
+async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0,
+                      headers: dict[str, str] | None = None) -> StreamResult:
+    """One vosk-server conversation: a config, chunks each answered, ``{"eof" : 1}``; ``headers`` on the upgrade (a key)."""
     res = StreamResult("vosk", audio.seconds)
     await asyncio.sleep(delay)
     try:
-        async with connect(f"{ws_base}/vosk?language={LOCALE}", max_size=1 << 20, open_timeout=30) as ws:
+        async with connect(f"{ws_base}/vosk?language={LOCALE}", max_size=1 << 20, open_timeout=30, additional_headers=headers) as ws:
             await ws.send(json.dumps({"config": {"sample_rate": audio.rate, "words": 1}}))
             t0 = time.monotonic()
             lag = []

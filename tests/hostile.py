@@ -53,29 +53,30 @@ class PeakRss:
 
 
 @contextmanager
-def real_server_for(audio: Audio, *args: str) -> Iterator[Server]:
-    """``python -m speech_recognizer`` with ``args``, one recognizer warmed with ``audio`` itself.
+def real_server_for(audio: Audio | None, *args: str, headers: dict[str, str] | None = None) -> Iterator[Server]:
+    """``python -m speech_recognizer`` with ``args``, one recognizer warmed with ``audio`` itself (if any).
 
     A recognizer that has decoded speech is about 2.5 times cheaper on its next
     utterance than one warmed at start-up only (bench/notes.md): the paced stream
     then measures the attack, not a cold recognizer.
     """
     with server("Warmup:Count=1", "Warmup:Seconds=2", *args) as srv:
-        warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120))
-        assert warmed.ok, warmed.summary()
+        if audio is not None:
+            warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120, headers=headers))
+            assert warmed.ok, warmed.summary()
         yield srv
 
 
 @contextmanager
-def paced_stream(server: Server, audio: Audio) -> Iterator[Future[StreamResult]]:
-    """A ``/vosk`` stream of ``audio`` at 1x real time, running in a thread of its own for the block."""
+def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = None) -> Iterator[Future[StreamResult]]:
+    """A ``/vosk`` stream of ``audio`` at 1x real time (``headers`` on its upgrade), in a thread of its own for the block."""
     result: Future[StreamResult] = Future()
     started = threading.Event()
 
     def run() -> None:
         async def stream() -> StreamResult:
             started.set()
-            return await vosk_stream(server.ws, audio, paced=True, timeout=60)
+            return await vosk_stream(server.ws, audio, paced=True, timeout=60, headers=headers)
 
         try:
             result.set_result(asyncio.run(stream()))

@@ -1,4 +1,14 @@
-"""The API-key check every recognition route applies (Azure's contract)."""
+"""The API-key check every recognition route applies (Azure's contract), and where a key may be.
+
+A key travels in the ``Ocp-Apim-Subscription-Key`` header or as
+``Authorization: Bearer <key>``, as Azure's REST and Speech SDK clients send it.
+On WebSocket upgrades it may also be in the URL's query: a browser cannot set
+headers on a WebSocket, so the Speech SDK for JavaScript sends its headers as
+query parameters (``?Ocp-Apim-Subscription-Key=…`` or
+``?Authorization=Bearer%20…``). A plain HTTP request with the key only in its
+URL is refused: URLs are written to access logs, of proxies and ingresses too.
+This server never logs a key (:class:`~speech_recognizer.logs.SecretsRedacted`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,11 @@ import hmac
 from typing import Mapping
 
 from . import contract as c
+
+#: Query parameters a key may come in on a WebSocket upgrade (compared case-insensitively).
+QUERY_KEY_NAMES = (c.KEY_HEADER.lower(), "subscription-key")
+#: The query parameter a token may come in on a WebSocket upgrade, as ``Bearer <token>``.
+QUERY_AUTHORIZATION = "authorization"
 
 
 class AuthError(Exception):
@@ -17,24 +32,46 @@ class AuthError(Exception):
         self.reason = reason
 
 
-def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
-    """The key a request carries: ``Ocp-Apim-Subscription-Key``, ``Authorization: Bearer``, or the query."""
+def _bearer(value: str) -> str | None:
+    return value[7:].strip() or None if value.lower().startswith("bearer ") else None
+
+
+def header_key(headers: Mapping[str, str]) -> str | None:
+    """The key in ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``."""
     key = headers.get(c.KEY_HEADER.lower()) or headers.get(c.KEY_HEADER)
     if key:
         return key.strip()
-    auth = headers.get("authorization") or headers.get("Authorization") or ""
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    if query:
-        return query.get(c.KEY_HEADER) or query.get("subscription-key") or None
+    return _bearer(headers.get("authorization") or headers.get("Authorization") or "")
+
+
+def query_key(query: Mapping[str, str]) -> str | None:
+    """The key in the query: ``Ocp-Apim-Subscription-Key``, ``subscription-key`` or ``Authorization=Bearer …``."""
+    for name, value in query.items():
+        lower = name.lower()
+        if lower in QUERY_KEY_NAMES and value:
+            return value.strip()
+        if lower == QUERY_AUTHORIZATION and (token := _bearer(value)):
+            return token
     return None
 
 
-def check_key(expected: str | None, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> None:
-    """Raise :class:`AuthError` unless ``expected`` is unset or the request carries it."""
+def check_key(expected: str | None, headers: Mapping[str, str], query: Mapping[str, str] | None = None, *, websocket: bool) -> None:
+    """Raise :class:`AuthError` unless ``expected`` is unset or the request carries it.
+
+    ``websocket``: the request is a WebSocket upgrade, whose key may be in ``query``;
+    on plain HTTP a key found only in the query is refused (403) with where to put it.
+    """
     if not expected:
         return
-    key = presented_key(headers, query)
+    key = header_key(headers)
+    if key is None and query:
+        key = query_key(query)
+        if key is not None and not websocket:
+            raise AuthError(
+                403,
+                f"a key in the URL is not accepted on this route (URLs end up in logs): send it in the "
+                f"{c.KEY_HEADER} header or as Authorization: Bearer",
+            )
     if key is None:
         raise AuthError(403, f"missing key: send it in the {c.KEY_HEADER} header or as Authorization: Bearer")
     if not hmac.compare_digest(key.encode(), expected.encode()):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 from pathlib import Path
+from typing import Iterable
 
 from . import contract as c
 from .settings import Settings
@@ -42,6 +44,49 @@ class ProbesAtDebug(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+#: A query parameter whose name says it holds a secret (``subscription-key``, ``Ocp-Apim-Subscription-Key``,
+#: ``Authorization``, ``access_token``, ...): its value is what :class:`SecretsRedacted` hides.
+_SECRET_PARAMETER = re.compile(r"(?i)((?:^|[?&;])[^=&?;\s\"]*(?:key|token|authorization|secret|password|signature)[^=&?;\s\"]*=)[^&;\s\"]*")
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the values of secret query parameters, and every one of ``secrets``, replaced by ``***``."""
+    text = _SECRET_PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class SecretsRedacted(logging.Filter):
+    """Hides keys in log lines: the values of secret query parameters, and the server's own ``ApiKey``.
+
+    uvicorn writes every request's path with its query to the access log, and every
+    WebSocket's to its error log (``"WebSocket /…?…" [accepted]``): a key sent in the
+    URL (as the Speech SDK for JavaScript sends it) was written out in full. Arguments
+    keep their types and places (uvicorn's access formatter unpacks them).
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def _clean(self, value: object) -> object:
+        return redact(value, self.secrets) if isinstance(value, str) else value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._clean(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: self._clean(v) for k, v in record.args.items()}
+        return True
+
+
+#: Loggers uvicorn writes request paths (with their queries) to.
+UVICORN_LOGGERS = (ACCESS_LOGGER, "uvicorn.error")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -64,11 +109,18 @@ def configure(settings: Settings) -> None:
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers = [console]
+    secrets = SecretsRedacted([settings.api_key] if settings.api_key else [])
+    console.addFilter(secrets)
     # On the logger, not a handler: uvicorn replaces the access log's handlers when it configures
     # its loggers (dictConfig), and keeps its filters.
     access = logging.getLogger(ACCESS_LOGGER)
     if not any(isinstance(f, ProbesAtDebug) for f in access.filters):
         access.addFilter(ProbesAtDebug())
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, SecretsRedacted)]:
+            logger.removeFilter(old)
+        logger.addFilter(secrets)
     if settings.log_disk_json:
         folder = Path(settings.output_dir) / "logs"
         try:
@@ -77,6 +129,7 @@ def configure(settings: Settings) -> None:
                 folder / "speech-recognizer.jsonl", maxBytes=int(settings.log_disk_max_mb * 1024 * 1024), backupCount=5
             )
             disk.setFormatter(JsonFormatter())
+            disk.addFilter(secrets)
             root.addHandler(disk)
         except OSError as exc:
             logging.getLogger(__name__).warning("disk logging off: cannot write %s: %s", folder, exc)

@@ -73,7 +73,7 @@ async def recognize(request: Request) -> Response:
     route = f"rest-{mode}"
     query = dict(request.query_params)
     try:
-        check_key(settings.api_key, request.headers, query)
+        check_key(settings.api_key, request.headers, query, websocket=False)
         fmt = OutputFormat.parse(query.get("format"))
         profanity = Profanity.parse(query.get("profanity"))
         locale = request_locale(query, engine)

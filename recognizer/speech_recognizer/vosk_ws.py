@@ -190,7 +190,7 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     engine: Engine = ws.app.state.engine
     metrics = ws.app.state.metrics
     try:
-        check_key(settings.api_key, ws.headers, dict(ws.query_params))
+        check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
     except AuthError as exc:
         metrics.requests.labels(ROUTE, str(exc.status)).inc()
         # Accept first: a close before the handshake becomes a bare HTTP 403 and the reason is lost.

@@ -39,7 +39,7 @@ def endpoint(mode: str):
     async def serve(websocket: WebSocket) -> None:
         state = websocket.app.state
         try:
-            check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params)
+            check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params, websocket=True)
         except AuthError as exc:
             log.info("USP upgrade refused: %s", exc.reason)
             await _deny(websocket, exc.status, exc.reason)
