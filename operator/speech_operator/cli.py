@@ -1,8 +1,9 @@
-"""``speech-operator``: run the operator, print the CRD, or delete SpeechToTexts (Helm's uninstall hook).
+"""``speech-operator``: run the operator or the gateway, print the CRD, or delete SpeechToTexts (Helm's uninstall hook).
 
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
     speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
     speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
+    speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
     speech-operator cleanup --namespace speech stt-en-us stt-ko-kr
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
+import logging
 import os
 import signal
 import sys
@@ -29,14 +32,19 @@ from collections.abc import Callable
 PROG = "speech-operator"
 
 
+def _scope(command: argparse.ArgumentParser, globs: bool = True) -> None:
+    scope = command.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help=f"namespace to watch (repeatable{'; globs allowed' if globs else ''}); "
+                            "env SPEECH_OPERATOR_NAMESPACE=a,b")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
-    scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="namespace to watch (repeatable; globs allowed); env SPEECH_OPERATOR_NAMESPACE=a,b")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    _scope(run)
     run.add_argument("--liveness", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_LIVENESS"),
                      help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
     peers = run.add_mutually_exclusive_group()
@@ -48,6 +56,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                      help="peering rank; the highest live replica is active (default: random)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
+    gateway = sub.add_parser("gateway", help="serve every locale at one endpoint, forwarding by language")
+    _scope(gateway, globs=False)
+    gateway.add_argument("--host", default=os.environ.get("SPEECH_GATEWAY_HOST") or "0.0.0.0",
+                         help="address to listen on (env SPEECH_GATEWAY_HOST; default 0.0.0.0)")
+    gateway.add_argument("--port", type=int, default=None,
+                         help="port to listen on (env SPEECH_GATEWAY_PORT; default 5000, the recognizer's)")
+    gateway.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("crd", help="print the SpeechToText CRD (YAML)")
     clean = sub.add_parser("cleanup", help="delete SpeechToTexts and wait until the operator released them")
     clean.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE"), required=not os.environ.get("POD_NAMESPACE"),
@@ -55,9 +70,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     clean.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for them to go (default 300)")
     clean.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        if args.standalone:
-            args.peering = None
+    if args.command == "run" and args.standalone:
+        args.peering = None
+    if args.command in ("run", "gateway"):
         if not args.namespace and not args.all_namespaces:
             env = os.environ.get("SPEECH_OPERATOR_NAMESPACE", "")
             args.namespace = [ns.strip() for ns in env.split(",") if ns.strip()]
@@ -69,9 +84,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def _require_extra() -> None:
     """One line, not a traceback, when ``pip install speech-operator`` left out the operator extra."""
     try:
+        import aiohttp  # noqa: F401
         import kopf  # noqa: F401
         import kubernetes_asyncio  # noqa: F401
+        import prometheus_client  # noqa: F401
         import pydantic  # noqa: F401
+        import starlette  # noqa: F401
         import yaml  # noqa: F401
     except ImportError as exc:
         sys.exit(f"{PROG}: the operator's dependencies are not installed ({exc}); "
@@ -117,6 +135,22 @@ async def run(args: argparse.Namespace) -> None:
         await runtime.kube.close()
 
 
+async def gateway(args: argparse.Namespace) -> None:
+    from kubernetes_asyncio import client as k8s
+
+    from speech_operator.gateway import GatewayConfig, run as serve
+    from speech_operator.kube import USER_AGENT
+
+    config = GatewayConfig.from_env()
+    config = dataclasses.replace(config, host=args.host, port=config.port if args.port is None else args.port)
+    async with k8s.ApiClient(await _credentials()) as api_client:
+        api_client.user_agent = f"{USER_AGENT} gateway"
+        try:
+            await serve(config, api_client, None if args.all_namespaces else args.namespace)
+        except OSError as exc:  # the port in use, an address not of this machine
+            sys.exit(f"{PROG} gateway: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+
+
 async def cleanup(args: argparse.Namespace) -> int:
     from speech_operator import cleanup
     from speech_operator.kube import USER_AGENT, Kube
@@ -160,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(crd.render())
     elif args.command == "cleanup":
         sys.exit(asyncio.run(cleanup(args)))
+    elif args.command == "gateway":
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(gateway(args))
     else:
         import kopf
         kopf.configure(verbose=args.verbose, debug=args.debug)

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,19 @@ def canonical_locale(locale: str) -> str:
     for part in parts[1:]:
         out.append(part.upper() if len(part) == 2 else part.capitalize() if len(part) == 4 else part)
     return "-".join(out)
+
+
+def served_locale(requested: str, served: Iterable[str]) -> str:
+    """The locale of ``served`` that answers ``requested``: the same locale in its canonical
+    spelling, else the first (sorted) of the same language, else the canonical spelling itself
+    (which is then not served). Raises :class:`UnknownLocale` when ``requested`` is not a locale.
+    The recognizer picks its model by this, and the gateway its recognizer."""
+    canon = canonical_locale(requested)
+    known = sorted(set(served))
+    if canon in known:
+        return canon
+    lang = canon.split("-")[0]
+    return next((k for k in known if k.split("-")[0] == lang), canon)
 
 
 def is_model_dir(path: Path) -> bool:
@@ -418,14 +431,7 @@ class ModelRegistry:
 
     def resolve(self, locale: str) -> str:
         """The served locale for a requested one: exact (any case), else the same language."""
-        canon = canonical_locale(locale)
-        if canon in self.sources:
-            return canon
-        lang = canon.split("-")[0]
-        for known in sorted(self.sources):
-            if known.split("-")[0] == lang:
-                return known
-        return canon
+        return served_locale(locale, self.sources)
 
     @property
     def loaded(self) -> dict[str, LoadedModel]:

@@ -1,0 +1,288 @@
+"""``speech-operator gateway``: one endpoint for every locale.
+
+Serves every recognition route of the recognizer, on the recognizer's port, and forwards each
+request or stream to the Service of the SpeechToText whose ``spec.locale`` matches the request's
+``language`` (:mod:`speech_operator.gateway_directory`, fed by a watch):
+
+- ``POST /speech/recognition/{interactive,conversation,dictation}/cognitiveservices/v1`` (REST
+  short audio) and the same paths as WebSockets (the Speech SDK: an unmodified app pointed at the
+  gateway works for every locale, its language comes in the upgrade's query);
+- ``/vosk`` and ``/`` as WebSockets (vosk-server clients), ``?language=``.
+
+Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`.
+Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
+``/metrics`` (Prometheus), ``GET /`` (the locales routed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger, AbstractResolver
+from kubernetes_asyncio import client as k8s
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from speech_recognizer import contract
+from speech_recognizer.models import UnknownLocale
+from speech_recognizer.serving import listening_socket
+
+from speech_operator import gateway_failures as failures
+from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
+from speech_operator.gateway_relay import Traffic, offered_protocols, refuse, relay_http, relay_websocket
+
+log = logging.getLogger("speech_operator.gateway")
+
+#: Routes polled by probes and scrapers: their access lines are at DEBUG.
+PROBE_ROUTES = frozenset({"/ready", "/status", "/metrics"})
+USP_PROTOCOL = "USP"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The gateway's settings: flags of ``speech-operator gateway``, or ``SPEECH_GATEWAY_*`` variables."""
+
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    port: int = contract.PORT
+    """Port to listen on: the recognizer's, so clients change only the host."""
+    connect_seconds: float = 10.0
+    """How long a connection to a recognizer may take before the request is refused (503 / 1013)."""
+    shutdown_seconds: float = 30.0
+    """On SIGTERM: how long streams in flight may go on before they are closed."""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
+        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``."""
+        env = dict(os.environ if env is None else env)
+        return cls(
+            host=env.get("SPEECH_GATEWAY_HOST") or cls.host,
+            port=int(env.get("SPEECH_GATEWAY_PORT") or cls.port),
+            connect_seconds=float(env.get("SPEECH_GATEWAY_CONNECT_SECONDS") or cls.connect_seconds),
+            shutdown_seconds=float(env.get("SPEECH_GATEWAY_SHUTDOWN_SECONDS") or cls.shutdown_seconds),
+        )
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics (a registry of its own)."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "speech_gateway_requests", "Requests and streams by route, locale and outcome: the HTTP status, "
+            "or for a WebSocket the close code the client got", ["route", "locale", "code"], registry=self.registry)
+        self.streams = Gauge("speech_gateway_streams", "WebSocket streams being relayed", ["route"], registry=self.registry)
+        self.failures = Counter("speech_gateway_failures", "Requests refused or relays broken, by reason",
+                                ["reason"], registry=self.registry)
+        relayed = Counter("speech_gateway_relayed_bytes", "Bytes relayed (message payloads and bodies)",
+                          ["direction"], registry=self.registry)
+        self.traffic = Traffic(to_recognizer=relayed.labels("to_recognizer").inc,
+                               to_client=relayed.labels("to_client").inc)
+        self.registry.register(_DirectoryCollector(directory))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _DirectoryCollector:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily("speech_gateway_backend_ready_pods", "Ready pods of each SpeechToText routed to",
+                                  labels=["locale", "namespace", "name"])
+        for b in self.directory.backends():
+            ready.add_metric([b.locale, b.namespace, b.name], b.ready_replicas)
+        yield ready
+
+
+def language_of(request: web.Request) -> str | None:
+    """The request's ``language`` (or ``locale``) query parameter, any case of the name."""
+    query = {k.lower(): v for k, v in request.query.items()}
+    return query.get("language") or query.get("locale") or None
+
+
+class Gateway:
+    """The handlers, over a :class:`Directory` and one HTTP client to the recognizers."""
+
+    def __init__(self, directory: Directory, config: GatewayConfig, resolver: AbstractResolver | None = None) -> None:
+        self.directory = directory
+        self.config = config
+        self.metrics = GatewayMetrics(directory)
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "the app has not started"
+        return self._session
+
+    async def client(self, app: web.Application) -> AsyncIterator[None]:
+        """The recognizers' client, for the app's lifetime (aiohttp ``cleanup_ctx``)."""
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, keepalive_timeout=15)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
+        try:
+            yield
+        finally:
+            await self._session.close()
+
+    # ---- recognition routes ---------------------------------------------------------------------
+    async def recognition(self, request: web.Request) -> web.StreamResponse:
+        """``/speech/recognition/{mode}/cognitiveservices/v1``: REST (POST) or the Speech SDK (WebSocket)."""
+        mode = request.match_info["mode"]
+        if mode not in contract.RECOGNITION_MODES:
+            failure = failures.Failure(f"no recognition mode {mode!r}; use one of {', '.join(contract.RECOGNITION_MODES)}",
+                                       failures.NOT_FOUND)
+            return self._refused_http(failure, "rest", None)
+        if _is_upgrade(request):
+            return await self.stream(request, "usp")
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        return await self.rest(request)
+
+    async def vosk(self, request: web.Request) -> web.StreamResponse:
+        """``/vosk`` and ``/``: the vosk-server protocol; a plain ``GET /`` is the home page."""
+        if _is_upgrade(request):
+            return await self.stream(request, "vosk")
+        if request.path != contract.ROUTE_HOME:
+            raise web.HTTPBadRequest(text="this route is a WebSocket: connect with ws://")
+        return web.json_response({"service": "speech-operator gateway", "locales": self.directory.locales,
+                                  "routes": {"rest": "POST /speech/recognition/{mode}/cognitiveservices/v1?language=",
+                                             "speech-sdk": "ws /speech/recognition/{mode}/cognitiveservices/v1?language=",
+                                             "vosk": "ws /vosk?language="}})
+
+    async def rest(self, request: web.Request) -> web.StreamResponse:
+        try:
+            backend = self.directory.lookup(language_of(request))
+        except UnknownLocale as exc:
+            return self._refused_http(failures.Failure(str(exc), failures.UNKNOWN_LOCALE), "rest", None)
+        try:
+            response = await relay_http(request, backend, self.session, self.metrics.traffic)
+        except failures.Failure as failure:
+            return self._refused_http(failure, "rest", backend)
+        self.metrics.requests.labels("rest", backend.locale, str(response.status)).inc()
+        return response
+
+    async def stream(self, request: web.Request, route: str) -> web.StreamResponse:
+        """Relay a WebSocket (``route``: ``usp`` or ``vosk``) to the recognizer of its language."""
+        protocols = (USP_PROTOCOL,) if route == "usp" and USP_PROTOCOL in offered_protocols(request) else ()
+        try:
+            backend = self.directory.lookup(language_of(request))
+        except UnknownLocale as exc:
+            message = f"Unsupported language: {exc}" if route == "usp" else str(exc)
+            return await self._refused_ws(request, failures.Failure(message, failures.UNKNOWN_LOCALE), route, None, protocols)
+        gauge = self.metrics.streams.labels(route)
+        gauge.inc()
+        try:
+            response = await relay_websocket(request, backend, self.session, self.metrics.traffic)
+        except failures.Failure as failure:
+            return await self._refused_ws(request, failure, route, backend, protocols)
+        finally:
+            gauge.dec()
+        code = response.close_code if isinstance(response, web.WebSocketResponse) else response.status
+        if code == failures.BACKEND_LOST.close:
+            self.metrics.failures.labels(failures.BACKEND_LOST.name).inc()
+        self.metrics.requests.labels(route, backend.locale, str(code)).inc()
+        return response
+
+    def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None) -> web.Response:
+        locale = backend.locale if backend else None
+        failures.report(failure, route, locale)
+        self.metrics.failures.labels(failure.kind.name).inc()
+        self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
+        return failures.http_response(failure)
+
+    async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
+                          backend: Backend | None, protocols: tuple[str, ...]) -> web.WebSocketResponse:
+        locale = backend.locale if backend else None
+        failures.report(failure, route, locale)
+        self.metrics.failures.labels(failure.kind.name).inc()
+        self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
+        return await refuse(request, failure, protocols)
+
+    # ---- the gateway's own routes ---------------------------------------------------------------
+    async def ready(self, request: web.Request) -> web.Response:
+        """200 once the SpeechToTexts have been listed (before that every language would be unknown)."""
+        body = {"ready": self.directory.synced, "locales": self.directory.locales}
+        return web.json_response(body, status=200 if self.directory.synced else 503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Liveness: the gateway answers."""
+        return web.json_response({"status": "ok"})
+
+    async def metrics_route(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def create_app(directory: Directory, config: GatewayConfig | None = None,
+               resolver: AbstractResolver | None = None) -> web.Application:
+    """The gateway's aiohttp application over ``directory`` (``resolver``: how Service names resolve)."""
+    gateway = Gateway(directory, config or GatewayConfig(), resolver)
+    app = web.Application()
+    app["gateway"] = gateway
+    app.cleanup_ctx.append(gateway.client)
+    recognition = contract.RECOGNITION_PATH_TEMPLATE
+    app.router.add_route("*", recognition, gateway.recognition)
+    app.router.add_get(contract.ROUTE_VOSK_WS, gateway.vosk)
+    app.router.add_get(contract.ROUTE_HOME, gateway.vosk)
+    app.router.add_get(contract.ROUTE_READY, gateway.ready)
+    app.router.add_get(contract.ROUTE_STATUS, gateway.status)
+    app.router.add_get(contract.ROUTE_METRICS, gateway.metrics_route)
+    return app
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request, as the recognizer logs them: probes and scrapes at DEBUG."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        level = logging.DEBUG if request.path in PROBE_ROUTES else logging.INFO
+        self.logger.log(level, '%s "%s %s" %s %.3fs', request.remote, request.method, request.path_qs,
+                        response.status, time)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0) -> AsyncIterator[int]:
+    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port."""
+    runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
+                           shutdown_timeout=shutdown_seconds, handle_signals=False)
+    await runner.setup()
+    sock = listening_socket(host, port)
+    try:
+        site = web.SockSite(runner, sock)
+        await site.start()
+        yield sock.getsockname()[1]
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def run(config: GatewayConfig, api_client: k8s.ApiClient, namespaces: list[str] | None) -> None:
+    """Watch SpeechToTexts in ``namespaces`` (``None``: all) and serve until SIGTERM or SIGINT."""
+    directory = Directory()
+    watcher = asyncio.create_task(SpeechToTextWatch(api_client, directory, namespaces).run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with serving(create_app(directory, config), config.host, config.port, config.shutdown_seconds) as port:
+            log.info("gateway listening on %s:%d", config.host, port)
+            await stop.wait()
+            log.info("gateway stopping: streams in flight get %.0f s", config.shutdown_seconds)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)

@@ -1,0 +1,248 @@
+"""Forwarding one request or stream to a recognizer, unchanged, as it arrives.
+
+- REST: the body goes upstream as the client sends it (chunked stays chunked, a declared length
+  is kept) and the answer comes back the same way; nothing is read whole.
+- WebSocket (Speech SDK, vosk): the gateway connects to the recognizer first, with the client's
+  path, query, subprotocols and headers (the key headers, ``X-ConnectionId``, ``User-Agent``…),
+  and only then accepts the client with the subprotocol the recognizer chose. A recognizer that
+  refuses the upgrade (401 wrong key, 403 missing key) refuses the client with the same status.
+  Then every frame is relayed as it comes, text, binary, ping and pong alike, in both
+  directions. Backpressure holds end to end: a frame is read from one side only once the last
+  one was handed to the other side's socket, so a slow reader slows its sender down (through
+  aiohttp's bounded read queue and the kernel's buffers) and nothing piles up in the gateway.
+  The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
+  not answer for either side), so a client held back behind its own audio is not cut off here
+  either. A close from either side is passed on with its code and reason; a recognizer whose
+  connection breaks without one (its pod stopped or crashed) closes the client with 1011 and a
+  reason that says so, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from speech_recognizer.errors import close_reason
+from speech_recognizer.serving import SERVER_OPTIONS
+
+from speech_operator import gateway_failures as failures
+from speech_operator.gateway_directory import Backend
+
+log = logging.getLogger("speech_operator.gateway")
+
+#: Headers of one hop only (RFC 9110 7.6.1), the WebSocket handshake's own, and ``Host``: never forwarded.
+HOP_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "sec-websocket-key", "sec-websocket-version",
+    "sec-websocket-extensions", "sec-websocket-accept", "sec-websocket-protocol",
+})
+#: Largest WebSocket message taken from a client: the recognizer's own limit.
+MAX_MESSAGE_BYTES: int = SERVER_OPTIONS["ws_max_size"]
+#: Close codes an endpoint may send (RFC 6455 7.4); any other received is passed on as 1000.
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
+
+
+def forwarded_headers(request: web.Request, *, response_headers: bool = False) -> dict[str, str]:
+    """The client's headers as the recognizer should see them (``X-Forwarded-*`` added)."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        if name.lower() not in HOP_HEADERS and name.lower() != "content-length":
+            out[name] = value
+    peer = request.remote or ""
+    before = request.headers.get("X-Forwarded-For")
+    out["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
+    out["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    out["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    if request.content_length is not None:
+        out["Content-Length"] = str(request.content_length)
+    return out
+
+
+def returned_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The recognizer's response headers the client gets (the gateway writes its own framing)."""
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_HEADERS and k.lower() not in ("date", "server")}
+
+
+def _uncounted(_: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Where a relay reports the bytes it carries (the gateway's metrics)."""
+
+    to_recognizer: Callable[[int], None] = _uncounted
+    to_client: Callable[[int], None] = _uncounted
+
+
+# ---- REST -----------------------------------------------------------------------------------------
+async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
+                     traffic: Traffic | None = None) -> web.StreamResponse:
+    """Forward ``request`` to ``backend`` and stream its answer back.
+
+    Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
+    reached (nothing was sent to the client yet). Once the answer has started, a broken
+    recognizer connection aborts the client's connection: a cut answer must not look whole.
+    """
+    traffic = traffic or Traffic()
+    url = backend.url + request.path_qs
+    body = request.content if request.body_exists else None
+    try:
+        upstream = await session.request(request.method, url, data=body, headers=forwarded_headers(request),
+                                         allow_redirects=False)
+    except (aiohttp.ClientConnectorError, asyncio.TimeoutError) as exc:
+        raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
+    except aiohttp.ClientError as exc:
+        raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) went away "
+                               f"before it answered: {exc or type(exc).__name__}", failures.BACKEND_LOST) from None
+    async with upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=returned_headers(upstream.headers))
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                traffic.to_client(len(chunk))
+        except aiohttp.ClientError as exc:
+            log.warning("REST %s: the recognizer of %s broke off its answer: %s", request.path, backend.locale, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+    return response
+
+
+def unreachable(backend: Backend, exc: BaseException) -> str:
+    what = str(exc) or type(exc).__name__
+    return f"no recognizer of {backend.locale} answers ({backend.namespace}/{backend.name} at {backend.url}): {what}"
+
+
+# ---- WebSocket ------------------------------------------------------------------------------------
+def offered_protocols(request: web.Request) -> tuple[str, ...]:
+    raw = request.headers.get("Sec-WebSocket-Protocol", "")
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = ()) -> web.WebSocketResponse:
+    """Accept, then close with the failure's code and reason (a close before the handshake would
+    lose the reason: the client would see a bare HTTP error)."""
+    ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False)
+    await ws.prepare(request)
+    code, reason = failures.close_args(failure)
+    await ws.close(code=code, message=reason)
+    return ws
+
+
+async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
+                          traffic: Traffic | None = None) -> web.StreamResponse:
+    """Relay one WebSocket between the client and ``backend`` until either side closes.
+
+    Returns the response the client got: the accepted WebSocket (its ``close_code`` says how it
+    ended), or the recognizer's refusal of the upgrade. Raises
+    :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be reached.
+    """
+    traffic = traffic or Traffic()
+    protocols = offered_protocols(request)
+    url = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + request.path_qs
+    try:
+        upstream = await session.ws_connect(
+            url, protocols=protocols, headers=forwarded_headers(request), autoclose=False, autoping=False,
+            compress=0, max_msg_size=0, decode_text=False,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
+    except aiohttp.WSServerHandshakeError as exc:  # the recognizer refused the upgrade: the client is refused alike
+        return web.Response(status=exc.status, text=f"the recognizer of {backend.locale} refused the connection: "
+                                                    f"HTTP {exc.status}", headers={"Content-Type": "text/plain"})
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
+    client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (), autoclose=False,
+                                   autoping=False, compress=False, max_msg_size=MAX_MESSAGE_BYTES, decode_text=False)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        await upstream.close(code=1001, message=b"the client left during the handshake")
+        raise
+    await _relay(client, upstream, backend, traffic)
+    return client
+
+
+Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _pump(src: Socket, dst: Socket, count: Callable[[int], None]) -> tuple[int, bytes] | None:
+    """Copy frames from ``src`` to ``dst`` until ``src`` closes: its close code and reason, or
+    ``None`` when its connection was lost without a close. A failed send raises."""
+    while True:
+        msg = await src.receive()
+        kind = msg.type
+        if kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
+            await dst.send_frame(msg.data, kind)
+            count(len(msg.data))
+        elif kind is WSMsgType.PING:
+            await dst.ping(msg.data)
+        elif kind is WSMsgType.PONG:
+            await dst.pong(msg.data)
+        elif kind is WSMsgType.CLOSE:
+            code = int(msg.data or 1000)
+            return (code if code in _SENDABLE else 1000), (msg.extra or "").encode()
+        else:  # CLOSING (we are closing it), CLOSED, ERROR
+            return None
+
+
+async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, backend: Backend,
+                 traffic: Traffic) -> None:
+    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer))
+    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client))
+    try:
+        done, _ = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        if to_client in done:
+            try:
+                closed = to_client.result()
+            except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone
+                log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
+                await _close(upstream, 1001, b"the client went away")
+            else:
+                if closed is None:
+                    lost = failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) "
+                                            "went away mid-stream without closing: its pod stopped or failed",
+                                            failures.BACKEND_LOST)
+                    failures.report(lost, "websocket", backend.locale)
+                    await _close(client, *failures.close_args(lost))
+                else:
+                    await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
+        else:
+            try:
+                closed = to_upstream.result()
+            except Exception as exc:  # noqa: BLE001 - the send upstream failed: the recognizer is gone
+                lost = failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) "
+                                        f"went away mid-stream: {exc or type(exc).__name__}", failures.BACKEND_LOST)
+                failures.report(lost, "websocket", backend.locale)
+                await _close(client, *failures.close_args(lost))
+            else:
+                if closed is None:
+                    await _close(upstream, 1001, b"the client went away")
+                else:
+                    await asyncio.gather(_close(upstream, *closed), _close(client, *closed))
+    finally:
+        for pump in (to_upstream, to_client):
+            if not pump.done():
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(pump, 1)
+            if not pump.done():
+                pump.cancel()
+        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await asyncio.gather(_close(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
+
+
+async def _close(ws: Socket, code: int, reason: bytes) -> None:
+    """Close ``ws`` with ``code`` and ``reason`` (cut to fit a close frame); quiet when it is gone already."""
+    reason = close_reason(reason.decode(errors="replace")).encode()
+    with contextlib.suppress(Exception):
+        await ws.close(code=code, message=reason)

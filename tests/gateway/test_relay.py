@@ -1,0 +1,247 @@
+"""The relay's mechanics, against an upstream that shows what arrived: headers, frames in order,
+pings and pongs, close codes and reasons, backpressure, bodies streamed.
+
+The upstream here is a small aiohttp server that records and echoes, not a recognizer: these
+are properties of the relay whatever is behind it, and a recognizer cannot show them (it does
+not report the headers it got, never stops reading on command). The gateway in front of real
+recognizers is tests/gateway/test_routes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import WSMsgType, web
+
+from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway_directory import Directory
+
+from .conftest import ServiceDNS, speech_to_text
+
+USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=simple"
+
+
+@dataclass
+class Upstream:
+    """What the stand-in recognizer saw, and knobs for what it does."""
+
+    headers: list[dict[str, str]] = field(default_factory=list)
+    received: list[tuple[str, Any]] = field(default_factory=list)
+    first_chunk: asyncio.Event = field(default_factory=asyncio.Event)
+    reading: asyncio.Event = field(default_factory=asyncio.Event)
+    ws: web.WebSocketResponse | None = None
+    port: int = 0
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        if request.headers.get("Ocp-Apim-Subscription-Key") == "wrong":
+            return web.Response(status=401, text="wrong key")
+        ws = web.WebSocketResponse(protocols=("USP",), autoping=False)
+        await ws.prepare(request)
+        self.ws = ws
+        while True:
+            await self.reading.wait()
+            msg = await ws.receive()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                self.received.append((msg.type.name, msg.data))
+                if msg.type is WSMsgType.TEXT and msg.data.startswith("close:"):
+                    _, code, reason = msg.data.split(":", 2)
+                    await ws.close(code=int(code), message=reason.encode())
+                    return ws
+                if msg.type is WSMsgType.TEXT and msg.data == "ping me":
+                    await ws.ping(b"from-upstream")
+                    continue
+                await (ws.send_str(msg.data) if msg.type is WSMsgType.TEXT else ws.send_bytes(msg.data))
+            elif msg.type is WSMsgType.PONG:
+                self.received.append(("PONG", msg.data))
+            elif msg.type is WSMsgType.PING:
+                self.received.append(("PING", msg.data))
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.CLOSE:
+                self.received.append(("CLOSE", (msg.data, msg.extra)))
+                await ws.close()
+                return ws
+            else:
+                return ws
+
+    async def rest(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        total = 0
+        async for chunk in request.content.iter_any():
+            if not self.first_chunk.is_set():
+                self.first_chunk.set()
+            total += len(chunk)
+        return web.json_response({"bytes": total, "chunked": "chunked" in request.headers.get("Transfer-Encoding", "")},
+                                 headers={"Retry-After": "3"})
+
+
+@dataclass
+class Rig:
+    upstream: Upstream
+    gateway: str
+    dns: ServiceDNS
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def rig() -> AsyncIterator[Rig]:
+    upstream = Upstream()
+    upstream.reading.set()
+    app = web.Application()
+    app.router.add_get("/speech/recognition/{mode}/cognitiveservices/v1", upstream.websocket)
+    app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", upstream.rest)
+    async with serving(app, "127.0.0.1", 0, 1) as upstream.port:
+        directory = Directory()
+        directory.upsert(speech_to_text("ko-kr", "ko-KR", upstream.port))
+        directory.synced = True
+        dns = ServiceDNS()
+        async with serving(create_app(directory, GatewayConfig(), resolver=dns), "127.0.0.1", 0, 1) as port:
+            try:
+                yield Rig(upstream, f"127.0.0.1:{port}", dns)
+            finally:
+                upstream.reading.set()
+
+
+async def test_headers_that_matter_reach_the_recognizer(rig: Rig) -> None:
+    """Key headers, X-ConnectionId and User-Agent pass; hop-by-hop headers do not; the Service's name is asked of DNS."""
+    sent = {"Ocp-Apim-Subscription-Key": "k1", "Authorization": "Bearer t1", "X-ConnectionId": "c0ffee",
+            "User-Agent": "SpeechSDK-Python/1.53.0", "Proxy-Authorization": "secret", "Keep-Alive": "timeout=5"}
+    async with aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",), headers=sent) as ws:
+            assert ws.protocol == "USP", "the subprotocol the recognizer chose"
+            await ws.close()
+        async with client.post(f"http://{rig.gateway}{REST}", data=b"RIFF", headers=sent) as resp:
+            assert resp.status == 200
+            assert resp.headers["Retry-After"] == "3", "the recognizer's response headers come back"
+    for seen in rig.upstream.headers:
+        for name in ("Ocp-Apim-Subscription-Key", "Authorization", "X-ConnectionId", "User-Agent"):
+            assert seen.get(name) == sent[name], (name, seen)
+        assert "Proxy-Authorization" not in seen and "Keep-Alive" not in seen
+        assert seen["X-Forwarded-For"] == "127.0.0.1"
+        assert seen["Host"].startswith("ko-kr.speech.svc:")
+    assert rig.dns.asked and set(rig.dns.asked) == {"ko-kr.speech.svc"}
+
+
+async def test_frames_pings_and_closes_pass_both_ways(rig: Rig) -> None:
+    async with aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",), autoping=False)
+        for i in range(50):
+            await ws.send_bytes(bytes([i]) * 3200)
+            await ws.send_str(f"text {i} 한국어")
+        for i in range(50):
+            assert (await ws.receive()).data == bytes([i]) * 3200
+            assert (await ws.receive()).data == f"text {i} 한국어"
+        await ws.send_str("ping me")
+        ping = await ws.receive()
+        assert (ping.type, ping.data) == (WSMsgType.PING, b"from-upstream"), "the recognizer's ping reaches the client"
+        await ws.pong(b"from-upstream")
+        await ws.ping(b"from-client")
+        pong = await ws.receive()
+        assert (pong.type, pong.data) == (WSMsgType.PONG, b"from-client"), "the recognizer answers the client's ping"
+        reason = "Unsupported language:  한국어 " + "가" * 30  # 123 bytes: the most a close frame holds
+        assert len(reason.encode()) == 123
+        await ws.send_str(f"close:1007:{reason}")
+        closed = await ws.receive()
+        assert (closed.type, closed.data, closed.extra) == (WSMsgType.CLOSE, 1007, reason)
+        await ws.close()
+    assert ("PONG", b"from-upstream") in rig.upstream.received
+    assert ("PING", b"from-client") in rig.upstream.received
+
+
+async def test_the_clients_close_reaches_the_recognizer(rig: Rig) -> None:
+    async with aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",))
+        await ws.send_str("hello")
+        assert (await ws.receive()).data == "hello"
+        await ws.close(code=4001, message=b"done here")
+    await asyncio.sleep(0.2)
+    assert rig.upstream.received[-1] == ("CLOSE", (4001, "done here"))
+
+
+async def test_a_refused_upgrade_is_refused_alike(rig: Rig) -> None:
+    async with aiohttp.ClientSession() as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(f"ws://{rig.gateway}{USP}", headers={"Ocp-Apim-Subscription-Key": "wrong"})
+    assert refused.value.status == 401
+
+
+async def test_backpressure_holds_a_fast_sender_back(rig: Rig) -> None:
+    """While the recognizer reads nothing, a client sending as fast as it can gets only as far through
+    the gateway as the sockets' buffers allow (compared with the same client connected directly:
+    the gateway adds one more pair of kernel buffers and bounded queues, not the stream); once the
+    recognizer reads again every frame arrives, in order."""
+    frames, size = 1600, 64 * 1024  # 100 MiB in all
+
+    async def sendable(url: str) -> int:
+        rig.upstream.reading.clear()
+        sent = 0
+        async with aiohttp.ClientSession() as client:
+            ws = await client.ws_connect(url, protocols=("USP",))
+
+            async def send_all() -> None:
+                nonlocal sent
+                for i in range(frames):
+                    await ws.send_bytes(i.to_bytes(4, "big") * (size // 4))
+                    sent += 1
+
+            sender = asyncio.create_task(send_all())
+            await asyncio.sleep(1.5)
+            held_at = sent
+            rig.upstream.reading.set()
+            echoes = []
+            while len(echoes) < frames:
+                echoes.append(int.from_bytes((await ws.receive()).data[:4], "big"))
+            await sender
+            assert echoes == list(range(frames)), "every frame, in order"
+            await ws.close()
+        return held_at
+
+    direct = await sendable(f"ws://127.0.0.1:{rig.upstream.port}{USP}")
+    through = await sendable(f"ws://{rig.gateway}{USP}")
+    assert through <= 2 * direct + 32, (
+        f"{through * size >> 20} MiB went through the gateway while nothing was read "
+        f"({direct * size >> 20} MiB directly): the gateway buffers instead of holding the sender back")
+    assert through < frames / 4
+
+
+async def test_a_rest_body_is_streamed_not_read_whole(rig: Rig) -> None:
+    """The recognizer gets the body's first chunk while the client still holds the rest back (a
+    proxy that reads the body whole would wait for the rest forever); chunked stays chunked."""
+    async def body() -> AsyncIterator[bytes]:
+        yield b"RIFF" * 1000
+        await asyncio.wait_for(rig.upstream.first_chunk.wait(), 10)
+        for _ in range(100):
+            yield b"\0" * 4000
+
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"http://{rig.gateway}{REST}", data=body()) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"bytes": 404_000, "chunked": True}
+        async with client.post(f"http://{rig.gateway}{REST}", data=b"x" * 1000) as resp:
+            assert await resp.json() == {"bytes": 1000, "chunked": False}, "a declared length is kept"
+
+
+async def test_a_recognizer_that_cannot_be_reached_is_a_clear_refusal(rig: Rig) -> None:
+    directory = Directory()
+    with contextlib.closing(__import__("socket").socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # bound, never listening: connections are refused
+        directory.upsert(speech_to_text("ko-kr", "ko-KR", dead))
+        async with serving(create_app(directory, GatewayConfig(), resolver=ServiceDNS()), "127.0.0.1", 0) as port:
+            async with aiohttp.ClientSession() as client:
+                async with client.post(f"http://127.0.0.1:{port}{REST}", data=b"RIFF") as resp:
+                    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+                    message = (await resp.json())["error"]["message"]
+                    assert "no recognizer of ko-KR answers" in message, message
+                ws = await client.ws_connect(f"ws://127.0.0.1:{port}/vosk?language=ko-kr")
+                closed = await ws.receive()
+                assert closed.data == 1013 and "no recognizer of ko-KR answers" in closed.extra
+                assert json.loads(await (await client.get(f"http://127.0.0.1:{port}/ready")).text())["ready"] is False

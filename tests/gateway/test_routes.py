@@ -1,0 +1,192 @@
+"""The gateway in front of two real recognizer processes for two locales (tests/gateway/conftest.py:
+the second locale is the Korean model under another name): REST, the real Speech SDK and /vosk
+give through the gateway what they give directly; unknown locales get the recognizer's errors;
+keys pass through; a recognizer that dies mid-stream ends the client's stream with a clear close.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import azure.cognitiveservices.speech as speechsdk
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.recognizer.test_vosk_ws import closed_with, stream, texts
+from tests.support import Reference, read_wav
+from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
+
+from .conftest import KEY, OTHER_LOCALE, Locales, speech_to_text, start_recognizer
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+Reason = speechsdk.ResultReason
+
+
+def key_of(locale: str) -> dict[str, str]:
+    return {"Ocp-Apim-Subscription-Key": KEY} if locale == OTHER_LOCALE else {}
+
+
+def rest(base: str, language: str, wav: Path, query: str = "&format=detailed&wordLevelTimestamps=true",
+         **headers: str) -> httpx.Response:
+    return httpx.post(f"{base}{REST}?language={language}{query}", content=wav.read_bytes(),
+                      headers={"Content-Type": "audio/wav", **headers}, timeout=60)
+
+
+def test_rest_gives_what_the_recognizer_gives(locales: Locales, utterances_wav: Path) -> None:
+    """Each locale's answer through the gateway equals its recognizer's own; ``ko-kr`` is ``ko-KR``."""
+    for locale, r in locales.recognizers.items():
+        direct = rest(r.http, locale, utterances_wav, **key_of(locale))
+        via = rest(locales.stack.http, locale.lower(), utterances_wav, **key_of(locale))
+        assert direct.status_code == via.status_code == 200, (direct.text, via.text)
+        assert via.json() == direct.json()
+        assert via.json()["RecognitionStatus"] == "Success"
+
+
+def test_the_speech_sdk_works_for_every_locale(locales: Locales, speech_wav: Path, speech_ref: Reference) -> None:
+    """An unmodified Speech SDK app pointed at the gateway (``host=``, or ``endpoint=`` with a key)
+    recognizes exactly what in-process Vosk does, for each locale, as it does directly."""
+    for locale, r in locales.recognizers.items():
+        key = KEY if locale == OTHER_LOCALE else None
+        direct = once(config(r.ws, key=key, language=locale), speech_wav)
+        via = once(config(locales.stack.ws, key=key, language=locale), speech_wav)
+        assert_matches(direct, speech_ref.phrases[0])
+        assert_matches(via, speech_ref.phrases[0])
+        assert reported(via) == reported(direct)
+    via = once(config(locales.stack.ws, key=KEY, language=OTHER_LOCALE, endpoint_mode="interactive"), speech_wav)
+    assert_matches(via, speech_ref.phrases[0])
+
+
+def test_continuous_recognition_through_the_gateway(locales: Locales, utterances_wav: Path, utterances_ref: Reference) -> None:
+    events = continuous(recognizer(config(locales.stack.ws, language="ko-KR"), utterances_wav))
+    assert not events.canceled
+    assert_same([reported(r) for r in events.recognized], [expected(p) for p in utterances_ref.phrases])
+    assert events.recognizing, "intermediate results come through"
+
+
+def test_vosk_gives_what_the_recognizer_gives(locales: Locales, utterances_wav: Path, utterances_ref: Reference) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    for locale, r in locales.recognizers.items():
+        direct = stream(f"{r.ws}/vosk?language={locale}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
+        via = stream(f"{locales.stack.ws}/vosk?language={locale.lower()}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
+        root = stream(f"{locales.stack.ws}/?language={locale}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
+        assert via == direct == root
+        assert texts(via) == utterances_ref.texts
+
+
+def test_an_unknown_locale_gets_the_recognizers_error_naming_the_locales(locales: Locales, speech_wav: Path) -> None:
+    stack, ko = locales.stack, locales.recognizers["ko-KR"]
+    direct = rest(ko.http, "xx-YY", speech_wav)
+    via = rest(stack.http, "xx-YY", speech_wav)
+    assert direct.status_code == via.status_code == 400
+    assert via.json() == {"error": {"code": "BadRequest",
+                                    "message": f"no model for language 'xx-YY'; this server has: {OTHER_LOCALE}, ko-KR"}}
+    assert direct.json()["error"]["message"] == "no model for language 'xx-YY'; this server has: ko-KR", "the same words"
+    assert rest(stack.http, "not a locale!", speech_wav).json()["error"]["message"] == "'not a locale!' is not a locale (expected e.g. en-US)"
+    missing = httpx.post(f"{stack.http}{REST}", content=speech_wav.read_bytes(), timeout=30)
+    assert missing.status_code == 400 and "add ?language=<locale>" in missing.json()["error"]["message"]
+
+    started = time.monotonic()
+    result = once(config(stack.ws, language="xx-XX"), speech_wav)
+    assert result.reason == Reason.Canceled, result
+    details = result.cancellation_details
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest
+    assert "xx-XX" in details.error_details and OTHER_LOCALE in details.error_details and "ko-KR" in details.error_details
+    assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
+
+    code, reason = closed_with(f"{stack.ws}/vosk?language=xx-YY")
+    assert code == 1007 and reason == f"no model for language 'xx-YY'; this server has: {OTHER_LOCALE}, ko-KR"
+    assert httpx.get(f"{stack.http}/").json()["locales"] == [OTHER_LOCALE, "ko-KR"]
+
+
+def test_keys_reach_the_recognizer_and_its_refusals_reach_the_client(locales: Locales, speech_wav: Path) -> None:
+    stack = locales.stack
+    for key, status in ((None, "403"), ("not-the-key", "401")):
+        result = once(config(stack.ws, key=key, language=OTHER_LOCALE), speech_wav)
+        assert result.reason == Reason.Canceled, result
+        assert result.cancellation_details.code == speechsdk.CancellationErrorCode.AuthenticationFailure
+        assert status in result.cancellation_details.error_details
+    assert rest(stack.http, OTHER_LOCALE, speech_wav).status_code == 403
+    assert rest(stack.http, OTHER_LOCALE, speech_wav, **{"Authorization": f"Bearer {KEY}"}).status_code == 200
+    code, reason = closed_with(f"{stack.ws}/vosk?language={OTHER_LOCALE}", **{"Ocp-Apim-Subscription-Key": "wrong"})
+    assert code == 1008 and "wrong key" in reason
+
+
+def test_the_gateway_reports_itself(locales: Locales) -> None:
+    stack = locales.stack
+    assert httpx.get(f"{stack.http}/ready").json() == {"ready": True, "locales": [OTHER_LOCALE, "ko-KR"]}
+    assert httpx.get(f"{stack.http}/status").status_code == 200
+    metrics = httpx.get(f"{stack.http}/metrics").text
+    assert 'speech_gateway_backend_ready_pods{locale="ko-KR",name="ko-kr",namespace="speech"} 1.0' in metrics
+    assert 'speech_gateway_requests_total{code="400",locale="-",route="rest"}' in metrics
+    assert 'speech_gateway_relayed_bytes_total{direction="to_recognizer"}' in metrics
+
+
+# ---- a recognizer that dies mid-stream ---------------------------------------------------------
+@pytest.fixture
+def doomed(locales: Locales, tmp_path: Path):
+    """A third recognizer (locale de-DE, the Korean model) behind a SpeechToText, to be killed mid-stream."""
+    r = start_recognizer(tmp_path, "de-DE")
+    try:
+        r.wait_ready()
+        locales.stack.create(speech_to_text("de-de", "de-DE", r.port))
+        locales.stack.routes("de-DE")
+        yield r
+    finally:
+        r.kill()
+        locales.stack.delete("de-de")
+        locales.stack.eventually(lambda: "de-DE" not in locales.stack.directory.locales, 10, "de-DE gone")
+
+
+def test_a_recognizer_dying_mid_stream_closes_the_vosk_stream_clearly(locales: Locales, doomed, utterances_wav: Path) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    with connect(f"{locales.stack.ws}/vosk?language=de-DE") as ws:
+        ws.send(json.dumps({"config": {"sample_rate": rate}}))
+        for i in range(10):
+            ws.send(pcm[i * 3200:(i + 1) * 3200])
+            ws.recv(timeout=30)
+        doomed.kill()
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            for i in range(10, 1000):
+                ws.send(pcm[i * 3200:(i + 1) * 3200])
+                ws.recv(timeout=30)
+    assert time.monotonic() - started < 5
+    frame = closed.value.rcvd
+    assert frame is not None, "closed without a close frame"
+    assert frame.code == 1011 and "went away mid-stream" in frame.reason and "de-DE" in frame.reason, frame
+
+
+def test_a_recognizer_dying_mid_stream_ends_the_sdks_session(locales: Locales, doomed, utterances_wav: Path) -> None:
+    """The Speech SDK is told, and stops with an error naming the locale, within seconds; it does not hang."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    push = speechsdk.audio.PushAudioInputStream(speechsdk.audio.AudioStreamFormat(samples_per_second=rate))
+    rec = speechsdk.SpeechRecognizer(config(locales.stack.ws, language="de-DE"),
+                                     audio_config=speechsdk.audio.AudioConfig(stream=push))
+    canceled: list[speechsdk.CancellationDetails] = []
+    stopped = threading.Event()
+    first = threading.Event()
+    rec.recognizing.connect(lambda e: first.set())
+    rec.canceled.connect(lambda e: canceled.append(e.cancellation_details))
+    rec.session_stopped.connect(lambda e: stopped.set())
+    rec.start_continuous_recognition()
+    pushed = 0
+    while not first.is_set() and pushed < len(pcm):
+        push.write(pcm[pushed:pushed + 3200])
+        pushed += 3200
+        time.sleep(0.05)
+    assert first.is_set(), "no intermediate result before the kill"
+    doomed.kill()
+    started = time.monotonic()
+    while not stopped.wait(0.1) and time.monotonic() - started < 30:
+        push.write(pcm[pushed % len(pcm):pushed % len(pcm) + 3200])
+        pushed += 3200
+    rec.stop_continuous_recognition()
+    assert stopped.is_set(), "the SDK's session did not end within 30 s of its recognizer's death"
+    assert canceled and canceled[0].reason == speechsdk.CancellationReason.Error, canceled
+    # The SDK reconnects once after the 1011; the gateway then finds no recognizer and says so (1013).
+    assert "de-DE" in canceled[0].error_details, canceled[0].error_details
