@@ -197,3 +197,97 @@ class ServerThread(Loopback):
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def scrape_metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a server's ``/metrics``: ``(name, sorted labels) -> value``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{base}/metrics", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }
+
+
+#: Strictly real time: every reply of a 1x stream, and its final result, within this of when its audio was due.
+STRICT_LAG_SECONDS = 1.0
+
+
+class RealTimeStream:
+    """A normal client beside a hostile one: a /vosk stream at 1x real time in a background thread.
+
+    Sends ``pcm`` (16 kHz mono, one utterance) and a second of silence in 100 ms chunks on the clock,
+    awaiting each reply, and repeats them until the ``with`` block ends (at least once), then
+    ``{"eof" : 1}``. :meth:`assert_strict` checks that every reply came within
+    :data:`STRICT_LAG_SECONDS` of its chunk's due time and that the utterance was heard on every pass.
+    """
+
+    CHUNK = 3200
+
+    def __init__(self, ws_base: str, pcm: bytes, *, query: str = "language=ko-KR") -> None:
+        self.url = f"{ws_base}/vosk?{query}"
+        self.pcm = pcm + bytes(32000)
+        self.lags: list[float] = []
+        self.texts: list[str] = []
+        self.passes = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        #: Set once a first, unmeasured pass has left a warm recognizer (a new one stalls on its first audio).
+        self.warm = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="real-time-stream", daemon=True)
+
+    def _run(self) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.url, max_size=1 << 20) as ws:  # unpaced and unmeasured: leaves a warm recognizer
+                for i in range(0, len(self.pcm), self.CHUNK):
+                    ws.send(self.pcm[i : i + self.CHUNK])
+                    ws.recv(timeout=30)
+                ws.send('{"eof" : 1}')
+                ws.recv(timeout=30)
+            self.warm.set()
+            with connect(self.url, max_size=1 << 20) as ws:
+                t0 = time.monotonic()
+                k = 0
+                while self.passes == 0 or not self._stop.is_set():
+                    for i in range(0, len(self.pcm), self.CHUNK):
+                        due = t0 + k * 0.1
+                        k += 1
+                        time.sleep(max(0.0, due - time.monotonic()))
+                        ws.send(self.pcm[i : i + self.CHUNK])
+                        reply = json.loads(ws.recv(timeout=30))
+                        self.lags.append(time.monotonic() - due)
+                        if reply.get("text"):
+                            self.texts.append(reply["text"])
+                    self.passes += 1
+                eof = time.monotonic()
+                ws.send('{"eof" : 1}')
+                final = json.loads(ws.recv(timeout=30))
+                self.lags.append(time.monotonic() - eof)
+                if final.get("text"):
+                    self.texts.append(final["text"])
+        except BaseException as exc:  # noqa: BLE001 - reported by assert_strict
+            self.error = exc
+
+    def __enter__(self) -> "RealTimeStream":
+        self._thread.start()
+        self.warm.wait(60)
+        time.sleep(0.2)  # its warm recognizer is back in the pool, and the measured stream has taken it
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    def assert_strict(self, text: str) -> None:
+        """Every reply within :data:`STRICT_LAG_SECONDS` of real time, and ``text`` heard on every pass."""
+        assert not self._thread.is_alive(), "the normal stream did not end"
+        assert self.error is None, f"the normal stream failed: {self.error!r}"
+        worst = max(self.lags)
+        assert worst <= STRICT_LAG_SECONDS, f"the normal stream fell {worst:.2f} s behind real time"
+        assert self.texts == [text] * self.passes, (self.texts, self.passes)

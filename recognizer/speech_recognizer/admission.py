@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from .errors import BUSY, Failure
 
-class Busy(Exception):
+
+class Busy(Failure):
     """Every decoder is in use; retry after :attr:`retry_after` seconds."""
 
-    def __init__(self, limit: int, retry_after: int = 1) -> None:
-        super().__init__(f"all {limit} decoders are busy; retry in {retry_after} s")
+    kind = BUSY
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"all {limit} decoders are busy; retry in {BUSY.retry_after} s")
         self.limit = limit
-        self.retry_after = retry_after
 
 
 class Reservation:

@@ -16,7 +16,7 @@ from . import openapi, rest, service_routes, vosk_ws
 from .drain import Drain, DrainMiddleware
 from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
-from .errors import error_response
+from .errors import classify, http_response, observe
 from .metrics import Metrics
 from .models import ModelRegistry
 from .settings import Settings, cpu_count
@@ -60,8 +60,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
             engine.close()
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return error_response(500, "internal error; the server logged the details")
+        failure = classify(exc)
+        observe(failure, request.url.path[:100], None)
+        return http_response(failure)
 
     app = Starlette(
         routes=[*service_routes.routes(), *rest.routes(), *usp_routes(), *vosk_ws.routes()],

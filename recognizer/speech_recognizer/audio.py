@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import BAD_AUDIO, TOO_LARGE, UNSUPPORTED_MEDIA, Failure
 
-class AudioError(ValueError):
-    """The body is not audio we can decode; ``status`` is the HTTP status to answer."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+class AudioError(Failure, ValueError):
+    """The body is not audio we can decode (:data:`~speech_recognizer.errors.BAD_AUDIO`, or the kind given)."""
+
+    kind = BAD_AUDIO
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def pcm16_header(data: bytes) -> tuple[WavFormat, int]:
     fmt, offset, _ = parse_wav_header(data)
     if fmt.format_tag not in (PCM, EXTENSIBLE) or fmt.bits != 16:
         raise AudioError(
-            f"the stream must be 16-bit PCM (WAV format tag {fmt.format_tag:#x}, {fmt.bits} bits)", status=415
+            f"the stream must be 16-bit PCM (WAV format tag {fmt.format_tag:#x}, {fmt.bits} bits)", UNSUPPORTED_MEDIA
         )
     _check_format(WavFormat(PCM, fmt.channels, fmt.sample_rate, fmt.bits))
     return fmt, offset
@@ -123,7 +123,7 @@ def _check_format(fmt: WavFormat) -> None:
     if fmt.format_tag not in (PCM, FLOAT, ALAW, MULAW):
         raise AudioError(
             f"unsupported WAV encoding (format tag {fmt.format_tag:#x}); send PCM, float, A-law or mu-law",
-            status=415,
+            UNSUPPORTED_MEDIA,
         )
 
 
@@ -149,7 +149,7 @@ def too_long(seconds: float | None, limit: float) -> AudioError:
     return AudioError(
         f"the audio {length}; this route takes at most {limit:g} s (MaxAudioSeconds); "
         "use the WebSocket route for longer audio",
-        status=413,
+        TOO_LARGE,
     )
 
 
@@ -235,7 +235,7 @@ def decode_wav(data: bytes, max_seconds: float, cut: bool = False) -> Audio:
         return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     subtype = _RAW_SUBTYPES.get((fmt.format_tag, fmt.bits))
     if subtype is None:
-        raise AudioError(f"unsupported WAV encoding: format tag {fmt.format_tag:#x} with {fmt.bits} bits", status=415)
+        raise AudioError(f"unsupported WAV encoding: format tag {fmt.format_tag:#x} with {fmt.bits} bits", UNSUPPORTED_MEDIA)
     raw = dict(mode="r", format="RAW", subtype=subtype, channels=fmt.channels, samplerate=fmt.sample_rate, endian="LITTLE")
     with _open_soundfile(body, "WAV", **raw) as reader:  # type: ignore[attr-defined]
         return _decode_blocks(reader, "WAV", max_seconds, cut)
@@ -272,7 +272,7 @@ def decode(data: bytes, content_type: str = "", *, max_seconds: float, cut: bool
             body = memoryview(data)[: 2 * fmt.channels * min(frames, limit)]
             return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     if mime and mime not in SUPPORTED_TYPES and not mime.startswith("application/octet-stream"):
-        raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", status=415)
+        raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", UNSUPPORTED_MEDIA)
     raise AudioError("the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)")
 
 

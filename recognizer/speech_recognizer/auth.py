@@ -16,6 +16,7 @@ import hmac
 from typing import Mapping
 
 from . import contract as c
+from .errors import AUTH_MISSING, AUTH_WRONG, Failure
 
 #: Query parameters a key may come in on a WebSocket upgrade (compared case-insensitively).
 QUERY_KEY_NAMES = (c.KEY_HEADER.lower(), "subscription-key")
@@ -23,13 +24,10 @@ QUERY_KEY_NAMES = (c.KEY_HEADER.lower(), "subscription-key")
 QUERY_AUTHORIZATION = "authorization"
 
 
-class AuthError(Exception):
-    """The request's key is missing (403) or wrong (401)."""
+class AuthError(Failure):
+    """The request's key is missing (:data:`~speech_recognizer.errors.AUTH_MISSING`, 403) or wrong (401)."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    kind = AUTH_WRONG
 
 
 def _bearer(value: str) -> str | None:
@@ -68,11 +66,11 @@ def check_key(expected: str | None, headers: Mapping[str, str], query: Mapping[s
         key = query_key(query)
         if key is not None and not websocket:
             raise AuthError(
-                403,
                 f"a key in the URL is not accepted on this route (URLs end up in logs): send it in the "
                 f"{c.KEY_HEADER} header or as Authorization: Bearer",
+                AUTH_MISSING,
             )
     if key is None:
-        raise AuthError(403, f"missing key: send it in the {c.KEY_HEADER} header or as Authorization: Bearer")
+        raise AuthError(f"missing key: send it in the {c.KEY_HEADER} header or as Authorization: Bearer", AUTH_MISSING)
     if not hmac.compare_digest(key.encode(), expected.encode()):
-        raise AuthError(401, "wrong key: the key does not match this server's ApiKey")
+        raise AuthError("wrong key: the key does not match this server's ApiKey")

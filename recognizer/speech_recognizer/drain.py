@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable
 import uvicorn
 
 from . import contract as c
-from .errors import close_reason, error_response
+from .errors import DRAINING, Failure, close_args, http_response, observe
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: What a client refused while the server drains is told (a WebSocket close reason: at most 123 bytes).
+#: What a client refused while the server drains is told (a WebSocket close reason: at most 123 bytes);
+#: the failure policy answers it (:data:`~speech_recognizer.errors.DRAINING`: 503 + Retry-After, close 1013).
 REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
-#: WebSocket close code of the refusal: 1013 Try Again Later.
-CLOSE_TRY_AGAIN_LATER = 1013
-#: ``Retry-After`` of a REST refusal, in seconds: another server can take it at once.
-RETRY_AFTER_SECONDS = 1
 
 _WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
 _REST_PATHS = frozenset(c.RECOGNITION_PATHS)
@@ -108,7 +105,6 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            log.debug("refused %s %s: draining", scope["type"], scope["path"])
             await refuse(scope, receive, send)
             return
         if scope["type"] == "websocket":  # a stream counts while its decoding session is open
@@ -121,18 +117,30 @@ class DrainMiddleware:
             self.drain.requests -= 1
 
 
+def route_of(scope: Scope) -> str:
+    """The route name a recognition request is counted under (as its adapter names it)."""
+    path = scope["path"]
+    if scope["type"] == "websocket":
+        return "vosk" if path in (c.ROUTE_VOSK_WS, c.ROUTE_HOME) else f"usp/{path.split('/')[3]}"
+    return f"rest-{path.split('/')[3]}"
+
+
 async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """A WebSocket accepted and closed with 1013 and :data:`REASON`, or a 503 with ``Retry-After``."""
+    """Answer a new recognition as the failure policy answers :data:`~speech_recognizer.errors.DRAINING`:
+    a WebSocket accepted and closed with 1013 and :data:`REASON`, or a 503 with ``Retry-After``."""
+    failure = Failure(REASON, DRAINING)
+    app = scope.get("app")
+    observe(failure, route_of(scope), getattr(getattr(app, "state", None), "metrics", None))
     if scope["type"] == "websocket":
         if (await receive())["type"] != "websocket.connect":
             return
         offered = scope.get("subprotocols") or []
         # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
+        code, reason = close_args(failure)
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-        await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": close_reason(REASON)})
+        await send({"type": "websocket.close", "code": code, "reason": reason})
         return
-    response = error_response(503, REASON, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    await response(scope, receive, send)
+    await http_response(failure)(scope, receive, send)
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,26 +1,163 @@
-"""Error responses in one shape: ``{"error": {"code", "message"}}`` with the right status."""
+"""One failure policy: what every refusal or error becomes, on every protocol.
+
+Adapters raise a :class:`Failure` that names its :class:`Kind` (bad audio, busy,
+idle, ...); this module answers it, the same way on every route:
+
+- REST: :func:`http_response` — the kind's HTTP status, ``{"error": {"code", "message"}}``
+  and ``Retry-After`` when the kind has one;
+- WebSocket (/vosk, Speech SDK): :func:`close_args` — the kind's close code and the message
+  cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a character);
+- Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
+  reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
+  ``Error`` become those error codes; the message is in its error details);
+- :func:`observe` — ``speech_requests_total{status}`` and ``speech_refused_total{reason}``, and
+  one log line at the kind's level (a traceback only for :data:`INTERNAL`, a bug of ours).
+
+A new kind of failure is one line in the table below. Any other exception an adapter
+meets becomes a failure through :func:`classify` (a client that left, or :data:`INTERNAL`).
+"""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-_CODES = {
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+log = logging.getLogger("speech_recognizer.failures")
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of failure is answered on every protocol."""
+
+    #: The ``reason`` label of ``speech_refused_total`` and the tag of its log line.
+    name: str
+    #: HTTP status (REST; the Speech SDK's upgrade for keys; ``speech_requests_total{status}`` everywhere).
+    http: int
+    #: WebSocket close code (RFC 6455: 1002 protocol, 1007 bad data, 1008 policy, 1009 too big, 1011 our error, 1013 try later).
+    close: int
+    #: ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn; None: refused at the
+    #: WebSocket upgrade with the HTTP status instead (the SDK reports 401/403 as ``AuthenticationFailure``).
+    usp: str | None
+    #: Level of its one log line.
+    level: int
+    #: Seconds a client should wait before trying again (``Retry-After``), when it may.
+    retry_after: int | None = None
+    #: What it means, for the docs.
+    doc: str = ""
+
+
+# ---- the policy: one line per kind ------------------------------------------------------------------
+BAD_VALUE = Kind("bad_value", 400, 1007, "BadRequest", INFO, doc="a parameter, message or frame the server cannot accept")
+BAD_AUDIO = Kind("bad_audio", 400, 1007, "BadRequest", INFO, doc="audio that cannot be decoded")
+UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, "BadRequest", INFO, doc="an audio encoding or content type not served")
+UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, "BadRequest", INFO, doc="a language no model serves")
+NOT_FOUND = Kind("not_found", 404, 1008, "BadRequest", INFO, doc="no such route or mode")
+PROTOCOL_ERROR = Kind("protocol_error", 400, 1002, "BadRequest", INFO, doc="messages out of order, a missing or reused request id")
+TOO_LARGE = Kind("too_large", 413, 1009, "BadRequest", INFO, doc="a body or audio over its limit (MaxAudioSeconds)")
+HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="request headers over their limit")
+UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a request or its body that did not arrive in time")
+AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
+AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey")
+IDLE = Kind("idle_timeout", 408, 1008, "BadRequest", INFO, doc="no audio for AudioIdleSeconds: the decoder is given back")
+SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
+BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)")
+DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
+MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now")
+CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)")
+INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)")
+
+#: Every kind, by name.
+KINDS: dict[str, Kind] = {k.name: k for k in globals().values() if isinstance(k, Kind)}
+
+_HTTP_CODES = {
     400: "BadRequest",
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    408: "RequestTimeout",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     426: "UpgradeRequired",
     429: "TooManyRequests",
+    431: "RequestHeaderFieldsTooLarge",
+    499: "ClientClosedRequest",
     500: "InternalServerError",
     503: "ServiceUnavailable",
 }
 
 
+class Failure(Exception):
+    """A request the server will not (or can no longer) serve, and why; :attr:`kind` says how it is answered.
+
+    Subclasses fix a default kind (``Busy`` is :data:`BUSY`); any may be raised with
+    another: ``AudioError("...", TOO_LARGE)``.
+    """
+
+    kind: Kind = INTERNAL
+
+    def __init__(self, message: str, kind: Kind | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+        self.retry_after = self.kind.retry_after if retry_after is None else retry_after
+
+    @property
+    def status(self) -> int:
+        """The HTTP status it is answered with."""
+        return self.kind.http
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
+class BadValue(Failure, ValueError):
+    """A value a client sent that the server cannot take (:data:`BAD_VALUE`): the message says which and why."""
+
+    kind = BAD_VALUE
+
+
+def classify(exc: BaseException) -> Failure:
+    """Any exception as a failure: itself, a client that left, or :data:`INTERNAL` (with the cause kept)."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, (ClientDisconnect, WebSocketDisconnect, ConnectionError)):
+        return Failure("the client left", CLIENT_GONE)
+    failure = Failure(f"internal error ({type(exc).__name__}); the server logged the details", INTERNAL)
+    failure.__cause__ = exc
+    return failure
+
+
+# ---- the answers ------------------------------------------------------------------------------------
+
+
+def http_response(failure: Failure) -> JSONResponse:
+    """The REST answer: status, ``{"error": {"code", "message"}}``, and ``Retry-After`` when the kind has one."""
+    headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
+    return error_response(failure.kind.http, failure.message, headers)
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """A JSON error with a reason a person can act on."""
-    return JSONResponse({"error": {"code": _CODES.get(status, "Error"), "message": message}}, status, headers=headers)
+    return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
+
+
+def close_args(failure: Failure) -> tuple[int, str]:
+    """``(code, reason)`` of the WebSocket close frame that answers ``failure``."""
+    return failure.kind.close, close_reason(failure.message)
+
+
+def usp_phrase(failure: Failure) -> dict[str, Any]:
+    """The ``speech.phrase`` body that ends a Speech SDK turn with this failure (the SDK's ``CancellationDetails``)."""
+    return {"RecognitionStatus": failure.kind.usp or "Error", "Offset": 0, "Duration": 0, "Message": failure.message}
 
 
 #: Longest WebSocket close reason RFC 6455 allows: 125 payload bytes less the 2-byte code.
@@ -33,7 +170,32 @@ def close_reason(message: str, limit: int = MAX_CLOSE_REASON_BYTES) -> str:
     Close reasons are limited in bytes, not characters: 120 Korean characters
     are 360 bytes, which a server must not send (websockets refuses it).
     """
-    encoded = message.encode("utf-8")
+    encoded = message.encode("utf-8", "replace")
     if len(encoded) <= limit:
         return message
     return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+class Counters(Protocol):
+    """What :func:`observe` counts on (:class:`~speech_recognizer.metrics.Metrics`)."""
+
+    def failed(self, route: str, status: int, reason: str) -> None: ...
+
+
+def observe(failure: Failure, route: str, metrics: Counters | None = None) -> None:
+    """Count ``failure`` on ``route`` and log it: one line at its kind's level (a traceback for :data:`INTERNAL`)."""
+    kind = failure.kind
+    if metrics is not None:
+        metrics.failed(route, kind.http, kind.name)
+    cause = failure.__cause__ if kind is INTERNAL else None
+    log.log(kind.level, "%s: %s: %s", route, kind.name, failure.message, exc_info=cause)
+
+
+def markdown_table() -> str:
+    """README's table of failures: how each kind is answered on each protocol."""
+    rows = ["| failure | REST | WebSocket close | Speech SDK | log |", "| --- | --- | --- | --- | --- |"]
+    for k in KINDS.values():
+        retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
+        sdk = f"`{k.usp}`" if k.usp else f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
+        rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")
+    return "\n".join(rows)

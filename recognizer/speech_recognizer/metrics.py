@@ -31,8 +31,19 @@ class Metrics:
             registry=self.registry,
         )
         self.refused = Counter(
-            "speech_refused", "Recognitions refused because every decoder was busy", ["route"], registry=self.registry
+            "speech_refused",
+            "Recognitions refused or ended early, by reason (the failure kind: busy, idle_timeout, bad_audio, ...)",
+            ["route", "reason"],
+            registry=self.registry,
         )
+
+    def succeeded(self, route: str) -> None:
+        self.requests.labels(route, "200").inc()
+
+    def failed(self, route: str, status: int, reason: str) -> None:
+        """A request refused or ended by the failure policy (:func:`speech_recognizer.errors.observe`)."""
+        self.requests.labels(route, str(status)).inc()
+        self.refused.labels(route, reason).inc()
 
     def watch_pool(self, pool: WarmPool) -> None:
         """Expose the warm pool's counts (read at each scrape)."""

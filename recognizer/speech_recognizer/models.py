@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .contract import BAKED_MODELS_DIR
+from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,16 @@ PACKAGE_LANGUAGES: dict[str, str] = {loc.split("-")[0]: loc for loc in CATALOG i
 _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
-class ModelError(Exception):
+class ModelError(Failure):
     """A model cannot be found, downloaded or loaded; the message is for the user."""
+
+    kind = MODEL_UNAVAILABLE
 
 
 class UnknownLocale(ModelError):
     """No model serves the requested locale."""
+
+    kind = UNKNOWN_LOCALE
 
 
 def canonical_locale(locale: str) -> str:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from . import heap
 from .audio import mono
+from .errors import BadValue
 from .models import LoadedModel
 from .pool import WarmPool
 from .transcript import Event, Partial, parse_final, parse_partial
@@ -91,9 +92,9 @@ class Recognition:
         warmup: bool = False,
     ) -> None:
         if sample_rate < 4000 or sample_rate > 192000:
-            raise ValueError(f"sample rate {sample_rate} Hz is outside 4000..192000")
+            raise BadValue(f"sample rate {sample_rate} Hz is outside 4000..192000")
         if channels < 1 or channels > 32:
-            raise ValueError(f"{channels} channels is not supported (1..32)")
+            raise BadValue(f"{channels} channels is not supported (1..32)")
         self.model = model
         self.sample_rate = sample_rate
         self.channels = channels

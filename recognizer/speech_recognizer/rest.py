@@ -8,6 +8,7 @@ Ogg/Opus or FLAC body (chunked allowed). One answer for the whole audio.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,11 +17,10 @@ from starlette.routing import BaseRoute, Route
 from . import contract as c
 from . import openapi as oa
 from .audio import Audio, AudioError, chunks, decode
-from .auth import AuthError, check_key
-from .admission import Busy
+from .auth import check_key
 from .engine import Engine
-from .errors import error_response
-from .models import ModelError, UnknownLocale
+from .errors import NOT_FOUND, TOO_LARGE, Failure, classify, http_response, observe
+from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
 from .session import FILE_CHUNK_SECONDS
@@ -46,12 +46,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body (chunked or not), refusing more than ``limit`` bytes with 413."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise AudioError(f"the body is {int(declared)} bytes; the limit is {limit}", status=413)
+        raise AudioError(f"the body is {int(declared)} bytes; the limit is {limit}", TOO_LARGE)
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
-            raise AudioError(f"the body is over the limit of {limit} bytes", status=413)
+            raise AudioError(f"the body is over the limit of {limit} bytes", TOO_LARGE)
     return bytes(body)
 
 
@@ -63,46 +63,39 @@ async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str)
 
 
 async def recognize(request: Request) -> Response:
-    """Recognize a short recording and answer in Azure's JSON."""
+    """Recognize a short recording and answer in Azure's JSON; a failure is answered by :mod:`.errors`."""
+    mode = request.path_params.get("mode", "conversation")
+    route = f"rest-{mode}" if mode in c.RECOGNITION_MODES else "rest"
+    metrics = request.app.state.metrics
+    try:
+        body_json = await _recognize(request, mode)
+    except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
+        failure = classify(exc)
+        observe(failure, route, metrics)
+        return http_response(failure)
+    metrics.succeeded(route)
+    return JSONResponse(body_json)
+
+
+async def _recognize(request: Request, mode: str) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     engine: Engine = request.app.state.engine
-    metrics = request.app.state.metrics
-    mode = request.path_params.get("mode", "conversation")
     if mode not in c.RECOGNITION_MODES:
-        return error_response(404, f"no recognition mode {mode!r}; use one of {', '.join(c.RECOGNITION_MODES)}")
-    route = f"rest-{mode}"
+        raise Failure(f"no recognition mode {mode!r}; use one of {', '.join(c.RECOGNITION_MODES)}", NOT_FOUND)
     query = dict(request.query_params)
-    try:
-        check_key(settings.api_key, request.headers, query, websocket=False)
-        fmt = OutputFormat.parse(query.get("format"))
-        profanity = Profanity.parse(query.get("profanity"))
-        locale = request_locale(query, engine)
-        limit = int(settings.max_audio_seconds * _MAX_BYTES_PER_SECOND) + 4096
-        body = await read_body(request, limit)
-        ctype = request.headers.get("content-type", "")
-        audio = await asyncio.to_thread(lambda: decode(body, ctype, max_seconds=settings.max_audio_seconds))
-        if not audio.pcm:
-            raise AudioError("the audio holds no samples")
-        phrases = await recognize_audio(engine, locale, audio, route)
-    except AuthError as exc:
-        metrics.requests.labels(route, str(exc.status)).inc()
-        return error_response(exc.status, exc.reason)
-    except (AudioError, ValueError) as exc:
-        status = getattr(exc, "status", 400)
-        metrics.requests.labels(route, str(status)).inc()
-        return error_response(status, str(exc))
-    except UnknownLocale as exc:
-        metrics.requests.labels(route, "400").inc()
-        return error_response(400, str(exc))
-    except Busy as exc:
-        metrics.refused.labels(route).inc()
-        metrics.requests.labels(route, "503").inc()
-        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
-    except ModelError as exc:
-        metrics.requests.labels(route, "503").inc()
-        return error_response(503, str(exc), {"Retry-After": "5"})
-    metrics.requests.labels(route, "200").inc()
-    body_json = phrase_json(
+    check_key(settings.api_key, request.headers, query, websocket=False)
+    fmt = OutputFormat.parse(query.get("format"))
+    profanity = Profanity.parse(query.get("profanity"))
+    locale = request_locale(query, engine)
+    await engine.registry.aload(locale)  # an unknown language is refused before the body is read
+    limit = int(settings.max_audio_seconds * _MAX_BYTES_PER_SECOND) + 4096
+    body = await read_body(request, limit)
+    ctype = request.headers.get("content-type", "")
+    audio = await asyncio.to_thread(lambda: decode(body, ctype, max_seconds=settings.max_audio_seconds))
+    if not audio.pcm:
+        raise AudioError("the audio holds no samples")
+    phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}")
+    return phrase_json(
         merge(phrases),
         fmt,
         profanity,
@@ -110,7 +103,6 @@ async def recognize(request: Request) -> Response:
         word_timings=query.get("wordLevelTimestamps", "").lower() == "true",
         word_confidence=query.get("wordLevelConfidence", "").lower() == "true",
     )
-    return JSONResponse(body_json)
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}

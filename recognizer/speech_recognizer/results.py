@@ -12,6 +12,7 @@ import re
 from enum import Enum
 from typing import Any, Iterable, Sequence
 
+from .errors import BadValue
 from .transcript import Alternative, Phrase, Word
 
 TICKS_PER_SECOND = 10_000_000
@@ -46,7 +47,7 @@ class Profanity(str, Enum):
         try:
             return cls(value.strip().lower())
         except ValueError:
-            raise ValueError(f"profanity={value!r}: use masked, removed or raw") from None
+            raise BadValue(f"profanity={value!r}: use masked, removed or raw") from None
 
     @classmethod
     def lenient(cls, value: object) -> "Profanity | None":
@@ -70,7 +71,7 @@ class OutputFormat(str, Enum):
         try:
             return cls(value.strip().lower())
         except ValueError:
-            raise ValueError(f"format={value!r}: use simple or detailed") from None
+            raise BadValue(f"format={value!r}: use simple or detailed") from None
 
 
 #: A small built-in list (Vosk models carry none); the models' vocabularies rarely hold more.

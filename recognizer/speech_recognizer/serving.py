@@ -18,7 +18,9 @@ peer's kernel, so a client held back is never mistaken for a dead one.
 
 from __future__ import annotations
 
+import logging
 import socket
+from contextvars import ContextVar
 from typing import Any
 
 #: Seconds between keepalive pings.
@@ -59,3 +61,22 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+#: Set by a WebSocket handler that refused the upgrade with an HTTP response (the denial response extension).
+DENIED: ContextVar[bool] = ContextVar("speech_recognizer_ws_denied", default=False)
+
+
+class _DenialIsNoError(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs "ASGI callable returned without completing handshake" at ERROR
+    after every denial response, though the response went out (it never marks such a handshake complete;
+    fixed upstream in uvicorn pull request 3138). Dropped for connections we denied on purpose (:data:`DENIED`,
+    set in the task that serves the connection, where uvicorn logs it); any other such error still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (DENIED.get() and record.getMessage().startswith("ASGI callable returned without completing handshake"))
+
+
+_filter = _DenialIsNoError()
+if _filter not in logging.getLogger("uvicorn.error").filters:
+    logging.getLogger("uvicorn.error").addFilter(_filter)

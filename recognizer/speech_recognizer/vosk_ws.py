@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -23,22 +22,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import contract as c
 from . import openapi as oa
-from .auth import AuthError, check_key
-from .admission import Busy
+from .auth import check_key
 from .engine import Engine
-from .errors import close_reason
-from .models import ModelError, UnknownLocale
+from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, observe
 from .openapi import describe
 from .rest import request_locale
 from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
 from .transcript import Event, Phrase
 
-log = logging.getLogger(__name__)
-
 ROUTE = "vosk"
-#: WebSocket close codes.
-POLICY_VIOLATION, INVALID_DATA, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1007, 1011, 1013
+#: Most alternatives a client may ask for (each costs decoding time).
+MAX_ALTERNATIVES = 100
 
 
 def final_json(phrase: Phrase | None, max_alternatives: int, words: bool) -> dict[str, Any]:
@@ -68,15 +63,25 @@ class VoskConfig:
         self.words = True
         self.max_alternatives = 0
 
-    def update(self, config: dict[str, Any]) -> None:
-        if "sample_rate" in config:
-            self.sample_rate = int(float(config["sample_rate"]))
-        if "phrase_list" in config:
-            self.phrase_list = [str(p) for p in config["phrase_list"]] or None
-        if "words" in config:
-            self.words = bool(int(config["words"]))
-        if "max_alternatives" in config:
-            self.max_alternatives = max(0, int(config["max_alternatives"]))
+    def update(self, config: object) -> None:
+        """Apply a config message; raises :class:`~speech_recognizer.errors.BadValue` naming what is wrong."""
+        if not isinstance(config, dict):
+            raise BadValue(f"bad config: {str(config)[:40]!r} is not an object")
+        try:
+            if "sample_rate" in config:
+                self.sample_rate = int(float(config["sample_rate"]))
+            if "phrase_list" in config:
+                if not isinstance(config["phrase_list"], list):
+                    raise ValueError("phrase_list is not a list")
+                self.phrase_list = [str(p) for p in config["phrase_list"]] or None
+            if "words" in config:
+                self.words = bool(int(config["words"]))
+            if "max_alternatives" in config:
+                self.max_alternatives = max(0, int(config["max_alternatives"]))
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. "fast", 1e999 (inf), NaN, a list
+            raise BadValue(f"bad config: {exc}") from None
+        if self.max_alternatives > MAX_ALTERNATIVES:
+            raise BadValue(f"bad config: max_alternatives {self.max_alternatives} is over {MAX_ALTERNATIVES}")
 
 
 def first_phrase(events: list[Event]) -> Phrase | None:
@@ -91,35 +96,34 @@ def chunk_reply(snapshot: Snapshot, config: VoskConfig) -> dict[str, Any]:
     return {"partial": snapshot.partial_text}
 
 
-async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[Snapshot] | None], config: VoskConfig) -> bool:
-    """Send each chunk's reply in order as its decoding ends, until ``None``; False if it closed the connection.
+async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[Snapshot] | None], config: VoskConfig) -> Failure | None:
+    """Send each chunk's reply in order as its decoding ends, until ``None``; the failure that stopped it, if any.
 
     The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
-    A failed decode closes the connection (1011); after it, or after the client went
-    away, the rest is drained unsent.
+    A failed decode closes the connection as the failure policy says; after it, or after
+    the client went away, the rest is drained unsent.
     """
-    broken = False
+    failure: Failure | None = None
     while (future := await replies.get()) is not None:
         try:
             reply = chunk_reply(await future, config)
         except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
-            if not broken:
-                broken = True
-                log.error("decoding a vosk chunk failed: %s", exc)
+            if failure is None:
+                failure = classify(exc)
                 with contextlib.suppress(Exception):  # the client may be gone already
-                    await ws.close(INTERNAL_ERROR, close_reason(f"decoding failed: {exc}"))
+                    await ws.close(*close_args(failure))
             continue
-        if broken:
+        if failure is not None:
             continue
         try:
             await ws.send_text(json.dumps(reply, ensure_ascii=False))
         except Exception as exc:  # noqa: BLE001 - the client went away: nobody to answer
-            broken = True
-            log.debug("a vosk client left before its replies were sent: %r", exc)
-    return not broken
+            failure = classify(exc) if isinstance(exc, (WebSocketDisconnect, ConnectionError)) else Failure("the client left", CLIENT_GONE)
+    return failure
 
 
 async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
+    """One conversation; raises the :class:`~speech_recognizer.errors.Failure` that ended it early."""
     model = await engine.registry.aload(locale)
     config = VoskConfig(model.sample_rate)
     session_cm = None
@@ -130,6 +134,8 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
+                if sender.done() and sender.result() is not None:
+                    raise sender.result()
                 return
             data = message.get("bytes")
             text = message.get("text")
@@ -137,17 +143,11 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                 try:
                     parsed = json.loads(text)
                 except ValueError:
-                    await ws.close(INVALID_DATA, "text messages must be JSON: a config or {\"eof\" : 1}")
-                    return
+                    raise BadValue("text messages must be JSON: a config or {\"eof\" : 1}") from None
                 if isinstance(parsed, dict) and "config" in parsed:
                     if session is not None:
-                        await ws.close(POLICY_VIOLATION, "config must come before the audio")
-                        return
-                    try:
-                        config.update(parsed["config"])
-                    except (TypeError, ValueError, KeyError) as exc:
-                        await ws.close(INVALID_DATA, close_reason(f"bad config: {exc}"))
-                        return
+                        raise Failure("config must come before the audio", PROTOCOL_ERROR)
+                    config.update(parsed["config"])
                     continue
                 if isinstance(parsed, dict) and "eof" in parsed:
                     if session is None:
@@ -155,15 +155,14 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
                     else:
                         finishing = asyncio.create_task(session.finish())  # queued behind the last chunk
                         await replies.put(None)
-                        if not await sender:
+                        if (failure := await sender) is not None:
                             finishing.cancel()
-                            return
+                            raise failure
                         phrase = first_phrase(await finishing)
                         await ws.send_text(json.dumps(final_json(phrase, config.max_alternatives, config.words), ensure_ascii=False))
                     await ws.close()
                     return
-                await ws.close(INVALID_DATA, "unknown text message; send a config, audio, or {\"eof\" : 1}")
-                return
+                raise BadValue("unknown text message; send a config, audio, or {\"eof\" : 1}")
             if data is None:
                 continue
             if session is None:
@@ -185,35 +184,24 @@ async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
 
 
 async def vosk_endpoint(ws: WebSocket) -> None:
-    """One vosk-server conversation."""
+    """One vosk-server conversation; every failure is answered by :mod:`.errors` (a close code and reason)."""
     settings: Settings = ws.app.state.settings
     engine: Engine = ws.app.state.engine
     metrics = ws.app.state.metrics
-    try:
-        check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
-    except AuthError as exc:
-        metrics.requests.labels(ROUTE, str(exc.status)).inc()
-        # Accept first: a close before the handshake becomes a bare HTTP 403 and the reason is lost.
-        await ws.accept()
-        await ws.close(POLICY_VIOLATION, close_reason(exc.reason))
-        return
+    # Accept first, even a request without its key: a close before the handshake becomes a bare
+    # HTTP 403 and the reason is lost.
     await ws.accept()
     try:
-        locale = request_locale(dict(ws.query_params), engine)
-        await _serve(ws, engine, locale)
-        metrics.requests.labels(ROUTE, "200").inc()
-    except UnknownLocale as exc:
-        metrics.requests.labels(ROUTE, "400").inc()
-        await ws.close(POLICY_VIOLATION, close_reason(str(exc)))
-    except Busy as exc:
-        metrics.refused.labels(ROUTE).inc()
-        await ws.close(TRY_AGAIN_LATER, close_reason(str(exc)))
-    except ModelError as exc:
-        await ws.close(TRY_AGAIN_LATER, close_reason(str(exc)))
-    except ValueError as exc:  # e.g. an impossible sample rate in the config
-        await ws.close(INVALID_DATA, close_reason(str(exc)))
-    except WebSocketDisconnect:
-        pass
+        check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
+        await _serve(ws, engine, request_locale(dict(ws.query_params), engine))
+    except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
+        failure = classify(exc)
+        observe(failure, ROUTE, metrics)
+        if failure.kind is not CLIENT_GONE:
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await ws.close(*close_args(failure))
+        return
+    metrics.succeeded(ROUTE)
 
 
 VOSK = {
@@ -240,8 +228,10 @@ VOSK = {
         },
         "closeCodes": {
             "1000": "after the final result (eof)",
-            "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate",
-            "1008": "policy: a missing or wrong key (the reason says which), a language no model serves, a config after the audio",
+            "1002": "protocol error: a config after the audio",
+            "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate, "
+            "a language no model serves",
+            "1008": "policy: a missing or wrong key (the reason says which)",
             "1011": "decoding failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`)",
             "1013": "try again later: every decoder is busy (`DecoderMaxCount`), the model cannot be loaded now, or the "

@@ -112,12 +112,12 @@ def test_key_is_enforced_with_a_reason(keyed_server, speech_wav: Path) -> None:
 
 def test_unknown_language_closes_with_a_reason(server) -> None:
     code, reason = closed_with(f"{server.ws}/vosk?language=xx-YY")
-    assert code == 1008 and "no model for language" in reason and "ko-KR" in reason
+    assert code == 1007 and "no model for language" in reason and "ko-KR" in reason
 
 
 def test_long_korean_reason_fits_a_close_frame(server) -> None:
     code, reason = closed_with(f"{server.ws}/vosk?language={'한국어' * 40}")
-    assert code == 1008 and reason.startswith("'한국어") and "..." in reason
+    assert code == 1007 and reason.startswith("'한국어") and "..." in reason
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_bad_text_messages_close_with_a_reason(server, speech_wav: Path, message
 def test_config_after_audio_is_refused(server, speech_wav: Path) -> None:
     pcm, _, _ = read_wav(speech_wav)
     code, reason = closed_with(f"{server.ws}/vosk", [pcm[:3200], json.dumps({"config": {"sample_rate": 16000}})])
-    assert code == 1008 and "before the audio" in reason
+    assert code == 1002 and "before the audio" in reason
 
 
 def test_server_keeps_serving(server, speech_wav: Path) -> None:

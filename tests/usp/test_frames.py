@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from speech_recognizer.audio import WavFormat
+from speech_recognizer.errors import BadValue
 from speech_recognizer.results import Profanity, apply_profanity, ticks
 from speech_recognizer.usp.connection import replay_origin, split_header
 from speech_recognizer.usp.frames import FrameError, binary_frame, parse_binary, parse_text, text_frame
@@ -120,9 +121,12 @@ def test_options_from_query_then_context() -> None:
     assert Options.from_query("conversation", {"wordLevelTimestamps": "true"}).word_timings
 
 
-def test_continuation_offset_absent_or_malformed_is_zero() -> None:
+def test_continuation_offset_absent_is_zero_malformed_is_a_bad_value() -> None:
     assert continuation_offset({"audio": {"streams": {"1": None}}}) == 0.0
-    assert continuation_offset({"continuation": {"audio": {"streams": {"1": {"offset": "x"}}}}}) == 0.0
+    assert continuation_offset({"continuation": {"audio": {"streams": {"1": {"offset": "25000000"}}}}}) == 2.5
+    for bad in ("x", "-5", "1.5", "1" + "0" * 400, 10**400, float("inf")):
+        with pytest.raises(BadValue, match="continuation offset"):
+            continuation_offset({"continuation": {"audio": {"streams": {"1": {"offset": bad}}}}})
 
 
 def test_replay_origin_matches_the_sdks_millisecond_replay() -> None:
@@ -138,3 +142,27 @@ def test_profanity_modes() -> None:
     assert apply_profanity("you shit head", Profanity.RAW) == "you shit head"
     assert apply_profanity("안녕하세요 병신", Profanity.MASKED) == "안녕하세요 **"
     assert Options.from_query("conversation", {"profanity": "bogus"}).profanity is Profanity.MASKED
+
+
+def test_a_connection_remembers_a_bounded_number_of_request_ids() -> None:
+    """Issue 16, item 7: every finished request id was remembered (60,000 turns of 8 KB ids: +465 MB)."""
+    import tracemalloc
+
+    from speech_recognizer.usp.frames import RequestIds
+
+    ids = RequestIds()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(5000):
+            ids.retire(f"{n:08d}" + "x" * 8000)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(ids) == RequestIds.REMEMBERED and held < 64 * 1024, held
+    recent = f"{4999:08d}" + "x" * 8000
+    assert ids.finished(recent)
+    with pytest.raises(FrameError) as err:
+        ids.check_new(recent)
+    assert err.value.code == 1002 and len(err.value.message) < 100
+    ids.check_new(f"{0:08d}" + "x" * 8000)  # long forgotten: a new turn

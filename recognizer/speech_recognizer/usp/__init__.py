@@ -17,6 +17,8 @@ from starlette.websockets import WebSocket
 from .. import contract as c
 from .. import openapi as oa
 from ..auth import AuthError, check_key
+from ..errors import Failure, close_args, observe
+from ..serving import DENIED
 from .connection import Connection
 from .options import Options
 
@@ -25,12 +27,14 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "USP"
 
 
-async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
-    """Refuse the upgrade with an HTTP status (a plain 403 where the server cannot send one)."""
+async def _deny(websocket: WebSocket, failure: Failure) -> None:
+    """Refuse the upgrade with the failure's HTTP status: the Speech SDK reports 401/403 as ``AuthenticationFailure``
+    (a plain 403 where the server cannot send a response to an upgrade)."""
     try:
-        await websocket.send_denial_response(PlainTextResponse(reason, status_code=status))
+        await websocket.send_denial_response(PlainTextResponse(failure.message, status_code=failure.kind.http))
+        DENIED.set(True)
     except RuntimeError:
-        await websocket.close(1008, reason)
+        await websocket.close(*close_args(failure))
 
 
 def endpoint(mode: str):
@@ -41,13 +45,13 @@ def endpoint(mode: str):
         try:
             check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params, websocket=True)
         except AuthError as exc:
-            log.info("USP upgrade refused: %s", exc.reason)
-            await _deny(websocket, exc.status, exc.reason)
+            observe(exc, f"usp/{mode}", state.metrics)
+            await _deny(websocket, exc)
             return
         options = Options.from_query(mode, websocket.query_params)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        await Connection(websocket, state.engine, options).run()
+        await Connection(websocket, state.engine, options, state.metrics).run()
 
     serve.__name__ = f"usp_{mode}"
     return serve
@@ -83,16 +87,18 @@ SPEECH_SDK = {
             "speech.hypothesis": "`{Text, Offset, Duration}`: the words so far, while audio arrives",
             "speech.endDetected": "`{Offset}`: the utterance ended",
             "speech.phrase": "`{RecognitionStatus, DisplayText, Offset, Duration, NBest}` as the REST answer; `RecognitionStatus` "
-            "`InitialSilenceTimeout`, `EndOfDictation`, or `TooManyRequests` (every decoder busy) with a `Message`",
+            "`InitialSilenceTimeout`, `EndOfDictation`, or an error (`BadRequest`, `TooManyRequests`, `ServiceUnavailable`, `Error`) "
+            "with a `Message`, after which the connection closes with the failure's code",
             "turn.end": "the turn is over: interactive after its first phrase, the others after their audio",
         },
         "closeCodes": {
             "1000": "the client closed",
             "1002": "protocol error: a frame without `X-RequestId`, or one reused",
-            "1007": "invalid data: a language no model serves (`Unsupported language: ...`), audio that is not 16-bit PCM",
+            "1007": "invalid data: a language no model serves, audio that is not 16-bit PCM, a malformed frame or value",
             "1011": "recognition failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`); the SDK connects again",
-            "1013": "try again later: the server is draining (shutting down), connect again to reach another",
+            "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), or the server is draining "
+            "(shutting down), connect again to reach another",
         },
         "offsets": "100-ns ticks from the start of the stream, continued across turns",
     },

@@ -21,13 +21,12 @@ from typing import Any, Mapping, Protocol
 from starlette.websockets import WebSocketDisconnect
 
 from ..audio import AudioError, WavFormat, pcm16_header
-from ..admission import Busy
 from ..engine import Engine
-from ..models import ModelError
+from ..errors import CLIENT_GONE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, observe, usp_phrase
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase
-from .frames import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
+from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format
 
 log = logging.getLogger(__name__)
@@ -41,26 +40,17 @@ class Socket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
-class TurnError(Exception):
-    """A turn cannot go on; close the connection with :attr:`code` and :attr:`reason`."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 def split_header(payload: bytes) -> tuple[WavFormat, bytes] | None:
     """``(format, PCM after the header)`` when ``payload`` starts with a RIFF/WAVE header, else None.
 
-    Raises :class:`FrameError` (1007) for a header that is not 16-bit PCM or is cut short.
+    Raises :class:`FrameError` for a header that is not 16-bit PCM or is cut short.
     """
     if not payload.startswith(b"RIFF"):
         return None
     try:
         fmt, offset = pcm16_header(payload)
     except AudioError as exc:
-        raise FrameError(CLOSE_INVALID_DATA, str(exc)) from None
+        raise FrameError(str(exc)) from None
     return fmt, payload[offset:]
 
 
@@ -98,6 +88,8 @@ class Turn:
         self.started = False
         self.speech = False
         self.ended = False
+        #: Whether the turn ended with a failure (counted by the policy, not as a request served).
+        self.failed = False
         #: Seconds of audio whose results were handled (the decoder may be ahead of it).
         self._decoded = 0.0
         #: Decoding results in the order of the audio, for :meth:`_handle_results` (None: end of audio).
@@ -114,33 +106,30 @@ class Turn:
         return self.origin + self._decoded
 
     async def _open(self, fmt: WavFormat) -> None:
-        try:
-            self.session = await self._stack.enter_async_context(
-                self.conn.engine.session(
-                    self.options.language,
-                    fmt.sample_rate,
-                    fmt.channels,
-                    route=f"usp/{self.options.mode}",
-                    offset=self.origin,
-                    words=True,
-                    partial_words=True,
-                )
+        """Admit the turn's session (or raise the failure: busy, unknown language, bad format) and start the turn."""
+        self.session = await self._stack.enter_async_context(
+            self.conn.engine.session(
+                self.options.language,
+                fmt.sample_rate,
+                fmt.channels,
+                route=self.conn.route,
+                offset=self.origin,
+                words=True,
+                partial_words=True,
             )
-        except Busy as exc:
-            await self._refuse("TooManyRequests", f"all decoders are busy; retry in {exc.retry_after} s")
-            return
-        except ModelError as exc:
-            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported language: {exc}") from exc
-        except ValueError as exc:
-            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported audio: {exc}") from exc
+        )
         self.started = True
         await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
 
-    async def _refuse(self, status: str, message: str) -> None:
-        """End the turn with an error status; the SDK cancels and shows the body in its error details."""
-        self.started = True
-        await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
-        await self.send("speech.phrase", {"RecognitionStatus": status, "Offset": 0, "Duration": 0, "Message": message})
+    async def fail(self, failure: Failure) -> None:
+        """End the turn with the failure's ``speech.phrase`` status; the SDK reports it as ``CancellationDetails``."""
+        if self.ended:
+            return
+        self.failed = True
+        if not self.started:
+            self.started = True
+            await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
+        await self.send("speech.phrase", usp_phrase(failure))
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
@@ -156,7 +145,7 @@ class Turn:
             riff = split_header(payload)
             fmt, payload = riff if riff else (self.conn.audio_format, payload)
             await self._open(fmt)
-            if self.ended or (riff and not payload):
+            if riff and not payload:
                 return
         session = self.session
         assert session is not None
@@ -186,14 +175,10 @@ class Turn:
                 silent = self.position - self.origin >= self.options.initial_silence
                 if silent and not self.ended and not self.options.continuous and not self.speech:
                     await self._no_speech()
-            except WebSocketDisconnect as exc:  # the client went away mid-turn: nobody to answer
-                log.debug("USP turn %s: the client left before its results were sent (%s)", self.request_id, exc.code)
-                self.ended = True
             except Exception as exc:  # noqa: BLE001 - this turn ends with a reason; the server goes on
-                log.warning("USP turn %s failed: %s", self.request_id, exc or type(exc).__name__)
-                self.ended = True
-                with suppress(Exception):  # the client may be gone already
-                    await self.conn._close(1011, f"recognition failed: {exc or type(exc).__name__}")
+                if isinstance(exc, (WebSocketDisconnect, ConnectionError)):  # the client went away mid-turn
+                    exc = Failure(f"turn {self.request_id[:40]}: the client left before its results were sent", CLIENT_GONE)
+                await self.conn.fail(classify(exc))
             finally:
                 self._results.task_done()
 
@@ -259,6 +244,8 @@ class Turn:
             return
         self.ended = True
         if self.started:
+            if not self.failed:
+                self.conn.metrics.succeeded(self.conn.route)
             await self.send("turn.end", {})
         await self.close()
 
@@ -276,23 +263,29 @@ class Turn:
 class Connection:
     """The frames of one WebSocket, dispatched to turns."""
 
-    def __init__(self, socket: Socket, engine: Engine, options: Options) -> None:
+    def __init__(self, socket: Socket, engine: Engine, options: Options, metrics: Counters | None = None) -> None:
         self.socket = socket
         self.engine = engine
         self.options = options
+        self.metrics = metrics if metrics is not None else _Uncounted()
+        #: The route's name in metrics, usage records and logs.
+        self.route = f"usp/{options.mode}"
         self.config: dict[str, Any] = {}
         self.audio_format = DEFAULT_FORMAT
         self.turn: Turn | None = None
         self.ids = RequestIds()
         #: Stream time (s) up to which phrases were reported; later turns never repeat them.
         self.acknowledged = 0.0
+        self._closed = False
 
     async def run(self) -> None:
-        """Serve until the client goes away or breaks the protocol."""
+        """Serve until the client goes away; a failure is answered as :mod:`..errors` says (:meth:`fail`)."""
         try:
             while True:
                 msg = await self.socket.receive()
                 if msg["type"] == "websocket.disconnect":
+                    if self.turn is not None and not self.turn.ended and self.turn.started:
+                        await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn", CLIENT_GONE))
                     return
                 if msg.get("text") is not None:
                     frame = parse_text(msg["text"])
@@ -301,18 +294,26 @@ class Connection:
                 else:
                     continue
                 await self.handle(frame)
-        except (FrameError, TurnError) as exc:
-            log.info("closing USP connection: %s (%s)", exc.reason, exc.code)
-            await self._close(exc.code, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
+            await self.fail(classify(exc))
         finally:
             if self.turn is not None:
                 await self.turn.close()
 
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            await self.socket.close(code, reason[:120])
-        except RuntimeError:  # already closed by the client
-            pass
+    async def fail(self, failure: Failure) -> None:
+        """Count and log ``failure``, end the open turn with its status, and close the connection with its code (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        observe(failure, self.route, self.metrics)
+        if failure.kind is CLIENT_GONE:
+            if self.turn is not None:
+                self.turn.failed = True
+            return
+        with suppress(Exception):  # the client may be gone already
+            if self.turn is not None:
+                await self.turn.fail(failure)
+            await self.socket.close(*close_args(failure))
 
     async def handle(self, frame: Message) -> None:
         """Dispatch one frame."""
@@ -323,15 +324,15 @@ class Connection:
             return
         request_id = frame.request_id
         if not request_id:
-            raise FrameError(CLOSE_PROTOCOL_ERROR, f"{frame.path} frame without an X-RequestId header")
+            raise FrameError(f"{frame.path} frame without an X-RequestId header", PROTOCOL_ERROR)
         log.debug("USP %s %s", frame.path, frame.body if not frame.binary else len(frame.body))
         if path == "speech.context":
             options = self.options.with_context(frame.json())
             await self._new_turn(request_id, options)
-            await self._check_language(options.language)
+            await self.engine.registry.aload(options.language)  # an unknown language fails the turn now, not at its audio
         elif path == "audio":
             assert isinstance(frame.body, bytes)
-            if request_id in self.ids.finished:
+            if self.ids.finished(request_id):
                 return  # audio still in flight for a turn that already ended
             if self.turn is None or self.turn.request_id != request_id:
                 await self._new_turn(request_id, self.options)
@@ -339,19 +340,22 @@ class Connection:
             await self.turn.audio(frame.body)
         # telemetry and anything else needs no answer
 
-    async def _check_language(self, language: str) -> None:
-        """Fail the connection as soon as a turn names a language no model serves (not at its audio)."""
-        try:
-            await self.engine.registry.aload(language)
-        except ModelError as exc:
-            raise TurnError(CLOSE_INVALID_DATA, f"Unsupported language: {exc}") from exc
-
     async def _new_turn(self, request_id: str, options: Options) -> None:
         if self.turn is not None and self.turn.request_id == request_id:
-            raise FrameError(CLOSE_PROTOCOL_ERROR, f"X-RequestId {request_id} was already used")
+            raise FrameError(f"X-RequestId {request_id[:40]} was already used", PROTOCOL_ERROR)
         self.ids.check_new(request_id)
         if self.turn is not None:
             await self.turn.settle()  # what the old turn received is answered first, as it arrived
             await self.turn.close()
             self.ids.retire(self.turn.request_id)
         self.turn = Turn(self, request_id, options)
+
+
+class _Uncounted:
+    """Metrics for a connection nobody counts (tests of the protocol alone)."""
+
+    def succeeded(self, route: str) -> None:
+        pass
+
+    def failed(self, route: str, status: int, reason: str) -> None:
+        pass

@@ -8,30 +8,32 @@ not a frame raises :class:`FrameError` with the WebSocket close code to use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from ..errors import BAD_VALUE, PROTOCOL_ERROR, Failure
 
 #: Limits the SDK keeps to, and so do we.
 MAX_HEADER_BYTES = 8192
 MAX_CHUNK_BYTES = 8192
 
-#: WebSocket close codes for protocol errors.
-CLOSE_INVALID_DATA = 1007
-CLOSE_PROTOCOL_ERROR = 1002
-
 _BLANK = re.compile(r"\r?\n\r?\n")
 
 
-class FrameError(Exception):
-    """A frame the server cannot accept; close the connection with :attr:`code`."""
+class FrameError(Failure):
+    """A frame the server cannot accept (:data:`~speech_recognizer.errors.BAD_VALUE`, or the kind given)."""
 
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+    kind = BAD_VALUE
+
+    @property
+    def code(self) -> int:
+        """The WebSocket close code it is answered with."""
+        return self.kind.close
 
 
 @dataclass(frozen=True)
@@ -59,23 +61,23 @@ class Message:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise FrameError(CLOSE_INVALID_DATA, f"{self.path} body is not JSON: {exc}") from exc
+            raise FrameError(f"{self.path} body is not JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise FrameError(CLOSE_INVALID_DATA, f"{self.path} body is not a JSON object")
+            raise FrameError(f"{self.path} body is not a JSON object")
         return data
 
 
 def parse_headers(block: str) -> dict[str, str]:
     """``Name:value`` lines (CRLF or LF, any spacing, any case) -> ``{name.lower(): value}``."""
     if len(block.encode("utf-8", "replace")) > MAX_HEADER_BYTES:
-        raise FrameError(CLOSE_INVALID_DATA, f"headers exceed {MAX_HEADER_BYTES} bytes")
+        raise FrameError(f"headers exceed {MAX_HEADER_BYTES} bytes")
     headers: dict[str, str] = {}
     for line in block.splitlines():
         if not line.strip():
             continue
         name, sep, value = line.partition(":")
         if not sep or not name.strip() or " " in name.strip():
-            raise FrameError(CLOSE_INVALID_DATA, f"malformed header line {line[:60]!r}")
+            raise FrameError(f"malformed header line {line[:60]!r}")
         headers[name.strip().lower()] = value.strip()
     return headers
 
@@ -83,7 +85,7 @@ def parse_headers(block: str) -> dict[str, str]:
 def _require_path(headers: Mapping[str, str]) -> str:
     path = headers.get("path", "").strip()
     if not path:
-        raise FrameError(CLOSE_PROTOCOL_ERROR, "frame without a Path header")
+        raise FrameError("frame without a Path header", PROTOCOL_ERROR)
     return path
 
 
@@ -95,7 +97,7 @@ def parse_text(text: str) -> Message:
         if text.endswith("\n"):
             head, body = text, ""
         else:
-            raise FrameError(CLOSE_INVALID_DATA, "text frame without a blank line after its headers")
+            raise FrameError("text frame without a blank line after its headers")
     else:
         head, body = text[: match.start()], text[match.end() :]
     headers = parse_headers(head)
@@ -105,19 +107,19 @@ def parse_text(text: str) -> Message:
 def parse_binary(data: bytes) -> Message:
     """Parse a binary frame: 2-byte big-endian header length, ASCII headers, payload."""
     if len(data) < 2:
-        raise FrameError(CLOSE_INVALID_DATA, "binary frame shorter than its 2-byte header length")
+        raise FrameError("binary frame shorter than its 2-byte header length")
     size = int.from_bytes(data[:2], "big")
     if size > MAX_HEADER_BYTES:
-        raise FrameError(CLOSE_INVALID_DATA, f"binary frame headers of {size} bytes exceed {MAX_HEADER_BYTES}")
+        raise FrameError(f"binary frame headers of {size} bytes exceed {MAX_HEADER_BYTES}")
     if size > len(data) - 2:
-        raise FrameError(CLOSE_INVALID_DATA, f"binary frame header length {size} exceeds the frame")
+        raise FrameError(f"binary frame header length {size} exceeds the frame")
     try:
         head = data[2 : 2 + size].decode("ascii")
     except UnicodeDecodeError as exc:
-        raise FrameError(CLOSE_INVALID_DATA, "binary frame headers are not ASCII") from exc
+        raise FrameError("binary frame headers are not ASCII") from exc
     payload = data[2 + size :]
     if len(payload) > MAX_CHUNK_BYTES:
-        raise FrameError(CLOSE_INVALID_DATA, f"audio chunk of {len(payload)} bytes exceeds {MAX_CHUNK_BYTES}")
+        raise FrameError(f"audio chunk of {len(payload)} bytes exceeds {MAX_CHUNK_BYTES}")
     headers = parse_headers(head)
     return Message(_require_path(headers), headers, payload, binary=True)
 
@@ -164,15 +166,35 @@ def client_audio_frame(request_id: str, payload: bytes, stream_id: str = "1") ->
     return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": stream_id}, payload)
 
 
-@dataclass
 class RequestIds:
-    """Request ids seen on a connection: a reused one is a protocol error."""
+    """The request ids of a connection's last finished turns: a reused one is a protocol error, and
+    audio still in flight for one is dropped.
 
-    finished: set[str] = field(default_factory=set)
+    Only the last :attr:`REMEMBERED` are kept, as 16-byte digests: a connection of many turns stays
+    small whatever its ids (remembering every id, 60,000 turns of 8 KB ids held 465 MB). An id
+    reused after that many turns is taken as a new turn.
+    """
+
+    REMEMBERED = 64
+
+    def __init__(self) -> None:
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
+
+    @staticmethod
+    def _digest(request_id: str) -> bytes:
+        return hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self._recent)
 
     def retire(self, request_id: str) -> None:
-        self.finished.add(request_id)
+        self._recent[self._digest(request_id)] = None
+        while len(self._recent) > self.REMEMBERED:
+            self._recent.popitem(last=False)
+
+    def finished(self, request_id: str) -> bool:
+        return self._digest(request_id) in self._recent
 
     def check_new(self, request_id: str) -> None:
-        if request_id in self.finished:
-            raise FrameError(CLOSE_PROTOCOL_ERROR, f"X-RequestId {request_id} was already used")
+        if self.finished(request_id):
+            raise FrameError(f"X-RequestId {request_id[:40]} was already used", PROTOCOL_ERROR)

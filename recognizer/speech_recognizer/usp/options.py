@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ..audio import PCM, WavFormat
+from ..errors import BadValue
 from ..results import TICKS_PER_SECOND, OutputFormat, Profanity
 
 #: Modes: ``interactive`` recognizes once; the others are continuous.
@@ -46,8 +47,9 @@ class Options:
         """Options from the upgrade URL (``language``, ``format``, ``profanity``, word levels, timeouts)."""
         q = {k.lower(): v for k, v in query.items()}
         silence = DEFAULT_INITIAL_SILENCE
-        if q.get("initialsilencetimeoutms", "").isdigit():
-            silence = int(q["initialsilencetimeoutms"]) / 1000 or DEFAULT_INITIAL_SILENCE
+        millis = q.get("initialsilencetimeoutms", "")
+        if millis.isascii() and millis.isdigit() and len(millis) <= 9:
+            silence = int(millis) / 1000 or DEFAULT_INITIAL_SILENCE
         return cls(
             mode=mode,
             language=q.get("language") or "en-US",
@@ -59,20 +61,24 @@ class Options:
         )
 
     def with_context(self, context: Mapping[str, Any]) -> "Options":
-        """These options updated by a ``speech.context`` body (its values win over the query)."""
+        """These options updated by a ``speech.context`` body (its values win over the query).
+
+        Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape.
+        """
         changes: dict[str, Any] = {}
-        detection = context.get("phraseDetection") or {}
-        if isinstance(detection, dict):
-            if isinstance(detection.get("language"), str) and detection["language"]:
-                changes["language"] = detection["language"]
-            enrichment = detection.get("enrichment") or {}
-            profanity = Profanity.lenient(enrichment.get("profanity")) if isinstance(enrichment, dict) else None
-            if profanity is not None:
-                changes["profanity"] = profanity
-        output = context.get("phraseOutput") or {}
-        if isinstance(output, dict) and str(output.get("format", "")).lower() == "detailed":
+        detection = _member(context, "phraseDetection", dict) or {}
+        language = _member(detection, "language", str, "phraseDetection.")
+        if language:
+            changes["language"] = language
+        enrichment = _member(detection, "enrichment", dict, "phraseDetection.") or {}
+        profanity = Profanity.lenient(enrichment.get("profanity"))
+        if profanity is not None:
+            changes["profanity"] = profanity
+        output = _member(context, "phraseOutput", dict) or {}
+        if str(output.get("format", "")).lower() == "detailed":
             changes["detailed"] = True
-            wanted = {str(o).lower() for o in ((output.get("detailed") or {}).get("options") or [])}
+            detailed = _member(output, "detailed", dict, "phraseOutput.") or {}
+            wanted = {str(o).lower() for o in _member(detailed, "options", list, "phraseOutput.detailed.") or ()}
             if "wordtimings" in wanted:
                 changes["word_timings"] = True
             if "wordconfidence" in wanted:
@@ -81,14 +87,36 @@ class Options:
         return replace(self, **changes)
 
 
+def _member(parent: Mapping[str, Any], name: str, kind: type, where: str = "") -> Any:
+    """``parent[name]`` when it is a ``kind`` (None when absent or null); a :class:`BadValue` when it is something else."""
+    value = parent.get(name)
+    if value is None or isinstance(value, kind):
+        return value
+    raise BadValue(f"speech.context {where}{name} must be {_NAMES[kind]}, not {type(value).__name__}")
+
+
+_NAMES = {dict: "an object", list: "a list", str: "a string"}
+
+#: Largest continuation offset taken: a day of audio in 100-ns ticks.
+MAX_OFFSET_TICKS = 24 * 3600 * TICKS_PER_SECOND
+
+
 def continuation_offset(context: Mapping[str, Any]) -> float:
-    """Seconds given by ``continuation.audio.streams.1.offset`` (100-ns ticks, a string), else 0."""
+    """Seconds given by ``continuation.audio.streams.1.offset`` (100-ns ticks, a string), 0 when there is none.
+
+    Raises :class:`~speech_recognizer.errors.BadValue` for an offset that is not a whole number of ticks
+    from 0 to a day.
+    """
     try:
         streams = context["continuation"]["audio"]["streams"]
         stream = streams.get("1") or next(iter(streams.values()))
-        return max(0, int(stream["offset"])) / TICKS_PER_SECOND
-    except (KeyError, TypeError, ValueError, AttributeError, StopIteration):
+        raw = stream["offset"]
+    except (KeyError, TypeError, AttributeError, StopIteration):
         return 0.0
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) > MAX_OFFSET_TICKS:
+        raise BadValue(f"speech.context continuation offset {text[:40]!r} is not a number of 100-ns ticks from 0 to a day")
+    return int(text) / TICKS_PER_SECOND
 
 
 #: What a stream is when neither ``speech.config`` nor a RIFF header says otherwise.
@@ -96,12 +124,19 @@ DEFAULT_FORMAT = WavFormat(PCM, 1, 16000, 16)
 
 
 def audio_format(config: Mapping[str, Any]) -> WavFormat:
-    """The 16-bit PCM format ``speech.config`` announces (``context.audio.source``), default 16 kHz mono."""
-    source = ((config.get("context") or {}).get("audio") or {}).get("source") or {}
+    """The 16-bit PCM format ``speech.config`` announces (``context.audio.source``), default 16 kHz mono.
+
+    Raises :class:`~speech_recognizer.errors.BadValue` when one of those members is not an object.
+    """
+    source: Any = config
+    for name in ("context", "audio", "source"):
+        source = source.get(name) or {}
+        if not isinstance(source, dict):
+            raise BadValue(f"speech.config member {name} must be an object, not {type(source).__name__}")
     try:
         rate = int(source.get("samplerate") or DEFAULT_FORMAT.sample_rate)
         channels = int(source.get("channelcount") or DEFAULT_FORMAT.channels)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, OverflowError):
         return DEFAULT_FORMAT
     if rate <= 0 or channels <= 0:
         return DEFAULT_FORMAT

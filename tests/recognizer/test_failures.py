@@ -1,0 +1,235 @@
+"""One failure policy: every route answers a failure as speech_recognizer.errors says, counts it and logs one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect as aconnect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.errors import KINDS, MAX_CLOSE_REASON_BYTES, Failure, close_args, close_reason, http_response, usp_phrase
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+
+from ..conftest import make_settings
+from ..support import RealTimeStream, Reference, ServerThread, read_wav, scrape_metrics
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+USP = "usp/conversation"
+#: ``RecognitionStatus`` values the Speech SDK (1.53) turns into a ``CancellationErrorCode`` of their own.
+SDK_ERROR_STATUSES = {"BadRequest", "TooManyRequests", "ServiceUnavailable", "Forbidden", "Error"}
+#: Close codes an endpoint may send (RFC 6455 7.4.1; 1004-1006 and 1015 never go on the wire).
+CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_every_kind_has_an_answer_for_every_protocol(name: str) -> None:
+    kind = KINDS[name]
+    failure = Failure("이 요청은 처리할 수 없습니다 " * 20, kind)
+    response = http_response(failure)
+    assert response.status_code == kind.http
+    body = json.loads(response.body)
+    assert body["error"]["message"] == failure.message and body["error"]["code"]
+    assert ("retry-after" in response.headers) == (kind.retry_after is not None)
+    code, reason = close_args(failure)
+    assert code == kind.close and code in CLOSE_CODES
+    assert len(reason.encode()) <= MAX_CLOSE_REASON_BYTES and reason.endswith("...")
+    assert usp_phrase(failure)["RecognitionStatus"] in SDK_ERROR_STATUSES
+    assert kind.level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR) and kind.doc
+
+
+@given(st.text())
+def test_close_reasons_fit_a_close_frame_and_keep_whole_characters(message: str) -> None:
+    reason = close_reason(message)
+    assert len(reason.encode("utf-8", "replace")) <= MAX_CLOSE_REASON_BYTES
+    assert reason == message or message.startswith(reason.removesuffix("..."))
+
+
+# ---- the same failure, answered alike on every route, and counted -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A server of its own (its own counters) with one decoder."""
+    with ServerThread(create_app(make_settings(tmp_path_factory.mktemp("policy"), "DecoderMaxCount=1"), registry)) as srv:
+        yield srv
+
+
+def refused(base: str, route: str, reason: str) -> float:
+    return scrape_metrics(base).get(("speech_refused_total", (("reason", reason), ("route", route))), 0.0)
+
+
+def requests(base: str, route: str, status: str) -> float:
+    return scrape_metrics(base).get(("speech_requests_total", (("route", route), ("status", status))), 0.0)
+
+
+async def usp_turn(ws_base: str, language: str = "ko-KR", pcm: bytes = b"\0" * 3200) -> tuple[list[dict], tuple[int, str] | None]:
+    """One Speech SDK turn by hand: the bodies of the messages it got, and the close frame if the server closed."""
+    bodies: list[dict] = []
+    async with aconnect(f"{ws_base}{REST}?language={language}") as ws:
+        rid = uuid.uuid4().hex
+        await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": language}}))
+        for i in range(0, len(pcm), 3200):
+            await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
+        await ws.send(client_audio_frame(rid, b""))
+        try:
+            while True:
+                msg = parse_text(await asyncio.wait_for(ws.recv(), 30))
+                bodies.append({"path": msg.path, **msg.json()})
+                if msg.path == "turn.end":
+                    break
+            await asyncio.wait_for(ws.recv(), 2)
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None, "closed without a close frame"
+            return bodies, (exc.rcvd.code, exc.rcvd.reason)
+        except asyncio.TimeoutError:
+            pass
+    return bodies, None
+
+
+def vosk_close(ws_base: str, query: str, send: bytes = b"\0" * 3200) -> tuple[int, str]:
+    with connect(f"{ws_base}/vosk?{query}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.send(send)
+            while True:
+                ws.recv(timeout=30)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_an_unknown_language_is_answered_alike_on_every_route(single: ServerThread) -> None:
+    before = {route: refused(single.http, route, "unknown_locale") for route in ("rest-conversation", "vosk", USP)}
+    rest = httpx.post(f"{single.http}{REST}?language=xx-XX", content=b"RIFF", timeout=30)
+    assert rest.status_code == 400 and "xx-XX" in rest.json()["error"]["message"]
+    assert vosk_close(single.ws, "language=xx-XX")[0] == 1007
+    bodies, closed = asyncio.run(usp_turn(single.ws, "xx-XX"))
+    assert [b["path"] for b in bodies] == ["turn.start", "speech.phrase", "turn.end"]
+    assert bodies[1]["RecognitionStatus"] == "BadRequest" and "xx-XX" in bodies[1]["Message"]
+    assert closed is not None and closed[0] == 1007 and "xx-XX" in closed[1]
+    for route, count in before.items():
+        assert refused(single.http, route, "unknown_locale") == count + 1, route
+
+
+def test_busy_is_answered_alike_on_every_route_and_counted(single: ServerThread, speech_wav: Path) -> None:
+    pcm, _, _ = read_wav(speech_wav)
+    before = {route: refused(single.http, route, "busy") for route in ("rest-conversation", "vosk", USP)}
+    served = requests(single.http, USP, "200")
+    with connect(f"{single.ws}/vosk?language=ko-KR") as holder:
+        holder.send(pcm[:3200])
+        holder.recv()  # the only decoder is taken
+        rest = httpx.post(f"{single.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(), timeout=30)
+        assert rest.status_code == 503 and rest.headers["Retry-After"] == "1" and "busy" in rest.json()["error"]["message"]
+        code, reason = vosk_close(single.ws, "language=ko-KR")
+        assert code == 1013 and "busy" in reason
+        bodies, closed = asyncio.run(usp_turn(single.ws))
+        assert [b["path"] for b in bodies] == ["turn.start", "speech.phrase", "turn.end"]
+        assert bodies[1]["RecognitionStatus"] == "TooManyRequests" and "busy" in bodies[1]["Message"]
+        assert closed is not None and closed[0] == 1013
+        holder.send('{"eof" : 1}')
+        holder.recv()
+    for route, count in before.items():
+        assert refused(single.http, route, "busy") == count + 1, route
+    deadline = time.monotonic() + 10
+    while True:  # the holder's decoder comes back as its socket closes
+        bodies, _ = asyncio.run(usp_turn(single.ws, pcm=pcm[:32000]))
+        statuses = [b["RecognitionStatus"] for b in bodies if b["path"] == "speech.phrase"]
+        if "TooManyRequests" not in statuses or time.monotonic() > deadline:
+            break
+    assert bodies[-1]["path"] == "turn.end" and statuses[-1] == "EndOfDictation", bodies
+    assert requests(single.http, USP, "200") == served + 1, "a Speech SDK turn is a request in speech_requests_total"
+
+
+# ---- one line at the right level, never a traceback (issue 16, item 10) ---------------------------------
+
+
+class Records(logging.Handler):
+    """Every record of the server's loggers and uvicorn's, while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> "Records":
+        for name in ("speech_recognizer", "uvicorn.error"):
+            logging.getLogger(name).addHandler(self)
+        self._level = logging.getLogger("speech_recognizer").level
+        logging.getLogger("speech_recognizer").setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in ("speech_recognizer", "uvicorn.error"):
+            logging.getLogger(name).removeHandler(self)
+        logging.getLogger("speech_recognizer").setLevel(self._level)
+
+    def lines(self, at_least: int = logging.DEBUG) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= at_least]
+
+    def assert_no_traceback(self) -> None:
+        assert not [r.getMessage() for r in self.records if r.exc_info], "a traceback was logged"
+
+
+def test_a_refused_key_is_one_info_line(keyed_server: ServerThread) -> None:
+    with Records() as logs:
+        with pytest.raises(Exception, match="HTTP 403"):
+            asyncio.run(usp_turn(keyed_server.ws))
+        assert vosk_close(keyed_server.ws, "language=ko-KR")[0] == 1008
+        assert httpx.post(f"{keyed_server.http}{REST}", content=b"RIFF").status_code == 403
+        time.sleep(0.5)  # uvicorn logs after the handler returned
+    assert not logs.lines(logging.WARNING), logs.lines(logging.WARNING)
+    refusals = [line for line in logs.lines(logging.INFO) if "auth_" in line]
+    assert len(refusals) == 3, refusals
+    logs.assert_no_traceback()
+
+
+def test_clients_leaving_mid_upload_or_when_refused_are_one_debug_line(
+    single: ServerThread, speech_wav: Path, speech_ref: Reference
+) -> None:
+    pcm, _, _ = read_wav(speech_wav)
+    wav = speech_wav.read_bytes()
+    with Records() as logs, RealTimeStream(single.ws, pcm) as normal:  # also holds the only decoder
+        time.sleep(0.3)
+        for body in (wav[: len(wav) // 2], wav):  # gone mid-upload; gone while refused as busy
+            with socket.create_connection(("127.0.0.1", single.port)) as raw:
+                raw.sendall(
+                    f"POST {REST}?language=ko-KR HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                    f"Content-Length: {len(wav)}\r\n\r\n".encode() + body
+                )
+                time.sleep(0.3)
+        for _ in range(3):  # refused as busy on the WebSocket routes, gone before the answer is read
+            with connect(f"{single.ws}/vosk?language=ko-KR") as ws:
+                ws.send(pcm[:3200])
+            asyncio.run(_usp_gone(single.ws))
+        time.sleep(1.0)
+    normal.assert_strict(speech_ref.texts[0])
+    logs.assert_no_traceback()
+    assert not logs.lines(logging.WARNING), logs.lines(logging.WARNING)
+
+
+async def _usp_gone(ws_base: str) -> None:
+    async with aconnect(f"{ws_base}{REST}?language=ko-KR") as ws:
+        rid = uuid.uuid4().hex
+        await ws.send(client_text_frame("speech.context", rid, {}))
+        await ws.send(client_audio_frame(rid, b"\0" * 3200))
+
+
+def test_readme_lists_every_failure_as_the_policy_answers_it() -> None:
+    from speech_recognizer.errors import markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme, "README's table of errors differs from speech_recognizer.errors: paste markdown_table()"
