@@ -21,9 +21,20 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS base
+# Both images run as 65532:65532 ("nonroot", as in distroless images), which needs a passwd
+# and group entry: without one, getpass.getuser() (kopf's peering identity) fails with
+# "getpwuid(): uid not found: 65532" and the operator crash-loops. USER and LOGNAME also
+# answer it for a runtime that picks another uid (OpenShift); HOME is /tmp, the one
+# writable directory under readOnlyRootFilesystem (an emptyDir), and nothing is kept there.
+RUN set -eu; \
+    getent group 65532 >/dev/null || echo 'nonroot:x:65532:' >> /etc/group; \
+    getent passwd 65532 >/dev/null || echo 'nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin' >> /etc/passwd
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PATH=/opt/venv/bin:$PATH
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    USER=nonroot \
+    LOGNAME=nonroot
 
 # ---------------------------------------------------------------------------
 FROM base AS source
@@ -79,7 +90,6 @@ LABEL org.opencontainers.image.title="speech-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build-operator /opt/venv /opt/venv
-ENV HOME=/tmp
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["/opt/venv/bin/speech-operator"]
@@ -100,7 +110,6 @@ COPY --from=build-recognizer /opt/venv /opt/venv
 # the final stage needs no shell.
 COPY --from=build-recognizer --chown=65532:65532 /rw/ /
 COPY --from=build-recognizer /baked/ /
-ENV HOME=/tmp
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 5000

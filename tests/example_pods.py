@@ -4,17 +4,21 @@
 containers in order, each to a successful end; the recognizer with exactly the emitted args
 and env (Secret values filled in from the example's Secret), as uid 65532 with fsGroup 65532,
 a read-only root and the volumes the spec mounts; every probe exactly as a kubelet sends it
-(path, port, no headers): startup, readiness, liveness; a transcript through the REST route;
+(path, port, no headers): startup, readiness, liveness; the API reference (/swagger, its
+document and Swagger UI's files, served from the image itself); a transcript through the REST route;
 then deletion as a kubelet deletes a pod: the preStop hook, SIGTERM, and an exit of its own,
 with status 0, within terminationGracePeriodSeconds.
 
 tests/operator/test_pods_run.py runs it with this checkout as the image, tests/ship/test_images.py
 with the built image. What differs from a cluster, and why:
 
-- the model download init container reaches the catalog at a file server inside the pod's
-  network (``ModelCatalogUrl`` added to its env: there is no Internet here); the catalog file
-  of every locale is the one model this machine has (ko-KR), so an en-US pod serves Korean,
-  which is all a probe or a transcript can tell;
+- the model download init container runs as emitted where the image has the locale's model
+  (ko-KR: it finds it and downloads nothing); for another locale it cannot reach Vosk's
+  catalog (no Internet here), and a local mirror of it cannot serve Vosk's own zips, which the
+  download checks against the sizes and MD5s Vosk publishes; so it downloads the one model this
+  machine has (ko-KR) from a file server inside the pod's network instead, named by
+  ``ModelUrl`` and ``ModelSha256`` added to its env (the route of ``spec.model.url``). An
+  en-US pod then serves Korean, which is all a probe or a transcript can tell;
 - PVCs are empty host directories owned by root (a volume type without fsGroup support, like
   NFS: the case the chown init container exists for); a PVC the example declares to hold the
   model is filled with that model first;
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import http.client
 import json
 import shutil
@@ -35,7 +40,6 @@ from typing import Any
 import yaml
 
 from speech_recognizer import contract
-from speech_recognizer.models import CATALOG
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
@@ -127,21 +131,33 @@ def transcribe(pod: Pod, wav: Path, key: str | None) -> dict[str, Any]:
     return json.loads(body)
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
-                catalog_zip: Path, wav: Path) -> str:
-    """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went."""
+                catalog_zip: Path, wav: Path, model_locale: str = "ko-KR") -> str:
+    """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went.
+
+    ``model`` is the folder of the ``model_locale`` model (the image has it too), ``catalog_zip`` that model zipped.
+    """
     objects = docs(path)
     stt = stt_of(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
     spec = copy.deepcopy(pod_spec(stt, config))
     volumes = host_volumes(stt, spec, where / "volumes", model)
     secrets = secrets_of(objects)
     with Pod(spec, image, secrets=secrets, volumes=volumes, name=name) as pod:
-        with file_server(pod, {CATALOG[stt.spec.locale]: catalog_zip}) as catalog_url:
+        with file_server(pod, {"model.zip": catalog_zip}) as files:
             for init in pod.init_containers():
                 container = pod.container(init)
-                if init == "download-model":  # the one change: the catalog is local (see the module doc)
-                    container.setdefault("env", []).append(
-                        {"name": contract.env_name(contract.MODEL_CATALOG_URL), "value": catalog_url})
+                if init == "download-model" and stt.spec.locale != model_locale:  # see the module doc
+                    container.setdefault("env", []).extend([
+                        {"name": contract.env_name(contract.MODEL_URL), "value": f"{files}/model.zip"},
+                        {"name": contract.env_name(contract.MODEL_SHA256), "value": sha256_of(catalog_zip)}])
                 done = pod.run_init(init)
                 assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
         recognizer = pod.container(builders.CONTAINER)
@@ -153,6 +169,10 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             for _ in range(3):  # liveness keeps passing once ready (it failed with 403 under an ApiKey)
                 passed, status, body = pod.probe(recognizer, "livenessProbe")
                 assert passed, f"liveness: HTTP {status} {body}\n{running.log()[-3000:]}"
+            # the API reference's page, its document and its Swagger UI files come from the image itself
+            for route in ("/swagger", "/openapi.json", "/swagger/ui/swagger-ui-bundle.js"):
+                status, body = pod.http_get(contract.PORT, route)
+                assert status == 200, (route, status, body[:300])
             key = secrets[stt.spec.apiKeySecretRef.name][stt.spec.apiKeySecretRef.key] if stt.spec.apiKeySecretRef else None
             answer = transcribe(pod, wav, key)
             assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer

@@ -81,6 +81,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def ensure_identity() -> None:
+    """Give ``HOME`` and ``LOGNAME`` values when the user has none (an arbitrary uid without a passwd entry).
+
+    The Kubernetes client resolves ``~`` when it is imported ("Could not determine home
+    directory"), and kopf names its peering identity with ``getpass.getuser()`` ("getpwuid():
+    uid not found"): both stopped the operator at once. ``/`` as home, as container runtimes use
+    then, and ``uid-<uid>`` as the name. The images have a passwd entry (``nonroot``); this is
+    for runtimes that pick another uid.
+    """
+    if not os.environ.get("HOME") and os.path.expanduser("~") == "~":  # no HOME and no passwd entry
+        os.environ["HOME"] = "/"
+    if not any(os.environ.get(name) for name in ("LOGNAME", "USER", "LNAME", "USERNAME")):
+        import pwd
+        try:
+            pwd.getpwuid(os.getuid())
+        except KeyError:
+            os.environ["LOGNAME"] = f"uid-{os.getuid()}"
+
+
 def _require_extra() -> None:
     """One line, not a traceback, when ``pip install speech-operator`` left out the operator extra."""
     try:
@@ -188,6 +207,7 @@ def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., 
 @quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    ensure_identity()
     _require_extra()
     if args.command == "crd":
         from speech_operator import crd

@@ -1,7 +1,7 @@
-"""Run what the builders emit: the pod of every SpeechToText in deploy/examples, run as a kubelet would,
-with this checkout as the image (the built image: tests/ship/test_images.py).
+"""Run what we emit: the pod of every SpeechToText in deploy/examples and the operator's own pod,
+run as a kubelet would, with this checkout as the image (the built images: tests/ship/test_images.py).
 
-What runs, what is checked and what differs from a cluster: tests/example_pods.py.
+What runs, what is checked and what differs from a cluster: tests/example_pods.py, tests/operator_pod.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from speech_recognizer.models import installed_packages
 from speech_operator.config import OperatorConfig
 from tests.example_pods import cases, run_example, zip_model
 from tests.kubelet import host_image
+from tests.operator_pod import run_operator_pod
 
 CONFIG = OperatorConfig()
 CASES = cases(CONFIG)
@@ -34,3 +35,10 @@ def catalog_zip(ko_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_emitted_pod_runs_and_passes_every_probe(path: Path, name: str, tmp_path: Path, ko_model: Path,
                                                  catalog_zip: Path, speech_wav: Path) -> None:
     print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav))
+
+
+def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:
+    """deploy/base's operator pod, this checkout as the image, as uid 65532 without a passwd entry
+    (this machine has none for it) and without HOME: it crashed at once with both
+    ('Could not determine home directory', then kopf's 'getpwuid(): uid not found: 65532')."""
+    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path))

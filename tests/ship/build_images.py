@@ -14,12 +14,11 @@ Steps, each cached where that is safe:
    bundle goes in as the ``pip_cert`` build secret and an http(s) index URL from
    the host's pip configuration as build args, so pip inside the build reaches
    the same index through the same egress as the host.
-3. The recognizer image's own ENTRYPOINT and USER run under
-   ``buildah run --isolation chroot`` inside a private network namespace
-   (``unshare --net``), so port 5000 never collides with anything on the host;
-   a probe (``tests/ship/probe.py``) entered into that namespace with
-   ``nsenter`` asks ``/ready`` and posts a Korean WAV (espeak-ng + sox) to the
-   REST route.
+3. The recognizer image runs the pod the operator emits for a ko-KR SpeechToText the
+   way a kubelet runs it (tests/kubelet.py: the image's filesystem mounted read-only,
+   its entrypoint, uid 65532, the pod's emptyDirs, its own network namespace, no TTY):
+   startup, readiness and liveness probes without headers, a Korean WAV (espeak-ng +
+   sox) posted to the REST route, then the preStop hook and SIGTERM.
 
 ``--layers=false``: vfs has no copy-on-write, so every committed layer is a full
 copy of the image; building each stage in one go halves the build time (about
@@ -43,9 +42,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from speech_operator.config import OperatorConfig
+
+from .. import kubelet
 from .tools import CACHE_DIR, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +188,7 @@ def build_all(context: Path = ROOT) -> dict[str, float]:
     return timings
 
 
-# ---- 3. run the recognizer ------------------------------------------------
+# ---- 3. run the images as a kubelet does ------------------------------------
 def make_wav(path: Path, text: str = KOREAN_TEXT, voice: str = "ko") -> Path:
     """Speech as a 16 kHz mono 16-bit WAV: espeak-ng speaks, sox resamples."""
     raw = path.with_suffix(".espeak.wav")
@@ -197,84 +198,38 @@ def make_wav(path: Path, text: str = KOREAN_TEXT, voice: str = "ko") -> Path:
     return path
 
 
-@dataclass
-class RunningRecognizer:
-    process: subprocess.Popen
-    logfile: Path
-    probes: list[dict] = field(default_factory=list)
-
-    def probe(self, *args: str, timeout: float = 120) -> dict:
-        """Run tests/ship/probe.py inside the recognizer's network namespace; fail at once if the
-        recognizer exits meanwhile."""
-        cmd = ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", "--", sys.executable, "-m", "tests.ship.probe", *args]
-        probe = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + timeout
-        while probe.poll() is None:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                probe.kill()
-                probe.wait()
-                why = (f"the recognizer exited with {self.process.returncode}" if self.process.returncode is not None
-                       else f"the probe took over {timeout}s")
-                raise RuntimeError(f"probe {args}: {why}\n--- recognizer log ---\n{self.log_tail()}")
-            time.sleep(0.5)
-        out, err = probe.communicate()
-        if probe.returncode != 0:
-            raise RuntimeError(f"probe {args} failed ({probe.returncode}):\n{err}\n--- recognizer log ---\n{self.log_tail()}")
-        result = json.loads(out)
-        self.probes.append(result)
-        return result
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:]) if self.logfile.exists() else ""
-
-
 @contextlib.contextmanager
-def recognizer_running(image: str, args: list[str]) -> Iterator[RunningRecognizer]:
-    """The image's ENTRYPOINT + args, as the image's USER, in a private network namespace."""
-    config = inspect(image)["Config"]
-    entrypoint = config.get("Entrypoint") or []
-    user = config.get("User") or "0"
-    cid = subprocess.run(["buildah", *STORE_ARGS, "from", "--pull-never", image],
+def mounted(ref: str) -> Iterator[kubelet.Image]:
+    """The image as a kubelet sees it: its filesystem (a buildah container, mounted) and its config."""
+    cid = subprocess.run(["buildah", *STORE_ARGS, "from", "--pull-never", ref],
                          check=True, capture_output=True, text=True).stdout.strip()
-    logfile = CACHE_DIR / "recognizer-run.log"
-    inner = " ".join(["buildah", *STORE_ARGS, "run", "--isolation", "chroot", "--user", user,
-                      cid, "--", *entrypoint, *args])
-    script = f"ip link set lo up && exec {inner}"
-    log(f"$ unshare --net sh -c {script!r}")
-    with logfile.open("w") as fh:
-        proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
     try:
-        # nsenter must not look before unshare(2) has run, or it joins the host's namespace
-        host_ns = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + 30
-        while os.readlink(f"/proc/{proc.pid}/ns/net") == host_ns:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"unshare --net did not start:\n{logfile.read_text(errors='replace')}")
-            time.sleep(0.1)
-        yield RunningRecognizer(proc, logfile)
+        rootfs = subprocess.run(["buildah", *STORE_ARGS, "mount", cid], check=True, capture_output=True, text=True).stdout.strip()
+        yield kubelet.oci_image(inspect(ref)["Config"], Path(rootfs))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        subprocess.run(["buildah", *STORE_ARGS, "umount", cid], capture_output=True)
         subprocess.run(["buildah", *STORE_ARGS, "rm", cid], capture_output=True)
 
 
-def smoke_test(image: str = RECOGNIZER_TAG) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+def recognizer_config() -> OperatorConfig:
+    """The operator's defaults that make its pods run :data:`RECOGNIZER_TAG`."""
+    repository, tag = RECOGNIZER_TAG.rsplit(":", 1)
+    return OperatorConfig(image=repository, version=tag)
+
+
+def smoke_test(image: str = RECOGNIZER_TAG) -> str:
+    """The recognizer image runs the pod the operator emits for the multi-locale example's ko-KR
+    SpeechToText as a kubelet would (tests/example_pods.py): init containers, probes, a transcript, the drain."""
+    from speech_recognizer.models import installed_packages
+
+    from tests.example_pods import ROOT as REPO, run_example, zip_model
+
+    model = installed_packages()[MODEL_LOCALE]
+    with tempfile.TemporaryDirectory() as tmp, mounted(image) as img:
         wav = make_wav(Path(tmp) / "ko.wav")
-        with recognizer_running(image, ["Eula=accept", f"Locale={MODEL_LOCALE}", "Billing=https://example.invalid",
-                                        "ApiKey=ship-test"]) as rec:
-            ready = rec.probe("ready", "--timeout", "180", timeout=200)
-            try:
-                transcript = rec.probe("transcribe", str(wav), "--language", MODEL_LOCALE)
-            except RuntimeError as exc:  # reported by the transcript test, not by the /ready one
-                transcript = {"error": str(exc)}
-            return {"ready": ready, "transcript": transcript}
+        catalog = zip_model(model, Path(tmp) / "model.zip")
+        return run_example(REPO / "deploy/examples/multi-locale.yaml", "ko-kr", img, recognizer_config(), Path(tmp),
+                           model, catalog, wav)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     print(json.dumps({"timings_s": {k: round(v, 1) for k, v in timings.items()}}))
     if not args.no_run:
-        print(json.dumps(smoke_test(), ensure_ascii=False))
+        print(smoke_test())
     return 0
 
 

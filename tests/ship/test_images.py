@@ -1,4 +1,4 @@
-"""The slow image check: build both targets from the Dockerfile and run the recognizer image.
+"""The slow image check: build both targets from the Dockerfile and run both images as a kubelet runs them.
 
 Marked ``slow``; one session-scoped build serves every test here. Needs root and the
 apt packages podman buildah debootstrap espeak-ng sox (util-linux, iproute2): a
@@ -8,9 +8,14 @@ missing one fails the tests with the apt-get line to run, it never skips.
 from __future__ import annotations
 
 import subprocess
-import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests import kubelet
+from tests.example_pods import cases, run_example, zip_model
+from tests.operator_pod import run_operator_pod
 
 from . import build_images as bi
 from .tools import ToolMissing
@@ -27,11 +32,26 @@ def built() -> dict[str, float]:
 
 
 @pytest.fixture(scope="session")
-def smoke(built: dict[str, float]) -> dict:
-    start = time.monotonic()
-    result = bi.smoke_test()
-    result["seconds"] = time.monotonic() - start
-    return result
+def recognizer_image(built: dict[str, float]) -> Iterator[kubelet.Image]:
+    with bi.mounted(bi.RECOGNIZER_TAG) as image:
+        yield image
+
+
+@pytest.fixture(scope="session")
+def operator_image(built: dict[str, float]) -> Iterator[kubelet.Image]:
+    with bi.mounted(bi.OPERATOR_TAG) as image:
+        yield image
+
+
+@pytest.fixture(scope="module")
+def ko_model() -> Path:
+    from speech_recognizer.models import installed_packages
+    return installed_packages()[bi.MODEL_LOCALE]
+
+
+@pytest.fixture(scope="module")
+def catalog_zip(ko_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return zip_model(ko_model, tmp_path_factory.mktemp("catalog") / "model.zip")
 
 
 def test_build_timings(built: dict[str, float]) -> None:
@@ -81,24 +101,29 @@ def test_images_layout(built: dict[str, float]) -> None:
         assert owners[path].startswith("65532:65532"), owners
     assert owners["/tmp"].endswith("1777")
     assert "imports ok" in rec.stdout and "HAS-KOPF" not in rec.stdout, "the recognizer image carries only its extra"
+    for image in (bi.RECOGNIZER_TAG, bi.OPERATOR_TAG):  # the user has a name: getpass.getuser() works without USER
+        user = image_sh(image, "getent passwd 65532; getent group 65532")
+        assert user.stdout.split() == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], user
     op = image_sh(bi.OPERATOR_TAG, "/opt/venv/bin/speech-operator --help >/dev/null && "
                                    "/opt/venv/bin/python -c 'import vosk' 2>/dev/null && echo HAS-VOSK; "
                                    "command -v gcc && echo HAS-GCC; true")
     assert op.returncode == 0 and "HAS-VOSK" not in op.stdout and "HAS-GCC" not in op.stdout, op.stdout + op.stderr
 
 
-def test_recognizer_ready(smoke: dict) -> None:
-    assert smoke["ready"]["ready"] == 200 and smoke["ready"]["status"] == 200
+CASES = cases(bi.recognizer_config())
 
 
-def test_recognizer_serves_its_api_reference(smoke: dict) -> None:
-    """/swagger works from the image alone (uid 65532, read-only root): its files come from the installed package."""
-    assert smoke["ready"]["reference"] == {"/swagger": 200, "/openapi.json": 200, "/swagger/ui/swagger-ui-bundle.js": 200}
+@pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
+def test_emitted_pods_run_in_the_image(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path,
+                                       ko_model: Path, catalog_zip: Path, speech_wav: Path) -> None:
+    """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
+    its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
+    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
+    print(run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav))
 
 
-def test_recognizer_transcribes_korean(smoke: dict) -> None:
-    assert "error" not in smoke["transcript"], smoke["transcript"].get("error")
-    answer = smoke["transcript"]["answer"]
-    assert answer["RecognitionStatus"] == "Success"
-    assert answer["DisplayText"].strip()
-    print("transcript:", answer["DisplayText"])
+def test_operator_image_reaches_its_watch_loop(operator_image: kubelet.Image, tmp_path: Path) -> None:
+    """The operator's Deployment from deploy/base runs the built image as a kubelet would, and works a
+    SpeechToText on kmock (tests/operator_pod.py). It crash-looped before the image had a passwd
+    entry for 65532 (kopf's peering identity, getpass.getuser())."""
+    print(run_operator_pod(operator_image, bi.OPERATOR_TAG, tmp_path))

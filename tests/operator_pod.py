@@ -1,0 +1,137 @@
+"""The operator's own pod (deploy/base/deployment.yaml) run as a kubelet runs it, against kmock.
+
+:func:`run_operator_pod` runs deploy/base's pod spec (args, env, uid 65532, read-only root
+with its /tmp emptyDir, no TTY, no HOME from the runtime) with tests/kubelet.py and one change:
+it logs in with a kubeconfig (a file volume and ``KUBECONFIG``) naming kmock, which listens in
+the pod's network, instead of a service account (kmock speaks plain HTTP; in-cluster login
+needs TLS). The operator must pass its liveness probe, create the Deployment of a SpeechToText
+made in kmock (its watch loop works), and stop on SIGTERM.
+
+tests/operator/test_pods_run.py runs it with this checkout as the image, tests/ship/test_images.py
+with the built image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import http.client
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speech_operator import api
+
+from .kubelet import Image, Pod
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def operator_pod_spec(image_ref: str) -> dict[str, Any]:
+    """deploy/base's operator pod with the kubeconfig change (see the module doc)."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()) if d]
+    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"])
+    container = spec["containers"][0]
+    container["image"] = image_ref
+    container["env"] = [e for e in container["env"] if "valueFrom" not in e] + [
+        {"name": "POD_NAMESPACE", "value": "speech-operator"},  # a fieldRef, filled in as the kubelet would
+        {"name": "KUBECONFIG", "value": "/var/run/kubeconfig/config"}]
+    container["volumeMounts"].append({"name": "kubeconfig", "mountPath": "/var/run/kubeconfig", "readOnly": True})
+    spec["volumes"].append({"name": "kubeconfig", "secret": {"secretName": "kubeconfig"}})
+    return spec
+
+
+def run_operator_pod(image: Image, image_ref: str, where: Path) -> str:
+    """Run the operator's pod (see the module doc); a line saying how it went."""
+    spec = operator_pod_spec(image_ref)
+    kubeconfig = where / "kubeconfig"
+    kubeconfig.mkdir()
+    with Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-operator") as pod, kmock_in(pod) as url:
+        (kubeconfig / "config").write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+            "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+            "users": [{"name": "kmock", "user": {"token": "test-token"}}]}))
+        os.chmod(kubeconfig / "config", 0o644)
+        running = pod.start()
+        started = time.monotonic()
+        try:
+            live = pod.wait_probe(running, "livenessProbe", budget=60)
+            stt = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "ko-kr", "namespace": "speech"},
+                   "spec": {"locale": "ko-KR", "eula": "accept"}}
+            status, body = kube_request(pod, url, "POST", f"/apis/{api.API_VERSION}/namespaces/speech/{api.PLURAL}", stt)
+            assert status in (200, 201), body
+            deadline = time.monotonic() + 60
+            while (found := kube_request(pod, url, "GET", "/apis/apps/v1/namespaces/speech/deployments/ko-kr"))[0] != 200:
+                assert running.process.poll() is None, f"the operator exited with {running.process.returncode}:\n{running.log()}"
+                assert time.monotonic() < deadline, f"no Deployment after 60 s:\n{running.log()[-5000:]}"
+                time.sleep(0.5)
+            worked = time.monotonic() - started
+            image_of = json.loads(found[1])["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert image_of.startswith("ghcr.io/speech-operator/speech-recognizer:"), image_of
+            passed, code, text = pod.probe(pod.container("operator"), "livenessProbe")
+            assert passed, (code, text)
+        finally:
+            exit_code = pod.stop(running, grace=float(spec.get("terminationGracePeriodSeconds", 30)))
+        log = running.log()
+        assert "uid not found" not in log and "home directory" not in log, log
+        assert exit_code == 0, f"exit {exit_code} after SIGTERM:\n{log[-3000:]}"
+    return f"operator: live after {live:.1f} s, Deployment of a new SpeechToText {worked:.1f} s after start; exit 0 on SIGTERM"
+
+
+def kube_request(pod: Pod, url: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+    """A call to kmock from inside the pod's network, as kubectl there would make it."""
+    def call() -> tuple[int, str]:
+        conn = http.client.HTTPConnection(url.split("//", 1)[1], timeout=10)
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+    return pod.in_network(call)
+
+
+@contextlib.contextmanager
+def kmock_in(pod: Pod) -> Iterator[str]:
+    """kmock's Kubernetes emulator listening in the pod's network (what an API server would be); yields its URL."""
+    import kmock
+
+    from tests.operator.conftest import Emulator, declare
+
+    box: dict[str, Any] = {}
+
+    def start() -> Callable[[], None]:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def up() -> str:
+            emulator = Emulator()
+            await emulator.__aenter__()
+            declare(emulator)
+            server = kmock.Server(emulator)
+            await server.__aenter__()
+            box.update(emulator=emulator, server=server)
+            return str(emulator.url).rstrip("/")
+
+        box["url"] = loop.run_until_complete(up())
+        box["loop"] = loop
+        return loop.run_forever
+
+    pod.serve_in_network(start)
+    loop = box["loop"]
+    try:
+        yield str(box["url"])
+    finally:
+        async def down() -> None:
+            await box["server"].__aexit__(None, None, None)
+            await box["emulator"].__aexit__(None, None, None)
+        asyncio.run_coroutine_threadsafe(down(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
