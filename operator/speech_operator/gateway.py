@@ -11,7 +11,8 @@ request or stream to the Service of the SpeechToText whose ``spec.locale`` match
 
 Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`.
 Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
-``/metrics`` (Prometheus), ``GET /`` (the locales routed).
+``/metrics`` (Prometheus), ``/pre-stop`` (the pod's preStop hook), ``GET /`` (the locales routed).
+On SIGTERM it stops listening and lets the streams in flight go on for ``shutdown_seconds``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from speech_operator.gateway_relay import Traffic, offered_protocols, refuse, re
 log = logging.getLogger("speech_operator.gateway")
 
 #: Routes polled by probes and scrapers: their access lines are at DEBUG.
-PROBE_ROUTES = frozenset({"/ready", "/status", "/metrics"})
+PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS})
 USP_PROTOCOL = "USP"
 
 
@@ -220,6 +221,13 @@ class Gateway:
         """Liveness: the gateway answers."""
         return web.json_response({"status": "ok"})
 
+    async def pre_stop(self, request: web.Request) -> web.Response:
+        """The pod's preStop hook: answers after :data:`~speech_recognizer.contract.PRE_STOP_SECONDS`, the
+        time the Service's endpoints take to drop the pod, while it still forwards new requests; the
+        kubelet sends SIGTERM after it (the image has no shell for a ``sleep``)."""
+        await asyncio.sleep(contract.PRE_STOP_SECONDS)
+        return web.json_response({"stopping": True})
+
     async def metrics_route(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -242,6 +250,7 @@ def create_app(directory: Directory, config: GatewayConfig | None = None,
     app.router.add_get(contract.ROUTE_READY, gateway.ready)
     app.router.add_get(contract.ROUTE_STATUS, gateway.status)
     app.router.add_get(contract.ROUTE_METRICS, gateway.metrics_route)
+    app.router.add_get(contract.ROUTE_PRE_STOP, gateway.pre_stop)
     return app
 
 

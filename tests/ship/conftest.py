@@ -156,9 +156,23 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def rbac_rules() -> list[dict[str, Any]]:
-    """The rules of the ClusterRole in deploy/base/rbac.yaml (the single source)."""
+def rbac_rules(role: str = "speech-operator") -> list[dict[str, Any]]:
+    """The rules of the ClusterRole ``role`` in deploy/base/rbac.yaml (the single source): the
+    operator's, or the gateway's (``speech-gateway``)."""
     assert RBAC_FILE.is_file(), f"{RBAC_FILE.relative_to(ROOT)} is missing (written by the operator engineer)"
-    roles = [d for d in load_docs(RBAC_FILE.read_text()) if d.get("kind") == "ClusterRole"]
-    assert roles, f"{RBAC_FILE.relative_to(ROOT)} holds no ClusterRole"
-    return [rule for role in roles for rule in role.get("rules", [])]
+    roles = [d for d in load_docs(RBAC_FILE.read_text()) if d.get("kind") == "ClusterRole" and d["metadata"]["name"] == role]
+    assert roles, f"{RBAC_FILE.relative_to(ROOT)} holds no ClusterRole {role}"
+    return [rule for r in roles for rule in r.get("rules", [])]
+
+
+def is_gateway(doc: dict[str, Any]) -> bool:
+    """Whether a rendered object is the gateway's (its Deployment, Service, ServiceAccount, RBAC)."""
+    return "gateway" in doc.get("metadata", {}).get("name", "")
+
+
+def operator_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if not is_gateway(d)]
+
+
+def gateway_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if is_gateway(d)]

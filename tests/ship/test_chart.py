@@ -19,7 +19,9 @@ from .conftest import (
     by_kind,
     crd_docs,
     helm_template,
+    gateway_docs,
     one,
+    operator_docs,
     rbac_rules,
     run,
     validate_manifests,
@@ -42,9 +44,11 @@ def test_lint_strict(helm: Path) -> None:
 def test_default_render_is_valid(helm: Path) -> None:
     docs = helm_template(helm)
     validate_manifests(docs)
-    kinds = sorted(d["kind"] for d in docs)
+    kinds = sorted(d["kind"] for d in operator_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
-    deployment = one(docs, "Deployment")
+    kinds = sorted(d["kind"] for d in gateway_docs(docs))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"], "the gateway, on by default"
+    deployment = one(operator_docs(docs), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/speech-operator/speech-operator:0.1.0"
@@ -58,13 +62,13 @@ def test_default_render_is_valid(helm: Path) -> None:
     assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "ghcr.io/speech-operator/speech-recognizer"
     assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == ""
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == one(operator_docs(docs), "ServiceAccount")["metadata"]["name"]
 
 
 def test_restricted_pod_security(helm: Path) -> None:
     """The operator pod meets the Kubernetes "restricted" Pod Security Standard."""
     for args in ((), ("--values", str(FULL_VALUES))):
-        pod = one(helm_template(helm, *args, namespace="speech"), "Deployment")["spec"]["template"]["spec"]
+        pod = one(operator_docs(helm_template(helm, *args, namespace="speech")), "Deployment")["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in pod["containers"]:
@@ -75,11 +79,11 @@ def test_restricted_pod_security(helm: Path) -> None:
 def test_rbac_rules_come_from_deploy_base(helm: Path) -> None:
     rules = rbac_rules()
     cluster = helm_template(helm)
-    assert one(cluster, "ClusterRole")["rules"] == rules
-    binding = one(cluster, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(cluster, "ClusterRole")["metadata"]["name"]
+    assert one(operator_docs(cluster), "ClusterRole")["rules"] == rules
+    binding = one(operator_docs(cluster), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(operator_docs(cluster), "ClusterRole")["metadata"]["name"]
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": one(cluster, "ServiceAccount")["metadata"]["name"], "namespace": "speech-operator"}
+        {"kind": "ServiceAccount", "name": one(operator_docs(cluster), "ServiceAccount")["metadata"]["name"], "namespace": "speech-operator"}
     ]
 
 
@@ -87,18 +91,18 @@ def test_namespaced_mode(helm: Path) -> None:
     docs = helm_template(helm, "--set", "watch.mode=namespaced", namespace="speech")
     validate_manifests(docs)
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    assert one(docs, "Role")["metadata"]["namespace"] == "speech"
-    assert one(docs, "Role")["rules"] == rbac_rules()
-    assert one(docs, "RoleBinding")["metadata"]["namespace"] == "speech"
-    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert one(operator_docs(docs), "Role")["metadata"]["namespace"] == "speech"
+    assert one(operator_docs(docs), "Role")["rules"] == rbac_rules()
+    assert one(operator_docs(docs), "RoleBinding")["metadata"]["namespace"] == "speech"
+    args = one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=speech" in args and "--all-namespaces" not in args
 
     docs = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={a,b}", namespace="ops")
     validate_manifests(docs)
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["a", "b"]
-    for binding in by_kind(docs, "RoleBinding"):
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(operator_docs(docs), "Role")) == ["a", "b"]
+    for binding in by_kind(operator_docs(docs), "RoleBinding"):
         assert binding["subjects"][0]["namespace"] == "ops"
-    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=a", "--namespace=b"]
 
 
@@ -116,7 +120,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     monitor = one(docs, "ServiceMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    deployment = one(docs, "Deployment")
+    deployment = one(operator_docs(docs), "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -177,7 +181,7 @@ def test_peering(helm: Path) -> None:
     cluster = helm_template(helm, "--set", "peering.enabled=true", "--set", "replicaCount=2")
     validate_manifests(cluster)
     assert one(cluster, "ClusterKopfPeering")["metadata"]["name"] == "speech-operator"
-    args = one(cluster, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = one(operator_docs(cluster), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=speech-operator" in args and "--standalone" not in args
     namespaced = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     assert sorted(p["metadata"]["namespace"] for p in by_kind(namespaced, "KopfPeering")) == ["speech", "speech-staging"]
@@ -231,7 +235,7 @@ def test_helm3_and_helm4_render_the_same(helm3: Path, values: Path | None) -> No
 
 def test_policy_values_reach_the_operator(helm: Path) -> None:
     docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
-    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "registry.example.com/speech/speech-recognizer,registry.example.com/speech-mirror/"
     assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == "/srv/speech"
     from speech_operator.config import OperatorConfig
@@ -239,3 +243,62 @@ def test_policy_values_reach_the_operator(helm: Path) -> None:
     assert config.allowed_host_paths == ("/srv/speech",)
     assert config.allowed_image_repositories == ("registry.example.com/speech/speech-recognizer",
                                                  "registry.example.com/speech-mirror/")
+
+
+# ---- the gateway --------------------------------------------------------------------------------
+def gateway_pod(docs: list[dict]) -> dict:
+    return one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]
+
+
+def test_gateway_default_render(helm: Path) -> None:
+    """Its own Deployment, Service and ServiceAccount; pods the operator's selector does not select."""
+    docs = helm_template(helm)
+    deployment, service = one(gateway_docs(docs), "Deployment"), one(gateway_docs(docs), "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["args"] == ["gateway", "--all-namespaces"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/status", "port": "http"}
+    assert container["lifecycle"]["preStop"]["httpGet"] == {"path": "/pre-stop", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
+    assert container["securityContext"] == RESTRICTED_CONTAINER
+    assert pod["terminationGracePeriodSeconds"] == 45
+    assert {"name": "SPEECH_GATEWAY_SHUTDOWN_SECONDS", "value": "30"} in container["env"]
+    assert pod["serviceAccountName"] == one(gateway_docs(docs), "ServiceAccount")["metadata"]["name"] == "speech-operator-gateway"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"] == [{"name": "http", "port": 5000, "targetPort": "http", "protocol": "TCP"}]
+    operator_selector = one(operator_docs(docs), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not operator_selector.items() <= labels.items(), "the operator's Deployment would select the gateway's pods"
+
+
+def test_gateway_rbac_is_its_own_and_read_only(helm: Path) -> None:
+    cluster = helm_template(helm)
+    role, binding = one(gateway_docs(cluster), "ClusterRole"), one(gateway_docs(cluster), "ClusterRoleBinding")
+    assert role["rules"] == rbac_rules("speech-gateway")
+    assert rbac_rules("speech-gateway") == [{"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"],
+                                             "verbs": ["get", "list", "watch"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-operator-gateway", "namespace": "speech-operator"}]
+    namespaced = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={a,b}", namespace="ops")
+    validate_manifests(namespaced)
+    roles = by_kind(gateway_docs(namespaced), "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
+    assert all(r["rules"] == rbac_rules("speech-gateway") for r in roles)
+    assert not by_kind(gateway_docs(namespaced), "ClusterRole")
+    assert gateway_pod(namespaced)["containers"][0]["args"] == ["gateway", "--namespace=a", "--namespace=b"]
+
+
+def test_gateway_values(helm: Path) -> None:
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
+    deployment, service = one(gateway_docs(docs), "Deployment"), one(gateway_docs(docs), "Service")
+    assert deployment["spec"]["replicas"] == 2
+    assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["ports"][0]["port"] == 443
+    assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 75
+    assert pod["containers"][0]["args"][-1] == "--verbose"
+    assert {"name": "SPEECH_GATEWAY_SHUTDOWN_SECONDS", "value": "60"} in pod["containers"][0]["env"]
+    off = helm_template(helm, "--set", "gateway.enabled=false")
+    assert not gateway_docs(off)

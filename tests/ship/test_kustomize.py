@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import sync
-from .conftest import ROOT, by_kind, load_docs, one, rbac_rules, run, validate_manifests
+from .conftest import ROOT, by_kind, gateway_docs, load_docs, one, operator_docs, rbac_rules, run, validate_manifests
 
 EXAMPLES = ROOT / "deploy" / "examples"
 
@@ -17,36 +17,55 @@ def kustomize(kubectl: Path, path: Path) -> list[dict]:
 def test_deploy_builds_and_validates(kubectl: Path) -> None:
     docs = kustomize(kubectl, ROOT / "deploy")
     validate_manifests(docs)
-    kinds = sorted(d["kind"] for d in docs)
+    kinds = sorted(d["kind"] for d in operator_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Namespace",
                      "ServiceAccount"], kinds
+    kinds = sorted(d["kind"] for d in gateway_docs(docs))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"], kinds
     namespace = one(docs, "Namespace")["metadata"]["name"]
     for doc in docs:
-        if doc["kind"] in ("Deployment", "ServiceAccount"):
+        if doc["kind"] in ("Deployment", "ServiceAccount", "Service"):
             assert doc["metadata"]["namespace"] == namespace
 
 
 def test_binding_grants_rbac_yaml_to_the_operator(kubectl: Path) -> None:
     docs = kustomize(kubectl, ROOT / "deploy")
-    role, binding, sa = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding"), one(docs, "ServiceAccount")
+    role, binding, sa = one(operator_docs(docs), "ClusterRole"), one(operator_docs(docs), "ClusterRoleBinding"), one(operator_docs(docs), "ServiceAccount")
     assert role["rules"] == rbac_rules()
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": sa["metadata"]["namespace"]}]
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_binding_grants_the_gateway_its_own_rules(kubectl: Path) -> None:
+    docs = gateway_docs(kustomize(kubectl, ROOT / "deploy"))
+    role, binding, sa = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding"), one(docs, "ServiceAccount")
+    assert role["rules"] == rbac_rules("speech-gateway")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
 
 
 def test_deploy_matches_the_chart_defaults(kubectl: Path, helm3: Path) -> None:
     """deploy/ and the chart's default render run the same operator container."""
     from .conftest import helm_template
 
-    plain = one(kustomize(kubectl, ROOT / "deploy"), "Deployment")["spec"]["template"]["spec"]
-    chart = one(helm_template(helm3), "Deployment")["spec"]["template"]["spec"]
+    plain = one(operator_docs(kustomize(kubectl, ROOT / "deploy")), "Deployment")["spec"]["template"]["spec"]
+    chart = one(operator_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
     for key in ("image", "args", "env", "ports", "livenessProbe", "resources", "securityContext", "volumeMounts"):
         assert plain["containers"][0][key] == chart["containers"][0][key], key
     assert plain["securityContext"] == chart["securityContext"]
+    plain = one(gateway_docs(kustomize(kubectl, ROOT / "deploy")), "Deployment")["spec"]["template"]["spec"]
+    chart = one(gateway_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
+    for key in ("image", "args", "env", "ports", "readinessProbe", "livenessProbe", "lifecycle", "resources",
+                "securityContext", "volumeMounts"):
+        assert plain["containers"][0][key] == chart["containers"][0][key], key
+    for key in ("securityContext", "terminationGracePeriodSeconds", "volumes"):
+        assert plain[key] == chart[key], key
 
 
 def test_crd_copy_has_not_drifted() -> None:

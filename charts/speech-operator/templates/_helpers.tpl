@@ -48,24 +48,52 @@ app.kubernetes.io/part-of: speech-operator
 {{- end -}}
 
 {{/*
-The operator's RBAC rules: read from deploy/base/rbac.yaml (files/rbac.yaml is a
-symlink to it, so the rules exist once). The file may hold several documents;
-the rules of its ClusterRole are used, as YAML.
+RBAC rules read from deploy/base/rbac.yaml (files/rbac.yaml is a symlink to it, so the rules
+exist once): the rules of the ClusterRole named .role in that file, as YAML.
 */}}
-{{- define "speech-operator.rules" -}}
-{{- $raw := .Files.Get "files/rbac.yaml" -}}
+{{- define "speech-operator.rulesOf" -}}
+{{- $raw := .ctx.Files.Get "files/rbac.yaml" -}}
 {{- if not $raw -}}
 {{- fail "files/rbac.yaml (-> deploy/base/rbac.yaml) is missing or empty" -}}
 {{- end -}}
 {{- $rules := list -}}
 {{- range $doc := regexSplit "(?m)^---\\s*$" $raw -1 -}}
 {{- $obj := fromYaml $doc -}}
-{{- if and $obj (eq (get $obj "kind" | default "") "ClusterRole") -}}
+{{- if and $obj (eq (get $obj "kind" | default "") "ClusterRole") (eq (get ($obj.metadata | default dict) "name" | default "") $.role) -}}
 {{- $rules = concat $rules ($obj.rules | default list) -}}
 {{- end -}}
 {{- end -}}
 {{- if not $rules -}}
-{{- fail "files/rbac.yaml holds no ClusterRole with rules" -}}
+{{- fail (printf "files/rbac.yaml holds no ClusterRole %s with rules" .role) -}}
 {{- end -}}
 {{- toYaml $rules -}}
+{{- end -}}
+
+{{/* The operator's RBAC rules. */}}
+{{- define "speech-operator.rules" -}}
+{{- include "speech-operator.rulesOf" (dict "ctx" . "role" "speech-operator") -}}
+{{- end -}}
+
+{{/* The gateway's RBAC rules. */}}
+{{- define "speech-operator.gatewayRules" -}}
+{{- include "speech-operator.rulesOf" (dict "ctx" . "role" "speech-gateway") -}}
+{{- end -}}
+
+{{/* The gateway's name: its Deployment, Service, ServiceAccount and RBAC objects. */}}
+{{- define "speech-operator.gatewayName" -}}
+{{- printf "%s-gateway" (include "speech-operator.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "speech-operator.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: speech-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "speech-operator.gatewayLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "speech-operator.gatewaySelectorLabels" . }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: speech-operator
 {{- end -}}
