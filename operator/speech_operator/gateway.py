@@ -166,7 +166,7 @@ class Gateway:
         try:
             backend = self.directory.lookup(language_of(request))
         except UnknownLocale as exc:
-            return self._refused_http(failures.Failure(str(exc), failures.UNKNOWN_LOCALE), "rest", None)
+            return self._refused_http(exc, "rest", None)
         try:
             response = await relay_http(request, backend, self.session, self.metrics.traffic)
         except failures.Failure as failure:
@@ -180,8 +180,7 @@ class Gateway:
         try:
             backend = self.directory.lookup(language_of(request))
         except UnknownLocale as exc:
-            message = f"Unsupported language: {exc}" if route == "usp" else str(exc)
-            return await self._refused_ws(request, failures.Failure(message, failures.UNKNOWN_LOCALE), route, None, protocols)
+            return await self._refused_ws(request, exc, route, None, protocols)
         gauge = self.metrics.streams.labels(route)
         gauge.inc()
         try:

@@ -89,6 +89,7 @@ _HTTP_CODES = {
     431: "RequestHeaderFieldsTooLarge",
     499: "ClientClosedRequest",
     500: "InternalServerError",
+    502: "BadGateway",
     503: "ServiceUnavailable",
 }
 
