@@ -44,8 +44,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: What a client refused while the server drains is told (a WebSocket close reason: at most 123 bytes);
-#: the failure policy answers it (:data:`~speech_recognizer.errors.DRAINING`: 503 + Retry-After, close 1013).
+#: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`:
+#: a WebSocket accepted and closed with 1013, REST 503 with ``Retry-After``).
 REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
 
 _WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
@@ -125,18 +125,27 @@ def route_of(scope: Scope) -> str:
     return f"rest-{path.split('/')[3]}"
 
 
+def route_of(scope: Scope) -> str:
+    """The route label a recognition request is counted under (as its adapter names it)."""
+    path = scope["path"]
+    if path in _REST_PATHS:
+        mode = path.split("/")[3]
+        return f"usp/{mode}" if scope["type"] == "websocket" else f"rest-{mode}"
+    return "vosk"
+
+
 async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer a new recognition as the failure policy answers :data:`~speech_recognizer.errors.DRAINING`:
-    a WebSocket accepted and closed with 1013 and :data:`REASON`, or a 503 with ``Retry-After``."""
+    """The failure policy's answer to :data:`~speech_recognizer.errors.DRAINING`: a WebSocket accepted
+    and closed with its code and :data:`REASON`, or an HTTP error with ``Retry-After``; counted and logged."""
     failure = Failure(REASON, DRAINING)
-    app = scope.get("app")
-    observe(failure, route_of(scope), getattr(getattr(app, "state", None), "metrics", None))
+    state = getattr(scope.get("app"), "state", None)
+    observe(failure, route_of(scope), getattr(state, "metrics", None))
     if scope["type"] == "websocket":
         if (await receive())["type"] != "websocket.connect":
             return
         offered = scope.get("subprotocols") or []
-        # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
         code, reason = close_args(failure)
+        # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return

@@ -206,6 +206,14 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
     assert refused.reason == speechsdk.ResultReason.Canceled
     details = refused.cancellation_details
     print("a Speech SDK app refused while draining gets:", details.reason, details.code, repr(details.error_details))
+    assert "Error code: 1013" in details.error_details and "draining:" in details.error_details
+    # counted by the failure policy, per route
+    from prometheus_client.parser import text_string_to_metric_families
+    refused = {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(
+        httpx.get(f"{rec.http}/metrics", timeout=5).text) for s in f.samples if s.name == "speech_refused_total"}
+    for route, count in (("vosk", 1), ("usp/conversation", 1), ("rest-conversation", 1)):
+        assert refused.get((("reason", "draining"), ("route", route))) == count, refused
+    assert refused.get((("reason", "draining"), ("route", "usp/interactive")), 0) >= 1, refused  # the SDK tries again
 
     sdk.join(120)
     vosk.join(120)
