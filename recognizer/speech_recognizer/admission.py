@@ -9,6 +9,7 @@ where queueing would make every stream late. Used on the event loop only.
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from .errors import BUSY, Failure
@@ -38,6 +39,8 @@ class Reservation:
         admission, self._admission = self._admission, None
         if admission is not None:
             admission.active -= 1
+            if admission.active == 0:
+                admission.idle_since = time.monotonic()
 
     def __enter__(self) -> Reservation:
         return self
@@ -53,10 +56,19 @@ class Admission:
         self.limit = limit
         #: Decoders held now.
         self.active = 0
+        #: Recognitions admitted since the start.
+        self.admitted = 0
+        #: When the last decoder held was given back (monotonic), else the start.
+        self.idle_since = time.monotonic()
 
     def reserve(self) -> Reservation:
         """A decoder for one recognition, or :class:`Busy` when all ``limit`` are held."""
         if self.active >= self.limit:
             raise Busy(self.limit)
         self.active += 1
+        self.admitted += 1
         return Reservation(self)
+
+    def idle_seconds(self) -> float:
+        """Seconds since a decoder was last held (0 while one is): how long this server has had no work."""
+        return 0.0 if self.active else time.monotonic() - self.idle_since

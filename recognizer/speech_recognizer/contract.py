@@ -26,6 +26,8 @@ ROUTE_OPENAPI: Final = "/openapi.json"
 #: The files of the interactive reference (Swagger UI), served by the recognizer itself.
 ROUTE_SWAGGER_UI: Final = "/swagger/ui"
 ROUTE_METRICS: Final = "/metrics"
+#: Live sessions and decoder capacity as JSON: what the operator's autoscaling reads from each pod.
+ROUTE_SESSIONS: Final = "/sessions"
 ROUTE_USAGE_LOGS: Final = "/records/usage-logs/"
 #: The pod's preStop hook: answers after :data:`PRE_STOP_SECONDS` (the image has no shell for a ``sleep``).
 ROUTE_PRE_STOP: Final = "/pre-stop"

@@ -13,7 +13,8 @@ from . import contract as c
 from .settings import Settings
 
 #: What kubelets, load balancers and Prometheus poll, every few seconds for as long as the server runs.
-PROBE_ROUTES = frozenset({c.ROUTE_READY, c.ROUTE_STATUS, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_CONTAINER_READINESS, c.ROUTE_METRICS})
+PROBE_ROUTES = frozenset({c.ROUTE_READY, c.ROUTE_STATUS, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_CONTAINER_READINESS, c.ROUTE_METRICS,
+                          c.ROUTE_SESSIONS})
 #: uvicorn's access log: one INFO line per request, ``'%s - "%s %s HTTP/%s" %d'`` (client, method, path?query, version, status).
 ACCESS_LOGGER = "uvicorn.access"
 

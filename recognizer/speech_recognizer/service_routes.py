@@ -132,6 +132,16 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def sessions(request: Request) -> Response:
+    """Live sessions and decoder capacity: what the operator's autoscaling reads from each pod."""
+    state = _state(request)
+    admission = state.engine.admission
+    return JSONResponse({
+        "sessions": admission.active, "decoders": admission.limit, "idleSeconds": round(admission.idle_seconds(), 1),
+        "admitted": admission.admitted, "ready": is_ready(state), "draining": state.drain.draining,
+    })
+
+
 async def usage_logs(request: Request) -> Response:
     """Azure's usage summary, overall or for ``/{MONTH}/{YEAR}``."""
     month = request.path_params.get("month")
@@ -204,6 +214,18 @@ READY_SCHEMA = {
         },
         "errors": {"type": "object", "additionalProperties": {"type": "string"}, "description": "locale -> why its model did not load"},
         "draining": {"type": "boolean", "description": "present (true) from SIGTERM on: running streams finish, new ones are refused"},
+    },
+}
+SESSIONS_SCHEMA = {
+    "type": "object",
+    "required": ["sessions", "decoders", "idleSeconds", "admitted", "ready", "draining"],
+    "properties": {
+        "sessions": {"type": "integer", "description": "recognitions holding a decoder now (streams and REST requests)"},
+        "decoders": {"type": "integer", "description": "recognitions that may hold one at once (`DecoderMaxCount`)"},
+        "idleSeconds": {"type": "number", "description": "seconds since the last recognition ended (or the start); 0 while one runs"},
+        "admitted": {"type": "integer", "description": "recognitions admitted since the start"},
+        "ready": {"type": "boolean", "description": "as `/ready`"},
+        "draining": {"type": "boolean", "description": "true from SIGTERM on"},
     },
 }
 USAGE_SCHEMA = {
@@ -293,6 +315,15 @@ def routes() -> list[BaseRoute]:
             "description": "Requests by route and status, audio seconds, active sessions, decoder CPU time, refusals, the warm pool of recognizers.",
             "responses": {"200": oa.text_response("Prometheus text exposition 0.0.4", "speech_active_sessions 0.0",
                                                   "text/plain; version=0.0.4")},
+        }),
+        describe(Route(c.ROUTE_SESSIONS, sessions), get={
+            "tags": [oa.HEALTH],
+            "summary": "Live sessions and decoder capacity",
+            "description": "What the operator's autoscaling reads from each ready pod (`spec.autoscaling`): sessions now, "
+            "decoders in all, and how long the server has had no work (a locale with `minReplicas: 0` rests at zero pods "
+            "after `idleSecondsToZero`). Polled, so its access lines are at Debug.",
+            "responses": {"200": oa.json_response("now", SESSIONS_SCHEMA, {
+                "sessions": 2, "decoders": 6, "idleSeconds": 0, "admitted": 17, "ready": True, "draining": False})},
         }),
         describe(Route(c.ROUTE_USAGE_LOGS, usage_logs), get=USAGE),
         describe(Route(c.ROUTE_USAGE_LOGS.rstrip("/"), usage_logs), get=USAGE),

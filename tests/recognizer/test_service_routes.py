@@ -309,6 +309,34 @@ def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
     assert scrape(fresh.http)[vosk_ok] >= 1
 
 
+def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
+    """What the operator's autoscaling reads: sessions now, decoders in all, seconds without work."""
+    app = create_app(make_settings(tmp_path, "DecoderMaxCount=4"), registry)
+    pcm, _, _ = read_wav(speech_wav)
+    with ServerThread(app) as srv:
+        def sessions() -> dict:
+            return httpx.get(f"{srv.http}{c.ROUTE_SESSIONS}", timeout=10).json()
+
+        idle = sessions()
+        assert (idle["sessions"], idle["decoders"], idle["admitted"], idle["draining"]) == (0, 4, 0, False)
+        time.sleep(0.3)
+        assert sessions()["idleSeconds"] >= idle["idleSeconds"] + 0.2, "idle time grows from the start"
+        with connect(f"{srv.ws}/vosk?language=ko-KR") as ws:
+            ws.send(pcm[:3200])
+            ws.recv()
+            busy = sessions()
+            assert (busy["sessions"], busy["idleSeconds"], busy["admitted"]) == (1, 0, 1)
+            ws.send('{"eof" : 1}')
+            ws.recv()
+        deadline = time.monotonic() + 10
+        while (after := sessions())["sessions"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert after["admitted"] == 1 and after["idleSeconds"] < 2, "idle again, counted from the session's end"
+        assert recognize(srv.http, speech_wav).status_code == 200
+        assert sessions()["admitted"] == 2, "a REST recognition is a session too"
+
+
 # ---- usage records ----------------------------------------------------------------
 
 
