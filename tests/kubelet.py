@@ -213,6 +213,9 @@ class Pod:
     _running: list[Running] = field(default_factory=list)
 
     def __enter__(self) -> Pod:
+        if os.geteuid() != 0:
+            raise RuntimeError("tests/kubelet.py runs pods as a kubelet does and needs root (namespaces, mounts, "
+                               "chroot); CI and .ci/run run as root")
         self._dir = Path(tempfile.mkdtemp(prefix=f"kubelet-{self.name}-"))
         os.chmod(self._dir, 0o755)
         self._pause = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"], start_new_session=True)

@@ -42,3 +42,18 @@ def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:
     (this machine has none for it) and without HOME: it crashed at once with both
     ('Could not determine home directory', then kopf's 'getpwuid(): uid not found: 65532')."""
     print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path))
+
+
+def test_mount_targets_stay_inside_the_image(tmp_path: Path) -> None:
+    """The harness resolves a mount target inside the image, as runtimes do: an image's /var/run -> /run
+    (absolute) or a ../ must never lead a bind mount to the host's own directories."""
+    import os
+
+    from tests.kubelet import inside
+    (tmp_path / "var").mkdir()
+    (tmp_path / "run").mkdir()
+    os.symlink("/run", tmp_path / "var" / "run")
+    os.symlink("../../..", tmp_path / "var" / "up")
+    assert inside(tmp_path, "/var/run/kubeconfig") == tmp_path / "run" / "kubeconfig"
+    assert inside(tmp_path, "/var/up/etc") == tmp_path / "etc"
+    assert inside(tmp_path, "/../../etc/passwd") == tmp_path / "etc" / "passwd"
