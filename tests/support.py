@@ -109,41 +109,54 @@ class Reference:
     def texts(self) -> list[str]:
         return [p.text for p in self.phrases]
 
-    def assert_words_match(self, got: list[tuple[str, float, float]]) -> None:
-        """Same words in order; each start/end within :data:`CLOCK_TOLERANCE` of in-process Vosk."""
+    def assert_words_match(self, got: list[tuple[str, float, float]], tolerance: float | None = None) -> None:
+        """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk."""
+        tolerance = CLOCK_TOLERANCE if tolerance is None else tolerance
         words = [[w for p in run for w in p.words] for run in self.runs]
         assert [g[0] for g in got] == [w.word for w in words[0]], (got, words[0])
         for i, (word, start, end) in enumerate(got):
             starts = [run[i].start for run in words]
             ends = [run[i].end for run in words]
-            assert min(starts) - CLOCK_TOLERANCE <= start <= max(starts) + CLOCK_TOLERANCE, (word, start, starts)
-            assert min(ends) - CLOCK_TOLERANCE <= end <= max(ends) + CLOCK_TOLERANCE, (word, end, ends)
+            assert min(starts) - tolerance <= start <= max(starts) + tolerance, (word, start, starts)
+            assert min(ends) - tolerance <= end <= max(ends) + tolerance, (word, end, ends)
 
 
-def vosk_reference(model: object, pcm: bytes, rate: int, chunk_bytes: int, runs: int = 3) -> Reference:
-    """In-process ``KaldiRecognizer`` fed ``chunk_bytes`` at a time, ``runs`` times.
+def vosk_reference(model: object, pcm: bytes, rate: int, chunk_bytes: int, runs: int = 3, *, model_rate: int | None = None) -> Reference:
+    """In-process ``KaldiRecognizer`` fed mono ``pcm`` ``chunk_bytes`` at a time, ``runs`` times.
 
-    Fails unless Vosk agrees with itself on the words, so that a mismatch with a
-    server is the server's and not the engine's own variance.
+    With a ``model_rate`` other than ``rate``, each chunk first goes through one streaming
+    resampler (the server's: ``speech_recognizer.resampling.Resampler``, same settings), whose
+    tail is decoded before the final result, as the server does. Fails unless Vosk agrees
+    with itself on the words, so that a mismatch with a server is the server's and not the
+    engine's own variance.
     """
-    results = tuple(tuple(_vosk_once(model, pcm, rate, chunk_bytes)) for _ in range(runs))
+    results = tuple(tuple(_vosk_once(model, pcm, rate, chunk_bytes, model_rate or rate)) for _ in range(runs))
     texts = [[p.text for p in r] for r in results]
     assert all(t == texts[0] for t in texts), f"in-process Vosk disagrees with itself on this audio: {texts}"
     return Reference(results)
 
 
-def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int) -> list[RefPhrase]:
+def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rate: int) -> list[RefPhrase]:
     import vosk
 
-    rec = vosk.KaldiRecognizer(model, float(rate))
+    from speech_recognizer.resampling import Resampler
+
+    resample = Resampler(rate, model_rate)
+    rec = vosk.KaldiRecognizer(model, float(model_rate))
     rec.SetWords(True)
     rec.SetPartialWords(True)
     raw: list[str] = []
     for i in range(0, len(pcm), chunk_bytes):
-        if rec.AcceptWaveform(pcm[i : i + chunk_bytes]):
+        piece = resample(pcm[i : i + chunk_bytes])
+        if not piece:
+            continue
+        if rec.AcceptWaveform(piece):
             raw.append(rec.Result())
         else:
             rec.PartialResult()
+    tail = resample(b"", last=True)
+    if tail and rec.AcceptWaveform(tail):
+        raw.append(rec.Result())
     raw.append(rec.FinalResult())
     phrases = []
     for item in raw:

@@ -76,7 +76,7 @@ class Engine:
         #: Recognizers of finished sessions kept warm (default: as many as may decode at once).
         self.pool = WarmPool(decoder_max_count if warm_pool is None else warm_pool)
         #: The warm-up audio per pool key: what a retired recognizer's replacement decodes.
-        self._warmup_pcm: dict[tuple[int, int], bytes] = {}
+        self._warmup_pcm: dict[int, tuple[bytes, int]] = {}
 
     @property
     def active(self) -> int:
@@ -101,7 +101,7 @@ class Engine:
         kept to warm the replacements of recognizers that retire later. A warm-up too
         long to keep is not replaced (by another as long).
         """
-        self._warmup_pcm[WarmPool.key(model, sample_rate)] = pcm
+        self._warmup_pcm[WarmPool.key(model)] = (pcm, sample_rate)
         recognition = Recognition(model, sample_rate, pool=self.pool, warmup=True)
         for piece in chunks(Audio(pcm, sample_rate, 1), FILE_CHUNK_SECONDS):
             recognition.accept(piece)
@@ -118,11 +118,11 @@ class Engine:
         capacity (checked when the replacement's turn comes).
         """
         self.pool.count(retired=1, handovers=int(handover))
-        pcm = self._warmup_pcm.get(WarmPool.key(recognition.model, recognition.sample_rate))
-        if pcm is None:
+        warmup = self._warmup_pcm.get(WarmPool.key(recognition.model))
+        if warmup is None:
             return
         try:
-            self.replenisher.submit(self._replace, recognition.model, pcm, recognition.sample_rate)
+            self.replenisher.submit(self._replace, recognition.model, *warmup)
         except RuntimeError:  # shut down
             pass
 

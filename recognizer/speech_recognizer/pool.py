@@ -26,7 +26,7 @@ class Pooled:
 
 
 class WarmPool:
-    """Idle recognizers per (model, sample rate), at most ``capacity`` in all (0 turns reuse off). Thread-safe.
+    """Idle recognizers per model, at most ``capacity`` in all (0 turns reuse off). Thread-safe.
 
     A session gets the most experienced idle one: a recognizer that has decoded speech
     is cheaper on its next utterance than one warmed at start-up only.
@@ -37,7 +37,7 @@ class WarmPool:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
-        self._idle: dict[tuple[int, int], list[Pooled]] = {}
+        self._idle: dict[int, list[Pooled]] = {}
         self._count = 0
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
@@ -57,10 +57,10 @@ class WarmPool:
         return self._count
 
     @staticmethod
-    def key(model: LoadedModel, sample_rate: int) -> tuple[int, int]:
-        return (id(model.model), sample_rate)
+    def key(model: LoadedModel) -> int:
+        return id(model.model)
 
-    def take(self, model: LoadedModel, sample_rate: int, *, wait: bool = True) -> Pooled | None:
+    def take(self, model: LoadedModel, *, wait: bool = True) -> Pooled | None:
         """The most experienced idle recognizer, or None.
 
         When none idle has decoded a session yet but a finished session's recognizer is
@@ -70,7 +70,7 @@ class WarmPool:
         recognizer new to speech costs on its first utterance. ``wait=False`` never waits
         (a stream in progress).
         """
-        key = self.key(model, sample_rate)
+        key = self.key(model)
         with self._lock:
             idle = self._idle.get(key)
             if wait and self.capacity and self._pending and not any(p.experience for p in idle or ()):
@@ -85,12 +85,12 @@ class WarmPool:
             self.misses += 1
             return None
 
-    def give(self, model: LoadedModel, sample_rate: int, rec: object, samples: int, experience: float = 0.0) -> bool:
+    def give(self, model: LoadedModel, rec: object, samples: int, experience: float = 0.0) -> bool:
         """Keep a finalized recognizer; False (and it is dropped) when the pool is full."""
         with self._lock:
             if self._count >= self.capacity:
                 return False
-            self._idle.setdefault(self.key(model, sample_rate), []).append(Pooled(rec, samples, experience))
+            self._idle.setdefault(self.key(model), []).append(Pooled(rec, samples, experience))
             self._count += 1
             self._returned.notify_all()
             return True

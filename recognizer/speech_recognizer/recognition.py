@@ -1,6 +1,7 @@
 """One stream through Vosk: PCM in, transcript events out, on the stream's clock.
 
-A :class:`Recognition` wraps one ``KaldiRecognizer`` at a time. It may start on a
+A :class:`Recognition` converts the stream to its model's rate (down-mix, then
+:mod:`.resampling`) and feeds one ``KaldiRecognizer`` at a time. It may start on a
 warm one from the pool, whose clock has run on: every time it reports is taken
 back to the stream's clock (:func:`clock_unit` keeps that exact). A recognizer's
 lazily composed graph grows with the audio it decodes, so a long stream moves to
@@ -22,6 +23,7 @@ from .audio import mono
 from .errors import BadValue
 from .models import LoadedModel
 from .pool import WarmPool
+from .resampling import Resampler
 from .transcript import Event, Partial, parse_final, parse_partial
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,8 @@ class Recognition:
     """One stream through one ``KaldiRecognizer`` at a time. Synchronous: call from one thread at a time.
 
     Accepts 16-bit little-endian PCM at ``sample_rate`` with ``channels``
-    interleaved channels (down-mixed to mono); Vosk resamples to the model's
-    rate. ``offset`` (seconds) shifts every time reported, for streams that
+    interleaved channels, down-mixed to mono and converted to the model's rate
+    (one recognizer, and one pool, for every input rate). ``offset`` (seconds) shifts every time reported, for streams that
     resume part-way. With a ``pool`` (and no phrase list) the recognizer may be a
     warm one from an earlier session; :meth:`release` hands it back. A ``warmup``
     recognition (start-up warm-up) never takes one and its audio does not count
@@ -98,6 +100,9 @@ class Recognition:
         self.model = model
         self.sample_rate = sample_rate
         self.channels = channels
+        #: The rate Vosk decodes at (the model's): every clock below counts its samples.
+        self.rate = model.sample_rate
+        self._resample = Resampler(sample_rate, self.rate)
         self.offset = offset
         #: Where the recognizer goes after the session (None: not reusable).
         self._pool = None if phrase_list else pool
@@ -105,8 +110,10 @@ class Recognition:
         self._words, self._partial_words, self._max_alternatives = words, partial_words, max_alternatives
         self._lock = threading.Lock()
         self._warmup = warmup
-        #: Stream frames fed before the current recognizer took over (it changes at a handover).
+        #: Samples (at the model's rate) fed before the current recognizer took over (it changes at a handover).
         self._origin = 0
+        #: Samples (at the model's rate) fed to Vosk by this stream.
+        self._samples = 0
         #: Recognizers this stream moved off at an utterance end because their clock had run long.
         self.recycled = 0
         self._frames = 0
@@ -128,13 +135,13 @@ class Recognition:
         """
         import vosk
 
-        warm = self._pool.take(self.model, self.sample_rate, wait=wait) if self._pool is not None and not self._warmup else None
+        warm = self._pool.take(self.model, wait=wait) if self._pool is not None and not self._warmup else None
         if warm is not None:
             self._rec, self._base_samples, self._experience = warm.rec, warm.samples, warm.experience
             self._state = _FINALIZED
         else:
             args = (self._grammar,) if self._grammar else ()
-            self._rec = vosk.KaldiRecognizer(self.model.model, float(self.sample_rate), *args)
+            self._rec = vosk.KaldiRecognizer(self.model.model, float(self.rate), *args)
             self._base_samples, self._experience, self._state = 0, 0.0, _FRESH
         if warm is not None or self._max_alternatives:
             self._rec.SetMaxAlternatives(self._max_alternatives)
@@ -143,13 +150,13 @@ class Recognition:
 
     @property
     def _fed(self) -> int:
-        """Frames the current recognizer has been fed by this stream."""
-        return self._frames - self._origin
+        """Samples the current recognizer has been fed by this stream."""
+        return self._samples - self._origin
 
     @property
     def _time_offset(self) -> float:
         """Stream time of the current recognizer's first sample of this stream."""
-        return self.offset + self._origin / self.sample_rate
+        return self.offset + self._origin / self.rate
 
     @property
     def audio_seconds(self) -> float:
@@ -163,25 +170,27 @@ class Recognition:
 
     @property
     def _shift(self) -> float:
-        return self._base_samples / self.sample_rate
+        return self._base_samples / self.rate
 
-    def _mono(self, pcm: bytes) -> bytes:
+    def _convert(self, pcm: bytes) -> bytes:
+        """Whole frames of ``pcm`` (the rest waits for the next chunk), down-mixed and at the model's rate."""
         data = self._pending + pcm
         frame_bytes = 2 * self.channels
         usable = len(data) - len(data) % frame_bytes
         self._pending = data[usable:]
         data = data[:usable]
         self._frames += usable // frame_bytes
-        return mono(data, self.channels)
+        return self._resample(mono(data, self.channels)) if data else b""
 
     def accept(self, pcm: bytes) -> list[Event]:
         """Feed audio; returns a final phrase when an utterance ended, else a changed partial."""
-        samples = self._mono(pcm)
+        samples = self._convert(pcm)
         self.endpoint = False
         if not samples:
             return []
         with self._lock:
             started = time.thread_time()
+            self._samples += len(samples) // 2
             final = self._rec.AcceptWaveform(samples)
             self._state = _ENDPOINT if final else _RUNNING
             self.endpoint = bool(final)
@@ -191,7 +200,7 @@ class Recognition:
                 self._last_partial = ""
                 if phrase is not None:
                     events.append(phrase)
-                if self._base_samples + self._fed >= RECYCLE_CLOCK_SECONDS * self.sample_rate:
+                if self._base_samples + self._fed >= RECYCLE_CLOCK_SECONDS * self.rate:
                     self._recycle()
             elif self.partials:
                 partial = self._partial()
@@ -207,7 +216,7 @@ class Recognition:
         position (Vosk restarts there too after an endpoint; only the few undecoded
         frames of trailing silence in its feature pipeline are not carried over).
         """
-        self._origin = self._frames
+        self._origin = self._samples
         self._drop()
         self._acquire(wait=False)
         self.recycled += 1
@@ -231,7 +240,15 @@ class Recognition:
         return partial
 
     def finish(self) -> list[Event]:
-        """End of audio: the last phrase, if anything was said since the previous one."""
+        """End of audio: the last phrase, if anything was said since the previous one.
+
+        The audio the resampler still holds goes to the decoder first; any phrase it
+        ends comes before the last one.
+        """
+        events: list[Event] = []
+        tail = self._resample(b"", last=True)
+        if tail:
+            events += self._accept_tail(tail)
         with self._lock:
             started = time.thread_time()
             phrase = parse_final(self._rec.FinalResult(), self._time_offset, self._shift)
@@ -239,7 +256,23 @@ class Recognition:
                 self._state = _FINALIZED
             self.decoder_cpu_seconds += time.thread_time() - started
         self._last_partial = ""
-        return [phrase] if phrase is not None else []
+        return events + ([phrase] if phrase is not None else [])
+
+    def _accept_tail(self, samples: bytes) -> list[Event]:
+        """The resampler's last samples: decoded, an utterance they end reported, no partial."""
+        with self._lock:
+            started = time.thread_time()
+            self._samples += len(samples) // 2
+            events: list[Event] = []
+            if self._rec.AcceptWaveform(samples):
+                self._state = _ENDPOINT
+                phrase = parse_final(self._rec.Result(), self._time_offset, self._shift)
+                if phrase is not None:
+                    events.append(phrase)
+            else:
+                self._state = _RUNNING
+            self.decoder_cpu_seconds += time.thread_time() - started
+        return events
 
     def release(self) -> Release:
         """After the stream: finalize the recognizer and hand it to the pool; says what became of it.
@@ -260,13 +293,13 @@ class Recognition:
 
     def _finalize_into(self, pool: WarmPool) -> Release:
         samples = self._base_samples + self._fed
-        if samples >= MAX_WARM_CLOCK_SECONDS * self.sample_rate:
+        if samples >= MAX_WARM_CLOCK_SECONDS * self.rate:
             return Release.RETIRED
-        experience = self._experience + (0.0 if self._warmup else self._fed / self.sample_rate)
+        experience = self._experience + (0.0 if self._warmup else self._fed / self.rate)
         if self._state == _FRESH and samples == 0:
-            return Release.KEPT if pool.give(self.model, self.sample_rate, self._rec, 0, experience) else Release.DROPPED
+            return Release.KEPT if pool.give(self.model, self._rec, 0, experience) else Release.DROPPED
         try:
-            unit = clock_unit(self.sample_rate)
+            unit = clock_unit(self.rate)
             pad = -samples % unit or (unit if self._state == _ENDPOINT else 0)
             for _ in range(3):
                 if pad:
@@ -281,10 +314,10 @@ class Recognition:
                     self._state = _FINALIZED
                 if self._state == _FINALIZED:
                     break
-                pad = self.sample_rate
+                pad = self.rate
         except Exception:  # a recognizer in doubt is not reused
             log.exception("finalizing a recognizer for reuse failed")
             return Release.DROPPED
         if self._state != _FINALIZED:
             return Release.DROPPED
-        return Release.KEPT if pool.give(self.model, self.sample_rate, self._rec, samples, experience) else Release.DROPPED
+        return Release.KEPT if pool.give(self.model, self._rec, samples, experience) else Release.DROPPED

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .audio import AudioError, decode, mono
+from .resampling import resample
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -71,15 +72,6 @@ def synthetic_speech(seconds: float, sample_rate: int = 16000, seed: int = 0) ->
     return (signal * 20000).clip(-32768, 32767).astype("<i2").tobytes()
 
 
-def _resample(pcm: bytes, rate: int, channels: int, target: int) -> bytes:
-    """Mono 16-bit PCM at ``target`` Hz (linear interpolation: good enough to warm a decoder)."""
-    samples = np.frombuffer(mono(pcm, channels), dtype="<i2").astype(np.float64)
-    if rate != target and len(samples):
-        positions = np.arange(int(len(samples) * target / rate)) * (rate / target)
-        samples = np.interp(positions, np.arange(len(samples)), samples)
-    return samples.round().clip(-32768, 32767).astype("<i2").tobytes()
-
-
 def warmup_audio(path: Path | None, seconds: float, sample_rate: int) -> bytes:
     """The PCM to warm with: ``path`` (decoded, mono, at ``sample_rate``, up to ``seconds``) or the synthetic signal.
 
@@ -95,7 +87,7 @@ def warmup_audio(path: Path | None, seconds: float, sample_rate: int) -> bytes:
         audio = decode(data, "", max_seconds=seconds, cut=True)
     except AudioError as exc:
         raise ValueError(f"Warmup:Audio={path}: {exc}") from None
-    pcm = _resample(audio.pcm, audio.sample_rate, audio.channels, sample_rate)
+    pcm = resample(mono(audio.pcm, audio.channels), audio.sample_rate, sample_rate)
     return pcm[: 2 * int(seconds * sample_rate)]
 
 

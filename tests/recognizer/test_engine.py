@@ -83,7 +83,9 @@ def test_pool_keeps_only_plain_recognizers_up_to_capacity(model, speech_wav: Pat
     run(a, pcm)
     run(b, pcm)
     assert a.release() is Release.KEPT and b.release() is Release.DROPPED and len(pool) == 1
-    assert Recognition(model, 8000, pool=pool).warm is False, "pooled per sample rate"
+    other_rate = Recognition(model, 8000, pool=pool)
+    assert other_rate.warm is True, "one pool for every input rate (streams are resampled to the model's)"
+    assert other_rate.release() is Release.KEPT and len(pool) == 1
     assert Recognition(model, rate, pool=WarmPool(0)).release() is Release.DROPPED
     warm = Recognition(model, rate, max_alternatives=0, pool=pool)
     assert warm.warm
@@ -274,18 +276,18 @@ def test_pool_hands_out_the_most_experienced_recognizer(model, speech_wav: Path)
     assert again._experience == session.audio_seconds, "the recognizer that decoded a session, not a warm-up one"
     assert again.release() is Release.KEPT
     # a release in flight of the only experienced recognizer is waited for
-    taken = pool.take(model, rate)
+    taken = pool.take(model)
     assert taken is not None and taken.experience > 0
     pool.expect()
 
     def give_back() -> None:
-        pool.give(model, rate, taken.rec, taken.samples, taken.experience)
+        pool.give(model, taken.rec, taken.samples, taken.experience)
         pool.done()
 
     import threading
 
     threading.Timer(0.2, give_back).start()
-    waited = pool.take(model, rate)
+    waited = pool.take(model)
     assert waited is not None and waited.rec is taken.rec
 
 

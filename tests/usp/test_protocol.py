@@ -94,7 +94,7 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     server: ServerThread, model: LoadedModel, speech_wav: Path, tmp_path: Path
 ) -> None:
     """22.05 kHz stereo (2.76x the byte rate speech.config announces) decodes as in-process Vosk
-    decodes its one channel at 22.05 kHz: same words, same times."""
+    decodes its one channel, resampled to the model's rate as the server does: same words, same times."""
     wav = tmp_path / "stereo22k.wav"
     # -D: no dither, so both channels carry the same samples and the down-mix is the channel itself.
     subprocess.run([require_tool("sox"), "-D", str(speech_wav), "-r", "22050", "-c", "2", "-b", "16", str(wav)], check=True)
@@ -105,7 +105,8 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     assert samples[0::2] == samples[1::2]
     chunk = 8000  # bytes of stereo: 4,000 bytes of the channel
     mono = samples[0::2].tobytes()
-    in_process = asyncio.create_task(asyncio.to_thread(vosk_reference, model.model, mono, rate, chunk // 2, runs=1))
+    in_process = asyncio.create_task(asyncio.to_thread(vosk_reference, model.model, mono, rate, chunk // 2, runs=1,
+                                                       model_rate=model.sample_rate))
     rid = uuid.uuid4().hex
     async with connect(server.ws + CONVERSATION) as ws:
         await open_turn(ws, rid)  # speech.config says 16 kHz mono; the RIFF header wins
