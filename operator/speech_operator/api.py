@@ -230,6 +230,32 @@ class ServiceSpec(_Model):
         return self
 
 
+class AutoscalingSpec(_Model):
+    """Replicas from live sessions: the operator reads each ready pod's sessions and decoders
+    (``GET /sessions``) and keeps the sessions per pod near the target."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed maxReplicas"),
+    ]})
+
+    minReplicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Fewest pods; 0 lets an idle locale rest at zero pods (the gateway wakes it on its next request)."""
+    maxReplicas: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Most pods."""
+    targetSessionsPerReplica: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Sessions per pod to keep near; when unset, four fifths of the decoders each pod reports (DecoderMaxCount), at least 1."""
+    scaleDownDelaySeconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    """How long fewer pods must have been enough before the operator removes any."""
+    idleSecondsToZero: Annotated[int, Field(ge=0, le=604800)] = 600
+    """With minReplicas 0: how long a locale must have had no session before it goes to zero pods."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError("autoscaling.minReplicas must not exceed maxReplicas")
+        return self
+
+
 LogLevel = Literal["Trace", "Debug", "Information", "Warning", "Error", "Critical", "None"]
 
 
@@ -245,7 +271,9 @@ class SpeechToTextSpec(_Model):
     eula: Literal["accept"]
     """Set to accept to accept the license terms of the recognizer and the model."""
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Number of recognizer pods."""
+    """Number of recognizer pods (kubectl scale, HPAs); with autoscaling set, only where the autoscaler starts from."""
+    autoscaling: AutoscalingSpec | None = None
+    """Replicas from live sessions, between minReplicas and maxReplicas (0 allowed); unset: spec.replicas."""
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     """Recognizer image repository; the operator's default when unset."""
     version: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] | None = None
@@ -308,6 +336,45 @@ class Condition(_Model):
     """The metadata.generation this condition was computed from."""
 
 
+class ScaleDecision(_Model):
+    """One change of replicas the autoscaler made."""
+
+    time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """When it was made."""
+    replicas: Annotated[int, Field(ge=0)]
+    """Pods after it."""
+    previous: Annotated[int, Field(ge=0)]
+    """Pods before it."""
+    reason: Annotated[str, Field(max_length=1024)]
+    """Why, in words: the sessions seen, the target, the delay that passed."""
+
+
+class AutoscalingStatus(_Model):
+    """What the autoscaler saw at its last look, and what it decided."""
+
+    replicas: Annotated[int, Field(ge=0)]
+    """Pods the autoscaler wants now (the Deployment's replicas)."""
+    sessions: Annotated[int, Field(ge=0)] = 0
+    """Live sessions on the ready pods."""
+    decoders: Annotated[int, Field(ge=0)] | None = None
+    """Decoders per pod, as the pods report them."""
+    targetSessionsPerReplica: Annotated[int, Field(ge=1)] | None = None
+    """The target in force (spec, or derived from the decoders)."""
+    lastLookTime: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """When the pods were last asked."""
+    lowerSince: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
+    """Since when fewer pods would have been enough (scale-down waits scaleDownDelaySeconds from it)."""
+    lastDecision: ScaleDecision | None = None
+    """The last change of replicas."""
+
+
+class Demand(_Model):
+    """Written by the gateway, not the operator: a request waits there for this locale, which has no ready pod."""
+
+    requestedAt: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    """When the gateway last asked (it asks again while it still holds requests)."""
+
+
 class SpeechToTextStatus(_Model):
     """What the operator observed."""
 
@@ -324,6 +391,10 @@ class SpeechToTextStatus(_Model):
     """Label selector of the pods (for the scale subresource and HPAs)."""
     endpoint: str = ""
     """In-cluster URL of the recognizer."""
+    autoscaling: AutoscalingStatus | None = None
+    """Live sessions and the last scaling decision, with spec.autoscaling."""
+    demand: Demand | None = None
+    """Set by the gateway while it holds requests for this locale with no pod ready (the operator wakes it)."""
 
 
 #: The object's name also names its Deployment and Service, so it must be a DNS-1035 label.

@@ -335,6 +335,18 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     return pod
 
 
+def replicas(stt: api.SpeechToText) -> int:
+    """The pods a SpeechToText should have: ``spec.replicas``; with ``spec.autoscaling``, what the
+    autoscaler decided last (``status.autoscaling.replicas``; ``spec.replicas`` before its first
+    look), always within ``minReplicas`` .. ``maxReplicas`` (a new bound applies at once)."""
+    policy = stt.spec.autoscaling
+    if policy is None:
+        return stt.spec.replicas
+    decided = stt.status.autoscaling if stt.status else None
+    wanted = decided.replicas if decided is not None else stt.spec.replicas
+    return min(policy.maxReplicas, max(policy.minReplicas, wanted))
+
+
 def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     """The recognizer Deployment for a SpeechToText."""
     template_meta: Manifest = {"labels": {**selector_labels(stt), LABEL_LOCALE: stt.spec.locale}}
@@ -345,7 +357,7 @@ def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         "kind": "Deployment",
         "metadata": metadata(stt),
         "spec": {
-            "replicas": stt.spec.replicas,
+            "replicas": replicas(stt),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(stt)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -389,6 +401,6 @@ OWNED_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Ser
 def children(stt: api.SpeechToText, config: OperatorConfig) -> list[Manifest]:
     """Everything a SpeechToText owns, in apply order (a PodDisruptionBudget only with more than one replica)."""
     owned = [deployment(stt, config), service(stt)]
-    if stt.spec.replicas > 1:
+    if replicas(stt) > 1:
         owned.append(pod_disruption_budget(stt))
     return owned

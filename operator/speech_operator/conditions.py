@@ -33,7 +33,7 @@ def observe(
     ``refused`` says why the operator's policy refuses the spec (:mod:`policy`): then
     nothing was created or changed, and the SpeechToText is Degraded and not Ready.
     """
-    desired = stt.spec.replicas
+    desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
     replicas = int(seen.get("replicas") or 0)
     ready = int(seen.get("readyReplicas") or 0)
@@ -76,6 +76,7 @@ def observe(
         readyReplicas=ready,
         selector=builders.selector(stt),
         endpoint=builders.endpoint(stt),
+        autoscaling=stt.status.autoscaling if stt.spec.autoscaling and stt.status else None,
     )
 
 

@@ -24,6 +24,10 @@ class OperatorConfig:
     """Image repositories pods may run (an entry ending in ``/``: any repository under it); empty: ``image`` only."""
     allowed_host_paths: tuple[str, ...] = ()
     """Node directories pods may mount as hostPath (and below them); empty: none."""
+    autoscale_seconds: float = 5.0
+    """How often the autoscaler asks the pods of a SpeechToText with spec.autoscaling for their sessions."""
+    demand_seconds: float = 120.0
+    """How long a request the gateway asked for (status.demand) keeps at least one pod wanted."""
 
     @property
     def allowed_image_repositories(self) -> tuple[str, ...]:
@@ -37,7 +41,7 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
-        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated)."""
+        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``."""
         env = dict(os.environ if env is None else env)
         return cls(
             image=env.get("SPEECH_OPERATOR_IMAGE") or cls.image,
@@ -45,6 +49,8 @@ class OperatorConfig:
             recheck_seconds=float(env.get("SPEECH_OPERATOR_RECHECK_SECONDS") or cls.recheck_seconds),
             allowed_images=_list(env.get("SPEECH_OPERATOR_ALLOWED_IMAGES")),
             allowed_host_paths=_list(env.get("SPEECH_OPERATOR_ALLOWED_HOST_PATHS")),
+            autoscale_seconds=float(env.get("SPEECH_OPERATOR_AUTOSCALE_SECONDS") or cls.autoscale_seconds),
+            demand_seconds=float(env.get("SPEECH_OPERATOR_DEMAND_SECONDS") or cls.demand_seconds),
         )
 
 

@@ -76,12 +76,13 @@ def schema_of(model: type[api.BaseModel]) -> dict[str, Any]:
 
 
 def printer_columns() -> list[dict[str, Any]]:
-    """``kubectl get stt`` columns; Endpoint and Reason show with ``-o wide``."""
+    """``kubectl get stt`` columns; Sessions (with autoscaling), Endpoint and Reason show with ``-o wide``."""
     return [
         {"name": "Locale", "type": "string", "jsonPath": ".spec.locale"},
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Sessions", "type": "integer", "jsonPath": ".status.autoscaling.sessions", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         {"name": "Reason", "type": "string", "priority": 1,
          "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},

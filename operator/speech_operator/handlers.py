@@ -4,17 +4,24 @@
 - An owned Deployment or Service changed or deleted -> reconcile its owner (drift is put back,
   status mirrors the Deployment's ready replicas).
 - While Degraded (a Secret or PVC missing), a daemon re-checks every ``recheck_seconds``.
+- With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
+  (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
+  (``status.demand``, seen by an event handler: status changes are no kopf update).
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
+import aiohttp
 import kopf
 
 from speech_operator import api, builders, conditions, kube
+from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
@@ -48,8 +55,17 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
     return await kube.connection_info(await runtime(memo).kube.reload(), settings)
 
 
+def autoscaler(memo: kopf.Memo) -> Autoscaler:
+    """The process-wide :class:`Autoscaler` (its HTTP client to the pods, its wake-ups)."""
+    scaler = memo.get("autoscaler")
+    if scaler is None:
+        scaler = memo["autoscaler"] = Autoscaler(runtime(memo))
+    return scaler
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    await autoscaler(memo).close()
     await runtime(memo).kube.close()
 
 
@@ -77,6 +93,36 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
     while not stopped:
         await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
         await reconcile(rt, namespace, name)
+
+
+def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("autoscaling"))
+
+
+@kopf.daemon(*STT, when=_autoscaled, cancellation_timeout=1)
+async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
+                    logger: logging.Logger, **_: Any) -> None:
+    """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
+    daemon when ``spec.autoscaling`` goes; ``spec.replicas`` rules again)."""
+    scaler = autoscaler(memo)
+    wake = scaler.wake(namespace, name)
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                await scaler.look(namespace, name)
+            except (kube.KubeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds)
+    finally:
+        scaler.forget(namespace, name)
+
+
+@kopf.on.event(*STT)
+async def demand_seen(name: str, namespace: str, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+    """The gateway asks for a locale (``status.demand``): its autoscaler looks now, not at its next time."""
+    autoscaler(memo).notice(namespace, name, dict(status))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)

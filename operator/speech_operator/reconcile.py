@@ -19,7 +19,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -205,10 +205,21 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
             kopf.info(dict(body), reason="Ready", message=c.message)
 
 
+def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | None, after: api.AutoscalingStatus) -> None:
+    """One Event per change of replicas the autoscaler makes."""
+    made = after.lastDecision
+    if made is None or (before is not None and before.lastDecision == made):
+        return
+    reason = ("WokenUp" if made.previous == 0 else "ScaledToZero" if made.replicas == 0
+              else "ScaledUp" if made.replicas > made.previous else "ScaledDown")
+    kopf.info(dict(body), reason=reason, message=made.reason)
+
+
 async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechToTextStatus) -> None:
     """Server-side apply the status subresource when a value in it changed."""
     before = dict(body.get("status") or {})
-    after = status.model_dump(mode="json", exclude_none=True)
+    # status.demand is the gateway's field: the operator never applies it (so never removes it)
+    after = status.model_dump(mode="json", exclude_none=True, exclude={"demand"})
     if {k: before.get(k) for k in after} == after:
         return
     meta = body["metadata"]
@@ -218,13 +229,19 @@ async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechTo
     _report_transitions(body, before, status)
 
 
-async def reconcile(runtime: Runtime, namespace: str, name: str) -> api.SpeechToTextStatus | None:
+#: What the autoscaler decides for a SpeechToText read afresh under its lock: its new ``status.autoscaling``.
+Autoscale = Callable[[api.SpeechToText], Awaitable[api.AutoscalingStatus]]
+
+
+async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Autoscale | None = None) -> api.SpeechToTextStatus | None:
     """Bring the SpeechToText ``namespace/name`` and its children in line with its spec; report status.
 
     The object is read afresh under its lock, so concurrent triggers (its own events, its
-    children's, the Degraded re-check) never act on a stale copy. Returns ``None`` when it is
-    gone or being deleted; raises :class:`kopf.PermanentError` on a spec the API server should
-    have refused (e.g. a CRD older than the operator).
+    children's, the Degraded re-check, the autoscaler) never act on a stale copy. ``autoscale``
+    (the autoscaler's look, :mod:`speech_operator.autoscaler`) decides the replicas on that
+    copy; a change is one Event. Returns ``None`` when it is gone or being deleted; raises
+    :class:`kopf.PermanentError` on a spec the API server should have refused (e.g. a CRD older
+    than the operator).
     """
     async with runtime.lock(namespace, name):
         body = await runtime.kube.get(stt_path(namespace, name))
@@ -237,6 +254,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str) -> api.SpeechTo
             raise kopf.PermanentError(f"invalid spec: {exc}") from exc
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
+        if autoscale is not None and stt.spec.autoscaling is not None and not refused:
+            before = stt.status.autoscaling if stt.status else None
+            decided = await autoscale(stt)
+            stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
+            _report_decision(body, before, decided)
         deployment = None
         if refused:  # nothing created or changed; the status and an event say why
             deployment = await runtime.kube.get(child_path("Deployment", namespace, name))

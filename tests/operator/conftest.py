@@ -159,7 +159,7 @@ def declare(emulator: kmock.KubernetesEmulator) -> None:
     for res, kind in [("apps/v1/deployments", "Deployment"), ("v1/services", "Service"),
                       ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
                       ("v1/secrets", "Secret"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
-                      ("v1/events", "Event")]:
+                      ("v1/events", "Event"), ("v1/pods", "Pod")]:
         emulator.resources[res] = kmock.ResourceInfo(
             kind=kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
     # kopf waits for these to be discoverable even with scanning disabled.
@@ -190,6 +190,7 @@ class Cluster:
         self.emulator = emulator
         self.api = client
         self.config = config  # the operator's
+        self.runtime: Runtime | None = None  # the operator's, with the `cluster` fixture
 
     def sent(self, method: str, plural: str, name: str | None = None, sub: str | None = None) -> list[kmock.Request]:
         """Requests the operator (not this test's client) sent for ``plural``/``name``/``sub``."""
@@ -254,8 +255,10 @@ async def cluster(apiserver: Cluster) -> AsyncIterator[Cluster]:
     settings.scanning.disabled = True
     settings.watching.reconnect_backoff = 0.1
     settings.networking.request_timeout = 5
-    runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2))
+    runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2,
+                                            autoscale_seconds=0.2, demand_seconds=30))
     apiserver.config = runtime.config
+    apiserver.runtime = runtime
     # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
     # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
     stop, ready = threading.Event(), threading.Event()

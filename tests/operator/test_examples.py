@@ -97,6 +97,10 @@ INVALID = {
     "two volume sources": _with("spec.license", {"emptyDir": {}, "hostPath": {"path": "/srv/license"}}),
     "no volume source": _with("spec.output", {}),
     "nodePort on ClusterIP": _with("spec.service", {"type": "ClusterIP", "nodePort": 30080}),
+    "autoscaling min above max": _with("spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
+    "autoscaling min above the default max": _with("spec.autoscaling", {"minReplicas": 12}),
+    "autoscaling min -1": _with("spec.autoscaling", {"minReplicas": -1}),
+    "autoscaling target 0": _with("spec.autoscaling", {"targetSessionsPerReplica": 0}),
     **{f"hostPath {path}": _with("spec.output", {"hostPath": {"path": path}}) for path in DANGEROUS_HOST_PATHS},
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
@@ -105,7 +109,7 @@ MODELS_ONLY = {
 }
 CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
             "url with download false", "download false on emptyDir", "two volume sources", "no volume source",
-            "nodePort on ClusterIP"}
+            "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max"}
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)

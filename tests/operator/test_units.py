@@ -219,6 +219,7 @@ def test_rbac_grants_the_operator_and_the_gateway_what_each_uses_and_nothing_mor
         ("speech-operator.io", "speechtotexts/status", "patch"),  # server-side apply of the status
         ("", "secrets", "get"), ("", "persistentvolumeclaims", "get"),  # missing ones set Degraded
         ("", "events", "create"),
+        ("", "pods", "list"), ("", "pods", "patch"),  # autoscaling: each pod's sessions, its deletion cost
         # kopf peering (observer, keep-alive) and the operator's check that the object exists
         *(("kopf.dev", r, v) for r in ("clusterkopfpeerings", "kopfpeerings") for v in ("get", "list", "watch", "patch")),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

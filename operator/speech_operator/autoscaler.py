@@ -1,0 +1,174 @@
+"""The autoscaler's look at one SpeechToText: its pods, each ready pod's sessions, the gateway's demand.
+
+Every ``SPEECH_OPERATOR_AUTOSCALE_SECONDS`` (and at once when the gateway asks for a locale at zero
+pods) the operator lists the SpeechToText's pods from the API, asks each ready one
+``GET /sessions`` on its pod IP (so the operator needs network reach to the recognizer pods, port
+5000: a NetworkPolicy must let it in), and hands what it saw to :func:`speech_operator.scaling.decide`.
+The decision becomes ``status.autoscaling`` and the Deployment's replicas in one reconcile
+(:func:`speech_operator.reconcile.reconcile`), one Event per change. Before fewer replicas are
+applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions, so the
+Deployment removes idle pods first; a pod removed with streams still drains them (its preStop
+hook and ``spec.drainSeconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from speech_recognizer import contract
+
+from speech_operator import api, builders, scaling
+from speech_operator.kube import KubeError, path
+from speech_operator.reconcile import Runtime, reconcile
+
+log = logging.getLogger(__name__)
+
+#: How long one pod may take to answer ``GET /sessions``.
+SESSIONS_TIMEOUT_SECONDS = 2.0
+#: Pods with a lower cost are removed first when a ReplicaSet scales down.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def _time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod that passes its readiness probe, has an IP and is not being deleted."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def sessions_url(pod: Mapping[str, Any]) -> str:
+    """``GET /sessions`` of a pod: its IP and the recognizer container's ``http`` port."""
+    port = contract.PORT
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == builders.CONTAINER:
+            port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == builders.PORT_NAME), port)
+    return f"http://{pod['status']['podIP']}:{port}{contract.ROUTE_SESSIONS}"
+
+
+async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any]]:
+    """The SpeechToText's pods (selected by its labels, also checked here)."""
+    wanted = builders.selector_labels(stt)
+    listing = await runtime.kube.request("GET", path("v1", "pods", stt.namespace), query={"labelSelector": builders.selector(stt)})
+    pods = (listing or {}).get("items") or []
+    return [p for p in pods if wanted.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]
+
+
+async def load_of(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad | None:
+    """What a ready pod reports, or ``None`` when it does not answer as a recognizer does."""
+    name = pod["metadata"]["name"]
+    try:
+        async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
+            body = await resp.json()
+        return scaling.PodLoad(name, int(body["sessions"]), int(body["decoders"]), float(body["idleSeconds"]))
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+        log.warning("pod %s did not report its sessions: %s", name, str(exc) or type(exc).__name__)
+        return None
+
+
+def wants_wake(stt: api.SpeechToText, current: int, now: float, demand_seconds: float) -> bool:
+    """A request waits at the gateway for a locale at zero pods: the gateway asked (``status.demand``)
+    within ``demand_seconds``, and after the autoscaler last went to zero (an older request was
+    served, or will be asked for again: the gateway asks again while it holds one)."""
+    status = stt.status
+    if current != 0 or status is None or status.demand is None:
+        return False
+    asked = _time(status.demand.requestedAt)
+    if asked is None or now - asked > demand_seconds:
+        return False
+    last = status.autoscaling.lastDecision if status.autoscaling else None
+    went_to_zero = _time(last.time) if last is not None and last.replicas == 0 else None
+    return went_to_zero is None or asked > went_to_zero
+
+
+class Autoscaler:
+    """Looks at SpeechToTexts with ``spec.autoscaling`` and applies the decisions."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._http: aiohttp.ClientSession | None = None
+        self._wakes: dict[tuple[str, str], asyncio.Event] = {}
+        self._demands: dict[tuple[str, str], str] = {}
+
+    def wake(self, namespace: str, name: str) -> asyncio.Event:
+        """Set when the next look at ``namespace/name`` should not wait for its time."""
+        return self._wakes.setdefault((namespace, name), asyncio.Event())
+
+    def notice(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """A new ``status.demand`` (the gateway holds a request): look now."""
+        asked = ((status or {}).get("demand") or {}).get("requestedAt")
+        if asked and self._demands.get((namespace, name)) != asked:
+            self._demands[(namespace, name)] = asked
+            self.wake(namespace, name).set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._wakes.pop((namespace, name), None)
+        self._demands.pop((namespace, name), None)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(headers={"User-Agent": "speech-operator autoscaler"})
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def look(self, namespace: str, name: str) -> api.SpeechToTextStatus | None:
+        """One look at ``namespace/name``: its pods' sessions, a decision, applied."""
+        return await reconcile(self.runtime, namespace, name, autoscale=self.decide)
+
+    async def decide(self, stt: api.SpeechToText) -> api.AutoscalingStatus:
+        """The new ``status.autoscaling`` of ``stt`` (read afresh under its lock)."""
+        policy = stt.spec.autoscaling
+        assert policy is not None
+        now = datetime.datetime.now(datetime.UTC).timestamp()
+        before = stt.status.autoscaling if stt.status else None
+        current = builders.replicas(stt)
+        ready = [p for p in await pods_of(self.runtime, stt) if is_ready(p)]
+        loads = await asyncio.gather(*(load_of(self.http, p) for p in ready))
+        reported = tuple(load for load in loads if load is not None)
+        look = scaling.Look(replicas=current, pods=reported, silent=len(loads) - len(reported),
+                            demand=wants_wake(stt, current, now, self.runtime.config.demand_seconds))
+        decision = scaling.decide(policy, look, _time(before.lowerSince) if before else None, now, stt.spec.decoderMaxCount)
+        last = before.lastDecision if before else None
+        if decision.replicas != current:
+            last = api.ScaleDecision(time=_stamp(now), replicas=decision.replicas, previous=current, reason=decision.reason)
+            if decision.replicas < current:
+                await self.mark_deletion_costs(ready, reported)
+        log.debug("%s/%s: %s", stt.namespace, stt.name, decision.reason)
+        return api.AutoscalingStatus(
+            replicas=decision.replicas, sessions=decision.sessions, decoders=decision.decoders,
+            targetSessionsPerReplica=decision.target, lastLookTime=_stamp(now),
+            lowerSince=_stamp(decision.lower_since) if decision.lower_since is not None else None, lastDecision=last)
+
+    async def mark_deletion_costs(self, pods: list[dict[str, Any]], loads: tuple[scaling.PodLoad, ...]) -> None:
+        """Each ready pod's deletion cost is its sessions: the ReplicaSet removes idle pods first."""
+        sessions = {load.name: load.sessions for load in loads}
+        for pod in pods:
+            meta = pod["metadata"]
+            cost = str(sessions.get(meta["name"], 0))
+            if (meta.get("annotations") or {}).get(DELETION_COST) == cost:
+                continue
+            try:
+                await self.runtime.kube.patch(path("v1", "pods", meta["namespace"], meta["name"]),
+                                              {"metadata": {"annotations": {DELETION_COST: cost}}})
+            except KubeError as exc:  # the pod went away meanwhile: nothing to protect
+                log.debug("pod %s: deletion cost not set: %s", meta["name"], exc)

@@ -1,0 +1,135 @@
+"""Session-based autoscaling, decided: what the pods report, the policy, memory and the time in,
+replicas and why out. Pure: the operator's autoscaler (:mod:`speech_operator.autoscaler`) does the I/O.
+
+The rules, in order:
+
+- the pods needed are the live sessions over the target per pod (``targetSessionsPerReplica``,
+  else four fifths of the decoders a pod reports, at least 1), rounded up;
+- never fewer than ``minReplicas``, than the pods holding sessions (removing one would end its
+  streams), or than one while a session runs or a request waits at the gateway (``demand``);
+  never more than ``maxReplicas``;
+- more pods: at once;
+- fewer pods: only once fewer have been enough for ``scaleDownDelaySeconds`` without a break, and
+  never while a ready pod did not report (its sessions are unknown);
+- zero pods (``minReplicas: 0``): only once every pod has reported and none has had a session for
+  ``idleSecondsToZero``; with no request waiting;
+- from zero: one pod as soon as a request waits at the gateway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from speech_operator.api import AutoscalingSpec
+
+#: The share of a pod's decoders the default target keeps busy: the rest takes the sessions that
+#: arrive while a new pod starts (tens of seconds: its model loads and warms up).
+DEFAULT_TARGET_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class PodLoad:
+    """What one ready pod reported (``GET /sessions``)."""
+
+    name: str
+    sessions: int
+    decoders: int
+    idle_seconds: float
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at a SpeechToText's pods."""
+
+    #: Replicas in force (what the autoscaler set last).
+    replicas: int
+    #: Ready pods that reported.
+    pods: tuple[PodLoad, ...] = ()
+    #: Ready pods that did not answer.
+    silent: int = 0
+    #: A request for this locale waits at the gateway.
+    demand: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Replicas, why, and what the next look must remember."""
+
+    replicas: int
+    reason: str
+    #: Since when fewer replicas would have been enough (``None``: not so at this look).
+    lower_since: float | None
+    sessions: int
+    decoders: int | None
+    target: int | None
+
+
+def target_of(policy: AutoscalingSpec, decoders: int | None) -> int | None:
+    """Sessions per pod to keep near: the policy's, else derived from the decoders per pod."""
+    if policy.targetSessionsPerReplica is not None:
+        return policy.targetSessionsPerReplica
+    if decoders:
+        return max(1, math.floor(decoders * DEFAULT_TARGET_SHARE))
+    return None
+
+
+def _pods(n: int) -> str:
+    return f"{n} pod" if n == 1 else f"{n} pods"
+
+
+def _sessions(n: int) -> str:
+    return f"{n} session" if n == 1 else f"{n} sessions"
+
+
+def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: float,
+           decoders_hint: int | None = None) -> Decision:
+    """The replicas for this look (``now`` and ``lower_since`` in seconds on one clock).
+
+    ``decoders_hint`` (``spec.decoderMaxCount``) stands in for the decoders per pod while no pod reports.
+    """
+    pods = look.pods
+    sessions = sum(p.sessions for p in pods)
+    busy = sum(1 for p in pods if p.sessions > 0)
+    decoders = max((p.decoders for p in pods), default=None) or decoders_hint
+    target = target_of(policy, decoders)
+    current = look.replicas
+    seen = f"{_sessions(sessions)} on {_pods(len(pods))}" + (f" (target {target} per pod)" if target else "")
+
+    def decision(replicas: int, reason: str, since: float | None = None) -> Decision:
+        return Decision(replicas, reason, since, sessions, decoders, target)
+
+    need = math.ceil(sessions / target) if sessions and target else busy
+    floor = max(policy.minReplicas, busy, 1 if sessions or look.demand else 0)
+    want = min(policy.maxReplicas, max(need, floor))
+
+    if current > policy.maxReplicas:
+        return decision(want, f"maxReplicas is {policy.maxReplicas}: {current} → {want}")
+    if want > current:
+        if current == 0 and look.demand and not sessions:
+            return decision(want, f"a request waits at the gateway: waking, 0 → {want}")
+        if current < policy.minReplicas:
+            return decision(want, f"minReplicas is {policy.minReplicas}: {current} → {want}")
+        return decision(want, f"{seen}: {current} → {want}")
+    if want == current:
+        return decision(current, f"{seen}: {_pods(current)} enough")
+
+    # Fewer would do.
+    if look.silent:
+        return decision(current, f"{seen}; {_pods(look.silent)} did not report their sessions: no scale-down", lower_since)
+    if want == 0:
+        if len(pods) < current:
+            return decision(current, f"{seen}; waiting for every pod to report before going to zero")
+        idle = min(p.idle_seconds for p in pods)
+        if idle >= policy.idleSecondsToZero:
+            return decision(0, f"no session for {idle:.0f} s (idleSecondsToZero {policy.idleSecondsToZero}): {current} → 0")
+        if current == 1:
+            return decision(1, f"no session for {idle:.0f} s; zero pods after {policy.idleSecondsToZero} s without one")
+        want = 1
+    since = now if lower_since is None else lower_since
+    waited = now - since
+    if waited >= policy.scaleDownDelaySeconds:
+        return decision(want, f"{seen}, {_pods(want)} enough for {waited:.0f} s "
+                              f"(scaleDownDelaySeconds {policy.scaleDownDelaySeconds}): {current} → {want}")
+    return decision(current, f"{seen}: {_pods(want)} would be enough; scaling down in "
+                             f"{policy.scaleDownDelaySeconds - waited:.0f} s if that lasts", since)

@@ -1,0 +1,192 @@
+"""The operator's session-based autoscaling, the real kopf operator against kmock, with scripted
+session counts: up at once, down only after the delay and idle pods first, to zero after the idle
+time, from zero when the gateway asks (status.demand); spec.replicas again once autoscaling goes.
+
+The pods are kept by tests/controllers.py (what the Deployment and ReplicaSet controllers and the
+kubelet do); behind each is a scripted ``/sessions`` (and ``/ready``) on loopback, not a
+recognizer: the sessions each step needs (five at once on one pod, then one on the newest) cannot
+be made with real streams on this machine's two cores. The recognizer's own ``/sessions`` is
+tested in tests/recognizer/test_service_routes.py, and the wake path with a real recognizer in
+tests/gateway/test_wake.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import datetime
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest_asyncio
+from aiohttp import web
+
+from speech_operator.gateway import serving
+
+from tests.controllers import Replicas
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+NAMESPACE = "speech"
+POLICY = {"minReplicas": 1, "maxReplicas": 4, "targetSessionsPerReplica": 2, "scaleDownDelaySeconds": 1,
+          "idleSecondsToZero": 1}
+BODY: dict[str, Any] = {
+    "apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+    "metadata": {"name": "en-us", "namespace": NAMESPACE},
+    "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, "decoderMaxCount": 4, "autoscaling": POLICY},
+}
+
+
+@dataclass
+class Scripted:
+    """Each pod's ``/sessions`` as the test sets it (``loads[pod] = (sessions, idleSeconds)``)."""
+
+    loads: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    async def start(self, name: str) -> _Server:
+        async def sessions(request: web.Request) -> web.Response:
+            count, idle = self.loads.get(name, (0, 0.0))
+            return web.json_response({"sessions": count, "decoders": 4, "idleSeconds": idle, "admitted": 0,
+                                      "ready": True, "draining": False})
+
+        async def ready(request: web.Request) -> web.Response:
+            return web.json_response({"ready": True})
+
+        app = web.Application()
+        app.router.add_get("/sessions", sessions)
+        app.router.add_get("/ready", ready)
+        server = _Server(serving(app, "127.0.0.1", 0, 0))
+        server.port = await server.context.__aenter__()
+        return server
+
+
+@dataclass
+class _Server:
+    context: Any
+    port: int = 0
+
+    async def stop(self) -> None:
+        await self.context.__aexit__(None, None, None)
+
+
+@dataclass
+class Scaled:
+    cluster: Cluster
+    script: Scripted
+    pods: Replicas
+
+    async def replicas(self) -> int | None:
+        dep = await self.cluster.api.get(self.cluster.url("apps/v1", "deployments", "en-us"))
+        return None if dep is None else dep["spec"]["replicas"]
+
+    async def becomes(self, replicas: int, timeout: float = 5.0) -> float:
+        """Wait until the Deployment has ``replicas``; the seconds it took."""
+        started = time.monotonic()
+
+        async def reached() -> bool:
+            return await self.replicas() == replicas
+        await self.cluster.eventually(reached, timeout)
+        return time.monotonic() - started
+
+    async def stays(self, replicas: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert await self.replicas() == replicas
+            await asyncio.sleep(0.05)
+
+    async def status(self) -> dict[str, Any]:
+        body = await self.cluster.api.get(self.cluster.stt_url("en-us")) or {}
+        return body.get("status") or {}
+
+    async def ready_pods(self, n: int) -> None:
+        async def counted() -> bool:
+            return sum(p.ready for p in self.pods.pods.values()) == n and len(self.pods.pods) == n
+        await self.cluster.eventually(counted, 10)
+
+    async def events(self, reason: str) -> list[str]:
+        return [e["message"] for e in await self.cluster.events() if e["reason"] == reason]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def scaled(cluster: Cluster) -> AsyncIterator[Scaled]:
+    script = Scripted()
+    pods = Replicas(cluster.api, NAMESPACE, "en-us", script.start)
+    keeper = asyncio.create_task(pods.run())
+    try:
+        yield Scaled(cluster, script, pods)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def test_up_at_once_down_after_the_delay_idle_pods_first(scaled: Scaled) -> None:
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+
+    scaled.script.loads["en-us-0"] = (5, 0.0)
+    await scaled.becomes(3, timeout=3)
+    assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]
+    await scaled.ready_pods(3)
+    status = (await scaled.status())["autoscaling"]
+    assert (status["replicas"], status["sessions"], status["decoders"], status["targetSessionsPerReplica"]) == (3, 5, 4, 2)
+    assert status["lastDecision"]["reason"] == "5 sessions on 1 pod (target 2 per pod): 1 → 3"
+
+    # One session left, on the newest pod: one pod is enough, after the delay, and the idle ones go.
+    scaled.script.loads = {"en-us-0": (0, 3.0), "en-us-1": (0, 3.0), "en-us-2": (1, 0.0)}
+    waited = await scaled.becomes(1, timeout=5)
+    assert waited >= 0.9, f"scaled down after {waited:.2f} s, before scaleDownDelaySeconds (1 s)"
+    await scaled.ready_pods(1)
+    assert sorted(scaled.pods.removed) == ["en-us-0", "en-us-1"], "the pod holding the session stays"
+    (message,) = await scaled.events("ScaledDown")
+    assert message.startswith("1 session on 3 pods (target 2 per pod), 1 pod enough for ") and message.endswith(": 3 → 1")
+    assert (await scaled.status())["autoscaling"]["sessions"] == 1
+
+
+async def test_to_zero_when_idle_and_back_when_the_gateway_asks(scaled: Scaled) -> None:
+    body = copy.deepcopy(BODY)
+    body["spec"]["autoscaling"] = {**POLICY, "minReplicas": 0, "idleSecondsToZero": 5}
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), body)
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    scaled.script.loads["en-us-0"] = (0, 2.0)
+    await scaled.stays(1, 1.0)  # idle, but for less than idleSecondsToZero
+    scaled.script.loads["en-us-0"] = (0, 6.0)
+    await scaled.becomes(0)
+    await scaled.ready_pods(0)
+    assert await scaled.events("ScaledToZero") == ["no session for 6 s (idleSecondsToZero 5): 1 → 0"]
+
+    async def scaled_to_zero() -> bool:
+        ready = next((c for c in (await scaled.status()).get("conditions", []) if c["type"] == "Ready"), {})
+        return ready.get("reason") == "ScaledToZero" and ready.get("status") == "True"
+    await scaled.cluster.eventually(scaled_to_zero)
+
+    await scaled.stays(0, 1.0)  # nobody asked
+    # Looks every 30 s from now on: a wake within a second is the demand seen at once.
+    scaled.cluster.runtime.config = dataclasses.replace(scaled.cluster.runtime.config, autoscale_seconds=30)
+    await asyncio.sleep(0.5)
+    asked = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us", "status"), {"status": {"demand": {"requestedAt": asked}}})
+    took = await scaled.becomes(1, timeout=3)
+    assert took < 1.0, f"woken {took:.2f} s after the gateway asked: the demand should be seen at once, not at the next look"
+    assert await scaled.events("WokenUp") == ["a request waits at the gateway: waking, 0 → 1"]
+    await scaled.ready_pods(1)
+    assert (await scaled.status())["demand"] == {"requestedAt": asked}, "the gateway's field is left alone"
+    scaled.script.loads["en-us-1"] = (1, 0.0)
+    await scaled.stays(1, 1.0)
+
+
+async def test_without_autoscaling_spec_replicas_rules_again(scaled: Scaled) -> None:
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
+    scaled.script.loads["en-us-0"] = (7, 0.0)
+    await scaled.becomes(4)  # capped at maxReplicas
+    await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us"), {"spec": {"autoscaling": None, "replicas": 2}})
+    await scaled.becomes(2)
+    assert "autoscaling" not in await scaled.status()
+    await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 3}})
+    await scaled.becomes(3)
+    await scaled.stays(3, 1.0)

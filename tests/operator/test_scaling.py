@@ -1,0 +1,167 @@
+"""The autoscaler's decision (speech_operator.scaling.decide), pure: a table of the cases that matter,
+then properties that hold for every policy, look, memory and time hypothesis can find."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from speech_operator.api import AutoscalingSpec
+from speech_operator.scaling import Look, PodLoad, decide, target_of
+
+
+def policy(**kw: int) -> AutoscalingSpec:
+    return AutoscalingSpec(**{"minReplicas": 1, "maxReplicas": 10, "targetSessionsPerReplica": 2,
+                              "scaleDownDelaySeconds": 60, "idleSecondsToZero": 300, **kw})
+
+
+def pods(*sessions: int, decoders: int = 6, idle: float = 0.0) -> tuple[PodLoad, ...]:
+    return tuple(PodLoad(f"p{i}", s, decoders, 0.0 if s else idle) for i, s in enumerate(sessions))
+
+
+T0 = 1_000_000.0
+
+
+def test_more_pods_at_once() -> None:
+    d = decide(policy(), Look(1, pods(5)), None, T0)
+    assert (d.replicas, d.lower_since, d.sessions, d.target) == (3, None, 5, 2)
+    assert d.reason == "5 sessions on 1 pod (target 2 per pod): 1 → 3"
+
+
+def test_more_pods_up_to_max() -> None:
+    assert decide(policy(maxReplicas=4), Look(2, pods(9, 9)), None, T0).replicas == 4
+
+
+def test_steady_forgets_a_lower_spell() -> None:
+    d = decide(policy(), Look(2, pods(2, 2)), T0 - 30, T0)
+    assert (d.replicas, d.lower_since) == (2, None)
+    assert d.reason == "4 sessions on 2 pods (target 2 per pod): 2 pods enough"
+
+
+def test_fewer_pods_only_after_the_delay_without_a_break() -> None:
+    p = policy(scaleDownDelaySeconds=60)
+    first = decide(p, Look(3, pods(1, 0, 0)), None, T0)
+    assert (first.replicas, first.lower_since) == (3, T0)
+    assert "scaling down in 60 s if that lasts" in first.reason
+    later = decide(p, Look(3, pods(1, 0, 0)), first.lower_since, T0 + 59)
+    assert (later.replicas, later.lower_since) == (3, T0)
+    due = decide(p, Look(3, pods(1, 0, 0)), later.lower_since, T0 + 60)
+    assert (due.replicas, due.lower_since) == (1, None)
+    assert due.reason == "1 session on 3 pods (target 2 per pod), 1 pod enough for 60 s (scaleDownDelaySeconds 60): 3 → 1"
+    broken = decide(p, Look(3, pods(2, 2, 2)), first.lower_since, T0 + 30)
+    assert broken.lower_since is None
+    again = decide(p, Look(3, pods(1, 0, 0)), broken.lower_since, T0 + 40)
+    assert again.lower_since == T0 + 40, "the delay starts over after a break"
+
+
+def test_never_below_the_pods_holding_sessions() -> None:
+    """Three pods each with a session need one pod by the target, but removing any would end its stream."""
+    d = decide(policy(targetSessionsPerReplica=4, scaleDownDelaySeconds=0), Look(3, pods(1, 1, 1)), None, T0)
+    assert d.replicas == 3
+    d = decide(policy(targetSessionsPerReplica=4, scaleDownDelaySeconds=0), Look(4, pods(1, 1, 1, 0)), None, T0)
+    assert d.replicas == 3
+
+
+def test_a_silent_pod_stops_scale_down_not_scale_up() -> None:
+    p = policy(scaleDownDelaySeconds=0)
+    down = decide(p, Look(3, pods(0, 0), silent=1), T0 - 600, T0)
+    assert down.replicas == 3 and "1 pod did not report their sessions: no scale-down" in down.reason
+    assert decide(p, Look(3, pods(8, 0), silent=1), None, T0).replicas == 4
+
+
+def test_bounds_apply_at_once() -> None:
+    up = decide(policy(minReplicas=3), Look(1, pods(0)), None, T0)
+    assert (up.replicas, up.reason) == (3, "minReplicas is 3: 1 → 3")
+    down = decide(policy(maxReplicas=2), Look(5, pods(4, 4, 0, 0, 0)), None, T0)
+    assert (down.replicas, down.reason) == (2, "maxReplicas is 2: 5 → 2")
+
+
+def test_to_zero_after_idle_seconds_on_every_pod() -> None:
+    p = policy(minReplicas=0, idleSecondsToZero=300, scaleDownDelaySeconds=60)
+    rest = decide(p, Look(2, pods(0, 0, idle=400)), None, T0)
+    assert (rest.replicas, rest.reason) == (0, "no session for 400 s (idleSecondsToZero 300): 2 → 0")
+    one = decide(p, Look(1, pods(0, idle=299)), None, T0)
+    assert one.replicas == 1 and "zero pods after 300 s without one" in one.reason
+    two = decide(p, Look(2, pods(0, 0, idle=100)), None, T0)
+    assert (two.replicas, two.lower_since) == (2, T0), "down to one pod only after the delay"
+    assert decide(p, Look(2, pods(0, 0, idle=100)), T0, T0 + 60).replicas == 1
+
+
+def test_to_zero_waits_for_every_pod_to_report() -> None:
+    p = policy(minReplicas=0, idleSecondsToZero=0)
+    d = decide(p, Look(2, pods(0, idle=999)), None, T0)
+    assert d.replicas == 2 and "waiting for every pod to report" in d.reason
+    d = decide(p, Look(1, ()), None, T0)
+    assert d.replicas == 1, "a pod woken and still starting is not sent back to zero"
+
+
+def test_from_zero_on_demand_only() -> None:
+    p = policy(minReplicas=0)
+    assert decide(p, Look(0), None, T0).replicas == 0
+    d = decide(p, Look(0, demand=True), None, T0)
+    assert (d.replicas, d.reason) == (1, "a request waits at the gateway: waking, 0 → 1")
+
+
+def test_a_session_keeps_a_pod() -> None:
+    assert decide(policy(minReplicas=0, idleSecondsToZero=0, scaleDownDelaySeconds=0), Look(1, pods(1)), None, T0).replicas == 1
+
+
+@pytest.mark.parametrize(("decoders", "target"), [(1, 1), (2, 1), (3, 2), (5, 4), (6, 4), (12, 9), (None, None)])
+def test_the_default_target_is_four_fifths_of_the_decoders(decoders: int | None, target: int | None) -> None:
+    assert target_of(policy(targetSessionsPerReplica=None), decoders) == target
+    assert target_of(policy(targetSessionsPerReplica=7), decoders) == 7
+
+
+def test_the_default_target_from_what_pods_report_or_the_spec() -> None:
+    p = policy(targetSessionsPerReplica=None)
+    assert decide(p, Look(1, pods(9, decoders=6)), None, T0).replicas == 3  # target 4
+    assert decide(p, Look(0, demand=True), None, T0, decoders_hint=3).target == 2
+
+
+# ---- properties -------------------------------------------------------------------------------
+policies = st.builds(
+    lambda lo, span, target, delay, idle: AutoscalingSpec(minReplicas=lo, maxReplicas=max(1, lo + span),
+                                                          targetSessionsPerReplica=target,
+                                                          scaleDownDelaySeconds=delay, idleSecondsToZero=idle),
+    st.integers(0, 5), st.integers(0, 6), st.none() | st.integers(1, 8), st.integers(0, 600), st.integers(0, 900))
+loads = st.lists(st.builds(PodLoad, st.just("p"), st.integers(0, 12), st.integers(1, 12), st.floats(0, 2000)), max_size=8)
+looks = st.builds(lambda replicas, ps, silent, demand: Look(replicas, tuple(ps), silent, demand),
+                  st.integers(0, 12), loads, st.integers(0, 2), st.booleans())
+times = st.floats(0, 1000)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(policies, looks, st.none() | times, times)
+def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: float | None, ago: float) -> None:
+    now = 10_000.0
+    lower_since = None if since is None else now - since
+    d = decide(p, look, lower_since, now)
+    sessions = sum(x.sessions for x in look.pods)
+    busy = sum(1 for x in look.pods if x.sessions)
+    assert d == decide(p, look, lower_since, now), "deterministic"
+    assert p.minReplicas <= d.replicas <= p.maxReplicas or (d.replicas == look.replicas and look.replicas <= p.maxReplicas
+                                                            and look.replicas >= p.minReplicas)
+    assert d.replicas <= p.maxReplicas
+    assert d.replicas >= min(p.maxReplicas, max(p.minReplicas, busy)), "never below the pods holding sessions"
+    if sessions:
+        assert d.replicas >= 1
+    if d.replicas > look.replicas:
+        need = math.ceil(sessions / d.target) if sessions and d.target else busy
+        floor = max(p.minReplicas, busy, 1 if sessions or look.demand else 0)
+        assert d.replicas == min(p.maxReplicas, max(need, floor)), "up: straight to what is needed"
+    if d.replicas < look.replicas and look.replicas <= p.maxReplicas:
+        assert not look.silent, "no scale-down while a pod's sessions are unknown"
+        if d.replicas == 0:
+            assert look.pods and len(look.pods) >= look.replicas and not look.demand
+            assert min(x.idle_seconds for x in look.pods) >= p.idleSecondsToZero and not sessions
+        else:
+            assert lower_since is not None and now - lower_since >= p.scaleDownDelaySeconds or p.scaleDownDelaySeconds == 0
+    if d.replicas != look.replicas:
+        assert d.lower_since is None
+        assert f"{look.replicas} → {d.replicas}" in d.reason
+    assert d.lower_since is None or d.lower_since <= now
+    if look.replicas == 0 and look.demand:
+        assert d.replicas >= 1, "a request at the gateway wakes a locale at zero"
