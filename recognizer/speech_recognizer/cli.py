@@ -19,6 +19,8 @@ from .warmup import warmup_audio
 USAGE = f"""speech-recognizer {__version__}: open speech to text, compatible with Azure's speech-to-text container.
 
 usage: python -m speech_recognizer Eula=accept [Billing=<endpoint>] [ApiKey=<key>] [Key=Value ...]
+       python -m speech_recognizer transcribe FILE... [--format txt|json|srt|vtt] [--language LOCALE] [--server URL]
+       (transcribe --help says more)
 
 Settings (also environment variables, with __ for ':', e.g. Mounts__Output=/output):
 {describe()}
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse settings, then download a model, or serve."""
     ensure_home()
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["transcribe"]:
+        from .transcriber import main as transcribe
+
+        return transcribe(args[1:])
     if any(a in ("-h", "--help", "help") for a in args):
         print(USAGE)
         return 0

@@ -294,6 +294,18 @@ MODE = {
 }
 FORMAT = {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["simple", "detailed"], "default": "simple"},
           "description": "`detailed` adds `NBest` (Lexical, ITN, MaskedITN, Display, Confidence)"}
+#: REST's ``format``: also subtitles.
+REST_FORMAT = {**FORMAT, "schema": {"type": "string", "enum": ["simple", "detailed", "srt", "vtt"], "default": "simple"},
+          "description": "`detailed` adds `NBest` (Lexical, ITN, MaskedITN, Display, Confidence); `srt` and `vtt` answer subtitles "
+          "(SubRip, WebVTT) instead of JSON: one utterance or more per cue, at most 2 lines of 42 characters and 7 s a cue, "
+          "split between words at their times"}
+ACCEPT_SUBTITLES = {"name": "Accept", "in": "header", "schema": {"type": "string"}, "example": "text/vtt",
+                    "description": "without `format`: `text/vtt` or `application/x-subrip` asks for subtitles, as `format=vtt`/`srt`"}
+#: The 200 answers of a route that can give subtitles.
+SUBTITLES = {
+    "application/x-subrip": {"schema": {"type": "string"}, "example": "1\n00:00:00,560 --> 00:00:01,880\n오늘 날씨가 좋습니다\n"},
+    "text/vtt": {"schema": {"type": "string"}, "example": "WEBVTT\n\n1\n00:00:00.560 --> 00:00:01.880\n오늘 날씨가 좋습니다\n"},
+}
 PROFANITY = {"name": "profanity", "in": "query", "schema": {"type": "string", "enum": ["masked", "removed", "raw"], "default": "masked"},
              "description": "what becomes of profane words: `***`, left out, or as said"}
 WORD_TIMESTAMPS = {"name": "wordLevelTimestamps", "in": "query", "schema": {"type": "boolean", "default": False},

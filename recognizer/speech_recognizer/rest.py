@@ -19,12 +19,14 @@ from . import openapi as oa
 from .audio import Audio, AudioError, chunks, decode
 from .auth import check_key
 from .engine import Engine
-from .errors import NOT_FOUND, TOO_LARGE, Failure, classify, http_response, observe
+from .errors import NOT_FOUND, TOO_LARGE, BadValue, Failure, classify, http_response, observe
 from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
 from .session import FILE_CHUNK_SECONDS
 from .settings import Settings
+from .subtitles import SubtitleFormat, from_accept
+from .subtitles import render as subtitles
 from .transcript import Phrase
 
 #: Bytes per second of the largest input we accept (48 kHz, stereo, 32-bit), to cap bodies early.
@@ -40,6 +42,23 @@ def request_locale(query: dict[str, str], engine: Engine) -> str:
     if len(served) == 1:
         return served[0]
     raise UnknownLocale(f"add ?language=<locale>; this server has: {', '.join(served) or 'none'}")
+
+
+def answer_format(format_param: str | None, accept: str = "") -> OutputFormat | SubtitleFormat:
+    """What to answer with: ``format=simple|detailed|srt|vtt``, else subtitles when ``Accept`` asks for them, else simple JSON."""
+    if not format_param:
+        return from_accept(accept) or OutputFormat.SIMPLE
+    value = format_param.strip().lower()
+    if value in (f.value for f in SubtitleFormat):
+        return SubtitleFormat(value)
+    if value in (f.value for f in OutputFormat):
+        return OutputFormat(value)
+    raise BadValue(f"format={format_param!r}: use simple, detailed, srt or vtt")
+
+
+def subtitle_response(phrases: list[Phrase], fmt: SubtitleFormat, profanity: Profanity) -> Response:
+    """Subtitles of ``phrases`` (:mod:`.subtitles`) as their media type."""
+    return Response(subtitles(phrases, fmt, profanity), media_type=f"{fmt.media_type}; charset=utf-8")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -68,23 +87,23 @@ async def recognize(request: Request) -> Response:
     route = f"rest-{mode}" if mode in c.RECOGNITION_MODES else "rest"
     metrics = request.app.state.metrics
     try:
-        body_json = await _recognize(request, mode)
+        response = await _recognize(request, mode)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, route, metrics)
         return http_response(failure)
     metrics.succeeded(route)
-    return JSONResponse(body_json)
+    return response
 
 
-async def _recognize(request: Request, mode: str) -> dict[str, Any]:
+async def _recognize(request: Request, mode: str) -> Response:
     settings: Settings = request.app.state.settings
     engine: Engine = request.app.state.engine
     if mode not in c.RECOGNITION_MODES:
         raise Failure(f"no recognition mode {mode!r}; use one of {', '.join(c.RECOGNITION_MODES)}", NOT_FOUND)
     query = dict(request.query_params)
     check_key(settings.api_key, request.headers, query, websocket=False)
-    fmt = OutputFormat.parse(query.get("format"))
+    fmt = answer_format(query.get("format"), request.headers.get("accept", ""))
     profanity = Profanity.parse(query.get("profanity"))
     locale = request_locale(query, engine)
     await engine.registry.aload(locale)  # an unknown language is refused before the body is read
@@ -95,14 +114,16 @@ async def _recognize(request: Request, mode: str) -> dict[str, Any]:
     if not audio.pcm:
         raise AudioError("the audio holds no samples")
     phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}")
-    return phrase_json(
+    if isinstance(fmt, SubtitleFormat):
+        return subtitle_response(phrases, fmt, profanity)
+    return JSONResponse(phrase_json(
         merge(phrases),
         fmt,
         profanity,
         empty_duration=audio.seconds,
         word_timings=query.get("wordLevelTimestamps", "").lower() == "true",
         word_confidence=query.get("wordLevelConfidence", "").lower() == "true",
-    )
+    ))
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
@@ -124,7 +145,7 @@ RECOGNIZE = {
     "description": "Azure's *speech to text REST API for short audio*: the whole recording in the body "
     f"(`Transfer-Encoding: chunked` too), one answer for all of it. The audio is any of the types below; at most "
     f"`MaxAudioSeconds` (60 s by default): longer audio goes to a WebSocket route. [How to call it]({oa.HOME_REST}).",
-    "parameters": [oa.MODE, oa.LANGUAGE, oa.FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE],
+    "parameters": [oa.MODE, oa.LANGUAGE, oa.REST_FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE, oa.ACCEPT_SUBTITLES],
     "security": oa.KEY_SECURITY,
     "requestBody": {
         "required": True,
@@ -132,8 +153,9 @@ RECOGNIZE = {
         "content": {media: _AUDIO for media in AUDIO_TYPES},
     },
     "responses": {
-        "200": {"description": "the transcript (also `InitialSilenceTimeout` when no speech was heard)",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Recognition"}}}},
+        "200": {"description": "the transcript (also `InitialSilenceTimeout` when no speech was heard); subtitles with "
+                "`format=srt|vtt` (no cue when no speech was heard)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Recognition"}}, **oa.SUBTITLES}},
         "400": oa.error(400, "audio that cannot be decoded, an empty body, a bad parameter, or a language no model serves "
                         "(the message names the languages served)",
                         "the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"),

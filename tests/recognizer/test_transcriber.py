@@ -1,0 +1,128 @@
+"""``speech-recognizer transcribe``: run as a user runs it (a subprocess of the console entry), in-process
+and against a real server on loopback, on the real ko-KR model."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import pty
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import srt
+
+from speech_recognizer import transcriber
+
+from ..support import Reference
+
+TICK = 1e-7
+
+
+def transcribe(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "speech_recognizer", "transcribe", *args],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def words_of(body: dict) -> list[tuple[str, float, float]]:
+    return [(w["Word"], w["Offset"] * TICK, (w["Offset"] + w["Duration"]) * TICK) for w in body["NBest"][0]["Words"]]
+
+
+def test_in_process_json_matches_in_process_vosk_and_the_server_gives_the_same(
+        server, utterances_wav: Path, utterances_ref: Reference) -> None:
+    here = transcribe("--format", "json", str(utterances_wav))
+    assert here.returncode == 0, here.stderr
+    body = json.loads(here.stdout)
+    assert body["File"] == str(utterances_wav)
+    assert body["NBest"][0]["Lexical"] == " ".join(utterances_ref.texts)
+    utterances_ref.assert_words_match(words_of(body))
+
+    there = transcribe("--format", "json", "--server", server.http, str(utterances_wav))
+    assert there.returncode == 0, there.stderr
+    remote = json.loads(there.stdout)
+    assert remote["NBest"][0]["Lexical"] == body["NBest"][0]["Lexical"]
+    utterances_ref.assert_words_match(words_of(remote))
+
+
+def test_subtitles_and_text_in_process_equal_the_servers(server, utterances_wav: Path, utterances_ref: Reference,
+                                                          tmp_path: Path) -> None:
+    for fmt in ("srt", "vtt", "txt"):
+        here = transcribe("--format", fmt, "--output-dir", str(tmp_path / "here"), str(utterances_wav))
+        there = transcribe("--format", fmt, "--output-dir", str(tmp_path / "there"), "--server", server.http, str(utterances_wav))
+        assert here.returncode == there.returncode == 0, (here.stderr, there.stderr)
+        assert here.stdout == there.stdout == "", "with --output-dir nothing goes to stdout"
+        mine = (tmp_path / "here" / f"utterances.{fmt}").read_text()
+        assert mine == (tmp_path / "there" / f"utterances.{fmt}").read_text()
+    cues = list(srt.parse((tmp_path / "here" / "utterances.srt").read_text()))
+    assert [c.content for c in cues] == utterances_ref.texts, "one cue per utterance (each fits a line)"
+    first_word = utterances_ref.phrases[0].words[0]
+    assert abs(cues[0].start.total_seconds() - first_word.start) < 0.001
+    assert (tmp_path / "here" / "utterances.txt").read_text().strip().rstrip(".") == " ".join(utterances_ref.texts)
+
+
+def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(
+        speech_wav: Path, utterances_wav: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(speech_wav, folder / "a.wav")
+    shutil.copy(utterances_wav, folder / "sub" / "b.wav")
+    (folder / "notes.txt").write_text("not audio, and not picked from a folder")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(speech_wav, other / "c.wav")
+    done = transcribe(str(folder), str(other / "*.wav"), str(tmp_path / "missing.wav"))
+    assert done.returncode == 1, "a file failed: the status says so"
+    errors = done.stderr.strip().splitlines()
+    assert any(str(folder / "broken.wav") in line and "WAV" in line for line in errors), errors
+    assert any("missing.wav: no such file or folder" in line for line in errors), errors
+    assert len(errors) == 2, errors
+    assert "Traceback" not in done.stderr
+    headers = [line for line in done.stdout.splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {folder / 'a.wav'} <==", f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <=="]
+
+
+def test_a_progress_bar_on_a_terminal_and_none_when_piped(utterances_wav: Path) -> None:
+    piped = transcribe(str(utterances_wav))
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a terminal has a size
+    process = subprocess.Popen([sys.executable, "-m", "speech_recognizer", "transcribe", str(utterances_wav)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1.0)
+        if ready:
+            try:
+                piece = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the program ended
+                break
+            if not piece:
+                break
+            drawn += piece
+        elif process.poll() is not None:
+            break
+    os.close(controller)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    screen = drawn.decode(errors="replace")
+    assert "utterances.wav:" in screen and "%|" in screen and " s [" in screen, screen
+    assert out.decode().strip() == piped.stdout.strip(), "the same transcript on stdout"
+
+
+def test_arguments_and_models_that_cannot_work_are_one_line_each(speech_wav: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert transcriber.main(["--language", "xx-XX", str(speech_wav)], stdout=out, stderr=err) == 2
+    assert "no model for xx-XX" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    out, err = io.StringIO(), io.StringIO()
+    assert transcriber.main(["--jobs", "0", "x.wav"], stdout=out, stderr=err) == 2
