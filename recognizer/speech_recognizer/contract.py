@@ -40,6 +40,8 @@ RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices
 RECOGNITION_PATHS: Final = tuple(RECOGNITION_PATH_TEMPLATE.format(mode=m) for m in RECOGNITION_MODES)
 #: vosk-server compatible WebSocket route.
 ROUTE_VOSK_WS: Final = "/vosk"
+#: The live demo page (microphone -> /vosk) and its scripts below it.
+ROUTE_DEMO: Final = "/demo"
 
 # ---- Settings (Azure-style keys; ':' on the command line, '__' in env) ----
 EULA: Final = "Eula"

@@ -49,6 +49,7 @@ async def home(request: Request) -> HTMLResponse:
 </head><body><h1>speech-recognizer {__version__}</h1>
 <p>Open speech to text on Vosk, compatible with Azure's speech-to-text container.
 Ready: <b>{'yes' if is_ready(state) else 'loading' if not state.registry.ready else 'warming up'}</b>. Decoders: {state.engine.active} busy of {state.engine.decoder_max_count}. {key_note}</p>
+<p><a href="{c.ROUTE_DEMO}"><b>Live demo</b></a>: speak into your browser's microphone and read the text as it is recognized.</p>
 <h2>Locales</h2><table><tr><th>locale</th><th>state</th><th>model</th></tr>{rows}</table>
 <h2>Call it</h2>
 <h3 id="speech-sdk">Azure Speech SDK (Python)</h3>

@@ -1,0 +1,199 @@
+"""The live demo page (``/demo``) in a real browser: Debian's Chromium, headless, driven by Playwright,
+with a fake microphone that plays a WAV file (Chromium's own test device).
+
+The browser reaches the server under test and nothing else (every other request is refused and
+recorded; its own way out goes to a proxy that is not there). What the page sends on its WebSocket
+is recorded by a script the test adds to the page (not part of the page), so the test can check
+that the microphone's audio reached the server as the file has it.
+
+Why the page's text is compared with /vosk on the audio the page sent rather than on the file sent
+from its first sample: the microphone starts a few tens of milliseconds before recording does, so the
+page's audio is the file less a lead of varying length, and the small Korean model's words on espeak-ng
+speech change with a shift of a few milliseconds (tests/support.py). The test checks that the page's
+audio is the file's, sample for sample, from where recording started.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import wave
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+from websockets.sync.client import connect
+
+from ..conftest import TEST_KEY
+from ..support import ServerThread, require_tool
+
+CHROMIUM = "/usr/bin/chromium"
+DEAD_PORT = 9
+#: The rate of Chromium's fake audio input device: a file at this rate reaches the page unresampled.
+DEVICE_RATE = 44100
+
+#: Records every message the page sends on a WebSocket (binary as 16-bit samples) with its time, and when
+#: partial text first showed.
+RECORDER = """
+window.__sent = [];
+window.__firstPartial = null;
+document.addEventListener("DOMContentLoaded", () => {
+  const partial = document.getElementById("partial");
+  if (!partial) return;
+  new MutationObserver(() => {
+    if (window.__firstPartial === null && partial.textContent.trim()) window.__firstPartial = performance.now();
+  }).observe(partial, { childList: true, characterData: true, subtree: true });
+});
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  window.__sent.push([performance.now(), typeof data === "string" ? data : Array.from(new Int16Array(data))]);
+  return send.call(this, data);
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def microphone_wav(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three utterances at the fake device's rate, with a second of silence before (no dither: silence stays 0)."""
+    out = tmp_path_factory.mktemp("microphone") / "utterances-44k.wav"
+    subprocess.run([require_tool("sox"), "-R", "-D", str(utterances_wav), "-r", str(DEVICE_RATE), str(out), "pad", "1.0", "0"], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(microphone_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is not installed: apt-get install chromium (see .ci/run)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            f"--proxy-server=http://127.0.0.1:{DEAD_PORT}",
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync",
+        ])
+        yield browser
+        browser.close()
+
+
+class Offline:
+    """A page that reaches only ``base`` (every other request is aborted and kept in :attr:`refused`), recording what it sends."""
+
+    def __init__(self, browser: Browser, base: str) -> None:
+        self.base = base
+        self.refused: list[str] = []
+        self.context = browser.new_context(viewport={"width": 900, "height": 640})
+        self.context.route("**/*", self._gate)
+        self.context.add_init_script(RECORDER)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+
+    def _gate(self, route: Route) -> None:
+        if route.request.url.startswith(self.base + "/"):
+            route.continue_()
+        else:
+            self.refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    def sent(self) -> list[tuple[float, object]]:
+        return [(t, data) for t, data in self.page.evaluate("window.__sent")]
+
+
+def read_pcm(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels()) == (DEVICE_RATE, 1)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def vosk_finals(ws_base: str, key: str, rate: int, chunks: list[bytes]) -> list[str]:
+    """/vosk's final texts for ``chunks`` sent as given, as the page sends them."""
+    finals = []
+    with connect(f"{ws_base}/vosk?language=ko-KR", additional_headers={"Ocp-Apim-Subscription-Key": key}) as ws:
+        ws.send(json.dumps({"config": {"sample_rate": rate, "words": 0}}))
+        for chunk in chunks:
+            ws.send(chunk)
+            reply = json.loads(ws.recv())
+            if reply.get("text"):
+                finals.append(reply["text"])
+        ws.send('{"eof" : 1}')
+        reply = json.loads(ws.recv())
+        if reply.get("text"):
+            finals.append(reply["text"])
+    return finals
+
+
+def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
+        browser: Browser, keyed_server: ServerThread, microphone_wav: Path, tmp_path: Path) -> None:
+    file_pcm = read_pcm(microphone_wav)
+    file_seconds = len(file_pcm) / DEVICE_RATE
+    offline = Offline(browser, keyed_server.http)
+    page = offline.page
+    page.goto(f"{keyed_server.http}/demo")
+    assert page.locator("#locale option").all_inner_texts() == ["ko-KR"]
+    page.click("#record")
+    assert "needs its key" in page.inner_text("#status"), "the key is asked for before anything is recorded"
+    page.fill("#key", TEST_KEY)
+    vosk_finals(keyed_server.ws, TEST_KEY, DEVICE_RATE, [file_pcm[i : i + 4410].tobytes() for i in range(0, len(file_pcm), 4410)])
+    started = time.monotonic()  # (the line above leaves a warm recognizer in the pool, as any earlier traffic does)
+    page.click("#record")
+    page.wait_for_function("document.querySelectorAll('#finals .final').length >= 1", timeout=120_000)
+    time.sleep(max(0.0, file_seconds + 1.0 - (time.monotonic() - started)))  # the file is over: the microphone hears silence
+    page.screenshot(path=str(tmp_path / "demo.png"))
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record').textContent === 'Record'", timeout=60_000)
+    assert page.inner_text("#status").startswith("Done"), page.inner_text("#status")
+    shown = page.locator("#finals .final").all_inner_texts()
+
+    sent = offline.sent()
+    assert json.loads(sent[0][1]) == {"config": {"sample_rate": DEVICE_RATE, "words": 0}}
+    assert sent[-1][1] == '{"eof" : 1}'
+    chunks = [np.array(data, dtype="<i2") for _, data in sent[1:-1]]
+    audio = np.concatenate(chunks)
+    # the page's audio is the file's, sample for sample, from its first sound on (the silence before it is
+    # longer or shorter: recording and the fake device do not start together), then silence
+    at_page, at_file = int(np.flatnonzero(audio)[0]), int(np.flatnonzero(file_pcm)[0])
+    sound = file_pcm[at_file:]
+    got = audio[at_page : at_page + len(sound)]
+    assert np.array_equal(got, sound), f"{np.count_nonzero(got != sound)} of {len(sound)} samples changed on the way"
+    assert not audio[at_page + len(sound):].any(), "and after the file, silence"
+
+    # partial text showed while the page was still sending the file's sound
+    sound_sent = np.cumsum([len(c) for c in chunks])
+    last_sound = next(i for i, n in enumerate(sound_sent) if n >= at_page + len(sound) - np.flatnonzero(sound[::-1])[0])
+    first_partial = page.evaluate("window.__firstPartial")
+    assert first_partial is not None and first_partial < sent[1 + last_sound][0], (first_partial, sent[1 + last_sound][0])
+
+    expected = vosk_finals(keyed_server.ws, TEST_KEY, DEVICE_RATE, [c.tobytes() for c in chunks])
+    assert len(expected) >= 2, f"a final line per utterance: {expected}"
+    assert shown == expected
+    assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
+    offline.context.close()
+
+
+def test_a_wrong_key_is_said_on_the_page(browser: Browser, keyed_server: ServerThread) -> None:
+    offline = Offline(browser, keyed_server.http)
+    page = offline.page
+    page.goto(f"{keyed_server.http}/demo")
+    page.fill("#key", "not-the-key")
+    page.click("#record")
+    page.wait_for_function("document.getElementById('status').className === 'error'", timeout=30_000)
+    assert "wrong key" in page.inner_text("#status")
+    assert page.inner_text("#record") == "Record"
+    offline.context.close()
+
+
+def test_the_home_page_links_the_demo_and_the_page_asks_no_key_when_none_is_set(browser: Browser, server: ServerThread) -> None:
+    offline = Offline(browser, server.http)
+    page = offline.page
+    page.goto(f"{server.http}/")
+    page.click("text=Live demo")
+    page.wait_for_url(f"{server.http}/demo")
+    assert page.locator("#key").count() == 0
+    assert page.locator("#record").is_enabled()
+    assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
+    offline.context.close()
