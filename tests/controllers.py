@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -59,6 +60,8 @@ class Replicas:
     started: list[str] = field(default_factory=list)
     #: Pods removed, in order.
     removed: list[str] = field(default_factory=list)
+    #: What happened when (monotonic seconds): ``(time, "started" | "ready" | "removed", pod)``.
+    history: list[tuple[float, str, str]] = field(default_factory=list)
     _serial: Any = field(default_factory=lambda: itertools.count())
 
     async def run(self, period: float = 0.05) -> None:
@@ -87,6 +90,7 @@ class Replicas:
         for pod in self.pods.values():
             if not pod.ready and await self._answers(http, pod):
                 pod.ready = True
+                self.history.append((time.monotonic(), "ready", pod.name))
                 await self.kube.patch(path("v1", "pods", self.namespace, pod.name, "status"), {"status": {
                     "phase": "Running", "podIP": "127.0.0.1",
                     "conditions": [{"type": "Ready", "status": "True"}]}})
@@ -99,6 +103,7 @@ class Replicas:
     async def _add(self, labels: dict[str, str]) -> None:
         serial = next(self._serial)
         name = f"{self.name}-{serial}"
+        started = time.monotonic()
         backing = await self.start(name)
         created = datetime.datetime.now(datetime.UTC).isoformat()
         await self.kube.create(path("v1", "pods", self.namespace), {
@@ -110,10 +115,12 @@ class Replicas:
         })
         self.pods[name] = _Pod(name, serial, backing)
         self.started.append(name)
+        self.history.append((started, "started", name))
 
     async def _remove(self, pod: _Pod) -> None:
         del self.pods[pod.name]
         self.removed.append(pod.name)
+        self.history.append((time.monotonic(), "removed", pod.name))
         await self.kube.delete(path("v1", "pods", self.namespace, pod.name))
         await pod.backing.stop()
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger, AbstractResolver
 from kubernetes_asyncio import client as k8s
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from speech_recognizer import contract
@@ -38,7 +39,9 @@ from speech_recognizer.serving import listening_socket
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
-from speech_operator.gateway_relay import Traffic, offered_protocols, refuse, relay_http, relay_websocket
+from speech_operator.gateway_relay import (Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http,
+                                           relay_websocket)
+from speech_operator.gateway_wake import Waker, hold_websocket
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -59,23 +62,29 @@ class GatewayConfig:
     """How long a connection to a recognizer may take before the request is refused (503 / 1013)."""
     shutdown_seconds: float = 30.0
     """On SIGTERM: how long streams in flight may go on before they are closed."""
+    hold_seconds: float = 120.0
+    """How long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013."""
+    max_held: int = 100
+    """Requests held at once, at most; the next one gets 503 / 1013 at once."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
-        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``."""
+        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``."""
         env = dict(os.environ if env is None else env)
         return cls(
             host=env.get("SPEECH_GATEWAY_HOST") or cls.host,
             port=int(env.get("SPEECH_GATEWAY_PORT") or cls.port),
             connect_seconds=float(env.get("SPEECH_GATEWAY_CONNECT_SECONDS") or cls.connect_seconds),
             shutdown_seconds=float(env.get("SPEECH_GATEWAY_SHUTDOWN_SECONDS") or cls.shutdown_seconds),
+            hold_seconds=float(env.get("SPEECH_GATEWAY_HOLD_SECONDS") or cls.hold_seconds),
+            max_held=int(env.get("SPEECH_GATEWAY_MAX_HELD") or cls.max_held),
         )
 
 
 class GatewayMetrics:
     """The gateway's Prometheus metrics (a registry of its own)."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, waker: Waker) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "speech_gateway_requests", "Requests and streams by route, locale and outcome: the HTTP status, "
@@ -87,15 +96,20 @@ class GatewayMetrics:
                           ["direction"], registry=self.registry)
         self.traffic = Traffic(to_recognizer=relayed.labels("to_recognizer").inc,
                                to_client=relayed.labels("to_client").inc)
-        self.registry.register(_DirectoryCollector(directory))
+        self.woken = Histogram(
+            "speech_gateway_held_seconds", "Seconds requests were held for a locale with no ready pod (waking from "
+            "zero, or starting) before they were forwarded", ["locale"], registry=self.registry,
+            buckets=(0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180))
+        self.registry.register(_DirectoryCollector(directory, waker))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _DirectoryCollector:
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, waker: Waker) -> None:
         self.directory = directory
+        self.waker = waker
 
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily("speech_gateway_backend_ready_pods", "Ready pods of each SpeechToText routed to",
@@ -103,6 +117,7 @@ class _DirectoryCollector:
         for b in self.directory.backends():
             ready.add_metric([b.locale, b.namespace, b.name], b.ready_replicas)
         yield ready
+        yield GaugeMetricFamily("speech_gateway_held", "Requests held now for a locale with no ready pod", value=self.waker.held)
 
 
 def language_of(request: web.Request) -> str | None:
@@ -114,10 +129,12 @@ def language_of(request: web.Request) -> str | None:
 class Gateway:
     """The handlers, over a :class:`Directory` and one HTTP client to the recognizers."""
 
-    def __init__(self, directory: Directory, config: GatewayConfig, resolver: AbstractResolver | None = None) -> None:
+    def __init__(self, directory: Directory, config: GatewayConfig, resolver: AbstractResolver | None = None,
+                 api_client: k8s.ApiClient | None = None) -> None:
         self.directory = directory
         self.config = config
-        self.metrics = GatewayMetrics(directory)
+        self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
+        self.metrics = GatewayMetrics(directory, self.waker)
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -168,6 +185,7 @@ class Gateway:
         except UnknownLocale as exc:
             return self._refused_http(exc, "rest", None)
         try:
+            backend = await self._woken(backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
@@ -184,7 +202,10 @@ class Gateway:
         gauge = self.metrics.streams.labels(route)
         gauge.inc()
         try:
-            response = await relay_websocket(request, backend, self.session, self.metrics.traffic)
+            if backend.ready_replicas > 0:
+                response = await relay_websocket(request, backend, self.session, self.metrics.traffic)
+            else:
+                response = await self._held_stream(request, backend, route, protocols)
         except failures.Failure as failure:
             return await self._refused_ws(request, failure, route, backend, protocols)
         finally:
@@ -194,6 +215,37 @@ class Gateway:
             self.metrics.failures.labels(failures.BACKEND_LOST.name).inc()
         self.metrics.requests.labels(route, backend.locale, str(code)).inc()
         return response
+
+    async def _woken(self, backend: Backend) -> Backend:
+        """``backend`` with a ready pod, after holding the request while it has none (bounded)."""
+        if backend.ready_replicas > 0:
+            return backend
+        held = time.monotonic()
+        ready = await self.waker.ready(backend)
+        self.metrics.woken.labels(backend.locale).observe(time.monotonic() - held)
+        return ready
+
+    async def _held_stream(self, request: web.Request, backend: Backend, route: str,
+                           protocols: tuple[str, ...]) -> web.WebSocketResponse:
+        """A WebSocket for a locale with no ready pod: accepted now (so the client does not time out
+        its handshake), held while the locale wakes, then relayed with what it sent meanwhile."""
+        client = accepting(protocols[0] if protocols else None)
+        await client.prepare(request)
+        waiting = asyncio.ensure_future(self._woken(backend))
+        sent = await hold_websocket(client, waiting)
+        if sent is None:  # the client left while it waited
+            await client.close(code=1001)
+            return client
+        try:
+            backend = await waiting
+        except failures.Failure as failure:
+            failures.report(failure, route, backend.locale)
+            self.metrics.failures.labels(failure.kind.name).inc()
+            code, reason = failures.close_args(failure)
+            await client.close(code=code, message=reason)
+            return client
+        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, sent)
+        return client
 
     def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None) -> web.Response:
         locale = backend.locale if backend else None
@@ -235,10 +287,11 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-def create_app(directory: Directory, config: GatewayConfig | None = None,
-               resolver: AbstractResolver | None = None) -> web.Application:
-    """The gateway's aiohttp application over ``directory`` (``resolver``: how Service names resolve)."""
-    gateway = Gateway(directory, config or GatewayConfig(), resolver)
+def create_app(directory: Directory, config: GatewayConfig | None = None, resolver: AbstractResolver | None = None,
+               api_client: k8s.ApiClient | None = None) -> web.Application:
+    """The gateway's aiohttp application over ``directory`` (``resolver``: how Service names resolve;
+    ``api_client``: to ask the operator to wake a locale at zero, ``status.demand``)."""
+    gateway = Gateway(directory, config or GatewayConfig(), resolver, api_client)
     app = web.Application()
     app["gateway"] = gateway
     app.cleanup_ctx.append(gateway.client)
@@ -287,7 +340,8 @@ async def run(config: GatewayConfig, api_client: k8s.ApiClient, namespaces: list
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with serving(create_app(directory, config), config.host, config.port, config.shutdown_seconds) as port:
+        async with serving(create_app(directory, config, api_client=api_client), config.host, config.port,
+                           config.shutdown_seconds) as port:
             log.info("gateway listening on %s:%d", config.host, port)
             await stop.wait()
             log.info("gateway stopping: streams in flight get %.0f s", config.shutdown_seconds)

@@ -48,6 +48,10 @@ class Backend:
     url: str
     #: Pods that pass their readiness probe (``status.readyReplicas``).
     ready_replicas: int = 0
+    #: Replicas from sessions (``spec.autoscaling``): the operator wakes it when asked.
+    autoscaled: bool = False
+    #: Pods it should have (:func:`speech_operator.builders.replicas`).
+    replicas: int = 1
 
     @property
     def key(self) -> tuple[str, str]:
@@ -58,7 +62,8 @@ class Backend:
         """The backend of a SpeechToText object; :class:`ValueError` when its spec is not one the operator serves."""
         stt = api.SpeechToText.model_validate(body)
         return cls(namespace=stt.namespace, name=stt.name, locale=canonical_locale(stt.spec.locale),
-                   url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0)
+                   url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0,
+                   autoscaled=stt.spec.autoscaling is not None, replicas=builders.replicas(stt))
 
 
 class Directory:

@@ -22,7 +22,7 @@ from speech_recognizer.errors import NOT_FOUND, UNKNOWN_LOCALE, Failure, Kind
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "NOT_FOUND", "UNAVAILABLE", "UNKNOWN_LOCALE", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "NOT_FOUND", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "close_args", "http_response", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -30,6 +30,10 @@ UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", error
                    doc="no recognizer of the locale took the connection (no ready pod, or none answers)")
 BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
                     doc="the recognizer's connection broke before it answered or closed (its pod stopped or failed)")
+WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
+                    doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)")
+TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
+                     doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
 
 
 def http_response(failure: Failure) -> web.Response:

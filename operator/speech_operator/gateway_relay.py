@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -48,7 +48,7 @@ MAX_MESSAGE_BYTES: int = SERVER_OPTIONS["ws_max_size"]
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
 
 
-def forwarded_headers(request: web.Request, *, response_headers: bool = False) -> dict[str, str]:
+def forwarded_headers(request: web.Request) -> dict[str, str]:
     """The client's headers as the recognizer should see them (``X-Forwarded-*`` added)."""
     out: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -141,29 +141,50 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
     return ws
 
 
+def accepting(protocol: str | None) -> web.WebSocketResponse:
+    """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered)."""
+    return web.WebSocketResponse(protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
+                                 compress=False, max_msg_size=MAX_MESSAGE_BYTES, decode_text=False)
+
+
+async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
+                           protocols: tuple[str, ...]) -> aiohttp.ClientWebSocketResponse:
+    """The recognizer's side: the client's path, query and headers, offering ``protocols``.
+
+    Raises :class:`aiohttp.WSServerHandshakeError` when the recognizer refuses the upgrade, and
+    :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached.
+    """
+    url = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + request.path_qs
+    try:
+        return await session.ws_connect(
+            url, protocols=protocols, headers=forwarded_headers(request), autoclose=False, autoping=False,
+            compress=0, max_msg_size=0, decode_text=False,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
+    except aiohttp.WSServerHandshakeError:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
+
+
+def refused_upgrade(backend: Backend, exc: aiohttp.WSServerHandshakeError) -> str:
+    return f"the recognizer of {backend.locale} refused the connection: HTTP {exc.status}"
+
+
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic | None = None) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes.
 
-    Returns the response the client got: the accepted WebSocket (its ``close_code`` says how it
-    ended), or the recognizer's refusal of the upgrade. Raises
-    :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be reached.
+    The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
+    client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
+    says how it ended), or that refusal. Raises :class:`~speech_operator.gateway_failures.Failure`
+    when the recognizer cannot be reached.
     """
     traffic = traffic or Traffic()
-    protocols = offered_protocols(request)
-    url = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + request.path_qs
     try:
-        upstream = await session.ws_connect(
-            url, protocols=protocols, headers=forwarded_headers(request), autoclose=False, autoping=False,
-            compress=0, max_msg_size=0, decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
+        upstream = await connect_upstream(request, backend, session, offered_protocols(request))
     except aiohttp.WSServerHandshakeError as exc:  # the recognizer refused the upgrade: the client is refused alike
-        return web.Response(status=exc.status, text=f"the recognizer of {backend.locale} refused the connection: "
-                                                    f"HTTP {exc.status}", headers={"Content-Type": "text/plain"})
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
-    client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (), autoclose=False,
-                                   autoping=False, compress=False, max_msg_size=MAX_MESSAGE_BYTES, decode_text=False)
+        return web.Response(status=exc.status, text=refused_upgrade(backend, exc), headers={"Content-Type": "text/plain"})
+    client = accepting(upstream.protocol)
     try:
         await client.prepare(request)
     except BaseException:
@@ -171,6 +192,32 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
         raise
     await _relay(client, upstream, backend, traffic)
     return client
+
+
+async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
+                         session: aiohttp.ClientSession, traffic: Traffic, sent: list[WSMessage]) -> None:
+    """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
+    locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
+    closes the client (1008 for a key, else 1011) with a reason naming the HTTP status."""
+    protocols = (client.ws_protocol,) if client.ws_protocol else ()
+    try:
+        upstream = await connect_upstream(request, backend, session, protocols)
+    except aiohttp.WSServerHandshakeError as exc:
+        await _close(client, 1008 if exc.status in (401, 403) else 1011, refused_upgrade(backend, exc).encode())
+        return
+    except failures.Failure as failure:
+        failures.report(failure, "websocket", backend.locale)
+        await _close(client, *failures.close_args(failure))
+        return
+    try:
+        for msg in sent:
+            await upstream.send_frame(msg.data, msg.type)
+            traffic.to_recognizer(len(msg.data))
+    except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
+        await _close(upstream, 1001, b"")
+        await _close(client, 1011, f"the recognizer of {backend.locale} went away: {exc}".encode())
+        return
+    await _relay(client, upstream, backend, traffic)
 
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

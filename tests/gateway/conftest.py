@@ -15,6 +15,7 @@ What stands in for a cluster, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -40,6 +41,9 @@ from speech_recognizer.models import installed_packages
 
 from speech_operator import api
 from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.config import OperatorConfig
+from speech_operator.kube import Kube
+from speech_operator.reconcile import Runtime
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
 
 from kmock._internal import parsing as kmock_parsing
@@ -164,6 +168,9 @@ class Stack:
         self.port = 0
         self.emulator: Emulator | None = None
         self.api: k8s.ApiClient | None = None
+        #: The operator's own client, as tests/controllers.py uses it.
+        self.kube: Kube | None = None
+        self.kubeconfig = tmp / "kubeconfig"
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._started: Future[None] = Future()
@@ -187,25 +194,30 @@ class Stack:
             async with Emulator() as emulator, kmock.Server(emulator):
                 declare(emulator)
                 self.emulator = emulator
-                kubeconfig = self.tmp / "kubeconfig"
-                kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(str(emulator.url).rstrip("/"), {"token": "test-token"})))
+                self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(str(emulator.url).rstrip("/"), {"token": "test-token"})))
                 configuration = k8s.Configuration()
-                await k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+                await k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
+                self.kube = Kube(configuration, user_agent="test-client")
                 async with k8s.ApiClient(configuration) as self.api:
                     self.directory = Directory()
                     watcher = asyncio.create_task(SpeechToTextWatch(self.api, self.directory, [NAMESPACE]).run())
                     try:
-                        app = create_app(self.directory, self.config, resolver=self.dns)
+                        app = create_app(self.directory, self.config, resolver=self.dns, api_client=self.api)
                         async with serving(app, "127.0.0.1", 0, self.config.shutdown_seconds) as self.port:
                             self._started.set_result(None)
                             await self._stop.wait()
                     finally:
                         watcher.cancel()
                         await asyncio.gather(watcher, return_exceptions=True)
+                        await self.kube.close()
         except BaseException as exc:
             if not self._started.done():
                 self._started.set_exception(exc)
             raise
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def call(self, coro: Awaitable[T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)  # type: ignore[arg-type]
@@ -247,6 +259,32 @@ class Stack:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def operator(config: OperatorConfig) -> Iterator[Runtime]:
+    """The real kopf operator, on a loop of its own in a thread, logged in with ``KUBECONFIG`` (set it first)."""
+    import kopf
+
+    import speech_operator.handlers  # noqa: F401  (registers the handlers)
+
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    settings.watching.reconnect_backoff = 0.1
+    settings.networking.request_timeout = 5
+    runtime = Runtime(config=config)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=asyncio.run, name="operator", args=(kopf.operator(
+        settings=settings, standalone=True, namespaces=[NAMESPACE], memo=kopf.Memo(runtime=runtime),
+        stop_flag=stop, ready_flag=ready),))
+    thread.start()
+    try:
+        assert ready.wait(10), "the operator did not start"
+        yield runtime
+    finally:
+        stop.set()
+        thread.join(15)
+        assert not thread.is_alive(), "the operator did not stop"
 
 
 #: The key :data:`OTHER_LOCALE`'s recognizer requires (``ApiKey``), so that key headers are seen to pass.

@@ -64,7 +64,10 @@ def test_a_locale_served_twice_prefers_ready_pods_then_the_name() -> None:
 
 def test_a_backend_is_its_service() -> None:
     body = stt("ko-kr", "ko-KR", ready=3, port=5050)
-    assert Backend.of(body) == Backend(NAMESPACE, "ko-kr", "ko-KR", "http://ko-kr.speech.svc:5050", 3)
+    assert Backend.of(body) == Backend(NAMESPACE, "ko-kr", "ko-KR", "http://ko-kr.speech.svc:5050", 3, False, 1)
+    body["spec"]["autoscaling"] = {"minReplicas": 0}
+    body["status"]["autoscaling"] = {"replicas": 0}
+    assert (Backend.of(body).autoscaled, Backend.of(body).replicas) == (True, 0)
 
 
 def test_a_spec_the_operator_would_refuse_is_not_routed(caplog: pytest.LogCaptureFixture) -> None:

@@ -100,7 +100,7 @@ async def rig() -> AsyncIterator[Rig]:
     app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", upstream.rest)
     async with serving(app, "127.0.0.1", 0, 1) as upstream.port:
         directory = Directory()
-        directory.upsert(speech_to_text("ko-kr", "ko-KR", upstream.port))
+        directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.port), "status": {"readyReplicas": 1}})
         directory.synced = True
         dns = ServiceDNS()
         async with serving(create_app(directory, GatewayConfig(), resolver=dns), "127.0.0.1", 0, 1) as port:
@@ -234,7 +234,7 @@ async def test_a_recognizer_that_cannot_be_reached_is_a_clear_refusal(rig: Rig) 
     with contextlib.closing(__import__("socket").socket()) as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # bound, never listening: connections are refused
-        directory.upsert(speech_to_text("ko-kr", "ko-KR", dead))
+        directory.upsert({**speech_to_text("ko-kr", "ko-KR", dead), "status": {"readyReplicas": 1}})
         async with serving(create_app(directory, GatewayConfig(), resolver=ServiceDNS()), "127.0.0.1", 0) as port:
             async with aiohttp.ClientSession() as client:
                 async with client.post(f"http://127.0.0.1:{port}{REST}", data=b"RIFF") as resp:

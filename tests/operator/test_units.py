@@ -203,13 +203,14 @@ def test_static_manifests_validate(path: str) -> None:
 
 
 def test_rbac_grants_the_operator_and_the_gateway_what_each_uses_and_nothing_more() -> None:
-    """Two ClusterRoles: the operator's, and the gateway's (it only reads SpeechToTexts)."""
+    """Two ClusterRoles: the operator's, and the gateway's (it reads SpeechToTexts, and patches their status.demand)."""
     roles = {d["metadata"]["name"]: d for d in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text()) if d}
     assert sorted(roles) == ["speech-gateway", "speech-operator"]
     assert {r["kind"] for r in roles.values()} == {"ClusterRole"}
     gateway = {(g, r, v) for rule in roles["speech-gateway"]["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
-    assert gateway == {("speech-operator.io", "speechtotexts", v) for v in ("get", "list", "watch")}
+    assert gateway == {*(("speech-operator.io", "speechtotexts", v) for v in ("get", "list", "watch")),
+                       ("speech-operator.io", "speechtotexts/status", "patch")}  # status.demand: wake a locale at zero
     role = roles["speech-operator"]
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}

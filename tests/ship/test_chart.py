@@ -264,7 +264,11 @@ def test_gateway_default_render(helm: Path) -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
     assert container["securityContext"] == RESTRICTED_CONTAINER
     assert pod["terminationGracePeriodSeconds"] == 45
-    assert {"name": "SPEECH_GATEWAY_SHUTDOWN_SECONDS", "value": "30"} in container["env"]
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100"}
+    from speech_operator.gateway import GatewayConfig
+    config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
+    assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
     assert pod["serviceAccountName"] == one(gateway_docs(docs), "ServiceAccount")["metadata"]["name"] == "speech-operator-gateway"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -273,12 +277,13 @@ def test_gateway_default_render(helm: Path) -> None:
     assert not operator_selector.items() <= labels.items(), "the operator's Deployment would select the gateway's pods"
 
 
-def test_gateway_rbac_is_its_own_and_read_only(helm: Path) -> None:
+def test_gateway_rbac_is_its_own_reading_and_asking_for_pods(helm: Path) -> None:
     cluster = helm_template(helm)
     role, binding = one(gateway_docs(cluster), "ClusterRole"), one(gateway_docs(cluster), "ClusterRoleBinding")
     assert role["rules"] == rbac_rules("speech-gateway")
-    assert rbac_rules("speech-gateway") == [{"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"],
-                                             "verbs": ["get", "list", "watch"]}]
+    assert rbac_rules("speech-gateway") == [
+        {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts/status"], "verbs": ["patch"]}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-operator-gateway", "namespace": "speech-operator"}]
     namespaced = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={a,b}", namespace="ops")
@@ -299,6 +304,7 @@ def test_gateway_values(helm: Path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 75
     assert pod["containers"][0]["args"][-1] == "--verbose"
-    assert {"name": "SPEECH_GATEWAY_SHUTDOWN_SECONDS", "value": "60"} in pod["containers"][0]["env"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20"}
     off = helm_template(helm, "--set", "gateway.enabled=false")
     assert not gateway_docs(off)

@@ -1,0 +1,227 @@
+"""A locale at zero pods: the gateway holds its requests, asks the operator for a pod, and forwards
+them once one is ready; past its bounds it refuses clearly.
+
+The wake path end to end: kmock is the API server; the real kopf operator watches it; the gateway
+routes; tests/controllers.py "is the kubelet": when the Deployment's replicas go to 1 it starts a
+real recognizer process (ja-JP: the Korean model under that name, tests/gateway/conftest.py) on
+the SpeechToText's Service port and reports the pod ready once the recognizer's /ready says so, and
+stops it when the replicas go back to 0. Each protocol wakes the locale once: the real Speech SDK,
+REST, /vosk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from speech_operator import api
+from speech_operator.config import OperatorConfig
+from speech_operator.gateway import GatewayConfig
+
+from tests.controllers import Replicas
+from tests.recognizer.test_vosk_ws import stream, texts
+from tests.support import Reference, free_port, read_wav
+from tests.usp.sdk import assert_matches, config, once
+
+from .conftest import NAMESPACE, Recognizer, Stack, operator, speech_to_text, start_recognizer
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+AT_ZERO = {"minReplicas": 0, "maxReplicas": 1, "scaleDownDelaySeconds": 0, "idleSecondsToZero": 300}
+
+
+def get_stt(stack: Stack, name: str) -> dict:
+    return stack.call(stack.objects.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name))
+
+
+# ---- the bounds (no operator: nobody wakes the locale) -----------------------------------------------
+@pytest.fixture
+def asleep(tmp_path: Path) -> Iterator[Stack]:
+    """A locale at zero pods that never wakes; the gateway holds for 2 s, one request at a time."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=2, max_held=1)) as stack:
+        stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
+        stack.routes("ja-JP")
+        yield stack
+
+
+def test_a_held_request_asks_for_a_pod_and_is_refused_past_the_hold(asleep: Stack, speech_wav: Path) -> None:
+    started = time.monotonic()
+    answer = httpx.post(f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(),
+                        headers={"Content-Type": "audio/wav"}, timeout=30)
+    took = time.monotonic() - started
+    assert 2 <= took < 5, took
+    assert (answer.status_code, answer.headers["Retry-After"]) == (503, "10")
+    assert answer.json()["error"] == {"code": "ServiceUnavailable", "message":
+                                      "no recognizer of ja-JP became ready within 2 s; it may still be starting: try again"}
+    demand = get_stt(asleep, "ja-jp")["status"]["demand"]
+    requested = datetime.datetime.fromisoformat(demand["requestedAt"].replace("Z", "+00:00"))
+    assert abs((datetime.datetime.now(datetime.UTC) - requested).total_seconds()) < 10, demand
+    asked = [r for r in list(asleep.emulator) if r.method == "PATCH" and r.subresource == "status"
+             and "demand" in ((r.data or {}).get("status") or {})]
+    assert asked and all(r.params.get("fieldManager") == "speech-gateway" for r in asked), "under the gateway's field manager"
+    assert len(asked) == 1, "asked once: again only every 5 s while it still holds"
+
+
+def test_one_request_past_the_cap_is_refused_at_once(asleep: Stack, speech_wav: Path) -> None:
+    first: dict = {}
+    holder = threading.Thread(target=lambda: first.update(r=httpx.post(
+        f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)))
+    holder.start()
+    asleep.eventually(lambda: asleep.call(_held(asleep)) == 1, 5, "the first request held")
+    started = time.monotonic()
+    second = httpx.post(f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
+    assert time.monotonic() - started < 1
+    assert (second.status_code, second.headers["Retry-After"]) == (503, "5")
+    assert "1 requests already wait for recognizers here (at most 1)" in second.json()["error"]["message"]
+    holder.join()
+    assert first["r"].status_code == 503
+
+
+async def _held(stack: Stack) -> int:
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{stack.http}/metrics")).text
+    return int(float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("speech_gateway_held "))))
+
+
+def test_a_held_stream_keeps_its_keepalive_and_is_closed_with_1013(asleep: Stack) -> None:
+    """Its pings are answered while it waits (a client pinging every 0.3 s with a 0.3 s deadline is
+    not cut off), and past the hold it gets 1013 with the reason."""
+    with connect(f"{asleep.ws}/vosk?language=ja-jp", ping_interval=0.3, ping_timeout=0.3) as ws:
+        ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+        ws.send(b"\0" * 3200)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    frame = closed.value.rcvd
+    assert frame is not None and frame.code == 1013, closed.value
+    assert frame.reason == "no recognizer of ja-JP became ready within 2 s; it may still be starting: try again"
+
+
+# ---- the wake path end to end ------------------------------------------------------------------------
+@dataclass
+class Recognizing:
+    """What stands behind the pod: a real recognizer process on the Service's port."""
+
+    recognizer: Recognizer
+
+    @property
+    def port(self) -> int:
+        return self.recognizer.port
+
+    async def stop(self) -> None:  # the kubelet's SIGTERM: the recognizer drains (nothing runs) and exits
+        self.recognizer.process.terminate()
+        await asyncio.to_thread(self.recognizer.process.wait, 60)
+
+
+@dataclass
+class Woken:
+    stack: Stack
+    pods: Replicas
+
+    def wake_seconds(self) -> tuple[float, float]:
+        """(started -> ready) of the last pod: the recognizer's own start and warm-up."""
+        started = max(t for t, what, _ in self.pods.history if what == "started")
+        ready = max(t for t, what, _ in self.pods.history if what == "ready")
+        return started, ready
+
+    def at_zero(self, timeout: float = 30) -> None:
+        self.stack.eventually(lambda: not self.pods.pods and self.stack.directory.get((NAMESPACE, "ja-jp")).ready_replicas == 0,
+                              timeout, "back at zero pods")
+
+
+@pytest.fixture
+def woken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Woken]:
+    port = free_port()
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=120)) as stack:
+        monkeypatch.setenv("KUBECONFIG", str(stack.kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+        async def start(name: str) -> Recognizing:
+            return Recognizing(start_recognizer(tmp_path, "ja-JP", port=port))
+
+        with operator(OperatorConfig(image="example.test/recognizer", version="1.2.3", autoscale_seconds=0.5)):
+            assert stack.kube is not None
+            pods = Replicas(stack.kube, NAMESPACE, "ja-jp", start)
+            keeper = stack.call(_spawn(pods.run()))
+            try:
+                stack.create(speech_to_text("ja-jp", "ja-JP", port, replicas=0, autoscaling={**AT_ZERO, "idleSecondsToZero": 2}),
+                             ready=0)
+                stack.routes("ja-JP")
+                yield Woken(stack, pods)
+            finally:
+                stack.call(_cancel(keeper), timeout=90)  # its recognizers stopped
+
+
+def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(
+    woken: Woken, speech_wav: Path, speech_ref: Reference, utterances_wav: Path, utterances_ref: Reference,
+) -> None:
+    stack = woken.stack
+    assert not woken.pods.pods, "the locale starts at zero pods"
+
+    # The Speech SDK: its connection is accepted at once and held; its first answer comes late, not as an error.
+    asked = time.monotonic()
+    result = once(config(stack.ws, language="ja-JP"), speech_wav)
+    answered = time.monotonic()
+    assert_matches(result, speech_ref.phrases[0])
+    started, ready = woken.wake_seconds()
+    assert asked < started < ready < answered
+    print(f"\nwake (Speech SDK): first result {answered - asked:.1f} s after the request: pod started after "
+          f"{started - asked:.1f} s, the recognizer's start and warm-up {ready - started:.1f} s, "
+          f"answer {answered - ready:.1f} s after ready")
+    reasons = [e["reason"] for e in stack.call(_events(stack))]
+    assert "WokenUp" in reasons
+    woken.at_zero()
+    assert "ScaledToZero" in [e["reason"] for e in stack.call(_events(stack))]
+
+    # REST: held with its body unread, then forwarded.
+    asked = time.monotonic()
+    answer = httpx.post(f"{stack.http}{REST}?language=ja-JP&format=detailed", content=utterances_wav.read_bytes(),
+                        headers={"Content-Type": "audio/wav"}, timeout=180)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["NBest"][0]["Lexical"] == " ".join(utterances_ref.texts)
+    print(f"wake (REST): answer {time.monotonic() - asked:.1f} s after the request")
+    woken.at_zero()
+
+    # vosk: what the client sent while it waited goes first, in order.
+    pcm, rate, _ = read_wav(utterances_wav)
+    asked = time.monotonic()
+    finals = stream(f"{stack.ws}/vosk?language=ja-JP", pcm, 3200, {"sample_rate": rate})
+    assert texts(finals) == utterances_ref.texts
+    print(f"wake (vosk): last result {time.monotonic() - asked:.1f} s after the request")
+    assert len(woken.pods.started) == 3, "one pod per wake"
+
+
+async def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.create_task(coro)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _events(stack: Stack) -> list[dict]:
+    assert stack.kube is not None
+    listing = await stack.kube.get(f"/api/v1/namespaces/{NAMESPACE}/events")
+    return (listing or {}).get("items", [])
+
+
+def test_a_locale_scaled_to_zero_by_hand_is_refused_at_once(tmp_path: Path, speech_wav: Path) -> None:
+    """Without spec.autoscaling nothing would wake it: no hold, the reason at once."""
+    with Stack(tmp_path) as stack:
+        stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0), ready=0)
+        stack.routes("ja-JP")
+        started = time.monotonic()
+        answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
+        assert time.monotonic() - started < 1
+        assert answer.status_code == 503 and "scaled to 0 replicas and nothing wakes it" in answer.json()["error"]["message"]
