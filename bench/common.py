@@ -136,9 +136,9 @@ class Server(Loopback):
 
 
 @contextlib.contextmanager
-def server(*args: str, ready_timeout: float = 120.0) -> Iterator[Server]:
+def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
-    port = free_port()
+    port = port or free_port()
     log = workdir / "server.log"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "speech_recognizer", "Eula=accept", f"Port={port}",

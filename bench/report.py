@@ -82,6 +82,20 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         t.append((f"operator: {op['objects']} objects converge <= 30 s", f"{conv} s", conv <= 30))
         t.append(("operator: zero writes on a no-op resync", str(op["writes_on_noop_resync"]), op["writes_on_noop_resync"] == 0))
         t.append(("operator: zero writes on a restart with nothing changed", str(op["writes_on_restart"]), op["writes_on_restart"] == 0))
+    g = res.get("gateway")
+    if g and "error" not in g:
+        for route in ("vosk", "usp"):
+            ratios = [r[f"{route}_ratio"] for r in g["throughput"]]
+            t.append((f"{route} through the gateway: throughput >= 0.95x direct (every N)",
+                      f"{route}_ratio {min(ratios)}..{max(ratios)}", min(ratios) >= 0.95))
+        for r in g["latency"]:
+            over = r[f"{r['route']}_p95_over_direct_ms"]
+            t.append((f"{r['route']} through the gateway: p95 reply latency within 5 ms of direct (N={r['n']}, paced)",
+                      f"{over:+} ms ({r['gateway_p95_ms']} vs {r['direct_p95_ms']} ms)", over <= 5))
+        for w in g["wake"]:
+            t.append((f"wake from zero ({w['route']}, recognizer {w['recognizer']}): held connection -> first result "
+                      "(no target; the recognizer's start dominates)",
+                      f"{w['first_result_s']} s, of which the recognizer's start and warm-up {w['recognizer_start_to_ready_s']} s", None))
     return t
 
 
@@ -208,11 +222,32 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{op.get('writes_on_label_change_by_resource')}; requests {op.get('requests_on_label_change_by_method')}",
                   f"- restart with nothing changed: {op['writes_on_restart']} writes {op['writes_on_restart_by_resource']}; "
                   f"requests {op.get('requests_on_restart_by_method')}; quiet {op.get('restart_quiet_after_s')} s after the restart"]
+    g = res.get("gateway")
+    if g and "error" not in g:
+        lines += ["", "## 8. Gateway (one endpoint for every locale)", "",
+                  "The gateway (`bench/gateway_host.py`: the gateway's app, its directory given) in a process of its own, "
+                  "in front of one warm recognizer; the same streams directly and through it, in pairs, the order "
+                  "alternating. Throughput unpaced: `*_ratio` = through / direct audio seconds per second, median of the "
+                  "pairs; `*_gateway_cpu_s_per_audio_s`: the gateway process's CPU per audio second relayed (it shares "
+                  "the machine with the recognizer and the client here).", "",
+                  _table(g["throughput"], ["n", "pairs", "vosk_direct_audio_s_per_s", "vosk_gateway_audio_s_per_s", "vosk_ratio",
+                                           "vosk_gateway_cpu_s_per_audio_s", "usp_direct_audio_s_per_s",
+                                           "usp_gateway_audio_s_per_s", "usp_ratio", "usp_gateway_cpu_s_per_audio_s"]),
+                  "", "Reply latency, paced at 1x (chunk -> its reply; USP: hypotheses), all rounds pooled:", "",
+                  _table(g["latency"], ["route", "n", "rounds", "direct_p50_ms", "gateway_p50_ms", "direct_p95_ms",
+                                        "gateway_p95_ms", "vosk_p95_over_direct_ms", "usp_p95_over_direct_ms"]),
+                  "", "Wake from zero: a stream for a locale with no pod is held; the recognizer is started once the "
+                  "gateway holds it, and the gateway told of the pod once its `/ready` answers 200 (the bench stands in "
+                  "for the operator and kubelet: with them, tests/gateway/test_wake.py measured 0.1 s from the request "
+                  "to the pod's start, and the status plumbing adds about a second). `gateway_and_rest_s`: "
+                  "first result less the recognizer's start.", "",
+                  _table(g["wake"], ["route", "recognizer", "first_result_s", "recognizer_start_to_ready_s", "gateway_and_rest_s"]),
+                  "", f"Gateway RSS (MiB) before and after: {g.get('gateway_rss_mib')}"]
     for name, title, intro, cols in AB_SUITES:
         ab = res.get(name)
         if ab and "rows" in ab:
             lines += ["", title, "", intro, "", _table(ab["rows"], cols)]
-    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator"):
+    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
     bf = res.get("before_fix")

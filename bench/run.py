@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator]``: run, print, write docs/."""
+"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator,gateway]``: run, print, write docs/."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # python bench/run.py
 from bench import common, report  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 
-SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator")
+SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +117,11 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
         result["colocation"] = colocation.suite(audio, [1, 2], pairs=6 if quick else 15, warm_passes=suites.WARM_PASSES)
     elif name == "allocator":
         result["allocator"] = suites.allocator(audio, [1, 2], pairs=6 if quick else 15)
+    elif name == "gateway":
+        from bench import gateway_bench
+
+        result["gateway"] = gateway_bench.suite(audio, [1, 4] if quick else [1, 2, 4, 6], pairs=2 if quick else 4,
+                                                paced_n=4, rounds=2 if quick else 4, quick=quick)
 
 
 if __name__ == "__main__":
