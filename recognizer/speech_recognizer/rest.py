@@ -24,7 +24,7 @@ from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
 from .session import FILE_CHUNK_SECONDS
-from .settings import Settings
+from .settings import Settings, flag
 from .subtitles import SubtitleFormat, from_accept
 from .subtitles import render as subtitles
 from .transcript import Phrase
@@ -105,6 +105,7 @@ async def _recognize(request: Request, mode: str) -> Response:
     check_key(settings.api_key, request.headers, query, websocket=False)
     fmt = answer_format(query.get("format"), request.headers.get("accept", ""))
     profanity = Profanity.parse(query.get("profanity"))
+    word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")
     locale = request_locale(query, engine)
     await engine.registry.aload(locale)  # an unknown language is refused before the body is read
     limit = int(settings.max_audio_seconds * _MAX_BYTES_PER_SECOND) + 4096
@@ -121,8 +122,8 @@ async def _recognize(request: Request, mode: str) -> Response:
         fmt,
         profanity,
         empty_duration=audio.seconds,
-        word_timings=query.get("wordLevelTimestamps", "").lower() == "true",
-        word_confidence=query.get("wordLevelConfidence", "").lower() == "true",
+        word_timings=word_timings,
+        word_confidence=word_confidence,
     ))
 
 

@@ -1,9 +1,16 @@
-"""Azure-style settings, parsed in one place.
+"""Azure-style settings, each declared once.
 
 Settings come as ``Key=Value`` command-line arguments (``Eula=accept``,
 ``Mounts:License=/license``) or as environment variables with ``__`` for ``:``
 (``Mounts__License=/license``). Keys are case-insensitive; arguments win over
-the environment. Every known key is declared once in :data:`KNOWN`.
+the environment.
+
+Every setting is one field of :class:`Settings`, declared with :func:`setting`:
+its key, its type (the field's annotation), its default, its bounds and its help.
+Parsing, ``--help`` (:func:`describe`) and README's settings table
+(:func:`markdown_table`, which a test compares with README) all come from those
+declarations. :func:`boolean` is the one parser of true/false for settings and
+request parameters alike.
 """
 
 from __future__ import annotations
@@ -11,25 +18,18 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import dataclass, field
+import re
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import contract as c
+from .errors import BadValue
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One documented setting."""
-
-    key: str
-    help: str
-    default: str | None = None
-    aliases: tuple[str, ...] = ()
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
@@ -68,43 +68,37 @@ def cpu_count() -> int:
     return min(cpus, limit) if limit else cpus
 
 
-#: Drain:Seconds: default and bounds (the operator passes spec.drainSeconds).
-DRAIN_DEFAULT, DRAIN_MIN, DRAIN_MAX = 30.0, 0.0, 3600.0
+# ---- values ---------------------------------------------------------------------------------------------
 
-KNOWN: tuple[Setting, ...] = (
-    Setting(c.EULA, "Must be 'accept' to serve (the license of the open models and of this server); DownloadModel and DownloadLicense need none."),
-    Setting(c.BILLING, "Billing endpoint URI. Accepted for compatibility with Azure; recorded in usage records."),
-    Setting(c.API_KEY, "When set, every recognition request must carry it (Ocp-Apim-Subscription-Key or Authorization: Bearer)."),
-    Setting(c.MOUNTS_LICENSE, "License folder (Azure compatibility; open models need no license file).", c.DEFAULT_LICENSE_MOUNT),
-    Setting(c.MOUNTS_OUTPUT, "Folder for usage records and disk logs.", c.DEFAULT_OUTPUT_MOUNT),
-    Setting(c.MOUNTS_MODELS, "Folder of Vosk models, one sub-folder per locale (e.g. /models/ko-KR).", c.DEFAULT_MODELS_MOUNT),
-    Setting(c.LOCALE, "Comma-separated locales to load at start (e.g. 'ko-KR'); default: every locale found."),
-    Setting(c.MODEL_URL, "Download URL of a zipped Vosk model for Locale (overrides the catalog)."),
-    Setting(c.MODEL_SHA256, "Expected SHA-256 of the zip at ModelUrl."),
-    Setting(c.MODEL_CATALOG_URL, "Base URL the built-in catalog's file names are fetched from.", "https://alphacephei.com/vosk/models"),
-    Setting(c.MODEL_MAX_SIZE_MB, "Largest model download, zipped and unpacked, in MB; larger is refused before it is unpacked.", "4096"),
-    Setting(c.DOWNLOAD_MODEL, "'True': download the model for Locale into Mounts:Models, verify and unpack it, then exit."),
-    Setting(c.DOWNLOAD_LICENSE, "'True': Azure's license download; open models need none, so it reports that and exits."),
-    Setting(c.DECODER_MAX_COUNT, "Most recognitions decoding at once; more are refused with 503 and Retry-After.", None, ("DECODER_MAX_COUNT",)),
-    Setting(c.WARMUP_COUNT, "Recognizers per locale warmed at start-up, before /ready answers 200 (0: none; at most DecoderMaxCount in all).", "DecoderMaxCount, at most 3 per CPU"),
-    Setting(c.WARMUP_SECONDS, "Seconds of audio each start-up warm-up decodes.", "6"),
-    Setting(c.WARMUP_AUDIO, "Audio file to warm recognizers with (a recording of the speech you serve warms best); default: a built-in speech-like signal."),
-    Setting("MaxAudioSeconds", "Longest audio a REST request may carry, in seconds.", "60"),
-    Setting(c.DRAIN_SECONDS, f"On SIGTERM: seconds running recognitions may take to finish while new ones are refused (/ready 503, WebSocket close 1013, REST 503); then the server exits. 0: close everything at once. {DRAIN_MIN:g} to {DRAIN_MAX:g}.", f"{DRAIN_DEFAULT:g}"),
-    Setting("Host", "Address to listen on.", "0.0.0.0"),
-    Setting("Port", "Port to listen on.", str(c.PORT)),
-    Setting(c.LOG_LEVEL, "Console log level: Trace, Debug, Information, Warning, Error, Critical, None.", "Information"),
-    Setting(c.LOG_DISK_FORMAT, "'json' writes JSON-lines logs into Mounts:Output/logs."),
-    Setting(c.LOG_DISK_MAX_FILE_SIZE, "Largest disk log file in MB before it rotates.", "10"),
-    Setting("HTTP_PROXY", "Proxy for model downloads.", None, ("HTTPS_PROXY",)),
-)
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
-_BY_LOWER: dict[str, Setting] = {}
-for _s in KNOWN:
-    for _name in (_s.key, *_s.aliases):
-        _BY_LOWER[_name.lower()] = _s
 
-_LOG_LEVELS = {
+def boolean(text: str) -> bool:
+    """``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off`` in any case: the recognizer's one boolean parser
+    (settings, REST and Speech SDK query parameters alike). Raises ValueError for anything else."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean: use true or false")
+
+
+def flag(query: Mapping[str, str], name: str) -> bool:
+    """A boolean query parameter (absent: false), read by the recognizer's one boolean parser; a
+    :class:`~speech_recognizer.errors.BadValue` for anything else than true/false, 1/0, yes/no, on/off."""
+    raw = query.get(name)
+    if raw is None or not raw.strip():
+        return False
+    try:
+        return boolean(raw)
+    except ValueError as exc:
+        raise BadValue(f"{name}={raw[:40]!r} is not a boolean: use true or false") from exc
+
+
+#: Console log levels as Azure names them -> Python's.
+LOG_LEVELS = {
     "trace": "DEBUG",
     "debug": "DEBUG",
     "information": "INFO",
@@ -116,41 +110,145 @@ _LOG_LEVELS = {
 }
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"true", "1", "yes", "on"}
+def _log_level(text: str) -> str:
+    try:
+        return LOG_LEVELS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("use one of Trace, Debug, Information, Warning, Error, Critical, None") from None
+
+
+def _locales(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it is read from, what it becomes, and how it is documented."""
+
+    key: str
+    #: The :class:`Settings` field it sets.
+    name: str
+    help: str
+    #: The default as the docs show it.
+    shown: str
+    convert: Callable[[str], Any]
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return c.env_name(self.key)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    key: str
+    help: str
+    shown: str | None
+    minimum: float | None
+    maximum: float | None
+    above: float | None
+    choices: tuple[str, ...]
+    aliases: tuple[str, ...]
+    parse: Callable[[str], Any] | None
+
+
+def setting(
+    key: str,
+    default: Any = None,
+    *,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (),
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """Declare a field of :class:`Settings` as the setting ``key``: its default (or ``factory``, documented as
+    ``shown``), bounds (``minimum``/``maximum`` inclusive, ``above`` exclusive), ``choices``, ``help``, and
+    environment ``aliases``. The field's type says how the value is read, unless ``parse`` says otherwise."""
+    spec = _Spec(key, help, shown, minimum, maximum, above, choices, aliases, parse)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"setting": spec})
+    return field(default=default, metadata={"setting": spec})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Typed settings of one recognizer process."""
+    """Typed settings of one recognizer process; each field that is a setting is declared here, once."""
 
-    eula: str
-    billing: str | None = None
-    api_key: str | None = None
-    license_dir: Path = Path(c.DEFAULT_LICENSE_MOUNT)
-    output_dir: Path = Path(c.DEFAULT_OUTPUT_MOUNT)
-    models_dir: Path = Path(c.DEFAULT_MODELS_MOUNT)
-    locales: tuple[str, ...] = ()
-    model_url: str | None = None
-    model_sha256: str | None = None
-    model_catalog_url: str = "https://alphacephei.com/vosk/models"
-    model_max_size_mb: float = 4096.0
-    download_model: bool = False
-    download_license: bool = False
+    eula: str = setting(c.EULA, "", shown="—", help="must be `accept` to start (`DownloadModel` and `DownloadLicense` need none)")
+    billing: str | None = setting(c.BILLING, help="billing endpoint (Azure compatibility); recorded in usage records")
+    api_key: str | None = setting(
+        c.API_KEY,
+        help="when set, every recognition request must carry it (`Ocp-Apim-Subscription-Key` or `Authorization: Bearer`): "
+        "403 missing, 401 wrong; see [Keys](#keys)",
+    )
+    license_dir: Path = setting(c.MOUNTS_LICENSE, Path(c.DEFAULT_LICENSE_MOUNT), help="license folder (open models need no license file)")
+    output_dir: Path = setting(c.MOUNTS_OUTPUT, Path(c.DEFAULT_OUTPUT_MOUNT), help="usage records (`usage/YYYY-MM.jsonl`) and disk logs")
+    models_dir: Path = setting(c.MOUNTS_MODELS, Path(c.DEFAULT_MODELS_MOUNT), help="Vosk models, one folder per locale (`/models/ko-KR/`)")
+    locales: tuple[str, ...] = setting(c.LOCALE, (), shown="every locale found", parse=_locales, help="comma-separated locales to load at start")
+    model_url: str | None = setting(c.MODEL_URL, help="a zipped Vosk model for `Locale` instead of the catalog's (http or https only)")
+    model_sha256: str | None = setting(c.MODEL_SHA256, parse=lambda v: v.strip().lower(), help="the SHA-256 of the zip at `ModelUrl`")
+    model_catalog_url: str = setting(
+        c.MODEL_CATALOG_URL,
+        "https://alphacephei.com/vosk/models",
+        parse=lambda v: v.strip().rstrip("/"),
+        help="base URL of the built-in catalog's files (a mirror; http or https only)",
+    )
+    model_max_size_mb: float = setting(
+        c.MODEL_MAX_SIZE_MB, 4096.0, above=0, help="largest model download, zipped and unpacked, in MB (10^6 bytes); see [Limits](#limits)"
+    )
+    download_model: bool = setting(
+        c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
+    )
+    download_license: bool = setting(c.DOWNLOAD_LICENSE, False, help="`True`: Azure's license download; reports that none is needed and exits")
     #: 3 per core: what 2 vCPUs were measured to keep strictly real time (docs/benchmarks.md).
-    decoder_max_count: int = field(default_factory=lambda: max(3, 3 * cpu_count()))
-    #: Recognizers per locale warmed at start-up; None: as many as DecoderMaxCount.
-    warmup_count: int | None = None
-    warmup_seconds: float = 6.0
-    warmup_audio: Path | None = None
-    max_audio_seconds: float = 60.0
-    drain_seconds: float = DRAIN_DEFAULT
-    host: str = "0.0.0.0"
-    port: int = c.PORT
-    log_level: str = "INFO"
-    log_disk_json: bool = False
-    log_disk_max_mb: float = 10.0
-    http_proxy: str | None = None
+    decoder_max_count: int = setting(
+        c.DECODER_MAX_COUNT,
+        factory=lambda: max(3, 3 * cpu_count()),
+        shown="3 × cores",
+        minimum=1,
+        aliases=("DECODER_MAX_COUNT",),
+        help="recognitions decoding at once; more get 503 + `Retry-After` (REST), close 1013 (vosk), `TooManyRequests` (SDK)",
+    )
+    #: Recognizers per locale warmed at start-up; None: as many as DecoderMaxCount (:attr:`warmup_recognizers`).
+    warmup_count: int | None = setting(
+        c.WARMUP_COUNT,
+        shown="`DecoderMaxCount`, at most 3 × cores",
+        minimum=0,
+        help="recognizers per locale warmed at start-up, before `/ready` answers 200; `0` turns it off",
+    )
+    warmup_seconds: float = setting(c.WARMUP_SECONDS, 6.0, above=0, help="seconds of audio each warm-up decodes")
+    warmup_audio: Path | None = setting(
+        c.WARMUP_AUDIO,
+        shown="built-in speech-like signal",
+        help="an audio file to warm with instead: a recording of the speech you serve warms best",
+    )
+    max_audio_seconds: float = setting("MaxAudioSeconds", 60.0, above=0, help="longest audio a REST request may carry, in seconds; longer gets 413 (see [Limits](#limits))")
+    drain_seconds: float = setting(
+        c.DRAIN_SECONDS,
+        30.0,
+        minimum=0,
+        maximum=3600,
+        help="on SIGTERM, how long running recognitions may take to finish while new ones are refused (`0`: close "
+        "everything at once); see [Stopping](#stopping-drain-instead-of-cut)",
+    )
+    host: str = setting("Host", "0.0.0.0", help="address to listen on")
+    port: int = setting("Port", c.PORT, minimum=1, maximum=65535, help="port to listen on")
+    log_level: str = setting(
+        c.LOG_LEVEL,
+        "INFO",
+        shown="Information",
+        parse=_log_level,
+        help="`Trace`, `Debug`, `Information`, `Warning`, `Error`, `Critical`, `None`",
+    )
+    log_disk_format: str | None = setting(c.LOG_DISK_FORMAT, choices=("json",), help="`json`: JSON-lines logs in `Mounts:Output/logs/`")
+    log_disk_max_mb: float = setting(c.LOG_DISK_MAX_FILE_SIZE, 10.0, above=0, help="MB per disk log file before it rotates")
+    http_proxy: str | None = setting("HTTP_PROXY", aliases=("HTTPS_PROXY",), help="proxy for model downloads")
+    #: Unknown keys met while parsing, each with the nearest known key.
     warnings: tuple[str, ...] = ()
 
     @property
@@ -166,6 +264,76 @@ class Settings:
     def eula_accepted(self) -> bool:
         return self.eula.strip().lower() == "accept"
 
+    @property
+    def log_disk_json(self) -> bool:
+        return self.log_disk_format == "json"
+
+
+# ---- from the declarations: the table of settings, parsing, docs ------------------------------------------
+
+
+def _converter(key: str, kind: Any, spec: _Spec) -> Callable[[str], Any]:
+    """How a raw value of the setting ``key`` becomes a value of type ``kind`` within ``spec``'s bounds."""
+    if spec.parse is not None:
+        base = spec.parse
+    else:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        target = args[0] if len(args) == 1 else kind
+        base = {bool: boolean, int: int, float: float, Path: Path, str: str}[target]
+
+    def convert(raw: str) -> Any:
+        text = raw.strip()
+        try:
+            value = base(text)
+        except ValueError as exc:
+            if base in (int, float):
+                raise SettingsError(f"{key}={raw!r} is not a number") from None
+            raise SettingsError(f"{key}={raw!r}: {exc}") from None
+        if spec.choices and value.lower() not in spec.choices:
+            raise SettingsError(f"{key}={raw!r}: use {' or '.join(spec.choices)}")
+        if spec.choices:
+            value = value.lower()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{key}={raw!r} is not a finite number")
+        if spec.above is not None and not value > spec.above:
+            raise SettingsError(f"{key}={raw!r} must be greater than {spec.above:g}")
+        if spec.minimum is not None and value < spec.minimum:
+            more = "greater than 0" if spec.minimum == 1 and isinstance(value, int) else f"{spec.minimum:g} or more"
+            raise SettingsError(f"{key}={raw!r} must be {more}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise SettingsError(f"{key}={raw!r} must be at most {spec.maximum:g}")
+        return value
+
+    return convert
+
+
+def _shown(spec: _Spec, default: Any) -> str:
+    if spec.shown is not None:
+        return spec.shown
+    if default is None or default == () or default is MISSING:
+        return "—"
+    if isinstance(default, float) and default.is_integer():
+        return f"{default:g}"
+    return str(default)
+
+
+def _declared() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings)
+    out = []
+    for f in fields(Settings):
+        spec = f.metadata.get("setting")
+        if spec is not None:
+            bounded = spec.minimum is not None and spec.maximum is not None
+            help = spec.help + (f"; from {spec.minimum:g} to {spec.maximum:g}" if bounded else "")
+            out.append(Setting(spec.key, f.name, help, _shown(spec, f.default), _converter(spec.key, hints[f.name], spec), spec.aliases))
+    return tuple(out)
+
+
+#: Every setting, in the order of :class:`Settings`.
+KNOWN: tuple[Setting, ...] = _declared()
+
+_BY_LOWER: dict[str, Setting] = {name.lower(): s for s in KNOWN for name in (s.key, *s.aliases)}
+
 
 def _nearest(key: str) -> str:
     match = difflib.get_close_matches(key.lower(), list(_BY_LOWER), n=1, cutoff=0.5)
@@ -177,90 +345,34 @@ def _collect(args: Iterable[str], environ: Mapping[str, str]) -> tuple[dict[str,
     values: dict[str, str] = {}
     warnings: list[str] = []
     for name, value in environ.items():
-        setting = _BY_LOWER.get(name.replace("__", ":").lower())
-        if setting is not None:
-            values[setting.key] = value
+        found = _BY_LOWER.get(name.replace("__", ":").lower())
+        if found is not None:
+            values[found.key] = value
     for raw in args:
         if "=" not in raw:
             raise SettingsError(f"argument {raw!r} is not Key=Value (for example Eula=accept)")
         name, value = raw.split("=", 1)
         name = name.strip().lstrip("-")
-        setting = _BY_LOWER.get(name.replace("__", ":").lower())
-        if setting is None:
+        found = _BY_LOWER.get(name.replace("__", ":").lower())
+        if found is None:
             near = _nearest(name.replace("__", ":"))
             hint = f"; did you mean {near}?" if near else ""
             warnings.append(f"unknown setting {name!r} ignored{hint}")
             continue
-        values[setting.key] = value
+        values[found.key] = value
     return values, warnings
-
-
-def _number(values: Mapping[str, str], key: str, default: float, cast: Callable[[str], float], *, zero: bool = False) -> float:
-    raw = values.get(key)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        number = cast(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a number") from None
-    if not math.isfinite(number):
-        raise SettingsError(f"{key}={raw!r} is not a finite number")
-    if number < 0 or (number == 0 and not zero):
-        raise SettingsError(f"{key}={raw!r} must be {'0 or more' if zero else 'greater than 0'}")
-    return number
-
-
-def _bounded(values: Mapping[str, str], key: str, default: float, low: float, high: float) -> float:
-    number = _number(values, key, default, float, zero=low == 0)
-    if not low <= number <= high:
-        raise SettingsError(f"{key}={values[key]!r} must be between {low:g} and {high:g}")
-    return number
 
 
 def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
     """Parse ``Key=Value`` arguments and the environment into :class:`Settings`.
 
-    Raises :class:`SettingsError` for malformed values; the EULA is checked by
-    the caller (see :func:`require_eula`) so that tools can inspect settings.
+    An empty value means the default. Raises :class:`SettingsError` for malformed
+    values; the EULA is checked by the caller (see :func:`require_eula`) so that
+    tools can inspect settings.
     """
     values, warnings = _collect(args, os.environ if environ is None else environ)
-    level_raw = values.get(c.LOG_LEVEL, "Information")
-    level = _LOG_LEVELS.get(level_raw.strip().lower())
-    if level is None:
-        raise SettingsError(f"{c.LOG_LEVEL}={level_raw!r}: use one of Trace, Debug, Information, Warning, Error, Critical, None")
-    port = int(_number(values, "Port", c.PORT, int))
-    if port > 65535:
-        raise SettingsError(f"Port={values['Port']!r} must be at most 65535")
-    locales = tuple(p.strip() for p in values.get(c.LOCALE, "").split(",") if p.strip())
-    defaults = Settings(eula="")
-    return Settings(
-        eula=values.get(c.EULA, ""),
-        billing=values.get(c.BILLING) or None,
-        api_key=values.get(c.API_KEY) or None,
-        license_dir=Path(values.get(c.MOUNTS_LICENSE, c.DEFAULT_LICENSE_MOUNT)),
-        output_dir=Path(values.get(c.MOUNTS_OUTPUT, c.DEFAULT_OUTPUT_MOUNT)),
-        models_dir=Path(values.get(c.MOUNTS_MODELS, c.DEFAULT_MODELS_MOUNT)),
-        locales=locales,
-        model_url=values.get(c.MODEL_URL) or None,
-        model_sha256=(values.get(c.MODEL_SHA256) or "").strip().lower() or None,
-        model_catalog_url=values.get(c.MODEL_CATALOG_URL, defaults.model_catalog_url).rstrip("/"),
-        model_max_size_mb=_number(values, c.MODEL_MAX_SIZE_MB, defaults.model_max_size_mb, float),
-        download_model=_truthy(values.get(c.DOWNLOAD_MODEL)),
-        download_license=_truthy(values.get(c.DOWNLOAD_LICENSE)),
-        decoder_max_count=int(_number(values, c.DECODER_MAX_COUNT, defaults.decoder_max_count, int)),
-        warmup_count=None if not values.get(c.WARMUP_COUNT, "").strip() else int(_number(values, c.WARMUP_COUNT, 0, int, zero=True)),
-        warmup_seconds=_number(values, c.WARMUP_SECONDS, defaults.warmup_seconds, float),
-        warmup_audio=Path(values[c.WARMUP_AUDIO]) if values.get(c.WARMUP_AUDIO, "").strip() else None,
-        max_audio_seconds=_number(values, "MaxAudioSeconds", 60.0, float),
-        drain_seconds=_bounded(values, c.DRAIN_SECONDS, DRAIN_DEFAULT, DRAIN_MIN, DRAIN_MAX),
-        host=values.get("Host", "0.0.0.0"),
-        port=port,
-        log_level=level,
-        log_disk_json=values.get(c.LOG_DISK_FORMAT, "").strip().lower() == "json",
-        log_disk_max_mb=_number(values, c.LOG_DISK_MAX_FILE_SIZE, 10.0, float),
-        http_proxy=values.get("HTTP_PROXY") or None,
-        warnings=tuple(warnings),
-    )
+    given = {s.name: s.convert(values[s.key]) for s in KNOWN if values.get(s.key, "").strip()}
+    return Settings(**given, warnings=tuple(warnings))
 
 
 def require_eula(settings: Settings) -> None:
@@ -271,11 +383,26 @@ def require_eula(settings: Settings) -> None:
         )
 
 
+def _plain(text: str) -> str:
+    """Markdown as plain text: no backticks, links as their text."""
+    return re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", text).replace("`", "")
+
+
 def describe() -> str:
-    """A plain-text table of every setting, for ``--help`` and the docs."""
+    """A plain-text table of every setting, for ``--help``."""
     lines = []
     for s in KNOWN:
-        default = f" (default: {s.default})" if s.default else ""
+        default = f" (default: {_plain(s.shown)})" if s.shown != "—" else ""
         alias = f" [env also: {', '.join(s.aliases)}]" if s.aliases else ""
-        lines.append(f"  {s.key:<36} {s.help}{default}{alias}")
+        lines.append(f"  {s.key:<34} {_plain(s.help)}{default}{alias}")
     return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """README's settings table."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for s in KNOWN:
+        key = f"`{s.key}`" + (f" (env also `{'`, `'.join(s.aliases)}`)" if s.aliases else "")
+        default = s.shown if s.shown in ("—",) or "`" in s.shown or " " in s.shown else f"`{s.shown}`"
+        rows.append(f"| {key} | {default} | {s.help} |")
+    return "\n".join(rows)

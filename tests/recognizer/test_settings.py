@@ -173,3 +173,78 @@ def test_cpu_count_follows_the_container_cpu_limit(tmp_path: Path) -> None:
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_limit(v1) is None
     assert cgroup_cpu_limit(tmp_path / "none") is None
+
+
+# ---- each setting declared once (issue 16, design) -------------------------------------------------
+
+
+def test_readme_settings_table_is_the_declared_one() -> None:
+    """README's table is what the declarations give (``settings.markdown_table()``), as ``--help`` is."""
+    from speech_recognizer.settings import markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme, "README's settings table differs from the declarations in settings.py: paste markdown_table()"
+
+
+@pytest.mark.parametrize("setting", [s for s in KNOWN if s.shown.strip("`") and " " not in s.shown and s.shown != "—"], ids=lambda s: s.key)
+def test_the_default_the_docs_show_is_the_default(setting) -> None:
+    """Each default is written once: the value the docs show parses to the value a server gets without the setting."""
+    default = getattr(parse([], environ={}), setting.name)
+    assert getattr(parse([f"{setting.key}={setting.shown.strip('`')}"], environ={}), setting.name) == default
+
+
+@pytest.mark.parametrize(("raw", "value"), [*((t, True) for t in ("true", "True", "1", "yes", "ON")), *((f, False) for f in ("false", "0", "no", "Off"))])
+def test_one_boolean_parser_for_settings_and_every_route(raw: str, value: bool) -> None:
+    """``wordLevelTimestamps=1`` was true over the Speech SDK route and false over REST; three parsers took
+    different spellings. Now settings, REST and the SDK's query read booleans alike."""
+    from speech_recognizer.settings import flag
+    from speech_recognizer.usp.options import Options
+
+    assert parse([f"DownloadModel={raw}"], environ={}).download_model is value
+    assert flag({"wordLevelTimestamps": raw}, "wordLevelTimestamps") is value
+    assert Options.from_query("conversation", {"wordLevelTimestamps": raw}).word_timings is value
+
+
+def test_a_value_that_is_not_a_boolean_is_refused_with_its_name() -> None:
+    from speech_recognizer.errors import BadValue
+    from speech_recognizer.settings import flag
+    from speech_recognizer.usp.options import Options
+
+    with pytest.raises(SettingsError, match="DownloadModel"):
+        parse(["DownloadModel=maybe"], environ={})
+    with pytest.raises(BadValue, match="wordLevelTimestamps"):
+        flag({"wordLevelTimestamps": "maybe"}, "wordLevelTimestamps")
+    with pytest.raises(BadValue, match="wordlevelconfidence"):
+        Options.from_query("conversation", {"wordLevelConfidence": "sure"})
+
+
+def test_word_timestamps_1_over_rest_and_the_sdk_route(server, speech_wav: Path) -> None:
+    import asyncio
+    import uuid
+
+    import httpx
+    from websockets.asyncio.client import connect
+
+    from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+
+    from ..support import read_wav
+
+    path = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed&wordLevelTimestamps=1"
+    rest = httpx.post(server.http + path, content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=60).json()
+    assert rest["NBest"][0]["Words"], rest
+    bad = httpx.post(server.http + path.replace("=1", "=maybe"), content=speech_wav.read_bytes(), timeout=60)
+    assert bad.status_code == 400 and "wordLevelTimestamps" in bad.json()["error"]["message"]
+
+    async def sdk_route() -> dict:
+        pcm, _, _ = read_wav(speech_wav)
+        async with connect(server.ws + path) as ws:
+            rid = uuid.uuid4().hex
+            await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+            for i in range(0, len(pcm), 3200):
+                await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
+            await ws.send(client_audio_frame(rid, b""))
+            while (msg := parse_text(await ws.recv())).path != "speech.phrase":
+                pass
+            return msg.json()
+
+    assert asyncio.run(sdk_route())["NBest"][0]["Words"]

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from .. import contract as c
 from .. import openapi as oa
-from ..auth import AuthError, check_key
+from ..auth import check_key
 from ..errors import Failure, close_args, observe
 from ..serving import DENIED
 from .connection import Connection
@@ -44,11 +44,11 @@ def endpoint(mode: str):
         state = websocket.app.state
         try:
             check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params, websocket=True)
-        except AuthError as exc:
+            options = Options.from_query(mode, websocket.query_params)
+        except Failure as exc:  # refused at the upgrade, with its HTTP status (the SDK reports 401/403 as AuthenticationFailure)
             observe(exc, f"usp/{mode}", state.metrics)
             await _deny(websocket, exc)
             return
-        options = Options.from_query(mode, websocket.query_params)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await Connection(websocket, state.engine, options, state.metrics).run()

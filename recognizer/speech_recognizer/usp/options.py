@@ -8,16 +8,13 @@ from typing import Any, Mapping
 
 from ..audio import PCM, WavFormat
 from ..errors import BadValue
+from ..settings import flag
 from ..results import TICKS_PER_SECOND, OutputFormat, Profanity
 
 #: Modes: ``interactive`` recognizes once; the others are continuous.
 CONTINUOUS_MODES = ("conversation", "dictation")
 #: Azure's default initial-silence timeout for recognize-once.
 DEFAULT_INITIAL_SILENCE = 5.0
-
-
-def _true(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -54,8 +51,8 @@ class Options:
             mode=mode,
             language=q.get("language") or "en-US",
             detailed=q.get("format", "").lower() == "detailed",
-            word_timings=_true(q.get("wordleveltimestamps")),
-            word_confidence=_true(q.get("wordlevelconfidence")),
+            word_timings=flag(q, "wordleveltimestamps"),
+            word_confidence=flag(q, "wordlevelconfidence"),
             profanity=Profanity.lenient(q.get("profanity")) or Profanity.MASKED,
             initial_silence=silence,
         )
