@@ -360,8 +360,6 @@ class AutoscalingStatus(_Model):
     """Decoders per pod, as the pods report them."""
     targetSessionsPerReplica: Annotated[int, Field(ge=1)] | None = None
     """The target in force (spec, or derived from the decoders)."""
-    lastLookTime: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
-    """When the pods were last asked."""
     lowerSince: Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None = None
     """Since when fewer pods would have been enough (scale-down waits scaleDownDelaySeconds from it)."""
     lastDecision: ScaleDecision | None = None

@@ -42,7 +42,8 @@ def _time(value: str | None) -> float | None:
 
 
 def _stamp(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """RFC 3339 to the millisecond (whole seconds would cut up to a second off scaleDownDelaySeconds)."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:
@@ -131,12 +132,23 @@ class Autoscaler:
         if self._http is not None:
             await self._http.close()
 
-    async def look(self, namespace: str, name: str) -> api.SpeechToTextStatus | None:
-        """One look at ``namespace/name``: its pods' sessions, a decision, applied."""
-        return await reconcile(self.runtime, namespace, name, autoscale=self.decide)
+    async def look(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """One look at ``namespace/name`` (``body``: kopf's latest copy of it): its pods' sessions and a
+        decision; a reconcile (which decides again on a fresh copy, under the lock) only when the
+        decision or what it saw changed. A steady look costs the API server one list of pods."""
+        try:
+            stt = api.SpeechToText.model_validate(body)
+        except ValueError:
+            return  # the reconcile says why (InvalidSpec)
+        if stt.spec.autoscaling is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        if await self.decide(stt, act=False) == (stt.status.autoscaling if stt.status else None):
+            return
+        await reconcile(self.runtime, namespace, name, autoscale=self.decide)
 
-    async def decide(self, stt: api.SpeechToText) -> api.AutoscalingStatus:
-        """The new ``status.autoscaling`` of ``stt`` (read afresh under its lock)."""
+    async def decide(self, stt: api.SpeechToText, act: bool = True) -> api.AutoscalingStatus:
+        """The new ``status.autoscaling`` of ``stt`` (under its lock, on a fresh copy, when ``act``:
+        then pods to be removed first are marked)."""
         policy = stt.spec.autoscaling
         assert policy is not None
         now = datetime.datetime.now(datetime.UTC).timestamp()
@@ -151,12 +163,12 @@ class Autoscaler:
         last = before.lastDecision if before else None
         if decision.replicas != current:
             last = api.ScaleDecision(time=_stamp(now), replicas=decision.replicas, previous=current, reason=decision.reason)
-            if decision.replicas < current:
+            if decision.replicas < current and act:
                 await self.mark_deletion_costs(ready, reported)
         log.debug("%s/%s: %s", stt.namespace, stt.name, decision.reason)
         return api.AutoscalingStatus(
             replicas=decision.replicas, sessions=decision.sessions, decoders=decision.decoders,
-            targetSessionsPerReplica=decision.target, lastLookTime=_stamp(now),
+            targetSessionsPerReplica=decision.target,
             lowerSince=_stamp(decision.lower_since) if decision.lower_since is not None else None, lastDecision=last)
 
     async def mark_deletion_costs(self, pods: list[dict[str, Any]], loads: tuple[scaling.PodLoad, ...]) -> None:

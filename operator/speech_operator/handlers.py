@@ -96,11 +96,11 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
-    return bool(spec.get("autoscaling"))
+    return spec.get("autoscaling") is not None  # {} is autoscaling with every default
 
 
 @kopf.daemon(*STT, when=_autoscaled, cancellation_timeout=1)
-async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
+async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo,
                     logger: logging.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
     daemon when ``spec.autoscaling`` goes; ``spec.replicas`` rules again)."""
@@ -110,7 +110,7 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, memo
         while not stopped:
             wake.clear()
             try:
-                await scaler.look(namespace, name)
+                await scaler.look(namespace, name, body)
             except (kube.KubeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
             with contextlib.suppress(TimeoutError):

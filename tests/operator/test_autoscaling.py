@@ -132,6 +132,11 @@ async def test_up_at_once_down_after_the_delay_idle_pods_first(scaled: Scaled) -
     await scaled.becomes(3, timeout=3)
     assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]
     await scaled.ready_pods(3)
+    await asyncio.sleep(0.5)
+    before = len(scaled.cluster.sent("PATCH", "speechtotexts", "en-us", "status")), len(scaled.cluster.sent("PATCH", "deployments", "en-us"))
+    await asyncio.sleep(1.0)  # five looks at a steady load
+    after = len(scaled.cluster.sent("PATCH", "speechtotexts", "en-us", "status")), len(scaled.cluster.sent("PATCH", "deployments", "en-us"))
+    assert after == before, "a look that changes nothing writes nothing"
     status = (await scaled.status())["autoscaling"]
     assert (status["replicas"], status["sessions"], status["decoders"], status["targetSessionsPerReplica"]) == (3, 5, 4, 2)
     assert status["lastDecision"]["reason"] == "5 sessions on 1 pod (target 2 per pod): 1 → 3"
@@ -186,7 +191,22 @@ async def test_without_autoscaling_spec_replicas_rules_again(scaled: Scaled) -> 
     await scaled.becomes(4)  # capped at maxReplicas
     await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us"), {"spec": {"autoscaling": None, "replicas": 2}})
     await scaled.becomes(2)
-    assert "autoscaling" not in await scaled.status()
+
+    async def dropped() -> bool:
+        return "autoscaling" not in await scaled.status()
+    await scaled.cluster.eventually(dropped)
     await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 3}})
     await scaled.becomes(3)
     await scaled.stays(3, 1.0)
+
+
+async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
+    """``autoscaling: {}`` autoscales: min 1, max 10, target four fifths of the decoders reported (4 -> 3)."""
+    body = copy.deepcopy(BODY)
+    body["spec"]["autoscaling"] = {}
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), body)
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    scaled.script.loads["en-us-0"] = (7, 0.0)
+    await scaled.becomes(3)
+    assert (await scaled.status())["autoscaling"]["targetSessionsPerReplica"] == 3
