@@ -57,6 +57,11 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         c = [x["rest_cpu_ratio"] for x in f["rows"] if "rest_cpu_ratio" in x]
         if c:
             t.append(("REST CPU per audio second within 1/0.95 of in-process", f"min rest_cpu_ratio {min(c)}", min(c) >= 0.95))
+    tr = res.get("transcriber")
+    if tr and "rows" in tr:
+        row = tr["rows"][0]
+        t.append(("transcriber files throughput at least the REST route's on the same files (start-up included)",
+                  f"transcriber_ratio {row['transcriber_ratio']} (steady {row['transcriber_steady_ratio']})", row["transcriber_ratio"] >= 1.0))
     m = res.get("memory")
     if m and "error" not in m:
         t.append(("idle session <= 10 MB", f"{m['idle_session_mib_each']} MiB each (50 idle)", m["idle_session_mib_each"] <= 10))
@@ -183,6 +188,11 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "## 2. Files (REST)", "", f"Baseline: {f.get('baseline', 'warm on both sides')}.", "",
                   _table(f["rows"], ["concurrency", "rest_audio_s_per_s", "in_process_audio_s_per_s", "rest_ratio",
                                      "rest_cpu_s_per_audio_s", "in_process_cpu_s_per_audio_s", "rest_cpu_ratio", "rounds"])]
+    tr = res.get("transcriber")
+    if tr and "rows" in tr:
+        lines += ["", "## Files: `speech-recognizer transcribe` vs the REST route", "", f"Baseline: {tr.get('baseline')}.", "",
+                  _table(tr["rows"], ["files", "audio_s", "jobs", "rest_audio_s_per_s", "transcriber_audio_s_per_s",
+                                      "transcriber_ratio", "startup_s", "transcriber_steady_ratio", "rounds"])]
     mm = res.get("memory")
     if mm and "error" not in mm:
         lines += ["", "## 3. Memory (server RSS, MiB)", "",
@@ -247,7 +257,7 @@ def markdown(res: dict[str, Any]) -> str:
         ab = res.get(name)
         if ab and "rows" in ab:
             lines += ["", title, "", intro, "", _table(ab["rows"], cols)]
-    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway"):
+    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
     bf = res.get("before_fix")

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator,gateway]``: run, print, write docs/."""
+"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator,gateway,transcriber]``: run, print, write docs/."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # python bench/run.py
 from bench import common, report  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 
-SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway")
+SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +99,8 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
                                            rounds=2 if quick else 3)
     elif name == "files":
         result["files"] = suites.files(audio, cores, 4 if quick else 8, rounds=2 if quick else 4)
+    elif name == "transcriber":
+        result["transcriber"] = suites.transcriber(cores, 4 if quick else 24, rounds=2 if quick else 3)
     elif name == "memory":
         result["memory"] = suites.memory(audio, 3.0 if quick else 30.0)
     elif name == "overload":

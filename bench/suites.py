@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import wave
+from pathlib import Path
 
 import httpx
 
 from .clients import InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_voices, percentile, pool_counts, server, thread_cpu
+from .common import CHUNK, ROOT, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_voices, percentile, pool_counts, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer
@@ -443,3 +449,71 @@ def allocator(audio: Audio, ns: list[int], pairs: int) -> dict[str, object]:
             rows.append({"n": n, **ab_row(got, "on", "off", "fastbins_off")})
             print("  ", rows[-1], flush=True)
     return {"rows": rows}
+
+
+def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
+    """``speech-recognizer transcribe`` (in-process, ``--jobs cores``) vs the REST route on the same ``files_n`` files.
+
+    The files are different recordings (:func:`make_voices`: other sentences, voices and speeds
+    than the warm-up's), so neither side has decoded them before. The REST side posts every file
+    to a running server (started and warmed as by default), ``cores`` at a time as the transcriber's
+    jobs; the transcriber side is the whole command as a user runs it, its start (Python, the
+    model's load) and its recognizers' first utterances included. ``startup_s`` is the same command
+    on 1 s of silence, so ``transcriber_steady_ratio`` leaves the start out. The sides take turns
+    going first; medians over ``rounds`` rounds, each with a fresh server.
+    """
+    work = Path(tempfile.mkdtemp(prefix="bench-transcriber-"))
+    files = [a.path for a in make_voices(work, files_n)]
+    total = 0.0
+    for path in files:
+        with wave.open(str(path)) as w:
+            total += w.getnframes() / w.getframerate()
+    silence = work / "silence.wav"
+    with wave.open(str(silence), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(32000))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
+
+    def transcribe(paths: list[Path]) -> float:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "speech_recognizer", "transcribe", "--jobs", str(cores), "--output-dir",
+                        str(work / "out"), *map(str, paths)], check=True, env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.monotonic() - t0
+
+    url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+    runs: list[dict[str, float]] = []
+    for k in range(rounds):
+        with server(f"DecoderMaxCount={cores * 4}") as srv:
+
+            async def post_all() -> float:
+                async with httpx.AsyncClient(base_url=srv.http, timeout=600) as client:
+                    queue = list(files)
+                    t0 = time.monotonic()
+
+                    async def one() -> None:
+                        while queue:
+                            r = await client.post(url, content=queue.pop(0).read_bytes(), headers={"Content-Type": "audio/wav"})
+                            assert r.status_code == 200, r.text
+                    await asyncio.gather(*(one() for _ in range(cores)))
+                    return time.monotonic() - t0
+
+            if k % 2 == 0:
+                rest_s, cli_s = asyncio.run(post_all()), transcribe(files)
+            else:
+                cli_s, rest_s = transcribe(files), asyncio.run(post_all())
+        startup = transcribe([silence])
+        runs.append({"rest_s": round(rest_s, 3), "transcriber_s": round(cli_s, 3), "startup_s": round(startup, 3)})
+        print(f"   round {k + 1}/{rounds}: {runs[-1]}, load {loadavg()}", flush=True)
+    rest_s = statistics.median(r["rest_s"] for r in runs)
+    cli_s = statistics.median(r["transcriber_s"] for r in runs)
+    startup = statistics.median(r["startup_s"] for r in runs)
+    row = {"files": files_n, "audio_s": round(total, 1), "jobs": cores, "rounds": rounds,
+           "rest_audio_s_per_s": round(total / rest_s, 2), "transcriber_audio_s_per_s": round(total / cli_s, 2),
+           "transcriber_ratio": round(rest_s / cli_s, 3), "startup_s": round(startup, 2),
+           "transcriber_steady_ratio": round(rest_s / max(cli_s - startup, 1e-6), 3)}
+    print("  ", row, flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"rows": [row], "runs": runs,
+            "baseline": "different recordings neither side decoded before; the REST route on a running server (default start-up "
+                        "warm-up), as many requests at once as the transcriber's --jobs; the transcriber as a user runs it "
+                        "(start-up and its recognizers' first utterances included; steady: less the start-up)"}

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import demo, openapi, rest, service_routes, vosk_ws
+from . import demo, openai_compat, openapi, rest, service_routes, vosk_ws
 from .drain import Drain, DrainMiddleware
 from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
@@ -65,7 +65,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         return http_response(failure)
 
     app = Starlette(
-        routes=[*service_routes.routes(), *demo.routes(), *rest.routes(), *usp_routes(), *vosk_ws.routes()],
+        routes=[*service_routes.routes(), *demo.routes(), *rest.routes(), *openai_compat.routes(), *usp_routes(), *vosk_ws.routes()],
         lifespan=lifespan,
         exception_handlers={500: server_error},
         middleware=[Middleware(DrainMiddleware, drain=drain)],

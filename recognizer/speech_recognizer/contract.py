@@ -40,6 +40,8 @@ RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices
 RECOGNITION_PATHS: Final = tuple(RECOGNITION_PATH_TEMPLATE.format(mode=m) for m in RECOGNITION_MODES)
 #: vosk-server compatible WebSocket route.
 ROUTE_VOSK_WS: Final = "/vosk"
+#: OpenAI's audio transcription route (its clients' ``base_url`` is ``http://host:5000/v1``).
+ROUTE_OPENAI_TRANSCRIPTIONS: Final = "/v1/audio/transcriptions"
 #: The live demo page (microphone -> /vosk) and its scripts below it.
 ROUTE_DEMO: Final = "/demo"
 

@@ -10,6 +10,8 @@ idle, ...); this module answers it, the same way on every route:
 - Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
   reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details);
+- OpenAI-compatible route: :func:`openai_response` — the same status and ``Retry-After`` in the error
+  shape OpenAI's clients read (``{"error": {"message", "type", "param", "code"}}``);
 - :func:`observe` — ``speech_requests_total{status}`` and ``speech_refused_total{reason}``, and
   one log line at the kind's level (a traceback only for :data:`INTERNAL`, a bug of ours).
 
@@ -144,6 +146,15 @@ def http_response(failure: Failure) -> JSONResponse:
     """The REST answer: status, ``{"error": {"code", "message"}}``, and ``Retry-After`` when the kind has one."""
     headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
     return error_response(failure.kind.http, failure.message, headers)
+
+
+def openai_response(failure: Failure) -> JSONResponse:
+    """:func:`http_response` in OpenAI's error shape: ``code`` is the kind's name, ``type`` OpenAI's
+    ``server_error`` (5xx) or ``invalid_request_error``; the openai package raises the error class of the status."""
+    headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
+    kind = "server_error" if failure.kind.http >= 500 else "invalid_request_error"
+    body = {"error": {"message": failure.message, "type": kind, "param": None, "code": failure.kind.name}}
+    return JSONResponse(body, failure.kind.http, headers=headers)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import contract as c
 from . import openapi as oa
+from .admission import Reservation
 from .audio import Audio, AudioError, chunks, decode
 from .auth import check_key
 from .engine import Engine
@@ -30,7 +31,7 @@ from .subtitles import render as subtitles
 from .transcript import Phrase
 
 #: Bytes per second of the largest input we accept (48 kHz, stereo, 32-bit), to cap bodies early.
-_MAX_BYTES_PER_SECOND = 48000 * 2 * 4
+MAX_BYTES_PER_SECOND = 48000 * 2 * 4
 
 
 def request_locale(query: dict[str, str], engine: Engine) -> str:
@@ -74,9 +75,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str) -> list[Phrase]:
-    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces in one decoder hand-off."""
-    async with engine.session(locale, audio.sample_rate, audio.channels, route=route, partials=False) as session:
+async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str, reservation: Reservation | None = None) -> list[Phrase]:
+    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces in one decoder hand-off (on ``reservation``'s decoder)."""
+    async with engine.session(locale, audio.sample_rate, audio.channels, route=route, partials=False, reservation=reservation) as session:
         events = await session.decode(chunks(audio, FILE_CHUNK_SECONDS))
     return [e for e in events if isinstance(e, Phrase)]
 
@@ -108,7 +109,7 @@ async def _recognize(request: Request, mode: str) -> Response:
     word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")
     locale = request_locale(query, engine)
     await engine.registry.aload(locale)  # an unknown language is refused before the body is read
-    limit = int(settings.max_audio_seconds * _MAX_BYTES_PER_SECOND) + 4096
+    limit = int(settings.max_audio_seconds * MAX_BYTES_PER_SECOND) + 4096
     body = await read_body(request, limit)
     ctype = request.headers.get("content-type", "")
     audio = await asyncio.to_thread(lambda: decode(body, ctype, max_seconds=settings.max_audio_seconds))

@@ -60,6 +60,9 @@ print(recognizer.recognize_once().text)</pre>
 <h3 id="rest">REST (short audio, up to {state.settings.max_audio_seconds:g} s)</h3>
 <pre>curl -s -X POST -H "Content-Type: audio/wav" --data-binary @audio.wav \\
   "{html.escape(base)}/speech/recognition/conversation/cognitiveservices/v1?language={html.escape(example)}&amp;format=detailed"</pre>
+<h3 id="openai">OpenAI-compatible (<code>audio.transcriptions</code>)</h3>
+<pre>client = OpenAI(base_url="{html.escape(base)}/v1", api_key="&lt;ApiKey, or anything&gt;")
+print(client.audio.transcriptions.create(model="whisper-1", file=open("audio.wav", "rb"), response_format="srt"))</pre>
 <h3 id="vosk">vosk-server WebSocket</h3><pre>{html.escape(ws_base)}/vosk?language={html.escape(example)}</pre>
 <p>Every route, its parameters, content types, answers and errors, and the WebSocket messages: the
 <a href="{c.ROUTE_SWAGGER}">interactive API reference</a> (Swagger UI, served from here: it works without a network;

@@ -1,0 +1,139 @@
+"""``POST /v1/audio/transcriptions`` with the official ``openai`` package (``OpenAI(base_url=…, api_key=…)``),
+against a real server on loopback: every response format, and errors as OpenAI's clients raise them."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import openai
+import pytest
+import srt
+import webvtt
+from websockets.sync.client import connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.results import lexical
+
+from ..conftest import TEST_KEY, make_settings
+from ..support import Reference, ServerThread
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+TICK = 1e-7
+
+
+def client(server: ServerThread, key: str = TEST_KEY, **options: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.http}/v1", api_key=key, timeout=120, **options)
+
+
+def rest(server: ServerThread, wav: Path, query: str) -> httpx.Response:
+    response = httpx.post(f"{server.http}{REST}?language=ko-KR&{query}", content=wav.read_bytes(),
+                          headers={"Content-Type": "audio/wav", "Ocp-Apim-Subscription-Key": TEST_KEY}, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_every_response_format_with_the_openai_client(keyed_server: ServerThread, utterances_wav: Path,
+                                                      utterances_ref: Reference) -> None:
+    api = client(keyed_server)
+    text = " ".join(lexical(t) for t in utterances_ref.texts)
+
+    as_json = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ko")
+    assert as_json.text == text
+
+    as_text = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format="text")
+    assert as_text.strip() == text
+
+    for fmt in ("srt", "vtt"):
+        subtitles = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format=fmt)
+        assert subtitles == rest(keyed_server, utterances_wav, f"format={fmt}").text, "the same cues as the REST route's"
+    cues = list(srt.parse(api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format="srt")))
+    assert [c.content for c in cues] == [lexical(t) for t in utterances_ref.texts]
+    vtt = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format="vtt")
+    assert [c.text for c in webvtt.from_buffer(io.StringIO(vtt)).captions] == [c.content for c in cues]
+
+    verbose = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ko-KR",
+                                              response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    assert verbose.text == text and verbose.language == "ko-KR"
+    assert verbose.duration == pytest.approx(utterances_wav.stat().st_size / 32000, abs=0.01)
+    # a segment per utterance: in-process Vosk's phrases, spanning their words
+    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+    for segment, phrase in zip(verbose.segments, utterances_ref.phrases):
+        assert segment.start == pytest.approx(phrase.words[0].start, abs=0.001)
+        assert segment.end == pytest.approx(phrase.words[-1].end, abs=0.001)
+        assert segment.avg_logprob <= 0 and segment.no_speech_prob == 0
+    # words: in-process Vosk's, and the REST route's to the tick
+    words = [(w.word, w.start, w.end) for w in verbose.words]
+    utterances_ref.assert_words_match(words)
+    detailed = rest(keyed_server, utterances_wav, "format=detailed&wordLevelTimestamps=true").json()["NBest"][0]["Words"]
+    assert [(w["Word"], w["Offset"], w["Offset"] + w["Duration"]) for w in detailed] == [
+        (word, round(start / TICK), round(end / TICK)) for word, start, end in words]
+
+    only_words = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
+                                                 response_format="verbose_json", timestamp_granularities=["word"])
+    assert only_words.segments is None and [w.word for w in only_words.words] == [w[0] for w in words]
+
+
+def test_errors_are_raised_by_the_client_as_openai_says_them(keyed_server: ServerThread, speech_wav: Path, tmp_path: Path) -> None:
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        client(keyed_server, "not-the-key").audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"))
+    assert wrong.value.status_code == 401
+    assert wrong.value.body["code"] == "auth_wrong" and "wrong key" in wrong.value.body["message"]
+
+    missing = httpx.post(f"{keyed_server.http}/v1/audio/transcriptions", files={"file": speech_wav.read_bytes()}, timeout=60)
+    assert missing.status_code == 403
+    assert missing.json()["error"]["code"] == "auth_missing" and missing.json()["error"]["type"] == "invalid_request_error"
+
+    api = client(keyed_server)
+    with pytest.raises(openai.BadRequestError) as fmt:
+        api.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"), response_format="xml")  # type: ignore[arg-type]
+    assert "response_format='xml'" in fmt.value.body["message"] and fmt.value.body["code"] == "bad_value"
+
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("these are not the sounds you are looking for")
+    with pytest.raises(openai.BadRequestError) as bad:
+        api.audio.transcriptions.create(model="whisper-1", file=not_audio.open("rb"))
+    assert bad.value.body["code"] == "bad_audio"
+
+    with pytest.raises(openai.BadRequestError) as language:
+        api.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"), language="xx")
+    assert language.value.body["code"] == "unknown_locale" and "ko-KR" in language.value.body["message"]
+
+    plain = httpx.post(f"{keyed_server.http}/v1/audio/transcriptions", content=speech_wav.read_bytes(),
+                       headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": "audio/wav"}, timeout=60)
+    assert plain.status_code == 415 and "multipart/form-data" in plain.json()["error"]["message"]
+
+
+@pytest.fixture
+def one_decoder(registry, tmp_path: Path) -> Iterator[ServerThread]:
+    """A server with one decoder and a 4-second audio limit."""
+    settings = make_settings(tmp_path, "DecoderMaxCount=1", "MaxAudioSeconds=4")
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv
+
+
+def test_the_upload_is_bounded_as_the_rest_body_is(one_decoder: ServerThread, speech_wav: Path, utterances_wav: Path) -> None:
+    api = client(one_decoder, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as long:
+        api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"))
+    assert long.value.status_code == 413 and long.value.body["code"] == "too_large"
+
+    big = one_decoder.http + "/v1/audio/transcriptions"
+    huge = httpx.post(big, files={"file": ("big.wav", b"\0" * (5 * 48000 * 2 * 4))}, timeout=60)
+    assert huge.status_code == 413, "a body over the limit is refused while it is read"
+
+    with connect(f"{one_decoder.ws}/vosk?language=ko-KR") as held:  # the only decoder is taken by a stream
+        held.send(json.dumps({"config": {"sample_rate": 16000}}))
+        held.send(b"\0" * 3200)
+        held.recv()
+        with pytest.raises(openai.InternalServerError) as busy:
+            api.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"))
+        assert busy.value.status_code == 503 and busy.value.response.headers["Retry-After"] == "1"
+        assert busy.value.body["code"] == "busy" and busy.value.body["type"] == "server_error"
+        held.send('{"eof" : 1}')
+        held.recv()
+    done = client(one_decoder).audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"))
+    assert done.text
