@@ -252,6 +252,7 @@ async def run(files: Sequence[Path], backend: InProcess | Remote, fmt: str, prof
             bar.close()
             slots.put_nowait(slot)
 
+    names = output_names(files, fmt)
     tasks = [asyncio.ensure_future(one(path)) for path in files]
     failed = 0
     try:
@@ -266,7 +267,7 @@ async def run(files: Sequence[Path], backend: InProcess | Remote, fmt: str, prof
                 failed += 1
                 print(f"speech-recognizer transcribe: {path}: {type(exc).__name__}: {exc}", file=stderr, flush=True)
                 continue
-            _write(path, text, fmt, out_dir, stdout, several=len(files) > 1)
+            _write(path, text, fmt, out_dir / names[path] if out_dir is not None else None, stdout, several=len(files) > 1)
     finally:
         for task in tasks:
             task.cancel()
@@ -274,13 +275,24 @@ async def run(files: Sequence[Path], backend: InProcess | Remote, fmt: str, prof
     return failed
 
 
-def _write(path: Path, text: str, fmt: str, out_dir: Path | None, stdout: TextIO, *, several: bool) -> None:
-    """A transcript into ``out_dir/<name>.<fmt>``, or on stdout: JSON one object a line with its ``File``;
+def output_names(files: Sequence[Path], fmt: str) -> dict[Path, Path]:
+    """Where each file's transcript goes under ``--output-dir``: its path below the files' common folder,
+    with the format's suffix (``a.wav`` and ``more/b.wav`` give ``a.srt`` and ``more/b.srt``), so that two
+    files of the same name in different folders never overwrite each other."""
+    if not files:
+        return {}
+    absolute = [p.resolve() for p in files]
+    common = Path(os.path.commonpath([p.parent for p in absolute]))
+    return {path: full.relative_to(common).with_suffix(f".{fmt}") for path, full in zip(files, absolute)}
+
+
+def _write(path: Path, text: str, fmt: str, target: Path | None, stdout: TextIO, *, several: bool) -> None:
+    """A transcript into ``target``, or on stdout: JSON one object a line with its ``File``;
     other formats under a ``==> file <==`` line when there are several."""
     if fmt == "json":
         text = json.dumps({"File": str(path), **json.loads(text)}, ensure_ascii=False)
-    if out_dir is not None:
-        target = out_dir / f"{path.stem}.{fmt}"
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         return
     if several and fmt != "json":
@@ -303,7 +315,8 @@ def parser() -> argparse.ArgumentParser:
                    "(at most its MaxAudioSeconds each) instead of transcribing here")
     p.add_argument("--key", default=os.environ.get("SPEECH_RECOGNIZER_KEY"),
                    help="the server's ApiKey (default: $SPEECH_RECOGNIZER_KEY)")
-    p.add_argument("--output-dir", "-o", type=Path, help="write <name>.<format> per file here instead of to stdout")
+    p.add_argument("--output-dir", "-o", type=Path, help="write each transcript here instead of to stdout: <name>.<format>, "
+                   "in the sub-folders the files are in below their common folder")
     p.add_argument("--jobs", "-j", type=int, default=cpu_count(), help="files at once (default: the CPUs this process may use)")
     p.add_argument("--profanity", choices=("masked", "removed", "raw"), default="masked", help="as the REST route's profanity option")
     p.add_argument("--models", type=Path, default=Path(os.environ.get(c.env_name(c.MOUNTS_MODELS), c.DEFAULT_MODELS_MOUNT)),

@@ -88,6 +88,12 @@ def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(
     headers = [line for line in done.stdout.splitlines() if line.startswith("==> ")]
     assert headers == [f"==> {folder / 'a.wav'} <==", f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <=="]
 
+    shutil.copy(speech_wav, other / "a.wav")  # the same name as folder/a.wav
+    into = transcribe("--format", "vtt", "--output-dir", str(tmp_path / "out"), str(folder / "a.wav"), str(folder / "sub"), str(other))
+    assert into.returncode == 0, into.stderr
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["in/a.vtt", "in/sub/b.vtt", "other/a.vtt", "other/c.vtt"], "each in its folder, none overwritten"
+
 
 def test_a_progress_bar_on_a_terminal_and_none_when_piped(utterances_wav: Path) -> None:
     piped = transcribe(str(utterances_wav))
