@@ -163,8 +163,8 @@ async def _transcribe(request: Request) -> Response:
             ctype = upload.content_type or ""
         finally:
             await form.close()
-        audio = await asyncio.to_thread(lambda: decode(data, ctype, max_seconds=settings.max_audio_seconds))
-        del data
+        audio = await asyncio.to_thread(decode, data, ctype, max_seconds=settings.max_audio_seconds)
+        del data  # the PCM is all that is kept while it is recognized
         if not audio.pcm:
             raise AudioError("the audio holds no samples")
         phrases = await recognize_audio(engine, locale, audio, ROUTE, reservation)

@@ -8,7 +8,6 @@ Ogg/Opus or FLAC body (chunked allowed). One answer for the whole audio.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
