@@ -145,10 +145,15 @@ class Directory:
     def get(self, key: tuple[str, str]) -> Backend | None:
         return self._backends.get(key)
 
-    async def changed(self, timeout: float | None = None) -> bool:
-        """Wait until a backend changes (or ``timeout`` seconds pass: False)."""
+    def next_change(self) -> asyncio.Event:
+        """Set by the next change of a backend: take it before looking, so that a change made while
+        the caller acts on what it saw is not missed."""
+        return self._changed
+
+    async def changed(self, timeout: float | None = None, since: asyncio.Event | None = None) -> bool:
+        """Wait until a backend changes (after ``since`` was taken, when given), or ``timeout`` seconds pass: False."""
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for((since or self._changed).wait(), timeout)
         except TimeoutError:
             return False
         return True

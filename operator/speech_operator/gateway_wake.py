@@ -69,6 +69,7 @@ class Waker:
         deadline = time.monotonic() + self.hold_seconds
         try:
             while True:
+                change = self.directory.next_change()
                 current = self.directory.get(backend.key)
                 if current is None:
                     raise failures.Failure(f"the SpeechToText {backend.namespace}/{backend.name} of {backend.locale} "
@@ -81,7 +82,7 @@ class Waker:
                 if remaining <= 0:
                     raise failures.Failure(f"no recognizer of {backend.locale} became ready within {self.hold_seconds:g} s; "
                                            "it may still be starting: try again", failures.WAKE_TIMEOUT)
-                await self.directory.changed(timeout=min(remaining, ASK_AGAIN_SECONDS))
+                await self.directory.changed(timeout=min(remaining, ASK_AGAIN_SECONDS), since=change)
         finally:
             self.held -= 1
 

@@ -46,23 +46,11 @@ from speech_operator.kube import Kube
 from speech_operator.reconcile import Runtime
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
 
-from kmock._internal import parsing as kmock_parsing
-
 from tests.operator.conftest import NAMESPACE, Emulator, declare, kubeconfig_for
 from tests.support import free_port
 
 T = TypeVar("T")
 
-
-def _guess_k8s(k8s_path: Any, method: Any, query: dict[str, str], _guess: Any = kmock_parsing.guess_k8s) -> Any:
-    """The official client asks for a watch with ``watch=True`` (Python's spelling); the API server
-    reads booleans as Go's ParseBool does (``true``, ``True``, ``1`` ...), kmock only ``true``."""
-    if query.get("watch") in ("True", "1", "t", "T", "TRUE"):
-        query = {**query, "watch": "true"}
-    return _guess(k8s_path, method, query)
-
-
-kmock_parsing.guess_k8s = _guess_k8s
 #: The second locale, served by the Korean model (only ko-KR's model exists here).
 OTHER_LOCALE = "ja-JP"
 

@@ -225,3 +225,23 @@ def test_a_locale_scaled_to_zero_by_hand_is_refused_at_once(tmp_path: Path, spee
         answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
         assert time.monotonic() - started < 1
         assert answer.status_code == 503 and "scaled to 0 replicas and nothing wakes it" in answer.json()["error"]["message"]
+
+
+async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
+    """The readiness that arrives while the gateway is writing its demand is not missed (it would
+    have waited for its next ask, 5 s later)."""
+    from speech_operator.gateway_directory import Directory
+    from speech_operator.gateway_wake import Waker
+
+    asleep = {**speech_to_text("ja-jp", "ja-JP", 5000, autoscaling=AT_ZERO), "status": {"readyReplicas": 0}}
+    directory = Directory()
+    directory.upsert(asleep)
+
+    class Asking(Waker):
+        async def _ask(self, backend: object) -> None:  # the operator and the pod, quicker than the write
+            directory.upsert({**asleep, "status": {"readyReplicas": 1}})
+
+    started = time.monotonic()
+    backend = await Asking(directory, None, hold_seconds=30).ready(directory.lookup("ja-JP"))
+    assert backend.ready_replicas == 1
+    assert time.monotonic() - started < 1

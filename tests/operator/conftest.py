@@ -152,6 +152,17 @@ def _parse_path(path: str, _parse: Callable[[str], Any] = kmock_parsing.parse_pa
 kmock_parsing.parse_path = _parse_path
 
 
+def _guess_k8s(k8s_path: Any, method: Any, query: dict[str, str], _guess: Callable[..., Any] = kmock_parsing.guess_k8s) -> Any:
+    """The official client asks for a watch with ``watch=True`` (Python's spelling); the API server
+    reads booleans as Go's ParseBool does (``true``, ``True``, ``1`` ...), kmock only ``true``."""
+    if query.get("watch") in ("True", "1", "t", "T", "TRUE"):
+        query = {**query, "watch": "true"}
+    return _guess(k8s_path, method, query)
+
+
+kmock_parsing.guess_k8s = _guess_k8s
+
+
 def declare(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources[STT_RESOURCE] = kmock.ResourceInfo(
         kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),

@@ -246,6 +246,39 @@ def test_operator_never_imports_vosk() -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+def test_every_operator_module_needs_only_the_operator_extra() -> None:
+    """The operator image installs the operator extra only: with the recognizer extra's packages made
+    unimportable, every module of speech_operator (the gateway's and the autoscaler's too) imports,
+    and so do the recognizer modules they use (contract, serving, errors, models)."""
+    import pkgutil
+    import subprocess
+    import sys
+    import tomllib
+
+    import speech_operator
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    only_recognizer = {d.split("[")[0].split(">")[0].split("=")[0].strip().replace("-", "_").lower()
+                       for d in extras["recognizer"]} - {d.split("[")[0].split(">")[0].split("=")[0].strip().replace("-", "_").lower()
+                                                         for d in extras["operator"]}
+    blocked = sorted(only_recognizer | {"soundfile", "multipart", "soxr", "uvloop", "httptools"})
+    modules = sorted(f"speech_operator.{m.name}" for m in pkgutil.iter_modules(speech_operator.__path__) if m.name != "__main__")
+    assert {"speech_operator.gateway", "speech_operator.gateway_wake", "speech_operator.autoscaler"} <= set(modules)
+    code = (
+        "import importlib, importlib.abc, sys\n"
+        f"BLOCKED = {blocked!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'{name} is not in the operator image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vosk" in blocked and "numpy" in blocked and "uvicorn" in blocked
+
+
 def test_policy_images() -> None:
     from speech_operator.policy import image_allowed
     allowed = ("ghcr.io/speech-operator/speech-recognizer", "registry.example/speech/")

@@ -15,6 +15,7 @@ import pytest
 
 from tests import kubelet
 from tests.example_pods import cases, run_example, zip_model
+from tests.gateway_pod import run_gateway_pod
 from tests.operator_pod import run_operator_pod
 
 from . import build_images as bi
@@ -127,3 +128,10 @@ def test_operator_image_reaches_its_watch_loop(operator_image: kubelet.Image, tm
     SpeechToText on kmock (tests/operator_pod.py). It crash-looped before the image had a passwd
     entry for 65532 (kopf's peering identity, getpass.getuser())."""
     print(run_operator_pod(operator_image, bi.OPERATOR_TAG, tmp_path))
+
+
+def test_operator_image_runs_the_gateway(operator_image: kubelet.Image, tmp_path: Path) -> None:
+    """The gateway's Deployment from deploy/base runs the built operator image as a kubelet would
+    (tests/gateway_pod.py): the image carries what the gateway imports (the operator extra: aiohttp,
+    prometheus-client, Starlette for the recognizer's error code, and no Vosk)."""
+    print(run_gateway_pod(operator_image, tmp_path, bi.OPERATOR_TAG))
