@@ -27,7 +27,9 @@ from websockets.asyncio.client import connect
 
 from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
-from .common import CHUNK_S, LOCALE, Audio, percentile
+from speech_recognizer.resampling import Resampler
+
+from .common import LOCALE, Audio, percentile
 
 USP_PATH = "/speech/recognition/conversation/cognitiveservices/v1?language=" + LOCALE
 STRICT_S = 1.0  # strictly real time: every reply and the final result within 1 s
@@ -90,9 +92,10 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
             t0 = time.monotonic()
             lag = []
             chunks = audio.chunks()
+            step = audio.chunk_s
             if paced:  # lock-step: each chunk sent on time, its reply awaited (latency per chunk)
                 for k, chunk in enumerate(chunks):
-                    due = t0 + k * CHUNK_S
+                    due = t0 + k * step
                     if (wait := due - time.monotonic()) > 0:
                         await asyncio.sleep(wait)
                     sent = time.monotonic()
@@ -100,7 +103,7 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
                     reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
                     got = time.monotonic()
                     res.latencies.append(got - sent)
-                    lag.append(((k + 1) * CHUNK_S, got - due))
+                    lag.append(((k + 1) * step, got - due))
                     if reply.get("text"):
                         res.texts.append(reply["text"])
             else:  # as fast as the server takes them: sent without waiting (as the USP client does), replies read meanwhile
@@ -173,7 +176,7 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
                 k = len(sent_at) - 1
                 res.latencies.append(got - sent_at[k])
                 if paced:
-                    lag.append(((k + 1) * CHUNK_S, got - due_at[k]))
+                    lag.append(((k + 1) * audio.chunk_s, got - due_at[k]))
             elif path == "speech.phrase":
                 body = msg.json()
                 status = body.get("RecognitionStatus")
@@ -196,7 +199,7 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
             for k, chunk in enumerate(audio.chunks()):
                 if done.is_set():
                     break
-                due = t0 + k * CHUNK_S
+                due = t0 + k * audio.chunk_s
                 if paced and (wait := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
                 due_at.append(due)
@@ -225,9 +228,14 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
 
 
 class InProcess:
-    """Plain ``KaldiRecognizer`` streams on threads; recognizers are warmed the same way the server's pool is."""
+    """Plain ``KaldiRecognizer`` streams on threads; recognizers are warmed the same way the server's pool is.
 
-    def __init__(self, model: object, rate: int) -> None:
+    Recognizers run at the model's rate (``rate``); a stream at another rate goes through the server's
+    streaming resampler first (:class:`speech_recognizer.resampling.Resampler`, same settings), so both
+    sides decode the same samples.
+    """
+
+    def __init__(self, model: object, rate: int = 16000) -> None:
         self.model = model
         self.rate = rate
         self._idle: list[object] = []
@@ -255,15 +263,19 @@ class InProcess:
         res = StreamResult("in-process", audio.seconds)
         time.sleep(delay)
         rec = self._recognizer()
+        resample = Resampler(audio.rate, self.rate)
         t0 = time.monotonic()
         last = ""
         for k, chunk in enumerate(audio.chunks()):
-            due = t0 + k * CHUNK_S
+            due = t0 + k * audio.chunk_s
             if paced and (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             start = time.monotonic()
             partial = None
-            if rec.AcceptWaveform(chunk):
+            samples = resample(chunk)
+            if not samples:
+                pass
+            elif rec.AcceptWaveform(samples):
                 rec.Result()
                 last = ""
             elif partials:
@@ -271,12 +283,14 @@ class InProcess:
             got = time.monotonic()
             res.latencies.append(got - start)
             if paced:
-                res.lag.append(((k + 1) * CHUNK_S, got - due))
+                res.lag.append(((k + 1) * audio.chunk_s, got - due))
                 text = json.loads(partial).get("partial", "").strip() if partial else ""
                 if text and text != last:  # the server sends a USP hypothesis for this chunk
                     res.changed_latencies.append(got - start)
                     last = text
         eof = time.monotonic()
+        if tail := resample(b"", last=True):
+            rec.AcceptWaveform(tail)
         rec.FinalResult()
         res.final_latency = time.monotonic() - eof
         res.wall_s = time.monotonic() - t0
@@ -285,11 +299,13 @@ class InProcess:
         self._give(rec)
         return res
 
-    def warm(self, audio: Audio, n: int, passes: int = 1, *, partials: bool = True) -> None:
-        """Leave ``n`` warm recognizers idle, each having decoded ``audio`` ``passes`` times, as the runs do
-        (on ``n`` threads, with or without intermediate results: computing those is warmed up too)."""
+    def warm(self, audio: Audio | list[Audio], n: int, passes: int = 1, *, partials: bool = True) -> None:
+        """Leave ``n`` warm recognizers idle, each having decoded ``audio`` (stream ``i``: ``audio[i]`` of a list)
+        ``passes`` times, as the runs do (on ``n`` threads, with or without intermediate results: computing
+        those is warmed up too)."""
+        each = audio if isinstance(audio, list) else [audio] * n
         for _ in range(passes):
-            self._threads(n, lambda i: self.stream(audio, paced=False, partials=partials))
+            self._threads(n, lambda i: self.stream(each[i % len(each)], paced=False, partials=partials))
 
     @staticmethod
     def _threads(n: int, fn: Callable[[int], object]) -> float:
@@ -324,7 +340,7 @@ class InProcess:
         each = audio if isinstance(audio, list) else [audio] * n
 
         def one(i: int) -> None:
-            results[i] = self.stream(each[i], paced=paced, delay=i * stagger)
+            results[i] = self.stream(each[i % len(each)], paced=paced, delay=i * stagger)
 
         wall = self._threads(n, one)
         return [r for r in results if r is not None], wall

@@ -37,8 +37,14 @@ def percentile(values: list[float], q: float) -> float:
     return s[k]
 
 
+#: The largest audio frame a Speech SDK client sends (and the server takes).
+MAX_FRAME_BYTES = 8192
+
+
 @dataclass
 class Audio:
+    """16-bit mono PCM at ``rate``, sent in chunks of :attr:`chunk_s` seconds."""
+
     pcm: bytes
     rate: int
     path: Path
@@ -47,8 +53,14 @@ class Audio:
     def seconds(self) -> float:
         return len(self.pcm) / 2 / self.rate
 
+    @property
+    def chunk_s(self) -> float:
+        """100 ms (the Speech SDK's chunk), or 50 ms where 100 ms would not fit a USP audio frame (44.1/48 kHz)."""
+        return CHUNK_S if 2 * int(self.rate * CHUNK_S) <= MAX_FRAME_BYTES else CHUNK_S / 2
+
     def chunks(self) -> list[bytes]:
-        return [self.pcm[i : i + CHUNK] for i in range(0, len(self.pcm), CHUNK)]
+        size = 2 * int(self.rate * self.chunk_s)
+        return [self.pcm[i : i + size] for i in range(0, len(self.pcm), size)]
 
 
 def make_audio(workdir: Path) -> Audio:
@@ -68,22 +80,34 @@ OTHER_SENTENCES = (
     "학교까지 걸어서 십 분 걸려요", "내일 아침 일찍 일어나야 해요", "음악을 들으면서 공부해요", "병원은 몇 시에 문을 닫아요",
 )
 #: espeak-ng voice variants and speaking rates (words per minute) the recordings cycle through.
-VOICES = (("ko", "160"), ("ko+f2", "150"), ("ko+m3", "175"), ("ko+f4", "140"), ("ko+m1", "185"), ("ko+f1", "165"))
+VOICES = (("ko", "160"), ("ko+f2", "150"), ("ko+m3", "175"), ("ko+f4", "140"), ("ko+m1", "185"), ("ko+f1", "165"),
+          ("ko+m2", "155"), ("ko+f3", "170"))
+#: Input sample rates the recordings cycle through: wideband, telephone, CD.
+RATES = (16000, 8000, 44100)
 
 
-def make_voices(workdir: Path, n: int) -> list[Audio]:
+def make_voices(workdir: Path, n: int, rates: tuple[int, ...] = (16000,)) -> list[Audio]:
     """``n`` different recordings, each four of :data:`OTHER_SENTENCES` (none of the bench audio's) in a voice
-    and at a speed of its own, with 1.5 s of silence around each sentence (12-16 s each)."""
+    and at a speed of its own, at the sample rates of ``rates`` in turn, with 1.5 s of silence around each
+    sentence (12-16 s each). Made with espeak-ng and ``sox -R``: the same every run."""
+    workdir.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
         voice, wpm = VOICES[i % len(VOICES)]
-        picks = [OTHER_SENTENCES[(4 * i + k) % len(OTHER_SENTENCES)] for k in range(4)]
-        parts = [speak(s, workdir / f"v{i}s{k}.wav", voice=voice, wpm=wpm) for k, s in enumerate(picks)]
+        rate = rates[i % len(rates)]
+        picks = [OTHER_SENTENCES[(3 * i + k) % len(OTHER_SENTENCES)] for k in range(4)]
+        parts = [speak(s, workdir / f"v{i}s{k}.wav", voice=voice, wpm=wpm, rate=rate) for k, s in enumerate(picks)]
         wav = concat(parts, workdir / f"voice{i}.wav", gap=1.5)
-        pcm, rate, channels = read_wav(wav)
-        assert channels == 1
+        pcm, got_rate, channels = read_wav(wav)
+        assert channels == 1 and got_rate == rate
         out.append(Audio(pcm, rate, wav))
     return out
+
+
+def make_recordings(workdir: Path, n: int = 16) -> list[Audio]:
+    """The streams' recordings: ``n`` (at least 8) different ones, in voices, speeds and input rates (8, 16,
+    44.1 kHz) of their own; stream ``i`` of a row speaks one of its own."""
+    return make_voices(workdir, max(8, n), RATES)
 
 
 class Sampler:
@@ -256,9 +280,11 @@ def ab_row(got: list[tuple[dict[str, float], dict[str, float]]], a: str, b: str,
 class InProcessWorker:
     """``python -m bench.inprocess`` in a subprocess: warm in-process Vosk recognizers, run on command."""
 
-    def __init__(self, audio: Audio, warm: int, passes: int = 1, *, partials: bool = True) -> None:
+    def __init__(self, audio: Audio | list[Audio], warm: int, passes: int = 1, *, partials: bool = True) -> None:
+        """``audio``: one recording, or one per stream (stream ``i`` of a run speaks ``audio[i]``, cycling)."""
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(audio.path), str(warm), str(passes),
+        paths = ",".join(str(a.path) for a in (audio if isinstance(audio, list) else [audio]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.inprocess", paths, str(warm), str(passes),
                                       "partials" if partials else "no-partials"], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._read()  # {"ready": true}

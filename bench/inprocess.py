@@ -2,7 +2,9 @@
 
 The throughput baseline runs here rather than in the bench process, so that
 each round of the suite compares a fresh server with a fresh baseline process,
-and the bench's own client work never shares a process with it. Commands, one per line:
+and the bench's own client work never shares a process with it. Its first argument
+is one WAV or several, comma-separated: stream ``i`` of a run speaks the ``i``-th
+(cycling). Commands, one per line:
 ``<n>`` runs n unpaced streams at once on n threads and prints
 ``{"wall": s, "cpu": s, "audio": s}``; ``files <n> <count>`` decodes ``count`` files on n
 threads without intermediate results (as the REST route does) and prints the same; ``fastbins on|off``
@@ -29,14 +31,17 @@ def main() -> None:
     from speech_recognizer import heap
     from speech_recognizer.models import ModelRegistry
 
-    wav, warm = Path(sys.argv[1]), int(sys.argv[2])
+    wavs, warm = [Path(p) for p in sys.argv[1].split(",")], int(sys.argv[2])
     passes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     partials = sys.argv[4] != "no-partials" if len(sys.argv) > 4 else True
-    pcm, rate, _ = common.read_wav(wav)
-    audio = common.Audio(pcm, rate, wav)
-    model = ModelRegistry(Path(tempfile.mkdtemp(prefix="bench-inproc-")), ("ko-KR",)).load("ko-KR").model
-    inproc = InProcess(model, rate)
-    inproc.warm(audio, warm, passes, partials=partials)
+    recordings = []
+    for wav in wavs:
+        pcm, rate, _ = common.read_wav(wav)
+        recordings.append(common.Audio(pcm, rate, wav))
+    audio = recordings[0]
+    loaded = ModelRegistry(Path(tempfile.mkdtemp(prefix="bench-inproc-")), ("ko-KR",)).load("ko-KR")
+    inproc = InProcess(loaded.model, loaded.sample_rate)
+    inproc.warm(recordings, warm, passes, partials=partials)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -50,11 +55,12 @@ def main() -> None:
         if cmd.startswith("files "):
             n, count = (int(x) for x in cmd.split()[1:])
             wall = inproc.files(audio, n, count)
-            done = count
+            done = count * audio.seconds
         else:
-            done = n = int(cmd)
-            _, wall = inproc.run(audio, n, paced=False)
-        print(json.dumps({"wall": wall, "cpu": common.cpu_seconds() - c0, "audio": done * audio.seconds}), flush=True)
+            n = int(cmd)
+            _, wall = inproc.run(recordings, n, paced=False)
+            done = sum(recordings[i % len(recordings)].seconds for i in range(n))
+        print(json.dumps({"wall": wall, "cpu": common.cpu_seconds() - c0, "audio": done}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from .clients import InProcess, StreamResult, usp_stream, vosk_stream
-from .common import CHUNK, ROOT, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_voices, percentile, pool_counts, server, thread_cpu
+from .common import CHUNK, ROOT, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_recordings, make_voices, percentile, pool_counts, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer
@@ -24,9 +25,6 @@ ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: 0.15, then 0.09 CPU s per audio s on its second and third pass), which made consecutive measurements
 #: differ by up to 2x; after three they agree to about 10 % (bench/notes.md).
 WARM_PASSES = 3
-STAGGER_S = 0.37  # staggered starts: stream i starts i * 0.37 s later (off the 100 ms chunk grid)
-#: Streams of the row where each stream speaks a recording of its own (the target's "6 started together").
-DIFFERENT_N = 6
 
 
 def _agg(results: list[StreamResult]) -> dict[str, object]:
@@ -52,98 +50,103 @@ def _p95_over_vosk(row: dict[str, object], base_row: dict[str, object]) -> float
 
 
 async def _gather(route: str, ws: str, audio: Audio | list[Audio], n: int, *, paced: bool, stagger: float) -> tuple[list[StreamResult], float]:
-    """``n`` streams of ``route`` at once (stream ``i`` speaks ``audio[i]`` when given a list); results and wall time."""
+    """``n`` streams of ``route`` at once (stream ``i`` speaks ``audio[i]``, cycling, when given a list); results and wall time."""
     each = audio if isinstance(audio, list) else [audio] * n
     t0 = time.monotonic()
-    results = await asyncio.gather(*(ROUTES[route](ws, each[i], paced=paced, delay=i * stagger) for i in range(n)))
+    results = await asyncio.gather(*(ROUTES[route](ws, each[i % len(each)], paced=paced, delay=i * stagger) for i in range(n)))
     return list(results), time.monotonic() - t0
 
 
-def streams(audio: Audio, model: object, ns: list[int], *, stagger_ns: list[int], cold_n: int, rounds: int) -> dict[str, object]:
-    """Paced real-time streams over both WebSocket routes vs in-process Vosk; then unpaced throughput."""
+#: Labels of the paced rows' audio.
+DIFFERENT, IDENTICAL = "a recording per stream", "the same recording (extra)"
+
+
+def _paced_row(route: str, n: int, start: str, audio: str, results: list[StreamResult], load_before: list[float],
+               sampler: Sampler | None = None, built: float | None = None) -> dict[str, object]:
+    row: dict[str, object] = {"route": route, "n": n, "start": start, "audio": audio, **_agg(results)}
+    if sampler is not None:
+        row.update(sampler.summary())
+    if built is not None:
+        row["recognizers_built"] = int(built)
+    row["loadavg_before"], row["loadavg_after"] = load_before, loadavg()
+    print("  ", row, flush=True)
+    return row
+
+
+def streams(audio: Audio, model: object, ns: list[int], *, cold_n: int, rounds: int, pairs: int = 3,
+            identical_ns: list[int] | None = None) -> dict[str, object]:
+    """Paced real-time streams over both WebSocket routes and in-process Vosk, each stream speaking a recording
+    of its own (:func:`~bench.common.make_recordings`: voices, speeds, 8/16/44.1 kHz); then unpaced throughput.
+
+    1. A freshly started server, ``cold_n`` streams started together as soon as ``/ready`` says 200 (without
+       and with the start-up warm-up).
+    2. For each N of ``ns``: N streams started together, in-process, then on each route, all three on the same
+       N recordings, which no recognizer of that side has decoded before (rows take the next recordings of
+       the list in turn, and each route has a server of its own). Every side starts warmed by one unpaced
+       pass of the bench audio on max(ns) streams.
+    3. A labelled extra: the bench audio on every stream (the best case: every recognizer has decoded it).
+    """
+    recordings = make_recordings(audio.path.parent / "recordings")
     rows: list[dict[str, object]] = []
     lag_over_time: dict[str, list] = {}
-    cap = max(ns) + 2
-    inproc = InProcess(model, audio.rate)
-    # a freshly started server: every recognizer new (no warm-up), then as started by default
-    with server(f"DecoderMaxCount={cap}", "Warmup:Count=0") as srv:
-        with Sampler(srv.pid) as smp:
-            res, _ = asyncio.run(_gather("vosk", srv.ws, audio, cold_n, paced=True, stagger=0.0))
-        rows.append({"route": "vosk", "n": cold_n, "start": "together (fresh server, no warm-up)", **_agg(res), **smp.summary()})
-        print("  ", rows[-1])
-    t0 = time.monotonic()
-    with server(f"DecoderMaxCount={cap}") as srv:
-        ready_s = round(time.monotonic() - t0, 1)
-        with Sampler(srv.pid) as smp:
-            res, _ = asyncio.run(_gather("vosk", srv.ws, audio, cold_n, paced=True, stagger=0.0))
-        rows.append({"route": "vosk", "n": cold_n, "start": f"together (fresh server, start-up warm-up, ready in {ready_s} s)",
-                     **_agg(res), **smp.summary()})
-        print("  ", rows[-1])
-        # warm the server's pool as any traffic does, and the in-process recognizers the same way
-        asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
+    cap = max(max(ns), cold_n) + 2
+    for label, args in (("no warm-up", ("Warmup:Count=0",)), ("start-up warm-up", ())):
+        t0 = time.monotonic()
+        with server(f"DecoderMaxCount={cap}", *args) as srv:
+            ready_s = round(time.monotonic() - t0, 1)
+            load, built = loadavg(), pool_counts(srv)["built"]
+            with Sampler(srv.pid) as smp:
+                res, _ = asyncio.run(_gather("vosk", srv.ws, recordings[:cold_n], cold_n, paced=True, stagger=0.0))
+            rows.append(_paced_row("vosk", cold_n, f"together, fresh server, {label}, ready in {ready_s} s", DIFFERENT, res, load,
+                                   smp, pool_counts(srv)["built"] - built))
+    inproc = InProcess(model)
+    with contextlib.ExitStack() as stack:
+        servers = {route: stack.enter_context(server(f"DecoderMaxCount={cap}")) for route in ROUTES}
+        for srv in servers.values():
+            asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
         inproc.warm(audio, max(ns))
+        taken = 0
         for n in ns:
-            base, _ = inproc.run(audio, n, paced=True)
-            base_row = {"route": "in-process", "n": n, "start": "together", **_agg(base)}
+            each = [recordings[(taken + i) % len(recordings)] for i in range(n)]
+            taken += n
+            load = loadavg()
+            base, _ = inproc.run(each, n, paced=True)
+            base_row = _paced_row("in-process", n, "together", DIFFERENT, base, load)
             rows.append(base_row)
-            print("  ", base_row)
-            for route in ROUTES:
-                for start, stagger in (("together", 0.0), ("staggered", STAGGER_S)):
-                    if start == "staggered" and n not in stagger_ns:
-                        continue
-                    with Sampler(srv.pid) as smp:
-                        res, _ = asyncio.run(_gather(route, srv.ws, audio, n, paced=True, stagger=stagger))
-                    row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary(), "loadavg_after": loadavg()}
-                    row["p95_over_vosk_ms"] = _p95_over_vosk(row, base_row)
-                    rows.append(row)
-                    print("  ", row)
-                    if start == "together":
-                        worst = max(res, key=lambda r: r.max_lag)
-                        lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
+            for route, srv in servers.items():
+                load, built = loadavg(), pool_counts(srv)["built"]
+                with Sampler(srv.pid) as smp:
+                    res, _ = asyncio.run(_gather(route, srv.ws, each, n, paced=True, stagger=0.0))
+                row = _paced_row(route, n, "together", DIFFERENT, res, load, smp, pool_counts(srv)["built"] - built)
+                row["p95_over_vosk_ms"] = _p95_over_vosk(row, base_row)
+                rows.append(row)
+                worst = max(res, key=lambda r: r.max_lag)
+                lag_over_time[f"{route}-n{n}"] = [(t, round(1000 * v, 1)) for t, v in worst.lag]
+        for n in identical_ns if identical_ns is not None else ns:
+            load = loadavg()
+            base, _ = inproc.run(audio, n, paced=True)
+            base_row = _paced_row("in-process", n, "together", IDENTICAL, base, load)
+            rows.append(base_row)
+            for route, srv in servers.items():
+                load = loadavg()
+                with Sampler(srv.pid) as smp:
+                    res, _ = asyncio.run(_gather(route, srv.ws, audio, n, paced=True, stagger=0.0))
+                row = _paced_row(route, n, "together", IDENTICAL, res, load, smp)
+                row["p95_over_vosk_ms"] = _p95_over_vosk(row, base_row)
+                rows.append(row)
     strict: dict[str, int] = {}
-    for route in ROUTES:
-        ok = [r["n"] for r in rows if r["route"] == route and r["strict"] and r["start"] in ("together", "staggered")]
-        bad = [r["n"] for r in rows if r["route"] == route and not r["strict"] and r["start"] in ("together", "staggered")]
-        strict[route] = max((n for n in ok if all(b > n for b in bad)), default=0)
-    different = different_audio(audio, model, DIFFERENT_N, cap, warm_n=max(ns))
-    rows.extend(different)
-    return {"paced": rows, "throughput": throughput_rounds(audio, ns, rounds), "largest_strict_n": strict,
-            "different_audio_strict": {r["route"]: r["strict"] for r in different if r["route"] in ROUTES},
+    for side in ("in-process", *ROUTES):
+        mine = [r for r in rows if r["route"] == side and r["audio"] == DIFFERENT and r["start"] == "together"]
+        bad = [r["n"] for r in mine if not r["strict"]]
+        strict[side] = max((r["n"] for r in mine if r["strict"] and all(b > r["n"] for b in bad)), default=0)  # type: ignore[operator]
+    return {"paced": rows, "throughput": throughput_rounds(recordings[:8], ns, rounds, pairs), "largest_strict_n": strict,
+            "recordings": [{"path": r.path.name, "rate": r.rate, "seconds": round(r.seconds, 2)} for r in recordings],
             "lag_over_time_ms": lag_over_time}
 
 
-def different_audio(audio: Audio, model: object, n: int, cap: int, *, warm_n: int) -> list[dict[str, object]]:
-    """``n`` paced streams started together, each speaking a recording of its own (other sentences, voices and
-    speeds than the bench audio, :func:`~bench.common.make_voices`), on each route and in-process.
-
-    The rows above replay one recording, which every recognizer has decoded before: the best case. Here the
-    words are new to every recognizer, which expands its decoding graph as it goes (the engine's cost of a
-    first utterance). Each side starts as warm as the other and sees these recordings once: a fresh
-    in-process set and, per route, a fresh server, each warmed by one unpaced pass of the bench audio on
-    ``warm_n`` streams (the server's start-up warm-up comes on top, as it does for any deployment).
-    """
-    voices = make_voices(audio.path.parent, n)
-    start = "together, different audio per stream"
-    inproc = InProcess(model, audio.rate)
-    inproc.warm(audio, warm_n)
-    base, _ = inproc.run(voices, n, paced=True)
-    base_row = {"route": "in-process", "n": n, "start": start, **_agg(base)}
-    rows = [base_row]
-    print("  ", base_row)
-    for route in ROUTES:
-        with server(f"DecoderMaxCount={cap}") as srv:
-            asyncio.run(_gather("vosk", srv.ws, audio, warm_n, paced=False, stagger=0.0))
-            with Sampler(srv.pid) as smp:
-                res, _ = asyncio.run(_gather(route, srv.ws, voices, n, paced=True, stagger=0.0))
-        row = {"route": route, "n": n, "start": start, **_agg(res), **smp.summary(), "loadavg_after": loadavg()}
-        row["p95_over_vosk_ms"] = _p95_over_vosk(row, base_row)
-        rows.append(row)
-        print("  ", row)
-    return rows
-
-
-def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) -> dict[str, object]:
-    """Unpaced streams (sent as fast as the server takes them) vs in-process Vosk at equal concurrency.
+def throughput_rounds(recordings: list[Audio], ns: list[int], rounds: int, pairs: int = 3) -> dict[str, object]:
+    """Unpaced streams (sent as fast as the server takes them) vs in-process Vosk at equal concurrency; stream ``i``
+    speaks ``recordings[i]`` (cycling) on both sides.
 
     Each of ``rounds`` rounds starts a fresh server and a fresh in-process worker (the same code
     can run at a different speed in another process), both warmed with :data:`WARM_PASSES`
@@ -156,25 +159,27 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
     """
     got: dict[int, dict[str, list[tuple[dict[str, float], dict[str, float]]]]] = {n: {r: [] for r in ROUTES} for n in ns}
     for k in range(rounds):
-        with server(f"DecoderMaxCount={max(ns) + 2}") as srv, InProcessWorker(audio, max(ns), WARM_PASSES) as worker:
+        with server(f"DecoderMaxCount={max(ns) + 2}") as srv, InProcessWorker(recordings, max(ns), WARM_PASSES) as worker:
             for _ in range(WARM_PASSES):  # warm, as the worker is
-                asyncio.run(_gather("vosk", srv.ws, audio, max(ns), paced=False, stagger=0.0))
+                asyncio.run(_gather("vosk", srv.ws, recordings, max(ns), paced=False, stagger=0.0))
             for n in ns:
                 for j in range(pairs):
                     # the routes take turns going first: the first run at a new N meets the pool as the runs
                     # before left it (e.g. a recognizer that retired there, replaced in the background)
                     for route in list(ROUTES)[:: 1 if (k + j) % 2 == 0 else -1]:
+                        load = loadavg()
                         base = worker.run(n)
                         inproc = {"audio_s_per_s": base["audio"] / base["wall"], "cpu_s_per_audio_s": base["cpu"] / base["audio"]}
                         p0 = pool_counts(srv)
                         c0, l0 = cpu_seconds(srv.pid), thread_cpu(srv.pid)[srv.pid]
-                        res, wall = asyncio.run(_gather(route, srv.ws, audio, n, paced=False, stagger=0.0))
+                        res, wall = asyncio.run(_gather(route, srv.ws, recordings, n, paced=False, stagger=0.0))
                         total, loop = cpu_seconds(srv.pid) - c0, thread_cpu(srv.pid)[srv.pid] - l0  # the main thread runs the event loop
                         pool = {name: v - p0[name] for name, v in pool_counts(srv).items()}
                         done = sum(r.audio_s for r in res if r.ok) or float("nan")
                         got[n][route].append((inproc, {"audio_s_per_s": done / wall, "cpu_s_per_audio_s": total / done,
                                                        "loop_cpu_s_per_audio_s": loop / done, "decoder_cpu_s_per_audio_s": (total - loop) / done,
-                                                       "recognizers_built": pool["built"], "recognizers_retired": pool["retired"]}))
+                                                       "recognizers_built": pool["built"], "recognizers_retired": pool["retired"],
+                                                       "loadavg_before": load, "loadavg_after": loadavg()}))
             print(f"   round {k + 1}/{rounds} done, load {loadavg()}", flush=True)
 
     rows = []
@@ -192,6 +197,8 @@ def throughput_rounds(audio: Audio, ns: list[int], rounds: int, pairs: int = 3) 
             row[f"{route}_loop_cpu_pct_of_decoders"] = round(statistics.median(100 * sv["loop_cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for _, sv in ps), 1)
             row[f"{route}_decoder_cpu_ratio"] = round(statistics.median(ip["cpu_s_per_audio_s"] / sv["decoder_cpu_s_per_audio_s"] for ip, sv in ps), 3)
             row[f"{route}_recognizers_built"] = int(sum(sv["recognizers_built"] for _, sv in ps))
+        loads = [sv["loadavg_before"][0] for route in ROUTES for _, sv in got[n][route]]
+        row["loadavg_1min_min_max"] = [min(loads), max(loads)]
         rows.append(row)
         print("  ", row, flush=True)
     spread = [round(ip["cpu_s_per_audio_s"], 4) for route in ROUTES for ip, _ in got[ns[0]][route]]
