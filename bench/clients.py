@@ -87,7 +87,8 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
     res = StreamResult("vosk", audio.seconds)
     await asyncio.sleep(delay)
     try:
-        async with connect(f"{ws_base}/vosk?language={LOCALE}", max_size=1 << 20, open_timeout=30, additional_headers=headers) as ws:
+        async with connect(f"{ws_base}/vosk?language={LOCALE}", max_size=1 << 20, open_timeout=30, additional_headers=headers,
+                           ping_interval=None) as ws:  # no pong deadline: a pong waits behind audio sent ahead (as on the server)
             await ws.send(json.dumps({"config": {"sample_rate": audio.rate, "words": 1}}))
             t0 = time.monotonic()
             lag = []
@@ -190,7 +191,7 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
                 return
 
     try:
-        async with connect(ws_base + USP_PATH, subprotocols=["USP"], max_size=1 << 20, open_timeout=30) as ws:  # type: ignore[list-item]
+        async with connect(ws_base + USP_PATH, subprotocols=["USP"], max_size=1 << 20, open_timeout=30, ping_interval=None) as ws:  # type: ignore[list-item]
             source = {"type": "Stream", "samplerate": str(audio.rate), "bitspersample": "16", "channelcount": "1"}
             await ws.send(client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}}))
             await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": LOCALE}}))
