@@ -67,6 +67,13 @@ def real_server_for(audio: Audio | None, *args: str, headers: dict[str, str] | N
         yield srv
 
 
+def warm(server: Server, audio: Audio) -> None:
+    """Decode ``audio`` once on ``server`` (unpaced), so that the paced stream then takes a recognizer that has
+    decoded it: a new one stalls on its first audio and spends ~4x the CPU on its first utterance."""
+    warmed = asyncio.run(vosk_stream(server.ws, audio, paced=False, timeout=120))
+    assert warmed.ok, warmed.summary()
+
+
 @contextmanager
 def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = None) -> Iterator[Future[StreamResult]]:
     """A ``/vosk`` stream of ``audio`` at 1x real time (``headers`` on its upgrade), in a thread of its own for the block."""

@@ -44,8 +44,9 @@ class Kind:
     http: int
     #: WebSocket close code (RFC 6455: 1002 protocol, 1007 bad data, 1008 policy, 1009 too big, 1011 our error, 1013 try later).
     close: int
-    #: ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn; None: refused at the
-    #: WebSocket upgrade with the HTTP status instead (the SDK reports 401/403 as ``AuthenticationFailure``).
+    #: ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn; None: no such phrase (a key is
+    #: refused at the upgrade with the HTTP status, which the SDK reports as ``AuthenticationFailure``; else the
+    #: close answers).
     usp: str | None
     #: Level of its one log line.
     level: int
@@ -53,6 +54,10 @@ class Kind:
     retry_after: int | None = None
     #: What it means, for the docs.
     doc: str = ""
+    #: The close code on the Speech SDK route, when not :attr:`close` (with ``usp`` None: the close alone answers).
+    #: The SDK reports a close 1007 at once as ``BadRequest`` with the reason; after any other close or error status
+    #: it connects again and sends its unacknowledged audio again, and with a stream that has stopped it then waits.
+    usp_close: int | None = None
 
 
 # ---- the policy: one line per kind ------------------------------------------------------------------
@@ -67,7 +72,7 @@ HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="
 UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a request or its body that did not arrive in time")
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
 AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey")
-IDLE = Kind("idle_timeout", 408, 1008, "BadRequest", INFO, doc="no audio for AudioIdleSeconds: the decoder is given back")
+IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSeconds: the decoder is given back", usp_close=1007)
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)")
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
@@ -162,9 +167,10 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
 
 
-def close_args(failure: Failure) -> tuple[int, str]:
-    """``(code, reason)`` of the WebSocket close frame that answers ``failure``."""
-    return failure.kind.close, close_reason(failure.message)
+def close_args(failure: Failure, *, usp: bool = False) -> tuple[int, str]:
+    """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route)."""
+    kind = failure.kind
+    return (kind.usp_close or kind.close) if usp else kind.close, close_reason(failure.message)
 
 
 def usp_phrase(failure: Failure) -> dict[str, Any]:
@@ -208,6 +214,11 @@ def markdown_table() -> str:
     rows = ["| failure | REST | WebSocket close | Speech SDK | log |", "| --- | --- | --- | --- | --- |"]
     for k in KINDS.values():
         retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
-        sdk = f"`{k.usp}`" if k.usp else f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
+        if k.usp:
+            sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
+        elif k.usp_close:
+            sdk = f"close {k.usp_close} (`BadRequest`)"
+        else:
+            sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
         rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")
     return "\n".join(rows)

@@ -169,9 +169,14 @@ class Session:
         """Decode a chunk of PCM."""
         return (await self.feed_ahead(pcm)).events
 
+    def finish_ahead(self) -> asyncio.Future[list[Event]]:
+        """Queue a flush of the decoder (the client ends an utterance: end of audio, vosk's reset), after the
+        chunks queued before it; returns at once. Audio fed after it goes on in the same stream."""
+        return self.submit(lambda: self._counted(self.recognition.finish()))
+
     async def finish(self) -> list[Event]:
         """Flush the decoder at end of audio."""
-        return await self.submit(lambda: self._counted(self.recognition.finish()))
+        return await self.finish_ahead()
 
     async def decode(self, pieces: Sequence[bytes]) -> list[Event]:
         """Decode a whole recording and flush the decoder, in one job.

@@ -228,6 +228,21 @@ class Settings:
         help="an audio file to warm with instead: a recording of the speech you serve warms best",
     )
     max_audio_seconds: float = setting("MaxAudioSeconds", 60.0, above=0, help="longest audio a REST request may carry, in seconds; longer gets 413 (see [Limits](#limits))")
+    audio_idle_seconds: float = setting(
+        "AudioIdleSeconds",
+        30.0,
+        above=0,
+        help="a WebSocket stream that sends no audio for this long is answered what its audio gave and closed (1008; "
+        "1007 on the Speech SDK route, which the SDK reports as `BadRequest`): an idle client holds no decoder; "
+        "see [Limits](#limits)",
+    )
+    max_session_seconds: float = setting(
+        "MaxSessionSeconds",
+        3600.0,
+        above=0,
+        help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` gets the final result "
+        "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
+    )
     drain_seconds: float = setting(
         c.DRAIN_SECONDS,
         30.0,

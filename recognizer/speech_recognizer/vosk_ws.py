@@ -4,10 +4,13 @@ Served at ``/vosk`` and at ``/`` (where vosk-server clients connect). An
 optional first text message ``{"config": {"sample_rate", "phrase_list",
 "words", "max_alternatives"}}``, then binary 16-bit PCM; every chunk is
 answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``;
-the text ``{"eof" : 1}`` flushes the final result and closes. The locale is
-``?language=`` (default: the only locale served). Audio is read up to
+the text ``{"eof" : 1}`` flushes the final result and closes; ``{"reset" : 1}``
+answers the final result so far and the stream goes on (as vosk-server does). The
+locale is ``?language=`` (default: the only locale served). Audio is read up to
 :data:`~speech_recognizer.session.READ_AHEAD` chunks ahead of the replies, which
-are the same as when the client waits for each.
+are the same as when the client waits for each. A client that sends no audio for
+``AudioIdleSeconds``, or streams longer than ``MaxSessionSeconds``, gets the final
+result of its audio and a close (1008) saying which.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from . import contract as c
 from . import openapi as oa
 from .auth import check_key
+from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, observe
 from .openapi import describe
@@ -96,91 +101,152 @@ def chunk_reply(snapshot: Snapshot, config: VoskConfig) -> dict[str, Any]:
     return {"partial": snapshot.partial_text}
 
 
-async def _send_replies(ws: WebSocket, replies: asyncio.Queue[asyncio.Future[Snapshot] | None], config: VoskConfig) -> Failure | None:
-    """Send each chunk's reply in order as its decoding ends, until ``None``; the failure that stopped it, if any.
+#: What the reply queue holds: a decoding job's future and how its result becomes the reply sent.
+Reply = tuple["asyncio.Future[Any]", Callable[[Any], dict[str, Any]]]
 
-    The receiving side reads ahead (up to :data:`READ_AHEAD` chunks) while this waits.
-    A failed decode closes the connection as the failure policy says; after it, or after
-    the client went away, the rest is drained unsent.
+
+class Conversation:
+    """One vosk-server conversation on an accepted WebSocket.
+
+    Audio is read up to :data:`READ_AHEAD` chunks ahead of the replies; :meth:`_send_replies`
+    sends each reply in order as its decoding ends. The wait for each message is bounded by
+    :class:`~speech_recognizer.deadlines.Deadlines`: a client that sends no audio for
+    ``AudioIdleSeconds``, or whose session reaches ``MaxSessionSeconds``, gets the final result
+    of what it sent and a close with the reason.
     """
-    failure: Failure | None = None
-    while (future := await replies.get()) is not None:
-        try:
-            reply = chunk_reply(await future, config)
-        except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
-            if failure is None:
-                failure = classify(exc)
-                with contextlib.suppress(Exception):  # the client may be gone already
-                    await ws.close(*close_args(failure))
-            continue
-        if failure is not None:
-            continue
-        try:
-            await ws.send_text(json.dumps(reply, ensure_ascii=False))
-        except Exception as exc:  # noqa: BLE001 - the client went away: nobody to answer
-            failure = classify(exc) if isinstance(exc, (WebSocketDisconnect, ConnectionError)) else Failure("the client left", CLIENT_GONE)
-    return failure
 
+    def __init__(self, ws: WebSocket, engine: Engine, locale: str, deadlines: Deadlines) -> None:
+        self.ws = ws
+        self.engine = engine
+        self.locale = locale
+        self.deadlines = deadlines
+        self.config: VoskConfig | None = None
+        self.session: Session | None = None
+        self._session_cm: Any = None
+        self._replies: asyncio.Queue[Reply | None] = asyncio.Queue(READ_AHEAD)
+        self._sender: asyncio.Task[Failure | None] | None = None
 
-async def _serve(ws: WebSocket, engine: Engine, locale: str) -> None:
-    """One conversation; raises the :class:`~speech_recognizer.errors.Failure` that ended it early."""
-    model = await engine.registry.aload(locale)
-    config = VoskConfig(model.sample_rate)
-    session_cm = None
-    session: Session | None = None
-    replies: asyncio.Queue[asyncio.Future[Snapshot] | None] = asyncio.Queue(READ_AHEAD)
-    sender = asyncio.create_task(_send_replies(ws, replies, config))
-    try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                if sender.done() and sender.result() is not None:
-                    raise sender.result()
-                return
-            data = message.get("bytes")
-            text = message.get("text")
-            if text is not None:
+    async def run(self) -> None:
+        """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early."""
+        model = await self.engine.registry.aload(self.locale)
+        self.config = VoskConfig(model.sample_rate)
+        self._sender = asyncio.create_task(self._send_replies())
+        try:
+            while True:
                 try:
-                    parsed = json.loads(text)
-                except ValueError:
-                    raise BadValue("text messages must be JSON: a config or {\"eof\" : 1}") from None
-                if isinstance(parsed, dict) and "config" in parsed:
-                    if session is not None:
-                        raise Failure("config must come before the audio", PROTOCOL_ERROR)
-                    config.update(parsed["config"])
-                    continue
-                if isinstance(parsed, dict) and "eof" in parsed:
-                    if session is None:
-                        await ws.send_text(json.dumps(final_json(None, config.max_alternatives, config.words)))
-                    else:
-                        finishing = asyncio.create_task(session.finish())  # queued behind the last chunk
-                        await replies.put(None)
-                        if (failure := await sender) is not None:
-                            finishing.cancel()
-                            raise failure
-                        phrase = first_phrase(await finishing)
-                        await ws.send_text(json.dumps(final_json(phrase, config.max_alternatives, config.words), ensure_ascii=False))
-                    await ws.close()
+                    message = await self.deadlines.receive(self.ws.receive)
+                except Failure:  # idle, or too long: what was sent is answered, then the close says why
+                    if self.session is not None:
+                        await self._final()
+                    raise
+                if message["type"] == "websocket.disconnect":
+                    if self._sender.done() and self._sender.result() is not None:
+                        raise self._sender.result()
                     return
-                raise BadValue("unknown text message; send a config, audio, or {\"eof\" : 1}")
-            if data is None:
+                if message.get("text") is not None:
+                    if await self._text(message["text"]):
+                        return
+                elif message.get("bytes") is not None:
+                    await self._audio(message["bytes"])
+        finally:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+            if self._session_cm is not None:
+                self.deadlines.session_ended()
+                await self._session_cm.__aexit__(None, None, None)
+
+    async def _audio(self, data: bytes) -> None:
+        config = self.config
+        assert config is not None
+        if self.session is None:
+            self._session_cm = self.engine.session(
+                self.locale,
+                config.sample_rate,
+                route=ROUTE,
+                max_alternatives=config.max_alternatives,
+                words=config.words,
+                phrase_list=config.phrase_list,
+            )
+            self.session = await self._session_cm.__aenter__()
+            self.deadlines.session_started()
+        self.deadlines.owe()
+        await self._replies.put((self.session.feed_ahead(data), lambda snapshot: chunk_reply(snapshot, config)))
+        self.deadlines.heard()
+
+    async def _text(self, text: str) -> bool:
+        """A text message: a config, ``{"reset": 1}`` or ``{"eof": 1}``; True when the conversation is over."""
+        config = self.config
+        assert config is not None
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise BadValue("text messages must be JSON: a config, {\"reset\" : 1} or {\"eof\" : 1}") from None
+        if not isinstance(parsed, dict):
+            raise BadValue("unknown text message; send a config, audio, {\"reset\" : 1} or {\"eof\" : 1}")
+        if "config" in parsed:
+            if self.session is not None:
+                raise Failure("config must come before the audio", PROTOCOL_ERROR)
+            config.update(parsed["config"])
+            return False
+        if "reset" in parsed:  # vosk-server: the final result so far, and the stream goes on
+            self.deadlines.owe()
+            await self._replies.put(self._final_reply())
+            return False
+        if "eof" in parsed:
+            await self._final()
+            await self.ws.close()
+            return True
+        raise BadValue("unknown text message; send a config, audio, {\"reset\" : 1} or {\"eof\" : 1}")
+
+    def _final_reply(self) -> Reply:
+        """The final result of the audio so far (the decoder flushed, after the chunks queued before it)."""
+        config = self.config
+        assert config is not None
+        if self.session is None:
+            done: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            future = done
+        else:
+            future = self.session.finish_ahead()
+        return future, lambda events: final_json(first_phrase(events), config.max_alternatives, config.words)
+
+    async def _final(self) -> None:
+        """Send every reply still due and the final result, then stop sending (eof, idle, too long)."""
+        assert self._sender is not None
+        self.deadlines.owe()
+        await self._replies.put(self._final_reply())
+        await self._replies.put(None)
+        if (failure := await self._sender) is not None:
+            raise failure
+
+    async def _send_replies(self) -> Failure | None:
+        """Send each reply in order as its decoding ends, until ``None``; the failure that stopped it, if any.
+
+        A failed decode closes the connection as the failure policy says; after it, or after
+        the client went away, the rest is drained unsent.
+        """
+        failure: Failure | None = None
+        while (item := await self._replies.get()) is not None:
+            future, make = item
+            try:
+                reply = make(await future)
+            except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
+                self.deadlines.paid()
+                if failure is None:
+                    failure = classify(exc)
+                    with contextlib.suppress(Exception):  # the client may be gone already
+                        await self.ws.close(*close_args(failure))
                 continue
-            if session is None:
-                session_cm = engine.session(
-                    locale,
-                    config.sample_rate,
-                    route=ROUTE,
-                    max_alternatives=config.max_alternatives,
-                    words=config.words,
-                    phrase_list=config.phrase_list,
-                )
-                session = await session_cm.__aenter__()
-            await replies.put(session.feed_ahead(data))
-    finally:
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-        if session_cm is not None:
-            await session_cm.__aexit__(None, None, None)
+            if failure is not None:
+                self.deadlines.paid()
+                continue
+            try:
+                await self.ws.send_text(json.dumps(reply, ensure_ascii=False))
+            except Exception:  # noqa: BLE001 - the client went away: nobody to answer
+                failure = Failure("the client left before its replies were sent", CLIENT_GONE)
+            finally:
+                self.deadlines.paid()
+        return failure
 
 
 async def vosk_endpoint(ws: WebSocket) -> None:
@@ -193,7 +259,8 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     try:
         check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
-        await _serve(ws, engine, request_locale(dict(ws.query_params), engine))
+        deadlines = Deadlines(settings.audio_idle_seconds, settings.max_session_seconds)
+        await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), deadlines).run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, ROUTE, metrics)
@@ -219,11 +286,12 @@ VOSK = {
             "config": 'text, optional, before any audio: `{"config": {"sample_rate": 16000, "phrase_list": ["..."], '
             '"words": 1, "max_alternatives": 0}}` (sample_rate: of the PCM that follows; default the model\'s)',
             "audio": "binary: 16-bit little-endian mono PCM at `sample_rate`, in chunks of any size",
+            "reset": 'text `{"reset" : 1}`: the final result of the audio so far follows, and the stream goes on',
             "eof": 'text `{"eof" : 1}`: the audio is over; the final result follows, then the close',
         },
         "serverMessages": {
             "partial": 'one per chunk while an utterance goes on: `{"partial": "..."}`',
-            "result": 'one per chunk that ends an utterance, and after eof: `{"text": "...", "result": [{"conf", "start", "end", '
+            "result": 'one per chunk that ends an utterance, and after reset and eof: `{"text": "...", "result": [{"conf", "start", "end", '
             '"word"}]}` (seconds; `result` with `words`), or `{"alternatives": [{"confidence", "text"}]}` with `max_alternatives`',
         },
         "closeCodes": {
@@ -231,7 +299,8 @@ VOSK = {
             "1002": "protocol error: a config after the audio",
             "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate, "
             "a language no model serves",
-            "1008": "policy: a missing or wrong key (the reason says which)",
+            "1008": "policy: a missing or wrong key (the reason says which); no audio for `AudioIdleSeconds`, or a stream "
+            "longer than `MaxSessionSeconds` (after the final result of its audio)",
             "1011": "decoding failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`)",
             "1013": "try again later: every decoder is busy (`DecoderMaxCount`), the model cannot be loaded now, or the "

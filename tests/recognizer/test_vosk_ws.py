@@ -147,3 +147,46 @@ def test_server_keeps_serving(server, speech_wav: Path) -> None:
         closed_with(f"{server.ws}/vosk", ["not json"])
     assert texts(stream(f"{server.ws}/vosk?language=ko-KR", pcm, 8000, {"sample_rate": rate}))
     assert httpx.get(f"{server.http}/ready").status_code == 200
+
+
+def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, utterances_wav: Path) -> None:
+    """vosk-server's ``{"reset" : 1}`` (issue 16, item 12; it was refused with 1007): the final result of the
+    audio so far, then the stream goes on; the same words and times as in-process Vosk doing the same."""
+    import vosk
+
+    from ..support import CLOCK_TOLERANCE
+
+    pcm, rate, _ = read_wav(utterances_wav)
+    cut = (len(pcm) // 2) // 3200 * 3200  # within the second utterance
+    rec = vosk.KaldiRecognizer(model.model, float(rate))
+    rec.SetWords(True)
+    rec.SetPartialWords(True)
+    want = []
+    for part in (pcm[:cut], pcm[cut:]):
+        for i in range(0, len(part), 3200):
+            if rec.AcceptWaveform(part[i : i + 3200]):
+                want.append(json.loads(rec.Result()))
+            else:
+                rec.PartialResult()
+        want.append(json.loads(rec.FinalResult()))
+    want = [w for w in want if w.get("text")]
+
+    got = []
+    with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+        ws.send('{"reset" : 1}')
+        assert json.loads(ws.recv()) == {"text": ""}, "a reset before any audio: nothing said yet"
+        for part, last in ((pcm[:cut], '{"reset" : 1}'), (pcm[cut:], '{"eof" : 1}')):
+            for i in range(0, len(part), 3200):
+                ws.send(part[i : i + 3200])
+                reply = json.loads(ws.recv())
+                if reply.get("text"):
+                    got.append(reply)
+            ws.send(last)
+            reply = json.loads(ws.recv())
+            assert "partial" not in reply, "a reset and eof answer a final result"
+            if reply.get("text"):
+                got.append(reply)
+    assert [g["text"] for g in got] == [w["text"] for w in want] and len(want) >= 3
+    for g, w in zip(got, want):
+        for gw, ww in zip(g["result"], w["result"]):
+            assert abs(gw["start"] - ww["start"]) <= CLOCK_TOLERANCE and abs(gw["end"] - ww["end"]) <= CLOCK_TOLERANCE, (gw, ww)

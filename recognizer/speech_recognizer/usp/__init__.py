@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from .. import contract as c
 from .. import openapi as oa
 from ..auth import check_key
+from ..deadlines import Deadlines
 from ..errors import Failure, close_args, observe
 from ..serving import DENIED
 from .connection import Connection
@@ -51,7 +52,8 @@ def endpoint(mode: str):
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        await Connection(websocket, state.engine, options, state.metrics).run()
+        deadlines = Deadlines(state.settings.audio_idle_seconds, state.settings.max_session_seconds)
+        await Connection(websocket, state.engine, options, state.metrics, deadlines).run()
 
     serve.__name__ = f"usp_{mode}"
     return serve

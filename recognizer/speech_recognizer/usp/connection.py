@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Mapping, Protocol
@@ -21,8 +22,9 @@ from typing import Any, Mapping, Protocol
 from starlette.websockets import WebSocketDisconnect
 
 from ..audio import AudioError, WavFormat, pcm16_header
+from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, observe, usp_phrase
+from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, observe, usp_phrase
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase
@@ -90,6 +92,8 @@ class Turn:
         self.ended = False
         #: Whether the turn ended with a failure (counted by the policy, not as a request served).
         self.failed = False
+        #: Whether its session holds a decoder (counted against MaxSessionSeconds).
+        self._holding = False
         #: Seconds of audio whose results were handled (the decoder may be ahead of it).
         self._decoded = 0.0
         #: Decoding results in the order of the audio, for :meth:`_handle_results` (None: end of audio).
@@ -118,8 +122,19 @@ class Turn:
                 partial_words=True,
             )
         )
+        self._holding = True
+        self.conn.deadlines.session_started()
         self.started = True
         await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
+
+    async def flush(self) -> None:
+        """Send what the turn's audio gave so far, its last phrase included (before it ends early: idle, too long)."""
+        if self.session is None or self.ended:
+            return
+        await self.settle()
+        if not self.ended and not self._audio_ended:
+            self._audio_ended = True
+            await self._emit(await self.session.finish())
 
     async def fail(self, failure: Failure) -> None:
         """End the turn with the failure's ``speech.phrase`` status; the SDK reports it as ``CancellationDetails``."""
@@ -155,6 +170,7 @@ class Turn:
             self._audio_ended = True
             await self._results.put(None)
             return
+        self.conn.deadlines.owe()
         await self._results.put(session.feed_ahead(payload))
 
     async def _handle_results(self) -> None:
@@ -181,6 +197,8 @@ class Turn:
                 await self.conn.fail(classify(exc))
             finally:
                 self._results.task_done()
+                if item is not None:
+                    self.conn.deadlines.paid()
 
     async def settle(self) -> None:
         """Wait until the results of the audio received so far were handled."""
@@ -251,6 +269,10 @@ class Turn:
 
     async def close(self) -> None:
         """Release the decoder without sending anything (and stop handling results)."""
+        if self._holding:
+            self._holding = False
+            self.conn.deadlines.session_ended()
+            self.conn.deadlines.settled()
         self.ended = True
         handler = self._handler
         if handler is not None and handler is not asyncio.current_task():
@@ -263,11 +285,15 @@ class Turn:
 class Connection:
     """The frames of one WebSocket, dispatched to turns."""
 
-    def __init__(self, socket: Socket, engine: Engine, options: Options, metrics: Counters | None = None) -> None:
+    def __init__(
+        self, socket: Socket, engine: Engine, options: Options, metrics: Counters | None = None, deadlines: Deadlines | None = None
+    ) -> None:
         self.socket = socket
         self.engine = engine
         self.options = options
         self.metrics = metrics if metrics is not None else _Uncounted()
+        #: When waiting for the client ends: no audio for AudioIdleSeconds, a turn longer than MaxSessionSeconds.
+        self.deadlines = deadlines if deadlines is not None else Deadlines(math.inf, math.inf)
         #: The route's name in metrics, usage records and logs.
         self.route = f"usp/{options.mode}"
         self.config: dict[str, Any] = {}
@@ -282,7 +308,14 @@ class Connection:
         """Serve until the client goes away; a failure is answered as :mod:`..errors` says (:meth:`fail`)."""
         try:
             while True:
-                msg = await self.socket.receive()
+                try:
+                    msg = await self.deadlines.receive(self.socket.receive)
+                except Failure as failure:
+                    # Idle: what the turn's audio gave is sent before it ends with the reason (no more audio is coming).
+                    # Too long: not, as the SDK connects again and sends the audio past its last phrase again.
+                    if failure.kind is IDLE and self.turn is not None:
+                        await self.turn.flush()
+                    raise
                 if msg["type"] == "websocket.disconnect":
                     if self.turn is not None and not self.turn.ended and self.turn.started:
                         await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn", CLIENT_GONE))
@@ -311,9 +344,9 @@ class Connection:
                 self.turn.failed = True
             return
         with suppress(Exception):  # the client may be gone already
-            if self.turn is not None:
+            if self.turn is not None and failure.kind.usp:
                 await self.turn.fail(failure)
-            await self.socket.close(*close_args(failure))
+            await self.socket.close(*close_args(failure, usp=True))
 
     async def handle(self, frame: Message) -> None:
         """Dispatch one frame."""
@@ -332,12 +365,12 @@ class Connection:
             await self.engine.registry.aload(options.language)  # an unknown language fails the turn now, not at its audio
         elif path == "audio":
             assert isinstance(frame.body, bytes)
-            if self.ids.finished(request_id):
-                return  # audio still in flight for a turn that already ended
-            if self.turn is None or self.turn.request_id != request_id:
-                await self._new_turn(request_id, self.options)
-            assert self.turn is not None
-            await self.turn.audio(frame.body)
+            if not self.ids.finished(request_id):  # else audio still in flight for a turn that already ended
+                if self.turn is None or self.turn.request_id != request_id:
+                    await self._new_turn(request_id, self.options)
+                assert self.turn is not None
+                await self.turn.audio(frame.body)
+            self.deadlines.heard()
         # telemetry and anything else needs no answer
 
     async def _new_turn(self, request_id: str, options: Options) -> None:

@@ -1,0 +1,257 @@
+"""Idle and endless clients give their decoders back (issue 16, item 2): AudioIdleSeconds, MaxSessionSeconds.
+
+Six WebSocket clients that sent 2 bytes and then nothing held every decoder of a default pod for as
+long as they stayed connected (REST answered 503, a seventh stream 1013), on /vosk and on the Speech
+SDK route, even with initialSilenceTimeoutMs. Each test runs a normal stream beside the idle ones and
+checks it stays strictly real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import azure.cognitiveservices.speech as speechsdk
+import httpx
+import pytest
+from websockets.asyncio.client import connect as aconnect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+
+from ..conftest import make_settings
+from bench.common import Audio
+
+from ..hostile import assert_strict, paced_stream, warm
+from ..support import Reference, ServerThread, read_wav
+from ..usp.sdk import config, display_text
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+IDLE = 2.0
+
+
+class Idle:
+    """A server with AudioIdleSeconds=2 and three decoders, and its app (to watch its engine)."""
+
+    def __init__(self, srv: ServerThread, app: object) -> None:
+        self.srv, self.app = srv, app
+
+    @property
+    def engine(self):  # noqa: ANN201
+        return self.app.state.engine  # type: ignore[attr-defined]
+
+    def wait_for_decoders(self, busy: int, within: float) -> float:
+        """Seconds until at most ``busy`` decoders are in use; fails after ``within``."""
+        started = time.monotonic()
+        while self.engine.active > busy:
+            assert time.monotonic() - started < within, f"{self.engine.active} decoders still held after {within} s"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def normal(utterances_wav: Path) -> Audio:
+    """What the normal stream beside the idle clients says, at 1x real time (12 s)."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    return Audio(pcm, rate, utterances_wav)
+
+
+@pytest.fixture(scope="module")
+def idle(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory, normal: Audio) -> Iterator[Idle]:
+    app = create_app(make_settings(tmp_path_factory.mktemp("idle"), f"AudioIdleSeconds={IDLE}", "DecoderMaxCount=3"), registry)
+    with ServerThread(app) as srv:
+        warm(srv, normal)
+        yield Idle(srv, app)
+
+
+def post(base: str, wav: bytes) -> httpx.Response:
+    return httpx.post(f"{base}{REST}?language=ko-KR", content=wav, headers={"Content-Type": "audio/wav"}, timeout=60)
+
+
+def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path, normal: Audio) -> None:
+    with paced_stream(idle.srv, normal) as stream:
+        time.sleep(0.5)  # it holds a decoder
+        quiet = [connect(f"{idle.srv.ws}/vosk?language=ko-KR") for _ in range(2)]
+        try:
+            for ws in quiet:
+                ws.send(b"\0\0")  # 2 bytes, then nothing
+                assert "partial" in json.loads(ws.recv(timeout=10))
+            sent = time.monotonic()
+            assert idle.engine.active == 3, "the two quiet clients and the normal stream hold every decoder"
+            for ws in quiet:
+                final = json.loads(ws.recv(timeout=IDLE + 10))
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+                assert final == {"text": ""}, "what the audio gave comes before the close"
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                assert "no audio for 2 s (AudioIdleSeconds)" in closed.value.rcvd.reason
+            assert time.monotonic() - sent < IDLE + 5
+            idle.wait_for_decoders(busy=1, within=5)  # the normal stream's
+            ok = post(idle.srv.http, speech_wav.read_bytes())
+            assert ok.status_code == 200 and ok.json()["RecognitionStatus"] == "Success"
+        finally:
+            for ws in quiet:
+                ws.close()
+    assert_strict(stream, normal.seconds)
+
+
+def test_a_vosk_client_gone_quiet_gets_its_words_first(idle: Idle, speech_wav: Path, speech_ref: Reference) -> None:
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(f"{idle.srv.ws}/vosk?language=ko-KR") as ws:
+        texts = []
+        for i in range(0, len(pcm), 3200):
+            ws.send(pcm[i : i + 3200])
+            texts.append(json.loads(ws.recv(timeout=30)).get("text"))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                texts.append(json.loads(ws.recv(timeout=IDLE + 10)).get("text"))
+    assert [t for t in texts if t] == speech_ref.texts
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def _quiet_turn(ws_base: str, query: str = "") -> tuple[list[dict], int, str, float]:
+    async with aconnect(f"{ws_base}{REST}?language=ko-KR{query}") as ws:
+        rid = uuid.uuid4().hex
+        await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+        await ws.send(client_audio_frame(rid, b"\0\0"))  # 2 bytes, then nothing
+        sent = time.monotonic()
+        bodies = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                msg = parse_text(await asyncio.wait_for(ws.recv(), IDLE + 10))
+                bodies.append({"path": msg.path, **msg.json()})
+    assert closed.value.rcvd is not None
+    return bodies, closed.value.rcvd.code, closed.value.rcvd.reason, time.monotonic() - sent
+
+
+def test_an_idle_speech_sdk_turn_ends_with_a_reason(idle: Idle, normal: Audio) -> None:
+    with paced_stream(idle.srv, normal) as stream:
+        time.sleep(0.5)  # it holds a decoder
+        for query in ("", "&initialSilenceTimeoutMs=500"):
+            bodies, code, reason, took = asyncio.run(_quiet_turn(idle.srv.ws, query))
+            # The close alone: the SDK reports a close 1007 at once as BadRequest with its reason (after an
+            # error status or another close it connects again, sends its audio again and waits for more).
+            assert [b["path"] for b in bodies] == ["turn.start"], bodies
+            assert code == 1007 and "AudioIdleSeconds" in reason and took < IDLE + 5
+            idle.wait_for_decoders(busy=1, within=5)
+    assert_strict(stream, normal.seconds)
+
+
+def test_the_speech_sdk_reports_an_idle_recognition(idle: Idle) -> None:
+    """The real SDK, recognize_once from a push stream that stops after a fifth of a second of silence (and an
+    initialSilenceTimeoutMs, which counts audio, not time): the turn ends with BadRequest naming the limit."""
+    cfg = config(idle.srv.ws)
+    cfg.set_property(speechsdk.PropertyId.SpeechServiceConnection_InitialSilenceTimeoutMs, "500")
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    stream.write(bytes(6400))  # then nothing; the stream stays open
+    started = time.monotonic()
+    result = rec.recognize_once()
+    took = time.monotonic() - started
+    stream.close()
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    details = result.cancellation_details
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest and "AudioIdleSeconds" in details.error_details
+    assert took < IDLE + 10
+    idle.wait_for_decoders(busy=0, within=5)
+
+
+def test_a_speech_sdk_push_stream_that_stops_gets_its_words_then_the_reason(
+    idle: Idle, utterances_wav: Path, utterances_ref: Reference
+) -> None:
+    """Continuous recognition from a push stream whose app stops pushing (the stream stays open): the words
+    of what it pushed, then a cancellation naming AudioIdleSeconds; its decoder is given back."""
+    pcm, _, _ = read_wav(utterances_wav)
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(config(idle.srv.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    recognized: list[str] = []
+    canceled: list[speechsdk.CancellationDetails] = []
+    stopped = threading.Event()
+    rec.recognized.connect(lambda e: recognized.append(e.result.text) if e.result.reason == speechsdk.ResultReason.RecognizedSpeech else None)
+    rec.canceled.connect(lambda e: canceled.append(e.cancellation_details))
+    rec.session_stopped.connect(lambda e: stopped.set())
+    rec.start_continuous_recognition()
+    try:
+        stream.write(pcm[: int(3.0 * 16000) * 2])  # the first utterance, cut short of its trailing silence
+        assert stopped.wait(IDLE + 30), "the SDK did not stop"
+    finally:
+        rec.stop_continuous_recognition()
+        stream.close()
+    assert recognized == [display_text(utterances_ref.phrases[0])]
+    assert len(canceled) == 1 and canceled[0].code == speechsdk.CancellationErrorCode.BadRequest
+    assert "AudioIdleSeconds" in canceled[0].error_details
+    idle.wait_for_decoders(busy=0, within=5)
+
+
+def test_a_client_held_back_by_decoding_is_not_idle(idle: Idle, utterances_wav: Path, utterances_ref: Reference) -> None:
+    """Only time the server owes the client nothing counts: 50 s of audio sent at once takes longer than
+    AudioIdleSeconds to decode, while the server reads it a few chunks ahead of the decoding and the
+    client waits for its replies."""
+    pcm = read_wav(utterances_wav)[0] * 4
+    with connect(f"{idle.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        started = time.monotonic()
+        for i in range(0, len(pcm), 3200):
+            ws.send(pcm[i : i + 3200])
+        ws.send('{"eof" : 1}')
+        texts = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                texts.append(json.loads(ws.recv(timeout=60)).get("text"))
+        took = time.monotonic() - started
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000, closed.value.rcvd
+    assert [t for t in texts if t][:3] == utterances_ref.texts
+    assert took > IDLE, f"decoding took {took:.1f} s: the test needs audio that takes longer than {IDLE} s"
+
+
+def test_a_speech_sdk_app_pausing_between_recognitions_goes_on(idle: Idle, model, utterances_wav: Path, utterances_ref: Reference) -> None:
+    """A connection that holds no decoder is not closed for its silence: an app pausing between two
+    recognize_once calls longer than AudioIdleSeconds recognizes as usual (the SDK keeps its connection
+    between them and reports the next recognition as failed if the server closed it)."""
+    from ..usp.conftest import replay_reference
+    from ..usp.sdk import assert_matches, recognizer
+
+    rec = recognizer(config(idle.srv.ws), utterances_wav)
+    first = rec.recognize_once()
+    time.sleep(IDLE + 1.5)
+    second = rec.recognize_once()
+    assert_matches(first, utterances_ref.phrases[0])
+    replayed = replay_reference(model, utterances_wav, (first.offset + first.duration) // 10_000 / 1000)
+    assert replayed is not None
+    assert_matches(second, replayed)
+
+
+@pytest.fixture(scope="module")
+def short(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A server whose streams may hold a decoder 3 s."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("short"), "MaxSessionSeconds=3"), registry)
+    with ServerThread(app) as srv:
+        yield srv
+
+
+def test_a_stream_longer_than_max_session_seconds_ends_with_its_words(short: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
+    """A client that keeps sending (2 bytes every second would do) holds a decoder at most MaxSessionSeconds."""
+    pcm, _, _ = read_wav(utterances_wav)
+    with connect(f"{short.ws}/vosk?language=ko-KR") as ws:
+        started = time.monotonic()
+        texts = []
+        with pytest.raises(ConnectionClosed) as closed:
+            for k, i in enumerate(range(0, len(pcm), 3200)):
+                time.sleep(max(0.0, started + 0.1 * k - time.monotonic()))
+                ws.send(pcm[i : i + 3200])
+                texts.append(json.loads(ws.recv(timeout=30)).get("text"))
+            ws.send('{"eof" : 1}')
+            while True:
+                texts.append(json.loads(ws.recv(timeout=30)).get("text"))
+        took = time.monotonic() - started
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "MaxSessionSeconds" in closed.value.rcvd.reason and 3 <= took < 3 + 6
+    heard = [t for t in texts if t]
+    assert heard and heard == utterances_ref.texts[: len(heard)], (heard, utterances_ref.texts)
