@@ -5,7 +5,7 @@
     speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
     speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
-    speech-operator cleanup --namespace speech stt-en-us stt-ko-kr
+    speech-operator cleanup --namespace speech en-us ko-kr
 
 One replica needs nothing more. Two or more must peer (``--peering NAME``, off by default): kopf
 keeps one replica active through a ``ClusterKopfPeering`` (with ``--all-namespaces``) or a

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import textwrap
 from pathlib import Path
 
 import jsonschema
@@ -18,8 +19,9 @@ from .conftest import (
     ROOT,
     by_kind,
     crd_docs,
-    helm_template,
     gateway_docs,
+    helm_template,
+    load_docs,
     one,
     operator_docs,
     rbac_rules,
@@ -38,7 +40,7 @@ RESTRICTED_CONTAINER = {
 
 def test_lint_strict(helm: Path) -> None:
     run([helm, "lint", "--strict", CHART])
-    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES, "--namespace", "speech"])
+    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES])
 
 
 def test_default_render_is_valid(helm: Path) -> None:
@@ -110,10 +112,10 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     validate_manifests(docs)
     stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
-    assert sorted(stts) == ["korean", "stt-de-de", "stt-en-us"]
-    assert stts["stt-en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2}
+    assert sorted(stts) == ["de-de", "en-us", "korean"], "named as README and deploy/examples name them"
+    assert stts["en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2}
     assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2}
-    assert stts["stt-de-de"]["spec"]["replicas"] == 0
+    assert stts["de-de"]["spec"]["replicas"] == 0
     for stt in stts.values():
         assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
         assert stt["metadata"]["namespace"] == "speech"
@@ -133,10 +135,32 @@ def test_render_refuses_two_replicas_without_peering(helm: Path) -> None:
     assert "peering.enabled" in proc
 
 
-def test_recognizers_must_be_in_a_watched_namespace(helm: Path) -> None:
-    out = run_fail([helm, "template", "x", CHART, "--namespace", "ops", "--set", "watch.mode=namespaced",
-                    "--set", "watch.namespaces={speech}", "--set", "recognizers[0].locale=en-US"])
-    assert "watch.namespaces does not include" in out
+def test_recognizers_namespace_is_watched(helm: Path) -> None:
+    """The release's SpeechToTexts live in its namespace: namespaced mode watches it too."""
+    docs = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={speech}",
+                         "--set", "recognizers[0].locale=en-US", namespace="ops")
+    validate_manifests(docs)
+    watching = [r for r in by_kind(operator_docs(docs), "Role") if not r["metadata"]["name"].endswith("-cleanup")]
+    assert sorted(r["metadata"]["namespace"] for r in watching) == ["ops", "speech"]
+    args = one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=speech", "--namespace=ops"]
+    assert one(docs, "SpeechToText")["metadata"] == {"name": "en-us", "namespace": "ops",
+                                                     "labels": one(docs, "SpeechToText")["metadata"]["labels"]}
+    # without recognizers, only what watch.namespaces names
+    docs = helm_template(helm, "--set", "watch.mode=namespaced", "--set", "watch.namespaces={speech}", namespace="ops")
+    assert [r["metadata"]["namespace"] for r in by_kind(operator_docs(docs), "Role")] == ["speech"]
+
+
+@pytest.mark.parametrize("namespace", ["default", "speech", "ci-3f9a"])
+def test_full_values_render_in_any_namespace(helm: Path, namespace: str) -> None:
+    """ci/full-values.yaml is what chart-testing renders, in a namespace of its own choosing."""
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace=namespace)
+    validate_manifests(docs)
+    assert {d["metadata"]["namespace"] for d in by_kind(docs, "SpeechToText")} == {namespace}
+    watched = {r["metadata"]["namespace"] for r in by_kind(operator_docs(docs), "Role")
+               if not r["metadata"]["name"].endswith("-cleanup")}
+    assert watched == {namespace, "speech", "speech-staging"}
+    run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES, "--namespace", namespace])
 
 
 def test_schema_rejects_bad_values(helm: Path) -> None:
@@ -188,27 +212,42 @@ def test_peering(helm: Path) -> None:
     assert not by_kind(helm_template(helm), "ClusterKopfPeering")
 
 
+def quiet(proc: subprocess.CompletedProcess[str]) -> str:
+    """A command's stdout, once it printed nothing on stderr (no INFO or WARNING line)."""
+    assert proc.stderr == "", f"$ {' '.join(map(str, proc.args))} said on stderr:\n{proc.stderr}"
+    return proc.stdout
+
+
 def test_package_holds_real_files(helm: Path, tmp_path: Path) -> None:
-    """`helm package` follows the symlinks: the archive holds the CRD and RBAC file contents."""
-    run([helm, "package", CHART, "--destination", tmp_path])
+    """`helm package` stores the chart's own files: the CRDs and RBAC rules as their sources say
+    (the generated copies, tests.ship.sync); the package and the source chart render the same
+    with nothing on stderr (helm prints an INFO line for every symlink it follows)."""
+    quiet(run([helm, "package", CHART, "--destination", tmp_path]))
     (archive,) = tmp_path.glob("speech-operator-*.tgz")
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
+        assert not any(m.issym() or m.islnk() for m in tar.getmembers())
         for source in CRD_DIR.glob("*.yaml"):  # what `kubectl apply -f <untarred chart>/crds/` applies
             crd = tar.extractfile(f"speech-operator/crds/{source.name}")
-            assert crd is not None and crd.read().decode() == source.read_text(), source.name
+            assert crd is not None
+            assert load_docs(crd.read().decode()) == load_docs(source.read_text()), source.name
         rbac = tar.extractfile("speech-operator/files/rbac.yaml")
-        assert rbac is not None and rbac.read().decode() == (ROOT / "deploy/base/rbac.yaml").read_text()
+        assert rbac is not None and load_docs(rbac.read().decode()) == load_docs((ROOT / "deploy/base/rbac.yaml").read_text())
     assert not any("/ci/" in n for n in names), "ci/ values belong to the repo, not the package"
-    # the packaged chart renders like the source chart
-    out = run([helm, "template", "speech-operator", archive, "--namespace", "speech-operator"]).stdout
-    assert [d for d in yaml.safe_load_all(out) if d] == helm_template(helm)
+    for values in ((), ("--values", str(FULL_VALUES))):
+        packaged = quiet(run([helm, "template", "speech-operator", archive, "--namespace", "speech-operator",
+                              "--include-crds", *values]))
+        source = quiet(run([helm, "template", "speech-operator", CHART, "--namespace", "speech-operator",
+                            "--include-crds", *values]))
+        assert load_docs(packaged) == load_docs(source)
+    quiet(run([helm, "lint", "--strict", archive]))
+    quiet(run([helm, "show", "crds", archive]))
 
 
 def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     """NOTES.txt rendered through a test-only template (helm install --dry-run needs a cluster)."""
     chart = tmp_path / "chart"
-    shutil.copytree(CHART, chart, symlinks=False)
+    shutil.copytree(CHART, chart)
     shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
     (chart / "templates" / "zz-notes.yaml").write_text(
         'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n'
@@ -217,12 +256,23 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     out = run([helm, "template", "speech-operator", chart, "--namespace", "speech", "--values", FULL_VALUES,
                "--show-only", "templates/zz-notes.yaml"]).stdout
     notes = yaml.safe_load(out)["data"]["notes"]
-    assert "kind: SpeechToText" in notes and "eula: accept" in notes
-    assert "kubectl -n speech scale speechtotext/example-en-us --replicas=2" in notes
-    assert "kubectl -n speech delete speechtotext/example-en-us" in notes
-    assert "korean (ko-KR)" in notes and "stt-en-us (en-US)" in notes
+    assert "korean (ko-KR)" in notes and "en-us (en-US)" in notes and "de-de (de-DE)" in notes
+    assert "kubectl -n speech wait speechtotext/en-us --for=condition=Ready" in notes
+    assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
+    assert "?language=en-US'" in notes
     assert "It watches SpeechToText resources in: speech, speech-staging." in notes
     assert "kubectl apply --server-side -f /tmp/speech-operator-chart/speech-operator/crds/" in notes
+    assert "kind: SpeechToText" not in notes, "the release created them"
+    # without recognizers: how to create one, named as the README names it
+    out = run([helm, "template", "speech-operator", chart, "--namespace", "speech",
+               "--show-only", "templates/zz-notes.yaml"]).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    created = yaml.safe_load(textwrap.dedent(notes.split("<<'YAML'\n")[1].split("  YAML\n")[0]))
+    assert created == {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+                       "metadata": {"name": "en-us"}, "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
+    assert "kubectl -n speech scale speechtotext/en-us --replicas=2" in notes
+    assert "kubectl -n speech delete speechtotext/en-us" in notes
+    assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
 
 
 @pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])

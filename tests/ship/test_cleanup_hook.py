@@ -17,7 +17,7 @@ from tests.operator.conftest import Cluster, apiserver, cluster  # noqa: F401  (
 from .conftest import CHART, ROOT, by_kind, helm_template, one, validate_manifests
 
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
-NAMES = ["stt-en-us", "korean", "stt-de-de"]  # what full-values.yaml lists
+NAMES = ["en-us", "korean", "de-de"]  # what full-values.yaml lists
 
 
 def hook(helm: Path, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,7 +85,7 @@ async def test_the_hook_deletes_and_waits_until_the_operator_released_them(clust
 
     code, out = await run_hook(container["args"])
     assert code == 0, out
-    assert "speechtotext/stt-de-de is already gone" in out and "speechtotext/korean is gone" in out
+    assert "speechtotext/de-de is already gone" in out and "speechtotext/korean is gone" in out
     for name in NAMES:
         assert await cluster.api.get(cluster.stt_url(name)) is None
         assert await cluster.api.get(cluster.url("apps/v1", "deployments", name)) is None  # the operator ran

@@ -38,23 +38,31 @@ app.kubernetes.io/part-of: speech-operator
 {{- end -}}
 {{- end -}}
 
-{{/* Namespaces watched in namespaced mode (the release namespace by default). */}}
+{{/*
+Namespaces watched in namespaced mode: watch.namespaces (the release namespace when empty), and
+the release namespace whenever the release creates SpeechToTexts (recognizers), as they live there.
+*/}}
 {{- define "speech-operator.watchNamespaces" -}}
-{{- if .Values.watch.namespaces -}}
-{{- toJson .Values.watch.namespaces -}}
-{{- else -}}
-{{- toJson (list .Release.Namespace) -}}
+{{- $namespaces := .Values.watch.namespaces | default (list .Release.Namespace) -}}
+{{- if and .Values.recognizers (not (has .Release.Namespace $namespaces)) -}}
+{{- $namespaces = append $namespaces .Release.Namespace -}}
 {{- end -}}
+{{- toJson $namespaces -}}
+{{- end -}}
+
+{{/* The name of a SpeechToText of values.recognizers: its `name`, else its locale in lower case (en-US: en-us). */}}
+{{- define "speech-operator.recognizerName" -}}
+{{- .name | default (lower .locale) -}}
 {{- end -}}
 
 {{/*
-RBAC rules read from deploy/base/rbac.yaml (files/rbac.yaml is a symlink to it, so the rules
+RBAC rules read from deploy/base/rbac.yaml (files/rbac.yaml is its generated copy, so the rules
 exist once): the rules of the ClusterRole named .role in that file, as YAML.
 */}}
 {{- define "speech-operator.rulesOf" -}}
 {{- $raw := .ctx.Files.Get "files/rbac.yaml" -}}
 {{- if not $raw -}}
-{{- fail "files/rbac.yaml (-> deploy/base/rbac.yaml) is missing or empty" -}}
+{{- fail "files/rbac.yaml (a copy of deploy/base/rbac.yaml) is missing or empty" -}}
 {{- end -}}
 {{- $rules := list -}}
 {{- range $doc := regexSplit "(?m)^---\\s*$" $raw -1 -}}
