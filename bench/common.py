@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "recognizer"))
 
-from tests.support import SENTENCES, Loopback, concat, free_port, read_wav, speak  # noqa: E402
+from harness.loopback import Loopback, free_port  # noqa: E402
+from harness.speech import SENTENCES, concat, read_wav, speak  # noqa: E402
 
 CHUNK = 3200  # 100 ms at 16 kHz mono: what the Speech SDK sends
 CHUNK_S = 0.1

@@ -21,7 +21,7 @@ import kmock
 import kopf
 import yaml
 
-from tests.operator.conftest import NAMESPACE, Emulator, declare
+from harness.kube import NAMESPACE, Emulator, declare
 
 import speech_operator.handlers  # noqa: F401  (registers the handlers)
 from speech_operator import api

@@ -1,78 +1,21 @@
-"""Test helpers shared by every suite: speech fixtures, a server on loopback, in-process Vosk."""
+"""Test helpers shared by every suite: a server on loopback in a thread, in-process Vosk as the
+reference, the metrics a server exposes. What the benchmarks need too (speech fixtures, free
+ports) lives in the ``harness`` package and is imported here for the tests' convenience."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
 from speech_recognizer.serving import SERVER_OPTIONS, listening_socket
 
-#: Korean sentences espeak-ng speaks for the fixtures (the only model here is ko-KR). Chosen
-#: because the small model decodes their synthetic speech the same way every time: on
-#: low-confidence input Vosk itself can give different words from one recognizer to the next
-#: in one process (seen: 4 transcripts in 6 runs of "저는 학교에 갑니다"), and a comparison
-#: with in-process Vosk is only meaningful where Vosk agrees with itself.
-SENTENCES = (
-    "오늘 날씨가 좋습니다",
-    "서울 부산 대구",
-    "반갑습니다",
-    "내일 만나요",
-)
-SPEECH_RATE = "160"  # espeak-ng words per minute
-
-
-def require_tool(name: str) -> str:
-    """The path of a command the tests need; fail (never skip) with how to get it."""
-    path = shutil.which(name)
-    if path is None:
-        raise RuntimeError(f"{name} is not installed: run `apt-get install espeak-ng sox` (see .ci/run)")
-    return path
-
-
-def speak(text: str, out: Path, *, rate: int = 16000, channels: int = 1, voice: str = "ko", wpm: str = SPEECH_RATE) -> Path:
-    """espeak-ng speech (``voice``, ``wpm`` words per minute) converted by sox to 16-bit PCM WAV at ``rate`` with ``channels``."""
-    raw = out.with_suffix(".espeak.wav")
-    subprocess.run([require_tool("espeak-ng"), "-v", voice, "-s", wpm, "-w", str(raw), text], check=True)
-    subprocess.run(
-        [require_tool("sox"), "-R", str(raw), "-r", str(rate), "-c", str(channels), "-b", "16", "-e", "signed-integer", str(out)],
-        check=True,
-    )
-    raw.unlink()
-    return out
-
-
-def silence(seconds: float, out: Path, *, rate: int = 16000) -> Path:
-    subprocess.run(
-        [require_tool("sox"), "-R", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(out), "trim", "0", str(seconds)],
-        check=True,
-    )
-    return out
-
-
-def concat(parts: list[Path], out: Path, *, gap: float = 2.0) -> Path:
-    """The parts one after another with ``gap`` seconds of silence between and around them."""
-    padded = []
-    for i, part in enumerate(parts):
-        p = out.with_name(f"{out.stem}.part{i}.wav")
-        subprocess.run([require_tool("sox"), "-R", str(part), str(p), "pad", "0.3", str(gap)], check=True)
-        padded.append(str(p))
-    subprocess.run([require_tool("sox"), "-R", *padded, str(out)], check=True)
-    return out
-
-
-def read_wav(path: Path) -> tuple[bytes, int, int]:
-    """(PCM, sample rate, channels) of a 16-bit WAV."""
-    with wave.open(str(path)) as w:
-        return w.readframes(w.getnframes()), w.getframerate(), w.getnchannels()
+# re-exported: the tests import these from here as before
+from harness.loopback import Loopback, free_port  # noqa: F401
+from harness.speech import SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -165,26 +108,6 @@ def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rat
             words = tuple(RefWord(w["word"], w["start"], w["end"]) for w in data.get("result", []))
             phrases.append(RefPhrase(data["text"].strip(), words))
     return phrases
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Loopback:
-    """URLs of a server on 127.0.0.1:``port``."""
-
-    port: int
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
 
 class ServerThread(Loopback):

@@ -46,8 +46,8 @@ from speech_operator.kube import Kube
 from speech_operator.reconcile import Runtime
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
 
-from tests.operator.conftest import NAMESPACE, Emulator, declare, kubeconfig_for
-from tests.support import free_port
+from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for
+from harness.loopback import free_port
 
 T = TypeVar("T")
 

@@ -1,21 +1,14 @@
-"""Run the real kopf operator over HTTP against kmock's Kubernetes emulator."""
+"""Run the real kopf operator over HTTP against kmock's Kubernetes emulator (``harness.kube``)."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
-import re
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp.web
 import kmock
-from kmock._internal import parsing as kmock_parsing
 import kopf
 import pytest
 import pytest_asyncio
@@ -24,159 +17,12 @@ import yaml
 import speech_operator.handlers  # noqa: F401  (registers the handlers on kopf's default registry)
 from speech_operator import api
 from speech_operator.config import OperatorConfig
-from speech_operator.kube import APPLY_PATCH, Kube, load_configuration
+from speech_operator.kube import Kube, load_configuration
 from speech_operator.reconcile import Runtime
 
-NAMESPACE = "speech"
+from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for  # noqa: F401  (tests import them from here)
+
 TEST_AGENT = "test-client"  # the User-Agent of the test's own client (kubectl's part)
-STT_RESOURCE = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
-
-
-class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus what a real API server does that the operator relies on.
-
-    - On create: a name from generateName, a uid, generation and resourceVersion (kopf's JSON
-      patches test it).
-    - Resource quantities of Deployments stored in canonical form (``cpu: "0.5"`` reads back as
-      ``500m``); a SpeechToText keeps what was written, as a CRD does.
-    - Server-side apply, which kmock lacks (it merges every PATCH into the object): an apply
-      creates a missing object, and removes the fields the same field manager applied before but
-      no longer sends. This keeps field ownership per manager with each list as one field (as
-      atomic lists are), not the API server's merge keys: enough to see a field removed from a
-      spec leave its child, which plain kmock cannot show. Recorded requests keep the body the
-      operator sent (``request.body``).
-    """
-
-    _serial = itertools.count(1)
-
-    @property
-    def expired(self) -> set[str]:
-        """Bearer tokens answered with 401 Unauthorized, as for an expired token."""
-        return self.__dict__.setdefault("_expired", set())
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") in self.expired:
-            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                                              "reason": "Unauthorized", "code": 401}, status=401)
-        if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
-            request = self._server_side_apply(request)
-        if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)
-                and request.resource is not None and request.resource.plural == "deployments"):
-            _canonical_quantities(request.data)  # built-in kinds only: a CRD keeps what was written
-        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            meta = request.data.setdefault("metadata", {})
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = f"{meta['generateName']}{next(self._serial)}"
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("generation", 1)
-            meta.setdefault("resourceVersion", str(next(self._serial)))
-        return await super()._handle(request)
-
-    def _server_side_apply(self, request: kmock.Request) -> kmock.Request:
-        applied: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_applied", {})
-        key = (request.resource, request.namespace, request.name)
-        mine = (*key, request.subresource, request.params.get("fieldManager"))
-        sent = copy.deepcopy(request.data)
-        before, applied[mine] = applied.get(mine) or {}, sent
-        live = self.objects[key] if key in self.objects else None
-        # kmock routes the very request it recorded, which is frozen: rewrite it in place.
-        if live is None or live.deleted:
-            if request.subresource is None:
-                object.__setattr__(request, "action", kmock.action.CREATE)
-        else:
-            object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
-        return request
-
-
-def _canonical(value: Any) -> Any:
-    """A quantity as the API server stores it: binary suffixes stay binary (1024Mi -> 1Gi), decimal
-    amounts get the largest exact decimal suffix (0.5 -> 500m, 2000 -> 2k, 2 -> 2)."""
-    from speech_operator.reconcile import quantity
-    amount = quantity(value)
-    if amount is None:
-        return value
-    if re.search(r"[KMGTPE]i$", str(value)):
-        for suffix, factor in [("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)]:
-            if amount % factor == 0:
-                return f"{int(amount // factor)}{suffix}"
-    for suffix, factor in [("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3), ("", 1),
-                           ("m", Decimal("1e-3")), ("u", Decimal("1e-6")), ("n", Decimal("1e-9"))]:
-        if amount % factor == 0:
-            return f"{int(amount / factor)}{suffix}"
-    return value
-
-
-def _canonical_quantities(obj: Any) -> None:
-    """Rewrite every ``resources.requests``/``limits`` amount in ``obj`` in place."""
-    if isinstance(obj, dict):
-        for part in ("requests", "limits"):
-            amounts = (obj.get("resources") or {}).get(part) if isinstance(obj.get("resources"), dict) else None
-            if isinstance(amounts, dict):
-                for k, v in amounts.items():
-                    amounts[k] = _canonical(v)
-        for v in obj.values():
-            _canonical_quantities(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            _canonical_quantities(v)
-
-
-def _removed(before: Any, after: Any) -> dict[str, Any]:
-    """A merge patch deleting the keys of ``before`` that ``after`` lacks (None deletes in kmock)."""
-    out: dict[str, Any] = {}
-    for k, v in before.items():
-        if k not in after:
-            out[k] = None
-        elif isinstance(v, dict) and isinstance(after[k], dict) and (sub := _removed(v, after[k])):
-            out[k] = sub
-    return out
-
-
-def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in patch.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _parse_path(path: str, _parse: Callable[[str], Any] = kmock_parsing.parse_path) -> Any:
-    """kmock reads ``/api/v1/namespaces[/NAME]`` as a namespace prefix with no resource, so it cannot
-    list, watch or create Namespaces, which kopf lists and watches when it runs as the CLI runs it
-    (scanning on, as on a real cluster). Those paths are the namespaces resource itself."""
-    parts = path.strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None, None)
-    return _parse(path)
-
-
-kmock_parsing.parse_path = _parse_path
-
-
-def _guess_k8s(k8s_path: Any, method: Any, query: dict[str, str], _guess: Callable[..., Any] = kmock_parsing.guess_k8s) -> Any:
-    """The official client asks for a watch with ``watch=True`` (Python's spelling); the API server
-    reads booleans as Go's ParseBool does (``true``, ``True``, ``1`` ...), kmock only ``true``."""
-    if query.get("watch") in ("True", "1", "t", "T", "TRUE"):
-        query = {**query, "watch": "true"}
-    return _guess(k8s_path, method, query)
-
-
-kmock_parsing.guess_k8s = _guess_k8s
-
-
-def declare(emulator: kmock.KubernetesEmulator) -> None:
-    emulator.resources[STT_RESOURCE] = kmock.ResourceInfo(
-        kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),
-        subresources={"status", "scale"}, verbs={"get", "list", "watch", "create", "patch", "delete"})
-    for res, kind in [("apps/v1/deployments", "Deployment"), ("v1/services", "Service"),
-                      ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
-                      ("v1/secrets", "Secret"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
-                      ("v1/events", "Event"), ("v1/pods", "Pod")]:
-        emulator.resources[res] = kmock.ResourceInfo(
-            kind=kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
-    # kopf waits for these to be discoverable even with scanning disabled.
-    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
-    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
@@ -231,15 +77,6 @@ class Cluster:
         found = await eventually(find)
         assert found["involvedObject"]["kind"] == api.KIND
         return found
-
-
-def kubeconfig_for(server: str, user: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "kmock", "user": user}],
-    }
 
 
 @pytest_asyncio.fixture(loop_scope="function")
