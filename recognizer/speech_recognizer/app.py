@@ -52,10 +52,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loading = asyncio.create_task(start())
+        counting = asyncio.ensure_future(usage.refreshed())  # the usage records on disk, summed off the event loop
         try:
             yield
         finally:
             loading.cancel()
+            counting.cancel()
             await asyncio.to_thread(registry.settle)  # stopped mid-load (SIGTERM): let the load end and tidy up
             engine.close()
 

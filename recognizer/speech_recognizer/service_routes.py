@@ -152,7 +152,7 @@ async def usage_logs(request: Request) -> Response:
     year = request.path_params.get("year")
     if month is not None and not 1 <= month <= 12:
         return error_response(400, f"month {month} is not 1..12")
-    return JSONResponse(_state(request).usage.summary(month, year))
+    return JSONResponse(await _state(request).usage.summary(month, year))
 
 
 async def openapi_document(request: Request) -> Response:
