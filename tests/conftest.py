@@ -17,6 +17,19 @@ from speech_recognizer.settings import Settings, parse
 
 from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference
 
+#: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
+#: built on them, such as the servers): a test marked ``unit`` (the quick run) uses none of them.
+NOT_UNIT_FIXTURES = frozenset({"registry", "apiserver", "browser"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse the run when a ``unit`` test uses a fixture of :data:`NOT_UNIT_FIXTURES`."""
+    wrong = [f"{item.nodeid} uses {sorted(used)}" for item in items if item.get_closest_marker("unit")
+             and (used := NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ())))]
+    if wrong:
+        raise pytest.UsageError("tests marked unit may load no model, operator or browser:\n" + "\n".join(wrong))
+
+
 TEST_KEY = "test-key-0123"
 #: 100 ms at 16 kHz mono: what the REST route feeds the decoder and what the Speech SDK sends.
 CHUNK = 3200

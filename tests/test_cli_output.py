@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 #: Every way a user starts the programs, with a command that writes more than one line.
 COMMANDS = {
     "speech-recognizer --help": ["speech-recognizer", "--help"],

@@ -8,6 +8,10 @@ import ast
 import tomllib
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = (ROOT / "recognizer" / "speech_recognizer", ROOT / "operator" / "speech_operator")
 DEV_ONLY = {"tests", "bench", "harness"}

@@ -9,6 +9,8 @@ from . import checks as c
 from . import manifests as m
 from .fake import FakeCluster, pod
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 RUN = m.Run("abc123")
 NS = RUN.namespace
 

@@ -15,6 +15,8 @@ from .images import BadTemplate, Built, LoadCommand
 from .kube import CommandFailed, run
 from .manifests import Images
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 RECORDER = ("import json, sys; from pathlib import Path; "
             "Path(sys.argv[1]).open('a').write(json.dumps(sys.argv[2:]) + '\\n')")
 

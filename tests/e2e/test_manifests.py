@@ -14,6 +14,8 @@ from tests.ship.tools import helm as fetch_helm
 
 from . import manifests as m
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 RUN = m.Run("abc123")
 IMAGES = m.Images(operator="registry.test:5000/team/speech-operator:e2e-0123456789ab",
                   recognizer="registry.test:5000/team/speech-recognizer:e2e-ba9876543210")

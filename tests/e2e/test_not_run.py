@@ -14,6 +14,8 @@ import yaml
 from . import suite as e2e
 from .manifests import ROOT
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 def test_missing_tools_mean_not_run_with_reasons(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)

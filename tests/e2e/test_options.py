@@ -10,6 +10,8 @@ from .images import LoadCommand
 from .manifests import Images
 from .suite import KIND_CLUSTER, parse_args
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Path:

@@ -16,6 +16,8 @@ from .fake import FakeCluster, pod
 from .kube import CommandFailed
 from .suite import FAIL, INTERRUPTED, PASS, SKIP, Suite
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 IMAGES = m.Images(operator="registry.test/speech-operator:e2e-1", recognizer="registry.test/speech-recognizer:e2e-1")
 CRDS = m.chart_crds()
 

@@ -15,6 +15,8 @@ from speech_operator.gateway_directory import Backend, Directory
 
 from .conftest import NAMESPACE, Stack, speech_to_text
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 def stt(name: str, locale: str, namespace: str = NAMESPACE, ready: int = 1, port: int = 5000) -> dict:
     body = speech_to_text(name, locale, port)

@@ -26,6 +26,8 @@ from speech_operator.gateway_directory import Directory
 
 from .conftest import ServiceDNS, speech_to_text
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=simple"
 

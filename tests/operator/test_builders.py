@@ -11,6 +11,8 @@ from speech_recognizer import contract
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 CONFIG = OperatorConfig(image="registry.example/speech-recognizer", version="9.9.9")
 META = {"name": "en-us", "namespace": "speech", "uid": "0b6c5a4e-0000-4000-8000-000000000001"}
 MINIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {"locale": "en-US", "eula": "accept"}})

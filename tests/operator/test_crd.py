@@ -7,10 +7,13 @@ import sys
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 from stt_schema import CRD_PATH, ROOT
 
 from speech_operator import crd
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 
 def test_committed_crd_matches_the_generator() -> None:

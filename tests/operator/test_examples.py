@@ -15,6 +15,8 @@ from stt_schema import ROOT, cel_failures, crd_schema, problems, with_defaults
 
 from speech_operator import api
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 VALID: dict[str, Any] = {
     "apiVersion": api.API_VERSION, "kind": api.KIND,

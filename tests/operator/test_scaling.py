@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from speech_operator.api import AutoscalingSpec
 from speech_operator.scaling import Look, PodLoad, decide, target_of
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 def policy(**kw: int) -> AutoscalingSpec:
     return AutoscalingSpec(**{"minReplicas": 1, "maxReplicas": 10, "targetSessionsPerReplica": 2,

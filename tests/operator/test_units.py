@@ -15,6 +15,8 @@ from speech_operator import api, builders, cli, conditions
 from speech_operator.config import OperatorConfig
 from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending, quantity
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 STT = api.SpeechToText.model_validate({
     "metadata": {"name": "en-us", "namespace": "speech", "uid": "u", "generation": 3},
     "spec": {"locale": "en-US", "eula": "accept", "replicas": 2}})

@@ -182,3 +182,34 @@ def test_stereo_downmix_equals_mono(server, audio_dir: Path, speech_wav: Path, g
     soundfile.write(buf, stereo, rate, format="WAV", subtype="PCM_16")
     r = post(server, buf.getvalue())
     assert r.json()["DisplayText"] == good_text
+
+
+def test_word_timestamps_1_over_rest_and_the_sdk_route(server, speech_wav: Path) -> None:
+    """wordLevelTimestamps=1 (a boolean as Azure spells it) gives words on both routes; "maybe" is a 400."""
+    import asyncio
+    import uuid
+
+    from websockets.asyncio.client import connect
+
+    from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+
+
+    path = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed&wordLevelTimestamps=1"
+    rest = httpx.post(server.http + path, content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=60).json()
+    assert rest["NBest"][0]["Words"], rest
+    bad = httpx.post(server.http + path.replace("=1", "=maybe"), content=speech_wav.read_bytes(), timeout=60)
+    assert bad.status_code == 400 and "wordLevelTimestamps" in bad.json()["error"]["message"]
+
+    async def sdk_route() -> dict:
+        pcm, _, _ = read_wav(speech_wav)
+        async with connect(server.ws + path) as ws:
+            rid = uuid.uuid4().hex
+            await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+            for i in range(0, len(pcm), 3200):
+                await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
+            await ws.send(client_audio_frame(rid, b""))
+            while (msg := parse_text(await ws.recv())).path != "speech.phrase":
+                pass
+            return msg.json()
+
+    assert asyncio.run(sdk_route())["NBest"][0]["Words"]

@@ -12,6 +12,8 @@ import pytest
 from speech_recognizer import contract as c
 from speech_recognizer.settings import KNOWN, SettingsError, parse, require_eula
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m speech_recognizer`` with a clean environment (no inherited Eula/ApiKey)."""
@@ -216,35 +218,3 @@ def test_a_value_that_is_not_a_boolean_is_refused_with_its_name() -> None:
         flag({"wordLevelTimestamps": "maybe"}, "wordLevelTimestamps")
     with pytest.raises(BadValue, match="wordlevelconfidence"):
         Options.from_query("conversation", {"wordLevelConfidence": "sure"})
-
-
-def test_word_timestamps_1_over_rest_and_the_sdk_route(server, speech_wav: Path) -> None:
-    import asyncio
-    import uuid
-
-    import httpx
-    from websockets.asyncio.client import connect
-
-    from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
-
-    from ..support import read_wav
-
-    path = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed&wordLevelTimestamps=1"
-    rest = httpx.post(server.http + path, content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=60).json()
-    assert rest["NBest"][0]["Words"], rest
-    bad = httpx.post(server.http + path.replace("=1", "=maybe"), content=speech_wav.read_bytes(), timeout=60)
-    assert bad.status_code == 400 and "wordLevelTimestamps" in bad.json()["error"]["message"]
-
-    async def sdk_route() -> dict:
-        pcm, _, _ = read_wav(speech_wav)
-        async with connect(server.ws + path) as ws:
-            rid = uuid.uuid4().hex
-            await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
-            for i in range(0, len(pcm), 3200):
-                await ws.send(client_audio_frame(rid, pcm[i : i + 3200]))
-            await ws.send(client_audio_frame(rid, b""))
-            while (msg := parse_text(await ws.recv())).path != "speech.phrase":
-                pass
-            return msg.json()
-
-    assert asyncio.run(sdk_route())["NBest"][0]["Words"]

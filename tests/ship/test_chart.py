@@ -29,6 +29,8 @@ from .conftest import (
     validate_manifests,
 )
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,

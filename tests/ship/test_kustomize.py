@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from . import sync
 from .conftest import ROOT, by_kind, gateway_docs, load_docs, one, operator_docs, rbac_rules, run, validate_manifests
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 EXAMPLES = ROOT / "deploy" / "examples"
 

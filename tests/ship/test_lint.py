@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from . import tools
 from .conftest import ROOT, run
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 
 def test_yamllint_whole_repo() -> None:

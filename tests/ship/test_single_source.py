@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from . import sync
 from .conftest import CHART, CRD_DIR, RBAC_FILE, ROOT, crd_docs
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 
 def repo_yaml_files() -> list[Path]:

@@ -13,6 +13,8 @@ from speech_recognizer.usp.connection import replay_origin, split_header
 from speech_recognizer.usp.frames import FrameError, binary_frame, parse_binary, parse_text, text_frame
 from speech_recognizer.usp.options import Options, audio_format, continuation_offset
 
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
 
 def riff(rate: int = 16000, channels: int = 1, bits: int = 16, tag: int = 1) -> bytes:
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits)

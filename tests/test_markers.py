@@ -1,0 +1,36 @@
+"""The quick run (``python -m pytest -m unit``) stays quick: a test marked ``unit`` that uses the
+model, the operator on kmock or a browser is refused at collection, with its name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from . import conftest
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+
+@dataclass
+class Item:
+    nodeid: str
+    fixturenames: list[str]
+    markers: set[str] = field(default_factory=set)
+
+    def get_closest_marker(self, name: str) -> object | None:
+        return name if name in self.markers else None
+
+
+def test_a_unit_test_using_the_model_or_the_operator_is_refused() -> None:
+    items = [Item("t.py::pure", ["tmp_path"], {"unit"}),
+             Item("t.py::served", ["server", "registry", "tmp_path"], {"unit"}),
+             Item("t.py::operated", ["cluster", "apiserver"], {"unit"}),
+             Item("t.py::integration", ["server", "registry"])]
+    with pytest.raises(pytest.UsageError) as refused:
+        conftest.pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
+    assert "t.py::served uses ['registry']" in str(refused.value)
+    assert "t.py::operated uses ['apiserver']" in str(refused.value)
+    assert "pure" not in str(refused.value) and "t.py::integration" not in str(refused.value)
+    conftest.pytest_collection_modifyitems(None, [items[0], items[3]])  # type: ignore[arg-type]
+
