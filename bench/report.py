@@ -129,6 +129,24 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             t.append((f"wake from zero ({w['route']}, recognizer {w['recognizer']}): held connection -> first result "
                       "(no target; the recognizer's start dominates)",
                       f"{w['first_result_s']} s, of which the recognizer's start and warm-up {w['recognizer_start_to_ready_s']} s", None))
+    h = res.get("hostile")
+    if h and "error" not in h:
+        rows = h["rows"]
+        clear = [r for r in rows if r["clear"]]
+        t.append((f"hostile: each attack gets its clear answer ({len(rows)} attacks, issue 16 items "
+                  f"{', '.join(str(i) for i in sorted({r['item'] for r in rows}))})",
+                  f"{len(clear)}/{len(rows)}", len(clear) == len(rows)))
+        worst = max(rows, key=lambda r: r["rss_growth_mb"] - r["sent_mb"])
+        t.append(("hostile: no request raises the server's RSS more than 100 MB above what it sent",
+                  f"worst {worst['rss_growth_mb']} MB for {worst['sent_mb']} MB sent ({worst['attack']})", all(r["rss_ok"] for r in rows)))
+        slow = max(rows, key=lambda r: r["ready_max_ms"])
+        t.append(("hostile: /ready answers within 200 ms during every attack",
+                  f"worst {slow['ready_max_ms']} ms ({slow['attack']})", all(r["ready_ok"] for r in rows)))
+        freed = [r["decoders_free_after_s"] for r in rows if "decoders_free_after_s" in r]
+        t.append((f"hostile: idle streams' decoders free within the inactivity timeout (AudioIdleSeconds {h['settings']['AudioIdleSeconds']:g} s)",
+                  f"{', '.join(f'{f:g} s' for f in freed)}", h["decoders_free_within_idle_timeout"]))
+        t.append(("hostile: no traceback in the server's log for the whole suite", str(h["tracebacks_in_logs"]),
+                  not any(h["tracebacks_in_logs"].values())))
     return t
 
 
@@ -288,7 +306,18 @@ def markdown(res: dict[str, Any]) -> str:
         ab = res.get(name)
         if ab and "rows" in ab:
             lines += ["", title, "", intro, "", _table(ab["rows"], cols)]
-    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber"):
+    h = res.get("hostile")
+    if h and "error" not in h:
+        lines += ["", "## Hostile and careless clients (issue 16)", "",
+                  f"A server with a pod's default settings ({h['settings']}), one attack after another. `answer`: what the "
+                  "server said; `clear`: the answer expected; `seconds`: to the answer; `sent_mb`: what the attack sent; "
+                  "`rss_growth_mb`: the server's peak RSS over the attack less its RSS before (VmHWM, reset before each); "
+                  "`ready_max_ms`/`ready_p95_ms`: `/ready` polled every 50 ms during the attack; `decoders_free_after_s`: "
+                  "from the idle clients' first byte until no decoder is held. Tracebacks in the server's logs over the "
+                  f"suite: {h['tracebacks_in_logs']}.", "",
+                  _table(h["rows"], ["item", "attack", "expected", "answer", "clear", "seconds", "sent_mb", "rss_growth_mb",
+                                     "ready_max_ms", "ready_p95_ms", "decoders_free_after_s"])]
+    for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber", "hostile"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]
     bf = res.get("before_fix")

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator,gateway,transcriber]``: run, print, write docs/."""
+"""``python -m bench [--quick] [--only streams,files,memory,overload,operator,colocation,allocator,gateway,transcriber,hostile]``: run, print, write docs/."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # python bench/run.py
 from bench import common, report  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 
-SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber")
+SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber", "hostile")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +117,10 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
         from bench import colocation
 
         result["colocation"] = colocation.suite(audio, [1, 2], pairs=6 if quick else 15, warm_passes=suites.WARM_PASSES)
+    elif name == "hostile":
+        from bench import hostile
+
+        result["hostile"] = hostile.suite(audio)
     elif name == "allocator":
         result["allocator"] = suites.allocator(audio, [1, 2], pairs=6 if quick else 15)
     elif name == "gateway":

@@ -14,42 +14,14 @@ import asyncio
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 from bench.clients import StreamResult, vosk_stream
 from bench.common import Audio, Server, server
+from harness.memory import PeakRss  # noqa: F401 - the hostile tests' measure
 
 #: What a request may add to the server's peak RSS beyond its body (issue 16's target).
 RSS_ALLOWANCE_MB = 100
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-class PeakRss:
-    """The growth of a process's peak RSS over a ``with`` block, in MB (Linux: ``VmHWM``, reset on entry)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before_kb = 0
-        self.peak_kb = 0
-
-    def __enter__(self) -> PeakRss:
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        self.before_kb = _status_kb(self.pid, "VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.peak_kb = _status_kb(self.pid, "VmHWM")
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak_kb - self.before_kb) * 1024 / 1e6
 
 
 @contextmanager

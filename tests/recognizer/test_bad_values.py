@@ -23,13 +23,12 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from bench.common import Audio
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
 from ..conftest import make_settings
-from ..hostile import assert_strict, paced_stream, warm
+from ..hostile import Audio, assert_strict, paced_stream, warm
 from ..support import ServerThread, read_wav
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"

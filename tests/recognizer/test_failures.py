@@ -25,9 +25,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
 from ..conftest import make_settings
-from bench.common import Audio
-
-from ..hostile import assert_strict, paced_stream, warm
+from ..hostile import Audio, assert_strict, paced_stream, warm
 from ..support import ServerThread, read_wav, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"

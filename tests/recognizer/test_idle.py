@@ -28,9 +28,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
 from ..conftest import make_settings
-from bench.common import Audio
-
-from ..hostile import assert_strict, paced_stream, warm
+from ..hostile import Audio, assert_strict, paced_stream, warm
 from ..support import Reference, ServerThread, read_wav
 from ..usp.sdk import config, display_text
 
