@@ -40,21 +40,24 @@ def single(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_decoding_never_blocks_the_event_loop(server, utterances_wav: Path, audio_dir: Path) -> None:
     long_wav = audio_dir / "long.wav"
-    subprocess.run([require_tool("sox"), str(utterances_wav), str(utterances_wav), str(long_wav)], check=True)
+    subprocess.run([require_tool("sox"), *[str(utterances_wav)] * 4, str(long_wav)], check=True)
     result: list[httpx.Response] = []
     worker = threading.Thread(target=lambda: result.append(post(server.http, long_wav.read_bytes())))
     worker.start()
-    time.sleep(1.0)  # the body is sent and decoding has begun
+    time.sleep(0.5)  # the body is sent and decoding has begun
     latencies = []
     with httpx.Client() as client:
-        for _ in range(7):
+        # Only polls that end while the recognition is still running count: a fast machine decodes
+        # quickly, a slow one slowly, and neither may turn this into a test of the machine's speed.
+        while worker.is_alive() and len(latencies) < 7:
             started = time.perf_counter()
             assert client.get(f"{server.http}/ready").status_code == 200
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.1)
-    still_decoding = worker.is_alive()
+            elapsed = time.perf_counter() - started
+            if worker.is_alive():
+                latencies.append(elapsed)
+            time.sleep(0.05)
     worker.join()
-    assert still_decoding, "the recognition ended before /ready was measured; use longer audio"
+    assert len(latencies) >= 3, f"the recognition ended after {len(latencies)} /ready polls; use longer audio"
     assert statistics.median(latencies) < 0.2, latencies
     assert result[0].status_code == 200 and result[0].json()["RecognitionStatus"] == "Success"
 
