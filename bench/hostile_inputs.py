@@ -161,6 +161,59 @@ def raw_request(host: str, port: int, head: bytes, body: bytes = b"", *, timeout
         return _read_all(sock, started, timeout), time.monotonic() - started
 
 
+def send_until_answered(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece: int = 65536) -> tuple[bytes, float]:
+    """Send ``data`` a piece at a time, reading between pieces, until the server has answered (a whole
+    response, or it closed), or stops taking data, or ``timeout``: its answer, and the seconds until
+    its first byte.
+
+    A server may answer before it has read everything (a head or body over its limit, a busy
+    server); a client that only wrote would not see that answer until it had sent it all.
+    """
+    started = time.monotonic()
+    first = float("nan")
+    answer = bytearray()
+    sent = 0
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.setblocking(False)
+        while time.monotonic() - started < timeout:
+            try:
+                got = sock.recv(65536)
+                if not got:
+                    break
+                if not answer:
+                    first = time.monotonic() - started
+                answer += got
+                if response_complete(bytes(answer)):
+                    break
+                continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            if sent < len(data) and not answer:
+                try:
+                    sent += sock.send(data[sent : sent + piece])
+                except BlockingIOError:
+                    time.sleep(0.001)
+                except OSError:
+                    break
+            else:
+                time.sleep(0.01)
+    return bytes(answer), first
+
+
+def response_complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole HTTP response with a ``Content-Length``."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
 def trickle(host: str, port: int, data: bytes, *, interval: float, timeout: float) -> tuple[bytes, float, int]:
     """Send ``data`` one byte every ``interval`` seconds until the server answers or closes, or
     ``timeout``: (what it answered, seconds, bytes sent)."""
@@ -199,6 +252,8 @@ def _read_all(sock: socket.socket, started: float, timeout: float) -> bytes:
         if not piece:
             break
         out += piece
+        if response_complete(bytes(out)):
+            break
     return bytes(out)
 
 
@@ -215,5 +270,5 @@ def big_header_head(path: str, header_bytes: int) -> bytes:
 
 __all__ = [
     "big_header_head", "flac_bomb", "ogg_opus_bomb", "post_head",
-    "raw_request", "trickle", "wav_header", "zip_bomb",
+    "raw_request", "response_complete", "send_until_answered", "trickle", "wav_header", "zip_bomb",
 ]

@@ -11,6 +11,7 @@ reply and the final result within 1 s).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -33,10 +34,13 @@ def real_server_for(audio: Audio | None, *args: str, headers: dict[str, str] | N
     then measures the attack, not a cold recognizer.
     """
     with server("Warmup:Count=1", "Warmup:Seconds=2", *args) as srv:
-        if audio is not None:
-            warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120, headers=headers))
-            assert warmed.ok, warmed.summary()
-        yield srv
+        try:
+            if audio is not None:
+                warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120, headers=headers))
+                assert warmed.ok, warmed.summary()
+            yield srv
+        finally:
+            shutil.rmtree(srv.workdir, ignore_errors=True)
 
 
 def warm(server: Server, audio: Audio) -> None:

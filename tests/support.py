@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from speech_recognizer.serving import SERVER_OPTIONS, listening_socket
+from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_options
 
 # re-exported: the tests import these from here as before
 from harness.loopback import Loopback, free_port  # noqa: F401
@@ -114,9 +114,12 @@ class ServerThread(Loopback):
     """A real uvicorn server on loopback in a background thread."""
 
     def __init__(self, app: object, port: int | None = None, **options: object) -> None:
-        """Serves as ``speech-recognizer`` does (its uvicorn options and listening socket); ``options`` override some."""
+        """Serves as ``speech-recognizer`` does (its uvicorn options, request limits included, and
+        listening socket); ``options`` override some."""
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **{**SERVER_OPTIONS, **options})  # type: ignore[arg-type]
+        state = getattr(app, "state", None)
+        served = server_options(state.settings, state.metrics) if hasattr(state, "settings") else SERVER_OPTIONS
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **{**served, **options})  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         sock = listening_socket("127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)

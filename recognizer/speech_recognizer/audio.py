@@ -241,6 +241,58 @@ def decode_wav(data: bytes, max_seconds: float, cut: bool = False) -> Audio:
         return _decode_blocks(reader, "WAV", max_seconds, cut)
 
 
+def headerless_format(content_type: str) -> WavFormat | None:
+    """The format of headerless 16-bit PCM the content type declares (``audio/l16; rate=16000; channels=1``,
+    or Azure's ``audio/wav; codecs=audio/pcm; samplerate=16000``), or None when it declares none."""
+    mime, params = content_params(content_type or "")
+    if mime != "audio/l16" and params.get("codecs", "").lower() != "audio/pcm":
+        return None
+    rate = params.get("rate") or params.get("samplerate")
+    if not rate or not rate.isdigit():
+        return None
+    channels = params.get("channels", "1") or "1"
+    if not channels.isdigit():
+        raise AudioError(f"channels={channels!r} is not a number")
+    fmt = WavFormat(PCM, int(channels), int(rate), 16)
+    _check_format(fmt)
+    return fmt
+
+
+#: Bytes per second of the widest audio a body may hold when nothing declares its format (48 kHz,
+#: stereo, 32-bit; compressed audio is far less): what caps a body before its header is read.
+MAX_BYTES_PER_SECOND = 48000 * 2 * 4
+#: Room for container headers, and for chunks a WAV may carry after its data (LIST, id3).
+HEADER_ROOM = 64 * 1024
+
+
+def body_limit(content_type: str, max_seconds: float) -> tuple[int, str]:
+    """The most bytes a REST body may have before any of it is read, and what that is, for the message:
+    ``max_seconds`` of the ``audio/l16`` PCM the content type declares, else of the widest audio
+    (Azure's ``audio/wav; codecs=audio/pcm; samplerate=…`` is often a WAV file of another format)."""
+    fmt = headerless_format(content_type) if content_params(content_type)[0] == "audio/l16" else None
+    if fmt is not None:
+        return int(max_seconds * fmt.sample_rate) * 2 * fmt.channels, _describe(fmt)
+    return int(max_seconds * MAX_BYTES_PER_SECOND) + 4096, "the widest audio taken (48 kHz, 2 channels, 32 bits)"
+
+
+def wav_body_limit(head: bytes, max_seconds: float) -> tuple[int, str] | None:
+    """The most bytes a WAV body starting with ``head`` may have (its header, ``max_seconds`` of the
+    format its header gives, and room for trailing chunks), and what that is; None while ``head``
+    does not hold the header up to its data chunk."""
+    try:
+        fmt, offset, _ = parse_wav_header(head)
+    except AudioError:
+        return None
+    frame = fmt.channels * fmt.bits // 8
+    if frame <= 0 or fmt.sample_rate <= 0:
+        return None
+    return offset + int(max_seconds * fmt.sample_rate) * frame + HEADER_ROOM, f"this WAV's {_describe(fmt)}"
+
+
+def _describe(fmt: WavFormat) -> str:
+    return f"{fmt.sample_rate} Hz, {fmt.channels}-channel, {fmt.bits}-bit audio"
+
+
 def decode(data: bytes, content_type: str = "", *, max_seconds: float, cut: bool = False) -> Audio:
     """Decode a request body to mono 16-bit PCM, by its bytes (the content type only for headerless PCM).
 
@@ -257,20 +309,14 @@ def decode(data: bytes, content_type: str = "", *, max_seconds: float, cut: bool
         what = "Ogg" if data[:4] == b"OggS" else "FLAC"
         with _open_soundfile(data, what) as reader:  # type: ignore[attr-defined]
             return _decode_blocks(reader, what, max_seconds, cut)
-    if mime == "audio/l16" or params.get("codecs", "").lower() == "audio/pcm":
-        rate = params.get("rate") or params.get("samplerate")
-        if rate and rate.isdigit():
-            channels = params.get("channels", "1") or "1"
-            if not channels.isdigit():
-                raise AudioError(f"channels={channels!r} is not a number")
-            fmt = WavFormat(PCM, int(channels), int(rate), 16)
-            _check_format(fmt)
-            frames = len(data) // (2 * fmt.channels)
-            limit = int(max_seconds * fmt.sample_rate)
-            if frames > limit and not cut:
-                raise too_long(frames / fmt.sample_rate, max_seconds)
-            body = memoryview(data)[: 2 * fmt.channels * min(frames, limit)]
-            return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
+    fmt = headerless_format(content_type)
+    if fmt is not None:
+        frames = len(data) // (2 * fmt.channels)
+        limit = int(max_seconds * fmt.sample_rate)
+        if frames > limit and not cut:
+            raise too_long(frames / fmt.sample_rate, max_seconds)
+        body = memoryview(data)[: 2 * fmt.channels * min(frames, limit)]
+        return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     if mime and mime not in SUPPORTED_TYPES and not mime.startswith("application/octet-stream"):
         raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", UNSUPPORTED_MEDIA)
     raise AudioError("the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)")

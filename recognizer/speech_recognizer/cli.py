@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, heap
-from .serving import SERVER_OPTIONS, listening_socket
+from .serving import listening_socket, server_options
 from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **SERVER_OPTIONS)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics))
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         server.run(sockets=[sock])

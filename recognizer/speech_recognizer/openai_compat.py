@@ -29,12 +29,12 @@ from starlette.routing import BaseRoute, Route
 
 from . import contract as c
 from . import openapi as oa
-from .audio import AudioError, decode
+from .audio import MAX_BYTES_PER_SECOND, AudioError, decode
 from .auth import check_key
 from .engine import Engine
 from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, classify, observe, openai_response
 from .openapi import describe
-from .rest import MAX_BYTES_PER_SECOND, read_body, recognize_audio, request_locale
+from .rest import read_body, recognize_audio, request_locale
 from .results import lexical
 from .settings import Settings
 from .subtitles import SubtitleFormat

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from . import contract as c
 from . import openapi as oa
 from .admission import Reservation
-from .audio import Audio, AudioError, chunks, decode
+from .audio import HEADER_ROOM, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
 from .auth import check_key
 from .engine import Engine
 from .errors import NOT_FOUND, TOO_LARGE, BadValue, Failure, classify, http_response, observe
@@ -28,10 +28,6 @@ from .settings import Settings, flag
 from .subtitles import SubtitleFormat, from_accept
 from .subtitles import render as subtitles
 from .transcript import Phrase
-
-#: Bytes per second of the largest input we accept (48 kHz, stereo, 32-bit), to cap bodies early.
-MAX_BYTES_PER_SECOND = 48000 * 2 * 4
-
 
 def request_locale(query: dict[str, str], engine: Engine) -> str:
     """The ``language`` of a request, or the only locale served when it names none."""
@@ -61,16 +57,50 @@ def subtitle_response(phrases: list[Phrase], fmt: SubtitleFormat, profanity: Pro
     return Response(subtitles(phrases, fmt, profanity), media_type=f"{fmt.media_type}; charset=utf-8")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body (chunked or not), refusing more than ``limit`` bytes with 413."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise AudioError(f"the body is {int(declared)} bytes; the limit is {limit}", TOO_LARGE)
+def declared_length(request: Request) -> int | None:
+    """The body's ``Content-Length``, or None (chunked, or not a number)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+def too_large(size: str, limit: int, what: str = "") -> AudioError:
+    """The 413 for a body of ``size`` bytes over ``limit``; ``what`` says what the limit is."""
+    return AudioError(f"the body is {size} bytes; {limit} at most{what}", TOO_LARGE)
+
+
+def check_declared_length(request: Request, limit: int, what: str = "") -> None:
+    """Refuse (413) a ``Content-Length`` over ``limit`` before anything is read."""
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise too_large(str(declared), limit, what)
+
+
+def _seconds_of(max_seconds: float, audio: str) -> str:
+    return f": {max_seconds:g} s (MaxAudioSeconds) of {audio}"
+
+
+async def read_body(request: Request, limit: int, *, wav_seconds: float | None = None) -> bytes:
+    """The whole body (chunked or not), refusing more than ``limit`` bytes with 413, by its
+    ``Content-Length`` before anything is read, else as soon as it is passed.
+
+    With ``wav_seconds``, a WAV body's limit narrows to that many seconds of its own format
+    as soon as its header has come (and its ``Content-Length`` is checked again), so that an
+    audio body is never read past its audio's worth.
+    """
+    what = ""
+    check_declared_length(request, limit, what)
     body = bytearray()
+    narrowed = wav_seconds is None
     async for piece in request.stream():
         body += piece
+        if not narrowed and body[:4] == b"RIFF":
+            found = wav_body_limit(bytes(body[:HEADER_ROOM]), wav_seconds)  # type: ignore[arg-type]
+            narrowed = found is not None or len(body) >= HEADER_ROOM  # no header in 64 KiB: decoding will say why
+            if found is not None and found[0] < limit:
+                limit, what = found[0], _seconds_of(wav_seconds, found[1])  # type: ignore[arg-type]
+                check_declared_length(request, limit, what)
         if len(body) > limit:
-            raise AudioError(f"the body is over the limit of {limit} bytes", TOO_LARGE)
+            raise too_large(f"over {limit}", limit, what)
     return bytes(body)
 
 
@@ -108,13 +138,19 @@ async def _recognize(request: Request, mode: str) -> Response:
     word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")
     locale = request_locale(query, engine)
     await engine.registry.aload(locale)  # an unknown language is refused before the body is read
-    limit = int(settings.max_audio_seconds * MAX_BYTES_PER_SECOND) + 4096
-    body = await read_body(request, limit)
     ctype = request.headers.get("content-type", "")
-    audio = await asyncio.to_thread(lambda: decode(body, ctype, max_seconds=settings.max_audio_seconds))
-    if not audio.pcm:
-        raise AudioError("the audio holds no samples")
-    phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}")
+    limit, audio_kind = body_limit(ctype, settings.max_audio_seconds)
+    check_declared_length(request, limit, _seconds_of(settings.max_audio_seconds, audio_kind))
+    # A decoder is held before the body is read and decoded (both cost memory and CPU), so that a
+    # busy server refuses at once instead of after reading and decoding a body for nothing. A body
+    # refused unread is discarded as it comes (within Http:BodyTimeoutSeconds), never kept.
+    with engine.reserve() as reservation:
+        body = await read_body(request, limit, wav_seconds=settings.max_audio_seconds)
+        audio = await asyncio.to_thread(decode, body, ctype, max_seconds=settings.max_audio_seconds)
+        del body  # the PCM is all that is kept while it is recognized
+        if not audio.pcm:
+            raise AudioError("the audio holds no samples")
+        phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}", reservation)
     if isinstance(fmt, SubtitleFormat):
         return subtitle_response(phrases, fmt, profanity)
     return JSONResponse(phrase_json(
@@ -162,8 +198,12 @@ RECOGNIZE = {
                         "the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"),
         **oa.KEY_ERRORS,
         "404": oa.error(404, "no such recognition mode", "no recognition mode 'batch'; use one of interactive, conversation, dictation"),
+        "408": oa.error(408, "the request's head or body did not arrive in time (`Http:HeaderTimeoutSeconds`, `Http:BodyTimeoutSeconds`); "
+                        "the connection is closed", "the request's body paused for 10 s (Http:BodyTimeoutSeconds)"),
         "413": oa.error(413, "audio longer than `MaxAudioSeconds`, or a body over its size",
                         "the audio is 75.0 s long; this route takes at most 60 s (MaxAudioSeconds); use the WebSocket route for longer audio"),
+        "431": oa.error(431, "the request's head is over `Http:MaxHeaderBytes`; the connection is closed",
+                        "the request's head is over 16384 bytes (Http:MaxHeaderBytes)"),
         "415": oa.error(415, "an encoding or content type not served",
                         "unsupported content type 'audio/mpeg': send audio/wav or audio/ogg; codecs=opus"),
         "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "

@@ -21,7 +21,12 @@ from __future__ import annotations
 import logging
 import socket
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .errors import Counters
 
 #: Seconds between keepalive pings.
 PING_INTERVAL_SECONDS = 20.0
@@ -38,6 +43,21 @@ SERVER_OPTIONS: dict[str, Any] = {
     "ws_ping_interval": PING_INTERVAL_SECONDS,
     "ws_ping_timeout": None,
 }
+
+
+def server_options(settings: Settings, metrics: Counters | None = None) -> dict[str, Any]:
+    """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
+    their request limits (:mod:`.http_limits`; always httptools, whatever uvicorn would pick),
+    counting its refusals on ``metrics``."""
+    from .http_limits import HttpLimits, protocol
+
+    limits = HttpLimits(
+        max_header_bytes=settings.http_max_header_bytes,
+        header_seconds=settings.http_header_timeout_seconds,
+        body_pause_seconds=settings.http_body_timeout_seconds,
+        body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
+    )
+    return {**SERVER_OPTIONS, "http": protocol(limits, metrics)}
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

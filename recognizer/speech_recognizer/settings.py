@@ -243,6 +243,27 @@ class Settings:
         help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` gets the final result "
         "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
     )
+    http_max_header_bytes: int = setting(
+        c.HTTP_MAX_HEADER_BYTES,
+        16384,
+        minimum=1024,
+        maximum=524288,
+        help="largest HTTP request head (request line and headers), in bytes; larger gets 431 as soon as it passes (see [Limits](#limits))",
+    )
+    http_header_timeout_seconds: float = setting(
+        c.HTTP_HEADER_TIMEOUT,
+        10.0,
+        minimum=1,
+        maximum=600,
+        help="seconds a request head may take from its first byte (a new connection's from its opening); later gets 408",
+    )
+    http_body_timeout_seconds: float = setting(
+        c.HTTP_BODY_TIMEOUT,
+        10.0,
+        minimum=1,
+        maximum=600,
+        help="longest pause in a request body, in seconds; a whole body must also arrive within `MaxAudioSeconds` plus this; later gets 408",
+    )
     drain_seconds: float = setting(
         c.DRAIN_SECONDS,
         30.0,

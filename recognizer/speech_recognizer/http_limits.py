@@ -1,0 +1,197 @@
+"""uvicorn's HTTP/1.1 protocol with limits on what a request may hold and how long it may take.
+
+uvicorn reads a request's head and body for as long as the client cares to send
+them: with httptools (what ``uvicorn[standard]`` runs) a 64 MiB header stalled
+every other request for 6-11 s, a head sent a byte a second and a body whose
+last byte never comes held their connections (and the body's memory) forever.
+This protocol (:func:`protocol`, the server's ``http`` option) adds:
+
+- a cap on the head (request line and headers): 431 as soon as it is passed,
+  before the rest is read or parsed;
+- a deadline for the head, from its first byte (from the connection's opening,
+  for its first request): 408;
+- for a body, a longest pause between two pieces and a deadline for the whole
+  (``MaxAudioSeconds`` plus that pause: a client streaming its audio as it
+  records it needs the audio's length): 408.
+
+Each refusal is a failure of the server's policy (:mod:`.errors`:
+:data:`~speech_recognizer.errors.HEADER_TOO_LARGE`,
+:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`), answered with its JSON error and
+``Connection: close``, logged and counted (route ``http``: no route is known before
+the head is read); then the connection is closed. The server always runs this
+protocol, so the limits hold whichever parser uvicorn would have picked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response, observe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one request may hold and take."""
+
+    #: Largest request head (request line and headers), in bytes.
+    max_header_bytes: int = 16384
+    #: Seconds a request head may take from its first byte.
+    header_seconds: float = 10.0
+    #: Longest pause between two pieces of a body, in seconds.
+    body_pause_seconds: float = 10.0
+    #: Seconds a whole body may take from the end of its head.
+    body_seconds: float = 70.0
+
+
+class LimitedHttpTools(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` that refuses heads over :attr:`limits` and reads that take too long."""
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+    #: Where refusals are counted (the app's metrics), if anywhere.
+    metrics: ClassVar[Counters | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        #: "head" (waiting for or reading a request head), "body" (reading a body), or "done" (refused, upgraded).
+        self._phase = "head"
+        self._head_bytes = 0
+        #: When the body must have arrived (the loop's clock), and whether the timer is armed for that.
+        self._body_deadline = 0.0
+        self._until_deadline = False
+
+    # ---- timers
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(max(0.0, seconds), self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._phase == "head":
+            self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s (Http:HeaderTimeoutSeconds)")
+        elif self._phase == "body" and self._until_deadline:
+            self._refuse(UPLOAD_TIMEOUT, f"the request's body did not arrive within {self.limits.body_seconds:g} s "
+                                         "(MaxAudioSeconds plus Http:BodyTimeoutSeconds)")
+        elif self._phase == "body":
+            self._refuse(UPLOAD_TIMEOUT, f"the request's body paused for {self.limits.body_pause_seconds:g} s (Http:BodyTimeoutSeconds)")
+
+    def _body_timer(self) -> None:
+        """Armed for the longest pause, or for the whole body's deadline when that comes first."""
+        left = self._body_deadline - self.loop.time()
+        self._until_deadline = left <= self.limits.body_pause_seconds
+        self._arm(min(self.limits.body_pause_seconds, left))
+
+    def _refuse(self, kind: Kind, message: str) -> None:
+        """Answer a failure of ``kind`` (unless a response has begun), close the connection, and tell the app it is gone."""
+        phase, self._phase = self._phase, "done"
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        failure = Failure(f"{message}; from {self._peer()}", kind)
+        observe(failure, "http", self.metrics)
+        cycle = self.cycle
+        if cycle is None or phase == "head" or not cycle.response_started:
+            self.transport.write(_response_bytes(Failure(message, kind)))
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
+            cycle.message_event.set()
+        self.transport.close()
+
+    def _peer(self) -> str:
+        return "%s:%d" % self.client if self.client else "a client"
+
+    # ---- the connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = "done"
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "done":
+            return
+        if self._phase == "head":
+            if self._timer is None:  # the first byte of a request after the previous one
+                self._arm(self.limits.header_seconds)
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._phase == "head" and self._head_bytes > self.limits.max_header_bytes:
+            self._too_large()
+        elif self._phase == "body":
+            self._body_timer()
+
+    def _too_large(self) -> None:
+        self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes (Http:MaxHeaderBytes)")
+
+    # ---- parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self._phase == "head":
+            super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self._phase == "head":
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._phase == "head":
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._phase != "head":
+            return
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:  # the whole head came in one read
+            self._too_large()
+            return
+        self._disarm()
+        upgrading = self.parser.should_upgrade() and self._should_upgrade()
+        self._phase = "done" if upgrading else "body"
+        if not upgrading:
+            self._body_deadline = self.loop.time() + self.limits.body_seconds
+            self._body_timer()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._phase == "body":
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._phase != "body":
+            return
+        self._disarm()
+        self._phase = "head"  # the next request's deadline starts at its first byte
+        self._head_bytes = 0
+        super().on_message_complete()
+
+
+def _response_bytes(failure: Failure) -> bytes:
+    """The whole HTTP/1.1 response the policy gives ``failure``, closing the connection."""
+    response = http_response(failure)
+    status = response.status_code
+    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")
+    return (head + "connection: close\r\n\r\n").encode("latin-1") + bytes(response.body)
+
+
+def protocol(limits: HttpLimits, metrics: Counters | None = None) -> type[LimitedHttpTools]:
+    """The server's ``http`` protocol class with ``limits``, counting refusals on ``metrics``."""
+    return type("LimitedHttpTools", (LimitedHttpTools,), {"limits": limits, "metrics": metrics})
