@@ -1,77 +1,29 @@
-"""What every benchmark shares: speech audio, a recognizer server in a subprocess, a CPU/RSS sampler."""
+"""What every benchmark shares: speech audio, a recognizer server in a subprocess (both from :mod:`harness`), a
+CPU/RSS sampler, the in-process worker, the machine's description."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "recognizer"))
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT))
+sys.path.insert(0, str(_ROOT / "recognizer"))
 
-from harness.loopback import Loopback, free_port  # noqa: E402
-from harness.speech import SENTENCES, concat, read_wav, speak  # noqa: E402
-
-CHUNK = 3200  # 100 ms at 16 kHz mono: what the Speech SDK sends
-CHUNK_S = 0.1
-LOCALE = "ko-KR"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
-    return s[k]
-
-
-#: The largest audio frame a Speech SDK client sends (and the server takes).
-MAX_FRAME_BYTES = 8192
-
-
-@dataclass
-class Audio:
-    """16-bit mono PCM at ``rate``, sent in chunks of :attr:`chunk_s` seconds."""
-
-    pcm: bytes
-    rate: int
-    path: Path
-
-    @property
-    def seconds(self) -> float:
-        return len(self.pcm) / 2 / self.rate
-
-    @property
-    def chunk_s(self) -> float:
-        """100 ms (the Speech SDK's chunk), or 50 ms where 100 ms would not fit a USP audio frame (44.1/48 kHz)."""
-        return CHUNK_S if 2 * int(self.rate * CHUNK_S) <= MAX_FRAME_BYTES else CHUNK_S / 2
-
-    def chunks(self) -> list[bytes]:
-        size = 2 * int(self.rate * self.chunk_s)
-        return [self.pcm[i : i + size] for i in range(0, len(self.pcm), size)]
-
-
-def make_audio(workdir: Path) -> Audio:
-    """The four test sentences with 1.5 s of silence around each (about 14 s), 16 kHz mono."""
-    parts = [speak(s, workdir / f"s{i}.wav") for i, s in enumerate(SENTENCES)]
-    wav = concat(parts, workdir / "stream.wav", gap=1.5)
-    pcm, rate, channels = read_wav(wav)
-    assert channels == 1
-    return Audio(pcm, rate, wav)
-
+# What the tests use too lives in harness; the bench's modules take it from here.
+from harness.clients import percentile  # noqa: E402,F401
+from harness.loopback import free_port  # noqa: E402,F401
+from harness.server import ROOT, Server, cpu_seconds, server  # noqa: E402,F401
+from harness.speech import CHUNK, CHUNK_S, LOCALE, Audio, concat, make_audio, read_wav, speak  # noqa: E402,F401
 
 #: Other sentences than the bench audio's, for streams that each speak their own recording.
 OTHER_SENTENCES = (
@@ -143,59 +95,6 @@ class Sampler:
         return {"cpu_mean_pct": round(sum(cpu) / len(cpu), 1), "cpu_max_pct": round(max(cpu), 1), "rss_max_mib": round(max(rss), 1)}
 
 
-@dataclass
-class Server(Loopback):
-    """``python -m speech_recognizer`` on a loopback port, in a subprocess."""
-
-    port: int
-    proc: subprocess.Popen
-    workdir: Path
-    log: Path = field(default=Path("/dev/null"))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_mib(self) -> float:
-        return psutil.Process(self.pid).memory_info().rss / 2**20
-
-
-@contextlib.contextmanager
-def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) -> Iterator[Server]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
-    port = port or free_port()
-    log = workdir / "server.log"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "speech_recognizer", "Eula=accept", f"Port={port}",
-           f"Mounts:Output={workdir / 'output'}", f"Mounts:Models={workdir / 'models'}",
-           "Host=127.0.0.1", "Logging:Console:LogLevel:Default=Warning", *args]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    srv = Server(port, proc, workdir, log)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{srv.http}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.2)
-        yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 POOL_COUNTERS = ("speech_recognizers_built_total", "speech_recognizers_retired_total", "speech_recognizer_handovers_total")
 
 
@@ -205,15 +104,6 @@ def pool_counts(srv: Server) -> dict[str, float]:
         lines = r.read().decode().splitlines()
     values = {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith(POOL_COUNTERS)}
     return {name.split("_")[2]: values.get(name, float("nan")) for name in POOL_COUNTERS}
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system, all threads) used so far by ``pid``, or by this process."""
-    if pid is None:
-        t = os.times()
-        return t.user + t.system
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
 
 
 def loadavg() -> list[float]:

@@ -42,7 +42,7 @@ from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, 
 from harness.memory import PeakRss
 
 from .common import ROOT, Audio, Server, percentile, server
-from .hostile_inputs import flac_bomb, ogg_opus_bomb, post_head, raw_request, wav_header, zip_bomb
+from harness.hostile_inputs import flac_bomb, ogg_opus_bomb, post_head, raw_request, wav_header, zip_bomb
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 USP = REST

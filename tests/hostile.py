@@ -1,10 +1,10 @@
 """Helpers for the tests of hostile input: a real server process, its peak memory, and a paced stream beside.
 
 Each hostile test runs ``python -m speech_recognizer`` in a subprocess (the
-bench's :func:`bench.common.server`), so that its RSS is the server's alone and
+XX
 the client's work does not share the server's interpreter, and checks that a
 normal stream, paced at 1x real time over ``/vosk`` while the attack runs,
-stays strictly real time (:attr:`bench.clients.StreamResult.strict`: every
+stays strictly real time (:attr:`harness.clients.StreamResult.strict`: every
 reply and the final result within 1 s).
 """
 
@@ -17,8 +17,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Iterator
 
-from bench.clients import StreamResult, vosk_stream
-from bench.common import Audio, Server, server
+from harness.clients import StreamResult, vosk_stream
+from harness.server import Server, server
+from harness.speech import Audio
 from harness.memory import PeakRss  # noqa: F401 - the hostile tests' measure
 
 #: What a request may add to the server's peak RSS beyond its body (issue 16's target).

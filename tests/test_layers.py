@@ -1,6 +1,6 @@
 """Dependencies point one way: the tests and the benchmarks import ``harness`` (what they share)
-and the production packages; the benchmarks never import the tests; ``harness`` imports neither;
-production code imports none of them, and neither the wheel nor the images carry them."""
+and the production packages, never each other; ``harness`` imports neither; production code
+imports none of them, and neither the wheel nor the images carry them."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def test_production_imports_no_test_or_bench_code() -> None:
 
 def test_bench_does_not_import_the_tests() -> None:
     assert offenders(ROOT / "bench", "bench", {"tests"}) == {}
+
+
+def test_the_tests_do_not_import_bench() -> None:
+    """What the tests share with the benchmarks is in ``harness``: the tests stand without the benchmarks."""
+    assert offenders(ROOT / "tests", "tests", {"bench"}) == {}
 
 
 def test_harness_imports_neither_tests_nor_bench() -> None:

@@ -16,8 +16,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from bench.common import Audio, Server, make_audio
-from bench.hostile_inputs import flac_bomb, ogg_opus_bomb
+from harness.server import Server
+from harness.speech import Audio, make_audio
+from harness.hostile_inputs import flac_bomb, ogg_opus_bomb
 
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 

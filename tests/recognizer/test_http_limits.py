@@ -18,8 +18,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from bench.common import Audio, Server, cpu_seconds, make_audio
-from bench.hostile_inputs import big_header_head, post_head, raw_request, send_until_answered, trickle, wav_header
+from harness.server import Server, cpu_seconds
+from harness.speech import Audio, make_audio
+from harness.hostile_inputs import big_header_head, post_head, raw_request, send_until_answered, trickle, wav_header
 from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools
 from speech_recognizer.serving import server_options
 from speech_recognizer.settings import SettingsError, parse

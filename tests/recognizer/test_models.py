@@ -22,7 +22,7 @@ from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry, UnknownLocale, canonical_locale, discover, without_dither
 from speech_recognizer.settings import parse
 
-from bench.hostile_inputs import zip_bomb
+from harness.hostile_inputs import zip_bomb
 
 from ..support import ServerThread
 from .test_settings import run_cli

@@ -23,7 +23,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from bench.common import Audio, Server, make_audio
+from harness.server import Server
+from harness.speech import Audio, make_audio
 from speech_recognizer import contract as c
 
 from ..hostile import assert_strict, paced_stream, real_server_for
