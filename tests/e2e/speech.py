@@ -115,8 +115,8 @@ def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = 
             outcome.recognized.append((e.result.text, e.result.offset, e.result.duration))
 
     def on_canceled(e: speechsdk.SpeechRecognitionCanceledEventArgs) -> None:
-        if e.reason == speechsdk.CancellationReason.Error:
-            d = e.cancellation_details
+        d = e.cancellation_details  # the event has no ``reason`` of its own: it is in the details
+        if d.reason == speechsdk.CancellationReason.Error:
             outcome.errors.append(f"{d.code.name}: {d.error_details}")
 
     recognizer.recognized.connect(on_recognized)

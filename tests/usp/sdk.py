@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 
@@ -44,26 +46,49 @@ class Events:
     recognized_at: list[float] = field(default_factory=list)
     canceled: list[speechsdk.CancellationDetails] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
+    #: What the handlers raised: the SDK calls them on its own thread and drops what they raise.
+    handler_errors: list[BaseException] = field(default_factory=list)
+
+    def handler(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``fn``, keeping what it raises in :attr:`handler_errors` (the SDK would drop it silently)."""
+
+        def handle(e: Any) -> None:
+            try:
+                fn(e)
+            except BaseException as exc:
+                self.handler_errors.append(exc)
+                raise
+
+        return handle
 
 
 def continuous(rec: speechsdk.SpeechRecognizer, timeout: float = 60.0, started: threading.Event | None = None) -> Events:
-    """Run continuous recognition until the session stops (end of audio)."""
+    """Run continuous recognition until the session stops (end of audio, or an error: then in
+    :attr:`Events.canceled`); a handler that raised fails the caller."""
     ev = Events()
-    rec.recognizing.connect(lambda e: ev.recognizing.append((time.monotonic(), e.result.text)))
+    rec.recognizing.connect(ev.handler(lambda e: ev.recognizing.append((time.monotonic(), e.result.text))))
 
     def on_recognized(e: speechsdk.SpeechRecognitionEventArgs) -> None:
         if e.result.reason == speechsdk.ResultReason.RecognizedSpeech:
             ev.recognized.append(e.result)
             ev.recognized_at.append(time.monotonic())
 
-    rec.recognized.connect(on_recognized)
-    rec.canceled.connect(lambda e: ev.canceled.append(e.cancellation_details) if e.reason == speechsdk.CancellationReason.Error else None)
-    rec.session_stopped.connect(lambda e: ev.stopped.set())
+    def on_canceled(e: speechsdk.SpeechRecognitionCanceledEventArgs) -> None:
+        # The event's reason is in its details: the event has no ``reason`` (reading it raised, and the
+        # SDK dropped the AttributeError, so no cancellation was ever recorded).
+        if e.cancellation_details.reason == speechsdk.CancellationReason.Error:
+            ev.canceled.append(e.cancellation_details)
+
+    rec.recognized.connect(ev.handler(on_recognized))
+    rec.canceled.connect(ev.handler(on_canceled))
+    rec.session_stopped.connect(ev.handler(lambda e: ev.stopped.set()))
     rec.start_continuous_recognition()
     if started is not None:
         started.set()
-    assert ev.stopped.wait(timeout), "the recognition session did not stop"
+    stopped = ev.stopped.wait(timeout)
     rec.stop_continuous_recognition()
+    assert not ev.handler_errors, f"an event handler raised: {ev.handler_errors!r}"
+    assert stopped, "the recognition session did not stop"
     return ev
 
 

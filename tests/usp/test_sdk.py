@@ -16,6 +16,7 @@ from pathlib import Path
 
 import azure.cognitiveservices.speech as speechsdk
 import httpx
+import pytest
 
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import lexical
@@ -189,3 +190,25 @@ def test_four_clients_at_once(
         results = list(pool.map(lambda w: once(config(server.ws), w), wavs))
     for result, phrase in zip(results, expected_phrases):
         assert_matches(result, phrase)
+
+
+@pytest.mark.parametrize("source", ["file", "push stream"])
+@pytest.mark.parametrize(("key", "status"), [("not-the-key", "401"), (None, "403")])
+def test_refused_key_cancels_continuous_recognition(
+    keyed_server: ServerThread, utterances_wav: Path, source: str, key: str | None, status: str
+) -> None:
+    """As ``recognize_once``: the app gets ``canceled`` with AuthenticationFailure and the status, then
+    ``session_stopped``, at once, from a file as from a push stream that is still open."""
+    cfg = config(keyed_server.ws, key=key)
+    if source == "file":
+        rec = recognizer(cfg, utterances_wav)
+    else:
+        stream = speechsdk.audio.PushAudioInputStream()
+        stream.write(read_wav(utterances_wav)[0][: 10 * SDK_CHUNK])  # 1 s, and the stream left open
+        rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    started = time.monotonic()
+    events = continuous(rec, timeout=10)
+    assert [d.code for d in events.canceled] == [speechsdk.CancellationErrorCode.AuthenticationFailure], events
+    assert f"Authentication error ({status})" in events.canceled[0].error_details
+    assert events.recognized == [] and events.recognizing == []
+    assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
