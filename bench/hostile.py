@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ import numpy as np
 import soundfile
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as connect_sync
 
 from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
 from harness.memory import PeakRss
 
-from .common import ROOT, Audio, Server, percentile, server
-from harness.hostile_inputs import flac_bomb, ogg_opus_bomb, post_head, raw_request, wav_header, zip_bomb
+from .common import ROOT, Audio, Server, cpu_seconds, percentile, server
+from harness.hostile_inputs import big_header_head, exchange, flac_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 USP = REST
@@ -52,6 +54,10 @@ RSS_ALLOWANCE_MB = 100
 READY_TARGET_S = 0.2
 #: No attack may take longer than this (it is then reported as unanswered).
 ATTACK_DEADLINE_S = 120.0
+#: The head and body deadlines of the server the HTTP-limit attacks (items 3 and 4) run on: short, so that
+#: the suite stays quick (a pod's defaults are 10 s; the limits work the same at any value).
+HTTP_DEADLINE_S = 2
+HTTP_LIMITS = (f"Http:HeaderTimeoutSeconds={HTTP_DEADLINE_S}", f"Http:BodyTimeoutSeconds={HTTP_DEADLINE_S}")
 
 
 @dataclass
@@ -356,20 +362,123 @@ def reset_and_counting(srv: Server, audio: Audio) -> Outcome:
     return asyncio.run(run())
 
 
+def _status(answer: bytes) -> int:
+    """The status of a raw HTTP/1.1 answer (0 if there was none)."""
+    return int(answer[9:12]) if answer.startswith(b"HTTP/1.1 ") and answer[9:12].isdigit() else 0
+
+
+def _reason(answer: bytes) -> str:
+    """The error message of a raw JSON error answer."""
+    try:
+        return str(json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return answer[:90].decode("latin-1")
+
+
+def _huge_head(size: int) -> Callable[[Server, Audio], Outcome]:
+    def attack(srv: Server, audio: Audio) -> Outcome:
+        """A GET whose one header is ``size`` bytes, sent while the server's answer is read."""
+        head = big_header_head("/ready", size)
+        got = exchange("127.0.0.1", srv.port, head, timeout=ATTACK_DEADLINE_S)
+        status = _status(got.answer)
+        return Outcome(f"{status or 'no answer'} {_reason(got.answer)[:70]}; {got.sent / 2**20:.1f} MiB sent of {size / 2**20:g}",
+                       status == 431 and b"Http:MaxHeaderBytes" in got.answer and got.first_byte_s < 2, got.first_byte_s, got.sent)
+
+    return attack
+
+
+def trickled_heads(srv: Server, audio: Audio) -> Outcome:
+    """10 connections each sending a GET's head one byte a second."""
+    head = big_header_head("/ready", 100)
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        runs = list(pool.map(lambda _: trickle("127.0.0.1", srv.port, head, interval=1.0, timeout=ATTACK_DEADLINE_S), range(10)))
+    statuses = [_status(answer) for answer, _, _ in runs]
+    took = [t for _, t, _ in runs]
+    clear = all(s == 408 and b"Http:HeaderTimeoutSeconds" in a for s, (a, _, _) in zip(statuses, runs)) \
+        and all(HTTP_DEADLINE_S - 0.5 < t < HTTP_DEADLINE_S + 2 for t in took)
+    return Outcome(f"{statuses.count(408)}x408 after {min(took):.1f}-{max(took):.1f} s; {_reason(runs[0][0])[:60]}", clear,
+                   time.monotonic() - started, sum(sent for _, _, sent in runs))
+
+
+def withheld_bodies(srv: Server, audio: Audio) -> Outcome:
+    """40 uploads of 60 s of 16 kHz audio (1.9 MB), each withholding its last byte."""
+    body = wav_header(data_bytes=60 * 32000) + b"\1\0" * (60 * 16000)
+    data = post_head(f"{REST}?language=ko-KR", content_length=len(body)) + body[:-1]
+    decoders = _decoders(srv)
+    started = time.monotonic()
+    with ThreadPoolExecutor(40) as pool:
+        runs = list(pool.map(lambda _: exchange("127.0.0.1", srv.port, data, timeout=ATTACK_DEADLINE_S), range(40)))
+    took = time.monotonic() - started
+    timed_out = [r for r in runs if _status(r.answer) == 408]
+    busy = [r for r in runs if _status(r.answer) == 503]
+    clear = (len(timed_out) + len(busy) == len(runs) and len(timed_out) <= decoders
+             and all(b"Http:BodyTimeoutSeconds" in r.answer and r.first_byte_s < HTTP_DEADLINE_S + 3 for r in timed_out)
+             and all(b"busy" in r.answer and r.first_byte_s < 2 for r in busy))
+    first = [r.first_byte_s for r in timed_out] or [float("nan")]
+    at_once = [r.first_byte_s for r in busy] or [float("nan")]
+    answer = (f"{len(timed_out)}x408 after {min(first):.1f}-{max(first):.1f} s, {len(busy)}x503 busy within {1000 * max(at_once):.0f} ms, "
+              f"{len(runs) - len(timed_out) - len(busy)} other (of {decoders} decoders)")
+    return Outcome(answer, clear, took, sum(r.sent for r in runs), {"held_mb": round(sum(r.sent for r in timed_out) / 1e6, 1)})
+
+
+def busy_large_uploads(srv: Server, audio: Audio) -> Outcome:
+    """Every decoder held by a /vosk stream, then 14 uploads that declare 22 MB of 48 kHz stereo float and send
+    only the WAV header: 503 each before its body is read (they cost 5-7 s of CPU each, read and decoded)."""
+    body_bytes = 22_000_000
+    head = post_head(f"{REST}?language=ko-KR", content_length=44 + body_bytes)
+    first = wav_header(rate=48000, channels=2, bits=32, tag=3, data_bytes=body_bytes)
+    holders = [connect_sync(f"{srv.ws}/vosk?language=ko-KR") for _ in range(_decoders(srv))]
+    try:
+        for ws in holders:
+            ws.send(b"\0" * 3200)
+            ws.recv(30)
+        held = _sessions(srv)
+        cpu_before = cpu_seconds(srv.pid)
+        started = time.monotonic()
+        with ThreadPoolExecutor(14) as pool:
+            runs = list(pool.map(lambda _: raw_request("127.0.0.1", srv.port, head, first, timeout=30), range(14)))
+        took = time.monotonic() - started
+        cpu = cpu_seconds(srv.pid) - cpu_before
+    finally:
+        for ws in holders:
+            ws.close()
+    statuses = [_status(a) for a, _ in runs]
+    clear = all(s == 503 and b"busy" in a and t < 2 for s, (a, t) in zip(statuses, runs)) and cpu < BUSY_CPU_TARGET_S
+    return Outcome(f"{statuses.count(503)}x503 within {1000 * max(t for _, t in runs):.0f} ms ({held} decoders held); server CPU {cpu:.2f} s",
+                   clear, took, sum(len(head) + len(first) for _ in runs), {"server_cpu_s": round(cpu, 2)})
+
+
+#: The CPU the server may spend refusing the 14 uploads (each cost 5-7 s before the decoder was reserved first).
+BUSY_CPU_TARGET_S = 2.0
+
+
+def _decoders(srv: Server) -> int:
+    return int(httpx.get(f"{srv.http}/sessions", timeout=10).json()["decoders"])
+
+
 def _usp_requests(srv: Server) -> float:
     text = httpx.get(f"{srv.http}/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("speech_requests_total{") and 'route="usp/conversation"' in line and 'status="200"' in line)
 
 
-#: The attacks, in the issue's order; adding one is adding an entry. Items 3 (withheld and slow uploads) and
-#: 4 (request header size) belong to another change: add their entries here when it lands.
+#: The attacks, in the issue's order; adding one is adding an entry.
 ATTACKS: tuple[Attack, ...] = (
     Attack("FLAC bomb (35 KB, 65 M frames x 8 channels)", 1, "413 before decoding", flac),
     Attack("Ogg/Opus bomb (an hour claimed)", 1, "413 before decoding", ogg),
     Attack("WAV whose header claims 4 GB", 1, "413", wav_claiming_4gb),
     Attack("6 /vosk clients send 2 bytes, then nothing", 2, "close 1008 (AudioIdleSeconds), decoders free", idle_streams),
     Attack("Speech SDK turn with 2 bytes, then nothing", 2, "close 1007 (AudioIdleSeconds): the SDK's BadRequest", idle_turn),
+    Attack("10 connections send a head 1 byte a second", 3, f"408 after Http:HeaderTimeoutSeconds ({HTTP_DEADLINE_S} s here)",
+           trickled_heads, HTTP_LIMITS),
+    Attack("40 uploads of 60 s audio withhold their last byte", 3,
+           f"408 after Http:BodyTimeoutSeconds ({HTTP_DEADLINE_S} s here) for those holding decoders, 503 at once for the rest; "
+           "decoders free", withheld_bodies, HTTP_LIMITS),
+    Attack("14 uploads of 22 MB to a busy server (every decoder held)", 3, "503 with only the header sent, little server CPU",
+           busy_large_uploads, HTTP_LIMITS),
+    Attack("a 64 MiB request header", 4, "431 at once, memory bounded", _huge_head(64 << 20), HTTP_LIMITS),
+    Attack("a 256 MiB request header", 4, "431 at once, memory bounded", _huge_head(256 << 20), HTTP_LIMITS),
     Attack("32-bit float WAV", 5, "the same words as 16-bit PCM", float_wav),
     Attack("1M usage records, 3 concurrent GETs", 6, "200, every record counted", usage_logs),
     Attack("one Speech SDK connection, 10,000 turns of 8 KB ids", 7, "every turn ended, memory bounded", many_turns),
@@ -413,14 +522,30 @@ class ReadyProbe:
         self._thread.join(35)
 
 
+def _held_after(srv: Server, wait: float = 10.0) -> int | None:
+    """Decoders still held once an attack is over (polled for up to ``wait`` s: a refused stream's decoder goes
+    back when its handler has finished); None where ``/sessions`` does not answer."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            held = _sessions(srv)
+        except (httpx.HTTPError, KeyError, ValueError):
+            return None
+        if held == 0 or time.monotonic() > deadline:
+            return held
+        time.sleep(0.1)
+
+
 def _measure(attack: Attack, srv: Server, audio: Audio) -> dict[str, Any]:
     with ReadyProbe(srv) as probe, PeakRss(srv.pid) as rss:
         try:
             out = attack.run(srv, audio)
         except Exception as exc:  # noqa: BLE001 - a broken attack is a row, not the end of the suite
             out = Outcome(f"{type(exc).__name__}: {str(exc)[:80]}", False, float("nan"))
+        held = _held_after(srv)
     row: dict[str, Any] = {
         "item": attack.item, "attack": attack.name, "expected": attack.expected, "answer": out.answer, "clear": out.clear,
+        "settings": " ".join(attack.args), "decoders_held_after": held,
         "seconds": round(out.seconds, 2), "sent_mb": round(out.sent_bytes / 1e6, 2), "rss_growth_mb": round(rss.growth_mb, 1),
         "ready_max_ms": round(1000 * max(probe.latencies, default=float("nan")), 1),
         "ready_p95_ms": round(1000 * percentile(probe.latencies, 95), 1), "ready_probes": len(probe.latencies),
@@ -428,7 +553,8 @@ def _measure(attack: Attack, srv: Server, audio: Audio) -> dict[str, Any]:
     }
     row["rss_ok"] = row["rss_growth_mb"] <= row["sent_mb"] + RSS_ALLOWANCE_MB
     row["ready_ok"] = row["ready_max_ms"] < 1000 * READY_TARGET_S
-    print("  ", {k: row[k] for k in ("item", "attack", "answer", "clear", "seconds", "rss_growth_mb", "ready_max_ms")}, flush=True)
+    print("  ", {k: row[k] for k in ("item", "attack", "answer", "clear", "seconds", "rss_growth_mb", "ready_max_ms",
+                                     "decoders_held_after")}, flush=True)
     return row
 
 
@@ -457,5 +583,6 @@ def suite(audio: Audio) -> dict[str, Any]:
         "rows": rows,
         "tracebacks_in_logs": tracebacks,
         "decoders_free_within_idle_timeout": all(r["decoders_free_after_s"] <= (idle_seconds or 0) + 5 for r in idle_rows),
+        "decoders_free_after_every_attack": all(r["decoders_held_after"] in (0, None) for r in rows),
         "ready_p50_ms_all": round(1000 * statistics.median([r["ready_p95_ms"] for r in rows if r["ready_probes"]]), 1),
     }

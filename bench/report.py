@@ -145,6 +145,10 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         freed = [r["decoders_free_after_s"] for r in rows if "decoders_free_after_s" in r]
         t.append((f"hostile: idle streams' decoders free within the inactivity timeout (AudioIdleSeconds {h['settings']['AudioIdleSeconds']:g} s)",
                   f"{', '.join(f'{f:g} s' for f in freed)}", h["decoders_free_within_idle_timeout"]))
+        if "decoders_free_after_every_attack" in h:
+            held = [f"{r['decoders_held_after']} ({r['attack']})" for r in rows if r.get("decoders_held_after")]
+            t.append(("hostile: every decoder free once each attack is over", ", ".join(held) or "0 held after every attack",
+                      h["decoders_free_after_every_attack"]))
         t.append(("hostile: no traceback in the server's log for the whole suite", str(h["tracebacks_in_logs"]),
                   not any(h["tracebacks_in_logs"].values())))
     return t
@@ -309,14 +313,16 @@ def markdown(res: dict[str, Any]) -> str:
     h = res.get("hostile")
     if h and "error" not in h:
         lines += ["", "## Hostile and careless clients (issue 16)", "",
-                  f"A server with a pod's default settings ({h['settings']}), one attack after another. `answer`: what the "
+                  f"A server with a pod's default settings ({h['settings']}), one attack after another; attacks that need "
+                  "other settings (`settings`) on a server of their own. `answer`: what the "
                   "server said; `clear`: the answer expected; `seconds`: to the answer; `sent_mb`: what the attack sent; "
                   "`rss_growth_mb`: the server's peak RSS over the attack less its RSS before (VmHWM, reset before each); "
                   "`ready_max_ms`/`ready_p95_ms`: `/ready` polled every 50 ms during the attack; `decoders_free_after_s`: "
-                  "from the idle clients' first byte until no decoder is held. Tracebacks in the server's logs over the "
+                  "from the idle clients' first byte until no decoder is held; `decoders_held_after`: decoders still held "
+                  "once the attack is over (polled for up to 10 s; None where /sessions needs the key). Tracebacks in the server's logs over the "
                   f"suite: {h['tracebacks_in_logs']}.", "",
-                  _table(h["rows"], ["item", "attack", "expected", "answer", "clear", "seconds", "sent_mb", "rss_growth_mb",
-                                     "ready_max_ms", "ready_p95_ms", "decoders_free_after_s"])]
+                  _table(h["rows"], ["item", "attack", "settings", "expected", "answer", "clear", "seconds", "sent_mb", "rss_growth_mb",
+                                     "ready_max_ms", "ready_p95_ms", "decoders_free_after_s", "decoders_held_after"])]
     for name in ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber", "hostile"):
         if isinstance(res.get(name), dict) and "error" in res[name]:
             lines += ["", f"Suite `{name}` failed: {res[name]['error']}"]

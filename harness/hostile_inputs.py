@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 import zipfile
+from dataclasses import dataclass
 
 # ---- FLAC -----------------------------------------------------------------------------------
 
@@ -161,10 +162,18 @@ def raw_request(host: str, port: int, head: bytes, body: bytes = b"", *, timeout
         return _read_all(sock, started, timeout), time.monotonic() - started
 
 
-def send_until_answered(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece: int = 65536) -> tuple[bytes, float]:
+@dataclass(frozen=True)
+class Exchange:
+    """What :func:`exchange` got: the server's answer, the seconds until its first byte, the bytes sent."""
+
+    answer: bytes
+    first_byte_s: float
+    sent: int
+
+
+def exchange(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece: int = 65536) -> Exchange:
     """Send ``data`` a piece at a time, reading between pieces, until the server has answered (a whole
-    response, or it closed), or stops taking data, or ``timeout``: its answer, and the seconds until
-    its first byte.
+    response, or it closed), or stops taking data, or ``timeout``.
 
     A server may answer before it has read everything (a head or body over its limit, a busy
     server); a client that only wrote would not see that answer until it had sent it all.
@@ -199,7 +208,13 @@ def send_until_answered(host: str, port: int, data: bytes, *, timeout: float = 6
                     break
             else:
                 time.sleep(0.01)
-    return bytes(answer), first
+    return Exchange(bytes(answer), first, sent)
+
+
+def send_until_answered(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece: int = 65536) -> tuple[bytes, float]:
+    """:func:`exchange`'s answer and the seconds until its first byte."""
+    got = exchange(host, port, data, timeout=timeout, piece=piece)
+    return got.answer, got.first_byte_s
 
 
 def response_complete(answer: bytes) -> bool:
@@ -269,6 +284,6 @@ def big_header_head(path: str, header_bytes: int) -> bytes:
 
 
 __all__ = [
-    "big_header_head", "flac_bomb", "ogg_opus_bomb", "post_head",
+    "Exchange", "big_header_head", "exchange", "flac_bomb", "ogg_opus_bomb", "post_head",
     "raw_request", "response_complete", "send_until_answered", "trickle", "wav_header", "zip_bomb",
 ]
