@@ -12,6 +12,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from speech_recognizer import contract
+from speech_recognizer.settings import declared
 
 GROUP = "speech-operator.io"
 VERSION = "v1alpha1"
@@ -31,6 +33,25 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field(
     description="A Kubernetes resource quantity, e.g. 500m, 2, 1Gi.")]
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
+
+
+def _whole(value: float | None) -> int:
+    """A recognizer setting's declared number as this API's integer (an error at import if it is fractional)."""
+    if value is None or value != int(value):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+# What fields below pass on to a recognizer setting take from its declaration (speech_recognizer.settings),
+# never retyped: the operator ships the recognizer's package (pyproject's [operator] extra installs its
+# pure-Python parts; settings imports the standard library, the contract and Starlette only).
+# Upper bounds the recognizer does not set (decoders, warm-ups per pod) are this API's own.
+_DRAIN = declared("drain_seconds")
+_DECODERS = declared("decoder_max_count")
+_WARMUP_COUNT = declared("warmup_count")
+_WARMUP_SECONDS = declared("warmup_seconds")
+#: Most decoders or warm-up recognizers a pod may be asked for: the recognizer sets no upper bound.
+MAX_DECODERS_PER_POD = 64
 
 
 def cel(rule: str, message: str) -> dict[str, Any]:
@@ -201,10 +222,10 @@ class Resources(_Model):
 class WarmupSpec(_Model):
     """Recognizers each pod warms at start-up, before it reports ready (the recognizer's Warmup:* settings)."""
 
-    count: Annotated[int, Field(ge=0, le=64)] | None = None
+    count: Annotated[int, Field(ge=_whole(_WARMUP_COUNT.minimum), le=MAX_DECODERS_PER_POD)] | None = None
     """Recognizers warmed per pod (Warmup:Count; 0: none); the recognizer's default, one per decoder up to 3 per CPU, when unset."""
-    seconds: Annotated[int, Field(ge=1, le=60)] | None = None
-    """Seconds of audio each warm-up decodes (Warmup:Seconds); the recognizer's default (6) when unset."""
+    seconds: Annotated[int, Field(ge=1, le=60)] | None = Field(None, description=(
+        f"Seconds of audio each warm-up decodes (Warmup:Seconds); the recognizer's default ({_WARMUP_SECONDS.default:g}) when unset."))
 
 
 class ServiceSpec(_Model):
@@ -216,7 +237,7 @@ class ServiceSpec(_Model):
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     """Service type."""
-    port: Annotated[int, Field(ge=1, le=65535)] = 5000
+    port: Annotated[int, Field(ge=1, le=65535)] = contract.PORT
     """Port the Service listens on (the pods listen on 5000)."""
     nodePort: Annotated[int, Field(ge=30000, le=32767)] | None = None
     """Fixed node port for NodePort and LoadBalancer Services."""
@@ -290,11 +311,11 @@ class SpeechToTextSpec(_Model):
     """Volume mounted at Mounts:License (disconnected use)."""
     output: VolumeSource | None = None
     """Volume mounted at Mounts:Output for logs and usage records."""
-    decoderMaxCount: Annotated[int, Field(ge=1, le=64)] | None = None
+    decoderMaxCount: Annotated[int, Field(ge=_whole(_DECODERS.minimum), le=MAX_DECODERS_PER_POD)] | None = None
     """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
     warmup: WarmupSpec | None = None
     """Start-up warm-up of each pod; the recognizer's defaults when unset."""
-    drainSeconds: Annotated[int, Field(ge=0, le=3600)] = 30
+    drainSeconds: Annotated[int, Field(ge=_whole(_DRAIN.minimum), le=_whole(_DRAIN.maximum))] = _whole(_DRAIN.default)
     """Seconds a stopping pod lets its running recognitions finish while it refuses new ones (the recognizer's Drain:Seconds); the pod's terminationGracePeriodSeconds adds the preStop pause and a margin."""
     service: ServiceSpec = ServiceSpec()
     """The Service in front of the pods."""

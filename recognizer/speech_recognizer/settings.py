@@ -371,6 +371,28 @@ KNOWN: tuple[Setting, ...] = _declared()
 _BY_LOWER: dict[str, Setting] = {name.lower(): s for s in KNOWN for name in (s.key, *s.aliases)}
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A setting's declared default and bounds, for code that passes the setting on and must not retype
+    them (the operator's ``SpeechToText`` API)."""
+
+    key: str
+    #: None when the default is computed (``factory``) or there is none.
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    above: float | None
+
+
+def declared(name: str) -> Declared:
+    """What :class:`Settings` declares for its field ``name`` (``KeyError`` for a field that is no setting)."""
+    for f in fields(Settings):
+        if f.name == name and "setting" in f.metadata:
+            spec: _Spec = f.metadata["setting"]
+            return Declared(spec.key, None if f.default is MISSING else f.default, spec.minimum, spec.maximum, spec.above)
+    raise KeyError(name)
+
+
 def _nearest(key: str) -> str:
     match = difflib.get_close_matches(key.lower(), list(_BY_LOWER), n=1, cutoff=0.5)
     return _BY_LOWER[match[0]].key if match else ""

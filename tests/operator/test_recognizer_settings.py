@@ -1,0 +1,101 @@
+"""SpeechToText fields that become recognizer settings: their defaults and bounds are the recognizer's own
+declarations (speech_recognizer.settings), never retyped, and every value the API allows, the recognizer takes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing
+from typing import Any
+
+import pytest
+from speech_recognizer import contract
+from speech_recognizer.settings import LOG_LEVELS, Settings, declared, parse
+
+from speech_operator import api, builders
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+#: The API field (its path in the spec) -> the Settings field it is passed to.
+MIRRORED = {
+    ("drainSeconds",): "drain_seconds",
+    ("decoderMaxCount",): "decoder_max_count",
+    ("warmup", "count"): "warmup_count",
+    ("warmup", "seconds"): "warmup_seconds",
+}
+
+
+def field_schema(path: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of a spec field (the integer branch of an optional one)."""
+    schema = api.SpeechToTextSpec.model_json_schema()
+    node = schema
+    for part in path:
+        node = node["properties"][part]
+        if "$ref" in node or "anyOf" in node and "$ref" in node["anyOf"][0]:
+            node = schema["$defs"][(node.get("$ref") or node["anyOf"][0]["$ref"]).rsplit("/", 1)[1]]
+    return next((b for b in node.get("anyOf", []) if b.get("type") == "integer"), node)
+
+
+def spec_with(path: tuple[str, ...], value: object) -> api.SpeechToTextSpec:
+    fields: dict[str, Any] = {"locale": "ko-KR", "eula": "accept"}
+    node = fields
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return api.SpeechToTextSpec.model_validate(fields)
+
+
+def recognizer_settings(spec: api.SpeechToTextSpec) -> Settings:
+    """What the recognizer makes of the arguments the operator gives its container."""
+    return parse(builders.recognizer_args(spec), environ={})
+
+
+@pytest.mark.parametrize(("path", "name"), MIRRORED.items(), ids=[".".join(p) for p in MIRRORED])
+def test_the_recognizer_takes_every_value_the_api_allows(path: tuple[str, ...], name: str) -> None:
+    bounds = field_schema(path)
+    for value in (bounds["minimum"], bounds["maximum"]):
+        assert getattr(recognizer_settings(spec_with(path, value)), name) == value
+
+
+def test_the_api_has_the_recognizers_drain_default_and_bounds() -> None:
+    drain, declaration = field_schema(("drainSeconds",)), declared("drain_seconds")
+    assert (drain["minimum"], drain["maximum"], drain["default"]) == (declaration.minimum, declaration.maximum, declaration.default)
+    assert recognizer_settings(spec_with(("locale",), "ko-KR")).drain_seconds == Settings().drain_seconds
+
+
+def test_every_log_level_the_api_allows_is_the_recognizers() -> None:
+    levels = typing.get_args(api.LogLevel)
+    assert {level.lower() for level in levels} <= set(LOG_LEVELS)
+    for level in levels:
+        assert recognizer_settings(spec_with(("logLevel",), level)).log_level == LOG_LEVELS[level.lower()]
+    assert recognizer_settings(spec_with(("locale",), "ko-KR")).log_level == Settings().log_level
+
+
+def test_the_service_port_defaults_to_the_recognizers() -> None:
+    assert api.ServiceSpec().port == contract.PORT == declared("port").default
+
+
+#: A recognizer whose declarations differ from today's, seen by a fresh interpreter before the API is built.
+CHANGED_RECOGNIZER = """
+import dataclasses, json, sys
+import speech_recognizer.settings as s
+real = s.declared
+changed = {"drain_seconds": dict(default=45.0, minimum=5, maximum=900), "decoder_max_count": dict(minimum=2),
+           "warmup_count": dict(minimum=1), "warmup_seconds": dict(default=7.0)}
+s.declared = lambda name: dataclasses.replace(real(name), **changed.get(name, {}))
+from speech_operator import api
+json.dump(api.SpeechToTextSpec.model_json_schema(), sys.stdout)
+"""
+
+
+def test_the_api_follows_the_recognizers_declarations() -> None:
+    """Derived, not equal by chance: a recognizer declaring other defaults and bounds changes the API (and so the CRD)."""
+    out = subprocess.run([sys.executable, "-c", CHANGED_RECOGNIZER], capture_output=True, text=True, check=True, timeout=60)
+    schema = json.loads(out.stdout)
+    drain = schema["properties"]["drainSeconds"]
+    assert (drain["minimum"], drain["maximum"], drain["default"]) == (5, 900, 45)
+    assert schema["properties"]["decoderMaxCount"]["anyOf"][0]["minimum"] == 2
+    warmup = schema["$defs"]["WarmupSpec"]["properties"]
+    assert warmup["count"]["anyOf"][0]["minimum"] == 1
+    assert "the recognizer's default (7) when unset" in warmup["seconds"]["description"]
