@@ -45,10 +45,23 @@ class Emulator(kmock.KubernetesEmulator):
         """Bearer tokens answered with 401 Unauthorized, as for an expired token."""
         return self.__dict__.setdefault("_expired", set())
 
+    @property
+    def namespaced_only(self) -> set[str]:
+        """Bearer tokens bound by Roles (RoleBindings) only, as the chart's namespaced mode binds the operator:
+        a request outside a namespace (namespaces, CRDs, a cluster-wide list or watch) is 403 Forbidden;
+        discovery (``/api``, ``/apis``) stays open, as it is to every authenticated user."""
+        return self.__dict__.setdefault("_namespaced_only", set())
+
     async def _handle(self, request: kmock.Request) -> Any:
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") in self.expired:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token in self.expired:
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                                               "reason": "Unauthorized", "code": 401}, status=401)
+        if token in self.namespaced_only and request.resource is not None and request.resource.plural and request.namespace is None:
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                              "reason": "Forbidden", "code": 403,
+                                              "message": f"{request.resource.plural} is forbidden at the cluster scope"},
+                                             status=403)
         if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
             request = self._server_side_apply(request)
         if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)

@@ -123,6 +123,18 @@ async def _credentials():  # type: ignore[no-untyped-def]
         sys.exit(f"{PROG}: {exc}")
 
 
+def named_namespaces_only(namespaces: list[str], all_namespaces: bool) -> bool:
+    """Whether the operator watches namespaces given by name only (no glob, no ``!``, as kopf reads them).
+
+    Then kopf has nothing to learn from listing namespaces, nor from watching CRDs (it reads
+    them at start): its scanning is off. Bound by a Role in each namespace (the chart's
+    namespaced mode) it may do neither, and with scanning on it retried both for about a
+    minute (an ERROR line per attempt), serving nothing until it gave up with warnings that
+    the namespaces it was given were "assumed to exist". Patterns still need the listing.
+    """
+    return not all_namespaces and not any(ch in ns for ns in namespaces for ch in "!*?,")
+
+
 async def run(args: argparse.Namespace) -> None:
     import kopf
 
@@ -133,6 +145,7 @@ async def run(args: argparse.Namespace) -> None:
 
     runtime = Runtime(kube=Kube(await _credentials()))
     settings = kopf.OperatorSettings()
+    settings.scanning.disabled = named_namespaces_only(args.namespace, args.all_namespaces)
     priority = None
     if args.peering:
         priority = args.priority if args.priority is not None else peering.own_priority()

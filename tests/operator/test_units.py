@@ -191,6 +191,14 @@ def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.parse(["run", "-A"]).peering == "p" and cli.parse(["run", "-A", "--standalone"]).peering is None
 
 
+def test_kopf_scans_namespaces_and_crds_only_for_patterns_or_every_namespace() -> None:
+    """Named namespaces need no listing (a Role cannot grant it); globs and negations, and -A, keep kopf's scanning."""
+    assert cli.named_namespaces_only(["speech"], False) and cli.named_namespaces_only(["a", "b-2"], False)
+    for patterns in (["speech-*"], ["a", "b?"], ["!kube-system"], ["a,b"]):
+        assert not cli.named_namespaces_only(patterns, False), patterns
+    assert not cli.named_namespaces_only([], True)
+
+
 def test_cli_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
     cli.main(["crd"])
     assert yaml.safe_load(capsys.readouterr().out)["metadata"]["name"] == "speechtotexts.speech-operator.io"
