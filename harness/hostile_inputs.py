@@ -182,6 +182,7 @@ def exchange(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece:
     first = float("nan")
     answer = bytearray()
     sent = 0
+    sending = True
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.setblocking(False)
         while time.monotonic() - started < timeout:
@@ -199,13 +200,15 @@ def exchange(host: str, port: int, data: bytes, *, timeout: float = 60.0, piece:
                 pass
             except OSError:
                 break
-            if sent < len(data) and not answer:
+            if sending and sent < len(data) and not answer:
                 try:
                     sent += sock.send(data[sent : sent + piece])
                 except BlockingIOError:
                     time.sleep(0.001)
                 except OSError:
-                    break
+                    # The server closed with our data unread, which resets the connection: its answer may have
+                    # arrived between the last read and this send, and is still there to read (then the reset).
+                    sending = False
             else:
                 time.sleep(0.01)
     return Exchange(bytes(answer), first, sent)
