@@ -4,8 +4,8 @@ The server's real keepalive (:data:`speech_recognizer.serving.SERVER_OPTIONS`) p
 20 s; here it runs :data:`SCALE` times faster (a 0.5 s ping, and the pong deadline, if the
 options set one, scaled the same), so that audio sent ahead takes longer to decode than a
 keepalive period. With a pong deadline, the pong waits behind that audio and the server
-closed the connection with 1011 "keepalive ping timeout": the Speech SDK then reported
-nothing at all, neither results nor an error.
+closed the connection with 1011 "keepalive ping timeout": the Speech SDK then reported no
+result; it connected again and ended each recognition canceled with ``TooManyRequests``.
 """
 
 from __future__ import annotations
