@@ -9,16 +9,17 @@ validators (enforced when the operator reads a spec). Tests evaluate both.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from speech_recognizer import contract
 from speech_recognizer.settings import declared
 
-GROUP = "speech-operator.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "SpeechToText"
+GROUP: Final = "speech-operator.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "speech-operator.io/v1alpha1"  # GROUP/VERSION, spelled out: the models' Literal
+assert API_VERSION == f"{GROUP}/{VERSION}"
+KIND: Final = "SpeechToText"
 PLURAL = "speechtotexts"
 SINGULAR = "speechtotext"
 SHORT_NAMES = ["stt"]

@@ -21,11 +21,10 @@ from typing import Any
 
 import aiohttp
 
-from speech_recognizer import contract
-
 from speech_operator import api, builders, scaling
 from speech_operator.kube import KubeError, path
 from speech_operator.reconcile import Runtime, reconcile
+from speech_recognizer import contract
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ async def load_of(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scalin
         async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
             body = await resp.json()
         return scaling.PodLoad(name, int(body["sessions"]), int(body["decoders"]), float(body["idleSeconds"]))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
         log.warning("pod %s did not report its sessions: %s", name, str(exc) or type(exc).__name__)
         return None
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from speech_recognizer import contract
-
 from speech_operator import api
 from speech_operator.config import OperatorConfig
+from speech_recognizer import contract
 
 MANAGER = "speech-operator"
 APP_NAME = "speech-recognizer"

@@ -27,6 +27,10 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the operator's dependencies load only once they are checked (run)
+    from kubernetes_asyncio import client as k8s
 from collections.abc import Callable
 
 PROG = "speech-operator"
@@ -115,7 +119,7 @@ def _require_extra() -> None:
                  f"install them with: pip install 'speech-operator[operator]'")
 
 
-async def _credentials():  # type: ignore[no-untyped-def]
+async def _credentials() -> k8s.Configuration:
     from speech_operator import kube
     try:
         return await kube.load_configuration()
@@ -170,7 +174,8 @@ async def run(args: argparse.Namespace) -> None:
 async def gateway(args: argparse.Namespace) -> None:
     from kubernetes_asyncio import client as k8s
 
-    from speech_operator.gateway import GatewayConfig, run as serve
+    from speech_operator.gateway import GatewayConfig
+    from speech_operator.gateway import run as serve
     from speech_operator.kube import USER_AGENT
 
     config = GatewayConfig.from_env()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, Literal
 
 from speech_operator import api, builders
 
-READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+DEGRADED: Final = "Degraded"
 #: Reason of the conditions of a SpeechToText the operator's policy refuses.
 POLICY_VIOLATION = "PolicyViolation"
 
@@ -16,7 +18,7 @@ def condition(
     generation: int | None, now: str, previous: list[api.Condition],
 ) -> api.Condition:
     """A condition whose lastTransitionTime only moves when its status flips."""
-    status = "True" if ok else "False"
+    status: Literal["True", "False"] = "True" if ok else "False"
     before = next((c for c in previous if c.type == type_), None)
     since = before.lastTransitionTime if before and before.status == status else now
     return api.Condition(type=type_, status=status, reason=reason, message=message,
@@ -40,34 +42,36 @@ def observe(
     updated = int(seen.get("updatedReplicas") or 0)
     generation = stt.metadata.get("generation")
     previous = stt.status.conditions if stt.status else []
-    kw = {"generation": generation, "now": now, "previous": previous}
+
+    def cond(type_: api.ConditionType, ok: bool, reason: str, message: str) -> api.Condition:
+        return condition(type_, ok, reason, message, generation=generation, now=now, previous=previous)
 
     if refused:
-        degraded = condition(DEGRADED, True, POLICY_VIOLATION, "refused: " + "; ".join(refused), **kw)
+        degraded = cond(DEGRADED, True, POLICY_VIOLATION, "refused: " + "; ".join(refused))
     elif missing:
         what = "; ".join(missing)
-        degraded = condition(DEGRADED, True, "MissingDependency", f"{what} not found", **kw)
+        degraded = cond(DEGRADED, True, "MissingDependency", f"{what} not found")
     else:
-        degraded = condition(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist", **kw)
+        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist")
 
     counts = f"{ready}/{desired} replicas ready"
     if refused:
-        progressing = condition(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy", **kw)
+        progressing = cond(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy")
     elif deployment is None:
-        progressing = condition(PROGRESSING, True, "Creating", "Deployment is being created", **kw)
+        progressing = cond(PROGRESSING, True, "Creating", "Deployment is being created")
     elif updated < desired or ready < desired or replicas > desired:
-        progressing = condition(PROGRESSING, True, "RollingOut", f"{counts}, {updated} updated", **kw)
+        progressing = cond(PROGRESSING, True, "RollingOut", f"{counts}, {updated} updated")
     else:
-        progressing = condition(PROGRESSING, False, "Complete", counts, **kw)
+        progressing = cond(PROGRESSING, False, "Complete", counts)
 
     if refused:
-        ready_c = condition(READY, False, POLICY_VIOLATION, degraded.message, **kw)
+        ready_c = cond(READY, False, POLICY_VIOLATION, degraded.message)
     elif missing:
-        ready_c = condition(READY, False, "MissingDependency", f"{'; '.join(missing)} not found", **kw)
+        ready_c = cond(READY, False, "MissingDependency", f"{'; '.join(missing)} not found")
     elif deployment is not None and not progressing.status == "True":
-        ready_c = condition(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts, **kw)
+        ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
     else:
-        ready_c = condition(READY, False, "ReplicasNotReady", counts, **kw)
+        ready_c = cond(READY, False, "ReplicasNotReady", counts)
 
     return api.SpeechToTextStatus(
         conditions=[ready_c, progressing, degraded],

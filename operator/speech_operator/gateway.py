@@ -33,15 +33,13 @@ from kubernetes_asyncio import client as k8s
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from speech_operator import gateway_failures as failures
+from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
+from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
+from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import listening_socket
-
-from speech_operator import gateway_failures as failures
-from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
-from speech_operator.gateway_relay import (Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http,
-                                           relay_websocket)
-from speech_operator.gateway_wake import Waker, hold_websocket
 
 log = logging.getLogger("speech_operator.gateway")
 

@@ -24,9 +24,8 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from pydantic import ValidationError
 
-from speech_recognizer.models import UnknownLocale, canonical_locale, served_locale
-
 from speech_operator import api, builders
+from speech_recognizer.models import UnknownLocale, canonical_locale, served_locale
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMessage, WSMsgType, web
 
-from speech_recognizer.errors import close_reason
-from speech_recognizer.serving import SERVER_OPTIONS
-
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
+from speech_recognizer.errors import close_reason
+from speech_recognizer.serving import SERVER_OPTIONS
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -96,7 +96,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     try:
         upstream = await session.request(request.method, url, data=body, headers=forwarded_headers(request),
                                          allow_redirects=False)
-    except (aiohttp.ClientConnectorError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
     except aiohttp.ClientError as exc:
         raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) went away "
@@ -148,7 +148,7 @@ def accepting(protocol: str | None) -> web.WebSocketResponse:
 
 
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                           protocols: tuple[str, ...]) -> aiohttp.ClientWebSocketResponse:
+                           protocols: tuple[str, ...]) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
     """The recognizer's side: the client's path, query and headers, offering ``protocols``.
 
     Raises :class:`aiohttp.WSServerHandshakeError` when the recognizer refuses the upgrade, and
@@ -162,7 +162,7 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
     except aiohttp.WSServerHandshakeError:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
 
 
@@ -220,7 +220,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     await _relay(client, upstream, backend, traffic)
 
 
-Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
 
 
 async def _pump(src: Socket, dst: Socket, count: Callable[[int], None]) -> tuple[int, bytes] | None:
@@ -243,7 +243,7 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None]) -> tuple
             return None
 
 
-async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, backend: Backend,
+async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
                  traffic: Traffic) -> None:
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client))

@@ -24,6 +24,7 @@ import datetime
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import WSMessage, WSMsgType, web
 from kubernetes_asyncio import client as k8s
@@ -99,7 +100,8 @@ class Waker:
             await k8s.CustomObjectsApi(self.api_client).patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, backend.namespace, api.PLURAL, backend.name,
                 {"status": {"demand": {"requestedAt": stamp}}},
-                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")
+                # _content_type: the generated client takes it in **kwargs, which its type hints omit
+                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")  # type: ignore[call-arg]
             log.info("gateway: a request waits for %s: asked the operator to wake %s/%s", backend.locale,
                      backend.namespace, backend.name)
         except k8s.ApiException as exc:  # the request still waits; the next ask may pass
@@ -129,7 +131,8 @@ async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[
 
     reader = asyncio.ensure_future(read())
     try:
-        await asyncio.wait({reader, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {reader, waiting}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not reader.done():
             reader.cancel()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 import aiohttp
@@ -25,7 +24,15 @@ from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
-CHILD_LABELS = {builders.LABEL_MANAGED_BY: builders.MANAGER, builders.LABEL_OWNER: kopf.PRESENT}
+CHILD_LABELS: dict[str, Any] = {builders.LABEL_MANAGED_BY: builders.MANAGER, builders.LABEL_OWNER: kopf.PRESENT}
+
+
+def namespaced(namespace: str | None) -> str:
+    """The namespace kopf gives a handler of a namespaced resource (its protocols allow None, for
+    cluster-wide resources)."""
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced resource came without a namespace")
+    return namespace
 
 
 def runtime(memo: kopf.Memo) -> Runtime:
@@ -72,8 +79,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*STT)
 @kopf.on.create(*STT)
 @kopf.on.update(*STT)
-async def reconcile_stt(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(runtime(memo), namespace, name)
+async def reconcile_stt(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(runtime(memo), namespaced(namespace), name)
 
 
 @kopf.on.delete(*STT)
@@ -86,13 +93,13 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
-async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str,
+async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None,
                            memo: kopf.Memo, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears (the filter then stops this daemon)."""
     rt = runtime(memo)
     while not stopped:
         await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
-        await reconcile(rt, namespace, name)
+        await reconcile(rt, namespaced(namespace), name)
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
@@ -100,18 +107,19 @@ def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.daemon(*STT, when=_autoscaled, cancellation_timeout=1)
-async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo,
-                    logger: logging.Logger, **_: Any) -> None:
+async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo,
+                    logger: kopf.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
     daemon when ``spec.autoscaling`` goes; ``spec.replicas`` rules again)."""
     scaler = autoscaler(memo)
+    namespace = namespaced(namespace)
     wake = scaler.wake(namespace, name)
     try:
         while not stopped:
             wake.clear()
             try:
                 await scaler.look(namespace, name, body)
-            except (kube.KubeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, kube.KubeError, aiohttp.ClientError) as exc:
                 logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds)
@@ -120,21 +128,21 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str, body
 
 
 @kopf.on.event(*STT)
-async def demand_seen(name: str, namespace: str, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+async def demand_seen(name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """The gateway asks for a locale (``status.demand``): its autoscaler looks now, not at its next time."""
-    autoscaler(memo).notice(namespace, name, dict(status))
+    autoscaler(memo).notice(namespaced(namespace), name, dict(status))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-async def child_changed(type: str | None, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
     then anyway (``on.resume``), and reconciling it once per child as well tripled the
     reads of a restart (bench/notes.md, Operator).
     """
-    if type is None:
+    if type is None:  # kopf passes None for the initial listing, though its protocol says str
         return
-    await reconcile(runtime(memo), namespace, labels[builders.LABEL_OWNER])
+    await reconcile(runtime(memo), namespaced(namespace), labels[builders.LABEL_OWNER])

@@ -91,6 +91,8 @@ async def load_configuration() -> k8s.Configuration:
 async def connection_info(configuration: k8s.Configuration, settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     """kopf's view of the same credentials (what ``kopf.login_via_async_client`` extracts from the
     library's process-wide default; here from our own configuration, so nothing global is shared)."""
+    if not configuration.host:
+        raise NoCredentials("the Kubernetes configuration names no API server")
     header = await configuration.get_api_key_with_prefix("BearerToken")
     parts = header.split(" ", 1) if header else []
     scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)

@@ -60,6 +60,7 @@ async def check(kube: Kube, name: str, namespaces: list[str], clusterwide: bool,
                 lifetime: int = 60) -> list[str]:
     """WARNINGs (also logged) for each reason kopf will keep the watching paused from the start
     (kopf logs none of them: it starts paused and only logs a change)."""
+    where: list[tuple[str | None, str]]
     if clusterwide:
         kind, where = "ClusterKopfPeering", [(None, path(GROUP_VERSION, "clusterkopfpeerings", None, name))]
         collection = path(GROUP_VERSION, "clusterkopfpeerings")

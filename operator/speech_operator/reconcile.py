@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -93,7 +93,7 @@ def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(actual) != len(desired):
             return [where]
-        return [d for i, (a, b) in enumerate(zip(desired, actual)) for d in differences(a, b, f"{where}[{i}]")]
+        return [d for i, (a, b) in enumerate(zip(desired, actual, strict=True)) for d in differences(a, b, f"{where}[{i}]")]
     if desired == actual:
         return []
     if isinstance(desired, int) and not isinstance(desired, bool) and isinstance(actual, str) and str(desired) == actual:
@@ -137,6 +137,12 @@ def _controller(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return next((o for o in refs if o.get("controller")), None)
 
 
+def event_target(obj: Mapping[str, Any]) -> kopf.Body:
+    """The object an Event is about, for kopf's event functions: they read only its apiVersion, kind
+    and metadata, and are typed for kopf's own Body."""
+    return cast(kopf.Body, dict(obj))
+
+
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write."""
     desired = fingerprinted(desired)
@@ -146,16 +152,16 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -
     controller = _controller(live)
     if controller and controller.get("uid") != meta["ownerReferences"][0]["uid"]:
         message = f"{kind} {meta['name']} exists and is controlled by {controller.get('kind')} {controller.get('name')}"
-        kopf.warn(dict(owner), reason="NameConflict", message=message)
+        kopf.warn(event_target(owner), reason="NameConflict", message=message)
         raise kopf.TemporaryError(message, delay=60)
     todo = pending(desired, live)
     if not todo:
         return dict(live or {})
     applied = await kube.apply(url, desired)
     if live is None:
-        kopf.info(dict(owner), reason="Created", message=f"Created {kind} {meta['name']}")
+        kopf.info(event_target(owner), reason="Created", message=f"Created {kind} {meta['name']}")
     else:
-        kopf.info(dict(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
+        kopf.info(event_target(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
     return applied
 
 
@@ -169,7 +175,7 @@ async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapp
         live = await kube.get(url)
         if live is not None and (_controller(live) or {}).get("uid") == meta.get("uid"):
             if await kube.delete(url):
-                kopf.info(dict(owner), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
+                kopf.info(event_target(owner), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
 
 
 async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
@@ -198,11 +204,11 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
         if old.get(c.type) == c.status:
             continue
         if c.type == conditions.DEGRADED and c.status == "True":
-            kopf.warn(dict(body), reason=c.reason, message=c.message)
+            kopf.warn(event_target(body), reason=c.reason, message=c.message)
         elif c.type == conditions.DEGRADED and c.type in old:
-            kopf.info(dict(body), reason="Recovered", message=c.message)
+            kopf.info(event_target(body), reason="Recovered", message=c.message)
         elif c.type == conditions.READY and c.status == "True":
-            kopf.info(dict(body), reason="Ready", message=c.message)
+            kopf.info(event_target(body), reason="Ready", message=c.message)
 
 
 def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | None, after: api.AutoscalingStatus) -> None:
@@ -212,7 +218,7 @@ def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | No
         return
     reason = ("WokenUp" if made.previous == 0 else "ScaledToZero" if made.replicas == 0
               else "ScaledUp" if made.replicas > made.previous else "ScaledDown")
-    kopf.info(dict(body), reason=reason, message=made.reason)
+    kopf.info(event_target(body), reason=reason, message=made.reason)
 
 
 async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechToTextStatus) -> None:
@@ -250,7 +256,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
-            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+            kopf.warn(event_target(body), reason="InvalidSpec", message=str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from exc
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
@@ -280,4 +286,4 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             if await runtime.kube.delete(child_path(kind, meta["namespace"], meta["name"])):
-                kopf.info(dict(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
+                kopf.info(event_target(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")

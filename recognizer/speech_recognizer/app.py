@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,13 +14,13 @@ from starlette.responses import Response
 
 from . import demo, openai_compat, openapi, rest, service_routes, vosk_ws
 from .drain import Drain, DrainMiddleware
-from .usp import routes as usp_routes
 from .engine import Engine, SessionRecord
 from .errors import classify, http_response, observe
 from .metrics import Metrics
 from .models import ModelRegistry
 from .settings import Settings, cpu_count
 from .usage import UsageRecords
+from .usp import routes as usp_routes
 from .warmup import WarmupState, warm_up
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ This server never logs a key (:class:`~speech_recognizer.logs.SecretsRedacted`).
 from __future__ import annotations
 
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 
 from . import contract as c
 from .errors import AUTH_MISSING, AUTH_WRONG, Failure

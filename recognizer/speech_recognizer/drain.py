@@ -30,8 +30,9 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import uvicorn
 
@@ -40,9 +41,9 @@ from .errors import DRAINING, Failure, close_args, http_response, observe
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`:
 #: a WebSocket accepted and closed with 1013, REST 503 with ``Retry-After``).
@@ -115,14 +116,6 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.drain.requests -= 1
-
-
-def route_of(scope: Scope) -> str:
-    """The route name a recognition request is counted under (as its adapter names it)."""
-    path = scope["path"]
-    if scope["type"] == "websocket":
-        return "vosk" if path in (c.ROUTE_VOSK_WS, c.ROUTE_HOME) else f"usp/{path.split('/')[3]}"
-    return f"rest-{path.split('/')[3]}"
 
 
 def route_of(scope: Scope) -> str:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 M_MXFAST = 1
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
+def _libc_function(name: str) -> ctypes._NamedFuncPointer | None:
     """A glibc function by name, or None on another C library."""
     lib = ctypes.util.find_library("c")
     try:

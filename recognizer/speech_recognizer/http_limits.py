@@ -112,7 +112,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
     def _peer(self) -> str:
-        return "%s:%d" % self.client if self.client else "a client"
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
 
     # ---- the connection
 

@@ -6,8 +6,8 @@ import json
 import logging
 import logging.handlers
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from . import contract as c
 from .settings import Settings

@@ -28,8 +28,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .contract import BAKED_MODELS_DIR
 from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
@@ -255,7 +256,8 @@ def catalog_url(locale: str, base_url: str) -> str:
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follows redirects to http(s) only (urllib would follow one to ``ftp:``)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage,
+                         newurl: str) -> urllib.request.Request | None:
         if urllib.parse.urlsplit(newurl).scheme.lower() not in URL_SCHEMES:
             raise urllib.error.HTTPError(newurl, code, f"redirect to a URL that is not http(s): {newurl}", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -48,7 +49,7 @@ GRANULARITIES = ("segment", "word")
 _MAX_FIELD_BYTES = 64 * 1024
 
 
-async def _replay(body: bytes) -> AsyncIterator[bytes]:
+async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 

@@ -15,21 +15,20 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import ASGIApp
 
 from . import __version__
 from . import contract as c
 from .errors import error_response
 
 Operation = dict[str, Any]
-R = TypeVar("R", bound=BaseRoute)
+R = TypeVar("R", Route, WebSocketRoute)
 
 OPENAPI_VERSION = "3.0.3"
 #: Where the home page explains each protocol (anchors of its sections).
@@ -89,7 +88,7 @@ def describe(route: R, *, path: str | None = None, websocket: Operation | None =
     return route
 
 
-def websocket_routes(path: str, endpoint: ASGIApp, operation: Operation, *, documented_at: str | None = None,
+def websocket_routes(path: str, endpoint: Callable[..., Any], operation: Operation, *, documented_at: str | None = None,
                      name: str | None = None) -> list[BaseRoute]:
     """A WebSocket route and its plain-HTTP face (a GET answered 426), both described by ``operation``."""
     return [
@@ -313,7 +312,7 @@ WORD_TIMESTAMPS = {"name": "wordLevelTimestamps", "in": "query", "schema": {"typ
 WORD_CONFIDENCE = {"name": "wordLevelConfidence", "in": "query", "schema": {"type": "boolean", "default": False},
                    "description": "`NBest[].Words` with each word's `Confidence` (with `format=detailed`)"}
 #: A recognition route may require the key (``ApiKey``); the empty requirement: when it runs without one.
-KEY_SECURITY = [{"subscriptionKey": []}, {"bearer": []}, {}]
+KEY_SECURITY: list[dict[str, list[str]]] = [{"subscriptionKey": []}, {"bearer": []}, {}]
 
 
 def error(status: int, description: str, example: str) -> dict[str, Any]:

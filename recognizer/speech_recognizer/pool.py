@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from .models import LoadedModel
 
@@ -18,7 +19,7 @@ from .models import LoadedModel
 class Pooled:
     """An idle recognizer in the pool."""
 
-    rec: object
+    rec: Any  # a vosk.KaldiRecognizer (vosk ships no type hints)
     #: Samples it has been fed in all: where its clock stands.
     samples: int
     #: Seconds of session audio it has decoded (start-up warm-up not counted): how warm it is.
@@ -85,7 +86,7 @@ class WarmPool:
             self.misses += 1
             return None
 
-    def give(self, model: LoadedModel, rec: object, samples: int, experience: float = 0.0) -> bool:
+    def give(self, model: LoadedModel, rec: Any, samples: int, experience: float = 0.0) -> bool:
         """Keep a finalized recognizer; False (and it is dropped) when the pool is full."""
         with self._lock:
             if self._count >= self.capacity:

@@ -15,8 +15,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
+from typing import Any
 
 from . import heap
 from .audio import mono
@@ -109,6 +110,7 @@ class Recognition:
         self._grammar = json.dumps([*phrase_list, "[unk]"], ensure_ascii=False) if phrase_list else None
         self._words, self._partial_words, self._max_alternatives = words, partial_words, max_alternatives
         self._lock = threading.Lock()
+        self._rec: Any = None  # a vosk.KaldiRecognizer once started (vosk ships no type hints)
         self._warmup = warmup
         #: Samples (at the model's rate) fed before the current recognizer took over (it changes at a handover).
         self._origin = 0

@@ -29,6 +29,7 @@ from .subtitles import SubtitleFormat, from_accept
 from .subtitles import render as subtitles
 from .transcript import Phrase
 
+
 def request_locale(query: dict[str, str], engine: Engine) -> str:
     """The ``language`` of a request, or the only locale served when it names none."""
     language = query.get("language") or query.get("locale")

@@ -9,8 +9,9 @@ profanity masked.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .errors import BadValue
 from .transcript import Alternative, Phrase, Word
@@ -41,7 +42,7 @@ class Profanity(str, Enum):
     RAW = "raw"
 
     @classmethod
-    def parse(cls, value: str | None) -> "Profanity":
+    def parse(cls, value: str | None) -> Profanity:
         if not value:
             return cls.MASKED
         try:
@@ -50,7 +51,7 @@ class Profanity(str, Enum):
             raise BadValue(f"profanity={value!r}: use masked, removed or raw") from None
 
     @classmethod
-    def lenient(cls, value: object) -> "Profanity | None":
+    def lenient(cls, value: object) -> Profanity | None:
         """The mode ``value`` names (any case), or None (for clients whose bad values are ignored)."""
         try:
             return cls(str(value or "").strip().lower())
@@ -65,7 +66,7 @@ class OutputFormat(str, Enum):
     DETAILED = "detailed"
 
     @classmethod
-    def parse(cls, value: str | None) -> "OutputFormat":
+    def parse(cls, value: str | None) -> OutputFormat:
         if not value:
             return cls.SIMPLE
         try:

@@ -20,9 +20,10 @@ import math
 import os
 import re
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from . import contract as c
 from .errors import BadValue
@@ -310,12 +311,14 @@ class Settings:
 
 def _converter(key: str, kind: Any, spec: _Spec) -> Callable[[str], Any]:
     """How a raw value of the setting ``key`` becomes a value of type ``kind`` within ``spec``'s bounds."""
+    base: Callable[[str], Any]
     if spec.parse is not None:
         base = spec.parse
     else:
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         target = args[0] if len(args) == 1 else kind
-        base = {bool: boolean, int: int, float: float, Path: Path, str: str}[target]
+        parsers: dict[Any, Callable[[str], Any]] = {bool: boolean, int: int, float: float, Path: Path, str: str}
+        base = parsers[target]
 
     def convert(raw: str) -> Any:
         text = raw.strip()

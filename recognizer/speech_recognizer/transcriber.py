@@ -256,7 +256,7 @@ async def run(files: Sequence[Path], backend: InProcess | Remote, fmt: str, prof
     tasks = [asyncio.ensure_future(one(path)) for path in files]
     failed = 0
     try:
-        for path, task in zip(files, tasks):
+        for path, task in zip(files, tasks, strict=True):
             try:
                 text = await task
             except FileError as exc:
@@ -283,7 +283,7 @@ def output_names(files: Sequence[Path], fmt: str) -> dict[Path, Path]:
         return {}
     absolute = [p.resolve() for p in files]
     common = Path(os.path.commonpath([p.parent for p in absolute]))
-    return {path: full.relative_to(common).with_suffix(f".{fmt}") for path, full in zip(files, absolute)}
+    return {path: full.relative_to(common).with_suffix(f".{fmt}") for path, full in zip(files, absolute, strict=True)}
 
 
 def _write(path: Path, text: str, fmt: str, target: Path | None, stdout: TextIO, *, several: bool) -> None:

@@ -9,8 +9,8 @@ gives back the times a fresh recognizer prints: docs/engine.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Partial:
     words: tuple[Word, ...] = ()
 
 
-Event = Union[Partial, Phrase]
+Event = Partial | Phrase
 
 
 def words(items: Sequence[dict], offset: float, shift: float = 0.0) -> tuple[Word, ...]:

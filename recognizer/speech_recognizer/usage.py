@@ -9,7 +9,7 @@ import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ class UsageRecords:
         self._refreshing: asyncio.Future[None] | None = None
 
     def add(self, record: SessionRecord) -> None:
-        now = datetime.fromtimestamp(record.started, timezone.utc)
+        now = datetime.fromtimestamp(record.started, UTC)
         line = {
             "time": now.isoformat(),
             "route": record.route,

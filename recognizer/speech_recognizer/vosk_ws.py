@@ -140,8 +140,8 @@ class Conversation:
                         await self._final()
                     raise
                 if message["type"] == "websocket.disconnect":
-                    if self._sender.done() and self._sender.result() is not None:
-                        raise self._sender.result()
+                    if self._sender.done() and (refused := self._sender.result()) is not None:
+                        raise refused
                     return
                 if message.get("text") is not None:
                     if await self._text(message["text"]):

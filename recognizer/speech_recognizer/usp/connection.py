@@ -16,8 +16,9 @@ import asyncio
 import logging
 import math
 import uuid
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocketDisconnect
 
@@ -286,7 +287,7 @@ class Connection:
     """The frames of one WebSocket, dispatched to turns."""
 
     def __init__(
-        self, socket: Socket, engine: Engine, options: Options, metrics: Counters | None = None, deadlines: Deadlines | None = None
+        self, socket: Socket, engine: Engine, options: Options, metrics: TurnCounters | None = None, deadlines: Deadlines | None = None
     ) -> None:
         self.socket = socket
         self.engine = engine
@@ -382,6 +383,12 @@ class Connection:
             await self.turn.close()
             self.ids.retire(self.turn.request_id)
         self.turn = Turn(self, request_id, options)
+
+
+class TurnCounters(Counters, Protocol):
+    """What a connection counts on: each turn that succeeded, besides the failures."""
+
+    def succeeded(self, route: str) -> None: ...
 
 
 class _Uncounted:

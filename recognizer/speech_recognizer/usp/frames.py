@@ -12,9 +12,10 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import BAD_VALUE, PROTOCOL_ERROR, Failure
 
@@ -126,7 +127,7 @@ def parse_binary(data: bytes) -> Message:
 
 def timestamp(now: datetime | None = None) -> str:
     """An ``X-Timestamp`` value: UTC ISO 8601 with milliseconds and ``Z``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 

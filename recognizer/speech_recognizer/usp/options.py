@@ -3,13 +3,14 @@ the audio format from ``speech.config``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..audio import PCM, WavFormat
 from ..errors import BadValue
-from ..settings import flag
 from ..results import TICKS_PER_SECOND, OutputFormat, Profanity
+from ..settings import flag
 
 #: Modes: ``interactive`` recognizes once; the others are continuous.
 CONTINUOUS_MODES = ("conversation", "dictation")
@@ -40,7 +41,7 @@ class Options:
         return OutputFormat.DETAILED if self.detailed else OutputFormat.SIMPLE
 
     @classmethod
-    def from_query(cls, mode: str, query: Mapping[str, str]) -> "Options":
+    def from_query(cls, mode: str, query: Mapping[str, str]) -> Options:
         """Options from the upgrade URL (``language``, ``format``, ``profanity``, word levels, timeouts)."""
         q = {k.lower(): v for k, v in query.items()}
         silence = DEFAULT_INITIAL_SILENCE
@@ -57,7 +58,7 @@ class Options:
             initial_silence=silence,
         )
 
-    def with_context(self, context: Mapping[str, Any]) -> "Options":
+    def with_context(self, context: Mapping[str, Any]) -> Options:
         """These options updated by a ``speech.context`` body (its values win over the query).
 
         Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape.
@@ -92,7 +93,7 @@ def _member(parent: Mapping[str, Any], name: str, kind: type, where: str = "") -
     raise BadValue(f"speech.context {where}{name} must be {_NAMES[kind]}, not {type(value).__name__}")
 
 
-_NAMES = {dict: "an object", list: "a list", str: "a string"}
+_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
 
 #: Largest continuation offset taken: a day of audio in 100-ns ticks.
 MAX_OFFSET_TICKS = 24 * 3600 * TICKS_PER_SECOND
