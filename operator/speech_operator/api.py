@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from speech_recognizer import contract
 from speech_recognizer.settings import declared
 
@@ -225,7 +226,7 @@ class WarmupSpec(_Model):
 
     count: Annotated[int, Field(ge=_whole(_WARMUP_COUNT.minimum), le=MAX_DECODERS_PER_POD)] | None = None
     """Recognizers warmed per pod (Warmup:Count; 0: none); the recognizer's default, one per decoder up to 3 per CPU, when unset."""
-    seconds: Annotated[int, Field(ge=1, le=60)] | None = Field(None, description=(
+    seconds: Annotated[int, Field(ge=1, le=60)] | None = Field(default=None, description=(
         f"Seconds of audio each warm-up decodes (Warmup:Seconds); the recognizer's default ({_WARMUP_SECONDS.default:g}) when unset."))
 
 
