@@ -584,5 +584,5 @@ def suite(audio: Audio) -> dict[str, Any]:
         "tracebacks_in_logs": tracebacks,
         "decoders_free_within_idle_timeout": all(r["decoders_free_after_s"] <= (idle_seconds or 0) + 5 for r in idle_rows),
         "decoders_free_after_every_attack": all(r["decoders_held_after"] in (0, None) for r in rows),
-        "ready_p50_ms_all": round(1000 * statistics.median([r["ready_p95_ms"] for r in rows if r["ready_probes"]]), 1),
+        "ready_p95_ms_median_of_attacks": round(statistics.median([r["ready_p95_ms"] for r in rows if r["ready_probes"]]), 1),
     }
