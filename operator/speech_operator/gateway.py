@@ -7,7 +7,11 @@ request or stream to the Service of the SpeechToText whose ``spec.locale`` match
 - ``POST /speech/recognition/{interactive,conversation,dictation}/cognitiveservices/v1`` (REST
   short audio) and the same paths as WebSockets (the Speech SDK: an unmodified app pointed at the
   gateway works for every locale, its language comes in the upgrade's query);
-- ``/vosk`` and ``/`` as WebSockets (vosk-server clients), ``?language=``.
+- ``/vosk`` and ``/`` as WebSockets (vosk-server clients), ``?language=``;
+- ``POST /v1/audio/transcriptions`` (OpenAI's clients), routed by the form's ``language`` field,
+  else ``?language=`` (:mod:`speech_operator.gateway_openai`);
+- ``/demo``: the recognizer's live demo page, rendered here with every locale routed (its scripts
+  are the recognizer's own files; its ``/vosk`` WebSocket is relayed like any other).
 
 Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`.
 Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
@@ -34,10 +38,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from speech_operator import gateway_failures as failures
+from speech_operator import gateway_openai
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_wake import Waker, hold_websocket
-from speech_recognizer import contract
+from speech_recognizer import contract, demo
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import listening_socket
 
@@ -175,7 +180,43 @@ class Gateway:
         return web.json_response({"service": "speech-operator gateway", "locales": self.directory.locales,
                                   "routes": {"rest": "POST /speech/recognition/{mode}/cognitiveservices/v1?language=",
                                              "speech-sdk": "ws /speech/recognition/{mode}/cognitiveservices/v1?language=",
-                                             "vosk": "ws /vosk?language="}})
+                                             "vosk": "ws /vosk?language=",
+                                             "openai": "POST /v1/audio/transcriptions (form field language)",
+                                             "demo": "GET /demo"}})
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/audio/transcriptions``: routed by the form's ``language``, else ``?language=``, else
+        the only locale; refusals in OpenAI's error shape, as the recognizer gives them."""
+        query_language = language_of(request)
+        try:
+            scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1)
+            backend = self.directory.lookup(scanned.language or query_language,
+                                            missing="add the form field language=<locale> (or ?language=<locale>)")
+        except failures.Failure as exc:
+            return self._refused_http(exc, "openai", None, openai=True)
+        try:
+            backend = await self._woken(backend)
+            response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request))
+        except failures.Failure as failure:
+            return self._refused_http(failure, "openai", backend, openai=True)
+        self.metrics.requests.labels("openai", backend.locale, str(response.status)).inc()
+        return response
+
+    async def demo(self, request: web.Request) -> web.Response:
+        """The live demo page, its picker offering every locale routed (the key field when any asks for a key)."""
+        locales = self.directory.locales
+        keyed = any(b.keyed for b in self.directory.backends())
+        note = "" if locales else "No SpeechToText is routed yet: create one, then reload this page."
+        return web.Response(text=demo.render(locales, keyed, note, server="speech-operator gateway", reference=False),
+                            content_type="text/html")
+
+    async def demo_file(self, request: web.Request) -> web.StreamResponse:
+        """The demo page's scripts: the recognizer package's own files."""
+        name = request.match_info["file"]
+        if name not in demo.FILES:
+            failure = failures.Failure(f"no file {name!r}; the demo's files are {', '.join(demo.FILES)}", failures.NOT_FOUND)
+            return failures.http_response(failure)
+        return web.FileResponse(demo.STATIC / name, headers={"Content-Type": demo.FILES[name], "Cache-Control": "no-cache"})
 
     async def rest(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -245,12 +286,13 @@ class Gateway:
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, sent)
         return client
 
-    def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None) -> web.Response:
+    def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,
+                      openai: bool = False) -> web.Response:
         locale = backend.locale if backend else None
         failures.report(failure, route, locale)
         self.metrics.failures.labels(failure.kind.name).inc()
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
-        return failures.http_response(failure)
+        return failures.http_response(failure, openai=openai)
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
                           backend: Backend | None, protocols: tuple[str, ...]) -> web.WebSocketResponse:
@@ -297,6 +339,9 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     app.router.add_route("*", recognition, gateway.recognition)
     app.router.add_get(contract.ROUTE_VOSK_WS, gateway.vosk)
     app.router.add_get(contract.ROUTE_HOME, gateway.vosk)
+    app.router.add_post(contract.ROUTE_OPENAI_TRANSCRIPTIONS, gateway.openai)
+    app.router.add_get(contract.ROUTE_DEMO, gateway.demo)
+    app.router.add_get(contract.ROUTE_DEMO + "/{file}", gateway.demo_file)
     app.router.add_get(contract.ROUTE_READY, gateway.ready)
     app.router.add_get(contract.ROUTE_STATUS, gateway.status)
     app.router.add_get(contract.ROUTE_METRICS, gateway.metrics_route)

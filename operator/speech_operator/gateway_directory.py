@@ -51,6 +51,8 @@ class Backend:
     autoscaled: bool = False
     #: Pods it should have (:func:`speech_operator.builders.replicas`).
     replicas: int = 1
+    #: Its recognizer asks for a key (``spec.apiKeySecretRef``).
+    keyed: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,7 +64,8 @@ class Backend:
         stt = api.SpeechToText.model_validate(body)
         return cls(namespace=stt.namespace, name=stt.name, locale=canonical_locale(stt.spec.locale),
                    url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0,
-                   autoscaled=stt.spec.autoscaling is not None, replicas=builders.replicas(stt))
+                   autoscaled=stt.spec.autoscaling is not None, replicas=builders.replicas(stt),
+                   keyed=stt.spec.apiKeySecretRef is not None)
 
 
 class Directory:
@@ -120,8 +123,9 @@ class Directory:
     def backends(self) -> list[Backend]:
         return sorted(self._backends.values(), key=lambda b: b.key)
 
-    def lookup(self, language: str | None) -> Backend:
-        """The backend for a request's ``language``; raises :class:`UnknownLocale` with the recognizer's message.
+    def lookup(self, language: str | None, missing: str = "add ?language=<locale>") -> Backend:
+        """The backend for a request's ``language``; raises :class:`UnknownLocale` with the recognizer's message
+        (``missing``: what it says to do when the request names no language).
 
         No language: the only locale served, as the recognizer does. Several SpeechToTexts
         for one locale: one with ready pods first, then by namespace and name.
@@ -131,7 +135,7 @@ class Directory:
         if not language:
             if len(locales) == 1:
                 return self._pick(locales[0])
-            raise UnknownLocale(f"add ?language=<locale>; this server has: {available}")
+            raise UnknownLocale(f"{missing}; this server has: {available}")
         served = served_locale(language, locales)
         if served not in locales:
             raise UnknownLocale(f"no model for language {language!r}; this server has: {available}")

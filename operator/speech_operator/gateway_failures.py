@@ -36,9 +36,10 @@ TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WA
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
 
 
-def http_response(failure: Failure) -> web.Response:
-    """The REST answer, as the recognizer's :func:`speech_recognizer.errors.http_response` makes it."""
-    answer = errors.http_response(failure)
+def http_response(failure: Failure, openai: bool = False) -> web.Response:
+    """The REST answer, as the recognizer's :func:`speech_recognizer.errors.http_response` makes it
+    (``openai``: in OpenAI's error shape, as the recognizer answers its OpenAI route)."""
+    answer = errors.openai_response(failure) if openai else errors.http_response(failure)
     return web.Response(status=answer.status_code, body=answer.body,
                         headers={k: v for k, v in answer.headers.items() if k.lower() != "content-length"})
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,8 +83,9 @@ class Traffic:
 
 # ---- REST -----------------------------------------------------------------------------------------
 async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                     traffic: Traffic | None = None) -> web.StreamResponse:
-    """Forward ``request`` to ``backend`` and stream its answer back.
+                     traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None) -> web.StreamResponse:
+    """Forward ``request`` to ``backend`` and stream its answer back (``body``: the request's body,
+    when part of it has been read already; it must be the whole body, unchanged).
 
     Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
     reached (nothing was sent to the client yet). Once the answer has started, a broken
@@ -92,7 +93,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     """
     traffic = traffic or Traffic()
     url = backend.url + request.path_qs
-    body = request.content if request.body_exists else None
+    if body is None and request.body_exists:
+        body = request.content
     try:
         upstream = await session.request(request.method, url, data=body, headers=forwarded_headers(request),
                                          allow_redirects=False)

@@ -33,15 +33,23 @@ async def page(request: Request) -> HTMLResponse:
     """The demo page, with this server's locales and whether it needs a key."""
     state = request.app.state
     loaded = sorted(state.registry.loaded)
-    locales = loaded or sorted(state.registry.sources)
+    note = "" if loaded else "No model is loaded yet: the first recording waits for it."
+    return HTMLResponse(render(loaded or sorted(state.registry.sources), bool(state.settings.api_key), note))
+
+
+def render(locales: list[str], key_required: bool, note: str = "", server: str = "speech-recognizer",
+           reference: bool = True) -> str:
+    """The page's HTML: a picker of ``locales``, the key field when ``key_required``, ``note`` (an
+    error line) when given, a link to the API reference when this ``server`` has one. The gateway
+    renders it too, with every locale it routes."""
     options = "".join(f'<option value="{html.escape(loc)}">{html.escape(loc)}</option>' for loc in locales)
-    key_required = bool(state.settings.api_key)
     key_field = ('<label>Key <input id="key" type="password" autocomplete="off" placeholder="this server\'s ApiKey"></label>'
                  if key_required else "")
-    note = "" if loaded else "<p class=\"error\">No model is loaded yet: the first recording waits for it.</p>"
-    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    note = f'<p class="error">{html.escape(note)}</p>' if note else ""
+    link = f' · <a href="{c.ROUTE_SWAGGER}">API reference</a>' if reference else ""
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Live speech to text · speech-recognizer</title><link rel="icon" href="data:,">
+<title>Live speech to text · {html.escape(server)}</title><link rel="icon" href="data:,">
 <style>
 body{{font-family:system-ui,sans-serif;max-width:48em;margin:2em auto;padding:0 1em;color:#222}}
 #controls{{display:flex;gap:1em;align-items:center;flex-wrap:wrap}}
@@ -60,9 +68,9 @@ The audio goes from this page to this server's <code>{c.ROUTE_VOSK_WS}</code> We
 <button id="record" type="button">Record</button></div>
 {note}<p id="status" role="status">Ready.</p>
 <div id="transcript" aria-live="polite"><div id="finals"></div><p id="partial"></p></div>
-<p><a href="{c.ROUTE_HOME}">speech-recognizer {__version__}</a> · <a href="{c.ROUTE_SWAGGER}">API reference</a></p>
+<p><a href="{c.ROUTE_HOME}">{html.escape(server)} {__version__}</a>{link}</p>
 <script src="{c.ROUTE_DEMO}/demo.js"></script>
-</body></html>""")
+</body></html>"""
 
 
 async def static_file(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """OpenAI's ``POST /v1/audio/transcriptions``, so that apps and SDKs written for it work unchanged.
 
 A multipart form: ``file`` (any audio the REST route takes), ``model`` (any name: this server
-has one model per locale), ``language`` (``ko`` or ``ko-KR``; default: the only locale served),
+has one model per locale), ``language`` (``ko`` or ``ko-KR``; else ``?language=``; else the only locale served),
 ``response_format`` (``json``, ``text``, ``srt``, ``vtt``, ``verbose_json``) and
 ``timestamp_granularities[]`` (``segment``, ``word``; with ``verbose_json``). ``prompt`` and
 ``temperature`` are accepted and ignored: Vosk's phrase list would *restrict* recognition to the
@@ -157,8 +157,9 @@ async def _transcribe(request: Request) -> Response:
             if fmt not in RESPONSE_FORMATS:
                 raise BadValue(f"response_format={fmt!r}: use {', '.join(RESPONSE_FORMATS)}")
             granularities = _granularities(form)
+            # the form's field (OpenAI's), else ?language= (what a gateway in front routed by), else the only locale
             language = _field(form, "language")
-            locale = engine.registry.resolve(request_locale({"language": language} if language else {}, engine))
+            locale = engine.registry.resolve(request_locale({"language": language} if language else dict(request.query_params), engine))
             await engine.registry.aload(locale)
             data = await upload.read()
             ctype = upload.content_type or ""
@@ -191,7 +192,7 @@ TRANSCRIPTIONS = {
                 "properties": {
                     "file": {"type": "string", "format": "binary", "description": "WAV, Ogg/Opus, Ogg/Vorbis or FLAC"},
                     "model": {"type": "string", "example": "whisper-1", "description": "any name (one model per locale here)"},
-                    "language": {"type": "string", "example": "ko", "description": "ISO-639-1 or a locale; default: the only one served"},
+                    "language": {"type": "string", "example": "ko", "description": "ISO-639-1 or a locale; else the query's `language`, else the only one served"},
                     "prompt": {"type": "string", "description": "ignored"},
                     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
                     "temperature": {"type": "number", "description": "ignored"},

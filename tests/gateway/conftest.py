@@ -281,8 +281,8 @@ KEY = "gateway-test-key"
 
 @dataclass
 class Locales:
-    """Two recognizer processes, ko-KR (no key) and :data:`OTHER_LOCALE` (``ApiKey`` :data:`KEY`),
-    each behind a SpeechToText the gateway routes."""
+    """Two recognizer processes, ko-KR (no key) and :data:`OTHER_LOCALE` (``ApiKey`` :data:`KEY`, and
+    its SpeechToText names a key Secret), each behind a SpeechToText the gateway routes."""
 
     stack: Stack
     recognizers: dict[str, Recognizer] = field(default_factory=dict)
@@ -298,7 +298,8 @@ def locales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
             r.wait_ready()
         with Stack(root) as stack:
             for locale, r in recognizers.items():
-                stack.create(speech_to_text(locale.lower(), locale, r.port))
+                keyed = {"billing": "https://example.invalid", "apiKeySecretRef": {"name": "speech-key", "key": "apiKey"}}
+                stack.create(speech_to_text(locale.lower(), locale, r.port, **(keyed if locale == OTHER_LOCALE else {})))
             for locale in recognizers:
                 stack.routes(locale)
             yield Locales(stack, recognizers)

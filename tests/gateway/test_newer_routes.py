@@ -1,0 +1,190 @@
+"""The recognizer's newer routes through the gateway, in front of two real recognizer processes
+(tests/gateway/conftest.py): OpenAI's ``POST /v1/audio/transcriptions`` with the official ``openai``
+package, routed by the form's ``language`` (else ``?language=``); subtitles on REST (``format=`` and
+``Accept``); the ``/demo`` page offering every locale routed, its scripts, and its ``/vosk`` stream
+with the key in the query as the page sends it.
+
+Both locales speak Korean here, so which recognizer answered is told by what only it says:
+``verbose_json``'s ``language`` is the recognizer's own locale.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from speech_recognizer.results import lexical
+
+from speech_operator import gateway_openai
+
+from tests.recognizer.test_vosk_ws import stream, texts
+from tests.support import Reference, read_wav
+
+from .conftest import KEY, OTHER_LOCALE, Locales
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+OPENAI = "/v1/audio/transcriptions"
+
+
+def client(base: str, locale: str | None = None, **options: object) -> openai.OpenAI:
+    """OpenAI's client at ``base``, with the key :data:`OTHER_LOCALE` asks for (ko-KR asks for none)."""
+    key = KEY if locale in (None, OTHER_LOCALE) else "no-key-needed"
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=120, max_retries=0, **options)
+
+
+def form(wav: Path, fields: list[tuple[str, str]], file_first: bool, padding: int = 0) -> tuple[bytes, str]:
+    """A multipart body by hand, the file part first or last (httpx and OpenAI's clients put it last)."""
+    boundary = "gateway-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields]
+    audio = wav.read_bytes() + b"\0" * padding
+    file = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n").encode() + audio + b"\r\n"
+    body = (file + b"".join(parts) if file_first else b"".join(parts) + file) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_the_openai_client_gets_what_the_recognizer_gives(locales: Locales, utterances_wav: Path,
+                                                          utterances_ref: Reference) -> None:
+    """For each locale, by its locale or its language alone (``ja``, ``ko``), every response format
+    through the gateway equals the recognizer's own answer."""
+    for locale, r in locales.recognizers.items():
+        direct, via = client(r.http, locale), client(locales.stack.http, locale)
+        for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
+            asked = {"model": "whisper-1", "language": locale, "response_format": fmt}
+            expected = direct.audio.transcriptions.create(file=utterances_wav.open("rb"), **asked)
+            got = via.audio.transcriptions.create(file=utterances_wav.open("rb"), **asked)
+            assert got == expected, fmt
+        verbose = via.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
+                                                  language=locale.split("-")[0], response_format="verbose_json")
+        assert verbose.language == locale, "the language alone reaches its locale's recognizer"
+        assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+
+
+def test_the_language_comes_from_the_form_then_the_query(locales: Locales, speech_wav: Path) -> None:
+    stack = locales.stack
+    # no language field: ?language= (OpenAI's client sends it with default_query)
+    by_query = client(stack.http, OTHER_LOCALE, default_query={"language": OTHER_LOCALE}).audio.transcriptions.create(
+        model="whisper-1", file=speech_wav.open("rb"), response_format="verbose_json")
+    assert by_query.language == OTHER_LOCALE
+    # the form's field wins over the query
+    both = client(stack.http, "ko-KR", default_query={"language": OTHER_LOCALE}).audio.transcriptions.create(
+        model="whisper-1", file=speech_wav.open("rb"), response_format="verbose_json", language="ko-KR")
+    assert both.language == "ko-KR"
+    # the file before the fields (curl -F file=@a.wav -F language=ja-JP): found after the file
+    for locale in locales.recognizers:
+        body, ctype = form(speech_wav, [("model", "whisper-1"), ("response_format", "verbose_json"), ("language", locale)],
+                           file_first=True)
+        answer = httpx.post(stack.http + OPENAI, content=body, headers={"Content-Type": ctype, "Authorization": f"Bearer {KEY}"},
+                            timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["language"] == locale
+
+
+def test_an_unknown_or_missing_language_gets_a_400_naming_the_locales(locales: Locales, speech_wav: Path) -> None:
+    via = client(locales.stack.http)
+    with pytest.raises(openai.BadRequestError) as unknown:
+        via.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"), language="xx-YY")
+    assert unknown.value.body == {"message": f"no model for language 'xx-YY'; this server has: {OTHER_LOCALE}, ko-KR",
+                                  "type": "invalid_request_error", "param": None, "code": "unknown_locale"}
+    with pytest.raises(openai.BadRequestError) as missing:
+        via.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"))
+    assert missing.value.body["message"] == ("add the form field language=<locale> (or ?language=<locale>); "
+                                             f"this server has: {OTHER_LOCALE}, ko-KR")
+    assert missing.value.body["code"] == "unknown_locale"
+    # the recognizer's own refusals come back as they are (here: its key)
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        client(locales.stack.http, "ko-KR").audio.transcriptions.create(
+            model="whisper-1", file=speech_wav.open("rb"), language=OTHER_LOCALE)
+    assert wrong.value.body["code"] == "auth_wrong"
+    # not a form: routed by the query, and the recognizer says why it cannot read it
+    plain = httpx.post(f"{locales.stack.http}{OPENAI}?language=ko-KR", content=speech_wav.read_bytes(),
+                       headers={"Content-Type": "audio/wav"}, timeout=60)
+    assert plain.status_code == 415 and "multipart/form-data" in plain.json()["error"]["message"]
+
+
+def test_a_form_is_streamed_once_its_language_is_known_and_buffered_only_up_to_a_bound(locales: Locales,
+                                                                                       speech_wav: Path) -> None:
+    """A form larger than the gateway's buffer passes whole when ``language`` comes before the file
+    (the recognizer transcribes it: a WAV's bytes after its data chunk are ignored); with the file
+    first and nothing else to route by, the gateway stops at its bound with a 413 that says what to do."""
+    over = gateway_openai.FORM_BUFFER_BYTES + 2**20
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body, ctype = form(speech_wav, [("language", OTHER_LOCALE)], file_first=False, padding=over)
+    streamed = httpx.post(locales.stack.http + OPENAI, content=body, headers={**headers, "Content-Type": ctype}, timeout=120)
+    assert streamed.status_code == 200, streamed.text
+    assert streamed.json()["text"]
+
+    body, ctype = form(speech_wav, [("language", OTHER_LOCALE)], file_first=True, padding=over)
+    held = httpx.post(locales.stack.http + OPENAI, content=body, headers={**headers, "Content-Type": ctype}, timeout=120)
+    assert held.status_code == 413
+    assert held.json()["error"] == {
+        "message": "the form's file comes before its language field and the form is over 16 MiB: send the field "
+                   "language before the file, or ?language=<locale> in the URL",
+        "type": "invalid_request_error", "param": None, "code": "too_large"}
+
+
+def test_form_scanner_finds_the_language_wherever_the_chunks_end(speech_wav: Path) -> None:
+    """The push parser sees the field whole and the file's start, fed one byte at a time."""
+    body, ctype = form(speech_wav, [("model", "whisper-1"), ("language", "ko-KR")], file_first=False)
+    boundary = ctype.split("boundary=")[1].encode()
+    scanner = gateway_openai.FormScanner(boundary)
+    fed = 0
+    while scanner.language is None:
+        scanner.feed(body[fed:fed + 1])
+        fed += 1
+    assert scanner.language == "ko-KR" and not scanner.file_begun
+    while not scanner.file_begun:
+        scanner.feed(body[fed:fed + 1])
+        fed += 1
+    assert fed < 400, "the file's start is seen as soon as its headers end"
+
+    first, _ = form(speech_wav, [("language", "ja-JP")], file_first=True)
+    scanner = gateway_openai.FormScanner(boundary)
+    scanner.feed(first[:300])
+    assert scanner.file_begun and scanner.language is None
+    scanner.feed(first[300:])
+    assert scanner.language == "ja-JP" and scanner.ended
+
+
+# ---- subtitles on REST ------------------------------------------------------------------------------
+def test_subtitles_on_rest_pass_through(locales: Locales, utterances_wav: Path) -> None:
+    """``format=srt|vtt`` and an ``Accept`` asking for subtitles give the recognizer's own cues and type."""
+    for locale, r in locales.recognizers.items():
+        headers = {"Content-Type": "audio/wav", "Ocp-Apim-Subscription-Key": KEY}
+        for query, accept in (("format=srt", None), ("format=vtt", None), ("", "text/vtt"), ("", "application/x-subrip")):
+            asked = {**headers, **({"Accept": accept} if accept else {})}
+            url = f"{REST}?language={locale}&{query}"
+            direct = httpx.post(r.http + url, content=utterances_wav.read_bytes(), headers=asked, timeout=60)
+            via = httpx.post(locales.stack.http + url, content=utterances_wav.read_bytes(), headers=asked, timeout=60)
+            assert direct.status_code == via.status_code == 200, via.text
+            assert via.headers["content-type"] == direct.headers["content-type"] and via.text == direct.text
+            assert "-->" in via.text, (query, accept)
+
+
+# ---- the demo page ----------------------------------------------------------------------------------
+def test_the_demo_page_offers_every_locale_and_its_stream_works(locales: Locales, utterances_wav: Path,
+                                                                utterances_ref: Reference) -> None:
+    stack = locales.stack
+    page = httpx.get(stack.http + "/demo")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    offered = [html.unescape(v) for v in re.findall(r'<option value="([^"]+)"', page.text)]
+    assert offered == [OTHER_LOCALE, "ko-KR"], "every locale routed, not one recognizer's"
+    assert 'data-key-required="true"' in page.text and 'id="key"' in page.text, f"{OTHER_LOCALE} asks for a key"
+    assert 'data-vosk="/vosk"' in page.text
+    direct = locales.recognizers["ko-KR"].http
+    for name in ("demo.js", "pcm16-worklet.js"):
+        script = httpx.get(f"{stack.http}/demo/{name}")
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert script.content == httpx.get(f"{direct}/demo/{name}").content
+    missing = httpx.get(f"{stack.http}/demo/x.js")
+    assert missing.status_code == 404 and "demo.js" in missing.json()["error"]["message"]
+    # what the page opens: /vosk?language=<picked>, the key in the query (a browser sets no headers)
+    pcm, rate, _ = read_wav(utterances_wav)
+    for locale in offered:
+        query = f"language={locale}&Ocp-Apim-Subscription-Key={KEY}"
+        assert texts(stream(f"{stack.ws}/vosk?{query}", pcm, 3200, {"sample_rate": rate})) == utterances_ref.texts
