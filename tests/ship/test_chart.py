@@ -121,7 +121,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     for stt in stts.values():
         assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
         assert stt["metadata"]["namespace"] == "speech"
-    monitor = one(docs, "ServiceMonitor")
+    monitor = one(operator_docs(docs), "ServiceMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     deployment = one(operator_docs(docs), "Deployment")
@@ -360,3 +360,26 @@ def test_gateway_values(helm: Path) -> None:
     assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20"}
     off = helm_template(helm, "--set", "gateway.enabled=false")
     assert not gateway_docs(off)
+
+
+def test_gateway_metrics_are_scraped_with_the_recognizers(helm: Path) -> None:
+    """With ``serviceMonitor.enabled``, a ServiceMonitor of its own selects the gateway's Service (and no
+    recognizer's), on its port, at the route the gateway serves its metrics on."""
+    from speech_operator.gateway import create_app
+    from speech_operator.gateway_directory import Directory
+
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
+    validate_manifests(docs)
+    monitor, service = one(gateway_docs(docs), "ServiceMonitor"), one(gateway_docs(docs), "Service")
+    recognizers = one(operator_docs(docs), "ServiceMonitor")
+    assert monitor["metadata"]["namespace"] == "speech" and monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert not recognizers["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["interval"] == recognizers["spec"]["endpoints"][0]["interval"] == "15s"
+    served = {r.resource.canonical for r in create_app(Directory()).router.routes() if r.method == "GET"}
+    assert endpoint["path"] == recognizers["spec"]["endpoints"][0]["path"] and endpoint["path"] in served
+    assert len(by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "gateway.enabled=false"), "ServiceMonitor")) == 1
+    assert not by_kind(helm_template(helm), "ServiceMonitor"), "off by default, as the recognizers' is"
