@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from speech_recognizer import contract
+
 from . import manifests as m
 from .speech import Audio, Outcome, mismatch, recognize
 
@@ -258,6 +260,90 @@ def outcome_problem(outcome: Outcome, audio: Audio) -> str | None:
     return mismatch(outcome.recognized, audio.expected)
 
 
+def gateway_pods(ctx: Context) -> list[Manifest]:
+    return [p for p in ctx.kube.get("pods", ctx.ns, ctx.run.gateway_selector) if not p["metadata"].get("deletionTimestamp")]
+
+
+def run_locales(ctx: Context) -> list[str]:
+    """The locales of the run's SpeechToTexts: what the gateway must route (sorted, as it lists them)."""
+    return sorted({s["spec"]["locale"] for s in ctx.kube.get("speechtotexts", ctx.ns)})
+
+
+def gateway_routes(port: int) -> tuple[int, list[str]]:
+    """The gateway's ``/ready``: its status and the locales it routes."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}{contract.ROUTE_READY}", timeout=10)
+        return answer.status_code, list(answer.json().get("locales") or [])
+    except (httpx.HTTPError, ValueError) as exc:
+        return 0, [f"no answer: {exc}"]
+
+
+def wait_for_gateway_pod(ctx: Context) -> None:
+    def probe() -> tuple[bool, str]:
+        pods = gateway_pods(ctx)
+        return any(pod_ready(p) for p in pods), "; ".join(pod_state(p) for p in pods) or f"no pod matches {ctx.run.gateway_selector}"
+
+    try:
+        wait_for("the gateway pod ready", probe, ctx.timeouts.operator, ctx.timeouts.poll)
+    except CheckFailed as exc:
+        raise CheckFailed(f"{exc}\n  {explain(ctx, gateway_pods(ctx))}") from None
+
+
+def wait_for_gateway(ctx: Context, port: int) -> list[str]:
+    """The gateway (its pod ready, waited for before the port-forward) routing every locale of the run; the locales."""
+    want = run_locales(ctx)
+
+    def routes_probe() -> tuple[bool, str]:
+        status, routed = gateway_routes(port)
+        return status == 200 and set(want) <= set(routed), f"/ready: HTTP {status}, routes {routed}; the run's SpeechToTexts serve {want}"
+
+    wait_for(f"the gateway (Service {ctx.run.gateway}) routing every locale", routes_probe, ctx.timeouts.operator, ctx.timeouts.poll)
+    return want
+
+
+def check_gateway(ctx: Context) -> str:
+    """The unmodified Speech SDK through the gateway's Service, once for each locale of the run's
+    SpeechToTexts, as through their own Services. The key goes with every request: the gateway picks
+    which SpeechToText of a locale serves it, and one without a key accepts any."""
+    audio = ctx.audio()
+    got = []
+    wait_for_gateway_pod(ctx)
+    with ctx.kube.port_forward(ctx.ns, f"service/{ctx.run.gateway}", 5000) as port:
+        for locale in wait_for_gateway(ctx, port):
+            outcome = recognize(port, audio, key=ctx.api_key, language=locale)
+            problem = outcome_problem(outcome, audio)
+            if problem:
+                raise CheckFailed(f"Service {ctx.run.gateway} (the gateway), language {locale}: {problem}")
+            got.append(f"{locale}: {len(outcome.recognized)} utterances as in-process Vosk")
+    return "; ".join(got)
+
+
+#: A language no SpeechToText of the run serves.
+UNKNOWN_LOCALE = "xx-YY"
+
+
+def check_gateway_unknown_locale(ctx: Context) -> str:
+    """REST through the gateway for a locale nobody serves: 400 naming the locales that exist."""
+    import httpx
+
+    wait_for_gateway_pod(ctx)
+    with ctx.kube.port_forward(ctx.ns, f"service/{ctx.run.gateway}", 5000) as port:
+        want = wait_for_gateway(ctx, port)
+        url = f"http://127.0.0.1:{port}{contract.RECOGNITION_PATHS[1]}?language={UNKNOWN_LOCALE}"
+        answer = httpx.post(url, content=b"", headers={"Content-Type": "audio/wav"}, timeout=30)
+    expected = f"no model for language {UNKNOWN_LOCALE!r}; this server has: {', '.join(want)}"
+    try:
+        message = answer.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if answer.status_code != 400 or message != expected:
+        raise CheckFailed(f"language={UNKNOWN_LOCALE} through the gateway: HTTP {answer.status_code} {answer.text[:300]!r}; "
+                          f"expected 400 with {expected!r}")
+    return f"400: {message}"
+
+
 def check_scale(ctx: Context) -> str:
     for replicas in (2, 1):
         ctx.kube.scale("speechtotext", m.PLAIN, ctx.ns, replicas)
@@ -335,6 +421,8 @@ READY = "a SpeechToText without and one with an API key become Ready"
 STAY_UP = "the operator and recognizer pods stay up with no restarts"
 SDK_PLAIN = f"the unmodified Speech SDK through Service {m.PLAIN} matches in-process Vosk"
 SDK_KEYED = f"the unmodified Speech SDK through Service {m.KEYED} (API key) matches in-process Vosk"
+GATEWAY = "the unmodified Speech SDK through the gateway's Service matches in-process Vosk for each locale"
+GATEWAY_UNKNOWN = "the gateway answers a locale nobody serves with 400 naming the locales"
 SCALE = "kubectl scale changes the pods"
 DRAIN = "a stream in progress when its pod is deleted gets all its results"
 DELETE = "deleting the SpeechToTexts removes their children"
@@ -346,6 +434,8 @@ CHECKS: tuple[Check, ...] = (
     Check(STAY_UP, check_stay_up, (READY,)),
     Check(SDK_PLAIN, check_sdk(m.PLAIN, keyed=False), (READY,)),
     Check(SDK_KEYED, check_sdk(m.KEYED, keyed=True), (READY,)),
+    Check(GATEWAY, check_gateway, (READY,)),
+    Check(GATEWAY_UNKNOWN, check_gateway_unknown_locale, (READY,)),
     Check(SCALE, check_scale, (READY,)),
     Check(DRAIN, check_drain, (READY,)),
     Check(DELETE, check_delete, (READY,)),

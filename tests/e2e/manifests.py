@@ -64,6 +64,16 @@ class Run:
         """Label selector of the operator's pods (the chart's selector labels)."""
         return f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=operator"
 
+    @property
+    def gateway(self) -> str:
+        """The gateway's Service (and Deployment): the chart's ``<fullname>-gateway``."""
+        return f"{self.release}-{CHART.name}"[:55].rstrip("-") + "-gateway"
+
+    @property
+    def gateway_selector(self) -> str:
+        """Label selector of the gateway's pods (the chart's gateway selector labels)."""
+        return f"app.kubernetes.io/name=speech-gateway,app.kubernetes.io/instance={self.release}"
+
 
 #: The two SpeechToTexts of day one: without an API key, and with one from a Secret.
 PLAIN = "plain"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tests.support import SENTENCES, Reference, concat, read_wav, speak, vosk_reference
 
+from .manifests import LOCALE
+
 #: 100 ms of 16 kHz mono 16-bit PCM: what the SDK sends per chunk, and the pace of a live stream.
 CHUNK = 3200
 CHUNK_SECONDS = 0.1
@@ -74,8 +76,8 @@ class Outcome:
 
 
 def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = False, pace: float = 1.0,
-              on_audio: Callable[[float], None] | None = None, timeout: float = 120) -> Outcome:
-    """Continuous recognition through ``ws://127.0.0.1:PORT`` with ``SpeechConfig(host=...)``.
+              on_audio: Callable[[float], None] | None = None, timeout: float = 120, language: str = LOCALE) -> Outcome:
+    """Continuous recognition of ``language`` through ``ws://127.0.0.1:PORT`` with ``SpeechConfig(host=...)``.
 
     ``paced``: the audio goes out in real time from a push stream, as from a microphone, and
     ``on_audio(seconds_sent)`` is called after each chunk (the drain check deletes the pod from it;
@@ -86,7 +88,7 @@ def recognize(port: int, audio: Audio, *, key: str | None = None, paced: bool = 
 
     config = (speechsdk.SpeechConfig(host=f"ws://127.0.0.1:{port}", subscription=key) if key
               else speechsdk.SpeechConfig(host=f"ws://127.0.0.1:{port}"))
-    config.speech_recognition_language = "ko-KR"
+    config.speech_recognition_language = language
     pusher: threading.Thread | None = None
     if paced:
         stream = speechsdk.audio.PushAudioInputStream(speechsdk.audio.AudioStreamFormat(16000, 16, 1))

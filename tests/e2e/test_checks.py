@@ -134,3 +134,17 @@ def test_mismatch_names_the_words_or_the_times_that_differ() -> None:
     assert mismatch([want[0], ("반갑습니다.", 48_600_000, 10_800_000)], want) == (
         "'반갑습니다.' spans 48600000+10800000 ticks, in-process Vosk says 48300000+10800000 "
         "(same words, other times: not the same decoding)")
+
+
+def test_the_gateway_checks_say_when_its_pod_is_not_ready() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster)
+    gateway = pod("gw-1", ready=False, waiting="ImagePullBackOff",
+                  labels={"app.kubernetes.io/name": "speech-gateway", "app.kubernetes.io/instance": RUN.release})
+    gateway["metadata"]["namespace"] = NS
+    cluster.put("pod", gateway)
+    for check in (c.check_gateway, c.check_gateway_unknown_locale):
+        with pytest.raises(c.CheckFailed) as exc:
+            check(ctx)
+        assert str(exc.value).startswith("the gateway pod ready not within 0 s: pod gw-1: Pending, c waiting: ImagePullBackOff")
+    assert not [j for j in cluster.journal if j[0] == "port_forward"], "no port-forward to a gateway with no ready pod"

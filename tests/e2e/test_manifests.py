@@ -72,3 +72,15 @@ def test_the_suites_selectors_find_what_the_operator_makes(name: str) -> None:
     assert labels_match(m.recognizer_selector(name), pod["metadata"]["labels"])
     assert {(c["image"], c["imagePullPolicy"]) for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]} \
         == {(IMAGES.recognizer, "IfNotPresent")}
+
+
+def test_the_suite_finds_the_gateway_the_chart_installs(rendered: list[dict]) -> None:
+    """The Service the gateway checks port-forward to, and the selector of its pods."""
+    (service,) = [d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"] == RUN.gateway]
+    assert [p["port"] for p in service["spec"]["ports"]] == [5000]
+    (deployment,) = [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == RUN.gateway]
+    template = deployment["spec"]["template"]
+    assert labels_match(RUN.gateway_selector, template["metadata"]["labels"])
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    (container,) = template["spec"]["containers"]
+    assert container["args"] == ["gateway", f"--namespace={RUN.namespace}"], "it routes the run's SpeechToTexts"

@@ -14,6 +14,7 @@ import pytest
 
 from speech_recognizer.models import LoadedModel
 from tests.conftest import TEST_KEY
+from tests.gateway.conftest import Stack, speech_to_text
 from tests.support import Reference, ServerThread
 from tests.usp.sdk import display_text
 
@@ -129,3 +130,56 @@ def test_drain_check_passes_only_when_the_stream_outlives_its_pod(drains: bool, 
         assert str(exc.value).startswith("pod plain-1 deleted 4 s into a ")
         assert str(exc.value).endswith(c.DRAIN_NEEDS)
     assert ("delete_now", "pod", "plain-1", RUN.namespace) in cluster.journal
+
+
+# ---- the gateway --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gateway(server: ServerThread, keyed_server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The real gateway (tests/gateway/conftest.py: kmock its API server, Service names resolved to
+    loopback) routing the run's two ko-KR SpeechToTexts to the two recognizers."""
+    with Stack(tmp_path_factory.mktemp("e2e-gateway")) as stack:
+        stack.create(speech_to_text(m.PLAIN, m.LOCALE, server.port))
+        stack.create(speech_to_text(m.KEYED, m.LOCALE, keyed_server.port, billing=m.BILLING,
+                                    apiKeySecretRef={"name": m.KEY_SECRET, "key": m.KEY_FIELD}))
+        stack.routes(m.LOCALE)
+        yield stack
+
+
+def gateway_cluster(gateway: Stack, *locales: str) -> RelayCluster:
+    """The fake cluster with the run's SpeechToTexts (of ``locales``: ko-KR by default), a ready
+    gateway pod, and its Service port-forwarded to ``gateway``."""
+    cluster = RelayCluster({f"service/{RUN.gateway}": gateway})  # type: ignore[dict-item]
+    for name, locale in zip((m.PLAIN, m.KEYED, "other"), locales or (m.LOCALE, m.LOCALE)):
+        stt = m.speech_to_text(RUN, name, keyed=name == m.KEYED)
+        stt["spec"]["locale"] = locale
+        cluster.put("speechtotext", stt)
+    p = pod("gw-1", labels={"app.kubernetes.io/name": "speech-gateway", "app.kubernetes.io/instance": RUN.release})
+    p["metadata"]["namespace"] = RUN.namespace
+    cluster.put("pod", p)
+    return cluster
+
+
+def test_the_gateway_checks_pass_through_the_real_gateway(gateway: Stack, audio: Audio) -> None:
+    cluster = gateway_cluster(gateway)
+    ctx = context(cluster, audio, api_key=TEST_KEY)
+    assert c.check_gateway(ctx) == "ko-KR: 3 utterances as in-process Vosk"
+    assert c.check_gateway_unknown_locale(ctx) == "400: no model for language 'xx-YY'; this server has: ko-KR"
+    assert ("port_forward", RUN.namespace, f"service/{RUN.gateway}", 5000) in cluster.journal
+
+
+def test_the_gateway_checks_fail_when_a_locale_is_not_routed(gateway: Stack, audio: Audio) -> None:
+    """A SpeechToText of ja-JP the gateway does not route: both checks say so."""
+    ctx = context(gateway_cluster(gateway, m.LOCALE, m.LOCALE, "ja-JP"), audio, api_key=TEST_KEY)
+    ctx.timeouts = c.Timeouts(operator=0.3, poll=0.1)
+    for check in (c.check_gateway, c.check_gateway_unknown_locale):
+        with pytest.raises(c.CheckFailed) as exc:
+            check(ctx)
+        assert str(exc.value).startswith(f"the gateway (Service {RUN.gateway}) routing every locale not within 0 s: "
+                                         "/ready: HTTP 200, routes ['ko-KR']; the run's SpeechToTexts serve ['ja-JP', 'ko-KR']")
+
+
+def test_the_gateway_check_fails_with_the_sdks_reason_on_a_wrong_key(gateway: Stack, audio: Audio) -> None:
+    """The keyed recognizer serves ko-KR through the gateway (ready first, then by name): a wrong key fails the check."""
+    ctx = context(gateway_cluster(gateway), audio, api_key="not-the-key")
+    with pytest.raises(c.CheckFailed, match=rf"^Service {RUN.gateway} \(the gateway\), language ko-KR: the Speech SDK reported \['AuthenticationFailure: .*\(401\)"):
+        c.check_gateway(ctx)

@@ -225,6 +225,8 @@ def test_the_day_one_steps_in_order_and_what_each_needs() -> None:
         ("the operator and recognizer pods stay up with no restarts", ("a SpeechToText without and one with an API key become Ready",)),
         ("the unmodified Speech SDK through Service plain matches in-process Vosk", ("a SpeechToText without and one with an API key become Ready",)),
         ("the unmodified Speech SDK through Service keyed (API key) matches in-process Vosk", ("a SpeechToText without and one with an API key become Ready",)),
+        ("the unmodified Speech SDK through the gateway's Service matches in-process Vosk for each locale", ("a SpeechToText without and one with an API key become Ready",)),
+        ("the gateway answers a locale nobody serves with 400 naming the locales", ("a SpeechToText without and one with an API key become Ready",)),
         ("kubectl scale changes the pods", ("a SpeechToText without and one with an API key become Ready",)),
         ("a stream in progress when its pod is deleted gets all its results", ("a SpeechToText without and one with an API key become Ready",)),
         ("deleting the SpeechToTexts removes their children", ("a SpeechToText without and one with an API key become Ready",)),
