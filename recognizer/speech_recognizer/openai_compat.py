@@ -169,7 +169,7 @@ async def _transcribe(request: Request) -> Response:
         del data  # the PCM is all that is kept while it is recognized
         if not audio.pcm:
             raise AudioError("the audio holds no samples")
-        phrases = await recognize_audio(engine, locale, audio, ROUTE, reservation)
+        phrases = await recognize_audio(engine, locale, audio, ROUTE, reservation, receive=request.receive)
     return answer(phrases, fmt, granularities, locale, audio.seconds)
 
 

@@ -12,6 +12,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive
 
 from . import contract as c
 from . import openapi as oa
@@ -19,7 +20,7 @@ from .admission import Reservation
 from .audio import HEADER_ROOM, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
 from .auth import check_key
 from .engine import Engine
-from .errors import NOT_FOUND, TOO_LARGE, BadValue, Failure, classify, http_response, observe
+from .errors import CLIENT_GONE, NOT_FOUND, TOO_LARGE, BadValue, Failure, classify, http_response, observe
 from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
@@ -105,10 +106,37 @@ async def read_body(request: Request, limit: int, *, wav_seconds: float | None =
     return bytes(body)
 
 
-async def recognize_audio(engine: Engine, locale: str, audio: Audio, route: str, reservation: Reservation | None = None) -> list[Phrase]:
-    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces in one decoder hand-off (on ``reservation``'s decoder)."""
+async def client_left(receive: Receive) -> None:
+    """Return once the client of a request whose body was read has gone (ASGI ``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def recognize_audio(
+    engine: Engine, locale: str, audio: Audio, route: str, reservation: Reservation | None = None, *, receive: Receive | None = None
+) -> list[Phrase]:
+    """Every phrase in ``audio``, fed in :data:`FILE_CHUNK_SECONDS` pieces in one decoder hand-off (on ``reservation``'s decoder).
+
+    ``receive``: the request's ASGI channel, its body read. When the client goes away
+    before the answer, decoding stops at the next piece and the decoder is given back at
+    once, not after the rest of the audio (nobody is left to answer); raises a
+    :data:`~speech_recognizer.errors.CLIENT_GONE` failure saying how much audio was dropped.
+    """
     async with engine.session(locale, audio.sample_rate, audio.channels, route=route, partials=False, reservation=reservation) as session:
-        events = await session.decode(chunks(audio, FILE_CHUNK_SECONDS))
+        decoding = asyncio.ensure_future(session.decode(chunks(audio, FILE_CHUNK_SECONDS)))
+        watching = asyncio.ensure_future(client_left(receive) if receive is not None else asyncio.Event().wait())
+        try:
+            await asyncio.wait((decoding, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not decoding.done():  # the client left (or this request was cancelled): the decoder stops at the next piece
+                decoding.cancel()
+                await asyncio.gather(decoding, return_exceptions=True)
+        if decoding.cancelled():
+            left = audio.seconds - session.recognition.audio_seconds
+            raise Failure(f"the client left before its answer; {left:.1f} s of its {audio.seconds:.1f} s of audio "
+                          "were not decoded", CLIENT_GONE)
+        events = decoding.result()
     return [e for e in events if isinstance(e, Phrase)]
 
 
@@ -151,7 +179,7 @@ async def _recognize(request: Request, mode: str) -> Response:
         del body  # the PCM is all that is kept while it is recognized
         if not audio.pcm:
             raise AudioError("the audio holds no samples")
-        phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}", reservation)
+        phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}", reservation, receive=request.receive)
     if isinstance(fmt, SubtitleFormat):
         return subtitle_response(phrases, fmt, profanity)
     return JSONResponse(phrase_json(
