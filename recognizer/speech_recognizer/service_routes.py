@@ -37,11 +37,20 @@ async def home(request: Request) -> HTMLResponse:
         for loc in available
     )
     example = loaded[0] if loaded else (available[0] if available else "ko-KR")
+    keyed = bool(state.settings.api_key)
     key_note = (
-        "This server requires a key: send it as <code>Ocp-Apim-Subscription-Key</code>."
-        if state.settings.api_key
+        "This server requires a key (its <code>ApiKey</code>): the examples below read it from the environment, "
+        "so first <code>export SPEECH_KEY=…</code> with it."
+        if keyed
         else "No key is required."
     )
+    # The examples run as shown (tests/test_snippets.py runs them against this page): with the key
+    # from $SPEECH_KEY when the server requires one, never the key itself.
+    sdk_key = ', subscription=os.environ["SPEECH_KEY"]' if keyed else ""
+    sdk_import = "import os\n" if keyed else ""
+    curl_key = '-H "Ocp-Apim-Subscription-Key: $SPEECH_KEY" ' if keyed else ""
+    openai_key = 'os.environ["SPEECH_KEY"]' if keyed else '"unused"'
+    vosk_key = "<p>with the key in the upgrade's <code>Ocp-Apim-Subscription-Key</code> header.</p>" if keyed else ""
     base = str(request.base_url).rstrip("/")
     ws_base = base.replace("http", "ws", 1)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>speech-recognizer</title>
@@ -53,17 +62,21 @@ Ready: <b>{'yes' if is_ready(state) else 'loading' if not state.registry.ready e
 <h2>Locales</h2><table><tr><th>locale</th><th>state</th><th>model</th></tr>{rows}</table>
 <h2>Call it</h2>
 <h3 id="speech-sdk">Azure Speech SDK (Python)</h3>
-<pre>speech_config = speechsdk.SpeechConfig(host="{html.escape(ws_base)}")
+<pre>{sdk_import}import azure.cognitiveservices.speech as speechsdk
+
+speech_config = speechsdk.SpeechConfig(host="{html.escape(ws_base)}"{html.escape(sdk_key)})
 speech_config.speech_recognition_language = "{html.escape(example)}"
 recognizer = speechsdk.SpeechRecognizer(speech_config, audio_config=speechsdk.audio.AudioConfig(filename="audio.wav"))
 print(recognizer.recognize_once().text)</pre>
 <h3 id="rest">REST (short audio, up to {state.settings.max_audio_seconds:g} s)</h3>
-<pre>curl -s -X POST -H "Content-Type: audio/wav" --data-binary @audio.wav \\
+<pre>curl -s -X POST {html.escape(curl_key)}-H "Content-Type: audio/wav" --data-binary @audio.wav \\
   "{html.escape(base)}/speech/recognition/conversation/cognitiveservices/v1?language={html.escape(example)}&amp;format=detailed"</pre>
 <h3 id="openai">OpenAI-compatible (<code>audio.transcriptions</code>)</h3>
-<pre>client = OpenAI(base_url="{html.escape(base)}/v1", api_key="&lt;ApiKey, or anything&gt;")
+<pre>{sdk_import}from openai import OpenAI
+
+client = OpenAI(base_url="{html.escape(base)}/v1", api_key={html.escape(openai_key)})
 print(client.audio.transcriptions.create(model="whisper-1", file=open("audio.wav", "rb"), response_format="srt"))</pre>
-<h3 id="vosk">vosk-server WebSocket</h3><pre>{html.escape(ws_base)}/vosk?language={html.escape(example)}</pre>
+<h3 id="vosk">vosk-server WebSocket</h3><pre>{html.escape(ws_base)}/vosk?language={html.escape(example)}</pre>{vosk_key}
 <p>Every route, its parameters, content types, answers and errors, and the WebSocket messages: the
 <a href="{c.ROUTE_SWAGGER}">interactive API reference</a> (Swagger UI, served from here: it works without a network;
 <i>Try it out</i> sends requests to this server) and its <a href="{c.ROUTE_OPENAPI}">OpenAPI document</a>.</p>
