@@ -33,9 +33,10 @@ import psutil
 import websockets
 from websockets.asyncio.client import connect
 
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
 
 from harness.clients import USP_PATH, StreamResult
+from harness.usp import client_audio_frame, client_text_frame
 
 from .common import CHUNK_S, LOCALE, ROOT, Audio, cpu_seconds, free_port, loadavg, percentile, server
 from .suites import ROUTES, WARM_PASSES, _gather

@@ -39,9 +39,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
 
 from harness.memory import PeakRss
+from harness.usp import client_audio_frame, client_text_frame
 
 from .common import ROOT, Audio, Server, cpu_seconds, percentile, server
 from harness.hostile_inputs import big_header_head, exchange, flac_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb

@@ -1,6 +1,6 @@
 """What the tests and the benchmarks share: speech made with espeak-ng and sox, WAV reading, free
 ports on loopback, a recognizer server in a subprocess and the CPU and peak memory it used, clients
-of its WebSocket routes, hostile inputs (audio bombs, oversized and withheld requests), and a
+of its WebSocket routes and the USP frames they write, hostile inputs (audio bombs, oversized and withheld requests), and a
 Kubernetes API emulator (kmock) that does what the operator relies on.
 
 Dependencies point one way: ``tests`` and ``bench`` import this package and never each other; it

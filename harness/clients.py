@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.client import connect
 
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
 
 from .speech import LOCALE, Audio
+from .usp import client_audio_frame, client_text_frame
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,11 +1,14 @@
 """Dependencies point one way: the tests and the benchmarks import ``harness`` (what they share)
 and the production packages, never each other; ``harness`` imports neither; production code
-imports none of them, and neither the wheel nor the images carry them."""
+imports none of them, and neither the wheel nor the images carry them. Production code also
+carries no helper that only the tests or the benchmarks call: every function, method, class and
+module-level name it defines is used by production code, or is an entry point listed here."""
 
 from __future__ import annotations
 
 import ast
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,14 @@ pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quic
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = (ROOT / "recognizer" / "speech_recognizer", ROOT / "operator" / "speech_operator")
 DEV_ONLY = {"tests", "bench", "harness"}
+
+#: Defined in production code and called by nothing in it, on purpose: a library calls them.
+#: Methods overriding an outside base class's (uvicorn's protocol, urllib's handler) and decorated
+#: functions (kopf handlers, pydantic validators) count as called and need no entry here.
+CALLED_FROM_OUTSIDE = {
+    "speech_recognizer/metrics.py": {"_PoolCollector.collect"},  # prometheus_client's Collector protocol
+    "speech_operator/gateway.py": {"_DirectoryCollector.collect"},  # prometheus_client's Collector protocol
+}
 
 
 def top_level_imports(folder: Path, package: str) -> dict[str, set[str]]:
@@ -34,6 +45,72 @@ def top_level_imports(folder: Path, package: str) -> dict[str, set[str]]:
 
 def offenders(folder: Path, package: str, forbidden: set[str]) -> dict[str, set[str]]:
     return {module: bad for module, names in top_level_imports(folder, package).items() if (bad := names & forbidden)}
+
+
+def _used_names(node: ast.AST) -> set[str]:
+    """Names a piece of code uses: variables, attributes, imported names, and strings that are one name
+    (``getattr(x, "name")``, ``"module:function"`` entry points)."""
+    names: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            names.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            names.add(n.attr)
+        elif isinstance(n, ast.alias):
+            names.add(n.name.split(".")[-1])
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.replace(":", ".").split(".")[-1].isidentifier():
+            names.add(n.value.replace(":", ".").split(".")[-1])
+    return names
+
+
+def unused_definitions(folders: tuple[Path, ...], roots: Mapping[str, set[str]] = {}) -> dict[str, set[str]]:
+    """module file (relative to its folder's parent) -> qualified names it defines (functions, methods, classes, module-level names) that
+    no code of ``folders`` uses, except from inside themselves or from other unused definitions.
+
+    Names are matched by name alone (a method ``feed`` counts as used wherever any ``.feed`` is), so
+    the check misses a helper that shares its name with something used; it never flags a used one.
+    Used from outside: ``roots`` (module file -> qualified names: entry points, what a library calls),
+    decorated functions, dunders, and public methods of classes with a base class defined elsewhere."""
+    files = {path: str(path.relative_to(folder.parent)) for folder in folders for path in sorted(folder.rglob("*.py"))}
+    defined_classes = {n.name for path in files for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)}
+    definitions: dict[tuple[str, str, str], set[str]] = {}  # (file, qualified name, name) -> names it uses
+    used: set[str] = set()
+
+    def visit(body: list[ast.stmt], file: str, prefix: str, outside_base: bool) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                definitions[(file, prefix + node.name, node.name)] = _used_names(node)
+                if node.decorator_list or node.name.startswith("__") or (outside_base and not node.name.startswith("_")):
+                    used.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases if isinstance(b, (ast.Name, ast.Attribute))}
+                header = ast.Module([ast.Expr(e) for e in [*node.bases, *node.decorator_list, *(k.value for k in node.keywords)]], [])
+                definitions[(file, prefix + node.name, node.name)] = _used_names(header)
+                visit(node.body, file, prefix + node.name + ".", bool(bases - defined_classes))
+            elif not prefix and isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("__")]
+                for name in names:
+                    definitions[(file, name, name)] = _used_names(node.value)
+                if not names:
+                    used.update(_used_names(node))
+            else:  # module statements, class attributes: they run, so what they use is used
+                used.update(_used_names(node))
+
+    for path, file in files.items():
+        visit(ast.parse(path.read_text(), str(path)).body, file, "", False)
+    unused: set[tuple[str, str, str]] = set()
+    while True:
+        live = [key for key in definitions if key not in unused]
+        reached = used.union(*(definitions[key] - {key[2]} for key in live), {key[2] for key in live if key[1] in roots.get(key[0], ())})
+        newly = {key for key in live if key[2] not in reached}
+        if not newly:
+            break
+        unused |= newly
+    found: dict[str, set[str]] = {}
+    for file, qualified, _ in unused:
+        found.setdefault(file, set()).add(qualified)
+    return found
 
 
 def test_production_imports_no_test_or_bench_code() -> None:
@@ -62,6 +139,42 @@ def test_the_check_sees_imports(tmp_path: Path) -> None:
     (pkg / "b.py").write_text("from . import x\n\ndef f():\n    import harness.speech\n")
     (pkg / "c.py").write_text("from .tests import y\nimport speech_recognizer\n")
     assert offenders(pkg, "pkg", DEV_ONLY) == {"pkg/a.py": {"tests", "bench"}, "pkg/b.py": {"harness"}}
+
+
+def _entry_points() -> dict[str, set[str]]:
+    """The functions ``[project.scripts]`` names (``package.module:function``), by module file."""
+    found: dict[str, set[str]] = {}
+    for target in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"].values():
+        module, _, function = target.partition(":")
+        found.setdefault(module.replace(".", "/") + ".py", set()).add(function)
+    return found
+
+
+def test_production_code_carries_no_helper_only_tests_or_bench_use() -> None:
+    """A client's frame writer, a convenience wrapper for a test, a setter for a benchmark: what only the
+    tests and the benchmarks call lives in ``harness`` (or in the test), not in what ships."""
+    entry_points = _entry_points()
+    unused_without_roots = unused_definitions(PRODUCTION)
+    for file, names in CALLED_FROM_OUTSIDE.items():
+        assert names <= unused_without_roots.get(file, set()), f"{file}: {names} are gone, or used in production now: unlist them"
+    assert unused_definitions(PRODUCTION, {**entry_points, **CALLED_FROM_OUTSIDE}) == {}
+
+
+def test_the_check_sees_unused_definitions(tmp_path: Path) -> None:
+    """The checker itself: a helper used only by another unused helper is unused; a used name, a method a
+    library calls (outside base class), a decorated function, an entry point and a name used in a
+    module statement are not."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text(
+        "import outside\n\nLIMIT = 3\nDEFAULT = 128\n\ndef _head(): return LIMIT\n\n"
+        "def client_frame(): return _head() + DEFAULT\n\ndef server_frame(): return _head()\n\n"
+        "class Protocol(outside.Base):\n    def on_body(self): return self._refuse()\n    def _refuse(self): return 1\n\n"
+        "class Session:\n    def feed(self): return self.feed()\n\n"
+        "@outside.route\ndef handler(): return server_frame()\n\ndef main(): return Protocol(), Session()\n\nTABLE = {1: 'x'}\nTABLE[2] = 'y'\n")
+    (pkg / "b.py").write_text("from .a import main\n\ndef unused(): return main()\n")
+    assert unused_definitions((pkg,), {"pkg/a.py": {"main"}}) == {
+        "pkg/a.py": {"DEFAULT", "client_frame", "Session.feed"}, "pkg/b.py": {"unused"}}
 
 
 def test_harness_is_not_shipped() -> None:

@@ -80,9 +80,6 @@ MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", W
 CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)")
 INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)")
 
-#: Every kind, by name.
-KINDS: dict[str, Kind] = {k.name: k for k in globals().values() if isinstance(k, Kind)}
-
 _HTTP_CODES = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -207,18 +204,3 @@ def observe(failure: Failure, route: str, metrics: Counters | None = None) -> No
         metrics.failed(route, kind.http, kind.name)
     cause = failure.__cause__ if kind is INTERNAL else None
     log.log(kind.level, "%s: %s: %s", route, kind.name, failure.message, exc_info=cause)
-
-
-def markdown_table() -> str:
-    """README's table of failures: how each kind is answered on each protocol."""
-    rows = ["| failure | REST | WebSocket close | Speech SDK | log |", "| --- | --- | --- | --- | --- |"]
-    for k in KINDS.values():
-        retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
-        if k.usp:
-            sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
-        elif k.usp_close:
-            sdk = f"close {k.usp_close} (`BadRequest`)"
-        else:
-            sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
-        rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")
-    return "\n".join(rows)

@@ -50,26 +50,15 @@ def _malloc_trim() -> Callable[[], bool] | None:
     return lambda: bool(fn(0))
 
 
-#: glibc's default fastbin limit on 64-bit systems, in bytes.
-GLIBC_DEFAULT_FASTBIN_LIMIT = 128
-
-
-def set_fastbin_limit(limit: int) -> bool:
-    """Serve requests up to ``limit`` bytes from glibc's fastbins (0: none), process-wide; True when set.
-
-    Does nothing (False) where ``mallopt`` is missing (musl, macOS).
-    """
+def disable_fastbins() -> bool:
+    """Stop glibc from keeping small freed blocks in fastbins (``M_MXFAST`` 0), process-wide; call it early,
+    before the model loads. True when set; does nothing (False) where ``mallopt`` is missing (musl, macOS)."""
     fn = _libc_function("mallopt")
     if fn is None:
         return False
     fn.argtypes = [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
-    return bool(fn(M_MXFAST, limit))
-
-
-def disable_fastbins() -> bool:
-    """Stop glibc from keeping small freed blocks in fastbins; call it early, before the model loads."""
-    return set_fastbin_limit(0)
+    return bool(fn(M_MXFAST, 0))
 
 
 class HeapTrimmer:

@@ -82,7 +82,7 @@ class Lanes:
 class Session:
     """An admitted stream: its decoding runs off the event loop, one job at a time, in order.
 
-    Jobs (:meth:`feed`, :meth:`feed_ahead`, :meth:`finish`, :meth:`decode`) go to the
+    Jobs (:meth:`feed_ahead`, :meth:`finish`, :meth:`decode`) go to the
     session's own queue, which holds what a protocol adapter let in (it bounds its
     read-ahead, :data:`READ_AHEAD`). ``on_handover`` is called on the decoder thread
     after a job in which the stream moved to another recognizer.
@@ -164,10 +164,6 @@ class Session:
     def feed_ahead(self, pcm: bytes) -> asyncio.Future[Snapshot]:
         """Queue a chunk of PCM; the future gives what it produced (:class:`Snapshot`)."""
         return self.submit(lambda: self._step(pcm))
-
-    async def feed(self, pcm: bytes) -> list[Event]:
-        """Decode a chunk of PCM."""
-        return (await self.feed_ahead(pcm)).events
 
     def finish_ahead(self) -> asyncio.Future[list[Event]]:
         """Queue a flush of the decoder (the client ends an utterance: end of audio, vosk's reset), after the

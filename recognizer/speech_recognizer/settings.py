@@ -7,8 +7,8 @@ the environment.
 
 Every setting is one field of :class:`Settings`, declared with :func:`setting`:
 its key, its type (the field's annotation), its default, its bounds and its help.
-Parsing, ``--help`` (:func:`describe`) and README's settings table
-(:func:`markdown_table`, which a test compares with README) all come from those
+Parsing, ``--help`` (:func:`describe`) and README's settings table (which a
+test renders from :data:`KNOWN` and compares with README) all come from those
 declarations. :func:`boolean` is the one parser of true/false for settings and
 request parameters alike.
 """
@@ -457,13 +457,3 @@ def describe() -> str:
         alias = f" [env also: {', '.join(s.aliases)}]" if s.aliases else ""
         lines.append(f"  {s.key:<34} {_plain(s.help)}{default}{alias}")
     return "\n".join(lines)
-
-
-def markdown_table() -> str:
-    """README's settings table."""
-    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for s in KNOWN:
-        key = f"`{s.key}`" + (f" (env also `{'`, `'.join(s.aliases)}`)" if s.aliases else "")
-        default = s.shown if s.shown in ("—",) or "`" in s.shown or " " in s.shown else f"`{s.shown}`"
-        rows.append(f"| {key} | {default} | {s.help} |")
-    return "\n".join(rows)

@@ -12,11 +12,17 @@ import pytest
 from speech_recognizer.engine import Engine
 from speech_recognizer.pool import WarmPool
 from speech_recognizer.recognition import Recognition, Release
-from speech_recognizer.transcript import Phrase
+from speech_recognizer.session import Session
+from speech_recognizer.transcript import Event, Phrase
 
 from ..support import read_wav
 
 CHUNK = 3200  # 100 ms at 16 kHz mono
+
+
+async def feed(session: Session, pcm: bytes) -> list[Event]:
+    """Decode a chunk of PCM and wait for what it produced."""
+    return (await session.feed_ahead(pcm)).events
 
 
 def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str, tuple[tuple[str, float, float], ...]]]:
@@ -112,7 +118,7 @@ def test_engine_sessions_return_recognizers_to_the_pool(registry, utterances_wav
         async with engine.session("ko-KR", rate, route="test") as session:
             texts = []
             for i in range(0, len(pcm), CHUNK):
-                texts += [e.text for e in await session.feed(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
+                texts += [e.text for e in await feed(session, pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
             texts += [e.text for e in await session.finish() if isinstance(e, Phrase)]
             return session.recognition.warm, texts
 
@@ -146,7 +152,7 @@ def test_a_whole_recording_in_one_hand_off_decodes_as_piece_by_piece(registry, u
         engine = Engine(registry, 2, warm_pool=0)
         try:
             async with engine.session("ko-KR", rate, route="test", partials=False) as session:
-                one_by_one = [e for piece in pieces for e in await session.feed(piece)] + await session.finish()
+                one_by_one = [e for piece in pieces for e in await feed(session, piece)] + await session.finish()
             async with engine.session("ko-KR", rate, route="test", partials=False) as session:
                 whole = await session.decode(pieces)
                 assert session.phrases == len(phrases(whole))
@@ -179,7 +185,7 @@ def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances
         engine = Engine(registry, 2, warm_pool=0)
         try:
             async with engine.session("ko-KR", rate, route="test") as session:
-                sequential = [(await session.feed(p), session.recognition.partial_text) for p in pieces[:40]]
+                sequential = [(await feed(session, p), session.recognition.partial_text) for p in pieces[:40]]
             async with engine.session("ko-KR", rate, route="test") as session:
                 # a thread probe queued after each chunk: it runs where, and right after, that chunk ran
                 queued = [(session.feed_ahead(p), session.submit(lambda i=i: (i, threading.get_ident())))
@@ -219,7 +225,7 @@ def test_each_session_decodes_on_a_thread_of_its_own(registry, utterances_wav: P
             async with engine.session("ko-KR", rate, route="test") as session:
                 seen = set()
                 for piece in pieces:
-                    await session.feed(piece)
+                    await feed(session, piece)
                     seen.add(await session.submit(threading.get_ident))
                     await asyncio.sleep(0)  # the other session's jobs go in between
                 threads[name] = seen
@@ -421,7 +427,7 @@ def test_a_retired_recognizer_is_replaced_by_one_warmed_in_the_background(regist
 
     async def session(engine: Engine) -> bool:
         async with engine.session("ko-KR", rate, route="test") as s:
-            await s.feed(pcm)
+            await feed(s, pcm)
             await s.finish()
             return s.recognition.warm
 

@@ -20,9 +20,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
-from speech_recognizer.errors import KINDS, MAX_CLOSE_REASON_BYTES, Failure, close_args, close_reason, http_response, usp_phrase
+from speech_recognizer import errors
+from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
+
+from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm
@@ -34,6 +37,23 @@ USP = "usp/conversation"
 SDK_ERROR_STATUSES = {"BadRequest", "TooManyRequests", "ServiceUnavailable", "Forbidden", "Error"}
 #: Close codes an endpoint may send (RFC 6455 7.4.1; 1004-1006 and 1015 never go on the wire).
 CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+#: Every kind speech_recognizer.errors declares, by name.
+KINDS: dict[str, Kind] = {k.name: k for k in vars(errors).values() if isinstance(k, Kind)}
+
+
+def markdown_table() -> str:
+    """README's table of failures: how each kind is answered on each protocol."""
+    rows = ["| failure | REST | WebSocket close | Speech SDK | log |", "| --- | --- | --- | --- | --- |"]
+    for k in KINDS.values():
+        retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
+        if k.usp:
+            sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
+        elif k.usp_close:
+            sdk = f"close {k.usp_close} (`BadRequest`)"
+        else:
+            sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
+        rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")
+    return "\n".join(rows)
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
@@ -232,7 +252,5 @@ async def _usp_gone(ws_base: str) -> None:
 
 
 def test_readme_lists_every_failure_as_the_policy_answers_it() -> None:
-    from speech_recognizer.errors import markdown_table
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "README's table of errors differs from speech_recognizer.errors: paste markdown_table()"
+    assert markdown_table() in readme, "README's table of errors differs from speech_recognizer.errors: paste this test's markdown_table()"

@@ -25,7 +25,9 @@ from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
+
+from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm

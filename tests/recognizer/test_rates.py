@@ -18,7 +18,9 @@ from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
+
+from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..support import SENTENCES, Reference, ServerThread, concat, read_wav, require_tool, speak, vosk_reference

@@ -180,12 +180,21 @@ def test_cpu_count_follows_the_container_cpu_limit(tmp_path: Path) -> None:
 # ---- each setting declared once (issue 16, design) -------------------------------------------------
 
 
-def test_readme_settings_table_is_the_declared_one() -> None:
-    """README's table is what the declarations give (``settings.markdown_table()``), as ``--help`` is."""
-    from speech_recognizer.settings import markdown_table
+def markdown_table() -> str:
+    """README's settings table."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for s in KNOWN:
+        key = f"`{s.key}`" + (f" (env also `{'`, `'.join(s.aliases)}`)" if s.aliases else "")
+        default = s.shown if s.shown in ("—",) or "`" in s.shown or " " in s.shown else f"`{s.shown}`"
+        rows.append(f"| {key} | {default} | {s.help} |")
+    return "\n".join(rows)
 
+
+
+def test_readme_settings_table_is_the_declared_one() -> None:
+    """README's table is what the declarations give (:func:`markdown_table`), as ``--help`` is."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "README's settings table differs from the declarations in settings.py: paste markdown_table()"
+    assert markdown_table() in readme, "README's settings table differs from the declarations in settings.py: paste this test's markdown_table()"
 
 
 @pytest.mark.parametrize("setting", [s for s in KNOWN if s.shown.strip("`") and " " not in s.shown and s.shown != "—"], ids=lambda s: s.key)

@@ -148,25 +148,6 @@ def text_frame(path: str, request_id: str, body: Mapping[str, Any] | str, extra:
     return _head(headers) + "\r\n" + payload
 
 
-def binary_frame(headers: Mapping[str, str], payload: bytes) -> bytes:
-    """A binary frame (what the SDK sends for audio); for clients and tests."""
-    head = _head(headers).encode("ascii")
-    return len(head).to_bytes(2, "big") + head + payload
-
-
-def client_text_frame(path: str, request_id: str | None, body: object) -> str:
-    """A text frame as the Speech SDK writes it (``speech.config`` carries no request id); for clients and tests."""
-    headers = {"X-Timestamp": timestamp(), "Path": path}
-    if request_id:
-        headers["X-RequestId"] = request_id
-    return _head(headers) + "\r\n" + json.dumps(body)
-
-
-def client_audio_frame(request_id: str, payload: bytes, stream_id: str = "1") -> bytes:
-    """An ``audio`` frame as the SDK sends it (an empty payload ends the stream); for clients and tests."""
-    return binary_frame({"X-Timestamp": timestamp(), "Path": "audio", "X-RequestId": request_id, "X-StreamId": stream_id}, payload)
-
-
 class RequestIds:
     """The request ids of a connection's last finished turns: a reused one is a protocol error, and
     audio still in flight for one is dropped.
