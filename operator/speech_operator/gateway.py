@@ -138,6 +138,8 @@ class Gateway:
         self.config = config
         self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
         self.metrics = GatewayMetrics(directory, self.waker)
+        #: Bytes of OpenAI forms read ahead for their language, all requests together (bounded).
+        self.forms = gateway_openai.FormBudget()
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -189,16 +191,22 @@ class Gateway:
         the only locale; refusals in OpenAI's error shape, as the recognizer gives them."""
         query_language = language_of(request)
         try:
-            scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1)
+            scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1, self.forms)
+        except failures.Failure as exc:
+            return self._refused_http(exc, "openai", None, openai=True)
+        try:
             backend = self.directory.lookup(scanned.language or query_language,
                                             missing="add the form field language=<locale> (or ?language=<locale>)")
         except failures.Failure as exc:
+            scanned.release()
             return self._refused_http(exc, "openai", None, openai=True)
         try:
             backend = await self._woken(backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request))
         except failures.Failure as failure:
             return self._refused_http(failure, "openai", backend, openai=True)
+        finally:
+            scanned.release()
         self.metrics.requests.labels("openai", backend.locale, str(response.status)).inc()
         return response
 

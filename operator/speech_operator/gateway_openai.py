@@ -14,6 +14,10 @@ by the rest of the body as it comes (:func:`scan`):
   :data:`FORM_BUFFER_BYTES`, to find the field after the file; past that bound, 413 saying to send
   ``language`` before the file or in the query.
 
+What is read ahead is bounded for the whole gateway too (:class:`FormBudget`, :data:`FORM_BUDGET_BYTES`):
+a form whose reading would pass it gets 503 + ``Retry-After``, so that many such uploads at once
+cannot take the pod's memory.
+
 A body that is not a multipart form is routed by the query (or the only locale); the recognizer
 answers it with its own 415 or 400.
 """
@@ -28,10 +32,13 @@ from aiohttp import web
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from speech_operator import gateway_failures as failures
 from speech_recognizer.errors import TOO_LARGE, UPLOAD_TIMEOUT, Failure
 
 #: How much of a form the gateway keeps while it looks for a ``language`` field after the file.
 FORM_BUFFER_BYTES = 16 * 1024 * 1024
+#: Bytes of forms read ahead (and not yet relayed) that the gateway holds at once, all requests together.
+FORM_BUDGET_BYTES = 64 * 1024 * 1024
 #: How long the form may take to reach the point where its locale is known.
 FORM_READ_SECONDS = 60.0
 #: A ``language`` value longer than this is not a locale: the rest is not kept.
@@ -95,17 +102,51 @@ class FormScanner:
 
 
 @dataclass
+class FormBudget:
+    """The bytes of forms read ahead that the gateway holds, all requests together, at most ``limit``."""
+
+    limit: int = FORM_BUDGET_BYTES
+    used: int = 0
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes held; raises :class:`Failure` (503) when that would pass the limit."""
+        if self.used + size > self.limit:
+            raise Failure(f"the gateway already holds {self.used // 2**20} MiB of forms read ahead for their language "
+                          f"field (at most {self.limit // 2**20} MiB); try again shortly, or send the field language "
+                          "before the file, or ?language=<locale> in the URL", failures.FORMS_HELD)
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+@dataclass
 class Scanned:
-    """What :func:`scan` found: the form's ``language`` (``None``: none found) and the body read so far."""
+    """What :func:`scan` found: the form's ``language`` (``None``: none found) and the body read so far,
+    counted in ``budget`` until it is relayed or dropped (:meth:`release`)."""
 
     language: str | None
+    budget: FormBudget
     read: list[bytes] = field(default_factory=list)
+    held: int = 0
+
+    def keep(self, chunk: bytes) -> None:
+        self.budget.take(len(chunk))
+        self.held += len(chunk)
+        self.read.append(chunk)
+
+    def release(self) -> None:
+        """Drop what was read (relayed, or the request refused) and give its bytes back."""
+        self.read = []
+        self.budget.give(self.held)
+        self.held = 0
 
     async def body(self, request: web.Request) -> AsyncIterator[bytes]:
         """The whole body, unchanged: what was read, then the rest as it arrives."""
-        for chunk in self.read:
+        read = self.read
+        for chunk in read:
             yield chunk
-        self.read = []
+        self.release()
         async for chunk in request.content.iter_any():
             yield chunk
 
@@ -116,22 +157,32 @@ def boundary_of(request: web.Request) -> bytes | None:
     return boundary if media == b"multipart/form-data" and boundary else None
 
 
-async def scan(request: web.Request, fallback_known: bool) -> Scanned:
+async def scan(request: web.Request, fallback_known: bool, budget: FormBudget) -> Scanned:
     """Read ``request``'s form until its ``language`` field is known, or no longer needed.
 
     ``fallback_known``: the request has ``?language=`` or a single locale is routed, so a form
-    whose file comes first is streamed from there. Raises :class:`Failure` (413, 408) past the bounds.
+    whose file comes first is streamed from there. Raises :class:`Failure` (413, 408, 503) past the
+    bounds, having given back what it read. What it returns is counted in ``budget`` until the
+    caller relays it or calls :meth:`Scanned.release`.
     """
     boundary = boundary_of(request)
-    scanned = Scanned(None)
+    scanned = Scanned(None, budget)
     if boundary is None or not request.body_exists:
         return scanned
+    try:
+        return await _scan(request, boundary, fallback_known, scanned)
+    except BaseException:
+        scanned.release()
+        raise
+
+
+async def _scan(request: web.Request, boundary: bytes, fallback_known: bool, scanned: Scanned) -> Scanned:
     scanner = FormScanner(boundary)
     size = 0
     try:
         async with asyncio.timeout(FORM_READ_SECONDS):
             async for chunk in request.content.iter_any():
-                scanned.read.append(chunk)
+                scanned.keep(chunk)
                 size += len(chunk)
                 try:
                     scanner.feed(chunk)

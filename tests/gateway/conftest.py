@@ -32,6 +32,7 @@ import httpx
 import kmock
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
@@ -153,6 +154,8 @@ class Stack:
         self.config = config or GatewayConfig(host="127.0.0.1", port=0)
         self.dns = ServiceDNS()
         self.directory: Directory | None = None
+        #: The gateway's application (``app["gateway"]`` is its :class:`~speech_operator.gateway.Gateway`).
+        self.app: web.Application | None = None
         self.port = 0
         self.emulator: Emulator | None = None
         self.api: k8s.ApiClient | None = None
@@ -190,7 +193,7 @@ class Stack:
                     self.directory = Directory()
                     watcher = asyncio.create_task(SpeechToTextWatch(self.api, self.directory, [NAMESPACE]).run())
                     try:
-                        app = create_app(self.directory, self.config, resolver=self.dns, api_client=self.api)
+                        app = self.app = create_app(self.directory, self.config, resolver=self.dns, api_client=self.api)
                         async with serving(app, "127.0.0.1", 0, self.config.shutdown_seconds) as self.port:
                             self._started.set_result(None)
                             await self._stop.wait()

@@ -128,6 +128,30 @@ def test_a_form_is_streamed_once_its_language_is_known_and_buffered_only_up_to_a
         "type": "invalid_request_error", "param": None, "code": "too_large"}
 
 
+def test_forms_read_ahead_are_bounded_for_the_whole_gateway(locales: Locales, speech_wav: Path) -> None:
+    """What the gateway reads ahead of the relay counts against one budget for all requests: a form
+    that would pass it gets 503 + Retry-After; every request, refused or relayed, gives its bytes back."""
+    assert locales.stack.app is not None
+    forms = locales.stack.app["gateway"].forms
+    assert forms.used == 0, "the requests of the tests before gave back what was read ahead"
+    body, ctype = form(speech_wav, [("response_format", "verbose_json"), ("language", OTHER_LOCALE)], file_first=True,
+                       padding=2 * 2**20)
+    headers = {"Content-Type": ctype, "Authorization": f"Bearer {KEY}"}
+    limit, forms.limit = forms.limit, 2**20
+    try:
+        refused = httpx.post(locales.stack.http + OPENAI, content=body, headers=headers, timeout=60)
+    finally:
+        forms.limit = limit
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    error = refused.json()["error"]
+    assert error["code"] == "forms_held" and error["type"] == "server_error"
+    assert error["message"].startswith("the gateway already holds 0 MiB of forms read ahead for their language field (at most 1 MiB)")
+    assert forms.used == 0
+    relayed = httpx.post(locales.stack.http + OPENAI, content=body, headers=headers, timeout=60)
+    assert relayed.status_code == 200 and relayed.json()["language"] == OTHER_LOCALE
+    assert forms.used == 0
+
+
 def test_form_scanner_finds_the_language_wherever_the_chunks_end(speech_wav: Path) -> None:
     """The push parser sees the field whole and the file's start, fed one byte at a time."""
     body, ctype = form(speech_wav, [("model", "whisper-1"), ("language", "ko-KR")], file_first=False)
