@@ -2,7 +2,7 @@
 (tests/gateway/conftest.py): OpenAI's ``POST /v1/audio/transcriptions`` with the official ``openai``
 package, routed by the form's ``language`` (else ``?language=``); subtitles on REST (``format=`` and
 ``Accept``); the ``/demo`` page offering every locale routed, its scripts, and its ``/vosk`` stream
-with the key in the query as the page sends it.
+with the key in the query as the page sends it, and the page itself in a real browser.
 
 Both locales speak Korean here, so which recognizer answered is told by what only it says:
 ``verbose_json``'s ``language`` is the recognizer's own locale.
@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
+from playwright.sync_api import Browser
+from prometheus_client.parser import text_string_to_metric_families
 
 from speech_recognizer.results import lexical
 
 from speech_operator import gateway_openai
 
+from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, browser, microphone_wav, read_pcm, vosk_finals  # noqa: F401 (fixtures)
 from tests.recognizer.test_vosk_ws import stream, texts
 from tests.support import Reference, read_wav
 
@@ -212,3 +217,42 @@ def test_the_demo_page_offers_every_locale_and_its_stream_works(locales: Locales
     for locale in offered:
         query = f"language={locale}&Ocp-Apim-Subscription-Key={KEY}"
         assert texts(stream(f"{stack.ws}/vosk?{query}", pcm, 3200, {"sample_rate": rate})) == utterances_ref.texts
+
+
+def test_the_demo_page_works_through_the_gateway_in_a_browser(locales: Locales, browser: Browser, microphone_wav: Path) -> None:
+    """The recognizer's demo in a real browser (tests/recognizer/test_demo_page.py's Chromium, fake
+    microphone and recorder), loaded from the gateway and reaching nothing else: the locale picked
+    (ja-JP, whose recognizer asks for a key) is what its stream is routed to, and the page shows the
+    final lines /vosk gives on the audio the page sent."""
+    stack = locales.stack
+    file_pcm = read_pcm(microphone_wav)
+    offline = Offline(browser, stack.http)
+    page = offline.page
+    page.goto(f"{stack.http}/demo")
+    assert page.locator("#locale option").all_inner_texts() == [OTHER_LOCALE, "ko-KR"]
+    page.select_option("#locale", OTHER_LOCALE)
+    page.fill("#key", KEY)
+    before = _vosk_streams(stack.http, OTHER_LOCALE)
+    started = time.monotonic()
+    page.click("#record")
+    page.wait_for_function("document.querySelectorAll('#finals .final').length >= 1", timeout=120_000)
+    time.sleep(max(0.0, len(file_pcm) / DEVICE_RATE + 1.0 - (time.monotonic() - started)))
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record').textContent === 'Record'", timeout=60_000)
+    assert page.inner_text("#status").startswith("Done"), page.inner_text("#status")
+    shown = page.locator("#finals .final").all_inner_texts()
+    chunks = [np.array(data, dtype="<i2").tobytes() for _, data in offline.sent()[1:-1]]
+    expected = vosk_finals(locales.recognizers[OTHER_LOCALE].ws, KEY, DEVICE_RATE, chunks)
+    assert len(expected) >= 2 and shown == expected, (shown, expected)
+    assert _vosk_streams(stack.http, OTHER_LOCALE) == before + 1, "the page's stream went to the locale picked"
+    assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
+    offline.context.close()
+
+
+def _vosk_streams(base: str, locale: str) -> float:
+    """/vosk streams of ``locale`` the gateway relayed that ended with a normal close, from its /metrics."""
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "speech_gateway_requests_total" and sample.labels == {"route": "vosk", "locale": locale, "code": "1000"}:
+                return sample.value
+    return 0.0
