@@ -281,6 +281,15 @@ def test_every_block_is_run_or_marked() -> None:
                 assert any(c.starts_with(prefix) for c in cmds), f"README.md:{block.line}: no command starts with {prefix!r}"
 
 
+def test_every_fence_is_a_block() -> None:
+    """No code block escapes the runner: every fence line of the README (an indented one inside a
+    list item too) opens or closes a block it runs or checks."""
+    fences = [line for line in s.README.read_text().splitlines() if line.lstrip().startswith("```")]
+    assert len(fences) == 2 * len(BLOCKS), "a fenced block the runner does not see (indented?): put it at column 0"
+    indented = s.blocks("- a list item:\n\n  ```sh\n  curl -s localhost:5000/ready\n  ```\n")
+    assert indented == []  # what the check above is for
+
+
 def not_run_listing() -> list[str]:
     out = []
     for block in BLOCKS:
