@@ -47,6 +47,15 @@ def offenders(folder: Path, package: str, forbidden: set[str]) -> dict[str, set[
     return {module: bad for module, names in top_level_imports(folder, package).items() if (bad := names & forbidden)}
 
 
+#: Decorators that make a method a property or the like: they register it with nothing that calls it.
+DESCRIPTORS = {"property", "cached_property", "staticmethod", "classmethod", "setter", "deleter", "getter"}
+
+
+def _name_of(decorator: ast.expr) -> str:
+    node = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+
+
 def _used_names(node: ast.AST) -> set[str]:
     """Names a piece of code uses: variables, attributes, imported names, and strings that are one name
     (``getattr(x, "name")``, ``"module:function"`` entry points)."""
@@ -68,9 +77,10 @@ def unused_definitions(folders: tuple[Path, ...], roots: Mapping[str, set[str]] 
     no code of ``folders`` uses, except from inside themselves or from other unused definitions.
 
     Names are matched by name alone (a method ``feed`` counts as used wherever any ``.feed`` is), so
-    the check misses a helper that shares its name with something used; it never flags a used one.
-    Used from outside: ``roots`` (module file -> qualified names: entry points, what a library calls),
-    decorated functions, dunders, and public methods of classes with a base class defined elsewhere."""
+    the check misses a helper that shares its name with something used. Used from outside: ``roots``
+    (module file -> qualified names: entry points, what a library calls), functions a decorator
+    registers (not a property's), dunders, and public methods of classes with a base class defined
+    elsewhere (a library calls them)."""
     files = {path: str(path.relative_to(folder.parent)) for folder in folders for path in sorted(folder.rglob("*.py"))}
     defined_classes = {n.name for path in files for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)}
     definitions: dict[tuple[str, str, str], set[str]] = {}  # (file, qualified name, name) -> names it uses
@@ -80,7 +90,8 @@ def unused_definitions(folders: tuple[Path, ...], roots: Mapping[str, set[str]] 
         for node in body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 definitions[(file, prefix + node.name, node.name)] = _used_names(node)
-                if node.decorator_list or node.name.startswith("__") or (outside_base and not node.name.startswith("_")):
+                registered = [d for d in node.decorator_list if _name_of(d) not in DESCRIPTORS]  # kopf.on..., app.route...
+                if registered or node.name.startswith("__") or (outside_base and not node.name.startswith("_")):
                     used.add(node.name)
             elif isinstance(node, ast.ClassDef):
                 bases = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases if isinstance(b, (ast.Name, ast.Attribute))}
@@ -161,20 +172,20 @@ def test_production_code_carries_no_helper_only_tests_or_bench_use() -> None:
 
 
 def test_the_check_sees_unused_definitions(tmp_path: Path) -> None:
-    """The checker itself: a helper used only by another unused helper is unused; a used name, a method a
-    library calls (outside base class), a decorated function, an entry point and a name used in a
-    module statement are not."""
+    """The checker itself: a helper used only by another unused helper is unused, and so is an unused
+    property; a used name, a method a library calls (outside base class), a decorated function, an
+    entry point and a name used in a module statement are not."""
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "a.py").write_text(
         "import outside\n\nLIMIT = 3\nDEFAULT = 128\n\ndef _head(): return LIMIT\n\n"
         "def client_frame(): return _head() + DEFAULT\n\ndef server_frame(): return _head()\n\n"
         "class Protocol(outside.Base):\n    def on_body(self): return self._refuse()\n    def _refuse(self): return 1\n\n"
-        "class Session:\n    def feed(self): return self.feed()\n\n"
+        "class Session:\n    def feed(self): return self.feed()\n    @property\n    def stream_id(self): return 1\n\n"
         "@outside.route\ndef handler(): return server_frame()\n\ndef main(): return Protocol(), Session()\n\nTABLE = {1: 'x'}\nTABLE[2] = 'y'\n")
     (pkg / "b.py").write_text("from .a import main\n\ndef unused(): return main()\n")
     assert unused_definitions((pkg,), {"pkg/a.py": {"main"}}) == {
-        "pkg/a.py": {"DEFAULT", "client_frame", "Session.feed"}, "pkg/b.py": {"unused"}}
+        "pkg/a.py": {"DEFAULT", "client_frame", "Session.feed", "Session.stream_id"}, "pkg/b.py": {"unused"}}
 
 
 def test_harness_is_not_shipped() -> None:

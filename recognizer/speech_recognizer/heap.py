@@ -75,10 +75,6 @@ class HeapTrimmer:
         self.count = 0
         self.last_seconds = 0.0
 
-    @property
-    def available(self) -> bool:
-        return self._trim is not None
-
     def request(self) -> None:
         """Ask for a trim soon; returns at once."""
         if self._trim is None:

@@ -363,9 +363,8 @@ def test_heap_trimmer_coalesces_requests_and_rate_limits() -> None:
     time.sleep(0.4)
     assert len(calls) == 2, "fifty requests at once are one trim, the next waits out the interval"
     assert calls[1] - calls[0] >= 0.29
-    # the real one: glibc here
+    # the real one: glibc here (without malloc_trim, trim_now would count nothing)
     real = heap.HeapTrimmer()
-    assert real.available
     assert real.trim_now() in (True, False) and real.count == 1
 
 

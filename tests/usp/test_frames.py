@@ -59,7 +59,7 @@ def test_bad_text_frames(text: str, code: int) -> None:
 def test_binary_frame_round_trip() -> None:
     data = binary_frame({"Path": "audio", "X-RequestId": "r1", "X-StreamId": "1"}, b"\x01\x02")
     msg = parse_binary(data)
-    assert (msg.path, msg.request_id, msg.stream_id, msg.body, msg.binary) == ("audio", "r1", "1", b"\x01\x02", True)
+    assert (msg.path, msg.request_id, msg.headers["x-streamid"], msg.body, msg.binary) == ("audio", "r1", "1", b"\x01\x02", True)
     assert int.from_bytes(data[:2], "big") == len("Path:audio\r\nX-RequestId:r1\r\nX-StreamId:1\r\n")
 
 

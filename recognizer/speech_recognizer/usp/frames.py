@@ -50,10 +50,6 @@ class Message:
     def request_id(self) -> str | None:
         return self.headers.get("x-requestid") or None
 
-    @property
-    def stream_id(self) -> str | None:
-        return self.headers.get("x-streamid") or None
-
     def json(self) -> dict[str, Any]:
         """The body as a JSON object (empty body -> ``{}``); raises :class:`FrameError` otherwise."""
         text = self.body.decode("utf-8", "replace") if isinstance(self.body, bytes) else self.body
