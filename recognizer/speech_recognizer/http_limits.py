@@ -20,6 +20,16 @@ Each refusal is a failure of the server's policy (:mod:`.errors`:
 ``Connection: close``, logged and counted (route ``http``: no route is known before
 the head is read); then the connection is closed. The server always runs this
 protocol, so the limits hold whichever parser uvicorn would have picked.
+
+A connection closed with the client's bytes unread is reset by the kernel, and a
+client still writing its body (write everything, then read: Python's http.client,
+many SDKs) gets that reset instead of the answer. So a request answered before its
+body is all in (a refusal here, or the app's 413 or 503 before reading it) is
+answered with ``Connection: close`` and then closed the way nginx does ("lingering
+close"): the answer is sent, the sending side shut down, and what the client still
+sends is read and dropped until it stops (:attr:`HttpLimits.linger_pause_seconds`
+without a byte, or its end of stream), or for :attr:`HttpLimits.linger_seconds` at
+most, whatever it sends; then the connection is closed.
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ class HttpLimits:
     body_pause_seconds: float = 10.0
     #: Seconds a whole body may take from the end of its head.
     body_seconds: float = 70.0
+    #: Longest a refused request's connection is read and dropped after its answer (lingering close), in seconds.
+    linger_seconds: float = 2.0
+    #: A lingering close ends once the client has sent nothing for this long.
+    linger_pause_seconds: float = 1.0
 
 
 class LimitedHttpTools(HttpToolsProtocol):
@@ -61,12 +75,17 @@ class LimitedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
-        #: "head" (waiting for or reading a request head), "body" (reading a body), or "done" (refused, upgraded).
+        #: "head" (waiting for or reading a request head), "body" (reading a body), "linger" (answered
+        #: before the body was in: reading and dropping what comes until the close), or "done" (closed, upgraded).
         self._phase = "head"
         self._head_bytes = 0
         #: When the body must have arrived (the loop's clock), and whether the timer is armed for that.
         self._body_deadline = 0.0
         self._until_deadline = False
+        #: Whether the request's connection stays open after its answer, once its body is all in.
+        self._keep_alive = False
+        #: When a lingering close ends at the latest (the loop's clock).
+        self._linger_deadline = 0.0
 
     # ---- timers
 
@@ -81,7 +100,10 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._timer = None
-        if self._phase == "head":
+        if self._phase == "linger":
+            self._phase = "done"
+            self.transport.close()
+        elif self._phase == "head":
             self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s (Http:HeaderTimeoutSeconds)")
         elif self._phase == "body" and self._until_deadline:
             self._refuse(UPLOAD_TIMEOUT, f"the request's body did not arrive within {self.limits.body_seconds:g} s "
@@ -109,7 +131,24 @@ class LimitedHttpTools(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
             cycle.message_event.set()
-        self.transport.close()
+        self._close_after_answer(linger=phase in ("head", "body"))
+
+    def _close_after_answer(self, *, linger: bool) -> None:
+        """Close the connection after an answer: a lingering close if the client may still be sending."""
+        if not linger or self.transport.is_closing():
+            self._phase = "done"
+            self.transport.close()
+            return
+        self._phase = "linger"
+        self._disarm()
+        self._linger_deadline = self.loop.time() + self.limits.linger_seconds
+        self._linger_timer()
+        self.flow.resume_reading()  # a body the app did not read may have paused reading
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer is all: the client reads it to its end
+
+    def _linger_timer(self) -> None:
+        self._arm(min(self.limits.linger_pause_seconds, self._linger_deadline - self.loop.time()))
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
@@ -127,6 +166,9 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "done":
+            return
+        if self._phase == "linger":  # dropped, unparsed
+            self._linger_timer()
             return
         if self._phase == "head":
             if self._timer is None:  # the first byte of a request after the previous one
@@ -169,6 +211,12 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._body_deadline = self.loop.time() + self.limits.body_seconds
             self._body_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if not upgrading and cycle is not None and not cycle.response_complete:
+            # An answer before the body is all in closes the connection (on_message_complete restores
+            # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
+            self._keep_alive, cycle.keep_alive = cycle.keep_alive, False
+            cycle.transport = _AnswerClose(self)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":
@@ -180,7 +228,32 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._disarm()
         self._phase = "head"  # the next request's deadline starts at its first byte
         self._head_bytes = 0
+        if self.cycle is not None and not self.cycle.response_started:
+            self.cycle.keep_alive = self._keep_alive
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._phase not in ("linger", "done"):  # else no next request: the connection is closing
+            super().on_response_complete()
+
+
+class _AnswerClose:
+    """The transport a request's cycle writes its answer on: the connection's own, except that the
+    cycle's close (after an answer with ``Connection: close``) is a lingering close if the body is not all in."""
+
+    def __init__(self, protocol: LimitedHttpTools) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    def close(self) -> None:
+        if self._protocol._phase not in ("linger", "done"):
+            self._protocol._close_after_answer(linger=self._protocol._phase == "body")
+
+    def is_closing(self) -> bool:
+        return self._protocol._phase in ("linger", "done") or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _response_bytes(failure: Failure) -> bytes:

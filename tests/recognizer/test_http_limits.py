@@ -7,6 +7,7 @@ stream is paced at 1x real time over /vosk, which must stay strictly real time.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -198,6 +199,95 @@ def test_a_busy_server_refuses_a_body_before_reading_it() -> None:
         assert status(answer) == 503 and b"busy" in answer, answer
         assert took < 2, took  # answered with only the WAV header sent
     assert spent < 2, spent
+
+
+# ---- refused before the body is in: a lingering close ------------------------------------------
+
+
+def plain_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int | str:
+    """POST as a plain client does (Python's http.client: write the whole request, then read the
+    answer): its status, or the error that ended it (a reset while writing ends it unanswered)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_a_plain_client_writing_its_whole_body_reads_the_refusal() -> None:
+    """20 MB uploads refused before they are read, by a client that writes all it has before reading:
+    431 for a 1 MiB head, 413 for 16 kHz WAV (625 s: over MaxAudioSeconds by its header), 503 for
+    52 s of 48 kHz stereo float with the one decoder busy. The client reads the answer, 20 times out
+    of 20; the connection closed at once was reset under it (431: ConnectionResetError 20 of 20)."""
+    wav = {"Content-Type": "audio/wav"}
+    too_long = wav_header(data_bytes=20_000_000) + b"\0" * 20_000_000
+    wide = wav_header(rate=48000, channels=2, bits=32, tag=3, data_bytes=20_000_000) + b"\0" * 20_000_000
+    with real_server_for(None, "DecoderMaxCount=1") as srv:
+        big_head = [plain_post(srv.port, REST, too_long, {**wav, "X-Pad": "a" * (1 << 20)}) for _ in range(20)]
+        over = [plain_post(srv.port, REST, too_long, wav) for _ in range(20)]
+        with connect(f"{srv.ws}/vosk?language=ko-KR") as holder:
+            holder.send(b"\0" * 3200)
+            holder.recv()
+            busy = [plain_post(srv.port, REST, wide, wav) for _ in range(20)]
+    assert big_head == [431] * 20, big_head
+    assert over == [413] * 20, over
+    assert busy == [503] * 20, busy
+
+
+def send_until_closed(port: int, head: bytes, *, piece: bytes, interval: float, timeout: float = 30) -> tuple[bytes, float, float]:
+    """Send ``head``, then ``piece`` after ``piece`` every ``interval`` seconds (0: as fast as it is taken)
+    whatever the server answers, until the server closes the connection (a send fails) or ``timeout``:
+    (the answer, seconds until its first byte, seconds until the close)."""
+    started = time.monotonic()
+    answer = bytearray()
+    answered = closed = float("nan")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        while time.monotonic() - started < timeout:
+            try:
+                got = sock.recv(65536)
+                if got and not answer:
+                    answered = time.monotonic() - started
+                answer += got
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = time.monotonic() - started
+                break
+            try:
+                sock.send(piece)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                closed = time.monotonic() - started
+                break
+            if interval:
+                time.sleep(interval)
+    return bytes(answer), answered, closed
+
+
+@pytest.mark.parametrize("attack", ["body-fast", "body-trickle", "head-fast"])
+def test_a_refused_client_that_keeps_sending_is_cut_off_at_the_bound(real_server: Server, attack: str) -> None:
+    """After its answer, a refused connection is read and dropped for 2 s at most (HttpLimits.linger_seconds),
+    however its client keeps sending: as fast as it can, a byte every 0.2 s (under the 1 s pause that
+    ends a lingering close early), or a head that never ends."""
+    if attack.startswith("body"):
+        head = post_head(REST, content_length=10**10)  # 413 by its Content-Length
+        expected = 413
+    else:
+        head = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "  # 431 once past 16 KiB
+        expected = 431
+    piece, interval = (b"\0", 0.2) if attack == "body-trickle" else (b"a" * 65536, 0.0)
+    answer, answered, closed = send_until_closed(real_server.port, head, piece=piece, interval=interval)
+    assert status(answer) == expected, answer[:300]
+    limit = LimitedHttpTools.limits.linger_seconds
+    assert limit - 0.2 < closed - answered < limit + 1, (answered, closed)
 
 
 # ---- settings ---------------------------------------------------------------------------------
