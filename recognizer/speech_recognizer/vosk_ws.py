@@ -30,6 +30,7 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, observe
+from .inbox import Inbox
 from .openapi import describe
 from .rest import request_locale
 from .session import READ_AHEAD, Session, Snapshot
@@ -125,16 +126,18 @@ class Conversation:
         self._session_cm: Any = None
         self._replies: asyncio.Queue[Reply | None] = asyncio.Queue(READ_AHEAD)
         self._sender: asyncio.Task[Failure | None] | None = None
+        self.inbox: Inbox
 
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early."""
         model = await self.engine.registry.aload(self.locale)
         self.config = VoskConfig(model.sample_rate)
         self._sender = asyncio.create_task(self._send_replies())
+        self.inbox = Inbox(self.ws.receive)
         try:
             while True:
                 try:
-                    message = await self.deadlines.receive(self.ws.receive)
+                    message = await self.deadlines.receive(self.inbox.receive)
                 except Failure:  # idle, or too long: what was sent is answered, then the close says why
                     if self.session is not None:
                         await self._final()
@@ -142,6 +145,8 @@ class Conversation:
                 if message["type"] == "websocket.disconnect":
                     if self._sender.done() and (refused := self._sender.result()) is not None:
                         raise refused
+                    if self.inbox.dropped_bytes:
+                        raise Failure(f"the client left; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded", CLIENT_GONE)
                     return
                 if message.get("text") is not None:
                     if await self._text(message["text"]):
@@ -149,6 +154,7 @@ class Conversation:
                 elif message.get("bytes") is not None:
                     await self._audio(message["bytes"])
         finally:
+            await self.inbox.close()
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
             if self._session_cm is not None:
@@ -169,6 +175,7 @@ class Conversation:
             )
             self.session = await self._session_cm.__aenter__()
             self.deadlines.session_started()
+            self.inbox.ahead = True  # so that a client gone with audio still unread is seen at once
         self.deadlines.owe()
         await self._replies.put((self.session.feed_ahead(data), lambda snapshot: chunk_reply(snapshot, config)))
         self.deadlines.heard()

@@ -2,29 +2,38 @@
 
 A client that sends 50 s of audio as fast as it can and then goes away held its decoder until the
 server had decoded everything it had received (3-7 s here; more on a busy pod), for nobody: a
-client reconnecting at once found the server full (503, 1013, ``TooManyRequests``). Each test
-leaves mid-decoding on a server with one decoder, checks that decoder is free within
-:data:`BOUND`, and that a new request gets it.
+client reconnecting at once found the server full (503, 1013, ``TooManyRequests``). A REST client
+was never looked at while its upload decoded; a WebSocket client's close frame (or, on the Speech
+SDK route, with no reply to send, the end of its connection) waited in the socket behind its
+audio. Each test leaves mid-decoding on a server with one decoder, checks that decoder is free
+within :data:`BOUND`, and that a client connecting again gets it; a client that ends its audio
+properly still gets every result.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import socket
 import struct
+import threading
 import time
+import uuid
 import wave
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
 
-from ..conftest import make_settings
-from ..support import ServerThread, read_wav, scrape_metrics
+from ..conftest import CHUNK, make_settings
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 #: Seconds within which a gone client's decoder must be free (decoding what it left takes several).
@@ -55,7 +64,8 @@ class Gone:
         return time.monotonic() - started
 
     def refusals(self, route: str) -> float:
-        return scrape_metrics(self.srv.http).get(("speech_refused_total", (("reason", "client_gone"), ("route", route))), 0.0)
+        samples = scrape_metrics(self.srv.http)
+        return samples.get(("speech_refused_total", (("reason", "client_gone"), ("route", route))), 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +98,22 @@ def leave(sock: socket.socket, how: str) -> None:
     sock.close()
 
 
+def leave_websocket(gone: Gone, ws: ClientConnection, how: str) -> float:
+    """Leave once the server answers (the stream has its decoder), with most of the audio sent still
+    undecoded; seconds until its decoder was free.
+
+    ``close frame``: a WebSocket close, whose handshake the client waits for in the background
+    (up to its close timeout, 10 s); else the TCP connection closed without one (:func:`leave`).
+    """
+    ws.recv(timeout=30)
+    assert gone.active == 1
+    if how == "close frame":
+        threading.Thread(target=ws.close, daemon=True).start()
+    else:
+        leave(ws.socket, how)
+    return gone.seconds_until_free()
+
+
 @pytest.mark.parametrize("how", ["close", "reset"])
 def test_a_rest_client_leaving_mid_decoding_frees_its_decoder(gone: Gone, long_pcm: bytes, speech_wav: Path, how: str) -> None:
     body = wav_bytes(long_pcm)
@@ -106,3 +132,62 @@ def test_a_rest_client_leaving_mid_decoding_frees_its_decoder(gone: Gone, long_p
                        headers={"Content-Type": "audio/wav"}, timeout=60)
     assert again.status_code == 200 and again.json()["RecognitionStatus"] == "Success", again.text
     assert gone.refusals("rest-conversation") == before + 1, "the request is counted as one whose client left"
+
+
+def vosk_words(base: str, pcm: bytes) -> list[str]:
+    """What /vosk answers ``pcm`` sent at once, then eof (the client waits for every result)."""
+    with connect(f"{base}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), CHUNK):
+            ws.send(pcm[i : i + CHUNK])
+        ws.send('{"eof" : 1}')
+        texts = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                texts.append(json.loads(ws.recv(timeout=60)).get("text"))
+    return [t for t in texts if t]
+
+
+@pytest.mark.parametrize("how", ["reset", "close frame"])
+def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
+    gone: Gone, long_pcm: bytes, utterances_wav: Path, utterances_ref: Reference, how: str
+) -> None:
+    before = gone.refusals("vosk")
+    ws = connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20)
+    for i in range(0, len(long_pcm), CHUNK):  # as fast as the socket takes it
+        ws.send(long_pcm[i : i + CHUNK])
+    took = leave_websocket(gone, ws, how)
+    assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
+    assert vosk_words(gone.srv.ws, read_wav(utterances_wav)[0]) == utterances_ref.texts, "connecting again gets a decoder"
+    assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
+
+
+def usp_turn(ws: ClientConnection, pcm: bytes) -> str:
+    """A Speech SDK turn's frames: context, RIFF header, ``pcm`` in the SDK's chunks (no end of audio); its request id."""
+    rid = uuid.uuid4().hex
+    ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+    ws.send(client_audio_frame(rid, wav_bytes(b"")))
+    for i in range(0, len(pcm), CHUNK):
+        ws.send(client_audio_frame(rid, pcm[i : i + CHUNK]))
+    return rid
+
+
+@pytest.mark.parametrize("how", ["reset", "close frame"])
+def test_a_speech_sdk_client_leaving_with_audio_unread_frees_its_decoder(
+    gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, how: str
+) -> None:
+    before = gone.refusals("usp/conversation")
+    ws = connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20)
+    usp_turn(ws, long_pcm)
+    took = leave_websocket(gone, ws, how)
+    assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
+    with connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20) as again:  # connecting again gets a decoder
+        rid = usp_turn(again, read_wav(speech_wav)[0])
+        again.send(client_audio_frame(rid, b""))
+        paths, phrases = [], []
+        while not paths or paths[-1] != "turn.end":
+            msg = parse_text(again.recv(timeout=60))
+            paths.append(msg.path)
+            if msg.path == "speech.phrase":
+                phrases.append(msg.json())
+    assert phrases[0].get("DisplayText") and phrases[-1]["RecognitionStatus"] == "EndOfDictation", phrases
+    assert gone.refusals("usp/conversation") == before + 1, "the turn is counted as one whose client left"

@@ -26,6 +26,7 @@ from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
 from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, observe, usp_phrase
+from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase
@@ -125,6 +126,7 @@ class Turn:
         )
         self._holding = True
         self.conn.deadlines.session_started()
+        self.conn.inbox.ahead = True  # so that a client gone with audio still unread is seen at once
         self.started = True
         await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
 
@@ -272,6 +274,7 @@ class Turn:
         """Release the decoder without sending anything (and stop handling results)."""
         if self._holding:
             self._holding = False
+            self.conn.inbox.ahead = False
             self.conn.deadlines.session_ended()
             self.conn.deadlines.settled()
         self.ended = True
@@ -304,13 +307,16 @@ class Connection:
         #: Stream time (s) up to which phrases were reported; later turns never repeat them.
         self.acknowledged = 0.0
         self._closed = False
+        #: The socket's messages, read ahead while a turn holds a decoder (made by :meth:`run`).
+        self.inbox: Inbox
 
     async def run(self) -> None:
         """Serve until the client goes away; a failure is answered as :mod:`..errors` says (:meth:`fail`)."""
+        self.inbox = Inbox(self.socket.receive)
         try:
             while True:
                 try:
-                    msg = await self.deadlines.receive(self.socket.receive)
+                    msg = await self.deadlines.receive(self.inbox.receive)
                 except Failure as failure:
                     # Idle: what the turn's audio gave is sent before it ends with the reason (no more audio is coming).
                     # Too long: not, as the SDK connects again and sends the audio past its last phrase again.
@@ -319,7 +325,8 @@ class Connection:
                     raise
                 if msg["type"] == "websocket.disconnect":
                     if self.turn is not None and not self.turn.ended and self.turn.started:
-                        await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn", CLIENT_GONE))
+                        dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""
+                        await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn{dropped}", CLIENT_GONE))
                     return
                 if msg.get("text") is not None:
                     frame = parse_text(msg["text"])
@@ -331,6 +338,7 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
             await self.fail(classify(exc))
         finally:
+            await self.inbox.close()
             if self.turn is not None:
                 await self.turn.close()
 

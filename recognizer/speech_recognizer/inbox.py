@@ -1,0 +1,105 @@
+"""A WebSocket's messages, read ahead of their handling while its stream holds a decoder.
+
+uvicorn reads a WebSocket's next message only when the app asks for it, and the streaming
+routes ask for audio only a few chunks (:data:`~speech_recognizer.session.READ_AHEAD`) ahead of
+their decoding. A client that sent audio faster than it is decoded and then left had its
+close frame, or the end of its connection, waiting in the socket behind that audio: the
+server decoded all of it for nobody, holding the decoder seconds after the client had gone
+(50 s of speech: 3-4 s here), and a client reconnecting at once found the server full. While
+the stream holds a decoder (:attr:`Inbox.ahead`), an :class:`Inbox` reads on, up to
+:data:`READ_AHEAD_BYTES`, so the end of the connection is seen as it comes: the audio read
+ahead of it is dropped and the route gets the disconnect next, within one chunk's decoding.
+A client that ends its audio properly (vosk's eof, the Speech SDK's end of audio) is answered
+as before: the end of its connection comes after its audio, once it has its results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+#: Most bytes of messages read ahead of their handling, per stream holding a decoder (65 s of 16 kHz mono PCM).
+READ_AHEAD_BYTES = 2 << 20
+
+Message = Mapping[str, Any]
+
+
+def _size(message: Message) -> int:
+    data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
+    return len(data) if data is not None else 0
+
+
+class Inbox:
+    """The messages of one accepted WebSocket, in order; :meth:`close` it at the connection's end."""
+
+    def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES) -> None:
+        self._receive = receive
+        self.limit = limit
+        self._messages: deque[Message] = deque()
+        self._bytes = 0
+        #: Whether the route waits for a message.
+        self._asked = False
+        self._ahead = False
+        self._more = asyncio.Event()
+        self._arrived = asyncio.Event()
+        #: Bytes of messages read ahead and dropped because the client had gone.
+        self.dropped_bytes = 0
+        self._reader = asyncio.create_task(self._read())
+
+    @property
+    def ahead(self) -> bool:
+        """Whether to read ahead of the route (while its stream holds a decoder)."""
+        return self._ahead
+
+    @ahead.setter
+    def ahead(self, value: bool) -> None:
+        self._ahead = value
+        self._more.set()
+
+    def _may_read(self) -> bool:
+        return self._asked or (self._ahead and self._bytes < self.limit)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                while not self._may_read():
+                    self._more.clear()
+                    await self._more.wait()
+                message = await self._receive()
+                if message.get("type") == "websocket.disconnect":
+                    # Nobody is left to answer: what was read ahead is dropped, the route hears of it next.
+                    self.dropped_bytes += self._bytes
+                    self._messages.clear()
+                    self._bytes = 0
+                    self._messages.append(message)
+                    return
+                self._messages.append(message)
+                self._bytes += _size(message)
+                self._arrived.set()
+        finally:  # the disconnect, or a failure the route's next receive raises
+            self._arrived.set()
+
+    async def receive(self) -> Message:
+        """The next message (cancelling the wait loses none)."""
+        while not self._messages:
+            if self._reader.done():  # after the disconnect, as a WebSocket would
+                self._reader.result()
+                raise RuntimeError("the connection is over: no message after its disconnect")
+            self._asked = True
+            self._more.set()
+            self._arrived.clear()
+            try:
+                await self._arrived.wait()
+            finally:
+                self._asked = False
+        message = self._messages.popleft()
+        self._bytes -= _size(message)
+        self._more.set()
+        return message
+
+    async def close(self) -> None:
+        """Stop reading (at the connection's end)."""
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
