@@ -30,7 +30,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.usp.frames import client_audio_frame, client_text_frame, parse_text
+from speech_recognizer.usp.frames import parse_text
+
+from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import CHUNK, make_settings
 from ..support import Reference, ServerThread, read_wav, scrape_metrics
