@@ -211,9 +211,10 @@ class Gateway:
         return response
 
     async def demo(self, request: web.Request) -> web.Response:
-        """The live demo page, its picker offering every locale routed (the key field when any asks for a key)."""
+        """The live demo page, its picker offering every locale routed (the key asked for when one
+        whose SpeechToText names a key Secret is picked)."""
         locales = self.directory.locales
-        keyed = any(b.keyed for b in self.directory.backends())
+        keyed = {b.locale for b in self.directory.backends() if b.keyed}
         note = "" if locales else "No SpeechToText is routed yet: create one, then reload this page."
         return web.Response(text=demo.render(locales, keyed, note, server="speech-operator gateway", reference=False),
                             content_type="text/html")

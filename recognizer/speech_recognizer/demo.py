@@ -12,6 +12,7 @@ upgrades and never logs it (:mod:`.auth`, :mod:`.logs`).
 from __future__ import annotations
 
 import html
+from collections.abc import Collection
 from pathlib import Path
 
 from starlette.requests import Request
@@ -37,12 +38,16 @@ async def page(request: Request) -> HTMLResponse:
     return HTMLResponse(render(loaded or sorted(state.registry.sources), bool(state.settings.api_key), note))
 
 
-def render(locales: list[str], key_required: bool, note: str = "", server: str = "speech-recognizer",
+def render(locales: list[str], key_required: bool | Collection[str], note: str = "", server: str = "speech-recognizer",
            reference: bool = True) -> str:
-    """The page's HTML: a picker of ``locales``, the key field when ``key_required``, ``note`` (an
+    """The page's HTML: a picker of ``locales``, the key field when ``key_required`` (every locale, or
+    those of the collection: the page asks for the key only when one of them is picked), ``note`` (an
     error line) when given, a link to the API reference when this ``server`` has one. The gateway
     renders it too, with every locale it routes."""
-    options = "".join(f'<option value="{html.escape(loc)}">{html.escape(loc)}</option>' for loc in locales)
+    keyed = set(locales) if key_required is True else set(key_required or ())
+    key_required = bool(keyed)
+    options = "".join(f'<option value="{html.escape(loc)}" data-key-required="{str(loc in keyed).lower()}">{html.escape(loc)}</option>'
+                      for loc in locales)
     key_field = ('<label>Key <input id="key" type="password" autocomplete="off" placeholder="this server\'s ApiKey"></label>'
                  if key_required else "")
     note = f'<p class="error">{html.escape(note)}</p>' if note else ""

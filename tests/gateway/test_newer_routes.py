@@ -204,6 +204,7 @@ def test_the_demo_page_offers_every_locale_and_its_stream_works(locales: Locales
     offered = [html.unescape(v) for v in re.findall(r'<option value="([^"]+)"', page.text)]
     assert offered == [OTHER_LOCALE, "ko-KR"], "every locale routed, not one recognizer's"
     assert 'data-key-required="true"' in page.text and 'id="key"' in page.text, f"{OTHER_LOCALE} asks for a key"
+    assert dict(re.findall(r'<option value="([^"]+)" data-key-required="(\w+)"', page.text)) == {OTHER_LOCALE: "true", "ko-KR": "false"}
     assert 'data-vosk="/vosk"' in page.text
     direct = locales.recognizers["ko-KR"].http
     for name in ("demo.js", "pcm16-worklet.js"):
@@ -256,3 +257,21 @@ def _vosk_streams(base: str, locale: str) -> float:
             if sample.name == "speech_gateway_requests_total" and sample.labels == {"route": "vosk", "locale": locale, "code": "1000"}:
                 return sample.value
     return 0.0
+
+
+def test_the_demo_asks_for_the_key_only_for_a_locale_that_needs_one(locales: Locales, browser: Browser) -> None:
+    """Behind the gateway one locale's recognizer has a key and the other's not: the page records
+    ko-KR without one, and asks for it when ja-JP is picked."""
+    offline = Offline(browser, locales.stack.http)
+    page = offline.page
+    page.goto(f"{locales.stack.http}/demo")
+    page.select_option("#locale", "ko-KR")
+    page.click("#record")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Listening')", timeout=30_000)
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record').textContent === 'Record'", timeout=60_000)
+    page.select_option("#locale", OTHER_LOCALE)
+    page.click("#record")
+    assert "needs its key" in page.inner_text("#status")
+    assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
+    offline.context.close()

@@ -39,8 +39,11 @@ async function start() {
            "(kubectl port-forward gives you one).", true);
     return;
   }
-  const key = page.keyRequired === "true" ? $("key").value.trim() : "";
-  if (page.keyRequired === "true" && !key) {
+  // Each language says whether its server needs a key (behind a gateway, some may and others not).
+  const picked = $("locale").selectedOptions[0];
+  const needsKey = picked ? picked.dataset.keyRequired === "true" : page.keyRequired === "true";
+  const key = $("key") ? $("key").value.trim() : "";
+  if (needsKey && !key) {
     status("This server needs its key: enter it above.", true);
     $("key").focus();
     return;
