@@ -77,6 +77,7 @@ class Inbox:
                     return
                 self._messages.append(message)
                 self._bytes += _size(message)
+                self._asked = False  # what was asked for has come: read on only ahead, within the limit
                 self._arrived.set()
         finally:  # the disconnect, or a failure the route's next receive raises
             self._arrived.set()

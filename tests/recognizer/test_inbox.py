@@ -1,0 +1,84 @@
+"""The inbox of a WebSocket: read ahead only while a decoder is held, at most its limit, and a disconnect
+read ahead drops what was before it. An ASGI receive channel stands in for uvicorn's (an asyncio queue,
+which is what uvicorn's WebSocket protocol hands the app); the routes over real servers are in
+test_gone_clients.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from speech_recognizer.inbox import Inbox
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+DISCONNECT = {"type": "websocket.disconnect", "code": 1006}
+
+
+def audio(size: int) -> dict:
+    return {"type": "websocket.receive", "bytes": bytes(size)}
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_no_read_ahead_without_a_decoder_then_at_most_the_limit() -> None:
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for _ in range(10):
+            channel.put_nowait(audio(1000))
+        inbox = Inbox(channel.get, limit=3000)
+        await settle()
+        assert channel.qsize() == 10, "nothing is read ahead while no decoder is held"
+        assert (await inbox.receive())["bytes"] == bytes(1000)
+        await settle()
+        assert channel.qsize() == 9, "one message read, the one asked for"
+        inbox.ahead = True
+        await settle()
+        assert channel.qsize() == 6, "read ahead up to the limit (3 messages of 1000 bytes), no further"
+        await inbox.receive()
+        await settle()
+        assert channel.qsize() == 5, "room again: one more read ahead"
+        inbox.ahead = False
+        await inbox.receive()
+        await settle()
+        assert channel.qsize() == 5, "no read ahead once the decoder is given back"
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def test_a_disconnect_read_ahead_drops_what_was_before_it_and_comes_next() -> None:
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for _ in range(5):
+            channel.put_nowait(audio(1000))
+        channel.put_nowait(DISCONNECT)
+        inbox = Inbox(channel.get, limit=1 << 20)
+        inbox.ahead = True
+        await settle()
+        assert (await inbox.receive()) == DISCONNECT
+        assert inbox.dropped_bytes == 5000
+        with pytest.raises(RuntimeError):
+            await inbox.receive()
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def test_a_wait_cancelled_loses_no_message() -> None:
+    """The routes wait for a message under a deadline (AudioIdleSeconds), which cancels the wait."""
+
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        inbox = Inbox(channel.get)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(inbox.receive(), 0.05)
+        channel.put_nowait(audio(10))
+        assert (await asyncio.wait_for(inbox.receive(), 1))["bytes"] == bytes(10)
+        await inbox.close()
+
+    asyncio.run(run())
