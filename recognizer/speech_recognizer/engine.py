@@ -43,6 +43,8 @@ class SessionRecord:
     decoder_cpu_seconds: float
     phrases: int
     started: float = field(default_factory=time.time)
+    #: Seconds of audio the client sent that were dropped undecoded because it left first.
+    abandoned_seconds: float = 0.0
 
 
 def _lower_priority() -> None:
@@ -190,6 +192,7 @@ class Engine:
             if session is not None and self._on_end is not None:
                 rec = session.recognition
                 try:
-                    self._on_end(SessionRecord(route, session.locale, rec.audio_seconds, rec.decoder_cpu_seconds, session.phrases))
+                    self._on_end(SessionRecord(route, session.locale, rec.audio_seconds, rec.decoder_cpu_seconds, session.phrases,
+                                               abandoned_seconds=session.abandoned_seconds))
                 except Exception:  # accounting must never break a response
                     log.exception("recording usage failed")

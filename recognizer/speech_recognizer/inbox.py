@@ -34,9 +34,12 @@ def _size(message: Message) -> int:
 class Inbox:
     """The messages of one accepted WebSocket, in order; :meth:`close` it at the connection's end."""
 
-    def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES) -> None:
+    def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES,
+                 audio_bytes: Callable[[Message], int] | None = None) -> None:
+        """``audio_bytes``: the bytes of audio a message carries (default: all of a binary message), for :attr:`dropped_audio_bytes`."""
         self._receive = receive
         self.limit = limit
+        self._audio_bytes = audio_bytes or (lambda message: len(message.get("bytes") or b""))
         self._messages: deque[Message] = deque()
         self._bytes = 0
         #: Whether the route waits for a message.
@@ -44,8 +47,9 @@ class Inbox:
         self._ahead = False
         self._more = asyncio.Event()
         self._arrived = asyncio.Event()
-        #: Bytes of messages read ahead and dropped because the client had gone.
+        #: Bytes of messages read ahead and dropped because the client had gone, and of the audio they carried.
         self.dropped_bytes = 0
+        self.dropped_audio_bytes = 0
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -71,6 +75,7 @@ class Inbox:
                 if message.get("type") == "websocket.disconnect":
                     # Nobody is left to answer: what was read ahead is dropped, the route hears of it next.
                     self.dropped_bytes += self._bytes
+                    self.dropped_audio_bytes += sum(self._audio_bytes(m) for m in self._messages)
                     self._messages.clear()
                     self._bytes = 0
                     self._messages.append(message)

@@ -22,6 +22,12 @@ class Metrics:
         self.audio_seconds = Counter(
             "speech_audio_seconds", "Seconds of audio recognized", ["route", "locale"], registry=self.registry
         )
+        self.abandoned_audio_seconds = Counter(
+            "speech_audio_abandoned_seconds",
+            "Seconds of audio received from clients that left before it was decoded (dropped undecoded)",
+            ["route", "locale"],
+            registry=self.registry,
+        )
         self.active_sessions = Gauge("speech_active_sessions", "Recognitions decoding now", registry=self.registry)
         self.decoder_cpu_seconds = Histogram(
             "speech_decoder_cpu_seconds",
@@ -51,6 +57,8 @@ class Metrics:
 
     def session_ended(self, record: SessionRecord) -> None:
         self.audio_seconds.labels(record.route, record.locale).inc(record.audio_seconds)
+        if record.abandoned_seconds > 0:
+            self.abandoned_audio_seconds.labels(record.route, record.locale).inc(record.abandoned_seconds)
         self.decoder_cpu_seconds.labels(record.locale).observe(record.decoder_cpu_seconds)
 
     def exposition(self) -> bytes:

@@ -133,7 +133,8 @@ async def recognize_audio(
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
         if decoding.cancelled():
-            left = audio.seconds - session.recognition.audio_seconds
+            left = max(0.0, audio.seconds - session.recognition.audio_seconds)
+            session.abandoned_seconds = left
             raise Failure(f"the client left before its answer; {left:.1f} s of its {audio.seconds:.1f} s of audio "
                           "were not decoded", CLIENT_GONE)
         events = decoding.result()

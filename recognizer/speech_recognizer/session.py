@@ -94,6 +94,8 @@ class Session:
         self.recognition = recognition
         self.route = route
         self.phrases = 0
+        #: Seconds of audio received for this stream and dropped undecoded because its client left (set by the route).
+        self.abandoned_seconds = 0.0
         self._on_handover = on_handover
         self._handovers = recognition.recycled
         self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any] | None]] = deque()

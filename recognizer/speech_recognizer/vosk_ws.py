@@ -158,6 +158,8 @@ class Conversation:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
             if self._session_cm is not None:
+                if self.session is not None and self.config is not None:  # 16-bit mono PCM at the config's rate
+                    self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
 

@@ -69,6 +69,11 @@ class Gone:
         samples = scrape_metrics(self.srv.http)
         return samples.get(("speech_refused_total", (("reason", "client_gone"), ("route", route))), 0.0)
 
+    def abandoned(self, route: str) -> float:
+        """Seconds of audio counted as dropped undecoded on ``route``."""
+        samples = scrape_metrics(self.srv.http)
+        return samples.get(("speech_audio_abandoned_seconds_total", (("locale", "ko-KR"), ("route", route))), 0.0)
+
 
 @pytest.fixture(scope="module")
 def gone(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gone]:
@@ -121,7 +126,7 @@ def test_a_rest_client_leaving_mid_decoding_frees_its_decoder(gone: Gone, long_p
     body = wav_bytes(long_pcm)
     head = (f"POST {REST}?language=ko-KR HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
-    before = gone.refusals("rest-conversation")
+    before, dropped = gone.refusals("rest-conversation"), gone.abandoned("rest-conversation")
     sock = socket.create_connection(("127.0.0.1", gone.srv.port))
     sock.sendall(head + body)
     gone.wait_until_held()
@@ -134,6 +139,7 @@ def test_a_rest_client_leaving_mid_decoding_frees_its_decoder(gone: Gone, long_p
                        headers={"Content-Type": "audio/wav"}, timeout=60)
     assert again.status_code == 200 and again.json()["RecognitionStatus"] == "Success", again.text
     assert gone.refusals("rest-conversation") == before + 1, "the request is counted as one whose client left"
+    assert 20 < gone.abandoned("rest-conversation") - dropped < len(long_pcm) / 32000, "most of its audio was dropped undecoded"
 
 
 def vosk_words(base: str, pcm: bytes) -> list[str]:
@@ -153,7 +159,7 @@ def vosk_words(base: str, pcm: bytes) -> list[str]:
 def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     gone: Gone, long_pcm: bytes, utterances_wav: Path, utterances_ref: Reference, how: str
 ) -> None:
-    before = gone.refusals("vosk")
+    before, dropped = gone.refusals("vosk"), gone.abandoned("vosk")
     ws = connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20)
     for i in range(0, len(long_pcm), CHUNK):  # as fast as the socket takes it
         ws.send(long_pcm[i : i + CHUNK])
@@ -161,6 +167,7 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
     assert vosk_words(gone.srv.ws, read_wav(utterances_wav)[0]) == utterances_ref.texts, "connecting again gets a decoder"
     assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
+    assert 20 < gone.abandoned("vosk") - dropped < len(long_pcm) / 32000, "most of its audio was dropped undecoded"
 
 
 def usp_turn(ws: ClientConnection, pcm: bytes) -> str:
@@ -177,7 +184,7 @@ def usp_turn(ws: ClientConnection, pcm: bytes) -> str:
 def test_a_speech_sdk_client_leaving_with_audio_unread_frees_its_decoder(
     gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, how: str
 ) -> None:
-    before = gone.refusals("usp/conversation")
+    before, dropped = gone.refusals("usp/conversation"), gone.abandoned("usp/conversation")
     ws = connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20)
     usp_turn(ws, long_pcm)
     took = leave_websocket(gone, ws, how)
@@ -193,3 +200,4 @@ def test_a_speech_sdk_client_leaving_with_audio_unread_frees_its_decoder(
                 phrases.append(msg.json())
     assert phrases[0].get("DisplayText") and phrases[-1]["RecognitionStatus"] == "EndOfDictation", phrases
     assert gone.refusals("usp/conversation") == before + 1, "the turn is counted as one whose client left"
+    assert 20 < gone.abandoned("usp/conversation") - dropped < len(long_pcm) / 32000, "most of its audio was dropped undecoded"

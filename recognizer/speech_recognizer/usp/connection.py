@@ -75,6 +75,14 @@ def replay_origin(acknowledged: float) -> float:
     return replay_start - acknowledged
 
 
+def audio_bytes(message: Mapping[str, Any]) -> int:
+    """The bytes of audio a WebSocket message carries: the payload of a binary frame (its headers not counted)."""
+    data = message.get("bytes")
+    if not data or len(data) < 2:
+        return 0
+    return max(0, len(data) - 2 - int.from_bytes(data[:2], "big"))
+
+
 class Turn:
     """One request (``X-RequestId``) of a connection."""
 
@@ -312,7 +320,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve until the client goes away; a failure is answered as :mod:`..errors` says (:meth:`fail`)."""
-        self.inbox = Inbox(self.socket.receive)
+        self.inbox = Inbox(self.socket.receive, audio_bytes=audio_bytes)
         try:
             while True:
                 try:
@@ -340,6 +348,9 @@ class Connection:
         finally:
             await self.inbox.close()
             if self.turn is not None:
+                if (session := self.turn.session) is not None and self.inbox.dropped_audio_bytes:
+                    rec = session.recognition
+                    session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * rec.channels * rec.sample_rate)
                 await self.turn.close()
 
     async def fail(self, failure: Failure) -> None:
