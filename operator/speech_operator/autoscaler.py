@@ -76,25 +76,36 @@ async def load_of(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scalin
     try:
         async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
             body = await resp.json()
-        return scaling.PodLoad(name, int(body["sessions"]), int(body["decoders"]), float(body["idleSeconds"]))
+        return scaling.PodLoad(name, int(body["sessions"]), int(body["decoders"]), float(body["idleSeconds"]),
+                               int(body["admitted"]))
     except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
         log.warning("pod %s did not report its sessions: %s", name, str(exc) or type(exc).__name__)
         return None
 
 
-def wants_wake(stt: api.SpeechToText, current: int, now: float, demand_seconds: float) -> bool:
-    """A request waits at the gateway for a locale at zero pods: the gateway asked (``status.demand``)
-    within ``demand_seconds``, and after the autoscaler last went to zero (an older request was
-    served, or will be asked for again: the gateway asks again while it holds one)."""
+def waiting(stt: api.SpeechToText, current: int, loads: tuple[scaling.PodLoad, ...], now: float,
+            demand_seconds: float) -> bool:
+    """A request waits at the gateway for this locale: the gateway asked (``status.demand``) within
+    ``demand_seconds``, and the request has not reached a pod yet.
+
+    At zero pods: asked after the autoscaler last went to zero (an older request was served, or
+    will be asked for again: the gateway asks again while it holds one). With pods: no pod has
+    worked since it asked (a session now, or one that ended after the ask). A pod just woken for a
+    held request has served nothing yet and reports a long idle time (its idle clock runs while it
+    loads its model), so without this its first look could send it back to zero while the gateway
+    forwards the request to it. Silent pods have not worked, as far as anyone knows.
+    """
     status = stt.status
-    if current != 0 or status is None or status.demand is None:
+    if status is None or status.demand is None:
         return False
     asked = _time(status.demand.requestedAt)
     if asked is None or now - asked > demand_seconds:
         return False
-    last = status.autoscaling.lastDecision if status.autoscaling else None
-    went_to_zero = _time(last.time) if last is not None and last.replicas == 0 else None
-    return went_to_zero is None or asked > went_to_zero
+    if current == 0:
+        last = status.autoscaling.lastDecision if status.autoscaling else None
+        went_to_zero = _time(last.time) if last is not None and last.replicas == 0 else None
+        return went_to_zero is None or asked > went_to_zero
+    return not any(load.sessions > 0 or (load.admitted > 0 and now - load.idle_seconds >= asked) for load in loads)
 
 
 class Autoscaler:
@@ -157,7 +168,7 @@ class Autoscaler:
         loads = await asyncio.gather(*(load_of(self.http, p) for p in ready))
         reported = tuple(load for load in loads if load is not None)
         look = scaling.Look(replicas=current, pods=reported, silent=len(loads) - len(reported),
-                            demand=wants_wake(stt, current, now, self.runtime.config.demand_seconds))
+                            demand=waiting(stt, current, reported, now, self.runtime.config.demand_seconds))
         decision = scaling.decide(policy, look, _time(before.lowerSince) if before else None, now, stt.spec.decoderMaxCount)
         last = before.lastDecision if before else None
         if decision.replicas != current:

@@ -12,7 +12,8 @@ The rules, in order:
 - fewer pods: only once fewer have been enough for ``scaleDownDelaySeconds`` without a break, and
   never while a ready pod did not report (its sessions are unknown);
 - zero pods (``minReplicas: 0``): only once every pod has reported and none has had a session for
-  ``idleSecondsToZero``; with no request waiting;
+  ``idleSecondsToZero``; with no request waiting (one the gateway asked for and no pod has served
+  yet: a pod just woken for it is not sent back to zero before it arrives);
 - from zero: one pod as soon as a request waits at the gateway.
 """
 
@@ -36,6 +37,8 @@ class PodLoad:
     sessions: int
     decoders: int
     idle_seconds: float
+    #: Recognitions it admitted since it started (0: it has served nothing yet).
+    admitted: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: 
             return decision(want, f"minReplicas is {policy.minReplicas}: {current} → {want}")
         return decision(want, f"{seen}: {current} → {want}")
     if want == current:
+        if look.demand and not sessions:
+            return decision(current, f"{seen}; a request waits at the gateway: {_pods(current)} kept")
         return decision(current, f"{seen}: {_pods(current)} enough")
 
     # Fewer would do.
