@@ -1,9 +1,10 @@
 """The autoscaler's look at one SpeechToText: its pods, each ready pod's sessions, the gateway's demand.
 
 Every ``SPEECH_OPERATOR_AUTOSCALE_SECONDS`` (and at once when the gateway asks for a locale at zero
-pods) the operator lists the SpeechToText's pods from the API, asks each ready one
+pods) the operator lists the SpeechToText's pods from the API, asks each running one
 ``GET /sessions`` on its pod IP (so the operator needs network reach to the recognizer pods, port
-5000: a NetworkPolicy must let it in), and hands what it saw to :func:`speech_operator.scaling.decide`.
+5000: a NetworkPolicy must let it in): the ready ones' sessions are the load; a pod not ready that
+holds sessions or does not answer stops any scale-down (the ReplicaSet would remove it first). It hands what it saw to :func:`speech_operator.scaling.decide`.
 The decision becomes ``status.autoscaling`` and the Deployment's replicas in one reconcile
 (:func:`speech_operator.reconcile.reconcile`), one Event per change. Before fewer replicas are
 applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions, so the
@@ -53,6 +54,11 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
+def is_running(pod: Mapping[str, Any]) -> bool:
+    """A pod with an IP that is not being deleted (ready or not)."""
+    return not (pod.get("metadata") or {}).get("deletionTimestamp") and bool((pod.get("status") or {}).get("podIP"))
+
+
 def sessions_url(pod: Mapping[str, Any]) -> str:
     """``GET /sessions`` of a pod: its IP and the recognizer container's ``http`` port."""
     port = contract.PORT
@@ -70,17 +76,37 @@ async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any
     return [p for p in pods if wanted.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]
 
 
+async def _read(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad:
+    async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
+        body = await resp.json()
+    return scaling.PodLoad(pod["metadata"]["name"], int(body["sessions"]), int(body["decoders"]),
+                           float(body["idleSeconds"]), int(body["admitted"]))
+
+
+#: What a pod that does not answer ``GET /sessions`` as a recognizer does raises.
+_UNANSWERED = (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError)
+
+
 async def load_of(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad | None:
     """What a ready pod reports, or ``None`` when it does not answer as a recognizer does."""
-    name = pod["metadata"]["name"]
     try:
-        async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
-            body = await resp.json()
-        return scaling.PodLoad(name, int(body["sessions"]), int(body["decoders"]), float(body["idleSeconds"]),
-                               int(body["admitted"]))
-    except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
-        log.warning("pod %s did not report its sessions: %s", name, str(exc) or type(exc).__name__)
+        return await _read(http, pod)
+    except _UNANSWERED as exc:
+        log.warning("pod %s did not report its sessions: %s", pod["metadata"]["name"], str(exc) or type(exc).__name__)
         return None
+
+
+async def may_hold_sessions(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> bool:
+    """Whether a running pod that is not ready may hold sessions: it reports some, or it does not
+    answer (slow or odd: unknown is not idle). A refused connection means nothing runs there
+    (a pod still starting, or restarting): no session."""
+    try:
+        return (await _read(http, pod)).sessions > 0
+    except aiohttp.ClientConnectorError:
+        return False
+    except _UNANSWERED as exc:
+        log.warning("pod %s (not ready) did not report its sessions: %s", pod["metadata"]["name"], str(exc) or type(exc).__name__)
+        return True
 
 
 def waiting(stt: api.SpeechToText, current: int, loads: tuple[scaling.PodLoad, ...], now: float,
@@ -164,11 +190,15 @@ class Autoscaler:
         now = datetime.datetime.now(datetime.UTC).timestamp()
         before = stt.status.autoscaling if stt.status else None
         current = builders.replicas(stt)
-        ready = [p for p in await pods_of(self.runtime, stt) if is_ready(p)]
+        pods = await pods_of(self.runtime, stt)
+        ready = [p for p in pods if is_ready(p)]
+        unready = [p for p in pods if not is_ready(p) and is_running(p)]
         loads = await asyncio.gather(*(load_of(self.http, p) for p in ready))
+        holding = await asyncio.gather(*(may_hold_sessions(self.http, p) for p in unready))
         reported = tuple(load for load in loads if load is not None)
         look = scaling.Look(replicas=current, pods=reported, silent=len(loads) - len(reported),
-                            demand=waiting(stt, current, reported, now, self.runtime.config.demand_seconds))
+                            demand=waiting(stt, current, reported, now, self.runtime.config.demand_seconds),
+                            unready=sum(holding))
         decision = scaling.decide(policy, look, _time(before.lowerSince) if before else None, now, stt.spec.decoderMaxCount)
         last = before.lastDecision if before else None
         if decision.replicas != current:

@@ -10,7 +10,8 @@ The rules, in order:
   never more than ``maxReplicas``;
 - more pods: at once;
 - fewer pods: only once fewer have been enough for ``scaleDownDelaySeconds`` without a break, and
-  never while a ready pod did not report (its sessions are unknown);
+  never while a ready pod did not report (its sessions are unknown), nor while a pod that is not
+  ready holds sessions or does not answer (the ReplicaSet removes not-ready pods first);
 - zero pods (``minReplicas: 0``): only once every pod has reported and none has had a session for
   ``idleSecondsToZero``; with no request waiting (one the gateway asked for and no pod has served
   yet: a pod just woken for it is not sent back to zero before it arrives);
@@ -53,6 +54,8 @@ class Look:
     silent: int = 0
     #: A request for this locale waits at the gateway.
     demand: bool = False
+    #: Pods not ready that hold sessions or did not say (the ReplicaSet removes not-ready pods first).
+    unready: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: 
     # Fewer would do.
     if look.silent:
         return decision(current, f"{seen}; {_pods(look.silent)} did not report their sessions: no scale-down", lower_since)
+    if look.unready:
+        return decision(current, f"{seen}; {_pods(look.unready)} not ready may hold sessions (a scale-down would remove "
+                                 "it first): no scale-down", lower_since)
     if want == 0:
         if len(pods) < current:
             return decision(current, f"{seen}; waiting for every pod to report before going to zero")

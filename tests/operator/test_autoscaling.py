@@ -222,6 +222,26 @@ async def test_a_pod_woken_for_a_request_is_not_sent_back_before_it_arrives(scal
     assert len(await scaled.events("ScaledToZero")) == 2
 
 
+async def test_a_pod_not_ready_with_sessions_is_not_scaled_away(scaled: Scaled) -> None:
+    """A pod whose readiness probe fails (an overloaded node) still runs its streams, and the
+    ReplicaSet removes not-ready pods first: while it holds sessions, no scale-down."""
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    scaled.script.loads["en-us-0"] = (3, 0.0)
+    await scaled.becomes(2)
+    await scaled.ready_pods(2)
+
+    scaled.script.loads = {"en-us-0": (0, 5.0), "en-us-1": (2, 0.0)}
+    await scaled.cluster.api.patch(scaled.cluster.url("v1", "pods", "en-us-1", "status"),
+                                   {"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    await scaled.stays(2, 2.5)  # one pod would be enough for the ready pods' sessions, after 1 s
+    assert scaled.pods.removed == []
+
+    scaled.script.loads["en-us-1"] = (0, 5.0)  # its streams ended: it may go
+    await scaled.becomes(1, timeout=5)
+
+
 async def test_without_autoscaling_spec_replicas_rules_again(scaled: Scaled) -> None:
     await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
     scaled.script.loads["en-us-0"] = (7, 0.0)

@@ -74,6 +74,13 @@ def test_a_silent_pod_stops_scale_down_not_scale_up() -> None:
     assert decide(p, Look(3, pods(8, 0), silent=1), None, T0).replicas == 4
 
 
+def test_a_pod_not_ready_that_may_hold_sessions_stops_scale_down() -> None:
+    p = policy(minReplicas=0, idleSecondsToZero=0, scaleDownDelaySeconds=0)
+    down = decide(p, Look(2, pods(0, idle=999), unready=1), T0 - 600, T0)
+    assert down.replicas == 2 and "1 pod not ready may hold sessions" in down.reason
+    assert decide(p, Look(2, pods(9), unready=1), None, T0).replicas == 5, "up as ever"
+
+
 def test_bounds_apply_at_once() -> None:
     up = decide(policy(minReplicas=3), Look(1, pods(0)), None, T0)
     assert (up.replicas, up.reason) == (3, "minReplicas is 3: 1 → 3")
@@ -130,8 +137,8 @@ policies = st.builds(
                                                           scaleDownDelaySeconds=delay, idleSecondsToZero=idle),
     st.integers(0, 5), st.integers(0, 6), st.none() | st.integers(1, 8), st.integers(0, 600), st.integers(0, 900))
 loads = st.lists(st.builds(PodLoad, st.just("p"), st.integers(0, 12), st.integers(1, 12), st.floats(0, 2000)), max_size=8)
-looks = st.builds(lambda replicas, ps, silent, demand: Look(replicas, tuple(ps), silent, demand),
-                  st.integers(0, 12), loads, st.integers(0, 2), st.booleans())
+looks = st.builds(lambda replicas, ps, silent, demand, unready: Look(replicas, tuple(ps), silent, demand, unready),
+                  st.integers(0, 12), loads, st.integers(0, 2), st.booleans(), st.integers(0, 2))
 times = st.floats(0, 1000)
 
 
@@ -156,6 +163,7 @@ def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: f
         assert d.replicas == min(p.maxReplicas, max(need, floor)), "up: straight to what is needed"
     if d.replicas < look.replicas and look.replicas <= p.maxReplicas:
         assert not look.silent, "no scale-down while a pod's sessions are unknown"
+        assert not look.unready, "no scale-down while a pod not ready may hold sessions"
         if d.replicas == 0:
             assert look.pods and len(look.pods) >= look.replicas and not look.demand
             assert min(x.idle_seconds for x in look.pods) >= p.idleSecondsToZero and not sessions
