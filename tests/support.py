@@ -15,7 +15,7 @@ from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_o
 
 # re-exported: the tests import these from here as before
 from harness.loopback import Loopback, free_port  # noqa: F401
-from harness.speech import SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
+from harness.speech import NARROWBAND_SENTENCE, SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from speech_recognizer.usp.frames import parse_text
 from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
-from ..support import SENTENCES, Reference, ServerThread, concat, read_wav, require_tool, speak, vosk_reference
+from ..support import NARROWBAND_SENTENCE, SENTENCES, Reference, ServerThread, concat, read_wav, require_tool, speak, vosk_reference
 from ..usp.sdk import assert_same, expected, spans
 
 RATES = (8000, 11025, 22050, 44100, 48000)
@@ -52,9 +52,10 @@ def warm_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactor
 
 #: Utterances of each rate's recording. A comparison with in-process Vosk needs audio that Vosk decodes
 #: the same way every time. The small model reads 8 kHz espeak-ng speech (nothing above 4 kHz) with low
-#: confidence, and there its words after the first utterance change with what the process decoded
-#: before (seen: three transcripts of the second utterance in three processes), so at 8 kHz the
-#: recording is one utterance; at the other rates three, with silence between them.
+#: confidence, and there its words change with what the process decoded before (seen: three
+#: transcripts of the second utterance in three processes; "서울 부산 대구" alone, 3 in 18 decodes), so at
+#: 8 kHz the recording is one utterance of :data:`NARROWBAND_SENTENCE`; at the other rates three, with
+#: silence between them.
 UTTERANCES = {8000: 1, 11025: 3, 22050: 3, 44100: 3, 48000: 3}
 #: How far a word's time may be from in-process Vosk's (s). At 8 kHz even the first utterance's times move
 #: by a decoder frame (30 ms) from one in-process run to another (seen: 0.75 and 0.78 s for one word);
@@ -64,12 +65,13 @@ TOLERANCE = {8000: 0.03}
 
 @pytest.fixture(scope="module")
 def at_rate(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """The recordings, sentences 2-4 of tests.support.SENTENCES, at each rate (sox, repeatable)."""
+    """The recordings, sentences 2-4 of tests.support.SENTENCES (at 8 kHz its NARROWBAND_SENTENCE), at each rate (sox, repeatable)."""
     folder = tmp_path_factory.mktemp("rates-audio")
     parts = [speak(text, folder / f"s{i}.wav") for i, text in enumerate(SENTENCES[1:4])]
+    narrowband = [speak(NARROWBAND_SENTENCE, folder / "narrowband.wav")]
     out = {}
     for rate in RATES:
-        source = concat(parts[: UTTERANCES[rate]], folder / f"source{rate}.wav")
+        source = concat((narrowband if rate == 8000 else parts)[: UTTERANCES[rate]], folder / f"source{rate}.wav")
         out[rate] = folder / f"utterances{rate}.wav"
         subprocess.run([require_tool("sox"), "-R", str(source), "-r", str(rate), str(out[rate])], check=True)
     return out

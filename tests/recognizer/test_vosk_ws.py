@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from speech_recognizer.results import display
 
 from ..conftest import TEST_KEY
-from ..support import SENTENCES, read_wav, speak
+from ..support import NARROWBAND_SENTENCE, SENTENCES, read_wav, speak
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 
@@ -56,7 +56,7 @@ def texts(finals: list[dict]) -> list[str]:
 
 
 def test_8khz_audio_via_config(server, audio_dir: Path) -> None:
-    wav = speak(SENTENCES[0], audio_dir / "ws8k.wav", rate=8000)
+    wav = speak(NARROWBAND_SENTENCE, audio_dir / "ws8k.wav", rate=8000)
     pcm, rate, _ = read_wav(wav)
     assert rate == 8000
     got = texts(stream(f"{server.ws}/vosk?language=ko-KR", pcm, 1600, {"sample_rate": 8000}))
