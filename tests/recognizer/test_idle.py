@@ -254,4 +254,9 @@ def test_a_stream_longer_than_max_session_seconds_ends_with_its_words(short: Ser
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "MaxSessionSeconds" in closed.value.rcvd.reason and 3 <= took < 3 + 6
     heard = [t for t in texts if t]
-    assert heard and heard == utterances_ref.texts[: len(heard)], (heard, utterances_ref.texts)
+    want = utterances_ref.texts
+    assert heard and heard[:-1] == want[: len(heard) - 1], (heard, want)
+    # The cut comes on the wall clock: on a busy machine it can fall inside an utterance whose end the
+    # decoder has not reached, and that phrase ends where the audio decoded so far ends.
+    last, of = heard[-1].split(), want[len(heard) - 1].split()
+    assert last == of or last[:-1] == of[: len(last) - 1], (heard, want)
