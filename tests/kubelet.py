@@ -149,7 +149,9 @@ def _launch(plan: dict[str, Any]) -> None:
                 (root / top).symlink_to(os.readlink(f"/{top}"))
         for path in plan["host_paths"]:
             _bind(path, root / path.lstrip("/"), read_only=True)
-        (root / "tmp").mkdir(mode=0o1777)  # as in the image (the Dockerfile's /tmp), the working directory
+        # as in the image (the Dockerfile's /tmp), the working directory; it exists already when a host
+        # path lies under /tmp (a checkout there)
+        (root / "tmp").mkdir(mode=0o1777, exist_ok=True)
         os.chmod(root / "tmp", 0o1777)
     for system in ("proc", "dev", "sys"):
         _bind(f"/{system}", inside(root, system), read_only=False)
