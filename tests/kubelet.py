@@ -291,6 +291,9 @@ class Pod:
         argv = list(container.get("command") or image.entrypoint) + list(container.get("args", []))
         mounts = [{"source": str(self._sources[m["name"]]), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))}
                   for m in container.get("volumeMounts", [])]
+        hidden = [path for path in image.host_paths for m in mounts if Path(path).is_relative_to(m["target"])]
+        assert not hidden, (f"the pod mounts a volume over {hidden}, which this checkout-as-an-image is made of (a "
+                            "checkout under a pod's mount path, such as /tmp): run the tests from a clone elsewhere")
         assert self._dir is not None
         root = self._dir / "roots" / container["name"]
         root.mkdir(parents=True, exist_ok=True)
