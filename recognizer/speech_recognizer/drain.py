@@ -11,7 +11,11 @@ takes SIGTERM first (:class:`DrainingServer`):
    (:class:`DrainMiddleware`); health, metrics and the other routes go on answering;
 2. recognitions already running go on until they end by themselves, for at most
    ``Drain:Seconds`` (:data:`~speech_recognizer.contract.DRAIN_SECONDS`);
-3. then uvicorn's usual shutdown runs (what is still open at the deadline is closed with
+3. when the last one has ended, clients get up to :data:`LINGER_SECONDS` to close their
+   connections themselves: a Speech SDK app ending a continuous recognition is still taking in
+   its last turn's end when the recognition is over for the server, and a close then reaches
+   it as a canceled recognition ("Connection was closed by the remote host. Error code: 1012");
+4. then uvicorn's usual shutdown runs (what is still open at the deadline is closed with
    1012) and the process exits 0.
 
 A second SIGTERM or SIGINT (Ctrl-C again) skips the rest of the drain. ``Drain:Seconds=0``
@@ -51,6 +55,9 @@ REASON = "draining: this server is shutting down and takes no new streams; conne
 
 _WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
 _REST_PATHS = frozenset(c.RECOGNITION_PATHS)
+#: How long, once every recognition has ended, the server waits for recognition WebSockets to be closed
+#: by their clients before it closes them (within the drain's deadline).
+LINGER_SECONDS = 2.0
 
 
 class Drain:
@@ -62,6 +69,8 @@ class Drain:
         self.requests = 0
         #: Open decoding sessions (the engine's): a stream with audio in progress.
         self.sessions = sessions
+        #: Recognition WebSockets open, with or without a recognition running.
+        self.connections = 0
         self.started_at: float | None = None
 
     @property
@@ -86,6 +95,15 @@ class Drain:
             await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
         return self.running
 
+    async def linger(self, seconds: float = LINGER_SECONDS, poll: float = 0.05) -> int:
+        """Wait until clients have closed their recognition WebSockets, for at most ``seconds`` (and not
+        past the deadline); the number still open then."""
+        assert self.started_at is not None, "begin() first"
+        until = min(time.monotonic() + seconds, self.started_at + self.seconds)
+        while self.connections and time.monotonic() < until:
+            await asyncio.sleep(poll)
+        return self.connections
+
 
 def is_recognition(scope: Scope) -> bool:
     """Whether a request starts a recognition (what a drain lets finish and refuses when new)."""
@@ -109,7 +127,11 @@ class DrainMiddleware:
             await refuse(scope, receive, send)
             return
         if scope["type"] == "websocket":  # a stream counts while its decoding session is open
-            await self.app(scope, receive, send)
+            self.drain.connections += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.drain.connections -= 1
             return
         self.drain.requests += 1
         try:
@@ -178,5 +200,7 @@ class DrainingServer(uvicorn.Server):
             log.warning("drain deadline (%g s) reached with %d recognition(s) still running: closing them",
                         self.drain.seconds, left)
         else:
-            log.info("drained: every recognition ended; exiting")
+            open_ = await self.drain.linger()
+            log.info("drained: every recognition ended; exiting%s",
+                     f" ({open_} idle connection(s) closed with 1012)" if open_ else "")
         self.should_exit = True

@@ -279,3 +279,43 @@ def test_drain_seconds_is_a_bounded_setting() -> None:
         with pytest.raises(SettingsError, match=c.DRAIN_SECONDS):
             parse([f"{c.DRAIN_SECONDS}={bad}"], environ={})
     assert os.environ.get("Drain__Seconds") is None
+
+
+@pytest.mark.unit
+async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_connections() -> None:
+    """A Speech SDK app whose continuous recognition has just ended is still taking in its turn's end;
+    closing its connection then (1012) reached it as a canceled recognition (seen once in CI, in
+    test_sigterm_lets_running_streams_finish_and_refuses_new_work). So the server waits, within the
+    deadline, until the clients have closed their WebSockets, for at most LINGER_SECONDS."""
+    import asyncio
+
+    from speech_recognizer.drain import LINGER_SECONDS, Drain
+
+    assert 0 < LINGER_SECONDS <= 5
+    drain = Drain(60)
+    drain.begin()
+    assert await drain.linger() == 0, "nothing open: no wait"
+
+    drain.connections = 1
+
+    async def client_closes() -> None:
+        await asyncio.sleep(0.2)
+        drain.connections -= 1
+
+    started = time.monotonic()
+    closing = asyncio.create_task(client_closes())
+    assert await drain.linger() == 0
+    await closing
+    assert 0.15 < time.monotonic() - started < 1.0, "exits as soon as the client has closed"
+
+    drain.connections = 1  # an idle client that keeps its connection
+    started = time.monotonic()
+    assert await drain.linger(0.3) == 1
+    assert 0.25 < time.monotonic() - started < 1.0
+
+    late = Drain(0.2)
+    late.begin()
+    late.connections = 1
+    started = time.monotonic()
+    assert await late.linger(5) == 1
+    assert time.monotonic() - started < 0.5, "never past the drain's deadline"
