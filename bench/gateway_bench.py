@@ -30,12 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
-import websockets
 from websockets.asyncio.client import connect
 
 from speech_recognizer.usp.frames import parse_text
 
 from harness.clients import USP_PATH, StreamResult
+from harness.loopback import Loopback
 from harness.usp import client_audio_frame, client_text_frame
 
 from .common import CHUNK_S, LOCALE, ROOT, Audio, cpu_seconds, free_port, loadavg, percentile, server
@@ -43,17 +43,9 @@ from .suites import ROUTES, WARM_PASSES, _gather
 
 
 @dataclass
-class Gateway:
+class Gateway(Loopback):
     port: int
     proc: subprocess.Popen[str]
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def held(self) -> int:
         with urllib.request.urlopen(f"{self.http}/metrics", timeout=5) as r:

@@ -48,7 +48,7 @@ from speech_operator.reconcile import Runtime
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
 
 from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for
-from harness.loopback import free_port
+from harness.loopback import Loopback, free_port
 
 T = TypeVar("T")
 
@@ -67,21 +67,13 @@ def models_folder(root: Path, locale: str) -> Path:
 
 
 @dataclass
-class Recognizer:
+class Recognizer(Loopback):
     """``python -m speech_recognizer`` for one locale on a free loopback port."""
 
     locale: str
     process: subprocess.Popen[bytes]
     port: int
     log: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -143,7 +135,7 @@ def speech_to_text(name: str, locale: str, port: int, **spec: Any) -> dict[str, 
             "spec": {"locale": locale, "eula": "accept", "service": {"port": port}, **spec}}
 
 
-class Stack:
+class Stack(Loopback):
     """kmock, the gateway's watch and the gateway, on an event loop of their own in a thread, so that
     blocking clients (the Speech SDK, websockets' sync client) can call the gateway from the test.
 
@@ -241,15 +233,6 @@ class Stack:
         while not check():
             assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
             time.sleep(0.02)
-
-    # ---- URLs -------------------------------------------------------------------------------------
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 from speech_recognizer import contract as c
 
 from ..conftest import CHUNK
-from ..support import Reference, free_port, read_wav
+from ..support import Loopback, Reference, free_port, read_wav
 from ..usp.sdk import assert_same, config, continuous, expected, reported
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -38,7 +38,7 @@ USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 CHUNK_SECONDS = CHUNK / (2 * 16000)
 
 
-class Recognizer:
+class Recognizer(Loopback):
     """``python -m speech_recognizer`` on a free loopback port, its output in a file."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
@@ -48,14 +48,6 @@ class Recognizer:
                "Locale=ko-KR", "Warmup:Count=0", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
