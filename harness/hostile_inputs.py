@@ -17,21 +17,14 @@ from dataclasses import dataclass
 # ---- FLAC -----------------------------------------------------------------------------------
 
 
-def _crc8(data: bytes) -> int:
-    crc = 0
+def _crc(data: bytes, width: int, poly: int) -> int:
+    """The MSB-first CRC of ``width`` bits, initial value 0, no reflection, no final XOR: FLAC's frame header
+    CRC-8 (poly 0x07) and frame CRC-16 (0x8005), Ogg's page CRC-32 (0x04C11DB7)."""
+    top, mask, crc = 1 << (width - 1), (1 << width) - 1, 0
     for byte in data:
-        crc ^= byte
+        crc ^= byte << (width - 8)
         for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-def _crc16(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x8005) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+            crc = ((crc << 1) ^ poly) & mask if crc & top else (crc << 1) & mask
     return crc
 
 
@@ -69,21 +62,12 @@ def flac_bomb(frames: int = 1000, block: int = 65535, channels: int = 8, rate: i
     for n in range(frames):
         head = bytes([0xFF, 0xF8, 0x70 | _FLAC_RATE_CODES[rate], ((channels - 1) << 4) | 0x08])
         head += _utf8_number(n) + struct.pack(">H", block - 1)
-        frame = head + bytes([_crc8(head)]) + subframes
-        out += frame + struct.pack(">H", _crc16(frame))
+        frame = head + bytes([_crc(head, 8, 0x07)]) + subframes
+        out += frame + struct.pack(">H", _crc(frame, 16, 0x8005))
     return bytes(out)
 
 
 # ---- Ogg ------------------------------------------------------------------------------------
-
-
-def _ogg_crc(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc ^= byte << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
-    return crc
 
 
 def _ogg_page(packets: list[bytes], granule: int, sequence: int, flags: int = 0) -> bytes:
@@ -92,7 +76,7 @@ def _ogg_page(packets: list[bytes], granule: int, sequence: int, flags: int = 0)
         lacing += b"\xff" * (len(packet) // 255) + bytes([len(packet) % 255])
     page = bytearray(b"OggS\0" + bytes([flags]) + struct.pack("<qIII", granule, 1, sequence, 0) + bytes([len(lacing)]) + lacing)
     page += b"".join(packets)
-    struct.pack_into("<I", page, 22, _ogg_crc(bytes(page)))
+    struct.pack_into("<I", page, 22, _crc(bytes(page), 32, 0x04C11DB7))
     return bytes(page)
 
 
