@@ -1,15 +1,17 @@
-"""Issue 16 items 6 and 7 as its acceptance asks of every item: fed the hostile input, the server gives its
+"""Issue 16 items 5, 6 and 7 as its acceptance asks of every item: fed the hostile input, the server gives its
 clear answer while a normal stream, paced at 1x beside it, stays strictly real time.
 
-Item 6: a million usage records summed by three concurrent GETs; item 7: thousands of Speech SDK turns with
-8 KB request ids on one connection. Both on a real server process (``python -m speech_recognizer``), its peak
-RSS read from /proc. (tests/recognizer/test_usage.py and tests/usp/test_frames.py check the totals and the
-bounded id set themselves.)
+Item 5: 32- and 64-bit float WAV heard as the words of the 16-bit original; item 6: a million usage records
+summed by three concurrent GETs; item 7: thousands of Speech SDK turns with 8 KB request ids on one
+connection. Each on a real server process (``python -m speech_recognizer``), its peak RSS read from /proc.
+(tests/recognizer/test_encodings.py, test_usage.py and tests/usp/test_frames.py check every encoding, the
+totals and the bounded id set themselves.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +23,7 @@ from websockets.asyncio.client import connect
 from speech_recognizer.usp.frames import parse_text
 
 from harness.clients import USP_PATH
-from harness.speech import Audio, make_audio
+from harness.speech import Audio, make_audio, require_tool
 from harness.usp import client_audio_frame, client_text_frame
 
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
@@ -73,4 +75,21 @@ def test_thousands_of_turns_with_long_ids_on_one_connection_beside_a_stream(stre
         assert ended == TURNS, ended
         sent_mb = TURNS * ID_BYTES * 2 / 1e6
         assert rss.growth_mb < RSS_ALLOWANCE_MB, f"+{rss.growth_mb:.0f} MB over {TURNS} turns ({sent_mb:.0f} MB of ids sent, {took:.1f} s)"
+        assert_strict(stream, stream_audio.seconds)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_float_wav_beside_a_stream(stream_audio: Audio, speech_wav: Path, tmp_path: Path, bits: int) -> None:
+    """Item 5: 32- and 64-bit IEEE float WAV (sox) give the 16-bit original's words, not InitialSilenceTimeout."""
+    floats = tmp_path / f"float{bits}.wav"
+    subprocess.run([require_tool("sox"), "-R", str(speech_wav), "-e", "floating-point", "-b", str(bits), str(floats)], check=True)
+    rest = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+    wav = {"Content-Type": "audio/wav"}
+    with real_server_for(stream_audio) as srv:
+        original = httpx.post(f"{srv.http}{rest}", content=speech_wav.read_bytes(), headers=wav, timeout=60).json()
+        with paced_stream(srv, stream_audio) as stream:
+            time.sleep(1.0)
+            r = httpx.post(f"{srv.http}{rest}", content=floats.read_bytes(), headers=wav, timeout=60)
+        assert r.status_code == 200, r.text
+        assert (r.json()["RecognitionStatus"], r.json()["DisplayText"]) == ("Success", original["DisplayText"])
         assert_strict(stream, stream_audio.seconds)
