@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__, heap
 from .serving import listening_socket, server_options
@@ -66,6 +67,20 @@ def quiet_when_stdout_closes(entry: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+def end_now(status: int) -> NoReturn:
+    """End the process with ``status`` at once, its output flushed, skipping the interpreter's teardown.
+
+    For a program whose work is done and written (the file transcriber): the teardown would
+    free the model and its recognizers allocation by allocation and join idle decoder
+    threads: time spent on nothing, which the kernel does at once when the
+    process ends (the transcriber's throughput, docs/benchmarks.md). A flush that finds the
+    reader gone raises BrokenPipeError as any write would.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 @quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> int:
     """Parse settings, then download a model, or serve."""
@@ -74,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["transcribe"]:
         from .transcriber import main as transcribe
 
-        return transcribe(args[1:])
+        status = transcribe(args[1:])
+        if argv is None:  # the program itself (console script, python -m): its work is done
+            end_now(status)
+        return status
     if any(a in ("-h", "--help", "help") for a in args):
         print(USAGE)
         return 0

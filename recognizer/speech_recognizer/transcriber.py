@@ -8,9 +8,10 @@ instead. Either way the output is what the REST route answers for the file: ``tx
 ``vtt`` its subtitles (:mod:`.subtitles`).
 
 Files are given as paths, folders (every audio file below, by suffix) or globs (``'**/*.wav'``,
-for shells that do not expand them). They are transcribed ``--jobs`` at a time; each gets a
-progress bar on a terminal (none when stderr is not one), and a file that fails is reported
-on one line without stopping the others; the exit status is 1 when any failed.
+for shells that do not expand them). They are transcribed ``--jobs`` at a time, the longest
+first (:func:`start_order`); each gets a progress bar on a terminal (none when stderr is not
+one), and a file that fails is reported on one line without stopping the others; the exit
+status is 1 when any failed.
 """
 
 from __future__ import annotations
@@ -236,42 +237,65 @@ class Bar:
             self._bar.close()
 
 
-async def run(files: Sequence[Path], backend: InProcess | Remote, fmt: str, profanity: Any, jobs: int,
-              out_dir: Path | None, stdout: TextIO, stderr: TextIO) -> int:
-    """Transcribe ``files`` ``jobs`` at a time; write each in order as it is ready; returns how many failed."""
+def start_order(files: Sequence[Path]) -> list[Path]:
+    """``files`` in the order to start them: the longest first (LPT scheduling).
+
+    A batch then ends on its shortest files, so no job sits idle while another works through
+    a long one it took last. Durations come from the headers (soundfile); a file whose header
+    cannot be read counts as 0 s and starts last (its decoding says why it fails). Ties keep
+    the order given.
+    """
+    import soundfile
+
+    def seconds(path: Path) -> float:
+        try:
+            return float(soundfile.info(str(path)).duration)
+        except Exception:  # noqa: BLE001 - any unreadable header only moves the file to the end
+            return 0.0
+
+    return sorted(files, key=seconds, reverse=True)
+
+
+async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess | Remote, fmt: str, profanity: Any,
+              jobs: int, out_dir: Path | None, stdout: TextIO, stderr: TextIO) -> int:
+    """Transcribe ``files`` ``jobs`` at a time, started in ``order``; returns how many failed.
+
+    Each transcript goes to ``out_dir`` as soon as it is done, or to stdout in the order of
+    ``files``; a file that fails is one line on stderr as soon as it fails.
+    """
     slots = asyncio.Queue[int]()
     for slot in range(jobs):
         slots.put_nowait(slot)
 
-    async def one(path: Path) -> str:
+    async def one(path: Path) -> tuple[Path, str | None]:
         slot = await slots.get()
         bar = Bar(path.name, slot, stderr)
         try:
-            return await backend.transcribe(path, fmt, profanity, bar)
+            return path, await backend.transcribe(path, fmt, profanity, bar)
+        except FileError as exc:
+            print(f"speech-recognizer transcribe: {path}: {exc}", file=stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - one file's failure does not stop the batch
+            print(f"speech-recognizer transcribe: {path}: {type(exc).__name__}: {exc}", file=stderr, flush=True)
         finally:
             bar.close()
             slots.put_nowait(slot)
+        return path, None
 
     names = output_names(files, fmt)
-    tasks = [asyncio.ensure_future(one(path)) for path in files]
+    tasks = {path: asyncio.ensure_future(one(path)) for path in order}  # they take the slots in this order
     failed = 0
     try:
-        for path, task in zip(files, tasks, strict=True):
-            try:
-                text = await task
-            except FileError as exc:
+        finished = asyncio.as_completed(tasks.values()) if out_dir is not None else (tasks[path] for path in files)
+        for task in finished:
+            path, text = await task
+            if text is None:
                 failed += 1
-                print(f"speech-recognizer transcribe: {path}: {exc}", file=stderr, flush=True)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one file's failure does not stop the batch
-                failed += 1
-                print(f"speech-recognizer transcribe: {path}: {type(exc).__name__}: {exc}", file=stderr, flush=True)
                 continue
             _write(path, text, fmt, out_dir / names[path] if out_dir is not None else None, stdout, several=len(files) > 1)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for pending in tasks.values():
+            pending.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
     return failed
 
 
@@ -349,8 +373,10 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
         else:
             backend = InProcess(args.models, args.language, args.jobs, args.max_seconds)
         try:
-            await backend.start()
-            return await run(files, backend, args.format, profanity, args.jobs, args.output_dir, stdout, stderr)
+            starting = asyncio.ensure_future(backend.start())  # the model loads while the headers are read
+            order = await asyncio.to_thread(start_order, files)
+            await starting
+            return await run(files, order, backend, args.format, profanity, args.jobs, args.output_dir, stdout, stderr)
         finally:
             backend.close()
             if isinstance(backend, Remote):
@@ -358,6 +384,8 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
 
     try:
         failed = asyncio.run(go()) if files else 0
+    except BrokenPipeError:  # the reader of stdout left (``| head``): the batch ends as ``cat`` does (cli)
+        raise
     except (ModelError, OSError) as exc:
         print(f"speech-recognizer transcribe: {exc}", file=stderr)
         return 2

@@ -3,6 +3,7 @@ and against a real server on loopback, on the real ko-KR model."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import io
 import json
@@ -17,6 +18,7 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
 import srt
 
 from speech_recognizer import transcriber
@@ -132,3 +134,64 @@ def test_arguments_and_models_that_cannot_work_are_one_line_each(speech_wav: Pat
     assert "no model for xx-XX" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
     out, err = io.StringIO(), io.StringIO()
     assert transcriber.main(["--jobs", "0", "x.wav"], stdout=out, stderr=err) == 2
+
+
+def _silence(path: Path, seconds: float) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(int(32000 * seconds)))
+    return path
+
+
+@pytest.mark.unit
+def test_files_start_longest_first_and_unreadable_ones_last(tmp_path: Path) -> None:
+    short, long_, middle, twin = (_silence(tmp_path / f"{n}.wav", s) for n, s in (("short", 1), ("long", 3), ("middle", 2), ("twin", 2)))
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert transcriber.start_order([broken, short, long_, middle, twin]) == [long_, middle, twin, short, broken]
+
+
+class _Recorded:
+    """A stand-in backend that records the order files start in (the scheduling under test needs no model)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def transcribe(self, path: Path, fmt: str, profanity: object, progress: object) -> str:
+        self.started.append(path.name)
+        await asyncio.sleep(0.01 * len(self.started))
+        if path.name == "bad.wav":
+            raise transcriber.FileError("not audio")
+        return f"text of {path.stem}"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("to_folder", [False, True])
+def test_a_batch_starts_in_the_order_given_and_writes_in_the_files_order(tmp_path: Path, to_folder: bool) -> None:
+    files = [tmp_path / n for n in ("a.wav", "bad.wav", "c.wav", "d.wav")]
+    order = [files[3], files[1], files[0], files[2]]
+    backend, out, err = _Recorded(), io.StringIO(), io.StringIO()
+    out_dir = tmp_path / "out" if to_folder else None
+    failed = asyncio.run(transcriber.run(files, order, backend, "txt", None, 2, out_dir, out, err))  # type: ignore[arg-type]
+    assert failed == 1
+    assert backend.started == ["d.wav", "bad.wav", "a.wav", "c.wav"], "jobs take the files in the order given to run"
+    assert err.getvalue() == f"speech-recognizer transcribe: {files[1]}: not audio\n"
+    if to_folder:
+        assert out.getvalue() == ""
+        assert sorted(p.name for p in out_dir.iterdir()) == ["a.txt", "c.txt", "d.txt"]  # type: ignore[union-attr]
+        assert (out_dir / "d.txt").read_text() == "text of d\n"  # type: ignore[operator]
+    else:
+        assert [line for line in out.getvalue().splitlines() if line.startswith("==>")] == [
+            f"==> {files[0]} <==", f"==> {files[2]} <==", f"==> {files[3]} <=="], "stdout keeps the order of the files"
+
+
+def test_a_reader_that_leaves_ends_the_batch_quietly(speech_wav: Path, utterances_wav: Path) -> None:
+    """``transcribe … | head -c 0``: as ``cat`` does, the status of SIGPIPE (141) and nothing on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "speech_recognizer", "transcribe", str(speech_wav), str(utterances_wav)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the first transcript
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 141, err
+    assert err == b""
