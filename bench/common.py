@@ -42,11 +42,15 @@ RATES = (16000, 8000, 44100)
 def make_voices(workdir: Path, n: int, rates: tuple[int, ...] = (16000,)) -> list[Audio]:
     """``n`` different recordings, each four of :data:`OTHER_SENTENCES` (none of the bench audio's) in a voice
     and at a speed of its own, at the sample rates of ``rates`` in turn, with 1.5 s of silence around each
-    sentence (12-16 s each). Made with espeak-ng and ``sox -R``: the same every run."""
+    sentence (about 12-19 s each). Made with espeak-ng and ``sox -R``: the same every run.
+
+    Voices and sentence picks repeat every 16 recordings; each further 16 speak 12 words a minute
+    faster, so that recording ``i + 16`` is not recording ``i`` again."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
-        voice, wpm = VOICES[i % len(VOICES)]
+        voice, base_wpm = VOICES[i % len(VOICES)]
+        wpm = str(int(base_wpm) + 12 * (i // 16))
         rate = rates[i % len(rates)]
         picks = [OTHER_SENTENCES[(3 * i + k) % len(OTHER_SENTENCES)] for k in range(4)]
         parts = [speak(s, workdir / f"v{i}s{k}.wav", voice=voice, wpm=wpm, rate=rate) for k, s in enumerate(picks)]

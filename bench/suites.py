@@ -461,68 +461,100 @@ def allocator(audio: Audio, ns: list[int], pairs: int) -> dict[str, object]:
 
 
 def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
-    """``speech-recognizer transcribe`` (in-process, ``--jobs cores``) vs the REST route on the same ``files_n`` files.
+    """``speech-recognizer transcribe`` (in-process, ``--jobs cores``) vs the REST route on the same ``files_n`` files (A).
 
     The files are different recordings (:func:`make_voices`: other sentences, voices and speeds
     than the warm-up's), so neither side has decoded them before. The REST side posts every file
-    to a running server (started and warmed as by default), ``cores`` at a time as the transcriber's
-    jobs; the transcriber side is the whole command as a user runs it, its start (Python, the
-    model's load) and its recognizers' first utterances included. ``startup_s`` is the same command
-    on 1 s of silence, so ``transcriber_steady_ratio`` leaves the start out. The sides take turns
-    going first; medians over ``rounds`` rounds, each with a fresh server.
+    in the order given to a running server (started and warmed as by default), ``cores`` at a
+    time as the transcriber's jobs; the transcriber side is the whole command as a user runs it,
+    its start (Python, the model's load) and its recognizers' first utterances included:
+    ``transcriber_ratio``. Three more comparisons, one per starting point a user may be at:
+
+    - a server is running: the user gives the transcriber ``--server`` (``remote_ratio``: REST
+      over that command on A, its start included);
+    - both started (warm against warm): a second batch of as many other recordings (B) goes to
+      the same server, and the transcriber runs A and B together; what B adds to its time is its
+      throughput once started (``warm_ratio``: REST on B over that);
+    - nothing running (cold against cold): the server's start to ``/ready`` (start-up warm-up
+      included) plus REST on A, over the transcriber on A (``cold_ratio``).
+
+    The sides take turns going first; medians over ``rounds`` rounds, each with a fresh server.
     """
     work = Path(tempfile.mkdtemp(prefix="bench-transcriber-"))
-    files = [a.path for a in make_voices(work, files_n)]
-    total = 0.0
-    for path in files:
-        with wave.open(str(path)) as w:
-            total += w.getnframes() / w.getframerate()
-    silence = work / "silence.wav"
-    with wave.open(str(silence), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(32000))
+    recordings = [a.path for a in make_voices(work, 2 * files_n)]
+    files, more = recordings[:files_n], recordings[files_n:]
+
+    def seconds(paths: list[Path]) -> float:
+        total = 0.0
+        for path in paths:
+            with wave.open(str(path)) as w:
+                total += w.getnframes() / w.getframerate()
+        return total
+
+    total, more_total = seconds(files), seconds(more)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{os.environ.get('PYTHONPATH', '')}"}
 
-    def transcribe(paths: list[Path]) -> float:
+    def transcribe(paths: list[Path], *options: str) -> float:
+        shutil.rmtree(work / "out", ignore_errors=True)
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "speech_recognizer", "transcribe", "--jobs", str(cores), "--output-dir",
-                        str(work / "out"), *map(str, paths)], check=True, env=env, stdin=subprocess.DEVNULL,
+                        str(work / "out"), *options, *map(str, paths)], check=True, env=env, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.monotonic() - t0
 
     url = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+
+    async def post_all(base: str, batch: list[Path]) -> float:
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            queue = list(batch)
+            t0 = time.monotonic()
+
+            async def one() -> None:
+                while queue:
+                    r = await client.post(url, content=queue.pop(0).read_bytes(), headers={"Content-Type": "audio/wav"})
+                    assert r.status_code == 200, r.text
+            await asyncio.gather(*(one() for _ in range(cores)))
+            return time.monotonic() - t0
+
+    def rest() -> dict[str, float]:
+        t0 = time.monotonic()
+        with server(f"DecoderMaxCount={cores * 4}") as srv:
+            start_s = time.monotonic() - t0
+            return {"server_start_s": start_s, "rest_s": asyncio.run(post_all(srv.http, files)),
+                    "rest_more_s": asyncio.run(post_all(srv.http, more))}
+
+    def remote() -> dict[str, float]:  # a server of its own: one that decoded these files already would flatter it
+        with server(f"DecoderMaxCount={cores * 4}") as srv:
+            return {"remote_s": transcribe(files, "--server", srv.http, "--language", "ko-KR")}
+
+    def in_process() -> dict[str, float]:
+        return {"transcriber_s": transcribe(files), "transcriber_both_s": transcribe(files + more)}
+
     runs: list[dict[str, float]] = []
     for k in range(rounds):
-        with server(f"DecoderMaxCount={cores * 4}") as srv:
-
-            async def post_all() -> float:
-                async with httpx.AsyncClient(base_url=srv.http, timeout=600) as client:
-                    queue = list(files)
-                    t0 = time.monotonic()
-
-                    async def one() -> None:
-                        while queue:
-                            r = await client.post(url, content=queue.pop(0).read_bytes(), headers={"Content-Type": "audio/wav"})
-                            assert r.status_code == 200, r.text
-                    await asyncio.gather(*(one() for _ in range(cores)))
-                    return time.monotonic() - t0
-
-            if k % 2 == 0:
-                rest_s, cli_s = asyncio.run(post_all()), transcribe(files)
-            else:
-                cli_s, rest_s = transcribe(files), asyncio.run(post_all())
-        startup = transcribe([silence])
-        runs.append({"rest_s": round(rest_s, 3), "transcriber_s": round(cli_s, 3), "startup_s": round(startup, 3)})
+        sides = (rest, remote, in_process) if k % 2 == 0 else (in_process, remote, rest)
+        runs.append({key: round(value, 3) for side in sides for key, value in side().items()})
         print(f"   round {k + 1}/{rounds}: {runs[-1]}, load {loadavg()}", flush=True)
-    rest_s = statistics.median(r["rest_s"] for r in runs)
-    cli_s = statistics.median(r["transcriber_s"] for r in runs)
-    startup = statistics.median(r["startup_s"] for r in runs)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    rest_s, cli_s, start_s = median("rest_s"), median("transcriber_s"), median("server_start_s")
+    warm = [r["rest_more_s"] / (r["transcriber_both_s"] - r["transcriber_s"]) for r in runs]
+    added = median("transcriber_both_s") - cli_s
     row = {"files": files_n, "audio_s": round(total, 1), "jobs": cores, "rounds": rounds,
            "rest_audio_s_per_s": round(total / rest_s, 2), "transcriber_audio_s_per_s": round(total / cli_s, 2),
-           "transcriber_ratio": round(rest_s / cli_s, 3), "startup_s": round(startup, 2),
-           "transcriber_steady_ratio": round(rest_s / max(cli_s - startup, 1e-6), 3)}
+           "transcriber_ratio": round(rest_s / cli_s, 3),
+           "more_audio_s": round(more_total, 1), "rest_more_audio_s_per_s": round(more_total / median("rest_more_s"), 2),
+           "transcriber_added_audio_s_per_s": round(more_total / added, 2), "warm_ratio": round(statistics.median(warm), 3),
+           "server_start_s": round(start_s, 2), "cold_ratio": round((start_s + rest_s) / cli_s, 3),
+           "remote_ratio": round(rest_s / median("remote_s"), 3)}
     print("  ", row, flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return {"rows": [row], "runs": runs,
             "baseline": "different recordings neither side decoded before; the REST route on a running server (default start-up "
                         "warm-up), as many requests at once as the transcriber's --jobs; the transcriber as a user runs it "
-                        "(start-up and its recognizers' first utterances included; steady: less the start-up)"}
+                        "(start-up and its recognizers' first utterances included). warm: what a second batch of as many other "
+                        "recordings adds to the transcriber's time, against REST on that batch; cold: the server's start to "
+                        "/ready plus REST, against the transcriber; remote: REST against the transcriber with --server "
+                        "on a server of its own, started alike"}
