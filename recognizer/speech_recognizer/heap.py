@@ -71,9 +71,9 @@ class HeapTrimmer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last = float("-inf")
-        #: Trims done, and the seconds the last one took.
+        #: Trims done, and the seconds they took in all (/metrics).
         self.count = 0
-        self.last_seconds = 0.0
+        self.seconds = 0.0
 
     def request(self) -> None:
         """Ask for a trim soon; returns at once."""
@@ -98,7 +98,7 @@ class HeapTrimmer:
         finally:
             self._last = time.monotonic()
         self.count += 1
-        self.last_seconds = self._last - started
+        self.seconds += self._last - started
         return released
 
     def _run(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from . import heap
 from .engine import SessionRecord
 from .pool import WarmPool
 
@@ -42,6 +43,7 @@ class Metrics:
             ["route", "reason"],
             registry=self.registry,
         )
+        self.registry.register(_HeapCollector(heap.TRIMMER))
 
     def succeeded(self, route: str) -> None:
         self.requests.labels(route, "200").inc()
@@ -85,3 +87,14 @@ class _PoolCollector:
             "speech_recognizers_replaced", "Retired recognizers replaced by one warmed in the background", value=p.replaced
         )
         yield GaugeMetricFamily("speech_recognizers_idle", "Warm recognizers idle in the pool", value=len(p))
+
+
+class _HeapCollector:
+    """The process's heap trims (:mod:`.heap`): memory given back to the system after recognizers are dropped."""
+
+    def __init__(self, trimmer: heap.HeapTrimmer) -> None:
+        self.trimmer = trimmer
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("speech_heap_trims", "Heap trims (malloc_trim) after recognizers were dropped", value=self.trimmer.count)
+        yield CounterMetricFamily("speech_heap_trim_seconds", "Seconds spent trimming the heap, on its own thread", value=self.trimmer.seconds)

@@ -365,7 +365,7 @@ def test_heap_trimmer_coalesces_requests_and_rate_limits() -> None:
     assert calls[1] - calls[0] >= 0.29
     # the real one: glibc here (without malloc_trim, trim_now would count nothing)
     real = heap.HeapTrimmer()
-    assert real.trim_now() in (True, False) and real.count == 1
+    assert real.trim_now() in (True, False) and real.count == 1 and real.seconds > 0
 
 
 #: Frees 200 small blocks (more than glibc's per-thread cache keeps) and prints how many sit in fastbins.

@@ -289,7 +289,7 @@ def test_warm_pool_metrics(fresh: App, speech_wav: Path) -> None:
     after = scrape(fresh.http)
     assert sum(after[k] for k in started) == sum(before[k] for k in started) + 1
     for name in ("speech_recognizers_retired_total", "speech_recognizers_replaced_total", "speech_recognizer_handovers_total",
-                 "speech_recognizers_idle"):
+                 "speech_recognizers_idle", "speech_heap_trims_total", "speech_heap_trim_seconds_total"):
         assert (name, ()) in after, name
 
 
