@@ -5,11 +5,20 @@ the audio's format (the REST route, before it reads the body), and hands the
 :class:`Reservation` to the session it opens; the session gives it back at its
 end. Refusing at once (:class:`Busy`) keeps the admitted streams real time,
 where queueing would make every stream late. Used on the event loop only.
+
+A recognition WebSocket takes its decoder only at its first audio (vosk's after
+its optional config, a Speech SDK turn's at its first audio frame), so the
+admission also counts the recognition connections open (:meth:`Admission.connection`,
+held by :class:`~speech_recognizer.drain.DrainMiddleware` from the upgrade to the end
+of the route's handler): the server is not idle while a client is connected, about to
+speak. Both are what ``GET /sessions`` reports to the operator's autoscaling.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from .errors import BUSY, Failure
@@ -39,8 +48,7 @@ class Reservation:
         admission, self._admission = self._admission, None
         if admission is not None:
             admission.active -= 1
-            if admission.active == 0:
-                admission.idle_since = time.monotonic()
+            admission.idle_since = time.monotonic()
 
     def __enter__(self) -> Reservation:
         return self
@@ -50,7 +58,7 @@ class Reservation:
 
 
 class Admission:
-    """Counts the decoders held against ``limit``."""
+    """Counts the decoders held against ``limit``, and the recognition connections open."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -58,7 +66,9 @@ class Admission:
         self.active = 0
         #: Recognitions admitted since the start.
         self.admitted = 0
-        #: When the last decoder held was given back (monotonic), else the start.
+        #: Recognition WebSockets open now, with or without a decoder (:meth:`connection`).
+        self.connections = 0
+        #: When a decoder was last given back or a connection last ended (monotonic), else the start.
         self.idle_since = time.monotonic()
 
     def reserve(self) -> Reservation:
@@ -69,6 +79,18 @@ class Admission:
         self.admitted += 1
         return Reservation(self)
 
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        """One recognition WebSocket open for as long as the ``with`` lasts (however it ends: a close,
+        a client gone without one, a refusal)."""
+        self.connections += 1
+        try:
+            yield
+        finally:
+            self.connections -= 1
+            self.idle_since = time.monotonic()
+
     def idle_seconds(self) -> float:
-        """Seconds since a decoder was last held (0 while one is): how long this server has had no work."""
-        return 0.0 if self.active else time.monotonic() - self.idle_since
+        """Seconds since the last decoder held or connection open went (0 while one is): how long this
+        server has had no work and no client about to bring some."""
+        return 0.0 if self.active or self.connections else time.monotonic() - self.idle_since

@@ -39,7 +39,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     engine = Engine(registry, settings.decoder_max_count, on_session_end)
     metrics.watch_pool(engine.pool)
     warmup = WarmupState()
-    drain = Drain(settings.drain_seconds, lambda: engine.active)
+    drain = Drain(settings.drain_seconds, engine.admission)
 
     async def start() -> None:
         await registry.load_wanted()

@@ -41,6 +41,7 @@ from typing import Any
 import uvicorn
 
 from . import contract as c
+from .admission import Admission
 from .errors import DRAINING, Failure, close_args, http_response, observe
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,13 @@ LINGER_SECONDS = 2.0
 class Drain:
     """Whether new work is refused, and how much is still running."""
 
-    def __init__(self, seconds: float, sessions: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, seconds: float, admission: Admission) -> None:
         self.seconds = seconds
         #: REST recognitions in flight (their upload included).
         self.requests = 0
-        #: Open decoding sessions (the engine's): a stream with audio in progress.
-        self.sessions = sessions
-        #: Recognition WebSockets open, with or without a recognition running.
-        self.connections = 0
+        #: The engine's: its open decoding sessions (a stream with audio in progress), and the
+        #: recognition WebSockets open, with or without a recognition running.
+        self.admission = admission
         self.started_at: float | None = None
 
     @property
@@ -80,7 +80,12 @@ class Drain:
     @property
     def running(self) -> int:
         """Recognitions running: REST requests in flight and streams with a decoding session open."""
-        return self.requests + self.sessions()
+        return self.requests + self.admission.active
+
+    @property
+    def connections(self) -> int:
+        """Recognition WebSockets open, with or without a recognition running."""
+        return self.admission.connections
 
     def begin(self) -> None:
         """Refuse new work from now on (only sets a flag: it runs in a signal handler)."""
@@ -113,7 +118,7 @@ def is_recognition(scope: Scope) -> bool:
 
 
 class DrainMiddleware:
-    """Counts recognitions in flight and, while the server drains, refuses new ones."""
+    """Counts recognitions in flight and recognition WebSockets open and, while the server drains, refuses new ones."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], drain: Drain) -> None:
         self.app = app
@@ -126,12 +131,9 @@ class DrainMiddleware:
         if self.drain.draining:
             await refuse(scope, receive, send)
             return
-        if scope["type"] == "websocket":  # a stream counts while its decoding session is open
-            self.drain.connections += 1
-            try:
+        if scope["type"] == "websocket":  # a connection counts from its upgrade to its end, however it ends
+            with self.drain.admission.connection():
                 await self.app(scope, receive, send)
-            finally:
-                self.drain.connections -= 1
             return
         self.drain.requests += 1
         try:

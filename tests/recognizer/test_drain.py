@@ -281,18 +281,19 @@ async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_co
     deadline, until the clients have closed their WebSockets, for at most LINGER_SECONDS."""
     import asyncio
 
+    from speech_recognizer.admission import Admission
     from speech_recognizer.drain import LINGER_SECONDS, Drain
 
     assert 0 < LINGER_SECONDS <= 5
-    drain = Drain(60)
+    drain = Drain(60, Admission(1))
     drain.begin()
     assert await drain.linger() == 0, "nothing open: no wait"
 
-    drain.connections = 1
+    drain.admission.connections = 1
 
     async def client_closes() -> None:
         await asyncio.sleep(0.2)
-        drain.connections -= 1
+        drain.admission.connections -= 1
 
     started = time.monotonic()
     closing = asyncio.create_task(client_closes())
@@ -300,14 +301,14 @@ async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_co
     await closing
     assert 0.15 < time.monotonic() - started < 1.0, "exits as soon as the client has closed"
 
-    drain.connections = 1  # an idle client that keeps its connection
+    drain.admission.connections = 1  # an idle client that keeps its connection
     started = time.monotonic()
     assert await drain.linger(0.3) == 1
     assert 0.25 < time.monotonic() - started < 1.0
 
-    late = Drain(0.2)
+    late = Drain(0.2, Admission(1))
     late.begin()
-    late.connections = 1
+    late.admission.connections = 1
     started = time.monotonic()
     assert await late.linger(5) == 1
     assert time.monotonic() - started < 0.5, "never past the drain's deadline"

@@ -310,7 +310,9 @@ def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
 
 
 def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
-    """What the operator's autoscaling reads: sessions now, decoders in all, seconds without work."""
+    """What the operator's autoscaling reads: sessions now, clients connected, decoders in all, seconds
+    without work; the answer has the fields its description in the reference lists, all of them.
+    (A client connected before its first audio: tests/recognizer/test_open_connections.py.)"""
     app = create_app(make_settings(tmp_path, "DecoderMaxCount=4"), registry)
     pcm, _, _ = read_wav(speech_wav)
     with ServerThread(app) as srv:
@@ -318,14 +320,15 @@ def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: M
             return httpx.get(f"{srv.http}{c.ROUTE_SESSIONS}", timeout=10).json()
 
         idle = sessions()
-        assert (idle["sessions"], idle["decoders"], idle["admitted"], idle["draining"]) == (0, 4, 0, False)
+        assert set(idle) == set(service_routes.SESSIONS_SCHEMA["properties"]) == set(service_routes.SESSIONS_SCHEMA["required"])
+        assert (idle["sessions"], idle["connections"], idle["decoders"], idle["admitted"], idle["draining"]) == (0, 0, 4, 0, False)
         time.sleep(0.3)
         assert sessions()["idleSeconds"] >= idle["idleSeconds"] + 0.2, "idle time grows from the start"
         with connect(f"{srv.ws}/vosk?language=ko-KR") as ws:
             ws.send(pcm[:3200])
             ws.recv()
             busy = sessions()
-            assert (busy["sessions"], busy["idleSeconds"], busy["admitted"]) == (1, 0, 1)
+            assert (busy["sessions"], busy["connections"], busy["idleSeconds"], busy["admitted"]) == (1, 1, 0, 1)
             ws.send('{"eof" : 1}')
             ws.recv()
         deadline = time.monotonic() + 10
@@ -334,7 +337,8 @@ def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: M
             time.sleep(0.05)
         assert after["admitted"] == 1 and after["idleSeconds"] < 2, "idle again, counted from the session's end"
         assert recognize(srv.http, speech_wav).status_code == 200
-        assert sessions()["admitted"] == 2, "a REST recognition is a session too"
+        again = sessions()
+        assert (again["admitted"], again["connections"]) == (2, 0), "a REST recognition is a session too, not a connection"
 
 
 # ---- usage records ----------------------------------------------------------------
