@@ -270,7 +270,7 @@ class AutoscalingSpec(_Model):
     scaleDownDelaySeconds: Annotated[int, Field(ge=0, le=86400)] = 300
     """How long fewer pods must have been enough before the operator removes any."""
     idleSecondsToZero: Annotated[int, Field(ge=0, le=604800)] = 600
-    """With minReplicas 0: how long a locale must have had no session before it goes to zero pods."""
+    """With minReplicas 0: how long a locale must have had no session and no client connected before it goes to zero pods."""
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:

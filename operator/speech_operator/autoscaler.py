@@ -3,13 +3,15 @@
 Every ``SPEECH_OPERATOR_AUTOSCALE_SECONDS`` (and at once when the gateway asks for a locale at zero
 pods) the operator lists the SpeechToText's pods from the API, asks each running one
 ``GET /sessions`` on its pod IP (so the operator needs network reach to the recognizer pods, port
-5000: a NetworkPolicy must let it in): the ready ones' sessions are the load; a pod not ready that
-holds sessions or does not answer stops any scale-down (the ReplicaSet would remove it first). It hands what it saw to :func:`speech_operator.scaling.decide`.
+5000: a NetworkPolicy must let it in): the ready ones' sessions are the load, and a pod with sessions
+or clients connected (``connections``: before their first audio, or between recognitions) is busy; a
+pod not ready that is busy or does not answer stops any scale-down (the ReplicaSet would remove it
+first). It hands what it saw to :func:`speech_operator.scaling.decide`.
 The decision becomes ``status.autoscaling`` and the Deployment's replicas in one reconcile
 (:func:`speech_operator.reconcile.reconcile`), one Event per change. Before fewer replicas are
-applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions, so the
-Deployment removes idle pods first; a pod removed with streams still drains them (its preStop
-hook and ``spec.drainSeconds``).
+applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions and
+connections, so the Deployment removes idle pods first; a pod removed with streams still drains
+them (its preStop hook and ``spec.drainSeconds``).
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any
 async def _read(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad:
     async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
         body = await resp.json()
+    # ``connections``: 0 from a recognizer older than the field (its idleSeconds ran with clients connected).
     return scaling.PodLoad(pod["metadata"]["name"], int(body["sessions"]), int(body["decoders"]),
-                           float(body["idleSeconds"]), int(body["admitted"]))
+                           float(body["idleSeconds"]), int(body["admitted"]), int(body.get("connections", 0)))
 
 
 #: What a pod that does not answer ``GET /sessions`` as a recognizer does raises.
@@ -97,11 +100,11 @@ async def load_of(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scalin
 
 
 async def may_hold_sessions(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> bool:
-    """Whether a running pod that is not ready may hold sessions: it reports some, or it does not
-    answer (slow or odd: unknown is not idle). A refused connection means nothing runs there
-    (a pod still starting, or restarting): no session."""
+    """Whether a running pod that is not ready may hold sessions: it reports some (or clients
+    connected), or it does not answer (slow or odd: unknown is not idle). A refused connection
+    means nothing runs there (a pod still starting, or restarting): no session."""
     try:
-        return (await _read(http, pod)).sessions > 0
+        return (await _read(http, pod)).busy
     except aiohttp.ClientConnectorError:
         return False
     except _UNANSWERED as exc:
@@ -116,10 +119,10 @@ def waiting(stt: api.SpeechToText, current: int, loads: tuple[scaling.PodLoad, .
 
     At zero pods: asked after the autoscaler last went to zero (an older request was served, or
     will be asked for again: the gateway asks again while it holds one). With pods: no pod has
-    worked since it asked (a session now, or one that ended after the ask). A pod just woken for a
-    held request has served nothing yet and reports a long idle time (its idle clock runs while it
-    loads its model), so without this its first look could send it back to zero while the gateway
-    forwards the request to it. Silent pods have not worked, as far as anyone knows.
+    worked since it asked (a session or a client connected now, or one that ended after the ask). A
+    pod just woken for a held request has served nothing yet and reports a long idle time (its idle
+    clock runs while it loads its model), so without this its first look could send it back to zero
+    while the gateway forwards the request to it. Silent pods have not worked, as far as anyone knows.
     """
     status = stt.status
     if status is None or status.demand is None:
@@ -131,7 +134,7 @@ def waiting(stt: api.SpeechToText, current: int, loads: tuple[scaling.PodLoad, .
         last = status.autoscaling.lastDecision if status.autoscaling else None
         went_to_zero = _time(last.time) if last is not None and last.replicas == 0 else None
         return went_to_zero is None or asked > went_to_zero
-    return not any(load.sessions > 0 or (load.admitted > 0 and now - load.idle_seconds >= asked) for load in loads)
+    return not any(load.busy or (load.admitted > 0 and now - load.idle_seconds >= asked) for load in loads)
 
 
 class Autoscaler:
@@ -212,11 +215,11 @@ class Autoscaler:
             lowerSince=_stamp(decision.lower_since) if decision.lower_since is not None else None, lastDecision=last)
 
     async def mark_deletion_costs(self, pods: list[dict[str, Any]], loads: tuple[scaling.PodLoad, ...]) -> None:
-        """Each ready pod's deletion cost is its sessions: the ReplicaSet removes idle pods first."""
-        sessions = {load.name: load.sessions for load in loads}
+        """Each ready pod's deletion cost is its sessions and connections: the ReplicaSet removes idle pods first."""
+        held = {load.name: load.sessions + load.connections for load in loads}
         for pod in pods:
             meta = pod["metadata"]
-            cost = str(sessions.get(meta["name"], 0))
+            cost = str(held.get(meta["name"], 0))
             if (meta.get("annotations") or {}).get(DELETION_COST) == cost:
                 continue
             try:

@@ -5,16 +5,18 @@ The rules, in order:
 
 - the pods needed are the live sessions over the target per pod (``targetSessionsPerReplica``,
   else four fifths of the decoders a pod reports, at least 1), rounded up;
-- never fewer than ``minReplicas``, than the pods holding sessions (removing one would end its
-  streams), or than one while a session runs or a request waits at the gateway (``demand``);
-  never more than ``maxReplicas``;
+- never fewer than ``minReplicas``, than the pods busy (holding sessions, or clients connected
+  before or between their sessions: removing one would end its streams or cut its clients off), or
+  than one while a session runs or a request waits at the gateway (``demand``); never more than
+  ``maxReplicas``;
 - more pods: at once;
 - fewer pods: only once fewer have been enough for ``scaleDownDelaySeconds`` without a break, and
   never while a ready pod did not report (its sessions are unknown), nor while a pod that is not
-  ready holds sessions or does not answer (the ReplicaSet removes not-ready pods first);
-- zero pods (``minReplicas: 0``): only once every pod has reported and none has had a session for
-  ``idleSecondsToZero``; with no request waiting (one the gateway asked for and no pod has served
-  yet: a pod just woken for it is not sent back to zero before it arrives);
+  ready is busy or does not answer (the ReplicaSet removes not-ready pods first);
+- zero pods (``minReplicas: 0``): only once every pod has reported, none is busy, and none has had
+  a session or a client connected for ``idleSecondsToZero``; with no request waiting (one the
+  gateway asked for and no pod has served yet: a pod just woken for it is not sent back to zero
+  before it arrives);
 - from zero: one pod as soon as a request waits at the gateway.
 """
 
@@ -40,6 +42,14 @@ class PodLoad:
     idle_seconds: float
     #: Recognitions it admitted since it started (0: it has served nothing yet).
     admitted: int = 0
+    #: Clients connected to it (recognition WebSockets open), with or without a session: a stream
+    #: takes its decoder only at its first audio, a Speech SDK app keeps its connection between them.
+    connections: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """It holds sessions or clients: removing it would end its streams or cut its clients off."""
+        return self.sessions > 0 or self.connections > 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,10 @@ def _sessions(n: int) -> str:
     return f"{n} session" if n == 1 else f"{n} sessions"
 
 
+def _connections(n: int) -> str:
+    return f"{n} connection" if n == 1 else f"{n} connections"
+
+
 def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: float,
            decoders_hint: int | None = None) -> Decision:
     """The replicas for this look (``now`` and ``lower_since`` in seconds on one clock).
@@ -96,11 +110,13 @@ def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: 
     """
     pods = look.pods
     sessions = sum(p.sessions for p in pods)
-    busy = sum(1 for p in pods if p.sessions > 0)
+    connections = sum(p.connections for p in pods)
+    busy = sum(1 for p in pods if p.busy)
     decoders = max((p.decoders for p in pods), default=None) or decoders_hint
     target = target_of(policy, decoders)
     current = look.replicas
-    seen = f"{_sessions(sessions)} on {_pods(len(pods))}" + (f" (target {target} per pod)" if target else "")
+    seen = (f"{_sessions(sessions)}{f', {_connections(connections)}' if connections else ''} on {_pods(len(pods))}"
+            + (f" (target {target} per pod)" if target else ""))
 
     def decision(replicas: int, reason: str, since: float | None = None) -> Decision:
         return Decision(replicas, reason, since, sessions, decoders, target)

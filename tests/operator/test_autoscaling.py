@@ -43,16 +43,17 @@ BODY: dict[str, Any] = {
 @dataclass
 class Scripted:
     """Each pod's ``/sessions`` as the test sets it (``loads[pod] = (sessions, idleSeconds)``,
-    ``admitted[pod]``: recognitions it admitted, 0 unless set)."""
+    ``admitted[pod]``: recognitions it admitted, ``connections[pod]``: clients connected, 0 unless set)."""
 
     loads: dict[str, tuple[int, float]] = field(default_factory=dict)
     admitted: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, int] = field(default_factory=dict)
 
     async def start(self, name: str) -> _Server:
         async def sessions(request: web.Request) -> web.Response:
             count, idle = self.loads.get(name, (0, 0.0))
-            return web.json_response({"sessions": count, "decoders": 4, "idleSeconds": idle, "admitted": self.admitted.get(name, 0),
-                                      "ready": True, "draining": False})
+            return web.json_response({"sessions": count, "connections": self.connections.get(name, 0), "decoders": 4,
+                                      "idleSeconds": idle, "admitted": self.admitted.get(name, 0), "ready": True, "draining": False})
 
         async def ready(request: web.Request) -> web.Response:
             return web.json_response({"ready": True})
@@ -219,6 +220,34 @@ async def test_a_pod_woken_for_a_request_is_not_sent_back_before_it_arrives(scal
     scaled.script.loads["en-us-1"] = (0, 2.5)  # idle since it ended, after the ask
     await scaled.becomes(0, timeout=3)
     assert len(await scaled.events("ScaledToZero")) == 2
+
+
+async def test_pods_with_clients_connected_before_their_first_audio_are_not_scaled_away(scaled: Scaled) -> None:
+    """A client connected to a pod has no session before its first audio (nor a Speech SDK app
+    between recognitions), and its pod's idle clock stands still (idleSeconds 0): the pod is busy,
+    kept, and removed after the idle ones; once the clients have gone the locale goes to zero as
+    ever. (Without it the ReplicaSet removed the newest pods first, the two with clients.)"""
+    body = copy.deepcopy(BODY)
+    body["spec"]["autoscaling"] = {**POLICY, "minReplicas": 0, "idleSecondsToZero": 1}
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), body)
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    scaled.script.loads["en-us-0"] = (5, 0.0)
+    await scaled.becomes(3)
+    await scaled.ready_pods(3)
+
+    scaled.script.loads = {"en-us-0": (0, 5.0), "en-us-1": (0, 0.0), "en-us-2": (0, 0.0)}
+    scaled.script.connections = {"en-us-1": 1, "en-us-2": 2}
+    await scaled.becomes(2, timeout=5)
+    await scaled.ready_pods(2)
+    assert scaled.pods.removed == ["en-us-0"], "the idle pod goes, the pods with clients stay"
+    (message,) = await scaled.events("ScaledDown")
+    assert message.startswith("0 sessions, 3 connections on 3 pods (target 2 per pod), 2 pods enough for "), message
+    await scaled.stays(2, 2.5)  # longer than scaleDownDelaySeconds and idleSecondsToZero
+
+    scaled.script.connections = {}  # the clients have gone
+    scaled.script.loads = {"en-us-1": (0, 2.0), "en-us-2": (0, 2.0)}
+    await scaled.becomes(0, timeout=5)
 
 
 async def test_a_pod_not_ready_with_sessions_is_not_scaled_away(scaled: Scaled) -> None:

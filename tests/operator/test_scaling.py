@@ -118,6 +118,20 @@ def test_a_session_keeps_a_pod() -> None:
     assert decide(policy(minReplicas=0, idleSecondsToZero=0, scaleDownDelaySeconds=0), Look(1, pods(1)), None, T0).replicas == 1
 
 
+def test_a_client_connected_before_its_first_audio_keeps_its_pod() -> None:
+    """A stream takes its decoder at its first audio, a Speech SDK app keeps its connection between
+    recognitions: a pod with a client connected and no session is busy, whatever its idle time says
+    (a recognizer older than ``connections`` let it run)."""
+    p = policy(minReplicas=0, idleSecondsToZero=0, scaleDownDelaySeconds=0)
+    connected = PodLoad("p0", 0, 6, 999.0, connections=1)
+    kept = decide(p, Look(1, (connected,)), None, T0)
+    assert (kept.replicas, kept.reason) == (1, "0 sessions, 1 connection on 1 pod (target 2 per pod): 1 pod enough")
+    two = decide(p, Look(3, (PodLoad("p0", 0, 6, 999.0), connected, PodLoad("p2", 0, 6, 0.0, connections=2))), None, T0)
+    assert (two.replicas, two.reason) == (2, "0 sessions, 3 connections on 3 pods (target 2 per pod), 2 pods enough for 0 s "
+                                              "(scaleDownDelaySeconds 0): 3 → 2"), "never below the pods with clients"
+    assert decide(p, Look(1, (PodLoad("p0", 0, 6, 999.0),)), None, T0).replicas == 0, "once they are gone: zero"
+
+
 @pytest.mark.parametrize(("decoders", "target"), [(1, 1), (2, 1), (3, 2), (5, 4), (6, 4), (12, 9), (None, None)])
 def test_the_default_target_is_four_fifths_of_the_decoders(decoders: int | None, target: int | None) -> None:
     assert target_of(policy(targetSessionsPerReplica=None), decoders) == target
@@ -136,7 +150,8 @@ policies = st.builds(
                                                           targetSessionsPerReplica=target,
                                                           scaleDownDelaySeconds=delay, idleSecondsToZero=idle),
     st.integers(0, 5), st.integers(0, 6), st.none() | st.integers(1, 8), st.integers(0, 600), st.integers(0, 900))
-loads = st.lists(st.builds(PodLoad, st.just("p"), st.integers(0, 12), st.integers(1, 12), st.floats(0, 2000)), max_size=8)
+loads = st.lists(st.builds(PodLoad, st.just("p"), st.integers(0, 12), st.integers(1, 12), st.floats(0, 2000), st.integers(0, 20),
+                           st.sampled_from((0, 0, 1, 3))), max_size=8)
 looks = st.builds(lambda replicas, ps, silent, demand, unready: Look(replicas, tuple(ps), silent, demand, unready),
                   st.integers(0, 12), loads, st.integers(0, 2), st.booleans(), st.integers(0, 2))
 times = st.floats(0, 1000)
@@ -149,12 +164,12 @@ def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: f
     lower_since = None if since is None else now - since
     d = decide(p, look, lower_since, now)
     sessions = sum(x.sessions for x in look.pods)
-    busy = sum(1 for x in look.pods if x.sessions)
+    busy = sum(1 for x in look.pods if x.sessions or x.connections)
     assert d == decide(p, look, lower_since, now), "deterministic"
     assert p.minReplicas <= d.replicas <= p.maxReplicas or (d.replicas == look.replicas and look.replicas <= p.maxReplicas
                                                             and look.replicas >= p.minReplicas)
     assert d.replicas <= p.maxReplicas
-    assert d.replicas >= min(p.maxReplicas, max(p.minReplicas, busy)), "never below the pods holding sessions"
+    assert d.replicas >= min(p.maxReplicas, max(p.minReplicas, busy)), "never below the pods holding sessions or clients"
     if sessions:
         assert d.replicas >= 1
     if d.replicas > look.replicas:
@@ -167,6 +182,7 @@ def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: f
         if d.replicas == 0:
             assert look.pods and len(look.pods) >= look.replicas and not look.demand
             assert min(x.idle_seconds for x in look.pods) >= p.idleSecondsToZero and not sessions
+            assert not any(x.connections for x in look.pods), "never to zero under a client connected"
         else:
             assert lower_since is not None and now - lower_since >= p.scaleDownDelaySeconds or p.scaleDownDelaySeconds == 0
     if d.replicas != look.replicas:

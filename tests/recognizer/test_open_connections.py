@@ -11,6 +11,7 @@ a key, so that a refused key can be tried too; a client leaving without a close 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
@@ -18,11 +19,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from speech_operator import autoscaler, builders
 from speech_recognizer import contract as c
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
@@ -114,6 +117,30 @@ def test_a_client_connected_before_its_first_audio_keeps_the_server_from_idle(sr
     assert after["idleSeconds"] <= time.monotonic() - closed_at + 0.1, "the idle clock starts again at the close"
     time.sleep(0.3)
     assert sessions(srv)["idleSeconds"] >= after["idleSeconds"] + 0.2, "and runs"
+
+
+def test_the_operator_reads_a_connected_client_as_a_busy_pod(srv: ServerThread) -> None:
+    """What the operator's autoscaler makes of a real recognizer's answer (the field names on both
+    sides): a pod whose client has not spoken yet is busy, not idle; idle again once it has gone."""
+    pod = {"metadata": {"name": "recognizer-0"}, "status": {"podIP": "127.0.0.1"},
+           "spec": {"containers": [{"name": builders.CONTAINER, "ports": [{"name": builders.PORT_NAME, "containerPort": srv.port}]}]}}
+
+    async def load() -> autoscaler.scaling.PodLoad | None:
+        async with aiohttp.ClientSession() as http:
+            return await autoscaler.load_of(http, pod)
+
+    until(srv, 0)
+    with open_ws(srv, "/vosk") as ws:
+        say_hello(ws, "/vosk")
+        until(srv, 1)
+        time.sleep(0.2)
+        connected = asyncio.run(load())
+        assert connected is not None and (connected.sessions, connected.connections, connected.idle_seconds) == (0, 1, 0)
+        assert connected.busy
+    until(srv, 0)
+    time.sleep(0.2)
+    gone = asyncio.run(load())
+    assert gone is not None and (gone.connections, gone.busy) == (0, False) and gone.idle_seconds > 0
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
