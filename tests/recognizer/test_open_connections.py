@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import azure.cognitiveservices.speech as speechsdk
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -34,6 +35,7 @@ from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import ServerThread, read_wav
+from ..usp.sdk import config
 
 USP = "/speech/recognition/conversation/cognitiveservices/v1"
 #: The routes that accept a WebSocket before they take a decoder: vosk's two and the Speech SDK's.
@@ -117,6 +119,24 @@ def test_a_client_connected_before_its_first_audio_keeps_the_server_from_idle(sr
     assert after["idleSeconds"] <= time.monotonic() - closed_at + 0.1, "the idle clock starts again at the close"
     time.sleep(0.3)
     assert sessions(srv)["idleSeconds"] >= after["idleSeconds"] + 0.2, "and runs"
+
+
+def test_a_speech_sdk_app_that_opened_its_connection_keeps_the_server_from_idle(srv: ServerThread, speech_wav: Path) -> None:
+    """The real Speech SDK: ``Connection.open`` (what an app does to connect ahead of its first
+    recognition) connects and sends no audio; the server is not idle until the app closes it."""
+    recognizer = speechsdk.SpeechRecognizer(config(srv.ws, key=TEST_KEY),
+                                            audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav)))
+    connection = speechsdk.Connection.from_recognizer(recognizer)
+    until(srv, 0)
+    connection.open(True)
+    try:
+        first = until(srv, 1, within=10)
+        assert (first["sessions"], first["idleSeconds"]) == (0, 0), first
+        time.sleep(0.5)
+        assert (sessions(srv)["connections"], sessions(srv)["idleSeconds"]) == (1, 0)
+    finally:
+        connection.close()
+    assert until(srv, 0, within=10)["sessions"] == 0
 
 
 def test_the_operator_reads_a_connected_client_as_a_busy_pod(srv: ServerThread) -> None:
