@@ -167,6 +167,20 @@ class Session:
         """Queue a chunk of PCM; the future gives what it produced (:class:`Snapshot`)."""
         return self.submit(lambda: self._step(pcm))
 
+    def feed_many_ahead(self, pieces: Sequence[bytes]) -> asyncio.Future[Snapshot]:
+        """Queue chunks that need no reply each (a file's) as one job: the decoder takes them one by one,
+        as :meth:`feed_ahead` would, without a hand-off through the event loop per chunk. The future
+        gives what they produced together, and the recognition as the last left it."""
+
+        def run() -> Snapshot:
+            rec = self.recognition
+            events: list[Event] = []
+            for pcm in pieces:
+                events += rec.accept(pcm)
+            return Snapshot(self._counted(events), rec.endpoint, rec.partial_text, rec.audio_seconds)
+
+        return self.submit(run)
+
     def finish_ahead(self) -> asyncio.Future[list[Event]]:
         """Queue a flush of the decoder (the client ends an utterance: end of audio, vosk's reset), after the
         chunks queued before it; returns at once. Audio fed after it goes on in the same stream."""

@@ -36,8 +36,10 @@ FORMATS = ("txt", "json", "srt", "vtt")
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".ogg", ".oga", ".opus", ".flac"})
 #: Longest file transcribed in-process by default (3 hours: 346 MB of 16 kHz PCM in memory).
 DEFAULT_MAX_SECONDS = 3 * 3600.0
-#: Chunks queued ahead on a session's decoder (the server's WebSocket routes queue 8).
-_AHEAD = 64
+#: Chunks a decoder job takes at once (one second of audio: the progress bar moves by that), and jobs
+#: queued ahead on a session's decoder.
+_PER_JOB = 10
+_AHEAD = 8
 #: How often a busy server (503) is asked again for a file before it counts as failed.
 _BUSY_RETRIES = 5
 
@@ -133,8 +135,9 @@ class InProcess:
         async with session_cm as session:
             ahead: deque[Awaitable[Any]] = deque()
             done = 0.0
-            for piece in chunks(audio, FILE_CHUNK_SECONDS):
-                ahead.append(session.feed_ahead(piece))
+            pieces = chunks(audio, FILE_CHUNK_SECONDS)  # the REST route's pieces: the same words and times
+            for first in range(0, len(pieces), _PER_JOB):
+                ahead.append(session.feed_many_ahead(pieces[first : first + _PER_JOB]))
                 if len(ahead) >= _AHEAD:
                     snapshot = await ahead.popleft()
                     events += snapshot.events

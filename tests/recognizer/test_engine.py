@@ -198,6 +198,12 @@ def test_a_session_runs_queued_chunks_back_to_back_in_order(registry, utterances
             assert ahead == sequential
             assert [s.audio_seconds for s, _ in snapshots] == [(i + 1) * CHUNK / 2 / rate for i in range(40)], "each as its chunk left it"
 
+            async with engine.session("ko-KR", rate, route="test") as session:  # a file's chunks, ten to a job
+                groups = [await f for f in [session.feed_many_ahead(pieces[i : i + 10]) for i in range(0, 40, 10)]]
+            assert [g.events for g in groups] == [sum((e for e, _ in sequential[i : i + 10]), []) for i in range(0, 40, 10)]
+            assert [g.partial_text for g in groups] == [sequential[i + 9][1] for i in range(0, 40, 10)], "as the last chunk left it"
+            assert [g.audio_seconds for g in groups] == [(i + 10) * CHUNK / 2 / rate for i in range(0, 40, 10)]
+
             async with engine.session("ko-KR", rate, route="test") as session:
                 futures = [session.feed_ahead(p) for p in pieces]
                 await futures[0]
