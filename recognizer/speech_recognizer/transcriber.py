@@ -135,19 +135,21 @@ class InProcess:
         async with session_cm as session:
             ahead: deque[Awaitable[Any]] = deque()
             done = 0.0
+
+            async def take() -> None:  # the oldest job's events, and the bar moved to where it left the audio
+                nonlocal done
+                snapshot = await ahead.popleft()
+                events.extend(snapshot.events)
+                advance(snapshot.audio_seconds - done)
+                done = snapshot.audio_seconds
+
             pieces = chunks(audio, FILE_CHUNK_SECONDS)  # the REST route's pieces: the same words and times
             for first in range(0, len(pieces), _PER_JOB):
                 ahead.append(session.feed_many_ahead(pieces[first : first + _PER_JOB]))
                 if len(ahead) >= _AHEAD:
-                    snapshot = await ahead.popleft()
-                    events += snapshot.events
-                    advance(snapshot.audio_seconds - done)
-                    done = snapshot.audio_seconds
+                    await take()
             while ahead:
-                snapshot = await ahead.popleft()
-                events += snapshot.events
-                advance(snapshot.audio_seconds - done)
-                done = snapshot.audio_seconds
+                await take()
             events += await session.finish()
         phrases = [e for e in events if isinstance(e, Phrase)]
         return render(phrases, audio.seconds, fmt, profanity)
