@@ -9,7 +9,7 @@ document and Swagger UI's files, served from the image itself); a transcript thr
 then deletion as a kubelet deletes a pod: the preStop hook, SIGTERM, and an exit of its own,
 with status 0, within terminationGracePeriodSeconds.
 
-tests/operator/test_pods_run.py runs it with this checkout as the image, tests/ship/test_images.py
+tests/operator/test_pods_run.py runs two of them with this checkout as the image, tests/ship/test_images.py
 with the built image. What differs from a cluster, and why:
 
 - the model download init container runs as emitted where the image has the locale's model
