@@ -379,6 +379,9 @@ class AutoscalingStatus(_Model):
     """Pods the autoscaler wants now (the Deployment's replicas)."""
     sessions: Annotated[int, Field(ge=0)] = 0
     """Live sessions on the ready pods."""
+    connections: Annotated[int, Field(ge=0)] = 0
+    """Clients connected to the ready pods, with or without a session: a Speech SDK app keeps its
+    connection between recognitions, and a pod with clients is not scaled away nor to zero."""
     decoders: Annotated[int, Field(ge=0)] | None = None
     """Decoders per pod, as the pods report them."""
     targetSessionsPerReplica: Annotated[int, Field(ge=1)] | None = None

@@ -210,7 +210,7 @@ class Autoscaler:
                 await self.mark_deletion_costs(ready, reported)
         log.debug("%s/%s: %s", stt.namespace, stt.name, decision.reason)
         return api.AutoscalingStatus(
-            replicas=decision.replicas, sessions=decision.sessions, decoders=decision.decoders,
+            replicas=decision.replicas, sessions=decision.sessions, connections=decision.connections, decoders=decision.decoders,
             targetSessionsPerReplica=decision.target,
             lowerSince=_stamp(decision.lower_since) if decision.lower_since is not None else None, lastDecision=last)
 

@@ -79,6 +79,8 @@ class Decision:
     sessions: int
     decoders: int | None
     target: int | None
+    #: Clients connected to the ready pods, with or without a session (they keep a pod busy).
+    connections: int = 0
 
 
 def target_of(policy: AutoscalingSpec, decoders: int | None) -> int | None:
@@ -119,7 +121,7 @@ def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: 
             + (f" (target {target} per pod)" if target else ""))
 
     def decision(replicas: int, reason: str, since: float | None = None) -> Decision:
-        return Decision(replicas, reason, since, sessions, decoders, target)
+        return Decision(replicas, reason, since, sessions, decoders, target, connections)
 
     need = math.ceil(sessions / target) if sessions and target else busy
     floor = max(policy.minReplicas, busy, 1 if sessions or look.demand else 0)

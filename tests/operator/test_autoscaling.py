@@ -243,6 +243,8 @@ async def test_pods_with_clients_connected_before_their_first_audio_are_not_scal
     assert scaled.pods.removed == ["en-us-0"], "the idle pod goes, the pods with clients stay"
     (message,) = await scaled.events("ScaledDown")
     assert message.startswith("0 sessions, 3 connections on 3 pods (target 2 per pod), 2 pods enough for "), message
+    status = (await scaled.status())["autoscaling"]
+    assert (status["sessions"], status["connections"]) == (0, 3), "the status says why the pods stay"
     await scaled.stays(2, 2.5)  # longer than scaleDownDelaySeconds and idleSecondsToZero
 
     scaled.script.connections = {}  # the clients have gone
