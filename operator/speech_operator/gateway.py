@@ -336,13 +336,17 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
+#: The application's :class:`Gateway` (``app[GATEWAY]``: for whoever holds only the application).
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
 def create_app(directory: Directory, config: GatewayConfig | None = None, resolver: AbstractResolver | None = None,
                api_client: k8s.ApiClient | None = None) -> web.Application:
     """The gateway's aiohttp application over ``directory`` (``resolver``: how Service names resolve;
     ``api_client``: to ask the operator to wake a locale at zero, ``status.demand``)."""
     gateway = Gateway(directory, config or GatewayConfig(), resolver, api_client)
     app = web.Application()
-    app["gateway"] = gateway
+    app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.client)
     recognition = contract.RECOGNITION_PATH_TEMPLATE
     app.router.add_route("*", recognition, gateway.recognition)

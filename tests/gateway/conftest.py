@@ -146,7 +146,7 @@ class Stack(Loopback):
         self.config = config or GatewayConfig(host="127.0.0.1", port=0)
         self.dns = ServiceDNS()
         self.directory: Directory | None = None
-        #: The gateway's application (``app["gateway"]`` is its :class:`~speech_operator.gateway.Gateway`).
+        #: The gateway's application (``app[GATEWAY]`` is its :class:`~speech_operator.gateway.Gateway`).
         self.app: web.Application | None = None
         self.port = 0
         self.emulator: Emulator | None = None

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from speech_recognizer.results import lexical
 
 from speech_operator import gateway_openai
+from speech_operator.gateway import GATEWAY
 
 from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, browser, microphone_wav, read_pcm, vosk_finals  # noqa: F401 (fixtures)
 from tests.recognizer.test_vosk_ws import stream, texts
@@ -137,7 +138,7 @@ def test_forms_read_ahead_are_bounded_for_the_whole_gateway(locales: Locales, sp
     """What the gateway reads ahead of the relay counts against one budget for all requests: a form
     that would pass it gets 503 + Retry-After; every request, refused or relayed, gives its bytes back."""
     assert locales.stack.app is not None
-    forms = locales.stack.app["gateway"].forms
+    forms = locales.stack.app[GATEWAY].forms
     assert forms.used == 0, "the requests of the tests before gave back what was read ahead"
     body, ctype = form(speech_wav, [("response_format", "verbose_json"), ("language", OTHER_LOCALE)], file_first=True,
                        padding=2 * 2**20)
