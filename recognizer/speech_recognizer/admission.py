@@ -12,16 +12,30 @@ admission also counts the recognition connections open (:meth:`Admission.connect
 held by :class:`~speech_recognizer.drain.DrainMiddleware` from the upgrade to the end
 of the route's handler): the server is not idle while a client is connected, about to
 speak. Both are what ``GET /sessions`` reports to the operator's autoscaling.
+
+Those connections are capped too (``MaxConnections``): a connection that sends nothing holds no
+decoder and, by design, is left open (:mod:`.deadlines`), so without a cap a client could open them
+until the pod ran out of memory or file descriptors. The one past the cap is refused at once
+(:class:`TooManyConnections`); a flood of them is logged as one line per :data:`LOG_EVERY_SECONDS`.
+uvicorn's own cap (``limit_concurrency``) does not fit: it is checked at an HTTP request's head only, never
+at a WebSocket upgrade; it counts every connection, the probes' included, and refuses them too (a kubelet
+would restart a flooded pod); and it answers a bare 503 with a warning line per refusal.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 
-from .errors import BUSY, Failure
+from .errors import BUSY, TOO_MANY_CONNECTIONS, Failure
+
+log = logging.getLogger(__name__)
+
+#: At most one line per this many seconds says that connections are being refused at the cap, and how many.
+LOG_EVERY_SECONDS = 10.0
 
 
 class Busy(Failure):
@@ -31,6 +45,17 @@ class Busy(Failure):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"all {limit} decoders are busy; retry in {BUSY.retry_after} s")
+        self.limit = limit
+
+
+class TooManyConnections(Failure):
+    """``MaxConnections`` recognition WebSockets are open already."""
+
+    kind = TOO_MANY_CONNECTIONS
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many connections: this server keeps at most {limit} open (MaxConnections); "
+                         f"retry in {TOO_MANY_CONNECTIONS.retry_after} s")
         self.limit = limit
 
 
@@ -58,10 +83,12 @@ class Reservation:
 
 
 class Admission:
-    """Counts the decoders held against ``limit``, and the recognition connections open."""
+    """Counts the decoders held against ``limit``, and the recognition connections open against ``max_connections``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_connections: int | None = None) -> None:
         self.limit = limit
+        #: Most recognition WebSockets open at once; None: no cap.
+        self.max_connections = max_connections
         #: Decoders held now.
         self.active = 0
         #: Recognitions admitted since the start.
@@ -70,6 +97,9 @@ class Admission:
         self.connections = 0
         #: When a decoder was last given back or a connection last ended (monotonic), else the start.
         self.idle_since = time.monotonic()
+        #: Connections refused at the cap since the last log line about them, and when that was.
+        self._refused_unlogged = 0
+        self._refusals_logged_at = -LOG_EVERY_SECONDS
 
     def reserve(self) -> Reservation:
         """A decoder for one recognition, or :class:`Busy` when all ``limit`` are held."""
@@ -79,10 +109,25 @@ class Admission:
         self.admitted += 1
         return Reservation(self)
 
-    @contextmanager
-    def connection(self) -> Iterator[None]:
+    def connection(self) -> AbstractContextManager[None]:
         """One recognition WebSocket open for as long as the ``with`` lasts (however it ends: a close,
-        a client gone without one, a refusal)."""
+        a client gone without one, a refusal), or :class:`TooManyConnections` when ``max_connections`` are."""
+        if self.max_connections is not None and self.connections >= self.max_connections:
+            self._log_refusal()
+            raise TooManyConnections(self.max_connections)
+        return self._open()
+
+    def _log_refusal(self) -> None:
+        """One WARNING line at the first refusal and then at most one per :data:`LOG_EVERY_SECONDS`, with the count."""
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= LOG_EVERY_SECONDS:
+            log.warning("MaxConnections=%d connections are open: new ones are refused (%d since the last such line)",
+                        self.max_connections, self._refused_unlogged)
+            self._refused_unlogged, self._refusals_logged_at = 0, now
+
+    @contextmanager
+    def _open(self) -> Iterator[None]:
         self.connections += 1
         try:
             yield

@@ -36,8 +36,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         usage.add(record)
         metrics.session_ended(record)
 
-    engine = Engine(registry, settings.decoder_max_count, on_session_end)
+    engine = Engine(registry, settings.decoder_max_count, on_session_end, max_connections=settings.max_connections)
     metrics.watch_pool(engine.pool)
+    metrics.watch_connections(engine.admission)
     warmup = WarmupState()
     drain = Drain(settings.drain_seconds, engine.admission)
 

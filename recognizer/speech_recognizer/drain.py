@@ -41,8 +41,9 @@ from typing import Any
 import uvicorn
 
 from . import contract as c
-from .admission import Admission
+from .admission import Admission, TooManyConnections
 from .errors import DRAINING, Failure, close_args, http_response, observe
+from .serving import REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def is_recognition(scope: Scope) -> bool:
 
 
 class DrainMiddleware:
-    """Counts recognitions in flight and recognition WebSockets open and, while the server drains, refuses new ones."""
+    """Counts recognitions in flight and recognition WebSockets open; refuses new ones while the server drains,
+    and a WebSocket past ``MaxConnections``."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], drain: Drain) -> None:
         self.app = app
@@ -129,10 +131,15 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await refuse(scope, receive, send)
+            await refuse(scope, receive, send, Failure(REASON, DRAINING))
             return
         if scope["type"] == "websocket":  # a connection counts from its upgrade to its end, however it ends
-            with self.drain.admission.connection():
+            try:
+                connection = self.drain.admission.connection()
+            except TooManyConnections as refused:
+                await refuse(scope, receive, send, refused)
+                return
+            with connection:
                 await self.app(scope, receive, send)
             return
         self.drain.requests += 1
@@ -151,15 +158,16 @@ def route_of(scope: Scope) -> str:
     return "vosk"
 
 
-async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    """The failure policy's answer to :data:`~speech_recognizer.errors.DRAINING`: a WebSocket accepted
-    and closed with its code and :data:`REASON`, or an HTTP error with ``Retry-After``; counted and logged."""
-    failure = Failure(REASON, DRAINING)
+async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure) -> None:
+    """The failure policy's answer to a recognition refused before it starts (:data:`~speech_recognizer.errors.DRAINING`,
+    :data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`): a WebSocket accepted and closed with its code and
+    reason, or an HTTP error with ``Retry-After``; counted and logged."""
     state = getattr(scope.get("app"), "state", None)
     observe(failure, route_of(scope), getattr(state, "metrics", None))
     if scope["type"] == "websocket":
         if (await receive())["type"] != "websocket.connect":
             return
+        REFUSED.set(True)
         offered = scope.get("subprotocols") or []
         code, reason = close_args(failure)
         # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.

@@ -65,10 +65,11 @@ class Engine:
         on_session_end: Callable[[SessionRecord], None] | None = None,
         *,
         warm_pool: int | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.registry = registry
         self.decoder_max_count = decoder_max_count
-        self.admission = Admission(decoder_max_count)
+        self.admission = Admission(decoder_max_count, max_connections)
         #: For work outside sessions (the start-up warm-up).
         self.executor = ThreadPoolExecutor(max_workers=decoder_max_count, thread_name_prefix="warm")
         #: Warms replacements of retired recognizers, one at a time, at a lower CPU priority than decoding.

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import heap
+from .admission import Admission
 from .engine import SessionRecord
 from .pool import WarmPool
 
@@ -56,6 +57,15 @@ class Metrics:
     def watch_pool(self, pool: WarmPool) -> None:
         """Expose the warm pool's counts (read at each scrape)."""
         self.registry.register(_PoolCollector(pool))
+
+    def watch_connections(self, admission: Admission) -> None:
+        """Expose the recognition WebSockets open and their cap (read at each scrape); refusals at the cap are
+        ``speech_refused_total{reason="too_many_connections"}``."""
+        Gauge("speech_connections", "Recognition WebSockets open now (/vosk, /, Speech SDK), with or without a stream",
+              registry=self.registry).set_function(lambda: admission.connections)
+        if admission.max_connections is not None:
+            Gauge("speech_connections_max", "Most recognition WebSockets kept open at once (MaxConnections)",
+                  registry=self.registry).set(admission.max_connections)
 
     def session_ended(self, record: SessionRecord) -> None:
         self.audio_seconds.labels(record.route, record.locale).inc(record.audio_seconds)

@@ -98,6 +98,27 @@ class _DenialIsNoError(logging.Filter):
         return not (DENIED.get() and record.getMessage().startswith("ASGI callable returned without completing handshake"))
 
 
-_filter = _DenialIsNoError()
-if _filter not in logging.getLogger("uvicorn.error").filters:
-    logging.getLogger("uvicorn.error").addFilter(_filter)
+#: Set in the task of a recognition WebSocket refused before its route ran (:func:`speech_recognizer.drain.refuse`).
+REFUSED: ContextVar[bool] = ContextVar("speech_recognizer_ws_refused", default=False)
+
+
+class _RefusalsAtDebug(logging.Filter):
+    """The INFO lines of a WebSocket accepted only to be refused (:data:`REFUSED`) at DEBUG: uvicorn's
+    ``"WebSocket /vosk" [accepted]`` and websockets' ``connection open``. A flood past ``MaxConnections`` would
+    be two lines per attempt; the refusal itself is counted and logged by the failure policy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not REFUSED.get():
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _add_filter(logger: str, added: logging.Filter) -> None:
+    if not any(type(f) is type(added) for f in logging.getLogger(logger).filters):
+        logging.getLogger(logger).addFilter(added)
+
+
+_add_filter("uvicorn.error", _DenialIsNoError())
+for _logger in ("uvicorn.error", "websockets.server"):
+    _add_filter(_logger, _RefusalsAtDebug())

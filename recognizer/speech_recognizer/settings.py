@@ -244,6 +244,15 @@ class Settings:
         help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` gets the final result "
         "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
     )
+    max_connections: int = setting(
+        "MaxConnections",
+        500,
+        minimum=1,
+        maximum=100000,
+        help="recognition WebSockets (`/vosk`, `/`, Speech SDK) open at once, with or without a stream (a Speech SDK app "
+        "keeps its connection between recognitions); more are accepted and closed at once with 1013 and the reason; "
+        "see [Limits](#limits)",
+    )
     http_max_header_bytes: int = setting(
         c.HTTP_MAX_HEADER_BYTES,
         16384,
