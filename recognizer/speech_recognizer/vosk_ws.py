@@ -312,8 +312,9 @@ VOSK = {
             "longer than `MaxSessionSeconds` (after the final result of its audio)",
             "1011": "decoding failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`)",
-            "1013": "try again later: every decoder is busy (`DecoderMaxCount`), the model cannot be loaded now, or the "
-            "server is draining (shutting down: connect again to reach another)",
+            "1013": "try again later: every decoder is busy (`DecoderMaxCount`), the model cannot be loaded now, the "
+            "server keeps `MaxConnections` open already (at once, at the upgrade), or it is draining (shutting down: "
+            "connect again to reach another)",
         },
     },
 }

@@ -102,8 +102,9 @@ SPEECH_SDK = {
             "1008": "a turn longer than `MaxSessionSeconds`, after its `BadRequest`: the SDK connects again and goes on",
             "1011": "recognition failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`); the SDK connects again",
-            "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), or the server is draining "
-            "(shutting down), connect again to reach another",
+            "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), the server keeps "
+            "`MaxConnections` open already (at once, at the upgrade), or it is draining (shutting down), connect again "
+            "to reach another",
         },
         "offsets": "100-ns ticks from the start of the stream, continued across turns",
     },
