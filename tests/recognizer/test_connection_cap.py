@@ -178,6 +178,7 @@ def test_a_stream_at_the_cap_hears_why_and_is_admitted_once_the_flood_goes(srv: 
             while not stop.is_set():
                 code = attempt(srv, "/vosk", wait=2)[0]
                 attempts.append((time.monotonic(), code))
+                time.sleep(0.02)  # tens a second: the flood's CPU is not what this test measures
 
         with paced_stream(srv, stream_audio) as stream:
             until(srv, CAP, within=10)
@@ -214,13 +215,13 @@ def test_a_speech_sdk_app_refused_at_the_cap_is_canceled_with_the_reason(srv: Se
 
 FLOOD = 2000
 #: What a flood of :data:`FLOOD` attempts may add to the server's peak RSS (without the cap: about 76 MB, kept).
-FLOOD_ALLOWANCE_MB = 15
+FLOOD_ALLOWANCE_MB = 20
 
 
 def enough_files(count: int) -> None:
     """This process may hold ``count`` more sockets (its soft limit raised up to the hard one)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = len(psutil.Process().open_files()) + count + 200
+    want = psutil.Process().num_fds() + count + 200
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want, "the flood needs more open files than this process may have"
