@@ -15,8 +15,13 @@ takes SIGTERM first (:class:`DrainingServer`):
    connections themselves: a Speech SDK app ending a continuous recognition is still taking in
    its last turn's end when the recognition is over for the server, and a close then reaches
    it as a canceled recognition ("Connection was closed by the remote host. Error code: 1012");
-4. then uvicorn's usual shutdown runs (what is still open at the deadline is closed with
-   1012) and the process exits 0.
+4. the recognition WebSockets still open then are idle (a Speech SDK app keeps its connection
+   between recognitions): each is closed with 1000 and :data:`IDLE_REASON`. The Speech SDK
+   connects again at its next recognition only after a 1000: after a 1001 or 1012 (uvicorn's)
+   every later recognition of that recognizer object fails at once
+   (``SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION``), so a rollout broke every idle app;
+5. then uvicorn's usual shutdown runs (what is still open at the deadline, streams that did not
+   end, is closed with 1012) and the process exits 0.
 
 A second SIGTERM or SIGINT (Ctrl-C again) skips the rest of the drain. ``Drain:Seconds=0``
 keeps uvicorn's own behaviour.
@@ -24,7 +29,7 @@ keeps uvicorn's own behaviour.
 What runs is a REST recognition in flight (its upload included) and a stream with audio in
 progress (an open decoding session: a Speech SDK turn, a vosk stream from its first audio to its
 end). A connection with nothing in progress (a Speech SDK app keeps its connection open
-between recognitions) does not hold the drain: it is closed at the end (1012), and the SDK
+between recognitions) does not hold the drain: it is closed at the end (1000), and the SDK
 connects again, to another server, at its next recognition.
 """
 
@@ -54,6 +59,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`:
 #: a WebSocket accepted and closed with 1013, REST 503 with ``Retry-After``).
 REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
+#: What an idle recognition WebSocket is told when the drain closes it (with 1000: see the module doc).
+IDLE_REASON = "closed while idle: this server is shutting down; connect again to reach another"
 
 _WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
 _REST_PATHS = frozenset(c.RECOGNITION_PATHS)
@@ -73,6 +80,8 @@ class Drain:
         #: recognition WebSockets open, with or without a recognition running.
         self.admission = admission
         self.started_at: float | None = None
+        #: The recognition WebSockets open (accepted or not yet), for :meth:`close_idle`.
+        self.sockets: set[Socket] = set()
 
     @property
     def draining(self) -> bool:
@@ -110,6 +119,42 @@ class Drain:
             await asyncio.sleep(poll)
         return self.connections
 
+    async def close_idle(self, seconds: float = LINGER_SECONDS, poll: float = 0.05) -> int:
+        """Close every recognition WebSocket still open with 1000 and :data:`IDLE_REASON` (call it once
+        nothing runs: they are idle), then wait up to ``seconds`` for their handlers to end; how many it closed."""
+        sockets = [s for s in self.sockets if s.accepted and not s.closed]
+        await asyncio.gather(*(s.close(1000, IDLE_REASON) for s in sockets), return_exceptions=True)
+        until = time.monotonic() + seconds
+        while self.connections and time.monotonic() < until:
+            await asyncio.sleep(poll)
+        return len(sockets)
+
+
+class Socket:
+    """One recognition WebSocket as :class:`DrainMiddleware` passes it on: the app's messages go through
+    :meth:`send`, and :meth:`close` closes it from outside the app (the drain, when it is idle)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.accepted = False
+        self.closed = False
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        """The app's message; none after the close (the app learns of it at its next receive, the client's close)."""
+        if self.closed:
+            return
+        kind = message["type"]
+        if kind == "websocket.close":
+            self.closed = True
+        await self._send(message)
+        if kind == "websocket.accept":
+            self.accepted = True
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
 
 def is_recognition(scope: Scope) -> bool:
     """Whether a request starts a recognition (what a drain lets finish and refuses when new)."""
@@ -139,8 +184,13 @@ class DrainMiddleware:
             except TooManyConnections as refused:
                 await refuse(scope, receive, send, refused)
                 return
-            with connection:
-                await self.app(scope, receive, send)
+            socket = Socket(send)
+            self.drain.sockets.add(socket)
+            try:
+                with connection:
+                    await self.app(scope, receive, socket.send)
+            finally:
+                self.drain.sockets.discard(socket)
             return
         self.drain.requests += 1
         try:
@@ -210,7 +260,7 @@ class DrainingServer(uvicorn.Server):
             log.warning("drain deadline (%g s) reached with %d recognition(s) still running: closing them",
                         self.drain.seconds, left)
         else:
-            open_ = await self.drain.linger()
+            open_ = await self.drain.linger() and await self.drain.close_idle()
             log.info("drained: every recognition ended; exiting%s",
-                     f" ({open_} idle connection(s) closed with 1012)" if open_ else "")
+                     f" ({open_} idle connection(s) closed with 1000: their clients connect again)" if open_ else "")
         self.should_exit = True

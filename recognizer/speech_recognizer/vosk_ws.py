@@ -304,7 +304,8 @@ VOSK = {
             '"word"}]}` (seconds; `result` with `words`), or `{"alternatives": [{"confidence", "text"}]}` with `max_alternatives`',
         },
         "closeCodes": {
-            "1000": "after the final result (eof)",
+            "1000": "after the final result (eof); or a draining server closed a connection with no stream in progress "
+            "(connect again to reach another)",
             "1002": "protocol error: a config after the audio",
             "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate, "
             "a language no model serves",

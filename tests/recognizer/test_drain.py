@@ -41,8 +41,8 @@ CHUNK_SECONDS = CHUNK / (2 * 16000)
 class Recognizer(Loopback):
     """``python -m speech_recognizer`` on a free loopback port, its output in a file."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.log = tmp / "recognizer.log"
         cmd = [sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={self.port}",
                "Locale=ko-KR", "Warmup:Count=0", f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args]
@@ -74,8 +74,8 @@ class Recognizer(Loopback):
 def recognizer_process(tmp_path: Path) -> Iterator[type[Recognizer]]:
     started: list[Recognizer] = []
 
-    def start(*args: str) -> Recognizer:
-        rec = Recognizer(tmp_path, *args)
+    def start(*args: str, port: int | None = None) -> Recognizer:
+        rec = Recognizer(tmp_path, *args, port=port)
         started.append(rec)
         rec.wait_ready()
         return rec
@@ -223,6 +223,40 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
     assert "draining: 2 recognition(s) running" in log and "drained: every recognition ended" in log, log
     print(f"SIGTERM {signalled - (sdk.ended_at - audio_seconds):.1f} s into a {audio_seconds:.1f} s stream; "
           f"exit {exited - signalled:.1f} s after it, {exited - last_stream:.2f} s after the last stream ended")
+
+
+def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, speech_wav: Path) -> None:
+    """A Speech SDK app keeps its connection between recognitions. The drain closes it with 1000 once
+    nothing runs, and the app's next recognition, with the same recognizer object, reaches the server
+    that took the address over (as another pod behind the Service). It was closed with 1012, after
+    which the SDK failed that recognition and every later one at once
+    (SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION): a rollout broke every idle app.
+    An idle vosk client gets the same close and reason."""
+    from speech_recognizer.drain import IDLE_REASON
+
+    first = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    pcm, _, _ = read_wav(speech_wav)
+    stream = speechsdk.audio.PushAudioInputStream()
+    app = speechsdk.SpeechRecognizer(config(first.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+
+    def recognize() -> speechsdk.SpeechRecognitionResult:
+        stream.write(pcm + bytes(32000))  # then a second of silence: the utterance ends
+        return app.recognize_once()
+
+    before = recognize()
+    assert before.reason == speechsdk.ResultReason.RecognizedSpeech and before.text, before
+    with connect(f"{first.ws}/vosk?language=ko-KR", open_timeout=10) as vosk:
+        first.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            vosk.recv(timeout=30)
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, IDLE_REASON)
+    assert first.process.wait(30) == 0, first.output()
+    assert "(2 idle connection(s) closed with 1000: their clients connect again)" in first.output(), first.output()
+
+    recognizer_process(port=first.port)  # the next server at the same address
+    after = recognize()
+    details = after.cancellation_details.error_details if after.reason == speechsdk.ResultReason.Canceled else ""
+    assert after.reason == speechsdk.ResultReason.RecognizedSpeech and after.text, (after.reason, details)
 
 
 def test_drain_ends_at_its_deadline(recognizer_process, speech_wav: Path) -> None:

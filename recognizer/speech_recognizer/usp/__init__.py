@@ -94,14 +94,15 @@ SPEECH_SDK = {
             "turn.end": "the turn is over: interactive after its first phrase, the others after their audio",
         },
         "closeCodes": {
-            "1000": "the client closed",
+            "1000": "the client closed; or a draining server closed a connection no turn used (the SDK connects again "
+            "at its next recognition)",
             "1002": "protocol error: a frame without `X-RequestId`, or one reused",
             "1007": "invalid data: a language no model serves, audio that is not 16-bit PCM, a malformed frame or value; "
             "also a turn with no audio for `AudioIdleSeconds` (after the phrases of its audio): the SDK reports 1007 at once "
             "as `BadRequest` with the reason",
             "1008": "a turn longer than `MaxSessionSeconds`, after its `BadRequest`: the SDK connects again and goes on",
             "1011": "recognition failed (a server error)",
-            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`); the SDK connects again",
+            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`) with the turn still running",
             "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), the server keeps "
             "`MaxConnections` open already (at once, at the upgrade), or it is draining (shutting down), connect again "
             "to reach another",
