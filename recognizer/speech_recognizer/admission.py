@@ -14,8 +14,8 @@ of the route's handler): the server is not idle while a client is connected, abo
 speak. Both are what ``GET /sessions`` reports to the operator's autoscaling.
 
 Those connections are capped too (``MaxConnections``): a connection that sends nothing holds no
-decoder and, by design, is left open (:mod:`.deadlines`), so without a cap a client could open them
-until the pod ran out of memory or file descriptors. The one past the cap is refused at once
+decoder and stays open up to ``ConnectionIdleSeconds`` (:mod:`.deadlines`), so without a cap a client
+could open them faster than they are let go, until the pod ran out of memory or file descriptors. The one past the cap is refused at once
 (:class:`TooManyConnections`); a flood of them is logged as one line per :data:`LOG_EVERY_SECONDS`.
 uvicorn's own cap (``limit_concurrency``) does not fit: it is checked at an HTTP request's head only, never
 at a WebSocket upgrade; it counts every connection, the probes' included, and refuses them too (a kubelet

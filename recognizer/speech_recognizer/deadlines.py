@@ -1,4 +1,4 @@
-"""How long a WebSocket client may hold the server without sending audio, and a session in all.
+"""How long a WebSocket client may hold the server without sending audio, a session in all, and its connection unused.
 
 A client that connects, sends a few bytes and then nothing held a decoder for as long as
 it stayed connected: six such clients took every decoder of a default pod. Every WebSocket
@@ -6,10 +6,15 @@ route waits for its client's next message through :meth:`Deadlines.receive`, whi
 wait with a :class:`~speech_recognizer.errors.Failure` once a session holding a decoder has
 had no audio for ``AudioIdleSeconds`` (:data:`~speech_recognizer.errors.IDLE`) or has held
 it for ``MaxSessionSeconds`` (:data:`~speech_recognizer.errors.SESSION_TOO_LONG`); the route
-then answers what it decoded so far and closes as the failure policy says. A connection
-without a session holds no decoder and is left open: a Speech SDK app keeps its connection
-between recognitions and does not expect the server to close it (it reports the next
-recognition as failed instead of connecting again).
+then answers what it decoded so far and closes as the failure policy says.
+
+A connection without a session (before its first audio, or a Speech SDK app's between its
+recognitions) holds no decoder, but it keeps its pod from idling (the operator neither scales it
+away nor to zero) and takes one of ``MaxConnections``. Once it has sent nothing for
+``ConnectionIdleSeconds`` (counted from its last message, or from its last stream's last reply)
+the wait ends with :data:`~speech_recognizer.errors.CONNECTION_IDLE`, a close 1000 with the
+reason: after a 1000 the Speech SDK connects again at its next recognition, where after any other
+close it fails that recognizer's every later one.
 
 Only time the server owes the client nothing counts as idle: the clock stops while a reply is
 owed (:meth:`Deadlines.owe` .. :meth:`Deadlines.paid`) and starts again at every audio message
@@ -23,26 +28,38 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from .errors import IDLE, SESSION_TOO_LONG, Failure
+from .errors import CONNECTION_IDLE, IDLE, SESSION_TOO_LONG, Failure
+from .settings import Settings
 
 T = TypeVar("T")
 
 
 class Deadlines:
-    """The idle and session deadlines of one WebSocket connection."""
+    """The idle, session and connection deadlines of one WebSocket connection."""
 
-    def __init__(self, idle_seconds: float, session_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, idle_seconds: float, session_seconds: float, connection_idle_seconds: float = math.inf,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.idle_seconds = idle_seconds
         self.session_seconds = session_seconds
+        self.connection_idle_seconds = connection_idle_seconds
         self._clock = clock
-        #: When the wait for audio began: the last audio taken in, or the connection's start.
+        #: When the wait for audio began: the last audio taken in or reply sent, or the connection's start.
         self._waiting_since = clock()
+        #: When the client's last message of any kind was taken in (the connection's start before any).
+        self._heard_from_since = self._waiting_since
         #: When the session holding a decoder began (None: none holds one).
         self._session_since: float | None = None
         #: Replies the server owes the client (decoding or not sent yet): the idle clock stands still.
         self._owed = 0
+        #: Set when the session ends during a wait: its deadlines give way to the connection's, which may be nearer.
+        self._session_over: asyncio.Future[None] | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> Deadlines:
+        """A connection's deadlines as the server's settings say."""
+        return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds)
 
     def heard(self) -> None:
         """Audio arrived and was taken in: the idle clock starts again."""
@@ -63,6 +80,8 @@ class Deadlines:
 
     def session_ended(self) -> None:
         self._session_since = None
+        if self._session_over is not None and not self._session_over.done():
+            self._session_over.set_result(None)
 
     def settled(self) -> None:
         """Nothing is owed any more (a turn was closed with replies still queued): the idle clock starts now."""
@@ -72,8 +91,14 @@ class Deadlines:
     def _next(self) -> tuple[float, Failure | None]:
         """Seconds until the nearer deadline, and the failure it is (None: look again then, a reply is owed)."""
         now = self._clock()
-        if self._session_since is None:
-            return math.inf, None  # no decoder held: nothing to wait for
+        if self._session_since is None:  # no decoder held: only the connection's own clock runs
+            if self._owed:
+                return self.connection_idle_seconds, None
+            quiet_since = max(self._waiting_since, self._heard_from_since)
+            seconds = self.connection_idle_seconds
+            return quiet_since + seconds - now, Failure(
+                f"closed while idle: no recognition for {seconds:g} s (ConnectionIdleSeconds); connect again", CONNECTION_IDLE
+            )
         if self._owed:
             idle_left, idle = self.idle_seconds, None
         else:
@@ -90,7 +115,7 @@ class Deadlines:
         """The client's next message, or the failure of the deadline that passes first.
 
         The deadline moves while this waits (the last reply owed starts the idle clock again),
-        so it is looked at again each time it seemed to pass.
+        so it is looked at again each time it seemed to pass, and when the session ends.
         """
         task = asyncio.ensure_future(receive())
         try:
@@ -98,9 +123,17 @@ class Deadlines:
                 left, failure = self._next()
                 if left <= 0 and failure is not None:
                     raise failure
-                done, _ = await asyncio.wait((task,), timeout=max(left, 0.0) if math.isfinite(left) else None)
-                if done:
+                waits: tuple[asyncio.Future[Any], ...] = (task,)
+                if self._session_since is not None:
+                    self._session_over = asyncio.get_running_loop().create_future()
+                    waits = (task, self._session_over)
+                timeout = max(left, 0.0) if math.isfinite(left) else None
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                self._session_over = None
+                if task.done():
+                    self._heard_from_since = self._clock()
                     return task.result()
         finally:
+            self._session_over = None
             if not task.done():
                 task.cancel()

@@ -42,7 +42,8 @@ class Kind:
     name: str
     #: HTTP status (REST; the Speech SDK's upgrade for keys; ``speech_requests_total{status}`` everywhere).
     http: int
-    #: WebSocket close code (RFC 6455: 1002 protocol, 1007 bad data, 1008 policy, 1009 too big, 1011 our error, 1013 try later).
+    #: WebSocket close code (RFC 6455: 1000 normal, 1002 protocol, 1007 bad data, 1008 policy, 1009 too big, 1011 our error,
+    #: 1013 try later).
     close: int
     #: ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn; None: no such phrase (a key is
     #: refused at the upgrade with the HTTP status, which the SDK reports as ``AuthenticationFailure``; else the
@@ -73,6 +74,8 @@ UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a re
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
 AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey")
 IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSeconds: the decoder is given back", usp_close=1007)
+CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
+                       doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)")
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")

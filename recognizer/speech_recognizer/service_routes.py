@@ -241,7 +241,7 @@ SESSIONS_SCHEMA = {
         "sessions": {"type": "integer", "description": "recognitions holding a decoder now (streams and REST requests)"},
         "connections": {"type": "integer", "description": "recognition WebSockets open now (`/vosk`, `/` and the Speech SDK's), "
                         "with or without a session: a stream takes its decoder only at its first audio, and a Speech SDK app "
-                        "keeps its connection between recognitions"},
+                        "keeps its connection between recognitions (for at most `ConnectionIdleSeconds` without a message)"},
         "decoders": {"type": "integer", "description": "recognitions that may hold one at once (`DecoderMaxCount`)"},
         "idleSeconds": {"type": "number", "description": "seconds since the last recognition ended or the last recognition "
                         "WebSocket closed (or the start); 0 while a recognition runs or a connection is open"},

@@ -244,6 +244,15 @@ class Settings:
         help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` gets the final result "
         "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
     )
+    connection_idle_seconds: float = setting(
+        "ConnectionIdleSeconds",
+        300.0,
+        minimum=1,
+        maximum=86400,
+        help="a recognition WebSocket with no stream in progress (before its first audio, a Speech SDK app's between "
+        "recognitions) that sends nothing for this long is closed with 1000 and the reason; the Speech SDK connects "
+        "again at its next recognition; see [Limits](#limits)",
+    )
     max_connections: int = setting(
         "MaxConnections",
         500,

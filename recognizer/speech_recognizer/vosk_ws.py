@@ -10,7 +10,8 @@ locale is ``?language=`` (default: the only locale served). Audio is read up to
 :data:`~speech_recognizer.session.READ_AHEAD` chunks ahead of the replies, which
 are the same as when the client waits for each. A client that sends no audio for
 ``AudioIdleSeconds``, or streams longer than ``MaxSessionSeconds``, gets the final
-result of its audio and a close (1008) saying which.
+result of its audio and a close (1008) saying which; one that sends nothing for
+``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
 """
 
 from __future__ import annotations
@@ -268,8 +269,7 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     try:
         check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
-        deadlines = Deadlines(settings.audio_idle_seconds, settings.max_session_seconds)
-        await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), deadlines).run()
+        await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings)).run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, ROUTE, metrics)
@@ -304,8 +304,8 @@ VOSK = {
             '"word"}]}` (seconds; `result` with `words`), or `{"alternatives": [{"confidence", "text"}]}` with `max_alternatives`',
         },
         "closeCodes": {
-            "1000": "after the final result (eof); or a draining server closed a connection with no stream in progress "
-            "(connect again to reach another)",
+            "1000": "after the final result (eof); or a connection with no stream in progress closed with the reason: "
+            "it sent nothing for `ConnectionIdleSeconds`, or the server is draining (connect again to reach another)",
             "1002": "protocol error: a config after the audio",
             "1007": "invalid data: a text message that is not JSON, a bad config, an unknown message, an impossible sample rate, "
             "a language no model serves",

@@ -1,7 +1,7 @@
 """``MaxConnections``: the recognition WebSockets a server keeps open are capped; the one past the cap is refused at once.
 
-A connection that sends nothing holds no decoder and is left open on purpose (a Speech SDK app keeps its
-connection between recognitions), so before the cap a client could open them until the pod ran out of
+A connection that sends nothing holds no decoder and stays open up to ``ConnectionIdleSeconds`` (a Speech SDK
+app keeps its connection between recognitions), so before the cap a client could open them until the pod ran out of
 memory or file descriptors (3000 idle ``/vosk`` connections stayed open and raised the server's RSS by
 about 114 MiB). Each test runs against a real server process (``python -m speech_recognizer``) with a cap of
 :data:`CAP`: the first ``CAP`` connections stay open, the next are accepted and closed with 1013 and the

@@ -49,7 +49,7 @@ def markdown_table() -> str:
         if k.usp:
             sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
         elif k.usp_close:
-            sdk = f"close {k.usp_close} (`BadRequest`)"
+            sdk = f"close {k.usp_close} " + ("(`BadRequest`)" if k.usp_close == 1007 else "(it connects again at its next recognition)")
         else:
             sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
         rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")

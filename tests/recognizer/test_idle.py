@@ -213,8 +213,8 @@ def test_a_client_held_back_by_decoding_is_not_idle(idle: Idle, utterances_wav: 
 
 def test_a_speech_sdk_app_pausing_between_recognitions_goes_on(idle: Idle, model, utterances_wav: Path, utterances_ref: Reference) -> None:
     """A connection that holds no decoder is not closed for its silence: an app pausing between two
-    recognize_once calls longer than AudioIdleSeconds recognizes as usual (the SDK keeps its connection
-    between them and reports the next recognition as failed if the server closed it)."""
+    recognize_once calls longer than AudioIdleSeconds recognizes as usual, on the connection it kept
+    (ConnectionIdleSeconds, 300 s, governs that: test_connection_idle.py)."""
     from ..usp.conftest import replay_reference
     from ..usp.sdk import assert_matches, recognizer
 

@@ -52,8 +52,7 @@ def endpoint(mode: str):
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        deadlines = Deadlines(state.settings.audio_idle_seconds, state.settings.max_session_seconds)
-        await Connection(websocket, state.engine, options, state.metrics, deadlines).run()
+        await Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings)).run()
 
     serve.__name__ = f"usp_{mode}"
     return serve
@@ -94,8 +93,9 @@ SPEECH_SDK = {
             "turn.end": "the turn is over: interactive after its first phrase, the others after their audio",
         },
         "closeCodes": {
-            "1000": "the client closed; or a draining server closed a connection no turn used (the SDK connects again "
-            "at its next recognition)",
+            "1000": "the client closed; or the server closed a connection no turn used, with the reason: it sent nothing "
+            "for `ConnectionIdleSeconds` (between recognitions), or the server is draining (the SDK connects again at its "
+            "next recognition)",
             "1002": "protocol error: a frame without `X-RequestId`, or one reused",
             "1007": "invalid data: a language no model serves, audio that is not 16-bit PCM, a malformed frame or value; "
             "also a turn with no audio for `AudioIdleSeconds` (after the phrases of its audio): the SDK reports 1007 at once "
