@@ -225,7 +225,7 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
           f"exit {exited - signalled:.1f} s after it, {exited - last_stream:.2f} s after the last stream ended")
 
 
-def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, speech_wav: Path) -> None:
+def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, utterances_wav: Path) -> None:
     """A Speech SDK app keeps its connection between recognitions. The drain closes it with 1000 once
     nothing runs, and the app's next recognition, with the same recognizer object, reaches the server
     that took the address over (as another pod behind the Service). It was closed with 1012, after
@@ -235,15 +235,10 @@ def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, 
     from speech_recognizer.drain import IDLE_REASON
 
     first = recognizer_process(f"{c.DRAIN_SECONDS}=60")
-    pcm, _, _ = read_wav(speech_wav)
-    stream = speechsdk.audio.PushAudioInputStream()
-    app = speechsdk.SpeechRecognizer(config(first.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    # A file of several utterances: each recognize_once takes the next one.
+    app = speechsdk.SpeechRecognizer(config(first.ws), audio_config=speechsdk.audio.AudioConfig(filename=str(utterances_wav)))
 
-    def recognize() -> speechsdk.SpeechRecognitionResult:
-        stream.write(pcm + bytes(32000))  # then a second of silence: the utterance ends
-        return app.recognize_once()
-
-    before = recognize()
+    before = app.recognize_once()
     assert before.reason == speechsdk.ResultReason.RecognizedSpeech and before.text, before
     with connect(f"{first.ws}/vosk?language=ko-KR", open_timeout=10) as vosk:
         first.process.send_signal(signal.SIGTERM)
@@ -254,7 +249,7 @@ def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, 
     assert "(2 idle connection(s) closed with 1000: their clients connect again)" in first.output(), first.output()
 
     recognizer_process(port=first.port)  # the next server at the same address
-    after = recognize()
+    after = app.recognize_once()
     details = after.cancellation_details.error_details if after.reason == speechsdk.ResultReason.Canceled else ""
     assert after.reason == speechsdk.ResultReason.RecognizedSpeech and after.text, (after.reason, details)
 
