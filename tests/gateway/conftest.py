@@ -156,6 +156,8 @@ class Stack(Loopback):
         self.kubeconfig = tmp / "kubeconfig"
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
+        #: How long the gateway's own stop took (``serving``'s exit: aiohttp's shutdown), once stopped.
+        self.stopped_in: float | None = None
         self._started: Future[None] = Future()
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), name="gateway", daemon=True)
 
@@ -166,9 +168,16 @@ class Stack(Loopback):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join()
+
+    def stop(self) -> None:
+        """Stop the gateway as SIGTERM does in ``gateway.run`` (``serving`` ends), without waiting."""
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float = 30) -> None:
+        self._thread.join(timeout=timeout)
         assert not self._thread.is_alive(), "the gateway did not stop"
 
     async def _main(self) -> None:
@@ -186,9 +195,11 @@ class Stack(Loopback):
                     watcher = asyncio.create_task(SpeechToTextWatch(self.api, self.directory, [NAMESPACE]).run())
                     try:
                         app = self.app = create_app(self.directory, self.config, resolver=self.dns, api_client=self.api)
-                        async with serving(app, "127.0.0.1", 0, self.config.shutdown_seconds) as self.port:
+                        async with serving(app, "127.0.0.1", self.config.port, self.config.shutdown_seconds) as self.port:
                             self._started.set_result(None)
                             await self._stop.wait()
+                            stopping = time.monotonic()
+                        self.stopped_in = time.monotonic() - stopping
                     finally:
                         watcher.cancel()
                         await asyncio.gather(watcher, return_exceptions=True)
