@@ -16,7 +16,10 @@ request or stream to the Service of the SpeechToText whose ``spec.locale`` match
 Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`.
 Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
 ``/metrics`` (Prometheus), ``/pre-stop`` (the pod's preStop hook), ``GET /`` (the locales routed).
-On SIGTERM it stops listening and lets the streams in flight go on for ``shutdown_seconds``.
+On SIGTERM it stops listening; streams in progress go on for up to ``shutdown_seconds``, and each
+relayed WebSocket is closed with 1000 as soon as it is idle (a Speech SDK app between recognitions
+then connects again, to another gateway), so the gateway exits once nothing runs
+(:mod:`speech_operator.gateway_shutdown`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
+from speech_operator.gateway_shutdown import Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo
 from speech_recognizer.models import UnknownLocale
@@ -64,7 +68,7 @@ class GatewayConfig:
     connect_seconds: float = 10.0
     """How long a connection to a recognizer may take before the request is refused (503 / 1013)."""
     shutdown_seconds: float = 30.0
-    """On SIGTERM: how long streams in flight may go on before they are closed."""
+    """On SIGTERM: how long streams in progress may go on before they are closed (idle ones are closed at once)."""
     hold_seconds: float = 120.0
     """How long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013."""
     max_held: int = 100
@@ -140,6 +144,8 @@ class Gateway:
         self.metrics = GatewayMetrics(directory, self.waker)
         #: Bytes of OpenAI forms read ahead for their language, all requests together (bounded).
         self.forms = gateway_openai.FormBudget()
+        #: The stop, as the relays see it (:func:`serving` drains it before aiohttp's shutdown).
+        self.shutdown = Shutdown()
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -250,10 +256,11 @@ class Gateway:
         gauge = self.metrics.streams.labels(route)
         gauge.inc()
         try:
-            if backend.ready_replicas > 0:
-                response = await relay_websocket(request, backend, self.session, self.metrics.traffic)
-            else:
-                response = await self._held_stream(request, backend, route, protocols)
+            with self.shutdown.relaying(route) as progress:
+                if backend.ready_replicas > 0:
+                    response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress)
+                else:
+                    response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
             return await self._refused_ws(request, failure, route, backend, protocols)
         finally:
@@ -274,7 +281,7 @@ class Gateway:
         return ready
 
     async def _held_stream(self, request: web.Request, backend: Backend, route: str,
-                           protocols: tuple[str, ...]) -> web.WebSocketResponse:
+                           protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:
         """A WebSocket for a locale with no ready pod: accepted now (so the client does not time out
         its handshake), held while the locale wakes, then relayed with what it sent meanwhile."""
         client = accepting(protocols[0] if protocols else None)
@@ -292,7 +299,7 @@ class Gateway:
             code, reason = failures.close_args(failure)
             await client.close(code=code, message=reason)
             return client
-        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, sent)
+        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent)
         return client
 
     def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,
@@ -373,7 +380,11 @@ class AccessLog(AbstractAccessLogger):
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0) -> AsyncIterator[int]:
-    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port."""
+    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port.
+
+    On the way out it stops listening, then a gateway's relayed WebSockets are drained for up to
+    ``shutdown_seconds`` (:mod:`speech_operator.gateway_shutdown`), then aiohttp's shutdown gives
+    the requests still in flight ``shutdown_seconds``."""
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
                            shutdown_timeout=shutdown_seconds, handle_signals=False)
     await runner.setup()
@@ -382,6 +393,9 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
         site = web.SockSite(runner, sock)
         await site.start()
         yield sock.getsockname()[1]
+        await site.stop()
+        if GATEWAY in app:
+            await app[GATEWAY].shutdown.drain(shutdown_seconds)
     finally:
         await runner.cleanup()
         sock.close()
@@ -400,7 +414,6 @@ async def run(config: GatewayConfig, api_client: k8s.ApiClient, namespaces: list
                            config.shutdown_seconds) as port:
             log.info("gateway listening on %s:%d", config.host, port)
             await stop.wait()
-            log.info("gateway stopping: streams in flight get %.0f s", config.shutdown_seconds)
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)

@@ -22,7 +22,7 @@ from speech_recognizer.errors import NOT_FOUND, UNKNOWN_LOCALE, Failure, Kind
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "FORMS_HELD", "NOT_FOUND", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "FORMS_HELD", "NOT_FOUND", "STOPPED", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "close_args", "http_response", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -34,6 +34,8 @@ WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARN
                     doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)")
 TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
+STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNING, 5,
+               doc="the gateway stopped (SIGTERM) before the stream ended, SPEECH_GATEWAY_SHUTDOWN_SECONDS after it began")
 FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                   doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may")
 

@@ -14,7 +14,8 @@
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
   connection breaks without one (its pod stopped or crashed) closes the client with 1011 and a
-  reason that says so, never a hang.
+  reason that says so, never a hang. When the gateway stops, the relay closes both sides itself
+  once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
+from speech_operator.gateway_shutdown import Progress
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
 
@@ -173,15 +175,15 @@ def refused_upgrade(backend: Backend, exc: aiohttp.WSServerHandshakeError) -> st
 
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                          traffic: Traffic | None = None) -> web.StreamResponse:
-    """Relay one WebSocket between the client and ``backend`` until either side closes.
+                          traffic: Traffic, progress: Progress) -> web.StreamResponse:
+    """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
+    gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time.
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
     says how it ended), or that refusal. Raises :class:`~speech_operator.gateway_failures.Failure`
     when the recognizer cannot be reached.
     """
-    traffic = traffic or Traffic()
     try:
         upstream = await connect_upstream(request, backend, session, offered_protocols(request))
     except aiohttp.WSServerHandshakeError as exc:  # the recognizer refused the upgrade: the client is refused alike
@@ -192,12 +194,12 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
-    await _relay(client, upstream, backend, traffic)
+    await _relay(client, upstream, backend, traffic, progress)
     return client
 
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
-                         session: aiohttp.ClientSession, traffic: Traffic, sent: list[WSMessage]) -> None:
+                         session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage]) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client (1008 for a key, else 1011) with a reason naming the HTTP status."""
@@ -215,25 +217,29 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         for msg in sent:
             await upstream.send_frame(msg.data, msg.type)
             traffic.to_recognizer(len(msg.data))
+            progress.from_client(msg.data, msg.type is WSMsgType.BINARY)
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         await _close(upstream, 1001, b"")
         await _close(client, 1011, f"the recognizer of {backend.locale} went away: {exc}".encode())
         return
-    await _relay(client, upstream, backend, traffic)
+    await _relay(client, upstream, backend, traffic, progress)
 
 
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
 
 
-async def _pump(src: Socket, dst: Socket, count: Callable[[int], None]) -> tuple[int, bytes] | None:
+async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
+                seen: Callable[[bytes, bool], None]) -> tuple[int, bytes] | None:
     """Copy frames from ``src`` to ``dst`` until ``src`` closes: its close code and reason, or
-    ``None`` when its connection was lost without a close. A failed send raises."""
+    ``None`` when its connection was lost without a close. A failed send raises. Each message
+    relayed is counted (its size) and ``seen`` (its bytes, whether binary)."""
     while True:
         msg = await src.receive()
         kind = msg.type
         if kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
             await dst.send_frame(msg.data, kind)
             count(len(msg.data))
+            seen(msg.data, kind is WSMsgType.BINARY)
         elif kind is WSMsgType.PING:
             await dst.ping(msg.data)
         elif kind is WSMsgType.PONG:
@@ -246,11 +252,12 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None]) -> tuple
 
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
-                 traffic: Traffic) -> None:
-    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer))
-    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client))
+                 traffic: Traffic, progress: Progress) -> None:
+    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
+    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
+    idle = asyncio.ensure_future(progress.closable())
     try:
-        done, _ = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({to_upstream, to_client, idle}, return_when=asyncio.FIRST_COMPLETED)
         if to_client in done:
             try:
                 closed = to_client.result()
@@ -266,7 +273,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await _close(client, *failures.close_args(lost))
                 else:
                     await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
-        else:
+        elif to_upstream in done:
             try:
                 closed = to_upstream.result()
             except Exception as exc:  # noqa: BLE001 - the send upstream failed: the recognizer is gone
@@ -279,14 +286,19 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await _close(upstream, 1001, b"the client went away")
                 else:
                     await asyncio.gather(_close(upstream, *closed), _close(client, *closed))
+        else:  # the gateway stops: idle (1000, the client connects again, to another gateway), or out of time
+            closed = idle.result()
+            log.debug("a relayed WebSocket of %s closed as the gateway stops: %d %s", backend.locale, *closed)
+            await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
     finally:
+        idle.cancel()
         for pump in (to_upstream, to_client):
             if not pump.done():
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(pump, 1)
             if not pump.done():
                 pump.cancel()
-        await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        await asyncio.gather(to_upstream, to_client, idle, return_exceptions=True)
         await asyncio.gather(_close(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
 
 

@@ -1,0 +1,149 @@
+"""Stopping without breaking clients: relayed WebSockets are closed with 1000 once idle, streams end first.
+
+A Speech SDK app keeps its WebSocket open between recognitions. Closed with 1000, it connects
+again at its next recognition (to another gateway pod behind the Service); closed with 1001 or
+1012, or dropped, that recognizer object fails every later recognition at once
+(``SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION``) until the app makes a new one. So when
+the gateway stops (SIGTERM), :meth:`Shutdown.drain` runs once it has stopped listening: streams in
+progress go on, every relayed WebSocket that is idle, now or once its stream ends, is closed on
+both sides with 1000 and :data:`IDLE_REASON`, and the gateway exits as soon as none is left.
+What still runs after ``shutdown_seconds`` is closed with 1001 (:data:`~speech_operator.gateway_failures.STOPPED`).
+
+This runs before aiohttp's own shutdown (the runner's ``cleanup``), not in its ``on_shutdown``
+hook: aiohttp first marks every connection closing, and from then on it drops what arrives on it,
+a WebSocket's frames too, so a stream would get no more audio (and was held, deaf, until the
+runner's timeout cut it without a close frame).
+
+What is in progress, read from the frames as they pass (only their headers):
+
+- Speech SDK (USP): a turn, from the client's ``speech.context`` or audio under a new
+  ``X-RequestId`` to the recognizer's ``turn.end``. ``speech.config`` and ``telemetry`` open
+  none, nor does audio still in flight for a turn that ended (interactive turns end at their
+  first phrase). Turns rather than a quiet window: a turn may pass seconds without a frame (an
+  app waiting on its source, the last result of a long utterance) and a close then loses it.
+- vosk: a stream, from its first audio until the recognizer closes it (after ``{"eof" : 1}``);
+  a connection that has sent no audio is idle.
+
+An idle WebSocket is closed once nothing has passed either way for :data:`SETTLE_SECONDS` (at once
+for one idle before the stop); a client that starts its next turn within that time keeps it busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from speech_operator import gateway_failures as failures
+from speech_recognizer.usp.frames import FrameError, Message, RequestIds, parse_binary, parse_text
+
+log = logging.getLogger("speech_operator.gateway")
+
+#: What the client (and the recognizer) of a relayed WebSocket closed while idle is told, with 1000.
+IDLE_REASON = "closed while idle: this gateway is shutting down; connect again"
+#: What a stream still in progress when ``shutdown_seconds`` ran out is closed with.
+STOPPED_MIDSTREAM = failures.Failure("this gateway stopped before the stream ended; connect again", failures.STOPPED)
+#: How long nothing must have passed either way before an idle WebSocket is closed: a Speech SDK app
+#: is still taking in its turn's end (and sends its telemetry) when the turn is over for the recognizer,
+#: and a close then cancels its continuous recognition (as the recognizer's drain found).
+SETTLE_SECONDS = 2.0
+#: How often a stream in progress is looked at again once the gateway stops.
+POLL_SECONDS = 0.05
+
+
+class Progress:
+    """Whether one relayed WebSocket has a stream in progress (``route``: ``usp`` or ``vosk``), and
+    when the relay is to close it."""
+
+    def __init__(self, route: str, shutdown: Shutdown) -> None:
+        self.usp = route == "usp"
+        self.shutdown = shutdown
+        #: The open turn's ``X-RequestId`` (USP); ``""`` once a vosk stream has had audio; ``None``: idle.
+        self.open: str | None = None
+        #: When the last message passed, either way.
+        self.last = time.monotonic()
+        self._ended = RequestIds()
+
+    @property
+    def idle(self) -> bool:
+        return self.open is None
+
+    def from_client(self, data: bytes, binary: bool) -> None:
+        """A frame the client sent (text as UTF-8 bytes)."""
+        self.last = time.monotonic()
+        if not self.usp:
+            if binary:
+                self.open = ""
+            return
+        frame = _usp(data, binary)
+        if frame is None or frame.path.lower() not in ("speech.context", "audio") or not frame.request_id:
+            return
+        if not self._ended.finished(frame.request_id):
+            self.open = frame.request_id
+
+    def from_recognizer(self, data: bytes, binary: bool) -> None:
+        """A frame the recognizer sent: ``turn.end`` ends its turn."""
+        self.last = time.monotonic()
+        if not self.usp or binary or self.open is None:
+            return
+        frame = _usp(data, binary)
+        if frame is not None and frame.path.lower() == "turn.end" and frame.request_id in (None, self.open):
+            self._ended.retire(self.open)
+            self.open = None
+
+    async def closable(self) -> tuple[int, bytes]:
+        """Once the gateway stops: the close for both sides when this WebSocket is idle and has been quiet
+        for :data:`SETTLE_SECONDS` (1000), or when ``shutdown_seconds`` ran out first (1001)."""
+        await self.shutdown.begun.wait()
+        while not self.shutdown.over.is_set():
+            if self.idle and time.monotonic() - self.last >= SETTLE_SECONDS:
+                return 1000, IDLE_REASON.encode()
+            await asyncio.sleep(POLL_SECONDS)
+        return failures.close_args(STOPPED_MIDSTREAM)
+
+
+def _usp(data: bytes, binary: bool) -> Message | None:
+    """The frame's headers, or ``None`` when it is no USP frame (the recognizer answers that itself)."""
+    try:
+        return parse_binary(data) if binary else parse_text(data.decode("utf-8", "replace"))
+    except FrameError:
+        return None
+
+
+class Shutdown:
+    """The gateway's stop as its relays see it."""
+
+    def __init__(self) -> None:
+        #: Set when the gateway stops: idle relays close.
+        self.begun = asyncio.Event()
+        #: Set when ``shutdown_seconds`` ran out: the relays left close.
+        self.over = asyncio.Event()
+        #: Relayed WebSockets open now, with what each has in progress.
+        self.relays: set[Progress] = set()
+
+    async def drain(self, seconds: float) -> None:
+        """Close the relays as they become idle, and return once none is left; after ``seconds``, close
+        the rest. Call it once the gateway no longer listens."""
+        running = sum(not p.idle for p in self.relays)
+        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000; %d stream(s) in progress "
+                 "get up to %g s to end", len(self.relays) - running, running, seconds)
+        self.begun.set()
+        deadline = time.monotonic() + seconds
+        while self.relays and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+        if self.relays:
+            log.warning("gateway stopping: %d stream(s) still in progress after %g s are closed with 1001",
+                        len(self.relays), seconds)
+            self.over.set()
+
+    @contextlib.contextmanager
+    def relaying(self, route: str) -> Iterator[Progress]:
+        """The :class:`Progress` of a WebSocket relayed for the time of the block."""
+        progress = Progress(route, self)
+        self.relays.add(progress)
+        try:
+            yield progress
+        finally:
+            self.relays.discard(progress)
