@@ -177,7 +177,8 @@ class Gateway:
             return await self.stream(request, "usp")
         if request.method != "POST":
             raise web.HTTPMethodNotAllowed(request.method, ["POST"])
-        return await self.rest(request)
+        with self.shutdown.requesting():  # its upload, a wake, the answer: a stop waits for it
+            return await self.rest(request)
 
     async def vosk(self, request: web.Request) -> web.StreamResponse:
         """``/vosk`` and ``/``: the vosk-server protocol; a plain ``GET /`` is the home page."""
@@ -195,6 +196,10 @@ class Gateway:
     async def openai(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/audio/transcriptions``: routed by the form's ``language``, else ``?language=``, else
         the only locale; refusals in OpenAI's error shape, as the recognizer gives them."""
+        with self.shutdown.requesting():  # its upload, a wake, the answer: a stop waits for it
+            return await self._openai(request)
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
         query_language = language_of(request)
         try:
             scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1, self.forms)

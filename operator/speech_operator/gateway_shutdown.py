@@ -26,6 +26,10 @@ What is in progress, read from the frames as they pass (only their headers):
 
 An idle WebSocket is closed once nothing has passed either way for :data:`SETTLE_SECONDS` (at once
 for one idle before the stop); a client that starts its next turn within that time keeps it busy.
+
+A recognition request (REST, OpenAI) in flight is waited for too (:meth:`Shutdown.requesting`): its
+upload may still be arriving, and after aiohttp's shutdown began the rest of its body would never
+come (the recognizer then answered 408 once its body had paused for ``Http:BodyTimeoutSeconds``).
 """
 
 from __future__ import annotations
@@ -122,21 +126,34 @@ class Shutdown:
         self.over = asyncio.Event()
         #: Relayed WebSockets open now, with what each has in progress.
         self.relays: set[Progress] = set()
+        #: Recognition requests (REST, OpenAI) in flight, their upload included.
+        self.requests = 0
 
     async def drain(self, seconds: float) -> None:
         """Close the relays as they become idle, and return once none is left; after ``seconds``, close
         the rest. Call it once the gateway no longer listens."""
         running = sum(not p.idle for p in self.relays)
-        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000; %d stream(s) in progress "
-                 "get up to %g s to end", len(self.relays) - running, running, seconds)
+        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000; %d stream(s) and %d request(s) "
+                 "in progress get up to %g s to end", len(self.relays) - running, running, self.requests, seconds)
         self.begun.set()
         deadline = time.monotonic() + seconds
-        while self.relays and time.monotonic() < deadline:
+        while (self.relays or self.requests) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
+        if self.requests:
+            log.warning("gateway stopping: %d request(s) still in progress after %g s are cut", self.requests, seconds)
         if self.relays:
             log.warning("gateway stopping: %d stream(s) still in progress after %g s are closed with 1001",
                         len(self.relays), seconds)
             self.over.set()
+
+    @contextlib.contextmanager
+    def requesting(self) -> Iterator[None]:
+        """A recognition request in flight for the time of the block."""
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
 
     @contextlib.contextmanager
     def relaying(self, route: str) -> Iterator[Progress]:

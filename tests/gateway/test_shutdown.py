@@ -9,6 +9,7 @@ same address, as another gateway pod behind the same Service.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -37,6 +38,7 @@ SHUTDOWN_SECONDS = 30
 #: nothing runs: the quiet it waits for after a turn, and a margin for a busy machine.
 PROMPT = SETTLE_SECONDS + 3
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+REST = USP
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +189,35 @@ def test_an_sdk_recognition_in_progress_ends_normally(ko: Recognizer, tmp_path: 
     assert_same([reported(r) for r in events.recognized], [expected(p) for p in utterances_ref.phrases])
     assert stack.stopped_in is not None and stack.stopped_in < ended - stopping[0] + PROMPT, (
         f"the gateway took {stack.stopped_in:.1f} s to stop; the recognition ended {ended - stopping[0]:.1f} s after the stop began")
+
+
+def test_a_rest_upload_in_progress_is_answered(ko: Recognizer, tmp_path: Path, speech_wav: Path) -> None:
+    """A REST recognition whose upload is still arriving when the gateway stops gets its answer; the
+    gateway exits once it is sent. aiohttp's own shutdown drops what arrives on a connection after its
+    start, so the rest of the body never came and the request was cut at the runner's timeout."""
+    stack = gateway(tmp_path / "gateway", ko)
+    body = speech_wav.read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=SHUTDOWN_SECONDS + 10)
+    conn.putrequest("POST", REST)
+    conn.putheader("Content-Type", "audio/wav")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    pieces = [body[i:i + len(body) // 20 + 1] for i in range(0, len(body), len(body) // 20 + 1)]
+    for n, piece in enumerate(pieces):
+        if n == 5:
+            stopping = time.monotonic()
+            stack.stop()
+        conn.send(piece)
+        time.sleep(0.1)
+    response = conn.getresponse()
+    answered = time.monotonic()
+    answer = json.loads(response.read())
+    conn.close()
+    stack.join()
+    assert response.status == 200 and answer["RecognitionStatus"] == "Success" and answer["DisplayText"], answer
+    assert answered - stopping > 1, "the upload went on for over a second after the stop began"
+    assert stack.stopped_in is not None and stack.stopped_in < answered - stopping + PROMPT, (
+        f"the gateway took {stack.stopped_in:.1f} s to stop; the answer came {answered - stopping:.1f} s after the stop began")
 
 
 def assert_recognized(result: speechsdk.SpeechRecognitionResult) -> None:
