@@ -20,7 +20,7 @@ from .metrics import Metrics
 from .models import ModelRegistry
 from .settings import Settings, cpu_count
 from .usage import UsageRecords
-from .usp import routes as usp_routes
+from .usp.routes import routes as usp_routes
 from .warmup import WarmupState, warm_up
 
 log = logging.getLogger(__name__)
