@@ -387,9 +387,9 @@ class AccessLog(AbstractAccessLogger):
 async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0) -> AsyncIterator[int]:
     """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port.
 
-    On the way out it stops listening, then a gateway's relayed WebSockets are drained for up to
-    ``shutdown_seconds`` (:mod:`speech_operator.gateway_shutdown`), then aiohttp's shutdown gives
-    the requests still in flight ``shutdown_seconds``."""
+    On the way out it stops listening, then a gateway's relayed WebSockets and recognition requests
+    are drained for up to ``shutdown_seconds`` (:mod:`speech_operator.gateway_shutdown`), then
+    aiohttp's shutdown gives what is left (other routes' requests) ``shutdown_seconds``."""
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
                            shutdown_timeout=shutdown_seconds, handle_signals=False)
     await runner.setup()
