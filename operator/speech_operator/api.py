@@ -8,6 +8,7 @@ validators (enforced when the operator reads a spec). Tests evaluate both.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Final, Literal
 
@@ -52,8 +53,21 @@ _DRAIN = declared("drain_seconds")
 _DECODERS = declared("decoder_max_count")
 _WARMUP_COUNT = declared("warmup_count")
 _WARMUP_SECONDS = declared("warmup_seconds")
+_MAX_CONNECTIONS = declared("max_connections")
+_CONNECTION_IDLE = declared("connection_idle_seconds")
+_AUDIO_IDLE = declared("audio_idle_seconds")
 #: Most decoders or warm-up recognizers a pod may be asked for: the recognizer sets no upper bound.
 MAX_DECODERS_PER_POD = 64
+#: Longest a stream may send no audio before it is ended (``audioIdleSeconds``): the recognizer sets no
+#: upper bound; an hour is as long as its default ``MaxSessionSeconds`` lets a stream hold its decoder.
+MAX_AUDIO_IDLE_SECONDS = 3600
+
+
+def _above(value: float | None) -> int:
+    """The least whole number greater than a recognizer setting's exclusive lower bound (``above``)."""
+    if value is None:
+        raise ValueError("no lower bound declared")
+    return math.floor(value) + 1
 
 
 def cel(rule: str, message: str) -> dict[str, Any]:
@@ -230,6 +244,22 @@ class WarmupSpec(_Model):
         f"Seconds of audio each warm-up decodes (Warmup:Seconds); the recognizer's default ({_WARMUP_SECONDS.default:g}) when unset."))
 
 
+class ConnectionsSpec(_Model):
+    """Recognition WebSockets (``/vosk``, ``/``, the Speech SDK's) each pod keeps open: the recognizer's
+    MaxConnections and ConnectionIdleSeconds. A Speech SDK app keeps its connection between recognitions."""
+
+    max: Annotated[int, Field(ge=_whole(_MAX_CONNECTIONS.minimum), le=_whole(_MAX_CONNECTIONS.maximum))] | None = Field(
+        default=None, description=(
+            f"Recognition WebSockets a pod keeps open at once, with or without a stream (MaxConnections); more are closed "
+            f"at once with 1013; the recognizer's default ({_MAX_CONNECTIONS.default}) when unset. With spec.autoscaling, "
+            "pods are added before the connections on each reach four fifths of it."))
+    idleSeconds: Annotated[int, Field(ge=_whole(_CONNECTION_IDLE.minimum), le=_whole(_CONNECTION_IDLE.maximum))] | None = Field(
+        default=None, description=(
+            f"Seconds a recognition WebSocket with no stream in progress may send nothing before it is closed with 1000 "
+            f"(ConnectionIdleSeconds; the Speech SDK connects again at its next recognition); the recognizer's default "
+            f"({_CONNECTION_IDLE.default:g}) when unset."))
+
+
 class ServiceSpec(_Model):
     """The Service in front of the recognizer pods."""
 
@@ -317,6 +347,12 @@ class SpeechToTextSpec(_Model):
     """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
     warmup: WarmupSpec | None = None
     """Start-up warm-up of each pod; the recognizer's defaults when unset."""
+    connections: ConnectionsSpec | None = None
+    """Recognition WebSockets each pod keeps open, and how long an idle one stays; the recognizer's defaults when unset."""
+    audioIdleSeconds: Annotated[int, Field(ge=_above(_AUDIO_IDLE.above), le=MAX_AUDIO_IDLE_SECONDS)] | None = Field(
+        default=None, description=(
+            f"Seconds a WebSocket stream may send no audio before it is answered what its audio gave and closed, its "
+            f"decoder given back (AudioIdleSeconds); the recognizer's default ({_AUDIO_IDLE.default:g}) when unset."))
     drainSeconds: Annotated[int, Field(ge=_whole(_DRAIN.minimum), le=_whole(_DRAIN.maximum))] = _whole(_DRAIN.default)
     """Seconds a stopping pod lets its running recognitions finish while it refuses new ones (the recognizer's Drain:Seconds); the pod's terminationGracePeriodSeconds adds the preStop pause and a margin."""
     service: ServiceSpec = ServiceSpec()

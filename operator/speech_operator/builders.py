@@ -168,6 +168,13 @@ def recognizer_args(spec: api.SpeechToTextSpec) -> list[str]:
         args.append(contract.arg(contract.WARMUP_COUNT, warmup.count))
     if warmup.seconds is not None:
         args.append(contract.arg(contract.WARMUP_SECONDS, warmup.seconds))
+    connections = spec.connections or api.ConnectionsSpec()
+    if connections.max is not None:
+        args.append(contract.arg(contract.MAX_CONNECTIONS, connections.max))
+    if connections.idleSeconds is not None:
+        args.append(contract.arg(contract.CONNECTION_IDLE_SECONDS, connections.idleSeconds))
+    if spec.audioIdleSeconds is not None:
+        args.append(contract.arg(contract.AUDIO_IDLE_SECONDS, spec.audioIdleSeconds))
     args.append(contract.arg(contract.DRAIN_SECONDS, spec.drainSeconds))
     args.append(contract.arg(contract.LOG_LEVEL, spec.logLevel))
     return args

@@ -230,7 +230,7 @@ class Settings:
     )
     max_audio_seconds: float = setting("MaxAudioSeconds", 60.0, above=0, help="longest audio a REST request may carry, in seconds; longer gets 413 (see [Limits](#limits))")
     audio_idle_seconds: float = setting(
-        "AudioIdleSeconds",
+        c.AUDIO_IDLE_SECONDS,
         30.0,
         above=0,
         help="a WebSocket stream that sends no audio for this long is answered what its audio gave and closed (1008; "
@@ -245,7 +245,7 @@ class Settings:
         "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
     )
     connection_idle_seconds: float = setting(
-        "ConnectionIdleSeconds",
+        c.CONNECTION_IDLE_SECONDS,
         300.0,
         minimum=1,
         maximum=86400,
@@ -254,7 +254,7 @@ class Settings:
         "again at its next recognition; see [Limits](#limits)",
     )
     max_connections: int = setting(
-        "MaxConnections",
+        c.MAX_CONNECTIONS,
         500,
         minimum=1,
         maximum=100000,

@@ -103,11 +103,18 @@ INVALID = {
     "autoscaling min above the default max": _with("spec.autoscaling", {"minReplicas": 12}),
     "autoscaling min -1": _with("spec.autoscaling", {"minReplicas": -1}),
     "autoscaling target 0": _with("spec.autoscaling", {"targetSessionsPerReplica": 0}),
+    "connections.max 0": _with("spec.connections", {"max": 0}),
+    "connections.max above MaxConnections' bound": _with("spec.connections", {"max": 100001}),
+    "connections.idleSeconds 0": _with("spec.connections", {"idleSeconds": 0}),
+    "connections.idleSeconds above ConnectionIdleSeconds' bound": _with("spec.connections", {"idleSeconds": 86401}),
+    "audioIdleSeconds 0": _with("spec.audioIdleSeconds", 0),
+    "audioIdleSeconds over an hour": _with("spec.audioIdleSeconds", 3601),
     **{f"hostPath {path}": _with("spec.output", {"hostPath": {"path": path}}) for path in DANGEROUS_HOST_PATHS},
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {
     "inline api key": _with("spec.apiKeySecretRef", {"name": "k", "key": "apiKey", "value": "secret"}),
+    "connections.maxConnections (the field is max)": _with("spec.connections", {"maxConnections": 10}),
 }
 CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
             "url with download false", "download false on emptyDir", "two volume sources", "no volume source",

@@ -9,15 +9,20 @@ What runs, what is checked and what differs from a cluster: tests/example_pods.p
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
+from speech_recognizer import contract
 from speech_recognizer.models import installed_packages
 
+from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
 from tests.example_pods import cases, run_example, zip_model
-from tests.kubelet import host_image
+from tests.kubelet import Pod, host_image
 from tests.operator_pod import run_operator_pod
 
 CONFIG = OperatorConfig()
@@ -39,6 +44,78 @@ def catalog_zip(ko_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_emitted_pod_runs_and_passes_every_probe(path: Path, name: str, tmp_path: Path, ko_model: Path,
                                                  catalog_zip: Path, speech_wav: Path) -> None:
     print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav))
+
+
+#: A SpeechToText that sets every connection field far from the recognizer's defaults (500 connections, 300 s
+#: idle, 30 s without audio), so that each is seen to take effect; no warm-up, to start at once.
+CONNECTION_SPEC = {"locale": "ko-KR", "eula": "accept", "warmup": {"count": 0},
+                   "connections": {"max": 1, "idleSeconds": 2}, "audioIdleSeconds": 1}
+#: How late after its setting a close may come on this shared machine.
+LATE = 3.0
+
+
+def _closed(ws: ClientConnection, wait: float) -> tuple[int | None, str, float]:
+    """Read ``ws`` until it is closed: the close code and reason, and the seconds it took (None: open after ``wait``)."""
+    started = time.monotonic()
+    try:
+        while True:
+            ws.recv(timeout=max(0.01, wait - (time.monotonic() - started)))
+    except ConnectionClosed as closed:
+        took = time.monotonic() - started
+        return (closed.rcvd.code, closed.rcvd.reason, took) if closed.rcvd else (None, "no close frame", took)
+    except TimeoutError:
+        return None, "open", time.monotonic() - started
+
+
+def _connect() -> ClientConnection:
+    return connect(f"ws://127.0.0.1:{contract.PORT}{contract.ROUTE_VOSK_WS}?language=ko-KR", open_timeout=10)
+
+
+def _connection_limits() -> dict[str, tuple[int | None, str, float]]:
+    """Inside the pod's network: a second /vosk WebSocket beside an open one, the open one left idle, then a
+    stream that stops sending audio; what each got."""
+    seen = {}
+    with _connect() as first:
+        with _connect() as second:
+            seen["second connection"] = _closed(second, 10)
+        seen["idle connection"] = _closed(first, 2 + 10)
+    with _connect() as stream:
+        stream.send('{"config": {"sample_rate": 16000}}')
+        stream.send(bytes(3200))  # 100 ms of silence: the stream takes its decoder, then sends nothing more
+        seen["stream without audio"] = _closed(stream, 1 + 10)
+    return seen
+
+
+def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
+    """``spec.connections`` and ``spec.audioIdleSeconds`` reach the recognizer: the pod a ko-KR SpeechToText
+    setting them gets, run as a kubelet runs it (its init container, the recognizer with exactly the emitted
+    args as uid 65532, its probes), keeps one /vosk WebSocket (the second is closed at once with 1013), closes
+    one idle for 2 s with 1000, and ends a stream without audio for 1 s with 1008. Without the fields (or with
+    arguments the recognizer ignored) the second connection would stay open and the others wait 300 s and 30 s."""
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"},
+                                           "spec": CONNECTION_SPEC})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    args = next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)["args"]
+    assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1"} <= set(args), args
+    with Pod(spec, host_image(), name="ko-kr") as pod:
+        for init in pod.init_containers():
+            done = pod.run_init(init)
+            assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
+        running = pod.start()
+        try:
+            pod.wait_probe(running, "startupProbe")
+            pod.wait_probe(running, "readinessProbe", budget=300)
+            seen = pod.in_network(_connection_limits)
+        finally:
+            pod.stop(running, grace=0)
+    print(seen)
+    code, reason, took = seen["second connection"]
+    assert code == 1013 and reason.startswith("too many connections: this server keeps at most 1 open (MaxConnections)"), seen
+    assert took < LATE, seen
+    code, reason, took = seen["idle connection"]
+    assert code == 1000 and "2 s (ConnectionIdleSeconds)" in reason and 2 - 0.5 <= took < 2 + LATE, seen
+    code, reason, took = seen["stream without audio"]
+    assert code == 1008 and "no audio for 1 s (AudioIdleSeconds)" in reason and took < 1 + LATE, seen
 
 
 def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:

@@ -23,6 +23,9 @@ MIRRORED = {
     ("decoderMaxCount",): "decoder_max_count",
     ("warmup", "count"): "warmup_count",
     ("warmup", "seconds"): "warmup_seconds",
+    ("connections", "max"): "max_connections",
+    ("connections", "idleSeconds"): "connection_idle_seconds",
+    ("audioIdleSeconds",): "audio_idle_seconds",
 }
 
 
@@ -64,6 +67,31 @@ def test_the_api_has_the_recognizers_drain_default_and_bounds() -> None:
     assert recognizer_settings(spec_with(("locale",), "ko-KR")).drain_seconds == Settings().drain_seconds
 
 
+def test_the_api_has_the_recognizers_connection_bounds() -> None:
+    """``connections.max`` and ``connections.idleSeconds`` take MaxConnections' and ConnectionIdleSeconds'
+    declared bounds; ``audioIdleSeconds`` starts at the least whole second above AudioIdleSeconds' ``above``."""
+    for path, name in ((("connections", "max"), "max_connections"), (("connections", "idleSeconds"), "connection_idle_seconds")):
+        bounds, declaration = field_schema(path), declared(name)
+        assert (bounds["minimum"], bounds["maximum"]) == (declaration.minimum, declaration.maximum), path
+    audio, declaration = field_schema(("audioIdleSeconds",)), declared("audio_idle_seconds")
+    assert declaration.above is not None and audio["minimum"] - 1 <= declaration.above < audio["minimum"]
+    assert audio["maximum"] == api.MAX_AUDIO_IDLE_SECONDS
+
+
+def test_unset_connection_fields_emit_nothing_and_leave_the_recognizers_defaults() -> None:
+    """Unset: no argument, so the recognizer's own default holds (and a new default reaches every pod);
+    ``connections: {}`` is the same."""
+    keys = (contract.MAX_CONNECTIONS, contract.CONNECTION_IDLE_SECONDS, contract.AUDIO_IDLE_SECONDS)
+    for spec in (spec_with(("locale",), "ko-KR"), spec_with(("connections",), {})):
+        assert not [a for a in builders.recognizer_args(spec) if a.split("=", 1)[0] in keys]
+        got = recognizer_settings(spec)
+        assert (got.max_connections, got.connection_idle_seconds, got.audio_idle_seconds) == (
+            Settings().max_connections, Settings().connection_idle_seconds, Settings().audio_idle_seconds)
+    spec = api.SpeechToTextSpec.model_validate({"locale": "ko-KR", "eula": "accept", "audioIdleSeconds": 5,
+                                                "connections": {"max": 2000, "idleSeconds": 60}})
+    assert {"MaxConnections=2000", "ConnectionIdleSeconds=60", "AudioIdleSeconds=5"} <= set(builders.recognizer_args(spec))
+
+
 def test_every_log_level_the_api_allows_is_the_recognizers() -> None:
     levels = typing.get_args(api.LogLevel)
     assert {level.lower() for level in levels} <= set(LOG_LEVELS)
@@ -82,7 +110,9 @@ import dataclasses, json, sys
 import speech_recognizer.settings as s
 real = s.declared
 changed = {"drain_seconds": dict(default=45.0, minimum=5, maximum=900), "decoder_max_count": dict(minimum=2),
-           "warmup_count": dict(minimum=1), "warmup_seconds": dict(default=7.0)}
+           "warmup_count": dict(minimum=1), "warmup_seconds": dict(default=7.0),
+           "max_connections": dict(default=900, minimum=2, maximum=5000), "connection_idle_seconds": dict(default=200.0, minimum=3, maximum=7200),
+           "audio_idle_seconds": dict(default=20.0, above=1.5)}
 s.declared = lambda name: dataclasses.replace(real(name), **changed.get(name, {}))
 from speech_operator import api
 json.dump(api.SpeechToTextSpec.model_json_schema(), sys.stdout)
@@ -99,3 +129,10 @@ def test_the_api_follows_the_recognizers_declarations() -> None:
     warmup = schema["$defs"]["WarmupSpec"]["properties"]
     assert warmup["count"]["anyOf"][0]["minimum"] == 1
     assert "the recognizer's default (7) when unset" in warmup["seconds"]["description"]
+    connections = schema["$defs"]["ConnectionsSpec"]["properties"]
+    assert (connections["max"]["anyOf"][0]["minimum"], connections["max"]["anyOf"][0]["maximum"]) == (2, 5000)
+    assert "the recognizer's default (900) when unset" in connections["max"]["description"]
+    assert (connections["idleSeconds"]["anyOf"][0]["minimum"], connections["idleSeconds"]["anyOf"][0]["maximum"]) == (3, 7200)
+    assert "the recognizer's default (200) when unset" in connections["idleSeconds"]["description"]
+    audio = schema["properties"]["audioIdleSeconds"]
+    assert audio["anyOf"][0]["minimum"] == 2 and "the recognizer's default (20) when unset" in audio["description"]
