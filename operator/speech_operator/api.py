@@ -284,8 +284,9 @@ class ServiceSpec(_Model):
 
 
 class AutoscalingSpec(_Model):
-    """Replicas from live sessions: the operator reads each ready pod's sessions and decoders
-    (``GET /sessions``) and keeps the sessions per pod near the target."""
+    """Replicas from live sessions: the operator reads each ready pod's sessions, decoders, connections
+    and connection cap (``GET /sessions``), keeps the sessions per pod near the target and the
+    connections per pod below four fifths of the cap."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed maxReplicas"),
@@ -418,6 +419,9 @@ class AutoscalingStatus(_Model):
     connections: Annotated[int, Field(ge=0)] = 0
     """Clients connected to the ready pods, with or without a session: a Speech SDK app keeps its
     connection between recognitions, and a pod with clients is not scaled away nor to zero."""
+    maxConnections: Annotated[int, Field(ge=1)] | None = None
+    """Connections each pod keeps at most (MaxConnections), as the pods report it (the least when they differ):
+    pods are added before the connections on each reach four fifths of it."""
     decoders: Annotated[int, Field(ge=0)] | None = None
     """Decoders per pod, as the pods report them."""
     targetSessionsPerReplica: Annotated[int, Field(ge=1)] | None = None

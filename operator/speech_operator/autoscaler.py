@@ -3,7 +3,8 @@
 Every ``SPEECH_OPERATOR_AUTOSCALE_SECONDS`` (and at once when the gateway asks for a locale at zero
 pods) the operator lists the SpeechToText's pods from the API, asks each running one
 ``GET /sessions`` on its pod IP (so the operator needs network reach to the recognizer pods, port
-5000: a NetworkPolicy must let it in): the ready ones' sessions are the load, and a pod with sessions
+5000: a NetworkPolicy must let it in): the ready ones' sessions and connections (against the
+connection cap each reports, ``maxConnections``) are the load, and a pod with sessions
 or clients connected (``connections``: before their first audio, or between recognitions) is busy; a
 pod not ready that is busy or does not answer stops any scale-down (the ReplicaSet would remove it
 first). It hands what it saw to :func:`speech_operator.scaling.decide`.
@@ -81,9 +82,12 @@ async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any
 async def _read(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad:
     async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
         body = await resp.json()
-    # ``connections``: 0 from a recognizer older than the field (its idleSeconds ran with clients connected).
+    # ``connections``: 0 from a recognizer older than the field (its idleSeconds ran with clients connected);
+    # ``maxConnections``: None from one older than that (its connections then count for busy pods only).
+    cap = body.get("maxConnections")
     return scaling.PodLoad(pod["metadata"]["name"], int(body["sessions"]), int(body["decoders"]),
-                           float(body["idleSeconds"]), int(body["admitted"]), int(body.get("connections", 0)))
+                           float(body["idleSeconds"]), int(body["admitted"]), int(body.get("connections", 0)),
+                           None if cap is None else int(cap))
 
 
 #: What a pod that does not answer ``GET /sessions`` as a recognizer does raises.
@@ -210,7 +214,8 @@ class Autoscaler:
                 await self.mark_deletion_costs(ready, reported)
         log.debug("%s/%s: %s", stt.namespace, stt.name, decision.reason)
         return api.AutoscalingStatus(
-            replicas=decision.replicas, sessions=decision.sessions, connections=decision.connections, decoders=decision.decoders,
+            replicas=decision.replicas, sessions=decision.sessions, connections=decision.connections,
+            maxConnections=decision.max_connections, decoders=decision.decoders,
             targetSessionsPerReplica=decision.target,
             lowerSince=_stamp(decision.lower_since) if decision.lower_since is not None else None, lastDecision=last)
 

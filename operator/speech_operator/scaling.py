@@ -4,7 +4,9 @@ replicas and why out. Pure: the operator's autoscaler (:mod:`speech_operator.aut
 The rules, in order:
 
 - the pods needed are the live sessions over the target per pod (``targetSessionsPerReplica``,
-  else four fifths of the decoders a pod reports, at least 1), rounded up;
+  else four fifths of the decoders a pod reports, at least 1), rounded up; and at least the clients
+  connected over four fifths of the connections a pod keeps (``MaxConnections``, the least any pod
+  reports), rounded up: a pod at its cap closes the next client with 1013 whatever its sessions;
 - never fewer than ``minReplicas``, than the pods busy (holding sessions, or clients connected
   before or between their sessions: removing one would end its streams or cut its clients off), or
   than one while a session runs or a request waits at the gateway (``demand``); never more than
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 from speech_operator.api import AutoscalingSpec
 
 #: The share of a pod's decoders the default target keeps busy: the rest takes the sessions that
-#: arrive while a new pod starts (tens of seconds: its model loads and warms up).
+#: arrive while a new pod starts (tens of seconds: its model loads and warms up). The same share of
+#: a pod's connection cap (``MaxConnections``) is the most connections per pod the autoscaler keeps,
+#: for the clients that connect meanwhile.
 DEFAULT_TARGET_SHARE = 0.8
 
 
@@ -45,6 +49,8 @@ class PodLoad:
     #: Clients connected to it (recognition WebSockets open), with or without a session: a stream
     #: takes its decoder only at its first audio, a Speech SDK app keeps its connection between them.
     connections: int = 0
+    #: Connections it keeps at most (``MaxConnections``); None from a recognizer older than the field.
+    max_connections: int | None = None
 
     @property
     def busy(self) -> bool:
@@ -81,6 +87,8 @@ class Decision:
     target: int | None
     #: Clients connected to the ready pods, with or without a session (they keep a pod busy).
     connections: int = 0
+    #: The connection cap per pod the pods report (the least; None when none reports one).
+    max_connections: int | None = None
 
 
 def target_of(policy: AutoscalingSpec, decoders: int | None) -> int | None:
@@ -90,6 +98,11 @@ def target_of(policy: AutoscalingSpec, decoders: int | None) -> int | None:
     if decoders:
         return max(1, math.floor(decoders * DEFAULT_TARGET_SHARE))
     return None
+
+
+def connections_target(max_connections: int | None) -> int | None:
+    """Connections per pod to keep at most: :data:`DEFAULT_TARGET_SHARE` of the cap, at least 1."""
+    return max(1, math.floor(max_connections * DEFAULT_TARGET_SHARE)) if max_connections else None
 
 
 def _pods(n: int) -> str:
@@ -116,14 +129,21 @@ def decide(policy: AutoscalingSpec, look: Look, lower_since: float | None, now: 
     busy = sum(1 for p in pods if p.busy)
     decoders = max((p.decoders for p in pods), default=None) or decoders_hint
     target = target_of(policy, decoders)
+    cap = min((p.max_connections for p in pods if p.max_connections), default=None)
+    per_pod = connections_target(cap)
     current = look.replicas
-    seen = (f"{_sessions(sessions)}{f', {_connections(connections)}' if connections else ''} on {_pods(len(pods))}"
-            + (f" (target {target} per pod)" if target else ""))
+    for_sessions = math.ceil(sessions / target) if sessions and target else busy
+    for_connections = math.ceil(connections / per_pod) if connections and per_pod else 0
+    seen = f"{_sessions(sessions)}{f', {_connections(connections)}' if connections else ''} on {_pods(len(pods))}"
+    if for_connections > for_sessions:
+        seen += f" (target {per_pod} connections per pod, cap {cap})"
+    elif target:
+        seen += f" (target {target} per pod)"
 
     def decision(replicas: int, reason: str, since: float | None = None) -> Decision:
-        return Decision(replicas, reason, since, sessions, decoders, target, connections)
+        return Decision(replicas, reason, since, sessions, decoders, target, connections, cap)
 
-    need = math.ceil(sessions / target) if sessions and target else busy
+    need = max(for_sessions, for_connections)
     floor = max(policy.minReplicas, busy, 1 if sessions or look.demand else 0)
     want = min(policy.maxReplicas, max(need, floor))
 

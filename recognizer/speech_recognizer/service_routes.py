@@ -150,12 +150,12 @@ async def metrics(request: Request) -> Response:
 
 
 async def sessions(request: Request) -> Response:
-    """Live sessions, connections and decoder capacity: what the operator's autoscaling reads from each pod."""
+    """Live sessions, connections and their cap, decoder capacity: what the operator's autoscaling reads from each pod."""
     state = _state(request)
     admission = state.engine.admission
     return JSONResponse({
-        "sessions": admission.active, "connections": admission.connections, "decoders": admission.limit,
-        "idleSeconds": round(admission.idle_seconds(), 1), "admitted": admission.admitted, "ready": is_ready(state),
+        "sessions": admission.active, "connections": admission.connections, "maxConnections": admission.max_connections,
+        "decoders": admission.limit, "idleSeconds": round(admission.idle_seconds(), 1), "admitted": admission.admitted, "ready": is_ready(state),
         "draining": state.drain.draining,
     })
 
@@ -236,12 +236,15 @@ READY_SCHEMA = {
 }
 SESSIONS_SCHEMA = {
     "type": "object",
-    "required": ["sessions", "connections", "decoders", "idleSeconds", "admitted", "ready", "draining"],
+    "required": ["sessions", "connections", "maxConnections", "decoders", "idleSeconds", "admitted", "ready", "draining"],
     "properties": {
         "sessions": {"type": "integer", "description": "recognitions holding a decoder now (streams and REST requests)"},
         "connections": {"type": "integer", "description": "recognition WebSockets open now (`/vosk`, `/` and the Speech SDK's), "
                         "with or without a session: a stream takes its decoder only at its first audio, and a Speech SDK app "
                         "keeps its connection between recognitions (for at most `ConnectionIdleSeconds` without a message)"},
+        "maxConnections": {"type": "integer", "description": "recognition WebSockets this server keeps open at once "
+                           "(`MaxConnections`); the next is closed with 1013: the operator's autoscaling adds pods before "
+                           "`connections` reaches it"},
         "decoders": {"type": "integer", "description": "recognitions that may hold one at once (`DecoderMaxCount`)"},
         "idleSeconds": {"type": "number", "description": "seconds since the last recognition ended or the last recognition "
                         "WebSocket closed (or the start); 0 while a recognition runs or a connection is open"},
@@ -342,11 +345,12 @@ def routes() -> list[BaseRoute]:
             "tags": [oa.HEALTH],
             "summary": "Live sessions, connections and decoder capacity",
             "description": "What the operator's autoscaling reads from each ready pod (`spec.autoscaling`): sessions now, "
-            "clients connected (a pod with one is not idle, even before its first audio), decoders in all, and how long the "
+            "clients connected (a pod with one is not idle, even before its first audio) and how many it may keep, "
+            "decoders in all, and how long the "
             "server has had no work and no client (a locale with `minReplicas: 0` rests at zero pods after "
             "`idleSecondsToZero`). Polled, so its access lines are at Debug.",
             "responses": {"200": oa.json_response("now", SESSIONS_SCHEMA, {
-                "sessions": 2, "connections": 3, "decoders": 6, "idleSeconds": 0, "admitted": 17, "ready": True,
+                "sessions": 2, "connections": 3, "maxConnections": 500, "decoders": 6, "idleSeconds": 0, "admitted": 17, "ready": True,
                 "draining": False})},
         }),
         describe(Route(c.ROUTE_USAGE_LOGS, usage_logs), get=USAGE),

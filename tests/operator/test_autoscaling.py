@@ -43,16 +43,19 @@ BODY: dict[str, Any] = {
 @dataclass
 class Scripted:
     """Each pod's ``/sessions`` as the test sets it (``loads[pod] = (sessions, idleSeconds)``,
-    ``admitted[pod]``: recognitions it admitted, ``connections[pod]``: clients connected, 0 unless set)."""
+    ``admitted[pod]``: recognitions it admitted, ``connections[pod]``: clients connected, 0 unless set;
+    ``max_connections``: the connection cap every pod reports, none (as a recognizer older than the field) unless set)."""
 
     loads: dict[str, tuple[int, float]] = field(default_factory=dict)
     admitted: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)
+    max_connections: int | None = None
 
     async def start(self, name: str) -> _Server:
         async def sessions(request: web.Request) -> web.Response:
             count, idle = self.loads.get(name, (0, 0.0))
-            return web.json_response({"sessions": count, "connections": self.connections.get(name, 0), "decoders": 4,
+            cap = {} if self.max_connections is None else {"maxConnections": self.max_connections}
+            return web.json_response({"sessions": count, "connections": self.connections.get(name, 0), "decoders": 4, **cap,
                                       "idleSeconds": idle, "admitted": self.admitted.get(name, 0), "ready": True, "draining": False})
 
         async def ready(request: web.Request) -> web.Response:
@@ -250,6 +253,31 @@ async def test_pods_with_clients_connected_before_their_first_audio_are_not_scal
     scaled.script.connections = {}  # the clients have gone
     scaled.script.loads = {"en-us-1": (0, 2.0), "en-us-2": (0, 2.0)}
     await scaled.becomes(0, timeout=5)
+
+
+async def test_up_before_the_connections_reach_the_pods_cap(scaled: Scaled) -> None:
+    """Many clients connected and few sessions (Speech SDK apps between recognitions): a pod at its
+    MaxConnections closes the next client with 1013 while its sessions say one pod is plenty. The
+    pods report their cap (500), and a pod is added once the connections pass four fifths of it;
+    once they fit on fewer pods again, after the delay, the extra pod goes."""
+    scaled.script.max_connections = 500
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    scaled.script.loads["en-us-0"] = (1, 0.0)
+    scaled.script.connections["en-us-0"] = 450
+    await scaled.becomes(2, timeout=3)
+    assert await scaled.events("ScaledUp") == ["1 session, 450 connections on 1 pod (target 400 connections per pod, cap 500): 1 → 2"]
+    await scaled.ready_pods(2)
+
+    async def reported() -> bool:  # the status is written after the Deployment
+        status = (await scaled.status())["autoscaling"]
+        return (status["sessions"], status["connections"], status.get("maxConnections")) == (1, 450, 500)
+    await scaled.cluster.eventually(reported)
+    await scaled.stays(2, 1.5)  # longer than scaleDownDelaySeconds: 450 connections still need two pods
+
+    scaled.script.connections["en-us-0"] = 300  # the apps' connections closed while idle
+    await scaled.becomes(1, timeout=5)
 
 
 async def test_a_pod_not_ready_with_sessions_is_not_scaled_away(scaled: Scaled) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speech_operator.api import AutoscalingSpec
-from speech_operator.scaling import Look, PodLoad, decide, target_of
+from speech_operator.scaling import Look, PodLoad, connections_target, decide, target_of
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -132,6 +132,49 @@ def test_a_client_connected_before_its_first_audio_keeps_its_pod() -> None:
     assert decide(p, Look(1, (PodLoad("p0", 0, 6, 999.0),)), None, T0).replicas == 0, "once they are gone: zero"
 
 
+def connected(*connections: int, sessions: int = 0, cap: int | None = 500) -> tuple[PodLoad, ...]:
+    """Pods with clients connected, each reporting its connection cap (None: a recognizer older than the field)."""
+    return tuple(PodLoad(f"p{i}", sessions, 6, 0.0, connections=n, max_connections=cap) for i, n in enumerate(connections))
+
+
+def test_more_pods_before_the_connections_reach_the_cap() -> None:
+    """A pod at MaxConnections closes the next client with 1013 whatever its sessions: with few sessions
+    and many idle Speech SDK apps connected, pods are added once the connections on them pass four fifths
+    of the cap (500: 400 per pod), and the reason says so."""
+    up = decide(policy(), Look(1, connected(450, sessions=1)), None, T0)
+    assert (up.replicas, up.max_connections, up.connections) == (2, 500, 450)
+    assert up.reason == "1 session, 450 connections on 1 pod (target 400 connections per pod, cap 500): 1 → 2"
+    assert decide(policy(), Look(2, connected(400, 400)), None, T0).replicas == 2, "at the target: enough"
+    assert decide(policy(), Look(2, connected(401, 400)), None, T0).replicas == 3
+    assert decide(policy(maxReplicas=3), Look(2, connected(500, 500)), None, T0).replicas == 3, "bounded by maxReplicas"
+    sessions = decide(policy(), Look(1, connected(10, sessions=5)), None, T0)
+    assert (sessions.replicas, sessions.reason) == (3, "5 sessions, 10 connections on 1 pod (target 2 per pod): 1 → 3"), \
+        "where the sessions need more pods, the reason names their target"
+
+
+def test_fewer_pods_only_down_to_what_the_connections_need() -> None:
+    """900 clients on one pod of three (cap 1000: 800 per pod): the two idle pods are not both removed,
+    as the sessions and the busy pods alone would have it."""
+    p = policy(scaleDownDelaySeconds=0)
+    down = decide(p, Look(3, connected(900, 0, 0, cap=1000)), None, T0)
+    assert (down.replicas, down.reason) == (2, "0 sessions, 900 connections on 3 pods (target 800 connections per pod, cap 1000), "
+                                               "2 pods enough for 0 s (scaleDownDelaySeconds 0): 3 → 2")
+    assert decide(p, Look(2, connected(800, 0, cap=1000)), None, T0).replicas == 1, "at the target: one pod"
+
+
+def test_the_least_cap_reported_counts_and_older_recognizers_report_none() -> None:
+    mixed = (PodLoad("p0", 0, 6, 0.0, connections=90, max_connections=100),
+             PodLoad("p1", 0, 6, 0.0, connections=90, max_connections=1000))
+    assert decide(policy(), Look(2, mixed), None, T0).replicas == 3, "180 connections, at most 80 per pod"
+    old = decide(policy(), Look(1, connected(450, cap=None)), None, T0)
+    assert (old.replicas, old.max_connections) == (1, None), "no cap reported: the connections keep their pod, no more"
+
+
+@pytest.mark.parametrize(("cap", "per_pod"), [(1, 1), (2, 1), (5, 4), (500, 400), (100000, 80000), (None, None)])
+def test_the_connection_target_is_four_fifths_of_the_cap(cap: int | None, per_pod: int | None) -> None:
+    assert connections_target(cap) == per_pod
+
+
 @pytest.mark.parametrize(("decoders", "target"), [(1, 1), (2, 1), (3, 2), (5, 4), (6, 4), (12, 9), (None, None)])
 def test_the_default_target_is_four_fifths_of_the_decoders(decoders: int | None, target: int | None) -> None:
     assert target_of(policy(targetSessionsPerReplica=None), decoders) == target
@@ -151,7 +194,7 @@ policies = st.builds(
                                                           scaleDownDelaySeconds=delay, idleSecondsToZero=idle),
     st.integers(0, 5), st.integers(0, 6), st.none() | st.integers(1, 8), st.integers(0, 600), st.integers(0, 900))
 loads = st.lists(st.builds(PodLoad, st.just("p"), st.integers(0, 12), st.integers(1, 12), st.floats(0, 2000), st.integers(0, 20),
-                           st.sampled_from((0, 0, 1, 3))), max_size=8)
+                           st.sampled_from((0, 0, 1, 3, 9, 30)), st.none() | st.integers(1, 12)), max_size=8)
 looks = st.builds(lambda replicas, ps, silent, demand, unready: Look(replicas, tuple(ps), silent, demand, unready),
                   st.integers(0, 12), loads, st.integers(0, 2), st.booleans(), st.integers(0, 2))
 times = st.floats(0, 1000)
@@ -172,8 +215,15 @@ def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: f
     assert d.replicas >= min(p.maxReplicas, max(p.minReplicas, busy)), "never below the pods holding sessions or clients"
     if sessions:
         assert d.replicas >= 1
+    connections = sum(x.connections for x in look.pods)
+    cap = min((x.max_connections for x in look.pods if x.max_connections), default=None)
+    per_pod = max(1, math.floor(cap * 0.8)) if cap else None
+    if per_pod and connections:
+        assert d.replicas >= min(p.maxReplicas, math.ceil(connections / per_pod)) or (
+            d.replicas == look.replicas and look.replicas > p.maxReplicas), "connections kept below four fifths of the cap"
     if d.replicas > look.replicas:
-        need = math.ceil(sessions / d.target) if sessions and d.target else busy
+        need = max(math.ceil(sessions / d.target) if sessions and d.target else busy,
+                   math.ceil(connections / per_pod) if connections and per_pod else 0)
         floor = max(p.minReplicas, busy, 1 if sessions or look.demand else 0)
         assert d.replicas == min(p.maxReplicas, max(need, floor)), "up: straight to what is needed"
     if d.replicas < look.replicas and look.replicas <= p.maxReplicas:

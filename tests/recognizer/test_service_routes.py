@@ -310,10 +310,10 @@ def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
 
 
 def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
-    """What the operator's autoscaling reads: sessions now, clients connected, decoders in all, seconds
+    """What the operator's autoscaling reads: sessions now, clients connected and their cap, decoders in all, seconds
     without work; the answer has the fields its description in the reference lists, all of them.
     (A client connected before its first audio: tests/recognizer/test_open_connections.py.)"""
-    app = create_app(make_settings(tmp_path, "DecoderMaxCount=4"), registry)
+    app = create_app(make_settings(tmp_path, "DecoderMaxCount=4", "MaxConnections=37"), registry)
     pcm, _, _ = read_wav(speech_wav)
     with ServerThread(app) as srv:
         def sessions() -> dict:
@@ -322,6 +322,7 @@ def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: M
         idle = sessions()
         assert set(idle) == set(service_routes.SESSIONS_SCHEMA["properties"]) == set(service_routes.SESSIONS_SCHEMA["required"])
         assert (idle["sessions"], idle["connections"], idle["decoders"], idle["admitted"], idle["draining"]) == (0, 0, 4, 0, False)
+        assert idle["maxConnections"] == 37, "the cap the operator's autoscaling keeps the connections below"
         time.sleep(0.3)
         assert sessions()["idleSeconds"] >= idle["idleSeconds"] + 0.2, "idle time grows from the start"
         with connect(f"{srv.ws}/vosk?language=ko-KR") as ws:
