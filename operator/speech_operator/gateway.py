@@ -18,7 +18,8 @@ Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/sta
 ``/metrics`` (Prometheus), ``/pre-stop`` (the pod's preStop hook), ``GET /`` (the locales routed).
 On SIGTERM it stops listening; streams in progress go on for up to ``shutdown_seconds``, and each
 relayed WebSocket is closed with 1000 as soon as it is idle (a Speech SDK app between recognitions
-then connects again, to another gateway), so the gateway exits once nothing runs
+then connects again, to another gateway); what is held for a wake is answered at once (503 / 1013),
+so the gateway exits once nothing runs, within ``shutdown_seconds`` and a few seconds
 (:mod:`speech_operator.gateway_shutdown`).
 """
 
@@ -44,7 +45,7 @@ from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
-from speech_operator.gateway_shutdown import Progress, Shutdown
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo
 from speech_recognizer.models import UnknownLocale
@@ -277,11 +278,14 @@ class Gateway:
         return response
 
     async def _woken(self, backend: Backend) -> Backend:
-        """``backend`` with a ready pod, after holding the request while it has none (bounded)."""
+        """``backend`` with a ready pod, after holding the request while it has none (bounded by the
+        hold, and by the gateway's stop: :data:`~speech_operator.gateway_failures.STOPPED_HOLDING`)."""
         if backend.ready_replicas > 0:
             return backend
         held = time.monotonic()
-        ready = await self.waker.ready(backend)
+        stopped = failures.Failure(f"this gateway stopped while {backend.locale} was waking up; try again "
+                                   "(another gateway pod takes it)", failures.STOPPED_HOLDING)
+        ready = await self.shutdown.unless_stopping(self.waker.ready(backend), stopped)
         self.metrics.woken.labels(backend.locale).observe(time.monotonic() - held)
         return ready
 
@@ -388,10 +392,14 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port.
 
     On the way out it stops listening, then a gateway's relayed WebSockets and recognition requests
-    are drained for up to ``shutdown_seconds`` (:mod:`speech_operator.gateway_shutdown`), then
-    aiohttp's shutdown gives what is left (other routes' requests) ``shutdown_seconds``."""
+    are drained for up to ``shutdown_seconds`` (requests held for a wake answered at once:
+    :mod:`speech_operator.gateway_shutdown`), then aiohttp's shutdown gives what is left (close
+    handshakes, other routes' requests) up to :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS`
+    before it cuts it: the whole stop takes at most ``shutdown_seconds`` and those few seconds (an
+    application without a gateway: ``shutdown_seconds`` for aiohttp's shutdown alone)."""
+    after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) if GATEWAY in app else shutdown_seconds
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
-                           shutdown_timeout=shutdown_seconds, handle_signals=False)
+                           shutdown_timeout=after, handle_signals=False)
     await runner.setup()
     sock = listening_socket(host, port)
     try:

@@ -22,7 +22,7 @@ from speech_recognizer.errors import NOT_FOUND, UNKNOWN_LOCALE, Failure, Kind
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "FORMS_HELD", "NOT_FOUND", "STOPPED", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "FORMS_HELD", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "close_args", "http_response", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -36,6 +36,9 @@ TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WA
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
 STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNING, 5,
                doc="the gateway stopped (SIGTERM) before the stream ended, SPEECH_GATEWAY_SHUTDOWN_SECONDS after it began")
+STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", errors.INFO, 1,
+                       doc="the gateway stopped (SIGTERM) while the request was held for its locale to wake: answered at "
+                           "once, the client tries again at another gateway pod (the wake asked for goes on)")
 FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                   doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may")
 

@@ -30,6 +30,18 @@ for one idle before the stop); a client that starts its next turn within that ti
 A recognition request (REST, OpenAI) in flight is waited for too (:meth:`Shutdown.requesting`): its
 upload may still be arriving, and after aiohttp's shutdown began the rest of its body would never
 come (the recognizer then answered 408 once its body had paused for ``Http:BodyTimeoutSeconds``).
+
+A request or WebSocket held while its locale wakes (:mod:`speech_operator.gateway_wake`) is not
+waited for: a wake takes longer than a stop may (a pod's start, up to ``hold_seconds``). At the stop
+it is answered at once (:meth:`Shutdown.unless_stopping`): 503 + ``Retry-After`` or close 1013 with
+the reason (:data:`~speech_operator.gateway_failures.STOPPED_HOLDING`), so the client tries again at
+another gateway pod, which holds it while the wake already asked for goes on.
+
+The whole stop is bounded: the drain takes at most ``shutdown_seconds``, then aiohttp's own shutdown
+(the runner's ``cleanup``) gives what is left at most :data:`AFTER_DRAIN_SECONDS` (the close
+handshakes of the relays closed at the deadline, a request to another route, a recognition request
+still uploading, which is then cut). The pod's ``terminationGracePeriodSeconds`` (the chart's
+``gateway.yaml``) leaves room for the preStop pause, both and a margin.
 """
 
 from __future__ import annotations
@@ -38,12 +50,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
 
 from speech_operator import gateway_failures as failures
 from speech_recognizer.usp.frames import FrameError, Message, RequestIds, parse_binary, parse_text
 
 log = logging.getLogger("speech_operator.gateway")
+
+T = TypeVar("T")
 
 #: What the client (and the recognizer) of a relayed WebSocket closed while idle is told, with 1000.
 IDLE_REASON = "closed while idle: this gateway is shutting down; connect again"
@@ -55,6 +70,9 @@ STOPPED_MIDSTREAM = failures.Failure("this gateway stopped before the stream end
 SETTLE_SECONDS = 2.0
 #: How often a stream in progress is looked at again once the gateway stops.
 POLL_SECONDS = 0.05
+#: How long aiohttp's own shutdown, after the drain, waits for what is left before it cuts it: the
+#: relays closed at the drain's deadline finish their close handshakes, other routes their answers.
+AFTER_DRAIN_SECONDS = 3.0
 
 
 class Progress:
@@ -128,23 +146,49 @@ class Shutdown:
         self.relays: set[Progress] = set()
         #: Recognition requests (REST, OpenAI) in flight, their upload included.
         self.requests = 0
+        #: Requests and WebSockets held now while their locale wakes (answered at once at the stop).
+        self.held = 0
 
     async def drain(self, seconds: float) -> None:
         """Close the relays as they become idle, and return once none is left; after ``seconds``, close
         the rest. Call it once the gateway no longer listens."""
         running = sum(not p.idle for p in self.relays)
-        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000; %d stream(s) and %d request(s) "
-                 "in progress get up to %g s to end", len(self.relays) - running, running, self.requests, seconds)
+        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake are answered at once; "
+                 "%d stream(s) and %d request(s) in progress get up to %g s to end",
+                 len(self.relays) - running, self.held, running, self.requests, seconds)
         self.begun.set()
         deadline = time.monotonic() + seconds
         while (self.relays or self.requests) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
-            log.warning("gateway stopping: %d request(s) still in progress after %g s are cut", self.requests, seconds)
+            log.warning("gateway stopping: %d request(s) still in progress after %g s are cut in %g s",
+                        self.requests, seconds, AFTER_DRAIN_SECONDS)
         if self.relays:
             log.warning("gateway stopping: %d stream(s) still in progress after %g s are closed with 1001",
                         len(self.relays), seconds)
             self.over.set()
+
+    async def unless_stopping(self, waiting: Awaitable[T], failure: failures.Failure) -> T:
+        """What ``waiting`` (a hold while a locale wakes) gives, unless the gateway stops first: then it is
+        cancelled and ``failure`` raised, at once (a stop does not wait for a wake)."""
+        if self.begun.is_set():
+            if asyncio.iscoroutine(waiting):
+                waiting.close()
+            raise failure
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self.begun.wait())
+        self.held += 1
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            raise failure
+        finally:
+            self.held -= 1
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     @contextlib.contextmanager
     def requesting(self) -> Iterator[None]:

@@ -18,19 +18,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import azure.cognitiveservices.speech as speechsdk
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from speech_operator.gateway import GatewayConfig
-from speech_operator.gateway_shutdown import IDLE_REASON, SETTLE_SECONDS, Progress, Shutdown
+from speech_operator.gateway import GATEWAY, GatewayConfig
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, Progress, Shutdown
 from speech_recognizer.usp.frames import parse_text, text_frame
 
 from harness.usp import client_audio_frame, client_text_frame
-from tests.support import Reference, read_wav
+from tests.support import Reference, free_port, read_wav
 from tests.usp.sdk import assert_same, config, continuous, expected, reported
 
 from .conftest import Recognizer, Stack, speech_to_text, start_recognizer
+from .test_wake import AT_ZERO
 
 #: The gateway's shutdown_seconds here: what a stop must take much less than when nothing runs.
 SHUTDOWN_SECONDS = 30
@@ -218,6 +220,187 @@ def test_a_rest_upload_in_progress_is_answered(ko: Recognizer, tmp_path: Path, s
     assert answered - stopping > 1, "the upload went on for over a second after the stop began"
     assert stack.stopped_in is not None and stack.stopped_in < answered - stopping + PROMPT, (
         f"the gateway took {stack.stopped_in:.1f} s to stop; the answer came {answered - stopping:.1f} s after the stop began")
+
+
+# ---- what a stop does not wait for (a wake), and how long it may take at worst ---------------------
+#: shutdown_seconds of the gateways below: a stop must not wait it out for what is held for a wake.
+HELD_SHUTDOWN_SECONDS = 3
+#: How soon after the stop began what is held for a wake must be answered, and the gateway have
+#: stopped when nothing else runs (it is at once; the rest is a busy machine's margin).
+AT_ONCE = 1.5
+#: What a client held for ja-JP's wake is told when the gateway stops.
+STOPPED_WHILE_WAKING = "this gateway stopped while ja-JP was waking up; try again (another gateway pod takes it)"
+
+
+def asleep_stack(tmp: Path, shutdown_seconds: float) -> Stack:
+    """A gateway routing ja-JP, an autoscaled locale at zero pods that never wakes (no operator runs):
+    whatever asks for it is held, for up to 60 s."""
+    tmp.mkdir()
+    stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=0, shutdown_seconds=shutdown_seconds, hold_seconds=60)).__enter__()
+    stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
+    stack.routes("ja-JP")
+    return stack
+
+
+def held(stack: Stack, count: int) -> None:
+    """Wait until the gateway holds ``count`` requests for a wake."""
+    assert stack.app is not None
+    waker = stack.app[GATEWAY].waker
+    stack.eventually(lambda: waker.held == count, 10, f"{count} held for the wake")
+
+
+@pytest.mark.parametrize("path, protocols", [("/vosk?language=ja-JP", None),
+                                              ("/speech/recognition/conversation/cognitiveservices/v1?language=ja-JP", ["USP"])],
+                         ids=["vosk", "speech-sdk"])
+def test_a_websocket_held_for_a_wake_is_closed_with_the_reason_at_once(tmp_path: Path, path: str,
+                                                                      protocols: list[str] | None) -> None:
+    """A WebSocket accepted and held while its locale wakes gets close 1013 and the reason as soon as
+    the gateway stops, and the gateway exits at once: the client tries again, at another gateway pod.
+    It was held through the drain's shutdown_seconds (idle, but not relayed: nothing closed it), then
+    for aiohttp's shutdown_seconds again, then dropped without a close frame."""
+    stack = asleep_stack(tmp_path / "gateway", HELD_SHUTDOWN_SECONDS)
+    with connect(stack.ws + path, subprotocols=protocols, open_timeout=10) as ws:  # type: ignore[arg-type]
+        if protocols:
+            ws.send(client_text_frame("speech.context", "a" * 32, {"phraseDetection": {"language": "ja-JP"}}))
+            ws.send(client_audio_frame("a" * 32, b"\0" * 3200))
+        else:
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            ws.send(b"\0" * 3200)
+        held(stack, 1)
+        stopping = time.monotonic()
+        stack.stop()
+        code, reason, closed = close_of(ws)
+    stack.join()
+    assert (code, reason) == (1013, STOPPED_WHILE_WAKING)
+    assert closed - stopping < AT_ONCE, f"closed {closed - stopping:.1f} s after the stop began"
+    assert stack.stopped_in is not None and stack.stopped_in < AT_ONCE, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+def _post(stack: Stack, route: str, wav: bytes, answers: dict) -> None:
+    """A recognition request for ja-JP on ``route``; its answer (or error) and when it came into ``answers``."""
+    try:
+        if route == "rest":
+            answers["response"] = httpx.post(f"{stack.http}{REST.replace('ko-KR', 'ja-JP')}", content=wav,
+                                             headers={"Content-Type": "audio/wav"}, timeout=30)
+        else:
+            answers["response"] = httpx.post(f"{stack.http}/v1/audio/transcriptions", timeout=30,
+                                             data={"model": "whisper-1", "language": "ja-JP"},
+                                             files={"file": ("speech.wav", wav, "audio/wav")})
+    except httpx.HTTPError as exc:
+        answers["error"] = exc
+    answers["at"] = time.monotonic()
+
+
+@pytest.mark.parametrize("route", ["rest", "openai"])
+def test_a_request_held_for_a_wake_is_answered_503_at_once(tmp_path: Path, speech_wav: Path, route: str) -> None:
+    """A REST or OpenAI request held while its locale wakes gets 503 + Retry-After and the reason (in
+    the route's error shape) as soon as the gateway stops, which then exits at once. It was held
+    through both shutdown_seconds, then cut without an answer."""
+    stack = asleep_stack(tmp_path / "gateway", HELD_SHUTDOWN_SECONDS)
+    answers: dict = {}
+    client = threading.Thread(target=_post, args=(stack, route, speech_wav.read_bytes(), answers))
+    client.start()
+    held(stack, 1)
+    stopping = time.monotonic()
+    stack.stop()
+    client.join(30)
+    stack.join()
+    assert "response" in answers, f"no answer: {answers.get('error')!r}"
+    response = answers["response"]
+    assert (response.status_code, response.headers.get("Retry-After")) == (503, "1"), response.text
+    error = response.json()["error"]
+    assert error["message"] == STOPPED_WHILE_WAKING
+    assert error["code"] == ("ServiceUnavailable" if route == "rest" else "stopped_while_held")
+    assert answers["at"] - stopping < AT_ONCE, f"answered {answers['at'] - stopping:.1f} s after the stop began"
+    assert stack.stopped_in is not None and stack.stopped_in < AT_ONCE, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+def test_the_worst_stop_ends_within_shutdown_seconds_and_a_few(ko: Recognizer, tmp_path: Path, speech_wav: Path) -> None:
+    """Everything that can hold a stop at once: a /vosk stream that never ends, a WebSocket held for a
+    wake, a REST upload that never ends, and a request to another route (the 5 s preStop hook's).
+    The gateway exits within shutdown_seconds and AFTER_DRAIN_SECONDS (the pod's grace leaves room
+    for both after the preStop pause): the stream is closed with 1001 and the reason at the deadline,
+    the held WebSocket with 1013 at once, the other route answered, the upload cut. It took twice
+    shutdown_seconds (the drain's, then aiohttp's again), over the pod's grace for the default 30."""
+    seconds = 6  # twice that (the old stop) is well past the bound, with a busy machine's margin
+    stack = asleep_stack(tmp_path / "gateway", seconds)
+    stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+    stack.routes("ko-KR")
+    assert stack.app is not None
+    shutdown = stack.app[GATEWAY].shutdown
+    got: dict[str, tuple] = {}
+    going = threading.Event()
+
+    def stream() -> None:  # a /vosk stream to ko-KR that never ends (silence, paced)
+        with connect(f"{stack.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            try:
+                while True:
+                    ws.send(b"\0" * 3200)
+                    ws.recv(timeout=30)
+                    going.set()
+                    time.sleep(0.05)
+            except ConnectionClosed as exc:
+                got["stream"] = (exc.rcvd and exc.rcvd.code, exc.rcvd and exc.rcvd.reason, time.monotonic())
+
+    def hold() -> None:  # a /vosk WebSocket held for ja-JP's wake
+        with connect(f"{stack.ws}/vosk?language=ja-JP", open_timeout=10) as ws:
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            got["held"] = close_of(ws)
+
+    def upload() -> None:  # a REST upload to ko-KR whose body trickles for a minute
+        body = speech_wav.read_bytes()
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+        conn.putrequest("POST", REST)
+        conn.putheader("Content-Type", "audio/wav")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        step = len(body) // 600 + 1
+        try:
+            for i in range(0, len(body), step):
+                conn.send(body[i:i + step])
+                time.sleep(0.1)
+            got["upload"] = (conn.getresponse().status, time.monotonic())
+        except OSError as exc:  # cut: reset, or closed before an answer
+            got["upload"] = (type(exc).__name__, time.monotonic())
+        except http.client.HTTPException as exc:
+            got["upload"] = (type(exc).__name__, time.monotonic())
+        finally:
+            conn.close()
+
+    hook = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    hook.request("GET", "/pre-stop")  # the preStop hook's request (5 s), sent here: it is in flight at the stop
+
+    def other_route() -> None:
+        got["other"] = (hook.getresponse().status, time.monotonic())
+
+    clients = [threading.Thread(target=f) for f in (stream, hold, upload, other_route)]
+    for c in clients:
+        c.start()
+    assert going.wait(10), "the stream runs"
+    held(stack, 1)
+    stack.eventually(lambda: shutdown.requests == 1, 10, "the upload in flight")
+    time.sleep(0.2)  # the /pre-stop request is read by now (it was sent before the others started)
+    stopping = time.monotonic()
+    stack.stop()
+    for c in clients:
+        c.join(60)
+    stack.join()
+    bound = seconds + AFTER_DRAIN_SECONDS
+    assert stack.stopped_in is not None and stack.stopped_in < bound + 1.5, (
+        f"the gateway took {stack.stopped_in:.1f} s to stop (shutdown_seconds {seconds}, then {AFTER_DRAIN_SECONDS:g})")
+    code, reason, closed = got["held"]
+    assert (code, reason, closed - stopping < AT_ONCE) == (1013, STOPPED_WHILE_WAKING, True), closed - stopping
+    code, reason, closed = got["stream"]
+    assert (code, reason) == (STOPPED_MIDSTREAM.kind.close, STOPPED_MIDSTREAM.message)
+    assert seconds - 0.5 < closed - stopping < seconds + 1.5, f"closed {closed - stopping:.1f} s after the stop began"
+    assert got["other"][0] == 200, "another route's request in flight is answered"
+    assert got["upload"][1] - stopping < bound + 1.5, f"the upload ended {got['upload'][1] - stopping:.1f} s after the stop began"
+    print(f"\nworst stop: gateway exited {stack.stopped_in:.1f} s after the stop began (shutdown_seconds {seconds}); "
+          f"held WebSocket closed after {got['held'][2] - stopping:.2f} s, stream after {got['stream'][2] - stopping:.1f} s, "
+          f"upload ended ({got['upload'][0]}) after {got['upload'][1] - stopping:.1f} s, "
+          f"/pre-stop answered after {got['other'][1] - stopping:.1f} s")
+    hook.close()
 
 
 def assert_recognized(result: speechsdk.SpeechRecognitionResult) -> None:

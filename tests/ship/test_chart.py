@@ -316,6 +316,7 @@ def test_gateway_default_render(helm: Path) -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
     assert container["securityContext"] == RESTRICTED_CONTAINER
     assert pod["terminationGracePeriodSeconds"] == 45
+    assert_grace_covers_the_stop(pod, 30)
     assert {e["name"]: e["value"] for e in container["env"]} == {
         "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100"}
     from speech_operator.gateway import GatewayConfig
@@ -327,6 +328,17 @@ def test_gateway_default_render(helm: Path) -> None:
     assert service["spec"]["ports"] == [{"name": "http", "port": 5000, "targetPort": "http", "protocol": "TCP"}]
     operator_selector = one(operator_docs(docs), "Deployment")["spec"]["selector"]["matchLabels"]
     assert not operator_selector.items() <= labels.items(), "the operator's Deployment would select the gateway's pods"
+
+
+def assert_grace_covers_the_stop(pod: dict, shutdown_seconds: float) -> None:
+    """The grace (counted from the preStop hook's start) holds the whole stop with seconds to spare: the
+    preStop pause, the drain's shutdown_seconds, then aiohttp's shutdown (AFTER_DRAIN_SECONDS);
+    tests/gateway/test_shutdown.py checks that a stop takes no longer."""
+    from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS
+    from speech_recognizer import contract
+
+    stop = contract.PRE_STOP_SECONDS + shutdown_seconds + AFTER_DRAIN_SECONDS
+    assert pod["terminationGracePeriodSeconds"] >= stop + 5, (pod["terminationGracePeriodSeconds"], stop)
 
 
 def test_gateway_rbac_is_its_own_reading_and_asking_for_pods(helm: Path) -> None:
@@ -355,6 +367,7 @@ def test_gateway_values(helm: Path) -> None:
     assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 75
+    assert_grace_covers_the_stop(pod, 60)
     assert pod["containers"][0]["args"][-1] == "--verbose"
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20"}
