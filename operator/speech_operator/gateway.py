@@ -44,6 +44,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
+from speech_operator.gateway_http_limits import KEEPALIVE_SECONDS, GuardedSite, HeadLimits
+from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
@@ -74,10 +76,19 @@ class GatewayConfig:
     """How long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013."""
     max_held: int = 100
     """Requests held at once, at most; the next one gets 503 / 1013 at once."""
+    header_seconds: float = HeadLimits.header_seconds
+    """How long a request head may take from its first byte (a new connection's from its opening) before 408."""
+    max_header_bytes: int = HeadLimits.max_header_bytes
+    """Largest request head (request line and headers), in bytes; larger gets 431."""
+
+    @property
+    def head_limits(self) -> HeadLimits:
+        return HeadLimits(max_header_bytes=self.max_header_bytes, header_seconds=self.header_seconds)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
-        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``."""
+        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``,
+        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``."""
         env = dict(os.environ if env is None else env)
         return cls(
             host=env.get("SPEECH_GATEWAY_HOST") or cls.host,
@@ -86,6 +97,8 @@ class GatewayConfig:
             shutdown_seconds=float(env.get("SPEECH_GATEWAY_SHUTDOWN_SECONDS") or cls.shutdown_seconds),
             hold_seconds=float(env.get("SPEECH_GATEWAY_HOLD_SECONDS") or cls.hold_seconds),
             max_held=int(env.get("SPEECH_GATEWAY_MAX_HELD") or cls.max_held),
+            header_seconds=float(env.get("SPEECH_GATEWAY_HEADER_SECONDS") or cls.header_seconds),
+            max_header_bytes=int(env.get("SPEECH_GATEWAY_MAX_HEADER_BYTES") or cls.max_header_bytes),
         )
 
 
@@ -319,6 +332,12 @@ class Gateway:
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
         return failures.http_response(failure, openai=openai)
 
+    def refused_head(self, failure: failures.Failure) -> None:
+        """A connection refused before its request head was read (:mod:`speech_operator.gateway_http_limits`)."""
+        failures.report(failure, HEAD_ROUTE, None)
+        self.metrics.failures.labels(failure.kind.name).inc()
+        self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
+
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
                           backend: Backend | None, protocols: tuple[str, ...]) -> web.WebSocketResponse:
         locale = backend.locale if backend else None
@@ -389,7 +408,8 @@ class AccessLog(AbstractAccessLogger):
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0) -> AsyncIterator[int]:
-    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket); yields the port.
+    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket), with the gateway's
+    limits on request heads (:mod:`speech_operator.gateway_http_limits`); yields the port.
 
     On the way out it stops listening, then a gateway's relayed WebSockets and recognition requests
     are drained for up to ``shutdown_seconds`` (requests held for a wake answered at once:
@@ -399,11 +419,13 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     application without a gateway: ``shutdown_seconds`` for aiohttp's shutdown alone)."""
     after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) if GATEWAY in app else shutdown_seconds
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
-                           shutdown_timeout=after, handle_signals=False)
+                           shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS)
     await runner.setup()
     sock = listening_socket(host, port)
+    gateway = app.get(GATEWAY)
     try:
-        site = web.SockSite(runner, sock)
+        site = GuardedSite(runner, sock, gateway.config.head_limits if gateway else HeadLimits(),
+                           gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None))
         await site.start()
         yield sock.getsockname()[1]
         await site.stop()

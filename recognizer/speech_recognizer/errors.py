@@ -21,6 +21,7 @@ meets becomes a failure through :func:`classify` (a client that left, or :data:`
 
 from __future__ import annotations
 
+import http
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -153,6 +154,16 @@ def http_response(failure: Failure) -> JSONResponse:
     """The REST answer: status, ``{"error": {"code", "message"}}``, and ``Retry-After`` when the kind has one."""
     headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
     return error_response(failure.kind.http, failure.message, headers)
+
+
+def http_response_bytes(failure: Failure) -> bytes:
+    """:func:`http_response` as the bytes of a whole HTTP/1.1 response that closes the connection: for a
+    server's own protocol code, which answers before any request reached an application."""
+    response = http_response(failure)
+    status = response.status_code
+    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")
+    return (head + "connection: close\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
 def openai_response(failure: Failure) -> JSONResponse:

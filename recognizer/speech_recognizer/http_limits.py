@@ -35,14 +35,13 @@ most, whatever it sends; then the connection is closed.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response, observe
+from .errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, observe
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         observe(failure, "http", self.metrics)
         cycle = self.cycle
         if cycle is None or phase == "head" or not cycle.response_started:
-            self.transport.write(_response_bytes(Failure(message, kind)))
+            self.transport.write(http_response_bytes(Failure(message, kind)))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
             cycle.message_event.set()
@@ -254,15 +253,6 @@ class _AnswerClose:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
-
-
-def _response_bytes(failure: Failure) -> bytes:
-    """The whole HTTP/1.1 response the policy gives ``failure``, closing the connection."""
-    response = http_response(failure)
-    status = response.status_code
-    head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")
-    return (head + "connection: close\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
 def protocol(limits: HttpLimits, metrics: Counters | None = None) -> type[LimitedHttpTools]:

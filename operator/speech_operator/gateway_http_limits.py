@@ -1,0 +1,202 @@
+"""Limits on request heads at the gateway: the size and the time of each, which aiohttp's server lacks.
+
+aiohttp's server keeps a connection that sends nothing, or sends its request head a byte at a time,
+for its keep-alive timeout (an hour unless told), and buffers a head of up to 128 headers of 8 KiB
+each (about 2 MiB of memory per connection once parsed). The gateway is every locale's front door,
+in a pod with a memory limit: a few hundred such connections would get it killed, and every client
+with it. So, as the recognizer does for its own server (:mod:`speech_recognizer.http_limits`, the
+same settings' defaults), each connection here:
+
+- must send a complete request head within ``header_seconds`` of its first byte (of its opening,
+  for its first request), else gets 408;
+- gets 431 once its head passes ``max_header_bytes``, before the rest is read or parsed;
+- between requests, is closed after :data:`KEEPALIVE_SECONDS` idle (aiohttp's own timer, longer than
+  the 60 s for which ingress controllers and cloud load balancers keep idle upstream connections,
+  so that they, not the gateway, close them first: a close racing a proxy's next request would be a 502).
+
+Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
+:data:`~speech_recognizer.errors.HEADER_TOO_LARGE`): its JSON answer with ``Connection: close``, one
+log line and a count (route ``http``: no route is known before the head is read); the connection is
+then closed the way nginx does, reading and dropping what the client still sends for a moment, so
+that its answer is not lost to a reset. Bodies need no limit here: what the gateway relays, the
+recognizer bounds; what it reads itself (OpenAI forms) has its own budget and deadline.
+
+aiohttp has no hook for this, so :class:`HeadGuard` sits between the event loop and aiohttp's
+:class:`~aiohttp.web_protocol.RequestHandler`, passing everything on; it reads one private attribute,
+the handler's ``_waiter`` (pending while the handler waits for a request head); tests cover it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from speech_recognizer.errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Failure, Kind, http_response_bytes
+from speech_recognizer.settings import declared
+
+log = logging.getLogger("speech_operator.gateway")
+
+#: Seconds an idle keep-alive connection stays open between two requests.
+KEEPALIVE_SECONDS = 75.0
+#: The route label of refusals made before any route is known (as the recognizer counts them).
+ROUTE = "http"
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """What one request head may hold and take: the recognizer's ``Http:`` settings' defaults."""
+
+    #: Largest request head (request line and headers), in bytes.
+    max_header_bytes: int = declared("http_max_header_bytes").default
+    #: Seconds a request head may take from its first byte (a new connection's: from its opening).
+    header_seconds: float = declared("http_header_timeout_seconds").default
+    #: Longest a refused connection is read and dropped after its answer, in seconds.
+    linger_seconds: float = 2.0
+    #: That lingering ends once the client has sent nothing for this long.
+    linger_pause_seconds: float = 1.0
+
+
+class HeadGuard(asyncio.Protocol):
+    """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
+
+    ``refused`` is told each refusal (to count and log it), with the client's address in its message."""
+
+    def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None]) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.refused = refused
+        self.transport: asyncio.Transport | None = None
+        #: Bytes of the head being received, and its last 3 (an end of head may straddle two reads).
+        self._head_bytes = 0
+        self._tail = b""
+        self._timer: asyncio.TimerHandle | None = None
+        #: Refused: what comes is dropped until the lingering close ends.
+        self._lingering = False
+        self._linger_deadline = 0.0
+
+    # ---- what the handler is doing
+
+    def _awaiting_head(self) -> bool:
+        """The handler waits for a request head (and is not reading a body, handling a request or relaying a WebSocket)."""
+        waiter = self.handler._waiter
+        if waiter is not None:
+            return not waiter.done()
+        return self.handler._request_count == 0  # its task has not started yet
+
+    # ---- timers
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, seconds), self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._lingering:
+            self._close()
+        elif self._awaiting_head():
+            self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s")
+
+    # ---- refusing
+
+    def _refuse(self, kind: Kind, message: str) -> None:
+        """Answer ``kind`` with ``message``, then close the connection after a lingering read."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        peer = transport.get_extra_info("peername")
+        self.refused(Failure(f"{message}; from {peer[0]}:{peer[1]}" if peer else message, kind))
+        self._lingering = True
+        transport.write(http_response_bytes(Failure(message, kind)))
+        transport.resume_reading()  # the handler may have paused it
+        if transport.can_write_eof():
+            transport.write_eof()  # the answer is all: the client reads it to its end
+        self._linger_deadline = asyncio.get_running_loop().time() + self.limits.linger_seconds
+        self._linger()
+
+    def _linger(self) -> None:
+        left = self._linger_deadline - asyncio.get_running_loop().time()
+        self._arm(min(self.limits.linger_pause_seconds, left))
+
+    def _close(self) -> None:
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- the connection (asyncio.Protocol), passed on to the handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.handler.connection_made(transport)
+        self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:  # read and dropped
+            self._linger()
+            return
+        if not self._awaiting_head():  # a body, or a relayed WebSocket's frames
+            self.handler.data_received(data)
+            return
+        if self._timer is None:  # the first byte of a request after the previous one
+            self._arm(self.limits.header_seconds)
+        seen = self._tail + data
+        end = seen.find(_END_OF_HEAD)
+        size = self._head_bytes + (len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail))
+        if size > self.limits.max_header_bytes:
+            self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes")
+            return
+        self.handler.data_received(data)
+        if self._awaiting_head():  # still no whole head (blank lines before a request line end nothing)
+            self._head_bytes += len(data)
+            self._tail = seen[-(len(_END_OF_HEAD) - 1):]
+        else:
+            self._head_bytes, self._tail = 0, b""
+            self._disarm()
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self._close()
+            return
+        self.handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+
+class GuardedSite(web.SockSite):
+    """:class:`aiohttp.web.SockSite` whose connections are :class:`HeadGuard`\\ s over the runner's handlers."""
+
+    def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
+                 refused: Callable[[Failure], None]) -> None:
+        super().__init__(runner, sock)
+        self.limits = limits
+        self.refused = refused
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner, as SockSite.start does first
+        server = self._runner.server
+        assert server is not None
+
+        def connection() -> HeadGuard:
+            return HeadGuard(server(), self.limits, self.refused)
+
+        self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)

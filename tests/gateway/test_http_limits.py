@@ -1,0 +1,189 @@
+"""The gateway's limits on request heads (speech_operator.gateway_http_limits), from a raw socket
+as a hostile or broken client sends them, and what they must leave alone: bodies, relayed
+WebSockets, keep-alive requests.
+
+Before them the gateway (aiohttp's server) kept a connection that sent nothing, or sent its head a
+byte at a time, for an hour, and buffered heads of up to 128 headers of 8 KiB: 200 such connections
+took 377 MiB, above the gateway pod's memory limit (256 MiB in the chart).
+The upstream is the stand-in recognizer of test_relay.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from speech_operator import gateway
+from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway_directory import Directory
+
+from .conftest import ServiceDNS, speech_to_text
+from .test_relay import REST, USP, Upstream
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+HEADER_SECONDS = 1.0
+MAX_HEADER_BYTES = 4096
+HEAD = b"POST " + REST.encode() + b" HTTP/1.1\r\nHost: gateway\r\n"
+
+
+@dataclass
+class Rig:
+    upstream: Upstream
+    port: int
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def rig() -> AsyncIterator[Rig]:
+    upstream = Upstream()
+    upstream.reading.set()
+    app = web.Application()
+    app.router.add_get("/speech/recognition/{mode}/cognitiveservices/v1", upstream.websocket)
+    app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", upstream.rest)
+    async with serving(app, "127.0.0.1", 0, 1) as upstream.port:
+        directory = Directory()
+        directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.port), "status": {"readyReplicas": 1}})
+        directory.synced = True
+        config = GatewayConfig(header_seconds=HEADER_SECONDS, max_header_bytes=MAX_HEADER_BYTES)
+        async with serving(create_app(directory, config, resolver=ServiceDNS()), "127.0.0.1", 0, 1) as port:
+            yield Rig(upstream, port)
+
+
+async def answer(reader: asyncio.StreamReader, within: float) -> tuple[bytes, bytes]:
+    """The status line and body of what the gateway sends until it closes the connection."""
+    data = await asyncio.wait_for(reader.read(), within)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
+async def metrics(port: int) -> str:
+    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        return await resp.text()
+
+
+async def test_a_head_sent_a_byte_at_a_time_gets_408_with_its_reason(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    started = time.monotonic()
+    writer.write(HEAD)
+
+    async def trickle() -> None:
+        for _ in range(40):
+            await asyncio.sleep(0.2)
+            writer.write(b"x")
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        with caplog.at_level(logging.INFO, "speech_operator.gateway"):
+            status, body = await answer(reader, 5 * HEADER_SECONDS)
+    finally:
+        dripping.cancel()
+        writer.close()
+    took = time.monotonic() - started
+    assert status == b"HTTP/1.1 408 Request Timeout", status
+    assert b"the request's head did not arrive within 1 s" in body, body
+    assert HEADER_SECONDS <= took < HEADER_SECONDS + 1, f"answered {took:.2f} s after the head's first byte"
+    assert not rig.upstream.headers, "nothing reached the recognizer"
+    lines = [r for r in caplog.records if "upload_timeout" in r.getMessage()]
+    assert len(lines) == 1 and "from 127.0.0.1:" in lines[0].getMessage(), [r.getMessage() for r in caplog.records]
+    text = await metrics(rig.port)
+    assert 'speech_gateway_failures_total{reason="upload_timeout"} 1.0' in text
+    assert 'speech_gateway_requests_total{code="408",locale="-",route="http"} 1.0' in text
+
+
+async def test_a_connection_that_sends_nothing_is_answered_and_closed(rig: Rig) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    try:
+        status, _ = await answer(reader, 5 * HEADER_SECONDS)
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 408 Request Timeout"
+
+
+async def test_a_head_over_the_limit_gets_431_before_it_ends(rig: Rig) -> None:
+    """Headers keep coming and never end: the answer comes once they pass the limit, not at the deadline."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    started = time.monotonic()
+    writer.write(HEAD)
+    for i in range(MAX_HEADER_BYTES // 100 + 1):
+        writer.write(b"X-Filler-%d: %s\r\n" % (i, b"a" * 90))
+    try:
+        status, body = await answer(reader, 5 * HEADER_SECONDS)
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large", status
+    assert b"the request's head is over 4096 bytes" in body
+    assert time.monotonic() - started < HEADER_SECONDS
+    assert not rig.upstream.headers
+
+
+async def test_a_whole_head_over_the_limit_in_one_piece_is_refused_too(rig: Rig) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    writer.write(HEAD + b"X-Big: " + b"a" * MAX_HEADER_BYTES + b"\r\nContent-Length: 4\r\n\r\nRIFF")
+    try:
+        status, _ = await answer(reader, 5 * HEADER_SECONDS)
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert not rig.upstream.headers
+
+
+async def test_a_head_just_under_the_limit_and_its_body_pass(rig: Rig) -> None:
+    """The head ends within the limit; the body that comes in the same piece is not counted as head."""
+    filler = MAX_HEADER_BYTES - len(HEAD) - len(b"Content-Length: 9000\r\nX-Fill: \r\n\r\n")
+    head = HEAD + b"Content-Length: 9000\r\nX-Fill: " + b"a" * filler + b"\r\n\r\n"
+    assert len(head) == MAX_HEADER_BYTES
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    writer.write(head + b"\0" * 9000)
+    try:
+        data = await asyncio.wait_for(reader.readuntil(b"}"), 5)
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 200 OK"), data[:80]
+    assert b'"bytes": 9000' in data
+
+
+async def test_bodies_websockets_and_keep_alive_are_not_bound_by_the_head_deadline(rig: Rig) -> None:
+    """A body sent slowly, a relayed WebSocket quiet for longer than the deadline, and a second request
+    on a kept-alive connection after more than the deadline all go through."""
+    async def slow_body() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"\0" * 1000
+            await asyncio.sleep(HEADER_SECONDS / 2)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as client:
+        async with client.post(f"http://127.0.0.1:{rig.port}{REST}", data=slow_body()) as resp:
+            assert resp.status == 200 and (await resp.json())["bytes"] == 5000
+        await asyncio.sleep(1.5 * HEADER_SECONDS)
+        async with client.post(f"http://127.0.0.1:{rig.port}{REST}", data=b"RIFF") as resp:
+            assert resp.status == 200, "a second request on the kept-alive connection, after more than the deadline"
+        async with client.ws_connect(f"ws://127.0.0.1:{rig.port}{USP}", protocols=("USP",)) as ws:
+            await asyncio.sleep(2 * HEADER_SECONDS)
+            await ws.send_str("still here")
+            reply = await ws.receive(timeout=5)
+            assert reply.data == "still here", reply
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between requests aiohttp's own keep-alive timer closes an idle connection (75 s; 1 s here)."""
+    monkeypatch.setattr(gateway, "KEEPALIVE_SECONDS", 1.0)
+    directory = Directory()
+    directory.synced = True
+    async with serving(create_app(directory, GatewayConfig()), "127.0.0.1", 0, 1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(reader.read(), 10)  # the body, then the end of the connection
+        finally:
+            writer.close()
+        assert 0.5 < time.monotonic() - started < 3
