@@ -417,7 +417,10 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     handshakes, other routes' requests) up to :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS`
     before it cuts it: the whole stop takes at most ``shutdown_seconds`` and those few seconds (an
     application without a gateway: ``shutdown_seconds`` for aiohttp's shutdown alone)."""
-    after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) if GATEWAY in app else shutdown_seconds
+    # aiohttp's shutdown_timeout counts twice: it waits that long for each connection's handler to end,
+    # then cancels its request (its body, a WebSocket's reading) and waits as long again before it cancels
+    # the handler (a handler that reads nothing, such as /pre-stop's pause, takes both).
+    after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) / 2 if GATEWAY in app else shutdown_seconds
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
                            shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS)
     await runner.setup()
