@@ -9,8 +9,10 @@ same address, as another gateway pod behind the same Service.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 import uuid
@@ -232,13 +234,13 @@ AT_ONCE = 1.5
 STOPPED_WHILE_WAKING = "this gateway stopped while ja-JP was waking up; try again (another gateway pod takes it)"
 
 
-def asleep_stack(tmp: Path, shutdown_seconds: float) -> Stack:
-    """A gateway routing ja-JP, an autoscaled locale at zero pods that never wakes (no operator runs):
+def asleep_stack(tmp: Path, shutdown_seconds: float, locale: str = "ja-JP") -> Stack:
+    """A gateway routing ``locale``, an autoscaled locale at zero pods that never wakes (no operator runs):
     whatever asks for it is held, for up to 60 s."""
     tmp.mkdir()
     stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=0, shutdown_seconds=shutdown_seconds, hold_seconds=60)).__enter__()
-    stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
-    stack.routes("ja-JP")
+    stack.create(speech_to_text(locale.lower(), locale, free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
+    stack.routes(locale)
     return stack
 
 
@@ -274,6 +276,77 @@ def test_a_websocket_held_for_a_wake_is_closed_with_the_reason_at_once(tmp_path:
     assert (code, reason) == (1013, STOPPED_WHILE_WAKING)
     assert closed - stopping < AT_ONCE, f"closed {closed - stopping:.1f} s after the stop began"
     assert stack.stopped_in is not None and stack.stopped_in < AT_ONCE, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+class Service:
+    """kube-proxy's part for a Service in front of gateway pods: each new connection goes to the pod
+    at ``endpoint`` (a port), which the test moves off a stopping pod as the Service's endpoints drop
+    it (during its preStop pause); connections made go on where they are."""
+
+    def __init__(self, endpoint: int) -> None:
+        self.endpoint = endpoint
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="service", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                pod = socket.create_connection(("127.0.0.1", self.endpoint))
+            except OSError:
+                client.close()
+                continue
+            self._open += [client, pod]
+            for source, sink in ((client, pod), (pod, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for s in [self._listener, *self._open]:
+            s.close()
+
+
+def test_a_speech_sdk_recognition_held_for_a_wake_gets_its_answer_from_the_next_gateway(
+        ko: Recognizer, tmp_path: Path, utterances_wav: Path) -> None:
+    """Two gateway pods behind a Service; the first holds the app's recognition while ko-KR wakes
+    (there it is at zero pods) and stops. The Speech SDK, closed with 1013 and the reason at once,
+    connects again at once (to the other pod: the Service dropped the stopping one), sends its audio
+    again and gets its result there; the same recognizer object recognizes the next utterance. The
+    first gateway held it through both shutdown_seconds and then dropped it without a close frame."""
+    second = gateway(tmp_path / "second", ko)  # started first: kmock's stacks end in the reverse order
+    first = asleep_stack(tmp_path / "first", HELD_SHUTDOWN_SECONDS, "ko-KR")
+    service = Service(first.port)
+    try:
+        app = speechsdk.SpeechRecognizer(config(f"ws://127.0.0.1:{service.port}"),
+                                         audio_config=speechsdk.audio.AudioConfig(filename=str(utterances_wav)))
+        disconnected: list[float] = []
+        connection = speechsdk.Connection.from_recognizer(app)
+        connection.disconnected.connect(lambda e: disconnected.append(time.monotonic()))
+        answer = app.recognize_once_async()
+        held(first, 1)
+        service.endpoint = second.port  # the Service's endpoints drop the stopping pod
+        stopping = time.monotonic()
+        first.stop()
+        result = answer.get()
+        first.join()
+        assert_recognized(result)
+        assert disconnected and disconnected[0] - stopping < AT_ONCE, [t - stopping for t in disconnected]
+        assert first.stopped_in is not None and first.stopped_in < AT_ONCE, f"the gateway took {first.stopped_in:.1f} s to stop"
+        assert_recognized(app.recognize_once())
+    finally:
+        second.__exit__()
+        service.close()
 
 
 def _post(stack: Stack, route: str, wav: bytes, answers: dict) -> None:
