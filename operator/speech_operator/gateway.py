@@ -44,17 +44,21 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
-from speech_operator.gateway_http_limits import KEEPALIVE_SECONDS, GuardedSite, HeadLimits
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
+from speech_operator.gateway_http_limits import GuardedSite, HeadLimits
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo
 from speech_recognizer.models import UnknownLocale
-from speech_recognizer.serving import listening_socket
+from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_socket
 
 log = logging.getLogger("speech_operator.gateway")
 
+#: Seconds a connection to a recognizer is kept idle for the next request: well below the
+#: recognizer's :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS`, so that the gateway never sends
+#: a request on a connection the recognizer is closing (that request would get 502).
+UPSTREAM_IDLE_SECONDS = 15.0
 #: Routes polled by probes and scrapers: their access lines are at DEBUG.
 PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS})
 USP_PROTOCOL = "USP"
@@ -170,7 +174,8 @@ class Gateway:
 
     async def client(self, app: web.Application) -> AsyncIterator[None]:
         """The recognizers' client, for the app's lifetime (aiohttp ``cleanup_ctx``)."""
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, keepalive_timeout=15)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver,
+                                         keepalive_timeout=UPSTREAM_IDLE_SECONDS)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))

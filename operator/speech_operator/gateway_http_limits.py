@@ -10,9 +10,8 @@ same settings' defaults), each connection here:
 - must send a complete request head within ``header_seconds`` of its first byte (of its opening,
   for its first request), else gets 408;
 - gets 431 once its head passes ``max_header_bytes``, before the rest is read or parsed;
-- between requests, is closed after :data:`KEEPALIVE_SECONDS` idle (aiohttp's own timer, longer than
-  the 60 s for which ingress controllers and cloud load balancers keep idle upstream connections,
-  so that they, not the gateway, close them first: a close racing a proxy's next request would be a 502).
+- between requests, is closed after :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS` idle
+  (aiohttp's own timer; the recognizer's too, and why).
 
 Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`): its JSON answer with ``Connection: close``, one
@@ -42,8 +41,6 @@ from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
 
-#: Seconds an idle keep-alive connection stays open between two requests.
-KEEPALIVE_SECONDS = 75.0
 #: The route label of refusals made before any route is known (as the recognizer counts them).
 ROUTE = "http"
 _END_OF_HEAD = b"\r\n\r\n"

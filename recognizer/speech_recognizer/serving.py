@@ -35,6 +35,11 @@ PING_INTERVAL_SECONDS = 20.0
 DEAD_PEER_SECONDS = 60
 #: uvicorn's listen backlog (its default).
 BACKLOG = 2048
+#: Seconds an idle kept-alive HTTP connection stays open between two requests (uvicorn's default
+#: is 5). Longer than a client that pools connections keeps them idle (the gateway: 15 s;
+#: ingress controllers and cloud load balancers: 60 s): the client closes them, never the server
+#: while the client sends its next request on one (that request would fail: 502 at a proxy).
+KEEPALIVE_SECONDS = 75.0
 
 #: How uvicorn serves the app. Audio does not compress: per-message deflate would spend
 #: CPU on every chunk for nothing, so it is not offered.
@@ -43,6 +48,7 @@ SERVER_OPTIONS: dict[str, Any] = {
     "ws_per_message_deflate": False,
     "ws_ping_interval": PING_INTERVAL_SECONDS,
     "ws_ping_timeout": None,
+    "timeout_keep_alive": KEEPALIVE_SECONDS,
 }
 
 
