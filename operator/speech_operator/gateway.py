@@ -351,6 +351,15 @@ class Gateway:
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
         return await refuse(request, failure, protocols)
 
+    async def close_when_stopping(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Once the gateway stops, every answer but a WebSocket's says ``Connection: close`` and closes its
+        connection (aiohttp ``on_response_prepare``): a client's kept-alive connection still brings its
+        requests here during the drain, and a client busy on it would keep the drain from ever ending
+        (its request in flight at the deadline cut); it connects again, to another gateway pod."""
+        if self.shutdown.begun.is_set() and not isinstance(response, web.WebSocketResponse):
+            response.force_close()
+            response.headers[aiohttp.hdrs.CONNECTION] = "close"
+
     # ---- the gateway's own routes ---------------------------------------------------------------
     async def ready(self, request: web.Request) -> web.Response:
         """200 once the SpeechToTexts have been listed (before that every language would be unknown)."""
@@ -388,6 +397,7 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     app = web.Application()
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.client)
+    app.on_response_prepare.append(gateway.close_when_stopping)
     recognition = contract.RECOGNITION_PATH_TEMPLATE
     app.router.add_route("*", recognition, gateway.recognition)
     app.router.add_get(contract.ROUTE_VOSK_WS, gateway.vosk)

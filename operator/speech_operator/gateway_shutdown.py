@@ -30,6 +30,8 @@ for one idle before the stop); a client that starts its next turn within that ti
 A recognition request (REST, OpenAI) in flight is waited for too (:meth:`Shutdown.requesting`): its
 upload may still be arriving, and after aiohttp's shutdown began the rest of its body would never
 come (the recognizer then answered 408 once its body had paused for ``Http:BodyTimeoutSeconds``).
+A kept-alive connection still brings requests during the drain; each answer then closes it
+(``Gateway.close_when_stopping``), so its client's next request goes to another gateway pod.
 
 A request or WebSocket held while its locale wakes (:mod:`speech_operator.gateway_wake`) is not
 waited for: a wake takes longer than a stop may (a pod's start, up to ``hold_seconds``). At the stop

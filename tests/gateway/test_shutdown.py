@@ -224,6 +224,37 @@ def test_a_rest_upload_in_progress_is_answered(ko: Recognizer, tmp_path: Path, s
         f"the gateway took {stack.stopped_in:.1f} s to stop; the answer came {answered - stopping:.1f} s after the stop began")
 
 
+def test_a_connection_kept_alive_is_closed_after_its_answer_during_the_drain(ko: Recognizer, tmp_path: Path,
+                                                                            speech_wav: Path) -> None:
+    """A client's kept-alive connection still brings its requests once the gateway stops (only aiohttp's
+    shutdown, after the drain, stops reading it): a REST recognition sent on it during the drain gets
+    its answer with ``Connection: close`` and the connection closes, so the client's next request
+    goes to another gateway pod. It was kept alive: a client busy on it kept the drain running to
+    its deadline, which cut the request it had in flight then."""
+    stack = gateway(tmp_path / "gateway", ko)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    conn.request("GET", "/status")
+    first = conn.getresponse()
+    assert first.read() and not first.will_close
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(f"{stack.ws}/vosk?language=ko-KR", open_timeout=10) as ws:  # the drain goes on while it streams
+        ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+        ws.send(pcm[:3200])
+        ws.recv(timeout=30)
+        stack.stop()
+        time.sleep(0.3)  # the drain has begun
+        conn.request("POST", REST, body=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+        assert answer.status == 200 and body["RecognitionStatus"] == "Success", body
+        assert answer.getheader("Connection") == "close" and answer.will_close, answer.getheaders()
+        ws.send('{"eof" : 1}')
+        ws.recv(timeout=30)
+        close_of(ws)
+    conn.close()
+    stack.join()
+
+
 # ---- what a stop does not wait for (a wake), and how long it may take at worst ---------------------
 #: shutdown_seconds of the gateways below: a stop must not wait it out for what is held for a wake.
 HELD_SHUTDOWN_SECONDS = 3
