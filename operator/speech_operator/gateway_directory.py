@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from pydantic import ValidationError
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds a watch request asks the API server to keep the stream open before it is renewed.
 WATCH_SECONDS = 300
+#: How much longer than that the gateway waits for the stream's end before it takes the stream for
+#: dead and lists again: ``timeoutSeconds`` is the server's promise only, and a connection lost
+#: without a reset (an API server replaced behind a load balancer, a NAT entry expired) would
+#: otherwise be waited on for ever, routing by a directory that no longer changes.
+WATCH_MARGIN_SECONDS = 30.0
+#: Seconds a list (or a connection to the API server) may take.
+API_SECONDS = 30.0
 #: Longest wait between two attempts after the API server could not be reached.
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -195,7 +203,7 @@ class SpeechToTextWatch:
         while True:
             try:
                 if version is None:
-                    listing = await call(*args)
+                    listing = await call(*args, _request_timeout=API_SECONDS)
                     self.directory.replace(namespace, listing.get("items") or [])
                     version = (listing.get("metadata") or {}).get("resourceVersion") or None
                     self._listed.add(namespace)
@@ -222,7 +230,8 @@ class SpeechToTextWatch:
 
     async def _watch(self, call: ListCall, args: tuple[Any, ...], version: str | None) -> str | None:
         """Apply watch events until the server ends the stream; the last version seen."""
-        kwargs: dict[str, Any] = {"timeout_seconds": WATCH_SECONDS, "allow_watch_bookmarks": True}
+        kwargs: dict[str, Any] = {"timeout_seconds": WATCH_SECONDS, "allow_watch_bookmarks": True, "_request_timeout":
+                                  aiohttp.ClientTimeout(total=WATCH_SECONDS + WATCH_MARGIN_SECONDS, sock_connect=API_SECONDS)}
         if version is not None:
             kwargs["resource_version"] = version
         async with watch.Watch() as stream:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMessage, WSMsgType, web
 from kubernetes_asyncio import client as k8s
 
@@ -37,6 +38,8 @@ log = logging.getLogger("speech_operator.gateway")
 
 #: How often the gateway asks again while it still holds requests for a locale.
 ASK_AGAIN_SECONDS = 5.0
+#: Seconds one ask (the status patch) may take: an API server away must not hold the request past its hold time.
+ASK_SECONDS = 5.0
 #: What a held WebSocket may send before the gateway stops reading it: 16 s of 16-kHz audio.
 HOLD_BUFFER_BYTES = 512 * 1024
 #: The gateway's field manager for ``status.demand``.
@@ -101,12 +104,16 @@ class Waker:
                 api.GROUP, api.VERSION, backend.namespace, api.PLURAL, backend.name,
                 {"status": {"demand": {"requestedAt": stamp}}},
                 # _content_type: the generated client takes it in **kwargs, which its type hints omit
-                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json")  # type: ignore[call-arg]
+                field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                _request_timeout=ASK_SECONDS)
             log.info("gateway: a request waits for %s: asked the operator to wake %s/%s", backend.locale,
                      backend.namespace, backend.name)
         except k8s.ApiException as exc:  # the request still waits; the next ask may pass
             log.warning("gateway: could not ask for a pod of %s/%s: HTTP %s %s", backend.namespace, backend.name,
                         exc.status, exc.reason)
+        except (aiohttp.ClientError, TimeoutError) as exc:  # the API server away or silent: likewise
+            log.warning("gateway: could not ask for a pod of %s/%s: the API server did not answer: %s", backend.namespace,
+                        backend.name, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[Backend]) -> list[WSMessage] | None:
