@@ -14,19 +14,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from speech_operator import gateway
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 
-from .conftest import ServiceDNS, speech_to_text
-from .test_relay import REST, USP, Upstream
+from .test_relay import REST, USP, Rig, upstream_behind_a_gateway
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -35,26 +32,11 @@ MAX_HEADER_BYTES = 4096
 HEAD = b"POST " + REST.encode() + b" HTTP/1.1\r\nHost: gateway\r\n"
 
 
-@dataclass
-class Rig:
-    upstream: Upstream
-    port: int
-
-
 @pytest_asyncio.fixture(loop_scope="function")
 async def rig() -> AsyncIterator[Rig]:
-    upstream = Upstream()
-    upstream.reading.set()
-    app = web.Application()
-    app.router.add_get("/speech/recognition/{mode}/cognitiveservices/v1", upstream.websocket)
-    app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", upstream.rest)
-    async with serving(app, "127.0.0.1", 0, 1) as upstream.port:
-        directory = Directory()
-        directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.port), "status": {"readyReplicas": 1}})
-        directory.synced = True
-        config = GatewayConfig(header_seconds=HEADER_SECONDS, max_header_bytes=MAX_HEADER_BYTES)
-        async with serving(create_app(directory, config, resolver=ServiceDNS()), "127.0.0.1", 0, 1) as port:
-            yield Rig(upstream, port)
+    config = GatewayConfig(header_seconds=HEADER_SECONDS, max_header_bytes=MAX_HEADER_BYTES)
+    async with upstream_behind_a_gateway(config) as rig:
+        yield rig
 
 
 async def answer(reader: asyncio.StreamReader, within: float) -> tuple[bytes, bytes]:
@@ -64,13 +46,13 @@ async def answer(reader: asyncio.StreamReader, within: float) -> tuple[bytes, by
     return head.split(b"\r\n")[0], body
 
 
-async def metrics(port: int) -> str:
-    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/metrics") as resp:
+async def metrics(gateway: str) -> str:
+    async with aiohttp.ClientSession() as client, client.get(f"http://{gateway}/metrics") as resp:
         return await resp.text()
 
 
 async def test_a_head_sent_a_byte_at_a_time_gets_408_with_its_reason(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
     started = time.monotonic()
     writer.write(HEAD)
 
@@ -93,13 +75,13 @@ async def test_a_head_sent_a_byte_at_a_time_gets_408_with_its_reason(rig: Rig, c
     assert not rig.upstream.headers, "nothing reached the recognizer"
     lines = [r for r in caplog.records if "upload_timeout" in r.getMessage()]
     assert len(lines) == 1 and "from 127.0.0.1:" in lines[0].getMessage(), [r.getMessage() for r in caplog.records]
-    text = await metrics(rig.port)
+    text = await metrics(rig.gateway)
     assert 'speech_gateway_failures_total{reason="upload_timeout"} 1.0' in text
     assert 'speech_gateway_requests_total{code="408",locale="-",route="http"} 1.0' in text
 
 
 async def test_a_connection_that_sends_nothing_is_answered_and_closed(rig: Rig) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
     try:
         status, _ = await answer(reader, 5 * HEADER_SECONDS)
     finally:
@@ -109,7 +91,7 @@ async def test_a_connection_that_sends_nothing_is_answered_and_closed(rig: Rig) 
 
 async def test_a_head_over_the_limit_gets_431_before_it_ends(rig: Rig) -> None:
     """Headers keep coming and never end: the answer comes once they pass the limit, not at the deadline."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
     started = time.monotonic()
     writer.write(HEAD)
     for i in range(MAX_HEADER_BYTES // 100 + 1):
@@ -125,7 +107,7 @@ async def test_a_head_over_the_limit_gets_431_before_it_ends(rig: Rig) -> None:
 
 
 async def test_a_whole_head_over_the_limit_in_one_piece_is_refused_too(rig: Rig) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
     writer.write(HEAD + b"X-Big: " + b"a" * MAX_HEADER_BYTES + b"\r\nContent-Length: 4\r\n\r\nRIFF")
     try:
         status, _ = await answer(reader, 5 * HEADER_SECONDS)
@@ -140,7 +122,7 @@ async def test_a_head_just_under_the_limit_and_its_body_pass(rig: Rig) -> None:
     filler = MAX_HEADER_BYTES - len(HEAD) - len(b"Content-Length: 9000\r\nX-Fill: \r\n\r\n")
     head = HEAD + b"Content-Length: 9000\r\nX-Fill: " + b"a" * filler + b"\r\n\r\n"
     assert len(head) == MAX_HEADER_BYTES
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
     writer.write(head + b"\0" * 9000)
     try:
         data = await asyncio.wait_for(reader.readuntil(b"}"), 5)
@@ -159,12 +141,12 @@ async def test_bodies_websockets_and_keep_alive_are_not_bound_by_the_head_deadli
             await asyncio.sleep(HEADER_SECONDS / 2)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as client:
-        async with client.post(f"http://127.0.0.1:{rig.port}{REST}", data=slow_body()) as resp:
+        async with client.post(f"http://{rig.gateway}{REST}", data=slow_body()) as resp:
             assert resp.status == 200 and (await resp.json())["bytes"] == 5000
         await asyncio.sleep(1.5 * HEADER_SECONDS)
-        async with client.post(f"http://127.0.0.1:{rig.port}{REST}", data=b"RIFF") as resp:
+        async with client.post(f"http://{rig.gateway}{REST}", data=b"RIFF") as resp:
             assert resp.status == 200, "a second request on the kept-alive connection, after more than the deadline"
-        async with client.ws_connect(f"ws://127.0.0.1:{rig.port}{USP}", protocols=("USP",)) as ws:
+        async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
             await asyncio.sleep(2 * HEADER_SECONDS)
             await ws.send_str("still here")
             reply = await ws.receive(timeout=5)

@@ -93,8 +93,9 @@ class Rig:
     dns: ServiceDNS
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def rig() -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def upstream_behind_a_gateway(config: GatewayConfig) -> AsyncIterator[Rig]:
+    """An :class:`Upstream` serving ko-KR, and a gateway with ``config`` in front of it."""
     upstream = Upstream()
     upstream.reading.set()
     app = web.Application()
@@ -105,11 +106,17 @@ async def rig() -> AsyncIterator[Rig]:
         directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.port), "status": {"readyReplicas": 1}})
         directory.synced = True
         dns = ServiceDNS()
-        async with serving(create_app(directory, GatewayConfig(), resolver=dns), "127.0.0.1", 0, 1) as port:
+        async with serving(create_app(directory, config, resolver=dns), "127.0.0.1", 0, 1) as port:
             try:
                 yield Rig(upstream, f"127.0.0.1:{port}", dns)
             finally:
                 upstream.reading.set()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def rig() -> AsyncIterator[Rig]:
+    async with upstream_behind_a_gateway(GatewayConfig()) as rig:
+        yield rig
 
 
 async def test_headers_that_matter_reach_the_recognizer(rig: Rig) -> None:
