@@ -232,7 +232,7 @@ class Gateway:
             return self._refused_http(exc, "openai", None, openai=True)
         try:
             backend = await self._woken(backend)
-            response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request))
+            response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "openai", backend, openai=True)
         finally:
@@ -264,7 +264,7 @@ class Gateway:
             return self._refused_http(exc, "rest", None)
         try:
             backend = await self._woken(backend)
-            response = await relay_http(request, backend, self.session, self.metrics.traffic)
+            response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
         self.metrics.requests.labels("rest", backend.locale, str(response.status)).inc()

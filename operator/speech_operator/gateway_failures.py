@@ -35,7 +35,8 @@ WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARN
 TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
 STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNING, 5,
-               doc="the gateway stopped (SIGTERM) before the stream ended, SPEECH_GATEWAY_SHUTDOWN_SECONDS after it began")
+               doc="the gateway stopped (SIGTERM) before the stream ended or the recognizer answered, "
+                   "SPEECH_GATEWAY_SHUTDOWN_SECONDS after it began")
 STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", errors.INFO, 1,
                        doc="the gateway stopped (SIGTERM) while the request was held for its locale to wake: answered at "
                            "once, the client tries again at another gateway pod (the wake asked for goes on)")

@@ -32,7 +32,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_shutdown import Progress
+from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
 
@@ -85,12 +85,14 @@ class Traffic:
 
 # ---- REST -----------------------------------------------------------------------------------------
 async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                     traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None) -> web.StreamResponse:
+                     traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None,
+                     shutdown: Shutdown | None = None) -> web.StreamResponse:
     """Forward ``request`` to ``backend`` and stream its answer back (``body``: the request's body,
     when part of it has been read already; it must be the whole body, unchanged).
 
     Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
-    reached (nothing was sent to the client yet). Once the answer has started, a broken
+    reached, or (``shutdown``) the gateway's stop ran out of time before the recognizer began its
+    answer (nothing was sent to the client yet). Once the answer has started, a broken
     recognizer connection aborts the client's connection: a cut answer must not look whole.
     """
     traffic = traffic or Traffic()
@@ -98,8 +100,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     if body is None and request.body_exists:
         body = request.content
     try:
-        upstream = await session.request(request.method, url, data=body, headers=forwarded_headers(request),
-                                         allow_redirects=False)
+        asking = session.request(request.method, url, data=body, headers=forwarded_headers(request), allow_redirects=False)
+        upstream = await (shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking)
     except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
     except aiohttp.ClientError as exc:

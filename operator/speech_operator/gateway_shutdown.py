@@ -30,6 +30,9 @@ for one idle before the stop); a client that starts its next turn within that ti
 A recognition request (REST, OpenAI) in flight is waited for too (:meth:`Shutdown.requesting`): its
 upload may still be arriving, and after aiohttp's shutdown began the rest of its body would never
 come (the recognizer then answered 408 once its body had paused for ``Http:BodyTimeoutSeconds``).
+One still waiting for its recognizer's answer when ``shutdown_seconds`` run out gets 503 and
+:data:`STOPPED_UNANSWERED` (:meth:`Shutdown.unless_over`); one whose upload is still arriving then is
+cut in :data:`AFTER_DRAIN_SECONDS` (an HTTP client reads no answer before it has sent its body).
 A kept-alive connection still brings requests during the drain; each answer then closes it
 (``Gateway.close_when_stopping``), so its client's next request goes to another gateway pod.
 
@@ -66,6 +69,8 @@ T = TypeVar("T")
 IDLE_REASON = "closed while idle: this gateway is shutting down; connect again"
 #: What a stream still in progress when ``shutdown_seconds`` ran out is closed with.
 STOPPED_MIDSTREAM = failures.Failure("this gateway stopped before the stream ended; connect again", failures.STOPPED)
+#: What a recognition request whose recognizer had not begun its answer when ``shutdown_seconds`` ran out gets.
+STOPPED_UNANSWERED = failures.Failure("this gateway stopped before the recognizer answered; try again", failures.STOPPED)
 #: How long nothing must have passed either way before an idle WebSocket is closed: a Speech SDK app
 #: is still taking in its turn's end (and sends its telemetry) when the turn is over for the recognizer,
 #: and a close then cancels its continuous recognition (as the recognizer's drain found).
@@ -128,6 +133,27 @@ class Progress:
         return failures.close_args(STOPPED_MIDSTREAM)
 
 
+async def _unless(event: asyncio.Event, waiting: Awaitable[T], failure: failures.Failure) -> T:
+    """What ``waiting`` gives, unless ``event`` is set first (or already): then ``waiting`` is cancelled and
+    ``failure`` raised."""
+    if event.is_set():  # not even begun: a wake not asked for, a recognizer not called
+        if asyncio.iscoroutine(waiting):
+            waiting.close()
+        raise failure
+    task = asyncio.ensure_future(waiting)
+    stop = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise failure
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 def _usp(data: bytes, binary: bool) -> Message | None:
     """The frame's headers, or ``None`` when it is no USP frame (the recognizer answers that itself)."""
     try:
@@ -163,34 +189,27 @@ class Shutdown:
         while (self.relays or self.requests) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
-            log.warning("gateway stopping: %d request(s) still in progress after %g s are cut in %g s",
-                        self.requests, seconds, AFTER_DRAIN_SECONDS)
+            log.warning("gateway stopping: %d request(s) still in progress after %g s get 503 when their recognizer "
+                        "has not answered yet, else are cut in %g s", self.requests, seconds, AFTER_DRAIN_SECONDS)
         if self.relays:
             log.warning("gateway stopping: %d stream(s) still in progress after %g s are closed with 1001",
                         len(self.relays), seconds)
+        if self.requests or self.relays:
             self.over.set()
 
     async def unless_stopping(self, waiting: Awaitable[T], failure: failures.Failure) -> T:
         """What ``waiting`` (a hold while a locale wakes) gives, unless the gateway stops first: then it is
         cancelled and ``failure`` raised, at once (a stop does not wait for a wake)."""
-        if self.begun.is_set():
-            if asyncio.iscoroutine(waiting):
-                waiting.close()
-            raise failure
-        task = asyncio.ensure_future(waiting)
-        stop = asyncio.ensure_future(self.begun.wait())
         self.held += 1
         try:
-            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                return task.result()
-            raise failure
+            return await _unless(self.begun, waiting, failure)
         finally:
             self.held -= 1
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+
+    async def unless_over(self, waiting: Awaitable[T], failure: failures.Failure) -> T:
+        """What ``waiting`` (a recognizer's answer not begun yet) gives, unless ``shutdown_seconds`` run out
+        first: then it is cancelled and ``failure`` raised (the client gets it, not a cut connection)."""
+        return await _unless(self.over, waiting, failure)
 
     @contextlib.contextmanager
     def requesting(self) -> Iterator[None]:

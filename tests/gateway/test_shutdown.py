@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import signal
 import socket
 import threading
 import time
@@ -26,7 +27,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from speech_operator.gateway import GATEWAY, GatewayConfig
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, Progress, Shutdown
+from speech_operator.gateway_shutdown import (AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM,
+                                              STOPPED_UNANSWERED, Progress, Shutdown)
 from speech_recognizer.usp.frames import parse_text, text_frame
 
 from harness.usp import client_audio_frame, client_text_frame
@@ -55,10 +57,10 @@ def ko(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recognizer]:
         r.kill()
 
 
-def gateway(tmp: Path, recognizer: Recognizer, port: int = 0) -> Stack:
+def gateway(tmp: Path, recognizer: Recognizer, port: int = 0, shutdown_seconds: float = SHUTDOWN_SECONDS) -> Stack:
     """A gateway (with its kmock and watch) routing ko-KR to ``recognizer``, listening on ``port``."""
     tmp.mkdir()
-    stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=port, shutdown_seconds=SHUTDOWN_SECONDS)).__enter__()
+    stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=port, shutdown_seconds=shutdown_seconds)).__enter__()
     stack.create(speech_to_text("ko-kr", "ko-KR", recognizer.port))
     stack.routes("ko-KR")
     return stack
@@ -348,6 +350,35 @@ class Service:
             s.close()
 
 
+def test_a_request_unanswered_at_the_deadline_gets_503(ko: Recognizer, tmp_path: Path, speech_wav: Path) -> None:
+    """A REST recognition whose recognizer has not answered when shutdown_seconds run out (here the
+    recognizer process is stopped, as a stuck pod) gets 503 + Retry-After and the reason, and the
+    gateway exits at once. It was cut without an answer when aiohttp's shutdown gave up on it."""
+    seconds = HELD_SHUTDOWN_SECONDS
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds)
+    answers: dict = {}
+    ko.process.send_signal(signal.SIGSTOP)
+    try:
+        client = threading.Thread(target=_post, args=(stack, "rest", speech_wav.read_bytes(), answers, "ko-KR"))
+        client.start()
+        assert stack.app is not None
+        shutdown = stack.app[GATEWAY].shutdown
+        stack.eventually(lambda: shutdown.requests == 1, 10, "the request in flight")
+        time.sleep(0.5)  # its body is sent on to the recognizer
+        stopping = time.monotonic()
+        stack.stop()
+        client.join(30)
+        stack.join()
+    finally:
+        ko.process.send_signal(signal.SIGCONT)
+    assert "response" in answers, f"no answer: {answers.get('error')!r}"
+    response = answers["response"]
+    assert (response.status_code, response.headers.get("Retry-After")) == (503, "5"), response.text
+    assert response.json()["error"]["message"] == STOPPED_UNANSWERED.message
+    assert seconds - 0.5 < answers["at"] - stopping < seconds + 1, f"answered {answers['at'] - stopping:.1f} s after the stop began"
+    assert stack.stopped_in is not None and stack.stopped_in < seconds + 1, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
 def test_a_speech_sdk_recognition_held_for_a_wake_gets_its_answer_from_the_next_gateway(
         ko: Recognizer, tmp_path: Path, utterances_wav: Path) -> None:
     """Two gateway pods behind a Service; the first holds the app's recognition while ko-KR wakes
@@ -380,15 +411,15 @@ def test_a_speech_sdk_recognition_held_for_a_wake_gets_its_answer_from_the_next_
         service.close()
 
 
-def _post(stack: Stack, route: str, wav: bytes, answers: dict) -> None:
-    """A recognition request for ja-JP on ``route``; its answer (or error) and when it came into ``answers``."""
+def _post(stack: Stack, route: str, wav: bytes, answers: dict, locale: str = "ja-JP") -> None:
+    """A recognition request for ``locale`` on ``route``; its answer (or error) and when it came into ``answers``."""
     try:
         if route == "rest":
-            answers["response"] = httpx.post(f"{stack.http}{REST.replace('ko-KR', 'ja-JP')}", content=wav,
+            answers["response"] = httpx.post(f"{stack.http}{REST.replace('ko-KR', locale)}", content=wav,
                                              headers={"Content-Type": "audio/wav"}, timeout=30)
         else:
             answers["response"] = httpx.post(f"{stack.http}/v1/audio/transcriptions", timeout=30,
-                                             data={"model": "whisper-1", "language": "ja-JP"},
+                                             data={"model": "whisper-1", "language": locale},
                                              files={"file": ("speech.wav", wav, "audio/wav")})
     except httpx.HTTPError as exc:
         answers["error"] = exc
@@ -425,7 +456,8 @@ def test_the_worst_stop_ends_within_shutdown_seconds_and_a_few(ko: Recognizer, t
     in flight at the stop, one sent during the drain on a connection kept alive, which outlasts it).
     The gateway exits within shutdown_seconds and AFTER_DRAIN_SECONDS (the pod's grace leaves room
     for both after the preStop pause): the stream is closed with 1001 and the reason at the deadline,
-    the held WebSocket with 1013 at once, the other route answered, the upload cut. It took twice
+    the held WebSocket with 1013 at once, the other route answered, the upload answered 503 at the
+    deadline and its connection closed (still sending, this client reads no answer). It took twice
     shutdown_seconds (the drain's, then aiohttp's again), over the pod's grace for the default 30."""
     seconds = 6  # twice that (the old stop) is well past the bound, with a busy machine's margin
     stack = asleep_stack(tmp_path / "gateway", seconds)
