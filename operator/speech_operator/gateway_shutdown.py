@@ -31,8 +31,8 @@ A recognition request (REST, OpenAI) in flight is waited for too (:meth:`Shutdow
 upload may still be arriving, and after aiohttp's shutdown began the rest of its body would never
 come (the recognizer then answered 408 once its body had paused for ``Http:BodyTimeoutSeconds``).
 One still waiting for its recognizer's answer when ``shutdown_seconds`` run out gets 503 and
-:data:`STOPPED_UNANSWERED` (:meth:`Shutdown.unless_over`); one whose upload is still arriving then is
-cut in :data:`AFTER_DRAIN_SECONDS` (an HTTP client reads no answer before it has sent its body).
+:data:`STOPPED_UNANSWERED` (:meth:`Shutdown.unless_over`); one whose upload is still arriving then
+gets the same, which a client still sending does not read (it sees its connection closed).
 A kept-alive connection still brings requests during the drain; each answer then closes it
 (``Gateway.close_when_stopping``), so its client's next request goes to another gateway pod.
 
@@ -44,8 +44,8 @@ another gateway pod, which holds it while the wake already asked for goes on.
 
 The whole stop is bounded: the drain takes at most ``shutdown_seconds``, then aiohttp's own shutdown
 (the runner's ``cleanup``) gives what is left at most :data:`AFTER_DRAIN_SECONDS` (the close
-handshakes of the relays closed at the deadline, a request to another route, a recognition request
-still uploading, which is then cut). The pod's ``terminationGracePeriodSeconds`` (the chart's
+handshakes of the relays closed at the deadline, a request to another route, a recognizer's answer
+still being passed on), then cuts it. The pod's ``terminationGracePeriodSeconds`` (the chart's
 ``gateway.yaml``) leaves room for the preStop pause, both and a margin.
 """
 
