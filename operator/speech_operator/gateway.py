@@ -75,7 +75,9 @@ class GatewayConfig:
     connect_seconds: float = 10.0
     """How long a connection to a recognizer may take before the request is refused (503 / 1013)."""
     shutdown_seconds: float = 30.0
-    """On SIGTERM: how long streams in progress may go on before they are closed (idle ones are closed at once)."""
+    """On SIGTERM: how long streams and recognition requests in progress may go on before they are closed
+    (idle ones are closed, held ones answered, at once); the whole stop takes at most this and
+    :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS`."""
     hold_seconds: float = 120.0
     """How long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013."""
     max_held: int = 100
