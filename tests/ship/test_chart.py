@@ -51,7 +51,7 @@ def test_default_render_is_valid(helm: Path) -> None:
     kinds = sorted(d["kind"] for d in operator_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     kinds = sorted(d["kind"] for d in gateway_docs(docs))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"], "the gateway, on by default"
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], "the gateway, on by default"
     deployment = one(operator_docs(docs), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -328,6 +328,17 @@ def test_gateway_default_render(helm: Path) -> None:
     assert service["spec"]["ports"] == [{"name": "http", "port": 5000, "targetPort": "http", "protocol": "TCP"}]
     operator_selector = one(operator_docs(docs), "Deployment")["spec"]["selector"]["matchLabels"]
     assert not operator_selector.items() <= labels.items(), "the operator's Deployment would select the gateway's pods"
+    assert deployment["spec"]["replicas"] == 2, "a gateway left when one stops"
+    budget = one(gateway_docs(docs), "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert not operator_selector.items() <= budget["spec"]["selector"]["matchLabels"].items()
+    alone = helm_template(helm, "--set", "gateway.podDisruptionBudget.enabled=false", "--set", "gateway.spreadOverNodes=false")
+    assert not by_kind(gateway_docs(alone), "PodDisruptionBudget")
+    assert "topologySpreadConstraints" not in gateway_pod(alone)
 
 
 def assert_grace_covers_the_stop(pod: dict, shutdown_seconds: float) -> None:

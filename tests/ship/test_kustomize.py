@@ -25,7 +25,7 @@ def test_deploy_builds_and_validates(kubectl: Path) -> None:
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Namespace",
                      "ServiceAccount"], kinds
     kinds = sorted(d["kind"] for d in gateway_docs(docs))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"], kinds
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], kinds
     namespace = one(docs, "Namespace")["metadata"]["name"]
     for doc in docs:
         if doc["kind"] in ("Deployment", "ServiceAccount", "Service"):
