@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Callable
 
+from speech_recognizer.audio import dither_zeros
 from speech_recognizer.resampling import Resampler
 
 from harness.clients import StreamResult, lag_series
@@ -56,13 +57,15 @@ class InProcess:
         resample = Resampler(audio.rate, self.rate)
         t0 = time.monotonic()
         last = ""
+        fed = 0
         for k, chunk in enumerate(audio.chunks()):
             due = t0 + k * audio.chunk_s
             if paced and (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             start = time.monotonic()
             partial = None
-            samples = resample(chunk)
+            samples = dither_zeros(resample(chunk), fed)  # as the server feeds Vosk
+            fed += len(samples) // 2
             if not samples:
                 pass
             elif rec.AcceptWaveform(samples):
@@ -80,7 +83,7 @@ class InProcess:
                     last = text
         eof = time.monotonic()
         if tail := resample(b"", last=True):
-            rec.AcceptWaveform(tail)
+            rec.AcceptWaveform(dither_zeros(tail, fed))
         rec.FinalResult()
         res.final_latency = time.monotonic() - eof
         res.wall_s = time.monotonic() - t0

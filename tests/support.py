@@ -82,6 +82,7 @@ def vosk_reference(model: object, pcm: bytes, rate: int, chunk_bytes: int, runs:
 def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rate: int) -> list[RefPhrase]:
     import vosk
 
+    from speech_recognizer.audio import dither_zeros
     from speech_recognizer.resampling import Resampler
 
     resample = Resampler(rate, model_rate)
@@ -89,16 +90,18 @@ def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rat
     rec.SetWords(True)
     rec.SetPartialWords(True)
     raw: list[str] = []
+    fed = 0  # the server turns exact zeros into its silence pattern by stream position (audio.dither_zeros)
     for i in range(0, len(pcm), chunk_bytes):
         piece = resample(pcm[i : i + chunk_bytes])
         if not piece:
             continue
+        piece, fed = dither_zeros(piece, fed), fed + len(piece) // 2
         if rec.AcceptWaveform(piece):
             raw.append(rec.Result())
         else:
             rec.PartialResult()
     tail = resample(b"", last=True)
-    if tail and rec.AcceptWaveform(tail):
+    if tail and rec.AcceptWaveform(dither_zeros(tail, fed)):
         raw.append(rec.Result())
     raw.append(rec.FinalResult())
     phrases = []

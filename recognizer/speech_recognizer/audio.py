@@ -331,6 +331,27 @@ def mono(pcm: bytes | memoryview, channels: int) -> bytes:
     return samples.mean(axis=1).round().astype("<i2").tobytes()
 
 
+#: What an exact digital zero becomes before the decoder: -1 or +1 (16-bit), by the sample's position
+#: in its stream. The server computes features without dither (``--dither=0``: every recognizer, route
+#: and in-process run gives the same words), and on digital silence (a muted microphone, zero padding)
+#: Vosk's acoustic model then never sees silence: an utterance followed by exact zeros never ended
+#: (no endpoint in 10 s of them; with one LSB of noise, 0.7 s after the speech). A fixed pattern
+#: keeps that determinism, whatever the audio's cut into pieces.
+SILENCE_PATTERN: np.ndarray = np.random.default_rng(20261202).choice(np.array([-1, 1], dtype="<i2"), 4801)
+
+
+def dither_zeros(pcm: bytes, position: int) -> bytes:
+    """``pcm`` (16-bit mono) with each exact zero replaced by :data:`SILENCE_PATTERN`'s value for its
+    position in the stream (``position``: the stream's index of the first sample)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    zeros = np.flatnonzero(samples == 0)
+    if not len(zeros):
+        return pcm
+    out = samples.copy()
+    out[zeros] = SILENCE_PATTERN[(zeros + position) % len(SILENCE_PATTERN)]
+    return out.tobytes()
+
+
 def chunks(audio: Audio, seconds: float) -> list[bytes]:
     """Split PCM into pieces of ``seconds`` (whole frames)."""
     size = max(1, int(audio.sample_rate * seconds)) * 2 * audio.channels

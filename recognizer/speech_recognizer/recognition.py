@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from . import heap
-from .audio import mono
+from .audio import dither_zeros, mono
 from .errors import BadValue
 from .models import LoadedModel
 from .pool import WarmPool
@@ -151,6 +151,11 @@ class Recognition:
         self._rec.SetPartialWords(self._partial_words)
 
     @property
+    def _stream_position(self) -> int:
+        """The stream's index (at the model's rate) of the next sample fed: a continuation starts at its offset."""
+        return round(self.offset * self.rate) + self._samples
+
+    @property
     def _fed(self) -> int:
         """Samples the current recognizer has been fed by this stream."""
         return self._samples - self._origin
@@ -192,6 +197,7 @@ class Recognition:
             return []
         with self._lock:
             started = time.thread_time()
+            samples = dither_zeros(samples, self._stream_position)
             self._samples += len(samples) // 2
             final = self._rec.AcceptWaveform(samples)
             self._state = _ENDPOINT if final else _RUNNING
@@ -264,6 +270,7 @@ class Recognition:
         """The resampler's last samples: decoded, an utterance they end reported, no partial."""
         with self._lock:
             started = time.thread_time()
+            samples = dither_zeros(samples, self._stream_position)
             self._samples += len(samples) // 2
             events: list[Event] = []
             if self._rec.AcceptWaveform(samples):

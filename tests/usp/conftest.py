@@ -29,6 +29,8 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
     """
     import vosk
 
+    from speech_recognizer.audio import dither_zeros
+
     pcm, rate, _ = read_wav(wav)
     first = int(round(start * rate)) * 2
     boundary = min(len(pcm), (first // SDK_CHUNK + 1) * SDK_CHUNK)
@@ -44,7 +46,9 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
         words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start) for w in item["result"])
         return RefPhrase(item["text"].strip(), words)
 
+    fed = first // 2  # the server's silence pattern for exact zeros, by stream position (audio.dither_zeros)
     for piece in pieces:
+        piece, fed = dither_zeros(piece, fed), fed + len(piece) // 2
         if rec.AcceptWaveform(piece):
             found = phrase(rec.Result())
             if found is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,12 +22,14 @@ import pytest
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import lexical
 
-from ..conftest import TEST_KEY
-from ..support import Reference, ServerThread, read_wav
+from ..conftest import TEST_KEY, reference
+from ..support import Reference, ServerThread, read_wav, speak
 from .conftest import SDK_CHUNK, replay_reference
 from .sdk import assert_matches, assert_same, config, continuous, expected, expected_words, once, recognizer, reported, spans
 
 Reason = speechsdk.ResultReason
+#: A sentence after which Vosk, without dither, found no end of speech in exact zeros.
+DIGITAL_SILENCE_SENTENCE = "안녕하세요 오늘 날씨가 좋네요"
 
 
 def test_recognize_once_with_host(server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
@@ -212,3 +215,28 @@ def test_refused_key_cancels_continuous_recognition(
     assert f"Authentication error ({status})" in events.canceled[0].error_details
     assert events.recognized == [] and events.recognizing == []
     assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
+
+
+def test_a_phrase_followed_by_digital_silence_ends_within_it(server: ServerThread, model: LoadedModel, tmp_path: Path) -> None:
+    """A muted microphone sends exact zeros. The phrase ends within them, as after any quiet. The server
+    decodes without dither (deterministic words), and after this sentence Vosk found no end of speech in
+    10 s of exact zeros, so recognize_once waited for the stream's end or the server's AudioIdleSeconds
+    (then canceled); most sentences ended there anyway, 0.6-0.9 s after the speech."""
+    spoken = speak(DIGITAL_SILENCE_SENTENCE, tmp_path / "sentence.wav")
+    pcm, rate, _ = read_wav(spoken)
+    audio = pcm + bytes(2 * rate * 3)  # the sentence, then 3 s of digital silence; the stream stays open
+    pushed = tmp_path / "pushed.wav"
+    with wave.open(str(pushed), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+        out.writeframes(audio)
+    want = reference(model, pushed)
+    stream = speechsdk.audio.PushAudioInputStream()
+    stream.write(audio)
+    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    started = time.monotonic()
+    result = rec.recognize_once_async().get()
+    took = time.monotonic() - started
+    stream.close()
+    assert result.reason == Reason.RecognizedSpeech, result.cancellation_details if result.reason == Reason.Canceled else result
+    assert took < 10, f"the phrase ended {took:.1f} s after the audio was sent"
+    assert_matches(result, want.phrases[0])
