@@ -178,7 +178,10 @@ async def gateway(args: argparse.Namespace) -> None:
     from speech_operator.gateway import run as serve
     from speech_operator.kube import USER_AGENT
 
-    config = GatewayConfig.from_env()
+    try:
+        config = GatewayConfig.from_env()
+    except ValueError as exc:
+        sys.exit(f"{PROG} gateway: {exc}")
     config = dataclasses.replace(config, host=args.host, port=config.port if args.port is None else args.port)
     async with k8s.ApiClient(await _credentials()) as api_client:
         api_client.user_agent = f"{USER_AGENT} gateway"

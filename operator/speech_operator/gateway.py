@@ -33,6 +33,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -94,17 +95,31 @@ class GatewayConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
         """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``,
-        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``."""
+        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``; an empty one means the default. Raises :class:`ValueError`
+        naming the variable for a value that is no number or under its bound."""
         env = dict(os.environ if env is None else env)
+
+        def number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> Any:
+            text = env.get(f"SPEECH_GATEWAY_{name}") or ""
+            if not text:
+                return default
+            try:
+                value = kind(text)
+            except ValueError:
+                raise ValueError(f"SPEECH_GATEWAY_{name}={text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+            if not minimum <= value < float("inf"):
+                raise ValueError(f"SPEECH_GATEWAY_{name}={text!r} must be at least {minimum:g}")
+            return value
+
         return cls(
             host=env.get("SPEECH_GATEWAY_HOST") or cls.host,
-            port=int(env.get("SPEECH_GATEWAY_PORT") or cls.port),
-            connect_seconds=float(env.get("SPEECH_GATEWAY_CONNECT_SECONDS") or cls.connect_seconds),
-            shutdown_seconds=float(env.get("SPEECH_GATEWAY_SHUTDOWN_SECONDS") or cls.shutdown_seconds),
-            hold_seconds=float(env.get("SPEECH_GATEWAY_HOLD_SECONDS") or cls.hold_seconds),
-            max_held=int(env.get("SPEECH_GATEWAY_MAX_HELD") or cls.max_held),
-            header_seconds=float(env.get("SPEECH_GATEWAY_HEADER_SECONDS") or cls.header_seconds),
-            max_header_bytes=int(env.get("SPEECH_GATEWAY_MAX_HEADER_BYTES") or cls.max_header_bytes),
+            port=number("PORT", int, cls.port, 0),
+            connect_seconds=number("CONNECT_SECONDS", float, cls.connect_seconds, 0.001),
+            shutdown_seconds=number("SHUTDOWN_SECONDS", float, cls.shutdown_seconds, 0),
+            hold_seconds=number("HOLD_SECONDS", float, cls.hold_seconds, 0),
+            max_held=number("MAX_HELD", int, cls.max_held, 0),
+            header_seconds=number("HEADER_SECONDS", float, cls.header_seconds, 0.001),
+            max_header_bytes=number("MAX_HEADER_BYTES", int, cls.max_header_bytes, 1024),
         )
 
 

@@ -237,3 +237,16 @@ async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes
         async def kopf_relogged() -> bool:
             return any(t.removeprefix("Bearer ") not in apiserver.emulator.expired for t in tokens("kopf/"))
         await apiserver.eventually(kopf_relogged, timeout=30)
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("SPEECH_GATEWAY_HEADER_SECONDS", "abc", "SPEECH_GATEWAY_HEADER_SECONDS='abc' is not a number"),
+    ("SPEECH_GATEWAY_MAX_HEADER_BYTES", "-5", "SPEECH_GATEWAY_MAX_HEADER_BYTES='-5' must be at least 1024"),
+    ("SPEECH_GATEWAY_MAX_HELD", "x", "SPEECH_GATEWAY_MAX_HELD='x' is not a whole number"),
+    ("SPEECH_GATEWAY_SHUTDOWN_SECONDS", "inf", "SPEECH_GATEWAY_SHUTDOWN_SECONDS='inf' must be at least 0"),
+])
+def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
+    """As a user starts it: one line and exit status 1, not a traceback (nor a negative cap taken as given)."""
+    proc = run_cli("gateway", "--namespace", "speech", env={"HOME": str(tmp_path), variable: value})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == f"speech-operator gateway: {says}\n", proc.stderr
