@@ -32,6 +32,7 @@ import copy
 import hashlib
 import http.client
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -100,9 +101,10 @@ def zip_model(model: Path, out: Path) -> Path:
     return out
 
 
-def host_volumes(stt: api.SpeechToText, spec: dict[str, Any], where: Path, model: Path) -> dict[str, Path]:
-    """A root-owned host directory for every volume that is not an emptyDir; the model volume of
-    ``download: false`` is filled with the model for the locale."""
+def host_volumes(stt: api.SpeechToText, spec: dict[str, Any], where: Path, model: Path,
+                 owner: tuple[int, int] = (0, 0)) -> dict[str, Path]:
+    """A host directory owned by ``owner`` (root: what the chown step is for) for every volume that is not an
+    emptyDir; the model volume of ``download: false`` is filled with the model for the locale."""
     out = {}
     for volume in spec["volumes"]:
         if "emptyDir" in volume:
@@ -112,6 +114,8 @@ def host_volumes(stt: api.SpeechToText, spec: dict[str, Any], where: Path, model
         out[volume["name"]] = path
         if volume["name"] == "models" and not stt.spec.model.download:
             shutil.copytree(model, path / stt.spec.locale, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        for item in [path, *path.rglob("*")]:
+            os.lchown(item, *owner)
     return out
 
 
@@ -140,15 +144,19 @@ def sha256_of(path: Path) -> str:
 
 
 def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
-                catalog_zip: Path, wav: Path, model_locale: str = "ko-KR") -> str:
+                catalog_zip: Path, wav: Path, model_locale: str = "ko-KR", *, spec_update: dict[str, Any] | None = None,
+                volume_owner: tuple[int, int] = (0, 0)) -> str:
     """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went.
 
-    ``model`` is the folder of the ``model_locale`` model (the image has it too), ``catalog_zip`` that model zipped.
+    ``model`` is the folder of the ``model_locale`` model (the image has it too), ``catalog_zip`` that model zipped;
+    ``spec_update`` changes top-level fields of the example's spec, ``volume_owner`` owns its PVCs and hostPaths.
     """
     objects = docs(path)
-    stt = stt_of(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
+    doc = copy.deepcopy(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
+    doc["spec"].update(spec_update or {})
+    stt = stt_of(doc)
     spec = copy.deepcopy(pod_spec(stt, config))
-    volumes = host_volumes(stt, spec, where / "volumes", model)
+    volumes = host_volumes(stt, spec, where / "volumes", model, volume_owner)
     secrets = secrets_of(objects)
     with Pod(spec, image, secrets=secrets, volumes=volumes, name=name) as pod:
         with file_server(pod, {"model.zip": catalog_zip}) as files:
@@ -183,7 +191,7 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             pod.stop(running, grace=0)
         # 0 only after a drain (uvicorn's own SIGTERM handling ends in -15; the end of the grace period in -9)
         assert code == 0, f"exit {code}:\n{running.log()[-3000:]}"
-    for volume, where_ in volumes.items():  # the chown step gave the root-owned volumes to the recognizer's user
+    for volume, where_ in volumes.items():  # the chown step gave the root-owned volumes to the recognizer's user (or they were)
         assert (where_.stat().st_uid, where_.stat().st_gid) == (contract.RUN_AS_USER, contract.RUN_AS_GROUP), volume
     return (f"{path.name}:{name}: started after {started:.1f} s, ready {ready:.1f} s later, transcript "
             f"{answer['DisplayText']!r}; stopped in {took:.1f} s of {spec['terminationGracePeriodSeconds']}")

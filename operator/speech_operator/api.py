@@ -344,6 +344,11 @@ class SpeechToTextSpec(_Model):
     """Volume mounted at Mounts:License (disconnected use)."""
     output: VolumeSource | None = None
     """Volume mounted at Mounts:Output for logs and usage records."""
+    chownVolumes: bool = Field(default=True, description=(
+        "Give PVC and hostPath volumes to the recognizer's user (uid/gid 65532) in an init container that runs as root "
+        "with CHOWN and FOWNER only. Set false where the namespace enforces the restricted Pod Security Standard (it "
+        "refuses any container running as root): the volumes must then be writable by 65532 already (owned by it, or "
+        "on storage that applies the pods' fsGroup 65532)."))
     decoderMaxCount: Annotated[int, Field(ge=_whole(_DECODERS.minimum), le=MAX_DECODERS_PER_POD)] | None = None
     """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
     warmup: WarmupSpec | None = None

@@ -221,7 +221,10 @@ CHOWN_SCRIPT = (
 
 
 def needs_chown(spec: api.SpeechToTextSpec) -> list[str]:
-    """Mounted volumes whose ownership fsGroup cannot be trusted to fix (PVCs, hostPaths)."""
+    """Mounted volumes whose ownership fsGroup cannot be trusted to fix (PVCs, hostPaths); none when the spec
+    says their owner is seen to elsewhere (``chownVolumes: false``)."""
+    if not spec.chownVolumes:
+        return []
     return [name for name, v in mounted_volumes(spec).items() if v.persistentVolumeClaim or v.hostPath]
 
 

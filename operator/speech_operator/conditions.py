@@ -11,6 +11,41 @@ PROGRESSING: Final = "Progressing"
 DEGRADED: Final = "Degraded"
 #: Reason of the conditions of a SpeechToText the operator's policy refuses.
 POLICY_VIOLATION = "PolicyViolation"
+#: Reason when the Deployment cannot create pods (its ``ReplicaFailure`` condition: an admission refusal
+#: such as Pod Security, a ResourceQuota, a LimitRange), with the API server's words.
+PODS_NOT_CREATED = "PodsNotCreated"
+#: Reason when the Deployment's rollout made no progress within its progressDeadlineSeconds (pods that
+#: crash, cannot pull their image or be scheduled, or never pass their probes), with its words.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+
+def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText) -> tuple[str, str] | None:
+    """What the Deployment's own conditions say keeps its pods from running: ``(reason, message)``, or None.
+
+    Conditions the Deployment controller has not yet brought up to the Deployment's latest spec
+    (``status.observedGeneration`` behind ``metadata.generation``) say nothing of that spec.
+    """
+    if deployment is None:
+        return None
+    seen = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    if generation is not None and int(seen.get("observedGeneration") or 0) < int(generation):
+        return None
+    found = {c.get("type"): c for c in seen.get("conditions") or [] if isinstance(c, dict)}
+    failure = found.get("ReplicaFailure") or {}
+    if failure.get("status") == "True":
+        message = f"the Deployment cannot create pods: {failure.get('message') or failure.get('reason') or 'no reason given'}"
+        if "PodSecurity" in message and builders.needs_chown(stt.spec):
+            message += ("; the chown init container runs as root to give the PVC and hostPath volumes to uid 65532: where "
+                        "the namespace enforces the restricted Pod Security Standard, set spec.chownVolumes to false "
+                        "and have the volumes writable by 65532")
+        return PODS_NOT_CREATED, message
+    progress = found.get("Progressing") or {}
+    if progress.get("status") == "False" and progress.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+        return PROGRESS_DEADLINE_EXCEEDED, (
+            f"{(progress.get('message') or 'the rollout made no progress').rstrip('.')}: its pods did not become ready "
+            f"(kubectl describe pods -l {builders.selector(stt)})")
+    return None
 
 
 def condition(
@@ -46,11 +81,14 @@ def observe(
     def cond(type_: api.ConditionType, ok: bool, reason: str, message: str) -> api.Condition:
         return condition(type_, ok, reason, message, generation=generation, now=now, previous=previous)
 
+    trouble = None if refused else deployment_trouble(deployment, stt)
     if refused:
         degraded = cond(DEGRADED, True, POLICY_VIOLATION, "refused: " + "; ".join(refused))
     elif missing:
         what = "; ".join(missing)
         degraded = cond(DEGRADED, True, "MissingDependency", f"{what} not found")
+    elif trouble:
+        degraded = cond(DEGRADED, True, *trouble)
     else:
         degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist")
 
@@ -59,6 +97,8 @@ def observe(
         progressing = cond(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy")
     elif deployment is None:
         progressing = cond(PROGRESSING, True, "Creating", "Deployment is being created")
+    elif trouble and trouble[0] == PROGRESS_DEADLINE_EXCEEDED:
+        progressing = cond(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, f"{counts}, {updated} updated: {trouble[1]}")
     elif updated < desired or ready < desired or replicas > desired:
         progressing = cond(PROGRESSING, True, "RollingOut", f"{counts}, {updated} updated")
     else:
@@ -68,8 +108,10 @@ def observe(
         ready_c = cond(READY, False, POLICY_VIOLATION, degraded.message)
     elif missing:
         ready_c = cond(READY, False, "MissingDependency", f"{'; '.join(missing)} not found")
-    elif deployment is not None and not progressing.status == "True":
+    elif deployment is not None and progressing.reason == "Complete":
         ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
+    elif trouble:
+        ready_c = cond(READY, False, trouble[0], f"{counts}: {trouble[1]}")
     else:
         ready_c = cond(READY, False, "ReplicasNotReady", counts)
 

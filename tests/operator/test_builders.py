@@ -149,6 +149,18 @@ def test_chown_only_for_volumes_fsgroup_cannot_fix() -> None:
     assert list(containers(MAXIMAL))[0] == "chown"  # before the model download writes
 
 
+def test_without_the_chown_step_every_container_meets_the_restricted_profile() -> None:
+    """``chownVolumes: false`` (namespaces enforcing the restricted Pod Security Standard): no container runs as root;
+    the volumes stay mounted, the pod's fsGroup 65532 still applies where the storage supports it."""
+    stt = MAXIMAL.model_copy(update={"spec": MAXIMAL.spec.model_copy(update={"chownVolumes": False})})
+    assert "chown" not in containers(stt) and list(containers(stt)) == ["download-model", "recognizer"]
+    for c in containers(stt).values():
+        assert c["securityContext"] == builders.restricted_security_context()
+        assert c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsUser"] == contract.RUN_AS_USER
+    assert pod(stt)["securityContext"]["fsGroup"] == contract.RUN_AS_GROUP
+    assert pod(stt)["volumes"] == pod(MAXIMAL)["volumes"]
+
+
 def test_existing_model_pvc_skips_the_download() -> None:
     stt = api.SpeechToText.model_validate({"metadata": META, "spec": {
         "locale": "ko-KR", "eula": "accept",

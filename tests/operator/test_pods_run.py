@@ -21,7 +21,7 @@ from speech_recognizer.models import installed_packages
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
-from tests.example_pods import cases, run_example, zip_model
+from tests.example_pods import cases, docs, run_example, stt_of, zip_model
 from tests.kubelet import Pod, host_image
 from tests.operator_pod import run_operator_pod
 
@@ -44,6 +44,22 @@ def catalog_zip(ko_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_emitted_pod_runs_and_passes_every_probe(path: Path, name: str, tmp_path: Path, ko_model: Path,
                                                  catalog_zip: Path, speech_wav: Path) -> None:
     print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav))
+
+
+def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                                                                 speech_wav: Path) -> None:
+    """``chownVolumes: false`` (namespaces enforcing the restricted Pod Security Standard) on the disconnected example
+    (model, license and output on PVCs without fsGroup support, given to 65532 beforehand, as its admin would): no
+    container runs as root, and the pod starts, passes its probes, transcribes and stops as the example's does."""
+    path, name = CASES["disconnected:en-us-offline"]
+    doc = next(d for d in docs(path) if d["kind"] == api.KIND)
+    stt = stt_of({**doc, "spec": {**doc["spec"], "chownVolumes": False}})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    every = spec.get("initContainers", []) + spec["containers"]
+    assert every and all(c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsUser"] != 0
+                         for c in every)
+    print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav,
+                      spec_update={"chownVolumes": False}, volume_owner=(contract.RUN_AS_USER, contract.RUN_AS_GROUP)))
 
 
 #: A SpeechToText that sets every connection field far from the recognizer's defaults (500 connections, 300 s

@@ -165,6 +165,52 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.event("Recovered")
 
 
+async def test_pods_refused_by_pod_security_degrade_until_chown_is_turned_off(cluster: Cluster) -> None:
+    """A namespace enforcing the restricted Pod Security Standard refuses the chown step's pods: the Deployment's
+    ReplicaFailure (kmock runs no controller: the test writes it, in a controller's words) reaches the SpeechToText's
+    conditions and a Warning event, with what to set; with ``chownVolumes: false`` no container runs as root and,
+    the pods created, it recovers."""
+    await cluster.api.create(cluster.url("v1", "persistentvolumeclaims"), {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "out", "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    await cluster.api.create(cluster.stt_url(), stt(output={"persistentVolumeClaim": {"claimName": "out"}}))
+    first = await cluster.eventually(lambda: deployment(cluster))
+    assert [c["name"] for c in first["spec"]["template"]["spec"]["initContainers"]] == ["chown", "download-model"]
+    refusal = ('pods "en-us-6d5f7c9b8-x2kqz" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true '
+               '(container "chown" must not set securityContext.runAsNonRoot=false), runAsUser=0 (container "chown" '
+               'must not set runAsUser=0)')
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": refusal}
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": first["metadata"].get("generation", 0), "replicas": 0, "conditions": [failure]}})
+
+    async def degraded() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("status") == "True" else None
+    c = await cluster.eventually(degraded)
+    assert c["reason"] == "PodsNotCreated" and refusal in c["message"] and "spec.chownVolumes to false" in c["message"]
+    assert (await condition(cluster, "Ready"))["reason"] == "PodsNotCreated"
+    await cluster.event("PodsNotCreated")
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"chownVolumes": False}})
+
+    async def without_root() -> dict[str, Any] | None:
+        dep = await deployment(cluster) or {}
+        pod = dep["spec"]["template"]["spec"]
+        return pod if [c["name"] for c in pod.get("initContainers") or []] == ["download-model"] else None
+    pod = await cluster.eventually(without_root)
+    assert all(c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsUser"] == contract.RUN_AS_USER
+               for c in pod["initContainers"] + pod["containers"])
+    generation = (await deployment(cluster) or {})["metadata"].get("generation", 0)
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "conditions": []}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False" and (
+            await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(recovered)
+    await cluster.event("Recovered")
+
+
 async def test_missing_pvc_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.api.create(cluster.stt_url(), stt(license={"persistentVolumeClaim": {"claimName": "lic"}}))
 

@@ -52,6 +52,70 @@ def test_missing_dependency_names_it() -> None:
     assert c["Ready"].status == "False"
 
 
+#: The Deployment controller's words, as a cluster writes them (kube-controller-manager 1.30).
+POD_SECURITY_REFUSAL = (
+    'pods "en-us-6d5f7c9b8-x2kqz" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true '
+    '(container "chown" must not set securityContext.runAsNonRoot=false), runAsUser=0 (container "chown" must not '
+    'set runAsUser=0)')
+QUOTA_REFUSAL = ('pods "en-us-6d5f7c9b8-x2kqz" is forbidden: exceeded quota: compute, requested: requests.memory=1Gi, '
+                 'used: requests.memory=4Gi, limited: requests.memory=4Gi')
+
+
+def troubled(*found: dict[str, str], observed: int = 2, generation: int = 2) -> dict[str, Any]:
+    """A Deployment of 2 replicas, none ready, with the conditions ``found``."""
+    out = deployment(0, updated=0, replicas=0)
+    out["metadata"] = {"generation": generation}
+    out["status"].update(observedGeneration=observed, conditions=[
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+         "message": "Deployment does not have minimum availability."}, *found])
+    return out
+
+
+def failed_create(message: str) -> dict[str, str]:
+    return {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
+
+
+WITH_PVC = api.SpeechToText.model_validate({**STT.model_dump(), "spec": {
+    **STT.spec.model_dump(exclude_defaults=True), "output": {"persistentVolumeClaim": {"claimName": "out"}}}})
+
+
+def test_pods_the_cluster_refuses_are_degraded_with_its_words() -> None:
+    """A Deployment whose ReplicaSet cannot create pods (Pod Security, a quota) makes the SpeechToText Degraded and
+    not Ready with the API server's reason, instead of "0/2 replicas ready" for ever."""
+    c = by_type(conditions.observe(STT, troubled(failed_create(QUOTA_REFUSAL)), [], "t"))
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "PodsNotCreated")
+    assert c["Degraded"].message == f"the Deployment cannot create pods: {QUOTA_REFUSAL}"
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "PodsNotCreated")
+    assert c["Ready"].message == f"0/2 replicas ready: {c['Degraded'].message}"
+    # the chown step is what the restricted profile refuses: the message says what to set
+    hinted = by_type(conditions.observe(WITH_PVC, troubled(failed_create(POD_SECURITY_REFUSAL)), [], "t"))
+    assert hinted["Degraded"].message.startswith(f"the Deployment cannot create pods: {POD_SECURITY_REFUSAL}; ")
+    assert "set spec.chownVolumes to false" in hinted["Degraded"].message
+    unhinted = by_type(conditions.observe(STT, troubled(failed_create(POD_SECURITY_REFUSAL)), [], "t"))
+    assert "chownVolumes" not in unhinted["Degraded"].message  # no chown step: something else broke the profile
+
+
+def test_a_rollout_past_its_deadline_is_degraded_and_not_progressing() -> None:
+    stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": 'ReplicaSet "en-us-6d5f7c9b8" has timed out progressing.'}
+    c = by_type(conditions.observe(STT, troubled(stuck), [], "t"))
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("True", "ProgressDeadlineExceeded")
+    assert c["Degraded"].message == ('ReplicaSet "en-us-6d5f7c9b8" has timed out progressing: its pods did not become '
+                                     'ready (kubectl describe pods -l app.kubernetes.io/name=speech-recognizer,'
+                                     'app.kubernetes.io/instance=en-us)')
+    assert (c["Progressing"].status, c["Progressing"].reason) == ("False", "ProgressDeadlineExceeded")
+    assert (c["Ready"].status, c["Ready"].reason) == ("False", "ProgressDeadlineExceeded")
+
+
+def test_deployment_conditions_of_an_older_spec_say_nothing() -> None:
+    """Once the spec changed, the controller's conditions of the old one (not yet observed) are not reported."""
+    c = by_type(conditions.observe(STT, troubled(failed_create(QUOTA_REFUSAL), observed=1), [], "t"))
+    assert (c["Degraded"].status, c["Ready"].reason, c["Progressing"].reason) == ("False", "ReplicasNotReady", "RollingOut")
+    # and a missing Secret still comes first
+    c = by_type(conditions.observe(STT, troubled(failed_create(QUOTA_REFUSAL)), ['Secret "k"'], "t"))
+    assert c["Degraded"].reason == "MissingDependency"
+
+
 def test_transition_time_moves_only_on_flips() -> None:
     first = conditions.observe(STT, deployment(2), [], "2026-01-01T00:00:00Z")
     seen = STT.model_copy(update={"status": first})
