@@ -318,10 +318,12 @@ def test_gateway_default_render(helm: Path) -> None:
     assert pod["terminationGracePeriodSeconds"] == 45
     assert_grace_covers_the_stop(pod, 30)
     assert {e["name"]: e["value"] for e in container["env"]} == {
-        "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100"}
+        "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100",
+        "SPEECH_GATEWAY_MAX_HEADER_BYTES": "16384", "SPEECH_GATEWAY_HEADER_SECONDS": "10"}
     from speech_operator.gateway import GatewayConfig
     config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
     assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
+    assert config.head_limits == GatewayConfig().head_limits, "the chart's defaults are the gateway's (the recognizer's)"
     assert pod["serviceAccountName"] == one(gateway_docs(docs), "ServiceAccount")["metadata"]["name"] == "speech-operator-gateway"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -381,7 +383,16 @@ def test_gateway_values(helm: Path) -> None:
     assert_grace_covers_the_stop(pod, 60)
     assert pod["containers"][0]["args"][-1] == "--verbose"
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
-    assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20"}
+    assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20",
+                   "SPEECH_GATEWAY_MAX_HEADER_BYTES": "32768", "SPEECH_GATEWAY_HEADER_SECONDS": "5"}
+    from speech_operator.gateway import GatewayConfig
+    from speech_recognizer.settings import declared
+    limits = GatewayConfig.from_env(env).head_limits
+    assert (limits.max_header_bytes, limits.header_seconds) == (32768, 5)
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]["properties"]
+    for value, setting in (("maxHeaderBytes", "http_max_header_bytes"), ("headerSeconds", "http_header_timeout_seconds")):
+        bounds = declared(setting)
+        assert (schema[value]["minimum"], schema[value]["maximum"]) == (bounds.minimum, bounds.maximum), value
     off = helm_template(helm, "--set", "gateway.enabled=false")
     assert not gateway_docs(off)
 
