@@ -72,6 +72,8 @@ PROTOCOL_ERROR = Kind("protocol_error", 400, 1002, "BadRequest", INFO, doc="mess
 TOO_LARGE = Kind("too_large", 413, 1009, "BadRequest", INFO, doc="a body or audio over its limit (MaxAudioSeconds)")
 HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="request headers over their limit")
 UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a request or its body that did not arrive in time")
+MALFORMED_REQUEST = Kind("malformed_request", 400, 1002, "BadRequest", INFO,
+                         doc="a request that is not HTTP/1.1 (its request line, a header, its length or a chunk), with the parser's reason")
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
 AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey")
 IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSeconds: the decoder is given back", usp_close=1007)
@@ -164,6 +166,17 @@ def http_response_bytes(failure: Failure) -> bytes:
     head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")
     return (head + "connection: close\r\n\r\n").encode("latin-1") + bytes(response.body)
+
+
+#: Longest reason made of what a client sent (:func:`one_line`), in characters.
+MAX_REASON_CHARS = 200
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` fit for a reason and a log line: one line, printable characters only (others become ``?``), at most
+    ``limit`` characters (cut with ``...``): for a reason that quotes what a client or a parser said."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in " ".join(text[: limit * 2].split()))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 def openai_response(failure: Failure) -> JSONResponse:

@@ -14,9 +14,14 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
   (``MaxAudioSeconds`` plus that pause: a client streaming its audio as it
   records it needs the audio's length): 408.
 
+A request the parser refuses (a bad request line, header, ``Content-Length`` or chunk;
+an HTTP/2 preface) is refused here too: uvicorn answered it with a plain-text 400 of its
+own, logged its own warning and closed at once, so that a client still sending got a reset.
+
 Each refusal is a failure of the server's policy (:mod:`.errors`:
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`,
-:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`), answered with its JSON error and
+:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
+:data:`~speech_recognizer.errors.MALFORMED_REQUEST`), answered with its JSON error and
 ``Connection: close``, logged and counted (route ``http``: no route is known before
 the head is read); then the connection is closed. The server always runs this
 protocol, so the limits hold whichever parser uvicorn would have picked.
@@ -39,9 +44,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, observe
+from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, observe, one_line
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,8 @@ class LimitedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
-        #: "head" (waiting for or reading a request head), "body" (reading a body), "linger" (answered
+        #: "head" (waiting for or reading a request head), "body" (reading a body), "waiting" (a refused request's
+        #: answer waits for the answers of the requests before it: dropping what comes), "linger" (answered
         #: before the body was in: reading and dropping what comes until the close), or "done" (closed, upgraded).
         self._phase = "head"
         self._head_bytes = 0
@@ -83,6 +90,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._until_deadline = False
         #: Whether the request's connection stays open after its answer, once its body is all in.
         self._keep_alive = False
+        #: A refusal (kind, message, cause) answered once the requests before it are ("waiting" phase).
+        self._waiting: tuple[Kind, str, BaseException | None] | None = None
         #: When a lingering close ends at the latest (the loop's clock).
         self._linger_deadline = 0.0
 
@@ -116,13 +125,21 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._until_deadline = left <= self.limits.body_pause_seconds
         self._arm(min(self.limits.body_pause_seconds, left))
 
-    def _refuse(self, kind: Kind, message: str) -> None:
-        """Answer a failure of ``kind`` (unless a response has begun), close the connection, and tell the app it is gone."""
+    def _refuse(self, kind: Kind, message: str, cause: BaseException | None = None) -> None:
+        """Answer a failure of ``kind`` (unless a response has begun), close the connection, and tell the app it is gone.
+
+        A refused head that follows requests still being answered on its connection (pipelined) is answered after
+        them (:meth:`on_response_complete`): what the client sends meanwhile is dropped."""
+        if self._phase == "head" and self.cycle is not None and not self.cycle.response_complete:
+            self._disarm()
+            self._phase, self._waiting = "waiting", (kind, message, cause)
+            return
         phase, self._phase = self._phase, "done"
         self._disarm()
         if self.transport.is_closing():
             return
         failure = Failure(f"{message}; from {self._peer()}", kind)
+        failure.__cause__ = cause
         observe(failure, "http", self.metrics)
         cycle = self.cycle
         if cycle is None or phase == "head" or not cycle.response_started:
@@ -169,15 +186,42 @@ class LimitedHttpTools(HttpToolsProtocol):
         if self._phase == "linger":  # dropped, unparsed
             self._linger_timer()
             return
+        if self._phase == "waiting":  # dropped, unparsed
+            return
         if self._phase == "head":
             if self._timer is None:  # the first byte of a request after the previous one
                 self._arm(self.limits.header_seconds)
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._feed(data)
         if self._phase == "head" and self._head_bytes > self.limits.max_header_bytes:
             self._too_large()
         elif self._phase == "body":
             self._body_timer()
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``HttpToolsProtocol.data_received`` (uvicorn 0.54), except that a request the parser refuses is
+        :meth:`_malformed`. uvicorn has no hook for that answer: its ``data_received`` logs a warning of its own, then
+        ``send_400_response`` writes a plain-text 400 and closes at once; overriding that method alone would keep the
+        warning and lose the parser's reason. The rest (the WebSocket upgrade) is uvicorn's, unchanged."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._malformed(exc)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _malformed(self, exc: httptools.HttpParserError) -> None:
+        """A request the parser refused: 400 with its reason (:func:`malformed_reason`). A callback of ours that failed
+        on something other than the client's bytes is a bug of ours: 500, logged with its traceback."""
+        inner = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        if inner is None or isinstance(inner, httptools.HttpParserError):
+            self._refuse(MALFORMED_REQUEST, malformed_reason(inner or exc))
+        else:
+            self._refuse(INTERNAL, f"internal error ({type(inner).__name__}) reading the request; the server logged the details", inner)
 
     def _too_large(self) -> None:
         self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes (Http:MaxHeaderBytes)")
@@ -232,8 +276,15 @@ class LimitedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self._phase not in ("linger", "done"):  # else no next request: the connection is closing
-            super().on_response_complete()
+        if self._phase in ("linger", "done"):  # no next request: the connection is closing
+            return
+        last = not self.pipeline  # no request queued after the one answered
+        super().on_response_complete()
+        if self._phase == "waiting" and last and self._waiting is not None:
+            self._unset_keepalive_if_required()
+            (kind, message, cause), self._waiting = self._waiting, None
+            self._phase = "head"
+            self._refuse(kind, message, cause)
 
 
 class _AnswerClose:
@@ -246,13 +297,22 @@ class _AnswerClose:
 
     def close(self) -> None:
         if self._protocol._phase not in ("linger", "done"):
-            self._protocol._close_after_answer(linger=self._protocol._phase == "body")
+            self._protocol._close_after_answer(linger=self._protocol._phase in ("body", "waiting"))
 
     def is_closing(self) -> bool:
         return self._protocol._phase in ("linger", "done") or self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def malformed_reason(exc: Exception) -> str:
+    """The reason a request the parser refused is given: the parser's words, on one line and cut short (they may
+    quote the request)."""
+    said = one_line(str(exc)) or type(exc).__name__
+    if "PRI" in said:  # llhttp's "Pause on PRI/Upgrade": the preface of HTTP/2 spoken without an upgrade
+        return "HTTP/2 is not served here (only HTTP/1.1, and WebSocket upgrades from it)"
+    return f"not a valid HTTP/1.1 request: {said}"
 
 
 def protocol(limits: HttpLimits, metrics: Counters | None = None) -> type[LimitedHttpTools]:

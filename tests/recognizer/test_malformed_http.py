@@ -1,0 +1,131 @@
+"""A request the HTTP parser refuses gets the server's own 400: the JSON error with the parser's reason,
+``Connection: close``, one log line and a count (route ``http``), then a lingering close (speech_recognizer.http_limits).
+
+Before, uvicorn answered these itself: a plain-text ``Invalid HTTP request received.``, its own warning,
+no count, and a close at once, so that a client still sending (256 KiB after a bad head, or a body after
+it) often got a reset (ConnectionResetError) instead of EOF; a valid request pipelined before a refused
+one lost its answer to the 400. Raw sockets against the session's real server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from speech_recognizer.errors import MAX_REASON_CHARS, one_line
+
+from ..support import ServerThread, scrape_metrics
+
+HOST = b"Host: 127.0.0.1\r\n"
+#: Each request, and (part of) the reason its answer must give: what httptools (llhttp) says of it.
+CASES = {
+    "garbage request line": (b"GARBAGE\r\n\r\n", "Invalid method encountered"),
+    "unknown method": (b"FOO /ready HTTP/1.1\r\n" + HOST + b"\r\n", "Invalid method encountered"),
+    "invalid method token": (b"G@T /ready HTTP/1.1\r\n" + HOST + b"\r\n", "Invalid method encountered"),
+    "header without a colon": (b"GET /ready HTTP/1.1\r\n" + HOST + b"NoColonHere\r\n\r\n", "Invalid header token"),
+    "NUL in a header": (b"GET /ready HTTP/1.1\r\n" + HOST + b"X-A: a\x00b\r\n\r\n", "Invalid header value char"),
+    "bare LF": (b"GET /ready HTTP/1.1\nHost: 127.0.0.1\n\n", "Expected CRLF after version"),
+    "Content-Length: abc": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", "Invalid character in Content-Length"),
+    "two Content-Lengths": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Duplicate Content-Length"),
+    "bad chunk size": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n", "Invalid character in chunk size"),
+    "bad URL": (b"GET http://[::1 HTTP/1.1\r\n" + HOST + b"\r\n", "invalid url"),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 is not served here"),
+}
+#: What a client that writes everything before it reads still sends after its bad request.
+MORE = b"x" * (256 << 10)
+
+
+def talk(port: int, data: bytes) -> tuple[bytes, str]:
+    """Write ``data`` whole, then read until the server closes: (what it answered, "EOF" or the error that ended it)."""
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            while got := sock.recv(65536):
+                answer += got
+        except OSError as exc:
+            return bytes(answer), type(exc).__name__
+    return bytes(answer), "EOF"
+
+
+def responses(answer: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The responses in ``answer``, one after another (each with a Content-Length): (status, headers, body)."""
+    out = []
+    while answer:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        assert re.match(r"HTTP/1\.1 \d{3} ", status_line), answer[:300]
+        length = int(headers["content-length"])
+        out.append((int(status_line[9:12]), headers, rest[:length]))
+        answer = rest[length:]
+    return out
+
+
+def refused(srv: ServerThread) -> float:
+    return scrape_metrics(srv.http).get(("speech_refused_total", (("reason", "malformed_request"), ("route", "http"))), 0.0)
+
+
+@pytest.fixture
+def lines(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The server's log: ours (speech_recognizer) and uvicorn's own (which does not propagate to the root)."""
+    uvicorn = logging.getLogger("uvicorn")
+    uvicorn.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, "speech_recognizer"):
+            yield caplog
+    finally:
+        uvicorn.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize("more", [b"", MORE], ids=["alone", "then 256 KiB"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_request_the_parser_refuses_gets_our_400_and_a_clean_close(server: ServerThread, lines: pytest.LogCaptureFixture,
+                                                                     case: str, more: bytes) -> None:
+    request, reason = CASES[case]
+    before = refused(server)
+    answer, end = talk(server.port, request + more)
+    assert end == "EOF", f"{end} after {answer[:200]!r}"
+    [(status, headers, body)] = responses(answer)
+    assert status == 400 and headers["connection"] == "close" and headers["content-type"] == "application/json", answer[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == "BadRequest" and reason in error["message"], error
+    assert refused(server) == before + 1
+    logged = [r.getMessage() for r in lines.records if r.name == "speech_recognizer.failures" and "malformed_request" in r.getMessage()]
+    assert len(logged) == 1 and reason in logged[0] and "from 127.0.0.1:" in logged[0], logged
+    assert not [r for r in lines.records if r.name.startswith("uvicorn")], [r.getMessage() for r in lines.records]
+    assert all(r.exc_info is None for r in lines.records), "no traceback"
+    assert httpx.get(f"{server.http}/ready", timeout=10).status_code == 200, "the server serves the next connection"
+
+
+def test_a_request_pipelined_before_a_refused_one_is_answered_first(server: ServerThread) -> None:
+    """Two valid requests, then garbage and 256 KiB, in one write: 200, 200, then the 400, then EOF (before:
+    the 400 alone, and a reset)."""
+    ready = b"GET /ready HTTP/1.1\r\n" + HOST + b"\r\n"
+    answer, end = talk(server.port, ready + ready + b"GARBAGE\r\n\r\n" + MORE)
+    assert end == "EOF", f"{end} after {answer[:300]!r}"
+    got = responses(answer)
+    assert [status for status, _, _ in got] == [200, 200, 400], answer[:600]
+    assert b"Invalid method encountered" in got[2][2] and got[2][1]["connection"] == "close"
+
+
+def test_a_long_reason_is_cut_and_kept_on_one_line(server: ServerThread) -> None:
+    """The parser's words may quote the request (a URL it cannot parse): the reason keeps at most 200 characters."""
+    answer, end = talk(server.port, b"GET http://[" + b"a" * 5000 + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+    [(status, _, body)] = responses(answer)
+    message = json.loads(body)["error"]["message"]
+    assert status == 400 and end == "EOF" and len(message) <= 250 and message.endswith("..."), message
+
+
+@pytest.mark.unit
+def test_a_reason_from_client_bytes_is_one_printable_line_of_bounded_length() -> None:
+    assert one_line("Invalid header token") == "Invalid header token"
+    assert one_line("a\r\nb\tc\x00d\x1be") == "a b c?d?e"
+    cut = one_line("x" * 10_000)
+    assert len(cut) == MAX_REASON_CHARS and cut.endswith("...")
