@@ -247,9 +247,14 @@ def output_events(block: s.Block) -> None:
 
 
 def output_spec(block: s.Block) -> None:
-    """A SpeechToText's spec: valid against the CRD."""
-    validate_manifests([{"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
-                         "metadata": {"name": "en-us"}, **yaml.safe_load(block.text)}])
+    """A SpeechToText's spec: valid against the CRD, and taken by the operator's models (which hold the checks the
+    API server cannot make, e.g. spec.settings values by the recognizer's own parser)."""
+    from speech_operator import api
+
+    obj = {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText", "metadata": {"name": "en-us"},
+           **yaml.safe_load(block.text)}
+    validate_manifests([obj])
+    api.SpeechToText.model_validate(obj)
 
 
 def output_status(block: s.Block) -> None:

@@ -12,10 +12,10 @@ import math
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speech_recognizer import contract
-from speech_recognizer.settings import declared
+from speech_recognizer.settings import KNOWN, declared
 
 GROUP: Final = "speech-operator.io"
 VERSION: Final = "v1alpha1"
@@ -61,6 +61,21 @@ MAX_DECODERS_PER_POD = 64
 #: Longest a stream may send no audio before it is ended (``audioIdleSeconds``): the recognizer sets no
 #: upper bound; an hour is as long as its default ``MaxSessionSeconds`` lets a stream hold its decoder.
 MAX_AUDIO_IDLE_SECONDS = 3600
+
+
+#: Recognizer settings this API's own fields set (or the pods' contract fixes: its port, the mount paths, the
+#: download step's): ``spec.settings`` may not set them. The builders emit no other key (a test checks).
+OWNED_SETTINGS: Final = frozenset({
+    contract.EULA, contract.BILLING, contract.API_KEY, contract.LOCALE, contract.MOUNTS_LICENSE, contract.MOUNTS_OUTPUT,
+    contract.MOUNTS_MODELS, contract.MODEL_URL, contract.MODEL_SHA256, contract.DOWNLOAD_MODEL, "DownloadLicense",
+    contract.DECODER_MAX_COUNT, contract.WARMUP_COUNT, contract.WARMUP_SECONDS, contract.MAX_CONNECTIONS,
+    contract.CONNECTION_IDLE_SECONDS, contract.AUDIO_IDLE_SECONDS, contract.DRAIN_SECONDS, contract.LOG_LEVEL,
+    "Host", "Port"})
+#: The recognizer settings ``spec.settings`` may set: every other one it declares, by its canonical key.
+SETTABLE: Final = tuple(s.key for s in KNOWN if s.key not in OWNED_SETTINGS)
+_CONVERTERS = {s.key: s.convert for s in KNOWN}
+MAX_SETTINGS = 32
+SETTINGS_MESSAGE = "settings: each key must be one of " + ", ".join(SETTABLE) + " (the spec's own fields set the others)"
 
 
 def _above(value: float | None) -> int:
@@ -359,6 +374,14 @@ class SpeechToTextSpec(_Model):
         default=None, description=(
             f"Seconds a WebSocket stream may send no audio before it is answered what its audio gave and closed, its "
             f"decoder given back (AudioIdleSeconds); the recognizer's default ({_AUDIO_IDLE.default:g}) when unset."))
+    settings: Annotated[dict[str, Annotated[str, Field(min_length=1, max_length=2048)]], Field(
+        max_length=MAX_SETTINGS, json_schema_extra={"x-kubernetes-validations": [
+            cel(f"self.all(k, k in {list(SETTABLE)})", SETTINGS_MESSAGE)]})] = Field(
+        default_factory=dict, description=(
+            "Other recognizer settings, by their keys (its Key=Value arguments), passed to the pods' containers as "
+            "arguments, e.g. MaxAudioSeconds: \"120\", Http:MaxHeaderBytes: \"32768\", ModelCatalogUrl (a mirror), "
+            "HTTP_PROXY (the model download's proxy). Keys: " + ", ".join(SETTABLE) + ". A value the recognizer "
+            "would refuse is refused: the SpeechToText turns Degraded (InvalidSpec) and nothing is changed."))
     drainSeconds: Annotated[int, Field(ge=_whole(_DRAIN.minimum), le=_whole(_DRAIN.maximum))] = _whole(_DRAIN.default)
     """Seconds a stopping pod lets its running recognitions finish while it refuses new ones (the recognizer's Drain:Seconds); the pod's terminationGracePeriodSeconds adds the preStop pause and a margin."""
     service: ServiceSpec = ServiceSpec()
@@ -379,6 +402,16 @@ class SpeechToTextSpec(_Model):
         if (self.billing is None) != (self.apiKeySecretRef is None):
             raise ValueError("billing and apiKeySecretRef must be set together")
         return self
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, settings: dict[str, str]) -> dict[str, str]:
+        """Each one a key the spec's fields leave, with a value the recognizer takes (by its own parser)."""
+        for key, value in settings.items():
+            if key not in SETTABLE:
+                raise ValueError(SETTINGS_MESSAGE.removeprefix("settings: "))
+            _CONVERTERS[key](value)  # SettingsError (a ValueError) in the recognizer's own words
+        return settings
 
 
 ConditionType = Literal["Ready", "Progressing", "Degraded"]

@@ -177,7 +177,12 @@ def recognizer_args(spec: api.SpeechToTextSpec) -> list[str]:
         args.append(contract.arg(contract.AUDIO_IDLE_SECONDS, spec.audioIdleSeconds))
     args.append(contract.arg(contract.DRAIN_SECONDS, spec.drainSeconds))
     args.append(contract.arg(contract.LOG_LEVEL, spec.logLevel))
-    return args
+    return args + settings_args(spec)
+
+
+def settings_args(spec: api.SpeechToTextSpec) -> list[str]:
+    """``spec.settings`` as ``Key=Value`` arguments, in key order (the pod template does not change with the map's order)."""
+    return [contract.arg(key, spec.settings[key]) for key in sorted(spec.settings)]
 
 
 #: Seconds a pod may take to exit after its drain: uvicorn's shutdown and the process's end.
@@ -203,7 +208,7 @@ def download_args(spec: api.SpeechToTextSpec) -> list[str]:
     if spec.model.url:
         args.append(contract.arg(contract.MODEL_URL, spec.model.url))
         args.append(contract.arg(contract.MODEL_SHA256, spec.model.sha256))
-    return args
+    return args + settings_args(spec)  # a catalog mirror, a proxy, a size limit: the download's own settings
 
 
 #: Gives the mounted data directories to the recognizer's user. It runs as root (CHOWN/FOWNER

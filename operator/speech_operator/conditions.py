@@ -11,6 +11,9 @@ PROGRESSING: Final = "Progressing"
 DEGRADED: Final = "Degraded"
 #: Reason of the conditions of a SpeechToText the operator's policy refuses.
 POLICY_VIOLATION = "PolicyViolation"
+#: Reason of the conditions of a SpeechToText whose spec the operator cannot take (a setting the recognizer would
+#: refuse, or a spec a CRD older than the operator let through).
+INVALID_SPEC = "InvalidSpec"
 #: Reason when the Deployment cannot create pods (its ``ReplicaFailure`` condition: an admission refusal
 #: such as Pod Security, a ResourceQuota, a LimitRange), with the API server's words.
 PODS_NOT_CREATED = "PodsNotCreated"
@@ -124,6 +127,25 @@ def observe(
         endpoint=builders.endpoint(stt),
         autoscaling=stt.status.autoscaling if stt.spec.autoscaling and stt.status else None,
     )
+
+
+def invalid(body: dict[str, Any], message: str, now: str) -> api.SpeechToTextStatus:
+    """The status of a SpeechToText whose spec the operator cannot take: what it reported before (its
+    replicas, selector and autoscaling stay, the pods running as they were), its conditions saying why."""
+    before = dict(body.get("status") or {})
+    try:
+        status = api.SpeechToTextStatus.model_validate(before)
+    except ValueError:  # a status written by someone else: its counts are read again once the spec is valid
+        status = api.SpeechToTextStatus()
+    generation = (body.get("metadata") or {}).get("generation")
+
+    def cond(type_: api.ConditionType, ok: bool, message: str) -> api.Condition:
+        return condition(type_, ok, INVALID_SPEC, message, generation=generation, now=now, previous=status.conditions)
+
+    return status.model_copy(update={"observedGeneration": generation, "conditions": [
+        cond(READY, False, message),
+        cond(PROGRESSING, False, "nothing is created or changed while the spec is invalid"),
+        cond(DEGRADED, True, message)]})
 
 
 def is_true(stt_status: dict[str, Any] | None, type_: str) -> bool:

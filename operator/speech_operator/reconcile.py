@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 import kopf
+import pydantic
 
 from speech_operator import api, builders, conditions, policy
 from speech_operator.config import OperatorConfig
@@ -193,18 +194,27 @@ async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
     return missing
 
 
+def invalid_spec_message(exc: ValueError) -> str:
+    """What is wrong with a spec, in one line per error: where, and pydantic's or the recognizer's words."""
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '.'}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in exc.errors())
+    return str(exc)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, after: api.SpeechToTextStatus) -> None:
-    """One Event per condition flip, so ``kubectl describe stt`` tells the story."""
-    old = {c.get("type"): c.get("status") for c in (before or {}).get("conditions") or []}
+    """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story."""
+    old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (before or {}).get("conditions") or []}
     for c in after.conditions:
-        if old.get(c.type) == c.status:
-            continue
-        if c.type == conditions.DEGRADED and c.status == "True":
+        was, why = old.get(c.type, (None, None))
+        if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
             kopf.warn(event_target(body), reason=c.reason, message=c.message)
+        elif was == c.status:
+            continue
         elif c.type == conditions.DEGRADED and c.type in old:
             kopf.info(event_target(body), reason="Recovered", message=c.message)
         elif c.type == conditions.READY and c.status == "True":
@@ -245,9 +255,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     The object is read afresh under its lock, so concurrent triggers (its own events, its
     children's, the Degraded re-check, the autoscaler) never act on a stale copy. ``autoscale``
     (the autoscaler's look, :mod:`speech_operator.autoscaler`) decides the replicas on that
-    copy; a change is one Event. Returns ``None`` when it is gone or being deleted; raises
-    :class:`kopf.PermanentError` on a spec the API server should have refused (e.g. a CRD older
-    than the operator).
+    copy; a change is one Event. Returns ``None`` when it is gone or being deleted. A spec the
+    operator cannot take (a setting the recognizer would refuse; a spec a CRD older than the
+    operator let through) changes nothing: its status says why (:func:`conditions.invalid`).
     """
     async with runtime.lock(namespace, name):
         body = await runtime.kube.get(stt_path(namespace, name))
@@ -256,8 +266,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
-            kopf.warn(event_target(body), reason="InvalidSpec", message=str(exc))
-            raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+            status = conditions.invalid(body, invalid_spec_message(exc), _now())
+            await write_status(runtime.kube, body, status)
+            return status
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
         if autoscale is not None and stt.spec.autoscaling is not None and not refused:

@@ -161,6 +161,34 @@ def test_without_the_chown_step_every_container_meets_the_restricted_profile() -
     assert pod(stt)["volumes"] == pod(MAXIMAL)["volumes"]
 
 
+#: A value for every key spec.settings may set.
+EVERY_SETTING = {
+    "ModelCatalogUrl": "https://mirror.example.test/vosk/models", "ModelMaxSizeMB": "8192",
+    "Warmup:Audio": "/models/warmup.wav", "MaxAudioSeconds": "120", "MaxSessionSeconds": "7200",
+    "Http:MaxHeaderBytes": "32768", "Http:HeaderTimeoutSeconds": "20", "Http:BodyTimeoutSeconds": "20",
+    "Logging:Disk:Format": "json", "Logging:Disk:MaxFileSize": "20", "HTTP_PROXY": "http://proxy.example.test:3128"}
+
+
+def test_settings_are_arguments_of_every_container_and_never_a_fields() -> None:
+    """spec.settings go to the recognizer and the download step (a catalog mirror or a proxy is the download's) as
+    ``Key=Value`` arguments in key order; every other key the builders emit is one the spec's fields own, so a
+    setting never contends with a field (the CRD and the models refuse those keys in spec.settings)."""
+    from speech_recognizer.settings import KNOWN
+
+    assert set(EVERY_SETTING) == set(api.SETTABLE) and not set(api.SETTABLE) & api.OWNED_SETTINGS
+    assert set(api.SETTABLE) | api.OWNED_SETTINGS == {s.key for s in KNOWN}
+    stt = MAXIMAL.model_copy(update={"spec": MAXIMAL.spec.model_copy(update={
+        "settings": dict(reversed(EVERY_SETTING.items())), "audioIdleSeconds": 60,
+        "connections": api.ConnectionsSpec(max=900, idleSeconds=600)})})
+    given = [f"{k}={EVERY_SETTING[k]}" for k in sorted(EVERY_SETTING)]
+    for name in ("recognizer", "download-model"):
+        args = containers(stt)[name]["args"]
+        assert args[-len(given):] == given, name
+        emitted = {a.split("=", 1)[0] for a in args[:-len(given)]}
+        emitted |= {e["name"].replace("__", ":") for e in containers(stt)[name].get("env", [])}
+        assert emitted <= api.OWNED_SETTINGS, (name, emitted - api.OWNED_SETTINGS)
+
+
 def test_existing_model_pvc_skips_the_download() -> None:
     stt = api.SpeechToText.model_validate({"metadata": META, "spec": {
         "locale": "ko-KR", "eula": "accept",

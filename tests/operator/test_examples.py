@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,11 @@ INVALID = {
     "audioIdleSeconds 0": _with("spec.audioIdleSeconds", 0),
     "audioIdleSeconds over an hour": _with("spec.audioIdleSeconds", 3601),
     **{f"hostPath {path}": _with("spec.output", {"hostPath": {"path": path}}) for path in DANGEROUS_HOST_PATHS},
+    "settings: a key a field sets": _with("spec.settings", {"Locale": "ko-KR"}),
+    "settings: a key the pods' contract fixes": _with("spec.settings", {"Port": "8080"}),
+    "settings: an unknown key": _with("spec.settings", {"MaxAudioSecond": "120"}),
+    "settings: a value not a string": _with("spec.settings", {"MaxAudioSeconds": 120}),
+    "settings: an empty value": _with("spec.settings", {"MaxAudioSeconds": ""}),
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {
@@ -118,7 +124,8 @@ MODELS_ONLY = {
 }
 CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
             "url with download false", "download false on emptyDir", "two volume sources", "no volume source",
-            "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max"}
+            "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max",
+            "settings: a key a field sets", "settings: a key the pods' contract fixes", "settings: an unknown key"}
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)
@@ -137,6 +144,28 @@ def test_invalid_spec_is_refused_by_the_crd(case: str) -> None:
 def test_invalid_spec_is_refused_by_the_models(case: str) -> None:
     with pytest.raises(pydantic.ValidationError):
         api.SpeechToText.model_validate({**INVALID, **MODELS_ONLY}[case])
+
+
+#: Values of spec.settings the CRD takes (a string of the allowed length) and the recognizer would refuse: the models
+#: refuse them with the recognizer's own words (the operator then reports InvalidSpec and changes nothing).
+REFUSED_SETTING_VALUES = {
+    "MaxAudioSeconds": ("abc", "MaxAudioSeconds='abc' is not a number"),
+    "Http:MaxHeaderBytes": ("10", "Http:MaxHeaderBytes='10' must be 1024 or more"),
+    "Logging:Disk:Format": ("xml", "Logging:Disk:Format='xml': use json"),
+}
+
+
+@pytest.mark.parametrize("key", REFUSED_SETTING_VALUES)
+def test_setting_values_are_refused_in_the_recognizers_words(key: str) -> None:
+    value, words = REFUSED_SETTING_VALUES[key]
+    obj = _with("spec.settings", {key: value})
+    assert problems(obj) == []
+    with pytest.raises(pydantic.ValidationError, match=re.escape(words)):
+        api.SpeechToText.model_validate(obj)
+    good = _with("spec.settings", {"MaxAudioSeconds": "120", "Http:MaxHeaderBytes": "32768",
+                                   "HTTP_PROXY": "http://proxy.example.test:3128", "Logging:Disk:Format": "json"})
+    assert problems(good) == []
+    assert api.SpeechToText.model_validate(good).spec.settings["Http:MaxHeaderBytes"] == "32768"
 
 
 def test_valid_minimal_spec_gets_documented_defaults() -> None:

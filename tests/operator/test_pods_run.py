@@ -65,7 +65,8 @@ def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(tmp_path: Path
 #: A SpeechToText that sets every connection field far from the recognizer's defaults (500 connections, 300 s
 #: idle, 30 s without audio), so that each is seen to take effect; no warm-up, to start at once.
 CONNECTION_SPEC = {"locale": "ko-KR", "eula": "accept", "warmup": {"count": 0},
-                   "connections": {"max": 1, "idleSeconds": 2}, "audioIdleSeconds": 1}
+                   "connections": {"max": 1, "idleSeconds": 2}, "audioIdleSeconds": 1,
+                   "settings": {"Http:MaxHeaderBytes": "2048"}}
 #: How late after its setting a close may come on this shared machine.
 LATE = 3.0
 
@@ -103,16 +104,17 @@ def _connection_limits() -> dict[str, tuple[int | None, str, float]]:
 
 
 def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
-    """``spec.connections`` and ``spec.audioIdleSeconds`` reach the recognizer: the pod a ko-KR SpeechToText
-    setting them gets, run as a kubelet runs it (its init container, the recognizer with exactly the emitted
-    args as uid 65532, its probes), keeps one /vosk WebSocket (the second is closed at once with 1013), closes
-    one idle for 2 s with 1000, and ends a stream without audio for 1 s with 1008. Without the fields (or with
-    arguments the recognizer ignored) the second connection would stay open and the others wait 300 s and 30 s."""
+    """``spec.connections``, ``spec.audioIdleSeconds`` and ``spec.settings`` reach the recognizer: the pod a ko-KR
+    SpeechToText setting them gets, run as a kubelet runs it (its init container, the recognizer with exactly the
+    emitted args as uid 65532, its probes), keeps one /vosk WebSocket (the second is closed at once with 1013), closes
+    one idle for 2 s with 1000, ends a stream without audio for 1 s with 1008, and answers a 3000-byte request head
+    with 431 (Http:MaxHeaderBytes 2048). Without the fields (or with arguments the recognizer ignored) the second
+    connection would stay open, the others wait 300 s and 30 s, and the head pass (its default is 16384)."""
     stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"},
                                            "spec": CONNECTION_SPEC})
     spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
     args = next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)["args"]
-    assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1"} <= set(args), args
+    assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1", "Http:MaxHeaderBytes=2048"} <= set(args), args
     with Pod(spec, host_image(), name="ko-kr") as pod:
         for init in pod.init_containers():
             done = pod.run_init(init)
@@ -122,6 +124,7 @@ def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
             pod.wait_probe(running, "startupProbe")
             pod.wait_probe(running, "readinessProbe", budget=300)
             seen = pod.in_network(_connection_limits)
+            big_head = pod.http_get(contract.PORT, "/status", headers={"X-Padding": "x" * 3000})
         finally:
             pod.stop(running, grace=0)
     print(seen)
@@ -132,6 +135,7 @@ def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
     assert code == 1000 and "2 s (ConnectionIdleSeconds)" in reason and 2 - 0.5 <= took < 2 + LATE, seen
     code, reason, took = seen["stream without audio"]
     assert code == 1008 and "no audio for 1 s (AudioIdleSeconds)" in reason and took < 1 + LATE, seen
+    assert big_head[0] == 431 and "2048" in big_head[1], big_head
 
 
 def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:

@@ -211,6 +211,36 @@ async def test_pods_refused_by_pod_security_degrade_until_chown_is_turned_off(cl
     await cluster.event("Recovered")
 
 
+async def test_a_setting_the_recognizer_would_refuse_changes_nothing_and_says_why(cluster: Cluster) -> None:
+    """spec.settings values pass the CRD (strings) but the recognizer would refuse some: the operator leaves the
+    running Deployment as it was, and the status (Degraded/Ready InvalidSpec, the recognizer's words; replicas and
+    selector kept for the scale subresource) and an event say why; a good value then rolls the pods."""
+    await cluster.api.create(cluster.stt_url(), stt(settings={"MaxAudioSeconds": "120"}))
+    first = await cluster.eventually(lambda: deployment(cluster))
+    assert "MaxAudioSeconds=120" in first["spec"]["template"]["spec"]["containers"][0]["args"]
+    await cluster.eventually(lambda: _status(cluster))
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"settings": {"MaxAudioSeconds": "two minutes"}}})
+
+    async def invalid() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "InvalidSpec" else None
+    c = await cluster.eventually(invalid)
+    assert c["status"] == "True" and c["message"] == "spec.settings: MaxAudioSeconds='two minutes' is not a number"
+    ready = await condition(cluster, "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "InvalidSpec", c["message"])
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    assert body["status"]["selector"] == builders.selector(api.SpeechToText.model_validate(stt()))
+    await cluster.event("InvalidSpec")
+    assert (await deployment(cluster) or {})["spec"] == first["spec"], "the running pods were left as they were"
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"settings": {"MaxAudioSeconds": "90"}}})
+
+    async def rolled() -> bool:
+        args = (await deployment(cluster) or {})["spec"]["template"]["spec"]["containers"][0]["args"]
+        return "MaxAudioSeconds=90" in args and (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(rolled)
+
+
 async def test_missing_pvc_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.api.create(cluster.stt_url(), stt(license={"persistentVolumeClaim": {"claimName": "lic"}}))
 
