@@ -144,10 +144,15 @@ async def run(args: argparse.Namespace) -> None:
 
     import speech_operator.handlers  # noqa: F401  (registers the handlers)
     from speech_operator import peering
+    from speech_operator.config import OperatorConfig
     from speech_operator.kube import Kube
     from speech_operator.reconcile import Runtime
 
-    runtime = Runtime(kube=Kube(await _credentials()))
+    try:
+        config = OperatorConfig.from_env()
+    except ValueError as exc:
+        sys.exit(f"{PROG}: {exc}")
+    runtime = Runtime(config=config, kube=Kube(await _credentials()))
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = named_namespaces_only(args.namespace, args.all_namespaces)
     priority = None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from speech_operator import __version__
 
@@ -41,17 +43,34 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
-        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``."""
+        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``;
+        :class:`ValueError` naming the variable for a number that is none or out of bounds."""
         env = dict(os.environ if env is None else env)
         return cls(
             image=env.get("SPEECH_OPERATOR_IMAGE") or cls.image,
             version=env.get("SPEECH_OPERATOR_VERSION") or cls.version,
-            recheck_seconds=float(env.get("SPEECH_OPERATOR_RECHECK_SECONDS") or cls.recheck_seconds),
+            recheck_seconds=env_number(env, "SPEECH_OPERATOR_RECHECK_SECONDS", float, cls.recheck_seconds, 0.001),
             allowed_images=_list(env.get("SPEECH_OPERATOR_ALLOWED_IMAGES")),
             allowed_host_paths=_list(env.get("SPEECH_OPERATOR_ALLOWED_HOST_PATHS")),
-            autoscale_seconds=float(env.get("SPEECH_OPERATOR_AUTOSCALE_SECONDS") or cls.autoscale_seconds),
-            demand_seconds=float(env.get("SPEECH_OPERATOR_DEMAND_SECONDS") or cls.demand_seconds),
+            autoscale_seconds=env_number(env, "SPEECH_OPERATOR_AUTOSCALE_SECONDS", float, cls.autoscale_seconds, 0.001),
+            demand_seconds=env_number(env, "SPEECH_OPERATOR_DEMAND_SECONDS", float, cls.demand_seconds, 0),
         )
+
+
+def env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], default: float, minimum: float) -> Any:
+    """The number in the variable ``name`` (``default`` when unset or empty). Raises :class:`ValueError`
+    naming the variable for a value that is no number, not finite, or under ``minimum``: one line for the
+    command to print, not a traceback (nor a zero that would spin a loop)."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not minimum <= value < float("inf"):
+        raise ValueError(f"{name}={text!r} must be at least {minimum:g}")
+    return value
 
 
 def _list(value: str | None) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
+from speech_operator.config import env_number
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
 from speech_operator.gateway_http_limits import GuardedSite, HeadLimits
@@ -100,16 +101,7 @@ class GatewayConfig:
         env = dict(os.environ if env is None else env)
 
         def number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> Any:
-            text = env.get(f"SPEECH_GATEWAY_{name}") or ""
-            if not text:
-                return default
-            try:
-                value = kind(text)
-            except ValueError:
-                raise ValueError(f"SPEECH_GATEWAY_{name}={text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-            if not minimum <= value < float("inf"):
-                raise ValueError(f"SPEECH_GATEWAY_{name}={text!r} must be at least {minimum:g}")
-            return value
+            return env_number(env, f"SPEECH_GATEWAY_{name}", kind, default, minimum)
 
         return cls(
             host=env.get("SPEECH_GATEWAY_HOST") or cls.host,

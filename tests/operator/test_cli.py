@@ -250,3 +250,16 @@ def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: 
     proc = run_cli("gateway", "--namespace", "speech", env={"HOME": str(tmp_path), variable: value})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr == f"speech-operator gateway: {says}\n", proc.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("SPEECH_OPERATOR_RECHECK_SECONDS", "abc", "SPEECH_OPERATOR_RECHECK_SECONDS='abc' is not a number"),
+    ("SPEECH_OPERATOR_AUTOSCALE_SECONDS", "0", "SPEECH_OPERATOR_AUTOSCALE_SECONDS='0' must be at least 0.001"),
+    ("SPEECH_OPERATOR_DEMAND_SECONDS", "nan", "SPEECH_OPERATOR_DEMAND_SECONDS='nan' must be at least 0"),
+])
+def test_a_bad_operator_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
+    """Before it looks for credentials: one line and exit status 1, not a traceback once kopf has started (nor an
+    autoscaler looking every 0 s)."""
+    proc = run_cli("run", "--namespace", "speech", env={"HOME": str(tmp_path), variable: value})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == f"speech-operator: {says}\n", proc.stderr
