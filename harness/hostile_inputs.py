@@ -259,6 +259,50 @@ def _read_all(sock: socket.socket, started: float, timeout: float) -> bytes:
     return bytes(out)
 
 
+_HOST = b"Host: 127.0.0.1\r\n"
+#: Requests an HTTP/1.1 parser (llhttp: httptools, aiohttp) refuses, by name, each with (part of) the reason its 400 gives.
+MALFORMED_REQUESTS: dict[str, tuple[bytes, str]] = {
+    "garbage request line": (b"GARBAGE\r\n\r\n", "Invalid method encountered"),
+    "unknown method": (b"FOO /ready HTTP/1.1\r\n" + _HOST + b"\r\n", "Invalid method encountered"),
+    "invalid method token": (b"G@T /ready HTTP/1.1\r\n" + _HOST + b"\r\n", "Invalid method encountered"),
+    "header without a colon": (b"GET /ready HTTP/1.1\r\n" + _HOST + b"NoColonHere\r\n\r\n", "Invalid header token"),
+    "NUL in a header": (b"GET /ready HTTP/1.1\r\n" + _HOST + b"X-A: a\x00b\r\n\r\n", "Invalid header value char"),
+    "bare LF": (b"GET /ready HTTP/1.1\nHost: 127.0.0.1\n\n", "Expected CRLF after version"),
+    "Content-Length: abc": (b"POST /ready HTTP/1.1\r\n" + _HOST + b"Content-Length: abc\r\n\r\n", "Invalid character in Content-Length"),
+    "two Content-Lengths": (b"POST /ready HTTP/1.1\r\n" + _HOST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Duplicate Content-Length"),
+    "bad chunk size": (b"POST /ready HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n", "Invalid character in chunk size"),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 is not served here"),
+}
+
+
+def write_then_read(host: str, port: int, data: bytes, *, timeout: float = 10.0) -> tuple[bytes, str]:
+    """Write ``data`` whole, then read until the server closes, as many clients do: (what it answered, ``"EOF"`` or
+    the name of the error that ended the exchange, such as ``ConnectionResetError``)."""
+    answer = bytearray()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            while got := sock.recv(65536):
+                answer += got
+        except OSError as exc:
+            return bytes(answer), type(exc).__name__
+    return bytes(answer), "EOF"
+
+
+def responses(answer: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The responses in ``answer`` one after another, each with a ``Content-Length``: (status, headers by lower-case name, body)."""
+    out = []
+    while answer:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        assert status_line.startswith("HTTP/1.1 "), answer[:300]
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        out.append((int(status_line[9:12]), headers, rest[:length]))
+        answer = rest[length:]
+    return out
+
+
 def post_head(path: str, *, content_length: int | None = None, content_type: str = "audio/wav", extra: bytes = b"") -> bytes:
     """The head of a POST to ``path`` (chunked when ``content_length`` is None)."""
     length = b"Transfer-Encoding: chunked\r\n" if content_length is None else b"Content-Length: %d\r\n" % content_length
@@ -271,6 +315,6 @@ def big_header_head(path: str, header_bytes: int) -> bytes:
 
 
 __all__ = [
-    "Exchange", "big_header_head", "exchange", "flac_bomb", "ogg_opus_bomb", "post_head",
-    "raw_request", "response_complete", "send_until_answered", "trickle", "wav_header", "zip_bomb",
+    "MALFORMED_REQUESTS", "Exchange", "big_header_head", "exchange", "flac_bomb", "ogg_opus_bomb", "post_head",
+    "raw_request", "response_complete", "responses", "send_until_answered", "trickle", "wav_header", "write_then_read", "zip_bomb",
 ]

@@ -13,8 +13,13 @@ same settings' defaults), each connection here:
 - between requests, is closed after :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS` idle
   (aiohttp's own timer; the recognizer's too, and why).
 
+A request head the parser refuses (a bad request line, header or ``Content-Length``, a bad chunk
+sent with its head, the HTTP/2 preface) is refused here too, with 400 and the parser's reason:
+aiohttp answered it itself with a plain-text 400 that quoted the request, logged a traceback, and
+closed at once, so that a client still sending got a reset.
+
 Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
-:data:`~speech_recognizer.errors.HEADER_TOO_LARGE`): its JSON answer with ``Connection: close``, one
+:data:`~speech_recognizer.errors.HEADER_TOO_LARGE`, :data:`~speech_recognizer.errors.MALFORMED_REQUEST`): its JSON answer with ``Connection: close``, one
 log line and a count (route ``http``: no route is known before the head is read); the connection is
 then closed the way nginx does, reading and dropping what the client still sends for a moment, so
 that its answer is not lost to a reset. Bodies need no limit here: what the gateway relays, the
@@ -22,7 +27,10 @@ recognizer bounds; what it reads itself (OpenAI forms) has its own budget and de
 
 aiohttp has no hook for this, so :class:`HeadGuard` sits between the event loop and aiohttp's
 :class:`~aiohttp.web_protocol.RequestHandler`, passing everything on; it reads one private attribute,
-the handler's ``_waiter`` (pending while the handler waits for a request head); tests cover it.
+the handler's ``_waiter`` (pending while the handler waits for a request head), and wraps another, its
+``_parser`` (:class:`_HeadParser`: aiohttp 3.14's ``RequestHandler.data_received`` turns the parser's
+error into a request of its own, answered by ``handle_error``, which logs the traceback, and closed
+at once; no hook changes that answer or that close); tests cover both.
 """
 
 from __future__ import annotations
@@ -34,9 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 from aiohttp.web_protocol import RequestHandler
 
-from speech_recognizer.errors import HEADER_TOO_LARGE, UPLOAD_TIMEOUT, Failure, Kind, http_response_bytes
+from speech_recognizer.errors import HEADER_TOO_LARGE, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Failure, Kind, http_response_bytes, malformed_reason
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -77,6 +86,7 @@ class HeadGuard(asyncio.Protocol):
         #: Refused: what comes is dropped until the lingering close ends.
         self._lingering = False
         self._linger_deadline = 0.0
+        handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
 
     # ---- what the handler is doing
 
@@ -155,6 +165,8 @@ class HeadGuard(asyncio.Protocol):
             self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes")
             return
         self.handler.data_received(data)
+        if self._lingering:  # the parser refused the head (_HeadParser)
+            return
         if self._awaiting_head():  # still no whole head (blank lines before a request line end nothing)
             self._head_bytes += len(data)
             self._tail = seen[-(len(_END_OF_HEAD) - 1):]
@@ -177,6 +189,32 @@ class HeadGuard(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.handler.resume_writing()
+
+
+class _HeadParser:
+    """The handler's request parser, except that a request head it refuses is refused by the guard, with the
+    parser's reason; the handler sees nothing of it. Its refusal of a body being relayed (a bad chunk after the
+    head was read) stays aiohttp's: a request is in flight, with its answer to come."""
+
+    def __init__(self, parser: Any, guard: HeadGuard) -> None:
+        self._parser = parser
+        self._guard = guard
+
+    def feed_data(self, data: bytes) -> Any:
+        try:
+            return self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            if not self._guard._awaiting_head():
+                raise
+            # aiohttp's message quotes the request after a blank line (with a caret under the fault): left out.
+            said = exc.message.split("\n\n")[0].replace(":\n", ": ").rstrip(":")
+            if isinstance(exc, InvalidURLError) and "url" not in said.lower():  # yarl's refusal: the URL alone
+                said = f"invalid URL {said}"
+            self._guard._refuse(MALFORMED_REQUEST, malformed_reason(said))
+            return (), False, b""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
 
 
 class GuardedSite(web.SockSite):

@@ -179,6 +179,15 @@ def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
+def malformed_reason(said: str) -> str:
+    """The reason a request an HTTP parser refused is given (:data:`MALFORMED_REQUEST`): the parser's words (llhttp's,
+    in httptools and aiohttp), on one line and cut short, since they may quote the request."""
+    said = one_line(said) or "the parser refused it"
+    if "PRI/Upgrade" in said:  # llhttp's "Pause on PRI/Upgrade": the preface of HTTP/2 spoken without an upgrade
+        return "HTTP/2 is not served here (only HTTP/1.1, and WebSocket upgrades from it)"
+    return f"not a valid HTTP/1.1 request: {said}"
+
+
 def openai_response(failure: Failure) -> JSONResponse:
     """:func:`http_response` in OpenAI's error shape: ``code`` is the kind's name, ``type`` OpenAI's
     ``server_error`` (5xx) or ``invalid_request_error``; the openai package raises the error class of the status."""

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, observe, one_line
+from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +215,12 @@ class LimitedHttpTools(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
 
     def _malformed(self, exc: httptools.HttpParserError) -> None:
-        """A request the parser refused: 400 with its reason (:func:`malformed_reason`). A callback of ours that failed
-        on something other than the client's bytes is a bug of ours: 500, logged with its traceback."""
+        """A request the parser refused: 400 with its reason (:func:`~speech_recognizer.errors.malformed_reason`).
+        A callback of ours that failed on something other than the client's bytes is a bug of ours: 500, logged
+        with its traceback."""
         inner = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
         if inner is None or isinstance(inner, httptools.HttpParserError):
-            self._refuse(MALFORMED_REQUEST, malformed_reason(inner or exc))
+            self._refuse(MALFORMED_REQUEST, malformed_reason(str(inner or exc)))
         else:
             self._refuse(INTERNAL, f"internal error ({type(inner).__name__}) reading the request; the server logged the details", inner)
 
@@ -304,15 +305,6 @@ class _AnswerClose:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
-
-
-def malformed_reason(exc: Exception) -> str:
-    """The reason a request the parser refused is given: the parser's words, on one line and cut short (they may
-    quote the request)."""
-    said = one_line(str(exc)) or type(exc).__name__
-    if "PRI" in said:  # llhttp's "Pause on PRI/Upgrade": the preface of HTTP/2 spoken without an upgrade
-        return "HTTP/2 is not served here (only HTTP/1.1, and WebSocket upgrades from it)"
-    return f"not a valid HTTP/1.1 request: {said}"
 
 
 def protocol(limits: HttpLimits, metrics: Counters | None = None) -> type[LimitedHttpTools]:

@@ -11,61 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from harness.hostile_inputs import MALFORMED_REQUESTS, responses, write_then_read
 
 from speech_recognizer.errors import MAX_REASON_CHARS, one_line
 
 from ..support import ServerThread, scrape_metrics
 
-HOST = b"Host: 127.0.0.1\r\n"
 #: Each request, and (part of) the reason its answer must give: what httptools (llhttp) says of it.
-CASES = {
-    "garbage request line": (b"GARBAGE\r\n\r\n", "Invalid method encountered"),
-    "unknown method": (b"FOO /ready HTTP/1.1\r\n" + HOST + b"\r\n", "Invalid method encountered"),
-    "invalid method token": (b"G@T /ready HTTP/1.1\r\n" + HOST + b"\r\n", "Invalid method encountered"),
-    "header without a colon": (b"GET /ready HTTP/1.1\r\n" + HOST + b"NoColonHere\r\n\r\n", "Invalid header token"),
-    "NUL in a header": (b"GET /ready HTTP/1.1\r\n" + HOST + b"X-A: a\x00b\r\n\r\n", "Invalid header value char"),
-    "bare LF": (b"GET /ready HTTP/1.1\nHost: 127.0.0.1\n\n", "Expected CRLF after version"),
-    "Content-Length: abc": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", "Invalid character in Content-Length"),
-    "two Content-Lengths": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Duplicate Content-Length"),
-    "bad chunk size": (b"POST /ready HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n", "Invalid character in chunk size"),
-    "bad URL": (b"GET http://[::1 HTTP/1.1\r\n" + HOST + b"\r\n", "invalid url"),
-    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 is not served here"),
-}
+CASES = {**MALFORMED_REQUESTS, "bad URL": (b"GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "invalid url")}
+HOST = b"Host: 127.0.0.1\r\n"
 #: What a client that writes everything before it reads still sends after its bad request.
 MORE = b"x" * (256 << 10)
 
 
 def talk(port: int, data: bytes) -> tuple[bytes, str]:
-    """Write ``data`` whole, then read until the server closes: (what it answered, "EOF" or the error that ended it)."""
-    answer = bytearray()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        try:
-            sock.sendall(data)
-            while got := sock.recv(65536):
-                answer += got
-        except OSError as exc:
-            return bytes(answer), type(exc).__name__
-    return bytes(answer), "EOF"
-
-
-def responses(answer: bytes) -> list[tuple[int, dict[str, str], bytes]]:
-    """The responses in ``answer``, one after another (each with a Content-Length): (status, headers, body)."""
-    out = []
-    while answer:
-        head, _, rest = answer.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        assert re.match(r"HTTP/1\.1 \d{3} ", status_line), answer[:300]
-        length = int(headers["content-length"])
-        out.append((int(status_line[9:12]), headers, rest[:length]))
-        answer = rest[length:]
-    return out
+    return write_then_read("127.0.0.1", port, data)
 
 
 def refused(srv: ServerThread) -> float:
