@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from harness.hostile_inputs import MALFORMED_REQUESTS, responses, write_then_read
+from harness.hostile_inputs import MALFORMED_REQUESTS, responses, wav_header, write_then_read
 
 from speech_recognizer.errors import MAX_REASON_CHARS, one_line
 
@@ -77,6 +79,27 @@ def test_a_request_pipelined_before_a_refused_one_is_answered_first(server: Serv
     got = responses(answer)
     assert [status for status, _, _ in got] == [200, 200, 400], answer[:600]
     assert b"Invalid method encountered" in got[2][2] and got[2][1]["connection"] == "close"
+
+
+def test_a_bad_chunk_in_a_body_being_recognized_ends_it_with_the_400(server: ServerThread) -> None:
+    """The head and a first chunk of WAV, then (the recognition under way) a chunk size that is not hex and 256 KiB:
+    400 with the reason and EOF (before: uvicorn's text 400, then a reset), and the recognizer serves on."""
+    before = refused(server)
+    wav = wav_header(data_bytes=32000) + b"\0" * 3200
+    head = (b"POST /speech/recognition/conversation/cognitiveservices/v1?language=ko-KR HTTP/1.1\r\n" + HOST
+            + b"Content-Type: audio/wav\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(wav) + wav + b"\r\n")
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.5)
+        sock.sendall(b"ZZ\r\n" + MORE)
+        while got := sock.recv(65536):  # a reset raises here
+            answer += got
+    [(status, headers, body)] = responses(bytes(answer))
+    assert status == 400 and headers["connection"] == "close", answer[:300]
+    assert "Invalid character in chunk size" in json.loads(body)["error"]["message"]
+    assert refused(server) == before + 1
+    assert httpx.get(f"{server.http}/ready", timeout=10).status_code == 200
 
 
 def test_a_long_reason_is_cut_and_kept_on_one_line(server: ServerThread) -> None:
