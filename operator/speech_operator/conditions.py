@@ -42,6 +42,8 @@ def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText)
             message += ("; the chown init container runs as root to give the PVC and hostPath volumes to uid 65532: where "
                         "the namespace enforces the restricted Pod Security Standard, set spec.chownVolumes to false "
                         "and have the volumes writable by 65532")
+        if "PodSecurity" in message and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
+            message += "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim"
         return PODS_NOT_CREATED, message
     progress = found.get("Progressing") or {}
     if progress.get("status") == "False" and progress.get("reason") == PROGRESS_DEADLINE_EXCEEDED:

@@ -146,6 +146,7 @@ class Timeouts:
     poll: float = 5
     scale: float = 600
     delete: float = 180
+    refused: float = 180  # the operator reads the Deployment's ReplicaFailure
 
 
 @dataclass
@@ -396,6 +397,44 @@ def check_drain(ctx: Context) -> str:
     return f"pod {pod} deleted {DELETE_AT:.0f} s in; all {len(outcome.recognized)} utterances arrived"
 
 
+def refused_by_pod_security(stt: Manifest) -> bool:
+    """Whether the SpeechToText says the API server refused its pods for the namespace's Pod Security level."""
+    c = condition(stt, "Degraded") or {}
+    return c.get("status") == "True" and c.get("reason") == "PodsNotCreated" and "PodSecurity" in (c.get("message") or "")
+
+
+def check_restricted_namespace(ctx: Context) -> str:
+    """Output on a PVC: the chown step (root) is refused in the run's restricted namespace and the status says so,
+    with what to set; with ``chownVolumes: false`` the pod runs (the default StorageClass's volume writable by 65532)."""
+    ctx.kube.apply(m.output_claim(ctx.run))
+    ctx.kube.apply(m.speech_to_text(ctx.run, m.ON_A_CLAIM, output_claim=m.OUTPUT_CLAIM))
+
+    def state() -> tuple[Manifest, str]:
+        stt = ctx.kube.get_one("speechtotext", m.ON_A_CLAIM, ctx.ns) or {"metadata": {"name": m.ON_A_CLAIM}}
+        return stt, stt_state(stt)
+
+    def refused() -> tuple[bool, str]:
+        stt, said = state()
+        return refused_by_pod_security(stt), said
+
+    said = wait_for(f"{m.ON_A_CLAIM}: Degraded, its pods refused by Pod Security", refused, ctx.timeouts.refused, ctx.timeouts.poll)
+    if "chownVolumes" not in said:
+        raise CheckFailed(f"the refusal does not say what to set: {said}")
+    refusal = (condition(state()[0], "Degraded") or {}).get("message") or said
+    ctx.kube.patch("speechtotext", m.ON_A_CLAIM, ctx.ns, {"spec": {"chownVolumes": False}})
+
+    def ready() -> tuple[bool, str]:
+        stt, said = state()
+        return (condition(stt, "Ready") or {}).get("status") == "True", said
+
+    try:
+        wait_for(f"{m.ON_A_CLAIM} Ready with chownVolumes: false", ready, ctx.timeouts.ready, ctx.timeouts.poll)
+    except CheckFailed as exc:
+        raise CheckFailed(f"{exc}\n  {explain(ctx, stt_pods(ctx, m.ON_A_CLAIM), {m.ON_A_CLAIM})}") from None
+    ctx.kube.delete("speechtotext", [m.ON_A_CLAIM], ctx.ns, timeout=ctx.timeouts.delete)
+    return f"refused with the chown step ({refusal[:160]}…); Ready without it"
+
+
 def check_delete(ctx: Context) -> str:
     ctx.kube.delete("speechtotext", [m.PLAIN, m.KEYED], ctx.ns, timeout=ctx.timeouts.delete)
 
@@ -425,6 +464,7 @@ GATEWAY = "the unmodified Speech SDK through the gateway's Service matches in-pr
 GATEWAY_UNKNOWN = "the gateway answers a locale nobody serves with 400 naming the locales"
 SCALE = "kubectl scale changes the pods"
 DRAIN = "a stream in progress when its pod is deleted gets all its results"
+RESTRICTED = "in a namespace enforcing the restricted Pod Security Standard, a PVC's chown step is refused and said so; chownVolumes: false runs"
 DELETE = "deleting the SpeechToTexts removes their children"
 
 #: Day one, in order. A check runs only when the checks it needs passed.
@@ -439,4 +479,5 @@ CHECKS: tuple[Check, ...] = (
     Check(SCALE, check_scale, (READY,)),
     Check(DRAIN, check_drain, (READY,)),
     Check(DELETE, check_delete, (READY,)),
+    Check(RESTRICTED, check_restricted_namespace, (OPERATOR,)),  # last: its pod has the node to itself
 )

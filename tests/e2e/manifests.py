@@ -83,9 +83,14 @@ KEY_FIELD = "apiKey"
 BILLING = "https://example.invalid/"
 
 
+#: The run's namespace enforces the restricted Pod Security Standard, as deploy/base's does: the chart's pods (the
+#: operator, the gateway) and the recognizers' must meet it, or the API server refuses them.
+POD_SECURITY = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
+
+
 def namespace(run: Run) -> Manifest:
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": run.namespace, "labels": {RUN_LABEL: run.id}}}
+            "metadata": {"name": run.namespace, "labels": {RUN_LABEL: run.id, **POD_SECURITY}}}
 
 
 def api_key_secret(run: Run, key: str) -> Manifest:
@@ -94,12 +99,25 @@ def api_key_secret(run: Run, key: str) -> Manifest:
             "stringData": {KEY_FIELD: key}}
 
 
-def speech_to_text(run: Run, name: str, *, keyed: bool = False, replicas: int = 1) -> Manifest:
-    """A SpeechToText as a user writes it on day one: a locale, the EULA, replicas (and a key)."""
+#: A SpeechToText that keeps its output on a PersistentVolumeClaim of the cluster's default StorageClass.
+ON_A_CLAIM = "claimed"
+OUTPUT_CLAIM = "e2e-output"
+
+
+def output_claim(run: Run) -> Manifest:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": OUTPUT_CLAIM, "namespace": run.namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}
+
+
+def speech_to_text(run: Run, name: str, *, keyed: bool = False, replicas: int = 1, output_claim: str | None = None) -> Manifest:
+    """A SpeechToText as a user writes it on day one: a locale, the EULA, replicas (and a key, or an output PVC)."""
     spec: Manifest = {"locale": LOCALE, "eula": "accept", "replicas": replicas}
     if keyed:
         spec["billing"] = BILLING
         spec["apiKeySecretRef"] = {"name": KEY_SECRET, "key": KEY_FIELD}
+    if output_claim:
+        spec["output"] = {"persistentVolumeClaim": {"claimName": output_claim}}
     return {"apiVersion": api.API_VERSION, "kind": api.KIND,
             "metadata": {"name": name, "namespace": run.namespace}, "spec": spec}
 

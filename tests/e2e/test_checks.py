@@ -16,7 +16,7 @@ NS = RUN.namespace
 
 
 def context(cluster: FakeCluster, **timeouts: float) -> c.Context:
-    t = c.Timeouts(operator=0.05, ready=0.05, stay_up=0.05, poll=0.01, scale=0.05, delete=0.05)
+    t = c.Timeouts(operator=0.05, ready=0.05, stay_up=0.05, poll=0.01, scale=0.05, delete=0.05, refused=0.05)
     for k, v in timeouts.items():
         setattr(t, k, v)
     cluster.put("namespace", {"metadata": {"name": NS}})
@@ -148,3 +148,51 @@ def test_the_gateway_checks_say_when_its_pod_is_not_ready() -> None:
             check(ctx)
         assert str(exc.value).startswith("the gateway pod ready not within 0 s: pod gw-1: Pending, c waiting: ImagePullBackOff")
     assert not [j for j in cluster.journal if j[0] == "port_forward"], "no port-forward to a gateway with no ready pod"
+
+
+REFUSAL = ('the Deployment cannot create pods: pods "claimed-6d5f7c9b8-x2kqz" is forbidden: violates PodSecurity '
+           '"restricted:latest": runAsNonRoot != true (container "chown" must not set securityContext.runAsNonRoot=false); '
+           'the chown init container runs as root ...: set spec.chownVolumes to false ...')
+
+
+def operator_of_the_claimed(cluster: FakeCluster, refusal: str = REFUSAL, runs: bool = True) -> None:
+    """What the operator and the API server make of the SpeechToText on a PVC, as the suite reads it."""
+    def answer(kind: str, name: str, namespace: str | None) -> None:
+        stt = cluster.objects.get(("speechtotext", NS, m.ON_A_CLAIM))
+        if kind != "speechtotext" or name != m.ON_A_CLAIM or stt is None:
+            return
+        if stt["spec"].get("chownVolumes") is False:
+            conditions = [{"type": "Ready", "status": "True" if runs else "False", "reason": "ReplicasReady" if runs else "ReplicasNotReady",
+                           "message": "1/1 replicas ready" if runs else "0/1 replicas ready"}]
+        else:
+            conditions = [{"type": "Ready", "status": "False", "reason": "PodsNotCreated", "message": refusal},
+                          {"type": "Degraded", "status": "True", "reason": "PodsNotCreated", "message": refusal}]
+        stt["status"] = {"conditions": conditions}
+    cluster.hooks["get_one"] = answer
+
+
+def test_the_restricted_namespace_check_waits_for_the_refusal_then_turns_chown_off() -> None:
+    cluster = FakeCluster()
+    ctx = context(cluster)
+    operator_of_the_claimed(cluster)
+    assert c.check_restricted_namespace(ctx).startswith("refused with the chown step (the Deployment cannot create pods")
+    claim = [j for j in cluster.journal if j[:2] == ("apply", "persistentvolumeclaim")]
+    assert claim == [("apply", "persistentvolumeclaim", m.OUTPUT_CLAIM)]
+    assert ("patch", "speechtotext", m.ON_A_CLAIM, NS, {"spec": {"chownVolumes": False}}) in cluster.journal
+    assert ("delete", "speechtotext", (m.ON_A_CLAIM,), NS) in cluster.journal
+    assert m.speech_to_text(RUN, m.ON_A_CLAIM, output_claim=m.OUTPUT_CLAIM)["spec"]["output"] == {
+        "persistentVolumeClaim": {"claimName": m.OUTPUT_CLAIM}}
+
+
+def test_the_restricted_namespace_check_fails_saying_what_it_saw() -> None:
+    cluster = FakeCluster()
+    operator_of_the_claimed(cluster, refusal="the Deployment cannot create pods: violates PodSecurity (no hint)")
+    with pytest.raises(c.CheckFailed, match="the refusal does not say what to set: claimed: Ready=False PodsNotCreated"):
+        c.check_restricted_namespace(context(cluster))
+    cluster = FakeCluster()
+    operator_of_the_claimed(cluster, runs=False)
+    with pytest.raises(c.CheckFailed, match="claimed Ready with chownVolumes: false not within 0 s: claimed: Ready=False"):
+        c.check_restricted_namespace(context(cluster, refused=0.05))
+    cluster = FakeCluster()  # an operator that never says why: the wait says what the status was
+    with pytest.raises(c.CheckFailed, match="claimed: Degraded, its pods refused by Pod Security not within 0 s"):
+        c.check_restricted_namespace(context(cluster, refused=0.05))

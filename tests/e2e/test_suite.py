@@ -240,6 +240,8 @@ def test_the_day_one_steps_in_order_and_what_each_needs() -> None:
         ("kubectl scale changes the pods", ("a SpeechToText without and one with an API key become Ready",)),
         ("a stream in progress when its pod is deleted gets all its results", ("a SpeechToText without and one with an API key become Ready",)),
         ("deleting the SpeechToTexts removes their children", ("a SpeechToText without and one with an API key become Ready",)),
+        ("in a namespace enforcing the restricted Pod Security Standard, a PVC's chown step is refused and said so; "
+         "chownVolumes: false runs", ("the operator pod runs",)),
     ]
     assert Timeouts().stay_up == 120
 

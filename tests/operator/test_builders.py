@@ -149,16 +149,26 @@ def test_chown_only_for_volumes_fsgroup_cannot_fix() -> None:
     assert list(containers(MAXIMAL))[0] == "chown"  # before the model download writes
 
 
-def test_without_the_chown_step_every_container_meets_the_restricted_profile() -> None:
+def test_without_the_chown_step_the_pod_meets_the_restricted_profile() -> None:
     """``chownVolumes: false`` (namespaces enforcing the restricted Pod Security Standard): no container runs as root;
-    the volumes stay mounted, the pod's fsGroup 65532 still applies where the storage supports it."""
+    the volumes stay mounted, the pod's fsGroup 65532 still applies where the storage supports it. Only volume types
+    the profile refuses whoever owns them (hostPath) are left."""
+    from tests.pod_security import violations
+
     stt = MAXIMAL.model_copy(update={"spec": MAXIMAL.spec.model_copy(update={"chownVolumes": False})})
     assert "chown" not in containers(stt) and list(containers(stt)) == ["download-model", "recognizer"]
     for c in containers(stt).values():
         assert c["securityContext"] == builders.restricted_security_context()
-        assert c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsUser"] == contract.RUN_AS_USER
     assert pod(stt)["securityContext"]["fsGroup"] == contract.RUN_AS_GROUP
     assert pod(stt)["volumes"] == pod(MAXIMAL)["volumes"]
+    assert violations(pod(stt)) == ['restricted volume types (volume "license" uses restricted volume type "hostPath")']
+    on_claims = stt.model_copy(update={"spec": stt.spec.model_copy(update={"license": api.VolumeSource.model_validate(
+        {"persistentVolumeClaim": {"claimName": "license"}})})})
+    assert violations(pod(on_claims)) == [] and violations(pod(MINIMAL)) == []
+    assert violations(pod(on_claims.model_copy(update={"spec": on_claims.spec.model_copy(update={"chownVolumes": True})}))) == [
+        'unrestricted capabilities (container "chown" must not include [\'CHOWN\', \'FOWNER\'] in securityContext.capabilities.add)',
+        'runAsNonRoot != true (container "chown" must set securityContext.runAsNonRoot=true)',
+        'runAsUser=0 (container "chown" must not set runAsUser=0)']
 
 
 #: A value for every key spec.settings may set.

@@ -91,8 +91,14 @@ def test_pods_the_cluster_refuses_are_degraded_with_its_words() -> None:
     hinted = by_type(conditions.observe(WITH_PVC, troubled(failed_create(POD_SECURITY_REFUSAL)), [], "t"))
     assert hinted["Degraded"].message.startswith(f"the Deployment cannot create pods: {POD_SECURITY_REFUSAL}; ")
     assert "set spec.chownVolumes to false" in hinted["Degraded"].message
+    assert "whoever owns them" not in hinted["Degraded"].message  # no hostPath in this spec
     unhinted = by_type(conditions.observe(STT, troubled(failed_create(POD_SECURITY_REFUSAL)), [], "t"))
     assert "chownVolumes" not in unhinted["Degraded"].message  # no chown step: something else broke the profile
+    on_the_node = api.SpeechToText.model_validate({**STT.model_dump(), "spec": {
+        **STT.spec.model_dump(exclude_defaults=True), "chownVolumes": False, "license": {"hostPath": {"path": "/srv/lic"}}}})
+    c = by_type(conditions.observe(on_the_node, troubled(failed_create(POD_SECURITY_REFUSAL)), [], "t"))
+    assert "chownVolumes" not in c["Degraded"].message and c["Degraded"].message.endswith(
+        "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim")
 
 
 def test_a_rollout_past_its_deadline_is_degraded_and_not_progressing() -> None:

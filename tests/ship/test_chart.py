@@ -69,6 +69,19 @@ def test_default_render_is_valid(helm: Path) -> None:
     assert pod["serviceAccountName"] == one(operator_docs(docs), "ServiceAccount")["metadata"]["name"]
 
 
+def test_every_pod_of_the_chart_meets_the_restricted_profile(helm: Path) -> None:
+    """Every pod the chart runs (the operator, the gateway, the uninstall clean-up Job) passes the "restricted" Pod
+    Security Standard's checks (tests/pod_security.py): the chart installs into a namespace that enforces it."""
+    from tests.pod_security import violations
+
+    for args in ((), ("--values", str(FULL_VALUES)), ("--set", "recognizers[0].locale=ko-KR")):
+        workloads = [d for d in helm_template(helm, *args, namespace="speech") if d["kind"] in ("Deployment", "Job")]
+        assert {d["kind"] for d in workloads} >= {"Deployment"} and len(workloads) >= 2, args
+        for doc in workloads:
+            assert violations(doc["spec"]["template"]["spec"]) == [], (args, doc["kind"], doc["metadata"]["name"])
+    assert any(d["kind"] == "Job" for d in helm_template(helm, "--set", "recognizers[0].locale=ko-KR")), "the clean-up Job was checked"
+
+
 def test_restricted_pod_security(helm: Path) -> None:
     """The operator pod meets the Kubernetes "restricted" Pod Security Standard."""
     for args in ((), ("--values", str(FULL_VALUES))):

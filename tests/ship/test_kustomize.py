@@ -32,6 +32,19 @@ def test_deploy_builds_and_validates(kubectl: Path) -> None:
             assert doc["metadata"]["namespace"] == namespace
 
 
+def test_the_namespace_enforces_the_restricted_profile_and_its_pods_meet_it(kubectl: Path) -> None:
+    """deploy/base labels its namespace ``enforce: restricted``: the operator's and the gateway's pods pass the
+    profile's checks (tests/pod_security.py), or the API server would refuse to create them there."""
+    from tests.pod_security import violations
+
+    docs = kustomize(kubectl, ROOT / "deploy")
+    assert one(docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == 2
+    for doc in deployments:
+        assert violations(doc["spec"]["template"]["spec"]) == [], doc["metadata"]["name"]
+
+
 def test_binding_grants_rbac_yaml_to_the_operator(kubectl: Path) -> None:
     docs = kustomize(kubectl, ROOT / "deploy")
     role, binding, sa = one(operator_docs(docs), "ClusterRole"), one(operator_docs(docs), "ClusterRoleBinding"), one(operator_docs(docs), "ServiceAccount")
