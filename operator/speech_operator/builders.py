@@ -254,7 +254,8 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[
                 "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            # a CPU limit too: a ResourceQuota on limits.cpu refuses any pod with a container that sets none
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
             "volumeMounts": [{"name": n, "mountPath": MOUNT_PATHS[n]} for n in owned],
         })
     if spec.model.download:

@@ -199,6 +199,17 @@ def test_settings_are_arguments_of_every_container_and_never_a_fields() -> None:
         assert emitted <= api.OWNED_SETTINGS, (name, emitted - api.OWNED_SETTINGS)
 
 
+def test_every_container_sets_cpu_and_memory_requests_and_limits() -> None:
+    """A namespace with a ResourceQuota on requests and limits of CPU and memory refuses a pod any container of which
+    leaves one unset ("must specify limits.cpu for: chown"); with the spec's defaults none does."""
+    on_claims = MINIMAL.model_copy(update={"spec": MINIMAL.spec.model_copy(update={
+        "output": api.VolumeSource.model_validate({"persistentVolumeClaim": {"claimName": "out"}})})})
+    assert list(containers(on_claims)) == ["chown", "download-model", "recognizer"]
+    for name, c in containers(on_claims).items():
+        for part in ("requests", "limits"):
+            assert set(c["resources"][part]) == {"cpu", "memory"}, (name, part, c["resources"])
+
+
 def test_existing_model_pvc_skips_the_download() -> None:
     stt = api.SpeechToText.model_validate({"metadata": META, "spec": {
         "locale": "ko-KR", "eula": "accept",
