@@ -1,0 +1,242 @@
+"""A Speech SDK app behind a proxy that drops idle connections, as ingress-nginx does at ``proxy-read-timeout``.
+
+A Speech SDK app keeps its WebSocket open between recognitions. A reverse proxy in front of the
+gateway (ingress-nginx mostly) closes a proxied connection that has carried no byte for its idle
+timeout (``proxy-read-timeout``, 60 s by default), without a WebSocket close frame: a TCP FIN (or a
+reset). The recognizer's own idle close (``ConnectionIdleSeconds``) is a close 1000 with a reason,
+after which the SDK connects again; after a 1001 or 1012 it fails that recognizer object's every
+later recognition. After a bare FIN or reset it does the same as after a 1001 or 1012: that
+recognizer object's every later recognition is canceled at once. So a proxy's idle timeout must
+never pass first on an idle Speech SDK connection: the recognizer's keepalive pings (every 20 s,
+relayed by the gateway) keep one open through any proxy whose timeout is longer, and its own close
+1000 (``ConnectionIdleSeconds``) must come before the proxy's timeout should the pings not pass.
+
+:class:`IdleProxy` is the stand-in for nginx (an Ingress controller cannot run here): a TCP relay on
+loopback between the real Speech SDK and a real recognizer (the session's ko-KR model) that relays
+bytes both ways unchanged and closes both sides, with a FIN or with a reset (``SO_LINGER`` 0), once
+no byte has passed for :data:`PROXY_IDLE` seconds. Every test uses one recognizer object on a file
+of three utterances (each ``recognize_once`` goes on where the last one ended), waiting past the
+proxy's timeout between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import azure.cognitiveservices.speech as speechsdk
+import pytest
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import LoadedModel, ModelRegistry
+
+from ..conftest import make_settings
+from ..support import Loopback, Reference, ServerThread, free_port
+from .conftest import replay_reference
+from .sdk import assert_matches, config, recognizer
+
+Reason = speechsdk.ResultReason
+Cut = Literal["fin", "rst"]
+
+#: The proxy's idle timeout in seconds (nginx: ``proxy-read-timeout``, 60 s by default).
+PROXY_IDLE = 2.0
+#: How long the app waits between its recognitions: well past :data:`PROXY_IDLE`.
+PAUSE = 2 * PROXY_IDLE
+#: The recognizer's ConnectionIdleSeconds in the test of its own close, shorter than the proxy's timeout there.
+CONNECTION_IDLE = 1.0
+#: The ping interval of :func:`pinging_server`.
+PING = PROXY_IDLE / 4
+
+
+@dataclass
+class IdleProxy(Loopback):
+    """A TCP relay from 127.0.0.1:``port`` to ``upstream`` that closes both sides of a connection on which
+    no byte has passed for ``idle`` seconds: with a FIN (``cut="fin"``), as nginx does at its timeout,
+    or with a reset (``cut="rst"``). It runs its own event loop on a thread."""
+
+    upstream: int
+    idle: float
+    cut: Cut
+    port: int = field(default_factory=free_port)
+    #: Connections accepted, and how many of them the proxy cut for idleness.
+    accepted: int = 0
+    cuts: int = 0
+
+    def __enter__(self) -> IdleProxy:
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(asyncio.start_server(self.relay, "127.0.0.1", self.port))
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True, name="idle-proxy")
+        self.thread.start()
+        assert started.wait(10), "the proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        last = time.monotonic()
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            nonlocal last
+            while data := await src.read(1 << 16):
+                last = time.monotonic()
+                dst.write(data)
+                await dst.drain()
+            if not dst.is_closing() and dst.can_write_eof():
+                dst.write_eof()  # a half close is passed on as such
+
+        pumps = asyncio.gather(pump(client_r, up_w), pump(up_r, client_w), return_exceptions=True)
+        while not pumps.done():
+            await asyncio.wait([pumps], timeout=0.05)
+            if not pumps.done() and time.monotonic() - last > self.idle:
+                self.cuts += 1
+                pumps.cancel()
+                break
+        for w in (client_w, up_w):
+            if self.cut == "rst":
+                w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                w.transport.abort()
+            else:
+                w.close()
+        await asyncio.gather(pumps, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``recognize_once`` gave, and how long it took."""
+
+    result: speechsdk.SpeechRecognitionResult
+    seconds: float
+
+    @property
+    def reason(self) -> speechsdk.ResultReason:
+        return self.result.reason
+
+    @property
+    def error(self) -> str:
+        """The cancellation's error code and the first line of its details ("" when not canceled)."""
+        if self.result.reason != Reason.Canceled:
+            return ""
+        details = self.result.cancellation_details
+        return f"{details.code.name}: {details.error_details.splitlines()[0] if details.error_details else ''}"
+
+
+def three_recognitions(proxy: IdleProxy, wav: Path) -> list[Outcome]:
+    """One recognizer object through ``proxy``: three ``recognize_once``, :data:`PAUSE` apart (no byte
+    passes meanwhile but what the server sends by itself)."""
+    rec = recognizer(config(proxy.ws), wav)
+    outcomes = []
+    for n in range(3):
+        if n:
+            time.sleep(PAUSE)
+        started = time.monotonic()
+        result = rec.recognize_once_async().get()
+        outcomes.append(Outcome(result, time.monotonic() - started))
+    for n, o in enumerate(outcomes, 1):
+        print(f"proxy cutting with {proxy.cut} after {proxy.idle:g} s idle, recognition {n}: {o.reason.name} "
+              f"in {o.seconds:.2f} s {o.result.text!r} {o.error}")
+    print(f"proxy: {proxy.accepted} connection(s) accepted, {proxy.cuts} cut for idleness")
+    del rec
+    return outcomes
+
+
+#: What the SDK reports for every recognition of a recognizer object after its connection was dropped
+#: without a close frame (as after a close 1001 or 1012).
+BROKEN = "RuntimeError: 0x13 (SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION)"
+
+
+@pytest.fixture(scope="module")
+def idle_closing_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A recognizer whose ``ConnectionIdleSeconds`` (1 s) is shorter than the proxy's timeout."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("idle-proxy"), f"ConnectionIdleSeconds={CONNECTION_IDLE:g}"), registry)
+    with ServerThread(app) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def pinging_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A recognizer that pings every :data:`PING` seconds, more often than the proxy's timeout passes (as the
+    recognizer's 20 s pings are more often than ingress-nginx's 60 s)."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("idle-proxy-ping")), registry)
+    with ServerThread(app, ws_ping_interval=PING) as srv:
+        yield srv
+
+
+
+@pytest.mark.parametrize("cut", ["fin", "rst"])
+def test_a_connection_the_proxy_drops_while_idle_fails_the_recognizer_object_for_good(
+    server: ServerThread, utterances_wav: Path, utterances_ref: Reference, cut: Cut
+) -> None:
+    """The recognizer pings every 20 s and closes an idle connection after 300 s: the proxy's 2 s comes first
+    and drops the connection with a FIN (nginx at ``proxy-read-timeout``) or a reset. The SDK does not connect
+    again: every later recognition of that object is canceled at once with
+    SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION, as after a close 1001 or 1012. A proxy's idle timeout
+    must never pass first on an idle Speech SDK connection."""
+    with IdleProxy(server.port, PROXY_IDLE, cut) as proxy:
+        first, second, third = three_recognitions(proxy, utterances_wav)
+    assert_matches(first.result, utterances_ref.phrases[0])
+    assert (proxy.accepted, proxy.cuts) == (1, 1), "the proxy cut the one connection the app had"
+    for later in (second, third):
+        assert later.reason == Reason.Canceled, (later.reason, later.result.text)
+        assert later.result.cancellation_details.reason == speechsdk.CancellationReason.Error
+        assert later.error.startswith(BROKEN), later.error
+        assert later.seconds < 1, "at once, without connecting"
+
+
+def test_the_recognizers_own_idle_close_passes_the_proxy_and_the_app_connects_again(
+    idle_closing_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference
+) -> None:
+    """``ConnectionIdleSeconds`` (1 s) shorter than the proxy's timeout (3 s): the recognizer closes the idle
+    connection with 1000 and its reason, through the proxy, before the proxy would; the app connects again at
+    each next recognition (three connections, none cut) and gets the next phrase of its audio."""
+    with IdleProxy(idle_closing_server.port, PROXY_IDLE + 1, "fin") as proxy:
+        first, second, third = three_recognitions(proxy, utterances_wav)
+    assert_matches(first.result, utterances_ref.phrases[0])
+    assert_next_phrase(model, utterances_wav, first, second)
+    assert third.reason != Reason.Canceled, third.error
+    assert (proxy.accepted, proxy.cuts) == (3, 0), "each recognition on a connection of its own, none cut by the proxy"
+
+
+def test_pings_more_often_than_the_proxy_timeout_keep_the_connection_open(
+    pinging_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference
+) -> None:
+    """The recognizer's keepalive pings (and the SDK's pongs) are bytes on the connection: pinging more often
+    than the proxy's timeout passes keeps an idle app's connection open through it, and all three
+    recognitions use it."""
+    with IdleProxy(pinging_server.port, PROXY_IDLE, "fin") as proxy:
+        first, second, third = three_recognitions(proxy, utterances_wav)
+    assert_matches(first.result, utterances_ref.phrases[0])
+    assert_next_phrase(model, utterances_wav, first, second)
+    assert third.reason != Reason.Canceled, third.error
+    assert (proxy.accepted, proxy.cuts) == (1, 0), "one connection, kept open"
+
+
+def assert_next_phrase(model: LoadedModel, wav: Path, first: Outcome, second: Outcome) -> None:
+    """``second`` is the phrase after ``first``'s, as in-process Vosk hears the SDK's replay from there."""
+    assert second.reason == Reason.RecognizedSpeech, second.error
+    replayed = replay_reference(model, wav, (first.result.offset + first.result.duration) // 10_000 / 1000)
+    assert replayed is not None
+    assert_matches(second.result, replayed)
