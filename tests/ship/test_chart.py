@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tarfile
@@ -179,7 +180,9 @@ def test_full_values_render_in_any_namespace(helm: Path, namespace: str) -> None
 
 
 def test_schema_rejects_bad_values(helm: Path) -> None:
-    for bad in ("watch.mode=everywhere", "unknownKey=1", "recognizers[0].replicas=2", "livenessPort=80"):
+    for bad in ("watch.mode=everywhere", "unknownKey=1", "recognizers[0].replicas=2", "livenessPort=80",
+                "gateway.ingress.hosts[0].paths[0].path=speech", "gateway.ingress.hosts[0].paths[0].pathType=Any",
+                "gateway.ingress.tls[0].secret=x"):
         out = run_fail([helm, "template", "x", CHART, "--set", bad])
         assert "schema" in out.lower() or "values don't meet" in out.lower() or "validation" in out.lower(), out
 
@@ -431,3 +434,102 @@ def test_gateway_metrics_are_scraped_with_the_recognizers(helm: Path) -> None:
     assert endpoint["path"] == recognizers["spec"]["endpoints"][0]["path"] and endpoint["path"] in served
     assert len(by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "gateway.enabled=false"), "ServiceMonitor")) == 1
     assert not by_kind(helm_template(helm), "ServiceMonitor"), "off by default, as the recognizers' is"
+
+
+# ---- the gateway's Ingress ----------------------------------------------------------------------
+NGINX = "nginx.ingress.kubernetes.io/"
+INGRESS_ON = ("--set", "gateway.ingress.enabled=true")
+
+
+def gateway_ingress(docs: list[dict]) -> dict:
+    return one(gateway_docs(docs), "Ingress")
+
+
+def test_gateway_ingress_is_off_by_default(helm: Path) -> None:
+    assert not by_kind(helm_template(helm), "Ingress")
+    assert not by_kind(helm_template(helm, *INGRESS_ON, "--set", "gateway.enabled=false"), "Ingress"), "no gateway, no Ingress"
+
+
+def test_gateway_ingress_routes_to_the_gateway_service(helm: Path) -> None:
+    """The Ingress sends every path of its hosts to the gateway's Service, on its port, with the TLS and class asked for."""
+    docs = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=nginx",
+                         "--set", "gateway.ingress.tls[0].secretName=speech-tls",
+                         "--set", "gateway.ingress.tls[0].hosts[0]=speech.example.com", namespace="speech")
+    validate_manifests(docs)
+    ingress, service = gateway_ingress(docs), one(gateway_docs(docs), "Service")
+    assert ingress["metadata"]["namespace"] == service["metadata"]["namespace"] == "speech"
+    assert ingress["metadata"]["labels"] == service["metadata"]["labels"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["speech.example.com"], "secretName": "speech-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "speech.example.com"
+    assert rule["http"]["paths"] == [{"path": "/", "pathType": "Prefix", "backend": {
+        "service": {"name": service["metadata"]["name"], "port": {"number": service["spec"]["ports"][0]["port"]}}}}]
+
+    # a host set with --set alone (a list given replaces the default one, paths and all): "/" still goes to the
+    # gateway, on the port its Service has; no class, no TLS, no annotations (nginx's are for nginx)
+    docs = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.hosts[0].host=stt.internal", "--set", "gateway.service.port=8080")
+    validate_manifests(docs)
+    ingress, service = gateway_ingress(docs), one(gateway_docs(docs), "Service")
+    assert "ingressClassName" not in ingress["spec"] and "tls" not in ingress["spec"] and "annotations" not in ingress["metadata"]
+    assert ingress["spec"]["rules"] == [{"host": "stt.internal", "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+        "service": {"name": "speech-operator-gateway", "port": {"number": 8080}}}}]}}]
+    assert service["metadata"]["name"] == "speech-operator-gateway" and service["spec"]["ports"][0]["port"] == 8080
+
+
+def test_gateway_ingress_nginx_defaults_come_from_the_recognizer(helm: Path) -> None:
+    """With an nginx class, the Ingress gets annotations derived from the recognizer's and the gateway's defaults:
+
+    - timeouts longer than anything that may pass with nothing on the wire: an idle Speech SDK connection until
+      the recognizer closes it with 1000 (``ConnectionIdleSeconds``; a proxy that cut it first, without a close
+      frame, would fail the app's recognizer object for good: tests/usp/test_idle_proxy.py), a request held while
+      its locale wakes (``gateway.holdSeconds``), a kept-alive connection (``KEEPALIVE_SECONDS``);
+    - the largest body the recognizer takes at its defaults (REST or OpenAI, ``MaxAudioSeconds`` of the widest
+      audio), rounded up to the MiB, and not one MiB more;
+    - uploads passed on as they arrive (the recognizer refuses before it reads a body).
+
+    What ``annotations`` sets wins; another class gets none of them; ``nginxAnnotations`` null adds none."""
+    from speech_recognizer.audio import MAX_BYTES_PER_SECOND, body_limit
+    from speech_recognizer.openai_compat import _MAX_FIELD_BYTES
+    from speech_recognizer.serving import KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
+    from speech_recognizer.settings import declared
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]
+    seconds = declared("max_audio_seconds").default
+    largest = max(body_limit("", seconds)[0], body_limit("audio/wav", seconds)[0],
+                  int(seconds * MAX_BYTES_PER_SECOND) + _MAX_FIELD_BYTES)  # OpenAI's upload: its file and form fields
+    quiet_for = max(declared("connection_idle_seconds").default, values["holdSeconds"], KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS)
+
+    docs = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=nginx")
+    validate_manifests(docs)
+    annotations = gateway_ingress(docs)["metadata"]["annotations"]
+    assert annotations == values["ingress"]["nginxAnnotations"]
+    assert annotations[NGINX + "proxy-body-size"] == f"{math.ceil(largest / 2**20)}m", largest
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[NGINX + timeout]) > quiet_for, (timeout, quiet_for)
+    assert annotations[NGINX + "proxy-request-buffering"] == "off"
+
+    own = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=nginx-internal",
+                        "--set", "gateway.ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-body-size=100m",
+                        "--set", "gateway.ingress.annotations.cert-manager\\.io/cluster-issuer=letsencrypt")
+    annotations = gateway_ingress(own)["metadata"]["annotations"]
+    assert annotations[NGINX + "proxy-body-size"] == "100m" and annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert annotations[NGINX + "proxy-read-timeout"] == values["ingress"]["nginxAnnotations"][NGINX + "proxy-read-timeout"]
+    other = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=traefik",
+                          "--set", "gateway.ingress.annotations.example\\.com/team=speech")
+    assert gateway_ingress(other)["metadata"]["annotations"] == {"example.com/team": "speech"}
+    none = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=nginx", "--set", "gateway.ingress.nginxAnnotations=null")
+    assert "annotations" not in gateway_ingress(none)["metadata"]
+
+
+def test_gateway_ingress_full_values(helm: Path) -> None:
+    """ci/full-values.yaml turns the Ingress on: two hosts, TLS, an annotation of its own over nginx's default."""
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
+    validate_manifests(docs)
+    ingress, service = gateway_ingress(docs), one(gateway_docs(docs), "Service")
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech-staging.example.com"]
+    for rule in ingress["spec"]["rules"]:
+        assert [p["backend"]["service"] for p in rule["http"]["paths"]] == [{"name": service["metadata"]["name"], "port": {"number": 443}}]
+    assert ingress["spec"]["tls"][0]["hosts"] == ["speech.example.com", "speech-staging.example.com"]
+    assert ingress["metadata"]["annotations"][NGINX + "proxy-body-size"] == "64m"
+    assert ingress["metadata"]["annotations"][NGINX + "proxy-read-timeout"] == "3600"
