@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # ---- FLAC -----------------------------------------------------------------------------------
@@ -289,6 +290,57 @@ def write_then_read(host: str, port: int, data: bytes, *, timeout: float = 10.0)
     return bytes(answer), "EOF"
 
 
+#: A chunk-size line that is not hex, and what a parser says of it.
+BAD_CHUNK, BAD_CHUNK_REASON = b"ZZ\r\nhello\r\n", "Invalid character in chunk size"
+
+
+@dataclass
+class Broken:
+    """What a client got whose body broke off (:func:`break_mid_body`)."""
+
+    #: What the server answered, whole.
+    answer: bytes
+    #: ``"EOF"``, or the name of the error that ended the exchange (``ConnectionResetError``, ``TimeoutError``).
+    end: str
+    #: Seconds from the break to the answer's first byte (NaN: none came), and to its end.
+    first: float
+    last: float
+
+
+def break_mid_body(host: str, port: int, start: bytes, then: bytes = b"", *, wait: Callable[[], bool] | float = 0.5,
+                   keep_sending: float = 0.0, leave: bool = False, timeout: float = 5.0) -> Broken:
+    """Send ``start`` (a head and the first of its body), wait (``wait`` seconds, or until ``wait()`` is true), then
+    ``then`` whole (a bad chunk, say), and for ``keep_sending`` seconds more bytes without reading, as an upload goes on;
+    then read until the server closes, or ``timeout``. ``leave``: close the connection instead of sending ``then``."""
+    answer = bytearray()
+    first = float("nan")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(start)
+        if callable(wait):
+            deadline = time.monotonic() + timeout
+            while not wait():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the server never got the start of the body")
+                time.sleep(0.01)
+        else:
+            time.sleep(wait)
+        broke = time.monotonic()
+        if leave:
+            return Broken(b"", "left", first, 0.0)
+        try:
+            sock.sendall(then)
+            piece = b"x" * 65536
+            while time.monotonic() - broke < keep_sending:
+                sock.sendall(piece)
+            while got := sock.recv(65536):
+                if not answer:
+                    first = time.monotonic() - broke
+                answer += got
+        except OSError as exc:
+            return Broken(bytes(answer), type(exc).__name__, first, time.monotonic() - broke)
+    return Broken(bytes(answer), "EOF", first, time.monotonic() - broke)
+
+
 def responses(answer: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """The responses in ``answer`` one after another, each with a ``Content-Length``: (status, headers by lower-case name, body)."""
     out = []
@@ -315,6 +367,7 @@ def big_header_head(path: str, header_bytes: int) -> bytes:
 
 
 __all__ = [
-    "MALFORMED_REQUESTS", "Exchange", "big_header_head", "exchange", "flac_bomb", "ogg_opus_bomb", "post_head",
+    "BAD_CHUNK", "BAD_CHUNK_REASON", "MALFORMED_REQUESTS", "Broken", "Exchange", "big_header_head", "break_mid_body", "exchange",
+    "flac_bomb", "ogg_opus_bomb", "post_head",
     "raw_request", "response_complete", "responses", "send_until_answered", "trickle", "wav_header", "write_then_read", "zip_bomb",
 ]

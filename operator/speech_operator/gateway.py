@@ -47,7 +47,7 @@ from speech_operator import gateway_openai
 from speech_operator.config import env_number
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
-from speech_operator.gateway_http_limits import GuardedSite, HeadLimits
+from speech_operator.gateway_http_limits import GuardedSite, HeadLimits, client_failure
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
@@ -246,8 +246,7 @@ class Gateway:
             return self._refused_http(failure, "openai", backend, openai=True)
         finally:
             scanned.release()
-        self.metrics.requests.labels("openai", backend.locale, str(response.status)).inc()
-        return response
+        return self._relayed(request, response, "openai", backend)
 
     async def demo(self, request: web.Request) -> web.Response:
         """The live demo page, its picker offering every locale routed (the key asked for when one
@@ -276,7 +275,16 @@ class Gateway:
             response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
-        self.metrics.requests.labels("rest", backend.locale, str(response.status)).inc()
+        return self._relayed(request, response, "rest", backend)
+
+    def _relayed(self, request: web.Request, response: web.StreamResponse, route: str, backend: Backend) -> web.StreamResponse:
+        """Count a relayed answer; a failure of the client's side once it had begun (its body refused, the
+        client gone: the relay cut the connection) is reported too."""
+        failure = client_failure(request)
+        if failure is not None:
+            failures.report(failure, route, backend.locale)
+            self.metrics.failures.labels(failure.kind.name).inc()
+        self.metrics.requests.labels(route, backend.locale, str(response.status)).inc()
         return response
 
     async def stream(self, request: web.Request, route: str) -> web.StreamResponse:
@@ -344,7 +352,10 @@ class Gateway:
         failures.report(failure, route, locale)
         self.metrics.failures.labels(failure.kind.name).inc()
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
-        return failures.http_response(failure, openai=openai)
+        response = failures.http_response(failure, openai=openai)
+        if failure.kind is failures.MALFORMED_REQUEST:  # its body was refused: the connection ends after this answer
+            response.force_close()
+        return response
 
     def refused_head(self, failure: failures.Failure) -> None:
         """A connection refused before its request head was read (:mod:`speech_operator.gateway_http_limits`)."""

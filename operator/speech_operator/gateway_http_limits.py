@@ -25,12 +25,27 @@ then closed the way nginx does, reading and dropping what the client still sends
 that its answer is not lost to a reset. Bodies need no limit here: what the gateway relays, the
 recognizer bounds; what it reads itself (OpenAI forms) has its own budget and deadline.
 
+A body the parser refuses once its request is being handled (a bad chunk that comes after the head,
+while the gateway relays what came before) fails the reading of that body with :class:`MalformedBody`
+at once: the relay aborts its request to the recognizer (whose decoder is given back) and answers the
+same 400, or, if the recognizer's answer had begun, cuts the client's connection
+(:func:`client_failure` says which). What the client still sends is dropped, and the connection is
+closed after the answer with the same lingering close. aiohttp 3.14's C parser drops such a body
+without ending it, and queues the error as a request of its own for after the one in flight: the
+relay waited for the rest of the body (for ever here; a recognizer answered 408 after its
+``Http:BodyTimeoutSeconds``, 10 s, having held a decoder all that time).
+
 aiohttp has no hook for this, so :class:`HeadGuard` sits between the event loop and aiohttp's
 :class:`~aiohttp.web_protocol.RequestHandler`, passing everything on; it reads one private attribute,
 the handler's ``_waiter`` (pending while the handler waits for a request head), and wraps another, its
 ``_parser`` (:class:`_HeadParser`: aiohttp 3.14's ``RequestHandler.data_received`` turns the parser's
 error into a request of its own, answered by ``handle_error``, which logs the traceback, and closed
-at once; no hook changes that answer or that close); tests cover both.
+at once; no hook changes that answer or that close). Once a body is refused it reads a third, the
+handler's ``_current_request`` (set while a request's handler runs: only then may reading the body
+fail; after it, aiohttp reads the rest itself and would log a traceback for that failure), and gives
+the handler another transport (:class:`_LingeringClose`: the handler's ``transport`` attribute, which
+aiohttp 3.14 reads for each write and for its close), so that the handler's close of the connection
+is a lingering one; tests cover each.
 """
 
 from __future__ import annotations
@@ -43,9 +58,19 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from speech_recognizer.errors import HEADER_TOO_LARGE, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Failure, Kind, http_response_bytes, malformed_reason
+from speech_recognizer.errors import (
+    CLIENT_GONE,
+    HEADER_TOO_LARGE,
+    MALFORMED_REQUEST,
+    UPLOAD_TIMEOUT,
+    Failure,
+    Kind,
+    http_response_bytes,
+    malformed_reason,
+)
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -69,6 +94,29 @@ class HeadLimits:
     linger_pause_seconds: float = 1.0
 
 
+class MalformedBody(Exception):
+    """What reading a request's body raises once the parser refused the rest of it (a bad chunk after the head)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        #: How it is answered: the recognizer's 400 with the parser's reason.
+        self.failure = Failure(reason, MALFORMED_REQUEST)
+
+
+def client_failure(request: web.BaseRequest) -> Failure | None:
+    """Why the client's side of ``request`` failed while it was handled, if it did: its body was refused
+    (:class:`MalformedBody`, or aiohttp's own refusal of a body it cannot decode: 400), or the client left
+    (499). ``None``: nothing failed on the client's side."""
+    exc = request.content.exception()
+    if isinstance(exc, MalformedBody):
+        return exc.failure
+    if isinstance(exc, web.RequestPayloadError):  # aiohttp's words: "400, message:\n  Can not decode content-encoding: gzip"
+        return Failure(malformed_reason(str(exc).split("message:", 1)[-1]), MALFORMED_REQUEST)
+    if isinstance(exc, ConnectionError) or request.transport is None:
+        return Failure("the client left before it had its answer", CLIENT_GONE)
+    return None
+
+
 class HeadGuard(asyncio.Protocol):
     """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
 
@@ -86,6 +134,10 @@ class HeadGuard(asyncio.Protocol):
         #: Refused: what comes is dropped until the lingering close ends.
         self._lingering = False
         self._linger_deadline = 0.0
+        #: The body of the request being received (as the parser gave it), while it arrives.
+        self._body: StreamReader | None = None
+        #: A body was refused: what comes is dropped, until the handler has answered and closes (lingering).
+        self._dropping = False
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
 
     # ---- what the handler is doing
@@ -124,13 +176,38 @@ class HeadGuard(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         self.refused(Failure(f"{message}; from {peer[0]}:{peer[1]}" if peer else message, kind))
-        self._lingering = True
         transport.write(http_response_bytes(Failure(message, kind)))
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close after what was written: half-close (the answer is all: the client reads it to its end), then read and
+        drop what the client still sends until it pauses or time is up, so that no reset destroys the answer."""
+        transport = self.transport
+        if self._lingering or transport is None or transport.is_closing():
+            return
+        self._lingering = True
         transport.resume_reading()  # the handler may have paused it
         if transport.can_write_eof():
-            transport.write_eof()  # the answer is all: the client reads it to its end
+            transport.write_eof()
         self._linger_deadline = asyncio.get_running_loop().time() + self.limits.linger_seconds
         self._linger()
+
+    def _refuse_body(self, body: StreamReader, reason: str) -> None:
+        """The parser refused the rest of ``body``, whose request is in flight. While its handler runs, reading the body
+        fails at once with :class:`MalformedBody` (the relay answers or cuts, and says so); once it has answered (without
+        reading it all), the body just ends: aiohttp's own reading of the rest ends, nobody else reads it. Either way what
+        the client still sends is dropped, and the handler closes the connection after its answer, lingering."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._dropping = True
+        self._body = None
+        self.handler.transport = _LingeringClose(transport, self)
+        if self.handler._current_request is not None:  # aiohttp 3.14: set while the request's handler runs
+            body.set_exception(MalformedBody(reason))  # first: a reader waiting now gets it, not an end
+        body.feed_eof()
+        self.handler.close()  # no next request on this connection: the handler closes it after this one
+        transport.resume_reading()  # the handler may have paused it
 
     def _linger(self) -> None:
         left = self._linger_deadline - asyncio.get_running_loop().time()
@@ -153,6 +230,8 @@ class HeadGuard(asyncio.Protocol):
         if self._lingering:  # read and dropped
             self._linger()
             return
+        if self._dropping:  # after a refused body: the parser is done with this connection
+            return
         if not self._awaiting_head():  # a body, or a relayed WebSocket's frames
             self.handler.data_received(data)
             return
@@ -174,11 +253,14 @@ class HeadGuard(asyncio.Protocol):
             self._head_bytes, self._tail = 0, b""
             self._disarm()
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:
         if self._lingering:
             self._close()
-            return
+            return None
+        if self._dropping:  # the client has sent all; the handler's answer is still to be written
+            return True
         self.handler.eof_received()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -192,29 +274,105 @@ class HeadGuard(asyncio.Protocol):
 
 
 class _HeadParser:
-    """The handler's request parser, except that a request head it refuses is refused by the guard, with the
-    parser's reason; the handler sees nothing of it. Its refusal of a body being relayed (a bad chunk after the
-    head was read) stays aiohttp's: a request is in flight, with its answer to come."""
+    """The handler's request parser, except that what it refuses is refused by the guard, with the parser's
+    reason, and the handler sees nothing of the error: a request head (answered by the guard), or the rest of
+    a body whose request is being handled (:meth:`HeadGuard._refuse_body`). A head refused while the handler
+    is still busy with the request before it (pipelined) stays aiohttp's."""
 
     def __init__(self, parser: Any, guard: HeadGuard) -> None:
         self._parser = parser
         self._guard = guard
 
     def feed_data(self, data: bytes) -> Any:
+        guard = self._guard
         try:
-            return self._parser.feed_data(data)
+            result = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            if not self._guard._awaiting_head():
+            body = guard._body
+            if guard._awaiting_head():
+                guard._refuse(MALFORMED_REQUEST, malformed_reason(_said(exc)))
+            elif body is not None and not body.is_eof():
+                guard._refuse_body(body, malformed_reason(_said(exc)))
+            else:
                 raise
-            # aiohttp's message quotes the request after a blank line (with a caret under the fault): left out.
-            said = exc.message.split("\n\n")[0].replace(":\n", ": ").rstrip(":")
-            if isinstance(exc, InvalidURLError) and "url" not in said.lower():  # yarl's refusal: the URL alone
-                said = f"invalid URL {said}"
-            self._guard._refuse(MALFORMED_REQUEST, malformed_reason(said))
             return (), False, b""
+        messages = result[0]
+        if messages:  # the last one's body is what comes next (an earlier one's is whole)
+            guard._body = messages[-1][1]
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
+
+
+def _said(exc: HttpProcessingError) -> str:
+    """The parser's words, without the request it quotes after a blank line (with a caret under the fault)."""
+    said = exc.message.split("\n\n")[0].replace(":\n", ": ").rstrip(":")
+    if isinstance(exc, InvalidURLError) and "url" not in said.lower():  # yarl's refusal: the URL alone
+        said = f"invalid URL {said}"
+    return said
+
+
+class _LingeringClose(asyncio.Transport):
+    """The connection's transport as the handler sees it once a body was refused: the same, except that its
+    close is the guard's lingering close, and that the handler no longer pauses its reading (what comes is
+    dropped). aiohttp 3.14 writes an answer, and closes the connection after it, through the handler's
+    ``transport`` attribute, which is this."""
+
+    def __init__(self, transport: asyncio.Transport, guard: HeadGuard) -> None:
+        super().__init__()
+        self._transport = transport
+        self._guard = guard
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._guard._close_lingering()
+
+    def is_closing(self) -> bool:
+        return self._closed or self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
 
 
 class GuardedSite(web.SockSite):

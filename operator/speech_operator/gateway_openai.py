@@ -33,6 +33,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from speech_operator import gateway_failures as failures
+from speech_operator.gateway_http_limits import MalformedBody, client_failure
 from speech_recognizer.errors import TOO_LARGE, UPLOAD_TIMEOUT, Failure
 
 #: How much of a form the gateway keeps while it looks for a ``language`` field after the file.
@@ -196,5 +197,10 @@ async def _scan(request: web.Request, boundary: bytes, fallback_known: bool, sca
                                   "?language=<locale> in the URL", TOO_LARGE)
     except TimeoutError:
         raise Failure(f"the form did not arrive within {FORM_READ_SECONDS:g} s", UPLOAD_TIMEOUT) from None
+    except (MalformedBody, ConnectionError):  # a bad chunk, or the client left
+        failure = client_failure(request)
+        if failure is None:
+            raise
+        raise failure from None
     scanned.language = scanner.language
     return scanned

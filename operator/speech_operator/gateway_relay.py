@@ -1,7 +1,10 @@
 """Forwarding one request or stream to a recognizer, unchanged, as it arrives.
 
 - REST: the body goes upstream as the client sends it (chunked stays chunked, a declared length
-  is kept) and the answer comes back the same way; nothing is read whole.
+  is kept) and the answer comes back the same way; nothing is read whole. A body that turns out
+  malformed on the way (a bad chunk), or a client that leaves before the answer, aborts the
+  request to the recognizer, which then gives its decoder back
+  (:func:`~speech_operator.gateway_http_limits.client_failure`).
 - WebSocket (Speech SDK, vosk): the gateway connects to the recognizer first, with the client's
   path, query, subprotocols and headers (the key headers, ``X-ConnectionId``, ``User-Agent``…),
   and only then accepts the client with the subprotocol the recognizer chose. A recognizer that
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +35,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
+from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -92,19 +96,38 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
 
     Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
     reached, or (``shutdown``) the gateway's stop ran out of time before the recognizer began its
-    answer (nothing was sent to the client yet). Once the answer has started, a broken
-    recognizer connection aborts the client's connection: a cut answer must not look whole.
+    answer, or the client's side failed first: its body was refused (400) or it left (499) (nothing
+    was sent to the client yet; the request to the recognizer is aborted). Once the answer has
+    started, a broken recognizer connection, or a refused body, aborts the client's connection: a cut
+    answer must not look whole (the caller reports a failure of the client's side:
+    :func:`~speech_operator.gateway_http_limits.client_failure`).
     """
     traffic = traffic or Traffic()
     url = backend.url + request.path_qs
     if body is None and request.body_exists:
-        body = request.content
+        body = request.content.iter_any()  # as it arrives (iterating the stream itself would give lines)
+    upstream: aiohttp.ClientResponse | None = None
+
+    async def uploaded(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``; if they fail once the recognizer is answering, that answer ends too (the upload's failure alone
+        would not end it, and the recognizer would wait for the rest of the body)."""
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except Exception:
+            if upstream is not None:
+                upstream.close()
+            raise
+
     try:
-        asking = session.request(request.method, url, data=body, headers=forwarded_headers(request), allow_redirects=False)
+        asking = session.request(request.method, url, data=None if body is None else uploaded(body),
+                                 headers=forwarded_headers(request), allow_redirects=False)
         upstream = await (shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking)
     except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
     except aiohttp.ClientError as exc:
+        if (failure := client_failure(request)) is not None:  # its body failed to upload: the client's fault
+            raise failure from None
         raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) went away "
                                f"before it answered: {exc or type(exc).__name__}", failures.BACKEND_LOST) from None
     async with upstream:
@@ -118,7 +141,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
                 await response.write(chunk)
                 traffic.to_client(len(chunk))
         except aiohttp.ClientError as exc:
-            log.warning("REST %s: the recognizer of %s broke off its answer: %s", request.path, backend.locale, exc)
+            if client_failure(request) is None:
+                log.warning("REST %s: the recognizer of %s broke off its answer: %s", request.path, backend.locale, exc)
             if request.transport is not None:
                 request.transport.abort()
             return response

@@ -5,6 +5,11 @@ Before, aiohttp answered these itself: ``HTTP/1.0 400`` in plain text quoting th
 fault; 256 KiB of it for bytes after an HTTP/2 preface), a traceback in the log for each (``Error handling request``),
 no count, and a close at once, so that a client that wrote 256 KiB more before reading sometimes got a reset.
 The upstream is the stand-in recognizer of test_relay.py; raw sockets from a thread.
+
+A body that breaks off once it is being relayed (a bad chunk after the head, the client gone) gets the same answer
+at once, or ends at once, and the request to the recognizer is ended. Before: aiohttp's parser dropped such a body
+without ending it, so the relay waited (the client got nothing for as long as it waited; a real recognizer answered
+408 after 10 s), and a client that left was reported as the recognizer lost (``backend_lost``, counted).
 """
 
 from __future__ import annotations
@@ -12,16 +17,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from harness.hostile_inputs import MALFORMED_REQUESTS, responses, write_then_read
+from harness.hostile_inputs import (
+    BAD_CHUNK,
+    BAD_CHUNK_REASON,
+    MALFORMED_REQUESTS,
+    Broken,
+    break_mid_body,
+    post_head,
+    responses,
+    write_then_read,
+)
 
 from speech_operator.gateway import GatewayConfig
 
 from .test_relay import REST, Rig, upstream_behind_a_gateway
+
+OPENAI = "/v1/audio/transcriptions"
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -87,3 +104,154 @@ async def test_a_long_reason_is_cut(rig: Rig) -> None:
     [(status, _, body)] = responses(answer)
     message = json.loads(body)["error"]["message"]
     assert status == 400 and end == "EOF" and len(message) <= 250 and message.endswith("..."), message
+
+
+# ---- a body that breaks off while it is relayed ---------------------------------------------------------------------
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every log record at DEBUG, aiohttp's own included (its loggers propagate nowhere the fixture sees otherwise)."""
+    aiohttp_logs = logging.getLogger("aiohttp")
+    aiohttp_logs.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            yield caplog
+    finally:
+        aiohttp_logs.removeHandler(caplog.handler)
+
+
+def ours(logs: pytest.LogCaptureFixture) -> list[str]:
+    """The gateway's own lines (not its access lines)."""
+    return [r.getMessage() for r in logs.records if r.name == "speech_operator.gateway"]
+
+
+def assert_no_traceback(logs: pytest.LogCaptureFixture) -> None:
+    assert all(r.exc_info is None for r in logs.records), [r.getMessage() for r in logs.records if r.exc_info]
+    assert not [r for r in logs.records if r.name.startswith("aiohttp")], [r.getMessage() for r in logs.records]
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def break_off(rig: Rig, start: bytes, then: bytes = b"", **how: object) -> Broken:
+    """:func:`break_mid_body` against the gateway, once the stand-in recognizer has the body's first bytes."""
+    host, port = rig.gateway.split(":")
+    started = rig.upstream.first_chunk.is_set
+    return await asyncio.get_running_loop().run_in_executor(
+        None, lambda: break_mid_body(host, int(port), start, then, wait=started, **how))  # type: ignore[arg-type]
+
+
+def started_upload(path: str = REST) -> bytes:
+    """A chunked POST's head and its first chunk, in one write."""
+    return post_head(path) + b"5\r\nRIFF!\r\n"
+
+
+async def assert_serves_on(rig: Rig) -> None:
+    async with aiohttp.ClientSession() as client, client.post(f"http://{rig.gateway}{REST}", data=b"RIFF") as resp:
+        assert resp.status == 200, "the gateway serves the next connection"
+
+
+@pytest.mark.parametrize(("more", "keep_sending"), [(b"", 0.0), (MORE, 0.0), (MORE, 0.5)], ids=["alone", "then 256 KiB", "then 0.5 s more"])
+async def test_a_bad_chunk_mid_relay_gets_the_400_at_once_and_ends_the_recognizers_request(
+        rig: Rig, logs: pytest.LogCaptureFixture, more: bytes, keep_sending: float) -> None:
+    """The head and a first chunk, relayed; then a chunk size that is not hex (and more after it, unread): the 400 with
+    the parser's reason within 1 s, ``Connection: close``, then EOF (no reset: the close lingers while the client still
+    sends); the request to the recognizer ends; one line, counted once, no traceback. Before: nothing came (5 s here)."""
+    broken = await break_off(rig, started_upload(), BAD_CHUNK + more, keep_sending=keep_sending)
+    assert broken.end == "EOF", f"{broken.end} after {broken.answer[:300]!r}"
+    assert broken.first < 1.0 + keep_sending, f"the answer took {broken.first:.2f} s"
+    [(status, headers, body)] = responses(broken.answer)
+    assert status == 400 and headers["connection"] == "close" and headers["content-type"] == "application/json", broken.answer[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == "BadRequest" and BAD_CHUNK_REASON in error["message"], error
+    await eventually(lambda: rig.upstream.bodies == ["cut"], "the recognizer's request ended mid-body")
+    assert [line for line in ours(logs) if "malformed_request" in line] == ours(logs), ours(logs)
+    assert len(ours(logs)) == 1 and BAD_CHUNK_REASON in ours(logs)[0] and ours(logs)[0].startswith("rest ko-KR:"), ours(logs)
+    assert_no_traceback(logs)
+    text = await metrics(rig)
+    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
+    assert 'speech_gateway_requests_total{code="400",locale="ko-KR",route="rest"} 1.0' in text
+    assert "backend_lost" not in text
+    await assert_serves_on(rig)
+
+
+async def test_a_bad_chunk_after_the_answer_began_cuts_the_answer(rig: Rig, logs: pytest.LogCaptureFixture) -> None:
+    """A recognizer that answers before the body is whole has begun its answer when the bad chunk comes: the client's
+    connection is cut (a cut answer must not look whole), the recognizer's request ends, one line says why."""
+    rig.upstream.answer_first = b"the answer so far"
+    host, port = rig.gateway.split(":")
+    broken = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: break_mid_body(host, int(port), started_upload(), BAD_CHUNK, wait=1.0))
+    assert b"the answer so far" in broken.answer, broken.answer
+    assert b"and the rest" not in broken.answer and not broken.answer.endswith(b"0\r\n\r\n"), "no end of the chunked answer"
+    assert broken.last < 2.0, f"the connection ended {broken.last:.2f} s after the bad chunk"
+    await eventually(lambda: rig.upstream.bodies == ["cut"], "the recognizer's request ended mid-body")
+    assert len(ours(logs)) == 1 and "malformed_request" in ours(logs)[0] and BAD_CHUNK_REASON in ours(logs)[0], ours(logs)
+    assert_no_traceback(logs)
+    text = await metrics(rig)
+    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text and "backend_lost" not in text
+    await assert_serves_on(rig)
+
+
+async def test_a_bad_chunk_in_an_openai_form_being_read_gets_openais_400(rig: Rig, logs: pytest.LogCaptureFixture) -> None:
+    """The gateway reads an OpenAI form for its language field: a bad chunk there is the same 400, in OpenAI's shape."""
+    host, port = rig.gateway.split(":")
+    form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhis"
+    start = post_head(OPENAI, content_type="multipart/form-data; boundary=b") + b"%x\r\n" % len(form) + form + b"\r\n"
+    broken = await asyncio.get_running_loop().run_in_executor(None, lambda: break_mid_body(host, int(port), start, BAD_CHUNK + MORE))
+    assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+    [(status, headers, body)] = responses(broken.answer)
+    assert status == 400 and headers["connection"] == "close", broken.answer[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == "malformed_request" and error["type"] == "invalid_request_error" and BAD_CHUNK_REASON in error["message"]
+    assert len(ours(logs)) == 1 and ours(logs)[0].startswith("openai"), ours(logs)
+    assert_no_traceback(logs)
+    assert not rig.upstream.headers, "nothing reached the recognizer"
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "Content-Length"])
+async def test_a_client_that_leaves_mid_upload_is_one_line_and_ends_the_recognizers_request(
+        rig: Rig, logs: pytest.LogCaptureFixture, declared: bool) -> None:
+    """The head and half a body, then the client closes: the request to the recognizer ends, the gateway says so in one
+    line (``client_gone``, the failure table's level), no traceback. Before: ``backend_lost`` (a warning blaming the
+    recognizer, counted as its failure)."""
+    start = post_head(REST, content_length=100_000) + b"RIFF" * 1000 if declared else started_upload()
+    broken = await break_off(rig, start, leave=True)
+    assert broken.end == "left" and math.isnan(broken.first)
+    await eventually(lambda: rig.upstream.bodies == ["cut"], "the recognizer's request ended mid-body")
+    await eventually(lambda: bool(ours(logs)), "the gateway's line")
+    await asyncio.sleep(0.2)
+    assert len(ours(logs)) == 1 and ours(logs)[0].startswith("rest ko-KR: client_gone:"), ours(logs)
+    assert_no_traceback(logs)
+    text = await metrics(rig)
+    assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in text and "backend_lost" not in text
+    await assert_serves_on(rig)
+
+
+async def test_a_bad_chunk_after_an_answer_given_unread_closes_the_connection(rig: Rig, logs: pytest.LogCaptureFixture) -> None:
+    """An answer given without reading the body (an unknown language), then a bad chunk: the answer stands, and the
+    connection is closed with the lingering close at once (before: after aiohttp's 10 s of reading the rest)."""
+    host, port = rig.gateway.split(":")
+    start = post_head(REST.replace("ko-KR", "xx-XX")) + b"5\r\nRIFF!\r\n"
+    broken = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: break_mid_body(host, int(port), start, BAD_CHUNK + MORE, wait=0.3, timeout=5))
+    assert broken.end == "EOF" and broken.last < 2.0, (broken.end, broken.last, broken.answer[:300])
+    [(status, _, body)] = responses(broken.answer)
+    assert status == 400 and "xx-XX" in json.loads(body)["error"]["message"]
+    assert len(ours(logs)) == 1 and "unknown_locale" in ours(logs)[0], ours(logs)
+    assert_no_traceback(logs)
+    await assert_serves_on(rig)
+
+
+async def test_a_body_aiohttp_cannot_decode_gets_the_400_with_its_reason(rig: Rig) -> None:
+    """``Content-Encoding: gzip`` on a body that is not gzip: aiohttp's server refuses it as it decodes it; the client
+    gets the 400 with that reason (before: 502 ``backend_lost``, the recognizer blamed)."""
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"http://{rig.gateway}{REST}", data=b"\x1f\x8b not gzip" * 10, headers={"Content-Encoding": "gzip"}) as resp:
+            assert resp.status == 400, await resp.text()
+            assert "Can not decode content-encoding: gzip" in (await resp.json())["error"]["message"]
+    text = await metrics(rig)
+    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text and "backend_lost" not in text

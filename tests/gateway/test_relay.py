@@ -42,6 +42,10 @@ class Upstream:
     reading: asyncio.Event = field(default_factory=asyncio.Event)
     ws: web.WebSocketResponse | None = None
     port: int = 0
+    #: How each REST body ended here: ``whole``, or ``cut`` (its request ended before its body did).
+    bodies: list[str] = field(default_factory=list)
+    #: REST: answer before reading the body (a head and this much of a chunked answer), as a recognizer may.
+    answer_first: bytes = b""
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
@@ -77,11 +81,24 @@ class Upstream:
 
     async def rest(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
+        early = None
+        if self.answer_first:
+            early = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await early.prepare(request)
+            await early.write(self.answer_first)
         total = 0
-        async for chunk in request.content.iter_any():
-            if not self.first_chunk.is_set():
-                self.first_chunk.set()
-            total += len(chunk)
+        try:
+            async for chunk in request.content.iter_any():
+                if not self.first_chunk.is_set():
+                    self.first_chunk.set()
+                total += len(chunk)
+        except ConnectionResetError:  # its request ended mid-body: a recognizer gives its decoder back, says nothing
+            self.bodies.append("cut")
+            return early or web.Response(status=499)  # nothing reaches a connection that is gone
+        self.bodies.append("whole")
+        if early is not None:
+            await early.write_eof(b" and the rest")
+            return early
         return web.json_response({"bytes": total, "chunked": "chunked" in request.headers.get("Transfer-Encoding", "")},
                                  headers={"Retry-After": "3"})
 

@@ -21,6 +21,10 @@ from tests.recognizer.test_vosk_ws import closed_with, stream, texts
 from tests.support import Reference, read_wav
 from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
 
+from harness.hostile_inputs import BAD_CHUNK, BAD_CHUNK_REASON, break_mid_body, post_head, responses
+
+from harness.loopback import Loopback
+
 from .conftest import KEY, OTHER_LOCALE, Locales, speech_to_text, start_recognizer
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -124,6 +128,40 @@ def test_the_gateway_reports_itself(locales: Locales) -> None:
     assert 'speech_gateway_backend_ready_pods{locale="ko-KR",name="ko-kr",namespace="speech"} 1.0' in metrics
     assert 'speech_gateway_requests_total{code="400",locale="-",route="rest"}' in metrics
     assert 'speech_gateway_relayed_bytes_total{direction="to_recognizer"}' in metrics
+
+
+# ---- a body that breaks off mid-relay ----------------------------------------------------------
+def metric(server: Loopback, line_start: str) -> float:
+    """The sum of the server's metric lines that begin ``line_start`` (0 when there is none yet)."""
+    lines = [line for line in httpx.get(f"{server.http}/metrics", timeout=10).text.splitlines() if line.startswith(line_start)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+@pytest.mark.parametrize("leave", [False, True], ids=["bad chunk", "client leaves"])
+def test_a_body_that_breaks_off_mid_relay_ends_the_recognizers_request(locales: Locales, utterances_wav: Path, leave: bool) -> None:
+    """The head and a second of WAV, relayed and being recognized; then a chunk size that is not hex and 256 KiB (the
+    gateway answers the 400 with the parser's reason at once, then EOF), or the client leaves: either way the
+    recognizer's request ends (it counts a client gone) and its decoder is free. Before: the client got the
+    recognizer's 408 after its Http:BodyTimeoutSeconds (10 s), the decoder held all that time; a client that left was
+    the gateway's ``backend_lost``."""
+    ko, stack = locales.recognizers["ko-KR"], locales.stack
+    gone = 'speech_refused_total{reason="client_gone"'
+    failed = "speech_gateway_failures_total{"
+    before, failed_before = metric(ko, gone), {kind: metric(stack, f'{failed}reason="{kind}"') for kind in ("client_gone", "backend_lost")}
+    audio = utterances_wav.read_bytes()[:44 + 32000]
+    start = post_head(f"{REST}?language=ko-KR") + b"%x\r\n" % len(audio) + audio + b"\r\n"
+    broken = break_mid_body("127.0.0.1", stack.port, start, BAD_CHUNK + b"x" * (256 << 10), wait=0.5, leave=leave)
+    if not leave:
+        assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+        [(status, headers, body)] = responses(broken.answer)
+        assert status == 400 and headers["connection"] == "close", broken.answer[:300]
+        assert BAD_CHUNK_REASON in json.loads(body)["error"]["message"]
+    stack.eventually(lambda: metric(ko, gone) == before + 1, 5, "the recognizer's request ended")
+    stack.eventually(lambda: metric(ko, "speech_active_sessions") == 0, 5, "the recognizer's decoder is free")
+    assert metric(stack, f'{failed}reason="backend_lost"') == failed_before["backend_lost"], "the recognizer was not lost"
+    if leave:
+        assert metric(stack, f'{failed}reason="client_gone"') == failed_before["client_gone"] + 1
+    assert rest(stack.http, "ko-KR", utterances_wav).status_code == 200, "the gateway and the recognizer serve on"
 
 
 # ---- a recognizer that dies mid-stream ---------------------------------------------------------
