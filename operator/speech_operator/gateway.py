@@ -456,8 +456,11 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     # then cancels its request (its body, a WebSocket's reading) and waits as long again before it cancels
     # the handler (a handler that reads nothing, such as /pre-stop's pause, takes both).
     after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) / 2 if GATEWAY in app else shutdown_seconds
+    # auto_decompress=False: a body is relayed as it came (aiohttp would decode a Content-Encoding: gzip body and the
+    # recognizer get the decoded bytes under the gzip header, cut to the compressed length).
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
-                           shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS)
+                           shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS,
+                           auto_decompress=False)
     await runner.setup()
     sock = listening_socket(host, port)
     gateway = app.get(GATEWAY)

@@ -105,13 +105,10 @@ class MalformedBody(Exception):
 
 def client_failure(request: web.BaseRequest) -> Failure | None:
     """Why the client's side of ``request`` failed while it was handled, if it did: its body was refused
-    (:class:`MalformedBody`, or aiohttp's own refusal of a body it cannot decode: 400), or the client left
-    (499). ``None``: nothing failed on the client's side."""
+    (:class:`MalformedBody`: 400), or the client left (499). ``None``: nothing failed on the client's side."""
     exc = request.content.exception()
     if isinstance(exc, MalformedBody):
         return exc.failure
-    if isinstance(exc, web.RequestPayloadError):  # aiohttp's words: "400, message:\n  Can not decode content-encoding: gzip"
-        return Failure(malformed_reason(str(exc).split("message:", 1)[-1]), MALFORMED_REQUEST)
     if isinstance(exc, ConnectionError) or request.transport is None:
         return Failure("the client left before it had its answer", CLIENT_GONE)
     return None

@@ -245,13 +245,3 @@ async def test_a_bad_chunk_after_an_answer_given_unread_closes_the_connection(ri
     assert_no_traceback(logs)
     await assert_serves_on(rig)
 
-
-async def test_a_body_aiohttp_cannot_decode_gets_the_400_with_its_reason(rig: Rig) -> None:
-    """``Content-Encoding: gzip`` on a body that is not gzip: aiohttp's server refuses it as it decodes it; the client
-    gets the 400 with that reason (before: 502 ``backend_lost``, the recognizer blamed)."""
-    async with aiohttp.ClientSession() as client:
-        async with client.post(f"http://{rig.gateway}{REST}", data=b"\x1f\x8b not gzip" * 10, headers={"Content-Encoding": "gzip"}) as resp:
-            assert resp.status == 400, await resp.text()
-            assert "Can not decode content-encoding: gzip" in (await resp.json())["error"]["message"]
-    text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text and "backend_lost" not in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -253,6 +254,18 @@ async def test_a_rest_body_is_streamed_not_read_whole(rig: Rig) -> None:
             assert await resp.json() == {"bytes": 404_000, "chunked": True}
         async with client.post(f"http://{rig.gateway}{REST}", data=b"x" * 1000) as resp:
             assert await resp.json() == {"bytes": 1000, "chunked": False}, "a declared length is kept"
+
+
+async def test_a_compressed_body_reaches_the_recognizer_unchanged(rig: Rig) -> None:
+    """``Content-Encoding: gzip``: the recognizer gets the bytes the client sent, under that header (as it would
+    directly; it decodes nothing either). Before: the gateway decoded them, and sent the decoded bytes under the gzip
+    header, cut to the compressed length (the stand-in failed to decode them: 500)."""
+    body = gzip.compress(b"RIFF" + b"\0" * 100_000)
+    async with aiohttp.ClientSession(auto_decompress=False) as client:
+        async with client.post(f"http://{rig.gateway}{REST}", data=body, headers={"Content-Encoding": "gzip"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert await resp.json() == {"bytes": len(body), "chunked": False}
+    assert rig.upstream.headers[-1]["Content-Encoding"] == "gzip"
 
 
 async def test_a_recognizer_that_cannot_be_reached_is_a_clear_refusal(rig: Rig) -> None:
