@@ -352,6 +352,12 @@ def dither_zeros(pcm: bytes, position: int) -> bytes:
     return out.tobytes()
 
 
+def rms(pcm: bytes) -> float:
+    """The root mean square of 16-bit mono PCM, in sample units (full scale 32768); 0 for no samples."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+
+
 def chunks(audio: Audio, seconds: float) -> list[bytes]:
     """Split PCM into pieces of ``seconds`` (whole frames)."""
     size = max(1, int(audio.sample_rate * seconds)) * 2 * audio.channels

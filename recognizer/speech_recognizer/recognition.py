@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from . import heap
-from .audio import dither_zeros, mono
+from .audio import dither_zeros, mono, rms
 from .errors import BadValue
 from .models import LoadedModel
 from .pool import WarmPool
@@ -128,6 +128,8 @@ class Recognition:
         self.decoder_cpu_seconds = 0.0
         #: Whether the last :meth:`accept` ended an utterance (even one with no words).
         self.endpoint = False
+        #: The loudness of the audio the last :meth:`accept` took (:func:`~.audio.rms`, as fed to the decoder).
+        self.level = 0.0
 
     def _acquire(self, *, wait: bool) -> None:
         """Take the most experienced idle recognizer from the pool, or build a new one.
@@ -193,6 +195,7 @@ class Recognition:
         """Feed audio; returns a final phrase when an utterance ended, else a changed partial."""
         samples = self._convert(pcm)
         self.endpoint = False
+        self.level = rms(samples)
         if not samples:
             return []
         with self._lock:

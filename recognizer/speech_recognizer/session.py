@@ -44,6 +44,8 @@ class Snapshot:
     partial_text: str
     #: Seconds of the stream's audio accepted up to the end of the chunk.
     audio_seconds: float
+    #: How loud the chunk was (:func:`~speech_recognizer.audio.rms`; for several chunks, the loudest).
+    level: float = 0.0
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -161,7 +163,7 @@ class Session:
     def _step(self, pcm: bytes) -> Snapshot:
         rec = self.recognition
         events = self._counted(rec.accept(pcm))
-        return Snapshot(events, rec.endpoint, rec.partial_text, rec.audio_seconds)
+        return Snapshot(events, rec.endpoint, rec.partial_text, rec.audio_seconds, rec.level)
 
     def feed_ahead(self, pcm: bytes) -> asyncio.Future[Snapshot]:
         """Queue a chunk of PCM; the future gives what it produced (:class:`Snapshot`)."""
@@ -175,9 +177,11 @@ class Session:
         def run() -> Snapshot:
             rec = self.recognition
             events: list[Event] = []
+            level = 0.0
             for pcm in pieces:
                 events += rec.accept(pcm)
-            return Snapshot(self._counted(events), rec.endpoint, rec.partial_text, rec.audio_seconds)
+                level = max(level, rec.level)
+            return Snapshot(self._counted(events), rec.endpoint, rec.partial_text, rec.audio_seconds, level)
 
         return self.submit(run)
 

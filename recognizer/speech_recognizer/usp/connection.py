@@ -83,6 +83,15 @@ def audio_bytes(message: Mapping[str, Any]) -> int:
     return max(0, len(data) - 2 - int.from_bytes(data[:2], "big"))
 
 
+#: Audio at least this loud (:func:`~speech_recognizer.audio.rms` of a chunk, full scale 32768: about -50 dBFS) may
+#: hold speech: a recognize-once turn that heard some within its initial-silence window waits for the decoder
+#: (:data:`ONSET_LAG_SECONDS`) before it says there was none. Exact zeros (fed as +-1) and a quiet room are below.
+SOUND_LEVEL = 100.0
+#: How far behind the start of a word the decoder may report it (its first hypothesis or phrase): a word that
+#: begins just inside the window is reported after it. The small models' lag: docs/engine.md.
+ONSET_LAG_SECONDS = 3.0
+
+
 class Turn:
     """One request (``X-RequestId``) of a connection."""
 
@@ -110,6 +119,8 @@ class Turn:
         self._results: asyncio.Queue[asyncio.Future[Snapshot] | None] = asyncio.Queue(READ_AHEAD)
         self._handler: asyncio.Task[None] | None = None
         self._audio_ended = False
+        #: Whether audio loud enough to hold speech (:data:`SOUND_LEVEL`) came within the initial-silence window.
+        self._sound = False
 
     async def send(self, path: str, body: Mapping[str, Any]) -> None:
         await self.conn.socket.send_text(text_frame(path, self.request_id, body))
@@ -197,9 +208,13 @@ class Turn:
                     await self._end_of_audio()
                     continue
                 snapshot = await item
+                if self.position < self.window and snapshot.level >= SOUND_LEVEL:
+                    self._sound = True
                 self._decoded = snapshot.audio_seconds
                 await self._emit(snapshot.events)
-                silent = self.position - self.origin >= self.options.initial_silence
+                # Without a word by the end of the window (and, when there was sound in it, by the time the
+                # decoder would have reported one begun inside it), there was no speech.
+                silent = self.position >= self.window + (ONSET_LAG_SECONDS if self._sound else 0.0)
                 if silent and not self.ended and not self.options.continuous and not self.speech:
                     await self._no_speech()
             except Exception as exc:  # noqa: BLE001 - this turn ends with a reason; the server goes on
@@ -216,9 +231,17 @@ class Turn:
         if self._handler is not None and not self.ended:
             await self._results.join()
 
+    @property
+    def window(self) -> float:
+        """Turn time (s) by which a recognize-once turn's speech must begin: its initial-silence timeout."""
+        return self.origin + self.options.initial_silence
+
     async def _emit(self, events: list[Event]) -> None:
         for event in events:
             if self.ended:
+                return
+            if not self.speech and not self.options.continuous and event.start >= self.window:
+                await self._no_speech()  # it began after the window: the silence timed out first
                 return
             if isinstance(event, Partial):
                 await self._speech_started(event.start)
@@ -257,7 +280,9 @@ class Turn:
             await self.send("speech.startDetected", offset_json(at))
 
     async def _no_speech(self) -> None:
-        await self._status("InitialSilenceTimeout", max(0.0, self.origin), self.position)
+        """``InitialSilenceTimeout`` over the window (or the audio, if shorter): the next turn goes on from its end,
+        so speech that began after the window is that turn's."""
+        await self._status("InitialSilenceTimeout", max(0.0, self.origin), min(self.position, self.window))
 
     async def _end_of_audio(self) -> None:
         if self.ended:
