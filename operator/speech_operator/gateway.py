@@ -240,7 +240,7 @@ class Gateway:
             scanned.release()
             return self._refused_http(exc, "openai", None, openai=True)
         try:
-            backend = await self._woken(backend)
+            backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "openai", backend, openai=True)
@@ -271,7 +271,7 @@ class Gateway:
         except UnknownLocale as exc:
             return self._refused_http(exc, "rest", None)
         try:
-            backend = await self._woken(backend)
+            backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
@@ -323,6 +323,23 @@ class Gateway:
         ready = await self.shutdown.unless_stopping(self.waker.ready(backend), stopped)
         self.metrics.woken.labels(backend.locale).observe(time.monotonic() - held)
         return ready
+
+    async def _woken_for(self, request: web.Request, backend: Backend) -> Backend:
+        """:meth:`_woken` for a request with a body, unless the body fails first (a bad chunk, the client gone): then
+        that failure at once, not the wake's end (the client would wait up to ``hold_seconds`` for a 503)."""
+        if backend.ready_replicas > 0 or not request.body_exists:
+            return await self._woken(backend)
+        waking = asyncio.ensure_future(self._woken(backend))
+        body = asyncio.ensure_future(request.content.wait_eof())  # ends with the body, or fails with it
+        try:
+            await asyncio.wait({waking, body}, return_when=asyncio.FIRST_COMPLETED)
+            if not waking.done() and body.exception() is not None and (failure := client_failure(request)) is not None:
+                raise failure
+            return await waking
+        finally:
+            for task in (waking, body):
+                task.cancel()
+            await asyncio.gather(waking, body, return_exceptions=True)
 
     async def _held_stream(self, request: web.Request, backend: Backend, route: str,
                            protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:

@@ -34,8 +34,10 @@ from harness.hostile_inputs import (
     write_then_read,
 )
 
-from speech_operator.gateway import GatewayConfig
+from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway_directory import Directory
 
+from .conftest import ServiceDNS, speech_to_text
 from .test_relay import REST, Rig, upstream_behind_a_gateway
 
 OPENAI = "/v1/audio/transcriptions"
@@ -245,3 +247,33 @@ async def test_a_bad_chunk_after_an_answer_given_unread_closes_the_connection(ri
     assert_no_traceback(logs)
     await assert_serves_on(rig)
 
+
+
+
+@pytest.mark.parametrize("leave", [False, True], ids=["bad chunk", "client leaves"])
+async def test_a_body_that_breaks_off_while_its_locale_wakes_is_answered_at_once(logs: pytest.LogCaptureFixture, leave: bool) -> None:
+    """A request held for a locale at zero pods (nobody wakes it here), its body failing meanwhile: the 400 at once
+    (or, the client gone, its one line at once), not the hold's 503 once the hold ends (5 s here, 120 s by default),
+    and the hold is given back."""
+    directory = Directory()
+    asleep = speech_to_text("ko-kr", "ko-KR", 1, replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 1})
+    directory.upsert({**asleep, "status": {"readyReplicas": 0, "replicas": 0}})
+    directory.synced = True
+    async with serving(create_app(directory, GatewayConfig(hold_seconds=5), resolver=ServiceDNS()), "127.0.0.1", 0, 1) as port:
+        gateway = f"127.0.0.1:{port}"
+
+        async def held() -> str:
+            async with aiohttp.ClientSession() as client, client.get(f"http://{gateway}/metrics") as resp:
+                return next(line for line in (await resp.text()).splitlines() if line.startswith("speech_gateway_held "))
+
+        broken = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: break_mid_body("127.0.0.1", port, started_upload(), BAD_CHUNK + MORE, wait=0.5, leave=leave))
+        if not leave:
+            assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+            [(status, _, body)] = responses(broken.answer)
+            assert status == 400 and BAD_CHUNK_REASON in json.loads(body)["error"]["message"], broken.answer[:300]
+        await eventually(lambda: bool(ours(logs)), "the gateway's line", timeout=1.0)
+        assert await held() == "speech_gateway_held 0.0"
+        kind = "client_gone" if leave else "malformed_request"
+        assert len(ours(logs)) == 1 and ours(logs)[0].startswith(f"rest ko-KR: {kind}:"), ours(logs)
+    assert_no_traceback(logs)
