@@ -38,11 +38,12 @@ def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText)
     failure = found.get("ReplicaFailure") or {}
     if failure.get("status") == "True":
         message = f"the Deployment cannot create pods: {failure.get('message') or failure.get('reason') or 'no reason given'}"
-        if "PodSecurity" in message and builders.needs_chown(stt.spec):
+        pod_security = "PodSecurity" in message
+        if pod_security and builders.needs_chown(stt.spec):
             message += ("; the chown init container runs as root to give the PVC and hostPath volumes to uid 65532: where "
                         "the namespace enforces the restricted Pod Security Standard, set spec.chownVolumes to false "
                         "and have the volumes writable by 65532")
-        if "PodSecurity" in message and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
+        if pod_security and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
             message += "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim"
         return PODS_NOT_CREATED, message
     progress = found.get("Progressing") or {}

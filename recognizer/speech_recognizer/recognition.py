@@ -128,7 +128,7 @@ class Recognition:
         self.decoder_cpu_seconds = 0.0
         #: Whether the last :meth:`accept` ended an utterance (even one with no words).
         self.endpoint = False
-        #: The loudness of the audio the last :meth:`accept` took (:func:`~.audio.rms`, as fed to the decoder).
+        #: The loudness of the audio the last :meth:`accept` took (:func:`~.audio.rms`, as fed to the decoder), with partials.
         self.level = 0.0
 
     def _acquire(self, *, wait: bool) -> None:
@@ -195,7 +195,7 @@ class Recognition:
         """Feed audio; returns a final phrase when an utterance ended, else a changed partial."""
         samples = self._convert(pcm)
         self.endpoint = False
-        self.level = rms(samples)
+        self.level = rms(samples) if self.partials else 0.0  # streams read it (usp.connection); files need none
         if not samples:
             return []
         with self._lock:
