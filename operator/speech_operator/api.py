@@ -67,7 +67,8 @@ MAX_AUDIO_IDLE_SECONDS = 3600
 #: download step's): ``spec.settings`` may not set them. The builders emit no other key (a test checks).
 OWNED_SETTINGS: Final = frozenset({
     contract.EULA, contract.BILLING, contract.API_KEY, contract.LOCALE, contract.MOUNTS_LICENSE, contract.MOUNTS_OUTPUT,
-    contract.MOUNTS_MODELS, contract.MODEL_URL, contract.MODEL_SHA256, contract.DOWNLOAD_MODEL, "DownloadLicense",
+    contract.MOUNTS_MODELS, contract.MODEL_URL, contract.MODEL_SHA256, contract.MODEL_CA_FILE, contract.DOWNLOAD_MODEL,
+    "DownloadLicense",
     contract.DECODER_MAX_COUNT, contract.WARMUP_COUNT, contract.WARMUP_SECONDS, contract.MAX_CONNECTIONS,
     contract.CONNECTION_IDLE_SECONDS, contract.AUDIO_IDLE_SECONDS, contract.DRAIN_SECONDS, contract.LOG_LEVEL,
     "Host", "Port"})

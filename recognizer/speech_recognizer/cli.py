@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 sha256=settings.model_sha256,
                 catalog_base=settings.model_catalog_url,
                 max_bytes=int(settings.model_max_size_mb * 1e6),
+                ca_file=settings.model_ca_file,
             )
         except (ModelError, OSError) as exc:  # OSError: e.g. Mounts:Models cannot be created
             print(f"speech-recognizer: {exc}", file=sys.stderr)

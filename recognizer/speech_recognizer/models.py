@@ -18,6 +18,7 @@ import os
 import pkgutil
 import re
 import shutil
+import ssl
 import tempfile
 import threading
 import urllib.error
@@ -32,7 +33,7 @@ from http.client import HTTPMessage
 from pathlib import Path
 from typing import IO, Any
 
-from .contract import BAKED_MODELS_DIR
+from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE
 from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
 
 log = logging.getLogger(__name__)
@@ -263,21 +264,51 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """urllib with the http(s) handlers only (and the proxy from the environment): no ``file:``, ``ftp:``, ``data:``."""
+def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """The download's TLS: the system's trusted CAs, plus those of ``ca_file`` (``ModelCaFile``: a private CA's or a
+    TLS-intercepting proxy's, PEM). A file that is missing, unreadable or holds no certificate is a :class:`ModelError`."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:  # readable, but no PEM certificate in it (or a broken one)
+            raise ModelError(f"{MODEL_CA_FILE}={str(ca_file)!r} holds no usable PEM certificate ({exc.reason or exc})") from exc
+        except OSError as exc:
+            raise ModelError(f"{MODEL_CA_FILE}={str(ca_file)!r} cannot be read: {exc.strerror or exc}") from exc
+    return context
+
+
+def _opener(context: ssl.SSLContext | None = None) -> urllib.request.OpenerDirector:
+    """urllib with the http(s) handlers only (and the proxy from the environment): no ``file:``, ``ftp:``, ``data:``;
+    HTTPS verified by ``context`` (:func:`tls_context`)."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(context=context or tls_context()),
                     urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(), urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
 
 
-def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float) -> tuple[str, str, int]:
-    """Download ``url`` into ``out``: its SHA-256, MD5 and size. At most ``max_bytes``."""
+def _untrusted(exc: BaseException, ca_file: Path | None) -> str | None:
+    """When ``exc`` is a failed certificate verification: what to do about it, naming the setting that trusts a CA."""
+    cause = getattr(exc, "reason", exc)  # urllib wraps it in a URLError
+    if not isinstance(cause, ssl.SSLCertVerificationError):
+        return None
+    why = cause.verify_message or str(cause)
+    if ca_file is None:
+        return (f"the server's certificate is not trusted ({why}); behind a TLS-intercepting proxy or with a mirror "
+                f"signed by a private CA, give that CA's certificate (PEM) in {MODEL_CA_FILE}=")
+    return f"the server's certificate is not trusted ({why}), not even with {MODEL_CA_FILE}={str(ca_file)!r}"
+
+
+def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float,
+           context: ssl.SSLContext | None = None, ca_file: Path | None = None) -> tuple[str, str, int]:
+    """Download ``url`` into ``out``: its SHA-256, MD5 and size. At most ``max_bytes``; HTTPS verified by ``context``
+    (which trusts ``ca_file`` besides the system's CAs)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     received = 0
     try:
-        with _opener().open(url, timeout=timeout) as response, open(out, "wb") as sink:
+        with _opener(context).open(url, timeout=timeout) as response, open(out, "wb") as sink:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise ModelError(f"the {locale} model at {url} is {int(declared)} bytes; the limit is {max_bytes} (ModelMaxSizeMB)")
@@ -297,7 +328,8 @@ def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float) -> 
             f"{exc.expected if exc.expected is not None else 'some'} bytes before the end; retry"
         ) from exc
     except (OSError, http.client.HTTPException) as exc:  # HTTPException: e.g. IncompleteRead
-        raise ModelError(f"cannot download the {locale} model from {url}: {str(exc) or repr(exc)}") from exc
+        why = _untrusted(exc, ca_file) or str(exc) or repr(exc)
+        raise ModelError(f"cannot download the {locale} model from {url}: {why}") from exc
     return sha.hexdigest(), md5.hexdigest(), received
 
 
@@ -329,6 +361,7 @@ def download_model(
     catalog_base: str = "https://alphacephei.com/vosk/models",
     timeout: float = 60.0,
     max_bytes: int = 4096 * 10**6,
+    ca_file: Path | None = None,
 ) -> Path:
     """Download, verify and atomically unpack the model for ``locale`` into ``models_dir/<locale>``.
 
@@ -338,7 +371,8 @@ def download_model(
     unpacked size (at most ``max_bytes``, the free space and
     :data:`MAX_UNPACK_RATIO` times the zip: before unpacking), integrity (every
     member's CRC) and for holding a Vosk model; the final folder appears by one
-    ``rename``, so a crash never leaves a half-unpacked model behind.
+    ``rename``, so a crash never leaves a half-unpacked model behind. HTTPS trusts
+    the system's CAs and those in ``ca_file`` (``ModelCaFile``).
     """
     locale = canonical_locale(locale)
     target = models_dir / locale
@@ -348,11 +382,12 @@ def download_model(
         return existing
     entry = None if url else catalog_entry(locale)
     url = check_url(url, "ModelUrl") if url else catalog_url(locale, check_url(catalog_base, "ModelCatalogUrl"))
+    context = tls_context(ca_file)
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".download-{locale}-", dir=models_dir) as tmp:
         zip_path = Path(tmp) / "model.zip"
         log.info("downloading %s model from %s", locale, url)
-        sha, md5, size = _fetch(url, zip_path, locale, max_bytes, timeout)
+        sha, md5, size = _fetch(url, zip_path, locale, max_bytes, timeout, context, ca_file)
         if sha256 and sha != sha256.lower():
             raise ModelError(f"the {locale} model from {url} has SHA-256 {sha}, expected {sha256.lower()}")
         if entry is not None and entry.md5 and (md5, size) != (entry.md5, entry.size):

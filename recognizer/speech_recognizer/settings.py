@@ -202,6 +202,11 @@ class Settings:
     model_max_size_mb: float = setting(
         c.MODEL_MAX_SIZE_MB, 4096.0, above=0, help="largest model download, zipped and unpacked, in MB (10^6 bytes); see [Limits](#limits)"
     )
+    model_ca_file: Path | None = setting(
+        c.MODEL_CA_FILE,
+        help="a PEM file of CA certificates the model download trusts besides the system's: a private CA's, or a "
+        "TLS-intercepting proxy's; see [Behind a TLS-intercepting proxy](#behind-a-tls-intercepting-proxy-or-a-private-ca)",
+    )
     download_model: bool = setting(
         c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import os
+import ssl
 import subprocess
 import threading
 import time
@@ -24,7 +26,8 @@ from speech_recognizer.settings import parse
 
 from harness.hostile_inputs import zip_bomb
 
-from ..support import ServerThread
+from ..support import ServerThread, free_port
+from ..tls import PrivateCA, make_ca
 from .test_settings import run_cli
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -64,9 +67,9 @@ class Files:
         self.hits: Counter[str] = Counter()
 
 
-@pytest.fixture(scope="module")
-def files() -> Iterator[tuple[Files, str]]:
-    served = Files()
+@contextlib.contextmanager
+def serving(served: Files, context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A local server of ``served``: its base URL; HTTPS with the certificate of a server ``context``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -93,14 +96,37 @@ def files() -> Iterator[tuple[Files, str]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    if context is not None:  # the handshake is the accepting thread's; one that fails only drops that connection
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"{'https' if context else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[tuple[Files, str]]:
+    served = Files()
+    with serving(served) as base:
+        yield served, base
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> PrivateCA:
+    return make_ca(tmp_path_factory.mktemp("private-ca"))
+
+
+@pytest.fixture(scope="module")
+def https_files(private_ca: PrivateCA) -> Iterator[tuple[Files, str]]:
+    """The local server over HTTPS, its certificate signed by :func:`private_ca` (as a private mirror's, or a
+    TLS-intercepting proxy's, is signed by a CA the system does not trust)."""
+    served = Files()
+    with serving(served, private_ca.server_context()) as base:
+        yield served, base
 
 
 @pytest.fixture(scope="session")
@@ -258,13 +284,16 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
     assert got.json()["DisplayText"] == expected["DisplayText"]
 
 
-def download_from_catalog(files, models: Path, locale: str, catalog_locale: str, body: bytes = FAKE_ZIP) -> tuple[subprocess.CompletedProcess, int]:
-    """``DownloadModel=True`` for ``locale`` against the local catalog serving ``body``; the result and the zip's hits."""
+def download_from_catalog(files, models: Path, locale: str, catalog_locale: str, body: bytes = FAKE_ZIP,
+                          *more: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``DownloadModel=True`` for ``locale`` (and ``more`` settings) against the local catalog serving ``body``;
+    the result and the zip's hits."""
     served, base = files
     path = f"/vosk/models/{m.CATALOG[catalog_locale].file}"
     served.routes[path] = body
-    r = run_cli("DownloadModel=True", f"Locale={locale}", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/")
-    return r, served.hits[path]
+    hits = served.hits[path]
+    r = run_cli("DownloadModel=True", f"Locale={locale}", f"Mounts:Models={models}", f"ModelCatalogUrl={base}/vosk/models/", *more)
+    return r, served.hits[path] - hits
 
 
 def test_download_from_the_catalog(files, tmp_path: Path) -> None:
@@ -277,6 +306,62 @@ def test_download_from_the_catalog(files, tmp_path: Path) -> None:
     assert leftovers(models) == ["uk-UA"]
     assert (models / "uk-UA" / "conf" / "model.conf").is_file()
     assert m.discover(models)["uk-UA"] == models / "uk-UA"
+
+
+def test_a_mirror_signed_by_a_private_ca_is_trusted_with_model_ca_file(https_files, private_ca: PrivateCA, tmp_path: Path) -> None:
+    """A catalog mirror over HTTPS, signed by a CA the system does not trust (a private CA, or a TLS-intercepting
+    proxy's): refused with one line naming the setting that trusts it, nothing left; with ModelCaFile= that CA's
+    certificate, downloaded and unpacked. Before ModelCaFile there was no way to trust it (the same refusal,
+    without the hint)."""
+    models = tmp_path / "models"
+    r, hits = download_from_catalog(https_files, models, "uk-UA", "uk-UA")
+    assert r.returncode == 1 and hits == 0
+    line = error_line(r.stderr)
+    assert "certificate is not trusted (unable to get local issuer certificate)" in line
+    assert "give that CA's certificate (PEM) in ModelCaFile=" in line
+    assert leftovers(models) == []
+
+    r, hits = download_from_catalog(https_files, models, "uk-UA", "uk-UA", FAKE_ZIP, f"ModelCaFile={private_ca.ca_file}")
+    assert r.returncode == 0, r.stderr
+    assert hits == 1
+    assert leftovers(models) == ["uk-UA"]
+    assert m.discover(models)["uk-UA"] == models / "uk-UA"
+
+
+def test_model_ca_file_of_another_ca_is_named_when_the_server_is_still_not_trusted(https_files, tmp_path: Path) -> None:
+    other = make_ca(tmp_path / "other-ca", "another private CA")
+    models = tmp_path / "models"
+    r, hits = download_from_catalog(https_files, models, "uk-UA", "uk-UA", FAKE_ZIP, f"ModelCaFile={other.ca_file}")
+    assert r.returncode == 1 and hits == 0
+    assert f"not trusted (unable to get local issuer certificate), not even with ModelCaFile='{other.ca_file}'" in error_line(r.stderr)
+    assert leftovers(models) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "no certificate", "a folder"])
+def test_a_bad_model_ca_file_is_one_line_before_any_download(https_files, tmp_path: Path, case: str) -> None:
+    ca_file = {"missing": tmp_path / "nothing.pem", "no certificate": tmp_path / "notes.pem", "a folder": tmp_path}[case]
+    if case == "no certificate":
+        ca_file.write_text("our proxy's CA: ask the network team\n")
+    words = {"missing": "cannot be read: No such file or directory", "no certificate": "holds no usable PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
+             "a folder": "cannot be read: Is a directory"}[case]
+    models = tmp_path / "models"
+    r, hits = download_from_catalog(https_files, models, "uk-UA", "uk-UA", FAKE_ZIP, f"ModelCaFile={ca_file}")
+    assert r.returncode == 1 and hits == 0
+    assert error_line(r.stderr) == f"speech-recognizer: ModelCaFile='{ca_file}' {words}"
+    assert leftovers(models) == []
+
+
+def test_model_ca_file_adds_to_the_systems_trusted_cas(private_ca: PrivateCA) -> None:
+    """The download trusts the system's CAs and the file's, not the file's alone (a proxy that intercepts some
+    hosts and not others)."""
+    system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    assert system > 0, "this machine trusts no CA at all: nothing to check the defaults are kept against"
+    assert m.tls_context().cert_store_stats()["x509_ca"] == system
+    context = m.tls_context(private_ca.ca_file)
+    assert context.cert_store_stats()["x509_ca"] == system + 1
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    subjects = [dict(item[0] for item in c["subject"]).get("commonName") for c in context.get_ca_certs()]
+    assert "speech-operator test private CA" in subjects
 
 
 def test_a_catalog_download_is_checked_against_the_catalog(files, tmp_path: Path) -> None:
