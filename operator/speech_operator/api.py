@@ -106,6 +106,23 @@ class SecretKeyRef(_Model):
     """Key within the Secret's data."""
 
 
+class ConfigMapKeyRef(_Model):
+    """A key of a ConfigMap in the SpeechToText's namespace."""
+
+    name: Name
+    """Name of the ConfigMap."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "ca.crt"
+    """Key within the ConfigMap's data (ca.crt when unset; OpenShift's injected bundle: ca-bundle.crt)."""
+
+
+class CaBundle(_Model):
+    """CA certificates (PEM, one or more) to trust, from where a cluster keeps them."""
+
+    configMap: ConfigMapKeyRef
+    """A ConfigMap key holding them: one of your own (kubectl create configmap NAME --from-file=ca.crt=FILE), a
+    trust-manager Bundle's target, or OpenShift's injected trusted CA bundle (key ca-bundle.crt)."""
+
+
 class PersistentVolumeClaimSource(_Model):
     """An existing PersistentVolumeClaim in the SpeechToText's namespace."""
 
@@ -211,6 +228,7 @@ class ModelSpec(_Model):
             "model.url needs download: true"),
         cel("!has(self.download) || self.download || (has(self.volume) && !has(self.volume.emptyDir))",
             "download: false needs a persistentVolumeClaim or hostPath volume that holds the model"),
+        cel("!has(self.caBundle) || !has(self.download) || self.download", "model.caBundle needs download: true"),
     ]})
 
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
@@ -221,6 +239,11 @@ class ModelSpec(_Model):
     """Where models are kept; an emptyDir when unset."""
     download: bool = True
     """Download the model when it is missing from the volume."""
+    caBundle: CaBundle | None = None
+    """CA certificates the model download trusts besides the image's own (the recognizer's ModelCaFile): the CA that
+    signs your model mirror (url, settings ModelCatalogUrl), or a TLS-intercepting proxy's (settings HTTP_PROXY).
+    Mounted read-only into the download init container only. Until the ConfigMap and its key exist the pods cannot
+    start (they stay in ContainerCreating) and the SpeechToText is Degraded (MissingDependency)."""
 
     @model_validator(mode="after")
     def _rules(self) -> ModelSpec:
@@ -230,6 +253,8 @@ class ModelSpec(_Model):
             raise ValueError("model.url needs download: true")
         if not self.download and (self.volume is None or self.volume.emptyDir is not None):
             raise ValueError("download: false needs a persistentVolumeClaim or hostPath volume that holds the model")
+        if self.caBundle is not None and not self.download:
+            raise ValueError("model.caBundle needs download: true")
         return self
 
 

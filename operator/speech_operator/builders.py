@@ -25,6 +25,11 @@ LABEL_OWNER = f"{api.GROUP}/speechtotext"
 CONTAINER = "recognizer"
 PORT_NAME = "http"
 TMP_MOUNT = "/tmp"
+#: Where the download init container finds ``spec.model.caBundle``'s ConfigMap key (its ModelCaFile): a folder of
+#: its own (a mount over the image's /etc would hide its system CAs), holding that key alone as CA_FILE.
+CA_BUNDLE_VOLUME = "model-ca"
+CA_BUNDLE_MOUNT = "/model-ca"
+CA_FILE = "ca.crt"
 
 Manifest = dict[str, Any]
 
@@ -86,6 +91,17 @@ def endpoint(stt: api.SpeechToText) -> str:
 def secret_refs(spec: api.SpeechToTextSpec) -> list[api.SecretKeyRef]:
     """Secrets the pods need."""
     return [spec.apiKeySecretRef] if spec.apiKeySecretRef else []
+
+
+def ca_bundle(spec: api.SpeechToTextSpec) -> api.ConfigMapKeyRef | None:
+    """The ConfigMap key the model download trusts (``spec.model.caBundle``), when the pods download."""
+    bundle = spec.model.caBundle
+    return bundle.configMap if bundle is not None and spec.model.download else None
+
+
+def ca_bundle_volume(ref: api.ConfigMapKeyRef) -> Manifest:
+    """The pod volume of ``spec.model.caBundle``: its one key, as :data:`CA_FILE`."""
+    return {"name": CA_BUNDLE_VOLUME, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]}}
 
 
 def claim_names(spec: api.SpeechToTextSpec) -> list[str]:
@@ -208,6 +224,8 @@ def download_args(spec: api.SpeechToTextSpec) -> list[str]:
     if spec.model.url:
         args.append(contract.arg(contract.MODEL_URL, spec.model.url))
         args.append(contract.arg(contract.MODEL_SHA256, spec.model.sha256))
+    if ca_bundle(spec) is not None:
+        args.append(contract.arg(contract.MODEL_CA_FILE, f"{CA_BUNDLE_MOUNT}/{CA_FILE}"))
     return args + settings_args(spec)  # a catalog mirror, a proxy, a size limit: the download's own settings
 
 
@@ -259,6 +277,12 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[
             "volumeMounts": [{"name": n, "mountPath": MOUNT_PATHS[n]} for n in owned],
         })
     if spec.model.download:
+        mounts: list[Manifest] = [
+            {"name": "tmp", "mountPath": TMP_MOUNT},
+            {"name": "models", "mountPath": contract.DEFAULT_MODELS_MOUNT},
+        ]
+        if ca_bundle(spec) is not None:
+            mounts.append({"name": CA_BUNDLE_VOLUME, "mountPath": CA_BUNDLE_MOUNT, "readOnly": True})
         inits.append({
             "name": "download-model",
             "image": img,
@@ -266,10 +290,7 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[
             "args": download_args(spec),
             "securityContext": restricted_security_context(),
             "resources": _resources(spec),
-            "volumeMounts": [
-                {"name": "tmp", "mountPath": TMP_MOUNT},
-                {"name": "models", "mountPath": contract.DEFAULT_MODELS_MOUNT},
-            ],
+            "volumeMounts": mounts,
         })
     return inits
 
@@ -341,6 +362,9 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         pod["initContainers"] = inits
     pod["containers"] = [recognizer_container(spec, img)]
     pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in mounted_volumes(spec).items()]
+    ref = ca_bundle(spec)
+    if ref is not None:
+        pod["volumes"].append(ca_bundle_volume(ref))
     if spec.nodeSelector:
         pod["nodeSelector"] = dict(spec.nodeSelector)
     if spec.tolerations:

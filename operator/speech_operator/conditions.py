@@ -96,7 +96,7 @@ def observe(
     elif trouble:
         degraded = cond(DEGRADED, True, *trouble)
     else:
-        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets and PVCs exist")
+        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets, ConfigMaps and PVCs exist")
 
     counts = f"{ready}/{desired} replicas ready"
     if refused:

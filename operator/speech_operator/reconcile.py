@@ -180,7 +180,8 @@ async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapp
 
 
 async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
-    """Human-readable names of the Secrets, keys and PVCs the pods need but that do not exist."""
+    """Human-readable names of the Secrets, ConfigMaps, their keys and the PVCs the pods need but that do not exist
+    (a pod that mounts a missing one stays in ContainerCreating)."""
     missing: list[str] = []
     for ref in builders.secret_refs(stt.spec):
         secret = await kube.get(path("v1", "secrets", stt.namespace, ref.name))
@@ -188,6 +189,13 @@ async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
             missing.append(f'Secret "{ref.name}"')
         elif ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
             missing.append(f'key "{ref.key}" in Secret "{ref.name}"')
+    ca = builders.ca_bundle(stt.spec)
+    if ca is not None:
+        config_map = await kube.get(path("v1", "configmaps", stt.namespace, ca.name))
+        if config_map is None:
+            missing.append(f'ConfigMap "{ca.name}"')
+        elif ca.key not in (config_map.get("data") or {}) and ca.key not in (config_map.get("binaryData") or {}):
+            missing.append(f'key "{ca.key}" in ConfigMap "{ca.name}"')
     for claim in builders.claim_names(stt.spec):
         if await kube.get(path("v1", "persistentvolumeclaims", stt.namespace, claim)) is None:
             missing.append(f'PersistentVolumeClaim "{claim}"')

@@ -37,6 +37,11 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
     "logLevel": "Debug",
 }})
 
+#: A download that trusts a private CA: OpenShift's injected bundle (its key is ca-bundle.crt).
+TRUSTING = api.SpeechToText.model_validate({"metadata": META, "spec": {
+    "locale": "en-US", "eula": "accept", "settings": {"ModelCatalogUrl": "https://mirror.example.test/vosk"},
+    "model": {"caBundle": {"configMap": {"name": "trusted-ca", "key": "ca-bundle.crt"}}}}})
+
 
 def pod(stt: api.SpeechToText) -> dict[str, Any]:
     return builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
@@ -47,7 +52,7 @@ def containers(stt: api.SpeechToText) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in spec.get("initContainers", []) + spec["containers"]}
 
 
-@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL, TRUSTING], ids=["minimal", "maximal", "ca bundle"])
 def test_manifests_pass_kubernetes_validate_strict(stt: api.SpeechToText) -> None:
     for manifest in builders.children(stt, CONFIG):
         kubernetes_validate.validate(manifest, kubernetes_validate.utils.latest_version(), strict=True)
@@ -120,7 +125,32 @@ def test_download_init_container_gets_url_and_checksum() -> None:
     assert {"name": "models", "mountPath": "/models"} in init["volumeMounts"]
 
 
+def test_ca_bundle_is_mounted_into_the_download_step_only() -> None:
+    """``model.caBundle``: its ConfigMap key, alone, read-only at the path the download's ModelCaFile names; the
+    recognizer, which downloads nothing, gets neither; the pod still meets the restricted profile."""
+    from tests.pod_security import violations
+
+    spec = pod(TRUSTING)
+    assert {"name": "model-ca", "configMap": {"name": "trusted-ca", "items": [{"key": "ca-bundle.crt", "path": "ca.crt"}]}} in spec["volumes"]
+    download = containers(TRUSTING)["download-model"]
+    assert download["args"] == ["DownloadModel=True", "Locale=en-US", "Mounts:Models=/models", "ModelCaFile=/model-ca/ca.crt",
+                                "ModelCatalogUrl=https://mirror.example.test/vosk"]
+    assert {"name": "model-ca", "mountPath": "/model-ca", "readOnly": True} in download["volumeMounts"]
+    recognizer = containers(TRUSTING)["recognizer"]
+    assert not [m for m in recognizer["volumeMounts"] if m["name"] == "model-ca"]
+    assert not [a for a in recognizer["args"] if a.startswith("ModelCaFile=")]
+    assert violations(spec) == []
+
+
 @pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+def test_without_a_ca_bundle_nothing_is_mounted_nor_passed(stt: api.SpeechToText) -> None:
+    assert "model-ca" not in [v["name"] for v in pod(stt)["volumes"]]
+    for c in containers(stt).values():
+        assert "model-ca" not in [m["name"] for m in c["volumeMounts"]]
+        assert not [a for a in c.get("args", []) if a.startswith("ModelCaFile=")]
+
+
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL, TRUSTING], ids=["minimal", "maximal", "ca bundle"])
 def test_restricted_profile_except_the_chown_step(stt: api.SpeechToText) -> None:
     spec = pod(stt)
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -97,6 +97,11 @@ INVALID = {
     "url with download false": _with("spec.model", {"url": "https://m.example.test/m.zip", "sha256": "a" * 64,
                                                     "download": False}),
     "download false on emptyDir": _with("spec.model", {"download": False, "volume": {"emptyDir": {}}}),
+    "caBundle with download false": _with("spec.model", {"download": False, "caBundle": {"configMap": {"name": "corp-ca"}},
+                                                         "volume": {"persistentVolumeClaim": {"claimName": "m"}}}),
+    "caBundle without a ConfigMap": _with("spec.model", {"caBundle": {}}),
+    "caBundle key not a key": _with("spec.model", {"caBundle": {"configMap": {"name": "corp-ca", "key": "ca/crt"}}}),
+    "settings: ModelCaFile (model.caBundle sets it)": _with("spec.settings", {"ModelCaFile": "/etc/ssl/corp.pem"}),
     "two volume sources": _with("spec.license", {"emptyDir": {}, "hostPath": {"path": "/srv/license"}}),
     "no volume source": _with("spec.output", {}),
     "nodePort on ClusterIP": _with("spec.service", {"type": "ClusterIP", "nodePort": 30080}),
@@ -123,7 +128,8 @@ MODELS_ONLY = {
     "connections.maxConnections (the field is max)": _with("spec.connections", {"maxConnections": 10}),
 }
 CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
-            "url with download false", "download false on emptyDir", "two volume sources", "no volume source",
+            "url with download false", "download false on emptyDir", "caBundle with download false",
+            "settings: ModelCaFile (model.caBundle sets it)", "two volume sources", "no volume source",
             "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max",
             "settings: a key a field sets", "settings: a key the pods' contract fixes", "settings: an unknown key"}
 

@@ -165,6 +165,34 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.event("Recovered")
 
 
+async def test_missing_ca_bundle_configmap_or_key_degrades_then_recovers(cluster: Cluster) -> None:
+    """A pod that mounts a ConfigMap (or key) that does not exist stays in ContainerCreating, which the Deployment does
+    not report: the operator looks for ``model.caBundle``'s ConfigMap and key itself, as for a Secret."""
+    await cluster.api.create(cluster.stt_url(), stt(model={"caBundle": {"configMap": {"name": "corp-ca"}}}))
+
+    async def degraded_by(what: str) -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("status") == "True" and what in c.get("message", "") else None
+    c = await cluster.eventually(lambda: degraded_by('ConfigMap "corp-ca" not found'))
+    assert c["reason"] == "MissingDependency"
+    assert (await condition(cluster, "Ready"))["status"] == "False"
+    await cluster.event("MissingDependency")
+    volumes = (await deployment(cluster) or {})["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model-ca", "configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in volumes
+
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corp-ca", "namespace": NAMESPACE},
+                  "data": {"other.crt": "-----BEGIN CERTIFICATE-----"}}
+    await cluster.api.create(cluster.url("v1", "configmaps"), config_map)
+    await cluster.eventually(lambda: degraded_by('key "ca.crt" in ConfigMap "corp-ca" not found'))
+
+    await cluster.api.patch(cluster.url("v1", "configmaps", "corp-ca"), {"data": {"ca.crt": "-----BEGIN CERTIFICATE-----"}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
+    await cluster.event("Recovered")
+
+
 async def test_pods_refused_by_pod_security_degrade_until_chown_is_turned_off(cluster: Cluster) -> None:
     """A namespace enforcing the restricted Pod Security Standard refuses the chown step's pods: the Deployment's
     ReplicaFailure (kmock runs no controller: the test writes it, in a controller's words) reaches the SpeechToText's
