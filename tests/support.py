@@ -5,12 +5,15 @@ ports) lives in the ``harness`` package and is imported here for the tests' conv
 from __future__ import annotations
 
 import json
+import mmap
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
+from speech_recognizer.model_graph import duplicate_input_symbols
 from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_options
 
 # re-exported: the tests import these from here as before
@@ -154,3 +157,10 @@ def scrape_metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for sample in family.samples
     }
 
+
+
+def duplicate_table_bytes(grammar: Path) -> int:
+    """The size of the word table ``grammar`` (a model's Gr.fst) carries twice; 0 when it does not."""
+    with open(grammar, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        found = duplicate_input_symbols(buf)
+    return 0 if found is None else found[2] - found[1]

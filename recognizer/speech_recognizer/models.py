@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE
 from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
+from .model_graph import slim_model
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,8 @@ def download_model(
     MD5 when it comes from the catalog and they are known, and always for its
     unpacked size (at most ``max_bytes``, the free space and
     :data:`MAX_UNPACK_RATIO` times the zip: before unpacking), integrity (every
-    member's CRC) and for holding a Vosk model; the final folder appears by one
+    member's CRC) and for holding a Vosk model. Its grammar FST loses the word table it holds twice
+    (:func:`~speech_recognizer.model_graph.slim_model`). The final folder appears by one
     ``rename``, so a crash never leaves a half-unpacked model behind. HTTPS trusts
     the system's CAs and those in ``ca_file`` (``ModelCaFile``).
     """
@@ -415,6 +417,7 @@ def download_model(
         root = model_root(unpack)
         if root is None:
             raise ModelError(f"the zip from {url} holds no Vosk model (no am/final.mdl or conf/model.conf)")
+        slim_model(root)
         staged = Path(tmp) / "staged"
         try:
             shutil.move(str(root), staged)

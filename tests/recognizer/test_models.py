@@ -26,7 +26,7 @@ from speech_recognizer.settings import parse
 
 from harness.hostile_inputs import zip_bomb
 
-from ..support import ServerThread, free_port
+from ..support import ServerThread, duplicate_table_bytes, free_port
 from ..tls import PrivateCA, make_ca
 from .test_settings import run_cli
 
@@ -262,7 +262,11 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
     assert served.hits["/m.zip"] == 1
     assert leftovers(models) == ["ko-KR"], "no temporary folders are left"
     assert m.is_model_dir(models / "ko-KR")
-    assert (models / "ko-KR" / "graph" / "HCLr.fst").stat().st_size == (m.installed_packages()["ko-KR"] / "graph" / "HCLr.fst").stat().st_size
+    installed = m.installed_packages()["ko-KR"] / "graph"
+    assert (models / "ko-KR" / "graph" / "HCLr.fst").stat().st_size == (installed / "HCLr.fst").stat().st_size
+    grammar = (models / "ko-KR" / "graph" / "Gr.fst").stat().st_size
+    table = duplicate_table_bytes(installed / "Gr.fst")
+    assert table > 10**6 and grammar == (installed / "Gr.fst").stat().st_size - table, "the download slimmed Gr.fst (model_graph)"
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr

