@@ -443,6 +443,10 @@ class SpeechToTextSpec(_Model):
 ConditionType = Literal["Ready", "Progressing", "Degraded"]
 
 
+#: The longest condition message (metav1.Condition's bound, in characters).
+CONDITION_MESSAGE_MAX = 32768
+
+
 class Condition(_Model):
     """One observation about the SpeechToText, as Kubernetes conditions go."""
 
@@ -452,7 +456,7 @@ class Condition(_Model):
     """Whether the condition holds."""
     reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
     """CamelCase reason for the last transition."""
-    message: Annotated[str, Field(max_length=32768)] = ""
+    message: Annotated[str, Field(max_length=CONDITION_MESSAGE_MAX)] = ""
     """Human-readable detail."""
     lastTransitionTime: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     """When the status last changed."""

@@ -58,7 +58,11 @@ def condition(
     type_: api.ConditionType, ok: bool, reason: str, message: str, *,
     generation: int | None, now: str, previous: list[api.Condition],
 ) -> api.Condition:
-    """A condition whose lastTransitionTime only moves when its status flips."""
+    """A condition whose lastTransitionTime only moves when its status flips, its message cut to the
+    bound (a cluster's words quoted in it, e.g. a long admission refusal, must not fail the status write)."""
+    if len(message) > api.CONDITION_MESSAGE_MAX:
+        tail = f" ... ({len(message)} characters, cut)"
+        message = message[:api.CONDITION_MESSAGE_MAX - len(tail)] + tail
     status: Literal["True", "False"] = "True" if ok else "False"
     before = next((c for c in previous if c.type == type_), None)
     since = before.lastTransitionTime if before and before.status == status else now

@@ -101,6 +101,18 @@ def test_pods_the_cluster_refuses_are_degraded_with_its_words() -> None:
         "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim")
 
 
+def test_a_message_past_the_condition_bound_is_cut_not_fatal() -> None:
+    """A Deployment's refusal is quoted (and then hinted, and quoted again in Ready's message): one longer than a
+    condition's 32768 characters would make every status write fail."""
+    refusal = "pods \"x\" is forbidden: " + "violates PodSecurity; " * 2000
+    c = by_type(conditions.observe(WITH_PVC, troubled(failed_create(refusal)), [], "t"))
+    for type_ in ("Ready", "Degraded"):
+        message = c[type_].message
+        assert len(message) == api.CONDITION_MESSAGE_MAX and message.endswith(" characters, cut)"), type_
+    assert c["Degraded"].message.startswith(f"the Deployment cannot create pods: {refusal[:1000]}")
+    api.SpeechToTextStatus.model_validate(conditions.invalid({"metadata": {"generation": 2}}, "x" * 40000, "t").model_dump())
+
+
 def test_a_rollout_past_its_deadline_is_degraded_and_not_progressing() -> None:
     stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
              "message": 'ReplicaSet "en-us-6d5f7c9b8" has timed out progressing.'}
