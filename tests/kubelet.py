@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,10 @@ class Pod:
     def pod_security(self) -> dict[str, Any]:
         return self.spec.get("securityContext") or {}
 
+    def volume_dir(self, name: str) -> Path:
+        """The host directory behind the pod's volume ``name`` (an emptyDir's lives as long as the pod)."""
+        return self._sources[name]
+
     def container(self, name: str) -> dict[str, Any]:
         return next(c for c in self.spec.get("initContainers", []) + self.spec["containers"] if c["name"] == name)
 
@@ -479,8 +484,9 @@ class Pod:
 
 
 @contextlib.contextmanager
-def file_server(pod: Pod, files: dict[str, Path]) -> Iterator[str]:
-    """An HTTP server inside the pod's network serving ``files`` by name; yields its base URL."""
+def file_server(pod: Pod, files: dict[str, Path], *, port: int = 0, context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """An HTTP server inside the pod's network serving ``files`` by name, on ``port`` (0: any); HTTPS with the
+    certificate of a server ``context``. Yields its base URL."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -501,12 +507,14 @@ def file_server(pod: Pod, files: dict[str, Path]) -> Iterator[str]:
     box: dict[str, Any] = {}
 
     def start() -> Callable[[], None]:
-        box["server"] = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        box["server"] = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if context is not None:
+            box["server"].socket = context.wrap_socket(box["server"].socket, server_side=True)
         return box["server"].serve_forever
 
     pod.serve_in_network(start)
     try:
-        yield f"http://127.0.0.1:{box['server'].server_address[1]}"
+        yield f"{'https' if context else 'http'}://127.0.0.1:{box['server'].server_address[1]}"
     finally:
         box["server"].shutdown()
         box["server"].server_close()

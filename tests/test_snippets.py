@@ -126,7 +126,11 @@ def kubectl_checked(command: s.Command, ctx: s.Context) -> None:
         for doc in docs:
             ctx.created[f"{doc['kind'].lower()}/{doc['metadata']['name']}"] = doc
         return
-    usage = run([kubectl, verb, "--help"]).stdout
+    if verb == "create" and rest and not rest[0].startswith("-"):  # kubectl create configmap NAME ...: its own flags
+        usage = run([kubectl, verb, rest[0], "--help"]).stdout
+        ctx.created[f"{rest[0]}/{rest[1]}"] = {"kind": rest[0], "metadata": {"name": rest[1]}}
+    else:
+        usage = run([kubectl, verb, "--help"]).stdout
     for flag in (w.split("=")[0] for w in rest if w.startswith("--")):
         assert flag in usage, f"{command.text}: kubectl {verb} has no {flag}"
     known = dict(ctx.created)

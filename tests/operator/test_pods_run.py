@@ -9,6 +9,7 @@ What runs, what is checked and what differs from a cluster: tests/example_pods.p
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -17,13 +18,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from speech_recognizer import contract
+from speech_recognizer import models as m
 from speech_recognizer.models import installed_packages
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
 from tests.example_pods import cases, docs, run_example, stt_of, zip_model
-from tests.kubelet import Pod, host_image
+from tests.kubelet import Pod, file_server, host_image
 from tests.operator_pod import run_operator_pod
+from tests.recognizer.test_models import fake_model
+from tests.support import free_port
+from tests.tls import make_ca
 
 CONFIG = OperatorConfig()
 CASES = {case: where for case, where in cases(CONFIG).items() if case in ("api-key-secret:en-us", "disconnected:en-us-offline")}
@@ -136,6 +141,40 @@ def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
     code, reason, took = seen["stream without audio"]
     assert code == 1008 and "no audio for 1 s (AudioIdleSeconds)" in reason and took < 1 + LATE, seen
     assert big_head[0] == 431 and "2048" in big_head[1], big_head
+
+
+def test_emitted_download_step_trusts_the_ca_bundle(tmp_path: Path) -> None:
+    """``model.caBundle`` behind a mirror signed by a private CA (a TLS-intercepting proxy's CA alike): the download
+    init container the operator emits, run as a kubelet runs it (exact args and env, uid 65532, read-only root, the
+    ConfigMap's key as a file at the emitted mount and path), downloads and unpacks the model from the HTTPS mirror;
+    the same spec without caBundle fails with one line naming ModelCaFile (nothing could trust the CA before)."""
+    port = free_port()  # any port is free in the pod's own network; the mirror's URL is in the spec before it starts
+    ca = make_ca(tmp_path / "ca")
+    zipped = zip_model(fake_model(tmp_path / "model"), tmp_path / "model.zip")
+    catalog = {"settings": {"ModelCatalogUrl": f"https://127.0.0.1:{port}/vosk"}, "warmup": {"count": 0}}
+    trusting = {"locale": "uk-UA", "eula": "accept", "model": {"caBundle": {"configMap": {"name": "corp-ca"}}}, **catalog}
+    seen = {}
+    for case, spec_in in (("caBundle", trusting), ("no caBundle", {"locale": "uk-UA", "eula": "accept", **catalog})):
+        stt = api.SpeechToText.model_validate({"metadata": {"name": "uk-ua", "namespace": "speech", "uid": "u-1"}, "spec": spec_in})
+        spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+        volumes = {}
+        for volume in spec["volumes"]:
+            if "configMap" in volume:  # the kubelet's projection of the ConfigMap's key: a file named by its item's path
+                volumes[volume["name"]] = folder = tmp_path / case / volume["name"]
+                folder.mkdir(parents=True)
+                shutil.copy(ca.ca_file, folder / volume["configMap"]["items"][0]["path"])
+                for item in (folder, *folder.iterdir()):
+                    item.chmod(0o755 if item.is_dir() else 0o644)
+        assert [c["name"] for c in spec["initContainers"]] == ["download-model"]
+        with Pod(spec, host_image(), volumes=volumes, name="uk-ua") as pod:
+            with file_server(pod, {f"vosk/{m.CATALOG['uk-UA'].file}": zipped}, port=port, context=ca.server_context()):
+                done = pod.run_init("download-model")
+            seen[case] = done.returncode, done.log, (pod.volume_dir("models") / "uk-UA" / "conf" / "model.conf").is_file()
+    code, log, unpacked = seen["caBundle"]
+    assert code == 0 and "model for uk-UA is at /models/uk-UA" in log and unpacked, log
+    code, log, unpacked = seen["no caBundle"]
+    assert code == 1 and not unpacked, log
+    assert "certificate is not trusted" in log and "give that CA's certificate (PEM) in ModelCaFile=" in log, log
 
 
 def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:
