@@ -276,13 +276,18 @@ MALFORMED_REQUESTS: dict[str, tuple[bytes, str]] = {
 }
 
 
-def write_then_read(host: str, port: int, data: bytes, *, timeout: float = 10.0) -> tuple[bytes, str]:
-    """Write ``data`` whole, then read until the server closes, as many clients do: (what it answered, ``"EOF"`` or
-    the name of the error that ended the exchange, such as ``ConnectionResetError``)."""
+def write_then_read(host: str, port: int, *pieces: bytes, timeout: float = 10.0,
+                    between: Callable[[], object] = lambda: None) -> tuple[bytes, str]:
+    """Write ``pieces`` whole one after the other (calling ``between()`` before each but the first: a pause, a wait), then
+    read until the server closes, as many clients do: (what it answered, ``"EOF"`` or the name of the error that ended
+    the exchange, such as ``ConnectionResetError``)."""
     answer = bytearray()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         try:
-            sock.sendall(data)
+            for n, piece in enumerate(pieces):
+                if n:
+                    between()
+                sock.sendall(piece)
             while got := sock.recv(65536):
                 answer += got
         except OSError as exc:

@@ -16,7 +16,10 @@ same settings' defaults), each connection here:
 A request head the parser refuses (a bad request line, header or ``Content-Length``, a bad chunk
 sent with its head, the HTTP/2 preface) is refused here too, with 400 and the parser's reason:
 aiohttp answered it itself with a plain-text 400 that quoted the request, logged a traceback, and
-closed at once, so that a client still sending got a reset.
+closed at once, so that a client still sending got a reset. One pipelined behind requests the handler
+still has to answer (a head, or a bad chunk in the body of a request not taken up yet) is answered
+the same way after their answers, in order: aiohttp answered it with the same plain text and traceback
+(and a request whose body broke off before it was taken up got no answer at all).
 
 Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`, :data:`~speech_recognizer.errors.MALFORMED_REQUEST`): its JSON answer with ``Connection: close``, one
@@ -45,7 +48,9 @@ handler's ``_current_request`` (set while a request's handler runs: only then ma
 fail; after it, aiohttp reads the rest itself and would log a traceback for that failure), and gives
 the handler another transport (:class:`_LingeringClose`: the handler's ``transport`` attribute, which
 aiohttp 3.14 reads for each write and for its close), so that the handler's close of the connection
-is a lingering one; tests cover each.
+is a lingering one. To know when a pipelined refusal's turn comes it counts the requests the parser
+gives the handler and those the handler takes up (the parser's ``message_consumed``, which aiohttp
+3.14's handler calls for each); tests cover each.
 """
 
 from __future__ import annotations
@@ -135,6 +140,13 @@ class HeadGuard(asyncio.Protocol):
         self._body: StreamReader | None = None
         #: A body was refused: what comes is dropped, until the handler has answered and closes (lingering).
         self._dropping = False
+        #: Requests the parser has given the handler, and those it has taken up (the rest wait: pipelined).
+        self._parsed = 0
+        self._taken = 0
+        #: A request refused behind requests still to be answered (pipelined): answered when the handler closes, once
+        #: the first :attr:`_answer_first` requests are (:meth:`_refuse_after`).
+        self._after: Failure | None = None
+        self._answer_first = 0
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
 
     # ---- what the handler is doing
@@ -194,17 +206,51 @@ class HeadGuard(asyncio.Protocol):
         fails at once with :class:`MalformedBody` (the relay answers or cuts, and says so); once it has answered (without
         reading it all), the body just ends: aiohttp's own reading of the rest ends, nobody else reads it. Either way what
         the client still sends is dropped, and the handler closes the connection after its answer, lingering."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if not self._drop_the_rest():
             return
-        self._dropping = True
-        self._body = None
-        self.handler.transport = _LingeringClose(transport, self)
         if self.handler._current_request is not None:  # aiohttp 3.14: set while the request's handler runs
             body.set_exception(MalformedBody(reason))  # first: a reader waiting now gets it, not an end
         body.feed_eof()
         self.handler.close()  # no next request on this connection: the handler closes it after this one
+
+    def _refuse_after(self, reason: str, answer_first: int) -> None:
+        """The parser refused a request pipelined behind requests the handler still has to answer (a head, or the body of
+        a request it has not taken up yet): the same 400, once the first ``answer_first`` requests are answered, in order
+        (aiohttp answered it itself, with a plain-text 400 and a traceback). What the client still sends is dropped; the
+        handler takes up no request after those, and its close of the connection writes the 400 and lingers."""
+        if not self._drop_the_rest():
+            return
+        self._after, self._answer_first = Failure(reason, MALFORMED_REQUEST), answer_first
+        self._close_when_answered()
+
+    def _taken_up(self) -> None:
+        """The handler took up the next request the parser gave it (aiohttp 3.14: ``message_consumed``)."""
+        self._taken += 1
+        if self._after is not None:
+            self._close_when_answered()
+
+    def _close_when_answered(self) -> None:
+        if self._taken >= self._answer_first:  # the last request to answer is taken up: the handler closes after it
+            self.handler.close()
+
+    def _drop_the_rest(self) -> bool:
+        """Drop what the client sends from now on, and make the handler's close of the connection lingering. False: the
+        connection is closing already."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        self._dropping = True
+        self._body = None
+        self.handler.transport = _LingeringClose(transport, self)
         transport.resume_reading()  # the handler may have paused it
+        return True
+
+    def _handler_closed(self) -> None:
+        """The handler closes the connection after its last answer: the refusal waiting for it, if any, then lingering."""
+        after, self._after = self._after, None
+        if after is not None:
+            self._refuse(after.kind, after.message)
+        self._close_lingering()
 
     def _linger(self) -> None:
         left = self._linger_deadline - asyncio.get_running_loop().time()
@@ -272,9 +318,9 @@ class HeadGuard(asyncio.Protocol):
 
 class _HeadParser:
     """The handler's request parser, except that what it refuses is refused by the guard, with the parser's
-    reason, and the handler sees nothing of the error: a request head (answered by the guard), or the rest of
-    a body whose request is being handled (:meth:`HeadGuard._refuse_body`). A head refused while the handler
-    is still busy with the request before it (pipelined) stays aiohttp's."""
+    reason, and the handler sees nothing of the error: a request head (answered by the guard), the rest of
+    a body whose request is being handled (:meth:`HeadGuard._refuse_body`), or a request pipelined behind
+    requests still to answer (:meth:`HeadGuard._refuse_after`)."""
 
     def __init__(self, parser: Any, guard: HeadGuard) -> None:
         self._parser = parser
@@ -282,21 +328,29 @@ class _HeadParser:
 
     def feed_data(self, data: bytes) -> Any:
         guard = self._guard
+        if guard._dropping:  # refused already: nothing more is parsed
+            return (), False, b""
         try:
             result = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            body = guard._body
+            body, reason = guard._body, malformed_reason(_said(exc))
+            unended = body is not None and not body.is_eof()  # the last request's body, broken off
             if guard._awaiting_head():
-                guard._refuse(MALFORMED_REQUEST, malformed_reason(_said(exc)))
-            elif body is not None and not body.is_eof():
-                guard._refuse_body(body, malformed_reason(_said(exc)))
-            else:
-                raise
+                guard._refuse(MALFORMED_REQUEST, reason)
+            elif unended and guard._taken == guard._parsed:  # the body of the request being handled
+                guard._refuse_body(body, reason)  # type: ignore[arg-type]
+            else:  # pipelined: a head behind requests still to answer, or the body of one not taken up yet
+                guard._refuse_after(reason, guard._parsed - int(unended))
             return (), False, b""
         messages = result[0]
         if messages:  # the last one's body is what comes next (an earlier one's is whole)
             guard._body = messages[-1][1]
+            guard._parsed += len(messages)
         return result
+
+    def message_consumed(self) -> None:
+        self._parser.message_consumed()
+        self._guard._taken_up()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
@@ -324,7 +378,7 @@ class _LingeringClose(asyncio.Transport):
 
     def close(self) -> None:
         self._closed = True
-        self._guard._close_lingering()
+        self._guard._handler_closed()
 
     def is_closing(self) -> bool:
         return self._closed or self._transport.is_closing()

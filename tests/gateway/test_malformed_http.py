@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
@@ -277,3 +278,52 @@ async def test_a_body_that_breaks_off_while_its_locale_wakes_is_answered_at_once
         kind = "client_gone" if leave else "malformed_request"
         assert len(ours(logs)) == 1 and ours(logs)[0].startswith(f"rest ko-KR: {kind}:"), ours(logs)
     assert_no_traceback(logs)
+
+
+# ---- a malformed request pipelined behind one in flight ------------------------------------------------------------
+#: What follows the request in flight, piece by piece; (part of) the reason; how many requests are answered before the 400.
+PIPELINED = {
+    "garbage": ([b"GARBAGE\r\n\r\n"], "Invalid method encountered", 1),
+    "a bad chunk": ([post_head(REST) + BAD_CHUNK], BAD_CHUNK_REASON, 1),
+    "a bad chunk after its head": ([started_upload(), BAD_CHUNK], BAD_CHUNK_REASON, 1),
+    "garbage after a whole request": ([post_head(REST, content_length=4) + b"RIFF", b"GARBAGE\r\n\r\n"], "Invalid method encountered", 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PIPELINED))
+async def test_a_malformed_request_pipelined_behind_one_in_flight_is_answered_after_it(
+        rig: Rig, logs: pytest.LogCaptureFixture, case: str) -> None:
+    """A whole POST whose relay waits for the recognizer's answer, then on the same connection a malformed request (a head,
+    or the body of a request not taken up yet: it never reaches the recognizer), and 256 KiB: the POST's answer intact,
+    then (a request whole before it answered too) the 400 with the reason, ``Connection: close``, EOF; one line, counted,
+    no traceback. Before: aiohttp's plain-text ``HTTP/1.0 400`` and an ERROR line with a traceback, uncounted."""
+    pieces, reason, whole = PIPELINED[case]
+    rig.upstream.answering.clear()
+    host, port = rig.gateway.split(":")
+    first = post_head(REST, content_length=4) + b"RIFF"
+
+    def between() -> None:  # the first request reached the recognizer; then 0.1 s between pieces
+        while not rig.upstream.bodies:
+            time.sleep(0.01)
+        time.sleep(0.1)
+
+    talking = asyncio.get_running_loop().run_in_executor(
+        None, lambda: write_then_read(host, int(port), first, *pieces, MORE, timeout=5, between=between))
+    await eventually(lambda: bool(rig.upstream.bodies), "the first request's body at the recognizer")
+    await asyncio.sleep(0.2 + 0.1 * len(pieces))  # the malformed request arrives while the relay waits
+    rig.upstream.answering.set()
+    answer, end = await talking
+    assert end == "EOF", f"{end} after {answer[:300]!r}"
+    *answered, (status, headers, body) = responses(answer)
+    assert [(s, json.loads(b)) for s, _, b in answered] == [(200, {"bytes": 4, "chunked": False})] * whole, answer[:600]
+    assert status == 400 and headers["connection"] == "close" and headers["content-type"] == "application/json", answer[:600]
+    error = json.loads(body)["error"]
+    assert error["code"] == "BadRequest" and reason in error["message"], error
+    refusals = [line for line in ours(logs) if "malformed_request" in line]
+    assert len(refusals) == 1 and reason in refusals[0] and "from 127.0.0.1:" in refusals[0], ours(logs)
+    assert_no_traceback(logs)
+    text = await metrics(rig)
+    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
+    assert 'speech_gateway_requests_total{code="400",locale="-",route="http"} 1.0' in text
+    assert len(rig.upstream.headers) == whole and rig.upstream.bodies == ["whole"] * whole, "nothing malformed reached the recognizer"
+    await assert_serves_on(rig)

@@ -47,6 +47,8 @@ class Upstream:
     bodies: list[str] = field(default_factory=list)
     #: REST: answer before reading the body (a head and this much of a chunked answer), as a recognizer may.
     answer_first: bytes = b""
+    #: REST: a whole body's answer waits for this (set: at once), as a recognition in progress does.
+    answering: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
@@ -97,6 +99,7 @@ class Upstream:
             self.bodies.append("cut")
             return early or web.Response(status=499)  # nothing reaches a connection that is gone
         self.bodies.append("whole")
+        await self.answering.wait()
         if early is not None:
             await early.write_eof(b" and the rest")
             return early
@@ -116,6 +119,7 @@ async def upstream_behind_a_gateway(config: GatewayConfig) -> AsyncIterator[Rig]
     """An :class:`Upstream` serving ko-KR, and a gateway with ``config`` in front of it."""
     upstream = Upstream()
     upstream.reading.set()
+    upstream.answering.set()
     app = web.Application()
     app.router.add_get("/speech/recognition/{mode}/cognitiveservices/v1", upstream.websocket)
     app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", upstream.rest)
@@ -129,6 +133,7 @@ async def upstream_behind_a_gateway(config: GatewayConfig) -> AsyncIterator[Rig]
                 yield Rig(upstream, f"127.0.0.1:{port}", dns)
             finally:
                 upstream.reading.set()
+                upstream.answering.set()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
