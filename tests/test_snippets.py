@@ -132,7 +132,8 @@ def kubectl_checked(command: s.Command, ctx: s.Context) -> None:
     else:
         usage = run([kubectl, verb, "--help"]).stdout
     for flag in (w.split("=")[0] for w in rest if w.startswith("--")):
-        assert flag in usage, f"{command.text}: kubectl {verb} has no {flag}"
+        # the whole flag: "--from-fil" is in the usage text as a part of "--from-file"
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", usage), f"{command.text}: kubectl {verb} has no {flag}"
     known = dict(ctx.created)
     for docs in (load_docs(run([kubectl, "kustomize", "deploy"]).stdout),):
         known.update({f"{d['kind'].lower()}/{d['metadata']['name']}": d for d in docs})
