@@ -276,18 +276,24 @@ MALFORMED_REQUESTS: dict[str, tuple[bytes, str]] = {
 }
 
 
-def write_then_read(host: str, port: int, *pieces: bytes, timeout: float = 10.0,
-                    between: Callable[[], object] = lambda: None) -> tuple[bytes, str]:
+def write_then_read(host: str, port: int, *pieces: bytes, timeout: float = 10.0, between: Callable[[], object] = lambda: None,
+                    read_after: float = 0.0, receive_buffer: int = 0) -> tuple[bytes, str]:
     """Write ``pieces`` whole one after the other (calling ``between()`` before each but the first: a pause, a wait), then
     read until the server closes, as many clients do: (what it answered, ``"EOF"`` or the name of the error that ended
-    the exchange, such as ``ConnectionResetError``)."""
+    the exchange, such as ``ConnectionResetError``). ``read_after``: seconds before the reading begins (a client busy
+    elsewhere); ``receive_buffer``: the client's socket receive buffer, in bytes (0: the system's)."""
     answer = bytearray()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.socket() as sock:
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(timeout)
+        sock.connect((host, port))
         try:
             for n, piece in enumerate(pieces):
                 if n:
                     between()
                 sock.sendall(piece)
+            time.sleep(read_after)
             while got := sock.recv(65536):
                 answer += got
         except OSError as exc:

@@ -34,7 +34,9 @@ answered with ``Connection: close`` and then closed the way nginx does ("lingeri
 close"): the answer is sent, the sending side shut down, and what the client still
 sends is read and dropped until it stops (:attr:`HttpLimits.linger_pause_seconds`
 without a byte, or its end of stream), or for :attr:`HttpLimits.linger_seconds` at
-most, whatever it sends; then the connection is closed.
+most, whatever it sends; then the connection is closed. So is any answer that closes its connection
+(``Connection: close`` asked by the client or given by the app): what the client pipelined after that
+request (another request, junk) is read and dropped, not answered, and does not reset the answer away.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 
@@ -260,7 +262,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             # An answer before the body is all in closes the connection (on_message_complete restores
             # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
             self._keep_alive, cycle.keep_alive = cycle.keep_alive, False
-            cycle.transport = _AnswerClose(self)  # type: ignore[assignment]
+            cycle.transport = _AnswerClose(self, cycle)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":
@@ -290,15 +292,19 @@ class LimitedHttpTools(HttpToolsProtocol):
 
 class _AnswerClose:
     """The transport a request's cycle writes its answer on: the connection's own, except that the
-    cycle's close (after an answer with ``Connection: close``) is a lingering close if the body is not all in."""
+    cycle's close is a lingering close if the client may still be sending: after an answer with
+    ``Connection: close`` (what it pipelined behind that request is not read: uvicorn 0.54 sets the cycle's
+    ``response_complete`` before this close), or while its body is not all in. A close of a cut answer (the
+    app failed after it had begun) is at once."""
 
-    def __init__(self, protocol: LimitedHttpTools) -> None:
+    def __init__(self, protocol: LimitedHttpTools, cycle: RequestResponseCycle) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
+        self._cycle = cycle
 
     def close(self) -> None:
         if self._protocol._phase not in ("linger", "done"):
-            self._protocol._close_after_answer(linger=self._protocol._phase in ("body", "waiting"))
+            self._protocol._close_after_answer(linger=self._protocol._phase in ("body", "waiting") or self._cycle.response_complete)
 
     def is_closing(self) -> bool:
         return self._protocol._phase in ("linger", "done") or self._transport.is_closing()
