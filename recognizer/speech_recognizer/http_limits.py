@@ -17,6 +17,9 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
 A request the parser refuses (a bad request line, header, ``Content-Length`` or chunk;
 an HTTP/2 preface) is refused here too: uvicorn answered it with a plain-text 400 of its
 own, logged its own warning and closed at once, so that a client still sending got a reset.
+An upgrade other than to a WebSocket (``Upgrade: h2c``, from ``curl --http2``) is ignored, as
+RFC 9110 allows: the request is served as HTTP/1.1, its body read, and the requests pipelined
+after it too (uvicorn logged a warning and dropped both: the app got an empty body).
 
 Each refusal is a failure of the server's policy (:mod:`.errors`:
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`,
@@ -96,6 +99,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._waiting: tuple[Kind, str, BaseException | None] | None = None
         #: When a lingering close ends at the latest (the loop's clock).
         self._linger_deadline = 0.0
+        #: The head of a request whose upgrade is ignored, to be parsed again without it (:meth:`_unupgraded`).
+        self._unupgraded_head: bytes | None = None
 
     # ---- timers
 
@@ -202,19 +207,25 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``HttpToolsProtocol.data_received`` (uvicorn 0.54), except that a request the parser refuses is
-        :meth:`_malformed`. uvicorn has no hook for that answer: its ``data_received`` logs a warning of its own, then
-        ``send_400_response`` writes a plain-text 400 and closes at once; overriding that method alone would keep the
-        warning and lose the parser's reason. The rest (the WebSocket upgrade) is uvicorn's, unchanged."""
+        :meth:`_malformed`, and that an upgrade other than to a WebSocket is ignored (:meth:`_unupgraded`). uvicorn has
+        no hook for that answer: its ``data_received`` logs a warning of its own, then ``send_400_response`` writes a
+        plain-text 400 and closes at once; overriding that method alone would keep the warning and lose the parser's
+        reason. The WebSocket upgrade is uvicorn's, unchanged."""
         self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._malformed(exc)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        while data:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                self._malformed(exc)
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                elif self._unupgraded_head is not None:  # the same request again, without its Upgrade, then what follows it
+                    data, self._unupgraded_head = self._unupgraded_head + data[upgrade.args[0]:], None
+                    self.parser = httptools.HttpRequestParser(self)  # as uvicorn 0.54 makes it: this one may have seen
+                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # Connection: close, and drop the rest
+                    continue
+            return
 
     def _malformed(self, exc: httptools.HttpParserError) -> None:
         """A request the parser refused: 400 with its reason (:func:`~speech_recognizer.errors.malformed_reason`).
@@ -252,6 +263,9 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         self._disarm()
         upgrading = self.parser.should_upgrade() and self._should_upgrade()
+        if self.parser.should_upgrade() and not upgrading and any(name == b"upgrade" for name, _ in self.headers):
+            self._unupgraded_head = self._unupgraded()
+            return
         self._phase = "done" if upgrading else "body"
         if not upgrading:
             self._body_deadline = self.loop.time() + self.limits.body_seconds
@@ -263,6 +277,19 @@ class LimitedHttpTools(HttpToolsProtocol):
             # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
             self._keep_alive, cycle.keep_alive = cycle.keep_alive, False
             cycle.transport = _AnswerClose(self, cycle)  # type: ignore[assignment]
+
+    def _unupgraded(self) -> bytes:
+        """The request's head without its ``Upgrade`` (``h2c`` from ``curl --http2``, say): what :meth:`_feed` parses
+        in its place. An upgrade the server does not take is ignored (RFC 9110, 7.8), but httptools parses no body after
+        an ``Upgrade`` and stops at the end of its head; uvicorn 0.54 dropped what followed, so that its body and any
+        request pipelined after it were never read (the connection waited for its keep-alive to end)."""
+        lines = [b"%s %s HTTP/%s" % (self.parser.get_method(), self.url, self.parser.get_http_version().encode())]
+        for name, value in self.headers:
+            if name == b"connection":
+                value = b",".join(token for token in value.split(b",") if token.strip().lower() != b"upgrade")
+            if name != b"upgrade" and value.strip():
+                lines.append(name + b": " + value)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":

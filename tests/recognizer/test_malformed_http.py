@@ -120,6 +120,34 @@ def test_an_answer_that_closes_the_connection_is_read_whole_whatever_came_after_
     json.loads(body)
 
 
+#: What ``curl --http2 http://...`` adds to each request: an upgrade to HTTP/2 in clear text, which the server does not take.
+H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+CLOSE = b"Connection: close\r\n"
+
+
+def test_a_request_pipelined_after_an_ignored_upgrade_is_answered(server: ServerThread, lines: pytest.LogCaptureFixture) -> None:
+    """GET with ``Upgrade: h2c``, then a GET pipelined after it (with ``Connection: close``): both answered, in order, then
+    EOF; no log line. Before: the first 200 and uvicorn's warning "Unsupported upgrade request.", then nothing (the second
+    request was dropped unread; the connection stayed open for its keep-alive, 75 s)."""
+    ready = b"GET /ready HTTP/1.1\r\n" + HOST
+    answer, end = write_then_read("127.0.0.1", server.port, ready + H2C + b"\r\n" + ready + CLOSE + b"\r\n", timeout=5)
+    assert end == "EOF", f"{end} after {answer[:300]!r}"
+    assert [status for status, _, _ in responses(answer)] == [200, 200], answer[:600]
+    assert not lines.records, [r.getMessage() for r in lines.records]
+
+
+def test_a_body_sent_with_an_ignored_upgrade_is_read(server: ServerThread) -> None:
+    """A REST recognition with ``Upgrade: h2c`` (what ``curl --http2 --data-binary @audio.wav`` sends): recognized, as
+    without it. Before: httptools reads no body after an ``Upgrade``, so the app got none: 400 "the request body is empty"."""
+    wav = wav_header(data_bytes=32000) + b"\0" * 32000
+    head = (b"POST /speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=simple HTTP/1.1\r\n" + HOST
+            + H2C + CLOSE + b"Content-Type: audio/wav\r\nContent-Length: %d\r\n\r\n" % len(wav))
+    answer, end = write_then_read("127.0.0.1", server.port, head + wav, timeout=30)
+    [(status, _, body)] = responses(answer)
+    assert (status, end) == (200, "EOF"), answer[:300]
+    assert json.loads(body)["RecognitionStatus"] == "InitialSilenceTimeout", body
+
+
 def test_a_long_reason_is_cut_and_kept_on_one_line(server: ServerThread) -> None:
     """The parser's words may quote the request (a URL it cannot parse): the reason keeps at most 200 characters."""
     answer, end = talk(server.port, b"GET http://[" + b"a" * 5000 + b" HTTP/1.1\r\n" + HOST + b"\r\n")
