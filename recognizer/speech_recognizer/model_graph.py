@@ -11,9 +11,10 @@ this reader does not know) is left as it is.
 
 It runs where this project owns a model's files: a download, before its folder appears
 (:func:`speech_recognizer.models.download_model`), and the image build, for a baked model
-(``python -m speech_recognizer.model_graph FOLDER``). OpenFst's binary layout is written out here
-because no Python library reads or writes it (pywrapfst is not on PyPI for this platform and would
-parse every arc to rewrite the header).
+(``python -m speech_recognizer.model_graph FOLDER``). OpenFst's binary layout is written out here:
+the Python bindings on PyPI (``openfst`` 1.6.9, ``openfst-python`` 1.7.3) have not been released
+since 2019, build from source, need the ngram extension to read this FST at all, and would load every
+arc to rewrite a header.
 """
 
 from __future__ import annotations
