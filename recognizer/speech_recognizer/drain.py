@@ -9,6 +9,11 @@ takes SIGTERM first (:class:`DrainingServer`):
    endpoints), a new recognition WebSocket is accepted and closed with 1013 and a reason
    that says it is draining, a REST recognition gets 503 with ``Retry-After``
    (:class:`DrainMiddleware`); health, metrics and the other routes go on answering;
+   HTTP keep-alive ends: idle kept-alive connections are closed at once, and every HTTP answer
+   from then on says ``Connection: close`` and closes its connection (a request in flight is
+   answered whole first). A client that keeps connections alive (the gateway, an ingress
+   controller's upstream pool, an app's HTTP client) would otherwise go on sending its requests
+   here, to be refused, while other pods are ready: its next connection goes to one of them;
 2. recognitions already running go on until they end by themselves, for at most
    ``Drain:Seconds`` (:data:`~speech_recognizer.contract.DRAIN_SECONDS`);
 3. when the last one has ended, clients get up to :data:`LINGER_SECONDS` to close their
@@ -48,6 +53,7 @@ import uvicorn
 from . import contract as c
 from .admission import Admission, TooManyConnections
 from .errors import DRAINING, Failure, close_args, http_response, observe
+from .http_limits import LimitedHttpTools
 from .serving import REFUSED
 
 log = logging.getLogger(__name__)
@@ -172,6 +178,8 @@ class DrainMiddleware:
         self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = self._closing(send)
         if scope["type"] not in ("http", "websocket") or not is_recognition(scope):
             await self.app(scope, receive, send)
             return
@@ -197,6 +205,19 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.drain.requests -= 1
+
+
+    def _closing(self, send: Send) -> Send:
+        """``send``, except that an HTTP answer that starts while the server drains says ``Connection: close``
+        (uvicorn then closes the connection after it)."""
+        drain = self.drain
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and drain.draining:
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+                message = {**message, "headers": [*kept, (b"connection", b"close")]}
+            await send(message)
+        return sending
 
 
 def route_of(scope: Scope) -> str:
@@ -250,9 +271,19 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:
+        self._end_keep_alive()
         log.info("draining: %d recognition(s) running; new ones are refused; exiting when they end, "
                  "at most in %g s (%s)", self.drain.running, self.drain.seconds, c.DRAIN_SECONDS)
         self._drainer = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    def _end_keep_alive(self) -> None:
+        """Close the idle kept-alive HTTP connections, and let those with a request in progress close after its
+        answer (:meth:`~speech_recognizer.http_limits.LimitedHttpTools.end_keep_alive`, on uvicorn's open connections;
+        the WebSocket ones are left alone: uvicorn's ``shutdown()`` of those closes with 1012, the drain closes them
+        itself). Connections opened later are answered with ``Connection: close`` (:class:`DrainMiddleware`)."""
+        for connection in list(self.server_state.connections):
+            if isinstance(connection, LimitedHttpTools):
+                connection.end_keep_alive()
 
     async def _drain_then_exit(self) -> None:
         left = await self.drain.settle()

@@ -187,6 +187,23 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """uvicorn's (the server stops: an idle connection closed at once, one whose request is in progress closed after
+        its answer), except that a body completing after it does not bring keep-alive back (:meth:`on_message_complete`)."""
+        self._keep_alive = False
+        super().shutdown()
+
+    def end_keep_alive(self) -> None:
+        """The server drains (:class:`~speech_recognizer.drain.DrainingServer`): keep-alive ends as in :meth:`shutdown`,
+        except that a connection already closing (lingering, or waiting to refuse) closes as it does, and one whose
+        request is coming (its head arriving, or a new connection that has sent nothing yet: its client connected to
+        send one) is answered, not cut; the answers say ``Connection: close`` then
+        (:class:`~speech_recognizer.drain.DrainMiddleware`), and the head's deadline holds."""
+        if self._phase in ("linger", "done", "waiting") or (self._phase == "head" and (self._head_bytes or self.cycle is None)):
+            self._keep_alive = False
+            return
+        self.shutdown()
+
     def data_received(self, data: bytes) -> None:
         if self._phase == "done":
             return

@@ -341,3 +341,81 @@ async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_co
     started = time.monotonic()
     assert await late.linger(5) == 1
     assert time.monotonic() - started < 0.5, "never past the drain's deadline"
+
+
+def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: Path) -> None:
+    """A client that keeps HTTP connections alive (the gateway, an ingress controller's upstream pool, an app's
+    HTTP client) must not go on sending its requests to a draining server while other pods are ready: at the drain's
+    start its idle connection is closed, and every answer from then on, the one to a request in flight included (it
+    is answered whole), says ``Connection: close``. Without that, uvicorn kept such connections, and each request on
+    one got 503 ``draining`` until the drain ended."""
+    import http.client
+
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    idle = http.client.HTTPConnection("127.0.0.1", rec.port, timeout=10)
+    idle.request("GET", c.ROUTE_STATUS)
+    first = idle.getresponse()
+    first.read()
+    assert first.status == 200 and first.getheader("Connection") is None, "kept alive before the drain"
+
+    audio = speech_wav.read_bytes()
+    uploading, answered = threading.Event(), {}
+
+    def upload() -> Iterator[bytes]:  # a recognition whose body is still arriving when the drain begins
+        step = len(audio) // 10 + 1
+        for i in range(0, len(audio), step):
+            yield audio[i : i + step]
+            if i >= 2 * step:  # the server has had its head for a while: the recognition runs
+                uploading.set()
+            time.sleep(0.2)
+
+    def in_flight() -> None:
+        with httpx.Client(timeout=30) as client:
+            answered["answer"] = client.post(f"{rec.http}{REST}&format=simple", content=upload(), headers={"Content-Type": "audio/wav"})
+
+    slow = threading.Thread(target=in_flight)
+    slow.start()
+    assert uploading.wait(10)
+    rec.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert idle.sock.recv(1) == b"", "the idle kept-alive connection is closed"
+    closed_in = time.monotonic() - signalled
+    assert closed_in < 1.5, f"closed {closed_in:.2f} s after SIGTERM"
+
+    for route in (c.ROUTE_STATUS, c.ROUTE_METRICS):  # answered during the drain, on a new connection, which then closes
+        answer = httpx.get(f"{rec.http}{route}", timeout=5)
+        assert answer.status_code == 200 and answer.headers["Connection"] == "close", (route, answer.headers)
+    slow.join(30)
+    answer = answered["answer"]
+    assert answer.status_code == 200 and answer.json()["DisplayText"], answer.text
+    assert answer.headers["Connection"] == "close", answer.headers
+    assert rec.process.wait(30) == 0, rec.output()
+    print(f"the idle kept-alive connection was closed {closed_in * 1000:.0f} ms after SIGTERM")
+
+
+def test_the_uvicorn_internals_the_drain_uses_are_there() -> None:
+    """The drain (:meth:`~speech_recognizer.drain.DrainingServer._end_keep_alive`) reads uvicorn's
+    ``Server.server_state.connections`` (not a documented API: uvicorn 0.54) and ends keep-alive on the HTTP protocol
+    objects in it through uvicorn's ``shutdown()`` of its httptools protocol, whose meaning it relies on (close if
+    idle, else no keep-alive after the answer). A uvicorn that changes either fails here first."""
+    import http.client
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from ..support import ServerThread
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    with ServerThread(app) as server:
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        kept.request("GET", "/")
+        assert kept.getresponse().read() == b"ok"
+        connections = list(server.server.server_state.connections)
+        assert len(connections) == 1 and isinstance(connections[0], HttpToolsProtocol), connections
+        kept.close()
+    source = inspect.getsource(HttpToolsProtocol.shutdown)
+    assert "self.transport.close()" in source and "self.cycle.keep_alive = False" in source, source
