@@ -1,10 +1,11 @@
-"""``speech-operator``: run the operator or the gateway, print the CRD, or delete SpeechToTexts (Helm's uninstall hook).
+"""``speech-operator``: run the operator or the gateway, print the CRD or the alerts, or delete SpeechToTexts (Helm's uninstall hook).
 
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
     speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
     speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
     speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
+    speech-operator alerts > deploy/monitoring/prometheusrule.yaml   # --rules: a Prometheus rules file
     speech-operator cleanup --namespace speech en-us ko-kr
 
 One replica needs nothing more. Two or more must peer (``--peering NAME``, off by default): kopf
@@ -68,6 +69,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          help="port to listen on (env SPEECH_GATEWAY_PORT; default 5000, the recognizer's)")
     gateway.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("crd", help="print the SpeechToText CRD (YAML)")
+    alerts = sub.add_parser("alerts", help="print the Prometheus alerts (a PrometheusRule; --rules: a rules file)")
+    alerts.add_argument("--rules", action="store_true", help="a Prometheus rules file (rule_files) instead of a PrometheusRule")
     clean = sub.add_parser("cleanup", help="delete SpeechToTexts and wait until the operator released them")
     clean.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE"), required=not os.environ.get("POD_NAMESPACE"),
                        help="their namespace (default: env POD_NAMESPACE)")
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "crd":
         from speech_operator import crd
         sys.stdout.write(crd.render())
+    elif args.command == "alerts":
+        from speech_operator import alerts
+        sys.stdout.write(alerts.render(rules_file=args.rules))
     elif args.command == "cleanup":
         sys.exit(asyncio.run(cleanup(args)))
     elif args.command == "gateway":

@@ -27,13 +27,14 @@ __all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "MALFORMED_REQUEST", "NO
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
 UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
-                   doc="no recognizer of the locale took the connection (no ready pod, or none answers)")
+                   doc="no recognizer of the locale took the connection (no ready pod, or none answers)", alert=errors.FAULT)
 BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
-                    doc="the recognizer's connection broke before it answered or closed (its pod stopped or failed)")
+                    doc="the recognizer's connection broke before it answered or closed (its pod stopped or failed)", alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
-                    doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)")
+                    doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)", alert=errors.FAULT)
 TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
-                     doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)")
+                     doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)",
+                     alert=errors.CAPACITY)
 STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNING, 5,
                doc="the gateway stopped (SIGTERM) before the stream ended or the recognizer answered, "
                    "SPEECH_GATEWAY_SHUTDOWN_SECONDS after it began")
@@ -41,7 +42,8 @@ STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", er
                        doc="the gateway stopped (SIGTERM) while the request was held for its locale to wake: answered at "
                            "once, the client tries again at another gateway pod (the wake asked for goes on)")
 FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
-                  doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may")
+                  doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may",
+                  alert=errors.CAPACITY)
 
 
 def http_response(failure: Failure, openai: bool = False) -> web.Response:

@@ -34,6 +34,13 @@ log = logging.getLogger("speech_recognizer.failures")
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
+#: What a kind says of the service to the people who run it (:attr:`Kind.alert`; the alerts of
+#: ``speech-operator alerts`` are built from it): work refused for want of capacity (more pods or
+#: decoders would have taken it) ...
+CAPACITY = "capacity"
+#: ... or work the service failed (a bug, a model it cannot load, a recognizer that went away).
+FAULT = "fault"
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -60,6 +67,9 @@ class Kind:
     #: The SDK reports a close 1007 at once as ``BadRequest`` with the reason; after any other close or error status
     #: it connects again and sends its unacknowledged audio again, and with a stream that has stopped it then waits.
     usp_close: int | None = None
+    #: :data:`CAPACITY` or :data:`FAULT` when the people who run the service should hear of it (an alert);
+    #: None when it is the client's doing or normal operation (a bad request, a drain, an idle client).
+    alert: str | None = None
 
 
 # ---- the policy: one line per kind ------------------------------------------------------------------
@@ -80,13 +90,15 @@ IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSe
 CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
                        doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
-BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)")
+BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", DEBUG, 1,
-                            doc="the server keeps MaxConnections WebSocket connections open already (its log says so once per 10 s)")
-MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now")
+                            doc="the server keeps MaxConnections WebSocket connections open already (its log says so once per 10 s)",
+                            alert=CAPACITY)
+MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now",
+                         alert=FAULT)
 CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)")
-INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)")
+INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)", alert=FAULT)
 
 _HTTP_CODES = {
     400: "BadRequest",

@@ -43,7 +43,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in vars(errors).values() if isinstance
 
 def markdown_table() -> str:
     """README's table of failures: how each kind is answered on each protocol."""
-    rows = ["| failure | REST | WebSocket close | Speech SDK | log |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| failure | REST | WebSocket close | Speech SDK | log | alert |", "| --- | --- | --- | --- | --- | --- |"]
     for k in KINDS.values():
         retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
         if k.usp:
@@ -52,7 +52,7 @@ def markdown_table() -> str:
             sdk = f"close {k.usp_close} " + ("(`BadRequest`)" if k.usp_close == 1007 else "(it connects again at its next recognition)")
         else:
             sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
-        rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} |")
+        rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} | {k.alert or ''} |")
     return "\n".join(rows)
 
 

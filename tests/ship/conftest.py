@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,18 @@ def check_service_monitor(doc: dict[str, Any]) -> None:
         assert ep["port"] and ep["path"].startswith("/")
 
 
+def check_prometheus_rule(doc: dict[str, Any]) -> None:
+    """kubernetes-validate knows no PrometheusRule: its shape by hand, and its rules through Prometheus' own
+    checker (``promtool check rules``: each expression parses, each template renders)."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"} and set(doc["spec"]) == {"groups"}
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}))
+        proc = subprocess.run([str(tools.promtool()), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def validate_manifests(docs: list[dict[str, Any]]) -> None:
     """Every document must be a valid object: built-in kinds through kubernetes-validate --strict
     (at the oldest and newest Kubernetes), SpeechToText against the CRD's schema."""
@@ -136,6 +149,8 @@ def validate_manifests(docs: list[dict[str, Any]]) -> None:
                 jsonschema.validate(doc, schemas[key])
             elif doc.get("kind") == "ServiceMonitor":
                 check_service_monitor(doc)
+            elif doc.get("kind") == "PrometheusRule":
+                check_prometheus_rule(doc)
             else:
                 for version in KUBE_VERSIONS:
                     kubernetes_validate.validate(doc, version, strict=True)

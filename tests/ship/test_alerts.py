@@ -1,0 +1,164 @@
+"""The Prometheus alerts (speech_operator/alerts.py): generated from the failure tables, committed as
+deploy/monitoring/prometheusrule.yaml, rendered by the chart, and checked by Prometheus' own promtool:
+the rules parse, and its rule unit tests show each alert firing on the failures of its class and on
+no other. tests/gateway/test_alerts.py runs them in a real Prometheus against real recognizers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from speech_operator import alerts
+from speech_recognizer.errors import CAPACITY, FAULT, Kind
+
+from . import tools
+from .conftest import ROOT, by_kind, helm_template, one, validate_manifests
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+COMMITTED = ROOT / "deploy" / "monitoring" / "prometheusrule.yaml"
+KINDS = alerts.RECOGNIZER_KINDS + alerts.GATEWAY_KINDS
+#: Failures that answer 5xx and page nobody, on purpose: a pod or gateway stopping as asked (a rollout, a scale-down).
+#: A new 5xx kind must be classified in its table (Kind.alert) or added here.
+LIFECYCLE = {"draining", "gateway_stopped", "stopped_while_held"}
+
+
+def rules() -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in alerts.rule_groups() for r in g["rules"]}
+
+
+def test_committed_rule_matches_the_generator() -> None:
+    assert COMMITTED.read_text() == alerts.render(), "regenerate: speech-operator alerts > deploy/monitoring/prometheusrule.yaml"
+    shown = subprocess.run([sys.executable, "-m", "speech_operator.cli", "alerts"], capture_output=True, text=True, check=True)
+    assert shown.stdout == alerts.render()
+    plain = subprocess.run([sys.executable, "-m", "speech_operator.cli", "alerts", "--rules"], capture_output=True, text=True, check=True)
+    assert yaml.safe_load(plain.stdout) == {"groups": alerts.rule_groups()}
+
+
+def test_the_committed_rule_is_a_valid_prometheus_rule() -> None:
+    """Its shape, and ``promtool check rules`` on its groups (conftest.check_prometheus_rule)."""
+    validate_manifests(yaml.safe_load_all(COMMITTED.read_text()))
+
+
+def test_every_kind_that_fails_the_service_is_alerted_on() -> None:
+    """Each kind the tables mark CAPACITY or FAULT is selected by exactly one alert of its process; no other kind
+    is; and every 5xx kind is marked, but for a stop that was asked for."""
+    selected: dict[str, list[str]] = {}
+    for name, rule in rules().items():
+        found = re.search(r'(speech_\w+)\{reason=~"([^"]+)"\}', rule["expr"])
+        if found:
+            metric, regex = found.groups()
+            for reason in regex.split("|"):
+                selected.setdefault(f"{metric}/{reason}", []).append(name)
+    expected = {}
+    for k in KINDS:
+        if k.alert is not None:
+            metric = "speech_refused_total" if k in alerts.RECOGNIZER_KINDS else "speech_gateway_failures_total"
+            expected[f"{metric}/{k.name}"] = 1
+    assert {key: len(names) for key, names in selected.items()} == expected
+    unmarked = {k.name for k in KINDS if k.http >= 500 and k.alert is None}
+    assert unmarked == LIFECYCLE, "a 5xx kind without Kind.alert: classify it (capacity or fault) in its table"
+    assert {k.alert for k in KINDS} == {CAPACITY, FAULT, None}
+
+
+def expanded(template: str, labels: dict[str, str]) -> str:
+    """An annotation as Prometheus renders it for an alert with ``labels`` (the only template variable used)."""
+    assert "$value" not in template
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
+
+
+def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reason: bool) -> dict[str, Any]:
+    """A promtool test: ``kinds`` failing once a minute for 20 minutes in two Services; the alert of each."""
+    series, expected = [], []
+    for service in ("en-us", "de-de"):
+        for k in kinds:
+            labels = {"namespace": "speech", "service": service, "reason": k.name}
+            series.append({"series": f'{metric}{{namespace="speech",service="{service}",route="rest-conversation",reason="{k.name}"}}',
+                           "values": "0+1x30"})
+            if not per_reason and k is not kinds[0]:
+                continue
+            alert_labels = {"severity": "warning", **{n: v for n, v in labels.items() if per_reason or n != "reason"}}
+            expected.append({"exp_labels": alert_labels,
+                             "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}})
+    return {"interval": "1m", "input_series": series,
+            "alert_rule_test": [{"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": expected}]}
+
+
+def quiet_case(names: list[str]) -> dict[str, Any]:
+    """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time, and
+    connections well below their cap: no alert at all."""
+    series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
+              for k in KINDS if k.alert is None
+              for metric in ("speech_refused_total", "speech_gateway_failures_total")]
+    series += [{"series": 'speech_connections{namespace="speech",service="en-us",pod="en-us-1"}', "values": "80x30"},
+               {"series": 'speech_connections_max{namespace="speech",service="en-us",pod="en-us-1"}', "values": "100x30"}]
+    return {"interval": "1m", "input_series": series,
+            "alert_rule_test": [{"eval_time": "25m", "alertname": name, "exp_alerts": []} for name in names]}
+
+
+def near_cap_case(rule: dict[str, Any]) -> dict[str, Any]:
+    labels = {"namespace": "speech", "service": "en-us", "pod": "en-us-1"}
+    selector = ",".join(f'{n}="{v}"' for n, v in labels.items())
+    alert_labels = {"severity": "warning", **labels}
+    return {"interval": "1m",
+            "input_series": [{"series": f"speech_connections{{{selector}}}", "values": "95x30"},
+                             {"series": f"speech_connections_max{{{selector}}}", "values": "100x30"}],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": rule["alert"], "exp_alerts": []},  # not yet: 15 minutes
+                {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [
+                    {"exp_labels": alert_labels, "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}}]}]}
+
+
+def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path) -> None:
+    by_name = rules()
+    recognizer = {c: [k for k in alerts.RECOGNIZER_KINDS if k.alert == c] for c in (CAPACITY, FAULT)}
+    gateway = {c: [k for k in alerts.GATEWAY_KINDS if k.alert == c] for c in (CAPACITY, FAULT)}
+    cases = [
+        counter_case(by_name["SpeechRecognizerAtCapacity"], "speech_refused_total", recognizer[CAPACITY], per_reason=False),
+        counter_case(by_name["SpeechRecognizerFailing"], "speech_refused_total", recognizer[FAULT], per_reason=True),
+        counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
+        counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
+        near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
+        quiet_case(sorted(by_name)),
+    ]
+    (tmp_path / "rules.yaml").write_text(alerts.render(rules_file=True))
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": cases}))
+    proc = subprocess.run([str(tools.promtool()), "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_the_chart_renders_the_same_rules(helm: Path) -> None:
+    """``prometheusRule.enabled``: one PrometheusRule named for the release, with the chart's labels and the ones
+    given (a Prometheus' ruleSelector), its groups those of deploy/monitoring; off by default."""
+    docs = helm_template(helm, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=prometheus")
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["name"] == "speech-operator" and rule["metadata"]["namespace"] == "speech-operator"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert rule["spec"] == yaml.safe_load(COMMITTED.read_text())["spec"]
+    validate_manifests([rule])
+    assert not by_kind(helm_template(helm), "PrometheusRule")
+
+
+def one_line(expr: str) -> str:
+    """An expression on one line, its ``|`` escaped for a table cell (GitHub's tables split cells at it, even in code)."""
+    return " ".join(expr.split()).replace("( ", "(").replace(" )", ")").replace("|", "\\|")
+
+
+def markdown_table() -> str:
+    """README's table of the alerts."""
+    rows = ["| alert | expression | for |", "| --- | --- | --- |"]
+    rows += [f"| `{r['alert']}` | `{one_line(r['expr'])}` | {r['for']} |" for r in rules().values()]
+    return "\n".join(rows)
+
+
+def test_readme_lists_every_alert() -> None:
+    assert markdown_table() in (ROOT / "README.md").read_text(), "README's table of alerts differs: paste this test's markdown_table()"
