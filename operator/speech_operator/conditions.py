@@ -20,6 +20,10 @@ PODS_NOT_CREATED = "PodsNotCreated"
 #: Reason when the Deployment's rollout made no progress within its progressDeadlineSeconds (pods that
 #: crash, cannot pull their image or be scheduled, or never pass their probes), with its words.
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+#: Reason when the installed CRD lacks fields this operator knows (:mod:`speech_operator.crd_check`): the API server
+#: drops them from every SpeechToText written. A reason of Degraded, not a condition type of its own: an older CRD's
+#: schema refuses condition types it does not list, and the whole status write with them.
+CRD_OUTDATED = "CRDOutdated"
 
 
 def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText) -> tuple[str, str] | None:
@@ -70,15 +74,22 @@ def condition(
                          lastTransitionTime=since, observedGeneration=generation)
 
 
+def _also(message: str, outdated_crd: str | None) -> str:
+    """A Degraded message for another reason, still saying that the CRD is outdated."""
+    return f"{message}; also, {outdated_crd}" if outdated_crd else message
+
+
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
-    refused: list[str] | None = None,
+    refused: list[str] | None = None, outdated_crd: str | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
     ``missing`` names what the pods need but is absent, e.g. ``Secret "api-key"``;
     ``refused`` says why the operator's policy refuses the spec (:mod:`policy`): then
     nothing was created or changed, and the SpeechToText is Degraded and not Ready.
+    ``outdated_crd`` says what the installed CRD lacks (:func:`crd_check.problem`): Degraded
+    (reason :data:`CRD_OUTDATED`, or added to another reason's message), still Ready when its pods are.
     """
     desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
@@ -93,12 +104,14 @@ def observe(
 
     trouble = None if refused else deployment_trouble(deployment, stt)
     if refused:
-        degraded = cond(DEGRADED, True, POLICY_VIOLATION, "refused: " + "; ".join(refused))
+        degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), outdated_crd))
     elif missing:
         what = "; ".join(missing)
-        degraded = cond(DEGRADED, True, "MissingDependency", f"{what} not found")
+        degraded = cond(DEGRADED, True, "MissingDependency", _also(f"{what} not found", outdated_crd))
     elif trouble:
-        degraded = cond(DEGRADED, True, *trouble)
+        degraded = cond(DEGRADED, True, trouble[0], _also(trouble[1], outdated_crd))
+    elif outdated_crd:
+        degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
         degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets, ConfigMaps and PVCs exist")
 
@@ -115,7 +128,7 @@ def observe(
         progressing = cond(PROGRESSING, False, "Complete", counts)
 
     if refused:
-        ready_c = cond(READY, False, POLICY_VIOLATION, degraded.message)
+        ready_c = cond(READY, False, POLICY_VIOLATION, "refused: " + "; ".join(refused))
     elif missing:
         ready_c = cond(READY, False, "MissingDependency", f"{'; '.join(missing)} not found")
     elif deployment is not None and progressing.reason == "Complete":
@@ -136,9 +149,10 @@ def observe(
     )
 
 
-def invalid(body: dict[str, Any], message: str, now: str) -> api.SpeechToTextStatus:
+def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | None = None) -> api.SpeechToTextStatus:
     """The status of a SpeechToText whose spec the operator cannot take: what it reported before (its
-    replicas, selector and autoscaling stay, the pods running as they were), its conditions saying why."""
+    replicas, selector and autoscaling stay, the pods running as they were), its conditions saying why
+    (and Degraded that the installed CRD is outdated, which may be what let the spec through)."""
     before = dict(body.get("status") or {})
     try:
         status = api.SpeechToTextStatus.model_validate(before)
@@ -152,12 +166,11 @@ def invalid(body: dict[str, Any], message: str, now: str) -> api.SpeechToTextSta
     return status.model_copy(update={"observedGeneration": generation, "conditions": [
         cond(READY, False, message),
         cond(PROGRESSING, False, "nothing is created or changed while the spec is invalid"),
-        cond(DEGRADED, True, message)]})
+        cond(DEGRADED, True, _also(message, outdated_crd))]})
 
 
-def is_true(stt_status: dict[str, Any] | None, type_: str) -> bool:
-    """Whether a raw ``status`` dict has the condition ``type_`` set to True."""
-    for c in (stt_status or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return c.get("status") == "True"
-    return False
+def needs_recheck(stt_status: dict[str, Any] | None) -> bool:
+    """Whether a raw ``status`` says Degraded for a reason a later look may find gone (a Secret created...);
+    not for an outdated CRD, which its watch reports the moment it changes."""
+    degraded: dict[str, Any] = next((c for c in (stt_status or {}).get("conditions") or [] if c.get("type") == DEGRADED), {})
+    return degraded.get("status") == "True" and degraded.get("reason") != CRD_OUTDATED

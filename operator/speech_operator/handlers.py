@@ -8,6 +8,9 @@
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update).
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
+- The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
+  while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
+  once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from speech_operator import api, builders, conditions, kube
+from speech_operator import api, builders, conditions, crd_watch, kube
 from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
@@ -70,8 +73,20 @@ def autoscaler(memo: kopf.Memo) -> Autoscaler:
     return scaler
 
 
+@kopf.on.startup()
+async def watch_crd(memo: kopf.Memo, **_: Any) -> None:
+    """Compare the installed CRD with this operator's, now and on every change of it, in the background."""
+    rt = runtime(memo)
+    memo["crd_watch"] = asyncio.create_task(crd_watch.follow(rt.kube, rt.crd), name="SpeechToText CRD watch")
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    watch = memo.get("crd_watch")
+    if watch is not None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
     await autoscaler(memo).close()
     await runtime(memo).kube.close()
 
@@ -89,7 +104,7 @@ async def delete_stt(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 def _degraded(status: kopf.Status, **_: Any) -> bool:
-    return conditions.is_true(dict(status), conditions.DEGRADED)
+    return conditions.needs_recheck(dict(status))
 
 
 @kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
@@ -100,6 +115,25 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
     while not stopped:
         await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
         await reconcile(rt, namespaced(namespace), name)
+
+
+@kopf.daemon(*STT, cancellation_timeout=1)
+async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more)."""
+    rt = runtime(memo)
+    namespace = namespaced(namespace)
+    while not stopped:
+        changed = asyncio.ensure_future(rt.crd.changed_for((namespace, name)))
+        stop = asyncio.ensure_future(stopped.wait())
+        try:  # kopf stops a daemon by its flag, else cancels it with a WARNING: exit at once on the flag
+            await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # one kopf started while it stops, cancelled without a flag at its exit
+            return
+        finally:
+            changed.cancel()
+            stop.cancel()
+        if not stopped:
+            await reconcile(rt, namespace, name)
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:

@@ -16,10 +16,13 @@ would be one more table to keep, and their models drop fields this client versio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
@@ -126,11 +129,16 @@ class Kube:
         self._retired: set[Any] = set()
         self.user_agent = user_agent
         self.timeout = timeout
+        #: Set once there are credentials (at once when given, else at kopf's login).
+        self.configured = asyncio.Event()
+        if configuration is not None:
+            self.configured.set()
 
     async def use(self, configuration: k8s.Configuration) -> None:
         """Switch to new credentials (kopf's login and re-login); calls in flight end on the old ones."""
         old, self._client = self._client, None
         self._configuration = configuration
+        self.configured.set()
         if old is not None:
             self._retired.add(old)
             asyncio.get_running_loop().call_later(self.timeout + 1, self._retire, old)
@@ -176,6 +184,30 @@ class Kube:
                 text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
                 raise KubeError(exc.status, method, url, text) from None
         raise AssertionError("unreachable")
+
+    async def watch(self, url: str, query: dict[str, str], seconds: int) -> AsyncIterator[dict[str, Any]]:
+        """The events (``{"type": ..., "object": ...}``) of a watch on the collection ``url`` until the API
+        server ends it after ``seconds``; :class:`KubeError` when it refuses (a 401 reloads the credentials
+        once, as :meth:`request` does)."""
+        params = list({**query, "watch": "true", "timeoutSeconds": str(seconds)}.items())
+        for attempt in (1, 2):
+            response = await self._api().call_api(
+                url, "GET", query_params=params, header_params={"Accept": JSON}, auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(connect=self.timeout, sock_read=seconds + self.timeout))
+            if response.status == 401 and attempt == 1:
+                response.close()
+                await self.reload()
+                continue
+            break
+        try:
+            if not 200 <= response.status < 300:
+                raise KubeError(response.status, "GET", url, await response.text())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()  # a watch cut short leaves its connection unusable for another request
 
     async def get(self, url: str) -> dict[str, Any] | None:
         return await self.request("GET", url)

@@ -29,6 +29,7 @@ import pydantic
 
 from speech_operator import api, builders, conditions, policy
 from speech_operator.config import OperatorConfig
+from speech_operator.crd_watch import InstalledCRD
 from speech_operator.kube import Kube, path
 
 #: The fingerprint of the desired object last applied to a child.
@@ -42,6 +43,7 @@ class Runtime:
 
     config: OperatorConfig = field(default_factory=OperatorConfig.from_env)
     kube: Kube = field(default_factory=Kube)
+    crd: InstalledCRD = field(default_factory=InstalledCRD)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
@@ -265,16 +267,18 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     (the autoscaler's look, :mod:`speech_operator.autoscaler`) decides the replicas on that
     copy; a change is one Event. Returns ``None`` when it is gone or being deleted. A spec the
     operator cannot take (a setting the recognizer would refuse; a spec a CRD older than the
-    operator let through) changes nothing: its status says why (:func:`conditions.invalid`).
+    operator let through) changes nothing: its status says why (:func:`conditions.invalid`). While the
+    installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`).
     """
     async with runtime.lock(namespace, name):
+        outdated_crd = runtime.crd.problem_for((namespace, name))
         body = await runtime.kube.get(stt_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
-            status = conditions.invalid(body, invalid_spec_message(exc), _now())
+            status = conditions.invalid(body, invalid_spec_message(exc), _now(), outdated_crd)
             await write_status(runtime.kube, body, status)
             return status
         missing = await missing_dependencies(runtime.kube, stt)
@@ -294,7 +298,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
-        status = conditions.observe(stt, deployment, missing, _now(), refused)
+        status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd)
         await write_status(runtime.kube, body, status)
         return status
 
@@ -302,6 +306,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     """Delete what the SpeechToText owns (owner references would too; this makes it immediate)."""
     meta = body["metadata"]
+    runtime.crd.forget((meta["namespace"], meta["name"]))
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             if await runtime.kube.delete(child_path(kind, meta["namespace"], meta["name"])):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from speech_operator import crd, crd_check
+from speech_operator import api, conditions, crd, crd_check
 from speech_operator.crd_check import Findings
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -108,3 +108,33 @@ def test_long_lists_are_cut_in_the_message() -> None:
     message = crd_check.problem(found) or ""
     assert f"spec.f{crd_check.SHOWN - 1}, " not in message and "and 12 more" in message
 
+
+STT = api.SpeechToText.model_validate({
+    "metadata": {"name": "en-us", "namespace": "speech", "uid": "u", "generation": 3},
+    "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}})
+READY = {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+
+
+def by_type(status: api.SpeechToTextStatus) -> dict[str, api.Condition]:
+    return {c.type: c for c in status.conditions}
+
+
+def test_an_outdated_crd_is_degraded_and_still_ready_and_needs_no_recheck() -> None:
+    """Degraded with reason CRDOutdated (a reason, as an older CRD's enum of condition types would refuse a new
+    type); the pods still serve; and the Degraded re-check leaves it to the CRD watch."""
+    problem = crd_check.problem(crd_check.compare(older(), generated()))
+    c = by_type(conditions.observe(STT, READY, [], "t", outdated_crd=problem))
+    assert (c["Degraded"].status, c["Degraded"].reason, c["Degraded"].message) == ("True", "CRDOutdated", problem)
+    assert (c["Ready"].status, c["Ready"].reason) == ("True", "ReplicasReady")
+    status = conditions.observe(STT, READY, [], "t", outdated_crd=problem).model_dump(mode="json")
+    assert not conditions.needs_recheck(status)
+    assert set(schema(older())["properties"]["status"]["properties"]["conditions"]["items"]["properties"]["type"]["enum"]) \
+        == {"Ready", "Progressing", "Degraded"}
+
+    missing = by_type(conditions.observe(STT, READY, ['Secret "k"'], "t", outdated_crd=problem))
+    assert missing["Degraded"].reason == "MissingDependency"
+    assert missing["Degraded"].message == f'Secret "k" not found; also, {problem}'
+    assert conditions.needs_recheck({"conditions": [missing["Degraded"].model_dump(mode="json")]})
+    invalid = by_type(conditions.invalid({"metadata": {"generation": 3}}, "spec.settings: bad", "t", problem))
+    assert invalid["Degraded"].message == f"spec.settings: bad; also, {problem}" and invalid["Ready"].message == "spec.settings: bad"
+    assert by_type(conditions.observe(STT, READY, [], "t"))["Degraded"].reason == "AsExpected"

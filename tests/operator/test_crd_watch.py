@@ -1,0 +1,112 @@
+"""The real kopf operator against kmock, with the SpeechToText CRD older than the operator's served,
+then replaced by the current one; and with CRDs it may not read (speech_operator.crd_watch)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_asyncio
+from test_crd_check import older
+
+from speech_operator import crd, crd_check, crd_watch
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+NAMESPACE = "speech"
+CRDS = crd_watch.URL
+STT: dict[str, Any] = {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText", "metadata": {"name": "en-us", "namespace": NAMESPACE},
+       "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
+
+
+async def degraded(cluster: Cluster) -> dict[str, Any]:
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == "Degraded"), {})
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == crd_watch.__name__ and r.levelno == level]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def older_crd(apiserver: Cluster, caplog: pytest.LogCaptureFixture) -> Cluster:
+    """The CRD of an older operator installed before this operator starts (the `cluster` fixture after this one)."""
+    caplog.set_level(logging.INFO, logger=crd_watch.__name__)
+    await apiserver.api.create(CRDS, older())
+    return apiserver
+
+
+async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is_applied(
+        older_crd: Cluster, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    await cluster.api.create(cluster.stt_url(), STT)
+
+    async def outdated() -> dict[str, Any] | None:
+        c = await degraded(cluster)
+        return c if c.get("reason") == "CRDOutdated" else None
+    c = await cluster.eventually(outdated)
+    assert c["status"] == "True"
+    assert "lacks spec.model.caBundle, status.autoscaling, subresource scale" in c["message"]
+    assert "kubectl apply --server-side -f crds/" in c["message"]
+    assert (await cluster.event("CRDOutdated"))["type"] == "Warning"
+
+    # More reconciles (a spec change, the children's events) say it once: one line per CRD state.
+    patched = dict(STT, spec={**STT["spec"], "replicas": 2})
+    await cluster.api.patch(cluster.stt_url("en-us"), patched)
+    await cluster.eventually(lambda: _replicas(cluster, 2))
+    (warning,) = lines(caplog, logging.WARNING)
+    assert warning.startswith(crd_check.problem(crd_check.compare(older(), crd.custom_resource_definition())) or "-")
+
+    # The operator's own CRD applied (kubectl apply --server-side -f crds/): the watch sees it, the condition clears
+    # (once the reconciles the patch brought about are over: nothing but the CRD's change wakes one then).
+    await asyncio.sleep(1)
+    reads = len(cluster.sent("GET", "speechtotexts", "en-us"))
+    await asyncio.sleep(1)  # the Degraded re-check (every 0.2 s here) leaves an outdated CRD to the watch
+    assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads
+    await cluster.api.delete(f"{CRDS}/{crd_check.NAME}")
+    await cluster.api.create(CRDS, crd.custom_resource_definition())
+
+    async def recovered() -> dict[str, Any] | None:
+        c = await degraded(cluster)
+        return c if c.get("reason") == "AsExpected" else None
+    assert (await cluster.eventually(recovered))["status"] == "False"
+    await cluster.event("Recovered")
+    assert lines(caplog, logging.WARNING) == [warning]
+    assert lines(caplog, logging.INFO)[-1].endswith("matches this operator's (0.1.0)")
+
+    # Only list and watch, both of the one CRD (what the API server filters by name; kmock does not).
+    asked = cluster.sent("GET", "customresourcedefinitions")
+    assert asked and all(r.params.get("fieldSelector") == f"metadata.name={crd_check.NAME}" for r in asked)
+    assert {r.params.get("watch") for r in asked} == {None, "true"}
+
+
+async def _replicas(cluster: Cluster, replicas: int) -> bool:
+    dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+    return (dep.get("spec") or {}).get("replicas") == replicas
+
+
+@pytest.fixture
+def bound_by_roles(older_crd: Cluster) -> Cluster:
+    """From here on the operator's token (and the test's) may not read outside the namespace."""
+    older_crd.emulator.namespaced_only.add("test-token")
+    return older_crd
+
+
+async def test_crds_it_may_not_read_are_one_info_line_and_change_nothing(
+        bound_by_roles: Cluster, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Bound by Roles only (the chart's namespaced mode) the list of CRDs is 403: one INFO line, no retry, and the
+    SpeechToText is served as ever (an older CRD is there, but the operator cannot know)."""
+    await cluster.api.create(cluster.stt_url(), STT)
+
+    async def as_expected() -> dict[str, Any] | None:
+        c = await degraded(cluster)
+        return c if c.get("reason") == "AsExpected" else None
+    await cluster.eventually(as_expected)
+    await asyncio.sleep(1.5)  # a retry would come after 1 s
+    (info,) = lines(caplog, logging.INFO)
+    assert "is not done: this operator may not read CustomResourceDefinitions (HTTP 403" in info
+    assert not lines(caplog, logging.WARNING)
+    assert len(cluster.sent("GET", "customresourcedefinitions")) == 1
+    assert (await degraded(cluster))["reason"] == "AsExpected"
