@@ -36,8 +36,8 @@ DEAD_PEER_SECONDS = 60
 #: uvicorn's listen backlog (its default).
 BACKLOG = 2048
 #: Seconds an idle kept-alive HTTP connection stays open between two requests (uvicorn's default
-#: is 5). Longer than a client that pools connections keeps them idle (the gateway: 15 s;
-#: ingress controllers and cloud load balancers: 60 s): the client closes them, never the server
+#: is 5). Longer than a client that pools connections keeps them idle (ingress controllers and
+#: cloud load balancers: 60 s; the gateway keeps none): the client closes them, never the server
 #: while the client sends its next request on one (that request would fail: 502 at a proxy).
 KEEPALIVE_SECONDS = 75.0
 
