@@ -4,12 +4,14 @@ ports) lives in the ``harness`` package and is imported here for the tests' conv
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mmap
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import uvicorn
 
@@ -142,6 +144,36 @@ class ServerThread(Loopback):
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class TcpServerThread(Loopback):
+    """A TCP server on 127.0.0.1:``port`` (0: a free one, known once entered) that runs :meth:`relay` for each
+    connection, on an event loop of its own in a background thread: a stand-in for what sits in front of a
+    server (a proxy, kube-proxy)."""
+
+    port: int
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=type(self).__name__)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.relay, "127.0.0.1", self.port), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def scrape_metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

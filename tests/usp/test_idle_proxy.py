@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 
 from ..conftest import make_settings
-from ..support import Loopback, Reference, ServerThread, free_port
+from ..support import Reference, ServerThread, TcpServerThread, free_port
 from .conftest import replay_reference
 from .sdk import assert_matches, config, recognizer
 
@@ -56,7 +55,7 @@ PING = PROXY_IDLE / 4
 
 
 @dataclass
-class IdleProxy(Loopback):
+class IdleProxy(TcpServerThread):
     """A TCP relay from 127.0.0.1:``port`` to ``upstream`` that closes both sides of a connection on which
     no byte has passed for ``idle`` seconds: with a FIN (``cut="fin"``), as nginx does at its timeout,
     or with a reset (``cut="rst"``). It runs its own event loop on a thread."""
@@ -68,31 +67,6 @@ class IdleProxy(Loopback):
     #: Connections accepted, and how many of them the proxy cut for idleness.
     accepted: int = 0
     cuts: int = 0
-
-    def __enter__(self) -> IdleProxy:
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.server = self.loop.run_until_complete(asyncio.start_server(self.relay, "127.0.0.1", self.port))
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True, name="idle-proxy")
-        self.thread.start()
-        assert started.wait(10), "the proxy did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            self.server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
     async def relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
