@@ -184,8 +184,8 @@ class Gateway:
         REST request says ``Connection: close``, so that the recognizer closes first and the TIME_WAIT is its): every
         one the gateway relays is a recognition, and a connection kept from before may be to a pod whose deletion
         began (it left the Service's endpoints, and refuses new work once it drains) or that is closing it (a POST
-        sent on it then fails: aiohttp retries none). A new connection goes through the Service to a ready pod; it
-        costs about 0.4 ms on loopback, next to a recognition's tenths of a second."""
+        sent on it then fails: aiohttp retries none). A new connection goes through the Service to a ready pod; what it
+        costs is in bench/notes.md."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
