@@ -10,6 +10,8 @@ import celpy
 import jsonschema
 import yaml
 
+from speech_operator import crd
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "speechtotexts.speech-operator.io.yaml"
 
@@ -62,3 +64,28 @@ def problems(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[
     errors = [f"{'.'.join(map(str, e.path))}: {e.message}"
               for e in jsonschema.Draft7Validator(schema).iter_errors(obj)]
     return errors or cel_failures(schema, obj)
+
+
+# ---- the CRD as an older operator made it (tests/operator/test_crd_check.py, test_crd_watch.py) ----
+def generated() -> dict[str, Any]:
+    """This operator's CRD, as it generates it."""
+    return crd.custom_resource_definition()
+
+
+def schema(definition: dict[str, Any]) -> dict[str, Any]:
+    return definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def older() -> dict[str, Any]:
+    """This operator's CRD before spec.model.caBundle, status.autoscaling, the name rule, the Reason column
+    and the scale subresource: what a cluster keeps when the CRDs were not applied before an upgrade."""
+    old = generated()
+    fields = schema(old)["properties"]
+    del fields["spec"]["properties"]["model"]["properties"]["caBundle"]
+    del fields["status"]["properties"]["autoscaling"]
+    del schema(old)["x-kubernetes-validations"]
+    fields["spec"]["properties"]["replicas"].pop("minimum")
+    version = old["spec"]["versions"][0]
+    version["additionalPrinterColumns"] = version["additionalPrinterColumns"][:-1]
+    del version["subresources"]["scale"]
+    return old

@@ -7,33 +7,11 @@ from typing import Any
 
 import pytest
 
-from speech_operator import api, conditions, crd, crd_check
+from speech_operator import api, conditions, crd_check
 from speech_operator.crd_check import Findings
+from stt_schema import generated, older, schema
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
-
-
-def generated() -> dict[str, Any]:
-    return crd.custom_resource_definition()
-
-
-def schema(definition: dict[str, Any]) -> dict[str, Any]:
-    return definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def older() -> dict[str, Any]:
-    """This operator's CRD before spec.model.caBundle, status.autoscaling, the name rule, the Reason column
-    and the scale subresource: what a cluster keeps when the CRDs were not applied before an upgrade."""
-    old = generated()
-    fields = schema(old)["properties"]
-    del fields["spec"]["properties"]["model"]["properties"]["caBundle"]
-    del fields["status"]["properties"]["autoscaling"]
-    del schema(old)["x-kubernetes-validations"]
-    fields["spec"]["properties"]["replicas"].pop("minimum")
-    version = old["spec"]["versions"][0]
-    version["additionalPrinterColumns"] = version["additionalPrinterColumns"][:-1]
-    del version["subresources"]["scale"]
-    return old
 
 
 def served(definition: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from test_crd_check import older
+from stt_schema import older
 
 from speech_operator import crd, crd_check, crd_watch
 
