@@ -12,7 +12,6 @@ the gateway's Services and SpeechToTexts are as in tests/gateway/conftest.py.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from websockets.sync.client import connect
 
 from speech_operator import alerts
 from speech_operator.gateway import GatewayConfig
 
-from harness.loopback import Loopback, free_port
+from harness.loopback import free_port
+from tests.prometheus import Prometheus
 from tests.recognizer.test_vosk_ws import closed_with
-from tests.ship import tools
 
 from .conftest import OTHER_LOCALE, Recognizer, Stack, speech_to_text, start_recognizer
 
@@ -38,59 +36,6 @@ RECOGNIZER_TARGET = {"namespace": "speech", "service": "ko-kr", "pod": "ko-kr-5d
 GATEWAY_TARGET = {"namespace": "speech-operator", "service": "speech-operator-gateway"}
 #: A locale whose pods are starting (held by the gateway: it may hold none here), and one whose recognizer is down.
 STARTING, DOWN = "de-DE", OTHER_LOCALE
-
-
-class Prometheus(Loopback):
-    """``prometheus`` on a free loopback port, scraping ``targets`` every second with the alerts loaded."""
-
-    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]]) -> None:
-        self.port = free_port()
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "rules.yaml").write_text(alerts.render(rules_file=True))
-        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                  "rule_files": [str(work / "rules.yaml")],
-                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": labels}]}
-                                     for job, (port, labels) in targets.items()]}
-        (work / "prometheus.yaml").write_text(yaml.safe_dump(config))
-        self.log = work / "prometheus.log"
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [str(tools.prometheus()), f"--config.file={work / 'prometheus.yaml'}", f"--storage.tsdb.path={work / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT)
-
-    def get(self, path: str, **params: str) -> Any:
-        answer = httpx.get(f"{self.http}{path}", params=params, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["data"]
-
-    def wait_until(self, what: str, check: Any, budget: float = 60) -> Any:
-        deadline = time.monotonic() + budget
-        while True:
-            assert self.process.poll() is None, f"prometheus exited: {self.log.read_text()}"
-            try:
-                found = check()
-            except httpx.HTTPError:
-                found = None
-            if found:
-                return found
-            assert time.monotonic() < deadline, f"not within {budget} s: {what}; alerts: {self.get('/api/v1/alerts')}"
-            time.sleep(0.25)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return self.get("/api/v1/alerts")["alerts"]
-
-    def evaluated(self) -> int:
-        """How many rule groups have been evaluated at least once."""
-        return sum(1 for g in self.get("/api/v1/rules")["groups"] if g.get("lastEvaluation", "").startswith("2"))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="module")
