@@ -1,5 +1,5 @@
 """A real Prometheus on loopback with the generated alerts loaded, scraping static targets: what a platform
-team's Prometheus does with them (tests/gateway/test_alerts.py)."""
+team's Prometheus does with them (tests/gateway/test_alerts.py, tests/operator/test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,18 @@ from tests.ship import tools
 
 
 class Prometheus(Loopback):
-    """``prometheus`` on a free loopback port, scraping ``targets`` every second with the alerts loaded."""
+    """``prometheus`` on a free loopback port, scraping ``targets`` every second with the alerts loaded; the jobs
+    named in ``honor_labels`` keep the labels their targets expose over the target's own (a ServiceMonitor's
+    ``honorLabels: true``)."""
 
-    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]]) -> None:
+    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]], honor_labels: frozenset[str] = frozenset()) -> None:
         self.port = free_port()
         work.mkdir(parents=True, exist_ok=True)
         (work / "rules.yaml").write_text(alerts.render(rules_file=True))
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                   "rule_files": [str(work / "rules.yaml")],
-                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": labels}]}
+                  "scrape_configs": [{"job_name": job, "honor_labels": job in honor_labels,
+                                      "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": labels}]}
                                      for job, (port, labels) in targets.items()]}
         (work / "prometheus.yaml").write_text(yaml.safe_dump(config))
         self.log = work / "prometheus.log"

@@ -3,6 +3,7 @@
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
     speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
     speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
+    speech-operator run --all-namespaces --metrics http://0.0.0.0:8081/metrics   # SpeechToTexts' conditions
     speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
     speech-operator alerts > deploy/monitoring/prometheusrule.yaml   # --rules: a Prometheus rules file
@@ -52,6 +53,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     _scope(run)
     run.add_argument("--liveness", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_LIVENESS"),
                      help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_METRICS") or None,
+                     help="serve Prometheus metrics (each SpeechToText's conditions and replicas), e.g. "
+                          "http://0.0.0.0:8081/metrics; off unless given (env SPEECH_OPERATOR_METRICS)")
     peers = run.add_mutually_exclusive_group()
     peers.add_argument("--peering", metavar="NAME", default=os.environ.get("SPEECH_OPERATOR_PEERING") or None,
                        help="peer with the other replicas through the kopf peering object NAME (for two or "
@@ -79,6 +83,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "run" and args.standalone:
         args.peering = None
+    if args.command == "run" and args.metrics:
+        from speech_operator.metrics import address
+        try:
+            address(args.metrics)
+        except ValueError as exc:
+            parser.error(f"--metrics: {exc}")
     if args.command in ("run", "gateway"):
         if not args.namespace and not args.all_namespaces:
             env = os.environ.get("SPEECH_OPERATOR_NAMESPACE", "")
@@ -149,6 +159,7 @@ async def run(args: argparse.Namespace) -> None:
     from speech_operator import peering
     from speech_operator.config import OperatorConfig
     from speech_operator.kube import Kube
+    from speech_operator.metrics import Exporter
     from speech_operator.reconcile import Runtime
 
     try:
@@ -158,12 +169,21 @@ async def run(args: argparse.Namespace) -> None:
     runtime = Runtime(config=config, kube=Kube(await _credentials()))
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = named_namespaces_only(args.namespace, args.all_namespaces)
-    priority = None
+    priority, explainer = None, None
     if args.peering:
         priority = args.priority if args.priority is not None else peering.own_priority()
-        peering.PauseExplainer(args.peering, settings.peering.lifetime).install()
+        explainer = peering.PauseExplainer(args.peering, settings.peering.lifetime)
+        explainer.install()
         await peering.check(runtime.kube, args.peering, args.namespace, args.all_namespaces, priority,
                             settings.peering.lifetime)
+    exporter = Exporter(active=(lambda: explainer.active) if explainer else (lambda: True))
+    server = None
+    if args.metrics:
+        try:
+            server = await exporter.start(args.metrics)
+        except OSError as exc:  # the port in use, an address not of this machine
+            await runtime.kube.close()
+            sys.exit(f"{PROG}: cannot serve --metrics {args.metrics}: {exc.strerror or exc}")
     try:
         await kopf.operator(
             settings=settings,
@@ -173,9 +193,11 @@ async def run(args: argparse.Namespace) -> None:
             peering_name=args.peering,  # a name makes peering mandatory
             standalone=not args.peering,
             priority=priority,
-            memo=kopf.Memo(runtime=runtime),
+            memo=kopf.Memo(runtime=runtime, metrics=exporter),
         )
     finally:
+        if server is not None:
+            await server.cleanup()
         await runtime.kube.close()
 
 

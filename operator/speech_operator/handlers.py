@@ -11,6 +11,8 @@
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
   once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused).
+- Every SpeechToText is kept in an index (:func:`speech_operator.metrics.summary`) that the
+  operator's ``/metrics`` reads at each scrape.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from speech_operator import api, builders, conditions, crd_watch, kube
+from speech_operator import api, builders, conditions, crd_watch, kube, metrics
 from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
@@ -89,6 +91,23 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
             await watch
     await autoscaler(memo).close()
     await runtime(memo).kube.close()
+
+
+#: kopf's index of SpeechToTexts for the metrics (kopf passes it to every handler as a keyword of this name).
+INDEX = "speechtotexts"
+
+
+@kopf.index(*STT, id=INDEX)
+def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None, **_: Any) -> dict[tuple[str | None, str | None], metrics.Summary]:
+    return {(namespace, name): metrics.summary(body)}
+
+
+@kopf.on.startup()
+def export(memo: kopf.Memo, **kwargs: Any) -> None:
+    """Hand kopf's index of SpeechToTexts to the ``/metrics`` server the CLI started (``--metrics``), if any."""
+    exporter = memo.get("metrics")
+    if exporter is not None:
+        exporter.index = kwargs[INDEX]
 
 
 @kopf.on.resume(*STT)

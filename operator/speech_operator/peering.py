@@ -104,14 +104,25 @@ async def check(kube: Kube, name: str, namespaces: list[str], clusterwide: bool,
 
 
 class PauseExplainer(logging.Filter):
-    """Rewrites kopf's pause messages as WARNINGs that say why the watching stopped and what to do."""
+    """Rewrites kopf's pause messages as WARNINGs that say why the watching stopped and what to do, and
+    follows them: :attr:`active` is whether this replica is the one at work (kopf exposes no such state).
+
+    kopf starts a peering replica paused and logs "Resuming operations" when it finds no live peer
+    ranking at or above it, a "Pausing" message when one appears. (With several namespaces, each with its
+    KopfPeering, the replicas meet in each with the same ranks, so the messages agree.)
+    """
 
     def __init__(self, name: str, lifetime: int) -> None:
         super().__init__()
         self.peering, self.lifetime = name, lifetime
+        self.active = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if message.startswith("Resuming operations"):
+            self.active = True
+        if message.startswith("Pausing"):
+            self.active = False
         if message.startswith("Pausing operations in favour of"):
             advice = (f"watching is paused: another replica under peering {self.peering!r} ranks above this one and "
                       f"is active; this one takes over within {self.lifetime} s of its last keep-alive. If no "

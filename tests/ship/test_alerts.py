@@ -92,11 +92,12 @@ def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reaso
 
 
 def quiet_case(names: list[str]) -> dict[str, Any]:
-    """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time, and
-    connections well below their cap: no alert at all."""
+    """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time,
+    connections well below their cap, SpeechToTexts Ready (one scaled to zero) and not Degraded: no alert at all."""
     series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
+    series += HEALTHY
     series += [{"series": 'speech_connections{namespace="speech",service="en-us",pod="en-us-1"}', "values": "80x30"},
                {"series": 'speech_connections_max{namespace="speech",service="en-us",pod="en-us-1"}', "values": "100x30"}]
     return {"interval": "1m", "input_series": series,
@@ -116,6 +117,36 @@ def near_cap_case(rule: dict[str, Any]) -> dict[str, Any]:
                     {"exp_labels": alert_labels, "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}}]}]}
 
 
+def condition_series(name: str, type_: str, status: str, reason: str, values: str, instance: str = "operator-a") -> dict[str, str]:
+    """A SpeechToText's condition as an operator replica exports it (speech_operator/metrics.py)."""
+    return {"series": f'speech_operator_speechtotext_condition{{namespace="speech",name="{name}",locale="de-DE",type="{type_}",'
+                      f'status="{status}",reason="{reason}",instance="{instance}"}}', "values": values}
+
+
+#: SpeechToTexts as they should be: serving, and scaled to zero by its autoscaler (Ready, reason ScaledToZero).
+HEALTHY = [condition_series(name, type_, status, reason, "1x30")
+           for name, ready in (("en-us", "ReplicasReady"), ("fr-fr", "ScaledToZero"))
+           for type_, status, reason in (("Ready", "True", ready), ("Degraded", "False", "AsExpected"))]
+
+
+def condition_case(rule: dict[str, Any], type_: str, status: str) -> dict[str, Any]:
+    """``de-de`` has condition ``type_`` at ``status`` from the start, its reason changing at 6 minutes (a rollout that
+    made no progress is later past its deadline), exported by two replicas for a moment (a standby taking over):
+    one alert for it, none before its ``for``, the reason it has now in the summary; none for the healthy ones."""
+    first, then = ("MissingDependency", "ProgressDeadlineExceeded")
+    series = [*HEALTHY, condition_series("de-de", type_, status, first, "1x5 stale"),
+              condition_series("de-de", type_, status, then, "_x5 1x25"),
+              condition_series("de-de", type_, status, then, "_x5 1x2 stale", instance="operator-b")]
+    wait = int(rule["for"].removesuffix("m"))
+    labels = {"severity": "warning", "namespace": "speech", "name": "de-de"}
+    said = "is not Ready" if type_ == "Ready" else "is Degraded"
+    annotations = {"summary": f"SpeechToText speech/de-de {said}: {then}", "description": expanded(rule["annotations"]["description"], labels)}
+    assert "kubectl describe speechtotext -n speech de-de" in annotations["description"]
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": f"{wait - 1}m", "alertname": rule["alert"], "exp_alerts": []},
+        {"eval_time": f"{wait + 2}m", "alertname": rule["alert"], "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]}]}
+
+
 def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path) -> None:
     by_name = rules()
     recognizer = {c: [k for k in alerts.RECOGNIZER_KINDS if k.alert == c] for c in (CAPACITY, FAULT)}
@@ -126,6 +157,8 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
         counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
+        condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
+        condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         quiet_case(sorted(by_name)),
     ]
     (tmp_path / "rules.yaml").write_text(alerts.render(rules_file=True))

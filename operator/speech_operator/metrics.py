@@ -1,0 +1,119 @@
+"""The operator's own Prometheus metrics: each SpeechToText's conditions and replicas, as the operator sees them.
+
+    speech-operator run --all-namespaces --metrics http://0.0.0.0:8081/metrics
+
+What no recognizer can say is whether its SpeechToText is Ready or Degraded: when every pod of a
+locale is down, nothing of it is scraped at all. The operator knows. kopf keeps an index of every
+SpeechToText it watches (:func:`summary` of each, updated on every watch event, its entry dropped
+when the object is deleted, rebuilt from the listing at start); :class:`Exporter` reads it at each
+scrape, so the series are those of the SpeechToTexts that exist now, with nothing to clean up.
+
+Conditions follow kube-state-metrics' convention: ``speech_operator_speechtotext_condition{namespace,
+name, locale, type, status, reason} 1``, one series per condition. With peering, only the active
+replica exports SpeechToTexts: a standby's watching is paused, and what its index holds is what it
+saw when it was last active (if ever). ``speech_operator_active`` says which replica is which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from speech_operator import api, builders
+
+PREFIX = "speech_operator_speechtotext"
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What the metrics say of one SpeechToText (kopf compares these to skip updates that change nothing)."""
+
+    namespace: str
+    name: str
+    locale: str
+    conditions: tuple[tuple[str, str, str], ...]  # (type, status, reason)
+    desired: int | None  # None: a spec the operator cannot take (its conditions say so)
+    ready: int
+
+
+def summary(body: Mapping[str, Any]) -> Summary:
+    """The metrics' view of a SpeechToText's body (the index kopf keeps of them)."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    try:
+        desired: int | None = builders.replicas(api.SpeechToText.model_validate(dict(body)))
+    except ValueError:
+        desired = None
+    conditions = tuple((str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
+                       for c in status.get("conditions") or [] if isinstance(c, Mapping))
+    return Summary(namespace=str(meta.get("namespace")), name=str(meta.get("name")), locale=str(spec.get("locale") or ""),
+                   conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0))
+
+
+def address(url: str) -> tuple[str, int, str]:
+    """Host, port and path of ``http://HOST:PORT/PATH`` (the path defaults to ``/metrics``), as kopf's
+    ``--liveness`` is given; :class:`ValueError` saying what is wrong."""
+    where = urllib.parse.urlsplit(url)
+    try:
+        port = where.port
+    except ValueError:
+        port = None
+    if where.scheme != "http" or not where.hostname or port is None:
+        raise ValueError(f"{url!r} is no http://HOST:PORT/PATH URL, e.g. http://0.0.0.0:8081/metrics")
+    return where.hostname, port, where.path or "/metrics"
+
+
+class Exporter:
+    """The operator's registry and its ``/metrics`` server (in the operator's own loop: the index is read
+    where kopf writes it). ``index`` is kopf's index of :func:`summary` values, handed over at startup."""
+
+    def __init__(self, active: Callable[[], bool] = lambda: True) -> None:
+        self.active = active
+        self.index: Mapping[Any, Any] | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def summaries(self) -> list[Summary]:
+        if self.index is None or not self.active():
+            return []
+        return sorted((s for key in list(self.index) for s in self.index[key]), key=lambda s: (s.namespace, s.name))
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("speech_operator_active", "1 when this replica handles SpeechToTexts (standalone, or the "
+                                "active one of its peers), 0 while it stands by (it then exports no SpeechToText)",
+                                value=1 if self.active() else 0)
+        condition = GaugeMetricFamily(f"{PREFIX}_condition", "A condition of a SpeechToText's status: 1 for the "
+                                      "status and reason it has now", labels=["namespace", "name", "locale", "type", "status", "reason"])
+        desired = GaugeMetricFamily(f"{PREFIX}_replicas_desired", "Pods a SpeechToText should have (spec.replicas, or "
+                                    "the autoscaler's choice)", labels=["namespace", "name", "locale"])
+        ready = GaugeMetricFamily(f"{PREFIX}_replicas_ready", "Ready pods of a SpeechToText (status.readyReplicas)",
+                                  labels=["namespace", "name", "locale"])
+        for s in self.summaries():
+            for type_, status, reason in s.conditions:
+                condition.add_metric([s.namespace, s.name, s.locale, type_, status, reason], 1)
+            if s.desired is not None:
+                desired.add_metric([s.namespace, s.name, s.locale], s.desired)
+            ready.add_metric([s.namespace, s.name, s.locale], s.ready)
+        yield from (condition, desired, ready)
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self, url: str) -> web.AppRunner:
+        """Serve ``/metrics`` at ``url`` (see :func:`address`); :class:`OSError` when it cannot listen there."""
+        host, port, path = address(url)
+        app = web.Application()
+        app.router.add_get(path, self.metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        return runner

@@ -1,0 +1,171 @@
+"""The operator's ``/metrics`` (``speech-operator run --metrics URL``, speech_operator/metrics.py): the console script
+against kmock, with SpeechToTexts in different states; then a real Prometheus scraping it with the generated alerts.
+
+What stands in for a cluster: kmock stores objects and runs no controller, so the test plays the Deployment
+controller for the ready SpeechToText (its Deployment's status: 1 of 1 ready), and nothing creates pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from conftest import NAMESPACE
+from prometheus_client.parser import text_string_to_metric_families
+from test_cli import Operator, declare_peerings, deployment
+
+from speech_operator import api
+
+from harness.loopback import free_port
+from tests.prometheus import Prometheus
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+#: The labels a ServiceMonitor gives the operator's target in a cluster. Its ``namespace`` is the operator's: the
+#: chart's ServiceMonitor honours the labels the operator exports (``honorLabels``), each SpeechToText's namespace.
+TARGET = {"namespace": "speech-operator", "service": "speech-operator", "pod": "speech-operator-7d9f8-abcde"}
+
+
+def stt(name: str, locale: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"locale": locale, "eula": "accept", "replicas": 1, **spec}}
+
+
+def scrape(url: str) -> dict[str, set[tuple[tuple[str, str], ...]]]:
+    """The samples of ``/metrics`` by metric: each sample's labels (sorted) and value."""
+    found: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).add((*sorted(sample.labels.items()), ("value", str(sample.value))))
+    return found
+
+
+def series(name: str, locale: str, value: float, **labels: str) -> tuple[tuple[str, str], ...]:
+    return (*sorted({"namespace": NAMESPACE, "name": name, "locale": locale, **labels}.items()), ("value", str(float(value))))
+
+
+async def ready_deployment(cluster: Cluster, name: str) -> None:
+    """What the Deployment controller writes once the pod of a 1-replica Deployment is ready."""
+    dep = await cluster.eventually(lambda: deployment(cluster, name), timeout=30)
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", name, "status"), {"status": {
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+        "observedGeneration": dep["metadata"].get("generation", 1)}})
+
+
+async def states(cluster: Cluster, before_delete: Callable[[], Awaitable[Any]] | None = None) -> None:
+    """en-us ready, de-de Degraded (its API-key Secret is missing), fr-fr created and (after ``before_delete``) deleted."""
+    ref = {"name": "speech-key", "key": "apiKey"}
+    await cluster.api.create(cluster.stt_url(), stt("en-us", "en-US"))
+    await cluster.api.create(cluster.stt_url(), stt("de-de", "de-DE", billing="https://billing.example.test", apiKeySecretRef=ref))
+    await cluster.api.create(cluster.stt_url(), stt("fr-fr", "fr-FR", replicas=2))
+    await ready_deployment(cluster, "en-us")
+    await cluster.eventually(lambda: deployment(cluster, "fr-fr"), timeout=30)
+    if before_delete is not None:
+        await before_delete()
+    assert await cluster.api.delete(cluster.stt_url("fr-fr"))
+    await cluster.eventually(lambda: gone(cluster, "fr-fr"), timeout=30)
+
+
+async def gone(cluster: Cluster, name: str) -> bool:
+    return await cluster.api.get(cluster.stt_url(name)) is None
+
+
+EXPECTED = {
+    "speech_operator_active": {(("value", "1.0"),)},
+    "speech_operator_speechtotext_condition": {
+        series("en-us", "en-US", 1, type="Ready", status="True", reason="ReplicasReady"),
+        series("en-us", "en-US", 1, type="Progressing", status="False", reason="Complete"),
+        series("en-us", "en-US", 1, type="Degraded", status="False", reason="AsExpected"),
+        series("de-de", "de-DE", 1, type="Ready", status="False", reason="MissingDependency"),
+        series("de-de", "de-DE", 1, type="Progressing", status="True", reason="RollingOut"),
+        series("de-de", "de-DE", 1, type="Degraded", status="True", reason="MissingDependency"),
+    },
+    "speech_operator_speechtotext_replicas_desired": {series("en-us", "en-US", 1), series("de-de", "de-DE", 1)},
+    "speech_operator_speechtotext_replicas_ready": {series("en-us", "en-US", 1), series("de-de", "de-DE", 0)},
+}
+
+
+async def test_metrics_show_each_speechtotext_as_it_is_and_forget_the_deleted(apiserver: Cluster) -> None:
+    """Exactly these series: the ready one's conditions, the Degraded one's with its reason, the desired and ready
+    replicas of both, and nothing of the SpeechToText deleted (it had series while it existed)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with Operator("run", "--namespace", NAMESPACE, "--metrics", url):
+        await apiserver.eventually(lambda: asyncio.to_thread(_answers, url), timeout=30)
+
+        async def fr_seen() -> bool:
+            found = await asyncio.to_thread(scrape, url)
+            return series("fr-fr", "fr-FR", 2) in found.get("speech_operator_speechtotext_replicas_desired", set())
+        await states(apiserver, lambda: apiserver.eventually(fr_seen, timeout=30))
+
+        async def as_expected() -> bool:
+            return await asyncio.to_thread(scrape, url) == EXPECTED
+        try:
+            await apiserver.eventually(as_expected, timeout=30)
+        except AssertionError:
+            found = await asyncio.to_thread(scrape, url)
+            differ = {m: (sorted(found.get(m, set()) - EXPECTED.get(m, set())), sorted(EXPECTED.get(m, set()) - found.get(m, set())))
+                      for m in set(found) | set(EXPECTED) if found.get(m) != EXPECTED.get(m)}
+            raise AssertionError(f"metric: (unexpected, missing): {differ}") from None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_a_replica_that_stands_by_exports_no_speechtotext(apiserver: Cluster) -> None:
+    """With peering, the active replica exports its SpeechToTexts; once a live peer outranks it, kopf pauses its
+    watching and it stands by: it says so (``speech_operator_active 0``) and exports nothing of the SpeechToTexts,
+    whose conditions it no longer follows (its index still holds what it saw when it was active)."""
+    declare_peerings(apiserver)
+    peering = apiserver.url("kopf.dev/v1", "kopfpeerings", "speech-operator")
+    await apiserver.api.create(apiserver.url("kopf.dev/v1", "kopfpeerings"), {
+        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speech-operator", "namespace": NAMESPACE}})
+    await apiserver.api.create(apiserver.stt_url(), stt("en-us", "en-US"))
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    async with Operator("run", "--namespace", NAMESPACE, "--peering", "speech-operator", "--priority", "1", "--metrics", url) as op:
+        async def exported() -> bool:
+            found = await asyncio.to_thread(scrape, url) if await asyncio.to_thread(_answers, url) else {}
+            return (found.get("speech_operator_active") == {(("value", "1.0"),)}
+                    and series("en-us", "en-US", 1) in found.get("speech_operator_speechtotext_replicas_desired", set()))
+        await apiserver.eventually(exported, timeout=30)
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        await apiserver.api.patch(peering, {"status": {"other-replica": {"priority": 100, "lifetime": 60, "lastseen": now}}})
+        await op.line("watching is paused")
+
+        async def standing_by() -> bool:
+            return await asyncio.to_thread(scrape, url) == {"speech_operator_active": {(("value", "0.0"),)}}
+        await apiserver.eventually(standing_by, timeout=10)
+
+
+async def test_prometheus_alerts_on_the_degraded_speechtotext_only(apiserver: Cluster, tmp_path: Path) -> None:
+    """A real Prometheus scraping the operator's /metrics with the generated rules: SpeechToTextDegraded and
+    SpeechToTextNotReady go pending for the Degraded SpeechToText (their ``for`` is minutes), naming it and its
+    reason, and nothing for the ready one."""
+    port = free_port()
+    async with Operator("run", "--namespace", NAMESPACE, "--metrics", f"http://127.0.0.1:{port}/metrics"):
+        await states(apiserver)
+        prometheus = Prometheus(tmp_path / "prometheus", {"operator": (port, TARGET)}, honor_labels=frozenset({"operator"}))
+        try:
+            def pending() -> dict[str, dict[str, Any]] | None:
+                found = {a["labels"]["alertname"]: a for a in prometheus.alerts()}
+                return found if set(found) == {"SpeechToTextDegraded", "SpeechToTextNotReady"} else None
+            found = await asyncio.to_thread(prometheus.wait_until, "SpeechToTextDegraded and NotReady pending", pending)
+            await asyncio.sleep(3)  # a few more evaluations: still these two only
+            assert {a["labels"]["alertname"] for a in await asyncio.to_thread(prometheus.alerts)} == set(found)
+        finally:
+            prometheus.stop()
+    for name, said in (("SpeechToTextDegraded", "is Degraded"), ("SpeechToTextNotReady", "is not Ready")):
+        alert = found[name]
+        assert alert["state"] == "pending", alert
+        assert alert["labels"] == {"alertname": name, "severity": "warning", "namespace": NAMESPACE, "name": "de-de"}
+        assert alert["annotations"]["summary"] == f"SpeechToText {NAMESPACE}/de-de {said}: MissingDependency", alert
+        assert f"kubectl describe speechtotext -n {NAMESPACE} de-de" in alert["annotations"]["description"]
