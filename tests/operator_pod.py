@@ -5,7 +5,8 @@ with its /tmp emptyDir, no TTY, no HOME from the runtime) with tests/kubelet.py 
 it logs in with a kubeconfig (a file volume and ``KUBECONFIG``) naming kmock, which listens in
 the pod's network, instead of a service account (kmock speaks plain HTTP; in-cluster login
 needs TLS). The operator must pass its liveness probe, create the Deployment of a SpeechToText
-made in kmock (its watch loop works), and stop on SIGTERM.
+made in kmock (its watch loop works), serve that SpeechToText's conditions at the ``--metrics`` URL
+it was given (on the container port its Service targets), and stop on SIGTERM.
 
 tests/operator/test_pods_run.py runs it with this checkout as the image, tests/ship/test_images.py
 with the built image.
@@ -77,12 +78,34 @@ def run_operator_pod(image: Image, image_ref: str, where: Path) -> str:
             assert image_of.startswith("ghcr.io/speech-operator/speech-recognizer:"), image_of
             passed, code, text = pod.probe(pod.container("operator"), "livenessProbe")
             assert passed, (code, text)
+            exported = scrape_metrics(pod, running.log)
         finally:
             exit_code = pod.stop(running, grace=float(spec.get("terminationGracePeriodSeconds", 30)))
         log = running.log()
         assert "uid not found" not in log and "home directory" not in log, log
         assert exit_code == 0, f"exit {exit_code} after SIGTERM:\n{log[-3000:]}"
-    return f"operator: live after {live:.1f} s, Deployment of a new SpeechToText {worked:.1f} s after start; exit 0 on SIGTERM"
+    return (f"operator: live after {live:.1f} s, Deployment of a new SpeechToText {worked:.1f} s after start; "
+            f"/metrics: {exported}; exit 0 on SIGTERM")
+
+
+def scrape_metrics(pod: Pod, log: Callable[[], str]) -> str:
+    """The operator's ``/metrics`` as Prometheus reaches it: the path of its ``--metrics`` argument, on the container
+    port named ``metrics`` (what deploy/base's Service targets). It must show the SpeechToText's Ready condition."""
+    from speech_operator.metrics import address
+
+    container = pod.container("operator")
+    (url,) = [a.removeprefix("--metrics=") for a in container["args"] if a.startswith("--metrics=")]
+    port, path = pod.port(container, "metrics"), address(url)[2]
+    assert address(url)[1] == port, (url, container["ports"])
+    deadline = time.monotonic() + 30
+    while True:
+        status, text = pod.http_get(port, path)
+        lines = [x for x in text.splitlines() if x.startswith("speech_operator_speechtotext_condition{") and 'name="ko-kr"' in x
+                 and 'type="Ready"' in x]
+        if status == 200 and lines and "speech_operator_active 1.0" in text:
+            return lines[0]
+        assert time.monotonic() < deadline, f"no Ready condition of ko-kr at {path} after 30 s: {status} {text[-2000:]}\n{log()[-3000:]}"
+        time.sleep(0.5)
 
 
 def kube_request(pod: Pod, url: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:

@@ -119,8 +119,8 @@ def check_service_monitor(doc: dict[str, Any]) -> None:
     ns = spec.get("namespaceSelector", {})
     assert set(ns) <= {"any", "matchNames"} and (ns.get("any") is True or ns.get("matchNames"))
     for ep in spec["endpoints"]:
-        assert set(ep) <= {"port", "path", "interval", "scheme", "scrapeTimeout"}
-        assert ep["port"] and ep["path"].startswith("/")
+        assert set(ep) <= {"port", "path", "interval", "scheme", "scrapeTimeout", "honorLabels"}
+        assert ep["port"] and ep["path"].startswith("/") and isinstance(ep.get("honorLabels", False), bool)
 
 
 def check_prometheus_rule(doc: dict[str, Any]) -> None:

@@ -50,16 +50,18 @@ def test_default_render_is_valid(helm: Path) -> None:
     docs = helm_template(helm)
     validate_manifests(docs)
     kinds = sorted(d["kind"] for d in operator_docs(docs))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"], "the metrics' Service, on by default"
     kinds = sorted(d["kind"] for d in gateway_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], "the gateway, on by default"
     deployment = one(operator_docs(docs), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/speech-operator/speech-operator:0.1.0"
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--metrics=http://0.0.0.0:8081/metrics", "--standalone"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SPEECH_OPERATOR_IMAGE"] == "ghcr.io/speech-operator/speech-recognizer"
     assert env["SPEECH_OPERATOR_VERSION"] == "0.1.0"
@@ -135,7 +137,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     for stt in stts.values():
         assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
         assert stt["metadata"]["namespace"] == "speech"
-    monitor = one(operator_docs(docs), "ServiceMonitor")
+    monitor = recognizers_monitor(docs)
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     deployment = one(operator_docs(docs), "Deployment")
@@ -143,7 +145,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=speech-operator" in args and "--standalone" not in args and "--verbose" in args
-    assert "--liveness=http://0.0.0.0:8081/healthz" in args
+    assert "--liveness=http://0.0.0.0:8081/healthz" in args and "--metrics=http://0.0.0.0:9090/metrics" in args
 
 
 def test_render_refuses_two_replicas_without_peering(helm: Path) -> None:
@@ -422,7 +424,7 @@ def test_gateway_metrics_are_scraped_with_the_recognizers(helm: Path) -> None:
     docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
     validate_manifests(docs)
     monitor, service = one(gateway_docs(docs), "ServiceMonitor"), one(gateway_docs(docs), "Service")
-    recognizers = one(operator_docs(docs), "ServiceMonitor")
+    recognizers = recognizers_monitor(docs)
     assert monitor["metadata"]["namespace"] == "speech" and monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert not recognizers["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -432,8 +434,45 @@ def test_gateway_metrics_are_scraped_with_the_recognizers(helm: Path) -> None:
     assert endpoint["interval"] == recognizers["spec"]["endpoints"][0]["interval"] == "15s"
     served = {r.resource.canonical for r in create_app(Directory()).router.routes() if r.method == "GET"}
     assert endpoint["path"] == recognizers["spec"]["endpoints"][0]["path"] and endpoint["path"] in served
-    assert len(by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "gateway.enabled=false"), "ServiceMonitor")) == 1
+    without = by_kind(helm_template(helm, "--values", str(FULL_VALUES), "--set", "gateway.enabled=false"), "ServiceMonitor")
+    assert not [m for m in without if m["metadata"]["name"] == monitor["metadata"]["name"]]
     assert not by_kind(helm_template(helm), "ServiceMonitor"), "off by default, as the recognizers' is"
+
+
+def recognizers_monitor(docs: list[dict]) -> dict:
+    (monitor,) = [m for m in by_kind(docs, "ServiceMonitor") if m["metadata"]["name"].endswith("-recognizers")]
+    return monitor
+
+
+def test_operator_metrics_are_served_and_scraped(helm: Path) -> None:
+    """``metrics.enabled`` (the default): the operator serves /metrics on ``metrics.port`` (``--metrics``, a container
+    port of that name), a Service selects the operator's pods only, and with ``serviceMonitor.enabled`` a ServiceMonitor
+    selects that Service, honouring the labels the operator exports (each SpeechToText's ``namespace``: the alerts group
+    by it). Off: none of them. The port must differ from the liveness probe's."""
+    from speech_operator.metrics import address
+
+    docs = helm_template(helm, "--values", str(FULL_VALUES), namespace="speech")
+    validate_manifests(docs)
+    operator, gateway = one(operator_docs(docs), "Deployment"), one(gateway_docs(docs), "Deployment")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    (flag,) = [a.removeprefix("--metrics=") for a in container["args"] if a.startswith("--metrics=")]
+    host, port, path = address(flag)
+    assert host == "0.0.0.0" and {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    service = one(operator_docs(docs), "Service")
+    assert service["spec"]["selector"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    assert not service["spec"]["selector"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+    (monitor,) = [m for m in by_kind(docs, "ServiceMonitor") if m is not recognizers_monitor(docs)
+                  and m["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["speech"]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": path, "interval": "15s", "honorLabels": True}]
+    assert not recognizers_monitor(docs)["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+    off = helm_template(helm, "--values", str(FULL_VALUES), "--set", "metrics.enabled=false", namespace="speech")
+    container = one(operator_docs(off), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--metrics")] and "metrics" not in {p["name"] for p in container["ports"]}
+    assert not by_kind(operator_docs(off), "Service") and not [m for m in by_kind(off, "ServiceMonitor") if m["metadata"]["name"] == monitor["metadata"]["name"]]
+    assert "metrics.port and livenessPort must differ" in run_fail([helm, "template", "x", CHART, "--set", "metrics.port=8080"])
 
 
 # ---- the gateway's Ingress ----------------------------------------------------------------------

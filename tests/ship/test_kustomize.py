@@ -23,7 +23,7 @@ def test_deploy_builds_and_validates(kubectl: Path) -> None:
     validate_manifests(docs)
     kinds = sorted(d["kind"] for d in operator_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "Namespace",
-                     "ServiceAccount"], kinds
+                     "Service", "ServiceAccount"], kinds
     kinds = sorted(d["kind"] for d in gateway_docs(docs))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], kinds
     namespace = one(docs, "Namespace")["metadata"]["name"]
@@ -83,6 +83,9 @@ def test_deploy_matches_the_chart_defaults(kubectl: Path, helm3: Path) -> None:
         assert plain["containers"][0][key] == chart["containers"][0][key], key
     for key in ("securityContext", "terminationGracePeriodSeconds", "volumes"):
         assert plain[key] == chart[key], key
+    plain = one(operator_docs(kustomize(kubectl, ROOT / "deploy")), "Service")
+    chart = one(operator_docs(helm_template(helm3)), "Service")
+    assert plain["spec"]["ports"] == chart["spec"]["ports"], "the operator's metrics Service"
 
 
 def test_crd_copy_has_not_drifted() -> None:
