@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,6 +28,7 @@ from speech_operator.reconcile import Runtime
 
 from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for  # noqa: F401  (tests import them from here)
 
+ROOT = Path(__file__).resolve().parents[2]
 TEST_AGENT = "test-client"  # the User-Agent of the test's own client (kubectl's part)
 
 
@@ -121,3 +128,63 @@ async def cluster(apiserver: Cluster) -> AsyncIterator[Cluster]:
         stop.set()
         await asyncio.to_thread(operator.join, 15)
         assert not operator.is_alive(), "the operator did not stop"
+
+
+# ---- the console script in a process of its own (tests/operator/test_cli.py, test_metrics.py) ----------------------
+PEERINGS = "kopf.dev/v1/kopfpeerings"
+ENV = {"PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT / 'recognizer'}"}  # this checkout's code
+
+
+def console_script() -> str:
+    found = shutil.which("speech-operator", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert found, "speech-operator is not installed (pip install -e '.[operator]')"
+    return found
+
+
+class Operator:
+    """``speech-operator ARGS`` in a process of its own; its log lines are collected as they come."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args, self.env = args, {**os.environ, **ENV, **(env or {})}
+        self.lines: list[str] = []
+
+    async def __aenter__(self) -> Operator:
+        self.proc = await asyncio.create_subprocess_exec(
+            console_script(), *self.args, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode().rstrip())
+
+    async def line(self, pattern: str, timeout: float = 20) -> str:
+        """Wait for a log line matching ``pattern``."""
+        async def seen() -> str | None:
+            return next((x for x in self.lines if re.search(pattern, x)), None)
+        try:
+            return await eventually(seen, timeout)
+        except AssertionError:
+            raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines)) from None
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)  # as the kubelet stops it
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await self._reader
+        print(f"$ speech-operator {' '.join(self.args)}", *self.lines, sep="\n")  # shown when a test fails
+
+
+async def deployment(cluster: Cluster, name: str = "en-us") -> dict[str, Any] | None:
+    return await cluster.api.get(cluster.url("apps/v1", "deployments", name))
+
+
+def declare_peerings(cluster: Cluster) -> None:
+    cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
+        kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})

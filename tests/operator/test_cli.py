@@ -9,8 +9,6 @@ import datetime
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import NAMESPACE, kubeconfig_for
-from stt_schema import ROOT
+from conftest import ENV, NAMESPACE, Operator, console_script, declare_peerings, deployment, kubeconfig_for
 
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
@@ -28,74 +25,10 @@ from speech_operator.kube import USER_AGENT
 if TYPE_CHECKING:
     from conftest import Cluster
 
-PEERINGS = "kopf.dev/v1/kopfpeerings"
-ENV = {"PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT / 'recognizer'}"}  # this checkout's code
-
-
-def console_script() -> str:
-    found = shutil.which("speech-operator", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    assert found, "speech-operator is not installed (pip install -e '.[operator]')"
-    return found
-
-
-class Operator:
-    """``speech-operator ARGS`` in a process of its own; its log lines are collected as they come."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args, self.env = args, {**os.environ, **ENV, **(env or {})}
-        self.lines: list[str] = []
-
-    async def __aenter__(self) -> Operator:
-        self.proc = await asyncio.create_subprocess_exec(
-            console_script(), *self.args, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            self.lines.append(line.decode().rstrip())
-
-    async def line(self, pattern: str, timeout: float = 20) -> str:
-        """Wait for a log line matching ``pattern``."""
-        async def seen() -> str | None:
-            return next((x for x in self.lines if re.search(pattern, x)), None)
-        try:
-            return await _eventually(seen, timeout)
-        except AssertionError:
-            raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines)) from None
-
-    async def __aexit__(self, *_: Any) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)  # as the kubelet stops it
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._reader
-        print(f"$ speech-operator {' '.join(self.args)}", *self.lines, sep="\n")  # shown when a test fails
-
-
-async def _eventually(check: Any, timeout: float) -> Any:
-    from conftest import eventually
-    return await eventually(check, timeout)
-
 
 def stt(name: str = "en-us") -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
-
-
-async def deployment(cluster: Cluster, name: str = "en-us") -> dict[str, Any] | None:
-    return await cluster.api.get(cluster.url("apps/v1", "deployments", name))
-
-
-def declare_peerings(cluster: Cluster) -> None:
-    import kmock
-    cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
-        kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
 
 
 @pytest.mark.parametrize("bound", ["cluster-wide", "by a Role"])

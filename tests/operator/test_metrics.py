@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from conftest import NAMESPACE
+from conftest import NAMESPACE, Operator, declare_peerings, deployment
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import Operator, declare_peerings, deployment
 
 from speech_operator import api
 
