@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import socket
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from conftest import NAMESPACE, Operator, declare_peerings, deployment
+from conftest import ENV, NAMESPACE, Operator, console_script, declare_peerings, deployment
 from prometheus_client.parser import text_string_to_metric_families
 
 from speech_operator import api
@@ -168,3 +171,23 @@ async def test_prometheus_alerts_on_the_degraded_speechtotext_only(apiserver: Cl
         assert alert["labels"] == {"alertname": name, "severity": "warning", "namespace": NAMESPACE, "name": "de-de"}
         assert alert["annotations"]["summary"] == f"SpeechToText {NAMESPACE}/de-de {said}: MissingDependency", alert
         assert f"kubectl describe speechtotext -n {NAMESPACE} de-de" in alert["annotations"]["description"]
+
+
+async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:
+    """``--metrics`` (or SPEECH_OPERATOR_METRICS) that is no http://HOST:PORT/PATH URL: argparse's usage and exit
+    status 2, before anything starts; a port another process holds: one line and exit status 1, not a traceback."""
+    for args, env in (((("--metrics", "0.0.0.0:8081"),), {}), ((), {"SPEECH_OPERATOR_METRICS": "http://0.0.0.0/metrics"})):
+        flags = [a for pair in args for a in pair]
+        proc = await asyncio.to_thread(subprocess.run, [console_script(), "run", "--namespace", NAMESPACE, *flags],
+                                       env={**os.environ, **ENV, **env}, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "--metrics:" in proc.stderr and "is no http://HOST:PORT/PATH URL" in proc.stderr, proc.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}/metrics"
+        async with Operator("run", "--namespace", NAMESPACE, "--metrics", url) as op:
+            await asyncio.wait_for(op.proc.wait(), 30)
+    assert op.proc.returncode == 1, op.lines
+    (line,) = op.lines
+    assert line.startswith(f"speech-operator: cannot serve --metrics {url}: ") and line.endswith("address already in use"), line
