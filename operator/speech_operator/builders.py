@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from speech_operator import api
-from speech_operator.config import OperatorConfig
+from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
 from speech_recognizer import contract
 
 MANAGER = "speech-operator"
@@ -150,12 +150,17 @@ def volume(name: str, source: api.VolumeSource) -> Manifest:
     return {"name": name, "emptyDir": empty}
 
 
-def restricted_security_context() -> Manifest:
-    """The Pod Security "restricted" profile for one container."""
+def identity(config: OperatorConfig) -> Manifest:
+    """The uid and gid the pods ask for: 65532, or none when the platform assigns them (``platform_identity``)."""
+    return {} if config.platform_identity else {"runAsUser": contract.RUN_AS_USER, "runAsGroup": contract.RUN_AS_GROUP}
+
+
+def restricted_security_context(config: OperatorConfig | None = None) -> Manifest:
+    """The Pod Security "restricted" profile for one container (as uid/gid 65532 unless ``config`` leaves the ids
+    to the platform)."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": contract.RUN_AS_USER,
-        "runAsGroup": contract.RUN_AS_GROUP,
+        **identity(config or OperatorConfig()),
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -243,22 +248,35 @@ CHOWN_SCRIPT = (
 )
 
 
-def needs_chown(spec: api.SpeechToTextSpec) -> list[str]:
+def needs_chown(spec: api.SpeechToTextSpec, config: OperatorConfig | None = None) -> list[str]:
     """Mounted volumes whose ownership fsGroup cannot be trusted to fix (PVCs, hostPaths); none when the spec
-    says their owner is seen to elsewhere (``chownVolumes: false``)."""
-    if not spec.chownVolumes:
+    says their owner is seen to elsewhere (``chownVolumes: false``), or when the platform assigns the ids
+    (:func:`chown_not_applied`)."""
+    if not spec.chownVolumes or (config is not None and config.platform_identity):
         return []
     return [name for name, v in mounted_volumes(spec).items() if v.persistentVolumeClaim or v.hostPath]
 
 
-def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[Manifest]:
-    """The chown step (in the ``trusted`` image) when volumes need it, then the model download (in ``img``)."""
-    inits: list[Manifest] = []
+def chown_not_applied(spec: api.SpeechToTextSpec, config: OperatorConfig) -> str | None:
+    """Why ``spec.chownVolumes`` is not applied, when it would be but the platform assigns the ids: the step would
+    have to run as root and give the volumes to a uid the pods do not know beforehand. The platform's fsGroup gives
+    PVCs to the pods' group instead, where their storage supports it (OpenShift applies the fsGroup it assigns)."""
     owned = needs_chown(spec)
+    if not owned or not config.platform_identity:
+        return None
+    return (f"spec.chownVolumes is not applied to {', '.join(owned)}: the platform assigns the pods' uid and fsGroup "
+            f"(the operator's {POD_IDENTITY_ENV}=platform), so no step runs as root; a PersistentVolumeClaim is given "
+            "to that fsGroup where its storage supports fsGroup, other volumes must be writable by it already")
+
+
+def init_containers(spec: api.SpeechToTextSpec, img: str, config: OperatorConfig) -> list[Manifest]:
+    """The chown step (in the operator's own image) when volumes need it, then the model download (in ``img``)."""
+    inits: list[Manifest] = []
+    owned = needs_chown(spec, config)
     if owned:
         inits.append({
             "name": "chown",
-            "image": trusted,
+            "image": config.trusted_image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-c", CHOWN_SCRIPT,
                         str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP),
@@ -288,7 +306,7 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, trusted: str) -> list[
             "image": img,
             "imagePullPolicy": "IfNotPresent",
             "args": download_args(spec),
-            "securityContext": restricted_security_context(),
+            "securityContext": restricted_security_context(config),
             "resources": _resources(spec),
             "volumeMounts": mounts,
         })
@@ -313,7 +331,7 @@ def probes() -> Manifest:
     }
 
 
-def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
+def recognizer_container(spec: api.SpeechToTextSpec, img: str, config: OperatorConfig | None = None) -> Manifest:
     env: list[Manifest] = []
     if spec.apiKeySecretRef:
         env.append({"name": contract.env_name(contract.API_KEY), "valueFrom": {"secretKeyRef": {
@@ -336,7 +354,7 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str) -> Manifest:
         # An HTTP hook: the image has no shell for `sleep`, and the sleep action needs Kubernetes 1.30.
         "lifecycle": {"preStop": {"httpGet": {"path": contract.ROUTE_PRE_STOP, "port": PORT_NAME}}},
         "resources": _resources(spec),
-        "securityContext": restricted_security_context(),
+        "securityContext": restricted_security_context(config),
         "volumeMounts": mounts,
     }
 
@@ -350,17 +368,16 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": contract.RUN_AS_USER,
-            "runAsGroup": contract.RUN_AS_GROUP,
-            "fsGroup": contract.RUN_AS_GROUP,
+            **identity(config),
+            **({} if config.platform_identity else {"fsGroup": contract.RUN_AS_GROUP}),
             "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    inits = init_containers(spec, img, config.trusted_image)
+    inits = init_containers(spec, img, config)
     if inits:
         pod["initContainers"] = inits
-    pod["containers"] = [recognizer_container(spec, img)]
+    pod["containers"] = [recognizer_container(spec, img, config)]
     pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in mounted_volumes(spec).items()]
     ref = ca_bundle(spec)
     if ref is not None:

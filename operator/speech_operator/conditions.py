@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from speech_operator import api, builders
+from speech_operator.config import POD_IDENTITY_ENV
 
 READY: Final = "Ready"
 PROGRESSING: Final = "Progressing"
@@ -49,6 +50,11 @@ def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText)
                         "and have the volumes writable by 65532")
         if pod_security and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
             message += "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim"
+        template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        if "security context constraint" in message and "fsGroup" in (template.get("securityContext") or {}):
+            message += ("; OpenShift's default SCC (restricted-v2) gives each namespace's pods a uid and fsGroup of its "
+                        f"own range and refuses 65532: have the operator leave them to it ({POD_IDENTITY_ENV}=platform; "
+                        "the chart's podIdentity=platform)")
         return PODS_NOT_CREATED, message
     progress = found.get("Progressing") or {}
     if progress.get("status") == "False" and progress.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
@@ -81,7 +87,7 @@ def _also(message: str, outdated_crd: str | None) -> str:
 
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
-    refused: list[str] | None = None, outdated_crd: str | None = None,
+    refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -90,6 +96,8 @@ def observe(
     nothing was created or changed, and the SpeechToText is Degraded and not Ready.
     ``outdated_crd`` says what the installed CRD lacks (:func:`crd_check.problem`): Degraded
     (reason :data:`CRD_OUTDATED`, or added to another reason's message), still Ready when its pods are.
+    ``not_applied`` says what of the spec the operator leaves out, and why, in the message of
+    a Degraded that is False (:func:`builders.chown_not_applied`).
     """
     desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
@@ -113,7 +121,8 @@ def observe(
     elif outdated_crd:
         degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
-        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets, ConfigMaps and PVCs exist")
+        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets, ConfigMaps and PVCs exist"
+                        + (f"; {not_applied}" if not_applied else ""))
 
     counts = f"{ready}/{desired} replicas ready"
     if refused:

@@ -10,6 +10,11 @@ from typing import Any
 from speech_operator import __version__
 
 DEFAULT_IMAGE = "ghcr.io/speech-operator/speech-recognizer"
+#: ``SPEECH_OPERATOR_POD_IDENTITY``: ``fixed``, the recognizer pods run as uid/gid and fsGroup 65532 (with the
+#: chown step for ``spec.chownVolumes``); ``platform``, they set no runAsUser, runAsGroup or fsGroup and the platform
+#: assigns them (OpenShift's restricted-v2 SCC: a uid and fsGroup from the namespace's range, gid 0), with no chown step.
+POD_IDENTITY_ENV = "SPEECH_OPERATOR_POD_IDENTITY"
+POD_IDENTITIES = ("fixed", "platform")
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,13 @@ class OperatorConfig:
     """How often the autoscaler asks the pods of a SpeechToText with spec.autoscaling for their sessions."""
     demand_seconds: float = 120.0
     """How long a request the gateway asked for (status.demand) keeps at least one pod wanted."""
+    pod_identity: str = "fixed"
+    """Who picks the recognizer pods' uid, gid and fsGroup: ``fixed`` (65532) or ``platform`` (see :data:`POD_IDENTITY_ENV`)."""
+
+    @property
+    def platform_identity(self) -> bool:
+        """The platform assigns the pods' uid, gid and fsGroup (nothing may run as root, nothing asks for an id)."""
+        return self.pod_identity == "platform"
 
     @property
     def allowed_image_repositories(self) -> tuple[str, ...]:
@@ -43,8 +55,9 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
-        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``;
-        :class:`ValueError` naming the variable for a number that is none or out of bounds."""
+        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``,
+        ``_POD_IDENTITY``; :class:`ValueError` naming the variable for a number that is none or out of bounds, or a
+        pod identity that is neither ``fixed`` nor ``platform``."""
         env = dict(os.environ if env is None else env)
         return cls(
             image=env.get("SPEECH_OPERATOR_IMAGE") or cls.image,
@@ -54,6 +67,7 @@ class OperatorConfig:
             allowed_host_paths=_list(env.get("SPEECH_OPERATOR_ALLOWED_HOST_PATHS")),
             autoscale_seconds=env_number(env, "SPEECH_OPERATOR_AUTOSCALE_SECONDS", float, cls.autoscale_seconds, 0.001),
             demand_seconds=env_number(env, "SPEECH_OPERATOR_DEMAND_SECONDS", float, cls.demand_seconds, 0),
+            pod_identity=env_choice(env, POD_IDENTITY_ENV, POD_IDENTITIES, cls.pod_identity),
         )
 
 
@@ -71,6 +85,17 @@ def env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float],
     if not minimum <= value < float("inf"):
         raise ValueError(f"{name}={text!r} must be at least {minimum:g}")
     return value
+
+
+def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """The word in the variable ``name`` (``default`` when unset or empty; any case); :class:`ValueError` naming the
+    variable and the choices for another."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if text.lower() not in choices:
+        raise ValueError(f"{name}={text!r} is not one of {', '.join(choices)}")
+    return text.lower()
 
 
 def _list(value: str | None) -> tuple[str, ...]:

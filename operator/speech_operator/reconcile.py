@@ -298,7 +298,8 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
-        status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd)
+        status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
+                                    builders.chown_not_applied(stt.spec, runtime.config))
         await write_status(runtime.kube, body, status)
         return status
 
