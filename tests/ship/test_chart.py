@@ -315,6 +315,39 @@ def test_policy_values_reach_the_operator(helm: Path) -> None:
                                                  "registry.example.com/speech-mirror/")
 
 
+def test_platform_pod_identity_lets_openshift_admit_every_pod_of_the_chart(helm: Path) -> None:
+    """OpenShift's default SCC, restricted-v2 (emulated in tests/openshift_scc.py: no OpenShift here), refuses every
+    pod of the chart as it was (uid and fsGroup 65532, in no namespace's range: the operator would never start).
+    With ``podIdentity=platform`` it admits each (the operator, the gateway, the uninstall clean-up Job), which ask for
+    no ids (a runAsUser set in podSecurityContext or securityContext too is left out) and keep the restricted profile;
+    and the operator gets ``SPEECH_OPERATOR_POD_IDENTITY=platform`` for the recognizer pods it makes."""
+    from speech_operator.config import OperatorConfig
+    from tests import openshift_scc as scc
+    from tests.pod_security import violations
+
+    for args in ((), ("--values", str(FULL_VALUES)), ("--set", "recognizers[0].locale=ko-KR")):
+        for identity in ("fixed", "platform"):
+            docs = helm_template(helm, *args, "--set", f"podIdentity={identity}", "--set", "securityContext.runAsUser=65532",
+                                 namespace="speech")
+            workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+            assert len(workloads) >= 2
+            for doc in workloads:
+                pod = doc["spec"]["template"]["spec"]
+                if identity == "fixed":
+                    with pytest.raises(scc.Refused, match=r"runAsUser: Invalid value: 65532: must be in the ranges"):
+                        scc.admit(pod)
+                    continue
+                assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"]), doc["metadata"]["name"]
+                assert pod["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+                assert violations(pod) == [], doc["metadata"]["name"]
+                admitted = scc.admit(pod)
+                assert scc.identity(admitted, pod["containers"][0]["name"]) == (1000680000, 0, [0, 1000680000])
+            env = {e["name"]: e.get("value") for e in one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert OperatorConfig.from_env({k: v for k, v in env.items() if v is not None}).pod_identity == identity
+    assert any(d["kind"] == "Job" for d in helm_template(helm, "--set", "recognizers[0].locale=ko-KR")), "the clean-up Job was checked"
+    assert "podIdentity" in run_fail([helm, "template", "x", CHART, "--set", "podIdentity=openshift"])
+
+
 # ---- the gateway --------------------------------------------------------------------------------
 def gateway_pod(docs: list[dict]) -> dict:
     return one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]

@@ -45,6 +45,42 @@ def test_the_namespace_enforces_the_restricted_profile_and_its_pods_meet_it(kube
         assert violations(doc["spec"]["template"]["spec"]) == [], doc["metadata"]["name"]
 
 
+def test_the_openshift_overlay_is_deploy_with_the_ids_left_to_the_platform(kubectl: Path) -> None:
+    """deploy/openshift is deploy/ but for the ids: OpenShift's default SCC, restricted-v2 (emulated in
+    tests/openshift_scc.py: no OpenShift here), refuses deploy/'s operator and gateway pods (65532 is in no namespace's
+    range) and admits the overlay's, which ask for no uid, gid or fsGroup and keep the restricted profile; its operator
+    leaves the recognizer pods' ids to the platform too (SPEECH_OPERATOR_POD_IDENTITY=platform)."""
+    from speech_operator.config import OperatorConfig
+    from tests import openshift_scc as scc
+    from tests.pod_security import violations
+
+    base, overlay = kustomize(kubectl, ROOT / "deploy"), kustomize(kubectl, ROOT / "deploy" / "openshift")
+    validate_manifests(overlay)
+    assert [(d["kind"], d["metadata"]["name"]) for d in base] == [(d["kind"], d["metadata"]["name"]) for d in overlay]
+    for mine, theirs in zip(overlay, base, strict=True):
+        if mine["kind"] != "Deployment":
+            assert mine == theirs
+            continue
+        pod, base_pod = mine["spec"]["template"]["spec"], theirs["spec"]["template"]["spec"]
+        with pytest.raises(scc.Refused, match="must be in the ranges"):
+            scc.admit(base_pod)
+        assert pod["securityContext"] == {k: v for k, v in base_pod["securityContext"].items()
+                                          if k not in ("runAsUser", "runAsGroup", "fsGroup")}
+        assert violations(pod) == []
+        admitted = scc.admit(pod)
+        assert scc.identity(admitted, pod["containers"][0]["name"]) == (1000680000, 0, [0, 1000680000])
+        env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+        base_env = {e["name"]: e.get("value") for e in base_pod["containers"][0].get("env", [])}
+        if "SPEECH_OPERATOR_POD_IDENTITY" in base_env:
+            assert OperatorConfig.from_env({k: v for k, v in base_env.items() if v}).pod_identity == "fixed"
+            assert OperatorConfig.from_env({k: v for k, v in env.items() if v}).pod_identity == "platform"
+            env.pop("SPEECH_OPERATOR_POD_IDENTITY"), base_env.pop("SPEECH_OPERATOR_POD_IDENTITY")
+        assert env == base_env
+        rest = {k: v for k, v in pod["containers"][0].items() if k != "env"}
+        assert rest == {k: v for k, v in base_pod["containers"][0].items() if k != "env"}
+    assert sum(1 for d in overlay if d["kind"] == "Deployment") == 2
+
+
 def test_binding_grants_rbac_yaml_to_the_operator(kubectl: Path) -> None:
     docs = kustomize(kubectl, ROOT / "deploy")
     role, binding, sa = one(operator_docs(docs), "ClusterRole"), one(operator_docs(docs), "ClusterRoleBinding"), one(operator_docs(docs), "ServiceAccount")

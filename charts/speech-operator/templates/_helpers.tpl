@@ -105,3 +105,23 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: speech-operator
 {{- end -}}
+
+{{/*
+The pods' and containers' securityContext: podSecurityContext and securityContext, without runAsUser, runAsGroup and
+fsGroup when podIdentity is platform (the platform assigns them: OpenShift's restricted-v2 SCC refuses others).
+*/}}
+{{- define "speech-operator.podSecurityContext" -}}
+{{- if eq .Values.podIdentity "platform" -}}
+{{- toYaml (omit .Values.podSecurityContext "runAsUser" "runAsGroup" "fsGroup") -}}
+{{- else -}}
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "speech-operator.securityContext" -}}
+{{- if eq .Values.podIdentity "platform" -}}
+{{- toYaml (omit .Values.securityContext "runAsUser" "runAsGroup") -}}
+{{- else -}}
+{{- toYaml .Values.securityContext -}}
+{{- end -}}
+{{- end -}}
