@@ -2,7 +2,8 @@
 
 :func:`run_example` is the whole life of one such pod (tests/kubelet.py): its init
 containers in order, each to a successful end; the recognizer with exactly the emitted args
-and env (Secret values filled in from the example's Secret), as uid 65532 with fsGroup 65532,
+and env (Secret values filled in from the example's Secret), as uid 65532 with fsGroup 65532
+(or, through a cluster's admission such as OpenShift's, as the uid, gid and fsGroup it assigns),
 a read-only root and the volumes the spec mounts; every probe exactly as a kubelet sends it
 (path, port, no headers): startup, readiness, liveness; the API reference (/swagger, its
 document and Swagger UI's files, served from the image itself); a transcript through the REST route;
@@ -35,15 +36,15 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from speech_recognizer import contract
-
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
+from speech_recognizer import contract
 
 from .kubelet import Image, Pod, file_server
 
@@ -145,20 +146,25 @@ def sha256_of(path: Path) -> str:
 
 def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
                 catalog_zip: Path, wav: Path, model_locale: str = "ko-KR", *, spec_update: dict[str, Any] | None = None,
-                volume_owner: tuple[int, int] = (0, 0)) -> str:
+                volume_owner: tuple[int, int] = (0, 0), admit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                fs_group_claims: bool = False) -> str:
     """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went.
 
     ``model`` is the folder of the ``model_locale`` model (the image has it too), ``catalog_zip`` that model zipped;
     ``spec_update`` changes top-level fields of the example's spec, ``volume_owner`` owns its PVCs and hostPaths.
+    ``admit`` is the cluster's admission (the pod spec as admitted, e.g. with the ids it assigns: tests/openshift_scc.py);
+    ``fs_group_claims``: the PVCs are on storage that supports fsGroup (tests/kubelet.py).
     """
     objects = docs(path)
     doc = copy.deepcopy(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
     doc["spec"].update(spec_update or {})
     stt = stt_of(doc)
     spec = copy.deepcopy(pod_spec(stt, config))
+    if admit is not None:
+        spec = admit(spec)
     volumes = host_volumes(stt, spec, where / "volumes", model, volume_owner)
     secrets = secrets_of(objects)
-    with Pod(spec, image, secrets=secrets, volumes=volumes, name=name) as pod:
+    with Pod(spec, image, secrets=secrets, volumes=volumes, name=name, fs_group_claims=fs_group_claims) as pod:
         with file_server(pod, {"model.zip": catalog_zip}) as files:
             for init in pod.init_containers():
                 container = pod.container(init)
@@ -191,7 +197,15 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             pod.stop(running, grace=0)
         # 0 only after a drain (uvicorn's own SIGTERM handling ends in -15; the end of the grace period in -9)
         assert code == 0, f"exit {code}:\n{running.log()[-3000:]}"
-    for volume, where_ in volumes.items():  # the chown step gave the root-owned volumes to the recognizer's user (or they were)
-        assert (where_.stat().st_uid, where_.stat().st_gid) == (contract.RUN_AS_USER, contract.RUN_AS_GROUP), volume
+    chowned = any(c["name"] == "chown" for c in spec.get("initContainers", []))
+    fs_group = spec["securityContext"].get("fsGroup")
+    for volume, where_ in volumes.items():
+        owner = where_.stat().st_uid, where_.stat().st_gid
+        if chowned:  # the chown step gave the root-owned volumes to the recognizer's user
+            assert owner == (contract.RUN_AS_USER, contract.RUN_AS_GROUP), volume
+        elif fs_group_claims:  # the kubelet gave them to the pod's fsGroup
+            assert owner[1] == fs_group and where_.stat().st_mode & 0o2070 == 0o2070, (volume, owner)
+        else:  # they were the recognizer's already
+            assert owner == volume_owner, volume
     return (f"{path.name}:{name}: started after {started:.1f} s, ready {ready:.1f} s later, transcript "
             f"{answer['DisplayText']!r}; stopped in {took:.1f} s of {spec['terminationGracePeriodSeconds']}")

@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,12 @@ from .operator_pod import kmock_in, kube_request
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gateway_pod_spec(image_ref: str | None = None) -> dict[str, Any]:
-    """deploy/base's gateway pod with the kubeconfig change (see the module doc)."""
-    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/base/gateway.yaml").read_text()) if d]
-    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"])
+def gateway_pod_spec(image_ref: str | None = None, manifests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """deploy/base's gateway pod (or that of ``manifests``, e.g. an overlay's) with the kubeconfig change (see the
+    module doc)."""
+    docs = manifests or [d for d in yaml.safe_load_all((ROOT / "deploy/base/gateway.yaml").read_text()) if d]
+    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "speech-gateway")
+                         ["spec"]["template"]["spec"])
     container = spec["containers"][0]
     if image_ref:
         container["image"] = image_ref
@@ -45,9 +48,13 @@ def gateway_pod_spec(image_ref: str | None = None) -> dict[str, Any]:
     return spec
 
 
-def run_gateway_pod(image: Image, where: Path, image_ref: str | None = None) -> str:
-    """Run the gateway's pod (see the module doc); a line saying how it went."""
-    spec = gateway_pod_spec(image_ref)
+def run_gateway_pod(image: Image, where: Path, image_ref: str | None = None, manifests: list[dict[str, Any]] | None = None,
+                    admit: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> str:
+    """Run the gateway's pod (see the module doc); a line saying how it went. ``manifests``: where its Deployment is
+    (deploy/base's by default); ``admit``: the cluster's admission (tests/openshift_scc.py)."""
+    spec = gateway_pod_spec(image_ref, manifests)
+    if admit is not None:
+        spec = admit(spec)
     (container,) = spec["containers"]
     kubeconfig = where / "kubeconfig"
     kubeconfig.mkdir()

@@ -10,7 +10,9 @@ each as a process:
   ``readOnlyRootFilesystem`` is set, with the pod's volumes mounted where the container
   mounts them: emptyDirs are fresh directories (mode 0777, group ``fsGroup``, as the
   kubelet makes them), PVCs and hostPaths are host directories the test provides, given
-  no ``fsGroup`` treatment (as NFS or a hostPath get none);
+  no ``fsGroup`` treatment (as NFS or a hostPath get none), or, with ``fs_group_claims``,
+  PVCs given to the pod's ``fsGroup`` as the kubelet gives a volume whose storage supports
+  it (:func:`set_volume_ownership`);
 - as the container's (else the pod's) ``runAsUser``/``runAsGroup`` with the pod's
   ``fsGroup`` as a supplementary group, only the capabilities it adds (root keeps only
   those, a non-root user has none), ``no_new_privs`` unless privilege escalation is
@@ -175,6 +177,21 @@ def _launch(plan: dict[str, Any]) -> None:
     os.execvpe(argv[0], argv, plan["env"])
 
 
+def set_volume_ownership(top: Path, fs_group: int, read_only: bool = False) -> None:
+    """What the kubelet does to a volume whose storage supports fsGroup (most block and CSI storage; not NFS or a
+    hostPath) before a pod with ``fsGroup`` mounts it (Kubernetes' pkg/volume/volume_linux.go, SetVolumeOwnership):
+    every file and directory to group ``fsGroup``, group read-write (read-only: read), directories also group
+    executable and setgid; skipped when the top already has that group and those bits (``OnRootMismatch``)."""
+    mask = 0o440 if read_only else 0o660
+    if top.stat().st_gid == fs_group and top.stat().st_mode & (mask | 0o2110) == mask | 0o2110:
+        return
+    for path in [top, *top.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chown(path, -1, fs_group)
+        os.chmod(path, path.stat().st_mode & 0o7777 | mask | (0o2110 if path.is_dir() else 0))
+
+
 # ---- the pod ----------------------------------------------------------------------
 @dataclass
 class Exited:
@@ -210,6 +227,8 @@ class Pod:
     name: str = "pod-0"
     #: Images by reference, when containers of the pod use other images than ``image``.
     images: dict[str, Image] = field(default_factory=dict)
+    #: PVCs are on storage that supports fsGroup: given to the pod's ``fsGroup`` as they are mounted.
+    fs_group_claims: bool = False
     _dir: Path | None = None
     _pause: subprocess.Popen | None = None
     _sources: dict[str, Path] = field(default_factory=dict)
@@ -241,6 +260,8 @@ class Pod:
                 self._sources[name] = path
             elif name in self.volumes:
                 self._sources[name] = self.volumes[name]
+                if self.fs_group_claims and fs_group is not None and "persistentVolumeClaim" in volume:
+                    set_volume_ownership(self.volumes[name], int(fs_group))
             else:
                 raise ValueError(f"volume {name!r} ({sorted(volume)}) needs a host directory in Pod.volumes")
         return self

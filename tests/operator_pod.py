@@ -34,10 +34,12 @@ from .kubelet import Image, Pod
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def operator_pod_spec(image_ref: str) -> dict[str, Any]:
-    """deploy/base's operator pod with the kubeconfig change (see the module doc)."""
-    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()) if d]
-    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"])
+def operator_pod_spec(image_ref: str, manifests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """deploy/base's operator pod (or that of ``manifests``, e.g. an overlay's) with the kubeconfig change (see the
+    module doc)."""
+    docs = manifests or [d for d in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()) if d]
+    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "speech-operator")
+                         ["spec"]["template"]["spec"])
     container = spec["containers"][0]
     container["image"] = image_ref
     container["env"] = [e for e in container["env"] if "valueFrom" not in e] + [
@@ -48,9 +50,13 @@ def operator_pod_spec(image_ref: str) -> dict[str, Any]:
     return spec
 
 
-def run_operator_pod(image: Image, image_ref: str, where: Path) -> str:
-    """Run the operator's pod (see the module doc); a line saying how it went."""
-    spec = operator_pod_spec(image_ref)
+def run_operator_pod(image: Image, image_ref: str, where: Path, manifests: list[dict[str, Any]] | None = None,
+                     admit: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> str:
+    """Run the operator's pod (see the module doc); a line saying how it went. ``manifests``: where its Deployment
+    is (deploy/base's by default); ``admit``: the cluster's admission (tests/openshift_scc.py)."""
+    spec = operator_pod_spec(image_ref, manifests)
+    if admit is not None:
+        spec = admit(spec)
     kubeconfig = where / "kubeconfig"
     kubeconfig.mkdir()
     with Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-operator") as pod, kmock_in(pod) as url:
@@ -74,8 +80,13 @@ def run_operator_pod(image: Image, image_ref: str, where: Path) -> str:
                 assert time.monotonic() < deadline, f"no Deployment after 60 s:\n{running.log()[-5000:]}"
                 time.sleep(0.5)
             worked = time.monotonic() - started
-            image_of = json.loads(found[1])["spec"]["template"]["spec"]["containers"][0]["image"]
+            emitted = json.loads(found[1])["spec"]["template"]["spec"]
+            image_of = emitted["containers"][0]["image"]
             assert image_of.startswith("ghcr.io/speech-operator/speech-recognizer:"), image_of
+            # the recognizer pods ask for the ids as the operator's setting says (SPEECH_OPERATOR_POD_IDENTITY)
+            env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+            platform = env.get("SPEECH_OPERATOR_POD_IDENTITY") == "platform"
+            assert ("fsGroup" in emitted["securityContext"]) is not platform, emitted["securityContext"]
             passed, code, text = pod.probe(pod.container("operator"), "livenessProbe")
             assert passed, (code, text)
             exported = scrape_metrics(pod, running.log)

@@ -67,6 +67,48 @@ def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(tmp_path: Path
                       spec_update={"chownVolumes": False}, volume_owner=(contract.RUN_AS_USER, contract.RUN_AS_GROUP)))
 
 
+#: The operator with the recognizer pods' ids left to the platform (OpenShift), and OpenShift's admission of them
+#: (tests/openshift_scc.py: restricted-v2, emulated; no OpenShift here).
+PLATFORM = OperatorConfig(pod_identity="platform")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pods_openshift_admits_run_as_the_uid_it_assigns(case: str, tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                                                         speech_wav: Path) -> None:
+    """``SPEECH_OPERATOR_POD_IDENTITY=platform``: the pods of the two examples, as OpenShift's restricted-v2 admits them
+    (uid 1000680000, no passwd entry for it, gid 0, fsGroup 1000680000), run their init containers, pass their probes,
+    transcribe and stop as the others do. The disconnected example's PVCs are root-owned on storage that supports
+    fsGroup (the kubelet gives them to the pod's fsGroup, tests/kubelet.py): with the ids left to the platform there is
+    no chown step, and the recognizer reads the model and license there and writes its usage records to the output
+    volume through that group. Before the setting, OpenShift refused these pods (tests/operator/test_openshift.py)."""
+    from tests import openshift_scc as scc
+
+    path, name = CASES[case]
+    print(run_example(path, name, host_image(), PLATFORM, tmp_path, ko_model, catalog_zip, speech_wav,
+                      admit=scc.admit, fs_group_claims=True))
+
+
+def test_operator_and_gateway_pods_of_the_openshift_overlay_run_as_the_uid_openshift_assigns(tmp_path: Path) -> None:
+    """deploy/openshift's operator and gateway pods as restricted-v2 admits them (uid 1000680000 with no passwd entry,
+    gid 0; no HOME, USER or LOGNAME from the runtime), this checkout as the image: the operator works a SpeechToText on
+    kmock and emits its Deployment without ids, the gateway routes a locale; both exit 0 on SIGTERM."""
+    import dataclasses
+
+    from tests import openshift_scc as scc
+    from tests.gateway_pod import run_gateway_pod
+    from tests.ship.conftest import load_docs, run
+    from tests.ship.tools import kubectl
+
+    overlay = load_docs(run([kubectl(), "kustomize", Path(__file__).resolve().parents[2] / "deploy" / "openshift"]).stdout)
+    (tmp_path / "operator").mkdir()
+    (tmp_path / "gateway").mkdir()
+    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path / "operator",
+                           overlay, scc.admit))
+    image = host_image(entrypoint=("speech-operator",))
+    print(run_gateway_pod(dataclasses.replace(image, env={**image.env, "HOME": "/tmp"}), tmp_path / "gateway",
+                          manifests=overlay, admit=scc.admit))
+
+
 #: A SpeechToText that sets every connection field far from the recognizer's defaults (500 connections, 300 s
 #: idle, 30 s without audio), so that each is seen to take effect; no warm-up, to start at once.
 CONNECTION_SPEC = {"locale": "ko-KR", "eula": "accept", "warmup": {"count": 0},

@@ -7,6 +7,7 @@ missing one fails the tests with the apt-get line to run, it never skips.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,38 @@ def test_operator_image_runs_the_gateway(operator_image: kubelet.Image, tmp_path
     (tests/gateway_pod.py): the image carries what the gateway imports (the operator extra: aiohttp,
     prometheus-client, Starlette for the recognizer's error code, and no Vosk)."""
     print(run_gateway_pod(operator_image, tmp_path, bi.OPERATOR_TAG))
+
+
+#: The pods the operator emits with the ids left to the platform (SPEECH_OPERATOR_POD_IDENTITY=platform, OpenShift).
+PLATFORM_CASES = cases(dataclasses.replace(bi.recognizer_config(), pod_identity="platform"))
+
+
+@pytest.mark.parametrize(("path", "name"), list(PLATFORM_CASES.values()), ids=list(PLATFORM_CASES))
+def test_emitted_pods_run_in_the_image_as_the_uid_openshift_assigns(path: Path, name: str, recognizer_image: kubelet.Image,
+                                                                    tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                                                                    speech_wav: Path) -> None:
+    """The recognizer image runs every example's pod as OpenShift's restricted-v2 admits it (tests/openshift_scc.py,
+    emulated: uid 1000680000, which the image's /etc/passwd does not know, gid 0, fsGroup 1000680000; PVCs on storage
+    that supports fsGroup), read-only root, as tests/example_pods.py runs it: init containers, probes, a transcript,
+    preStop and SIGTERM."""
+    from tests import openshift_scc as scc
+
+    config = dataclasses.replace(bi.recognizer_config(), pod_identity="platform")
+    print(run_example(path, name, recognizer_image, config, tmp_path, ko_model, catalog_zip, speech_wav,
+                      admit=scc.admit, fs_group_claims=True))
+
+
+def test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns(operator_image: kubelet.Image,
+                                                                              tmp_path: Path) -> None:
+    """deploy/openshift's operator and gateway pods, as restricted-v2 admits them (uid 1000680000 without a passwd
+    entry, gid 0), run the built operator image: the operator works a SpeechToText on kmock, the gateway routes it."""
+    from tests import openshift_scc as scc
+
+    from .conftest import load_docs, run
+    from .tools import kubectl
+
+    overlay = load_docs(run([kubectl(), "kustomize", bi.ROOT / "deploy" / "openshift"]).stdout)
+    (tmp_path / "operator").mkdir()
+    (tmp_path / "gateway").mkdir()
+    print(run_operator_pod(operator_image, bi.OPERATOR_TAG, tmp_path / "operator", overlay, scc.admit))
+    print(run_gateway_pod(operator_image, tmp_path / "gateway", bi.OPERATOR_TAG, overlay, scc.admit))
