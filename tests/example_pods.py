@@ -207,5 +207,7 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             assert owner[1] == fs_group and where_.stat().st_mode & 0o2070 == 0o2070, (volume, owner)
         else:  # they were the recognizer's already
             assert owner == volume_owner, volume
+    if "output" in volumes:  # the transcript's usage record reached the output volume (not kept in memory only)
+        assert list((volumes["output"] / "usage").glob("*.jsonl")), sorted(volumes["output"].rglob("*"))
     return (f"{path.name}:{name}: started after {started:.1f} s, ready {ready:.1f} s later, transcript "
             f"{answer['DisplayText']!r}; stopped in {took:.1f} s of {spec['terminationGracePeriodSeconds']}")
