@@ -193,6 +193,42 @@ async def test_missing_ca_bundle_configmap_or_key_degrades_then_recovers(cluster
     await cluster.event("Recovered")
 
 
+async def test_with_platform_ids_the_pods_ask_for_none_and_the_status_says_chown_is_not_applied(cluster: Cluster) -> None:
+    """The operator started with ``SPEECH_OPERATOR_POD_IDENTITY=platform`` (OpenShift): a SpeechToText with its output on
+    a PVC (chownVolumes true, the default) gets a Deployment whose pods ask for no uid, gid or fsGroup and have no chown
+    step, which OpenShift's restricted-v2 admits (tests/openshift_scc.py, emulated); once its pods are ready, its
+    Degraded condition (False, AsExpected) says chownVolumes was not applied to the output volume, and why."""
+    import dataclasses
+
+    from tests import openshift_scc as scc
+
+    assert cluster.runtime is not None
+    cluster.runtime.config = dataclasses.replace(cluster.runtime.config, pod_identity="platform")
+    await cluster.api.create(cluster.url("v1", "persistentvolumeclaims"), {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "out", "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    await cluster.api.create(cluster.stt_url(), stt(output={"persistentVolumeClaim": {"claimName": "out"}}))
+    first = await cluster.eventually(lambda: deployment(cluster))
+    pod = first["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["download-model"]
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    assert not any({"runAsUser", "runAsGroup"} & set(c["securityContext"]) for c in pod["initContainers"] + pod["containers"])
+    scc.admit(pod)
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": first["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": 1, "conditions": []}})
+
+    async def ready() -> bool:
+        return (await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(ready)
+    c = await condition(cluster, "Degraded")
+    assert (c["status"], c["reason"]) == ("False", "AsExpected")
+    assert c["message"].endswith(builders.chown_not_applied(api.SpeechToText.model_validate(
+        {**stt(output={"persistentVolumeClaim": {"claimName": "out"}}), "metadata": {"name": "en-us", "namespace": NAMESPACE}}).spec,
+        cluster.runtime.config) or "?"), c["message"]
+    assert "spec.chownVolumes is not applied to output" in c["message"]
+
+
 async def test_pods_refused_by_pod_security_degrade_until_chown_is_turned_off(cluster: Cluster) -> None:
     """A namespace enforcing the restricted Pod Security Standard refuses the chown step's pods: the Deployment's
     ReplicaFailure (kmock runs no controller: the test writes it, in a controller's words) reaches the SpeechToText's
