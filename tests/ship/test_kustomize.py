@@ -124,6 +124,25 @@ def test_deploy_matches_the_chart_defaults(kubectl: Path, helm3: Path) -> None:
     assert plain["spec"]["ports"] == chart["spec"]["ports"], "the operator's metrics Service"
 
 
+def test_the_openshift_overlay_matches_the_chart_with_platform_ids(kubectl: Path, helm3: Path) -> None:
+    """deploy/openshift and the chart with ``podIdentity=platform`` run the same operator and gateway pods (what
+    tests/operator/test_pods_run.py runs of the overlay, as OpenShift admits it, holds for the chart's)."""
+    from .conftest import helm_template
+
+    overlay = kustomize(kubectl, ROOT / "deploy" / "openshift")
+    chart = helm_template(helm3, "--set", "podIdentity=platform")
+    for docs_of in (operator_docs, gateway_docs):
+        plain = one(docs_of(overlay), "Deployment")["spec"]["template"]["spec"]
+        rendered = one(docs_of(chart), "Deployment")["spec"]["template"]["spec"]
+        for key in ("image", "args", "securityContext"):
+            assert plain["containers"][0].get(key) == rendered["containers"][0].get(key), key
+        # the same variables (the patch puts the one it sets first: order means nothing without $(VAR) references)
+        env = {e["name"]: e for e in plain["containers"][0].get("env", [])}
+        assert len(env) == len(plain["containers"][0].get("env", []))
+        assert env == {e["name"]: e for e in rendered["containers"][0].get("env", [])}
+        assert plain["securityContext"] == rendered["securityContext"]
+
+
 def test_crd_copy_has_not_drifted() -> None:
     assert sync.drifted() == [], "run: python -m tests.ship.sync"
 
