@@ -48,10 +48,11 @@ def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText)
             message += ("; the chown init container runs as root to give the PVC and hostPath volumes to uid 65532: where "
                         "the namespace enforces the restricted Pod Security Standard, set spec.chownVolumes to false "
                         "and have the volumes writable by 65532")
-        if pod_security and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
+        openshift = "security context constraint" in message  # OpenShift's SCC admission
+        if (pod_security or openshift) and any(v.hostPath for v in builders.mounted_volumes(stt.spec).values()):
             message += "; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim"
         template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-        if "security context constraint" in message and "fsGroup" in (template.get("securityContext") or {}):
+        if openshift and "fsGroup" in (template.get("securityContext") or {}):
             message += ("; OpenShift's default SCC (restricted-v2) gives each namespace's pods a uid and fsGroup of its "
                         f"own range and refuses 65532: have the operator leave them to it ({POD_IDENTITY_ENV}=platform; "
                         "the chart's podIdentity=platform)")

@@ -154,13 +154,12 @@ def test_chown_volumes_is_not_applied_and_the_status_says_so() -> None:
 
 def test_openshift_refusing_fixed_ids_is_said_with_what_to_set() -> None:
     """OpenShift's refusal of the pods with fixed ids reaches the status (PodsNotCreated) with the setting that makes
-    them admissible; a refusal of pods that ask for no ids (a hostPath) gets no such advice."""
+    them admissible; a refusal of pods that ask for no ids (a hostPath) gets no such advice, but the PVC to use."""
     from speech_operator import conditions
 
-    stt = KINDS["single-locale:en-us"]
-    for config in (FIXED, PLATFORM):
+    for config, stt in ((FIXED, KINDS["single-locale:en-us"]), (PLATFORM, _spec({"license": {"hostPath": {"path": "/srv/l"}}}))):
         try:
-            scc.admit(pod_spec(stt if config is FIXED else _spec({"license": {"hostPath": {"path": "/srv/l"}}}), config), NAMESPACE)
+            scc.admit(pod_spec(stt, config), NAMESPACE)
         except scc.Refused as refused:
             words = f'pods "en-us-6d4cf56db6-" is forbidden: {refused}'
         deployment = {"metadata": {"generation": 1}, "spec": {"template": {"spec": pod_spec(stt, config)}},
@@ -169,3 +168,5 @@ def test_openshift_refusing_fixed_ids_is_said_with_what_to_set() -> None:
         reason, message = conditions.deployment_trouble(deployment, stt)  # type: ignore[misc]
         assert reason == conditions.PODS_NOT_CREATED and words in message
         assert ("SPEECH_OPERATOR_POD_IDENTITY=platform" in message) is (config is FIXED), message
+        assert message.endswith("; hostPath volumes are refused there whoever owns them: use a PersistentVolumeClaim") \
+            is (config is PLATFORM), message
