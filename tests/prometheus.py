@@ -20,12 +20,16 @@ from tests.ship import tools
 class Prometheus(Loopback):
     """``prometheus`` on a free loopback port, scraping ``targets`` every second with the alerts loaded; the jobs
     named in ``honor_labels`` keep the labels their targets expose over the target's own (a ServiceMonitor's
-    ``honorLabels: true``)."""
+    ``honorLabels: true``); ``groups``: the rule groups to load (default: all of them), those of what is scraped."""
 
-    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]], honor_labels: frozenset[str] = frozenset()) -> None:
+    def __init__(self, work: Path, targets: dict[str, tuple[int, dict[str, str]]], honor_labels: frozenset[str] = frozenset(),
+                 groups: frozenset[str] | None = None) -> None:
         self.port = free_port()
         work.mkdir(parents=True, exist_ok=True)
-        (work / "rules.yaml").write_text(alerts.render(rules_file=True))
+        rules = [g for g in alerts.rule_groups() if groups is None or g["name"] in groups]
+        (work / "rules.yaml").write_text(yaml.safe_dump({"groups": rules}))
+        #: The rule groups loaded, by name.
+        self.groups = [g["name"] for g in rules]
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                   "rule_files": [str(work / "rules.yaml")],
                   "scrape_configs": [{"job_name": job, "honor_labels": job in honor_labels,

@@ -97,7 +97,7 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
     series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
-    series += HEALTHY
+    series += [*HEALTHY, *ACTIVE]
     series += [{"series": 'speech_connections{namespace="speech",service="en-us",pod="en-us-1"}', "values": "80x30"},
                {"series": 'speech_connections_max{namespace="speech",service="en-us",pod="en-us-1"}', "values": "100x30"}]
     return {"interval": "1m", "input_series": series,
@@ -127,6 +127,29 @@ def condition_series(name: str, type_: str, status: str, reason: str, values: st
 HEALTHY = [condition_series(name, type_, status, reason, "1x30")
            for name, ready in (("en-us", "ReplicasReady"), ("fr-fr", "ScaledToZero"))
            for type_, status, reason in (("Ready", "True", ready), ("Degraded", "False", "AsExpected"))]
+
+
+#: Two operator replicas, one active.
+ACTIVE = [{"series": 'speech_operator_active{instance="operator-a"}', "values": "1x30"},
+          {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x30"}]
+
+
+def inactive_cases(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """The active replica stops at 5 minutes and the standby stays standing by: the alert 10 minutes later, not
+    before; the standby takes over at 6 minutes: none; no replica scraped at all: the alert too."""
+    annotations = {n: expanded(t, {}) for n, t in rule["annotations"].items()}
+    fired = [{"exp_labels": {"severity": "warning"}, "exp_annotations": annotations}]
+    a = {"series": 'speech_operator_active{instance="operator-a"}', "values": "1x5 stale"}
+    return [
+        {"interval": "1m", "input_series": [a, {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x30"}],
+         "alert_rule_test": [{"eval_time": "14m", "alertname": rule["alert"], "exp_alerts": []},
+                             {"eval_time": "18m", "alertname": rule["alert"], "exp_alerts": fired}]},
+        {"interval": "1m", "input_series": [a, {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x5 1x25"}],
+         "alert_rule_test": [{"eval_time": "25m", "alertname": rule["alert"], "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [{"series": 'speech_connections{pod="x"}', "values": "1x30"}],
+         "alert_rule_test": [{"eval_time": "5m", "alertname": rule["alert"], "exp_alerts": []},
+                             {"eval_time": "15m", "alertname": rule["alert"], "exp_alerts": fired}]},
+    ]
 
 
 def condition_case(rule: dict[str, Any], type_: str, status: str) -> dict[str, Any]:
@@ -159,6 +182,7 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
+        *inactive_cases(by_name["SpeechOperatorInactive"]),
         quiet_case(sorted(by_name)),
     ]
     (tmp_path / "rules.yaml").write_text(alerts.render(rules_file=True))
