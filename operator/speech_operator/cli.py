@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the operator's dependencies load only once they are checked (run)
@@ -44,6 +45,14 @@ def _scope(command: argparse.ArgumentParser, globs: bool = True) -> None:
                        help=f"namespace to watch (repeatable{'; globs allowed' if globs else ''}); "
                             "env SPEECH_OPERATOR_NAMESPACE=a,b")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+
+
+def _port(url: str) -> int | None:
+    """The port of a URL as kopf's ``--liveness`` takes it (80 when it names none), None when it has no valid one."""
+    try:
+        return urllib.parse.urlsplit(url).port or 80
+    except ValueError:
+        return None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,9 +95,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.command == "run" and args.metrics:
         from speech_operator.metrics import address
         try:
-            address(args.metrics)
+            port = address(args.metrics)[1]
         except ValueError as exc:
             parser.error(f"--metrics: {exc}")
+        if args.liveness and _port(args.liveness) == port:  # kopf's liveness server would fail to bind, with a traceback
+            parser.error(f"--metrics: {args.metrics!r} is on the port of --liveness {args.liveness!r}: give each its own port")
     if args.command in ("run", "gateway"):
         if not args.namespace and not args.all_namespaces:
             env = os.environ.get("SPEECH_OPERATOR_NAMESPACE", "")

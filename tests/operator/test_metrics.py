@@ -174,14 +174,21 @@ async def test_prometheus_alerts_on_the_degraded_speechtotext_only(apiserver: Cl
 
 
 async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:
-    """``--metrics`` (or SPEECH_OPERATOR_METRICS) that is no http://HOST:PORT/PATH URL: argparse's usage and exit
-    status 2, before anything starts; a port another process holds: one line and exit status 1, not a traceback."""
-    for args, env in (((("--metrics", "0.0.0.0:8081"),), {}), ((), {"SPEECH_OPERATOR_METRICS": "http://0.0.0.0/metrics"})):
+    """``--metrics`` (or SPEECH_OPERATOR_METRICS) that is no http://HOST:PORT/PATH URL, or on the port of
+    ``--liveness`` (or SPEECH_OPERATOR_LIVENESS; kopf's liveness server then failed to bind with a traceback):
+    argparse's usage and exit status 2, before anything starts; a port another process holds: one line and exit
+    status 1, not a traceback."""
+    shared = f"http://127.0.0.1:{free_port()}"
+    for args, env, says in (
+            ((("--metrics", "0.0.0.0:8081"),), {}, "is no http://HOST:PORT/PATH URL"),
+            ((), {"SPEECH_OPERATOR_METRICS": "http://0.0.0.0/metrics"}, "is no http://HOST:PORT/PATH URL"),
+            ((("--metrics", f"{shared}/metrics"), ("--liveness", f"{shared}/healthz")), {}, "the port of --liveness"),
+            ((("--metrics", f"{shared}/metrics"),), {"SPEECH_OPERATOR_LIVENESS": f"{shared}/healthz"}, "the port of --liveness")):
         flags = [a for pair in args for a in pair]
         proc = await asyncio.to_thread(subprocess.run, [console_script(), "run", "--namespace", NAMESPACE, *flags],
                                        env={**os.environ, **ENV, **env}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert "--metrics:" in proc.stderr and "is no http://HOST:PORT/PATH URL" in proc.stderr, proc.stderr
+        assert "--metrics:" in proc.stderr and says in proc.stderr, proc.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
