@@ -187,7 +187,8 @@ async def run(args: argparse.Namespace) -> None:
         explainer.install()
         await peering.check(runtime.kube, args.peering, args.namespace, args.all_namespaces, priority,
                             settings.peering.lifetime)
-    exporter = Exporter(active=(lambda: explainer.active) if explainer else (lambda: True))
+    exporter = (Exporter(active=lambda: explainer.active, resumed=lambda: explainer.resumed) if explainer is not None
+                else Exporter())
     server = None
     if args.metrics:
         try:

@@ -98,8 +98,10 @@ INDEX = "speechtotexts"
 
 
 @kopf.index(*STT, id=INDEX)
-def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None, **_: Any) -> dict[tuple[str | None, str | None], metrics.Summary]:
-    return {(namespace, name): metrics.summary(body)}
+def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None, memo: kopf.Memo,
+                  **_: Any) -> dict[tuple[str | None, str | None], metrics.Summary]:
+    exporter = memo.get("metrics")
+    return {(namespace, name): metrics.summary(body, exporter.resumed() if exporter is not None else 0)}
 
 
 @kopf.on.startup()

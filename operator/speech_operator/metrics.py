@@ -11,7 +11,10 @@ scrape, so the series are those of the SpeechToTexts that exist now, with nothin
 Conditions follow kube-state-metrics' convention: ``speech_operator_speechtotext_condition{namespace,
 name, locale, type, status, reason} 1``, one series per condition. With peering, only the active
 replica exports SpeechToTexts: a standby's watching is paused, and what its index holds is what it
-saw when it was last active (if ever). ``speech_operator_active`` says which replica is which.
+saw when it was last active (if ever). ``speech_operator_active`` says which replica is which. When a
+standby resumes, kopf lists the SpeechToTexts again, but its index keeps the entries of those deleted
+meanwhile (it drops one on a deletion it watches): each entry carries the resumption it was made in,
+and only those of the current one are exported.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ class Summary:
     conditions: tuple[tuple[str, str, str], ...]  # (type, status, reason)
     desired: int | None  # None: a spec the operator cannot take (its conditions say so)
     ready: int
+    resumed: int = 0  # the resumption of watching it was seen in (:attr:`Exporter.resumed`)
 
 
-def summary(body: Mapping[str, Any]) -> Summary:
-    """The metrics' view of a SpeechToText's body (the index kopf keeps of them)."""
+def summary(body: Mapping[str, Any], resumed: int = 0) -> Summary:
+    """The metrics' view of a SpeechToText's body (the index kopf keeps of them), seen in resumption ``resumed``."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     try:
         desired: int | None = builders.replicas(api.SpeechToText.model_validate(dict(body)))
@@ -52,7 +56,7 @@ def summary(body: Mapping[str, Any]) -> Summary:
     conditions = tuple((str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
                        for c in status.get("conditions") or [] if isinstance(c, Mapping))
     return Summary(namespace=str(meta.get("namespace")), name=str(meta.get("name")), locale=str(spec.get("locale") or ""),
-                   conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0))
+                   conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0), resumed=resumed)
 
 
 def address(url: str) -> tuple[str, int, str]:
@@ -70,10 +74,13 @@ def address(url: str) -> tuple[str, int, str]:
 
 class Exporter:
     """The operator's registry and its ``/metrics`` server (in the operator's own loop: the index is read
-    where kopf writes it). ``index`` is kopf's index of :func:`summary` values, handed over at startup."""
+    where kopf writes it). ``index`` is kopf's index of :func:`summary` values, handed over at startup.
+    ``active`` says whether this replica is at work, ``resumed`` how many times its watching resumed (with peering:
+    :class:`~speech_operator.peering.PauseExplainer`)."""
 
-    def __init__(self, active: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, active: Callable[[], bool] = lambda: True, resumed: Callable[[], int] = lambda: 0) -> None:
         self.active = active
+        self.resumed = resumed
         self.index: Mapping[Any, Any] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -81,7 +88,9 @@ class Exporter:
     def summaries(self) -> list[Summary]:
         if self.index is None or not self.active():
             return []
-        return sorted((s for key in list(self.index) for s in self.index[key]), key=lambda s: (s.namespace, s.name))
+        now = self.resumed()
+        return sorted((s for key in list(self.index) for s in self.index[key] if s.resumed == now),
+                      key=lambda s: (s.namespace, s.name))
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("speech_operator_active", "1 when this replica handles SpeechToTexts (standalone, or the "

@@ -116,11 +116,14 @@ class PauseExplainer(logging.Filter):
         super().__init__()
         self.peering, self.lifetime = name, lifetime
         self.active = False
+        #: How many times watching resumed (kopf lists the SpeechToTexts again each time).
+        self.resumed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith("Resuming operations"):
             self.active = True
+            self.resumed += 1
         if message.startswith("Pausing"):
             self.active = False
         if message.startswith("Pausing operations in favour of"):

@@ -198,3 +198,40 @@ async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster
     assert op.proc.returncode == 1, op.lines
     (line,) = op.lines
     assert line.startswith(f"speech-operator: cannot serve --metrics {url}: ") and line.endswith("address already in use"), line
+
+
+async def test_a_speechtotext_deleted_while_this_replica_stood_by_is_not_exported_once_it_is_active_again(apiserver: Cluster) -> None:
+    """Two replicas: this one exports en-us and fr-fr, then stands by while the other one (higher ranked) deletes fr-fr;
+    once the other one is gone, this one is active again and exports en-us only. kopf lists the SpeechToTexts again when
+    it resumes, but its index keeps what it held (it drops an entry on a deletion it watches, and this one watched none),
+    so fr-fr stayed exported, with its last conditions, for as long as the replica ran."""
+    declare_peerings(apiserver)
+    peering = apiserver.url("kopf.dev/v1", "kopfpeerings", "speech-operator")
+    await apiserver.api.create(apiserver.url("kopf.dev/v1", "kopfpeerings"), {
+        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speech-operator", "namespace": NAMESPACE}})
+    await apiserver.api.create(apiserver.stt_url(), stt("en-us", "en-US"))
+    await apiserver.api.create(apiserver.stt_url(), stt("fr-fr", "fr-FR", replicas=2))
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    async with Operator("run", "--namespace", NAMESPACE, "--peering", "speech-operator", "--priority", "1", "--metrics", url) as op:
+        async def desired() -> set[tuple[tuple[str, str], ...]] | None:
+            found = await asyncio.to_thread(scrape, url) if await asyncio.to_thread(_answers, url) else {}
+            if found.get("speech_operator_active") != {(("value", "1.0"),)}:
+                return None
+            return found.get("speech_operator_speechtotext_replicas_desired", set()) or None
+        async def both() -> bool:
+            return await desired() == {series("en-us", "en-US", 1), series("fr-fr", "fr-FR", 2)}
+        await apiserver.eventually(both, timeout=30)
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        await apiserver.api.patch(peering, {"status": {"other-replica": {"priority": 100, "lifetime": 60, "lastseen": now}}})
+        await op.line("watching is paused")
+
+        # The other replica deletes fr-fr (its finalizer released, as that replica's kopf does); then it stops.
+        assert await apiserver.api.delete(apiserver.stt_url("fr-fr"))
+        await apiserver.api.patch(apiserver.stt_url("fr-fr"), {"metadata": {"finalizers": []}})
+        await apiserver.eventually(lambda: gone(apiserver, "fr-fr"), timeout=10)
+        await apiserver.api.patch(peering, {"status": {"other-replica": None}})
+        await op.line("Resuming operations")
+
+        async def en_us_only() -> bool:
+            return await desired() == {series("en-us", "en-US", 1)}
+        await apiserver.eventually(en_us_only, timeout=10)
