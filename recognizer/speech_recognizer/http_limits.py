@@ -90,6 +90,9 @@ class LimitedHttpTools(HttpToolsProtocol):
         #: before the body was in: reading and dropping what comes until the close), or "done" (closed, upgraded).
         self._phase = "head"
         self._head_bytes = 0
+        #: Whether the parser has begun the next request (its bytes may have come in the read that ended the one before:
+        #: pipelined, they are not in ``_head_bytes``).
+        self._head_begun = False
         #: When the body must have arrived (the loop's clock), and whether the timer is armed for that.
         self._body_deadline = 0.0
         self._until_deadline = False
@@ -199,7 +202,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         request is coming (its head arriving, or a new connection that has sent nothing yet: its client connected to
         send one) is answered, not cut; the answers say ``Connection: close`` then
         (:class:`~speech_recognizer.drain.DrainMiddleware`), and the head's deadline holds."""
-        if self._phase in ("linger", "done", "waiting") or (self._phase == "head" and (self._head_bytes or self.cycle is None)):
+        if self._phase in ("linger", "done", "waiting") or (self._phase == "head" and (self._head_bytes or self._head_begun or self.cycle is None)):
             self._keep_alive = False
             return
         self.shutdown()
@@ -261,6 +264,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         if self._phase == "head":
+            self._head_begun = True
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -318,6 +322,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._disarm()
         self._phase = "head"  # the next request's deadline starts at its first byte
         self._head_bytes = 0
+        self._head_begun = False
         if self.cycle is not None and not self.cycle.response_started:
             self.cycle.keep_alive = self._keep_alive
         super().on_message_complete()

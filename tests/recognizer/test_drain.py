@@ -419,3 +419,45 @@ def test_the_uvicorn_internals_the_drain_uses_are_there() -> None:
         kept.close()
     source = inspect.getsource(HttpToolsProtocol.shutdown)
     assert "self.transport.close()" in source and "self.cycle.keep_alive = False" in source, source
+
+
+def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_answered(recognizer_process, speech_wav: Path) -> None:
+    """A client that pipelines: its second request's head came in the read that ended the first request, in part, and
+    the rest comes after the drain began (a recognition still runs, so the drain goes on). That request is coming, as
+    one whose head arrives on its own is: it is answered with ``Connection: close``, not cut with the idle connections."""
+    import socket
+
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    audio = speech_wav.read_bytes()
+    uploading, answered = threading.Event(), {}
+
+    def upload() -> Iterator[bytes]:  # a recognition that keeps the drain going
+        step = len(audio) // 10 + 1
+        for i in range(0, len(audio), step):
+            yield audio[i : i + step]
+            uploading.set()
+            time.sleep(0.2)
+
+    def in_flight() -> None:
+        with httpx.Client(timeout=30) as client:
+            answered["answer"] = client.post(f"{rec.http}{REST}&format=simple", content=upload(), headers={"Content-Type": "audio/wav"})
+
+    slow = threading.Thread(target=in_flight)
+    slow.start()
+    with socket.create_connection(("127.0.0.1", rec.port), timeout=10) as sock:
+        sock.sendall(f"GET {c.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\n\r\nGET {c.ROUTE_STATUS} HTTP/1.1\r\nHo".encode())
+        first = b""
+        while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        assert uploading.wait(10)
+        rec.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the drain has begun
+        sock.sendall(b"st: x\r\n\r\n")
+        second = b""
+        while chunk := sock.recv(65536):
+            second += chunk
+    assert second.startswith(b"HTTP/1.1 200"), second
+    assert b"connection: close" in second.lower(), second
+    slow.join(30)
+    assert answered["answer"].status_code == 200, answered["answer"].text
