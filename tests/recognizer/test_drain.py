@@ -343,6 +343,29 @@ async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_co
     assert time.monotonic() - started < 0.5, "never past the drain's deadline"
 
 
+class SlowUpload(threading.Thread):
+    """A REST recognition whose body arrives over 2 s (``uploading`` once the recognition runs); ``answer`` at its end."""
+
+    def __init__(self, rec: Recognizer, audio: bytes) -> None:
+        super().__init__(name="slow-upload")
+        self.rec, self.audio = rec, audio
+        self.uploading = threading.Event()
+        self.answer: httpx.Response | None = None
+
+    def _body(self) -> Iterator[bytes]:
+        step = len(self.audio) // 10 + 1
+        for i in range(0, len(self.audio), step):
+            yield self.audio[i : i + step]
+            if i >= 2 * step:  # the server has had its head for a while: the recognition runs
+                self.uploading.set()
+            time.sleep(0.2)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            self.answer = client.post(f"{self.rec.http}{REST}&format=simple", content=self._body(),
+                                      headers={"Content-Type": "audio/wav"})
+
+
 def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: Path) -> None:
     """A client that keeps HTTP connections alive (the gateway, an ingress controller's upstream pool, an app's
     HTTP client) must not go on sending its requests to a draining server while other pods are ready: at the drain's
@@ -358,24 +381,9 @@ def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: P
     first.read()
     assert first.status == 200 and first.getheader("Connection") is None, "kept alive before the drain"
 
-    audio = speech_wav.read_bytes()
-    uploading, answered = threading.Event(), {}
-
-    def upload() -> Iterator[bytes]:  # a recognition whose body is still arriving when the drain begins
-        step = len(audio) // 10 + 1
-        for i in range(0, len(audio), step):
-            yield audio[i : i + step]
-            if i >= 2 * step:  # the server has had its head for a while: the recognition runs
-                uploading.set()
-            time.sleep(0.2)
-
-    def in_flight() -> None:
-        with httpx.Client(timeout=30) as client:
-            answered["answer"] = client.post(f"{rec.http}{REST}&format=simple", content=upload(), headers={"Content-Type": "audio/wav"})
-
-    slow = threading.Thread(target=in_flight)
+    slow = SlowUpload(rec, speech_wav.read_bytes())
     slow.start()
-    assert uploading.wait(10)
+    assert slow.uploading.wait(10)
     rec.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     assert idle.sock.recv(1) == b"", "the idle kept-alive connection is closed"
@@ -386,8 +394,8 @@ def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: P
         answer = httpx.get(f"{rec.http}{route}", timeout=5)
         assert answer.status_code == 200 and answer.headers["Connection"] == "close", (route, answer.headers)
     slow.join(30)
-    answer = answered["answer"]
-    assert answer.status_code == 200 and answer.json()["DisplayText"], answer.text
+    answer = slow.answer
+    assert answer is not None and answer.status_code == 200 and answer.json()["DisplayText"], answer.text
     assert answer.headers["Connection"] == "close", answer.headers
     assert rec.process.wait(30) == 0, rec.output()
     print(f"the idle kept-alive connection was closed {closed_in * 1000:.0f} ms after SIGTERM")
@@ -428,21 +436,7 @@ def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_ans
     import socket
 
     rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
-    audio = speech_wav.read_bytes()
-    uploading, answered = threading.Event(), {}
-
-    def upload() -> Iterator[bytes]:  # a recognition that keeps the drain going
-        step = len(audio) // 10 + 1
-        for i in range(0, len(audio), step):
-            yield audio[i : i + step]
-            uploading.set()
-            time.sleep(0.2)
-
-    def in_flight() -> None:
-        with httpx.Client(timeout=30) as client:
-            answered["answer"] = client.post(f"{rec.http}{REST}&format=simple", content=upload(), headers={"Content-Type": "audio/wav"})
-
-    slow = threading.Thread(target=in_flight)
+    slow = SlowUpload(rec, speech_wav.read_bytes())  # a recognition that keeps the drain going
     slow.start()
     with socket.create_connection(("127.0.0.1", rec.port), timeout=10) as sock:
         sock.sendall(f"GET {c.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\n\r\nGET {c.ROUTE_STATUS} HTTP/1.1\r\nHo".encode())
@@ -450,7 +444,7 @@ def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_ans
         while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
             first += sock.recv(65536)
         assert first.startswith(b"HTTP/1.1 200"), first
-        assert uploading.wait(10)
+        assert slow.uploading.wait(10)
         rec.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the drain has begun
         sock.sendall(b"st: x\r\n\r\n")
@@ -460,4 +454,4 @@ def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_ans
     assert second.startswith(b"HTTP/1.1 200"), second
     assert b"connection: close" in second.lower(), second
     slow.join(30)
-    assert answered["answer"].status_code == 200, answered["answer"].text
+    assert slow.answer is not None and slow.answer.status_code == 200, slow.answer
