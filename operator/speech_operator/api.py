@@ -351,6 +351,72 @@ class AutoscalingSpec(_Model):
         return self
 
 
+#: A label key or a topology key: an optional DNS-subdomain-like prefix and ``/``, then a name (the API server checks
+#: the prefix's dots further when it takes the Deployment).
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN)]
+
+
+class LabelSelectorRequirement(_Model):
+    """One expression of a label selector (meta/v1 LabelSelectorRequirement)."""
+
+    key: LabelKey
+    """The label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key's value relates to values."""
+    values: list[Annotated[str, Field(max_length=63)]] | None = None
+    """Values for In and NotIn."""
+
+
+class LabelSelector(_Model):
+    """Which pods (meta/v1 LabelSelector)."""
+
+    matchLabels: dict[str, Annotated[str, Field(max_length=63)]] | None = None
+    """Labels the pods carry."""
+    matchExpressions: list[LabelSelectorRequirement] | None = None
+    """Expressions the pods' labels meet."""
+
+
+SPREAD_MIN_DOMAINS_MESSAGE = "minDomains needs whenUnsatisfiable: DoNotSchedule"
+
+
+class TopologySpreadConstraint(_Model):
+    """How the pods spread over a topology (core/v1 TopologySpreadConstraint); labelSelector: this SpeechToText's pods when unset."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!has(self.minDomains) || self.whenUnsatisfiable == 'DoNotSchedule'", SPREAD_MIN_DOMAINS_MESSAGE),
+    ]})
+
+    maxSkew: Annotated[int, Field(ge=1)]
+    """Most the number of matching pods may differ between two domains (nodes, zones)."""
+    topologyKey: LabelKey
+    """Node label whose values are the domains: kubernetes.io/hostname (nodes), topology.kubernetes.io/zone (zones)."""
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    """DoNotSchedule: a pod that would break maxSkew stays Pending; ScheduleAnyway: it is placed where it breaks it least."""
+    labelSelector: LabelSelector | None = None
+    """The pods counted; this SpeechToText's pods when unset."""
+    matchLabelKeys: list[LabelKey] | None = Field(default=None, description=(
+        "Pod labels whose values on the incoming pod also select the pods counted, e.g. [pod-template-hash]: a "
+        "rollout's new pods spread among themselves (Kubernetes 1.27+; older API servers drop it)."))
+    minDomains: Annotated[int, Field(ge=1)] | None = None
+    """Fewest domains counted (with DoNotSchedule)."""
+    nodeAffinityPolicy: Literal["Honor", "Ignore"] | None = None
+    """Whether nodeSelector and node affinity limit the domains counted (Honor when unset)."""
+    nodeTaintsPolicy: Literal["Honor", "Ignore"] | None = None
+    """Whether taints the pods do not tolerate limit the domains counted (Ignore when unset)."""
+
+    @model_validator(mode="after")
+    def _min_domains(self) -> TopologySpreadConstraint:
+        if self.minDomains is not None and self.whenUnsatisfiable != "DoNotSchedule":
+            raise ValueError(SPREAD_MIN_DOMAINS_MESSAGE)
+        return self
+
+
+#: At most this many spread constraints (one per topology and policy is all a pod needs).
+MAX_SPREAD_CONSTRAINTS = 8
+SPREAD_UNIQUE_MESSAGE = "topologySpreadConstraints: each topologyKey and whenUnsatisfiable pair at most once"
+
+
 LogLevel = Literal["Trace", "Debug", "Information", "Warning", "Error", "Critical", "None"]
 
 
@@ -420,6 +486,17 @@ class SpeechToTextSpec(_Model):
     """Pod affinity (core/v1 Affinity)."""
     podAnnotations: dict[str, str] = Field(default_factory=dict)
     """Extra annotations on the pods."""
+    topologySpreadConstraints: Annotated[list[TopologySpreadConstraint], Field(
+        max_length=MAX_SPREAD_CONSTRAINTS, json_schema_extra={"x-kubernetes-validations": [cel(
+            "self.all(c, self.exists_one(d, d.topologyKey == c.topologyKey && d.whenUnsatisfiable == c.whenUnsatisfiable))",
+            SPREAD_UNIQUE_MESSAGE)]})] | None = Field(
+        default=None, description=(
+            "How the pods spread over nodes and zones (core/v1 TopologySpreadConstraint). Unset: across nodes "
+            "(kubernetes.io/hostname) and zones (topology.kubernetes.io/zone), maxSkew 1, ScheduleAnyway (a cluster of "
+            "one node or zone still runs every pod); given: these instead; []: none."))
+    priorityClassName: Name | None = Field(default=None, description=(
+        "PriorityClass of the pods (their scheduling priority, and whom they may preempt); only one the operator's "
+        "policy allows (SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES); the cluster's default when unset."))
     logLevel: LogLevel = "Information"
     """Console log level of the recognizer."""
 
@@ -428,6 +505,14 @@ class SpeechToTextSpec(_Model):
         if (self.billing is None) != (self.apiKeySecretRef is None):
             raise ValueError("billing and apiKeySecretRef must be set together")
         return self
+
+    @field_validator("topologySpreadConstraints")
+    @classmethod
+    def _spread_unique(cls, given: list[TopologySpreadConstraint] | None) -> list[TopologySpreadConstraint] | None:
+        pairs = [(c.topologyKey, c.whenUnsatisfiable) for c in given or []]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(SPREAD_UNIQUE_MESSAGE.removeprefix("topologySpreadConstraints: "))
+        return given
 
     @field_validator("settings")
     @classmethod

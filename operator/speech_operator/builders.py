@@ -359,6 +359,27 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str, config: OperatorC
     }
 
 
+#: Node labels the pods of a SpeechToText spread over by default: nodes, then zones.
+SPREAD_TOPOLOGY_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+
+
+def topology_spread(stt: api.SpeechToText) -> list[Manifest]:
+    """The pods' ``topologySpreadConstraints``: ``spec.topologySpreadConstraints`` (each without a labelSelector
+    counts this SpeechToText's pods), or by default one pod more at most on any node and in any zone than on another.
+
+    The default is ScheduleAnyway, a preference: a cluster of one node or one zone still runs every pod. It sets no
+    ``matchLabelKeys: [pod-template-hash]``: on Kubernetes 1.25 and 1.26 (the chart supports them) that field is alpha,
+    behind a feature gate off by default, and the API server drops it, so the live Deployment would never match what
+    the operator applies and it would apply it again at every reconcile.
+    """
+    given = stt.spec.topologySpreadConstraints
+    if given is None:
+        return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": selector_labels(stt)}} for key in SPREAD_TOPOLOGY_KEYS]
+    return [{**c.model_dump(exclude_none=True), "labelSelector": c.labelSelector.model_dump(exclude_none=True)
+             if c.labelSelector is not None else {"matchLabels": selector_labels(stt)}} for c in given]
+
+
 def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     spec = stt.spec
     img = image(stt, config)
@@ -388,6 +409,11 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         pod["tolerations"] = [dict(t) for t in spec.tolerations]
     if spec.affinity:
         pod["affinity"] = dict(spec.affinity)
+    spread = topology_spread(stt)
+    if spread:
+        pod["topologySpreadConstraints"] = spread
+    if spec.priorityClassName:
+        pod["priorityClassName"] = spec.priorityClassName
     return pod
 
 

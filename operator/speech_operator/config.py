@@ -31,6 +31,8 @@ class OperatorConfig:
     """Image repositories pods may run (an entry ending in ``/``: any repository under it); empty: ``image`` only."""
     allowed_host_paths: tuple[str, ...] = ()
     """Node directories pods may mount as hostPath (and below them); empty: none."""
+    allowed_priority_classes: tuple[str, ...] = ()
+    """PriorityClasses pods may ask for (``spec.priorityClassName``); empty: none."""
     autoscale_seconds: float = 5.0
     """How often the autoscaler asks the pods of a SpeechToText with spec.autoscaling for their sessions."""
     demand_seconds: float = 120.0
@@ -55,7 +57,7 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
-        ``_ALLOWED_HOST_PATHS`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``,
+        ``_ALLOWED_HOST_PATHS``, ``_ALLOWED_PRIORITY_CLASSES`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``,
         ``_POD_IDENTITY``; :class:`ValueError` naming the variable for a number that is none or out of bounds, or a
         pod identity that is neither ``fixed`` nor ``platform``."""
         env = dict(os.environ if env is None else env)
@@ -65,6 +67,7 @@ class OperatorConfig:
             recheck_seconds=env_number(env, "SPEECH_OPERATOR_RECHECK_SECONDS", float, cls.recheck_seconds, 0.001),
             allowed_images=_list(env.get("SPEECH_OPERATOR_ALLOWED_IMAGES")),
             allowed_host_paths=_list(env.get("SPEECH_OPERATOR_ALLOWED_HOST_PATHS")),
+            allowed_priority_classes=_list(env.get("SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES")),
             autoscale_seconds=env_number(env, "SPEECH_OPERATOR_AUTOSCALE_SECONDS", float, cls.autoscale_seconds, 0.001),
             demand_seconds=env_number(env, "SPEECH_OPERATOR_DEMAND_SECONDS", float, cls.demand_seconds, 0),
             pod_identity=env_choice(env, POD_IDENTITY_ENV, POD_IDENTITIES, cls.pod_identity),

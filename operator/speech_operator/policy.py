@@ -5,7 +5,9 @@ Whoever may create a SpeechToText must not become root on a node through it. Its
 hostPaths it names; so the operator only runs images from the repositories it allows
 (default: its own recognizer repository) and only mounts hostPaths under the prefixes it
 allows (default: none). The CRD refuses system paths outright (CEL, in :mod:`api`); this
-is the site's own, narrower list. Pure functions: :func:`violations` says why a spec is
+is the site's own, narrower list. Nor may a team's SpeechToText outrank other teams' pods:
+it gets only a PriorityClass the operator allows (default: none, the cluster's default class),
+as a class high enough would let its pods preempt anyone's. Pure functions: :func:`violations` says why a spec is
 refused, the reconcile loop reports it and creates or changes nothing.
 """
 
@@ -18,6 +20,7 @@ from speech_operator.config import OperatorConfig
 
 IMAGES_ENV = "SPEECH_OPERATOR_ALLOWED_IMAGES"
 HOST_PATHS_ENV = "SPEECH_OPERATOR_ALLOWED_HOST_PATHS"
+PRIORITY_CLASSES_ENV = "SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES"
 
 
 def image_allowed(repository: str, allowed: tuple[str, ...]) -> bool:
@@ -55,4 +58,8 @@ def violations(spec: api.SpeechToTextSpec, config: OperatorConfig) -> list[str]:
             allowed = ", ".join(config.allowed_host_paths) or "none"
             found.append(f'{name} hostPath "{source.hostPath.path}" is not under an allowed prefix (allowed: {allowed}; '
                          f"the operator's {HOST_PATHS_ENV})")
+    if spec.priorityClassName and spec.priorityClassName not in config.allowed_priority_classes:
+        allowed = ", ".join(config.allowed_priority_classes) or "none"
+        found.append(f'priorityClassName "{spec.priorityClassName}" is not an allowed priority class (allowed: {allowed}; '
+                     f"the operator's {PRIORITY_CLASSES_ENV})")
     return found

@@ -10,6 +10,7 @@ from speech_recognizer import contract
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
+from tests.ship.conftest import KUBE_VERSIONS
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -35,6 +36,13 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
                                            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "en-us"}}}}]}},
     "podAnnotations": {"prometheus.io/scrape": "true"},
     "logLevel": "Debug",
+    "priorityClassName": "speech-realtime",
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3,
+         "matchLabelKeys": ["pod-template-hash"], "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Honor"},
+        {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
+                                                 "values": ["speech-recognizer"]}]}}],
 }})
 
 #: A download that trusts a private CA: OpenShift's injected bundle (its key is ca-bundle.crt).
@@ -56,6 +64,15 @@ def containers(stt: api.SpeechToText) -> dict[str, dict[str, Any]]:
 def test_manifests_pass_kubernetes_validate_strict(stt: api.SpeechToText) -> None:
     for manifest in builders.children(stt, CONFIG):
         kubernetes_validate.validate(manifest, kubernetes_validate.utils.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
+def test_manifests_are_valid_at_the_oldest_and_newest_kubernetes(stt: api.SpeechToText, version: str) -> None:
+    """The chart's oldest Kubernetes (Chart.yaml kubeVersion) knows every field the pods use, the spread
+    constraints' and the priority class among them, as the newest does."""
+    for manifest in builders.children(stt, CONFIG):
+        kubernetes_validate.validate(manifest, version, strict=True)
 
 
 @pytest.mark.parametrize("stt", [MINIMAL, MAXIMAL], ids=["minimal", "maximal"])
@@ -279,3 +296,42 @@ def test_a_disruption_budget_only_with_more_than_one_replica() -> None:
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}
     assert pdb["metadata"]["ownerReferences"] == dep["metadata"]["ownerReferences"]
     assert {k for _, _, k in builders.OWNED_KINDS} >= {m["kind"] for m in builders.children(MAXIMAL, CONFIG)}
+
+
+def _spread(stt: api.SpeechToText) -> list[dict[str, Any]] | None:
+    return pod(stt).get("topologySpreadConstraints")
+
+
+def _with_spec(**fields: Any) -> api.SpeechToText:
+    return api.SpeechToText.model_validate({"metadata": META, "spec": {"locale": "en-US", "eula": "accept", **fields}})
+
+
+def test_pods_spread_over_nodes_and_zones_by_default() -> None:
+    """One pod more at most on any node and in any zone than on another, counting this SpeechToText's pods only; a
+    preference (ScheduleAnyway), so a cluster of one node or one zone still runs every pod."""
+    mine = builders.deployment(MINIMAL, CONFIG)["spec"]["selector"]
+    assert _spread(MINIMAL) == [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": mine},
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": mine}]
+    other = _with_spec().model_copy(update={"metadata": {**META, "name": "de-de"}})
+    assert _spread(other)[0]["labelSelector"] == {"matchLabels": builders.selector_labels(other)} != mine
+    assert "priorityClassName" not in pod(MINIMAL)
+
+
+def test_given_spread_constraints_replace_the_default() -> None:
+    """spec.topologySpreadConstraints, as given; one without a labelSelector counts this SpeechToText's pods."""
+    assert _spread(MAXIMAL) == [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3,
+         "matchLabelKeys": ["pod-template-hash"], "nodeAffinityPolicy": "Honor", "nodeTaintsPolicy": "Honor",
+         "labelSelector": {"matchLabels": builders.selector_labels(MAXIMAL)}},
+        {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
+                                                 "values": ["speech-recognizer"]}]}}]
+
+
+def test_an_empty_list_of_spread_constraints_means_none() -> None:
+    assert "topologySpreadConstraints" not in pod(_with_spec(topologySpreadConstraints=[]))
+
+
+def test_priority_class_of_the_pods() -> None:
+    assert pod(MAXIMAL)["priorityClassName"] == "speech-realtime"

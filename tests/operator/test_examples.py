@@ -68,6 +68,10 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     return obj
 
 
+#: A spread constraint the CRD takes.
+SPREAD: dict[str, Any] = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+
+
 #: hostPaths that would hand the node to whoever may create a SpeechToText: the CRD refuses them.
 DANGEROUS_HOST_PATHS = ("/", "//", "/etc", "/etc/kubernetes/pki", "//etc", "/proc", "/proc/1/root", "/sys",
                         "/dev", "/root", "/boot", "/run/containerd", "/var/run", "/var/run/docker.sock",
@@ -121,6 +125,14 @@ INVALID = {
     "settings: an unknown key": _with("spec.settings", {"MaxAudioSecond": "120"}),
     "settings: a value not a string": _with("spec.settings", {"MaxAudioSeconds": 120}),
     "settings: an empty value": _with("spec.settings", {"MaxAudioSeconds": ""}),
+    "spread: no topologyKey": _with("spec.topologySpreadConstraints", [{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}]),
+    "spread: maxSkew 0": _with("spec.topologySpreadConstraints", [{**SPREAD, "maxSkew": 0}]),
+    "spread: whenUnsatisfiable unknown": _with("spec.topologySpreadConstraints", [{**SPREAD, "whenUnsatisfiable": "Never"}]),
+    "spread: topologyKey not a label key": _with("spec.topologySpreadConstraints", [{**SPREAD, "topologyKey": "zone/"}]),
+    "spread: minDomains with ScheduleAnyway": _with("spec.topologySpreadConstraints", [{**SPREAD, "minDomains": 2}]),
+    "spread: one topology and policy twice": _with("spec.topologySpreadConstraints", [SPREAD, {**SPREAD, "maxSkew": 2}]),
+    "spread: more than 8": _with("spec.topologySpreadConstraints", [{**SPREAD, "topologyKey": f"k{i}"} for i in range(9)]),
+    "priorityClassName not a name": _with("spec.priorityClassName", "Real Time"),
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {
@@ -131,7 +143,8 @@ CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a 
             "url with download false", "download false on emptyDir", "caBundle with download false",
             "settings: ModelCaFile (model.caBundle sets it)", "two volume sources", "no volume source",
             "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max",
-            "settings: a key a field sets", "settings: a key the pods' contract fixes", "settings: an unknown key"}
+            "settings: a key a field sets", "settings: a key the pods' contract fixes", "settings: an unknown key",
+            "spread: minDomains with ScheduleAnyway", "spread: one topology and policy twice"}
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)
@@ -179,3 +192,17 @@ def test_valid_minimal_spec_gets_documented_defaults() -> None:
     spec = api.SpeechToText.model_validate(VALID).spec
     assert spec.replicas == 1 and spec.model.download and spec.service.port == 5000
     assert spec.resources.requests.cpu == "500m" and spec.resources.limits.memory == "2Gi"
+
+
+def test_spread_constraints_and_a_priority_class_pass_the_crd() -> None:
+    """Both topologies and policies, every field of core/v1 TopologySpreadConstraint; an empty list (no spreading)."""
+    given = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+              "minDomains": 3, "matchLabelKeys": ["pod-template-hash"], "nodeAffinityPolicy": "Ignore",
+              "nodeTaintsPolicy": "Honor", "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "en-us"},
+                                                             "matchExpressions": [{"key": "tier", "operator": "Exists"}]}},
+             {**SPREAD, "topologyKey": "kubernetes.io/hostname"}, {**SPREAD, "topologyKey": "kubernetes.io/hostname",
+                                                                    "whenUnsatisfiable": "DoNotSchedule"}]
+    for obj in (_with("spec.topologySpreadConstraints", given), _with("spec.topologySpreadConstraints", []),
+                _with("spec.priorityClassName", "speech-realtime")):
+        assert problems(obj) == []
+        api.SpeechToText.model_validate(obj)

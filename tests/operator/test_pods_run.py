@@ -67,6 +67,30 @@ def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(tmp_path: Path
                       spec_update={"chownVolumes": False}, volume_owner=(contract.RUN_AS_USER, contract.RUN_AS_GROUP)))
 
 
+def test_pod_with_a_priority_class_and_its_own_spread_runs(tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                                                           speech_wav: Path) -> None:
+    """``spec.priorityClassName`` and ``spec.topologySpreadConstraints`` are the scheduler's: a kubelet gets the pod
+    once it is placed (tests/kubelet.py reads neither). The API-key example's pod with both, valid at the chart's
+    oldest and the newest Kubernetes, starts, passes its probes, transcribes and stops as without them."""
+    import kubernetes_validate
+
+    from tests.ship.conftest import KUBE_VERSIONS
+
+    update = {"priorityClassName": "speech-realtime", "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+         "matchLabelKeys": ["pod-template-hash"]}]}
+    path, name = CASES["api-key-secret:en-us"]
+    doc = next(d for d in docs(path) if d["kind"] == api.KIND and d["metadata"]["name"] == name)
+    deployment = builders.deployment(stt_of({**doc, "spec": {**doc["spec"], **update}}), CONFIG)
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == "speech-realtime"
+    assert spec["topologySpreadConstraints"] == [{**update["topologySpreadConstraints"][0],
+                                                  "labelSelector": deployment["spec"]["selector"]}]
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(deployment, version, strict=True)
+    print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav, spec_update=update))
+
+
 #: The operator with the recognizer pods' ids left to the platform (OpenShift), and OpenShift's admission of them
 #: (tests/openshift_scc.py: restricted-v2, emulated; no OpenShift here).
 PLATFORM = OperatorConfig(pod_identity="platform")

@@ -353,6 +353,27 @@ async def test_image_outside_the_policy_is_refused_and_nothing_is_created(cluste
     assert await deployment(cluster) is None and await service(cluster) is None
 
 
+async def test_priority_class_outside_the_policy_is_refused_and_nothing_is_created(cluster: Cluster) -> None:
+    """The operator allows no PriorityClass here (none listed): a SpeechToText asking for one gets no pods, and says
+    why; one without it, in the same namespace, runs with its pods spread over nodes and zones."""
+    await cluster.api.create(cluster.stt_url(), stt(replicas=2, priorityClassName="speech-realtime"))
+    degraded = await cluster.eventually(lambda: _condition_with(cluster, "Degraded", "PolicyViolation"))
+    assert degraded["status"] == "True"
+    assert degraded["message"] == ('refused: priorityClassName "speech-realtime" is not an allowed priority class (allowed: none; '
+                                   "the operator's SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES)")
+    assert (await condition(cluster, "Ready"))["reason"] == "PolicyViolation"
+    event = await cluster.event("PolicyViolation")
+    assert event["type"] == "Warning" and "speech-realtime" in event["message"]
+    assert await deployment(cluster) is None and await service(cluster) is None
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"priorityClassName": None}})
+    dep = await cluster.eventually(lambda: deployment(cluster))
+    pod = dep["spec"]["template"]["spec"]
+    assert "priorityClassName" not in pod
+    assert [(c["topologyKey"], c["maxSkew"], c["whenUnsatisfiable"], c["labelSelector"]) for c in pod["topologySpreadConstraints"]] == [
+        (key, 1, "ScheduleAnyway", dep["spec"]["selector"]) for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")]
+
+
 async def test_policy_change_to_a_running_resource_changes_nothing(cluster: Cluster) -> None:
     await cluster.api.create(cluster.stt_url(), stt(output={"emptyDir": {}}))
     before = await cluster.eventually(lambda: deployment(cluster))

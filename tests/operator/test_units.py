@@ -228,18 +228,29 @@ def test_nothing_to_apply_when_the_server_kept_what_was_applied() -> None:
     assert pending(fingerprinted(builders.deployment(stt, CONFIG)), live) == []  # built again, as after a restart
 
 
-@pytest.mark.parametrize("removed", ["podAnnotations", "nodeSelector", "affinity", "tolerations"])
+@pytest.mark.parametrize("removed", ["podAnnotations", "nodeSelector", "affinity", "tolerations", "priorityClassName"])
 def test_a_field_removed_from_the_spec_is_applied(removed: str) -> None:
     """Today's child still carries the field (the server keeps it until we apply): the
     fingerprint tells it is not what the spec asks for any more, so the child is applied."""
     values = {"podAnnotations": {"a": "b"}, "nodeSelector": {"disk": "ssd"},
-              "affinity": {"nodeAffinity": {}}, "tolerations": [{"key": "k", "operator": "Exists"}]}
+              "affinity": {"nodeAffinity": {}}, "tolerations": [{"key": "k", "operator": "Exists"}],
+              "priorityClassName": "speech-realtime"}
     before = fingerprinted(builders.deployment(_stt(**{removed: values[removed]}), CONFIG))
     live = _as_stored(before)
     after = fingerprinted(builders.deployment(_stt(), CONFIG))
     assert json.dumps(values[removed]) not in json.dumps(after)
     assert pending(after, live) == [f".metadata.annotations.{APPLIED}"]
     assert pending(before, live) == []
+
+
+def test_spreading_turned_off_is_applied() -> None:
+    """``topologySpreadConstraints: []`` takes the default constraints off the live Deployment."""
+    before = fingerprinted(builders.deployment(_stt(), CONFIG))
+    live = _as_stored(before)
+    after = fingerprinted(builders.deployment(_stt(topologySpreadConstraints=[]), CONFIG))
+    assert "topologySpreadConstraints" in live["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in after["spec"]["template"]["spec"]
+    assert pending(after, live) == [f".metadata.annotations.{APPLIED}"]
 
 
 def test_an_edit_of_a_field_we_set_is_applied_and_others_fields_are_left() -> None:
@@ -404,13 +415,28 @@ def test_policy_violations_say_why() -> None:
     assert violations(api.SpeechToTextSpec(locale="en-US", eula="accept"), config) == []
 
 
+def test_only_a_priority_class_the_policy_allows() -> None:
+    """A class high enough would let one team's recognizers preempt other teams' pods: none unless listed."""
+    from speech_operator.policy import violations
+    spec = api.SpeechToTextSpec(locale="en-US", eula="accept", priorityClassName="speech-realtime")
+    assert violations(spec, OperatorConfig()) == [
+        'priorityClassName "speech-realtime" is not an allowed priority class (allowed: none; '
+        "the operator's SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES)"]
+    assert violations(spec, OperatorConfig(allowed_priority_classes=("speech-realtime", "batch"))) == []
+    assert violations(spec.model_copy(update={"priorityClassName": "system-cluster-critical"}),
+                      OperatorConfig(allowed_priority_classes=("speech-realtime",)))[0].startswith(
+        'priorityClassName "system-cluster-critical" is not an allowed priority class (allowed: speech-realtime;')
+
+
 def test_policy_config_from_env() -> None:
     config = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_ALLOWED_IMAGES": "a/b, c/ d/e",
-                                      "SPEECH_OPERATOR_ALLOWED_HOST_PATHS": "/srv/a,/mnt/b"})
+                                      "SPEECH_OPERATOR_ALLOWED_HOST_PATHS": "/srv/a,/mnt/b",
+                                      "SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES": "speech-realtime, batch"})
     assert config.allowed_image_repositories == ("a/b", "c/", "d/e")
     assert config.allowed_host_paths == ("/srv/a", "/mnt/b")
+    assert config.allowed_priority_classes == ("speech-realtime", "batch")
     default = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2"})
-    assert default.allowed_image_repositories == ("r/x",) and default.allowed_host_paths == ()
+    assert default.allowed_image_repositories == ("r/x",) and default.allowed_host_paths == () == default.allowed_priority_classes
     assert default.trusted_image == "r/x:2"
 
 
