@@ -68,6 +68,7 @@ def test_default_render_is_valid(helm: Path) -> None:
     # policy: by default the operator's own recognizer repository, and no hostPath
     assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "ghcr.io/speech-operator/speech-recognizer"
     assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == ""
+    assert env["SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES"] == ""  # no PriorityClass
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["serviceAccountName"] == one(operator_docs(docs), "ServiceAccount")["metadata"]["name"]
 
@@ -132,7 +133,10 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
     assert sorted(stts) == ["de-de", "en-us", "korean"], "named as README and deploy/examples name them"
     assert stts["en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2}
-    assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2}
+    assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2,
+                                      "priorityClassName": "speech-realtime", "topologySpreadConstraints": [{
+                                          "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                          "whenUnsatisfiable": "DoNotSchedule", "matchLabelKeys": ["pod-template-hash"]}]}
     assert stts["de-de"]["spec"]["replicas"] == 0
     for stt in stts.values():
         assert stt["apiVersion"] == "speech-operator.io/v1alpha1"
@@ -308,9 +312,16 @@ def test_policy_values_reach_the_operator(helm: Path) -> None:
     env = {e["name"]: e.get("value") for e in one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SPEECH_OPERATOR_ALLOWED_IMAGES"] == "registry.example.com/speech/speech-recognizer,registry.example.com/speech-mirror/"
     assert env["SPEECH_OPERATOR_ALLOWED_HOST_PATHS"] == "/srv/speech"
+    assert env["SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES"] == "speech-realtime,speech-batch"
     from speech_operator.config import OperatorConfig
+    from speech_operator.policy import violations
     config = OperatorConfig.from_env({k: v for k, v in env.items() if v is not None})
     assert config.allowed_host_paths == ("/srv/speech",)
+    assert config.allowed_priority_classes == ("speech-realtime", "speech-batch")
+    # the release's own SpeechToText that asks for a PriorityClass gets it from the same values
+    from speech_operator import api
+    korean = next(d for d in docs if d["kind"] == api.KIND and d["spec"].get("priorityClassName"))
+    assert violations(api.SpeechToText.model_validate(korean).spec, config) == []
     assert config.allowed_image_repositories == ("registry.example.com/speech/speech-recognizer",
                                                  "registry.example.com/speech-mirror/")
 
