@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 URL = path("apiextensions.k8s.io/v1", "customresourcedefinitions")
 #: How long one watch lasts before the API server ends it and the CRD is listed again.
 WATCH_SECONDS = 300
+#: The least time between two lists of the CRD when watches end at once (an API server or proxy that cuts them).
+RELIST_SECONDS = 1.0
 NOT_DONE = "the check of the installed SpeechToText CRD against this operator's is not done"
 
 
@@ -101,13 +103,18 @@ async def follow(kube: Kube, state: InstalledCRD, seconds: int = WATCH_SECONDS) 
     """List and watch the CRD into ``state`` until cancelled; return at once where CRDs may not be read.
 
     Other failures (the API server away, a watch cut) are a WARNING each and a retry, 1 s after the
-    first and up to a minute apart.
+    first and up to a minute apart. A watch that ends quietly is followed by a list, at most one each
+    :data:`RELIST_SECONDS`.
     """
     await kube.configured.wait()
     query = {"fieldSelector": f"metadata.name={crd_check.NAME}"}
     delay = 1.0
+    loop = asyncio.get_running_loop()
+    listed = -RELIST_SECONDS
     while True:
         try:
+            await asyncio.sleep(listed + RELIST_SECONDS - loop.time())
+            listed = loop.time()
             listing = await kube.request("GET", URL, query=query)
             if listing is None:  # 404: the API server serves no CRDs at all
                 raise KubeError(404, "GET", URL, "the apiextensions.k8s.io/v1 API is not served")

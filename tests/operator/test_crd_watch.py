@@ -110,3 +110,44 @@ async def test_crds_it_may_not_read_are_one_info_line_and_change_nothing(
     assert not lines(caplog, logging.WARNING)
     assert len(cluster.sent("GET", "customresourcedefinitions")) == 1
     assert (await degraded(cluster))["reason"] == "AsExpected"
+
+
+async def test_watches_the_api_server_ends_at_once_are_not_a_busy_loop_of_lists() -> None:
+    """An API server (or a proxy before it) that ends each watch as soon as it begins, with no event: the CRD is
+    listed again at most about once a second, not as fast as the loop turns (hundreds of lists of the whole CRD a
+    second, and the operator's CPU). kmock never ends a watch early, so a small aiohttp server on loopback stands
+    in for such an API server: it lists the current CRD and answers each watch with an empty stream."""
+    from aiohttp import web
+    from kubernetes_asyncio import client as k8s
+
+    from speech_operator.kube import Kube
+
+    lists: list[float] = []
+
+    async def crds(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") == "true":
+            return web.Response(content_type="application/json")  # the watch ends at once, without an event
+        lists.append(asyncio.get_running_loop().time())
+        return web.json_response({"metadata": {"resourceVersion": str(len(lists))}, "items": [crd.custom_resource_definition()]})
+
+    app = web.Application()
+    app.router.add_get(CRDS, crds)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    configuration = k8s.Configuration(host=f"http://127.0.0.1:{port}")
+    configuration.api_key = {"BearerToken": "test-token"}
+    kube = Kube(configuration)
+    state = crd_watch.InstalledCRD()
+    follow = asyncio.create_task(crd_watch.follow(kube, state))
+    try:
+        await asyncio.sleep(2.5)
+    finally:
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+        await kube.close()
+        await runner.cleanup()
+    assert state.generation == 0 and state.problem is None  # it matched: nothing to show
+    assert 2 <= len(lists) <= 4, f"{len(lists)} lists in 2.5 s"
