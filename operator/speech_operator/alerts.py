@@ -135,8 +135,10 @@ def rule_groups() -> list[dict[str, Any]]:
                    "For 5 minutes its pods could not run as asked: a Secret, ConfigMap or PVC it names is missing, "
                    "the operator's policy or the cluster's admission refuses its pods, or its rollout made no progress "
                    f"within its deadline (pods that crash, cannot pull their image or never get ready). {describe}"),
-            _alert("SpeechOperatorInactive", "(max(speech_operator_active) or vector(0)) < 1", "10m",
-                   "no speech-operator replica has handled SpeechToTexts for 10 minutes",
+            _alert("SpeechOperatorInactive",
+                   "max by (namespace) (speech_operator_active) < 1\nor\nabsent(speech_operator_active)", "10m",
+                   "no speech-operator replica{{ with $labels.namespace }} in {{ . }}{{ end }} has handled "
+                   "SpeechToTexts for 10 minutes",
                    "No replica says speech_operator_active 1: the operator's pods are down or crash, peering keeps "
                    "every replica standing by, or its metrics are not served or not scraped (the chart's metrics.enabled "
                    "and serviceMonitor.enabled). Meanwhile nothing reconciles, wakes or scales SpeechToTexts, and the "

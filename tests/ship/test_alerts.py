@@ -69,8 +69,11 @@ def test_every_kind_that_fails_the_service_is_alerted_on() -> None:
 
 
 def expanded(template: str, labels: dict[str, str]) -> str:
-    """An annotation as Prometheus renders it for an alert with ``labels`` (the only template variable used)."""
+    """An annotation as Prometheus renders it for an alert with ``labels`` (the only template variable used, alone or
+    in ``{{ with $labels.x }}...{{ . }}...{{ end }}``)."""
     assert "$value" not in template
+    template = re.sub(r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ end \}\}",
+                      lambda m: m.group(2).replace("{{ . }}", labels[m.group(1)]) if labels.get(m.group(1)) else "", template)
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
 
 
@@ -130,25 +133,34 @@ HEALTHY = [condition_series(name, type_, status, reason, "1x30")
 
 
 #: Two operator replicas, one active.
-ACTIVE = [{"series": 'speech_operator_active{instance="operator-a"}', "values": "1x30"},
-          {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x30"}]
+ACTIVE = [{"series": 'speech_operator_active{namespace="speech-operator",instance="operator-a"}', "values": "1x30"},
+          {"series": 'speech_operator_active{namespace="speech-operator",instance="operator-b"}', "values": "0x30"}]
+
+
+def active(install: str, replica: str, values: str) -> dict[str, str]:
+    """``speech_operator_active`` of one replica of the operator installed in namespace ``install``."""
+    return {"series": f'speech_operator_active{{namespace="{install}",instance="{replica}"}}', "values": values}
 
 
 def inactive_cases(rule: dict[str, Any]) -> list[dict[str, Any]]:
-    """The active replica stops at 5 minutes and the standby stays standing by: the alert 10 minutes later, not
-    before; the standby takes over at 6 minutes: none; no replica scraped at all: the alert too."""
-    annotations = {n: expanded(t, {}) for n, t in rule["annotations"].items()}
-    fired = [{"exp_labels": {"severity": "warning"}, "exp_annotations": annotations}]
-    a = {"series": 'speech_operator_active{instance="operator-a"}', "values": "1x5 stale"}
+    """The active replica of the install in ``speech-b`` stops at 5 minutes and its standby stays standing by, while
+    the install in ``speech-a`` goes on: the alert for ``speech-b`` 10 minutes later, not before; its standby takes
+    over at 6 minutes: none; no replica scraped at all: the alert too."""
+    def fired(labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"exp_labels": {"severity": "warning", **labels},
+                 "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}]
+    other = [active("speech-a", "a-1", "1x30"), active("speech-a", "a-2", "0x30")]
+    stops = active("speech-b", "b-1", "1x5 stale")
+    assert fired({"namespace": "speech-b"})[0]["exp_annotations"]["summary"].startswith("no speech-operator replica in speech-b ")
     return [
-        {"interval": "1m", "input_series": [a, {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x30"}],
+        {"interval": "1m", "input_series": [*other, stops, active("speech-b", "b-2", "0x30")],
          "alert_rule_test": [{"eval_time": "14m", "alertname": rule["alert"], "exp_alerts": []},
-                             {"eval_time": "18m", "alertname": rule["alert"], "exp_alerts": fired}]},
-        {"interval": "1m", "input_series": [a, {"series": 'speech_operator_active{instance="operator-b"}', "values": "0x5 1x25"}],
+                             {"eval_time": "18m", "alertname": rule["alert"], "exp_alerts": fired({"namespace": "speech-b"})}]},
+        {"interval": "1m", "input_series": [*other, stops, active("speech-b", "b-2", "0x5 1x25")],
          "alert_rule_test": [{"eval_time": "25m", "alertname": rule["alert"], "exp_alerts": []}]},
         {"interval": "1m", "input_series": [{"series": 'speech_connections{pod="x"}', "values": "1x30"}],
          "alert_rule_test": [{"eval_time": "5m", "alertname": rule["alert"], "exp_alerts": []},
-                             {"eval_time": "15m", "alertname": rule["alert"], "exp_alerts": fired}]},
+                             {"eval_time": "15m", "alertname": rule["alert"], "exp_alerts": fired({})}]},
     ]
 
 
