@@ -9,7 +9,8 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
 - a cap on the head (request line and headers): 431 as soon as it is passed,
   before the rest is read or parsed;
 - a deadline for the head, from its first byte (from the connection's opening,
-  for its first request): 408;
+  for its first request; from the read that brought it, for one pipelined in the
+  read that ended the request before it): 408;
 - for a body, a longest pause between two pieces and a deadline for the whole
   (``MaxAudioSeconds`` plus that pause: a client streaming its audio as it
   records it needs the audio's length): 408.
@@ -265,6 +266,8 @@ class LimitedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if self._phase == "head":
             self._head_begun = True
+            if self._timer is None:  # pipelined: its first bytes came in the read that ended the request before it
+                self._arm(self.limits.header_seconds)
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -332,6 +335,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         last = not self.pipeline  # no request queued after the one answered
         super().on_response_complete()
+        if self._phase == "head" and self._head_begun:  # a pipelined head is arriving: its deadline bounds it, not keep-alive
+            self._unset_keepalive_if_required()
         if self._phase == "waiting" and last and self._waiting is not None:
             self._unset_keepalive_if_required()
             (kind, message, cause), self._waiting = self._waiting, None

@@ -3,11 +3,14 @@
 A real server process, with the head and body deadlines at 2 s so that the
 tests are short (the defaults are 10 s). Each attack runs while a normal
 stream is paced at 1x real time over /vosk, which must stay strictly real time.
+A head pipelined behind a request is also tried on a server in this process (its
+log is the test's) whose keep-alive is shorter than its head deadline.
 """
 
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import threading
 import time
@@ -21,12 +24,16 @@ from websockets.sync.client import connect
 
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
-from harness.hostile_inputs import big_header_head, post_head, raw_request, send_until_answered, trickle, wav_header
+from harness.hostile_inputs import big_header_head, post_head, raw_request, responses, send_until_answered, trickle, wav_header, write_then_read
+from speech_recognizer.app import create_app
 from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools
 from speech_recognizer.serving import server_options
+from speech_recognizer.models import ModelRegistry
 from speech_recognizer.settings import SettingsError, parse
 
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
+from ..conftest import make_settings
+from ..support import Loopback, ServerThread, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 DEADLINE_S = 2
@@ -117,6 +124,113 @@ def test_a_keepalive_connection_serves_request_after_request(real_server: Server
             r = client.post(REST, content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
             assert r.status_code == 200 and r.json()["RecognitionStatus"] == "Success", r.text
             time.sleep(DEADLINE_S / 2)
+
+
+
+# ---- a head pipelined behind a request ---------------------------------------------------------
+
+READY = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+#: The first bytes of a second request, in the write that ends the first one (the parser begins it in that read).
+BEGUN = b"GET /ready HTTP/1.1\r\nHo"
+
+
+def pipelined_then_held(port: int, first: bytes, *, rest: bytes = b"", interval: float | None = None,
+                        timeout: float = 15.0) -> tuple[bytes, str, float]:
+    """Write ``first`` and :data:`BEGUN` at once, then ``rest`` a byte every ``interval`` seconds without an answer (None:
+    nothing more), reading until the server closes or ``timeout``: (what it answered, ``"EOF"`` or how the exchange
+    ended, seconds from the write to that end)."""
+    answer = bytearray()
+    more = iter(rest)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        started = time.monotonic()
+        sock.sendall(first + BEGUN)
+        sock.settimeout(interval or timeout)
+        try:
+            while time.monotonic() - started < timeout:
+                try:
+                    got = sock.recv(65536)
+                except TimeoutError:
+                    if interval is None:
+                        raise
+                    sock.sendall(bytes([next(more)]))
+                    continue
+                if not got:
+                    return bytes(answer), "EOF", time.monotonic() - started
+                answer += got
+        except OSError as exc:
+            return bytes(answer), type(exc).__name__, time.monotonic() - started
+    return bytes(answer), "held", time.monotonic() - started
+
+
+def head_timeouts(srv: Loopback) -> float:
+    return scrape_metrics(srv.http).get(("speech_refused_total", (("reason", "upload_timeout"), ("route", "http"))), 0.0)
+
+
+@pytest.mark.parametrize("interval", [None, 1.0], ids=["then nothing", "then a byte a second"])
+def test_a_pipelined_head_that_does_not_come_is_cut_off_at_its_deadline(real_server: Server, interval: float | None) -> None:
+    """A whole request and the first bytes of a second in one write, then nothing more, or the rest of the second
+    head a byte a second: the first answered, then the second gets 408 once its head deadline (2 s) has passed
+    since the write, and the connection closes. Before, its deadline never started: with nothing more, the
+    connection was held until its keep-alive ended (75 s) and closed with no answer; a byte a second started it
+    a second late, at the first byte of the next read (408 after 3 s)."""
+    before = head_timeouts(real_server)
+    answer, end, took = pipelined_then_held(real_server.port, READY, rest=b"st: 127.0.0.1\r\nX-Pad: " + b"a" * 100, interval=interval)
+    assert end == "EOF", f"{end} after {took:.1f} s: {answer[:400]!r}"
+    got = responses(answer)
+    assert [code for code, _, _ in got] == [200, 408], answer[:600]
+    assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
+    assert DEADLINE_S - 0.2 < took < DEADLINE_S + 0.75, took
+    assert head_timeouts(real_server) == before + 1
+
+
+def test_a_pipelined_head_that_completes_in_time_is_answered_and_the_connection_kept(real_server: Server) -> None:
+    """A whole request and the first bytes of a second, the rest of the second head half its deadline later: both
+    answered. The deadline ends with that head: the connection then idles past it (as long as keep-alive allows)
+    and a third request on it is answered too."""
+    pauses = iter([DEADLINE_S / 2, DEADLINE_S + 1])
+    answer, end = write_then_read("127.0.0.1", real_server.port, READY + BEGUN, b"st: 127.0.0.1\r\n\r\n",
+                                  READY.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+                                  between=lambda: time.sleep(next(pauses)), timeout=15)
+    assert end == "EOF", f"{end} after {answer[:400]!r}"
+    assert [code for code, _, _ in responses(answer)] == [200, 200, 200], answer[:900]
+
+
+
+@pytest.fixture(scope="module")
+def short_keepalive_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """In this process (its log is the test's): a head deadline of 1 s, and a keep-alive shorter than that (0.5 s)."""
+    settings = make_settings(tmp_path_factory.mktemp("short-keepalive"), "Http:HeaderTimeoutSeconds=1")
+    with ServerThread(create_app(settings, registry), timeout_keep_alive=0.5) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("first", ["ready", "recognition"])
+def test_a_pipelined_head_is_bounded_by_its_deadline_and_refused_after_the_answers_before_it(
+        short_keepalive_server: ServerThread, utterances_wav: Path, caplog: pytest.LogCaptureFixture, first: str) -> None:
+    """A request and the first bytes of a second in one write, then nothing: the first request's answer, then the 408,
+    one log line and one count, then the close. GET /ready is answered at once, so the keep-alive (0.5 s here) runs
+    while the second head is due: it does not cut the head short, which is bounded by its deadline (1 s) as a head
+    that comes on its own is (before, the connection closed at the keep-alive with no answer). A REST recognition
+    (its body whole) is still being answered when that deadline passes: the 408 follows its 200, in order."""
+    if first == "ready":
+        request = READY
+    else:
+        audio = utterances_wav.read_bytes()
+        request = post_head(REST, content_length=len(audio)) + audio
+    before = head_timeouts(short_keepalive_server)
+    with caplog.at_level(logging.INFO, "speech_recognizer"):
+        answer, end, took = pipelined_then_held(short_keepalive_server.port, request, timeout=30)
+    assert end == "EOF", f"{end} after {took:.1f} s: {answer[:400]!r}"
+    got = responses(answer)
+    assert [code for code, _, _ in got] == [200, 408], answer[:600]
+    assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
+    if first == "ready":
+        assert 0.8 < took < 1.75, took
+    else:
+        assert b"Success" in got[0][2], got[0]
+    logged = [r.getMessage() for r in caplog.records if r.name == "speech_recognizer.failures"]
+    assert len(logged) == 1 and "upload_timeout" in logged[0] and "from 127.0.0.1:" in logged[0], logged
+    assert head_timeouts(short_keepalive_server) == before + 1
 
 
 # ---- bodies -----------------------------------------------------------------------------------
