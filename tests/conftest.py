@@ -23,11 +23,17 @@ NOT_UNIT_FIXTURES = frozenset({"registry", "apiserver", "browser"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse the run when a ``unit`` test uses a fixture of :data:`NOT_UNIT_FIXTURES`."""
+    """Refuse the run when a ``unit`` test uses a fixture of :data:`NOT_UNIT_FIXTURES`; when the run builds the
+    images (a ``slow`` test is selected), deselect the ``in_image`` tests, whose pods it runs in those images."""
     wrong = [f"{item.nodeid} uses {sorted(used)}" for item in items if item.get_closest_marker("unit")
              and (used := NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ())))]
     if wrong:
         raise pytest.UsageError("tests marked unit may load no model, operator or browser:\n" + "\n".join(wrong))
+    if any(item.get_closest_marker("slow") for item in items):  # the images are built: their pods run there only
+        twins = [item for item in items if item.get_closest_marker("in_image")]
+        if twins:
+            config.hook.pytest_deselected(items=twins)
+            items[:] = [item for item in items if not item.get_closest_marker("in_image")]
 
 
 TEST_KEY = "test-key-0123"

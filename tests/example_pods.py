@@ -84,6 +84,15 @@ def cases(config: OperatorConfig = OperatorConfig()) -> dict[str, tuple[Path, st
     return found
 
 
+#: The pods the operator emits with the ids left to the platform (SPEECH_OPERATOR_POD_IDENTITY=platform, OpenShift)
+#: that tests/ship/test_images.py runs in the built image: one of each way a pod gets its model and keeps its files,
+#: which is what the uid OpenShift assigns meets in the image (the model baked in; downloaded into an emptyDir, with
+#: an API key from a Secret; PVCs for the model, the license and the output). The other examples differ from these in
+#: locale, replicas or autoscaling only; every one runs in the image with the fixed ids, and OpenShift's admission of
+#: every one is checked in tests/operator/test_openshift.py.
+PLATFORM_KINDS = ("multi-locale:ko-kr", "api-key-secret:en-us", "disconnected:en-us-offline")
+
+
 def secrets_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for doc in objects:

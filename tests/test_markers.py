@@ -4,6 +4,7 @@ model, the operator on kmock or a browser is refused at collection, with its nam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,3 +35,17 @@ def test_a_unit_test_using_the_model_or_the_operator_is_refused() -> None:
     assert "pure" not in str(refused.value) and "t.py::integration" not in str(refused.value)
     conftest.pytest_collection_modifyitems(None, [items[0], items[3]])  # type: ignore[arg-type]
 
+
+
+def test_a_run_that_builds_the_images_runs_their_pods_there_only() -> None:
+    """``in_image`` tests run their pods with this checkout unless the run builds the images (selects a ``slow``
+    test): then they are deselected, as pytest reports deselections, and those pods run in the images."""
+    deselected: list[Item] = []
+    config = SimpleNamespace(hook=SimpleNamespace(pytest_deselected=lambda items: deselected.extend(items)))
+    pod, image, other = Item("a.py::pod", [], {"in_image"}), Item("b.py::image", [], {"slow"}), Item("c.py::other", [])
+    items = [pod, image, other]
+    conftest.pytest_collection_modifyitems(config, items)  # type: ignore[arg-type]
+    assert items == [image, other] and deselected == [pod]
+    items = [pod, other]
+    conftest.pytest_collection_modifyitems(config, items)  # type: ignore[arg-type]
+    assert items == [pod, other] and deselected == [pod]

@@ -16,7 +16,7 @@ import pytest
 from speech_recognizer.models import installed_packages
 
 from tests import kubelet
-from tests.example_pods import cases, run_example, zip_model
+from tests.example_pods import PLATFORM_KINDS, cases, run_example, zip_model
 from tests.gateway_pod import run_gateway_pod
 from tests.operator_pod import run_operator_pod
 from tests.support import duplicate_table_bytes
@@ -144,13 +144,6 @@ def test_operator_image_runs_the_gateway(operator_image: kubelet.Image, tmp_path
     print(run_gateway_pod(operator_image, tmp_path, bi.OPERATOR_TAG))
 
 
-#: The pods the operator emits with the ids left to the platform (SPEECH_OPERATOR_POD_IDENTITY=platform, OpenShift):
-#: one of each way a pod gets its model and keeps its files, which is what the uid OpenShift assigns meets in the
-#: image (the model baked in; downloaded into an emptyDir, with an API key from a Secret; PVCs for the model, the
-#: license and the output). The other examples differ from these in locale, replicas or autoscaling only; every one
-#: runs in the image with the fixed ids (test_emitted_pods_run_in_the_image), and OpenShift's admission of every
-#: one is checked in tests/operator/test_openshift.py.
-PLATFORM_KINDS = ("multi-locale:ko-kr", "api-key-secret:en-us", "disconnected:en-us-offline")
 PLATFORM_CASES = {case: found for case, found in cases(dataclasses.replace(bi.recognizer_config(), pod_identity="platform")).items()
                   if case in PLATFORM_KINDS}
 assert len(PLATFORM_CASES) == len(PLATFORM_KINDS), "an example named in PLATFORM_KINDS changed: pick its new case id"
