@@ -22,6 +22,7 @@ from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silen
 NOT_UNIT_FIXTURES = frozenset({"registry", "apiserver", "browser"})
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs: what is left is what runs
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse the run when a ``unit`` test uses a fixture of :data:`NOT_UNIT_FIXTURES`; when the run builds the
     images (a ``slow`` test is selected), deselect the ``in_image`` tests, whose pods it runs in those images."""

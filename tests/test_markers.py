@@ -3,13 +3,17 @@ model, the operator on kmock or a browser is refused at collection, with its nam
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from . import conftest
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 
@@ -36,7 +40,6 @@ def test_a_unit_test_using_the_model_or_the_operator_is_refused() -> None:
     conftest.pytest_collection_modifyitems(None, [items[0], items[3]])  # type: ignore[arg-type]
 
 
-
 def test_a_run_that_builds_the_images_runs_their_pods_there_only() -> None:
     """``in_image`` tests run their pods with this checkout unless the run builds the images (selects a ``slow``
     test): then they are deselected, as pytest reports deselections, and those pods run in the images."""
@@ -49,3 +52,14 @@ def test_a_run_that_builds_the_images_runs_their_pods_there_only() -> None:
     items = [pod, other]
     conftest.pytest_collection_modifyitems(config, items)  # type: ignore[arg-type]
     assert items == [pod, other] and deselected == [pod]
+
+
+@pytest.mark.parametrize(("marks", "runs"), [("not slow", True), ("", False)])
+def test_in_image_tests_run_unless_the_images_are_built_in_that_run(marks: str, runs: bool) -> None:
+    """What pytest itself collects: ``-m 'not slow'`` keeps the gateway's pod run with this checkout (the image
+    tests are deselected by -m before the check), a run selecting test_images.py's tests leaves it to them."""
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "tests/gateway/test_pod.py", "tests/ship/test_images.py",
+            *(["-m", marks] if marks else [])]
+    out = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("tests/gateway/test_pod.py::test_the_gateway_pod_runs_as_a_kubelet_runs_it" in out.stdout) is runs, out.stdout
