@@ -217,6 +217,19 @@ def test_the_chart_renders_the_same_rules(helm: Path) -> None:
     assert not by_kind(helm_template(helm), "PrometheusRule")
 
 
+def test_without_the_operators_metrics_the_chart_leaves_out_the_alerts_that_read_them(helm: Path) -> None:
+    """``metrics.enabled=false``: the PrometheusRule has every group but the operator's, whose alerts are exactly
+    those reading the operator's metrics (else SpeechOperatorInactive would fire for ever on an absent metric)."""
+    groups = yaml.safe_load(COMMITTED.read_text())["spec"]["groups"]
+    reads_operator = {g["name"] for g in groups if any("speech_operator_" in r["expr"] for r in g["rules"])}
+    assert reads_operator == {alerts.OPERATOR_GROUP}
+    assert all("speech_operator_" in r["expr"] for g in groups if g["name"] == alerts.OPERATOR_GROUP for r in g["rules"])
+    docs = helm_template(helm, "--set", "prometheusRule.enabled=true", "--set", "metrics.enabled=false")
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == [g for g in groups if g["name"] != alerts.OPERATOR_GROUP]
+    validate_manifests([rule])
+
+
 def one_line(expr: str) -> str:
     """An expression on one line, its ``|`` escaped for a table cell (GitHub's tables split cells at it, even in code)."""
     return " ".join(expr.split()).replace("( ", "(").replace(" )", ")").replace("|", "\\|")
