@@ -183,10 +183,10 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     gone: Gone, long_pcm: bytes, utterances_wav: Path, utterances_ref: Reference, how: str
 ) -> None:
     before, counters = gone.refusals("vosk"), gone.counters("vosk")
-    ws = connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20)
-    for i in range(0, len(long_pcm), CHUNK):  # as fast as the socket takes it
-        ws.send(long_pcm[i : i + CHUNK])
-    took = leave_websocket(gone, ws, how)
+    with connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(long_pcm), CHUNK):  # as fast as the socket takes it
+            ws.send(long_pcm[i : i + CHUNK])
+        took = leave_websocket(gone, ws, how)
     assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
     pcm = read_wav(utterances_wav)[0]
     assert vosk_words(gone.srv.ws, pcm) == utterances_ref.texts, "connecting again gets a decoder"
@@ -209,9 +209,9 @@ def test_a_speech_sdk_client_leaving_with_audio_unread_frees_its_decoder(
     gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, how: str
 ) -> None:
     before, counters = gone.refusals("usp/conversation"), gone.counters("usp/conversation")
-    ws = connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20)
-    usp_turn(ws, long_pcm)
-    took = leave_websocket(gone, ws, how)
+    with connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20) as ws:
+        usp_turn(ws, long_pcm)
+        took = leave_websocket(gone, ws, how)
     assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
     pcm = read_wav(speech_wav)[0]
     with connect(f"{gone.srv.ws}{REST}?language=ko-KR", max_size=1 << 20) as again:  # connecting again gets a decoder

@@ -9,6 +9,7 @@ checks it stays strictly real time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -79,8 +80,8 @@ def post(base: str, wav: bytes) -> httpx.Response:
 def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path, normal: Audio) -> None:
     with paced_stream(idle.srv, normal) as stream:
         time.sleep(0.5)  # it holds a decoder
-        quiet = [connect(f"{idle.srv.ws}/vosk?language=ko-KR") for _ in range(2)]
-        try:
+        with contextlib.ExitStack() as clients:
+            quiet = [clients.enter_context(connect(f"{idle.srv.ws}/vosk?language=ko-KR")) for _ in range(2)]
             for ws in quiet:
                 ws.send(b"\0\0")  # 2 bytes, then nothing
                 assert "partial" in json.loads(ws.recv(timeout=10))
@@ -97,9 +98,6 @@ def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path
             idle.wait_for_decoders(busy=1, within=5)  # the normal stream's
             ok = post(idle.srv.http, speech_wav.read_bytes())
             assert ok.status_code == 200 and ok.json()["RecognitionStatus"] == "Success"
-        finally:
-            for ws in quiet:
-                ws.close()
     assert_strict(stream, normal.seconds)
 
 
