@@ -6,7 +6,7 @@ routes; tests/controllers.py "is the kubelet": when the Deployment's replicas go
 real recognizer process (ja-JP: the Korean model under that name, tests/gateway/conftest.py) on
 the SpeechToText's Service port and reports the pod ready once the recognizer's /ready says so, and
 stops it when the replicas go back to 0. Each protocol wakes the locale once: the real Speech SDK,
-REST, /vosk.
+REST, /vosk and OpenAI's client.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -29,6 +30,7 @@ from websockets.sync.client import connect
 from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig
+from speech_recognizer.results import lexical
 
 from tests.controllers import Replicas
 from tests.recognizer.test_vosk_ws import stream, texts
@@ -198,7 +200,17 @@ def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(
     finals = stream(f"{stack.ws}/vosk?language=ja-JP", pcm, 3200, {"sample_rate": rate})
     assert texts(finals) == utterances_ref.texts
     print(f"wake (vosk): last result {time.monotonic() - asked:.1f} s after the request")
-    assert len(woken.pods.started) == 3, "one pod per wake"
+    woken.at_zero()
+
+    # OpenAI's client: its form is read up to the language field (``ja`` alone), then held and forwarded.
+    asked = time.monotonic()
+    client = openai.OpenAI(base_url=f"{stack.http}/v1", api_key="unused", timeout=180, max_retries=0)
+    verbose = client.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ja",
+                                                 response_format="verbose_json")
+    assert verbose.language == "ja-JP"
+    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+    print(f"wake (OpenAI): answer {time.monotonic() - asked:.1f} s after the request")
+    assert len(woken.pods.started) == 4, "one pod per wake"
 
 
 async def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
