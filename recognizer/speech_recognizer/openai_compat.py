@@ -53,21 +53,46 @@ async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
+class _FormParser(MultiPartParser):
+    """Starlette's parser, told whether the form's closing boundary came: without it, the parts
+    read so far would pass for the whole form and the part the body was cut in would be dropped unsaid."""
+
+    ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
 async def parse_form(request: Request, body: bytes) -> FormData:
-    """The multipart form in ``body`` (one file, a few short fields); a bad form is a 400, another type a 415."""
+    """The multipart form in ``body`` (one file, a few short fields); a bad form (a cut one too) is a 400,
+    another type a 415."""
     media = request.headers.get("content-type", "")
     if not media.lower().startswith("multipart/form-data"):
         raise Failure(f"unsupported content type {media.split(';')[0]!r}: send multipart/form-data with the audio "
                       "in the field 'file' (as OpenAI's clients do)", UNSUPPORTED_MEDIA)
+    parser = _FormParser(request.headers, _replay(body), max_files=1, max_fields=32, max_part_size=_MAX_FIELD_BYTES)
     try:
-        return await MultiPartParser(request.headers, _replay(body), max_files=1, max_fields=32,
-                                     max_part_size=_MAX_FIELD_BYTES).parse()
+        form = await parser.parse()
     except MultiPartException as exc:
         raise BadValue(f"the multipart form cannot be read: {exc.message}") from None
+    if not parser.ended:
+        await form.close()
+        raise BadValue(f"the multipart form ends before its closing boundary ({len(body)} bytes read): "
+                       "the body was cut short, or its Content-Length is too small")
+    return form
+
+
+def _one(form: FormData, name: str) -> str | UploadFile | None:
+    """The part ``name`` (None: absent); given twice, a 400, since which one was meant cannot be told."""
+    values = form.getlist(name)
+    if len(values) > 1:
+        raise BadValue(f"the field {name!r} is given {len(values)} times: send it once")
+    return values[0] if values else None
 
 
 def _field(form: FormData, name: str, default: str = "") -> str:
-    value = form.get(name)
+    """The field ``name``'s value (``default`` when absent or a file)."""
+    value = _one(form, name)
     return value.strip() if isinstance(value, str) else default
 
 
@@ -150,7 +175,9 @@ async def _transcribe(request: Request) -> Response:
     with engine.reserve() as reservation:
         form = await parse_form(request, await read_body(request, limit))
         try:
-            upload = form.get("file")
+            upload = _one(form, "file")
+            if isinstance(upload, str):
+                raise BadValue("the field 'file' is not a file: its Content-Disposition needs a filename (filename=\"a.wav\")")
             if not isinstance(upload, UploadFile):
                 raise BadValue("no audio: send the file in the multipart field 'file'")
             fmt = _field(form, "response_format", "json").lower()
