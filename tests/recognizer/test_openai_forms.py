@@ -17,7 +17,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,19 +98,41 @@ def serialize(parts: list[Part], nl: bytes, boundary: bytes) -> tuple[bytes, int
     return body + nl, len(body)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Who is asked: ``locale`` (a good form names it, or its language alone, or, unless ``language_needed``,
+    nothing), with the bearer token ``key``."""
+
+    locale: str
+    key: str
+    language_needed: bool = False
+    #: The status of a mutation alone, where it is not :data:`REFUSED`'s.
+    statuses: tuple[tuple[str, int | None], ...] = ()
+    #: Mutations not sent (each says why).
+    left_out: tuple[str, ...] = ()
+
+    @property
+    def mutations(self) -> list[str]:
+        return [m for m in MUTATIONS if m not in self.left_out]
+
+    @property
+    def languages(self) -> list[bytes]:
+        return [self.locale.split("-")[0].encode(), self.locale.encode(), f" {self.locale} ".encode()]
+
+
 @st.composite
-def requests(draw: st.DrawFn, wav: bytes, mutations: list[str] | None = None) -> Sent:
-    """A request: a good form, with ``mutations`` (None: up to two, hypothesis' choice)."""
+def requests(draw: st.DrawFn, wav: bytes, target: Target, mutations: list[str] | None = None) -> Sent:
+    """A request to ``target``: a good form, with ``mutations`` (None: up to two, hypothesis' choice)."""
     if mutations is None:
-        mutations = draw(st.lists(st.sampled_from(MUTATIONS), max_size=2, unique=True))
+        mutations = draw(st.lists(st.sampled_from(target.mutations), max_size=2, unique=True))
     fmt = draw(st.sampled_from(["json", "text", "verbose_json", None]))
     padding = draw(st.sampled_from([0, 0, 0, 2**20]))  # a WAV's bytes after its data chunk are not audio
     file = Part.of(b"file", wav + b"\0" * padding, b"speech.wav", draw(st.sampled_from([b"audio/wav", b"application/octet-stream", None])))
     fields = [Part.of(b"model", b"whisper-1")]
     if fmt is not None:
         fields.append(Part.of(b"response_format", fmt.encode()))
-    if draw(st.booleans()):
-        fields.append(Part.of(b"language", draw(st.sampled_from([b"ko", b"ko-KR", b" ko-KR "]))))
+    if target.language_needed or draw(st.booleans()):
+        fields.append(Part.of(b"language", draw(st.sampled_from(target.languages))))
     for granularity in draw(st.lists(st.sampled_from([b"segment", b"word"]), max_size=2, unique=True)):
         fields.append(Part.of(b"timestamp_granularities[]", granularity))
     if draw(st.booleans()):
@@ -124,9 +146,9 @@ def requests(draw: st.DrawFn, wav: bytes, mutations: list[str] | None = None) ->
         parts.insert(draw(st.integers(0, len(parts))), part)
 
     if "dup_language" in mutations:
-        anywhere(Part.of(b"language", draw(st.sampled_from([b"ko", b"ko-KR", b"ja-JP"]))))
+        anywhere(Part.of(b"language", draw(st.sampled_from([*target.languages, b"ko-KR", b"ja-JP"]))))
         if not any(p.headers[0].endswith(b'name="language"') for p in fields):
-            anywhere(Part.of(b"language", b"ko-KR"))
+            anywhere(Part.of(b"language", target.locale.encode()))
     if "dup_format" in mutations:
         anywhere(Part.of(b"response_format", draw(st.sampled_from([b"json", b"text"]))))
         if fmt is None:
@@ -190,7 +212,7 @@ def requests(draw: st.DrawFn, wav: bytes, mutations: list[str] | None = None) ->
     if "cl_long" in mutations:
         length += draw(st.integers(1, 4096))
     auth = {"auth_wrong": "Authorization: Bearer not-the-key\r\n", "auth_missing": ""}
-    key = next((auth[m] for m in mutations if m in auth), f"Authorization: Bearer {TEST_KEY}\r\n")
+    key = next((auth[m] for m in mutations if m in auth), f"Authorization: Bearer {target.key}\r\n")
     head = (f"POST {ROUTE} HTTP/1.1\r\nHost: test\r\nContent-Type: {ctype}\r\nContent-Length: {length}\r\n"
             f"{key}Connection: close\r\n\r\n").encode()
     return Sent(mutations, head, body, fmt or "json")
@@ -226,17 +248,97 @@ def send(port: int, sent: Sent) -> Answer:
     lines = head.decode("latin-1").split("\r\n")
     assert lines[0].startswith("HTTP/1.1 "), f"not an HTTP answer: {data[:300]!r}"
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    assert len(body) == int(headers["content-length"]), (headers, body[:300])
+    if headers.get("transfer-encoding") == "chunked":
+        body = _unchunked(body)
+    else:
+        assert len(body) == int(headers["content-length"]), (headers, body[:300])
     return Answer(int(lines[0].split()[1]), headers, body, time.monotonic() - started)
 
 
 def _answer_length(data: bytes) -> int:
-    head, _, _ = data.partition(b"\r\n\r\n")
+    """The length of the answer whose start is ``data``: by its Content-Length, else up to the end of its last chunk."""
+    head, _, body = data.partition(b"\r\n\r\n")
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             return len(head) + 4 + int(value)
-    return len(head) + 4
+    return len(data) if body.endswith(b"\r\n0\r\n\r\n") or body.startswith(b"0\r\n\r\n") else len(data) + 1
+
+
+def _unchunked(body: bytes) -> bytes:
+    data = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        if int(size.split(b";")[0], 16) == 0:
+            return data
+        data, body = data + body[: int(size, 16)], body[int(size, 16) + 2:]
+
+
+def transcript(answer: Answer, fmt: str) -> str:
+    return answer.body.decode().strip() if fmt == "text" else json.loads(answer.body)["text"]
+
+
+def plain(body: bytes, mutation: str, target: Target) -> Sent:
+    """``body`` sent as a form with the key and a true Content-Length."""
+    head = (f"POST {ROUTE} HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n"
+            f"Content-Length: {len(body)}\r\nAuthorization: Bearer {target.key}\r\nConnection: close\r\n\r\n").encode()
+    return Sent([mutation], head, body)
+
+
+def cut_after_the_file(wav: bytes, target: Target, fields: list[tuple[bytes, bytes]], keep: int) -> Sent:
+    """The file first, then ``fields``, the body cut ``keep`` bytes into the last one: forms the route answered
+    200 as if the field cut had not been sent (the file alone was whole)."""
+    parts = [Part.of(b"file", wav, b"speech.wav", b"audio/wav")] + [Part.of(n, v) for n, v in fields]
+    body, _ = serialize(parts, b"\r\n", BOUNDARY)
+    return plain(body[: body.rindex(b"--" + BOUNDARY + b"\r\n") + keep], "cut", target)
+
+
+def around_the_file(wav: bytes, target: Target, before: Part, after: Part, mutation: str) -> Sent:
+    """A form of ``before``, the file and ``after``: given the same name, the route answered by the last one."""
+    file = Part.of(b"file", wav, b"speech.wav", b"audio/wav")
+    return plain(serialize([before, file, after], b"\r\n", BOUNDARY)[0], mutation, target)
+
+
+def check(answer: Answer, sent: Sent, expected_text: str, target: Target) -> None:
+    """What every answer must be, and what ``sent``'s mutations ask of it."""
+    assert answer.seconds < ANSWER_WITHIN_SECONDS
+    assert answer.status in STATUSES, (answer.status, answer.body[:500], sent)
+    if answer.status >= 400:
+        error = json.loads(answer.body)["error"]
+        assert isinstance(error["message"], str) and error["message"].strip(), (answer.body, sent)
+        if answer.status != 408:  # a body that paused is answered before any route, in the REST shape
+            assert error["type"] == "invalid_request_error" and error["code"], (answer.body, sent)
+    refused = [m for m in sent.mutations if m in REFUSED]
+    if refused:
+        assert answer.status != 200, (f"{refused} answered as a whole form", answer.body[:300], sent)
+        alone = {**REFUSED, **dict(target.statuses)}[refused[0]]
+        if len(sent.mutations) == 1 and alone is not None:
+            assert answer.status == alone, (answer.status, answer.body[:300], sent)
+    elif set(sent.mutations) <= HARMLESS:
+        assert answer.status == 200, (answer.body[:500], sent)
+        assert transcript(answer, sent.fmt) == expected_text, sent
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture, sent: Sent) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
+    assert not bad, ([r.getMessage() for r in bad], caplog.text[-3000:], sent)
+    assert "Traceback" not in caplog.text, caplog.text[-3000:]
+
+
+def run_examples(hostile: Callable[[Sent], None], wav: bytes, target: Target) -> None:
+    """Each mutation alone (where its status is known), the good forms alone, then up to two together; and the forms
+    the route used to answer 200, having dropped a part (a body cut after the file, a field given twice)."""
+    for mutations in [[m] for m in target.mutations] + [[]]:
+        settings(EACH)(given(requests(wav, target, mutations))(hostile))()
+    mixed = given(requests(wav, target))(hostile)
+    mixed = example(cut_after_the_file(wav, target, [(b"model", b"whisper-1"), (b"language", target.locale.encode())], 30))(mixed)
+    mixed = example(cut_after_the_file(wav, target, [(b"language", target.locale.encode()), (b"response_format", b"verbose_json")],
+                                       len(BOUNDARY) + 4 + 20))(mixed)
+    mixed = example(around_the_file(wav, target, Part.of(b"language", target.languages[0]), Part.of(b"language", target.locale.encode()),
+                                    "dup_language"))(mixed)
+    mixed = example(around_the_file(wav, target, Part.of(b"file", b"a file part without a filename"), Part.of(b"language", target.locale.encode()),
+                                    "dup_file"))(mixed)
+    settings(MIXED)(mixed)()
 
 
 @pytest.fixture(scope="module")
@@ -247,31 +349,6 @@ def srv(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
 
 
-def transcript(answer: Answer, fmt: str) -> str:
-    return answer.body.decode().strip() if fmt == "text" else json.loads(answer.body)["text"]
-
-
-def plain(body: bytes, mutation: str) -> Sent:
-    """``body`` sent as a form with the key and a true Content-Length."""
-    head = (f"POST {ROUTE} HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n"
-            f"Content-Length: {len(body)}\r\nAuthorization: Bearer {TEST_KEY}\r\nConnection: close\r\n\r\n").encode()
-    return Sent([mutation], head, body)
-
-
-def cut_after_the_file(wav: bytes, fields: list[tuple[bytes, bytes]], keep: int) -> Sent:
-    """The file first, then ``fields``, the body cut ``keep`` bytes into the last one: forms the route answered
-    200 as if the field cut had not been sent (the file alone was whole)."""
-    parts = [Part.of(b"file", wav, b"speech.wav", b"audio/wav")] + [Part.of(n, v) for n, v in fields]
-    body, _ = serialize(parts, b"\r\n", BOUNDARY)
-    return plain(body[: body.rindex(b"--" + BOUNDARY + b"\r\n") + keep], "cut")
-
-
-def around_the_file(wav: bytes, before: Part, after: Part, mutation: str) -> Sent:
-    """A form of ``before``, the file and ``after``: given the same name, the route answered by the last one."""
-    file = Part.of(b"file", wav, b"speech.wav", b"audio/wav")
-    return plain(serialize([before, file, after], b"\r\n", BOUNDARY)[0], mutation)
-
-
 def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
         srv: ServerThread, speech_wav: Path, speech_ref: Reference, caplog: pytest.LogCaptureFixture) -> None:
     wav = speech_wav.read_bytes()
@@ -280,44 +357,18 @@ def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
     uvicorn_logs.addHandler(caplog.handler)
     reached: set[str] = set()
 
+    target = Target("ko-KR", TEST_KEY)
+
     def hostile(sent: Sent) -> None:
         caplog.clear()
-        answer = send(srv.port, sent)
-        assert answer.seconds < ANSWER_WITHIN_SECONDS
-        assert answer.status in STATUSES, (answer.status, answer.body[:500], sent)
-        if answer.status >= 400:
-            error = json.loads(answer.body)["error"]
-            assert isinstance(error["message"], str) and error["message"].strip(), (answer.body, sent)
-            if answer.status != 408:  # a body that paused is answered before any route, in the REST shape
-                assert error["type"] == "invalid_request_error" and error["code"], (answer.body, sent)
-        refused = [m for m in sent.mutations if m in REFUSED]
-        if refused:
-            assert answer.status != 200, (f"{refused} answered as a whole form", answer.body[:300], sent)
-            if len(sent.mutations) == 1 and REFUSED[refused[0]] is not None:
-                assert answer.status == REFUSED[refused[0]], (answer.status, answer.body[:300], sent)
-        elif set(sent.mutations) <= HARMLESS:
-            assert answer.status == 200, (answer.body[:500], sent)
-            assert transcript(answer, sent.fmt) == expected_text, sent
-        bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()]
-        assert not bad, ([r.getMessage() for r in bad], caplog.text[-3000:], sent)
-        assert "Traceback" not in caplog.text, caplog.text[-3000:]
+        check(send(srv.port, sent), sent, expected_text, target)
+        assert_no_traceback(caplog, sent)
         reached.update(sent.mutations or ["none"])
 
-    # each mutation alone (where its status is known), the good forms alone, then up to two together; and the forms
-    # the route used to answer 200, having dropped a part (a body cut after the file, a field given twice)
-    runs = [given(requests(wav, mutations))(hostile) for mutations in [[m] for m in MUTATIONS] + [[]]]
-    mixed = given(requests(wav))(hostile)
-    mixed = example(cut_after_the_file(wav, [(b"model", b"whisper-1"), (b"language", b"ja-JP")], 30))(mixed)
-    mixed = example(cut_after_the_file(wav, [(b"response_format", b"verbose_json")], len(BOUNDARY) + 4 + 20))(mixed)
-    mixed = example(around_the_file(wav, Part.of(b"language", b"ko"), Part.of(b"language", b"ko-KR"), "dup_language"))(mixed)
-    mixed = example(around_the_file(wav, Part.of(b"file", b"a file part without a filename"), Part.of(b"model", b"whisper-1"),
-                                    "dup_file"))(mixed)
     started = time.monotonic()
     try:
         with caplog.at_level(logging.INFO):
-            for run in runs:
-                settings(EACH)(run)()
-            settings(MIXED)(mixed)()
+            run_examples(hostile, wav, target)
     finally:
         uvicorn_logs.removeHandler(caplog.handler)
     took = time.monotonic() - started
