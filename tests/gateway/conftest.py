@@ -287,9 +287,15 @@ class Locales:
 
 @pytest.fixture(scope="module")
 def locales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
-    root = tmp_path_factory.mktemp("gateway")
-    recognizers = {"ko-KR": start_recognizer(root, "ko-KR"),
-                   OTHER_LOCALE: start_recognizer(root, OTHER_LOCALE, f"ApiKey={KEY}", "Billing=https://example.invalid")}
+    with two_locales(tmp_path_factory.mktemp("gateway")) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def two_locales(root: Path, *settings: str) -> Iterator[Locales]:
+    """:class:`Locales`, each recognizer given ``settings`` too."""
+    recognizers = {"ko-KR": start_recognizer(root, "ko-KR", *settings),
+                   OTHER_LOCALE: start_recognizer(root, OTHER_LOCALE, f"ApiKey={KEY}", "Billing=https://example.invalid", *settings)}
     try:
         for r in recognizers.values():
             r.wait_ready()

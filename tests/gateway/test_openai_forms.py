@@ -8,8 +8,6 @@ recognizers' output holds a traceback.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,18 +15,10 @@ import pytest
 
 from speech_operator import gateway_openai
 from speech_recognizer.results import lexical
-from tests.recognizer.test_openai_forms import (
-    BODY_TIMEOUT_SECONDS,
-    Sent,
-    Target,
-    assert_no_traceback,
-    check,
-    run_examples,
-    send,
-)
+from tests.recognizer.test_openai_forms import BODY_TIMEOUT_SECONDS, Target, run_hostile
 from tests.support import Reference
 
-from .conftest import KEY, OTHER_LOCALE, Locales, Stack, speech_to_text, start_recognizer
+from .conftest import KEY, OTHER_LOCALE, Locales, two_locales
 
 #: The gateway's deadline for reading a form up to its language field, here (60 s otherwise): a Content-Length
 #: too large on a form whose file comes first is answered after it.
@@ -39,51 +29,20 @@ FORM_READ_SECONDS = 2.0
 def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
     """conftest's two locales (ko-KR without a key, OTHER_LOCALE with :data:`KEY`), their recognizers refusing a
     body that pauses after :data:`BODY_TIMEOUT_SECONDS`."""
-    root = tmp_path_factory.mktemp("gateway-forms")
-    pause = f"Http:BodyTimeoutSeconds={BODY_TIMEOUT_SECONDS}"
-    recognizers = {"ko-KR": start_recognizer(root, "ko-KR", pause),
-                   OTHER_LOCALE: start_recognizer(root, OTHER_LOCALE, f"ApiKey={KEY}", "Billing=https://example.invalid", pause)}
-    try:
-        for r in recognizers.values():
-            r.wait_ready()
-        with Stack(root) as stack:
-            for locale, r in recognizers.items():
-                stack.create(speech_to_text(locale.lower(), locale, r.port))
-            for locale in recognizers:
-                stack.routes(locale)
-            yield Locales(stack, recognizers)
-    finally:
-        for r in recognizers.values():
-            r.kill()
+    with two_locales(tmp_path_factory.mktemp("gateway-forms"), f"Http:BodyTimeoutSeconds={BODY_TIMEOUT_SECONDS}") as found:
+        yield found
 
 
 def test_hostile_forms_through_the_gateway(fronted: Locales, speech_wav: Path, speech_ref: Reference,
                                            caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway_openai, "FORM_READ_SECONDS", FORM_READ_SECONDS)
-    wav = speech_wav.read_bytes()
     expected_text = " ".join(lexical(t) for t in speech_ref.texts)
     # A body that is not a form the gateway can read has no language field: with two locales, the gateway says to add one.
     # Left out: a Content-Length too small. What follows the request then comes in the same segment, and the gateway's
     # parser fails on it (llhttp: "Data after `Connection: close`", or a bad method when kept alive) in the same read
     # as the request, which is lost: the client gets that 400 in place of the request's answer.
     target = Target(OTHER_LOCALE, KEY, language_needed=True, statuses=(("not_form", 400),), left_out=("cl_short",))
-    aiohttp_logs = logging.getLogger("aiohttp")  # aiohttp's own log propagates nowhere the fixture sees otherwise
-    aiohttp_logs.addHandler(caplog.handler)
-    reached: set[str] = set()
-
-    def hostile(sent: Sent) -> None:
-        caplog.clear()
-        check(send(fronted.stack.port, sent), sent, expected_text, target)
-        assert_no_traceback(caplog, sent)
-        reached.update(sent.mutations or ["none"])
-
-    started = time.monotonic()
-    try:
-        with caplog.at_level(logging.INFO):
-            run_examples(hostile, wav, target)
-    finally:
-        aiohttp_logs.removeHandler(caplog.handler)
-    took = time.monotonic() - started
+    took, reached = run_hostile(fronted.stack.port, target, speech_wav.read_bytes(), expected_text, caplog, "aiohttp")
     assert reached == {*target.mutations, "none"}, reached
     for r in fronted.recognizers.values():
         assert "Traceback" not in r.output(), r.output()[-3000:]

@@ -349,19 +349,17 @@ def srv(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
 
 
-def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
-        srv: ServerThread, speech_wav: Path, speech_ref: Reference, caplog: pytest.LogCaptureFixture) -> None:
-    wav = speech_wav.read_bytes()
-    expected_text = " ".join(lexical(t) for t in speech_ref.texts)
-    uvicorn_logs = logging.getLogger("uvicorn")  # uvicorn's own log propagates nowhere the fixture sees otherwise
-    uvicorn_logs.addHandler(caplog.handler)
+def run_hostile(port: int, target: Target, wav: bytes, expected_text: str, caplog: pytest.LogCaptureFixture,
+                logger: str) -> tuple[float, set[str]]:
+    """Every example sent to ``port`` and checked, ``logger``'s records (the server's own, which propagate nowhere
+    caplog sees otherwise) in caplog too; the seconds they took and the mutations they reached."""
+    server_logs = logging.getLogger(logger)
+    server_logs.addHandler(caplog.handler)
     reached: set[str] = set()
-
-    target = Target("ko-KR", TEST_KEY)
 
     def hostile(sent: Sent) -> None:
         caplog.clear()
-        check(send(srv.port, sent), sent, expected_text, target)
+        check(send(port, sent), sent, expected_text, target)
         assert_no_traceback(caplog, sent)
         reached.update(sent.mutations or ["none"])
 
@@ -370,7 +368,13 @@ def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
         with caplog.at_level(logging.INFO):
             run_examples(hostile, wav, target)
     finally:
-        uvicorn_logs.removeHandler(caplog.handler)
-    took = time.monotonic() - started
+        server_logs.removeHandler(caplog.handler)
+    return time.monotonic() - started, reached
+
+
+def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
+        srv: ServerThread, speech_wav: Path, speech_ref: Reference, caplog: pytest.LogCaptureFixture) -> None:
+    expected_text = " ".join(lexical(t) for t in speech_ref.texts)
+    took, reached = run_hostile(srv.port, Target("ko-KR", TEST_KEY), speech_wav.read_bytes(), expected_text, caplog, "uvicorn")
     assert took < 60, f"the examples took {took:.0f} s: fewer examples"
     assert reached == {*MUTATIONS, "none"}, reached
