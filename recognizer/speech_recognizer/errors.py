@@ -170,10 +170,10 @@ def http_response(failure: Failure) -> JSONResponse:
     return error_response(failure.kind.http, failure.message, headers)
 
 
-def http_response_bytes(failure: Failure) -> bytes:
-    """:func:`http_response` as the bytes of a whole HTTP/1.1 response that closes the connection: for a
-    server's own protocol code, which answers before any request reached an application."""
-    response = http_response(failure)
+def http_response_bytes(failure: Failure, *, openai: bool = False) -> bytes:
+    """:func:`http_response` (:func:`openai_response` with ``openai``) as the bytes of a whole HTTP/1.1 response
+    that closes the connection: for a server's own protocol code, which answers outside any application."""
+    response = openai_response(failure) if openai else http_response(failure)
     status = response.status_code
     head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")

@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from .contract import ROUTE_OPENAI_TRANSCRIPTIONS
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class LimitedHttpTools(HttpToolsProtocol):
         observe(failure, "http", self.metrics)
         cycle = self.cycle
         if cycle is None or phase == "head" or not cycle.response_started:
-            self.transport.write(http_response_bytes(Failure(message, kind)))
+            # a body refused on OpenAI's route gets OpenAI's error shape, as the route's own refusals do
+            openai = phase == "body" and cycle is not None and cycle.scope.get("path") == ROUTE_OPENAI_TRANSCRIPTIONS
+            self.transport.write(http_response_bytes(Failure(message, kind), openai=openai))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
             cycle.message_event.set()

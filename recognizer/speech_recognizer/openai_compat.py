@@ -252,6 +252,8 @@ TRANSCRIPTIONS = {
                     "param": None, "code": "bad_value"}}}}},
         "401": {"description": "wrong key"},
         "403": {"description": "missing key (the server has an `ApiKey`)"},
+        "408": {"description": "the body paused for `Http:BodyTimeoutSeconds`, or did not all arrive within `MaxAudioSeconds` "
+                               "plus that (OpenAI's error shape, `code` `upload_timeout`); the connection is closed"},
         "413": {"description": "audio longer than `MaxAudioSeconds`, or a body over its size"},
         "415": {"description": "not multipart/form-data, or an audio encoding not served"},
         "503": {"description": "every decoder is busy, the model is loading, or the server is draining: retry after `Retry-After`",
