@@ -143,7 +143,10 @@ def raw_request(host: str, port: int, head: bytes, body: bytes = b"", *, timeout
     ``timeout``) and the seconds it took."""
     started = time.monotonic()
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(head + body)
+        try:
+            sock.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before the whole body was written: the answer is still there to read
         return _read_all(sock, started, timeout), time.monotonic() - started
 
 
@@ -206,7 +209,7 @@ def send_until_answered(host: str, port: int, data: bytes, *, timeout: float = 6
 
 
 def response_complete(answer: bytes) -> bool:
-    """Whether ``answer`` holds a whole HTTP response with a ``Content-Length``."""
+    """Whether ``answer`` holds a whole HTTP response: with a ``Content-Length``, or chunked up to its last chunk."""
     head, sep, body = answer.partition(b"\r\n\r\n")
     if not sep:
         return False
@@ -214,6 +217,8 @@ def response_complete(answer: bytes) -> bool:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value.strip())
+        if name.strip().lower() == b"transfer-encoding" and value.strip().lower() == b"chunked":
+            return body.startswith(b"0\r\n\r\n") or b"\r\n0\r\n\r\n" in body
     return False
 
 
@@ -353,17 +358,33 @@ def break_mid_body(host: str, port: int, start: bytes, then: bytes = b"", *, wai
 
 
 def responses(answer: bytes) -> list[tuple[int, dict[str, str], bytes]]:
-    """The responses in ``answer`` one after another, each with a ``Content-Length``: (status, headers by lower-case name, body)."""
+    """The responses in ``answer`` one after another, each with a ``Content-Length`` or chunked: (status, headers by
+    lower-case name, body, de-chunked)."""
     out = []
     while answer:
         head, _, rest = answer.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
         assert status_line.startswith("HTTP/1.1 "), answer[:300]
         headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        length = int(headers["content-length"])
-        out.append((int(status_line[9:12]), headers, rest[:length]))
-        answer = rest[length:]
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body, answer = _dechunked(rest)
+        else:
+            length = int(headers["content-length"])
+            body, answer = rest[:length], rest[length:]
+            assert len(body) == length, (headers, body[:300])
+        out.append((int(status_line[9:12]), headers, body))
     return out
+
+
+def _dechunked(data: bytes) -> tuple[bytes, bytes]:
+    """A chunked body's data, and what follows its last chunk (no trailers)."""
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body, data.removeprefix(b"\r\n")
+        body, data = body + data[:size], data[size + 2:]
 
 
 def post_head(path: str, *, content_length: int | None = None, content_type: str = "audio/wav", extra: bytes = b"") -> bytes:

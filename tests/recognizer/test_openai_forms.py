@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,14 +24,17 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from speech_recognizer import contract
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.results import lexical
 
+from harness.hostile_inputs import raw_request, response_complete, responses
+
 from ..conftest import TEST_KEY, make_settings
 from ..support import Reference, ServerThread
 
-ROUTE = "/v1/audio/transcriptions"
+ROUTE = contract.ROUTE_OPENAI_TRANSCRIPTIONS
 BOUNDARY = b"openai-form-fuzz"
 #: What the failure table (README, Errors) answers on this route: a transcription, a bad value or audio, a
 #: wrong or missing key, a body that paused (``Http:BodyTimeoutSeconds``), one too large, a type not served.
@@ -227,51 +229,12 @@ class Answer:
 
 
 def send(port: int, sent: Sent) -> Answer:
-    """Write ``sent`` and read its answer (by its Content-Length: the server may keep reading what follows a
-    request it answered for a while before it closes)."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN_SECONDS) as sock:
-        try:
-            sock.sendall(sent.head + sent.body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # answered and closed before the whole body was written: the answer is still there to read
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < _answer_length(data):
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                raise AssertionError(f"no whole answer within {ANSWER_WITHIN_SECONDS} s: {data[:300]!r}") from None
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 "), f"not an HTTP answer: {data[:300]!r}"
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    if headers.get("transfer-encoding") == "chunked":
-        body = _unchunked(body)
-    else:
-        assert len(body) == int(headers["content-length"]), (headers, body[:300])
-    return Answer(int(lines[0].split()[1]), headers, body, time.monotonic() - started)
-
-
-def _answer_length(data: bytes) -> int:
-    """The length of the answer whose start is ``data``: by its Content-Length, else up to the end of its last chunk."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(head) + 4 + int(value)
-    return len(data) if body.endswith(b"\r\n0\r\n\r\n") or body.startswith(b"0\r\n\r\n") else len(data) + 1
-
-
-def _unchunked(body: bytes) -> bytes:
-    data = b""
-    while True:
-        size, _, body = body.partition(b"\r\n")
-        if int(size.split(b";")[0], 16) == 0:
-            return data
-        data, body = data + body[: int(size, 16)], body[int(size, 16) + 2:]
+    """Write ``sent`` and read its one answer (the server may keep reading what follows a request it answered for a
+    while before it closes: the answer is read up to its end, not the connection's)."""
+    data, seconds = raw_request("127.0.0.1", port, sent.head, sent.body, timeout=ANSWER_WITHIN_SECONDS)
+    assert response_complete(data), f"no whole answer within {ANSWER_WITHIN_SECONDS} s: {data[:300]!r}"
+    [(status, headers, body)] = responses(data)
+    return Answer(status, headers, body, seconds)
 
 
 def transcript(answer: Answer, fmt: str) -> str:
