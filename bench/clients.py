@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable
-
-from speech_recognizer.audio import dither_zeros
-from speech_recognizer.resampling import Resampler
+from collections.abc import Callable
 
 from harness.clients import StreamResult, lag_series
+from speech_recognizer.audio import dither_zeros
+from speech_recognizer.resampling import Resampler
 
 from .common import Audio
 

@@ -85,7 +85,7 @@ class Sampler:
             except psutil.Error:
                 return
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -149,7 +149,7 @@ def cost(run: dict[str, float]) -> float:
     return run["cpu"] / run["audio"]
 
 
-def ab_runs(worker: "InProcessWorker", n: int, pairs: int, before_a: Callable[[], None],
+def ab_runs(worker: InProcessWorker, n: int, pairs: int, before_a: Callable[[], None],
             before_b: Callable[[], None]) -> list[tuple[dict[str, float], dict[str, float]]]:
     """``pairs`` pairs of runs of ``n`` streams on one worker, ``before_a`` / ``before_b`` called before each side; A first."""
     got = []
@@ -208,7 +208,7 @@ class InProcessWorker:
         """``count`` files on ``n`` threads without intermediate results: wall and CPU seconds, audio seconds."""
         return self._ask(f"files {n} {count}")
 
-    def __enter__(self) -> "InProcessWorker":
+    def __enter__(self) -> InProcessWorker:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import psutil
 from websockets.asyncio.client import connect
 
-from speech_recognizer.usp.frames import parse_text
-
 from harness.clients import USP_PATH, StreamResult
 from harness.loopback import Loopback
 from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.usp.frames import parse_text
 
 from .common import CHUNK_S, LOCALE, ROOT, Audio, cpu_seconds, free_port, loadavg, percentile, server
 from .suites import ROUTES, WARM_PASSES, _gather

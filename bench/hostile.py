@@ -39,13 +39,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
-from speech_recognizer.usp.frames import parse_text
-
+from harness.hostile_inputs import big_header_head, exchange, flac_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb
 from harness.memory import PeakRss
 from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.usp.frames import parse_text
 
 from .common import ROOT, Audio, Server, cpu_seconds, percentile, server
-from harness.hostile_inputs import big_header_head, exchange, flac_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 USP = REST
@@ -305,7 +304,7 @@ def model_zip_bomb(srv: Server, audio: Audio) -> Outcome:
     bomb = zip_bomb(3_000_000_000)
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(bomb)))
             self.end_headers()

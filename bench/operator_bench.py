@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import tempfile
 import threading
 import time
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import kmock
 import kopf
 import yaml
 
-from harness.kube import NAMESPACE, Emulator, declare
-
 import speech_operator.handlers  # noqa: F401  (registers the handlers)
+from harness.kube import NAMESPACE, Emulator, declare
 from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, load_configuration, path
@@ -161,7 +160,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
                     try:
                         await client.create(stt_url, _stt(i))
                         return
-                    except asyncio.TimeoutError:  # retried: kmock is busy; a duplicate create is a 409 we ignore
+                    except TimeoutError:  # retried: kmock is busy; a duplicate create is a 409 we ignore
                         continue
 
         await asyncio.gather(*(create(i) for i in range(count)))
@@ -171,7 +170,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         while time.monotonic() < deadline:
             try:
                 deps, statuses = await converged()
-            except asyncio.TimeoutError:  # the emulator is busy with the operator's requests
+            except TimeoutError:  # the emulator is busy with the operator's requests
                 continue
             now = time.monotonic() - t0
             if deps >= count and deps_at is None:

@@ -15,8 +15,8 @@ if __package__ in (None, ""):  # python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import common, report  # noqa: E402
-from bench.common import ROOT  # noqa: E402
+from bench import common, report
+from bench.common import ROOT
 
 SUITES = ("streams", "files", "memory", "overload", "operator", "colocation", "allocator", "gateway", "transcriber", "hostile")
 

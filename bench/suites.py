@@ -19,7 +19,23 @@ import httpx
 from harness.clients import StreamResult, usp_stream, vosk_stream
 
 from .clients import InProcess
-from .common import CHUNK, ROOT, Audio, InProcessWorker, ab_row, ab_runs, Sampler, cpu_seconds, loadavg, make_recordings, make_voices, percentile, pool_counts, server, thread_cpu
+from .common import (
+    CHUNK,
+    ROOT,
+    Audio,
+    InProcessWorker,
+    Sampler,
+    ab_row,
+    ab_runs,
+    cpu_seconds,
+    loadavg,
+    make_recordings,
+    make_voices,
+    percentile,
+    pool_counts,
+    server,
+    thread_cpu,
+)
 
 ROUTES = {"vosk": vosk_stream, "usp": usp_stream}
 #: Passes of the audio each recognizer decodes before throughput is measured, on both sides. A recognizer

@@ -146,18 +146,18 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
         else:
             res.dropped, res.message = True, f"closed {rcvd.code if rcvd else 'without a close frame'} {rcvd.reason if rcvd else ''}"
             res.unexplained = not (rcvd and rcvd.reason)
-    except (asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError) as exc:
         res.dropped, res.message, res.unexplained = True, f"{type(exc).__name__}: {exc}", True
     return res
 
 
-async def bounded(route: str, stream: "asyncio.Future[StreamResult] | object", audio_s: float, deadline: float) -> StreamResult:
+async def bounded(route: str, stream: asyncio.Future[StreamResult] | object, audio_s: float, deadline: float) -> StreamResult:
     """Await one stream coroutine for at most ``deadline`` s; past it the stream is cancelled (its
     socket closed by the ``async with``) and reported as stalled."""
     task = asyncio.ensure_future(stream)  # type: ignore[arg-type]
     try:
         return await asyncio.wait_for(task, deadline)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return StreamResult(route, audio_s, stalled=True, message=f"no final result within {deadline:g} s; cancelled")
 
 
@@ -226,6 +226,6 @@ async def usp_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 
         if not res.refused:
             res.dropped, res.message = True, f"closed {rcvd.code if rcvd else 'without a close frame'} {rcvd.reason if rcvd else ''}"
             res.unexplained = not (rcvd and rcvd.reason)
-    except (asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError) as exc:
         res.dropped, res.message, res.unexplained = True, f"{type(exc).__name__}: {exc}", True
     return res

@@ -237,7 +237,7 @@ def trickle(host: str, port: int, data: bytes, *, interval: float, timeout: floa
             sent += 1
             try:
                 got = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 if time.monotonic() - started > timeout:
                     break
                 continue
@@ -253,7 +253,7 @@ def _read_all(sock: socket.socket, started: float, timeout: float) -> bytes:
         sock.settimeout(max(0.01, timeout - (time.monotonic() - started)))
         try:
             piece = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             break
         except OSError:
             break

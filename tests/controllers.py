@@ -23,10 +23,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from speech_recognizer import contract
-
 from speech_operator import builders
 from speech_operator.kube import Kube, path
+from speech_recognizer import contract
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Iterator
 
 from harness.clients import StreamResult, vosk_stream
+from harness.memory import PeakRss  # noqa: F401 - the hostile tests' measure
 from harness.server import Server, server
 from harness.speech import Audio
-from harness.memory import PeakRss  # noqa: F401 - the hostile tests' measure
 
 #: What a request may add to the server's peak RSS beyond its body (issue 16's target).
 RSS_ALLOWANCE_MB = 100

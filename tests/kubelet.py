@@ -511,7 +511,7 @@ def file_server(pod: Pod, files: dict[str, Path], *, port: int = 0, context: ssl
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = files.get(self.path.lstrip("/"))
             if path is None:
                 self.send_error(404)

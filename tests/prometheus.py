@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import yaml
 
-from speech_operator import alerts
-
 from harness.loopback import Loopback, free_port
+from speech_operator import alerts
 from tests.ship import tools
 
 

@@ -15,12 +15,11 @@ from typing import Self
 
 import uvicorn
 
+# re-exported: the tests import these from here as before
+from harness.loopback import Loopback, free_port
+from harness.speech import NARROWBAND_SENTENCE, SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
 from speech_recognizer.model_graph import duplicate_input_symbols
 from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_options
-
-# re-exported: the tests import these from here as before
-from harness.loopback import Loopback, free_port  # noqa: F401
-from harness.speech import NARROWBAND_SENTENCE, SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class ServerThread(Loopback):
         sock = listening_socket("127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

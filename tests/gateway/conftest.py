@@ -37,18 +37,16 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from speech_recognizer import contract
-from speech_recognizer.models import installed_packages
-
-from speech_operator import api
-from speech_operator.gateway import GatewayConfig, create_app, serving
-from speech_operator.config import OperatorConfig
-from speech_operator.kube import Kube
-from speech_operator.reconcile import Runtime
-from speech_operator.gateway_directory import Directory, SpeechToTextWatch
-
 from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for
 from harness.loopback import Loopback, free_port
+from speech_operator import api
+from speech_operator.config import OperatorConfig
+from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway_directory import Directory, SpeechToTextWatch
+from speech_operator.kube import Kube
+from speech_operator.reconcile import Runtime
+from speech_recognizer import contract
+from speech_recognizer.models import installed_packages
 
 T = TypeVar("T")
 

@@ -21,9 +21,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from speech_operator.gateway import GatewayConfig
-
 from harness.loopback import free_port
+from speech_operator.gateway import GatewayConfig
 from tests.prometheus import Prometheus
 from tests.recognizer.test_vosk_ws import closed_with
 

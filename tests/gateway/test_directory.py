@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from speech_recognizer.models import ModelRegistry, UnknownLocale
-
 from speech_operator import api
 from speech_operator.gateway_directory import Backend, Directory
+from speech_recognizer.models import ModelRegistry, UnknownLocale
 
 from .conftest import NAMESPACE, Stack, speech_to_text
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aiohttp
 import pytest
 import pytest_asyncio
+
 from harness.hostile_inputs import (
     BAD_CHUNK,
     BAD_CHUNK_REASON,
@@ -34,7 +35,6 @@ from harness.hostile_inputs import (
     responses,
     write_then_read,
 )
-
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 

@@ -17,13 +17,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.hostile_inputs import BAD_CHUNK, BAD_CHUNK_REASON, break_mid_body, post_head, responses
+from harness.loopback import Loopback
 from tests.recognizer.test_vosk_ws import closed_with, stream, texts
 from tests.support import Reference, read_wav
 from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
-
-from harness.hostile_inputs import BAD_CHUNK, BAD_CHUNK_REASON, break_mid_body, post_head, responses
-
-from harness.loopback import Loopback
 
 from .conftest import KEY, OTHER_LOCALE, Locales, speech_to_text, start_recognizer
 

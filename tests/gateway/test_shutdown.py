@@ -26,12 +26,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from speech_operator.gateway import GATEWAY, GatewayConfig
-from speech_operator.gateway_shutdown import (AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM,
-                                              STOPPED_UNANSWERED, Progress, Shutdown)
-from speech_recognizer.usp.frames import parse_text, text_frame
-
 from harness.usp import client_audio_frame, client_text_frame
+from speech_operator.gateway import GATEWAY, GatewayConfig
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown
+from speech_recognizer.usp.frames import parse_text, text_frame
 from tests.support import Reference, free_port, read_wav
 from tests.usp.sdk import assert_same, config, continuous, expected, reported
 

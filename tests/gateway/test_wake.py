@@ -31,7 +31,6 @@ from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig
 from speech_recognizer.results import lexical
-
 from tests.controllers import Replicas
 from tests.recognizer.test_vosk_ws import stream, texts
 from tests.support import Reference, free_port, read_wav

@@ -21,12 +21,11 @@ import pytest_asyncio
 import yaml
 
 import speech_operator.handlers  # noqa: F401  (registers the handlers on kopf's default registry)
+from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for  # tests import some of them from here too
 from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, load_configuration
 from speech_operator.reconcile import Runtime
-
-from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for  # noqa: F401  (tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_AGENT = "test-client"  # the User-Agent of the test's own client (kubectl's part)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest_asyncio
 from aiohttp import web
-from tests.controllers import Replicas
 
 from speech_operator.gateway import serving
+from tests.controllers import Replicas
 
 if TYPE_CHECKING:
     from conftest import Cluster

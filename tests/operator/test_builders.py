@@ -6,10 +6,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from speech_recognizer import contract
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
+from speech_recognizer import contract
 from tests.ship.conftest import KUBE_VERSIONS
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)

@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 import pytest
+from stt_schema import generated, older, schema
 
 from speech_operator import api, conditions, crd_check
 from speech_operator.crd_check import Findings
-from stt_schema import generated, older, schema
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

@@ -20,9 +20,8 @@ import httpx
 from conftest import ENV, NAMESPACE, Operator, console_script, declare_peerings, deployment
 from prometheus_client.parser import text_string_to_metric_families
 
-from speech_operator import api
-
 from harness.loopback import free_port
+from speech_operator import api
 from tests.prometheus import Prometheus
 
 if TYPE_CHECKING:

@@ -7,12 +7,12 @@ tests/operator/test_pods_run.py runs the admitted pods as a kubelet would."""
 from __future__ import annotations
 
 import pytest
-from tests import openshift_scc as scc
-from tests.example_pods import EXAMPLES, docs, pod_spec, stt_of
-from tests.pod_security import violations
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
+from tests import openshift_scc as scc
+from tests.example_pods import EXAMPLES, docs, pod_spec, stt_of
+from tests.pod_security import violations
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

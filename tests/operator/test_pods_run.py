@@ -20,12 +20,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from speech_operator import api, builders
+from speech_operator.config import OperatorConfig
 from speech_recognizer import contract
 from speech_recognizer import models as m
 from speech_recognizer.models import installed_packages
-
-from speech_operator import api, builders
-from speech_operator.config import OperatorConfig
 from tests.example_pods import PLATFORM_KINDS, cases, docs, pod_spec, run_example, stt_of, zip_model
 from tests.kubelet import Pod, file_server, host_image
 from tests.operator_pod import run_operator_pod

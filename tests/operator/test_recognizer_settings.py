@@ -10,10 +10,10 @@ import typing
 from typing import Any
 
 import pytest
-from speech_recognizer import contract
-from speech_recognizer.settings import LOG_LEVELS, Settings, declared, parse
 
 from speech_operator import api, builders
+from speech_recognizer import contract
+from speech_recognizer.settings import LOG_LEVELS, Settings, declared, parse
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

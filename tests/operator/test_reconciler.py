@@ -7,11 +7,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from speech_recognizer import contract
 
 from speech_operator import api, builders
 from speech_operator.kube import APPLY_PATCH, FIELD_MANAGER
 from speech_operator.reconcile import fingerprinted
+from speech_recognizer import contract
 
 if TYPE_CHECKING:
     from conftest import Cluster

@@ -145,8 +145,8 @@ def test_transition_time_moves_only_on_flips() -> None:
 
 
 def test_status_validates_against_the_crd() -> None:
-    from stt_schema import crd_schema
     import jsonschema
+    from stt_schema import crd_schema
     status = conditions.observe(STT, deployment(1), ['Secret "k"'], "2026-01-01T00:00:00Z")
     jsonschema.validate(status.model_dump(mode="json", exclude_none=True),
                         crd_schema()["properties"]["status"])

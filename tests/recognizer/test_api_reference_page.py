@@ -9,8 +9,8 @@ disconnected machine. Playwright uses the system's Chromium
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest

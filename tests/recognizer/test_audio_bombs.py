@@ -10,15 +10,15 @@ stay strictly real time.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
+from harness.hostile_inputs import flac_bomb, ogg_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
-from harness.hostile_inputs import flac_bomb, ogg_opus_bomb
 
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 

@@ -12,8 +12,9 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,10 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm

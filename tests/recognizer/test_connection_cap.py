@@ -30,12 +30,11 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from speech_recognizer import contract as c
-from speech_recognizer.admission import LOG_EVERY_SECONDS
-
 from harness.clients import vosk_stream
 from harness.server import Server
 from harness.speech import Audio, make_audio
+from speech_recognizer import contract as c
+from speech_recognizer.admission import LOG_EVERY_SECONDS
 
 from ..hostile import PeakRss, assert_strict, paced_stream, real_server_for
 from ..support import scrape_metrics
@@ -240,7 +239,7 @@ def test_a_flood_far_past_the_cap_leaves_the_server_memory_bounded(srv: Server) 
             ws = await aconnect(f"{srv.ws}/vosk?language=ko-KR", open_timeout=30)
             try:
                 await asyncio.wait_for(ws.recv(), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 kept.append(ws)
             except ConnectionClosed as closed:
                 assert closed.rcvd is not None and closed.rcvd.code == 1013, closed

@@ -19,8 +19,8 @@ import json
 import subprocess
 import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from speech_recognizer.engine import Engine
 from speech_recognizer.pool import WarmPool
 from speech_recognizer.recognition import Recognition, Release

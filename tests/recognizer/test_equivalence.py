@@ -10,6 +10,7 @@ from websockets.sync.client import connect
 
 from ..conftest import CHUNK
 from ..support import Reference, read_wav, vosk_reference
+
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 TICK = 1e-7
 

@@ -8,8 +8,8 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -19,13 +19,12 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from speech_recognizer.app import create_app
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import errors
+from speech_recognizer.app import create_app
 from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm
@@ -116,7 +115,7 @@ async def usp_turn(ws_base: str, language: str = "ko-KR", pcm: bytes = b"\0" * 3
         except ConnectionClosed as exc:
             assert exc.rcvd is not None, "closed without a close frame"
             return bodies, (exc.rcvd.code, exc.rcvd.reason)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return bodies, None
 
@@ -186,7 +185,7 @@ class Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def __enter__(self) -> "Records":
+    def __enter__(self) -> Records:
         for name in ("speech_recognizer", "uvicorn.error"):
             logging.getLogger(name).addHandler(self)
         self._level = logging.getLogger("speech_recognizer").level

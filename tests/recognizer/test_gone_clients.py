@@ -28,11 +28,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import CHUNK, make_settings
 from ..support import Reference, ServerThread, read_wav, scrape_metrics

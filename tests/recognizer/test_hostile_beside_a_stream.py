@@ -20,11 +20,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from speech_recognizer.usp.frames import parse_text
-
 from harness.clients import USP_PATH
 from harness.speech import Audio, make_audio, require_tool
 from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.usp.frames import parse_text
 
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 from .test_usage import meters, write_records

@@ -14,25 +14,25 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
+from harness.hostile_inputs import big_header_head, post_head, raw_request, responses, send_until_answered, trickle, wav_header, write_then_read
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
-from harness.hostile_inputs import big_header_head, post_head, raw_request, responses, send_until_answered, trickle, wav_header, write_then_read
 from speech_recognizer.app import create_app
 from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools
-from speech_recognizer.serving import server_options
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.serving import server_options
 from speech_recognizer.settings import SettingsError, parse
 
-from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 from ..conftest import make_settings
+from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 from ..support import Loopback, ServerThread, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -255,7 +255,7 @@ def _trickle_body(port: int, head: bytes, *, interval: float, timeout: float) ->
             try:
                 got = sock.recv(65536)
                 return got, time.monotonic() - started, sent
-            except socket.timeout:
+            except TimeoutError:
                 sock.sendall(b"\0")
                 sent += 1
         return b"", time.monotonic() - started, sent

@@ -14,8 +14,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import azure.cognitiveservices.speech as speechsdk
 import httpx
@@ -24,11 +24,10 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.usp.frames import parse_text
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import CHUNK, make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm
@@ -46,7 +45,7 @@ class Idle:
         self.srv, self.app = srv, app
 
     @property
-    def engine(self):  # noqa: ANN201
+    def engine(self):
         return self.app.state.engine  # type: ignore[attr-defined]
 
     def wait_for_decoders(self, busy: int, within: float) -> float:

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.serving import (
@@ -27,7 +29,6 @@ from speech_recognizer.serving import (
     SERVER_OPTIONS,
     listening_socket,
 )
-from websockets.asyncio.client import connect
 
 from ..conftest import make_settings, reference
 from ..support import Reference, ServerThread, concat, read_wav

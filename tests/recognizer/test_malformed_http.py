@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from harness.hostile_inputs import MALFORMED_REQUESTS, responses, wav_header, write_then_read
 
+from harness.hostile_inputs import MALFORMED_REQUESTS, responses, wav_header, write_then_read
 from speech_recognizer.errors import MAX_REASON_CHARS, one_line
 
 from ..support import ServerThread, scrape_metrics

@@ -13,18 +13,17 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
+from harness.hostile_inputs import zip_bomb
 from speech_recognizer import models as m
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry, UnknownLocale, canonical_locale, discover, without_dither
 from speech_recognizer.settings import parse
-
-from harness.hostile_inputs import zip_bomb
 
 from ..support import ServerThread, duplicate_table_bytes, free_port
 from ..tls import PrivateCA, make_ca
@@ -72,7 +71,7 @@ def serving(served: Files, context: ssl.SSLContext | None = None) -> Iterator[st
     """A local server of ``served``: its base URL; HTTPS with the certificate of a server ``context``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             served.hits[self.path] += 1
             body = served.routes.get(self.path)
             if body is None:
@@ -486,7 +485,7 @@ def test_only_http_urls_are_read(tmp_path: Path, setting: str, url: str) -> None
 
 def test_a_redirect_to_another_scheme_is_not_followed(tmp_path: Path) -> None:
     class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self.send_response(302)
             self.send_header("Location", "ftp://127.0.0.1/m.zip")
             self.end_headers()

@@ -26,12 +26,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_operator import autoscaler, builders
 from speech_recognizer import contract as c
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import ServerThread, read_wav

@@ -24,12 +24,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from harness.hostile_inputs import raw_request, response_complete, responses
 from speech_recognizer import contract
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.results import lexical
-
-from harness.hostile_inputs import raw_request, response_complete, responses
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import Reference, ServerThread

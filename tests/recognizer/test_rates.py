@@ -7,8 +7,8 @@ import json
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -16,11 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.usp.frames import parse_text
-
-from harness.usp import client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..support import NARROWBAND_SENTENCE, SENTENCES, Reference, ServerThread, concat, read_wav, require_tool, speak, vosk_reference

@@ -191,9 +191,8 @@ def test_word_timestamps_1_over_rest_and_the_sdk_route(server, speech_wav: Path)
 
     from websockets.asyncio.client import connect
 
-    from speech_recognizer.usp.frames import parse_text
-
     from harness.usp import client_audio_frame, client_text_frame
+    from speech_recognizer.usp.frames import parse_text
 
 
     path = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR&format=detailed&wordLevelTimestamps=1"

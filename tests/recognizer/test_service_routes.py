@@ -6,9 +6,9 @@ import html
 import json
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -355,7 +355,7 @@ def test_usage_record_per_recognition_and_azure_summary(fresh: App, speech_wav: 
     assert recognize(fresh.http, speech_wav).status_code == 200
     assert recognize(fresh.http, utterances_wav).status_code == 200
     files = sorted((fresh.output / "usage").glob("*.jsonl"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert [f.name for f in files] == [f"{now:%Y-%m}.jsonl"]
     lines = [json.loads(line) for line in files[0].read_text().splitlines()]
     rest = [line for line in lines if line["route"] == "rest-conversation"]
@@ -397,7 +397,7 @@ def test_usage_survives_a_malformed_line(registry: ModelRegistry, tmp_path: Path
     """A line cut short (a crash mid-write) does not hide the rest of the month."""
     usage = tmp_path / "output" / "usage"
     usage.mkdir(parents=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     good = {"time": now.isoformat(), "route": "vosk", "locale": "ko-KR", "audioSeconds": 1.5, "phrases": 1}
     (usage / f"{now:%Y-%m}.jsonl").write_text(json.dumps(good) + "\n" + '{"time": "20')
     with ServerThread(create_app(make_settings(tmp_path), registry)) as srv:

@@ -221,8 +221,8 @@ def smoke_test(image: str = RECOGNIZER_TAG) -> str:
     """The recognizer image runs the pod the operator emits for the multi-locale example's ko-KR
     SpeechToText as a kubelet would (tests/example_pods.py): init containers, probes, a transcript, the drain."""
     from speech_recognizer.models import installed_packages
-
-    from tests.example_pods import ROOT as REPO, run_example, zip_model
+    from tests.example_pods import ROOT as REPO
+    from tests.example_pods import run_example, zip_model
 
     model = installed_packages()[MODEL_LOCALE]
     with tempfile.TemporaryDirectory() as tmp, mounted(image) as img:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from speech_recognizer.models import installed_packages
 
+from speech_recognizer.models import installed_packages
 from tests import kubelet
 from tests.example_pods import PLATFORM_KINDS, cases, run_example, zip_model
 from tests.gateway_pod import run_gateway_pod

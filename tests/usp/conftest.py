@@ -14,10 +14,9 @@ import pytest
 
 from speech_recognizer.models import LoadedModel
 
-from ..support import RefPhrase, RefWord, read_wav
-
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
 from ..conftest import CHUNK as SDK_CHUNK
+from ..support import RefPhrase, RefWord, read_wav
 
 
 def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase | None:

@@ -6,14 +6,13 @@ import struct
 
 import pytest
 
+from harness.usp import binary_frame
 from speech_recognizer.audio import WavFormat
 from speech_recognizer.errors import BadValue
 from speech_recognizer.results import Profanity, apply_profanity, ticks
 from speech_recognizer.usp.connection import replay_origin, split_header
 from speech_recognizer.usp.frames import FrameError, parse_binary, parse_text, text_frame
 from speech_recognizer.usp.options import Options, audio_format, continuation_offset
-
-from harness.usp import binary_frame
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import azure.cognitiveservices.speech as speechsdk
 import pytest
-from harness.speech import SENTENCES, concat, silence, speak
 
+from harness.speech import SENTENCES, concat, silence, speak
 from speech_recognizer.models import LoadedModel
 
 from ..conftest import reference

@@ -13,12 +13,11 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from harness.usp import binary_frame, client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.results import ticks
 from speech_recognizer.usp.frames import Message, parse_text
-
-from harness.usp import binary_frame, client_audio_frame, client_text_frame
 
 from ..conftest import make_settings
 from ..support import Reference, ServerThread, read_wav, require_tool, vosk_reference
