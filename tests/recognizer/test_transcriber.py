@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import struct
@@ -150,6 +151,16 @@ def test_files_start_longest_first_and_unreadable_ones_last(tmp_path: Path) -> N
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     assert transcriber.start_order([broken, short, long_, middle, twin]) == [long_, middle, twin, short, broken]
+
+
+@pytest.mark.unit
+def test_the_readme_names_every_suffix_a_folder_is_searched_for() -> None:
+    """README, Transcribe files: "folders (every `.wav`, ... below)" lists :data:`transcriber.AUDIO_SUFFIXES`
+    (it had left out ``.wave``)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.search(r"folders \(every ((?:`\.\w+`(?:, )?)+) below\)", readme)
+    assert listed, "README no longer says which files a folder is searched for"
+    assert set(re.findall(r"`(\.\w+)`", listed.group(1))) == set(transcriber.AUDIO_SUFFIXES)
 
 
 class _Recorded:
