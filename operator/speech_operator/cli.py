@@ -61,7 +61,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run the operator")
     _scope(run)
     run.add_argument("--liveness", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_LIVENESS"),
-                     help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+                     help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz (env SPEECH_OPERATOR_LIVENESS)")
     run.add_argument("--metrics", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_METRICS") or None,
                      help="serve Prometheus metrics (each SpeechToText's conditions and replicas), e.g. "
                           "http://0.0.0.0:8081/metrics; off unless given (env SPEECH_OPERATOR_METRICS)")

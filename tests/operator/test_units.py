@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -282,6 +284,18 @@ def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.parse(["run", "-A", "--peering", "speech-operator"]).peering == "speech-operator"
     monkeypatch.setenv("SPEECH_OPERATOR_PEERING", "p")
     assert cli.parse(["run", "-A"]).peering == "p" and cli.parse(["run", "-A", "--standalone"]).peering is None
+
+
+def test_cli_help_names_every_environment_variable_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each variable ``cli.parse`` takes a default from is named in ``--help`` (SPEECH_OPERATOR_LIVENESS was not)."""
+    read = set(re.findall(r'os\.environ\.get\("(\w+)"', inspect.getsource(cli.parse)))
+    assert {"SPEECH_OPERATOR_LIVENESS", "SPEECH_OPERATOR_METRICS", "POD_NAMESPACE"} <= read, read
+    shown = ""
+    for command in ("run", "gateway", "cleanup", "crd", "alerts"):
+        with pytest.raises(SystemExit):
+            cli.parse([command, "--help"])
+        shown += capsys.readouterr().out
+    assert not {name for name in read if name not in " ".join(shown.split())}
 
 
 def test_kopf_scans_namespaces_and_crds_only_for_patterns_or_every_namespace() -> None:
