@@ -131,3 +131,12 @@ def test_readme_names_every_apt_package_ci_installs() -> None:
     assert comment, "README's quick start no longer says which apt packages .ci/run installs"
     named = [w.strip("# ") for w in comment.group(1).replace("\n", " ").split(",")]
     assert sorted(named) == sorted(packages), f"README names {named}; .ci/run installs {packages}"
+
+
+def test_readme_lists_every_build_arg() -> None:
+    """README, Build the images: "Build args: ..." names each ``ARG`` of the Dockerfile, and no other
+    (it had left out PIP_EXTRA_INDEX_URL and SOURCE_URL)."""
+    args = set(re.findall(r"^ARG (\w+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
+    listed = re.search(r"^Build args: (.*?);", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    assert listed, "README no longer lists the build args"
+    assert set(re.findall(r"`([A-Z][A-Z0-9_]+)`", listed.group(1))) == args
