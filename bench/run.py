@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> None:
     model = None
     if "streams" in only:
         model = ModelRegistry(work / "models", ("ko-KR",)).load("ko-KR").model
-    from bench import suites
 
     out.mkdir(parents=True, exist_ok=True)
 

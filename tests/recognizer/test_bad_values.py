@@ -7,9 +7,7 @@ real time and the server goes on serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,14 +18,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm

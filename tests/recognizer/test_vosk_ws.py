@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from speech_recognizer.results import display
 
 from ..conftest import TEST_KEY
-from ..support import NARROWBAND_SENTENCE, SENTENCES, read_wav, speak
+from ..support import NARROWBAND_SENTENCE, read_wav, speak
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from speech_recognizer.models import LoadedModel
 
 #: The SDK sends 100 ms chunks: 3,200 bytes at 16 kHz mono.
