@@ -395,7 +395,7 @@ def trickled_heads(srv: Server, audio: Audio) -> Outcome:
         runs = list(pool.map(lambda _: trickle("127.0.0.1", srv.port, head, interval=1.0, timeout=ATTACK_DEADLINE_S), range(10)))
     statuses = [_status(answer) for answer, _, _ in runs]
     took = [t for _, t, _ in runs]
-    clear = all(s == 408 and b"Http:HeaderTimeoutSeconds" in a for s, (a, _, _) in zip(statuses, runs)) \
+    clear = all(s == 408 and b"Http:HeaderTimeoutSeconds" in a for s, (a, _, _) in zip(statuses, runs, strict=True)) \
         and all(HTTP_DEADLINE_S - 0.5 < t < HTTP_DEADLINE_S + 2 for t in took)
     return Outcome(f"{statuses.count(408)}x408 after {min(took):.1f}-{max(took):.1f} s; {_reason(runs[0][0])[:60]}", clear,
                    time.monotonic() - started, sum(sent for _, _, sent in runs))
@@ -444,7 +444,7 @@ def busy_large_uploads(srv: Server, audio: Audio) -> Outcome:
         for ws in holders:
             ws.close()
     statuses = [_status(a) for a, _ in runs]
-    clear = all(s == 503 and b"busy" in a and t < 2 for s, (a, t) in zip(statuses, runs)) and cpu < BUSY_CPU_TARGET_S
+    clear = all(s == 503 and b"busy" in a and t < 2 for s, (a, t) in zip(statuses, runs, strict=True)) and cpu < BUSY_CPU_TARGET_S
     return Outcome(f"{statuses.count(503)}x503 within {1000 * max(t for _, t in runs):.0f} ms ({held} decoders held); server CPU {cpu:.2f} s",
                    clear, took, sum(len(head) + len(first) for _ in runs), {"server_cpu_s": round(cpu, 2)})
 

@@ -59,7 +59,7 @@ def mismatch(got: list[Span], want: tuple[Span, ...]) -> str | None:
     """Why the SDK's results are not in-process Vosk's (texts in order; times within 1 ms), or None."""
     if [g[0] for g in got] != [w[0] for w in want]:
         return f"the Speech SDK got {[g[0] for g in got]}, in-process Vosk says {[w[0] for w in want]}"
-    for (text, offset, duration), (_, w_offset, w_duration) in zip(got, want):
+    for (text, offset, duration), (_, w_offset, w_duration) in zip(got, want, strict=True):
         if abs(offset - w_offset) > CLOCK_TOLERANCE or abs(offset + duration - w_offset - w_duration) > CLOCK_TOLERANCE:
             return (f"{text!r} spans {offset}+{duration} ticks, in-process Vosk says {w_offset}+{w_duration} "
                     f"(same words, other times: not the same decoding)")

@@ -149,7 +149,9 @@ def gateway_cluster(gateway: Stack, *locales: str) -> RelayCluster:
     """The fake cluster with the run's SpeechToTexts (of ``locales``: ko-KR by default), a ready
     gateway pod, and its Service port-forwarded to ``gateway``."""
     cluster = RelayCluster({f"service/{RUN.gateway}": gateway})  # type: ignore[dict-item]
-    for name, locale in zip((m.PLAIN, m.KEYED, "other"), locales or (m.LOCALE, m.LOCALE)):
+    locales = locales or (m.LOCALE, m.LOCALE)
+    # one SpeechToText per locale, named in this order: a fourth locale has no name and is refused
+    for name, locale in zip((m.PLAIN, m.KEYED, "other")[:len(locales)], locales, strict=True):
         stt = m.speech_to_text(RUN, name, keyed=name == m.KEYED)
         stt["spec"]["locale"] = locale
         cluster.put("speechtotext", stt)

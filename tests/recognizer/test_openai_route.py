@@ -61,7 +61,7 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     assert verbose.duration == pytest.approx(utterances_wav.stat().st_size / 32000, abs=0.01)
     # a segment per utterance: in-process Vosk's phrases, spanning their words
     assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
-    for segment, phrase in zip(verbose.segments, utterances_ref.phrases):
+    for segment, phrase in zip(verbose.segments, utterances_ref.phrases, strict=True):
         assert segment.start == pytest.approx(phrase.words[0].start, abs=0.001)
         assert segment.end == pytest.approx(phrase.words[-1].end, abs=0.001)
         assert segment.avg_logprob <= 0 and segment.no_speech_prob == 0

@@ -166,7 +166,7 @@ async def test_every_rate_reuses_warm_recognizers_and_matches_vosk_on_the_resamp
     got_spans, want = spans(spoken), [expected(p) for p in usp_reference.phrases]
     if rate in TOLERANCE:
         assert [g[0] for g in got_spans] == [w[0] for w in want], (got_spans, want)
-        for (_, offset, duration), (_, w_offset, w_duration) in zip(got_spans, want):
+        for (_, offset, duration), (_, w_offset, w_duration) in zip(got_spans, want, strict=True):
             assert abs(offset - w_offset) * TICK <= TOLERANCE[rate] and abs(offset + duration - w_offset - w_duration) * TICK <= TOLERANCE[rate]
     else:
         assert_same(got_spans, want)

@@ -154,7 +154,7 @@ def test_rest_answers_subtitles_by_format_or_accept_that_parse_to_in_process_vos
     assert by_format.headers["content-type"] == "application/x-subrip; charset=utf-8"
     parsed = list(srt.parse(by_format.text))
     assert [s.content for s in parsed] == [c.text for c in expected]
-    for got, want in zip(parsed, expected):
+    for got, want in zip(parsed, expected, strict=True):
         assert abs(got.start.total_seconds() - want.start) <= 0.0015 and abs(got.end.total_seconds() - want.end) <= 0.0015
 
     by_accept = httpx.post(f"{server.http}{REST}?language=ko-KR", content=body,

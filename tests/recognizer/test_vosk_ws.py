@@ -189,6 +189,6 @@ def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, ut
             if reply.get("text"):
                 got.append(reply)
     assert [g["text"] for g in got] == [w["text"] for w in want] and len(want) >= 3
-    for g, w in zip(got, want):
-        for gw, ww in zip(g["result"], w["result"]):
+    for g, w in zip(got, want, strict=True):
+        for gw, ww in zip(g["result"], w["result"], strict=True):
             assert abs(gw["start"] - ww["start"]) <= CLOCK_TOLERANCE and abs(gw["end"] - ww["end"]) <= CLOCK_TOLERANCE, (gw, ww)

@@ -129,7 +129,7 @@ def spans(items: list[dict]) -> list[Span]:
 def assert_same(got: list[Span], want: list[Span]) -> None:
     """The same texts in the same order, each starting and ending where in-process Vosk says."""
     assert [g[0] for g in got] == [w[0] for w in want], (got, want)
-    for (text, offset, duration), (_, w_offset, w_duration) in zip(got, want):
+    for (text, offset, duration), (_, w_offset, w_duration) in zip(got, want, strict=True):
         assert abs(offset - w_offset) <= CLOCK_TOLERANCE, (text, offset, w_offset)
         assert abs(offset + duration - w_offset - w_duration) <= CLOCK_TOLERANCE, (text, offset + duration, w_offset + w_duration)
 

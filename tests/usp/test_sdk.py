@@ -141,7 +141,7 @@ def test_rest_and_sdk_give_the_same_json(server: ServerThread, speech_wav: Path,
     assert (sdk["RecognitionStatus"], sdk["DisplayText"]) == (rest["RecognitionStatus"], rest["DisplayText"])
     assert_same(spans([sdk]), spans([rest]))
     assert len(sdk["NBest"]) == len(rest["NBest"])
-    for ours, theirs in zip(sdk["NBest"], rest["NBest"]):
+    for ours, theirs in zip(sdk["NBest"], rest["NBest"], strict=True):
         assert {k: v for k, v in ours.items() if k != "Words"} == {k: v for k, v in theirs.items() if k != "Words"}
         assert_same(spans(ours["Words"]), spans(theirs["Words"]))
 
@@ -191,7 +191,7 @@ def test_four_clients_at_once(
     expected_phrases = [speech_ref.phrases[0], utterances_ref.phrases[0]] * 2
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda w: once(config(server.ws), w), wavs))
-    for result, phrase in zip(results, expected_phrases):
+    for result, phrase in zip(results, expected_phrases, strict=True):
         assert_matches(result, phrase)
 
 
