@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-# Speech SDK helpers with assertions, imported by tests in more than one folder: rewritten before any imports them.
-pytest.register_assert_rewrite("tests.usp.sdk")
-
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.settings import Settings, parse
 
-from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference
+# Speech SDK helpers with assertions, imported by tests in more than one folder: rewritten before any imports them.
+pytest.register_assert_rewrite("tests.usp.sdk")
+
+# after the registration: the tests' own modules may import tests.usp.sdk (the packages above cannot)
+from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
 
 #: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
 #: built on them, such as the servers): a test marked ``unit`` (the quick run) uses none of them.
