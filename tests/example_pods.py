@@ -64,7 +64,7 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> dict[str, Any]:
     return builders.deployment(stt, config)["spec"]["template"]["spec"]
 
 
-def cases(config: OperatorConfig = OperatorConfig()) -> dict[str, tuple[Path, str]]:
+def cases(config: OperatorConfig) -> dict[str, tuple[Path, str]]:
     """id -> (example, SpeechToText name): one per distinct pod spec (en-US in two examples runs once)."""
     found: dict[str, tuple[Path, str]] = {}
     ids: dict[str, str] = {}
