@@ -408,10 +408,10 @@ def overload(audio: Audio, holdable: int, *, stream_deadline: float | None = Non
                         t = time.monotonic()
                         try:
                             r = await client.get(f"{srv.http}/ready")
-                            probes.append(time.monotonic() - t)
+                            probes.append(time.monotonic() - t)  # noqa: B023 - run in this iteration (asyncio.run below)
                             probe_failures += r.status_code != 200
                         except httpx.HTTPError:
-                            probes.append(time.monotonic() - t)
+                            probes.append(time.monotonic() - t)  # noqa: B023 - run in this iteration (asyncio.run below)
                             probe_failures += 1
                         await asyncio.sleep(0.25)
 
