@@ -47,6 +47,7 @@ from speech_operator.kube import Kube
 from speech_operator.reconcile import Runtime
 from speech_recognizer import contract
 from speech_recognizer.models import installed_packages
+from tests.recognizer.test_demo_page import browser, microphone_wav  # noqa: F401 - fixtures: the demo page's Chromium and fake microphone (test_newer_routes)
 
 T = TypeVar("T")
 

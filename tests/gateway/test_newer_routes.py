@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from speech_operator import gateway_openai
 from speech_operator.gateway import GATEWAY
 from speech_recognizer.results import lexical
-from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, browser, microphone_wav, read_pcm, vosk_finals  # noqa: F401 (fixtures)
+from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, read_pcm, vosk_finals
 from tests.recognizer.test_vosk_ws import stream, texts
 from tests.support import Reference, read_wav
 
