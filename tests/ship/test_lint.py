@@ -1,10 +1,11 @@
-"""yamllint over every YAML file in the repo, hadolint over the Dockerfile."""
+"""yamllint over every YAML file in the repo, hadolint over the Dockerfile, ruff over the repo's Python, mypy over the packages."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,10 +81,25 @@ def test_versions_agree() -> None:
     assert env["SPEECH_OPERATOR_VERSION"] == version
 
 
-# ---- ruff and mypy on the packages (pyproject.toml: [tool.ruff], [tool.mypy]) -------------------
+# ---- ruff on the packages, tests, bench and harness; mypy on the packages (pyproject.toml: [tool.ruff], [tool.mypy])
+#: Where the repo's Python is: the two packages, and the tests, bench and harness that test and measure them.
+PYTHON_DIRS = ("recognizer", "operator", "tests", "bench", "harness")
+
+
 def test_ruff_finds_nothing() -> None:
-    """ruff with the project's rules on speech_recognizer and speech_operator."""
+    """ruff with the project's rules on speech_recognizer, speech_operator, tests/, bench/ and harness/."""
     run([sys.executable, "-m", "ruff", "check", "--no-cache", "."])
+
+
+def test_ruff_checks_every_python_file() -> None:
+    """What `ruff check .` above checks is every Python file of those folders: the tests and the bench are
+    held to the packages' rules (a finding added to a test file fails it), and none is left out."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--show-files", "."],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    checked = {Path(line).relative_to(ROOT).as_posix() for line in proc.stdout.splitlines() if line.strip()}
+    present = {p.relative_to(ROOT).as_posix() for top in PYTHON_DIRS for p in (ROOT / top).rglob("*.py")}
+    assert checked == present, (sorted(present - checked), sorted(checked - present))
+    assert {path.split("/", 1)[0] for path in checked} == set(PYTHON_DIRS)
 
 
 def test_ruff_checks_the_packages() -> None:
