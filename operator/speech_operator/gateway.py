@@ -47,7 +47,8 @@ from speech_operator import gateway_openai
 from speech_operator.config import env_number
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
-from speech_operator.gateway_http_limits import GuardedSite, HeadLimits, client_failure
+from speech_operator.gateway_http_limits import GuardedSite, HeadLimits, client_failure, drop_the_rest
+from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
@@ -84,16 +85,30 @@ class GatewayConfig:
     """How long a request head may take from its first byte (a new connection's from its opening) before 408."""
     max_header_bytes: int = HeadLimits.max_header_bytes
     """Largest request head (request line and headers), in bytes; larger gets 431."""
+    form_buffer_bytes: int = FormLimits.buffer_bytes
+    """An OpenAI form whose file comes before its ``language`` field is read ahead up to this many bytes to find it; past them, 413."""
+    form_budget_bytes: int = FormLimits.budget_bytes
+    """Bytes of OpenAI forms read ahead at once, all requests together (each one's first 64 KiB not counted); past them, 503."""
+    form_read_seconds: float = FormLimits.read_seconds
+    """How long an OpenAI form read ahead may take to reach the point where its locale is known; later, 408."""
+    form_pause_seconds: float = FormLimits.pause_seconds
+    """Longest pause between two pieces of an OpenAI form read ahead, in seconds; longer, 408."""
 
     @property
     def head_limits(self) -> HeadLimits:
         return HeadLimits(max_header_bytes=self.max_header_bytes, header_seconds=self.header_seconds)
 
+    @property
+    def form_limits(self) -> FormLimits:
+        return FormLimits(buffer_bytes=self.form_buffer_bytes, budget_bytes=self.form_budget_bytes,
+                          read_seconds=self.form_read_seconds, pause_seconds=self.form_pause_seconds)
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
         """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``,
-        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``; an empty one means the default. Raises :class:`ValueError`
-        naming the variable for a value that is no number or under its bound."""
+        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``, ``_FORM_BUFFER_BYTES``, ``_FORM_BUDGET_BYTES``, ``_FORM_READ_SECONDS``,
+        ``_FORM_PAUSE_SECONDS``; an empty one means the default. Raises :class:`ValueError` naming the variable for
+        a value that is no number or under its bound."""
         env = dict(os.environ if env is None else env)
 
         def number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> Any:
@@ -108,6 +123,10 @@ class GatewayConfig:
             max_held=number("MAX_HELD", int, cls.max_held, 0),
             header_seconds=number("HEADER_SECONDS", float, cls.header_seconds, 0.001),
             max_header_bytes=number("MAX_HEADER_BYTES", int, cls.max_header_bytes, 1024),
+            form_buffer_bytes=number("FORM_BUFFER_BYTES", int, cls.form_buffer_bytes, FormLimits.MINIMUMS["buffer_bytes"]),
+            form_budget_bytes=number("FORM_BUDGET_BYTES", int, cls.form_budget_bytes, FormLimits.MINIMUMS["budget_bytes"]),
+            form_read_seconds=number("FORM_READ_SECONDS", float, cls.form_read_seconds, FormLimits.MINIMUMS["read_seconds"]),
+            form_pause_seconds=number("FORM_PAUSE_SECONDS", float, cls.form_pause_seconds, FormLimits.MINIMUMS["pause_seconds"]),
         )
 
 
@@ -166,7 +185,7 @@ class Gateway:
         self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
         self.metrics = GatewayMetrics(directory, self.waker)
         #: Bytes of OpenAI forms read ahead for their language, all requests together (bounded).
-        self.forms = gateway_openai.FormBudget()
+        self.forms = gateway_openai.FormBudget(config.form_budget_bytes)
         #: The stop, as the relays see it (:func:`serving` drains it before aiohttp's shutdown).
         self.shutdown = Shutdown()
         self._resolver = resolver
@@ -232,9 +251,11 @@ class Gateway:
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         query_language = language_of(request)
         try:
-            scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1, self.forms)
-        except failures.Failure as exc:
-            return self._refused_http(exc, "openai", None, openai=True)
+            scanned = await gateway_openai.scan(request, bool(query_language) or len(self.directory.locales) == 1, self.forms,
+                                                self.config.form_limits)
+        except failures.Failure as exc:  # answered before the body is all in: the rest is dropped, then the close
+            drop_the_rest(request)
+            return self._refused_http(exc, "openai", None, openai=True, closing=True)
         try:
             backend = self.directory.lookup(scanned.language or query_language,
                                             missing="add the form field language=<locale> (or ?language=<locale>)")
@@ -366,13 +387,13 @@ class Gateway:
         return client
 
     def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,
-                      openai: bool = False) -> web.Response:
+                      openai: bool = False, closing: bool = False) -> web.Response:
         locale = backend.locale if backend else None
         failures.report(failure, route, locale)
         self.metrics.failures.labels(failure.kind.name).inc()
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
         response = failures.http_response(failure, openai=openai)
-        if failure.kind is failures.MALFORMED_REQUEST:  # its body was refused: the connection ends after this answer
+        if closing or failure.kind is failures.MALFORMED_REQUEST:  # its body was refused: the connection ends after this answer
             response.force_close()
         return response
 

@@ -26,7 +26,8 @@ Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.U
 log line and a count (route ``http``: no route is known before the head is read); the connection is
 then closed the way nginx does, reading and dropping what the client still sends for a moment, so
 that its answer is not lost to a reset. Bodies need no limit here: what the gateway relays, the
-recognizer bounds; what it reads itself (OpenAI forms) has its own budget and deadline.
+recognizer bounds; what it reads itself (OpenAI forms) has its own budget, deadline and pause limit
+(:mod:`speech_operator.gateway_openai`), and is refused with the same lingering close (:func:`drop_the_rest`).
 
 A body the parser refuses once its request is being handled (a bad chunk that comes after the head,
 while the gateway relays what came before) fails the reading of that body with :class:`MalformedBody`
@@ -117,6 +118,16 @@ def client_failure(request: web.BaseRequest) -> Failure | None:
     if isinstance(exc, ConnectionError) or request.transport is None:
         return Failure("the client left before it had its answer", CLIENT_GONE)
     return None
+
+
+def drop_the_rest(request: web.BaseRequest) -> None:
+    """``request`` is answered before its body is all in (a refusal of what was read so far): what its client
+    still sends is dropped, and its connection is closed after the answer the way the guard closes its own
+    refusals' (lingering), not kept for a next request. The answer should say ``Connection: close``."""
+    transport = request.transport
+    guard = transport.get_protocol() if transport is not None else None
+    if isinstance(guard, HeadGuard) and not request.content.is_eof():
+        guard._refuse_rest(request.content)
 
 
 class HeadGuard(asyncio.Protocol):
@@ -212,6 +223,14 @@ class HeadGuard(asyncio.Protocol):
             body.set_exception(MalformedBody(reason))  # first: a reader waiting now gets it, not an end
         body.feed_eof()
         self.handler.close()  # no next request on this connection: the handler closes it after this one
+
+    def _refuse_rest(self, body: StreamReader) -> None:
+        """The handler refuses its request before ``body`` is all in (:func:`drop_the_rest`): the body just ends (no
+        one reads it: aiohttp would read the rest, for up to 10 s, before the next request), what the client still
+        sends is dropped, and the handler closes the connection after its answer, lingering."""
+        if not self._dropping and self._drop_the_rest():
+            body.feed_eof()
+            self.handler.close()
 
     def _refuse_after(self, reason: str, answer_first: int) -> None:
         """The parser refused a request pipelined behind requests the handler still has to answer (a head, or the body of

@@ -291,14 +291,14 @@ def locales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
 
 
 @contextlib.contextmanager
-def two_locales(root: Path, *settings: str) -> Iterator[Locales]:
-    """:class:`Locales`, each recognizer given ``settings`` too."""
+def two_locales(root: Path, *settings: str, config: GatewayConfig | None = None) -> Iterator[Locales]:
+    """:class:`Locales`, each recognizer given ``settings`` too (the gateway ``config``, if given)."""
     recognizers = {"ko-KR": start_recognizer(root, "ko-KR", *settings),
                    OTHER_LOCALE: start_recognizer(root, OTHER_LOCALE, f"ApiKey={KEY}", "Billing=https://example.invalid", *settings)}
     try:
         for r in recognizers.values():
             r.wait_ready()
-        with Stack(root) as stack:
+        with Stack(root, config) as stack:
             for locale, r in recognizers.items():
                 keyed = {"billing": "https://example.invalid", "apiKeySecretRef": {"name": "speech-key", "key": "apiKey"}}
                 stack.create(speech_to_text(locale.lower(), locale, r.port, **(keyed if locale == OTHER_LOCALE else {})))

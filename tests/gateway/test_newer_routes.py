@@ -116,7 +116,7 @@ def test_a_form_is_streamed_once_its_language_is_known_and_buffered_only_up_to_a
     """A form larger than the gateway's buffer passes whole when ``language`` comes before the file
     (the recognizer transcribes it: a WAV's bytes after its data chunk are ignored); with the file
     first and nothing else to route by, the gateway stops at its bound with a 413 that says what to do."""
-    over = gateway_openai.FORM_BUFFER_BYTES + 2**20
+    over = gateway_openai.FormLimits.buffer_bytes + 2**20
     headers = {"Authorization": f"Bearer {KEY}"}
     body, ctype = form(speech_wav, [("language", OTHER_LOCALE)], file_first=False, padding=over)
     streamed = httpx.post(locales.stack.http + OPENAI, content=body, headers={**headers, "Content-Type": ctype}, timeout=120)
@@ -149,7 +149,8 @@ def test_forms_read_ahead_are_bounded_for_the_whole_gateway(locales: Locales, sp
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
     error = refused.json()["error"]
     assert error["code"] == "forms_held" and error["type"] == "server_error"
-    assert error["message"].startswith("the gateway already holds 0 MiB of forms read ahead for their language field (at most 1 MiB)")
+    assert re.match(r"the gateway already holds [\d.]+ MiB of forms read ahead for their language field \(at most 1\.0 MiB\)",
+                    error["message"]), error["message"]
     assert forms.used == 0
     relayed = httpx.post(locales.stack.http + OPENAI, content=body, headers=headers, timeout=60)
     assert relayed.status_code == 200 and relayed.json()["language"] == OTHER_LOCALE

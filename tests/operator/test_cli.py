@@ -177,6 +177,8 @@ async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes
     ("SPEECH_GATEWAY_MAX_HEADER_BYTES", "-5", "SPEECH_GATEWAY_MAX_HEADER_BYTES='-5' must be at least 1024"),
     ("SPEECH_GATEWAY_MAX_HELD", "x", "SPEECH_GATEWAY_MAX_HELD='x' is not a whole number"),
     ("SPEECH_GATEWAY_SHUTDOWN_SECONDS", "inf", "SPEECH_GATEWAY_SHUTDOWN_SECONDS='inf' must be at least 0"),
+    ("SPEECH_GATEWAY_FORM_PAUSE_SECONDS", "0.5", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS='0.5' must be at least 1"),
+    ("SPEECH_GATEWAY_FORM_BUDGET_BYTES", "1024", "SPEECH_GATEWAY_FORM_BUDGET_BYTES='1024' must be at least 65536"),
 ])
 def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
     """As a user starts it: one line and exit status 1, not a traceback (nor a negative cap taken as given)."""
