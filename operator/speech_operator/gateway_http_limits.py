@@ -43,15 +43,18 @@ aiohttp has no hook for this, so :class:`HeadGuard` sits between the event loop 
 :class:`~aiohttp.web_protocol.RequestHandler`, passing everything on; it reads one private attribute,
 the handler's ``_waiter`` (pending while the handler waits for a request head), and wraps another, its
 ``_parser`` (:class:`_HeadParser`: aiohttp 3.14's ``RequestHandler.data_received`` turns the parser's
-error into a request of its own, answered by ``handle_error``, which logs the traceback, and closed
-at once; no hook changes that answer or that close). Once a body is refused it reads a third, the
-handler's ``_current_request`` (set while a request's handler runs: only then may reading the body
-fail; after it, aiohttp reads the rest itself and would log a traceback for that failure), and gives
-the handler another transport (:class:`_LingeringClose`: the handler's ``transport`` attribute, which
-aiohttp 3.14 reads for each write and for its close), so that the handler's close of the connection
-is a lingering one. To know when a pipelined refusal's turn comes it counts the requests the parser
-gives the handler and those the handler takes up (the parser's ``message_consumed``, which aiohttp
-3.14's handler calls for each); tests cover each.
+error into a request of its own, answered by ``handle_error``, which logs the traceback, and closed at
+once; no hook changes that answer or that close). Once a body is refused it reads a third, the handler's
+``_current_request`` (set while a request's handler runs: only then may reading the body fail; after it,
+aiohttp reads the rest itself and would log a traceback for that failure), and gives the handler another
+transport (:class:`_LingeringClose`: the handler's ``transport`` attribute, which aiohttp 3.14 reads for
+each write and for its close), so that the handler's close of the connection is a lingering one. When a
+connection is lost it reads the handler's ``_current_request`` again and the body's ``_waiter`` (pending
+while aiohttp reads the rest of a body its handler answered without, for up to 10 s): that body is
+ended, so that the read, which nothing else ends, does not outlive the connection. To know when a
+pipelined refusal's turn comes it counts the requests the parser gives the handler and those the handler
+takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls for each); tests cover
+each.
 """
 
 from __future__ import annotations
@@ -325,8 +328,17 @@ class HeadGuard(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Passed on; and a body its handler answered without reading all of it ends: aiohttp reads the rest after the
+        answer (its lingering read, up to 10 s), and nothing ends that read once the connection is gone, nor can a
+        shutdown cancel it (the handler's task is no longer known): it waited out its 10 s, and a gateway stopped
+        meanwhile left it pending ("Task was destroyed but it is pending"). That read is the one waiting on the body
+        while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
+        body = self._body
+        lingering = body is not None and self.handler._current_request is None and getattr(body, "_waiter", None) is not None
         self.handler.connection_lost(exc)
+        if lingering and body is not None:
+            body.feed_eof()
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()

@@ -9,6 +9,7 @@ pauses, and forms that trickle to hold the gateway's budget for forms read ahead
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import select
@@ -180,3 +181,23 @@ def test_forms_trickled_to_hold_the_budget_leave_forms_that_give_their_language_
             t.join(10)
     fronted.stack.eventually(lambda: budget.used == 0, 5, f"the budget given back ({budget.used} held)")
 
+
+async def _handlers() -> int:
+    """aiohttp's connection handlers running on the gateway's loop (one task for each connection)."""
+    return sum(1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "RequestHandler.start")
+
+
+def test_a_client_that_leaves_after_an_early_answer_leaves_no_handler_behind(fronted: Locales) -> None:
+    """A form answered before its body is all in (here: no language, and a Content-Length past its end), whose client
+    reads the answer and leaves: the connection's handler ends at once. aiohttp reads the rest of such a body after
+    the answer for up to 10 s, and nothing ended that read when the client left; a gateway stopped meanwhile left
+    the task pending ("Task was destroyed but it is pending", at the end of this module's tests)."""
+    stack = fronted.stack
+    before = stack.call(_handlers())
+    body = FILE_FIRST + b"\0" * 1000 + f"\r\n--{BOUNDARY}--\r\n".encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(form_head(len(body) + 1000) + body)
+        [(status, _, answer)] = responses(read_answer(sock, 10))
+        assert status == 400 and json.loads(answer)["error"]["code"] == "unknown_locale", answer
+        assert stack.call(_handlers()) == before + 1, "the handler reads the rest of the body"
+    stack.eventually(lambda: stack.call(_handlers()) == before, 2, "the handler ended once the client left")
