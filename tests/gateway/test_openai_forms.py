@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.hostile_inputs import response_complete, responses
 
+from harness.hostile_inputs import response_complete, responses
 from speech_operator.gateway import GatewayConfig
 from speech_recognizer import contract
 from speech_recognizer.results import lexical
