@@ -52,7 +52,7 @@ from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
-from speech_recognizer import contract, demo
+from speech_recognizer import contract, demo, logs
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_socket
 
@@ -454,6 +454,7 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     """The gateway's aiohttp application over ``directory`` (``resolver``: how Service names resolve;
     ``api_client``: to ask the operator to wake a locale at zero, ``status.demand``)."""
     gateway = Gateway(directory, config or GatewayConfig(), resolver, api_client)
+    logs.quiet_multipart()  # its scanner's parser would log a warning for each form it cannot read: the recognizer says why
     app = web.Application()
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.client)

@@ -45,6 +45,33 @@ class ProbesAtDebug(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+#: python-multipart's logger (Starlette's form parser, and the gateway's scanner of OpenAI forms, run its parser).
+MULTIPART_LOGGER = "python_multipart.multipart"
+
+
+class ParserNotesAtDebug(logging.Filter):
+    """python-multipart's warnings at DEBUG, not WARNING.
+
+    Its parser logs a WARNING of its own for each form it cannot read ("Expected boundary character 116,
+    got 112 at index 5"), then raises: the route refuses the form (400 with the reason) and logs that
+    failure, one line. A hostile client wrote two lines per request, one of them a WARNING. The refusal's
+    own line stays; ``Logging:Console:LogLevel:Default=Debug`` shows the parser's too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_multipart() -> None:
+    """Install :class:`ParserNotesAtDebug` on python-multipart's logger (once)."""
+    logger = logging.getLogger(MULTIPART_LOGGER)
+    if not any(isinstance(f, ParserNotesAtDebug) for f in logger.filters):
+        logger.addFilter(ParserNotesAtDebug())
+
+
 #: A query parameter whose name says it holds a secret (``subscription-key``, ``Ocp-Apim-Subscription-Key``,
 #: ``Authorization``, ``access_token``, ...): its value is what :class:`SecretsRedacted` hides.
 _SECRET_PARAMETER = re.compile(r"(?i)((?:^|[?&;])[^=&?;\s\"]*(?:key|token|authorization|secret|password|signature)[^=&?;\s\"]*=)[^&;\s\"]*")
@@ -117,6 +144,7 @@ def configure(settings: Settings) -> None:
     access = logging.getLogger(ACCESS_LOGGER)
     if not any(isinstance(f, ProbesAtDebug) for f in access.filters):
         access.addFilter(ProbesAtDebug())
+    quiet_multipart()
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, SecretsRedacted)]:

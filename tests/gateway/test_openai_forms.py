@@ -201,3 +201,24 @@ def test_a_client_that_leaves_after_an_early_answer_leaves_no_handler_behind(fro
         assert status == 400 and json.loads(answer)["error"]["code"] == "unknown_locale", answer
         assert stack.call(_handlers()) == before + 1, "the handler reads the rest of the body"
     stack.eventually(lambda: stack.call(_handlers()) == before, 2, "the handler ended once the client left")
+
+
+def test_a_form_no_parser_can_read_is_one_log_line(fronted: Locales, caplog: pytest.LogCaptureFixture) -> None:
+    """A form whose parts are not delimited by its boundary: the gateway's scanner cannot read it (routed by
+    ``?language=``), nor can the recognizer, which answers 400 and logs that failure. python-multipart logged a
+    WARNING of its own too, at the gateway and at the recognizer, for each such request: a hostile client wrote
+    two or three lines a request; now the recognizer's one line (and the access lines)."""
+    recognizer = fronted.recognizers["ko-KR"]
+    before = len(recognizer.output())
+    body = (b'--other\r\nContent-Disposition: form-data; name="file"; filename="speech.wav"\r\n\r\n'
+            + b"\0" * 100 + b"\r\n--other--\r\n")
+    head = form_head(len(body)).replace(contract.ROUTE_OPENAI_TRANSCRIPTIONS.encode(),
+                                        contract.ROUTE_OPENAI_TRANSCRIPTIONS.encode() + b"?language=ko-KR")
+    with caplog.at_level(logging.INFO), socket.create_connection(("127.0.0.1", fronted.stack.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        [(status, _, answer)] = responses(read_answer(sock, 10))
+    assert status == 400 and "multipart" in json.loads(answer)["error"]["message"], answer
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("python_multipart")]
+    fronted.stack.eventually(lambda: "POST /v1/audio/transcriptions" in recognizer.output()[before:], 5, "the access line")
+    lines = [line for line in recognizer.output()[before:].splitlines() if "/v1/audio/transcriptions" not in line]
+    assert len(lines) == 1 and "bad_value" in lines[0], lines
