@@ -22,6 +22,7 @@ import zlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -61,6 +62,19 @@ class _FormParser(MultiPartParser):
 
     def on_end(self) -> None:
         self.ended = True
+
+    def on_headers_finished(self) -> None:
+        """Starlette's, except that a part with a filename other than ``file`` (``language`` sent as a file: ``curl -F
+        language=@ko.txt``), or a second ``file``, is refused saying so: Starlette said "Too many files"."""
+        _, options = parse_options_header(self._current_part.content_disposition)
+        if b"filename" in options and b"name" in options:
+            name = options[b"name"].decode("latin-1")
+            if name != "file":
+                raise MultiPartException(f"the field {name[:64]!r} is sent as a file (its part has a filename): send it "
+                                         "as a plain form field; only 'file' is a file")
+            if self._current_files >= 1:
+                raise MultiPartException("the field 'file' is given twice: send one file")
+        super().on_headers_finished()
 
 
 async def parse_form(request: Request, body: bytes) -> FormData:

@@ -107,6 +107,23 @@ def test_errors_are_raised_by_the_client_as_openai_says_them(keyed_server: Serve
     assert plain.status_code == 415 and "multipart/form-data" in plain.json()["error"]["message"]
 
 
+def test_a_field_sent_as_a_file_is_refused_saying_so(keyed_server: ServerThread, speech_wav: Path) -> None:
+    """``curl -F file=@a.wav -F language=@ko.txt``: the field's part has a filename. Starlette's parser (one file at
+    most) said "Too many files. Maximum number of files is 1."; the route says which field, and what to do."""
+    url, headers = f"{keyed_server.http}/v1/audio/transcriptions", {"Authorization": f"Bearer {TEST_KEY}"}
+    for name in ("language", "response_format"):
+        files = {"file": ("speech.wav", speech_wav.read_bytes(), "audio/wav"), name: ("value.txt", b"ko-KR", "text/plain")}
+        refused = httpx.post(url, files=files, headers=headers, timeout=60)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["message"] == (
+            f"the multipart form cannot be read: the field '{name}' is sent as a file (its part has a filename): "
+            "send it as a plain form field; only 'file' is a file"), refused.text
+    two = httpx.post(url, files=[("file", ("a.wav", speech_wav.read_bytes(), "audio/wav")),
+                                 ("file", ("b.wav", speech_wav.read_bytes(), "audio/wav"))], headers=headers, timeout=60)
+    assert two.status_code == 400
+    assert two.json()["error"]["message"] == "the multipart form cannot be read: the field 'file' is given twice: send one file"
+
+
 @pytest.fixture
 def one_decoder(registry, tmp_path: Path) -> Iterator[ServerThread]:
     """A server with one decoder and a 4-second audio limit."""
