@@ -381,11 +381,14 @@ def test_gateway_default_render(helm: Path) -> None:
     assert_grace_covers_the_stop(pod, 30)
     assert {e["name"]: e["value"] for e in container["env"]} == {
         "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100",
-        "SPEECH_GATEWAY_MAX_HEADER_BYTES": "16384", "SPEECH_GATEWAY_HEADER_SECONDS": "10"}
+        "SPEECH_GATEWAY_MAX_HEADER_BYTES": "16384", "SPEECH_GATEWAY_HEADER_SECONDS": "10",
+        "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "16777216", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "67108864",
+        "SPEECH_GATEWAY_FORM_READ_SECONDS": "60", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "10"}
     from speech_operator.gateway import GatewayConfig
     config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
     assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
     assert config.head_limits == GatewayConfig().head_limits, "the chart's defaults are the gateway's (the recognizer's)"
+    assert config.form_limits == GatewayConfig().form_limits, "the chart's defaults are the gateway's"
     assert pod["serviceAccountName"] == one(gateway_docs(docs), "ServiceAccount")["metadata"]["name"] == "speech-operator-gateway"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -446,15 +449,24 @@ def test_gateway_values(helm: Path) -> None:
     assert pod["containers"][0]["args"][-1] == "--verbose"
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20",
-                   "SPEECH_GATEWAY_MAX_HEADER_BYTES": "32768", "SPEECH_GATEWAY_HEADER_SECONDS": "5"}
+                   "SPEECH_GATEWAY_MAX_HEADER_BYTES": "32768", "SPEECH_GATEWAY_HEADER_SECONDS": "5",
+                   "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "8388608", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "134217728",
+                   "SPEECH_GATEWAY_FORM_READ_SECONDS": "30", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "5"}
     from speech_operator.gateway import GatewayConfig
+    from speech_operator.gateway_openai import FormLimits
     from speech_recognizer.settings import declared
-    limits = GatewayConfig.from_env(env).head_limits
+    config = GatewayConfig.from_env(env)
+    limits = config.head_limits
     assert (limits.max_header_bytes, limits.header_seconds) == (32768, 5)
+    assert config.form_limits == FormLimits(buffer_bytes=8 * 2**20, budget_bytes=128 * 2**20, read_seconds=30, pause_seconds=5)
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]["properties"]
-    for value, setting in (("maxHeaderBytes", "http_max_header_bytes"), ("headerSeconds", "http_header_timeout_seconds")):
+    for value, setting in (("maxHeaderBytes", "http_max_header_bytes"), ("headerSeconds", "http_header_timeout_seconds"),
+                           ("formPauseSeconds", "http_body_timeout_seconds")):
         bounds = declared(setting)
         assert (schema[value]["minimum"], schema[value]["maximum"]) == (bounds.minimum, bounds.maximum), value
+    for value, limit in (("formBufferBytes", "buffer_bytes"), ("formBudgetBytes", "budget_bytes"), ("formReadSeconds", "read_seconds"),
+                         ("formPauseSeconds", "pause_seconds")):
+        assert schema[value]["minimum"] == FormLimits.MINIMUMS[limit], value
     off = helm_template(helm, "--set", "gateway.enabled=false")
     assert not gateway_docs(off)
 
