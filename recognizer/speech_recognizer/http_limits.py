@@ -55,6 +55,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
+from .settings import declared
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ log = logging.getLogger(__name__)
 class HttpLimits:
     """What one request may hold and take."""
 
-    #: Largest request head (request line and headers), in bytes.
-    max_header_bytes: int = 16384
-    #: Seconds a request head may take from its first byte.
-    header_seconds: float = 10.0
-    #: Longest pause between two pieces of a body, in seconds.
-    body_pause_seconds: float = 10.0
-    #: Seconds a whole body may take from the end of its head.
-    body_seconds: float = 70.0
+    #: Largest request head (request line and headers), in bytes (``Http:MaxHeaderBytes``' default).
+    max_header_bytes: int = declared("http_max_header_bytes").default
+    #: Seconds a request head may take from its first byte (``Http:HeaderTimeoutSeconds``' default).
+    header_seconds: float = declared("http_header_timeout_seconds").default
+    #: Longest pause between two pieces of a body, in seconds (``Http:BodyTimeoutSeconds``' default).
+    body_pause_seconds: float = declared("http_body_timeout_seconds").default
+    #: Seconds a whole body may take from the end of its head (``MaxAudioSeconds`` plus the pause, as the server sets it).
+    body_seconds: float = declared("max_audio_seconds").default + declared("http_body_timeout_seconds").default
     #: Longest a refused request's connection is read and dropped after its answer (lingering close), in seconds.
     linger_seconds: float = 2.0
     #: A lingering close ends once the client has sent nothing for this long.
