@@ -93,9 +93,12 @@ class Trickle(threading.Thread):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.fill, self.every, self.stop = fill, every, stop
         self.answer = b""
+        #: Seconds from the request's start to its whole answer.
+        self.answered_in = 0.0
 
     def run(self) -> None:
         with self.sock:
+            started = time.monotonic()
             self.sock.sendall(form_head(self.fill + 2**20) + FILE_FIRST + b"\0" * (self.fill - len(FILE_FIRST)))
             while not self.stop.is_set() and not response_complete(self.answer):
                 if select.select([self.sock], [], [], self.every)[0]:
@@ -105,6 +108,7 @@ class Trickle(threading.Thread):
                     self.answer += data
                 else:
                     self.sock.sendall(b"\0")
+            self.answered_in = time.monotonic() - started
 
 
 def test_a_form_that_pauses_is_refused_in_openais_shape_and_closed_lingering(fronted: Locales,
@@ -140,8 +144,8 @@ def test_a_form_that_pauses_is_refused_in_openais_shape_and_closed_lingering(fro
 def test_forms_trickled_to_hold_the_budget_leave_forms_that_give_their_language_first_alone(
         fronted: Locales, speech_wav: Path, speech_ref: Reference) -> None:
     """Clients that fill the gateway's budget for forms read ahead with forms whose file comes first, then trickle
-    under the pause limit, keep it full for as long as the read deadline allows: another such form gets 503
-    (``forms_held``, saying how not to), but a form whose language comes before its file is transcribed (it got
+    under the pause limit, keep it full for as long as the read deadline allows (then 408): another such form gets
+    503 (``forms_held``, saying how not to), but a form whose language comes before its file is transcribed (it got
     503 too: the budget counted its first bytes; it counts only what a form reads ahead beyond its first 64 KiB)."""
     from speech_operator import gateway_openai
     from speech_operator.gateway import GATEWAY
@@ -175,6 +179,15 @@ def test_forms_trickled_to_hold_the_budget_leave_forms_that_give_their_language_
         assert json.loads(transcribed)["text"] == " ".join(lexical(t) for t in speech_ref.texts)
         assert not any(t.answer for t in trickles), "the trickles were held all along"
         assert time.monotonic() - started < FORMS.form_read_seconds - 2
+        for t in trickles:  # until the read deadline
+            t.join(FORMS.form_read_seconds + 5)
+        for t in trickles:
+            [(status, headers, timed_out)] = responses(t.answer)
+            assert (status, headers["connection"]) == (408, "close"), timed_out
+            assert json.loads(timed_out)["error"]["message"] == (
+                f"the form did not reach its language field within {FORMS.form_read_seconds:g} s (send the field language "
+                "before the file, or ?language=<locale> in the URL)")
+            assert FORMS.form_read_seconds <= t.answered_in < FORMS.form_read_seconds + 1, t.answered_in
     finally:
         stop.set()
         for t in trickles:
