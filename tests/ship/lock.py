@@ -16,6 +16,7 @@ tests/ship/test_lock.py fails when pyproject.toml and the locks disagree.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -51,13 +52,22 @@ def compile_lock(name: str, extras: tuple[str, ...], *, constraints: Path | None
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command's options: ``--help`` or a mistyped option stops here, before any lock is rewritten."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description="Regenerate requirements/*.txt from pyproject.toml "
+                                     "(every pin with its hashes; the pins it can are kept).")
+    parser.add_argument("--upgrade", action="store_true", help="move every pin to the newest version pyproject.toml allows")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    upgrade = parse(argv).upgrade
     LOCK_DIR.mkdir(exist_ok=True)
     names = list(LOCKS)
     first = names[0]
-    compile_lock(first, LOCKS[first], constraints=None, upgrade="--upgrade" in argv)
+    compile_lock(first, LOCKS[first], constraints=None, upgrade=upgrade)
     for name in names[1:]:
-        compile_lock(name, LOCKS[name], constraints=lock_file(first), upgrade="--upgrade" in argv)
+        compile_lock(name, LOCKS[name], constraints=lock_file(first), upgrade=upgrade)
     for name in names:
         print(f"wrote {lock_file(name).relative_to(ROOT)}")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -132,6 +133,17 @@ def test_the_lock_parser_sees_drift() -> None:
     assert parsed.pins == {"kopf": "1.45.2", "oldlib": "1.0", "six": "1.0"}
     assert parsed.via["six"] == {"kopf", "-c requirements/test.txt"} and parsed.hashes["six"] == 1
     assert not SpecifierSet(">=1.46").contains(parsed.pins["kopf"])
+
+
+def test_the_lock_command_rewrites_nothing_on_help_or_a_typo() -> None:
+    """``python -m tests.ship.lock --help`` (and ``--upgarde``) ran the whole lock: the index queried, every
+    requirements/*.txt rewritten. Now argparse answers first; the locks' bytes and times are untouched."""
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in lock.LOCK_DIR.glob("*.txt")}
+    helped = subprocess.run([sys.executable, "-m", "tests.ship.lock", "--help"], cwd=lock.ROOT, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--upgrade" in helped.stdout and "wrote" not in helped.stdout, helped
+    typo = subprocess.run([sys.executable, "-m", "tests.ship.lock", "--upgarde"], cwd=lock.ROOT, capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "unrecognized arguments: --upgarde" in typo.stderr, typo
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in lock.LOCK_DIR.glob("*.txt")} == before
 
 
 # ---- what the code imports comes from what its extra declares --------------------------------
