@@ -88,8 +88,8 @@ class FormLimits:
     pause_seconds: float = _BODY_PAUSE.default
 
     #: Each one's least value (a smaller one is refused, naming its variable; the chart's schema says the same).
-    MINIMUMS: ClassVar[dict[str, float]] = {"buffer_bytes": UNCOUNTED_BYTES, "budget_bytes": UNCOUNTED_BYTES, "read_seconds": 1.0,
-                "pause_seconds": _PAUSE_MINIMUM}
+    MINIMUMS: ClassVar[dict[str, float]] = {
+        "buffer_bytes": UNCOUNTED_BYTES, "budget_bytes": UNCOUNTED_BYTES, "read_seconds": 1.0, "pause_seconds": _PAUSE_MINIMUM}
 
 
 class FormScanner:
