@@ -14,6 +14,7 @@ import pytest
 from speech_operator import api, builders
 from speech_recognizer import contract
 from speech_recognizer.settings import LOG_LEVELS, Settings, declared, parse
+from tests.doc_tables import README, assert_generated
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -136,3 +137,13 @@ def test_the_api_follows_the_recognizers_declarations() -> None:
     assert "the recognizer's default (200) when unset" in connections["idleSeconds"]["description"]
     audio = schema["properties"]["audioIdleSeconds"]
     assert audio["anyOf"][0]["minimum"] == 2 and "the recognizer's default (20) when unset" in audio["description"]
+
+
+def settable_keys_sentence() -> str:
+    """README, Create, scale and delete a locale: the keys ``spec.settings`` takes, as the API declares them."""
+    return "The keys: " + ", ".join(f"`{key}`" for key in api.SETTABLE) + "; the API server refuses the others"
+
+
+def test_readme_names_the_keys_spec_settings_takes() -> None:
+    """Every recognizer setting the spec's own fields do not set, in the declarations' order, and no other."""
+    assert_generated(settable_keys_sentence(), README, "list of spec.settings keys")
