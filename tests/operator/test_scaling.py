@@ -4,13 +4,16 @@ then properties that hold for every policy, look, memory and time hypothesis can
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speech_operator.api import AutoscalingSpec
-from speech_operator.scaling import Look, PodLoad, connections_target, decide, target_of
+from speech_operator.scaling import DEFAULT_TARGET_SHARE, Look, PodLoad, connections_target, decide, target_of
+from speech_recognizer.settings import KNOWN
+from tests.doc_tables import README, code_spans, table
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -241,3 +244,27 @@ def test_every_decision_keeps_the_rules(p: AutoscalingSpec, look: Look, since: f
     assert d.lower_since is None or d.lower_since <= now
     if look.replicas == 0 and look.demand:
         assert d.replicas >= 1, "a request at the gateway wakes a locale at zero"
+
+
+#: How the README writes a share of the decoders.
+FRACTIONS = {0.8: "⅘"}
+
+
+def test_readme_autoscaling_table_is_the_api() -> None:
+    """README, Autoscaling on sessions: a row for each field of ``spec.autoscaling`` (AutoscalingSpec), in its
+    order, none for a field that does not exist, each default the API's; the default of an unset target is
+    the share of the decoders :func:`target_of` keeps, at least 1; a recognizer setting a meaning quotes
+    (`ConnectionIdleSeconds`, 300 s) has that default."""
+    rows = table(README.read_text(), "| field | default | meaning |")
+    fields = AutoscalingSpec.model_fields
+    assert [code_spans(field) for field, _, _ in rows] == [[name] for name in fields], "a row for each field of AutoscalingSpec, in its order"
+    for field, default, meaning in rows:
+        name = code_spans(field)[0]
+        if fields[name].default is None:
+            assert default == f"{FRACTIONS[DEFAULT_TARGET_SHARE]} of the decoders a pod reports, at least 1", name
+            assert target_of(AutoscalingSpec(), 1) == 1 and target_of(AutoscalingSpec(), 10) == math.floor(10 * DEFAULT_TARGET_SHARE)
+        else:
+            assert default == str(fields[name].default), f"{name}: README says {default}, AutoscalingSpec {fields[name].default}"
+        shown = {s.key: s.shown.strip("`") for s in KNOWN}
+        for key, seconds in re.findall(r"`([A-Za-z:]+)`, (\d+) s\b", meaning):
+            assert shown[key] == seconds, f"{name}: README says {key} is {seconds} s, the recognizer declares {shown[key]}"
