@@ -31,8 +31,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 import aiohttp
@@ -63,36 +63,39 @@ PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.
 USP_PROTOCOL = "USP"
 
 
+ENV_PREFIX = "SPEECH_GATEWAY_"
+
+
+def _setting(default: Any, help: str, minimum: float | None = None) -> Any:
+    """A field of :class:`GatewayConfig`: its default, its bound and its help, said once (its variable is
+    ``SPEECH_GATEWAY_`` and the field's name in capitals: :meth:`GatewayConfig.variables`)."""
+    return field(default=default, metadata={"help": help, "minimum": minimum})
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
-    """The gateway's settings: flags of ``speech-operator gateway``, or ``SPEECH_GATEWAY_*`` variables."""
+    """The gateway's settings: ``SPEECH_GATEWAY_*`` variables (:meth:`from_env`), host and port also flags of
+    ``speech-operator gateway``; each declared once here (default, least value, help), which ``--help`` lists."""
 
-    host: str = "0.0.0.0"
-    """Address to listen on."""
-    port: int = contract.PORT
-    """Port to listen on: the recognizer's, so clients change only the host."""
-    connect_seconds: float = 10.0
-    """How long a connection to a recognizer may take before the request is refused (503 / 1013)."""
-    shutdown_seconds: float = 30.0
-    """On SIGTERM: how long streams and recognition requests in progress may go on before they are closed
-    (idle ones are closed, held ones answered, at once); the whole stop takes at most this and
-    :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS`."""
-    hold_seconds: float = 120.0
-    """How long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013."""
-    max_held: int = 100
-    """Requests held at once, at most; the next one gets 503 / 1013 at once."""
-    header_seconds: float = HeadLimits.header_seconds
-    """How long a request head may take from its first byte (a new connection's from its opening) before 408."""
-    max_header_bytes: int = HeadLimits.max_header_bytes
-    """Largest request head (request line and headers), in bytes; larger gets 431."""
-    form_buffer_bytes: int = FormLimits.buffer_bytes
-    """An OpenAI form whose file comes before its ``language`` field is read ahead up to this many bytes to find it; past them, 413."""
-    form_budget_bytes: int = FormLimits.budget_bytes
-    """Bytes of OpenAI forms read ahead at once, all requests together (each one's first 64 KiB not counted); past them, 503."""
-    form_read_seconds: float = FormLimits.read_seconds
-    """How long an OpenAI form read ahead may take to reach the point where its locale is known; later, 408."""
-    form_pause_seconds: float = FormLimits.pause_seconds
-    """Longest pause between two pieces of an OpenAI form read ahead, in seconds; longer, 408."""
+    host: str = _setting("0.0.0.0", "address to listen on")
+    port: int = _setting(contract.PORT, "port to listen on: the recognizer's, so clients change only the host", 0)
+    connect_seconds: float = _setting(10.0, "how long a connection to a recognizer may take before the request is refused (503 / 1013)", 0.001)
+    shutdown_seconds: float = _setting(
+        30.0, "on SIGTERM: how long streams and recognition requests in progress may go on before they are closed (idle ones "
+        f"are closed, held ones answered, at once); the whole stop takes at most this and {AFTER_DRAIN_SECONDS:g} s more", 0)
+    hold_seconds: float = _setting(120.0, "how long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013", 0)
+    max_held: int = _setting(100, "requests held at once, at most; the next one gets 503 / 1013 at once", 0)
+    header_seconds: float = _setting(HeadLimits.header_seconds, "how long a request head may take from its first byte (a new "
+                                     "connection's from its opening) before 408", 0.001)
+    max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes; larger gets 431", 1024)
+    form_buffer_bytes: int = _setting(FormLimits.buffer_bytes, "an OpenAI form whose file comes before its language field is read "
+                                      "ahead up to this many bytes to find it; past them, 413", FormLimits.MINIMUMS["buffer_bytes"])
+    form_budget_bytes: int = _setting(FormLimits.budget_bytes, "bytes of OpenAI forms read ahead at once, all requests together (each "
+                                      "one's first 64 KiB not counted); past them, 503", FormLimits.MINIMUMS["budget_bytes"])
+    form_read_seconds: float = _setting(FormLimits.read_seconds, "how long an OpenAI form read ahead may take to reach the point where "
+                                        "its locale is known; later, 408", FormLimits.MINIMUMS["read_seconds"])
+    form_pause_seconds: float = _setting(FormLimits.pause_seconds, "longest pause between two pieces of an OpenAI form read ahead, in "
+                                         "seconds; longer, 408", FormLimits.MINIMUMS["pause_seconds"])
 
     @property
     def head_limits(self) -> HeadLimits:
@@ -104,30 +107,33 @@ class GatewayConfig:
                           read_seconds=self.form_read_seconds, pause_seconds=self.form_pause_seconds)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
-        """``SPEECH_GATEWAY_HOST``, ``_PORT``, ``_CONNECT_SECONDS``, ``_SHUTDOWN_SECONDS``, ``_HOLD_SECONDS``, ``_MAX_HELD``,
-        ``_HEADER_SECONDS``, ``_MAX_HEADER_BYTES``, ``_FORM_BUFFER_BYTES``, ``_FORM_BUDGET_BYTES``, ``_FORM_READ_SECONDS``,
-        ``_FORM_PAUSE_SECONDS``; an empty one means the default. Raises :class:`ValueError` naming the variable for
-        a value that is no number or under its bound."""
-        env = dict(os.environ if env is None else env)
+    def variables(cls) -> dict[str, Field[Any]]:
+        """Each setting's variable (``SPEECH_GATEWAY_CONNECT_SECONDS``) and its field."""
+        return {ENV_PREFIX + f.name.upper(): f for f in fields(cls)}
 
-        def number(name: str, kind: type[int] | type[float], default: float, minimum: float) -> Any:
-            return env_number(env, f"SPEECH_GATEWAY_{name}", kind, default, minimum)
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        """The settings from ``SPEECH_GATEWAY_*`` variables (:meth:`variables`); an empty one means the default.
+        Raises :class:`ValueError` naming the variable for a value that is no number or under its bound."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, f in cls.variables().items():
+            if f.type in ("int", "float"):
+                values[f.name] = env_number(env, name, int if f.type == "int" else float, getattr(cls, f.name), f.metadata["minimum"])
+            else:
+                values[f.name] = env.get(name) or getattr(cls, f.name)
+        return cls(**values)
 
-        return cls(
-            host=env.get("SPEECH_GATEWAY_HOST") or cls.host,
-            port=number("PORT", int, cls.port, 0),
-            connect_seconds=number("CONNECT_SECONDS", float, cls.connect_seconds, 0.001),
-            shutdown_seconds=number("SHUTDOWN_SECONDS", float, cls.shutdown_seconds, 0),
-            hold_seconds=number("HOLD_SECONDS", float, cls.hold_seconds, 0),
-            max_held=number("MAX_HELD", int, cls.max_held, 0),
-            header_seconds=number("HEADER_SECONDS", float, cls.header_seconds, 0.001),
-            max_header_bytes=number("MAX_HEADER_BYTES", int, cls.max_header_bytes, 1024),
-            form_buffer_bytes=number("FORM_BUFFER_BYTES", int, cls.form_buffer_bytes, FormLimits.MINIMUMS["buffer_bytes"]),
-            form_budget_bytes=number("FORM_BUDGET_BYTES", int, cls.form_budget_bytes, FormLimits.MINIMUMS["budget_bytes"]),
-            form_read_seconds=number("FORM_READ_SECONDS", float, cls.form_read_seconds, FormLimits.MINIMUMS["read_seconds"]),
-            form_pause_seconds=number("FORM_PAUSE_SECONDS", float, cls.form_pause_seconds, FormLimits.MINIMUMS["pause_seconds"]),
-        )
+    @classmethod
+    def help(cls) -> str:
+        """The settings as ``--help`` lists them: variable, default, least value, what it does."""
+        lines = ["settings (environment variables; unset or empty: the default):"]
+        for name, f in cls.variables().items():
+            bound = "" if f.metadata["minimum"] is None else f", at least {f.metadata['minimum']:g}"
+            default = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+            lines.append(f"  {name}  (default {default}{bound})")
+            lines.append(f"      {f.metadata['help']}")
+        return "\n".join(lines)
 
 
 class GatewayMetrics:

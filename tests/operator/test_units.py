@@ -298,6 +298,29 @@ def test_cli_help_names_every_environment_variable_it_reads(capsys: pytest.Captu
     assert not {name for name in read if name not in " ".join(shown.split())}
 
 
+def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.CaptureFixture[str]) -> None:
+    """``speech-operator gateway --help`` showed host and port only: the other settings (the ones the chart and
+    deploy/ set among them) were nowhere but the code and the README. Now each, with its default and bound,
+    from the one place they are declared; and each variable listed is the one from_env reads."""
+    from speech_operator.gateway import GatewayConfig
+    with pytest.raises(SystemExit):
+        cli.parse(["gateway", "--help"])
+    shown = capsys.readouterr().out
+    listed = set(re.findall(r"^  (SPEECH_GATEWAY_\w+)  \(default ", shown, re.M))
+    set_by_manifests = {name for path in ("charts/speech-operator/templates/gateway.yaml", "deploy/base/gateway.yaml")
+                        for name in re.findall(r"- name: (SPEECH_GATEWAY_\w+)", (ROOT / path).read_text())}
+    assert set_by_manifests and set_by_manifests <= listed, set_by_manifests - listed
+    assert listed == set(GatewayConfig.variables())
+    assert f"SPEECH_GATEWAY_MAX_HEADER_BYTES  (default {GatewayConfig.max_header_bytes}, at least 1024)" in shown
+    for name, f in GatewayConfig.variables().items():
+        if f.type == "str":
+            assert getattr(GatewayConfig.from_env({name: "127.0.0.2"}), f.name) == "127.0.0.2"
+            continue
+        assert getattr(GatewayConfig.from_env({name: "70000"}), f.name) == 70000, name
+        with pytest.raises(ValueError, match=f"^{name}='-1' must be at least"):  # every number has its bound
+            GatewayConfig.from_env({name: "-1"})
+
+
 def test_kopf_scans_namespaces_and_crds_only_for_patterns_or_every_namespace() -> None:
     """Named namespaces need no listing (a Role cannot grant it); globs and negations, and -A, keep kopf's scanning."""
     assert cli.named_namespaces_only(["speech"], False) and cli.named_namespaces_only(["a", "b-2"], False)
