@@ -1,0 +1,118 @@
+"""README's tables of the operator's facts, checked against their sources both ways: the conditions and their
+reasons (conditions.py), the operator's own metrics (metrics.py), the policy's variables (config.py, the chart).
+
+Their cells are prose, so they are checked rather than generated: a row for every condition type, metric or
+policy variable, none for one that does not exist, and what each row says of it (reasons, labels, chart value,
+default) as its source has it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+import typing
+from typing import Any
+
+import pytest
+import yaml
+
+from speech_operator import api, conditions
+from speech_operator.config import OperatorConfig
+from speech_operator.metrics import Exporter, Summary
+from tests.doc_tables import README, ROOT, code_spans, table
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+CHART = ROOT / "charts" / "speech-operator"
+
+
+def stt(replicas: int) -> api.SpeechToText:
+    return api.SpeechToText.model_validate({"apiVersion": api.API_VERSION, "kind": api.KIND,
+                                            "metadata": {"name": "en-us", "namespace": "default", "generation": 2},
+                                            "spec": {"locale": "en-US", "eula": "accept", "replicas": replicas}})
+
+
+def deployments(replicas: int) -> list[dict[str, Any] | None]:
+    """The Deployments the operator may find: none yet, rolled out, rolling, refused its pods, past its deadline."""
+    def dep(ready: int, updated: int, *conds: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": replicas,
+                                                           "readyReplicas": ready, "updatedReplicas": updated,
+                                                           "conditions": list(conds)}}
+    return [None, dep(replicas, replicas), dep(0, 0), dep(0, 0, {"type": "ReplicaFailure", "status": "True", "message": "forbidden"}),
+            dep(0, replicas, {"type": "Progressing", "status": "False", "reason": conditions.PROGRESS_DEADLINE_EXCEEDED})]
+
+
+def reasons_seen() -> set[tuple[str, str, str]]:
+    """(type, status, reason) of every condition conditions.observe and conditions.invalid give, over every case
+    of what the operator sees (replicas or zero, each Deployment, a missing Secret, a policy refusal, an older CRD)."""
+    seen = set()
+    now = "2026-12-01T00:00:00Z"
+    for replicas in (1, 0):
+        for dep, missing, refused, outdated in itertools.product(deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old")):
+            status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated)
+            seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
+    for outdated in (None, "old"):
+        status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated)
+        seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
+    return seen
+
+
+def test_readme_conditions_table_is_what_the_operator_sets() -> None:
+    """A row for each condition type, in the API's order; its reasons, True ones before the ``/`` and False ones
+    after, are those the operator sets, no more, no fewer."""
+    rows = table(README.read_text(), "| condition | True means | reasons |")
+    assert [code_spans(r[0]) for r in rows] == [[t] for t in typing.get_args(api.ConditionType)]
+    seen = reasons_seen()
+    for condition, _, reasons in rows:
+        (type_,) = code_spans(condition)
+        true, false = reasons.split(" / ")
+        for status, cell in (("True", true), ("False", false)):
+            said = set(code_spans(cell))
+            given = {r for t, s, r in seen if t == type_ and s == status}
+            assert said == given, f"{type_} {status}: README says {sorted(said)}, the operator sets {sorted(given)}"
+
+
+def test_readme_operator_metrics_table_is_what_it_exports() -> None:
+    """A row for each metric the operator exports, with its labels, and none for another."""
+    exporter = Exporter()
+    exporter.index = {"k": [Summary("default", "en-us", "en-US", (("Ready", "True", "ReplicasReady"),), 1, 1)]}
+    exported = [(f.name, sorted({k for s in f.samples for k in s.labels})) for f in exporter.collect()]
+    rows = table(README.read_text(), "| metric | labels | value |")
+    said = [(code_spans(metric)[0], sorted(code_spans(labels))) for metric, labels, _ in rows]
+    assert sorted(said) == sorted(exported), f"README says {said}, the operator exports {exported}"
+
+
+def chart_env() -> dict[str, str]:
+    """The operator's environment variables the chart sets from a value: name -> the value's path."""
+    text = (CHART / "templates" / "deployment.yaml").read_text()
+    return dict(re.findall(r"- name: (SPEECH_OPERATOR_\w+)\s+value: \{\{ \.Values\.([\w.]+)", text))
+
+
+def lookup(path: str) -> Any:
+    node = yaml.safe_load((CHART / "values.yaml").read_text())
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def test_readme_policy_table_is_the_operators_and_the_charts() -> None:
+    """A row for each policy variable the operator reads (SPEECH_OPERATOR_ALLOWED_*), the chart value that sets
+    it, and its default: ``none`` an empty list, else the variable and chart value it names."""
+    read = re.findall(r"SPEECH_OPERATOR_ALLOWED_\w+", inspect.getsource(OperatorConfig.from_env))
+    rows = table(README.read_text(), "| operator env | chart value | default | meaning |")
+    assert sorted(code_spans(r[0])[0] for r in rows) == sorted(set(read)), "a row for each SPEECH_OPERATOR_ALLOWED_* the operator reads"
+    sets = chart_env()
+    unset = OperatorConfig.from_env({})
+    for env, value, default, _ in rows:
+        (name,), (path,) = code_spans(env), code_spans(value)
+        assert sets.get(name) == path, f"README says chart {path} sets {name}; the chart sets it from {sets.get(name)}"
+        assert lookup(path) == [], f"{path}: values.yaml has {lookup(path)!r}"
+        field = name.removeprefix("SPEECH_OPERATOR_").lower()
+        if default == "none":
+            assert getattr(unset, field) == (), f"{name} unset: the operator allows {getattr(unset, field)}"
+        else:  # what the operator falls back on: the variable and the chart value the cell names
+            fallback_env, fallback_value = code_spans(default)
+            assert getattr(unset, field) == () and unset.allowed_image_repositories == (unset.image,)
+            assert OperatorConfig.from_env({fallback_env: "r"}).allowed_image_repositories == ("r",), default
+            assert sets.get(fallback_env) == fallback_value, f"README says chart {fallback_value} sets {fallback_env}"
