@@ -25,6 +25,7 @@ from speech_recognizer.app import create_app
 from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
+from tests.doc_tables import README, assert_generated
 
 from ..conftest import make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm
@@ -251,5 +252,4 @@ async def _usp_gone(ws_base: str) -> None:
 
 
 def test_readme_lists_every_failure_as_the_policy_answers_it() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "README's table of errors differs from speech_recognizer.errors: paste this test's markdown_table()"
+    assert_generated(markdown_table(), README, "table of errors (speech_recognizer.errors)")

@@ -11,6 +11,7 @@ import pytest
 
 from speech_recognizer import contract as c
 from speech_recognizer.settings import KNOWN, SettingsError, parse, require_eula
+from tests.doc_tables import README, assert_generated
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -193,8 +194,7 @@ def markdown_table() -> str:
 
 def test_readme_settings_table_is_the_declared_one() -> None:
     """README's table is what the declarations give (:func:`markdown_table`), as ``--help`` is."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown_table() in readme, "README's settings table differs from the declarations in settings.py: paste this test's markdown_table()"
+    assert_generated(markdown_table(), README, "settings table (the declarations in settings.py)")
 
 
 @pytest.mark.parametrize("setting", [s for s in KNOWN if s.shown.strip("`") and " " not in s.shown and s.shown != "—"], ids=lambda s: s.key)

@@ -17,6 +17,7 @@ import yaml
 
 from speech_operator import alerts
 from speech_recognizer.errors import CAPACITY, FAULT, Kind
+from tests.doc_tables import README, assert_generated
 
 from . import tools
 from .conftest import ROOT, by_kind, helm_template, one, validate_manifests
@@ -243,4 +244,4 @@ def markdown_table() -> str:
 
 
 def test_readme_lists_every_alert() -> None:
-    assert markdown_table() in (ROOT / "README.md").read_text(), "README's table of alerts differs: paste this test's markdown_table()"
+    assert_generated(markdown_table(), README, "table of alerts (speech_operator.alerts)")
