@@ -20,7 +20,7 @@ import yaml
 from speech_operator import api, conditions
 from speech_operator.config import OperatorConfig
 from speech_operator.metrics import Exporter, Summary
-from tests.doc_tables import README, ROOT, code_spans, table
+from tests.doc_tables import README, ROOT, code_spans, one_line, table
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -116,3 +116,41 @@ def test_readme_policy_table_is_the_operators_and_the_charts() -> None:
             assert getattr(unset, field) == () and unset.allowed_image_repositories == (unset.image,)
             assert OperatorConfig.from_env({fallback_env: "r"}).allowed_image_repositories == ("r",), default
             assert sets.get(fallback_env) == fallback_value, f"README says chart {fallback_value} sets {fallback_env}"
+
+
+#: How the README writes a number of bytes.
+UNITS = {"": 1, "KiB": 1024, "MiB": 1024 * 1024}
+
+
+def test_readme_gateway_variables_are_its_settings() -> None:
+    """Each `SPEECH_GATEWAY_*` the README names is a gateway setting; where it says `SPEECH_GATEWAY_X` (N; chart
+    `gateway.y`), N is the setting's default, the chart sets the variable from `gateway.y`, whose default in
+    values.yaml is N too; and each variable the chart sets is given so, with its default."""
+    from speech_operator.gateway import GatewayConfig
+    text = one_line(README.read_text())
+    variables = GatewayConfig.variables()
+    template = (CHART / "templates" / "gateway.yaml").read_text()
+    sets = dict(re.findall(r"- name: (SPEECH_GATEWAY_\w+)\s+value: \{\{ \.Values\.([\w.]+)", template))
+    assert sets, "the chart's gateway sets no SPEECH_GATEWAY_* from a value"
+    unknown = set(re.findall(r"`(SPEECH_GATEWAY_\w+)`", text)) - set(variables)
+    assert not unknown, f"README names gateway variables the gateway does not read: {sorted(unknown)}"
+    said = re.findall(r"`(SPEECH_GATEWAY_\w+)` \((\d+)(?: (KiB|MiB))?([,;][^)]*)?\)", text)
+    assert set(sets) <= {name for name, *_ in said}, f"README gives no default of {sorted(set(sets) - {n for n, *_ in said})}"
+    for name, number, unit, rest in said:
+        default = variables[name].default
+        assert int(number) * UNITS[unit] == default, f"README says {name} ({number} {unit}), the gateway's default is {default}"
+        for value in (c for c in code_spans(rest or "") if c.startswith("gateway.")):
+            assert sets.get(name) == value, f"README says chart {value} sets {name}; the chart sets it from {sets.get(name)}"
+            assert lookup(value) == default, f"{value}: values.yaml has {lookup(value)}, the gateway's default is {default}"
+
+
+def test_readme_operator_timings_are_its_defaults() -> None:
+    """"every 30 s (`SPEECH_OPERATOR_RECHECK_SECONDS`)", "`SPEECH_OPERATOR_DEMAND_SECONDS`, 120": the defaults of
+    OperatorConfig; each of its timings is given so."""
+    text = one_line(README.read_text())
+    said = re.findall(r"(\d+) s \(`(SPEECH_OPERATOR_\w+)`\)", text) + [(n, v) for v, n in re.findall(r"`(SPEECH_OPERATOR_\w+)`, (\d+)\)", text)]
+    timings = {f"SPEECH_OPERATOR_{name.upper()}" for name in inspect.signature(OperatorConfig).parameters if name.endswith("_seconds")}
+    assert {name for _, name in said} == timings, f"README gives {sorted(n for _, n in said)}; the operator's timings are {sorted(timings)}"
+    for number, name in said:
+        default = getattr(OperatorConfig(), name.removeprefix("SPEECH_OPERATOR_").lower())
+        assert float(number) == default, f"README says {name} {number}, the operator's default is {default}"
