@@ -3,6 +3,7 @@ model, the operator on kmock or a browser is refused at collection, with its nam
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -63,3 +64,20 @@ def test_in_image_tests_run_unless_the_images_are_built_in_that_run(marks: str, 
     out = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert ("tests/gateway/test_pod.py::test_the_gateway_pod_runs_as_a_kubelet_runs_it" in out.stdout) is runs, out.stdout
+
+
+def test_readme_tests_table_names_the_markers_and_the_parts() -> None:
+    """README, What the test command costs: every marker a command selects (`-m unit`, `-m 'not slow'`, `slow`) is
+    one pyproject declares, and the parts listed (`tests/recognizer`, or ...) are the folders of tests/, all of them."""
+    import tomllib
+
+    from tests.doc_tables import README, code_spans, table
+    declared = {m.split(":", 1)[0] for m in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]}
+    rows = table(README.read_text(), "| command | what runs | what it needs |")
+    selected = {word for row in rows for code in code_spans(row[0]) for quoted, bare in re.findall(r"pytest -m (?:'([^']+)'|(\S+))", code)
+                for word in re.findall(r"\w+", quoted or bare) if word not in ("not", "and", "or")}
+    named = {code for row in rows for code in code_spans(row[1]) if code in declared}
+    assert selected and selected | named <= declared, f"README selects markers {sorted(selected | named)}; pyproject declares {sorted(declared)}"
+    parts = {c.removeprefix("python -m pytest ") for row in rows for c in code_spans(row[0]) if "tests/" in c}
+    folders = {f"tests/{p.parent.name}" for p in (ROOT / "tests").glob("*/test_*.py")}
+    assert parts == folders, f"README lists the parts {sorted(parts)}; tests/ has {sorted(folders)}"
