@@ -4,6 +4,7 @@ declarations (speech_recognizer.settings), never retyped, and every value the AP
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -14,7 +15,7 @@ import pytest
 from speech_operator import api, builders
 from speech_recognizer import contract
 from speech_recognizer.settings import LOG_LEVELS, Settings, declared, parse
-from tests.doc_tables import README, assert_generated
+from tests.doc_tables import README, assert_generated, one_line
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -147,3 +148,17 @@ def settable_keys_sentence() -> str:
 def test_readme_names_the_keys_spec_settings_takes() -> None:
     """Every recognizer setting the spec's own fields do not set, in the declarations' order, and no other."""
     assert_generated(settable_keys_sentence(), README, "list of spec.settings keys")
+
+
+def test_readme_gives_the_recognizers_defaults_of_the_spec_fields_left_unset() -> None:
+    """README, Create, scale and delete a locale: "unset, ... the recognizer's defaults hold (500 connections, 300 s,
+    30 s)" for spec.connections.max, .idleSeconds and spec.audioIdleSeconds, and "`spec.drainSeconds` (default 30,
+    its `Drain:Seconds`)": the recognizer's declared defaults, which the API's drainSeconds has too."""
+    text = one_line(README.read_text())
+    found = re.search(r"the recognizer's defaults hold \((\d+) connections, (\d+) s, (\d+) s\)", text)
+    assert found, "README no longer gives the defaults of spec.connections and spec.audioIdleSeconds"
+    declared_defaults = [declared(n).default for n in ("max_connections", "connection_idle_seconds", "audio_idle_seconds")]
+    assert [float(g) for g in found.groups()] == declared_defaults, f"README says {found.group(0)}; the recognizer declares {declared_defaults}"
+    drain = re.search(r"`spec\.drainSeconds` \(default (\d+), its `Drain:Seconds`\)", text)
+    assert drain, "README no longer gives spec.drainSeconds' default"
+    assert int(drain.group(1)) == api.SpeechToTextSpec.model_fields["drainSeconds"].default == declared("drain_seconds").default
