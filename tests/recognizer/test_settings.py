@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from speech_recognizer import contract as c
 from speech_recognizer.settings import KNOWN, SettingsError, parse, require_eula
 from tests.doc_tables import README, assert_generated
+from tests.doc_tables import one_line as joined
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -227,3 +229,28 @@ def test_a_value_that_is_not_a_boolean_is_refused_with_its_name() -> None:
         flag({"wordLevelTimestamps": "maybe"}, "wordLevelTimestamps")
     with pytest.raises(BadValue, match="wordlevelconfidence"):
         Options.from_query("conversation", {"wordLevelConfidence": "sure"})
+
+
+#: How the README writes a number of bytes.
+_UNITS = {"KiB": 1024, "MiB": 1024 * 1024}
+
+
+def test_readme_quotes_each_setting_at_its_declared_default() -> None:
+    """Wherever a README quotes a setting with a number, "`MaxAudioSeconds` (60 s)", "`Http:MaxHeaderBytes` (16 KiB)",
+    "`Drain:Seconds` (default 30)", "`ConnectionIdleSeconds`, 300 s", the number is its declared default; a sum,
+    "`MaxAudioSeconds` + `Http:BodyTimeoutSeconds` (70 s", the sum of theirs."""
+    default = {key: getattr(parse([], environ={}), s.name) for s in KNOWN for key in (s.key, *s.aliases)}
+    quoted = []
+    for doc in (README, README.parent / "charts" / "speech-operator" / "README.md", README.parent / "deploy" / "README.md"):
+        text = joined(doc.read_text())
+        for terms, key, number, unit in re.findall(r"((?:`[A-Za-z_:]+` \+ )*)`([A-Za-z_:]+)`,? \((?:default )?(\d[\d,]*)(?: ?(s|MB|KiB|MiB)\b)?", text):
+            names = [*re.findall(r"`([A-Za-z_:]+)`", terms), key]
+            if all(n in default for n in names):
+                quoted.append(key)
+                value = int(number.replace(",", "")) * _UNITS.get(unit, 1)
+                assert value == sum(default[n] for n in names), f"{doc.name} says {' + '.join(names)} ({number} {unit}); declared: {[default[n] for n in names]}"
+        for key, number in re.findall(r"`([A-Za-z_:]+)`, (\d+) s\b", text):
+            if key in default:
+                quoted.append(key)
+                assert int(number) == default[key], f"{doc.name} says {key}, {number} s; declared: {default[key]}"
+    assert len(quoted) >= 10, f"the pattern no longer finds the README's quoted defaults: {quoted}"
