@@ -245,3 +245,14 @@ def markdown_table() -> str:
 
 def test_readme_lists_every_alert() -> None:
     assert_generated(markdown_table(), README, "table of alerts (speech_operator.alerts)")
+
+
+def test_readme_names_the_gateways_alerted_failures() -> None:
+    """README, Alerts: "`too_many_held` and `forms_held` for want of room; `backend_unavailable`, `backend_lost` and
+    `wake_timeout` when it cannot serve a locale" are the gateway's kinds marked capacity, then fault, no other."""
+    text = " ".join(README.read_text().split())
+    found = re.search(r"\(`speech_gateway_failures_total`: (.*?) for want of room; (.*?) when it cannot serve a locale\)", text)
+    assert found, "README, Alerts, no longer says which failures of the gateway alert"
+    room, serve = (set(re.findall(r"`(\w+)`", part)) for part in found.groups())
+    assert room == {k.name for k in alerts.GATEWAY_KINDS if k.alert == CAPACITY}, f"README says {sorted(room)} for want of room"
+    assert serve == {k.name for k in alerts.GATEWAY_KINDS if k.alert == FAULT}, f"README says {sorted(serve)} when it cannot serve"
