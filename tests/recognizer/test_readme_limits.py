@@ -1,8 +1,9 @@
-"""The numbers of README's Limits table and routes that are no setting, read back against the constants that hold them.
+"""The numbers of README's Limits table, routes and prose that are no setting, read back against the constants that hold them.
 
 A setting's default quoted anywhere is checked by tests/recognizer/test_settings.py; these are the server's fixed
 bounds the README states in prose (the keep-alive, the lingering close, the request ids a Speech SDK connection
-remembers, a vosk config's alternatives, the preStop pause, the decoding block). Each phrase must still be found,
+remembers, a vosk config's alternatives, the preStop pause, the decoding block, the recognizers' clock, the chunks
+read ahead, the pings, the dead peer's timeout), and the query parameters the logs redact. Each phrase must still be found,
 and each number in it is the constant's.
 """
 
@@ -12,7 +13,8 @@ import re
 
 import pytest
 
-from speech_recognizer import audio, contract, serving, vosk_ws
+import speech_recognizer.logs
+from speech_recognizer import audio, contract, recognition, serving, session, vosk_ws
 from speech_recognizer.http_limits import HttpLimits
 from speech_recognizer.usp.frames import RequestIds
 from tests.doc_tables import README, one_line
@@ -29,7 +31,15 @@ FACTS = {
     r"\| `GET /pre-stop` \| answers after (\d+) s": contract.PRE_STOP_SECONDS,
     r"\(`GET /pre-stop`\) holds it (\d+) s": contract.PRE_STOP_SECONDS,
     r"and one (\d+) MiB block": audio._BLOCK_BYTES / (1 << 20),
+    r"moves to another recognizer at the first utterance end after (\d+) minutes": recognition.RECYCLE_CLOCK_SECONDS / 60,
+    r"retires from the pool after (\d+) minutes of clock": recognition.MAX_WARM_CLOCK_SECONDS / 60,
+    r"the WebSocket routes read up to (\d+) chunks ahead": session.READ_AHEAD,
+    r"A client that reads no replies is held back after (\d+) chunks": session.READ_AHEAD,
+    r"the server pings every WebSocket client every (\d+) s": serving.PING_INTERVAL_SECONDS,
+    r"the kernel drops its connection after (\d+) s \(`TCP_USER_TIMEOUT`": serving.DEAD_PEER_SECONDS,
 }
+#: The query parameters the logs redact, as README, Keys, names them: every one the log filter matches.
+SECRET_WORDS = r"whose name holds (.*?), and the `ApiKey` itself"
 
 
 @pytest.mark.parametrize(("phrase", "value"), FACTS.items(), ids=list(FACTS))
@@ -37,3 +47,11 @@ def test_readme_states_the_servers_fixed_bounds(phrase: str, value: float) -> No
     said = re.findall(phrase, one_line(README.read_text()))
     assert said, f"README no longer says {phrase!r}: update FACTS with what it says now"
     assert all(float(n) == value for n in said), f"README says {said} for {phrase!r}; the server has {value:g}"
+
+
+def test_readme_names_the_query_parameters_the_logs_redact() -> None:
+    said = re.search(SECRET_WORDS, one_line(README.read_text()))
+    assert said, "README, Keys, no longer says which query parameters are redacted"
+    words = re.search(r"\(\?:([a-z|]+)\)", speech_recognizer.logs._SECRET_PARAMETER.pattern)
+    named, redacted = set(re.findall(r"`(\w+)`", said.group(1))), set(words.group(1).split("|")) if words else set()
+    assert named == redacted, f"README, Keys, names {sorted(named)}; the logs redact names holding {sorted(redacted)}"
