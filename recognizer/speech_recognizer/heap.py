@@ -14,13 +14,22 @@ returns the free pages. It walks every arena under their locks, so it runs on
 a background thread, at most once per :attr:`HeapTrimmer.min_interval`, and
 requests in between are coalesced. On a C library without ``malloc_trim``
 (musl, macOS) it does nothing.
+
+Both are about glibc's malloc. When another allocator serves the process's
+``malloc`` (the recognizer image preloads jemalloc: ``LD_PRELOAD``, with
+``MALLOC_CONF`` giving freed memory back on a background thread; bench/notes.md,
+"jemalloc"), glibc's arenas hold next to nothing: :func:`allocator` tells which
+library it is, and then neither setting is applied nor a trim counted.
+:func:`report` logs it once at start-up.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,16 +41,71 @@ log = logging.getLogger(__name__)
 M_MXFAST = 1
 
 
+@functools.cache
+def _libc_path() -> str | None:
+    return ctypes.util.find_library("c")  # runs ldconfig: once
+
+
 def _libc_function(name: str) -> ctypes._NamedFuncPointer | None:
-    """A glibc function by name, or None on another C library."""
-    lib = ctypes.util.find_library("c")
+    """A C library function by name (a new function object: its argtypes are the caller's), or None."""
+    lib = _libc_path()
     try:
         return getattr(ctypes.CDLL(lib), name) if lib else None
     except (OSError, AttributeError):
         return None
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+@functools.cache
+def allocator() -> str | None:
+    """Which library's ``malloc`` this process calls: ``"glibc"``, or the file name of the one that
+    overrides glibc's (``"libjemalloc.so.2"`` under ``LD_PRELOAD``); None on another C library.
+
+    Compares the ``malloc`` every library binds to (the first in the global symbol scope: a
+    preloaded library's) with glibc's own.
+    """
+    if _libc_function("gnu_get_libc_version") is None:
+        return None
+    glibc_malloc = _libc_function("malloc")
+    dladdr = _libc_function("dladdr")
+    try:
+        bound = ctypes.CDLL(None).malloc
+    except (OSError, AttributeError):
+        return None
+    address = ctypes.cast(bound, ctypes.c_void_p).value
+    if glibc_malloc is None or address == ctypes.cast(glibc_malloc, ctypes.c_void_p).value:
+        return "glibc"
+    info = _DlInfo()
+    if dladdr is not None:
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        dladdr.restype = ctypes.c_int
+        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
+            return os.path.basename(os.fsdecode(info.dli_fname))
+    return "unknown"
+
+
+def glibc_malloc() -> bool:
+    """True when glibc's malloc serves this process: what :func:`disable_fastbins` and the trims act on."""
+    return allocator() == "glibc"
+
+
+def report() -> None:
+    """Log, once at start-up, which allocator serves the decoders and what this module does about it."""
+    which = allocator()
+    if which == "glibc":
+        log.info("native heap: glibc malloc (fastbins off, freed memory trimmed after recognizers are dropped)")
+    elif which is not None:
+        log.info("native heap: %s serves malloc (no glibc tuning, no malloc_trim; MALLOC_CONF=%s)", which, os.environ.get("MALLOC_CONF", ""))
+    else:
+        log.info("native heap: not glibc (no tuning, no trims)")
+
+
 def _malloc_trim() -> Callable[[], bool] | None:
+    if not glibc_malloc():  # another allocator serves malloc: glibc's heap has nothing to give back
+        return None
     fn = _libc_function("malloc_trim")
     if fn is None:
         return None
@@ -52,7 +116,10 @@ def _malloc_trim() -> Callable[[], bool] | None:
 
 def disable_fastbins() -> bool:
     """Stop glibc from keeping small freed blocks in fastbins (``M_MXFAST`` 0), process-wide; call it early,
-    before the model loads. True when set; does nothing (False) where ``mallopt`` is missing (musl, macOS)."""
+    before the model loads. True when set; does nothing (False) where ``mallopt`` is missing (musl, macOS) or
+    another allocator serves ``malloc`` (:func:`allocator`)."""
+    if not glibc_malloc():
+        return False
     fn = _libc_function("mallopt")
     if fn is None:
         return False

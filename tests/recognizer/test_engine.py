@@ -407,6 +407,50 @@ def test_fastbins_off_keeps_small_freed_blocks_out_of_fastbins() -> None:
     assert fastbin_blocks("off") == 0
 
 
+#: What heap.py sees and does in a fresh process: the allocator, the fastbins setting, a trim, the start-up line.
+_ALLOCATOR_PROBE = """
+import logging, sys
+from speech_recognizer import heap
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+print(heap.allocator())
+print(heap.disable_fastbins())
+trimmer = heap.HeapTrimmer()
+trimmer.trim_now()
+print(trimmer.count)
+heap.report()
+"""
+
+
+def _allocator_probe(**env: str) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True, text=True, check=True,
+                         env={**clean, **env})
+    assert not out.stderr, out.stderr  # ld.so complains there about a library it cannot preload
+    return out.stdout.splitlines()
+
+
+def test_heap_tunes_and_trims_glibc_malloc_when_it_serves_the_process() -> None:
+    which, fastbins_off, trims, line = _allocator_probe()
+    assert (which, fastbins_off, trims) == ("glibc", "True", "1")
+    assert line.startswith("native heap: glibc malloc"), line
+
+
+def test_heap_leaves_glibc_alone_when_jemalloc_serves_malloc() -> None:
+    """The recognizer image preloads jemalloc (Dockerfile): glibc's malloc then serves nothing, so heap.py neither
+    turns its fastbins off nor counts trims of it, and says once which allocator runs."""
+    import ctypes.util
+
+    if ctypes.util.find_library("jemalloc") is None:
+        pytest.fail("libjemalloc.so.2 is missing: apt-get install -y libjemalloc2 (the recognizer image's allocator)")
+    which, fastbins_off, trims, line = _allocator_probe(LD_PRELOAD="libjemalloc.so.2", MALLOC_CONF="background_thread:true")
+    assert (which, fastbins_off, trims) == ("libjemalloc.so.2", "False", "0")
+    assert line == "native heap: libjemalloc.so.2 serves malloc (no glibc tuning, no malloc_trim; MALLOC_CONF=background_thread:true)"
+
+
 def test_server_start_turns_fastbins_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from speech_recognizer import cli, heap
 
