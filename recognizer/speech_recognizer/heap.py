@@ -59,32 +59,54 @@ class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
 
 
+class _LinkMap(ctypes.Structure):
+    pass
+
+
+_LinkMap._fields_ = [
+    ("l_addr", ctypes.c_void_p),
+    ("l_name", ctypes.c_char_p),
+    ("l_ld", ctypes.c_void_p),
+    ("l_next", ctypes.POINTER(_LinkMap)),
+    ("l_prev", ctypes.POINTER(_LinkMap)),
+]
+#: ``dlinfo`` request: the object's ``struct link_map``.
+RTLD_DI_LINKMAP = 2
+
+
 @functools.cache
 def allocator() -> str | None:
     """Which library's ``malloc`` this process calls: ``"glibc"``, or the file name of the one that
     overrides glibc's (``"libjemalloc.so.2"`` under ``LD_PRELOAD``); None on another C library.
 
-    Compares the ``malloc`` every library binds to (the first in the global symbol scope: a
-    preloaded library's) with glibc's own.
+    The first loaded library that defines ``malloc`` itself, in the dynamic linker's order (the
+    program, the preloaded libraries, then the others): the one every call binds to. Not the
+    address ``malloc`` resolves to: a program built without PIE (Debian's python3.11) has its own
+    stub for it there.
     """
     if _libc_function("gnu_get_libc_version") is None:
         return None
-    glibc_malloc = _libc_function("malloc")
-    dladdr = _libc_function("dladdr")
-    try:
-        bound = ctypes.CDLL(None).malloc
-    except (OSError, AttributeError):
+    dlinfo, dladdr = _libc_function("dlinfo"), _libc_function("dladdr")
+    if dlinfo is None or dladdr is None:
         return None
-    address = ctypes.cast(bound, ctypes.c_void_p).value
-    if glibc_malloc is None or address == ctypes.cast(glibc_malloc, ctypes.c_void_p).value:
-        return "glibc"
-    info = _DlInfo()
-    if dladdr is not None:
-        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-        dladdr.restype = ctypes.c_int
-        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
-            return os.path.basename(os.fsdecode(info.dli_fname))
-    return "unknown"
+    dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    node = ctypes.POINTER(_LinkMap)()
+    if dlinfo(ctypes.CDLL(None)._handle, RTLD_DI_LINKMAP, ctypes.byref(node)) != 0:
+        return None
+    while node:
+        name = node.contents.l_name
+        if name:  # the program itself has none
+            try:
+                address = ctypes.cast(ctypes.CDLL(os.fsdecode(name)).malloc, ctypes.c_void_p).value
+            except (OSError, AttributeError):  # the vDSO; a library without malloc of its own or its dependencies'
+                address = None
+            info = _DlInfo()
+            if address and dladdr(address, ctypes.byref(info)) and info.dli_fname == name:
+                base = os.path.basename(os.fsdecode(name))
+                return "glibc" if base.startswith("libc.so") else base
+        node = node.contents.l_next
+    return None
 
 
 def glibc_malloc() -> bool:
