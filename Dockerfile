@@ -14,6 +14,10 @@
 #                 with `DownloadModel=True` at build time. Empty (the default):
 #                 no model; mount one at /models/<locale>/ or use DownloadModel.
 #   VERSION       image version label.
+#   MALLOC_PRELOAD  the recognizer's malloc, preloaded (LD_PRELOAD): libjemalloc.so.2 on a base
+#                 that has Debian's libjemalloc2 (the tests' debootstrap base does): Vosk decodes
+#                 with less CPU and less RSS than on glibc's (bench/notes.md, "jemalloc").
+#                 Empty (the default): glibc's malloc, tuned by the server itself.
 # Build secret (optional): `--secret id=pip_cert,src=/path/ca-bundle.pem` for
 # an egress proxy's CA; build args PIP_INDEX_URL / PIP_EXTRA_INDEX_URL pick a mirror.
 #
@@ -111,6 +115,7 @@ ENTRYPOINT ["/opt/venv/bin/speech-operator"]
 # The default target comes last: `docker build .` gives the recognizer.
 FROM base AS recognizer
 ARG VERSION=0.1.0
+ARG MALLOC_PRELOAD=""
 ARG SOURCE_URL=https://github.com/speech-operator/speech-operator
 LABEL org.opencontainers.image.title="speech-recognizer" \
       org.opencontainers.image.description="Drop-in for Azure's speech-to-text container on Vosk: port 5000, Eula=accept Billing=... ApiKey=..." \
@@ -123,6 +128,11 @@ COPY --from=build-recognizer /opt/venv /opt/venv
 # the final stage needs no shell.
 COPY --from=build-recognizer --chown=65532:65532 /rw/ /
 COPY --from=build-recognizer /baked/ /
+# A preloaded allocator serves every malloc (ld.so finds a bare file name on the library path, on any
+# architecture); jemalloc's background thread gives freed memory back to the OS, as the server's
+# malloc_trim does on glibc (glibc ignores MALLOC_CONF).
+ENV LD_PRELOAD=${MALLOC_PRELOAD} \
+    MALLOC_CONF=background_thread:true
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 5000

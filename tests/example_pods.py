@@ -46,7 +46,7 @@ from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
 from speech_recognizer import contract
 
-from .kubelet import Image, Pod, file_server
+from .kubelet import Image, Pod, Running, file_server
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -156,13 +156,14 @@ def sha256_of(path: Path) -> str:
 def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
                 catalog_zip: Path, wav: Path, model_locale: str = "ko-KR", *, spec_update: dict[str, Any] | None = None,
                 volume_owner: tuple[int, int] = (0, 0), admit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                fs_group_claims: bool = False) -> str:
+                fs_group_claims: bool = False, on_ready: Callable[[Pod, Running], None] | None = None) -> str:
     """Run the pod of SpeechToText ``name`` of example ``path`` (see the module doc); a line saying how it went.
 
     ``model`` is the folder of the ``model_locale`` model (the image has it too), ``catalog_zip`` that model zipped;
     ``spec_update`` changes top-level fields of the example's spec, ``volume_owner`` owns its PVCs and hostPaths.
     ``admit`` is the cluster's admission (the pod spec as admitted, e.g. with the ids it assigns: tests/openshift_scc.py);
-    ``fs_group_claims``: the PVCs are on storage that supports fsGroup (tests/kubelet.py).
+    ``fs_group_claims``: the PVCs are on storage that supports fsGroup (tests/kubelet.py); ``on_ready`` looks at the
+    running recognizer once it has transcribed.
     """
     objects = docs(path)
     doc = copy.deepcopy(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
@@ -200,6 +201,8 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             answer = transcribe(pod, wav, key)
             assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer
             assert running.process.poll() is None, running.log()
+            if on_ready is not None:
+                on_ready(pod, running)
             # deleted as a kubelet deletes a pod: the preStop hook, SIGTERM, the drain, an exit within the grace period
             code, took = pod.terminate(running)
         finally:

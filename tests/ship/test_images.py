@@ -130,6 +130,24 @@ def test_emitted_pods_run_in_the_image(path: Path, name: str, recognizer_image: 
     print(run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav))
 
 
+def test_recognizer_image_decodes_on_jemalloc(recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path,
+                                             catalog_zip: Path, speech_wav: Path) -> None:
+    """The recognizer in the image built with MALLOC_PRELOAD (tests/ship/build_images.py), run as a kubelet runs its pod
+    (uid 65532, read-only root), has jemalloc mapped while it serves, and says so once at start-up (heap.report)."""
+    seen: dict[str, str] = {}
+
+    def look(pod: kubelet.Pod, running: kubelet.Running) -> None:
+        seen["maps"] = Path(f"/proc/{running.process.pid}/maps").read_text()
+        seen["log"] = running.log()
+
+    path, name = next(found for case, found in CASES.items() if "multi-locale:ko-kr" in case)
+    print(run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav,
+                      on_ready=look))
+    assert recognizer_image.env.get("LD_PRELOAD") == bi.MALLOC_PRELOAD, recognizer_image.env
+    assert f"/{bi.MALLOC_PRELOAD}" in seen["maps"], "the server process has no jemalloc mapped"
+    assert f"native heap: {bi.MALLOC_PRELOAD} serves malloc" in seen["log"], seen["log"][-3000:]
+
+
 def test_operator_image_reaches_its_watch_loop(operator_image: kubelet.Image, tmp_path: Path) -> None:
     """The operator's Deployment from deploy/base runs the built image as a kubelet would, and works a
     SpeechToText on kmock (tests/operator_pod.py). It crash-looped before the image had a passwd
