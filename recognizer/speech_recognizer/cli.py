@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model for {settings.locales[0]} is at {path}")
         return 0
     heap.disable_fastbins()  # before the model loads: Vosk decodes 7-8 % cheaper without them (glibc's malloc only)
-    heap.report()  # which allocator serves the decoders (the image's: jemalloc)
     try:
         registry = ModelRegistry(settings.models_dir, settings.locales)
         registry.check()
@@ -155,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, OSError, ValueError) as exc:  # a bad Locale, an unreadable models folder, no model, bad Warmup:Audio
         print(f"speech-recognizer: {exc}", file=sys.stderr)
         return 1
+    heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on
     import uvicorn
     import vosk
 
