@@ -1,0 +1,250 @@
+"""``python -m bench.gateway_memory``: the gateway's memory per connection, by kind of connection, on loopback.
+
+The gateway runs in a process of its own (``--serve``, as ``speech-operator gateway`` runs: the default
+asyncio loop, the same app, its settings from ``SPEECH_GATEWAY_*``), routing two locales to a stand-in
+recognizer in this process: an aiohttp server that accepts each request and WebSocket and then reads
+nothing more of a request's body (a recognizer busy elsewhere: aiohttp buffers what comes up to its
+own bound, then the kernel's buffers fill, then the gateway's writes wait) and reads every WebSocket
+message (an honest recognizer). Each kind of connection is opened ``--counts`` at a time (cumulative:
+100, then 200 more, ...), raw sockets, against a fresh gateway; after each step the gateway's RSS,
+its open files and the machine's TCP buffer pages (``/proc/net/sockstat``: kernel memory, charged to
+a pod's memory cgroup too) are printed, one JSON line per step.
+
+Kinds:
+
+Each row says how many requests or WebSockets the stand-in has in progress (``relayed``).
+
+- ``idle``: one ``GET /status`` answered, the connection kept alive;
+- ``rest``: a REST recognition's head (``Content-Length`` 64 MiB) and ``--body`` bytes of it, then a stall;
+- ``form``: an OpenAI form with its file first and no ``language`` (two locales routed: the gateway reads it
+  ahead), ``--form-body`` bytes of it, then a stall;
+- ``ws``: a relayed ``/vosk`` WebSocket, idle;
+- ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying 1 MiB less a byte (the
+  largest message the gateway takes) and all of it but one byte, then stalls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCALES = ("ko-KR", "ja-JP")
+KINDS = ("idle", "rest", "form", "ws", "wsframe")
+BOUNDARY = "bench-boundary"
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# ---- the gateway's process ------------------------------------------------------------------------
+class _Loopback(AbstractResolver):
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0,
+                              flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        pass
+
+
+async def _serve(upstream_port: int) -> None:
+    from speech_operator.gateway import GatewayConfig, create_app, serving
+    from speech_operator.gateway_directory import Directory
+
+    _raise_nofile()
+    directory = Directory()
+    for locale in LOCALES:
+        directory.upsert({"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+                          "metadata": {"name": locale.lower(), "namespace": "bench"},
+                          "spec": {"locale": locale, "eula": "accept", "service": {"port": upstream_port}},
+                          "status": {"readyReplicas": 1}})
+    directory.synced = True
+    config = dataclasses.replace(GatewayConfig.from_env(), host="127.0.0.1", port=0)
+    async with serving(create_app(directory, config, resolver=_Loopback()), "127.0.0.1", 0, 1) as port:
+        print(json.dumps({"port": port}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes stdin
+
+
+# ---- the stand-in recognizer ----------------------------------------------------------------------
+#: Requests and WebSockets the stand-in has in progress: what the gateway relays now.
+RELAYED = [0]
+
+
+async def _slow_rest(request: web.Request) -> web.Response:
+    RELAYED[0] += 1
+    try:
+        await asyncio.sleep(3600)  # reads nothing of the body: aiohttp buffers its first part, then stops reading
+    finally:
+        RELAYED[0] -= 1
+    return web.Response()
+
+
+async def _ws(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    RELAYED[0] += 1
+    try:
+        async for _ in ws:
+            pass
+    finally:
+        RELAYED[0] -= 1
+    return ws
+
+
+@contextlib.asynccontextmanager
+async def stand_in() -> AsyncIterator[int]:
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", _slow_rest)
+    app.router.add_get("/{tail:.*}", _ws)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def gateway(upstream_port: int, env: dict[str, str]) -> Any:
+    path = f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.gateway_memory", "--serve", str(upstream_port)], cwd=ROOT,
+                            env={**os.environ, **env, "PYTHONPATH": path}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"the gateway exited ({proc.wait()})")
+        yield proc, json.loads(line)["port"]
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---- the clients ----------------------------------------------------------------------------------
+def _masked_frame_head(length: int) -> bytes:
+    return bytes([0x82, 0x80 | 127]) + struct.pack("!Q", length) + b"\0\0\0\0"  # binary, FIN; mask of zeros
+
+
+async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    writer.write((f"GET /vosk?language=ko-KR HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head.decode(errors="replace").splitlines()[0])
+
+
+async def open_one(kind: str, port: int, body: int, form_body: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if kind == "idle":
+        writer.write(f"GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+    elif kind == "rest":
+        writer.write((f"POST /speech/recognition/conversation/cognitiveservices/v1?language=ko-KR HTTP/1.1\r\n"
+                      f"Host: 127.0.0.1:{port}\r\nContent-Type: audio/wav\r\nContent-Length: {64 << 20}\r\n\r\n").encode())
+        writer.write(b"\0" * body)
+    elif kind == "form":
+        part = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                "Content-Type: audio/wav\r\n\r\n").encode()
+        writer.write((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {64 << 20}\r\n\r\n").encode())
+        writer.write(part + b"\0" * (form_body - len(part)))
+    elif kind in ("ws", "wsframe"):
+        await _upgrade(reader, writer, port)
+        if kind == "wsframe":
+            writer.write(_masked_frame_head((1 << 20) - 1) + b"\0" * ((1 << 20) - 2))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(writer.drain(), 2)
+    return reader, writer
+
+
+def sockstat_pages() -> int:
+    """TCP buffer pages in use on the machine (``/proc/net/sockstat``'s ``TCP: ... mem``)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("mem") + 1])
+    return 0
+
+
+async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int) -> list[dict[str, Any]]:
+    rows = []
+    async with stand_in() as upstream:
+        with gateway(upstream, env) as (proc, port):
+            gw = psutil.Process(proc.pid)
+            await asyncio.sleep(1)
+            base_rss, base_pages = gw.memory_info().rss, sockstat_pages()
+            held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+            refused = 0
+            for n in counts:
+                while len(held) + refused < n:
+                    batch = min(50, n - len(held) - refused)
+                    got = await asyncio.gather(*(open_one(kind, port, body, form_body) for _ in range(batch)), return_exceptions=True)
+                    held += [g for g in got if not isinstance(g, BaseException)]
+                    refused += sum(isinstance(g, BaseException) for g in got)
+                await asyncio.sleep(1.5)
+                rss, pages = gw.memory_info().rss, sockstat_pages()
+                row = {"kind": kind, "connections": n, "relayed": RELAYED[0], "refused": refused,
+                       "rss_mib": round(rss / 2**20, 1), "rss_over_idle_mib": round((rss - base_rss) / 2**20, 1),
+                       "kib_per_connection": round((rss - base_rss) / 1024 / max(1, n), 1),
+                       "gateway_fds": gw.num_fds(), "tcp_buffer_mib": round((pages - base_pages) * 4096 / 2**20, 1),
+                       "env": env}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+            for _, w in held:
+                w.close()
+            await asyncio.sleep(2)
+            print(json.dumps({"kind": kind, "closed_all": True, "rss_mib": round(gw.memory_info().rss / 2**20, 1),
+                              "gateway_fds": gw.num_fds()}), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", type=int, metavar="UPSTREAM_PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="kinds of connection, comma-separated (default: all)")
+    parser.add_argument("--counts", default="100,300,1000", help="connections held after each step (cumulative)")
+    parser.add_argument("--body", type=int, default=2 << 20, help="bytes of a REST body sent before the stall (2 MiB)")
+    parser.add_argument("--form-body", type=int, default=60 << 10, help="bytes of an OpenAI form sent before the stall (60 KiB)")
+    parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve))
+        return
+    _raise_nofile()
+    env = dict(item.split("=", 1) for item in args.env)
+    counts = [int(c) for c in args.counts.split(",")]
+    started = time.monotonic()
+    for kind in args.kinds.split(","):
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body))
+    print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
