@@ -19,7 +19,9 @@ Each row says how many requests or WebSockets the stand-in has in progress (``re
 - ``form``: an OpenAI form with its file first and no ``language`` (two locales routed: the gateway reads it
   ahead), ``--form-body`` bytes of it, then a stall;
 - ``ws``: a relayed ``/vosk`` WebSocket, idle;
-- ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying 1 MiB less a byte (the
+- ``wsheld``: a ``/vosk`` WebSocket for a locale at zero (held while it wakes, here for ever) that sends 3 MiB of
+  8 KiB messages, then stalls;
+- ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying ``--frame`` bytes less one (the
   largest message the gateway takes) and all of it but one byte, then stalls.
 """
 
@@ -47,7 +49,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("ko-KR", "ja-JP")
-KINDS = ("idle", "rest", "form", "ws", "wsframe")
+KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld")
+#: A locale autoscaled to zero: what is sent for it is held while it wakes (never, here).
+ASLEEP = "de-DE"
 BOUNDARY = "bench-boundary"
 
 
@@ -77,6 +81,11 @@ async def _serve(upstream_port: int) -> None:
                           "metadata": {"name": locale.lower(), "namespace": "bench"},
                           "spec": {"locale": locale, "eula": "accept", "service": {"port": upstream_port}},
                           "status": {"readyReplicas": 1}})
+    directory.upsert({"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+                      "metadata": {"name": ASLEEP.lower(), "namespace": "bench"},
+                      "spec": {"locale": ASLEEP, "eula": "accept", "service": {"port": upstream_port},
+                               "autoscaling": {"minReplicas": 0, "maxReplicas": 1}},
+                      "status": {"readyReplicas": 0}})
     directory.synced = True
     config = dataclasses.replace(GatewayConfig.from_env(), host="127.0.0.1", port=0)
     async with serving(create_app(directory, config, resolver=_Loopback()), "127.0.0.1", 0, 1) as port:
@@ -150,15 +159,15 @@ def _masked_frame_head(length: int) -> bytes:
     return bytes([0x82, 0x80 | 127]) + struct.pack("!Q", length) + b"\0\0\0\0"  # binary, FIN; mask of zeros
 
 
-async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
-    writer.write((f"GET /vosk?language=ko-KR HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, locale: str = "ko-KR") -> None:
+    writer.write((f"GET /vosk?language={locale} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 101"):
         raise RuntimeError(head.decode(errors="replace").splitlines()[0])
 
 
-async def open_one(kind: str, port: int, body: int, form_body: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_one(kind: str, port: int, body: int, form_body: int, frame: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if kind == "idle":
         writer.write(f"GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
@@ -178,7 +187,10 @@ async def open_one(kind: str, port: int, body: int, form_body: int) -> tuple[asy
     elif kind in ("ws", "wsframe"):
         await _upgrade(reader, writer, port)
         if kind == "wsframe":
-            writer.write(_masked_frame_head((1 << 20) - 1) + b"\0" * ((1 << 20) - 2))
+            writer.write(_masked_frame_head(frame - 1) + b"\0" * (frame - 2))
+    elif kind == "wsheld":
+        await _upgrade(reader, writer, port, ASLEEP)
+        writer.write((_masked_frame_head(8192) + b"\0" * 8192) * 384)  # 3 MiB of 8 KiB messages
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(writer.drain(), 2)
     return reader, writer
@@ -193,7 +205,22 @@ def sockstat_pages() -> int:
     return 0
 
 
-async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int) -> list[dict[str, Any]]:
+def socket_bytes(pid: int) -> int:
+    """Kernel memory of ``pid``'s TCP sockets (``ss -tmp``: each one's receive and send queues and reserve, ``r``,
+    ``w``, ``f`` of ``skmem``), what a cgroup-v2 memory limit charges to the pod besides its RSS."""
+    out = subprocess.run(["ss", "-tmnpH"], capture_output=True, text=True).stdout.splitlines()
+    total, mine = 0, False
+    for line in out:
+        if "users:(" in line:
+            mine = f"pid={pid}," in line
+        if mine and "skmem:(" in line:
+            fields = dict((f[0], int(f[1:])) for f in line.split("skmem:(")[1].split(")")[0].split(",") if f[:1] in "rwf" and f[1:].isdigit())
+            total += fields.get("r", 0) + fields.get("w", 0) + fields.get("f", 0)
+            mine = False
+    return total
+
+
+async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int) -> list[dict[str, Any]]:
     rows = []
     async with stand_in() as upstream:
         with gateway(upstream, env) as (proc, port):
@@ -205,7 +232,7 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
             for n in counts:
                 while len(held) + refused < n:
                     batch = min(50, n - len(held) - refused)
-                    got = await asyncio.gather(*(open_one(kind, port, body, form_body) for _ in range(batch)), return_exceptions=True)
+                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame) for _ in range(batch)), return_exceptions=True)
                     held += [g for g in got if not isinstance(g, BaseException)]
                     refused += sum(isinstance(g, BaseException) for g in got)
                 await asyncio.sleep(1.5)
@@ -213,7 +240,8 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
                 row = {"kind": kind, "connections": n, "relayed": RELAYED[0], "refused": refused,
                        "rss_mib": round(rss / 2**20, 1), "rss_over_idle_mib": round((rss - base_rss) / 2**20, 1),
                        "kib_per_connection": round((rss - base_rss) / 1024 / max(1, n), 1),
-                       "gateway_fds": gw.num_fds(), "tcp_buffer_mib": round((pages - base_pages) * 4096 / 2**20, 1),
+                       "gateway_fds": gw.num_fds(), "gateway_socket_mib": round(socket_bytes(proc.pid) / 2**20, 1),
+                       "tcp_buffer_mib": round((pages - base_pages) * 4096 / 2**20, 1),
                        "env": env}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -232,6 +260,8 @@ def main() -> None:
     parser.add_argument("--counts", default="100,300,1000", help="connections held after each step (cumulative)")
     parser.add_argument("--body", type=int, default=2 << 20, help="bytes of a REST body sent before the stall (2 MiB)")
     parser.add_argument("--form-body", type=int, default=60 << 10, help="bytes of an OpenAI form sent before the stall (60 KiB)")
+    parser.add_argument("--frame", type=int, default=1 << 20,
+                        help="wsframe: the largest message the gateway takes (SPEECH_GATEWAY_MAX_MESSAGE_BYTES; 1 MiB before it)")
     parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
     args = parser.parse_args()
     if args.serve:
@@ -242,7 +272,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     started = time.monotonic()
     for kind in args.kinds.split(","):
-        asyncio.run(measure(kind, counts, env, args.body, args.form_body))
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame))
     print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

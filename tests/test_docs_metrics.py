@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from speech_operator.gateway import GatewayMetrics, Waker
+from speech_operator.gateway_connections import ConnectionCap
 from speech_operator.gateway_directory import Directory
 from speech_operator.metrics import Exporter, Summary
 from speech_recognizer.admission import Admission
@@ -36,7 +37,7 @@ def registries() -> list[CollectorRegistry]:
     recognizer.watch_pool(WarmPool(1))
     recognizer.watch_connections(Admission(1, max_connections=10))
     directory = Directory()
-    gateway = GatewayMetrics(directory, Waker(directory, None))
+    gateway = GatewayMetrics(directory, Waker(directory, None), ConnectionCap(10))
     operator = Exporter()
     operator.index = {"k": [Summary("default", "en-us", "en-US", (("Ready", "True", "ReplicasReady"),), 1, 1)]}
     return [recognizer.registry, gateway.registry, operator.registry]

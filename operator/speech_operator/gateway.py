@@ -13,7 +13,9 @@ request or stream to the Service of the SpeechToText whose ``spec.locale`` match
 - ``/demo``: the recognizer's live demo page, rendered here with every locale routed (its scripts
   are the recognizer's own files; its ``/vosk`` WebSocket is relayed like any other).
 
-Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`.
+Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`; what a
+connection may hold, and how many are served at once, :mod:`speech_operator.gateway_http_limits` and
+:mod:`speech_operator.gateway_connections`.
 Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
 ``/metrics`` (Prometheus), ``/pre-stop`` (the pod's preStop hook), ``GET /`` (the locales routed).
 On SIGTERM it stops listening; streams in progress go on for up to ``shutdown_seconds``, and each
@@ -30,6 +32,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -38,6 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger, AbstractResolver
+from aiohttp.typedefs import Handler
 from kubernetes_asyncio import client as k8s
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -45,11 +49,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
 from speech_operator.config import env_number
+from speech_operator.gateway_connections import PROBE_ROUTES as PROBE_ROUTES_ANSWERED
+from speech_operator.gateway_connections import ConnectionCap
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
-from speech_operator.gateway_http_limits import GuardedSite, HeadLimits, client_failure, drop_the_rest
+from speech_operator.gateway_http_limits import GuardedSite, HeadGuard, HeadLimits, client_failure, drop_the_rest, drop_what_follows
 from speech_operator.gateway_openai import FormLimits
-from speech_operator.gateway_relay import Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
+from speech_operator.gateway_relay import MAX_MESSAGE_BYTES, Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, logs
@@ -61,15 +67,17 @@ log = logging.getLogger("speech_operator.gateway")
 #: Routes polled by probes and scrapers: their access lines are at DEBUG.
 PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS})
 USP_PROTOCOL = "USP"
+#: The least read buffer and WebSocket message size (a Speech SDK audio message is about 3.2 kB).
+MIN_BUFFER_BYTES = 4096
 
 
 ENV_PREFIX = "SPEECH_GATEWAY_"
 
 
-def _setting(default: Any, help: str, minimum: float | None = None) -> Any:
-    """A field of :class:`GatewayConfig`: its default, its bound and its help, said once (its variable is
+def _setting(default: Any, help: str, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A field of :class:`GatewayConfig`: its default, its bounds and its help, said once (its variable is
     ``SPEECH_GATEWAY_`` and the field's name in capitals: :meth:`GatewayConfig.variables`)."""
-    return field(default=default, metadata={"help": help, "minimum": minimum})
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,13 @@ class GatewayConfig:
                                         "its locale is known; later, 408", FormLimits.MINIMUMS["read_seconds"])
     form_pause_seconds: float = _setting(FormLimits.pause_seconds, "longest pause between two pieces of an OpenAI form read ahead, in "
                                          "seconds; longer, 408", FormLimits.MINIMUMS["pause_seconds"])
+    max_connections: int = _setting(200, "client connections served at once, idle or busy; past them a probe or scrape is still "
+                                    "answered, anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)
+    read_buffer_bytes: int = _setting(16 * 1024, "bytes read ahead of each client connection before it is no longer read (aiohttp's "
+                                      "buffer, which holds up to twice this of a body, and the socket's receive buffer)",
+                                      MIN_BUFFER_BYTES)
+    max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
+                                      "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
 
     @property
     def head_limits(self) -> HeadLimits:
@@ -114,12 +129,14 @@ class GatewayConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
         """The settings from ``SPEECH_GATEWAY_*`` variables (:meth:`variables`); an empty one means the default.
-        Raises :class:`ValueError` naming the variable for a value that is no number or under its bound."""
+        Raises :class:`ValueError` naming the variable for a value that is no number or out of its bounds."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, f in cls.variables().items():
             if f.type in ("int", "float"):
                 values[f.name] = env_number(env, name, int if f.type == "int" else float, getattr(cls, f.name), f.metadata["minimum"])
+                if f.metadata["maximum"] is not None and values[f.name] > f.metadata["maximum"]:
+                    raise ValueError(f"{name}={env[name]!r} must be at most {f.metadata['maximum']}")
             else:
                 values[f.name] = env.get(name) or getattr(cls, f.name)
         return cls(**values)
@@ -130,6 +147,7 @@ class GatewayConfig:
         lines = ["settings (environment variables; unset or empty: the default):"]
         for name, f in cls.variables().items():
             bound = "" if f.metadata["minimum"] is None else f", at least {f.metadata['minimum']:g}"
+            bound += "" if f.metadata["maximum"] is None else f", at most {f.metadata['maximum']}"
             default = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
             lines.append(f"  {name}  (default {default}{bound})")
             lines.append(f"      {f.metadata['help']}")
@@ -139,7 +157,7 @@ class GatewayConfig:
 class GatewayMetrics:
     """The gateway's Prometheus metrics (a registry of its own)."""
 
-    def __init__(self, directory: Directory, waker: Waker) -> None:
+    def __init__(self, directory: Directory, waker: Waker, connections: ConnectionCap) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "speech_gateway_requests", "Requests and streams by route, locale and outcome: the HTTP status, "
@@ -155,16 +173,17 @@ class GatewayMetrics:
             "speech_gateway_held_seconds", "Seconds requests were held for a locale with no ready pod (waking from "
             "zero, or starting) before they were forwarded", ["locale"], registry=self.registry,
             buckets=(0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180))
-        self.registry.register(_DirectoryCollector(directory, waker))
+        self.registry.register(_DirectoryCollector(directory, waker, connections))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _DirectoryCollector:
-    def __init__(self, directory: Directory, waker: Waker) -> None:
+    def __init__(self, directory: Directory, waker: Waker, connections: ConnectionCap) -> None:
         self.directory = directory
         self.waker = waker
+        self.connections = connections
 
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily("speech_gateway_backend_ready_pods", "Ready pods of each SpeechToText routed to",
@@ -173,6 +192,10 @@ class _DirectoryCollector:
             ready.add_metric([b.locale, b.namespace, b.name], b.ready_replicas)
         yield ready
         yield GaugeMetricFamily("speech_gateway_held", "Requests held now for a locale with no ready pod", value=self.waker.held)
+        yield GaugeMetricFamily("speech_gateway_connections", "Client connections open now within the cap (every kind)",
+                                value=self.connections.open)
+        yield GaugeMetricFamily("speech_gateway_connections_max", "Client connections served at once, at most "
+                                "(SPEECH_GATEWAY_MAX_CONNECTIONS)", value=self.connections.limit)
 
 
 def language_of(request: web.Request) -> str | None:
@@ -189,7 +212,9 @@ class Gateway:
         self.directory = directory
         self.config = config
         self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
-        self.metrics = GatewayMetrics(directory, self.waker)
+        #: Client connections open, against ``max_connections`` (counted by the listening site's guards).
+        self.connections = ConnectionCap(config.max_connections)
+        self.metrics = GatewayMetrics(directory, self.waker, self.connections)
         #: Bytes of OpenAI forms read ahead for their language, all requests together (bounded).
         self.forms = gateway_openai.FormBudget(config.form_budget_bytes)
         #: The stop, as the relays see it (:func:`serving` drains it before aiohttp's shutdown).
@@ -211,7 +236,8 @@ class Gateway:
         began (it left the Service's endpoints, and refuses new work once it drains) or that is closing it (a POST
         sent on it then fails: aiohttp retries none). A new connection goes through the Service to a ready pod; what it
         costs is in bench/notes.md."""
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True,
+                                         socket_factory=self._upstream_socket)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
@@ -219,6 +245,14 @@ class Gateway:
             yield
         finally:
             await self._session.close()
+
+    def _upstream_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """A connection to a recognizer whose send buffer is ``read_buffer_bytes`` (the kernel's, which doubles it): what
+        a relay holds of a body the recognizer reads slowly, not the megabytes the kernel would grow it to."""
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.read_buffer_bytes)
+        return sock
 
     # ---- recognition routes ---------------------------------------------------------------------
     async def recognition(self, request: web.Request) -> web.StreamResponse:
@@ -328,7 +362,8 @@ class Gateway:
         try:
             with self.shutdown.relaying(route) as progress:
                 if backend.ready_replicas > 0:
-                    response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress)
+                    response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
+                                                     self.config.max_message_bytes)
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
@@ -374,10 +409,10 @@ class Gateway:
                            protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:
         """A WebSocket for a locale with no ready pod: accepted now (so the client does not time out
         its handshake), held while the locale wakes, then relayed with what it sent meanwhile."""
-        client = accepting(protocols[0] if protocols else None)
+        client = accepting(protocols[0] if protocols else None, self.config.max_message_bytes)
         await client.prepare(request)
         waiting = asyncio.ensure_future(self._woken(backend))
-        sent = await hold_websocket(client, waiting)
+        sent = await hold_websocket(client, waiting, request.transport)
         if sent is None:  # the client left while it waited
             await client.close(code=1001)
             return client
@@ -410,12 +445,12 @@ class Gateway:
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
-                          backend: Backend | None, protocols: tuple[str, ...]) -> web.WebSocketResponse:
+                          backend: Backend | None, protocols: tuple[str, ...], close_wait: float = 10.0) -> web.WebSocketResponse:
         locale = backend.locale if backend else None
         failures.report(failure, route, locale)
         self.metrics.failures.labels(failure.kind.name).inc()
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
-        return await refuse(request, failure, protocols)
+        return await refuse(request, failure, protocols, close_wait)
 
     async def close_when_stopping(self, request: web.Request, response: web.StreamResponse) -> None:
         """Once the gateway stops, every answer but a WebSocket's says ``Connection: close`` and closes its
@@ -425,6 +460,29 @@ class Gateway:
         if self.shutdown.begun.is_set() and not isinstance(response, web.WebSocketResponse):
             response.force_close()
             response.headers[aiohttp.hdrs.CONNECTION] = "close"
+
+    @web.middleware
+    async def admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A request on a connection past the cap (:mod:`speech_operator.gateway_connections`): a probe or scrape is
+        answered, anything else refused (503 / 1013); either way the connection is closed after this answer."""
+        transport = request.transport
+        guard = transport.get_protocol() if transport is not None else None
+        if not isinstance(guard, HeadGuard) or not guard.over_cap:
+            return await handler(request)
+        if request.path in PROBE_ROUTES_ANSWERED:
+            response = await handler(request)
+            response.force_close()
+            return response
+        failure = self.connections.refusal()
+        route = _route_of(request)
+        if _is_upgrade(request):
+            # What the client sends after its upgrade (up to a message of MAX_MESSAGE_BYTES before it reads the close) is
+            # dropped, not read: the connection is closed after the close frame, lingering, not when the client answers it.
+            drop_what_follows(request)
+            protocols = (USP_PROTOCOL,) if route == "usp" and USP_PROTOCOL in offered_protocols(request) else ()
+            return await self._refused_ws(request, failure, route, None, protocols, close_wait=0)
+        drop_the_rest(request)
+        return self._refused_http(failure, route, None, openai=route == "openai", closing=True)
 
     # ---- the gateway's own routes ---------------------------------------------------------------
     async def ready(self, request: web.Request) -> web.Response:
@@ -451,6 +509,18 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
+def _route_of(request: web.Request) -> str:
+    """The route label of a request refused before its handler ran (as its handler would count it)."""
+    path = request.path
+    if path.startswith("/speech/recognition/"):
+        return "usp" if _is_upgrade(request) else "rest"
+    if path == contract.ROUTE_OPENAI_TRANSCRIPTIONS:
+        return "openai"
+    if path in (contract.ROUTE_VOSK_WS, contract.ROUTE_HOME) and _is_upgrade(request):
+        return "vosk"
+    return HEAD_ROUTE
+
+
 #: The application's :class:`Gateway` (``app[GATEWAY]``: for whoever holds only the application).
 GATEWAY = web.AppKey("gateway", Gateway)
 
@@ -461,7 +531,7 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     ``api_client``: to ask the operator to wake a locale at zero, ``status.demand``)."""
     gateway = Gateway(directory, config or GatewayConfig(), resolver, api_client)
     logs.quiet_multipart()  # its scanner's parser would log a warning for each form it cannot read: the recognizer says why
-    app = web.Application()
+    app = web.Application(middlewares=[gateway.admit])
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.client)
     app.on_response_prepare.append(gateway.close_when_stopping)
@@ -505,15 +575,20 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) / 2 if GATEWAY in app else shutdown_seconds
     # auto_decompress=False: a body is relayed as it came (aiohttp would decode a Content-Encoding: gzip body and the
     # recognizer get the decoded bytes under the gzip header, cut to the compressed length).
+    gateway = app.get(GATEWAY)
+    # read_bufsize: what aiohttp reads of a connection before it stops reading it (a body: twice this), per connection.
+    buffers = {"read_bufsize": gateway.config.read_buffer_bytes} if gateway else {}
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
                            shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS,
-                           auto_decompress=False)
+                           auto_decompress=False, **buffers)
     await runner.setup()
     sock = listening_socket(host, port)
-    gateway = app.get(GATEWAY)
+    if gateway:  # each accepted connection's receive buffer (inherited): fixed, not grown by the kernel to megabytes
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, gateway.config.read_buffer_bytes)
     try:
         site = GuardedSite(runner, sock, gateway.config.head_limits if gateway else HeadLimits(),
-                           gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None))
+                           gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
+                           gateway.connections if gateway else None)
         await site.start()
         yield sock.getsockname()[1]
         await site.stop()

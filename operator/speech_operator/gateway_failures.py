@@ -22,7 +22,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "close_args", "http_response", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -44,6 +44,9 @@ STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", er
 FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                   doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may",
                   alert=errors.CAPACITY)
+TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", errors.DEBUG, 1,
+                            doc="the gateway keeps SPEECH_GATEWAY_MAX_CONNECTIONS client connections open already (its log says so "
+                                "once per 10 s; probes and scrapes are still answered)", alert=errors.CAPACITY)
 
 
 def http_response(failure: Failure, openai: bool = False) -> web.Response:

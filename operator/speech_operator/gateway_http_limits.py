@@ -70,6 +70,7 @@ from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.errors import (
     CLIENT_GONE,
     HEADER_TOO_LARGE,
@@ -133,15 +134,31 @@ def drop_the_rest(request: web.BaseRequest) -> None:
         guard._refuse_rest(request.content)
 
 
+def drop_what_follows(request: web.BaseRequest) -> None:
+    """What the client sends on ``request``'s connection from now on is dropped, neither parsed nor buffered, and the
+    connection's close is the guard's lingering one (a WebSocket refused at once: its client may send a whole message
+    before it reads the close, and the close need not wait for its answer)."""
+    transport = request.transport
+    guard = transport.get_protocol() if transport is not None else None
+    if isinstance(guard, HeadGuard) and not guard._dropping:
+        guard._drop_the_rest()
+
+
 class HeadGuard(asyncio.Protocol):
     """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
 
     ``refused`` is told each refusal (to count and log it), with the client's address in its message."""
 
-    def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None]) -> None:
+    def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
+                 cap: ConnectionCap | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
+        #: The gateway's cap on connections (:mod:`speech_operator.gateway_connections`), and whether this one is past
+        #: it (then only a probe is answered on it, and it is closed after its first answer).
+        self.cap = cap
+        self.over_cap = False
+        self._counted = False
         self.transport: asyncio.Transport | None = None
         #: Bytes of the head being received, and its last 3 (an end of head may straddle two reads).
         self._head_bytes = 0
@@ -288,6 +305,9 @@ class HeadGuard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.cap is not None:
+            self._counted = self.cap.admit()
+            self.over_cap = not self._counted
         self.handler.connection_made(transport)
         self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
 
@@ -334,6 +354,10 @@ class HeadGuard(asyncio.Protocol):
         meanwhile left it pending ("Task was destroyed but it is pending"). That read is the one waiting on the body
         while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
+        if self._counted:
+            self._counted = False
+            assert self.cap is not None
+            self.cap.release()
         body = self._body
         lingering = body is not None and self.handler._current_request is None and getattr(body, "_waiter", None) is not None
         self.handler.connection_lost(exc)
@@ -461,10 +485,11 @@ class GuardedSite(web.SockSite):
     """:class:`aiohttp.web.SockSite` whose connections are :class:`HeadGuard`\\ s over the runner's handlers."""
 
     def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
-                 refused: Callable[[Failure], None]) -> None:
+                 refused: Callable[[Failure], None], cap: ConnectionCap | None = None) -> None:
         super().__init__(runner, sock)
         self.limits = limits
         self.refused = refused
+        self.cap = cap
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner, as SockSite.start does first
@@ -472,6 +497,6 @@ class GuardedSite(web.SockSite):
         assert server is not None
 
         def connection() -> HeadGuard:
-            return HeadGuard(server(), self.limits, self.refused)
+            return HeadGuard(server(), self.limits, self.refused, self.cap)
 
         self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)

@@ -48,7 +48,7 @@ HOP_HEADERS = frozenset({
     "trailer", "transfer-encoding", "upgrade", "host", "sec-websocket-key", "sec-websocket-version",
     "sec-websocket-extensions", "sec-websocket-accept", "sec-websocket-protocol",
 })
-#: Largest WebSocket message taken from a client: the recognizer's own limit.
+#: Largest WebSocket message a recognizer takes: more than the gateway ever takes from a client.
 MAX_MESSAGE_BYTES: int = SERVER_OPTIONS["ws_max_size"]
 #: Close codes an endpoint may send (RFC 6455 7.4); any other received is passed on as 1000.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
@@ -161,20 +161,22 @@ def offered_protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
-async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = ()) -> web.WebSocketResponse:
+async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = (),
+                 close_wait: float = 10.0) -> web.WebSocketResponse:
     """Accept, then close with the failure's code and reason (a close before the handshake would
-    lose the reason: the client would see a bare HTTP error)."""
-    ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False)
+    lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds."""
+    ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait)
     await ws.prepare(request)
     code, reason = failures.close_args(failure)
     await ws.close(code=code, message=reason)
     return ws
 
 
-def accepting(protocol: str | None) -> web.WebSocketResponse:
-    """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered)."""
+def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.WebSocketResponse:
+    """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered), taking messages of
+    up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009)."""
     return web.WebSocketResponse(protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
-                                 compress=False, max_msg_size=MAX_MESSAGE_BYTES, decode_text=False)
+                                 compress=False, max_msg_size=max_message_bytes + 1, decode_text=False)  # aiohttp: below it
 
 
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
@@ -201,7 +203,7 @@ def refused_upgrade(backend: Backend, exc: aiohttp.WSServerHandshakeError) -> st
 
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                          traffic: Traffic, progress: Progress) -> web.StreamResponse:
+                          traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time.
 
@@ -214,7 +216,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
         upstream = await connect_upstream(request, backend, session, offered_protocols(request))
     except aiohttp.WSServerHandshakeError as exc:  # the recognizer refused the upgrade: the client is refused alike
         return web.Response(status=exc.status, text=refused_upgrade(backend, exc), headers={"Content-Type": "text/plain"})
-    client = accepting(upstream.protocol)
+    client = accepting(upstream.protocol, max_message_bytes)
     try:
         await client.prepare(request)
     except BaseException:

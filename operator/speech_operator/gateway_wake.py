@@ -116,11 +116,16 @@ class Waker:
                         backend.name, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
-async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[Backend]) -> list[WSMessage] | None:
+async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[Backend],
+                         transport: asyncio.BaseTransport | None = None) -> list[WSMessage] | None:
     """Read ``client`` while ``waiting`` runs: its pings answered, what it sends kept in order (up to
-    :data:`HOLD_BUFFER_BYTES`). The messages kept, or ``None`` when the client left meanwhile."""
+    :data:`HOLD_BUFFER_BYTES`). The messages kept, or ``None`` when the client left meanwhile.
+
+    Once that much is kept its connection (``transport``) is not read until this returns: aiohttp would otherwise read on
+    into its own queue of messages, up to 512 KiB more (measured: 1.17 MiB of RSS per held WebSocket, 0.6 without)."""
     kept: list[WSMessage] = []
     size = 0
+    paused = False
 
     async def read() -> bool:
         nonlocal size
@@ -133,6 +138,10 @@ async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[
                 size += len(msg.data)
             elif msg.type is not WSMsgType.PONG:
                 return False  # a close, or the connection lost
+        nonlocal paused
+        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
+            transport.pause_reading()
+            paused = True
         await asyncio.Future()  # held back: read no more until the relay does
         return True
 
@@ -144,6 +153,8 @@ async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[
         if not reader.done():
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        if paused and isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            transport.resume_reading()  # the relay reads on (aiohttp's own flow control again)
     if reader.done() and not reader.cancelled() and reader.exception() is None and reader.result() is False:
         waiting.cancel()
         return None

@@ -179,6 +179,9 @@ async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes
     ("SPEECH_GATEWAY_SHUTDOWN_SECONDS", "inf", "SPEECH_GATEWAY_SHUTDOWN_SECONDS='inf' must be at least 0"),
     ("SPEECH_GATEWAY_FORM_PAUSE_SECONDS", "0.5", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS='0.5' must be at least 1"),
     ("SPEECH_GATEWAY_FORM_BUDGET_BYTES", "1024", "SPEECH_GATEWAY_FORM_BUDGET_BYTES='1024' must be at least 65536"),
+    ("SPEECH_GATEWAY_MAX_CONNECTIONS", "0", "SPEECH_GATEWAY_MAX_CONNECTIONS='0' must be at least 1"),
+    ("SPEECH_GATEWAY_READ_BUFFER_BYTES", "100", "SPEECH_GATEWAY_READ_BUFFER_BYTES='100' must be at least 4096"),
+    ("SPEECH_GATEWAY_MAX_MESSAGE_BYTES", "2000000", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES='2000000' must be at most 1048576"),
 ])
 def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
     """As a user starts it: one line and exit status 1, not a traceback (nor a negative cap taken as given)."""

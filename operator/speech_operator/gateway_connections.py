@@ -1,0 +1,84 @@
+"""The gateway's cap on client connections: what bounds its memory, whatever its clients hold.
+
+Every connection costs the gateway memory for as long as it is open, and what a client can make it
+cost is bounded per connection, not in all (measured on loopback, ``python -m bench.gateway_memory``,
+bench/notes.md): an idle kept-alive connection about 8 KiB, a relayed WebSocket about 31 KiB idle and,
+stalled within a message, that message so far (up to ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES``: aiohttp
+assembles each message before the relay sends it on), a REST body relayed to a recognizer that reads
+slowly (or held while its locale wakes) what aiohttp buffers of it (up to twice
+``SPEECH_GATEWAY_READ_BUFFER_BYTES``) and the relay's chunk in flight. Without a cap a few clients holding a
+few hundred such connections would take the pod past its memory limit, and the OOM killer every
+client of every locale with it. So at most ``SPEECH_GATEWAY_MAX_CONNECTIONS`` are served at once,
+from their opening to their close, whatever they carry.
+
+A connection past the cap is still accepted and its first request head read (within the same head
+limits, :mod:`speech_operator.gateway_http_limits`): a probe or scrape (:data:`PROBE_ROUTES`: the
+kubelet's ``/ready``, ``/status`` and ``/pre-stop``, Prometheus' ``/metrics``) is answered, anything else
+is refused with :data:`~speech_operator.gateway_failures.TOO_MANY_CONNECTIONS` (503 + ``Retry-After``,
+or a WebSocket accepted and closed with 1013 and the reason, as the recognizer refuses its own
+connections past ``MaxConnections``), and either way the connection is closed after that answer. So a
+flood never makes the kubelet restart the pod, nor Prometheus lose it, and what a connection past the
+cap holds is its head (``SPEECH_GATEWAY_MAX_HEADER_BYTES``) for ``SPEECH_GATEWAY_HEADER_SECONDS`` at most.
+Refusals are counted (``speech_gateway_failures_total{reason="too_many_connections"}``) and logged as one
+warning line per :data:`~speech_recognizer.admission.LOG_EVERY_SECONDS` with their count, not one each;
+``speech_gateway_connections`` and ``speech_gateway_connections_max`` say how near the cap it is.
+
+The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's
+process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
+WebSockets held for a waking locale, each having sent its 512 KiB, 0.6-0.8 MiB each (81 MiB); the other 100 of the
+200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
+an idle one 8 KiB, a form read ahead 70 KiB): 247 MiB in all. What no client can cause alone, a REST body relayed to a
+recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with
+``SPEECH_GATEWAY_READ_BUFFER_BYTES`` at 16 KiB; 0.65 MiB at aiohttp's own 256 KiB): 200 of them, 138 MiB. A pod given
+more memory may take more connections: about 10 MiB per 100.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from speech_operator import gateway_failures as failures
+from speech_recognizer import contract
+from speech_recognizer.admission import LOG_EVERY_SECONDS
+
+log = logging.getLogger("speech_operator.gateway")
+
+#: Routes answered on a connection past the cap (then closed): the kubelet's probes and hook, Prometheus' scrape.
+PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS, contract.ROUTE_PRE_STOP})
+
+
+class ConnectionCap:
+    """Counts the client connections open against ``limit``; used on the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Connections open now within the cap (a connection past it is not counted: it is closed after one answer).
+        self.open = 0
+        #: Requests refused past the cap since the last log line about them, and when that was.
+        self._refused_unlogged = 0
+        self._refusals_logged_at = -LOG_EVERY_SECONDS
+
+    def admit(self) -> bool:
+        """A new connection: True if it is within the cap (counted until :meth:`release`), False if past it."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        """A connection :meth:`admit` counted is closed."""
+        self.open -= 1
+
+    def refusal(self) -> failures.Failure:
+        """The failure a request past the cap is answered with; one WARNING line at the first refusal and then at
+        most one per :data:`LOG_EVERY_SECONDS`, with their count."""
+        self._refused_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= LOG_EVERY_SECONDS:
+            log.warning("SPEECH_GATEWAY_MAX_CONNECTIONS=%d connections are open: new ones are refused (%d since the last "
+                        "such line)", self.limit, self._refused_unlogged)
+            self._refused_unlogged, self._refusals_logged_at = 0, now
+        kind = failures.TOO_MANY_CONNECTIONS
+        return failures.Failure(f"too many connections: this gateway keeps at most {self.limit} open "
+                                f"(SPEECH_GATEWAY_MAX_CONNECTIONS); retry in {kind.retry_after} s", kind)
