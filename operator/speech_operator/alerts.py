@@ -119,7 +119,13 @@ def rule_groups() -> list[dict[str, Any]]:
                    f'sum by (namespace, service) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_capacity)}"}}[5m])\n) > 0',
                    "10m", f"the gateway {where} refuses requests for want of room",
                    f"It has refused requests for 10 minutes ({listed(gateway_capacity)}): it holds as many requests for "
-                   "waking locales, or bytes of OpenAI forms, as it may. Raise gateway.maxHeld or the gateway's replicas."),
+                   "waking locales, bytes of OpenAI forms, or client connections as it may. Raise gateway.maxHeld or "
+                   "gateway.maxConnections (with gateway.resources.limits.memory), or the gateway's replicas."),
+            _alert("SpeechGatewayConnectionsNearCap",
+                   "max by (namespace, service, pod) (speech_gateway_connections / speech_gateway_connections_max) > 0.9",
+                   "15m", f"the gateway {where}: {{{{ $labels.pod }}}} serves more than 90 % of the connections it may",
+                   "Past its cap (SPEECH_GATEWAY_MAX_CONNECTIONS; the chart's gateway.maxConnections) new requests are "
+                   "refused with 503 / 1013. Raise the gateway's replicas, or the cap with its memory limit."),
             _alert("SpeechGatewayFailing",
                    f'sum by (namespace, service, reason) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_fault)}"}}[10m])\n) > 0',
                    "5m", f"the gateway {where} cannot serve a locale: {{{{ $labels.reason }}}}",

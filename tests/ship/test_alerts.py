@@ -102,19 +102,20 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
     series += [*HEALTHY, *ACTIVE]
-    series += [{"series": 'speech_connections{namespace="speech",service="en-us",pod="en-us-1"}', "values": "80x30"},
-               {"series": 'speech_connections_max{namespace="speech",service="en-us",pod="en-us-1"}', "values": "100x30"}]
+    for connections, service in (("speech_connections", "en-us"), ("speech_gateway_connections", "speech-gateway")):
+        where = f'{{namespace="speech",service="{service}",pod="{service}-1"}}'
+        series += [{"series": connections + where, "values": "80x30"}, {"series": f"{connections}_max{where}", "values": "100x30"}]
     return {"interval": "1m", "input_series": series,
             "alert_rule_test": [{"eval_time": "25m", "alertname": name, "exp_alerts": []} for name in names]}
 
 
-def near_cap_case(rule: dict[str, Any]) -> dict[str, Any]:
-    labels = {"namespace": "speech", "service": "en-us", "pod": "en-us-1"}
+def near_cap_case(rule: dict[str, Any], metric: str = "speech_connections", service: str = "en-us") -> dict[str, Any]:
+    labels = {"namespace": "speech", "service": service, "pod": f"{service}-1"}
     selector = ",".join(f'{n}="{v}"' for n, v in labels.items())
     alert_labels = {"severity": "warning", **labels}
     return {"interval": "1m",
-            "input_series": [{"series": f"speech_connections{{{selector}}}", "values": "95x30"},
-                             {"series": f"speech_connections_max{{{selector}}}", "values": "100x30"}],
+            "input_series": [{"series": f"{metric}{{{selector}}}", "values": "95x30"},
+                             {"series": f"{metric}_max{{{selector}}}", "values": "100x30"}],
             "alert_rule_test": [
                 {"eval_time": "10m", "alertname": rule["alert"], "exp_alerts": []},  # not yet: 15 minutes
                 {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [
@@ -193,6 +194,7 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
         counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
+        near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway"),
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         *inactive_cases(by_name["SpeechOperatorInactive"]),

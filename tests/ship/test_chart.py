@@ -383,12 +383,14 @@ def test_gateway_default_render(helm: Path) -> None:
         "SPEECH_GATEWAY_SHUTDOWN_SECONDS": "30", "SPEECH_GATEWAY_HOLD_SECONDS": "120", "SPEECH_GATEWAY_MAX_HELD": "100",
         "SPEECH_GATEWAY_MAX_HEADER_BYTES": "16384", "SPEECH_GATEWAY_HEADER_SECONDS": "10",
         "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "16777216", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "67108864",
-        "SPEECH_GATEWAY_FORM_READ_SECONDS": "60", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "10"}
+        "SPEECH_GATEWAY_FORM_READ_SECONDS": "60", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "10",
+        "SPEECH_GATEWAY_MAX_CONNECTIONS": "200", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "16384", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "65536"}
     from speech_operator.gateway import GatewayConfig
     config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
     assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
     assert config.head_limits == GatewayConfig().head_limits, "the chart's defaults are the gateway's (the recognizer's)"
     assert config.form_limits == GatewayConfig().form_limits, "the chart's defaults are the gateway's"
+    assert config == GatewayConfig(host=config.host, port=config.port), "every default the chart sets is the gateway's"
     assert pod["serviceAccountName"] == one(gateway_docs(docs), "ServiceAccount")["metadata"]["name"] == "speech-operator-gateway"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -451,7 +453,9 @@ def test_gateway_values(helm: Path) -> None:
     assert env == {"SPEECH_GATEWAY_SHUTDOWN_SECONDS": "60", "SPEECH_GATEWAY_HOLD_SECONDS": "90", "SPEECH_GATEWAY_MAX_HELD": "20",
                    "SPEECH_GATEWAY_MAX_HEADER_BYTES": "32768", "SPEECH_GATEWAY_HEADER_SECONDS": "5",
                    "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "8388608", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "134217728",
-                   "SPEECH_GATEWAY_FORM_READ_SECONDS": "30", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "5"}
+                   "SPEECH_GATEWAY_FORM_READ_SECONDS": "30", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "5",
+                   "SPEECH_GATEWAY_MAX_CONNECTIONS": "400", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "32768",
+                   "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "131072"}
     from speech_operator.gateway import GatewayConfig
     from speech_operator.gateway_openai import FormLimits
     from speech_recognizer.settings import declared
@@ -459,6 +463,12 @@ def test_gateway_values(helm: Path) -> None:
     limits = config.head_limits
     assert (limits.max_header_bytes, limits.header_seconds) == (32768, 5)
     assert config.form_limits == FormLimits(buffer_bytes=8 * 2**20, budget_bytes=128 * 2**20, read_seconds=30, pause_seconds=5)
+    assert (config.max_connections, config.read_buffer_bytes, config.max_message_bytes) == (400, 32768, 131072)
+    from speech_operator.gateway import MIN_BUFFER_BYTES
+    from speech_operator.gateway_relay import MAX_MESSAGE_BYTES
+    gateway_schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]["properties"]
+    assert [gateway_schema[v]["minimum"] for v in ("maxConnections", "readBufferBytes", "maxMessageBytes")] == [1, MIN_BUFFER_BYTES, MIN_BUFFER_BYTES]
+    assert gateway_schema["maxMessageBytes"]["maximum"] == MAX_MESSAGE_BYTES
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]["properties"]
     for value, setting in (("maxHeaderBytes", "http_max_header_bytes"), ("headerSeconds", "http_header_timeout_seconds"),
                            ("formPauseSeconds", "http_body_timeout_seconds")):
