@@ -44,7 +44,7 @@ from aiohttp.abc import AbstractAccessLogger, AbstractResolver
 from aiohttp.typedefs import Handler
 from kubernetes_asyncio import client as k8s
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from speech_operator import gateway_failures as failures
 from speech_operator import gateway_openai
@@ -196,6 +196,9 @@ class _DirectoryCollector:
                                 value=self.connections.open)
         yield GaugeMetricFamily("speech_gateway_connections_max", "Client connections served at once, at most "
                                 "(SPEECH_GATEWAY_MAX_CONNECTIONS)", value=self.connections.limit)
+        yield CounterMetricFamily("speech_gateway_idle_connections_closed", "Idle client connections (waiting for a request "
+                                  "head of which nothing came) closed to make room for a new one at the cap",
+                                  value=self.connections.reclaimed)
 
 
 def language_of(request: web.Request) -> str | None:

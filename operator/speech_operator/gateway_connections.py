@@ -23,6 +23,16 @@ Refusals are counted (``speech_gateway_failures_total{reason="too_many_connectio
 warning line per :data:`~speech_recognizer.admission.LOG_EVERY_SECONDS` with their count, not one each;
 ``speech_gateway_connections`` and ``speech_gateway_connections_max`` say how near the cap it is.
 
+A connection that waits for a request head of which it has sent no byte (a new one before its first
+request, or a kept-alive one between two) costs almost nothing and does nothing, yet is counted: so that
+one client holding the cap's worth of them (one quick request each, then silence, or a stream of empty
+connections) does not lock every other client out, a new connection past the cap closes the one of them
+that has been waiting longest and takes its place, as nginx does with its "reusable" connections (HTTP/1.1
+allows closing an idle kept-alive connection: its client retries on a new one). Only when every connection
+counted has a request or stream in progress (a head or body arriving, a request handled, a WebSocket
+relayed or held) is the new one past the cap. Those closes are counted
+(``speech_gateway_idle_connections_closed_total``), not logged.
+
 The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's
 process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
 WebSockets held for a waking locale, each having sent its 512 KiB, 0.6-0.8 MiB each (81 MiB); the other 100 of the
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from speech_operator import gateway_failures as failures
 from speech_recognizer import contract
@@ -48,27 +59,51 @@ log = logging.getLogger("speech_operator.gateway")
 PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS, contract.ROUTE_PRE_STOP})
 
 
+class Reusable(Protocol):
+    """A connection as the cap sees it (the gateway's :class:`~speech_operator.gateway_http_limits.HeadGuard`)."""
+
+    def idle_since(self) -> float | None:
+        """When (event loop time) it began waiting for a request head of which no byte has come; None: it is busy."""
+
+    def close_idle(self) -> None:
+        """Close it, idle as it is (the cap needs its place)."""
+
+
 class ConnectionCap:
     """Counts the client connections open against ``limit``; used on the event loop only."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        #: Connections open now within the cap (a connection past it is not counted: it is closed after one answer).
-        self.open = 0
+        #: The connections open now within the cap (one past it is not counted: it is closed after one answer).
+        self._open: set[Reusable] = set()
+        #: Idle connections closed to make room for new ones, since the start.
+        self.reclaimed = 0
         #: Requests refused past the cap since the last log line about them, and when that was.
         self._refused_unlogged = 0
         self._refusals_logged_at = -LOG_EVERY_SECONDS
 
-    def admit(self) -> bool:
-        """A new connection: True if it is within the cap (counted until :meth:`release`), False if past it."""
-        if self.open >= self.limit:
-            return False
-        self.open += 1
+    @property
+    def open(self) -> int:
+        """Connections open now within the cap."""
+        return len(self._open)
+
+    def admit(self, connection: Reusable) -> bool:
+        """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
+        idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy)."""
+        if len(self._open) >= self.limit:
+            idle = [(since, c) for c in self._open if (since := c.idle_since()) is not None]
+            if not idle:
+                return False
+            oldest = min(idle, key=lambda pair: pair[0])[1]
+            self._open.discard(oldest)
+            self.reclaimed += 1
+            oldest.close_idle()
+        self._open.add(connection)
         return True
 
-    def release(self) -> None:
-        """A connection :meth:`admit` counted is closed."""
-        self.open -= 1
+    def release(self, connection: Reusable) -> None:
+        """A connection is closed (one not counted, or closed by :meth:`admit` already: nothing)."""
+        self._open.discard(connection)
 
     def refusal(self) -> failures.Failure:
         """The failure a request past the cap is answered with; one WARNING line at the first refusal and then at

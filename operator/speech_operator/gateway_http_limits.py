@@ -53,8 +53,11 @@ connection is lost it reads the handler's ``_current_request`` again and the bod
 while aiohttp reads the rest of a body its handler answered without, for up to 10 s): that body is
 ended, so that the read, which nothing else ends, does not outlive the connection. To know when a
 pipelined refusal's turn comes it counts the requests the parser gives the handler and those the handler
-takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls for each); tests cover
-each.
+takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls for each). For the gateway's cap on
+connections it says how long a connection has waited for a head of which nothing came (:meth:`HeadGuard.idle_since`,
+from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the end of its last answer plus the
+keep-alive timeout), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
+does. Tests cover each.
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ class HeadGuard(asyncio.Protocol):
         #: it (then only a probe is answered on it, and it is closed after its first answer).
         self.cap = cap
         self.over_cap = False
-        self._counted = False
+        #: When it was opened (event loop time): how long it has been idle, before its first request.
+        self._opened = 0.0
         self.transport: asyncio.Transport | None = None
         #: Bytes of the head being received, and its last 3 (an end of head may straddle two reads).
         self._head_bytes = 0
@@ -188,6 +192,23 @@ class HeadGuard(asyncio.Protocol):
         if waiter is not None:
             return not waiter.done()
         return self.handler._request_count == 0  # its task has not started yet
+
+    def idle_since(self) -> float | None:
+        """When it began waiting for a request head of which no byte has come yet (event loop time: its opening, or the
+        end of its last answer); None while it is busy (a head or body arriving, a request handled, a WebSocket relayed
+        or held, an answer lingering): what its :class:`ConnectionCap` may close to make room."""
+        if self._lingering or self._dropping or self._head_bytes or self.transport is None or not self._awaiting_head():
+            return None
+        handler = self.handler
+        if handler._request_count == 0:
+            return self._opened
+        # aiohttp 3.14 sets it after each answer on a kept-alive connection: the end of that answer plus the timeout.
+        return max(self._opened, handler._next_keepalive_close_time - handler.keepalive_timeout)
+
+    def close_idle(self) -> None:
+        """Close it while it waits for a request head (as aiohttp's keep-alive timer does): its cap needs its place."""
+        self._disarm()
+        self.handler.force_close()
 
     # ---- timers
 
@@ -305,9 +326,9 @@ class HeadGuard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._opened = asyncio.get_running_loop().time()
         if self.cap is not None:
-            self._counted = self.cap.admit()
-            self.over_cap = not self._counted
+            self.over_cap = not self.cap.admit(self)
         self.handler.connection_made(transport)
         self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
 
@@ -354,10 +375,8 @@ class HeadGuard(asyncio.Protocol):
         meanwhile left it pending ("Task was destroyed but it is pending"). That read is the one waiting on the body
         while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
-        if self._counted:
-            self._counted = False
-            assert self.cap is not None
-            self.cap.release()
+        if self.cap is not None:
+            self.cap.release(self)
         body = self._body
         lingering = body is not None and self.handler._current_request is None and getattr(body, "_waiter", None) is not None
         self.handler.connection_lost(exc)

@@ -27,7 +27,7 @@ from speech_operator.gateway_directory import Directory
 from speech_operator.gateway_wake import HOLD_BUFFER_BYTES
 
 from .conftest import ServiceDNS, speech_to_text
-from .test_relay import USP, Rig, Upstream, upstream_behind_a_gateway
+from .test_relay import REST, USP, Rig, Upstream, upstream_behind_a_gateway
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -55,6 +55,19 @@ class Connection:
     async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         """The status, headers (lower-case names) and body of ``GET path`` on this connection."""
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode())
+        return await self.answer()
+
+    async def begin_post(self) -> None:
+        """A chunked REST ``POST`` whose body has begun and is not over: a request in progress (relayed)."""
+        self.writer.write(f"POST {REST} HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nRIFF\r\n".encode())
+        await self.writer.drain()
+
+    async def end_post(self) -> tuple[int, dict[str, str], bytes]:
+        """The end of :meth:`begin_post`'s body, and the answer."""
+        self.writer.write(b"0\r\n\r\n")
+        return await self.answer()
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
         head = (await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)).decode()
         lines = head.split("\r\n")
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
@@ -73,11 +86,24 @@ class Connection:
 
 
 async def at_the_cap(rig: Rig) -> list[Connection]:
-    """``CAP`` kept-alive connections, each served (``GET /``, the gateway's home page)."""
+    """``CAP`` connections each with a request in progress (a REST body begun and not over: :meth:`Connection.begin_post`);
+    idle ones would make room for a new one (:func:`test_idle_kept_alive_connections_make_room_the_longest_idle_first`)."""
     kept = [await Connection.open(rig) for _ in range(CAP)]
     for c in kept:
-        assert (await c.get("/"))[0] == 200
+        await c.begin_post()
+    for _ in range(100):  # each body has reached the recognizer: each request is in progress
+        if len(rig.upstream.headers) == CAP:
+            break
+        await asyncio.sleep(0.02)
+    assert len(rig.upstream.headers) == CAP
     return kept
+
+
+async def served_and_closed(kept: list[Connection]) -> None:
+    """Each of ``kept`` (:func:`at_the_cap`) ends its body and is answered, then closes."""
+    for c in kept:
+        assert (await c.end_post())[0] == 200
+        c.close()
 
 
 async def metrics(rig: Rig) -> str:
@@ -108,10 +134,8 @@ async def test_past_the_cap_a_request_or_websocket_is_refused_with_its_reason(ri
     text = await metrics(rig)
     assert 'speech_gateway_failures_total{reason="too_many_connections"} 2.0' in text
     assert "speech_gateway_connections 3.0" in text and "speech_gateway_connections_max 3.0" in text
-    assert rig.upstream.headers == [], "nothing past the cap reached the recognizer"
-    for c in kept:  # those within the cap are still served
-        assert (await c.get("/"))[0] == 200
-        c.close()
+    assert len(rig.upstream.headers) == CAP, "nothing past the cap reached the recognizer"
+    await served_and_closed(kept)  # those within the cap are still served
 
 
 async def test_probes_and_scrapes_are_answered_at_the_cap_then_closed(rig: Rig) -> None:
@@ -123,8 +147,7 @@ async def test_probes_and_scrapes_are_answered_at_the_cap_then_closed(rig: Rig) 
         assert await c.closed_by_the_gateway(), f"{path}: a connection past the cap is closed after its answer"
     refused = await Connection.open(rig)
     assert (await refused.get("/"))[0] == 503
-    for c in kept:
-        c.close()
+    await served_and_closed(kept)
 
 
 async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
@@ -132,13 +155,12 @@ async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
     refused = await Connection.open(rig)
     assert (await refused.get("/"))[0] == 503
     kept.pop().close()
-    for _ in range(100):  # the gateway sees the close on its next turn
-        if "speech_gateway_connections 1.0" in await metrics(rig):  # two kept, and the scrape's own
-            break
-        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)  # the gateway sees the close on its next turn
     again = await Connection.open(rig)
-    status, headers, _ = await again.get("/")
+    await again.begin_post()
+    status, headers, _ = await again.end_post()
     assert status == 200 and headers.get("connection") != "close"
+    await again.begin_post()  # in progress again
     async with aiohttp.ClientSession() as client:  # now full again: a WebSocket is refused; after a leave, relayed
         async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
             assert (await asyncio.wait_for(ws.receive(), 5)).data == 1013
@@ -147,8 +169,85 @@ async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
         async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
             await ws.send_str("hello")
             assert (await asyncio.wait_for(ws.receive(), 5)).data == "hello"
-    for c in kept:
+    await served_and_closed(kept)
+
+
+async def gone(c: Connection) -> bool:
+    """Whether the gateway has closed ``c`` (at once: nothing to read, no linger)."""
+    try:
+        return await asyncio.wait_for(c.reader.read(), 1) == b""
+    except (TimeoutError, ConnectionError):
+        return False
+
+
+async def test_idle_kept_alive_connections_make_room_the_longest_idle_first(rig: Rig) -> None:
+    """One client holding the cap's worth of kept-alive connections, each answered once and then silent, does not lock
+    others out: a new one closes the one idle longest and is served (before: 503 until the 75 s keep-alive ran out)."""
+    idle = []
+    for _ in range(CAP):
+        c = await Connection.open(rig)
+        assert (await c.get("/status"))[0] == 200
+        idle.append(c)
+        await asyncio.sleep(0.05)  # each idle from a later moment: the first is idle longest
+    assert (await idle[0].get("/status"))[0] == 200  # answered again: now the second is idle longest
+    extra = await Connection.open(rig)
+    status, headers, _ = await extra.get("/")
+    assert status == 200 and headers.get("connection") != "close", (status, headers)
+    assert await gone(idle[1]), "the connection idle longest was closed"
+    for c in (idle[0], idle[2], extra):  # the others are still served, kept alive
+        status, headers, _ = await c.get("/status")
+        assert status == 200 and headers.get("connection") != "close"
+    text = await metrics(rig)  # its connection made room too
+    assert "speech_gateway_idle_connections_closed_total 2.0" in text and "speech_gateway_connections 3.0" in text, text
+    assert 'reason="too_many_connections"' not in text
+    for c in (*idle, extra):
         c.close()
+
+
+async def test_connections_that_sent_nothing_make_room_but_not_one_midway_through_its_head(rig: Rig) -> None:
+    """Connections opened and left empty (a stream of them, each kept 10 s) do not lock others out; one whose head has
+    begun to arrive is no idle one, even open longest."""
+    begun = await Connection.open(rig)
+    begun.writer.write(b"GET /status HT")
+    await asyncio.sleep(0.05)
+    empty = []
+    for _ in range(CAP - 1):
+        empty.append(await Connection.open(rig))
+        await asyncio.sleep(0.05)
+    for _ in range(CAP):  # a new connection each time: each closes the empty one open longest, then itself is
+        extra = await Connection.open(rig)
+        status, headers, _ = await extra.get("/")
+        assert status == 200 and headers.get("connection") != "close", (status, headers)
+        empty.append(extra)
+    for c in empty[:CAP]:
+        assert await gone(c)
+    begun.writer.write(b"TP/1.1\r\nHost: gateway\r\n\r\n")
+    assert (await begun.answer())[0] == 200, "its head's first bytes had come: it was kept"
+    for c in (begun, *empty):
+        c.close()
+
+
+async def test_relayed_websockets_are_never_idle(rig: Rig) -> None:
+    """Two relayed WebSockets and an idle kept-alive connection at the cap: a third WebSocket makes room by closing the
+    idle one and is relayed (before: 1013); a fourth, with every connection a relayed WebSocket, is refused 1013 as
+    before, and a probe is still answered."""
+    idle = await Connection.open(rig)
+    async with aiohttp.ClientSession() as client:
+        streams = [await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) for _ in range(CAP - 1)]
+        assert (await idle.get("/status"))[0] == 200
+        streams.append(await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)))
+        assert await gone(idle)
+        for ws in streams:
+            await ws.send_str("hello")
+            assert (await asyncio.wait_for(ws.receive(), 5)).data == "hello"
+        async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as refused:
+            assert (await asyncio.wait_for(refused.receive(), 5)).data == 1013
+        probe = await Connection.open(rig)
+        status, headers, _ = await probe.get("/ready")
+        assert status == 200 and headers["connection"] == "close"
+        probe.close()
+        for ws in streams:
+            await ws.close()
 
 
 def test_stalled_websockets_at_the_cap_stay_within_its_memory() -> None:
