@@ -52,12 +52,24 @@ class Emulator(kmock.KubernetesEmulator):
         discovery (``/api``, ``/apis``) stays open, as it is to every authenticated user."""
         return self.__dict__.setdefault("_namespaced_only", set())
 
+    @property
+    def seen(self) -> dict[int, set[str]]:
+        """What the emulator knew of a request (by ``request.id``) that its RBAC check (tests/rbac.py) needs:
+        ``unauthorized`` (answered 401), ``role-bound`` (its token was in :attr:`namespaced_only` then),
+        ``forbidden`` (answered 403 for that), ``created`` (a server-side apply that created its object)."""
+        return self.__dict__.setdefault("_seen", {})
+
     async def _handle(self, request: kmock.Request) -> Any:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        seen = self.seen.setdefault(request.id, set())
         if token in self.expired:
+            seen.add("unauthorized")
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                                               "reason": "Unauthorized", "code": 401}, status=401)
+        if token in self.namespaced_only:
+            seen.add("role-bound")
         if token in self.namespaced_only and request.resource is not None and request.resource.plural and request.namespace is None:
+            seen.add("forbidden")
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                                               "reason": "Forbidden", "code": 403,
                                               "message": f"{request.resource.plural} is forbidden at the cluster scope"},
@@ -87,6 +99,7 @@ class Emulator(kmock.KubernetesEmulator):
         if live is None or live.deleted:
             if request.subresource is None:
                 object.__setattr__(request, "action", kmock.action.CREATE)
+                self.seen.setdefault(request.id, set()).add("created")
         else:
             object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
         return request

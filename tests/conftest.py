@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import kmock
 import pytest
 
+from harness.kube import NAMESPACE
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.settings import Settings, parse
@@ -16,6 +19,7 @@ from speech_recognizer.settings import Settings, parse
 pytest.register_assert_rewrite("tests.usp.sdk")
 
 # after the registration: the tests' own modules may import tests.usp.sdk (the packages above cannot)
+from . import rbac  # noqa: E402
 from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
 
 #: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
@@ -36,6 +40,57 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if twins:
             config.hook.pytest_deselected(items=twins)
             items[:] = [item for item in items if not item.get_closest_marker("in_image")]
+
+
+# ---- RBAC: every request a kmock server serves, judged as a cluster's RBAC would (tests/rbac.py) ----------------
+#: Every kmock handler that served a request in this process, with how many of its requests were judged.
+_KMOCKS: dict[int, list[Any]] = {}
+_kmock_call = kmock.RawHandler.__call__
+
+
+async def _recorded(self: kmock.RawHandler, raw_request: Any) -> Any:
+    """kmock.RawHandler.__call__, through which every kmock server (whatever its handler class) serves a request:
+    the handler is remembered, and its requests (kmock keeps them all) are judged when the test ends."""
+    _KMOCKS.setdefault(id(self), [self, 0])
+    return await _kmock_call(self, raw_request)
+
+
+kmock.RawHandler.__call__ = _recorded  # type: ignore[method-assign]
+
+
+def unjudged() -> list[rbac.Sent]:
+    """The requests kmock served since the last call, as :mod:`tests.rbac` judges them."""
+    out = []
+    for key, entry in list(_KMOCKS.items()):
+        handler, done = entry
+        requests = list(handler._requests)
+        seen: dict[int, set[str]] = getattr(handler, "seen", {})  # harness.kube.Emulator's notes; plain kmock has none
+        for r in requests[done:]:
+            notes = seen.get(r.id, set())
+            if "unauthorized" in notes:  # refused before authorization
+                continue
+            out.append(rbac.Sent(method=r.method.value, path=r.url.path, query=dict(r.params),
+                                 user_agent=r.headers.get("User-Agent", ""), created="created" in notes,
+                                 role_bound="role-bound" in notes, forbidden="forbidden" in notes))
+        entry[1] = len(requests)
+        if not handler.active:  # its server is down: no more requests
+            del _KMOCKS[key]
+    return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """After a test's fixtures are gone (its kmock servers and the operators and gateways that used them, module
+    fixtures after the module's last test), each request they sent must be one its sender's RBAC grants."""
+    result = yield
+    try:
+        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND)
+    finally:
+        rbac.BOUND.clear()
+    if problems:
+        raise AssertionError("requests a cluster's RBAC would refuse (403 Forbidden), by deploy/base/rbac.yaml:\n"
+                             + "\n".join(problems))
+    return result
 
 
 TEST_KEY = "test-key-0123"

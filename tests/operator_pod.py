@@ -125,7 +125,7 @@ def kube_request(pod: Pod, url: str, method: str, path: str, body: dict[str, Any
         conn = http.client.HTTPConnection(url.split("//", 1)[1], timeout=10)
         try:
             conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Content-Type": "application/json"})
+                         headers={"Content-Type": "application/json", "User-Agent": "test-client"})  # kubectl's part
             resp = conn.getresponse()
             return resp.status, resp.read().decode(errors="replace")
         finally:

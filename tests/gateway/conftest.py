@@ -43,7 +43,7 @@ from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
-from speech_operator.kube import Kube
+from speech_operator.kube import USER_AGENT, Kube
 from speech_operator.reconcile import Runtime
 from speech_recognizer import contract
 from speech_recognizer.models import installed_packages
@@ -190,6 +190,7 @@ class Stack(Loopback):
                 await k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
                 self.kube = Kube(configuration, user_agent="test-client")
                 async with k8s.ApiClient(configuration) as self.api:
+                    self.api.user_agent = f"{USER_AGENT} gateway"  # as `speech-operator gateway` names itself (cli.py)
                     self.directory = Directory()
                     watcher = asyncio.create_task(SpeechToTextWatch(self.api, self.directory, [NAMESPACE]).run())
                     try:

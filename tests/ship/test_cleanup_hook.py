@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from speech_operator.kube import USER_AGENT
+from tests import rbac
 from tests.operator.conftest import Cluster, apiserver, cluster  # noqa: F401  (fixtures: kmock + the operator)
 
 from .conftest import CHART, ROOT, by_kind, helm_template, one, validate_manifests
@@ -47,6 +48,13 @@ def test_hook_renders_only_with_recognizers(helm: Path) -> None:
             assert doc["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete", doc["kind"]
 
 
+def bind(role: dict[str, Any]) -> None:
+    """The hook's requests are judged (tests/conftest.py) by its rendered Role, bound in its namespace, as the chart binds it."""
+    meta = role["metadata"]
+    rbac.BOUND[f"{USER_AGENT} cleanup"] = rbac.Identity(meta["name"], (rbac.Binding(
+        tuple(role["rules"]), meta["namespace"], f"Role {meta['name']} by a RoleBinding in {meta['namespace']}"),))
+
+
 def entrypoint() -> str:
     """The operator image's entrypoint: the ``speech-operator`` console script of this install."""
     found = shutil.which("speech-operator", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -78,6 +86,7 @@ async def finalized(cluster: Cluster, name: str) -> bool:
 
 async def test_the_hook_deletes_and_waits_until_the_operator_released_them(cluster: Cluster, helm3: Path) -> None:
     container, role = hook(helm3)
+    bind(role)
     for name in NAMES[:2]:  # the third was deleted by hand before the uninstall
         await cluster.api.create(cluster.stt_url(), stt(name))
         await cluster.eventually(lambda name=name: finalized(cluster, name))
@@ -99,7 +108,8 @@ async def test_the_hook_deletes_and_waits_until_the_operator_released_them(clust
 
 
 async def test_the_hook_fails_when_a_finalizer_never_goes(cluster: Cluster, helm3: Path) -> None:
-    container, _ = hook(helm3, "--set", "cleanupOnUninstall.timeoutSeconds=10")  # the least the chart takes
+    container, role = hook(helm3, "--set", "cleanupOnUninstall.timeoutSeconds=10")  # the least the chart takes
+    bind(role)
     await cluster.api.create(cluster.stt_url(), stt("korean", finalizers=["example.test/hold"]))
     code, out = await run_hook(container["args"])
     assert code == 1 and "still there after 10 s" in out and "korean" in out, out

@@ -1,0 +1,144 @@
+"""tests/rbac.py, the API server's RBAC as the tests judge kmock's requests by: its mapping of a request to RBAC's
+attributes (requestinfo.go), its rule matching (RuleAllows), bindings' scope, and that it can refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import kmock
+import pytest
+
+from speech_operator.kube import USER_AGENT
+
+from . import conftest, rbac
+from .rbac import Attributes, Binding, Identity, Sent, attributes, rule_allows
+
+pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
+
+STT = "/apis/speech-operator.io/v1alpha1/namespaces/speech/speechtotexts"
+
+
+def res(verb: str, group: str, resource: str, namespace: str = "", name: str = "", sub: str = "", version: str = "v1") -> Attributes:
+    return Attributes(verb=verb, path="", resource_request=True, api_group=group, api_version=version,
+                      namespace=namespace, resource=resource, subresource=sub, name=name)
+
+
+@pytest.mark.parametrize(("method", "path", "query", "expected"), [
+    ("GET", STT, {}, ("list", "speech-operator.io", "speechtotexts", "speech", "", "")),
+    ("GET", STT, {"watch": "true"}, ("watch", "speech-operator.io", "speechtotexts", "speech", "", "")),
+    ("GET", STT, {"watch": "True"}, ("watch", "speech-operator.io", "speechtotexts", "speech", "", "")),  # Go's ParseBool
+    ("GET", STT, {"watch": "false"}, ("list", "speech-operator.io", "speechtotexts", "speech", "", "")),
+    ("GET", f"{STT}/en-us", {}, ("get", "speech-operator.io", "speechtotexts", "speech", "en-us", "")),
+    ("HEAD", f"{STT}/en-us", {}, ("get", "speech-operator.io", "speechtotexts", "speech", "en-us", "")),
+    ("PATCH", f"{STT}/en-us/status", {"fieldManager": "x"}, ("patch", "speech-operator.io", "speechtotexts", "speech", "en-us", "status")),
+    ("PUT", f"{STT}/en-us/scale", {}, ("update", "speech-operator.io", "speechtotexts", "speech", "en-us", "scale")),
+    ("POST", STT, {"dryRun": "All"}, ("create", "speech-operator.io", "speechtotexts", "speech", "", "")),
+    ("DELETE", f"{STT}/en-us", {}, ("delete", "speech-operator.io", "speechtotexts", "speech", "en-us", "")),
+    ("DELETE", STT, {}, ("deletecollection", "speech-operator.io", "speechtotexts", "speech", "", "")),
+    ("GET", "/apis/speech-operator.io/v1alpha1/speechtotexts", {"watch": "1"}, ("watch", "speech-operator.io", "speechtotexts", "", "", "")),
+    ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {"fieldSelector": "metadata.name=speechtotexts.speech-operator.io"},
+     ("list", "apiextensions.k8s.io", "customresourcedefinitions", "", "speechtotexts.speech-operator.io", "")),
+    ("GET", "/apis/apps/v1/watch/namespaces/speech/deployments/en-us", {}, ("watch", "apps", "deployments", "speech", "en-us", "")),
+    ("GET", "/api/v1/namespaces", {}, ("list", "", "namespaces", "", "", "")),
+    ("GET", "/api/v1/namespaces/speech", {}, ("get", "", "namespaces", "speech", "speech", "")),
+    ("PUT", "/api/v1/namespaces/speech/finalize", {}, ("update", "", "namespaces", "speech", "speech", "finalize")),
+    ("POST", "/api/v1/namespaces/speech/events", {}, ("create", "", "events", "speech", "", "")),
+    ("GET", "/api/v1/namespaces/speech/pods/p/proxy/a/b", {}, ("get", "", "pods", "speech", "p", "proxy")),
+])
+def test_a_request_is_read_as_the_api_server_reads_it(method: str, path: str, query: dict[str, str],
+                                                      expected: tuple[str, ...]) -> None:
+    a = attributes(method, path, query)
+    assert a.resource_request
+    assert (a.verb, a.api_group, a.resource, a.namespace, a.name, a.subresource) == expected
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/version", "/healthz", "/"])
+def test_discovery_and_the_like_are_non_resource_urls(path: str) -> None:
+    a = attributes("GET", path)
+    assert not a.resource_request and a.verb == "get" and a.path == path
+
+
+def test_rules_match_as_rbac_matches_them() -> None:
+    pods = res("list", "", "pods", "speech")
+    assert rule_allows({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}, pods)
+    assert rule_allows({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, pods)
+    assert not rule_allows({"apiGroups": ["apps"], "resources": ["pods"], "verbs": ["list"]}, pods)
+    assert not rule_allows({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, pods)
+    status = res("patch", "speech-operator.io", "speechtotexts", "speech", "a", "status")
+    assert not rule_allows({"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"], "verbs": ["patch"]}, status)
+    assert rule_allows({"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts/status"], "verbs": ["patch"]}, status)
+    assert rule_allows({"apiGroups": ["speech-operator.io"], "resources": ["*/status"], "verbs": ["patch"]}, status)
+    assert rule_allows({"apiGroups": ["speech-operator.io"], "resources": ["*"], "verbs": ["patch"]}, status)
+    named = {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"], "resourceNames": ["a"], "verbs": ["get", "list"]}
+    assert rule_allows(named, res("get", "speech-operator.io", "speechtotexts", "speech", "a"))
+    assert not rule_allows(named, res("get", "speech-operator.io", "speechtotexts", "speech", "b"))
+    assert not rule_allows(named, res("list", "speech-operator.io", "speechtotexts", "speech"))  # no name: not granted
+    assert rule_allows(named, attributes("GET", STT, {"fieldSelector": "metadata.name=a"}))  # a list of that name is
+    assert rule_allows({"nonResourceURLs": ["/apis/*"], "verbs": ["get"]}, attributes("GET", "/apis/apps/v1"))
+    assert not rule_allows({"nonResourceURLs": ["/apis"], "verbs": ["get"]}, attributes("GET", "/apis/apps/v1"))
+
+
+def test_a_role_binds_its_namespace_only() -> None:
+    rules = ({"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]},)
+    cluster, role = Identity("x", (Binding(rules),)), Identity("x", (Binding(rules, "speech"),))
+    here, there, everywhere = res("list", "", "pods", "speech"), res("list", "", "pods", "other"), res("list", "", "pods")
+    assert cluster.allows(here) and cluster.allows(there) and cluster.allows(everywhere)
+    assert role.allows(here) and not role.allows(there) and not role.allows(everywhere)
+    assert not role.allows(res("list", "", "namespaces"))  # cluster-scoped: never by a Role
+    assert role.allows(attributes("GET", "/apis")) and role.allows(attributes("GET", "/version"))  # every user's
+
+
+def test_the_operators_rules_grant_what_it_does_and_refuse_with_a_verb_removed() -> None:
+    """Judged with deploy/base/rbac.yaml's rules, then with a copy lacking ``patch`` of SpeechToTexts' status:
+    the same apply is refused, with the request and the rule it lacks."""
+    apply = Sent("PATCH", f"{STT}/en-us/status", {"fieldManager": "speech-operator"}, USER_AGENT)
+    assert rbac.judge([apply], namespaces=["speech"]) == []
+    operator = rbac.cluster_wide("speech-operator")
+    rules = tuple({**r, "verbs": [v for v in r["verbs"] if not (r["resources"] == ["speechtotexts/status"] and v == "patch")]}
+                  for r in operator.bindings[0].rules)
+    less = dataclasses.replace(operator, bindings=(Binding(rules, None, "a copy less patch of speechtotexts/status"),))
+    (problem,) = rbac.judge([apply], namespaces=["speech"], extra={USER_AGENT: less})
+    assert problem.startswith(f"PATCH {STT}/en-us/status?fieldManager=speech-operator ({USER_AGENT}): patch speechtotexts/status")
+    assert "missing rule: {'apiGroups': ['speech-operator.io'], 'resources': ['speechtotexts/status'], 'verbs': ['patch']}" in problem
+
+
+def test_an_apply_that_creates_needs_create_too() -> None:
+    """An apply of a missing object is authorized as a patch and then as a create (patch.go's withAuthorization)."""
+    applied = Sent("PATCH", "/apis/apps/v1/namespaces/speech/deployments/en-us", {"fieldManager": "x"}, USER_AGENT, created=True)
+    assert [a.verb for a in applied.verbs()] == ["patch", "create"]
+    gateway = Sent("PATCH", f"{STT}/en-us", {}, f"{USER_AGENT} gateway", created=True)
+    problems = rbac.judge([gateway], namespaces=["speech"])
+    assert len(problems) == 2 and "patch speechtotexts" in problems[0] and "create speechtotexts" in problems[1]
+
+
+def test_the_operator_bound_by_roles_may_not_list_cluster_wide_and_the_emulator_must_agree() -> None:
+    """In the chart's namespaced mode the operator's rules are a Role in each watched namespace: listing
+    namespaces (cluster-scoped) is refused; a 403 the emulator answered for it agrees; one for a request the
+    Roles grant is reported (the emulator's model of Roles and the Roles differ)."""
+    namespaces = Sent("GET", "/api/v1/namespaces", {}, "kopf/1.0", role_bound=True)
+    assert "may not" in rbac.judge([namespaces], namespaces=["speech"])[0]
+    assert rbac.judge([dataclasses.replace(namespaces, forbidden=True)], namespaces=["speech"]) == []
+    assert rbac.judge([dataclasses.replace(namespaces, role_bound=False)], namespaces=["speech"]) == []
+    granted = Sent("GET", STT, {}, "kopf/1.0", role_bound=True, forbidden=True)
+    assert "the emulator answered 403 but" in rbac.judge([granted], namespaces=["speech"])[0]
+
+
+def test_a_request_from_no_known_client_is_an_error_not_a_pass() -> None:
+    with pytest.raises(LookupError, match="User-Agent 'curl/8'"):
+        rbac.judge([Sent("GET", STT, {}, "curl/8")], namespaces=["speech"])
+    assert rbac.judge([Sent("DELETE", STT, {}, "test-client")], namespaces=["speech"]) == []  # the test, as an admin
+
+
+async def test_every_kmock_handler_is_recorded_whatever_its_class() -> None:
+    """A bare kmock handler (not harness.kube's Emulator) is recorded too: its requests reach the judge, with the
+    sender's User-Agent, and judged they fail (the operator may not delete collections of SpeechToTexts)."""
+    conftest.unjudged()  # what earlier tests of this worker left is theirs
+    handler = kmock.RawHandler()
+    handler.fallback << 404  # type: ignore[operator, attr-defined]
+    async with handler, kmock.Server(handler) as server:
+        async with server.client.delete(STT, headers={"User-Agent": USER_AGENT}) as response:
+            assert response.status == 404
+    (sent,) = conftest.unjudged()
+    assert (sent.method, sent.path, sent.user_agent) == ("DELETE", STT, USER_AGENT)
+    (problem,) = rbac.judge([sent], namespaces=["speech"])
+    assert "deletecollection speechtotexts" in problem and "missing rule" in problem
