@@ -84,13 +84,38 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     fixtures after the module's last test), each request they sent must be one its sender's RBAC grants."""
     result = yield
     try:
-        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND)
+        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED)
     finally:
         rbac.BOUND.clear()
     if problems:
         raise AssertionError("requests a cluster's RBAC would refuse (403 Forbidden), by deploy/base/rbac.yaml:\n"
                              + "\n".join(problems))
     return result
+
+
+#: (identity, apiGroup, resource, verb) of every granted request judged in this process (an xdist worker's are
+#: sent to the controller at its end): the grants of deploy/base/rbac.yaml no test used are listed after the run.
+_EXERCISED: set[tuple[str, str, str, str]] = set()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker
+        session.config.workeroutput["rbac_exercised"] = sorted(_EXERCISED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _EXERCISED.update(tuple(e) for e in getattr(node, "workeroutput", {}).get("rbac_exercised", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The grants of deploy/base/rbac.yaml that no request of this run used (when a request was judged at all):
+    each is unused RBAC or a path no test takes. A focused run exercises few: this is for the whole run's eyes."""
+    if not _EXERCISED:
+        return
+    terminalreporter.section("RBAC grants no kmock request of this run used")
+    for role, grants in rbac.unexercised(_EXERCISED).items():
+        terminalreporter.write_line(f"{role}: " + (", ".join(f"{v} {r} ({g or 'core'})" for g, r, v in grants) or "none"))
 
 
 TEST_KEY = "test-key-0123"

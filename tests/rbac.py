@@ -247,9 +247,11 @@ def identity_of(user_agent: str, *, role_bound: bool, namespaces: Sequence[str],
                       "(the test's own client must say User-Agent: test-client)")
 
 
-def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str, Identity] | None = None) -> list[str]:
+def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str, Identity] | None = None,
+          exercised: set[tuple[str, str, str, str]] | None = None) -> list[str]:
     """Every request an identity sent that its RBAC does not grant, as ``request: identity lacks rule``; and every
-    request the emulator forbade (its model of Roles) that the Roles would grant. Empty when all is as on a cluster."""
+    request the emulator forbade (its model of Roles) that the Roles would grant. Empty when all is as on a cluster.
+    ``exercised`` collects (identity, apiGroup, resource[/subresource], verb) of each resource request granted."""
     problems = []
     for s in sent:
         who = identity_of(s.user_agent, role_bound=s.role_bound, namespaces=namespaces, extra=extra)
@@ -259,6 +261,8 @@ def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str
             allowed = who.allows(attrs)
             query = "&".join(f"{k}={v}" for k, v in s.query.items())
             request = f"{s.method} {s.path}{'?' + query if query else ''}"
+            if allowed and exercised is not None and attrs.resource_request:
+                exercised.add((who.name, *next(iter(used([attrs])))))
             if not allowed and not s.forbidden:
                 problems.append(f"{request} ({s.user_agent}): {attrs}, which {who.name} may not ({who.describe()});"
                                 f" missing rule: {attrs.missing_rule()}")
@@ -281,3 +285,10 @@ def used(attrs: Iterable[Attributes]) -> set[tuple[str, str, str]]:
 #: Identities a test binds for itself, by User-Agent (the cleanup hook's Role as the chart renders it):
 #: cleared when the test ends.
 BOUND: dict[str, Identity] = {}
+
+
+def unexercised(exercised: Iterable[Sequence[str]]) -> dict[str, list[tuple[str, str, str]]]:
+    """deploy/base/rbac.yaml's grants (by ClusterRole) that no judged request used."""
+    done = {tuple(e) for e in exercised}
+    return {role: sorted(g for g in grants(cluster_wide(role)) if (role, *g) not in done)
+            for role in ("speech-operator", "speech-gateway")}

@@ -142,3 +142,14 @@ async def test_every_kmock_handler_is_recorded_whatever_its_class() -> None:
     assert (sent.method, sent.path, sent.user_agent) == ("DELETE", STT, USER_AGENT)
     (problem,) = rbac.judge([sent], namespaces=["speech"])
     assert "deletecollection speechtotexts" in problem and "missing rule" in problem
+
+
+def test_grants_no_request_used_are_listed() -> None:
+    """What the run's summary lists: a grant a judged request used is not; one no request used is."""
+    exercised: set[tuple[str, str, str, str]] = set()
+    assert rbac.judge([Sent("GET", STT, {"watch": "true"}, f"{USER_AGENT} gateway")], namespaces=["speech"], exercised=exercised) == []
+    assert exercised == {("speech-gateway", "speech-operator.io", "speechtotexts", "watch")}
+    left = rbac.unexercised(exercised)
+    assert ("speech-operator.io", "speechtotexts", "watch") not in left["speech-gateway"]
+    assert ("speech-operator.io", "speechtotexts", "list") in left["speech-gateway"]
+    assert ("speech-operator.io", "speechtotexts", "watch") in left["speech-operator"]
