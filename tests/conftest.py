@@ -84,7 +84,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     fixtures after the module's last test), each request they sent must be one its sender's RBAC grants."""
     result = yield
     try:
-        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED)
+        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED,
+                              namespaced=_NAMESPACED)
     finally:
         rbac.BOUND.clear()
     if problems:
@@ -96,16 +97,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 #: (identity, apiGroup, resource, verb) of every granted request judged in this process (an xdist worker's are
 #: sent to the controller at its end): the grants of deploy/base/rbac.yaml no test used are listed after the run.
 _EXERCISED: set[tuple[str, str, str, str]] = set()
+#: What the chart's namespaced mode would refuse of the requests judged, and which refusals a test lived with.
+_NAMESPACED = rbac.Namespaced()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if hasattr(session.config, "workeroutput"):  # an xdist worker
         session.config.workeroutput["rbac_exercised"] = sorted(_EXERCISED)
+        session.config.workeroutput["rbac_namespaced"] = [sorted(_NAMESPACED.refused), sorted(_NAMESPACED.lived_with)]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    _EXERCISED.update(tuple(e) for e in getattr(node, "workeroutput", {}).get("rbac_exercised", []))
+    output = getattr(node, "workeroutput", {})
+    _EXERCISED.update(tuple(e) for e in output.get("rbac_exercised", []))
+    refused, lived_with = output.get("rbac_namespaced", [[], []])
+    _NAMESPACED.refused.update(tuple(e) for e in refused)
+    _NAMESPACED.lived_with.update(tuple(e) for e in lived_with)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -116,6 +124,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("RBAC grants no kmock request of this run used")
     for role, grants in rbac.unexercised(_EXERCISED).items():
         terminalreporter.write_line(f"{role}: " + (", ".join(f"{v} {r} ({g or 'core'})" for g, r, v in grants) or "none"))
+    if unproven := _NAMESPACED.unproven():
+        terminalreporter.section("Requests the chart's namespaced mode (Roles only) refuses that no test bound by Roles lived with")
+        for who, attrs in unproven:
+            terminalreporter.write_line(f"{who}: {attrs}")
 
 
 TEST_KEY = "test-key-0123"

@@ -30,6 +30,7 @@ on creation): both are checked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -190,6 +191,7 @@ class Identity:
                          for b in self.bindings) or "no binding"
 
 
+@functools.cache
 def cluster_role(name: str, source: Path = RBAC_YAML) -> tuple[Mapping[str, Any], ...]:
     """The rules of ClusterRole ``name`` in deploy/base/rbac.yaml (the chart's files/rbac.yaml is its copy)."""
     for doc in yaml.safe_load_all(source.read_text()):
@@ -247,11 +249,28 @@ def identity_of(user_agent: str, *, role_bound: bool, namespaces: Sequence[str],
                       "(the test's own client must say User-Agent: test-client)")
 
 
+@dataclasses.dataclass
+class Namespaced:
+    """The chart's namespaced mode (watch.mode: namespaced) runs the operator and the gateway for named namespaces
+    with their rules in a Role in each. The tests run them for the namespace ``speech``, mostly bound cluster-wide:
+    ``refused`` is what they sent that those Roles would refuse (403): (identity, resource, request); ``lived_with``
+    the resources a test bound by Roles only (Emulator.namespaced_only) saw refused, and went on (after a refused
+    list, the watch is never sent). What is refused of a resource no test lived with is for a person's eyes: a 403
+    in namespaced mode that no test of the run shows the code living with (or a run of an --all-namespaces pod)."""
+
+    refused: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    lived_with: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+    def unproven(self) -> list[tuple[str, str]]:
+        return sorted((who, request) for who, what, request in self.refused if (who, what) not in self.lived_with)
+
+
 def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str, Identity] | None = None,
-          exercised: set[tuple[str, str, str, str]] | None = None) -> list[str]:
+          exercised: set[tuple[str, str, str, str]] | None = None, namespaced: Namespaced | None = None) -> list[str]:
     """Every request an identity sent that its RBAC does not grant, as ``request: identity lacks rule``; and every
     request the emulator forbade (its model of Roles) that the Roles would grant. Empty when all is as on a cluster.
-    ``exercised`` collects (identity, apiGroup, resource[/subresource], verb) of each resource request granted."""
+    ``exercised`` collects (identity, apiGroup, resource[/subresource], verb) of each resource request granted;
+    ``namespaced`` what the chart's namespaced mode would refuse (see :class:`Namespaced`)."""
     problems = []
     for s in sent:
         who = identity_of(s.user_agent, role_bound=s.role_bound, namespaces=namespaces, extra=extra)
@@ -263,6 +282,12 @@ def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str
             request = f"{s.method} {s.path}{'?' + query if query else ''}"
             if allowed and exercised is not None and attrs.resource_request:
                 exercised.add((who.name, *next(iter(used([attrs])))))
+            if namespaced is not None and not (extra and s.user_agent in extra):
+                what = f"{attrs.resource}{'/' + attrs.subresource if attrs.subresource else ''} ({attrs.api_group or 'core'})"
+                if s.role_bound and s.forbidden:
+                    namespaced.lived_with.add((who.name, what))
+                elif not s.role_bound and not by_roles(who.name, namespaces).allows(attrs):
+                    namespaced.refused.add((who.name, what, str(attrs)))
             if not allowed and not s.forbidden:
                 problems.append(f"{request} ({s.user_agent}): {attrs}, which {who.name} may not ({who.describe()});"
                                 f" missing rule: {attrs.missing_rule()}")

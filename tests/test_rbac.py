@@ -153,3 +153,17 @@ def test_grants_no_request_used_are_listed() -> None:
     assert ("speech-operator.io", "speechtotexts", "watch") not in left["speech-gateway"]
     assert ("speech-operator.io", "speechtotexts", "list") in left["speech-gateway"]
     assert ("speech-operator.io", "speechtotexts", "watch") in left["speech-operator"]
+
+
+def test_what_the_namespaced_mode_would_refuse_is_kept_apart_from_what_a_test_lived_with() -> None:
+    """The CRD list the operator sends bound cluster-wide is one the chart's namespaced mode refuses; once a test
+    bound by Roles saw it refused (the emulator's 403), it is no longer unproven."""
+    crd = Sent("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+               {"fieldSelector": "metadata.name=speechtotexts.speech-operator.io"}, USER_AGENT)
+    stt = Sent("GET", STT, {"watch": "true"}, "kopf/1.0")
+    namespaced = rbac.Namespaced()
+    assert rbac.judge([crd, stt], namespaces=["speech"], namespaced=namespaced) == []
+    (unproven,) = namespaced.unproven()
+    assert unproven[0] == "speech-operator" and unproven[1].startswith("list customresourcedefinitions")
+    assert rbac.judge([dataclasses.replace(crd, role_bound=True, forbidden=True)], namespaces=["speech"], namespaced=namespaced) == []
+    assert namespaced.unproven() == []
