@@ -150,6 +150,7 @@ class Stack(Loopback):
         self.port = 0
         self.emulator: Emulator | None = None
         self.api: k8s.ApiClient | None = None
+        self._admin: k8s.ApiClient | None = None
         #: The operator's own client, as tests/controllers.py uses it.
         self.kube: Kube | None = None
         self.kubeconfig = tmp / "kubeconfig"
@@ -189,8 +190,9 @@ class Stack(Loopback):
                 configuration = k8s.Configuration()
                 await k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
                 self.kube = Kube(configuration, user_agent="test-client")
-                async with k8s.ApiClient(configuration) as self.api:
+                async with k8s.ApiClient(configuration) as self.api, k8s.ApiClient(configuration) as self._admin:
                     self.api.user_agent = f"{USER_AGENT} gateway"  # as `speech-operator gateway` names itself (cli.py)
+                    self._admin.user_agent = "test-client"  # the test's own changes, as kubectl's (tests/rbac.py)
                     self.directory = Directory()
                     watcher = asyncio.create_task(SpeechToTextWatch(self.api, self.directory, [NAMESPACE]).run())
                     try:
@@ -219,8 +221,9 @@ class Stack(Loopback):
     # ---- the cluster --------------------------------------------------------------------------------
     @property
     def objects(self) -> k8s.CustomObjectsApi:
-        assert self.api is not None
-        return k8s.CustomObjectsApi(self.api)
+        """The test's own client of SpeechToTexts (kubectl's part), not the gateway's: its RBAC is the gateway's."""
+        assert self._admin is not None
+        return k8s.CustomObjectsApi(self._admin)
 
     def create(self, body: dict[str, Any], ready: int = 1) -> None:
         """Create a SpeechToText in kmock with ``ready`` ready pods in its status."""
