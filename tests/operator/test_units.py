@@ -343,7 +343,11 @@ def test_static_manifests_validate(path: str) -> None:
 
 
 def test_rbac_grants_the_operator_and_the_gateway_what_each_uses_and_nothing_more() -> None:
-    """Two ClusterRoles: the operator's, and the gateway's (it reads SpeechToTexts, and patches their status.demand)."""
+    """Two ClusterRoles: the operator's, and the gateway's (it reads SpeechToTexts, and patches their status.demand).
+
+    This is the "nothing more" half, what the code is believed to need, by hand. The other half is not by hand:
+    every request the operator, the gateway and the cleanup hook send to a test's kmock is judged by these rules
+    when the test ends (tests/conftest.py, tests/rbac.py), and a run lists the grants below that no request used."""
     roles = {d["metadata"]["name"]: d for d in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text()) if d}
     assert sorted(roles) == ["speech-gateway", "speech-operator"]
     assert {r["kind"] for r in roles.values()} == {"ClusterRole"}
