@@ -167,3 +167,31 @@ def test_what_the_namespaced_mode_would_refuse_is_kept_apart_from_what_a_test_li
     assert unproven[0] == "speech-operator" and unproven[1].startswith("list customresourcedefinitions")
     assert rbac.judge([dataclasses.replace(crd, role_bound=True, forbidden=True)], namespaces=["speech"], namespaced=namespaced) == []
     assert namespaced.unproven() == []
+
+
+async def test_the_emulator_notes_what_rbac_needs_of_each_request() -> None:
+    """harness.kube.Emulator tells the judge an apply that created its object (create is checked too), a 401 (never
+    authorized: not judged), and its own 403 to a token bound by Roles (which the Roles must refuse as well)."""
+    from harness.kube import Emulator, declare
+    from speech_operator.kube import APPLY_PATCH
+
+    conftest.unjudged()  # what earlier tests of this worker left is theirs
+    deployment = "/apis/apps/v1/namespaces/speech/deployments/en-us"
+    async with Emulator() as emulator, kmock.Server(emulator) as server:
+        declare(emulator)
+        emulator.expired.add("old")
+        emulator.namespaced_only.add("roles")
+        body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "en-us", "namespace": "speech"}}
+        for token, method, path, kwargs in [
+                ("t", "PATCH", deployment, {"json": body, "headers": {"Content-Type": APPLY_PATCH}, "params": {"fieldManager": "m"}}),
+                ("t", "PATCH", deployment, {"json": body, "headers": {"Content-Type": APPLY_PATCH}, "params": {"fieldManager": "m"}}),
+                ("old", "GET", deployment, {}),
+                ("roles", "GET", "/apis/apps/v1/deployments", {})]:
+            headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+            async with server.client.request(method, path, headers=headers, **kwargs) as response:
+                await response.read()
+    created, patched, forbidden = conftest.unjudged()  # the 401 is left out
+    assert (created.created, patched.created) == (True, False)
+    assert [a.verb for a in created.verbs()] == ["patch", "create"] and [a.verb for a in patched.verbs()] == ["patch"]
+    assert forbidden.role_bound and forbidden.forbidden and forbidden.path == "/apis/apps/v1/deployments"
+    assert rbac.judge([created, patched, forbidden], namespaces=["speech"]) == []
