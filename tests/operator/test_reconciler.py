@@ -487,12 +487,18 @@ async def test_a_field_removed_from_the_spec_leaves_the_child(cluster: Cluster, 
 async def test_a_child_the_builders_stop_returning_is_deleted(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kind built only sometimes (as a PodDisruptionBudget for replicas > 1) is deleted once the
     builders stop returning it. Shown with a ConfigMap built for replicas > 1 in place of the
-    builders' own conditional children."""
+    builders' own conditional children. A real child kind needs its rule in deploy/base/rbac.yaml: the operator
+    is judged here (tests/conftest.py) by that ClusterRole plus the rule this invented child would add."""
     import kmock
 
     from speech_operator import reconcile
+    from speech_operator.kube import USER_AGENT
+    from tests import rbac
     cluster.emulator.resources["v1/configmaps"] = kmock.ResourceInfo(
         kind="ConfigMap", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
+    child = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]}
+    rbac.BOUND[USER_AGENT] = rbac.Identity("speech-operator", (*rbac.cluster_wide("speech-operator").bindings,
+                                                               rbac.Binding((child,), None, "the invented child's rule")))
     monkeypatch.setitem(reconcile.PLURALS, "ConfigMap", ("v1", "configmaps"))
     children = builders.children
 
