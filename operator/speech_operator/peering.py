@@ -62,12 +62,11 @@ async def check(kube: Kube, name: str, namespaces: list[str], clusterwide: bool,
     (kopf logs none of them: it starts paused and only logs a change)."""
     where: list[tuple[str | None, str]]
     if clusterwide:
-        kind, where = "ClusterKopfPeering", [(None, path(GROUP_VERSION, "clusterkopfpeerings", None, name))]
-        collection = path(GROUP_VERSION, "clusterkopfpeerings")
+        kind, plural = "ClusterKopfPeering", "clusterkopfpeerings"
+        where = [(None, path(GROUP_VERSION, plural, None, name))]
     else:
-        kind = "KopfPeering"
-        where = [(ns, path(GROUP_VERSION, "kopfpeerings", ns, name)) for ns in namespaces if not _is_pattern(ns)]
-        collection = path(GROUP_VERSION, "kopfpeerings")
+        kind, plural = "KopfPeering", "kopfpeerings"
+        where = [(ns, path(GROUP_VERSION, plural, ns, name)) for ns in namespaces if not _is_pattern(ns)]
     warnings = []
     patterns = [ns for ns in namespaces if _is_pattern(ns)] if not clusterwide else []
     if patterns:
@@ -88,7 +87,9 @@ async def check(kube: Kube, name: str, namespaces: list[str], clusterwide: bool,
             warnings.append(f"watching is paused {scope}: {', '.join(equal)} under peering {name!r} has the same "
                             f"priority ({priority}), and kopf pauses all of them; give each a different "
                             f"--priority (the default is random), {SOLO_HINT}")
-    if missing and await kube.get(collection) is None:
+    # Are kopf's CRDs served? A list of that kind where one is missing says (404 if not): in a namespace, not of the
+    # whole cluster, which a Role (the chart's namespaced mode) does not grant: that was a 403 and a crash at start.
+    if missing and await kube.get(path(GROUP_VERSION, plural, missing[0])) is None:
         warnings.append(f"watching is paused: --peering {name} needs kopf's peering CRDs, which this cluster "
                         f"does not serve: {CRD_HINT}, {SOLO_HINT}")
     else:

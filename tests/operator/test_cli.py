@@ -69,6 +69,26 @@ async def test_missing_peering_object_is_a_warning_and_watching_resumes_once_it_
         await apiserver.eventually(lambda: deployment(apiserver), timeout=30)
 
 
+@pytest.mark.parametrize("crds", ["served", "not served"])
+async def test_bound_by_a_role_a_missing_peering_is_the_same_warning(apiserver: Cluster, crds: str) -> None:
+    """The chart's namespaced mode with peering: the operator's rules are a Role in each watched namespace. A
+    KopfPeering missing there (or kopf's CRDs missing) is the same warning as when bound cluster-wide. It asked
+    whether the CRDs are served by listing KopfPeerings of the whole cluster, which a Role does not grant: a 403,
+    and the operator died at start with a traceback instead of saying what to do."""
+    apiserver.emulator.namespaced_only.add("test-token")
+    if crds == "served":
+        declare_peerings(apiserver)
+    async with Operator("run", "--namespace", "speech", "--peering", "speech-operator") as op:
+        line = await op.line("WARNING")
+        await asyncio.sleep(1)
+        assert op.proc.returncode is None, "\n".join(op.lines)
+    if crds == "served":
+        assert "watching is paused in namespace 'speech'" in line and "KopfPeering 'speech-operator'" in line
+    else:
+        assert "watching is paused" in line and "peering CRDs" in line
+    assert not [x for x in op.lines if re.search(r"ERROR|Traceback|kopfpeerings -> HTTP 403", x)], "\n".join(op.lines)
+
+
 async def test_a_higher_ranked_peer_pauses_watching_with_a_warning(apiserver: Cluster) -> None:
     """Another live replica ranks higher: this one stands by, and says so at WARNING (kopf logs
     it at INFO only)."""
