@@ -137,6 +137,10 @@ async def test_up_at_once_down_after_the_delay_idle_pods_first(scaled: Scaled) -
     await scaled.becomes(3, timeout=3)
     assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]
     await scaled.ready_pods(3)
+
+    async def written() -> bool:  # the operator has seen the three ready (on a loaded machine later than 0.5 s)
+        return (await scaled.status()).get("readyReplicas") == 3
+    await scaled.cluster.eventually(written, 10)
     await asyncio.sleep(0.5)
     before = len(scaled.cluster.sent("PATCH", "speechtotexts", "en-us", "status")), len(scaled.cluster.sent("PATCH", "deployments", "en-us"))
     await asyncio.sleep(1.0)  # five looks at a steady load
