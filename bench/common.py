@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -219,3 +220,26 @@ class InProcessWorker:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+
+
+@contextmanager
+def child_on_a_port(module_args: list[str], env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], dict]]:
+    """``python -m MODULE ARGS`` run from the checkout (its packages on the path), whose first line on stdout is a
+    JSON object (the port it listens on, at least); yields the process and that object, and stops it by closing
+    its stdin (10 s, then killed)."""
+    import json
+    path = f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}:{os.environ.get('PYTHONPATH', '')}"
+    proc = subprocess.Popen([sys.executable, "-m", *module_args], cwd=ROOT, env={**os.environ, **(env or {}), "PYTHONPATH": path},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"{module_args[0]} exited ({proc.wait()})")
+        yield proc, json.loads(line)
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

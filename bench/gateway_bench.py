@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from harness.loopback import Loopback
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.usp.frames import parse_text
 
-from .common import CHUNK_S, LOCALE, ROOT, Audio, cpu_seconds, free_port, loadavg, percentile, server
+from .common import CHUNK_S, LOCALE, Audio, child_on_a_port, cpu_seconds, free_port, loadavg, percentile, server
 from .suites import ROUTES, WARM_PASSES, _gather
 
 
@@ -57,21 +55,8 @@ class Gateway(Loopback):
 
 @contextmanager
 def gateway(recognizer_port: int, state: str = "ready") -> Iterator[Gateway]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.gateway_host", str(free_port()), str(recognizer_port), state],
-                            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError(f"the gateway exited ({proc.wait()})")
-        yield Gateway(json.loads(line)["port"], proc)
-    finally:
-        proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with child_on_a_port(["bench.gateway_host", str(free_port()), str(recognizer_port), state]) as (proc, said):
+        yield Gateway(said["port"], proc)
 
 
 def _speed(results: list[StreamResult], wall: float) -> float:

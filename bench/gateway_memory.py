@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import resource
 import socket
 import struct
@@ -47,7 +46,8 @@ import psutil
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import child_on_a_port
+
 LOCALES = ("ko-KR", "ja-JP")
 KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld")
 #: A locale autoscaled to zero: what is sent for it is held while it wakes (never, here).
@@ -136,22 +136,8 @@ async def stand_in() -> AsyncIterator[int]:
 
 @contextlib.contextmanager
 def gateway(upstream_port: int, env: dict[str, str]) -> Any:
-    path = f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.gateway_memory", "--serve", str(upstream_port)], cwd=ROOT,
-                            env={**os.environ, **env, "PYTHONPATH": path}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError(f"the gateway exited ({proc.wait()})")
-        yield proc, json.loads(line)["port"]
-    finally:
-        proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with child_on_a_port(["bench.gateway_memory", "--serve", str(upstream_port)], env) as (proc, said):
+        yield proc, said["port"]
 
 
 # ---- the clients ----------------------------------------------------------------------------------
