@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 
 from . import common
 from .common import CHUNK, cpu_seconds, loadavg, pool_counts, server
-from .suites import _gather
+from .suites import _gather, long_stream
 
 JEMALLOC = {"LD_PRELOAD": "libjemalloc.so.2", "MALLOC_CONF": "background_thread:true"}
 
@@ -72,27 +72,8 @@ def one(arm: str, audio: common.Audio, recordings: list[common.Audio], long_minu
             out["rss_8_sessions"] = asyncio.run(sessions())
             time.sleep(1.0)
 
-            async def long_stream() -> list[float]:
-                points: list[float] = []
-                sent, mark, total = 0.0, 60.0, long_minutes * 60
-                async with connect(f"{srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
-                    await ws.send(json.dumps({"config": {"sample_rate": audio.rate}}))
-                    while sent < total:
-                        for chunk in audio.chunks():
-                            await ws.send(chunk)
-                            await ws.recv()
-                            sent += len(chunk) / 2 / audio.rate
-                            if sent >= mark:
-                                points.append(round(srv.rss_mib(), 1))
-                                mark += 60
-                            if sent >= total:
-                                break
-                    await ws.send('{"eof" : 1}')
-                    await ws.recv()
-                return points
-
             t0 = time.monotonic()
-            points = asyncio.run(long_stream())
+            points = [rss for _, rss in asyncio.run(long_stream(srv.ws, audio, long_minutes, srv.rss_mib))]
             out["long_wall"] = round(time.monotonic() - t0, 1)
             out["long_rss_by_minute"] = points
             out["long_peak_growth"] = round(max(points) - points[0], 1)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -285,6 +286,34 @@ def files(audio: Audio, cores: int, requests_per_level: int, rounds: int) -> dic
                         f"medians over {rounds} rounds of a fresh server and a fresh in-process worker"}
 
 
+async def long_stream(ws: str, audio: Audio, minutes: float, rss_mib: Callable[[], float],
+                      say: Callable[[tuple[float, float]], None] = lambda point: None) -> list[tuple[float, float]]:
+    """One ``/vosk`` stream of ``minutes`` of ``audio`` (repeated) in lock step, each chunk's reply awaited: the
+    server's RSS at every minute of audio sent, ``(minute, MiB)`` (also given to ``say`` as it comes)."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    points: list[tuple[float, float]] = []
+    total, sent, next_mark = minutes * 60, 0.0, 60.0
+    async with connect(f"{ws}/vosk?language=ko-KR", max_size=1 << 20) as conn:
+        await conn.send(json.dumps({"config": {"sample_rate": audio.rate}}))
+        while sent < total:
+            for chunk in audio.chunks():
+                await conn.send(chunk)
+                await conn.recv()
+                sent += len(chunk) / 2 / audio.rate
+                if sent >= next_mark:
+                    points.append((round(sent / 60, 1), round(rss_mib(), 1)))
+                    say(points[-1])
+                    next_mark += 60.0
+                if sent >= total:
+                    break
+        await conn.send('{"eof" : 1}')
+        await conn.recv()
+    return points
+
+
 def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
     """RSS with the model loaded (and after the default start-up warm-up), with 1/10/50 idle sessions,
     and along one long stream pushed unpaced."""
@@ -330,31 +359,8 @@ def memory(audio: Audio, long_minutes: float) -> dict[str, object]:
         out["idle_sessions_mib"] = idle_rss
         out["idle_session_mib_each"] = round((idle_rss["50"] - base) / 50, 2)  # type: ignore[operator]
 
-        async def long_stream() -> list[tuple[float, float]]:
-            points = []
-            total = long_minutes * 60
-            chunks = audio.chunks()
-            sent = 0.0
-            next_mark = 60.0
-            async with connect(f"{srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
-                await ws.send(json.dumps({"config": {"sample_rate": audio.rate}}))
-                while sent < total:
-                    for chunk in chunks:
-                        await ws.send(chunk)
-                        await ws.recv()
-                        sent += len(chunk) / 2 / audio.rate
-                        if sent >= next_mark:
-                            points.append((round(sent / 60, 1), round(srv.rss_mib(), 1)))
-                            print("   long stream", points[-1])
-                            next_mark += 60.0
-                        if sent >= total:
-                            break
-                await ws.send('{"eof" : 1}')
-                await ws.recv()
-            return points
-
         t0 = time.monotonic()
-        points = asyncio.run(long_stream())
+        points = asyncio.run(long_stream(srv.ws, audio, long_minutes, srv.rss_mib, lambda point: print("   long stream", point)))
         out["long_stream_minutes"] = long_minutes
         out["long_stream_wall_s"] = round(time.monotonic() - t0, 1)
         out["long_stream_rss_by_minute"] = points
