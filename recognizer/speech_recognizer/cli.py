@@ -154,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, OSError, ValueError) as exc:  # a bad Locale, an unreadable models folder, no model, bad Warmup:Audio
         print(f"speech-recognizer: {exc}", file=sys.stderr)
         return 1
-    heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on
     import uvicorn
     import vosk
 
@@ -167,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the port is taken, or Host is not an address of this machine
         print(f"speech-recognizer: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
+    heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on: its port is held
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics))
