@@ -199,6 +199,51 @@ def run_fail(cmd: list) -> str:
     return proc.stdout + proc.stderr
 
 
+def number_values(schema: dict, prefix: str = "") -> dict[str, dict]:
+    """Every value the schema types a number, by its name as --set spells it, with its schema."""
+    found = {}
+    for key, node in schema.get("properties", {}).items():
+        kinds = node.get("type", [])
+        if "number" in ([kinds] if isinstance(kinds, str) else kinds):
+            found[prefix + key] = node
+        found |= number_values(node, f"{prefix}{key}.")
+    return found
+
+
+def test_set_gives_a_number_value_as_a_decimal(helm: Path, tmp_path: Path) -> None:
+    # helm's --set passes 2.5 as a string (a whole number as an int): the chart takes a decimal, renders it as it
+    # renders a values file's number, and bounds it as the schema bounds a number; anything else is refused
+    numbers = number_values(json.loads((CHART / "values.schema.json").read_text()))
+    assert {"gateway.headerSeconds", "gateway.formReadSeconds", "gateway.formPauseSeconds"} <= set(numbers), numbers
+    values: dict = {}
+    for name, bounds in numbers.items():
+        *parents, last = name.split(".")
+        node = values
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[last] = bounds["minimum"] + 0.25
+    values_file = tmp_path / "numbers.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    inside = [a for name, bounds in numbers.items() for a in ("--set", f"{name}={bounds['minimum'] + 0.25}")]
+    docs = helm_template(helm, *inside)
+    assert docs == helm_template(helm, "--values", str(values_file))
+    env = {e["name"]: e["value"] for e in one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SPEECH_GATEWAY_HEADER_SECONDS"] == "1.25", env
+    # the bounds themselves are taken ("1.0": a string, as "1" would be an int)
+    helm_template(helm, *(a for name, bounds in numbers.items() for a in ("--set", f"{name}={bounds['minimum']:.1f}")))
+    helm_template(helm, *(a for name, bounds in numbers.items() if "maximum" in bounds
+                          for a in ("--set", f"{name}={bounds['maximum']:.1f}")))
+    for name, bounds in numbers.items():
+        below = run_fail([helm, "template", "x", CHART, "--set", f"{name}={bounds['minimum'] - 0.5}"])
+        assert f"{name} must be at least {bounds['minimum']}, not {bounds['minimum'] - 0.5}" in below, below
+        if "maximum" in bounds:
+            above = run_fail([helm, "template", "x", CHART, "--set", f"{name}={bounds['maximum'] + 0.5}"])
+            assert f"{name} must be at most {bounds['maximum']}, not {bounds['maximum'] + 0.5}" in above, above
+        word = run_fail([helm, "template", "x", CHART, "--set", f"{name}=abc"])
+        assert name.split(".")[-1] in word and "pattern" in word, word
+        assert "goroutine" not in word + below, "a refusal, not a crash"
+
+
 def test_values_match_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)

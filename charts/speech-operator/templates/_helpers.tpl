@@ -125,3 +125,23 @@ fsGroup when podIdentity is platform (the platform assigns them: OpenShift's res
 {{- toYaml .Values.securityContext -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A value values.schema.json types a number, as its environment variable's text. helm's --set passes a decimal (2.5)
+as a string, which the schema takes when it is one (its "pattern") but cannot bound: such a string is bounded here,
+by the schema's bounds (tests/ship/test_chart.py checks they are the same), and written as a values file's 2.5 is.
+Argument: a dict of the value's name, the value, its minimum and its maximum (if it has one).
+*/}}
+{{- define "speech-operator.number" -}}
+{{- $number := .value -}}
+{{- if kindIs "string" .value -}}
+{{- $number = float64 .value -}}
+{{- if lt $number (float64 .minimum) -}}
+{{- fail (printf "%s must be at least %v, not %s" .name .minimum .value) -}}
+{{- end -}}
+{{- if and (hasKey . "maximum") (gt $number (float64 (.maximum | default 0))) -}}
+{{- fail (printf "%s must be at most %v, not %s" .name .maximum .value) -}}
+{{- end -}}
+{{- end -}}
+{{- $number -}}
+{{- end -}}
