@@ -35,9 +35,9 @@ relayed or held) is the new one past the cap. Those closes are counted
 
 The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's
 process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
-WebSockets held for a waking locale, each having sent its 512 KiB, 0.6-0.8 MiB each (81 MiB); the other 100 of the
+WebSockets held for a waking locale, each having sent its 256 KiB, 0.42 MiB each (42 MiB); the other 100 of the
 200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
-an idle one 8 KiB, a form read ahead 70 KiB): 247 MiB in all. What no client can cause alone, a REST body relayed to a
+an idle one 8 KiB, a form read ahead 70 KiB): 208 MiB in all. What no client can cause alone, a REST body relayed to a
 recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with
 ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` at 16 KiB; 0.65 MiB at aiohttp's own 256 KiB): 200 of them, 138 MiB. A pod given
 more memory may take more connections: about 10 MiB per 100.
