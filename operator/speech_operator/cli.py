@@ -242,9 +242,11 @@ async def gateway(args: argparse.Namespace) -> None:
 
     try:
         config = GatewayConfig.from_env()
+        if args.port is not None:  # within the same bounds as SPEECH_GATEWAY_PORT (a port past 65535 wrapped round)
+            config = dataclasses.replace(config, port=GatewayConfig.bounded("port", args.port, f"--port {args.port}"))
     except ValueError as exc:
         sys.exit(f"{PROG} gateway: {exc}")
-    config = dataclasses.replace(config, host=args.host, port=config.port if args.port is None else args.port)
+    config = dataclasses.replace(config, host=args.host)
     async with k8s.ApiClient(await _credentials()) as api_client:
         api_client.user_agent = f"{USER_AGENT} gateway"
         try:

@@ -86,7 +86,8 @@ class GatewayConfig:
     ``speech-operator gateway``; each declared once here (default, least value, help), which ``--help`` lists."""
 
     host: str = _setting("0.0.0.0", "address to listen on")
-    port: int = _setting(contract.PORT, "port to listen on: the recognizer's, so clients change only the host", 0)
+    port: int = _setting(contract.PORT, "port to listen on: the recognizer's, so clients change only the host (0: any free one)",
+                         0, 65535)
     connect_seconds: float = _setting(10.0, "how long a connection to a recognizer may take before the request is refused (503 / 1013)", 0.001)
     shutdown_seconds: float = _setting(
         30.0, "on SIGTERM: how long streams and recognition requests in progress may go on before they are closed (idle ones "
@@ -136,11 +137,21 @@ class GatewayConfig:
         for name, f in cls.variables().items():
             if f.type in ("int", "float"):
                 values[f.name] = env_number(env, name, int if f.type == "int" else float, getattr(cls, f.name), f.metadata["minimum"])
-                if f.metadata["maximum"] is not None and values[f.name] > f.metadata["maximum"]:
-                    raise ValueError(f"{name}={env[name]!r} must be at most {f.metadata['maximum']}")
+                cls.bounded(f.name, values[f.name], f"{name}={env.get(name)!r}")
             else:
                 values[f.name] = env.get(name) or getattr(cls, f.name)
         return cls(**values)
+
+    @classmethod
+    def bounded(cls, name: str, value: float, said: str) -> Any:
+        """``value`` for the field ``name`` (from a variable, or a flag: ``said`` says which and as given); raises
+        :class:`ValueError` saying so when it is out of that field's bounds."""
+        metadata = next(f for f in fields(cls) if f.name == name).metadata
+        if metadata["minimum"] is not None and value < metadata["minimum"]:
+            raise ValueError(f"{said} must be at least {metadata['minimum']:g}")
+        if metadata["maximum"] is not None and value > metadata["maximum"]:
+            raise ValueError(f"{said} must be at most {metadata['maximum']}")
+        return value
 
     @classmethod
     def help(cls) -> str:

@@ -202,12 +202,22 @@ async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes
     ("SPEECH_GATEWAY_MAX_CONNECTIONS", "0", "SPEECH_GATEWAY_MAX_CONNECTIONS='0' must be at least 1"),
     ("SPEECH_GATEWAY_READ_BUFFER_BYTES", "100", "SPEECH_GATEWAY_READ_BUFFER_BYTES='100' must be at least 4096"),
     ("SPEECH_GATEWAY_MAX_MESSAGE_BYTES", "2000000", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES='2000000' must be at most 1048576"),
+    ("SPEECH_GATEWAY_PORT", "70000", "SPEECH_GATEWAY_PORT='70000' must be at most 65535"),
 ])
 def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
     """As a user starts it: one line and exit status 1, not a traceback (nor a negative cap taken as given)."""
     proc = run_cli("gateway", "--namespace", "speech", env={"HOME": str(tmp_path), variable: value})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr == f"speech-operator gateway: {says}\n", proc.stderr
+
+
+@pytest.mark.parametrize(("port", "says"), [("70000", "must be at most 65535"), ("-1", "must be at least 0")])
+def test_a_gateway_port_flag_out_of_range_is_one_line(tmp_path: Path, port: str, says: str) -> None:
+    """``--port`` has SPEECH_GATEWAY_PORT's bounds: a port past 65535 was taken, and the gateway listened on it modulo
+    65536 (70000: port 4464) without a word."""
+    proc = run_cli("gateway", "--namespace", "speech", f"--port={port}", env={"HOME": str(tmp_path)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == f"speech-operator gateway: --port {port} {says}\n", proc.stderr
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [

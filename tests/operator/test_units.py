@@ -316,7 +316,11 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
         if f.type == "str":
             assert getattr(GatewayConfig.from_env({name: "127.0.0.2"}), f.name) == "127.0.0.2"
             continue
-        assert getattr(GatewayConfig.from_env({name: "70000"}), f.name) == 70000, name
+        largest = f.metadata["maximum"] or 70000
+        assert getattr(GatewayConfig.from_env({name: str(largest)}), f.name) == largest, name
+        if f.metadata["maximum"] is not None:
+            with pytest.raises(ValueError, match=f"^{name}='{largest + 1}' must be at most {largest}$"):
+                GatewayConfig.from_env({name: str(largest + 1)})
         with pytest.raises(ValueError, match=f"^{name}='-1' must be at least"):  # every number has its bound
             GatewayConfig.from_env({name: "-1"})
 
