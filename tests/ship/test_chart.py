@@ -471,7 +471,7 @@ def test_gateway_rbac_is_its_own_reading_and_asking_for_pods(helm: Path) -> None
     role, binding = one(gateway_docs(cluster), "ClusterRole"), one(gateway_docs(cluster), "ClusterRoleBinding")
     assert role["rules"] == rbac_rules("speech-gateway")
     assert rbac_rules("speech-gateway") == [
-        {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts"], "verbs": ["list", "watch"]},
         {"apiGroups": ["speech-operator.io"], "resources": ["speechtotexts/status"], "verbs": ["patch"]}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "speech-operator-gateway", "namespace": "speech-operator"}]
