@@ -211,6 +211,10 @@ class _DirectoryCollector:
         yield CounterMetricFamily("speech_gateway_idle_connections_closed", "Idle client connections (waiting for a request "
                                   "head of which nothing came) closed to make room for a new one at the cap",
                                   value=self.connections.reclaimed)
+        yield CounterMetricFamily("speech_gateway_connections_closed_past_cap", "Client connections past the cap (each read "
+                                  "for its one answer: a probe's, or 503 / 1013) closed without an answer to make room "
+                                  "for a newer one, at most as many being open past the cap as within it",
+                                  value=self.connections.shed)
 
 
 def language_of(request: web.Request) -> str | None:

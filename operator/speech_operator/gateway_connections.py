@@ -19,6 +19,12 @@ or a WebSocket accepted and closed with 1013 and the reason, as the recognizer r
 connections past ``MaxConnections``), and either way the connection is closed after that answer. So a
 flood never makes the kubelet restart the pod, nor Prometheus lose it, and what a connection past the
 cap holds is its head (``SPEECH_GATEWAY_MAX_HEADER_BYTES``) for ``SPEECH_GATEWAY_HEADER_SECONDS`` at most.
+Those are bounded in number too: at most ``SPEECH_GATEWAY_MAX_CONNECTIONS`` past the cap are open at once, and
+the next closes the one of them open longest, without an answer (it is the one most likely to be a slow head,
+not a probe, which sends its head at once). Unbounded, a flood of connections each sending a head of almost
+16 KiB and never ending it held the gateway's memory by the thousand, for 10 s each: one client could take the
+pod to its limit (bench/notes.md, "Gateway: memory per connection"). Those closes are counted
+(``speech_gateway_connections_closed_past_cap_total``), not logged.
 Refusals are counted (``speech_gateway_failures_total{reason="too_many_connections"}``) and logged as one
 warning line per :data:`~speech_recognizer.admission.LOG_EVERY_SECONDS` with their count, not one each;
 ``speech_gateway_connections`` and ``speech_gateway_connections_max`` say how near the cap it is.
@@ -37,7 +43,8 @@ The defaults, against the pod's memory limit (256 MiB; measured on loopback with
 process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
 WebSockets held for a waking locale, each having sent its 256 KiB, 0.42 MiB each (42 MiB); the other 100 of the
 200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
-an idle one 8 KiB, a form read ahead 70 KiB): 208 MiB in all. What no client can cause alone, a REST body relayed to a
+an idle one 8 KiB, a form read ahead 70 KiB); and 200 past the cap, each midway through a head of almost 16 KiB,
+36 KiB each (7 MiB): 215 MiB in all. What no client can cause alone, a REST body relayed to a
 recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with
 ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` at 16 KiB; 0.65 MiB at aiohttp's own 256 KiB): 200 of them, 138 MiB. A pod given
 more memory may take more connections: about 10 MiB per 100.
@@ -66,7 +73,7 @@ class Reusable(Protocol):
         """When (event loop time) it began waiting for a request head of which no byte has come; None: it is busy."""
 
     def close_idle(self) -> None:
-        """Close it, idle as it is (the cap needs its place)."""
+        """Close it, idle as it is, or past the cap whatever it is doing (the cap needs its place)."""
 
 
 class ConnectionCap:
@@ -76,8 +83,12 @@ class ConnectionCap:
         self.limit = limit
         #: The connections open now within the cap (one past it is not counted: it is closed after one answer).
         self._open: set[Reusable] = set()
+        #: The connections open now past the cap (each until its one answer), oldest first: at most ``limit``.
+        self._past: dict[Reusable, None] = {}
         #: Idle connections closed to make room for new ones, since the start.
         self.reclaimed = 0
+        #: Connections past the cap closed to make room for newer ones past it, since the start.
+        self.shed = 0
         #: Requests refused past the cap since the last log line about them, and when that was.
         self._refused_unlogged = 0
         self._refusals_logged_at = -LOG_EVERY_SECONDS
@@ -89,10 +100,17 @@ class ConnectionCap:
 
     def admit(self, connection: Reusable) -> bool:
         """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
-        idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy)."""
+        idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy): then,
+        with ``limit`` open past the cap already, the one of them open longest is closed (:attr:`shed`)."""
         if len(self._open) >= self.limit:
             idle = [(since, c) for c in self._open if (since := c.idle_since()) is not None]
             if not idle:
+                if len(self._past) >= self.limit:
+                    oldest_past = next(iter(self._past))
+                    del self._past[oldest_past]
+                    self.shed += 1
+                    oldest_past.close_idle()
+                self._past[connection] = None
                 return False
             oldest = min(idle, key=lambda pair: pair[0])[1]
             self._open.discard(oldest)
@@ -102,8 +120,9 @@ class ConnectionCap:
         return True
 
     def release(self, connection: Reusable) -> None:
-        """A connection is closed (one not counted, or closed by :meth:`admit` already: nothing)."""
+        """A connection is closed (one closed by :meth:`admit` already: nothing)."""
         self._open.discard(connection)
+        self._past.pop(connection, None)
 
     def refusal(self) -> failures.Failure:
         """The failure a request past the cap is answered with; one WARNING line at the first refusal and then at

@@ -206,9 +206,12 @@ class HeadGuard(asyncio.Protocol):
         return max(self._opened, handler._next_keepalive_close_time - handler.keepalive_timeout)
 
     def close_idle(self) -> None:
-        """Close it while it waits for a request head (as aiohttp's keep-alive timer does): its cap needs its place."""
+        """Close it while it waits for a request head (as aiohttp's keep-alive timer does), or past the cap whatever it is
+        doing (its head arriving, its answer lingering): its cap needs its place."""
+        self.handler.force_close()  # lingering, the handler's transport is the guard's: its close would linger on
         self._disarm()
-        self.handler.force_close()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     # ---- timers
 

@@ -172,6 +172,30 @@ async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
     await served_and_closed(kept)
 
 
+async def test_past_the_cap_at_most_as_many_again_are_read_the_one_open_longest_closed_first(rig: Rig) -> None:
+    """Connections past the cap are read for their one answer. A flood of them each sending a head of almost 16 KiB and
+    never ending it held the gateway's memory for 10 s each, as many as came (bench/notes.md: 2000 took 70 MiB). Now at
+    most CAP are open past the cap: a newer one closes the one open longest, without an answer; a probe, whose head
+    comes at once, is still answered."""
+    kept = await at_the_cap(rig)
+    past = []
+    for _ in range(CAP + 2):
+        c = await Connection.open(rig)
+        c.writer.write(b"GET /status HTTP/1.1\r\nX-Slow: " + b"a" * 4000)  # a head begun, never ended
+        past.append(c)
+        await asyncio.sleep(0.05)  # each open from a later moment
+    assert await gone(past[0]) and await gone(past[1]), "the two open longest past the cap were closed"
+    past[-1].writer.write(b"\r\nHost: gateway\r\n\r\n")
+    status, headers, _ = await past[-1].answer()
+    assert status == 200 and headers["connection"] == "close", (status, headers)  # a probe past the cap: answered
+    text = await metrics(rig)  # past the cap too, where the probe's place is free again: nothing closed for it
+    assert "speech_gateway_connections_closed_past_cap_total 2.0" in text, text
+    assert not await gone(past[2]) and not await gone(past[3]), "the newer ones are kept (until their head is due)"
+    for c in past:
+        c.close()
+    await served_and_closed(kept)
+
+
 async def gone(c: Connection) -> bool:
     """Whether the gateway has closed ``c`` (at once: nothing to read, no linger)."""
     try:
