@@ -130,7 +130,9 @@ def test_readme_gateway_variables_are_its_settings() -> None:
     text = one_line(README.read_text())
     variables = GatewayConfig.variables()
     template = (CHART / "templates" / "gateway.yaml").read_text()
-    sets = dict(re.findall(r"- name: (SPEECH_GATEWAY_\w+)\s+value: \{\{ \.Values\.([\w.]+)", template))
+    # `{{ .Values.gateway.y | ... }}`, or through the chart's number helper: `{{ include "..." (dict ... "value" .Values.gateway.y ...`
+    sets = dict(re.findall(r'- name: (SPEECH_GATEWAY_\w+)\s+value: \{\{ (?:include "[\w.-]+" \(dict [^)]*?"value" )?\.Values\.([\w.]+)',
+                           template))
     assert sets, "the chart's gateway sets no SPEECH_GATEWAY_* from a value"
     unknown = set(re.findall(r"`(SPEECH_GATEWAY_\w+)`", text)) - set(variables)
     assert not unknown, f"README names gateway variables the gateway does not read: {sorted(unknown)}"
