@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -44,7 +43,6 @@ from typing import Any
 
 import psutil
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .common import child_on_a_port
 
@@ -61,18 +59,11 @@ def _raise_nofile() -> None:
 
 
 # ---- the gateway's process ------------------------------------------------------------------------
-class _Loopback(AbstractResolver):
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0,
-                              flags=socket.AI_NUMERICHOST)]
-
-    async def close(self) -> None:
-        pass
-
-
 async def _serve(upstream_port: int) -> None:
     from speech_operator.gateway import GatewayConfig, create_app, serving
     from speech_operator.gateway_directory import Directory
+
+    from .gateway_host import Loopback  # Service names resolve to 127.0.0.1, as gateway_bench's gateway has them
 
     _raise_nofile()
     directory = Directory()
@@ -88,7 +79,7 @@ async def _serve(upstream_port: int) -> None:
                       "status": {"readyReplicas": 0}})
     directory.synced = True
     config = dataclasses.replace(GatewayConfig.from_env(), host="127.0.0.1", port=0)
-    async with serving(create_app(directory, config, resolver=_Loopback()), "127.0.0.1", 0, 1) as port:
+    async with serving(create_app(directory, config, resolver=Loopback()), "127.0.0.1", 0, 1) as port:
         print(json.dumps({"port": port}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes stdin
 
