@@ -61,6 +61,7 @@ from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, logs
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_socket
+from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -72,6 +73,10 @@ MIN_BUFFER_BYTES = 4096
 
 
 ENV_PREFIX = "SPEECH_GATEWAY_"
+#: The bounds of the settings the gateway shares with the recognizer (its ``Http:`` settings' own).
+_HEADER_SECONDS = (declared("http_header_timeout_seconds").minimum, declared("http_header_timeout_seconds").maximum)
+_HEADER_BYTES = (declared("http_max_header_bytes").minimum, declared("http_max_header_bytes").maximum)
+_BODY_PAUSE_SECONDS = (FormLimits.MINIMUMS["pause_seconds"], declared("http_body_timeout_seconds").maximum)
 
 
 def _setting(default: Any, help: str, minimum: float | None = None, maximum: float | None = None) -> Any:
@@ -91,12 +96,14 @@ class GatewayConfig:
     connect_seconds: float = _setting(10.0, "how long a connection to a recognizer may take before the request is refused (503 / 1013)", 0.001)
     shutdown_seconds: float = _setting(
         30.0, "on SIGTERM: how long streams and recognition requests in progress may go on before they are closed (idle ones "
-        f"are closed, held ones answered, at once); the whole stop takes at most this and {AFTER_DRAIN_SECONDS:g} s more", 0)
-    hold_seconds: float = _setting(120.0, "how long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013", 0)
+        f"are closed, held ones answered, at once); the whole stop takes at most this and {AFTER_DRAIN_SECONDS:g} s more", 0, 3600)
+    hold_seconds: float = _setting(120.0, "how long a request for a locale with no ready pod (at zero, or starting) is held before 503 / 1013",
+                                   0, 3600)
     max_held: int = _setting(100, "requests held at once, at most; the next one gets 503 / 1013 at once", 0)
     header_seconds: float = _setting(HeadLimits.header_seconds, "how long a request head may take from its first byte (a new "
-                                     "connection's from its opening) before 408", 0.001)
-    max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes; larger gets 431", 1024)
+                                     "connection's from its opening) before 408", *_HEADER_SECONDS)
+    max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes; larger gets 431",
+                                     *_HEADER_BYTES)
     form_buffer_bytes: int = _setting(FormLimits.buffer_bytes, "an OpenAI form whose file comes before its language field is read "
                                       "ahead up to this many bytes to find it; past them, 413", FormLimits.MINIMUMS["buffer_bytes"])
     form_budget_bytes: int = _setting(FormLimits.budget_bytes, "bytes of OpenAI forms read ahead at once, all requests together (each "
@@ -104,7 +111,7 @@ class GatewayConfig:
     form_read_seconds: float = _setting(FormLimits.read_seconds, "how long an OpenAI form read ahead may take to reach the point where "
                                         "its locale is known; later, 408", FormLimits.MINIMUMS["read_seconds"])
     form_pause_seconds: float = _setting(FormLimits.pause_seconds, "longest pause between two pieces of an OpenAI form read ahead, in "
-                                         "seconds; longer, 408", FormLimits.MINIMUMS["pause_seconds"])
+                                         "seconds; longer, 408", *_BODY_PAUSE_SECONDS)
     max_connections: int = _setting(200, "client connections served at once; past them the longest idle one (no request under way) "
                                     "is closed to make room, and when none is idle a probe or scrape is still answered, "
                                     "anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)

@@ -311,7 +311,7 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
                         for name in re.findall(r"- name: (SPEECH_GATEWAY_\w+)", (ROOT / path).read_text())}
     assert set_by_manifests and set_by_manifests <= listed, set_by_manifests - listed
     assert listed == set(GatewayConfig.variables())
-    assert f"SPEECH_GATEWAY_MAX_HEADER_BYTES  (default {GatewayConfig.max_header_bytes}, at least 1024)" in shown
+    assert f"SPEECH_GATEWAY_MAX_HEADER_BYTES  (default {GatewayConfig.max_header_bytes}, at least 1024, at most 524288)" in shown
     for name, f in GatewayConfig.variables().items():
         if f.type == "str":
             assert getattr(GatewayConfig.from_env({name: "127.0.0.2"}), f.name) == "127.0.0.2"
@@ -323,6 +323,27 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
                 GatewayConfig.from_env({name: str(largest + 1)})
         with pytest.raises(ValueError, match=f"^{name}='-1' must be at least"):  # every number has its bound
             GatewayConfig.from_env({name: "-1"})
+
+
+def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable() -> None:
+    """A value the chart's schema (or its number helper) takes is one the gateway takes from its variable, and the other
+    way round: SPEECH_GATEWAY_HEADER_SECONDS took 0.001 and any number of seconds, _MAX_HEADER_BYTES and
+    _FORM_PAUSE_SECONDS any size, _SHUTDOWN_SECONDS and _HOLD_SECONDS any time, where the chart said 1-600, at most
+    524288, 600 and 3600 (deploy/base's manifests, and anyone running the gateway, had no bound)."""
+    from speech_operator.gateway import GatewayConfig
+    template = (ROOT / "charts/speech-operator/templates/gateway.yaml").read_text()
+    schema = json.loads((ROOT / "charts/speech-operator/values.schema.json").read_text())["properties"]["gateway"]["properties"]
+    entries = re.findall(r'- name: (SPEECH_GATEWAY_\w+)\s+value: \{\{ (include "[\w.-]+" \(dict [^)]*?"value" )?\.Values\.gateway\.(\w+)([^}]*)',
+                         template)
+    assert len(entries) >= 12, entries
+    variables = GatewayConfig.variables()
+    for name, helper, value, rest in entries:
+        metadata = variables[name].metadata
+        code = (metadata["minimum"], metadata["maximum"])
+        assert (schema[value].get("minimum"), schema[value].get("maximum")) == code, (name, value, schema[value], code)
+        if helper:  # the chart's number helper checks a --set string against its own copy of the bounds
+            said = dict(re.findall(r'"(minimum|maximum)" ([\d.]+)', rest))
+            assert (float(said["minimum"]), float(said["maximum"]) if "maximum" in said else None) == code, (name, said, code)
 
 
 def test_kopf_scans_namespaces_and_crds_only_for_patterns_or_every_namespace() -> None:
