@@ -36,7 +36,9 @@ connections) does not lock every other client out, a new connection past the cap
 that has been waiting longest and takes its place, as nginx does with its "reusable" connections (HTTP/1.1
 allows closing an idle kept-alive connection: its client retries on a new one). Only when every connection
 counted has a request or stream in progress (a head or body arriving, a request handled, a WebSocket
-relayed or held) is the new one past the cap. Those closes are counted
+relayed or held) is the new one past the cap. Nothing sent means nothing in its socket's receive queue either:
+connections accepted in one turn of the event loop (a burst of clients) have had nothing read yet, though their
+requests may have come, and closing those reset clients that had asked for something, without an answer. Those closes are counted
 (``speech_gateway_idle_connections_closed_total``), not logged.
 
 The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's

@@ -56,14 +56,17 @@ pipelined refusal's turn comes it counts the requests the parser gives the handl
 takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls for each). For the gateway's cap on
 connections it says how long a connection has waited for a head of which nothing came (:meth:`HeadGuard.idle_since`,
 from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the end of its last answer plus the
-keep-alive timeout), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
+keep-alive timeout; nothing came means nothing in the socket's receive queue either), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
 does. Tests cover each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import sys
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -199,11 +202,23 @@ class HeadGuard(asyncio.Protocol):
         or held, an answer lingering): what its :class:`ConnectionCap` may close to make room."""
         if self._lingering or self._dropping or self._head_bytes or self.transport is None or not self._awaiting_head():
             return None
+        if self._unread():  # its request has come, not yet read (connections accepted together: none read yet)
+            return None
         handler = self.handler
         if handler._request_count == 0:
             return self._opened
         # aiohttp 3.14 sets it after each answer on a kept-alive connection: the end of that answer plus the timeout.
         return max(self._opened, handler._next_keepalive_close_time - handler.keepalive_timeout)
+
+    def _unread(self) -> int:
+        """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return 0
+        try:
+            return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
+        except OSError:  # closed meanwhile
+            return 0
 
     def close_idle(self) -> None:
         """Close it while it waits for a request head (as aiohttp's keep-alive timer does), or past the cap whatever it is

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -194,6 +195,29 @@ async def test_past_the_cap_at_most_as_many_again_are_read_the_one_open_longest_
     for c in past:
         c.close()
     await served_and_closed(kept)
+
+
+async def test_a_burst_of_new_connections_each_gets_an_answer(rig: Rig) -> None:
+    """Connections accepted together (one turn of the event loop: a burst of clients, or every client coming back after a
+    restart) have had nothing read yet, though their requests have come: they are not idle ones to close for a newer one.
+    Before, each past the cap closed one of those before it: CAP + 2 clients sending a request at once, the first two
+    were closed without an answer (a reset: their requests unread), the others served; now the two past the cap get 503
+    with the reason, the others are served."""
+    host, port = rig.gateway.split(":")
+    burst = []
+    for _ in range(CAP + 2):  # connected and sent before the gateway's loop runs: accepted in one turn
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        burst.append(sock)
+    answers = []
+    for sock in burst:
+        c = Connection(*await asyncio.open_connection(sock=sock))
+        try:
+            answers.append((await c.answer())[0])
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            answers.append(type(exc).__name__)
+        c.close()
+    assert sorted(answers, key=str) == [200] * CAP + [503] * 2, answers
 
 
 async def gone(c: Connection) -> bool:
