@@ -74,6 +74,9 @@ class Reusable(Protocol):
     def idle_since(self) -> float | None:
         """When (event loop time) it began waiting for a request head of which no byte has come; None: it is busy."""
 
+    def unread(self) -> int:
+        """Bytes its client has sent that have not been read yet (a request that has come: it is no idle one)."""
+
     def close_idle(self) -> None:
         """Close it, idle as it is, or past the cap whatever it is doing (the cap needs its place)."""
 
@@ -105,8 +108,10 @@ class ConnectionCap:
         idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy): then,
         with ``limit`` open past the cap already, the one of them open longest is closed (:attr:`shed`)."""
         if len(self._open) >= self.limit:
-            idle = [(since, c) for c in self._open if (since := c.idle_since()) is not None]
-            if not idle:
+            idle = sorted(((since, c) for c in self._open if (since := c.idle_since()) is not None), key=lambda pair: pair[0])
+            # the one idle longest whose request has not come unread (asked of the socket, so of one or a few only)
+            oldest = next((c for _, c in idle if not c.unread()), None)
+            if oldest is None:
                 if len(self._past) >= self.limit:
                     oldest_past = next(iter(self._past))
                     del self._past[oldest_past]
@@ -114,7 +119,6 @@ class ConnectionCap:
                     oldest_past.close_idle()
                 self._past[connection] = None
                 return False
-            oldest = min(idle, key=lambda pair: pair[0])[1]
             self._open.discard(oldest)
             self.reclaimed += 1
             oldest.close_idle()

@@ -56,7 +56,7 @@ pipelined refusal's turn comes it counts the requests the parser gives the handl
 takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls for each). For the gateway's cap on
 connections it says how long a connection has waited for a head of which nothing came (:meth:`HeadGuard.idle_since`,
 from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the end of its last answer plus the
-keep-alive timeout; nothing came means nothing in the socket's receive queue either), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
+keep-alive timeout; and whether anything waits in its socket's receive queue, :meth:`HeadGuard.unread`), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
 does. Tests cover each.
 """
 
@@ -202,16 +202,16 @@ class HeadGuard(asyncio.Protocol):
         or held, an answer lingering): what its :class:`ConnectionCap` may close to make room."""
         if self._lingering or self._dropping or self._head_bytes or self.transport is None or not self._awaiting_head():
             return None
-        if self._unread():  # its request has come, not yet read (connections accepted together: none read yet)
-            return None
         handler = self.handler
         if handler._request_count == 0:
             return self._opened
         # aiohttp 3.14 sets it after each answer on a kept-alive connection: the end of that answer plus the timeout.
         return max(self._opened, handler._next_keepalive_close_time - handler.keepalive_timeout)
 
-    def _unread(self) -> int:
-        """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``)."""
+    def unread(self) -> int:
+        """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``): a
+        connection :meth:`idle_since` says is idle may have its request in there (those accepted in one turn of the
+        event loop have had nothing read yet), and is then no idle one."""
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         if sock is None:
             return 0
