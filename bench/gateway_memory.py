@@ -20,7 +20,7 @@ Each row says how many requests or WebSockets the stand-in has in progress (``re
   ahead), ``--form-body`` bytes of it, then a stall;
 - ``ws``: a relayed ``/vosk`` WebSocket, idle;
 - ``wsheld``: a ``/vosk`` WebSocket for a locale at zero (held while it wakes, here for ever) that sends 3 MiB of
-  8 KiB messages, then stalls;
+  ``--message`` byte messages (8 KiB), then stalls;
 - ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying ``--frame`` bytes less one (the
   largest message the gateway takes) and all of it but one byte, then stalls.
 """
@@ -144,7 +144,7 @@ async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, p
         raise RuntimeError(head.decode(errors="replace").splitlines()[0])
 
 
-async def open_one(kind: str, port: int, body: int, form_body: int, frame: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, message: int = 8192) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if kind == "idle":
         writer.write(f"GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
@@ -167,7 +167,7 @@ async def open_one(kind: str, port: int, body: int, form_body: int, frame: int) 
             writer.write(_masked_frame_head(frame - 1) + b"\0" * (frame - 2))
     elif kind == "wsheld":
         await _upgrade(reader, writer, port, ASLEEP)
-        writer.write((_masked_frame_head(8192) + b"\0" * 8192) * 384)  # 3 MiB of 8 KiB messages
+        writer.write((_masked_frame_head(message) + b"\0" * message) * -(-(3 << 20) // message))  # 3 MiB of them
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(writer.drain(), 2)
     return reader, writer
@@ -197,7 +197,8 @@ def socket_bytes(pid: int) -> int:
     return total
 
 
-async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int) -> list[dict[str, Any]]:
+async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int,
+                  message: int = 8192) -> list[dict[str, Any]]:
     rows = []
     async with stand_in() as upstream:
         with gateway(upstream, env) as (proc, port):
@@ -209,7 +210,7 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
             for n in counts:
                 while len(held) + refused < n:
                     batch = min(50, n - len(held) - refused)
-                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame) for _ in range(batch)), return_exceptions=True)
+                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame, message) for _ in range(batch)), return_exceptions=True)
                     held += [g for g in got if not isinstance(g, BaseException)]
                     refused += sum(isinstance(g, BaseException) for g in got)
                 await asyncio.sleep(1.5)
@@ -239,6 +240,8 @@ def main() -> None:
     parser.add_argument("--form-body", type=int, default=60 << 10, help="bytes of an OpenAI form sent before the stall (60 KiB)")
     parser.add_argument("--frame", type=int, default=1 << 20,
                         help="wsframe: the largest message the gateway takes (SPEECH_GATEWAY_MAX_MESSAGE_BYTES; 1 MiB before it)")
+    parser.add_argument("--message", type=int, default=8192,
+                        help="wsheld: bytes of each message sent (8 KiB; at most SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
     parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
     args = parser.parse_args()
     if args.serve:
@@ -249,7 +252,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     started = time.monotonic()
     for kind in args.kinds.split(","):
-        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame))
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message))
     print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

@@ -43,8 +43,8 @@ requests may have come, and closing those reset clients that had asked for somet
 
 The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's
 process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
-WebSockets held for a waking locale, each having sent its 256 KiB, 0.42 MiB each (42 MiB); the other 100 of the
-200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
+WebSockets held for a waking locale, each having sent what it keeps (256 KiB, or up to one message more), 0.42 MiB
+each (42 MiB); the other 100 of the 200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
 an idle one 8 KiB, a form read ahead 70 KiB); and 200 past the cap, each midway through a head of almost 16 KiB,
 36 KiB each (7 MiB): 215 MiB in all. What no client can cause alone, a REST body relayed to a
 recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with

@@ -335,6 +335,37 @@ def test_a_held_websocket_is_not_read_past_what_it_keeps() -> None:
     assert row["kib_per_connection"] < 600, row
 
 
+@pytest.mark.parametrize("size", [8192, 65535])
+async def test_a_held_websocket_keeps_its_messages_until_the_hold_buffer_is_full_and_no_more(size: int) -> None:
+    """What hold_websocket keeps of a client sending faster than it is relayed: messages until HOLD_BUFFER_BYTES are
+    kept, the last one whole (aiohttp reads messages whole), so at most HOLD_BUFFER_BYTES and one message less a byte.
+    It read on while it kept no more than HOLD_BUFFER_BYTES, one message past it: 264 KiB of 8 KiB messages."""
+    from speech_operator.gateway_wake import hold_websocket
+    kept: list[list[aiohttp.WSMessage] | None] = []
+    waiting: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    async def held(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 20)
+        await ws.prepare(request)
+        kept.append(await hold_websocket(ws, waiting, request.transport))  # type: ignore[arg-type]
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", held)
+    async with serving(app, "127.0.0.1", 0, 1) as port, aiohttp.ClientSession() as client, \
+            client.ws_connect(f"ws://127.0.0.1:{port}/") as ws:
+        for _ in range(2 * HOLD_BUFFER_BYTES // size + 2):
+            await ws.send_bytes(b"x" * size)
+        await asyncio.sleep(0.5)  # the holder has read what it keeps, and paused
+        waiting.set_result(None)
+        await asyncio.wait_for(ws.receive(), 5)
+    assert kept and kept[0] is not None
+    sizes = [len(m.data) for m in kept[0]]
+    assert sum(sizes[:-1]) < HOLD_BUFFER_BYTES <= sum(sizes), sizes
+    assert sum(sizes) < HOLD_BUFFER_BYTES + size, sizes
+
+
 async def test_a_held_websocket_that_sent_more_than_it_keeps_is_relayed_whole_once_its_locale_wakes() -> None:
     """Its reading paused once it kept HOLD_BUFFER_BYTES, then resumed for the relay: every message reaches the
     recognizer, in order, and comes back (the stand-in echoes)."""
