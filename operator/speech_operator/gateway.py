@@ -105,7 +105,8 @@ class GatewayConfig:
     max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes; larger gets 431",
                                      *_HEADER_BYTES)
     form_buffer_bytes: int = _setting(FormLimits.buffer_bytes, "an OpenAI form whose file comes before its language field is read "
-                                      "ahead up to this many bytes to find it; past them, 413", FormLimits.MINIMUMS["buffer_bytes"])
+                                      "ahead up to this many bytes to find it; past them, 413 (at most SPEECH_GATEWAY_FORM_BUDGET_BYTES and "
+                                      "64 KiB)", FormLimits.MINIMUMS["buffer_bytes"])
     form_budget_bytes: int = _setting(FormLimits.budget_bytes, "bytes of OpenAI forms read ahead at once, all requests together (each "
                                       "one's first 64 KiB not counted); past them, 503", FormLimits.MINIMUMS["budget_bytes"])
     form_read_seconds: float = _setting(FormLimits.read_seconds, "how long an OpenAI form read ahead may take to reach the point where "
@@ -120,6 +121,14 @@ class GatewayConfig:
                                       MIN_BUFFER_BYTES)
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
+
+    def __post_init__(self) -> None:
+        if not self.form_limits.buffer_fits_the_budget():
+            uncounted = gateway_openai.UNCOUNTED_BYTES
+            raise ValueError(
+                f"{ENV_PREFIX}FORM_BUFFER_BYTES={self.form_buffer_bytes} must be at most {ENV_PREFIX}FORM_BUDGET_BYTES="
+                f"{self.form_budget_bytes} and the {uncounted} bytes each form reads ahead uncounted "
+                f"({self.form_budget_bytes + uncounted}): a form read ahead that far would get 503 (forms_held) every time, not 413")
 
     @property
     def head_limits(self) -> HeadLimits:

@@ -91,6 +91,12 @@ class FormLimits:
     MINIMUMS: ClassVar[dict[str, float]] = {
         "buffer_bytes": UNCOUNTED_BYTES, "budget_bytes": UNCOUNTED_BYTES, "read_seconds": 1.0, "pause_seconds": _PAUSE_MINIMUM}
 
+    def buffer_fits_the_budget(self) -> bool:
+        """Whether one form alone, read ahead up to :attr:`buffer_bytes`, fits :attr:`budget_bytes` (its first
+        :data:`UNCOUNTED_BYTES` not counted). One that did not would be refused 503 (``forms_held``, "try again
+        shortly") whenever it came, where its own bound says 413."""
+        return self.buffer_bytes <= self.budget_bytes + UNCOUNTED_BYTES
+
 
 class FormScanner:
     """Fed a multipart body chunk by chunk (python-multipart's push parser): the ``language`` field's
@@ -256,13 +262,13 @@ async def _scan(request: web.Request, boundary: bytes, fallback_known: bool, sca
                 scanned.keep(chunk, waiting=False)
                 return scanned  # not a form the recognizer will read either: it says why
             done = scanner.language is not None or scanner.ended or (scanner.file_begun and fallback_known)
-            scanned.keep(chunk, waiting=not done)
-            if done:
-                break
-            if scanned.size > limits.buffer_bytes:
+            if not done and scanned.size + len(chunk) > limits.buffer_bytes:  # before the budget is asked for it
                 raise Failure(f"the form's file comes before its language field and the form is over "
                               f"{limits.buffer_bytes / 2**20:g} MiB: send the field language before the file, or "
                               "?language=<locale> in the URL", TOO_LARGE)
+            scanned.keep(chunk, waiting=not done)
+            if done:
+                break
     except (MalformedBody, ConnectionError):  # a bad chunk, or the client left
         failure = client_failure(request)
         if failure is None:

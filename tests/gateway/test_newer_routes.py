@@ -181,6 +181,42 @@ def test_form_scanner_finds_the_language_wherever_the_chunks_end(speech_wav: Pat
 
 
 # ---- subtitles on REST ------------------------------------------------------------------------------
+async def test_a_lone_form_past_its_buffer_gets_413_at_the_largest_buffer_the_budget_allows() -> None:
+    """A form alone, its file first, read ahead past SPEECH_GATEWAY_FORM_BUFFER_BYTES gets its 413, with the buffer at
+    the most the gateway allows: the budget and UNCOUNTED_BYTES. The chunk that passed the buffer was counted in the
+    budget before the buffer was checked, so that form got 503 (forms_held, "try again shortly") every time.
+    A buffer above that is refused at start (tests/operator/test_cli.py)."""
+    from aiohttp import ClientSession, web
+
+    from speech_operator.gateway import serving
+    from speech_recognizer.errors import Failure
+
+    budget = 256 * 1024
+    limits = gateway_openai.FormLimits(buffer_bytes=budget + gateway_openai.UNCOUNTED_BYTES, budget_bytes=budget)
+    assert limits.buffer_fits_the_budget()
+    assert not gateway_openai.FormLimits(buffer_bytes=limits.buffer_bytes + 1, budget_bytes=budget).buffer_fits_the_budget()
+    forms = gateway_openai.FormBudget(budget)
+
+    async def read_ahead(request: web.Request) -> web.Response:
+        try:
+            await gateway_openai.scan(request, False, forms, limits)
+        except Failure as failure:
+            return web.Response(status=failure.kind.http, text=failure.message)
+        return web.Response(text="read")
+
+    app = web.Application()
+    app.router.add_post(OPENAI, read_ahead)
+    boundary = "gateway-test-boundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n').encode() + \
+        b"\0" * (limits.buffer_bytes + 2**20)
+    async with serving(app, "127.0.0.1", 0, 1) as port, ClientSession() as session:
+        for _ in range(3):
+            async with session.post(f"http://127.0.0.1:{port}{OPENAI}", data=body,
+                                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}) as answer:
+                assert answer.status == 413, (answer.status, await answer.text())
+        assert forms.used == 0
+
+
 def test_subtitles_on_rest_pass_through(locales: Locales, utterances_wav: Path) -> None:
     """``format=srt|vtt`` and an ``Accept`` asking for subtitles give the recognizer's own cues and type."""
     for locale, r in locales.recognizers.items():

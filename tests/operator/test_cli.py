@@ -211,6 +211,19 @@ def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: 
     assert proc.stderr == f"speech-operator gateway: {says}\n", proc.stderr
 
 
+def test_a_form_buffer_past_the_form_budget_is_one_line(tmp_path: Path) -> None:
+    """A form read ahead up to SPEECH_GATEWAY_FORM_BUFFER_BYTES must fit SPEECH_GATEWAY_FORM_BUDGET_BYTES (beyond the 64 KiB
+    each reads uncounted): with the buffer above, such a form alone got 503 forms_held ("try again shortly") every time,
+    where its own bound said 413. The gateway took that without a word; now it is refused at start, as the chart refuses
+    it (tests/ship/test_chart.py)."""
+    env = {"HOME": str(tmp_path), "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "16777216", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "1048576"}
+    proc = run_cli("gateway", "--namespace", "speech", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == ("speech-operator gateway: SPEECH_GATEWAY_FORM_BUFFER_BYTES=16777216 must be at most "
+                           "SPEECH_GATEWAY_FORM_BUDGET_BYTES=1048576 and the 65536 bytes each form reads ahead uncounted "
+                           "(1114112): a form read ahead that far would get 503 (forms_held) every time, not 413\n"), proc.stderr
+
+
 @pytest.mark.parametrize(("port", "says"), [("70000", "must be at most 65535"), ("-1", "must be at least 0")])
 def test_a_gateway_port_flag_out_of_range_is_one_line(tmp_path: Path, port: str, says: str) -> None:
     """``--port`` has SPEECH_GATEWAY_PORT's bounds: a port past 65535 was taken, and the gateway listened on it modulo

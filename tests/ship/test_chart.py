@@ -526,6 +526,25 @@ def test_gateway_values(helm: Path) -> None:
     assert not gateway_docs(off)
 
 
+def test_a_form_buffer_past_the_form_budget_is_refused_as_the_gateway_refuses_it(helm: Path) -> None:
+    """The schema cannot compare two values: the template refuses gateway.formBufferBytes above gateway.formBudgetBytes
+    and the 64 KiB each form reads ahead uncounted, in the gateway's words with the chart's names (it rendered, and the
+    gateway answered such a form alone 503 every time where its bound said 413); at that sum it renders."""
+    from speech_operator.gateway import GatewayConfig
+    from speech_operator.gateway_openai import UNCOUNTED_BYTES
+    budget = 2**20
+    fits = helm_template(helm, "--set", f"gateway.formBufferBytes={budget + UNCOUNTED_BYTES}", "--set", f"gateway.formBudgetBytes={budget}")
+    GatewayConfig.from_env({e["name"]: e["value"] for e in gateway_pod(fits)["containers"][0]["env"]})
+    too_large = {"SPEECH_GATEWAY_FORM_BUFFER_BYTES": str(budget + UNCOUNTED_BYTES + 1), "SPEECH_GATEWAY_FORM_BUDGET_BYTES": str(budget)}
+    with pytest.raises(ValueError) as refused:
+        GatewayConfig.from_env(too_large)
+    said = str(refused.value).replace("SPEECH_GATEWAY_FORM_BUFFER_BYTES", "gateway.formBufferBytes").replace(
+        "SPEECH_GATEWAY_FORM_BUDGET_BYTES", "gateway.formBudgetBytes")
+    out = run_fail([helm, "template", "x", CHART, "--set", f"gateway.formBufferBytes={budget + UNCOUNTED_BYTES + 1}",
+                    "--set", f"gateway.formBudgetBytes={budget}"])
+    assert said in out, out
+
+
 def test_gateway_metrics_are_scraped_with_the_recognizers(helm: Path) -> None:
     """With ``serviceMonitor.enabled``, a ServiceMonitor of its own selects the gateway's Service (and no
     recognizer's), on its port, at the route the gateway serves its metrics on."""
