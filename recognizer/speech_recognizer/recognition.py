@@ -294,12 +294,17 @@ class Recognition:
         and its clock then runs on from the samples fed so far; the recognizer is
         fed silence up to a whole :func:`clock_unit` (so that taking the clock off
         leaves Vosk's printed times exact, to the tick) and finalized. A recognizer
-        not kept is dropped, and the heap trimmed.
+        not kept is dropped, and the heap trimmed. Either way this recognition holds
+        it no more.
         """
         pool, self._pool = self._pool, None
         with self._lock:
             outcome = self._finalize_into(pool) if pool is not None and pool.capacity > 0 else Release.DROPPED
-            if outcome is not Release.KEPT:
+            if outcome is Release.KEPT:
+                # The pool's now. A finished session's objects wait in a reference cycle for Python's collector,
+                # and this reference would keep the recognizer alive after the stream that takes it next drops it.
+                self._rec = None
+            else:
                 self._drop()
             return outcome
 

@@ -346,6 +346,34 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
     assert trims, "dropping a grown recognizer asks for its memory to be given back"
 
 
+def test_a_recognizer_handed_over_is_freed_while_the_session_that_pooled_it_lives(model, utterances_wav: Path,
+                                                                                   monkeypatch) -> None:
+    """The recognizer a stream drops at a handover is freed at once, though the finished session that gave it
+    to the pool has not been collected yet (its objects wait in a reference cycle for Python's collector, for
+    minutes on a busy server: until then the dropped recognizer's memory stayed allocated)."""
+    import weakref
+
+    import speech_recognizer.recognition as recognition
+    from speech_recognizer import heap
+
+    pcm, rate, _ = read_wav(utterances_wav)
+    monkeypatch.setattr(recognition, "RECYCLE_CLOCK_SECONDS", 0.5)
+    monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: True))
+    pool = WarmPool(2)
+    finished = Recognition(model, rate, pool=pool)  # a finished session, still referenced
+    run(finished, pcm[: rate * 2])
+    assert finished.release() is Release.KEPT
+    stream = Recognition(model, rate, pool=pool)
+    assert stream.warm, "the stream took the finished session's recognizer"
+    handed_over = weakref.ref(stream._rec)
+    for i in range(0, len(pcm), CHUNK):
+        stream.accept(pcm[i : i + CHUNK])
+        if stream.recycled:
+            break
+    assert stream.recycled == 1
+    assert handed_over() is None, "the recognizer dropped at the handover is still alive"
+
+
 def test_heap_trimmer_coalesces_requests_and_rate_limits() -> None:
     import threading
     import time
