@@ -56,22 +56,42 @@ def _port(url: str) -> int | None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose epilog may be made only when help is asked for (``epilog_from``): the gateway's
-    lists its settings from where they are declared, a module that takes 0.8 s to import."""
+    """An argument parser whose epilog and flags' help may be made only when help is asked for (``epilog_from``,
+    ``helps_from``: by each flag's ``dest``): the gateway's list its settings from where they are declared, a module
+    that takes 0.8 s to import."""
 
-    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, epilog_from: Callable[[], str] | None = None,
+                 helps_from: Callable[[], dict[str, str]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.epilog_from = epilog_from
+        self.helps_from = helps_from
 
     def format_help(self) -> str:
         if self.epilog_from is not None:
             self.epilog = self.epilog_from()
+        if self.helps_from is not None:
+            helps = self.helps_from()
+            for action in self._actions:
+                if action.dest in helps:
+                    action.help = helps[action.dest].replace("%", "%%")
         return super().format_help()
 
 
 def _gateway_settings() -> str:
     from speech_operator.gateway import GatewayConfig
     return GatewayConfig.help()
+
+
+#: The gateway's settings that are flags too (a flag wins over its variable).
+_GATEWAY_FLAGS = ("host", "port")
+
+
+def _gateway_flags() -> dict[str, str]:
+    """The help of the gateway's flags, from their settings' declaration: what each does, its variable, its default."""
+    from speech_operator.gateway import GatewayConfig
+    declared = {f.name: (name, f) for name, f in GatewayConfig.variables().items()}
+    return {flag: f"{f.metadata['help']} (env {name}; default {f.default})"
+            for flag in _GATEWAY_FLAGS for name, f in [declared[flag]]}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,12 +114,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     gateway = sub.add_parser("gateway", help="serve every locale at one endpoint, forwarding by language",
-                             epilog_from=_gateway_settings, formatter_class=argparse.RawDescriptionHelpFormatter)
+                             epilog_from=_gateway_settings, helps_from=_gateway_flags,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     _scope(gateway, globs=False)
-    gateway.add_argument("--host", default=os.environ.get("SPEECH_GATEWAY_HOST") or "0.0.0.0",
-                         help="address to listen on (env SPEECH_GATEWAY_HOST; default 0.0.0.0)")
-    gateway.add_argument("--port", type=int, default=None,
-                         help="port to listen on (env SPEECH_GATEWAY_PORT; default 5000, the recognizer's)")
+    gateway.add_argument("--host", default=None)  # their help: _gateway_flags; unset, the variable's or the default
+    gateway.add_argument("--port", type=int, default=None)
     gateway.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("crd", help="print the SpeechToText CRD (YAML)")
     alerts = sub.add_parser("alerts", help="print the Prometheus alerts (a PrometheusRule; --rules: a rules file)")
@@ -246,7 +265,8 @@ async def gateway(args: argparse.Namespace) -> None:
             config = dataclasses.replace(config, port=GatewayConfig.bounded("port", args.port, f"--port {args.port}"))
     except ValueError as exc:
         sys.exit(f"{PROG} gateway: {exc}")
-    config = dataclasses.replace(config, host=args.host)
+    if args.host is not None:
+        config = dataclasses.replace(config, host=args.host)
     async with k8s.ApiClient(await _credentials()) as api_client:
         api_client.user_agent = f"{USER_AGENT} gateway"
         try:

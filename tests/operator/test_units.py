@@ -326,6 +326,30 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
             GatewayConfig.from_env({name: "-1"})
 
 
+def test_gateway_help_gives_the_flags_their_settings_declared_default(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--host`` and ``--port`` are settings too: their help and their default come from GatewayConfig's declaration,
+    where cli.py typed them again ("default 0.0.0.0", "default 5000", and a default of its own for --host). Moved
+    here, the declaration moves the help and what the gateway listens on."""
+    from dataclasses import fields
+
+    from speech_operator.gateway import GatewayConfig
+    declared = {f.name: f for f in fields(GatewayConfig)}
+    monkeypatch.setattr(declared["host"], "default", "127.0.0.9")
+    monkeypatch.setattr(GatewayConfig, "host", "127.0.0.9")
+    monkeypatch.setattr(declared["port"], "default", 5099)
+    monkeypatch.setattr(declared["port"], "metadata", {**declared["port"].metadata, "help": "port for 100% of clients"})
+    monkeypatch.delenv("SPEECH_GATEWAY_HOST", raising=False)
+    with pytest.raises(SystemExit):
+        cli.parse(["gateway", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--host HOST address to listen on (env SPEECH_GATEWAY_HOST; default 127.0.0.9)" in shown, shown
+    assert "--port PORT port for 100% of clients (env SPEECH_GATEWAY_PORT; default 5099)" in shown, shown
+    args = cli.parse(["gateway", "-A"])
+    assert args.host is None and args.port is None, "unset, the variable's or the declared default: GatewayConfig's"
+    assert cli.parse(["gateway", "-A", "--host", "::1"]).host == "::1"
+
+
 def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable() -> None:
     """A value the chart's schema (or its number helper) takes is one the gateway takes from its variable, and the other
     way round: SPEECH_GATEWAY_HEADER_SECONDS took 0.001 and any number of seconds, _MAX_HEADER_BYTES and
