@@ -158,6 +158,9 @@ class Conversation:
             await self.inbox.close()
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
+            # Cancelled, the task keeps its CancelledError, whose traceback holds the task's frame, which holds
+            # this conversation: a cycle that kept it, its session and recognition for Python's collector.
+            self._sender = None
             if self._session_cm is not None:
                 if self.session is not None and self.config is not None:  # 16-bit mono PCM at the config's rate
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)

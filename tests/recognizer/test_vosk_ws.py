@@ -192,3 +192,33 @@ def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, ut
     for g, w in zip(got, want, strict=True):
         for gw, ww in zip(g["result"], w["result"], strict=True):
             assert abs(gw["start"] - ww["start"]) <= CLOCK_TOLERANCE and abs(gw["end"] - ww["end"]) <= CLOCK_TOLERANCE, (gw, ww)
+
+
+def test_a_conversation_the_client_left_is_freed_at_once(server) -> None:
+    """A client that closes without eof: its conversation (and its session, recognition and inbox) is freed when
+    it ends, not kept in a reference cycle until Python's collector runs (the reply task cancelled at the end held
+    its CancelledError, whose traceback held the task's frame, which held the conversation)."""
+    import gc
+    import time
+
+    from speech_recognizer.session import Session
+    from speech_recognizer.vosk_ws import Conversation
+
+    def alive() -> int:
+        return sum(isinstance(o, (Conversation, Session)) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()  # in the whole process, the server's thread too: only reference counting frees anything
+    try:
+        before = alive()  # another test's conversation may still be ending on the shared server
+        with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            ws.send(bytes(3200))
+            assert "partial" in json.loads(ws.recv())
+            assert alive() >= before + 2
+        deadline = time.monotonic() + 10
+        while alive() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive() <= before, "the conversation of a client that left waits for the cycle collector"
+    finally:
+        gc.enable()
