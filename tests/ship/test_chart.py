@@ -214,7 +214,10 @@ def test_set_gives_a_number_value_as_a_decimal(helm: Path, tmp_path: Path) -> No
     # helm's --set passes 2.5 as a string (a whole number as an int): the chart takes a decimal, renders it as it
     # renders a values file's number, and bounds it as the schema bounds a number; anything else is refused
     numbers = number_values(json.loads((CHART / "values.schema.json").read_text()))
-    assert {"gateway.headerSeconds", "gateway.formReadSeconds", "gateway.formPauseSeconds"} <= set(numbers), numbers
+    # every value whose setting takes decimal seconds (the gateway's are floats, as is `cleanup --timeout`); holdSeconds,
+    # shutdownSeconds and cleanupOnUninstall.timeoutSeconds were integers, and --set gateway.holdSeconds=2.5 was refused
+    assert {"gateway.headerSeconds", "gateway.formReadSeconds", "gateway.formPauseSeconds", "gateway.holdSeconds",
+            "gateway.shutdownSeconds", "cleanupOnUninstall.timeoutSeconds"} <= set(numbers), numbers
     values: dict = {}
     for name, bounds in numbers.items():
         *parents, last = name.split(".")
@@ -229,6 +232,14 @@ def test_set_gives_a_number_value_as_a_decimal(helm: Path, tmp_path: Path) -> No
     assert docs == helm_template(helm, "--values", str(values_file))
     env = {e["name"]: e["value"] for e in one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SPEECH_GATEWAY_HEADER_SECONDS"] == "1.25", env
+    assert (env["SPEECH_GATEWAY_HOLD_SECONDS"], env["SPEECH_GATEWAY_SHUTDOWN_SECONDS"]) == ("0.25", "0.25"), env
+    decimal = helm_template(helm, "--set", "gateway.shutdownSeconds=2.5", "--set", "recognizers[0].name=a",
+                            "--set", "recognizers[0].locale=ko-KR", "--set", "cleanupOnUninstall.timeoutSeconds=12.5")
+    pod = gateway_pod(decimal)
+    assert pod["terminationGracePeriodSeconds"] == 18, "5 + 2.5 + 3 + 7, up to a whole second"
+    assert_grace_covers_the_stop(pod, 2.5)
+    job = one(decimal, "Job")["spec"]
+    assert job["activeDeadlineSeconds"] == 73 and "--timeout=12.5" in job["template"]["spec"]["containers"][0]["args"], job
     # the bounds themselves are taken ("1.0": a string, as "1" would be an int)
     helm_template(helm, *(a for name, bounds in numbers.items() for a in ("--set", f"{name}={bounds['minimum']:.1f}")))
     helm_template(helm, *(a for name, bounds in numbers.items() if "maximum" in bounds
