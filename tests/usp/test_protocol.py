@@ -246,3 +246,39 @@ async def test_a_client_leaving_mid_turn_is_a_departure_not_a_failure(
     # Gone before its results were sent, or (read ahead) before its audio was decoded: a departure either way.
     assert any("client_gone" in r.getMessage() and "the client left" in r.getMessage() for r in ours)
     assert not [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+
+
+async def test_a_connection_that_ended_is_freed_at_once(server: ServerThread) -> None:
+    """A connection whose client closed it, after its turn ended or in the middle of it: the connection, its turn
+    and the turn's session are freed when it ends, not kept in a reference cycle (the turn holds its connection)
+    until Python's collector runs."""
+    import gc
+
+    from speech_recognizer.session import Session
+    from speech_recognizer.usp.connection import Connection
+
+    def alive() -> int:
+        return sum(type(o) in (Connection, Session) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()  # in the whole process, the server's thread too: only reference counting frees anything
+    try:
+        for mode in ("after the turn", "mid-turn"):
+            before = alive()  # another test's connection may still be ending on the shared server
+            async with connect(server.ws + CONVERSATION) as ws:
+                rid = uuid.uuid4().hex
+                await open_turn(ws, rid)
+                if mode == "after the turn":
+                    await send_pcm(ws, rid, bytes(20 * 3200))
+                    await until_turn_end(ws)
+                else:
+                    for _ in range(20):
+                        await ws.send(client_audio_frame(rid, bytes(3200)))
+                    assert parse_text(await ws.recv()).path == "turn.start"
+                assert alive() >= before + 2
+            deadline = time.monotonic() + 10
+            while alive() > before and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert alive() <= before, f"a connection closed {mode} waits for the cycle collector"
+    finally:
+        gc.enable()

@@ -377,6 +377,9 @@ class Connection:
                     rec = session.recognition
                     session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * rec.channels * rec.sample_rate)
                 await self.turn.close()
+                # The turn holds this connection (Turn.conn): without this, the two, the turn's session and its
+                # recognition waited in a reference cycle for Python's collector.
+                self.turn = None
 
     async def fail(self, failure: Failure) -> None:
         """Count and log ``failure``, end the open turn with its status, and close the connection with its code (once)."""
