@@ -70,7 +70,10 @@ def test_a_million_records_never_block_the_event_loop(registry: ModelRegistry, t
     assert all(meters(s)["speech-to-text.requests"] == RECORDS for s in summaries), summaries
     assert meters(summaries[0])["speech-to-text.audio-seconds.ko-KR"] == pytest.approx(1.5 * RECORDS)
     assert meters(january)["speech-to-text.requests"] == RECORDS // 2
-    assert len(latencies) >= 5 and max(latencies) < 0.2, (len(latencies), max(latencies), statistics.median(latencies))
+    # Read on the event loop, the million records stalled /ready for their whole read (13.5 s); off it, a probe waits
+    # for the GIL behind the reading thread and the test's own threads: 2 ms median, and up to 0.44 s once on a
+    # loaded 2-core machine (a fresh-clone CI trial with other work beside it), hence 1 s, far below the stall.
+    assert len(latencies) >= 5 and max(latencies) < 1.0, (len(latencies), max(latencies), statistics.median(latencies))
     assert rss.growth_mb < 50, f"the server grew {rss.growth_mb:.0f} MB summing {RECORDS} records"
 
 
