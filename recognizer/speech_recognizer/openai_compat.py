@@ -174,6 +174,8 @@ async def transcriptions(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, ROUTE, metrics)
+        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
+        exc.__traceback__ = None
         return openai_response(failure)
     metrics.succeeded(ROUTE)
     return response

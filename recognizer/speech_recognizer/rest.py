@@ -151,6 +151,8 @@ async def recognize(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, route, metrics)
+        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
+        exc.__traceback__ = None
         return http_response(failure)
     metrics.succeeded(route)
     return response

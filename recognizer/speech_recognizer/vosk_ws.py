@@ -276,6 +276,8 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = classify(exc)
         observe(failure, ROUTE, metrics)
+        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
+        exc.__traceback__ = None
         if failure.kind is not CLIENT_GONE:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await ws.close(*close_args(failure))
