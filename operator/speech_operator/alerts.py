@@ -122,10 +122,13 @@ def rule_groups() -> list[dict[str, Any]]:
                    "waking locales, bytes of OpenAI forms, or client connections as it may. Raise gateway.maxHeld or "
                    "gateway.maxConnections (with gateway.resources.limits.memory), or the gateway's replicas."),
             _alert("SpeechGatewayConnectionsNearCap",
-                   "max by (namespace, service, pod) (speech_gateway_connections / speech_gateway_connections_max) > 0.9",
+                   "max by (namespace, service, pod) (\n  (speech_gateway_connections - speech_gateway_idle_connections)"
+                   " / speech_gateway_connections_max\n) > 0.9",
                    "15m", f"the gateway {where}: {{{{ $labels.pod }}}} serves more than 90 % of the connections it may",
                    "Past its cap (SPEECH_GATEWAY_MAX_CONNECTIONS; the chart's gateway.maxConnections) new requests are "
-                   "refused with 503 / 1013. Raise the gateway's replicas, or the cap with its memory limit."),
+                   "refused with 503 / 1013. Counted: connections with a request or stream under way; idle kept-alive "
+                   "ones (an Ingress' keep-alive pool) give way to new ones at the cap and are not. Raise the gateway's "
+                   "replicas, or the cap with its memory limit."),
             _alert("SpeechGatewayFailing",
                    f'sum by (namespace, service, reason) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_fault)}"}}[10m])\n) > 0',
                    "5m", f"the gateway {where} cannot serve a locale: {{{{ $labels.reason }}}}",

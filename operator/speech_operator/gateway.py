@@ -224,6 +224,9 @@ class _DirectoryCollector:
                                 value=self.connections.open)
         yield GaugeMetricFamily("speech_gateway_connections_max", "Client connections served at once, at most "
                                 "(SPEECH_GATEWAY_MAX_CONNECTIONS)", value=self.connections.limit)
+        yield GaugeMetricFamily("speech_gateway_idle_connections", "Client connections open now within the cap that wait "
+                                "for a request head of which nothing came (kept alive between requests, or new): the "
+                                "ones closed first to make room at the cap", value=self.connections.idle)
         yield CounterMetricFamily("speech_gateway_idle_connections_closed", "Idle client connections (waiting for a request "
                                   "head of which nothing came) closed to make room for a new one at the cap",
                                   value=self.connections.reclaimed)

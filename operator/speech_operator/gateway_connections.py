@@ -103,6 +103,12 @@ class ConnectionCap:
         """Connections open now within the cap."""
         return len(self._open)
 
+    @property
+    def idle(self) -> int:
+        """Connections open now within the cap that wait for a request head of which nothing came: the ones that give
+        way to a new connection at the cap (so a cap full of them is no cap reached)."""
+        return sum(1 for c in self._open if c.idle_since() is not None)
+
     def admit(self, connection: Reusable) -> bool:
         """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
         idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy): then,

@@ -109,13 +109,21 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
             "alert_rule_test": [{"eval_time": "25m", "alertname": name, "exp_alerts": []} for name in names]}
 
 
-def near_cap_case(rule: dict[str, Any], metric: str = "speech_connections", service: str = "en-us") -> dict[str, Any]:
+def near_cap_case(rule: dict[str, Any], metric: str = "speech_connections", service: str = "en-us",
+                  idle: str | None = None) -> dict[str, Any]:
+    """95 of 100 connections for 30 minutes: the alert after 15. ``idle``: the gauge of those that give way at the cap
+    (the gateway's), 2 of them, and a second pod with all 95 idle (an Ingress' keep-alive pool): no alert for it."""
     labels = {"namespace": "speech", "service": service, "pod": f"{service}-1"}
     selector = ",".join(f'{n}="{v}"' for n, v in labels.items())
     alert_labels = {"severity": "warning", **labels}
+    series = [{"series": f"{metric}{{{selector}}}", "values": "95x30"}, {"series": f"{metric}_max{{{selector}}}", "values": "100x30"}]
+    if idle is not None:
+        pooled = selector.replace(f'{service}-1"', f'{service}-2"')
+        series += [{"series": f"{idle}{{{selector}}}", "values": "2x30"},
+                   *({"series": f"{name}{{{pooled}}}", "values": values}
+                     for name, values in ((metric, "95x30"), (f"{metric}_max", "100x30"), (idle, "95x30")))]
     return {"interval": "1m",
-            "input_series": [{"series": f"{metric}{{{selector}}}", "values": "95x30"},
-                             {"series": f"{metric}_max{{{selector}}}", "values": "100x30"}],
+            "input_series": series,
             "alert_rule_test": [
                 {"eval_time": "10m", "alertname": rule["alert"], "exp_alerts": []},  # not yet: 15 minutes
                 {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [
@@ -194,7 +202,8 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
         counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
-        near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway"),
+        near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway",
+                      idle="speech_gateway_idle_connections"),
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         *inactive_cases(by_name["SpeechOperatorInactive"]),
