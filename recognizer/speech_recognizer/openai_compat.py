@@ -34,7 +34,7 @@ from . import openapi as oa
 from .audio import MAX_BYTES_PER_SECOND, AudioError, decode
 from .auth import check_key
 from .engine import Engine
-from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, classify, observe, openai_response
+from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, openai_response, settle
 from .openapi import describe
 from .rest import read_body, recognize_audio, request_locale
 from .results import lexical
@@ -172,10 +172,7 @@ async def transcriptions(request: Request) -> Response:
     try:
         response = await _transcribe(request)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = classify(exc)
-        observe(failure, ROUTE, metrics)
-        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
-        exc.__traceback__ = None
+        failure = settle(exc, ROUTE, metrics)
         return openai_response(failure)
     metrics.succeeded(ROUTE)
     return response

@@ -20,7 +20,7 @@ from .admission import Reservation
 from .audio import HEADER_ROOM, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
 from .auth import check_key
 from .engine import Engine
-from .errors import CLIENT_GONE, NOT_FOUND, TOO_LARGE, BadValue, Failure, classify, http_response, observe
+from .errors import CLIENT_GONE, NOT_FOUND, TOO_LARGE, BadValue, Failure, http_response, settle
 from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
@@ -149,10 +149,7 @@ async def recognize(request: Request) -> Response:
     try:
         response = await _recognize(request, mode)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = classify(exc)
-        observe(failure, route, metrics)
-        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
-        exc.__traceback__ = None
+        failure = settle(exc, route, metrics)
         return http_response(failure)
     metrics.succeeded(route)
     return response

@@ -30,7 +30,7 @@ from . import openapi as oa
 from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
-from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, observe
+from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .inbox import Inbox
 from .openapi import describe
 from .rest import request_locale
@@ -274,10 +274,7 @@ async def vosk_endpoint(ws: WebSocket) -> None:
         check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
         await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings)).run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = classify(exc)
-        observe(failure, ROUTE, metrics)
-        # Logged: its traceback holds this frame, which holds it: a cycle kept the session for Python's collector.
-        exc.__traceback__ = None
+        failure = settle(exc, ROUTE, metrics)
         if failure.kind is not CLIENT_GONE:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await ws.close(*close_args(failure))
