@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import vosk
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from harness.usp import client_audio_frame
@@ -163,22 +163,23 @@ async def usp_turn_ended(server: ServerThread, wav: bytes) -> None:
         await until_turn_end(ws)
 
 
+async def turn_under_way(ws: ClientConnection, frames: int) -> None:
+    """A Speech SDK turn opened on ``ws`` and ``frames`` 100 ms frames of silence sent: the server has started it."""
+    rid = uuid.uuid4().hex
+    await open_turn(ws, rid)
+    for _ in range(frames):
+        await ws.send(client_audio_frame(rid, bytes(3200)))
+    assert parse_text(await ws.recv()).path == "turn.start"
+
+
 async def usp_closed_mid_turn(server: ServerThread, wav: bytes) -> None:
     async with connect(server.ws + CONVERSATION) as ws:
-        rid = uuid.uuid4().hex
-        await open_turn(ws, rid)
-        for _ in range(20):
-            await ws.send(client_audio_frame(rid, bytes(3200)))
-        assert parse_text(await ws.recv()).path == "turn.start"
+        await turn_under_way(ws, 20)
 
 
 async def usp_server_closes_mid_turn(server: ServerThread, wav: bytes) -> None:
     async with connect(server.ws + CONVERSATION) as ws:
-        rid = uuid.uuid4().hex
-        await open_turn(ws, rid)
-        for _ in range(5):
-            await ws.send(client_audio_frame(rid, bytes(3200)))
-        assert parse_text(await ws.recv()).path == "turn.start"
+        await turn_under_way(ws, 5)
         await ws.send(b"\x00")  # not a frame: the server closes with a reason
         with pytest.raises(ConnectionClosed) as closed:
             while True:
