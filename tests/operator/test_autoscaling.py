@@ -180,13 +180,14 @@ async def test_to_zero_when_idle_and_back_when_the_gateway_asks(scaled: Scaled) 
     await scaled.cluster.eventually(scaled_to_zero)
 
     await scaled.stays(0, 1.0)  # nobody asked
-    # Looks every 30 s from now on: a wake within a second is the demand seen at once.
+    # Looks every 30 s from now on: a wake within 10 s is the demand seen at once, not at the next look (the bound
+    # is loose because a busy CI machine took 1.19 s for it; the next look would take 30).
     scaled.cluster.runtime.config = dataclasses.replace(scaled.cluster.runtime.config, autoscale_seconds=30)
     await asyncio.sleep(0.5)
     asked = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
     await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us", "status"), {"status": {"demand": {"requestedAt": asked}}})
-    took = await scaled.becomes(1, timeout=3)
-    assert took < 1.0, f"woken {took:.2f} s after the gateway asked: the demand should be seen at once, not at the next look"
+    took = await scaled.becomes(1, timeout=15)
+    assert took < 10.0, f"woken {took:.2f} s after the gateway asked: the demand should be seen at once, not at the next look"
     assert await scaled.events("WokenUp") == ["a request waits at the gateway: waking, 0 → 1"]
     await scaled.ready_pods(1)
     assert (await scaled.status())["demand"] == {"requestedAt": asked}, "the gateway's field is left alone"
