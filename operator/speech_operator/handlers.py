@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -82,8 +83,37 @@ async def watch_crd(memo: kopf.Memo, **_: Any) -> None:
     memo["crd_watch"] = asyncio.create_task(crd_watch.follow(rt.kube, rt.crd), name="SpeechToText CRD watch")
 
 
+@contextlib.contextmanager
+def _ended_at_exit(memo: kopf.Memo) -> Iterator[None]:
+    """Run a daemon's body so that the cleanup (:func:`close`) ends it if kopf did not.
+
+    kopf stops the daemons it knows of when it exits, then lets the events in processing finish
+    (up to ``settings.queueing.exit_timeout``), and one of those may start a daemon after the
+    others were stopped (a SpeechToText's creation handled as the operator stops): nothing sets
+    that one's flag, so it runs on until kopf gives up waiting for its tasks (5 s, fixed) and
+    cancels them. The cleanup runs after every event is done: it cancels the daemons still
+    running, and a daemon cancelled so ends quietly (kopf logs a cancelled handler as a WARNING)."""
+    rt = runtime(memo)  # shared: kopf gives each SpeechToText's handlers a copy of the memo
+    task = asyncio.current_task()
+    assert task is not None
+    rt.daemons.add(task)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not rt.exiting:
+            raise
+    finally:
+        rt.daemons.discard(task)
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    rt.exiting = True
+    left = list(rt.daemons)
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
     watch = memo.get("crd_watch")
     if watch is not None:
         watch.cancel()
@@ -133,9 +163,10 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
                            memo: kopf.Memo, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears (the filter then stops this daemon)."""
     rt = runtime(memo)
-    while not stopped:
-        await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
-        await reconcile(rt, namespaced(namespace), name)
+    with _ended_at_exit(memo):
+        while not stopped:
+            await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
+            await reconcile(rt, namespaced(namespace), name)
 
 
 @kopf.daemon(*STT, cancellation_timeout=1)
@@ -143,18 +174,17 @@ async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | No
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more)."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
-    while not stopped:
-        changed = asyncio.ensure_future(rt.crd.changed_for((namespace, name)))
-        stop = asyncio.ensure_future(stopped.wait())
-        try:  # kopf stops a daemon by its flag, else cancels it with a WARNING: exit at once on the flag
-            await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # one kopf started while it stops, cancelled without a flag at its exit
-            return
-        finally:
-            changed.cancel()
-            stop.cancel()
-        if not stopped:
-            await reconcile(rt, namespace, name)
+    with _ended_at_exit(memo):
+        while not stopped:
+            changed = asyncio.ensure_future(rt.crd.changed_for((namespace, name)))
+            stop = asyncio.ensure_future(stopped.wait())
+            try:  # kopf stops a daemon by its flag, else cancels it with a WARNING: exit at once on the flag
+                await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                stop.cancel()
+            if not stopped:
+                await reconcile(rt, namespace, name)
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
@@ -169,17 +199,18 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
     scaler = autoscaler(memo)
     namespace = namespaced(namespace)
     wake = scaler.wake(namespace, name)
-    try:
-        while not stopped:
-            wake.clear()
-            try:
-                await scaler.look(namespace, name, body)
-            except (TimeoutError, kube.KubeError, aiohttp.ClientError) as exc:
-                logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds)
-    finally:
-        scaler.forget(namespace, name)
+    with _ended_at_exit(memo):
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    await scaler.look(namespace, name, body)
+                except (TimeoutError, kube.KubeError, aiohttp.ClientError) as exc:
+                    logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds)
+        finally:
+            scaler.forget(namespace, name)
 
 
 @kopf.on.event(*STT)

@@ -45,6 +45,9 @@ class Runtime:
     kube: Kube = field(default_factory=Kube)
     crd: InstalledCRD = field(default_factory=InstalledCRD)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    #: The daemons running, and whether the operator's cleanup has begun (:func:`speech_operator.handlers.close`).
+    daemons: set[asyncio.Task[Any]] = field(default_factory=set)
+    exiting: bool = False
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises reconciles of one SpeechToText across its own and its children's handlers."""

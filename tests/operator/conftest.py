@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class Cluster:
         self.api = client
         self.config = config  # the operator's
         self.runtime: Runtime | None = None  # the operator's, with the `cluster` fixture
+        #: With the `cluster` fixture: stop the operator now (as SIGTERM does); the seconds it took.
+        self.stop_operator: Callable[[], Awaitable[float]] | None = None
 
     def sent(self, method: str, plural: str, name: str | None = None, sub: str | None = None) -> list[kmock.Request]:
         """Requests the operator (not this test's client) sent for ``plural``/``name``/``sub``."""
@@ -119,14 +122,22 @@ async def cluster(apiserver: Cluster) -> AsyncIterator[Cluster]:
     operator = threading.Thread(target=asyncio.run, name="operator", args=(kopf.operator(
         settings=settings, standalone=True, namespaces=[NAMESPACE],
         memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready),))
+
+    async def stop_operator() -> float:
+        started = time.monotonic()
+        stop.set()
+        await asyncio.to_thread(operator.join, 15)
+        assert not operator.is_alive(), "the operator did not stop"
+        return time.monotonic() - started
+
+    apiserver.stop_operator = stop_operator
     operator.start()
     try:
         assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
         yield apiserver
     finally:
-        stop.set()
-        await asyncio.to_thread(operator.join, 15)
-        assert not operator.is_alive(), "the operator did not stop"
+        if operator.is_alive():
+            await stop_operator()
 
 
 # ---- the console script in a process of its own (tests/operator/test_cli.py, test_metrics.py) ----------------------
