@@ -11,6 +11,7 @@ autoscaled and has no ready pod, so requests are held; ``POST /_bench/ready`` th
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import socket
@@ -59,5 +60,18 @@ async def main(port: int, recognizer_port: int, state: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes stdin
 
 
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``--help``; a wrong one is refused with argparse's usage and one line saying why)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_host", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="bench.gateway_bench starts it; it stops when its stdin closes.")
+    parser.add_argument("port", type=int, help="the gateway's port on 127.0.0.1 (0: any free one; the first line on stdout says which)")
+    parser.add_argument("recognizer_port", type=int, help="the port of the recognizer on 127.0.0.1")
+    parser.add_argument("state", choices=("ready", "asleep"), help="ready: the recognizer has a ready pod; asleep: requests are held "
+                        "until POST /_bench/ready")
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    args = arguments()
+    asyncio.run(main(args.port, args.recognizer_port, args.state))
