@@ -257,11 +257,22 @@ def observe(failure: Failure, route: str, metrics: Counters | None = None) -> No
 
 
 def settle(exc: BaseException, route: str, metrics: Counters | None = None) -> Failure:
-    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`), ``exc``'s traceback then dropped:
-    it holds the frame that caught ``exc``, which holds the failure (``exc`` itself or its cause), a cycle that kept the
-    request's session and recognition, and the recognizer it had, for Python's cycle collector (minutes on a busy
-    server)."""
+    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`), its tracebacks then dropped
+    (:func:`drop_tracebacks`)."""
     failure = classify(exc)
     observe(failure, route, metrics)
-    exc.__traceback__ = None
+    drop_tracebacks(exc)
     return failure
+
+
+def drop_tracebacks(exc: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and of the exceptions it came from (its cause and context, theirs, ...), once
+    logged: a traceback holds the frames it passed through, and a frame that holds the failure (``exc`` itself, or a
+    failure whose cause is a decoder's exception) makes a cycle that kept the request's session and recognition, and
+    the recognizer it had, for Python's cycle collector (minutes on a busy server)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__

@@ -57,6 +57,16 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
         future.set_result(result)
 
 
+def _run(job: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """``(result, None)`` of ``job``, or ``(None, the exception it raised)``. Caught here, not in the loop of
+    :meth:`Session._drain`: the exception's traceback holds the frame that caught it, and that frame's locals (the
+    error, the future it was handed to) would hold the exception in turn, a cycle that kept the session."""
+    try:
+        return job(), None
+    except Exception as exc:  # noqa: BLE001 - handed to whoever awaits the job
+        return None, exc
+
+
 class Lanes:
     """One single-thread executor (a lane) per decoder; a session decodes on one lane from start to end.
 
@@ -132,10 +142,7 @@ class Session:
                 job, future = self._jobs.popleft()
             if future is not None and future.cancelled():
                 continue
-            try:
-                result, error = job(), None
-            except Exception as exc:  # noqa: BLE001 - handed to whoever awaits the job
-                result, error = None, exc
+            result, error = _run(job)
             if future is None:
                 if error is not None:
                     log.error("decoder job failed: %s", error, exc_info=error)

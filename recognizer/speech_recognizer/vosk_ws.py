@@ -127,6 +127,8 @@ class Conversation:
         self._session_cm: Any = None
         self._replies: asyncio.Queue[Reply | None] = asyncio.Queue(READ_AHEAD)
         self._sender: asyncio.Task[Failure | None] | None = None
+        #: What stopped the replies (a failed decode, a client gone), as soon as :meth:`_send_replies` meets it.
+        self._failure: Failure | None = None
         self.inbox: Inbox
 
     async def run(self) -> None:
@@ -144,8 +146,10 @@ class Conversation:
                         await self._final()
                     raise
                 if message["type"] == "websocket.disconnect":
-                    if self._sender.done() and (refused := self._sender.result()) is not None:
-                        raise refused
+                    # A failed decode closed the connection (the client's answer to that close is this disconnect)
+                    # while the sender waits for more to drain: the failure is still this conversation's end.
+                    if self._failure is not None:
+                        raise self._failure
                     if self.inbox.dropped_bytes:
                         raise Failure(f"the client left; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded", CLIENT_GONE)
                     return
@@ -161,6 +165,7 @@ class Conversation:
             # Cancelled, the task keeps its CancelledError, whose traceback holds the task's frame, which holds
             # this conversation: a cycle that kept it, its session and recognition for Python's collector.
             self._sender = None
+            self._failure = None  # raised (the route settles it), or a later end's: either way not this one's to keep
             if self._session_cm is not None:
                 if self.session is not None and self.config is not None:  # 16-bit mono PCM at the config's rate
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
@@ -238,28 +243,27 @@ class Conversation:
         A failed decode closes the connection as the failure policy says; after it, or after
         the client went away, the rest is drained unsent.
         """
-        failure: Failure | None = None
         while (item := await self._replies.get()) is not None:
             future, make = item
             try:
                 reply = make(await future)
             except Exception as exc:  # noqa: BLE001 - the connection ends with a reason, the server goes on
                 self.deadlines.paid()
-                if failure is None:
-                    failure = classify(exc)
+                if self._failure is None:
+                    self._failure = classify(exc)
                     with contextlib.suppress(Exception):  # the client may be gone already
-                        await self.ws.close(*close_args(failure))
+                        await self.ws.close(*close_args(self._failure))
                 continue
-            if failure is not None:
+            if self._failure is not None:
                 self.deadlines.paid()
                 continue
             try:
                 await self.ws.send_text(json.dumps(reply, ensure_ascii=False))
             except Exception:  # noqa: BLE001 - the client went away: nobody to answer
-                failure = Failure("the client left before its replies were sent", CLIENT_GONE)
+                self._failure = Failure("the client left before its replies were sent", CLIENT_GONE)
             finally:
                 self.deadlines.paid()
-        return failure
+        return self._failure
 
 
 async def vosk_endpoint(ws: WebSocket) -> None:

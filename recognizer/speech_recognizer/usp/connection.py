@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, observe, usp_phrase
+from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
 from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -382,11 +382,12 @@ class Connection:
                 self.turn = None
 
     async def fail(self, failure: Failure) -> None:
-        """Count and log ``failure``, end the open turn with its status, and close the connection with its code (once)."""
+        """Count and log ``failure`` (its tracebacks then dropped: :func:`~..errors.settle`), end the open turn with its
+        status, and close the connection with its code (once)."""
         if self._closed:
             return
         self._closed = True
-        observe(failure, self.route, self.metrics)
+        settle(failure, self.route, self.metrics)
         if failure.kind is CLIENT_GONE:
             if self.turn is not None:
                 self.turn.failed = True

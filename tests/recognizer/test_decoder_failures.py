@@ -1,0 +1,75 @@
+"""A decoder that fails mid-stream: the stream ends as the failure policy answers INTERNAL (close 1011 with a reason),
+counted and logged once with its traceback; its session is freed at once (tests/recognizer/test_no_cycles.py's
+endings "... decoder fails").
+
+No input of a client makes Vosk raise mid-stream here (it would take a bug of Vosk's, or memory running out), so the
+failure is injected where every decode runs (``Recognition.accept``), for one chunk no test sends otherwise
+(:data:`POISON`): mock only what cannot run here; the server, its routes and the client are real.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from speech_recognizer.recognition import Recognition
+from speech_recognizer.transcript import Event
+
+from ..support import ServerThread
+from .test_failures import Records, refused
+
+#: The chunk of audio the decoder fails on while :func:`decoder_fails` lasts (0.1 s at 16 kHz).
+POISON = b"\x7f\x7f\x80\x80" * 800
+
+
+@contextmanager
+def decoder_fails(*, logged: bool = True) -> Iterator[None]:
+    """``Recognition.accept`` raises on :data:`POISON` while this lasts. ``logged=False``: the failure's log line goes
+    nowhere, since pytest's log capture keeps every record till the test ends, and an INTERNAL one's traceback holds the
+    frames the failure went through, with the session (which test_no_cycles wants freed)."""
+    accept = Recognition.accept
+
+    def failing(self: Recognition, pcm: bytes) -> list[Event]:
+        if pcm == POISON:
+            raise RuntimeError("the decoder failed (injected)")
+        return accept(self, pcm)
+
+    failures = logging.getLogger("speech_recognizer.failures")
+    nowhere = logging.NullHandler()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Recognition, "accept", failing)
+        if not logged:
+            patch.setattr(failures, "propagate", False)
+            failures.addHandler(nowhere)
+        try:
+            yield
+        finally:
+            failures.removeHandler(nowhere)
+
+
+def test_a_decoder_failing_ends_a_vosk_stream_with_a_reason_counted_and_logged(server: ServerThread) -> None:
+    before = refused(server.http, "vosk", "internal")
+    with decoder_fails(), Records() as records:
+        with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+            ws.send(bytes(3200))
+            assert "partial" in json.loads(ws.recv(timeout=30))
+            ws.send(POISON)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=30)
+        assert closed.value.rcvd is not None, "closed without a close frame"
+        assert closed.value.rcvd.code == 1011 and "internal error (RuntimeError)" in closed.value.rcvd.reason, closed.value.rcvd
+        deadline = time.monotonic() + 10  # the server counts it once the client answered its close
+        while refused(server.http, "vosk", "internal") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refused(server.http, "vosk", "internal") == before + 1, "counted as a failure, not as a stream served"
+        logged = [r for r in records.records if r.name == "speech_recognizer.failures"]
+        assert [r.getMessage().split(";")[0] for r in logged] == ["vosk: internal: internal error (RuntimeError)"]
+        assert logged[0].exc_info is not None and "the decoder failed (injected)" in str(logged[0].exc_info[1])
