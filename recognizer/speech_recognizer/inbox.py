@@ -105,6 +105,14 @@ class Inbox:
         self._more.set()
         return message
 
+    def take_arrived(self) -> list[Message]:
+        """The messages read and not yet handled, without waiting for more (the route handles them itself)."""
+        messages = list(self._messages)
+        self._messages.clear()
+        self._bytes = 0
+        self._more.set()
+        return messages
+
     async def close(self) -> None:
         """Stop reading (at the connection's end)."""
         self._reader.cancel()

@@ -143,6 +143,7 @@ class Conversation:
                     message = await self.deadlines.receive(self.inbox.receive)
                 except Failure:  # idle, or too long: what was sent is answered, then the close says why
                     if self.session is not None:
+                        await self._arrived_audio()
                         await self._final()
                     raise
                 if message["type"] == "websocket.disconnect":
@@ -171,6 +172,18 @@ class Conversation:
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
+
+    async def _arrived_audio(self) -> None:
+        """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to
+        the decoder before the final result, each chunk answered as before: a client that sent ahead of the decoding is
+        answered for everything the server took in, and tells by the replies which chunks were decoded. (Dropped, the
+        final result read as the answer to the last chunk sent, and that audio was lost unseen.) At most the inbox's
+        read-ahead (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`); up to the first message that is not audio."""
+        self.inbox.ahead = False
+        for message in self.inbox.take_arrived():
+            if message.get("bytes") is None:
+                break
+            await self._audio(message["bytes"])
 
     async def _audio(self, data: bytes) -> None:
         config = self.config

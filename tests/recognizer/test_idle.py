@@ -264,3 +264,29 @@ def test_a_stream_longer_than_max_session_seconds_ends_with_its_words(short: Ser
         # one more before it reads the close).
         decoded = {n: vosk_reference(model.model, pcm[: CHUNK * n], rate, CHUNK, runs=1).texts for n in range(len(texts) - 1, sent + 1)}
         assert heard in decoded.values(), (heard, decoded)
+
+
+@pytest.fixture(scope="module")
+def cut_soon(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A server whose streams may hold a decoder 0.5 s: a new recognizer decodes about 1.5 s of speech in it here."""
+    with ServerThread(create_app(make_settings(tmp_path_factory.mktemp("cut"), "MaxSessionSeconds=0.5"), registry)) as srv:
+        yield srv
+
+
+def test_audio_taken_in_before_the_cut_is_answered_before_the_final_result(cut_soon: ServerThread, utterances_wav: Path) -> None:
+    """A client that sends faster than the decoder goes: what the server had read when the stream reached
+    MaxSessionSeconds is decoded, each chunk answered, before the final result. It was dropped unanswered, the final
+    result then read as the reply to the last chunk decoded, and the audio after it lost where the client could not see
+    (here 15 of the 40 chunks were answered)."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    audio = pcm[: 4 * rate * 2]  # 4 s sent at once, read by the server long before the cut
+    chunks = [audio[i : i + CHUNK] for i in range(0, len(audio), CHUNK)]
+    replies = []
+    with connect(f"{cut_soon.ws}/vosk?language=ko-KR") as ws:
+        for chunk in chunks:
+            ws.send(chunk)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                replies.append(json.loads(ws.recv(timeout=60)))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008 and "MaxSessionSeconds" in closed.value.rcvd.reason
+    assert len(replies) == len(chunks) + 1, f"{len(replies) - 1} of the {len(chunks)} chunks answered before the final result"
