@@ -58,9 +58,16 @@ def load_docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
+#: What ``helm template`` printed, by helm, namespace and arguments (with the content of each file an argument names):
+#: many tests read the same render (the default values, ci/full-values.yaml), each render a helm process of its own.
+_RENDERED: dict[tuple[Any, ...], str] = {}
+
+
 def helm_template(helm: Path, *args: str, namespace: str = "speech-operator") -> list[dict[str, Any]]:
-    out = run([helm, "template", "speech-operator", CHART, "--namespace", namespace, *args]).stdout
-    return load_docs(out)
+    key = (str(helm), namespace, *((a, Path(a).read_bytes() if Path(a).is_file() else None) for a in args))
+    if key not in _RENDERED:
+        _RENDERED[key] = run([helm, "template", "speech-operator", CHART, "--namespace", namespace, *args]).stdout
+    return load_docs(_RENDERED[key])
 
 
 # ---- validation ------------------------------------------------------------
