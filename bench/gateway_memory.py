@@ -22,7 +22,9 @@ Each row says how many requests or WebSockets the stand-in has in progress (``re
 - ``wsheld``: a ``/vosk`` WebSocket for a locale at zero (held while it wakes, here for ever) that sends 3 MiB of
   ``--message`` byte messages (8 KiB), then stalls;
 - ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying ``--frame`` bytes less one (the
-  largest message the gateway takes) and all of it but one byte, then stalls.
+  largest message the gateway takes) and all of it but one byte, then stalls;
+- ``unread``: ``--pipelined`` ``GET /metrics`` requests sent at once (about 3 KB answered each), no answer ever read:
+  the answers wait in the gateway's send buffer (kernel memory, ``gateway_socket_mib``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from aiohttp import web
 from .common import child_on_a_port
 
 LOCALES = ("ko-KR", "ja-JP")
-KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld")
+KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld", "unread")
 #: A locale autoscaled to zero: what is sent for it is held while it wakes (never, here).
 ASLEEP = "de-DE"
 BOUNDARY = "bench-boundary"
@@ -144,9 +146,12 @@ async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, p
         raise RuntimeError(head.decode(errors="replace").splitlines()[0])
 
 
-async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, message: int = 8192) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, message: int = 8192,
+                   pipelined: int = 300) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    if kind == "idle":
+    if kind == "unread":
+        writer.write(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() * pipelined)
+    elif kind == "idle":
         writer.write(f"GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
@@ -198,7 +203,7 @@ def socket_bytes(pid: int) -> int:
 
 
 async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int,
-                  message: int = 8192) -> list[dict[str, Any]]:
+                  message: int = 8192, pipelined: int = 300) -> list[dict[str, Any]]:
     rows = []
     async with stand_in() as upstream:
         with gateway(upstream, env) as (proc, port):
@@ -210,7 +215,7 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
             for n in counts:
                 while len(held) + refused < n:
                     batch = min(50, n - len(held) - refused)
-                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame, message) for _ in range(batch)), return_exceptions=True)
+                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame, message, pipelined) for _ in range(batch)), return_exceptions=True)
                     held += [g for g in got if not isinstance(g, BaseException)]
                     refused += sum(isinstance(g, BaseException) for g in got)
                 await asyncio.sleep(1.5)
@@ -218,7 +223,7 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
                 row = {"kind": kind, "connections": n, "relayed": RELAYED[0], "refused": refused,
                        "rss_mib": round(rss / 2**20, 1), "rss_over_idle_mib": round((rss - base_rss) / 2**20, 1),
                        "kib_per_connection": round((rss - base_rss) / 1024 / max(1, n), 1),
-                       "gateway_fds": gw.num_fds(), "gateway_socket_mib": round(socket_bytes(proc.pid) / 2**20, 1),
+                       "gateway_fds": gw.num_fds(), "gateway_socket_mib": round(socket_bytes(proc.pid) / 2**20, 2),
                        "tcp_buffer_mib": round((pages - base_pages) * 4096 / 2**20, 1),
                        "env": env}
                 print(json.dumps(row), flush=True)
@@ -242,6 +247,7 @@ def main() -> None:
                         help="wsframe: the largest message the gateway takes (SPEECH_GATEWAY_MAX_MESSAGE_BYTES; 1 MiB before it)")
     parser.add_argument("--message", type=int, default=8192,
                         help="wsheld: bytes of each message sent (8 KiB; at most SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
+    parser.add_argument("--pipelined", type=int, default=300, help="unread: GET /metrics requests sent on each connection (300)")
     parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
     args = parser.parse_args()
     if args.serve:
@@ -252,7 +258,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     started = time.monotonic()
     for kind in args.kinds.split(","):
-        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message))
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message, args.pipelined))
     print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

@@ -117,7 +117,8 @@ class GatewayConfig:
                                     "is closed to make room, and when none is idle a probe or scrape is still answered, "
                                     "anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)
     read_buffer_bytes: int = _setting(16 * 1024, "bytes read ahead of each client connection before it is no longer read (aiohttp's "
-                                      "buffer, which holds up to twice this of a body, and the socket's receive buffer)",
+                                      "buffer, which holds up to twice this of a body, and the socket's receive buffer); also each of "
+                                      "its sockets' send buffer, and both buffers of its connection to the recognizer",
                                       MIN_BUFFER_BYTES)
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
@@ -285,11 +286,13 @@ class Gateway:
             await self._session.close()
 
     def _upstream_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
-        """A connection to a recognizer whose send buffer is ``read_buffer_bytes`` (the kernel's, which doubles it): what
-        a relay holds of a body the recognizer reads slowly, not the megabytes the kernel would grow it to."""
+        """A connection to a recognizer whose send and receive buffers are ``read_buffer_bytes`` (the kernel's, which
+        doubles it): what a relay holds of a body the recognizer reads slowly, and of answers its client does not read,
+        not the megabytes the kernel would grow them to."""
         family, kind, proto, _, _ = addr_info
         sock = socket.socket(family=family, type=kind, proto=proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.read_buffer_bytes)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, self.config.read_buffer_bytes)
         return sock
 
     # ---- recognition routes ---------------------------------------------------------------------
@@ -621,8 +624,9 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
                            auto_decompress=False, **buffers)
     await runner.setup()
     sock = listening_socket(host, port)
-    if gateway:  # each accepted connection's receive buffer (inherited): fixed, not grown by the kernel to megabytes
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, gateway.config.read_buffer_bytes)
+    if gateway:  # each accepted connection's receive and send buffers (inherited): fixed, not grown by the kernel to megabytes
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, gateway.config.read_buffer_bytes)
     try:
         site = GuardedSite(runner, sock, gateway.config.head_limits if gateway else HeadLimits(),
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),

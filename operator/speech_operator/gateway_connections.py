@@ -46,10 +46,12 @@ process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``
 WebSockets held for a waking locale, each having sent what it keeps (256 KiB, or up to one message more), 0.42 MiB
 each (42 MiB); the other 100 of the 200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
 an idle one 8 KiB, a form read ahead 70 KiB); and 200 past the cap, each midway through a head of almost 16 KiB,
-36 KiB each (7 MiB): 215 MiB in all. What no client can cause alone, a REST body relayed to a
+36 KiB each (7 MiB): 215 MiB in all; and the kernel's buffers of each connection's socket and of its connection to
+a recognizer, each ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` (doubled by the kernel: 32 KiB), at most 128 KiB per
+connection (25 MiB): 240 MiB. What no client can cause alone, a REST body relayed to a
 recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with
 ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` at 16 KiB; 0.65 MiB at aiohttp's own 256 KiB): 200 of them, 138 MiB. A pod given
-more memory may take more connections: about 10 MiB per 100.
+more memory may take more connections: about 10 MiB per 100, and 12.5 MiB more at worst in the kernel.
 """
 
 from __future__ import annotations

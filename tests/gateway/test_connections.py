@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -313,6 +314,55 @@ def test_stalled_websockets_at_the_cap_stay_within_its_memory() -> None:
     row = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == 60)
     assert row["relayed"] == 20, row
     assert row["rss_over_idle_mib"] < 20 * 0.2 + 6, row
+
+
+def skmem(selector: str) -> list[dict[str, int]]:
+    """Each established TCP socket's kernel memory matching ``selector`` (``ss``'s filter, e.g. ``dport = :5000``):
+    ``skmem``'s fields, ``r``/``rb`` its receive queue and buffer, ``w``/``tb`` its send queue and buffer."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( {selector} )"], capture_output=True, text=True, check=True).stdout
+    return [{k: int(v) for k, v in (re.fullmatch(r"([a-z_]+)(\d+)", f).groups() for f in line.split("skmem:(")[1].split(")")[0].split(","))}
+            for line in out.splitlines() if "skmem:(" in line]
+
+
+async def test_answers_a_client_never_reads_wait_in_a_bounded_send_buffer(rig: Rig) -> None:
+    """The hostile pattern: connections each sending 600 ``GET /metrics`` at once and reading none of the answers (3 KB
+    each). The answers wait in the kernel's send buffer of each connection, kernel memory that a cgroup-v2 limit charges
+    to the pod: before, the kernel grew it while they flowed, up to its ``tcp_wmem`` maximum (4 MiB here and on common
+    nodes: 4.1 MiB per connection, bench/notes.md), 0.8 GiB at the cap; now it is fixed at ``read_buffer_bytes``
+    (which the kernel doubles), as the receive buffer was, and the gateway waits for the client to read."""
+    limit = 2 * GatewayConfig.read_buffer_bytes  # each buffer, as the kernel doubles it
+    clients = [await Connection.open(rig) for _ in range(CAP)]
+    try:
+        for c in clients:
+            c.writer.write(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n" * 600)
+        port = rig.gateway.split(":")[1]
+        for _ in range(100):  # answers wait in each connection's send buffer: the pattern took
+            sockets = skmem(f"sport = :{port}")
+            if len(sockets) == CAP and all(sock["w"] >= limit / 2 for sock in sockets):
+                break
+            await asyncio.sleep(0.05)
+        assert len(sockets) == CAP and all(sock["w"] >= limit / 2 for sock in sockets), sockets
+        for _ in range(20):  # and stay there while the gateway has more to answer (before: 1-4 MiB each within 2 s)
+            await asyncio.sleep(0.1)
+            sockets = skmem(f"sport = :{port}")
+            assert all(sock["w"] + sock["r"] <= 2 * limit and sock["tb"] <= limit for sock in sockets), sockets
+    finally:
+        for c in clients:
+            c.close()
+
+
+async def test_connections_to_the_recognizer_have_bounded_buffers(rig: Rig) -> None:
+    """The gateway's connections to the recognizer have fixed buffers as its clients' connections do: the send buffer holds
+    what a slow recognizer has not read yet, the receive buffer its answers while the client does not read them (before,
+    the kernel's default of 128 KiB, grown to megabytes while answers flow fast)."""
+    kept = await at_the_cap(rig)
+    try:
+        upstream = skmem(f"dport = :{rig.upstream.port}")
+        assert len(upstream) == CAP, upstream
+        for sock in upstream:
+            assert sock["rb"] <= 2 * GatewayConfig.read_buffer_bytes and sock["tb"] <= 2 * GatewayConfig.read_buffer_bytes, sock
+    finally:
+        await served_and_closed(kept)
 
 
 async def test_a_websocket_message_over_the_limit_is_refused_1009() -> None:
