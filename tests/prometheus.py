@@ -3,6 +3,8 @@ team's Prometheus does with them (tests/gateway/test_alerts.py, tests/operator/t
 
 from __future__ import annotations
 
+import datetime
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -60,6 +62,14 @@ class Prometheus(Loopback):
             assert time.monotonic() < deadline, f"not within {budget} s: {what}; alerts: {self.get('/api/v1/alerts')}"
             time.sleep(0.25)
 
+    def scraped_after(self, moment: float) -> None:
+        """Wait until every target has been scraped by a scrape that began after ``moment`` (``time.time()``): what the
+        targets exposed at ``moment`` is in Prometheus."""
+        def scraped() -> bool:
+            targets = self.get("/api/v1/targets")["activeTargets"]
+            return bool(targets) and all(_epoch(t["lastScrape"]) > moment for t in targets)
+        self.wait_until("every target scraped again", scraped)
+
     def alerts(self) -> list[dict[str, Any]]:
         return self.get("/api/v1/alerts")["alerts"]
 
@@ -74,3 +84,12 @@ class Prometheus(Loopback):
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _epoch(stamp: str) -> float:
+    """Prometheus' RFC 3339 time (nanoseconds, ``Z`` or an offset) as seconds since the epoch."""
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    assert found, f"not a Prometheus time: {stamp!r}"
+    whole, fraction, zone = found.groups()
+    moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + float(f"0.{fraction or 0}")

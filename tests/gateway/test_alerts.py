@@ -63,11 +63,11 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
         recognizer.kill()
 
 
-def refused_twice(cause: Any) -> None:
+def refused_twice(prometheus: Prometheus, cause: Any) -> None:
     """``cause`` a failure, then again once Prometheus has scraped its counter: a rate sees only increases of a
     series it has seen (a counter's first sample is not one)."""
     cause()
-    time.sleep(2.5)
+    prometheus.scraped_after(time.time())
     cause()
 
 
@@ -81,13 +81,13 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
     assert prometheus.alerts() == [], "an alert before any failure"
 
     with connect(f"{recognizer.ws}/vosk"), connect(f"{recognizer.ws}/vosk"):  # the recognizer's cap, held open
-        refused_twice(lambda: closed_with(f"{recognizer.ws}/vosk"))  # too_many_connections: 1013
+        refused_twice(prometheus, lambda: closed_with(f"{recognizer.ws}/vosk"))  # too_many_connections: 1013
         for locale, status in ((DOWN, 503), (STARTING, 503)):  # backend_unavailable; too_many_held
             def ask(locale: str = locale, status: int = status) -> None:
                 answer = httpx.post(f"{stack.http}{REST}?language={locale}", content=speech_wav.read_bytes(),
                                     headers={"Content-Type": "audio/wav"}, timeout=60)
                 assert answer.status_code == status, answer.text
-            refused_twice(ask)
+            refused_twice(prometheus, ask)
         expected = {
             "SpeechRecognizerAtCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
             "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
