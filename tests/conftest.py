@@ -19,7 +19,7 @@ from speech_recognizer.settings import Settings, parse
 pytest.register_assert_rewrite("tests.usp.sdk")
 
 # after the registration: the tests' own modules may import tests.usp.sdk (the packages above cannot)
-from . import rbac  # noqa: E402
+from . import pods_at_once, rbac  # noqa: E402
 from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
 
 #: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
@@ -128,6 +128,19 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("Requests the chart's namespaced mode (Roles only) refuses that no test bound by Roles lived with")
         for who, attrs in unproven:
             terminalreporter.write_line(f"{who}: {attrs}")
+
+
+@pytest.fixture(scope="module")
+def pod_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
+    """The pods of the module's selected tests marked with tests.pods_at_once.runs_pod, a few at a time."""
+    with pods_at_once.pool(request, tmp_path_factory) as futures:
+        yield futures
+
+
+@pytest.fixture
+def pod_run(request: pytest.FixtureRequest, pod_pool: dict[str, Future[Any]]) -> Future[Any]:
+    """This test's pod, running in its module's pool (tests/pods_at_once.py): ``.result()`` is its outcome."""
+    return pods_at_once.outcome(pod_pool, request.node)
 
 
 TEST_KEY = "test-key-0123"

