@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -88,8 +89,12 @@ def lag_series(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float = 0.0, timeout: float = 120.0,
-                      headers: dict[str, str] | None = None) -> StreamResult:
-    """One vosk-server conversation: a config, chunks each answered, ``{"eof" : 1}``; ``headers`` on the upgrade (a key)."""
+                      headers: dict[str, str] | None = None, answered: threading.Event | None = None,
+                      stop: threading.Event | None = None) -> StreamResult:
+    """One vosk-server conversation: a config, chunks each answered, ``{"eof" : 1}``; ``headers`` on the upgrade (a key).
+
+    Paced, it sets ``answered`` once its first chunk is answered, and ends early (``{"eof" : 1}`` instead of
+    the next chunk; :attr:`StreamResult.audio_s` is then what it sent) once ``stop`` is set."""
     res = StreamResult("vosk", audio.seconds)
     await asyncio.sleep(delay)
     try:
@@ -105,12 +110,17 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
                     due = t0 + k * step
                     if (wait := due - time.monotonic()) > 0:
                         await asyncio.sleep(wait)
+                    if stop is not None and stop.is_set():
+                        res.audio_s = k * step
+                        break
                     sent = time.monotonic()
                     await ws.send(chunk)
                     reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
                     got = time.monotonic()
                     res.latencies.append(got - sent)
                     lag.append(((k + 1) * step, got - due))
+                    if answered is not None:
+                        answered.set()
                     if reply.get("text"):
                         res.texts.append(reply["text"])
             else:  # as fast as the server takes them: sent without waiting (as the USP client does), replies read meanwhile

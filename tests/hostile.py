@@ -51,29 +51,37 @@ def warm(server: Server, audio: Audio) -> None:
     assert warmed.ok, warmed.summary()
 
 
+#: How long a paced stream goes on after its block (the attack) has ended, so that what the attack left under
+#: way on the server (a decoder stopping, memory given back) is heard beside it too; then it ends, not at its audio's end.
+TAIL_S = 2.0
+
+
 @contextmanager
 def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = None) -> Iterator[Future[StreamResult]]:
-    """A ``/vosk`` stream of ``audio`` at 1x real time (``headers`` on its upgrade), in a thread of its own for the block."""
+    """A ``/vosk`` stream of ``audio`` at 1x real time (``headers`` on its upgrade), in a thread of its own: the
+    block begins once its first chunk is answered (it holds a decoder), and the stream ends :data:`TAIL_S` after
+    the block (or at its audio's end, if sooner)."""
     result: Future[StreamResult] = Future()
-    started = threading.Event()
+    answered, stop = threading.Event(), threading.Event()
 
     def run() -> None:
-        async def stream() -> StreamResult:
-            started.set()
-            return await vosk_stream(server.ws, audio, paced=True, timeout=60, headers=headers)
-
         try:
-            result.set_result(asyncio.run(stream()))
+            result.set_result(asyncio.run(vosk_stream(server.ws, audio, paced=True, timeout=60, headers=headers,
+                                                      answered=answered, stop=stop)))
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             result.set_exception(exc)
+        finally:
+            answered.set()  # refused or failed: the block need not wait
 
     thread = threading.Thread(target=run, name="paced-stream", daemon=True)
     thread.start()
-    started.wait(10)
+    assert answered.wait(60), "the paced stream's first chunk was not answered within 60 s"
     try:
         yield result
     finally:
-        thread.join(audio.seconds + 60)
+        thread.join(TAIL_S)
+        stop.set()
+        thread.join(60)
 
 
 def assert_strict(stream: Future[StreamResult], audio_s: float) -> None:

@@ -226,7 +226,6 @@ def test_clients_leaving_mid_upload_or_when_refused_are_one_debug_line(
     audio = Audio(*read_wav(utterances_wav)[:2], utterances_wav)
     warm(single, audio)
     with Records() as logs, paced_stream(single, audio) as normal:  # also holds the only decoder
-        time.sleep(0.5)
         for body in (wav[: len(wav) // 2], wav):  # gone mid-upload; gone while refused as busy
             with socket.create_connection(("127.0.0.1", single.port)) as raw:
                 raw.sendall(

@@ -75,7 +75,6 @@ def test_a_head_over_the_cap_gets_431_at_once(real_server: Server, stream_audio:
     """64 KiB, and 64 MiB (which stalled every request 6-11 s): refused once the head passes 16 KiB."""
     head = big_header_head("/ready", size)
     with paced_stream(real_server, stream_audio) as stream:
-        time.sleep(1.0)
         with PeakRss(real_server.pid) as rss:
             got: list[tuple[bytes, float]] = []
             sender = threading.Thread(target=lambda: got.append(send_until_answered("127.0.0.1", real_server.port, head)))
@@ -99,7 +98,6 @@ def test_a_websocket_upgrade_with_a_huge_head_gets_431(real_server: Server) -> N
 
 def test_a_head_trickled_a_byte_a_second_is_cut_off(real_server: Server, stream_audio: Audio) -> None:
     with paced_stream(real_server, stream_audio) as stream:
-        time.sleep(1.0)
         with ThreadPoolExecutor(10) as pool:
             runs = list(pool.map(lambda _: trickle("127.0.0.1", real_server.port, big_header_head("/ready", 100), interval=1.0, timeout=30), range(10)))
     for answer, took, sent in runs:
@@ -272,7 +270,6 @@ def test_withheld_bodies_hold_no_memory_and_no_decoder_for_long(real_server: Ser
         return send_until_answered("127.0.0.1", real_server.port, head + audio[:-1], timeout=30)
 
     with paced_stream(real_server, stream_audio) as stream:
-        time.sleep(1.0)
         with PeakRss(real_server.pid) as rss, ThreadPoolExecutor(40) as pool:
             runs = list(pool.map(withhold, range(40)))
     statuses = sorted(status(answer) for answer, _ in runs)

@@ -78,7 +78,6 @@ def post(base: str, wav: bytes) -> httpx.Response:
 
 def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path, normal: Audio) -> None:
     with paced_stream(idle.srv, normal) as stream:
-        time.sleep(0.5)  # it holds a decoder
         with contextlib.ExitStack() as clients:
             quiet = [clients.enter_context(connect(f"{idle.srv.ws}/vosk?language=ko-KR")) for _ in range(2)]
             for ws in quiet:
@@ -131,7 +130,6 @@ async def _quiet_turn(ws_base: str, query: str = "") -> tuple[list[dict], int, s
 
 def test_an_idle_speech_sdk_turn_ends_with_a_reason(idle: Idle, normal: Audio) -> None:
     with paced_stream(idle.srv, normal) as stream:
-        time.sleep(0.5)  # it holds a decoder
         for query in ("", "&initialSilenceTimeoutMs=500"):
             bodies, code, reason, took = asyncio.run(_quiet_turn(idle.srv.ws, query))
             # The close alone: the SDK reports a close 1007 at once as BadRequest with its reason (after an
