@@ -39,9 +39,16 @@ def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
     return run(Recognition(model, rate, offset=offset), pcm)
 
 
-def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path) -> None:
+@pytest.fixture(scope="module")
+def fresh_utterances(model, utterances_wav: Path) -> list[tuple[str, tuple[tuple[str, float, float], ...]]]:
+    """What a fresh recognizer gives on the three utterances (decoded once for the tests that compare with it)."""
     pcm, rate, _ = read_wav(utterances_wav)
-    expected = fresh(model, pcm, rate)
+    return fresh(model, pcm, rate)
+
+
+def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path, fresh_utterances) -> None:
+    pcm, rate, _ = read_wav(utterances_wav)
+    expected = fresh_utterances
     assert expected, "the fixture holds speech"
     pool = WarmPool(2)
     first = Recognition(model, rate, pool=pool)
@@ -58,9 +65,9 @@ def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path) -
     assert run(third, pcm) == fresh(model, pcm, rate, offset=7.5)
 
 
-def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utterances_wav: Path) -> None:
+def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utterances_wav: Path, fresh_utterances) -> None:
     pcm, rate, _ = read_wav(utterances_wav)
-    expected = fresh(model, pcm, rate)
+    expected = fresh_utterances
     pool = WarmPool(1)
     # stopped at an endpoint: the first utterance ended (Vosk would otherwise carry its features on)
     at_endpoint = Recognition(model, rate, pool=pool)
