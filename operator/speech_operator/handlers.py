@@ -69,10 +69,13 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 
 def autoscaler(memo: kopf.Memo) -> Autoscaler:
-    """The process-wide :class:`Autoscaler` (its HTTP client to the pods, its wake-ups)."""
-    scaler = memo.get("autoscaler")
-    if scaler is None:
-        scaler = memo["autoscaler"] = Autoscaler(runtime(memo))
+    """The process-wide :class:`Autoscaler` (its HTTP client to the pods, its wake-ups), kept in the :class:`Runtime`:
+    kopf gives each object's handlers a copy of the memo, so one kept in the memo was one per SpeechToText, each
+    with an HTTP client of its own that the cleanup (:func:`close`, given the operator's memo) never closed."""
+    rt = runtime(memo)
+    if rt.autoscaler is None:
+        rt.autoscaler = Autoscaler(rt)
+    scaler: Autoscaler = rt.autoscaler
     return scaler
 
 

@@ -48,6 +48,8 @@ class Runtime:
     #: The daemons running, and whether the operator's cleanup has begun (:func:`speech_operator.handlers.close`).
     daemons: set[asyncio.Task[Any]] = field(default_factory=set)
     exiting: bool = False
+    #: The process' autoscaler (:func:`speech_operator.handlers.autoscaler`; typed Any: its module imports this one).
+    autoscaler: Any = None
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises reconciles of one SpeechToText across its own and its children's handlers."""
