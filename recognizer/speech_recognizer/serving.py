@@ -35,6 +35,10 @@ PING_INTERVAL_SECONDS = 20.0
 DEAD_PEER_SECONDS = 60
 #: uvicorn's listen backlog (its default).
 BACKLOG = 2048
+#: Each accepted connection's send buffer (``SO_SNDBUF``; the kernel doubles it: 128 KiB), where answers a client does
+#: not read wait: the kernel grew it to ``tcp_wmem``'s maximum (4 MiB) while they flowed, kernel memory that a cgroup-v2
+#: limit charges to the pod, and nothing bounds how many HTTP connections there are (bench/notes.md, "Kernel socket memory").
+SEND_BUFFER_BYTES = 64 << 10
 #: Seconds an idle kept-alive HTTP connection stays open between two requests (uvicorn's default
 #: is 5). Longer than a client that pools connections keeps them idle (ingress controllers and
 #: cloud load balancers: 60 s; the gateway keeps none): the client closes them, never the server
@@ -72,7 +76,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
     Raises :class:`OSError` when the address cannot be bound (in use, not local).
     Connections accepted from it inherit ``TCP_USER_TIMEOUT`` (where the
-    platform has it).
+    platform has it) and a send buffer of :data:`SEND_BUFFER_BYTES`.
     """
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
@@ -82,6 +86,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 clients too
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)  # inherited, as TCP_USER_TIMEOUT
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError:
