@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import demo, openai_compat, openapi, rest, service_routes, vosk_ws
+from . import cffi_types, demo, openai_compat, openapi, rest, service_routes, vosk_ws
 from .drain import Drain, DrainMiddleware
 from .engine import Engine, SessionRecord
 from .errors import classify, http_response, observe
@@ -52,6 +52,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        cffi_types.realize()  # before the threads that load, warm and decode: cffi's lazy types race between threads
         loading = asyncio.create_task(start())
         counting = asyncio.ensure_future(usage.refreshed())  # the usage records on disk, summed off the event loop
         try:

@@ -108,9 +108,10 @@ class InProcess:
     async def start(self) -> None:
         import vosk
 
-        from . import heap
+        from . import cffi_types, heap
 
         vosk.SetLogLevel(-1)
+        cffi_types.realize()  # before the threads that load and decode: cffi's lazy types race between threads
         heap.disable_fastbins()  # as the server does: Vosk decodes 7-8 % cheaper without them
         await self.registry.aload(self.locale)
 
