@@ -246,8 +246,9 @@ class Settings:
         "MaxSessionSeconds",
         3600.0,
         above=0,
-        help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` gets the final result "
-        "first); the Speech SDK connects again and goes on; see [Limits](#limits)",
+        help="longest a WebSocket stream may hold a decoder: then it is closed (1008; `/vosk` first gets the answers to "
+        "the audio it had already sent and the final result); the Speech SDK connects again and goes on; see "
+        "[Limits](#limits)",
     )
     connection_idle_seconds: float = setting(
         c.CONNECTION_IDLE_SECONDS,
