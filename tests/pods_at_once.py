@@ -41,10 +41,11 @@ from typing import Any, TypeVar
 import pytest
 
 #: Pods running at once in a module's pool. A recognizer pod is not all waiting: its start-up warm-up decodes on
-#: every core it sees (about 25 CPU s), so on 2 cores more pods at once than this only stretch each one's start
-#: towards its readiness budget (run_example's 300 s) without ending the set sooner (measured in the commit that
-#: set it: `git log -S AT_ONCE tests/pods_at_once.py`).
-AT_ONCE = 3
+#: every core it sees (about 25 CPU s), so on 2 cores more pods at once only stretch each one's start towards its
+#: readiness budget (run_example's 300 s) and starve the other xdist worker's tests: with 3, a fresh clone's run took
+#: 1963 s against 1620 s, test_images.py no sooner done (710 s against 684 s). One at a time, the pods still run
+#: beside the module's operator, gateway and layout tests (`git log -S AT_ONCE tests/pods_at_once.py`).
+AT_ONCE = 1
 
 F = TypeVar("F", bound=Callable[..., Any])
 _JOB = "pod_job"
