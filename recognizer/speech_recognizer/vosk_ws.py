@@ -126,8 +126,9 @@ class Conversation:
         self.session: Session | None = None
         self._session_cm: Any = None
         self._replies: asyncio.Queue[Reply | None] = asyncio.Queue(READ_AHEAD)
-        self._sender: asyncio.Task[Failure | None] | None = None
-        #: What stopped the replies (a failed decode, a client gone), as soon as :meth:`_send_replies` meets it.
+        self._sender: asyncio.Task[None] | None = None
+        #: What stopped the replies (a failed decode, a client gone), as soon as :meth:`_send_replies` meets it: read
+        #: while it runs (a disconnect after the failure's close) and after it ended (:meth:`_final`).
         self._failure: Failure | None = None
         self.inbox: Inbox
 
@@ -247,11 +248,12 @@ class Conversation:
         self.deadlines.owe()
         await self._replies.put(self._final_reply())
         await self._replies.put(None)
-        if (failure := await self._sender) is not None:
-            raise failure
+        await self._sender
+        if self._failure is not None:
+            raise self._failure
 
-    async def _send_replies(self) -> Failure | None:
-        """Send each reply in order as its decoding ends, until ``None``; the failure that stopped it, if any.
+    async def _send_replies(self) -> None:
+        """Send each reply in order as its decoding ends, until ``None``; what stopped it goes in ``_failure``.
 
         A failed decode closes the connection as the failure policy says; after it, or after
         the client went away, the rest is drained unsent.
@@ -276,7 +278,6 @@ class Conversation:
                 self._failure = Failure("the client left before its replies were sent", CLIENT_GONE)
             finally:
                 self.deadlines.paid()
-        return self._failure
 
 
 async def vosk_endpoint(ws: WebSocket) -> None:
