@@ -263,7 +263,7 @@ def markdown(res: dict[str, Any]) -> str:
                      if "model_loaded_and_warmed_mib" in mm else ""),
                   f"- idle sessions: {mm['idle_sessions_mib']} -> {mm['idle_session_mib_each']} MiB per idle session",
                   f"- one {mm['long_stream_minutes']:g}-minute stream pushed unpaced ({mm['long_stream_wall_s']} s wall): "
-                  f"RSS by audio minute {mm['long_stream_rss_by_minute']}; growth after the first minute {mm['long_stream_growth_mib']} MiB at the end, "
+                  f"RSS by audio minute {[tuple(pair) for pair in mm['long_stream_rss_by_minute']]}; growth after the first minute {mm['long_stream_growth_mib']} MiB at the end, "
                   f"{mm.get('long_stream_peak_growth_mib', '?')} MiB at most"]
     o = res.get("overload")
     if o and "error" not in o:
