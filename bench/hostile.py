@@ -449,6 +449,34 @@ def busy_large_uploads(srv: Server, audio: Audio) -> Outcome:
                    clear, took, sum(len(head) + len(first) for _ in runs), {"server_cpu_s": round(cpu, 2)})
 
 
+#: Pipelined requests that read none of their answers: connections, requests on each, seconds before they read them.
+PIPELINED = (5, 3000, 8.0)
+
+
+def pipelined_unread(srv: Server, audio: Audio) -> Outcome:
+    """Each connection writes its requests (``GET /status``) at once and reads nothing for a while, then every answer."""
+    connections, count, wait = PIPELINED
+    request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    data = request * (count - 1) + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    started = time.monotonic()
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=ATTACK_DEADLINE_S) for _ in range(connections)]
+    try:
+        for sock in socks:
+            sock.sendall(data)
+        time.sleep(wait)
+        answered = []
+        for sock in socks:
+            answer = bytearray()
+            while got := sock.recv(1 << 20):
+                answer += got
+            answered.append(answer.count(b"HTTP/1.1 200 "))
+    finally:
+        for sock in socks:
+            sock.close()
+    return Outcome(f"{sum(answered)} of {connections * count} answered", answered == [count] * connections,
+                   time.monotonic() - started, connections * len(data))
+
+
 #: The CPU the server may spend refusing the 14 uploads (each cost 5-7 s before the decoder was reserved first).
 BUSY_CPU_TARGET_S = 2.0
 
@@ -477,6 +505,8 @@ ATTACKS: tuple[Attack, ...] = (
            "decoders free", withheld_bodies, HTTP_LIMITS),
     Attack("14 uploads of 22 MB to a busy server (every decoder held)", 3, "503 with only the header sent, little server CPU",
            busy_large_uploads, HTTP_LIMITS),
+    Attack(f"{PIPELINED[0]} connections pipeline {PIPELINED[1]} GET /status, read none for {PIPELINED[2]:g} s", 3,
+           "every one answered, memory bounded", pipelined_unread),
     Attack("a 64 MiB request header", 4, "431 at once, memory bounded", _huge_head(64 << 20), HTTP_LIMITS),
     Attack("a 256 MiB request header", 4, "431 at once, memory bounded", _huge_head(256 << 20), HTTP_LIMITS),
     Attack("32-bit float WAV", 5, "the same words as 16-bit PCM", float_wav),

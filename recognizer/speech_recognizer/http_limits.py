@@ -41,6 +41,18 @@ without a byte, or its end of stream), or for :attr:`HttpLimits.linger_seconds` 
 most, whatever it sends; then the connection is closed. So is any answer that closes its connection
 (``Connection: close`` asked by the client or given by the app): what the client pipelined after that
 request (another request, junk) is read and dropped, not answered, and does not reset the answer away.
+
+Pipelined requests are parsed :attr:`HttpLimits.max_pipelined` at a time. httptools parses every
+request of what it is fed, and uvicorn queues each as a cycle (a scope, its headers, an event) until
+its turn: a read of pipelined requests held thousands of them, for as long as their client kept from
+reading the answers (bench/notes.md, "Pipelined requests"). So the bytes of a read are fed a piece at a time,
+each piece ending where a request head may end (``CRLF CRLF``: the end of a head and of a chunked
+body) or where a ``Content-Length`` body does, so that no piece completes more than one head; once
+that many requests wait for their answers, the rest of the read waits unparsed, and reading pauses,
+until an answer is done (as h11's ``PAUSED`` state and nginx keep the next request unparsed in their
+buffer). httptools has no way to stop its parser mid-buffer (llhttp's pause is not exposed), hence
+the pieces.
+
 """
 
 from __future__ import annotations
@@ -76,6 +88,9 @@ class HttpLimits:
     linger_seconds: float = 2.0
     #: A lingering close ends once the client has sent nothing for this long.
     linger_pause_seconds: float = 1.0
+    #: Most requests of one connection parsed and not yet answered (the one being answered included): the one being
+    #: answered and the next, ready to start once it is; what the client pipelined after them waits unparsed.
+    max_pipelined: int = 2
 
 
 class LimitedHttpTools(HttpToolsProtocol):
@@ -107,6 +122,15 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._linger_deadline = 0.0
         #: The head of a request whose upgrade is ignored, to be parsed again without it (:meth:`_unupgraded`).
         self._unupgraded_head: bytes | None = None
+        #: Bytes read and not parsed yet, from an offset: the requests pipelined behind :attr:`HttpLimits.max_pipelined`
+        #: others waiting for their answers (reading is paused meanwhile).
+        self._held: tuple[bytes, int] | None = None
+        #: The last bytes fed to the parser (up to 3): a ``CRLF CRLF`` may straddle two pieces.
+        self._tail = b""
+        #: Bytes of the body being read still to come, when its ``Content-Length`` says (None: chunked, or none).
+        self._body_left: int | None = None
+        #: The pieces of body the parser gave during one read, handed to the request at once (:meth:`_flush_body`).
+        self._body_parts: list[bytes] = []
 
     # ---- timers
 
@@ -149,6 +173,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         phase, self._phase = self._phase, "done"
         self._disarm()
+        self._body_parts.clear()
+        self._held = None
         if self.transport.is_closing():
             return
         failure = Failure(f"{message}; from {self._peer()}", kind)
@@ -192,6 +218,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = "done"
+        self._held = None
         self._disarm()
         super().connection_lost(exc)
 
@@ -207,7 +234,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         request is coming (its head arriving, or a new connection that has sent nothing yet: its client connected to
         send one) is answered, not cut; the answers say ``Connection: close`` then
         (:class:`~speech_recognizer.drain.DrainMiddleware`), and the head's deadline holds."""
-        if self._phase in ("linger", "done", "waiting") or (self._phase == "head" and (self._head_bytes or self._head_begun or self.cycle is None)):
+        if self._phase in ("linger", "done", "waiting") or (
+                self._phase == "head" and (self._head_bytes or self._head_begun or self._held or self.cycle is None)):
             self._keep_alive = False
             return
         self.shutdown()
@@ -220,37 +248,78 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         if self._phase == "waiting":  # dropped, unparsed
             return
-        if self._phase == "head":
-            if self._timer is None:  # the first byte of a request after the previous one
-                self._arm(self.limits.header_seconds)
-            self._head_bytes += len(data)
-        self._feed(data)
-        if self._phase == "head" and self._head_bytes > self.limits.max_header_bytes:
-            self._too_large()
-        elif self._phase == "body":
+        if self._held is not None:  # behind the requests held: after them (reading is paused; a read under way)
+            held, at = self._held
+            self._held = None
+            data = held[at:] + data
+        self._parse(data)
+
+    def _ahead(self) -> int:
+        """Requests parsed and not answered yet: the one being answered and those queued behind it."""
+        if self.pipeline:
+            return len(self.pipeline) + 1
+        return int(self.cycle is not None and not self.cycle.response_complete)
+
+    def _parse(self, data: bytes, at: int = 0) -> None:
+        """Feed ``data`` from ``at`` to the parser a piece at a time (:meth:`_piece_end`), until it is all parsed, the connection
+        is refused or upgraded, or :attr:`HttpLimits.max_pipelined` requests wait for their answers with the next
+        not begun: then the rest is held, and reading paused, until an answer is done (:meth:`on_response_complete`)."""
+        while at < len(data) and self._phase in ("head", "body"):
+            if self._phase == "head" and not self._head_begun and self._ahead() >= self.limits.max_pipelined:
+                self._held = (data, at)
+                self.flow.pause_reading()
+                break
+            end = self._piece_end(data, at)
+            if self._phase == "head":
+                if self._timer is None:  # the first byte of a request after the previous one
+                    self._arm(self.limits.header_seconds)
+                self._head_bytes += end - at
+            again = self._feed(memoryview(data)[at:end])
+            if again is not None:  # an ignored upgrade: its head again without it, then what followed it
+                self._head_bytes -= end - at  # counted once, as parsed again
+                data, at = again + data[end:], 0
+                continue
+            at = end
+            if self._phase == "head" and self._head_bytes > self.limits.max_header_bytes:
+                self._too_large()
+        self._flush_body()
+        if self._phase == "body":
             self._body_timer()
 
-    def _feed(self, data: bytes) -> None:
-        """uvicorn's ``HttpToolsProtocol.data_received`` (uvicorn 0.54), except that a request the parser refuses is
-        :meth:`_malformed`, and that an upgrade other than to a WebSocket is ignored (:meth:`_unupgraded`). uvicorn has
-        no hook for that answer: its ``data_received`` logs a warning of its own, then ``send_400_response`` writes a
-        plain-text 400 and closes at once; overriding that method alone would keep the warning and lose the parser's
-        reason. The WebSocket upgrade is uvicorn's, unchanged."""
+    def _piece_end(self, data: bytes, at: int) -> int:
+        """Where the next piece of ``data`` from ``at`` ends: a ``Content-Length`` body's end, else just after the next
+        ``CRLF CRLF`` (a head's end, or a chunked body's: no message ends elsewhere), else the end of ``data``."""
+        if self._phase == "body" and self._body_left is not None:
+            return min(len(data), at + max(1, self._body_left))
+        straddling = (self._tail + bytes(data[at:at + 3])).find(b"\r\n\r\n")
+        if straddling >= 0:
+            return at + straddling + 4 - len(self._tail)
+        found = data.find(b"\r\n\r\n", at)
+        return len(data) if found < 0 else found + 4
+
+    def _feed(self, piece: memoryview) -> bytes | None:
+        """uvicorn's ``HttpToolsProtocol.data_received`` (uvicorn 0.54) for one piece, except that a request the parser
+        refuses is :meth:`_malformed`, and that an upgrade other than to a WebSocket is ignored (:meth:`_unupgraded`):
+        then what to parse in place of the piece's rest is returned (the request's head without the upgrade, then
+        what followed it), for a new parser. uvicorn has no hook for that answer: its ``data_received`` logs a
+        warning of its own, then ``send_400_response`` writes a plain-text 400 and closes at once; overriding that
+        method alone would keep the warning and lose the parser's reason. The WebSocket upgrade is uvicorn's, unchanged."""
         self._unset_keepalive_if_required()
-        while data:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                self._malformed(exc)
-            except httptools.HttpParserUpgrade as upgrade:
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                elif self._unupgraded_head is not None:  # the same request again, without its Upgrade, then what follows it
-                    data, self._unupgraded_head = self._unupgraded_head + data[upgrade.args[0]:], None
-                    self.parser = httptools.HttpRequestParser(self)  # as uvicorn 0.54 makes it: this one may have seen
-                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # Connection: close, and drop the rest
-                    continue
-            return
+        self._tail = (self._tail + bytes(piece[-3:]))[-3:]
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserError as exc:
+            self._malformed(exc)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            elif self._unupgraded_head is not None:  # the same request again, without its Upgrade, then what follows it
+                again, self._unupgraded_head = self._unupgraded_head + bytes(piece[upgrade.args[0]:]), None
+                self.parser = httptools.HttpRequestParser(self)  # as uvicorn 0.54 makes it: this one may have seen
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # Connection: close, and drop the rest
+                self._tail = b""
+                return again
+        return None
 
     def _malformed(self, exc: httptools.HttpParserError) -> None:
         """A request the parser refused: 400 with its reason (:func:`~speech_recognizer.errors.malformed_reason`).
@@ -295,6 +364,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._unupgraded_head = self._unupgraded()
             return
         self._phase = "done" if upgrading else "body"
+        self._body_left = self._content_length()
         if not upgrading:
             self._body_deadline = self.loop.time() + self.limits.body_seconds
             self._body_timer()
@@ -319,13 +389,29 @@ class LimitedHttpTools(HttpToolsProtocol):
                 lines.append(name + b": " + value)
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
+    def _content_length(self) -> int | None:
+        """The request's ``Content-Length`` (the parser has checked it), unless its body is chunked."""
+        lengths = [value for name, value in self.headers if name in (b"content-length", b"transfer-encoding")]
+        return int(lengths[0]) if len(lengths) == 1 and lengths[0].strip().isdigit() else None
+
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":
-            super().on_body(body)
+            self._body_parts.append(body)  # a chunked body may come in many small pieces: joined once (_flush_body)
+            if self._body_left is not None:
+                self._body_left -= len(body)
+
+    def _flush_body(self) -> None:
+        """The body the pieces of this read gave, to the request: one ``bytes +=`` in uvicorn, not one per piece."""
+        if self._body_parts:
+            body = b"".join(self._body_parts)
+            self._body_parts.clear()
+            if self._phase == "body":
+                super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._phase != "body":
             return
+        self._flush_body()
         self._disarm()
         self._phase = "head"  # the next request's deadline starts at its first byte
         self._head_bytes = 0
@@ -337,11 +423,14 @@ class LimitedHttpTools(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if self._phase in ("linger", "done"):  # no next request: the connection is closing
             return
-        last = not self.pipeline  # no request queued after the one answered
         super().on_response_complete()
+        if self._held is not None and self._phase == "head" and not self.transport.is_closing():
+            held, at = self._held  # the requests pipelined behind the ones answered: their turn to be parsed
+            self._held = None
+            self._parse(held, at)
         if self._phase == "head" and self._head_begun:  # a pipelined head is arriving: its deadline bounds it, not keep-alive
             self._unset_keepalive_if_required()
-        if self._phase == "waiting" and last and self._waiting is not None:
+        if self._phase == "waiting" and not self._ahead() and self._waiting is not None:  # every answer before it is done
             self._unset_keepalive_if_required()
             (kind, message, cause), self._waiting = self._waiting, None
             self._phase = "head"
