@@ -60,6 +60,10 @@ UTTERANCES = {8000: 1, 11025: 3, 22050: 3, 44100: 3, 48000: 3}
 #: by a decoder frame (30 ms) from one in-process run to another (seen: 0.75 and 0.78 s for one word);
 #: a clock error of the resampler (its delay is 66 ms at 8 kHz) or of the rate would still show.
 TOLERANCE = {8000: 0.03}
+#: In-process Vosk runs per reference: two where its times move from run to run (the window a server's time must
+#: fall in spans both); elsewhere one, as dither is off and a second run gives the same words and times
+#: (test_equivalence.py's test_decoding_is_deterministic); each run builds a recognizer afresh (cold: the dear part of decoding).
+RUNS = {8000: 2}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +146,7 @@ async def test_every_rate_reuses_warm_recognizers_and_matches_vosk_on_the_resamp
     wav = at_rate[rate]
     pcm, got_rate, channels = read_wav(wav)
     assert (got_rate, channels) == (rate, 1)
-    references = asyncio.gather(*(asyncio.to_thread(vosk_reference, model.model, pcm, rate, chunk_bytes(rate, seconds), runs=2,
+    references = asyncio.gather(*(asyncio.to_thread(vosk_reference, model.model, pcm, rate, chunk_bytes(rate, seconds), runs=RUNS.get(rate, 1),
                                                     model_rate=model.sample_rate) for seconds in sorted({0.1, usp_chunk_seconds(rate)}, reverse=True)))
     before = pool_counts(warm_server.http)
 
