@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import soundfile
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -477,6 +478,33 @@ def pipelined_unread(srv: Server, audio: Audio) -> Outcome:
                    time.monotonic() - started, connections * len(data))
 
 
+#: Connections that each send most of a head (almost 16 KiB) and stall, all at once.
+STALLED = 1000
+
+
+def stalled_heads(srv: Server, audio: Audio) -> Outcome:
+    """:data:`STALLED` connections each send the start of a head and stall (busy, none gives way to a new one): how many
+    the server keeps open (its ends of them), and whether a probe and a request on a new connection are answered."""
+    head = big_header_head("/status", 16000)[:-4]
+    started = time.monotonic()
+    socks = []
+    try:
+        for _ in range(STALLED):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=ATTACK_DEADLINE_S)
+            sock.sendall(head)
+            socks.append(sock)
+        time.sleep(1)
+        kept = sum(1 for c in psutil.Process(srv.pid).net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED)
+        probe, _ = raw_request("127.0.0.1", srv.port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+        other, _ = raw_request("127.0.0.1", srv.port, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+    finally:
+        for sock in socks:
+            sock.close()
+    took = time.monotonic() - started
+    return Outcome(f"{kept} kept open; /status {_status(probe)}, /openapi.json {_status(other)} {_reason(other)[:40]}",
+                   _status(probe) == 200 and kept < STALLED, took, STALLED * len(head), {"kept_open": kept})
+
+
 #: The CPU the server may spend refusing the 14 uploads (each cost 5-7 s before the decoder was reserved first).
 BUSY_CPU_TARGET_S = 2.0
 
@@ -507,6 +535,8 @@ ATTACKS: tuple[Attack, ...] = (
            busy_large_uploads, HTTP_LIMITS),
     Attack(f"{PIPELINED[0]} connections pipeline {PIPELINED[1]} GET /status, read none for {PIPELINED[2]:g} s", 3,
            "every one answered, memory bounded", pipelined_unread),
+    Attack(f"{STALLED} connections each stall midway through a 16 KB head", 3,
+           "at most twice Http:MaxConnections kept, probes answered", stalled_heads),
     Attack("a 64 MiB request header", 4, "431 at once, memory bounded", _huge_head(64 << 20), HTTP_LIMITS),
     Attack("a 256 MiB request header", 4, "431 at once, memory bounded", _huge_head(256 << 20), HTTP_LIMITS),
     Attack("32-bit float WAV", 5, "the same words as 16-bit PCM", float_wav),

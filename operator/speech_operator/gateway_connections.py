@@ -19,8 +19,8 @@ or a WebSocket accepted and closed with 1013 and the reason, as the recognizer r
 connections past ``MaxConnections``), and either way the connection is closed after that answer. So a
 flood never makes the kubelet restart the pod, nor Prometheus lose it, and what a connection past the
 cap holds is its head (``SPEECH_GATEWAY_MAX_HEADER_BYTES``) for ``SPEECH_GATEWAY_HEADER_SECONDS`` at most.
-Those are bounded in number too: at most ``SPEECH_GATEWAY_MAX_CONNECTIONS`` past the cap are open at once, and
-the next closes the one of them open longest, without an answer (it is the one most likely to be a slow head,
+Those are bounded in number too (the cap is the recognizer's own, :mod:`speech_recognizer.connection_cap`): at
+most ``SPEECH_GATEWAY_MAX_CONNECTIONS`` past the cap are open at once, and the next closes the one of them open longest, without an answer (it is the one most likely to be a slow head,
 not a probe, which sends its head at once). Unbounded, a flood of connections each sending a head of almost
 16 KiB and never ending it held the gateway's memory by the thousand, for 10 s each: one client could take the
 pod to its limit (bench/notes.md, "Gateway: memory per connection"). Those closes are counted
@@ -57,96 +57,22 @@ more memory may take more connections: about 10 MiB per 100, and 12.5 MiB more a
 from __future__ import annotations
 
 import logging
-import time
-from typing import Protocol
 
 from speech_operator import gateway_failures as failures
-from speech_recognizer import contract
-from speech_recognizer.admission import LOG_EVERY_SECONDS
+from speech_recognizer import connection_cap, contract
+from speech_recognizer.connection_cap import Reusable
 
 log = logging.getLogger("speech_operator.gateway")
+
+__all__ = ["PROBE_ROUTES", "ConnectionCap", "Reusable"]
 
 #: Routes answered on a connection past the cap (then closed): the kubelet's probes and hook, Prometheus' scrape.
 PROBE_ROUTES = frozenset({contract.ROUTE_READY, contract.ROUTE_STATUS, contract.ROUTE_METRICS, contract.ROUTE_PRE_STOP})
 
 
-class Reusable(Protocol):
-    """A connection as the cap sees it (the gateway's :class:`~speech_operator.gateway_http_limits.HeadGuard`)."""
-
-    def idle_since(self) -> float | None:
-        """When (event loop time) it began waiting for a request head of which no byte has come; None: it is busy."""
-
-    def unread(self) -> int:
-        """Bytes its client has sent that have not been read yet (a request that has come: it is no idle one)."""
-
-    def close_idle(self) -> None:
-        """Close it, idle as it is, or past the cap whatever it is doing (the cap needs its place)."""
-
-
-class ConnectionCap:
-    """Counts the client connections open against ``limit``; used on the event loop only."""
+class ConnectionCap(connection_cap.ConnectionCap):
+    """The recognizer's cap (:class:`speech_recognizer.connection_cap.ConnectionCap`), on ``SPEECH_GATEWAY_MAX_CONNECTIONS``
+    client connections of every kind, refusing with the gateway's :data:`~speech_operator.gateway_failures.TOO_MANY_CONNECTIONS`."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        #: The connections open now within the cap (one past it is not counted: it is closed after one answer).
-        self._open: set[Reusable] = set()
-        #: The connections open now past the cap (each until its one answer), oldest first: at most ``limit``.
-        self._past: dict[Reusable, None] = {}
-        #: Idle connections closed to make room for new ones, since the start.
-        self.reclaimed = 0
-        #: Connections past the cap closed to make room for newer ones past it, since the start.
-        self.shed = 0
-        #: Requests refused past the cap since the last log line about them, and when that was.
-        self._refused_unlogged = 0
-        self._refusals_logged_at = -LOG_EVERY_SECONDS
-
-    @property
-    def open(self) -> int:
-        """Connections open now within the cap."""
-        return len(self._open)
-
-    @property
-    def idle(self) -> int:
-        """Connections open now within the cap that wait for a request head of which nothing came: the ones that give
-        way to a new connection at the cap (so a cap full of them is no cap reached)."""
-        return sum(1 for c in self._open if c.idle_since() is not None)
-
-    def admit(self, connection: Reusable) -> bool:
-        """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
-        idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy): then,
-        with ``limit`` open past the cap already, the one of them open longest is closed (:attr:`shed`)."""
-        if len(self._open) >= self.limit:
-            idle = sorted(((since, c) for c in self._open if (since := c.idle_since()) is not None), key=lambda pair: pair[0])
-            # the one idle longest whose request has not come unread (asked of the socket, so of one or a few only)
-            oldest = next((c for _, c in idle if not c.unread()), None)
-            if oldest is None:
-                if len(self._past) >= self.limit:
-                    oldest_past = next(iter(self._past))
-                    del self._past[oldest_past]
-                    self.shed += 1
-                    oldest_past.close_idle()
-                self._past[connection] = None
-                return False
-            self._open.discard(oldest)
-            self.reclaimed += 1
-            oldest.close_idle()
-        self._open.add(connection)
-        return True
-
-    def release(self, connection: Reusable) -> None:
-        """A connection is closed (one closed by :meth:`admit` already: nothing)."""
-        self._open.discard(connection)
-        self._past.pop(connection, None)
-
-    def refusal(self) -> failures.Failure:
-        """The failure a request past the cap is answered with; one WARNING line at the first refusal and then at
-        most one per :data:`LOG_EVERY_SECONDS`, with their count."""
-        self._refused_unlogged += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= LOG_EVERY_SECONDS:
-            log.warning("SPEECH_GATEWAY_MAX_CONNECTIONS=%d connections are open: new ones are refused (%d since the last "
-                        "such line)", self.limit, self._refused_unlogged)
-            self._refused_unlogged, self._refusals_logged_at = 0, now
-        kind = failures.TOO_MANY_CONNECTIONS
-        return failures.Failure(f"too many connections: this gateway keeps at most {self.limit} open "
-                                f"(SPEECH_GATEWAY_MAX_CONNECTIONS); retry in {kind.retry_after} s", kind)
+        super().__init__(limit, setting="SPEECH_GATEWAY_MAX_CONNECTIONS", kind=failures.TOO_MANY_CONNECTIONS, holder="gateway", log=log)

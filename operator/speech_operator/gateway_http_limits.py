@@ -63,10 +63,7 @@ does. Tests cover each.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import sys
-import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +74,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
+from speech_recognizer.connection_cap import unread_bytes
 from speech_recognizer.errors import (
     CLIENT_GONE,
     HEADER_TOO_LARGE,
@@ -212,13 +210,7 @@ class HeadGuard(asyncio.Protocol):
         """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``): a
         connection :meth:`idle_since` says is idle may have its request in there (those accepted in one turn of the
         event loop have had nothing read yet), and is then no idle one."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return 0
-        try:
-            return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
-        except OSError:  # closed meanwhile
-            return 0
+        return unread_bytes(self.transport)
 
     def close_idle(self) -> None:
         """Close it while it waits for a request head (as aiohttp's keep-alive timer does), or past the cap whatever it is

@@ -93,7 +93,8 @@ SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", DEBUG, 1,
-                            doc="the server keeps MaxConnections WebSocket connections open already (its log says so once per 10 s)",
+                            doc="the server keeps MaxConnections WebSocket connections, or Http:MaxConnections HTTP connections none of "
+                                "them idle, open already (its log says so once per 10 s; probes and scrapes are still answered)",
                             alert=CAPACITY)
 MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now",
                          alert=FAULT)

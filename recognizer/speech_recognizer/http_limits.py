@@ -53,6 +53,15 @@ until an answer is done (as h11's ``PAUSED`` state and nginx keep the next reque
 buffer). httptools has no way to stop its parser mid-buffer (llhttp's pause is not exposed), hence
 the pieces.
 
+The connections are counted against ``Http:MaxConnections`` (:mod:`.connection_cap`, the gateway's cap too),
+from their opening to their close or their upgrade to a WebSocket (counted by ``MaxConnections`` from
+there). Past it, a new connection closes the one waiting longest for a request of which it has sent
+nothing; if every one has a request in progress, the new one's first request is read: a probe or scrape
+(:data:`PASSED_AT_CAP`: the kubelet's, Prometheus', the operator's ``/sessions``) or a WebSocket upgrade is
+served, anything else refused (:data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`: 503, ``Retry-After``
+and the reason; one warning line per 10 s), and either way the connection is closed after that answer.
+uvicorn's ``limit_concurrency`` does not fit: it refuses probes as well (a kubelet restarts the pod), gives way
+to no idle connection, and logs a warning per refusal.
 """
 
 from __future__ import annotations
@@ -65,11 +74,17 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from .contract import ROUTE_OPENAI_TRANSCRIPTIONS
+from .connection_cap import ConnectionCap, unread_bytes
+from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
+from .logs import PROBE_ROUTES
 from .settings import declared
 
 log = logging.getLogger(__name__)
+
+#: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
+#: poll, the operator's ``/sessions``, and the pod's preStop hook.
+PASSED_AT_CAP = PROBE_ROUTES | {ROUTE_PRE_STOP}
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class LimitedHttpTools(HttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
     #: Where refusals are counted (the app's metrics), if anywhere.
     metrics: ClassVar[Counters | None] = None
+    #: The server's cap on open connections (``Http:MaxConnections``), if any.
+    cap: ClassVar[ConnectionCap | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,6 +148,10 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._body_left: int | None = None
         #: The pieces of body the parser gave during one read, handed to the request at once (:meth:`_flush_body`).
         self._body_parts: list[bytes] = []
+        #: Opened past ``Http:MaxConnections``: one request read, a probe or upgrade served, anything else refused.
+        self.over_cap = False
+        #: When (the loop's clock) it began waiting for a request (its opening, or the end of its last answer).
+        self._waiting_since = 0.0
 
     # ---- timers
 
@@ -214,13 +235,44 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._waiting_since = self.loop.time()
         self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
+        if self.cap is not None:
+            self.over_cap = not self.cap.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = "done"
         self._held = None
         self._disarm()
+        if self.cap is not None:
+            self.cap.release(self)
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        """uvicorn's; the connection leaves ``Http:MaxConnections`` (a recognition WebSocket is ``MaxConnections``')."""
+        if self.cap is not None:
+            self.cap.release(self)
+        super().handle_websocket_upgrade()
+
+    # ---- as Http:MaxConnections sees it (connection_cap.Reusable)
+
+    def idle_since(self) -> float | None:
+        """When it began waiting for a request of which no byte has come (its opening, or its last answer's end); None
+        while it is busy: a head or body arriving, a request being answered, requests held, closing."""
+        if self._phase != "head" or self._head_begun or self._head_bytes or self._held is not None or self._ahead():
+            return None
+        return None if self.transport.is_closing() else self._waiting_since
+
+    def unread(self) -> int:
+        return unread_bytes(self.transport)
+
+    def close_idle(self) -> None:
+        """Closed at once, as the keep-alive timer closes it: the cap needs its place (past the cap, whatever it does)."""
+        self._phase = "done"
+        self._held = None
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def shutdown(self) -> None:
         """uvicorn's (the server stops: an idle connection closed at once, one whose request is in progress closed after
@@ -363,6 +415,10 @@ class LimitedHttpTools(HttpToolsProtocol):
         if self.parser.should_upgrade() and not upgrading and any(name == b"upgrade" for name, _ in self.headers):
             self._unupgraded_head = self._unupgraded()
             return
+        if self.over_cap and self.cap is not None and not upgrading and httptools.parse_url(self.url).path.decode("latin-1") not in PASSED_AT_CAP:
+            failure = self.cap.refusal()
+            self._refuse(failure.kind, failure.message)
+            return
         self._phase = "done" if upgrading else "body"
         self._body_left = self._content_length()
         if not upgrading:
@@ -373,7 +429,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         if not upgrading and cycle is not None and not cycle.response_complete:
             # An answer before the body is all in closes the connection (on_message_complete restores
             # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
-            self._keep_alive, cycle.keep_alive = cycle.keep_alive, False
+            self._keep_alive, cycle.keep_alive = cycle.keep_alive and not self.over_cap, False  # past the cap: one answer
             cycle.transport = _AnswerClose(self, cycle)  # type: ignore[assignment]
 
     def _unupgraded(self) -> bytes:
@@ -424,6 +480,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         if self._phase in ("linger", "done"):  # no next request: the connection is closing
             return
         super().on_response_complete()
+        self._waiting_since = self.loop.time()
         if self._held is not None and self._phase == "head" and not self.transport.is_closing():
             held, at = self._held  # the requests pipelined behind the ones answered: their turn to be parsed
             self._held = None
@@ -460,6 +517,6 @@ class _AnswerClose:
         return getattr(self._transport, name)
 
 
-def protocol(limits: HttpLimits, metrics: Counters | None = None) -> type[LimitedHttpTools]:
-    """The server's ``http`` protocol class with ``limits``, counting refusals on ``metrics``."""
-    return type("LimitedHttpTools", (LimitedHttpTools,), {"limits": limits, "metrics": metrics})
+def protocol(limits: HttpLimits, metrics: Counters | None = None, cap: ConnectionCap | None = None) -> type[LimitedHttpTools]:
+    """The server's ``http`` protocol class with ``limits`` and ``cap``, counting refusals on ``metrics``."""
+    return type("LimitedHttpTools", (LimitedHttpTools,), {"limits": limits, "metrics": metrics, "cap": cap})

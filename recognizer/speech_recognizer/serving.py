@@ -37,7 +37,7 @@ DEAD_PEER_SECONDS = 60
 BACKLOG = 2048
 #: Each accepted connection's send buffer (``SO_SNDBUF``; the kernel doubles it: 128 KiB), where answers a client does
 #: not read wait: the kernel grew it to ``tcp_wmem``'s maximum (4 MiB) while they flowed, kernel memory that a cgroup-v2
-#: limit charges to the pod, and nothing bounds how many HTTP connections there are (bench/notes.md, "Kernel socket memory").
+#: limit charges to the pod (bench/notes.md, "Kernel socket memory"); ``Http:MaxConnections`` bounds how many HTTP connections hold one.
 SEND_BUFFER_BYTES = 64 << 10
 #: Seconds an idle kept-alive HTTP connection stays open between two requests (uvicorn's default
 #: is 5). Longer than a client that pools connections keeps them idle (ingress controllers and
@@ -58,8 +58,11 @@ SERVER_OPTIONS: dict[str, Any] = {
 
 def server_options(settings: Settings, metrics: Counters | None = None) -> dict[str, Any]:
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
-    their request limits (:mod:`.http_limits`; always httptools, whatever uvicorn would pick),
-    counting its refusals on ``metrics``."""
+    their request limits and ``Http:MaxConnections`` (:mod:`.http_limits`; always httptools, whatever
+    uvicorn would pick), counting its refusals on ``metrics``."""
+    from .connection_cap import ConnectionCap
+    from .contract import HTTP_MAX_CONNECTIONS
+    from .errors import TOO_MANY_CONNECTIONS
     from .http_limits import HttpLimits, protocol
 
     limits = HttpLimits(
@@ -68,7 +71,8 @@ def server_options(settings: Settings, metrics: Counters | None = None) -> dict[
         body_pause_seconds=settings.http_body_timeout_seconds,
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
-    return {**SERVER_OPTIONS, "http": protocol(limits, metrics)}
+    cap = ConnectionCap(settings.http_max_connections, setting=HTTP_MAX_CONNECTIONS, kind=TOO_MANY_CONNECTIONS)
+    return {**SERVER_OPTIONS, "http": protocol(limits, metrics, cap)}
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -289,6 +289,15 @@ class Settings:
         maximum=600,
         help="longest pause in a request body, in seconds; a whole body must also arrive within `MaxAudioSeconds` plus this; later gets 408",
     )
+    http_max_connections: int = setting(
+        c.HTTP_MAX_CONNECTIONS,
+        200,
+        minimum=1,
+        maximum=100000,
+        help="plain HTTP connections open at once (a WebSocket leaves them at its upgrade, for `MaxConnections`); past it a "
+        "new one closes the one waiting longest for a request, or if none waits, its request gets 503 with the reason "
+        "(a probe or scrape is answered); see [Limits](#limits)",
+    )
     drain_seconds: float = setting(
         c.DRAIN_SECONDS,
         30.0,

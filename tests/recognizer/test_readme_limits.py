@@ -1,7 +1,7 @@
 """The numbers of README's Limits table, routes and prose that are no setting, read back against the constants that hold them.
 
 A setting's default quoted anywhere is checked by tests/recognizer/test_settings.py; these are the server's fixed
-bounds the README states in prose (the keep-alive, the lingering close, the requests pipelined parsed at once, the request ids a Speech SDK connection
+bounds the README states in prose (the keep-alive, the lingering close, the requests pipelined parsed at once, a connection's send buffer, the request ids a Speech SDK connection
 remembers, a vosk config's alternatives, the preStop pause, the decoding block, the recognizers' clock, the chunks
 read ahead, the pings, the dead peer's timeout), and the query parameters the logs redact. Each phrase must still be found,
 and each number in it is the constant's.
@@ -27,6 +27,7 @@ FACTS = {
     r"an idle kept-alive connection is closed after (\d+) s, as the recognizer's": serving.KEEPALIVE_SECONDS,
     r"read and dropped \((\d+) s at most\)": HttpLimits.linger_seconds,
     r"\| requests pipelined on one connection \| (\d+) parsed at a time": HttpLimits.max_pipelined,
+    r"\| a connection's answers its client does not read \| (\d+) KiB of kernel send buffer": serving.SEND_BUFFER_BYTES / 1024,
     r"remembers its last (\d+) finished request ids": RequestIds.REMEMBERED,
     r"`max_alternatives` at most (\d+)": vosk_ws.MAX_ALTERNATIVES,
     r"\| `GET /pre-stop` \| answers after (\d+) s": contract.PRE_STOP_SECONDS,

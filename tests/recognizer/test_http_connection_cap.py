@@ -1,0 +1,132 @@
+"""``Http:MaxConnections``: the plain HTTP connections a server keeps open are capped, giving way to idle ones.
+
+Before, nothing counted them (``MaxConnections`` counts recognition WebSockets only), and each can make the server
+hold its kernel buffers, a read of pipelined requests and their answers (bench/notes.md, "Pipelined requests"). Raw
+sockets against a server in this process (its log is the test's) with a cap of :data:`CAP`: a new connection at
+the cap closes the one idle longest; with every connection busy (heads arriving a byte at a time), at most ``CAP``
+more are open past the cap, each answered once: a probe served, anything else refused with 503, ``Retry-After`` and
+the reason, counted, and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from harness.hostile_inputs import responses, write_then_read
+from speech_recognizer import contract as c
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+
+from ..conftest import make_settings
+from ..support import ServerThread, scrape_metrics
+
+CAP = 4
+REASON = f"too many connections: this server keeps at most {CAP} open (Http:MaxConnections); retry in 1 s"
+#: The start of a request head that never ends (a client that sends it a byte at a time, or stalls): a busy connection.
+PARTIAL = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+@pytest.fixture(scope="module")
+def srv(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    settings = make_settings(tmp_path_factory.mktemp("http-cap"), f"Http:MaxConnections={CAP}", "Http:HeaderTimeoutSeconds=30")
+    with ServerThread(create_app(settings, registry)) as server:
+        yield server
+
+
+def server_side(srv: ServerThread) -> int:
+    """Connections the server has open now (its ends: this process holds both)."""
+    return sum(1 for conn in psutil.Process().net_connections("tcp")
+               if conn.laddr and conn.laddr.port == srv.port and conn.status == psutil.CONN_ESTABLISHED)
+
+
+def get(srv: ServerThread, path: str) -> tuple[int, dict[str, str], bytes]:
+    answer, end = write_then_read("127.0.0.1", srv.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), timeout=10)
+    return responses(answer)[0]
+
+
+def closed(sock: socket.socket, within: float = 5.0) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds (what it sends before is dropped)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def refusals(srv: ServerThread) -> float:
+    return scrape_metrics(srv.http).get(("speech_refused_total", (("reason", "too_many_connections"), ("route", "http"))), 0.0)
+
+
+def until_server_side(srv: ServerThread, count: int, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while server_side(srv) != count:
+        assert time.monotonic() < deadline, f"{server_side(srv)} connections open, not {count}"
+        time.sleep(0.05)
+
+
+def test_at_the_cap_a_new_connection_closes_the_one_idle_longest(srv: ServerThread) -> None:
+    """``CAP`` connections, each answered once and kept alive (idle), then a new one: it is answered, and the oldest
+    idle one closed (HTTP/1.1 lets a server close an idle kept-alive connection: its client opens another), the others
+    left alone. Before, nothing was closed: the cap did not exist."""
+    until_server_side(srv, 0)
+    idle = []
+    try:
+        for _ in range(CAP):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "answered, kept alive"
+            idle.append(sock)
+            time.sleep(0.05)
+        status, _, _ = get(srv, c.ROUTE_OPENAPI)
+        assert status == 200
+        assert closed(idle[0]), "the connection idle longest gave way"
+        assert not any(closed(sock, 0.3) for sock in idle[1:]), "the others stay open"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_and_few_are_open(
+        srv: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+    """``4 * CAP`` connections each send the start of a head and stall (busy: none gives way): the server keeps ``CAP``
+    of them and ``CAP`` past the cap, the newest, closing older ones past it (before: every one, 16 here, thousands for
+    a flood). A connection past the cap is answered once and closed: the kubelet's probes and Prometheus' scrape are
+    served, any other request gets 503 with ``Retry-After`` and the reason, counted, and one warning line says so for
+    all of them. Once the stalled ones are gone, requests are served again."""
+    until_server_side(srv, 0)
+    before = refusals(srv)
+    stalled = []
+    try:
+        with caplog.at_level(logging.WARNING, "speech_recognizer"):
+            for _ in range(4 * CAP):
+                sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                sock.sendall(PARTIAL)
+                stalled.append(sock)
+                time.sleep(0.02)
+            until_server_side(srv, 2 * CAP)
+            for probe in (c.ROUTE_STATUS, c.ROUTE_READY, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_METRICS, c.ROUTE_SESSIONS):
+                status, headers, _ = get(srv, probe)
+                assert (status, headers.get("connection")) == (200, "close"), probe
+            for path in ("/", "/openapi.json", "/nowhere"):
+                status, headers, body = get(srv, path)
+                assert (status, headers.get("retry-after"), headers.get("connection")) == (503, "1", "close"), (path, body)
+                assert REASON in body.decode(), body
+        said = [r.getMessage() for r in caplog.records if "Http:MaxConnections" in r.getMessage() and r.levelno == logging.WARNING]
+        assert len(said) == 1 and f"Http:MaxConnections={CAP} connections are open" in said[0], said
+        assert refusals(srv) == before + 3
+        assert server_side(srv) <= 2 * CAP + 1  # the scrape's own connection, if not yet closed
+    finally:
+        for sock in stalled:
+            sock.close()
+    until_server_side(srv, 0)
+    assert get(srv, "/openapi.json")[0] == 200
