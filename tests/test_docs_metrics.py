@@ -17,6 +17,8 @@ from speech_operator.gateway_connections import ConnectionCap
 from speech_operator.gateway_directory import Directory
 from speech_operator.metrics import Exporter, Summary
 from speech_recognizer.admission import Admission
+from speech_recognizer.connection_cap import ConnectionCap as RecognizerCap
+from speech_recognizer.errors import TOO_MANY_CONNECTIONS
 from speech_recognizer.metrics import Metrics
 from speech_recognizer.pool import WarmPool
 from tests.doc_tables import ROOT, code_spans
@@ -32,10 +34,11 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def registries() -> list[CollectorRegistry]:
-    """The recognizer's (its pool and connections watched), the gateway's and the operator's (one SpeechToText)."""
+    """The recognizer's (its pool, connections and HTTP connections watched), the gateway's and the operator's (one SpeechToText)."""
     recognizer = Metrics()
     recognizer.watch_pool(WarmPool(1))
     recognizer.watch_connections(Admission(1, max_connections=10))
+    recognizer.watch_http_connections(RecognizerCap(10, setting="Http:MaxConnections", kind=TOO_MANY_CONNECTIONS))
     directory = Directory()
     gateway = GatewayMetrics(directory, Waker(directory, None), ConnectionCap(10))
     operator = Exporter()

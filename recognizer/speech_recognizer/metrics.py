@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from . import heap
 from .admission import Admission
+from .connection_cap import ConnectionCap
 from .engine import SessionRecord
 from .pool import WarmPool
 
@@ -67,6 +68,12 @@ class Metrics:
             Gauge("speech_connections_max", "Most recognition WebSockets kept open at once (MaxConnections)",
                   registry=self.registry).set(admission.max_connections)
 
+    def watch_http_connections(self, cap: ConnectionCap) -> None:
+        """Expose the plain HTTP connections open within ``Http:MaxConnections``, the cap, and the connections closed
+        for it (read at each scrape); requests refused past it are ``speech_refused_total{route="http",
+        reason="too_many_connections"}``."""
+        self.registry.register(_HttpConnectionsCollector(cap))
+
     def session_ended(self, record: SessionRecord) -> None:
         self.audio_seconds.labels(record.route, record.locale).inc(record.audio_seconds)
         if record.abandoned_seconds > 0:
@@ -97,6 +104,24 @@ class _PoolCollector:
             "speech_recognizers_replaced", "Retired recognizers replaced by one warmed in the background", value=p.replaced
         )
         yield GaugeMetricFamily("speech_recognizers_idle", "Warm recognizers idle in the pool", value=len(p))
+
+
+class _HttpConnectionsCollector:
+    """``Http:MaxConnections`` (:mod:`.connection_cap`): how near the cap the plain HTTP connections are."""
+
+    def __init__(self, cap: ConnectionCap) -> None:
+        self.cap = cap
+
+    def collect(self) -> Iterator[Metric]:
+        cap = self.cap
+        yield GaugeMetricFamily("speech_http_connections", "Plain HTTP connections open now within the cap (Http:MaxConnections)",
+                                value=cap.open)
+        yield GaugeMetricFamily("speech_http_connections_max", "Most plain HTTP connections kept open at once (Http:MaxConnections)",
+                                value=cap.limit)
+        yield CounterMetricFamily("speech_http_idle_connections_closed", "Idle plain HTTP connections closed to make room "
+                                  "for new ones at the cap", value=cap.reclaimed)
+        yield CounterMetricFamily("speech_http_connections_closed_past_cap", "Plain HTTP connections past the cap closed "
+                                  "unanswered to make room for newer ones past it", value=cap.shed)
 
 
 class _HeapCollector:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .errors import Counters
+    from .metrics import Metrics
 
 #: Seconds between keepalive pings.
 PING_INTERVAL_SECONDS = 20.0
@@ -56,10 +56,10 @@ SERVER_OPTIONS: dict[str, Any] = {
 }
 
 
-def server_options(settings: Settings, metrics: Counters | None = None) -> dict[str, Any]:
+def server_options(settings: Settings, metrics: Metrics | None = None) -> dict[str, Any]:
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
     their request limits and ``Http:MaxConnections`` (:mod:`.http_limits`; always httptools, whatever
-    uvicorn would pick), counting its refusals on ``metrics``."""
+    uvicorn would pick), counting its refusals and its connections on ``metrics``."""
     from .connection_cap import ConnectionCap
     from .contract import HTTP_MAX_CONNECTIONS
     from .errors import TOO_MANY_CONNECTIONS
@@ -72,6 +72,8 @@ def server_options(settings: Settings, metrics: Counters | None = None) -> dict[
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
     cap = ConnectionCap(settings.http_max_connections, setting=HTTP_MAX_CONNECTIONS, kind=TOO_MANY_CONNECTIONS)
+    if metrics is not None:
+        metrics.watch_http_connections(cap)
     return {**SERVER_OPTIONS, "http": protocol(limits, metrics, cap)}
 
 

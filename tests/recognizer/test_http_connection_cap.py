@@ -67,6 +67,10 @@ def refusals(srv: ServerThread) -> float:
     return scrape_metrics(srv.http).get(("speech_refused_total", (("reason", "too_many_connections"), ("route", "http"))), 0.0)
 
 
+def sample(srv: ServerThread, name: str) -> float:
+    return scrape_metrics(srv.http)[(name, ())]
+
+
 def until_server_side(srv: ServerThread, count: int, within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while server_side(srv) != count:
@@ -79,6 +83,7 @@ def test_at_the_cap_a_new_connection_closes_the_one_idle_longest(srv: ServerThre
     idle one closed (HTTP/1.1 lets a server close an idle kept-alive connection: its client opens another), the others
     left alone. Before, nothing was closed: the cap did not exist."""
     until_server_side(srv, 0)
+    reclaimed = sample(srv, "speech_http_idle_connections_closed_total")
     idle = []
     try:
         for _ in range(CAP):
@@ -91,6 +96,7 @@ def test_at_the_cap_a_new_connection_closes_the_one_idle_longest(srv: ServerThre
         assert status == 200
         assert closed(idle[0]), "the connection idle longest gave way"
         assert not any(closed(sock, 0.3) for sock in idle[1:]), "the others stay open"
+        assert sample(srv, "speech_http_idle_connections_closed_total") == reclaimed + 1
     finally:
         for sock in idle:
             sock.close()
@@ -104,7 +110,7 @@ def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_a
     served, any other request gets 503 with ``Retry-After`` and the reason, counted, and one warning line says so for
     all of them. Once the stalled ones are gone, requests are served again."""
     until_server_side(srv, 0)
-    before = refusals(srv)
+    before, shed = refusals(srv), sample(srv, "speech_http_connections_closed_past_cap_total")
     stalled = []
     try:
         with caplog.at_level(logging.WARNING, "speech_recognizer"):
@@ -114,6 +120,8 @@ def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_a
                 stalled.append(sock)
                 time.sleep(0.02)
             until_server_side(srv, 2 * CAP)
+            assert (sample(srv, "speech_http_connections"), sample(srv, "speech_http_connections_max")) == (CAP, CAP)
+            assert sample(srv, "speech_http_connections_closed_past_cap_total") - shed >= 2 * CAP
             for probe in (c.ROUTE_STATUS, c.ROUTE_READY, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_METRICS, c.ROUTE_SESSIONS):
                 status, headers, _ = get(srv, probe)
                 assert (status, headers.get("connection")) == (200, "close"), probe
