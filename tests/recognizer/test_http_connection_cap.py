@@ -4,8 +4,8 @@ Before, nothing counted them (``MaxConnections`` counts recognition WebSockets o
 hold its kernel buffers, a read of pipelined requests and their answers (bench/notes.md, "Pipelined requests"). Raw
 sockets against a server in this process (its log is the test's) with a cap of :data:`CAP`: a new connection at
 the cap closes the one idle longest; with every connection busy (heads arriving a byte at a time), at most ``CAP``
-more are open past the cap, each answered once: a probe served, anything else refused with 503, ``Retry-After`` and
-the reason, counted, and logged once.
+more are open past the cap, each answered once: a probe or a WebSocket upgrade served, anything else refused with 503,
+``Retry-After`` and the reason, counted, and logged once.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from websockets.sync.client import connect
 
 from harness.hostile_inputs import responses, write_then_read
 from speech_recognizer import contract as c
@@ -108,7 +109,8 @@ def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_a
     of them and ``CAP`` past the cap, the newest, closing older ones past it (before: every one, 16 here, thousands for
     a flood). A connection past the cap is answered once and closed: the kubelet's probes and Prometheus' scrape are
     served, any other request gets 503 with ``Retry-After`` and the reason, counted, and one warning line says so for
-    all of them. Once the stalled ones are gone, requests are served again."""
+    all of them; a WebSocket upgrade is served (``MaxConnections`` counts it). Once the stalled ones are gone, requests
+    are served again."""
     until_server_side(srv, 0)
     before, shed = refusals(srv), sample(srv, "speech_http_connections_closed_past_cap_total")
     stalled = []
@@ -125,6 +127,9 @@ def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_a
             for probe in (c.ROUTE_STATUS, c.ROUTE_READY, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_METRICS, c.ROUTE_SESSIONS):
                 status, headers, _ = get(srv, probe)
                 assert (status, headers.get("connection")) == (200, "close"), probe
+            with connect(f"{srv.ws}/vosk?language=ko-KR", open_timeout=10) as ws:  # an upgrade: MaxConnections' to count
+                ws.send('{"eof" : 1}')
+                assert "text" in ws.recv(timeout=10)
             for path in ("/", "/openapi.json", "/nowhere"):
                 status, headers, body = get(srv, path)
                 assert (status, headers.get("retry-after"), headers.get("connection")) == (503, "1", "close"), (path, body)
