@@ -72,6 +72,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .connection_cap import ConnectionCap, unread_bytes
@@ -218,6 +219,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             self.transport.close()
             return
         self._phase = "linger"
+        self._held = None  # what was pipelined after a closing answer is read and dropped
         self._disarm()
         self._linger_deadline = self.loop.time() + self.limits.linger_seconds
         self._linger_timer()
@@ -235,6 +237,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _HeldFlow(transport, self)
         self._waiting_since = self.loop.time()
         self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
         if self.cap is not None:
@@ -485,6 +488,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             held, at = self._held  # the requests pipelined behind the ones answered: their turn to be parsed
             self._held = None
             self._parse(held, at)
+            if self._held is None:  # all parsed: reading goes on (uvicorn's resume above came while it was held)
+                self.flow.resume_reading()
         if self._phase == "head" and self._head_begun:  # a pipelined head is arriving: its deadline bounds it, not keep-alive
             self._unset_keepalive_if_required()
         if self._phase == "waiting" and not self._ahead() and self._waiting is not None:  # every answer before it is done
@@ -492,6 +497,20 @@ class LimitedHttpTools(HttpToolsProtocol):
             (kind, message, cause), self._waiting = self._waiting, None
             self._phase = "head"
             self._refuse(kind, message, cause)
+
+
+class _HeldFlow(FlowControl):
+    """uvicorn's flow control, except that reading stays paused while requests are held unparsed: uvicorn resumes it
+    whenever an app asks for its request's body (``receive``), and each read then came in behind those held (a read per
+    recognition pipelined among other requests: the held bytes grew to all a client sent)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpTools) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def resume_reading(self) -> None:
+        if self._protocol._held is None:
+            super().resume_reading()
 
 
 class _AnswerClose:

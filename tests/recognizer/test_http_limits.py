@@ -290,6 +290,29 @@ def _pipelined_unread(srv: Server, requests: bytes, connections: int) -> tuple[l
     return answers, rss.growth_mb
 
 
+def test_requests_held_unparsed_stay_one_read_while_answers_read_bodies() -> None:
+    """Recognitions pipelined among padded GETs (8 MB in all), the answers read as they come: each recognition's app
+    reads its body, and uvicorn resumes reading for that, even while requests wait unparsed behind the two being
+    answered; each such read was added to them (the held bytes grew by a read per recognition, up to all 8 MB).
+    Reading stays paused while they wait: the server's memory grows by little, and every request is answered."""
+    audio = wav_header(data_bytes=3200) + b"\0" * 3200
+    post = post_head(REST, content_length=len(audio)) + audio
+    get = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 4000 + b"\r\n\r\n"
+    groups, gets = 100, 20
+    data = (post + get * gets) * groups + b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = bytearray()
+    with real_server_for(None, "Warmup:Count=1") as srv, socket.create_connection(("127.0.0.1", srv.port), timeout=60) as sock:
+        with PeakRss(srv.pid) as rss:
+            sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+            sender.start()
+            while got := sock.recv(1 << 20):
+                answer += got
+            sender.join(10)
+    got = statuses(bytes(answer))
+    assert len(got) == groups * (gets + 1) + 1 and set(got) == {200}, (len(got), set(got))
+    assert rss.growth_mb < 4, rss.growth_mb
+
+
 # ---- bodies -----------------------------------------------------------------------------------
 
 
