@@ -28,13 +28,15 @@ RSS_ALLOWANCE_MB = 100
 
 @contextmanager
 def real_server_for(audio: Audio | None, *args: str, headers: dict[str, str] | None = None) -> Iterator[Server]:
-    """``python -m speech_recognizer`` with ``args``, one recognizer warmed with ``audio`` itself (if any).
+    """``python -m speech_recognizer`` with ``args``, one recognizer warmed with ``audio`` itself; with no
+    ``audio`` (no paced stream beside the attack), no recognizer warmed at all, not even at start-up.
 
     A recognizer that has decoded speech is about 2.5 times cheaper on its next
     utterance than one warmed at start-up only (bench/notes.md): the paced stream
     then measures the attack, not a cold recognizer.
     """
-    with server("Warmup:Count=1", "Warmup:Seconds=2", *args) as srv:
+    warmup = ("Warmup:Count=1", "Warmup:Seconds=2") if audio is not None else ("Warmup:Count=0",)
+    with server(*warmup, *args) as srv:
         try:
             if audio is not None:
                 warmed = asyncio.run(vosk_stream(srv.ws, audio, paced=False, timeout=120, headers=headers))
