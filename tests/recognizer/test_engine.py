@@ -46,7 +46,7 @@ def fresh_utterances(model, utterances_wav: Path) -> list[tuple[str, tuple[tuple
     return fresh(model, pcm, rate)
 
 
-def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path, fresh_utterances) -> None:
+def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path, speech_wav: Path, fresh_utterances) -> None:
     pcm, rate, _ = read_wav(utterances_wav)
     expected = fresh_utterances
     assert expected, "the fixture holds speech"
@@ -58,11 +58,13 @@ def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path, f
     second = Recognition(model, rate, pool=pool)
     assert second.warm and len(pool) == 0
     assert run(second, pcm) == expected
-    # and the offset of a resumed stream still applies on top of the recognizer's own clock
+    # and the offset of a resumed stream still applies on top of the recognizer's own clock (now 25 s on):
+    # the one-utterance recording shows it, at a quarter of the decoding
     assert second.release() is Release.KEPT
     third = Recognition(model, rate, offset=7.5, pool=pool)
     assert third.warm
-    assert run(third, pcm) == fresh(model, pcm, rate, offset=7.5)
+    one, _, _ = read_wav(speech_wav)
+    assert run(third, one) == fresh(model, one, rate, offset=7.5)
 
 
 def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utterances_wav: Path, fresh_utterances) -> None:
@@ -325,24 +327,25 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
     trims: list[int] = []
     monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: bool(trims.append(1)) or True))
 
-    # expected: a new Recognition (offset = stream position) after each utterance end
+    # expected: a new Recognition (offset = stream position) after each utterance end. Each is new: none is
+    # released before the last has decoded (the pool stays empty); then they are the warm ones of the pool below.
+    warmed = WarmPool(4)
     expected: list[Phrase] = []
-    current = Recognition(model, rate)
+    current = Recognition(model, rate, pool=warmed)
+    used = [current]
     for i in range(0, len(pcm), CHUNK):
         expected += [e for e in current.accept(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
         if current.endpoint:
-            current = Recognition(model, rate, offset=(i + CHUNK) / 2 / rate)
+            current = Recognition(model, rate, offset=(i + CHUNK) / 2 / rate, pool=warmed)
+            used.append(current)
     expected += [e for e in current.finish() if isinstance(e, Phrase)]
+    assert not any(r.warm for r in used)
     as_tuples = [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7)) for w in p.words)) for p in expected]
     assert len(as_tuples) >= 3, "the fixture holds three utterances"
+    assert [r.release() for r in used][:3] == [Release.KEPT] * 3 and len(warmed) >= 3
 
-    # without a pool: new recognizers; with one: warm ones, which decode as new ones do
-    for pool in (None, WarmPool(4)):
-        if pool is not None:
-            for _ in range(3):
-                warm = Recognition(model, rate, pool=pool)
-                run(warm, pcm[: rate * 2])
-                assert warm.release() is Release.KEPT
+    # without a pool: new recognizers; with one: warm ones (each decoded an utterance above), which decode as new ones do
+    for pool in (None, warmed):
         stream = Recognition(model, rate, pool=pool)
         assert run(stream, pcm) == as_tuples
         assert stream.recycled >= 2
@@ -557,6 +560,7 @@ def test_decoder_cpu_seconds_are_cpu_not_wall_time(model, speech_wav: Path) -> N
     """Twice as many recognitions as CPUs decode at once, so each thread waits for a CPU about as long as it
     runs: wall times would add up to about twice the process's CPU time; decoder CPU seconds stay within it."""
     pcm, rate, _ = read_wav(speech_wav)
+    pcm = pcm[: len(pcm) // 2]  # 1.5 s, a new recognizer each: long enough that the threads share the CPUs throughout
     recognitions = [Recognition(model, rate) for _ in range(2 * (os.cpu_count() or 1))]
     started = time.process_time()
     threads = [threading.Thread(target=run, args=(r, pcm)) for r in recognitions]
