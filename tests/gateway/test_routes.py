@@ -39,11 +39,12 @@ def rest(base: str, language: str, wav: Path, query: str = "&format=detailed&wor
                       headers={"Content-Type": "audio/wav", **headers}, timeout=60)
 
 
-def test_rest_gives_what_the_recognizer_gives(locales: Locales, utterances_wav: Path) -> None:
-    """Each locale's answer through the gateway equals its recognizer's own; ``ko-kr`` is ``ko-KR``."""
+def test_rest_gives_what_the_recognizer_gives(locales: Locales, speech_wav: Path) -> None:
+    """Each locale's answer through the gateway equals its recognizer's own; ``ko-kr`` is ``ko-KR``. (The
+    one-utterance recording: the gateway relays the answer's bytes, however many words they hold.)"""
     for locale, r in locales.recognizers.items():
-        direct = rest(r.http, locale, utterances_wav, **key_of(locale))
-        via = rest(locales.stack.http, locale.lower(), utterances_wav, **key_of(locale))
+        direct = rest(r.http, locale, speech_wav, **key_of(locale))
+        via = rest(locales.stack.http, locale.lower(), speech_wav, **key_of(locale))
         assert direct.status_code == via.status_code == 200, (direct.text, via.text)
         assert via.json() == direct.json()
         assert via.json()["RecognitionStatus"] == "Success"
@@ -70,14 +71,17 @@ def test_continuous_recognition_through_the_gateway(locales: Locales, utterances
     assert events.recognizing, "intermediate results come through"
 
 
-def test_vosk_gives_what_the_recognizer_gives(locales: Locales, utterances_wav: Path, utterances_ref: Reference) -> None:
-    pcm, rate, _ = read_wav(utterances_wav)
+def test_vosk_gives_what_the_recognizer_gives(locales: Locales, speech_wav: Path, speech_ref: Reference) -> None:
+    """Every message of a /vosk stream through the gateway (by the locale, any case, or at ``/``) is the recognizer's
+    own: a reply per chunk and the final result, on the one-utterance recording (test_continuous_recognition_through_the_gateway
+    and the dying-recognizer tests stream the three utterances through it)."""
+    pcm, rate, _ = read_wav(speech_wav)
     for locale, r in locales.recognizers.items():
         direct = stream(f"{r.ws}/vosk?language={locale}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
         via = stream(f"{locales.stack.ws}/vosk?language={locale.lower()}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
         root = stream(f"{locales.stack.ws}/?language={locale}", pcm, 3200, {"sample_rate": rate}, **key_of(locale))
         assert via == direct == root
-        assert texts(via) == utterances_ref.texts
+        assert texts(via) == speech_ref.texts
 
 
 def test_an_unknown_locale_gets_the_recognizers_error_naming_the_locales(locales: Locales, speech_wav: Path) -> None:
