@@ -7,10 +7,15 @@ marked with :func:`runs_pod` names its job, a function that runs one pod and ret
 module's ``pod_pool`` fixture (tests/conftest.py) submits the job of every selected test of the module to a pool
 of :data:`AT_ONCE` threads when the module's first such test (or a test that asks for the pool) starts, and each
 test's ``pod_run`` fixture is its own job's Future: ``pod_run.result()`` returns what the job returned, or raises
-what it raised (a failed probe, with the pod's log), so a pod that fails fails its own test and no other.
+what it raised (a failed probe, with the pod's log), so a pod that fails fails the tests that take it and no other.
 
 What a job takes it names as a test does: the test's parameters, ``tmp_path`` (a directory of its own) and any
 fixture of module or session scope, all resolved on pytest's thread before the job starts.
+
+Tests whose job is the same function with the same arguments (``tmp_path`` aside) share one run: the pod runs once
+and each of them takes the same Future, asserting on its outcome in its own way (tests/ship/test_images.py's
+jemalloc check looks at the pod of the multi-locale example's ko-KR SpeechToText, which another of its tests runs,
+rather than run an identical second one).
 
 Why pods running at once cannot meet (tests/kubelet.py):
 
@@ -71,6 +76,7 @@ def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     items = [item for item in request.session.items if item.path == request.path and job_of(item) is not None]
     with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="pod") as threads:
         futures: dict[str, Future[Any]] = {}
+        runs: dict[str, Future[Any]] = {}  # one per job and arguments (tmp_path aside): tests that name the same run share it
         try:
             for item in items:
                 job = job_of(item)
@@ -81,11 +87,14 @@ def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 for name in inspect.signature(job).parameters:
                     if name in params:
                         args[name] = params[name]
-                    elif name == "tmp_path":  # as pytest names a test's: its name, here with the case kept whole
-                        args[name] = tmp_path_factory.mktemp(re.sub(r"\W+", "_", item.name[:24] + (callspec.id if callspec else "")))
-                    else:
+                    elif name != "tmp_path":
                         args[name] = request.getfixturevalue(name)
-                futures[item.nodeid] = threads.submit(job, **args)
+                run = f"{job.__module__}.{job.__qualname__}{sorted(args.items())!r}"
+                if run not in runs:
+                    if "tmp_path" in inspect.signature(job).parameters:  # as pytest names a test's: its name, the case kept whole
+                        args["tmp_path"] = tmp_path_factory.mktemp(re.sub(r"\W+", "_", item.name[:24] + (callspec.id if callspec else "")))
+                    runs[run] = threads.submit(job, **args)
+                futures[item.nodeid] = runs[run]
             yield futures
         finally:
             for future in futures.values():

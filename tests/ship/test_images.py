@@ -169,43 +169,55 @@ def test_operator_image_runs_the_openshift_overlay_as_the_uid_openshift_assigns(
     print(run_gateway_pod(operator_image, tmp_path / "gateway", bi.OPERATOR_TAG, overlay, scc.admit))
 
 
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    """How an emitted pod went (run_example's line), and what it showed of its recognizer once it had transcribed."""
+
+    said: str
+    #: The recognizer process's memory maps (/proc/PID/maps).
+    maps: str
+    log: str
+
+
 def emitted_pod(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
-                speech_wav: Path) -> str:
-    return run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav)
-
-
-@runs_pod(emitted_pod)
-@pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
-def test_emitted_pods_run_in_the_image(path: Path, name: str, pod_run: Future[str]) -> None:
-    """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
-    its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
-    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
-    print(pod_run.result())
-
-
-def jemalloc_pod(recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
-                 speech_wav: Path) -> tuple[str, dict[str, str]]:
-    """multi-locale's ko-KR pod; what it saw of the recognizer once it had transcribed: its maps and its log."""
+                speech_wav: Path) -> Ran:
     seen: dict[str, str] = {}
 
     def look(pod: kubelet.Pod, running: kubelet.Running) -> None:
         seen["maps"] = Path(f"/proc/{running.process.pid}/maps").read_text()
         seen["log"] = running.log()
 
-    path, name = next(found for case, found in CASES.items() if "multi-locale:ko-kr" in case)
-    return run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav,
-                       on_ready=look), seen
+    said = run_example(path, name, recognizer_image, bi.recognizer_config(), tmp_path, ko_model, catalog_zip, speech_wav,
+                       on_ready=look)
+    return Ran(said, seen["maps"], seen["log"])
 
 
-@runs_pod(jemalloc_pod)
-def test_recognizer_image_decodes_on_jemalloc(recognizer_image: kubelet.Image, pod_run: Future[tuple[str, dict[str, str]]]) -> None:
+@runs_pod(emitted_pod)
+@pytest.mark.parametrize(("path", "name"), list(CASES.values()), ids=list(CASES))
+def test_emitted_pods_run_in_the_image(path: Path, name: str, pod_run: Future[Ran]) -> None:
+    """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
+    its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
+    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
+    print(pod_run.result().said)
+
+
+#: The pod the jemalloc check looks at: test_emitted_pods_run_in_the_image's of this case, run once for both
+#: (tests/pods_at_once.py: the same job with the same arguments is one run).
+JEMALLOC_CASE = next(case for case in CASES if "multi-locale:ko-kr" in case)
+
+
+@runs_pod(emitted_pod)
+@pytest.mark.parametrize(("path", "name"), [CASES[JEMALLOC_CASE]], ids=[JEMALLOC_CASE])
+def test_recognizer_image_decodes_on_jemalloc(path: Path, name: str, recognizer_image: kubelet.Image,
+                                              pod_run: Future[Ran]) -> None:
     """The recognizer in the image built with MALLOC_PRELOAD (tests/ship/build_images.py), run as a kubelet runs its pod
-    (uid 65532, read-only root), has jemalloc mapped while it serves, and says so once at start-up (heap.report)."""
-    said, seen = pod_run.result()
-    print(said)
+    (multi-locale's ko-KR: uid 65532, read-only root), has jemalloc mapped while it serves, and says so once at start-up
+    (heap.report)."""
+    ran = pod_run.result()
+    print(ran.said)
     assert recognizer_image.env.get("LD_PRELOAD") == bi.MALLOC_PRELOAD, recognizer_image.env
-    assert f"/{bi.MALLOC_PRELOAD}" in seen["maps"], "the server process has no jemalloc mapped"
-    assert f"native heap: {bi.MALLOC_PRELOAD} serves malloc" in seen["log"], seen["log"][-3000:]
+    assert f"/{bi.MALLOC_PRELOAD}" in ran.maps, "the server process has no jemalloc mapped"
+    assert f"native heap: {bi.MALLOC_PRELOAD} serves malloc" in ran.log, ran.log[-3000:]
 
 
 def platform_pod(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path: Path, ko_model: Path, catalog_zip: Path,
