@@ -1,7 +1,7 @@
 """The slow image check: build both targets from the Dockerfile and run both images as a kubelet runs them.
 
 Marked ``slow``; one session-scoped build serves every test here. Needs root and the
-apt packages podman buildah debootstrap espeak-ng sox (util-linux, iproute2): a
+apt packages podman buildah mmdebstrap espeak-ng sox (util-linux, iproute2): a
 missing one fails the tests with the apt-get line to run, it never skips.
 """
 

@@ -28,7 +28,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-#: Where downloaded tools, the debootstrap base and other slow things are kept.
+#: Where downloaded tools, the Debian base and other slow things are kept.
 CACHE_DIR = Path(
     os.environ.get("SPEECH_OPERATOR_CACHE")
     or ("/var/cache/speech-operator" if os.geteuid() == 0 else Path.home() / ".cache" / "speech-operator")
