@@ -163,9 +163,9 @@ def woken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Woken]:
                 stack.call(_cancel(keeper), timeout=90)  # its recognizers stopped
 
 
-def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(
-    woken: Woken, speech_wav: Path, speech_ref: Reference, utterances_wav: Path, utterances_ref: Reference,
-) -> None:
+def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(woken: Woken, speech_wav: Path, speech_ref: Reference) -> None:
+    """Each wake starts a recognizer process, whose first decoding is a new (cold) recognizer's: each protocol
+    sends the one-utterance recording, and its answer is in-process Vosk's."""
     stack = woken.stack
     assert not woken.pods.pods, "the locale starts at zero pods"
 
@@ -186,28 +186,28 @@ def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(
 
     # REST: held with its body unread, then forwarded.
     asked = time.monotonic()
-    answer = httpx.post(f"{stack.http}{REST}?language=ja-JP&format=detailed", content=utterances_wav.read_bytes(),
+    answer = httpx.post(f"{stack.http}{REST}?language=ja-JP&format=detailed", content=speech_wav.read_bytes(),
                         headers={"Content-Type": "audio/wav"}, timeout=180)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["NBest"][0]["Lexical"] == " ".join(utterances_ref.texts)
+    assert answer.json()["NBest"][0]["Lexical"] == " ".join(speech_ref.texts)
     print(f"wake (REST): answer {time.monotonic() - asked:.1f} s after the request")
     woken.at_zero()
 
     # vosk: what the client sent while it waited goes first, in order.
-    pcm, rate, _ = read_wav(utterances_wav)
+    pcm, rate, _ = read_wav(speech_wav)
     asked = time.monotonic()
     finals = stream(f"{stack.ws}/vosk?language=ja-JP", pcm, 3200, {"sample_rate": rate})
-    assert texts(finals) == utterances_ref.texts
+    assert texts(finals) == speech_ref.texts
     print(f"wake (vosk): last result {time.monotonic() - asked:.1f} s after the request")
     woken.at_zero()
 
     # OpenAI's client: its form is read up to the language field (``ja`` alone), then held and forwarded.
     asked = time.monotonic()
     client = openai.OpenAI(base_url=f"{stack.http}/v1", api_key="unused", timeout=180, max_retries=0)
-    verbose = client.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ja",
+    verbose = client.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"), language="ja",
                                                  response_format="verbose_json")
     assert verbose.language == "ja-JP"
-    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in speech_ref.phrases]
     print(f"wake (OpenAI): answer {time.monotonic() - asked:.1f} s after the request")
     assert len(woken.pods.started) == 4, "one pod per wake"
 
