@@ -22,12 +22,19 @@ from __future__ import annotations
 import logging
 import socket
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .connection_cap import ConnectionCap
+    from .errors import Counters
+
+    class Watching(Counters, Protocol):
+        """What :func:`server_options` counts on (:class:`~speech_recognizer.metrics.Metrics`: not imported, as the
+        operator imports this module without the recognizer's extra, which metrics' imports need)."""
+
+        def watch_http_connections(self, cap: ConnectionCap) -> None: ...
 
 #: Seconds between keepalive pings.
 PING_INTERVAL_SECONDS = 20.0
@@ -56,7 +63,7 @@ SERVER_OPTIONS: dict[str, Any] = {
 }
 
 
-def server_options(settings: Settings, metrics: Metrics | None = None) -> dict[str, Any]:
+def server_options(settings: Settings, metrics: Watching | None = None) -> dict[str, Any]:
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
     their request limits and ``Http:MaxConnections`` (:mod:`.http_limits`; always httptools, whatever
     uvicorn would pick), counting its refusals and its connections on ``metrics``."""
