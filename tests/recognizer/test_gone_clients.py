@@ -179,7 +179,7 @@ def vosk_words(base: str, pcm: bytes) -> list[str]:
 
 @pytest.mark.parametrize("how", ["reset", "close frame"])
 def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
-    gone: Gone, long_pcm: bytes, utterances_wav: Path, utterances_ref: Reference, how: str
+    gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, how: str
 ) -> None:
     before, counters = gone.refusals("vosk"), gone.counters("vosk")
     with connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
@@ -187,8 +187,8 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
             ws.send(long_pcm[i : i + CHUNK])
         took = leave_websocket(gone, ws, how)
     assert took < BOUND, f"the decoder was held {took:.2f} s after the client left"
-    pcm = read_wav(utterances_wav)[0]
-    assert vosk_words(gone.srv.ws, pcm) == utterances_ref.texts, "connecting again gets a decoder"
+    pcm = read_wav(speech_wav)[0]
+    assert vosk_words(gone.srv.ws, pcm) == speech_ref.texts, "connecting again gets a decoder"
     assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
     gone.check_dropped("vosk", counters, len(long_pcm) / 32000, len(pcm) / 32000, how)
 
