@@ -1,8 +1,8 @@
 """Helpers for the tests of hostile input: a real server process, its peak memory, and a paced stream beside.
 
 Each hostile test runs ``python -m speech_recognizer`` in a subprocess (the
-XX
-the client's work does not share the server's interpreter, and checks that a
+way a pod runs it: its memory is the server's alone, and the client's work does
+not share the server's interpreter), and checks that a
 normal stream, paced at 1x real time over ``/vosk`` while the attack runs,
 stays strictly real time (:attr:`harness.clients.StreamResult.strict`: every
 reply and the final result within 1 s).
