@@ -223,6 +223,7 @@ EVERY_SETTING = {
     "ModelCatalogUrl": "https://mirror.example.test/vosk/models", "ModelMaxSizeMB": "8192",
     "Warmup:Audio": "/models/warmup.wav", "MaxAudioSeconds": "120", "MaxSessionSeconds": "7200",
     "Http:MaxHeaderBytes": "32768", "Http:HeaderTimeoutSeconds": "20", "Http:BodyTimeoutSeconds": "20",
+    "Http:MaxConnections": "400",
     "Logging:Disk:Format": "json", "Logging:Disk:MaxFileSize": "20", "HTTP_PROXY": "http://proxy.example.test:3128"}
 
 
