@@ -36,6 +36,9 @@ from ..usp.sdk import config, display_text
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 IDLE = 2.0
+#: How late a close may come on a loaded machine (the server's threads share this process with its clients): what
+#: these tests guard against is a decoder held for as long as the client stays, not a close a few seconds late.
+LATE = 20.0
 
 
 class Idle:
@@ -86,14 +89,14 @@ def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path
             sent = time.monotonic()
             assert idle.engine.active == 3, "the two quiet clients and the normal stream hold every decoder"
             for ws in quiet:
-                final = json.loads(ws.recv(timeout=IDLE + 10))
+                final = json.loads(ws.recv(timeout=IDLE + LATE))
                 with pytest.raises(ConnectionClosed) as closed:
                     ws.recv(timeout=10)
                 assert final == {"text": ""}, "what the audio gave comes before the close"
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
                 assert "no audio for 2 s (AudioIdleSeconds)" in closed.value.rcvd.reason
-            assert time.monotonic() - sent < IDLE + 5
-            idle.wait_for_decoders(busy=1, within=5)  # the normal stream's
+            assert time.monotonic() - sent < IDLE + LATE
+            idle.wait_for_decoders(busy=1, within=LATE)  # the normal stream's
             ok = post(idle.srv.http, speech_wav.read_bytes())
             assert ok.status_code == 200 and ok.json()["RecognitionStatus"] == "Success"
     assert_strict(stream, normal.seconds)
@@ -108,7 +111,7 @@ def test_a_vosk_client_gone_quiet_gets_its_words_first(idle: Idle, speech_wav: P
             texts.append(json.loads(ws.recv(timeout=30)).get("text"))
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                texts.append(json.loads(ws.recv(timeout=IDLE + 10)).get("text"))
+                texts.append(json.loads(ws.recv(timeout=IDLE + LATE)).get("text"))
     assert [t for t in texts if t] == speech_ref.texts
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
@@ -122,7 +125,7 @@ async def _quiet_turn(ws_base: str, query: str = "") -> tuple[list[dict], int, s
         bodies = []
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                msg = parse_text(await asyncio.wait_for(ws.recv(), IDLE + 10))
+                msg = parse_text(await asyncio.wait_for(ws.recv(), IDLE + LATE))
                 bodies.append({"path": msg.path, **msg.json()})
     assert closed.value.rcvd is not None
     return bodies, closed.value.rcvd.code, closed.value.rcvd.reason, time.monotonic() - sent
@@ -135,8 +138,8 @@ def test_an_idle_speech_sdk_turn_ends_with_a_reason(idle: Idle, normal: Audio) -
             # The close alone: the SDK reports a close 1007 at once as BadRequest with its reason (after an
             # error status or another close it connects again, sends its audio again and waits for more).
             assert [b["path"] for b in bodies] == ["turn.start"], bodies
-            assert code == 1007 and "AudioIdleSeconds" in reason and took < IDLE + 5
-            idle.wait_for_decoders(busy=1, within=5)
+            assert code == 1007 and "AudioIdleSeconds" in reason and took < IDLE + LATE
+            idle.wait_for_decoders(busy=1, within=LATE)
     assert_strict(stream, normal.seconds)
 
 
@@ -155,8 +158,8 @@ def test_the_speech_sdk_reports_an_idle_recognition(idle: Idle) -> None:
     assert result.reason == speechsdk.ResultReason.Canceled, result
     details = result.cancellation_details
     assert details.code == speechsdk.CancellationErrorCode.BadRequest and "AudioIdleSeconds" in details.error_details
-    assert took < IDLE + 10
-    idle.wait_for_decoders(busy=0, within=5)
+    assert took < IDLE + LATE
+    idle.wait_for_decoders(busy=0, within=LATE)
 
 
 def test_a_speech_sdk_push_stream_that_stops_gets_its_words_then_the_reason(
@@ -183,7 +186,7 @@ def test_a_speech_sdk_push_stream_that_stops_gets_its_words_then_the_reason(
     assert recognized == [display_text(utterances_ref.phrases[0])]
     assert len(canceled) == 1 and canceled[0].code == speechsdk.CancellationErrorCode.BadRequest
     assert "AudioIdleSeconds" in canceled[0].error_details
-    idle.wait_for_decoders(busy=0, within=5)
+    idle.wait_for_decoders(busy=0, within=LATE)
 
 
 def test_a_client_held_back_by_decoding_is_not_idle(idle: Idle, utterances_wav: Path, utterances_ref: Reference) -> None:
@@ -250,7 +253,7 @@ def test_a_stream_longer_than_max_session_seconds_ends_with_its_words(short: Ser
                 texts.append(json.loads(ws.recv(timeout=30)).get("text"))
         took = time.monotonic() - started
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-    assert "MaxSessionSeconds" in closed.value.rcvd.reason and 3 <= took < 3 + 6
+    assert "MaxSessionSeconds" in closed.value.rcvd.reason and 3 <= took < 3 + LATE
     heard = [t for t in texts if t]
     assert heard, texts
     if heard != utterances_ref.texts[: len(heard)]:
