@@ -24,9 +24,12 @@ from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_o
 
 @dataclass(frozen=True)
 class RefWord:
+    """A word as in-process Vosk gives it: its times (s) and confidence (Vosk's ``conf``, 0-1)."""
+
     word: str
     start: float
     end: float
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rat
     for item in raw:
         data = json.loads(item)
         if data.get("text", "").strip():
-            words = tuple(RefWord(w["word"], w["start"], w["end"]) for w in data.get("result", []))
+            words = tuple(RefWord(w["word"], w["start"], w["end"], w["conf"]) for w in data.get("result", []))
             phrases.append(RefPhrase(data["text"].strip(), words))
     return phrases
 

@@ -40,7 +40,7 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
         item = json.loads(raw)
         if not item.get("text", "").strip():
             return None
-        words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start) for w in item["result"])
+        words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start, w["conf"]) for w in item["result"])
         return RefPhrase(item["text"].strip(), words)
 
     fed = first // 2  # the server's silence pattern for exact zeros, by stream position (audio.dither_zeros)
