@@ -69,8 +69,8 @@ class Metrics:
                   registry=self.registry).set(admission.max_connections)
 
     def watch_http_connections(self, cap: ConnectionCap) -> None:
-        """Expose the plain HTTP connections open within ``Http:MaxConnections``, the cap, and the connections closed
-        for it (read at each scrape); requests refused past it are ``speech_refused_total{route="http",
+        """Expose the plain HTTP connections open within ``Http:MaxConnections``, those of them idle, the cap, and the
+        connections closed for it (read at each scrape); requests refused past it are ``speech_refused_total{route="http",
         reason="too_many_connections"}``."""
         self.registry.register(_HttpConnectionsCollector(cap))
 
@@ -118,6 +118,9 @@ class _HttpConnectionsCollector:
                                 value=cap.open)
         yield GaugeMetricFamily("speech_http_connections_max", "Most plain HTTP connections kept open at once (Http:MaxConnections)",
                                 value=cap.limit)
+        yield GaugeMetricFamily("speech_http_idle_connections", "Plain HTTP connections open now within the cap that wait "
+                                "for a request head of which nothing came (kept alive between requests, or new): the "
+                                "ones closed first to make room at the cap", value=cap.idle)
         yield CounterMetricFamily("speech_http_idle_connections_closed", "Idle plain HTTP connections closed to make room "
                                   "for new ones at the cap", value=cap.reclaimed)
         yield CounterMetricFamily("speech_http_connections_closed_past_cap", "Plain HTTP connections past the cap closed "
