@@ -100,8 +100,8 @@ def rule_groups() -> list[dict[str, Any]]:
             _alert("SpeechRecognizerAtCapacity",
                    f'sum by (namespace, service) (\n  rate(speech_refused_total{{reason=~"{matching(capacity)}"}}[5m])\n) > 0', "10m",
                    f"{where} refuses recognitions for want of capacity",
-                   f"Its recognizers have refused work for 10 minutes ({listed(capacity)}: every decoder in use, or "
-                   "MaxConnections WebSockets open). Raise the "
+                   f"Its recognizers have refused work for 10 minutes ({listed(capacity)}: every decoder in use, "
+                   "MaxConnections WebSockets open, or Http:MaxConnections plain HTTP connections busy). Raise the "
                    "SpeechToText's replicas (or spec.autoscaling.maxReplicas), or its CPU and decoders per pod."),
             _alert("SpeechRecognizerFailing",
                    f'sum by (namespace, service, reason) (\n  rate(speech_refused_total{{reason=~"{matching(fault)}"}}[10m])\n) > 0', "5m",
@@ -113,6 +113,15 @@ def rule_groups() -> list[dict[str, Any]]:
                    f"{where}: {{{{ $labels.pod }}}} keeps more than 90 % of its WebSocket connections open",
                    "Past its cap (MaxConnections; a SpeechToText's spec.connections.max) new connections are "
                    "refused with 1013. Raise the cap or the replicas."),
+            _alert("SpeechRecognizerHttpConnectionsNearCap",
+                   "max by (namespace, service, pod) (\n  (speech_http_connections - speech_http_idle_connections)"
+                   " / speech_http_connections_max\n) > 0.9",
+                   "15m", f"{where}: {{{{ $labels.pod }}}} serves more than 90 % of the plain HTTP connections it may",
+                   "Past its cap (Http:MaxConnections; a SpeechToText's spec.settings) new requests (but probes, "
+                   "scrapes and WebSocket upgrades) are refused with 503. Counted: connections with a request under way (a head or body "
+                   "arriving, an answer being made or left unread); idle kept-alive ones (an Ingress' keep-alive "
+                   "pool) give way to new ones at the cap and are not. Raise the replicas, or the cap with the pods' "
+                   "memory limit."),
         ]},
         {"name": "speech-gateway", "rules": [
             _alert("SpeechGatewayAtCapacity",

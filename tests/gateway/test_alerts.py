@@ -12,8 +12,10 @@ the gateway's Services and SpeechToTexts are as in tests/gateway/conftest.py.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from websockets.sync.client import connect
 from harness.loopback import free_port
 from speech_operator.gateway import GatewayConfig
 from tests.prometheus import Prometheus
+from tests.recognizer.test_http_connection_cap import PARTIAL
 from tests.recognizer.test_vosk_ws import closed_with
 
 from .conftest import OTHER_LOCALE, Recognizer, Stack, speech_to_text, start_recognizer
@@ -34,14 +37,18 @@ RECOGNIZER_TARGET = {"namespace": "speech", "service": "ko-kr", "pod": "ko-kr-5d
 GATEWAY_TARGET = {"namespace": "speech-operator", "service": "speech-operator-gateway"}
 #: A locale whose pods are starting (held by the gateway: it may hold none here), and one whose recognizer is down.
 STARTING, DOWN = "de-DE", OTHER_LOCALE
+#: The recognizer's Http:MaxConnections: Prometheus' kept-alive scrape connection and two idle ones fill it.
+HTTP_CAP = 3
 
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, Recognizer, Stack]]:
-    """A recognizer that keeps at most 2 WebSockets open; a gateway that holds no request for a starting locale
+    """A recognizer that keeps at most 2 WebSockets and :data:`HTTP_CAP` plain HTTP connections open (a head may take
+    600 s: the stalled ones stay busy the test's length); a gateway that holds no request for a starting locale
     and knows one locale whose recognizer does not answer; Prometheus scraping both."""
     root = tmp_path_factory.mktemp("alerts")
-    recognizer = start_recognizer(root, "ko-KR", "MaxConnections=2")
+    recognizer = start_recognizer(root, "ko-KR", "MaxConnections=2", f"Http:MaxConnections={HTTP_CAP}",
+                                  "Http:HeaderTimeoutSeconds=600")
     prometheus = None
     try:
         recognizer.wait_ready()
@@ -71,16 +78,36 @@ def refused_twice(prometheus: Prometheus, cause: Any) -> None:
     cause()
 
 
+def kept_alive(recognizer: Recognizer) -> socket.socket:
+    """A plain HTTP connection answered once and left open, idle (an Ingress' keep-alive pool)."""
+    sock = socket.create_connection(("127.0.0.1", recognizer.port), timeout=10)
+    sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "answered, kept alive"
+    return sock
+
+
+def stalled(recognizer: Recognizer) -> socket.socket:
+    """A plain HTTP connection whose request head has begun and stalls: busy."""
+    sock = socket.create_connection(("127.0.0.1", recognizer.port), timeout=10)
+    sock.sendall(PARTIAL)
+    return sock
+
+
 def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Prometheus, Recognizer, Stack], speech_wav: Path) -> None:
     prometheus, recognizer, stack = watched
     ok = httpx.post(f"{stack.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(),
                     headers={"Content-Type": "audio/wav"}, timeout=60)
     assert ok.status_code == 200, ok.text
     prometheus.wait_until("every group evaluated", lambda: prometheus.evaluated() == len(prometheus.groups))
-    time.sleep(3)  # a few more scrapes and evaluations
-    assert prometheus.alerts() == [], "an alert before any failure"
+    with ExitStack() as idle:  # with Prometheus' own, Http:MaxConnections open, all but the scrape's idle: no cap reached
+        for _ in range(HTTP_CAP - 1):
+            idle.enter_context(kept_alive(recognizer))
+        time.sleep(3)  # a few more scrapes and evaluations
+        assert prometheus.alerts() == [], "an alert before any failure"
 
-    with connect(f"{recognizer.ws}/vosk"), connect(f"{recognizer.ws}/vosk"):  # the recognizer's cap, held open
+    with connect(f"{recognizer.ws}/vosk"), connect(f"{recognizer.ws}/vosk"), ExitStack() as busy:  # the recognizer's caps, held
+        for _ in range(HTTP_CAP):  # the idle scrape connection gives way, the scrapes are answered past the cap
+            busy.enter_context(stalled(recognizer))
         refused_twice(prometheus, lambda: closed_with(f"{recognizer.ws}/vosk"))  # too_many_connections: 1013
         for locale, status in ((DOWN, 503), (STARTING, 503)):  # backend_unavailable; too_many_held
             def ask(locale: str = locale, status: int = status) -> None:
@@ -91,6 +118,7 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
         expected = {
             "SpeechRecognizerAtCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
             "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
+            "SpeechRecognizerHttpConnectionsNearCap": RECOGNIZER_TARGET,
             "SpeechGatewayFailing": {**GATEWAY_TARGET, "reason": "backend_unavailable"},
             "SpeechGatewayAtCapacity": GATEWAY_TARGET,
         }

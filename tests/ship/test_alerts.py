@@ -102,9 +102,12 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
     series += [*HEALTHY, *ACTIVE]
-    for connections, service in (("speech_connections", "en-us"), ("speech_gateway_connections", "speech-gateway")):
+    for connections, idle, service in (("speech_connections", None, "en-us"), ("speech_http_connections", "speech_http_idle_connections", "en-us"),
+                                       ("speech_gateway_connections", "speech_gateway_idle_connections", "speech-gateway")):
         where = f'{{namespace="speech",service="{service}",pod="{service}-1"}}'
         series += [{"series": connections + where, "values": "80x30"}, {"series": f"{connections}_max{where}", "values": "100x30"}]
+        if idle is not None:  # none of them idle: 80 % busy
+            series.append({"series": idle + where, "values": "0x30"})
     return {"interval": "1m", "input_series": series,
             "alert_rule_test": [{"eval_time": "25m", "alertname": name, "exp_alerts": []} for name in names]}
 
@@ -112,7 +115,7 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
 def near_cap_case(rule: dict[str, Any], metric: str = "speech_connections", service: str = "en-us",
                   idle: str | None = None) -> dict[str, Any]:
     """95 of 100 connections for 30 minutes: the alert after 15. ``idle``: the gauge of those that give way at the cap
-    (the gateway's), 2 of them, and a second pod with all 95 idle (an Ingress' keep-alive pool): no alert for it."""
+    (the gateway's, the recognizer's plain HTTP ones), 2 of them, and a second pod with all 95 idle (an Ingress' keep-alive pool): no alert for it."""
     labels = {"namespace": "speech", "service": service, "pod": f"{service}-1"}
     selector = ",".join(f'{n}="{v}"' for n, v in labels.items())
     alert_labels = {"severity": "warning", **labels}
@@ -204,6 +207,8 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
         near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway",
                       idle="speech_gateway_idle_connections"),
+        near_cap_case(by_name["SpeechRecognizerHttpConnectionsNearCap"], "speech_http_connections",
+                      idle="speech_http_idle_connections"),
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         *inactive_cases(by_name["SpeechOperatorInactive"]),
