@@ -9,6 +9,7 @@ log is the test's) whose keep-alive is shorter than its head deadline.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import logging
 import socket
@@ -26,7 +27,7 @@ from harness.hostile_inputs import big_header_head, post_head, raw_request, resp
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
 from speech_recognizer.app import create_app
-from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools
+from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools, protocol
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.serving import server_options
 from speech_recognizer.settings import SettingsError, parse
@@ -312,6 +313,50 @@ def test_requests_held_unparsed_stay_one_read_while_answers_read_bodies() -> Non
     assert len(got) == groups * (gets + 1) + 1 and set(got) == {200}, (len(got), set(got))
     assert rss.growth_mb < 4, rss.growth_mb
 
+
+
+def test_keep_alive_ended_with_requests_held_unparsed_closes_after_an_answer_that_says_so() -> None:
+    """The drain ends keep-alive (:meth:`LimitedHttpTools.end_keep_alive`, what DrainingServer calls on SIGTERM) on a
+    connection whose answer has begun and whose next requests are held unparsed behind it: that answer ends whole and
+    kept alive, the next request is parsed and answered with ``Connection: close`` (the app says it, as
+    DrainMiddleware does during a drain), then the connection closes (what follows is the client's to send again,
+    RFC 9112, 9.3.2). uvicorn's ``shutdown()`` of an idle connection turned
+    keep-alive off on the answer under way, whose head had gone out without ``Connection: close``: the connection was
+    cut after it, mid-pipeline, the requests held dropped unannounced.
+
+    At one request parsed at a time (``max_pipelined=1``): at the server's 2, uvicorn's current request is the queued
+    one, whose answer begins after the drain and says ``Connection: close`` either way."""
+    begun, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    async def app(scope, receive, send) -> None:  # /slow: its answer's head and first bytes, the rest once released
+        if scope["type"] != "http":
+            return
+        closing = [(b"connection", b"close")] if ended.is_set() else []  # as DrainMiddleware answers while draining
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4"), *closing]})
+        if scope["path"] == "/slow":
+            await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+            begun.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"cd"})
+        else:
+            await send({"type": "http.response.body", "body": b"fast"})
+
+    with ServerThread(app, http=protocol(HttpLimits(max_pipelined=1))) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        assert begun.wait(10)
+        (connection,) = server.server.server_state.connections
+        assert isinstance(connection, LimitedHttpTools) and connection._held is not None, "the two /fast held unparsed"
+        connection.loop.call_soon_threadsafe(lambda: (connection.end_keep_alive(), ended.set()))
+        assert ended.wait(10)
+        release.set()
+        answer = bytearray()
+        while got := sock.recv(65536):
+            answer += got
+    answered = responses(bytes(answer))
+    assert [(status, headers.get("connection"), body) for status, headers, body in answered] == [
+        (200, None, b"abcd"), (200, "close", b"fast")], answer
 
 # ---- bodies -----------------------------------------------------------------------------------
 
