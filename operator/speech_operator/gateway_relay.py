@@ -135,7 +135,10 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
                                       headers=returned_headers(upstream.headers))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:  # the client left while the recognizer decoded: nothing was sent to it
+            raise failures.Failure("the client left before it had its answer", failures.CLIENT_GONE) from None
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,3 +314,33 @@ async def test_a_recognizer_that_cannot_be_reached_is_a_clear_refusal(rig: Rig) 
                 closed = await ws.receive()
                 assert closed.data == 1013 and "no recognizer of ko-KR answers" in closed.extra
                 assert json.loads(await (await client.get(f"http://127.0.0.1:{port}/ready")).text())["ready"] is False
+
+
+async def test_a_client_gone_before_the_answer_is_a_line_not_a_traceback(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A REST client that leaves while its recognizer decodes: when the answer comes there is no one to write it to.
+    The gateway's write of its head raised (aiohttp: "Cannot write to closing transport"), which aiohttp logged as
+    an ERROR with a traceback (seen in tests/gateway/test_openai_forms.py on a loaded machine, whose client gave up
+    waiting); now it is the failure of a client that left (CLIENT_GONE): its access line says 499."""
+    rig.upstream.answering.clear()
+    host, port = rig.gateway.split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST {REST} HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nRIFF".encode())
+    await writer.drain()
+    for _ in range(200):  # the recognizer has the whole body and is "decoding"
+        if rig.upstream.bodies:
+            break
+        await asyncio.sleep(0.05)
+    assert rig.upstream.bodies == ["whole"]
+    writer.close()
+    await writer.wait_closed()
+    with caplog.at_level(logging.INFO):
+        await asyncio.sleep(0.2)  # the gateway sees the connection go
+        rig.upstream.answering.set()
+        for _ in range(200):
+            if any('" 499 ' in r.getMessage() for r in caplog.records if r.name == "speech_operator.gateway.access"):
+                break
+            await asyncio.sleep(0.05)
+    bad = [(r.name, r.getMessage()) for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, bad
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("speech_operator.gateway")]
+    assert any('" 499 ' in line for line in lines), lines  # the access line: the client left (CLIENT_GONE)
