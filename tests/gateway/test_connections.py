@@ -342,10 +342,13 @@ async def test_answers_a_client_never_reads_wait_in_a_bounded_send_buffer(rig: R
                 break
             await asyncio.sleep(0.05)
         assert len(sockets) == CAP and all(sock["w"] >= limit / 2 for sock in sockets), sockets
+        # A write may take the queue past the buffer by one segment (GSO: up to 64 KiB): Linux 6.18 queued 66315 bytes
+        # against a buffer of 32768.
+        overshoot = 64 << 10
         for _ in range(20):  # and stay there while the gateway has more to answer (before: 1-4 MiB each within 2 s)
             await asyncio.sleep(0.1)
             sockets = skmem(f"sport = :{port}")
-            assert all(sock["w"] + sock["r"] <= 2 * limit and sock["tb"] <= limit for sock in sockets), sockets
+            assert all(sock["w"] + sock["r"] <= 2 * limit + overshoot and sock["tb"] <= limit for sock in sockets), sockets
     finally:
         for c in clients:
             c.close()
