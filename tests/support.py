@@ -128,7 +128,7 @@ class ServerThread(Loopback):
         listening socket); ``options`` override some."""
         self.port = port or free_port()
         state = getattr(app, "state", None)
-        served = server_options(state.settings, state.metrics) if hasattr(state, "settings") else SERVER_OPTIONS
+        served = server_options(state.settings, state.metrics, getattr(state, "http_cap", None)) if hasattr(state, "settings") else SERVER_OPTIONS
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **{**served, **options})  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         sock = listening_socket("127.0.0.1", self.port)

@@ -18,6 +18,7 @@ from .engine import Engine, SessionRecord
 from .errors import classify, http_response, observe
 from .metrics import Metrics
 from .models import ModelRegistry
+from .serving import connection_cap
 from .settings import Settings, cpu_count
 from .usage import UsageRecords
 from .usp.routes import routes as usp_routes
@@ -39,6 +40,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     engine = Engine(registry, settings.decoder_max_count, on_session_end, max_connections=settings.max_connections)
     metrics.watch_pool(engine.pool)
     metrics.watch_connections(engine.admission)
+    http_cap = connection_cap(settings)  # held by the server's HTTP protocol (serving.server_options)
+    metrics.watch_http_connections(http_cap)
     warmup = WarmupState()
     drain = Drain(settings.drain_seconds, engine.admission)
 
@@ -79,6 +82,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     app.state.registry = registry
     app.state.engine = engine
     app.state.metrics = metrics
+    app.state.http_cap = http_cap
     app.state.usage = usage
     app.state.warmup = warmup
     app.state.drain = drain

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on: its port is held
     app = create_app(settings, registry)
     log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics, app.state.http_cap))
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         server.run(sockets=[sock])

@@ -22,19 +22,13 @@ from __future__ import annotations
 import logging
 import socket
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .connection_cap import ConnectionCap
     from .errors import Counters
-
-    class Watching(Counters, Protocol):
-        """What :func:`server_options` counts on (:class:`~speech_recognizer.metrics.Metrics`: not imported, as the
-        operator imports this module without the recognizer's extra, which metrics' imports need)."""
-
-        def watch_http_connections(self, cap: ConnectionCap) -> None: ...
 
 #: Seconds between keepalive pings.
 PING_INTERVAL_SECONDS = 20.0
@@ -63,13 +57,20 @@ SERVER_OPTIONS: dict[str, Any] = {
 }
 
 
-def server_options(settings: Settings, metrics: Watching | None = None) -> dict[str, Any]:
-    """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
-    their request limits and ``Http:MaxConnections`` (:mod:`.http_limits`; always httptools, whatever
-    uvicorn would pick), counting its refusals and its connections on ``metrics``."""
+def connection_cap(settings: Settings) -> ConnectionCap:
+    """The cap on plain HTTP connections that ``settings`` ask for (``Http:MaxConnections``): made once per app
+    (:func:`~speech_recognizer.app.create_app`, which exposes it on ``/metrics``), held by its HTTP protocol."""
     from .connection_cap import ConnectionCap
     from .contract import HTTP_MAX_CONNECTIONS
     from .errors import TOO_MANY_CONNECTIONS
+
+    return ConnectionCap(settings.http_max_connections, setting=HTTP_MAX_CONNECTIONS, kind=TOO_MANY_CONNECTIONS)
+
+
+def server_options(settings: Settings, counters: Counters | None = None, cap: ConnectionCap | None = None) -> dict[str, Any]:
+    """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
+    their request limits and ``cap`` (:mod:`.http_limits`; always httptools, whatever uvicorn would
+    pick; a cap of its own if none is given), counting its refusals on ``counters``."""
     from .http_limits import HttpLimits, protocol
 
     limits = HttpLimits(
@@ -78,10 +79,7 @@ def server_options(settings: Settings, metrics: Watching | None = None) -> dict[
         body_pause_seconds=settings.http_body_timeout_seconds,
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
-    cap = ConnectionCap(settings.http_max_connections, setting=HTTP_MAX_CONNECTIONS, kind=TOO_MANY_CONNECTIONS)
-    if metrics is not None:
-        metrics.watch_http_connections(cap)
-    return {**SERVER_OPTIONS, "http": protocol(limits, metrics, cap)}
+    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings))}
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
