@@ -9,6 +9,7 @@ import json
 import mmap
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -37,6 +38,11 @@ class RefPhrase:
     text: str
     words: tuple[RefWord, ...]
 
+    @property
+    def confidence(self) -> float:
+        """Azure's ``Confidence`` of the phrase (NBest): the mean of its words' (Vosk gives none of its own)."""
+        return sum(w.confidence for w in self.words) / len(self.words)
+
 
 #: How far a server's word time may sit from in-process Vosk's: decoding is deterministic
 #: (dither off), so only clock rounding remains — a reused (warm) recognizer's times are
@@ -59,16 +65,28 @@ class Reference:
     def texts(self) -> list[str]:
         return [p.text for p in self.phrases]
 
-    def assert_words_match(self, got: list[tuple[str, float, float]], tolerance: float | None = None) -> None:
-        """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk."""
+    def assert_words_match(self, got: Sequence[tuple[str, float, float] | tuple[str, float, float, float]],
+                           tolerance: float | None = None, *, places: int | None = None) -> None:
+        """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk.
+
+        Where ``got`` carries a confidence (a fourth item), it is in-process Vosk's exactly, or rounded to
+        ``places`` decimals where the route rounds (Azure's JSON: 6): with dither off the same features give
+        the same lattice, so any difference is the server's (other audio, pieces or recognizer state). The
+        reference's runs must agree on it, else no confidence can be expected.
+        """
         tolerance = CLOCK_TOLERANCE if tolerance is None else tolerance
         words = [[w for p in run for w in p.words] for run in self.runs]
         assert [g[0] for g in got] == [w.word for w in words[0]], (got, words[0])
-        for i, (word, start, end) in enumerate(got):
+        for i, (word, start, end, *_) in enumerate(got):
             starts = [run[i].start for run in words]
             ends = [run[i].end for run in words]
             assert min(starts) - tolerance <= start <= max(starts) + tolerance, (word, start, starts)
             assert min(ends) - tolerance <= end <= max(ends) + tolerance, (word, end, ends)
+        if got and len(got[0]) == 4:
+            want = [[w.confidence if places is None else round(w.confidence, places) for w in run] for run in words]
+            assert all(run == want[0] for run in want), f"in-process Vosk's confidences vary from run to run: {want}"
+            differ = [(g[0], g[3], w) for g, w in zip(got, want[0], strict=True) if g[3] != w]
+            assert not differ, f"confidences (word, served, in-process) differ: {differ}"
 
 
 def vosk_reference(model: object, pcm: bytes, rate: int, chunk_bytes: int, runs: int = 3, *, model_rate: int | None = None) -> Reference:

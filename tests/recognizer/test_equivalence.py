@@ -1,4 +1,4 @@
-"""Same audio, same words and timings: REST, the vosk WebSocket route and in-process Vosk."""
+"""Same audio, same words, timings and confidences: REST, the vosk WebSocket route and in-process Vosk."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_decoding_is_deterministic(model, speech_wav: Path, speech_ref: Referenc
 def test_rest_matches_in_process_vosk(server, utterances_ref: Reference, utterances_wav: Path) -> None:
     reference = utterances_ref
     r = httpx.post(
-        f"{server.http}{REST}?language=ko-KR&format=detailed&wordLevelTimestamps=true",
+        f"{server.http}{REST}?language=ko-KR&format=detailed&wordLevelTimestamps=true&wordLevelConfidence=true",
         content=utterances_wav.read_bytes(),
         headers={"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"},
         timeout=60,
@@ -48,8 +48,10 @@ def test_rest_matches_in_process_vosk(server, utterances_ref: Reference, utteran
     best = body["NBest"][0]
     assert best["Lexical"] == " ".join(reference.texts)
     reference.assert_words_match(
-        [(w["Word"], w["Offset"] * TICK, (w["Offset"] + w["Duration"]) * TICK) for w in best["Words"]]
+        [(w["Word"], w["Offset"] * TICK, (w["Offset"] + w["Duration"]) * TICK, w["Confidence"]) for w in best["Words"]], places=6
     )
+    words = [w for p in reference.phrases for w in p.words]  # one answer for the whole audio: its words' mean
+    assert best["Confidence"] == round(sum(w.confidence for w in words) / len(words), 6)
     words = best["Words"]
     assert body["Offset"] == words[0]["Offset"]
     assert body["Offset"] + body["Duration"] == words[-1]["Offset"] + words[-1]["Duration"]
@@ -73,7 +75,7 @@ def test_vosk_websocket_matches_in_process_vosk(server, utterances_ref: Referenc
         finals.append(json.loads(ws.recv()))
     spoken = [f for f in finals if f["text"]]
     assert [f["text"] for f in spoken] == reference.texts
-    reference.assert_words_match([(w["word"], w["start"], w["end"]) for f in spoken for w in f["result"]])
+    reference.assert_words_match([(w["word"], w["start"], w["end"], w["conf"]) for f in spoken for w in f["result"]])
     assert partials > 0, "partial results arrive while audio is streaming"
 
 
@@ -101,4 +103,4 @@ def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(server, u
     assert ahead == waiting
     spoken = [f for f in ahead if f.get("text")]
     assert [f["text"] for f in spoken] == utterances_ref.texts
-    utterances_ref.assert_words_match([(w["word"], w["start"], w["end"]) for f in spoken for w in f["result"]])
+    utterances_ref.assert_words_match([(w["word"], w["start"], w["end"], w["conf"]) for f in spoken for w in f["result"]])
