@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     for segment, phrase in zip(verbose.segments, utterances_ref.phrases, strict=True):
         assert segment.start == pytest.approx(phrase.words[0].start, abs=0.001)
         assert segment.end == pytest.approx(phrase.words[-1].end, abs=0.001)
-        assert segment.avg_logprob <= 0 and segment.no_speech_prob == 0
+        assert segment.no_speech_prob == 0
+        # the mean log of its words' confidences (Vosk's, none 0 here), at the route's 6 decimals
+        assert segment.avg_logprob == round(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words), 6)
     # words: in-process Vosk's, and the REST route's to the tick
     words = [(w.word, w.start, w.end) for w in verbose.words]
     utterances_ref.assert_words_match(words)

@@ -46,11 +46,14 @@ def test_in_process_json_matches_in_process_vosk_and_the_server_gives_the_same(
     assert body["File"] == str(utterances_wav)
     assert body["NBest"][0]["Lexical"] == " ".join(utterances_ref.texts)
     utterances_ref.assert_words_match(words_of(body))
+    words = [w for p in utterances_ref.phrases for w in p.words]  # its Words carry no confidence: their mean does
+    assert body["NBest"][0]["Confidence"] == round(sum(w.confidence for w in words) / len(words), 6)
 
     there = transcribe("--format", "json", "--server", server.http, str(utterances_wav))
     assert there.returncode == 0, there.stderr
     remote = json.loads(there.stdout)
     assert remote["NBest"][0]["Lexical"] == body["NBest"][0]["Lexical"]
+    assert remote["NBest"][0]["Confidence"] == body["NBest"][0]["Confidence"]
     utterances_ref.assert_words_match(words_of(remote))
 
 

@@ -151,7 +151,7 @@ def test_server_keeps_serving(server, speech_wav: Path) -> None:
 
 def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, utterances_wav: Path) -> None:
     """vosk-server's ``{"reset" : 1}`` (issue 16, item 12; it was refused with 1007): the final result of the
-    audio so far, then the stream goes on; the same words and times as in-process Vosk doing the same."""
+    audio so far, then the stream goes on; the same words, times and confidences as in-process Vosk doing the same."""
     import vosk
 
     from speech_recognizer.audio import dither_zeros
@@ -192,6 +192,7 @@ def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, ut
     for g, w in zip(got, want, strict=True):
         for gw, ww in zip(g["result"], w["result"], strict=True):
             assert abs(gw["start"] - ww["start"]) <= CLOCK_TOLERANCE and abs(gw["end"] - ww["end"]) <= CLOCK_TOLERANCE, (gw, ww)
+            assert gw["conf"] == ww["conf"], (gw, ww)  # deterministic (dither off): Vosk's own number, as it printed it
 
 
 def test_a_conversation_the_client_left_is_freed_at_once(server) -> None:

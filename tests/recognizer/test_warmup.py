@@ -70,7 +70,8 @@ def test_a_bad_warmup_file_stops_the_server_with_one_line(tmp_path: Path) -> Non
     assert r.stderr.strip().count("\n") == 0 and "Warmup:Audio=" in r.stderr and "cannot read" in r.stderr, r.stderr
 
 
-def _stream_words(url: str, pcm: bytes) -> list[tuple[str, float, float]]:
+def _stream_words(url: str, pcm: bytes) -> list[tuple[str, float, float, float]]:
+    """``(word, start, end, conf)`` of each word /vosk gives for ``pcm`` (16 kHz) in 100 ms messages."""
     finals = []
     with connect(url) as ws:
         ws.send(json.dumps({"config": {"sample_rate": 16000, "words": 1}}))
@@ -81,7 +82,7 @@ def _stream_words(url: str, pcm: bytes) -> list[tuple[str, float, float]]:
                 finals.append(reply)
         ws.send('{"eof" : 1}')
         finals.append(json.loads(ws.recv()))
-    return [(w["word"], w["start"], w["end"]) for f in finals for w in f.get("result", [])]
+    return [(w["word"], w["start"], w["end"], w["conf"]) for f in finals for w in f.get("result", [])]
 
 
 def test_ready_waits_for_the_warmup_and_warm_recognizers_match_vosk(
