@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,14 @@ def config(ws_base: str, *, key: str | None = None, language: str = "ko-KR", end
     else:
         cfg = speechsdk.SpeechConfig(host=ws_base)
     cfg.speech_recognition_language = language
+    return cfg
+
+
+def detailed(cfg: speechsdk.SpeechConfig) -> speechsdk.SpeechConfig:
+    """``cfg`` asking for Azure's detailed results with each word's times and confidence (``NBest[0].Words``)."""
+    cfg.output_format = speechsdk.OutputFormat.Detailed
+    cfg.request_word_level_timestamps()
+    cfg.set_service_property("wordLevelConfidence", "true", speechsdk.ServicePropertyChannel.UriQueryParameter)
     return cfg
 
 
@@ -134,7 +143,23 @@ def assert_same(got: list[Span], want: list[Span]) -> None:
         assert abs(offset + duration - w_offset - w_duration) <= CLOCK_TOLERANCE, (text, offset + duration, w_offset + w_duration)
 
 
+def assert_confidences(body: dict, phrase: RefPhrase) -> None:
+    """A detailed result's (``NBest``) confidences are in-process Vosk's at Azure's 6 decimals: the phrase's
+    (the mean of its words') and, where the words carry one (``wordLevelConfidence``), each word's. Decoding
+    is deterministic (dither off), so they are equal, not near. A simple result carries none."""
+    if "NBest" not in body:
+        return
+    best = body["NBest"][0]
+    assert best["Confidence"] == round(phrase.confidence, 6), (best["Confidence"], phrase)
+    words = best.get("Words", [])
+    if words and "Confidence" in words[0]:
+        got = [(w["Word"], w["Confidence"]) for w in words]
+        assert got == [(w.word, round(w.confidence, 6)) for w in phrase.words], (got, phrase)
+
+
 def assert_matches(result: speechsdk.SpeechRecognitionResult, phrase: RefPhrase) -> None:
-    """The SDK recognized exactly what in-process Vosk did: same text, same times."""
+    """The SDK recognized exactly what in-process Vosk did: same text, same times, and in a detailed
+    result the same confidences (:func:`assert_confidences`)."""
     assert result.reason == speechsdk.ResultReason.RecognizedSpeech, result
     assert_same([reported(result)], [expected(phrase)])
+    assert_confidences(json.loads(result.json), phrase)

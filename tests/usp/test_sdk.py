@@ -3,7 +3,8 @@
 Decoding is deterministic (the registry turns Kaldi's dither off) and the server
 decodes the SDK's chunks as they come, so every result must equal in-process
 Vosk's on the same audio exactly: the same words (formatted as Azure's Display
-form) and the same offsets and durations to the tick.
+form), the same offsets and durations to the tick and, in detailed results, the
+same confidences.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from speech_recognizer.results import lexical
 from ..conftest import TEST_KEY, reference
 from ..support import Reference, ServerThread, read_wav, speak
 from .conftest import SDK_CHUNK, replay_reference
-from .sdk import assert_matches, assert_same, config, continuous, expected, expected_words, once, recognizer, reported, spans
+from .sdk import assert_confidences, assert_matches, assert_same, config, continuous, detailed, expected, expected_words, once, recognizer, reported, spans
 
 Reason = speechsdk.ResultReason
 #: A sentence after which Vosk, without dither, found no end of speech in exact zeros.
@@ -46,9 +47,12 @@ def test_recognize_once_with_endpoint_and_key(keyed_server: ServerThread, speech
 
 
 def test_continuous_reports_each_utterance_once(server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
-    events = continuous(recognizer(config(server.ws), utterances_wav))
+    events = continuous(recognizer(detailed(config(server.ws)), utterances_wav))
     assert not events.canceled
     assert_same([reported(r) for r in events.recognized], [expected(p) for p in utterances_ref.phrases])
+    for result, phrase in zip(events.recognized, utterances_ref.phrases, strict=True):
+        assert "Confidence" in json.loads(result.json)["NBest"][0]["Words"][0]
+        assert_confidences(json.loads(result.json), phrase)
     offsets = [r.offset for r in events.recognized]
     assert len(offsets) == 3 and offsets == sorted(set(offsets))
 
@@ -98,15 +102,8 @@ def test_push_stream_gives_hypotheses_before_the_end(server: ServerThread, utter
     assert_same([reported(r) for r in events.recognized], [expected(p) for p in utterances_ref.phrases])
 
 
-def detailed_config(ws_base: str) -> speechsdk.SpeechConfig:
-    cfg = config(ws_base)
-    cfg.output_format = speechsdk.OutputFormat.Detailed
-    cfg.request_word_level_timestamps()
-    return cfg
-
-
 def test_detailed_output_with_word_timings(server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
-    result = once(detailed_config(server.ws), speech_wav)
+    result = once(detailed(config(server.ws)), speech_wav)
     phrase = speech_ref.phrases[0]
     assert_matches(result, phrase)
     body = json.loads(result.properties[speechsdk.PropertyId.SpeechServiceResponse_JsonResult])
@@ -116,27 +113,30 @@ def test_detailed_output_with_word_timings(server: ServerThread, speech_wav: Pat
     best = body["NBest"][0]
     assert best["Lexical"] == best["ITN"] == best["MaskedITN"] == lexical(phrase.text)
     assert best["Display"] == result.text
-    assert 0.0 < best["Confidence"] <= 1.0
+    assert best["Confidence"] == round(phrase.confidence, 6) and "Confidence" in best["Words"][0]
     assert_same(spans(best["Words"]), expected_words(phrase))
+    assert_confidences(body, phrase)
 
 
 def test_rest_and_sdk_give_the_same_json(server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
     """One phrase, one JSON: the REST route and the SDK protocol build it with the same code."""
     response = httpx.post(
         f"{server.http}/speech/recognition/conversation/cognitiveservices/v1",
-        params={"language": "ko-KR", "format": "detailed", "wordLevelTimestamps": "true"},
+        params={"language": "ko-KR", "format": "detailed", "wordLevelTimestamps": "true", "wordLevelConfidence": "true"},
         content=speech_wav.read_bytes(),
         headers={"Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"},
         timeout=60,
     )
     assert response.status_code == 200, response.text
     rest = response.json()
-    sdk = json.loads(once(detailed_config(server.ws), speech_wav).json)
+    sdk = json.loads(once(detailed(config(server.ws)), speech_wav).json)
     phrase = speech_ref.phrases[0]
     for body in (rest, sdk):
         assert_same(spans([body]), [expected(phrase)])
         assert body["NBest"][0]["Lexical"] == lexical(phrase.text)
         assert_same(spans(body["NBest"][0]["Words"]), expected_words(phrase))
+        assert "Confidence" in body["NBest"][0]["Words"][0]
+        assert_confidences(body, phrase)
     assert set(sdk) - set(rest) == {"Channel"}
     assert (sdk["RecognitionStatus"], sdk["DisplayText"]) == (rest["RecognitionStatus"], rest["DisplayText"])
     assert_same(spans([sdk]), spans([rest]))
