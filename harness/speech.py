@@ -27,10 +27,9 @@ SENTENCES = (
     "반갑습니다",
     "내일 만나요",
 )
-#: A sentence whose 8 kHz recording the small model decodes the same way every time. 8 kHz speech has
-#: nothing above 4 kHz and the model reads espeak-ng's with low confidence, so on most sentences Vosk's
-#: words change from one recognizer to the next in one process (14 decodes of "서울 부산 대구" gave 9
-#: transcripts at 120 words a minute; "오늘 날씨가 좋습니다" 3 in 18 at 160); this one gave 1 in 32.
+#: The sentence of the 8 kHz recordings: short, as 8 kHz speech (nothing above 4 kHz) is read with low
+#: confidence. It was chosen when the server's resampler dithered (bench/notes.md, "The resampler's
+#: dither") and words changed from one decode to the next on most sentences; this one changed least.
 NARROWBAND_SENTENCE = "감사합니다"
 SPEECH_RATE = "160"  # espeak-ng words per minute
 

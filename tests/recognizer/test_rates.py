@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as aconnect
@@ -19,6 +20,7 @@ from websockets.sync.client import connect
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.resampling import Resampler, resample
 from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import make_settings
@@ -84,6 +86,31 @@ def chunk_bytes(rate: int, seconds: float = 0.1) -> int:
     """``seconds`` of mono PCM; 100 ms is what the REST route feeds its decoder at a time, and what the
     /vosk client here sends."""
     return 2 * int(rate * seconds)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("rate", RATES)
+def test_the_resampler_gives_the_same_samples_every_time_whatever_the_chunking(rate: int) -> None:
+    """Two converters at once, one fed 100 ms chunks and one 37 ms chunks, and the whole recording converted in one
+    piece: the same samples, to the bit, so a stream's audio is what in-process Vosk gets through the same resampler.
+
+    libsoxr adds TPDF dither to 16-bit output, seeded per converter (the time and its address): when the server
+    asked python-soxr for 16-bit samples, every stream at a rate other than the model's carried other noise, and the
+    same audio decoded to other confidences, times and words from one stream to the next (bench/notes.md).
+    """
+    rng = np.random.default_rng(rate)
+    t = np.arange(rate) / rate  # 1 s: a chirp and some noise
+    signal = 0.3 * np.sin(2 * np.pi * (200 + 1500 * t) * t) + 0.05 * rng.standard_normal(rate)
+    pcm = np.clip(np.rint(signal * 32768), -32768, 32767).astype("<i2").tobytes()
+    converters = {0.1: Resampler(rate, 16000), 0.037: Resampler(rate, 16000)}
+
+    def streamed(seconds: float) -> bytes:
+        convert, step = converters[seconds], chunk_bytes(rate, seconds)
+        return b"".join([convert(pcm[i : i + step]) for i in range(0, len(pcm), step)] + [convert(b"", last=True)])
+
+    first = streamed(0.1)
+    assert len(first) == 2 * 16000, "1 s at 16 kHz"
+    assert first == streamed(0.037) == resample(pcm, rate, 16000)
 
 
 def usp_chunk_seconds(rate: int) -> float:
