@@ -21,7 +21,7 @@ from speech_recognizer.usp.frames import Message, parse_text
 
 from ..conftest import make_settings
 from ..support import Reference, ServerThread, read_wav, require_tool, vosk_reference
-from .sdk import assert_same, expected, spans
+from .sdk import assert_confidences, assert_same, expected, spans
 
 INTERACTIVE = "/speech/recognition/interactive/cognitiveservices/v1?language=ko-KR"
 CONVERSATION = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -95,7 +95,8 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     server: ServerThread, model: LoadedModel, speech_wav: Path, tmp_path: Path
 ) -> None:
     """22.05 kHz stereo (2.76x the byte rate speech.config announces) decodes as in-process Vosk
-    decodes its one channel, resampled to the model's rate as the server does: same words, same times."""
+    decodes its one channel, resampled to the model's rate as the server does: same words, same times,
+    same confidences (a detailed turn, with each word's)."""
     wav = tmp_path / "stereo22k.wav"
     # -D: no dither, so both channels carry the same samples and the down-mix is the channel itself.
     subprocess.run([require_tool("sox"), "-D", str(speech_wav), "-r", "22050", "-c", "2", "-b", "16", str(wav)], check=True)
@@ -109,7 +110,7 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     in_process = asyncio.create_task(asyncio.to_thread(vosk_reference, model.model, mono, rate, chunk // 2, runs=1,
                                                        model_rate=model.sample_rate))
     rid = uuid.uuid4().hex
-    async with connect(server.ws + CONVERSATION) as ws:
+    async with connect(server.ws + CONVERSATION + "&format=detailed&wordLevelConfidence=true") as ws:
         await open_turn(ws, rid)  # speech.config says 16 kHz mono; the RIFF header wins
         await ws.send(client_audio_frame(rid, header))
         await send_pcm(ws, rid, pcm, chunk=chunk)
@@ -119,6 +120,8 @@ async def test_riff_header_sample_rate_and_channels_are_honoured(
     reference = await in_process
     assert len(reference.phrases) == 1, reference.texts
     assert_same(spans(phrases[:1]), [expected(reference.phrases[0])])
+    assert "Confidence" in phrases[0]["NBest"][0]["Words"][0]
+    assert_confidences(phrases[0], reference.phrases[0])
     assert phrases[1]["RecognitionStatus"] == "EndOfDictation"
     assert phrases[1]["Offset"] == ticks(len(pcm) / (rate * channels * 2))
 
