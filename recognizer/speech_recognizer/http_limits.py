@@ -46,12 +46,12 @@ Pipelined requests are parsed :attr:`HttpLimits.max_pipelined` at a time. httpto
 request of what it is fed, and uvicorn queues each as a cycle (a scope, its headers, an event) until
 its turn: a read of pipelined requests held thousands of them, for as long as their client kept from
 reading the answers (bench/notes.md, "Pipelined requests"). So the bytes of a read are fed a piece at a time,
-each piece ending where a request head may end (``CRLF CRLF``: the end of a head and of a chunked
-body) or where a ``Content-Length`` body does, so that no piece completes more than one head; once
-that many requests wait for their answers, the rest of the read waits unparsed, and reading pauses,
-until an answer is done (as h11's ``PAUSED`` state and nginx keep the next request unparsed in their
-buffer). httptools has no way to stop its parser mid-buffer (llhttp's pause is not exposed), hence
-the pieces.
+each piece ending where the request being read may end: a head just after a ``CRLF CRLF``, a ``Content-Length``
+body where its length says, a chunked body where its last chunk and trailers do (:class:`ChunkedBody`), so that
+no piece completes more than one request; once that many requests wait for their answers, the rest of the read
+waits unparsed, and reading pauses, until an answer is done (as h11's ``PAUSED`` state and nginx keep the next
+request unparsed in their buffer). httptools has no way to stop its parser mid-buffer (llhttp's pause is not
+exposed) nor says where in a buffer a message ended, hence the pieces.
 
 The connections are counted against ``Http:MaxConnections`` (:mod:`.connection_cap`, the gateway's cap too),
 from their opening to their close or their upgrade to a WebSocket (counted by ``MaxConnections`` from
@@ -147,6 +147,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._tail = b""
         #: Bytes of the body being read still to come, when its ``Content-Length`` says (None: chunked, or none).
         self._body_left: int | None = None
+        #: Where the chunked body being read ends (None: not chunked, or its framing could not be followed).
+        self._chunks: ChunkedBody | None = None
         #: The pieces of body the parser gave during one read, handed to the request at once (:meth:`_flush_body`).
         self._body_parts: list[bytes] = []
         #: Opened past ``Http:MaxConnections``: one request read, a probe or upgrade served, anything else refused.
@@ -342,15 +344,20 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._body_timer()
 
     def _piece_end(self, data: bytes, at: int) -> int:
-        """Where the next piece of ``data`` from ``at`` ends: a ``Content-Length`` body's end, else just after the next
-        ``CRLF CRLF`` (a head's end, or a chunked body's: no message ends elsewhere), else the end of ``data``."""
+        """Where the next piece of ``data`` from ``at`` ends: a ``Content-Length`` body's end, a chunked body's
+        (:class:`ChunkedBody`), else just after the next ``CRLF CRLF`` (a head's end; also a chunked body's whose
+        framing could not be followed: no message ends elsewhere), else the end of ``data``."""
         if self._phase == "body" and self._body_left is not None:
             return min(len(data), at + max(1, self._body_left))
-        straddling = (self._tail + bytes(data[at:at + 3])).find(b"\r\n\r\n")
-        if straddling >= 0:
-            return at + straddling + 4 - len(self._tail)
-        found = data.find(b"\r\n\r\n", at)
-        return len(data) if found < 0 else found + 4
+        if self._phase == "body" and self._chunks is not None:
+            try:
+                end = self._chunks.end(data, at)
+            except _Unfollowed:  # the parser will refuse it (ChunkedBody.end): the old rule for the rest of it
+                self._chunks = None
+            else:
+                return len(data) if end is None else end
+        end = _crlfcrlf_end(data, at, self._tail)
+        return len(data) if end is None else end
 
     def _feed(self, piece: memoryview) -> bytes | None:
         """uvicorn's ``HttpToolsProtocol.data_received`` (uvicorn 0.54) for one piece, except that a request the parser
@@ -424,6 +431,9 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         self._phase = "done" if upgrading else "body"
         self._body_left = self._content_length()
+        # the parser took its Transfer-Encoding: chunked last, as a request's must be (RFC 9112, 6.3)
+        chunked = not upgrading and self._body_left is None and any(name == b"transfer-encoding" for name, _ in self.headers)
+        self._chunks = ChunkedBody() if chunked else None
         if not upgrading:
             self._body_deadline = self.loop.time() + self.limits.body_seconds
             self._body_timer()
@@ -472,6 +482,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             return
         self._flush_body()
         self._disarm()
+        self._chunks = None
         self._phase = "head"  # the next request's deadline starts at its first byte
         self._head_bytes = 0
         self._head_begun = False
@@ -497,6 +508,119 @@ class LimitedHttpTools(HttpToolsProtocol):
             (kind, message, cause), self._waiting = self._waiting, None
             self._phase = "head"
             self._refuse(kind, message, cause)
+
+
+def _crlfcrlf_end(data: bytes, at: int, tail: bytes) -> int | None:
+    """Just after the first ``CRLF CRLF`` of ``data`` from ``at``, counting one that begins in ``tail`` (up to 3 bytes
+    that came just before ``at``); None if there is none."""
+    straddling = (tail + data[at:at + 3]).find(b"\r\n\r\n")
+    if straddling >= 0:
+        return at + straddling + 4 - len(tail)
+    found = data.find(b"\r\n\r\n", at)
+    return None if found < 0 else found + 4
+
+
+class _Unfollowed(Exception):
+    """A chunked body's framing that :class:`ChunkedBody` cannot follow: one that httptools refuses."""
+
+
+class ChunkedBody:
+    """Where a chunked body ends (RFC 9112, 7.1), followed as it comes, a read at a time: each chunk's size line is
+    read, its data and the ``CRLF`` after it skipped by that size, then after the last chunk (size 0) the trailers
+    end at the first empty line. The cost is per chunk, not per byte: so a body's pieces (:meth:`LimitedHttpTools._piece_end`)
+    end where it does, not at every ``CRLF CRLF`` in its data (a body made of them was fed 2 bytes at a time, each piece
+    a parser call on the event loop).
+
+    Hand-written because httptools (llhttp) says neither where in a buffer a message ended nor lets its parser stop
+    there: it is the parser that validates, this only says where a piece ends. It follows every body llhttp takes the
+    way llhttp does (hex digits, ``;`` extensions up to the line's ``CRLF``, no bare ``LF``, no whitespace); what
+    llhttp refuses it may follow another way or give up on (:class:`_Unfollowed`), which is harmless either way: the
+    parser stops at the fault, so nothing after it is parsed, and no piece completes more than one request."""
+
+    __slots__ = ("_line", "_left", "_trail", "_ended")
+
+    def __init__(self) -> None:
+        #: The start of a size line a read ended in, as much as its end needs (:meth:`_begun`); b"" at a chunk's start.
+        self._line = b""
+        #: Bytes still to skip: the rest of a chunk's data and its ``CRLF``.
+        self._left = 0
+        #: After the last chunk: the last bytes (up to 3) before the read, for a ``CRLF CRLF`` that straddles two.
+        self._trail: bytes | None = None
+        self._ended = False
+
+    def end(self, data: bytes, at: int) -> int | None:
+        """Just after the body's end in ``data`` from ``at`` (where the previous call's piece ended), or None if it
+        goes on past ``data``; raises :class:`_Unfollowed` when its framing cannot be followed (or it has ended)."""
+        if self._ended:
+            raise _Unfollowed("the body ended before")
+        if self._trail is not None:
+            return self._trailers(data, at, self._trail)
+        n = len(data)
+        p = at + self._left
+        if self._line:  # a size line begun in an earlier read
+            line = self._line
+            if line.endswith(b"\r") and data.startswith(b"\n", at):
+                line, p = line[:-1], at + 1
+            else:
+                eol = data.find(b"\r\n", at)
+                if eol < 0:
+                    self._line = self._begun(line + data[at:])
+                    return None
+                line, p = line + data[at:eol], eol + 2
+            self._line = b""
+            size = self._size(line)
+            if not size:
+                return self._trailers(data, p, b"\r\n")
+            p += size + 2
+        find = data.find
+        while p < n:  # the common case, a whole size line in this read: one find and one int() per chunk
+            eol = find(b"\r\n", p)
+            if eol < 0:
+                self._line, self._left = self._begun(data[p:]), 0
+                return None
+            try:
+                size = int(data[p:eol], 16)
+            except ValueError:  # an extension (or a fault)
+                size = self._size(data[p:eol])
+            if size <= 0:
+                if size:
+                    raise _Unfollowed("a negative chunk size")
+                self._left = 0
+                return self._trailers(data, eol + 2, b"\r\n")
+            p = eol + size + 4  # the line's CRLF, the data, its CRLF
+        self._left = p - n
+        return None
+
+    def _trailers(self, data: bytes, at: int, tail: bytes) -> int | None:
+        """After the last chunk's size line (``tail``: the bytes before ``at``): the body ends at the first empty line."""
+        end = _crlfcrlf_end(data, at, tail)
+        if end is None:
+            self._trail = (tail + data[at:])[-3:] if len(data) - at < 3 else data[-3:]
+        else:
+            self._trail, self._ended = None, True
+        return end
+
+    @staticmethod
+    def _size(line: bytes) -> int:
+        """The chunk size a size line (without its ``CRLF``) gives: its hex digits, before any ``;`` extension."""
+        digits = line.partition(b";")[0]
+        if not digits or not digits.isalnum():  # int() takes signs, spaces and underscores, llhttp does not
+            raise _Unfollowed("no chunk size")
+        try:
+            return int(digits, 16)
+        except ValueError:
+            raise _Unfollowed("a chunk size that is not hex") from None
+
+    @staticmethod
+    def _begun(start: bytes) -> bytes:
+        """What of a size line's start its end needs: its digits without their leading zeros (a valid size has 16 at
+        most), whether an extension has begun (its text is llhttp's to check), whether a ``CR`` came last."""
+        cr = start.endswith(b"\r")
+        digits, semicolon, _ = (start[:-1] if cr else start).partition(b";")
+        significant = digits.lstrip(b"0")
+        if len(significant) > 16:
+            raise _Unfollowed("a chunk size over 16 hex digits")
+        return (significant or digits[:1]) + semicolon + (b"\r" if cr else b"")
 
 
 class _HeldFlow(FlowControl):
