@@ -45,6 +45,7 @@ from harness.memory import PeakRss
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.usp.frames import parse_text
 
+from .chunked_bodies import chunked
 from .common import ROOT, Audio, Server, cpu_seconds, percentile, server
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -478,6 +479,24 @@ def pipelined_unread(srv: Server, audio: Audio) -> Outcome:
                    time.monotonic() - started, connections * len(data))
 
 
+#: MiB of ``CRLF CRLF`` in :func:`chunked_crlf`'s body, and the server CPU (s) it may cost (2.2 s when each was a piece).
+CRLF_BODY_MIB = 4
+CRLF_CPU_TARGET_S = 0.5
+
+
+def chunked_crlf(srv: Server, audio: Audio) -> Outcome:
+    """A REST upload whose chunked body (64 KiB chunks) is :data:`CRLF_BODY_MIB` MiB of ``CRLF CRLF``, not audio: refused
+    once read, and what the server's CPU spent on it (the event loop's, parsing it)."""
+    body = chunked(b"\r\n\r\n" * (CRLF_BODY_MIB << 18), 64 << 10)
+    head = post_head(f"{REST}?language=ko-KR", extra=b"Connection: close\r\n")
+    cpu_before = cpu_seconds(srv.pid)
+    answer, took = raw_request("127.0.0.1", srv.port, head, body, timeout=ATTACK_DEADLINE_S)
+    cpu = cpu_seconds(srv.pid) - cpu_before
+    status = _status(answer)
+    return Outcome(f"{status or 'no answer'} {_reason(answer)[:60]}; server CPU {cpu:.2f} s", status == 400 and cpu < CRLF_CPU_TARGET_S,
+                   took, len(head) + len(body), {"server_cpu_s": round(cpu, 2)})
+
+
 #: Connections that each send most of a head (almost 16 KiB) and stall, all at once.
 STALLED = 1000
 
@@ -535,6 +554,8 @@ ATTACKS: tuple[Attack, ...] = (
            busy_large_uploads, HTTP_LIMITS),
     Attack(f"{PIPELINED[0]} connections pipeline {PIPELINED[1]} GET /status, read none for {PIPELINED[2]:g} s", 3,
            "every one answered, memory bounded", pipelined_unread),
+    Attack(f"a chunked upload of {CRLF_BODY_MIB} MiB of CRLF CRLF (64 KiB chunks)", 3, "400 once read (not audio), little server CPU",
+           chunked_crlf),
     Attack(f"{STALLED} connections each stall midway through a 16 KB head", 3,
            "at most twice Http:MaxConnections kept, probes answered", stalled_heads),
     Attack("a 64 MiB request header", 4, "431 at once, memory bounded", _huge_head(64 << 20), HTTP_LIMITS),
