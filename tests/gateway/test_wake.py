@@ -17,6 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,19 @@ def get_stt(stack: Stack, name: str) -> dict:
 
 
 # ---- the bounds (no operator: nobody wakes the locale) -----------------------------------------------
+@contextmanager
+def never_woken(tmp_path: Path, hold_seconds: float) -> Iterator[Stack]:
+    """A locale at zero pods that never wakes; the gateway holds for ``hold_seconds``, one request at a time."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=hold_seconds, max_held=1)) as stack:
+        stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
+        stack.routes("ja-JP")
+        yield stack
+
+
 @pytest.fixture
 def asleep(tmp_path: Path) -> Iterator[Stack]:
     """A locale at zero pods that never wakes; the gateway holds for 2 s, one request at a time."""
-    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=2, max_held=1)) as stack:
-        stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), replicas=0, autoscaling=AT_ZERO), ready=0)
-        stack.routes("ja-JP")
+    with never_woken(tmp_path, 2) as stack:
         yield stack
 
 
@@ -74,18 +82,24 @@ def test_a_held_request_asks_for_a_pod_and_is_refused_past_the_hold(asleep: Stac
     assert len(asked) == 1, "asked once: again only every 5 s while it still holds"
 
 
-def test_one_request_past_the_cap_is_refused_at_once(asleep: Stack, speech_wav: Path) -> None:
-    first: dict = {}
-    holder = threading.Thread(target=lambda: first.update(r=httpx.post(
-        f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)))
-    holder.start()
-    asleep.eventually(lambda: asleep.call(_held(asleep)) == 1, 5, "the first request held")
-    started = time.monotonic()
-    second = httpx.post(f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
-    assert time.monotonic() - started < 1
+#: The hold of the test of the cap: a second request held too would wait this long before its 503.
+CAP_HOLD_S = 5
+
+
+def test_one_request_past_the_cap_is_refused_at_once(tmp_path: Path, speech_wav: Path) -> None:
+    with never_woken(tmp_path, CAP_HOLD_S) as asleep:
+        first: dict = {}
+        holder = threading.Thread(target=lambda: first.update(r=httpx.post(
+            f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)))
+        holder.start()
+        asleep.eventually(lambda: asleep.call(_held(asleep)) == 1, 5, "the first request held")
+        started = time.monotonic()
+        second = httpx.post(f"{asleep.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
+        took = time.monotonic() - started
+        holder.join()
+    assert took < CAP_HOLD_S - 2, f"answered {took:.1f} s later: held, not refused at once"
     assert (second.status_code, second.headers["Retry-After"]) == (503, "5")
     assert "1 requests already wait for recognizers here (at most 1)" in second.json()["error"]["message"]
-    holder.join()
     assert first["r"].status_code == 503
 
 
@@ -234,7 +248,7 @@ def test_a_locale_scaled_to_zero_by_hand_is_refused_at_once(tmp_path: Path, spee
         stack.routes("ja-JP")
         started = time.monotonic()
         answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(), timeout=30)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 10, "held (for the default hold, 120 s), not refused at once"
         assert answer.status_code == 503 and "scaled to 0 replicas and nothing wakes it" in answer.json()["error"]["message"]
 
 
@@ -242,7 +256,7 @@ async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
     """The readiness that arrives while the gateway is writing its demand is not missed (it would
     have waited for its next ask, 5 s later)."""
     from speech_operator.gateway_directory import Directory
-    from speech_operator.gateway_wake import Waker
+    from speech_operator.gateway_wake import ASK_AGAIN_SECONDS, Waker
 
     asleep = {**speech_to_text("ja-jp", "ja-JP", 5000, autoscaling=AT_ZERO), "status": {"readyReplicas": 0}}
     directory = Directory()
@@ -255,4 +269,4 @@ async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
     started = time.monotonic()
     backend = await Asking(directory, None, hold_seconds=30).ready(directory.lookup("ja-JP"))
     assert backend.ready_replicas == 1
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < ASK_AGAIN_SECONDS / 2, f"seen at the next ask ({ASK_AGAIN_SECONDS:g} s later), not at once"
