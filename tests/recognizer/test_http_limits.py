@@ -85,7 +85,7 @@ def test_a_head_over_the_cap_gets_431_at_once(real_server: Server, stream_audio:
     answer, took = got[0]
     assert status(answer) == 431 and b"Http:MaxHeaderBytes" in answer, answer[:300]
     assert took < 2, took
-    assert max(latencies) < 1.0, latencies  # the 64 MiB head stalled every request 6-11 s
+    assert max(latencies) < 3.0, latencies  # the 64 MiB head stalled every request 6-11 s: half that, room for a loaded machine
     assert rss.growth_mb < RSS_ALLOWANCE_MB, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
 
@@ -165,20 +165,25 @@ def head_timeouts(srv: Loopback) -> float:
     return scrape_metrics(srv.http).get(("speech_refused_total", (("reason", "upload_timeout"), ("route", "http"))), 0.0)
 
 
-@pytest.mark.parametrize("interval", [None, 1.0], ids=["then nothing", "then a byte a second"])
+#: The pause before each byte of a trickled head: under the head deadline, so that one byte comes before it, and long,
+#: so that a deadline started at that byte (the bug below) ends well past the bound that a loaded machine is given.
+TRICKLE_S = 1.9
+
+
+@pytest.mark.parametrize("interval", [None, TRICKLE_S], ids=["then nothing", "then a byte every 1.9 s"])
 def test_a_pipelined_head_that_does_not_come_is_cut_off_at_its_deadline(real_server: Server, interval: float | None) -> None:
     """A whole request and the first bytes of a second in one write, then nothing more, or the rest of the second
-    head a byte a second: the first answered, then the second gets 408 once its head deadline (2 s) has passed
-    since the write, and the connection closes. Before, its deadline never started: with nothing more, the
-    connection was held until its keep-alive ended (75 s) and closed with no answer; a byte a second started it
-    a second late, at the first byte of the next read (408 after 3 s)."""
+    head a byte every :data:`TRICKLE_S`: the first answered, then the second gets 408 once its head deadline (2 s) has
+    passed since the write, and the connection closes. Before, its deadline never started: with nothing more, the
+    connection was held until its keep-alive ended (75 s) and closed with no answer; bytes trickled started it
+    late, at the first byte of the next read (a byte a second: 408 after 3 s; here after 3.9 s)."""
     before = head_timeouts(real_server)
     answer, end, took = pipelined_then_held(real_server.port, READY, rest=b"st: 127.0.0.1\r\nX-Pad: " + b"a" * 100, interval=interval)
     assert end == "EOF", f"{end} after {took:.1f} s: {answer[:400]!r}"
     got = responses(answer)
     assert [code for code, _, _ in got] == [200, 408], answer[:600]
     assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
-    assert DEADLINE_S - 0.2 < took < DEADLINE_S + 0.75, took
+    assert DEADLINE_S - 0.2 < took < DEADLINE_S + 1.5, f"408 {took:.2f} s after the write, past its deadline ({DEADLINE_S} s)"
     assert head_timeouts(real_server) == before + 1
 
 
@@ -195,11 +200,15 @@ def test_a_pipelined_head_that_completes_in_time_is_answered_and_the_connection_
 
 
 
+SHORT_HEAD_S, SHORT_KEEPALIVE_S = 1, 0.5
+
+
 @pytest.fixture(scope="module")
 def short_keepalive_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """In this process (its log is the test's): a head deadline of 1 s, and a keep-alive shorter than that (0.5 s)."""
-    settings = make_settings(tmp_path_factory.mktemp("short-keepalive"), "Http:HeaderTimeoutSeconds=1")
-    with ServerThread(create_app(settings, registry), timeout_keep_alive=0.5) as srv:
+    """In this process (its log is the test's): a head deadline of :data:`SHORT_HEAD_S`, and a keep-alive shorter than
+    that (:data:`SHORT_KEEPALIVE_S`)."""
+    settings = make_settings(tmp_path_factory.mktemp("short-keepalive"), f"Http:HeaderTimeoutSeconds={SHORT_HEAD_S}")
+    with ServerThread(create_app(settings, registry), timeout_keep_alive=SHORT_KEEPALIVE_S) as srv:
         yield srv
 
 
@@ -224,7 +233,8 @@ def test_a_pipelined_head_is_bounded_by_its_deadline_and_refused_after_the_answe
     assert [code for code, _, _ in got] == [200, 408], answer[:600]
     assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
     if first == "ready":
-        assert 0.8 < took < 1.75, took
+        # Not cut at the keep-alive (0.5 s), and answered at the deadline: the bound past it leaves a loaded machine time.
+        assert SHORT_HEAD_S - 0.2 < took < SHORT_HEAD_S + 2, f"408 {took:.2f} s after the write, its deadline {SHORT_HEAD_S} s"
     else:
         assert b"Success" in got[0][2], got[0]
     logged = [r.getMessage() for r in caplog.records if r.name == "speech_recognizer.failures"]
