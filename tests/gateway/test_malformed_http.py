@@ -47,6 +47,9 @@ pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quic
 
 #: What a client that writes everything before it reads still sends after its bad request.
 MORE = b"x" * (256 << 10)
+#: What "at once" may take: far below the 5 s a client here waits for an answer that never comes (break_mid_body's
+#: timeout; what each bug these tests guard gave, or the hold's end, 5 s), leaving a loaded machine time.
+AT_ONCE_S = 3.0
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -161,11 +164,11 @@ async def assert_serves_on(rig: Rig) -> None:
 async def test_a_bad_chunk_mid_relay_gets_the_400_at_once_and_ends_the_recognizers_request(
         rig: Rig, logs: pytest.LogCaptureFixture, more: bytes, keep_sending: float) -> None:
     """The head and a first chunk, relayed; then a chunk size that is not hex (and more after it, unread): the 400 with
-    the parser's reason within 1 s, ``Connection: close``, then EOF (no reset: the close lingers while the client still
+    the parser's reason at once (:data:`AT_ONCE_S`), ``Connection: close``, then EOF (no reset: the close lingers while the client still
     sends); the request to the recognizer ends; one line, counted once, no traceback. Before: nothing came (5 s here)."""
     broken = await break_off(rig, started_upload(), BAD_CHUNK + more, keep_sending=keep_sending)
     assert broken.end == "EOF", f"{broken.end} after {broken.answer[:300]!r}"
-    assert broken.first < 1.0 + keep_sending, f"the answer took {broken.first:.2f} s"
+    assert broken.first < AT_ONCE_S + keep_sending, f"the answer took {broken.first:.2f} s"
     [(status, headers, body)] = responses(broken.answer)
     assert status == 400 and headers["connection"] == "close" and headers["content-type"] == "application/json", broken.answer[:300]
     error = json.loads(body)["error"]
@@ -190,7 +193,7 @@ async def test_a_bad_chunk_after_the_answer_began_cuts_the_answer(rig: Rig, logs
         None, lambda: break_mid_body(host, int(port), started_upload(), BAD_CHUNK, wait=1.0))
     assert b"the answer so far" in broken.answer, broken.answer
     assert b"and the rest" not in broken.answer and not broken.answer.endswith(b"0\r\n\r\n"), "no end of the chunked answer"
-    assert broken.last < 2.0, f"the connection ended {broken.last:.2f} s after the bad chunk"
+    assert broken.last < AT_ONCE_S, f"the connection ended {broken.last:.2f} s after the bad chunk"
     await eventually(lambda: rig.upstream.bodies == ["cut"], "the recognizer's request ended mid-body")
     assert len(ours(logs)) == 1 and "malformed_request" in ours(logs)[0] and BAD_CHUNK_REASON in ours(logs)[0], ours(logs)
     assert_no_traceback(logs)
@@ -205,7 +208,7 @@ async def test_a_bad_chunk_in_an_openai_form_being_read_gets_openais_400(rig: Ri
     form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhis"
     start = post_head(OPENAI, content_type="multipart/form-data; boundary=b") + b"%x\r\n" % len(form) + form + b"\r\n"
     broken = await asyncio.get_running_loop().run_in_executor(None, lambda: break_mid_body(host, int(port), start, BAD_CHUNK + MORE))
-    assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+    assert broken.end == "EOF" and broken.first < AT_ONCE_S, (broken.end, broken.first, broken.answer[:300])
     [(status, headers, body)] = responses(broken.answer)
     assert status == 400 and headers["connection"] == "close", broken.answer[:300]
     error = json.loads(body)["error"]
@@ -241,7 +244,7 @@ async def test_a_bad_chunk_after_an_answer_given_unread_closes_the_connection(ri
     start = post_head(REST.replace("ko-KR", "xx-XX")) + b"5\r\nRIFF!\r\n"
     broken = await asyncio.get_running_loop().run_in_executor(
         None, lambda: break_mid_body(host, int(port), start, BAD_CHUNK + MORE, wait=0.3, timeout=5))
-    assert broken.end == "EOF" and broken.last < 2.0, (broken.end, broken.last, broken.answer[:300])
+    assert broken.end == "EOF" and broken.last < AT_ONCE_S, (broken.end, broken.last, broken.answer[:300])
     [(status, _, body)] = responses(broken.answer)
     assert status == 400 and "xx-XX" in json.loads(body)["error"]["message"]
     assert len(ours(logs)) == 1 and "unknown_locale" in ours(logs)[0], ours(logs)
@@ -270,10 +273,10 @@ async def test_a_body_that_breaks_off_while_its_locale_wakes_is_answered_at_once
         broken = await asyncio.get_running_loop().run_in_executor(
             None, lambda: break_mid_body("127.0.0.1", port, started_upload(), BAD_CHUNK + MORE, wait=0.5, leave=leave))
         if not leave:
-            assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+            assert broken.end == "EOF" and broken.first < AT_ONCE_S, (broken.end, broken.first, broken.answer[:300])
             [(status, _, body)] = responses(broken.answer)
             assert status == 400 and BAD_CHUNK_REASON in json.loads(body)["error"]["message"], broken.answer[:300]
-        await eventually(lambda: bool(ours(logs)), "the gateway's line", timeout=1.0)
+        await eventually(lambda: bool(ours(logs)), "the gateway's line", timeout=AT_ONCE_S)
         assert await held() == "speech_gateway_held 0.0"
         kind = "client_gone" if leave else "malformed_request"
         assert len(ours(logs)) == 1 and ours(logs)[0].startswith(f"rest ko-KR: {kind}:"), ours(logs)

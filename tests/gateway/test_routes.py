@@ -154,7 +154,8 @@ def test_a_body_that_breaks_off_mid_relay_ends_the_recognizers_request(locales: 
     start = post_head(f"{REST}?language=ko-KR") + b"%x\r\n" % len(audio) + audio + b"\r\n"
     broken = break_mid_body("127.0.0.1", stack.port, start, BAD_CHUNK + b"x" * (256 << 10), wait=0.5, leave=leave)
     if not leave:
-        assert broken.end == "EOF" and broken.first < 1.0, (broken.end, broken.first, broken.answer[:300])
+        # At once: far below the 5 s break_mid_body waits (the recognizer's 408 came after 10 s), room for a loaded machine.
+        assert broken.end == "EOF" and broken.first < 3.0, (broken.end, broken.first, broken.answer[:300])
         [(status, headers, body)] = responses(broken.answer)
         assert status == 400 and headers["connection"] == "close", broken.answer[:300]
         assert BAD_CHUNK_REASON in json.loads(body)["error"]["message"]
