@@ -134,7 +134,8 @@ def test_a_form_that_pauses_is_refused_in_openais_shape_and_closed_lingering(fro
         closing = time.monotonic()
         assert sock.recv(65536) == b"", "the connection is closed after the answer, what came after it dropped"
         closed_in = time.monotonic() - closing
-    assert pause <= took < pause + 0.5, f"answered {took:.2f} s after the last piece"
+    # Answered at the pause, not at the read deadline (20 s here): the bound past the pause leaves a loaded machine time.
+    assert pause <= took < pause + 2, f"answered {took:.2f} s after the last piece, its pause {pause:g} s"
     assert closed_in < 3, f"closed {closed_in:.2f} s after the client's last bytes"
     [(status, headers, body)] = responses(answer)
     assert (status, headers["connection"]) == (408, "close")
