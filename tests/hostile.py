@@ -5,7 +5,9 @@ way a pod runs it: its memory is the server's alone, and the client's work does
 not share the server's interpreter), and checks that a
 normal stream, paced at 1x real time over ``/vosk`` while the attack runs,
 stays strictly real time (:attr:`harness.clients.StreamResult.strict`: every
-reply and the final result within 1 s).
+reply and the final result within 1 s), or, on a machine too busy for that
+(:func:`assert_strict`), lags no more than 1 s behind the same stream on a
+server with no attack, measured then.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
-from harness.clients import StreamResult, vosk_stream
+from harness.clients import STRICT_S, StreamResult, vosk_stream
 from harness.memory import PeakRss  # noqa: F401 - the hostile tests' measure
 from harness.server import Server, server
 from harness.speech import Audio
@@ -58,12 +61,20 @@ def warm(server: Server, audio: Audio) -> None:
 TAIL_S = 2.0
 
 
+class PacedStream(Future[StreamResult]):
+    """A paced stream's result, and its audio: what :func:`assert_strict` streams again for a baseline."""
+
+    def __init__(self, audio: Audio) -> None:
+        super().__init__()
+        self.audio = audio
+
+
 @contextmanager
-def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = None) -> Iterator[Future[StreamResult]]:
+def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = None) -> Iterator[PacedStream]:
     """A ``/vosk`` stream of ``audio`` at 1x real time (``headers`` on its upgrade), in a thread of its own: the
     block begins once its first chunk is answered (it holds a decoder), and the stream ends :data:`TAIL_S` after
     the block (or at its audio's end, if sooner)."""
-    result: Future[StreamResult] = Future()
+    result = PacedStream(audio)
     answered, stop = threading.Event(), threading.Event()
 
     def run() -> None:
@@ -86,7 +97,29 @@ def paced_stream(server: Server, audio: Audio, headers: dict[str, str] | None = 
         thread.join(60)
 
 
-def assert_strict(stream: Future[StreamResult], audio_s: float) -> None:
-    """The paced stream completed, every reply and its final result within 1 s."""
+def worst_wait(result: StreamResult) -> float:
+    """The longest the stream waited: for a reply, behind real time, or for its final result."""
+    return max(max(result.latencies, default=0.0), result.max_lag, result.final_latency)
+
+
+def assert_strict(stream: PacedStream, audio_s: float) -> None:
+    """The paced stream completed, every reply and its final result within 1 s; or, when it waited longer, no more
+    than 1 s longer than the same stream (as long) waited then, on a fresh server with no attack beside it.
+
+    A fixed 1 s measures the machine as much as the attack: a busy machine (CI's other workers) makes a stream lag
+    with no attack at all. So the lag the attack may add is measured against a baseline: taken only when needed (it
+    costs a server's start and the stream again), on a fresh server, so that what the attack left running on its own
+    server cannot slow the baseline too. On a quiet machine the baseline waits far less than 1 s: the bound stays
+    near 1 s."""
     got = stream.result(timeout=audio_s + 60)
-    assert got.ok and got.strict, got.summary()
+    assert got.ok, got.summary()
+    if got.strict:
+        return
+    block_s = max(0.0, got.audio_s - TAIL_S)
+    with real_server_for(stream.audio) as fresh, paced_stream(fresh, stream.audio) as again:
+        time.sleep(block_s)
+    base = again.result(timeout=audio_s + 60)
+    assert base.ok, f"the baseline stream failed: {base.summary()}"
+    assert worst_wait(got) <= worst_wait(base) + STRICT_S, (
+        f"beside the attack the stream waited up to {worst_wait(got):.2f} s; with no attack, then, {worst_wait(base):.2f} s: "
+        f"more than {STRICT_S:g} s longer. {got.summary()}; baseline {base.summary()}")
