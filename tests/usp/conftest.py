@@ -43,7 +43,10 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
         words = tuple(RefWord(w["word"], w["start"] + start, w["end"] + start, w["conf"]) for w in item["result"])
         return RefPhrase(item["text"].strip(), words)
 
-    fed = first // 2  # the server's silence pattern for exact zeros, by stream position (audio.dither_zeros)
+    # the server's silence pattern for exact zeros (audio.dither_zeros) goes by position in the turn's session, not
+    # in the stream: it starts at the turn's origin (usp.connection.Turn), 0 where the acknowledged offset is whole
+    # milliseconds (every caller's here)
+    fed = 0
     for piece in pieces:
         piece, fed = dither_zeros(piece, fed), fed + len(piece) // 2
         if rec.AcceptWaveform(piece):

@@ -65,7 +65,6 @@ def test_speech_beginning_after_the_window_is_the_next_turns(server: ServerThrea
     assert (first.offset, first.duration) == (0, int(WINDOW * 10_000_000))
     want = replay_reference(model, wav, WINDOW)
     assert want is not None and want.words[0].start > WINDOW
-    assert replay_reference(model, wav, WINDOW) == want, "in-process Vosk varies on this audio: choose another"
     assert second.reason == Reason.RecognizedSpeech, second.reason
     assert_matches(second, want)
 
@@ -88,10 +87,8 @@ def test_quiet_audio_times_out_at_the_window(server: ServerThread) -> None:
 def test_three_recognitions_of_three_utterances(server: ServerThread, model: LoadedModel, utterances_wav: Path,
                                                 utterances_ref: Reference) -> None:
     """One recognizer object, recognize_once three times on a file of three utterances: each turn is a continuation
-    from the end of the last phrase and gets the next one (the third began 3 s into its turn: it was NoMatch).
-    Which words the third replay gives varies with the recognizer in one process (in-process Vosk too: its words and
-    start move between runs with a model already used by a server, and again in a fresh process), so only the second
-    is compared word for word (as test_sdk does); the third must be a phrase over the third utterance."""
+    from the end of the last phrase and gets the next one (the third began 3 s into its turn: it was NoMatch), as
+    in-process Vosk decodes the SDK's replay from there, word for word."""
     rec = recognizer(config(server.ws), utterances_wav)
     results = [rec.recognize_once() for _ in range(3)]
     assert [r.reason for r in results] == [Reason.RecognizedSpeech] * 3, [(r.reason, r.offset) for r in results]
@@ -101,7 +98,6 @@ def test_three_recognitions_of_three_utterances(server: ServerThread, model: Loa
     assert second is not None
     assert_matches(results[1], second)
     third = replay_reference(model, utterances_wav, ends[1])
-    assert third is not None and results[2].text.strip()
-    start, end = results[2].offset / 1e7, ends[2]
-    assert ends[1] < start and abs(end - third.words[-1].end) < 0.01 and abs(start - third.words[0].start) < 0.5, (
-        (results[2].text, start, end), (third.text, third.words[0].start, third.words[-1].end))
+    assert third is not None
+    assert ends[1] < results[2].offset / 1e7
+    assert_matches(results[2], third)
