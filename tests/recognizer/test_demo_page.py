@@ -9,7 +9,7 @@ that the microphone's audio reached the server as the file has it.
 Why the page's text is compared with /vosk on the audio the page sent rather than on the file sent
 from its first sample: the microphone starts a few tens of milliseconds before recording does, so the
 page's audio is the file less a lead of varying length, and the small Korean model's words on espeak-ng
-speech change with a shift of a few milliseconds (tests/support.py). The test checks that the page's
+speech change with a shift of a few milliseconds. The test checks that the page's
 audio is the file's, sample for sample, from where recording started.
 """
 
