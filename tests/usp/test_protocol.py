@@ -260,14 +260,16 @@ async def test_a_connection_that_ended_is_freed_at_once(server: ServerThread) ->
     from speech_recognizer.session import Session
     from speech_recognizer.usp.connection import Connection
 
-    def alive() -> int:
-        return sum(type(o) in (Connection, Session) for o in gc.get_objects())
+    def alive() -> set[int]:
+        return {id(o) for o in gc.get_objects() if type(o) in (Connection, Session)}
 
     gc.collect()
     gc.disable()  # in the whole process, the server's thread too: only reference counting frees anything
     try:
         for mode in ("after the turn", "mid-turn"):
-            before = alive()  # another test's connection may still be ending on the shared server
+            # Another test's connection may still be ending on the shared server, and be freed meanwhile: this
+            # connection's objects are those alive now that were not before (ids, not counts; no reference kept).
+            before = alive()
             async with connect(server.ws + CONVERSATION) as ws:
                 rid = uuid.uuid4().hex
                 await open_turn(ws, rid)
@@ -278,10 +280,11 @@ async def test_a_connection_that_ended_is_freed_at_once(server: ServerThread) ->
                     for _ in range(20):
                         await ws.send(client_audio_frame(rid, bytes(3200)))
                     assert parse_text(await ws.recv()).path == "turn.start"
-                assert alive() >= before + 2
+                ours = alive() - before
+                assert len(ours) >= 2, ours  # its Connection and its turn's Session
             deadline = time.monotonic() + 10
-            while alive() > before and time.monotonic() < deadline:
+            while alive() & ours and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert alive() <= before, f"a connection closed {mode} waits for the cycle collector"
+            assert not alive() & ours, f"a connection closed {mode} waits for the cycle collector"
     finally:
         gc.enable()
