@@ -205,21 +205,24 @@ def test_a_conversation_the_client_left_is_freed_at_once(server) -> None:
     from speech_recognizer.session import Session
     from speech_recognizer.vosk_ws import Conversation
 
-    def alive() -> int:
-        return sum(isinstance(o, (Conversation, Session)) for o in gc.get_objects())
+    def alive() -> set[int]:
+        return {id(o) for o in gc.get_objects() if isinstance(o, (Conversation, Session))}
 
     gc.collect()
     gc.disable()  # in the whole process, the server's thread too: only reference counting frees anything
     try:
-        before = alive()  # another test's conversation may still be ending on the shared server
+        # Another test's conversation may still be ending on the shared server, and be freed meanwhile: this one's
+        # objects are those alive now that were not before (ids, not counts; no reference kept).
+        before = alive()
         with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
             ws.send(json.dumps({"config": {"sample_rate": 16000}}))
             ws.send(bytes(3200))
             assert "partial" in json.loads(ws.recv())
-            assert alive() >= before + 2
+            ours = alive() - before
+            assert len(ours) >= 2, ours  # its Conversation and its Session
         deadline = time.monotonic() + 10
-        while alive() > before and time.monotonic() < deadline:
+        while alive() & ours and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert alive() <= before, "the conversation of a client that left waits for the cycle collector"
+        assert not alive() & ours, "the conversation of a client that left waits for the cycle collector"
     finally:
         gc.enable()
