@@ -26,13 +26,14 @@ async def feed(session: Session, pcm: bytes) -> list[Event]:
     return (await session.feed_ahead(pcm)).events
 
 
-def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str, tuple[tuple[str, float, float], ...]]]:
+def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str, tuple[tuple[str, float, float, float], ...]]]:
+    """Each phrase's text and its words' times (to 0.1 us: a warm clock's float32 rounding) and confidences."""
     phrases = []
     for i in range(0, len(pcm), CHUNK):
         phrases += [e for e in rec.accept(pcm[i : i + CHUNK]) if isinstance(e, Phrase)]
     if finish:
         phrases += [e for e in rec.finish() if isinstance(e, Phrase)]
-    return [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7)) for w in p.words)) for p in phrases]
+    return [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7), w.confidence) for w in p.words)) for p in phrases]
 
 
 def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
@@ -40,7 +41,7 @@ def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
 
 
 @pytest.fixture(scope="module")
-def fresh_utterances(model, utterances_wav: Path) -> list[tuple[str, tuple[tuple[str, float, float], ...]]]:
+def fresh_utterances(model, utterances_wav: Path) -> list[tuple[str, tuple[tuple[str, float, float, float], ...]]]:
     """What a fresh recognizer gives on the three utterances (decoded once for the tests that compare with it)."""
     pcm, rate, _ = read_wav(utterances_wav)
     return fresh(model, pcm, rate)
@@ -340,7 +341,7 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
             used.append(current)
     expected += [e for e in current.finish() if isinstance(e, Phrase)]
     assert not any(r.warm for r in used)
-    as_tuples = [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7)) for w in p.words)) for p in expected]
+    as_tuples = [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7), w.confidence) for w in p.words)) for p in expected]
     assert len(as_tuples) >= 3, "the fixture holds three utterances"
     assert [r.release() for r in used][:3] == [Release.KEPT] * 3 and len(warmed) >= 3
 
