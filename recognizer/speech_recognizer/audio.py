@@ -342,7 +342,9 @@ SILENCE_PATTERN: np.ndarray = np.random.default_rng(20261202).choice(np.array([-
 
 def dither_zeros(pcm: bytes, position: int) -> bytes:
     """``pcm`` (16-bit mono) with each exact zero replaced by :data:`SILENCE_PATTERN`'s value for its
-    position in the stream (``position``: the stream's index of the first sample)."""
+    position in the recognition's stream (``position``: the index of ``pcm``'s first sample, as
+    :class:`~speech_recognizer.recognition.Recognition` counts it: from 0 at each USP turn, /vosk stream or REST
+    request, and on across a handover to another recognizer)."""
     samples = np.frombuffer(pcm, dtype="<i2")
     zeros = np.flatnonzero(samples == 0)
     if not len(zeros):
