@@ -430,10 +430,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._refuse(failure.kind, failure.message)
             return
         self._phase = "done" if upgrading else "body"
-        self._body_left = self._content_length()
-        # the parser took its Transfer-Encoding: chunked last, as a request's must be (RFC 9112, 6.3)
-        chunked = not upgrading and self._body_left is None and any(name == b"transfer-encoding" for name, _ in self.headers)
-        self._chunks = ChunkedBody() if chunked else None
+        self._body_left, chunked = self._framing()
+        self._chunks = ChunkedBody() if chunked and not upgrading else None
         if not upgrading:
             self._body_deadline = self.loop.time() + self.limits.body_seconds
             self._body_timer()
@@ -458,10 +456,14 @@ class LimitedHttpTools(HttpToolsProtocol):
                 lines.append(name + b": " + value)
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    def _content_length(self) -> int | None:
-        """The request's ``Content-Length`` (the parser has checked it), unless its body is chunked."""
-        lengths = [value for name, value in self.headers if name in (b"content-length", b"transfer-encoding")]
-        return int(lengths[0]) if len(lengths) == 1 and lengths[0].strip().isdigit() else None
+    def _framing(self) -> tuple[int | None, bool]:
+        """The request's ``Content-Length`` (the parser has checked it) unless its body is chunked, and whether it is (the
+        parser took its ``Transfer-Encoding: chunked`` last, as a request's must be: RFC 9112, 6.3); one pass over the headers."""
+        lengths = [(name, value) for name, value in self.headers if name in (b"content-length", b"transfer-encoding")]
+        chunked = any(name == b"transfer-encoding" for name, _ in lengths)
+        if len(lengths) == 1 and not chunked and lengths[0][1].strip().isdigit():
+            return int(lengths[0][1]), False
+        return None, chunked
 
     def on_body(self, body: bytes) -> None:
         if self._phase == "body":
