@@ -76,13 +76,24 @@ def quiet_multipart() -> None:
 #: ``Authorization``, ``access_token``, ...): its value is what :class:`SecretsRedacted` hides.
 _SECRET_PARAMETER = re.compile(r"(?i)((?:^|[?&;])[^=&?;\s\"]*(?:key|token|authorization|secret|password|signature)[^=&?;\s\"]*=)[^&;\s\"]*")
 REDACTED = "***"
+#: Secrets at least this long are hidden wherever they occur; shorter ones only where they stand alone (no letter,
+#: digit or underscore either side), since as a substring a 1- or 3-character key would hide pieces of every other word
+#: (``ApiKey=k`` wrote "ko-KR" as "***o-KR").
+SUBSTRING_SECRET_CHARS = 8
+
+
+def _pattern(secret: str) -> re.Pattern[str]:
+    """Where ``secret`` counts as written out (:data:`SUBSTRING_SECRET_CHARS`)."""
+    if len(secret) >= SUBSTRING_SECRET_CHARS:
+        return re.compile(re.escape(secret))
+    return re.compile(rf"(?<!\w){re.escape(secret)}(?!\w)")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with the values of secret query parameters, and every one of ``secrets``, replaced by ``***``."""
     text = _SECRET_PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in secrets:
-        text = text.replace(secret, REDACTED)
+        text = _pattern(secret).sub(REDACTED, text)
     return text
 
 
