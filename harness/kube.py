@@ -59,6 +59,12 @@ class Emulator(kmock.KubernetesEmulator):
         ``forbidden`` (answered 403 for that), ``created`` (a server-side apply that created its object)."""
         return self.__dict__.setdefault("_seen", {})
 
+    @property
+    def owners_before(self) -> dict[int, list[Any]]:
+        """The ownerReferences of the object each update (a PATCH or PUT of an existing object; by ``request.id``)
+        found, before it: what OwnerReferencesPermissionEnforcement compares the updated object's with (tests/rbac.py)."""
+        return self.__dict__.setdefault("_owners_before", {})
+
     async def _handle(self, request: kmock.Request) -> Any:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         seen = self.seen.setdefault(request.id, set())
@@ -74,6 +80,10 @@ class Emulator(kmock.KubernetesEmulator):
                                               "reason": "Forbidden", "code": 403,
                                               "message": f"{request.resource.plural} is forbidden at the cluster scope"},
                                              status=403)
+        if request.action == kmock.action.UPDATE and request.resource is not None and request.name is not None:
+            key = (request.resource, request.namespace, request.name)
+            if key in self.objects and not (live := self.objects[key]).deleted:
+                self.owners_before[request.id] = copy.deepcopy((live.get("metadata") or {}).get("ownerReferences") or [])
         if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
             request = self._server_side_apply(request)
         if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)

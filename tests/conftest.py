@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -65,13 +66,19 @@ def unjudged() -> list[rbac.Sent]:
         handler, done = entry
         requests = list(handler._requests)
         seen: dict[int, set[str]] = getattr(handler, "seen", {})  # harness.kube.Emulator's notes; plain kmock has none
+        owners: dict[int, list[Any]] = getattr(handler, "owners_before", {})
         for r in requests[done:]:
             notes = seen.get(r.id, set())
             if "unauthorized" in notes:  # refused before authorization
                 continue
+            try:
+                body = json.loads(r.body) if r.body else None
+            except ValueError:
+                body = None
             out.append(rbac.Sent(method=r.method.value, path=r.url.path, query=dict(r.params),
                                  user_agent=r.headers.get("User-Agent", ""), created="created" in notes,
-                                 role_bound="role-bound" in notes, forbidden="forbidden" in notes))
+                                 role_bound="role-bound" in notes, forbidden="forbidden" in notes, body=body,
+                                 owners_before=tuple(owners[r.id]) if r.id in owners else None))
         entry[1] = len(requests)
         if not handler.active:  # its server is down: no more requests
             del _KMOCKS[key]

@@ -25,6 +25,17 @@ from everyone, but each of our clients names itself. A User-Agent none of ours s
 A server-side apply that creates its object (our emulator turns it into a create: harness/kube.py) is
 authorized by the API server as ``patch`` and then as ``create`` (the patch handler's ``withAuthorization``
 on creation): both are checked.
+
+Beside RBAC, the OwnerReferencesPermissionEnforcement admission plugin (on by default on OpenShift and OKD;
+plugin/pkg/admission/gc/gc_admission.go) asks RBAC more of a create or update (a patch, an apply) whose object's
+ownerReferences it changes: :meth:`Sent.owner_checks`. An update that changes them (a create never counts: its
+sender could have not created it) needs ``delete`` of the object; each ownerReference with
+``blockOwnerDeletion: true`` that is new (a uid the old object had not, or had not blocking) needs ``update`` of
+``<owner's plural>/finalizers`` in the owner's group, named as the owner, in the request's namespace (a
+namespaced owner) or cluster-wide. The owner's plural and scope come from a REST mapping: the CRDs of
+``crds/`` (:func:`owner_mapping`); a kind they do not declare is an error here (the plugin answers 403 for a
+kind it cannot map). What the object had before an update the emulator notes (``Emulator.owners_before``);
+when no one noted it (a plain kmock handler) every ownerReference the body sets counts as new.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RBAC_YAML = ROOT / "deploy" / "base" / "rbac.yaml"
+#: The CRDs the tests' cluster has: what the REST mapper maps an owner's kind to a resource by.
+CRDS = ROOT / "crds"
 
 #: kube-apiserver's ``--api-prefixes``; ``api`` is the groupless (core) one.
 API_PREFIXES = ("api", "apis")
@@ -212,6 +225,39 @@ def by_roles(role: str, namespaces: Iterable[str]) -> Identity:
     return Identity(role, tuple(Binding(rules, ns, f"Role {role} by a RoleBinding in {ns}") for ns in namespaces))
 
 
+#: The admission plugin's answers, as its 403s say them.
+CANNOT_DELETE = "cannot set an ownerRef on a resource you can't delete"
+CANNOT_BLOCK = "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on"
+#: Requests the plugin leaves alone (its whiteList): (apiGroup, resource, subresource).
+OWNER_CHECK_EXEMPT = (("", "pods", "status"),)
+
+
+@functools.cache
+def owner_mappings(crds: Path = CRDS) -> dict[tuple[str, str], tuple[str, bool, frozenset[str]]]:
+    """(group, kind) -> (plural, namespaced, served versions) of each CRD in ``crds``: the REST mapper's view."""
+    out = {}
+    for path in sorted(crds.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                spec = doc["spec"]
+                out[spec["group"], spec["names"]["kind"]] = (
+                    spec["names"]["plural"], spec["scope"] == "Namespaced",
+                    frozenset(v["name"] for v in spec["versions"] if v.get("served")))
+    return out
+
+
+def owner_mapping(api_version: str, kind: str) -> tuple[str, str, bool]:
+    """(group, plural, namespaced) of an ownerReference's ``apiVersion`` and ``kind`` (RESTMappings of its group
+    and kind at its version). A kind no CRD of crds/ declares, or a version it does not serve, raises: the plugin
+    refuses what it cannot map, and this judge knows the cluster's kinds by crds/ only."""
+    group, _, version = api_version.rpartition("/")
+    found = owner_mappings().get((group, kind))
+    if found is None or version not in found[2]:
+        raise LookupError(f"an ownerReference to {kind} of {api_version}: no CRD of {CRDS} serves it "
+                          "(tests/rbac.py maps owner kinds by those CRDs only)")
+    return group, found[0], found[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Sent:
     """One request a kmock server served, as the checker needs it."""
@@ -223,11 +269,40 @@ class Sent:
     created: bool = False  # a PATCH (server-side apply) that created its object
     role_bound: bool = False  # its token was bound by Roles only (harness.kube.Emulator.namespaced_only)
     forbidden: bool = False  # the emulator itself answered 403 Forbidden (its model of Roles)
+    body: Any = None  # the body as sent, parsed as JSON (None: none, or not JSON)
+    #: the ownerReferences of the object an update changed, before it (Emulator.owners_before); None: not known
+    owners_before: tuple[Mapping[str, Any], ...] | None = None
 
     def verbs(self) -> list[Attributes]:
         """What the API server authorizes for this request: one check, two for an apply that creates."""
         first = attributes(self.method, self.path, self.query)
         return [first, dataclasses.replace(first, verb="create")] if self.created and first.verb == "patch" else [first]
+
+    def owner_checks(self) -> list[tuple[Attributes, str]]:
+        """What OwnerReferencesPermissionEnforcement asks RBAC of this request, each with the 403 it answers
+        when refused: gc_admission.go's Validate for a create or update whose body sets ownerReferences."""
+        first = attributes(self.method, self.path, self.query)
+        meta = self.body.get("metadata") if isinstance(self.body, Mapping) else None
+        if (self.forbidden or not first.resource_request or first.verb not in ("create", "update", "patch")
+                or (first.api_group, first.resource, first.subresource) in OWNER_CHECK_EXEMPT
+                or not isinstance(meta, Mapping) or "ownerReferences" not in meta):
+            return []
+        new = list(meta["ownerReferences"] or [])
+        creating = first.verb == "create" or self.created
+        old = None if creating or self.owners_before is None else list(self.owners_before)
+        if (not new if creating else new == old):  # isChangingOwnerReference
+            return []
+        checks = [] if creating else [(dataclasses.replace(first, verb="delete", path=""), CANNOT_DELETE)]
+        was = {ref.get("uid"): ref for ref in old or []}
+        for ref in new:  # newBlockingOwnerDeletionRefs: blocking now, and not blocking before (or new)
+            if ref.get("blockOwnerDeletion") is not True or was.get(ref.get("uid"), {}).get("blockOwnerDeletion") is True:
+                continue
+            group, plural, namespaced = owner_mapping(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
+            checks.append((Attributes(verb="update", path="", resource_request=True, api_group=group,
+                                      api_version=str(ref["apiVersion"]).rpartition("/")[2],
+                                      namespace=first.namespace if namespaced else "", resource=plural,
+                                      subresource="finalizers", name=str(ref.get("name", ""))), CANNOT_BLOCK))
+        return checks
 
 
 def identity_of(user_agent: str, *, role_bound: bool, namespaces: Sequence[str],
@@ -267,7 +342,8 @@ class Namespaced:
 
 def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str, Identity] | None = None,
           exercised: set[tuple[str, str, str, str]] | None = None, namespaced: Namespaced | None = None) -> list[str]:
-    """Every request an identity sent that its RBAC does not grant, as ``request: identity lacks rule``; and every
+    """Every request an identity sent that its RBAC does not grant, as ``request: identity lacks rule``, and every
+    check of OwnerReferencesPermissionEnforcement it does not grant (:meth:`Sent.owner_checks`); and every
     request the emulator forbade (its model of Roles) that the Roles would grant. Empty when all is as on a cluster.
     ``exercised`` collects (identity, apiGroup, resource[/subresource], verb) of each resource request granted;
     ``namespaced`` what the chart's namespaced mode would refuse (see :class:`Namespaced`)."""
@@ -276,7 +352,7 @@ def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str
         who = identity_of(s.user_agent, role_bound=s.role_bound, namespaces=namespaces, extra=extra)
         if who is None:
             continue
-        for attrs in s.verbs():
+        for attrs, admission in [*((a, "") for a in s.verbs()), *s.owner_checks()]:
             allowed = who.allows(attrs)
             query = "&".join(f"{k}={v}" for k, v in s.query.items())
             request = f"{s.method} {s.path}{'?' + query if query else ''}"
@@ -289,7 +365,8 @@ def judge(sent: Iterable[Sent], *, namespaces: Sequence[str], extra: Mapping[str
                 elif not s.role_bound and not by_roles(who.name, namespaces).allows(attrs):
                     namespaced.refused.add((who.name, what, str(attrs)))
             if not allowed and not s.forbidden:
-                problems.append(f"{request} ({s.user_agent}): {attrs}, which {who.name} may not ({who.describe()});"
+                why = f"OwnerReferencesPermissionEnforcement: {admission}: " if admission else ""
+                problems.append(f"{request} ({s.user_agent}): {why}{attrs}, which {who.name} may not ({who.describe()});"
                                 f" missing rule: {attrs.missing_rule()}")
             elif allowed and s.forbidden:
                 problems.append(f"{request} ({s.user_agent}): the emulator answered 403 but {who.describe()} grants {attrs}")

@@ -195,3 +195,115 @@ async def test_the_emulator_notes_what_rbac_needs_of_each_request() -> None:
     assert [a.verb for a in created.verbs()] == ["patch", "create"] and [a.verb for a in patched.verbs()] == ["patch"]
     assert forbidden.role_bound and forbidden.forbidden and forbidden.path == "/apis/apps/v1/deployments"
     assert rbac.judge([created, patched, forbidden], namespaces=["speech"]) == []
+
+
+# ---- OwnerReferencesPermissionEnforcement (gc_admission.go): what it asks RBAC of a write setting ownerReferences ----
+DEPLOYMENTS = "/apis/apps/v1/namespaces/speech/deployments"
+OWNER = {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText", "name": "en-us", "uid": "u-1",
+         "controller": True, "blockOwnerDeletion": True}
+
+
+def owned(*refs: dict[str, object]) -> dict[str, object]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "en-us", "namespace": "speech", "ownerReferences": list(refs)}}
+
+
+def less(role: str, group: str, resource: str, verb: str) -> Identity:
+    """``role`` bound cluster-wide by a copy of its rules without ``verb`` of ``resource``."""
+    rules = tuple({**r, "verbs": [v for v in r["verbs"] if not (r["apiGroups"] == [group] and r["resources"] == [resource] and v == verb)]}
+                  for r in rbac.cluster_role(role))
+    assert rules != rbac.cluster_role(role), "the copy must lack something"
+    return Identity(role, (Binding(rules, None, f"a copy less {verb} of {resource}"),))
+
+
+def checked(sent: Sent) -> list[tuple[str, str, str, str, str, str]]:
+    return [(a.verb, a.api_group, a.resource, a.subresource, a.name, a.namespace) for a, _ in sent.owner_checks()]
+
+
+FINALIZERS = ("update", "speech-operator.io", "speechtotexts", "finalizers", "en-us", "speech")
+DELETE = ("delete", "apps", "deployments", "", "en-us", "speech")
+
+
+def test_a_create_with_a_blocking_owner_reference_needs_update_of_the_owners_finalizers() -> None:
+    """A create (POST, or an apply that creates) needs no delete of its object, but each blocking ownerReference
+    needs ``update`` of the owner's ``finalizers``, which deploy/base/rbac.yaml grants the operator; judged with
+    a copy lacking it, the request is refused with the plugin's words and the rule it lacks."""
+    for sent in [Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned(OWNER)),
+                 Sent("PATCH", f"{DEPLOYMENTS}/en-us", {"fieldManager": "m"}, USER_AGENT, created=True, body=owned(OWNER))]:
+        assert checked(sent) == [FINALIZERS]
+        assert [why for _, why in sent.owner_checks()] == [rbac.CANNOT_BLOCK]
+        assert rbac.judge([sent], namespaces=["speech"]) == []
+        without = less("speech-operator", "speech-operator.io", "speechtotexts/finalizers", "update")
+        (problem,) = rbac.judge([sent], namespaces=["speech"], extra={USER_AGENT: without})
+        assert (f"OwnerReferencesPermissionEnforcement: {rbac.CANNOT_BLOCK}: update speechtotexts/finalizers"
+                " (apiGroup 'speech-operator.io') named en-us in namespace speech, which speech-operator may not") in problem
+        assert problem.endswith("missing rule: {'apiGroups': ['speech-operator.io'], 'resources': "
+                                "['speechtotexts/finalizers'], 'verbs': ['update']}")
+    assert checked(Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned())) == []  # no ownerReferences: not changing
+
+
+def test_an_update_is_judged_by_what_it_changes_of_the_owner_references_the_object_had() -> None:
+    """isChangingOwnerReference and newBlockingOwnerDeletionRefs: the same references as before ask nothing;
+    changed ones need delete of the object; a reference blocking now that was not (or is new) needs the finalizers
+    too. When no one noted the object's references before (a plain kmock handler), every one counts as new."""
+    apply = Sent("PATCH", f"{DEPLOYMENTS}/en-us", {"fieldManager": "m"}, USER_AGENT, body=owned(OWNER))
+    assert checked(dataclasses.replace(apply, owners_before=(OWNER,))) == []
+    assert checked(dataclasses.replace(apply, owners_before=())) == [DELETE, FINALIZERS]
+    assert checked(dataclasses.replace(apply, owners_before=({**OWNER, "blockOwnerDeletion": False},))) == [DELETE, FINALIZERS]
+    assert checked(dataclasses.replace(apply, owners_before=({**OWNER, "uid": "u-0"},))) == [DELETE, FINALIZERS]  # another uid: new
+    unblocked = dataclasses.replace(apply, body=owned({**OWNER, "controller": False}), owners_before=(OWNER,))
+    assert checked(unblocked) == [DELETE]  # changed, but blocking before too
+    assert checked(dataclasses.replace(apply, body=owned(), owners_before=(OWNER,))) == [DELETE]  # removed
+    assert checked(apply) == [DELETE, FINALIZERS]  # before not known
+    assert [why for _, why in apply.owner_checks()] == [rbac.CANNOT_DELETE, rbac.CANNOT_BLOCK]
+    without = less("speech-operator", "apps", "deployments", "delete")
+    (problem,) = rbac.judge([unblocked], namespaces=["speech"], extra={USER_AGENT: without})
+    assert f"{rbac.CANNOT_DELETE}: delete deployments (apiGroup 'apps') named en-us in namespace speech" in problem
+    assert problem.endswith("missing rule: {'apiGroups': ['apps'], 'resources': ['deployments'], 'verbs': ['delete']}")
+
+
+def test_what_the_plugin_leaves_alone() -> None:
+    """Bodies that set no ownerReferences, reads and deletes, pods/status (the plugin's whiteList; pods are not) and
+    a request the emulator forbade (never admitted) ask nothing of it."""
+    pod = "/api/v1/namespaces/speech/pods/p"
+    assert checked(Sent("PATCH", f"{DEPLOYMENTS}/en-us", {}, USER_AGENT, body={"metadata": {"labels": {"a": "b"}}})) == []
+    assert checked(Sent("PATCH", f"{DEPLOYMENTS}/en-us", {}, USER_AGENT, body=[{"op": "add", "path": "/x"}])) == []
+    assert checked(Sent("DELETE", f"{DEPLOYMENTS}/en-us", {}, USER_AGENT, body=owned(OWNER))) == []
+    assert checked(Sent("PATCH", f"{pod}/status", {}, USER_AGENT, body=owned(OWNER))) == []
+    assert checked(Sent("PATCH", pod, {}, USER_AGENT, body=owned(OWNER)))[1] == FINALIZERS
+    assert checked(Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned(OWNER), forbidden=True)) == []
+
+
+def test_an_owner_kind_no_crd_declares_is_an_error_not_a_pass() -> None:
+    """The owner's resource comes from the CRDs of crds/ (the cluster's REST mapper): a blocking reference to a
+    kind or version they do not serve raises, naming it; a cluster-scoped owner is checked cluster-wide."""
+    with pytest.raises(LookupError, match="Deployment of apps/v1"):
+        Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned({**OWNER, "apiVersion": "apps/v1", "kind": "Deployment"})).owner_checks()
+    with pytest.raises(LookupError, match="SpeechToText of speech-operator.io/v1beta1"):
+        Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned({**OWNER, "apiVersion": "speech-operator.io/v1beta1"})).owner_checks()
+    not_blocking = {**OWNER, "apiVersion": "apps/v1", "kind": "Deployment", "blockOwnerDeletion": False}
+    assert checked(Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned(not_blocking))) == []  # only blocking ones are mapped
+    peering = {**OWNER, "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "name": "p"}
+    assert checked(Sent("POST", DEPLOYMENTS, {}, USER_AGENT, body=owned(peering))) == [
+        ("update", "kopf.dev", "clusterkopfpeerings", "finalizers", "p", "")]
+
+
+async def test_the_emulator_notes_the_owner_references_an_update_found() -> None:
+    """harness.kube.Emulator notes what an update found (Emulator.owners_before) and tests/conftest.py passes it
+    and the body as sent to the judge: an apply that creates asks for the finalizers, the same apply again
+    nothing, one that makes the reference blocking the delete and the finalizers."""
+    from harness.kube import Emulator, declare
+    from speech_operator.kube import APPLY_PATCH
+
+    conftest.unjudged()  # what earlier tests of this worker left is theirs
+    headers = {"Authorization": "Bearer t", "User-Agent": USER_AGENT, "Content-Type": APPLY_PATCH}
+    async with Emulator() as emulator, kmock.Server(emulator) as server:
+        declare(emulator)
+        for body in [owned({**OWNER, "blockOwnerDeletion": False}), owned({**OWNER, "blockOwnerDeletion": False}), owned(OWNER)]:
+            async with server.client.patch(f"{DEPLOYMENTS}/en-us", json=body, headers=headers, params={"fieldManager": "m"}) as response:
+                assert response.status == 200, await response.text()
+    created, same, blocking = conftest.unjudged()
+    assert (created.created, created.owners_before, same.owners_before) == (True, None, ({**OWNER, "blockOwnerDeletion": False},))
+    assert (checked(created), checked(same), checked(blocking)) == ([], [], [DELETE, FINALIZERS])
+    assert blocking.body == owned(OWNER)
+    assert rbac.judge([created, same, blocking], namespaces=["speech"]) == []

@@ -412,6 +412,8 @@ def test_rbac_grants_the_operator_and_the_gateway_what_each_uses_and_nothing_mor
         # kopf lists, watches and patches (finalizer, annotations); reconcile reads it afresh
         *(("speech-operator.io", "speechtotexts", v) for v in ("get", "list", "watch", "patch")),
         ("speech-operator.io", "speechtotexts/status", "patch"),  # server-side apply of the status
+        # children's blockOwnerDeletion: true, where OwnerReferencesPermissionEnforcement admits (OpenShift)
+        ("speech-operator.io", "speechtotexts/finalizers", "update"),
         ("", "secrets", "get"), ("", "configmaps", "get"), ("", "persistentvolumeclaims", "get"),  # missing ones set Degraded
         ("", "events", "create"),
         ("", "pods", "list"), ("", "pods", "patch"),  # autoscaling: each pod's sessions, its deletion cost
