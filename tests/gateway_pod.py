@@ -1,7 +1,8 @@
 """The gateway's own pod (deploy/base/gateway.yaml) run as a kubelet runs it, against kmock.
 
 :func:`run_gateway_pod` runs deploy/base's gateway pod spec (the chart's default renders the same
-container: tests/ship/test_kustomize.py) with tests/kubelet.py: its exact args and env, uid 65532,
+container: tests/ship/test_kustomize.py) with tests/kubelet.py: its exact args and env (with the service links of
+the Services deploy/ makes in its namespace, its own speech-gateway among them, unless the spec turns them off), uid 65532,
 a read-only root with its /tmp emptyDir, its probes as a kubelet sends them (no headers), its
 preStop hook, then SIGTERM. One change, as for the operator's pod (tests/operator_pod.py): it logs
 in with a kubeconfig (a file volume and ``KUBECONFIG``) naming kmock, which listens in the pod's
@@ -15,7 +16,6 @@ the built operator image.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -28,17 +28,13 @@ import yaml
 from speech_operator import api
 
 from .kubelet import Image, Pod
-from .operator_pod import kmock_in, kube_request
-
-ROOT = Path(__file__).resolve().parents[1]
+from .operator_pod import kmock_in, kube_request, pod_of
 
 
 def gateway_pod_spec(image_ref: str | None = None, manifests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """deploy/base's gateway pod (or that of ``manifests``, e.g. an overlay's) with the kubeconfig change (see the
     module doc)."""
-    docs = manifests or [d for d in yaml.safe_load_all((ROOT / "deploy/base/gateway.yaml").read_text()) if d]
-    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "speech-gateway")
-                         ["spec"]["template"]["spec"])
+    spec, _ = pod_of("speech-gateway", manifests)
     container = spec["containers"][0]
     if image_ref:
         container["image"] = image_ref
@@ -58,7 +54,9 @@ def run_gateway_pod(image: Image, where: Path, image_ref: str | None = None, man
     (container,) = spec["containers"]
     kubeconfig = where / "kubeconfig"
     kubeconfig.mkdir()
-    with Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-gateway") as pod, kmock_in(pod) as url:
+    services = pod_of("speech-gateway", manifests)[1]
+    with (Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-gateway", services=services) as pod,
+          kmock_in(pod) as url):
         (kubeconfig / "config").write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],

@@ -19,8 +19,11 @@ each as a process:
   ``fsGroup`` as a supplementary group, only the capabilities it adds (root keeps only
   those, a non-root user has none), ``no_new_privs`` unless privilege escalation is
   allowed;
-- with the image's entrypoint, or ``command``, and ``args``; the image's environment
-  plus the container's ``env`` (Secret keys filled in from the Secrets given), nothing
+- with the image's entrypoint, or ``command``, and ``args``; the image's environment, the
+  service links (:func:`service_links`: the master Service's ``KUBERNETES_SERVICE_HOST`` and
+  so on always, and unless the pod spec sets ``enableServiceLinks: false`` those of every
+  Service given as the pod's namespace's, with a made-up cluster IP), then the container's
+  ``env`` (Secret keys filled in from the Secrets given), which wins over them, nothing
   else (no ``HOME``, no ``USER``, no TTY: stdin is /dev/null).
 
 Probes and ``httpGet`` hooks are plain GETs from inside the pod's network namespace,
@@ -63,6 +66,13 @@ CAPABILITIES = {"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3
                 "SETGID": 6, "SETUID": 7, "NET_BIND_SERVICE": 10, "SYS_CHROOT": 18}
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+#: The master Service (``kubernetes`` in namespace default): the kubelet gives every container its link variables,
+#: ``KUBERNETES_SERVICE_HOST`` and so on, even with ``enableServiceLinks: false``. Tests' pods log in with a kubeconfig
+#: naming kmock (tests/operator_pod.py), and no service-account token is mounted, so the in-cluster login these point
+#: at fails first (no token file) and the kubeconfig is used, as in a cluster the token would be.
+MASTER_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"},
+                  "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,52 @@ def _launch(plan: dict[str, Any]) -> None:
     os.execvpe(argv[0], argv, plan["env"])
 
 
+def service_links(services: list[dict[str, Any]]) -> dict[str, str]:
+    """The variables the kubelet makes of ``services`` (Kubernetes' pkg/kubelet/envvars/envvars.go, FromServices): for
+    a Service ``NAME`` (upper case, ``-`` as ``_``) ``NAME_SERVICE_HOST`` (its cluster IP), ``NAME_SERVICE_PORT`` (its first
+    port), ``NAME_SERVICE_PORT_<PORT NAME>`` for each named port, and Docker's link variables: ``NAME_PORT`` (the first
+    port as ``tcp://IP:PORT``), and per port ``NAME_PORT_<port>_<PROTO>`` (the same), ``..._PROTO``, ``..._PORT``,
+    ``..._ADDR``. A Service without a cluster IP (headless, ExternalName) makes none; one whose manifest has none yet
+    (as rendered, before the API server allots one) gets a made-up one, 10.96.1.x in their order."""
+    env: dict[str, str] = {}
+    for number, service in enumerate(services, start=1):
+        spec = service.get("spec") or {}
+        ip = spec.get("clusterIP") or ("" if spec.get("type") == "ExternalName" else f"10.96.1.{number}")
+        if ip in ("", "None") or not spec.get("ports"):
+            continue
+        prefix = service["metadata"]["name"].replace("-", "_").upper()
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(spec["ports"][0]["port"])
+        for port in spec["ports"]:
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{port['name'].replace('-', '_').upper()}"] = str(port["port"])
+        for index, port in enumerate(spec["ports"]):
+            proto = port.get("protocol") or "TCP"
+            address = f"{proto.lower()}://{ip}:{port['port']}"
+            if index == 0:
+                env[f"{prefix}_PORT"] = address
+            each = f"{prefix}_PORT_{port['port']}_{proto.upper()}"
+            env.update({each: address, f"{each}_PROTO": proto.lower(), f"{each}_PORT": str(port["port"]), f"{each}_ADDR": ip})
+    return env
+
+
+def environment(spec: dict[str, Any], container: dict[str, Any], services: list[dict[str, Any]],
+                secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """What the kubelet puts in a container's environment, over its image's: the service links (:func:`service_links`) of
+    the master Service, and of ``services`` (those of the pod's namespace) unless the pod ``spec`` sets
+    ``enableServiceLinks: false``; then the container's ``env``, which wins over them (``secretKeyRef`` values from
+    ``secrets``: Secret name -> key -> value)."""
+    links = services if spec.get("enableServiceLinks", True) is not False else []
+    env = service_links([*links, MASTER_SERVICE])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = (secrets or {})[ref["name"]][ref["key"]]
+    return env
+
+
 def set_volume_ownership(top: Path, fs_group: int, read_only: bool = False) -> None:
     """What the kubelet does to a volume whose storage supports fsGroup (most block and CSI storage; not NFS or a
     hostPath) before a pod with ``fsGroup`` mounts it (Kubernetes' pkg/volume/volume_linux.go, SetVolumeOwnership):
@@ -231,6 +287,9 @@ class Pod:
     images: dict[str, Image] = field(default_factory=dict)
     #: PVCs are on storage that supports fsGroup: given to the pod's ``fsGroup`` as they are mounted.
     fs_group_claims: bool = False
+    #: The Services of the pod's namespace (as rendered beside it): their link variables are in each container's
+    #: environment unless the spec sets ``enableServiceLinks: false`` (:func:`service_links`).
+    services: list[dict[str, Any]] = field(default_factory=list)
     _dir: Path | None = None
     _pause: subprocess.Popen | None = None
     _sources: dict[str, Path] = field(default_factory=dict)
@@ -313,14 +372,7 @@ class Pod:
         caps = sc.get("capabilities") or {}
         kept = set() if "ALL" in caps.get("drop", []) else set(CAPABILITIES.values())
         kept |= {CAPABILITIES[c] for c in caps.get("add", [])}
-        env = dict(image.env)
-        env["HOSTNAME"] = self.name
-        for item in container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            else:
-                ref = item["valueFrom"]["secretKeyRef"]
-                env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
+        env = {**image.env, "HOSTNAME": self.name, **environment(self.spec, container, self.services, self.secrets)}
         argv = list(container.get("command") or image.entrypoint) + list(container.get("args", []))
         mounts = [{"source": str(self._sources[m["name"]]), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))}
                   for m in container.get("volumeMounts", [])]

@@ -1,7 +1,8 @@
 """The operator's own pod (deploy/base/deployment.yaml) run as a kubelet runs it, against kmock.
 
 :func:`run_operator_pod` runs deploy/base's pod spec (args, env, uid 65532, read-only root
-with its /tmp emptyDir, no TTY, no HOME from the runtime) with tests/kubelet.py and one change:
+with its /tmp emptyDir, no TTY, no HOME from the runtime, the service links of the Services
+deploy/ makes in its namespace unless the spec turns them off) with tests/kubelet.py and one change:
 it logs in with a kubeconfig (a file volume and ``KUBECONFIG``) naming kmock, which listens in
 the pod's network, instead of a service account (kmock speaks plain HTTP; in-cluster login
 needs TLS). The operator must pass its liveness probe, create the Deployment of a SpeechToText
@@ -34,12 +35,28 @@ from .kubelet import Image, Pod
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def deploy_base() -> list[dict[str, Any]]:
+    """deploy/base's objects: every document of the files its kustomization.yaml lists (what ``kubectl apply -k deploy``
+    creates, without kustomize's added labels)."""
+    base = ROOT / "deploy/base"
+    return [d for name in yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
+            for d in yaml.safe_load_all((base / name).read_text()) if d]
+
+
+def pod_of(name: str, manifests: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pod spec of the Deployment ``name`` in ``manifests`` (deploy/base's by default), a copy, and the Services
+    made beside it in its namespace (whose links a kubelet gives the pod unless it turns them off: tests/kubelet.py)."""
+    docs = manifests or deploy_base()
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+    namespace = deployment["metadata"].get("namespace")
+    services = [d for d in docs if d["kind"] == "Service" and d["metadata"].get("namespace") == namespace]
+    return copy.deepcopy(deployment["spec"]["template"]["spec"]), services
+
+
 def operator_pod_spec(image_ref: str, manifests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """deploy/base's operator pod (or that of ``manifests``, e.g. an overlay's) with the kubeconfig change (see the
     module doc)."""
-    docs = manifests or [d for d in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()) if d]
-    spec = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "speech-operator")
-                         ["spec"]["template"]["spec"])
+    spec, _ = pod_of("speech-operator", manifests)
     container = spec["containers"][0]
     container["image"] = image_ref
     container["env"] = [e for e in container["env"] if "valueFrom" not in e] + [
@@ -59,7 +76,9 @@ def run_operator_pod(image: Image, image_ref: str, where: Path, manifests: list[
         spec = admit(spec)
     kubeconfig = where / "kubeconfig"
     kubeconfig.mkdir()
-    with Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-operator") as pod, kmock_in(pod) as url:
+    services = pod_of("speech-operator", manifests)[1]
+    with (Pod(spec, image, volumes={"kubeconfig": kubeconfig}, name="speech-operator", services=services) as pod,
+          kmock_in(pod) as url):
         (kubeconfig / "config").write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],

@@ -322,3 +322,22 @@ def test_a_shared_image_filesystem_is_never_a_writable_root(tmp_path: Path) -> N
         for name in ("writes", "unset"):
             with pytest.raises(ValueError, match=f"^{name}: a root that is not read-only .* shared by every pod that runs the image"):
                 pod.plan(pod.container(name))
+
+
+def test_service_links_are_the_ones_a_kubelet_makes() -> None:
+    """The harness gives a container the variables a kubelet makes of its namespace's Services (Kubernetes'
+    envvars.FromServices; the example of Kubernetes' Service docs, a Service redis-primary at 10.0.0.11 on port 6379), and
+    those of the master Service ``kubernetes`` even with ``enableServiceLinks: false``; the container's own ``env`` wins."""
+    from tests.kubelet import environment
+
+    redis = {"kind": "Service", "metadata": {"name": "redis-primary"}, "spec": {"clusterIP": "10.0.0.11", "ports": [{"port": 6379}]}}
+    headless = {"kind": "Service", "metadata": {"name": "peers"}, "spec": {"clusterIP": "None", "ports": [{"port": 7000}]}}
+    master = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+              "KUBERNETES_PORT": "tcp://10.96.0.1:443", "KUBERNETES_PORT_443_TCP": "tcp://10.96.0.1:443",
+              "KUBERNETES_PORT_443_TCP_PROTO": "tcp", "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": "10.96.0.1"}
+    container = {"name": "app", "env": [{"name": "REDIS_PRIMARY_SERVICE_PORT", "value": "7"}]}
+    assert environment({}, container, [redis, headless]) == {
+        "REDIS_PRIMARY_SERVICE_HOST": "10.0.0.11", "REDIS_PRIMARY_SERVICE_PORT": "7", "REDIS_PRIMARY_PORT": "tcp://10.0.0.11:6379",
+        "REDIS_PRIMARY_PORT_6379_TCP": "tcp://10.0.0.11:6379", "REDIS_PRIMARY_PORT_6379_TCP_PROTO": "tcp",
+        "REDIS_PRIMARY_PORT_6379_TCP_PORT": "6379", "REDIS_PRIMARY_PORT_6379_TCP_ADDR": "10.0.0.11", **master}
+    assert environment({"enableServiceLinks": False}, {"name": "app"}, [redis, headless]) == master

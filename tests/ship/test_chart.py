@@ -86,6 +86,32 @@ def test_every_pod_of_the_chart_meets_the_restricted_profile(helm: Path) -> None
     assert any(d["kind"] == "Job" for d in helm_template(helm, "--set", "recognizers[0].locale=ko-KR")), "the clean-up Job was checked"
 
 
+def test_every_pod_of_the_chart_starts_with_the_environment_a_kubelet_gives_it(helm: Path) -> None:
+    """The kubelet puts Docker-link variables of every Service of a pod's namespace in its containers' environment unless
+    the pod spec sets ``enableServiceLinks: false`` (tests/kubelet.py, ``environment``). With ``fullnameOverride=speech``
+    the gateway's Service is speech-gateway, whose SPEECH_GATEWAY_PORT=tcp://IP:5000 the gateway read as its port: it
+    exited at start, on every restart. The operator's and the gateway's settings read from the environment a kubelet
+    gives them, beside every Service the chart makes; and every pod of the chart turns service links off."""
+    from speech_operator.config import OperatorConfig
+    from speech_operator.gateway import GatewayConfig
+    from tests.kubelet import environment
+
+    for args in (("--set", "fullnameOverride=speech"), ("--values", str(FULL_VALUES), "--set", "fullnameOverride=speech"),
+                 ("--set", "recognizers[0].locale=ko-KR")):
+        docs = helm_template(helm, *args, namespace="speech")
+        services = by_kind(docs, "Service")
+        assert services and all(s["metadata"]["namespace"] == "speech" for s in services), args
+        pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")}
+        for pod in pods.values():
+            (container,) = pod["containers"]
+            given = {**container, "env": [e for e in container.get("env", []) if "value" in e]}  # not the fieldRefs
+            read = {"gateway": GatewayConfig.from_env, "operator": OperatorConfig.from_env}.get(container["name"])
+            if read is not None:
+                read(environment(pod, given, services))
+        assert {name: pod.get("enableServiceLinks") for name, pod in pods.items()} == dict.fromkeys(pods, False), args
+    assert "speech-gateway" in {s["metadata"]["name"] for s in by_kind(helm_template(helm, "--set", "fullnameOverride=speech"), "Service")}
+
+
 def test_restricted_pod_security(helm: Path) -> None:
     """The operator pod meets the Kubernetes "restricted" Pod Security Standard."""
     for args in ((), ("--values", str(FULL_VALUES))):

@@ -111,13 +111,14 @@ def test_deploy_matches_the_chart_defaults(kubectl: Path, helm3: Path) -> None:
     chart = one(operator_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
     for key in ("image", "args", "env", "ports", "livenessProbe", "resources", "securityContext", "volumeMounts"):
         assert plain["containers"][0][key] == chart["containers"][0][key], key
-    assert plain["securityContext"] == chart["securityContext"]
+    for key in ("securityContext", "enableServiceLinks"):
+        assert plain.get(key) == chart.get(key), key
     plain = one(gateway_docs(kustomize(kubectl, ROOT / "deploy")), "Deployment")["spec"]["template"]["spec"]
     chart = one(gateway_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
     for key in ("image", "args", "env", "ports", "readinessProbe", "livenessProbe", "lifecycle", "resources",
                 "securityContext", "volumeMounts"):
         assert plain["containers"][0][key] == chart["containers"][0][key], key
-    for key in ("securityContext", "terminationGracePeriodSeconds", "volumes"):
+    for key in ("securityContext", "terminationGracePeriodSeconds", "volumes", "enableServiceLinks"):
         assert plain[key] == chart[key], key
     plain = one(operator_docs(kustomize(kubectl, ROOT / "deploy")), "Service")
     chart = one(operator_docs(helm_template(helm3)), "Service")
