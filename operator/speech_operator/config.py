@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,10 @@ DEFAULT_IMAGE = "ghcr.io/speech-operator/speech-recognizer"
 #: assigns them (OpenShift's restricted-v2 SCC: a uid and fsGroup from the namespace's range, gid 0), with no chown step.
 POD_IDENTITY_ENV = "SPEECH_OPERATOR_POD_IDENTITY"
 POD_IDENTITIES = ("fixed", "platform")
+#: A variable the kubelet made of a Service NAME of the pod's namespace (Docker's links): ``NAME_PORT`` and
+#: ``NAME_PORT_<port>_<PROTO>``, each ``tcp://<cluster IP>:<port>``.
+_SERVICE_LINK_NAME = re.compile(r"(?P<service>.+)_PORT(_[0-9]+_[A-Z]+)?")
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://[^\s/]+:[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,20 @@ def env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float],
     try:
         value = kind(text)
     except ValueError:
-        raise ValueError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        raise ValueError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}{_service_link(name, text)}") from None
     if not minimum <= value < float("inf"):
         raise ValueError(f"{name}={text!r} must be at least {minimum:g}")
     return value
+
+
+def _service_link(name: str, text: str) -> str:
+    """What to say of a value that looks like a kubelet's service link (a Service's name made the variable ours)."""
+    found = _SERVICE_LINK_NAME.fullmatch(name)
+    if found is None or _SERVICE_LINK_VALUE.fullmatch(text) is None:
+        return ""
+    service = found["service"].lower().replace("_", "-")
+    return (f": it looks like the service link of a Service named {service}, which the kubelet puts in every pod of its "
+            "namespace: set enableServiceLinks: false in the pod spec, or rename the Service")
 
 
 def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

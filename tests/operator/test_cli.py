@@ -203,6 +203,10 @@ async def test_a_kubeconfig_exec_plugin_logs_in_kopf_and_our_calls_and_refreshes
     ("SPEECH_GATEWAY_READ_BUFFER_BYTES", "100", "SPEECH_GATEWAY_READ_BUFFER_BYTES='100' must be at least 4096"),
     ("SPEECH_GATEWAY_MAX_MESSAGE_BYTES", "2000000", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES='2000000' must be at most 1048576"),
     ("SPEECH_GATEWAY_PORT", "70000", "SPEECH_GATEWAY_PORT='70000' must be at most 65535"),
+    # what the kubelet gives the pod of a Service named speech-gateway in its namespace, unless service links are off
+    ("SPEECH_GATEWAY_PORT", "tcp://10.96.1.2:5000", "SPEECH_GATEWAY_PORT='tcp://10.96.1.2:5000' is not a whole number: it "
+     "looks like the service link of a Service named speech-gateway, which the kubelet puts in every pod of its namespace: "
+     "set enableServiceLinks: false in the pod spec, or rename the Service"),
 ])
 def test_a_bad_gateway_variable_is_one_line_naming_it(tmp_path: Path, variable: str, value: str, says: str) -> None:
     """As a user starts it: one line and exit status 1, not a traceback (nor a negative cap taken as given)."""
