@@ -141,15 +141,15 @@ def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rat
 class ServerThread(Loopback):
     """A real uvicorn server on loopback in a background thread."""
 
-    def __init__(self, app: object, port: int | None = None, **options: object) -> None:
+    def __init__(self, app: object, port: int | None = None, host: str = "127.0.0.1", **options: object) -> None:
         """Serves as ``speech-recognizer`` does (its uvicorn options, request limits included, and
-        listening socket); ``options`` override some."""
+        listening socket, on ``host``); ``options`` override some."""
         self.port = port or free_port()
         state = getattr(app, "state", None)
         served = server_options(state.settings, state.metrics, getattr(state, "http_cap", None)) if hasattr(state, "settings") else SERVER_OPTIONS
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", **{**served, **options})  # type: ignore[arg-type]
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", **{**served, **options})  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
-        sock = listening_socket("127.0.0.1", self.port)
+        sock = listening_socket(host, self.port)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -1,9 +1,9 @@
 """``speech-operator``: run the operator or the gateway, print the CRD or the alerts, or delete SpeechToTexts (Helm's uninstall hook).
 
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
-    speech-operator run --all-namespaces --liveness http://0.0.0.0:8080/healthz
+    speech-operator run --all-namespaces --liveness 'http://*:8080/healthz'   # *: IPv6 and IPv4
     speech-operator run --all-namespaces --peering speech-operator   # two or more replicas
-    speech-operator run --all-namespaces --metrics http://0.0.0.0:8081/metrics   # SpeechToTexts' conditions
+    speech-operator run --all-namespaces --metrics 'http://*:8081/metrics'   # SpeechToTexts' conditions
     speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
     speech-operator alerts > deploy/monitoring/prometheusrule.yaml   # --rules: a Prometheus rules file
@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import sys
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the operator's dependencies load only once they are checked (run)
@@ -45,14 +44,6 @@ def _scope(command: argparse.ArgumentParser, globs: bool = True) -> None:
                        help=f"namespace to watch (repeatable{'; globs allowed' if globs else ''}); "
                             "env SPEECH_OPERATOR_NAMESPACE=a,b")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-
-
-def _port(url: str) -> int | None:
-    """The port of a URL as kopf's ``--liveness`` takes it (80 when it names none), None when it has no valid one."""
-    try:
-        return urllib.parse.urlsplit(url).port or 80
-    except ValueError:
-        return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,10 +91,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run the operator")
     _scope(run)
     run.add_argument("--liveness", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_LIVENESS"),
-                     help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz (env SPEECH_OPERATOR_LIVENESS)")
+                     help="serve liveness probes, e.g. http://*:8080/healthz (host *: every address, IPv6 and IPv4; "
+                          "env SPEECH_OPERATOR_LIVENESS)")
     run.add_argument("--metrics", metavar="URL", default=os.environ.get("SPEECH_OPERATOR_METRICS") or None,
                      help="serve Prometheus metrics (each SpeechToText's conditions and replicas), e.g. "
-                          "http://0.0.0.0:8081/metrics; off unless given (env SPEECH_OPERATOR_METRICS)")
+                          "http://*:8081/metrics; off unless given (env SPEECH_OPERATOR_METRICS)")
     peers = run.add_mutually_exclusive_group()
     peers.add_argument("--peering", metavar="NAME", default=os.environ.get("SPEECH_OPERATOR_PEERING") or None,
                        help="peer with the other replicas through the kopf peering object NAME (for two or "
@@ -131,13 +123,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "run" and args.standalone:
         args.peering = None
-    if args.command == "run" and args.metrics:
+    if args.command == "run" and (args.liveness or args.metrics):
         from speech_operator.metrics import address
-        try:
-            port = address(args.metrics)[1]
-        except ValueError as exc:
-            parser.error(f"--metrics: {exc}")
-        if args.liveness and _port(args.liveness) == port:  # kopf's liveness server would fail to bind, with a traceback
+        ports = {}
+        for flag, url in (("--liveness", args.liveness), ("--metrics", args.metrics)):
+            try:
+                ports[flag] = address(url)[1] if url else None
+            except ValueError as exc:
+                parser.error(f"{flag}: {exc}")
+        if args.metrics and ports["--metrics"] == ports["--liveness"]:  # the second server would fail to bind
             parser.error(f"--metrics: {args.metrics!r} is on the port of --liveness {args.liveness!r}: give each its own port")
     if args.command in ("run", "gateway"):
         if not args.namespace and not args.all_namespaces:
@@ -209,7 +203,7 @@ async def run(args: argparse.Namespace) -> None:
     from speech_operator import peering
     from speech_operator.config import OperatorConfig
     from speech_operator.kube import Kube
-    from speech_operator.metrics import Exporter
+    from speech_operator.metrics import Exporter, alive, serve
     from speech_operator.reconcile import Runtime
 
     try:
@@ -228,26 +222,30 @@ async def run(args: argparse.Namespace) -> None:
                             settings.peering.lifetime)
     exporter = (Exporter(active=lambda: explainer.active, resumed=lambda: explainer.resumed) if explainer is not None
                 else Exporter())
-    server = None
-    if args.metrics:
+    servers = []  # kopf's own liveness endpoint is not used: it cannot listen on IPv6 and IPv4 (metrics.alive)
+    for flag, url, start in (("--metrics", args.metrics, exporter.start),
+                             ("--liveness", args.liveness, lambda url: serve(url, "/healthz", alive))):
+        if not url:
+            continue
         try:
-            server = await exporter.start(args.metrics)
+            servers.append(await start(url))
         except OSError as exc:  # the port in use, an address not of this machine
+            for server in servers:
+                await server.cleanup()
             await runtime.kube.close()
-            sys.exit(f"{PROG}: cannot serve --metrics {args.metrics}: {exc.strerror or exc}")
+            sys.exit(f"{PROG}: cannot serve {flag} {url}: {exc.strerror or exc}")
     try:
         await kopf.operator(
             settings=settings,
             clusterwide=args.all_namespaces,
             namespaces=args.namespace,
-            liveness_endpoint=args.liveness,
             peering_name=args.peering,  # a name makes peering mandatory
             standalone=not args.peering,
             priority=priority,
             memo=kopf.Memo(runtime=runtime, metrics=exporter),
         )
     finally:
-        if server is not None:
+        for server in servers:
             await server.cleanup()
         await runtime.kube.close()
 

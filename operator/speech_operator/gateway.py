@@ -60,7 +60,7 @@ from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shut
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, logs
 from speech_recognizer.models import UnknownLocale
-from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_socket
+from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket, unmapped
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -90,7 +90,8 @@ class GatewayConfig:
     """The gateway's settings: ``SPEECH_GATEWAY_*`` variables (:meth:`from_env`), host and port also flags of
     ``speech-operator gateway``; each declared once here (default, least value, help), which ``--help`` lists."""
 
-    host: str = _setting("0.0.0.0", "address to listen on")
+    host: str = _setting(contract.EVERY_ADDRESS, "address to listen on: * (every address, IPv6 and IPv4; IPv4 alone where "
+                         "the kernel has no IPv6), :: (IPv6 and IPv4; fails without IPv6), 0.0.0.0 (IPv4 only) or one address")
     port: int = _setting(contract.PORT, "port to listen on: the recognizer's, so clients change only the host (0: any free one)",
                          0, 65535)
     connect_seconds: float = _setting(10.0, "how long a connection to a recognizer may take before the request is refused (503 / 1013)", 0.001)
@@ -595,14 +596,16 @@ class AccessLog(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         level = logging.DEBUG if request.path in PROBE_ROUTES else logging.INFO
-        self.logger.log(level, '%s "%s %s" %s %.3fs', request.remote, request.method, request.path_qs,
+        self.logger.log(level, '%s "%s %s" %s %.3fs', unmapped(request.remote or ""), request.method, request.path_qs,
                         response.status, time)
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0) -> AsyncIterator[int]:
-    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket), with the gateway's
-    limits on request heads (:mod:`speech_operator.gateway_http_limits`); yields the port.
+async def serving(app: web.Application, host: str, port: int, shutdown_seconds: float = 30.0,
+                  announce: bool = False) -> AsyncIterator[int]:
+    """Serve ``app`` on ``host:port`` (the recognizer's kind of listening socket: ``*`` is IPv6 and IPv4), with the
+    gateway's limits on request heads (:mod:`speech_operator.gateway_http_limits`); yields the port. ``announce``:
+    log where it listens (the gateway's start).
 
     On the way out it stops listening, then a gateway's relayed WebSockets and recognition requests
     are drained for up to ``shutdown_seconds`` (requests held for a wake answered at once:
@@ -632,6 +635,8 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
                            gateway.connections if gateway else None)
         await site.start()
+        if announce:
+            log.info("gateway listening on %s", listening_on(sock))
         yield sock.getsockname()[1]
         await site.stop()
         if GATEWAY in app:
@@ -651,8 +656,7 @@ async def run(config: GatewayConfig, api_client: k8s.ApiClient, namespaces: list
         loop.add_signal_handler(signum, stop.set)
     try:
         async with serving(create_app(directory, config, api_client=api_client), config.host, config.port,
-                           config.shutdown_seconds) as port:
-            log.info("gateway listening on %s:%d", config.host, port)
+                           config.shutdown_seconds, announce=True):
             await stop.wait()
     finally:
         watcher.cancel()

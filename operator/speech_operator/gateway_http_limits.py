@@ -85,6 +85,7 @@ from speech_recognizer.errors import (
     http_response_bytes,
     malformed_reason,
 )
+from speech_recognizer.serving import peer
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -245,8 +246,8 @@ class HeadGuard(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        peer = transport.get_extra_info("peername")
-        self.refused(Failure(f"{message}; from {peer[0]}:{peer[1]}" if peer else message, kind))
+        where = transport.get_extra_info("peername")
+        self.refused(Failure(f"{message}; from {peer(where)}" if where else message, kind))
         transport.write(http_response_bytes(Failure(message, kind)))
         self._close_lingering()
 

@@ -38,7 +38,7 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.errors import close_reason
-from speech_recognizer.serving import SERVER_OPTIONS
+from speech_recognizer.serving import SERVER_OPTIONS, unmapped
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -60,7 +60,7 @@ def forwarded_headers(request: web.Request) -> dict[str, str]:
     for name, value in request.headers.items():
         if name.lower() not in HOP_HEADERS and name.lower() != "content-length":
             out[name] = value
-    peer = request.remote or ""
+    peer = unmapped(request.remote or "")  # an IPv4 client of the gateway's socket on both families: ::ffff:10.0.0.1
     before = request.headers.get("X-Forwarded-For")
     out["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
     out["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)

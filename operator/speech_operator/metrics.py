@@ -1,6 +1,6 @@
 """The operator's own Prometheus metrics: each SpeechToText's conditions and replicas, as the operator sees them.
 
-    speech-operator run --all-namespaces --metrics http://0.0.0.0:8081/metrics
+    speech-operator run --all-namespaces --metrics 'http://*:8081/metrics'
 
 What no recognizer can say is whether its SpeechToText is Ready or Degraded: when every pod of a
 locale is down, nothing of it is scraped at all. The operator knows. kopf keeps an index of every
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from speech_operator import api, builders
+from speech_recognizer.serving import listening_socket
 
 PREFIX = "speech_operator_speechtotext"
 
@@ -59,17 +60,49 @@ def summary(body: Mapping[str, Any], resumed: int = 0) -> Summary:
                    conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0), resumed=resumed)
 
 
-def address(url: str) -> tuple[str, int, str]:
-    """Host, port and path of ``http://HOST:PORT/PATH`` (the path defaults to ``/metrics``), as kopf's
-    ``--liveness`` is given; :class:`ValueError` saying what is wrong."""
+def address(url: str, path: str = "/metrics") -> tuple[str, int, str]:
+    """Host, port and path of ``http://HOST:PORT/PATH`` (the path defaults to ``path``), as ``--metrics`` and
+    ``--liveness`` are given; :class:`ValueError` saying what is wrong. HOST ``*``: every address, IPv6 and IPv4
+    (:func:`speech_recognizer.serving.listening_socket`)."""
     where = urllib.parse.urlsplit(url)
     try:
         port = where.port
     except ValueError:
         port = None
     if where.scheme != "http" or not where.hostname or port is None:
-        raise ValueError(f"{url!r} is no http://HOST:PORT/PATH URL, e.g. http://0.0.0.0:8081/metrics")
-    return where.hostname, port, where.path or "/metrics"
+        raise ValueError(f"{url!r} is no http://HOST:PORT/PATH URL, e.g. http://*:8081/metrics")
+    return where.hostname, port, where.path or path
+
+
+async def serve(url: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.AppRunner:
+    """Serve ``handler`` to GETs at ``url`` (:func:`address`; ``path`` when it names none) on a socket of the
+    recognizer's kind: ``*`` listens on IPv6 and IPv4 (asyncio's own servers cannot: an IPv6 socket of theirs takes
+    IPv6 clients only). :class:`OSError` when it cannot listen there."""
+    host, port, path = address(url, path)
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        sock = listening_socket(host, port)
+    except OSError:
+        await runner.cleanup()
+        raise
+    try:
+        await web.SockSite(runner, sock).start()
+    except OSError:
+        sock.close()
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def alive(_: web.Request) -> web.Response:
+    """The operator's liveness (``--liveness``): served in the operator's loop, which kopf's tasks run in (when they
+    end, the process does), as kopf's own endpoint was; it answers what kopf's did (the results of probe handlers: this
+    operator has none). kopf's cannot listen on IPv6 and IPv4 at once (its URL's host goes to asyncio: ``::`` takes
+    IPv6 clients only), and a pod's IP may be of either family, IPv6 alone on an IPv6-only cluster."""
+    return web.json_response({})
 
 
 class Exporter:
@@ -114,15 +147,5 @@ class Exporter:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, url: str) -> web.AppRunner:
-        """Serve ``/metrics`` at ``url`` (see :func:`address`); :class:`OSError` when it cannot listen there."""
-        host, port, path = address(url)
-        app = web.Application()
-        app.router.add_get(path, self.metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        return runner
+        """Serve ``/metrics`` at ``url`` (see :func:`serve`); :class:`OSError` when it cannot listen there."""
+        return await serve(url, "/metrics", self.metrics)

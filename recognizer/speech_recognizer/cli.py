@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, heap
-from .serving import listening_socket, server_options
+from .serving import listening_on, listening_socket, server_options
 from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
 
@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on: its port is held
     app = create_app(settings, registry)
-    log.info("serving %s on %s:%d", ", ".join(registry.wanted), settings.host, settings.port)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics, app.state.http_cap))
+    log.info("serving %s on %s", ", ".join(registry.wanted), listening_on(sock))
+    config = uvicorn.Config(app, host=sock.getsockname()[0], port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics, app.state.http_cap))
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         server.run(sockets=[sock])

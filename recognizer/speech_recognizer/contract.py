@@ -11,6 +11,11 @@ from typing import Final
 
 #: Port the recognizer listens on, as Azure's container does.
 PORT: Final = 5000
+#: The address that means every address of both families (Kestrel's ``http://*:5000``, which Azure's container listens
+#: on): the default ``Host``, the gateway's, and the host of the operator's ``--liveness`` and ``--metrics`` URLs
+#: (:func:`speech_recognizer.serving.listening_socket`). A pod's IP may be of either family, IPv6 alone on an
+#: IPv6-only cluster, and a kubelet probes that IP.
+EVERY_ADDRESS: Final = "*"
 #: The image's non-root user and group (distroless ``nonroot``).
 RUN_AS_USER: Final = 65532
 RUN_AS_GROUP: Final = 65532

@@ -69,19 +69,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .connection_cap import ConnectionCap, unread_bytes
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 from .logs import PROBE_ROUTES
+from .serving import peer, unmapped
 from .settings import declared
 
 log = logging.getLogger(__name__)
+_Port = TypeVar("_Port")
 
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
@@ -233,12 +236,13 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._arm(min(self.limits.linger_pause_seconds, self._linger_deadline - self.loop.time()))
 
     def _peer(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        return peer(self.client)
 
     # ---- the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.client, self.server = _unmapped(self.client), _unmapped(self.server)
         self.flow = _HeldFlow(transport, self)
         self._waiting_since = self.loop.time()
         self._arm(self.limits.header_seconds)  # a connection that sends nothing is closed too
@@ -660,6 +664,22 @@ class _AnswerClose:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _unmapped(address: tuple[str, _Port] | None) -> tuple[str, _Port] | None:
+    """A connection's address as the app and the access log see it (``scope["client"]``, ``scope["server"]``): an IPv4
+    one as IPv4 on a socket listening on both families (:func:`~speech_recognizer.serving.unmapped`). uvicorn's trust
+    of ``X-Forwarded-For`` (``forwarded_allow_ips``: 127.0.0.1 and ::1) compares it too: ``::ffff:127.0.0.1`` was not trusted."""
+    return (unmapped(address[0]), address[1]) if address else address
+
+
+class UnmappedWebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the one it picks), with the connection's addresses as :class:`LimitedHttpTools`
+    gives them (:func:`_unmapped`): an upgraded connection's protocol reads them from the socket again."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.client, self.server = _unmapped(self.client), _unmapped(self.server)
 
 
 def protocol(limits: HttpLimits, metrics: Counters | None = None, cap: ConnectionCap | None = None) -> type[LimitedHttpTools]:

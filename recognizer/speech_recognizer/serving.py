@@ -19,12 +19,18 @@ peer's kernel, so a client held back is never mistaken for a dead one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import ipaddress
 import logging
 import socket
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .contract import EVERY_ADDRESS
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .connection_cap import ConnectionCap
@@ -70,8 +76,9 @@ def connection_cap(settings: Settings) -> ConnectionCap:
 def server_options(settings: Settings, counters: Counters | None = None, cap: ConnectionCap | None = None) -> dict[str, Any]:
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
     their request limits and ``cap`` (:mod:`.http_limits`; always httptools, whatever uvicorn would
-    pick; a cap of its own if none is given), counting its refusals on ``counters``."""
-    from .http_limits import HttpLimits, protocol
+    pick; a cap of its own if none is given), counting its refusals on ``counters``, and the WebSocket protocol that
+    gives upgraded connections the same client address (:class:`~.http_limits.UnmappedWebSockets`)."""
+    from .http_limits import HttpLimits, UnmappedWebSockets, protocol
 
     limits = HttpLimits(
         max_header_bytes=settings.http_max_header_bytes,
@@ -79,16 +86,35 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
         body_pause_seconds=settings.http_body_timeout_seconds,
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
-    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings))}
+    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": UnmappedWebSockets}
+
+
+#: What binding ``::`` fails with where the kernel has no IPv6: no such family (``ipv6.disable=1``), or no such
+#: address (IPv6 disabled on every interface).
+_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL})
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A bound, listening TCP socket whose connections give up on a dead peer after :data:`DEAD_PEER_SECONDS`.
 
-    Raises :class:`OSError` when the address cannot be bound (in use, not local).
+    ``host`` :data:`~.contract.EVERY_ADDRESS` (``*``) listens on both families where the kernel has IPv6 and on IPv4
+    alone where it has not (one INFO line says so); ``::`` on both families (or fails); ``0.0.0.0``
+    on IPv4 alone. Raises :class:`OSError` when the address cannot be bound (in use, not local).
     Connections accepted from it inherit ``TCP_USER_TIMEOUT`` (where the
     platform has it) and a send buffer of :data:`SEND_BUFFER_BYTES`.
     """
+    if host != EVERY_ADDRESS:
+        return _listening_socket(host, port)
+    try:
+        return _listening_socket("::", port)
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+        log.info("no IPv6 here (%s): listening on IPv4 only, 0.0.0.0:%d", exc.strerror or exc, port)
+        return _listening_socket("0.0.0.0", port)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -104,6 +130,34 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def listening_on(sock: socket.socket) -> str:
+    """Where ``sock`` listens, for a log line: ``[::]:5000 (IPv6 and IPv4)``, ``0.0.0.0:5000``."""
+    host, port = sock.getsockname()[:2]
+    if sock.family != socket.AF_INET6:
+        return f"{host}:{port}"
+    both = not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and host == "::"
+    return f"[{host}]:{port}" + (" (IPv6 and IPv4)" if both else "")
+
+
+def unmapped(host: str) -> str:
+    """A client's address as it reads best: an IPv4 client of a socket listening on both families arrives as
+    ``::ffff:10.0.0.1`` (an IPv4-mapped address), which is ``10.0.0.1``; any other address unchanged."""
+    if host.startswith("::ffff:") or host.startswith("::FFFF:"):
+        with contextlib.suppress(ValueError):
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+    return host
+
+
+def peer(address: tuple[str, int] | None) -> str:
+    """``host:port`` of a connection's other end (``[::1]:5000`` for IPv6; IPv4-mapped ones as IPv4: :func:`unmapped`)."""
+    if not address:
+        return "a client"
+    host = unmapped(str(address[0]))
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
 #: Set by a WebSocket handler that refused the upgrade with an HTTP response (the denial response extension).

@@ -306,7 +306,12 @@ class Settings:
         help="on SIGTERM, how long running recognitions may take to finish while new ones are refused (`0`: close "
         "everything at once); see [Stopping](#stopping-drain-instead-of-cut)",
     )
-    host: str = setting("Host", "0.0.0.0", help="address to listen on")
+    host: str = setting(
+        "Host",
+        c.EVERY_ADDRESS,
+        help="address to listen on: `*` (every address, IPv6 and IPv4, as Azure's container; IPv4 alone where the "
+        "kernel has no IPv6), `::` (IPv6 and IPv4; fails without IPv6), `0.0.0.0` (IPv4 only) or one address",
+    )
     port: int = setting("Port", c.PORT, minimum=1, maximum=65535, help="port to listen on")
     log_level: str = setting(
         c.LOG_LEVEL,

@@ -121,7 +121,8 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def upstream_behind_a_gateway(config: GatewayConfig) -> AsyncIterator[Rig]:
-    """An :class:`Upstream` serving ko-KR, and a gateway with ``config`` in front of it."""
+    """An :class:`Upstream` serving ko-KR, and a gateway with ``config`` in front of it, on ``config.host`` (``*`` unless
+    a test says otherwise: IPv6 and IPv4, as its pod listens); the rig's clients call it over IPv4."""
     upstream = Upstream()
     upstream.reading.set()
     upstream.answering.set()
@@ -133,7 +134,7 @@ async def upstream_behind_a_gateway(config: GatewayConfig) -> AsyncIterator[Rig]
         directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.port), "status": {"readyReplicas": 1}})
         directory.synced = True
         dns = ServiceDNS()
-        async with serving(create_app(directory, config, resolver=dns), "127.0.0.1", 0, 1) as port:
+        async with serving(create_app(directory, config, resolver=dns), config.host, 0, 1) as port:
             try:
                 yield Rig(upstream, f"127.0.0.1:{port}", dns)
             finally:
@@ -147,10 +148,13 @@ async def rig() -> AsyncIterator[Rig]:
         yield rig
 
 
-async def test_headers_that_matter_reach_the_recognizer(rig: Rig) -> None:
-    """Key headers, X-ConnectionId and User-Agent pass; hop-by-hop headers do not; the Service's name is asked of DNS."""
+async def test_headers_that_matter_reach_the_recognizer(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """Key headers, X-ConnectionId and User-Agent pass; hop-by-hop headers do not; the Service's name is asked of DNS.
+    The gateway listens on IPv6 and IPv4 (its default host): its IPv4 clients are forwarded (``X-Forwarded-For``) and
+    logged as IPv4 (``127.0.0.1``, not ``::ffff:127.0.0.1``), its IPv6 ones as IPv6."""
     sent = {"Ocp-Apim-Subscription-Key": "k1", "Authorization": "Bearer t1", "X-ConnectionId": "c0ffee",
             "User-Agent": "SpeechSDK-Python/1.53.0", "Proxy-Authorization": "secret", "Keep-Alive": "timeout=5"}
+    caplog.set_level(logging.INFO, "speech_operator.gateway.access")
     async with aiohttp.ClientSession() as client:
         async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",), headers=sent) as ws:
             assert ws.protocol == "USP", "the subprotocol the recognizer chose"
@@ -158,7 +162,13 @@ async def test_headers_that_matter_reach_the_recognizer(rig: Rig) -> None:
         async with client.post(f"http://{rig.gateway}{REST}", data=b"RIFF", headers=sent) as resp:
             assert resp.status == 200
             assert resp.headers["Retry-After"] == "3", "the recognizer's response headers come back"
-    for seen in rig.upstream.headers:
+        async with client.post(f"http://[::1]:{rig.gateway.rsplit(':', 1)[1]}{REST}", data=b"RIFF", headers=sent) as resp:
+            assert resp.status == 200
+    *over_ipv4, over_ipv6 = rig.upstream.headers
+    assert over_ipv6["X-Forwarded-For"] == "::1"
+    logged = [r.getMessage() for r in caplog.records if r.name == "speech_operator.gateway.access"]  # the upstream's too
+    assert {line.split(" ", 1)[0] for line in logged} == {"127.0.0.1", "::1"}, logged
+    for seen in over_ipv4:
         for name in ("Ocp-Apim-Subscription-Key", "Authorization", "X-ConnectionId", "User-Agent"):
             assert seen.get(name) == sent[name], (name, seen)
         assert "Proxy-Authorization" not in seen and "Keep-Alive" not in seen

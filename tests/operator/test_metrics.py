@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from conftest import ENV, NAMESPACE, Operator, console_script, declare_peerings, deployment
+import yaml
+from conftest import ENV, NAMESPACE, ROOT, Operator, console_script, declare_peerings, deployment
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.loopback import free_port
 from speech_operator import api
+from speech_operator.metrics import address
 from tests.prometheus import Prometheus
 
 if TYPE_CHECKING:
@@ -91,13 +93,30 @@ EXPECTED = {
 }
 
 
+def shipped(flag: str, port: int) -> str:
+    """The URL deploy/base's operator is given with ``flag`` (the chart's is the same: tests/ship/test_chart.py), on
+    ``port``."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()) if d and d["kind"] == "Deployment"]
+    (url,) = [a.removeprefix(f"{flag}=") for a in docs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+              if a.startswith(f"{flag}=")]
+    host, _, path = address(url)
+    return f"http://{host}:{port}{path}"
+
+
 async def test_metrics_show_each_speechtotext_as_it_is_and_forget_the_deleted(apiserver: Cluster) -> None:
     """Exactly these series: the ready one's conditions, the Degraded one's with its reason, the desired and ready
-    replicas of both, and nothing of the SpeechToText deleted (it had series while it existed)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-    async with Operator("run", "--namespace", NAMESPACE, "--metrics", url):
+    replicas of both, and nothing of the SpeechToText deleted (it had series while it existed). The operator is
+    given ``--metrics`` and ``--liveness`` as its pod is (their host ``*``): both answer over IPv4 and over IPv6, as
+    Prometheus and a kubelet reach a pod's IP of either family (on http://0.0.0.0:..., kopf's liveness and the
+    metrics took IPv4 alone, and on an IPv6-only cluster the operator never passed its liveness probe)."""
+    port, live = free_port(), free_port()
+    url, url6 = f"http://127.0.0.1:{port}/metrics", f"http://[::1]:{port}/metrics"
+    async with Operator("run", "--namespace", NAMESPACE, "--metrics", shipped("--metrics", port),
+                        "--liveness", shipped("--liveness", live)):
         await apiserver.eventually(lambda: asyncio.to_thread(_answers, url), timeout=30)
+        for alive in (f"http://127.0.0.1:{live}/healthz", f"http://[::1]:{live}/healthz"):
+            answer = await asyncio.to_thread(httpx.get, alive, timeout=5)
+            assert (answer.status_code, answer.json()) == (200, {}), alive
 
         async def fr_seen() -> bool:
             found = await asyncio.to_thread(scrape, url)
@@ -113,6 +132,7 @@ async def test_metrics_show_each_speechtotext_as_it_is_and_forget_the_deleted(ap
             differ = {m: (sorted(found.get(m, set()) - EXPECTED.get(m, set())), sorted(EXPECTED.get(m, set()) - found.get(m, set())))
                       for m in set(found) | set(EXPECTED) if found.get(m) != EXPECTED.get(m)}
             raise AssertionError(f"metric: (unexpected, missing): {differ}") from None
+        assert await asyncio.to_thread(scrape, url6) == EXPECTED, "over IPv6"
 
 
 def _answers(url: str) -> bool:
@@ -173,30 +193,33 @@ async def test_prometheus_alerts_on_the_degraded_speechtotext_only(apiserver: Cl
 
 
 async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:
-    """``--metrics`` (or SPEECH_OPERATOR_METRICS) that is no http://HOST:PORT/PATH URL, or on the port of
-    ``--liveness`` (or SPEECH_OPERATOR_LIVENESS; kopf's liveness server then failed to bind with a traceback):
-    argparse's usage and exit status 2, before anything starts; a port another process holds: one line and exit
-    status 1, not a traceback."""
+    """``--metrics`` or ``--liveness`` (or SPEECH_OPERATOR_METRICS, _LIVENESS) that is no http://HOST:PORT/PATH URL,
+    or both on one port (kopf's liveness server then failed to bind with a traceback): argparse's usage and exit
+    status 2, before anything starts (a bad ``--liveness`` URL went to kopf as it was); a port another process holds
+    (on either family: the host ``*`` takes both): one line and exit status 1, not a traceback."""
     shared = f"http://127.0.0.1:{free_port()}"
-    for args, env, says in (
-            ((("--metrics", "0.0.0.0:8081"),), {}, "is no http://HOST:PORT/PATH URL"),
-            ((), {"SPEECH_OPERATOR_METRICS": "http://0.0.0.0/metrics"}, "is no http://HOST:PORT/PATH URL"),
-            ((("--metrics", f"{shared}/metrics"), ("--liveness", f"{shared}/healthz")), {}, "the port of --liveness"),
-            ((("--metrics", f"{shared}/metrics"),), {"SPEECH_OPERATOR_LIVENESS": f"{shared}/healthz"}, "the port of --liveness")):
+    for args, env, flag, says in (
+            ((("--metrics", "0.0.0.0:8081"),), {}, "--metrics", "is no http://HOST:PORT/PATH URL"),
+            ((), {"SPEECH_OPERATOR_METRICS": "http://0.0.0.0/metrics"}, "--metrics", "is no http://HOST:PORT/PATH URL"),
+            ((("--liveness", "http://:8080/healthz"),), {}, "--liveness", "is no http://HOST:PORT/PATH URL"),
+            ((("--metrics", f"{shared}/metrics"), ("--liveness", f"{shared}/healthz")), {}, "--metrics", "the port of --liveness"),
+            ((("--metrics", f"{shared}/metrics"),), {"SPEECH_OPERATOR_LIVENESS": f"{shared}/healthz"}, "--metrics",
+             "the port of --liveness")):
         flags = [a for pair in args for a in pair]
         proc = await asyncio.to_thread(subprocess.run, [console_script(), "run", "--namespace", NAMESPACE, *flags],
                                        env={**os.environ, **ENV, **env}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert "--metrics:" in proc.stderr and says in proc.stderr, proc.stderr
+        assert f"{flag}:" in proc.stderr and says in proc.stderr, proc.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        url = f"http://127.0.0.1:{taken.getsockname()[1]}/metrics"
-        async with Operator("run", "--namespace", NAMESPACE, "--metrics", url) as op:
-            await asyncio.wait_for(op.proc.wait(), 30)
-    assert op.proc.returncode == 1, op.lines
-    (line,) = op.lines
-    assert line.startswith(f"speech-operator: cannot serve --metrics {url}: ") and line.endswith("address already in use"), line
+        for flag, path in (("--metrics", "/metrics"), ("--liveness", "/healthz")):
+            url = f"http://*:{taken.getsockname()[1]}{path}"
+            async with Operator("run", "--namespace", NAMESPACE, flag, url) as op:
+                await asyncio.wait_for(op.proc.wait(), 30)
+            assert op.proc.returncode == 1, op.lines
+            (line,) = op.lines
+            assert line == f"speech-operator: cannot serve {flag} {url}: Address already in use", line
 
 
 async def test_a_speechtotext_deleted_while_this_replica_stood_by_is_not_exported_once_it_is_active_again(apiserver: Cluster) -> None:

@@ -343,7 +343,8 @@ def test_gateway_help_gives_the_flags_their_settings_declared_default(capsys: py
     with pytest.raises(SystemExit):
         cli.parse(["gateway", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "--host HOST address to listen on (env SPEECH_GATEWAY_HOST; default 127.0.0.9)" in shown, shown
+    said = " ".join(declared["host"].metadata["help"].split())
+    assert f"--host HOST {said} (env SPEECH_GATEWAY_HOST; default 127.0.0.9)" in shown, shown
     assert "--port PORT port for 100% of clients (env SPEECH_GATEWAY_PORT; default 5099)" in shown, shown
     args = cli.parse(["gateway", "-A"])
     assert args.host is None and args.port is None, "unset, the variable's or the declared default: GatewayConfig's"

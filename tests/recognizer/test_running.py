@@ -43,6 +43,10 @@ class Run:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def http6(self) -> str:
+        return f"http://[::1]:{self.port}"
+
     def output(self) -> str:
         """What it printed, stdout and stderr."""
         return self.log.read_text(errors="replace")
@@ -56,8 +60,9 @@ class Run:
         return self.process.wait(timeout=120)
 
 
-def launch(tmp: Path, *args: str) -> Run:
-    """``python -m speech_recognizer`` on a free port, with a private TMPDIR, stdout and stderr to a file."""
+def launch(tmp: Path, *args: str, host: str | None = "127.0.0.1") -> Run:
+    """``python -m speech_recognizer`` on a free port of ``host`` (None: no ``Host``, as the emitted pod runs it),
+    with a private TMPDIR, stdout and stderr to a file."""
     tmpdir = tmp / "tmp"
     tmpdir.mkdir()
     port = free_port()
@@ -65,7 +70,7 @@ def launch(tmp: Path, *args: str) -> Run:
     env = {k: v for k, v in os.environ.items() if k.split("_")[0].lower() not in {"eula", "apikey", "billing", "locale", "logging"}}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={port}",
+            [sys.executable, "-m", "speech_recognizer", "Eula=accept", *([f"Host={host}"] if host else []), f"Port={port}",
              f"Mounts:Output={tmp / 'output'}", f"Mounts:Models={tmp / 'models'}", *args],
             env={**env, "TMPDIR": str(tmpdir)}, stdout=out, stderr=subprocess.STDOUT,  # uvicorn's access log is on stdout
         )
@@ -73,9 +78,9 @@ def launch(tmp: Path, *args: str) -> Run:
 
 
 @contextlib.contextmanager
-def launched(tmp: Path, *args: str) -> Iterator[Run]:
+def launched(tmp: Path, *args: str, host: str | None = "127.0.0.1") -> Iterator[Run]:
     """:func:`launch`, killed at the end if the test left it running."""
-    run = launch(tmp, *args)
+    run = launch(tmp, *args, host=host)
     try:
         yield run
     finally:
@@ -84,8 +89,16 @@ def launched(tmp: Path, *args: str) -> Iterator[Run]:
             run.process.wait()
 
 
-def get(run: Run, path: str) -> httpx.Response:
-    return httpx.get(f"{run.http}{path}", timeout=30)
+def get(run: Run, path: str, base: str | None = None) -> httpx.Response:
+    return httpx.get(f"{base or run.http}{path}", timeout=30)
+
+
+def status_at(base: str, path: str) -> int:
+    """The status of ``GET path`` at ``base``; 0 when nothing answered there."""
+    try:
+        return httpx.get(f"{base}{path}", timeout=30).status_code
+    except httpx.TransportError:
+        return 0
 
 
 def wait_ready(run: Run, deadline_s: float = 240) -> int:
@@ -115,26 +128,41 @@ def test_the_probe_routes_are_the_documented_ones() -> None:
 
 @dataclass(frozen=True)
 class Polled:
-    """A start polled by probes until ready, one request of each probe and two others, then SIGTERM."""
+    """A start with no ``Host`` (as the emitted pod runs it) polled by probes over IPv4 until ready, one request of
+    each probe over IPv4 and over IPv6, one other request over each, then SIGTERM."""
 
     output: str
     status: int
     polls: int
     temporary_when_ready: list[str]
     temporary_after: list[str]
+    port: int
+    #: Each probe's status over IPv4 and over IPv6 (``::1``; 0: nothing answered), and the other two requests'.
+    answered: dict[str, tuple[int, int]]
 
 
 @pytest.fixture(scope="module")
 def polled(tmp_path_factory: pytest.TempPathFactory) -> Polled:
-    with launched(tmp_path_factory.mktemp("polled"), "Warmup:Count=1", "Warmup:Seconds=2") as run:
+    with launched(tmp_path_factory.mktemp("polled"), "Warmup:Count=1", "Warmup:Seconds=2", host=None) as run:
         polls = wait_ready(run)
         when_ready = run.temporary()
-        for path in PROBES:
-            assert get(run, path).status_code == 200, path
-        assert get(run, c.ROUTE_HOME).status_code == 200
-        assert get(run, c.ROUTE_OPENAPI).status_code == 200
+        answered = {path: (status_at(run.http, path), status_at(run.http6, path)) for path in PROBES}
+        answered[c.ROUTE_HOME] = (status_at(run.http, c.ROUTE_HOME), 0)
+        answered[c.ROUTE_OPENAPI] = (0, status_at(run.http6, c.ROUTE_OPENAPI))
         status = run.stop()
-        return Polled(run.output(), status, polls, when_ready, run.temporary())
+        return Polled(run.output(), status, polls, when_ready, run.temporary(), run.port, answered)
+
+
+def test_with_no_host_it_answers_on_ipv4_and_ipv6_and_logs_ipv4_clients_as_ipv4(polled: Polled) -> None:
+    """As the operator's pods run it (no ``Host``): every probe answers over 127.0.0.1 and over ::1 (a kubelet on an
+    IPv6-only cluster probes the pod's IPv6 address; on 0.0.0.0, the old default, nothing answered there); the log
+    says where it listens, and an IPv4 client's access line names it as IPv4, not ``::ffff:127.0.0.1``."""
+    assert polled.answered == {**{path: (200, 200) for path in PROBES},
+                               c.ROUTE_HOME: (200, 0), c.ROUTE_OPENAPI: (0, 200)}, polled.output
+    assert f"on [::]:{polled.port} (IPv6 and IPv4)" in polled.output, polled.output
+    (home,) = access_lines(polled.output, c.ROUTE_HOME)
+    (openapi,) = access_lines(polled.output, c.ROUTE_OPENAPI)
+    assert " 127.0.0.1:" in home and " ::1:" in openapi and "::ffff:" not in polled.output, polled.output
 
 
 def test_probes_leave_no_access_line_at_the_default_level(polled: Polled) -> None:

@@ -57,8 +57,8 @@ def test_default_render_is_valid(helm: Path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/speech-operator/speech-operator:0.1.0"
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
-                                 "--metrics=http://0.0.0.0:8081/metrics", "--standalone"]
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://*:8080/healthz",
+                                 "--metrics=http://*:8081/metrics", "--standalone"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
@@ -175,7 +175,7 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=speech-operator" in args and "--standalone" not in args and "--verbose" in args
-    assert "--liveness=http://0.0.0.0:8081/healthz" in args and "--metrics=http://0.0.0.0:9090/metrics" in args
+    assert "--liveness=http://*:8081/healthz" in args and "--metrics=http://*:9090/metrics" in args
 
 
 def test_render_refuses_two_replicas_without_peering(helm: Path) -> None:
@@ -624,7 +624,7 @@ def test_operator_metrics_are_served_and_scraped(helm: Path) -> None:
     container = operator["spec"]["template"]["spec"]["containers"][0]
     (flag,) = [a.removeprefix("--metrics=") for a in container["args"] if a.startswith("--metrics=")]
     host, port, path = address(flag)
-    assert host == "0.0.0.0" and {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    assert host == "*" and {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
     service = one(operator_docs(docs), "Service")
     assert service["spec"]["selector"].items() <= operator["spec"]["template"]["metadata"]["labels"].items()
     assert not service["spec"]["selector"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
