@@ -510,10 +510,10 @@ class Pod:
         return thread
 
     def http_get(self, port: int, path: str, timeout: float = 3.0,
-                 headers: dict[str, str] | None = None) -> tuple[int, str]:
+                 headers: dict[str, str] | None = None, host: str = "127.0.0.1") -> tuple[int, str]:
         """A GET as a kubelet's probe sends it: (status, body); status 0 when nothing answered."""
         def get() -> tuple[int, str]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
             try:
                 conn.request("GET", path, headers={"User-Agent": "kube-probe/1.33", "Accept": "*/*", **(headers or {})})
                 resp = conn.getresponse()
@@ -530,13 +530,16 @@ class Pod:
         return next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
 
     def probe(self, container: dict[str, Any], kind: str) -> tuple[bool, int, str]:
-        """One run of the container's ``startupProbe``/``readinessProbe``/``livenessProbe``: (passed, status, body)."""
+        """One run of the container's ``startupProbe``/``readinessProbe``/``livenessProbe``: (passed, status, body).
+        A kubelet probes the pod's IP, of either family (IPv6 alone on an IPv6-only cluster): the liveness probe
+        goes to ``::1``, the others to ``127.0.0.1``."""
         spec = container[kind]
         get = spec["httpGet"]
         assert set(get) <= {"path", "port", "scheme", "httpHeaders"}, get
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
         status, body = self.http_get(self.port(container, get["port"]), get.get("path", "/"),
-                                     float(spec.get("timeoutSeconds", 1)), headers)
+                                     float(spec.get("timeoutSeconds", 1)), headers,
+                                     "::1" if kind == "livenessProbe" else "127.0.0.1")
         return 200 <= status < 400, status, body
 
     def wait_probe(self, running: Running, kind: str, budget: float | None = None) -> float:

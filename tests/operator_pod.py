@@ -120,7 +120,8 @@ def run_operator_pod(image: Image, image_ref: str, where: Path, manifests: list[
 
 def scrape_metrics(pod: Pod, log: Callable[[], str]) -> str:
     """The operator's ``/metrics`` as Prometheus reaches it: the path of its ``--metrics`` argument, on the container
-    port named ``metrics`` (what deploy/base's Service targets). It must show the SpeechToText's Ready condition."""
+    port named ``metrics`` (what deploy/base's Service targets), over IPv6 as on an IPv6-only cluster, and over IPv4 (its
+    liveness probe came over IPv6 too, :meth:`~tests.kubelet.Pod.probe`). It must show the SpeechToText's Ready condition."""
     from speech_operator.metrics import address
 
     container = pod.container("operator")
@@ -129,10 +130,11 @@ def scrape_metrics(pod: Pod, log: Callable[[], str]) -> str:
     assert address(url)[1] == port, (url, container["ports"])
     deadline = time.monotonic() + 30
     while True:
-        status, text = pod.http_get(port, path)
+        status, text = pod.http_get(port, path, host="::1")
         lines = [x for x in text.splitlines() if x.startswith("speech_operator_speechtotext_condition{") and 'name="ko-kr"' in x
                  and 'type="Ready"' in x]
         if status == 200 and lines and "speech_operator_active 1.0" in text:
+            assert pod.http_get(port, path)[0] == 200, "no /metrics over IPv4"
             return lines[0]
         assert time.monotonic() < deadline, f"no Ready condition of ko-kr at {path} after 30 s: {status} {text[-2000:]}\n{log()[-3000:]}"
         time.sleep(0.5)
