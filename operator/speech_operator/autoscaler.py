@@ -63,12 +63,14 @@ def is_running(pod: Mapping[str, Any]) -> bool:
 
 
 def sessions_url(pod: Mapping[str, Any]) -> str:
-    """``GET /sessions`` of a pod: its IP and the recognizer container's ``http`` port."""
+    """``GET /sessions`` of a pod: its IP (either family) and the recognizer container's ``http`` port."""
     port = contract.PORT
     for container in (pod.get("spec") or {}).get("containers") or []:
         if container.get("name") == builders.CONTAINER:
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == builders.PORT_NAME), port)
-    return f"http://{pod['status']['podIP']}:{port}{contract.ROUTE_SESSIONS}"
+    ip = pod["status"]["podIP"]
+    host = f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP (an IPv6-only or IPv6-first cluster) goes in brackets in a URL
+    return f"http://{host}:{port}{contract.ROUTE_SESSIONS}"
 
 
 async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any]]:

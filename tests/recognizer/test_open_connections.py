@@ -48,7 +48,7 @@ BOUND = 2.0
 def srv(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A keyed server with one decoder (a second stream is refused as busy)."""
     app = create_app(make_settings(tmp_path_factory.mktemp("connections"), f"ApiKey={TEST_KEY}", "DecoderMaxCount=1"), registry)
-    with ServerThread(app) as server:
+    with ServerThread(app, host=c.EVERY_ADDRESS) as server:  # IPv6 and IPv4, as a pod's recognizer listens
         yield server
 
 
@@ -138,10 +138,12 @@ def test_a_speech_sdk_app_that_opened_its_connection_keeps_the_server_from_idle(
     assert until(srv, 0, within=10)["sessions"] == 0
 
 
-def test_the_operator_reads_a_connected_client_as_a_busy_pod(srv: ServerThread) -> None:
+@pytest.mark.parametrize("pod_ip", ["127.0.0.1", "::1"])
+def test_the_operator_reads_a_connected_client_as_a_busy_pod(srv: ServerThread, pod_ip: str) -> None:
     """What the operator's autoscaler makes of a real recognizer's answer (the field names on both
-    sides): a pod whose client has not spoken yet is busy, not idle; idle again once it has gone."""
-    pod = {"metadata": {"name": "recognizer-0"}, "status": {"podIP": "127.0.0.1"},
+    sides): a pod whose client has not spoken yet is busy, not idle; idle again once it has gone. A pod's IP of
+    either family (IPv6 on an IPv6-only cluster: in brackets in the URL, where it read as no pod at all)."""
+    pod = {"metadata": {"name": "recognizer-0"}, "status": {"podIP": pod_ip},
            "spec": {"containers": [{"name": builders.CONTAINER, "ports": [{"name": builders.PORT_NAME, "containerPort": srv.port}]}]}}
 
     async def load() -> autoscaler.scaling.PodLoad | None:
