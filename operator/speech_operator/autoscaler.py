@@ -29,6 +29,7 @@ from speech_operator import api, builders, scaling
 from speech_operator.kube import KubeError, path
 from speech_operator.reconcile import Runtime, reconcile
 from speech_recognizer import contract
+from speech_recognizer.serving import host_port
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,8 @@ def sessions_url(pod: Mapping[str, Any]) -> str:
     for container in (pod.get("spec") or {}).get("containers") or []:
         if container.get("name") == builders.CONTAINER:
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == builders.PORT_NAME), port)
-    ip = pod["status"]["podIP"]
-    host = f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP (an IPv6-only or IPv6-first cluster) goes in brackets in a URL
-    return f"http://{host}:{port}{contract.ROUTE_SESSIONS}"
+    # an IPv6 pod IP (an IPv6-only or IPv6-first cluster) goes in brackets in a URL
+    return f"http://{host_port(pod['status']['podIP'], port)}{contract.ROUTE_SESSIONS}"
 
 
 async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any]]:

@@ -256,6 +256,7 @@ async def gateway(args: argparse.Namespace) -> None:
     from speech_operator.gateway import GatewayConfig
     from speech_operator.gateway import run as serve
     from speech_operator.kube import USER_AGENT
+    from speech_recognizer.serving import host_port
 
     try:
         config = GatewayConfig.from_env()
@@ -270,7 +271,7 @@ async def gateway(args: argparse.Namespace) -> None:
         try:
             await serve(config, api_client, None if args.all_namespaces else args.namespace)
         except OSError as exc:  # the port in use, an address not of this machine
-            sys.exit(f"{PROG} gateway: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+            sys.exit(f"{PROG} gateway: cannot listen on {host_port(config.host, config.port)}: {exc.strerror or exc}")
 
 
 async def cleanup(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, heap
-from .serving import listening_on, listening_socket, server_options
+from .serving import host_port, listening_on, listening_socket, server_options
 from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:  # the port is taken, or Host is not an address of this machine
-        print(f"speech-recognizer: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        print(f"speech-recognizer: cannot listen on {host_port(settings.host, settings.port)}: {exc}", file=sys.stderr)
         return 1
     heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on: its port is held
     app = create_app(settings, registry)

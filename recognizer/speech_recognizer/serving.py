@@ -99,10 +99,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
     ``host`` :data:`~.contract.EVERY_ADDRESS` (``*``) listens on both families where the kernel has IPv6 and on IPv4
     alone where it has not (one INFO line says so); ``::`` on both families (or fails); ``0.0.0.0``
-    on IPv4 alone. Raises :class:`OSError` when the address cannot be bound (in use, not local).
+    on IPv4 alone. An IPv6 address may come in brackets, as in a URL (``[::]``, ``[fd00::5]``). Raises :class:`OSError` when the address cannot be bound (in use, not local).
     Connections accepted from it inherit ``TCP_USER_TIMEOUT`` (where the
     platform has it) and a send buffer of :data:`SEND_BUFFER_BYTES`.
     """
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it: [::] is ::
+        host = host[1:-1]
     if host != EVERY_ADDRESS:
         return _listening_socket(host, port)
     try:
@@ -152,12 +154,18 @@ def unmapped(host: str) -> str:
     return host
 
 
+def host_port(host: str, port: int | str) -> str:
+    """``host:port`` as a URL writes it (Go's ``net.JoinHostPort``): an IPv6 address in brackets, ``[fd00::5]:5000``,
+    ``[::]:5000``; any other host as it is, ``10.0.0.5:5000``, ``*:5000``, ``name.namespace.svc:5000``. A host
+    in brackets already stays as it is."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def peer(address: tuple[str, int] | None) -> str:
     """``host:port`` of a connection's other end (``[::1]:5000`` for IPv6; IPv4-mapped ones as IPv4: :func:`unmapped`)."""
     if not address:
         return "a client"
-    host = unmapped(str(address[0]))
-    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return host_port(unmapped(str(address[0])), address[1])
 
 
 #: Set by a WebSocket handler that refused the upgrade with an HTTP response (the denial response extension).

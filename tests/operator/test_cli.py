@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -235,6 +236,21 @@ def test_a_gateway_port_flag_out_of_range_is_one_line(tmp_path: Path, port: str,
     proc = run_cli("gateway", "--namespace", "speech", f"--port={port}", env={"HOME": str(tmp_path)})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr == f"speech-operator gateway: --port {port} {says}\n", proc.stderr
+
+
+@pytest.mark.parametrize(("host", "says"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"), ("[::1]", "[::1]")])
+def test_a_gateway_port_in_use_is_one_line(tmp_path: Path, host: str, says: str) -> None:
+    """A port in use is one line naming where, an IPv6 address in brackets as in a URL (it read ``::1:PORT``); the
+    host may come in brackets (it was "Name or service not known"). The kubeconfig names no server that answers: the
+    gateway fails to listen before it needs one."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_for("https://127.0.0.1:1", {"token": "test-token"})))
+    with socket.create_server((host.strip("[]"), 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET) as taken:
+        port = taken.getsockname()[1]
+        proc = run_cli("gateway", "--namespace", "speech", f"--host={host}", f"--port={port}",
+                       env={"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.endswith(f"speech-operator gateway: cannot listen on {says}:{port}: Address already in use\n"), proc.stderr
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [

@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 from speech_recognizer import contract
-from speech_recognizer.serving import listening_on, listening_socket, peer, server_options, unmapped
+from speech_recognizer.serving import host_port, listening_on, listening_socket, peer, server_options, unmapped
 from speech_recognizer.settings import Settings, parse
 
 from ..support import ServerThread
@@ -89,6 +89,24 @@ def test_without_ipv6_the_default_host_listens_on_ipv4_and_says_so(monkeypatch: 
     with pytest.raises(OSError) as failed:
         listening_socket("*", 0)
     assert failed.value.errno == errno.EACCES
+
+
+def test_an_ipv6_host_may_come_in_brackets_as_in_a_url() -> None:
+    """``Host=[::]`` or ``--host [::1]``, as a URL writes them (the operator's ``--liveness http://[::]:8080/healthz``
+    takes that form): they were "Name or service not known", an error that does not say the brackets were the matter."""
+    with listening_socket("[::]", 0) as server:
+        assert accepts_from(server, "127.0.0.1") and accepts_from(server, "::1")
+    with listening_socket("[::1]", 0) as server:
+        assert accepts_from(server, "::1") and not accepts_from(server, "127.0.0.1")
+
+
+def test_a_host_and_a_port_join_as_in_a_url() -> None:
+    """What the error of a port in use names, and the autoscaler's URL of a pod's /sessions: an IPv6 address in
+    brackets (``:::5000`` read as nothing), any other host as it is."""
+    assert host_port("::", 5000) == "[::]:5000" and host_port("fd00::5", "5000") == "[fd00::5]:5000"
+    assert host_port("[::1]", 5000) == "[::1]:5000"
+    assert host_port("10.0.0.5", 5000) == "10.0.0.5:5000" and host_port("*", 5000) == "*:5000"
+    assert host_port("en-us.speech.svc", 5000) == "en-us.speech.svc:5000"
 
 
 def test_a_port_taken_on_either_family_is_no_reason_to_fall_back() -> None:

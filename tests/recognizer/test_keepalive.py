@@ -101,10 +101,12 @@ def test_connections_give_up_on_a_dead_peer() -> None:
         assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0  # only the server's side
 
 
-def test_a_port_in_use_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    with listening_socket("127.0.0.1", 0) as taken:
+@pytest.mark.parametrize(("host", "says"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_a_port_in_use_stops_the_server_with_one_line(tmp_path: Path, host: str, says: str) -> None:
+    """An IPv6 address in the line goes in brackets: ``[::1]:5000``, not ``::1:5000``."""
+    with listening_socket(host, 0) as taken:
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "speech_recognizer", "Eula=accept", "Host=127.0.0.1", f"Port={port}",
+        r = subprocess.run([sys.executable, "-m", "speech_recognizer", "Eula=accept", f"Host={host}", f"Port={port}",
                             f"Mounts:Output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1
-    assert r.stderr.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and f"cannot listen on {says}:{port}: " in r.stderr, r.stderr
