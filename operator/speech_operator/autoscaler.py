@@ -29,7 +29,7 @@ from speech_operator import api, builders, scaling
 from speech_operator.kube import KubeError, path
 from speech_operator.reconcile import Runtime, reconcile
 from speech_recognizer import contract
-from speech_recognizer.serving import host_port
+from speech_recognizer.addresses import host_port
 
 log = logging.getLogger(__name__)
 

@@ -256,7 +256,7 @@ async def gateway(args: argparse.Namespace) -> None:
     from speech_operator.gateway import GatewayConfig
     from speech_operator.gateway import run as serve
     from speech_operator.kube import USER_AGENT
-    from speech_recognizer.serving import host_port
+    from speech_recognizer.addresses import host_port
 
     try:
         config = GatewayConfig.from_env()

@@ -59,8 +59,9 @@ from speech_operator.gateway_relay import MAX_MESSAGE_BYTES, Traffic, accepting,
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, logs
+from speech_recognizer.addresses import unmapped
 from speech_recognizer.models import UnknownLocale
-from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket, unmapped
+from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")

@@ -74,6 +74,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
+from speech_recognizer.addresses import peer
 from speech_recognizer.connection_cap import unread_bytes
 from speech_recognizer.errors import (
     CLIENT_GONE,
@@ -85,7 +86,6 @@ from speech_recognizer.errors import (
     http_response_bytes,
     malformed_reason,
 )
-from speech_recognizer.serving import peer
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")

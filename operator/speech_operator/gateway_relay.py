@@ -37,8 +37,9 @@ from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
+from speech_recognizer.addresses import unmapped
 from speech_recognizer.errors import close_reason
-from speech_recognizer.serving import SERVER_OPTIONS, unmapped
+from speech_recognizer.serving import SERVER_OPTIONS
 
 log = logging.getLogger("speech_operator.gateway")
 

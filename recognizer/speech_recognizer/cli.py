@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, heap
-from .serving import host_port, listening_on, listening_socket, server_options
+from .addresses import host_port
+from .serving import listening_on, listening_socket, server_options
 from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
 

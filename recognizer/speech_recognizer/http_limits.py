@@ -76,11 +76,11 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from .addresses import peer, unmapped
 from .connection_cap import ConnectionCap, unread_bytes
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 from .logs import PROBE_ROUTES
-from .serving import peer, unmapped
 from .settings import declared
 
 log = logging.getLogger(__name__)
@@ -668,7 +668,7 @@ class _AnswerClose:
 
 def _unmapped(address: tuple[str, _Port] | None) -> tuple[str, _Port] | None:
     """A connection's address as the app and the access log see it (``scope["client"]``, ``scope["server"]``): an IPv4
-    one as IPv4 on a socket listening on both families (:func:`~speech_recognizer.serving.unmapped`). uvicorn's trust
+    one as IPv4 on a socket listening on both families (:func:`~speech_recognizer.addresses.unmapped`). uvicorn's trust
     of ``X-Forwarded-For`` (``forwarded_allow_ips``: 127.0.0.1 and ::1) compares it too: ``::ffff:127.0.0.1`` was not trusted."""
     return (unmapped(address[0]), address[1]) if address else address
 

@@ -20,7 +20,8 @@ import pytest
 from websockets.sync.client import connect
 
 from speech_recognizer import contract
-from speech_recognizer.serving import host_port, listening_on, listening_socket, peer, server_options, unmapped
+from speech_recognizer.addresses import host_port, peer, unmapped
+from speech_recognizer.serving import listening_on, listening_socket, server_options
 from speech_recognizer.settings import Settings, parse
 
 from ..support import ServerThread
