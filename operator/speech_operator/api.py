@@ -316,6 +316,8 @@ class ServiceSpec(_Model):
     """Fixed node port for NodePort and LoadBalancer Services."""
     annotations: dict[str, str] = Field(default_factory=dict)
     """Annotations for the Service (e.g. for a cloud load balancer)."""
+    ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
+    """IP families of the Service on a dual-stack cluster (the pods listen on both): unset, the cluster's default, SingleStack."""
 
     @model_validator(mode="after")
     def _node_port(self) -> ServiceSpec:

@@ -454,12 +454,10 @@ def service(stt: api.SpeechToText) -> Manifest:
     port: Manifest = {"name": PORT_NAME, "port": svc.port, "targetPort": PORT_NAME, "protocol": "TCP"}
     if svc.nodePort is not None:
         port["nodePort"] = svc.nodePort
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(stt, svc.annotations),
-        "spec": {"type": svc.type, "selector": selector_labels(stt), "ports": [port]},
-    }
+    spec: Manifest = {"type": svc.type, "selector": selector_labels(stt), "ports": [port]}
+    if svc.ipFamilyPolicy is not None:
+        spec["ipFamilyPolicy"] = svc.ipFamilyPolicy
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(stt, svc.annotations), "spec": spec}
 
 
 def pod_disruption_budget(stt: api.SpeechToText) -> Manifest:

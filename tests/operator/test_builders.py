@@ -27,7 +27,7 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
     "license": {"hostPath": {"path": "/srv/license", "type": "Directory"}},
     "output": {"emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
     "decoderMaxCount": 8, "warmup": {"count": 2, "seconds": 10}, "drainSeconds": 120,
-    "service": {"type": "LoadBalancer", "port": 80, "nodePort": 30080,
+    "service": {"type": "LoadBalancer", "port": 80, "nodePort": 30080, "ipFamilyPolicy": "PreferDualStack",
                 "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
     "nodeSelector": {"kubernetes.io/arch": "amd64"},
     "tolerations": [{"key": "speech", "operator": "Exists", "effect": "NoSchedule"}],
@@ -132,6 +132,8 @@ def test_maximal_recognizer_container() -> None:
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP",
                                      "nodePort": 30080}]
     assert svc["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}
+    assert svc["spec"]["ipFamilyPolicy"] == "PreferDualStack"
+    assert "ipFamilyPolicy" not in builders.service(MINIMAL)["spec"], "unset: the cluster's default, which a later apply may change"
 
 
 def test_download_init_container_gets_url_and_checksum() -> None:

@@ -450,6 +450,7 @@ def test_gateway_default_render(helm: Path) -> None:
     """Its own Deployment, Service and ServiceAccount; pods the operator's selector does not select."""
     docs = helm_template(helm)
     deployment, service = one(gateway_docs(docs), "Deployment"), one(gateway_docs(docs), "Service")
+    assert "ipFamilyPolicy" not in service["spec"], "unset: the cluster's default"
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == one(operator_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -527,6 +528,7 @@ def test_gateway_values(helm: Path) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["ports"][0]["port"] == 443
     assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
+    assert service["spec"]["ipFamilyPolicy"] == "PreferDualStack"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 75
     assert_grace_covers_the_stop(pod, 60)
