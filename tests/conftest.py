@@ -10,6 +10,7 @@ from typing import Any
 
 import kmock
 import pytest
+import yaml
 
 from harness.kube import NAMESPACE
 from speech_recognizer.app import create_app
@@ -20,7 +21,7 @@ from speech_recognizer.settings import Settings, parse
 pytest.register_assert_rewrite("tests.usp.sdk")
 
 # after the registration: the tests' own modules may import tests.usp.sdk (the packages above cannot)
-from . import pods_at_once, rbac  # noqa: E402
+from . import crd_schema, pods_at_once, rbac  # noqa: E402
 from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
 
 #: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
@@ -71,13 +72,15 @@ def unjudged() -> list[rbac.Sent]:
             notes = seen.get(r.id, set())
             if "unauthorized" in notes:  # refused before authorization
                 continue
-            try:
-                body = json.loads(r.body) if r.body else None
-            except ValueError:
+            content_type = r.headers.get("Content-Type", "")
+            try:  # a server-side apply may be YAML (JSON is YAML too)
+                body = (yaml.safe_load if content_type.startswith(crd_schema.APPLY_PATCH) else json.loads)(r.body) if r.body else None
+            except (ValueError, yaml.YAMLError):
                 body = None
             out.append(rbac.Sent(method=r.method.value, path=r.url.path, query=dict(r.params),
                                  user_agent=r.headers.get("User-Agent", ""), created="created" in notes,
                                  role_bound="role-bound" in notes, forbidden="forbidden" in notes, body=body,
+                                 content_type=content_type,
                                  owners_before=tuple(owners[r.id]) if r.id in owners else None))
         entry[1] = len(requests)
         if not handler.active:  # its server is down: no more requests
@@ -91,13 +94,18 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     fixtures after the module's last test), each request they sent must be one its sender's RBAC grants."""
     result = yield
     try:
-        problems = rbac.judge(unjudged(), namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED,
+        sent = unjudged()
+        problems = rbac.judge(sent, namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED,
                               namespaced=_NAMESPACED)
+        written = crd_schema.judge(sent)
     finally:
         rbac.BOUND.clear()
     if problems:
         raise AssertionError("requests a cluster's RBAC would refuse (403 Forbidden), by deploy/base/rbac.yaml:\n"
                              + "\n".join(problems))
+    if written:
+        raise AssertionError(f"writes to SpeechToTexts a cluster would prune, ignore or refuse, by {crd_schema.CRD_PATH.name}:\n"
+                             + "\n".join(written))
     return result
 
 

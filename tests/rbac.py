@@ -269,7 +269,8 @@ class Sent:
     created: bool = False  # a PATCH (server-side apply) that created its object
     role_bound: bool = False  # its token was bound by Roles only (harness.kube.Emulator.namespaced_only)
     forbidden: bool = False  # the emulator itself answered 403 Forbidden (its model of Roles)
-    body: Any = None  # the body as sent, parsed as JSON (None: none, or not JSON)
+    body: Any = None  # the body as sent, parsed as JSON (YAML for a server-side apply; None: none, or not parsed)
+    content_type: str = ""  # its Content-Type header (tests/crd_schema.py reads a patch by it)
     #: the ownerReferences of the object an update changed, before it (Emulator.owners_before); None: not known
     owners_before: tuple[Mapping[str, Any], ...] | None = None
 

@@ -43,7 +43,7 @@ from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory, SpeechToTextWatch
-from speech_operator.kube import USER_AGENT, Kube
+from speech_operator.kube import MERGE_PATCH, USER_AGENT, Kube
 from speech_operator.reconcile import Runtime
 from speech_recognizer import contract
 from speech_recognizer.models import installed_packages
@@ -231,7 +231,7 @@ class Stack(Loopback):
             await self.objects.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, body)
             await self.objects.patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, body["metadata"]["name"],
-                {"status": {"readyReplicas": ready, "replicas": ready}})
+                {"status": {"readyReplicas": ready, "replicas": ready}}, _content_type=MERGE_PATCH)
         self.call(go())
 
     def delete(self, name: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from speech_operator import api
 from speech_operator.gateway_directory import Backend, Directory
+from speech_operator.kube import MERGE_PATCH
 from speech_recognizer.models import ModelRegistry, UnknownLocale
 
 from .conftest import NAMESPACE, Stack, speech_to_text
@@ -100,7 +101,7 @@ def test_the_watch_keeps_the_directory_current(tmp_path: Path) -> None:
 
         def patch(body: dict, status: bool = False) -> None:
             call = stack.objects.patch_namespaced_custom_object_status if status else stack.objects.patch_namespaced_custom_object
-            stack.call(call(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "ko-kr", body))
+            stack.call(call(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "ko-kr", body, _content_type=MERGE_PATCH))
 
         patch({"status": {"readyReplicas": 3}}, status=True)
         stack.eventually(lambda: stack.directory.get((NAMESPACE, "ko-kr")).ready_replicas == 3, 2, "ready pods seen")
