@@ -15,6 +15,7 @@ import yaml
 from stt_schema import ROOT, cel_failures, crd_schema, problems, with_defaults
 
 from speech_operator import api
+from tests.crd_schema import as_created
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -41,7 +42,7 @@ def test_example_is_accepted(path: Path) -> None:
     for doc in docs(path):
         if doc["kind"] == api.KIND:
             stts += 1
-            assert problems(doc) == []
+            assert as_created(doc) == []  # nothing pruned, nothing refused
             api.SpeechToText.model_validate(doc)
         else:
             kubernetes_validate.validate(doc, kubernetes_validate.utils.latest_version(), strict=True)
@@ -66,6 +67,20 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     else:
         node[leaf] = value
     return obj
+
+
+@pytest.mark.parametrize(("case", "said"), [
+    (_with("spec.replica", 2), ".spec.replica: pruned"),  # a typo: the API server drops it, silently
+    (_with("metadata.label", {"a": "b"}), ".metadata.label: pruned"),  # not a field of ObjectMeta
+    (_with("metadata.name", "EN-US"), "metadata.name must be a DNS-1035 label"),  # a CEL rule
+], ids=["spec typo", "metadata typo", "CEL rule"])
+def test_manifests_are_checked_as_the_api_server_creates_them(case: dict[str, Any], said: str) -> None:
+    """What tests/ship's validate_manifests (the chart's renders, deploy/ and this README's `kubectl apply`s) says
+    of a SpeechToText: what tests/crd_schema.py says the API server prunes or refuses of it created."""
+    from tests.ship.conftest import validate_manifests
+
+    with pytest.raises(AssertionError, match=re.escape(said)):
+        validate_manifests([case])
 
 
 #: A spread constraint the CRD takes.
