@@ -124,6 +124,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.command == "run" and args.standalone:
         args.peering = None
     if args.command == "run" and (args.liveness or args.metrics):
+        _require_extra()  # the check below needs them (aiohttp, prometheus_client)
         from speech_operator.metrics import address
         ports = {}
         for flag, url in (("--liveness", args.liveness), ("--metrics", args.metrics)):

@@ -140,7 +140,8 @@ def test_missing_operator_extra_is_one_line_naming_it(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    for args in (["run", "--namespace", "speech"], ["crd"]):
+    for args in (["run", "--namespace", "speech"], ["crd"], ["run", "--namespace", "speech", "--liveness", "http://*:8080/healthz"],
+                 ["run", "--namespace", "speech", "--metrics", "http://*:8081/metrics"]):
         proc = run_cli(*args, env={"HOME": str(tmp_path)}, python=python)
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
         assert "No module named" in proc.stderr and "pip install 'speech-operator[operator]'" in proc.stderr
