@@ -311,8 +311,8 @@ def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., 
 
 @quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> None:
+    ensure_identity()  # first: parsing may import the Kubernetes client (--liveness, --metrics), which needs a home
     args = parse(argv)
-    ensure_identity()
     _require_extra()
     if args.command == "crd":
         from speech_operator import crd
