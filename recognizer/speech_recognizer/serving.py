@@ -25,6 +25,7 @@ import socket
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .addresses import host_port
 from .contract import EVERY_ADDRESS
 from .settings import Settings
 
@@ -135,10 +136,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 def listening_on(sock: socket.socket) -> str:
     """Where ``sock`` listens, for a log line: ``[::]:5000 (IPv6 and IPv4)``, ``0.0.0.0:5000``."""
     host, port = sock.getsockname()[:2]
-    if sock.family != socket.AF_INET6:
-        return f"{host}:{port}"
-    both = not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and host == "::"
-    return f"[{host}]:{port}" + (" (IPv6 and IPv4)" if both else "")
+    both = sock.family == socket.AF_INET6 and host == "::" and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    return host_port(host, port) + (" (IPv6 and IPv4)" if both else "")
 
 
 #: Set by a WebSocket handler that refused the upgrade with an HTTP response (the denial response extension).
