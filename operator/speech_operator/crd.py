@@ -5,7 +5,7 @@
 
 Pydantic's JSON schema is turned into a Kubernetes *structural* schema: references
 inlined, ``Optional`` unwrapped, ``int | str`` marked int-or-string, free-form objects
-marked preserve-unknown-fields, ``null`` defaults dropped.
+marked preserve-unknown-fields, ``null`` defaults dropped, a string enum bounded by its longest value (maxLength).
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out[key] = _strip_none(value)
         else:
             out[key] = value
+    if out.get("type") == "string" and out.get("enum") and "maxLength" not in out:
+        # The longest value: kube-apiserver before 1.29 takes an enum's size from maxLength only (else 3 MiB),
+        # and estimates a CEL rule comparing it by that (tests/test_crd_cost.py).
+        out["maxLength"] = max(len(v) for v in out["enum"])
     if typed_map:
         out["additionalProperties"] = _structural(node["additionalProperties"], defs)
     elif free_form:
