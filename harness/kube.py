@@ -65,7 +65,19 @@ class Emulator(kmock.KubernetesEmulator):
         found, before it: what OwnerReferencesPermissionEnforcement compares the updated object's with (tests/rbac.py)."""
         return self.__dict__.setdefault("_owners_before", {})
 
+    @property
+    def refusals(self) -> dict[tuple[str, str], tuple[int, str, str]]:
+        """Writes refused as an admission webhook or a quota refuses them: ``(plural, name)`` -> ``(code, reason,
+        message)`` answered to every create, update or apply of that object (reads are served)."""
+        return self.__dict__.setdefault("_refusals", {})
+
     async def _handle(self, request: kmock.Request) -> Any:
+        refusal = (self.refusals.get((request.resource.plural, request.name or ""))
+                   if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE) else None)
+        if refusal is not None:
+            code, reason, message = refusal
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                              "reason": reason, "code": code, "message": message}, status=code)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         seen = self.seen.setdefault(request.id, set())
         if token in self.expired:

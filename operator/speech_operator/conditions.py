@@ -25,6 +25,9 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 #: drops them from every SpeechToText written. A reason of Degraded, not a condition type of its own: an older CRD's
 #: schema refuses condition types it does not list, and the whole status write with them.
 CRD_OUTDATED = "CRDOutdated"
+#: Reason when the API server refused to create or change a child (an admission webhook such as a policy
+#: engine's, a ResourceQuota on objects, a value it does not take), with its words.
+WRITE_REFUSED = "WriteRefused"
 
 
 def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText) -> tuple[str, str] | None:
@@ -81,6 +84,10 @@ def condition(
                          lastTransitionTime=since, observedGeneration=generation)
 
 
+def _refused_writes(refused: list[str]) -> str:
+    return "the API server refused " + "; ".join(refused)
+
+
 def _also(message: str, outdated_crd: str | None) -> str:
     """A Degraded message for another reason, still saying that the CRD is outdated."""
     return f"{message}; also, {outdated_crd}" if outdated_crd else message
@@ -89,6 +96,7 @@ def _also(message: str, outdated_crd: str | None) -> str:
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
     refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
+    write_refused: list[str] | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -99,6 +107,9 @@ def observe(
     (reason :data:`CRD_OUTDATED`, or added to another reason's message), still Ready when its pods are.
     ``not_applied`` says what of the spec the operator leaves out, and why, in the message of
     a Degraded that is False (:func:`builders.chown_not_applied`).
+    ``write_refused`` gives the API server's words for each child it refused to create or change (an
+    admission webhook such as a policy engine's, a quota): Degraded (reason :data:`WRITE_REFUSED`, re-checked
+    as a missing Secret is), not Progressing, and not Ready unless a Deployment from before serves.
     """
     desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
@@ -114,6 +125,8 @@ def observe(
     trouble = None if refused else deployment_trouble(deployment, stt)
     if refused:
         degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), outdated_crd))
+    elif write_refused:
+        degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), outdated_crd))
     elif missing:
         what = "; ".join(missing)
         degraded = cond(DEGRADED, True, "MissingDependency", _also(f"{what} not found", outdated_crd))
@@ -128,6 +141,8 @@ def observe(
     counts = f"{ready}/{desired} replicas ready"
     if refused:
         progressing = cond(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy")
+    elif write_refused:
+        progressing = cond(PROGRESSING, False, WRITE_REFUSED, "the spec is not applied: " + _refused_writes(write_refused))
     elif deployment is None:
         progressing = cond(PROGRESSING, True, "Creating", "Deployment is being created")
     elif trouble and trouble[0] == PROGRESS_DEADLINE_EXCEEDED:
@@ -141,6 +156,10 @@ def observe(
         ready_c = cond(READY, False, POLICY_VIOLATION, "refused: " + "; ".join(refused))
     elif missing:
         ready_c = cond(READY, False, "MissingDependency", f"{'; '.join(missing)} not found")
+    elif write_refused and (deployment is None or ready < desired):
+        ready_c = cond(READY, False, WRITE_REFUSED, f"{counts}: {_refused_writes(write_refused)}")
+    elif write_refused:  # the pods of the Deployment from before serve
+        ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
     elif deployment is not None and progressing.reason == "Complete":
         ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
     elif trouble:

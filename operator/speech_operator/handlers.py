@@ -3,7 +3,8 @@
 - SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
 - An owned Deployment or Service changed or deleted -> reconcile its owner (drift is put back,
   status mirrors the Deployment's ready replicas).
-- While Degraded (a Secret or PVC missing), a daemon re-checks every ``recheck_seconds``.
+- While Degraded (a Secret or PVC missing, a write the API server refused), a daemon re-checks every
+  ``recheck_seconds``. An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update).
@@ -145,11 +146,28 @@ def export(memo: kopf.Memo, **kwargs: Any) -> None:
         exporter.index = kwargs[INDEX]
 
 
+#: What an API server that is away or busy gives (a 5xx, a throttle, a timeout, a broken connection): asking
+#: again later mends it. A write it refuses outright is the SpeechToText's status instead (:func:`reconcile`).
+UNANSWERED = (kube.KubeError, TimeoutError, aiohttp.ClientError)
+
+
 @kopf.on.resume(*STT)
 @kopf.on.create(*STT)
 @kopf.on.update(*STT)
 async def reconcile_stt(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    await reconcile(runtime(memo), namespaced(namespace), name)
+    rt = runtime(memo)
+    try:
+        await reconcile(rt, namespaced(namespace), name)
+    except UNANSWERED as exc:  # kopf's one line, no traceback, and it tries again then
+        raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=rt.config.recheck_seconds) from None
+
+
+async def _reconcile_or_say(rt: Runtime, namespace: str, name: str, logger: kopf.Logger, then: str) -> None:
+    """Reconcile from a daemon or an event; an unanswered API server is one WARNING line saying when it is tried again."""
+    try:
+        await reconcile(rt, namespace, name)
+    except UNANSWERED as exc:
+        logger.warning("reconciling %s/%s: %s: %s; again %s", namespace, name, type(exc).__name__, exc, then)
 
 
 @kopf.on.delete(*STT)
@@ -163,17 +181,19 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None,
-                           memo: kopf.Memo, **_: Any) -> None:
-    """Look for the missing Secret/PVC again until it appears (the filter then stops this daemon)."""
+                           memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
+    takes it (the filter then stops this daemon)."""
     rt = runtime(memo)
     with _ended_at_exit(memo):
         while not stopped:
             await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
-            await reconcile(rt, namespaced(namespace), name)
+            await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
 
 
 @kopf.daemon(*STT, cancellation_timeout=1)
-async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo,
+                     logger: kopf.Logger, **_: Any) -> None:
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more)."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
@@ -187,7 +207,7 @@ async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | No
                 changed.cancel()
                 stop.cancel()
             if not stopped:
-                await reconcile(rt, namespace, name)
+                await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event")
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
@@ -225,7 +245,8 @@ async def demand_seen(name: str, namespace: str | None, status: kopf.Status, mem
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger,
+                        **_: Any) -> None:
     """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
@@ -234,4 +255,5 @@ async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, m
     """
     if type is None:  # kopf passes None for the initial listing, though its protocol says str
         return
-    await reconcile(runtime(memo), namespaced(namespace), labels[builders.LABEL_OWNER])
+    await _reconcile_or_say(runtime(memo), namespaced(namespace), labels[builders.LABEL_OWNER], logger,
+                            "at its next change or event")

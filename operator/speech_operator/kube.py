@@ -42,6 +42,24 @@ class KubeError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
         self.status = status
+        self.message = _status_message(body) or body[:500]
+        """The API server's words: the ``message`` of its Status, else the start of the body."""
+
+    @property
+    def refused(self) -> bool:
+        """Whether the request itself was refused (an admission webhook, a quota, a value the API server does not
+        take: 400, 403, 409, 422, ...), which asking again unchanged does not mend; not a timeout, a throttle (429)
+        or the server's own failure (5xx), which a retry may."""
+        return 400 <= self.status < 500 and self.status not in (408, 429)
+
+
+def _status_message(body: str) -> str | None:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return None
+    message = status.get("message") if isinstance(status, dict) else None
+    return message[:1000] if isinstance(message, str) and message else None
 
 
 class NoCredentials(Exception):

@@ -18,6 +18,7 @@ import copy
 import datetime
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ import pydantic
 from speech_operator import api, builders, conditions, policy
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
-from speech_operator.kube import Kube, path
+from speech_operator.kube import Kube, KubeError, path
+
+log = logging.getLogger(__name__)
 
 #: The fingerprint of the desired object last applied to a child.
 APPLIED = f"{api.GROUP}/applied"
@@ -222,15 +225,19 @@ def _now() -> str:
 
 
 def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, after: api.SpeechToTextStatus) -> None:
-    """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story."""
+    """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story;
+    the operator's log has a line for each Degraded and Recovered."""
     old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (before or {}).get("conditions") or []}
+    meta = body.get("metadata") or {}
     for c in after.conditions:
         was, why = old.get(c.type, (None, None))
         if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
+            log.warning("%s %s/%s is degraded (%s): %s", api.KIND, meta.get("namespace"), meta.get("name"), c.reason, c.message)
             kopf.warn(event_target(body), reason=c.reason, message=c.message)
         elif was == c.status:
             continue
         elif c.type == conditions.DEGRADED and c.type in old:
+            log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), c.message)
             kopf.info(event_target(body), reason="Recovered", message=c.message)
         elif c.type == conditions.READY and c.status == "True":
             kopf.info(event_target(body), reason="Ready", message=c.message)
@@ -293,18 +300,25 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             decided = await autoscale(stt)
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(body, before, decided)
-        deployment = None
+        deployment, write_refused = None, list[str]()
         if refused:  # nothing created or changed; the status and an event say why
             deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
         else:
             desired = builders.children(stt, runtime.config)
             for child in desired:
-                actual = await apply(runtime.kube, child, body)
+                actual: dict[str, Any] | None
+                try:
+                    actual = await apply(runtime.kube, child, body)
+                except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
+                    if not exc.refused:
+                        raise
+                    write_refused.append(f"{child['kind']} {name}: {exc.message}")
+                    actual = await runtime.kube.get(child_path(child["kind"], namespace, name))
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
-                                    builders.chown_not_applied(stt.spec, runtime.config))
+                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused)
         await write_status(runtime.kube, body, status)
         return status
 

@@ -45,12 +45,15 @@ def deployments(replicas: int) -> list[dict[str, Any] | None]:
 
 def reasons_seen() -> set[tuple[str, str, str]]:
     """(type, status, reason) of every condition conditions.observe and conditions.invalid give, over every case
-    of what the operator sees (replicas or zero, each Deployment, a missing Secret, a policy refusal, an older CRD)."""
+    of what the operator sees (replicas or zero, each Deployment, a missing Secret, a policy refusal, an older CRD,
+    a write the API server refused)."""
     seen = set()
     now = "2026-12-01T00:00:00Z"
     for replicas in (1, 0):
-        for dep, missing, refused, outdated in itertools.product(deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old")):
-            status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated)
+        for dep, missing, refused, outdated, write_refused in itertools.product(
+                deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old"), (None, ["Service x: no"])):
+            status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated,
+                                        write_refused=write_refused)
             seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
     for outdated in (None, "old"):
         status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated)

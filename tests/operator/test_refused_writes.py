@@ -1,0 +1,116 @@
+"""Writes of the operator that the API server refuses or cannot answer, as on a real cluster.
+
+kmock accepts every write; a real cluster's admission webhooks (a policy engine such as Gatekeeper or Kyverno),
+ResourceQuotas on object counts (``services.loadbalancers``), allocations (a nodePort taken) refuse some, and an API
+server being upgraded answers 5xx for a while. ``Emulator.refusals`` (harness/kube.py) answers the writes of one object
+as those do: the mock of a part that cannot run here (no webhook, no quota controller).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from conftest import NAMESPACE, deployment
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+DENIED = ('admission webhook "validation.gatekeeper.sh" denied the request: [required-labels] you must provide labels: '
+          '{"team"}')
+QUOTA = ('services "en-us" is forbidden: exceeded quota: objects, requested: services.loadbalancers=1, used: '
+         'services.loadbalancers=2, limited: services.loadbalancers=2')
+
+
+def stt(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+            "metadata": {"name": "en-us", "namespace": NAMESPACE},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
+
+
+async def condition(cluster: Cluster, type_: str) -> dict[str, Any]:
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= level]
+
+
+async def test_a_refused_deployment_is_the_status_an_event_and_one_line_and_is_written_once_allowed(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A webhook refuses the Deployment: the SpeechToText says so in the API server's words (Ready, Progressing and
+    Degraded, reason WriteRefused), with one Warning event and one WARNING line and no traceback, while the
+    Service is made all the same; once the policy allows it, the re-check writes it and the status recovers.
+    Before, the status stayed empty and kopf logged the raw Status body with a traceback, once a minute."""
+    cluster.emulator.refusals[("deployments", "en-us")] = (400, "BadRequest", DENIED)
+    await cluster.api.create(cluster.stt_url(), stt())
+
+    async def refused() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "WriteRefused" else None
+    degraded = await cluster.eventually(refused)
+    assert degraded["status"] == "True" and degraded["message"] == f"the API server refused Deployment en-us: {DENIED}"
+    ready = await condition(cluster, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WriteRefused") and DENIED in ready["message"], ready
+    assert (await condition(cluster, "Progressing"))["reason"] == "WriteRefused"
+    assert await cluster.api.get(cluster.url("v1", "services", "en-us")) is not None, "the other children are made"
+    event = await cluster.event("WriteRefused")
+    assert event["type"] == "Warning" and DENIED in event["message"]
+    warned = [r for r in _lines(caplog, logging.WARNING) if "WriteRefused" in r.getMessage()]
+    assert len(warned) == 1 and DENIED in warned[0].getMessage(), [r.getMessage() for r in warned]
+    assert not [r for r in _lines(caplog, logging.ERROR)], "no ERROR, no traceback"
+    assert not any(r.exc_info for r in caplog.records)
+
+    del cluster.emulator.refusals[("deployments", "en-us")]  # the policy now allows it
+    assert await cluster.eventually(lambda: deployment(cluster)), "the re-check writes it"
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
+    await cluster.event("Recovered")
+    assert len([e for e in await cluster.events() if e["reason"] == "WriteRefused"]) == 1
+
+
+async def test_a_refused_update_keeps_the_running_pods_ready_and_says_what_is_not_applied(cluster: Cluster) -> None:
+    """A quota refuses the Service's change to a LoadBalancer: the Deployment from before serves (Ready stays
+    True), Degraded and Progressing say the spec is not applied and why."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    first = await cluster.eventually(lambda: deployment(cluster))
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": first["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": 1, "conditions": []}})
+
+    async def ready() -> bool:
+        return (await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(ready)
+    cluster.emulator.refusals[("services", "en-us")] = (403, "Forbidden", QUOTA)
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"service": {"type": "LoadBalancer", "port": 5000}}})
+
+    async def refused() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "WriteRefused" else None
+    degraded = await cluster.eventually(refused)
+    assert degraded["message"] == f"the API server refused Service en-us: {QUOTA}"
+    assert (await condition(cluster, "Ready"))["status"] == "True", "the pods from before still serve"
+    progressing = await condition(cluster, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "WriteRefused")
+    assert progressing["message"].startswith("the spec is not applied: ")
+
+
+async def test_an_api_server_that_fails_is_one_line_per_try_and_tried_again(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A 503 (an API server being upgraded) is no refusal: the status is left as it is, kopf says it in one line
+    without a traceback and tries again after ``recheck_seconds``, which then succeeds."""
+    cluster.emulator.refusals[("deployments", "en-us")] = (503, "ServiceUnavailable", "the server is shutting down")
+    await cluster.api.create(cluster.stt_url(), stt())
+
+    async def tried_twice() -> bool:
+        return len(cluster.sent("PATCH", "deployments", "en-us")) >= 2
+    await cluster.eventually(tried_twice)
+    failed = [r for r in _lines(caplog, logging.WARNING) if "the server is shutting down" in r.getMessage()]
+    assert failed and not any(r.exc_info for r in caplog.records), [r.getMessage() for r in failed]
+    assert not (await condition(cluster, "Degraded")).get("reason") == "WriteRefused"
+    del cluster.emulator.refusals[("deployments", "en-us")]
+    assert await cluster.eventually(lambda: deployment(cluster))
