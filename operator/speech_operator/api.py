@@ -78,6 +78,19 @@ _CONVERTERS = {s.key: s.convert for s in KNOWN}
 MAX_SETTINGS = 32
 SETTINGS_MESSAGE = "settings: each key must be one of " + ", ".join(SETTABLE) + " (the spec's own fields set the others)"
 
+#: The labels the operator puts on what it makes (:mod:`speech_operator.builders`), besides those under ``GROUP/``:
+#: ``spec.labels`` may set neither (its selectors and watches rely on them).
+OPERATOR_LABELS: Final = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                          "app.kubernetes.io/managed-by")
+MAX_LABELS = 32
+#: A label key (apimachinery's IsQualifiedName): an optional DNS subdomain prefix and ``/``, then a name of at most
+#: 63 characters; and a label value (IsValidLabelValue, with its maxLength of 63).
+LABEL_KEY: Final = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABELS_MESSAGE = ("labels: no key may be one the operator sets (" + ", ".join(OPERATOR_LABELS) + ") or under "
+                  f"{GROUP}/")
+
 
 def _above(value: float | None) -> int:
     """The least whole number greater than a recognizer setting's exclusive lower bound (``above``)."""
@@ -497,6 +510,13 @@ class SpeechToTextSpec(_Model):
     """Pod affinity (core/v1 Affinity)."""
     podAnnotations: dict[str, str] = Field(default_factory=dict)
     """Extra annotations on the pods."""
+    labels: Annotated[dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]], Field(
+        max_length=MAX_LABELS, json_schema_extra={"x-kubernetes-validations": [cel(
+            f"self.all(k, !(k in {list(OPERATOR_LABELS)}) && !k.startsWith('{GROUP}/'))", LABELS_MESSAGE)]})] = Field(
+        default_factory=dict, description=(
+            "Extra labels on everything the operator makes for this SpeechToText: its Deployment, the Deployment's "
+            "pods, Service and PodDisruptionBudget (e.g. what a policy engine requires of them); never in a selector. "
+            "Not the operator's own (" + ", ".join(OPERATOR_LABELS) + f", {GROUP}/*)."))
     topologySpreadConstraints: Annotated[list[TopologySpreadConstraint], Field(
         max_length=MAX_SPREAD_CONSTRAINTS, json_schema_extra={"x-kubernetes-validations": [cel(
             "self.all(c, self.exists_one(d, d.topologyKey == c.topologyKey && d.whenUnsatisfiable == c.whenUnsatisfiable))",
@@ -524,6 +544,20 @@ class SpeechToTextSpec(_Model):
         if len(set(pairs)) != len(pairs):
             raise ValueError(SPREAD_UNIQUE_MESSAGE.removeprefix("topologySpreadConstraints: "))
         return given
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        """Keys as the API server takes them on the children (the CRD bounds the values; a key's form is checked here,
+        a regular expression over keys of any length being too costly for the CRD's own rules)."""
+        for key in labels:
+            if key in OPERATOR_LABELS or key.startswith(f"{GROUP}/"):
+                raise ValueError(LABELS_MESSAGE.removeprefix("labels: "))
+            if len(key) > 317 or not LABEL_KEY.fullmatch(key) or len(key.partition("/")[0]) > 253:
+                raise ValueError(f"{key[:80]!r} is not a label key (an optional DNS subdomain prefix of at most 253 "
+                                 "characters and /, then at most 63 letters, digits, '-', '_' or '.', beginning and "
+                                 "ending with a letter or digit)")
+        return labels
 
     @field_validator("settings")
     @classmethod

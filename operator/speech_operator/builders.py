@@ -14,10 +14,7 @@ from speech_recognizer import contract
 
 MANAGER = "speech-operator"
 APP_NAME = "speech-recognizer"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY = api.OPERATOR_LABELS
 LABEL_LOCALE = f"{api.GROUP}/locale"
 #: Every child carries this label; the operator watches children filtered by it.
 LABEL_OWNER = f"{api.GROUP}/speechtotext"
@@ -45,8 +42,9 @@ def selector(stt: api.SpeechToText) -> str:
 
 
 def labels(stt: api.SpeechToText) -> dict[str, str]:
-    """Labels on every child object."""
+    """Labels on every child object: ``spec.labels`` and the operator's own."""
     return {
+        **stt.spec.labels,
         **selector_labels(stt),
         LABEL_COMPONENT: "speech-to-text",
         LABEL_MANAGED_BY: MANAGER,
@@ -431,7 +429,7 @@ def replicas(stt: api.SpeechToText) -> int:
 
 def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     """The recognizer Deployment for a SpeechToText."""
-    template_meta: Manifest = {"labels": {**selector_labels(stt), LABEL_LOCALE: stt.spec.locale}}
+    template_meta: Manifest = {"labels": {**stt.spec.labels, **selector_labels(stt), LABEL_LOCALE: stt.spec.locale}}
     if stt.spec.podAnnotations:
         template_meta["annotations"] = dict(stt.spec.podAnnotations)
     return {

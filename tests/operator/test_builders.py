@@ -35,6 +35,7 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
         "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "en-us"}}}}]}},
     "podAnnotations": {"prometheus.io/scrape": "true"},
+    "labels": {"team": "speech", "example.com/cost-center": "cc-42"},
     "logLevel": "Debug",
     "priorityClassName": "speech-realtime",
     "topologySpreadConstraints": [
@@ -338,3 +339,20 @@ def test_an_empty_list_of_spread_constraints_means_none() -> None:
 
 def test_priority_class_of_the_pods() -> None:
     assert pod(MAXIMAL)["priorityClassName"] == "speech-realtime"
+
+
+def test_spec_labels_are_on_every_child_and_its_pods_and_in_no_selector() -> None:
+    """spec.labels (e.g. what a policy engine requires) reach the Deployment, its pods, the Service and the
+    PodDisruptionBudget; the selectors stay the operator's, so adding one rolls the pods but moves no pod out."""
+    children = {c["kind"]: c for c in builders.children(MAXIMAL, CONFIG)}
+    assert set(children) == {"Deployment", "Service", "PodDisruptionBudget"}
+    for child in children.values():
+        assert child["metadata"]["labels"]["team"] == "speech", child["kind"]
+        assert child["metadata"]["labels"]["example.com/cost-center"] == "cc-42", child["kind"]
+    template = children["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert template["team"] == "speech" and template["example.com/cost-center"] == "cc-42"
+    assert children["Deployment"]["spec"]["selector"] == {"matchLabels": builders.selector_labels(MAXIMAL)}
+    assert children["Service"]["spec"]["selector"] == builders.selector_labels(MAXIMAL)
+    assert children["PodDisruptionBudget"]["spec"]["selector"] == {"matchLabels": builders.selector_labels(MAXIMAL)}
+    assert "team" not in builders.selector(MAXIMAL)
+    assert "team" not in builders.labels(MINIMAL)

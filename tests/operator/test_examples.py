@@ -148,18 +148,28 @@ INVALID = {
     "spread: one topology and policy twice": _with("spec.topologySpreadConstraints", [SPREAD, {**SPREAD, "maxSkew": 2}]),
     "spread: more than 8": _with("spec.topologySpreadConstraints", [{**SPREAD, "topologyKey": f"k{i}"} for i in range(9)]),
     "priorityClassName not a name": _with("spec.priorityClassName", "Real Time"),
+    "labels: a key the operator sets": _with("spec.labels", {"app.kubernetes.io/instance": "other"}),
+    "labels: a key under the operator's group": _with("spec.labels", {"speech-operator.io/locale": "ko-KR"}),
+    "labels: a value too long": _with("spec.labels", {"team": "a" * 64}),
+    "labels: a value not a label value": _with("spec.labels", {"team": "speech team"}),
+    "labels: more than 32": _with("spec.labels", {f"k{i}": "v" for i in range(33)}),
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {
     "inline api key": _with("spec.apiKeySecretRef", {"name": "k", "key": "apiKey", "value": "secret"}),
     "connections.maxConnections (the field is max)": _with("spec.connections", {"maxConnections": 10}),
+    # the CRD takes any key (a regular expression over keys of any length is past its rules' cost budget); the API
+    # server would refuse the children; the models refuse it first (InvalidSpec, nothing changed)
+    "labels: a key not a label key": _with("spec.labels", {"cost center": "42"}),
+    "labels: a key's name past 63 characters": _with("spec.labels", {"example.com/" + "n" * 64: "42"}),
 }
 CEL_ONLY = {*(f"hostPath {path}" for path in DANGEROUS_HOST_PATHS), "name not a DNS-1035 label", "billing without key", "key without billing", "url without sha256",
             "url with download false", "download false on emptyDir", "caBundle with download false",
             "settings: ModelCaFile (model.caBundle sets it)", "two volume sources", "no volume source",
             "nodePort on ClusterIP", "autoscaling min above max", "autoscaling min above the default max",
             "settings: a key a field sets", "settings: a key the pods' contract fixes", "settings: an unknown key",
-            "spread: minDomains with ScheduleAnyway", "spread: one topology and policy twice"}
+            "spread: minDomains with ScheduleAnyway", "spread: one topology and policy twice",
+            "labels: a key the operator sets", "labels: a key under the operator's group"}
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)

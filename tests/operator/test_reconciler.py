@@ -453,6 +453,7 @@ REMOVABLE = {
     "tolerations": ([{"key": "dedicated", "operator": "Equal", "value": "speech", "effect": "NoSchedule"}],
                     "Deployment", ("spec", "template", "spec", "tolerations")),
     "service.annotations": ({"example.test/lb": "internal"}, "Service", ("metadata", "annotations")),
+    "labels": ({"team": "speech"}, "Deployment", ("spec", "template", "metadata", "labels")),
 }
 
 
