@@ -623,16 +623,17 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     gateway = app.get(GATEWAY)
     # read_bufsize: what aiohttp reads of a connection before it stops reading it (a body: twice this), per connection.
     buffers = {"read_bufsize": gateway.config.read_buffer_bytes} if gateway else {}
+    head_limits = gateway.config.head_limits if gateway else HeadLimits()
     runner = web.AppRunner(app, access_log_class=AccessLog, access_log=logging.getLogger("speech_operator.gateway.access"),
                            shutdown_timeout=after, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS,
-                           auto_decompress=False, **buffers)
+                           auto_decompress=False, **buffers, **head_limits.parser_options())
     await runner.setup()
     sock = listening_socket(host, port)
     if gateway:  # each accepted connection's receive and send buffers (inherited): fixed, not grown by the kernel to megabytes
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, gateway.config.read_buffer_bytes)
     try:
-        site = GuardedSite(runner, sock, gateway.config.head_limits if gateway else HeadLimits(),
+        site = GuardedSite(runner, sock, head_limits,
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
                            gateway.connections if gateway else None)
         await site.start()

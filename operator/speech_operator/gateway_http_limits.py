@@ -107,6 +107,17 @@ class HeadLimits:
     linger_seconds: float = 2.0
     #: That lingering ends once the client has sent nothing for this long.
     linger_pause_seconds: float = 1.0
+    #: Most headers in one request head (aiohttp's default), where a recognizer counts only the head's bytes: each costs
+    #: memory for as long as its request or stream lasts (a head of 16 KiB holds 2400 headers, 670 KiB parsed; one of 128
+    #: 22 KiB). More gets 431 saying so (aiohttp said 400 "not a valid HTTP/1.1 request: Too many headers received").
+    max_headers: int = 128
+
+    def parser_options(self) -> dict[str, int]:
+        """aiohttp's own bounds on a head: one line (the request line, a header) may be the whole head, as on a recognizer,
+        whose only bound is the head's size (aiohttp's 8190 bytes a line refused with 400 a query string or a token over
+        8 KiB that a recognizer takes); :attr:`max_headers` headers."""
+        return {"max_line_size": self.max_header_bytes, "max_field_size": self.max_header_bytes,
+                "max_headers": self.max_headers}
 
 
 class MalformedBody(Exception):
@@ -284,14 +295,14 @@ class HeadGuard(asyncio.Protocol):
             body.feed_eof()
             self.handler.close()
 
-    def _refuse_after(self, reason: str, answer_first: int) -> None:
+    def _refuse_after(self, reason: str, answer_first: int, kind: Kind = MALFORMED_REQUEST) -> None:
         """The parser refused a request pipelined behind requests the handler still has to answer (a head, or the body of
         a request it has not taken up yet): the same 400, once the first ``answer_first`` requests are answered, in order
         (aiohttp answered it itself, with a plain-text 400 and a traceback). What the client still sends is dropped; the
         handler takes up no request after those, and its close of the connection writes the 400 and lingers."""
         if not self._drop_the_rest():
             return
-        self._after, self._answer_first = Failure(reason, MALFORMED_REQUEST), answer_first
+        self._after, self._answer_first = Failure(reason, kind), answer_first
         self._close_when_answered()
 
     def _taken_up(self) -> None:
@@ -418,14 +429,16 @@ class _HeadParser:
         try:
             result = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            body, reason = guard._body, malformed_reason(_said(exc))
+            body, reason, kind = guard._body, malformed_reason(_said(exc)), MALFORMED_REQUEST
+            if _said(exc) == _TOO_MANY_HEADERS:  # a valid head, over a bound of the gateway's own
+                reason, kind = f"the request's head has over {guard.limits.max_headers} headers", HEADER_TOO_LARGE
             unended = body is not None and not body.is_eof()  # the last request's body, broken off
             if guard._awaiting_head():
-                guard._refuse(MALFORMED_REQUEST, reason)
+                guard._refuse(kind, reason)
             elif unended and guard._taken == guard._parsed:  # the body of the request being handled
                 guard._refuse_body(body, reason)  # type: ignore[arg-type]
             else:  # pipelined: a head behind requests still to answer, or the body of one not taken up yet
-                guard._refuse_after(reason, guard._parsed - int(unended))
+                guard._refuse_after(reason, guard._parsed - int(unended), kind)
             return (), False, b""
         messages = result[0]
         if messages:  # the last one's body is what comes next (an earlier one's is whole)
@@ -439,6 +452,10 @@ class _HeadParser:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
+
+
+#: What aiohttp's parser says of a head with more than its ``max_headers`` (a :class:`BadHttpMessage`, as a malformed one).
+_TOO_MANY_HEADERS = "Too many headers received"
 
 
 def _said(exc: HttpProcessingError) -> str:
