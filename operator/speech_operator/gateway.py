@@ -53,7 +53,15 @@ from speech_operator.gateway_connections import PROBE_ROUTES as PROBE_ROUTES_ANS
 from speech_operator.gateway_connections import ConnectionCap
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
-from speech_operator.gateway_http_limits import GuardedSite, HeadGuard, HeadLimits, client_failure, drop_the_rest, drop_what_follows
+from speech_operator.gateway_http_limits import (
+    GuardedSite,
+    HeadGuard,
+    HeadLimits,
+    client_failure,
+    client_leaves,
+    drop_the_rest,
+    drop_what_follows,
+)
 from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import MAX_MESSAGE_BYTES, Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
@@ -432,21 +440,30 @@ class Gateway:
         return ready
 
     async def _woken_for(self, request: web.Request, backend: Backend) -> Backend:
-        """:meth:`_woken` for a request with a body, unless the body fails first (a bad chunk, the client gone): then
-        that failure at once, not the wake's end (the client would wait up to ``hold_seconds`` for a 503)."""
-        if backend.ready_replicas > 0 or not request.body_exists:
+        """:meth:`_woken` for a REST or OpenAI request, unless the client's side fails first: its body (a bad chunk), or
+        the client leaves (its body all in or not). Then that failure at once, not at the wake's end: the client would
+        wait up to ``hold_seconds`` for a 503; one gone was held as long (its place among ``max_held`` taken, the
+        operator asked again every few seconds), then relayed to the woken recognizer, a decoder spent on nobody.
+        The wake asked for already goes on (such a client most likely tries again)."""
+        if backend.ready_replicas > 0:
             return await self._woken(backend)
         waking = asyncio.ensure_future(self._woken(backend))
-        body = asyncio.ensure_future(request.content.wait_eof())  # ends with the body, or fails with it
+        # ends with the body, or fails with it
+        body = asyncio.ensure_future(request.content.wait_eof() if request.body_exists else asyncio.sleep(0))
+        leaving = asyncio.ensure_future(client_leaves(request))
         try:
-            await asyncio.wait({waking, body}, return_when=asyncio.FIRST_COMPLETED)
-            if not waking.done() and body.exception() is not None and (failure := client_failure(request)) is not None:
+            await asyncio.wait({waking, body, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if not waking.done() and body.done() and body.exception() is not None and (failure := client_failure(request)) is not None:
                 raise failure
+            if not waking.done() and not leaving.done():  # the body is all in: the client waits for its answer, or leaves
+                await asyncio.wait({waking, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if not waking.done():
+                raise failures.Failure("the client left while its locale woke, before it had its answer", failures.CLIENT_GONE)
             return await waking
         finally:
-            for task in (waking, body):
+            for task in (waking, body, leaving):
                 task.cancel()
-            await asyncio.gather(waking, body, return_exceptions=True)
+            await asyncio.gather(waking, body, leaving, return_exceptions=True)
 
     async def _held_stream(self, request: web.Request, backend: Backend, route: str,
                            protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:

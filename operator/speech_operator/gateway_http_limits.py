@@ -63,7 +63,9 @@ does. Tests cover each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +142,29 @@ def client_failure(request: web.BaseRequest) -> Failure | None:
     return None
 
 
+#: TCP states (``tcpi_state``) of a connection whose peer has sent its FIN (CLOSE_WAIT) or reset it (CLOSE).
+_PEER_GONE = frozenset({7, 8})
+#: How often :func:`client_leaves` looks at the connection's TCP state.
+LEAVING_POLL_SECONDS = 0.5
+
+
+async def client_leaves(request: web.BaseRequest) -> None:
+    """Returns once ``request``'s client has left, its body all in or not: its connection lost, or its FIN or reset
+    received (the kernel's TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`). A body
+    not read yet (aiohttp stops reading a connection past twice its read buffer) hides the FIN from the event loop, and
+    aiohttp says a connection is lost only to a body still being read; its handler runs on (the gateway has aiohttp
+    cancel none). Never returns while the client is there (a client that half-closes has left, as aiohttp has it)."""
+    transport = request.transport
+    guard = transport.get_protocol() if transport is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    while transport is not None and not transport.is_closing() and not (isinstance(guard, HeadGuard) and guard.lost.done()):
+        if sock is not None and hasattr(socket, "TCP_INFO"):
+            with contextlib.suppress(OSError):
+                if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _PEER_GONE:
+                    return
+        await asyncio.sleep(LEAVING_POLL_SECONDS)
+
+
 def drop_the_rest(request: web.BaseRequest) -> None:
     """``request`` is answered before its body is all in (a refusal of what was read so far): what its client
     still sends is dropped, and its connection is closed after the answer the way the guard closes its own
@@ -195,6 +220,8 @@ class HeadGuard(asyncio.Protocol):
         #: the first :attr:`_answer_first` requests are (:meth:`_refuse_after`).
         self._after: Failure | None = None
         self._answer_first = 0
+        #: Done once the connection is lost (:func:`client_leaves`).
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
 
     # ---- what the handler is doing
@@ -397,6 +424,8 @@ class HeadGuard(asyncio.Protocol):
         meanwhile left it pending ("Task was destroyed but it is pending"). That read is the one waiting on the body
         while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
+        if not self.lost.done():
+            self.lost.set_result(None)
         if self.cap is not None:
             self.cap.release(self)
         body = self._body

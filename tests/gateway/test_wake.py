@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -107,6 +108,37 @@ async def _held(stack: Stack) -> int:
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{stack.http}/metrics")).text
     return int(float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("speech_gateway_held "))))
+
+
+@pytest.mark.parametrize(("route", "size"), [("rest", 12800), ("rest", 48000), ("openai", 48000)],
+                         ids=["rest, read whole", "rest, partly unread", "openai"])
+def test_a_held_request_whose_client_leaves_is_let_go_at_once(tmp_path: Path, speech_wav: Path, route: str, size: int) -> None:
+    """A client that sent its whole request and left while its locale woke: its hold ends at once (``client_gone``). It
+    was held to the hold's end (the gateway asking the operator again every 5 s, and taking one of SPEECH_GATEWAY_MAX_HELD),
+    then relayed to a woken recognizer, a decoder spent on an answer nobody reads. The wake asked for goes on.
+    Short requests: one the gateway reads whole (0.4 s of audio: its connection is seen lost), and one whose end waits
+    unread in the gateway's socket (1.5 s: aiohttp stops reading past 32 KiB; its FIN is seen in the connection's TCP
+    state). A longer one's FIN waits in its client's kernel behind what the gateway has not taken, and is seen once the
+    relay reads it, at the wake's end."""
+    audio = speech_wav.read_bytes()[:size]
+    if route == "rest":
+        head, body = f"POST {REST}?language=ja-JP HTTP/1.1\r\nHost: speech\r\nContent-Type: audio/wav\r\n", audio
+    else:
+        boundary = "held-form"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nja-JP\r\n--{boundary}\r\n"
+                f"Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
+        body += audio + f"\r\n--{boundary}--\r\n".encode()
+        head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: speech\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n")
+    with never_woken(tmp_path, 30) as asleep:
+        with socket.create_connection(("127.0.0.1", asleep.port)) as client:
+            client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            asleep.eventually(lambda: asleep.call(_held(asleep)) == 1, 5, "the request held")
+        started = time.monotonic()
+        asleep.eventually(lambda: asleep.call(_held(asleep)) == 0, 3, "the hold let go once its client left")
+        assert time.monotonic() - started < 3
+        metrics = httpx.get(f"{asleep.http}/metrics").text
+        assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in metrics, metrics
 
 
 def test_a_held_stream_keeps_its_keepalive_and_is_closed_with_1013(asleep: Stack) -> None:
