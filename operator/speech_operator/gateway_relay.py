@@ -26,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
@@ -176,11 +178,37 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
     return ws
 
 
+class _ClientSide(web.WebSocketResponse):
+    """The client's side of a relayed WebSocket, whose close for a message over its limit says why, as a recognizer's does.
+
+    aiohttp closes it 1009 with no reason (it calls :meth:`close` while it handles the reader's error); a recognizer
+    (websockets) says ``frame with 1048577 bytes exceeds limit of 1048576 bytes``. The same words here, with the
+    gateway's limit, and its setting when that is under the recognizers' (then the same message sent direct is taken)."""
+
+    def __init__(self, max_message_bytes: int, **options: Any) -> None:
+        super().__init__(max_msg_size=max_message_bytes + 1, **options)  # aiohttp refuses a message of max_msg_size
+        self.max_message_bytes = max_message_bytes
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        error = sys.exc_info()[1]  # aiohttp's refusal of the message, which it is handling
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message and isinstance(error, WebSocketError):
+            message = message_too_big(error, self.max_message_bytes).encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
+def message_too_big(error: WebSocketError, limit: int) -> str:
+    """The reason of a close 1009 for a message over ``limit`` bytes (``error``: aiohttp's, which says the message's size)."""
+    said = re.search(r"Message size (\d+)", str(error))
+    reason = f"frame {f'with {said[1]} bytes ' if said else ''}exceeds limit of {limit} bytes"
+    return reason if limit >= MAX_MESSAGE_BYTES else f"{reason} (SPEECH_GATEWAY_MAX_MESSAGE_BYTES)"
+
+
 def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.WebSocketResponse:
     """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered), taking messages of
-    up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009)."""
-    return web.WebSocketResponse(protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
-                                 compress=False, max_msg_size=max_message_bytes + 1, decode_text=False)  # aiohttp: below it
+    up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009
+    with the reason: :class:`_ClientSide`)."""
+    return _ClientSide(max_message_bytes, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
+                       compress=False, decode_text=False)
 
 
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,

@@ -1,16 +1,31 @@
 """The same input sent to a recognizer directly and through the gateway gets the same answer: what the recognizer takes,
-the gateway relays. Real recognizer processes behind a real gateway (tests/gateway/conftest.py).
+the gateway relays; what it refuses, the gateway refuses alike (status or close code, and reason), or, where the gateway
+is stricter on purpose (a WebSocket message: SPEECH_GATEWAY_MAX_MESSAGE_BYTES), with the same close code and words and
+its setting named. Real recognizer processes behind a real gateway (tests/gateway/conftest.py); README's table of both
+sides' limits ("What the gateway allows a connection") is generated from where each is declared.
 """
+
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
+from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from speech_operator.gateway import GATEWAY, Gateway, GatewayConfig
 from speech_operator.gateway_http_limits import HeadLimits
+from speech_operator.gateway_openai import UNCOUNTED_BYTES
+from speech_operator.gateway_relay import MAX_MESSAGE_BYTES
 from speech_recognizer import contract
+from speech_recognizer.audio import MAX_BYTES_PER_SECOND
+from speech_recognizer.serving import KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
+from speech_recognizer.settings import declared
+from tests.doc_tables import README, assert_generated
 
 from .conftest import Locales
 
@@ -69,3 +84,107 @@ def test_more_headers_than_the_gateway_takes_get_431_saying_so(locales: Locales)
     assert answer(exchange(ko.port, head))[0] == "400"  # taken: its empty body refused
     status, body = answer(exchange(gateway.port, head))
     assert (status, json.loads(body)["error"]["message"]) == ("431", f"the request's head has over {HeadLimits.max_headers} headers")
+
+
+@pytest.fixture
+def message_limit(locales: Locales) -> Iterator[Gateway]:
+    """The gateway of ``locales``, its SPEECH_GATEWAY_MAX_MESSAGE_BYTES restored after the test (which may set it)."""
+    gateway = locales.stack.app[GATEWAY]
+    config = gateway.config
+    try:
+        yield gateway
+    finally:
+        gateway.config = config
+
+
+def vosk(url: str, message: bytes) -> tuple[str, ...]:
+    """A /vosk stream whose audio is ``message`` in one WebSocket message: its final result, or the close it got."""
+    try:
+        with connect(url, max_size=None, open_timeout=10, close_timeout=5) as ws:
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+            ws.send(message)
+            ws.recv(timeout=20)
+            ws.send(json.dumps({"eof": 1}))
+            return ("result", json.loads(ws.recv(timeout=20))["text"])
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None, closed
+        return ("closed", str(closed.rcvd.code), closed.rcvd.reason)
+
+
+def test_websocket_messages_up_to_the_recognizers_limit_pass_when_the_gateway_takes_as_much(
+        locales: Locales, message_limit: Gateway) -> None:
+    """SPEECH_GATEWAY_MAX_MESSAGE_BYTES at its most, the recognizers' 1 MiB: a message of that size is recognized directly
+    and through the gateway, and one a byte larger is closed 1009 with the same reason by both (aiohttp's close had none)."""
+    message_limit.config = dataclasses.replace(message_limit.config, max_message_bytes=MAX_MESSAGE_BYTES)
+    ko, gateway = locales.recognizers["ko-KR"], locales.stack
+    for size in (MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1):
+        direct = vosk(f"{ko.ws}/vosk", b"\0" * size)
+        assert direct[0] == ("result" if size == MAX_MESSAGE_BYTES else "closed"), direct
+        assert vosk(f"{gateway.ws}/vosk?language=ko-KR", b"\0" * size) == direct
+    assert direct == ("closed", "1009", f"frame with {MAX_MESSAGE_BYTES + 1} bytes exceeds limit of {MAX_MESSAGE_BYTES} bytes")
+
+
+def test_a_message_over_the_gateways_stricter_default_is_closed_in_the_recognizers_words(locales: Locales) -> None:
+    """By default the gateway takes messages of up to 64 KiB, a recognizer 1 MiB (why: README, "What the gateway allows a
+    connection"): one larger is taken directly, and closed 1009 by the gateway with the recognizer's words and its setting."""
+    ko, gateway = locales.recognizers["ko-KR"], locales.stack
+    size = GatewayConfig.max_message_bytes + 1
+    assert vosk(f"{ko.ws}/vosk", b"\0" * size)[0] == "result"
+    assert vosk(f"{gateway.ws}/vosk?language=ko-KR", b"\0" * size) == (
+        "closed", "1009", f"frame with {size} bytes exceeds limit of {size - 1} bytes (SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
+
+
+def markdown_table() -> str:
+    """README's table of the limits on both sides ("What the gateway allows a connection"), each value from where it is
+    declared: the recognizer's settings and serving options, the gateway's settings."""
+    def said(value: float, unit: str) -> str:
+        return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+    def recognizer(name: str, unit: str = "") -> str:
+        d = declared(name)
+        return f"`{d.key}` ({said(d.default, unit)})"
+
+    def gateway(name: str, unit: str = "") -> str:
+        return f"`SPEECH_GATEWAY_{name.upper()}` ({said(getattr(GatewayConfig, name), unit)})"
+
+    audio, pause = declared("max_audio_seconds"), declared("http_body_timeout_seconds")
+    rows = [
+        ("request head (request line and headers)", recognizer("http_max_header_bytes", " bytes"),
+         gateway("max_header_bytes", " bytes"), "431"),
+        ("one line of a head (a query string, a token)", "none but the head's", "none but the head's", "431"),
+        ("headers in a head", "none but the head's", f"{HeadLimits.max_headers}", "431"),
+        ("time for a request head, from its first byte", recognizer("http_header_timeout_seconds", " s"),
+         gateway("header_seconds", " s"), "408"),
+        ("a REST body: longest pause, whole body's time",
+         f"{recognizer('http_body_timeout_seconds', ' s')} of pause, `{audio.key}` + it ({audio.default + pause.default:g} s)",
+         "the recognizer's (relayed as it comes)", "408"),
+        ("a REST body's size", f"`{audio.key}` ({audio.default:g} s) of audio", "the recognizer's (relayed as it comes)",
+         "413"),
+        ("an OpenAI form whose file comes before its `language` field",
+         f"its body, as a REST body's (`{audio.key}` of the widest audio: "
+         f"{int(audio.default * MAX_BYTES_PER_SECOND) // 10**6} MB)",
+         f"read ahead to find the field: {gateway('form_buffer_bytes', ' bytes')}, a pause of {gateway('form_pause_seconds', ' s')}, "
+         f"{gateway('form_read_seconds', ' s')} in all, {gateway('form_budget_bytes', ' bytes')} of all forms at once "
+         f"(each one's first {UNCOUNTED_BYTES} bytes not counted); a form whose `language` comes first, or "
+         "`?language=`, is relayed as it comes", "413 / 408 / 503"),
+        ("a WebSocket message from a client", f"{MAX_MESSAGE_BYTES} bytes",
+         f"{gateway('max_message_bytes', ' bytes')}, at most {MAX_MESSAGE_BYTES}",
+         "close 1009 `frame with N bytes exceeds limit of M bytes` (the gateway's names its setting when it is the lower)"),
+        ("a WebSocket message to a client", "none (its own results)", "none (relayed as it comes)", "—"),
+        ("an idle kept-alive HTTP connection", f"{KEEPALIVE_SECONDS:g} s", f"{KEEPALIVE_SECONDS:g} s", "closed"),
+        ("connections open at once", f"{recognizer('http_max_connections')} HTTP, {recognizer('max_connections')} "
+         "recognition WebSockets", gateway("max_connections") + ", every kind", "503 + `Retry-After` / close 1013"),
+        ("a WebSocket without a message", f"{recognizer('audio_idle_seconds', ' s')} in a stream, "
+         f"{recognizer('connection_idle_seconds', ' s')} between streams", "the recognizer's (its close relayed)",
+         "close 1008 / 1000"),
+        ("keepalive pings", f"every {PING_INTERVAL_SECONDS:g} s, no pong deadline",
+         "none of its own: the recognizer's pings reach the client and its pongs come back", "—"),
+    ]
+    lines = ["| limit | recognizer | gateway | answer |", "| --- | --- | --- | --- |"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.unit
+def test_readme_says_each_limit_on_both_sides() -> None:
+    assert_generated(markdown_table(), README, "table of the gateway's and the recognizer's limits")
