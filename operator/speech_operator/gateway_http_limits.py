@@ -275,7 +275,8 @@ class HeadGuard(asyncio.Protocol):
         if self._lingering:
             self._close()
         elif self._awaiting_head():
-            self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s")
+            self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s "
+                                         "(SPEECH_GATEWAY_HEADER_SECONDS)")
 
     # ---- refusing
 
@@ -396,7 +397,8 @@ class HeadGuard(asyncio.Protocol):
         end = seen.find(_END_OF_HEAD)
         size = self._head_bytes + (len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail))
         if size > self.limits.max_header_bytes:
-            self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes")
+            self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes "
+                                           "(SPEECH_GATEWAY_MAX_HEADER_BYTES)")
             return
         self.handler.data_received(data)
         if self._lingering:  # the parser refused the head (_HeadParser)

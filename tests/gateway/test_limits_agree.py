@@ -76,6 +76,27 @@ def test_a_head_the_recognizer_takes_is_relayed_too(locales: Locales, what: str)
     assert answer(exchange(gateway.port, HEADS[what])) == direct
 
 
+@pytest.mark.parametrize("where", ["in one piece", "as it arrives"])
+def test_a_head_over_the_limit_gets_431_from_both_each_naming_its_setting(locales: Locales, where: str) -> None:
+    """The same default on both sides (Http:MaxHeaderBytes, SPEECH_GATEWAY_MAX_HEADER_BYTES): the same 431, each reason
+    naming the setting that bounds it (the gateway's named none)."""
+    ko, gateway = locales.recognizers["ko-KR"], locales.stack
+    head = request(REST, "X-Pad: " + "p" * declared("http_max_header_bytes").default)
+    said = {}
+    for name, port in (("recognizer", ko.port), ("gateway", gateway.port)):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            if where == "in one piece":
+                s.sendall(head.encode())
+            else:  # a piece at a time: refused once past the limit, before the head ends
+                for at in range(0, len(head) - 100, 4096):
+                    s.sendall(head[at:at + 4096].encode())
+            status, body = answer(s.recv(65536))
+        said[name] = (status, json.loads(body)["error"]["message"])
+    limit = declared("http_max_header_bytes").default
+    assert said == {"recognizer": ("431", f"the request's head is over {limit} bytes (Http:MaxHeaderBytes)"),
+                    "gateway": ("431", f"the request's head is over {limit} bytes (SPEECH_GATEWAY_MAX_HEADER_BYTES)")}
+
+
 def test_more_headers_than_the_gateway_takes_get_431_saying_so(locales: Locales) -> None:
     """The gateway's own bound, stricter than a recognizer's (which counts only the head's bytes): 431 with the count,
     where aiohttp's parser said 400 "not a valid HTTP/1.1 request: Too many headers received" of a valid request."""
