@@ -158,8 +158,9 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     validate_manifests(docs)
     stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
     assert sorted(stts) == ["de-de", "en-us", "korean"], "named as README and deploy/examples name them"
-    assert stts["en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2}
-    assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2,
+    common = {"labels": {"example.com/cost-center": "cc-42"}}  # commonLabels
+    assert stts["en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2, **common}
+    assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2, **common,
                                       "priorityClassName": "speech-realtime", "topologySpreadConstraints": [{
                                           "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                                           "whenUnsatisfiable": "DoNotSchedule", "matchLabelKeys": ["pod-template-hash"]}]}
@@ -211,10 +212,35 @@ def test_full_values_render_in_any_namespace(helm: Path, namespace: str) -> None
     run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES, "--namespace", namespace])
 
 
+def test_common_labels_are_on_every_object_every_pod_and_each_recognizers_spec_labels(helm: Path) -> None:
+    """commonLabels (what a policy engine requires of every object) reach each object the chart renders, each pod
+    template (podLabels over them, selectors untouched), and the spec.labels of each SpeechToText of `recognizers`
+    (its own win), from which the operator labels what it makes for it (test_builders)."""
+    docs = helm_template(helm, "--set", "commonLabels.team=speech", "--set", "commonLabels.tier=web",
+                         "--set", "podLabels.tier=pods", "--set", "gateway.enabled=true",
+                         "--set", "metrics.enabled=true", "--set", "peering.enabled=true", "--set", "replicaCount=2",
+                         "--set", "recognizers[0].locale=en-US", "--set", "recognizers[1].locale=ko-KR",
+                         "--set", "recognizers[1].spec.labels.team=korean", namespace="speech")
+    validate_manifests(docs)
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        assert labels.get("team") == "speech" and labels.get("tier") == "web", (doc["kind"], doc["metadata"]["name"])
+        template = (doc.get("spec") or {}).get("template")
+        if template is not None:
+            assert template["metadata"]["labels"]["team"] == "speech", doc["metadata"]["name"]
+            assert template["metadata"]["labels"]["tier"] == "pods", "podLabels win"
+            selector = doc["spec"].get("selector", {}).get("matchLabels", {})
+            assert "team" not in selector and "tier" not in selector
+    stts = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "SpeechToText")}
+    assert stts["en-us"]["labels"] == {"team": "speech", "tier": "web"}
+    assert stts["ko-kr"]["labels"] == {"team": "korean", "tier": "web"}, "a recognizer's own spec.labels win"
+
+
 def test_schema_rejects_bad_values(helm: Path) -> None:
     for bad in ("watch.mode=everywhere", "unknownKey=1", "recognizers[0].replicas=2", "livenessPort=80",
                 "gateway.ingress.hosts[0].paths[0].path=speech", "gateway.ingress.hosts[0].paths[0].pathType=Any",
-                "gateway.ingress.tls[0].secret=x"):
+                "gateway.ingress.tls[0].secret=x", "commonLabels.app\\.kubernetes\\.io/instance=x",
+                "commonLabels.speech-operator\\.io/locale=x", "commonLabels.team=two words"):
         out = run_fail([helm, "template", "x", CHART, "--set", bad])
         assert "schema" in out.lower() or "values don't meet" in out.lower() or "validation" in out.lower(), out
 

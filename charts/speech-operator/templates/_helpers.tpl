@@ -28,6 +28,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: speech-operator
+{{- include "speech-operator.commonLabels" . }}
+{{- end -}}
+
+{{/* commonLabels (values.schema.json keeps them off the keys the chart sets), each on a line of its own. */}}
+{{- define "speech-operator.commonLabels" -}}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{/* A pod template's labels besides its selector's and component: commonLabels, and podLabels over them (YAML, or
+nothing). */}}
+{{- define "speech-operator.podLabels" -}}
+{{- with merge (deepCopy (.Values.podLabels | default dict)) (.Values.commonLabels | default dict) -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "speech-operator.serviceAccountName" -}}
@@ -104,6 +120,7 @@ app.kubernetes.io/component: gateway
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: speech-operator
+{{- include "speech-operator.commonLabels" . }}
 {{- end -}}
 
 {{/*
