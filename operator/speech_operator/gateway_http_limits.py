@@ -325,9 +325,10 @@ class HeadGuard(asyncio.Protocol):
 
     def _refuse_after(self, reason: str, answer_first: int, kind: Kind = MALFORMED_REQUEST) -> None:
         """The parser refused a request pipelined behind requests the handler still has to answer (a head, or the body of
-        a request it has not taken up yet): the same 400, once the first ``answer_first`` requests are answered, in order
-        (aiohttp answered it itself, with a plain-text 400 and a traceback). What the client still sends is dropped; the
-        handler takes up no request after those, and its close of the connection writes the 400 and lingers."""
+        a request it has not taken up yet): the same 400 (``kind``: 431 for a head of too many headers), once the first
+        ``answer_first`` requests are answered, in order (aiohttp answered it itself, with a plain-text 400 and a
+        traceback). What the client still sends is dropped; the handler takes up no request after those, and its close of
+        the connection writes the refusal and lingers."""
         if not self._drop_the_rest():
             return
         self._after, self._answer_first = Failure(reason, kind), answer_first
