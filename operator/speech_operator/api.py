@@ -128,6 +128,16 @@ class SecretKeyRef(_Model):
     """Key within the Secret's data."""
 
 
+class LocalObjectReference(_Model):
+    """An object in the SpeechToText's namespace, by name (core/v1 LocalObjectReference)."""
+
+    name: Name
+    """Its name."""
+
+
+MAX_PULL_SECRETS = 8
+
+
 class ConfigMapKeyRef(_Model):
     """A key of a ConfigMap in the SpeechToText's namespace."""
 
@@ -528,6 +538,10 @@ class SpeechToTextSpec(_Model):
     priorityClassName: Name | None = Field(default=None, description=(
         "PriorityClass of the pods (their scheduling priority, and whom they may preempt); only one the operator's "
         "policy allows (SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES); the cluster's default when unset."))
+    imagePullSecrets: Annotated[list[LocalObjectReference], Field(max_length=MAX_PULL_SECRETS)] = Field(
+        default_factory=list, description=(
+            "Secrets (kubernetes.io/dockerconfigjson, in the SpeechToText's namespace) the pods' image is pulled "
+            "with, from a private registry or a mirror; one missing is Degraded (MissingDependency)."))
     logLevel: LogLevel = "Information"
     """Console log level of the recognizer."""
 

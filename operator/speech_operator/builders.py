@@ -412,6 +412,8 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         pod["topologySpreadConstraints"] = spread
     if spec.priorityClassName:
         pod["priorityClassName"] = spec.priorityClassName
+    if spec.imagePullSecrets:
+        pod["imagePullSecrets"] = [{"name": ref.name} for ref in spec.imagePullSecrets]
     return pod
 
 

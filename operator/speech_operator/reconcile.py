@@ -191,7 +191,8 @@ async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapp
 
 async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
     """Human-readable names of the Secrets, ConfigMaps, their keys and the PVCs the pods need but that do not exist
-    (a pod that mounts a missing one stays in ContainerCreating)."""
+    (a pod that mounts a missing one stays in ContainerCreating; one whose image pull secret is missing cannot pull
+    from a registry that asks for it)."""
     missing: list[str] = []
     for ref in builders.secret_refs(stt.spec):
         secret = await kube.get(path("v1", "secrets", stt.namespace, ref.name))
@@ -199,6 +200,9 @@ async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
             missing.append(f'Secret "{ref.name}"')
         elif ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
             missing.append(f'key "{ref.key}" in Secret "{ref.name}"')
+    for pull in stt.spec.imagePullSecrets:
+        if await kube.get(path("v1", "secrets", stt.namespace, pull.name)) is None:
+            missing.append(f'Secret "{pull.name}" (spec.imagePullSecrets)')
     ca = builders.ca_bundle(stt.spec)
     if ca is not None:
         config_map = await kube.get(path("v1", "configmaps", stt.namespace, ca.name))

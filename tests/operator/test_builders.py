@@ -36,6 +36,7 @@ MAXIMAL = api.SpeechToText.model_validate({"metadata": META, "spec": {
                                            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "en-us"}}}}]}},
     "podAnnotations": {"prometheus.io/scrape": "true"},
     "labels": {"team": "speech", "example.com/cost-center": "cc-42"},
+    "imagePullSecrets": [{"name": "registry-credentials"}, {"name": "mirror-credentials"}],
     "logLevel": "Debug",
     "priorityClassName": "speech-realtime",
     "topologySpreadConstraints": [
@@ -356,3 +357,8 @@ def test_spec_labels_are_on_every_child_and_its_pods_and_in_no_selector() -> Non
     assert children["PodDisruptionBudget"]["spec"]["selector"] == {"matchLabels": builders.selector_labels(MAXIMAL)}
     assert "team" not in builders.selector(MAXIMAL)
     assert "team" not in builders.labels(MINIMAL)
+
+
+def test_image_pull_secrets_reach_the_pods() -> None:
+    assert pod(MAXIMAL)["imagePullSecrets"] == [{"name": "registry-credentials"}, {"name": "mirror-credentials"}]
+    assert "imagePullSecrets" not in pod(MINIMAL)

@@ -153,6 +153,9 @@ INVALID = {
     "labels: a value too long": _with("spec.labels", {"team": "a" * 64}),
     "labels: a value not a label value": _with("spec.labels", {"team": "speech team"}),
     "labels: more than 32": _with("spec.labels", {f"k{i}": "v" for i in range(33)}),
+    "imagePullSecrets: a name not a name": _with("spec.imagePullSecrets", [{"name": "Registry Credentials"}]),
+    "imagePullSecrets: no name": _with("spec.imagePullSecrets", [{}]),
+    "imagePullSecrets: more than 8": _with("spec.imagePullSecrets", [{"name": f"s{i}"} for i in range(9)]),
 }
 #: The API server prunes unknown fields, so only the models can refuse these.
 MODELS_ONLY = {

@@ -178,6 +178,28 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.event("Recovered")
 
 
+async def test_image_pull_secrets_reach_the_pods_and_a_missing_one_degrades_then_recovers(cluster: Cluster) -> None:
+    """A private registry or mirror: spec.imagePullSecrets reach the pods; one that does not exist would leave them in
+    ImagePullBackOff, which the Deployment reports only after its progress deadline (600 s): said at once instead."""
+    await cluster.api.create(cluster.stt_url(), stt(imagePullSecrets=[{"name": "registry-credentials"}]))
+
+    async def degraded() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("status") == "True" else None
+    c = await cluster.eventually(degraded)
+    assert c["reason"] == "MissingDependency" and 'Secret "registry-credentials" (spec.imagePullSecrets)' in c["message"]
+    pod = (await deployment(cluster) or {})["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+    await cluster.api.create(cluster.url("v1", "secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "registry-credentials", "namespace": NAMESPACE}, "data": {".dockerconfigjson": "e30="}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
+
+
 async def test_missing_ca_bundle_configmap_or_key_degrades_then_recovers(cluster: Cluster) -> None:
     """A pod that mounts a ConfigMap (or key) that does not exist stays in ContainerCreating, which the Deployment does
     not report: the operator looks for ``model.caBundle``'s ConfigMap and key itself, as for a Secret."""
@@ -454,6 +476,7 @@ REMOVABLE = {
                     "Deployment", ("spec", "template", "spec", "tolerations")),
     "service.annotations": ({"example.test/lb": "internal"}, "Service", ("metadata", "annotations")),
     "labels": ({"team": "speech"}, "Deployment", ("spec", "template", "metadata", "labels")),
+    "imagePullSecrets": ([{"name": "registry-credentials"}], "Deployment", ("spec", "template", "spec", "imagePullSecrets")),
 }
 
 

@@ -158,7 +158,8 @@ def test_full_values_render_is_valid(helm: Path) -> None:
     validate_manifests(docs)
     stts = {d["metadata"]["name"]: d for d in by_kind(docs, "SpeechToText")}
     assert sorted(stts) == ["de-de", "en-us", "korean"], "named as README and deploy/examples name them"
-    common = {"labels": {"example.com/cost-center": "cc-42"}}  # commonLabels
+    # commonLabels, and imagePullSecrets (the release namespace's, which the recognizers' is)
+    common = {"labels": {"example.com/cost-center": "cc-42"}, "imagePullSecrets": [{"name": "registry-credentials"}]}
     assert stts["en-us"]["spec"] == {"locale": "en-US", "eula": "accept", "replicas": 2, **common}
     assert stts["korean"]["spec"] == {"locale": "ko-KR", "eula": "accept", "logLevel": "Debug", "decoderMaxCount": 2, **common,
                                       "priorityClassName": "speech-realtime", "topologySpreadConstraints": [{
@@ -212,15 +213,17 @@ def test_full_values_render_in_any_namespace(helm: Path, namespace: str) -> None
     run([helm, "lint", "--strict", CHART, "--values", FULL_VALUES, "--namespace", namespace])
 
 
-def test_common_labels_are_on_every_object_every_pod_and_each_recognizers_spec_labels(helm: Path) -> None:
+def test_common_labels_and_pull_secrets_reach_every_object_every_pod_and_each_recognizers_spec(helm: Path) -> None:
     """commonLabels (what a policy engine requires of every object) reach each object the chart renders, each pod
     template (podLabels over them, selectors untouched), and the spec.labels of each SpeechToText of `recognizers`
-    (its own win), from which the operator labels what it makes for it (test_builders)."""
+    (its own win), from which the operator labels what it makes for it (test_builders); imagePullSecrets become each
+    recognizer's spec.imagePullSecrets unless it sets its own (they live in the release namespace, as its Secrets)."""
     docs = helm_template(helm, "--set", "commonLabels.team=speech", "--set", "commonLabels.tier=web",
                          "--set", "podLabels.tier=pods", "--set", "gateway.enabled=true",
                          "--set", "metrics.enabled=true", "--set", "peering.enabled=true", "--set", "replicaCount=2",
                          "--set", "recognizers[0].locale=en-US", "--set", "recognizers[1].locale=ko-KR",
-                         "--set", "recognizers[1].spec.labels.team=korean", namespace="speech")
+                         "--set", "recognizers[1].spec.labels.team=korean", "--set", "imagePullSecrets[0].name=registry",
+                         "--set", "recognizers[1].spec.imagePullSecrets[0].name=korean-registry", namespace="speech")
     validate_manifests(docs)
     for doc in docs:
         labels = doc["metadata"].get("labels") or {}
@@ -234,6 +237,8 @@ def test_common_labels_are_on_every_object_every_pod_and_each_recognizers_spec_l
     stts = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "SpeechToText")}
     assert stts["en-us"]["labels"] == {"team": "speech", "tier": "web"}
     assert stts["ko-kr"]["labels"] == {"team": "korean", "tier": "web"}, "a recognizer's own spec.labels win"
+    assert stts["en-us"]["imagePullSecrets"] == [{"name": "registry"}], "the release's pull secrets"
+    assert stts["ko-kr"]["imagePullSecrets"] == [{"name": "korean-registry"}], "unless its spec sets its own"
 
 
 def test_schema_rejects_bad_values(helm: Path) -> None:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quic
 HEADER = "| value | default | what |"
 #: Values the table leaves to their comment in values.yaml (the README says every value is commented there).
 LEFT_TO_VALUES_YAML = frozenset({
-    "image.pullPolicy", "imagePullSecrets", "nameOverride", "fullnameOverride", "peering.name",
+    "image.pullPolicy", "nameOverride", "fullnameOverride", "peering.name",
     "serviceAccount.create", "serviceAccount.name", "serviceAccount.annotations", "rbac.create", "extraArgs", "extraEnv",
     "livenessPort", "podAnnotations", "podLabels", "nodeSelector", "tolerations", "affinity", "priorityClassName",
     "gateway.service.port", "gateway.extraArgs", "serviceMonitor.interval", "serviceMonitor.labels",
