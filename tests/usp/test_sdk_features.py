@@ -1,0 +1,203 @@
+"""What an unmodified Speech SDK app gets when it sets more than a language: the features apps migrating from Azure
+use, each against the session's server, as README's table (Using the Azure Speech SDK) says.
+
+Each feature either works as with Azure's speech-to-text container (the same words as in-process Vosk, as
+tests/usp/test_sdk.py checks them), is ignored with the same words, or is refused at once with a cancellation that
+names what is not served. What the SDK sent is read from the server's own log of each ``speech.context`` (a debug
+line of ``speech_recognizer.usp.connection``): no client or server part is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import azure.cognitiveservices.speech as speechsdk
+import pytest
+
+from speech_recognizer.models import LoadedModel
+
+from ..conftest import reference
+from ..doc_tables import README, ROOT, code_spans, table
+from ..support import Reference, ServerThread, read_wav
+from .conftest import SDK_CHUNK
+from .sdk import assert_matches, config, detailed, recognizer
+
+Reason = speechsdk.ResultReason
+PropertyId = speechsdk.PropertyId
+#: README's table of Speech SDK features, by its header row.
+FEATURES_HEADER = "| the app sets | what the recognizer does | test |"
+#: How soon a refusal must reach the app: at once, not after the SDK's reconnections (seen: 0.02-0.5 s).
+AT_ONCE = 2.0
+
+
+@pytest.fixture
+def contexts(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, Any]]]:
+    """The ``speech.context`` bodies the server received during the test, as it logged them."""
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
+
+    def read() -> list[dict[str, Any]]:
+        return [json.loads(r.args[1]) for r in caplog.records  # type: ignore[index]
+                if r.name == "speech_recognizer.usp.connection" and r.args and r.args[0] == "speech.context"]
+
+    return read
+
+
+# ---- served, or ignored with the same words ----------------------------------------------------------
+
+
+def test_phrase_list_is_ignored_with_the_same_words(server: ServerThread, speech_wav: Path, speech_ref: Reference, contexts) -> None:
+    """``PhraseListGrammar`` reaches the server as ``dgi`` in ``speech.context``; Vosk's graph is compiled, so the
+    phrases are no hints to it: the words are those without them, and recognition goes on."""
+    rec = recognizer(config(server.ws), speech_wav)
+    phrases = speechsdk.PhraseListGrammar.from_recognizer(rec)
+    phrases.addPhrase("날씨")
+    phrases.addPhrase("서울 부산")
+    assert_matches(rec.recognize_once(), speech_ref.phrases[0])
+    sent = contexts()
+    assert [i["Text"] for i in sent[0]["dgi"]["Groups"][0]["Items"]] == ["날씨", "서울 부산"], sent
+
+
+@pytest.mark.parametrize("how", ["SourceLanguageConfig", "SpeechConfig.endpoint_id"])
+def test_a_custom_endpoint_id_is_served_by_the_locale_model(server: ServerThread, speech_wav: Path, speech_ref: Reference,
+                                                            how: str) -> None:
+    """A custom model's endpoint id (query ``cid``) is served by the model of the locale, as a container serves the
+    one model it runs: the words are the locale model's."""
+    cfg = config(server.ws)
+    if how == "SpeechConfig.endpoint_id":
+        cfg.endpoint_id = "my-custom-endpoint"
+        rec = recognizer(cfg, speech_wav)
+    else:
+        source = speechsdk.languageconfig.SourceLanguageConfig("ko-KR", "my-custom-endpoint")
+        rec = speechsdk.SpeechRecognizer(cfg, source_language_config=source,
+                                         audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav)))
+    assert_matches(rec.recognize_once(), speech_ref.phrases[0])
+
+
+@pytest.mark.parametrize("option", ["Removed", "Raw", "property raw"])
+def test_profanity_options_reach_the_server(server: ServerThread, speech_wav: Path, speech_ref: Reference, contexts, option: str) -> None:
+    """``set_profanity`` and ``SpeechServiceResponse_ProfanityOption`` reach the server (``enrichment.profanity``);
+    the words (none of them profane) are unchanged. How each option treats a profane word: tests/recognizer."""
+    cfg = config(server.ws)
+    if option == "property raw":
+        cfg.set_property(PropertyId.SpeechServiceResponse_ProfanityOption, "raw")
+    else:
+        cfg.set_profanity(getattr(speechsdk.ProfanityOption, option))
+    assert_matches(recognizer(cfg, speech_wav).recognize_once(), speech_ref.phrases[0])
+    want = "raw" if option == "property raw" else option.lower()
+    assert contexts()[0]["phraseDetection"]["enrichment"]["profanity"] == want
+
+
+def test_truetext_post_processing_is_ignored_with_the_same_words(server: ServerThread, speech_wav: Path, speech_ref: Reference,
+                                                                 contexts) -> None:
+    """``PostProcessingOption`` ``TrueText`` (disfluencies removed) reaches the server; the model writes no
+    disfluencies, so the detailed result, ``ITN`` and ``Display`` included, is as without it."""
+    cfg = detailed(config(server.ws))
+    cfg.set_property(PropertyId.SpeechServiceResponse_PostProcessingOption, "TrueText")
+    result = recognizer(cfg, speech_wav).recognize_once()
+    assert_matches(result, speech_ref.phrases[0])
+    best = json.loads(result.json)["NBest"][0]
+    assert best["Display"] == result.text and best["ITN"] == best["Lexical"]
+    assert contexts()[0]["phraseDetection"]["enrichment"]["interactive"]["disfluencyMode"] == "Removed"
+
+
+# ---- the Connection object, and recognizing more than once -------------------------------------------
+
+
+def test_a_connection_opened_first_serves_the_recognition(server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
+    """``Connection.from_recognizer(r).open(False)`` before ``recognize_once``, with a ``speech.config`` property
+    set: ``connected`` fires, the recognition uses that connection, ``close()`` fires ``disconnected``. (``open(True)``
+    opens a continuous connection, after which ``recognize_once`` raises SPXERR_SWITCH_MODE_NOT_ALLOWED in the SDK
+    itself, before anything is sent; the Python SDK (1.53) has no ``message_received``.)"""
+    rec = recognizer(config(server.ws), speech_wav)
+    connection = speechsdk.Connection.from_recognizer(rec)
+    seen: list[str] = []
+    connected, disconnected = threading.Event(), threading.Event()
+    connection.connected.connect(lambda e: (seen.append("connected"), connected.set()))
+    connection.disconnected.connect(lambda e: (seen.append("disconnected"), disconnected.set()))
+    connection.set_message_property("speech.config", "application", json.dumps({"name": "migrated-app"}))
+    connection.open(False)
+    assert connected.wait(AT_ONCE), seen
+    assert_matches(rec.recognize_once(), speech_ref.phrases[0])
+    connection.close()
+    assert disconnected.wait(AT_ONCE), seen
+    assert seen == ["connected", "disconnected"]
+
+
+def _push(rec_stream: speechsdk.audio.PushAudioInputStream, pcm: bytes) -> None:
+    for i in range(0, len(pcm), SDK_CHUNK):
+        rec_stream.write(pcm[i : i + SDK_CHUNK])
+
+
+def test_continuous_recognition_started_and_stopped_twice(server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
+    """Start, an utterance, stop; start again, the next, stop (one recognizer on one push stream): each session
+    reports its own utterance, once, at its place in the stream (the second session's offsets go on from the first's)."""
+    pcm, rate, _ = read_wav(utterances_wav)
+    first, second, third = utterances_ref.phrases
+    # each cut just before the next utterance: the decoder reports an utterance's end some way into the silence after it
+    cuts = [int((b.words[0].start - 0.1) * rate) * 2 for b in (second, third)]
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    got: list[speechsdk.SpeechRecognitionResult] = []
+    arrived = threading.Semaphore(0)
+    rec.recognized.connect(lambda e: (got.append(e.result), arrived.release()) if e.result.reason == Reason.RecognizedSpeech else None)
+    for part in (pcm[: cuts[0]], pcm[cuts[0] : cuts[1]]):
+        rec.start_continuous_recognition()
+        _push(stream, part)
+        assert arrived.acquire(timeout=20), "no phrase from this session"
+        rec.stop_continuous_recognition()
+    assert len(got) == 2, [r.text for r in got]
+    assert_matches(got[0], first)
+    # the second session's audio starts with the SDK's replay from the first phrase's end: its own decoding, at its place
+    assert got[1].text and abs(got[1].offset / 1e7 - second.words[0].start) < 0.1, (got[1].text, got[1].offset, second)
+
+
+def test_stop_mid_utterance_gives_the_words_so_far(server: ServerThread, model: LoadedModel, utterances_wav: Path,
+                                                  utterances_ref: Reference, tmp_path: Path) -> None:
+    """``stop_continuous_recognition`` in the middle of an utterance: the SDK ends the audio, and the words heard so far
+    come as a final ``recognized`` result before ``stop`` returns, as in-process Vosk's final result on that audio.
+    (The decoder reports the first words of an utterance only some way into it: here not before the stop.)"""
+    pcm, rate, _ = read_wav(utterances_wav)
+    words = utterances_ref.phrases[0].words
+    cut = int(words[-2].end * rate) * 2 // SDK_CHUNK * SDK_CHUNK  # before the utterance's last word, in whole chunks
+    partial = tmp_path / "cut.wav"
+    with wave.open(str(partial), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+        out.writeframes(pcm[:cut])
+    want = reference(model, partial)
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    got: list[speechsdk.SpeechRecognitionResult] = []
+    rec.recognized.connect(lambda e: got.append(e.result))
+    rec.start_continuous_recognition()
+    _push(stream, pcm[:cut])
+    time.sleep(0.5)  # the SDK sends what it is pushed at once (seen: within 10 ms)
+    assert not got, "a phrase ended before the stop"
+    rec.stop_continuous_recognition()
+    assert len(got) == 1, [r.text for r in got]
+    assert_matches(got[0], want.phrases[0])
+
+
+# ---- README's table ----------------------------------------------------------------------------------
+
+
+def test_readme_table_names_the_tests_that_check_it() -> None:
+    """Each row of README's feature table names tests (``file::name``) that exist; each test of this file is named."""
+    rows = table(README.read_text(), FEATURES_HEADER)
+    named = {span for row in rows for span in code_spans(row[2])}
+    assert named, "the table names no test"
+    for ref in named:
+        path, _, name = ref.partition("::")
+        source = (ROOT / path).read_text()
+        assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f"README's feature table names {ref}, which does not exist"
+    here = Path(__file__).relative_to(ROOT).as_posix()
+    mine = re.findall(r"^def (test_\w+)\(", Path(__file__).read_text(), re.M)
+    unnamed = [t for t in mine if f"{here}::{t}" not in named and t != "test_readme_table_names_the_tests_that_check_it"]
+    assert not unnamed, f"tests README's feature table does not name: {unnamed}"
