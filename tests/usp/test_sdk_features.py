@@ -50,6 +50,11 @@ def contexts(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, An
     return read
 
 
+def _cancellation(result: speechsdk.SpeechRecognitionResult) -> speechsdk.CancellationDetails:
+    assert result.reason == Reason.Canceled, result
+    return result.cancellation_details
+
+
 # ---- served, or ignored with the same words ----------------------------------------------------------
 
 
@@ -183,6 +188,56 @@ def test_stop_mid_utterance_gives_the_words_so_far(server: ServerThread, model: 
     rec.stop_continuous_recognition()
     assert len(got) == 1, [r.text for r in got]
     assert_matches(got[0], want.phrases[0])
+
+
+# ---- refused at once, naming what is not served ------------------------------------------------------
+
+
+def _translation(server: ServerThread, wav: Path) -> tuple[str, float]:
+    cfg = speechsdk.translation.SpeechTranslationConfig(host=server.ws)
+    cfg.speech_recognition_language = "ko-KR"
+    cfg.add_target_language("en")
+    rec = speechsdk.translation.TranslationRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
+    started = time.monotonic()
+    details = _cancellation(rec.recognize_once())
+    return f"{details.code} {details.error_details}", time.monotonic() - started
+
+
+def _transcription(server: ServerThread, wav: Path) -> tuple[str, float]:
+    rec = speechsdk.transcription.ConversationTranscriber(config(server.ws), audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
+    canceled: list[tuple[str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+    rec.canceled.connect(lambda e: (canceled.append((f"{e.cancellation_details.code} {e.cancellation_details.error_details}",
+                                                     time.monotonic() - started)), done.set()))
+    rec.start_transcribing_async().get()
+    assert done.wait(10), "no canceled event"
+    # not stopped: the SDK's stop_transcribing waits about 11 s after a closed connection (also after a close 1008 or
+    # 1011, or a refused upgrade), which the app need not wait for: it has its answer
+    return canceled[0]
+
+
+def _synthesis(server: ServerThread, wav: Path) -> tuple[str, float]:
+    synthesizer = speechsdk.SpeechSynthesizer(speechsdk.SpeechConfig(host=server.ws), audio_config=None)
+    started = time.monotonic()
+    result = synthesizer.speak_text_async("안녕하세요").get()
+    assert result.reason == Reason.Canceled, result
+    details = result.cancellation_details
+    return f"{details.error_code} {details.error_details}", time.monotonic() - started
+
+
+@pytest.mark.parametrize(("client", "name"), [(_translation, "speech translation (TranslationRecognizer)"),
+                                              (_transcription, "conversation transcription (ConversationTranscriber)"),
+                                              (_synthesis, "speech synthesis (SpeechSynthesizer)")],
+                         ids=["TranslationRecognizer", "ConversationTranscriber", "SpeechSynthesizer"])
+def test_services_not_served_are_refused_at_once_naming_them(server: ServerThread, speech_wav: Path, client: Any, name: str) -> None:
+    """Translation, conversation transcription and synthesis pointed at the recognizer: ``BadRequest`` at once with
+    the service named (close 1007). Before, the paths were refused with 403, which the SDK reports as
+    ``AuthenticationFailure`` ("check subscription information"): a wrong lead."""
+    said, took = client(server, speech_wav)
+    assert took < AT_ONCE, f"{name}: canceled after {took:.1f} s"
+    assert said.startswith("CancellationErrorCode.BadRequest "), said
+    assert f"{name} is not served here" in said, said
 
 
 # ---- README's table ----------------------------------------------------------------------------------

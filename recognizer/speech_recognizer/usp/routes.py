@@ -18,7 +18,7 @@ from .. import contract as c
 from .. import openapi as oa
 from ..auth import check_key
 from ..deadlines import Deadlines
-from ..errors import Failure, close_args, observe
+from ..errors import NOT_SERVED, Failure, close_args, observe
 from ..serving import DENIED
 from .connection import Connection
 from .options import Options
@@ -112,11 +112,60 @@ SPEECH_SDK = {
 }
 
 
+#: Where the Speech SDK (1.53) connects for the services Azure's speech-to-text container does not serve either, and
+#: what the app used. Without these routes the SDK was refused with Starlette's 403 for an unknown WebSocket path,
+#: which it reports as ``AuthenticationFailure`` ("check subscription information"): a wrong lead.
+NOT_SERVED_PATHS = {
+    "/stt/speech/universal/v2": "speech translation (TranslationRecognizer)",
+    "/speech/translation/cognitiveservices/v1": "speech translation (TranslationRecognizer)",
+    "/speech/universal/v2": "conversation transcription (ConversationTranscriber)",
+    "/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",
+}
+
+
+def not_served(what: str):
+    """The WebSocket handler of a Speech SDK service not served here: the upgrade is taken, then closed with 1007 and
+    the reason, which the SDK reports at once as ``BadRequest`` naming the service (a refused upgrade's body is not
+    shown to the app, and any other close code makes it connect again first)."""
+
+    async def serve(websocket: WebSocket) -> None:
+        failure = Failure(f"{what} is not served here: this server recognizes speech (SpeechRecognizer)", NOT_SERVED)
+        observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await websocket.close(*close_args(failure, usp=True))
+
+    return serve
+
+
+NOT_SERVED_DOC = {
+    "tags": [oa.RECOGNITION],
+    "summary": "WebSocket: a Speech SDK service not served here",
+    "description": "Where the Speech SDK connects for translation (`TranslationRecognizer`), conversation transcription "
+    "(`ConversationTranscriber`) and synthesis (`SpeechSynthesizer`), which this server does not serve (nor does Azure's "
+    "speech-to-text container). The upgrade is taken and closed at once with 1007 and a reason naming the service: the SDK "
+    f"reports it as `BadRequest`. [How to call the recognizer]({oa.HOME_SPEECH_SDK}).",
+    "parameters": [],
+    "responses": {"101": oa.SWITCHING, "426": oa.UPGRADE_REQUIRED},
+    "x-websocket": {
+        "protocol": "the Speech SDK's (USP); subprotocol `USP` when the client offers it",
+        "clientMessages": {"(any)": "not read: the connection is closed at once"},
+        "serverMessages": {"(none)": "only the close"},
+        "closeCodes": {"1007": "at once: the service is not served, with its name in the reason"},
+    },
+}
+
+
 def routes() -> list[BaseRoute]:
-    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET)."""
+    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET), and for
+    the Speech SDK's services not served here (:data:`NOT_SERVED_PATHS`)."""
     return [
         route
         for mode in c.RECOGNITION_MODES
         for route in oa.websocket_routes(c.RECOGNITION_PATH_TEMPLATE.format(mode=mode), endpoint(mode), SPEECH_SDK,
                                          documented_at=c.RECOGNITION_PATH_TEMPLATE, name=f"usp-{mode}")
+    ] + [
+        route
+        for path, what in NOT_SERVED_PATHS.items()
+        for route in oa.websocket_routes(path, not_served(what), NOT_SERVED_DOC, name=f"not-served-{path.strip('/').replace('/', '-')}")
     ]
