@@ -79,7 +79,8 @@ UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, "BadRequest", INFO, doc
 UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, "BadRequest", INFO, doc="a language no model serves")
 NOT_FOUND = Kind("not_found", 404, 1008, "BadRequest", INFO, doc="no such route or mode")
 NOT_SERVED = Kind("not_served", 501, 1008, None, INFO, usp_close=1007,
-                  doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis")
+                  doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis, "
+                      "language identification among several languages")
 PROTOCOL_ERROR = Kind("protocol_error", 400, 1002, "BadRequest", INFO, doc="messages out of order, a missing or reused request id")
 TOO_LARGE = Kind("too_large", 413, 1009, "BadRequest", INFO, doc="a body or audio over its limit (MaxAudioSeconds)")
 HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="request headers over their limit")

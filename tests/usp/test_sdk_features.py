@@ -28,7 +28,7 @@ from ..conftest import reference
 from ..doc_tables import README, ROOT, code_spans, table
 from ..support import Reference, ServerThread, read_wav
 from .conftest import SDK_CHUNK
-from .sdk import assert_matches, config, detailed, recognizer
+from .sdk import assert_matches, config, continuous, detailed, recognizer
 
 Reason = speechsdk.ResultReason
 PropertyId = speechsdk.PropertyId
@@ -113,6 +113,28 @@ def test_truetext_post_processing_is_ignored_with_the_same_words(server: ServerT
     assert contexts()[0]["phraseDetection"]["enrichment"]["interactive"]["disfluencyMode"] == "Removed"
 
 
+@pytest.mark.parametrize("mode", ["at start", "continuous"])
+def test_language_identification_with_one_language_recognizes_in_it(server: ServerThread, speech_wav: Path,
+                                                                    speech_ref: Reference, mode: str) -> None:
+    """``AutoDetectSourceLanguageConfig`` with one language: the SDK sends ``language=en-us&lidEnabled=ko-KR`` and
+    ``languageId.languages``; the turn is recognized in that language and each result names it
+    (``AutoDetectSourceLanguageResult``). It was refused before: "no model for language 'en-us'"."""
+    cfg = speechsdk.SpeechConfig(host=server.ws)
+    detect = speechsdk.languageconfig.AutoDetectSourceLanguageConfig(languages=["ko-KR"])
+    audio = speechsdk.audio.AudioConfig(filename=str(speech_wav))
+    if mode == "at start":
+        result = speechsdk.SpeechRecognizer(cfg, auto_detect_source_language_config=detect, audio_config=audio).recognize_once()
+        results = [result]
+    else:
+        cfg.set_property(PropertyId.SpeechServiceConnection_LanguageIdMode, "Continuous")
+        events = continuous(speechsdk.SpeechRecognizer(cfg, auto_detect_source_language_config=detect, audio_config=audio), timeout=30)
+        assert not events.canceled, [d.error_details for d in events.canceled]
+        results = events.recognized
+    assert len(results) == 1
+    assert_matches(results[0], speech_ref.phrases[0])
+    assert speechsdk.AutoDetectSourceLanguageResult(results[0]).language == "ko-KR"
+
+
 # ---- the Connection object, and recognizing more than once -------------------------------------------
 
 
@@ -191,6 +213,19 @@ def test_stop_mid_utterance_gives_the_words_so_far(server: ServerThread, model: 
 
 
 # ---- refused at once, naming what is not served ------------------------------------------------------
+
+
+def test_language_identification_among_two_languages_is_refused_naming_it(server: ServerThread, speech_wav: Path) -> None:
+    """At-start language identification among two languages: no model here tells languages apart (nor does Azure's
+    speech-to-text container), so the app gets ``BadRequest`` at once, its reason naming the feature and languages."""
+    detect = speechsdk.languageconfig.AutoDetectSourceLanguageConfig(languages=["ko-KR", "en-US"])
+    rec = speechsdk.SpeechRecognizer(speechsdk.SpeechConfig(host=server.ws), auto_detect_source_language_config=detect,
+                                     audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav)))
+    started = time.monotonic()
+    details = _cancellation(rec.recognize_once())
+    assert time.monotonic() - started < AT_ONCE, "the SDK connected again instead of failing at once"
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest
+    assert "language identification among ko-KR, en-US is not served" in details.error_details
 
 
 def _translation(server: ServerThread, wav: Path) -> tuple[str, float]:

@@ -245,7 +245,8 @@ class Turn:
                 return
             if isinstance(event, Partial):
                 await self._speech_started(event.start)
-                await self.send("speech.hypothesis", hypothesis_json(event.text, event.start, event.end, self.options.profanity))
+                await self.send("speech.hypothesis", self._identified(hypothesis_json(event.text, event.start, event.end,
+                                                                                        self.options.profanity)))
             elif isinstance(event, Phrase):
                 if self.base + event.end <= self.conn.acknowledged:
                     continue  # already reported in an earlier turn
@@ -267,7 +268,12 @@ class Turn:
             word_timings=opts.word_timings,
             word_confidence=opts.word_confidence,
         )
-        return {**body, "Channel": 0}
+        return self._identified({**body, "Channel": 0})
+
+    def _identified(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with the language the app's ``AutoDetectSourceLanguageConfig`` gave, when it gave one."""
+        language = self.options.identified
+        return body if language is None else {**body, "PrimaryLanguage": language}
 
     async def _status(self, status: str, start: float, end: float) -> None:
         await self.send("speech.endDetected", offset_json(end))
@@ -416,7 +422,7 @@ class Connection:
             assert isinstance(frame.body, bytes)
             if not self.ids.finished(request_id):  # else audio still in flight for a turn that already ended
                 if self.turn is None or self.turn.request_id != request_id:
-                    await self._new_turn(request_id, self.options)
+                    await self._new_turn(request_id, self.options.checked())
                 assert self.turn is not None
                 await self.turn.audio(frame.body)
             self.deadlines.heard()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..audio import PCM, WavFormat
-from ..errors import BadValue
+from ..errors import NOT_SERVED, BadValue, Failure
 from ..results import TICKS_PER_SECOND, OutputFormat, Profanity
 from ..settings import flag
 
@@ -31,6 +31,9 @@ class Options:
     initial_silence: float = DEFAULT_INITIAL_SILENCE
     #: Seconds of stream already acknowledged (``continuation`` of a previous turn).
     resume_at: float = 0.0
+    #: The languages of the app's ``AutoDetectSourceLanguageConfig`` (query ``lidEnabled``, ``speech.context``
+    #: ``languageId.languages``): one is recognized in (its phrases name it); several are refused (:meth:`checked`).
+    candidates: tuple[str, ...] = ()
 
     @property
     def continuous(self) -> bool:
@@ -48,9 +51,11 @@ class Options:
         millis = q.get("initialsilencetimeoutms", "")
         if millis.isascii() and millis.isdigit() and len(millis) <= 9:
             silence = int(millis) / 1000 or DEFAULT_INITIAL_SILENCE
+        candidates = tuple(c.strip() for c in q.get("lidenabled", "").split(",") if c.strip())
         return cls(
             mode=mode,
-            language=q.get("language") or "en-US",
+            language=candidates[0] if len(candidates) == 1 else q.get("language") or "en-US",
+            candidates=candidates,
             detailed=q.get("format", "").lower() == "detailed",
             word_timings=flag(q, "wordleveltimestamps"),
             word_confidence=flag(q, "wordlevelconfidence"),
@@ -61,9 +66,15 @@ class Options:
     def with_context(self, context: Mapping[str, Any]) -> Options:
         """These options updated by a ``speech.context`` body (its values win over the query).
 
-        Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape.
+        Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape, and
+        :class:`~speech_recognizer.errors.Failure` for what is not served (:meth:`checked`).
         """
         changes: dict[str, Any] = {}
+        identification = _member(context, "languageId", dict) or {}
+        candidates = _member(identification, "languages", list, "languageId.")
+        if candidates:
+            changes["candidates"] = tuple(str(c) for c in candidates)
+            changes["language"] = changes["candidates"][0]
         detection = _member(context, "phraseDetection", dict) or {}
         language = _member(detection, "language", str, "phraseDetection.")
         if language:
@@ -82,7 +93,26 @@ class Options:
             if "wordconfidence" in wanted:
                 changes["word_confidence"] = True
         changes["resume_at"] = continuation_offset(context)
-        return replace(self, **changes)
+        return replace(self, **changes).checked()
+
+    def checked(self) -> Options:
+        """These options, when this server can serve them.
+
+        Raises :class:`~speech_recognizer.errors.Failure` (:data:`~speech_recognizer.errors.NOT_SERVED`) for language
+        identification among several languages: no model here tells languages apart (nor does Azure's speech-to-text
+        container: language identification is a container of its own), and recognizing in one of them would be a
+        silent wrong answer for speech in another.
+        """
+        if len(self.candidates) > 1:
+            raise Failure(f"language identification among {', '.join(self.candidates)[:40]} is not served: "
+                          "recognize in one language (speech_recognition_language)", NOT_SERVED)
+        return self
+
+    @property
+    def identified(self) -> dict[str, str] | None:
+        """``PrimaryLanguage`` of the turn's results when the app asked for language identification (with one
+        language): the SDK's ``AutoDetectSourceLanguageResult``. ``Confidence`` is ``Unknown``: nothing was detected."""
+        return {"Language": self.language, "Confidence": "Unknown"} if self.candidates else None
 
 
 def _member(parent: Mapping[str, Any], name: str, kind: type, where: str = "") -> Any:
