@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,20 @@ def parse_partial(raw: str, previous: str, offset: float, shift: float, start: f
     found = words(data.get("partial_result", []), offset, shift)
     return Partial(text, found[0].start if found else start, found[-1].end if found else end, found)
 
+
+
+def split_at_pauses(phrase: Phrase, pause: float) -> list[Phrase]:
+    """``phrase`` cut where its words leave at least ``pause`` seconds of silence between them: a phrase ends after
+    that much silence (the Speech SDK's segmentation silence), where the decoder itself ends one only after its own
+    endpoint rules (about 0.5 s for Vosk's models). A phrase cut in pieces keeps only its best alternative: each
+    piece's text is its words', its confidence their mean (as :func:`parse_final` gives a phrase)."""
+    words = phrase.words
+    pieces = [list(words[:1])]
+    for before, word in pairwise(words):
+        if word.start - before.end >= pause - 1e-6:  # word times are rounded to 1 us
+            pieces.append([])
+        pieces[-1].append(word)
+    if len(pieces) < 2:
+        return [phrase]
+    return [Phrase((Alternative(" ".join(w.text for w in p), sum(w.confidence for w in p) / len(p), tuple(p)),), p[0].start, p[-1].end)
+            for p in pieces]

@@ -9,6 +9,7 @@ line of ``speech_recognizer.usp.connection``): no client or server part is mocke
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -26,7 +27,7 @@ from speech_recognizer.models import LoadedModel
 
 from ..conftest import reference
 from ..doc_tables import README, ROOT, code_spans, table
-from ..support import Reference, ServerThread, read_wav
+from ..support import SENTENCES, Reference, RefPhrase, RefWord, ServerThread, read_wav, speak
 from .conftest import SDK_CHUNK
 from .sdk import assert_matches, config, continuous, detailed, recognizer
 
@@ -133,6 +134,68 @@ def test_language_identification_with_one_language_recognizes_in_it(server: Serv
     assert len(results) == 1
     assert_matches(results[0], speech_ref.phrases[0])
     assert speechsdk.AutoDetectSourceLanguageResult(results[0]).language == "ko-KR"
+
+
+@pytest.fixture(scope="module")
+def paused_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sentences with a short pause between them (0.1 s of digital silence after espeak's own), then 1 s of it:
+    the decoder's endpoint rules hear one utterance (its phrase's largest gap between words is 0.48 s)."""
+    folder = tmp_path_factory.mktemp("paused")
+    first, rate, _ = read_wav(speak(SENTENCES[0], folder / "first.wav"))
+    second, _, _ = read_wav(speak(SENTENCES[1], folder / "second.wav"))
+    out = folder / "paused.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(bytes(int(0.3 * rate) * 2) + first + bytes(int(0.1 * rate) * 2) + second + bytes(rate * 2))
+    return out
+
+
+def _cut(phrase: RefPhrase, pause: float) -> list[RefPhrase]:
+    """``phrase`` cut where its words leave ``pause`` s of silence (what Azure's segmentation silence does)."""
+    pieces: list[list[RefWord]] = [[phrase.words[0]]]
+    for before, word in itertools.pairwise(phrase.words):
+        if word.start - before.end >= pause:
+            pieces.append([])
+        pieces[-1].append(word)
+    return [RefPhrase(" ".join(w.word for w in p), tuple(p)) for p in pieces]
+
+
+@pytest.mark.parametrize("setting", ["Speech_SegmentationSilenceTimeoutMs", "SpeechServiceConnection_EndSilenceTimeoutMs"])
+def test_a_segmentation_silence_shorter_than_the_decoders_ends_phrases_at_it(
+        server: ServerThread, model: LoadedModel, paused_wav: Path, contexts, setting: str) -> None:
+    """Segmentation silence 300 ms (continuous recognition), or end silence 300 ms (``recognize_once``): a pause that
+    long ends a phrase, as with Azure, where the decoder went on (the model's endpoint rules want 0.5 s or more).
+    The server cuts the decoder's phrase at its pauses: each piece is in-process Vosk's words, times and
+    confidences. Before, the setting reached the server (``speech.context``) and was ignored: one phrase."""
+    want = reference(model, paused_wav).phrases
+    assert len(want) == 1, [p.text for p in want]
+    pieces = _cut(want[0], 0.3)
+    assert len(pieces) == 2, pieces
+    cfg = detailed(config(server.ws))
+    cfg.set_property(getattr(PropertyId, setting), "300")
+    rec = recognizer(cfg, paused_wav)
+    if setting == "Speech_SegmentationSilenceTimeoutMs":
+        events = continuous(rec, timeout=30)
+        assert not events.canceled
+        assert len(events.recognized) == 2, [r.text for r in events.recognized]
+        for result, piece in zip(events.recognized, pieces, strict=True):
+            assert_matches(result, piece)
+        sent = contexts()[0]["phraseDetection"]["CONVERSATION"]["segmentation"]["segmentationSilenceTimeoutMs"]
+    else:
+        assert_matches(rec.recognize_once(), pieces[0])
+        sent = contexts()[0]["phraseDetection"]["trailingSilenceTimeout"]
+    assert sent == 300
+
+
+def test_a_segmentation_silence_out_of_range_is_refused_naming_it(server: ServerThread, speech_wav: Path) -> None:
+    """A segmentation silence outside the 100-5000 ms the SDK documents: ``BadRequest`` at once, naming the value."""
+    cfg = config(server.ws)
+    cfg.set_property(PropertyId.Speech_SegmentationSilenceTimeoutMs, "50")
+    started = time.monotonic()
+    details = _cancellation(recognizer(cfg, speech_wav).recognize_once())
+    assert time.monotonic() - started < AT_ONCE
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest
+    assert "segmentationSilenceTimeoutMs '50' is not a number of ms from 100 to 5000" in details.error_details
 
 
 # ---- the Connection object, and recognizing more than once -------------------------------------------

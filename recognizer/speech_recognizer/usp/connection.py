@@ -29,7 +29,7 @@ from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, class
 from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
-from ..transcript import Event, Partial, Phrase
+from ..transcript import Event, Partial, Phrase, split_at_pauses
 from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format
 
@@ -237,6 +237,9 @@ class Turn:
         return self.origin + self.options.initial_silence
 
     async def _emit(self, events: list[Event]) -> None:
+        pause = self.options.segmentation_silence
+        if pause is not None:  # the app's segmentation silence, when shorter than the decoder's own end of utterance
+            events = [piece for event in events for piece in (split_at_pauses(event, pause) if isinstance(event, Phrase) else [event])]
         for event in events:
             if self.ended:
                 return

@@ -34,6 +34,9 @@ class Options:
     #: The languages of the app's ``AutoDetectSourceLanguageConfig`` (query ``lidEnabled``, ``speech.context``
     #: ``languageId.languages``): one is recognized in (its phrases name it); several are refused (:meth:`checked`).
     candidates: tuple[str, ...] = ()
+    #: Seconds of silence after which a phrase ends (``Speech_SegmentationSilenceTimeoutMs``, or in interactive mode
+    #: ``SpeechServiceConnection_EndSilenceTimeoutMs``), when the app set one: phrases are cut at pauses that long.
+    segmentation_silence: float | None = None
 
     @property
     def continuous(self) -> bool:
@@ -66,7 +69,7 @@ class Options:
     def with_context(self, context: Mapping[str, Any]) -> Options:
         """These options updated by a ``speech.context`` body (its values win over the query).
 
-        Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape, and
+        Raises :class:`~speech_recognizer.errors.BadValue` naming the member that has the wrong shape or value, and
         :class:`~speech_recognizer.errors.Failure` for what is not served (:meth:`checked`).
         """
         changes: dict[str, Any] = {}
@@ -92,6 +95,9 @@ class Options:
                 changes["word_timings"] = True
             if "wordconfidence" in wanted:
                 changes["word_confidence"] = True
+        pause = segmentation_silence(detection, interactive=not self.continuous)
+        if pause is not None:
+            changes["segmentation_silence"] = pause
         changes["resume_at"] = continuation_offset(context)
         return replace(self, **changes).checked()
 
@@ -113,6 +119,33 @@ class Options:
         """``PrimaryLanguage`` of the turn's results when the app asked for language identification (with one
         language): the SDK's ``AutoDetectSourceLanguageResult``. ``Confidence`` is ``Unknown``: nothing was detected."""
         return {"Language": self.language, "Confidence": "Unknown"} if self.candidates else None
+
+
+#: The segmentation silences Azure takes, in ms (the SDK's documentation: 100 to 5000).
+SEGMENTATION_SILENCE_MS = (100, 5000)
+
+
+def segmentation_silence(detection: Mapping[str, Any], *, interactive: bool) -> float | None:
+    """Seconds of ``phraseDetection.<MODE>.segmentation.segmentationSilenceTimeoutMs`` (the SDK writes its mode's
+    name in capitals) or, in interactive mode, of ``trailingSilenceTimeout`` (end silence); None when neither is set.
+
+    Raises :class:`~speech_recognizer.errors.BadValue` for a value that is not a whole number of ms from 100 to 5000.
+    """
+    found: list[tuple[str, Any]] = []
+    for member in detection.values():
+        segmentation = member.get("segmentation") if isinstance(member, dict) else None
+        if isinstance(segmentation, dict) and segmentation.get("segmentationSilenceTimeoutMs") is not None:
+            found.append(("segmentationSilenceTimeoutMs", segmentation["segmentationSilenceTimeoutMs"]))
+    if not found and interactive and detection.get("trailingSilenceTimeout") is not None:
+        found.append(("trailingSilenceTimeout", detection["trailingSilenceTimeout"]))
+    if not found:
+        return None
+    where, value = found[0]
+    low, high = SEGMENTATION_SILENCE_MS
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit() and len(text) <= 9) or not low <= int(text) <= high:
+        raise BadValue(f"speech.context phraseDetection {where} {text[:20]!r} is not a number of ms from {low} to {high}")
+    return int(text) / 1000
 
 
 def _member(parent: Mapping[str, Any], name: str, kind: type, where: str = "") -> Any:
