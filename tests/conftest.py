@@ -158,6 +158,14 @@ def pod_run(request: pytest.FixtureRequest, pod_pool: dict[str, Future[Any]]) ->
     return pods_at_once.outcome(pod_pool, request.node)
 
 
+@pytest.fixture(scope="session")
+def jssdk() -> str:
+    """Node.js, with the Speech SDK for JavaScript installed from tests/jssdk's lock file (once: ``npm ci``)."""
+    from .jssdk.node import install
+
+    return install()
+
+
 TEST_KEY = "test-key-0123"
 #: 100 ms at 16 kHz mono: what the REST route feeds the decoder and what the Speech SDK sends.
 CHUNK = 3200

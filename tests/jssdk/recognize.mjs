@@ -1,0 +1,141 @@
+// An unmodified Speech SDK for JavaScript app, driven by tests/jssdk: one recognition, reported as JSON on stdout.
+//
+// Usage: node recognize.mjs '<scenario JSON>'. The scenario:
+//   url       ws://host:port (fromHost) or the full recognition URL (fromEndpoint, with endpoint: true)
+//   endpoint  use SpeechConfig.fromEndpoint(url, key) instead of fromHost(url[, key])
+//   key       the subscription key (none: fromHost without one)
+//   token     an authorization token instead of a key (fromAuthorizationToken's form: Authorization: Bearer)
+//   language  speechRecognitionLanguage
+//   detailed  OutputFormat.Detailed (and word-level timestamps)
+//   wav       a 16-bit PCM WAV file, pushed through a PushAudioInputStream in 100 ms chunks
+//   speed     push the chunks at this many times real time (none: all at once)
+//   keepOpen  leave the push stream open after the audio (a microphone that stays on)
+//   mode      "once" (recognizeOnceAsync) or "continuous" (startContinuousRecognitionAsync until the session stops)
+//   stopAfterRecognizing  continuous: stop (stopContinuousRecognitionAsync) after this many recognizing events
+//   timeoutMs give up (and say so) after this long
+//   browser   connect as the SDK does in a browser: where a global WebSocket exists, the SDK opens it with the URL alone
+//             (a browser's WebSocket takes no headers), so the key, a token and the connection id travel only in the
+//             URL's query. The global given here is the ws package's WebSocket (the one the SDK uses in Node), called
+//             with the URL alone; Node's own (undici 6, Node 20-22) fires no close event after a refused upgrade, so
+//             the SDK would wait forever where a browser reports the failure. The URLs it opened are reported.
+import fs from "node:fs";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const sdk = require("microsoft-cognitiveservices-speech-sdk");
+
+const scenario = JSON.parse(process.argv[2]);
+const opened = [];
+if (scenario.browser) {
+  const { WebSocket: NodeWebSocket } = require("ws");
+  globalThis.WebSocket = class extends NodeWebSocket {
+    constructor(...args) {
+      if (args.length !== 1) throw new Error(`a browser's WebSocket takes a URL (and protocols) only, got ${args.length} arguments`);
+      super(args[0]);
+      opened.push(args[0]);
+    }
+  };
+}
+const started = Date.now();
+const out = {
+  websocket: scenario.browser ? "browser" : "node", opened,
+  recognizing: [], recognized: [], canceled: [], sessionStarted: 0, sessionStopped: 0, once: null, error: null,
+  audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false,
+};
+const now = () => Date.now() - started;
+
+function result(r) {
+  return {
+    reason: sdk.ResultReason[r.reason], text: r.text, offset: r.offset, duration: r.duration,
+    json: r.json ? JSON.parse(r.json) : null,
+    noMatch: r.reason === sdk.ResultReason.NoMatch ? sdk.NoMatchReason[sdk.NoMatchDetails.fromResult(r).reason] : undefined,
+    ...(r.reason === sdk.ResultReason.Canceled ? cancellation(sdk.CancellationDetails.fromResult(r)) : {}),
+  };
+}
+
+function cancellation(d) {
+  return { cancelReason: sdk.CancellationReason[d.reason], errorCode: sdk.CancellationErrorCode[d.errorCode ?? d.ErrorCode], errorDetails: d.errorDetails };
+}
+
+function config() {
+  const url = new URL(scenario.url);
+  let cfg;
+  if (scenario.token) {
+    cfg = scenario.endpoint ? sdk.SpeechConfig.fromEndpoint(url) : sdk.SpeechConfig.fromHost(url);
+    cfg.authorizationToken = scenario.token;
+  } else if (scenario.endpoint) {
+    cfg = sdk.SpeechConfig.fromEndpoint(url, scenario.key ?? undefined);
+  } else {
+    cfg = scenario.key ? sdk.SpeechConfig.fromHost(url, scenario.key) : sdk.SpeechConfig.fromHost(url);
+  }
+  cfg.speechRecognitionLanguage = scenario.language ?? "ko-KR";
+  if (scenario.detailed) {
+    cfg.outputFormat = sdk.OutputFormat.Detailed;
+    cfg.requestWordLevelTimestamps();
+  }
+  return cfg;
+}
+
+function wavPcm(path) {
+  const data = fs.readFileSync(path);
+  let at = 12;
+  let rate = 16000;
+  while (at + 8 <= data.length) {
+    const id = data.toString("ascii", at, at + 4);
+    const size = data.readUInt32LE(at + 4);
+    if (id === "fmt ") rate = data.readUInt32LE(at + 12);
+    if (id === "data") return { pcm: data.subarray(at + 8, at + 8 + size), rate };
+    at += 8 + size + (size % 2);
+  }
+  throw new Error(`${path}: no data chunk`);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function feed(push, pcm, rate) {
+  const chunk = rate / 10 * 2; // 100 ms
+  const t0 = Date.now();
+  for (let i = 0, n = 0; i < pcm.length; i += chunk, n++) {
+    const piece = pcm.subarray(i, i + chunk);
+    push.write(piece.buffer.slice(piece.byteOffset, piece.byteOffset + piece.length));
+    if (scenario.speed) await sleep(Math.max(0, t0 + (n + 1) * 100 / scenario.speed - Date.now()));
+  }
+  out.audioDoneMs = now();
+  if (!scenario.keepOpen) push.close();
+}
+
+async function main() {
+  const { pcm, rate } = wavPcm(scenario.wav);
+  const push = sdk.AudioInputStream.createPushStream(sdk.AudioStreamFormat.getWaveFormatPCM(rate, 16, 1));
+  const rec = new sdk.SpeechRecognizer(config(), sdk.AudioConfig.fromStreamInput(push));
+  let stopped;
+  const sessionStopped = new Promise((resolve) => { stopped = resolve; });
+  rec.sessionStarted = () => { out.sessionStarted++; };
+  rec.sessionStopped = () => { out.sessionStopped++; stopped(); };
+  rec.recognizing = (_, e) => { out.recognizing.push({ ms: now(), text: e.result.text, offset: e.result.offset }); };
+  rec.recognized = (_, e) => { out.recognized.push({ ms: now(), ...result(e.result) }); };
+  rec.canceled = (_, e) => { out.canceled.push({ ms: now(), ...cancellation(e) }); if (scenario.mode === "continuous") stopped(); };
+  const timeout = sleep(scenario.timeoutMs ?? 30000).then(() => { out.timedOut = true; });
+  const feeding = feed(push, pcm, rate);
+  if (scenario.mode === "once") {
+    const once = new Promise((resolve) => rec.recognizeOnceAsync(resolve, (e) => { out.error = String(e); resolve(null); }));
+    const r = await Promise.race([once, timeout]);
+    if (r) out.once = { ms: now(), ...result(r) };
+  } else {
+    await new Promise((resolve, reject) => rec.startContinuousRecognitionAsync(resolve, reject));
+    if (scenario.stopAfterRecognizing) {
+      while (out.recognizing.length < scenario.stopAfterRecognizing && !out.timedOut && !out.sessionStopped) await sleep(10);
+    } else {
+      await Promise.race([sessionStopped, timeout]);
+    }
+    out.stoppingMs = now();
+    await new Promise((resolve, reject) => rec.stopContinuousRecognitionAsync(resolve, reject));
+    out.stoppedMs = now();
+  }
+  if (!scenario.keepOpen) await feeding;
+  rec.close();
+  process.stdout.write(JSON.stringify(out));
+  process.exit(0);
+}
+
+main().catch((e) => { out.error = String(e?.stack ?? e); process.stdout.write(JSON.stringify(out)); process.exit(1); });

@@ -1,0 +1,128 @@
+"""An unmodified Speech SDK for JavaScript app (npm ``microsoft-cognitiveservices-speech-sdk``, run by Node.js on
+recognize.mjs) against the recognizer, checked against in-process Vosk as tests/usp checks the Python SDK.
+
+Nothing is mocked but the browser: the "browser" form runs the SDK's browser branch (a global ``WebSocket`` opened
+with the URL alone, so the key, a token and the connection id travel in the URL's query, as from a web page), with
+the ws package standing in for a browser's WebSocket (recognize.mjs says why). The gateway's case is in
+tests/gateway/test_routes.py (its recognizer processes are that module's).
+
+What the JavaScript SDK does differently from the Python SDK, and these tests pin: it reports a refused key
+(401/403 at the upgrade) as ``ConnectionFailure`` with the status in its details, after 5 attempts (it has no
+``AuthenticationFailure`` for a connection; against Azure alike); it sends no continuation offset and reads a
+``speech.phrase`` error with its own fixed words, so a bad request's reason reaches the app only from the close.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..conftest import TEST_KEY
+from ..support import Reference, ServerThread
+from ..usp.sdk import assert_confidences, assert_same, expected, expected_words, spans
+from .node import LOCK, recognize, result_span, scenario
+
+ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
+#: Faster than real time, slow enough that results come while the audio streams.
+SPEED = 2
+
+
+def recognized_once(out: dict[str, Any]) -> dict[str, Any]:
+    result = out["once"]
+    assert result is not None and result["reason"] == "RecognizedSpeech", out
+    assert out["canceled"] == [] and out["sessionStopped"] == 1, out
+    return result
+
+
+@pytest.mark.unit
+def test_the_lock_pins_every_package_with_its_hash() -> None:
+    """``npm ci`` installs exactly what package-lock.json names, from the registry (npm leaves its default registry's
+    URL out of the lock), each checked against its sha512."""
+    packages = {name: p for name, p in json.loads(LOCK.read_text())["packages"].items() if name}
+    assert packages["node_modules/microsoft-cognitiveservices-speech-sdk"]["version"] == "1.52.0"
+    for name, package in packages.items():
+        assert package.get("resolved", "https://registry.npmjs.org/").startswith("https://registry.npmjs.org/"), name
+        assert package["integrity"].startswith("sha512-"), name
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_recognize_once_from_host(jssdk: str, server: ServerThread, speech_wav: Path, speech_ref: Reference, browser: bool) -> None:
+    """``SpeechConfig.fromHost(new URL("ws://..."))``, a push stream, ``recognizeOnceAsync``: in-process Vosk's words and times."""
+    out = recognize(jssdk, scenario(server.ws, speech_wav, mode="once", browser=browser))
+    result = recognized_once(out)
+    assert_same([result_span(result)], [expected(speech_ref.phrases[0])])
+    assert result["json"]["DisplayText"] == result["text"] and "NBest" not in result["json"]
+    assert [result_span(r) for r in out["recognized"]] == [result_span(result)]
+
+
+@pytest.mark.parametrize(("browser", "credential"), [(False, "key"), (True, "key"), (True, "token")])
+def test_recognize_once_with_a_key(jssdk: str, keyed_server: ServerThread, speech_wav: Path, speech_ref: Reference,
+                                   browser: bool, credential: str) -> None:
+    """With ``ApiKey`` set: ``fromHost(url, key)``, or ``fromHost`` and ``authorizationToken``. In the browser form the
+    key or token is in the URL only (``Ocp-Apim-Subscription-Key=`` or ``Authorization=Bearer …``): it is taken there."""
+    out = recognize(jssdk, scenario(keyed_server.ws, speech_wav, mode="once", browser=browser, **{credential: TEST_KEY}))
+    assert_same([result_span(recognized_once(out))], [expected(speech_ref.phrases[0])])
+    if browser:
+        in_query = f"Ocp-Apim-Subscription-Key={TEST_KEY}" if credential == "key" else f"Authorization=Bearer%20{TEST_KEY}"
+        assert len(out["opened"]) == 1 and in_query in out["opened"][0], out["opened"]
+
+
+def test_recognize_once_from_endpoint_with_a_key(jssdk: str, keyed_server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
+    """``SpeechConfig.fromEndpoint(new URL(".../conversation/cognitiveservices/v1"), key)``."""
+    out = recognize(jssdk, scenario(keyed_server.ws + ENDPOINT, speech_wav, mode="once", endpoint=True, key=TEST_KEY))
+    assert_same([result_span(recognized_once(out))], [expected(speech_ref.phrases[0])])
+
+
+def test_continuous_detailed_gives_hypotheses_and_each_utterance_while_the_audio_streams(
+    jssdk: str, server: ServerThread, utterances_wav: Path, utterances_ref: Reference
+) -> None:
+    """``startContinuousRecognitionAsync`` with ``OutputFormat.Detailed`` and word timestamps, audio pushed at twice real
+    time: ``recognizing`` before its phrase, ``recognized`` once per utterance before the audio ends, each phrase and
+    word where in-process Vosk puts it, with its confidence; the end of the stream stops the session."""
+    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED))
+    recognized = out["recognized"]
+    assert all(r["reason"] == "RecognizedSpeech" for r in recognized), recognized
+    assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
+    for result, phrase in zip(recognized, utterances_ref.phrases, strict=True):
+        best = result["json"]["NBest"][0]
+        assert best["Display"] == result["text"]
+        assert_same(spans(best["Words"]), expected_words(phrase))
+        assert_confidences(result["json"], phrase)
+    assert out["recognizing"], "no recognizing events"
+    assert out["recognizing"][0]["ms"] < recognized[0]["ms"]
+    assert recognized[0]["ms"] < out["audioDoneMs"] - 2000, "the first phrase came only at the end of the audio"
+    assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"] and out["sessionStopped"] == 1, out
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+@pytest.mark.parametrize(("key", "status"), [("not-the-key", "401"), (None, "403")], ids=["wrong", "missing"])
+def test_a_refused_key_cancels_at_once(jssdk: str, keyed_server: ServerThread, speech_wav: Path, browser: bool,
+                                       key: str | None, status: str) -> None:
+    """A wrong or missing key: ``canceled`` with ``ConnectionFailure`` naming the HTTP status (the JavaScript SDK's
+    words for a refused upgrade: it has no ``AuthenticationFailure`` there), in continuous mode as in recognize-once,
+    within moments (its 5 attempts), never a hang. (A real browser hides the status from the page.)"""
+    for mode in ("once", "continuous"):
+        started = time.monotonic()
+        out = recognize(jssdk, scenario(keyed_server.ws, speech_wav, mode=mode, browser=browser, key=key, timeoutMs=10000))
+        assert time.monotonic() - started < 8, "the SDK waited instead of failing"
+        assert out["recognized"] == [] and out["recognizing"] == []
+        assert [(c["cancelReason"], c["errorCode"]) for c in out["canceled"]] == [("Error", "ConnectionFailure")], out
+        assert f"Unexpected server response: {status}" in out["canceled"][0]["errorDetails"]
+
+
+def test_stopping_mid_utterance_ends_at_once_and_gives_the_decoder_back(jssdk: str, server: ServerThread, utterances_wav: Path) -> None:
+    """``stopContinuousRecognitionAsync`` at the first ``recognizing`` of a stream that stays open (a microphone still
+    on): the stop resolves at once, the session stops without an error, and the server holds no session after it."""
+    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", speed=1, keepOpen=True, stopAfterRecognizing=1))
+    assert out["stoppingMs"] is not None and out["stoppedMs"] - out["stoppingMs"] < 2000, out
+    assert out["sessionStopped"] == 1 and not [c for c in out["canceled"] if c["cancelReason"] == "Error"], out
+    assert out["recognizing"] and out["audioDoneMs"] is None, "stopped after the audio had ended"
+    deadline = time.monotonic() + 5
+    while (sessions := httpx.get(f"{server.http}/sessions").json()["sessions"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions == 0, "the stopped recognition still holds a decoder"
