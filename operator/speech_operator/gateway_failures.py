@@ -5,9 +5,8 @@ A refusal is answered in the recognizer's shapes, built by the recognizer's own 
 ``{"error": {"code", "message"}}`` with the kind's status and ``Retry-After`` on REST, the kind's
 close code with the reason cut to a close frame's 123 bytes on a WebSocket. An unknown locale or
 recognition mode is the recognizer's own kind (:data:`UNKNOWN_LOCALE`: 400, close 1007 with the
-recognizer's words; the Speech SDK reports ``BadRequest``). The recognizer also ends the Speech
-SDK's turn with a ``speech.phrase`` first; the gateway refuses before any turn, with the close alone,
-which the SDK reports the same way.
+recognizer's words; the Speech SDK reports ``BadRequest``), answered on the Speech SDK's route with the
+close alone, by the gateway as by the recognizer.
 The kinds only a gateway meets are in the table below, in the same form.
 """
 

@@ -73,10 +73,14 @@ class Kind:
 
 
 # ---- the policy: one line per kind ------------------------------------------------------------------
-BAD_VALUE = Kind("bad_value", 400, 1007, "BadRequest", INFO, doc="a parameter, message or frame the server cannot accept")
-BAD_AUDIO = Kind("bad_audio", 400, 1007, "BadRequest", INFO, doc="audio that cannot be decoded")
-UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, "BadRequest", INFO, doc="an audio encoding or content type not served")
-UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, "BadRequest", INFO, doc="a language no model serves")
+# A bad request closed with 1007 is answered on the Speech SDK route by the close alone, as Azure answers it: both SDKs
+# report a close 1007 at once as a bad request with its reason, but the JavaScript SDK reads a speech.phrase
+# BadRequest as its own fixed words ("Invalid parameter or unsupported audio format in the request.") and drops the
+# reason that follows in the close.
+BAD_VALUE = Kind("bad_value", 400, 1007, None, INFO, doc="a parameter, message or frame the server cannot accept", usp_close=1007)
+BAD_AUDIO = Kind("bad_audio", 400, 1007, None, INFO, doc="audio that cannot be decoded", usp_close=1007)
+UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, None, INFO, doc="an audio encoding or content type not served", usp_close=1007)
+UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, None, INFO, doc="a language no model serves", usp_close=1007)
 NOT_FOUND = Kind("not_found", 404, 1008, "BadRequest", INFO, doc="no such route or mode")
 NOT_SERVED = Kind("not_served", 501, 1008, None, INFO, usp_close=1007,
                   doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis, "

@@ -115,6 +115,20 @@ def test_a_refused_key_cancels_at_once(jssdk: str, keyed_server: ServerThread, s
         assert f"Unexpected server response: {status}" in out["canceled"][0]["errorDetails"]
 
 
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_an_unknown_language_cancels_naming_it_and_the_served_ones(jssdk: str, server: ServerThread, speech_wav: Path, mode: str) -> None:
+    """The app's ``CancellationDetails`` carry the server's reason (the language asked for and those served), as the
+    Python SDK's do. The JavaScript SDK reads a ``speech.phrase`` ``BadRequest`` as its own fixed words ("Invalid
+    parameter or unsupported audio format in the request."); the reason reaches it from the close 1007 alone."""
+    started = time.monotonic()
+    out = recognize(jssdk, scenario(server.ws, speech_wav, mode=mode, language="xx-XX", timeoutMs=10000))
+    assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
+    assert out["recognized"] == []
+    assert [(c["cancelReason"], c["errorCode"]) for c in out["canceled"]] == [("Error", "BadRequestParameters")], out
+    details = out["canceled"][0]["errorDetails"]
+    assert "'xx-XX'" in details and "ko-KR" in details and "1007" in details, details
+
+
 def test_stopping_mid_utterance_ends_at_once_and_gives_the_decoder_back(jssdk: str, server: ServerThread, utterances_wav: Path) -> None:
     """``stopContinuousRecognitionAsync`` at the first ``recognizing`` of a stream that stays open (a microphone still
     on): the stop resolves at once, the session stops without an error, and the server holds no session after it."""

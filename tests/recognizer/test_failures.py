@@ -137,8 +137,7 @@ def test_an_unknown_language_is_answered_alike_on_every_route(single: ServerThre
     assert rest.status_code == 400 and "xx-XX" in rest.json()["error"]["message"]
     assert vosk_close(single.ws, "language=xx-XX")[0] == 1007
     bodies, closed = asyncio.run(usp_turn(single.ws, "xx-XX"))
-    assert [b["path"] for b in bodies] == ["turn.start", "speech.phrase", "turn.end"]
-    assert bodies[1]["RecognitionStatus"] == "BadRequest" and "xx-XX" in bodies[1]["Message"]
+    assert bodies == [], "the close alone answers (tests/jssdk: the JavaScript SDK drops its reason after a speech.phrase)"
     assert closed is not None and closed[0] == 1007 and "xx-XX" in closed[1]
     for route, count in before.items():
         assert refused(single.http, route, "unknown_locale") == count + 1, route

@@ -98,8 +98,8 @@ SPEECH_SDK = {
             "next recognition)",
             "1002": "protocol error: a frame without `X-RequestId`, or one reused",
             "1007": "invalid data: a language no model serves, audio that is not 16-bit PCM, a malformed frame or value; "
-            "also a turn with no audio for `AudioIdleSeconds` (after the phrases of its audio): the SDK reports 1007 at once "
-            "as `BadRequest` with the reason",
+            "also a turn with no audio for `AudioIdleSeconds` (after the phrases of its audio): the close alone answers "
+            "(no `speech.phrase`), which the SDK reports at once as `BadRequest` with the reason",
             "1008": "a turn longer than `MaxSessionSeconds`, after its `BadRequest`: the SDK connects again and goes on",
             "1011": "recognition failed (a server error)",
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`) with the turn still running",
