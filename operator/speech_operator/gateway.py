@@ -510,7 +510,7 @@ class Gateway:
         failures.report(failure, route, locale)
         self.metrics.failures.labels(failure.kind.name).inc()
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
-        return await refuse(request, failure, protocols, close_wait)
+        return await refuse(request, failure, protocols, close_wait, usp=route == "usp")
 
     async def close_when_stopping(self, request: web.Request, response: web.StreamResponse) -> None:
         """Once the gateway stops, every answer but a WebSocket's says ``Connection: close`` and closes its

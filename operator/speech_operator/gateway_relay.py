@@ -167,15 +167,43 @@ def offered_protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
+#: How long a refused Speech SDK stream is read for its ``speech.context`` before the close (:func:`refuse`).
+CONTEXT_WAIT_SECONDS = 5.0
+
+
 async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = (),
-                 close_wait: float = 10.0) -> web.WebSocketResponse:
+                 close_wait: float = 10.0, *, usp: bool = False) -> web.WebSocketResponse:
     """Accept, then close with the failure's code and reason (a close before the handshake would
-    lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds."""
+    lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds.
+
+    ``usp`` (the Speech SDK's route, with a ``close_wait``): the close comes once the client has sent its
+    ``speech.context`` or first audio, as the recognizer's does. The JavaScript SDK sends its first messages as soon
+    as the socket opens, and one it sends after the close frame came, before the socket's close event, fails the
+    recognition with its own "websocket send error: Websocket not ready" and a stack trace, where the reason was meant.
+    """
     ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait)
     await ws.prepare(request)
+    if usp and close_wait > 0:
+        await _until_turn(ws, min(close_wait, CONTEXT_WAIT_SECONDS))
     code, reason = failures.close_args(failure)
     await ws.close(code=code, message=reason)
     return ws
+
+
+async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
+    """Read a Speech SDK client's messages until its turn begins (``speech.context``, or audio), it closes, or
+    ``budget`` seconds have passed."""
+    deadline = asyncio.get_running_loop().time() + budget
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            msg = await ws.receive(timeout=left)
+        except TimeoutError:
+            return
+        if msg.type != WSMsgType.TEXT:  # audio (binary), a close, an error
+            return
+        head = str(msg.data).partition("\r\n\r\n")[0].lower()
+        if any(line.replace(" ", "") == "path:speech.context" for line in head.splitlines()):
+            return
 
 
 class _ClientSide(web.WebSocketResponse):

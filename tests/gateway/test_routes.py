@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from harness.hostile_inputs import BAD_CHUNK, BAD_CHUNK_REASON, break_mid_body, post_head, responses
 from harness.loopback import Loopback
+from tests.jssdk.node import recognize, result_span, scenario
 from tests.recognizer.test_vosk_ws import closed_with, stream, texts
 from tests.support import Reference, read_wav
 from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
@@ -120,6 +121,28 @@ def test_keys_reach_the_recognizer_and_its_refusals_reach_the_client(locales: Lo
     assert rest(stack.http, OTHER_LOCALE, speech_wav, **{"Authorization": f"Bearer {KEY}"}).status_code == 200
     code, reason = closed_with(f"{stack.ws}/vosk?language={OTHER_LOCALE}", **{"Ocp-Apim-Subscription-Key": "wrong"})
     assert code == 1008 and "wrong key" in reason
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_the_javascript_sdk_through_the_gateway(jssdk: str, locales: Locales, speech_wav: Path, speech_ref: Reference, browser: bool) -> None:
+    """The Speech SDK for JavaScript (tests/jssdk) pointed at the gateway with ``fromHost``: each locale recognizes what
+    in-process Vosk does, the keyed one with its key (in the browser form the key is in the URL only, and the gateway
+    passes it on); a wrong key is refused as directly; an unknown locale's reason names it and the locales served,
+    every time: the gateway closed as soon as it accepted, and the SDK, still sending its first messages, mostly failed
+    with its own "websocket send error: Websocket not ready" and a stack trace instead (7 of 10 runs in Node)."""
+    stack = locales.stack
+    for locale, key in (("ko-KR", None), (OTHER_LOCALE, KEY)):
+        out = recognize(jssdk, scenario(stack.ws, speech_wav, language=locale, key=key, mode="once", browser=browser))
+        assert out["once"]["reason"] == "RecognizedSpeech" and out["canceled"] == [], out
+        assert_same([result_span(out["once"])], [expected(speech_ref.phrases[0])])
+    refused = recognize(jssdk, scenario(stack.ws, speech_wav, language=OTHER_LOCALE, key="not-the-key", mode="once", browser=browser))
+    assert [(c["errorCode"], "Unexpected server response: 401" in c["errorDetails"]) for c in refused["canceled"]] == [("ConnectionFailure", True)]
+    for mode in ("once", "continuous") * 2:
+        started = time.monotonic()
+        unknown = recognize(jssdk, scenario(stack.ws, speech_wav, language="xx-XX", mode=mode, browser=browser, timeoutMs=10000))
+        assert [c["errorCode"] for c in unknown["canceled"]] == ["BadRequestParameters"], unknown["canceled"]
+        assert all(word in unknown["canceled"][0]["errorDetails"] for word in ("'xx-XX'", OTHER_LOCALE, "ko-KR")), unknown["canceled"]
+        assert time.monotonic() - started < 5, "the SDK retried instead of failing fast"
 
 
 def test_the_gateway_reports_itself(locales: Locales) -> None:
