@@ -31,6 +31,7 @@ from speech_recognizer.settings import parse as recognizer_settings
 
 from . import snippets as s
 from .conftest import make_settings
+from .jssdk.node import MODULES as NODE_MODULES
 from .ship import lock, tools
 from .ship.conftest import CHART, crd_schemas, load_docs, run, validate_manifests
 from .support import ServerThread
@@ -276,10 +277,10 @@ OUTPUT_KINDS = {"kubectl get stt": output_kubectl_get, "events": output_events,
 
 # ---- the tests --------------------------------------------------------------------------------------
 def test_every_block_is_run_or_marked() -> None:
-    """Shell and Python blocks run; the rest (sample output, YAML fragments) carry an output marker;
+    """Shell, Python and JavaScript blocks run; the rest (sample output, YAML fragments) carry an output marker;
     every marker is one this runner knows, and lists commands that are in its block."""
     for block in BLOCKS:
-        if block.lang not in ("sh", "python"):
+        if block.lang not in ("sh", "python", "js"):
             assert block.marker and block.marker[0] == "output", f"README.md:{block.line}: mark it <!-- output: KIND -->"
         if block.marker and block.marker[0] == "output":
             assert block.marker[1] in OUTPUT_KINDS, f"README.md:{block.line}: unknown output kind {block.marker[1]!r}"
@@ -325,7 +326,7 @@ def test_readme_starts_one_configuration() -> None:
     assert recognizer_settings(SERVER_ARGS, environ={}).api_key == KEY
 
 
-def run_block(block: s.Block, shell: s.Shell) -> str:
+def run_block(block: s.Block, shell: s.Shell, node: str | None = None) -> str:
     """Run a README block as written; what it printed."""
     if block.marker and block.marker[0] == "output":
         OUTPUT_KINDS[block.marker[1]](block)
@@ -337,6 +338,12 @@ def run_block(block: s.Block, shell: s.Shell) -> str:
         if "start_continuous_recognition" in block.text or "recognized.connect" in block.text:
             # recognize_once, then the continuous recognition's `recognized` event: the sentence twice
             assert proc.stdout.count(EXPECTED_TEXT) >= 2, f"the continuous recognition printed nothing:\n{proc.stdout}"
+        return proc.stdout
+    if block.lang == "js":  # Node.js, with the SDK tests/jssdk installs
+        assert node is not None, "a JavaScript block needs the jssdk fixture's node"
+        proc = s.Shell(shell.workdir, shell.address, {**shell.env, "NODE_PATH": str(NODE_MODULES)}).run([node, "-"], stdin=block.text)
+        s.check_output("JavaScript README block", proc)
+        assert EXPECTED_TEXT in proc.stdout, f"the JavaScript block printed no recognition:\n{proc.stdout}"
         return proc.stdout
     assert block.lang == "sh", block.lang
     prefixes, _ = block.not_run
@@ -358,14 +365,14 @@ def run_block(block: s.Block, shell: s.Shell) -> str:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
-def test_readme_block(block: s.Block, shell: s.Shell) -> None:
-    run_block(block, shell)
+def test_readme_block(block: s.Block, shell: s.Shell, jssdk: str) -> None:
+    run_block(block, shell, jssdk)
 
 
-def test_a_broken_snippet_fails(shell: s.Shell) -> None:
+def test_a_broken_snippet_fails(shell: s.Shell, jssdk: str) -> None:
     """The runner fails the README's snippets as they were before issue 19: the curl without the key
     (a 403 that ``curl -s`` prints quietly), and continuous recognition that connects its handlers but
-    never starts."""
+    never starts (Python and JavaScript)."""
     quick_start = next(b for b in BLOCKS if "format=detailed" in b.text and b.lang == "sh")
     keyless = s.Block(0, "sh", quick_start.text.replace('-H "Ocp-Apim-Subscription-Key: local-key" ', ""))
     with pytest.raises(AssertionError, match="error"):
@@ -375,6 +382,9 @@ def test_a_broken_snippet_fails(shell: s.Shell) -> None:
                               if not line.startswith(("recognizer.start_", "recognizer.stop_", "done.wait", "recognizer.session_stopped", "recognizer.canceled")))
     with pytest.raises(AssertionError, match="continuous recognition printed nothing"):
         run_block(s.Block(0, "python", never_started), shell)
+    js = next(b for b in BLOCKS if b.lang == "js")
+    with pytest.raises(AssertionError, match="printed no recognition"):
+        run_block(s.Block(0, "js", js.text.replace("recognizer.startContinuousRecognitionAsync();", "")), shell, jssdk)
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["no key", "ApiKey"])
