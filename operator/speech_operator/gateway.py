@@ -248,9 +248,12 @@ class _DirectoryCollector:
 
 
 def language_of(request: web.Request) -> str | None:
-    """The request's ``language`` (or ``locale``) query parameter, any case of the name."""
+    """The request's ``language`` (or ``locale``) query parameter, any case of the name; for a Speech SDK app with an
+    ``AutoDetectSourceLanguageConfig``, the first language of its ``lidEnabled`` (the SDK then sends ``language=en-us``
+    whatever the app set): the recognizer serves one such language, and refuses several naming them."""
     query = {k.lower(): v for k, v in request.query.items()}
-    return query.get("language") or query.get("locale") or None
+    candidates = [c.strip() for c in query.get("lidenabled", "").split(",") if c.strip()]
+    return (candidates[0] if candidates else None) or query.get("language") or query.get("locale") or None
 
 
 class Gateway:

@@ -110,6 +110,24 @@ def test_an_unknown_locale_gets_the_recognizers_error_naming_the_locales(locales
     assert httpx.get(f"{stack.http}/").json()["locales"] == [OTHER_LOCALE, "ko-KR"]
 
 
+def test_language_identification_is_routed_by_its_languages(locales: Locales, speech_wav: Path, speech_ref: Reference) -> None:
+    """A Speech SDK app with an ``AutoDetectSourceLanguageConfig`` sends ``language=en-us&lidEnabled=...``: the gateway
+    routes it by its language, where it routed by en-us and refused it ("no model for language 'en-us'"). One language
+    is recognized in it (tests/usp/test_sdk_features.py); several are the recognizer's refusal, naming them."""
+    def detect(*languages: str) -> speechsdk.SpeechRecognitionResult:
+        auto = speechsdk.languageconfig.AutoDetectSourceLanguageConfig(languages=list(languages))
+        return speechsdk.SpeechRecognizer(speechsdk.SpeechConfig(host=locales.stack.ws), auto_detect_source_language_config=auto,
+                                          audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav))).recognize_once()
+
+    result = detect("ko-KR")
+    assert_matches(result, speech_ref.phrases[0])
+    assert speechsdk.AutoDetectSourceLanguageResult(result).language == "ko-KR"
+    refused = detect("ko-KR", "en-US")
+    assert refused.reason == Reason.Canceled, refused
+    assert refused.cancellation_details.code == speechsdk.CancellationErrorCode.BadRequest
+    assert "language identification among ko-KR, en-US is not served" in refused.cancellation_details.error_details
+
+
 def test_keys_reach_the_recognizer_and_its_refusals_reach_the_client(locales: Locales, speech_wav: Path) -> None:
     stack = locales.stack
     for key, status in ((None, "403"), ("not-the-key", "401")):
