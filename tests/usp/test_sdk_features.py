@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,13 @@ from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
+from harness.usp import client_text_frame
 from speech_recognizer.models import LoadedModel
+from speech_recognizer.usp.routes import NOT_SERVED_PATHS
 
 from ..conftest import reference
 from ..doc_tables import README, ROOT, code_spans, table
@@ -336,6 +342,24 @@ def test_services_not_served_are_refused_at_once_naming_them(server: ServerThrea
     assert took < AT_ONCE, f"{name}: canceled after {took:.1f} s"
     assert said.startswith("CancellationErrorCode.BadRequest "), said
     assert f"{name} is not served here" in said, said
+
+
+@pytest.mark.parametrize("path", sorted(NOT_SERVED_PATHS))
+def test_a_service_not_served_is_closed_once_its_request_begins(server: ServerThread, path: str) -> None:
+    """The close comes after the client's first request message, not at once: the SDK for JavaScript sends its
+    first messages as soon as the socket opens, and one sent after the close came made it report "websocket send
+    error: Websocket not ready" and a stack trace (2 of 3 TranslationRecognizer requests), not the reason. Its
+    SpeechSynthesizer connects to /tts/cognitiveservices/websocket/v1, which was refused with 403."""
+    request = "synthesis.context" if "websocket" in path else "speech.context"
+    with connect(f"{server.ws}{path}", subprotocols=[Subprotocol("USP")]) as ws:
+        ws.send(client_text_frame("speech.config", None, {"context": {"system": {"name": "SpeechSDK"}}}))
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)  # still open: the request has not begun
+        ws.send(client_text_frame(request, uuid.uuid4().hex, {}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=AT_ONCE)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007, closed.value
+    assert f"{NOT_SERVED_PATHS[path]} is not served here" in closed.value.rcvd.reason
 
 
 # ---- README's table ----------------------------------------------------------------------------------

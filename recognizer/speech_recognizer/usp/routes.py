@@ -8,6 +8,7 @@ An unmodified Azure Speech SDK app transcribes against this server by pointing
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.responses import PlainTextResponse
@@ -120,22 +121,50 @@ NOT_SERVED_PATHS = {
     "/speech/translation/cognitiveservices/v1": "speech translation (TranslationRecognizer)",
     "/speech/universal/v2": "conversation transcription (ConversationTranscriber)",
     "/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",
+    "/tts/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",  # the SDK for JavaScript's
 }
+#: The messages that begin a Speech SDK request (recognition and translation, synthesis): a service not served is closed
+#: once one came (:func:`not_served`).
+REQUEST_PATHS = frozenset({"speech.context", "synthesis.context", "ssml"})
+#: How long a connection to a service not served is read for its request before the close.
+REQUEST_WAIT_SECONDS = 5.0
 
 
 def not_served(what: str):
     """The WebSocket handler of a Speech SDK service not served here: the upgrade is taken, then closed with 1007 and
     the reason, which the SDK reports at once as ``BadRequest`` naming the service (a refused upgrade's body is not
-    shown to the app, and any other close code makes it connect again first)."""
+    shown to the app, and any other close code makes it connect again first). The close comes once the client has
+    begun its request (:func:`_until_request`): the SDK for JavaScript sends its first messages as soon as the socket
+    opens, and one sent after the close frame came fails its request with "websocket send error: Websocket not
+    ready" and a stack trace, where the reason was meant."""
 
     async def serve(websocket: WebSocket) -> None:
         failure = Failure(f"{what} is not served here: this server recognizes speech (SpeechRecognizer)", NOT_SERVED)
         observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        await websocket.close(*close_args(failure, usp=True))
+        if await _until_request(websocket, REQUEST_WAIT_SECONDS):
+            await websocket.close(*close_args(failure, usp=True))
 
     return serve
+
+
+async def _until_request(websocket: WebSocket, budget: float) -> bool:
+    """Read the client's messages until one begins its request (:data:`REQUEST_PATHS`, or audio), or ``budget`` seconds
+    have passed: True; False when the client left first."""
+    try:
+        async with asyncio.timeout(budget):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return False
+                if message.get("text") is None:  # binary: audio
+                    return True
+                head = message["text"].partition("\r\n\r\n")[0].lower()
+                if any(line.replace(" ", "").removeprefix("path:") in REQUEST_PATHS for line in head.splitlines()):
+                    return True
+    except TimeoutError:
+        return True
 
 
 NOT_SERVED_DOC = {
@@ -143,15 +172,16 @@ NOT_SERVED_DOC = {
     "summary": "WebSocket: a Speech SDK service not served here",
     "description": "Where the Speech SDK connects for translation (`TranslationRecognizer`), conversation transcription "
     "(`ConversationTranscriber`) and synthesis (`SpeechSynthesizer`), which this server does not serve (nor does Azure's "
-    "speech-to-text container). The upgrade is taken and closed at once with 1007 and a reason naming the service: the SDK "
-    f"reports it as `BadRequest`. [How to call the recognizer]({oa.HOME_SPEECH_SDK}).",
+    "speech-to-text container). The upgrade is taken and closed with 1007 and a reason naming the service as soon as the "
+    f"request begins: the SDK reports it as `BadRequest`. [How to call the recognizer]({oa.HOME_SPEECH_SDK}).",
     "parameters": [],
     "responses": {"101": oa.SWITCHING, "426": oa.UPGRADE_REQUIRED},
     "x-websocket": {
         "protocol": "the Speech SDK's (USP); subprotocol `USP` when the client offers it",
-        "clientMessages": {"(any)": "not read: the connection is closed at once"},
+        "clientMessages": {"(any)": "read until one begins the request (`speech.context`, `synthesis.context`, `ssml` or "
+                           "audio), at most 5 s, then the connection is closed"},
         "serverMessages": {"(none)": "only the close"},
-        "closeCodes": {"1007": "at once: the service is not served, with its name in the reason"},
+        "closeCodes": {"1007": "the service is not served, with its name in the reason"},
     },
 }
 
