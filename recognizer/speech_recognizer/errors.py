@@ -82,7 +82,7 @@ BAD_AUDIO = Kind("bad_audio", 400, 1007, None, INFO, doc="audio that cannot be d
 UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, None, INFO, doc="an audio encoding or content type not served", usp_close=1007)
 UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, None, INFO, doc="a language no model serves", usp_close=1007)
 NOT_FOUND = Kind("not_found", 404, 1008, "BadRequest", INFO, doc="no such route or mode")
-NOT_SERVED = Kind("not_served", 501, 1008, None, INFO, usp_close=1007,
+NOT_SERVED = Kind("not_served", 400, 1007, None, INFO, usp_close=1007,
                   doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis, "
                       "language identification among several languages")
 PROTOCOL_ERROR = Kind("protocol_error", 400, 1002, "BadRequest", INFO, doc="messages out of order, a missing or reused request id")
@@ -121,7 +121,6 @@ _HTTP_CODES = {
     431: "RequestHeaderFieldsTooLarge",
     499: "ClientClosedRequest",
     500: "InternalServerError",
-    501: "NotImplemented",
     502: "BadGateway",
     503: "ServiceUnavailable",
 }
