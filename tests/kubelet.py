@@ -26,6 +26,15 @@ each as a process:
   ``env`` (Secret keys filled in from the Secrets given), which wins over them, nothing
   else (no ``HOME``, no ``USER``, no TTY: stdin is /dev/null).
 
+- in a cgroup of its own (:class:`Cgroup`, under this process's own), joined before the container's process
+  execs, with its ``resources.limits`` as the kubelet has the runtime set them: ``cpu`` a CFS quota per 100 ms period
+  (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``), ``memory`` the cgroup's limit (v1 ``memory.limit_in_bytes``, v2
+  ``memory.max``), past which the kernel OOM-kills it: the container then ends as ``OOMKilled``
+  (:meth:`Running.state`, :attr:`Exited.reason`), as the kubelet reports it. The container sees its own cgroup
+  at /sys/fs/cgroup (read-only), as in a runtime's container, so what it reads of its limits is what it got.
+  The cgroups go when the container ends. A machine whose cgroup filesystem cannot be written fails the pod
+  with the reason (never runs it without its limits);
+
 Probes and ``httpGet`` hooks are plain GETs from inside the pod's network namespace,
 without headers beyond the kubelet's own ``User-Agent``, judged as a kubelet does
 (200-399 is success).
@@ -154,6 +163,8 @@ def inside(root: Path, path: str) -> Path:
 
 def _launch(plan: dict[str, Any]) -> None:
     """Set up the container's filesystem and identity, then exec its process (never returns)."""
+    for directory in plan["cgroups"].values():  # first: all it runs, its process above all, runs under its limits
+        Path(directory, "cgroup.procs").write_text(str(os.getpid()))
     root = Path(plan["root"])
     if plan["rootfs"]:
         _mount("--rbind", plan["rootfs"], str(root))
@@ -170,6 +181,9 @@ def _launch(plan: dict[str, Any]) -> None:
         os.chmod(root / "tmp", 0o1777)
     for system in ("proc", "dev", "sys"):
         _bind(f"/{system}", inside(root, system), read_only=False)
+    # its own cgroup where the container looks for it, read-only, as a runtime mounts it (v1: per controller)
+    for controller, directory in plan["cgroups"].items():
+        _bind(directory, inside(root, f"sys/fs/cgroup/{controller}"), read_only=True)
     for mount in plan["mounts"]:
         _bind(mount["source"], inside(root, mount["target"]), read_only=mount["readOnly"])
     if plan["readOnlyRootFilesystem"]:
@@ -250,7 +264,164 @@ def set_volume_ownership(top: Path, fs_group: int, read_only: bool = False) -> N
         os.chmod(path, path.stat().st_mode & 0o7777 | mask | (0o2110 if path.is_dir() else 0))
 
 
+# ---- cgroups: the containers' resources.limits --------------------------------------------
+CGROUPS = Path("/sys/fs/cgroup")
+#: The CFS period a kubelet gives every container (its cpuCFSQuotaPeriod default).
+CFS_PERIOD_US = 100_000
+
+
+class CgroupError(RuntimeError):
+    """The containers' cgroups cannot be made here: the pod does not run (it would run without its limits)."""
+
+
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path in the hierarchy of ``controller`` (``""``: the v2 hierarchy), from /proc/self/cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if (controller == "" and controllers == "") or (controller and controller in controllers.split(",")):
+            return path
+    raise CgroupError(f"this process is in no cgroup of the {controller or 'v2'} hierarchy (/proc/self/cgroup)")
+
+
+def cgroup_parents() -> dict[str, Path]:
+    """Where containers' cgroups go: under this process's own cgroup, so that whatever limits it is under hold them
+    too. cgroup v2 (one hierarchy, /sys/fs/cgroup with cpu and memory among its controllers): ``{"": dir}``; v1:
+    ``{"cpu": dir, "memory": dir}`` (/sys/fs/cgroup/cpu and /sys/fs/cgroup/memory)."""
+    unified = CGROUPS / "cgroup.controllers"
+    if unified.exists():
+        missing = {"cpu", "memory"} - set(unified.read_text().split())
+        if missing:
+            raise CgroupError(f"cgroup v2 at {CGROUPS} has no {' or '.join(sorted(missing))} controller")
+        return {"": CGROUPS / _own_cgroup("").lstrip("/")}
+    parents = {}
+    for controller in ("cpu", "memory"):
+        if not (CGROUPS / controller / "cgroup.procs").exists():
+            raise CgroupError(f"neither cgroup v2 ({unified}) nor v1's {controller} controller ({CGROUPS / controller}) "
+                              "is mounted")
+        parents[controller] = CGROUPS / controller / _own_cgroup(controller).lstrip("/")
+    return parents
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise CgroupError(f"cannot write {value!r} to {path}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class Cgroup:
+    """One container's cgroup, with the container's ``resources.limits``: in each controller's hierarchy (v1), or in
+    the one hierarchy (v2), a directory ``<this process's cgroup>/<pod>/<container>``, ``<pod>`` the name of the pod's
+    own directory (``kubelet-<name>-<random>``: two pods of one name never share one)."""
+
+    dirs: dict[str, Path]
+    cpu_limit: float | None
+    memory_limit: int | None
+
+    @property
+    def v2(self) -> bool:
+        return "" in self.dirs
+
+    def _file(self, controller: str, v1: str, v2: str) -> Path:
+        return self.dirs[""] / v2 if self.v2 else self.dirs[controller] / v1
+
+    @classmethod
+    def make(cls, pod: str, container: dict[str, Any]) -> Cgroup:
+        """Create the cgroup of ``container`` (a pod spec's container) of the pod whose directory is named ``pod``,
+        its limits set."""
+        from speech_operator.reconcile import quantity  # not at the top: the launcher runs without PYTHONPATH
+
+        limits = (container.get("resources") or {}).get("limits") or {}
+        cpu = quantity(limits["cpu"]) if "cpu" in limits else None
+        memory = quantity(limits["memory"]) if "memory" in limits else None
+        dirs = {controller: parent / pod / container["name"] for controller, parent in cgroup_parents().items()}
+        if "" in dirs:  # v2: a cgroup's controllers are those its parent hands down
+            try:
+                _write(dirs[""].parents[1] / "cgroup.subtree_control", "+cpu +memory")
+            except CgroupError as exc:
+                raise CgroupError(f"{exc}: cgroup v2 hands controllers down only from a cgroup with no processes of "
+                                  "its own (but the root): run the tests in a cgroup of their own whose parent "
+                                  "delegates cpu and memory (systemd-run --scope -p Delegate=yes ...)") from None
+            dirs[""].parent.mkdir(exist_ok=True)
+            _write(dirs[""].parent / "cgroup.subtree_control", "+cpu +memory")
+        made = cls(dirs, float(cpu) if cpu is not None else None, int(memory) if memory is not None else None)
+        made.remove()  # a container run again (an init container) starts in a fresh one
+        for path in dirs.values():
+            try:
+                path.mkdir(parents=True)
+            except OSError as exc:
+                raise CgroupError(f"cannot make the cgroup {path}: {exc.strerror or exc}") from None
+        if made.cpu_limit is not None:  # the kubelet's milliCPUToQuota: at least 1 ms per period
+            quota = max(1000, int(made.cpu_limit * CFS_PERIOD_US))
+            if made.v2:
+                _write(dirs[""] / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+            else:
+                _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+                _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
+        if made.memory_limit is not None:
+            _write(made._file("memory", "memory.limit_in_bytes", "memory.max"), str(made.memory_limit))
+            if made.v2 and (dirs[""] / "memory.swap.max").exists():  # the kubelet's default: no swap
+                _write(dirs[""] / "memory.swap.max", "0")
+        return made
+
+    def oom_kills(self) -> int:
+        """Processes of the container the kernel killed for its memory limit (v1 ``memory.oom_control``'s
+        ``oom_kill``, v2 ``memory.events``')."""
+        text = self._file("memory", "memory.oom_control", "memory.events").read_text()
+        counts = dict(line.split() for line in text.splitlines() if line.strip())
+        return int(counts.get("oom_kill", 0))
+
+    def memory_peak(self) -> int:
+        """The most memory the container has used, in bytes (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``)."""
+        return int(self._file("memory", "memory.max_usage_in_bytes", "memory.peak").read_text())
+
+    def cpu_throttled(self) -> tuple[int, float]:
+        """CFS periods in which the container ran out of its quota, and the seconds it waited for the next."""
+        stat = dict(line.split() for line in self._file("cpu", "cpu.stat", "cpu.stat").read_text().splitlines())
+        if self.v2:
+            return int(stat.get("nr_throttled", 0)), int(stat.get("throttled_usec", 0)) / 1e6
+        return int(stat.get("nr_throttled", 0)), int(stat.get("throttled_time", 0)) / 1e9
+
+    def remove(self) -> None:
+        """Kill what is left in the cgroup (a container's end ends all its processes), then remove it, and its pod's
+        directory once that is empty."""
+        for path in self.dirs.values():
+            if not path.is_dir():
+                continue
+            deadline = time.monotonic() + 10
+            while True:
+                pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                if time.monotonic() > deadline:
+                    raise CgroupError(f"processes {pids} in {path} outlived SIGKILL")
+                time.sleep(0.02)
+            while True:
+                try:
+                    path.rmdir()
+                    break
+                except OSError:  # EBUSY: the last one killed is not quite gone yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            with contextlib.suppress(OSError):  # ENOTEMPTY: another container of the pod is still there
+                path.parent.rmdir()
+
+
 # ---- the pod ----------------------------------------------------------------------
+def termination(returncode: int, cgroup: Cgroup) -> dict[str, Any]:
+    """How the kubelet reports a container that ended with ``returncode`` (``state.terminated``): exit code (128 + the
+    signal for a signal), and reason ``OOMKilled`` when the kernel killed it for its memory limit, else ``Completed``
+    (0) or ``Error``."""
+    code = 128 - returncode if returncode < 0 else returncode
+    reason = "OOMKilled" if cgroup.oom_kills() else "Completed" if code == 0 else "Error"
+    return {"exitCode": code, "reason": reason}
+
+
 @dataclass
 class Exited:
     """An init container that ran to its end."""
@@ -258,6 +429,8 @@ class Exited:
     name: str
     returncode: int
     log: str
+    #: As the kubelet reports it: ``Completed``, ``Error`` or ``OOMKilled``.
+    reason: str = "Completed"
 
 
 @dataclass
@@ -267,9 +440,25 @@ class Running:
     name: str
     process: subprocess.Popen
     logfile: Path
+    #: The container's cgroup, with its limits (removed once the container has ended and been seen to).
+    cgroup: Cgroup
+    _ended: dict[str, Any] | None = None
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def state(self) -> dict[str, Any]:
+        """The container's state as the kubelet reports it: ``{"running": {}}``, or ``{"terminated": {"exitCode",
+        "reason"}}`` (reason ``OOMKilled`` when its memory limit had it killed: :func:`termination`)."""
+        if self._ended is None:
+            if self.process.poll() is None:
+                return {"running": {}}
+            self._ended = termination(self.process.returncode, self.cgroup)
+        return {"terminated": self._ended}
+
+    def ended(self) -> str:
+        """What the container's end was, for a failure message (its log's end too)."""
+        return f"{self.name} ended: {self.state()}\n{self.log()[-4000:]}"
 
 
 @dataclass
@@ -299,6 +488,7 @@ class Pod:
         if os.geteuid() != 0:
             raise RuntimeError("tests/kubelet.py runs pods as a kubelet does and needs root (namespaces, mounts, "
                                "chroot); CI and .ci/run run as root")
+        cgroup_parents()  # no pod where its containers' limits cannot be set (CgroupError says why)
         self._dir = Path(tempfile.mkdtemp(prefix=f"kubelet-{self.name}-"))
         os.chmod(self._dir, 0o755)
         self._pause = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"], start_new_session=True)
@@ -330,6 +520,8 @@ class Pod:
     def __exit__(self, *exc: object) -> None:
         for running in self._running:
             self.stop(running, grace=0)
+            running.state()  # read before its cgroup goes
+            running.cgroup.remove()
         if self._pause is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._pause.pid, signal.SIGKILL)
@@ -391,9 +583,9 @@ class Pod:
             "argv": argv, "env": env,
         }
 
-    def _popen(self, container: dict[str, Any], logfile: Path) -> subprocess.Popen:
+    def _popen(self, container: dict[str, Any], logfile: Path, cgroup: Cgroup) -> subprocess.Popen:
         plan_file = logfile.with_suffix(".plan.json")
-        plan_file.write_text(json.dumps(self.plan(container)))
+        plan_file.write_text(json.dumps({**self.plan(container), "cgroups": {k: str(v) for k, v in cgroup.dirs.items()}}))
         cmd = ["nsenter", f"--net={self.netns}", "--", "unshare", "--mount", "--propagation", "private", "--",
                sys.executable, "-m", "tests.kubelet", str(plan_file)]
         with logfile.open("wb") as out:
@@ -404,14 +596,19 @@ class Pod:
         """Run one init container to its end, as the kubelet does before the next one."""
         assert self._dir is not None
         logfile = self._dir / f"{name}.log"
-        proc = self._popen(self.container(name), logfile)
+        container = self.container(name)
+        cgroup = Cgroup.make(self._dir.name, container)
         try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        return Exited(name, code, logfile.read_text(errors="replace"))
+            proc = self._popen(container, logfile, cgroup)
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            return Exited(name, code, logfile.read_text(errors="replace"), termination(code, cgroup)["reason"])
+        finally:
+            cgroup.remove()
 
     def init_containers(self) -> list[str]:
         return [c["name"] for c in self.spec.get("initContainers", [])]
@@ -421,7 +618,13 @@ class Pod:
         assert self._dir is not None
         container = self.container(name) if name else self.spec["containers"][0]
         logfile = self._dir / f"{container['name']}.log"
-        running = Running(container["name"], self._popen(container, logfile), logfile)
+        cgroup = Cgroup.make(self._dir.name, container)
+        try:
+            process = self._popen(container, logfile, cgroup)
+        except BaseException:
+            cgroup.remove()
+            raise
+        running = Running(container["name"], process, logfile, cgroup)
         self._running.append(running)
         return running
 
@@ -554,7 +757,8 @@ class Pod:
         limit = float(spec.get("failureThreshold", 3)) if kind != "readinessProbe" else float("inf")
         while True:
             if running.process.poll() is not None:
-                raise AssertionError(f"{running.name} exited with {running.process.returncode} before its {kind} "
+                raise AssertionError(f"{running.name} exited with {running.process.returncode} "
+                                     f"({running.state()['terminated']['reason']}) before its {kind} "
                                      f"passed; last: {last[1:]}\n{running.log()[-4000:]}")
             last = self.probe(container, kind)
             if last[0]:

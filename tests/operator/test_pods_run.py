@@ -341,3 +341,56 @@ def test_service_links_are_the_ones_a_kubelet_makes() -> None:
         "REDIS_PRIMARY_PORT_6379_TCP": "tcp://10.0.0.11:6379", "REDIS_PRIMARY_PORT_6379_TCP_PROTO": "tcp",
         "REDIS_PRIMARY_PORT_6379_TCP_PORT": "6379", "REDIS_PRIMARY_PORT_6379_TCP_ADDR": "10.0.0.11", **master}
     assert environment({"enableServiceLinks": False}, {"name": "app"}, [redis, headless]) == master
+
+
+def test_containers_run_under_their_limits_and_past_the_memory_limit_are_oom_killed() -> None:
+    """The harness runs each container in a cgroup with its ``resources.limits``, as the kubelet has the runtime do:
+    a container (an init container too) that allocates past its memory limit is killed by the kernel and ends as
+    the kubelet reports it, exit code 137 and reason ``OOMKilled``; one under a CPU limit of 250m gets a quarter of a
+    CPU (a busy loop of 1.5 s gets about 0.4 s of CPU time), and sees its own limit where a runtime's container does
+    (the recognizer's cpu_count reads it: 1); the cgroups are gone once the pod is."""
+    allocate = ["python", "-c", "x = bytearray(256 << 20); print('allocated', flush=True)"]
+    busy = ("import time; from speech_recognizer.settings import cpu_count; start = time.monotonic()\n"
+            "while time.monotonic() - start < 1.5: pass\n"
+            "print(cpu_count(), time.process_time())")
+    spec = {"initContainers": [{"name": "init", "command": allocate, "resources": {"limits": {"memory": "64Mi"}}}],
+            "containers": [{"name": "main", "command": allocate, "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}},
+                           {"name": "busy", "command": ["python", "-c", busy], "resources": {"limits": {"cpu": "250m"}}},
+                           {"name": "fits", "command": allocate, "resources": {"limits": {"memory": "512Mi"}}}]}
+    with Pod(spec, host_image()) as pod:
+        init = pod.run_init("init")
+        assert (init.returncode, init.reason) == (-9, "OOMKilled"), init
+        ran = {name: pod.start(name) for name in ("main", "busy", "fits")}
+        for running in ran.values():
+            running.process.wait(60)
+        assert ran["main"].state() == {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, ran["main"].log()
+        assert "allocated" not in ran["main"].log()
+        assert ran["fits"].state() == {"terminated": {"exitCode": 0, "reason": "Completed"}}, ran["fits"].log()
+        assert 256 << 20 < ran["fits"].cgroup.memory_peak() < 512 << 20
+        assert ran["busy"].state() == {"terminated": {"exitCode": 0, "reason": "Completed"}}, ran["busy"].log()
+        cpus, cpu_seconds = ran["busy"].log().split()
+        assert cpus == "1" and 0.2 < float(cpu_seconds) < 0.7, ran["busy"].log()  # 0.375 s of quota in 1.5 s
+        assert ran["busy"].cgroup.cpu_throttled()[0] > 0
+        cgroups = [path for running in ran.values() for path in running.cgroup.dirs.values()]
+    assert cgroups and not [path for path in cgroups if path.exists() or path.parent.exists()]
+
+
+def test_a_machine_without_writable_cgroups_fails_the_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no cgroup filesystem with the cpu and memory controllers is mounted, or it cannot be written, a pod does
+    not run (it would run without its limits, and every test of it pass for a pod a kubelet would run otherwise): it
+    fails saying why, never skips."""
+    from tests import kubelet
+
+    spec = {"containers": [{"name": "main", "command": ["true"], "resources": {"limits": {"memory": "64Mi"}}}]}
+    monkeypatch.setattr(kubelet, "CGROUPS", tmp_path)
+    with pytest.raises(kubelet.CgroupError, match=r"^neither cgroup v2 \(.*cgroup.controllers\) nor v1's cpu controller"):
+        Pod(spec, host_image()).__enter__()
+    for controller in ("cpu", "memory"):  # mounted, as far as a look can tell, but not a cgroup filesystem
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    monkeypatch.setattr(kubelet, "_own_cgroup", lambda controller: "/tests")
+    (tmp_path / "memory" / "tests").write_text("a file where this process's memory cgroup goes")
+    with Pod(spec, host_image()) as pod:
+        with pytest.raises(kubelet.CgroupError, match=r"^cannot make the cgroup .*/memory/tests/kubelet-pod-0-\w+/main: "
+                           "Not a directory"):
+            pod.start()
