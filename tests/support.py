@@ -216,3 +216,25 @@ def duplicate_table_bytes(grammar: Path) -> int:
     with open(grammar, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         found = duplicate_input_symbols(buf)
     return 0 if found is None else found[2] - found[1]
+
+
+def widest_wav(speech: Path | None = None) -> bytes:
+    """``MaxAudioSeconds`` (60 s by default) of the widest audio a REST or OpenAI body may carry (48 kHz, 2 channels,
+    32 bits: 23 MB, the largest upload the limits allow): ``speech`` (a 16 kHz mono WAV) over and over, else silence."""
+    import io
+    import wave
+
+    import numpy as np
+
+    from speech_recognizer.settings import parse
+
+    seconds = parse([], environ={}).max_audio_seconds
+    pcm, rate, _ = read_wav(speech) if speech is not None else (b"\0\0", 16000, 1)
+    samples = np.resize(np.repeat(np.frombuffer(pcm, "<i2").astype("<i4") << 16, 48000 // rate), int(seconds * 48000))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(4)
+        wav.setframerate(48000)
+        wav.writeframes(np.stack([samples, samples], axis=1).tobytes())
+    return out.getvalue()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def content_params(content_type: str) -> tuple[str, dict[str, str]]:
     return parts[0].lower(), params
 
 
-def parse_wav_header(data: bytes) -> tuple[WavFormat, int, int]:
+def parse_wav_header(data: bytes | bytearray) -> tuple[WavFormat, int, int]:
     """Parse RIFF chunks up to ``data``: returns the format, the data offset and data length.
 
     The length is what the header says, clipped to what is present (streamed
@@ -205,16 +206,48 @@ def _decode_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> 
     return Audio(bytes(out), rate, 1)
 
 
-def _open_soundfile(data: bytes | memoryview, what: str, **raw: object) -> object:
+class _BufferReader(io.RawIOBase):
+    """A read-only, seekable file over a buffer, which it does not copy: ``io.BytesIO`` copies anything but
+    ``bytes`` (a memoryview of a WAV's data, the bytearray a body is read into), and at the decoder cap a second
+    copy of every body being decoded (23 MB each at the limit) was that much more memory at once."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        count = max(0, min(len(target), len(self._view) - self._pos))
+        target[:count] = self._view[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _open_soundfile(data: bytes | bytearray | memoryview, what: str, **raw: object) -> object:
     import soundfile
 
     try:
-        return soundfile.SoundFile(io.BytesIO(data), **raw)
+        return soundfile.SoundFile(_BufferReader(data), **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode the {what} audio: {exc}") from None
 
 
-def decode_wav(data: bytes, max_seconds: float, cut: bool = False) -> Audio:
+def decode_wav(data: bytes | bytearray, max_seconds: float, cut: bool = False) -> Audio:
     """Decode a WAV file to mono 16-bit PCM; the data chunk is read as it is, so streamed sizes work.
 
     The data length is the header's, clipped to what is present: a header claiming
@@ -293,7 +326,7 @@ def _describe(fmt: WavFormat) -> str:
     return f"{fmt.sample_rate} Hz, {fmt.channels}-channel, {fmt.bits}-bit audio"
 
 
-def decode(data: bytes, content_type: str = "", *, max_seconds: float, cut: bool = False) -> Audio:
+def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: float, cut: bool = False) -> Audio:
     """Decode a request body to mono 16-bit PCM, by its bytes (the content type only for headerless PCM).
 
     Raises :class:`AudioError`: 413 when the audio is longer than ``max_seconds``

@@ -81,9 +81,12 @@ def _seconds_of(max_seconds: float, audio: str) -> str:
     return f": {max_seconds:g} s (MaxAudioSeconds) of {audio}"
 
 
-async def read_body(request: Request, limit: int, *, wav_seconds: float | None = None) -> bytes:
+async def read_body(request: Request, limit: int, *, wav_seconds: float | None = None) -> bytearray:
     """The whole body (chunked or not), refusing more than ``limit`` bytes with 413, by its
     ``Content-Length`` before anything is read, else as soon as it is passed.
+
+    The buffer it was read into, not a copy of it as ``bytes``: at the decoder cap, a copy of every
+    body in flight (23 MB each at the limit) was that much more memory at once, against the pod's limit.
 
     With ``wav_seconds``, a WAV body's limit narrows to that many seconds of its own format
     as soon as its header has come (and its ``Content-Length`` is checked again), so that an
@@ -103,7 +106,7 @@ async def read_body(request: Request, limit: int, *, wav_seconds: float | None =
                 check_declared_length(request, limit, what)
         if len(body) > limit:
             raise too_large(f"over {limit}", limit, what)
-    return bytes(body)
+    return body
 
 
 async def client_left(receive: Receive) -> None:
