@@ -456,6 +456,11 @@ class Running:
             self._ended = termination(self.process.returncode, self.cgroup)
         return {"terminated": self._ended}
 
+    def cpu_seconds(self) -> float:
+        """CPU time the container's process has used so far, user and system, its threads included."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def ended(self) -> str:
         """What the container's end was, for a failure message (its log's end too)."""
         return f"{self.name} ended: {self.state()}\n{self.log()[-4000:]}"
