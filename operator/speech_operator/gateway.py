@@ -66,7 +66,7 @@ from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import MAX_MESSAGE_BYTES, Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
-from speech_recognizer import contract, demo, logs
+from speech_recognizer import contract, demo, errors, logs
 from speech_recognizer.addresses import unmapped
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
@@ -336,6 +336,16 @@ class Gateway:
                                              "openai": "POST /v1/audio/transcriptions (form field language)",
                                              "demo": "GET /demo"}})
 
+    async def not_served(self, request: web.Request) -> web.StreamResponse:
+        """``contract.NOT_SERVED_PATHS``: a Speech SDK service no recognizer serves (translation, conversation
+        transcription, synthesis), refused as a recognizer refuses it: closed with 1007 naming the service once the
+        client's request begins (a plain request: 400)."""
+        failure = errors.unserved_service(contract.NOT_SERVED_PATHS[request.path])
+        if not _is_upgrade(request):
+            return self._refused_http(failure, "usp", None)
+        protocols = (USP_PROTOCOL,) if USP_PROTOCOL in offered_protocols(request) else ()
+        return await self._refused_ws(request, failure, "usp", None, protocols)
+
     async def openai(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/audio/transcriptions``: routed by the form's ``language``, else ``?language=``, else
         the only locale; refusals in OpenAI's error shape, as the recognizer gives them."""
@@ -601,6 +611,8 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     recognition = contract.RECOGNITION_PATH_TEMPLATE
     app.router.add_route("*", recognition, gateway.recognition)
     app.router.add_get(contract.ROUTE_VOSK_WS, gateway.vosk)
+    for path in contract.NOT_SERVED_PATHS:
+        app.router.add_get(path, gateway.not_served)
     app.router.add_get(contract.ROUTE_HOME, gateway.vosk)
     app.router.add_post(contract.ROUTE_OPENAI_TRANSCRIPTIONS, gateway.openai)
     app.router.add_get(contract.ROUTE_DEMO, gateway.demo)

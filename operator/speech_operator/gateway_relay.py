@@ -39,6 +39,7 @@ from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
+from speech_recognizer import contract
 from speech_recognizer.addresses import unmapped
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -191,8 +192,8 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
 
 
 async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
-    """Read a Speech SDK client's messages until its turn begins (``speech.context``, or audio), it closes, or
-    ``budget`` seconds have passed."""
+    """Read a Speech SDK client's messages until its request begins (``speech.context``, ``synthesis.context`` or
+    ``ssml``: ``contract.USP_REQUEST_PATHS``; or audio), it closes, or ``budget`` seconds have passed."""
     deadline = asyncio.get_running_loop().time() + budget
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
@@ -202,7 +203,7 @@ async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
         if msg.type != WSMsgType.TEXT:  # audio (binary), a close, an error
             return
         head = str(msg.data).partition("\r\n\r\n")[0].lower()
-        if any(line.replace(" ", "") == "path:speech.context" for line in head.splitlines()):
+        if any(line.replace(" ", "").removeprefix("path:") in contract.USP_REQUEST_PATHS for line in head.splitlines()):
             return
 
 

@@ -43,6 +43,21 @@ PRE_STOP_SECONDS: Final = 5
 RECOGNITION_MODES: Final = ("interactive", "conversation", "dictation")
 RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices/v1"
 RECOGNITION_PATHS: Final = tuple(RECOGNITION_PATH_TEMPLATE.format(mode=m) for m in RECOGNITION_MODES)
+#: Where the Speech SDK (1.53 for Python, 1.52 for JavaScript) connects for the services Azure's speech-to-text container
+#: does not serve either, and what the app used: the recognizer and the gateway refuse them naming the service
+#: (:func:`speech_recognizer.errors.unserved_service`), where an unknown path was refused with 403 (the SDK's
+#: "AuthenticationFailure", a wrong lead) or 404.
+NOT_SERVED_PATHS: Final = {
+    "/stt/speech/universal/v2": "speech translation (TranslationRecognizer)",
+    "/speech/translation/cognitiveservices/v1": "speech translation (TranslationRecognizer)",
+    "/speech/universal/v2": "conversation transcription (ConversationTranscriber)",
+    "/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",
+    "/tts/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",  # the SDK for JavaScript's
+}
+#: The ``Path`` of the messages that begin a Speech SDK request (recognition and translation; synthesis): a refused
+#: stream is closed once one came (or audio), as the SDK for JavaScript fails a request whose messages meet a close
+#: with "websocket send error" instead of the close's reason.
+USP_REQUEST_PATHS: Final = frozenset({"speech.context", "synthesis.context", "ssml"})
 #: vosk-server compatible WebSocket route.
 ROUTE_VOSK_WS: Final = "/vosk"
 #: OpenAI's audio transcription route (its clients' ``base_url`` is ``http://host:5000/v1``).

@@ -152,6 +152,11 @@ class Failure(Exception):
         return self.message
 
 
+def unserved_service(what: str) -> Failure:
+    """The refusal of a Speech SDK service this server does not serve (``what``: its name and the SDK's class)."""
+    return Failure(f"{what} is not served here: this server recognizes speech (SpeechRecognizer)", NOT_SERVED)
+
+
 class BadValue(Failure, ValueError):
     """A value a client sent that the server cannot take (:data:`BAD_VALUE`): the message says which and why."""
 

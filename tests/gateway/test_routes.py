@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 import httpx
@@ -22,7 +23,7 @@ from harness.loopback import Loopback
 from tests.jssdk.node import recognize, result_span, scenario
 from tests.recognizer.test_vosk_ws import closed_with, stream, texts
 from tests.support import Reference, read_wav
-from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
+from tests.usp.sdk import UNSERVED_CLIENTS, assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
 
 from .conftest import KEY, OTHER_LOCALE, Locales, speech_to_text, start_recognizer
 
@@ -126,6 +127,17 @@ def test_language_identification_is_routed_by_its_languages(locales: Locales, sp
     assert refused.reason == Reason.Canceled, refused
     assert refused.cancellation_details.code == speechsdk.CancellationErrorCode.BadRequest
     assert "language identification among ko-KR, en-US is not served" in refused.cancellation_details.error_details
+
+
+@pytest.mark.parametrize(("client", "name"), UNSERVED_CLIENTS, ids=lambda v: v.__name__ if callable(v) else "")
+def test_services_not_served_are_refused_as_the_recognizer_refuses_them(locales: Locales, speech_wav: Path, client: Any, name: str) -> None:
+    """Translation, conversation transcription and synthesis pointed at the gateway: ``BadRequest`` at once naming the
+    service, as from a recognizer (tests/usp/test_sdk_features.py), where the gateway answered 404 (the SDK's
+    ServiceError "Internal service error (404)", after connecting again)."""
+    said, took = client(locales.stack.ws, speech_wav)
+    assert took < 2, f"{name}: canceled after {took:.1f} s"
+    assert said.startswith("CancellationErrorCode.BadRequest "), said
+    assert f"{name} is not served here" in said, said
 
 
 def test_keys_reach_the_recognizer_and_its_refusals_reach_the_client(locales: Locales, speech_wav: Path) -> None:

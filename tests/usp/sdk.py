@@ -163,3 +163,52 @@ def assert_matches(result: speechsdk.SpeechRecognitionResult, phrase: RefPhrase)
     assert result.reason == speechsdk.ResultReason.RecognizedSpeech, result
     assert_same([reported(result)], [expected(phrase)])
     assert_confidences(json.loads(result.json), phrase)
+
+
+# ---- the SDK's services the recognizer does not serve: what each client reports, and how soon -----------------------
+
+
+def _refused(details: Any, code: Any) -> str:
+    return f"{code} {details.error_details}"
+
+
+def translate_once(ws_base: str, wav: Path) -> tuple[str, float]:
+    """A ``TranslationRecognizer``'s ``recognize_once``: ``(its CancellationErrorCode and error details, seconds)``."""
+    cfg = speechsdk.translation.SpeechTranslationConfig(host=ws_base)
+    cfg.speech_recognition_language = "ko-KR"
+    cfg.add_target_language("en")
+    rec = speechsdk.translation.TranslationRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
+    started = time.monotonic()
+    result = rec.recognize_once()
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    return _refused(result.cancellation_details, result.cancellation_details.code), time.monotonic() - started
+
+
+def transcribe(ws_base: str, wav: Path) -> tuple[str, float]:
+    """A ``ConversationTranscriber`` until its ``canceled`` event: ``(its code and error details, seconds)``."""
+    rec = speechsdk.transcription.ConversationTranscriber(config(ws_base), audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
+    canceled: list[tuple[str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+    rec.canceled.connect(lambda e: (canceled.append((_refused(e.cancellation_details, e.cancellation_details.code),
+                                                     time.monotonic() - started)), done.set()))
+    rec.start_transcribing_async().get()
+    assert done.wait(10), "no canceled event"
+    # not stopped: the SDK's stop_transcribing waits about 11 s after a closed connection (also after a close 1008 or
+    # 1011, or a refused upgrade), which the app need not wait for: it has its answer
+    return canceled[0]
+
+
+def synthesize(ws_base: str, wav: Path) -> tuple[str, float]:
+    """A ``SpeechSynthesizer``'s ``speak_text_async``: ``(its error code and details, seconds)`` (``wav`` unused)."""
+    synthesizer = speechsdk.SpeechSynthesizer(speechsdk.SpeechConfig(host=ws_base), audio_config=None)
+    started = time.monotonic()
+    result = synthesizer.speak_text_async("안녕하세요").get()
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    return _refused(result.cancellation_details, result.cancellation_details.error_code), time.monotonic() - started
+
+
+#: ``(client, the service's name in the refusal)`` of each service not served.
+UNSERVED_CLIENTS = [(translate_once, "speech translation (TranslationRecognizer)"),
+                    (transcribe, "conversation transcription (ConversationTranscriber)"),
+                    (synthesize, "speech synthesis (SpeechSynthesizer)")]

@@ -28,14 +28,14 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from harness.usp import client_text_frame
+from speech_recognizer.contract import NOT_SERVED_PATHS
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.usp.routes import NOT_SERVED_PATHS
 
 from ..conftest import reference
 from ..doc_tables import README, ROOT, code_spans, table
 from ..support import SENTENCES, Reference, RefPhrase, RefWord, ServerThread, read_wav, speak
 from .conftest import SDK_CHUNK
-from .sdk import assert_matches, config, continuous, detailed, recognizer
+from .sdk import UNSERVED_CLIENTS, assert_matches, config, continuous, detailed, recognizer
 
 Reason = speechsdk.ResultReason
 PropertyId = speechsdk.PropertyId
@@ -297,48 +297,12 @@ def test_language_identification_among_two_languages_is_refused_naming_it(server
     assert "language identification among ko-KR, en-US is not served" in details.error_details
 
 
-def _translation(server: ServerThread, wav: Path) -> tuple[str, float]:
-    cfg = speechsdk.translation.SpeechTranslationConfig(host=server.ws)
-    cfg.speech_recognition_language = "ko-KR"
-    cfg.add_target_language("en")
-    rec = speechsdk.translation.TranslationRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
-    started = time.monotonic()
-    details = _cancellation(rec.recognize_once())
-    return f"{details.code} {details.error_details}", time.monotonic() - started
-
-
-def _transcription(server: ServerThread, wav: Path) -> tuple[str, float]:
-    rec = speechsdk.transcription.ConversationTranscriber(config(server.ws), audio_config=speechsdk.audio.AudioConfig(filename=str(wav)))
-    canceled: list[tuple[str, float]] = []
-    done = threading.Event()
-    started = time.monotonic()
-    rec.canceled.connect(lambda e: (canceled.append((f"{e.cancellation_details.code} {e.cancellation_details.error_details}",
-                                                     time.monotonic() - started)), done.set()))
-    rec.start_transcribing_async().get()
-    assert done.wait(10), "no canceled event"
-    # not stopped: the SDK's stop_transcribing waits about 11 s after a closed connection (also after a close 1008 or
-    # 1011, or a refused upgrade), which the app need not wait for: it has its answer
-    return canceled[0]
-
-
-def _synthesis(server: ServerThread, wav: Path) -> tuple[str, float]:
-    synthesizer = speechsdk.SpeechSynthesizer(speechsdk.SpeechConfig(host=server.ws), audio_config=None)
-    started = time.monotonic()
-    result = synthesizer.speak_text_async("안녕하세요").get()
-    assert result.reason == Reason.Canceled, result
-    details = result.cancellation_details
-    return f"{details.error_code} {details.error_details}", time.monotonic() - started
-
-
-@pytest.mark.parametrize(("client", "name"), [(_translation, "speech translation (TranslationRecognizer)"),
-                                              (_transcription, "conversation transcription (ConversationTranscriber)"),
-                                              (_synthesis, "speech synthesis (SpeechSynthesizer)")],
-                         ids=["TranslationRecognizer", "ConversationTranscriber", "SpeechSynthesizer"])
+@pytest.mark.parametrize(("client", "name"), UNSERVED_CLIENTS, ids=lambda v: v.__name__ if callable(v) else "")
 def test_services_not_served_are_refused_at_once_naming_them(server: ServerThread, speech_wav: Path, client: Any, name: str) -> None:
     """Translation, conversation transcription and synthesis pointed at the recognizer: ``BadRequest`` at once with
     the service named (close 1007). Before, the paths were refused with 403, which the SDK reports as
     ``AuthenticationFailure`` ("check subscription information"): a wrong lead."""
-    said, took = client(server, speech_wav)
+    said, took = client(server.ws, speech_wav)
     assert took < AT_ONCE, f"{name}: canceled after {took:.1f} s"
     assert said.startswith("CancellationErrorCode.BadRequest "), said
     assert f"{name} is not served here" in said, said

@@ -19,7 +19,7 @@ from .. import contract as c
 from .. import openapi as oa
 from ..auth import check_key
 from ..deadlines import Deadlines
-from ..errors import NOT_SERVED, Failure, close_args, observe
+from ..errors import Failure, close_args, observe, unserved_service
 from ..serving import DENIED
 from .connection import Connection
 from .options import Options
@@ -113,19 +113,6 @@ SPEECH_SDK = {
 }
 
 
-#: Where the Speech SDK (1.53) connects for the services Azure's speech-to-text container does not serve either, and
-#: what the app used. Without these routes the SDK was refused with Starlette's 403 for an unknown WebSocket path,
-#: which it reports as ``AuthenticationFailure`` ("check subscription information"): a wrong lead.
-NOT_SERVED_PATHS = {
-    "/stt/speech/universal/v2": "speech translation (TranslationRecognizer)",
-    "/speech/translation/cognitiveservices/v1": "speech translation (TranslationRecognizer)",
-    "/speech/universal/v2": "conversation transcription (ConversationTranscriber)",
-    "/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",
-    "/tts/cognitiveservices/websocket/v1": "speech synthesis (SpeechSynthesizer)",  # the SDK for JavaScript's
-}
-#: The messages that begin a Speech SDK request (recognition and translation, synthesis): a service not served is closed
-#: once one came (:func:`not_served`).
-REQUEST_PATHS = frozenset({"speech.context", "synthesis.context", "ssml"})
 #: How long a connection to a service not served is read for its request before the close.
 REQUEST_WAIT_SECONDS = 5.0
 
@@ -139,7 +126,7 @@ def not_served(what: str):
     ready" and a stack trace, where the reason was meant."""
 
     async def serve(websocket: WebSocket) -> None:
-        failure = Failure(f"{what} is not served here: this server recognizes speech (SpeechRecognizer)", NOT_SERVED)
+        failure = unserved_service(what)
         observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -150,7 +137,7 @@ def not_served(what: str):
 
 
 async def _until_request(websocket: WebSocket, budget: float) -> bool:
-    """Read the client's messages until one begins its request (:data:`REQUEST_PATHS`, or audio), or ``budget`` seconds
+    """Read the client's messages until one begins its request (``contract.USP_REQUEST_PATHS``, or audio), or ``budget`` seconds
     have passed: True; False when the client left first."""
     try:
         async with asyncio.timeout(budget):
@@ -161,7 +148,7 @@ async def _until_request(websocket: WebSocket, budget: float) -> bool:
                 if message.get("text") is None:  # binary: audio
                     return True
                 head = message["text"].partition("\r\n\r\n")[0].lower()
-                if any(line.replace(" ", "").removeprefix("path:") in REQUEST_PATHS for line in head.splitlines()):
+                if any(line.replace(" ", "").removeprefix("path:") in c.USP_REQUEST_PATHS for line in head.splitlines()):
                     return True
     except TimeoutError:
         return True
@@ -188,7 +175,7 @@ NOT_SERVED_DOC = {
 
 def routes() -> list[BaseRoute]:
     """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET), and for
-    the Speech SDK's services not served here (:data:`NOT_SERVED_PATHS`)."""
+    the Speech SDK's services not served here (``contract.NOT_SERVED_PATHS``)."""
     return [
         route
         for mode in c.RECOGNITION_MODES
@@ -196,6 +183,6 @@ def routes() -> list[BaseRoute]:
                                          documented_at=c.RECOGNITION_PATH_TEMPLATE, name=f"usp-{mode}")
     ] + [
         route
-        for path, what in NOT_SERVED_PATHS.items()
+        for path, what in c.NOT_SERVED_PATHS.items()
         for route in oa.websocket_routes(path, not_served(what), NOT_SERVED_DOC, name=f"not-served-{path.strip('/').replace('/', '-')}")
     ]
