@@ -20,6 +20,12 @@ LABEL_LOCALE = f"{api.GROUP}/locale"
 LABEL_OWNER = f"{api.GROUP}/speechtotext"
 
 CONTAINER = "recognizer"
+#: The init containers: the chown step, the model download.
+CHOWN_CONTAINER = "chown"
+DOWNLOAD_CONTAINER = "download-model"
+#: Each container's: when it fails without a termination message, the kubelet keeps the end of its log (the
+#: recognizer's and the download's one-line error) in the pod's status, which the SpeechToText's status quotes.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 PORT_NAME = "http"
 TMP_MOUNT = "/tmp"
 #: Where the download init container finds ``spec.model.caBundle``'s ConfigMap key (its ModelCaFile): a folder of
@@ -273,9 +279,10 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, config: OperatorConfig
     owned = needs_chown(spec, config)
     if owned:
         inits.append({
-            "name": "chown",
+            "name": CHOWN_CONTAINER,
             "image": config.trusted_image,
             "imagePullPolicy": "IfNotPresent",
+            "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
             "command": ["python", "-c", CHOWN_SCRIPT,
                         str(contract.RUN_AS_USER), str(contract.RUN_AS_GROUP),
                         *(MOUNT_PATHS[n] for n in owned)],
@@ -300,9 +307,10 @@ def init_containers(spec: api.SpeechToTextSpec, img: str, config: OperatorConfig
         if ca_bundle(spec) is not None:
             mounts.append({"name": CA_BUNDLE_VOLUME, "mountPath": CA_BUNDLE_MOUNT, "readOnly": True})
         inits.append({
-            "name": "download-model",
+            "name": DOWNLOAD_CONTAINER,
             "image": img,
             "imagePullPolicy": "IfNotPresent",
+            "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
             "args": download_args(spec),
             "securityContext": restricted_security_context(config),
             "resources": _resources(spec),
@@ -345,6 +353,7 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str, config: OperatorC
         "name": CONTAINER,
         "image": img,
         "imagePullPolicy": "IfNotPresent",
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
         "args": recognizer_args(spec),
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": contract.PORT, "protocol": "TCP"}],

@@ -262,6 +262,17 @@ def test_every_container_sets_cpu_and_memory_requests_and_limits() -> None:
             assert set(c["resources"][part]) == {"cpu", "memory"}, (name, part, c["resources"])
 
 
+def test_every_container_keeps_the_end_of_its_log_when_it_fails() -> None:
+    """With FallbackToLogsOnError the kubelet puts the end of a failed container's log (the recognizer's and the
+    download's one-line error) in the pod's status, where the SpeechToText's status quotes it; the default (File)
+    reads a file none of them writes, and said nothing."""
+    on_claims = MINIMAL.model_copy(update={"spec": MINIMAL.spec.model_copy(update={
+        "output": api.VolumeSource.model_validate({"persistentVolumeClaim": {"claimName": "out"}})})})
+    assert list(containers(on_claims)) == [builders.CHOWN_CONTAINER, builders.DOWNLOAD_CONTAINER, builders.CONTAINER]
+    assert {name: c.get("terminationMessagePolicy") for name, c in containers(on_claims).items()} \
+        == dict.fromkeys(containers(on_claims), "FallbackToLogsOnError")
+
+
 def test_existing_model_pvc_skips_the_download() -> None:
     stt = api.SpeechToText.model_validate({"metadata": META, "spec": {
         "locale": "ko-KR", "eula": "accept",

@@ -202,7 +202,8 @@ def _as_stored(desired: dict[str, Any], **changes: Any) -> dict[str, Any]:
     pod.update(dnsPolicy="ClusterFirst", restartPolicy="Always", schedulerName="default-scheduler",
                terminationGracePeriodSeconds=pod.get("terminationGracePeriodSeconds", 30))
     for c in pod["containers"]:
-        c.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
+        c.update(terminationMessagePath="/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
         for probe in ("readinessProbe", "livenessProbe"):
             if probe in c:
                 c[probe].setdefault("successThreshold", 1)
