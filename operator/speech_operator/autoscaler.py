@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 
 from speech_operator import api, builders, scaling
+from speech_operator.conditions import is_ready
 from speech_operator.kube import KubeError, path
-from speech_operator.reconcile import Runtime, reconcile
+from speech_operator.reconcile import Runtime, pods_of, reconcile
 from speech_recognizer import contract
 from speech_recognizer.addresses import host_port
 
@@ -50,14 +51,6 @@ def _stamp(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def is_ready(pod: Mapping[str, Any]) -> bool:
-    """A pod that passes its readiness probe, has an IP and is not being deleted."""
-    status = pod.get("status") or {}
-    if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
 def is_running(pod: Mapping[str, Any]) -> bool:
     """A pod with an IP that is not being deleted (ready or not)."""
     return not (pod.get("metadata") or {}).get("deletionTimestamp") and bool((pod.get("status") or {}).get("podIP"))
@@ -71,14 +64,6 @@ def sessions_url(pod: Mapping[str, Any]) -> str:
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == builders.PORT_NAME), port)
     # an IPv6 pod IP (an IPv6-only or IPv6-first cluster) goes in brackets in a URL
     return f"http://{host_port(pod['status']['podIP'], port)}{contract.ROUTE_SESSIONS}"
-
-
-async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any]]:
-    """The SpeechToText's pods (selected by its labels, also checked here)."""
-    wanted = builders.selector_labels(stt)
-    listing = await runtime.kube.request("GET", path("v1", "pods", stt.namespace), query={"labelSelector": builders.selector(stt)})
-    pods = (listing or {}).get("items") or []
-    return [p for p in pods if wanted.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]
 
 
 async def _read(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad:

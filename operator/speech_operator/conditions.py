@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from speech_operator import api, builders
@@ -21,6 +22,11 @@ PODS_NOT_CREATED = "PodsNotCreated"
 #: Reason when the Deployment's rollout made no progress within its progressDeadlineSeconds (pods that
 #: crash, cannot pull their image or be scheduled, or never pass their probes), with its words.
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+#: Reason when a pod's container or init container cannot start or keeps failing (an image the nodes cannot pull, a
+#: crash loop, an out-of-memory kill, a container config the kubelet cannot make), in the kubelet's words.
+PODS_FAILING = "PodsFailing"
+#: Reason when the scheduler finds no node for a pod, in its words.
+PODS_UNSCHEDULABLE = "PodsUnschedulable"
 #: Reason when the installed CRD lacks fields this operator knows (:mod:`speech_operator.crd_check`): the API server
 #: drops them from every SpeechToText written. A reason of Degraded, not a condition type of its own: an older CRD's
 #: schema refuses condition types it does not list, and the whole status write with them.
@@ -68,6 +74,109 @@ def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText)
     return None
 
 
+#: Why a container waits, in the kubelet's words, that its pod will not get past unless something changes.
+IMAGE_PULL_FAILED = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+CONFIG_FAILED = ("CreateContainerConfigError", "CreateContainerError")
+CRASH_LOOP = "CrashLoopBackOff"
+OOM_KILLED = "OOMKilled"
+#: How much of the cluster's words a status quotes (of a container's termination message, with
+#: ``FallbackToLogsOnError`` the end of its log: its last line, where the error is): the end, when longer.
+QUOTED_MAX = 400
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod that passes its readiness probe, has an IP and is not being deleted."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def pods_matter(stt: api.SpeechToText, deployment: dict[str, Any] | None) -> bool:
+    """Whether the pods may say why the SpeechToText is not ready: fewer of them ready, or updated, than desired.
+    A steady ready SpeechToText's pods are never listed (the reconcile runs often)."""
+    seen = (deployment or {}).get("status") or {}
+    desired = builders.replicas(stt)
+    return deployment is not None and desired > 0 and (
+        int(seen.get("readyReplicas") or 0) < desired or int(seen.get("updatedReplicas") or 0) < desired)
+
+
+def _quoted(text: str) -> str:
+    """Words of the cluster's on one line, their end when long."""
+    said = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return said if len(said) <= QUOTED_MAX else "..." + said[-(QUOTED_MAX - 3):]
+
+
+def _exit(terminated: dict[str, Any]) -> str:
+    """``Error, exit code 1`` and the last line of the container's last words (the recognizer's and the download's
+    error is one line, their last), if any."""
+    words = f"{terminated.get('reason') or 'exited'}, exit code {terminated.get('exitCode', '?')}"
+    lines = [line for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    return f"{words}: {_quoted(lines[-1])}" if lines else words
+
+
+def _container_trouble(c: dict[str, Any], stt: api.SpeechToText) -> tuple[int, str] | None:
+    """What keeps one container (status) from running, with what to do where it is known: ``(rank, words)``, the
+    rank lower for a cause the spec holds (an image, a config) than for one it may (a crash), or None."""
+    state, last = c.get("state") or {}, (c.get("lastState") or {}).get("terminated") or {}
+    waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+    reason, message = waiting.get("reason"), _quoted(str(waiting.get("message") or ""))
+    said = f"{reason}: {message}" if message else str(reason)
+    if reason in IMAGE_PULL_FAILED:
+        whose = ("the operator's own image (the chown step)" if c.get("name") == builders.CHOWN_CONTAINER
+                 else "check spec.image, spec.version and spec.imagePullSecrets")
+        return 0, f"{said}; {whose}"
+    if reason in CONFIG_FAILED:
+        return 0, f"{said}; check the Secrets and ConfigMaps the spec names"
+    if reason == CRASH_LOOP or (terminated and terminated.get("exitCode") not in (0, None)):
+        ended = last if reason == CRASH_LOOP else terminated
+        words = f"{CRASH_LOOP if reason == CRASH_LOOP else 'failed'} ({_exit(ended)})"
+    elif last.get("reason") == OOM_KILLED:
+        ended, words = last, f"was restarted ({_exit(last)})"
+    else:
+        return None
+    if ended.get("reason") == OOM_KILLED and c.get("name") != builders.CHOWN_CONTAINER:  # the chown step's are fixed
+        limit = stt.spec.resources.limits.memory
+        words += f"; it needs more memory: raise spec.resources.limits.memory (now {limit or 'unset'})"
+    elif c.get("name") == builders.DOWNLOAD_CONTAINER:
+        words += ("; the model download failed: let the pods reach the model catalog (ModelCatalogUrl, or "
+                  "spec.model.url), through a NetworkPolicy or a proxy, or give the model in a volume "
+                  "(README, Disconnected mode)")
+    return 1, words
+
+
+def pods_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> tuple[str, str] | None:
+    """The most telling reason the SpeechToText's pods do not run, in the kubelet's or scheduler's words:
+    ``(reason, message)``, or None.
+
+    Pods that are ready or being deleted say nothing (during a rollout, the old ones go: what matters is why the
+    new ones do not come up). A container that cannot start for a cause the spec holds (an image the nodes cannot
+    pull, a config the kubelet cannot make) comes first, then one that crashes or was killed out of memory (init
+    containers first: they run first), then a pod the scheduler cannot place.
+    """
+    found: list[tuple[int, str, str, str]] = []  # rank, reason, message, pod
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if meta.get("deletionTimestamp") or is_ready(pod):
+            continue
+        name = str(meta.get("name"))
+        for kind, key in (("init container", "initContainerStatuses"), ("container", "containerStatuses")):
+            for c in status.get(key) or []:
+                trouble = _container_trouble(c, stt)
+                if trouble:
+                    found.append((trouble[0], PODS_FAILING, f'pod {name}: {kind} "{c.get("name")}" {trouble[1]}', name))
+        scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            found.append((2, PODS_UNSCHEDULABLE, (
+                f"pod {name} cannot be scheduled: {_quoted(str(scheduled.get('message') or 'Unschedulable')).rstrip('.')}; "
+                "check spec.resources.requests, spec.nodeSelector, spec.tolerations, spec.affinity"), name))
+    if not found:
+        return None
+    _, reason, message, _ = min(found, key=lambda f: f[0])  # the first of the lowest rank
+    others = len({f[3] for f in found}) - 1
+    return reason, message + (f" (and {others} more pod{'s' if others > 1 else ''} not running)" if others else "")
+
+
 def condition(
     type_: api.ConditionType, ok: bool, reason: str, message: str, *,
     generation: int | None, now: str, previous: list[api.Condition],
@@ -96,7 +205,7 @@ def _also(message: str, outdated_crd: str | None) -> str:
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
     refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
-    write_refused: list[str] | None = None,
+    write_refused: list[str] | None = None, pods: list[dict[str, Any]] | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -110,6 +219,8 @@ def observe(
     ``write_refused`` gives the API server's words for each child it refused to create or change (an
     admission webhook such as a policy engine's, a quota): Degraded (reason :data:`WRITE_REFUSED`, re-checked
     as a missing Secret is), not Progressing, and not Ready unless a Deployment from before serves.
+    ``pods`` are the SpeechToText's pods, listed when :func:`pods_matter`: what keeps them from running
+    (:func:`pods_trouble`) makes it Degraded and not Ready, before the Deployment's progress deadline says so.
     """
     desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
@@ -123,6 +234,9 @@ def observe(
         return condition(type_, ok, reason, message, generation=generation, now=now, previous=previous)
 
     trouble = None if refused else deployment_trouble(deployment, stt)
+    # the pods' own words say more than a progress deadline; a Deployment that cannot create pods has none to ask
+    failing = None if refused or (trouble and trouble[0] == PODS_NOT_CREATED) else pods_trouble(pods or [], stt)
+    cause = failing or trouble
     if refused:
         degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), outdated_crd))
     elif write_refused:
@@ -130,8 +244,8 @@ def observe(
     elif missing:
         what = "; ".join(missing)
         degraded = cond(DEGRADED, True, "MissingDependency", _also(f"{what} not found", outdated_crd))
-    elif trouble:
-        degraded = cond(DEGRADED, True, trouble[0], _also(trouble[1], outdated_crd))
+    elif cause:
+        degraded = cond(DEGRADED, True, cause[0], _also(cause[1], outdated_crd))
     elif outdated_crd:
         degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
@@ -162,8 +276,8 @@ def observe(
         ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
     elif deployment is not None and progressing.reason == "Complete":
         ready_c = cond(READY, True, "ScaledToZero" if desired == 0 else "ReplicasReady", counts)
-    elif trouble:
-        ready_c = cond(READY, False, trouble[0], f"{counts}: {trouble[1]}")
+    elif cause:
+        ready_c = cond(READY, False, cause[0], f"{counts}: {cause[1]}")
     else:
         ready_c = cond(READY, False, "ReplicasNotReady", counts)
 
@@ -199,7 +313,13 @@ def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | No
 
 
 def needs_recheck(stt_status: dict[str, Any] | None) -> bool:
-    """Whether a raw ``status`` says Degraded for a reason a later look may find gone (a Secret created...);
-    not for an outdated CRD, which its watch reports the moment it changes."""
-    degraded: dict[str, Any] = next((c for c in (stt_status or {}).get("conditions") or [] if c.get("type") == DEGRADED), {})
-    return degraded.get("status") == "True" and degraded.get("reason") != CRD_OUTDATED
+    """Whether a raw ``status`` asks for another look later: Degraded for a reason a later look may find gone (a
+    Secret created...; not an outdated CRD, which its watch reports the moment it changes), or not Ready while its
+    pods exist and are not all ready (a pod that crashes, or cannot pull its image, changes no field of the
+    Deployment's: only a look at the pods sees it, :func:`pods_trouble`)."""
+    found = {c.get("type"): c for c in (stt_status or {}).get("conditions") or []}
+    degraded, ready = found.get(DEGRADED) or {}, found.get(READY) or {}
+    if degraded.get("status") == "True" and degraded.get("reason") != CRD_OUTDATED:
+        return True
+    return ready.get("status") == "False" and ready.get("reason") == "ReplicasNotReady" \
+        and int((stt_status or {}).get("replicas") or 0) > 0

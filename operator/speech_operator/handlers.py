@@ -3,8 +3,9 @@
 - SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
 - An owned Deployment or Service changed or deleted -> reconcile its owner (drift is put back,
   status mirrors the Deployment's ready replicas).
-- While Degraded (a Secret or PVC missing, a write the API server refused), a daemon re-checks every
-  ``recheck_seconds``. An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
+- While Degraded (a Secret or PVC missing, a write the API server refused, pods that crash or cannot pull their
+  image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a crash loop
+  changes no field of the Deployment's: only a look at the pods sees it). An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update).
@@ -183,7 +184,7 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
-    takes it (the filter then stops this daemon)."""
+    takes it, look at pods that are not ready again until they are (the filter then stops this daemon)."""
     rt = runtime(memo)
     with _ended_at_exit(memo):
         while not stopped:

@@ -216,6 +216,14 @@ async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
     return missing
 
 
+async def pods_of(runtime: Runtime, stt: api.SpeechToText) -> list[dict[str, Any]]:
+    """The SpeechToText's pods (selected by its labels, also checked here)."""
+    wanted = builders.selector_labels(stt)
+    listing = await runtime.kube.request("GET", path("v1", "pods", stt.namespace), query={"labelSelector": builders.selector(stt)})
+    pods = (listing or {}).get("items") or []
+    return [p for p in pods if wanted.items() <= ((p.get("metadata") or {}).get("labels") or {}).items()]
+
+
 def invalid_spec_message(exc: ValueError) -> str:
     """What is wrong with a spec, in one line per error: where, and pydantic's or the recognizer's words."""
     if isinstance(exc, pydantic.ValidationError):
@@ -321,8 +329,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
+        # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
+        pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused)
+                and conditions.pods_matter(stt, deployment) else None)
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
-                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused)
+                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods)
         await write_status(runtime.kube, body, status)
         return status
 

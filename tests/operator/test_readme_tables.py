@@ -43,17 +43,27 @@ def deployments(replicas: int) -> list[dict[str, Any] | None]:
             dep(0, replicas, {"type": "Progressing", "status": "False", "reason": conditions.PROGRESS_DEADLINE_EXCEEDED})]
 
 
+def pods() -> list[list[dict[str, Any]] | None]:
+    """The pods the operator may find not ready: none listed, one whose container cannot pull its image (a kubelet's
+    words), one the scheduler cannot place."""
+    def pod(**status: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "p"}, "status": status}
+    pulling = {"name": "recognizer", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}}
+    unplaced = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}
+    return [None, [pod(containerStatuses=[pulling])], [pod(conditions=[unplaced])]]
+
+
 def reasons_seen() -> set[tuple[str, str, str]]:
     """(type, status, reason) of every condition conditions.observe and conditions.invalid give, over every case
     of what the operator sees (replicas or zero, each Deployment, a missing Secret, a policy refusal, an older CRD,
-    a write the API server refused)."""
+    a write the API server refused, pods that are not ready and why)."""
     seen = set()
     now = "2026-12-01T00:00:00Z"
     for replicas in (1, 0):
-        for dep, missing, refused, outdated, write_refused in itertools.product(
-                deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old"), (None, ["Service x: no"])):
+        for dep, missing, refused, outdated, write_refused, listed in itertools.product(
+                deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old"), (None, ["Service x: no"]), pods()):
             status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated,
-                                        write_refused=write_refused)
+                                        write_refused=write_refused, pods=listed)
             seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
     for outdated in (None, "old"):
         status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated)

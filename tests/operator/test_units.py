@@ -146,6 +146,77 @@ def test_transition_time_moves_only_on_flips() -> None:
     assert flipped["Degraded"].lastTransitionTime == "2026-01-01T00:00:00Z"
 
 
+def _pod(name: str, *, ready: bool = False, deleting: bool = False, **status: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+    return {"metadata": meta, "status": {"podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": str(ready)}],
+                                         **status}}
+
+
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 Insufficient memory."}
+
+
+def _waiting(name: str, reason: str) -> dict[str, Any]:
+    return {"name": name, "state": {"waiting": {"reason": reason, "message": f"{reason} words"}}}
+
+
+def test_pods_trouble_puts_the_spec_before_a_crash_before_the_scheduler_and_ignores_ready_and_leaving_pods() -> None:
+    """The most telling of the pods' troubles: a cause the spec holds (an image, a container config), then a crash,
+    then a pod the scheduler cannot place; ready pods and pods being deleted (a rollout's old ones) say nothing."""
+    crash = {"name": "recognizer", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"reason": "Error", "exitCode": 2, "message": "noise\n" * 100 + "the error\n"}}}
+    unplaced = _pod("c", conditions=[UNSCHEDULABLE])
+    crashing = _pod("b", containerStatuses=[crash])
+    pulling = _pod("a", initContainerStatuses=[_waiting("download-model", "ImagePullBackOff")])
+    reason, message = conditions.pods_trouble([unplaced, crashing, pulling], STT) or ("", "")
+    assert reason == conditions.PODS_FAILING and message.startswith(
+        'pod a: init container "download-model" ImagePullBackOff: ImagePullBackOff words; check spec.image'), message
+    assert message.endswith("(and 2 more pods not running)"), message
+    assert conditions.pods_trouble([unplaced, crashing], STT) == (conditions.PODS_FAILING, (
+        'pod b: container "recognizer" CrashLoopBackOff (Error, exit code 2: the error) (and 1 more pod not running)'))
+    assert conditions.pods_trouble([unplaced], STT) == (conditions.PODS_UNSCHEDULABLE, (
+        "pod c cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory; check spec.resources.requests, "
+        "spec.nodeSelector, spec.tolerations, spec.affinity"))
+    config = _pod("d", containerStatuses=[_waiting("recognizer", "CreateContainerConfigError")])
+    assert conditions.pods_trouble([crashing, config], STT)[1].startswith('pod d: container "recognizer" CreateContainerConfigError')
+    gone = [_pod("a", ready=True, containerStatuses=[crash]), _pod("b", deleting=True, containerStatuses=[crash]),
+            _pod("c", containerStatuses=[_waiting("recognizer", "ContainerCreating")])]
+    assert conditions.pods_trouble(gone, STT) is None
+
+
+def test_a_containers_last_words_are_its_last_line_cut_from_its_end() -> None:
+    long = "x" * 1000 + " the end"
+    crash = {"name": "download-model", "state": {"terminated": {"reason": "Error", "exitCode": 1, "message": f"a\n{long}\n"}}}
+    _, message = conditions.pods_trouble([_pod("a", initContainerStatuses=[crash])], STT) or ("", "")
+    quoted = message.split("exit code 1: ")[1].split(")")[0]
+    assert len(quoted) == conditions.QUOTED_MAX and quoted.startswith("...") and quoted.endswith(" the end"), quoted
+    assert "ModelCatalogUrl" in message
+
+
+def test_pods_trouble_makes_it_degraded_and_not_ready_before_a_progress_deadline() -> None:
+    """The pods' words win over the Deployment's progress deadline (which names no cause); a Deployment that cannot
+    create pods has none to ask."""
+    stuck = {"status": {"replicas": 2, "readyReplicas": 0, "updatedReplicas": 2, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}]}}
+    pods = [_pod("a", conditions=[UNSCHEDULABLE])]
+    c = by_type(conditions.observe(STT, stuck, [], "t", pods=pods))
+    assert (c["Degraded"].reason, c["Ready"].reason, c["Progressing"].reason) == (
+        conditions.PODS_UNSCHEDULABLE, conditions.PODS_UNSCHEDULABLE, "ProgressDeadlineExceeded")
+    assert c["Ready"].message.startswith("0/2 replicas ready: pod a cannot be scheduled: "), c["Ready"].message
+    refused = {"status": {"replicas": 0, "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "forbidden"}]}}
+    assert by_type(conditions.observe(STT, refused, [], "t", pods=pods))["Degraded"].reason == "PodsNotCreated"
+    assert by_type(conditions.observe(STT, deployment(0), ['Secret "k"'], "t", pods=pods))["Degraded"].reason == "MissingDependency"
+
+
+def test_pods_are_asked_only_while_not_all_ready_and_rechecked_while_they_exist_unready() -> None:
+    assert not conditions.pods_matter(STT, deployment(2)) and not conditions.pods_matter(STT, None)
+    assert conditions.pods_matter(STT, deployment(1)) and conditions.pods_matter(STT, deployment(2, updated=1))
+    starting = conditions.observe(STT, deployment(0), [], "t").model_dump(mode="json")
+    assert conditions.needs_recheck(starting), "pods that exist and are not ready are looked at again"
+    assert not conditions.needs_recheck(conditions.observe(STT, deployment(0, replicas=0), [], "t").model_dump(mode="json"))
+    assert not conditions.needs_recheck(conditions.observe(STT, deployment(2), [], "t").model_dump(mode="json"))
+
+
 def test_status_validates_against_the_crd() -> None:
     import jsonschema
     from stt_schema import crd_schema
