@@ -147,11 +147,15 @@ def test_missing_operator_extra_is_one_line_naming_it(tmp_path: Path) -> None:
         assert "No module named" in proc.stderr and "pip install 'speech-operator[operator]'" in proc.stderr
 
 
+#: A fake exec credential plugin handing out a new token each run. kopf and the operator's client may run it at the same
+#: moment: the counter is read and written under a lock (without it, one read the file another had just truncated).
 PLUGIN = textwrap.dedent("""\
-    import json, pathlib, sys
+    import fcntl, json, pathlib, sys
     counter = pathlib.Path(sys.argv[1])
-    n = int(counter.read_text() if counter.exists() else 0) + 1
-    counter.write_text(str(n))
+    with open(counter.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        n = int(counter.read_text() if counter.exists() else 0) + 1
+        counter.write_text(str(n))
     print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
                       "status": {"token": f"exec-token-{n}"}}))
 """)
