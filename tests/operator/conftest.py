@@ -195,6 +195,24 @@ async def deployment(cluster: Cluster, name: str = "en-us") -> dict[str, Any] | 
     return await cluster.api.get(cluster.url("apps/v1", "deployments", name))
 
 
+async def condition(cluster: Cluster, type_: str, name: str = "en-us") -> dict[str, Any]:
+    """The SpeechToText ``name``'s condition ``type_`` as stored ({} when it has none)."""
+    body = await cluster.api.get(cluster.stt_url(name)) or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+async def one_pod_ready(cluster: Cluster, dep: dict[str, Any], name: str = "en-us") -> None:
+    """Write the Deployment ``dep``'s status as its controller would with its one pod ready (kmock runs no controller),
+    and wait until the SpeechToText says Ready."""
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", name, "status"), {"status": {
+        "observedGeneration": dep["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": 1, "conditions": []}})
+
+    async def ready() -> bool:
+        return (await condition(cluster, "Ready", name)).get("status") == "True"
+    await cluster.eventually(ready)
+
+
 def declare_peerings(cluster: Cluster) -> None:
     cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
         kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import condition
 
 from speech_operator import api, builders, conditions
 from tests.kubelet import Exited, Pod, host_image
@@ -30,11 +31,6 @@ BASE: dict[str, Any] = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metada
 #: What a kubelet keeps of a failed container's log as its termination message (FallbackToLogsOnError): its last
 #: 80 lines, at most 2048 bytes.
 LOG_LINES, LOG_BYTES = 80, 2048
-
-
-async def condition(cluster: Cluster, type_: str) -> dict[str, Any]:
-    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
 
 
 def terminated(container: dict[str, Any], run: Exited) -> dict[str, Any]:

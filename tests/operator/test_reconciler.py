@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import condition, one_pod_ready
 
 from speech_operator import api, builders
 from speech_operator.kube import APPLY_PATCH, FIELD_MANAGER
@@ -39,11 +40,6 @@ async def deployment(cluster: Cluster) -> dict[str, Any] | None:
 
 async def service(cluster: Cluster) -> dict[str, Any] | None:
     return await cluster.api.get(cluster.url("v1", "services", "en-us"))
-
-
-async def condition(cluster: Cluster, type_: str) -> dict[str, Any]:
-    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
 
 
 async def test_create_makes_deployment_and_service(cluster: Cluster) -> None:
@@ -249,13 +245,7 @@ async def test_with_platform_ids_the_pods_ask_for_none_and_the_status_says_chown
     assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
     assert not any({"runAsUser", "runAsGroup"} & set(c["securityContext"]) for c in pod["initContainers"] + pod["containers"])
     scc.admit(pod)
-    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
-        "observedGeneration": first["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
-        "readyReplicas": 1, "conditions": []}})
-
-    async def ready() -> bool:
-        return (await condition(cluster, "Ready")).get("status") == "True"
-    await cluster.eventually(ready)
+    await one_pod_ready(cluster, first)
     c = await condition(cluster, "Degraded")
     assert (c["status"], c["reason"]) == ("False", "AsExpected")
     assert c["message"].endswith(builders.chown_not_applied(api.SpeechToText.model_validate(

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, deployment
+from conftest import NAMESPACE, condition, deployment, one_pod_ready
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -27,11 +27,6 @@ def stt(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
             "metadata": {"name": "en-us", "namespace": NAMESPACE},
             "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
-
-
-async def condition(cluster: Cluster, type_: str) -> dict[str, Any]:
-    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
 
 
 def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
@@ -78,13 +73,7 @@ async def test_a_refused_update_keeps_the_running_pods_ready_and_says_what_is_no
     True), Degraded and Progressing say the spec is not applied and why."""
     await cluster.api.create(cluster.stt_url(), stt())
     first = await cluster.eventually(lambda: deployment(cluster))
-    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
-        "observedGeneration": first["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
-        "readyReplicas": 1, "conditions": []}})
-
-    async def ready() -> bool:
-        return (await condition(cluster, "Ready")).get("status") == "True"
-    await cluster.eventually(ready)
+    await one_pod_ready(cluster, first)
     cluster.emulator.refusals[("services", "en-us")] = (403, "Forbidden", QUOTA)
     await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"service": {"type": "LoadBalancer", "port": 5000}}})
 
