@@ -326,6 +326,24 @@ def test_a_service_not_served_is_closed_once_its_request_begins(server: ServerTh
     assert f"{NOT_SERVED_PATHS[path]} is not served here" in closed.value.rcvd.reason
 
 
+def test_speaker_diarization_asked_on_the_recognition_route_is_refused_naming_it(server: ServerThread) -> None:
+    """The SDK for JavaScript's ConversationTranscriber connects to the conversation route and asks for speaker ids in
+    its speech.context (``phraseDetection.speakerDiarization``, as its ConversationTranscriptionServiceRecognizer
+    writes it). Before, it was served as plain recognition, its results without the speakers it asked for; now
+    the turn is closed 1007 with the reason, which that SDK reports as a bad request."""
+    context = {"phraseDetection": {"mode": "Conversation", "speakerDiarization": {
+        "mode": "Anonymous", "audioSessionId": uuid.uuid4().hex, "audioOffsetMs": 0, "diarizeIntermediates": False}}}
+    with connect(f"{server.ws}/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR",
+                 subprotocols=[Subprotocol("USP")]) as ws:
+        ws.send(client_text_frame("speech.config", None, {"context": {"system": {"name": "SpeechSDK"}}}))
+        ws.send(client_text_frame("speech.context", uuid.uuid4().hex, context))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=AT_ONCE)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007, closed.value
+    assert "speaker diarization (ConversationTranscriber) is not served here" in closed.value.rcvd.reason
+
+
 # ---- README's table ----------------------------------------------------------------------------------
 
 

@@ -95,6 +95,12 @@ class Options:
                 changes["word_timings"] = True
             if "wordconfidence" in wanted:
                 changes["word_confidence"] = True
+        diarization = _member(detection, "speakerDiarization", dict, "phraseDetection.")
+        if diarization and str(diarization.get("mode", "")).lower() not in ("", "none"):
+            # the SDK for JavaScript's ConversationTranscriber asks for speaker ids on the recognition route (the Python
+            # SDK's has a route of its own, refused as not served); recognizing without them would be a silent lack
+            raise Failure("speaker diarization (ConversationTranscriber) is not served here: this server recognizes "
+                          "speech without telling speakers apart (SpeechRecognizer)", NOT_SERVED)
         pause = segmentation_silence(detection, interactive=not self.continuous)
         if pause is not None:
             changes["segmentation_silence"] = pause
