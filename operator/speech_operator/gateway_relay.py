@@ -39,10 +39,10 @@ from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
-from speech_recognizer import contract
 from speech_recognizer.addresses import unmapped
 from speech_recognizer.errors import close_reason
 from speech_recognizer.serving import SERVER_OPTIONS
+from speech_recognizer.usp.frames import begins_request
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -202,8 +202,7 @@ async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
             return
         if msg.type != WSMsgType.TEXT:  # audio (binary), a close, an error
             return
-        head = str(msg.data).partition("\r\n\r\n")[0].lower()
-        if any(line.replace(" ", "").removeprefix("path:") in contract.USP_REQUEST_PATHS for line in head.splitlines()):
+        if begins_request(str(msg.data)):
             return
 
 

@@ -22,6 +22,7 @@ from ..deadlines import Deadlines
 from ..errors import Failure, close_args, observe, unserved_service
 from ..serving import DENIED
 from .connection import Connection
+from .frames import begins_request
 from .options import Options
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,7 @@ async def _until_request(websocket: WebSocket, budget: float) -> bool:
                     return False
                 if message.get("text") is None:  # binary: audio
                     return True
-                head = message["text"].partition("\r\n\r\n")[0].lower()
-                if any(line.replace(" ", "").removeprefix("path:") in c.USP_REQUEST_PATHS for line in head.splitlines()):
+                if begins_request(message["text"]):
                     return True
     except TimeoutError:
         return True
