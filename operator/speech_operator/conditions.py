@@ -34,6 +34,8 @@ CRD_OUTDATED = "CRDOutdated"
 #: Reason when the API server refused to create or change a child (an admission webhook such as a policy
 #: engine's, a ResourceQuota on objects, a value it does not take), with its words.
 WRITE_REFUSED = "WriteRefused"
+#: Degraded's message when it is False: none of the reasons above holds (its Recovered event adds the one that held).
+NOT_DEGRADED = "the spec is applied, all it references exists and no pod is failing"
 
 
 def deployment_trouble(deployment: dict[str, Any] | None, stt: api.SpeechToText) -> tuple[str, str] | None:
@@ -249,7 +251,7 @@ def observe(
     elif outdated_crd:
         degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
-        degraded = cond(DEGRADED, False, "AsExpected", "All referenced Secrets, ConfigMaps and PVCs exist"
+        degraded = cond(DEGRADED, False, "AsExpected", NOT_DEGRADED
                         + (f"; {not_applied}" if not_applied else ""))
 
     counts = f"{ready}/{desired} replicas ready"

@@ -249,8 +249,9 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
         elif was == c.status:
             continue
         elif c.type == conditions.DEGRADED and c.type in old:
-            log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), c.message)
-            kopf.info(event_target(body), reason="Recovered", message=c.message)
+            message = f"no longer {why}: {c.message}" if why else c.message
+            log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), message)
+            kopf.info(event_target(body), reason="Recovered", message=message)
         elif c.type == conditions.READY and c.status == "True":
             kopf.info(event_target(body), reason="Ready", message=c.message)
 

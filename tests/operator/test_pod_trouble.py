@@ -177,6 +177,9 @@ async def test_each_kind_of_pod_trouble_reaches_the_status_in_the_kubelets_words
     assert (await condition(cluster, "Degraded"))["reason"] == "AsExpected"
     await cluster.event("Recovered")
     events = await cluster.events()
+    recoveries = [e["message"] for e in events if e["reason"] == "Recovered"]
+    # It says what is over; before, "All referenced Secrets, ConfigMaps and PVCs exist", whatever had been wrong.
+    assert recoveries == [f"no longer {conditions.PODS_FAILING}: {conditions.NOT_DEGRADED}"], recoveries
     warnings = [(e["type"], e["reason"]) for e in events if e["type"] == "Warning"]
     assert warnings == [("Warning", conditions.PODS_UNSCHEDULABLE), ("Warning", conditions.PODS_FAILING)], warnings
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "is degraded" in r.getMessage()]
