@@ -218,10 +218,10 @@ def duplicate_table_bytes(grammar: Path) -> int:
     return 0 if found is None else found[2] - found[1]
 
 
-def widest_wav(speech: Path | None = None, speech_seconds: float | None = None) -> bytes:
-    """``MaxAudioSeconds`` (60 s by default) of the widest audio a REST or OpenAI body may carry (48 kHz, 2 channels,
-    32 bits: 23 MB, the largest upload the limits allow): ``speech`` (a 16 kHz mono WAV) over and over, else silence;
-    with ``speech_seconds``, silence after that many seconds of it."""
+def widest_wav(speech: Path | None = None, speech_seconds: float | None = None, seconds: float | None = None) -> bytes:
+    """``MaxAudioSeconds`` (60 s by default; or ``seconds``) of the widest audio a REST or OpenAI body may carry (48 kHz,
+    2 channels, 32 bits: 23 MB, the largest upload the limits allow): ``speech`` (a 16 kHz mono WAV) over and over, else
+    silence; with ``speech_seconds``, silence after that many seconds of it."""
     import io
     import wave
 
@@ -229,7 +229,7 @@ def widest_wav(speech: Path | None = None, speech_seconds: float | None = None) 
 
     from speech_recognizer.settings import parse
 
-    seconds = parse([], environ={}).max_audio_seconds
+    seconds = parse([], environ={}).max_audio_seconds if seconds is None else seconds
     pcm, rate, _ = read_wav(speech) if speech is not None else (b"\0\0", 16000, 1)
     samples = np.resize(np.repeat(np.frombuffer(pcm, "<i2").astype("<i4") << 16, 48000 // rate), int(seconds * 48000))
     if speech_seconds is not None:

@@ -11,7 +11,9 @@ never pass first on an idle Speech SDK connection: the recognizer's keepalive pi
 relayed by the gateway) keep one open through any proxy whose timeout is longer, and its own close
 1000 (``ConnectionIdleSeconds``) must come before the proxy's timeout should the pings not pass.
 
-:class:`IdleProxy` is the stand-in for nginx (an Ingress controller cannot run here): a TCP relay on
+:class:`IdleProxy` is the stand-in for nginx (tests/gateway/test_ingress_nginx.py runs real nginx, configured as
+ingress-nginx configures it, and sees the same FIN and the same failure; this relay also cuts with a reset, and sits
+before recognizers of settings of their own): a TCP relay on
 loopback between the real Speech SDK and a real recognizer (the session's ko-KR model) that relays
 bytes both ways unchanged and closes both sides, with a FIN or with a reset (``SO_LINGER`` 0), once
 no byte has passed for :data:`PROXY_IDLE` seconds. Every test uses one recognizer object on a file
