@@ -11,6 +11,9 @@
 //   speed     push the chunks at this many times real time (none: all at once)
 //   keepOpen  leave the push stream open after the audio (a microphone that stays on)
 //   mode      "once" (recognizeOnceAsync) or "continuous" (startContinuousRecognitionAsync until the session stops)
+//   cuts      the audio cut at these seconds into parts, one recognition a part on the one recognizer and push
+//             stream: once, push the part and recognizeOnceAsync (each result in "onces"); continuous, start, push the
+//             part, wait for a new recognized phrase (at most partTimeoutMs), stop
 //   stopAfterRecognizing  continuous: stop (stopContinuousRecognitionAsync) after this many recognizing events
 //   timeoutMs give up (and say so) after this long
 //   browser   connect as the SDK does in a browser: where a global WebSocket exists, the SDK opens it with the URL alone
@@ -39,7 +42,7 @@ if (scenario.browser) {
 const started = Date.now();
 const out = {
   websocket: scenario.browser ? "browser" : "node", opened,
-  recognizing: [], recognized: [], canceled: [], sessionStarted: 0, sessionStopped: 0, once: null, error: null,
+  recognizing: [], recognized: [], canceled: [], sessionStarted: 0, sessionStopped: 0, once: null, onces: [], error: null,
   audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false,
 };
 const now = () => Date.now() - started;
@@ -92,7 +95,7 @@ function wavPcm(path) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function feed(push, pcm, rate) {
+async function feed(push, pcm, rate, last = true) {
   const chunk = rate / 10 * 2; // 100 ms
   const t0 = Date.now();
   for (let i = 0, n = 0; i < pcm.length; i += chunk, n++) {
@@ -101,7 +104,7 @@ async function feed(push, pcm, rate) {
     if (scenario.speed) await sleep(Math.max(0, t0 + (n + 1) * 100 / scenario.speed - Date.now()));
   }
   out.audioDoneMs = now();
-  if (!scenario.keepOpen) push.close();
+  if (last && !scenario.keepOpen) push.close();
 }
 
 async function main() {
@@ -116,6 +119,29 @@ async function main() {
   rec.recognized = (_, e) => { out.recognized.push({ ms: now(), ...result(e.result) }); };
   rec.canceled = (_, e) => { out.canceled.push({ ms: now(), ...cancellation(e) }); if (scenario.mode === "continuous") stopped(); };
   const timeout = sleep(scenario.timeoutMs ?? 30000).then(() => { out.timedOut = true; });
+  if (scenario.cuts) {
+    const bounds = [0, ...scenario.cuts.map((s) => Math.round(s * rate) * 2), pcm.length];
+    for (let k = 0; k + 1 < bounds.length; k++) {
+      const part = pcm.subarray(bounds[k], bounds[k + 1]);
+      const last = k + 2 === bounds.length;
+      if (scenario.mode === "once") {
+        await feed(push, part, rate, last);
+        const r = await Promise.race([new Promise((resolve) => rec.recognizeOnceAsync(resolve, (e) => { out.error = String(e); resolve(null); })), timeout]);
+        if (!r) break;
+        out.onces.push({ ms: now(), ...result(r) });
+        continue;
+      }
+      const before = out.recognized.length;
+      await new Promise((resolve, reject) => rec.startContinuousRecognitionAsync(resolve, reject));
+      await feed(push, part, rate, last);
+      const until = Date.now() + (scenario.partTimeoutMs ?? 20000);
+      while (out.recognized.length === before && Date.now() < until && !out.timedOut) await sleep(10);
+      await new Promise((resolve, reject) => rec.stopContinuousRecognitionAsync(resolve, reject));
+    }
+    rec.close();
+    process.stdout.write(JSON.stringify(out));
+    process.exit(0);
+  }
   const feeding = feed(push, pcm, rate);
   if (scenario.mode === "once") {
     const once = new Promise((resolve) => rec.recognizeOnceAsync(resolve, (e) => { out.error = String(e); resolve(null); }));

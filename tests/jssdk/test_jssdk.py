@@ -15,6 +15,7 @@ What the JavaScript SDK does differently from the Python SDK, and these tests pi
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import TEST_KEY
-from ..support import Reference, ServerThread
-from ..usp.sdk import assert_confidences, assert_same, expected, expected_words, spans
+from speech_recognizer.models import LoadedModel
+from speech_recognizer.usp.connection import Turn, split_header
+
+from ..conftest import CHUNK, TEST_KEY
+from ..support import Reference, ServerThread, vosk_reference
+from ..usp.sdk import Span, assert_confidences, assert_same, expected, expected_words, spans
 from .node import LOCK, recognize, result_span, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -97,6 +101,50 @@ def test_continuous_detailed_gives_hypotheses_and_each_utterance_while_the_audio
     assert out["recognizing"][0]["ms"] < recognized[0]["ms"]
     assert recognized[0]["ms"] < out["audioDoneMs"] - 2000, "the first phrase came only at the end of the audio"
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"] and out["sessionStopped"] == 1, out
+
+
+@pytest.fixture
+def turn_audio(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytearray]:
+    """The audio each Speech SDK turn of the server received (its RIFF header left out), by request id in the order
+    the turns began: recorded as it reaches ``usp.connection.Turn.audio``, which then runs unchanged (a spy, no mock)."""
+    received: dict[str, bytearray] = {}
+    audio = Turn.audio
+
+    async def spy(turn: Turn, payload: bytes) -> None:
+        riff = split_header(payload)
+        received.setdefault(turn.request_id, bytearray()).extend(riff[1] if riff else payload)
+        await audio(turn, payload)
+
+    monkeypatch.setattr(Turn, "audio", spy)
+    return received
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_utterance(
+    jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference,
+    turn_audio: dict[str, bytearray], mode: str
+) -> None:
+    """One recognizer on one push stream, three recognitions on its one connection, each over the next part of the
+    audio (cut 0.1 s before the next utterance): ``recognizeOnceAsync`` three times, or start, a phrase, stop three
+    times. This SDK sends no continuation offset: each recognition counts its offsets from the start of the audio it
+    sends, and the app gets each utterance once, as in-process Vosk decodes that turn's audio (where that audio
+    begins is the SDK's: it drops the first 100 ms chunk pushed after a recognition, and what a stopped session had
+    not sent yet goes first in the next). Before, the server dropped every phrase of the second and third turn that
+    ended before the first phrase's end (2.13 s), taking their offsets for times of the stream already reported: the
+    second and third session, or the third ``recognizeOnceAsync``, got nothing."""
+    cuts = [math.floor((p.words[0].start - 0.1) * 10) / 10 for p in utterances_ref.phrases[1:]]  # on the SDK's 100 ms grid
+    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode=mode, cuts=cuts, partTimeoutMs=10000, timeoutMs=45000), timeout=60)
+    results = out["onces"] if mode == "once" else out["recognized"]
+    assert [r["reason"] for r in results] == ["RecognizedSpeech"] * 3, results
+    assert len(turn_audio) == 3, "a turn a recognition"
+    want: list[Span] = []
+    for audio in turn_audio.values():
+        phrases = vosk_reference(model.model, bytes(audio), 16000, CHUNK, runs=1).phrases
+        want += [expected(p) for p in phrases[: 1 if mode == "once" else None]]
+    assert len(want) == 3, f"in-process Vosk hears an utterance a turn: {want}"
+    assert_same([result_span(r) for r in results], want)
+    assert_same([result_span(results[0])], [expected(utterances_ref.phrases[0])])
+    assert not [c for c in out["canceled"] if c["cancelReason"] == "Error"], out["canceled"]
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])

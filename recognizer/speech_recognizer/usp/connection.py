@@ -346,7 +346,7 @@ class Connection:
         self.audio_format = DEFAULT_FORMAT
         self.turn: Turn | None = None
         self.ids = RequestIds()
-        #: Stream time (s) up to which phrases were reported; later turns never repeat them.
+        #: Stream time (s) up to which phrases were reported; later continuation turns never repeat them.
         self.acknowledged = 0.0
         self._closed = False
         #: The socket's messages, read ahead while a turn holds a decoder (made by :meth:`run`).
@@ -439,6 +439,10 @@ class Connection:
             await self.turn.settle()  # what the old turn received is answered first, as it arrived
             await self.turn.close()
             self.ids.retire(self.turn.request_id)
+        if not options.resume_at:
+            # No continuation: the client counts this turn's offsets from a zero of its own (the SDK for JavaScript
+            # adds the offset it sends audio from itself), so what earlier turns reported is no time of this turn's.
+            self.acknowledged = 0.0
         self.turn = Turn(self, request_id, options)
 
 
