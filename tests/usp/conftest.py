@@ -24,14 +24,21 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
     whole milliseconds): first the rest of the 100 ms chunk it falls in, then
     the stream's own chunks. Times are from the start of the stream.
     """
+    phrases = replay_phrases(model, wav, start, first=True)
+    return phrases[0] if phrases else None
+
+
+def replay_phrases(model: LoadedModel, wav: Path, start: float, *, first: bool = False) -> list[RefPhrase]:
+    """In-process Vosk's phrases of the audio from ``start`` seconds to its end (with ``first``, the first alone), fed
+    as an SDK replays it (:func:`replay_reference`). Times are from the start of the stream."""
     import vosk
 
     from speech_recognizer.audio import dither_zeros
 
     pcm, rate, _ = read_wav(wav)
-    first = int(round(start * rate)) * 2
-    boundary = min(len(pcm), (first // SDK_CHUNK + 1) * SDK_CHUNK)
-    pieces = [pcm[first:boundary]] + [pcm[i : i + SDK_CHUNK] for i in range(boundary, len(pcm), SDK_CHUNK)]
+    begin = int(round(start * rate)) * 2
+    boundary = min(len(pcm), (begin // SDK_CHUNK + 1) * SDK_CHUNK)
+    pieces = [pcm[begin:boundary]] + [pcm[i : i + SDK_CHUNK] for i in range(boundary, len(pcm), SDK_CHUNK)]
     rec = vosk.KaldiRecognizer(model.model, float(rate))
     rec.SetWords(True)
     rec.SetPartialWords(True)
@@ -47,12 +54,16 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
     # in the stream: it starts at the turn's origin (usp.connection.Turn), 0 where the acknowledged offset is whole
     # milliseconds (every caller's here)
     fed = 0
+    found: list[RefPhrase] = []
     for piece in pieces:
         piece, fed = dither_zeros(piece, fed), fed + len(piece) // 2
         if rec.AcceptWaveform(piece):
-            found = phrase(rec.Result())
-            if found is not None:
-                return found  # the turn ends with its first phrase: decode no further
+            if (one := phrase(rec.Result())) is not None:
+                found.append(one)
+                if first:
+                    return found  # a recognize-once turn ends with its first phrase: decode no further
         else:
             rec.PartialResult()
-    return phrase(rec.FinalResult())
+    if (one := phrase(rec.FinalResult())) is not None:
+        found.append(one)
+    return found

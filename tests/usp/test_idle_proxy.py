@@ -16,16 +16,24 @@ ingress-nginx configures it, and sees the same FIN and the same failure; this re
 before recognizers of settings of their own): a TCP relay on
 loopback between the real Speech SDK and a real recognizer (the session's ko-KR model) that relays
 bytes both ways unchanged and closes both sides, with a FIN or with a reset (``SO_LINGER`` 0), once
-no byte has passed for :data:`PROXY_IDLE` seconds. Every test uses one recognizer object on a file
-of three utterances (each ``recognize_once`` goes on where the last one ended), waiting past the
+no byte has passed for :data:`PROXY_IDLE` seconds. Every idle test uses one recognizer object on a
+file of three utterances (each ``recognize_once`` goes on where the last one ended), waiting past the
 proxy's timeout between them.
+
+A connection cut mid-stream (the proxy's ``at_phrase``: a restart, a node lost) is another matter:
+there both SDKs (Python, and JavaScript under Node) connect again at once and replay their audio from
+the end of the last phrase they got, and the app gets every utterance once, at its place in the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,11 +45,13 @@ import pytest
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.usp.options import continuation_offset
 
 from ..conftest import make_settings
-from ..support import Reference, ServerThread, TcpServerThread, free_port
-from .conftest import replay_reference
-from .sdk import assert_matches, config, recognizer
+from ..jssdk.node import recognize, result_span, scenario
+from ..support import Reference, ServerThread, TcpServerThread, free_port, read_wav
+from .conftest import SDK_CHUNK, replay_phrases, replay_reference
+from .sdk import assert_matches, assert_same, config, continuous, expected, recognizer, reported
 
 Reason = speechsdk.ResultReason
 Cut = Literal["fin", "rst"]
@@ -54,6 +64,8 @@ PAUSE = 2 * PROXY_IDLE
 CONNECTION_IDLE = 1.0
 #: The ping interval of :func:`pinging_server`.
 PING = PROXY_IDLE / 4
+#: How long after the first phrase passed an ``at_phrase`` proxy cuts the connection (bytes from the client stop at once).
+AFTER_PHRASE = 0.2
 
 
 @dataclass
@@ -66,7 +78,11 @@ class IdleProxy(TcpServerThread):
     idle: float
     cut: Cut
     port: int = field(default_factory=free_port)
-    #: Connections accepted, and how many of them the proxy cut for idleness.
+    #: Cut the first connection mid-stream too: once the server has sent it a ``speech.phrase`` (the server does not
+    #: compress its frames, so the path is in the bytes), no more bytes from the client are passed on, and
+    #: :data:`AFTER_PHRASE` later (time for the client to read the phrase) the connection is cut.
+    at_phrase: bool = False
+    #: Connections accepted, and how many of them the proxy cut (for idleness, or at a phrase).
     accepted: int = 0
     cuts: int = 0
 
@@ -74,20 +90,27 @@ class IdleProxy(TcpServerThread):
         self.accepted += 1
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
         last = time.monotonic()
+        watch = self.at_phrase and self.accepted == 1
+        phrase_at = math.inf  # when the first phrase passed (watched on the first connection only)
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            nonlocal last
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
+            nonlocal last, phrase_at
             while data := await src.read(1 << 16):
+                if upstream and phrase_at < math.inf:
+                    continue  # cut here, mid-stream: these bytes are not passed on
                 last = time.monotonic()
                 dst.write(data)
                 await dst.drain()
+                if watch and not upstream and b"Path:speech.phrase" in data:
+                    phrase_at = min(phrase_at, time.monotonic())
             if not dst.is_closing() and dst.can_write_eof():
                 dst.write_eof()  # a half close is passed on as such
 
-        pumps = asyncio.gather(pump(client_r, up_w), pump(up_r, client_w), return_exceptions=True)
+        pumps = asyncio.gather(pump(client_r, up_w, True), pump(up_r, client_w, False), return_exceptions=True)
         while not pumps.done():
             await asyncio.wait([pumps], timeout=0.05)
-            if not pumps.done() and time.monotonic() - last > self.idle:
+            now = time.monotonic()
+            if not pumps.done() and (now - last > self.idle or now - phrase_at > AFTER_PHRASE):
                 self.cuts += 1
                 pumps.cancel()
                 break
@@ -216,3 +239,64 @@ def assert_next_phrase(model: LoadedModel, wav: Path, first: Outcome, second: Ou
     replayed = replay_reference(model, wav, (first.result.offset + first.result.duration) // 10_000 / 1000)
     assert replayed is not None
     assert_matches(second.result, replayed)
+
+
+# ---- a connection cut mid-stream ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", ["fin", "rst"])
+def test_a_connection_cut_mid_stream_the_sdk_for_javascript_connects_again_and_replays(
+    jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, cut: Cut
+) -> None:
+    """The proxy drops the connection (FIN or reset) mid-stream, as soon as the first phrase has passed it, while the
+    app (continuous recognition, audio pushed at four times real time) is still sending. The SDK for JavaScript connects
+    again and replays its audio from the end of that phrase, without a continuation offset (it adds the offset
+    itself): every utterance is reported once, the later ones at their place in the stream, as in-process Vosk
+    decodes the replay."""
+    with IdleProxy(server.port, math.inf, cut, at_phrase=True) as proxy:
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=4))
+    assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
+    recognized = out["recognized"]
+    assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
+    first = expected(utterances_ref.phrases[0])
+    replayed = replay_phrases(model, utterances_wav, (first[1] + first[2]) / 10_000_000)
+    assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
+    assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
+
+
+@pytest.mark.parametrize("cut", ["fin", "rst"])
+def test_a_connection_cut_mid_stream_the_python_sdk_connects_again_and_continues(
+    server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture,
+    cut: Cut
+) -> None:
+    """The same cut under the Python SDK (continuous recognition, a push stream written at four times real time): it
+    connects again and replays from the end of the first phrase, saying so in its ``speech.context``
+    (``continuation.audio.streams.1.offset``, the phrase's end); every utterance is reported once, at its place in
+    the stream, as in-process Vosk decodes the replay. (A FIN or reset on an idle connection, between
+    recognitions, is another matter: above, the SDK does not connect again.)"""
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
+    pcm, _, _ = read_wav(utterances_wav)
+    with IdleProxy(server.port, math.inf, cut, at_phrase=True) as proxy:
+        stream = speechsdk.audio.PushAudioInputStream()
+        rec = speechsdk.SpeechRecognizer(config(proxy.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+
+        def push() -> None:
+            for i in range(0, len(pcm), SDK_CHUNK):
+                stream.write(pcm[i : i + SDK_CHUNK])
+                time.sleep(0.025)
+            stream.close()
+
+        started = threading.Event()
+        pusher = threading.Thread(target=lambda: (started.wait(), push()))
+        pusher.start()
+        events = continuous(rec, timeout=40, started=started)
+        pusher.join()
+    assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
+    assert not events.canceled, [d.error_details for d in events.canceled]
+    first = expected(utterances_ref.phrases[0])
+    replayed = replay_phrases(model, utterances_wav, (first[1] + first[2]) / 10_000_000)
+    assert_same([reported(r) for r in events.recognized], [first, *map(expected, replayed)])
+    contexts = [json.loads(r.args[1]) for r in caplog.records  # type: ignore[index]
+                if r.name == "speech_recognizer.usp.connection" and r.args and r.args[0] == "speech.context"]
+    # the first connection's turn, then the second's (a short continuation turn at the end of the audio may follow)
+    assert [continuation_offset(c) for c in contexts[:2]] == [0.0, (first[1] + first[2]) / 10_000_000], contexts
