@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import wave
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -187,6 +188,35 @@ def utterances_wav(audio_dir: Path) -> Path:
     """Three Korean utterances separated by silence, 16 kHz mono."""
     parts = [speak(s, audio_dir / f"u{i}.wav") for i, s in enumerate(SENTENCES[:3])]
     return concat(parts, audio_dir / "utterances.wav")
+
+
+#: The app's segmentation silence in the tests of long ones (ms): longer than the pause after the first sentence of
+#: :func:`long_pauses_wav`, shorter than the one after the second.
+LONG_PAUSE_MS = 2000
+
+
+@pytest.fixture(scope="session")
+def long_pauses_wav(audio_dir: Path) -> Path:
+    """Three sentences: 1 s of digital silence after the first (after espeak's own), 3 s after the second, 1 s after
+    the third. The decoder ends a phrase at each pause."""
+    parts = [read_wav(speak(sentence, audio_dir / f"long-pauses{i}.wav"))[0] for i, sentence in enumerate(SENTENCES[:3])]
+    out = audio_dir / "long-pauses.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"".join(bytes(int(before * 16000) * 2) + part for before, part in zip((0.3, 1.0, 3.0), parts, strict=True))
+                      + bytes(16000 * 2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def long_pauses_ref(model: LoadedModel, long_pauses_wav: Path) -> Reference:
+    """In-process Vosk's three phrases of :func:`long_pauses_wav`, its pauses checked: the silence between the first
+    two phrases' words is shorter than :data:`LONG_PAUSE_MS`, between the last two longer."""
+    ref = reference(model, long_pauses_wav)
+    first, second, third = ref.phrases
+    pause = LONG_PAUSE_MS / 1000
+    assert second.words[0].start - first.words[-1].end < pause < third.words[0].start - second.words[-1].end, ref.phrases
+    return ref
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,10 @@ class RefPhrase:
         """Azure's ``Confidence`` of the phrase (NBest): the mean of its words' (Vosk gives none of its own)."""
         return sum(w.confidence for w in self.words) / len(self.words)
 
+    def then(self, other: RefPhrase) -> RefPhrase:
+        """This phrase and ``other`` as one (a server joining them across a pause: both texts, both words)."""
+        return RefPhrase(f"{self.text} {other.text}", self.words + other.words)
+
 
 #: How far a server's word time may sit from in-process Vosk's: decoding is deterministic
 #: (dither off), so only clock rounding remains — a reused (warm) recognizer's times are

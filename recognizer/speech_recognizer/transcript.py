@@ -138,5 +138,20 @@ def split_at_pauses(phrase: Phrase, pause: float) -> list[Phrase]:
         pieces[-1].append(word)
     if len(pieces) < 2:
         return [phrase]
-    return [Phrase((Alternative(" ".join(w.text for w in p), sum(w.confidence for w in p) / len(p), tuple(p)),), p[0].start, p[-1].end)
-            for p in pieces]
+    return [_of_words(p) for p in pieces]
+
+
+def joined(first: Phrase, second: Phrase) -> Phrase:
+    """One phrase of ``first`` and the ``second`` the decoder ended after a pause shorter than the app's segmentation
+    silence: from the start of the first to the end of the second, with both phrases' words and times. Like a piece
+    of :func:`split_at_pauses`, it keeps only the best alternatives, its confidence the mean of its words'."""
+    if first.words and second.words:
+        return _of_words(first.words + second.words)
+    alternative = Alternative(f"{first.text} {second.text}", (first.confidence + second.confidence) / 2, first.words + second.words)
+    return Phrase((alternative,), first.start, second.end)
+
+
+def _of_words(words: Sequence[Word]) -> Phrase:
+    """A phrase of ``words`` (not empty): its text theirs, its confidence their mean (as :func:`parse_final` gives one)."""
+    return Phrase((Alternative(" ".join(w.text for w in words), sum(w.confidence for w in words) / len(words), tuple(words)),),
+                  words[0].start, words[-1].end)

@@ -7,6 +7,7 @@
 //   token     an authorization token instead of a key (fromAuthorizationToken's form: Authorization: Bearer)
 //   language  speechRecognitionLanguage
 //   detailed  OutputFormat.Detailed (and word-level timestamps)
+//   properties  {PropertyId name: value} set on the SpeechConfig (setProperty)
 //   wav       a 16-bit PCM WAV file, pushed through a PushAudioInputStream in 100 ms chunks
 //   speed     push the chunks at this many times real time (none: all at once)
 //   keepOpen  leave the push stream open after the audio (a microphone that stays on)
@@ -75,6 +76,10 @@ function config() {
   if (scenario.detailed) {
     cfg.outputFormat = sdk.OutputFormat.Detailed;
     cfg.requestWordLevelTimestamps();
+  }
+  for (const [name, value] of Object.entries(scenario.properties ?? {})) {
+    if (sdk.PropertyId[name] === undefined) throw new Error(`no PropertyId ${name}`);
+    cfg.setProperty(sdk.PropertyId[name], value);
   }
   return cfg;
 }

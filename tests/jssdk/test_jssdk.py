@@ -24,9 +24,10 @@ import httpx
 import pytest
 
 from speech_recognizer.models import LoadedModel
+from speech_recognizer.results import lexical
 from speech_recognizer.usp.connection import Turn, split_header
 
-from ..conftest import CHUNK, TEST_KEY
+from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY
 from ..support import Reference, ServerThread, vosk_reference
 from ..usp.sdk import Span, assert_confidences, assert_same, expected, expected_words, spans
 from .node import LOCK, recognize, result_span, scenario
@@ -145,6 +146,26 @@ def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_
     assert_same([result_span(r) for r in results], want)
     assert_same([result_span(results[0])], [expected(utterances_ref.phrases[0])])
     assert not [c for c in out["canceled"] if c["cancelReason"] == "Error"], out["canceled"]
+
+
+def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_shorter_pauses(
+    jssdk: str, server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference
+) -> None:
+    """``Speech_SegmentationSilenceTimeoutMs`` 2000 in continuous recognition: the sentences 1 s apart come as one
+    phrase (in-process Vosk's two joined, words and times), the hypotheses of the second after the first's words; the
+    one 3 s later is a phrase of its own, as tests/usp/test_sdk_features.py checks with the Python SDK. Before, the
+    setting was ignored above the decoder's own pause: three phrases."""
+    first, second, third = long_pauses_ref.phrases
+    out = recognize(jssdk, scenario(server.ws, long_pauses_wav, mode="continuous", detailed=True,
+                                    properties={"Speech_SegmentationSilenceTimeoutMs": str(LONG_PAUSE_MS)}))
+    recognized = out["recognized"]
+    assert all(r["reason"] == "RecognizedSpeech" for r in recognized), recognized
+    want = [first.then(second), third]
+    assert_same([result_span(r) for r in recognized], [expected(p) for p in want])
+    for result, phrase in zip(recognized, want, strict=True):
+        assert_same(spans(result["json"]["NBest"][0]["Words"]), expected_words(phrase))
+    heard_first = lexical(first.text) + " "
+    assert any(h["text"].startswith(heard_first) and len(h["text"]) > len(heard_first) for h in out["recognizing"]), out["recognizing"]
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])

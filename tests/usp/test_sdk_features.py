@@ -30,12 +30,13 @@ from websockets.typing import Subprotocol
 from harness.usp import client_text_frame
 from speech_recognizer.contract import NOT_SERVED_PATHS
 from speech_recognizer.models import LoadedModel
+from speech_recognizer.results import lexical
 
-from ..conftest import reference
+from ..conftest import LONG_PAUSE_MS, reference
 from ..doc_tables import README, ROOT, code_spans, table
 from ..support import SENTENCES, Reference, RefPhrase, RefWord, ServerThread, read_wav, speak
 from .conftest import SDK_CHUNK
-from .sdk import UNSERVED_CLIENTS, assert_matches, config, continuous, detailed, recognizer
+from .sdk import UNSERVED_CLIENTS, assert_matches, assert_same, config, continuous, detailed, expected_words, recognizer, spans
 
 Reason = speechsdk.ResultReason
 PropertyId = speechsdk.PropertyId
@@ -191,6 +192,77 @@ def test_a_segmentation_silence_shorter_than_the_decoders_ends_phrases_at_it(
         assert_matches(rec.recognize_once(), pieces[0])
         sent = contexts()[0]["phraseDetection"]["trailingSilenceTimeout"]
     assert sent == 300
+
+
+def _assert_detailed(result: speechsdk.SpeechRecognitionResult, phrase: RefPhrase) -> None:
+    """:func:`assert_matches`, and each word's times (``NBest[0].Words``) as in-process Vosk's."""
+    assert_matches(result, phrase)
+    assert_same(spans(json.loads(result.json)["NBest"][0]["Words"]), expected_words(phrase))
+
+
+@pytest.mark.parametrize("setting", ["Speech_SegmentationSilenceTimeoutMs", "SpeechServiceConnection_EndSilenceTimeoutMs"])
+def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_shorter_pauses(
+        server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, setting: str) -> None:
+    """Segmentation silence 2000 ms (continuous recognition, a push stream), or end silence 2000 ms (``recognize_once``):
+    the decoder ends a phrase at each pause of the audio (about 0.5 s of silence is enough for it), but a pause shorter
+    than 2 s does not end one, as with Azure. The sentences 1 s apart come as ONE phrase: both phrases of in-process
+    Vosk joined (words, times, confidences; offset of the first, duration to the last); while the second is heard,
+    the hypotheses show the first's words before it. The pause of 3 s ends the joined phrase once 2 s of it have
+    been sent (before the third sentence is); the third comes at the end of the audio (1 s of silence after it).
+    Before, the setting was ignored above the decoder's own pause: one phrase per pause (three; recognize_once: the
+    first sentence alone)."""
+    first, second, third = long_pauses_ref.phrases
+    cfg = detailed(config(server.ws))
+    cfg.set_property(getattr(PropertyId, setting), str(LONG_PAUSE_MS))
+    if setting == "SpeechServiceConnection_EndSilenceTimeoutMs":
+        _assert_detailed(recognizer(cfg, long_pauses_wav).recognize_once(), first.then(second))
+        return
+    pcm, rate, _ = read_wav(long_pauses_wav)
+    cut = int((third.words[0].start - 0.2) * rate) * 2 // SDK_CHUNK * SDK_CHUNK  # before the third sentence
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    got: list[speechsdk.SpeechRecognitionResult] = []
+    hypotheses: list[str] = []
+    arrived, stopped = threading.Semaphore(0), threading.Event()
+    rec.recognizing.connect(lambda e: hypotheses.append(e.result.text))
+    rec.recognized.connect(lambda e: (got.append(e.result), arrived.release()) if e.result.reason == Reason.RecognizedSpeech else None)
+    rec.session_stopped.connect(lambda e: stopped.set())
+    rec.start_continuous_recognition()
+    _push(stream, pcm[:cut])
+    assert arrived.acquire(timeout=20), f"no phrase before the third sentence was sent: {hypotheses}"
+    _push(stream, pcm[cut:])
+    stream.close()
+    assert stopped.wait(20), "the session did not stop at the end of the audio"
+    rec.stop_continuous_recognition()
+    assert len(got) == 2, [r.text for r in got]
+    _assert_detailed(got[0], first.then(second))
+    _assert_detailed(got[1], third)
+    heard_first = lexical(first.text) + " "
+    assert any(h.startswith(heard_first) and len(h) > len(heard_first) for h in hypotheses), hypotheses
+
+
+def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(server: ServerThread, long_pauses_wav: Path,
+                                                                      long_pauses_ref: Reference) -> None:
+    """Segmentation silence 2000 ms; the first sentence and 1.5 s of the silence after it pushed: the decoder ended its
+    phrase (after about 0.5 s), and the server holds it, as more speech could follow within 2 s.
+    ``stop_continuous_recognition`` ends the audio: the phrase comes before ``stop`` returns, as in-process Vosk's.
+    Before, it came as soon as the decoder ended it, at a pause shorter than the app asked for."""
+    first = long_pauses_ref.phrases[0]
+    pcm, rate, _ = read_wav(long_pauses_wav)
+    cut = int((first.words[-1].end + 1.5) * rate) * 2 // SDK_CHUNK * SDK_CHUNK
+    cfg = detailed(config(server.ws))
+    cfg.set_property(PropertyId.Speech_SegmentationSilenceTimeoutMs, str(LONG_PAUSE_MS))
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    got: list[speechsdk.SpeechRecognitionResult] = []
+    rec.recognized.connect(lambda e: got.append(e.result))
+    rec.start_continuous_recognition()
+    _push(stream, pcm[:cut])
+    time.sleep(1.0)  # the server decodes 1.5 s of silence in a fraction of that (the decoder ends the phrase in it)
+    assert not got, [r.text for r in got]
+    rec.stop_continuous_recognition()
+    assert len(got) == 1, [r.text for r in got]
+    _assert_detailed(got[0], first)
 
 
 def test_a_segmentation_silence_out_of_range_is_refused_naming_it(server: ServerThread, speech_wav: Path) -> None:

@@ -29,7 +29,7 @@ from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, class
 from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
-from ..transcript import Event, Partial, Phrase, split_at_pauses
+from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format
 
@@ -121,6 +121,13 @@ class Turn:
         self._audio_ended = False
         #: Whether audio loud enough to hold speech (:data:`SOUND_LEVEL`) came within the initial-silence window.
         self._sound = False
+        #: The phrase the decoder ended at a pause shorter than the app's segmentation silence, not reported yet: the
+        #: next one is joined to it if it begins before that much silence has passed (:meth:`_emit`).
+        self._held: Phrase | None = None
+        #: Turn time (s) of the end of the latest hypothesis: while one goes on, speech has not paused.
+        self._heard = 0.0
+        #: Turn time (s) of the end of the latest audio loud enough to hold speech (:data:`SOUND_LEVEL`).
+        self._loud = 0.0
 
     async def send(self, path: str, body: Mapping[str, Any]) -> None:
         await self.conn.socket.send_text(text_frame(path, self.request_id, body))
@@ -156,7 +163,8 @@ class Turn:
         await self.settle()
         if not self.ended and not self._audio_ended:
             self._audio_ended = True
-            await self._emit(await self.session.finish())
+            await self._emit(await self.session.finish(), final=True)
+        await self.report_held()
 
     async def fail(self, failure: Failure) -> None:
         """End the turn with the failure's ``speech.phrase`` status; the SDK reports it as ``CancellationDetails``."""
@@ -204,13 +212,15 @@ class Turn:
                 if self.ended:
                     continue  # the turn is over: what is left was dropped with the session
                 if item is None:
-                    await self._emit(await self.session.finish())
+                    await self._emit(await self.session.finish(), final=True)
                     await self._end_of_audio()
                     continue
                 snapshot = await item
                 if self.position < self.window and snapshot.level >= SOUND_LEVEL:
                     self._sound = True
                 self._decoded = snapshot.audio_seconds
+                if snapshot.level >= SOUND_LEVEL:
+                    self._loud = self.position
                 await self._emit(snapshot.events)
                 # Without a word by the end of the window (and, when there was sound in it, by the time the
                 # decoder would have reported one begun inside it), there was no speech.
@@ -236,9 +246,17 @@ class Turn:
         """Turn time (s) by which a recognize-once turn's speech must begin: its initial-silence timeout."""
         return self.origin + self.options.initial_silence
 
-    async def _emit(self, events: list[Event]) -> None:
+    async def _emit(self, events: list[Event], *, final: bool = False) -> None:
+        """Send what the decoder reported: hypotheses, and phrases as the app's segmentation silence ``S`` ends them.
+
+        Without ``S`` a phrase is sent as the decoder ends it. With it, a phrase is cut at pauses of ``S`` or more
+        (:func:`~..transcript.split_at_pauses`: the decoder ends one only after its own pause, about 0.5 s), and held
+        until ``S`` of audio has passed after its last word: speech that begins sooner (the next hypothesis or
+        phrase) is joined to it, so that a pause shorter than ``S`` never ends a phrase. ``final``: the audio ended,
+        a phrase held is sent.
+        """
         pause = self.options.segmentation_silence
-        if pause is not None:  # the app's segmentation silence, when shorter than the decoder's own end of utterance
+        if pause is not None:
             events = [piece for event in events for piece in (split_at_pauses(event, pause) if isinstance(event, Phrase) else [event])]
         for event in events:
             if self.ended:
@@ -246,20 +264,51 @@ class Turn:
             if not self.speech and not self.options.continuous and event.start >= self.window:
                 await self._no_speech()  # it began after the window: the silence timed out first
                 return
+            held = self._held
+            if held is not None and pause is not None and event.start - held.end >= pause - 1e-6:  # word times: 1 us
+                await self.report_held()  # this speech began after the segmentation silence: a phrase of its own
+                if self.ended:
+                    return
+                held = None
             if isinstance(event, Partial):
                 await self._speech_started(event.start)
-                await self.send("speech.hypothesis", self._identified(hypothesis_json(event.text, event.start, event.end,
-                                                                                        self.options.profanity)))
+                self._heard = event.end
+                text, start = (f"{held.text} {event.text}", held.start) if held is not None else (event.text, event.start)
+                await self.send("speech.hypothesis", self._identified(hypothesis_json(text, start, event.end, self.options.profanity)))
             elif isinstance(event, Phrase):
                 if self.base + event.end <= self.conn.acknowledged:
                     continue  # already reported in an earlier turn
                 await self._speech_started(event.start)
-                self.conn.acknowledged = self.base + event.end
-                if not self.options.continuous:
-                    await self.send("speech.endDetected", offset_json(event.end))
-                await self.send("speech.phrase", self._phrase(event))
-                if not self.options.continuous:
-                    await self.end()
+                if pause is None:
+                    await self._report(event)
+                else:
+                    self._held = event if held is None else joined(held, event)
+        held = self._held
+        if held is not None and pause is not None and (final or self._paused(held, pause)):
+            await self.report_held()  # the audio ended, or the segmentation silence passed with no speech in it
+
+    def _paused(self, held: Phrase, pause: float) -> bool:
+        """Whether ``pause`` s of silence followed ``held`` in the audio fed (its position, not the clock: the
+        decoder says nothing during silence): quiet audio (:data:`SOUND_LEVEL`) that long after its last word (and
+        any hypothesis since); or, where there was sound, no word from the decoder though it has had the time to
+        report one begun within ``pause`` (:data:`ONSET_LAG_SECONDS`: it reports a word seconds after it begins)."""
+        words = max(held.end, self._heard)
+        return self.position - max(words, self._loud) >= pause - 1e-6 or self.position - words >= pause + ONSET_LAG_SECONDS
+
+    async def report_held(self) -> None:
+        """Send the phrase held for the segmentation silence (:meth:`_emit`), if any: the turn's audio ends."""
+        held, self._held = self._held, None
+        if held is not None and not self.ended:
+            await self._report(held)
+
+    async def _report(self, phrase: Phrase) -> None:
+        """Send ``phrase``; in interactive mode, with the end of speech, and end the turn."""
+        self.conn.acknowledged = self.base + phrase.end
+        if not self.options.continuous:
+            await self.send("speech.endDetected", offset_json(phrase.end))
+        await self.send("speech.phrase", self._phrase(phrase))
+        if not self.options.continuous:
+            await self.end()
 
     def _phrase(self, phrase: Phrase) -> dict[str, Any]:
         """The same JSON the REST route answers for this phrase, on channel 0."""
@@ -437,6 +486,7 @@ class Connection:
         self.ids.check_new(request_id)
         if self.turn is not None:
             await self.turn.settle()  # what the old turn received is answered first, as it arrived
+            await self.turn.report_held()
             await self.turn.close()
             self.ids.retire(self.turn.request_id)
         if not options.resume_at:

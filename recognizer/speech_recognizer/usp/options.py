@@ -35,7 +35,8 @@ class Options:
     #: ``languageId.languages``): one is recognized in (its phrases name it); several are refused (:meth:`checked`).
     candidates: tuple[str, ...] = ()
     #: Seconds of silence after which a phrase ends (``Speech_SegmentationSilenceTimeoutMs``, or in interactive mode
-    #: ``SpeechServiceConnection_EndSilenceTimeoutMs``), when the app set one: phrases are cut at pauses that long.
+    #: ``SpeechServiceConnection_EndSilenceTimeoutMs``), when the app set one: phrases are cut at pauses that long, and
+    #: joined across shorter ones (:meth:`~.connection.Turn._emit`).
     segmentation_silence: float | None = None
 
     @property
