@@ -63,7 +63,18 @@ from speech_operator.gateway_http_limits import (
     drop_what_follows,
 )
 from speech_operator.gateway_openai import FormLimits
-from speech_operator.gateway_relay import MAX_MESSAGE_BYTES, Traffic, accepting, offered_protocols, refuse, relay_accepted, relay_http, relay_websocket
+from speech_operator.gateway_relay import (
+    MAX_MESSAGE_BYTES,
+    SKIPPED_AUTO_HEADERS,
+    Traffic,
+    accepting,
+    head_over,
+    offered_protocols,
+    refuse,
+    relay_accepted,
+    relay_http,
+    relay_websocket,
+)
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, errors, logs
@@ -112,7 +123,8 @@ class GatewayConfig:
     max_held: int = _setting(100, "requests held at once, at most; the next one gets 503 / 1013 at once", 0)
     header_seconds: float = _setting(HeadLimits.header_seconds, "how long a request head may take from its first byte (a new "
                                      "connection's from its opening) before 408", *_HEADER_SECONDS)
-    max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes; larger gets 431",
+    max_header_bytes: int = _setting(HeadLimits.max_header_bytes, "largest request head (request line and headers), in bytes, as it comes and as relayed "
+                                     "(the gateway's own headers in: keep it at most the recognizers' Http:MaxHeaderBytes); larger gets 431",
                                      *_HEADER_BYTES)
     form_buffer_bytes: int = _setting(FormLimits.buffer_bytes, "an OpenAI form whose file comes before its language field is read "
                                       "ahead up to this many bytes to find it; past them, 413 (at most SPEECH_GATEWAY_FORM_BUDGET_BYTES and "
@@ -291,7 +303,7 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True,
                                          socket_factory=self._upstream_socket)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+            connector=connector, auto_decompress=False, skip_auto_headers=SKIPPED_AUTO_HEADERS,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
         try:
             yield
@@ -366,6 +378,9 @@ class Gateway:
         except failures.Failure as exc:
             scanned.release()
             return self._refused_http(exc, "openai", None, openai=True)
+        if (refused := self._head_refused(request, backend, "openai")) is not None:
+            scanned.release()
+            return refused
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown)
@@ -397,12 +412,25 @@ class Gateway:
             backend = self.directory.lookup(language_of(request))
         except UnknownLocale as exc:
             return self._refused_http(exc, "rest", None)
+        if (refused := self._head_refused(request, backend, "rest")) is not None:
+            return refused
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
         return self._relayed(request, response, "rest", backend)
+
+    def _head_refused(self, request: web.Request, backend: Backend, route: str,
+                      protocols: tuple[str, ...] | None = None) -> web.Response | None:
+        """431 if the head the relay would send the recognizer is over its bounds (:func:`head_over`; ``protocols``: a
+        WebSocket's upgrade offering them), answered as a recognizer answers a head over them, before any route (an
+        upgrade refused over HTTP, an OpenAI request not in OpenAI's shape) and then closing, its body dropped; None if not."""
+        failure = head_over(request, backend, self.config.max_header_bytes, protocols)
+        if failure is None:
+            return None
+        drop_the_rest(request)
+        return self._refused_http(failure, route, backend, closing=True)
 
     def _relayed(self, request: web.Request, response: web.StreamResponse, route: str, backend: Backend) -> web.StreamResponse:
         """Count a relayed answer; a failure of the client's side once it had begun (its body refused, the
@@ -421,6 +449,8 @@ class Gateway:
             backend = self.directory.lookup(language_of(request))
         except UnknownLocale as exc:
             return await self._refused_ws(request, exc, route, None, protocols)
+        if (refused := self._head_refused(request, backend, route, offered_protocols(request))) is not None:
+            return refused
         gauge = self.metrics.streams.labels(route)
         gauge.inc()
         try:

@@ -88,6 +88,7 @@ from speech_recognizer.errors import (
     http_response_bytes,
     malformed_reason,
 )
+from speech_recognizer.serving import MAX_HEADERS
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -109,10 +110,12 @@ class HeadLimits:
     linger_seconds: float = 2.0
     #: That lingering ends once the client has sent nothing for this long.
     linger_pause_seconds: float = 1.0
-    #: Most headers in one request head (aiohttp's default), where a recognizer counts only the head's bytes: each costs
-    #: memory for as long as its request or stream lasts (a head of 16 KiB holds 2400 headers, 670 KiB parsed; one of 128
-    #: 22 KiB). More gets 431 saying so (aiohttp said 400 "not a valid HTTP/1.1 request: Too many headers received").
-    max_headers: int = 128
+    #: Most headers in one request head: a recognizer's bound (:data:`~speech_recognizer.serving.MAX_HEADERS`, aiohttp's
+    #: default): each costs memory for as long as its request or stream lasts (a head of 16 KiB holds 2400 headers, 670
+    #: KiB parsed; one of 128 22 KiB). More gets 431 saying so (aiohttp said 400 "not a valid HTTP/1.1 request: Too many
+    #: headers received"); so does a head within it that would be over it with the gateway's own headers
+    #: (:func:`speech_operator.gateway_relay.head_over`).
+    max_headers: int = MAX_HEADERS
 
     def parser_options(self) -> dict[str, int]:
         """aiohttp's own bounds on a head: one line (the request line, a header) may be the whole head, as on a recognizer,

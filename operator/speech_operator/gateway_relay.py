@@ -34,14 +34,15 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.addresses import unmapped
-from speech_recognizer.errors import close_reason
-from speech_recognizer.serving import SERVER_OPTIONS
+from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason
+from speech_recognizer.serving import MAX_HEADERS, SERVER_OPTIONS
 from speech_recognizer.usp.frames import begins_request
 
 log = logging.getLogger("speech_operator.gateway")
@@ -58,9 +59,60 @@ MAX_MESSAGE_BYTES: int = SERVER_OPTIONS["ws_max_size"]
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
 
 
-def forwarded_headers(request: web.Request) -> dict[str, str]:
-    """The client's headers as the recognizer should see them (``X-Forwarded-*`` added)."""
-    out: dict[str, str] = {}
+#: aiohttp's automatic request headers, which the relay's session does not add: the recognizer gets the client's own (or
+#: none), not aiohttp's ``Accept: */*``, ``Accept-Encoding: gzip, deflate``, ``Content-Type: application/octet-stream``
+#: and ``User-Agent``; and what aiohttp writes on a relayed request is the headers given it and those below.
+SKIPPED_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+#: What aiohttp writes of its own on a relayed REST request beyond the headers given it, at the longest: its framing
+#: (``Transfer-Encoding: chunked``, or ``Content-Length: 0`` without a body; a declared length is among those given) and
+#: ``Connection: close``.
+REST_FRAMING = {"Transfer-Encoding": "chunked", "Connection": "close"}
+#: What aiohttp writes of its own on a relayed WebSocket's upgrade beyond the headers given it: the handshake (the
+#: client's own is of one hop, not forwarded), and ``Sec-WebSocket-Protocol`` when subprotocols are offered.
+WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                       "Sec-WebSocket-Key": "x" * 24}
+
+
+def upstream_request(request: web.Request, backend: Backend, websocket: bool = False) -> tuple[URL, dict[str, str]]:
+    """Where the relay sends ``request`` (the recognizer's URL: a WebSocket's with ``ws://``), and its headers there
+    (:func:`forwarded_headers`, its ``Host`` the recognizer's, as aiohttp would write it)."""
+    base = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else backend.url
+    url = URL(base + request.path_qs)
+    return url, forwarded_headers(request, url.host_port_subcomponent or "")
+
+
+def head_over(request: web.Request, backend: Backend, max_bytes: int, protocols: tuple[str, ...] | None = None) -> Failure | None:
+    """Why the head the relay would send ``backend`` for ``request`` is over a recognizer's bounds, if it is: over
+    ``max_bytes`` (SPEECH_GATEWAY_MAX_HEADER_BYTES, a recognizer's Http:MaxHeaderBytes by default), or over
+    :data:`~speech_recognizer.serving.MAX_HEADERS` headers, once the gateway's own are in (``Host``, ``X-Forwarded-*``,
+    the framing or, ``protocols`` given, a WebSocket's handshake offering them). A head the gateway took within both may
+    grow past them so (``X-Forwarded-Host`` repeats the client's ``Host``, ``X-Forwarded-For`` adds its address): the
+    recognizer's 431 would name its setting for a head the gateway had taken. Measured as the guard measures the
+    client's head (:mod:`speech_operator.gateway_http_limits`): every byte, request line and the blank line included."""
+    url, headers = upstream_request(request, backend, websocket=protocols is not None)
+    if protocols is None:
+        written = {**headers, **({"Connection": "close"} if "Content-Length" in headers else REST_FRAMING)}
+    else:
+        written = {**headers, **WEBSOCKET_HANDSHAKE, **({"Sec-WebSocket-Protocol": ", ".join(protocols)} if protocols else {})}
+    if len(written) > MAX_HEADERS:
+        return Failure(f"the request's head has over {MAX_HEADERS} headers once the gateway adds its own (Host, "
+                       f"X-Forwarded-*): {len(written)}", HEADER_TOO_LARGE)
+    line = f"{request.method if protocols is None else 'GET'} {url.raw_path_qs} HTTP/1.1\r\n"
+    size = _length(line) + sum(_length(name) + _length(value) + 4 for name, value in written.items()) + 2
+    if size > max_bytes:
+        return Failure(f"the request's head is over {max_bytes} bytes once the gateway adds its own headers (Host, "
+                       f"X-Forwarded-*): {size} (SPEECH_GATEWAY_MAX_HEADER_BYTES)", HEADER_TOO_LARGE)
+    return None
+
+
+def _length(text: str) -> int:
+    """Bytes of ``text`` as aiohttp writes it (UTF-8; a client's byte that was not is given back as it came)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def forwarded_headers(request: web.Request, host: str) -> dict[str, str]:
+    """The client's headers as the recognizer should see them (``X-Forwarded-*`` added), ``Host`` the recognizer's."""
+    out: dict[str, str] = {"Host": host}
     for name, value in request.headers.items():
         if name.lower() not in HOP_HEADERS and name.lower() != "content-length":
             out[name] = value
@@ -107,7 +159,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     :func:`~speech_operator.gateway_http_limits.client_failure`).
     """
     traffic = traffic or Traffic()
-    url = backend.url + request.path_qs
+    url, headers = upstream_request(request, backend)
     if body is None and request.body_exists:
         body = request.content.iter_any()  # as it arrives (iterating the stream itself would give lines)
     upstream: aiohttp.ClientResponse | None = None
@@ -125,7 +177,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
 
     try:
         asking = session.request(request.method, url, data=None if body is None else uploaded(body),
-                                 headers=forwarded_headers(request), allow_redirects=False)
+                                 headers=headers, allow_redirects=False)
         upstream = await (shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking)
     except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
@@ -246,10 +298,10 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
     Raises :class:`aiohttp.WSServerHandshakeError` when the recognizer refuses the upgrade, and
     :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached.
     """
-    url = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + request.path_qs
+    url, headers = upstream_request(request, backend, websocket=True)
     try:
         return await session.ws_connect(
-            url, protocols=protocols, headers=forwarded_headers(request), autoclose=False, autoping=False,
+            url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
             compress=0, max_msg_size=0, decode_text=False,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
     except aiohttp.WSServerHandshakeError:

@@ -8,6 +8,9 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
 
 - a cap on the head (request line and headers): 431 as soon as it is passed,
   before the rest is read or parsed;
+- a cap on the number of its headers (:data:`~speech_recognizer.serving.MAX_HEADERS`, the gateway's too): 431 at
+  the first one past it, before the rest is parsed (httptools, like uvicorn, keeps every header of a head: 2000
+  tiny ones within 16 KiB were 230 KiB of Python objects, held while the request lasted);
 - a deadline for the head, from its first byte (from the connection's opening,
   for its first request; from the read that brought it, for one pipelined in the
   read that ended the request before it): 408;
@@ -81,6 +84,7 @@ from .connection_cap import ConnectionCap, unread_bytes
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
 from .logs import PROBE_ROUTES
+from .serving import MAX_HEADERS
 from .settings import declared
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,8 @@ class HttpLimits:
     #: Most requests of one connection parsed and not yet answered (the one being answered included): the one being
     #: answered and the next, ready to start once it is; what the client pipelined after them waits unparsed.
     max_pipelined: int = 2
+    #: Most headers in a request head.
+    max_headers: int = MAX_HEADERS
 
 
 class LimitedHttpTools(HttpToolsProtocol):
@@ -129,6 +135,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         #: before the body was in: reading and dropping what comes until the close), or "done" (closed, upgraded).
         self._phase = "head"
         self._head_bytes = 0
+        #: Headers of the head being parsed.
+        self._headers_seen = 0
         #: Whether the parser has begun the next request (its bytes may have come in the read that ended the one before:
         #: pipelined, they are not in ``_head_bytes``).
         self._head_begun = False
@@ -405,6 +413,7 @@ class LimitedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if self._phase == "head":
             self._head_begun = True
+            self._headers_seen = 0
             if self._timer is None:  # pipelined: its first bytes came in the read that ended the request before it
                 self._arm(self.limits.header_seconds)
             super().on_message_begin()
@@ -414,8 +423,13 @@ class LimitedHttpTools(HttpToolsProtocol):
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._phase == "head":
-            super().on_header(name, value)
+        if self._phase != "head":
+            return
+        self._headers_seen += 1
+        if self._headers_seen > self.limits.max_headers:  # refused before it is kept: the parser's other calls are ignored
+            self._refuse(HEADER_TOO_LARGE, f"the request's head has over {self.limits.max_headers} headers")
+            return
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self._phase != "head":
