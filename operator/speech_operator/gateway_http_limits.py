@@ -19,7 +19,11 @@ aiohttp answered it itself with a plain-text 400 that quoted the request, logged
 closed at once, so that a client still sending got a reset. One pipelined behind requests the handler
 still has to answer (a head, or a bad chunk in the body of a request not taken up yet) is answered
 the same way after their answers, in order: aiohttp answered it with the same plain text and traceback
-(and a request whose body broke off before it was taken up got no answer at all).
+(and a request whose body broke off before it was taken up got no answer at all). So is one that came in
+the same read as the request before it (the guard hands the parser a read's first head alone, then the
+rest: aiohttp's parser raised without the requests it had completed, and only the refusal was answered),
+and a pipelined head over ``max_header_bytes`` (measured once parsed: the guard sees only the first head
+of a read begin) or :attr:`HeadLimits.max_headers` headers: 431.
 
 Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`, :data:`~speech_recognizer.errors.MALFORMED_REQUEST`): its JSON answer with ``Connection: close``, one
@@ -71,7 +75,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
@@ -116,6 +120,10 @@ class HeadLimits:
     #: headers received"); so does a head within it that would be over it with the gateway's own headers
     #: (:func:`speech_operator.gateway_relay.head_over`).
     max_headers: int = MAX_HEADERS
+
+    def too_large(self) -> str:
+        """Why a head over :attr:`max_header_bytes` is refused."""
+        return f"the request's head is over {self.max_header_bytes} bytes (SPEECH_GATEWAY_MAX_HEADER_BYTES)"
 
     def parser_options(self) -> dict[str, int]:
         """aiohttp's own bounds on a head: one line (the request line, a header) may be the whole head, as on a recognizer,
@@ -223,6 +231,8 @@ class HeadGuard(asyncio.Protocol):
         #: the first :attr:`_answer_first` requests are (:meth:`_refuse_after`).
         self._after: Failure | None = None
         self._answer_first = 0
+        #: Where in the read being handed to the handler the head it brings ends (:meth:`_HeadParser.feed_data`).
+        self._head_end: int | None = None
         #: Done once the connection is lost (:func:`client_leaves`).
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
@@ -401,10 +411,12 @@ class HeadGuard(asyncio.Protocol):
         end = seen.find(_END_OF_HEAD)
         size = self._head_bytes + (len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail))
         if size > self.limits.max_header_bytes:
-            self._refuse(HEADER_TOO_LARGE, f"the request's head is over {self.limits.max_header_bytes} bytes "
-                                           "(SPEECH_GATEWAY_MAX_HEADER_BYTES)")
+            self._refuse(HEADER_TOO_LARGE, self.limits.too_large())
             return
+        # where this head ends in ``data``, for the parser (_HeadParser.feed_data): it, then what follows it
+        self._head_end = len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail)
         self.handler.data_received(data)
+        self._head_end = None
         if self._lingering:  # the parser refused the head (_HeadParser)
             return
         if self._awaiting_head():  # still no whole head (blank lines before a request line end nothing)
@@ -458,24 +470,66 @@ class _HeadParser:
         self._guard = guard
 
     def feed_data(self, data: bytes) -> Any:
+        """What the parser gives of ``data``; when a head the guard saw end in it is followed by more (its body, requests
+        pipelined after it), that head is parsed first, then the rest: a refusal in the rest is answered after that
+        request, in order (aiohttp's parser raised without the requests it had completed: only the refusal was answered),
+        unless it is that request's own body (a bad chunk), refused in its place at once, as when it came alone."""
         guard = self._guard
         if guard._dropping:  # refused already: nothing more is parsed
             return (), False, b""
+        cut, guard._head_end = guard._head_end, None
+        if cut is None or not 0 < cut < len(data):
+            return self._parsed(data)
+        messages, upgraded, tail = self._parsed(data[:cut])
+        if upgraded:
+            return messages, upgraded, tail + data[cut:]
+        if guard._dropping or guard._lingering:
+            return messages, upgraded, tail
+        try:
+            more = self._parser.feed_data(data[cut:])
+        except HttpProcessingError as exc:
+            if messages and not messages[-1][1].is_eof():  # that request's own body: refused in its place
+                guard._parsed -= len(messages)
+                guard._body = None
+                messages = []
+            self._refused(exc)
+            return messages, False, b""
+        rest = self._taken(more)
+        return [*messages, *rest[0]], rest[1], rest[2]
+
+    def _parsed(self, data: bytes) -> Any:
         try:
             result = self._parser.feed_data(data)
         except HttpProcessingError as exc:
-            body, reason, kind = guard._body, malformed_reason(_said(exc)), MALFORMED_REQUEST
-            if _said(exc) == _TOO_MANY_HEADERS:  # a valid head, over a bound of the gateway's own
-                reason, kind = f"the request's head has over {guard.limits.max_headers} headers", HEADER_TOO_LARGE
-            unended = body is not None and not body.is_eof()  # the last request's body, broken off
-            if guard._awaiting_head():
-                guard._refuse(kind, reason)
-            elif unended and guard._taken == guard._parsed:  # the body of the request being handled
-                guard._refuse_body(body, reason)  # type: ignore[arg-type]
-            else:  # pipelined: a head behind requests still to answer, or the body of one not taken up yet
-                guard._refuse_after(reason, guard._parsed - int(unended), kind)
+            self._refused(exc)
             return (), False, b""
+        return self._taken(result)
+
+    def _refused(self, exc: HttpProcessingError) -> None:
+        guard = self._guard
+        body, reason, kind = guard._body, malformed_reason(_said(exc)), MALFORMED_REQUEST
+        if _said(exc) == _TOO_MANY_HEADERS:  # a valid head, over a bound of the gateway's own
+            reason, kind = f"the request's head has over {guard.limits.max_headers} headers", HEADER_TOO_LARGE
+        elif isinstance(exc, LineTooLong):  # a line over the head's bound: in a head pipelined behind a request's
+            reason, kind = guard.limits.too_large(), HEADER_TOO_LARGE
+        unended = body is not None and not body.is_eof()  # the last request's body, broken off
+        if guard._awaiting_head() and guard._parsed == guard._taken:  # none parsed waits to be taken up: its own head
+            guard._refuse(kind, reason)
+        elif unended and guard._taken == guard._parsed:  # the body of the request being handled
+            guard._refuse_body(body, reason)  # type: ignore[arg-type]
+        else:  # pipelined: a head behind requests still to answer, or the body of one not taken up yet
+            guard._refuse_after(reason, guard._parsed - int(unended), kind)
+
+    def _taken(self, result: Any) -> Any:
+        """``result`` counted; a head over the guard's bound in it (pipelined behind another in a read, which the
+        guard did not see begin) is refused after the requests before it, and it and what follows are not given."""
+        guard = self._guard
         messages = result[0]
+        for at, (message, _) in enumerate(messages):
+            if _head_size(message) > guard.limits.max_header_bytes:
+                guard._parsed += at
+                guard._refuse_after(guard.limits.too_large(), guard._parsed, HEADER_TOO_LARGE)
+                return messages[:at], False, b""
         if messages:  # the last one's body is what comes next (an earlier one's is whole)
             guard._body = messages[-1][1]
             guard._parsed += len(messages)
@@ -487,6 +541,14 @@ class _HeadParser:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
+
+
+def _head_size(message: Any) -> int:
+    """The bytes of a parsed request head (aiohttp's ``RawRequestMessage``), as it came but for the spaces around values
+    (which the parser drops): the guard's measure of a head that came in a read after another request's, which it
+    does not see begin (a body may come between them)."""
+    line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers) + 2
 
 
 #: What aiohttp's parser says of a head with more than its ``max_headers`` (a :class:`BadHttpMessage`, as a malformed one).

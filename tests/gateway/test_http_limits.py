@@ -11,6 +11,7 @@ The upstream is the stand-in recognizer of test_relay.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from harness.hostile_inputs import responses, write_then_read
 from speech_operator import gateway
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
@@ -138,6 +140,44 @@ async def test_a_head_just_under_the_limit_and_its_body_pass(rig: Rig, room: int
         return
     assert data.startswith(b"HTTP/1.1 200 OK"), data[:80]
     assert b'"bytes": 9000' in data
+
+
+READY = b"GET /ready HTTP/1.1\r\nHost: gateway\r\n\r\n"
+#: Heads refused behind a request in the same write: (the head, its status, its reason).
+REFUSED_BEHIND = {
+    "a line over the limit": (b"GET /ready HTTP/1.1\r\nHost: gateway\r\nX-Pad: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\n", 431,
+                              f"the request's head is over {MAX_HEADER_BYTES} bytes (SPEECH_GATEWAY_MAX_HEADER_BYTES)"),
+    "lines over the limit": (b"GET /ready HTTP/1.1\r\nHost: gateway\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 100) for i in range(45)) + b"\r\n",
+                             431, f"the request's head is over {MAX_HEADER_BYTES} bytes (SPEECH_GATEWAY_MAX_HEADER_BYTES)"),
+    "too many headers": (b"GET /ready HTTP/1.1\r\nHost: gateway\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431,
+                         "the request's head has over 128 headers"),
+    "not HTTP/1.1": (b"GET /ready HTTP/1.1\r\nHost gateway\r\n\r\n", 400, "not a valid HTTP/1.1 request: Invalid header token"),
+}
+
+
+@pytest.mark.parametrize("first", ["GET /ready", "a REST recognition"])
+@pytest.mark.parametrize("case", sorted(REFUSED_BEHIND))
+async def test_a_request_and_a_refused_one_in_one_write_both_get_their_answers(
+        rig: Rig, caplog: pytest.LogCaptureFixture, case: str, first: str) -> None:
+    """A whole request, then in the same write a head the gateway refuses: the request's answer, then the refusal, in
+    order, one line and a count, the close (as a recognizer does, and nginx). Before, aiohttp's parser raised for the
+    second head without the first request, which it had parsed: only the refusal was answered (the request lost); a
+    head of many lines over the limit was answered 200 (the guard measured only the first head of a read), and one line
+    over it got 400 "Got more than 4096 bytes when reading"."""
+    head, status, reason = REFUSED_BEHIND[case]
+    request = READY if first == "GET /ready" else HEAD + b"Content-Length: 4\r\n\r\nRIFF"
+    caplog.set_level(logging.INFO, "speech_operator.gateway")
+    host, port = rig.gateway.split(":")
+    answer, end = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: write_then_read(host, int(port), request + head, timeout=5))
+    assert end == "EOF", answer[:600]
+    got = responses(answer)
+    assert [code for code, _, _ in got] == [200, status], answer[:600]
+    assert json.loads(got[1][2])["error"]["message"] == reason and got[1][1]["connection"] == "close", got[1]
+    logged = [r.getMessage() for r in caplog.records if r.name == "speech_operator.gateway" and reason in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert f'speech_gateway_requests_total{{code="{status}",locale="-",route="http"}} 1.0' in await metrics(rig.gateway)
+    assert len(rig.upstream.headers) == (first != "GET /ready"), "the refused head reached nothing"
 
 
 async def test_bodies_websockets_and_keep_alive_are_not_bound_by_the_head_deadline(rig: Rig) -> None:
