@@ -26,7 +26,8 @@ takes SIGTERM first (:class:`DrainingServer`):
    every later recognition of that recognizer object fails at once
    (``SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION``), so a rollout broke every idle app;
 5. then uvicorn's usual shutdown runs (what is still open at the deadline, streams that did not
-   end, is closed with 1012) and the process exits 0.
+   end, is closed with 1012, a Speech SDK turn after the phrase it holds for the app's segmentation
+   silence: :meth:`Drain.before_cut`) and the process exits 0.
 
 A second SIGTERM or SIGINT (Ctrl-C again) skips the rest of the drain. ``Drain:Seconds=0``
 keeps uvicorn's own behaviour.
@@ -45,6 +46,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import suppress
 from types import FrameType
 from typing import Any
 
@@ -73,6 +75,9 @@ _REST_PATHS = frozenset(c.RECOGNITION_PATHS)
 #: How long, once every recognition has ended, the server waits for recognition WebSockets to be closed
 #: by their clients before it closes them (within the drain's deadline).
 LINGER_SECONDS = 2.0
+#: How long, at the drain's deadline, the streams still running get to send what they hold before they are closed
+#: (a few messages each; within the pod's margin after the drain, builders.SHUTDOWN_MARGIN_SECONDS).
+CUT_SECONDS = 1.0
 
 
 class Drain:
@@ -88,6 +93,8 @@ class Drain:
         self.started_at: float | None = None
         #: The recognition WebSockets open (accepted or not yet), for :meth:`close_idle`.
         self.sockets: set[Socket] = set()
+        #: What each open Speech SDK connection sends before the deadline's close (:meth:`before_cut`).
+        self.cut_hooks: set[Callable[[], Awaitable[None]]] = set()
 
     @property
     def draining(self) -> bool:
@@ -124,6 +131,16 @@ class Drain:
         while self.connections and time.monotonic() < until:
             await asyncio.sleep(poll)
         return self.connections
+
+    async def before_cut(self, seconds: float = CUT_SECONDS) -> None:
+        """At the deadline, with recognitions still running, before uvicorn's shutdown closes them (1012): each
+        Speech SDK connection sends what it can still send (a phrase it holds for the app's segmentation silence:
+        :meth:`~speech_recognizer.usp.connection.Connection.before_cut`), for at most ``seconds`` in all."""
+        hooks = list(self.cut_hooks)
+        if hooks:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await asyncio.gather(*(hook() for hook in hooks), return_exceptions=True)
 
     async def close_idle(self, seconds: float = LINGER_SECONDS, poll: float = 0.05) -> int:
         """Close every recognition WebSocket still open with 1000 and :data:`IDLE_REASON` (call it once
@@ -268,6 +285,9 @@ class DrainingServer(uvicorn.Server):
             self.drain.begin()
             self._loop.call_soon_threadsafe(self._start_drain)
             return
+        # Stopping at once (a second signal, Drain:Seconds=0): uvicorn closes every WebSocket with 1012 and nothing
+        # more is sent, not even a phrase a Speech SDK turn holds for the segmentation silence (its audio was not
+        # acknowledged: the SDK sends it again to another server).
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:
@@ -290,6 +310,7 @@ class DrainingServer(uvicorn.Server):
         if left:
             log.warning("drain deadline (%g s) reached with %d recognition(s) still running: closing them",
                         self.drain.seconds, left)
+            await self.drain.before_cut()
         else:
             open_ = await self.drain.linger() and await self.drain.close_idle()
             log.info("drained: every recognition ended; exiting%s",

@@ -14,15 +14,18 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.usp import client_audio_frame
 from speech_recognizer.recognition import Recognition
 from speech_recognizer.transcript import Event
 
-from ..support import ServerThread
+from ..support import Reference, ServerThread
+from ..usp.held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from .test_failures import Records, refused
 
 #: The chunk of audio the decoder fails on while :func:`decoder_fails` lasts (0.1 s at 16 kHz).
@@ -73,3 +76,17 @@ def test_a_decoder_failing_ends_a_vosk_stream_with_a_reason_counted_and_logged(s
         logged = [r for r in records.records if r.name == "speech_recognizer.failures"]
         assert [r.getMessage().split(";")[0] for r in logged] == ["vosk: internal: internal error (RuntimeError)"]
         assert logged[0].exc_info is not None and "the decoder failed (injected)" in str(logged[0].exc_info[1])
+
+
+def test_a_phrase_held_for_the_segmentation_silence_comes_before_a_decoder_failure(
+        server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference) -> None:
+    """A Speech SDK turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py); then
+    the decoder fails (on :data:`POISON`). The turn ends as INTERNAL (``Error``, close 1011), but the phrase the
+    decoder finished before it comes first, in-process Vosk's words and times. Before, it was dropped."""
+    with decoder_fails(logged=False), connect(server.ws + CONVERSATION) as ws:
+        request_id = first_sentence_held(ws, long_pauses_wav, long_pauses_ref)
+        ws.send(client_audio_frame(request_id, POISON))
+        messages, code, reason = until_close(ws)
+    assert code == 1011 and "internal error (RuntimeError)" in reason, (code, reason)
+    assert_held_phrase_first(messages, long_pauses_ref, ["Error"])
+    assert messages[-1].path == "turn.end"

@@ -28,9 +28,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from speech_recognizer import contract as c
+from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import CHUNK
 from ..support import Loopback, Reference, free_port, read_wav
+from ..usp.held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from ..usp.sdk import assert_same, config, continuous, expected, reported
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -271,6 +273,26 @@ def test_drain_ends_at_its_deadline(recognizer_process, speech_wav: Path) -> Non
     assert 1.8 <= cut < 6, cut
     assert rec.process.wait(30) == 0, rec.output()
     assert "drain deadline (2 s) reached with 1 recognition(s) still running" in rec.output()
+
+
+def test_a_phrase_held_for_the_segmentation_silence_comes_before_the_drains_deadline_closes_its_turn(
+        recognizer_process, long_pauses_wav: Path, long_pauses_ref: Reference) -> None:
+    """A Speech SDK turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py) and its
+    client sends nothing more (a microphone left open). SIGTERM; at the drain's deadline (2 s) the turn is closed
+    with 1012, but the phrase the decoder finished comes before the close, in-process Vosk's words and times: the
+    SDK connects again (to another pod) and sends its audio from after it. Before, the close came alone."""
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2")
+    with connect(rec.ws + CONVERSATION, open_timeout=10) as ws:
+        first_sentence_held(ws, long_pauses_wav, long_pauses_ref)
+        before = [parse_text(ws.recv(timeout=30))]
+        while before[-1].path != "speech.hypothesis":
+            before.append(parse_text(ws.recv(timeout=30)))
+        time.sleep(0.5)  # the server decodes the rest (1.5 s of silence) in a fraction of that
+        rec.process.send_signal(signal.SIGTERM)
+        after, code, reason = until_close(ws)
+    assert code == 1012, (code, reason)
+    assert_held_phrase_first(before + after, long_pauses_ref, [])
+    assert rec.process.wait(30) == 0, rec.output()
 
 
 def test_a_second_sigterm_stops_at_once(recognizer_process, speech_wav: Path) -> None:

@@ -32,6 +32,7 @@ from speech_recognizer.usp.frames import parse_text
 from ..conftest import CHUNK, make_settings
 from ..hostile import Audio, assert_strict, paced_stream, warm
 from ..support import Reference, ServerThread, read_wav, vosk_reference
+from ..usp.held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from ..usp.sdk import config, display_text
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -265,6 +266,19 @@ def test_a_stream_longer_than_max_session_seconds_ends_with_its_words(short: Ser
         # one more before it reads the close).
         decoded = {n: vosk_reference(model.model, pcm[: CHUNK * n], rate, CHUNK, runs=1).texts for n in range(len(texts) - 1, sent + 1)}
         assert heard in decoded.values(), (heard, decoded)
+
+
+def test_a_phrase_held_for_the_segmentation_silence_comes_before_max_session_seconds(
+        short: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference) -> None:
+    """A Speech SDK turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py) when it
+    reaches MaxSessionSeconds (3 s; the client sends nothing more). The turn ends with ``BadRequest`` and close 1008,
+    but the phrase the decoder finished comes first, in-process Vosk's words and times: the SDK, which connects
+    again, then sends its audio from after it. Before, it was dropped, and only a replay could bring it back."""
+    with connect(short.ws + CONVERSATION) as ws:
+        first_sentence_held(ws, long_pauses_wav, long_pauses_ref)
+        messages, code, reason = until_close(ws)
+    assert code == 1008 and "MaxSessionSeconds" in reason, (code, reason)
+    assert_held_phrase_first(messages, long_pauses_ref, ["BadRequest"])
 
 
 @pytest.fixture(scope="module")

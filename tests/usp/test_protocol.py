@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.sync.client import connect as sync_connect
 
 from harness.usp import binary_frame, client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
@@ -21,10 +22,10 @@ from speech_recognizer.usp.frames import Message, parse_text
 
 from ..conftest import make_settings
 from ..support import Reference, ServerThread, read_wav, require_tool, vosk_reference
+from .held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from .sdk import assert_confidences, assert_same, expected, spans
 
 INTERACTIVE = "/speech/recognition/interactive/cognitiveservices/v1?language=ko-KR"
-CONVERSATION = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 
 
 def speech_config(rate: int = 16000, channels: int = 1) -> str:
@@ -288,3 +289,23 @@ async def test_a_connection_that_ended_is_freed_at_once(server: ServerThread) ->
             assert not alive() & ours, f"a connection closed {mode} waits for the cycle collector"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("bad", ["no request id", "malformed"])
+def test_a_phrase_held_for_the_segmentation_silence_comes_before_a_protocol_error(
+        server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, bad: str) -> None:
+    """A turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py); then the client
+    sends a frame the server cannot take (an audio frame without ``X-RequestId``; a text frame without its blank
+    line). The turn ends with the failure (``BadRequest`` and close 1002; close 1007), but the phrase the decoder
+    finished from the audio before it comes first, in-process Vosk's words and times. Before, it was dropped."""
+    with sync_connect(server.ws + CONVERSATION) as ws:
+        first_sentence_held(ws, long_pauses_wav, long_pauses_ref)
+        ws.send(binary_frame({"Path": "audio"}, bytes(3200)) if bad == "no request id" else "Path: audio")
+        messages, code, reason = until_close(ws)
+    if bad == "no request id":
+        assert code == 1002 and "X-RequestId" in reason, (code, reason)
+        assert_held_phrase_first(messages, long_pauses_ref, ["BadRequest"])
+        assert messages[-1].path == "turn.end"
+    else:
+        assert code == 1007, (code, reason)
+        assert_held_phrase_first(messages, long_pauses_ref, [])

@@ -295,6 +295,15 @@ class Turn:
         words = max(held.end, self._heard)
         return self.position - max(words, self._loud) >= pause - 1e-6 or self.position - words >= pause + ONSET_LAG_SECONDS
 
+    async def before_failure(self) -> None:
+        """Before a failure ends the turn (a protocol error, a session too long, a decoder that failed): the results
+        of the audio received so far are sent, as it arrived, and then the phrase held for the segmentation
+        silence, which the decoder finished. A decoder that failed (this runs in :meth:`_handle_results`) gave no
+        more results: only the held phrase is sent."""
+        if asyncio.current_task() is not self._handler:
+            await self.settle()
+        await self.report_held()
+
     async def report_held(self) -> None:
         """Send the phrase held for the segmentation silence (:meth:`_emit`), if any: the turn's audio ends."""
         held, self._held = self._held, None
@@ -447,13 +456,25 @@ class Connection:
         self._closed = True
         settle(failure, self.route, self.metrics)
         if failure.kind is CLIENT_GONE:
+            # A phrase held for the segmentation silence cannot be told: the client is gone. Its audio was not
+            # acknowledged, so an SDK that connects again sends it again.
             if self.turn is not None:
                 self.turn.failed = True
             return
         with suppress(Exception):  # the client may be gone already
-            if self.turn is not None and failure.kind.usp:
-                await self.turn.fail(failure)
+            if self.turn is not None:
+                await self.turn.before_failure()
+                if failure.kind.usp:
+                    await self.turn.fail(failure)
             await self.socket.close(*close_args(failure, usp=True))
+
+    async def before_cut(self) -> None:
+        """The server's drain ran out of time (``Drain:Seconds``) with this connection's turn still running:
+        uvicorn's shutdown closes it next (1012, nothing can be sent after). A phrase the decoder finished and the
+        turn holds for the segmentation silence is sent first; the SDK then connects again (to another pod) and
+        sends its audio from after that phrase, not the phrase's audio again."""
+        if self.turn is not None and not self._closed:
+            await self.turn.report_held()
 
     async def handle(self, frame: Message) -> None:
         """Dispatch one frame."""

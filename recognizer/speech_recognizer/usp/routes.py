@@ -54,7 +54,16 @@ def endpoint(mode: str):
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        await Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings)).run()
+        connection = Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings))
+        drain = getattr(state, "drain", None)  # at its deadline, what the connection holds is sent before the close
+        if drain is None:
+            await connection.run()
+            return
+        drain.cut_hooks.add(connection.before_cut)
+        try:
+            await connection.run()
+        finally:
+            drain.cut_hooks.discard(connection.before_cut)
 
     serve.__name__ = f"usp_{mode}"
     return serve
@@ -104,7 +113,8 @@ SPEECH_SDK = {
             "(no `speech.phrase`), which the SDK reports at once as `BadRequest` with the reason",
             "1008": "a turn longer than `MaxSessionSeconds`, after its `BadRequest`: the SDK connects again and goes on",
             "1011": "recognition failed (a server error)",
-            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`) with the turn still running",
+            "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`) with the turn still running "
+            "(after the phrase it held for the segmentation silence, if any)",
             "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), the server keeps "
             "`MaxConnections` open already (at once, at the upgrade), or it is draining (shutting down), connect again "
             "to reach another",
