@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ from speech_recognizer.results import lexical
 
 from ..conftest import LONG_PAUSE_MS, reference
 from ..doc_tables import README, ROOT, code_spans, table
-from ..support import SENTENCES, Reference, RefPhrase, RefWord, ServerThread, read_wav, speak
+from ..support import SENTENCES, Reference, RefPhrase, RefWord, ServerThread, read_wav, require_tool, speak
 from .conftest import SDK_CHUNK
 from .sdk import UNSERVED_CLIENTS, assert_matches, assert_same, config, continuous, detailed, expected_words, recognizer, spans
 
@@ -263,6 +264,66 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(server: Se
     rec.stop_continuous_recognition()
     assert len(got) == 1, [r.text for r in got]
     _assert_detailed(got[0], first)
+
+
+@pytest.fixture(scope="module")
+def noisy_pauses_wav(long_pauses_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first two sentences of :func:`~tests.conftest.long_pauses_wav`, 1 s apart, and 6 s after them, in a noisy
+    room: white noise at 0.01 of full scale (about -45 dBFS, above the server's
+    :data:`~speech_recognizer.usp.connection.SOUND_LEVEL`) all through."""
+    require_tool("sox")
+    folder = tmp_path_factory.mktemp("noisy")
+    parts = [read_wav(long_pauses_wav.parent / f"long-pauses{i}.wav")[0] for i in range(2)]
+    quiet, noise, out = folder / "quiet.wav", folder / "noise.wav", folder / "noisy-pauses.wav"
+    pcm = bytes(int(0.3 * 16000) * 2) + parts[0] + bytes(16000 * 2) + parts[1] + bytes(6 * 16000 * 2)
+    with wave.open(str(quiet), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(pcm)
+    seconds = str(len(pcm) / (2 * 16000))
+    subprocess.run(["sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise), "synth", seconds, "whitenoise", "vol", "0.01"],
+                   check=True)
+    subprocess.run(["sox", "-R", "-m", "-v", "1", str(quiet), "-v", "1", str(noise), "-b", "16", str(out)], check=True)
+    return out
+
+
+def _segmented(ref: Reference, pause: float) -> list[RefPhrase]:
+    """The phrases an app with segmentation silence ``pause`` (s) must get of in-process Vosk's: its words, in runs
+    whose pauses between words are shorter than ``pause``, wherever the decoder ended its own phrases."""
+    words = [w for phrase in ref.phrases for w in phrase.words]
+    runs: list[list[RefWord]] = [[words[0]]]
+    for before, word in itertools.pairwise(words):
+        if word.start - before.end >= pause:
+            runs.append([])
+        runs[-1].append(word)
+    return [RefPhrase(" ".join(w.word for w in run), tuple(run)) for run in runs]
+
+
+def test_in_a_noisy_room_a_held_phrase_comes_when_the_decoder_ends_the_next_or_the_silence_has_passed(
+        server: ServerThread, model: LoadedModel, noisy_pauses_wav: Path) -> None:
+    """Segmentation silence 2000 ms in a noisy room (:func:`noisy_pauses_wav`): no audio is quiet, so a held phrase
+    is joined to the phrase the decoder ends of speech that followed within 2 s, and, with no word after it, sent
+    2 + 3 s (``ONSET_LAG_SECONDS``) of audio after its last word: never held for good. The app gets in-process
+    Vosk's words of the same audio (noise words included), in runs without a 2 s pause (detailed: words, times,
+    confidences), every one before the audio ends (6 s of noise after the last word; the push stream stays open)."""
+    ref = reference(model, noisy_pauses_wav)
+    want = _segmented(ref, LONG_PAUSE_MS / 1000)
+    assert len(want) < len(ref.phrases), ref.phrases  # the decoder ended a phrase the app's silence joins
+    pcm, _, _ = read_wav(noisy_pauses_wav)
+    cfg = detailed(config(server.ws))
+    cfg.set_property(PropertyId.Speech_SegmentationSilenceTimeoutMs, str(LONG_PAUSE_MS))
+    stream = speechsdk.audio.PushAudioInputStream()
+    rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    got: list[speechsdk.SpeechRecognitionResult] = []
+    arrived = threading.Semaphore(0)
+    rec.recognized.connect(lambda e: (got.append(e.result), arrived.release()) if e.result.reason == Reason.RecognizedSpeech else None)
+    rec.start_continuous_recognition()
+    _push(stream, pcm)
+    for _ in want:
+        assert arrived.acquire(timeout=30), f"{[r.text for r in got]} before the end of the audio; want {[p.text for p in want]}"
+    rec.stop_continuous_recognition()
+    assert len(got) == len(want), ([r.text for r in got], [p.text for p in want])
+    for result, phrase in zip(got, want, strict=True):
+        _assert_detailed(result, phrase)
 
 
 def test_a_segmentation_silence_out_of_range_is_refused_naming_it(server: ServerThread, speech_wav: Path) -> None:
