@@ -24,7 +24,12 @@ Each row says how many requests or WebSockets the stand-in has in progress (``re
 - ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying ``--frame`` bytes less one (the
   largest message the gateway takes) and all of it but one byte, then stalls;
 - ``unread``: ``--pipelined`` ``GET /metrics`` requests sent at once (about 3 KB answered each), no answer ever read:
-  the answers wait in the gateway's send buffer (kernel memory, ``gateway_socket_mib``).
+  the answers wait in the gateway's send buffer (kernel memory, ``gateway_socket_mib``);
+- ``pipelined``: a REST recognition whose body is all in (4 bytes; the stand-in holds it: a request in progress),
+  then a second head pipelined behind it, unfinished: 127 headers of just under ``SPEECH_GATEWAY_MAX_HEADER_BYTES``
+  (16 KiB) each, 2 MiB, each line within aiohttp's bound on one and the head never ended;
+- ``queued``: the same request, then ``--pipelined`` whole requests pipelined behind it (at most 32 waiting are parsed),
+  each with a head just under ``SPEECH_GATEWAY_MAX_HEADER_BYTES`` (16 KiB).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from aiohttp import web
 from .common import child_on_a_port
 
 LOCALES = ("ko-KR", "ja-JP")
-KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld", "unread")
+KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld", "unread", "pipelined", "queued")
 #: A locale autoscaled to zero: what is sent for it is held while it wakes (never, here).
 ASLEEP = "de-DE"
 BOUNDARY = "bench-boundary"
@@ -170,6 +175,15 @@ async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, 
         await _upgrade(reader, writer, port)
         if kind == "wsframe":
             writer.write(_masked_frame_head(frame - 1) + b"\0" * (frame - 2))
+    elif kind in ("pipelined", "queued"):
+        rest = (f"POST /speech/recognition/conversation/cognitiveservices/v1?language=ko-KR HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\nContent-Type: audio/wav\r\n").encode()
+        writer.write(rest + b"Content-Length: 4\r\n\r\nRIFF")  # in progress: the stand-in never answers it
+        line = 16384 - 64  # one header line just under the head's bound (and aiohttp's on one line)
+        if kind == "pipelined":
+            writer.write(rest + b"".join(b"X-%03d: %s\r\n" % (i, b"a" * (line - 9)) for i in range(127)))  # never ended
+        else:
+            writer.write((rest + b"Content-Length: 0\r\nX-Pad: " + b"a" * (line - len(rest) - 200) + b"\r\n\r\n") * pipelined)
     elif kind == "wsheld":
         await _upgrade(reader, writer, port, ASLEEP)
         writer.write((_masked_frame_head(message) + b"\0" * message) * -(-(3 << 20) // message))  # 3 MiB of them

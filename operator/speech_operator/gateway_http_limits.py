@@ -11,7 +11,10 @@ same settings' defaults), each connection here:
   for its first request), else gets 408;
 - gets 431 once its head passes ``max_header_bytes``, before the rest is read or parsed;
 - between requests, is closed after :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS` idle
-  (aiohttp's own timer; the recognizer's too, and why).
+  (aiohttp's own timer; the recognizer's too, and why);
+- is not read while a request whose body is all in is handled (:meth:`HeadGuard._hold`): what came after it is
+  held unparsed until the handler waits for a head, then counted and timed as a first head (aiohttp parsed it
+  meanwhile, with no deadline: up to 128 lines of ``max_header_bytes``, 6 MiB a connection, or 32 whole requests).
 
 A request head the parser refuses (a bad request line, header or ``Content-Length``, a bad chunk
 sent with its head, the HTTP/2 preface) is refused here too, with 400 and the parser's reason:
@@ -61,12 +64,15 @@ takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls 
 connections it says how long a connection has waited for a head of which nothing came (:meth:`HeadGuard.idle_since`,
 from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the end of its last answer plus the
 keep-alive timeout; and whether anything waits in its socket's receive queue, :meth:`HeadGuard.unread`), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
-does. Tests cover each.
+does. To hold what follows a request it reads the handler's ``_upgraded`` and ``_payload_parser`` (a WebSocket's
+frames are never held) and replaces its ``_messages`` queue with one that says when the handler finds it empty
+(:class:`_Requests`: aiohttp 3.14 looks just before it waits for a head). Tests cover each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -100,6 +106,9 @@ log = logging.getLogger("speech_operator.gateway")
 #: The route label of refusals made before any route is known (as the recognizer counts them).
 ROUTE = "http"
 _END_OF_HEAD = b"\r\n\r\n"
+#: Most bytes handed to the parser at once after a head: of a read that ends a request's body and brings the next
+#: request's first bytes, the parser sees at most this much before the rest is held (:meth:`HeadGuard._hold`).
+PIECE_BYTES = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -233,9 +242,15 @@ class HeadGuard(asyncio.Protocol):
         self._answer_first = 0
         #: Where in the read being handed to the handler the head it brings ends (:meth:`_HeadParser.feed_data`).
         self._head_end: int | None = None
+        #: What came after a request whose body is all in, while the handler has it in progress (:meth:`_hold`), and
+        #: whether its release is due (:meth:`_release`).
+        self._held = bytearray()
+        self._releasing = False
+        self._resume_when_taken = False
         #: Done once the connection is lost (:func:`client_leaves`).
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
+        handler._messages = _Requests(self._waits)
 
     # ---- what the handler is doing
 
@@ -250,7 +265,8 @@ class HeadGuard(asyncio.Protocol):
         """When it began waiting for a request head of which no byte has come yet (event loop time: its opening, or the
         end of its last answer); None while it is busy (a head or body arriving, a request handled, a WebSocket relayed
         or held, an answer lingering): what its :class:`ConnectionCap` may close to make room."""
-        if self._lingering or self._dropping or self._head_bytes or self.transport is None or not self._awaiting_head():
+        if (self._lingering or self._dropping or self._head_bytes or self._held or self.transport is None
+                or not self._awaiting_head()):
             return None
         handler = self.handler
         if handler._request_count == 0:
@@ -310,7 +326,8 @@ class HeadGuard(asyncio.Protocol):
         if self._lingering or transport is None or transport.is_closing():
             return
         self._lingering = True
-        transport.resume_reading()  # the handler may have paused it
+        self._held = bytearray()
+        transport.resume_reading()  # the handler (or :meth:`_hold`) may have paused it
         if transport.can_write_eof():
             transport.write_eof()
         self._linger_deadline = asyncio.get_running_loop().time() + self.limits.linger_seconds
@@ -350,6 +367,10 @@ class HeadGuard(asyncio.Protocol):
     def _taken_up(self) -> None:
         """The handler took up the next request the parser gave it (aiohttp 3.14: ``message_consumed``)."""
         self._taken += 1
+        if self._resume_when_taken:  # a request that was held: its handler starts before what follows is read
+            self._resume_when_taken = False
+            if not self._held and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
         if self._after is not None:
             self._close_when_answered()
 
@@ -365,6 +386,7 @@ class HeadGuard(asyncio.Protocol):
             return False
         self._dropping = True
         self._body = None
+        self._held = bytearray()
         self.handler.transport = _LingeringClose(transport, self)
         transport.resume_reading()  # the handler may have paused it
         return True
@@ -402,8 +424,16 @@ class HeadGuard(asyncio.Protocol):
             return
         if self._dropping:  # after a refused body: the parser is done with this connection
             return
-        if not self._awaiting_head():  # a body, or a relayed WebSocket's frames
-            self.handler.data_received(data)
+        if self._held:  # a request is in progress, with what came after it held: so is this
+            self._hold(data)
+            return
+        if not self._awaiting_head():
+            if self._relaying_frames():  # a relayed WebSocket's frames
+                self.handler.data_received(data)
+            elif self._request_in():  # what follows a request whose body is all in
+                self._hold(data)
+            else:  # a body
+                self._pass(data)
             return
         if self._timer is None:  # the first byte of a request after the previous one
             self._arm(self.limits.header_seconds)
@@ -414,9 +444,8 @@ class HeadGuard(asyncio.Protocol):
             self._refuse(HEADER_TOO_LARGE, self.limits.too_large())
             return
         # where this head ends in ``data``, for the parser (_HeadParser.feed_data): it, then what follows it
-        self._head_end = len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail)
-        self.handler.data_received(data)
-        self._head_end = None
+        head_end = len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail)
+        self._pass(data, head_end)
         if self._lingering:  # the parser refused the head (_HeadParser)
             return
         if self._awaiting_head():  # still no whole head (blank lines before a request line end nothing)
@@ -425,6 +454,66 @@ class HeadGuard(asyncio.Protocol):
         else:
             self._head_bytes, self._tail = 0, b""
             self._disarm()
+
+    # ---- what follows a request, held while it is in progress
+
+    def _request_in(self) -> bool:
+        """The last request the parser gave has all its body (or has none): what comes next is another request."""
+        return self._body is not None and self._body.is_eof()
+
+    def _relaying_frames(self) -> bool:
+        """The connection was upgraded (a WebSocket): what comes is frames, not requests."""
+        return bool(self.handler._upgraded or self.handler._payload_parser is not None)
+
+    def _pass(self, data: bytes, head_end: int | None = None) -> None:
+        """Hand ``data`` to the handler (its parser), in pieces of :data:`PIECE_BYTES` after the head ending at
+        ``head_end``: once the last request's body is all in, the rest is held (:meth:`_hold`), not parsed."""
+        at, end = 0, PIECE_BYTES if head_end is None else head_end + PIECE_BYTES
+        while at < len(data):
+            self._head_end = None if head_end is None or at else head_end
+            self.handler.data_received(data[at:end] if at or end < len(data) else data)
+            self._head_end = None
+            at, end = end, end + PIECE_BYTES
+            if at >= len(data) or self._lingering or self._dropping or self._relaying_frames():
+                if at < len(data) and not (self._lingering or self._dropping):  # upgraded: frames follow, as they come
+                    self.handler.data_received(data[at:])
+                return
+            if self._request_in():
+                self._hold(data[at:])
+                return
+
+    def _hold(self, data: bytes) -> None:
+        """Keep ``data`` (what came after a request whose body is all in, while it is handled) unparsed, and read no more
+        of the connection until the handler waits for a head (:meth:`_release`): a head pipelined behind a request in
+        progress is then counted and timed as it arrives, as the first head is, and the parser never holds more of it than
+        a piece. aiohttp parsed it at once, with no deadline, up to 128 header lines of ``max_header_bytes`` each: 6 MiB
+        of memory a connection while the head never ended (bench/notes.md, "Heads pipelined behind a request")."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._held += data
+        self.transport.pause_reading()
+
+    def _waits(self) -> None:
+        """The handler found no request waiting (:class:`_Requests`): it is about to wait for a head."""
+        if self._held and not self._releasing:
+            self._releasing = True
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        """The handler waits for a head: what was held comes to it now, as if it had just arrived. Reading resumes once
+        the handler has taken up the request it brings (:meth:`_taken_up`), so that what comes next (the rest of its body,
+        a bad chunk) finds it being handled; at once if it brings no whole head."""
+        self._releasing = False
+        if not self._held or not self._awaiting_head() or self.transport is None or self.transport.is_closing():
+            return
+        held, self._held = bytes(self._held), bytearray()
+        self.data_received(held)
+        if self._held or self._lingering or self._dropping or self.transport.is_closing():  # held again, or refused
+            return
+        if self._awaiting_head():
+            self.transport.resume_reading()
+        else:
+            self._resume_when_taken = True
 
     def eof_received(self) -> bool | None:
         if self._lingering:
@@ -442,6 +531,7 @@ class HeadGuard(asyncio.Protocol):
         meanwhile left it pending ("Task was destroyed but it is pending"). That read is the one waiting on the body
         while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
+        self._held = bytearray()
         if not self.lost.done():
             self.lost.set_result(None)
         if self.cap is not None:
@@ -457,6 +547,21 @@ class HeadGuard(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.handler.resume_writing()
+
+
+class _Requests(collections.deque):
+    """The handler's queue of parsed requests (aiohttp 3.14's ``_messages``), telling ``empty`` when the handler finds it
+    empty: its loop looks (``if not self._messages``) just before it waits for the next head."""
+
+    def __init__(self, empty: Callable[[], None]) -> None:
+        super().__init__()
+        self._empty = empty
+
+    def __len__(self) -> int:
+        size = super().__len__()
+        if not size:
+            self._empty()
+        return size
 
 
 class _HeadParser:

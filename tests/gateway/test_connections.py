@@ -316,6 +316,21 @@ def test_stalled_websockets_at_the_cap_stay_within_its_memory() -> None:
     assert row["rss_over_idle_mib"] < 20 * 0.2 + 6, row
 
 
+def test_a_head_pipelined_behind_a_request_in_progress_is_not_read_past_a_read() -> None:
+    """The hostile pattern: 20 connections each with a REST request in progress (its body all in, held by the
+    recognizer) and a second head pipelined behind it that never ends, 127 lines of almost 16 KiB (2 MiB). The gateway
+    (a process of its own, its default limits) reads no more of a connection once its request is in: what it holds of
+    each is at most a read. Before, aiohttp parsed all of it while the request was in progress: 6 MiB of RSS a
+    connection (bench/notes.md, "Heads pipelined behind a request"), 200 of them 1.2 GiB, far over the pod's 256 MiB."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-m", "bench.gateway_memory", "--kinds", "pipelined", "--counts", "20"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    row = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == 20)
+    assert row["relayed"] == 20, row
+    assert row["kib_per_connection"] < 300, row
+
+
 def skmem(selector: str) -> list[dict[str, int]]:
     """Each established TCP socket's kernel memory matching ``selector`` (``ss``'s filter, e.g. ``dport = :5000``):
     ``skmem``'s fields, ``r``/``rb`` its receive queue and buffer, ``w``/``tb`` its send queue and buffer."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -178,6 +179,55 @@ async def test_a_request_and_a_refused_one_in_one_write_both_get_their_answers(
     assert len(logged) == 1, logged
     assert f'speech_gateway_requests_total{{code="{status}",locale="-",route="http"}} 1.0' in await metrics(rig.gateway)
     assert len(rig.upstream.headers) == (first != "GET /ready"), "the refused head reached nothing"
+
+
+#: A head pipelined behind a request in progress: ever more lines, each within aiohttp's bound on one, never ended
+#: (2 MiB); or its first bytes, and nothing more.
+PIPELINED = {
+    "large": HEAD + b"".join(b"X-%04d: %s\r\n" % (i, b"a" * 3990) for i in range(512)),
+    "slow": HEAD + b"X-Slow: 1",
+}
+
+
+@pytest.mark.parametrize("case", sorted(PIPELINED))
+async def test_a_head_pipelined_behind_a_request_in_progress_is_bounded_and_timed_as_it_arrives(rig: Rig, case: str) -> None:
+    """A REST request whose body is all in, held by the recognizer (a recognition in progress), and a second head
+    pipelined behind it: the gateway reads no more of the connection until the first is answered (the client's 2 MiB
+    stay in its own buffer), then the second head is bounded and timed as a first head is: 431 once past the limit, 408
+    ``header_seconds`` after it began to be read. Before, aiohttp parsed all that came while the request was in
+    progress, up to 128 lines of ``max_header_bytes`` each (6 MiB of memory a connection at the default 16 KiB, bench/
+    notes.md), and a head begun then had no deadline: the 75 s keep-alive closed it, without an answer."""
+    rig.upstream.answering.clear()
+    reader, writer = await asyncio.open_connection(*rig.gateway.split(":"))
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 << 10)  # the kernel's is no buffer
+    try:
+        writer.write(HEAD + b"Content-Length: 4\r\n\r\nRIFF")
+        for _ in range(100):
+            if rig.upstream.bodies:
+                break
+            await asyncio.sleep(0.05)
+        assert rig.upstream.bodies == ["whole"], "the first request is in progress"
+        writer.write(PIPELINED[case])
+        await asyncio.sleep(1)
+        unsent = writer.transport.get_write_buffer_size()
+        if case == "large":  # the kernel's buffers (both ends') hold some ten KiB; the gateway read none of it
+            assert unsent > len(PIPELINED[case]) // 2, f"the gateway read {len(PIPELINED[case]) - unsent} bytes of it"
+        rig.upstream.answering.set()
+        answered = time.monotonic()
+        data = await asyncio.wait_for(reader.read(), 3 * HEADER_SECONDS)
+        took = time.monotonic() - answered
+    finally:
+        writer.close()
+    got = responses(data)
+    assert [code for code, _, _ in got] == [200, 431 if case == "large" else 408], data[:600]
+    said = json.loads(got[1][2])["error"]["message"]
+    if case == "large":
+        assert said == f"the request's head is over {MAX_HEADER_BYTES} bytes (SPEECH_GATEWAY_MAX_HEADER_BYTES)", said
+        assert took < HEADER_SECONDS, took
+    else:
+        assert said == f"the request's head did not arrive within {HEADER_SECONDS:g} s (SPEECH_GATEWAY_HEADER_SECONDS)"
+        assert HEADER_SECONDS <= took < HEADER_SECONDS + 1, took
+    assert len(rig.upstream.headers) == 1, "the pipelined head reached nothing"
 
 
 async def test_bodies_websockets_and_keep_alive_are_not_bound_by_the_head_deadline(rig: Rig) -> None:

@@ -25,6 +25,7 @@ from speech_operator.gateway_openai import UNCOUNTED_BYTES
 from speech_operator.gateway_relay import MAX_MESSAGE_BYTES
 from speech_recognizer import contract
 from speech_recognizer.audio import MAX_BYTES_PER_SECOND
+from speech_recognizer.http_limits import HttpLimits
 from speech_recognizer.serving import KEEPALIVE_SECONDS, MAX_HEADERS, PING_INTERVAL_SECONDS
 from speech_recognizer.settings import declared
 from tests.doc_tables import README, assert_generated
@@ -303,6 +304,9 @@ def markdown_table() -> str:
         ("headers in a head", f"{MAX_HEADERS}", f"{MAX_HEADERS}, its own (`Host`, `X-Forwarded-*`) counted", "431"),
         ("time for a request head, from its first byte", recognizer("http_header_timeout_seconds", " s"),
          gateway("header_seconds", " s"), "408"),
+        ("a request pipelined behind one in progress", f"parsed {HttpLimits.max_pipelined} at a time (the one answered and "
+         "the next); the rest unread until an answer is done",
+         "unread until the one in progress is answered; then its head bounded and timed as a first head", "431 / 408"),
         ("a REST body: longest pause, whole body's time",
          f"{recognizer('http_body_timeout_seconds', ' s')} of pause, `{audio.key}` + it ({audio.default + pause.default:g} s)",
          "the recognizer's (relayed as it comes)", "408"),

@@ -291,6 +291,12 @@ PIPELINED = {
     "a bad chunk after its head": ([started_upload(), BAD_CHUNK], BAD_CHUNK_REASON, 1),
     "garbage after a whole request": ([post_head(REST, content_length=4) + b"RIFF", b"GARBAGE\r\n\r\n"], "Invalid method encountered", 2),
 }
+#: Cases whose malformed request has a whole head and a body begun in the first piece: the gateway reads no more of the
+#: connection while the request before it is in progress (gateway_http_limits.HeadGuard._hold), so that request is
+#: taken up once its turn comes and its bad chunk read then, refused as one after its head when it is not pipelined
+#: (by the relay, aborting the recognizer's request if it had begun: 400, its route's line and count). Before, the
+#: gateway read ahead and refused it before it was taken up.
+RELAYED_THEN_REFUSED = {"a bad chunk after its head"}
 
 
 @pytest.mark.parametrize("case", sorted(PIPELINED))
@@ -323,10 +329,16 @@ async def test_a_malformed_request_pipelined_behind_one_in_flight_is_answered_af
     error = json.loads(body)["error"]
     assert error["code"] == "BadRequest" and reason in error["message"], error
     refusals = [line for line in ours(logs) if "malformed_request" in line]
-    assert len(refusals) == 1 and reason in refusals[0] and "from 127.0.0.1:" in refusals[0], ours(logs)
+    relayed = case in RELAYED_THEN_REFUSED
+    assert len(refusals) == 1 and reason in refusals[0], ours(logs)
+    assert refusals[0].startswith("rest ko-KR: ") if relayed else "from 127.0.0.1:" in refusals[0], ours(logs)
     assert_no_traceback(logs)
     text = await metrics(rig)
     assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
-    assert 'speech_gateway_requests_total{code="400",locale="-",route="http"} 1.0' in text
-    assert len(rig.upstream.headers) == whole and rig.upstream.bodies == ["whole"] * whole, "nothing malformed reached the recognizer"
+    counted = 'locale="ko-KR",route="rest"' if relayed else 'locale="-",route="http"'
+    assert f'speech_gateway_requests_total{{code="400",{counted}}} 1.0' in text, text
+    if relayed:  # its head may have reached the recognizer (as the relay got there first or not), never a whole body
+        assert len(rig.upstream.headers) in (whole, whole + 1) and rig.upstream.bodies.count("whole") == whole, rig.upstream
+    else:
+        assert len(rig.upstream.headers) == whole and rig.upstream.bodies == ["whole"] * whole, "nothing malformed reached the recognizer"
     await assert_serves_on(rig)
