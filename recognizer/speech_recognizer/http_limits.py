@@ -82,7 +82,19 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from .addresses import peer, unmapped
 from .connection_cap import ConnectionCap, unread_bytes
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
-from .errors import HEADER_TOO_LARGE, INTERNAL, MALFORMED_REQUEST, UPLOAD_TIMEOUT, Counters, Failure, Kind, http_response_bytes, malformed_reason, observe
+from .errors import (
+    HEADER_TOO_LARGE,
+    INTERNAL,
+    MALFORMED_REQUEST,
+    UPLOAD_TIMEOUT,
+    Counters,
+    Failure,
+    Kind,
+    http_response_bytes,
+    malformed_reason,
+    observe,
+    one_line,
+)
 from .logs import PROBE_ROUTES
 from .serving import MAX_HEADERS
 from .settings import declared
@@ -689,11 +701,45 @@ def _unmapped(address: tuple[str, _Port] | None) -> tuple[str, _Port] | None:
 
 class UnmappedWebSockets(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol (the one it picks), with the connection's addresses as :class:`LimitedHttpTools`
-    gives them (:func:`_unmapped`): an upgraded connection's protocol reads them from the socket again."""
+    gives them (:func:`_unmapped`): an upgraded connection's protocol reads them from the socket again.
+
+    websockets parses the upgrade's head again, with bounds of its own (:func:`websocket_head_bounds` makes them the
+    head's), and may refuse a head httptools took: a body on the upgrade (``Content-Length``), say. Its refusal is then
+    queued where uvicorn 0.54 never writes it, and the client waited for an answer for ever, on a connection no longer
+    counted by ``Http:MaxConnections``; it is answered here, 400 with websockets' reason (``malformed_request``), logged
+    and counted as :class:`LimitedHttpTools` refuses a head, and closed."""
+
+    #: Where its refusals are counted (:func:`~speech_recognizer.serving.server_options` sets it).
+    metrics: ClassVar[Counters | None] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.client, self.server = _unmapped(self.client), _unmapped(self.server)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        refused = self.conn.handshake_exc
+        if refused is None or self.handshake_initiated or self.transport.is_closing():
+            return  # no refusal, or one uvicorn answers (the app's, or websockets' of a head it parsed)
+        said = f"{refused}: {refused.__cause__}" if refused.__cause__ is not None else str(refused)
+        reason = one_line(f"not a WebSocket upgrade this server takes: {said}")
+        observe(Failure(f"{reason}; from {peer(self.client)}", MALFORMED_REQUEST), "http", self.metrics)
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(http_response_bytes(Failure(reason, MALFORMED_REQUEST)))
+        self.transport.close()
+
+
+def websocket_head_bounds(max_header_bytes: int) -> None:
+    """websockets' bounds on the upgrade's head it parses again, raised to the head's (``Http:MaxHeaderBytes``,
+    :data:`~speech_recognizer.serving.MAX_HEADERS`), which :class:`LimitedHttpTools` has applied already: its own, 8192
+    bytes a line, refused a header line over 8 KiB (a long ``Authorization`` token, a proxy's header; a query string)
+    that the head's bound takes on every other request, with a 431 that uvicorn never wrote (the client waited for ever).
+    websockets reads them from its module when it parses (``websockets.http11``); they are only raised, never lowered
+    (servers of one process may differ)."""
+    from websockets import http11
+
+    http11.MAX_LINE_LENGTH = max(http11.MAX_LINE_LENGTH, max_header_bytes)
+    http11.MAX_NUM_HEADERS = max(http11.MAX_NUM_HEADERS, MAX_HEADERS)
 
 
 def protocol(limits: HttpLimits, metrics: Counters | None = None, cap: ConnectionCap | None = None) -> type[LimitedHttpTools]:

@@ -82,8 +82,10 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
     their request limits and ``cap`` (:mod:`.http_limits`; always httptools, whatever uvicorn would
     pick; a cap of its own if none is given), counting its refusals on ``counters``, and the WebSocket protocol that
-    gives upgraded connections the same client address (:class:`~.http_limits.UnmappedWebSockets`)."""
-    from .http_limits import HttpLimits, UnmappedWebSockets, protocol
+    gives upgraded connections the same client address and answers what websockets refuses of their heads
+    (:class:`~.http_limits.UnmappedWebSockets`, counting on ``counters`` too), whose bounds on a head are made the
+    head's (:func:`~.http_limits.websocket_head_bounds`)."""
+    from .http_limits import HttpLimits, UnmappedWebSockets, protocol, websocket_head_bounds
 
     limits = HttpLimits(
         max_header_bytes=settings.http_max_header_bytes,
@@ -91,7 +93,9 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
         body_pause_seconds=settings.http_body_timeout_seconds,
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
-    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": UnmappedWebSockets}
+    websocket_head_bounds(limits.max_header_bytes)
+    websockets = type("UnmappedWebSockets", (UnmappedWebSockets,), {"metrics": counters})
+    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": websockets}
 
 
 #: What binding ``::`` fails with where the kernel has no IPv6: no such family (``ipv6.disable=1``), or no such

@@ -79,6 +79,19 @@ def test_a_head_the_recognizer_takes_is_relayed_too(locales: Locales, what: str)
     assert answer(exchange(gateway.port, HEADS[what])) == direct
 
 
+def test_a_websocket_upgrade_with_a_token_over_8_kib_is_served_by_both(locales: Locales) -> None:
+    """A Speech SDK upgrade with an ``Authorization`` header of 9 KB (an Entra ID token is 1.5-4 KiB; proxies add
+    more), as a REST request with it is: 101 from the recognizer, directly and through the gateway. Before, the
+    recognizer's websockets (which parses an upgrade's head again) refused a line over its own 8192 bytes with a 431 that
+    uvicorn never wrote: no answer either way, until the client gave up."""
+    ko, gateway = locales.recognizers["ko-KR"], locales.stack
+    token = {"Authorization": "Bearer " + "t" * 9000}
+    for port in (ko.port, gateway.port):
+        with connect(f"ws://127.0.0.1:{port}{contract.RECOGNITION_PATHS[1]}?language=ko-KR", additional_headers=token,
+                     subprotocols=["USP"], open_timeout=10, close_timeout=2) as ws:
+            assert ws.response.status_code == 101, (port, ws.response.status_code)
+
+
 @pytest.mark.parametrize("where", ["in one piece", "as it arrives"])
 def test_a_head_over_the_limit_gets_431_from_both_each_naming_its_setting(locales: Locales, where: str) -> None:
     """The same default on both sides (Http:MaxHeaderBytes, SPEECH_GATEWAY_MAX_HEADER_BYTES): the same 431, each reason

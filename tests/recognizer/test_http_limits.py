@@ -98,6 +98,55 @@ def test_a_websocket_upgrade_with_a_huge_head_gets_431(real_server: Server) -> N
     assert status(answer) == 431, answer[:300]
 
 
+UPGRADE = (b"GET /vosk?language=ko-KR%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n")
+
+
+def upgrade(query: bytes = b"", header: bytes = b"", head_bytes: int = 0) -> bytes:
+    """A /vosk upgrade with ``query`` and a header line ``header``, or an ``X-Pad`` header line that makes the head
+    ``head_bytes`` long."""
+    if head_bytes:
+        header = b"X-Pad: " + b"p" * (head_bytes - len(UPGRADE % (query, b"X-Pad: \r\n")))
+    return UPGRADE % (query, header + b"\r\n" if header else b"")
+
+
+#: Upgrades whose one line is over websockets' own bound (8192 bytes), within the head's (16 KiB).
+LONG_LINES = {
+    "an Authorization header of 9 KB (an Entra ID token, a proxy's headers)": upgrade(header=b"Authorization: Bearer " + b"t" * 9000),
+    "a query string of 9 KB": upgrade(query=b"&x=" + b"a" * 9000),
+    "a head of 16384 bytes, most of it one line": upgrade(head_bytes=16384),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_LINES))
+def test_a_websocket_upgrade_with_a_line_over_8_kib_is_served_within_the_head_limit(real_server: Server, case: str) -> None:
+    """A head within ``Http:MaxHeaderBytes`` is served whatever its lines, an upgrade's as a REST request's, and one over
+    it gets the same 431 naming the setting. Before, websockets (which parses an upgrade's head again) refused a
+    line over its own 8192 bytes with a 431 that uvicorn never wrote: the client had no answer at all, its connection
+    held open (and no longer counted by Http:MaxConnections)."""
+    head = LONG_LINES[case]
+    assert 8192 < max(map(len, head.split(b"\r\n"))) and len(head) <= 16384, len(head)
+    with socket.create_connection(("127.0.0.1", real_server.port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (piece := sock.recv(65536)):
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 101 "), answer[:300]
+    over, _ = raw_request("127.0.0.1", real_server.port, upgrade(head_bytes=17000), timeout=5)
+    assert status(over) == 431 and b"the request's head is over 16384 bytes (Http:MaxHeaderBytes)" in over, over[:300]
+
+
+def test_a_websocket_upgrade_websockets_refuses_gets_400_with_its_reason(real_server: Server) -> None:
+    """An upgrade the head's parser takes but websockets refuses (a body on it): 400 with websockets' reason, and the
+    connection closed. Before, websockets' refusal was never written: no answer, the connection held open."""
+    answer, took = raw_request("127.0.0.1", real_server.port, upgrade(header=b"Content-Length: 5") + b"hello", timeout=5)
+    assert status(answer) == 400, answer[:300]
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert body["error"]["message"] == ("not a WebSocket upgrade this server takes: did not receive a valid HTTP request: "
+                                        "unsupported request body"), body
+    assert took < 3, f"{took:.1f} s: the connection was not closed after the answer"
+
+
 def test_a_head_trickled_a_byte_a_second_is_cut_off(real_server: Server, stream_audio: Audio) -> None:
     with paced_stream(real_server, stream_audio) as stream:
         with ThreadPoolExecutor(10) as pool:
