@@ -27,6 +27,8 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 PODS_FAILING = "PodsFailing"
 #: Reason when the scheduler finds no node for a pod, in its words.
 PODS_UNSCHEDULABLE = "PodsUnschedulable"
+#: Reason when a Secret, Secret key, ConfigMap, ConfigMap key or PVC the spec names is missing.
+MISSING_DEPENDENCY = "MissingDependency"
 #: Reason when the installed CRD lacks fields this operator knows (:mod:`speech_operator.crd_check`): the API server
 #: drops them from every SpeechToText written. A reason of Degraded, not a condition type of its own: an older CRD's
 #: schema refuses condition types it does not list, and the whole status write with them.
@@ -245,7 +247,7 @@ def observe(
         degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), outdated_crd))
     elif missing:
         what = "; ".join(missing)
-        degraded = cond(DEGRADED, True, "MissingDependency", _also(f"{what} not found", outdated_crd))
+        degraded = cond(DEGRADED, True, MISSING_DEPENDENCY, _also(f"{what} not found", outdated_crd))
     elif cause:
         degraded = cond(DEGRADED, True, cause[0], _also(cause[1], outdated_crd))
     elif outdated_crd:
@@ -271,7 +273,7 @@ def observe(
     if refused:
         ready_c = cond(READY, False, POLICY_VIOLATION, "refused: " + "; ".join(refused))
     elif missing:
-        ready_c = cond(READY, False, "MissingDependency", f"{'; '.join(missing)} not found")
+        ready_c = cond(READY, False, MISSING_DEPENDENCY, f"{'; '.join(missing)} not found")
     elif write_refused and (deployment is None or ready < desired):
         ready_c = cond(READY, False, WRITE_REFUSED, f"{counts}: {_refused_writes(write_refused)}")
     elif write_refused:  # the pods of the Deployment from before serve

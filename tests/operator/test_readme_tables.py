@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from speech_operator import api, conditions
+from speech_operator import alerts, api, conditions
 from speech_operator.config import OperatorConfig
 from speech_operator.metrics import Exporter, Summary
 from tests.doc_tables import README, ROOT, code_spans, one_line, table
@@ -169,3 +169,12 @@ def test_readme_operator_timings_are_its_defaults() -> None:
     for number, name in said:
         default = getattr(OperatorConfig(), name.removeprefix("SPEECH_OPERATOR_").lower())
         assert float(number) == default, f"README says {name} {number}, the operator's default is {default}"
+
+
+def test_the_degraded_alert_names_every_reason_of_degraded() -> None:
+    """The SpeechToTextDegraded alert's description names each reason the operator sets Degraded True with (before,
+    it named three of nine causes and no reason)."""
+    given = {r for t, s, r in reasons_seen() if t == "Degraded" and s == "True"}
+    rule = next(r for g in alerts.rule_groups() for r in g["rules"] if r["alert"] == "SpeechToTextDegraded")
+    missing = {r for r in given if f"({r}" not in rule["annotations"]["description"]}
+    assert not missing, f"the alert's description does not name {sorted(missing)}"
