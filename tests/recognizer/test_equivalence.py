@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
-from ..conftest import CHUNK
-from ..support import Reference, read_wav, vosk_reference
+from speech_recognizer.app import create_app
+
+from ..conftest import CHUNK, make_settings
+from ..support import Reference, ServerThread, read_wav, vosk_reference
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 TICK = 1e-7
@@ -79,7 +82,19 @@ def test_vosk_websocket_matches_in_process_vosk(server, utterances_ref: Referenc
     assert partials > 0, "partial results arrive while audio is streaming"
 
 
-def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(server, utterances_ref: Reference, utterances_wav: Path) -> None:
+@pytest.fixture
+def unpooled(registry, tmp_path: Path):
+    """A recognizer whose warm pool is off: each session gets a new Vosk recognizer, as in-process references do.
+    On the session's server the two sessions below got pooled recognizers whose history (what they decoded before)
+    once moved a partial in the recording's low-confidence tail ('' against '더 이다'): Vosk's variance, not the route's."""
+    app = create_app(make_settings(tmp_path), registry)
+    app.state.engine.pool.capacity = 0
+    with ServerThread(app) as srv:
+        srv.pool = app.state.engine.pool
+        yield srv
+
+
+def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(unpooled, utterances_ref: Reference, utterances_wav: Path) -> None:
     """A client that sends its audio without waiting (the server decodes ahead of its replies) gets the
     replies one waiting for each gets: one per chunk, in order, the same partials and the same final words."""
     pcm, rate, _ = read_wav(utterances_wav)
@@ -87,7 +102,7 @@ def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(server, u
 
     def replies(ahead: bool) -> list[dict]:
         got = []
-        with connect(f"{server.ws}/vosk?language=ko-KR") as ws:
+        with connect(f"{unpooled.ws}/vosk?language=ko-KR") as ws:
             ws.send(json.dumps({"config": {"sample_rate": rate, "words": 1}}))
             for piece in pieces:
                 ws.send(piece)
@@ -99,6 +114,7 @@ def test_vosk_websocket_audio_sent_ahead_gets_the_same_reply_per_chunk(server, u
         return got
 
     waiting, ahead = replies(False), replies(True)
+    assert unpooled.pool.hits == 0, "each session had a new recognizer"
     assert len(ahead) == len(pieces) + 1
     assert ahead == waiting
     spoken = [f for f in ahead if f.get("text")]
