@@ -34,7 +34,11 @@ request, or a kept-alive one between two) costs almost nothing and does nothing,
 one client holding the cap's worth of them (one quick request each, then silence, or a stream of empty
 connections) does not lock every other client out, a new connection past the cap closes the one of them
 that has been waiting longest and takes its place, as nginx does with its "reusable" connections (HTTP/1.1
-allows closing an idle kept-alive connection: its client retries on a new one). Only when every connection
+allows closing an idle kept-alive connection: its client retries on a new one). It closes it with a reset, not a FIN
+(unless an answer is still on its way: :func:`~speech_recognizer.connection_cap.reset_on_close`): ingress-nginx keeps
+the gateway's connections in a pool of idle ones, and if it takes this one for a request as the gateway closes it,
+it finds it failed before it sends anything and tries a new connection. After a FIN it sent the request on it, and a
+POST, which nginx does not send twice, got its 502 (tests/gateway/test_ingress_nginx.py). Only when every connection
 counted has a request or stream in progress (a head or body arriving, a request handled, a WebSocket
 relayed or held) is the new one past the cap. Nothing sent means nothing in its socket's receive queue either:
 connections accepted in one turn of the event loop (a burst of clients) have had nothing read yet, though their

@@ -64,7 +64,7 @@ takes up (the parser's ``message_consumed``, which aiohttp 3.14's handler calls 
 connections it says how long a connection has waited for a head of which nothing came (:meth:`HeadGuard.idle_since`,
 from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the end of its last answer plus the
 keep-alive timeout; and whether anything waits in its socket's receive queue, :meth:`HeadGuard.unread`), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
-does. To hold what follows a request it reads the handler's ``_upgraded`` and ``_payload_parser`` (a WebSocket's
+does (a reset, not a FIN: :func:`~speech_recognizer.connection_cap.reset_on_close`). To hold what follows a request it reads the handler's ``_upgraded`` and ``_payload_parser`` (a WebSocket's
 frames are never held) and replaces its ``_messages`` queue with one that says when the handler finds it empty
 (:class:`_Requests`: aiohttp 3.14 looks just before it waits for a head). Tests cover each.
 """
@@ -87,7 +87,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.addresses import peer
-from speech_recognizer.connection_cap import unread_bytes
+from speech_recognizer.connection_cap import reset_on_close, unread_bytes
 from speech_recognizer.errors import (
     CLIENT_GONE,
     HEADER_TOO_LARGE,
@@ -281,8 +281,12 @@ class HeadGuard(asyncio.Protocol):
         return unread_bytes(self.transport)
 
     def close_idle(self) -> None:
-        """Close it while it waits for a request head (as aiohttp's keep-alive timer does), or past the cap whatever it is
-        doing (its head arriving, its answer lingering): its cap needs its place."""
+        """Close it while it waits for a request head (as aiohttp's keep-alive timer does, but with a reset unless an answer
+        is still on its way: :func:`~speech_recognizer.connection_cap.reset_on_close`, so that a proxy taking it from its
+        pool just then tries another), or past the cap whatever it is doing (its head arriving, its answer lingering):
+        its cap needs its place."""
+        if self.idle_since() is not None:
+            reset_on_close(self.transport)
         self.handler.force_close()  # lingering, the handler's transport is the guard's: its close would linger on
         self._disarm()
         if self.transport is not None and not self.transport.is_closing():

@@ -15,8 +15,11 @@ requests may have come, and closing those would reset clients that had asked for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
+import socket
+import struct
 import sys
 import termios
 import time
@@ -39,15 +42,39 @@ class Reusable(Protocol):
         """Close it, idle as it is, or past the cap whatever it is doing (the cap needs its place)."""
 
 
-def unread_bytes(transport: asyncio.BaseTransport | None) -> int:
-    """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``)."""
+def _queued(transport: asyncio.BaseTransport | None, request: int) -> int:
+    """What the ioctl ``request`` says is queued in the transport's socket (0: no socket, or closed meanwhile)."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
         return 0
     try:
-        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), request, bytes(4)), sys.byteorder)
     except OSError:  # closed meanwhile
         return 0
+
+
+def unread_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes the client has sent that the event loop has not read yet (the socket's receive queue, ``FIONREAD``)."""
+    return _queued(transport, termios.FIONREAD)
+
+
+def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes written to the client that it has not acknowledged yet: the transport's buffer and the socket's send queue
+    (``TIOCOUTQ``: sent and not acknowledged, or not sent yet)."""
+    buffered = transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+    return buffered + _queued(transport, termios.TIOCOUTQ)
+
+
+def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
+    """Make the close of an idle connection, about to be closed, a reset (``SO_LINGER`` 0) instead of a FIN, unless
+    something written to it has not reached its client yet (a reset would destroy that: then it stays a FIN, after it).
+    A client that pools connections (a proxy: nginx) and takes this one for its next request finds it failed before it
+    sends anything, and tries a new connection; after a FIN it sends the request, finds the connection closed only then,
+    and fails it (nginx: 502 for a POST, which it does not send again)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and not unsent_bytes(transport):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class ConnectionCap:

@@ -222,9 +222,11 @@ async def test_a_burst_of_new_connections_each_gets_an_answer(rig: Rig) -> None:
 
 
 async def gone(c: Connection) -> bool:
-    """Whether the gateway has closed ``c`` (at once: nothing to read, no linger)."""
+    """Whether the gateway has closed ``c`` (at once: nothing to read, no linger), with a FIN or, an idle one, a reset."""
     try:
         return await asyncio.wait_for(c.reader.read(), 1) == b""
+    except ConnectionResetError:
+        return True
     except (TimeoutError, ConnectionError):
         return False
 
@@ -252,6 +254,42 @@ async def test_idle_kept_alive_connections_make_room_the_longest_idle_first(rig:
     assert "speech_gateway_idle_connections 2.0" in text, text
     assert 'reason="too_many_connections"' not in text
     for c in (*idle, extra):
+        c.close()
+
+
+async def test_an_idle_connection_closed_to_make_room_is_reset_unless_its_answers_are_still_on_their_way(rig: Rig) -> None:
+    """An idle connection closed to make room is reset, not closed with a FIN: a proxy that pools connections (nginx)
+    finds a reset connection failed before it sends a request on it and tries a new one, where after a FIN it sent a
+    POST and answered 502 (test_ingress_nginx.py). One whose answers its client has not all taken yet (a slow reader's:
+    here 10 pipelined scrapes, its receive buffer 4 KiB, read by none) is closed with a FIN after them, as before: a
+    reset would have destroyed what was not yet acknowledged."""
+    host, port = rig.gateway.split(":")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect((host, int(port)))
+    slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n" * 10)
+    for _ in range(100):  # all 10 answered: what the client's buffer has no room for waits in the gateway's send queue
+        (queue,) = skmem(f"sport = :{port} and dport = :{slow.getsockname()[1]}")
+        if queue["w"] > 10_000:
+            break
+        await asyncio.sleep(0.05)
+    assert queue["w"] > 10_000, queue
+    await asyncio.sleep(0.1)  # its handler waits for the next head: idle
+    idle = []
+    for _ in range(CAP - 1):
+        c = await Connection.open(rig)
+        assert (await c.get("/status"))[0] == 200
+        idle.append(c)
+    extra = await Connection.open(rig)  # closes the slow reader's, idle longest
+    assert (await extra.get("/status"))[0] == 200
+    reader = Connection(*await asyncio.open_connection(sock=slow))
+    answers = await asyncio.wait_for(reader.reader.read(), 5)  # every answer, then the FIN
+    assert answers.count(b"HTTP/1.1 200 OK") == 10 and answers.endswith(b"\n"), answers[-200:]
+    newer = await Connection.open(rig)  # closes the next idle longest, which has nothing on its way: a reset
+    assert (await newer.get("/status"))[0] == 200
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(idle[0].reader.read(), 5)
+    for c in (reader, *idle, extra, newer):
         c.close()
 
 

@@ -11,6 +11,9 @@ to (a real Ingress names a DNS host; nginx picks the server by name either way).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -24,14 +27,15 @@ import pytest
 
 from harness.hostile_inputs import post_head, raw_request
 from harness.loopback import Loopback
-from speech_operator.gateway import GatewayConfig
+from speech_operator.gateway import GATEWAY, GatewayConfig
+from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer import contract
 from tests.ingress_nginx import NGINX, IngressNginx, ingress_nginx, render_ingress
 from tests.support import Reference, read_wav, widest_wav
 from tests.usp.sdk import assert_matches, assert_same, config, continuous, expected, once, recognizer, reported
 from tests.usp.test_idle_proxy import BROKEN
 
-from .conftest import KEY, OTHER_LOCALE, Locales
+from .conftest import KEY, OTHER_LOCALE, Locales, Stack, speech_to_text
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 #: The Ingress rule's host: what the clients here name (the Speech SDK sends ``Host: 127.0.0.1:<port>``).
@@ -258,3 +262,148 @@ def test_the_chart_says_what_ingress_nginx_is_given() -> None:
     with pytest.raises(ValueError, match="proxy-buffers-size"):
         nginx_conf({**ingress, "metadata": {**ingress["metadata"], "annotations": {NGINX + "proxy-buffers-size": "8k"}}},
                    1, 2, Path("/nonexistent"))
+
+
+# ---- the gateway's cap on connections (SPEECH_GATEWAY_MAX_CONNECTIONS) behind nginx's keep-alive pool ---------------
+
+#: The capped gateway's ``max_connections``: small, so that nginx's pool and a few clients reach it.
+SMALL_CAP = 2
+
+
+@contextlib.contextmanager
+def capped(locales: Locales, tmp_path: Path) -> Iterator[tuple[Stack, ConnectionCap, IngressNginx]]:
+    """A gateway of its own with ``max_connections`` :data:`SMALL_CAP`, routing ko-KR to the module's recognizer, its
+    cap, and nginx for the chart's Ingress in front of it."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, max_connections=SMALL_CAP)) as stack:
+        stack.create(speech_to_text("ko-kr", "ko-KR", locales.recognizers["ko-KR"].port))
+        stack.routes("ko-KR")
+        assert stack.app is not None
+        with ingress_nginx(render_ingress(*ON_LOOPBACK), stack.port, tmp_path / "nginx") as server:
+            yield stack, stack.app[GATEWAY].connections, server
+
+
+def rest_request(port: int, body: bytes) -> bytes:
+    """A REST POST of ``body`` (ko-KR) to the Ingress's host on ``port``."""
+    return post_head(f"{REST}?language=ko-KR", content_length=len(body)).replace(
+        b"Host: 127.0.0.1\r\n", f"Host: {HOST}:{port}\r\n".encode()) + body
+
+
+def vosk_upgrade(port: int) -> bytes:
+    return (f"GET /vosk?language=ko-KR HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def answer(sock: socket.socket, frame: bool = False, wait: float = 10) -> tuple[int, dict[str, str], bytes, float]:
+    """The next answer on ``sock``: status, headers (lower-case names), body (a 101's: nothing, or with ``frame`` the
+    first WebSocket frame, of up to 125 bytes), and how long it took to come whole."""
+    sock.settimeout(wait)
+    started, data = time.monotonic(), b""
+    while True:
+        if b"\r\n\r\n" in data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            status = int(lines[0].split()[1])
+            if status != 101:
+                length = int(headers.get("content-length", 0))
+            else:  # a frame's length: its second byte's (unmasked, under 126)
+                length = (2 + rest[1] if len(rest) >= 2 else 2) if frame else 0
+            if len(rest) >= length:
+                return status, headers, rest[:length], time.monotonic() - started
+        got = sock.recv(65536)
+        assert got, f"the connection closed after {data[:300]!r}"
+        data += got
+
+
+def worker(nginx: IngressNginx) -> int:
+    """nginx's one worker process (the master's child)."""
+    (pid,) = Path(f"/proc/{nginx.process.pid}/task/{nginx.process.pid}/children").read_text().split()
+    return int(pid)
+
+
+def test_at_the_gateways_cap_clients_through_ingress_nginx_get_its_own_answers(locales: Locales, speech_wav: Path,
+                                                                               tmp_path: Path) -> None:
+    """nginx keeps the gateway's connections it used in its keep-alive pool (``keepalive 320``, 60 s): they count against
+    the gateway's cap (``speech_gateway_connections``) but, idle, give way to a new connection (one closed to make
+    room), so that a pool the cap's size starves no other client. With the cap full of relayed WebSockets (busy), a
+    REST POST of audio through nginx gets the gateway's own 503 with its reason and ``Retry-After`` at once (not nginx's
+    502, nor a hang), and a WebSocket through nginx its 101 then the close 1013 with the reason."""
+    body = speech_wav.read_bytes()
+    with capped(locales, tmp_path) as (stack, cap, nginx):
+        clients = [socket.create_connection(("127.0.0.1", nginx.port)) for _ in range(SMALL_CAP)]
+        request = rest_request(nginx.port, body)
+        split = request.index(b"\r\n\r\n") + 4 + 1024
+        for c in clients:  # each upload begun: nginx (proxy-request-buffering off) has a connection to the gateway for each
+            c.sendall(request[:split])
+        stack.eventually(lambda: cap.open == SMALL_CAP, 5, "nginx's two connections")
+        for c in clients:
+            c.sendall(request[split:])
+            assert answer(c)[0] == 200
+        stack.eventually(lambda: cap.idle == SMALL_CAP, 5, "both idle in nginx's pool")
+        direct = httpx.post(f"{stack.http}{REST}?language=ko-KR", content=body, headers={"Content-Type": "audio/wav"})
+        assert direct.status_code == 200 and cap.reclaimed == 1, (direct.text, cap.reclaimed)
+        clients[0].sendall(request)  # nginx's pool still serves: its other connection, or a new one
+        assert answer(clients[0])[0] == 200, nginx.error_log()[-2000:]
+
+        streams = [socket.create_connection(("127.0.0.1", nginx.port)) for _ in range(SMALL_CAP)]
+        for s in streams:
+            s.sendall(vosk_upgrade(nginx.port))
+            assert answer(s)[0] == 101
+        stack.eventually(lambda: cap.open == SMALL_CAP and cap.idle == 0, 5, "the cap full of relayed WebSockets")
+        reason = f"too many connections: this gateway keeps at most {SMALL_CAP} open (SPEECH_GATEWAY_MAX_CONNECTIONS)"
+        clients[1].sendall(request)
+        status, headers, text, took = answer(clients[1])
+        assert status == 503 and reason in text.decode() and headers["retry-after"] == "1", (status, text, nginx.error_log()[-2000:])
+        assert took < 1, took
+        refused = socket.create_connection(("127.0.0.1", nginx.port))
+        refused.sendall(vosk_upgrade(nginx.port))
+        status, _, frame, took = answer(refused, frame=True)
+        assert status == 101 and frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1013, frame
+        assert reason in frame[4:].decode() and took < 1, (frame, took)
+        assert "[error]" not in nginx.error_log(), nginx.error_log()[-2000:]
+        for s in (*clients, *streams, refused):
+            s.close()
+
+
+def test_a_post_on_a_pooled_connection_the_gateway_closes_to_make_room_is_retried_by_nginx(
+        locales: Locales, speech_wav: Path, tmp_path: Path) -> None:
+    """The race of an idle pooled connection: at its cap the gateway closes the connection idle longest to make room for a
+    new one, which may be the one nginx is reusing for a request just then. nginx's worker is stopped (SIGSTOP) for the
+    moment it takes, as one busy with other connections is (an Ingress controller's is): a client's REST POST has come to
+    nginx on a kept-alive connection, the gateway closes nginx's one pooled connection for a client of its own (a
+    relayed WebSocket holds its other place), then the worker goes on. It takes its pooled connection for the POST
+    before it sees its close. Closed with a FIN (before), nginx sent the POST on it, found it closed only then
+    ("writev() failed (32: Broken pipe)"), and answered 502: it does not send a POST twice. Closed with a reset, nginx
+    finds it failed before it sends anything ("connect() failed (104: Connection reset by peer)") and tries a new
+    connection: the client gets the recognition (the new connection making room in turn). A WebSocket upgrade came
+    through either way (nginx sends a GET without a body again), as it does here."""
+    body = speech_wav.read_bytes()
+    with capped(locales, tmp_path) as (stack, cap, nginx):
+        client = socket.create_connection(("127.0.0.1", nginx.port))
+        client.sendall(rest_request(nginx.port, body))
+        assert answer(client)[0] == 200  # nginx's connection to the gateway: in its pool now
+        busy = socket.create_connection(("127.0.0.1", stack.port))
+        busy.sendall(vosk_upgrade(stack.port))
+        assert answer(busy)[0] == 101
+        others = []
+        # the client's next request on its kept-alive connection: nginx reads it in the same turn as the close (a new
+        # connection's request would wait for a turn of its own, after the close is seen)
+        for request, expected in ((rest_request(nginx.port, body), 200), (vosk_upgrade(nginx.port), 101)):
+            stack.eventually(lambda: cap.open == SMALL_CAP and cap.idle == 1, 5, "nginx's pooled connection idle")
+            reclaimed = cap.reclaimed
+            pid = worker(nginx)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                client.sendall(request)
+                others.append(socket.create_connection(("127.0.0.1", stack.port)))  # another client at the cap
+                stack.eventually(lambda before=reclaimed: cap.reclaimed == before + 1, 5, "nginx's pooled connection closed for it")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            status, _, text, took = answer(client)
+            assert status == expected, (status, text, nginx.error_log()[-2000:])
+            assert took < 5, took
+            if expected == 200:
+                assert json.loads(text)["RecognitionStatus"] == "Success", text
+        assert "(104: Connection reset by peer) while connecting to upstream" in nginx.error_log()
+        for s in (client, busy, *others):
+            s.close()
