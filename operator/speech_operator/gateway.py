@@ -299,12 +299,13 @@ class Gateway:
         one the gateway relays is a recognition, and a connection kept from before may be to a pod whose deletion
         began (it left the Service's endpoints, and refuses new work once it drains) or that is closing it (a POST
         sent on it then fails: aiohttp retries none). A new connection goes through the Service to a ready pod; what it
-        costs is in bench/notes.md."""
+        costs is in bench/notes.md. It keeps no cookies: a recognizer's ``Set-Cookie`` is for the client that got it,
+        and a client's ``Cookie`` lines go on as they came (:func:`~speech_operator.gateway_relay.forwarded_headers`)."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True,
                                          socket_factory=self._upstream_socket)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=SKIPPED_AUTO_HEADERS,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
         try:
             yield
         finally:

@@ -28,12 +28,13 @@ import contextlib
 import logging
 import re
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from speech_operator import gateway_failures as failures
@@ -73,7 +74,7 @@ WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-Web
                        "Sec-WebSocket-Key": "x" * 24}
 
 
-def upstream_request(request: web.Request, backend: Backend, websocket: bool = False) -> tuple[URL, dict[str, str]]:
+def upstream_request(request: web.Request, backend: Backend, websocket: bool = False) -> tuple[URL, CIMultiDict[str]]:
     """Where the relay sends ``request`` (the recognizer's URL: a WebSocket's with ``ws://``), and its headers there
     (:func:`forwarded_headers`, its ``Host`` the recognizer's, as aiohttp would write it)."""
     base = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else backend.url
@@ -89,12 +90,12 @@ def head_over(request: web.Request, backend: Backend, max_bytes: int, protocols:
     grow past them so (``X-Forwarded-Host`` repeats the client's ``Host``, ``X-Forwarded-For`` adds its address): the
     recognizer's 431 would name its setting for a head the gateway had taken. Measured as the guard measures the
     client's head (:mod:`speech_operator.gateway_http_limits`): every byte, request line and the blank line included."""
-    url, headers = upstream_request(request, backend, websocket=protocols is not None)
+    url, written = upstream_request(request, backend, websocket=protocols is not None)
     if protocols is None:
-        written = {**headers, **({"Connection": "close"} if "Content-Length" in headers else REST_FRAMING)}
+        written.update({"Connection": "close"} if "Content-Length" in written else REST_FRAMING)
     else:
-        written = {**headers, **WEBSOCKET_HANDSHAKE, **({"Sec-WebSocket-Protocol": ", ".join(protocols)} if protocols else {})}
-    if len(written) > MAX_HEADERS:
+        written.update({**WEBSOCKET_HANDSHAKE, **({"Sec-WebSocket-Protocol": ", ".join(protocols)} if protocols else {})})
+    if len(written) > MAX_HEADERS:  # every line: a repeated header is written as many times as it came
         return Failure(f"the request's head has over {MAX_HEADERS} headers once the gateway adds its own (Host, "
                        f"X-Forwarded-*): {len(written)}", HEADER_TOO_LARGE)
     line = f"{request.method if protocols is None else 'GET'} {url.raw_path_qs} HTTP/1.1\r\n"
@@ -110,25 +111,31 @@ def _length(text: str) -> int:
     return len(text.encode("utf-8", "surrogateescape"))
 
 
-def forwarded_headers(request: web.Request, host: str) -> dict[str, str]:
-    """The client's headers as the recognizer should see them (``X-Forwarded-*`` added), ``Host`` the recognizer's."""
-    out: dict[str, str] = {"Host": host}
+def forwarded_headers(request: web.Request, host: str) -> CIMultiDict[str]:
+    """The client's headers as the recognizer should see them, ``Host`` the recognizer's.
+
+    Each line the client sent goes on as it came, in order: a header sent more than once (two ``Cookie`` lines, a
+    repeated ``Accept-Language``, a doubled key header) is a list whose order counts (RFC 9110 5.3), and the recognizer
+    judges it as it would directly. ``X-Forwarded-For`` is one line: every address of the client's lines, then the
+    client's own; ``X-Forwarded-Proto`` and ``-Host`` are the client's lines when it sent them, else the gateway's."""
+    out: CIMultiDict[str] = CIMultiDict(Host=host)
     for name, value in request.headers.items():
-        if name.lower() not in HOP_HEADERS and name.lower() != "content-length":
-            out[name] = value
+        if name.lower() not in HOP_HEADERS and name.lower() not in ("content-length", "x-forwarded-for"):
+            out.add(name, value)
     peer = unmapped(request.remote or "")  # an IPv4 client of the gateway's socket on both families: ::ffff:10.0.0.1
-    before = request.headers.get("X-Forwarded-For")
-    out["X-Forwarded-For"] = f"{before}, {peer}" if before else peer
-    out["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
-    out["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    out["X-Forwarded-For"] = ", ".join([*(v for v in request.headers.getall("X-Forwarded-For", ()) if v.strip()), peer])
+    for name, own in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-Host", request.host)):
+        if name not in out:
+            out[name] = own
     if request.content_length is not None:
         out["Content-Length"] = str(request.content_length)
     return out
 
 
-def returned_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The recognizer's response headers the client gets (the gateway writes its own framing)."""
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_HEADERS and k.lower() not in ("date", "server")}
+def returned_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
+    """The recognizer's response headers the client gets, each line as it came and in order (two ``Set-Cookie``
+    lines stay two); the gateway writes its own framing."""
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_HEADERS and k.lower() not in ("date", "server"))
 
 
 def _uncounted(_: int) -> None:

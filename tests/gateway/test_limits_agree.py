@@ -209,14 +209,22 @@ def catcher(locales: Locales) -> Iterator[HeadCatcher]:
             locales.stack.delete("caught")
 
 
+#: Header lines a client may send more than once, each relayed (``X-Forwarded-For``'s joined in one line): written, and
+#: counted, as many times as they came.
+REPEATED = "Cookie: a=1\r\nX-Forwarded-For: 203.0.113.7\r\nCookie: b=2\r\nX-Forwarded-For: 198.51.100.1\r\n"
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["distinct names", "repeated names"])
 @pytest.mark.parametrize("what", CAUGHT)
 def test_the_largest_head_the_gateway_relays_is_the_recognizers_largest_byte_for_byte(
-        locales: Locales, catcher: HeadCatcher, what: str) -> None:
+        locales: Locales, catcher: HeadCatcher, what: str, repeated: bool) -> None:
     """What the gateway reckons it would write (its 431 when over) is what it writes: the largest head it relays arrives
     exactly Http:MaxHeaderBytes long (request line and blank line included: a recognizer counts every byte of a head
     that comes in pieces), the largest by headers with exactly MAX_HEADERS of them; a byte or a header more is refused
     and reaches nothing. None of aiohttp's own headers is added (``Accept``, ``Accept-Encoding``, ``Content-Type``,
-    ``User-Agent``): the recognizer sees the client's headers, the Service's ``Host``, ``X-Forwarded-*`` and the framing."""
+    ``User-Agent``): the recognizer sees the client's headers, the Service's ``Host``, ``X-Forwarded-*`` and the framing.
+    The same with headers sent more than once (``repeated``: :data:`REPEATED`, and the headers counted all of one name),
+    each line relayed and counted; before, the gateway wrote and counted a repeated header's last line only."""
     make, port, limit = CAUGHT[what], locales.stack.port, declared("http_max_header_bytes").default
 
     def caught(extra: str) -> bytes | None:
@@ -231,20 +239,24 @@ def test_the_largest_head_the_gateway_relays_is_the_recognizers_largest_byte_for
         return None if status == "431" else catcher.heads[-1]
 
     def pad(n: int) -> str:
-        return "X-Pad: " + "p" * n + "\r\n"
+        return (REPEATED if repeated else "") + "X-Pad: " + "p" * n + "\r\n"
 
     def lines(n: int) -> str:
-        return "".join(f"X-{i}: 1\r\n" for i in range(n))
+        return "".join(f"X-{0 if repeated else i}: 1\r\n" for i in range(n))
 
     most = largest(lambda n: caught(pad(n)) is not None, 1, limit)
     head = caught(pad(most))
     assert head is not None and len(head) == limit, (most, None if head is None else len(head))
+    if repeated:
+        assert b"\r\nCookie: a=1\r\nCookie: b=2\r\n" in head, head[:300]
+        assert b"\r\nX-Forwarded-For: 203.0.113.7, 198.51.100.1, 127.0.0.1\r\n" in head, head[:300]
     names = {line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:] if line}
     assert not names & {b"accept", b"accept-encoding", b"content-type", b"user-agent"}, names
     assert caught(pad(most + 1)) is None
     most = largest(lambda n: caught(lines(n)) is not None, 1, MAX_HEADERS)
     head = caught(lines(most))
     assert head is not None and head.count(b"\r\n") - 2 == MAX_HEADERS, head[:300]  # not the request line's, nor the blank line's
+    assert not repeated or head.count(b"\nX-0: 1\r") == most, head[:300]
     assert caught(lines(most + 1)) is None
 
 
