@@ -35,11 +35,24 @@ def _bearer(value: str) -> str | None:
 
 
 def header_key(headers: Mapping[str, str]) -> str | None:
-    """The key in ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``."""
-    key = headers.get(c.KEY_HEADER.lower()) or headers.get(c.KEY_HEADER)
-    if key:
-        return key.strip()
-    return _bearer(headers.get("authorization") or headers.get("Authorization") or "")
+    """The key in ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``.
+
+    Raises :class:`AuthError` (401) when that header comes more than once with different keys: which one counts would
+    be an accident of order (a proxy in between may keep either), so neither does. ``headers`` must give every line
+    in ``items()``, as Starlette's and aiohttp's do."""
+    keys = _values(headers, c.KEY_HEADER)
+    where = c.KEY_HEADER
+    if not keys:
+        keys = [token for value in _values(headers, "Authorization") if (token := _bearer(value))]
+        where = "Authorization: Bearer"
+    if len(set(keys)) > 1:
+        raise AuthError(f"ambiguous key: {where} came {len(keys)} times with {len(set(keys))} different keys; send one")
+    return keys[0] if keys else None
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every non-empty value of the header ``name``, stripped, in order."""
+    return [value.strip() for key, value in headers.items() if key.lower() == name.lower() and value.strip()]
 
 
 def query_key(query: Mapping[str, str]) -> str | None:

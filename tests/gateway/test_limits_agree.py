@@ -15,8 +15,9 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from harness.hostile_inputs import response_complete
 from speech_operator.gateway import GATEWAY, Gateway, GatewayConfig
@@ -31,7 +32,7 @@ from speech_recognizer.settings import declared
 from tests.doc_tables import README, assert_generated
 
 from ..support import TcpServerThread
-from .conftest import Locales, speech_to_text
+from .conftest import KEY, OTHER_LOCALE, Locales, speech_to_text
 
 REST = contract.RECOGNITION_PATHS[1] + "?language=ko-KR"
 
@@ -123,6 +124,44 @@ def test_more_headers_than_max_headers_get_the_same_431_from_both(locales: Local
     for port in (ko.port, gateway.port):
         status, body = answer(exchange(port, head))
         assert (status, json.loads(body)["error"]["message"]) == ("431", f"the request's head has over {MAX_HEADERS} headers")
+
+
+KEYED = f"{contract.RECOGNITION_PATHS[1]}?language={OTHER_LOCALE}"
+#: A key header sent twice: the keys in the order sent.
+DOUBLED = {"right, then wrong": (KEY, "wrong"), "wrong, then right": ("wrong", KEY), "right, twice": (KEY, KEY)}
+
+
+def upgrade_status(url: str, headers: list[tuple[str, str]]) -> int:
+    """The status a Speech SDK upgrade to ``url`` with ``headers`` gets (101: accepted)."""
+    try:
+        with connect(url, additional_headers=headers, subprotocols=[Subprotocol("USP")], open_timeout=10,
+                     close_timeout=2) as ws:
+            assert ws.response is not None
+            return ws.response.status_code
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@pytest.mark.parametrize("header", ["Ocp-Apim-Subscription-Key", "Authorization"])
+@pytest.mark.parametrize("keys", DOUBLED)
+def test_a_key_header_sent_twice_gets_the_same_answer_from_both(locales: Locales, keys: str, header: str) -> None:
+    """Two different keys in one key header are ambiguous: the recognizer answers 401 saying so, whichever comes first,
+    and the gateway, which relays both, gets the client the same answer; the same key twice is taken (400 here: the
+    body is empty). On a Speech SDK upgrade, the same status from both. Before, the recognizer took the first key and
+    the gateway relayed the last only: "right, then wrong" got 400 directly and 401 through the gateway, "wrong, then
+    right" the other way round."""
+    recognizer, gateway = locales.recognizers[OTHER_LOCALE], locales.stack
+    sent = [(header, f"Bearer {key}" if header == "Authorization" else key) for key in DOUBLED[keys]]
+    said = {}
+    for name, port in (("recognizer", recognizer.port), ("gateway", gateway.port)):
+        status, body = answer(exchange(port, request(KEYED, *(f"{n}: {v}" for n, v in sent))))
+        said[name] = (status, json.loads(body)["error"]["message"])
+    where = "Authorization: Bearer" if header == "Authorization" else header
+    assert said["recognizer"] == (("400", said["recognizer"][1]) if keys == "right, twice" else
+                                  ("401", f"ambiguous key: {where} came 2 times with 2 different keys; send one")), said
+    assert said["gateway"] == said["recognizer"]
+    statuses = {upgrade_status(f"{where_}{KEYED}", sent) for where_ in (recognizer.ws, gateway.ws)}
+    assert statuses == {101 if keys == "right, twice" else 401}, statuses
 
 
 def largest(taken: Callable[[int], bool], low: int, high: int) -> int:
