@@ -3,7 +3,8 @@
 At most ``limit`` connections are counted at once, from their opening to their close. A new one past the cap closes
 the counted connection that has waited longest for a request head of which it has sent nothing (a new one before its
 first request, a kept-alive one between two), as nginx does with its "reusable" connections (HTTP/1.1 allows closing
-an idle kept-alive connection: its client retries on a new one), and takes its place. Only when every connection
+an idle kept-alive connection: its client retries on a new one), and takes its place; its owner closes it with a reset
+unless an answer is still on its way to it (:func:`reset_on_close`: why). Only when every connection
 counted has a request in progress is the new one past the cap: its owner reads its first head, answers a probe or
 scrape and refuses anything else (:meth:`ConnectionCap.refusal`), then closes it. Those are bounded too: at most
 ``limit`` past the cap at once, the next closing the one of them open longest (the one most likely a slow head, not a

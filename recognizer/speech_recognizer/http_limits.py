@@ -80,7 +80,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .addresses import peer, unmapped
-from .connection_cap import ConnectionCap, unread_bytes
+from .connection_cap import ConnectionCap, reset_on_close, unread_bytes
 from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
@@ -296,7 +296,11 @@ class LimitedHttpTools(HttpToolsProtocol):
         return unread_bytes(self.transport)
 
     def close_idle(self) -> None:
-        """Closed at once, as the keep-alive timer closes it: the cap needs its place (past the cap, whatever it does)."""
+        """Closed at once, as the keep-alive timer closes it but, idle, with a reset unless an answer is still on its way
+        (:func:`~speech_recognizer.connection_cap.reset_on_close`: a proxy taking it from its pool just then tries another
+        connection): the cap needs its place (past the cap, whatever it does)."""
+        if self.idle_since() is not None:
+            reset_on_close(self.transport)
         self._phase = "done"
         self._held = None
         self._disarm()
