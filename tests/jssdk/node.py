@@ -17,6 +17,8 @@ MODULES = FOLDER / "node_modules"
 #: Written after a complete install: the hash of the lock file it installed.
 STAMP = MODULES / ".installed-from-lock"
 SCRIPT = FOLDER / "recognize.mjs"
+#: Scenario properties that turn the SDK's multi-channel processing, and with it its reliable-reconnect contract, on.
+MULTICHANNEL = {"Speech_EnableMultiChannelProcessing": "true"}
 
 
 def lock_digest() -> str:

@@ -30,7 +30,7 @@ from speech_recognizer.usp.connection import Turn, split_header
 from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY
 from ..support import Reference, ServerThread, vosk_reference
 from ..usp.sdk import Span, assert_confidences, assert_same, expected, expected_words, spans
-from .node import LOCK, recognize, result_span, scenario
+from .node import LOCK, MULTICHANNEL, recognize, result_span, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
 #: Faster than real time, slow enough that results come while the audio streams.
@@ -120,10 +120,11 @@ def turn_audio(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytearray]:
     return received
 
 
-@pytest.mark.parametrize("mode", ["once", "continuous"])
+@pytest.mark.parametrize(("mode", "multichannel"), [("once", False), ("continuous", False), ("continuous", True)],
+                         ids=["once", "continuous", "continuous-multichannel"])
 def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_utterance(
     jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference,
-    turn_audio: dict[str, bytearray], mode: str
+    turn_audio: dict[str, bytearray], mode: str, multichannel: bool
 ) -> None:
     """One recognizer on one push stream, three recognitions on its one connection, each over the next part of the
     audio (cut 0.1 s before the next utterance): ``recognizeOnceAsync`` three times, or start, a phrase, stop three
@@ -132,9 +133,13 @@ def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_
     begins is the SDK's: it drops the first 100 ms chunk pushed after a recognition, and what a stopped session had
     not sent yet goes first in the next). Before, the server dropped every phrase of the second and third turn that
     ended before the first phrase's end (2.13 s), taking their offsets for times of the stream already reported: the
-    second and third session, or the third ``recognizeOnceAsync``, got nothing."""
+    second and third session, or the third ``recognizeOnceAsync``, got nothing. With multi-channel processing on
+    (test_multichannel.py) alike: each recognition starts the SDK's reliable-reconnect state afresh, with no
+    continuation, and it takes the offsets as sent, counted from the start of the recognition's audio."""
+    properties = MULTICHANNEL if multichannel else {}
     cuts = [math.floor((p.words[0].start - 0.1) * 10) / 10 for p in utterances_ref.phrases[1:]]  # on the SDK's 100 ms grid
-    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode=mode, cuts=cuts, partTimeoutMs=10000, timeoutMs=45000), timeout=60)
+    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode=mode, cuts=cuts, partTimeoutMs=10000, timeoutMs=45000,
+                                    properties=properties), timeout=60)
     results = out["onces"] if mode == "once" else out["recognized"]
     assert [r["reason"] for r in results] == ["RecognizedSpeech"] * 3, results
     assert len(turn_audio) == 3, "a turn a recognition"
