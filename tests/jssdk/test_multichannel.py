@@ -13,14 +13,30 @@ The cut is made by tests/usp/test_idle_proxy.py's loopback relay; nothing is moc
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from pathlib import Path
 
+import pytest
+
+from speech_recognizer.models import LoadedModel
+from speech_recognizer.usp.options import continuation_offset
+
 from ..support import Reference, ServerThread
+from ..usp.conftest import replay_phrases
 from ..usp.sdk import assert_same, config, continuous, detailed, expected, expected_words, recognizer, reported, spans
+from ..usp.test_idle_proxy import IdleProxy
 from .node import MULTICHANNEL, recognize, result_span, scenario
 
 #: Audio pushed at this many times real time: results come while it streams, and the cut falls mid-stream.
 SPEED = 4
+
+
+def contexts(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    """The ``speech.context`` bodies the server received, in order (its debug log of each frame)."""
+    return [json.loads(r.args[1]) for r in caplog.records  # type: ignore[index]
+            if r.name == "speech_recognizer.usp.connection" and r.args and r.args[0] == "speech.context"]
 
 
 def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_it(
@@ -39,3 +55,25 @@ def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_
         assert_same(spans(result["json"]["NBest"][0]["Words"]), expected_words(phrase))
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
 
+
+def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the_streams_times(
+    jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy cuts the connection (FIN) once the first phrase has passed it, while the audio still streams. The SDK
+    connects again, sends the offset the server acknowledged (the first phrase's end, from the server's
+    ``X-Continuation-Audio-Streams-1-Offset``) and replays from there: every utterance once, the later ones at their
+    place in the stream as in-process Vosk decodes the replay. Before, the server sent no such header, so the SDK sent
+    no offset, and counted the second connection's times from 0 where the SDK takes them as the stream's: the second
+    and third phrases came 2.13 s early (at 2.67 s and 6.72 s, not 4.80 s and 8.85 s)."""
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
+    with IdleProxy(server.port, math.inf, "fin", at_phrase=True) as proxy:
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=SPEED, properties=MULTICHANNEL))
+    assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
+    recognized = out["recognized"]
+    assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
+    first = expected(utterances_ref.phrases[0])
+    acknowledged = (first[1] + first[2]) / 10_000_000
+    replayed = replay_phrases(model, utterances_wav, acknowledged)
+    assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
+    assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
+    assert [continuation_offset(c) for c in contexts(caplog)[:2]] == [0.0, acknowledged], contexts(caplog)

@@ -7,7 +7,11 @@ audio chunk. Per turn the server sends ``turn.start``, ``speech.startDetected``,
 ``speech.endDetected`` and ``turn.end``. Interactive mode ends the turn after
 its first phrase; continuous modes report every phrase and close the turn with
 ``EndOfDictation``. Offsets are 100-ns ticks from the start of the stream,
-continued across turns through ``continuation.audio.streams.1.offset``.
+continued across turns through ``continuation.audio.streams.1.offset``: the
+Python SDK adds that offset to those the turn reports; the SDK for JavaScript
+with multi-channel processing on (:func:`.options.stream_offsets`) takes them as
+sent, so the server adds it (:func:`in_stream_time`), and learns the offset to
+continue from from each ``speech.phrase``'s :data:`CONTINUATION_OFFSET` header.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_jso
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
-from .options import DEFAULT_FORMAT, Options, audio_format
+from .options import DEFAULT_FORMAT, Options, audio_format, stream_offsets
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,22 @@ def replay_origin(acknowledged: float) -> float:
     return replay_start - acknowledged
 
 
+#: The header of a ``speech.phrase`` that tells a client taking stream times (:func:`.options.stream_offsets`) how far
+#: its audio was acknowledged, in ticks from the start of the turn's audio (the SDK adds the offset the turn began at,
+#: and sends the sum as ``continuation.audio.streams.1.offset`` when it connects again).
+CONTINUATION_OFFSET = "X-Continuation-Audio-Streams-1-Offset"
+
+
+def in_stream_time(body: Mapping[str, Any], added: int) -> dict[str, Any]:
+    """``body`` with ``added`` ticks added to its ``Offset`` and its words' (``NBest[].Words``): what the SDK adds to
+    a turn's offsets itself (its ``updateOffsets``), unless it takes them as times of its stream."""
+    out = {**body, "Offset": body["Offset"] + added}
+    if "NBest" in body:
+        out["NBest"] = [{**best, "Words": [{**w, "Offset": w["Offset"] + added} for w in best["Words"]]} if "Words" in best else best
+                        for best in body["NBest"]]
+    return out
+
+
 def audio_bytes(message: Mapping[str, Any]) -> int:
     """The bytes of audio a WebSocket message carries: the payload of a binary frame (its headers not counted)."""
     data = message.get("bytes")
@@ -99,8 +119,11 @@ class Turn:
         self.conn = conn
         self.request_id = request_id
         self.options = options
-        #: Stream time (s) of the turn's zero: the SDK adds it to the offsets the turn reports.
+        #: Stream time (s) of the turn's zero: the SDK adds it to the offsets the turn reports, or, for a client that
+        #: takes them as the stream's, the server does (:attr:`added`).
         self.base = options.resume_at
+        #: Ticks added to every offset the turn sends: :attr:`base`'s for a client that takes stream times, else 0.
+        self.added = ticks(self.base) if conn.stream_offsets else 0
         #: Turn time (s) of the first audio the turn receives.
         self.origin = replay_origin(options.resume_at)
         self.service_tag = uuid.uuid4().hex
@@ -129,8 +152,18 @@ class Turn:
         #: Turn time (s) of the end of the latest audio loud enough to hold speech (:data:`SOUND_LEVEL`).
         self._loud = 0.0
 
-    async def send(self, path: str, body: Mapping[str, Any]) -> None:
-        await self.conn.socket.send_text(text_frame(path, self.request_id, body))
+    async def send(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] = {}) -> None:
+        """Send a message of the turn; its offsets (turn time) in stream time for a client that takes them so."""
+        if self.added and "Offset" in body:
+            body = in_stream_time(body, self.added)
+        await self.conn.socket.send_text(text_frame(path, self.request_id, body, extra))
+
+    async def send_phrase(self, body: Mapping[str, Any]) -> None:
+        """Send a ``speech.phrase`` (a result or a status), which acknowledges the audio up to its end: a client taking
+        stream times is told so (:data:`CONTINUATION_OFFSET`, in turn time), as it replays its audio from there after
+        a lost connection whether told or not."""
+        extra = {CONTINUATION_OFFSET: str(body["Offset"] + body["Duration"])} if self.conn.stream_offsets else {}
+        await self.send("speech.phrase", body, extra)
 
     @property
     def position(self) -> float:
@@ -315,7 +348,7 @@ class Turn:
         self.conn.acknowledged = self.base + phrase.end
         if not self.options.continuous:
             await self.send("speech.endDetected", offset_json(phrase.end))
-        await self.send("speech.phrase", self._phrase(phrase))
+        await self.send_phrase(self._phrase(phrase))
         if not self.options.continuous:
             await self.end()
 
@@ -338,7 +371,7 @@ class Turn:
 
     async def _status(self, status: str, start: float, end: float) -> None:
         await self.send("speech.endDetected", offset_json(end))
-        await self.send("speech.phrase", {**status_json(status, start, end), "Channel": 0})
+        await self.send_phrase({**status_json(status, start, end), "Channel": 0})
         await self.end()
 
     async def _speech_started(self, at: float) -> None:
@@ -402,6 +435,8 @@ class Connection:
         self.route = f"usp/{options.mode}"
         self.config: dict[str, Any] = {}
         self.audio_format = DEFAULT_FORMAT
+        #: Whether the client takes offsets as times of its stream, not of the turn (:func:`.options.stream_offsets`).
+        self.stream_offsets = False
         self.turn: Turn | None = None
         self.ids = RequestIds()
         #: Stream time (s) up to which phrases were reported; later continuation turns never repeat them.
@@ -482,6 +517,7 @@ class Connection:
         if path == "speech.config":
             self.config = frame.json()
             self.audio_format = audio_format(self.config)
+            self.stream_offsets = stream_offsets(self.config)
             return
         request_id = frame.request_id
         if not request_id:

@@ -1,5 +1,5 @@
 """What a USP client asks for: turn options from the upgrade query and ``speech.context``,
-the audio format from ``speech.config``."""
+the audio format and the offsets' time base from ``speech.config``."""
 
 from __future__ import annotations
 
@@ -191,8 +191,8 @@ def continuation_offset(context: Mapping[str, Any]) -> float:
 DEFAULT_FORMAT = WavFormat(PCM, 1, 16000, 16)
 
 
-def audio_format(config: Mapping[str, Any]) -> WavFormat:
-    """The 16-bit PCM format ``speech.config`` announces (``context.audio.source``), default 16 kHz mono.
+def audio_source(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``speech.config``'s ``context.audio.source`` (the client's audio), empty when absent.
 
     Raises :class:`~speech_recognizer.errors.BadValue` when one of those members is not an object.
     """
@@ -201,6 +201,26 @@ def audio_format(config: Mapping[str, Any]) -> WavFormat:
         source = source.get(name) or {}
         if not isinstance(source, dict):
             raise BadValue(f"speech.config member {name} must be an object, not {type(source).__name__}")
+    return source
+
+
+def stream_offsets(config: Mapping[str, Any]) -> bool:
+    """Whether the client takes the offsets it is sent as times of its whole stream, not of the turn: the SDK for
+    JavaScript with multi-channel processing on (``Speech_EnableMultiChannelProcessing``), which says so with
+    ``SeparateChannelProcessing`` in ``speech.config``'s audio source (its reliable-reconnect contract, in which it
+    adds no turn start of its own and learns the acknowledged offset from a header: ``usp.connection``).
+
+    Raises :class:`~speech_recognizer.errors.BadValue` as :func:`audio_source` does.
+    """
+    return str(audio_source(config).get("SeparateChannelProcessing", "")).lower() == "true"
+
+
+def audio_format(config: Mapping[str, Any]) -> WavFormat:
+    """The 16-bit PCM format ``speech.config`` announces (``context.audio.source``), default 16 kHz mono.
+
+    Raises :class:`~speech_recognizer.errors.BadValue` as :func:`audio_source` does.
+    """
+    source = audio_source(config)
     try:
         rate = int(source.get("samplerate") or DEFAULT_FORMAT.sample_rate)
         channels = int(source.get("channelcount") or DEFAULT_FORMAT.channels)
