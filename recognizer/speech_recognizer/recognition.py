@@ -29,14 +29,19 @@ from .transcript import Event, Partial, parse_final, parse_partial
 
 log = logging.getLogger(__name__)
 
-#: A pooled recognizer retires once its clock passes this: Vosk reports times as 32-bit floats
-#: on that clock (60 µs resolution at 600 s), and its memory grows with the audio it has seen.
-MAX_WARM_CLOCK_SECONDS = 600
+#: A pooled recognizer retires at its release once its clock passes this: its memory grows with the audio it
+#: has decoded (the lazily composed graph), and a stream that takes it adds up to :data:`RECYCLE_AUDIO_SECONDS`
+#: of its own and an utterance, so its clock stays under 1024 s (Vosk's times are 32-bit floats on it: 61 µs
+#: resolution up to there).
+MAX_WARM_CLOCK_SECONDS = 300
 
-#: A stream moves to another recognizer at the first utterance end after its recognizer's clock
-#: passes this: the grown graph cannot be shrunk, only dropped. The same limit as a pooled
-#: recognizer's, since every recognizer dropped is replaced by a new one.
-RECYCLE_CLOCK_SECONDS = MAX_WARM_CLOCK_SECONDS
+#: A stream moves to another recognizer at the first utterance end after this much of ITS OWN audio on the
+#: recognizer (about where Vosk restarts a recognizer's feature pipeline itself: 20000 frames), and drops the
+#: grown one: the graph cannot be shrunk, only dropped. Counted from what the stream fed, not from the
+#: recognizer's clock: one from the pool brings the audio of earlier sessions (other clients'), and a move is
+#: not seamless (the next recognizer starts a new feature pipeline), so a stream moved early for that decoded
+#: differently from there on, and a client's words depended on what others had said before.
+RECYCLE_AUDIO_SECONDS = 600
 
 #: Vosk recognizer states, as far as reuse needs to know them.
 _FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "finalized"
@@ -211,7 +216,7 @@ class Recognition:
                 self._last_partial = ""
                 if phrase is not None:
                     events.append(phrase)
-                if self._base_samples + self._fed >= RECYCLE_CLOCK_SECONDS * self.rate:
+                if self._fed >= RECYCLE_AUDIO_SECONDS * self.rate:
                     self._recycle()
             elif self.partials:
                 partial = self._partial()

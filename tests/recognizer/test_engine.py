@@ -324,7 +324,7 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
     from speech_recognizer import heap
 
     pcm, rate, _ = read_wav(utterances_wav)
-    monkeypatch.setattr(recognition, "RECYCLE_CLOCK_SECONDS", 0.5)
+    monkeypatch.setattr(recognition, "RECYCLE_AUDIO_SECONDS", 0.5)
     trims: list[int] = []
     monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: bool(trims.append(1)) or True))
 
@@ -357,6 +357,33 @@ def test_long_stream_moves_to_another_recognizer_at_utterance_ends(model, uttera
     assert trims, "dropping a grown recognizer asks for its memory to be given back"
 
 
+def test_a_stream_moves_after_its_own_audio_whatever_its_pooled_recognizer_decoded_before(model, speech_wav: Path,
+                                                                                         utterances_wav: Path, monkeypatch) -> None:
+    """A stream moves to another recognizer after the limit of ITS OWN audio, whatever clock a recognizer from the pool
+    brought from earlier sessions (other clients' audio), and decodes as it would on a new one. The limit counted the
+    recognizer's whole clock: a stream that got one near it moved at its first utterance end, and a move is not seamless
+    (the next recognizer starts a new feature pipeline). Measured in-process, 2 other streams decoding beside: a stream
+    whose pooled recognizer had 599.8 s of clock gave the recording's low-confidence last phrase '바위 가 즉 이다'
+    against '바위 가 굿 이다' (59 streams on recognizers further from the limit gave the latter), as two fresh-clone
+    trials had failed on the session's server ('더 이고 집 이다' for the same phrase)."""
+    import speech_recognizer.recognition as recognition
+
+    earlier, rate, _ = read_wav(speech_wav)
+    pcm, _, _ = read_wav(utterances_wav)
+    # the limit: more than this stream's audio, less than it and the earlier session's together
+    limit = len(pcm) / 2 / rate + 0.5
+    assert len(earlier) / 2 / rate > 1.0
+    monkeypatch.setattr(recognition, "RECYCLE_AUDIO_SECONDS", limit)
+    pool = WarmPool(1)
+    before = Recognition(model, rate, pool=pool)
+    run(before, earlier)
+    assert before.release() is Release.KEPT
+    stream = Recognition(model, rate, pool=pool)
+    assert stream.warm, "the stream took the recognizer that decoded the earlier session"
+    assert run(stream, pcm) == fresh(model, pcm, rate)
+    assert stream.recycled == 0, "the stream moved to another recognizer before the limit of its own audio"
+
+
 def test_a_recognizer_handed_over_is_freed_while_the_session_that_pooled_it_lives(model, utterances_wav: Path,
                                                                                    monkeypatch) -> None:
     """The recognizer a stream drops at a handover is freed at once, though the finished session that gave it
@@ -368,7 +395,7 @@ def test_a_recognizer_handed_over_is_freed_while_the_session_that_pooled_it_live
     from speech_recognizer import heap
 
     pcm, rate, _ = read_wav(utterances_wav)
-    monkeypatch.setattr(recognition, "RECYCLE_CLOCK_SECONDS", 0.5)
+    monkeypatch.setattr(recognition, "RECYCLE_AUDIO_SECONDS", 0.5)
     monkeypatch.setattr(heap, "TRIMMER", heap.HeapTrimmer(0.0, trim=lambda: True))
     pool = WarmPool(2)
     finished = Recognition(model, rate, pool=pool)  # a finished session, still referenced

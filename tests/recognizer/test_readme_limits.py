@@ -33,7 +33,7 @@ FACTS = {
     r"\| `GET /pre-stop` \| answers after (\d+) s": contract.PRE_STOP_SECONDS,
     r"\(`GET /pre-stop`\) holds it (\d+) s": contract.PRE_STOP_SECONDS,
     r"and one (\d+) MiB block": audio._BLOCK_BYTES / (1 << 20),
-    r"moves to another recognizer at the first utterance end after (\d+) minutes": recognition.RECYCLE_CLOCK_SECONDS / 60,
+    r"moves to another recognizer at the first utterance end after (\d+) minutes": recognition.RECYCLE_AUDIO_SECONDS / 60,
     r"retires from the pool after (\d+) minutes of clock": recognition.MAX_WARM_CLOCK_SECONDS / 60,
     r"the WebSocket routes read up to (\d+) chunks ahead": session.READ_AHEAD,
     r"A client that reads no replies is held back after (\d+) chunks": session.READ_AHEAD,
