@@ -78,7 +78,7 @@ from speech_operator.gateway_relay import (
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, demo, errors, logs
-from speech_recognizer.addresses import unmapped
+from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
 from speech_recognizer.settings import declared
@@ -144,8 +144,15 @@ class GatewayConfig:
                                       MIN_BUFFER_BYTES)
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
+    trusted_proxies: str = _setting("", "comma-separated addresses and CIDRs of proxies whose X-Forwarded-For names the client in "
+                                    "the access log (the ingress controller's pods); empty: none, the log names the peer; a "
+                                    "client of any other address cannot name itself")
 
     def __post_init__(self) -> None:
+        try:
+            proxies(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}TRUSTED_PROXIES={self.trusted_proxies!r}: {exc}") from None
         if not self.form_limits.buffer_fits_the_budget():
             uncounted = gateway_openai.UNCOUNTED_BYTES
             raise ValueError(
@@ -156,6 +163,11 @@ class GatewayConfig:
     @property
     def head_limits(self) -> HeadLimits:
         return HeadLimits(max_header_bytes=self.max_header_bytes, header_seconds=self.header_seconds)
+
+    @property
+    def trusted(self) -> tuple[Network, ...]:
+        """:attr:`trusted_proxies` read (:func:`~speech_recognizer.addresses.proxies`)."""
+        return proxies(self.trusted_proxies)
 
     @property
     def form_limits(self) -> FormLimits:
@@ -275,6 +287,8 @@ class Gateway:
                  api_client: k8s.ApiClient | None = None) -> None:
         self.directory = directory
         self.config = config
+        #: The proxies whose ``X-Forwarded-For`` the access log takes (:class:`AccessLog`), read once.
+        self.trusted = config.trusted
         self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
         #: Client connections open, against ``max_connections`` (counted by the listening site's guards).
         self.connections = ConnectionCap(config.max_connections)
@@ -656,12 +670,16 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
 
 
 class AccessLog(AbstractAccessLogger):
-    """One line per request, as the recognizer logs them: probes and scrapes at DEBUG."""
+    """One line per request, as the recognizer logs them: probes and scrapes at DEBUG. The client is the one a trusted
+    proxy's ``X-Forwarded-For`` names (``SPEECH_GATEWAY_TRUSTED_PROXIES``: :func:`~speech_recognizer.addresses.client`),
+    else the peer."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         level = logging.DEBUG if request.path in PROBE_ROUTES else logging.INFO
-        self.logger.log(level, '%s "%s %s" %s %.3fs', unmapped(request.remote or ""), request.method, request.path_qs,
-                        response.status, time)
+        gateway = request.app.get(GATEWAY) if isinstance(request, web.Request) else None
+        trusted = gateway.trusted if gateway else ()
+        who = client(request.remote or "", request.headers.getall("X-Forwarded-For", ()), trusted)
+        self.logger.log(level, '%s "%s %s" %s %.3fs', who, request.method, request.path_qs, response.status, time)
 
 
 @contextlib.asynccontextmanager

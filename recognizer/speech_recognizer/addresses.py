@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def unmapped(host: str) -> str:
@@ -33,3 +36,68 @@ def peer(address: tuple[str, int] | None) -> str:
     if not address:
         return "a client"
     return host_port(unmapped(str(address[0])), address[1])
+
+
+def proxies(text: str) -> tuple[Network, ...]:
+    """The proxies trusted to say who their client was (``Http:TrustedProxies``, ``SPEECH_GATEWAY_TRUSTED_PROXIES``):
+    comma-separated addresses and CIDRs (``10.244.0.0/16, fd00::/8, 127.0.0.1``); empty trusts none. An IPv4-mapped
+    address is its IPv4 one. Raises :class:`ValueError` naming an item that is neither (uvicorn would take it as a
+    name that no peer ever matches, and trust nothing, silently)."""
+    out: list[Network] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(unmapped(item)))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an address or a CIDR ({exc})") from None
+    return tuple(out)
+
+
+def uvicorn_trust(networks: Iterable[Network]) -> list[str]:
+    """``networks`` as uvicorn's ``forwarded_allow_ips``, each IPv4 one also as its IPv4-mapped IPv6 range: a proxy that
+    listens on both families writes its IPv4 peers so in ``X-Forwarded-For`` (``::ffff:10.1.2.3``)."""
+    out: list[str] = []
+    for net in networks:
+        out.append(str(net))
+        if net.version == 4:
+            out.append(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
+    return out
+
+
+def _address(entry: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """One ``X-Forwarded-For`` entry's address (``10.0.0.1``, ``10.0.0.1:443``, ``[fd00::1]:443``, ``fd00::1``;
+    IPv4-mapped as IPv4), or None when it is none (``unknown``, an obfuscated name)."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        entry = entry[1:].partition("]")[0]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    try:
+        return ipaddress.ip_address(unmapped(entry))
+    except ValueError:
+        return None
+
+
+def client(peer_host: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
+    """Who a request came from: ``peer_host`` (the connection's other end) unless it is a ``trusted`` proxy; then the
+    right-most address of ``X-Forwarded-For`` (its lines, in order) that is not a trusted proxy (each proxy appends
+    its own peer, so what is right of that address was written by trusted ones; what is left of it, anyone may have
+    written). Every address trusted: the left-most. An entry that is no address stops the walk at the address right
+    of it: what a log names is always an address some trusted proxy saw."""
+    host = unmapped(peer_host)
+    seen = _address(host)
+    if seen is None or not _within(seen, trusted):
+        return host
+    for entry in reversed([e for line in forwarded_for for e in line.split(",") if e.strip()]):
+        address = _address(entry)
+        if address is None:
+            break
+        host = str(address)
+        if not _within(address, trusted):
+            break
+    return host
+
+
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: tuple[Network, ...]) -> bool:
+    return any(address in net for net in trusted)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract as c
+from .addresses import Network, proxies
 from .errors import BadValue
 
 
@@ -297,6 +298,16 @@ class Settings:
         help="plain HTTP connections open at once (a WebSocket leaves them at its upgrade, for `MaxConnections`); past it a "
         "new one closes the one waiting longest for a request, or if none waits, its request gets 503 with the reason "
         "(a probe or scrape is answered); see [Limits](#limits)",
+    )
+    http_trusted_proxies: tuple[Network, ...] = setting(
+        c.HTTP_TRUSTED_PROXIES,
+        proxies("127.0.0.1,::1"),
+        shown="127.0.0.1,::1",
+        parse=proxies,
+        aliases=("FORWARDED_ALLOW_IPS",),
+        help="comma-separated addresses and CIDRs of proxies whose `X-Forwarded-For` names the client (in the access log and "
+        "to the app): the gateway's and the ingress controller's pods; anyone else's header is ignored, so that a client "
+        "cannot name itself; see [Behind an Ingress](#behind-an-ingress)",
     )
     drain_seconds: float = setting(
         c.DRAIN_SECONDS,

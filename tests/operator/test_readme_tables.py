@@ -150,7 +150,14 @@ def test_readme_gateway_variables_are_its_settings() -> None:
     unknown = set(re.findall(r"`(SPEECH_GATEWAY_\w+)`", text)) - set(variables)
     assert not unknown, f"README names gateway variables the gateway does not read: {sorted(unknown)}"
     said = re.findall(r"`(SPEECH_GATEWAY_\w+)` \((\d+)(?: (KiB|MiB))?([,;][^)]*)?\)", text)
-    assert set(sets) <= {name for name, *_ in said}, f"README gives no default of {sorted(set(sets) - {n for n, *_ in said})}"
+    # a list's default, none: `SPEECH_GATEWAY_X` (empty, ...; chart `gateway.y`)
+    empty = re.findall(r"`(SPEECH_GATEWAY_\w+)` \(empty([,;][^)]*)?\)", text)
+    given = {name for name, *_ in said} | {name for name, _ in empty}
+    assert set(sets) <= given, f"README gives no default of {sorted(set(sets) - given)}"
+    for name, rest in empty:
+        assert variables[name].default == "", f"README says {name} is empty by default; the gateway's default is {variables[name].default!r}"
+        for value in (c for c in code_spans(rest) if c.startswith("gateway.")):
+            assert sets.get(name) == value and lookup(value) == "", (name, value, sets.get(name), lookup(value))
     for name, number, unit, rest in said:
         default = variables[name].default
         assert int(number) * UNITS[unit] == default, f"README says {name} ({number} {unit}), the gateway's default is {default}"

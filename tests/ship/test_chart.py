@@ -477,6 +477,17 @@ def gateway_pod(docs: list[dict]) -> dict:
     return one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]
 
 
+def test_gateway_trusted_proxies_pass_through(helm: Path) -> None:
+    """``gateway.trustedProxies`` (empty by default: the gateway trusts none) becomes SPEECH_GATEWAY_TRUSTED_PROXIES
+    as given, commas and all, and the gateway reads it."""
+    from speech_operator.gateway import GatewayConfig
+    docs = helm_template(helm, "--set", r"gateway.trustedProxies=10.244.0.0/16\,fd00:10:244::/56")
+    (container,) = one(gateway_docs(docs), "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SPEECH_GATEWAY_TRUSTED_PROXIES"] == "10.244.0.0/16,fd00:10:244::/56", env
+    assert [str(n) for n in GatewayConfig.from_env(env).trusted] == ["10.244.0.0/16", "fd00:10:244::/56"]
+
+
 def test_gateway_default_render(helm: Path) -> None:
     """Its own Deployment, Service and ServiceAccount; pods the operator's selector does not select."""
     docs = helm_template(helm)
@@ -498,7 +509,8 @@ def test_gateway_default_render(helm: Path) -> None:
         "SPEECH_GATEWAY_MAX_HEADER_BYTES": "16384", "SPEECH_GATEWAY_HEADER_SECONDS": "10",
         "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "16777216", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "67108864",
         "SPEECH_GATEWAY_FORM_READ_SECONDS": "60", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "10",
-        "SPEECH_GATEWAY_MAX_CONNECTIONS": "200", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "16384", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "65536"}
+        "SPEECH_GATEWAY_MAX_CONNECTIONS": "200", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "16384", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "65536",
+        "SPEECH_GATEWAY_TRUSTED_PROXIES": ""}
     from speech_operator.gateway import GatewayConfig
     config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
     assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
