@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from harness.usp import client_audio_frame
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.recognition import Recognition
 from speech_recognizer.transcript import Event
 
@@ -33,14 +33,16 @@ POISON = b"\x7f\x7f\x80\x80" * 800
 
 
 @contextmanager
-def decoder_fails(*, logged: bool = True) -> Iterator[None]:
-    """``Recognition.accept`` raises on :data:`POISON` while this lasts. ``logged=False``: the failure's log line goes
+def decoder_fails(*, logged: bool = True, after: float = 0.0) -> Iterator[None]:
+    """``Recognition.accept`` raises on :data:`POISON` while this lasts (``after`` seconds into its decoding: a decoder
+    slower than the event loop, which meanwhile reads on). ``logged=False``: the failure's log line goes
     nowhere, since pytest's log capture keeps every record till the test ends, and an INTERNAL one's traceback holds the
     frames the failure went through, with the session (which test_no_cycles wants freed)."""
     accept = Recognition.accept
 
     def failing(self: Recognition, pcm: bytes) -> list[Event]:
         if pcm == POISON:
+            time.sleep(after)
             raise RuntimeError("the decoder failed (injected)")
         return accept(self, pcm)
 
@@ -90,3 +92,30 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_before_a_decoder_failu
     assert code == 1011 and "internal error (RuntimeError)" in reason, (code, reason)
     assert_held_phrase_first(messages, long_pauses_ref, ["Error"])
     assert messages[-1].path == "turn.end"
+
+
+def test_a_decoder_failing_while_a_protocol_error_is_answered_is_counted_and_logged_too(server: ServerThread) -> None:
+    """A Speech SDK turn's decoder fails on audio received just before a frame that breaks the protocol. The protocol
+    error is answered (close 1002, the turn's results of the audio before it first); the decoder's failure, met while
+    the turn's results were being settled for that answer, is a fault of the server's all the same: counted and logged
+    once with its traceback. It was dropped silently (the connection was already closing)."""
+    route = "usp/conversation"
+    before = (refused(server.http, route, "protocol_error"), refused(server.http, route, "internal"))
+    request_id = "0123456789abcdef0123456789abcdef"
+    source = {"type": "Stream", "samplerate": "16000", "bitspersample": "16", "channelcount": "1"}
+    with decoder_fails(after=0.5), Records() as records, connect(server.ws + CONVERSATION) as ws:
+        ws.send(client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}}))
+        ws.send(client_text_frame("speech.context", request_id, {"phraseDetection": {"language": "ko-KR"}}))
+        ws.send(client_audio_frame(request_id, bytes(3200)))
+        ws.send(client_audio_frame(request_id, POISON))
+        ws.send("X-RequestId:r1\r\n\r\n{}")  # no Path: a protocol error, read while the decoder works on POISON
+        _, code, reason = until_close(ws)
+        assert code == 1002, (code, reason)
+        deadline = time.monotonic() + 10  # counted once the turn's results were settled
+        while refused(server.http, route, "internal") == before[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = (refused(server.http, route, "protocol_error"), refused(server.http, route, "internal"))
+        assert after == (before[0] + 1, before[1] + 1), (before, after)
+        logged = [r for r in records.records if r.name == "speech_recognizer.failures" and "internal" in r.getMessage()]
+        assert len(logged) == 1 and logged[0].exc_info is not None, [r.getMessage() for r in logged]
+        assert "the decoder failed (injected)" in str(logged[0].exc_info[1])

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, IDLE, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
+from ..errors import CLIENT_GONE, IDLE, INTERNAL, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
 from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -485,8 +485,12 @@ class Connection:
 
     async def fail(self, failure: Failure) -> None:
         """Count and log ``failure`` (its tracebacks then dropped: :func:`~..errors.settle`), end the open turn with its
-        status, and close the connection with its code (once)."""
+        status, and close the connection with its code (once). A fault of the server's met once the connection is being
+        closed for another failure (a decoder failing on audio received before a protocol error) is still counted and
+        logged, with its traceback: nothing more is told the client."""
         if self._closed:
+            if failure.kind is INTERNAL:
+                settle(failure, self.route, self.metrics)
             return
         self._closed = True
         settle(failure, self.route, self.metrics)
