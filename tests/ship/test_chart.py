@@ -582,7 +582,7 @@ def test_gateway_values(helm: Path) -> None:
                    "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "8388608", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "134217728",
                    "SPEECH_GATEWAY_FORM_READ_SECONDS": "30", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "5",
                    "SPEECH_GATEWAY_MAX_CONNECTIONS": "400", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "32768",
-                   "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "131072"}
+                   "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "131072", "SPEECH_GATEWAY_TRUSTED_PROXIES": "10.244.0.0/16,fd00:10:244::/56"}
     from speech_operator.gateway import GatewayConfig
     from speech_operator.gateway_openai import FormLimits
     from speech_recognizer.settings import declared
