@@ -144,6 +144,79 @@ def test_harness_imports_neither_tests_nor_bench() -> None:
     assert offenders(ROOT / "harness", "harness", {"tests", "bench"}) == {}
 
 
+def module_imports(folders: tuple[Path, ...]) -> dict[str, set[str]]:
+    """module -> the modules of ``folders``' packages it imports (``speech_recognizer.serving``), imports inside
+    functions too: an import deferred into a function still makes the two modules depend on each other."""
+    modules = {".".join(path.relative_to(folder.parent).with_suffix("").parts).removesuffix(".__init__"): path
+               for folder in folders for path in sorted(folder.rglob("*.py"))}
+    found: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                source = ".".join(part for part in (base, node.module or "") if part)
+                targets |= {f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names}
+        found[name] = (targets & modules.keys()) - {name}
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The groups of modules that import one another round a circle (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_production_modules_import_one_another_one_way() -> None:
+    """No two modules depend on each other, not even through an import deferred into a function (it hides a
+    circle from Python, not from a reader): a shared fact lives below both (``contract``, for the recognizer's and
+    the gateway's)."""
+    assert import_cycles(module_imports(PRODUCTION)) == []
+
+
+def test_the_cycle_check_sees_deferred_and_relative_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import LIMIT\n")
+    (pkg / "b.py").write_text("LIMIT = 1\n\ndef f():\n    from .sub import c\n")
+    (pkg / "sub" / "c.py").write_text("from ..a import x\nimport pkg.d\n")
+    (pkg / "d.py").write_text("from pkg import sub\n")
+    graph = module_imports((pkg,))
+    assert graph["pkg.b"] == {"pkg.sub.c"} and graph["pkg.sub.c"] == {"pkg.a", "pkg.d"} and graph["pkg.d"] == {"pkg.sub"}
+    assert import_cycles(graph) == [{"pkg.a", "pkg.b", "pkg.sub.c"}]
+
+
 def test_the_check_sees_imports(tmp_path: Path) -> None:
     """The checker itself: absolute, dotted, relative and function-level imports are all seen."""
     pkg = tmp_path / "pkg"

@@ -88,6 +88,7 @@ from aiohttp.web_protocol import RequestHandler
 from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.addresses import peer
 from speech_recognizer.connection_cap import reset_on_close, unread_bytes
+from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import (
     CLIENT_GONE,
     HEADER_TOO_LARGE,
@@ -98,7 +99,6 @@ from speech_recognizer.errors import (
     http_response_bytes,
     malformed_reason,
 )
-from speech_recognizer.serving import MAX_HEADERS
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -123,7 +123,7 @@ class HeadLimits:
     linger_seconds: float = 2.0
     #: That lingering ends once the client has sent nothing for this long.
     linger_pause_seconds: float = 1.0
-    #: Most headers in one request head: a recognizer's bound (:data:`~speech_recognizer.serving.MAX_HEADERS`, aiohttp's
+    #: Most headers in one request head: a recognizer's bound (:data:`~speech_recognizer.contract.MAX_HEADERS`, aiohttp's
     #: default): each costs memory for as long as its request or stream lasts (a head of 16 KiB holds 2400 headers, 670
     #: KiB parsed; one of 128 22 KiB). More gets 431 saying so (aiohttp said 400 "not a valid HTTP/1.1 request: Too many
     #: headers received"); so does a head within it that would be over it with the gateway's own headers

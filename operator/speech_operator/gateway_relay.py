@@ -42,8 +42,9 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.addresses import unmapped
+from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason
-from speech_recognizer.serving import MAX_HEADERS, SERVER_OPTIONS
+from speech_recognizer.serving import SERVER_OPTIONS
 from speech_recognizer.usp.frames import begins_request
 
 log = logging.getLogger("speech_operator.gateway")
@@ -85,7 +86,7 @@ def upstream_request(request: web.Request, backend: Backend, websocket: bool = F
 def head_over(request: web.Request, backend: Backend, max_bytes: int, protocols: tuple[str, ...] | None = None) -> Failure | None:
     """Why the head the relay would send ``backend`` for ``request`` is over a recognizer's bounds, if it is: over
     ``max_bytes`` (SPEECH_GATEWAY_MAX_HEADER_BYTES, a recognizer's Http:MaxHeaderBytes by default), or over
-    :data:`~speech_recognizer.serving.MAX_HEADERS` headers, once the gateway's own are in (``Host``, ``X-Forwarded-*``,
+    :data:`~speech_recognizer.contract.MAX_HEADERS` headers, once the gateway's own are in (``Host``, ``X-Forwarded-*``,
     the framing or, ``protocols`` given, a WebSocket's handshake offering them). A head the gateway took within both may
     grow past them so (``X-Forwarded-Host`` repeats the client's ``Host``, ``X-Forwarded-For`` adds its address): the
     recognizer's 431 would name its setting for a head the gateway had taken. Measured as the guard measures the

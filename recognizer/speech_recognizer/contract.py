@@ -39,6 +39,11 @@ ROUTE_PRE_STOP: Final = "/pre-stop"
 #: How long the preStop hook holds the pod's termination, in seconds: time for the Service's
 #: endpoints to drop the pod, while it still serves new work, before SIGTERM starts the drain.
 PRE_STOP_SECONDS: Final = 5
+#: Most headers in one request head, on the recognizer and at the gateway (aiohttp's and websockets' default bound, which
+#: the recognizer's WebSocket upgrades met already): each costs memory for as long as its request lasts, where
+#: ``Http:MaxHeaderBytes`` bounds only their bytes. A head of 16 KiB holds 2000 tiny ones, 230 KiB more parsed than a
+#: connection's usual 20 KiB (bench/notes.md, "Headers in a head"). More gets 431 saying so.
+MAX_HEADERS: Final = 128
 #: The three Speech service modes; each is served over REST (POST) and USP WebSocket.
 RECOGNITION_MODES: Final = ("interactive", "conversation", "dictation")
 RECOGNITION_PATH_TEMPLATE: Final = "/speech/recognition/{mode}/cognitiveservices/v1"

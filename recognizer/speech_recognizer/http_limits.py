@@ -8,7 +8,7 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
 
 - a cap on the head (request line and headers): 431 as soon as it is passed,
   before the rest is read or parsed;
-- a cap on the number of its headers (:data:`~speech_recognizer.serving.MAX_HEADERS`, the gateway's too): 431 at
+- a cap on the number of its headers (:data:`~speech_recognizer.contract.MAX_HEADERS`, the gateway's too): 431 at
   the first one past it, before the rest is parsed (httptools, like uvicorn, keeps every header of a head: 2000
   tiny ones within 16 KiB were 230 KiB of Python objects, held while the request lasted);
 - a deadline for the head, from its first byte (from the connection's opening,
@@ -81,7 +81,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from .addresses import peer, unmapped
 from .connection_cap import ConnectionCap, reset_on_close, unread_bytes
-from .contract import ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
+from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
     INTERNAL,
@@ -96,7 +96,6 @@ from .errors import (
     one_line,
 )
 from .logs import PROBE_ROUTES
-from .serving import MAX_HEADERS
 from .settings import declared
 
 log = logging.getLogger(__name__)
@@ -735,7 +734,7 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
 
 def websocket_head_bounds(max_header_bytes: int) -> None:
     """websockets' bounds on the upgrade's head it parses again, raised to the head's (``Http:MaxHeaderBytes``,
-    :data:`~speech_recognizer.serving.MAX_HEADERS`), which :class:`LimitedHttpTools` has applied already: its own, 8192
+    :data:`~speech_recognizer.contract.MAX_HEADERS`), which :class:`LimitedHttpTools` has applied already: its own, 8192
     bytes a line, refused a header line over 8 KiB (a long ``Authorization`` token, a proxy's header; a query string)
     that the head's bound takes on every other request, with a 431 that uvicorn never wrote (the client waited for ever).
     websockets reads them from its module when it parses (``websockets.http11``); they are only raised, never lowered

@@ -51,12 +51,6 @@ SEND_BUFFER_BYTES = 64 << 10
 #: while the client sends its next request on one (that request would fail: 502 at a proxy).
 KEEPALIVE_SECONDS = 75.0
 
-#: Most headers in one request head, on the recognizer and at the gateway (aiohttp's and websockets' default bound, which
-#: the recognizer's WebSocket upgrades met already): each costs memory for as long as its request lasts, where
-#: ``Http:MaxHeaderBytes`` bounds only their bytes. A head of 16 KiB holds 2000 tiny ones, 230 KiB more parsed than a
-#: connection's usual 20 KiB (bench/notes.md, "Headers in a head"). More gets 431 saying so.
-MAX_HEADERS = 128
-
 #: How uvicorn serves the app. Audio does not compress: per-message deflate would spend
 #: CPU on every chunk for nothing, so it is not offered.
 SERVER_OPTIONS: dict[str, Any] = {

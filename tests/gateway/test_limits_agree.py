@@ -26,8 +26,9 @@ from speech_operator.gateway_openai import UNCOUNTED_BYTES
 from speech_operator.gateway_relay import MAX_MESSAGE_BYTES
 from speech_recognizer import contract
 from speech_recognizer.audio import MAX_BYTES_PER_SECOND
+from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.http_limits import HttpLimits
-from speech_recognizer.serving import KEEPALIVE_SECONDS, MAX_HEADERS, PING_INTERVAL_SECONDS
+from speech_recognizer.serving import KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
 from speech_recognizer.settings import declared
 from tests.doc_tables import README, assert_generated
 
@@ -115,7 +116,7 @@ def test_a_head_over_the_limit_gets_431_from_both_each_naming_its_setting(locale
 
 
 def test_more_headers_than_max_headers_get_the_same_431_from_both(locales: Locales) -> None:
-    """One bound on both sides (speech_recognizer.serving.MAX_HEADERS): 431 with the count. Before, a recognizer counted
+    """One bound on both sides (speech_recognizer.contract.MAX_HEADERS): 431 with the count. Before, a recognizer counted
     only the head's bytes and took the head; aiohttp's parser at the gateway said 400 "not a valid HTTP/1.1 request: Too
     many headers received" of a valid request."""
     assert HeadLimits.max_headers == MAX_HEADERS

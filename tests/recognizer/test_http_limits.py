@@ -28,9 +28,10 @@ from harness.hostile_inputs import big_header_head, post_head, raw_request, resp
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
 from speech_recognizer.app import create_app
+from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.http_limits import HttpLimits, LimitedHttpTools, protocol
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.serving import MAX_HEADERS, server_options
+from speech_recognizer.serving import server_options
 from speech_recognizer.settings import SettingsError, parse
 
 from ..conftest import make_settings
