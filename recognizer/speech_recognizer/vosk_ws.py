@@ -213,6 +213,8 @@ class Conversation:
             parsed = json.loads(text)
         except ValueError:
             raise BadValue("text messages must be JSON: a config, {\"reset\" : 1} or {\"eof\" : 1}") from None
+        except RecursionError:  # the parser's depth is the interpreter's: "[" * 100000 fits in a message
+            raise BadValue("a text message is nested too deeply; send a config, {\"reset\" : 1} or {\"eof\" : 1}") from None
         if not isinstance(parsed, dict):
             raise BadValue("unknown text message; send a config, audio, {\"reset\" : 1} or {\"eof\" : 1}")
         if "config" in parsed:

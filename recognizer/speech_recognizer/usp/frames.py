@@ -60,6 +60,8 @@ class Message:
             data = json.loads(text)
         except ValueError as exc:
             raise FrameError(f"{self.path} body is not JSON: {exc}") from exc
+        except RecursionError:  # the parser's depth is the interpreter's: "[" * 100000 fits in a message
+            raise FrameError(f"{self.path} body is nested too deeply") from None
         if not isinstance(data, dict):
             raise FrameError(f"{self.path} body is not a JSON object")
         return data
