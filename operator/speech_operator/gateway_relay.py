@@ -118,11 +118,15 @@ def forwarded_headers(request: web.Request, host: str) -> CIMultiDict[str]:
     Each line the client sent goes on as it came, in order: a header sent more than once (two ``Cookie`` lines, a
     repeated ``Accept-Language``, a doubled key header) is a list whose order counts (RFC 9110 5.3), and the recognizer
     judges it as it would directly. ``X-Forwarded-For`` is one line: every address of the client's lines, then the
-    client's own; ``X-Forwarded-Proto`` and ``-Host`` are the client's lines when it sent them, else the gateway's."""
+    client's own; ``X-Forwarded-Proto`` and ``-Host`` are the client's lines when it sent them, else the gateway's.
+    A name is spelled as its first line spelled it: aiohttp's client session keeps the lines of a name only when they
+    are spelled alike (it compares names case-sensitively), and a later line spelled otherwise
+    (``ocp-apim-subscription-key`` after ``Ocp-Apim-Subscription-Key``) replaced the ones before it."""
     out: CIMultiDict[str] = CIMultiDict(Host=host)
+    spelled: dict[str, str] = {}
     for name, value in request.headers.items():
         if name.lower() not in HOP_HEADERS and name.lower() not in ("content-length", "x-forwarded-for"):
-            out.add(name, value)
+            out.add(spelled.setdefault(name.lower(), name), value)
     peer = unmapped(request.remote or "")  # an IPv4 client of the gateway's socket on both families: ::ffff:10.0.0.1
     out["X-Forwarded-For"] = ", ".join([*(v for v in request.headers.getall("X-Forwarded-For", ()) if v.strip()), peer])
     for name, own in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-Host", request.host)):

