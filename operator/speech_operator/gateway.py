@@ -70,6 +70,7 @@ from speech_operator.gateway_relay import (
     accepting,
     head_over,
     offered_protocols,
+    read_refusals,
     refuse,
     relay_accepted,
     relay_http,
@@ -314,11 +315,12 @@ class Gateway:
         began (it left the Service's endpoints, and refuses new work once it drains) or that is closing it (a POST
         sent on it then fails: aiohttp retries none). A new connection goes through the Service to a ready pod; what it
         costs is in bench/notes.md. It keeps no cookies: a recognizer's ``Set-Cookie`` is for the client that got it,
-        and a client's ``Cookie`` lines go on as they came (:func:`~speech_operator.gateway_relay.forwarded_headers`)."""
+        and a client's ``Cookie`` lines go on as they came (:func:`~speech_operator.gateway_relay.forwarded_headers`).
+        A refused WebSocket upgrade's body is read for its client (:func:`~speech_operator.gateway_relay.read_refusals`)."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, resolver=self._resolver, force_close=True,
                                          socket_factory=self._upstream_socket)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=SKIPPED_AUTO_HEADERS,
+            connector=connector, auto_decompress=False, skip_auto_headers=SKIPPED_AUTO_HEADERS, middlewares=(read_refusals,),
             cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_seconds))
         try:
             yield

@@ -8,7 +8,9 @@
 - WebSocket (Speech SDK, vosk): the gateway connects to the recognizer first, with the client's
   path, query, subprotocols and headers (the key headers, ``X-ConnectionId``, ``User-Agent``…),
   and only then accepts the client with the subprotocol the recognizer chose. A recognizer that
-  refuses the upgrade (401 wrong key, 403 missing key) refuses the client with the same status.
+  refuses the upgrade (401 wrong key, 403 missing key) refuses the client with the same status, reason text (its
+  body, of which at most :data:`REFUSAL_MAX_BYTES` are read, within :data:`REFUSAL_READ_SECONDS`) and headers
+  (:func:`read_refusals`); a client held while its locale woke gets that text as the reason of its close.
   Then every frame is relayed as it comes, text, binary, ping and pong alike, in both
   directions. Backpressure holds end to end: a frame is read from one side only once the last
   one was handed to the other side's socket, so a slow reader slows its sender down (through
@@ -303,12 +305,61 @@ def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES) 
                        compress=False, decode_text=False)
 
 
+#: Bytes of a refused upgrade's body (the recognizer's reason) the gateway reads and passes on; the rest is dropped.
+REFUSAL_MAX_BYTES = 4096
+#: Seconds the gateway waits for a refused upgrade's body once its head has come (a recognizer sends both at once).
+REFUSAL_READ_SECONDS = 2.0
+
+
+class RefusedUpgrade(Exception):
+    """A recognizer answered a WebSocket upgrade with another status than 101: what the client gets in its place."""
+
+    def __init__(self, status: int, reason: str | None, headers: CIMultiDict[str], body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+
+    def response(self) -> web.Response:
+        """The refusal as the client gets it: the recognizer's status, body and headers (:func:`returned_headers`)."""
+        return web.Response(status=self.status, reason=self.reason, body=self.body, headers=self.headers)
+
+    def close_args(self, backend: Backend) -> tuple[int, bytes]:
+        """The close of a client accepted already (held while its locale woke): 1008 for a key (401, 403), else 1011,
+        the recognizer's text its reason (the gateway's words, naming the status, when it sent none)."""
+        text = self.body.decode(errors="replace").strip()
+        return (1008 if self.status in (401, 403) else 1011,
+                (text or f"the recognizer of {backend.locale} refused the connection: HTTP {self.status}").encode())
+
+
+async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    """The relay session's middleware: a WebSocket upgrade the recognizer answers with another status than 101 raises
+    :class:`RefusedUpgrade`, its body read first (at most :data:`REFUSAL_MAX_BYTES`, for at most
+    :data:`REFUSAL_READ_SECONDS`: a huge or endless body neither holds nor grows the gateway), and its connection
+    closed. ``ws_connect`` would raise :class:`aiohttp.WSServerHandshakeError`, the body unread and lost: aiohttp has no
+    other public way to it. Other requests pass untouched (a relayed REST request carries no ``Upgrade``)."""
+    response = await handler(request)
+    if response.status == 101 or request.headers.get("Upgrade", "").lower() != "websocket":
+        return response
+    body = b""
+    try:
+        async with asyncio.timeout(REFUSAL_READ_SECONDS):
+            while len(body) < REFUSAL_MAX_BYTES and (chunk := await response.content.read(REFUSAL_MAX_BYTES - len(body))):
+                body += chunk
+    except (TimeoutError, aiohttp.ClientError):
+        pass  # what came is the reason: a cut body, or none
+    finally:
+        response.close()
+    headers = returned_headers(response.headers)
+    headers.popall("Content-Length", None)  # the body passed on may be cut: the gateway frames it
+    raise RefusedUpgrade(response.status, response.reason, headers, body)
+
+
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                            protocols: tuple[str, ...]) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
     """The recognizer's side: the client's path, query and headers, offering ``protocols``.
 
-    Raises :class:`aiohttp.WSServerHandshakeError` when the recognizer refuses the upgrade, and
-    :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached.
+    Raises :class:`RefusedUpgrade` when the recognizer refuses the upgrade (``session`` reads refusals:
+    :func:`read_refusals`), and :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached or
+    answers 101 with a broken handshake.
     """
     url, headers = upstream_request(request, backend, websocket=True)
     try:
@@ -316,14 +367,11 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
             compress=0, max_msg_size=0, decode_text=False,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
-    except aiohttp.WSServerHandshakeError:
-        raise
+    except aiohttp.WSServerHandshakeError as exc:  # a 101 that is no WebSocket's (a refusal is RefusedUpgrade)
+        raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) answered the "
+                               f"upgrade with a broken handshake: {exc.message}", failures.UNAVAILABLE) from None
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
-
-
-def refused_upgrade(backend: Backend, exc: aiohttp.WSServerHandshakeError) -> str:
-    return f"the recognizer of {backend.locale} refused the connection: HTTP {exc.status}"
 
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
@@ -338,8 +386,8 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     """
     try:
         upstream = await connect_upstream(request, backend, session, offered_protocols(request))
-    except aiohttp.WSServerHandshakeError as exc:  # the recognizer refused the upgrade: the client is refused alike
-        return web.Response(status=exc.status, text=refused_upgrade(backend, exc), headers={"Content-Type": "text/plain"})
+    except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
+        return refused.response()
     client = accepting(upstream.protocol, max_message_bytes)
     try:
         await client.prepare(request)
@@ -354,12 +402,12 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage]) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
-    closes the client (1008 for a key, else 1011) with a reason naming the HTTP status."""
+    closes the client (1008 for a key, else 1011) with the recognizer's reason (:meth:`RefusedUpgrade.close_args`)."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols)
-    except aiohttp.WSServerHandshakeError as exc:
-        await _close(client, 1008 if exc.status in (401, 403) else 1011, refused_upgrade(backend, exc).encode())
+    except RefusedUpgrade as refused:
+        await _close(client, *refused.close_args(backend))
         return
     except failures.Failure as failure:
         failures.report(failure, "websocket", backend.locale)
