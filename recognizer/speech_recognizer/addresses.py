@@ -41,8 +41,8 @@ def peer(address: tuple[str, int] | None) -> str:
 def proxies(text: str) -> tuple[Network, ...]:
     """The proxies trusted to say who their client was (``Http:TrustedProxies``, ``SPEECH_GATEWAY_TRUSTED_PROXIES``):
     comma-separated addresses and CIDRs (``10.244.0.0/16, fd00::/8, 127.0.0.1``); empty trusts none. An IPv4-mapped
-    address is its IPv4 one. Raises :class:`ValueError` naming an item that is neither (uvicorn would take it as a
-    name that no peer ever matches, and trust nothing, silently)."""
+    address is its IPv4 one. Raises :class:`ValueError` naming an item that is neither (taken as a name, as uvicorn
+    took it, it would match no peer and trust nothing, silently)."""
     out: list[Network] = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -54,27 +54,18 @@ def proxies(text: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def uvicorn_trust(networks: Iterable[Network]) -> list[str]:
-    """``networks`` as uvicorn's ``forwarded_allow_ips``, each IPv4 one also as its IPv4-mapped IPv6 range: a proxy that
-    listens on both families writes its IPv4 peers so in ``X-Forwarded-For`` (``::ffff:10.1.2.3``)."""
-    out: list[str] = []
-    for net in networks:
-        out.append(str(net))
-        if net.version == 4:
-            out.append(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
-    return out
-
-
 def _address(entry: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """One ``X-Forwarded-For`` entry's address (``10.0.0.1``, ``10.0.0.1:443``, ``[fd00::1]:443``, ``fd00::1``;
-    IPv4-mapped as IPv4), or None when it is none (``unknown``, an obfuscated name)."""
+    IPv4-mapped as IPv4; an IPv6 zone, ``fe80::1%eth0``, dropped: it names an interface of the host that wrote it, and
+    is any text but ``%`` and ``/``, quotes and spaces too, which a log line would show as written), or None when it
+    is none (``unknown``, an obfuscated name)."""
     entry = entry.strip()
     if entry.startswith("["):
         entry = entry[1:].partition("]")[0]
     elif entry.count(":") == 1:
         entry = entry.partition(":")[0]
     try:
-        return ipaddress.ip_address(unmapped(entry))
+        return ipaddress.ip_address(unmapped(entry.partition("%")[0]))
     except ValueError:
         return None
 
@@ -86,8 +77,7 @@ def client(peer_host: str, forwarded_for: Iterable[str], trusted: tuple[Network,
     written). Every address trusted: the left-most. An entry that is no address stops the walk at the address right
     of it: what a log names is always an address some trusted proxy saw."""
     host = unmapped(peer_host)
-    seen = _address(host)
-    if seen is None or not _within(seen, trusted):
+    if not trusted_peer(host, trusted):
         return host
     for entry in reversed([e for line in forwarded_for for e in line.split(",") if e.strip()]):
         address = _address(entry)
@@ -97,6 +87,12 @@ def client(peer_host: str, forwarded_for: Iterable[str], trusted: tuple[Network,
         if not _within(address, trusted):
             break
     return host
+
+
+def trusted_peer(peer_host: str, trusted: tuple[Network, ...]) -> bool:
+    """Whether ``peer_host`` (the connection's other end; IPv4-mapped as IPv4) is a ``trusted`` proxy."""
+    seen = _address(peer_host)
+    return seen is not None and _within(seen, trusted)
 
 
 def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: tuple[Network, ...]) -> bool:

@@ -16,6 +16,7 @@ from . import cffi_types, demo, openai_compat, openapi, rest, service_routes, vo
 from .drain import Drain, DrainMiddleware
 from .engine import Engine, SessionRecord
 from .errors import classify, http_response, observe
+from .forwarded import ForwardedClient
 from .metrics import Metrics
 from .models import ModelRegistry
 from .serving import connection_cap
@@ -75,7 +76,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         routes=[*service_routes.routes(), *demo.routes(), *rest.routes(), *openai_compat.routes(), *usp_routes(), *vosk_ws.routes()],
         lifespan=lifespan,
         exception_handlers={500: server_error},
-        middleware=[Middleware(DrainMiddleware, drain=drain)],
+        middleware=[Middleware(ForwardedClient, trusted=settings.http_trusted_proxies), Middleware(DrainMiddleware, drain=drain)],
     )
     app.state.openapi = openapi.document(app.routes)  # raises for a route without its description
     app.state.settings = settings

@@ -697,8 +697,9 @@ class _AnswerClose:
 
 def _unmapped(address: tuple[str, _Port] | None) -> tuple[str, _Port] | None:
     """A connection's address as the app and the access log see it (``scope["client"]``, ``scope["server"]``): an IPv4
-    one as IPv4 on a socket listening on both families (:func:`~speech_recognizer.addresses.unmapped`). uvicorn's trust
-    of ``X-Forwarded-For`` (``forwarded_allow_ips``: 127.0.0.1 and ::1) compares it too: ``::ffff:127.0.0.1`` was not trusted."""
+    one as IPv4 on a socket listening on both families (:func:`~speech_recognizer.addresses.unmapped`). The trust of
+    ``X-Forwarded-For`` (:class:`~speech_recognizer.forwarded.ForwardedClient`) compares it too: uvicorn's did not
+    trust ``::ffff:127.0.0.1``."""
     return (unmapped(address[0]), address[1]) if address else address
 
 

@@ -25,7 +25,7 @@ import socket
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from .addresses import host_port, uvicorn_trust
+from .addresses import host_port
 from .contract import EVERY_ADDRESS
 from .settings import Settings
 
@@ -78,8 +78,8 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
     pick; a cap of its own if none is given), counting its refusals on ``counters``, and the WebSocket protocol that
     gives upgraded connections the same client address and answers what websockets refuses of their heads
     (:class:`~.http_limits.UnmappedWebSockets`, counting on ``counters`` too), whose bounds on a head are made the
-    head's (:func:`~.http_limits.websocket_head_bounds`), and the proxies whose ``X-Forwarded-For`` uvicorn takes
-    (``Http:TrustedProxies``: :func:`~.addresses.uvicorn_trust`)."""
+    head's (:func:`~.http_limits.websocket_head_bounds`). uvicorn's own reading of ``X-Forwarded-For`` is off: the app
+    reads it (``Http:TrustedProxies``: :class:`~.forwarded.ForwardedClient`)."""
     from .http_limits import HttpLimits, UnmappedWebSockets, protocol, websocket_head_bounds
 
     limits = HttpLimits(
@@ -91,7 +91,7 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
     websocket_head_bounds(limits.max_header_bytes)
     websockets = type("UnmappedWebSockets", (UnmappedWebSockets,), {"metrics": counters})
     return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": websockets,
-            "forwarded_allow_ips": uvicorn_trust(settings.http_trusted_proxies)}
+            "proxy_headers": False}
 
 
 #: What binding ``::`` fails with where the kernel has no IPv6: no such family (``ipv6.disable=1``), or no such

@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 
 from speech_recognizer import contract
 from speech_recognizer.addresses import host_port, peer, unmapped
+from speech_recognizer.forwarded import ForwardedClient
 from speech_recognizer.serving import listening_on, listening_socket, server_options
 from speech_recognizer.settings import Settings, parse
 
@@ -140,9 +141,10 @@ async def _whoami(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def test_the_app_and_the_access_log_see_ipv4_clients_as_ipv4(caplog: pytest.LogCaptureFixture) -> None:
     """On a socket of ``Host=*``, with the recognizer's uvicorn options (its HTTP and WebSocket protocols): a client
     over 127.0.0.1 is ``127.0.0.1`` to the app, over HTTP and once upgraded to a WebSocket, and in the access log;
-    uvicorn trusts its ``X-Forwarded-For`` (it trusts 127.0.0.1 and ::1 by default: ``::ffff:127.0.0.1`` it did not
-    trust, and a proxy beside the server lost its clients' addresses). A client over ::1 is ``::1``."""
-    server = ServerThread(_whoami, host=contract.EVERY_ADDRESS, **server_options(Settings()))
+    the app's reading of ``X-Forwarded-For`` trusts it (it trusts 127.0.0.1 and ::1 by default: ``::ffff:127.0.0.1``
+    uvicorn's did not trust, and a proxy beside the server lost its clients' addresses). A client over ::1 is ``::1``."""
+    app = ForwardedClient(_whoami, Settings().http_trusted_proxies)  # as the recognizer's app reads it
+    server = ServerThread(app, host=contract.EVERY_ADDRESS, **server_options(Settings()))
     access = logging.getLogger("uvicorn.access")  # uvicorn's own handler, not propagated: caplog's added
     caplog.set_level(logging.INFO, access.name)
     access.addHandler(caplog.handler)

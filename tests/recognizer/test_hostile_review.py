@@ -1,20 +1,27 @@
 """Hostile clients against what landed with multi-channel processing, repeated key headers and trusted proxies: each
-attack gets its clear answer (a close or a status with the reason, one log line, no traceback). A real recognizer on
-loopback (the session's, no key) and real WebSocket clients.
+attack gets its clear answer (a close or a status with the reason, one log line, no traceback), and the access log
+names an address. Real recognizers on loopback (the session's, no key; one trusting loopback proxies) and real
+WebSocket and HTTP clients.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from harness.usp import timestamp
+from speech_recognizer.addresses import client, proxies
+from speech_recognizer.models import ModelRegistry
 
+from ..conftest import make_settings
 from ..support import ServerThread
+from .test_client_address import AccessLog
 
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 #: JSON nested deeper than the interpreter's recursion limit (1000), well within a WebSocket message (1 MiB).
@@ -55,3 +62,45 @@ def test_json_nested_past_the_parsers_depth_is_a_bad_value(server: ServerThread,
     assert code == 1007 and "nested too deeply" in reason, (code, reason)
     lines = [r for r in caplog.records if r.name == "speech_recognizer.failures"]
     assert [(r.levelno, r.exc_info) for r in lines] == [(logging.INFO, None)], [r.getMessage() for r in lines]
+
+
+#: ``X-Forwarded-For`` lines a client behind a trusted proxy wrote (the proxy appends 127.0.0.2, its peer, trusted
+#: too), and the address each should be logged as: the right-most address no trusted proxy wrote, an entry that is
+#: no address stopping the walk at the address right of it, an IPv6 zone (any text but ``%`` and ``/``) dropped.
+SPOOFED = {
+    'x" 200 "GET /admin': "127.0.0.2",
+    "unknown": "127.0.0.2",
+    "for=192.0.2.60;proto=https": "127.0.0.2",
+    "_hidden, 127.0.0.9": "127.0.0.9",
+    "203.0.113.7,": "203.0.113.7",
+    "203.0.113.7, unknown": "127.0.0.2",
+    "[2001:db8::7]:443": "2001:db8::7",
+    'fe80::1%x" 200 "GET': "fe80::1",
+    "[fe80::1%eth0]:80": "fe80::1",
+}
+
+
+@pytest.mark.unit
+def test_what_a_trusted_chain_says_is_logged_as_an_address_or_not_at_all() -> None:
+    """The one algorithm of the gateway's and the recognizer's access logs (:func:`~speech_recognizer.addresses.client`)
+    on :data:`SPOOFED`. Before, an IPv6 zone came through as written: ``fe80::1%x" 200 "GET`` in the access line."""
+    trusted = proxies("127.0.0.0/8")
+    assert {line: client("127.0.0.1", [line, "127.0.0.2"], trusted) for line in SPOOFED} == SPOOFED
+
+
+def test_the_recognizer_names_the_client_as_the_gateway_does(tmp_path: Path, registry: ModelRegistry,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """``Http:TrustedProxies=127.0.0.0/8``; each request of :data:`SPOOFED` from 127.0.0.2 (a trusted proxy) with its
+    line and then the proxy's entry: the access log names the address :func:`~speech_recognizer.addresses.client`
+    names, and ``X-Forwarded-Proto`` from it is still the scheme the app sees (the service page's URLs). Before,
+    uvicorn's reading of the header named any text as the client (``x" 200 "GET /admin:0 - "GET / HTTP/1.1" 200``, a
+    forged access line; ``unknown``; ``for=192.0.2.60;proto=https``), and after an empty entry (``203.0.113.7,``) the
+    proxy's peer (127.0.0.1)."""
+    settings = make_settings(tmp_path, "Http:TrustedProxies=127.0.0.0/8")
+    with AccessLog(caplog, registry) as access_log, access_log.serving(settings) as srv, \
+            httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10) as http:
+        for line in SPOOFED:
+            http.get(f"{srv.http}/", headers=[("X-Forwarded-For", line), ("X-Forwarded-For", "127.0.0.2")]).raise_for_status()
+        page = http.get(f"{srv.http}/", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}).text
+    assert access_log.clients() == [*SPOOFED.values(), "203.0.113.7"]
+    assert f'base_url="https://127.0.0.1:{srv.port}/v1"' in page
