@@ -7,6 +7,8 @@ WebSocket and HTTP clients.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -15,11 +17,14 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.hostile_inputs import response_complete, responses
 from harness.usp import timestamp
 from speech_recognizer.addresses import client, proxies
+from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 
 from ..conftest import make_settings
+from ..gateway.test_connections import skmem
 from ..support import ServerThread
 from .test_client_address import AccessLog
 
@@ -104,3 +109,46 @@ def test_the_recognizer_names_the_client_as_the_gateway_does(tmp_path: Path, reg
         page = http.get(f"{srv.http}/", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}).text
     assert access_log.clients() == [*SPOOFED.values(), "203.0.113.7"]
     assert f'base_url="https://127.0.0.1:{srv.port}/v1"' in page
+
+
+def _idle_gauge(sock: socket.socket) -> float:
+    """``speech_http_idle_connections`` scraped on ``sock``, kept alive (busy while asked, idle after)."""
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while not response_complete(answer):
+        answer += sock.recv(65536)
+    (status, _, body), = responses(answer)
+    assert status == 200
+    return next(float(line.split()[1]) for line in body.decode().splitlines() if line.startswith("speech_http_idle_connections "))
+
+
+def test_an_idle_connection_whose_answers_are_still_on_their_way_gets_them_all_then_a_fin(
+        registry: ModelRegistry, tmp_path: Path) -> None:
+    """``Http:MaxConnections=2``; a client pipelines 28 ``GET /metrics`` (108 KB of answers: more than its kernel takes
+    in, less than the server's send buffer holds) and reads none (its receive buffer 4 KiB): the answers wait in the
+    server's send queue while its connection waits for the next head (idle), as a scraper's kept-alive connection
+    sees. A new connection: the cap closes the slow reader's, idle longest, and it still gets all 28 answers and then
+    a FIN, not a reset (``reset_on_close`` only when nothing is unsent: a reset would destroy them). That an idle
+    connection with nothing on its way is reset is test_http_connection_cap's; the gateway's twin of this is
+    tests/gateway/test_connections.py. Checked by making ``reset_on_close`` ignore what is unsent: the slow reader's
+    answers were cut by a reset."""
+    settings = make_settings(tmp_path, "Http:MaxConnections=2")
+    with ServerThread(create_app(settings, registry)) as srv, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as scraper, socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", srv.port))
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 28)
+        deadline = time.monotonic() + 10
+        # All 28 read (nothing in its receive queue), then idle (the gauge; the scraper's own is busy): all answered.
+        while (queue := skmem(f"sport = :{srv.port} and dport = :{slow.getsockname()[1]}")[0])["r"] or _idle_gauge(scraper) != 1:
+            assert time.monotonic() < deadline, "the slow reader's 28 answers were never all written"
+            time.sleep(0.02)
+        assert queue["w"] > 0, queue  # what the client's buffer has no room for waits in the server's send queue
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:  # the cap: the slow reader's closed
+            extra.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert extra.recv(65536).startswith(b"HTTP/1.1 200")
+            slow.settimeout(10)
+            answers = b""
+            while chunk := slow.recv(65536):  # every answer, then the FIN (a reset raises)
+                answers += chunk
+            assert [status for status, _, _ in responses(answers)] == [200] * 28
