@@ -19,8 +19,10 @@ from speech_operator import __version__, api
 
 NAME = f"{api.PLURAL}.{api.GROUP}"
 #: How to bring the installed CRD up to this operator's (the chart README, "CRDs: install and upgrade").
-FIX = ("apply the CRDs of this operator's version: kubectl apply --server-side -f crds/ (the crds/ folder of its chart; "
-       "chart README, CRDs: install and upgrade)")
+#: --force-conflicts: a CRD that Helm installed has its fields (``.spec.versions``) owned by the field manager "helm",
+#: and a server-side apply by another manager that changes them fails on that conflict without it.
+FIX = ("apply the CRDs of this operator's version: kubectl apply --server-side --force-conflicts -f crds/ (the crds/ "
+       "folder of its chart; chart README, CRDs: install and upgrade)")
 #: Schema keywords that say how the schema nests (compared by walking them) or only document it.
 _NOT_RULES = {"properties", "items", "additionalProperties", "description"}
 #: At most this many paths of one kind in a message; the rest are counted.

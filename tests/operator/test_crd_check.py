@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ def test_an_older_crd_lacks_the_paths_deleted_from_this_operators() -> None:
     message = crd_check.problem(found)
     assert message is not None and "is older than this operator (0.1.0)" in message
     assert "lacks spec.model.caBundle, status.autoscaling, subresource scale, which the API server drops" in message
-    assert "kubectl apply --server-side -f crds/" in message and "CRDs: install and upgrade" in message
+    assert "kubectl apply --server-side --force-conflicts -f crds/" in message and "CRDs: install and upgrade" in message
     warn, line = crd_check.report(found)
     assert warn and line.startswith(message) and "validates otherwise: SpeechToText (x-kubernetes-validations)" in line
 
@@ -59,7 +60,7 @@ def test_fields_under_a_node_that_keeps_unknown_fields_are_not_dropped() -> None
     assert found.missing == ()
     assert len(found.differs) == 1 and found.differs[0].startswith("spec.model (")
     warn, line = crd_check.report(found)
-    assert warn and "differs from this operator's" in line and "kubectl apply --server-side" in line
+    assert warn and "differs from this operator's" in line and "kubectl apply --server-side --force-conflicts -f crds/" in line
 
 
 def test_list_items_and_map_values_are_walked() -> None:
@@ -116,3 +117,11 @@ def test_an_outdated_crd_is_degraded_and_still_ready_and_needs_no_recheck() -> N
     invalid = by_type(conditions.invalid({"metadata": {"generation": 3}}, "spec.settings: bad", "t", problem))
     assert invalid["Degraded"].message == f"spec.settings: bad; also, {problem}" and invalid["Ready"].message == "spec.settings: bad"
     assert by_type(conditions.observe(STT, READY, [], "t"))["Degraded"].reason == "AsExpected"
+
+
+def test_the_chart_readme_quotes_the_warning_as_the_operator_writes_it() -> None:
+    """The chart README's sample WARNING ends with the fix the operator gives (before, it still said `kubectl apply
+    --server-side -f crds/` once the fix had changed)."""
+    readme = (Path(__file__).parents[2] / "charts/speech-operator/README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "[WARNING ]" in x and "CustomResourceDefinition" in x]
+    assert line.endswith("; " + crd_check.FIX)

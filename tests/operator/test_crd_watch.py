@@ -51,7 +51,7 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
     c = await cluster.eventually(outdated, PATIENCE)
     assert c["status"] == "True"
     assert "lacks spec.model.caBundle, status.autoscaling, subresource scale" in c["message"]
-    assert "kubectl apply --server-side -f crds/" in c["message"]
+    assert "kubectl apply --server-side --force-conflicts -f crds/" in c["message"]
     assert (await cluster.event("CRDOutdated"))["type"] == "Warning"
 
     # More reconciles (a spec change, the children's events) say it once: one line per CRD state.
@@ -61,7 +61,7 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
     (warning,) = lines(caplog, logging.WARNING)
     assert warning.startswith(crd_check.problem(crd_check.compare(older(), crd.custom_resource_definition())) or "-")
 
-    # The operator's own CRD applied (kubectl apply --server-side -f crds/): the watch sees it, the condition clears
+    # The operator's own CRD applied (kubectl apply --server-side --force-conflicts -f crds/): the watch sees it, the condition clears
     # (once the reconciles the patch brought about are over: nothing but the CRD's change wakes one then).
     # The Degraded re-check (every 0.2 s here) leaves an outdated CRD to the watch: the reads stop, for good. Waited
     # for rather than timed, as a loaded machine may take seconds over those reconciles; a re-check reads every 0.2 s.

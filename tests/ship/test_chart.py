@@ -398,7 +398,8 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
     assert "?language=en-US'" in notes
     assert "It watches SpeechToText resources in: speech, speech-staging." in notes
-    assert "kubectl apply --server-side -f /tmp/speech-operator-chart/speech-operator/crds/" in notes
+    # Helm's field manager owns the CRDs it created: an apply without --force-conflicts stops at the conflict
+    assert "kubectl apply --server-side --force-conflicts -f /tmp/speech-operator-chart/speech-operator/crds/" in notes
     assert "kind: SpeechToText" not in notes, "the release created them"
     # without recognizers: how to create one, named as the README names it
     out = run([helm, "template", "speech-operator", chart, "--namespace", "speech",
