@@ -411,6 +411,15 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     assert "kubectl -n speech scale speechtotext/en-us --replicas=2" in notes
     assert "kubectl -n speech delete speechtotext/en-us" in notes
     assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
+    # namespaced, the release namespace not watched: the one to create in is one the operator watches (before, the
+    # release's, where the SpeechToText was never reconciled and `kubectl wait` ran out after 10 minutes)
+    out = run([helm, "template", "speech-operator", chart, "--namespace", "ops", "--set", "watch.mode=namespaced",
+               "--set", "watch.namespaces={speech,b}", "--show-only", "templates/zz-notes.yaml"]).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "kubectl apply -n speech -f - <<'YAML'" in notes
+    assert "kubectl -n speech wait speechtotext/en-us --for=condition=Ready" in notes
+    assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
+    assert "-n ops scale" not in notes and "-n ops delete" not in notes and "-n ops wait" not in notes
 
 
 @pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])
