@@ -185,3 +185,17 @@ def test_the_degraded_alert_names_every_reason_of_degraded() -> None:
     rule = next(r for g in alerts.rule_groups() for r in g["rules"] if r["alert"] == "SpeechToTextDegraded")
     missing = {r for r in given if f"({r}" not in rule["annotations"]["description"]}
     assert not missing, f"the alert's description does not name {sorted(missing)}"
+
+
+def test_the_removal_instructions_name_the_operators_finalizer() -> None:
+    """README (Install with Helm), the chart README and deploy/README say to delete one's SpeechToTexts before the
+    operator, naming the finalizer that otherwise keeps them (and their namespace, and the CRD) from going: the one
+    the operator sets (before, none of them said so, and the chart README said every SpeechToText stays)."""
+    import kopf
+
+    from speech_operator import handlers
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings=settings)
+    for doc in (README, CHART / "README.md", ROOT / "deploy/README.md"):
+        assert f"`{settings.persistence.finalizer}`" in doc.read_text(), doc
