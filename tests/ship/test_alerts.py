@@ -272,3 +272,16 @@ def test_readme_names_the_gateways_alerted_failures() -> None:
     room, serve = (set(re.findall(r"`(\w+)`", part)) for part in found.groups())
     assert room == {k.name for k in alerts.GATEWAY_KINDS if k.alert == CAPACITY}, f"README says {sorted(room)} for want of room"
     assert serve == {k.name for k in alerts.GATEWAY_KINDS if k.alert == FAULT}, f"README says {sorted(serve)} when it cannot serve"
+
+
+def test_readmes_install_of_the_alerts_gives_its_servicemonitors_the_rules_labels() -> None:
+    """README, Alerts: the `helm install` that sets `prometheusRule.labels` (what kube-prometheus-stack's
+    `ruleSelector` asks for) sets the same `serviceMonitor.labels` (what its `serviceMonitorSelector` asks for, the
+    same `release` label): else the rules load, nothing of speech is scraped, and `SpeechOperatorInactive` fires
+    (before, the README set the rules' label alone)."""
+    text = README.read_text().replace("\\\n", " ")
+    (command,) = [line for line in text.splitlines()
+                  if line.startswith("helm install") and "prometheusRule.labels." in line]
+    rule = set(re.findall(r"prometheusRule\.labels\.(\S+)", command))
+    monitor = set(re.findall(r"serviceMonitor\.labels\.(\S+)", command))
+    assert rule and monitor == rule, command
