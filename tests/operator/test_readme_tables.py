@@ -187,6 +187,20 @@ def test_the_degraded_alert_names_every_reason_of_degraded() -> None:
     assert not missing, f"the alert's description does not name {sorted(missing)}"
 
 
+def test_readme_gives_the_gateways_verbs_as_its_cluster_role_grants_them() -> None:
+    """README, the gateway: "a ServiceAccount of its own that may only `list`/`watch` them and patch their `status`"
+    names the verbs of ClusterRole speech-gateway in deploy/base/rbac.yaml on speechtotexts and their status, no
+    more (before, it said `get` too, which the role does not grant)."""
+    text = one_line(README.read_text())
+    found = re.search(r"ServiceAccount of its own that may only (.*?) them and (\w+) their `status`", text)
+    assert found, "README no longer says what the gateway's ServiceAccount may do"
+    role = next(d for d in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text())
+                if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == "speech-gateway")
+    verbs = {r: set(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}
+    assert set(code_spans(found.group(1))) == verbs.pop("speechtotexts")
+    assert {found.group(2)} == verbs.pop("speechtotexts/status") and not verbs, verbs
+
+
 def test_the_removal_instructions_name_the_operators_finalizer() -> None:
     """README (Install with Helm), the chart README and deploy/README say to delete one's SpeechToTexts before the
     operator, naming the finalizer that otherwise keeps them (and their namespace, and the CRD) from going: the one
