@@ -6,6 +6,7 @@ WebSocket and HTTP clients.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -18,10 +19,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from harness.hostile_inputs import response_complete, responses
-from harness.usp import timestamp
+from harness.usp import client_audio_frame, timestamp
 from speech_recognizer.addresses import client, proxies
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.results import TICKS_PER_SECOND
+from speech_recognizer.usp.connection import CONTINUATION_OFFSET
+from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import make_settings
 from ..gateway.test_connections import skmem
@@ -152,3 +156,35 @@ def test_an_idle_connection_whose_answers_are_still_on_their_way_gets_them_all_t
             while chunk := slow.recv(65536):  # every answer, then the FIN (a reset raises)
                 answers += chunk
             assert [status for status, _, _ in responses(answers)] == [200] * 28
+
+
+#: ``SeparateChannelProcessing`` values and whether each turns stream offsets on: the SDK for JavaScript's ``true``
+#: (as JSON or a string, in any case) does; no other value, whatever its type, does or fails the turn.
+SEPARATE_CHANNELS = [(True, True), ("TRUE", True), ("yes", False), ([True], False), ({"true": True}, False)]
+
+
+def test_odd_separate_channel_processing_values_turn_nothing_on_and_break_nothing(server: ServerThread) -> None:
+    """A turn of 0.3 s of silence after a ``speech.config`` with each value of :data:`SEPARATE_CHANNELS`: it ends
+    normally (``EndOfDictation``), its phrase carrying ``X-Continuation-Audio-Streams-1-Offset`` exactly when the value
+    turns multi-channel processing on; its offsets then are the stream's (a continuation offset of 1 s added)."""
+    seen = []
+    with connect(server.ws + USP, subprotocols=["USP"]) as ws:  # type: ignore[list-item]
+        for value, _ in SEPARATE_CHANNELS:
+            rid = uuid.uuid4().hex
+            config = {"context": {"audio": {"source": {"samplerate": "16000", "channelcount": "1",
+                                                       "SeparateChannelProcessing": value}}}}
+            ws.send(_usp_text("speech.config", json.dumps(config), None))
+            context = {"phraseDetection": {"language": "ko-KR"},
+                       "continuation": {"audio": {"streams": {"1": {"offset": str(TICKS_PER_SECOND)}}}}}
+            ws.send(_usp_text("speech.context", json.dumps(context), rid))
+            for _ in range(3):  # 0.3 s, in the SDK's chunks
+                ws.send(client_audio_frame(rid, bytes(3200)))
+            ws.send(client_audio_frame(rid, b""))
+            while (frame := parse_text(str(ws.recv(timeout=10)))).path != "speech.phrase":
+                pass
+            body = frame.json()
+            assert body["RecognitionStatus"] == "EndOfDictation", body
+            seen.append((CONTINUATION_OFFSET.lower() in frame.headers, body["Offset"] >= TICKS_PER_SECOND))
+            while parse_text(str(ws.recv(timeout=10))).path != "turn.end":
+                pass
+    assert seen == [(on, on) for _, on in SEPARATE_CHANNELS]
