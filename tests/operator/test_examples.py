@@ -55,6 +55,20 @@ def test_multi_locale_example_has_different_replicas() -> None:
     assert len({d["spec"].get("replicas", 1) for d in stts}) >= 2
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_a_claim_for_several_replicas_can_be_filled_and_shared(path: Path) -> None:
+    """A PVC an example's SpeechToText mounts is one its replicas on several nodes share, and one a user can write
+    (the model and license folders are put there by hand): ReadWriteMany. ReadOnlyMany alone fits only a volume
+    provisioned already filled; a dynamic one stays Pending where the provisioner has no such mode (EBS, Azure Disk)."""
+    claims = {d["metadata"]["name"]: d["spec"]["accessModes"] for d in docs(path) if d["kind"] == "PersistentVolumeClaim"}
+    for stt in (d for d in docs(path) if d["kind"] == api.KIND):
+        spec = stt["spec"]
+        mounted = [v["persistentVolumeClaim"]["claimName"] for v in (spec.get("model", {}).get("volume"), spec.get("license"),
+                                                                     spec.get("output")) if v and "persistentVolumeClaim" in v]
+        for name in mounted:
+            assert "ReadWriteMany" in claims[name], f"{path.name}: PVC {name} is {claims[name]}"
+
+
 def _with(path: str, value: Any) -> dict[str, Any]:
     """VALID with ``value`` set at the dotted ``path`` (``None`` removes the key)."""
     obj = copy.deepcopy(VALID)
