@@ -265,6 +265,9 @@ def set_volume_ownership(top: Path, fs_group: int, read_only: bool = False) -> N
 
 
 # ---- cgroups: the containers' resources.limits --------------------------------------------
+#: How often :meth:`Pod.wait_probe` probes: more often than any emitted ``periodSeconds`` (2 to 20 s), so that a test
+#: goes on once a probe passes; the kubelet's bound (its periods times its failureThreshold) is kept as a deadline.
+PROBE_POLL_SECONDS = 0.2
 CGROUPS = Path("/sys/fs/cgroup")
 #: The CFS period a kubelet gives every container (its cpuCFSQuotaPeriod default).
 CFS_PERIOD_US = 100_000
@@ -751,28 +754,34 @@ class Pod:
         return 200 <= status < 400, status, body
 
     def wait_probe(self, running: Running, kind: str, budget: float | None = None) -> float:
-        """Probe every ``periodSeconds`` until it passes; seconds it took. Fails when the process ends,
-        or after ``failureThreshold`` failures (startup, the kubelet would restart it) or ``budget`` seconds."""
+        """Probe until it passes; seconds it took. A kubelet probes every ``periodSeconds`` from
+        ``initialDelaySeconds`` on and gives up at the ``failureThreshold``-th failure (startup and liveness: it
+        restarts the container). This probes every :data:`PROBE_POLL_SECONDS` from the start, so that a test goes on
+        as soon as the probe passes, not at the kubelet's next period, and fails where the kubelet's last probe would
+        have: not passed by ``initialDelaySeconds + (failureThreshold - 1) * periodSeconds``; readiness, which no
+        kubelet gives up on, after ``budget`` seconds; either when the process ends."""
         container = self.container(running.name)
         spec = container[kind]
         period = float(spec.get("periodSeconds", 10))
         start = time.monotonic()
-        time.sleep(float(spec.get("initialDelaySeconds", 0)))
-        failures, last = 0, (False, 0, "")
         limit = float(spec.get("failureThreshold", 3)) if kind != "readinessProbe" else float("inf")
+        last_probe = start + float(spec.get("initialDelaySeconds", 0)) + (limit - 1) * period
+        deadline = min(last_probe, start + budget if budget is not None else float("inf"))
+        probes, last = 0, (False, 0, "")
         while True:
             if running.process.poll() is not None:
                 raise AssertionError(f"{running.name} exited with {running.process.returncode} "
                                      f"({running.state()['terminated']['reason']}) before its {kind} "
                                      f"passed; last: {last[1:]}\n{running.log()[-4000:]}")
+            sent = time.monotonic()
             last = self.probe(container, kind)
+            probes += 1
             if last[0]:
                 return time.monotonic() - start
-            failures += 1
-            if failures >= limit or (budget is not None and time.monotonic() - start > budget):
-                raise AssertionError(f"{kind} of {running.name} failed {failures} times (last: HTTP {last[1]} "
-                                     f"{last[2][:300]})\n{running.log()[-4000:]}")
-            time.sleep(period)
+            if sent >= deadline:
+                raise AssertionError(f"{kind} of {running.name} failed for {sent - start:.1f} s, {probes} probes "
+                                     f"(last: HTTP {last[1]} {last[2][:300]})\n{running.log()[-4000:]}")
+            time.sleep(PROBE_POLL_SECONDS)
 
 
 @contextlib.contextmanager

@@ -513,6 +513,30 @@ def test_containers_run_under_their_limits_and_past_the_memory_limit_are_oom_kil
     assert cgroups and not [path for path in cgroups if path.exists() or path.parent.exists()]
 
 
+def test_a_probe_is_waited_for_until_it_passes_and_no_longer_than_the_kubelet_waits() -> None:
+    """The harness's wait for a probe goes on as soon as the probe passes, not at the kubelet's next period (a
+    container answering 1 s in, under a period of 30 s, is on within a few seconds; waiting out the periods cost
+    each pod run up to one: 5 s for the recognizer's readiness, 20 s for the operator's liveness), and fails where
+    the kubelet gives up: not passed by ``initialDelaySeconds + (failureThreshold - 1) * periodSeconds`` (3 s
+    here), not before."""
+    serve = ["sh", "-c", "sleep 1; exec python -m http.server 8000 --bind 127.0.0.1 --directory /"]
+    late = {"httpGet": {"path": "/", "port": 8000}, "periodSeconds": 30, "failureThreshold": 3, "timeoutSeconds": 1}
+    never = {"httpGet": {"path": "/", "port": 8001}, "initialDelaySeconds": 1, "periodSeconds": 2, "failureThreshold": 2,
+             "timeoutSeconds": 1}
+    spec = {"containers": [{"name": "main", "command": serve, "startupProbe": late, "livenessProbe": never}]}
+    with Pod(spec, host_image()) as pod:
+        running = pod.start()
+        try:
+            took = pod.wait_probe(running, "startupProbe")
+            assert 1 <= took < 5, f"passed {took:.1f} s in: waited for the next period, not for the probe"
+            started = time.monotonic()
+            with pytest.raises(AssertionError, match=r"^livenessProbe of main failed for"):
+                pod.wait_probe(running, "livenessProbe")
+            assert 3 <= time.monotonic() - started < 4.5, "the kubelet gives up after 3 s, one period less than 5"
+        finally:
+            pod.stop(running, grace=0)
+
+
 def test_a_machine_without_writable_cgroups_fails_the_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where no cgroup filesystem with the cpu and memory controllers is mounted, or it cannot be written, a pod does
     not run (it would run without its limits, and every test of it pass for a pod a kubelet would run otherwise): it
