@@ -17,8 +17,8 @@ before recognizers of settings of their own): a TCP relay on
 loopback between the real Speech SDK and a real recognizer (the session's ko-KR model) that relays
 bytes both ways unchanged and closes both sides, with a FIN or with a reset (``SO_LINGER`` 0), once
 no byte has passed for :data:`PROXY_IDLE` seconds. Every idle test uses one recognizer object on a
-file of three utterances (each ``recognize_once`` goes on where the last one ended), waiting past the
-proxy's timeout between them.
+file of three utterances (each ``recognize_once`` goes on where the last one ended), waiting between them
+past the proxy's timeout, or until the connection is gone where it is to go.
 
 A connection cut mid-stream (the proxy's ``at_phrase``: a restart, a node lost) is another matter:
 there both SDKs (Python, and JavaScript under Node) connect again at once and replay their audio from
@@ -58,8 +58,11 @@ Cut = Literal["fin", "rst"]
 
 #: The proxy's idle timeout in seconds (nginx: ``proxy-read-timeout``, 60 s by default).
 PROXY_IDLE = 2.0
-#: How long the app waits between its recognitions: well past :data:`PROXY_IDLE`.
-PAUSE = 2 * PROXY_IDLE
+#: How long the app waits between its recognitions where its connection stays open: well past :data:`PROXY_IDLE`.
+PAUSE = 1.5 * PROXY_IDLE
+#: How long the app waits between its recognitions once its connection is gone (cut by the proxy, or closed by the
+#: recognizer): time for the SDK to have seen it go before its next recognition.
+AFTER_GONE = 0.5
 #: The recognizer's ConnectionIdleSeconds in the test of its own close, shorter than the proxy's timeout there.
 CONNECTION_IDLE = 1.0
 #: The ping interval of :func:`pinging_server`.
@@ -85,6 +88,14 @@ class IdleProxy(TcpServerThread):
     #: Connections accepted, and how many of them the proxy cut (for idleness, or at a phrase).
     accepted: int = 0
     cuts: int = 0
+    #: Connections gone (cut, or closed by either side), and its condition.
+    ended: int = 0
+    gone: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_gone(self, timeout: float = 30) -> None:
+        """Wait until every connection accepted is gone."""
+        with self.gone:
+            assert self.gone.wait_for(lambda: self.ended == self.accepted, timeout), f"{self.ended} of {self.accepted} gone"
 
     async def relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -121,6 +132,9 @@ class IdleProxy(TcpServerThread):
             else:
                 w.close()
         await asyncio.gather(pumps, return_exceptions=True)
+        with self.gone:
+            self.ended += 1
+            self.gone.notify_all()
 
 
 @dataclass(frozen=True)
@@ -143,13 +157,17 @@ class Outcome:
         return f"{details.code.name}: {details.error_details.splitlines()[0] if details.error_details else ''}"
 
 
-def three_recognitions(proxy: IdleProxy, wav: Path) -> list[Outcome]:
-    """One recognizer object through ``proxy``: three ``recognize_once``, :data:`PAUSE` apart (no byte
-    passes meanwhile but what the server sends by itself)."""
+def three_recognitions(proxy: IdleProxy, wav: Path, gone: bool) -> list[Outcome]:
+    """One recognizer object through ``proxy``: three ``recognize_once`` (no byte passes between them but what the
+    server sends by itself), :data:`PAUSE` apart, or, where the connection is to be ``gone`` between them (the proxy
+    cuts it, or the recognizer closes it), each :data:`AFTER_GONE` after it is."""
     rec = recognizer(config(proxy.ws), wav)
     outcomes = []
     for n in range(3):
-        if n:
+        if n and gone:
+            proxy.wait_gone()
+            time.sleep(AFTER_GONE)
+        elif n:
             time.sleep(PAUSE)
         started = time.monotonic()
         result = rec.recognize_once_async().get()
@@ -195,7 +213,7 @@ def test_a_connection_the_proxy_drops_while_idle_fails_the_recognizer_object_for
     SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION, as after a close 1001 or 1012. A proxy's idle timeout
     must never pass first on an idle Speech SDK connection."""
     with IdleProxy(server.port, PROXY_IDLE, cut) as proxy:
-        first, second, third = three_recognitions(proxy, utterances_wav)
+        first, second, third = three_recognitions(proxy, utterances_wav, gone=True)
     assert_matches(first.result, utterances_ref.phrases[0])
     assert (proxy.accepted, proxy.cuts) == (1, 1), "the proxy cut the one connection the app had"
     for later in (second, third):
@@ -212,7 +230,7 @@ def test_the_recognizers_own_idle_close_passes_the_proxy_and_the_app_connects_ag
     connection with 1000 and its reason, through the proxy, before the proxy would; the app connects again at
     each next recognition (three connections, none cut) and gets the next phrase of its audio."""
     with IdleProxy(idle_closing_server.port, PROXY_IDLE + 1, "fin") as proxy:
-        first, second, third = three_recognitions(proxy, utterances_wav)
+        first, second, third = three_recognitions(proxy, utterances_wav, gone=True)
     assert_matches(first.result, utterances_ref.phrases[0])
     assert_next_phrase(model, utterances_wav, first, second)
     assert third.reason != Reason.Canceled, third.error
@@ -226,7 +244,7 @@ def test_pings_more_often_than_the_proxy_timeout_keep_the_connection_open(
     than the proxy's timeout passes keeps an idle app's connection open through it, and all three
     recognitions use it."""
     with IdleProxy(pinging_server.port, PROXY_IDLE, "fin") as proxy:
-        first, second, third = three_recognitions(proxy, utterances_wav)
+        first, second, third = three_recognitions(proxy, utterances_wav, gone=False)
     assert_matches(first.result, utterances_ref.phrases[0])
     assert_next_phrase(model, utterances_wav, first, second)
     assert third.reason != Reason.Canceled, third.error
