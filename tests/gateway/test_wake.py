@@ -196,12 +196,12 @@ def woken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Woken]:
         async def start(name: str) -> Recognizing:
             return Recognizing(start_recognizer(tmp_path, "ja-JP", port=port))
 
-        with operator(OperatorConfig(image="example.test/recognizer", version="1.2.3", autoscale_seconds=0.5)):
+        with operator(OperatorConfig(image="example.test/recognizer", version="1.2.3", autoscale_seconds=0.25)):
             assert stack.kube is not None
             pods = Replicas(stack.kube, NAMESPACE, "ja-jp", start)
             keeper = stack.call(_spawn(pods.run()))
             try:
-                stack.create(speech_to_text("ja-jp", "ja-JP", port, replicas=0, autoscaling={**AT_ZERO, "idleSecondsToZero": 2}),
+                stack.create(speech_to_text("ja-jp", "ja-JP", port, replicas=0, autoscaling={**AT_ZERO, "idleSecondsToZero": 1}),
                              ready=0)
                 stack.routes("ja-JP")
                 yield Woken(stack, pods)
