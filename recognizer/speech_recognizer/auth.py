@@ -13,7 +13,7 @@ This server never logs a key (:class:`~speech_recognizer.logs.SecretsRedacted`).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from . import contract as c
 from .errors import AUTH_MISSING, AUTH_WRONG, Failure
@@ -45,6 +45,11 @@ def header_key(headers: Mapping[str, str]) -> str | None:
     if not keys:
         keys = [token for value in _values(headers, "Authorization") if (token := _bearer(value))]
         where = "Authorization: Bearer"
+    return _one(keys, where)
+
+
+def _one(keys: list[str], where: str) -> str | None:
+    """The one key of ``keys`` (None when there is none); :class:`AuthError` when they differ."""
     if len(set(keys)) > 1:
         raise AuthError(f"ambiguous key: {where} came {len(keys)} times with {len(set(keys))} different keys; send one")
     return keys[0] if keys else None
@@ -55,34 +60,37 @@ def _values(headers: Mapping[str, str], name: str) -> list[str]:
     return [value.strip() for key, value in headers.items() if key.lower() == name.lower() and value.strip()]
 
 
-def query_key(query: Mapping[str, str]) -> str | None:
-    """The key in the query: ``Ocp-Apim-Subscription-Key``, ``subscription-key`` or ``Authorization=Bearer …``."""
-    for name, value in query.items():
+def query_keys(query: Iterable[tuple[str, str]]) -> list[str]:
+    """Every key in the query's parameters (each one, in order: ``multi_items()``): ``Ocp-Apim-Subscription-Key``,
+    ``subscription-key`` or ``Authorization=Bearer …``."""
+    keys = []
+    for name, value in query:
         lower = name.lower()
-        if lower in QUERY_KEY_NAMES and value:
-            return value.strip()
-        if lower == QUERY_AUTHORIZATION and (token := _bearer(value)):
-            return token
-    return None
+        if lower in QUERY_KEY_NAMES and value.strip():
+            keys.append(value.strip())
+        elif lower == QUERY_AUTHORIZATION and (token := _bearer(value)):
+            keys.append(token)
+    return keys
 
 
-def check_key(expected: str | None, headers: Mapping[str, str], query: Mapping[str, str] | None = None, *, websocket: bool) -> None:
+def check_key(expected: str | None, headers: Mapping[str, str], query: Iterable[tuple[str, str]] = (), *, websocket: bool) -> None:
     """Raise :class:`AuthError` unless ``expected`` is unset or the request carries it.
 
-    ``websocket``: the request is a WebSocket upgrade, whose key may be in ``query``;
-    on plain HTTP a key found only in the query is refused (403) with where to put it.
+    ``websocket``: the request is a WebSocket upgrade, whose key may be in ``query`` (its parameters, every one:
+    ``multi_items()``), once (more than one key there, different, is ambiguous as in a header: 401); on plain HTTP a
+    key found only in the query is refused (403) with where to put it.
     """
     if not expected:
         return
     key = header_key(headers)
-    if key is None and query:
-        key = query_key(query)
-        if key is not None and not websocket:
+    if key is None and (in_query := query_keys(query)):
+        if not websocket:
             raise AuthError(
                 f"a key in the URL is not accepted on this route (URLs end up in logs): send it in the "
                 f"{c.KEY_HEADER} header or as Authorization: Bearer",
                 AUTH_MISSING,
             )
+        key = _one(in_query, "the URL's key")
     if key is None:
         raise AuthError(f"missing key: send it in the {c.KEY_HEADER} header or as Authorization: Bearer", AUTH_MISSING)
     if not hmac.compare_digest(key.encode(), expected.encode()):

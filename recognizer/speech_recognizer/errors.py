@@ -92,7 +92,7 @@ UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a re
 MALFORMED_REQUEST = Kind("malformed_request", 400, 1002, "BadRequest", INFO,
                          doc="a request that is not HTTP/1.1 (its request line, a header, its length or a chunk), with the parser's reason")
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
-AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey, or its key header came with different keys")
+AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey, or its key header (or the URL) came with different keys")
 IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSeconds: the decoder is given back", usp_close=1007)
 CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
                        doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")

@@ -188,7 +188,7 @@ async def transcriptions(request: Request) -> Response:
 async def _transcribe(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     engine: Engine = request.app.state.engine
-    check_key(settings.api_key, request.headers, dict(request.query_params), websocket=False)
+    check_key(settings.api_key, request.headers, request.query_params.multi_items(), websocket=False)
     limit = int(settings.max_audio_seconds * MAX_BYTES_PER_SECOND) + _MAX_FIELD_BYTES
     # As on the REST route: a decoder is held before the body is read and decoded, so a busy server
     # refuses at once instead of after reading and decoding a body for nothing.

@@ -164,7 +164,7 @@ async def _recognize(request: Request, mode: str) -> Response:
     if mode not in c.RECOGNITION_MODES:
         raise Failure(f"no recognition mode {mode!r}; use one of {', '.join(c.RECOGNITION_MODES)}", NOT_FOUND)
     query = dict(request.query_params)
-    check_key(settings.api_key, request.headers, query, websocket=False)
+    check_key(settings.api_key, request.headers, request.query_params.multi_items(), websocket=False)
     fmt = answer_format(query.get("format"), request.headers.get("accept", ""))
     profanity = Profanity.parse(query.get("profanity"))
     word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")

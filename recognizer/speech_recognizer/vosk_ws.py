@@ -291,7 +291,7 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     # HTTP 403 and the reason is lost.
     await ws.accept()
     try:
-        check_key(settings.api_key, ws.headers, dict(ws.query_params), websocket=True)
+        check_key(settings.api_key, ws.headers, ws.query_params.multi_items(), websocket=True)
         await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings)).run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = settle(exc, ROUTE, metrics)

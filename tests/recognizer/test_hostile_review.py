@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from harness.hostile_inputs import response_complete, responses
@@ -27,7 +27,7 @@ from speech_recognizer.results import TICKS_PER_SECOND
 from speech_recognizer.usp.connection import CONTINUATION_OFFSET
 from speech_recognizer.usp.frames import parse_text
 
-from ..conftest import make_settings
+from ..conftest import TEST_KEY, make_settings
 from ..gateway.test_connections import skmem
 from ..support import ServerThread
 from .test_client_address import AccessLog
@@ -188,3 +188,41 @@ def test_odd_separate_channel_processing_values_turn_nothing_on_and_break_nothin
             while parse_text(str(ws.recv(timeout=10))).path != "turn.end":
                 pass
     assert seen == [(on, on) for _, on in SEPARATE_CHANNELS]
+
+
+#: Upgrade URLs' key parameters, and what each gets: one key, however many times, is taken; two different keys are
+#: ambiguous, whichever comes first and under whichever names.
+AMBIGUOUS = "ambiguous key: the URL's key came 2 times with 2 different keys; send one"
+URL_KEYS = {
+    f"subscription-key=wrong&subscription-key={TEST_KEY}": AMBIGUOUS,
+    f"subscription-key={TEST_KEY}&subscription-key=wrong": AMBIGUOUS,
+    f"Ocp-Apim-Subscription-Key=wrong&Authorization=Bearer%20{TEST_KEY}": AMBIGUOUS,
+    f"subscription-key={TEST_KEY}&Authorization=Bearer%20{TEST_KEY}": "taken",
+}
+
+
+def _upgrade(url: str, usp: bool) -> str:
+    """"taken", or the reason a WebSocket upgrade to ``url`` is refused with: the Speech SDK's route answers the upgrade
+    with it (401), ``/vosk`` accepts and closes with it (1008); one it takes ends at ``{"eof" : 1}`` (1000)."""
+    try:
+        with connect(url, subprotocols=["USP"] if usp else None, open_timeout=10, close_timeout=2) as ws:  # type: ignore[list-item]
+            if usp:
+                return "taken"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.send('{"eof" : 1}')  # refused: the close may come first
+                while True:
+                    ws.recv(timeout=10)
+    except InvalidStatus as refused:
+        assert refused.response.status_code == 401
+        return refused.response.body.decode()
+    assert closed.value.rcvd is not None
+    return "taken" if closed.value.rcvd.code == 1000 else closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize("route", [USP, "/vosk?language=ko-KR"])
+def test_an_upgrade_url_with_two_different_keys_is_refused_as_ambiguous(keyed_server: ServerThread, route: str) -> None:
+    """A WebSocket upgrade (the Speech SDK's route, ``/vosk``) whose URL gives the key twice: :data:`URL_KEYS`, refused
+    saying "ambiguous key" (401) as a key header sent twice is (3b23d15). Before, the routes read the query as a dict,
+    its last value per name, and the names in order: "wrong, then right" under one name was taken, "right, then wrong"
+    refused as a wrong key, and under two names the first counted."""
+    assert {query: _upgrade(f"{keyed_server.ws}{route}&{query}", route == USP) for query in URL_KEYS} == URL_KEYS

@@ -46,7 +46,7 @@ def endpoint(mode: str):
     async def serve(websocket: WebSocket) -> None:
         state = websocket.app.state
         try:
-            check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params, websocket=True)
+            check_key(getattr(state.settings, "api_key", None), websocket.headers, websocket.query_params.multi_items(), websocket=True)
             options = Options.from_query(mode, websocket.query_params)
         except Failure as exc:  # refused at the upgrade, with its HTTP status (the SDK reports 401/403 as AuthenticationFailure)
             observe(exc, f"usp/{mode}", state.metrics)
