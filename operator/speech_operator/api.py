@@ -304,8 +304,9 @@ class Resources(_Model):
 
     requests: ResourceList = ResourceList(cpu="500m", memory="1Gi")
     """Guaranteed amounts; defaults fit a Vosk small model."""
-    limits: ResourceList = ResourceList(cpu="2", memory="2Gi")
-    """Maximum amounts."""
+    limits: ResourceList = ResourceList(cpu="2", memory="3Gi")
+    """Maximum amounts; the memory holds the model and a decoder per third of a CPU each with ten minutes of varied speech
+    (2Gi did not: bench/notes.md, "Memory")."""
 
 
 class WarmupSpec(_Model):

@@ -99,7 +99,7 @@ def test_minimal_recognizer_container() -> None:
     assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
     assert c["env"] == [{"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1

@@ -233,7 +233,7 @@ def test_valid_minimal_spec_gets_documented_defaults() -> None:
     assert problems(VALID) == []
     spec = api.SpeechToText.model_validate(VALID).spec
     assert spec.replicas == 1 and spec.model.download and spec.service.port == 5000
-    assert spec.resources.requests.cpu == "500m" and spec.resources.limits.memory == "2Gi"
+    assert spec.resources.requests.cpu == "500m" and spec.resources.limits.memory == "3Gi"
 
 
 def test_spread_constraints_and_a_priority_class_pass_the_crd() -> None:

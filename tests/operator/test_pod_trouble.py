@@ -163,7 +163,7 @@ async def test_each_kind_of_pod_trouble_reaches_the_status_in_the_kubelets_words
     oom = {"name": recognizer["name"], "ready": False, "restartCount": 1, "state": {"running": {"startedAt": "2026-12-04T10:00:00Z"}},
            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
     await set_pod(cluster, {**pending(init=[done], main=[oom]), "phase": "Running"})
-    await said(cluster, conditions.PODS_FAILING, "(OOMKilled, exit code 137)", "raise spec.resources.limits.memory (now 2Gi)")
+    await said(cluster, conditions.PODS_FAILING, "(OOMKilled, exit code 137)", "raise spec.resources.limits.memory (now 3Gi)")
 
     await set_pod(cluster, {"phase": "Running", "podIP": "10.42.0.17", "initContainerStatuses": [done],
                             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
