@@ -154,6 +154,23 @@ def event_target(obj: Mapping[str, Any]) -> kopf.Body:
     return cast(kopf.Body, dict(obj))
 
 
+def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | None:
+    """Who holds the child ``live``, in words, when it is not the SpeechToText ``owner``'s; None when it is missing,
+    controlled by ``owner``, or an orphan with the operator's labels for ``owner`` (its owner reference removed by
+    hand). Anything else is someone else's: never deleted."""
+    if live is None:
+        return None
+    controller = _controller(live)
+    if controller:
+        if controller.get("uid") == owner["metadata"].get("uid"):
+            return None
+        return f"controlled by {controller.get('kind')} {controller.get('name')}"
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    if labels.get(builders.LABEL_MANAGED_BY) == builders.MANAGER and labels.get(builders.LABEL_OWNER) == owner["metadata"]["name"]:
+        return None
+    return "made by someone else: it has no controller and not the operator's labels"
+
+
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write."""
     desired = fingerprinted(desired)
@@ -184,7 +201,7 @@ async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapp
     for kind in PLURALS.keys() - wanted:
         url = child_path(kind, meta["namespace"], meta["name"])
         live = await kube.get(url)
-        if live is not None and (_controller(live) or {}).get("uid") == meta.get("uid"):
+        if live is not None and holder(live, owner) is None:
             if await kube.delete(url):
                 kopf.info(event_target(owner), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
 
@@ -340,10 +357,13 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
 
 
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
-    """Delete what the SpeechToText owns (owner references would too; this makes it immediate)."""
+    """Delete what the SpeechToText owns (owner references would too; this makes it immediate), never an object of
+    its children's names that someone else holds (:func:`holder`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
-            if await runtime.kube.delete(child_path(kind, meta["namespace"], meta["name"])):
+            url = child_path(kind, meta["namespace"], meta["name"])
+            live = await runtime.kube.get(url)
+            if live is not None and holder(live, body) is None and await runtime.kube.delete(url):
                 kopf.info(event_target(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
