@@ -22,7 +22,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 log = logging.getLogger("speech_operator.gateway")
 
 __all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
-           "close_args", "http_response", "report"]
+           "KINDS", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
 UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
@@ -46,6 +46,36 @@ FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING,
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", errors.DEBUG, 1,
                             doc="the gateway keeps SPEECH_GATEWAY_MAX_CONNECTIONS client connections open already (its log says so "
                                 "once per 10 s; probes and scrapes are still answered)", alert=errors.CAPACITY)
+
+#: Every kind a gateway answers with: the recognizer's table, then the gateway's own (in the order declared).
+KINDS: tuple[Kind, ...] = tuple(dict.fromkeys(k for table in (vars(errors), dict(globals())) for k in table.values() if isinstance(k, Kind)))
+
+
+def answered_with(status: int) -> Kind | None:
+    """The first kind of :data:`KINDS` answered with HTTP ``status`` (400 a bad value, 404 not found, 413 too large,
+    500 internal, 503 busy, ...): what a refusal known only by its status is taken for. None for a status no kind has
+    (429, or another a proxy may answer)."""
+    return next((kind for kind in KINDS if kind.http == status), None)
+
+
+def refusal_close(status: int, message: str, retry_after: str | None = None) -> tuple[int, bytes]:
+    """``(code, reason)`` of the close that answers a client the gateway accepted before the recognizer refused its
+    upgrade with HTTP ``status`` (the client was held while its locale woke, and can get no status any more).
+
+    The code is the close code of the kind answered with that status (:func:`answered_with`: 400 1007, 401/403/404
+    1008, 413 1009, 500 1011, 503 1013); for a status no kind has, 1013 (try again later) when the refusal says when
+    to (``retry_after``) or is 429, else 1011 for a 5xx and 1008 for a 4xx. The reason is ``message`` cut to a close
+    frame's 123 bytes of UTF-8; a close has no ``Retry-After``, so its value ends the reason, kept whole."""
+    kind = answered_with(status)
+    if kind is not None:
+        code = kind.close
+    elif retry_after is not None or status == 429:
+        code = 1013
+    else:
+        code = 1011 if status >= 500 else 1008
+    suffix = f" (Retry-After: {errors.one_line(retry_after, 40)})" if retry_after is not None else ""
+    reason = errors.close_reason(message, errors.MAX_CLOSE_REASON_BYTES - len(suffix.encode())) + suffix
+    return code, reason.encode()
 
 
 def http_response(failure: Failure, openai: bool = False) -> web.Response:

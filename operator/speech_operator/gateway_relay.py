@@ -10,7 +10,8 @@
   and only then accepts the client with the subprotocol the recognizer chose. A recognizer that
   refuses the upgrade (401 wrong key, 403 missing key) refuses the client with the same status, reason text (its
   body, of which at most :data:`REFUSAL_MAX_BYTES` are read, within :data:`REFUSAL_READ_SECONDS`) and headers
-  (:func:`read_refusals`); a client held while its locale woke gets that text as the reason of its close.
+  (:func:`read_refusals`); a client held while its locale woke gets that text as the reason of its close, whose code
+  is the one the failure tables give that status (:func:`~speech_operator.gateway_failures.refusal_close`).
   Then every frame is relayed as it comes, text, binary, ping and pong alike, in both
   directions. Backpressure holds end to end: a frame is read from one side only once the last
   one was handed to the other side's socket, so a slow reader slows its sender down (through
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import sys
@@ -45,7 +47,7 @@ from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.addresses import unmapped
 from speech_recognizer.contract import MAX_HEADERS
-from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason
+from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
 from speech_recognizer.usp.frames import begins_request
 
@@ -323,11 +325,21 @@ class RefusedUpgrade(Exception):
         return web.Response(status=self.status, reason=self.reason, body=self.body, headers=self.headers)
 
     def close_args(self, backend: Backend) -> tuple[int, bytes]:
-        """The close of a client accepted already (held while its locale woke): 1008 for a key (401, 403), else 1011,
-        the recognizer's text its reason (the gateway's words, naming the status, when it sent none)."""
-        text = self.body.decode(errors="replace").strip()
-        return (1008 if self.status in (401, 403) else 1011,
-                (text or f"the recognizer of {backend.locale} refused the connection: HTTP {self.status}").encode())
+        """The close of a client accepted already (held while its locale woke): the code of the kind answered with its
+        status, and its reason (:func:`~speech_operator.gateway_failures.refusal_close`: 1008 for a key, 1007 a bad
+        request, 1013 a busy recognizer, with its ``Retry-After``, ...); the gateway's words, naming the status, when
+        the recognizer gave none."""
+        said = self.said() or f"the recognizer of {backend.locale} refused the connection: HTTP {self.status}"
+        return failures.refusal_close(self.status, said, self.headers.get("Retry-After"))
+
+    def said(self) -> str:
+        """The refusal's reason: its body on one line, or the ``message`` of a body in the recognizer's JSON error shape
+        (``{"error": {"code", "message"}}``: what it refuses before any route, such as a head over its bounds, 431)."""
+        text = self.body.decode(errors="replace")
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # not JSON, or not in that shape: the text as it came
+            message = json.loads(text)["error"]["message"]
+            text = message if isinstance(message, str) else text
+        return one_line(text)
 
 
 async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
@@ -402,7 +414,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage]) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
-    closes the client (1008 for a key, else 1011) with the recognizer's reason (:meth:`RefusedUpgrade.close_args`)."""
+    closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`)."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols)

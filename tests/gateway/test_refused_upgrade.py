@@ -11,7 +11,8 @@ connects again after the 1008 and meets the refusal itself: the same Cancellatio
 One real recognizer process (``ApiKey``) stands behind two SpeechToTexts: ja-JP awake, ko-KR at zero pods, woken by
 hand (its status set ready, as the kubelet would; no operator needed: the key is checked before the language). The
 bounds on what the gateway reads of a refusal are shown against a stand-in upstream (no recognizer sends a huge or
-endless refusal).
+endless refusal), and so is the close of a held client for each class of refusal (400, 404, 413, 429, 503, 500: a
+recognizer refuses upgrades only for keys, but what stands in front of one, or a later version, may answer any).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import http.client
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
+import azure.cognitiveservices.speech as speechsdk
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -31,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from speech_operator import api, gateway_relay
-from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway import GATEWAY, Gateway, GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 from speech_operator.gateway_http_limits import client_leaves
 from speech_operator.kube import MERGE_PATCH
@@ -206,12 +209,111 @@ async def test_a_broken_handshake_is_the_recognizers_fault(endless: tuple[Endles
 @pytest.mark.unit
 @pytest.mark.parametrize(("status", "body", "close"), [
     (401, b"wrong key: the key does not match this server's ApiKey\n", (1008, b"wrong key: the key does not match this server's ApiKey")),
-    (503, b"", (1011, b"the recognizer of ko-KR refused the connection: HTTP 503")),
+    (503, b"", (1013, b"the recognizer of ko-KR refused the connection: HTTP 503")),
 ], ids=["its reason", "no reason"])
 def test_the_close_of_a_held_client_says_why(status: int, body: bytes, close: tuple[int, bytes]) -> None:
-    """1008 for a key, else 1011; the recognizer's text, or, when it sent none, the gateway's naming the status (an
-    empty reason would lose it)."""
+    """The close code of the kind answered with the status (1008 for a key, 1013 for a 503: the old code closed every
+    refusal but a key's 1011, "server error"); the recognizer's text, or, when it sent none, the gateway's naming the
+    status (an empty reason would lose it)."""
     backend = Directory()
     backend.upsert({**speech_to_text("ko-kr", "ko-KR", 1), "status": {"readyReplicas": 1}})
     refused = gateway_relay.RefusedUpgrade(status, None, CIMultiDict(), body)
     assert refused.close_args(backend.lookup("ko-KR")) == close
+
+
+# ---- each class of refusal, to a client held while its locale woke: a stand-in upstream ----------------------
+#: A reason of 300 bytes of UTF-8 (100 Korean characters): more than a close frame carries.
+LONG = "가" * 100
+#: What the stand-in refuses with (status, body, headers), and the close the held client gets (code, reason): the close
+#: code of the kind the failure tables answer with that status; a Retry-After, which a close cannot carry, ends the reason.
+REFUSALS: list[tuple[int, bytes, dict[str, str], int, str]] = [
+    (400, b"bad value: format=xml is not one of simple, detailed", {}, 1007, "bad value: format=xml is not one of simple, detailed"),
+    (404, b"no route /vosk/v2\n", {}, 1008, "no route /vosk/v2"),
+    (413, b"the request is over 10 MB", {}, 1009, "the request is over 10 MB"),
+    (429, b"slow down", {"Retry-After": "3"}, 1013, "slow down (Retry-After: 3)"),
+    (503, b'{"error": {"code": "ServiceUnavailable", "message": "every decoder is in use (DecoderMaxCount)"}}',
+     {"Content-Type": "application/json", "Retry-After": "1"}, 1013, "every decoder is in use (DecoderMaxCount) (Retry-After: 1)"),
+    (503, LONG.encode(), {"Retry-After": "5"}, 1013, LONG[:34] + "... (Retry-After: 5)"),
+    (500, b"internal error (RuntimeError); the server logged the details", {}, 1011,
+     "internal error (RuntimeError); the server logged the details"),
+]
+
+
+async def _refuse_as_asked(request: web.Request) -> web.Response:
+    """Refuse the upgrade with ``REFUSALS[int(?case)]``'s status, body and headers (as a recognizer, or what may stand in
+    front of one, would)."""
+    status, body, headers, *_ = REFUSALS[int(request.query["case"])]
+    return web.Response(status=status, body=body, headers=headers)
+
+
+@dataclass
+class Held:
+    """A gateway whose ko-KR is at zero pods (autoscaled: a WebSocket to it is accepted and held), in front of a
+    stand-in recognizer that refuses every upgrade."""
+
+    directory: Directory
+    ws: str
+    gateway: Gateway
+
+    def ready(self, replicas: int) -> None:
+        self.directory.upsert({**speech_to_text("ko-kr", "ko-KR", self.port, autoscaling=AT_ZERO),
+                               "status": {"readyReplicas": replicas}})
+
+    port: int = 0
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def held() -> AsyncIterator[Held]:
+    app = web.Application()
+    app.router.add_get("/vosk", _refuse_as_asked)
+    app.router.add_get(USP, _refuse_as_asked)
+    async with serving(app, "127.0.0.1", 0, 1) as upstream:
+        directory = Directory()
+        directory.synced = True
+        app = create_app(directory, GatewayConfig(host="127.0.0.1", hold_seconds=30), resolver=ServiceDNS())
+        async with serving(app, "127.0.0.1", 0, 1) as port:
+            yield Held(directory, f"ws://127.0.0.1:{port}", app[GATEWAY], upstream)
+
+
+@pytest.mark.unit
+async def test_a_held_client_is_closed_with_the_code_of_each_refusal(held: Held) -> None:
+    """400 closes 1007, 404 1008, 413 1009, 429 and 503 1013 (try again later) with the Retry-After in the reason, a
+    503 in the recognizer's JSON error shape with its message, a reason over 123 bytes cut within them at a whole
+    character, a 500 1011 (the old code closed all of them 1011, the body as it came, without the Retry-After). The
+    client: aiohttp's, on /vosk, accepted while its locale was at zero pods, then relayed once it had a ready pod."""
+    got = []
+    async with aiohttp.ClientSession() as client:
+        for case in range(len(REFUSALS)):
+            held.ready(0)
+            async with client.ws_connect(f"{held.ws}/vosk?language=ko-KR&case={case}") as ws:  # accepted: held
+                held.ready(1)
+                closed = await ws.receive(timeout=10)
+            assert closed.type is aiohttp.WSMsgType.CLOSE, closed
+            got.append((closed.data, closed.extra))
+    assert got == [(code, reason) for *_, code, reason in REFUSALS]
+    assert all(len(reason.encode()) <= 123 for _, reason in got)
+
+
+
+@pytest.mark.unit
+async def test_the_speech_sdk_held_then_refused_400_reports_the_reason(held: Held, speech_wav: Path) -> None:
+    """The Python Speech SDK held while its locale woke, then refused 400: ``BadRequest`` with the recognizer's reason,
+    at once (close 1007). The old code's 1011 made it connect again and meet the 400 itself: ``BadRequest`` with
+    "WebSocket upgrade failed: Bad request (400)" and no reason. (A 503 reads the same both ways: after a 1013, as after
+    a 1011, the SDK connects again, and reports the 503 it then meets, "Please try the request again".)"""
+    def recognize() -> speechsdk.SpeechRecognitionResult:
+        cfg = speechsdk.SpeechConfig(endpoint=f"{held.ws}{USP}?case=0", subscription="unused-key")
+        cfg.speech_recognition_language = "ko-KR"
+        return speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav))).recognize_once()
+
+    held.ready(0)
+    sdk = asyncio.ensure_future(asyncio.to_thread(recognize))
+    async with asyncio.timeout(10):  # the gateway holds it: no event says so but its count (speech_gateway_held)
+        while held.gateway.waker.held == 0:
+            await asyncio.sleep(0.02)
+    held.ready(1)
+    result = await sdk
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    details = result.cancellation_details
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest, details
+    assert "Error code: 1007. Error details: bad value: format=xml is not one of simple, detailed" in details.error_details
