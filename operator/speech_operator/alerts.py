@@ -47,7 +47,8 @@ DEGRADED_CAUSES = (
     f"a Secret, ConfigMap or PVC it names is missing ({c.MISSING_DEPENDENCY}), the operator's policy refuses its spec "
     f"({c.POLICY_VIOLATION}) or the spec holds what the recognizer would refuse ({c.INVALID_SPEC}), the API server "
     f"refuses to write its Deployment, Service or PodDisruptionBudget ({c.WRITE_REFUSED}: an admission webhook, a "
-    f"quota), the cluster refuses its pods ({c.PODS_NOT_CREATED}), a pod cannot start or keeps failing "
+    f"quota), a Deployment, Service or PodDisruptionBudget of its name is someone else's ({c.NAME_CONFLICT}), the cluster "
+    f"refuses its pods ({c.PODS_NOT_CREATED}), a pod cannot start or keeps failing "
     f"({c.PODS_FAILING}) or cannot be scheduled ({c.PODS_UNSCHEDULABLE}), its rollout made no progress within its "
     f"deadline ({c.PROGRESS_DEADLINE_EXCEEDED}), or the installed CRD is older than the operator ({c.CRD_OUTDATED})")
 

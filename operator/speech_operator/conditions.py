@@ -36,6 +36,9 @@ CRD_OUTDATED = "CRDOutdated"
 #: Reason when the API server refused to create or change a child (an admission webhook such as a policy
 #: engine's, a ResourceQuota on objects, a value it does not take), with its words.
 WRITE_REFUSED = "WriteRefused"
+#: Reason when an object of a child's name (the SpeechToText's) is someone else's, which the operator leaves as it is:
+#: another controller's, or one made by hand or by another tool.
+NAME_CONFLICT = "NameConflict"
 #: Degraded's message when it is False: none of the reasons above holds (its Recovered event adds the one that held).
 NOT_DEGRADED = "the spec is applied, all it references exists and no pod is failing"
 
@@ -209,7 +212,7 @@ def _also(message: str, outdated_crd: str | None) -> str:
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
     refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
-    write_refused: list[str] | None = None, pods: list[dict[str, Any]] | None = None,
+    write_refused: list[str] | None = None, pods: list[dict[str, Any]] | None = None, conflicts: list[str] | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -225,6 +228,9 @@ def observe(
     as a missing Secret is), not Progressing, and not Ready unless a Deployment from before serves.
     ``pods`` are the SpeechToText's pods, listed when :func:`pods_matter`: what keeps them from running
     (:func:`pods_trouble`) makes it Degraded and not Ready, before the Deployment's progress deadline says so.
+    ``conflicts`` says which children's names someone else's objects hold (left as they are): Degraded (reason
+    :data:`NAME_CONFLICT`, re-checked), not Progressing, not Ready (``deployment`` is then None, or the Service
+    in front of its pods is not theirs).
     """
     desired = builders.replicas(stt)
     seen = (deployment or {}).get("status") or {}
@@ -243,6 +249,8 @@ def observe(
     cause = failing or trouble
     if refused:
         degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), outdated_crd))
+    elif conflicts:
+        degraded = cond(DEGRADED, True, NAME_CONFLICT, _also("; ".join(conflicts), outdated_crd))
     elif write_refused:
         degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), outdated_crd))
     elif missing:
@@ -259,6 +267,8 @@ def observe(
     counts = f"{ready}/{desired} replicas ready"
     if refused:
         progressing = cond(PROGRESSING, False, POLICY_VIOLATION, "nothing is created or changed while the spec breaks the operator's policy")
+    elif conflicts:
+        progressing = cond(PROGRESSING, False, NAME_CONFLICT, "the spec is not applied: " + "; ".join(conflicts))
     elif write_refused:
         progressing = cond(PROGRESSING, False, WRITE_REFUSED, "the spec is not applied: " + _refused_writes(write_refused))
     elif deployment is None:
@@ -272,6 +282,8 @@ def observe(
 
     if refused:
         ready_c = cond(READY, False, POLICY_VIOLATION, "refused: " + "; ".join(refused))
+    elif conflicts:
+        ready_c = cond(READY, False, NAME_CONFLICT, f"{counts}: " + "; ".join(conflicts))
     elif missing:
         ready_c = cond(READY, False, MISSING_DEPENDENCY, f"{'; '.join(missing)} not found")
     elif write_refused and (deployment is None or ready < desired):

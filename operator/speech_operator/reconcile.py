@@ -154,10 +154,14 @@ def event_target(obj: Mapping[str, Any]) -> kopf.Body:
     return cast(kopf.Body, dict(obj))
 
 
+class NameConflict(Exception):
+    """A child's name is taken by an object the SpeechToText does not own: it is left as it is (:func:`apply`)."""
+
+
 def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | None:
     """Who holds the child ``live``, in words, when it is not the SpeechToText ``owner``'s; None when it is missing,
     controlled by ``owner``, or an orphan with the operator's labels for ``owner`` (its owner reference removed by
-    hand). Anything else is someone else's: never deleted."""
+    hand: taken back). Anything else is someone else's: never changed, never deleted."""
     if live is None:
         return None
     controller = _controller(live)
@@ -172,16 +176,16 @@ def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | No
 
 
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
-    """Server-side apply ``desired`` when :func:`pending` says so; one Event per write."""
+    """Server-side apply ``desired`` when :func:`pending` says so; one Event per write. :class:`NameConflict` when its
+    name is taken by an object ``owner`` does not own (:func:`holder`)."""
     desired = fingerprinted(desired)
     kind, meta = desired["kind"], desired["metadata"]
     url = child_path(kind, meta["namespace"], meta["name"])
     live = await kube.get(url)
-    controller = _controller(live)
-    if controller and controller.get("uid") != meta["ownerReferences"][0]["uid"]:
-        message = f"{kind} {meta['name']} exists and is controlled by {controller.get('kind')} {controller.get('name')}"
-        kopf.warn(event_target(owner), reason="NameConflict", message=message)
-        raise kopf.TemporaryError(message, delay=60)
+    held = holder(live, owner)
+    if held:
+        raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it is: "
+                           f"delete or rename it, or give the SpeechToText another name")
     todo = pending(desired, live)
     if not todo:
         return dict(live or {})
@@ -330,9 +334,10 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             decided = await autoscale(stt)
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(body, before, decided)
-        deployment, write_refused = None, list[str]()
+        deployment, write_refused, conflicts = None, list[str](), list[str]()
         if refused:  # nothing created or changed; the status and an event say why
             deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
+            deployment = None if holder(deployment, body) else deployment
         else:
             desired = builders.children(stt, runtime.config)
             for child in desired:
@@ -344,14 +349,17 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                         raise
                     write_refused.append(f"{child['kind']} {name}: {exc.message}")
                     actual = await runtime.kube.get(child_path(child["kind"], namespace, name))
+                except NameConflict as exc:  # someone else's: said in the status, looked at again
+                    conflicts.append(str(exc))
+                    actual = None
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
         # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
-        pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused)
+        pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused or conflicts)
                 and conditions.pods_matter(stt, deployment) else None)
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
-                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods)
+                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts)
         await write_status(runtime.kube, body, status)
         return status
 

@@ -1,12 +1,14 @@
 """A Deployment or Service of a SpeechToText's name that the operator did not make: already in the namespace (a team's
-own app, a Helm release's), or another controller's. Deleting the SpeechToText deletes only what it owns. The real kopf
-operator against kmock (harness/kube.py)."""
+own app, a Helm release's), or another controller's. The operator leaves it alone and says so in the status; deleting
+the SpeechToText deletes only what it owns. The real kopf operator against kmock (harness/kube.py)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from conftest import NAMESPACE
+import pytest
+from conftest import NAMESPACE, condition
 
 from speech_operator import api
 
@@ -46,6 +48,15 @@ async def _finalized(cluster: Cluster) -> bool:
     return f"{api.GROUP}/cleanup" in (body.get("metadata", {}).get("finalizers") or [])
 
 
+async def _conflict(cluster: Cluster) -> dict[str, Any] | None:
+    c = await condition(cluster, "Degraded")
+    return c if c.get("reason") == "NameConflict" else None
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= level]
+
+
 async def test_deleting_a_speechtotext_leaves_a_service_of_its_name_that_another_controller_owns(
         cluster: Cluster) -> None:
     """Before, the SpeechToText's deletion deleted a Deployment, Service and PodDisruptionBudget of its name whoever
@@ -63,3 +74,73 @@ async def test_deleting_a_speechtotext_leaves_a_service_of_its_name_that_another
     left = await cluster.api.get(cluster.url("v1", "services", "en-us"))
     assert left is not None and left["metadata"]["ownerReferences"] == THEIRS["metadata"]["ownerReferences"], left
     assert not cluster.sent("DELETE", "services", "en-us")
+
+
+async def test_another_controllers_deployment_is_left_alone_said_in_the_status_once_and_taken_when_gone(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Before, kopf's handler failed "temporarily" with an ERROR line a minute and no status at all, and the Service
+    was never made. Now: Degraded, Progressing and Ready say NameConflict and whose it is, with one Warning event and
+    one WARNING line however often it is looked at again; the Deployment is neither written nor mirrored in the
+    status (its 2 ready pods are not the SpeechToText's). Once its owner deletes it, the operator makes its own."""
+    await cluster.api.create(cluster.url("apps/v1", "deployments"), THEIRS)
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"),
+                            {"status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}})
+    await cluster.api.create(cluster.stt_url(), stt())
+    degraded = await cluster.eventually(lambda: _conflict(cluster))
+    assert degraded["status"] == "True" and degraded["message"] == (
+        "Deployment en-us exists and is not this SpeechToText's (controlled by WebApp web); it is left as it is: "
+        "delete or rename it, or give the SpeechToText another name"), degraded
+    ready, progressing = await condition(cluster, "Ready"), await condition(cluster, "Progressing")
+    assert (ready["status"], ready["reason"]) == ("False", "NameConflict") and "WebApp web" in ready["message"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "NameConflict")
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    assert (body["status"]["replicas"], body["status"]["readyReplicas"]) == (0, 0), "their pods are not its pods"
+    assert await cluster.api.get(cluster.url("v1", "services", "en-us")) is not None, "the other children are made"
+
+    async def looked_again() -> bool:  # the re-check (every 0.2 s here) reads the Deployment each time
+        return len(cluster.sent("GET", "deployments", "en-us")) >= 4
+    await cluster.eventually(looked_again)
+    assert not cluster.sent("PATCH", "deployments", "en-us"), "theirs is never written"
+    warned = [r.getMessage() for r in _lines(caplog, logging.WARNING) if "NameConflict" in r.getMessage()]
+    assert len(warned) == 1 and "WebApp web" in warned[0], warned
+    assert not _lines(caplog, logging.ERROR) and not any(r.exc_info for r in caplog.records), caplog.text
+    assert [e["type"] for e in await cluster.events() if e["reason"] == "NameConflict"] == ["Warning"]
+
+    assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))  # its owner lets the name go
+
+    async def ours() -> bool:
+        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+        return (dep.get("metadata", {}).get("ownerReferences") or [{}])[0].get("uid") == body["metadata"]["uid"]
+    await cluster.eventually(ours)
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
+
+
+async def test_a_service_made_by_hand_is_not_taken_over(cluster: Cluster) -> None:
+    """Before, the operator server-side applied its Service over one a team had made by hand (force: it took the
+    team's fields over, its selector among them, and its app lost its traffic)."""
+    await cluster.api.create(cluster.url("v1", "services"), HANDMADE)
+    await cluster.api.create(cluster.stt_url(), stt())
+    degraded = await cluster.eventually(lambda: _conflict(cluster))
+    assert "Service en-us exists and is not this SpeechToText's (made by someone else" in degraded["message"], degraded
+    assert await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) is not None
+    assert not cluster.sent("PATCH", "services", "en-us")
+    left = await cluster.api.get(cluster.url("v1", "services", "en-us")) or {}
+    assert left["spec"]["selector"] == {"app": "web"} and "ownerReferences" not in left["metadata"], left
+
+
+async def test_an_owned_deployment_whose_owner_reference_was_removed_by_hand_is_taken_back(cluster: Cluster) -> None:
+    """Pins what the rule above keeps: a child with the operator's labels for this SpeechToText and no controller is
+    its own, edited by hand; its owner reference is put back, with no conflict."""
+    created = await cluster.api.create(cluster.stt_url(), stt())
+    await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"metadata": {"ownerReferences": None}})
+
+    async def taken_back() -> bool:
+        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+        refs = dep.get("metadata", {}).get("ownerReferences") or []
+        return [r.get("uid") for r in refs] == [created["metadata"]["uid"]]
+    await cluster.eventually(taken_back)
+    assert (await condition(cluster, "Degraded")).get("reason") != "NameConflict"
