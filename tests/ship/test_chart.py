@@ -134,6 +134,59 @@ def test_rbac_rules_come_from_deploy_base(helm: Path) -> None:
     ]
 
 
+#: The kinds the chart makes that live in no namespace (CRDs aside: Helm installs those once, from crds/).
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+
+
+def object_keys(docs: list[dict], namespace: str) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of each object: "" for a cluster-scoped one, the release's when a template sets none."""
+    return {(d["kind"], "" if d["kind"] in CLUSTER_SCOPED else d["metadata"].get("namespace", namespace),
+             d["metadata"]["name"]) for d in docs}
+
+
+def test_releases_of_one_name_in_two_namespaces_own_different_objects(helm: Path) -> None:
+    """`helm install speech-operator -n team-a` and `-n team-b` in cluster mode: the second failed while the ClusterRoles
+    and their bindings were named by the release alone (the object "exists and cannot be imported into the current
+    release"). Every object of each is its own; each binding names its own render's role and ServiceAccount.
+    (Namespaced mode makes no cluster-scoped object: its Roles live in the namespaces each release watches.)"""
+    extra = ("--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
+             "--set", "gateway.ingress.enabled=true", "--set", "gateway.ingress.hosts[0].host=speech.example.com",
+             "--set", "peering.enabled=true", "--set", "replicaCount=2")
+    renders = {ns: helm_template(helm, *extra, namespace=ns) for ns in ("team-a", "team-b")}
+    a, b = (object_keys(docs, ns) for ns, docs in renders.items())
+    # but one: the ClusterKopfPeering is named peering.name, which the operator's --peering names too, on purpose. Two
+    # cluster-mode operators reconcile the same SpeechToTexts; one peering keeps one of them active (chart README).
+    assert a and a & b == {("ClusterKopfPeering", "", "speech-operator")}, sorted(a & b)
+    for ns, docs in renders.items():
+        validate_manifests(docs)
+        roles = by_kind(docs, "ClusterRole") + by_kind(docs, "ClusterRoleBinding")
+        assert len(roles) == 4 and all(d["metadata"]["name"].endswith(f"-{ns}") for d in roles), roles
+        names = object_keys(docs, ns)
+        for binding in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding"):
+            ref = binding["roleRef"]
+            role_ns = "" if ref["kind"] == "ClusterRole" else binding["metadata"]["namespace"]
+            assert (ref["kind"], role_ns, ref["name"]) in names, binding
+            assert all(("ServiceAccount", s["namespace"], s["name"]) in names for s in binding["subjects"]), binding
+    # the operator's and the gateway's, each with its rules from deploy/base/rbac.yaml
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(renders["team-a"], "ClusterRole")}
+    assert roles == {"speech-operator-team-a": rbac_rules(), "speech-operator-gateway-team-a": rbac_rules("speech-gateway")}
+
+
+def test_cluster_scoped_names_stay_unique_past_63_characters(helm: Path) -> None:
+    """A long release name in two long namespaces that differ at their ends: each name is cut to 63 characters and
+    ends in a hash of the whole, so the two releases' names still differ."""
+    release = "speech-operator-for-the-contact-centre"
+    names = {}
+    for namespace in ("a-namespace-of-a-platform-team-with-a-long-name-a", "a-namespace-of-a-platform-team-with-a-long-name-b"):
+        docs = helm_template(helm, "--set", f"fullnameOverride={release}", namespace=namespace)
+        names[namespace] = {d["metadata"]["name"] for d in docs if d["kind"] in CLUSTER_SCOPED}
+        assert len(names[namespace]) == 2 and all(len(n) <= 63 for n in names[namespace]), names
+        for binding in by_kind(docs, "ClusterRoleBinding"):
+            assert binding["roleRef"]["name"] == binding["metadata"]["name"] in names[namespace]
+    first, second = names.values()
+    assert not first & second, names
+
+
 def test_namespaced_mode(helm: Path) -> None:
     docs = helm_template(helm, "--set", "watch.mode=namespaced", namespace="speech")
     validate_manifests(docs)

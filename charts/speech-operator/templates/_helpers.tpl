@@ -46,6 +46,22 @@ nothing). */}}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The name of a cluster-scoped object (ClusterRole, ClusterRoleBinding) of the name given: that name and the release
+namespace, so that releases of one name in two namespaces own different objects (with the name alone the second
+`helm install` failed: the object "exists and cannot be imported into the current release"). Past 63 characters,
+cut to 54 and followed by 8 hex characters of the untruncated name's sha256, so it stays unique.
+Argument: a dict of the name ("name") and the root context ("ctx").
+*/}}
+{{- define "speech-operator.clusterName" -}}
+{{- $full := printf "%s-%s" .name .ctx.Release.Namespace -}}
+{{- if gt (len $full) 63 -}}
+{{- printf "%s-%s" ($full | trunc 54 | trimSuffix "-") ($full | sha256sum | trunc 8) -}}
+{{- else -}}
+{{- $full -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "speech-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "speech-operator.fullname" .) .Values.serviceAccount.name -}}
