@@ -662,6 +662,8 @@ class SpeechToTextStatus(_Model):
     """The metadata.generation last reconciled."""
     replicas: Annotated[int, Field(ge=0)] = 0
     """Pods of the recognizer Deployment."""
+    desiredReplicas: Annotated[int, Field(ge=0)] = 0
+    """Pods the operator wants running: spec.replicas, or with spec.autoscaling the autoscaler's choice."""
     readyReplicas: Annotated[int, Field(ge=0)] = 0
     """Pods that pass the readiness probe."""
     selector: str = ""

@@ -301,6 +301,7 @@ def observe(
         conditions=[ready_c, progressing, degraded],
         observedGeneration=generation,
         replicas=replicas,
+        desiredReplicas=desired,
         readyReplicas=ready,
         selector=builders.selector(stt),
         endpoint=builders.endpoint(stt),

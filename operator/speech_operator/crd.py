@@ -80,10 +80,11 @@ def schema_of(model: type[api.BaseModel]) -> dict[str, Any]:
 
 
 def printer_columns() -> list[dict[str, Any]]:
-    """``kubectl get stt`` columns; Sessions (with autoscaling), Endpoint and Reason show with ``-o wide``."""
+    """``kubectl get stt`` columns; Sessions (with autoscaling), Endpoint and Reason show with ``-o wide``. Replicas
+    is what the operator wants running (with autoscaling the autoscaler's choice, which spec.replicas is not)."""
     return [
         {"name": "Locale", "type": "string", "jsonPath": ".spec.locale"},
-        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.desiredReplicas"},
         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Sessions", "type": "integer", "jsonPath": ".status.autoscaling.sessions", "priority": 1},

@@ -110,6 +110,10 @@ class Scaled:
         body = await self.cluster.api.get(self.cluster.stt_url("en-us")) or {}
         return body.get("status") or {}
 
+    async def desired(self, n: int) -> bool:
+        """The status says the operator wants ``n`` pods."""
+        return (await self.status()).get("desiredReplicas") == n
+
     async def ready_pods(self, n: int) -> None:
         async def counted() -> bool:
             return sum(p.ready for p in self.pods.pods.values()) == n and len(self.pods.pods) == n
@@ -311,17 +315,24 @@ async def test_a_pod_not_ready_with_sessions_is_not_scaled_away(scaled: Scaled) 
 
 
 async def test_without_autoscaling_spec_replicas_rules_again(scaled: Scaled) -> None:
+    """And status.desiredReplicas (`kubectl get stt`'s REPLICAS) says what the operator wants running in each case:
+    the autoscaler's 4, not spec.replicas' 1 (the column showed 1 while 4 pods ran); then spec.replicas, then the
+    scale subresource's."""
     await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
     scaled.script.loads["en-us-0"] = (7, 0.0)
     await scaled.becomes(4)  # capped at maxReplicas
+    await scaled.cluster.eventually(lambda: scaled.desired(4), PATIENCE)
+    assert (await scaled.cluster.api.get(scaled.cluster.stt_url("en-us")))["spec"]["replicas"] == 1
     await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us"), {"spec": {"autoscaling": None, "replicas": 2}})
     await scaled.becomes(2)
 
     async def dropped() -> bool:
         return "autoscaling" not in await scaled.status()
     await scaled.cluster.eventually(dropped, PATIENCE)
+    await scaled.cluster.eventually(lambda: scaled.desired(2), PATIENCE)
     await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 3}})
     await scaled.becomes(3)
+    await scaled.cluster.eventually(lambda: scaled.desired(3), PATIENCE)
     await scaled.stays(3, 1.0)
 
 

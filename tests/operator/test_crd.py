@@ -71,3 +71,9 @@ def test_subresources_and_columns() -> None:
     assert ["Locale", "Replicas", "Ready", "Age"] == [c["name"] for c in version["additionalPrinterColumns"]
                                                      if not c.get("priority")]
     assert columns["Endpoint"]["priority"] == 1
+    # what the operator wants running (conditions.observe writes it always), not spec.replicas, which under
+    # spec.autoscaling is only where the autoscaler starts; READY counts the ready pods
+    assert columns["Replicas"]["jsonPath"] == ".status.desiredReplicas"
+    assert columns["Ready"]["jsonPath"] == ".status.readyReplicas"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert status["desiredReplicas"]["type"] == "integer"
