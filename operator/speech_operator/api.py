@@ -682,6 +682,11 @@ NAME_RULE = cel(f"self.metadata.name.matches('{SERVICE_NAME_PATTERN}') && size(s
                 "metadata.name must be a DNS-1035 label of at most 63 characters (it names the Service)")
 
 
+def is_name(name: str) -> bool:
+    """Whether ``name`` may name a SpeechToText (:data:`NAME_RULE`)."""
+    return len(name) <= 63 and re.match(SERVICE_NAME_PATTERN, name) is not None
+
+
 class SpeechToText(_Model):
     """A recognizer for one locale: a Deployment and a Service running speech_recognizer."""
 
@@ -696,7 +701,7 @@ class SpeechToText(_Model):
     @model_validator(mode="after")
     def _name(self) -> SpeechToText:
         name = self.metadata.get("name")
-        if name is not None and (len(name) > 63 or not re.match(SERVICE_NAME_PATTERN, name)):
+        if name is not None and not is_name(name):
             raise ValueError(NAME_RULE["message"])
         return self
 

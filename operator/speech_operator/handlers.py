@@ -252,9 +252,13 @@ async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, m
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
     then anyway (``on.resume``), and reconciling it once per child as well tripled the
-    reads of a restart (bench/notes.md, Operator).
+    reads of a restart (bench/notes.md, Operator). Nor an object whose owner label names no
+    possible SpeechToText (one made by hand with the operator's labels, its value empty): one line.
     """
     if type is None:  # kopf passes None for the initial listing, though its protocol says str
         return
-    await _reconcile_or_say(runtime(memo), namespaced(namespace), labels[builders.LABEL_OWNER], logger,
-                            "at its next change or event")
+    owner = labels[builders.LABEL_OWNER]
+    if not api.is_name(owner):
+        logger.info("ignored: its label %s=%r names no SpeechToText", builders.LABEL_OWNER, owner)
+        return
+    await _reconcile_or_say(runtime(memo), namespaced(namespace), owner, logger, "at its next change or event")

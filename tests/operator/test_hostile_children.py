@@ -144,3 +144,20 @@ async def test_an_owned_deployment_whose_owner_reference_was_removed_by_hand_is_
         return [r.get("uid") for r in refs] == [created["metadata"]["uid"]]
     await cluster.eventually(taken_back)
     assert (await condition(cluster, "Degraded")).get("reason") != "NameConflict"
+
+
+async def test_an_object_with_the_operators_labels_and_an_empty_owner_is_one_line(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A Service made by hand with the operator's labels, its owner label empty (a copy of one of the operator's,
+    edited) is ignored in one INFO line. Before, each of its changes reconciled the SpeechToText named "" (a GET of the
+    whole collection, taken for one) and kopf logged an ERROR with two tracebacks (a ValidationError, then a KeyError)."""
+    caplog.set_level(logging.INFO, logger="kopf.objects")
+    stray = {**HANDMADE, "metadata": {"name": "stray", "namespace": NAMESPACE, "labels": {
+        "app.kubernetes.io/managed-by": "speech-operator", f"{api.GROUP}/speechtotext": ""}}}
+    await cluster.api.create(cluster.url("v1", "services"), stray)
+
+    async def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "names no SpeechToText" in r.getMessage()]
+    assert await cluster.eventually(said) == [f"ignored: its label {api.GROUP}/speechtotext='' names no SpeechToText"]
+    assert not _lines(caplog, logging.ERROR), caplog.text
+    assert not any(r.exc_info for r in caplog.records)
