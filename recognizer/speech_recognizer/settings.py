@@ -56,6 +56,30 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return max(1, math.ceil(quota / period))
 
 
+#: cgroup v1's "no limit" is the largest page count its counter holds, in bytes (9223372036854771712 with 4 KiB pages);
+#: a limit this large or larger is none.
+NO_MEMORY_LIMIT = 2**62
+
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The container's memory limit in bytes, or None when there is none (or it cannot be read: no crash on garbage).
+
+    Reads cgroup v2 ``memory.max`` ("max" = none) or cgroup v1 ``memory/memory.limit_in_bytes`` (a number near
+    2**63 = none), as :func:`cgroup_cpu_limit` reads the CPU limit.
+    """
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        try:
+            limit = int(text)
+        except ValueError:  # "max", or garbage
+            return None
+        return limit if 0 < limit < NO_MEMORY_LIMIT else None
+    return None
+
+
 def cpu_count() -> int:
     """CPUs this process may use: its CPU affinity, capped by the container's CPU limit.
 
@@ -68,6 +92,48 @@ def cpu_count() -> int:
         cpus = os.cpu_count() or 1
     limit = cgroup_cpu_limit()
     return min(cpus, limit) if limit else cpus
+
+
+#: Memory a recognizer holds before it decodes: the process and its model loaded (the ko-KR small model: 515.5 MiB
+#: with jemalloc, the image's allocator, ~570 with glibc's malloc; bench/notes.md, "Memory").
+BASE_MIB = 576
+#: Memory each decoder may take at its peak: its warm recognizer (~46 MiB) and that recognizer's decoding graph grown
+#: over the 10 minutes of a stream's own audio before its handover (~283 MiB on varied speech: six streams took a
+#: warmed server from 799 to 2497 MiB), and a fifth more for speech more varied than the bench's (bench/notes.md, "Memory").
+DECODER_MIB = 400
+#: How the default ``DecoderMaxCount`` is made, as help and README say it.
+DECODER_RULE = f"3 × cores, at most what the memory limit holds ({DECODER_MIB} MiB each beyond {BASE_MIB} MiB)"
+
+
+def decoders_for_memory(limit: int | None) -> int | None:
+    """Decoders a memory limit of ``limit`` bytes holds (:data:`DECODER_MIB` each beyond :data:`BASE_MIB`; 0 when it
+    holds not even the model), or None without a limit."""
+    if limit is None:
+        return None
+    return max(0, (limit // 2**20 - BASE_MIB) // DECODER_MIB)
+
+
+def default_decoders(cores: int, memory_limit: int | None) -> int:
+    """The default ``DecoderMaxCount`` (:data:`DECODER_RULE`): 3 per core, what 2 vCPUs were measured to keep strictly
+    real time (docs/benchmarks.md), but no more than the memory limit holds, since past it the kernel OOM-kills the
+    container and every stream on it. At least 1: a server with no decoder would refuse everything, and a limit
+    too small for one stream of ten varied minutes still holds shorter ones (the start-up log warns)."""
+    held = decoders_for_memory(memory_limit)
+    return max(1, 3 * cores if held is None else min(3 * cores, held))
+
+
+def decoder_capacity(count: int, cores: int, memory_limit: int | None) -> tuple[str, str | None]:
+    """What the start-up log says of ``count`` decoders: how many, and what the cores and the memory limit hold; and a
+    warning when the memory limit holds fewer (an explicit ``DecoderMaxCount`` is obeyed, so is the floor of 1)."""
+    held = decoders_for_memory(memory_limit)
+    memory = ("no memory limit" if memory_limit is None else
+              f"the {memory_limit // 2**20} MiB memory limit holds {held} at {DECODER_MIB} MiB each beyond {BASE_MIB} MiB")
+    line = f"{count} decoder{'s' * (count != 1)} (3 × {cores} cores: {3 * cores}; {memory})"
+    if memory_limit is None or held is None or count <= held:
+        return line, None
+    return line, (f"{c.DECODER_MAX_COUNT}={count} is more than the {memory_limit // 2**20} MiB memory limit holds ({held}): "
+                  "decoders all busy with long streams of varied speech may get the container OOM-killed, every stream "
+                  f"on it lost; raise the memory limit to {BASE_MIB + count * DECODER_MIB} MiB or lower {c.DECODER_MAX_COUNT}")
 
 
 # ---- values ---------------------------------------------------------------------------------------------
@@ -212,11 +278,11 @@ class Settings:
         c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
     )
     download_license: bool = setting(c.DOWNLOAD_LICENSE, False, help="`True`: Azure's license download; reports that none is needed and exits")
-    #: 3 per core: what 2 vCPUs were measured to keep strictly real time (docs/benchmarks.md).
+    #: 3 per core, at most what the container's memory limit holds (:func:`default_decoders`).
     decoder_max_count: int = setting(
         c.DECODER_MAX_COUNT,
-        factory=lambda: max(3, 3 * cpu_count()),
-        shown="3 × cores",
+        factory=lambda: default_decoders(cpu_count(), cgroup_memory_limit()),
+        shown=DECODER_RULE,
         minimum=1,
         aliases=("DECODER_MAX_COUNT",),
         help="recognitions decoding at once; more get 503 + `Retry-After` (REST), close 1013 (vosk), `TooManyRequests` (SDK)",

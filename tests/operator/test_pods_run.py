@@ -12,10 +12,12 @@ What runs, what is checked and what differs from a cluster: tests/example_pods.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from speech_recognizer import contract
 from speech_recognizer import models as m
 from speech_recognizer.models import installed_packages
 from tests.example_pods import PLATFORM_KINDS, cases, docs, pod_spec, run_example, stt_of, zip_model
-from tests.kubelet import Image, Pod, file_server, host_image
+from tests.kubelet import Image, Pod, Running, file_server, host_image
 from tests.operator_pod import run_operator_pod
 from tests.pods_at_once import runs_pod
 from tests.recognizer.test_models import fake_model
@@ -217,17 +219,18 @@ def _connection_limits() -> dict[str, tuple[int | None, str, float]]:
     return seen
 
 
-def connection_spec() -> dict[str, Any]:
-    """The pod spec of a ko-KR SpeechToText with :data:`CONNECTION_SPEC`."""
+def emitted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec the operator emits for a ko-KR SpeechToText with ``spec``."""
     stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"},
-                                           "spec": CONNECTION_SPEC})
+                                           "spec": spec})
     return builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
 
 
-def connection_pod() -> tuple[dict[str, tuple[int | None, str, float]], tuple[int, str]]:
-    """:func:`connection_spec`'s pod, run as a kubelet runs it to ready: what :func:`_connection_limits` saw, and the
-    answer to a 3000-byte request head."""
-    with Pod(connection_spec(), host_image(), name="ko-kr") as pod:
+@contextlib.contextmanager
+def ready_recognizer(spec: dict[str, Any]) -> Iterator[tuple[Pod, Running]]:
+    """The recognizer pod of ``spec`` (an emitted pod spec), run as a kubelet runs it: its init containers, each to
+    success, then its container to ready (startup, then readiness probe); stopped at once on leaving."""
+    with Pod(spec, host_image(), name="ko-kr") as pod:
         for init in pod.init_containers():
             done = pod.run_init(init)
             assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
@@ -235,9 +238,16 @@ def connection_pod() -> tuple[dict[str, tuple[int | None, str, float]], tuple[in
         try:
             pod.wait_probe(running, "startupProbe")
             pod.wait_probe(running, "readinessProbe", budget=300)
-            return pod.in_network(_connection_limits), pod.http_get(contract.PORT, "/status", headers={"X-Padding": "x" * 3000})
+            yield pod, running
         finally:
             pod.stop(running, grace=0)
+
+
+def connection_pod() -> tuple[dict[str, tuple[int | None, str, float]], tuple[int, str]]:
+    """:data:`CONNECTION_SPEC`'s pod, run as a kubelet runs it to ready: what :func:`_connection_limits` saw, and the
+    answer to a 3000-byte request head."""
+    with ready_recognizer(emitted_spec(CONNECTION_SPEC)) as (pod, _):
+        return pod.in_network(_connection_limits), pod.http_get(contract.PORT, "/status", headers={"X-Padding": "x" * 3000})
 
 
 @runs_pod(connection_pod)
@@ -249,7 +259,7 @@ def test_emitted_connection_settings_take_effect(
     one idle for 2 s with 1000, ends a stream without audio for 1 s with 1008, and answers a 3000-byte request head
     with 431 (Http:MaxHeaderBytes 2048). Without the fields (or with arguments the recognizer ignored) the second
     connection would stay open, the others wait 300 s and 30 s, and the head pass (its default is 16384)."""
-    args = next(c for c in connection_spec()["containers"] if c["name"] == builders.CONTAINER)["args"]
+    args = next(c for c in emitted_spec(CONNECTION_SPEC)["containers"] if c["name"] == builders.CONTAINER)["args"]
     assert {"MaxConnections=1", "ConnectionIdleSeconds=2", "AudioIdleSeconds=1", "Http:MaxHeaderBytes=2048"} <= set(args), args
     seen, big_head = pod_run.result()
     print(seen)
@@ -382,63 +392,52 @@ class AtCap:
 
 def saturated_spec() -> dict[str, Any]:
     """The pod spec the operator emits for :data:`SATURATED_SPEC`."""
-    stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"},
-                                           "spec": SATURATED_SPEC})
-    return builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    return emitted_spec(SATURATED_SPEC)
 
 
 def saturated_pod(utterances_wav: Path) -> AtCap:
     """:data:`SATURATED_SPEC`'s pod, run as a kubelet runs it (its cgroup with the emitted CPU quota and memory limit)
     to ready; then as many OpenAI uploads at once as it has decoders (``/sessions``' ``decoders``: DecoderMaxCount, 3
-    per CPU of its limit), each the largest its limits allow (:func:`widest_wav`: :data:`SPEECH_SECONDS` of it speech), while its readiness and liveness
+    per CPU of its limit, at most what its memory limit holds: 6 in the default 2 CPUs and 3Gi), each the largest its limits allow (:func:`widest_wav`: :data:`SPEECH_SECONDS` of it speech), while its readiness and liveness
     probes are sent as the kubelet sends them (timeoutSeconds as emitted) every :data:`PROBE_EVERY` s."""
     import httpx
 
     body = widest_wav(utterances_wav, SPEECH_SECONDS)
-    with Pod(saturated_spec(), host_image(), name="ko-kr") as pod:
-        for init in pod.init_containers():
-            done = pod.run_init(init)
-            assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
-        running = pod.start()
+    with ready_recognizer(saturated_spec()) as (pod, running):
         container = pod.container(running.name)
-        try:
-            pod.wait_probe(running, "startupProbe")
-            pod.wait_probe(running, "readinessProbe", budget=300)
-            cap = int(json.loads(pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)[1])["decoders"])
-            answers: list[tuple[int, str]] = []
-            probes: dict[str, list[tuple[float, bool, int]]] = {"readinessProbe": [], "livenessProbe": []}
-            loaded = threading.Event()
+        cap = int(json.loads(pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)[1])["decoders"])
+        answers: list[tuple[int, str]] = []
+        probes: dict[str, list[tuple[float, bool, int]]] = {"readinessProbe": [], "livenessProbe": []}
+        loaded = threading.Event()
 
-            def upload() -> None:
-                def post() -> None:
-                    answer = httpx.post(f"http://127.0.0.1:{contract.PORT}{contract.ROUTE_OPENAI_TRANSCRIPTIONS}",
-                                        files={"file": ("widest.wav", body, "audio/wav")}, data={"model": "whisper-1"},
-                                        timeout=600)
-                    answers.append((answer.status_code, answer.text[:300]))
-                pod.in_network(post)
+        def upload() -> None:
+            def post() -> None:
+                answer = httpx.post(f"http://127.0.0.1:{contract.PORT}{contract.ROUTE_OPENAI_TRANSCRIPTIONS}",
+                                    files={"file": ("widest.wav", body, "audio/wav")}, data={"model": "whisper-1"},
+                                    timeout=600)
+                answers.append((answer.status_code, answer.text[:300]))
+            pod.in_network(post)
 
-            def probe(kind: str) -> None:
-                while not loaded.is_set():
-                    started = time.monotonic()
-                    passed, status, _ = pod.probe(container, kind)
-                    probes[kind].append((time.monotonic() - started, passed, status))
-                    loaded.wait(PROBE_EVERY)
+        def probe(kind: str) -> None:
+            while not loaded.is_set():
+                started = time.monotonic()
+                passed, status, _ = pod.probe(container, kind)
+                probes[kind].append((time.monotonic() - started, passed, status))
+                loaded.wait(PROBE_EVERY)
 
-            cpu_before = running.cpu_seconds()
-            threads = [threading.Thread(target=upload) for _ in range(cap)]
-            probers = [threading.Thread(target=probe, args=(kind,)) for kind in probes]
-            for thread in probers + threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            loaded.set()
-            for thread in probers:
-                thread.join()
-            return AtCap(cap, answers, probes, running.state(), running.cgroup.memory_peak(),
-                         int(running.cgroup.memory_limit or 0), running.cgroup.cpu_throttled(),
-                         running.cpu_seconds() - cpu_before, running.log())
-        finally:
-            pod.stop(running, grace=0)
+        cpu_before = running.cpu_seconds()
+        threads = [threading.Thread(target=upload) for _ in range(cap)]
+        probers = [threading.Thread(target=probe, args=(kind,)) for kind in probes]
+        for thread in probers + threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        loaded.set()
+        for thread in probers:
+            thread.join()
+        return AtCap(cap, answers, probes, running.state(), running.cgroup.memory_peak(),
+                     int(running.cgroup.memory_limit or 0), running.cgroup.cpu_throttled(),
+                     running.cpu_seconds() - cpu_before, running.log())
 
 
 @runs_pod(saturated_pod)
@@ -479,6 +478,39 @@ def test_memory_at_the_decoder_cap_stays_under_the_limit(pod_run: Future[AtCap])
     assert seen.limit == 3 * 2**30  # the emitted default (api.Resources): the margin below is measured against it
     assert seen.state == {"running": {}}, seen.log[-3000:]
     assert seen.peak < seen.limit - LATER_BURSTS, f"peak {seen.peak / 2**20:.0f} MiB of {seen.limit / 2**20:.0f} MiB"
+
+
+#: A SpeechToText stored before 99f538a: the API server defaulted its memory limit to 2Gi, with the default 2 CPUs.
+#: Its warm-up decodes 1 s per recognizer (the default 6 s would cost ~10 CPU s more and show nothing more).
+TWO_GIB_SPEC = {"locale": "ko-KR", "eula": "accept", "warmup": {"seconds": 1},
+                "resources": {"limits": {"cpu": "2", "memory": "2Gi"}}}
+
+
+@dataclass
+class Started:
+    """What a recognizer pod said of its decoders once ready (:func:`two_gib_pod`)."""
+
+    decoders: int
+    log: str
+
+
+def two_gib_pod() -> Started:
+    """:data:`TWO_GIB_SPEC`'s pod, run as a kubelet runs it (its cgroup with the emitted 2 CPUs and 2Gi) to ready."""
+    with ready_recognizer(emitted_spec(TWO_GIB_SPEC)) as (pod, running):
+        return Started(int(json.loads(pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)[1])["decoders"]), running.log())
+
+
+@runs_pod(two_gib_pod)
+def test_a_pod_with_more_cores_than_its_memory_holds_decoders_for_runs_what_the_memory_holds(pod_run: Future[Started]) -> None:
+    """A recognizer pod whose memory limit holds fewer decoders than its CPUs would (3 per CPU: 6) runs as many as the
+    memory holds: 3 in 2Gi, read from the cgroup the kubelet put it in; ``/sessions`` (what the operator's autoscaling
+    reads), the start-up log line and the warm-up (one recognizer per decoder) all say 3. Before, it ran 6 in 2Gi,
+    which six long meetings of varied speech take past 2.4 GiB: OOM-killed, every stream on the pod lost."""
+    seen = pod_run.result()
+    assert seen.decoders == 3, seen.log[-3000:]
+    assert "with 3 decoders (3 × 2 cores: 6; the 2048 MiB memory limit holds 3 at 400 MiB each beyond 576 MiB)" in seen.log
+    assert "warm-up done: 3 ko-KR recognizers" in seen.log, seen.log[-3000:]
+    assert "is more than the" not in seen.log  # the default never warns
 
 
 def test_containers_run_under_their_limits_and_past_the_memory_limit_are_oom_killed() -> None:

@@ -180,6 +180,67 @@ def test_cpu_count_follows_the_container_cpu_limit(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(tmp_path / "none") is None
 
 
+
+def test_memory_limit_is_read_from_the_container_cgroup(tmp_path: Path) -> None:
+    """cgroup v2's ``memory.max`` and v1's ``memory/memory.limit_in_bytes``, each with its way of saying "none"; a
+    missing, unreadable or garbled file is no limit, never a crash at start-up."""
+    from speech_recognizer.settings import cgroup_memory_limit
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("3221225472\n")
+    assert cgroup_memory_limit(v2) == 3 * 2**30
+    (v2 / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
+    assert cgroup_memory_limit(v1) == 2 * 2**30
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's own "no limit" (4 KiB pages)
+    assert cgroup_memory_limit(v1) is None
+    assert cgroup_memory_limit(tmp_path / "none") is None
+    for garbage in ("", "lots\n", "-1\n", "0\n", "1.5G\n", "\x00\xff"):
+        (v2 / "memory.max").write_text(garbage)
+        assert cgroup_memory_limit(v2) is None, repr(garbage)
+    (v2 / "memory.max").unlink()
+    (v2 / "memory.max").mkdir()  # unreadable: a directory
+    assert cgroup_memory_limit(v2) is None
+
+
+def test_default_decoders_are_what_the_cores_and_the_memory_limit_hold() -> None:
+    """3 per core, at most what the memory limit holds, at least 1. The SpeechToText's default pod (2 CPUs, 3Gi) keeps
+    its 6; 4 CPUs in 3Gi get what 3Gi holds, not 12 (six streams of varied speech took a server to 2497 MiB, so
+    twelve would be OOM-killed); a SpeechToText stored with the 2Gi of before gets what 2Gi holds; 1Gi holds one."""
+    from speech_recognizer.settings import BASE_MIB, DECODER_MIB, default_decoders
+
+    gib = 2**30
+    assert default_decoders(2, 3 * gib) == 6
+    assert default_decoders(4, 3 * gib) == 6
+    assert default_decoders(2, 2 * gib) == 3
+    assert default_decoders(2, 1 * gib) == 1
+    assert default_decoders(2, 256 * 2**20) == 1, "the floor: a server with no decoder would refuse everything"
+    assert default_decoders(2, None) == 6 and default_decoders(4, None) == 12 and default_decoders(1, None) == 3
+    assert default_decoders(8, 8 * gib) == 19
+    assert BASE_MIB + 6 * DECODER_MIB >= 2497, "the budget holds the six varied streams measured (bench/notes.md, Memory)"
+
+
+def test_the_start_up_line_says_the_decoders_and_warns_past_the_memory_limit() -> None:
+    """The start-up log says how many decoders and what cores and memory hold; an explicit ``DecoderMaxCount`` past
+    what the memory holds is obeyed with one warning that says the risk and the way out."""
+    from speech_recognizer.settings import decoder_capacity
+
+    gib = 2**30
+    line, warning = decoder_capacity(6, 2, 3 * gib)
+    assert line == "6 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 6 at 400 MiB each beyond 576 MiB)"
+    assert warning is None
+    assert decoder_capacity(6, 2, None) == ("6 decoders (3 × 2 cores: 6; no memory limit)", None)
+    line, warning = decoder_capacity(12, 4, 3 * gib)
+    assert line.startswith("12 decoders (3 × 4 cores: 12; the 3072 MiB memory limit holds 6 ")
+    assert warning is not None and warning.startswith("DecoderMaxCount=12 is more than the 3072 MiB memory limit holds (6)")
+    assert "OOM-killed" in warning and "5376 MiB" in warning
+    line, warning = decoder_capacity(1, 2, 700 * 2**20)  # the floor: not even one fits
+    assert line.startswith("1 decoder (") and warning is not None and "holds (0)" in warning
+
 # ---- each setting declared once (issue 16, design) -------------------------------------------------
 
 
