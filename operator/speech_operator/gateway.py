@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -151,7 +152,7 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         try:
-            proxies(self.trusted_proxies)
+            self.trusted  # noqa: B018 - read once, here, and kept: a wrong value stops the gateway as it starts
         except ValueError as exc:
             raise ValueError(f"{ENV_PREFIX}TRUSTED_PROXIES={self.trusted_proxies!r}: {exc}") from None
         if not self.form_limits.buffer_fits_the_budget():
@@ -165,9 +166,9 @@ class GatewayConfig:
     def head_limits(self) -> HeadLimits:
         return HeadLimits(max_header_bytes=self.max_header_bytes, header_seconds=self.header_seconds)
 
-    @property
+    @functools.cached_property
     def trusted(self) -> tuple[Network, ...]:
-        """:attr:`trusted_proxies` read (:func:`~speech_recognizer.addresses.proxies`)."""
+        """:attr:`trusted_proxies` read (:func:`~speech_recognizer.addresses.proxies`), once per config."""
         return proxies(self.trusted_proxies)
 
     @property

@@ -347,7 +347,13 @@ async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientH
     :class:`RefusedUpgrade`, its body read first (at most :data:`REFUSAL_MAX_BYTES`, for at most
     :data:`REFUSAL_READ_SECONDS`: a huge or endless body neither holds nor grows the gateway), and its connection
     closed. ``ws_connect`` would raise :class:`aiohttp.WSServerHandshakeError`, the body unread and lost: aiohttp has no
-    other public way to it. Other requests pass untouched (a relayed REST request carries no ``Upgrade``)."""
+    other public way to it. Other requests pass untouched (a relayed REST request carries no ``Upgrade``).
+
+    A body with no framing (neither ``Content-Length`` nor chunked: it ends where the connection closes) is not read:
+    ``ws_connect`` asks aiohttp's parser not to read a body to the close, which then drops its bytes (only aiohttp's
+    private connection protocol could say otherwise). Such a refusal reaches the client with its status and headers and
+    no body (held: the gateway's words naming the status). A recognizer frames every refusal (uvicorn's denial
+    responses and :func:`~speech_recognizer.errors.http_response_bytes` both carry ``Content-Length``)."""
     response = await handler(request)
     if response.status == 101 or request.headers.get("Upgrade", "").lower() != "websocket":
         return response
