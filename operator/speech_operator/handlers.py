@@ -32,7 +32,21 @@ from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
-CHILD_LABELS: dict[str, Any] = {builders.LABEL_MANAGED_BY: builders.MANAGER, builders.LABEL_OWNER: kopf.PRESENT}
+
+
+def owner_of(body: kopf.Body) -> str | None:
+    """The SpeechToText a Deployment, Service or PodDisruptionBudget is a child of: its controller's name when that is a
+    SpeechToText, else its owner label's with the operator's ``managed-by`` label; None for any other object. The owner
+    reference first: a child whose labels were edited by hand is still seen (and put back)."""
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION:
+            return str(ref.get("name"))
+    labels = body.metadata.labels
+    return labels.get(builders.LABEL_OWNER) if labels.get(builders.LABEL_MANAGED_BY) == builders.MANAGER else None
+
+
+def _is_child(body: kopf.Body, **_: Any) -> bool:
+    return owner_of(body) is not None
 
 
 def namespaced(namespace: str | None) -> str:
@@ -243,10 +257,10 @@ async def demand_seen(name: str, namespace: str | None, status: kopf.Status, mem
     autoscaler(memo).notice(namespaced(namespace), name, dict(status))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger,
+@kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=
+@kopf.on.event("", "v1", "services", when=_is_child)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", when=_is_child)
+async def child_changed(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger,
                         **_: Any) -> None:
     """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
 
@@ -257,8 +271,8 @@ async def child_changed(type: str, labels: kopf.Labels, namespace: str | None, m
     """
     if type is None:  # kopf passes None for the initial listing, though its protocol says str
         return
-    owner = labels[builders.LABEL_OWNER]
+    owner = owner_of(body) or ""
     if not api.is_name(owner):
-        logger.info("ignored: its label %s=%r names no SpeechToText", builders.LABEL_OWNER, owner)
+        logger.info("ignored: it names no possible SpeechToText (%r)", owner)
         return
     await _reconcile_or_say(runtime(memo), namespaced(namespace), owner, logger, "at its next change or event")

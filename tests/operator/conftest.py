@@ -213,6 +213,13 @@ async def one_pod_ready(cluster: Cluster, dep: dict[str, Any], name: str = "en-u
     await cluster.eventually(ready)
 
 
+async def quiet(cluster: Cluster, settle: float = 1.0) -> bool:
+    """True once the operator has sent no request for ``settle`` seconds (poll it with ``eventually``)."""
+    before = len(list(cluster.emulator))
+    await asyncio.sleep(settle)
+    return len(list(cluster.emulator)) == before
+
+
 def declare_peerings(cluster: Cluster) -> None:
     cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
         kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})

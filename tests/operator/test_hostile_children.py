@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition
+from conftest import NAMESPACE, condition, one_pod_ready, quiet
 
 from speech_operator import api
 
@@ -157,7 +157,25 @@ async def test_an_object_with_the_operators_labels_and_an_empty_owner_is_one_lin
     await cluster.api.create(cluster.url("v1", "services"), stray)
 
     async def said() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "names no SpeechToText" in r.getMessage()]
-    assert await cluster.eventually(said) == [f"ignored: its label {api.GROUP}/speechtotext='' names no SpeechToText"]
+        return [r.getMessage() for r in caplog.records if "names no possible SpeechToText" in r.getMessage()]
+    assert await cluster.eventually(said) == ["ignored: it names no possible SpeechToText ('')"]
     assert not _lines(caplog, logging.ERROR), caplog.text
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_an_owned_deployment_edited_with_its_owner_label_removed_is_put_back(cluster: Cluster) -> None:
+    """Someone scales the Deployment to 5 by hand and takes its speech-operator.io/speechtotext label off in the same
+    edit: the operator still sees the change (by its owner reference) and puts both back. Before, its children were
+    followed by that label only: the edit went unseen, 5 pods ran until the SpeechToText changed or the operator
+    restarted."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    dep = await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await one_pod_ready(cluster, dep)  # Ready: no re-check runs, only the Deployment's own events tell
+    await cluster.eventually(lambda: quiet(cluster))  # and kopf's own last touches of the SpeechToText are done
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"),
+                            {"metadata": {"labels": {f"{api.GROUP}/speechtotext": None}}, "spec": {"replicas": 5}})
+
+    async def put_back() -> bool:
+        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+        return dep["spec"]["replicas"] == 1 and dep["metadata"]["labels"].get(f"{api.GROUP}/speechtotext") == "en-us"
+    await cluster.eventually(put_back)

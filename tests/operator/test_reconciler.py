@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import condition, one_pod_ready
+from conftest import condition, one_pod_ready, quiet
 
 from speech_operator import api, builders
 from speech_operator.kube import APPLY_PATCH, FIELD_MANAGER
@@ -558,23 +558,16 @@ async def test_a_resync_or_a_restart_writes_nothing_though_the_server_rewrote_qu
     stored = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert stored == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1500m", "memory": "2Gi"}}
     assert (await cluster.api.get(cluster.stt_url("en-us")) or {})["spec"]["resources"] == resources
-    await cluster.eventually(lambda: _quiet(cluster))
+    await cluster.eventually(lambda: quiet(cluster))
     writes = len([r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "DELETE") and r.headers.get("User-Agent") != "test-client"])
 
     for _ in range(2):  # a resync: both delivered again as MODIFIED with nothing changed
         await cluster.api.patch(cluster.stt_url("en-us"), {})
         await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {})
-        await cluster.eventually(lambda: _quiet(cluster))
+        await cluster.eventually(lambda: quiet(cluster))
     after = [r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "DELETE") and r.headers.get("User-Agent") != "test-client"]
     assert len(after) == writes, [(r.method, str(r.url)) for r in after[writes:]]
 
-
-async def _quiet(cluster: Cluster, settle: float = 1.0) -> bool:
-    """True once the operator has sent no request for ``settle`` seconds."""
-    import asyncio
-    before = len(list(cluster.emulator))
-    await asyncio.sleep(settle)
-    return len(list(cluster.emulator)) == before
 
 async def test_a_disruption_budget_follows_the_replicas(cluster: Cluster) -> None:
     url = cluster.url("policy/v1", "poddisruptionbudgets", "en-us")
