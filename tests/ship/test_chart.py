@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -434,8 +435,9 @@ def test_package_holds_real_files(helm: Path, tmp_path: Path) -> None:
     quiet(run([helm, "show", "crds", archive]))
 
 
-def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
-    """NOTES.txt rendered through a test-only template (helm install --dry-run needs a cluster)."""
+def notes_renderer(helm: Path, tmp_path: Path) -> Callable[..., str]:
+    """NOTES.txt as ``helm install`` prints it, rendered through a test-only template (helm install --dry-run needs a
+    cluster, and helm template --show-only does not render NOTES): a function of the namespace and helm's arguments."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
     shutil.copy(chart / "templates" / "NOTES.txt", chart / "files" / "notes.txt")
@@ -443,9 +445,17 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
         'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n'
         'data:\n  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
     )
-    out = run([helm, "template", "speech-operator", chart, "--namespace", "speech", "--values", FULL_VALUES,
-               "--show-only", "templates/zz-notes.yaml"]).stdout
-    notes = yaml.safe_load(out)["data"]["notes"]
+
+    def notes(namespace: str, *args: str | Path) -> str:
+        out = run([helm, "template", "speech-operator", chart, "--namespace", namespace, *args,
+                   "--show-only", "templates/zz-notes.yaml"]).stdout
+        return yaml.safe_load(out)["data"]["notes"]
+    return notes
+
+
+def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
+    render = notes_renderer(helm, tmp_path)
+    notes = render("speech", "--values", FULL_VALUES)
     assert "korean (ko-KR)" in notes and "en-us (en-US)" in notes and "de-de (de-DE)" in notes
     assert "kubectl -n speech wait speechtotext/en-us --for=condition=Ready" in notes
     assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
@@ -455,9 +465,7 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     assert "kubectl apply --server-side --force-conflicts -f /tmp/speech-operator-chart/speech-operator/crds/" in notes
     assert "kind: SpeechToText" not in notes, "the release created them"
     # without recognizers: how to create one, named as the README names it
-    out = run([helm, "template", "speech-operator", chart, "--namespace", "speech",
-               "--show-only", "templates/zz-notes.yaml"]).stdout
-    notes = yaml.safe_load(out)["data"]["notes"]
+    notes = render("speech")
     created = yaml.safe_load(textwrap.dedent(notes.split("<<'YAML'\n")[1].split("  YAML\n")[0]))
     assert created == {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
                        "metadata": {"name": "en-us"}, "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
@@ -466,13 +474,30 @@ def test_notes_explain_first_speechtotext(helm: Path, tmp_path: Path) -> None:
     assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
     # namespaced, the release namespace not watched: the one to create in is one the operator watches (before, the
     # release's, where the SpeechToText was never reconciled and `kubectl wait` ran out after 10 minutes)
-    out = run([helm, "template", "speech-operator", chart, "--namespace", "ops", "--set", "watch.mode=namespaced",
-               "--set", "watch.namespaces={speech,b}", "--show-only", "templates/zz-notes.yaml"]).stdout
-    notes = yaml.safe_load(out)["data"]["notes"]
+    notes = render("ops", "--set", "watch.mode=namespaced", "--set", "watch.namespaces={speech,b}")
     assert "kubectl apply -n speech -f - <<'YAML'" in notes
     assert "kubectl -n speech wait speechtotext/en-us --for=condition=Ready" in notes
     assert "kubectl -n speech port-forward service/en-us 5000:5000" in notes
     assert "-n ops scale" not in notes and "-n ops delete" not in notes and "-n ops wait" not in notes
+
+
+def test_notes_say_the_ingress_url(helm: Path, tmp_path: Path) -> None:
+    """With gateway.ingress.enabled, NOTES say the URL clients outside the cluster use, for each host and path: https
+    where gateway.ingress.tls names the host, as the Ingress serves it (before, NOTES named only a port-forward)."""
+    render = notes_renderer(helm, tmp_path)
+    values = tmp_path / "ingress.yaml"
+    values.write_text(yaml.safe_dump({"gateway": {"ingress": {
+        "enabled": True,
+        "hosts": [{"host": "speech.example.com"}, {"host": "speech.internal", "paths": [{"path": "/speech"}]}],
+        "tls": [{"secretName": "speech-example-com-tls", "hosts": ["speech.example.com"]}]}}}))
+    notes = render("speech", "--values", values)
+    assert "through the Ingress speech-operator-gateway, point clients at:" in notes
+    assert '  https://speech.example.com/   (an Azure Speech SDK: SpeechConfig(host="wss://speech.example.com"))' in notes
+    assert '  http://speech.internal/speech   (an Azure Speech SDK: SpeechConfig(host="ws://speech.internal"))' in notes
+    ingress = gateway_ingress(helm_template(helm, "--values", str(values), namespace="speech"))
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech.internal"]  # what NOTES name
+    assert "Ingress" not in render("speech"), "no Ingress: no URL"
+    assert "Ingress" not in render("speech", "--values", values, "--set", "gateway.enabled=false")
 
 
 @pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])
