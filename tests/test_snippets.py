@@ -135,10 +135,11 @@ def kubectl_checked(command: s.Command, ctx: s.Context) -> None:
     for flag in (w.split("=")[0] for w in rest if w.startswith("--")):
         # the whole flag: "--from-fil" is in the usage text as a part of "--from-file"
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", usage), f"{command.text}: kubectl {verb} has no {flag}"
+    named = manifests_named(rest)  # `kubectl delete -k deploy/`: what it names builds, and is no object's kind/name
     known = dict(ctx.created)
     for docs in (load_docs(run([kubectl, "kustomize", "deploy"]).stdout),):
         known.update({f"{d['kind'].lower()}/{d['metadata']['name']}": d for d in docs})
-    for target in (w for w in rest if "/" in w and not w.startswith("-")):
+    for target in (w for w in rest if "/" in w and not w.startswith("-") and w not in named):
         kind, name = target.split("/", 1)
         kind = {"stt": "speechtotext", "svc": "service", "speechtotexts": "speechtotext"}.get(kind, kind)
         if kind == "service" and f"speechtotext/{name}" in known:
@@ -147,6 +148,18 @@ def kubectl_checked(command: s.Command, ctx: s.Context) -> None:
     if verb == "port-forward":
         local, _, remote = rest[-1].partition(":")
         assert int(remote) == contract.PORT or int(remote) == 5000
+
+
+def manifests_named(args: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The objects of each kustomization (``-k``) and manifest file (``-f``) kubectl's ``args`` name, by its path (each
+    must build)."""
+    named = {}
+    for flag, path in zip(args, args[1:], strict=False):
+        if flag in ("-k", "--kustomize"):
+            named[path] = load_docs(run([str(tools.kubectl()), "kustomize", str(s.ROOT / path)]).stdout)
+        elif flag in ("-f", "--filename") and path != "-":
+            named[path] = load_docs((s.ROOT / path).read_text())
+    return named
 
 
 def curl_route(command: s.Command, ctx: s.Context) -> None:
@@ -367,6 +380,37 @@ def run_block(block: s.Block, shell: s.Shell, node: str | None = None) -> str:
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
 def test_readme_block(block: s.Block, shell: s.Shell, jssdk: str) -> None:
     run_block(block, shell, jssdk)
+
+
+DEPLOY_README = s.ROOT / "deploy" / "README.md"
+DEPLOY_BLOCKS = s.blocks(DEPLOY_README.read_text())
+#: kubectl's words for the SpeechToTexts
+STT = {"speechtotexts", "speechtotext", "stt"}
+
+
+@pytest.mark.parametrize("block", DEPLOY_BLOCKS, ids=[f"deploy/README.md:{b.line}" for b in DEPLOY_BLOCKS])
+def test_deploy_readme_block(block: s.Block) -> None:
+    """deploy/README.md's commands need a cluster: each block says so, and each command passes README.md's static
+    checks (what it applies validates, what it names builds and exists, its flags are kubectl's). Before the operator
+    and the CRD are deleted, the SpeechToTexts are, of every namespace, waited for: once the operator is gone their
+    finalizer keeps them (and their namespaces, and the CRD) for good. Before, no test read these blocks."""
+    prefixes, reason = block.not_run
+    assert prefixes == ["*"] and reason, f"deploy/README.md:{block.line}: mark it <!-- not run here: *: REASON -->"
+    ctx = s.Context(block)
+    stt_deleted = False
+    for command in s.commands(block.text):
+        static_check(command, ctx)
+        words = command.words
+        if words[:2] != ["kubectl", "delete"]:
+            continue
+        if STT & set(words):
+            assert "--all" in words and {"-A", "--all-namespaces"} & set(words) and "--wait=false" not in words, command.text
+            stt_deleted = True
+        for docs in manifests_named(words[2:]).values():
+            removes = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] == "CustomResourceDefinition"
+                       or (d["kind"] == "Deployment" and d["metadata"]["name"] == "speech-operator")]
+            assert not removes or stt_deleted, f"{command.text}: deletes {removes} before the SpeechToTexts"
+    assert ctx.done == [c.text for c in s.commands(block.text)]
 
 
 def test_a_broken_snippet_fails(shell: s.Shell, jssdk: str) -> None:
