@@ -25,7 +25,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from pydantic import ValidationError
 
-from speech_operator import api, builders
+from speech_operator import api, builders, conditions
 from speech_recognizer.models import UnknownLocale, canonical_locale, served_locale
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ WATCH_MARGIN_SECONDS = 30.0
 API_SECONDS = 30.0
 #: Longest wait between two attempts after the API server could not be reached.
 MAX_BACKOFF_SECONDS = 30.0
+
+
+class NotOurs(ValueError):
+    """A SpeechToText whose Service name is someone else's (Degraded, :data:`conditions.NAME_CONFLICT`): its URL
+    reaches their Service, never to be sent a client's audio and key."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,12 @@ class Backend:
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Backend:
-        """The backend of a SpeechToText object; :class:`ValueError` when its spec is not one the operator serves."""
+        """The backend of a SpeechToText object; :class:`ValueError` when its spec is not one the operator serves, or
+        its name is someone else's (:class:`NotOurs`)."""
         stt = api.SpeechToText.model_validate(body)
+        for c in stt.status.conditions if stt.status else []:
+            if c.type == conditions.DEGRADED and c.status == "True" and c.reason == conditions.NAME_CONFLICT:
+                raise NotOurs(c.message)
         return cls(namespace=stt.namespace, name=stt.name, locale=canonical_locale(stt.spec.locale),
                    url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0,
                    autoscaled=stt.spec.autoscaling is not None, replicas=builders.replicas(stt),
@@ -92,7 +101,7 @@ class Directory:
         key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
         try:
             backend = Backend.of(body)
-        except (ValidationError, UnknownLocale, KeyError) as exc:
+        except (ValidationError, NotOurs, UnknownLocale, KeyError) as exc:
             log.warning("SpeechToText %s/%s is not routed: %s", *key, str(exc).splitlines()[0])
             self._set(key, None)
             return

@@ -179,3 +179,24 @@ async def test_an_owned_deployment_edited_with_its_owner_label_removed_is_put_ba
         dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
         return dep["spec"]["replicas"] == 1 and dep["metadata"]["labels"].get(f"{api.GROUP}/speechtotext") == "en-us"
     await cluster.eventually(put_back)
+
+
+
+def test_the_gateway_routes_nothing_to_a_speechtotext_whose_name_is_someone_elses(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Its URL (http://en-us.speech.svc:5000) reaches the team's own Service: before, the gateway sent clients' audio
+    and keys there. Now it is not routed, in one line, and routed again once the name is its own."""
+    from speech_operator.gateway_directory import Directory
+    body: dict[str, Any] = {**stt(), "status": {"readyReplicas": 1, "conditions": [{
+        "type": "Degraded", "status": "True", "reason": "NameConflict", "lastTransitionTime": "2026-12-04T21:00:00Z",
+        "message": "Service en-us exists and is not this SpeechToText's (made by someone else ...)"}]}}
+    directory = Directory()
+    with caplog.at_level(logging.WARNING):
+        directory.upsert(body)
+    assert directory.locales == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "SpeechToText speech/en-us is not routed: Service en-us exists and is not this SpeechToText's (made by someone "
+        "else ...)"]
+    body["status"]["conditions"][0].update(status="False", reason="AsExpected", message="")
+    directory.upsert(body)
+    assert directory.lookup("en-US").url == "http://en-us.speech.svc:5000"
