@@ -12,7 +12,9 @@
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
-  once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused).
+  once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused). That daemon also
+  reconciles, at its start, a SpeechToText never reconciled: kopf calls no handler for one created with another's
+  annotations (a copy, a restored backup).
 - Every SpeechToText is kept in an index (:func:`speech_operator.metrics.summary`) that the
   operator's ``/metrics`` reads at each scrape.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import aiohttp
@@ -207,22 +209,35 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 
 @kopf.daemon(*STT, cancellation_timeout=1)
-async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo,
-                     logger: kopf.Logger, **_: Any) -> None:
-    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more)."""
+async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
+                     memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more).
+
+    And once at its start when the SpeechToText was never reconciled (no ``status.observedGeneration``): kopf calls
+    no handler for one whose annotations say its spec was handled already (created with another's annotations,
+    ``kubectl get -o yaml`` of one applied elsewhere, or restored from a backup), and it would get nothing."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
     with _ended_at_exit(memo):
+        if "observedGeneration" not in status:  # at its creation too: the creation's handler holds the lock meanwhile
+            await _until_stopped(stopped, _reconcile_or_say(rt, namespace, name, logger, "at its next change or event"))
         while not stopped:
-            changed = asyncio.ensure_future(rt.crd.changed_for((namespace, name)))
-            stop = asyncio.ensure_future(stopped.wait())
-            try:  # kopf stops a daemon by its flag, else cancels it with a WARNING: exit at once on the flag
-                await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-                stop.cancel()
+            await _until_stopped(stopped, rt.crd.changed_for((namespace, name)))
             if not stopped:
                 await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event")
+
+
+async def _until_stopped(stopped: kopf.DaemonStopped, work: Awaitable[Any]) -> None:
+    """Await ``work``, or cancel it once the daemon's flag is set: kopf stops a daemon by its flag, else cancels it
+    with a WARNING, so a daemon exits at once on the flag."""
+    task, stop = asyncio.ensure_future(work), asyncio.ensure_future(stopped.wait())
+    try:
+        done, _ = await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        stop.cancel()
+    if task in done:
+        task.result()
 
 
 def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:

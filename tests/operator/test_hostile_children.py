@@ -200,3 +200,23 @@ def test_the_gateway_routes_nothing_to_a_speechtotext_whose_name_is_someone_else
     body["status"]["conditions"][0].update(status="False", reason="AsExpected", message="")
     directory.upsert(body)
     assert directory.lookup("en-US").url == "http://en-us.speech.svc:5000"
+
+
+async def test_a_speechtotext_created_with_the_annotations_of_one_handled_before_is_reconciled(cluster: Cluster) -> None:
+    """A copy of a SpeechToText with its metadata.annotations (kubectl get -o yaml of one, renamed and applied; a
+    backup restored): kopf's last-handled-configuration among them says its spec was handled, so kopf called no
+    handler. Before, it got the finalizer and nothing else: no Deployment, no status, no line."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    await cluster.eventually(lambda: _finalized(cluster))
+
+    async def handled() -> dict[str, str] | None:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        annotations = body["metadata"].get("annotations") or {}
+        return annotations if f"{api.GROUP}/last-handled-configuration" in annotations else None
+    copy = {**stt(), "metadata": {"name": "copy", "namespace": NAMESPACE, "annotations": await cluster.eventually(handled)}}
+    await cluster.api.create(cluster.stt_url(), copy)
+    assert await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "copy")))
+
+    async def reported() -> bool:
+        return (await condition(cluster, "Degraded", "copy")).get("status") == "False"
+    await cluster.eventually(reported)
