@@ -147,8 +147,9 @@ class GatewayConfig:
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
     trusted_proxies: str = _setting("", "comma-separated addresses and CIDRs of proxies whose X-Forwarded-For names the client in "
-                                    "the access log (the ingress controller's pods); empty: none, the log names the peer; a "
-                                    "client of any other address cannot name itself")
+                                    "the access log, and whose X-Forwarded-Proto and -Host the recognizers get (the ingress "
+                                    "controller's pods); empty: none, the log names the peer; a client of any other address "
+                                    "cannot name itself, nor the scheme and host a recognizer is told (the gateway's own are)")
 
     def __post_init__(self) -> None:
         try:
@@ -289,7 +290,8 @@ class Gateway:
                  api_client: k8s.ApiClient | None = None) -> None:
         self.directory = directory
         self.config = config
-        #: The proxies whose ``X-Forwarded-For`` the access log takes (:class:`AccessLog`), read once.
+        #: The proxies whose ``X-Forwarded-For`` the access log takes (:class:`AccessLog`), and whose ``X-Forwarded-Proto``
+        #: and ``-Host`` the relay passes on (:func:`~speech_operator.gateway_relay.forwarded_headers`), read once.
         self.trusted = config.trusted
         self.waker = Waker(directory, api_client, config.hold_seconds, config.max_held)
         #: Client connections open, against ``max_connections`` (counted by the listening site's guards).
@@ -401,7 +403,8 @@ class Gateway:
             return refused
         try:
             backend = await self._woken_for(request, backend)
-            response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown)
+            response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown,
+                                        trusted=self.trusted)
         except failures.Failure as failure:
             return self._refused_http(failure, "openai", backend, openai=True)
         finally:
@@ -434,7 +437,8 @@ class Gateway:
             return refused
         try:
             backend = await self._woken_for(request, backend)
-            response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown)
+            response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown,
+                                        trusted=self.trusted)
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
         return self._relayed(request, response, "rest", backend)
@@ -444,7 +448,7 @@ class Gateway:
         """431 if the head the relay would send the recognizer is over its bounds (:func:`head_over`; ``protocols``: a
         WebSocket's upgrade offering them), answered as a recognizer answers a head over them, before any route (an
         upgrade refused over HTTP, an OpenAI request not in OpenAI's shape) and then closing, its body dropped; None if not."""
-        failure = head_over(request, backend, self.config.max_header_bytes, protocols)
+        failure = head_over(request, backend, self.config.max_header_bytes, self.trusted, protocols)
         if failure is None:
             return None
         drop_the_rest(request)
@@ -475,7 +479,7 @@ class Gateway:
             with self.shutdown.relaying(route) as progress:
                 if backend.ready_replicas > 0:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
-                                                     self.config.max_message_bytes)
+                                                     self.config.max_message_bytes, trusted=self.trusted)
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
@@ -545,7 +549,7 @@ class Gateway:
             code, reason = failures.close_args(failure)
             await client.close(code=code, message=reason)
             return client
-        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent)
+        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted)
         return client
 
     def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,

@@ -45,7 +45,7 @@ from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
 from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
-from speech_recognizer.addresses import unmapped
+from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -79,15 +79,18 @@ WEBSOCKET_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-Web
                        "Sec-WebSocket-Key": "x" * 24}
 
 
-def upstream_request(request: web.Request, backend: Backend, websocket: bool = False) -> tuple[URL, CIMultiDict[str]]:
+def upstream_request(request: web.Request, backend: Backend, trusted: tuple[Network, ...],
+                     websocket: bool = False) -> tuple[URL, CIMultiDict[str]]:
     """Where the relay sends ``request`` (the recognizer's URL: a WebSocket's with ``ws://``), and its headers there
-    (:func:`forwarded_headers`, its ``Host`` the recognizer's, as aiohttp would write it)."""
+    (:func:`forwarded_headers`, its ``Host`` the recognizer's, as aiohttp would write it; ``trusted``: the gateway's
+    trusted proxies)."""
     base = backend.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) if websocket else backend.url
     url = URL(base + request.path_qs)
-    return url, forwarded_headers(request, url.host_port_subcomponent or "")
+    return url, forwarded_headers(request, url.host_port_subcomponent or "", trusted)
 
 
-def head_over(request: web.Request, backend: Backend, max_bytes: int, protocols: tuple[str, ...] | None = None) -> Failure | None:
+def head_over(request: web.Request, backend: Backend, max_bytes: int, trusted: tuple[Network, ...],
+              protocols: tuple[str, ...] | None = None) -> Failure | None:
     """Why the head the relay would send ``backend`` for ``request`` is over a recognizer's bounds, if it is: over
     ``max_bytes`` (SPEECH_GATEWAY_MAX_HEADER_BYTES, a recognizer's Http:MaxHeaderBytes by default), or over
     :data:`~speech_recognizer.contract.MAX_HEADERS` headers, once the gateway's own are in (``Host``, ``X-Forwarded-*``,
@@ -95,7 +98,7 @@ def head_over(request: web.Request, backend: Backend, max_bytes: int, protocols:
     grow past them so (``X-Forwarded-Host`` repeats the client's ``Host``, ``X-Forwarded-For`` adds its address): the
     recognizer's 431 would name its setting for a head the gateway had taken. Measured as the guard measures the
     client's head (:mod:`speech_operator.gateway_http_limits`): every byte, request line and the blank line included."""
-    url, written = upstream_request(request, backend, websocket=protocols is not None)
+    url, written = upstream_request(request, backend, trusted, websocket=protocols is not None)
     if protocols is None:
         written.update({"Connection": "close"} if "Content-Length" in written else REST_FRAMING)
     else:
@@ -116,13 +119,17 @@ def _length(text: str) -> int:
     return len(text.encode("utf-8", "surrogateescape"))
 
 
-def forwarded_headers(request: web.Request, host: str) -> CIMultiDict[str]:
+def forwarded_headers(request: web.Request, host: str, trusted: tuple[Network, ...]) -> CIMultiDict[str]:
     """The client's headers as the recognizer should see them, ``Host`` the recognizer's.
 
     Each line the client sent goes on as it came, in order: a header sent more than once (two ``Cookie`` lines, a
     repeated ``Accept-Language``, a doubled key header) is a list whose order counts (RFC 9110 5.3), and the recognizer
     judges it as it would directly. ``X-Forwarded-For`` is one line: every address of the client's lines, then the
-    client's own; ``X-Forwarded-Proto`` and ``-Host`` are the client's lines when it sent them, else the gateway's.
+    client's own (the recognizer takes the right-most address no proxy of its own list wrote). ``X-Forwarded-Proto``
+    and ``-Host`` are the client's lines when the client is one of the gateway's ``trusted`` proxies (an ingress
+    controller: the scheme and host it was asked for) and sent them, else the gateway's own (the scheme it was reached
+    by, the client's ``Host``): the recognizer, which trusts the gateway, believes the last ``X-Forwarded-Proto``
+    line it gets, and a client of any other address would choose the scheme it believes.
     A name is spelled as its first line spelled it: aiohttp's client session keeps the lines of a name only when they
     are spelled alike (it compares names case-sensitively), and a later line spelled otherwise
     (``ocp-apim-subscription-key`` after ``Ocp-Apim-Subscription-Key``) replaced the ones before it."""
@@ -133,7 +140,10 @@ def forwarded_headers(request: web.Request, host: str) -> CIMultiDict[str]:
             out.add(spelled.setdefault(name.lower(), name), value)
     peer = unmapped(request.remote or "")  # an IPv4 client of the gateway's socket on both families: ::ffff:10.0.0.1
     out["X-Forwarded-For"] = ", ".join([*(v for v in request.headers.getall("X-Forwarded-For", ()) if v.strip()), peer])
+    vouched = trusted_peer(peer, trusted)
     for name, own in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-Host", request.host)):
+        if not vouched:
+            out.popall(name, None)
         if name not in out:
             out[name] = own
     if request.content_length is not None:
@@ -162,9 +172,10 @@ class Traffic:
 # ---- REST -----------------------------------------------------------------------------------------
 async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                      traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None,
-                     shutdown: Shutdown | None = None) -> web.StreamResponse:
+                     shutdown: Shutdown | None = None, *, trusted: tuple[Network, ...]) -> web.StreamResponse:
     """Forward ``request`` to ``backend`` and stream its answer back (``body``: the request's body,
-    when part of it has been read already; it must be the whole body, unchanged).
+    when part of it has been read already; it must be the whole body, unchanged; ``trusted``: the gateway's trusted
+    proxies, :func:`forwarded_headers`).
 
     Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
     reached, or (``shutdown``) the gateway's stop ran out of time before the recognizer began its
@@ -175,7 +186,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     :func:`~speech_operator.gateway_http_limits.client_failure`).
     """
     traffic = traffic or Traffic()
-    url, headers = upstream_request(request, backend)
+    url, headers = upstream_request(request, backend, trusted)
     if body is None and request.body_exists:
         body = request.content.iter_any()  # as it arrives (iterating the stream itself would give lines)
     upstream: aiohttp.ClientResponse | None = None
@@ -372,14 +383,15 @@ async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientH
 
 
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                           protocols: tuple[str, ...]) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
-    """The recognizer's side: the client's path, query and headers, offering ``protocols``.
+                           protocols: tuple[str, ...], trusted: tuple[Network, ...]) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
+    """The recognizer's side: the client's path, query and headers (:func:`forwarded_headers`, ``trusted`` the
+    gateway's trusted proxies), offering ``protocols``.
 
     Raises :class:`RefusedUpgrade` when the recognizer refuses the upgrade (``session`` reads refusals:
     :func:`read_refusals`), and :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached or
     answers 101 with a broken handshake.
     """
-    url, headers = upstream_request(request, backend, websocket=True)
+    url, headers = upstream_request(request, backend, trusted, websocket=True)
     try:
         return await session.ws_connect(
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
@@ -393,7 +405,8 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
 
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                          traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.StreamResponse:
+                          traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
+                          trusted: tuple[Network, ...]) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time.
 
@@ -403,7 +416,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     when the recognizer cannot be reached.
     """
     try:
-        upstream = await connect_upstream(request, backend, session, offered_protocols(request))
+        upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted)
     except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
         return refused.response()
     client = accepting(upstream.protocol, max_message_bytes)
@@ -417,13 +430,14 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
 
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
-                         session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage]) -> None:
+                         session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
+                         trusted: tuple[Network, ...]) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`)."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
-        upstream = await connect_upstream(request, backend, session, protocols)
+        upstream = await connect_upstream(request, backend, session, protocols, trusted)
     except RefusedUpgrade as refused:
         await _close(client, *refused.close_args(backend))
         return

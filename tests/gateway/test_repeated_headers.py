@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.hostile_inputs import response_complete
+from speech_operator.gateway import GatewayConfig
 from speech_recognizer import contract
 
 from ..support import TcpServerThread
@@ -73,8 +74,10 @@ def fields(head: bytes) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Echo]]:
-    """The gateway, routing :data:`LOCALE` to an :class:`Echo`."""
-    with Echo() as echo, Stack(Path(tmp_path_factory.mktemp("repeated"))) as stack:
+    """The gateway, routing :data:`LOCALE` to an :class:`Echo`, its clients (127.0.0.1) trusted proxies as an ingress
+    controller is (``SPEECH_GATEWAY_TRUSTED_PROXIES``): their ``X-Forwarded-Proto`` lines go on."""
+    config = GatewayConfig(host="127.0.0.1", port=0, trusted_proxies="127.0.0.1")
+    with Echo() as echo, Stack(Path(tmp_path_factory.mktemp("repeated")), config) as stack:
         stack.create(speech_to_text("echo", LOCALE, echo.port))
         stack.routes(LOCALE)
         yield stack, echo
@@ -108,8 +111,9 @@ REQUESTS = {
 @pytest.mark.parametrize("what", REQUESTS)
 def test_a_clients_repeated_headers_reach_the_recognizer_each_in_order(gateway: tuple[Stack, Echo], what: str) -> None:
     """Every line of :data:`SENT` but ``X-Forwarded-For`` arrives, in the order sent; ``X-Forwarded-For`` is one line:
-    both proxies' addresses in order, then the client's; ``X-Forwarded-Proto`` is the client's two lines (the gateway
-    adds its own only when there is none), ``X-Forwarded-Host`` the gateway's one. The key header's second line is
+    both proxies' addresses in order, then the client's; ``X-Forwarded-Proto`` is the client's two lines (a trusted
+    proxy's: the gateway adds its own only when there is none; an untrusted client's are replaced:
+    test_forwarded_chain.py), ``X-Forwarded-Host`` the gateway's one. The key header's second line is
     spelled in lower case: before, aiohttp's client session (which compares names case-sensitively) let it replace the
     first, and the recognizer got the second key alone (names aiohttp knows, ``Accept-Language``, its parser spells
     alike: those were kept)."""
