@@ -223,7 +223,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._held = None
         if self.transport.is_closing():
             return
-        failure = Failure(f"{message}; from {self._peer()}", kind)
+        failure = Failure(f"{message}; from {self._peer(phase == 'body')}", kind)
         failure.__cause__ = cause
         observe(failure, "http", self.metrics)
         cycle = self.cycle
@@ -254,7 +254,13 @@ class LimitedHttpTools(HttpToolsProtocol):
     def _linger_timer(self) -> None:
         self._arm(min(self.limits.linger_pause_seconds, self._linger_deadline - self.loop.time()))
 
-    def _peer(self) -> str:
+    def _peer(self, head_in: bool = False) -> str:
+        """Whom a refusal names: the connection's other end; with ``head_in`` (the request's head is in, its app
+        started) and a client a trusted proxy named (``scope["client"]``: :class:`~.forwarded.ForwardedClient`), that
+        client first, as the access log names it: behind the gateway, its peer is always the gateway's pod."""
+        named = self.cycle.scope.get("client") if head_in and self.cycle is not None else None
+        if named and tuple(named) != tuple(self.client or ()):
+            return f"{named[0]} by way of {peer(self.client)}"
         return peer(self.client)
 
     # ---- the connection
