@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import cffi_types, demo, openai_compat, openapi, rest, service_routes, vosk_ws
+from . import contract as c
 from .drain import Drain, DrainMiddleware
 from .engine import Engine, SessionRecord
 from .errors import classify, http_response, observe
@@ -57,6 +58,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         cffi_types.realize()  # before the threads that load, warm and decode: cffi's lazy types race between threads
+        if unwritable := usage.unwritable():  # a pod without an output volume: its read-only root holds /output
+            given = "output_dir" in settings.given
+            log.log(logging.WARNING if given else logging.INFO, "%s%s", unwritable, "" if given else
+                    f"; mount a volume at {c.MOUNTS_OUTPUT} to keep them (a SpeechToText's spec.output)")
         loading = asyncio.create_task(start())
         counting = asyncio.ensure_future(usage.refreshed())  # the usage records on disk, summed off the event loop
         try:

@@ -402,6 +402,8 @@ class Settings:
     http_proxy: str | None = setting("HTTP_PROXY", aliases=("HTTPS_PROXY",), help="proxy for model downloads")
     #: Unknown keys met while parsing, each with the nearest known key.
     warnings: tuple[str, ...] = ()
+    #: The settings given (attribute names), not defaulted: a default that does not fit is told apart from a choice.
+    given: frozenset[str] = frozenset()
 
     @property
     def warmup_recognizers(self) -> int:
@@ -548,7 +550,7 @@ def parse(args: Iterable[str] = (), environ: Mapping[str, str] | None = None) ->
     """
     values, warnings = _collect(args, os.environ if environ is None else environ)
     given = {s.name: s.convert(values[s.key]) for s in KNOWN if values.get(s.key, "").strip()}
-    return Settings(**given, warnings=tuple(warnings))
+    return Settings(**given, warnings=tuple(warnings), given=frozenset(given))
 
 
 def require_eula(settings: Settings) -> None:

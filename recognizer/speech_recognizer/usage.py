@@ -91,6 +91,19 @@ class UsageRecords:
         #: One refresh of the totals at a time; concurrent summaries share it.
         self._refreshing: asyncio.Future[None] | None = None
 
+    def unwritable(self) -> str | None:
+        """Why records cannot be written to :attr:`folder` (it is made if missing), or None when they can; checked at
+        start-up, so that the one line saying so comes then and not at the first recognition (:meth:`add` does not
+        repeat it)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.folder, os.W_OK):
+                raise PermissionError(f"not writable by uid {os.getuid()}")
+        except OSError as exc:
+            self._warned = True
+            return f"usage records kept in memory only: cannot write {self.folder}: {exc}"
+        return None
+
     def add(self, record: SessionRecord) -> None:
         now = datetime.fromtimestamp(record.started, UTC)
         line = {

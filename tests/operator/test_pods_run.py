@@ -461,6 +461,21 @@ def test_probes_answer_in_time_at_the_decoder_cap(pod_run: Future[AtCap]) -> Non
         assert not late, f"{kind} (timeoutSeconds {spec[kind]['timeoutSeconds']}) failed or late: {late}\n{seen.log[-3000:]}"
 
 
+@runs_pod(saturated_pod)
+def test_a_pod_without_an_output_volume_says_so_once_at_start_and_not_as_a_fault(pod_run: Future[AtCap]) -> None:
+    """The default pod (no ``spec.output``: its read-only root holds ``/output``) says once, at INFO and before it
+    serves, that usage records are kept in memory and where to mount a volume to keep them; its recognitions log no
+    WARNING about it. Before, every default pod logged a WARNING ("cannot write /output/usage: Read-only file system")
+    at its first recognition: a fault to whoever reads the logs, in the pod every SpeechToText gets by default."""
+    seen = pod_run.result()
+    lines = [line for line in seen.log.splitlines() if "usage records kept in memory only" in line]
+    assert len(lines) == 1 and " INFO " in lines[0], seen.log[-3000:]
+    assert "cannot write /output/usage: [Errno 30] Read-only file system" in lines[0], lines
+    assert "mount a volume at Mounts:Output to keep them (a SpeechToText's spec.output)" in lines[0], lines
+    assert seen.log.index(lines[0]) < seen.log.index("ready to recognize"), seen.log[-3000:]
+    assert all(status == 200 for status, _ in seen.answers) and seen.answers, seen.answers  # it recognized, and kept quiet
+
+
 #: What the first burst at the cap must leave under the memory limit: later bursts on a busy pod peak higher, its
 #: recognizers having grown (their graphs) and its heap fragmented; over 4 to 6 bursts of 60 s uploads at the cap
 #: (glibc's malloc, this checkout as the image) +436 to +456 MiB above the first (bench/notes.md, "A pod at its

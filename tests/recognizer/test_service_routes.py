@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -409,16 +410,24 @@ def test_usage_record_per_recognition_and_azure_summary(fresh: App, speech_wav: 
     assert httpx.get(f"{fresh.http}/records/usage-logs/13/2024").status_code == 400
 
 
-def test_unwritable_output_loses_nothing(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
+def test_unwritable_output_loses_nothing(registry: ModelRegistry, tmp_path: Path, speech_wav: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Records that cannot be written are summed in memory; a ``Mounts:Output`` given that cannot be written is one
+    WARNING at start-up, not one at the first recognition (tests/operator/test_pods_run.py: the default, not given,
+    says it at INFO)."""
     blocker = tmp_path / "output"
     blocker.write_text("a file where the output folder should be")  # unwritable even for root
     settings = make_settings(tmp_path)
     assert settings.output_dir == blocker
-    with ServerThread(create_app(settings, registry)) as srv:
+    with caplog.at_level(logging.INFO, logger="speech_recognizer"), ServerThread(create_app(settings, registry)) as srv:
+        said = [(r.levelname, r.getMessage()) for r in caplog.records if "usage records" in r.getMessage()]
+        assert said == [("WARNING", f"usage records kept in memory only: cannot write {blocker / 'usage'}: "
+                                    f"[Errno 20] Not a directory: '{blocker / 'usage'}'")], said
         for _ in range(2):
             r = recognize(srv.http, speech_wav)
             assert r.status_code == 200 and r.json()["RecognitionStatus"] == "Success"
         got = meters(httpx.get(f"{srv.http}/records/usage-logs/").json())
+    assert [r.getMessage() for r in caplog.records if "usage records" in r.getMessage()] == [said[0][1]]
     assert got["speech-to-text.requests"] == 2
     assert got["speech-to-text.audio-seconds"] == pytest.approx(2 * seconds_of(speech_wav), abs=0.002)
 
