@@ -488,14 +488,21 @@ def test_notes_say_the_ingress_url(helm: Path, tmp_path: Path) -> None:
     values = tmp_path / "ingress.yaml"
     values.write_text(yaml.safe_dump({"gateway": {"ingress": {
         "enabled": True,
-        "hosts": [{"host": "speech.example.com"}, {"host": "speech.internal", "paths": [{"path": "/speech"}]}],
-        "tls": [{"secretName": "speech-example-com-tls", "hosts": ["speech.example.com"]}]}}}))
+        "hosts": [{"host": "speech.example.com"}, {"host": "speech.internal", "paths": [{"path": "/speech"}]},
+                  {"host": "stt.example.org"}, {"host": "a.stt.example.org"}, {"host": "example.org"}],
+        "tls": [{"secretName": "speech-example-com-tls", "hosts": ["speech.example.com"]},
+                {"secretName": "wildcard-example-org-tls", "hosts": ["*.example.org"]}]}}}))
     notes = render("speech", "--values", values)
     assert "through the Ingress speech-operator-gateway, point clients at:" in notes
     assert '  https://speech.example.com/   (an Azure Speech SDK: SpeechConfig(host="wss://speech.example.com"))' in notes
     assert '  http://speech.internal/speech   (an Azure Speech SDK: SpeechConfig(host="ws://speech.internal"))' in notes
+    # a wildcard TLS host covers exactly one label more, as an Ingress (and a certificate) matches it
+    assert '  https://stt.example.org/   (an Azure Speech SDK: SpeechConfig(host="wss://stt.example.org"))' in notes
+    assert '  http://a.stt.example.org/   (an Azure Speech SDK: SpeechConfig(host="ws://a.stt.example.org"))' in notes
+    assert '  http://example.org/   (an Azure Speech SDK: SpeechConfig(host="ws://example.org"))' in notes
     ingress = gateway_ingress(helm_template(helm, "--values", str(values), namespace="speech"))
-    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech.internal"]  # what NOTES name
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech.internal", "stt.example.org",
+                                                            "a.stt.example.org", "example.org"]  # what NOTES name
     assert "Ingress" not in render("speech"), "no Ingress: no URL"
     assert "Ingress" not in render("speech", "--values", values, "--set", "gateway.enabled=false")
 
