@@ -9,6 +9,7 @@
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update).
+- A status someone else wrote over the operator's (conditions cleared by hand) -> written again at once.
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
@@ -270,6 +271,19 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
 async def demand_seen(name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """The gateway asks for a locale (``status.demand``): its autoscaler looks now, not at its next time."""
     autoscaler(memo).notice(namespaced(namespace), name, dict(status))
+
+
+@kopf.on.event(*STT)
+async def status_changed(type: str, name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo,
+                         logger: kopf.Logger, **_: Any) -> None:
+    """A status someone else wrote over the operator's (conditions cleared by hand, a Degraded made False) is written
+    again at once: left, it would stop the re-checks of a Degraded SpeechToText (their filter reads the status),
+    which nothing else would then look at again, and tell the gateway and ``kubectl`` what the operator did not see."""
+    rt = runtime(memo)
+    if type is None or type == "DELETED" or not rt.foreign(namespaced(namespace), name, dict(status)):
+        return
+    logger.info("its status was written by someone else: written again")
+    await _reconcile_or_say(rt, namespaced(namespace), name, logger, "at its next change or event")
 
 
 @kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=

@@ -40,6 +40,10 @@ APPLIED = f"{api.GROUP}/applied"
 PLURALS = {kind: (api_version, plural) for api_version, plural, kind in builders.OWNED_KINDS}
 
 
+#: How many of its last statuses :attr:`Runtime.reported` keeps per SpeechToText.
+REPORTED_KEPT = 8
+
+
 @dataclass
 class Runtime:
     """Per-process state shared by all handlers (kept in kopf's memo)."""
@@ -53,6 +57,22 @@ class Runtime:
     exiting: bool = False
     #: The process' autoscaler (:func:`speech_operator.handlers.autoscaler`; typed Any: its module imports this one).
     autoscaler: Any = None
+    #: The statuses each SpeechToText was last given (the fields the operator writes; the last :data:`REPORTED_KEPT`),
+    #: by (namespace, name): one that reads as none of them was written by someone else
+    #: (:func:`speech_operator.handlers.status_changed`; the events of the operator's own writes may come late).
+    reported: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def report(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Remember ``status`` as the one the SpeechToText was last given."""
+        kept = [s for s in self.reported.get((namespace, name), []) if s != status]
+        self.reported[(namespace, name)] = [*kept, status][-REPORTED_KEPT:]
+
+    def foreign(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Whether a stored ``status`` of the SpeechToText is none the operator gave it lately (False before its first
+        reconcile in this process, and for one without ``observedGeneration``: from before the operator's first
+        write, as the late event of its creation brings)."""
+        kept = self.reported.get((namespace, name), [])
+        return bool(kept) and "observedGeneration" in status and all(differs(status, s) for s in kept)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises reconciles of one SpeechToText across its own and its children's handlers."""
@@ -287,17 +307,25 @@ def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | No
     kopf.info(event_target(body), reason=reason, message=made.reason)
 
 
-async def write_status(kube: Kube, body: Mapping[str, Any], status: api.SpeechToTextStatus) -> None:
-    """Server-side apply the status subresource when a value in it changed."""
+def differs(status: Mapping[str, Any], reported: dict[str, Any]) -> bool:
+    """Whether a stored ``status`` does not read as the operator's ``reported`` fields (fields it never writes, as
+    the gateway's ``demand``, are not compared)."""
+    return {k: status.get(k) for k in reported} != reported
+
+
+async def write_status(runtime: Runtime, body: Mapping[str, Any], status: api.SpeechToTextStatus) -> None:
+    """Server-side apply the status subresource when a value in it changed; remember it (:attr:`Runtime.reported`)."""
     before = dict(body.get("status") or {})
     # status.demand is the gateway's field: the operator never applies it (so never removes it)
     after = status.model_dump(mode="json", exclude_none=True, exclude={"demand"})
-    if {k: before.get(k) for k in after} == after:
-        return
     meta = body["metadata"]
-    await kube.apply(stt_path(meta["namespace"], meta["name"], "status"), {
+    if not differs(before, after):
+        runtime.report(meta["namespace"], meta["name"], after)
+        return
+    await runtime.kube.apply(stt_path(meta["namespace"], meta["name"], "status"), {
         "apiVersion": api.API_VERSION, "kind": api.KIND,
         "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": after})
+    runtime.report(meta["namespace"], meta["name"], after)
     _report_transitions(body, before, status)
 
 
@@ -325,7 +353,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
             status = conditions.invalid(body, invalid_spec_message(exc), _now(), outdated_crd)
-            await write_status(runtime.kube, body, status)
+            await write_status(runtime, body, status)
             return status
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
@@ -360,7 +388,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 and conditions.pods_matter(stt, deployment) else None)
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
                                     builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts)
-        await write_status(runtime.kube, body, status)
+        await write_status(runtime, body, status)
         return status
 
 
@@ -369,6 +397,7 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     its children's names that someone else holds (:func:`holder`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
+    runtime.reported.pop((meta["namespace"], meta["name"]), None)
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])

@@ -4,6 +4,7 @@ the SpeechToText deletes only what it owns. The real kopf operator against kmock
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -220,3 +221,18 @@ async def test_a_speechtotext_created_with_the_annotations_of_one_handled_before
     async def reported() -> bool:
         return (await condition(cluster, "Degraded", "copy")).get("status") == "False"
     await cluster.eventually(reported)
+
+
+async def test_a_status_cleared_by_someone_else_is_written_again(cluster: Cluster) -> None:
+    """Someone clears the conditions of a SpeechToText Degraded by a NameConflict (kubectl patch --subresource=status,
+    to "reset" it): it is written again at once. Before, nothing wrote it again: the re-checks stopped (their filter
+    reads the status; kopf cancels a daemon 1 s after its filter turns false, before its next look at the default
+    30 s), the status stayed empty, and when the other Deployment went the operator never made its own."""
+    assert cluster.runtime is not None
+    cluster.runtime.config = dataclasses.replace(cluster.runtime.config, recheck_seconds=30)  # the default
+    await cluster.api.create(cluster.url("apps/v1", "deployments"), THEIRS)
+    await cluster.api.create(cluster.stt_url(), stt())
+    await cluster.eventually(lambda: _conflict(cluster))
+    await cluster.eventually(lambda: quiet(cluster))  # kopf's handling of the creation is over
+    await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": {"conditions": []}})
+    assert await cluster.eventually(lambda: _conflict(cluster), timeout=3), "written again"
