@@ -116,7 +116,11 @@ def quantity(value: Any) -> Decimal | None:
 
 def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
     """Paths where ``actual`` does not carry ``desired`` (fields only ``actual`` has are server
-    defaults or someone else's, and are ignored; quantities compare by amount)."""
+    defaults or someone else's, and are ignored; quantities compare by amount; an empty value, ``""``, ``[]``, ``{}``
+    or null, is carried by its absence: the API server stores none of the fields it omits when empty, as a
+    toleration's ``value: ""``, which a spec's tolerations, affinity or annotations may hold)."""
+    if actual is None and desired in (None, "", [], {}):
+        return []
     if isinstance(desired, Mapping):
         if not isinstance(actual, Mapping):
             return [where or "."]
