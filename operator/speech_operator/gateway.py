@@ -67,6 +67,7 @@ from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
     MAX_MESSAGE_BYTES,
     SKIPPED_AUTO_HEADERS,
+    Failed,
     Traffic,
     accepting,
     head_over,
@@ -404,7 +405,7 @@ class Gateway:
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown,
-                                        trusted=self.trusted)
+                                        trusted=self.trusted, failed=self._failed("openai", backend))
         except failures.Failure as failure:
             return self._refused_http(failure, "openai", backend, openai=True)
         finally:
@@ -438,7 +439,7 @@ class Gateway:
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown,
-                                        trusted=self.trusted)
+                                        trusted=self.trusted, failed=self._failed("rest", backend))
         except failures.Failure as failure:
             return self._refused_http(failure, "rest", backend)
         return self._relayed(request, response, "rest", backend)
@@ -459,8 +460,7 @@ class Gateway:
         client gone: the relay cut the connection) is reported too."""
         failure = client_failure(request)
         if failure is not None:
-            failures.report(failure, route, backend.locale)
-            self.metrics.failures.labels(failure.kind.name).inc()
+            self._count(failure, route, backend)
         self.metrics.requests.labels(route, backend.locale, str(response.status)).inc()
         return response
 
@@ -479,16 +479,17 @@ class Gateway:
             with self.shutdown.relaying(route) as progress:
                 if backend.ready_replicas > 0:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
-                                                     self.config.max_message_bytes, trusted=self.trusted)
+                                                     self.config.max_message_bytes, trusted=self.trusted,
+                                                     failed=self._failed(route, backend))
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
             return await self._refused_ws(request, failure, route, backend, protocols)
         finally:
             gauge.dec()
+        # A failure of the gateway's own was counted as it happened (the relay's ``failed``): a close code does not say whose
+        # it is (a recognizer's or a client's 1011 is relayed as it came).
         code = response.close_code if isinstance(response, web.WebSocketResponse) else response.status
-        if code == failures.BACKEND_LOST.close:
-            self.metrics.failures.labels(failures.BACKEND_LOST.name).inc()
         self.metrics.requests.labels(route, backend.locale, str(code)).inc()
         return response
 
@@ -544,19 +545,28 @@ class Gateway:
         try:
             backend = await waiting
         except failures.Failure as failure:
-            failures.report(failure, route, backend.locale)
-            self.metrics.failures.labels(failure.kind.name).inc()
+            self._count(failure, route, backend)
             code, reason = failures.close_args(failure)
             await client.close(code=code, message=reason)
             return client
-        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted)
+        await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
+                             failed=self._failed(route, backend))
         return client
+
+    def _count(self, failure: failures.Failure, route: str, backend: Backend | None) -> None:
+        """A failure of ``route``'s request for ``backend``: its log line (the kind's level) and
+        ``speech_gateway_failures_total{reason}``, once."""
+        failures.report(failure, route, backend.locale if backend else None)
+        self.metrics.failures.labels(failure.kind.name).inc()
+
+    def _failed(self, route: str, backend: Backend) -> Failed:
+        """What a relay of ``route`` to ``backend`` calls with a failure of the gateway's own that ended it (:meth:`_count`)."""
+        return functools.partial(self._count, route=route, backend=backend)
 
     def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,
                       openai: bool = False, closing: bool = False) -> web.Response:
         locale = backend.locale if backend else None
-        failures.report(failure, route, locale)
-        self.metrics.failures.labels(failure.kind.name).inc()
+        self._count(failure, route, backend)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
         response = failures.http_response(failure, openai=openai)
         if closing or failure.kind is failures.MALFORMED_REQUEST:  # its body was refused: the connection ends after this answer
@@ -565,15 +575,13 @@ class Gateway:
 
     def refused_head(self, failure: failures.Failure) -> None:
         """A connection refused before its request head was read (:mod:`speech_operator.gateway_http_limits`)."""
-        failures.report(failure, HEAD_ROUTE, None)
-        self.metrics.failures.labels(failure.kind.name).inc()
+        self._count(failure, HEAD_ROUTE, None)
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
                           backend: Backend | None, protocols: tuple[str, ...], close_wait: float = 10.0) -> web.WebSocketResponse:
         locale = backend.locale if backend else None
-        failures.report(failure, route, locale)
-        self.metrics.failures.labels(failure.kind.name).inc()
+        self._count(failure, route, backend)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
         return await refuse(request, failure, protocols, close_wait, usp=route == "usp")
 

@@ -22,6 +22,13 @@
   connection breaks without one (its pod stopped or crashed) closes the client with 1011 and a
   reason that says so, never a hang. When the gateway stops, the relay closes both sides itself
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
+
+What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
+counts it, :data:`Failed`): the recognizer's connection that broke (no close frame, a send or a REST answer that
+failed mid-way: ``backend_lost``), one that could not be made once a held client's locale woke
+(``backend_unavailable``). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
+close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
+answer of 500, a refused upgrade (a held client's close, 1011 for a 500 or 502, has one INFO line saying so).
 """
 
 from __future__ import annotations
@@ -161,6 +168,16 @@ def _uncounted(_: int) -> None:
     pass
 
 
+#: Where a relay reports a failure of the gateway's own that ends it, as it happens (the gateway logs and counts it:
+#: ``speech_gateway_failures_total{reason}``).
+Failed = Callable[[Failure], None]
+
+
+def lost(backend: Backend, what: str) -> Failure:
+    """``backend_lost``: the connection to ``backend``'s recognizer broke (``what``: when, and how)."""
+    return Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) {what}", failures.BACKEND_LOST)
+
+
 @dataclass(frozen=True)
 class Traffic:
     """Where a relay reports the bytes it carries (the gateway's metrics)."""
@@ -172,7 +189,7 @@ class Traffic:
 # ---- REST -----------------------------------------------------------------------------------------
 async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                      traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None,
-                     shutdown: Shutdown | None = None, *, trusted: tuple[Network, ...]) -> web.StreamResponse:
+                     shutdown: Shutdown | None = None, *, trusted: tuple[Network, ...], failed: Failed) -> web.StreamResponse:
     """Forward ``request`` to ``backend`` and stream its answer back (``body``: the request's body,
     when part of it has been read already; it must be the whole body, unchanged; ``trusted``: the gateway's trusted
     proxies, :func:`forwarded_headers`).
@@ -182,8 +199,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     answer, or the client's side failed first: its body was refused (400) or it left (499) (nothing
     was sent to the client yet; the request to the recognizer is aborted). Once the answer has
     started, a broken recognizer connection, or a refused body, aborts the client's connection: a cut
-    answer must not look whole (the caller reports a failure of the client's side:
-    :func:`~speech_operator.gateway_http_limits.client_failure`).
+    answer must not look whole (the recognizer's is ``failed``, ``backend_lost``; the caller reports a failure of the
+    client's side: :func:`~speech_operator.gateway_http_limits.client_failure`).
     """
     traffic = traffic or Traffic()
     url, headers = upstream_request(request, backend, trusted)
@@ -211,8 +228,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     except aiohttp.ClientError as exc:
         if (failure := client_failure(request)) is not None:  # its body failed to upload: the client's fault
             raise failure from None
-        raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) went away "
-                               f"before it answered: {exc or type(exc).__name__}", failures.BACKEND_LOST) from None
+        raise lost(backend, f"went away before it answered: {exc or type(exc).__name__}") from None
     async with upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=returned_headers(upstream.headers))
@@ -227,8 +243,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
                 await response.write(chunk)
                 traffic.to_client(len(chunk))
         except aiohttp.ClientError as exc:
-            if client_failure(request) is None:
-                log.warning("REST %s: the recognizer of %s broke off its answer: %s", request.path, backend.locale, exc)
+            if client_failure(request) is None:  # the recognizer's connection broke, not the client's upload
+                failed(lost(backend, f"broke off its answer mid-body: {exc or type(exc).__name__}"))
             if request.transport is not None:
                 request.transport.abort()
             return response
@@ -406,14 +422,14 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
-                          trusted: tuple[Network, ...]) -> web.StreamResponse:
+                          trusted: tuple[Network, ...], failed: Failed) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time.
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
     says how it ended), or that refusal. Raises :class:`~speech_operator.gateway_failures.Failure`
-    when the recognizer cannot be reached.
+    when the recognizer cannot be reached; a recognizer lost mid-stream is ``failed``.
     """
     try:
         upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted)
@@ -425,24 +441,29 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
-    await _relay(client, upstream, backend, traffic, progress)
+    await _relay(client, upstream, backend, traffic, progress, failed)
     return client
 
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
-                         trusted: tuple[Network, ...]) -> None:
+                         trusted: tuple[Network, ...], failed: Failed) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
-    closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`)."""
+    closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
+    one INFO line: the recognizer's answer, not the gateway's failure (a recognizer that cannot be reached, or is lost,
+    is ``failed``)."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols, trusted)
     except RefusedUpgrade as refused:
-        await _close(client, *refused.close_args(backend))
+        code, reason = refused.close_args(backend)
+        log.info("the recognizer of %s refused a held stream's upgrade: HTTP %d; closed %d %s", backend.locale,
+                 refused.status, code, reason.decode(errors="replace"))
+        await _close(client, code, reason)
         return
     except failures.Failure as failure:
-        failures.report(failure, "websocket", backend.locale)
+        failed(failure)
         await _close(client, *failures.close_args(failure))
         return
     try:
@@ -451,10 +472,12 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
             traffic.to_recognizer(len(msg.data))
             progress.from_client(msg.data, msg.type is WSMsgType.BINARY)
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
+        gone = lost(backend, f"went away: {exc or type(exc).__name__}")
+        failed(gone)
         await _close(upstream, 1001, b"")
-        await _close(client, 1011, f"the recognizer of {backend.locale} went away: {exc}".encode())
+        await _close(client, *failures.close_args(gone))
         return
-    await _relay(client, upstream, backend, traffic, progress)
+    await _relay(client, upstream, backend, traffic, progress, failed)
 
 
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
@@ -484,7 +507,9 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
 
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
-                 traffic: Traffic, progress: Progress) -> None:
+                 traffic: Traffic, progress: Progress, failed: Failed) -> None:
+    """Relay frames both ways until one side closes (its close passed on: not the gateway's failure, whatever its code),
+    the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011), or the gateway stops."""
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
@@ -498,21 +523,18 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 await _close(upstream, 1001, b"the client went away")
             else:
                 if closed is None:
-                    lost = failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) "
-                                            "went away mid-stream without closing: its pod stopped or failed",
-                                            failures.BACKEND_LOST)
-                    failures.report(lost, "websocket", backend.locale)
-                    await _close(client, *failures.close_args(lost))
+                    gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
+                    failed(gone)
+                    await _close(client, *failures.close_args(gone))
                 else:
                     await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
         elif to_upstream in done:
             try:
                 closed = to_upstream.result()
             except Exception as exc:  # noqa: BLE001 - the send upstream failed: the recognizer is gone
-                lost = failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) "
-                                        f"went away mid-stream: {exc or type(exc).__name__}", failures.BACKEND_LOST)
-                failures.report(lost, "websocket", backend.locale)
-                await _close(client, *failures.close_args(lost))
+                gone = lost(backend, f"went away mid-stream: {exc or type(exc).__name__}")
+                failed(gone)
+                await _close(client, *failures.close_args(gone))
             else:
                 if closed is None:
                     await _close(upstream, 1001, b"the client went away")
