@@ -126,7 +126,15 @@ def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
             return [where or "."]
         return [d for k, v in desired.items() for d in differences(v, actual.get(k), f"{where}.{k}")]
     if isinstance(desired, list):
-        if not isinstance(actual, list) or len(actual) != len(desired):
+        if not isinstance(actual, list):
+            return [where]
+        names = [d.get("name") for d in desired if isinstance(d, Mapping)]
+        if desired and len(names) == len(desired) and None not in names and len(set(names)) == len(names):
+            # items by name (containers, env, volumes, ports, imagePullSecrets), as server-side apply merges them: an
+            # item someone else added (a mutating webhook's env or volume, a hand-made sidecar) stays whatever we apply
+            by_name = {a.get("name"): a for a in actual if isinstance(a, Mapping)}
+            return [d for item in desired for d in differences(item, by_name.get(item["name"]), f"{where}[{item['name']}]")]
+        if len(actual) != len(desired):
             return [where]
         return [d for i, (a, b) in enumerate(zip(desired, actual, strict=True)) for d in differences(a, b, f"{where}[{i}]")]
     if desired == actual:

@@ -233,8 +233,11 @@ def test_differences_ignore_server_defaults() -> None:
                                                     "ports": [{"containerPort": 5000, "protocol": "TCP"}]}]}}}
     assert differences(desired, actual) == []
     actual["spec"]["replicas"] = 7
+    # an item someone else added to a list merged by name: server-side apply keeps it, applying again would not help
     actual["spec"]["template"]["containers"].append({"name": "sidecar"})
-    assert differences(desired, actual) == [".spec.replicas", ".spec.template.containers"]
+    assert differences(desired, actual) == [".spec.replicas"]
+    actual["spec"]["template"]["containers"][0]["name"] = "b"  # ours gone
+    assert differences(desired, actual) == [".spec.replicas", ".spec.template.containers[a]"]
 
 
 @pytest.mark.parametrize(("written", "stored"), [
