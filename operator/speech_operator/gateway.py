@@ -70,6 +70,7 @@ from speech_operator.gateway_relay import (
     Failed,
     Traffic,
     accepting,
+    client_got,
     head_over,
     offered_protocols,
     read_refusals,
@@ -489,8 +490,7 @@ class Gateway:
             gauge.dec()
         # A failure of the gateway's own was counted as it happened (the relay's ``failed``): a close code does not say whose
         # it is (a recognizer's or a client's 1011 is relayed as it came).
-        code = response.close_code if isinstance(response, web.WebSocketResponse) else response.status
-        self.metrics.requests.labels(route, backend.locale, str(code)).inc()
+        self.metrics.requests.labels(route, backend.locale, str(client_got(response))).inc()
         return response
 
     async def _woken(self, backend: Backend) -> Backend:

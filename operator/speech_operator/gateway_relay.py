@@ -302,7 +302,8 @@ async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
 
 
 class _ClientSide(web.WebSocketResponse):
-    """The client's side of a relayed WebSocket, whose close for a message over its limit says why, as a recognizer's does.
+    """The client's side of a relayed WebSocket, whose close for a message over its limit says why, as a recognizer's
+    does, and which keeps the close code the client was sent (:func:`client_got`).
 
     aiohttp closes it 1009 with no reason (it calls :meth:`close` while it handles the reader's error); a recognizer
     (websockets) says ``frame with 1048577 bytes exceeds limit of 1048576 bytes``. The same words here, with the
@@ -311,12 +312,30 @@ class _ClientSide(web.WebSocketResponse):
     def __init__(self, max_message_bytes: int, **options: Any) -> None:
         super().__init__(max_msg_size=max_message_bytes + 1, **options)  # aiohttp refuses a message of max_msg_size
         self.max_message_bytes = max_message_bytes
+        #: The code of the close frame sent to the client (None: none reached it). aiohttp's ``close_code`` is, once
+        #: the gateway closed first, the code the client answered with (aiohttp's client answers 1000 to any).
+        self.sent_code: int | None = None
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         error = sys.exc_info()[1]  # aiohttp's refusal of the message, which it is handling
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message and isinstance(error, WebSocketError):
             message = message_too_big(error, self.max_message_bytes).encode()
-        return await super().close(code=code, message=message, drain=drain)
+        first = not self.closed
+        closed = await super().close(code=code, message=message, drain=drain)
+        if first and not isinstance(self.exception(), ConnectionError):  # written (a connection gone fails the write)
+            self.sent_code = code
+        return closed
+
+
+def client_got(response: web.StreamResponse) -> int:
+    """What the client of a relayed WebSocket got, for ``speech_gateway_requests_total{code}``: the code of the close
+    the gateway sent it (the client's own, echoed, when it closed first), else (it left without one) aiohttp's close
+    code (1006); the HTTP status of a refused upgrade."""
+    if isinstance(response, _ClientSide) and response.sent_code is not None:
+        return response.sent_code
+    if isinstance(response, web.WebSocketResponse) and response.close_code is not None:
+        return response.close_code
+    return response.status
 
 
 def message_too_big(error: WebSocketError, limit: int) -> str:

@@ -109,21 +109,23 @@ async def samples(session: aiohttp.ClientSession, rig: Rig, metric: str) -> Coun
 
 
 async def ended(session: aiohttp.ClientSession, rig: Rig, caplog: pytest.LogCaptureFixture,
-                act: Callable[[], Awaitable[object]]) -> tuple[object, dict[str, float], list[str]]:
-    """What the client got from ``act`` (one stream or request), what the gateway counted in its failures meanwhile,
-    and its log lines (``LEVEL message``; not the access log): once the gateway has counted the request as ended
-    (``speech_gateway_requests_total``, counted last)."""
-    requests = sum((await samples(session, rig, "speech_gateway_requests")).values())
+                act: Callable[[], Awaitable[object]]) -> tuple[object, str, dict[str, float], list[str]]:
+    """What the client got from ``act`` (one stream or request), the ``code`` the gateway counted it with in
+    ``speech_gateway_requests_total`` (its handler's last step), what it counted in its failures meanwhile, and its log
+    lines (``LEVEL message``; not the access log)."""
+    requests = await samples(session, rig, "speech_gateway_requests")
     before = await samples(session, rig, "speech_gateway_failures")
     caplog.clear()
     got = await act()
-    async with asyncio.timeout(5):  # the counter is the handler's last step: no event of it reaches the client
-        while sum((await samples(session, rig, "speech_gateway_requests")).values()) == requests:
+    async with asyncio.timeout(5):  # no event of the handler's last step reaches the client
+        while (counted := await samples(session, rig, "speech_gateway_requests")) == requests:
             await asyncio.sleep(0.02)
-    counted = await samples(session, rig, "speech_gateway_failures")
-    counted.subtract(before)
+    counted.subtract(requests)
+    [code] = [dict(labels)["code"] for labels, n in counted.items() if n]
+    failed = await samples(session, rig, "speech_gateway_failures")
+    failed.subtract(before)
     lines = [f"{r.levelname} {r.getMessage()}" for r in caplog.records if r.name == "speech_operator.gateway"]
-    return got, {dict(labels)["reason"]: n for labels, n in counted.items() if n}, lines
+    return got, code, {dict(labels)["reason"]: n for labels, n in failed.items() if n}, lines
 
 
 def begun(lines: list[str], *beginnings: str) -> list[str]:
@@ -153,7 +155,19 @@ async def test_a_stream_counts_the_gateways_failures_not_the_close_codes_it_rela
             msg = await ws.receive(timeout=5) if not client_close else None
         return ws.close_code, (msg.extra or "")[:24] if msg is not None and msg.type is WSMsgType.CLOSE else ""
 
+    async def leave(locale: str) -> tuple[object, str]:
+        """A client that leaves without a close frame, once accepted (a raw upgrade, then its connection closed)."""
+        host, port = rig.gateway.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /vosk?language={locale}&end=echo HTTP/1.1\r\nHost: {rig.gateway}\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+        status = (await reader.readuntil(b"\r\n\r\n")).split(b" ")[1]
+        writer.close()
+        await writer.wait_closed()
+        return int(status), ""
+
     cases = {
+        "client leaves without a close": lambda: leave(AWAKE),
         "recognizer closes 1011": lambda: stream(AWAKE, "close1011"),
         "client closes 1011": lambda: stream(AWAKE, "echo", client_close=1011),
         "recognizer drops its connection": lambda: stream(AWAKE, "drop"),
@@ -166,14 +180,15 @@ async def test_a_stream_counts_the_gateways_failures_not_the_close_codes_it_rela
     lost = f"WARNING vosk {AWAKE}: backend_lost: the recognizer of {AWAKE} (speech/ko-kr) went away mid-stream without closing"
     refused = f"INFO the recognizer of {HELD} refused a held stream's upgrade: HTTP %d; closed 1011 {INTERNAL}"
     unreachable = f"WARNING vosk {UNREACHABLE}: backend_unavailable: no recognizer of {UNREACHABLE} answers"
-    assert {name: (closed, counted, begun(lines, lost, refused % 500, refused % 502, unreachable))
-            for name, (closed, counted, lines) in got.items()} == {
-        "recognizer closes 1011": ((1011, INTERNAL[:24]), {}, []),
-        "client closes 1011": ((1011, ""), {}, []),
-        "recognizer drops its connection": ((1011, "the recognizer of ko-KR "), {"backend_lost": 1.0}, [lost]),
-        "held, then refused 500": ((1011, INTERNAL[:24]), {}, [refused % 500]),
-        "held, then refused 502": ((1011, INTERNAL[:24]), {}, [refused % 502]),
-        "held, then unreachable": ((1013, f"no recognizer of {UNREACHABLE} a"), {"backend_unavailable": 1.0}, [unreachable]),
+    assert {name: (closed, code, counted, begun(lines, lost, refused % 500, refused % 502, unreachable))
+            for name, (closed, code, counted, lines) in got.items()} == {
+        "client leaves without a close": ((101, ""), "1006", {}, []),
+        "recognizer closes 1011": ((1011, INTERNAL[:24]), "1011", {}, []),
+        "client closes 1011": ((1011, ""), "1011", {}, []),
+        "recognizer drops its connection": ((1011, "the recognizer of ko-KR "), "1011", {"backend_lost": 1.0}, [lost]),
+        "held, then refused 500": ((1011, INTERNAL[:24]), "1011", {}, [refused % 500]),
+        "held, then refused 502": ((1011, INTERNAL[:24]), "1011", {}, [refused % 502]),
+        "held, then unreachable": ((1013, f"no recognizer of {UNREACHABLE} a"), "1013", {"backend_unavailable": 1.0}, [unreachable]),
     }
 
 
@@ -195,8 +210,8 @@ async def test_a_rest_request_counts_a_cut_answer_not_the_recognizers_500(rig: R
         got = {end: await ended(session, rig, caplog, functools.partial(post, end)) for end in ("500", "cut", "gone")}
     lost = f"WARNING rest {AWAKE}: backend_lost: the recognizer of {AWAKE} (speech/ko-kr)"
     cut, gone = f"{lost} broke off its answer mid-body", f"{lost} went away before it answered"
-    assert {end: (answer, counted, begun(lines, cut, gone)) for end, (answer, counted, lines) in got.items()} == {
-        "500": ((500, "InternalServerError"), {}, []),
-        "cut": ((200, "ClientPayloadError"), {"backend_lost": 1.0}, [cut]),
-        "gone": ((502, "BadGateway"), {"backend_lost": 1.0}, [gone]),
+    assert {end: (answer, code, counted, begun(lines, cut, gone)) for end, (answer, code, counted, lines) in got.items()} == {
+        "500": ((500, "InternalServerError"), "500", {}, []),
+        "cut": ((200, "ClientPayloadError"), "200", {"backend_lost": 1.0}, [cut]),
+        "gone": ((502, "BadGateway"), "502", {"backend_lost": 1.0}, [gone]),
     }
