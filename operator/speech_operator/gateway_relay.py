@@ -26,7 +26,7 @@
 What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
 counts it, :data:`Failed`): the recognizer's connection that broke (no close frame, a send or a REST answer that
 failed mid-way: ``backend_lost``), one that could not be made once a held client's locale woke
-(``backend_unavailable``). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
+(``backend_unavailable``), a stream still in progress when the gateway's stop ran out of time (``gateway_stopped``). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
 answer of 500, a refused upgrade (a held client's close, 1011 for a 500 or 502, has one INFO line saying so).
 """
@@ -51,7 +51,7 @@ from yarl import URL
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure
-from speech_operator.gateway_shutdown import STOPPED_UNANSWERED, Progress, Shutdown
+from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
@@ -528,7 +528,8 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
                  traffic: Traffic, progress: Progress, failed: Failed) -> None:
     """Relay frames both ways until one side closes (its close passed on: not the gateway's failure, whatever its code),
-    the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011), or the gateway stops."""
+    the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011), or the gateway stops
+    (both closed 1000 once idle; ``failed``, ``gateway_stopped``, when its time ran out first: 1001)."""
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
@@ -561,7 +562,10 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await asyncio.gather(_close(upstream, *closed), _close(client, *closed))
         else:  # the gateway stops: idle (1000, the client connects again, to another gateway), or out of time
             closed = idle.result()
-            log.debug("a relayed WebSocket of %s closed as the gateway stops: %d %s", backend.locale, *closed)
+            if closed == failures.close_args(STOPPED_MIDSTREAM):  # a stream cut: the failure table's gateway_stopped
+                failed(STOPPED_MIDSTREAM)
+            else:
+                log.debug("a relayed WebSocket of %s closed while idle as the gateway stops", backend.locale)
             await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
     finally:
         idle.cancel()

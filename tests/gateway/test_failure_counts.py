@@ -23,8 +23,9 @@ from aiohttp import WSMsgType, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.loopback import free_port
-from speech_operator.gateway import GatewayConfig, create_app, serving
+from speech_operator.gateway import GATEWAY, GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
+from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM
 
 from .conftest import ServiceDNS, speech_to_text
 from .test_wake import AT_ZERO
@@ -35,18 +36,25 @@ REST = "/speech/recognition/conversation/cognitiveservices/v1?format=simple"
 #: Awake (one ready pod), held while it wakes (at zero pods), and held, then at an address nothing listens on.
 AWAKE, HELD, UNREACHABLE = "ko-KR", "ja-JP", "de-DE"
 INTERNAL = "internal error (RuntimeError); the server logged the details"
+#: Set by the stand-in once a stream that never ends has had its first message.
+RECEIVED = web.AppKey("received", asyncio.Event)
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
     """A recognizer's WebSocket that ends as ``?end=`` asks once the client's first message has come: ``close1011``
     (its own internal error), ``drop`` (its connection closed without a close frame: a pod stopped), ``refuse500`` /
-    ``refuse502`` (the upgrade refused); any other: the client's close is answered."""
+    ``refuse502`` (the upgrade refused), ``never`` (it reads on until it is closed, ``app[RECEIVED]`` set once it has
+    had a message); any other: the client's close is answered."""
     end = request.query["end"]
     if end.startswith("refuse"):
         return web.Response(status=int(end[-3:]), text=INTERNAL)
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     msg = await ws.receive()
+    if end == "never":
+        request.app[RECEIVED].set()
+        async for _ in ws:
+            pass
     if end == "close1011":
         await ws.close(code=1011, message=INTERNAL.encode())
     elif end == "drop" and request.transport is not None:
@@ -88,6 +96,7 @@ class Rig:
 @pytest_asyncio.fixture(loop_scope="function")
 async def rig() -> AsyncIterator[Rig]:
     app = web.Application()
+    app[RECEIVED] = asyncio.Event()
     app.router.add_get("/vosk", _stream)
     app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", _answer)
     async with serving(app, "127.0.0.1", 0, 1) as upstream:
@@ -215,3 +224,38 @@ async def test_a_rest_request_counts_a_cut_answer_not_the_recognizers_500(rig: R
         "cut": ((200, "ClientPayloadError"), "200", {"backend_lost": 1.0}, [cut]),
         "gone": ((502, "BadGateway"), "502", {"backend_lost": 1.0}, [gone]),
     }
+
+
+async def test_a_stream_the_stop_cuts_is_counted_gateway_stopped(caplog: pytest.LogCaptureFixture) -> None:
+    """A /vosk stream with audio under way when the gateway's stop runs out of time (SPEECH_GATEWAY_SHUTDOWN_SECONDS,
+    0.5 s here) is closed 1001 and is what the failure table says: ``gateway_stopped``, counted, a WARNING naming its
+    route and locale (after the stop's own two lines), code 1001 in the requests counted: as a REST request the stop
+    cuts before its answer is. Before: nothing counted, one DEBUG line. The metrics are the stopped gateway's exposition
+    (its /metrics no longer answers), read with prometheus_client's parser."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
+    upstream_app = web.Application()
+    upstream_app[RECEIVED] = received = asyncio.Event()
+    upstream_app.router.add_get("/vosk", _stream)
+    async with serving(upstream_app, "127.0.0.1", 0, 1) as upstream, aiohttp.ClientSession() as session:
+        directory = Directory()
+        directory.synced = True
+        directory.upsert({**speech_to_text(AWAKE.lower(), AWAKE, upstream), "status": {"readyReplicas": 1}})
+        app = create_app(directory, GatewayConfig(host="127.0.0.1", shutdown_seconds=0.5), resolver=ServiceDNS())
+        async with serving(app, "127.0.0.1", 0, 0.5) as port:
+            ws = await session.ws_connect(f"ws://127.0.0.1:{port}/vosk?language={AWAKE}&end=never")
+            await ws.send_bytes(bytes(3200))  # audio: a stream in progress, never idle
+            async with asyncio.timeout(5):
+                await received.wait()
+            closing = asyncio.ensure_future(ws.receive(timeout=10))  # read on: the client answers the close
+        closed = await closing
+        await ws.close()
+    text = app[GATEWAY].metrics.exposition().decode()
+    counted = {f"{s.name}{sorted(s.labels.values())}": s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name in ("speech_gateway_failures_total", "speech_gateway_requests_total")}
+    lines = [f"{r.levelname} {r.getMessage()}" for r in caplog.records if r.name == "speech_operator.gateway"]
+    stop, cut = "INFO gateway stopping: 0 idle", "WARNING gateway stopping: 1 stream(s) still in progress after 0.5 s"
+    assert ((closed.type, closed.data, closed.extra), counted, begun(lines, stop, cut)) == (
+        (WSMsgType.CLOSE, 1001, STOPPED_MIDSTREAM.message),
+        {"speech_gateway_failures_total['gateway_stopped']": 1.0,
+         f"speech_gateway_requests_total['1001', '{AWAKE}', 'vosk']": 1.0},
+        [stop, cut, f"WARNING vosk {AWAKE}: gateway_stopped: {STOPPED_MIDSTREAM.message}"])  # the stop's lines, then the stream's
