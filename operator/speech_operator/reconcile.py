@@ -40,6 +40,8 @@ APPLIED = f"{api.GROUP}/applied"
 PLURALS = {kind: (api_version, plural) for api_version, plural, kind in builders.OWNED_KINDS}
 
 
+#: The finalizer the API server puts on an object deleted with its dependents orphaned (propagationPolicy Orphan).
+ORPHAN = "orphan"
 #: How many of its last statuses :attr:`Runtime.reported` keeps per SpeechToText.
 REPORTED_KEPT = 8
 
@@ -406,10 +408,16 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
 
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     """Delete what the SpeechToText owns (owner references would too; this makes it immediate), never an object of
-    its children's names that someone else holds (:func:`holder`)."""
+    its children's names that someone else holds (:func:`holder`). Nothing when it is deleted with its dependents
+    orphaned (``kubectl delete --cascade=orphan``: the API server's ``orphan`` finalizer), as the garbage collector
+    leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     runtime.reported.pop((meta["namespace"], meta["name"]), None)
+    if ORPHAN in (meta.get("finalizers") or []):
+        log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],
+                 meta["name"])
+        return
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])

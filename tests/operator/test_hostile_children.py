@@ -282,3 +282,37 @@ async def test_an_env_var_a_mutating_webhook_adds_to_the_deployment_is_not_fough
     await cluster.eventually(lambda: quiet(cluster))
     assert len(cluster.sent("PATCH", "deployments", "en-us")) == before, "applied again"
     assert not [e for e in await cluster.events() if e["reason"] == "Updated"]
+
+
+async def test_a_speechtotext_deleted_with_its_dependents_orphaned_leaves_them_and_its_successor_takes_them(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """kubectl delete stt en-us --cascade=orphan (to make it again without its pods going, as with any workload):
+    before, the operator deleted its Deployment and Service all the same. kmock does not do what the API server does
+    on such a deletion: the test puts the API server's "orphan" finalizer on it, and takes the children's owner
+    references off as the garbage collector would, before the SpeechToText is made again."""
+    caplog.set_level(logging.INFO, logger="speech_operator.reconcile")
+    first = await cluster.api.create(cluster.stt_url(), stt())
+    await cluster.eventually(lambda: cluster.api.get(cluster.url("v1", "services", "en-us")))
+    await cluster.eventually(lambda: _finalized(cluster))
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": [
+        "orphan", *body["metadata"]["finalizers"]]}})
+    assert await cluster.api.delete(cluster.stt_url("en-us"))
+
+    async def released() -> bool:
+        return not await _finalized(cluster)
+    await cluster.eventually(released)
+    assert not cluster.sent("DELETE", "deployments", "en-us") and not cluster.sent("DELETE", "services", "en-us")
+    assert "SpeechToText speech/en-us is deleted with its dependents orphaned: its children are left" in caplog.text
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": []}})  # the garbage collector's part
+    for plural, version in (("deployments", "apps/v1"), ("services", "v1")):
+        await cluster.api.patch(cluster.url(version, plural, "en-us"), {"metadata": {"ownerReferences": None}})
+    again = await cluster.api.create(cluster.stt_url(), stt())
+    assert again["metadata"]["uid"] != first["metadata"]["uid"]
+
+    async def taken_back() -> bool:
+        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+        return [r.get("uid") for r in dep.get("metadata", {}).get("ownerReferences") or []] == [again["metadata"]["uid"]]
+    await cluster.eventually(taken_back)
+    assert (await condition(cluster, "Degraded")).get("reason") != "NameConflict"
