@@ -539,7 +539,9 @@ class Gateway:
         await client.prepare(request)
         waiting = asyncio.ensure_future(self._woken(backend))
         sent = await hold_websocket(client, waiting, request.transport)
-        if sent is None:  # the client left while it waited
+        if sent is None:  # the client left while it waited: client_gone, as a REST request held and left (_woken_for)
+            self._count(failures.Failure("the client left while its locale woke, before its stream was relayed",
+                                         failures.CLIENT_GONE), route, backend)
             await client.close(code=1001)
             return client
         try:

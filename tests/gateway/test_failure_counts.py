@@ -148,17 +148,19 @@ async def test_a_stream_counts_the_gateways_failures_not_the_close_codes_it_rela
     as they came and count no failure; a held client whose recognizer refuses the upgrade with 500 or 502 is closed
     1011 and counts none either (one INFO line names the refusal); a recognizer whose connection ends without a close
     frame is ``backend_lost`` (WARNING), one that cannot be reached once a held client's locale woke
-    ``backend_unavailable`` (WARNING). Before: every stream that ended with 1011 counted ``backend_lost`` (the three
-    relayed closes and both refusals), the unreachable one counted nothing, and the lines said ``websocket``, not the
-    route."""
-    caplog.set_level(logging.INFO, logger="speech_operator.gateway")
+    ``backend_unavailable`` (WARNING); a held client that leaves is ``client_gone`` (DEBUG, the table's level), as a
+    held REST request that leaves is. Each is counted with the close code the client was sent. Before: backend_lost
+    was counted by the close code the client ANSWERED with (aiohttp's client answers 1000: here the client's own 1011
+    counted it, the dropped connection did not), and so was the requests' code; the unreachable and the leaving held
+    clients counted nothing; the lines said ``websocket``, not the route."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
     vosk = f"ws://{rig.gateway}/vosk"
 
     async def stream(locale: str, end: str, client_close: int | None = None, wake: str | None = None) -> tuple[object, str]:
         if wake:
             rig.route(locale, 0)
         async with session.ws_connect(f"{vosk}?language={locale}&end={end}") as ws:
-            if wake:  # accepted and held: the locale now has a ready pod, where ``wake`` says
+            if wake and wake != "never":  # accepted and held: the locale now has a ready pod, where ``wake`` says
                 rig.route(locale, 1, free_port() if wake == "nowhere" else None)
             await (ws.close(code=client_close, message=b"the app failed") if client_close else ws.send_str("{}"))
             msg = await ws.receive(timeout=5) if not client_close else None
@@ -183,12 +185,14 @@ async def test_a_stream_counts_the_gateways_failures_not_the_close_codes_it_rela
         "held, then refused 500": lambda: stream(HELD, "refuse500", wake="upstream"),
         "held, then refused 502": lambda: stream(HELD, "refuse502", wake="upstream"),
         "held, then unreachable": lambda: stream(UNREACHABLE, "-", wake="nowhere"),
+        "held, then the client leaves": lambda: stream(HELD, "-", client_close=1000, wake="never"),
     }
     async with aiohttp.ClientSession() as session:
         got = {name: await ended(session, rig, caplog, act) for name, act in cases.items()}
     lost = f"WARNING vosk {AWAKE}: backend_lost: the recognizer of {AWAKE} (speech/ko-kr) went away mid-stream without closing"
     refused = f"INFO the recognizer of {HELD} refused a held stream's upgrade: HTTP %d; closed 1011 {INTERNAL}"
     unreachable = f"WARNING vosk {UNREACHABLE}: backend_unavailable: no recognizer of {UNREACHABLE} answers"
+    gone = f"DEBUG vosk {HELD}: client_gone: the client left while its locale woke, before its stream was relayed"
     assert {name: (closed, code, counted, begun(lines, lost, refused % 500, refused % 502, unreachable))
             for name, (closed, code, counted, lines) in got.items()} == {
         "client leaves without a close": ((101, ""), "1006", {}, []),
@@ -198,6 +202,7 @@ async def test_a_stream_counts_the_gateways_failures_not_the_close_codes_it_rela
         "held, then refused 500": ((1011, INTERNAL[:24]), "1011", {}, [refused % 500]),
         "held, then refused 502": ((1011, INTERNAL[:24]), "1011", {}, [refused % 502]),
         "held, then unreachable": ((1013, f"no recognizer of {UNREACHABLE} a"), "1013", {"backend_unavailable": 1.0}, [unreachable]),
+        "held, then the client leaves": ((1001, ""), "1001", {"client_gone": 1.0}, [gone]),
     }
 
 
