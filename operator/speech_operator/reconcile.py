@@ -188,6 +188,32 @@ def event_target(obj: Mapping[str, Any]) -> kopf.Body:
     return cast(kopf.Body, dict(obj))
 
 
+#: The Event reason when the operator puts back replicas someone else gave its Deployment (:func:`scaled_by_hand`).
+SCALED_BY_HAND = "ScaledByHand"
+
+
+def scaled_by_hand(desired: Mapping[str, Any], live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | None:
+    """What to tell whoever scaled the SpeechToText ``owner``'s Deployment itself (``kubectl scale deployment``, an HPA
+    pointed at it) when ``desired`` (fingerprinted) puts its replicas back; None when ``live`` has the replicas wanted,
+    or the change is the operator's own (a new spec or autoscaler decision: another fingerprint). The operator puts
+    them back all the same (the SpeechToText is the source of truth); this says why, and what to scale instead."""
+    if live is None or desired["kind"] != "Deployment":
+        return None
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED) != desired["metadata"]["annotations"][APPLIED]:
+        return None
+    found, wanted = (live.get("spec") or {}).get("replicas"), desired["spec"]["replicas"]
+    if found == wanted or not isinstance(found, int):
+        return None
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    if (owner.get("spec") or {}).get("autoscaling"):
+        instead = ("its replicas are the SpeechToText's autoscaler's choice (spec.autoscaling): "
+                   "change spec.autoscaling.minReplicas or maxReplicas instead")
+    else:
+        instead = (f"scale the SpeechToText instead: kubectl scale speechtotext/{name} -n {namespace} --replicas={found}, "
+                   f"or set spec.autoscaling")
+    return f"Deployment {desired['metadata']['name']} was scaled to {found} by hand (or by an autoscaler): put back to {wanted}; {instead}"
+
+
 class NameConflict(Exception):
     """A child's name is taken by an object the SpeechToText does not own: it is left as it is (:func:`apply`)."""
 
@@ -210,7 +236,8 @@ def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | No
 
 
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
-    """Server-side apply ``desired`` when :func:`pending` says so; one Event per write. :class:`NameConflict` when its
+    """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
+    it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
     name is taken by an object ``owner`` does not own (:func:`holder`)."""
     desired = fingerprinted(desired)
     kind, meta = desired["kind"], desired["metadata"]
@@ -228,6 +255,10 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -
         kopf.info(event_target(owner), reason="Created", message=f"Created {kind} {meta['name']}")
     else:
         kopf.info(event_target(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
+    scaled = scaled_by_hand(desired, live, owner)
+    if scaled:
+        log.warning("%s %s/%s: %s", api.KIND, meta["namespace"], owner["metadata"]["name"], scaled)
+        kopf.warn(event_target(owner), reason=SCALED_BY_HAND, message=scaled)
     return applied
 
 

@@ -188,6 +188,52 @@ async def test_an_owned_deployment_edited_with_its_owner_label_removed_is_put_ba
     await cluster.eventually(put_back)
 
 
+async def test_a_deployment_scaled_by_hand_is_put_back_with_a_warning_that_says_to_scale_the_speechtotext(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """kubectl scale deployment/en-us --replicas=3 (the first day's mistake; an HPA pointed at the Deployment does the
+    same): the operator puts 1 back, as before, and now says why and what to scale instead, in one Warning event on
+    the SpeechToText and one WARNING line. Before, only a Normal "Updated Deployment en-us: .spec.replicas" event
+    said anything. Scaling the SpeechToText itself (a new spec: another fingerprint) warns of nothing."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    dep = await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await one_pod_ready(cluster, dep)
+    await cluster.eventually(lambda: quiet(cluster))
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})  # the "user"
+
+    async def put_back() -> bool:
+        return ((await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {})["spec"]["replicas"]) == 1
+    await cluster.eventually(put_back)
+    said = ("Deployment en-us was scaled to 3 by hand (or by an autoscaler): put back to 1; scale the SpeechToText "
+            "instead: kubectl scale speechtotext/en-us -n speech --replicas=3, or set spec.autoscaling")
+    warned = await cluster.event("ScaledByHand")
+    assert (warned["type"], warned["message"], warned["involvedObject"]["name"]) == ("Warning", said, "en-us"), warned
+
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"replicas": 2}})  # kubectl scale stt/en-us --replicas=2
+
+    async def scaled() -> bool:
+        return ((await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {})["spec"]["replicas"]) == 2
+    await cluster.eventually(scaled)
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}})  # its two pods ready: Ready, no re-checks
+    await cluster.eventually(lambda: quiet(cluster))
+    assert [e["message"] for e in await cluster.events() if e["reason"] == "ScaledByHand"] == [said]
+    assert [r.getMessage() for r in _lines(caplog, logging.WARNING) if r.name.startswith("speech_operator")] == [
+        f"SpeechToText speech/en-us: {said}"]
+
+
+def test_a_deployment_scaled_by_hand_under_autoscaling_names_the_autoscaling_bounds() -> None:
+    """With spec.autoscaling the replicas are the autoscaler's: the warning points at its bounds, not at kubectl scale."""
+    from speech_operator import reconcile
+    owner = stt(autoscaling={"minReplicas": 1, "maxReplicas": 4})
+    desired = reconcile.fingerprinted({"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "metadata": {"name": "en-us", "namespace": NAMESPACE}, "spec": {"replicas": 2}})
+    live = {**desired, "spec": {"replicas": 5}}
+    assert reconcile.scaled_by_hand(desired, live, owner) == (
+        "Deployment en-us was scaled to 5 by hand (or by an autoscaler): put back to 2; its replicas are the "
+        "SpeechToText's autoscaler's choice (spec.autoscaling): change spec.autoscaling.minReplicas or maxReplicas instead")
+    assert reconcile.scaled_by_hand(desired, desired, owner) is None
+    assert reconcile.scaled_by_hand(reconcile.fingerprinted({**desired, "spec": {"replicas": 3}}), live, owner) is None
+
 
 def test_the_gateway_routes_nothing_to_a_speechtotext_whose_name_is_someone_elses(
         caplog: pytest.LogCaptureFixture) -> None:
