@@ -345,4 +345,7 @@ async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
     await scaled.ready_pods(1)
     scaled.script.loads["en-us-0"] = (7, 0.0)
     await scaled.becomes(3)
-    assert (await scaled.status())["autoscaling"]["targetSessionsPerReplica"] == 3
+
+    async def target() -> int | None:  # the status is written after the Deployment
+        return ((await scaled.status()).get("autoscaling") or {}).get("targetSessionsPerReplica")
+    assert await scaled.cluster.eventually(target, PATIENCE) == 3
