@@ -52,14 +52,9 @@ DEGRADED_CAUSES = (
     f"({c.PODS_FAILING}) or cannot be scheduled ({c.PODS_UNSCHEDULABLE}), its rollout made no progress within its "
     f"deadline ({c.PROGRESS_DEADLINE_EXCEEDED}), or the installed CRD is older than the operator ({c.CRD_OUTDATED})")
 
-def kinds(module: Any) -> list[Kind]:
-    """The failure kinds ``module`` declares (its table)."""
-    return [k for k in vars(module).values() if isinstance(k, Kind)]
-
-
 #: The recognizer's table, and the kinds only a gateway meets (the gateway answers the others as the recognizer does).
-RECOGNIZER_KINDS = kinds(errors)
-GATEWAY_KINDS = [k for k in kinds(gateway_failures) if k not in RECOGNIZER_KINDS]
+RECOGNIZER_KINDS = errors.kinds(vars(errors))
+GATEWAY_KINDS = [k for k in gateway_failures.KINDS if k not in RECOGNIZER_KINDS]
 
 
 def names(table: Iterable[Kind], alert: str) -> list[str]:

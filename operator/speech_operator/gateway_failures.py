@@ -48,7 +48,7 @@ TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailab
                                 "once per 10 s; probes and scrapes are still answered)", alert=errors.CAPACITY)
 
 #: Every kind a gateway answers with: the recognizer's table, then the gateway's own (in the order declared).
-KINDS: tuple[Kind, ...] = tuple(dict.fromkeys(k for table in (vars(errors), dict(globals())) for k in table.values() if isinstance(k, Kind)))
+KINDS: tuple[Kind, ...] = tuple(dict.fromkeys([*errors.kinds(vars(errors)), *errors.kinds(globals())]))
 
 
 def answered_with(status: int) -> Kind | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -150,6 +151,11 @@ class Failure(Exception):
     @property
     def reason(self) -> str:
         return self.message
+
+
+def kinds(namespace: Mapping[str, object]) -> list[Kind]:
+    """The failure kinds a module's namespace (``vars(module)``) declares or imports, in their order: its table."""
+    return [k for k in namespace.values() if isinstance(k, Kind)]
 
 
 def unserved_service(what: str) -> Failure:
