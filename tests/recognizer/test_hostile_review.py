@@ -148,6 +148,8 @@ def test_an_idle_connection_whose_answers_are_still_on_their_way_gets_them_all_t
             assert time.monotonic() < deadline, "the slow reader's 28 answers were never all written"
             time.sleep(0.02)
         assert queue["w"] > 0, queue  # what the client's buffer has no room for waits in the server's send queue
+        # the scraper busy again (a head begun), so that the slow reader is the one idle connection the cap may close
+        scraper.sendall(b"GET /status HTTP/1.1\r\n")
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:  # the cap: the slow reader's closed
             extra.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert extra.recv(65536).startswith(b"HTTP/1.1 200")
