@@ -489,19 +489,36 @@ def test_notes_say_the_ingress_url(helm: Path, tmp_path: Path) -> None:
     values.write_text(yaml.safe_dump({"gateway": {"ingress": {
         "enabled": True,
         "hosts": [{"host": "speech.example.com"}, {"host": "speech.internal", "paths": [{"path": "/speech"}]},
+                  {"host": "one.internal", "paths": [{"path": "/stt"}, {"path": "/vosk", "pathType": "Exact"},
+                                                     {"path": "/v1/"}]},
                   {"host": "stt.example.org"}, {"host": "a.stt.example.org"}, {"host": "example.org"}],
         "tls": [{"secretName": "speech-example-com-tls", "hosts": ["speech.example.com"]},
                 {"secretName": "wildcard-example-org-tls", "hosts": ["*.example.org"]}]}}}))
     notes = render("speech", "--values", values)
     assert "through the Ingress speech-operator-gateway, point clients at:" in notes
     assert '  https://speech.example.com/   (an Azure Speech SDK: SpeechConfig(host="wss://speech.example.com"))' in notes
-    assert '  http://speech.internal/speech   (an Azure Speech SDK: SpeechConfig(host="ws://speech.internal"))' in notes
+    # a path other than "/" reaches only the gateway's routes below it (the Ingress passes paths on as they are): NOTES
+    # said every path served the SDK, and printed /stt as the URL to use, which routed nothing
+    assert ('  http://speech.internal/speech   (reaches the gateway\'s /speech/recognition/ only: an Azure Speech SDK: '
+            'SpeechConfig(host="ws://speech.internal"); the Ingress passes paths on as they are, so '
+            '/v1/audio/transcriptions, /vosk, /demo need a path of their own, or "/")') in notes
+    assert ('  http://one.internal/stt   (reaches none of the gateway\'s routes (/speech/recognition/, '
+            '/v1/audio/transcriptions, /vosk, /demo): the Ingress passes paths on as they are; use "/")') in notes
+    assert ('  http://one.internal/vosk   (reaches the gateway\'s /vosk only; the Ingress passes paths on as they are, '
+            'so /speech/recognition/, /v1/audio/transcriptions, /demo need a path of their own, or "/")') in notes
+    assert "  http://one.internal/v1/   (reaches the gateway's /v1/audio/transcriptions only;" in notes
+    # the routes NOTES name are the gateway's client routes
+    from speech_recognizer import contract
+    assert all(p.startswith("/speech/recognition/") for p in contract.RECOGNITION_PATHS)
+    for route in (contract.ROUTE_OPENAI_TRANSCRIPTIONS, contract.ROUTE_VOSK_WS, contract.ROUTE_DEMO):
+        assert route + "," in notes or route + " " in notes or route + ")" in notes
     # a wildcard TLS host covers exactly one label more, as an Ingress (and a certificate) matches it
     assert '  https://stt.example.org/   (an Azure Speech SDK: SpeechConfig(host="wss://stt.example.org"))' in notes
     assert '  http://a.stt.example.org/   (an Azure Speech SDK: SpeechConfig(host="ws://a.stt.example.org"))' in notes
     assert '  http://example.org/   (an Azure Speech SDK: SpeechConfig(host="ws://example.org"))' in notes
     ingress = gateway_ingress(helm_template(helm, "--values", str(values), namespace="speech"))
-    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech.internal", "stt.example.org",
+    assert [r["host"] for r in ingress["spec"]["rules"]] == ["speech.example.com", "speech.internal", "one.internal",
+                                                            "stt.example.org",
                                                             "a.stt.example.org", "example.org"]  # what NOTES name
     assert "Ingress" not in render("speech"), "no Ingress: no URL"
     assert "Ingress" not in render("speech", "--values", values, "--set", "gateway.enabled=false")
