@@ -13,10 +13,12 @@ from typing import Any
 
 import aiohttp.web
 import kmock
+from kmock._internal import dicts as kmock_dicts
 from kmock._internal import parsing as kmock_parsing
 
 from speech_operator import api
 from speech_operator.kube import APPLY_PATCH
+from speech_operator.record import ANNOTATIONS_MAX_BYTES, annotations_bytes
 
 #: The namespace the emulator's tests and benchmarks create their objects in.
 NAMESPACE = "speech"
@@ -30,6 +32,9 @@ class Emulator(kmock.KubernetesEmulator):
       patches test it).
     - Resource quantities of Deployments stored in canonical form (``cpu: "0.5"`` reads back as
       ``500m``); a SpeechToText keeps what was written, as a CRD does.
+    - The size limit of an object's annotations (apimachinery's ValidateAnnotationsSize: the bytes of all keys and
+      values, at most :data:`ANNOTATIONS_MAX_BYTES`): a create, update or merge patch whose result exceeds it is 422
+      Invalid in the API server's words, and nothing is stored (kmock stores any size).
     - Server-side apply, which kmock lacks (it merges every PATCH into the object): an apply
       creates a missing object, and removes the fields the same field manager applied before but
       no longer sends. This keeps field ownership per manager with each list as one field (as
@@ -98,6 +103,8 @@ class Emulator(kmock.KubernetesEmulator):
                 self.owners_before[request.id] = copy.deepcopy((live.get("metadata") or {}).get("ownerReferences") or [])
         if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
             request = self._server_side_apply(request)
+        if (too_long := self._annotations_too_long(request)) is not None:
+            return too_long
         if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)
                 and request.resource is not None and request.resource.plural == "deployments"):
             _canonical_quantities(request.data)  # built-in kinds only: a CRD keeps what was written
@@ -109,6 +116,28 @@ class Emulator(kmock.KubernetesEmulator):
             meta.setdefault("generation", 1)
             meta.setdefault("resourceVersion", str(next(self._serial)))
         return await super()._handle(request)
+
+    def _annotations_too_long(self, request: kmock.Request) -> aiohttp.web.Response | None:
+        """The API server's 422 for a write whose object would carry more than ``ANNOTATIONS_MAX_BYTES`` of
+        annotations (a create's, or the live object's with a merge patch's or an apply's); None for any other."""
+        if (request.resource is None or request.subresource is not None or not isinstance(request.data, dict)
+                or request.action not in (kmock.action.CREATE, kmock.action.UPDATE)):
+            return None  # a JSON patch (kopf's finalizers: no annotation) is not judged
+        result: Any = request.data
+        key = (request.resource, request.namespace, request.name)
+        if request.action == kmock.action.UPDATE and key in self.objects and not (live := self.objects[key]).deleted:
+            result = kmock_dicts.patch_dict(copy.deepcopy(dict(live.raw)), request.data)
+        if annotations_bytes((result.get("metadata") or {}).get("annotations") or {}) <= ANNOTATIONS_MAX_BYTES:
+            return None
+        name = request.name or (result.get("metadata") or {}).get("name", "")
+        kind = result.get("kind") or request.resource.plural
+        field = f"metadata.annotations: Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes"
+        message = f"{kind}{'.' + request.resource.group if request.resource.group else ''} \"{name}\" is invalid: {field}"
+        return aiohttp.web.json_response({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+            "message": message, "details": {"name": name, "group": request.resource.group, "kind": kind,
+                                            "causes": [{"reason": "FieldValueTooLong", "field": "metadata.annotations",
+                                                        "message": field.split(": ", 1)[1]}]}}, status=422)
 
     def _server_side_apply(self, request: kmock.Request) -> kmock.Request:
         applied: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_applied", {})

@@ -16,6 +16,9 @@ POLICY_VIOLATION = "PolicyViolation"
 #: Reason of the conditions of a SpeechToText whose spec the operator cannot take (a setting the recognizer would
 #: refuse, or a spec a CRD older than the operator let through).
 INVALID_SPEC = "InvalidSpec"
+#: Reason of the conditions of a SpeechToText whose spec and annotations are too large for kopf's record of them
+#: (:func:`speech_operator.record.overflow`): nothing is created or changed, as with an invalid spec.
+SPEC_TOO_LARGE = "SpecTooLarge"
 #: Reason when the Deployment cannot create pods (its ``ReplicaFailure`` condition: an admission refusal
 #: such as Pod Security, a ResourceQuota, a LimitRange), with the API server's words.
 PODS_NOT_CREATED = "PodsNotCreated"
@@ -309,10 +312,12 @@ def observe(
     )
 
 
-def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | None = None) -> api.SpeechToTextStatus:
-    """The status of a SpeechToText whose spec the operator cannot take: what it reported before (its
-    replicas, selector and autoscaling stay, the pods running as they were), its conditions saying why
-    (and Degraded that the installed CRD is outdated, which may be what let the spec through)."""
+def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | None = None,
+            reason: str = INVALID_SPEC) -> api.SpeechToTextStatus:
+    """The status of a SpeechToText whose spec the operator cannot take (``reason``: :data:`INVALID_SPEC`, or
+    :data:`SPEC_TOO_LARGE`): what it reported before (its replicas, selector and autoscaling stay, the pods running as
+    they were), its conditions saying why (and Degraded that the installed CRD is outdated, which may be what let the
+    spec through)."""
     before = dict(body.get("status") or {})
     try:
         status = api.SpeechToTextStatus.model_validate(before)
@@ -321,11 +326,12 @@ def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | No
     generation = (body.get("metadata") or {}).get("generation")
 
     def cond(type_: api.ConditionType, ok: bool, message: str) -> api.Condition:
-        return condition(type_, ok, INVALID_SPEC, message, generation=generation, now=now, previous=status.conditions)
+        return condition(type_, ok, reason, message, generation=generation, now=now, previous=status.conditions)
 
+    why = "the spec is invalid" if reason == INVALID_SPEC else "the spec is too large"
     return status.model_copy(update={"observedGeneration": generation, "conditions": [
         cond(READY, False, message),
-        cond(PROGRESSING, False, "nothing is created or changed while the spec is invalid"),
+        cond(PROGRESSING, False, f"nothing is created or changed while {why}"),
         cond(DEGRADED, True, _also(message, outdated_crd))]})
 
 

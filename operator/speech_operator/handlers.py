@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from speech_operator import api, builders, conditions, crd_watch, kube, metrics
+from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import Runtime, delete_children, reconcile
 
@@ -73,8 +73,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's bookkeeping in our own annotations and finalizer, out of ``status``."""
     settings.persistence.finalizer = f"{api.GROUP}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = record.STORAGE  # never a record the API server would refuse
     settings.posting.reporting_component = builders.MANAGER
     settings.execution.max_workers = 4
 

@@ -28,7 +28,7 @@ from typing import Any, cast
 import kopf
 import pydantic
 
-from speech_operator import api, builders, conditions, policy
+from speech_operator import api, builders, conditions, policy, record
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
 from speech_operator.kube import Kube, KubeError, path
@@ -386,7 +386,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     (the autoscaler's look, :mod:`speech_operator.autoscaler`) decides the replicas on that
     copy; a change is one Event. Returns ``None`` when it is gone or being deleted. A spec the
     operator cannot take (a setting the recognizer would refuse; a spec a CRD older than the
-    operator let through) changes nothing: its status says why (:func:`conditions.invalid`). While the
+    operator let through; one too large for kopf's record of it, :mod:`speech_operator.record`) changes nothing: its status says why (:func:`conditions.invalid`). While the
     installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`).
     """
     async with runtime.lock(namespace, name):
@@ -398,6 +398,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
             status = conditions.invalid(body, invalid_spec_message(exc), _now(), outdated_crd)
+            await write_status(runtime, body, status)
+            return status
+        too_large = record.overflow(body)
+        if too_large:  # kopf cannot record it: nothing is applied (the status, an event and a line say why)
+            status = conditions.invalid(body, too_large, _now(), outdated_crd, conditions.SPEC_TOO_LARGE)
             await write_status(runtime, body, status)
             return status
         missing = await missing_dependencies(runtime.kube, stt)

@@ -66,8 +66,8 @@ def reasons_seen() -> set[tuple[str, str, str]]:
             status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated,
                                         write_refused=write_refused, pods=listed, conflicts=conflicts)
             seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
-    for outdated in (None, "old"):
-        status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated)
+    for outdated, reason in itertools.product((None, "old"), (conditions.INVALID_SPEC, conditions.SPEC_TOO_LARGE)):
+        status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated, reason)
         seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
     return seen
 

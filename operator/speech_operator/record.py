@@ -1,0 +1,105 @@
+"""kopf's record of the last handled SpeechToText, and the size the API server allows it.
+
+kopf keeps what it last handled of an object (its spec, labels and annotations other than kopf's and kubectl's) as
+JSON in the annotation ``speech-operator.io/last-handled-configuration``, to tell at the next event what changed. The
+API server refuses a write after which an object's annotations take more than 256 KiB, keys and values together
+(apimachinery's TotalAnnotationSizeLimitB): kopf's patch of a record that large is 422 Invalid ("metadata.annotations:
+Too long"), which kopf retried without end, an ERROR with a traceback each time, while the status said nothing.
+
+The CRD's bounds keep a spec's record well under that (:mod:`speech_operator.api`). A SpeechToText they let through
+whose record would still not fit (long non-ASCII values, which the record escapes to six bytes a character; a large
+affinity; large annotations of one's own; a CRD older than the operator) gets no record (:class:`Storage`: kopf then
+handles each of its events as its creation) and is not applied: :func:`overflow` says why, and the reconcile makes
+that its status (Degraded, reason SpecTooLarge), one event and one log line.
+
+The record stays in an annotation, not in ``status`` (kopf's StatusDiffBaseStorage, under the object's own 1.5 MiB):
+the status is what the gateway and ``kubectl`` read and the CRD declares field by field, and every SpeechToText made so
+far has its record in the annotation. Bounding the spec leaves it where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from speech_operator import api
+
+#: The most bytes an object's annotations may take, keys and values together (apimachinery's TotalAnnotationSizeLimitB).
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def annotations_bytes(annotations: Mapping[str, Any]) -> int:
+    """The size of ``annotations`` as the API server counts it: the UTF-8 bytes of every key and value."""
+    return sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items())
+
+
+class Storage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation record, never written where the API server would refuse it (a record from before, of
+    another spec, is taken off then: it no longer says what was handled)."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix=api.GROUP, key="last-handled-configuration")
+
+    def keys(self, body: kopf.Body) -> list[str]:
+        """The record's annotation keys on ``body``."""
+        return list(self.make_keys(self.key, body=body))
+
+    def after(self, body: kopf.Body, essence: Any = None, pending: Mapping[str, Any] | None = None) -> tuple[int, int]:
+        """The bytes of the record of ``essence`` (``body``'s, by default), encoded as kopf's store encodes it, and of
+        all of ``body``'s annotations once it and the ``pending`` changes of its annotations (None removes one) are
+        written."""
+        value = json.dumps(self.build(body=body) if essence is None else essence, separators=(",", ":")) + "\n"
+        annotations = {**body.metadata.annotations, **(pending or {}), **dict.fromkeys(self.keys(body), value)}
+        return len(value.encode()), annotations_bytes({k: v for k, v in annotations.items() if v is not None})
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pending = dict(patch.get("metadata", {}).get("annotations") or {})
+        if self.after(body, essence, pending)[1] <= ANNOTATIONS_MAX_BYTES:
+            super().store(body=body, patch=patch, essence=essence)
+            return
+        for key in self.keys(body):
+            if key in body.metadata.annotations:
+                patch.metadata.annotations[key] = None
+
+
+#: The one record storage: kopf's (:func:`speech_operator.handlers.configure`) and the reconcile's measure of it.
+STORAGE = Storage()
+
+
+#: kubectl apply's (client-side) copy of the object, among its annotations.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+#: Parts of an object smaller than this are not named as its largest.
+NAMED_MIN_BYTES = 1024
+
+
+def _largest(raw: Mapping[str, Any]) -> list[str]:
+    """The spec's fields and the object's own labels and annotations of at least :data:`NAMED_MIN_BYTES` in JSON,
+    with their bytes, the three largest first."""
+    meta = raw.get("metadata") or {}
+    parts = {f"spec.{k}": v for k, v in (raw.get("spec") or {}).items()}
+    parts.update({f"metadata.{k}": meta.get(k) for k in ("annotations", "labels") if meta.get(k)})
+    sizes = sorted(((len(json.dumps(v, separators=(",", ":"))), where) for where, v in parts.items()), reverse=True)
+    return [f"{where} ({size} bytes)" for size, where in sizes[:3] if size >= NAMED_MIN_BYTES]
+
+
+def overflow(raw: Mapping[str, Any]) -> str | None:
+    """Why kopf's record of the SpeechToText ``raw`` would not fit in its annotations (its largest parts, and kubectl
+    apply's copy of it when it holds one), or None when it fits."""
+    body = kopf.Body(cast(kopf.RawBody, dict(raw)))
+    record, total = STORAGE.after(body)
+    if total <= ANNOTATIONS_MAX_BYTES:
+        return None
+    message = (f"the operator's record of the spec it handles (annotation {STORAGE.keys(body)[0]}, {record} "
+               f"bytes) would take the object's annotations to {total} bytes, more than the {ANNOTATIONS_MAX_BYTES} "
+               f"the API server allows: nothing is created or changed until the spec and the object's own annotations "
+               f"are smaller")
+    largest = _largest(raw)
+    message += f"; the largest: {', '.join(largest)}" if largest else ""
+    copy = body.metadata.annotations.get(LAST_APPLIED)
+    if copy is not None:
+        message += (f"; kubectl apply keeps a copy of the object in the annotation {LAST_APPLIED} ({len(copy.encode())}"
+                    f" bytes), kubectl apply --server-side none")
+    return message
