@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speech_recognizer import contract
 from speech_recognizer.settings import KNOWN, declared
@@ -33,7 +33,7 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 #: A resource quantity written as a string: ``500m``, ``1Gi``, ``2``.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
-Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field(
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)], Field(
     description="A Kubernetes resource quantity, e.g. 500m, 2, 1Gi.")]
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
 
@@ -75,7 +75,8 @@ OWNED_SETTINGS: Final = frozenset({
 #: The recognizer settings ``spec.settings`` may set: every other one it declares, by its canonical key.
 SETTABLE: Final = tuple(s.key for s in KNOWN if s.key not in OWNED_SETTINGS)
 _CONVERTERS = {s.key: s.convert for s in KNOWN}
-MAX_SETTINGS = 32
+#: One value per key ``spec.settings`` may set (:data:`SETTABLE`): the map's bound.
+MAX_SETTINGS = len(SETTABLE)
 SETTINGS_MESSAGE = "settings: each key must be one of " + ", ".join(SETTABLE) + " (the spec's own fields set the others)"
 
 #: The labels the operator puts on what it makes (:mod:`speech_operator.builders`), besides those under ``GROUP/``:
@@ -111,6 +112,62 @@ def both_or_neither(a: str, b: str) -> str:
     whose size it does not know at 2^64 - 1 and refuses the CRD (tests/test_crd_cost.py); a conditional costs 1.
     """
     return f"has(self.{a}) ? has(self.{b}) : !has(self.{b})"
+
+
+# Bounds of the spec's free-form maps and lists. kopf keeps its record of the last handled spec (the annotation
+# speech-operator.io/last-handled-configuration, the spec's JSON) within the 256 KiB that ALL annotations of an object
+# may take: unbounded, a spec over about 256 KiB less its own annotations (128 KiB when client-side kubectl apply keeps
+# its copy, kubectl.kubernetes.io/last-applied-configuration) was taken by the API server and then broke kopf's write of
+# its record, retried without end. Each bound is well above what a real spec holds (a pod carries a handful of
+# annotations, node labels and tolerations, one or two spread constraints), and a spec at every bound at once takes
+# about 137 KiB in ASCII (tests/test_crd_bounds.py measures it from the CRD): its record fits with 119 KiB to spare.
+# Strings run short of their bounds in practice, so kubectl apply's copy fits beside it too but at the extremes.
+# affinity and each toleration are kept as the pods take them (core/v1 types whose fields grow with Kubernetes),
+# bounded in count only. A SpeechToText whose record would still not fit (a spec near every bound applied with
+# client-side kubectl apply, long non-ASCII values, a huge affinity, large annotations of one's own) is Degraded
+# (SpecTooLarge) and changes nothing (speech_operator.record).
+#: A map key (an annotation's or a label's: apimachinery's qualified name): a DNS subdomain prefix of at most 253
+#: characters, ``/``, a name of at most 63. Bounded by a CEL rule: a structural schema cannot bound a map's keys.
+KEY_MAX = 317
+#: Annotations on the pods or the Service: a pod carries a handful (a service mesh's, a scraper's, a secrets agent's,
+#: the autoscaler's safe-to-evict; a cloud load balancer's Service 10 to 20), each value at most 1 KiB (an ARN list, a
+#: JSON snippet; a secrets agent's template belongs in a ConfigMap).
+MAX_ANNOTATIONS = 16
+ANNOTATION_VALUE_MAX = 1024
+#: Node labels the pods must match (a pool, a zone, an architecture, an accelerator: a few), and tolerations (a taint or
+#: two per dedicated pool, with the default not-ready/unreachable ones).
+MAX_NODE_SELECTOR = 16
+MAX_TOLERATIONS = 16
+#: A label value (apimachinery's IsValidLabelValue).
+LABEL_VALUE_MAX = 63
+#: A core/v1 Toleration's fields (key, operator, value, effect, tolerationSeconds) and Affinity's (nodeAffinity,
+#: podAffinity, podAntiAffinity): bounds on what may be given besides them.
+TOLERATION_FIELDS = 5
+AFFINITY_FIELDS = 3
+
+
+def _keys_bounded(value: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`keys_rule` asks, for the models."""
+    long = next((k for k in value if len(k) > KEY_MAX), None)
+    if long is not None:
+        raise ValueError(f"the key {long[:80]!r}... is longer than {KEY_MAX} characters")
+    return value
+
+
+def keys_rule() -> dict[str, Any]:
+    """The CEL rule bounding a map's keys to :data:`KEY_MAX` characters (a new dict each time: YAML would alias one
+    shared by two nodes)."""
+    return cel(f"self.all(k, size(k) <= {KEY_MAX})", f"each key at most {KEY_MAX} characters")
+
+
+#: Annotations of the pods or the Service, bounded (:data:`MAX_ANNOTATIONS`).
+Annotations = Annotated[dict[str, Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]], Field(
+    max_length=MAX_ANNOTATIONS, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
+    AfterValidator(_keys_bounded)]
+#: Node labels the pods must match, bounded (:data:`MAX_NODE_SELECTOR`).
+NodeSelector = Annotated[dict[str, Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(
+    max_length=MAX_NODE_SELECTOR, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
+    AfterValidator(_keys_bounded)]
 
 
 class _Model(BaseModel):
@@ -265,7 +322,7 @@ class ModelSpec(_Model):
 
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
     """URL of a model archive (zip) to download instead of the catalog's."""
-    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$", max_length=64)] | None = None
     """SHA-256 of the archive at url (hex, lower case)."""
     volume: VolumeSource | None = None
     """Where models are kept; an emptyDir when unset."""
@@ -347,7 +404,7 @@ class ServiceSpec(_Model):
     """Port the Service listens on (the pods listen on 5000)."""
     nodePort: Annotated[int, Field(ge=30000, le=32767)] | None = None
     """Fixed node port for NodePort and LoadBalancer Services."""
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     """Annotations for the Service (e.g. for a cloud load balancer)."""
     ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
     """IP families of the Service on a dual-stack cluster (the pods listen on both): unset, the cluster's default, SingleStack."""
@@ -389,7 +446,11 @@ class AutoscalingSpec(_Model):
 #: A label key or a topology key: an optional DNS-subdomain-like prefix and ``/``, then a name (the API server checks
 #: the prefix's dots further when it takes the Deployment).
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=KEY_MAX, pattern=LABEL_KEY_PATTERN)]
+#: Terms of a label selector a spread constraint counts pods by (its matchLabels, matchExpressions, matchLabelKeys:
+#: one or two), and values of one expression (a few names).
+MAX_SELECTOR_TERMS = 4
+MAX_SELECTOR_VALUES = 8
 
 
 class LabelSelectorRequirement(_Model):
@@ -399,16 +460,19 @@ class LabelSelectorRequirement(_Model):
     """The label key."""
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     """How the key's value relates to values."""
-    values: list[Annotated[str, Field(max_length=63)]] | None = None
+    values: Annotated[list[Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(
+        max_length=MAX_SELECTOR_VALUES)] | None = None
     """Values for In and NotIn."""
 
 
 class LabelSelector(_Model):
     """Which pods (meta/v1 LabelSelector)."""
 
-    matchLabels: dict[str, Annotated[str, Field(max_length=63)]] | None = None
+    matchLabels: Annotated[dict[str, Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(
+        max_length=MAX_SELECTOR_TERMS, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
+        AfterValidator(_keys_bounded)] | None = None
     """Labels the pods carry."""
-    matchExpressions: list[LabelSelectorRequirement] | None = None
+    matchExpressions: Annotated[list[LabelSelectorRequirement], Field(max_length=MAX_SELECTOR_TERMS)] | None = None
     """Expressions the pods' labels meet."""
 
 
@@ -430,7 +494,7 @@ class TopologySpreadConstraint(_Model):
     """DoNotSchedule: a pod that would break maxSkew stays Pending; ScheduleAnyway: it is placed where it breaks it least."""
     labelSelector: LabelSelector | None = None
     """The pods counted; this SpeechToText's pods when unset."""
-    matchLabelKeys: list[LabelKey] | None = Field(default=None, description=(
+    matchLabelKeys: Annotated[list[LabelKey], Field(max_length=MAX_SELECTOR_TERMS)] | None = Field(default=None, description=(
         "Pod labels whose values on the incoming pod also select the pods counted, e.g. [pod-template-hash]: a "
         "rollout's new pods spread among themselves (Kubernetes 1.27+; older API servers drop it)."))
     minDomains: Annotated[int, Field(ge=1)] | None = None
@@ -447,8 +511,8 @@ class TopologySpreadConstraint(_Model):
         return self
 
 
-#: At most this many spread constraints (one per topology and policy is all a pod needs).
-MAX_SPREAD_CONSTRAINTS = 8
+#: At most this many spread constraints (one per topology and policy is all a pod needs: nodes, zones, regions).
+MAX_SPREAD_CONSTRAINTS = 4
 SPREAD_UNIQUE_MESSAGE = "topologySpreadConstraints: each topologyKey and whenUnsatisfiable pair at most once"
 
 
@@ -513,17 +577,19 @@ class SpeechToTextSpec(_Model):
     """Seconds a stopping pod lets its running recognitions finish while it refuses new ones (the recognizer's Drain:Seconds); the pod's terminationGracePeriodSeconds adds the preStop pause and a margin."""
     service: ServiceSpec = ServiceSpec()
     """The Service in front of the pods."""
-    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    nodeSelector: NodeSelector = Field(default_factory=dict)
     """Node labels the pods must match."""
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    tolerations: Annotated[list[Annotated[dict[str, Any], Field(max_length=TOLERATION_FIELDS)]], Field(
+        max_length=MAX_TOLERATIONS)] = Field(default_factory=list)
     """Pod tolerations (core/v1 Toleration)."""
-    affinity: dict[str, Any] | None = None
+    affinity: Annotated[dict[str, Any], Field(max_length=AFFINITY_FIELDS)] | None = None
     """Pod affinity (core/v1 Affinity)."""
-    podAnnotations: dict[str, str] = Field(default_factory=dict)
+    podAnnotations: Annotations = Field(default_factory=dict)
     """Extra annotations on the pods."""
-    labels: Annotated[dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]], Field(
+    labels: Annotated[dict[str, Annotated[str, Field(max_length=LABEL_VALUE_MAX, pattern=LABEL_VALUE)]], Field(
         max_length=MAX_LABELS, json_schema_extra={"x-kubernetes-validations": [cel(
-            f"self.all(k, !(k in {list(OPERATOR_LABELS)}) && !k.startsWith('{GROUP}/'))", LABELS_MESSAGE)]})] = Field(
+            f"self.all(k, !(k in {list(OPERATOR_LABELS)}) && !k.startsWith('{GROUP}/'))", LABELS_MESSAGE),
+            keys_rule()]})] = Field(
         default_factory=dict, description=(
             "Extra labels on everything the operator makes for this SpeechToText: its Deployment, the Deployment's "
             "pods, Service and PodDisruptionBudget (e.g. what a policy engine requires of them); never in a selector. "

@@ -39,10 +39,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if len(branches) == 1:
         node = {**_structural(branches[0], defs), **node}
     elif {b.get("type") for b in branches} == {"integer", "string"}:
-        pattern = next((b["pattern"] for b in branches if "pattern" in b), None)
         node.update({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]})
-        if pattern:
-            node["pattern"] = pattern
+        string = next(b for b in branches if b.get("type") == "string")
+        node.update({k: string[k] for k in ("pattern", "maxLength") if k in string})  # checked on strings only
     elif branches:
         raise ValueError(f"no structural form for anyOf {branches}")
     if "const" in node:
