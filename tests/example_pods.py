@@ -47,6 +47,7 @@ from speech_operator.config import OperatorConfig
 from speech_recognizer import contract
 
 from .kubelet import Image, Pod, Running, file_server
+from .pods_at_once import stopping
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -203,7 +204,9 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             assert running.process.poll() is None, running.log()
             if on_ready is not None:
                 on_ready(pod, running)
-            # deleted as a kubelet deletes a pod: the preStop hook, SIGTERM, the drain, an exit within the grace period
+            # deleted as a kubelet deletes a pod: the preStop hook, SIGTERM, the drain, an exit within the grace period;
+            # waiting, all of it, so the pool's next pod starts meanwhile (tests/pods_at_once.py)
+            stopping()
             code, took = pod.terminate(running)
         finally:
             pod.stop(running, grace=0)

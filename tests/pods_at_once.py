@@ -12,6 +12,10 @@ what it raised (a failed probe, with the pod's log), so a pod that fails fails t
 What a job takes it names as a test does: the test's parameters, ``tmp_path`` (a directory of its own) and any
 fixture of module or session scope, all resolved on pytest's thread before the job starts.
 
+A job whose pod has done its work and is only stopping says so with :func:`stopping` (tests/example_pods.py, before
+it deletes the pod as a kubelet does: the preStop pause, SIGTERM, the drain: about 6 s of waiting a pod): the pool's
+next pod starts then, beside the stop, which still runs in full and is still judged by the test that takes it.
+
 Tests whose job is the same function with the same arguments (``tmp_path`` aside) share one run: the pod runs once
 and each of them takes the same Future, asserting on its outcome in its own way (tests/ship/test_images.py's
 jemalloc check looks at the pod of the multi-locale example's ko-KR SpeechToText, which another of its tests runs,
@@ -39,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -51,9 +56,13 @@ import pytest
 #: 1963 s against 1620 s, test_images.py no sooner done (710 s against 684 s). One at a time, the pods still run
 #: beside the module's operator, gateway and layout tests (`git log -S AT_ONCE tests/pods_at_once.py`).
 AT_ONCE = 1
+#: Pods that may be stopping (past :func:`stopping`) beside the :data:`AT_ONCE` busy ones: a stop is waiting, not work.
+STOPPING_AT_ONCE = 1
 
 F = TypeVar("F", bound=Callable[..., Any])
 _JOB = "pod_job"
+#: The running job's hold on its pool's busy slots (a pool's thread runs one job at a time).
+_slot = threading.local()
 
 
 def runs_pod(job: Callable[..., Any]) -> Callable[[F], F]:
@@ -69,12 +78,35 @@ def job_of(item: pytest.Item) -> Callable[..., Any] | None:
     return getattr(getattr(item, "function", None), _JOB, None)
 
 
+def stopping() -> None:
+    """From a pool's job: its pod has done its work and is only stopping now, so the pool's next pod may start.
+    Outside a pool (a job called directly, as tests/ship/build_images.py calls run_example), nothing."""
+    release = getattr(_slot, "release", None)
+    _slot.release = None
+    if release is not None:
+        release()
+
+
+def _in_slot(busy: threading.Semaphore, closing: threading.Event, job: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """Run ``job`` once one of the pool's busy slots is free, holding it until the job ends or calls :func:`stopping`;
+    not at all once the pool is closing (its tests are over: a job still waiting for a slot was never taken)."""
+    busy.acquire()
+    _slot.release = busy.release
+    try:
+        if closing.is_set():
+            raise RuntimeError("the pool closed before this pod could start")
+        return job(**args)
+    finally:
+        stopping()
+
+
 @contextlib.contextmanager
 def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
     """The jobs of the selected tests of ``request``'s module, running: test node id -> its job's Future. Leaving
     cancels the jobs not started and waits for those running (their pods end within their own budgets)."""
     items = [item for item in request.session.items if item.path == request.path and job_of(item) is not None]
-    with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="pod") as threads:
+    busy, closing = threading.BoundedSemaphore(AT_ONCE), threading.Event()
+    with ThreadPoolExecutor(AT_ONCE + STOPPING_AT_ONCE, thread_name_prefix="pod") as threads:
         futures: dict[str, Future[Any]] = {}
         runs: dict[str, Future[Any]] = {}  # one per job and arguments (tmp_path aside): tests that name the same run share it
         try:
@@ -93,10 +125,11 @@ def pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 if run not in runs:
                     if "tmp_path" in inspect.signature(job).parameters:  # as pytest names a test's: its name, the case kept whole
                         args["tmp_path"] = tmp_path_factory.mktemp(re.sub(r"\W+", "_", item.name[:24] + (callspec.id if callspec else "")))
-                    runs[run] = threads.submit(job, **args)
+                    runs[run] = threads.submit(_in_slot, busy, closing, job, args)
                 futures[item.nodeid] = runs[run]
             yield futures
         finally:
+            closing.set()
             for future in futures.values():
                 future.cancel()
 
