@@ -55,6 +55,9 @@ class WavFormat:
 
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
+#: The first bytes of the containers decoded (WAV, Ogg, FLAC): what has none of them is audio only when its
+#: content type says it is headerless PCM.
+SIGNATURES = (b"RIFF", b"OggS", b"fLaC")
 SUPPORTED_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/ogg", "audio/opus", "audio/flac", "audio/l16")
 
 
@@ -338,7 +341,7 @@ def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: floa
     mime, params = content_params(content_type or "")
     if data[:4] == b"RIFF":
         return decode_wav(data, max_seconds, cut)
-    if data[:4] in (b"OggS", b"fLaC"):
+    if data[:4] in SIGNATURES:
         what = "Ogg" if data[:4] == b"OggS" else "FLAC"
         with _open_soundfile(data, what) as reader:  # type: ignore[attr-defined]
             return _decode_blocks(reader, what, max_seconds, cut)

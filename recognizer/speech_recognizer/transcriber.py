@@ -11,16 +11,21 @@ Files are given as paths, folders (every audio file below, by suffix) or globs (
 for shells that do not expand them). They are transcribed ``--jobs`` at a time, the longest
 first (:func:`start_order`); each gets a progress bar on a terminal (none when stderr is not
 one), and a file that fails is reported on one line without stopping the others; the exit
-status is 1 when any failed.
+status is 1 when any failed, 130 on Ctrl-C. What a user's disk holds besides audio is met in
+:func:`expand` (pipes, devices, links, unreadable folders), :func:`read_audio` (sizes: a bound,
+never a whole device), :func:`shown` (names that are not text) and :func:`_write_file` (no half
+transcripts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import json
 import os
+import stat
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,29 +56,113 @@ class FileError(Exception):
 
 
 def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """The files ``args`` name (paths, folders searched for audio, globs), in order, each once; and errors for those that name none."""
+    """The files ``args`` name (paths, folders searched for audio, globs), in order, each once; and one
+    error for each argument that names none and each audio-named entry of a folder or glob that is skipped.
+
+    A path named as it is is read whatever it is (a pipe: ``<(sox …)``, ``/dev/stdin``); a folder or a glob
+    gives regular files only: a named pipe, device, socket or dangling link found there was not asked for by
+    name, and reading it could wait for a writer forever. A folder that cannot be read is an error too,
+    never a silent gap; links to folders are not followed (no loops).
+    """
     files: list[Path] = []
     errors: list[str] = []
 
-    def add(path: Path) -> None:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
-        else:
+    def found(path: Path) -> None:  # an entry of a folder or a glob
+        if path.is_file():
             files.append(path)
+        elif path.suffix.lower() in AUDIO_SUFFIXES:
+            errors.append(f"{shown(path)}: {_not_regular(path)}: skipped (a folder or a glob gives regular files only)")
+
+    def add(path: Path, named: bool) -> None:
+        if path.is_dir():
+            def unreadable(exc: OSError) -> None:
+                errors.append(f"{shown(exc.filename)}: cannot read the folder: {exc.strerror}")
+
+            below = [Path(top, name) for top, _, names in os.walk(path, onerror=unreadable) for name in names]
+            for entry in sorted(below):
+                if entry.suffix.lower() in AUDIO_SUFFIXES:
+                    found(entry)
+        elif named:
+            files.append(path)
+        else:
+            found(path)
 
     for arg in args:
         path = Path(arg)
         if path.exists():
-            add(path)
+            add(path, named=True)
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
-                errors.append(f"{arg}: no file matches")
+                errors.append(f"{shown(arg)}: no file matches")
             for match in matches:
-                add(Path(match))
+                add(Path(match), named=False)
+        elif path.is_symlink():
+            errors.append(f"{shown(arg)}: {_not_regular(path)}")
         else:
-            errors.append(f"{arg}: no such file or folder")
-    return list(dict.fromkeys(files)), errors
+            errors.append(f"{shown(arg)}: no such file or folder")
+    unique: dict[str, Path] = {}
+    for file in files:  # a file named twice (``a.wav ./x/../a.wav``) is transcribed once
+        unique.setdefault(os.path.abspath(file), file)
+    return list(unique.values()), errors
+
+
+def _not_regular(path: Path) -> str:
+    """What ``path``, which is not a regular file, is (for the line that says it is skipped)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "a symbolic link to nothing" if path.is_symlink() and isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """``path`` as one line of valid text, for stderr, ``==>`` lines and progress bars: bytes that are not
+    UTF-8 (which Python keeps as surrogates) as ``\\xff``, control characters (a newline) as ``\\n``, so that
+    no name breaks a line or the output's encoding."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def read_audio(path: Path, max_seconds: float) -> bytearray:
+    """The bytes of ``path`` (a file, or a pipe named as one), never more than ``max_seconds`` of its audio can take.
+
+    The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
+    widest audio taken (384 kB/s, for Ogg and FLAC): a regular file over it is refused by its size before it is
+    read; a stream (a pipe, ``/dev/zero``) or a file that grows while it is read, as soon as it passes it. What
+    has no audio signature is not read past its first 64 KiB (decoding then says what it is not). A named pipe
+    is opened without waiting for a writer: one nobody writes to reads as empty, not as a hang.
+    """
+    from .audio import HEADER_ROOM, SIGNATURES, body_limit, wav_body_limit
+
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO's open waits for no writer
+    with open(descriptor, "rb") as file:
+        os.set_blocking(descriptor, True)
+        info = os.fstat(descriptor)
+        data = bytearray()
+
+        def upto(limit: int) -> None:  # a pipe gives a piece at a time
+            while len(data) < limit and (piece := file.read(min(limit - len(data), 1 << 20))):
+                data.extend(piece)
+
+        upto(HEADER_ROOM)
+        if not data:
+            raise FileError("the file is empty" + (" (a named pipe nobody writes to)" if stat.S_ISFIFO(info.st_mode) else ""))
+        if data[:4] not in SIGNATURES:
+            return data
+        limit, what = wav_body_limit(bytes(data), max_seconds) or body_limit("", max_seconds)
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+            raise _too_long(f"is {info.st_size} bytes", limit, what, max_seconds)
+        upto(limit + 1)
+        if len(data) > limit:
+            raise _too_long("goes on", limit, what, max_seconds)
+        return data
+
+
+def _too_long(size: str, limit: int, what: str, max_seconds: float) -> FileError:
+    return FileError(f"the file {size}: more than {limit} bytes, {max_seconds:g} s (--max-seconds) of {what}")
 
 
 def render(phrases: Sequence[Any], audio_seconds: float, fmt: str, profanity: Any) -> str:
@@ -120,14 +209,18 @@ class InProcess:
 
     async def transcribe(self, path: Path, fmt: str, profanity: Any, progress: Callable[[float, str], Progress]) -> str:
         from .audio import AudioError, chunks, decode
+        from .errors import TOO_LARGE
         from .session import FILE_CHUNK_SECONDS
         from .transcript import Phrase
 
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(read_audio, path, self.max_seconds)
             audio = await asyncio.to_thread(decode, data, "", max_seconds=self.max_seconds)
-        except (OSError, AudioError) as exc:
-            raise FileError(str(exc)) from None
+        except OSError as exc:
+            raise FileError(exc.strerror or str(exc)) from None
+        except AudioError as exc:  # its 413 speaks of the REST route's setting: here the limit is --max-seconds
+            raise FileError(f"the audio is longer than {self.max_seconds:g} s (--max-seconds)" if exc.kind is TOO_LARGE
+                            else str(exc)) from None
         del data
         advance = progress(audio.seconds, "s")
         events: list[Any] = []
@@ -159,9 +252,10 @@ class InProcess:
 class Remote:
     """Transcribes through a recognizer's (or a gateway's) REST route."""
 
-    def __init__(self, server: str, language: str | None, key: str | None, jobs: int) -> None:
+    def __init__(self, server: str, language: str | None, key: str | None, jobs: int, max_seconds: float) -> None:
         import httpx
 
+        self.max_seconds = max_seconds
         self.url = server.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
         self.language = language
         headers = {c.KEY_HEADER: key} if key else {}
@@ -181,9 +275,9 @@ class Remote:
         import httpx
 
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(read_audio, path, self.max_seconds)
         except OSError as exc:
-            raise FileError(str(exc)) from None
+            raise FileError(exc.strerror or str(exc)) from None
         params = {"format": "detailed" if fmt == "json" else "simple" if fmt == "txt" else fmt, "profanity": profanity.value}
         if fmt == "json":
             params["wordLevelTimestamps"] = "true"
@@ -194,7 +288,7 @@ class Remote:
 
         async def body() -> Any:
             for i in range(0, len(data), piece):
-                yield data[i : i + piece]
+                yield bytes(data[i : i + piece])
                 advance(min(piece, len(data) - i))
 
         for attempt in range(_BUSY_RETRIES + 1):
@@ -248,14 +342,15 @@ def start_order(files: Sequence[Path]) -> list[Path]:
 
     A batch then ends on its shortest files, so no job sits idle while another works through
     a long one it took last. Durations come from the headers (soundfile); a file whose header
-    cannot be read counts as 0 s and starts last (its decoding says why it fails). Ties keep
-    the order given.
+    cannot be read counts as 0 s and starts last (its decoding says why it fails), and so does
+    what is not a regular file (a pipe's header is read by reading it, and nobody writes it twice).
+    Ties keep the order given.
     """
     import soundfile
 
     def seconds(path: Path) -> float:
         try:
-            return float(soundfile.info(str(path)).duration)
+            return float(soundfile.info(str(path)).duration) if path.is_file() else 0.0
         except Exception:  # noqa: BLE001 - any unreadable header only moves the file to the end
             return 0.0
 
@@ -275,13 +370,13 @@ async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess |
 
     async def one(path: Path) -> tuple[Path, str | None]:
         slot = await slots.get()
-        bar = Bar(path.name, slot, stderr)
+        bar = Bar(shown(path.name), slot, stderr)
         try:
             return path, await backend.transcribe(path, fmt, profanity, bar)
         except FileError as exc:
-            print(f"speech-recognizer transcribe: {path}: {exc}", file=stderr, flush=True)
+            print(f"speech-recognizer transcribe: {shown(path)}: {exc}", file=stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 - one file's failure does not stop the batch
-            print(f"speech-recognizer transcribe: {path}: {type(exc).__name__}: {exc}", file=stderr, flush=True)
+            print(f"speech-recognizer transcribe: {shown(path)}: {type(exc).__name__}: {exc}", file=stderr, flush=True)
         finally:
             bar.close()
             slots.put_nowait(slot)
@@ -294,10 +389,19 @@ async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess |
         finished = asyncio.as_completed(tasks.values()) if out_dir is not None else (tasks[path] for path in files)
         for task in finished:
             path, text = await task
-            if text is None:
-                failed += 1
-                continue
-            _write(path, text, fmt, out_dir / names[path] if out_dir is not None else None, stdout, several=len(files) > 1)
+            if text is not None and out_dir is not None:
+                try:
+                    _write_file(out_dir / names[path], _as_output(path, text, fmt))
+                except OSError as exc:  # a read-only or full folder: this file fails, the others go on
+                    print(f"speech-recognizer transcribe: {shown(path)}: cannot write {shown(out_dir / names[path])}: "
+                          f"{exc.strerror or exc}", file=stderr, flush=True)
+                    text = None
+            elif text is not None:
+                if len(files) > 1 and fmt != "json":
+                    stdout.write(f"==> {shown(path)} <==\n")
+                stdout.write(_as_output(path, text, fmt))
+                stdout.flush()
+            failed += text is None
     finally:
         for pending in tasks.values():
             pending.cancel()
@@ -311,24 +415,32 @@ def output_names(files: Sequence[Path], fmt: str) -> dict[Path, Path]:
     files of the same name in different folders never overwrite each other."""
     if not files:
         return {}
-    absolute = [p.resolve() for p in files]
+    absolute = [Path(os.path.abspath(p)) for p in files]  # as named: a link's transcript goes where the link is
     common = Path(os.path.commonpath([p.parent for p in absolute]))
     return {path: full.relative_to(common).with_suffix(f".{fmt}") for path, full in zip(files, absolute, strict=True)}
 
 
-def _write(path: Path, text: str, fmt: str, target: Path | None, stdout: TextIO, *, several: bool) -> None:
-    """A transcript into ``target``, or on stdout: JSON one object a line with its ``File``;
-    other formats under a ``==> file <==`` line when there are several."""
+def _as_output(path: Path, text: str, fmt: str) -> str:
+    """A transcript as written, ending in a newline: JSON one object a line with its ``File`` (a name's bytes
+    that are not UTF-8 as JSON escapes of the surrogates Python reads them as, so the line stays UTF-8)."""
     if fmt == "json":
-        text = json.dumps({"File": str(path), **json.loads(text)}, ensure_ascii=False)
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        return
-    if several and fmt != "json":
-        stdout.write(f"==> {path} <==\n")
-    stdout.write(text if text.endswith("\n") else text + "\n")
-    stdout.flush()
+        text = json.dumps({"File": str(path), **json.loads(text)}, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _write_file(target: Path, text: str) -> None:
+    """``text`` into ``target``, replacing what was there only once it is whole: until then it is a hidden
+    ``.NAME.*.part`` beside it, removed if the write fails or is interrupted (Ctrl-C), so that no file that
+    looks done holds half a transcript."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")  # one write at a time in a process
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
 
 
 def parser() -> argparse.ArgumentParser:
@@ -352,7 +464,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, default=Path(os.environ.get(c.env_name(c.MOUNTS_MODELS), c.DEFAULT_MODELS_MOUNT)),
                    help="in-process: folder of models, one sub-folder per locale (default: $Mounts__Models or /models; "
                    "installed vosk-model-* packages are found too)")
-    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="in-process: the longest file (default 3 h)")
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="the longest file (default 3 h); with --server, the server's MaxAudioSeconds too")
     return p
 
 
@@ -369,13 +481,17 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
     for error in errors:
         print(f"speech-recognizer transcribe: {error}", file=stderr)
     if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"speech-recognizer transcribe: --output-dir {shown(args.output_dir)}: {exc.strerror or exc}", file=stderr)
+            return 2
     profanity = Profanity(args.profanity)
 
     async def go() -> int:
         backend: InProcess | Remote
         if args.server:
-            backend = Remote(args.server, args.language, args.key, args.jobs)
+            backend = Remote(args.server, args.language, args.key, args.jobs, args.max_seconds)
         else:
             backend = InProcess(args.models, args.language, args.jobs, args.max_seconds)
         try:
@@ -388,11 +504,20 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
             if isinstance(backend, Remote):
                 await backend.aclose()
 
+    # Not asyncio.run: on Ctrl-C it would wait for every thread still reading (a pipe whose writer says
+    # nothing) or decoding; closing the loop does not (the console entry then ends the process at once).
+    loop = asyncio.new_event_loop()
     try:
-        failed = asyncio.run(go()) if files else 0
+        failed = loop.run_until_complete(go()) if files else 0
+        loop.run_until_complete(loop.shutdown_default_executor())
+    except KeyboardInterrupt:  # what was written is whole (_write_file); the rest is not written at all
+        print("speech-recognizer transcribe: interrupted", file=stderr, flush=True)
+        return 130
     except BrokenPipeError:  # the reader of stdout left (``| head``): the batch ends as ``cat`` does (cli)
         raise
     except (ModelError, OSError) as exc:
         print(f"speech-recognizer transcribe: {exc}", file=stderr)
         return 2
+    finally:
+        loop.close()
     return 1 if failed or errors else 0

@@ -4,6 +4,7 @@ and against a real server on loopback, on the real ko-KR model."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import io
 import json
@@ -12,11 +13,16 @@ import pty
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
+import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -87,31 +93,238 @@ def test_subtitles_and_text_in_process_equal_the_servers(server, utterances_wav:
     assert (here_dir / "utterances.txt").read_text().strip().rstrip(".") == " ".join(utterances_ref.texts)
 
 
-def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(speech_wav: Path, tmp_path: Path) -> None:
+@dataclass
+class Ran:
+    """A finished run of the console entry: its status, output (bytes: it must be UTF-8 whatever the names) and peak memory."""
+
+    status: int
+    out: bytes
+    err: bytes
+    max_rss: int
+
+    @property
+    def errors(self) -> list[str]:
+        return self.err.decode("utf-8").splitlines()
+
+
+#: Runs ``argv[2:]``, writes its peak memory (bytes) to the file ``argv[1]`` and ends with its status. A child of
+#: this small process, it is counted alone: a child of the test process would count the test's own memory too (the
+#: kernel's peak of a fork includes what it shared with its parent before exec: 650 MiB with the model loaded).
+_PEAK = ("import resource, subprocess, sys; status = subprocess.call(sys.argv[2:], close_fds=False); "
+         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)); "
+         "sys.exit(status if status >= 0 else 128 - status)")
+
+
+def run_cli(*args: str, prefix: Sequence[str] = (), pass_fds: Sequence[int] = (), cwd: Path | None = None,
+            timeout: float = 240) -> Ran:
+    """``speech-recognizer transcribe ARGS`` as a user runs it, with stdout strict UTF-8 as Python makes it under
+    a UTF-8 locale other than C (this machine's C.UTF-8 would let any byte through); a run past ``timeout`` is
+    killed and fails the test (a hang)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
+        process = subprocess.Popen([*prefix, sys.executable, "-c", _PEAK, peak.name, sys.executable, "-m", "speech_recognizer", "transcribe",
+                                    *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=pass_fds, cwd=cwd, env=env,
+                                   start_new_session=True)
+        try:
+            status = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            err.seek(0)
+            pytest.fail(f"still running after {timeout} s (killed): {err.read()!r}")
+        out.seek(0), err.seek(0)
+        return Ran(status, out.read(), err.read(), int(peak.read()))
+
+
+def as_a_user() -> list[str]:
+    """What runs a command subject to file permissions: as root (which ignores them), root without the
+    capabilities that override them (util-linux's setpriv; CI installs it)."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+NON_UTF8 = os.fsdecode(b"bad\xff.wav")  # a name from another system's encoding: Python holds the byte as a surrogate
+NEWLINE = "new\nline.wav"
+
+
+def what_a_disk_holds(tmp_path: Path, speech_wav: Path) -> Path:
+    """``tmp_path/in``: audio (``a.wav``, ``sub/b.wav``, two of hostile names), and what a folder of a user's disk also
+    holds: not audio (``notes.txt``, ``broken.wav``), a named pipe nobody writes to, a dangling link, a link to itself,
+    a link to its parent folder (a loop), an empty file, a folder nobody may read (``locked``); beside it ``fifo.wav``, a
+    named pipe nobody writes to, and ``sparse.wav``, a WAV header saying 2 GB and a sparse 2 GB behind it."""
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
-    shutil.copy(speech_wav, folder / "a.wav")
-    shutil.copy(speech_wav, folder / "sub" / "b.wav")  # what is found and where it goes, not what is said, is at stake
+    for name in ("a.wav", "sub/b.wav", NON_UTF8, NEWLINE):
+        shutil.copy(speech_wav, folder / name)  # what is found and where it goes, not what is said, is at stake
     (folder / "notes.txt").write_text("not audio, and not picked from a folder")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "dangling.wav").symlink_to("nowhere.wav")
+    (folder / "self.wav").symlink_to("self.wav")
+    (folder / "up").symlink_to("..")
+    (folder / "empty.wav").touch()
+    (folder / "locked").mkdir()
+    shutil.copy(speech_wav, folder / "locked" / "x.wav")
+    (folder / "locked").chmod(0)
+    os.mkfifo(tmp_path / "fifo.wav")
+    size = 2 << 30
+    with open(tmp_path / "sparse.wav", "wb") as sparse:
+        sparse.write(b"RIFF" + struct.pack("<I", size + 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+                     + b"data" + struct.pack("<I", size))
+        sparse.truncate(size + 44)
+    return folder
+
+
+#: What a run on :func:`what_a_disk_holds` says on stderr, by the name each line starts with (in-process and through a server).
+DISK_ERRORS = {
+    "in/broken.wav": "WAV",
+    "in/locked": "cannot read the folder: Permission denied",
+    "in/pipe.wav": "a named pipe (FIFO): skipped",
+    "in/dangling.wav": "a symbolic link to nothing: skipped",
+    "in/self.wav": "Too many levels of symbolic links: skipped",
+    "in/empty.wav": "the file is empty",
+    "fifo.wav": "the file is empty (a named pipe nobody writes to)",
+    "sparse.wav": "the file is 2147483692 bytes: more than 1985580 bytes, 60 s (--max-seconds) of this WAV's 16000 Hz, 1-channel",
+    "/dev/zero": "not WAV, Ogg or FLAC audio",
+}
+
+
+def feed(pipe: int, data: bytes, then_zeros: int = 0) -> threading.Thread:
+    """A writer of ``data`` (then as many zeros) into the pipe ``pipe``, closed at the end or when its reader leaves."""
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError), open(pipe, "wb") as w:
+            w.write(data)
+            for _ in range(then_zeros >> 16):
+                w.write(bytes(1 << 16))
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def check_disk_errors(ran: Ran, tmp_path: Path, more: dict[str, str]) -> None:
+    """Each entry of :data:`DISK_ERRORS` and ``more`` is one line on stderr saying why, and nothing else is."""
+    expected = {**{str(tmp_path / k) if not k.startswith("/") else k: v for k, v in DISK_ERRORS.items()}, **more}
+    said = {}
+    for line in ran.errors:
+        assert line.startswith("speech-recognizer transcribe: "), line
+        name = next((n for n in expected if line.startswith(f"speech-recognizer transcribe: {n}: ")), None)
+        assert name is not None and name not in said, f"unexpected, or said twice: {line}"
+        said[name] = line
+    assert said.keys() == expected.keys(), set(expected) ^ set(said)
+    for name, why in expected.items():
+        assert why in said[name], said[name]
+
+
+def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(speech_wav: Path, tmp_path: Path) -> None:
+    """Folders, globs, pipes named as files, and all of :func:`what_a_disk_holds` in one in-process run: nothing hangs
+    (the pipes had: reading a header of each file first waited for a writer forever), every file that is not transcribed
+    is one line saying why, names with a newline or a byte that is not UTF-8 come out escaped on one line (they had ended
+    the batch with UnicodeEncodeError), a 2 GB file is refused by its size (it had been read whole: 2.6 GB of memory),
+    ``/dev/zero`` after 64 KiB (it had been read until memory ran out), and a pipe that streams a WAV on and on at
+    ``--max-seconds`` of its audio. A pipe named as a file with audio in it (``<(sox …)``) is read, once (its header
+    was read first to sort the files, and the rest then was not audio). Costs one model load (as before) and ~2 s."""
+    folder = what_a_disk_holds(tmp_path, speech_wav)
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(speech_wav, other / "c.wav")
-    done = transcribe(str(folder), str(other / "*.wav"), str(tmp_path / "missing.wav"))
-    assert done.returncode == 1, "a file failed: the status says so"
-    errors = done.stderr.strip().splitlines()
-    assert any(str(folder / "broken.wav") in line and "WAV" in line for line in errors), errors
-    assert any("missing.wav: no such file or folder" in line for line in errors), errors
-    assert len(errors) == 2, errors
-    assert "Traceback" not in done.stderr
-    headers = [line for line in done.stdout.splitlines() if line.startswith("==> ")]
-    assert headers == [f"==> {folder / 'a.wav'} <==", f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <=="]
+    audio_in, audio_out = os.pipe()
+    endless_in, endless_out = os.pipe()
+    streamed = b"RIFF\xff\xff\xff\xffWAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data\xff\xff\xff\xff"
+    writers = [feed(audio_out, speech_wav.read_bytes()), feed(endless_out, streamed, then_zeros=64 << 20)]
+    try:
+        done = run_cli("--max-seconds", "60", "--jobs", "2", str(folder), str(other / "*.wav"), str(tmp_path / "missing.wav"), str(tmp_path / "nothing*.wav"),
+                       str(tmp_path / "fifo.wav"), str(tmp_path / "sparse.wav"), "/dev/zero", f"/dev/fd/{audio_in}", f"/dev/fd/{endless_in}",
+                       prefix=as_a_user(), pass_fds=(audio_in, endless_in))
+    finally:
+        for fd in (audio_in, endless_in):
+            os.close(fd)
+        for writer in writers:
+            writer.join(10)
+    assert done.status == 1, "files failed: the status says so"
+    assert b"Traceback" not in done.err, done.err.decode(errors="replace")
+    check_disk_errors(done, tmp_path, {str(tmp_path / "missing.wav"): "no such file or folder", str(tmp_path / "nothing*.wav"): "no file matches",
+                                      f"/dev/fd/{endless_in}": "the file goes on: more than 1985580 bytes, 60 s (--max-seconds)"})
+    headers = [line for line in done.out.decode("utf-8").splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {folder / 'a.wav'} <==", f"==> {folder}/bad\\xff.wav <==", f"==> {folder}/new\\nline.wav <==",
+                       f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <==", f"==> /dev/fd/{audio_in} <=="]
+    texts = done.out.decode("utf-8").split("==> ")[1:]
+    assert len({t.split("\n", 1)[1] for t in texts}) == 1, f"the same speech, the same words, the pipe's too: {texts}"
+    assert done.max_rss < 1 << 30, f"{done.max_rss >> 20} MiB: files are read within their bound, not whole"  # 2 jobs: 649 MiB measured
 
     shutil.copy(speech_wav, other / "a.wav")  # the same name as folder/a.wav
     into = transcribe("--format", "vtt", "--output-dir", str(tmp_path / "out"), str(folder / "a.wav"), str(folder / "sub"), str(other))
     assert into.returncode == 0, into.stderr
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == ["in/a.vtt", "in/sub/b.vtt", "other/a.vtt", "other/c.vtt"], "each in its folder, none overwritten"
+
+
+def test_through_a_server_what_a_disk_holds_and_names_in_json(server, speech_wav: Path, tmp_path: Path) -> None:
+    """:func:`what_a_disk_holds` through a server (``--server``), as JSON on stdout: the same one line for each file
+    not transcribed, no hang; the same file named twice (by its path in the folder given, and relative to the working
+    folder) is transcribed once; a name that is not UTF-8 is a JSON escape in ``File`` that reads back as the name Python
+    gives the file (it had ended the batch with UnicodeEncodeError). ~2 s, no model load."""
+    folder = what_a_disk_holds(tmp_path, speech_wav)
+    done = run_cli("--server", server.http, "--format", "json", "--max-seconds", "60", str(folder), "in/a.wav", str(tmp_path / "fifo.wav"),
+                   str(tmp_path / "sparse.wav"), "/dev/zero", prefix=as_a_user(), cwd=tmp_path)
+    assert done.status == 1
+    assert b"Traceback" not in done.err, done.err.decode(errors="replace")
+    check_disk_errors(done, tmp_path, {})
+    files = [json.loads(line)["File"] for line in done.out.decode("utf-8").splitlines()]
+    assert files == [str(folder / "a.wav"), str(folder / NON_UTF8), str(folder / NEWLINE), str(folder / "sub" / "b.wav")]
+    assert b"\\udcff" in done.out, "the byte as the JSON escape of its surrogate"
+
+
+def test_an_output_folder_that_refuses_a_file_fails_that_file_alone(server, speech_wav: Path, tmp_path: Path) -> None:
+    """``--output-dir`` where one sub-folder is read-only: that file is one line and the status 1, the others are
+    written, an older transcript is replaced, no ``.part`` is left (the write error had ended the batch: status 2);
+    an ``--output-dir`` that cannot be made is one line and status 2 (it had been a traceback). ~2 s, no model load."""
+    for name in ("a.wav", "sub/b.wav", "c.wav"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(speech_wav, tmp_path / "in" / name)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub").chmod(0o555)
+    (out / "a.txt").write_text("an older transcript\n")
+    done = run_cli("--server", server.http, "--output-dir", str(out), str(tmp_path / "in"), prefix=as_a_user())
+    assert done.status == 1
+    assert done.errors == [f"speech-recognizer transcribe: {tmp_path / 'in/sub/b.wav'}: cannot write {out / 'sub/b.txt'}: Permission denied"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["a.txt", "c.txt", "sub"]
+    assert (out / "a.txt").read_text() == (out / "c.txt").read_text() != "an older transcript\n"
+
+    nowhere = run_cli("--output-dir", "/dev/null/out", str(speech_wav))
+    assert (nowhere.status, nowhere.errors) == (2, ["speech-recognizer transcribe: --output-dir /dev/null/out: Not a directory"])
+
+
+def test_ctrl_c_mid_batch_is_one_line_and_130_and_leaves_no_half_file(server, speech_wav: Path, tmp_path: Path) -> None:
+    """Ctrl-C while one file is done and another is being read from a pipe whose writer has gone quiet (``<(slow)``):
+    one line, status 130 at once, the done transcript whole and nothing for the other, not even a ``.part``. It had
+    been a KeyboardInterrupt traceback, after waiting for the thread reading the pipe: until its writer ended. ~2 s."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(speech_wav, folder / "done.wav")
+    os.mkfifo(folder / "live.wav")  # named as a file: read; opened here read-write, so a writer holds it from the start
+    with open(os.open(folder / "live.wav", os.O_RDWR), "wb") as quiet:
+        quiet.write(speech_wav.read_bytes()[:4096])  # a header and a little audio, then nothing while the writer lives
+        quiet.flush()
+        process = subprocess.Popen([sys.executable, "-m", "speech_recognizer", "transcribe", "--server", server.http, "--jobs", "2",
+                                    "--output-dir", str(out), str(folder / "done.wav"), str(folder / "live.wav")],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not (out / "done.txt").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the event is a file appearing: polled
+        assert process.poll() is None, process.communicate()
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        took = time.monotonic() - interrupted
+    assert (process.returncode, stderr, stdout) == (130, b"speech-recognizer transcribe: interrupted\n", b"")
+    assert took < 5, f"{took:.1f} s after Ctrl-C"
+    assert sorted(p.name for p in out.iterdir()) == ["done.txt"]
+    assert (out / "done.txt").read_text().strip()
 
 
 def test_a_progress_bar_on_a_terminal_and_none_when_piped(
@@ -179,6 +392,16 @@ def test_the_readme_names_every_suffix_a_folder_is_searched_for() -> None:
     listed = re.search(r"folders \(every ((?:`\.\w+`(?:, )?)+) below\)", readme)
     assert listed, "README no longer says which files a folder is searched for"
     assert set(re.findall(r"`(\.\w+)`", listed.group(1))) == set(transcriber.AUDIO_SUFFIXES)
+
+
+@pytest.mark.unit
+def test_a_link_and_what_it_names_are_two_transcripts_where_they_are_named(tmp_path: Path) -> None:
+    """``--output-dir`` names a transcript by the path given, not the one a link leads to: ``take.wav`` and ``latest.wav``
+    (a link to it) are two files in the output (both had been ``take.txt``, the second written over the first)."""
+    (tmp_path / "take.wav").touch()
+    (tmp_path / "latest.wav").symlink_to("take.wav")
+    names = transcriber.output_names([tmp_path / "take.wav", tmp_path / "latest.wav"], "txt")
+    assert names == {tmp_path / "take.wav": Path("take.txt"), tmp_path / "latest.wav": Path("latest.txt")}
 
 
 class _Recorded:
