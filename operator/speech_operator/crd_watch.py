@@ -20,18 +20,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from speech_operator import crd, crd_check
-from speech_operator.kube import Kube, KubeError, path
+from speech_operator.kube import WATCH_SECONDS, Kube, KubeError, list_and_watch, path
 
 log = logging.getLogger(__name__)
 
 URL = path("apiextensions.k8s.io/v1", "customresourcedefinitions")
-#: How long one watch lasts before the API server ends it and the CRD is listed again.
-WATCH_SECONDS = 300
-#: The least time between two lists of the CRD when watches end at once (an API server or proxy that cuts them).
-RELIST_SECONDS = 1.0
 NOT_DONE = "the check of the installed SpeechToText CRD against this operator's is not done"
 
 
@@ -100,44 +94,15 @@ class InstalledCRD:
 
 
 async def follow(kube: Kube, state: InstalledCRD, seconds: int = WATCH_SECONDS) -> None:
-    """List and watch the CRD into ``state`` until cancelled; return at once where CRDs may not be read.
+    """List and watch the CRD into ``state`` until cancelled (:func:`speech_operator.kube.list_and_watch`: a WARNING
+    and a retry for each failure); return at once where CRDs may not be read."""
 
-    Other failures (the API server away, a watch cut) are a WARNING each and a retry, 1 s after the
-    first and up to a minute apart. A watch that ends quietly is followed by a list, at most one each
-    :data:`RELIST_SECONDS`.
-    """
-    await kube.configured.wait()
-    query = {"fieldSelector": f"metadata.name={crd_check.NAME}"}
-    delay = 1.0
-    loop = asyncio.get_running_loop()
-    listed = -RELIST_SECONDS
-    while True:
-        try:
-            await asyncio.sleep(listed + RELIST_SECONDS - loop.time())
-            listed = loop.time()
-            listing = await kube.request("GET", URL, query=query)
-            if listing is None:  # 404: the API server serves no CRDs at all
-                raise KubeError(404, "GET", URL, "the apiextensions.k8s.io/v1 API is not served")
-            state.see(next((item for item in listing.get("items") or []
-                            if (item.get("metadata") or {}).get("name") == crd_check.NAME), None))
-            version = (listing.get("metadata") or {}).get("resourceVersion")
-            async for event in kube.watch(URL, {**query, "resourceVersion": version} if version else query, seconds):
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:  # the list's version is gone: list again
-                        break
-                    raise KubeError(int(obj.get("code") or 500), "GET", URL, str(obj.get("message")))
-                if kind in ("ADDED", "MODIFIED", "DELETED") and (obj.get("metadata") or {}).get("name") == crd_check.NAME:
-                    state.see(None if kind == "DELETED" else obj)
-            delay = 1.0
-            continue
-        except KubeError as exc:
-            if exc.status in (403, 404):
-                state.unreadable(exc)
-                return
-            failure: Exception = exc
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a line that is no JSON
-            failure = exc
-        log.warning("watching the SpeechToText CRD: %s; again in %g s", str(failure) or type(failure).__name__, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 60.0)
+    def listed(items: list[dict[str, Any]]) -> None:
+        state.see(next((item for item in items if (item.get("metadata") or {}).get("name") == crd_check.NAME), None))
+
+    def changed(kind: str, obj: dict[str, Any]) -> None:
+        if (obj.get("metadata") or {}).get("name") == crd_check.NAME:
+            state.see(None if kind == "DELETED" else obj)
+
+    state.unreadable(await list_and_watch(kube, URL, {"fieldSelector": f"metadata.name={crd_check.NAME}"},
+                                         "the SpeechToText CRD", listed, changed, seconds))

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -34,6 +34,12 @@ FIELD_MANAGER = "speech-operator"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+#: How long one watch of :func:`list_and_watch` lasts before the API server ends it and the collection is listed again.
+WATCH_SECONDS = 300
+#: The least time between two lists of :func:`list_and_watch` when watches end at once (an API server or proxy that cuts them).
+RELIST_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class KubeError(Exception):
@@ -254,3 +260,47 @@ class Kube:
         for client in clients:
             if isinstance(client, k8s.ApiClient):
                 await client.close()
+
+
+async def list_and_watch(kube: Kube, url: str, query: dict[str, str], what: str,
+                 listed: Callable[[list[dict[str, Any]]], None], changed: Callable[[str, dict[str, Any]], None],
+                 seconds: int = WATCH_SECONDS) -> KubeError:
+    """List the collection ``url`` into ``listed``, then watch it from the list's version into ``changed`` (``ADDED``,
+    ``MODIFIED`` or ``DELETED`` and the object), again after each watch ends, until cancelled: what the operator
+    follows beside kopf's watches (the SpeechToText CRD, HorizontalPodAutoscalers). Returns the refusal where the
+    collection may not be read (403: no RBAC for it) or is not served (404): the caller says it, once, and no retry
+    follows. Other failures (the API server away, a watch cut) are a WARNING each naming ``what`` and a retry, 1 s
+    after the first and up to a minute apart. A watch that ends quietly is followed by a list, at most one each
+    :data:`RELIST_SECONDS`."""
+    await kube.configured.wait()
+    delay = 1.0
+    loop = asyncio.get_running_loop()
+    listed_at = -RELIST_SECONDS
+    while True:
+        try:
+            await asyncio.sleep(listed_at + RELIST_SECONDS - loop.time())
+            listed_at = loop.time()
+            listing = await kube.request("GET", url, query=query)
+            if listing is None:  # 404: the API server serves no such collection
+                raise KubeError(404, "GET", url, f"{url} is not served")
+            listed(listing.get("items") or [])
+            version = (listing.get("metadata") or {}).get("resourceVersion")
+            async for event in kube.watch(url, {**query, "resourceVersion": version} if version else query, seconds):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:  # the list's version is gone: list again
+                        break
+                    raise KubeError(int(obj.get("code") or 500), "GET", url, str(obj.get("message")))
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    changed(kind, obj)
+            delay = 1.0
+            continue
+        except KubeError as exc:
+            if exc.status in (403, 404):
+                return exc
+            failure: Exception = exc
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a line that is no JSON
+            failure = exc
+        log.warning("watching %s: %s; again in %g s", what, str(failure) or type(failure).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
