@@ -17,7 +17,7 @@ from kmock._internal import dicts as kmock_dicts
 from kmock._internal import parsing as kmock_parsing
 
 from speech_operator import api
-from speech_operator.kube import APPLY_PATCH
+from speech_operator.kube import APPLY_PATCH, USER_AGENT
 from speech_operator.record import ANNOTATIONS_MAX_BYTES, annotations_bytes
 
 #: The namespace the emulator's tests and benchmarks create their objects in.
@@ -76,7 +76,17 @@ class Emulator(kmock.KubernetesEmulator):
         message)`` answered to every create, update or apply of that object (reads are served)."""
         return self.__dict__.setdefault("_refusals", {})
 
+    @property
+    def withheld(self) -> set[str]:
+        """Resources (plurals) answered 403 Forbidden to every request of the operator's, as by its RBAC from an install
+        older than its grant of them (tests/rbac.py judges the requests by today's rules all the same)."""
+        return self.__dict__.setdefault("_withheld", set())
+
     async def _handle(self, request: kmock.Request) -> Any:
+        if (request.resource is not None and request.resource.plural in self.withheld
+                and request.headers.get("User-Agent", "").startswith(USER_AGENT)):
+            return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden",
+                                              "code": 403, "message": f"{request.resource.plural} is forbidden"}, status=403)
         refusal = (self.refusals.get((request.resource.plural, request.name or ""))
                    if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE) else None)
         if refusal is not None:
@@ -238,7 +248,8 @@ def declare(emulator: kmock.KubernetesEmulator) -> None:
     for res, kind in [("apps/v1/deployments", "Deployment"), ("v1/services", "Service"),
                       ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
                       ("v1/secrets", "Secret"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
-                      ("v1/events", "Event"), ("v1/pods", "Pod")]:
+                      ("v1/events", "Event"), ("v1/pods", "Pod"),
+                      ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler")]:
         emulator.resources[res] = kmock.ResourceInfo(
             kind=kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
     # kopf waits for these to be discoverable even with scanning disabled.

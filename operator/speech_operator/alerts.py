@@ -51,7 +51,8 @@ DEGRADED_CAUSES = (
     f"quota), a Deployment, Service or PodDisruptionBudget of its name is someone else's ({c.NAME_CONFLICT}), the cluster "
     f"refuses its pods ({c.PODS_NOT_CREATED}), a pod cannot start or keeps failing "
     f"({c.PODS_FAILING}) or cannot be scheduled ({c.PODS_UNSCHEDULABLE}), its rollout made no progress within its "
-    f"deadline ({c.PROGRESS_DEADLINE_EXCEEDED}), or the installed CRD is older than the operator ({c.CRD_OUTDATED})")
+    f"deadline ({c.PROGRESS_DEADLINE_EXCEEDED}), an HPA scales its Deployment instead of it ({c.FOREIGN_AUTOSCALER}), "
+    f"or the installed CRD is older than the operator ({c.CRD_OUTDATED})")
 
 #: The recognizer's table, and the kinds only a gateway meets (the gateway answers the others as the recognizer does).
 RECOGNIZER_KINDS = errors.kinds(vars(errors))

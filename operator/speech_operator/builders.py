@@ -438,8 +438,9 @@ def replicas(stt: api.SpeechToText) -> int:
     return min(policy.maxReplicas, max(policy.minReplicas, wanted))
 
 
-def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
-    """The recognizer Deployment for a SpeechToText."""
+def deployment(stt: api.SpeechToText, config: OperatorConfig, held: int | None = None) -> Manifest:
+    """The recognizer Deployment for a SpeechToText; ``held``: its replicas, where someone else's autoscaler holds them
+    (:mod:`speech_operator.foreign_autoscalers`)."""
     template_meta: Manifest = {"labels": {**stt.spec.labels, **selector_labels(stt), LABEL_LOCALE: stt.spec.locale}}
     if stt.spec.podAnnotations:
         template_meta["annotations"] = dict(stt.spec.podAnnotations)
@@ -448,7 +449,7 @@ def deployment(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
         "kind": "Deployment",
         "metadata": metadata(stt),
         "spec": {
-            "replicas": replicas(stt),
+            "replicas": replicas(stt) if held is None else held,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(stt)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -487,9 +488,10 @@ OWNED_KINDS = [("apps/v1", "deployments", "Deployment"), ("v1", "services", "Ser
                ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")]
 
 
-def children(stt: api.SpeechToText, config: OperatorConfig) -> list[Manifest]:
-    """Everything a SpeechToText owns, in apply order (a PodDisruptionBudget only with more than one replica)."""
-    owned = [deployment(stt, config), service(stt)]
-    if replicas(stt) > 1:
+def children(stt: api.SpeechToText, config: OperatorConfig, held: int | None = None) -> list[Manifest]:
+    """Everything a SpeechToText owns, in apply order (a PodDisruptionBudget only with more than one replica);
+    ``held``: the Deployment's replicas, where someone else's autoscaler holds them."""
+    owned = [deployment(stt, config, held), service(stt)]
+    if (replicas(stt) if held is None else held) > 1:
         owned.append(pod_disruption_budget(stt))
     return owned

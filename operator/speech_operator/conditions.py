@@ -42,6 +42,9 @@ WRITE_REFUSED = "WriteRefused"
 #: Reason when an object of a child's name (the SpeechToText's) is someone else's, which the operator leaves as it is:
 #: another controller's, or one made by hand or by another tool.
 NAME_CONFLICT = "NameConflict"
+#: Reason when a HorizontalPodAutoscaler (or KEDA's) scales the SpeechToText's Deployment instead of the SpeechToText,
+#: which the operator leaves to it (:mod:`speech_operator.foreign_autoscalers`), with its name and the fix.
+FOREIGN_AUTOSCALER = "ForeignAutoscaler"
 #: Degraded's message when it is False: none of the reasons above holds (its Recovered event adds the one that held).
 NOT_DEGRADED = "the spec is applied, all it references exists and no pod is failing"
 
@@ -102,11 +105,17 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-def pods_matter(stt: api.SpeechToText, deployment: dict[str, Any] | None) -> bool:
+def desired_replicas(stt: api.SpeechToText, held: int | None = None) -> int:
+    """The pods wanted: the SpeechToText's (:func:`builders.replicas`), or ``held``, where someone else's autoscaler
+    holds its Deployment's replicas (:mod:`speech_operator.foreign_autoscalers`)."""
+    return builders.replicas(stt) if held is None else held
+
+
+def pods_matter(stt: api.SpeechToText, deployment: dict[str, Any] | None, held: int | None = None) -> bool:
     """Whether the pods may say why the SpeechToText is not ready: fewer of them ready, or updated, than desired.
     A steady ready SpeechToText's pods are never listed (the reconcile runs often)."""
     seen = (deployment or {}).get("status") or {}
-    desired = builders.replicas(stt)
+    desired = desired_replicas(stt, held)
     return deployment is not None and desired > 0 and (
         int(seen.get("readyReplicas") or 0) < desired or int(seen.get("updatedReplicas") or 0) < desired)
 
@@ -207,15 +216,17 @@ def _refused_writes(refused: list[str]) -> str:
     return "the API server refused " + "; ".join(refused)
 
 
-def _also(message: str, outdated_crd: str | None) -> str:
-    """A Degraded message for another reason, still saying that the CRD is outdated."""
-    return f"{message}; also, {outdated_crd}" if outdated_crd else message
+def _also(message: str, *others: str | None) -> str:
+    """A Degraded message for one reason, still saying the ``others`` that hold (an outdated CRD, a foreign
+    autoscaler)."""
+    return "; also, ".join([message, *filter(None, others)])
 
 
 def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
     refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
     write_refused: list[str] | None = None, pods: list[dict[str, Any]] | None = None, conflicts: list[str] | None = None,
+    foreign: str | None = None, held: int | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -234,8 +245,11 @@ def observe(
     ``conflicts`` says which children's names someone else's objects hold (left as they are): Degraded (reason
     :data:`NAME_CONFLICT`, re-checked), not Progressing, not Ready (``deployment`` is then None, or the Service
     in front of its pods is not theirs).
+    ``foreign`` says who scales its Deployment instead of it (:func:`foreign_autoscalers.message`): Degraded (reason
+    :data:`FOREIGN_AUTOSCALER`, or added to another reason's message), not re-checked (its watch says when it goes);
+    ``held`` is the replicas it holds the Deployment at, the pods desired (:func:`desired_replicas`).
     """
-    desired = builders.replicas(stt)
+    desired = desired_replicas(stt, held)
     seen = (deployment or {}).get("status") or {}
     replicas = int(seen.get("replicas") or 0)
     ready = int(seen.get("readyReplicas") or 0)
@@ -251,16 +265,18 @@ def observe(
     failing = None if refused or (trouble and trouble[0] == PODS_NOT_CREATED) else pods_trouble(pods or [], stt)
     cause = failing or trouble
     if refused:
-        degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), outdated_crd))
+        degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), foreign, outdated_crd))
     elif conflicts:
-        degraded = cond(DEGRADED, True, NAME_CONFLICT, _also("; ".join(conflicts), outdated_crd))
+        degraded = cond(DEGRADED, True, NAME_CONFLICT, _also("; ".join(conflicts), foreign, outdated_crd))
     elif write_refused:
-        degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), outdated_crd))
+        degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), foreign, outdated_crd))
     elif missing:
         what = "; ".join(missing)
-        degraded = cond(DEGRADED, True, MISSING_DEPENDENCY, _also(f"{what} not found", outdated_crd))
+        degraded = cond(DEGRADED, True, MISSING_DEPENDENCY, _also(f"{what} not found", foreign, outdated_crd))
     elif cause:
-        degraded = cond(DEGRADED, True, cause[0], _also(cause[1], outdated_crd))
+        degraded = cond(DEGRADED, True, cause[0], _also(cause[1], foreign, outdated_crd))
+    elif foreign:
+        degraded = cond(DEGRADED, True, FOREIGN_AUTOSCALER, _also(foreign, outdated_crd))
     elif outdated_crd:
         degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
@@ -337,12 +353,12 @@ def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | No
 
 def needs_recheck(stt_status: dict[str, Any] | None) -> bool:
     """Whether a raw ``status`` asks for another look later: Degraded for a reason a later look may find gone (a
-    Secret created...; not an outdated CRD, which its watch reports the moment it changes), or not Ready while its
-    pods exist and are not all ready (a pod that crashes, or cannot pull its image, changes no field of the
-    Deployment's: only a look at the pods sees it, :func:`pods_trouble`)."""
+    Secret created...; not an outdated CRD or a foreign autoscaler, which their watches report the moment they change),
+    or not Ready while its pods exist and are not all ready (a pod that crashes, or cannot pull its image, changes no
+    field of the Deployment's: only a look at the pods sees it, :func:`pods_trouble`)."""
     found = {c.get("type"): c for c in (stt_status or {}).get("conditions") or []}
     degraded, ready = found.get(DEGRADED) or {}, found.get(READY) or {}
-    if degraded.get("status") == "True" and degraded.get("reason") != CRD_OUTDATED:
+    if degraded.get("status") == "True" and degraded.get("reason") not in (CRD_OUTDATED, FOREIGN_AUTOSCALER):
         return True
     return ready.get("status") == "False" and ready.get("reason") == "ReplicasNotReady" \
         and int((stt_status or {}).get("replicas") or 0) > 0

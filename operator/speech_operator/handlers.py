@@ -13,7 +13,9 @@
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
-  once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused). That daemon also
+  once it is current (a daemon per SpeechToText waits for that; kopf stops it while paused). The same daemon
+  reconciles it when an HPA pointed at its Deployment appears or goes (:mod:`speech_operator.foreign_autoscalers`,
+  which lists and watches the HPAs of each namespace a SpeechToText is reconciled in). That daemon also
   reconciles, at its start, a SpeechToText never reconciled: kopf calls no handler for one created with another's
   annotations (a copy, a restored backup).
 - Every SpeechToText is kept in an index (:func:`speech_operator.metrics.summary`) that the
@@ -140,6 +142,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch
+    await rt.autoscalers.close()
     await autoscaler(memo).close()
     await runtime(memo).kube.close()
 
@@ -211,7 +214,8 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 @kopf.daemon(*STT, cancellation_timeout=1)
 async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
                      memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more).
+    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more), and each time
+    who else scales its Deployment changes (:mod:`speech_operator.foreign_autoscalers`).
 
     And once at its start when the SpeechToText was never reconciled (no ``status.observedGeneration``): kopf calls
     no handler for one whose annotations say its spec was handled already (created with another's annotations,
@@ -222,21 +226,21 @@ async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | No
         if "observedGeneration" not in status:  # at its creation too: the creation's handler holds the lock meanwhile
             await _until_stopped(stopped, _reconcile_or_say(rt, namespace, name, logger, "at its next change or event"))
         while not stopped:
-            await _until_stopped(stopped, rt.crd.changed_for((namespace, name)))
+            await _until_stopped(stopped, rt.crd.changed_for((namespace, name)), rt.autoscalers.changed_for((namespace, name)))
             if not stopped:
                 await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event")
 
 
-async def _until_stopped(stopped: kopf.DaemonStopped, work: Awaitable[Any]) -> None:
-    """Await ``work``, or cancel it once the daemon's flag is set: kopf stops a daemon by its flag, else cancels it
-    with a WARNING, so a daemon exits at once on the flag."""
-    task, stop = asyncio.ensure_future(work), asyncio.ensure_future(stopped.wait())
+async def _until_stopped(stopped: kopf.DaemonStopped, *work: Awaitable[Any]) -> None:
+    """Await the first of ``work`` to end, or cancel them all once the daemon's flag is set: kopf stops a daemon by its
+    flag, else cancels it with a WARNING, so a daemon exits at once on the flag."""
+    tasks, stop = [asyncio.ensure_future(w) for w in work], asyncio.ensure_future(stopped.wait())
     try:
-        done, _ = await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        task.cancel()
-        stop.cancel()
-    if task in done:
+        for task in [*tasks, stop]:
+            task.cancel()
+    for task in done - {stop}:
         task.result()
 
 

@@ -28,9 +28,10 @@ from typing import Any, cast
 import kopf
 import pydantic
 
-from speech_operator import api, builders, conditions, policy, record
+from speech_operator import api, builders, conditions, foreign_autoscalers, policy, record
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
+from speech_operator.foreign_autoscalers import ForeignAutoscalers
 from speech_operator.kube import Kube, KubeError, path
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Runtime:
     config: OperatorConfig = field(default_factory=OperatorConfig.from_env)
     kube: Kube = field(default_factory=Kube)
     crd: InstalledCRD = field(default_factory=InstalledCRD)
+    #: The HPAs that scale SpeechToTexts' Deployments instead of the SpeechToTexts (:mod:`speech_operator.foreign_autoscalers`).
+    autoscalers: ForeignAutoscalers = field(default_factory=ForeignAutoscalers)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     #: The daemons running, and whether the operator's cleanup has begun (:func:`speech_operator.handlers.close`).
     daemons: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -148,13 +151,18 @@ def differences(desired: Any, actual: Any, where: str = "") -> list[str]:
     return [where]
 
 
-def fingerprinted(desired: dict[str, Any]) -> dict[str, Any]:
-    """``desired`` with the :data:`APPLIED` annotation: a hash of everything else in it."""
+def fingerprinted(desired: dict[str, Any], held: tuple[int, str] | None = None) -> dict[str, Any]:
+    """``desired`` with the :data:`APPLIED` annotation: a hash of everything else in it. ``held``: the replicas a foreign
+    autoscaler holds a Deployment at, and who: applied, and hashed as who holds them, not as their number, so that its
+    changes of them are no change of the desired state (nothing written, no event)."""
     out = copy.deepcopy(desired)
     out["metadata"].setdefault("annotations", {}).pop(APPLIED, None)
     if not out["metadata"]["annotations"]:
         del out["metadata"]["annotations"]
-    digest = hashlib.sha256(json.dumps(out, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    hashed = out if held is None else {**out, "spec": {**out["spec"], "replicas": held[1]}}
+    if held is not None:
+        out["spec"]["replicas"] = held[0]
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     out["metadata"].setdefault("annotations", {})[APPLIED] = digest[:20]
     return out
 
@@ -235,11 +243,17 @@ def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | No
     return "made by someone else: it has no controller and not the operator's labels"
 
 
-async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+def live_replicas(live: Mapping[str, Any] | None) -> int | None:
+    """A live Deployment's spec.replicas, or None."""
+    found = ((live or {}).get("spec") or {}).get("replicas")
+    return found if isinstance(found, int) and not isinstance(found, bool) else None
+
+
+async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any], scalers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
-    name is taken by an object ``owner`` does not own (:func:`holder`)."""
-    desired = fingerprinted(desired)
+    name is taken by an object ``owner`` does not own (:func:`holder`). ``scalers``: the foreign autoscalers that scale
+    the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found."""
     kind, meta = desired["kind"], desired["metadata"]
     url = child_path(kind, meta["namespace"], meta["name"])
     live = await kube.get(url)
@@ -247,12 +261,17 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any]) -
     if held:
         raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it is: "
                            f"delete or rename it, or give the SpeechToText another name")
+    found = live_replicas(live) if scalers and kind == "Deployment" else None
+    desired = fingerprinted(desired, None if found is None else (found, ", ".join(scalers)))
+    meta = desired["metadata"]
     todo = pending(desired, live)
     if not todo:
         return dict(live or {})
     applied = await kube.apply(url, desired)
     if live is None:
         kopf.info(event_target(owner), reason="Created", message=f"Created {kind} {meta['name']}")
+    elif found is not None and all(p.endswith(APPLIED) for p in todo):
+        pass  # the fingerprint alone: it now names who holds the replicas, nothing the spec changed
     else:
         kopf.info(event_target(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
     scaled = scaled_by_hand(desired, live, owner)
@@ -387,7 +406,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     copy; a change is one Event. Returns ``None`` when it is gone or being deleted. A spec the
     operator cannot take (a setting the recognizer would refuse; a spec a CRD older than the
     operator let through; one too large for kopf's record of it, :mod:`speech_operator.record`) changes nothing: its status says why (:func:`conditions.invalid`). While the
-    installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`).
+    installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`). While an
+    HPA scales its Deployment instead of it, the Deployment's replicas are left to the HPA, and the status says so
+    (:mod:`speech_operator.foreign_autoscalers`).
     """
     async with runtime.lock(namespace, name):
         outdated_crd = runtime.crd.problem_for((namespace, name))
@@ -413,15 +434,20 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
+        scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
+        held = None  # the replicas a foreign autoscaler holds the Deployment at
+        if scalers and not refused:
+            live = await runtime.kube.get(child_path("Deployment", namespace, name))
+            held = live_replicas(live) if holder(live, body) is None else None
         if refused:  # nothing created or changed; the status and an event say why
             deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
             deployment = None if holder(deployment, body) else deployment
         else:
-            desired = builders.children(stt, runtime.config)
+            desired = builders.children(stt, runtime.config, held)
             for child in desired:
                 actual: dict[str, Any] | None
                 try:
-                    actual = await apply(runtime.kube, child, body)
+                    actual = await apply(runtime.kube, child, body, scalers)
                 except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
                     if not exc.refused:
                         raise
@@ -433,11 +459,17 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime.kube, desired, body)
+        if held is not None and live_replicas(deployment) is not None:  # as written (the HPA may have moved it since)
+            held = live_replicas(deployment)
         # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
         pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused or conflicts)
-                and conditions.pods_matter(stt, deployment) else None)
+                and conditions.pods_matter(stt, deployment, held) else None)
+        # an HPA on a Deployment of this name that is someone else's is none of this SpeechToText's business
+        foreign = (foreign_autoscalers.message(scalers, stt)
+                   if scalers and not any(c.startswith("Deployment ") for c in conflicts) else None)
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
-                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts)
+                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts,
+                                    foreign, held)
         await write_status(runtime, body, status)
         return status
 
@@ -449,6 +481,7 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
+    runtime.autoscalers.forget((meta["namespace"], meta["name"]))
     runtime.reported.pop((meta["namespace"], meta["name"]), None)
     if ORPHAN in (meta.get("finalizers") or []):
         log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],

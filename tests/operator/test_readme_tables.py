@@ -56,15 +56,17 @@ def pods() -> list[list[dict[str, Any]] | None]:
 def reasons_seen() -> set[tuple[str, str, str]]:
     """(type, status, reason) of every condition conditions.observe and conditions.invalid give, over every case
     of what the operator sees (replicas or zero, each Deployment, a missing Secret, a policy refusal, an older CRD,
-    a write the API server refused, pods that are not ready and why, a child's name someone else's object holds)."""
+    a write the API server refused, pods that are not ready and why, a child's name someone else's object holds, an
+    HPA that scales the Deployment)."""
     seen = set()
     now = "2026-12-01T00:00:00Z"
     for replicas in (1, 0):
-        for dep, missing, refused, outdated, write_refused, listed, conflicts in itertools.product(
+        for dep, missing, refused, outdated, write_refused, listed, conflicts, foreign in itertools.product(
                 deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old"), (None, ["Service x: no"]), pods(),
-                (None, ["Service x: theirs"])):
+                (None, ["Service x: theirs"]), (None, "HorizontalPodAutoscaler x scales Deployment en-us")):
             status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated,
-                                        write_refused=write_refused, pods=listed, conflicts=conflicts)
+                                        write_refused=write_refused, pods=listed, conflicts=conflicts, foreign=foreign,
+                                        held=replicas if foreign else None)
             seen |= {(c.type, c.status, c.reason) for c in status.conditions or []}
     for outdated, reason in itertools.product((None, "old"), (conditions.INVALID_SPEC, conditions.SPEC_TOO_LARGE)):
         status = conditions.invalid(stt(1).model_dump(mode="json"), "bad", now, outdated, reason)

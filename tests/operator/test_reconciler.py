@@ -529,9 +529,9 @@ async def test_a_child_the_builders_stop_returning_is_deleted(cluster: Cluster, 
     monkeypatch.setitem(reconcile.PLURALS, "ConfigMap", ("v1", "configmaps"))
     children = builders.children
 
-    def with_config_map(stt: api.SpeechToText, config: Any) -> list[dict[str, Any]]:
+    def with_config_map(stt: api.SpeechToText, config: Any, held: int | None = None) -> list[dict[str, Any]]:
         extra = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": builders.metadata(stt), "data": {"x": "1"}}]
-        return children(stt, config) + (extra if stt.spec.replicas > 1 else [])
+        return children(stt, config, held) + (extra if stt.spec.replicas > 1 else [])
     monkeypatch.setattr(builders, "children", with_config_map)
 
     async def config_map() -> dict[str, Any] | None:

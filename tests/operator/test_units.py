@@ -497,6 +497,8 @@ def test_rbac_grants_the_operator_and_the_gateway_what_each_uses_and_nothing_mor
         *(("kopf.dev", r, v) for r in ("clusterkopfpeerings", "kopfpeerings") for v in ("get", "list", "watch", "patch")),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         ("", "namespaces", "list"), ("", "namespaces", "watch"),
+        # HPAs pointed at a SpeechToText's Deployment (speech_operator.foreign_autoscalers): listed, then watched
+        ("autoscaling", "horizontalpodautoscalers", "list"), ("autoscaling", "horizontalpodautoscalers", "watch"),
     }
     for api_version, plural, _ in builders.OWNED_KINDS:
         group = api_version.rpartition("/")[0]

@@ -1,0 +1,193 @@
+"""A HorizontalPodAutoscaler (or KEDA's) pointed at a SpeechToText's Deployment instead of at the SpeechToText
+(speech_operator.foreign_autoscalers): said once in the status, an event and a line, naming the fix; the Deployment's
+replicas left to it while it exists, spec.replicas applied again once it goes. The real kopf operator against kmock
+(harness/kube.py); kmock runs no HPA controller, so the test scales the Deployment as the HPA would (its /scale writes
+spec.replicas), and writes the Deployment's status as its controller would."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_asyncio
+from conftest import NAMESPACE, condition, one_pod_ready, quiet
+
+from speech_operator import api
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+HPAS = "horizontalpodautoscalers"
+#: speech_operator.foreign_autoscalers' logger (by name: the module is imported only by the tests of its functions)
+LOGGER = "speech_operator.foreign_autoscalers"
+FIX = f"apiVersion: {api.API_VERSION}, kind: {api.KIND}, name: en-us"
+
+
+def stt(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": NAMESPACE},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
+
+
+def hpa(name: str, api_version: str = "apps/v1", kind: str = "Deployment", **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": NAMESPACE, **meta},
+            "spec": {"scaleTargetRef": {"apiVersion": api_version, "kind": kind, "name": "en-us"},
+                     "minReplicas": 1, "maxReplicas": 5,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": 70}}}]}}
+
+
+async def ready_stt(cluster: Cluster) -> None:
+    """A SpeechToText of one replica, Ready, the operator done with it."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    dep = await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await one_pod_ready(cluster, dep)
+    await cluster.eventually(lambda: quiet(cluster))
+
+
+async def scale_deployment(cluster: Cluster, replicas: int) -> None:
+    """What the HPA controller does (its /scale write), and the Deployment controller then (all pods ready)."""
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": replicas}})
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}})
+
+
+async def deployment_replicas(cluster: Cluster) -> int:
+    return int(((await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {})["spec"])["replicas"])
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("speech_operator")]
+
+
+async def test_an_hpa_on_the_deployment_is_said_once_and_its_replicas_are_left_to_it_until_it_goes(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Before, nothing said it, and the operator put spec.replicas back at each of the HPA's changes (a ScaledByHand
+    warning each time): both flapped. Now Degraded says ForeignAutoscaler, naming the HPA and the scaleTargetRef to
+    give it, in one Warning event and one WARNING line; the HPA's 3 replicas stay and are the status' desired
+    replicas (Ready counts against them), and no Updated event says the Deployment changed; once the HPA is deleted
+    the condition clears and spec.replicas is back."""
+    await ready_stt(cluster)
+    updated = [e["message"] for e in await cluster.events() if e["reason"] == "Updated"]
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
+
+    async def foreign() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "ForeignAutoscaler" else None
+    said = (await cluster.eventually(foreign))["message"]
+    assert said == ("HorizontalPodAutoscaler web scales Deployment en-us, not the SpeechToText: the operator leaves the "
+                    "Deployment's replicas to it and spec.replicas (1) is not applied meanwhile; point its "
+                    f"scaleTargetRef at the SpeechToText ({FIX}), or delete it and set spec.autoscaling"), said
+
+    await scale_deployment(cluster, 3)
+
+    async def reported_three() -> bool:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        return (body.get("status") or {}).get("desiredReplicas") == 3 and (body["status"]).get("readyReplicas") == 3
+    await cluster.eventually(reported_three)
+    await cluster.eventually(lambda: quiet(cluster))
+    assert await deployment_replicas(cluster) == 3  # not put back
+    assert (await condition(cluster, "Ready")).get("message") == "3/3 replicas ready"
+    events = await cluster.events()
+    assert [(e["type"], e["message"]) for e in events if e["reason"] == "ForeignAutoscaler"] == [("Warning", said)]
+    assert "ScaledByHand" not in [e["reason"] for e in events]
+    assert [e["message"] for e in events if e["reason"] == "Updated"] == updated
+    assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {said}"]
+
+    await cluster.api.delete(cluster.url("autoscaling/v2", HPAS, "web"))
+
+    async def cleared() -> bool:
+        c = await condition(cluster, "Degraded")
+        return c.get("status") == "False" and await deployment_replicas(cluster) == 1
+    await cluster.eventually(cleared)
+    assert (await cluster.event("Recovered"))["message"].startswith("no longer ForeignAutoscaler")
+
+
+async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_scaledobject(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """An HPA pointed at the SpeechToText (its scale subresource) is the way: nothing is said of it. KEDA's HPA for a
+    ScaledObject pointed at the Deployment is named by the ScaledObject, where the fix is made. It comes after the
+    first, so the message naming it alone shows the first was seen and not counted. Before, neither was said."""
+    await ready_stt(cluster)
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("right", api.API_VERSION, api.KIND))
+    await cluster.eventually(lambda: quiet(cluster))
+    assert (await condition(cluster, "Degraded")).get("status") == "False"
+    keda = hpa("keda-hpa-en-us", ownerReferences=[{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                                                   "name": "en-us", "uid": "0f0f0f0f-0000-0000-0000-000000000002",
+                                                   "controller": True}])
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), keda)
+
+    async def foreign() -> str | None:
+        c = await condition(cluster, "Degraded")
+        return c["message"] if c.get("reason") == "ForeignAutoscaler" else None
+    said = await cluster.eventually(foreign)
+    assert said.startswith("KEDA ScaledObject en-us (its HorizontalPodAutoscaler keda-hpa-en-us) scales Deployment "
+                           "en-us, not the SpeechToText"), said
+    assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {said}"]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def hpas_withheld(apiserver: Cluster) -> Cluster:
+    """The operator's RBAC from an install older than its HPA grant (set before the `cluster` fixture starts it)."""
+    apiserver.emulator.withheld.add(HPAS)
+    return apiserver
+
+
+async def test_without_rbac_for_hpas_one_line_says_the_check_is_not_done_and_all_works_as_before(
+        hpas_withheld: Cluster, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """An old install's Role: the HPA list is 403. One INFO line says the check is not done and why, no retry (one
+    request in all), and the operator works as before: an HPA's replicas are put back with a ScaledByHand warning.
+    Before, no line said it (the old operator sent no such request)."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    await ready_stt(cluster)
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
+    await scale_deployment(cluster, 3)
+
+    async def put_back() -> bool:
+        return await deployment_replicas(cluster) == 1
+    await cluster.eventually(put_back)
+    await cluster.event("ScaledByHand")
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}})  # the two extra pods gone: Ready, no re-checks
+    await cluster.eventually(lambda: quiet(cluster))
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert lines == ["HorizontalPodAutoscalers in namespace speech pointed at a SpeechToText's Deployment go "
+                     "unnoticed: this operator may not list horizontalpodautoscalers there (HTTP 403: its RBAC is from "
+                     "before this check; apply the chart's or deploy/'s RBAC again)"], lines
+    assert len(cluster.sent("GET", HPAS)) == 1
+    assert (await condition(cluster, "Degraded")).get("status") == "False"
+
+
+def test_what_an_hpa_scales_and_who_it_is() -> None:
+    """Only a Deployment of group apps counts; KEDA's HPA is its ScaledObject; with spec.autoscaling the fix is to
+    delete the HPA (two autoscalers would fight on the SpeechToText too). Before, there was no such module."""
+    from speech_operator import foreign_autoscalers
+    assert foreign_autoscalers.target(hpa("a")) == "en-us"
+    assert foreign_autoscalers.target(hpa("b", "apps/v1beta2")) == "en-us"
+    assert foreign_autoscalers.target(hpa("c", api.API_VERSION, api.KIND)) is None
+    assert foreign_autoscalers.target(hpa("d", "example.com/v1", "Deployment")) is None
+    assert foreign_autoscalers.target({"metadata": {"name": "e"}, "spec": {}}) is None
+    said = foreign_autoscalers.message(("HorizontalPodAutoscaler a", "HorizontalPodAutoscaler b"), api.SpeechToText.model_validate(
+        stt(autoscaling={"minReplicas": 1, "maxReplicas": 4})))
+    assert said == ("HorizontalPodAutoscaler a, HorizontalPodAutoscaler b scale Deployment en-us, not the SpeechToText: "
+                    "the operator leaves the Deployment's replicas to them and spec.autoscaling's choice is not applied "
+                    "meanwhile; delete them (spec.autoscaling scales on sessions), or point their scaleTargetRef at "
+                    f"the SpeechToText ({FIX}) and remove spec.autoscaling")
+
+
+async def test_the_first_look_in_a_namespace_waits_for_its_hpas_to_be_listed(apiserver: Cluster) -> None:
+    """At a restart the first reconcile of each SpeechToText must know of an HPA already there: not knowing, it would
+    put spec.replicas over the HPA's, its pods removed until the HPA's next sync. The first call waits for the
+    namespace's first list (this was a look at an index still empty: ()). Before, there was no such module."""
+    from speech_operator import foreign_autoscalers
+    from speech_operator.kube import Kube, load_configuration
+
+    await apiserver.api.create(apiserver.url("autoscaling/v2", HPAS), hpa("web"))
+    kube, scalers = Kube(await load_configuration()), foreign_autoscalers.ForeignAutoscalers()
+    try:
+        assert await scalers.scaling(kube, NAMESPACE, "en-us") == ("HorizontalPodAutoscaler web",)
+        assert await scalers.scaling(kube, NAMESPACE, "de-de") == ()
+    finally:
+        await scalers.close()
+        await kube.close()
