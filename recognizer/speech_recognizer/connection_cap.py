@@ -4,7 +4,9 @@ At most ``limit`` connections are counted at once, from their opening to their c
 the counted connection that has waited longest for a request head of which it has sent nothing (a new one before its
 first request, a kept-alive one between two), as nginx does with its "reusable" connections (HTTP/1.1 allows closing
 an idle kept-alive connection: its client retries on a new one), and takes its place; its owner closes it with a reset
-unless an answer is still on its way to it (:func:`reset_on_close`: why). Only when every connection
+unless an answer is still on its way to it (:func:`reset_on_close`: why). Ties (the loop's clock may count whole
+milliseconds: uvloop's does) go to the one admitted first (:meth:`ConnectionCap.victim`); a set's order (hash order)
+decided them before. Only when every connection
 counted has a request in progress is the new one past the cap: its owner reads its first head, answers a probe or
 scrape and refuses anything else (:meth:`ConnectionCap.refusal`), then closes it. Those are bounded too: at most
 ``limit`` past the cap at once, the next closing the one of them open longest (the one most likely a slow head, not a
@@ -88,8 +90,9 @@ class ConnectionCap:
         self.kind = kind
         self.holder = holder
         self.log = log or logging.getLogger(__name__)
-        #: The connections open now within the cap (one past it is not counted: it is closed after one answer).
-        self._open: set[Reusable] = set()
+        #: The connections open now within the cap (one past it is not counted: it is closed after one answer), in the
+        #: order they were admitted (which breaks ties between those idle since the same moment: :meth:`victim`).
+        self._open: dict[Reusable, None] = {}
         #: The connections open now past the cap (each until its one answer), oldest first: at most ``limit``.
         self._past: dict[Reusable, None] = {}
         #: Idle connections closed to make room for new ones, since the start.
@@ -113,13 +116,11 @@ class ConnectionCap:
 
     def admit(self, connection: Reusable) -> bool:
         """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
-        idle longest to make room if the cap is reached; False if it is past the cap (every one counted is busy): then,
+        idle longest to make room if the cap is reached (:meth:`victim`); False if it is past the cap (every one counted is busy): then,
         with ``limit`` open past the cap already, the one of them open longest is closed (:attr:`shed`)."""
         if len(self._open) >= self.limit:
-            idle = sorted(((since, c) for c in self._open if (since := c.idle_since()) is not None), key=lambda pair: pair[0])
-            # the one idle longest whose request has not come unread (asked of the socket, so of one or a few only)
-            oldest = next((c for _, c in idle if not c.unread()), None)
-            if oldest is None:
+            victim = self.victim()
+            if victim is None:
                 if len(self._past) >= self.limit:
                     oldest_past = next(iter(self._past))
                     del self._past[oldest_past]
@@ -127,15 +128,22 @@ class ConnectionCap:
                     oldest_past.close_idle()
                 self._past[connection] = None
                 return False
-            self._open.discard(oldest)
+            del self._open[victim]
             self.reclaimed += 1
-            oldest.close_idle()
-        self._open.add(connection)
+            victim.close_idle()
+        self._open[connection] = None
         return True
+
+    def victim(self) -> Reusable | None:
+        """The idle connection a new one at the cap closes: the one idle longest whose request has not come unread (asked
+        of the socket, so of one or a few only); ties to the one admitted first. None if every one counted is busy."""
+        # sorted is stable: of those idle since the same moment, the one admitted first comes first
+        idle = sorted(((since, c) for c in self._open if (since := c.idle_since()) is not None), key=lambda pair: pair[0])
+        return next((c for _, c in idle if not c.unread()), None)
 
     def release(self, connection: Reusable) -> None:
         """A connection is closed (one closed by :meth:`admit` already: nothing)."""
-        self._open.discard(connection)
+        self._open.pop(connection, None)
         self._past.pop(connection, None)
 
     def refusal(self) -> Failure:

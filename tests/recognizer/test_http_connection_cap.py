@@ -22,6 +22,8 @@ from websockets.sync.client import connect
 from harness.hostile_inputs import responses, write_then_read
 from speech_recognizer import contract as c
 from speech_recognizer.app import create_app
+from speech_recognizer.connection_cap import ConnectionCap
+from speech_recognizer.errors import TOO_MANY_CONNECTIONS
 from speech_recognizer.models import ModelRegistry
 
 from ..conftest import make_settings
@@ -108,6 +110,37 @@ def test_at_the_cap_a_new_connection_closes_the_one_idle_longest(srv: ServerThre
     finally:
         for sock in idle:
             sock.close()
+
+
+class Standing:
+    """A connection as the cap sees it (:class:`~speech_recognizer.connection_cap.Reusable`), in a state given: a tie
+    (two connections idle since the same instant of the loop's clock, which counts whole milliseconds under uvloop) cannot
+    be made on demand with real ones. Its hash is ``slot``: a set iterates these in that order, as it iterates real ones
+    in the order of their ids, which has nothing to do with when they came."""
+
+    def __init__(self, slot: int, since: float = 100.0) -> None:
+        self.slot, self.since, self.closed = slot, since, False
+
+    def __hash__(self) -> int:
+        return self.slot
+
+    def idle_since(self) -> float | None:
+        return None if self.closed else self.since
+
+    def unread(self) -> int:
+        return 0
+
+    def close_idle(self) -> None:
+        self.closed = True
+
+
+def test_of_connections_idle_since_the_same_instant_the_one_admitted_first_makes_room() -> None:
+    """Two connections idle since the same millisecond, then a third at the cap of 2: the first admitted is closed. Before,
+    the order of a set decided (here the second, which a set of these iterates first), so that a tie closed either."""
+    cap = ConnectionCap(2, setting=c.HTTP_MAX_CONNECTIONS, kind=TOO_MANY_CONNECTIONS)
+    first, second, new = Standing(7), Standing(1), Standing(2)
+    assert cap.admit(first) and cap.admit(second) and cap.admit(new)
+    assert (first.closed, second.closed, cap.reclaimed) == (True, False, 1)
 
 
 def test_past_the_cap_of_busy_connections_probes_are_answered_the_rest_refused_and_few_are_open(
