@@ -139,7 +139,8 @@ class GatewayConfig:
                                         "its locale is known; later, 408", FormLimits.MINIMUMS["read_seconds"])
     form_pause_seconds: float = _setting(FormLimits.pause_seconds, "longest pause between two pieces of an OpenAI form read ahead, in "
                                          "seconds; longer, 408", *_BODY_PAUSE_SECONDS)
-    max_connections: int = _setting(200, "client connections served at once; past them the longest idle one (no request under way) "
+    max_connections: int = _setting(200, "client connections served at once; past them an idle one (no request under way; one whose "
+                                    "answers are not being read first, else the longest idle) "
                                     "is closed to make room, and when none is idle a probe or scrape is still answered, "
                                     "anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)
     read_buffer_bytes: int = _setting(16 * 1024, "bytes read ahead of each client connection before it is no longer read (aiohttp's "

@@ -32,10 +32,12 @@ warning line per :data:`~speech_recognizer.admission.LOG_EVERY_SECONDS` with the
 A connection that waits for a request head of which it has sent no byte (a new one before its first
 request, or a kept-alive one between two) costs almost nothing and does nothing, yet is counted: so that
 one client holding the cap's worth of them (one quick request each, then silence, or a stream of empty
-connections) does not lock every other client out, a new connection past the cap closes the one of them
-that has been waiting longest and takes its place, as nginx does with its "reusable" connections (HTTP/1.1
-allows closing an idle kept-alive connection: its client retries on a new one). It closes it with a reset, not a FIN
-(unless an answer is still on its way: :func:`~speech_recognizer.connection_cap.reset_on_close`): ingress-nginx keeps
+connections) does not lock every other client out, a new connection past the cap closes one of them and takes
+its place, as nginx does with its "reusable" connections (HTTP/1.1 allows closing an idle kept-alive connection:
+its client retries on a new one): first one whose answers its client is not reading (a slow reader: it still gets
+them, then a FIN), else the one that has been waiting longest (:mod:`speech_recognizer.connection_cap` says why).
+It closes it with a reset, not a FIN (unless an answer is still on its way:
+:func:`~speech_recognizer.connection_cap.reset_on_close`): ingress-nginx keeps
 the gateway's connections in a pool of idle ones, and if it takes this one for a request as the gateway closes it,
 it finds it failed before it sends anything and tries a new connection. After a FIN it sent the request on it, and a
 POST, which nginx does not send twice, got its 502 (tests/gateway/test_ingress_nginx.py). Only when every connection

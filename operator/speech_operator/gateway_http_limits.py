@@ -87,7 +87,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.addresses import peer
-from speech_recognizer.connection_cap import reset_on_close, unread_bytes
+from speech_recognizer.connection_cap import reset_on_close, unread_bytes, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import (
     CLIENT_GONE,
@@ -279,6 +279,11 @@ class HeadGuard(asyncio.Protocol):
         connection :meth:`idle_since` says is idle may have its request in there (those accepted in one turn of the
         event loop have had nothing read yet), and is then no idle one."""
         return unread_bytes(self.transport)
+
+    def unsent(self) -> int:
+        """Bytes of its answers its client is not taking in (:func:`~speech_recognizer.connection_cap.unsent_bytes`): a
+        slow reader, the first an at-the-cap new connection closes (:mod:`speech_recognizer.connection_cap`)."""
+        return unsent_bytes(self.transport)
 
     def close_idle(self) -> None:
         """Close it while it waits for a request head (as aiohttp's keep-alive timer does, but with a reset unless an answer

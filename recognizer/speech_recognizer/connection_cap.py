@@ -1,16 +1,32 @@
 """A cap on open connections that gives way to idle ones: the recognizer's plain HTTP connections and the gateway's.
 
 At most ``limit`` connections are counted at once, from their opening to their close. A new one past the cap closes
-the counted connection that has waited longest for a request head of which it has sent nothing (a new one before its
-first request, a kept-alive one between two), as nginx does with its "reusable" connections (HTTP/1.1 allows closing
-an idle kept-alive connection: its client retries on a new one), and takes its place; its owner closes it with a reset
-unless an answer is still on its way to it (:func:`reset_on_close`: why). Ties (the loop's clock may count whole
-milliseconds: uvloop's does) go to the one admitted first (:meth:`ConnectionCap.victim`); a set's order (hash order)
-decided them before. Only when every connection
-counted has a request in progress is the new one past the cap: its owner reads its first head, answers a probe or
-scrape and refuses anything else (:meth:`ConnectionCap.refusal`), then closes it. Those are bounded too: at most
-``limit`` past the cap at once, the next closing the one of them open longest (the one most likely a slow head, not a
-probe, which sends its head at once). Nothing sent means nothing in the socket's receive queue either
+a counted connection that waits for a request head of which it has sent nothing (a new one before its first request,
+a kept-alive one between two), as nginx does with its "reusable" connections (HTTP/1.1 allows closing an idle
+kept-alive connection: its client retries on a new one), and takes its place. Which one (:meth:`ConnectionCap.victim`):
+
+1. one whose answers its client is not taking in: some still wait in its buffers, not yet sent because the client's
+   receive window is full (:func:`unsent_bytes`; what is merely in flight does not count). Its client is still busy
+   reading, so it is no idle connection in the keep-alive sense, but it is the cheapest to refuse more work: a slow
+   reader that holds a place while its answers trickle out is the slowloris pattern, and closing it costs it nothing
+   it asked for. Its owner closes it with a FIN after those answers, so it gets them all, then has to reconnect for its
+   next request; if its window stays full, the kernel gives up on it after ``DEAD_PEER_SECONDS``
+   (``TCP_USER_TIMEOUT``, set on the listening socket by :mod:`.serving`, bounds zero-window probing too). Of those,
+   the one idle longest.
+2. else the one idle longest (nginx's order: least recently used), which its owner closes with a reset
+   (:func:`reset_on_close`: why). A kept-alive client that read everything loses only a reconnect, and the one idle
+   longest is the least likely to be about to send its next request.
+
+Idle since when: the end of its last answer as the server handed it over (to the transport), as nginx's keep-alive
+starts once the last byte is handed to the kernel: when its client reads it the server cannot tell without asking
+each socket, and rule 1 is what tells a client still reading from one done. Ties (the loop's clock may count whole
+milliseconds: uvloop's does) go to the one admitted first; a set's order (hash order) decided them before, so that at a
+tie a slow reader or the kept-alive client beside it was closed at random.
+
+Only when every connection counted has a request in progress is the new one past the cap: its owner reads its first
+head, answers a probe or scrape and refuses anything else (:meth:`ConnectionCap.refusal`), then closes it. Those are
+bounded too: at most ``limit`` past the cap at once, the next closing the one of them open longest (the one most likely
+a slow head, not a probe, which sends its head at once). Nothing sent means nothing in the socket's receive queue either
 (:func:`unread_bytes`): connections accepted in one turn of the event loop have had nothing read yet, though their
 requests may have come, and closing those would reset clients that had asked for something.
 """
@@ -31,6 +47,9 @@ from typing import Protocol
 from .admission import LOG_EVERY_SECONDS
 from .errors import Failure, Kind
 
+#: Linux's ioctl for the bytes of a TCP socket's send queue not sent yet (``linux/sockios.h``; Python does not name it).
+SIOCOUTQNSD = 0x894B
+
 
 class Reusable(Protocol):
     """A connection as the cap sees it."""
@@ -40,6 +59,9 @@ class Reusable(Protocol):
 
     def unread(self) -> int:
         """Bytes its client has sent that have not been read yet (a request that has come: it is no idle one)."""
+
+    def unsent(self) -> int:
+        """Bytes of its answers not yet sent because its client is not taking them in (:func:`unsent_bytes`)."""
 
     def close_idle(self) -> None:
         """Close it, idle as it is, or past the cap whatever it is doing (the cap needs its place)."""
@@ -61,11 +83,22 @@ def unread_bytes(transport: asyncio.BaseTransport | None) -> int:
     return _queued(transport, termios.FIONREAD)
 
 
-def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
+def _buffered(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes written to the transport that it has not handed to its socket yet (the socket's send buffer is full)."""
+    return transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+
+
+def unacknowledged_bytes(transport: asyncio.BaseTransport | None) -> int:
     """Bytes written to the client that it has not acknowledged yet: the transport's buffer and the socket's send queue
     (``TIOCOUTQ``: sent and not acknowledged, or not sent yet)."""
-    buffered = transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
-    return buffered + _queued(transport, termios.TIOCOUTQ)
+    return _buffered(transport) + _queued(transport, termios.TIOCOUTQ)
+
+
+def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes written to the client that have not been sent yet: the transport's buffer and the socket's send queue not
+    yet sent (``SIOCOUTQNSD``). Not what is in flight (sent, not yet acknowledged: a client reading at once has its last
+    answer's end in flight for a round trip): what the client's receive window holds back, because it does not read."""
+    return _buffered(transport) + _queued(transport, SIOCOUTQNSD)
 
 
 def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
@@ -75,7 +108,7 @@ def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
     sends anything, and tries a new connection; after a FIN it sends the request, finds the connection closed only then,
     and fails it (nginx: 502 for a POST, which it does not send again)."""
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and not unsent_bytes(transport):
+    if sock is not None and not unacknowledged_bytes(transport):
         with contextlib.suppress(OSError):  # closed meanwhile
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -93,6 +126,11 @@ class ConnectionCap:
         #: The connections open now within the cap (one past it is not counted: it is closed after one answer), in the
         #: order they were admitted (which breaks ties between those idle since the same moment: :meth:`victim`).
         self._open: dict[Reusable, None] = {}
+        #: Idle connections whose answers were all sent when :meth:`victim` last asked, with when that one's idle time
+        #: began: nothing is written to a connection while it is idle, so it stays so until its next answer (asked once
+        #: per idle time, not at each admission: an ``ioctl`` each, 10 times the cost of the rest at 200 idle). A next
+        #: answer ended within the same millisecond is missed: that connection is then ordered by its idle time alone.
+        self._sent: dict[Reusable, float] = {}
         #: The connections open now past the cap (each until its one answer), oldest first: at most ``limit``.
         self._past: dict[Reusable, None] = {}
         #: Idle connections closed to make room for new ones, since the start.
@@ -115,8 +153,8 @@ class ConnectionCap:
         return sum(1 for c in self._open if c.idle_since() is not None)
 
     def admit(self, connection: Reusable) -> bool:
-        """A new connection: True if it is within the cap (counted until :meth:`release`), having closed the connection
-        idle longest to make room if the cap is reached (:meth:`victim`); False if it is past the cap (every one counted is busy): then,
+        """A new connection: True if it is within the cap (counted until :meth:`release`), having closed an idle one to
+        make room if the cap is reached (:meth:`victim`); False if it is past the cap (every one counted is busy): then,
         with ``limit`` open past the cap already, the one of them open longest is closed (:attr:`shed`)."""
         if len(self._open) >= self.limit:
             victim = self.victim()
@@ -129,21 +167,34 @@ class ConnectionCap:
                 self._past[connection] = None
                 return False
             del self._open[victim]
+            self._sent.pop(victim, None)
             self.reclaimed += 1
             victim.close_idle()
         self._open[connection] = None
         return True
 
     def victim(self) -> Reusable | None:
-        """The idle connection a new one at the cap closes: the one idle longest whose request has not come unread (asked
-        of the socket, so of one or a few only); ties to the one admitted first. None if every one counted is busy."""
+        """The idle connection a new one at the cap closes (the module's rule): of those whose request has not come
+        unread, one whose answers its client is not taking in, else the one idle longest; ties to the one admitted
+        first. None if every one counted is busy."""
         # sorted is stable: of those idle since the same moment, the one admitted first comes first
         idle = sorted(((since, c) for c in self._open if (since := c.idle_since()) is not None), key=lambda pair: pair[0])
-        return next((c for _, c in idle if not c.unread()), None)
+        sent = self._sent
+        not_reading = [c for since, c in idle if sent.get(c) != since and self._unsent(c, since)]
+        return next((c for c in [*not_reading, *(c for _, c in idle)] if not c.unread()), None)
+
+    def _unsent(self, connection: Reusable, since: float) -> bool:
+        """Whether ``connection``, idle since ``since`` and not known to have sent all its answers in this idle time
+        (:attr:`_sent`), has answers its client is not taking in."""
+        if connection.unsent():
+            return True
+        self._sent[connection] = since
+        return False
 
     def release(self, connection: Reusable) -> None:
         """A connection is closed (one closed by :meth:`admit` already: nothing)."""
         self._open.pop(connection, None)
+        self._sent.pop(connection, None)
         self._past.pop(connection, None)
 
     def refusal(self) -> Failure:

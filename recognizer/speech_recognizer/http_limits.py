@@ -58,8 +58,8 @@ exposed) nor says where in a buffer a message ended, hence the pieces.
 
 The connections are counted against ``Http:MaxConnections`` (:mod:`.connection_cap`, the gateway's cap too),
 from their opening to their close or their upgrade to a WebSocket (counted by ``MaxConnections`` from
-there). Past it, a new connection closes the one waiting longest for a request of which it has sent
-nothing; if every one has a request in progress, the new one's first request is read: a probe or scrape
+there). Past it, a new connection closes one waiting for a request of which it has sent nothing (one whose
+answers its client is not reading first, else the one waiting longest: :mod:`.connection_cap`'s rule); if every one has a request in progress, the new one's first request is read: a probe or scrape
 (:data:`PASSED_AT_CAP`: the kubelet's, Prometheus', the operator's ``/sessions``) or a WebSocket upgrade is
 served, anything else refused (:data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`: 503, ``Retry-After``
 and the reason; one warning line per 10 s), and either way the connection is closed after that answer.
@@ -80,7 +80,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .addresses import peer, unmapped
-from .connection_cap import ConnectionCap, reset_on_close, unread_bytes
+from .connection_cap import ConnectionCap, reset_on_close, unread_bytes, unsent_bytes
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
@@ -299,6 +299,9 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def unread(self) -> int:
         return unread_bytes(self.transport)
+
+    def unsent(self) -> int:
+        return unsent_bytes(self.transport)
 
     def close_idle(self) -> None:
         """Closed at once, as the keep-alive timer closes it but, idle, with a reset unless an answer is still on its way

@@ -362,7 +362,8 @@ class Settings:
         minimum=1,
         maximum=100000,
         help="plain HTTP connections open at once (a WebSocket leaves them at its upgrade, for `MaxConnections`); past it a "
-        "new one closes the one waiting longest for a request, or if none waits, its request gets 503 with the reason "
+        "new one closes one waiting for a request (first one whose answers its client is not reading, else the one waiting "
+        "longest), or if none waits, its request gets 503 with the reason "
         "(a probe or scrape is answered); see [Limits](#limits)",
     )
     http_trusted_proxies: tuple[Network, ...] = setting(

@@ -280,7 +280,7 @@ async def test_an_idle_connection_closed_to_make_room_is_reset_unless_its_answer
         c = await Connection.open(rig)
         assert (await c.get("/status"))[0] == 200
         idle.append(c)
-    extra = await Connection.open(rig)  # closes the slow reader's, idle longest
+    extra = await Connection.open(rig)  # closes the slow reader's (idle longest, and its answers unread)
     assert (await extra.get("/status"))[0] == 200
     reader = Connection(*await asyncio.open_connection(sock=slow))
     answers = await asyncio.wait_for(reader.reader.read(), 5)  # every answer, then the FIN
@@ -290,6 +290,43 @@ async def test_an_idle_connection_closed_to_make_room_is_reset_unless_its_answer
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(idle[0].reader.read(), 5)
     for c in (reader, *idle, extra, newer):
+        c.close()
+
+
+async def test_a_slow_reader_makes_room_before_a_connection_idle_longer_that_read_its_answer(rig: Rig) -> None:
+    """A kept-alive client answered and done reading (idle longest), a slow reader with 10 pipelined scrapes read by none
+    (its receive buffer 4 KiB: idle, its answers waiting unsent in the gateway's buffers), and a scraper with a head begun
+    (busy). A new connection closes the slow reader's (speech_recognizer.connection_cap's rule: one whose answers its
+    client is not taking in first): it gets its 10 answers, then a FIN; the kept-alive client is still served. Before, the
+    one idle longest was closed (a reset), the slow reader kept its place. The recognizer's twin is
+    tests/recognizer/test_http_connection_cap.py."""
+    host, port = rig.gateway.split(":")
+    kept, scraper = await Connection.open(rig), await Connection.open(rig)
+    assert (await kept.get("/status"))[0] == 200
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect((host, int(port)))
+    slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n" * 10)
+    for _ in range(100):  # answers wait in its send queue (its requests were read), then it is idle with kept: all answered
+        if skmem(f"sport = :{port} and dport = :{slow.getsockname()[1]}")[0]["w"] and \
+                "speech_gateway_idle_connections 2.0" in (await scraper.get("/metrics"))[2].decode():
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the slow reader's 10 answers were never all written")
+    scraper.writer.write(b"GET /status HTTP/1.1\r\n")  # busy: a head begun
+    await scraper.writer.drain()
+    extra = await Connection.open(rig)
+    assert (await extra.get("/status"))[0] == 200
+    status, headers, _ = await kept.get("/status")  # before: reset
+    assert status == 200 and headers.get("connection") != "close", (status, headers)
+    reader = Connection(*await asyncio.open_connection(sock=slow))
+    answers = await asyncio.wait_for(reader.reader.read(), 5)  # every answer, then the FIN (a reset raises)
+    assert answers.count(b"HTTP/1.1 200 OK") == 10 and answers.endswith(b"\n"), answers[-200:]
+    scraper.writer.write(b"Host: gateway\r\n\r\n")
+    assert (await scraper.answer())[0] == 200
+    assert "speech_gateway_idle_connections_closed_total 1.0" in (await scraper.get("/metrics"))[2].decode()
+    for c in (kept, scraper, reader, extra):
         c.close()
 
 

@@ -131,8 +131,8 @@ def test_an_idle_connection_whose_answers_are_still_on_their_way_gets_them_all_t
     """``Http:MaxConnections=2``; a client pipelines 28 ``GET /metrics`` (108 KB of answers: more than its kernel takes
     in, less than the server's send buffer holds) and reads none (its receive buffer 4 KiB): the answers wait in the
     server's send queue while its connection waits for the next head (idle), as a scraper's kept-alive connection
-    sees. A new connection: the cap closes the slow reader's, idle longest, and it still gets all 28 answers and then
-    a FIN, not a reset (``reset_on_close`` only when nothing is unsent: a reset would destroy them). That an idle
+    sees. A new connection: the cap closes the slow reader's (its answers not being read), and it still gets all 28
+    answers and then a FIN, not a reset (``reset_on_close`` only when nothing is unsent: a reset would destroy them). That an idle
     connection with nothing on its way is reset is test_http_connection_cap's; the gateway's twin of this is
     tests/gateway/test_connections.py. Checked by making ``reset_on_close`` ignore what is unsent: the slow reader's
     answers were cut by a reset."""

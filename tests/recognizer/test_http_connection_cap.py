@@ -3,7 +3,7 @@
 Before, nothing counted them (``MaxConnections`` counts recognition WebSockets only), and each can make the server
 hold its kernel buffers, a read of pipelined requests and their answers (bench/notes.md, "Pipelined requests"). Raw
 sockets against a server in this process (its log is the test's) with a cap of :data:`CAP`: a new connection at
-the cap closes the one idle longest; with every connection busy (heads arriving a byte at a time), at most ``CAP``
+the cap closes an idle one (a slow reader's first, else the one idle longest); with every connection busy (heads arriving a byte at a time), at most ``CAP``
 more are open past the cap, each answered once: a probe or a WebSocket upgrade served, anything else refused with 503,
 ``Retry-After`` and the reason, counted, and logged once.
 """
@@ -19,7 +19,7 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from harness.hostile_inputs import responses, write_then_read
+from harness.hostile_inputs import response_complete, responses, write_then_read
 from speech_recognizer import contract as c
 from speech_recognizer.app import create_app
 from speech_recognizer.connection_cap import ConnectionCap
@@ -27,6 +27,7 @@ from speech_recognizer.errors import TOO_MANY_CONNECTIONS
 from speech_recognizer.models import ModelRegistry
 
 from ..conftest import make_settings
+from ..gateway.test_connections import skmem
 from ..support import ServerThread, scrape_metrics
 
 CAP = 4
@@ -112,6 +113,68 @@ def test_at_the_cap_a_new_connection_closes_the_one_idle_longest(srv: ServerThre
             sock.close()
 
 
+def kept_alive_get(sock: socket.socket, path: str) -> tuple[int, dict[str, str], bytes]:
+    """``GET path`` on ``sock``, kept alive, and its whole answer."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return answer_on(sock)
+
+
+def answer_on(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """The next whole answer on ``sock``."""
+    answer = b""
+    while not response_complete(answer):
+        chunk = sock.recv(65536)
+        assert chunk, "closed"
+        answer += chunk
+    return responses(answer)[0]
+
+
+def gauges(body: bytes) -> dict[str, float]:
+    return {name: float(value) for name, _, value in (line.partition(" ") for line in body.decode().splitlines())
+            if name in ("speech_http_idle_connections", "speech_http_idle_connections_closed_total")}
+
+
+def test_at_the_cap_a_slow_reader_makes_room_before_clients_idle_longer_that_read_their_answers(srv: ServerThread) -> None:
+    """Two kept-alive clients, each answered and done reading (idle the longest), then a slow reader that pipelines 28
+    ``GET /metrics`` (108 KB of answers) and reads none (its receive buffer 4 KiB: its receive window fills, and most of
+    them wait unsent in the server's buffers while it waits for its next head: idle), and a scraper with a head begun
+    (busy): ``CAP`` open. A new connection closes the slow reader's (connection_cap's rule: one whose answers its client
+    is not taking in first): it still gets all 28, then a FIN; the two that read everything are still served, kept alive.
+    Before, the one idle longest was closed (a reset): a client that read its answer lost its connection while the slow
+    reader kept its place. Deterministic: the slow reader's answers are written after the others' are read."""
+    until_server_side(srv, 0)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as first, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as second, socket.socket() as slow, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as scraper:
+        for sock in (first, second):
+            assert kept_alive_get(sock, c.ROUTE_STATUS)[0] == 200
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", srv.port))
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 28)
+        deadline = time.monotonic() + 10
+        # All 28 answered: some answers wait in the server's send queue (so their requests were read), and then first,
+        # second and the slow reader are idle (the scraper busy while it scrapes). Idle alone is not enough: a connection
+        # whose requests have not been read yet is idle too.
+        while not skmem(f"sport = :{srv.port} and dport = :{slow.getsockname()[1]}")[0]["w"] or \
+                (before := gauges(kept_alive_get(scraper, c.ROUTE_METRICS)[2]))["speech_http_idle_connections"] != 3:
+            assert time.monotonic() < deadline, "the slow reader's 28 answers were never all written"
+            time.sleep(0.02)
+        scraper.sendall(b"GET /metrics HTTP/1.1\r\n")  # busy: a head begun
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:  # at the cap
+            assert kept_alive_get(extra, c.ROUTE_STATUS)[0] == 200
+            for sock in (first, second):  # before: the first was reset
+                status, headers, _ = kept_alive_get(sock, c.ROUTE_STATUS)
+                assert (status, headers.get("connection")) == (200, None)
+            slow.settimeout(10)
+            answers = b""
+            while chunk := slow.recv(65536):  # every answer, then the FIN (a reset raises)
+                answers += chunk
+            assert [status for status, _, _ in responses(answers)] == [200] * 28
+            scraper.sendall(b"Host: 127.0.0.1\r\n\r\n")  # the head's end: its scrape
+            after = gauges(answer_on(scraper)[2])
+    assert after["speech_http_idle_connections_closed_total"] == before["speech_http_idle_connections_closed_total"] + 1
+
+
 class Standing:
     """A connection as the cap sees it (:class:`~speech_recognizer.connection_cap.Reusable`), in a state given: a tie
     (two connections idle since the same instant of the loop's clock, which counts whole milliseconds under uvloop) cannot
@@ -128,6 +191,9 @@ class Standing:
         return None if self.closed else self.since
 
     def unread(self) -> int:
+        return 0
+
+    def unsent(self) -> int:
         return 0
 
     def close_idle(self) -> None:
