@@ -4,6 +4,7 @@ the operator's resources declared: what the operator's tests and its benchmark r
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
 import re
 import uuid
@@ -41,6 +42,11 @@ class Emulator(kmock.KubernetesEmulator):
       atomic lists are), not the API server's merge keys: enough to see a field removed from a
       spec leave its child, which plain kmock cannot show. Recorded requests keep the body the
       operator sent (``request.body``).
+    - A namespace's deletion as the API server does it: ``DELETE /api/v1/namespaces/NAME`` marks the Namespace
+      Terminating (deletionTimestamp, ``status.phase``; it stays until the namespace controller has emptied it, which
+      a test does by hand, and then deletes it: :meth:`finalize_namespace`), and every create in it (a POST, an apply
+      that would create) is then 403 Forbidden with the NamespaceLifecycle admission plugin's Status
+      (:func:`namespace_terminating`); updates and deletes are served, as there.
     """
 
     _serial = itertools.count(1)
@@ -82,11 +88,65 @@ class Emulator(kmock.KubernetesEmulator):
         older than its grant of them (tests/rbac.py judges the requests by today's rules all the same)."""
         return self.__dict__.setdefault("_withheld", set())
 
+    def _namespace(self, name: str | None) -> Any:
+        """The stored Namespace ``name`` (kmock's object, with its history), or None."""
+        return next((obj for (resource, _, n), obj in self.objects.items()
+                     if resource.plural == "namespaces" and n == name and not obj.deleted), None)
+
+    def _namespaces(self) -> Any:
+        """kmock's key of the namespaces resource (its watches' bus)."""
+        return next(resource for resource, _, _ in self.objects if resource.plural == "namespaces")
+
+    def terminating(self, namespace: str | None) -> bool:
+        """Whether the Namespace ``namespace`` is marked for deletion (phase Terminating)."""
+        live = self._namespace(namespace)
+        return live is not None and (live.get("status") or {}).get("phase") == "Terminating"
+
+    async def finalize_namespace(self, namespace: str) -> None:
+        """The namespace controller's last step, once it has deleted what the namespace held: the Namespace goes."""
+        async with self._lock:
+            live = self._namespace(namespace)
+            assert live is not None, f"no namespace {namespace}"
+            raw = live.raw
+            live.delete()
+            await self._buses[self._namespaces()].put({"type": "DELETED", "object": raw})
+
+    async def _terminate_namespace(self, request: kmock.Request) -> aiohttp.web.Response | None:
+        """``DELETE /api/v1/namespaces/NAME``: the Namespace marked Terminating and returned, as the API server does
+        (its ``spec.finalizers`` hold it until the namespace controller has emptied it); None when it does not exist."""
+        async with self._lock:
+            live = self._namespace(request.name)
+            if live is None:
+                return None
+            if not (live.get("metadata") or {}).get("deletionTimestamp"):
+                now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+                live.patch({"metadata": {"deletionTimestamp": now}, "spec": {"finalizers": ["kubernetes"]},
+                            "status": {"phase": "Terminating"}})
+                await self._buses[request.resource].put({"type": "MODIFIED", "object": live.raw})
+            return aiohttp.web.json_response(live.raw)
+
+    def _creates(self, request: kmock.Request) -> bool:
+        """Whether ``request`` would create an object: a POST, or a server-side apply of one that does not exist."""
+        if request.action == kmock.action.CREATE:
+            return True
+        if request.action != kmock.action.UPDATE or request.headers.get("Content-Type") != APPLY_PATCH:
+            return False
+        key = (request.resource, request.namespace, request.name)
+        return request.subresource is None and (key not in self.objects or self.objects[key].deleted)
+
     async def _handle(self, request: kmock.Request) -> Any:
         if (request.resource is not None and request.resource.plural in self.withheld
                 and request.headers.get("User-Agent", "").startswith(USER_AGENT)):
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden",
                                               "code": 403, "message": f"{request.resource.plural} is forbidden"}, status=403)
+        if (request.action == kmock.action.DELETE and request.resource is not None
+                and request.resource.plural == "namespaces" and request.name is not None
+                and (terminated := await self._terminate_namespace(request)) is not None):
+            return terminated
+        if request.resource is not None and request.resource.plural != "namespaces" and self._creates(request):
+            namespace = request.namespace or ((request.data or {}).get("metadata") or {}).get("namespace")
+            if self.terminating(namespace):
+                return namespace_terminating(request, namespace)
         refusal = (self.refusals.get((request.resource.plural, request.name or ""))
                    if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE) else None)
         if refusal is not None:
@@ -164,6 +224,28 @@ class Emulator(kmock.KubernetesEmulator):
         else:
             object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
         return request
+
+
+def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web.Response:
+    """The API server's answer to a create in a namespace being deleted, as its NamespaceLifecycle admission plugin
+    words it (kubernetes/kubernetes, staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/
+    admission.go, Admit: admission.NewForbidden, whose errors.go names the object by the request's name, else the
+    body's name, else its generateName, and apimachinery's errors.NewForbidden words the message; the plugin appends
+    the cause ``NamespaceTerminating``, a StatusCause whose type is ``reason`` in JSON)."""
+    assert request.resource is not None
+    meta = (request.data.get("metadata") or {}) if isinstance(request.data, dict) else {}
+    name = request.name or meta.get("name") or meta.get("generateName") or "Unknown"
+    resource = f"{request.resource.plural}{'.' + request.resource.group if request.resource.group else ''}"
+    details: dict[str, Any] = {"name": name, "kind": request.resource.plural, "causes": [{
+        "reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
+        "field": "metadata.namespace"}]}
+    if request.resource.group:
+        details["group"] = request.resource.group
+    return aiohttp.web.json_response({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f"{resource} \"{name}\" is forbidden: unable to create new content in namespace {namespace} "
+                   "because it is being terminated",
+        "reason": "Forbidden", "details": details, "code": 403}, status=403)
 
 
 def _canonical(value: Any) -> Any:

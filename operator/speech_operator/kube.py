@@ -34,6 +34,9 @@ FIELD_MANAGER = "speech-operator"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+#: The cause the API server gives a create in a namespace being deleted (its NamespaceLifecycle admission plugin: 403
+#: Forbidden, ``details.causes[].reason``): nothing can be created there any more, and nothing needs to be.
+NAMESPACE_TERMINATING = "NamespaceTerminating"
 #: How long one watch of :func:`list_and_watch` lasts before the API server ends it and the collection is listed again.
 WATCH_SECONDS = 300
 #: The least time between two lists of :func:`list_and_watch` when watches end at once (an API server or proxy that cuts them).
@@ -48,8 +51,19 @@ class KubeError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
         self.status = status
-        self.message = _status_message(body) or body[:500]
+        answer = _status(body)
+        message = answer.get("message")
+        self.message = message[:1000] if isinstance(message, str) and message else body[:500]
         """The API server's words: the ``message`` of its Status, else the start of the body."""
+        details = answer.get("details")
+        causes = details.get("causes") if isinstance(details, dict) else None
+        self.causes = [c.get("reason") for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
+        """The ``reason`` of each of its Status' ``details.causes``."""
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Whether it refused a create because the namespace is being deleted (:data:`NAMESPACE_TERMINATING`)."""
+        return self.status == 403 and NAMESPACE_TERMINATING in self.causes
 
     @property
     def refused(self) -> bool:
@@ -59,13 +73,13 @@ class KubeError(Exception):
         return 400 <= self.status < 500 and self.status not in (408, 429)
 
 
-def _status_message(body: str) -> str | None:
+def _status(body: str) -> dict[str, Any]:
+    """The API server's Status in ``body``, or {} when it is none."""
     try:
         status = json.loads(body)
     except ValueError:
-        return None
-    message = status.get("message") if isinstance(status, dict) else None
-    return message[:1000] if isinstance(message, str) and message else None
+        return {}
+    return status if isinstance(status, dict) else {}
 
 
 class NoCredentials(Exception):

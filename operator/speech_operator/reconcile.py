@@ -66,6 +66,9 @@ class Runtime:
     #: by (namespace, name): one that reads as none of them was written by someone else
     #: (:func:`speech_operator.handlers.status_changed`; the events of the operator's own writes may come late).
     reported: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    #: The uids of the SpeechToTexts whose namespace is being deleted (a create in it was refused for that): nothing
+    #: more is written for them, their own deletion follows (:func:`reconcile`, :func:`delete_children`).
+    ending: set[str] = field(default_factory=set)
 
     def report(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Remember ``status`` as the one the SpeechToText was last given."""
@@ -413,7 +416,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     async with runtime.lock(namespace, name):
         outdated_crd = runtime.crd.problem_for((namespace, name))
         body = await runtime.kube.get(stt_path(namespace, name))
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
             return None
         try:
             stt = api.SpeechToText.model_validate(body)
@@ -449,6 +452,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 try:
                     actual = await apply(runtime.kube, child, body, scalers)
                 except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
+                    if exc.namespace_terminating:  # its namespace is being deleted: it goes too, and nothing to say
+                        runtime.ending.add(body["metadata"].get("uid"))
+                        log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
+                                 "is gone)", api.KIND, namespace, name, child["kind"], name)
+                        return None
                     if not exc.refused:
                         raise
                     write_refused.append(f"{child['kind']} {name}: {exc.message}")
@@ -478,11 +486,14 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     """Delete what the SpeechToText owns (owner references would too; this makes it immediate), never an object of
     its children's names that someone else holds (:func:`holder`). Nothing when it is deleted with its dependents
     orphaned (``kubectl delete --cascade=orphan``: the API server's ``orphan`` finalizer), as the garbage collector
-    leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`)."""
+    leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`).
+    No Event when its namespace is known to be going (:attr:`Runtime.ending`): the API server would refuse it."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     runtime.autoscalers.forget((meta["namespace"], meta["name"]))
     runtime.reported.pop((meta["namespace"], meta["name"]), None)
+    said = meta.get("uid") not in runtime.ending
+    runtime.ending.discard(meta.get("uid"))
     if ORPHAN in (meta.get("finalizers") or []):
         log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],
                  meta["name"])
@@ -491,5 +502,5 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])
             live = await runtime.kube.get(url)
-            if live is not None and holder(live, body) is None and await runtime.kube.delete(url):
+            if live is not None and holder(live, body) is None and await runtime.kube.delete(url) and said:
                 kopf.info(event_target(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
