@@ -9,7 +9,7 @@
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update).
-- A status someone else wrote over the operator's (conditions cleared by hand) -> written again at once.
+- A status someone else wrote over the operator's (conditions cleared by hand), or removed -> written again at once.
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
@@ -34,7 +34,7 @@ import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
-from speech_operator.reconcile import Runtime, delete_children, reconcile
+from speech_operator.reconcile import Runtime, delete_children, reconcile, stt_path
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -279,14 +279,34 @@ async def demand_seen(name: str, namespace: str | None, status: kopf.Status, mem
 @kopf.on.event(*STT)
 async def status_changed(type: str, name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo,
                          logger: kopf.Logger, **_: Any) -> None:
-    """A status someone else wrote over the operator's (conditions cleared by hand, a Degraded made False) is written
-    again at once: left, it would stop the re-checks of a Degraded SpeechToText (their filter reads the status),
-    which nothing else would then look at again, and tell the gateway and ``kubectl`` what the operator did not see."""
+    """A status someone else wrote over the operator's (conditions cleared by hand, a Degraded made False), or removed
+    (``kubectl patch --subresource=status`` with ``status: null``), is written again at once: left, it would stop the
+    re-checks of a Degraded SpeechToText (their filter reads the status), which nothing else would then look at again,
+    and tell the gateway and ``kubectl`` what the operator did not see. A status without ``observedGeneration`` after
+    the operator's first write is also what the late events of a creation bring: one read of the live object tells."""
     rt = runtime(memo)
-    if type is None or type == "DELETED" or not rt.foreign(namespaced(namespace), name, dict(status)):
+    namespace = namespaced(namespace)
+    if type is None or type == "DELETED":
         return
-    logger.info("its status was written by someone else: written again")
-    await _reconcile_or_say(rt, namespaced(namespace), name, logger, "at its next change or event")
+    if rt.foreign(namespace, name, dict(status)):
+        logger.info("its status was written by someone else: written again")
+    elif rt.unsure(namespace, name, dict(status)) and await _status_removed(rt, namespace, name, logger):
+        logger.info("its status was removed by someone else: written again")
+    else:
+        return
+    await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event")
+
+
+async def _status_removed(rt: Runtime, namespace: str, name: str, logger: kopf.Logger) -> bool:
+    """Whether the live SpeechToText has no status of the operator's (no ``observedGeneration``) though it wrote one."""
+    try:
+        live = await rt.kube.get(stt_path(namespace, name))
+    except UNANSWERED as exc:
+        logger.warning("reading %s/%s: %s: %s; its status is looked at again at its next change or event", namespace,
+                       name, type(exc).__name__, exc)
+        return False
+    return (live is not None and not live["metadata"].get("deletionTimestamp")
+            and rt.unsure(namespace, name, live.get("status") or {}))
 
 
 @kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=

@@ -82,6 +82,12 @@ class Runtime:
         kept = self.reported.get((namespace, name), [])
         return bool(kept) and "observedGeneration" in status and all(differs(status, s) for s in kept)
 
+    def unsure(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Whether a stored ``status`` without ``observedGeneration`` comes after the operator wrote one: from before its
+        first write (the late event of its creation) or removed since (a merge patch of the status subresource with
+        ``status: null``, a tool that replaces the status). An event cannot tell which; the live object can."""
+        return bool(self.reported.get((namespace, name))) and "observedGeneration" not in status
+
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises reconciles of one SpeechToText across its own and its children's handlers."""
         return self._locks.setdefault((namespace, name), asyncio.Lock())

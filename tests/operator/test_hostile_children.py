@@ -275,19 +275,29 @@ async def test_a_speechtotext_created_with_the_annotations_of_one_handled_before
     await cluster.eventually(reported)
 
 
-async def test_a_status_cleared_by_someone_else_is_written_again(cluster: Cluster) -> None:
+@pytest.mark.parametrize(("written", "said"), [
+    ({"conditions": []}, "its status was written by someone else: written again"),
+    (None, "its status was removed by someone else: written again")], ids=["cleared", "removed"])
+async def test_a_status_cleared_or_removed_by_someone_else_is_written_again(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, written: dict[str, Any] | None, said: str) -> None:
     """Someone clears the conditions of a SpeechToText Degraded by a NameConflict (kubectl patch --subresource=status,
-    to "reset" it): it is written again at once. Before, nothing wrote it again: the re-checks stopped (their filter
-    reads the status; kopf cancels a daemon 1 s after its filter turns false, before its next look at the default
-    30 s), the status stayed empty, and when the other Deployment went the operator never made its own."""
+    to "reset" it), or removes its whole status (the same with '{"status":null}', or a tool that replaces it): it is
+    written again at once, in one line. Before, nothing wrote it again: the re-checks stopped (their filter reads the
+    status; kopf cancels a daemon 1 s after its filter turns false, before its next look at the default 30 s), the
+    status stayed empty, and when the other Deployment went the operator never made its own. A removed status looks
+    like the late events of a creation (no status, no observedGeneration), which the operator ignores: one read of
+    the live object tells them apart (the creation's own late events read as nothing removed, checked here)."""
+    caplog.set_level(logging.INFO, logger="kopf.objects")
     assert cluster.runtime is not None
     cluster.runtime.config = dataclasses.replace(cluster.runtime.config, recheck_seconds=30)  # the default
     await cluster.api.create(cluster.url("apps/v1", "deployments"), THEIRS)
     await cluster.api.create(cluster.stt_url(), stt())
     await cluster.eventually(lambda: _conflict(cluster))
     await cluster.eventually(lambda: quiet(cluster))  # kopf's handling of the creation is over
-    await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": {"conditions": []}})
+    assert "by someone else: written again" not in caplog.text, "a late event of the creation taken for it"
+    await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": written})
     assert await cluster.eventually(lambda: _conflict(cluster), timeout=3), "written again"
+    assert caplog.text.count("by someone else: written again") == caplog.text.count(said) == 1
 
 
 async def test_an_empty_value_in_the_spec_the_api_server_does_not_store_is_not_written_again_and_again(
