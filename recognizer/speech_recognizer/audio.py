@@ -58,6 +58,8 @@ PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 #: The first bytes of the containers decoded (WAV, Ogg, FLAC): what has none of them is audio only when its
 #: content type says it is headerless PCM.
 SIGNATURES = (b"RIFF", b"OggS", b"fLaC")
+#: What is said of bytes without a signature of these, after what they are ("the body", "the file").
+NOT_AUDIO = "is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"
 SUPPORTED_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/ogg", "audio/opus", "audio/flac", "audio/l16")
 
 
@@ -355,7 +357,7 @@ def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: floa
         return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     if mime and mime not in SUPPORTED_TYPES and not mime.startswith("application/octet-stream"):
         raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", UNSUPPORTED_MEDIA)
-    raise AudioError("the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)")
+    raise AudioError(f"the body {NOT_AUDIO}")
 
 
 def mono(pcm: bytes | memoryview, channels: int) -> bytes:

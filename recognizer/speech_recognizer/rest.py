@@ -17,7 +17,7 @@ from starlette.types import Receive
 from . import contract as c
 from . import openapi as oa
 from .admission import Reservation
-from .audio import HEADER_ROOM, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
+from .audio import HEADER_ROOM, NOT_AUDIO, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
 from .auth import check_key
 from .engine import Engine
 from .errors import CLIENT_GONE, NOT_FOUND, TOO_LARGE, BadValue, Failure, http_response, settle
@@ -227,7 +227,7 @@ RECOGNIZE = {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Recognition"}}, **oa.SUBTITLES}},
         "400": oa.error(400, "audio that cannot be decoded, an empty body, a bad parameter, or a language no model serves "
                         "(the message names the languages served)",
-                        "the body is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"),
+                        f"the body {NOT_AUDIO}"),
         **oa.KEY_ERRORS,
         "404": oa.error(404, "no such recognition mode", "no recognition mode 'batch'; use one of interactive, conversation, dictation"),
         "408": oa.error(408, "the request's head or body did not arrive in time (`Http:HeaderTimeoutSeconds`, `Http:BodyTimeoutSeconds`); "

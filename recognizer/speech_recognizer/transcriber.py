@@ -132,10 +132,10 @@ def read_audio(path: Path, max_seconds: float) -> bytearray:
     The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
     widest audio taken (384 kB/s, for Ogg and FLAC): a regular file over it is refused by its size before it is
     read; a stream (a pipe, ``/dev/zero``) or a file that grows while it is read, as soon as it passes it. What
-    has no audio signature is not read past its first 64 KiB (decoding then says what it is not). A named pipe
+    has no audio signature is not read past its first 64 KiB (and is refused saying so). A named pipe
     is opened without waiting for a writer: one nobody writes to reads as empty, not as a hang.
     """
-    from .audio import HEADER_ROOM, SIGNATURES, body_limit, wav_body_limit
+    from .audio import HEADER_ROOM, NOT_AUDIO, SIGNATURES, body_limit, wav_body_limit
 
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO's open waits for no writer
     with open(descriptor, "rb") as file:
@@ -151,7 +151,7 @@ def read_audio(path: Path, max_seconds: float) -> bytearray:
         if not data:
             raise FileError("the file is empty" + (" (a named pipe nobody writes to)" if stat.S_ISFIFO(info.st_mode) else ""))
         if data[:4] not in SIGNATURES:
-            return data
+            raise FileError(f"the file {NOT_AUDIO}")
         limit, what = wav_body_limit(bytes(data), max_seconds) or body_limit("", max_seconds)
         if stat.S_ISREG(info.st_mode) and info.st_size > limit:
             raise _too_long(f"is {info.st_size} bytes", limit, what, max_seconds)
