@@ -311,6 +311,9 @@ WORD_TIMESTAMPS = {"name": "wordLevelTimestamps", "in": "query", "schema": {"typ
                    "description": "`NBest[].Words` with each word's `Offset` and `Duration` (with `format=detailed`)"}
 WORD_CONFIDENCE = {"name": "wordLevelConfidence", "in": "query", "schema": {"type": "boolean", "default": False},
                    "description": "`NBest[].Words` with each word's `Confidence` (with `format=detailed`)"}
+PHRASES = {"name": "phrases", "in": "query", "schema": {"type": "boolean", "default": False},
+           "description": "`Phrases`: each utterance's answer (as the Speech SDK gets them, with `NBest` and `Words` as asked) beside "
+           "the whole audio's; not Azure's. `speech-recognizer transcribe --server` builds subtitles from them"}
 #: A recognition route may require the key (``ApiKey``); the empty requirement: when it runs without one.
 KEY_SECURITY: list[dict[str, list[str]]] = [{"subscriptionKey": []}, {"bearer": []}, {}]
 

@@ -8,6 +8,7 @@ Ogg/Opus or FLAC body (chunked allowed). One answer for the whole audio.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -168,6 +169,7 @@ async def _recognize(request: Request, mode: str) -> Response:
     fmt = answer_format(query.get("format"), request.headers.get("accept", ""))
     profanity = Profanity.parse(query.get("profanity"))
     word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")
+    each_phrase = flag(query, "phrases")
     locale = request_locale(query, engine)
     await engine.registry.aload(locale)  # an unknown language is refused before the body is read
     ctype = request.headers.get("content-type", "")
@@ -185,14 +187,16 @@ async def _recognize(request: Request, mode: str) -> Response:
         phrases = await recognize_audio(engine, locale, audio, f"rest-{mode}", reservation, receive=request.receive)
     if isinstance(fmt, SubtitleFormat):
         return subtitle_response(phrases, fmt, profanity)
-    return JSONResponse(phrase_json(
-        merge(phrases),
-        fmt,
-        profanity,
-        empty_duration=audio.seconds,
-        word_timings=word_timings,
-        word_confidence=word_confidence,
-    ))
+    shape = fmt
+
+    def answer(phrase: Phrase | None) -> dict[str, Any]:
+        return phrase_json(phrase, shape, profanity, empty_duration=audio.seconds, word_timings=word_timings,
+                           word_confidence=word_confidence)
+
+    whole = answer(merge(phrases))
+    if each_phrase:  # what the whole answer merges, for a client that builds subtitles from it too (the file transcriber)
+        whole["Phrases"] = [answer(p) for p in phrases]
+    return JSONResponse(whole)
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
@@ -214,7 +218,7 @@ RECOGNIZE = {
     "description": "Azure's *speech to text REST API for short audio*: the whole recording in the body "
     f"(`Transfer-Encoding: chunked` too), one answer for all of it. The audio is any of the types below; at most "
     f"`MaxAudioSeconds` (60 s by default): longer audio goes to a WebSocket route. [How to call it]({oa.HOME_REST}).",
-    "parameters": [oa.MODE, oa.LANGUAGE, oa.REST_FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE, oa.ACCEPT_SUBTITLES],
+    "parameters": [oa.MODE, oa.LANGUAGE, oa.REST_FORMAT, oa.PROFANITY, oa.WORD_TIMESTAMPS, oa.WORD_CONFIDENCE, oa.PHRASES, oa.ACCEPT_SUBTITLES],
     "security": oa.KEY_SECURITY,
     "requestBody": {
         "required": True,

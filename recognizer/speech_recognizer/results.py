@@ -199,6 +199,17 @@ def phrase_json(
     return body
 
 
+def phrase_of(body: dict[str, Any]) -> Phrase:
+    """The phrase a detailed answer with word times describes (:func:`phrase_json`'s, back): its best
+    alternative, times in seconds. What a client of the REST route builds subtitles from (the file
+    transcriber's ``--server``); a word without ``Confidence`` counts as 1."""
+    best = body["NBest"][0]
+    words = tuple(Word(w["Word"], w["Offset"] / TICKS_PER_SECOND, (w["Offset"] + w["Duration"]) / TICKS_PER_SECOND,
+                       float(w.get("Confidence", 1.0))) for w in best.get("Words", ()))
+    start = body["Offset"] / TICKS_PER_SECOND
+    return Phrase((Alternative(best["Lexical"], float(best["Confidence"]), words),), start, start + body["Duration"] / TICKS_PER_SECOND)
+
+
 def status_json(status: str, start: float, end: float) -> dict[str, Any]:
     """A result without text: ``InitialSilenceTimeout``, ``NoMatch``, ``EndOfDictation``, ..."""
     offset, duration = span(start, end)

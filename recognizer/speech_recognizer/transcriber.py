@@ -5,7 +5,9 @@ times as every route) on a model found as the server finds one, no server needed
 ``--server URL`` the files go to a running recognizer's (or a gateway's) REST route
 instead. Either way the output is what the REST route answers for the file: ``txt`` its
 ``DisplayText``, ``json`` its detailed answer with word times (100-ns ticks), ``srt`` and
-``vtt`` its subtitles (:mod:`.subtitles`).
+``vtt`` its subtitles (:mod:`.subtitles`). Several formats (``--format srt,vtt,json``, into
+``--output-dir``) come from one decoding of each file, or one request: all are rendered here
+from its phrases (:func:`render`), with ``--server`` those of the route's answer (``phrases=true``).
 
 Files are given as paths, folders (every audio file below, by suffix) or globs (``'**/*.wav'``,
 for shells that do not expand them). They are transcribed ``--jobs`` at a time, the longest
@@ -37,6 +39,8 @@ from . import contract as c
 from .settings import cpu_count
 
 FORMATS = ("txt", "json", "srt", "vtt")
+#: The formats made of the phrases' words and times (the others of the whole answer).
+SUBTITLES = ("srt", "vtt")
 #: What a folder is searched for.
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".ogg", ".oga", ".opus", ".flac"})
 #: Longest file transcribed in-process by default (3 hours: 346 MB of 16 kHz PCM in memory).
@@ -171,7 +175,7 @@ def render(phrases: Sequence[Any], audio_seconds: float, fmt: str, profanity: An
     from .subtitles import SubtitleFormat
     from .subtitles import render as subtitles
 
-    if fmt in ("srt", "vtt"):
+    if fmt in SUBTITLES:
         return subtitles(phrases, SubtitleFormat(fmt), profanity)
     detailed = fmt == "json"
     body = phrase_json(merge(phrases), OutputFormat.DETAILED if detailed else OutputFormat.SIMPLE, profanity,
@@ -207,7 +211,9 @@ class InProcess:
     def close(self) -> None:
         self.engine.close()
 
-    async def transcribe(self, path: Path, fmt: str, profanity: Any, progress: Callable[[float, str], Progress]) -> str:
+    async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
+                         progress: Callable[[float, str], Progress]) -> dict[str, str]:
+        """The file's transcript in each of ``formats``, from one decoding of it."""
         from .audio import AudioError, chunks, decode
         from .errors import TOO_LARGE
         from .session import FILE_CHUNK_SECONDS
@@ -246,7 +252,7 @@ class InProcess:
                 await take()
             events += await session.finish()
         phrases = [e for e in events if isinstance(e, Phrase)]
-        return render(phrases, audio.seconds, fmt, profanity)
+        return {fmt: render(phrases, audio.seconds, fmt, profanity) for fmt in formats}
 
 
 class Remote:
@@ -271,16 +277,25 @@ class Remote:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def transcribe(self, path: Path, fmt: str, profanity: Any, progress: Callable[[float, str], Progress]) -> str:
+    async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
+                         progress: Callable[[float, str], Progress]) -> dict[str, str]:
+        """The file's transcript in each of ``formats``, from one request: ``txt`` and ``json`` are the route's
+        answer, subtitles rendered here from the phrases it gives with ``phrases=true`` (as the route renders its own)."""
         import httpx
+
+        from .results import phrase_of
 
         try:
             data = await asyncio.to_thread(read_audio, path, self.max_seconds)
         except OSError as exc:
             raise FileError(exc.strerror or str(exc)) from None
-        params = {"format": "detailed" if fmt == "json" else "simple" if fmt == "txt" else fmt, "profanity": profanity.value}
-        if fmt == "json":
+        subtitles = [fmt for fmt in formats if fmt in SUBTITLES]
+        detailed = "json" in formats or bool(subtitles)
+        params = {"format": "detailed" if detailed else "simple", "profanity": profanity.value}
+        if detailed:
             params["wordLevelTimestamps"] = "true"
+        if subtitles:
+            params["phrases"] = "true"
         if self.language:
             params["language"] = self.language
         advance = progress(len(data), "B")
@@ -309,11 +324,14 @@ class Remote:
             except (ValueError, KeyError, TypeError):
                 message = response.text.strip()[:200]
             raise FileError(f"HTTP {response.status_code}: {message}")
-        if fmt == "json":
-            return json.dumps(response.json(), ensure_ascii=False)
-        if fmt == "txt":
-            return str(response.json().get("DisplayText", ""))
-        return response.text
+        answer = response.json()
+        each = answer.pop("Phrases", None)
+        if subtitles and not isinstance(each, list):
+            raise FileError(f"{self.url}: the answer has no Phrases to make subtitles of (a recognizer older than this "
+                            "transcriber): update it")
+        texts = {"txt": str(answer.get("DisplayText", "")), "json": json.dumps(answer, ensure_ascii=False)}
+        phrases = [phrase_of(p) for p in each or () if p.get("RecognitionStatus") == "Success"]
+        return {fmt: texts[fmt] if fmt in texts else render(phrases, 0.0, fmt, profanity) for fmt in formats}
 
 
 class Bar:
@@ -357,22 +375,23 @@ def start_order(files: Sequence[Path]) -> list[Path]:
     return sorted(files, key=seconds, reverse=True)
 
 
-async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess | Remote, fmt: str, profanity: Any,
-              jobs: int, out_dir: Path | None, stdout: TextIO, stderr: TextIO) -> int:
-    """Transcribe ``files`` ``jobs`` at a time, started in ``order``; returns how many failed.
+async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess | Remote, formats: Sequence[str],
+              profanity: Any, jobs: int, out_dir: Path | None, stdout: TextIO, stderr: TextIO) -> int:
+    """Transcribe ``files`` ``jobs`` at a time, started in ``order``, each once into all of ``formats``;
+    returns how many failed.
 
-    Each transcript goes to ``out_dir`` as soon as it is done, or to stdout in the order of
-    ``files``; a file that fails is one line on stderr as soon as it fails.
+    Each file's transcripts go to ``out_dir`` as soon as it is done (one file a format), or to stdout
+    (one format) in the order of ``files``; a file that fails is one line on stderr as soon as it fails.
     """
     slots = asyncio.Queue[int]()
     for slot in range(jobs):
         slots.put_nowait(slot)
 
-    async def one(path: Path) -> tuple[Path, str | None]:
+    async def one(path: Path) -> tuple[Path, dict[str, str] | None]:
         slot = await slots.get()
         bar = Bar(shown(path.name), slot, stderr)
         try:
-            return path, await backend.transcribe(path, fmt, profanity, bar)
+            return path, await backend.transcribe(path, formats, profanity, bar)
         except FileError as exc:
             print(f"speech-recognizer transcribe: {shown(path)}: {exc}", file=stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 - one file's failure does not stop the batch
@@ -382,26 +401,29 @@ async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess |
             slots.put_nowait(slot)
         return path, None
 
-    names = output_names(files, fmt)
+    names = {fmt: output_names(files, fmt) for fmt in formats}
     tasks = {path: asyncio.ensure_future(one(path)) for path in order}  # they take the slots in this order
     failed = 0
     try:
         finished = asyncio.as_completed(tasks.values()) if out_dir is not None else (tasks[path] for path in files)
         for task in finished:
-            path, text = await task
-            if text is not None and out_dir is not None:
-                try:
-                    _write_file(out_dir / names[path], _as_output(path, text, fmt))
-                except OSError as exc:  # a read-only or full folder: this file fails, the others go on
-                    print(f"speech-recognizer transcribe: {shown(path)}: cannot write {shown(out_dir / names[path])}: "
-                          f"{exc.strerror or exc}", file=stderr, flush=True)
-                    text = None
-            elif text is not None:
+            path, texts = await task
+            if texts is not None and out_dir is not None:
+                for fmt, text in texts.items():
+                    try:
+                        _write_file(out_dir / names[fmt][path], _as_output(path, text, fmt))
+                    except OSError as exc:  # a read-only or full folder: this file fails, the others go on
+                        print(f"speech-recognizer transcribe: {shown(path)}: cannot write {shown(out_dir / names[fmt][path])}: "
+                              f"{exc.strerror or exc}", file=stderr, flush=True)
+                        texts = None
+                        break
+            elif texts is not None:
+                (fmt, text), = texts.items()  # to stdout: one format (main)
                 if len(files) > 1 and fmt != "json":
                     stdout.write(f"==> {shown(path)} <==\n")
                 stdout.write(_as_output(path, text, fmt))
                 stdout.flush()
-            failed += text is None
+            failed += texts is None
     finally:
         for pending in tasks.values():
             pending.cancel()
@@ -443,6 +465,14 @@ def _write_file(target: Path, text: str) -> None:
         raise
 
 
+def _formats(value: str) -> list[str]:
+    """``--format``'s value: one of :data:`FORMATS` or several joined by commas."""
+    asked = [fmt.strip().lower() for fmt in value.split(",")]
+    if not all(fmt in FORMATS for fmt in asked):
+        raise argparse.ArgumentTypeError(f"{value!r}: use {', '.join(FORMATS)}, or several joined by commas (srt,vtt,json)")
+    return asked
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="speech-recognizer transcribe",
@@ -450,8 +480,10 @@ def parser() -> argparse.ArgumentParser:
         "process by default (no server needed), or through a running recognizer's REST route (--server).",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched for audio files), or globs")
-    p.add_argument("--format", "-f", choices=FORMATS, default="txt",
-                   help="txt: the text; json: the REST route's detailed answer with word times; srt, vtt: subtitles")
+    p.add_argument("--format", "-f", type=_formats, action="extend", metavar="FORMAT[,FORMAT...]",
+                   help="txt (default): the text; json: the REST route's detailed answer with word times; srt, vtt: subtitles. "
+                   "Several (srt,vtt,json, or --format given again) need --output-dir: NAME.srt, NAME.vtt, NAME.json there, "
+                   "from one decoding of each file")
     p.add_argument("--language", "-l", help="locale of the speech (e.g. ko-KR); default: the only one installed or served")
     p.add_argument("--server", help="a recognizer or gateway (http://host:5000): send the files to its REST route "
                    "(at most its MaxAudioSeconds each) instead of transcribing here")
@@ -477,6 +509,11 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
     if args.jobs < 1:
         print("speech-recognizer transcribe: --jobs must be 1 or more", file=stderr)
         return 2
+    formats = list(dict.fromkeys(args.format or ["txt"]))
+    if len(formats) > 1 and args.output_dir is None:
+        print(f"speech-recognizer transcribe: several formats ({','.join(formats)}) need --output-dir, where each file's "
+              "transcripts are written one a format (NAME.srt, NAME.vtt, ...)", file=stderr)
+        return 2
     files, errors = expand(args.files)
     for error in errors:
         print(f"speech-recognizer transcribe: {error}", file=stderr)
@@ -498,7 +535,7 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
             starting = asyncio.ensure_future(backend.start())  # the model loads while the headers are read
             order = await asyncio.to_thread(start_order, files)
             await starting
-            return await run(files, order, backend, args.format, profanity, args.jobs, args.output_dir, stdout, stderr)
+            return await run(files, order, backend, formats, profanity, args.jobs, args.output_dir, stdout, stderr)
         finally:
             backend.close()
             if isinstance(backend, Remote):

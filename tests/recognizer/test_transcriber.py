@@ -21,10 +21,12 @@ import tempfile
 import termios
 import threading
 import time
+import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import srt
 
@@ -44,11 +46,59 @@ def words_of(body: dict) -> list[tuple[str, float, float]]:
     return [(w["Word"], w["Offset"] * TICK, (w["Offset"] + w["Duration"]) * TICK) for w in body["NBest"][0]["Words"]]
 
 
+#: The formats of :func:`in_process`'s run.
+WRITTEN = ("srt", "vtt", "txt", "json")
+
+#: Runs ``speech-recognizer transcribe ARGV[2:]`` as its console entry does, counting the work done on each file, which
+#: it writes to the file ``argv[1]`` as JSON before the process ends: the files decoded from their container
+#: (``audio.decode``), the recognitions opened on the engine for them, and the PCM bytes fed to those recognitions.
+_COUNTED = """
+import json, sys
+from speech_recognizer import audio, cli, engine, session
+counts, written = {"decoded": 0, "recognitions": 0, "fed": 0}, sys.argv[1]
+decode, recognition, feed, end_now = audio.decode, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now
+def counted_decode(*args, **kwargs):
+    counts["decoded"] += 1
+    return decode(*args, **kwargs)
+def counted_recognition(self, *args, **kwargs):
+    counts["recognitions"] += kwargs.get("route") == "transcribe"
+    return recognition(self, *args, **kwargs)
+def counted_feed(self, pieces):
+    counts["fed"] += sum(map(len, pieces))
+    return feed(self, pieces)
+def counted_end(status):
+    open(written, "w").write(json.dumps(counts))
+    end_now(status)
+audio.decode, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now = counted_decode, counted_recognition, counted_feed, counted_end
+sys.argv = ["speech-recognizer", "transcribe", *sys.argv[2:]]
+cli.main()
+"""
+
+
+@dataclass
+class Counted:
+    """:func:`in_process`'s run: where it wrote, what it said and the work it counted (:data:`_COUNTED`)."""
+
+    here: Path
+    run: subprocess.CompletedProcess[str]
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def in_process(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Counted:
+    """``transcribe --format srt,vtt,txt,json --output-dir HERE utterances.wav`` in-process, stderr a pipe, its work
+    counted: one run (and one model load) for every test that reads its transcripts."""
+    here = tmp_path_factory.mktemp("here")
+    counts = here / "counts.json"
+    run = subprocess.run([sys.executable, "-c", _COUNTED, str(counts), "--format", ",".join(WRITTEN), "--output-dir", str(here),
+                          str(utterances_wav)], capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    return Counted(here, run, json.loads(counts.read_text()))
+
+
 def test_in_process_json_matches_in_process_vosk_and_the_server_gives_the_same(
-        server, utterances_wav: Path, utterances_ref: Reference) -> None:
-    here = transcribe("--format", "json", str(utterances_wav))
-    assert here.returncode == 0, here.stderr
-    body = json.loads(here.stdout)
+        server, utterances_wav: Path, utterances_ref: Reference, in_process: Counted) -> None:
+    assert in_process.run.returncode == 0, in_process.run.stderr
+    body = json.loads((in_process.here / "utterances.json").read_text())
     assert body["File"] == str(utterances_wav)
     assert body["NBest"][0]["Lexical"] == " ".join(utterances_ref.texts)
     utterances_ref.assert_words_match(words_of(body))
@@ -63,34 +113,42 @@ def test_in_process_json_matches_in_process_vosk_and_the_server_gives_the_same(
     utterances_ref.assert_words_match(words_of(remote))
 
 
-#: The formats of :func:`in_process`'s runs.
-WRITTEN = ("srt", "vtt", "txt")
+def served(server, route: str) -> tuple[float, float]:
+    """The server's count of answered requests on ``route`` and of the seconds of audio it recognized there (its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
 
-
-@pytest.fixture(scope="module")
-def in_process(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, subprocess.CompletedProcess[str]]]:
-    """``transcribe --format F --output-dir HERE utterances.wav`` in-process for each of :data:`WRITTEN`, stderr a pipe:
-    HERE and the runs (each run loads the model: run once for the tests that read them)."""
-    here = tmp_path_factory.mktemp("here")
-    return here, {fmt: transcribe("--format", fmt, "--output-dir", str(here), str(utterances_wav)) for fmt in WRITTEN}
+    samples = [s for family in text_string_to_metric_families(httpx.get(f"{server.http}/metrics").text) for s in family.samples
+               if s.labels.get("route") == route]
+    return (sum(s.value for s in samples if s.name == "speech_requests_total" and s.labels["status"] == "200"),
+            sum(s.value for s in samples if s.name == "speech_audio_seconds_total"))
 
 
 def test_subtitles_and_text_in_process_equal_the_servers(server, utterances_wav: Path, utterances_ref: Reference,
-                                                          in_process: tuple[Path, dict[str, subprocess.CompletedProcess[str]]],
-                                                          tmp_path: Path) -> None:
-    here_dir, runs = in_process
+                                                          in_process: Counted, tmp_path: Path) -> None:
+    """Every format at once, in one run each: in-process and through the server, the same files, the server's own
+    subtitles; each from one decoding of the file (in-process: decoded and recognized once, its PCM fed once whatever
+    the number of formats; through the server: one request, the file's seconds recognized once)."""
+    here, run = in_process.here, in_process.run
+    pcm = wave.open(str(utterances_wav)).getnframes() * 2
+    assert in_process.counts == {"decoded": 1, "recognitions": 1, "fed": pcm}, "one decoding for four formats"
+    before = served(server, "rest-conversation")
+    there = run_cli("--format", "srt,vtt", "-f", "txt", "--format", "json", "--output-dir", str(tmp_path / "there"), "--server", server.http,
+                    str(utterances_wav))
+    answered, seconds = (now - then for now, then in zip(served(server, "rest-conversation"), before, strict=True))
+    assert (answered, round(seconds, 2)) == (1, round(pcm / 32000, 2)), "one request for four formats"
+    assert run.returncode == there.status == 0, (run.stderr, there.err)
+    assert run.stdout == there.out.decode() == "", "with --output-dir nothing goes to stdout"
     for fmt in WRITTEN:
-        here = runs[fmt]
-        there = transcribe("--format", fmt, "--output-dir", str(tmp_path / "there"), "--server", server.http, str(utterances_wav))
-        assert here.returncode == there.returncode == 0, (here.stderr, there.stderr)
-        assert here.stdout == there.stdout == "", "with --output-dir nothing goes to stdout"
-        mine = (here_dir / f"utterances.{fmt}").read_text()
-        assert mine == (tmp_path / "there" / f"utterances.{fmt}").read_text()
-    cues = list(srt.parse((here_dir / "utterances.srt").read_text()))
+        assert (here / f"utterances.{fmt}").read_text() == (tmp_path / "there" / f"utterances.{fmt}").read_text(), fmt
+    for fmt in ("srt", "vtt"):  # rendered by the transcriber from the answer's phrases: as the route renders its own
+        answer = httpx.post(f"{server.http}/speech/recognition/conversation/cognitiveservices/v1", params={"format": fmt},
+                            content=utterances_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
+        assert (here / f"utterances.{fmt}").read_text() == answer.text + ("" if answer.text.endswith("\n") else "\n"), fmt
+    cues = list(srt.parse((here / "utterances.srt").read_text()))
     assert [c.content for c in cues] == utterances_ref.texts, "one cue per utterance (each fits a line)"
     first_word = utterances_ref.phrases[0].words[0]
     assert abs(cues[0].start.total_seconds() - first_word.start) < 0.001
-    assert (here_dir / "utterances.txt").read_text().strip().rstrip(".") == " ".join(utterances_ref.texts)
+    assert (here / "utterances.txt").read_text().strip().rstrip(".") == " ".join(utterances_ref.texts)
 
 
 @dataclass
@@ -327,10 +385,8 @@ def test_ctrl_c_mid_batch_is_one_line_and_130_and_leaves_no_half_file(server, sp
     assert (out / "done.txt").read_text().strip()
 
 
-def test_a_progress_bar_on_a_terminal_and_none_when_piped(
-        utterances_wav: Path, in_process: tuple[Path, dict[str, subprocess.CompletedProcess[str]]]) -> None:
-    here, runs = in_process  # stderr piped there
-    piped = runs["txt"]
+def test_a_progress_bar_on_a_terminal_and_none_when_piped(utterances_wav: Path, in_process: Counted) -> None:
+    here, piped = in_process.here, in_process.run  # stderr piped there
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
 
     controller, terminal = pty.openpty()
@@ -366,6 +422,12 @@ def test_arguments_and_models_that_cannot_work_are_one_line_each(speech_wav: Pat
     assert "no model for xx-XX" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
     out, err = io.StringIO(), io.StringIO()
     assert transcriber.main(["--jobs", "0", "x.wav"], stdout=out, stderr=err) == 2
+    for several in (["--format", "srt,json"], ["-f", "srt", "--format", "json"]):  # to stdout, files would run into each other
+        out, err = io.StringIO(), io.StringIO()
+        assert transcriber.main([*several, str(speech_wav)], stdout=out, stderr=err) == 2
+        assert err.getvalue() == ("speech-recognizer transcribe: several formats (srt,json) need --output-dir, where each file's "
+                                  "transcripts are written one a format (NAME.srt, NAME.vtt, ...)\n")
+        assert out.getvalue() == ""
 
 
 def _silence(path: Path, seconds: float) -> Path:
@@ -410,12 +472,12 @@ class _Recorded:
     def __init__(self) -> None:
         self.started: list[str] = []
 
-    async def transcribe(self, path: Path, fmt: str, profanity: object, progress: object) -> str:
+    async def transcribe(self, path: Path, formats: Sequence[str], profanity: object, progress: object) -> dict[str, str]:
         self.started.append(path.name)
         await asyncio.sleep(0.01 * len(self.started))
         if path.name == "bad.wav":
             raise transcriber.FileError("not audio")
-        return f"text of {path.stem}"
+        return {fmt: f"text of {path.stem}" for fmt in formats}
 
 
 @pytest.mark.unit
@@ -425,7 +487,7 @@ def test_a_batch_starts_in_the_order_given_and_writes_in_the_files_order(tmp_pat
     order = [files[3], files[1], files[0], files[2]]
     backend, out, err = _Recorded(), io.StringIO(), io.StringIO()
     out_dir = tmp_path / "out" if to_folder else None
-    failed = asyncio.run(transcriber.run(files, order, backend, "txt", None, 2, out_dir, out, err))  # type: ignore[arg-type]
+    failed = asyncio.run(transcriber.run(files, order, backend, ["txt"], None, 2, out_dir, out, err))  # type: ignore[arg-type]
     assert failed == 1
     assert backend.started == ["d.wav", "bad.wav", "a.wav", "c.wav"], "jobs take the files in the order given to run"
     assert err.getvalue() == f"speech-recognizer transcribe: {files[1]}: not audio\n"
