@@ -12,7 +12,8 @@ The decision becomes ``status.autoscaling`` and the Deployment's replicas in one
 (:func:`speech_operator.reconcile.reconcile`), one Event per change. Before fewer replicas are
 applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions and
 connections, so the Deployment removes idle pods first; a pod removed with streams still drains
-them (its preStop hook and ``spec.drainSeconds``).
+them (its preStop hook and ``spec.drainSeconds``). While an HPA scales the Deployment instead of the SpeechToText
+(:mod:`speech_operator.foreign_autoscalers`) there is no look: the HPA's replicas are applied, not a decision.
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ class Autoscaler:
         except ValueError:
             return  # the reconcile says why (InvalidSpec)
         if stt.spec.autoscaling is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        if self.runtime.autoscalers.known(namespace, name):  # a foreign one holds the Deployment: nothing to decide
             return
         if await self.decide(stt, act=False) == (stt.status.autoscaling if stt.status else None):
             return

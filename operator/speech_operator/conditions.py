@@ -111,6 +111,16 @@ def desired_replicas(stt: api.SpeechToText, held: int | None = None) -> int:
     return builders.replicas(stt) if held is None else held
 
 
+def reported_replicas(stt: api.SpeechToText) -> int:
+    """The pods the operator last said it wants (``status.desiredReplicas``, :func:`observe`: a foreign autoscaler's
+    choice while one holds the Deployment), what the metrics and the gateway read; :func:`builders.replicas` before
+    its first reconcile wrote one."""
+    status = stt.status
+    if status is not None and status.observedGeneration is not None and "desiredReplicas" in status.model_fields_set:
+        return status.desiredReplicas
+    return builders.replicas(stt)
+
+
 def pods_matter(stt: api.SpeechToText, deployment: dict[str, Any] | None, held: int | None = None) -> bool:
     """Whether the pods may say why the SpeechToText is not ready: fewer of them ready, or updated, than desired.
     A steady ready SpeechToText's pods are never listed (the reconcile runs often)."""
@@ -247,7 +257,8 @@ def observe(
     in front of its pods is not theirs).
     ``foreign`` says who scales its Deployment instead of it (:func:`foreign_autoscalers.message`): Degraded (reason
     :data:`FOREIGN_AUTOSCALER`, or added to another reason's message), not re-checked (its watch says when it goes);
-    ``held`` is the replicas it holds the Deployment at, the pods desired (:func:`desired_replicas`).
+    ``held`` is the replicas it holds the Deployment at, the pods desired (:func:`desired_replicas`); meanwhile
+    ``status.autoscaling`` is absent: spec.autoscaling decides nothing (:func:`speech_operator.reconcile.reconcile`).
     """
     desired = desired_replicas(stt, held)
     seen = (deployment or {}).get("status") or {}
@@ -324,7 +335,8 @@ def observe(
         readyReplicas=ready,
         selector=builders.selector(stt),
         endpoint=builders.endpoint(stt),
-        autoscaling=stt.status.autoscaling if stt.spec.autoscaling and stt.status else None,
+        # while a foreign autoscaler holds the Deployment the operator's decides nothing: no status of its own
+        autoscaling=stt.status.autoscaling if stt.spec.autoscaling and stt.status and not foreign else None,
     )
 
 

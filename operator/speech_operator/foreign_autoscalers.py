@@ -8,7 +8,8 @@ platform team that pointed an HPA at the Deployment wants its pods to stay while
 truth of it: Degraded, reason :data:`speech_operator.conditions.FOREIGN_AUTOSCALER`, naming the HPA and the fix
 (:func:`message`); ``status.desiredReplicas`` is the HPA's choice, and Ready counts against it. One Warning event and
 one WARNING line when it begins (Degraded's transition), one Recovered event when it ends: then spec.replicas, or
-spec.autoscaling's choice, is applied again.
+spec.autoscaling's choice, is applied again. Meanwhile spec.autoscaling decides nothing: no look at the pods, no
+ScaledUp or ScaledDown event, no ``status.autoscaling`` (:mod:`speech_operator.autoscaler`).
 
 Per namespace where a SpeechToText is reconciled, one list then a watch of its HPAs
 (:func:`speech_operator.kube.list_and_watch`); a reconcile waits for the first list, so that a restart does not put
@@ -93,6 +94,10 @@ class ForeignAutoscalers:
                 self._listed[namespace].set()
         found = self._used[(namespace, name)] = self._of((namespace, name))
         return found
+
+    def known(self, namespace: str, name: str) -> tuple[str, ...]:
+        """Who scales the Deployment ``name`` besides the operator, as far as known now (no wait for a first list)."""
+        return self._of((namespace, name))
 
     async def changed_for(self, key: tuple[str, str]) -> None:
         """Return once who scales the SpeechToText ``key``'s (namespace, name) Deployment changed since its last

@@ -62,8 +62,11 @@ class Backend:
     ready_replicas: int = 0
     #: Replicas from sessions (``spec.autoscaling``): the operator wakes it when asked.
     autoscaled: bool = False
-    #: Pods it should have (:func:`speech_operator.builders.replicas`).
+    #: Pods it should have, as the operator last said (:func:`speech_operator.conditions.reported_replicas`: an HPA's
+    #: choice while one scales its Deployment).
     replicas: int = 1
+    #: Pods its spec asks for (:func:`speech_operator.builders.replicas`): with ``replicas``, 0 says nothing wakes it.
+    spec_replicas: int = 1
     #: Its recognizer asks for a key (``spec.apiKeySecretRef``).
     keyed: bool = False
 
@@ -81,7 +84,8 @@ class Backend:
                 raise NotOurs(c.message)
         return cls(namespace=stt.namespace, name=stt.name, locale=canonical_locale(stt.spec.locale),
                    url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0,
-                   autoscaled=stt.spec.autoscaling is not None, replicas=builders.replicas(stt),
+                   autoscaled=stt.spec.autoscaling is not None, replicas=conditions.reported_replicas(stt),
+                   spec_replicas=builders.replicas(stt),
                    keyed=stt.spec.apiKeySecretRef is not None)
 
 

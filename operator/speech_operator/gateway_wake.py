@@ -3,7 +3,8 @@ as soon as a pod is ready.
 
 A request or stream for a SpeechToText with no ready pod (at zero, or starting) is held, not
 refused: the client sees a slower first answer. (One scaled to zero by hand, without
-``spec.autoscaling``, is refused at once: nothing would wake it.) While anything is held for an autoscaled SpeechToText the gateway asks the
+``spec.autoscaling``, is refused at once: nothing would wake it. One an HPA pointed at its Deployment holds at zero,
+or above a spec.replicas of 0, is held: the HPA may wake it, or its pods are coming.) While anything is held for an autoscaled SpeechToText the gateway asks the
 operator for a pod, by writing ``status.demand.requestedAt`` (under its own field manager, the
 only write it may make: ``patch`` on ``speechtotexts/status``), again every
 :data:`ASK_AGAIN_SECONDS` while it still holds. The operator's autoscaler wakes the locale at once
@@ -64,7 +65,9 @@ class Waker:
         :class:`~speech_operator.gateway_failures.Failure` past the bounds."""
         if backend.ready_replicas > 0:
             return backend
-        if not backend.autoscaled and backend.replicas == 0:
+        # at 0 by its spec and by the operator's word: an HPA holding its Deployment at 0 (KEDA) may wake it, and
+        # one holding it above spec.replicas 0 has pods coming
+        if not backend.autoscaled and backend.replicas == 0 and backend.spec_replicas == 0:
             raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) is scaled to "
                                    "0 replicas and nothing wakes it (no spec.autoscaling)", failures.UNAVAILABLE)
         if self.held >= self.max_held:

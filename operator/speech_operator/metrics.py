@@ -28,7 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from speech_operator import api, builders
+from speech_operator import api
+from speech_operator.conditions import reported_replicas
 from speech_recognizer.serving import listening_socket
 
 PREFIX = "speech_operator_speechtotext"
@@ -51,7 +52,7 @@ def summary(body: Mapping[str, Any], resumed: int = 0) -> Summary:
     """The metrics' view of a SpeechToText's body (the index kopf keeps of them), seen in resumption ``resumed``."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     try:
-        desired: int | None = builders.replicas(api.SpeechToText.model_validate(dict(body)))
+        desired: int | None = reported_replicas(api.SpeechToText.model_validate(dict(body)))
     except ValueError:
         desired = None
     conditions = tuple((str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
@@ -131,8 +132,9 @@ class Exporter:
                                 value=1 if self.active() else 0)
         condition = GaugeMetricFamily(f"{PREFIX}_condition", "A condition of a SpeechToText's status: 1 for the "
                                       "status and reason it has now", labels=["namespace", "name", "locale", "type", "status", "reason"])
-        desired = GaugeMetricFamily(f"{PREFIX}_replicas_desired", "Pods a SpeechToText should have (spec.replicas, or "
-                                    "the autoscaler's choice)", labels=["namespace", "name", "locale"])
+        desired = GaugeMetricFamily(f"{PREFIX}_replicas_desired", "Pods a SpeechToText should have "
+                                    "(status.desiredReplicas: spec.replicas, the autoscaler's choice, or that of an HPA "
+                                    "scaling its Deployment)", labels=["namespace", "name", "locale"])
         ready = GaugeMetricFamily(f"{PREFIX}_replicas_ready", "Ready pods of a SpeechToText (status.readyReplicas)",
                                   labels=["namespace", "name", "locale"])
         for s in self.summaries():

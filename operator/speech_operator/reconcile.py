@@ -437,13 +437,14 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             return status
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
-        if autoscale is not None and stt.spec.autoscaling is not None and not refused:
+        scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
+        # while a foreign autoscaler holds the Deployment, spec.autoscaling decides nothing (no event, no status)
+        if autoscale is not None and stt.spec.autoscaling is not None and not refused and not scalers:
             before = stt.status.autoscaling if stt.status else None
             decided = await autoscale(stt)
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
-        scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
         held = None  # the replicas a foreign autoscaler holds the Deployment at
         if scalers and not refused:
             live = await runtime.kube.get(child_path("Deployment", namespace, name))

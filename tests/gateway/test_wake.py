@@ -302,3 +302,30 @@ async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
     backend = await Asking(directory, None, hold_seconds=30).ready(directory.lookup("ja-JP"))
     assert backend.ready_replicas == 1
     assert time.monotonic() - started < ASK_AGAIN_SECONDS / 2, f"seen at the next ask ({ASK_AGAIN_SECONDS:g} s later), not at once"
+
+
+@pytest.mark.parametrize(("spec_replicas", "held"), [(0, 2), (1, 0)], ids=["hpa-above-spec-0", "keda-at-zero"])
+async def test_a_deployment_an_hpa_holds_is_waited_for_not_refused(spec_replicas: int, held: int) -> None:
+    """An HPA pointed at the Deployment holds its replicas (speech_operator.foreign_autoscalers), and the status says
+    its choice (status.desiredReplicas, as the operator writes it): at 2 over a spec.replicas of 0 its pods are
+    coming; at 0 (KEDA) its trigger may wake it. Either way a request is held until a pod is ready, not refused as
+    "nothing wakes it". Before, the gateway read spec.replicas: the first was refused at once. One the spec and the
+    operator both say is at 0 is still refused at once."""
+    from speech_operator import gateway_failures as failures
+    from speech_operator.gateway_directory import Directory
+    from speech_operator.gateway_wake import Waker
+
+    body = {**speech_to_text("ja-jp", "ja-JP", 5000, replicas=spec_replicas),
+            "status": {"observedGeneration": 1, "desiredReplicas": held, "readyReplicas": 0}}
+    directory = Directory()
+    directory.upsert(body)
+    waker = Waker(directory, None, hold_seconds=30)
+    waiting = asyncio.ensure_future(waker.ready(directory.lookup("ja-JP")))
+    await asyncio.sleep(0)  # one step of the task: to its first wait, or to its refusal
+    assert not waiting.done() and waker.held == 1, waiting.done() and waiting.exception()
+    directory.upsert({**body, "status": {**body["status"], "readyReplicas": 1}})
+    assert (await asyncio.wait_for(waiting, 5)).ready_replicas == 1
+
+    directory.upsert({**body, "spec": {**body["spec"], "replicas": 0}, "status": {**body["status"], "desiredReplicas": 0}})
+    with pytest.raises(failures.Failure, match="scaled to 0 replicas and nothing wakes it"):
+        await waker.ready(directory.lookup("ja-JP"))

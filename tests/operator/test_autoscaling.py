@@ -47,15 +47,19 @@ BODY: dict[str, Any] = {
 class Scripted:
     """Each pod's ``/sessions`` as the test sets it (``loads[pod] = (sessions, idleSeconds)``,
     ``admitted[pod]``: recognitions it admitted, ``connections[pod]``: clients connected, 0 unless set;
-    ``max_connections``: the connection cap every pod reports, none (as a recognizer older than the field) unless set)."""
+    ``max_connections``: the connection cap every pod reports, none (as a recognizer older than the field) unless set;
+    ``asked``: how often a pod was asked)."""
 
     loads: dict[str, tuple[int, float]] = field(default_factory=dict)
     admitted: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)
     max_connections: int | None = None
+    #: ``/sessions`` requests answered, of every pod.
+    asked: int = 0
 
     async def start(self, name: str) -> _Server:
         async def sessions(request: web.Request) -> web.Response:
+            self.asked += 1
             count, idle = self.loads.get(name, (0, 0.0))
             cap = {} if self.max_connections is None else {"maxConnections": self.max_connections}
             return web.json_response({"sessions": count, "connections": self.connections.get(name, 0), "decoders": 4, **cap,
@@ -349,3 +353,40 @@ async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
     async def target() -> int | None:  # the status is written after the Deployment
         return ((await scaled.status()).get("autoscaling") or {}).get("targetSessionsPerReplica")
     assert await scaled.cluster.eventually(target, PATIENCE) == 3
+
+
+async def test_while_an_hpa_scales_the_deployment_the_autoscaler_decides_nothing(scaled: Scaled) -> None:
+    """spec.autoscaling and an HPA pointed at the Deployment (speech_operator.foreign_autoscalers): the HPA's replicas
+    are applied, so the operator's autoscaler says nothing of its own: no look at the pods, no ScaledUp event, no
+    status.autoscaling (`kubectl describe` would show a decision of 3 pods while 1 runs). Once the HPA goes it decides
+    again, and says so once. Before, it went on looking, decided 3 and said ScaledUp, none of it applied (the status
+    kept its autoscaling, so the first wait below failed)."""
+    cluster = scaled.cluster
+    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+
+    async def looked() -> bool:
+        return "autoscaling" in await scaled.status()
+    await cluster.eventually(looked, PATIENCE)
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": NAMESPACE},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "en-us"}, "maxReplicas": 5}}
+    await cluster.api.create(cluster.url("autoscaling/v2", "horizontalpodautoscalers"), hpa)
+
+    async def yielded() -> bool:
+        status = await scaled.status()
+        degraded = next((c for c in status.get("conditions") or [] if c["type"] == "Degraded"), {})
+        return degraded.get("reason") == "ForeignAutoscaler" and "autoscaling" not in status
+    await cluster.eventually(yielded, PATIENCE)
+    scaled.script.loads["en-us-0"] = (5, 0.0)  # enough for 3 pods
+    await scaled.stays(1, 0.5)  # a look begun before the HPA was known has ended
+    asked = scaled.script.asked
+    # no decision is there to be awaited: five of the autoscaler's periods (0.2 s here) pass without one
+    await scaled.stays(1, 1.0)
+    assert scaled.script.asked == asked, "the pods were asked for their sessions while the HPA holds the Deployment"
+    assert await scaled.events("ScaledUp") == []
+    assert "autoscaling" not in await scaled.status()
+
+    await cluster.api.delete(cluster.url("autoscaling/v2", "horizontalpodautoscalers", "web"))
+    await scaled.becomes(3)
+    assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]

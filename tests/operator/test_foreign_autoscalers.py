@@ -13,7 +13,8 @@ import pytest
 import pytest_asyncio
 from conftest import NAMESPACE, condition, one_pod_ready, quiet
 
-from speech_operator import api
+from speech_operator import api, metrics
+from speech_operator.gateway_directory import Backend
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -66,8 +67,9 @@ async def test_an_hpa_on_the_deployment_is_said_once_and_its_replicas_are_left_t
     """Before, nothing said it, and the operator put spec.replicas back at each of the HPA's changes (a ScaledByHand
     warning each time): both flapped. Now Degraded says ForeignAutoscaler, naming the HPA and the scaleTargetRef to
     give it, in one Warning event and one WARNING line; the HPA's 3 replicas stay and are the status' desired
-    replicas (Ready counts against them), and no Updated event says the Deployment changed; once the HPA is deleted
-    the condition clears and spec.replicas is back."""
+    replicas (Ready counts against them; the operator's desired-replicas metric and the gateway read them too), and
+    no Updated event says the Deployment changed; once the HPA is deleted the condition clears and spec.replicas is
+    back."""
     await ready_stt(cluster)
     updated = [e["message"] for e in await cluster.events() if e["reason"] == "Updated"]
     await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
@@ -88,6 +90,9 @@ async def test_an_hpa_on_the_deployment_is_said_once_and_its_replicas_are_left_t
     await cluster.eventually(reported_three)
     await cluster.eventually(lambda: quiet(cluster))
     assert await deployment_replicas(cluster) == 3  # not put back
+    # the operator's metric and the gateway read the HPA's choice too (before, spec.replicas: 1)
+    body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+    assert (metrics.summary(body).desired, Backend.of(body).replicas) == (3, 3)
     assert (await condition(cluster, "Ready")).get("message") == "3/3 replicas ready"
     events = await cluster.events()
     assert [(e["type"], e["message"]) for e in events if e["reason"] == "ForeignAutoscaler"] == [("Warning", said)]
