@@ -354,6 +354,13 @@ def test_an_output_folder_that_refuses_a_file_fails_that_file_alone(server, spee
     assert (nowhere.status, nowhere.errors) == (2, ["speech-recognizer transcribe: --output-dir /dev/null/out: Not a directory"])
 
 
+def _as_at_a_terminal() -> None:
+    """SIGINT as a terminal's foreground command has it (Ctrl-C reaches it): a shell starts what it runs in the
+    background (``cmd &``, a CI runner's job so started) with SIGINT ignored, the test and its children too, and a
+    Python whose SIGINT is ignored at its start raises no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_batch_is_one_line_and_130_and_leaves_no_half_file(server, speech_wav: Path, tmp_path: Path) -> None:
     """Ctrl-C while one file is done and another is being read from a pipe whose writer has gone quiet (``<(slow)``):
     one line, status 130 at once, the done transcript whole and nothing for the other, not even a ``.part``. It had
@@ -367,7 +374,8 @@ def test_ctrl_c_mid_batch_is_one_line_and_130_and_leaves_no_half_file(server, sp
         quiet.flush()
         process = subprocess.Popen([sys.executable, "-m", "speech_recognizer", "transcribe", "--server", server.http, "--jobs", "2",
                                     "--output-dir", str(out), str(folder / "done.wav"), str(folder / "live.wav")],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=_as_at_a_terminal)
         deadline = time.monotonic() + 120
         while not (out / "done.txt").exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)  # the event is a file appearing: polled
