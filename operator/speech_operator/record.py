@@ -48,12 +48,16 @@ class Storage(kopf.AnnotationsDiffBaseStorage):
         return list(self.make_keys(self.key, body=body))
 
     def after(self, body: kopf.Body, essence: Any = None, pending: Mapping[str, Any] | None = None) -> tuple[int, int]:
-        """The bytes of the record of ``essence`` (``body``'s, by default), encoded as kopf's store encodes it, and of
-        all of ``body``'s annotations once it and the ``pending`` changes of its annotations (None removes one) are
-        written."""
-        value = json.dumps(self.build(body=body) if essence is None else essence, separators=(",", ":")) + "\n"
-        annotations = {**body.metadata.annotations, **(pending or {}), **dict.fromkeys(self.keys(body), value)}
-        return len(value.encode()), annotations_bytes({k: v for k, v in annotations.items() if v is not None})
+        """The bytes of the record of ``essence`` (``body``'s, by default), and of all of ``body``'s annotations once
+        it and the ``pending`` changes of its annotations (None removes one) are written: what kopf's store writes,
+        measured on a patch of its own (the record under each of its keys, and kopf's marker ``PREFIX/kopf-managed``
+        while ``body`` lacks it, so that the total is the same before kopf's first patch of the object and after)."""
+        written = kopf.Patch()
+        super().store(body=body, patch=written, essence=self.build(body=body) if essence is None else essence)
+        ours = dict(written.metadata.annotations)
+        annotations = {**body.metadata.annotations, **(pending or {}), **ours}
+        return (len(str(ours[self.keys(body)[0]]).encode()),
+                annotations_bytes({k: v for k, v in annotations.items() if v is not None}))
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         pending = dict(patch.get("metadata", {}).get("annotations") or {})
@@ -75,11 +79,12 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 NAMED_MIN_BYTES = 1024
 
 
-def _largest(raw: Mapping[str, Any]) -> list[str]:
-    """The spec's fields and the object's own labels and annotations of at least :data:`NAMED_MIN_BYTES` in JSON,
-    with their bytes, the three largest first."""
-    meta = raw.get("metadata") or {}
-    parts = {f"spec.{k}": v for k, v in (raw.get("spec") or {}).items()}
+def _largest(essence: Mapping[str, Any]) -> list[str]:
+    """The parts of kopf's record ``essence`` (the spec's fields, the object's own labels and annotations: not kubectl
+    apply's copy, named on its own, nor kopf's) of at least :data:`NAMED_MIN_BYTES` in JSON, with their bytes, the
+    three largest first."""
+    meta = essence.get("metadata") or {}
+    parts = {f"spec.{k}": v for k, v in (essence.get("spec") or {}).items()}
     parts.update({f"metadata.{k}": meta.get(k) for k in ("annotations", "labels") if meta.get(k)})
     sizes = sorted(((len(json.dumps(v, separators=(",", ":"))), where) for where, v in parts.items()), reverse=True)
     return [f"{where} ({size} bytes)" for size, where in sizes[:3] if size >= NAMED_MIN_BYTES]
@@ -96,7 +101,7 @@ def overflow(raw: Mapping[str, Any]) -> str | None:
                f"bytes) would take the object's annotations to {total} bytes, more than the {ANNOTATIONS_MAX_BYTES} "
                f"the API server allows: nothing is created or changed until the spec and the object's own annotations "
                f"are smaller")
-    largest = _largest(raw)
+    largest = _largest(STORAGE.build(body=body))
     message += f"; the largest: {', '.join(largest)}" if largest else ""
     copy = body.metadata.annotations.get(LAST_APPLIED)
     if copy is not None:
