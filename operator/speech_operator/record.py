@@ -7,8 +7,9 @@ API server refuses a write after which an object's annotations take more than 25
 Too long"), which kopf retried without end, an ERROR with a traceback each time, while the status said nothing.
 
 The CRD's bounds keep a spec's record well under that (:mod:`speech_operator.api`). A SpeechToText they let through
-whose record would still not fit (long non-ASCII values, which the record escapes to six bytes a character; a large
-affinity; large annotations of one's own; a CRD older than the operator) gets no record (:class:`Storage`: kopf then
+whose record would still not fit, with :data:`KOPF_ROOM` left beside it for kopf's progress of a handler (long non-ASCII
+values, which the record escapes to six bytes a character; a large affinity; large annotations of one's own; a CRD
+older than the operator) gets no record (:class:`Storage`: kopf then
 handles each of its events as its creation) and is not applied: :func:`overflow` says why, and the reconcile makes
 that its status (Degraded, reason SpecTooLarge), one event and one log line.
 
@@ -29,6 +30,13 @@ from speech_operator import api
 
 #: The most bytes an object's annotations may take, keys and values together (apimachinery's TotalAnnotationSizeLimitB).
 ANNOTATIONS_MAX_BYTES = 256 * 1024
+#: The room the record leaves in the annotations for kopf's other writes there while it is in place: its progress of a
+#: handler that failed and is tried again (when it started, its retries, the error, which KubeError bounds to some 700
+#: characters: 447 bytes for a 503 with a short Status, some 3.5 KiB at most once JSON escapes it) and the dummy it
+#: touches the object with to wake that handler. Refused for the size, those writes were an ERROR with a traceback each.
+KOPF_ROOM = 4 * 1024
+#: The most bytes the annotations may take with the record in them.
+RECORDED_MAX_BYTES = ANNOTATIONS_MAX_BYTES - KOPF_ROOM
 
 
 def annotations_bytes(annotations: Mapping[str, Any]) -> int:
@@ -61,7 +69,7 @@ class Storage(kopf.AnnotationsDiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         pending = dict(patch.get("metadata", {}).get("annotations") or {})
-        if self.after(body, essence, pending)[1] <= ANNOTATIONS_MAX_BYTES:
+        if self.after(body, essence, pending)[1] <= RECORDED_MAX_BYTES:
             super().store(body=body, patch=patch, essence=essence)
             return
         for key in self.keys(body):
@@ -95,12 +103,12 @@ def overflow(raw: Mapping[str, Any]) -> str | None:
     apply's copy of it when it holds one), or None when it fits."""
     body = kopf.Body(cast(kopf.RawBody, dict(raw)))
     record, total = STORAGE.after(body)
-    if total <= ANNOTATIONS_MAX_BYTES:
+    if total <= RECORDED_MAX_BYTES:
         return None
     message = (f"the operator's record of the spec it handles (annotation {STORAGE.keys(body)[0]}, {record} "
-               f"bytes) would take the object's annotations to {total} bytes, more than the {ANNOTATIONS_MAX_BYTES} "
-               f"the API server allows: nothing is created or changed until the spec and the object's own annotations "
-               f"are smaller")
+               f"bytes) would take the object's annotations to {total} bytes, more than the {RECORDED_MAX_BYTES} it "
+               f"leaves them (the API server allows {ANNOTATIONS_MAX_BYTES}, and the operator keeps {KOPF_ROOM} for its "
+               f"bookkeeping): nothing is created or changed until the spec and the object's own annotations are smaller")
     largest = _largest(STORAGE.build(body=body))
     message += f"; the largest: {', '.join(largest)}" if largest else ""
     copy = body.metadata.annotations.get(LAST_APPLIED)

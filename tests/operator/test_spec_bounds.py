@@ -104,7 +104,8 @@ async def test_a_spec_too_large_for_the_record_is_said_once_and_applied_once_it_
     message = degraded["message"]
     assert degraded["status"] == "True" and message.startswith(
         f"the operator's record of the spec it handles (annotation {RECORD}, "), message
-    assert f"more than the {ANNOTATIONS_MAX_BYTES} the API server allows: nothing is created or changed" in message
+    assert (f"more than the {ANNOTATIONS_MAX_BYTES - 4096} it leaves them (the API server allows {ANNOTATIONS_MAX_BYTES}, "
+            "and the operator keeps 4096 for its bookkeeping): nothing is created or changed") in message, message
     assert message.endswith(f"; kubectl apply keeps a copy of the object in the annotation {LAST_APPLIED} "
                             f"({len(big['metadata']['annotations'][LAST_APPLIED])} bytes), kubectl apply --server-side "
                             "none"), message
@@ -167,3 +168,40 @@ async def test_a_spec_too_large_has_its_status_written_once(cluster: Cluster) ->
     size = int(message.split(f"(annotation {RECORD}, ", 1)[1].split(" bytes)", 1)[0])
     total = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items()) + len(RECORD) + size
     assert f"would take the object's annotations to {total} bytes" in message, (total, message)
+
+
+async def test_a_record_leaves_room_for_kopfs_progress_of_a_handler_tried_again(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """kopf keeps its progress of a handler that failed and is tried again (when it started, its retries, the error) in
+    an annotation too, beside the record: a record that left the annotations less room than that had that write
+    refused as well. A SpeechToText (no kubectl copy) whose record takes its annotations to 100 bytes short of 256 KiB
+    is changed while the API server answers the Deployment's write 503. Before: it was applied with its record, and at
+    the change kopf's patch of its progress (447 bytes) was answered 422 "metadata.annotations: Too long", an ERROR
+    with a traceback ("Throttling for 1 seconds due to an unexpected error") twice in 3 s, where a 503 is one line and
+    a retry. Now the record leaves kopf room for it, and this one is Degraded, SpecTooLarge, as a record that does not
+    fit is."""
+    def stt(notes: int) -> dict[str, Any]:  # its own annotation is in the record too: two bytes more a character
+        return {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
+                "metadata": {"name": "en-us", "namespace": NAMESPACE, "annotations": {"example.com/notes": "x" * notes}},
+                "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
+    notes = (ANNOTATIONS_MAX_BYTES - 100 - record.STORAGE.after(kopf.Body(stt(0)))[1]) // 2
+    assert ANNOTATIONS_MAX_BYTES - 101 <= record.STORAGE.after(kopf.Body(stt(notes)))[1] <= ANNOTATIONS_MAX_BYTES - 100
+    await cluster.api.create(cluster.stt_url(), stt(notes))
+
+    async def handled() -> bool:
+        live = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        return "observedGeneration" in (live.get("status") or {})
+    await cluster.eventually(handled)
+    before = (await condition(cluster, "Degraded")).get("message")
+    cluster.emulator.refusals[("deployments", "en-us")] = (503, "ServiceUnavailable", "the server is shutting down")
+    await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"annotations": {"example.com/notes": "x" * (notes + 1)}},
+                                                       "spec": {"replicas": 2}})
+
+    async def changed_or_failed() -> bool:  # the message gives the record's bytes: one more
+        return (any(r.levelno >= logging.ERROR and r.exc_info for r in caplog.records)
+                or (await condition(cluster, "Degraded")).get("message") != before)
+    await cluster.eventually(changed_or_failed)
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
+    degraded = await condition(cluster, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", conditions.SPEC_TOO_LARGE), degraded
+    assert await deployment(cluster) is None, "nothing is created"
