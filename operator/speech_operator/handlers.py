@@ -206,8 +206,8 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
     takes it, look at pods that are not ready again until they are (the filter then stops this daemon)."""
     rt = runtime(memo)
     with _ended_at_exit(memo):
-        while not stopped:
-            await asyncio.sleep(rt.config.recheck_seconds)  # cancelled by kopf when stopping
+        # kopf's flag ends the wait at once: kopf cancels a daemon the flag does not end, with a WARNING
+        while not await stopped.wait(rt.config.recheck_seconds):
             await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
 
 

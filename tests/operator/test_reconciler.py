@@ -174,6 +174,26 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.event("Recovered")
 
 
+async def test_the_recheck_of_a_degraded_speechtotext_ends_quietly_once_it_recovers(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """kopf stops the re-check of a Degraded SpeechToText once it recovers (its filter no longer matches) by the daemon's
+    flag, and cancels it at once when the flag does not end it (no cancellation_backoff), logging a WARNING for a
+    cancelled handler. The re-check waits on the flag, so it ends there and says nothing. Before, it slept in
+    asyncio.sleep: every recovery (and every deletion of a Degraded SpeechToText) logged "Daemon 'recheck_degraded' is
+    cancelled. Will escalate.", a WARNING for the operator's happy path (once per recovery, measured)."""
+    await cluster.api.create(cluster.stt_url(), stt(imagePullSecrets=[{"name": "registry-credentials"}]))
+
+    async def degraded() -> bool:
+        return (await condition(cluster, "Degraded")).get("reason") == "MissingDependency"
+    await cluster.eventually(degraded)
+    await cluster.api.create(cluster.url("v1", "secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-credentials", "namespace": NAMESPACE}})
+    await cluster.event("Recovered")
+    await cluster.eventually(lambda: quiet(cluster, 0.5))  # the re-check is over: no more looks
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "is degraded (MissingDependency)" in warned[0], warned
+
+
 async def test_image_pull_secrets_reach_the_pods_and_a_missing_one_degrades_then_recovers(cluster: Cluster) -> None:
     """A private registry or mirror: spec.imagePullSecrets reach the pods; one that does not exist would leave them in
     ImagePullBackOff, which the Deployment reports only after its progress deadline (600 s): said at once instead."""
