@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
+import aiohttp
 import kopf
 import pydantic
 
@@ -203,6 +204,18 @@ def event_target(obj: Mapping[str, Any]) -> kopf.Body:
     """The object an Event is about, for kopf's event functions: they read only its apiVersion, kind
     and metadata, and are typed for kopf's own Body."""
     return cast(kopf.Body, dict(obj))
+
+
+def event_body(obj: Mapping[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """A Normal core/v1 Event about ``obj``, as kopf's poster words its own (the operator's component, the object's
+    reference): for an Event posted with the operator's own client (:func:`say_deleted`)."""
+    meta, now = obj["metadata"], _now()
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": "Normal", "reason": reason, "message": message, "count": 1, "firstTimestamp": now,
+            "lastTimestamp": now, "source": {"component": builders.MANAGER}, "reportingComponent": builders.MANAGER}
 
 
 #: The Event reason when the operator puts back replicas someone else gave its Deployment (:func:`scaled_by_hand`).
@@ -494,7 +507,8 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     its children's names that someone else holds (:func:`holder`). Nothing when it is deleted with its dependents
     orphaned (``kubectl delete --cascade=orphan``: the API server's ``orphan`` finalizer), as the garbage collector
     leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`).
-    No Event when its namespace is known to be going (:attr:`Runtime.ending`): the API server would refuse it."""
+    No Event when its namespace is known to be going (:attr:`Runtime.ending`): the API server would refuse it; else
+    one per child deleted (:func:`say_deleted`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     runtime.autoscalers.forget((meta["namespace"], meta["name"]))
@@ -505,9 +519,34 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
         log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],
                  meta["name"])
         return
+    deleted = []
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])
             live = await runtime.kube.get(url)
-            if live is not None and holder(live, body) is None and await runtime.kube.delete(url) and said:
-                kopf.info(event_target(body), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
+            if live is not None and holder(live, body) is None and await runtime.kube.delete(url):
+                deleted.append(kind)
+    if said:
+        await say_deleted(runtime, body, deleted)
+
+
+async def say_deleted(runtime: Runtime, body: Mapping[str, Any], kinds: list[str]) -> None:
+    """A "Deleted" Event for each of the SpeechToText's children ``kinds``, posted now with the operator's own client.
+    The namespace controller deletes a namespace's objects in no set order: a SpeechToText may go before any
+    reconcile met a refusal that says its namespace is being deleted (:attr:`Runtime.ending`), and the API server
+    then refuses its Events too (NamespaceTerminating), which kopf's poster tries 9 times in 54 s, an ERROR line
+    each. Here the first such refusal is one INFO line and no more Events; any other failure hands the Event to
+    kopf's poster, which tries it again later."""
+    meta = body["metadata"]
+    for kind in kinds:
+        message = f"Deleted {kind} {meta['name']}"
+        try:
+            await runtime.kube.create(path("v1", "events", meta["namespace"]), event_body(body, "Deleted", message))
+        except KubeError as exc:
+            if exc.namespace_terminating:
+                log.info("%s %s/%s: its namespace is being deleted: its children are deleted without Events (%s)",
+                         api.KIND, meta["namespace"], meta["name"], ", ".join(f"{k} {meta['name']}" for k in kinds))
+                return
+            kopf.info(event_target(body), reason="Deleted", message=message)
+        except (TimeoutError, aiohttp.ClientError):
+            kopf.info(event_target(body), reason="Deleted", message=message)
