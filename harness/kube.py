@@ -3,6 +3,7 @@ the operator's resources declared: what the operator's tests and its benchmark r
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 import itertools
@@ -88,6 +89,12 @@ class Emulator(kmock.KubernetesEmulator):
         older than its grant of them (tests/rbac.py judges the requests by today's rules all the same)."""
         return self.__dict__.setdefault("_withheld", set())
 
+    @property
+    def held(self) -> dict[tuple[str | None, str], asyncio.Event]:
+        """The operator's requests (its User-Agent) for ``(plural, name)`` held until the event is set, as by an API
+        server that stalls: the operator's handling of one object's event goes on while a test does more."""
+        return self.__dict__.setdefault("_held", {})
+
     def _namespace(self, name: str | None) -> Any:
         """The stored Namespace ``name`` (kmock's object, with its history), or None."""
         return next((obj for (resource, _, n), obj in self.objects.items()
@@ -135,6 +142,9 @@ class Emulator(kmock.KubernetesEmulator):
         return request.subresource is None and (key not in self.objects or self.objects[key].deleted)
 
     async def _handle(self, request: kmock.Request) -> Any:
+        gate = self.held.get((request.resource.plural, request.name or "")) if request.resource is not None else None
+        if gate is not None and request.headers.get("User-Agent", "").startswith(USER_AGENT):
+            await gate.wait()
         if (request.resource is not None and request.resource.plural in self.withheld
                 and request.headers.get("User-Agent", "").startswith(USER_AGENT)):
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden",

@@ -152,10 +152,25 @@ INDEX = "speechtotexts"
 
 
 @kopf.index(*STT, id=INDEX)
-def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None, memo: kopf.Memo,
-                  **_: Any) -> dict[tuple[str | None, str | None], metrics.Summary]:
+async def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None, memo: kopf.Memo,
+                        **_: Any) -> dict[tuple[str | None, str | None], metrics.Summary]:
+    """The SpeechToText's entry, stamped with the current resumption; none when an event kopf received before a pause
+    is of one gone since, or replaced by another of its name (:meth:`metrics.Exporter.unsure`: one GET). An API server
+    that does not answer that GET leaves the entry made, and its next event reads again."""
     exporter = memo.get("metrics")
-    return {(namespace, name): metrics.summary(body, exporter.resumed() if exporter is not None else 0)}
+    if exporter is None:
+        return {(namespace, name): metrics.summary(body)}
+    resumed, uid = exporter.resumed(), str(body.metadata.get("uid"))
+    if exporter.unsure(uid) and name is not None:
+        try:
+            live = await runtime(memo).kube.get(stt_path(namespaced(namespace), name))
+        except UNANSWERED:
+            pass
+        else:
+            if live is None or live["metadata"].get("uid") != uid:
+                return {}
+            exporter.alive(uid)
+    return {(namespace, name): metrics.summary(body, resumed)}
 
 
 @kopf.on.startup()

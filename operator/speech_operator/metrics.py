@@ -14,7 +14,10 @@ replica exports SpeechToTexts: a standby's watching is paused, and what its inde
 saw when it was last active (if ever). ``speech_operator_active`` says which replica is which. When a
 standby resumes, kopf lists the SpeechToTexts again, but its index keeps the entries of those deleted
 meanwhile (it drops one on a deletion it watches): each entry carries the resumption it was made in,
-and only those of the current one are exported.
+and only those of the current one are exported. kopf also handles, after a resumption, the events it
+received before the pause (an object's events wait for its handlers): such an event may be of a
+SpeechToText deleted meanwhile, so the first event of each object in a resumption reads the live object
+(:meth:`Exporter.unsure`), and one gone makes no entry.
 """
 
 from __future__ import annotations
@@ -118,6 +121,23 @@ class Exporter:
         self.index: Mapping[Any, Any] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
+        self._alive: tuple[int, set[str]] = (0, set())  # a resumption, the uids read live in it
+
+    def unsure(self, uid: str) -> bool:
+        """Whether an event of the object ``uid`` handled now may be one kopf received before a pause (in a resumption
+        but the first, none of its events read live yet: :meth:`alive`); the first resumption follows no pause, and
+        without peering there is none."""
+        return self.resumed() > 1 and uid not in self._seen()
+
+    def alive(self, uid: str) -> None:
+        """The object ``uid`` was read live in the current resumption: its later events there are its own."""
+        self._seen().add(uid)
+
+    def _seen(self) -> set[str]:
+        now = self.resumed()
+        if self._alive[0] != now:
+            self._alive = (now, set())
+        return self._alive[1]
 
     def summaries(self) -> list[Summary]:
         if self.index is None or not self.active():
