@@ -27,6 +27,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import stat
 import sys
 from collections import deque
@@ -66,7 +67,7 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
     A path named as it is is read whatever it is (a pipe: ``<(sox …)``, ``/dev/stdin``); a folder or a glob
     gives regular files only: a named pipe, device, socket or dangling link found there was not asked for by
     name, and reading it could wait for a writer forever. A folder that cannot be read is an error too,
-    never a silent gap; links to folders are not followed (no loops).
+    never a silent gap; links to folders are not followed (no loops), by a folder's search nor a glob's ``**`` (:func:`_glob`).
     """
     files: list[Path] = []
     errors: list[str] = []
@@ -96,7 +97,7 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
         if path.exists():
             add(path, named=True)
         elif glob.has_magic(arg):
-            matches = sorted(glob.glob(arg, recursive=True))
+            matches = _glob(arg)
             if not matches:
                 errors.append(f"{shown(arg)}: no file matches")
             for match in matches:
@@ -109,6 +110,20 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
     for file in files:  # a file named twice (``a.wav ./x/../a.wav``) is transcribed once
         unique.setdefault(os.path.abspath(file), file)
     return list(unique.values()), errors
+
+
+def _glob(pattern: str) -> list[str]:
+    """What ``pattern`` matches, sorted, as a shell's ``**`` (bash's globstar) finds it: ``**`` is folders at any depth
+    but goes through no link to a folder, and a name that begins with a dot is matched by a pattern that does only.
+    Not :func:`glob.glob`, whose ``**`` follows those links: a link to its own folder gave each file below it 40 times
+    more, two such links (``loop -> .``, ``more/up -> ..``) more paths than memory holds (a hang); :meth:`Path.glob`'s
+    follows none. It takes ``**`` only as a whole part: in a name (``take**.wav``) it is ``*``, as for glob."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    wild = [part if part == "**" else re.sub(r"\*{2,}", "*", part) for part in parts[fixed:]]
+    dotted = any(part.startswith(".") for part in wild)
+    found = (str(match) for match in Path(*parts[:fixed]).glob(os.path.join(*wild)))
+    return sorted(match for match in found if dotted or not any(part.startswith(".") for part in Path(match).parts[fixed:]))
 
 
 def _not_regular(path: Path) -> str:

@@ -474,6 +474,31 @@ def test_a_link_and_what_it_names_are_two_transcripts_where_they_are_named(tmp_p
     assert names == {tmp_path / "take.wav": Path("take.txt"), tmp_path / "latest.wav": Path("latest.txt")}
 
 
+@pytest.mark.unit
+def test_a_glob_s_double_star_goes_through_no_link_to_a_folder(tmp_path: Path) -> None:
+    """README's ``'recordings/**/*.wav'`` finds what a shell's ``**`` (bash's globstar) finds: the files below, a link to a
+    file, and nothing through a link to a folder, as the folder ``recordings`` searched. Python's ``glob.glob`` follows
+    those links: ``loop -> .`` gave each file 40 times more (``loop/a.wav``, ``loop/loop/a.wav``, ... to the kernel's 40
+    links in a path), each transcribed and written again, and ``old`` took another folder's files; with a second loop
+    (``more/up -> ..``) the paths to go through were without end: no answer in 60 s, measured by hand (not here: the old
+    code would hang this test). What the pattern names before its first wildcard is followed, as a folder named is; a
+    dot name is matched as before (by a pattern that begins with a dot only). Unit: no model."""
+    folder, elsewhere = tmp_path / "recordings", tmp_path / "archive"
+    (folder / "more").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in ("recordings/a.wav", "recordings/more/b.wav", "recordings/.x.wav", "archive/c.wav"):
+        (tmp_path / name).touch()
+    (folder / "latest.wav").symlink_to("a.wav")
+    (folder / "loop").symlink_to(".")
+    (folder / "old").symlink_to(elsewhere)
+    (tmp_path / "named").symlink_to(folder)
+    below = [folder / "a.wav", folder / "latest.wav", folder / "more" / "b.wav"]
+    assert transcriber.expand([str(folder)]) == ([folder / ".x.wav", *below], [])
+    assert transcriber.expand([f"{folder}/**/*.wav"]) == (below, [])
+    assert transcriber.expand([f"{tmp_path}/named/**/*.wav"]) == ([tmp_path / "named" / p.relative_to(folder) for p in below], [])
+    assert transcriber.expand([f"{folder}/**/.*.wav", f"{folder}/a**.wav"]) == ([folder / ".x.wav", folder / "a.wav"], [])
+
+
 class _Recorded:
     """A stand-in backend that records the order files start in (the scheduling under test needs no model)."""
 
