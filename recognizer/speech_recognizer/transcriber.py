@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -449,12 +449,22 @@ async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess |
 def output_names(files: Sequence[Path], fmt: str) -> dict[Path, Path]:
     """Where each file's transcript goes under ``--output-dir``: its path below the files' common folder,
     with the format's suffix (``a.wav`` and ``more/b.wav`` give ``a.srt`` and ``more/b.srt``), so that two
-    files of the same name in different folders never overwrite each other."""
+    files of the same name in different folders never overwrite each other; files whose names differ only
+    in their suffix keep it (``a.wav`` and ``a.flac`` give ``a.wav.srt`` and ``a.flac.srt``: both had been
+    ``a.srt``, the one done last written over the other's)."""
     if not files:
         return {}
     absolute = [Path(os.path.abspath(p)) for p in files]  # as named: a link's transcript goes where the link is
     common = Path(os.path.commonpath([p.parent for p in absolute]))
-    return {path: full.relative_to(common).with_suffix(f".{fmt}") for path, full in zip(files, absolute, strict=True)}
+    below = {path: full.relative_to(common) for path, full in zip(files, absolute, strict=True)}
+    kept: set[Path] = set()  # whose transcript's name keeps its audio's suffix; their names differ as theirs do
+    while True:
+        names = {path: name.with_name(f"{name.name}.{fmt}") if path in kept else name.with_suffix(f".{fmt}") for path, name in below.items()}
+        taken = Counter(names.values())
+        clashing = {path for path, name in names.items() if taken[name] > 1 and path not in kept}
+        if not clashing:
+            return names
+        kept |= clashing
 
 
 def _as_output(path: Path, text: str, fmt: str) -> str:

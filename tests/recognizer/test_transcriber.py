@@ -514,6 +514,20 @@ class _Recorded:
 
 
 @pytest.mark.unit
+def test_files_whose_names_differ_only_in_their_suffix_keep_it_in_their_transcripts(tmp_path: Path) -> None:
+    """``a.wav`` and ``a.flac`` in one folder (a recording kept in two formats) are ``a.wav.srt`` and ``a.flac.srt``: both
+    had been ``a.srt``, and the one done last was written over the other's, with status 0 and not a word said. A name kept
+    so that meets another file's (``a.wav.ogg`` would be ``a.wav.srt``) keeps its own suffix too. Unit: no model."""
+    files = [tmp_path / n for n in ("a.wav", "a.flac", "a.wav.ogg", "b.wav", "more/a.wav")]
+    assert transcriber.output_names(files, "srt") == {files[0]: Path("a.wav.srt"), files[1]: Path("a.flac.srt"),
+                                                      files[2]: Path("a.wav.ogg.srt"), files[3]: Path("b.srt"), files[4]: Path("more/a.srt")}
+    out = tmp_path / "out"
+    failed = asyncio.run(transcriber.run(files[:2], files[:2], _Recorded(), ["txt"], None, 2, out, io.StringIO(), io.StringIO()))  # type: ignore[arg-type]
+    assert failed == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.flac.txt", "a.wav.txt"]
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("to_folder", [False, True])
 def test_a_batch_starts_in_the_order_given_and_writes_in_the_files_order(tmp_path: Path, to_folder: bool) -> None:
     files = [tmp_path / n for n in ("a.wav", "bad.wav", "c.wav", "d.wav")]
