@@ -108,7 +108,7 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
             errors.append(f"{shown(arg)}: no such file or folder")
     unique: dict[str, Path] = {}
     for file in files:  # a file named twice (``a.wav ./x/../a.wav``) is transcribed once
-        unique.setdefault(os.path.abspath(file), file)
+        unique.setdefault(_absolute(file), file)
     return list(unique.values()), errors
 
 
@@ -124,6 +124,14 @@ def _glob(pattern: str) -> list[str]:
     dotted = any(part.startswith(".") for part in wild)
     found = (str(match) for match in Path(*parts[:fixed]).glob(os.path.join(*wild)))
     return sorted(match for match in found if dotted or not any(part.startswith(".") for part in Path(match).parts[fixed:]))
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute as named (a link stays the link), ``//`` at its start as ``/``: POSIX leaves that one
+    case to the system, Linux reads it as ``/``, and ``os.path`` and ``pathlib`` keep it (``//data/a.wav``, as a script's
+    ``"$ROOT/$f"`` with ``ROOT=/`` makes it, was a second ``/data/a.wav`` and, with ``--output-dir``, a traceback)."""
+    full = os.path.abspath(path)
+    return full[1:] if full.startswith("//") else full
 
 
 def _not_regular(path: Path) -> str:
@@ -454,9 +462,9 @@ def output_names(files: Sequence[Path], fmt: str) -> dict[Path, Path]:
     ``a.srt``, the one done last written over the other's)."""
     if not files:
         return {}
-    absolute = [Path(os.path.abspath(p)) for p in files]  # as named: a link's transcript goes where the link is
-    common = Path(os.path.commonpath([p.parent for p in absolute]))
-    below = {path: full.relative_to(common) for path, full in zip(files, absolute, strict=True)}
+    full = [Path(_absolute(p)) for p in files]  # as named: a link's transcript goes where the link is
+    common = Path(os.path.commonpath([p.parent for p in full]))
+    below = {path: where.relative_to(common) for path, where in zip(files, full, strict=True)}
     kept: set[Path] = set()  # whose transcript's name keeps its audio's suffix; their names differ as theirs do
     while True:
         names = {path: name.with_name(f"{name.name}.{fmt}") if path in kept else name.with_suffix(f".{fmt}") for path, name in below.items()}

@@ -528,6 +528,21 @@ def test_files_whose_names_differ_only_in_their_suffix_keep_it_in_their_transcri
 
 
 @pytest.mark.unit
+def test_a_path_that_starts_with_two_slashes_is_the_one_with_one(tmp_path: Path) -> None:
+    """``//tmp/x/a.wav`` (a script's ``"$ROOT/$f"`` with ``ROOT=/``) is ``/tmp/x/a.wav``, as Linux reads it: named beside
+    it, transcribed once; into ``--output-dir``, ``a.txt`` (pathlib's ``relative_to`` had raised ValueError: the batch
+    ended in a traceback, nothing written). Unit: no model."""
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / name).touch()
+    doubled = Path("/" + str(tmp_path / "a.wav"))
+    files, errors = transcriber.expand([str(doubled), str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])
+    assert (files, errors) == ([doubled, tmp_path / "b.wav"], [])
+    failed = asyncio.run(transcriber.run(files, files, _Recorded(), ["txt"], None, 2, tmp_path / "out", io.StringIO(), io.StringIO()))  # type: ignore[arg-type]
+    assert failed == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("to_folder", [False, True])
 def test_a_batch_starts_in_the_order_given_and_writes_in_the_files_order(tmp_path: Path, to_folder: bool) -> None:
     files = [tmp_path / n for n in ("a.wav", "bad.wav", "c.wav", "d.wav")]
