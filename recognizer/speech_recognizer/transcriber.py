@@ -542,6 +542,9 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
     if args.jobs < 1:
         print("speech-recognizer transcribe: --jobs must be 1 or more", file=stderr)
         return 2
+    if not 0 < args.max_seconds < float("inf"):  # nan too
+        print(f"speech-recognizer transcribe: --max-seconds must be a number of seconds above 0 (not {args.max_seconds:g})", file=stderr)
+        return 2
     formats = list(dict.fromkeys(args.format or ["txt"]))
     if len(formats) > 1 and args.output_dir is None:
         print(f"speech-recognizer transcribe: several formats ({','.join(formats)}) need --output-dir, where each file's "

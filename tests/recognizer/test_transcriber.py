@@ -438,6 +438,19 @@ def test_arguments_and_models_that_cannot_work_are_one_line_each(speech_wav: Pat
         assert out.getvalue() == ""
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("seconds", ["0", "-5", "inf", "nan"])
+def test_a_max_seconds_that_is_no_length_is_one_line_and_status_2(tmp_path: Path, seconds: str) -> None:
+    """``--max-seconds`` 0, negative, ``inf`` or ``nan`` is refused before anything starts, as ``--jobs 0`` is. It had been
+    taken: each file then failed on its own line, status 1 ("more than -21480 bytes, -5 s (--max-seconds)" for a file of
+    any length; ``OverflowError: cannot convert float infinity to integer``). Unit: no model, no server reached."""
+    wav = _silence(tmp_path / "a.wav", 0.5)
+    out, err = io.StringIO(), io.StringIO()
+    assert transcriber.main(["--max-seconds", seconds, "--server", "http://127.0.0.1:9", str(wav)], stdout=out, stderr=err) == 2
+    assert err.getvalue() == f"speech-recognizer transcribe: --max-seconds must be a number of seconds above 0 (not {float(seconds):g})\n"
+    assert out.getvalue() == ""
+
+
 def _silence(path: Path, seconds: float) -> Path:
     import wave
 
