@@ -50,6 +50,8 @@ DEFAULT_MAX_SECONDS = 3 * 3600.0
 #: queued ahead on a session's decoder.
 _PER_JOB = 10
 _AHEAD = 8
+#: The longest name in a folder, in bytes (Linux's file systems: ext4, XFS, Btrfs, tmpfs).
+NAME_MAX = 255
 #: How often a busy server (503) is asked again for a file before it counts as failed.
 _BUSY_RETRIES = 5
 
@@ -486,9 +488,14 @@ def _as_output(path: Path, text: str, fmt: str) -> str:
 def _write_file(target: Path, text: str) -> None:
     """``text`` into ``target``, replacing what was there only once it is whole: until then it is a hidden
     ``.NAME.*.part`` beside it, removed if the write fails or is interrupted (Ctrl-C), so that no file that
-    looks done holds half a transcript."""
+    looks done holds half a transcript. NAME is cut as far as the part's name needs to stay within a folder's
+    longest name (:data:`NAME_MAX`): a transcript named 244 to 255 bytes (81 Korean syllables and ``.srt``) fitted,
+    its part did not ("File name too long")."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.{os.getpid()}.part")  # one write at a time in a process
+    name, tail = target.name, f".{os.getpid()}.part"  # one write at a time in a process: the pid tells processes apart
+    while len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
+        name = name[:-1]
+    part = target.with_name(f".{name}{tail}")
     try:
         part.write_text(text, encoding="utf-8")
         os.replace(part, target)

@@ -556,6 +556,20 @@ def test_a_path_that_starts_with_two_slashes_is_the_one_with_one(tmp_path: Path)
 
 
 @pytest.mark.unit
+def test_a_transcript_whose_name_fits_the_folder_is_written_however_long(tmp_path: Path) -> None:
+    """A transcript named up to 255 bytes (a folder's longest name) is written: ``.NAME.PID.part``, where it is written
+    first, was 12 bytes longer, so that one named 244 to 255 bytes (a lecture's title in 81 Korean syllables and
+    ``.txt``: 247) failed, "File name too long", though it fitted; it is cut to fit. One over 255 is one line, as any
+    file that cannot be written. Unit: no model (the stand-in backend)."""
+    fits, too_long = tmp_path / ("강" * 81 + ".wav"), tmp_path / ("강" * 84 + ".wav")
+    err = io.StringIO()
+    failed = asyncio.run(transcriber.run([fits, too_long], [fits, too_long], _Recorded(), ["txt"], None, 1, tmp_path / "out", io.StringIO(), err))  # type: ignore[arg-type]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["강" * 81 + ".txt"]
+    assert (tmp_path / "out" / ("강" * 81 + ".txt")).read_text() == "text of " + "강" * 81 + "\n"
+    assert failed == 1 and err.getvalue().count("\n") == 1 and "File name too long" in err.getvalue()
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("to_folder", [False, True])
 def test_a_batch_starts_in_the_order_given_and_writes_in_the_files_order(tmp_path: Path, to_folder: bool) -> None:
     files = [tmp_path / n for n in ("a.wav", "bad.wav", "c.wav", "d.wav")]
