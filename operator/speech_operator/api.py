@@ -713,6 +713,17 @@ class AutoscalingStatus(_Model):
     """The last change of replicas."""
 
 
+class ForeignAutoscaler(_Model):
+    """An autoscaler that scales the SpeechToText's Deployment instead of the SpeechToText."""
+
+    kind: str
+    """HorizontalPodAutoscaler, or ScaledObject: KEDA's, which scales the Deployment through an HPA of its own."""
+    name: str
+    """Its name, in the SpeechToText's namespace: where its scaleTargetRef is changed."""
+    horizontalPodAutoscaler: str | None = None
+    """A ScaledObject's HPA (KEDA's keda-hpa-NAME)."""
+
+
 class Demand(_Model):
     """Written by the gateway, not the operator: a request waits there for this locale, which has no ready pod."""
 
@@ -740,6 +751,10 @@ class SpeechToTextStatus(_Model):
     """In-cluster URL of the recognizer."""
     autoscaling: AutoscalingStatus | None = None
     """Live sessions and the last scaling decision, with spec.autoscaling."""
+    foreignAutoscalers: list[ForeignAutoscaler] | None = None
+    """HPAs (KEDA's ScaledObjects among them) that scale the Deployment instead of the SpeechToText (Degraded, reason
+    ForeignAutoscaler): its replicas are theirs meanwhile (desiredReplicas is their choice), and at 0 the gateway
+    refuses requests at once, since nothing it asks for wakes the locale."""
     demand: Demand | None = None
     """Set by the gateway while it holds requests for this locale with no pod ready (the operator wakes it)."""
 

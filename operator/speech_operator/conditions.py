@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from speech_operator import api, builders
+from speech_operator import api, builders, foreign_autoscalers
 from speech_operator.config import POD_IDENTITY_ENV
 
 READY: Final = "Ready"
@@ -236,7 +236,7 @@ def observe(
     stt: api.SpeechToText, deployment: dict[str, Any] | None, missing: list[str], now: str,
     refused: list[str] | None = None, outdated_crd: str | None = None, not_applied: str | None = None,
     write_refused: list[str] | None = None, pods: list[dict[str, Any]] | None = None, conflicts: list[str] | None = None,
-    foreign: str | None = None, held: int | None = None,
+    foreign: tuple[api.ForeignAutoscaler, ...] = (), held: int | None = None,
 ) -> api.SpeechToTextStatus:
     """The status of a SpeechToText from its Deployment and the dependencies found missing.
 
@@ -255,12 +255,14 @@ def observe(
     ``conflicts`` says which children's names someone else's objects hold (left as they are): Degraded (reason
     :data:`NAME_CONFLICT`, re-checked), not Progressing, not Ready (``deployment`` is then None, or the Service
     in front of its pods is not theirs).
-    ``foreign`` says who scales its Deployment instead of it (:func:`foreign_autoscalers.message`): Degraded (reason
-    :data:`FOREIGN_AUTOSCALER`, or added to another reason's message), not re-checked (its watch says when it goes);
+    ``foreign`` are who scale its Deployment instead of it: ``status.foreignAutoscalers``, and Degraded (reason
+    :data:`FOREIGN_AUTOSCALER`, or added to another reason's message: :func:`foreign_autoscalers.message`), not
+    re-checked (its watch says when it goes);
     ``held`` is the replicas it holds the Deployment at, the pods desired (:func:`desired_replicas`); meanwhile
     ``status.autoscaling`` is absent: spec.autoscaling decides nothing (:func:`speech_operator.reconcile.reconcile`).
     """
     desired = desired_replicas(stt, held)
+    foreign_said = foreign_autoscalers.message(foreign, stt) if foreign else None
     seen = (deployment or {}).get("status") or {}
     replicas = int(seen.get("replicas") or 0)
     ready = int(seen.get("readyReplicas") or 0)
@@ -276,18 +278,18 @@ def observe(
     failing = None if refused or (trouble and trouble[0] == PODS_NOT_CREATED) else pods_trouble(pods or [], stt)
     cause = failing or trouble
     if refused:
-        degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), foreign, outdated_crd))
+        degraded = cond(DEGRADED, True, POLICY_VIOLATION, _also("refused: " + "; ".join(refused), foreign_said, outdated_crd))
     elif conflicts:
-        degraded = cond(DEGRADED, True, NAME_CONFLICT, _also("; ".join(conflicts), foreign, outdated_crd))
+        degraded = cond(DEGRADED, True, NAME_CONFLICT, _also("; ".join(conflicts), foreign_said, outdated_crd))
     elif write_refused:
-        degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), foreign, outdated_crd))
+        degraded = cond(DEGRADED, True, WRITE_REFUSED, _also(_refused_writes(write_refused), foreign_said, outdated_crd))
     elif missing:
         what = "; ".join(missing)
-        degraded = cond(DEGRADED, True, MISSING_DEPENDENCY, _also(f"{what} not found", foreign, outdated_crd))
+        degraded = cond(DEGRADED, True, MISSING_DEPENDENCY, _also(f"{what} not found", foreign_said, outdated_crd))
     elif cause:
-        degraded = cond(DEGRADED, True, cause[0], _also(cause[1], foreign, outdated_crd))
-    elif foreign:
-        degraded = cond(DEGRADED, True, FOREIGN_AUTOSCALER, _also(foreign, outdated_crd))
+        degraded = cond(DEGRADED, True, cause[0], _also(cause[1], foreign_said, outdated_crd))
+    elif foreign_said:
+        degraded = cond(DEGRADED, True, FOREIGN_AUTOSCALER, _also(foreign_said, outdated_crd))
     elif outdated_crd:
         degraded = cond(DEGRADED, True, CRD_OUTDATED, outdated_crd)
     else:
@@ -337,6 +339,7 @@ def observe(
         endpoint=builders.endpoint(stt),
         # while a foreign autoscaler holds the Deployment the operator's decides nothing: no status of its own
         autoscaling=stt.status.autoscaling if stt.spec.autoscaling and stt.status and not foreign else None,
+        foreignAutoscalers=list(foreign) or None,
     )
 
 

@@ -6,8 +6,10 @@ Such an HPA and the operator would both set the Deployment's replicas. While one
 made at each of the HPA's syncs and removed at once, their model loads wasted and their sessions cut, while a
 platform team that pointed an HPA at the Deployment wants its pods to stay while it learns why. The status says the
 truth of it: Degraded, reason :data:`speech_operator.conditions.FOREIGN_AUTOSCALER`, naming the HPA and the fix
-(:func:`message`); ``status.desiredReplicas`` is the HPA's choice, and Ready counts against it. One Warning event and
-one WARNING line when it begins (Degraded's transition), one Recovered event when it ends: then spec.replicas, or
+(:func:`message`), and ``status.foreignAutoscalers`` names it (:func:`autoscaler`; the gateway reads it: a request
+for a locale it holds at zero pods is refused at once, :mod:`speech_operator.gateway_wake`); ``status.desiredReplicas``
+is the HPA's choice, and Ready counts against it. One Warning event and one WARNING line when it begins (Degraded's
+transition), one Recovered event when it ends: then spec.replicas, or
 spec.autoscaling's choice, is applied again. Meanwhile spec.autoscaling decides nothing: no look at the pods, no
 ScaledUp or ScaledDown event, no ``status.autoscaling`` (:mod:`speech_operator.autoscaler`).
 
@@ -42,18 +44,27 @@ def target(hpa: dict[str, Any]) -> str | None:
     return None
 
 
-def who(hpa: dict[str, Any]) -> str:
-    """An HPA in words: KEDA's ScaledObject when one controls it (its fix is made there), else the HPA."""
+def autoscaler(hpa: dict[str, Any]) -> api.ForeignAutoscaler:
+    """Who an HPA is: KEDA's ScaledObject when one controls it (its fix is made there), else the HPA."""
     meta = hpa.get("metadata") or {}
     owner: dict[str, Any] = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), {})
     if owner.get("kind") == "ScaledObject":
-        return f"KEDA ScaledObject {owner.get('name')} (its HorizontalPodAutoscaler {meta.get('name')})"
-    return f"HorizontalPodAutoscaler {meta.get('name')}"
+        return api.ForeignAutoscaler(kind="ScaledObject", name=str(owner.get("name")),
+                                     horizontalPodAutoscaler=str(meta.get("name")))
+    return api.ForeignAutoscaler(kind="HorizontalPodAutoscaler", name=str(meta.get("name")))
 
 
-def message(scalers: tuple[str, ...], stt: api.SpeechToText) -> str:
-    """What the SpeechToText's status says while ``scalers`` (:func:`who`) scale its Deployment, and the fix."""
-    them, verb, it, its = (scalers[0], "scales", "it", "its") if len(scalers) == 1 else (", ".join(scalers), "scale", "them", "their")
+def who(scaler: api.ForeignAutoscaler) -> str:
+    """A foreign autoscaler in words (:func:`autoscaler`)."""
+    if scaler.kind == "ScaledObject":
+        return f"KEDA ScaledObject {scaler.name} (its HorizontalPodAutoscaler {scaler.horizontalPodAutoscaler})"
+    return f"{scaler.kind} {scaler.name}"
+
+
+def message(scalers: tuple[api.ForeignAutoscaler, ...], stt: api.SpeechToText) -> str:
+    """What the SpeechToText's status says while ``scalers`` scale its Deployment, and the fix."""
+    words = [who(s) for s in scalers]
+    them, verb, it, its = (words[0], "scales", "it", "its") if len(words) == 1 else (", ".join(words), "scale", "them", "their")
     ref = f"apiVersion: {api.API_VERSION}, kind: {api.KIND}, name: {stt.name}"
     if stt.spec.autoscaling is not None:
         unapplied = "spec.autoscaling's choice is not applied"
@@ -70,19 +81,20 @@ class ForeignAutoscalers:
     the reconciles as :class:`speech_operator.crd_watch.InstalledCRD` is."""
 
     def __init__(self) -> None:
-        #: namespace -> HPA name -> (the Deployment it scales, :func:`who` it is)
-        self._found: dict[str, dict[str, tuple[str, str]]] = {}
+        #: namespace -> HPA name -> (the Deployment it scales, who it is)
+        self._found: dict[str, dict[str, tuple[str, api.ForeignAutoscaler]]] = {}
         self._listed: dict[str, asyncio.Event] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
-        self._used: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._used: dict[tuple[str, str], tuple[api.ForeignAutoscaler, ...]] = {}
         self._next = asyncio.Event()
 
-    def _of(self, key: tuple[str, str]) -> tuple[str, ...]:
+    def _of(self, key: tuple[str, str]) -> tuple[api.ForeignAutoscaler, ...]:
         namespace, name = key
-        return tuple(sorted(w for deployment, w in (self._found.get(namespace) or {}).values() if deployment == name))
+        return tuple(sorted((s for deployment, s in (self._found.get(namespace) or {}).values() if deployment == name),
+                            key=who))
 
-    async def scaling(self, kube: Kube, namespace: str, name: str) -> tuple[str, ...]:
-        """Who scales the Deployment ``name`` besides the operator (:func:`who`, sorted; () when none or unknown), once
+    async def scaling(self, kube: Kube, namespace: str, name: str) -> tuple[api.ForeignAutoscaler, ...]:
+        """Who scales the Deployment ``name`` besides the operator (sorted by :func:`who`; () when none or unknown), once
         the namespace's HPAs are listed (its watch starts with the first call); remembered as the reconcile's."""
         if namespace not in self._watches:
             self._listed[namespace] = asyncio.Event()
@@ -95,7 +107,7 @@ class ForeignAutoscalers:
         found = self._used[(namespace, name)] = self._of((namespace, name))
         return found
 
-    def known(self, namespace: str, name: str) -> tuple[str, ...]:
+    def known(self, namespace: str, name: str) -> tuple[api.ForeignAutoscaler, ...]:
         """Who scales the Deployment ``name`` besides the operator, as far as known now (no wait for a first list)."""
         return self._of((namespace, name))
 
@@ -109,7 +121,7 @@ class ForeignAutoscalers:
     def forget(self, key: tuple[str, str]) -> None:
         self._used.pop(key, None)
 
-    def _set(self, namespace: str, found: dict[str, tuple[str, str]]) -> None:
+    def _set(self, namespace: str, found: dict[str, tuple[str, api.ForeignAutoscaler]]) -> None:
         if found != self._found.get(namespace):
             self._found[namespace] = found
             self._next.set()
@@ -117,14 +129,14 @@ class ForeignAutoscalers:
 
     async def _follow(self, kube: Kube, namespace: str) -> None:
         def listed(items: list[dict[str, Any]]) -> None:
-            self._set(namespace, {str(i["metadata"]["name"]): (t, who(i)) for i in items if (t := target(i))})
+            self._set(namespace, {str(i["metadata"]["name"]): (t, autoscaler(i)) for i in items if (t := target(i))})
             self._listed[namespace].set()
 
         def changed(kind: str, hpa: dict[str, Any]) -> None:
             found = dict(self._found.get(namespace) or {})
             found.pop(str((hpa.get("metadata") or {}).get("name")), None)
             if kind != "DELETED" and (t := target(hpa)):
-                found[str(hpa["metadata"]["name"])] = (t, who(hpa))
+                found[str(hpa["metadata"]["name"])] = (t, autoscaler(hpa))
             self._set(namespace, found)
 
         refused = await list_and_watch(kube, path("autoscaling/v2", "horizontalpodautoscalers", namespace), {},

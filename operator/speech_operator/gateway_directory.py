@@ -25,7 +25,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from pydantic import ValidationError
 
-from speech_operator import api, builders, conditions
+from speech_operator import api, builders, conditions, foreign_autoscalers
 from speech_recognizer.models import UnknownLocale, canonical_locale, served_locale
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class Backend:
     replicas: int = 1
     #: Pods its spec asks for (:func:`speech_operator.builders.replicas`): with ``replicas``, 0 says nothing wakes it.
     spec_replicas: int = 1
+    #: Who scales its Deployment instead of it, in words (``status.foreignAutoscalers``,
+    #: :func:`speech_operator.foreign_autoscalers.who`): with ``replicas`` 0, the gateway cannot wake it.
+    held_by: tuple[str, ...] = ()
     #: Its recognizer asks for a key (``spec.apiKeySecretRef``).
     keyed: bool = False
 
@@ -86,6 +89,7 @@ class Backend:
                    url=builders.endpoint(stt), ready_replicas=stt.status.readyReplicas if stt.status else 0,
                    autoscaled=stt.spec.autoscaling is not None, replicas=conditions.reported_replicas(stt),
                    spec_replicas=builders.replicas(stt),
+                   held_by=tuple(map(foreign_autoscalers.who, stt.status.foreignAutoscalers or [])) if stt.status else (),
                    keyed=stt.spec.apiKeySecretRef is not None)
 
 

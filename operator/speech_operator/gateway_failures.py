@@ -21,7 +21,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "KINDS", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -31,6 +31,10 @@ BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
                     doc="the recognizer's connection broke before it answered or closed (its pod stopped or failed)", alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
                     doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)", alert=errors.FAULT)
+HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO, 30,
+                    doc="an HPA or KEDA ScaledObject that scales the locale's Deployment instead of its SpeechToText holds it "
+                        "at 0 pods: refused at once, as nothing the gateway asks for wakes it (KEDA wakes it on its own "
+                        "triggers, which it polls every 30 s by default); the SpeechToText is Degraded (ForeignAutoscaler)")
 TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)",
                      alert=errors.CAPACITY)

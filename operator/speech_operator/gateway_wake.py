@@ -2,9 +2,12 @@
 as soon as a pod is ready.
 
 A request or stream for a SpeechToText with no ready pod (at zero, or starting) is held, not
-refused: the client sees a slower first answer. (One scaled to zero by hand, without
-``spec.autoscaling``, is refused at once: nothing would wake it. One an HPA pointed at its Deployment holds at zero,
-or above a spec.replicas of 0, is held: the HPA may wake it, or its pods are coming.) While anything is held for an autoscaled SpeechToText the gateway asks the
+refused: the client sees a slower first answer. What nothing the gateway asks for would wake is refused at once
+(:func:`unwakeable`): one scaled to zero by hand, without ``spec.autoscaling``, and one an HPA or KEDA pointed at its
+Deployment holds at zero (``status.foreignAutoscalers``; the operator's autoscaler, which the gateway asks, leaves it to
+them): KEDA wakes it on its own triggers, and a ``Retry-After`` brings the client back then, where a hold would keep it
+waiting for ``hold_seconds`` and answer 503 all the same. One an HPA holds above a spec.replicas of 0 is held: its pods
+are coming. While anything is held for an autoscaled SpeechToText the gateway asks the
 operator for a pod, by writing ``status.demand.requestedAt`` (under its own field manager, the
 only write it may make: ``patch`` on ``speechtotexts/status``), again every
 :data:`ASK_AGAIN_SECONDS` while it still holds. The operator's autoscaler wakes the locale at once
@@ -48,6 +51,24 @@ HOLD_BUFFER_BYTES = 256 * 1024
 FIELD_MANAGER = "speech-gateway"
 
 
+def unwakeable(backend: Backend) -> failures.Failure | None:
+    """Why a request for ``backend`` (no ready pod) is refused at once rather than held: at 0 replicas by its
+    spec and by the operator's word with no ``spec.autoscaling`` (an HPA holding its Deployment above a spec.replicas
+    of 0 has pods coming), or at 0 by an autoscaler that scales its Deployment instead of it (the operator's, which the
+    gateway would ask, leaves it to that one). None: it is held."""
+    if backend.replicas != 0:
+        return None
+    where = f"{backend.locale} ({backend.namespace}/{backend.name})"
+    if backend.held_by:  # its name first: a close reason keeps 123 bytes
+        return failures.Failure(f"{', '.join(backend.held_by)} {'holds' if len(backend.held_by) == 1 else 'hold'} the "
+                                f"recognizer of {where} at 0 replicas, not its SpeechToText: the gateway cannot wake it; "
+                                "try again later", failures.HELD_AT_ZERO)
+    if not backend.autoscaled and backend.spec_replicas == 0:
+        return failures.Failure(f"the recognizer of {where} is scaled to 0 replicas and nothing wakes it (no "
+                                "spec.autoscaling)", failures.UNAVAILABLE)
+    return None
+
+
 @dataclass
 class Waker:
     """Holds requests for SpeechToTexts with no ready pod until one is ready (bounded), asking the operator."""
@@ -65,11 +86,8 @@ class Waker:
         :class:`~speech_operator.gateway_failures.Failure` past the bounds."""
         if backend.ready_replicas > 0:
             return backend
-        # at 0 by its spec and by the operator's word: an HPA holding its Deployment at 0 (KEDA) may wake it, and
-        # one holding it above spec.replicas 0 has pods coming
-        if not backend.autoscaled and backend.replicas == 0 and backend.spec_replicas == 0:
-            raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) is scaled to "
-                                   "0 replicas and nothing wakes it (no spec.autoscaling)", failures.UNAVAILABLE)
+        if (refused := unwakeable(backend)) is not None:
+            raise refused
         if self.held >= self.max_held:
             raise failures.Failure(f"the recognizer of {backend.locale} is starting and {self.held} requests already wait "
                                    f"for recognizers here (at most {self.max_held}); try again shortly", failures.TOO_MANY_HELD)
@@ -84,6 +102,8 @@ class Waker:
                                            "was deleted while the request waited", failures.UNAVAILABLE)
                 if current.ready_replicas > 0:
                     return current
+                if (refused := unwakeable(current)) is not None:  # scaled to 0, or taken by an HPA at 0, meanwhile
+                    raise refused
                 if current.autoscaled:
                     await self._ask(current)
                 remaining = deadline - time.monotonic()

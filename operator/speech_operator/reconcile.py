@@ -271,7 +271,8 @@ def live_replicas(live: Mapping[str, Any] | None) -> int | None:
     return found if isinstance(found, int) and not isinstance(found, bool) else None
 
 
-async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any], scalers: tuple[str, ...] = ()) -> dict[str, Any]:
+async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
+                scalers: tuple[api.ForeignAutoscaler, ...] = ()) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
     name is taken by an object ``owner`` does not own (:func:`holder`). ``scalers``: the foreign autoscalers that scale
@@ -284,7 +285,7 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any], s
         raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it is: "
                            f"delete or rename it, or give the SpeechToText another name")
     found = live_replicas(live) if scalers and kind == "Deployment" else None
-    desired = fingerprinted(desired, None if found is None else (found, ", ".join(scalers)))
+    desired = fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers))))
     meta = desired["metadata"]
     todo = pending(desired, live)
     if not todo:
@@ -493,8 +494,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused or conflicts)
                 and conditions.pods_matter(stt, deployment, held) else None)
         # an HPA on a Deployment of this name that is someone else's is none of this SpeechToText's business
-        foreign = (foreign_autoscalers.message(scalers, stt)
-                   if scalers and not any(c.startswith("Deployment ") for c in conflicts) else None)
+        foreign = scalers if not any(c.startswith("Deployment ") for c in conflicts) else ()
         status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
                                     builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts,
                                     foreign, held)

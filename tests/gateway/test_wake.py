@@ -304,13 +304,14 @@ async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
     assert time.monotonic() - started < ASK_AGAIN_SECONDS / 2, f"seen at the next ask ({ASK_AGAIN_SECONDS:g} s later), not at once"
 
 
-@pytest.mark.parametrize(("spec_replicas", "held"), [(0, 2), (1, 0)], ids=["hpa-above-spec-0", "keda-at-zero"])
+@pytest.mark.parametrize(("spec_replicas", "held"), [(0, 2), (1, 0)], ids=["hpa-above-spec-0", "at-zero-unnamed"])
 async def test_a_deployment_an_hpa_holds_is_waited_for_not_refused(spec_replicas: int, held: int) -> None:
     """An HPA pointed at the Deployment holds its replicas (speech_operator.foreign_autoscalers), and the status says
     its choice (status.desiredReplicas, as the operator writes it): at 2 over a spec.replicas of 0 its pods are
-    coming; at 0 (KEDA) its trigger may wake it. Either way a request is held until a pod is ready, not refused as
-    "nothing wakes it". Before, the gateway read spec.replicas: the first was refused at once. One the spec and the
-    operator both say is at 0 is still refused at once."""
+    coming. Held until a pod is ready, not refused as "nothing wakes it". Before, the gateway read spec.replicas: it
+    was refused at once. At 0 over a spec.replicas of 1 with no autoscaler named (an operator from before
+    status.foreignAutoscalers) it is held as before. One the spec and the operator both say is at 0 is still refused
+    at once."""
     from speech_operator import gateway_failures as failures
     from speech_operator.gateway_directory import Directory
     from speech_operator.gateway_wake import Waker
@@ -329,3 +330,61 @@ async def test_a_deployment_an_hpa_holds_is_waited_for_not_refused(spec_replicas
     directory.upsert({**body, "spec": {**body["spec"], "replicas": 0}, "status": {**body["status"], "desiredReplicas": 0}})
     with pytest.raises(failures.Failure, match="scaled to 0 replicas and nothing wakes it"):
         await waker.ready(directory.lookup("ja-JP"))
+
+
+#: status.foreignAutoscalers as the operator writes it while KEDA's HPA for ScaledObject ja-jp scales the Deployment.
+KEDA = [{"kind": "ScaledObject", "name": "ja-jp", "horizontalPodAutoscaler": "keda-hpa-ja-jp"}]
+HELD_BY_KEDA = ("KEDA ScaledObject ja-jp (its HorizontalPodAutoscaler keda-hpa-ja-jp) holds the recognizer of ja-JP "
+                "(speech/ja-jp) at 0 replicas, not its SpeechToText: the gateway cannot wake it; try again later")
+
+
+def test_a_locale_keda_holds_at_zero_is_refused_at_once_naming_it(tmp_path: Path, speech_wav: Path) -> None:
+    """spec.autoscaling, and KEDA's HPA holding the Deployment at 0 pods (the status as the operator writes it): REST
+    gets 503 at once with Retry-After 30 (KEDA's default polling interval) and the ScaledObject named, a stream the
+    close 1013 with that reason, and the operator is not asked (its autoscaler leaves the Deployment to KEDA). Before,
+    each was held for the hold (5 s here, 120 by default) asking the operator, then refused as a wake that timed out."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=5)) as stack:
+        stack.create(speech_to_text("ja-jp", "ja-JP", free_port(), autoscaling=AT_ZERO), ready=0)
+        stack.call(stack.objects.patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "ja-jp",
+            {"status": {"observedGeneration": 1, "desiredReplicas": 0, "foreignAutoscalers": KEDA}},
+            _content_type="application/merge-patch+json"))
+        stack.eventually(lambda: (b := stack.directory.get((NAMESPACE, "ja-jp"))) is not None and b.replicas == 0,
+                         10, "the status seen")
+        started = time.monotonic()
+        answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(),
+                            headers={"Content-Type": "audio/wav"}, timeout=30)
+        took = time.monotonic() - started
+        assert took < 2, f"answered after {took:.1f} s: held, not refused at once"
+        assert (answer.status_code, answer.headers["Retry-After"]) == (503, "30")
+        assert answer.json()["error"] == {"code": "ServiceUnavailable", "message": HELD_BY_KEDA}
+        with connect(f"{stack.ws}/vosk?language=ja-jp") as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=4)
+        frame = closed.value.rcvd
+        assert frame is not None and frame.code == 1013, closed.value
+        assert HELD_BY_KEDA.startswith(frame.reason.removesuffix("...")) and frame.reason.startswith("KEDA ScaledObject ja-jp"), frame.reason
+        assert "demand" not in get_stt(stack, "ja-jp")["status"], "the operator was asked"
+        metrics = httpx.get(f"{stack.http}/metrics").text
+        assert 'speech_gateway_failures_total{reason="held_at_zero"} 2.0' in metrics, metrics
+
+
+async def test_a_held_request_is_refused_once_keda_is_seen_holding_its_locale_at_zero() -> None:
+    """A request held for an autoscaled locale at zero (the operator would wake it), then the status says KEDA holds
+    the Deployment at 0: refused then, not at the hold's end. Before, it was held on (30 s here)."""
+    from speech_operator import gateway_failures as failures
+    from speech_operator.gateway_directory import Directory
+    from speech_operator.gateway_wake import Waker
+
+    body = {**speech_to_text("ja-jp", "ja-JP", 5000, autoscaling=AT_ZERO),
+            "status": {"observedGeneration": 1, "desiredReplicas": 0, "readyReplicas": 0}}
+    directory = Directory()
+    directory.upsert(body)
+    waker = Waker(directory, None, hold_seconds=30)
+    waiting = asyncio.ensure_future(waker.ready(directory.lookup("ja-JP")))
+    await asyncio.sleep(0)  # one step of the task: to its first wait
+    assert not waiting.done() and waker.held == 1, waiting.done() and waiting.exception()
+    directory.upsert({**body, "status": {**body["status"], "foreignAutoscalers": KEDA}})
+    with pytest.raises(failures.Failure) as refused:
+        await asyncio.wait_for(waiting, 5)
+    assert (refused.value.kind, refused.value.message) == (failures.HELD_AT_ZERO, HELD_BY_KEDA)
+    assert waker.held == 0

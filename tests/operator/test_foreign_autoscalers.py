@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from conftest import NAMESPACE, condition, one_pod_ready, quiet
 
-from speech_operator import api, metrics
+from speech_operator import api, gateway_failures, gateway_wake, metrics
 from speech_operator.gateway_directory import Backend
 
 if TYPE_CHECKING:
@@ -28,6 +28,11 @@ FIX = f"apiVersion: {api.API_VERSION}, kind: {api.KIND}, name: en-us"
 def stt(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": NAMESPACE},
             "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
+
+
+#: What KEDA's HPA for a ScaledObject en-us carries (the ScaledObject is its controller).
+BY_KEDA = [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "en-us",
+            "uid": "0f0f0f0f-0000-0000-0000-000000000002", "controller": True}]
 
 
 def hpa(name: str, api_version: str = "apps/v1", kind: str = "Deployment", **meta: Any) -> dict[str, Any]:
@@ -118,10 +123,7 @@ async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_
     await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("right", api.API_VERSION, api.KIND))
     await cluster.eventually(lambda: quiet(cluster))
     assert (await condition(cluster, "Degraded")).get("status") == "False"
-    keda = hpa("keda-hpa-en-us", ownerReferences=[{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-                                                   "name": "en-us", "uid": "0f0f0f0f-0000-0000-0000-000000000002",
-                                                   "controller": True}])
-    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), keda)
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("keda-hpa-en-us", ownerReferences=BY_KEDA))
 
     async def foreign() -> str | None:
         c = await condition(cluster, "Degraded")
@@ -130,6 +132,34 @@ async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_
     assert said.startswith("KEDA ScaledObject en-us (its HorizontalPodAutoscaler keda-hpa-en-us) scales Deployment "
                            "en-us, not the SpeechToText"), said
     assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {said}"]
+
+
+async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_once(cluster: Cluster) -> None:
+    """A SpeechToText with spec.autoscaling whose Deployment KEDA's HPA holds at 0 pods: status.foreignAutoscalers
+    names the ScaledObject and its HPA, and from the stored object the gateway refuses a request at once, naming
+    them (held_at_zero: 503, Retry-After 30): nothing it asks the operator for wakes the locale. Before, the status
+    named nobody (the wait for the field timed out), and the gateway held each request for hold_seconds (120 s) while
+    asking the operator's autoscaler, which does nothing under a foreign HPA, then answered 503. The HPA comes first,
+    so that the operator's autoscaler never looks at pods kmock has not."""
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("keda-hpa-en-us", ownerReferences=BY_KEDA))
+    await cluster.api.create(cluster.stt_url(), stt(autoscaling={"minReplicas": 0, "maxReplicas": 4}))
+    await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await scale_deployment(cluster, 0)  # KEDA's trigger inactive: its HPA at zero
+
+    async def at_zero() -> dict[str, Any] | None:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        status = body.get("status") or {}
+        return body if status.get("desiredReplicas") == 0 and status.get("foreignAutoscalers") else None
+    body = await cluster.eventually(at_zero)
+    assert body["status"]["foreignAutoscalers"] == [
+        {"kind": "ScaledObject", "name": "en-us", "horizontalPodAutoscaler": "keda-hpa-en-us"}]
+    assert "autoscaling" not in body["status"]
+    refused = gateway_wake.unwakeable(Backend.of(body))
+    assert refused is not None and (refused.kind, refused.kind.http, refused.kind.retry_after) == (
+        gateway_failures.HELD_AT_ZERO, 503, 30)
+    assert refused.message == ("KEDA ScaledObject en-us (its HorizontalPodAutoscaler keda-hpa-en-us) holds the recognizer "
+                               "of en-US (speech/en-us) at 0 replicas, not its SpeechToText: the gateway cannot wake it; "
+                               "try again later"), refused.message
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -173,8 +203,8 @@ def test_what_an_hpa_scales_and_who_it_is() -> None:
     assert foreign_autoscalers.target(hpa("c", api.API_VERSION, api.KIND)) is None
     assert foreign_autoscalers.target(hpa("d", "example.com/v1", "Deployment")) is None
     assert foreign_autoscalers.target({"metadata": {"name": "e"}, "spec": {}}) is None
-    said = foreign_autoscalers.message(("HorizontalPodAutoscaler a", "HorizontalPodAutoscaler b"), api.SpeechToText.model_validate(
-        stt(autoscaling={"minReplicas": 1, "maxReplicas": 4})))
+    a, b = (foreign_autoscalers.autoscaler(hpa(name)) for name in "ab")
+    said = foreign_autoscalers.message((a, b), api.SpeechToText.model_validate(stt(autoscaling={"minReplicas": 1, "maxReplicas": 4})))
     assert said == ("HorizontalPodAutoscaler a, HorizontalPodAutoscaler b scale Deployment en-us, not the SpeechToText: "
                     "the operator leaves the Deployment's replicas to them and spec.autoscaling's choice is not applied "
                     "meanwhile; delete them (spec.autoscaling scales on sessions), or point their scaleTargetRef at "
@@ -191,7 +221,7 @@ async def test_the_first_look_in_a_namespace_waits_for_its_hpas_to_be_listed(api
     await apiserver.api.create(apiserver.url("autoscaling/v2", HPAS), hpa("web"))
     kube, scalers = Kube(await load_configuration()), foreign_autoscalers.ForeignAutoscalers()
     try:
-        assert await scalers.scaling(kube, NAMESPACE, "en-us") == ("HorizontalPodAutoscaler web",)
+        assert await scalers.scaling(kube, NAMESPACE, "en-us") == (api.ForeignAutoscaler(kind="HorizontalPodAutoscaler", name="web"),)
         assert await scalers.scaling(kube, NAMESPACE, "de-de") == ()
     finally:
         await scalers.close()

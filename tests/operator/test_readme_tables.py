@@ -63,7 +63,7 @@ def reasons_seen() -> set[tuple[str, str, str]]:
     for replicas in (1, 0):
         for dep, missing, refused, outdated, write_refused, listed, conflicts, foreign in itertools.product(
                 deployments(replicas), ([], ['Secret "k"']), (None, ["no"]), (None, "old"), (None, ["Service x: no"]), pods(),
-                (None, ["Service x: theirs"]), (None, "HorizontalPodAutoscaler x scales Deployment en-us")):
+                (None, ["Service x: theirs"]), ((), (api.ForeignAutoscaler(kind="HorizontalPodAutoscaler", name="x"),))):
             status = conditions.observe(stt(replicas), dep, missing, now, refused=refused, outdated_crd=outdated,
                                         write_refused=write_refused, pods=listed, conflicts=conflicts, foreign=foreign,
                                         held=replicas if foreign else None)

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quic
 COMMITTED = ROOT / "deploy" / "monitoring" / "prometheusrule.yaml"
 KINDS = alerts.RECOGNIZER_KINDS + alerts.GATEWAY_KINDS
 #: Failures that answer 5xx and page nobody, on purpose: a pod or gateway stopping as asked (a rollout, a scale-down).
-#: A new 5xx kind must be classified in its table (Kind.alert) or added here.
-LIFECYCLE = {"draining", "gateway_stopped", "stopped_while_held"}
+#: A new 5xx kind must be classified in its table (Kind.alert) or added here. held_at_zero: a locale an HPA or KEDA
+#: holds at zero pods, as it was told to; its SpeechToText is Degraded (ForeignAutoscaler), which SpeechToTextDegraded says.
+LIFECYCLE = {"draining", "gateway_stopped", "stopped_while_held", "held_at_zero"}
 
 
 def rules() -> dict[str, dict[str, Any]]:
