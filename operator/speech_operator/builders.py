@@ -434,8 +434,12 @@ def replicas(stt: api.SpeechToText) -> int:
     if policy is None:
         return stt.spec.replicas
     decided = stt.status.autoscaling if stt.status else None
-    wanted = decided.replicas if decided is not None else stt.spec.replicas
-    return min(policy.maxReplicas, max(policy.minReplicas, wanted))
+    return bounded(policy, decided.replicas if decided is not None else stt.spec.replicas)
+
+
+def bounded(policy: api.AutoscalingSpec, replicas: int) -> int:
+    """``replicas`` within ``minReplicas`` .. ``maxReplicas``."""
+    return min(policy.maxReplicas, max(policy.minReplicas, replicas))
 
 
 def deployment(stt: api.SpeechToText, config: OperatorConfig, held: int | None = None) -> Manifest:

@@ -9,9 +9,10 @@ truth of it: Degraded, reason :data:`speech_operator.conditions.FOREIGN_AUTOSCAL
 (:func:`message`), and ``status.foreignAutoscalers`` names it (:func:`autoscaler`; the gateway reads it: a request
 for a locale it holds at zero pods is refused at once, :mod:`speech_operator.gateway_wake`); ``status.desiredReplicas``
 is the HPA's choice, and Ready counts against it. One Warning event and one WARNING line when it begins (Degraded's
-transition), one Recovered event when it ends: then spec.replicas, or
-spec.autoscaling's choice, is applied again. Meanwhile spec.autoscaling decides nothing: no look at the pods, no
-ScaledUp or ScaledDown event, no ``status.autoscaling`` (:mod:`speech_operator.autoscaler`).
+transition), one Recovered event when it ends: then spec.replicas is applied again, or
+spec.autoscaling starts from the replicas the HPA left, not from spec.replicas (:func:`resumed`). Meanwhile
+spec.autoscaling decides nothing: no look at the pods, no ScaledUp or ScaledDown event, no ``status.autoscaling``
+(:mod:`speech_operator.autoscaler`).
 
 Per namespace where a SpeechToText is reconciled, one list then a watch of its HPAs
 (:func:`speech_operator.kube.list_and_watch`); a reconcile waits for the first list, so that a restart does not put
@@ -27,7 +28,7 @@ import asyncio
 import logging
 from typing import Any
 
-from speech_operator import api
+from speech_operator import api, builders
 from speech_operator.kube import Kube, list_and_watch, path
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,23 @@ def message(scalers: tuple[api.ForeignAutoscaler, ...], stt: api.SpeechToText) -
         fix = f"point {its} scaleTargetRef at the SpeechToText ({ref}), or delete {it} and set spec.autoscaling"
     return (f"{them} {verb} Deployment {stt.name}, not the SpeechToText: the operator leaves the Deployment's replicas "
             f"to {it} and {unapplied} meanwhile; {fix}")
+
+
+def resumes(stt: api.SpeechToText) -> bool:
+    """Whether the foreign autoscalers the status names held the Deployment of a SpeechToText with spec.autoscaling
+    until now: its autoscaler has not decided since (:func:`resumed`)."""
+    return (stt.spec.autoscaling is not None and stt.status is not None and bool(stt.status.foreignAutoscalers)
+            and stt.status.autoscaling is None)
+
+
+def resumed(stt: api.SpeechToText, left: int | None) -> api.SpeechToTextStatus:
+    """The status of a SpeechToText whose autoscaler :func:`resumes`, with where it starts: the replicas the foreign
+    autoscalers left the Deployment at (``left``; ``status.desiredReplicas``, their last choice the operator saw, when
+    it is not known), within its bounds. Not spec.replicas: pods would be removed (or added) at once, and the
+    autoscaler's next look would put back what the sessions need, one period later."""
+    assert stt.spec.autoscaling is not None and stt.status is not None
+    replicas = builders.bounded(stt.spec.autoscaling, stt.status.desiredReplicas if left is None else left)
+    return stt.status.model_copy(update={"autoscaling": api.AutoscalingStatus(replicas=replicas)})
 
 
 class ForeignAutoscalers:

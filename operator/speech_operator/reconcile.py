@@ -272,11 +272,13 @@ def live_replicas(live: Mapping[str, Any] | None) -> int | None:
 
 
 async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
-                scalers: tuple[api.ForeignAutoscaler, ...] = ()) -> dict[str, Any]:
+                scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
     name is taken by an object ``owner`` does not own (:func:`holder`). ``scalers``: the foreign autoscalers that scale
-    the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found."""
+    the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found.
+    ``handed_back``: they held it until now (the status names them). Either way a write of the Deployment's
+    fingerprint alone, which names who holds its replicas, is no "Updated" event."""
     kind, meta = desired["kind"], desired["metadata"]
     url = child_path(kind, meta["namespace"], meta["name"])
     live = await kube.get(url)
@@ -293,7 +295,7 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
     applied = await kube.apply(url, desired)
     if live is None:
         kopf.info(event_target(owner), reason="Created", message=f"Created {kind} {meta['name']}")
-    elif found is not None and all(p.endswith(APPLIED) for p in todo):
+    elif (found is not None or (handed_back and kind == "Deployment")) and all(p.endswith(APPLIED) for p in todo):
         pass  # the fingerprint alone: it now names who holds the replicas, nothing the spec changed
     else:
         kopf.info(event_target(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
@@ -431,7 +433,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     operator let through; one too large for kopf's record of it, :mod:`speech_operator.record`) changes nothing: its status says why (:func:`conditions.invalid`). While the
     installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`). While an
     HPA scales its Deployment instead of it, the Deployment's replicas are left to the HPA, and the status says so
-    (:mod:`speech_operator.foreign_autoscalers`).
+    (:mod:`speech_operator.foreign_autoscalers`); once it goes, spec.autoscaling starts from the replicas it left.
     """
     async with runtime.lock(namespace, name):
         outdated_crd = runtime.crd.problem_for((namespace, name))
@@ -452,6 +454,10 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         missing = await missing_dependencies(runtime.kube, stt)
         refused = policy.violations(stt.spec, runtime.config)
         scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
+        handed_back = not scalers and bool(stt.status and stt.status.foreignAutoscalers)
+        if handed_back and foreign_autoscalers.resumes(stt):  # spec.autoscaling starts from the replicas they left
+            live = await runtime.kube.get(child_path("Deployment", namespace, name))
+            stt.status = foreign_autoscalers.resumed(stt, live_replicas(live) if holder(live, body) is None else None)
         # while a foreign autoscaler holds the Deployment, spec.autoscaling decides nothing (no event, no status)
         if autoscale is not None and stt.spec.autoscaling is not None and not refused and not scalers:
             before = stt.status.autoscaling if stt.status else None
@@ -471,7 +477,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             for child in desired:
                 actual: dict[str, Any] | None
                 try:
-                    actual = await apply(runtime.kube, child, body, scalers)
+                    actual = await apply(runtime.kube, child, body, scalers, handed_back)
                 except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
                     if exc.namespace_terminating:  # its namespace is being deleted: it goes too, and nothing to say
                         runtime.ending.add(body["metadata"].get("uid"))

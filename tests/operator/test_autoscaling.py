@@ -355,6 +355,18 @@ async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
     assert await scaled.cluster.eventually(target, PATIENCE) == 3
 
 
+#: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).
+HPA = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": NAMESPACE},
+       "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "en-us"}, "maxReplicas": 5}}
+
+
+async def yielded(scaled: Scaled) -> bool:
+    """The operator says the HPA scales the Deployment and has no autoscaling status of its own."""
+    status = await scaled.status()
+    degraded = next((c for c in status.get("conditions") or [] if c["type"] == "Degraded"), {})
+    return degraded.get("reason") == "ForeignAutoscaler" and "autoscaling" not in status
+
+
 async def test_while_an_hpa_scales_the_deployment_the_autoscaler_decides_nothing(scaled: Scaled) -> None:
     """spec.autoscaling and an HPA pointed at the Deployment (speech_operator.foreign_autoscalers): the HPA's replicas
     are applied, so the operator's autoscaler says nothing of its own: no look at the pods, no ScaledUp event, no
@@ -369,15 +381,8 @@ async def test_while_an_hpa_scales_the_deployment_the_autoscaler_decides_nothing
     async def looked() -> bool:
         return "autoscaling" in await scaled.status()
     await cluster.eventually(looked, PATIENCE)
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": NAMESPACE},
-           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "en-us"}, "maxReplicas": 5}}
-    await cluster.api.create(cluster.url("autoscaling/v2", "horizontalpodautoscalers"), hpa)
-
-    async def yielded() -> bool:
-        status = await scaled.status()
-        degraded = next((c for c in status.get("conditions") or [] if c["type"] == "Degraded"), {})
-        return degraded.get("reason") == "ForeignAutoscaler" and "autoscaling" not in status
-    await cluster.eventually(yielded, PATIENCE)
+    await cluster.api.create(cluster.url("autoscaling/v2", "horizontalpodautoscalers"), copy.deepcopy(HPA))
+    await cluster.eventually(lambda: yielded(scaled), PATIENCE)
     scaled.script.loads["en-us-0"] = (5, 0.0)  # enough for 3 pods
     await scaled.stays(1, 0.5)  # a look begun before the HPA was known has ended
     asked = scaled.script.asked
@@ -390,3 +395,36 @@ async def test_while_an_hpa_scales_the_deployment_the_autoscaler_decides_nothing
     await cluster.api.delete(cluster.url("autoscaling/v2", "horizontalpodautoscalers", "web"))
     await scaled.becomes(3)
     assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]
+
+
+async def test_once_an_hpa_goes_the_autoscaler_starts_from_the_replicas_it_left(scaled: Scaled) -> None:
+    """An HPA on the Deployment scaled it to 3 pods, which hold 5 sessions (3 pods at the target of 2); it is deleted:
+    the 3 pods stay, the autoscaler's status starts at 3, and its first look decides 3 again (no event). Before, the
+    reconcile that saw the HPA go applied spec.replicas (1) at once, 2 pods and their sessions removed, and the next
+    look scaled back up (ScaledUp). The write of the Deployment's fingerprint (no longer naming the HPA) is no Updated
+    event either."""
+    cluster = scaled.cluster
+    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+    await cluster.api.create(cluster.url("autoscaling/v2", "horizontalpodautoscalers"), copy.deepcopy(HPA))
+    await cluster.eventually(lambda: yielded(scaled), PATIENCE)
+    scaled.script.loads = {"en-us-0": (2, 0.0), "en-us-1": (2, 0.0), "en-us-2": (1, 0.0)}
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})  # the HPA's /scale
+    await scaled.ready_pods(3)
+    await cluster.eventually(lambda: scaled.desired(3), PATIENCE)
+    updated = await scaled.events("Updated")
+
+    await cluster.api.delete(cluster.url("autoscaling/v2", "horizontalpodautoscalers", "web"))
+
+    async def looked() -> dict[str, Any] | None:  # the autoscaler's first look since: it saw the 5 sessions
+        status = await scaled.status()
+        degraded = next((c for c in status.get("conditions") or [] if c["type"] == "Degraded"), {})
+        autoscaling = status.get("autoscaling") or {}
+        return autoscaling if degraded.get("status") == "False" and autoscaling.get("sessions") == 5 else None
+    autoscaling = await cluster.eventually(looked, PATIENCE)
+    assert (autoscaling["replicas"], autoscaling.get("lastDecision")) == (3, None)
+    await scaled.stays(3, 0.5)
+    assert scaled.pods.removed == []
+    assert (await scaled.events("ScaledUp"), await scaled.events("ScaledDown")) == ([], [])
+    assert await scaled.events("Updated") == updated, "the Deployment's fingerprint alone changed: no Updated event"

@@ -134,13 +134,15 @@ async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_
     assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {said}"]
 
 
-async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_once(cluster: Cluster) -> None:
+async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_once_then_autoscaling_starts_at_zero(
+        cluster: Cluster) -> None:
     """A SpeechToText with spec.autoscaling whose Deployment KEDA's HPA holds at 0 pods: status.foreignAutoscalers
     names the ScaledObject and its HPA, and from the stored object the gateway refuses a request at once, naming
     them (held_at_zero: 503, Retry-After 30): nothing it asks the operator for wakes the locale. Before, the status
     named nobody (the wait for the field timed out), and the gateway held each request for hold_seconds (120 s) while
-    asking the operator's autoscaler, which does nothing under a foreign HPA, then answered 503. The HPA comes first,
-    so that the operator's autoscaler never looks at pods kmock has not."""
+    asking the operator's autoscaler, which does nothing under a foreign HPA, then answered 503. Once the ScaledObject
+    goes, spec.autoscaling starts from the 0 pods KEDA left (minReplicas 0), not from spec.replicas (1): before, the
+    Deployment went to 1. The HPA comes first, so that the operator's autoscaler never looks at pods kmock has not."""
     await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("keda-hpa-en-us", ownerReferences=BY_KEDA))
     await cluster.api.create(cluster.stt_url(), stt(autoscaling={"minReplicas": 0, "maxReplicas": 4}))
     await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
@@ -160,6 +162,15 @@ async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_on
     assert refused.message == ("KEDA ScaledObject en-us (its HorizontalPodAutoscaler keda-hpa-en-us) holds the recognizer "
                                "of en-US (speech/en-us) at 0 replicas, not its SpeechToText: the gateway cannot wake it; "
                                "try again later"), refused.message
+
+    await cluster.api.delete(cluster.url("autoscaling/v2", HPAS, "keda-hpa-en-us"))
+
+    async def handed_back() -> dict[str, Any] | None:
+        status = (await cluster.api.get(cluster.stt_url("en-us")) or {}).get("status") or {}
+        return status if "foreignAutoscalers" not in status and "autoscaling" in status else None
+    status = await cluster.eventually(handed_back)
+    assert (status["autoscaling"]["replicas"], status["desiredReplicas"], await deployment_replicas(cluster)) == (0, 0, 0)
+    assert gateway_wake.unwakeable(Backend.of(await cluster.api.get(cluster.stt_url("en-us")) or {})) is None  # held again
 
 
 @pytest_asyncio.fixture(loop_scope="function")
