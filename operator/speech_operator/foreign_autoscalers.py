@@ -9,10 +9,10 @@ truth of it: Degraded, reason :data:`speech_operator.conditions.FOREIGN_AUTOSCAL
 (:func:`message`), and ``status.foreignAutoscalers`` names it (:func:`autoscaler`; the gateway reads it: a request
 for a locale it holds at zero pods is refused at once, :mod:`speech_operator.gateway_wake`); ``status.desiredReplicas``
 is the HPA's choice, and Ready counts against it. One Warning event and one WARNING line when it begins (Degraded's
-transition), one Recovered event when it ends: then spec.replicas is applied again, or
-spec.autoscaling starts from the replicas the HPA left, not from spec.replicas (:func:`resumed`). Meanwhile
-spec.autoscaling decides nothing: no look at the pods, no ScaledUp or ScaledDown event, no ``status.autoscaling``
-(:mod:`speech_operator.autoscaler`).
+transition, or its own while another reason holds Degraded), one Recovered event when it ends: then spec.replicas
+is applied again, or spec.autoscaling starts from the replicas the HPA left, not from spec.replicas
+(:func:`resumed`). Meanwhile spec.autoscaling decides nothing: no look at the pods, no ScaledUp or ScaledDown event,
+no ``status.autoscaling`` (:mod:`speech_operator.autoscaler`).
 
 Per namespace where a SpeechToText is reconciled, one list then a watch of its HPAs
 (:func:`speech_operator.kube.list_and_watch`); a reconcile waits for the first list, so that a restart does not put

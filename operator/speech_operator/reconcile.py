@@ -368,14 +368,18 @@ def _now() -> str:
 
 def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, after: api.SpeechToTextStatus) -> None:
     """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story;
-    the operator's log has a line for each Degraded and Recovered."""
+    the operator's log has a line for each Degraded and Recovered. A foreign autoscaler found while another reason
+    holds Degraded (its message added to that reason's) has its Warning and its line too."""
     old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (before or {}).get("conditions") or []}
     meta = body.get("metadata") or {}
+
+    def degraded(reason: str, message: str) -> None:
+        log.warning("%s %s/%s is degraded (%s): %s", api.KIND, meta.get("namespace"), meta.get("name"), reason, message)
+        kopf.warn(event_target(body), reason=reason, message=message)
     for c in after.conditions:
         was, why = old.get(c.type, (None, None))
         if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
-            log.warning("%s %s/%s is degraded (%s): %s", api.KIND, meta.get("namespace"), meta.get("name"), c.reason, c.message)
-            kopf.warn(event_target(body), reason=c.reason, message=c.message)
+            degraded(c.reason, c.message)
         elif was == c.status:
             continue
         elif c.type == conditions.DEGRADED and c.type in old:
@@ -384,6 +388,10 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
             kopf.info(event_target(body), reason="Recovered", message=message)
         elif c.type == conditions.READY and c.status == "True":
             kopf.info(event_target(body), reason="Ready", message=c.message)
+    reason = next((c.reason for c in after.conditions if c.type == conditions.DEGRADED), None)
+    if after.foreignAutoscalers and not (before or {}).get("foreignAutoscalers") and reason != conditions.FOREIGN_AUTOSCALER:
+        degraded(conditions.FOREIGN_AUTOSCALER, foreign_autoscalers.message(tuple(after.foreignAutoscalers),
+                                                                            api.SpeechToText.model_validate(body)))
 
 
 def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | None, after: api.AutoscalingStatus) -> None:

@@ -173,6 +173,31 @@ async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_on
     assert gateway_wake.unwakeable(Backend.of(await cluster.api.get(cluster.stt_url("en-us")) or {})) is None  # held again
 
 
+async def test_an_hpa_found_while_another_reason_holds_degraded_has_its_own_warning_once(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Degraded for a missing Secret, then an HPA on the Deployment: Degraded keeps its reason and adds the HPA to its
+    message, and the HPA has its own Warning event and WARNING line, once (the re-checks of the missing Secret say it
+    no more). Before, it was added to the message alone: no event, no line, where ``kubectl describe`` shows events."""
+    await cluster.api.create(cluster.stt_url(), stt(imagePullSecrets=[{"name": "regcred"}]))
+    await cluster.event("MissingDependency")
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
+
+    async def added() -> str | None:
+        c = await condition(cluster, "Degraded")
+        return c["message"] if c.get("reason") == "MissingDependency" and "; also, " in c.get("message", "") else None
+    missing, foreign = (await cluster.eventually(added)).split("; also, ")
+    assert foreign.startswith("HorizontalPodAutoscaler web scales Deployment en-us, not the SpeechToText"), foreign
+    looked = len(cluster.sent("GET", "secrets", "regcred"))
+
+    async def rechecked() -> bool:  # three re-checks since (each reads the Secret), each writing nothing new
+        return len(cluster.sent("GET", "secrets", "regcred")) >= looked + 3
+    await cluster.eventually(rechecked)
+    assert [(e["type"], e["message"]) for e in await cluster.events() if e["reason"] == "ForeignAutoscaler"] == [
+        ("Warning", foreign)]
+    assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (MissingDependency): {missing}",
+                                f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {foreign}"]
+
+
 @pytest_asyncio.fixture(loop_scope="function")
 async def hpas_withheld(apiserver: Cluster) -> Cluster:
     """The operator's RBAC from an install older than its HPA grant (set before the `cluster` fixture starts it)."""
