@@ -660,7 +660,16 @@ ConditionType = Literal["Ready", "Progressing", "Degraded"]
 CONDITION_MESSAGE_MAX = 32768
 
 
-class Condition(_Model):
+class _Observed(_Model):
+    """Base for the status's types: written by the operator and the gateway, read by both, and by the versions before
+    and after them while a rollout or a rollback runs both at once. A field a newer version writes is ignored by an
+    older reader, which would otherwise refuse the whole object (the gateway routed nothing to it). The spec's types
+    stay strict: a spec field the operator does not know is the user's mistake or an outdated CRD, and is said so."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Condition(_Observed):
     """One observation about the SpeechToText, as Kubernetes conditions go."""
 
     type: ConditionType
@@ -677,7 +686,7 @@ class Condition(_Model):
     """The metadata.generation this condition was computed from."""
 
 
-class ScaleDecision(_Model):
+class ScaleDecision(_Observed):
     """One change of replicas the autoscaler made."""
 
     time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -690,7 +699,7 @@ class ScaleDecision(_Model):
     """Why, in words: the sessions seen, the target, the delay that passed."""
 
 
-class AutoscalingStatus(_Model):
+class AutoscalingStatus(_Observed):
     """What the autoscaler saw at its last look, and what it decided."""
 
     replicas: Annotated[int, Field(ge=0)]
@@ -713,7 +722,7 @@ class AutoscalingStatus(_Model):
     """The last change of replicas."""
 
 
-class ForeignAutoscaler(_Model):
+class ForeignAutoscaler(_Observed):
     """An autoscaler that scales the SpeechToText's Deployment instead of the SpeechToText."""
 
     kind: str
@@ -724,14 +733,14 @@ class ForeignAutoscaler(_Model):
     """A ScaledObject's HPA (KEDA's keda-hpa-NAME)."""
 
 
-class Demand(_Model):
+class Demand(_Observed):
     """Written by the gateway, not the operator: a request waits there for this locale, which has no ready pod."""
 
     requestedAt: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     """When the gateway last asked (it asks again while it still holds requests)."""
 
 
-class SpeechToTextStatus(_Model):
+class SpeechToTextStatus(_Observed):
     """What the operator observed."""
 
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra={

@@ -72,6 +72,24 @@ def test_a_backend_is_its_service() -> None:
     assert (Backend.of(body).autoscaled, Backend.of(body).replicas) == (True, 0)
 
 
+def test_a_status_a_newer_version_wrote_is_read_for_what_this_one_knows() -> None:
+    """A rollout runs the old gateway beside the new operator (and a rollback the old operator beside the status the
+    new one wrote): fields of the status it does not know are ignored, not a reason to route nothing to the locale."""
+    body = stt("ko-kr", "ko-KR", ready=2)
+    body["spec"]["autoscaling"] = {"minReplicas": 0}
+    body["status"].update(desiredReplicas=2, fieldOfANewerVersion={"any": "thing"}, autoscaling={
+        "replicas": 2, "newerGauge": 7, "lastDecision": {"time": "2026-12-05T00:00:00Z", "replicas": 2, "previous": 1,
+                                                         "reason": "r", "newerDetail": True}})
+    body["status"]["conditions"] = [{"type": "Ready", "status": "True", "reason": "ReplicasReady",
+                                     "lastTransitionTime": "2026-12-05T00:00:00Z", "newerHint": "x"}]
+    backend = Backend.of(body)
+    assert (backend.ready_replicas, backend.replicas, backend.autoscaled) == (2, 2, True)
+    assert directory(body).lookup("ko-KR").key == (NAMESPACE, "ko-kr")
+    status = api.SpeechToText.model_validate(body).status
+    assert status is not None and status.autoscaling is not None and status.autoscaling.lastDecision is not None
+    assert "fieldOfANewerVersion" not in status.model_dump()  # ignored, not kept: this version writes what it knows
+
+
 def test_a_spec_the_operator_would_refuse_is_not_routed(caplog: pytest.LogCaptureFixture) -> None:
     bad = stt("x", "ko-KR")
     del bad["spec"]["eula"]
