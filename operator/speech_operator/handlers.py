@@ -210,6 +210,12 @@ async def delete_stt(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await delete_children(runtime(memo), body)
 
 
+def handled(body: kopf.Body) -> bool:
+    """Whether ``body`` carries kopf's record of a handled spec (:data:`speech_operator.record.STORAGE`): its creation
+    was handled (kopf writes the record once the creation's handler is done), or it was made with another's record."""
+    return any(key in body.metadata.annotations for key in record.STORAGE.keys(body))
+
+
 def _degraded(status: kopf.Status, **_: Any) -> bool:
     return conditions.needs_recheck(dict(status))
 
@@ -228,17 +234,19 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 @kopf.daemon(*STT, cancellation_timeout=1)
 async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
-                     memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+                     body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more), and each time
     who else scales its Deployment changes (:mod:`speech_operator.foreign_autoscalers`).
 
-    And once at its start when the SpeechToText was never reconciled (no ``status.observedGeneration``): kopf calls
-    no handler for one whose annotations say its spec was handled already (created with another's annotations,
-    ``kubectl get -o yaml`` of one applied elsewhere, or restored from a backup), and it would get nothing."""
+    And once at its start when the SpeechToText was never reconciled (no ``status.observedGeneration``) though it
+    carries kopf's record of a handled spec (:func:`handled`): kopf calls no handler for it (created with another's
+    annotations, ``kubectl get -o yaml`` of one applied elsewhere, or restored from a backup), and it would get nothing.
+    Not at a plain creation (no record yet): its creation's handler reconciles it, and a second reconcile cost every
+    creation its reads again."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
     with _ended_at_exit(memo):
-        if "observedGeneration" not in status:  # at its creation too: the creation's handler holds the lock meanwhile
+        if "observedGeneration" not in status and handled(body):
             await _until_stopped(stopped, _reconcile_or_say(rt, namespace, name, logger, "at its next change or event"))
         while not stopped:
             await _until_stopped(stopped, rt.crd.changed_for((namespace, name)), rt.autoscalers.changed_for((namespace, name)))
@@ -292,20 +300,23 @@ async def demand_seen(name: str, namespace: str | None, status: kopf.Status, mem
 
 
 @kopf.on.event(*STT)
-async def status_changed(type: str, name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo,
-                         logger: kopf.Logger, **_: Any) -> None:
+async def status_changed(type: str, name: str, namespace: str | None, status: kopf.Status, body: kopf.Body,
+                         memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """A status someone else wrote over the operator's (conditions cleared by hand, a Degraded made False), or removed
     (``kubectl patch --subresource=status`` with ``status: null``), is written again at once: left, it would stop the
     re-checks of a Degraded SpeechToText (their filter reads the status), which nothing else would then look at again,
     and tell the gateway and ``kubectl`` what the operator did not see. A status without ``observedGeneration`` after
-    the operator's first write is also what the late events of a creation bring: one read of the live object tells."""
+    the operator's first write is also what the late events of a creation bring: those carry no record of a handled
+    spec yet (:func:`handled`; kopf writes it once the creation's handler is done) and are let be; with the record, one
+    read of the live object tells."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
     if type is None or type == "DELETED":
         return
     if rt.foreign(namespace, name, dict(status)):
         logger.info("its status was written by someone else: written again")
-    elif rt.unsure(namespace, name, dict(status)) and await _status_removed(rt, namespace, name, logger):
+    elif (rt.unsure(namespace, name, dict(status)) and handled(body)
+          and await _status_removed(rt, namespace, name, logger)):
         logger.info("its status was removed by someone else: written again")
     else:
         return

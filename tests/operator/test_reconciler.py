@@ -602,3 +602,51 @@ async def test_a_disruption_budget_follows_the_replicas(cluster: Cluster) -> Non
     await cluster.eventually(gone)
     await cluster.api.patch(cluster.stt_url("en-us", "scale"), {"spec": {"replicas": 3}})
     await cluster.eventually(lambda: cluster.api.get(url))
+
+
+
+async def test_a_creation_costs_a_reconcile_per_handler_call_and_a_resync_one_reconcile(cluster: Cluster,
+                                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """What the operator reads for SpeechToTexts created together, then re-delivered unchanged (a resync). A reconcile
+    reads the SpeechToText and its Deployment once each, so the operator's GETs of a Deployment count the reconciles.
+    At a creation these are the handlers kopf calls for it (reconcile_stt, and child_changed for its Deployment's and
+    its Service's events, as kopf logs them), and no more: not one by the daemon each SpeechToText has (follow_crd
+    reconciles at its start only one kopf calls no handler for, a copy), and no GET of the SpeechToText beside a
+    reconcile's for the late events of its creation, which carry no status yet (status_changed reads the live object
+    only for an event with kopf's record of a handled spec). A resync is one reconcile each and writes nothing."""
+    caplog.set_level(logging.DEBUG, logger="kopf.objects")
+    names = [f"loc-{i}" for i in range(6)]
+    for name in names:
+        body = stt()
+        body["metadata"]["name"] = name
+        await cluster.api.create(cluster.stt_url(), body)
+
+    async def all_reported() -> bool:
+        return all([await condition(cluster, "Ready", n) for n in names])
+    await cluster.eventually(all_reported, timeout=20)
+    await cluster.eventually(lambda: quiet(cluster), timeout=20)
+
+    def reads() -> dict[str, tuple[int, int]]:
+        """By SpeechToText: the operator's GETs of it and of its Deployment."""
+        return {n: (len(cluster.sent("GET", api.PLURAL, n)), len(cluster.sent("GET", "deployments", n))) for n in names}
+
+    def calls() -> dict[str, int]:
+        """By SpeechToText: the handler calls that reconcile it (its own and its children's, of its name)."""
+        invoked = [getattr(r, "k8s_ref", {}).get("name") for r in caplog.records
+                   if r.getMessage() in ("Handler 'reconcile_stt' is invoked.", "Handler 'child_changed' is invoked.")]
+        return {n: invoked.count(n) for n in names}
+
+    def writes() -> int:
+        return len([r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "PUT", "DELETE")
+                    and r.headers.get("User-Agent") != "test-client"])
+
+    created, asked = reads(), calls()
+    assert created == {n: (asked[n], asked[n]) for n in names}, (created, asked)
+    before = writes()
+    for name in names:
+        await cluster.api.patch(cluster.stt_url(name), {})
+        await cluster.api.patch(cluster.url("apps/v1", "deployments", name), {})
+    await cluster.eventually(lambda: quiet(cluster), timeout=20)
+    resynced = reads()
+    assert {n: (s - created[n][0], d - created[n][1]) for n, (s, d) in resynced.items()} == dict.fromkeys(names, (1, 1))
+    assert writes() == before
