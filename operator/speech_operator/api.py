@@ -120,7 +120,7 @@ def both_or_neither(a: str, b: str) -> str:
 # its copy, kubectl.kubernetes.io/last-applied-configuration) was taken by the API server and then broke kopf's write of
 # its record, retried without end. Each bound is well above what a real spec holds (a pod carries a handful of
 # annotations, node labels and tolerations, one or two spread constraints), and a spec at every bound at once takes
-# about 164 KiB in ASCII (tests/test_crd_bounds.py measures it from the CRD): its record fits with 92 KiB to spare.
+# about 185 KiB in ASCII (tests/test_crd_bounds.py measures it from the CRD): its record fits with 71 KiB to spare.
 # Strings run short of their bounds in practice, so kubectl apply's copy fits beside it too but at the extremes.
 # affinity and each toleration are kept as the pods take them (core/v1 types whose fields grow with Kubernetes),
 # bounded in count only. A SpeechToText whose record would still not fit (a spec near every bound applied with
@@ -130,9 +130,11 @@ def both_or_neither(a: str, b: str) -> str:
 #: characters, ``/``, a name of at most 63. Bounded by a CEL rule: a structural schema cannot bound a map's keys.
 KEY_MAX = 317
 #: Annotations on the pods or the Service: a pod carries a handful (a service mesh's, a scraper's, a secrets agent's,
-#: the autoscaler's safe-to-evict; a cloud load balancer's Service 10 to 20), each value at most 1 KiB (an ARN list, a
-#: JSON snippet; a secrets agent's template belongs in a ConfigMap).
+#: the autoscaler's safe-to-evict), a cloud load balancer's Service 10 to 20 (the AWS Load Balancer Controller reads
+#: some 40: scheme, subnets, security groups, certificates, health checks, attributes, tags), each value at most 1 KiB
+#: (an ARN list, a JSON snippet; a secrets agent's template belongs in a ConfigMap).
 MAX_ANNOTATIONS = 16
+MAX_SERVICE_ANNOTATIONS = 32
 ANNOTATION_VALUE_MAX = 1024
 #: Node labels the pods must match (a pool, a zone, an architecture, an accelerator: a few), and tolerations (a taint or
 #: two per dedicated pool, with the default not-ready/unreachable ones).
@@ -160,10 +162,15 @@ def keys_rule() -> dict[str, Any]:
     return cel(f"self.all(k, size(k) <= {KEY_MAX})", f"each key at most {KEY_MAX} characters")
 
 
-#: Annotations of the pods or the Service, bounded (:data:`MAX_ANNOTATIONS`).
-Annotations = Annotated[dict[str, Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]], Field(
-    max_length=MAX_ANNOTATIONS, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
-    AfterValidator(_keys_bounded)]
+def _annotations(count: int) -> Any:
+    """A map of at most ``count`` annotations, values of at most :data:`ANNOTATION_VALUE_MAX`, keys bounded."""
+    return Annotated[dict[str, Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]], Field(
+        max_length=count, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}), AfterValidator(_keys_bounded)]
+
+
+#: Annotations of the pods (:data:`MAX_ANNOTATIONS`) and of the Service (:data:`MAX_SERVICE_ANNOTATIONS`).
+Annotations = _annotations(MAX_ANNOTATIONS)
+ServiceAnnotations = _annotations(MAX_SERVICE_ANNOTATIONS)
 #: Node labels the pods must match, bounded (:data:`MAX_NODE_SELECTOR`).
 NodeSelector = Annotated[dict[str, Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(
     max_length=MAX_NODE_SELECTOR, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
@@ -404,7 +411,7 @@ class ServiceSpec(_Model):
     """Port the Service listens on (the pods listen on 5000)."""
     nodePort: Annotated[int, Field(ge=30000, le=32767)] | None = None
     """Fixed node port for NodePort and LoadBalancer Services."""
-    annotations: Annotations = Field(default_factory=dict)
+    annotations: ServiceAnnotations = Field(default_factory=dict)
     """Annotations for the Service (e.g. for a cloud load balancer)."""
     ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] | None = None
     """IP families of the Service on a dual-stack cluster (the pods listen on both): unset, the cluster's default, SingleStack."""
