@@ -1,10 +1,13 @@
 """The real kopf operator against kmock: 200 SpeechToText objects, convergence time and API writes.
 
 Writes are every create/update/delete request the operator sends to the emulated API server
-(POST/PATCH/PUT/DELETE), counted by resource. Three phases:
-create (200 objects), a no-op resync (every object touched without a spec change: a label
-only, so an update event arrives with nothing to do), and an operator restart with nothing
-changed (the resume handlers run for every object).
+(POST/PATCH/PUT/DELETE), counted by resource; every request is also counted by verb and resource
+(``GET deployments``; a collection's list or watch as ``LIST pods``), to tell where a change in the
+counts comes from. Phases: create (200 objects); their Deployments made ready (kmock runs no
+Deployment controller: the bench writes each one's status as it would, with its one pod ready,
+so what follows is a working fleet's: a reconcile lists a SpeechToText's pods only while they are
+not all ready); a no-op resync (every object delivered again unchanged); a label on every
+SpeechToText; and an operator restart with nothing changed (the resume handlers run for every object).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class CountingEmulator(Emulator):
         super().__init__(*args, **kwargs)
         self.writes: collections.Counter[str] = collections.Counter()
         self.methods: collections.Counter[str] = collections.Counter()
+        #: requests by verb and resource: ``GET speechtotexts`` (one object), ``LIST pods`` (a list or a watch)
+        self.by_resource: collections.Counter[str] = collections.Counter()
         #: the first few writes of each resource since the last reset: (method, path, body)
         self.samples: dict[str, list[Any]] = {}
         self.counting = True
@@ -55,9 +60,10 @@ class CountingEmulator(Emulator):
         method = request.method.upper()
         if self.counting and request.headers.get("User-Agent") != BENCH_AGENT:
             self.methods[method] += 1
+            plural = getattr(request.resource, "plural", None) or request.url.path  # discovery: its path
+            key = f"{plural}{'/' + request.subresource if request.subresource else ''}"
+            self.by_resource[f"{'LIST' if method == 'GET' and not request.name else method} {key}"] += 1
             if method in WRITES:
-                plural = getattr(request.resource, "plural", None) or str(request.resource)
-                key = f"{plural}{'/' + request.subresource if request.subresource else ''}"
                 self.writes[key] += 1
                 seen = self.samples.setdefault(key, [])
                 if len(seen) < 2:
@@ -120,11 +126,14 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
             """What the operator sent since the last reset, under ``prefix``."""
             w = dict(emulator.writes)
             return {f"writes_{prefix}": sum(w.values()), f"writes_{prefix}_by_resource": w,
-                    f"requests_{prefix}_by_method": dict(emulator.methods), f"write_samples_{prefix}": _jsonable(emulator.samples)}
+                    f"requests_{prefix}_by_method": dict(emulator.methods),
+                    f"requests_{prefix}_by_resource": dict(sorted(emulator.by_resource.items())),
+                    f"write_samples_{prefix}": _jsonable(emulator.samples)}
 
         def reset() -> None:
             emulator.writes.clear()
             emulator.methods.clear()
+            emulator.by_resource.clear()
             emulator.samples = {}
 
         async def converged() -> tuple[int, int]:
@@ -190,11 +199,21 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         out["writes_per_object"] = round(out["writes_on_create"] / count, 2)
         print("  ", {k: v for k, v in out.items() if not k.endswith("_by_resource") and not k.startswith("write_samples")}, flush=True)
 
-        # no-op resync: every SpeechToText and every Deployment delivered again unchanged (an empty
-        # merge patch: kmock sends a MODIFIED watch event with the same content, as a re-list would)
+        # the Deployments ready, as their controller would write them with their one pod ready
         reset()
         objs = [path(api.API_VERSION, api.PLURAL, NAMESPACE, f"stt-{i:03d}") for i in range(count)]
         objs += [path("apps/v1", "deployments", NAMESPACE, f"stt-{i:03d}") for i in range(count)]
+        ready_status = {"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                                   "availableReplicas": 1, "conditions": []}}
+        for k in range(count, 2 * count, 20):
+            await asyncio.gather(*(client.patch(u + "/status", ready_status) for u in objs[k:k + 20]))
+        await quiet(60)
+        out.update(phase("on_deployments_ready"))
+        print("   deployments ready", out["writes_on_deployments_ready_by_resource"], flush=True)
+
+        # no-op resync: every SpeechToText and every Deployment delivered again unchanged (an empty
+        # merge patch: kmock sends a MODIFIED watch event with the same content, as a re-list would)
+        reset()
         for k in range(0, len(objs), 20):
             await asyncio.gather(*(client.patch(u, {}) for u in objs[k:k + 20]))
         out["noop_resync_quiet_after_s"] = await quiet(60)
@@ -218,6 +237,10 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         t1 = time.monotonic()
         op = _operator(stop, ready)
         assert await asyncio.to_thread(ready.wait, 20), "the operator did not restart"
+        # its resume handlers first (a GET of a SpeechToText): under load kopf may start them after the settle time
+        started = time.monotonic()
+        while not emulator.by_resource[f"GET {api.PLURAL}"] and time.monotonic() - started < 60:
+            await asyncio.sleep(0.2)
         await quiet(120)
         out.update(phase("on_restart"))
         out["restart_quiet_after_s"] = round(time.monotonic() - t1, 1)

@@ -283,11 +283,15 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "## 5. Operator (kopf against kmock)", "",
                   "The real operator (kopf, our handlers, the official async Kubernetes client) in its own thread and event loop; kmock's "
                   "Kubernetes emulator and the benchmark's client (kubectl's part, not counted) share the main loop. "
-                  "Requests are counted at kmock by method; writes (POST/PATCH/PUT/DELETE) also by resource.", "",
+                  "Requests are counted at kmock by method; writes (POST/PATCH/PUT/DELETE) also by resource, and every request "
+                  "by verb and resource in benchmarks.json (`requests_*_by_resource`).", "",
                   f"- {op['objects']} SpeechToText created (10 at a time) in {op['create_requests_s']} s; every Deployment exists "
                   f"{op['all_deployments_s']} s after the first create, every status is written after {op['all_statuses_s']} s",
                   f"- on create: {op['writes_on_create']} writes ({op['writes_per_object']} per object) {op['writes_on_create_by_resource']}; "
                   f"requests by method {op.get('requests_on_create_by_method')}",
+                  f"- Deployments made ready (kmock runs no controller: the bench writes each one's status with its pod ready): "
+                  f"{op.get('writes_on_deployments_ready')} writes {op.get('writes_on_deployments_ready_by_resource')}; "
+                  f"requests {op.get('requests_on_deployments_ready_by_method')}",
                   f"- no-op resync (every SpeechToText and Deployment re-delivered unchanged): {op['writes_on_noop_resync']} writes "
                   f"{op['writes_on_noop_resync_by_resource']}; requests {op.get('requests_on_noop_resync_by_method')}",
                   f"- label added to every SpeechToText (not a target): {op.get('writes_on_label_change')} writes "
