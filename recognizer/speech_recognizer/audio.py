@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -172,43 +173,58 @@ def _mono16(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1).round().astype("<i2")
 
 
-def _decode_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> Audio:
-    """Mono 16-bit PCM from an open ``soundfile.SoundFile``, read a block at a time.
-
-    Refuses what its header says is longer than ``max_seconds`` before decoding
-    anything, and stops as soon as the decoded audio passes it (a header may say
-    "unknown" or lie): at most ``max_seconds`` of mono PCM and one block are ever
-    held. With ``cut`` the audio is cut at ``max_seconds`` instead of refused.
-    """
-    import soundfile
-
+def _checked(reader: object, what: str, max_seconds: float, cut: bool) -> tuple[int, float | None]:
+    """The sample rate of an open ``soundfile.SoundFile`` and the seconds its header says it holds (None: it does not
+    say); refuses what it cannot take, and without ``cut`` what its header says is longer than ``max_seconds``."""
     rate, channels = int(reader.samplerate), int(reader.channels)  # type: ignore[attr-defined]
     if channels < 1 or channels > 32:
         raise AudioError(f"{what} audio with {channels} channels is not supported (1..32)")
     if rate < 4000 or rate > 192000:
         raise AudioError(f"{what} sample rate {rate} Hz is outside 4000..192000")
-    limit = int(max_seconds * rate)
     declared = int(reader.frames)  # type: ignore[attr-defined]
-    if declared > limit and not cut and declared < 1 << 62:  # libsndfile says 2**63 - 1 for "unknown"
+    known = declared < 1 << 62  # libsndfile says 2**63 - 1 for "unknown"
+    if known and declared > int(max_seconds * rate) and not cut:
         raise too_long(declared / rate, max_seconds)
+    return rate, declared / rate if known else None
+
+
+def _read_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> Iterator[bytes]:
+    """Mono 16-bit PCM from an open ``soundfile.SoundFile`` (checked by :func:`_checked`), a block at a time.
+
+    Stops as soon as the decoded audio passes ``max_seconds`` (a header may say "unknown" or lie): refused, or
+    with ``cut`` cut there. One block is held at a time.
+    """
+    import soundfile
+
+    rate, channels = int(reader.samplerate), int(reader.channels)  # type: ignore[attr-defined]
+    limit = int(max_seconds * rate)
     dtype = "float32" if reader.subtype in _FLOAT_SUBTYPES else "int16"  # type: ignore[attr-defined]
     block = max(256, _BLOCK_BYTES // (4 * channels))
-    out = bytearray()
     frames = 0
-    try:
-        while frames <= limit:
+    while frames <= limit:
+        try:
             samples = reader.read(min(block, limit + 1 - frames), dtype=dtype, always_2d=True)  # type: ignore[attr-defined]
-            if not len(samples):
-                break
-            frames += len(samples)
-            out += _mono16(samples).tobytes()
-    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
-        raise AudioError(f"cannot decode the {what} audio: {exc}") from None
-    if frames > limit:
-        if not cut:
-            raise too_long(None, max_seconds)  # decoding stopped at the limit: how long it is, nobody knows
-        del out[2 * limit :]
-    return Audio(bytes(out), rate, 1)
+        except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
+            raise AudioError(f"cannot decode the {what} audio: {exc}") from None
+        if not len(samples):
+            return
+        if frames + len(samples) > limit:
+            if not cut:
+                raise too_long(None, max_seconds)  # decoding stopped at the limit: how long it is, nobody knows
+            yield _mono16(samples[: limit - frames]).tobytes()
+            return
+        frames += len(samples)
+        yield _mono16(samples).tobytes()
+
+
+def _decode_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> Audio:
+    """Mono 16-bit PCM from an open ``soundfile.SoundFile``, read a block at a time (:func:`_read_blocks`).
+
+    Refuses what its header says is longer than ``max_seconds`` before decoding
+    anything: at most ``max_seconds`` of mono PCM and one block are ever held.
+    """
+    rate, _ = _checked(reader, what, max_seconds, cut)
+    return Audio(b"".join(_read_blocks(reader, what, max_seconds, cut)), rate, 1)
 
 
 class _BufferReader(io.RawIOBase):
@@ -243,11 +259,13 @@ class _BufferReader(io.RawIOBase):
         return self._pos
 
 
-def _open_soundfile(data: bytes | bytearray | memoryview, what: str, **raw: object) -> object:
+def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, **raw: object) -> object:
+    """A ``soundfile.SoundFile`` reading ``data`` where it is, or a seekable file (its decoder seeks)."""
     import soundfile
 
     try:
-        return soundfile.SoundFile(_BufferReader(data), **raw)
+        source = _BufferReader(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        return soundfile.SoundFile(source, **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode the {what} audio: {exc}") from None
 
@@ -259,24 +277,142 @@ def decode_wav(data: bytes | bytearray, max_seconds: float, cut: bool = False) -
     4 GB holds no more than the body.
     """
     fmt, offset, length = parse_wav_header(data)
-    _check_format(fmt)
-    frame = fmt.channels * fmt.bits // 8
-    if frame == 0:
-        raise AudioError(f"WAV with {fmt.bits} bits per sample is not supported")
+    frame = _wav_frame(fmt)
     frames = length // frame
     limit = int(max_seconds * fmt.sample_rate)
     if frames > limit and not cut:
         raise too_long(frames / fmt.sample_rate, max_seconds)
     frames = min(frames, limit)
-    body = memoryview(data)[offset : offset + frames * frame]
+    return Audio(_wav_mono(memoryview(data)[offset : offset + frames * frame], fmt, max_seconds), fmt.sample_rate, 1)
+
+
+def _wav_frame(fmt: WavFormat) -> int:
+    """The bytes of one frame of a WAV of format ``fmt``, which is checked (:func:`_check_format`)."""
+    _check_format(fmt)
+    frame = fmt.channels * fmt.bits // 8
+    if frame == 0:
+        raise AudioError(f"WAV with {fmt.bits} bits per sample is not supported")
+    return frame
+
+
+def _raw_subtype(fmt: WavFormat) -> str | None:
+    """The libsndfile RAW subtype that reads a WAV of format ``fmt``; None for 16-bit PCM, read as it is."""
     if fmt.format_tag == PCM and fmt.bits == 16:
-        return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
+        return None
     subtype = _RAW_SUBTYPES.get((fmt.format_tag, fmt.bits))
     if subtype is None:
         raise AudioError(f"unsupported WAV encoding: format tag {fmt.format_tag:#x} with {fmt.bits} bits", UNSUPPORTED_MEDIA)
+    return subtype
+
+
+def _wav_mono(body: memoryview, fmt: WavFormat, max_seconds: float) -> bytes:
+    """Whole frames of a WAV's data as mono 16-bit PCM (each frame on its own: a file's blocks decode as the whole)."""
+    subtype = _raw_subtype(fmt)
+    if subtype is None:
+        return mono(body, fmt.channels)
     raw = dict(mode="r", format="RAW", subtype=subtype, channels=fmt.channels, samplerate=fmt.sample_rate, endian="LITTLE")
     with _open_soundfile(body, "WAV", **raw) as reader:  # type: ignore[attr-defined]
-        return _decode_blocks(reader, "WAV", max_seconds, cut)
+        return _decode_blocks(reader, "WAV", max_seconds, cut=False).pcm
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Audio decoded as it is read (:func:`decode_stream`): mono 16-bit PCM at ``sample_rate``, a block at a time."""
+
+    sample_rate: int
+    #: How long its header says it is; None when it does not say (a WAV streamed with sizes 0, an Ogg without an end).
+    seconds: float | None
+    blocks: Iterator[bytes]
+
+
+#: The most a WAV's chunks before its data (metadata) may take in a file decoded as it is read: what is held to find its data.
+WAV_HEADER_MAX = 16 << 20
+
+
+def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size: int | None, file: BinaryIO | None,
+                  max_seconds: float) -> Decoding:
+    """WAV, Ogg or FLAC audio decoded as it is read, never whole: what is held is a block, whatever its length.
+
+    ``head``: the input's first bytes (its signature at least); ``read(n)``: up to ``n`` of the bytes after them
+    (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
+    input, seekable, for Ogg and FLAC (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
+    (compressed) before it is decoded. Refuses as :func:`decode` does (413: :func:`too_long`): by the length a
+    header says before decoding anything (a WAV's data, when ``size`` bounds it), else as soon as the audio
+    decoded passes ``max_seconds``; and raises what ``read`` raises.
+    """
+    if head[:4] == b"RIFF":
+        return _stream_wav(bytearray(head), read, size, max_seconds)
+    if head[:4] not in SIGNATURES:
+        raise AudioError(f"the body {NOT_AUDIO}")
+    what = "Ogg" if head[:4] == b"OggS" else "FLAC"
+    source: bytearray | BinaryIO
+    if file is None:
+        source = bytearray(head)
+        while piece := read(_BLOCK_BYTES):
+            source += piece
+    else:
+        source = file
+    reader = _open_soundfile(source, what)
+    try:
+        rate, seconds = _checked(reader, what, max_seconds, cut=False)
+    except BaseException:
+        reader.close()  # type: ignore[attr-defined]
+        raise
+
+    def blocks() -> Iterator[bytes]:
+        with reader:  # type: ignore[attr-defined]
+            yield from _read_blocks(reader, what, max_seconds, cut=False)
+
+    return Decoding(rate, seconds, blocks())
+
+
+def _stream_wav(head: bytearray, read: Callable[[int], bytes], size: int | None, max_seconds: float) -> Decoding:
+    """:func:`decode_stream` of a WAV: its header read up to its data chunk (growing ``head``), the data then a block at a time."""
+    while True:
+        try:
+            fmt, offset, _ = parse_wav_header(head)
+            break
+        except AudioError:  # a header cut short, or chunks of metadata longer than the first bytes read
+            more = read(HEADER_ROOM) if len(head) < WAV_HEADER_MAX else b""
+            if not more:
+                raise
+            head += more
+    frame = _wav_frame(fmt)
+    (declared,) = struct.unpack_from("<I", head, offset - 4)
+    limit = int(max_seconds * fmt.sample_rate)
+    length: int | None
+    if size is not None:  # a file: the header's length, within what the file holds (as decode_wav has it)
+        present = size - offset
+        length = present if declared == 0 or declared > present else declared
+        if length // frame > limit:
+            raise too_long(length // frame / fmt.sample_rate, max_seconds)
+    else:  # a stream: up to the header's length, or to its end when the header says 0 or the most (not known)
+        length = None if declared in (0, 0xFFFFFFFF) else declared
+    _raw_subtype(fmt)
+    # how long it is, for a stream only when believable: a writer that cannot seek back may claim gigabytes
+    seconds = None if length is None or length // frame > limit else length // frame / fmt.sample_rate
+    return Decoding(fmt.sample_rate, seconds, _wav_blocks(bytes(head[offset:]), read, fmt, length, max_seconds))
+
+
+def _wav_blocks(first: bytes, read: Callable[[int], bytes], fmt: WavFormat, length: int | None, max_seconds: float) -> Iterator[bytes]:
+    """Mono 16-bit PCM of a WAV's data, ``first`` then what ``read`` gives, up to ``length`` bytes (None: to the end),
+    in blocks of about 1 MiB of the file; refused as soon as it passes ``max_seconds``."""
+    frame = fmt.channels * fmt.bits // 8
+    block, limit = max(1, _BLOCK_BYTES // frame) * frame, int(max_seconds * fmt.sample_rate)
+    left, frames, carry = length, 0, b""
+    piece = first if left is None else first[:left]
+    while piece:
+        if left is not None:
+            left -= len(piece)
+        data = carry + piece
+        whole = len(data) - len(data) % frame
+        carry = data[whole:]  # a frame cut between two reads
+        frames += whole // frame
+        if frames > limit:
+            raise too_long(None, max_seconds)
+        if whole:
+            yield _wav_mono(memoryview(data)[:whole], fmt, max_seconds)
+        piece = read(block if left is None else min(block, left)) if left != 0 else b""
 
 
 def headerless_format(content_type: str) -> WavFormat | None:
@@ -400,5 +536,19 @@ def rms(pcm: bytes) -> float:
 
 def chunks(audio: Audio, seconds: float) -> list[bytes]:
     """Split PCM into pieces of ``seconds`` (whole frames)."""
-    size = max(1, int(audio.sample_rate * seconds)) * 2 * audio.channels
-    return [audio.pcm[i : i + size] for i in range(0, len(audio.pcm), size)]
+    return list(pieces((audio.pcm,), audio.sample_rate, seconds, audio.channels))
+
+
+def pieces(blocks: Iterable[bytes], sample_rate: int, seconds: float, channels: int = 1) -> Iterator[bytes]:
+    """16-bit PCM that comes in ``blocks`` (whole frames), in pieces of ``seconds`` as it comes, the last what is
+    left: the pieces :func:`chunks` cuts the whole into, whatever the blocks (the decoder's words depend on them)."""
+    size = max(1, int(sample_rate * seconds)) * 2 * channels
+    pending = b""
+    for block in blocks:
+        pending += block
+        whole = len(pending) - len(pending) % size
+        for start in range(0, whole, size):
+            yield pending[start : start + size]
+        pending = pending[whole:]
+    if pending:
+        yield pending

@@ -14,9 +14,10 @@ for shells that do not expand them). They are transcribed ``--jobs`` at a time, 
 first (:func:`start_order`); each gets a progress bar on a terminal (none when stderr is not
 one), and a file that fails is reported on one line without stopping the others; the exit
 status is 1 when any failed, 130 on Ctrl-C. What a user's disk holds besides audio is met in
-:func:`expand` (pipes, devices, links, unreadable folders), :func:`read_audio` (sizes: a bound,
+:func:`expand` (pipes, devices, links, unreadable folders), :class:`AudioInput` (sizes: a bound,
 never a whole device), :func:`shown` (names that are not text) and :func:`_write_file` (no half
-transcripts).
+transcripts). In-process a file is read, decoded and fed to the engine a piece at a time
+(:func:`_decoded`): what is held of it is a few MB, whatever its length.
 """
 
 from __future__ import annotations
@@ -25,26 +26,32 @@ import argparse
 import asyncio
 import contextlib
 import glob
+import inspect
+import itertools
 import json
 import os
 import re
 import stat
 import sys
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from . import contract as c
 from .settings import cpu_count
+
+if TYPE_CHECKING:
+    from .audio import Decoding
+    from .models import ModelRegistry
 
 FORMATS = ("txt", "json", "srt", "vtt")
 #: The formats made of the phrases' words and times (the others of the whole answer).
 SUBTITLES = ("srt", "vtt")
 #: What a folder is searched for.
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".ogg", ".oga", ".opus", ".flac"})
-#: Longest file transcribed in-process by default (3 hours: 346 MB of 16 kHz PCM in memory).
+#: Longest file transcribed by default (3 hours; in-process it is never held whole: read as it is transcribed).
 DEFAULT_MAX_SECONDS = 3 * 3600.0
 #: Chunks a decoder job takes at once (one second of audio: the progress bar moves by that), and jobs
 #: queued ahead on a session's decoder.
@@ -155,39 +162,85 @@ def shown(path: str | os.PathLike[str]) -> str:
     return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-def read_audio(path: Path, max_seconds: float) -> bytearray:
-    """The bytes of ``path`` (a file, or a pipe named as one), never more than ``max_seconds`` of its audio can take.
+class AudioInput:
+    """An audio file (or a pipe named as one), opened to be read within a bound: never more than ``max_seconds`` of
+    its audio can take.
 
     The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
     widest audio taken (384 kB/s, for Ogg and FLAC): a regular file over it is refused by its size before it is
-    read; a stream (a pipe, ``/dev/zero``) or a file that grows while it is read, as soon as it passes it. What
-    has no audio signature is not read past its first 64 KiB (and is refused saying so). A named pipe
-    is opened without waiting for a writer: one nobody writes to reads as empty, not as a hang.
+    read (its audio is then decoded up to the length it had: its decoding stops at ``max_seconds`` if it grows);
+    a stream (a pipe, ``/dev/zero``), as soon as it passes it. What has no audio signature is not read past its
+    first 64 KiB (and is refused saying so). A named pipe is opened without waiting for a writer: one nobody
+    writes to reads as empty, not as a hang.
     """
-    from .audio import HEADER_ROOM, NOT_AUDIO, SIGNATURES, body_limit, wav_body_limit
 
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO's open waits for no writer
-    with open(descriptor, "rb") as file:
-        os.set_blocking(descriptor, True)
-        info = os.fstat(descriptor)
-        data = bytearray()
+    def __init__(self, path: Path, max_seconds: float) -> None:
+        from .audio import HEADER_ROOM, NOT_AUDIO, SIGNATURES, body_limit, wav_body_limit
 
-        def upto(limit: int) -> None:  # a pipe gives a piece at a time
-            while len(data) < limit and (piece := file.read(min(limit - len(data), 1 << 20))):
-                data.extend(piece)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO's open waits for no writer
+        self.file = open(descriptor, "rb")
+        try:
+            os.set_blocking(descriptor, True)
+            info = os.fstat(descriptor)
+            #: The file's length; None for a stream.
+            self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            self.max_seconds, self.taken, self.limit = max_seconds, 0, HEADER_ROOM
+            #: Its first bytes (64 KiB, or all of a shorter one).
+            self.head = self.read(HEADER_ROOM)
+            if not self.head:
+                raise FileError("the file is empty" + (" (a named pipe nobody writes to)" if stat.S_ISFIFO(info.st_mode) else ""))
+            if self.head[:4] not in SIGNATURES:
+                raise FileError(f"the file {NOT_AUDIO}")
+            self.limit, self.what = wav_body_limit(self.head, max_seconds) or body_limit("", max_seconds)
+            if self.size is not None and self.size > self.limit:
+                raise _too_long(f"is {self.size} bytes", self.limit, self.what, max_seconds)
+        except BaseException:
+            self.file.close()
+            raise
 
-        upto(HEADER_ROOM)
-        if not data:
-            raise FileError("the file is empty" + (" (a named pipe nobody writes to)" if stat.S_ISFIFO(info.st_mode) else ""))
-        if data[:4] not in SIGNATURES:
-            raise FileError(f"the file {NOT_AUDIO}")
-        limit, what = wav_body_limit(bytes(data), max_seconds) or body_limit("", max_seconds)
-        if stat.S_ISREG(info.st_mode) and info.st_size > limit:
-            raise _too_long(f"is {info.st_size} bytes", limit, what, max_seconds)
-        upto(limit + 1)
-        if len(data) > limit:
-            raise _too_long("goes on", limit, what, max_seconds)
+    def __enter__(self) -> AudioInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` more bytes, fewer only at the end; past the bound, the file is refused ("goes on")."""
+        piece = self.file.read(min(size, self.limit + 1 - self.taken))
+        self.taken += len(piece)
+        if self.taken > self.limit:
+            raise _too_long("goes on", self.limit, self.what, self.max_seconds)
+        return piece
+
+    def whole(self) -> bytearray:
+        """All its bytes (for a server, which takes a file whole)."""
+        data = bytearray(self.head)
+        while piece := self.read(1 << 20):
+            data += piece
         return data
+
+    def decoding(self) -> Decoding:
+        """Its audio, decoded as it is read (:func:`~.audio.decode_stream`): a block at a time, never whole."""
+        from .audio import decode_stream
+
+        seekable = self.size is not None and self.head[:4] != b"RIFF"  # Ogg and FLAC from a file: their decoder seeks
+        if seekable:
+            self.file.seek(0)
+        return decode_stream(self.head, self.read, size=self.size, file=self.file if seekable else None,
+                             max_seconds=self.max_seconds)
+
+    def drain(self) -> None:
+        """Read what is left of a stream, within the bound: one that goes on past it is refused so (a file is whole)."""
+        if self.size is None:
+            while self.read(1 << 20):
+                pass
+
+
+def read_audio(path: Path, max_seconds: float) -> bytearray:
+    """The bytes of ``path`` (a file, or a pipe named as one), never more than ``max_seconds`` of its audio can take
+    (:class:`AudioInput`)."""
+    with AudioInput(path, max_seconds) as source:
+        return source.whole()
 
 
 def _too_long(size: str, limit: int, what: str, max_seconds: float) -> FileError:
@@ -209,13 +262,14 @@ def render(phrases: Sequence[Any], audio_seconds: float, fmt: str, profanity: An
 
 
 class InProcess:
-    """Transcribes with the server's engine in this process: a model from ``models_dir`` or an installed package."""
+    """Transcribes with the server's engine in this process: a model from ``models`` (a folder) or an installed
+    package, or those of a registry made already (``models``: a :class:`~.models.ModelRegistry`, its models shared)."""
 
-    def __init__(self, models_dir: Path, language: str | None, jobs: int, max_seconds: float) -> None:
+    def __init__(self, models: Path | ModelRegistry, language: str | None, jobs: int, max_seconds: float) -> None:
         from .engine import Engine
         from .models import ModelRegistry, UnknownLocale
 
-        self.registry = ModelRegistry(models_dir, (language,) if language else ())
+        self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models, (language,) if language else ())
         self.registry.check()
         if language is None and len(self.registry.wanted) > 1:
             raise UnknownLocale(f"give --language: models are installed for {', '.join(self.registry.wanted)}")
@@ -237,47 +291,71 @@ class InProcess:
         self.engine.close()
 
     async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
-                         progress: Callable[[float, str], Progress]) -> dict[str, str]:
-        """The file's transcript in each of ``formats``, from one decoding of it."""
-        from .audio import AudioError, chunks, decode
+                         progress: Callable[[float | None, str], Progress]) -> dict[str, str]:
+        """The file's transcript in each of ``formats``, from one decoding of it, read, decoded and fed to the engine a
+        piece at a time (:func:`_decoded`): a file holds some seconds of its audio in memory, whatever its length."""
+        from .audio import AudioError, Decoding
         from .errors import TOO_LARGE
-        from .session import FILE_CHUNK_SECONDS
         from .transcript import Phrase
 
+        steps = _decoded(path, self.max_seconds)
+        phrases: list[Phrase] = []
+        done = 0.0
         try:
-            data = await asyncio.to_thread(read_audio, path, self.max_seconds)
-            audio = await asyncio.to_thread(decode, data, "", max_seconds=self.max_seconds)
+            decoding = cast(Decoding, await asyncio.to_thread(next, steps))
+            advance = progress(decoding.seconds, "s")
+            session_cm: AbstractAsyncContextManager[Any] = self.engine.session(
+                self.locale, decoding.sample_rate, 1, route="transcribe", partials=False)
+            async with session_cm as session:
+                ahead: deque[Awaitable[Any]] = deque()
+
+                async def take() -> None:  # the oldest job's phrases, and the bar moved to where it left the audio
+                    nonlocal done
+                    snapshot = await ahead.popleft()
+                    phrases.extend(e for e in snapshot.events if isinstance(e, Phrase))
+                    advance(snapshot.audio_seconds - done)
+                    done = snapshot.audio_seconds
+
+                # each job read and decoded on a thread while the decoder works through those ahead of it
+                while job := cast("list[bytes] | None", await asyncio.to_thread(next, steps, None)):
+                    ahead.append(session.feed_many_ahead(job))
+                    if len(ahead) >= _AHEAD:
+                        await take()
+                while ahead:
+                    await take()
+                last = await session.finish()
+                phrases.extend(e for e in last if isinstance(e, Phrase))
         except OSError as exc:
             raise FileError(exc.strerror or str(exc)) from None
         except AudioError as exc:  # its 413 speaks of the REST route's setting: here the limit is --max-seconds
             raise FileError(f"the audio is longer than {self.max_seconds:g} s (--max-seconds)" if exc.kind is TOO_LARGE
                             else str(exc)) from None
-        del data
-        advance = progress(audio.seconds, "s")
-        events: list[Any] = []
-        session_cm: AbstractAsyncContextManager[Any] = self.engine.session(
-            self.locale, audio.sample_rate, audio.channels, route="transcribe", partials=False)
-        async with session_cm as session:
-            ahead: deque[Awaitable[Any]] = deque()
-            done = 0.0
+        finally:
+            if inspect.getgeneratorstate(steps) != inspect.GEN_RUNNING:  # else a thread still reads (this was cancelled):
+                steps.close()  # the file is closed as that read ends and the generator goes
+        return {fmt: render(phrases, done, fmt, profanity) for fmt in formats}
 
-            async def take() -> None:  # the oldest job's events, and the bar moved to where it left the audio
-                nonlocal done
-                snapshot = await ahead.popleft()
-                events.extend(snapshot.events)
-                advance(snapshot.audio_seconds - done)
-                done = snapshot.audio_seconds
 
-            pieces = chunks(audio, FILE_CHUNK_SECONDS)  # the REST route's pieces: the same words and times
-            for first in range(0, len(pieces), _PER_JOB):
-                ahead.append(session.feed_many_ahead(pieces[first : first + _PER_JOB]))
-                if len(ahead) >= _AHEAD:
-                    await take()
-            while ahead:
-                await take()
-            events += await session.finish()
-        phrases = [e for e in events if isinstance(e, Phrase)]
-        return {fmt: render(phrases, audio.seconds, fmt, profanity) for fmt in formats}
+def _decoded(path: Path, max_seconds: float) -> Generator[Decoding | list[bytes], None, None]:
+    """``path``'s audio decoded as it is read (:meth:`AudioInput.decoding`), a step at a time, each run on a thread: first
+    its :class:`~.audio.Decoding`, then decoder jobs of :data:`_PER_JOB` pieces, the REST route's (the same words and
+    times). The file is closed at the end, or when the generator is closed. A stream refused as too long is read on to
+    its bound first (:meth:`AudioInput.drain`), so that one that goes on past it is said to, as when it was read whole."""
+    from .audio import AudioError, pieces
+    from .errors import TOO_LARGE
+    from .session import FILE_CHUNK_SECONDS
+
+    with AudioInput(path, max_seconds) as source:
+        decoding = source.decoding()
+        yield decoding
+        each = pieces(decoding.blocks, decoding.sample_rate, FILE_CHUNK_SECONDS)
+        try:
+            while job := list(itertools.islice(each, _PER_JOB)):
+                yield job
+        except AudioError as exc:
+            if exc.kind is TOO_LARGE:
+                source.drain()
+            raise
 
 
 class Remote:
@@ -303,7 +381,7 @@ class Remote:
         await self.client.aclose()
 
     async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
-                         progress: Callable[[float, str], Progress]) -> dict[str, str]:
+                         progress: Callable[[float | None, str], Progress]) -> dict[str, str]:
         """The file's transcript in each of ``formats``, from one request: ``txt`` and ``json`` are the route's
         answer, subtitles rendered here from the phrases it gives with ``phrases=true`` (as the route renders its own)."""
         import httpx
@@ -366,10 +444,12 @@ class Bar:
         self.name, self.slot, self.stream = name, slot, stream
         self._bar: Any = None
 
-    def __call__(self, total: float, unit: str) -> Progress:
+    def __call__(self, total: float | None, unit: str) -> Progress:
+        """Start the bar at 0 of ``total`` (None: not known, a stream's: the seconds done are shown without a bar)."""
         from tqdm import tqdm
 
-        seconds = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
+        seconds = ("{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]" if total is not None
+                   else "{desc}: {n:.1f} s [{elapsed}]")
         self._bar = tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=self.name, file=self.stream,
                          position=self.slot, leave=False, disable=None, dynamic_ncols=True,
                          bar_format=seconds if unit == "s" else None)

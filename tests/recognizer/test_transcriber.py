@@ -51,12 +51,12 @@ WRITTEN = ("srt", "vtt", "txt", "json")
 
 #: Runs ``speech-recognizer transcribe ARGV[2:]`` as its console entry does, counting the work done on each file, which
 #: it writes to the file ``argv[1]`` as JSON before the process ends: the files decoded from their container
-#: (``audio.decode``), the recognitions opened on the engine for them, and the PCM bytes fed to those recognitions.
+#: (``audio.decode_stream``), the recognitions opened on the engine for them, and the PCM bytes fed to those recognitions.
 _COUNTED = """
 import json, sys
 from speech_recognizer import audio, cli, engine, session
 counts, written = {"decoded": 0, "recognitions": 0, "fed": 0}, sys.argv[1]
-decode, recognition, feed, end_now = audio.decode, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now
+decode, recognition, feed, end_now = audio.decode_stream, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now
 def counted_decode(*args, **kwargs):
     counts["decoded"] += 1
     return decode(*args, **kwargs)
@@ -69,7 +69,7 @@ def counted_feed(self, pieces):
 def counted_end(status):
     open(written, "w").write(json.dumps(counts))
     end_now(status)
-audio.decode, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now = counted_decode, counted_recognition, counted_feed, counted_end
+audio.decode_stream, engine.Engine.session, session.Session.feed_many_ahead, cli.end_now = counted_decode, counted_recognition, counted_feed, counted_end
 sys.argv = ["speech-recognizer", "transcribe", *sys.argv[2:]]
 cli.main()
 """
@@ -598,3 +598,117 @@ def test_a_reader_that_leaves_ends_the_batch_quietly(speech_wav: Path, utterance
     _, err = process.communicate(timeout=240)
     assert process.returncode == 141, err
     assert err == b""
+
+
+#: Files the in-process transcriber decodes as it reads them: name -> (soundfile format, subtype, channels, sample rate).
+#: Each is 8 s: up to 4 blocks of its decoding (1 MiB of the file each), frames of 2 to 10 bytes cut between reads.
+ENCODED = {
+    "pcm16.wav": ("WAV", "PCM_16", 1, 16000),
+    "pcm16_5ch_44k.wav": ("WAV", "PCM_16", 5, 44100),
+    "pcm24_3ch_48k.wav": ("WAV", "PCM_24", 3, 48000),
+    "pcm32_2ch.wav": ("WAV", "PCM_32", 2, 22050),
+    "float_2ch_48k.wav": ("WAV", "FLOAT", 2, 48000),
+    "double.wav": ("WAV", "DOUBLE", 1, 16000),
+    "u8_3ch.wav": ("WAV", "PCM_U8", 3, 16000),
+    "alaw.wav": ("WAV", "ALAW", 1, 8000),
+    "ulaw_2ch.wav": ("WAV", "ULAW", 2, 8000),
+    "flac24_2ch_44k.flac": ("FLAC", "PCM_24", 2, 44100),
+    "vorbis.ogg": ("OGG", "VORBIS", 1, 16000),
+    "opus.ogg": ("OGG", "OPUS", 2, 48000),
+}
+
+
+def encoded(folder: Path) -> list[Path]:
+    """:data:`ENCODED`, each 8 s of a tone sweeping up with noise, a channel each at its own level; and ``metadata.wav``,
+    16-bit PCM with 100 kB of chunks before its data (more than the 64 KiB read first)."""
+    import numpy as np
+    import soundfile
+
+    files = []
+    noise = np.random.default_rng(7)
+    for name, (container, subtype, channels, rate) in ENCODED.items():
+        t = np.arange(8 * rate) / rate
+        wave_ = 0.5 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * noise.standard_normal(len(t))
+        samples = np.stack([wave_ * (1 - 0.15 * c) for c in range(channels)], axis=1).astype("float32")
+        soundfile.write(folder / name, samples, rate, subtype=subtype, format=container)
+        files.append(folder / name)
+    plain = (folder / "pcm16.wav").read_bytes()
+    assert plain[36:40] == b"data", "soundfile's 44-byte header: fmt, then data"
+    (folder / "metadata.wav").write_bytes(plain[:36] + b"LIST" + struct.pack("<I", 100_000) + bytes(100_000) + plain[36:])
+    return [*files, folder / "metadata.wav"]
+
+
+@pytest.mark.unit
+def test_audio_decoded_as_it_is_read_is_the_pieces_of_the_whole(tmp_path: Path) -> None:
+    """In-process, a file is read, decoded and cut into the decoder's pieces as it goes (a block at a time, never whole,
+    :func:`transcriber._decoded`): the pieces are those of the whole file decoded as the REST route decodes it, for
+    every encoding, from a file and from a pipe (``<(sox …)``), so its words and times are the same. Before, the
+    transcriber read a file whole and decoded it whole (no such reading existed). ~1 s, no model."""
+    from speech_recognizer.audio import Decoding, chunks, decode
+    from speech_recognizer.session import FILE_CHUNK_SECONDS
+
+    def streamed(path: Path) -> tuple[Decoding, list[bytes]]:
+        first, *jobs = transcriber._decoded(path, transcriber.DEFAULT_MAX_SECONDS)
+        assert isinstance(first, Decoding) and all(1 <= len(job) <= transcriber._PER_JOB for job in jobs)
+        return first, [piece for job in jobs for piece in job]
+
+    for path in encoded(tmp_path):
+        whole = decode(path.read_bytes(), max_seconds=transcriber.DEFAULT_MAX_SECONDS)
+        expected = chunks(whole, FILE_CHUNK_SECONDS)
+        decoding, pieces = streamed(path)
+        assert (decoding.sample_rate, pieces) == (whole.sample_rate, expected), path.name
+        assert decoding.seconds == pytest.approx(whole.seconds, abs=0.05), f"{path.name}: the bar's length, from its header"
+        reading, writing = os.pipe()
+        writer = feed(writing, path.read_bytes())
+        try:
+            decoding, pieces = streamed(Path(f"/dev/fd/{reading}"))
+        finally:
+            os.close(reading)
+            writer.join(10)
+        assert (decoding.sample_rate, pieces) == (whole.sample_rate, expected), f"{path.name} from a pipe"
+
+
+def test_a_long_file_is_transcribed_in_a_few_megabytes(registry, speech_wav: Path, tmp_path: Path) -> None:
+    """In-process, what a file costs in memory while it is transcribed does not grow with its length: a 246 MB WAV
+    (20 s of 32 channels at 192 kHz: as many bytes as 2 h of 16 kHz mono, at the cost of 20 s of decoding) is read,
+    decoded and fed a piece at a time, and its speech is heard where it is. Measured as the most memory Python held
+    at once (tracemalloc: the file's bytes, its decoded PCM and the pieces fed are Python's), above what it held
+    before, with the session's model, in this process as the transcriber runs it (that the pieces are those of the
+    whole file: :func:`test_audio_decoded_as_it_is_read_is_the_pieces_of_the_whole`). Before, the file was read
+    whole, decoded whole and cut into pieces of the whole: over 246 MB. ~5 s."""
+    import tracemalloc
+
+    import numpy as np
+    import soxr
+
+    from speech_recognizer.results import Profanity
+
+    rate, channels, seconds = 192000, 32, 20
+    speech = soxr.resample(np.frombuffer(wave.open(str(speech_wav)).readframes(-1), "<i2"), 16000, rate).astype("<i2")
+    track = np.zeros(seconds * rate, "<i2")
+    track[rate : rate + len(speech)] = speech  # a second of silence, the speech, then silence
+    wide = tmp_path / "wide.wav"
+    with wave.open(str(wide), "wb") as w:
+        w.setnchannels(channels), w.setsampwidth(2), w.setframerate(rate)
+        for start in range(0, len(track), rate):  # a second at a time: the test holds no copy of it either
+            w.writeframes(np.repeat(track[start : start + rate, None], channels, axis=1).tobytes())
+    size = wide.stat().st_size
+
+    async def transcribe() -> dict[str, str]:
+        backend = transcriber.InProcess(registry, "ko-KR", 1, transcriber.DEFAULT_MAX_SECONDS)
+        try:
+            return await backend.transcribe(wide, ["json"], Profanity.MASKED, lambda total, unit: lambda step: None)
+        finally:
+            backend.close()
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        texts = asyncio.run(transcribe())
+        held = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    times = [(start, end) for _, start, end in words_of(json.loads(texts["json"]))]
+    assert times and 1 < times[0][0] and times[-1][1] < 1 + len(speech) / rate, f"the speech, where it is: {times}"
+    assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to transcribe a {size / 1e6:.0f} MB file"
