@@ -162,15 +162,15 @@ def keys_rule() -> dict[str, Any]:
     return cel(f"self.all(k, size(k) <= {KEY_MAX})", f"each key at most {KEY_MAX} characters")
 
 
-def _annotations(count: int) -> Any:
-    """A map of at most ``count`` annotations, values of at most :data:`ANNOTATION_VALUE_MAX`, keys bounded."""
-    return Annotated[dict[str, Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]], Field(
-        max_length=count, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}), AfterValidator(_keys_bounded)]
-
-
-#: Annotations of the pods (:data:`MAX_ANNOTATIONS`) and of the Service (:data:`MAX_SERVICE_ANNOTATIONS`).
-Annotations = _annotations(MAX_ANNOTATIONS)
-ServiceAnnotations = _annotations(MAX_SERVICE_ANNOTATIONS)
+#: An annotation's value, bounded (:data:`ANNOTATION_VALUE_MAX`).
+AnnotationValue = Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]
+#: Annotations of the pods (:data:`MAX_ANNOTATIONS`) and of the Service (:data:`MAX_SERVICE_ANNOTATIONS`), keys bounded.
+Annotations = Annotated[dict[str, AnnotationValue], Field(
+    max_length=MAX_ANNOTATIONS, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
+    AfterValidator(_keys_bounded)]
+ServiceAnnotations = Annotated[dict[str, AnnotationValue], Field(
+    max_length=MAX_SERVICE_ANNOTATIONS, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
+    AfterValidator(_keys_bounded)]
 #: Node labels the pods must match, bounded (:data:`MAX_NODE_SELECTOR`).
 NodeSelector = Annotated[dict[str, Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(
     max_length=MAX_NODE_SELECTOR, json_schema_extra={"x-kubernetes-validations": [keys_rule()]}),
