@@ -122,11 +122,13 @@ def reported_replicas(stt: api.SpeechToText) -> int:
 
 
 def pods_matter(stt: api.SpeechToText, deployment: dict[str, Any] | None, held: int | None = None) -> bool:
-    """Whether the pods may say why the SpeechToText is not ready: fewer of them ready, or updated, than desired.
-    A steady ready SpeechToText's pods are never listed (the reconcile runs often)."""
+    """Whether the pods may say why the SpeechToText is not ready: fewer of them ready, or updated, than desired, and the
+    Deployment has pods (``status.replicas``). A steady ready SpeechToText's pods are never listed (the reconcile runs
+    often), nor those of a Deployment that has made none yet (a creation's first reconciles): its controller's status
+    update once it has is an event of the Deployment, and reconciles again."""
     seen = (deployment or {}).get("status") or {}
     desired = desired_replicas(stt, held)
-    return deployment is not None and desired > 0 and (
+    return deployment is not None and desired > 0 and int(seen.get("replicas") or 0) > 0 and (
         int(seen.get("readyReplicas") or 0) < desired or int(seen.get("updatedReplicas") or 0) < desired)
 
 

@@ -613,7 +613,8 @@ async def test_a_creation_costs_a_reconcile_per_handler_call_and_a_resync_one_re
     its Service's events, as kopf logs them), and no more: not one by the daemon each SpeechToText has (follow_crd
     reconciles at its start only one kopf calls no handler for, a copy), and no GET of the SpeechToText beside a
     reconcile's for the late events of its creation, which carry no status yet (status_changed reads the live object
-    only for an event with kopf's record of a handled spec). A resync is one reconcile each and writes nothing."""
+    only for an event with kopf's record of a handled spec), and no list of pods while the Deployment has none. A resync
+    is one reconcile each and writes nothing."""
     caplog.set_level(logging.DEBUG, logger="kopf.objects")
     names = [f"loc-{i}" for i in range(6)]
     for name in names:
@@ -642,6 +643,7 @@ async def test_a_creation_costs_a_reconcile_per_handler_call_and_a_resync_one_re
 
     created, asked = reads(), calls()
     assert created == {n: (asked[n], asked[n]) for n in names}, (created, asked)
+    assert not cluster.sent("GET", "pods")  # no Deployment has pods (kmock runs no controller): nothing to ask them
     before = writes()
     for name in names:
         await cluster.api.patch(cluster.stt_url(name), {})

@@ -211,6 +211,8 @@ def test_pods_trouble_makes_it_degraded_and_not_ready_before_a_progress_deadline
 def test_pods_are_asked_only_while_not_all_ready_and_rechecked_while_they_exist_unready() -> None:
     assert not conditions.pods_matter(STT, deployment(2)) and not conditions.pods_matter(STT, None)
     assert conditions.pods_matter(STT, deployment(1)) and conditions.pods_matter(STT, deployment(2, updated=1))
+    assert not conditions.pods_matter(STT, deployment(0, replicas=0)), "a Deployment that made no pods yet has none to ask"
+    assert not conditions.pods_matter(STT, {"metadata": {"name": "en-us"}}), "nor one its controller has not seen yet"
     starting = conditions.observe(STT, deployment(0), [], "t").model_dump(mode="json")
     assert conditions.needs_recheck(starting), "pods that exist and are not ready are looked at again"
     assert not conditions.needs_recheck(conditions.observe(STT, deployment(0, replicas=0), [], "t").model_dump(mode="json"))
