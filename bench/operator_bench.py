@@ -2,7 +2,7 @@
 
 Writes are every create/update/delete request the operator sends to the emulated API server
 (POST/PATCH/PUT/DELETE), counted by resource; every request is also counted by verb and resource
-(``GET deployments``; a collection's list or watch as ``LIST pods``), to tell where a change in the
+(``GET deployments``; a collection's list or watch as ``LIST pods``; an event with its reason), to tell where a change in the
 counts comes from. Phases: create (200 objects); their Deployments made ready (kmock runs no
 Deployment controller: the bench writes each one's status as it would, with its one pod ready,
 so what follows is a working fleet's: a reconcile lists a SpeechToText's pods only while they are
@@ -62,7 +62,8 @@ class CountingEmulator(Emulator):
             self.methods[method] += 1
             plural = getattr(request.resource, "plural", None) or request.url.path  # discovery: its path
             key = f"{plural}{'/' + request.subresource if request.subresource else ''}"
-            self.by_resource[f"{'LIST' if method == 'GET' and not request.name else method} {key}"] += 1
+            reason = f" {request.data.get('reason')}" if key == "events" and isinstance(request.data, dict) else ""
+            self.by_resource[f"{'LIST' if method == 'GET' and not request.name else method} {key}{reason}"] += 1
             if method in WRITES:
                 self.writes[key] += 1
                 seen = self.samples.setdefault(key, [])
