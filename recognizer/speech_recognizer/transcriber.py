@@ -213,7 +213,7 @@ class AudioInput:
         return piece
 
     def whole(self) -> bytearray:
-        """All its bytes (for a server, which takes a file whole)."""
+        """All its bytes (a stream sent to a server: it cannot be read again for a retry, :class:`_Upload`)."""
         data = bytearray(self.head)
         while piece := self.read(1 << 20):
             data += piece
@@ -234,13 +234,6 @@ class AudioInput:
         if self.size is None:
             while self.read(1 << 20):
                 pass
-
-
-def read_audio(path: Path, max_seconds: float) -> bytearray:
-    """The bytes of ``path`` (a file, or a pipe named as one), never more than ``max_seconds`` of its audio can take
-    (:class:`AudioInput`)."""
-    with AudioInput(path, max_seconds) as source:
-        return source.whole()
 
 
 def _too_long(size: str, limit: int, what: str, max_seconds: float) -> FileError:
@@ -388,10 +381,6 @@ class Remote:
 
         from .results import phrase_of
 
-        try:
-            data = await asyncio.to_thread(read_audio, path, self.max_seconds)
-        except OSError as exc:
-            raise FileError(exc.strerror or str(exc)) from None
         subtitles = [fmt for fmt in formats if fmt in SUBTITLES]
         detailed = "json" in formats or bool(subtitles)
         params = {"format": "detailed" if detailed else "simple", "profanity": profanity.value}
@@ -401,31 +390,42 @@ class Remote:
             params["phrases"] = "true"
         if self.language:
             params["language"] = self.language
-        advance = progress(len(data), "B")
-        piece = 1 << 16
+        try:
+            upload = await asyncio.to_thread(_Upload, path, self.max_seconds)
+        except OSError as exc:
+            raise FileError(exc.strerror or str(exc)) from None
+        advance = progress(upload.size, "B")
+        sent = 0
 
-        async def body() -> Any:
-            for i in range(0, len(data), piece):
-                yield bytes(data[i : i + piece])
-                advance(min(piece, len(data) - i))
+        async def body() -> Any:  # from the file's start, each time it is sent
+            nonlocal sent
+            while sent < upload.size:
+                piece = await asyncio.to_thread(upload.read, sent)
+                sent += len(piece)
+                advance(len(piece))
+                yield piece
 
-        for attempt in range(_BUSY_RETRIES + 1):
-            try:
-                response = await self.client.post(self.url, params=params, content=body(),
-                                                  headers={"Content-Type": "application/octet-stream",
-                                                           "Content-Length": str(len(data))})
-            except httpx.HTTPError as exc:
-                raise FileError(f"{self.url}: {exc or type(exc).__name__}") from None
-            if response.status_code == 503 and attempt < _BUSY_RETRIES:
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1") or 1))
-                advance(-len(data))
-                continue
-            break
+        with upload:  # closed once sent
+            for attempt in range(_BUSY_RETRIES + 1):
+                sent = 0
+                try:
+                    response = await self.client.post(self.url, params=params, content=body(),
+                                                      headers={"Content-Type": "application/octet-stream",
+                                                               "Content-Length": str(upload.size)})
+                except httpx.HTTPError as exc:
+                    raise FileError(f"{self.url}: {exc or type(exc).__name__}") from None
+                if response.status_code == 503 and attempt < _BUSY_RETRIES:
+                    advance(-sent)
+                    await asyncio.sleep(_retry_after(response.headers.get("Retry-After", "")))
+                    continue
+                break
         if response.status_code != 200:
             try:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text.strip()[:200]
+            if response.status_code == 413:
+                message += " (the server's limit; without --server the file is transcribed here, up to --max-seconds)"
             raise FileError(f"HTTP {response.status_code}: {message}")
         answer = response.json()
         each = answer.pop("Phrases", None)
@@ -435,6 +435,52 @@ class Remote:
         texts = {"txt": str(answer.get("DisplayText", "")), "json": json.dumps(answer, ensure_ascii=False)}
         phrases = [phrase_of(p) for p in each or () if p.get("RecognitionStatus") == "Success"]
         return {fmt: texts[fmt] if fmt in texts else render(phrases, 0.0, fmt, profanity) for fmt in formats}
+
+
+class _Upload:
+    """A file's bytes as a request's body (:class:`Remote`), read a piece at a time as it is sent, at any offset: a
+    503's retry sends it again from its start. What is held is a piece, whatever the file's length. The file is
+    opened within its bound (:class:`AudioInput`: a file larger than ``--max-seconds`` allows is refused by its size,
+    before a byte is sent); a stream (a pipe, ``/dev/stdin``) cannot be read twice, so it is read whole first, within
+    its bound, and sent from memory."""
+
+    #: Bytes read and sent at a time (and the progress bar's step).
+    PIECE = 1 << 18
+
+    def __init__(self, path: Path, max_seconds: float) -> None:
+        self.input = AudioInput(path, max_seconds)
+        try:
+            self.data = self.input.whole() if self.input.size is None else None
+        except BaseException:
+            self.input.file.close()
+            raise
+        #: The body's length, its ``Content-Length``: the file's as it was opened (what it gains after is not sent).
+        self.size = len(self.data) if self.data is not None else cast(int, self.input.size)
+
+    def __enter__(self) -> _Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.input.file.close()
+
+    def read(self, at: int) -> bytes:
+        """The piece of the body at ``at`` (not past :attr:`size`); a file cut shorter than it was is refused."""
+        if self.data is not None:
+            return bytes(self.data[at : at + self.PIECE])
+        self.input.file.seek(at)
+        piece = self.input.file.read(min(self.PIECE, self.size - at))
+        if not piece:
+            raise FileError(f"the file was cut short while it was sent: {at} of its {self.size} bytes")
+        return piece
+
+
+def _retry_after(value: str) -> float:
+    """The seconds a 503's ``Retry-After`` says (1 when it does not say it in seconds, at most a minute)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 1.0
+    return min(seconds, 60.0) if seconds >= 0 else 1.0  # nan too
 
 
 class Bar:

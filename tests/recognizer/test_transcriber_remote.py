@@ -1,0 +1,185 @@
+"""``speech-recognizer transcribe --server``: a file is sent from disk a piece at a time (memory does not grow with
+its length) and sent again whole after a 503. Against real HTTP servers on loopback: a small Starlette app standing
+in for a recognizer (unit: no model), and the recognizer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import threading
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from speech_recognizer import contract as c
+from speech_recognizer import transcriber
+from speech_recognizer.results import Profanity
+
+from ..conftest import make_settings
+from ..support import ServerThread
+from .test_body_memory import peak_of
+
+PATH = c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
+
+
+@dataclass
+class Stand:
+    """A stand-in for a recognizer's REST route: each request is answered by the next of ``answers`` (the last one
+    again when they run out), called with the request; what each request's body was is kept (its length and hash)."""
+
+    answers: list[Callable[[Request], object]]
+    bodies: list[tuple[int, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def route(self, request: Request) -> Response:
+        with self.lock:
+            answer = self.answers[min(len(self.bodies), len(self.answers) - 1)]
+            self.bodies.append((0, ""))
+        answered = answer(request)
+        return await answered if asyncio.iscoroutine(answered) else answered  # type: ignore[return-value]
+
+    async def read(self, request: Request) -> tuple[int, str]:
+        """The request's body, a piece at a time: its length and SHA-256, kept as the request's."""
+        digest, length = hashlib.sha256(), 0
+        async for piece in request.stream():
+            digest.update(piece)
+            length += len(piece)
+        with self.lock:
+            self.bodies[-1] = (length, digest.hexdigest())
+        return length, digest.hexdigest()
+
+
+def serve(stand: Stand, tmp_path: Path) -> ServerThread:
+    """``stand`` on loopback, served as a recognizer serves (its HTTP protocol: a request answered before its body is
+    read is closed with a lingering close, as the recognizer's 503 and 413 are)."""
+    app = Starlette(routes=[Route(PATH, stand.route, methods=["POST"])])
+    app.state.settings, app.state.metrics = make_settings(tmp_path), None
+    return ServerThread(app)
+
+
+def recognized(stand: Stand) -> Callable[[Request], object]:
+    """An answer as a recognizer's (simple format), whose text is the length and hash of the body it read."""
+
+    async def answer(request: Request) -> Response:
+        length, digest = await stand.read(request)
+        return JSONResponse({"RecognitionStatus": "Success", "Offset": 0, "Duration": 0, "DisplayText": f"{length} {digest}"})
+
+    return answer
+
+
+def busy(stand: Stand, read: bool) -> Callable[[Request], object]:
+    """The recognizer's 503 (every decoder busy), after reading the body or, as the recognizer does, before."""
+
+    async def answer(request: Request) -> Response:
+        if read:
+            await stand.read(request)
+        return JSONResponse({"error": {"code": "ServiceUnavailable", "message": "all 1 decoders are busy; retry in 0 s"}},
+                            status_code=503, headers={"Retry-After": "0"})
+
+    return answer
+
+
+def long_wav(path: Path, seconds: int) -> Path:
+    """A 16 kHz mono 16-bit WAV of ``seconds`` of noise (no two MiB alike: a piece sent twice or out of place changes
+    its hash), written a second at a time."""
+    noise = np.random.default_rng(11)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        for _ in range(seconds):
+            w.writeframes(noise.integers(-3000, 3000, 16000, dtype="<i2").tobytes())
+    return path
+
+
+@pytest.mark.unit
+def test_a_long_file_is_sent_a_piece_at_a_time_and_whole_again_after_a_503(tmp_path: Path) -> None:
+    """A 115 MB WAV (an hour of 16 kHz mono) goes to the server in the memory of a few pieces, not its size: measured as
+    the most memory Python held at once (tracemalloc, the stand-in server's reading included) while it was sent three
+    times: after a 503 that read it all, after a 503 answered before any of it was read (as the recognizer's busy
+    answer comes, then the connection's lingering close), then answered. Each time it was sent whole from its start
+    (its length and hash, as the server read them), and the progress bar went back by what was sent and ended at the
+    file's size. Before, the file was read whole first: over 115 MB held. ~3 s."""
+    path = long_wav(tmp_path / "hour.wav", 3600)
+    size = path.stat().st_size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    stand = Stand([])
+    stand.answers = [busy(stand, read=True), busy(stand, read=False), recognized(stand)]
+    steps: list[float] = []
+    totals: list[tuple[float | None, str]] = []
+
+    def progress(total: float | None, unit: str) -> Callable[[float], None]:
+        totals.append((total, unit))
+        return steps.append
+
+    async def send() -> dict[str, str]:
+        remote = transcriber.Remote(server.http, None, None, 1, transcriber.DEFAULT_MAX_SECONDS)
+        try:
+            return await remote.transcribe(path, ["txt"], Profanity.MASKED, progress)
+        finally:
+            await remote.aclose()
+
+    with serve(stand, tmp_path) as server:
+        texts, held = peak_of(lambda: asyncio.run(send()))
+    assert texts == {"txt": f"{size} {digest}"}, "sent whole, from its start, the third time"
+    assert len(stand.bodies) == 3 and stand.bodies[0] == (size, digest), stand.bodies
+    assert totals == [(size, "B")] and sum(steps) == size and max(steps) <= transcriber._Upload.PIECE
+    backs = [-step for step in steps if step < 0]
+    assert len(backs) == 2 and backs[0] == size, f"the bar went back by what was sent before each retry: {backs}"
+    assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to send a {size / 1e6:.0f} MB file"
+
+
+def flac(path: Path, seconds: float, rate: int, channels: int, noise: float = 0.0) -> Path:
+    """A 24-bit FLAC of a 440 Hz tone, with ``noise`` (its standard deviation) of its own in each channel."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + noise * np.random.default_rng(3).standard_normal((len(t), channels))
+    soundfile.write(path, samples.clip(-1, 1).astype("float32"), rate, subtype="PCM_24", format="FLAC")
+    return path
+
+
+def test_through_the_recognizer_a_pipe_and_a_file_and_what_its_limit_refuses(server, speech_wav: Path, tmp_path: Path) -> None:
+    """Through the recognizer's REST route (MaxAudioSeconds 60): a file sent a piece at a time is transcribed as a pipe
+    is (read whole, within its bound, and sent); a FLAC within ``--max-seconds`` but over the server's limit is its 413
+    saying so, whether the server decodes it first (70 s of a tone: "the audio is 70.0 s long") or refuses it by its
+    Content-Length before reading it (30 s at 192 kHz, 2 channels of noise: 35 MB, sent while the server drops it).
+    ~3 s, no model load."""
+    over = flac(tmp_path / "over.flac", 70, 16000, 1)
+    large = flac(tmp_path / "large.flac", 30, 192000, 2, noise=0.3)
+    assert large.stat().st_size > 60 * 384000 + 4096, "over the route's bound for a body of no declared format"
+    reading, writing = os.pipe()
+    writer = threading.Thread(target=_feed, args=(writing, speech_wav.read_bytes()), daemon=True)
+    writer.start()
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        status = transcriber.main(["--server", server.http, "--format", "json", "--jobs", "2", str(speech_wav), f"/dev/fd/{reading}", str(over),
+                                   str(large)], stdout=out, stderr=err)
+    finally:
+        os.close(reading)
+        writer.join(10)
+    assert status == 1
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a["File"] for a in answers] == [str(speech_wav), f"/dev/fd/{reading}"]
+    assert answers[0]["DisplayText"] and answers[0]["NBest"] == answers[1]["NBest"]
+    lines = sorted(err.getvalue().splitlines())
+    hint = "(the server's limit; without --server the file is transcribed here, up to --max-seconds)"
+    assert lines == [f"speech-recognizer transcribe: {large}: HTTP 413: the body is {large.stat().st_size} bytes; 23044096 at most: 60 s "
+                     f"(MaxAudioSeconds) of the widest audio taken (48 kHz, 2 channels, 32 bits) {hint}",
+                     f"speech-recognizer transcribe: {over}: HTTP 413: the audio is 70.0 s long; this route takes at most 60 s "
+                     f"(MaxAudioSeconds); use the WebSocket route for longer audio {hint}"], lines
+
+
+def _feed(pipe: int, data: bytes) -> None:
+    """``data`` written into the pipe ``pipe``, which is then closed."""
+    with open(pipe, "wb") as w:
+        w.write(data)
+
