@@ -423,17 +423,25 @@ class Remote:
             try:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
-                message = response.text.strip()[:200]
+                raise _not_a_recognizer(self.url, response, "error") from None
             if response.status_code == 413:
                 message += " (the server's limit; without --server the file is transcribed here, up to --max-seconds)"
             raise FileError(f"HTTP {response.status_code}: {message}")
-        answer = response.json()
-        each = answer.pop("Phrases", None)
+        try:
+            answer = response.json()
+            each = answer.pop("Phrases", None)
+            if not isinstance(answer.get("RecognitionStatus"), str):
+                raise KeyError("RecognitionStatus")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _not_a_recognizer(self.url, response, "JSON") from None
         if subtitles and not isinstance(each, list):
             raise FileError(f"{self.url}: the answer has no Phrases to make subtitles of (a recognizer older than this "
                             "transcriber): update it")
         texts = {"txt": str(answer.get("DisplayText", "")), "json": json.dumps(answer, ensure_ascii=False)}
-        phrases = [phrase_of(p) for p in each or () if p.get("RecognitionStatus") == "Success"]
+        try:
+            phrases = [phrase_of(p) for p in each or () if p.get("RecognitionStatus") == "Success"]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            raise _not_a_recognizer(self.url, response, "JSON") from None
         return {fmt: texts[fmt] if fmt in texts else render(phrases, 0.0, fmt, profanity) for fmt in formats}
 
 
@@ -481,6 +489,16 @@ def _retry_after(value: str) -> float:
     except ValueError:
         return 1.0
     return min(seconds, 60.0) if seconds >= 0 else 1.0  # nan too
+
+
+def _not_a_recognizer(url: str, response: Any, what: str) -> FileError:
+    """What is said of an answer that is not a recognizer's ``what`` ("JSON", "error"): its status, type and first bytes."""
+    from .errors import one_line
+
+    kind = response.headers.get("Content-Type") or "no Content-Type"
+    first = one_line(response.content[:200].decode("utf-8", "replace"), 60)
+    said = f"{first!r}" if first else "an empty body"
+    return FileError(f"{url}: answered {response.status_code} {kind} ({said}), not a recognizer's {what}: check --server")
 
 
 class Bar:

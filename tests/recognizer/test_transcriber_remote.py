@@ -1,6 +1,6 @@
 """``speech-recognizer transcribe --server``: a file is sent from disk a piece at a time (memory does not grow with
-its length) and sent again whole after a 503. Against real HTTP servers on loopback: a small Starlette app standing
-in for a recognizer (unit: no model), and the recognizer."""
+its length), sent again whole after a 503, and an answer that is not a recognizer's is one clear line. Against real
+HTTP servers on loopback: a small Starlette app standing in for a recognizer (unit: no model), and the recognizer."""
 
 from __future__ import annotations
 
@@ -137,6 +137,43 @@ def test_a_long_file_is_sent_a_piece_at_a_time_and_whole_again_after_a_503(tmp_p
     backs = [-step for step in steps if step < 0]
     assert len(backs) == 2 and backs[0] == size, f"the bar went back by what was sent before each retry: {backs}"
     assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to send a {size / 1e6:.0f} MB file"
+
+
+#: A page a web server answers with, where a recognizer was meant.
+PAGE = "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head><body>It works.</body></html>\n"
+
+
+@pytest.mark.unit
+def test_an_answer_that_is_not_a_recognizer_s_is_one_line_naming_the_url_and_what_came(tmp_path: Path) -> None:
+    """``--server`` at something that is not a recognizer: a web page (200 text/html), JSON that is not a recognizer's
+    answer (200, no RecognitionStatus), a recognizer-like answer without the phrases subtitles need, phrases that are
+    not a recognizer's, a proxy's error page (502 text/html): each file is one line naming the URL, the status, the
+    content type and the first bytes (on one line), "check --server"; status 1. Before: a bare "JSONDecodeError: Expecting
+    value: line 1 column 1 (char 0)" (the page, the empty body), "KeyError: 'NBest'" (the phrases), "HTTP 502: " and the
+    page over three lines (the proxy's), and the JSON was written as the file's transcript, status 0."""
+    wav = long_wav(tmp_path / "a.wav", 1)
+
+    def page(status: int) -> Callable[[Request], object]:
+        return lambda request: Response(PAGE, status_code=status, media_type="text/html")
+
+    json_said = "not a recognizer's JSON: check --server"
+    cases: dict[str, tuple[Callable[[Request], object], list[str], str, str]] = {
+        "page": (page(200), ["txt"], "answered 200 text/html; charset=utf-8 ('<!DOCTYPE html> <html><head><title>Welcome", json_said),
+        "json": (lambda request: JSONResponse({"status": "ok", "version": 3}), ["json"],
+                 """answered 200 application/json ('{"status":"ok","version":3}')""", json_said),
+        "empty": (lambda request: Response(b"", status_code=200), ["txt"], "answered 200 no Content-Type (an empty body)", json_said),
+        "phrases": (lambda request: JSONResponse({"RecognitionStatus": "Success", "DisplayText": "x", "Phrases": [{"RecognitionStatus": "Success"}]}),
+                    ["srt"], """answered 200 application/json ('{"RecognitionStatus":"Success","DisplayText":"x",""", json_said),
+        "proxy": (page(502), ["txt"], "answered 502 text/html; charset=utf-8 ('<!DOCTYPE html>", "not a recognizer's error: check --server"),
+    }
+    for name, (answer, formats, said, ending) in cases.items():
+        with serve(Stand([answer]), tmp_path) as server:
+            out, err = io.StringIO(), io.StringIO()
+            status = transcriber.main(["--server", server.http, "--format", ",".join(formats), str(wav)], stdout=out, stderr=err)
+        lines = err.getvalue().splitlines()
+        assert status == 1 and out.getvalue() == "", name
+        assert len(lines) == 1 and lines[0].startswith(f"speech-recognizer transcribe: {wav}: {server.http}{PATH}: {said}"), f"{name}: {lines}"
+        assert lines[0].endswith(f"), {ending}") and len(lines[0]) < len(f"{wav}{server.http}{PATH}") + 200, f"{name}: {lines}"
 
 
 def flac(path: Path, seconds: float, rate: int, channels: int, noise: float = 0.0) -> Path:
