@@ -213,6 +213,14 @@ async def one_pod_ready(cluster: Cluster, dep: dict[str, Any], name: str = "en-u
     await cluster.eventually(ready)
 
 
+async def watched(cluster: Cluster, plural: str) -> bool:
+    """True once kopf's watch of ``plural`` reached the API server (poll it with ``eventually``): kopf lists, then
+    watches from the list's resourceVersion, so what a test makes from then on is an event kopf's handlers see as a
+    change, not part of its first listing (``type`` None, which :func:`~speech_operator.handlers.child_changed` leaves)."""
+    return any(r.resource is not None and r.resource.plural == plural and r.params.get("watch") == "true"
+               and r.headers.get("User-Agent") != TEST_AGENT for r in list(cluster.emulator))
+
+
 async def quiet(cluster: Cluster, settle: float = 1.0) -> bool:
     """True once the operator has sent no request for ``settle`` seconds (poll it with ``eventually``)."""
     before = len(list(cluster.emulator))

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, one_pod_ready, quiet
+from conftest import NAMESPACE, condition, one_pod_ready, quiet, watched
 
 from speech_operator import api
 
@@ -161,6 +161,7 @@ async def test_an_object_with_the_operators_labels_and_an_empty_owner_is_one_lin
     caplog.set_level(logging.INFO, logger="kopf.objects")
     stray = {**HANDMADE, "metadata": {"name": "stray", "namespace": NAMESPACE, "labels": {
         "app.kubernetes.io/managed-by": "speech-operator", f"{api.GROUP}/speechtotext": ""}}}
+    await cluster.eventually(lambda: watched(cluster, "services"))  # made before it, it is in kopf's first listing
     await cluster.api.create(cluster.url("v1", "services"), stray)
 
     async def said() -> list[str]:
