@@ -212,11 +212,12 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         out.update(phase("on_deployments_ready"))
         print("   deployments ready", out["writes_on_deployments_ready_by_resource"], flush=True)
 
-        # no-op resync: every SpeechToText and every Deployment delivered again unchanged (an empty
-        # merge patch: kmock sends a MODIFIED watch event with the same content, as a re-list would)
+        # no-op resync: every SpeechToText and every Deployment delivered again unchanged (a MODIFIED
+        # watch event with the same content and resourceVersion, as a re-list would; a write that
+        # changes nothing sends no event, as on a real API server)
         reset()
-        for k in range(0, len(objs), 20):
-            await asyncio.gather(*(client.patch(u, {}) for u in objs[k:k + 20]))
+        for plural in (api.PLURAL, "deployments"):
+            await emulator.resend(plural)
         out["noop_resync_quiet_after_s"] = await quiet(60)
         out.update(phase("on_noop_resync"))
         print("   no-op resync", out["writes_on_noop_resync_by_resource"], flush=True)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp.web
+import jsonpatch
 import kmock
 from kmock._internal import dicts as kmock_dicts
 from kmock._internal import parsing as kmock_parsing
@@ -32,6 +33,17 @@ class Emulator(kmock.KubernetesEmulator):
 
     - On create: a name from generateName, a uid, generation and resourceVersion (kopf's JSON
       patches test it).
+    - Versions as etcd keeps them (kmock keeps the create's forever): every stored change (a PATCH, an apply, a
+      deletion marked by deletionTimestamp) gets a new resourceVersion from one counter across all objects, and its
+      watch event carries it; a write that changes nothing (the same labels again) stores nothing: the same
+      resourceVersion, no watch event (kopf's consistency wait and its "nothing changed" depend on both). A JSON
+      patch whose ``test`` fails (kopf's optimistic lock on resourceVersion) is 422, as there (kmock: a 500).
+    - A list's resourceVersion is its newest item's (kmock's is ``...``), and a watch from a resourceVersion sends what
+      changed after it: kmock starts every watch with an ADDED of each object, so kopf's watch after its list had each
+      object twice, the second one stale once versions move (it then patched from it, and was refused 422).
+    - ``metadata.generation`` as the registry counts it: one up when a write changes anything but metadata and
+      status (the spec: a CRD with the status subresource, a Deployment), and when a deletion is marked; not on a
+      status or metadata-only write, nor on any ``/status`` write.
     - Resource quantities of Deployments stored in canonical form (``cpu: "0.5"`` reads back as
       ``500m``); a SpeechToText keeps what was written, as a CRD does.
     - The size limit of an object's annotations (apimachinery's ValidateAnnotationsSize: the bytes of all keys and
@@ -127,8 +139,10 @@ class Emulator(kmock.KubernetesEmulator):
                 return None
             if not (live.get("metadata") or {}).get("deletionTimestamp"):
                 now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-                live.patch({"metadata": {"deletionTimestamp": now}, "spec": {"finalizers": ["kubernetes"]},
-                            "status": {"phase": "Terminating"}})
+                marked = kmock_dicts.patch_dict(copy.deepcopy(live.raw), {
+                    "metadata": {"deletionTimestamp": now}, "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Terminating"}})
+                live.create(self._next_version(live.raw, dict(marked), request))
                 await self._buses[request.resource].put({"type": "MODIFIED", "object": live.raw})
             return aiohttp.web.json_response(live.raw)
 
@@ -195,7 +209,84 @@ class Emulator(kmock.KubernetesEmulator):
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("generation", 1)
             meta.setdefault("resourceVersion", str(next(self._serial)))
+        if request.resource is not None and request.name is not None and (
+                request.action == kmock.action.UPDATE or request.action == kmock.action.DELETE):
+            return await self._versioned(request)
         return await super()._handle(request)
+
+    async def _versioned(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """An update, or a deletion that only marks its object, stored as the API server stores it (kmock's own
+        branches would keep the resourceVersion and send an event for every write); kmock then answers it."""
+        assert request.resource is not None
+        key = (request.resource, request.namespace, request.name)
+        gone: dict[str, Any] | None = None
+        async with self._lock:
+            live = self.objects[key] if key in self.objects else None
+            before = live.raw if live is not None and not live.deleted else None
+            meta = (before or {}).get("metadata") or {}
+            if before is None or (request.action == kmock.action.DELETE
+                                  and (meta.get("deletionTimestamp") or not meta.get("finalizers"))):
+                after = None  # kmock's: a 404, a deletion at once, or one already marked
+            elif request.action == kmock.action.DELETE:
+                now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+                after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), {"metadata": {"deletionTimestamp": now}}))
+            else:
+                try:
+                    after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), request.data or {}))
+                except jsonpatch.JsonPatchException as e:
+                    return invalid_patch(str(e))
+            if live is not None and before is not None and after is not None and after != before:
+                after = self._next_version(before, after, request)
+                live.create(after)
+                await self._buses[request.resource].put({"type": "MODIFIED", "object": after})
+                if after["metadata"].get("deletionTimestamp") and not after["metadata"].get("finalizers"):
+                    gone = after  # the last finalizer removed: collected after the answer, as kmock does
+        if after is None:
+            return await super()._handle(request)
+        try:
+            return await kmock.KubernetesScaffold._handle(self, request)  # reactions, else kmock's answer: the stored
+        finally:
+            if gone is not None:
+                async with self._lock:
+                    self.objects[key].delete()
+                    await self._buses[request.resource].put({"type": "DELETED", "object": gone})
+
+    def _next_version(self, before: dict[str, Any], after: dict[str, Any], request: kmock.Request) -> dict[str, Any]:
+        """``after`` with a new resourceVersion, and its generation one up when its spec changed or its deletion was
+        marked (metadata and status are not the spec; a ``/status`` write changes no generation)."""
+        meta = after["metadata"] = dict(after.get("metadata") or {})
+        meta["resourceVersion"] = str(next(self._serial))
+        spec = {k: v for k, v in after.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+        was = {k: v for k, v in before.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+        marked = bool(meta.get("deletionTimestamp")) and not (before.get("metadata") or {}).get("deletionTimestamp")
+        if request.subresource is None and (spec != was or marked) and meta.get("generation"):
+            meta["generation"] += 1  # as the registry does: only a generation that is set
+        return after
+
+    async def resend(self, plural: str) -> int:
+        """Send every object of ``plural`` again, unchanged, to the watches (a MODIFIED each, its resourceVersion
+        kept), as a watch's reconnect or a re-list delivers what it had already: what a write that changes nothing
+        does not do (it sends no event). The number sent."""
+        async with self._lock:
+            live = [(resource, obj.raw) for (resource, _, _), obj in self.objects.items()
+                    if resource.plural == plural and not obj.deleted]
+            for resource, raw in live:
+                await self._buses[resource].put({"type": "MODIFIED", "object": raw})
+        return len(live)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listing: Any = await super()._serve_list(request)
+        versions = [v for item in listing["items"] if (v := _version(item)) is not None]
+        return {**listing, "metadata": {"resourceVersion": str(max(versions, default=0))}}
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        since = request.params.get("resourceVersion", "")
+        async for event in super()._serve_watch(request):
+            # kmock's first events (an ADDED for each object): those the watcher's list already had are not sent
+            seen = since.isdigit() and isinstance(event, dict) and event.get("type") == "ADDED" and (
+                (version := _version(event["object"])) is not None and version <= int(since))
+            if not seen:
+                yield event
 
     def _annotations_too_long(self, request: kmock.Request) -> aiohttp.web.Response | None:
         """The API server's 422 for a write whose object would carry more than ``ANNOTATIONS_MAX_BYTES`` of
@@ -236,6 +327,14 @@ class Emulator(kmock.KubernetesEmulator):
         return request
 
 
+def invalid_patch(cause: str) -> aiohttp.web.Response:
+    """The API server's 422 for a JSON patch it cannot apply (a ``test`` that fails: kopf's optimistic lock on the
+    resourceVersion it last saw), as its patcher words it (apiserver's handlers/patch.go, applyJSPatch: a generic
+    server response of 422 with the patch library's error)."""
+    return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid",
+                                      "code": 422, "message": cause}, status=422)
+
+
 def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web.Response:
     """The API server's answer to a create in a namespace being deleted, as its NamespaceLifecycle admission plugin
     words it (kubernetes/kubernetes, staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/
@@ -256,6 +355,12 @@ def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web
         "message": f"{resource} \"{name}\" is forbidden: unable to create new content in namespace {namespace} "
                    "because it is being terminated",
         "reason": "Forbidden", "details": details, "code": 403}, status=403)
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    """An object's resourceVersion as a number; None for one a test stored without one."""
+    version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else None
 
 
 def _canonical(value: Any) -> Any:
