@@ -213,7 +213,7 @@ async def _bench(count: int, settle: float) -> dict[str, Any]:
         print("   deployments ready", out["writes_on_deployments_ready_by_resource"], flush=True)
 
         # no-op resync: every SpeechToText and every Deployment delivered again unchanged (a MODIFIED
-        # watch event with the same content and resourceVersion, as a re-list would; a write that
+        # watch event with the same content and resourceVersion: Emulator.resend; a write that
         # changes nothing sends no event, as on a real API server)
         reset()
         for plural in (api.PLURAL, "deployments"):

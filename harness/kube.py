@@ -42,8 +42,8 @@ class Emulator(kmock.KubernetesEmulator):
       changed after it: kmock starts every watch with an ADDED of each object, so kopf's watch after its list had each
       object twice, the second one stale once versions move (it then patched from it, and was refused 422).
     - ``metadata.generation`` as the registry counts it: one up when a write changes anything but metadata and
-      status (the spec: a CRD with the status subresource, a Deployment), and when a deletion is marked; not on a
-      status or metadata-only write, nor on any ``/status`` write.
+      status (the spec: a CRD with the status subresource, a Deployment, whose annotations count too), and when a
+      deletion is marked; not on a status or other metadata-only write, nor on any ``/status`` write.
     - Resource quantities of Deployments stored in canonical form (``cpu: "0.5"`` reads back as
       ``500m``); a SpeechToText keeps what was written, as a CRD does.
     - The size limit of an object's annotations (apimachinery's ValidateAnnotationsSize: the bytes of all keys and
@@ -138,9 +138,8 @@ class Emulator(kmock.KubernetesEmulator):
             if live is None:
                 return None
             if not (live.get("metadata") or {}).get("deletionTimestamp"):
-                now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
                 marked = kmock_dicts.patch_dict(copy.deepcopy(live.raw), {
-                    "metadata": {"deletionTimestamp": now}, "spec": {"finalizers": ["kubernetes"]},
+                    "metadata": {"deletionTimestamp": _now()}, "spec": {"finalizers": ["kubernetes"]},
                     "status": {"phase": "Terminating"}})
                 live.create(self._next_version(live.raw, dict(marked), request))
                 await self._buses[request.resource].put({"type": "MODIFIED", "object": live.raw})
@@ -228,8 +227,7 @@ class Emulator(kmock.KubernetesEmulator):
                                   and (meta.get("deletionTimestamp") or not meta.get("finalizers"))):
                 after = None  # kmock's: a 404, a deletion at once, or one already marked
             elif request.action == kmock.action.DELETE:
-                now = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-                after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), {"metadata": {"deletionTimestamp": now}}))
+                after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), {"metadata": {"deletionTimestamp": _now()}}))
             else:
                 try:
                     after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), request.data or {}))
@@ -258,6 +256,10 @@ class Emulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(next(self._serial))
         spec = {k: v for k, v in after.items() if k not in ("metadata", "status", "apiVersion", "kind")}
         was = {k: v for k, v in before.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+        if request.resource is not None and (request.resource.group, request.resource.plural) == ("apps", "deployments"):
+            # the Deployment registry's PrepareForUpdate: its annotations count too (copied to its ReplicaSets)
+            spec["annotations"] = meta.get("annotations")
+            was["annotations"] = (before.get("metadata") or {}).get("annotations")
         marked = bool(meta.get("deletionTimestamp")) and not (before.get("metadata") or {}).get("deletionTimestamp")
         if request.subresource is None and (spec != was or marked) and meta.get("generation"):
             meta["generation"] += 1  # as the registry does: only a generation that is set
@@ -265,8 +267,9 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def resend(self, plural: str) -> int:
         """Send every object of ``plural`` again, unchanged, to the watches (a MODIFIED each, its resourceVersion
-        kept), as a watch's reconnect or a re-list delivers what it had already: what a write that changes nothing
-        does not do (it sends no event). The number sent."""
+        kept): an event that changes nothing the operator reads, which a write that changes nothing does not bring
+        (it sends no event). Not a real API server's: its every MODIFIED has a new resourceVersion, and kopf's
+        re-list after a watch ends passes its objects to handlers with no event type. The number sent."""
         async with self._lock:
             live = [(resource, obj.raw) for (resource, _, _), obj in self.objects.items()
                     if resource.plural == plural and not obj.deleted]
@@ -355,6 +358,11 @@ def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web
         "message": f"{resource} \"{name}\" is forbidden: unable to create new content in namespace {namespace} "
                    "because it is being terminated",
         "reason": "Forbidden", "details": details, "code": 403}, status=403)
+
+
+def _now() -> str:
+    """The time as the API server writes it in metadata (deletionTimestamp): RFC 3339 in whole seconds, UTC."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _version(obj: dict[str, Any]) -> int | None:

@@ -115,7 +115,8 @@ async def test_a_write_that_changes_nothing_stores_nothing_and_sends_no_event(ap
 async def test_generation_counts_spec_changes_only(apiserver: Cluster) -> None:
     """A SpeechToText (a CRD with the status subresource) and a Deployment: generation 1 at the create, one up for
     each spec change, unchanged by labels, annotations, a /status write; one up when a deletion is marked (the
-    object's finalizer holds it), as the registry counts. Before, it stayed 1 whatever changed."""
+    object's finalizer holds it), as the registry counts; a Deployment's annotations count as its spec does (its
+    registry's PrepareForUpdate: they are copied to its ReplicaSets). Before, it stayed 1 whatever changed."""
     cluster = apiserver
     created = await cluster.api.create(cluster.stt_url(), stt("en-us"))
     steps = [
@@ -136,7 +137,8 @@ async def test_generation_counts_spec_changes_only(apiserver: Cluster) -> None:
     made = await cluster.api.apply(url, deployment(1, {"a": "b"}))
     relabelled = await cluster.api.apply(url, deployment(1, {"a": "c"}))
     scaled = await cluster.api.apply(url, deployment(3, {"a": "c"}))
-    assert [generation(d) for d in (made, relabelled, scaled)] == [1, 1, 2]
+    annotated = await cluster.api.patch(url, {"metadata": {"annotations": {"a": "b"}}})
+    assert [generation(d) for d in (made, relabelled, scaled, annotated)] == [1, 1, 2, 3]
 
 
 async def test_a_watch_from_its_lists_version_sends_only_what_changed_after_it(apiserver: Cluster) -> None:

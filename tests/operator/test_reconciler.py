@@ -645,7 +645,7 @@ async def test_a_creation_costs_a_reconcile_per_handler_call_and_a_resync_one_re
     assert created == {n: (asked[n], asked[n]) for n in names}, (created, asked)
     assert not cluster.sent("GET", "pods")  # no Deployment has pods (kmock runs no controller): nothing to ask them
     before = writes()
-    for plural in (api.PLURAL, "deployments"):  # a re-list's delivery: a write that changes nothing sends no event
+    for plural in (api.PLURAL, "deployments"):  # each again, unchanged: an empty patch sends no event
         await cluster.emulator.resend(plural)
     await cluster.eventually(lambda: quiet(cluster), timeout=20)
     resynced = reads()
