@@ -282,7 +282,8 @@ def markdown(res: dict[str, Any]) -> str:
     if op and "error" not in op:
         lines += ["", "## 5. Operator (kopf against kmock)", "",
                   "The real operator (kopf, our handlers, the official async Kubernetes client) in its own thread and event loop; kmock's "
-                  "Kubernetes emulator and the benchmark's client (kubectl's part, not counted) share the main loop. "
+                  "Kubernetes emulator (with resourceVersion, generation and watches as an API server keeps them: harness/kube.py) "
+                  "and the benchmark's client (kubectl's part, not counted) share the main loop. "
                   "Requests are counted at kmock by method; writes (POST/PATCH/PUT/DELETE) also by resource, and every request "
                   "by verb and resource in benchmarks.json (`requests_*_by_resource`).", "",
                   f"- {op['objects']} SpeechToText created (10 at a time) in {op['create_requests_s']} s; every Deployment exists "
