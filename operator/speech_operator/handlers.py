@@ -144,6 +144,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
             await watch
     await rt.autoscalers.close()
     await autoscaler(memo).close()
+    await rt.events.close()
     await runtime(memo).kube.close()
 
 
@@ -221,14 +222,17 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
-async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None,
+async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
-    takes it, look at pods that are not ready again until they are (the filter then stops this daemon)."""
+    takes it, look at pods that are not ready again until they are (the filter then stops this daemon). It ends for
+    good once the SpeechToText's namespace is known to be going (:attr:`~speech_operator.reconcile.Runtime.ending`):
+    nothing more is written for it, and it goes; a re-check would only read it until then, and one reading when kopf
+    stops the daemon at its deletion is cancelled (kopf's WARNING "Daemon 'recheck_degraded' is cancelled")."""
     rt = runtime(memo)
     with _ended_at_exit(memo):
         # kopf's flag ends the wait at once: kopf cancels a daemon the flag does not end, with a WARNING
-        while not await stopped.wait(rt.config.recheck_seconds):
+        while not await stopped.wait(rt.config.recheck_seconds) and uid not in rt.ending:
             await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import hashlib
 import json
 import logging
@@ -23,15 +22,15 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any
 
-import aiohttp
 import kopf
 import pydantic
 
 from speech_operator import api, builders, conditions, foreign_autoscalers, policy, record
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
+from speech_operator.events import Events, Going, now
 from speech_operator.foreign_autoscalers import ForeignAutoscalers
 from speech_operator.kube import Kube, KubeError, path
 
@@ -67,9 +66,14 @@ class Runtime:
     #: by (namespace, name): one that reads as none of them was written by someone else
     #: (:func:`speech_operator.handlers.status_changed`; the events of the operator's own writes may come late).
     reported: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    #: The uids of the SpeechToTexts whose namespace is being deleted (a create in it was refused for that): nothing
-    #: more is written for them, their own deletion follows (:func:`reconcile`, :func:`delete_children`).
-    ending: set[str] = field(default_factory=set)
+    #: The uids of the SpeechToTexts whose namespace is being deleted (a create in it was refused for that, an Event's
+    #: too): nothing more is written for them, their own deletion follows (:func:`reconcile`, :func:`delete_children`).
+    ending: Going = field(default_factory=Going)
+    #: Every Event the operator posts (:mod:`speech_operator.events`).
+    events: Events = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = Events(self.kube, self.ending)
 
     def report(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Remember ``status`` as the one the SpeechToText was last given."""
@@ -200,24 +204,6 @@ def _controller(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return next((o for o in refs if o.get("controller")), None)
 
 
-def event_target(obj: Mapping[str, Any]) -> kopf.Body:
-    """The object an Event is about, for kopf's event functions: they read only its apiVersion, kind
-    and metadata, and are typed for kopf's own Body."""
-    return cast(kopf.Body, dict(obj))
-
-
-def event_body(obj: Mapping[str, Any], reason: str, message: str) -> dict[str, Any]:
-    """A Normal core/v1 Event about ``obj``, as kopf's poster words its own (the operator's component, the object's
-    reference): for an Event posted with the operator's own client (:func:`say_deleted`)."""
-    meta, now = obj["metadata"], _now()
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid")},
-            "type": "Normal", "reason": reason, "message": message, "count": 1, "firstTimestamp": now,
-            "lastTimestamp": now, "source": {"component": builders.MANAGER}, "reportingComponent": builders.MANAGER}
-
-
 #: The Event reason when the operator puts back replicas someone else gave its Deployment (:func:`scaled_by_hand`).
 SCALED_BY_HAND = "ScaledByHand"
 
@@ -271,7 +257,7 @@ def live_replicas(live: Mapping[str, Any] | None) -> int | None:
     return found if isinstance(found, int) and not isinstance(found, bool) else None
 
 
-async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
+async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, Any],
                 scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
@@ -279,7 +265,7 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
     the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found.
     ``handed_back``: they held it until now (the status names them). Either way a write of the Deployment's
     fingerprint alone, which names who holds its replicas, is no "Updated" event."""
-    kind, meta = desired["kind"], desired["metadata"]
+    kind, meta, kube = desired["kind"], desired["metadata"], runtime.kube
     url = child_path(kind, meta["namespace"], meta["name"])
     live = await kube.get(url)
     held = holder(live, owner)
@@ -294,29 +280,29 @@ async def apply(kube: Kube, desired: dict[str, Any], owner: Mapping[str, Any],
         return dict(live or {})
     applied = await kube.apply(url, desired)
     if live is None:
-        kopf.info(event_target(owner), reason="Created", message=f"Created {kind} {meta['name']}")
+        runtime.events.post(owner, "Normal", "Created", f"Created {kind} {meta['name']}")
     elif (found is not None or (handed_back and kind == "Deployment")) and all(p.endswith(APPLIED) for p in todo):
         pass  # the fingerprint alone: it now names who holds the replicas, nothing the spec changed
     else:
-        kopf.info(event_target(owner), reason="Updated", message=f"Updated {kind} {meta['name']}: {_summary(todo)}")
+        runtime.events.post(owner, "Normal", "Updated", f"Updated {kind} {meta['name']}: {_summary(todo)}")
     scaled = scaled_by_hand(desired, live, owner)
     if scaled:
         log.warning("%s %s/%s: %s", api.KIND, meta["namespace"], owner["metadata"]["name"], scaled)
-        kopf.warn(event_target(owner), reason=SCALED_BY_HAND, message=scaled)
+        runtime.events.post(owner, "Warning", SCALED_BY_HAND, scaled)
     return applied
 
 
-async def remove_unwanted(kube: Kube, desired: list[dict[str, Any]], owner: Mapping[str, Any]) -> None:
+async def remove_unwanted(runtime: Runtime, desired: list[dict[str, Any]], owner: Mapping[str, Any]) -> None:
     """Delete owned children of kinds the builders no longer return (e.g. a PodDisruptionBudget
     once replicas drop to 1)."""
     meta = owner["metadata"]
     wanted = {d["kind"] for d in desired}
     for kind in PLURALS.keys() - wanted:
         url = child_path(kind, meta["namespace"], meta["name"])
-        live = await kube.get(url)
+        live = await runtime.kube.get(url)
         if live is not None and holder(live, owner) is None:
-            if await kube.delete(url):
-                kopf.info(event_target(owner), reason="Deleted", message=f"Deleted {kind} {meta['name']}")
+            if await runtime.kube.delete(url):
+                runtime.events.post(owner, "Normal", "Deleted", f"Deleted {kind} {meta['name']}")
 
 
 async def missing_dependencies(kube: Kube, stt: api.SpeechToText) -> list[str]:
@@ -362,11 +348,8 @@ def invalid_spec_message(exc: ValueError) -> str:
     return str(exc)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, after: api.SpeechToTextStatus) -> None:
+def _report_transitions(events: Events, body: Mapping[str, Any], before: dict[str, Any] | None,
+                        after: api.SpeechToTextStatus) -> None:
     """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story;
     the operator's log has a line for each Degraded and Recovered. A foreign autoscaler found while another reason
     holds Degraded (its message added to that reason's) has its Warning and its line too."""
@@ -375,7 +358,7 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
 
     def degraded(reason: str, message: str) -> None:
         log.warning("%s %s/%s is degraded (%s): %s", api.KIND, meta.get("namespace"), meta.get("name"), reason, message)
-        kopf.warn(event_target(body), reason=reason, message=message)
+        events.post(body, "Warning", reason, message)
     for c in after.conditions:
         was, why = old.get(c.type, (None, None))
         if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
@@ -385,23 +368,24 @@ def _report_transitions(body: Mapping[str, Any], before: dict[str, Any] | None, 
         elif c.type == conditions.DEGRADED and c.type in old:
             message = f"no longer {why}: {c.message}" if why else c.message
             log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), message)
-            kopf.info(event_target(body), reason="Recovered", message=message)
+            events.post(body, "Normal", "Recovered", message)
         elif c.type == conditions.READY and c.status == "True":
-            kopf.info(event_target(body), reason="Ready", message=c.message)
+            events.post(body, "Normal", "Ready", c.message)
     reason = next((c.reason for c in after.conditions if c.type == conditions.DEGRADED), None)
     if after.foreignAutoscalers and not (before or {}).get("foreignAutoscalers") and reason != conditions.FOREIGN_AUTOSCALER:
         degraded(conditions.FOREIGN_AUTOSCALER, foreign_autoscalers.message(tuple(after.foreignAutoscalers),
                                                                             api.SpeechToText.model_validate(body)))
 
 
-def _report_decision(body: Mapping[str, Any], before: api.AutoscalingStatus | None, after: api.AutoscalingStatus) -> None:
+def _report_decision(events: Events, body: Mapping[str, Any], before: api.AutoscalingStatus | None,
+                     after: api.AutoscalingStatus) -> None:
     """One Event per change of replicas the autoscaler makes."""
     made = after.lastDecision
     if made is None or (before is not None and before.lastDecision == made):
         return
     reason = ("WokenUp" if made.previous == 0 else "ScaledToZero" if made.replicas == 0
               else "ScaledUp" if made.replicas > made.previous else "ScaledDown")
-    kopf.info(event_target(body), reason=reason, message=made.reason)
+    events.post(body, "Normal", reason, made.reason)
 
 
 def differs(status: Mapping[str, Any], reported: dict[str, Any]) -> bool:
@@ -423,7 +407,7 @@ async def write_status(runtime: Runtime, body: Mapping[str, Any], status: api.Sp
         "apiVersion": api.API_VERSION, "kind": api.KIND,
         "metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": after})
     runtime.report(meta["namespace"], meta["name"], after)
-    _report_transitions(body, before, status)
+    _report_transitions(runtime.events, body, before, status)
 
 
 #: What the autoscaler decides for a SpeechToText read afresh under its lock: its new ``status.autoscaling``.
@@ -451,12 +435,12 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError as exc:
-            status = conditions.invalid(body, invalid_spec_message(exc), _now(), outdated_crd)
+            status = conditions.invalid(body, invalid_spec_message(exc), now(), outdated_crd)
             await write_status(runtime, body, status)
             return status
         too_large = record.overflow(body)
         if too_large:  # kopf cannot record it: nothing is applied (the status, an event and a line say why)
-            status = conditions.invalid(body, too_large, _now(), outdated_crd, conditions.SPEC_TOO_LARGE)
+            status = conditions.invalid(body, too_large, now(), outdated_crd, conditions.SPEC_TOO_LARGE)
             await write_status(runtime, body, status)
             return status
         missing = await missing_dependencies(runtime.kube, stt)
@@ -471,7 +455,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             before = stt.status.autoscaling if stt.status else None
             decided = await autoscale(stt)
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
-            _report_decision(body, before, decided)
+            _report_decision(runtime.events, body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
         held = None  # the replicas a foreign autoscaler holds the Deployment at
         if scalers and not refused:
@@ -485,7 +469,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             for child in desired:
                 actual: dict[str, Any] | None
                 try:
-                    actual = await apply(runtime.kube, child, body, scalers, handed_back)
+                    actual = await apply(runtime, child, body, scalers, handed_back)
                 except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
                     if exc.namespace_terminating:  # its namespace is being deleted: it goes too, and nothing to say
                         runtime.ending.add(body["metadata"].get("uid"))
@@ -501,7 +485,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                     actual = None
                 if child["kind"] == "Deployment":
                     deployment = actual
-            await remove_unwanted(runtime.kube, desired, body)
+            await remove_unwanted(runtime, desired, body)
         if held is not None and live_replicas(deployment) is not None:  # as written (the HPA may have moved it since)
             held = live_replicas(deployment)
         # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
@@ -509,7 +493,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 and conditions.pods_matter(stt, deployment, held) else None)
         # an HPA on a Deployment of this name that is someone else's is none of this SpeechToText's business
         foreign = scalers if not any(c.startswith("Deployment ") for c in conflicts) else ()
-        status = conditions.observe(stt, deployment, missing, _now(), refused, outdated_crd,
+        status = conditions.observe(stt, deployment, missing, now(), refused, outdated_crd,
                                     builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts,
                                     foreign, held)
         await write_status(runtime, body, status)
@@ -522,7 +506,8 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     orphaned (``kubectl delete --cascade=orphan``: the API server's ``orphan`` finalizer), as the garbage collector
     leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`).
     No Event when its namespace is known to be going (:attr:`Runtime.ending`): the API server would refuse it; else
-    one per child deleted (:func:`say_deleted`)."""
+    one per child deleted (the namespace controller deletes in no set order: a SpeechToText may go before anything
+    met the namespace's refusal, and its first "Deleted" Event then does, :mod:`speech_operator.events`)."""
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     runtime.autoscalers.forget((meta["namespace"], meta["name"]))
@@ -533,34 +518,9 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
         log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],
                  meta["name"])
         return
-    deleted = []
     async with runtime.lock(meta["namespace"], meta["name"]):
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])
             live = await runtime.kube.get(url)
-            if live is not None and holder(live, body) is None and await runtime.kube.delete(url):
-                deleted.append(kind)
-    if said:
-        await say_deleted(runtime, body, deleted)
-
-
-async def say_deleted(runtime: Runtime, body: Mapping[str, Any], kinds: list[str]) -> None:
-    """A "Deleted" Event for each of the SpeechToText's children ``kinds``, posted now with the operator's own client.
-    The namespace controller deletes a namespace's objects in no set order: a SpeechToText may go before any
-    reconcile met a refusal that says its namespace is being deleted (:attr:`Runtime.ending`), and the API server
-    then refuses its Events too (NamespaceTerminating), which kopf's poster tries 9 times in 54 s, an ERROR line
-    each. Here the first such refusal is one INFO line and no more Events; any other failure hands the Event to
-    kopf's poster, which tries it again later."""
-    meta = body["metadata"]
-    for kind in kinds:
-        message = f"Deleted {kind} {meta['name']}"
-        try:
-            await runtime.kube.create(path("v1", "events", meta["namespace"]), event_body(body, "Deleted", message))
-        except KubeError as exc:
-            if exc.namespace_terminating:
-                log.info("%s %s/%s: its namespace is being deleted: its children are deleted without Events (%s)",
-                         api.KIND, meta["namespace"], meta["name"], ", ".join(f"{k} {meta['name']}" for k in kinds))
-                return
-            kopf.info(event_target(body), reason="Deleted", message=message)
-        except (TimeoutError, aiohttp.ClientError):
-            kopf.info(event_target(body), reason="Deleted", message=message)
+            if live is not None and holder(live, body) is None and await runtime.kube.delete(url) and said:
+                runtime.events.post(body, "Normal", "Deleted", f"Deleted {kind} {meta['name']}")

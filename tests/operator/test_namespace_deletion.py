@@ -8,12 +8,13 @@ children first (the order that made the operator write them again), then the Spe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, quiet
+from conftest import NAMESPACE, TEST_AGENT, deployment, one_pod_ready, quiet
 
 from speech_operator import api
 from speech_operator.kube import KubeError, path
@@ -38,6 +39,19 @@ async def made_then_namespace_deleted(cluster: Cluster, caplog: pytest.LogCaptur
     before, logged = len(list(cluster.emulator)), len(caplog.records)
     assert await cluster.api.delete(NAMESPACE_URL)
     return before, logged
+
+
+async def speechtotext_deleted(cluster: Cluster, *children: tuple[str, str]) -> None:
+    """The namespace controller deletes en-us: wait until the operator lets it go (its finalizer removed), with its
+    ``children`` (API version, plural) deleted, and is quiet."""
+    assert await cluster.api.delete(cluster.stt_url("en-us"))
+
+    async def gone() -> bool:
+        return await cluster.api.get(cluster.stt_url("en-us")) is None
+    await cluster.eventually(gone)
+    for api_version, plural in children:
+        assert await cluster.api.get(cluster.url(api_version, plural, "en-us")) is None
+    await cluster.eventually(lambda: quiet(cluster))
 
 
 async def test_a_create_in_a_namespace_being_deleted_is_refused_as_the_api_server_refuses_it(cluster: Cluster) -> None:
@@ -87,13 +101,7 @@ async def test_a_child_deleted_with_its_namespace_is_not_written_again_and_the_s
         return any(r in list(cluster.emulator)[before:] for r in cluster.sent("PATCH", "services", "en-us"))
     await cluster.eventually(tried)
     await cluster.eventually(lambda: quiet(cluster))
-    assert await cluster.api.delete(cluster.stt_url("en-us"))  # then the SpeechToText, its Deployment still there
-
-    async def gone() -> bool:
-        return await cluster.api.get(cluster.stt_url("en-us")) is None
-    await cluster.eventually(gone)  # the finalizer removed
-    assert await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) is None
-    await cluster.eventually(lambda: quiet(cluster))
+    await speechtotext_deleted(cluster, ("apps/v1", "deployments"))  # then the SpeechToText, its Deployment still there
 
     since = list(cluster.emulator)[before:]
     writes = [(r.method, r.resource.plural if r.resource else None, r.subresource) for r in since
@@ -112,17 +120,10 @@ async def test_a_speechtotext_deleted_with_its_namespace_before_its_children_goe
         cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     """The namespace controller deletes the SpeechToText first, its children still there and no reconcile having met
     the namespace's refusal: its deletion deletes them, its first "Deleted" Event is refused (NamespaceTerminating),
-    and that is one INFO line, no other Event, the finalizer removed. Before, kopf posted each "Deleted" Event and
+    and that is one INFO line, no other Event (the second is dropped unposted), the finalizer removed. Before, kopf posted each "Deleted" Event and
     tried it again 8 times over 54 s, an ERROR line each time."""
     before, logged = await made_then_namespace_deleted(cluster, caplog)
-    assert await cluster.api.delete(cluster.stt_url("en-us"))  # the namespace controller, in its order
-
-    async def gone() -> bool:
-        return await cluster.api.get(cluster.stt_url("en-us")) is None
-    await cluster.eventually(gone)  # the finalizer removed
-    for plural in ("deployments", "services"):
-        assert await cluster.api.get(cluster.url("apps/v1" if plural == "deployments" else "v1", plural, "en-us")) is None
-    await cluster.eventually(lambda: quiet(cluster))
+    await speechtotext_deleted(cluster, ("apps/v1", "deployments"), ("v1", "services"))  # first, in its order
 
     since = list(cluster.emulator)[before:]
     posted = [r for r in since if r.method == "POST" and r.resource is not None and r.resource.plural == "events"]
@@ -131,5 +132,109 @@ async def test_a_speechtotext_deleted_with_its_namespace_before_its_children_goe
     lines = caplog.records[logged:]
     assert not [r.getMessage() for r in lines if r.levelno >= logging.WARNING], "no WARNING, no ERROR"
     said = [r.getMessage() for r in lines if r.name.startswith("speech_operator")]
-    assert said == ["SpeechToText speech/en-us: its namespace is being deleted: its children are deleted without "
-                    "Events (Deployment en-us, Service en-us)"], said
+    assert said == ["SpeechToText speech/en-us: its namespace is being deleted: nothing more is created in it, Events "
+                    "included (its Normal Event Deleted was refused)"], said
+
+
+#: What the Deployment's controller says once the namespace controller has deleted its pod: its ReplicaSet cannot make
+#: another (the API server's words for a pod, as for any create in a namespace being deleted).
+POD_REFUSED = ('pods "en-us-6d5f7c9b8-x2kqz" is forbidden: unable to create new content in namespace speech because it '
+               "is being terminated")
+
+
+def events_posted(cluster: Cluster, since: int) -> list[Any]:
+    """The Event POSTs anyone but the test made since request ``since``: the operator's, kopf's (its poster) alike."""
+    return [r for r in list(cluster.emulator)[since:] if r.method == "POST" and r.resource is not None
+            and r.resource.plural == "events" and r.headers.get("User-Agent") != TEST_AGENT]
+
+
+async def no_writes(cluster: Cluster, settle: float = 1.0) -> bool:
+    """True once no one but the test has written for ``settle`` seconds (poll it with ``eventually``): a Degraded
+    SpeechToText's re-check may read on meanwhile."""
+    def writes() -> int:
+        return len([r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "PUT", "DELETE")
+                    and r.headers.get("User-Agent") != TEST_AGENT])
+    before = writes()
+    await asyncio.sleep(settle)
+    return writes() == before
+
+
+async def test_an_event_refused_for_the_namespace_is_one_line_and_nothing_more_is_said_or_created(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The namespace controller deletes the pod of a Ready SpeechToText first: its Deployment's controller cannot make
+    another (ReplicaFailure, the namespace's refusal in its words), so the SpeechToText turns Degraded PodsNotCreated
+    (its status is an update: served), and the API server refuses that Warning Event in turn. That is one POST and one
+    INFO line; the re-check of the Degraded SpeechToText ends, the Deployment deleted next is not tried again, and the
+    SpeechToText's deletion posts no "Deleted" Event. Before, kopf's poster posted the Warning and tried it again 8
+    times over 54 s, an ERROR line each; the re-check read the SpeechToText every recheck_seconds until it went."""
+    caplog.set_level(logging.INFO)
+    await cluster.api.create(cluster.stt_url(), stt())
+    await one_pod_ready(cluster, await cluster.eventually(lambda: deployment(cluster)))
+    await cluster.eventually(lambda: quiet(cluster))
+    before, logged = len(list(cluster.emulator)), len(caplog.records)
+    assert await cluster.api.delete(NAMESPACE_URL)
+
+    generation = (await deployment(cluster) or {})["metadata"].get("generation", 0)
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": POD_REFUSED}
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": generation, "replicas": 0, "updatedReplicas": 0, "readyReplicas": 0,
+        "conditions": [failure]}})
+
+    async def refused() -> bool:
+        return bool(events_posted(cluster, before))
+    await cluster.eventually(refused)
+    await cluster.eventually(lambda: no_writes(cluster))  # kopf's tries, on the old code: 1 s, 1 s, then 2 s apart
+    degraded = next(c for c in ((await cluster.api.get(cluster.stt_url("en-us"))) or {})["status"]["conditions"]
+                    if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "PodsNotCreated"), degraded
+    posted = events_posted(cluster, before)
+    assert len(posted) == 1, [(r.headers.get("User-Agent"), r.data.get("reason")) for r in posted]
+    sent = posted[0].data
+    assert (sent["type"], sent["reason"], sent["source"], sent["reportingComponent"]) == (
+        "Warning", "PodsNotCreated", {"component": "speech-operator"}, "speech-operator"), sent
+    assert POD_REFUSED in sent["message"]
+    assert {k: v for k, v in sent["involvedObject"].items() if k != "uid"} == {
+        "apiVersion": api.API_VERSION, "kind": api.KIND, "name": "en-us", "namespace": NAMESPACE}
+    assert not [r.getMessage() for r in caplog.records[logged:] if r.levelno >= logging.WARNING and not r.name.startswith(
+        "speech_operator")], "no WARNING or ERROR from kopf (its poster's retries)"
+    await cluster.eventually(lambda: quiet(cluster))  # the re-check is over: no more reads
+
+    assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))  # the namespace controller, in its order
+    await cluster.eventually(lambda: quiet(cluster))
+    await speechtotext_deleted(cluster, ("v1", "services"))  # then the SpeechToText, its Service still there
+
+    assert len(events_posted(cluster, before)) == 1
+    since = list(cluster.emulator)[before:]
+    writes = sorted((r.method, r.resource.plural if r.resource else "", r.subresource or "") for r in since
+                    if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.headers.get("User-Agent", "").startswith(
+                        "speech-operator"))
+    assert writes == [("DELETE", "services", ""), ("PATCH", "speechtotexts", "status"), ("POST", "events", "")], (
+        "the status, the refused Event, the Service: no Deployment made again, no Deleted Event")
+    lines = caplog.records[logged:]
+    warned = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("SpeechToText speech/en-us is degraded (PodsNotCreated)"), warned
+    said = [r.getMessage() for r in lines if r.name.startswith("speech_operator") and r.levelno == logging.INFO]
+    assert said == ["SpeechToText speech/en-us: its namespace is being deleted: nothing more is created in it, Events "
+                    "included (its Warning Event PodsNotCreated was refused)"], said
+
+
+async def test_an_event_the_api_server_fails_otherwise_is_handed_to_kopfs_poster(cluster: Cluster) -> None:
+    """Any other failure of the operator's POST (a 5xx here) hands the Event to kopf's poster, which tries it again
+    until the API server takes it, as before: the Events of a creation are posted all the same, each as it was."""
+    cluster.emulator.refusals[("events", "")] = (500, "InternalError", "etcdserver: request timed out")
+    await cluster.api.create(cluster.stt_url(), stt())
+
+    async def handed() -> bool:
+        return any(not r.headers.get("User-Agent", "").startswith("speech-operator") for r in events_posted(cluster, 0))
+    await cluster.eventually(handed)  # kopf's first try, refused too
+    del cluster.emulator.refusals[("events", "")]
+
+    async def created() -> bool:
+        return sorted(e["message"] for e in await cluster.events() if e["reason"] == "Created") == [
+            "Created Deployment en-us", "Created Service en-us"]
+    await cluster.eventually(created, timeout=10)  # kopf's next tries, a second later
+    for event in await cluster.events():
+        assert (event["type"], event["source"], event["involvedObject"]["name"]) == (
+            "Normal", {"component": "speech-operator"}, "en-us"), event
+    agents = [r.headers.get("User-Agent", "").split("/")[0] for r in events_posted(cluster, 0)]
+    assert agents.count("speech-operator") == 2 and set(agents) == {"speech-operator", "kopf"}, agents
