@@ -217,11 +217,17 @@ def handled(body: kopf.Body) -> bool:
     return any(key in body.metadata.annotations for key in record.STORAGE.keys(body))
 
 
+#: How long kopf lets a daemon whose flag is set finish the reconcile it is in before cancelling it. Each daemon
+#: ends at its flag between reconciles; without a grace kopf cancels one caught mid-reconcile at once (a recovery's
+#: own status write stops the re-check that made it), with its WARNING "Daemon ... is cancelled. Will escalate.".
+DAEMON_GRACE_SECONDS = 10.0
+
+
 def _degraded(status: kopf.Status, **_: Any) -> bool:
     return conditions.needs_recheck(dict(status))
 
 
-@kopf.daemon(*STT, when=_degraded, cancellation_timeout=1)
+@kopf.daemon(*STT, when=_degraded, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
@@ -236,7 +242,7 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
             await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
 
 
-@kopf.daemon(*STT, cancellation_timeout=1)
+@kopf.daemon(*STT, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
 async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more), and each time
