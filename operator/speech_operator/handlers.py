@@ -217,7 +217,7 @@ def handled(body: kopf.Body) -> bool:
     return any(key in body.metadata.annotations for key in record.STORAGE.keys(body))
 
 
-#: How long kopf lets a daemon whose flag is set finish the reconcile it is in before cancelling it. Each daemon
+#: How long kopf lets a daemon whose flag is set finish the reconcile (or look) it is in before cancelling it. Each daemon
 #: ends at its flag between reconciles; without a grace kopf cancels one caught mid-reconcile at once (a recovery's
 #: own status write stops the re-check that made it), with its WARNING "Daemon ... is cancelled. Will escalate.".
 DAEMON_GRACE_SECONDS = 10.0
@@ -281,7 +281,7 @@ def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("autoscaling") is not None  # {} is autoscaling with every default
 
 
-@kopf.daemon(*STT, when=_autoscaled, cancellation_timeout=1)
+@kopf.daemon(*STT, when=_autoscaled, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
 async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo,
                     logger: kopf.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
@@ -297,8 +297,8 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
                     await scaler.look(namespace, name, body)
                 except (TimeoutError, kube.KubeError, aiohttp.ClientError) as exc:
                     logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds)
+                with contextlib.suppress(TimeoutError):  # the next look, or kopf's flag: the daemon ends at once
+                    await _until_stopped(stopped, asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds))
         finally:
             scaler.forget(namespace, name)
 

@@ -16,11 +16,13 @@ import asyncio
 import copy
 import dataclasses
 import datetime
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -338,6 +340,34 @@ async def test_without_autoscaling_spec_replicas_rules_again(scaled: Scaled) -> 
     await scaled.becomes(3)
     await scaled.cluster.eventually(lambda: scaled.desired(3), PATIENCE)
     await scaled.stays(3, 1.0)
+
+
+async def test_the_autoscalers_daemon_ends_quietly_when_autoscaling_goes_and_at_deletion(
+        scaled: Scaled, caplog: pytest.LogCaptureFixture) -> None:
+    """kopf stops the autoscaler's daemon by its flag when spec.autoscaling goes and when the SpeechToText is deleted
+    (and at the operator's exit or a peering pause), and cancels one the flag does not end, with the WARNING "Daemon
+    'autoscale' is cancelled. Will escalate.". The daemon waited for its next look (autoscale_seconds, 5 s by default)
+    without the flag: each of those logged that WARNING. It now ends at the flag."""
+    await scaled.cluster.api.create(scaled.cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us"), {"spec": {"autoscaling": None, "replicas": 2}})
+    await scaled.becomes(2)
+
+    async def dropped() -> bool:
+        return "autoscaling" not in await scaled.status()
+    await scaled.cluster.eventually(dropped, PATIENCE)
+    await scaled.cluster.api.patch(scaled.cluster.stt_url("en-us"), {"spec": {"autoscaling": POLICY}})
+
+    async def again() -> bool:
+        return "autoscaling" in await scaled.status()
+    await scaled.cluster.eventually(again, PATIENCE)
+    assert await scaled.cluster.api.delete(scaled.cluster.stt_url("en-us"))
+
+    async def gone() -> bool:
+        return await scaled.cluster.api.get(scaled.cluster.stt_url("en-us")) is None
+    await scaled.cluster.eventually(gone, PATIENCE)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warned, warned
 
 
 async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
