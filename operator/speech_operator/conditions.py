@@ -368,6 +368,20 @@ def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | No
         cond(DEGRADED, True, _also(message, outdated_crd))]})
 
 
+#: The reasons of a spec the operator refuses: nothing is created or changed for it (the autoscaler's decisions included)
+#: until the spec, or the operator's policy, changes.
+REFUSALS = (POLICY_VIOLATION, INVALID_SPEC, SPEC_TOO_LARGE)
+
+
+def refused(stt_status: Mapping[str, Any] | None, generation: int | None) -> bool:
+    """Whether a raw ``status`` says the operator refuses the spec of ``generation`` (its Progressing condition, False
+    for one of :data:`REFUSALS`, observed at that generation): a status of an older spec says nothing of this one."""
+    found: Mapping[str, Any] = next((c for c in (stt_status or {}).get("conditions") or []
+                                     if c.get("type") == PROGRESSING), {})
+    return (found.get("status") == "False" and found.get("reason") in REFUSALS
+            and found.get("observedGeneration") == generation)
+
+
 def needs_recheck(stt_status: dict[str, Any] | None) -> bool:
     """Whether a raw ``status`` asks for another look later: Degraded for a reason a later look may find gone (a
     Secret created...; not an outdated CRD or a foreign autoscaler, which their watches report the moment they change),

@@ -8,7 +8,7 @@
   changes no field of the Deployment's: only a look at the pods sees it). An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
-  (``status.demand``, seen by an event handler: status changes are no kopf update).
+  (``status.demand``, seen by an event handler: status changes are no kopf update); none while the spec is refused.
 - A status someone else wrote over the operator's (conditions cleared by hand), or removed -> written again at once.
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
@@ -277,15 +277,20 @@ async def _until_stopped(stopped: kopf.DaemonStopped, *work: Awaitable[Any]) -> 
         task.result()
 
 
-def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
-    return spec.get("autoscaling") is not None  # {} is autoscaling with every default
+def _autoscaled(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
+    """``spec.autoscaling`` is set (``{}`` is autoscaling with every default) and the operator takes the spec. While
+    it refuses it (:func:`conditions.refused`: InvalidSpec, SpecTooLarge, PolicyViolation) nothing it decides is
+    applied, and its looks (the pods listed, each asked for its sessions, every ``autoscale_seconds``) were API load for
+    nothing: kopf stops the daemon at the status that says so, and starts it again at the event of a spec it may take
+    (a new generation, or the status written once it is taken)."""
+    return spec.get("autoscaling") is not None and not conditions.refused(dict(status), meta.get("generation"))
 
 
 @kopf.daemon(*STT, when=_autoscaled, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
 async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo,
                     logger: kopf.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
-    daemon when ``spec.autoscaling`` goes; ``spec.replicas`` rules again)."""
+    daemon when ``spec.autoscaling`` goes, ``spec.replicas`` ruling again, and while the spec is refused)."""
     scaler = autoscaler(memo)
     namespace = namespaced(namespace)
     wake = scaler.wake(namespace, name)

@@ -370,6 +370,49 @@ async def test_the_autoscalers_daemon_ends_quietly_when_autoscaling_goes_and_at_
     assert not warned, warned
 
 
+#: Two specs the operator refuses (nothing is created or changed, and the autoscaler's decisions are not applied):
+#: annotations of one's own too large for kopf's record of the spec (SpecTooLarge; the record holds them too, so 130 KB
+#: of them take the annotations past 256 KiB), and an image the operator's policy does not allow (PolicyViolation).
+REFUSALS = {"SpecTooLarge": {"metadata": {"annotations": {"example.com/notes": "x" * 130_000}}},
+            "PolicyViolation": {"spec": {"image": "elsewhere.example/recognizer"}}}
+TAKEN = {"SpecTooLarge": {"metadata": {"annotations": {"example.com/notes": None}}},
+         "PolicyViolation": {"spec": {"image": None}}}
+
+
+@pytest.mark.parametrize("reason", list(REFUSALS))
+async def test_the_autoscaler_stays_idle_while_the_spec_is_refused_and_resumes_once_it_is_taken(
+        scaled: Scaled, reason: str) -> None:
+    """While the operator refuses the spec (SpecTooLarge, PolicyViolation, InvalidSpec) it applies nothing, the
+    autoscaler's decisions included: the autoscaler no longer looks (kopf stops its daemon at the status that says so)
+    and starts again once the spec is taken. Before, it went on looking every autoscale_seconds, the pods listed and
+    each asked for its sessions (here 1 list and 1 ask every 0.2 s), for decisions never applied: API load for nothing."""
+    cluster = scaled.cluster
+    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BODY))
+    await scaled.becomes(1)
+    await scaled.ready_pods(1)
+
+    async def looked() -> bool:
+        return "autoscaling" in await scaled.status()
+    await cluster.eventually(looked, PATIENCE)
+    await cluster.api.patch(cluster.stt_url("en-us"), REFUSALS[reason])
+
+    async def refused() -> bool:
+        progressing = next((c for c in (await scaled.status()).get("conditions") or [] if c["type"] == "Progressing"), {})
+        return progressing.get("reason") == reason
+    await cluster.eventually(refused, PATIENCE)
+    await asyncio.sleep(0.5)  # a look begun before the refusal was written has ended
+    asked, listed = scaled.script.asked, len(cluster.sent("GET", "pods"))
+    scaled.script.loads["en-us-0"] = (5, 0.0)  # enough for 3 pods
+    await scaled.stays(1, 1.0)  # five of the autoscaler's periods
+    assert (scaled.script.asked - asked, len(cluster.sent("GET", "pods")) - listed) == (0, 0), \
+        "the pods were asked for their sessions, or listed, while the spec is refused"
+    assert await scaled.events("ScaledUp") == []
+
+    await cluster.api.patch(cluster.stt_url("en-us"), TAKEN[reason])
+    await scaled.becomes(3)
+    assert await scaled.events("ScaledUp") == ["5 sessions on 1 pod (target 2 per pod): 1 → 3"]
+
+
 async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
     """``autoscaling: {}`` autoscales: min 1, max 10, target four fifths of the decoders reported (4 -> 3)."""
     body = copy.deepcopy(BODY)

@@ -219,6 +219,20 @@ def test_pods_are_asked_only_while_not_all_ready_and_rechecked_while_they_exist_
     assert not conditions.needs_recheck(conditions.observe(STT, deployment(2), [], "t").model_dump(mode="json"))
 
 
+def test_a_refused_spec_is_one_of_the_status_that_observed_its_generation() -> None:
+    """What stops the autoscaler's daemon (:func:`speech_operator.handlers._autoscaled`): InvalidSpec, SpecTooLarge or
+    PolicyViolation of this generation; not of an older one (the spec changed since), nor any other trouble."""
+    body = STT.model_dump(mode="json", exclude_none=True)
+    for reason in (conditions.INVALID_SPEC, conditions.SPEC_TOO_LARGE):
+        status = conditions.invalid(body, "why", "t", reason=reason).model_dump(mode="json")
+        assert conditions.refused(status, 3) and not conditions.refused(status, 4), reason
+    policy = conditions.observe(STT, deployment(2), [], "t", refused=["image"]).model_dump(mode="json")
+    assert conditions.refused(policy, 3) and not conditions.refused(policy, 4)
+    missing = conditions.observe(STT, deployment(0), ['Secret "k"'], "t").model_dump(mode="json")
+    assert not conditions.refused(missing, 3) and not conditions.refused(None, 3)
+    assert not conditions.refused(conditions.observe(STT, deployment(2), [], "t").model_dump(mode="json"), 3)
+
+
 def test_status_validates_against_the_crd() -> None:
     import jsonschema
     from stt_schema import crd_schema
