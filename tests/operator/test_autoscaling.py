@@ -128,6 +128,16 @@ class Scaled:
     async def events(self, reason: str) -> list[str]:
         return [e["message"] for e in await self.cluster.events() if e["reason"] == reason]
 
+    async def looked_at(self) -> None:
+        """en-us made from :data:`BODY`, its pod ready, and the autoscaler's first look in its status."""
+        await self.cluster.api.create(self.cluster.stt_url(), copy.deepcopy(BODY))
+        await self.becomes(1)
+        await self.ready_pods(1)
+
+        async def looked() -> bool:
+            return "autoscaling" in await self.status()
+        await self.cluster.eventually(looked, PATIENCE)
+
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def scaled(cluster: Cluster) -> AsyncIterator[Scaled]:
@@ -387,13 +397,7 @@ async def test_the_autoscaler_stays_idle_while_the_spec_is_refused_and_resumes_o
     and starts again once the spec is taken. Before, it went on looking every autoscale_seconds, the pods listed and
     each asked for its sessions (here 1 list and 1 ask every 0.2 s), for decisions never applied: API load for nothing."""
     cluster = scaled.cluster
-    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BODY))
-    await scaled.becomes(1)
-    await scaled.ready_pods(1)
-
-    async def looked() -> bool:
-        return "autoscaling" in await scaled.status()
-    await cluster.eventually(looked, PATIENCE)
+    await scaled.looked_at()
     await cluster.api.patch(cluster.stt_url("en-us"), REFUSALS[reason])
 
     async def refused() -> bool:
@@ -447,13 +451,7 @@ async def test_while_an_hpa_scales_the_deployment_the_autoscaler_decides_nothing
     again, and says so once. Before, it went on looking, decided 3 and said ScaledUp, none of it applied (the status
     kept its autoscaling, so the first wait below failed)."""
     cluster = scaled.cluster
-    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BODY))
-    await scaled.becomes(1)
-    await scaled.ready_pods(1)
-
-    async def looked() -> bool:
-        return "autoscaling" in await scaled.status()
-    await cluster.eventually(looked, PATIENCE)
+    await scaled.looked_at()
     await cluster.api.create(cluster.url("autoscaling/v2", "horizontalpodautoscalers"), copy.deepcopy(HPA))
     await cluster.eventually(lambda: yielded(scaled), PATIENCE)
     scaled.script.loads["en-us-0"] = (5, 0.0)  # enough for 3 pods
