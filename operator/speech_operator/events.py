@@ -9,6 +9,14 @@ Here an Event is posted with the operator's own client, in the background as kop
 waits for it), in order per object; the first refused for its namespace is one INFO line, and nothing more is posted
 or created for that object (:class:`Going`, which :func:`speech_operator.reconcile.reconcile` reads too). Any other
 failure (a 5xx, a timeout, a webhook) hands the Event to kopf's poster, which tries it again, as before.
+
+At most :data:`QUEUED_MAX` Events of one object wait: a SpeechToText that flaps (Degraded, Recovered, Degraded...)
+faster than the API server takes its Events drops its oldest waiting, not its newest, and says how many in one line once
+its queue empties. The newest say what holds now. Coalescing a repeat into a waiting Event of its reason, as client-go's
+event aggregation and series do, would bound a run of one reason only, not a flapping object's alternation, and by
+moving the repeat ahead of what came between it would end the object's story on the wrong state. At the operator's
+exit the Events still waiting get up to :data:`EXIT_GRACE_SECONDS` to be posted (kopf's own poster drops its Events
+then), and those left are one line.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import collections
 import datetime
 import logging
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
@@ -35,6 +44,11 @@ MAX_MESSAGE = 1024
 IN_FLIGHT = 8
 #: How many SpeechToTexts :class:`Going` remembers (the latest): one forgotten costs at most one more refused POST.
 GOING_KEPT = 4096
+#: How many Events of one object wait to be posted at most (the one in flight aside): the oldest waiting goes first.
+#: client-go lets a source post 25 Events about one object at once, then one each 5 minutes (its spam filter).
+QUEUED_MAX = 32
+#: How long the operator's exit waits for the Events not yet posted (:meth:`Events.close`).
+EXIT_GRACE_SECONDS = 3.0
 
 
 class Going:
@@ -85,14 +99,28 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
             "lastTimestamp": at, "source": {"component": builders.MANAGER}, "reportingComponent": builders.MANAGER}
 
 
+@dataclass
+class _Queue:
+    """One object's Events not yet posted (``about``: the object, in words): those waiting, whether one is being posted,
+    how many waiting were dropped."""
+
+    about: str
+    waiting: collections.deque[tuple[Mapping[str, Any], dict[str, Any]]] = field(default_factory=collections.deque)
+    posting: bool = False
+    dropped: int = 0
+
+
 class Events:
     """Posts the operator's Events (:meth:`post`), each object's in order, in the background."""
 
     def __init__(self, kube: Kube, going: Going) -> None:
         self.kube, self.going = kube, going
-        self._queues: dict[Hashable, collections.deque[tuple[Mapping[str, Any], dict[str, Any]]]] = {}
+        self._queues: dict[Hashable, _Queue] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self._exiting = False
+        #: Events refused for a cause kopf's poster would have tried again, once it has stopped (the operator's exit).
+        self._unposted = 0
 
     def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event of ``type_`` (Normal, Warning) about ``obj`` soon; nothing when its namespace is known to be
@@ -101,25 +129,34 @@ class Events:
         if meta.get("uid") in self.going:
             return
         key = meta.get("uid") or (meta.get("namespace"), meta.get("name"))
-        queued = self._queues.get(key)
-        if queued is not None:
-            queued.append((obj, event_body(obj, type_, reason, message)))
-            return
-        self._queues[key] = collections.deque([(obj, event_body(obj, type_, reason, message))])
-        worker = asyncio.get_running_loop().create_task(self._drain(key), name=f"Events of {api.KIND} {meta.get('name')}")
-        self._workers.add(worker)
-        worker.add_done_callback(self._workers.discard)
+        queue = self._queues.get(key)
+        started = queue is None
+        if queue is None:
+            queue = self._queues[key] = _Queue(f"{api.KIND} {meta.get('namespace')}/{meta.get('name')}")
+        if len(queue.waiting) >= QUEUED_MAX:
+            queue.waiting.popleft()
+            queue.dropped += 1
+        queue.waiting.append((obj, event_body(obj, type_, reason, message)))
+        if started:
+            worker = asyncio.get_running_loop().create_task(self._drain(key), name=f"Events of {api.KIND} {meta.get('name')}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
     async def _drain(self, key: Hashable) -> None:
-        queued = self._queues[key]
+        queue = self._queues[key]
         try:
-            while queued:
-                obj, body = queued.popleft()
+            while queue.waiting:
+                obj, body = queue.waiting.popleft()
+                queue.posting = True
                 if obj["metadata"].get("uid") not in self.going:
                     async with self._in_flight:
                         await self._post(obj, body)
+                queue.posting = False
         finally:
             del self._queues[key]  # nothing awaited since the loop saw it empty: no Event is left in it
+            if queue.dropped:
+                log.warning("%s: %d of its Events were dropped unposted, the oldest waiting (at most %d wait): they came "
+                            "faster than the API server took them", queue.about, queue.dropped, QUEUED_MAX)
 
     async def _post(self, obj: Mapping[str, Any], body: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -135,11 +172,24 @@ class Events:
                 return
         except (TimeoutError, aiohttp.ClientError):
             pass
+        if self._exiting:  # kopf's poster has stopped: it would drop it unsaid (counted by :meth:`close`)
+            self._unposted += 1
+            return
         kopf.event(event_target(obj), type=body["type"], reason=body["reason"], message=body["message"])
 
-    async def close(self) -> None:
-        """End the posting (the operator's exit: kopf's own poster has stopped by then, its Events not posted dropped)."""
+    async def close(self, grace: float = EXIT_GRACE_SECONDS) -> None:
+        """End the posting at the operator's exit, after up to ``grace`` seconds for the Events not yet posted (kopf's
+        own poster has stopped by then, its Events not posted dropped); those left are one line."""
+        self._exiting = True
         workers = list(self._workers)
+        if workers:
+            await asyncio.wait(workers, timeout=grace)
+        left = sum(len(q.waiting) + q.posting for q in self._queues.values())
+        workers = list(self._workers)  # with any started meanwhile
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        left += self._unposted
+        if left:
+            log.warning("%d Events were not posted at the operator's exit: the API server did not take them within %g s",
+                        left, grace)

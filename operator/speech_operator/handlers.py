@@ -131,6 +131,8 @@ def _ended_at_exit(memo: kopf.Memo) -> Iterator[None]:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    """The operator's exit: the daemons kopf left ended, the watches and clients closed, and the Events not yet posted
+    given a short grace (:meth:`speech_operator.events.Events.close`) before the API client they use is closed."""
     rt = runtime(memo)
     rt.exiting = True
     left = list(rt.daemons)
