@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import inspect
 import itertools
@@ -38,6 +39,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
+from urllib.parse import SplitResult
 
 from . import contract as c
 from .settings import cpu_count
@@ -61,6 +63,10 @@ _AHEAD = 8
 NAME_MAX = 255
 #: How often a busy server (503) is asked again for a file before it counts as failed.
 _BUSY_RETRIES = 5
+#: ``--server``: the longest wait to connect, and for each write of a file's body and each read of the answer once the
+#: body is sent (httpx's timeouts, the client before).
+_CONNECT_SECONDS = 10.0
+_WAIT_SECONDS = 600.0
 
 Progress = Callable[[float], None]
 
@@ -352,17 +358,21 @@ def _decoded(path: Path, max_seconds: float) -> Generator[Decoding | list[bytes]
 
 
 class Remote:
-    """Transcribes through a recognizer's (or a gateway's) REST route."""
+    """Transcribes through a recognizer's (or a gateway's) REST route: a request a file, each on a connection of its own
+    (:meth:`_post`), its answer read while its body is sent."""
 
-    def __init__(self, server: str, language: str | None, key: str | None, jobs: int, max_seconds: float) -> None:
-        import httpx
+    def __init__(self, server: str, language: str | None, key: str | None, max_seconds: float) -> None:
+        import ssl
 
         self.max_seconds = max_seconds
         self.url = server.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
+        where = server_url(server)
+        self.host, self.port = cast(str, where.hostname), where.port or (443 if where.scheme == "https" else 80)
+        self.authority = where.netloc.rpartition("@")[2]  # the Host header: no user or password
+        self.path = where.path.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
+        self.tls = ssl.create_default_context() if where.scheme == "https" else None
         self.language = language
-        headers = {c.KEY_HEADER: key} if key else {}
-        self.client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0),
-                                        limits=httpx.Limits(max_connections=jobs))
+        self.headers = [(c.KEY_HEADER, key)] if key else []
 
     async def start(self) -> None:
         pass
@@ -370,14 +380,11 @@ class Remote:
     def close(self) -> None:
         pass
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
     async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
                          progress: Callable[[float | None, str], Progress]) -> dict[str, str]:
         """The file's transcript in each of ``formats``, from one request: ``txt`` and ``json`` are the route's
         answer, subtitles rendered here from the phrases it gives with ``phrases=true`` (as the route renders its own)."""
-        import httpx
+        from urllib.parse import urlencode
 
         from .results import phrase_of
 
@@ -395,28 +402,12 @@ class Remote:
         except OSError as exc:
             raise FileError(exc.strerror or str(exc)) from None
         advance = progress(upload.size, "B")
-        sent = 0
-
-        async def body() -> Any:  # from the file's start, each time it is sent
-            nonlocal sent
-            while sent < upload.size:
-                piece = await asyncio.to_thread(upload.read, sent)
-                sent += len(piece)
-                advance(len(piece))
-                yield piece
-
         with upload:  # closed once sent
             for attempt in range(_BUSY_RETRIES + 1):
-                sent = 0
-                try:
-                    response = await self.client.post(self.url, params=params, content=body(),
-                                                      headers={"Content-Type": "application/octet-stream",
-                                                               "Content-Length": str(upload.size)})
-                except httpx.HTTPError as exc:
-                    raise FileError(f"{self.url}: {exc or type(exc).__name__}") from None
+                response, sent = await self._post(f"{self.path}?{urlencode(params)}", upload, advance)
                 if response.status_code == 503 and attempt < _BUSY_RETRIES:
-                    advance(-sent)
-                    await asyncio.sleep(_retry_after(response.headers.get("Retry-After", "")))
+                    advance(-sent)  # sent again from its start
+                    await asyncio.sleep(_retry_after(response.headers.get("retry-after", "")))
                     continue
                 break
         if response.status_code != 200:
@@ -443,6 +434,146 @@ class Remote:
         except (KeyError, TypeError, IndexError, AttributeError):
             raise _not_a_recognizer(self.url, response, "JSON") from None
         return {fmt: texts[fmt] if fmt in texts else render(phrases, 0.0, fmt, profanity) for fmt in formats}
+
+    async def _post(self, target: str, upload: _Upload, advance: Progress) -> tuple[_Answer, int]:
+        """``upload`` POSTed to ``target`` on a connection of its own (HTTP/1.1, h11), closed after; the answer, and how
+        many bytes of the body were sent. The answer is read while the body is sent: one that comes before the body's
+        end (a busy server's 503, a 413, a refused key, a 400) stops the sending at once and is the answer. A client that
+        sends all of its body first (httpx, before) sent the rest of a large file for nothing (the recognizer drops it),
+        and on a slow link could lose the answer to the reset that ends the server's lingering close."""
+        import h11
+
+        try:
+            async with asyncio.timeout(_CONNECT_SECONDS):
+                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+        except TimeoutError:
+            raise FileError(f"{self.url}: cannot connect: no answer in {_CONNECT_SECONDS:g} s") from None
+        except OSError as exc:
+            raise FileError(f"{self.url}: cannot connect: {_why(exc)}") from None
+        http = h11.Connection(h11.CLIENT)
+        sent = 0
+
+        async def send() -> None:
+            nonlocal sent
+            head = [("Host", self.authority), ("Content-Type", "application/octet-stream"), ("Content-Length", str(upload.size)),
+                    ("Accept", "application/json"), ("User-Agent", "speech-recognizer-transcribe"), *self.headers]
+            writer.write(http.send(h11.Request(method="POST", target=target, headers=head)))
+            while sent < upload.size:
+                reading = asyncio.ensure_future(asyncio.to_thread(upload.read, sent))
+                try:
+                    piece = await asyncio.shield(reading)
+                except asyncio.CancelledError:  # stopped by an answer: the file is not left being read on a thread
+                    await asyncio.gather(reading, return_exceptions=True)
+                    raise
+                except OSError as exc:  # the file's, not the connection's (which leaves the answer to be read)
+                    raise FileError(exc.strerror or str(exc)) from None
+                writer.write(http.send(h11.Data(data=piece)))
+                sent += len(piece)
+                advance(len(piece))
+                await self._drained(writer)
+            writer.write(http.send(h11.EndOfMessage()))
+            await self._drained(writer)
+
+        sending = asyncio.ensure_future(send())
+        try:
+            return await self._answer(reader, http, sending), sent
+        except h11.RemoteProtocolError as exc:
+            raise FileError(f"{self.url}: not an HTTP answer ({exc}): check --server") from None
+        except OSError as exc:
+            raise FileError(f"{self.url}: {_why(exc)}") from None
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            writer.transport.abort()  # what is unsent of an answered body is dropped, not flushed
+
+    async def _drained(self, writer: asyncio.StreamWriter) -> None:
+        """What was written handed to the system; a server that takes none of it for :data:`_WAIT_SECONDS` fails the file."""
+        try:
+            async with asyncio.timeout(_WAIT_SECONDS):  # not wait_for: in 3.11 it can lose a cancel (an answer's stop)
+                await writer.drain()
+        except TimeoutError:
+            raise FileError(f"{self.url}: the server took nothing more of the file for {_WAIT_SECONDS:g} s") from None
+
+    async def _answer(self, reader: asyncio.StreamReader, http: Any, sending: asyncio.Future[None]) -> _Answer:
+        """The server's answer on ``http`` (an h11 connection), read while ``sending`` sends the body: its head stops
+        the sending if it is still going."""
+        import h11
+
+        head: Any = None
+        body = bytearray()
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(await self._read(reader, sending))
+            elif isinstance(event, h11.Response):
+                head = event
+                sending.cancel()  # an answer before the body's end: the rest is not sent
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
+                return _Answer(head.status_code, headers, bytes(body))
+            elif isinstance(event, h11.ConnectionClosed):
+                raise FileError(f"{self.url}: the server closed the connection without an answer")
+
+    async def _read(self, reader: asyncio.StreamReader, sending: asyncio.Future[None]) -> bytes:
+        """The next bytes of the answer (b"" at its end). No read is timed while the body is being sent (a server
+        answers once it has it), each after for :data:`_WAIT_SECONDS`. What fails the sending fails the file, but the
+        connection's end: a server that answered and closed is still read."""
+        reading = asyncio.ensure_future(reader.read(1 << 16))
+        either: set[asyncio.Future[Any]] = {reading, sending}
+        try:
+            while not sending.done():
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if reading.done():
+                    return reading.result()
+            if not sending.cancelled() and (failed := sending.exception()) is not None and not isinstance(failed, OSError):
+                raise failed
+            try:
+                async with asyncio.timeout(_WAIT_SECONDS):
+                    return await reading
+            except TimeoutError:
+                raise FileError(f"{self.url}: no answer for {_WAIT_SECONDS:g} s") from None
+        finally:
+            reading.cancel()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    """A server's answer: its status, headers (names in lower case) and body."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def server_url(server: str) -> SplitResult:
+    """``--server``'s value, parsed: an ``http://`` or ``https://`` URL with a host (and a port that is a number)."""
+    from urllib.parse import urlsplit
+
+    try:
+        where: SplitResult | None = urlsplit(server)
+        _ = where.port if where else None  # a port that is not a number, or out of range, raises here
+    except ValueError:
+        where = None
+    if where is None or where.scheme not in ("http", "https") or not where.hostname:
+        raise argparse.ArgumentTypeError(f"{server!r}: give the server as http://HOST[:PORT] or https://HOST[:PORT]")
+    return where
+
+
+def _why(exc: OSError) -> str:
+    """What went wrong with a connection, said once ("Connection refused", not asyncio's "Connect call failed ..."); TLS's
+    own words ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ...")."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLError):
+        return str(exc)
+    if isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__  # a name not found (gaierror), several addresses refused
 
 
 class _Upload:
@@ -491,11 +622,11 @@ def _retry_after(value: str) -> float:
     return min(seconds, 60.0) if seconds >= 0 else 1.0  # nan too
 
 
-def _not_a_recognizer(url: str, response: Any, what: str) -> FileError:
+def _not_a_recognizer(url: str, response: _Answer, what: str) -> FileError:
     """What is said of an answer that is not a recognizer's ``what`` ("JSON", "error"): its status, type and first bytes."""
     from .errors import one_line
 
-    kind = response.headers.get("Content-Type") or "no Content-Type"
+    kind = response.headers.get("content-type") or "no Content-Type"
     first = one_line(response.content[:200].decode("utf-8", "replace"), 60)
     said = f"{first!r}" if first else "an empty body"
     return FileError(f"{url}: answered {response.status_code} {kind} ({said}), not a recognizer's {what}: check --server")
@@ -657,6 +788,12 @@ def _formats(value: str) -> list[str]:
     return asked
 
 
+def _server(value: str) -> str:
+    """``--server``'s value, checked (:func:`server_url`)."""
+    server_url(value)
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="speech-recognizer transcribe",
@@ -669,7 +806,7 @@ def parser() -> argparse.ArgumentParser:
                    "Several (srt,vtt,json, or --format given again) need --output-dir: NAME.srt, NAME.vtt, NAME.json there, "
                    "from one decoding of each file")
     p.add_argument("--language", "-l", help="locale of the speech (e.g. ko-KR); default: the only one installed or served")
-    p.add_argument("--server", help="a recognizer or gateway (http://host:5000): send the files to its REST route "
+    p.add_argument("--server", type=_server, help="a recognizer or gateway (http://host:5000): send the files to its REST route "
                    "(at most its MaxAudioSeconds each) instead of transcribing here")
     p.add_argument("--key", default=os.environ.get("SPEECH_RECOGNIZER_KEY"),
                    help="the server's ApiKey (default: $SPEECH_RECOGNIZER_KEY)")
@@ -715,7 +852,7 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
     async def go() -> int:
         backend: InProcess | Remote
         if args.server:
-            backend = Remote(args.server, args.language, args.key, args.jobs, args.max_seconds)
+            backend = Remote(args.server, args.language, args.key, args.max_seconds)
         else:
             backend = InProcess(args.models, args.language, args.jobs, args.max_seconds)
         try:
@@ -725,8 +862,6 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
             return await run(files, order, backend, formats, profanity, args.jobs, args.output_dir, stdout, stderr)
         finally:
             backend.close()
-            if isinstance(backend, Remote):
-                await backend.aclose()
 
     # Not asyncio.run: on Ctrl-C it would wait for every thread still reading (a pipe whose writer says
     # nothing) or decoding; closing the loop does not (the console entry then ends the process at once).
