@@ -67,6 +67,14 @@ _BUSY_RETRIES = 5
 #: body is sent (httpx's timeouts, the client before).
 _CONNECT_SECONDS = 10.0
 _WAIT_SECONDS = 600.0
+#: ``--server``: the largest answer taken for a file, by the seconds of audio it may hold (``--max-seconds``), and
+#: besides. What ``--server`` asks for, a detailed answer with word times and its phrases, holds each word twice: about
+#: 240 bytes a word (measured: 3 h of 4 words a second, each 3 Korean syllables, 10.3 MB, 956 bytes a second). Taken:
+#: 10 words a second (faster than any speech) of 512 bytes (longer words, text a proxy escapes as \uXXXX), 5 KiB a
+#: second, and 1 MiB besides (a short file's answer, any error's): 56 MB at the 3 h default. A larger answer, or a
+#: never-ending one, fails the file once it passes that, instead of filling memory (time alone bounded it before).
+_ANSWER_BYTES_PER_SECOND = 10 * 512
+_ANSWER_BYTES = 1 << 20
 
 Progress = Callable[[float], None]
 
@@ -365,6 +373,8 @@ class Remote:
         import ssl
 
         self.max_seconds = max_seconds
+        #: The largest answer taken (:data:`_ANSWER_BYTES_PER_SECOND`).
+        self.answer_limit = _ANSWER_BYTES + int(max_seconds * _ANSWER_BYTES_PER_SECOND)
         self.url = server.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
         where = server_url(server)
         self.host, self.port = cast(str, where.hostname), where.port or (443 if where.scheme == "https" else 80)
@@ -496,7 +506,8 @@ class Remote:
 
     async def _answer(self, reader: asyncio.StreamReader, http: Any, sending: asyncio.Future[None]) -> _Answer:
         """The server's answer on ``http`` (an h11 connection), read while ``sending`` sends the body: its head stops
-        the sending if it is still going."""
+        the sending if it is still going. One larger than :attr:`answer_limit` (by its Content-Length, or as it comes)
+        fails the file."""
         import h11
 
         head: Any = None
@@ -508,13 +519,21 @@ class Remote:
             elif isinstance(event, h11.Response):
                 head = event
                 sending.cancel()  # an answer before the body's end: the rest is not sent
+                if int(dict(head.headers).get(b"content-length", 0)) > self.answer_limit:
+                    raise self._too_large(head.status_code)
             elif isinstance(event, h11.Data):
                 body += event.data
+                if len(body) > self.answer_limit:
+                    raise self._too_large(head.status_code)
             elif isinstance(event, h11.EndOfMessage):
                 headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
                 return _Answer(head.status_code, headers, bytes(body))
             elif isinstance(event, h11.ConnectionClosed):
                 raise FileError(f"{self.url}: the server closed the connection without an answer")
+
+    def _too_large(self, status: int) -> FileError:
+        return FileError(f"{self.url}: answered {status} with more than {self.answer_limit} bytes, more than a recognizer "
+                         f"says of {self.max_seconds:g} s (--max-seconds) of audio: check --server")
 
     async def _read(self, reader: asyncio.StreamReader, sending: asyncio.Future[None]) -> bytes:
         """The next bytes of the answer (b"" at its end). No read is timed while the body is being sent (a server

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import threading
@@ -196,6 +197,68 @@ def test_an_answer_before_the_body_is_sent_stops_the_sending_and_is_what_the_fil
         f"speech-recognizer transcribe: {tmp_path / 'b.wav'}: HTTP 401: the key is missing or wrong",
         f"speech-recognizer transcribe: {tmp_path / 'c.wav'}: HTTP 400: format='x': use simple, detailed, srt or vtt"]
     assert len(server.after) == 4 and max(server.after) < 16 << 20, f"bytes sent after each answer: {server.after}"
+
+
+class Flooding(TcpServerThread):
+    """A hand-written hostile HTTP server on a socket (no HTTP library would send these answers): it reads each request
+    whole, then answers connection by connection: a 200 whose chunked body of JSON's first bytes and spaces never ends,
+    a 200 that declares 10 GB and sends them, then a recognizer's answer. What it wrote of each answer before its client
+    left is counted (``written``); an answer stops at :attr:`MOST` (a client that takes it all: the one before)."""
+
+    port = 0
+    MOST = 64 << 20
+
+    def __init__(self) -> None:
+        self.written = list[int]()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(b":")[1])
+        await reader.readexactly(length)
+        index = len(self.written)
+        self.written.append(0)
+        if index == 2:
+            body = b'{"RecognitionStatus": "Success", "Offset": 0, "Duration": 0, "DisplayText": "done"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+            return
+        spaces = b" " * (1 << 20)
+        chunked = index == 0
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     + (b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"Content-Length: 10000000000\r\n\r\n"))
+        first = b'{"RecognitionStatus": "Success", "DisplayText": "'
+        with contextlib.suppress(ConnectionError):
+            for piece in itertools.chain([first], itertools.repeat(spaces)):
+                if self.written[index] >= self.MOST:
+                    break
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                await writer.drain()
+                self.written[index] += len(piece)
+            writer.write(b"0\r\n\r\n" if chunked else b"")
+            await writer.drain()
+        writer.close()
+
+
+@pytest.mark.unit
+def test_an_answer_larger_than_any_recognizers_fails_its_file_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """An answer past the largest a recognizer gives for ``--max-seconds`` of audio (60 s here: 1 MiB and 5 KiB a
+    second, 1355776 bytes) fails its file on one line, as it comes (a chunked body that never ends) or by its
+    Content-Length (10 GB declared), and the next file is transcribed; status 1. Less than 16 MB of each was written
+    before the client left (what the system's buffers took). Before, an answer was read whole whatever its size (httpx's
+    timeout bounds time only): the test's server stops at 64 MB, which the old client read, held, and failed to parse
+    ("not a recognizer's JSON"). A hand-written hostile server (:class:`Flooding`). ~1 s."""
+    names = [tmp_path / name for name in ("a.wav", "b.wav", "c.wav")]
+    long_wav(names[0], 1)
+    for name in names[1:]:
+        os.link(names[0], name)
+    out, err = io.StringIO(), io.StringIO()
+    with Flooding() as server:
+        status = transcriber.main(["--server", server.http, "--jobs", "1", "--max-seconds", "60", *map(str, names)], stdout=out, stderr=err)
+    said = f"{server.http}{PATH}: answered 200 with more than 1355776 bytes, more than a recognizer says of 60 s (--max-seconds) of audio: check --server"
+    assert err.getvalue().splitlines() == [f"speech-recognizer transcribe: {name}: {said}" for name in names[:2]]
+    assert status == 1 and out.getvalue() == f"==> {names[2]} <==\ndone\n"
+    assert len(server.written) == 3 and max(server.written) < 16 << 20, f"bytes of each answer written: {server.written}"
 
 
 @pytest.mark.unit
