@@ -38,7 +38,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 from urllib.parse import SplitResult
 
 from . import contract as c
@@ -225,13 +225,6 @@ class AudioInput:
         if self.taken > self.limit:
             raise _too_long("goes on", self.limit, self.what, self.max_seconds)
         return piece
-
-    def whole(self) -> bytearray:
-        """All its bytes (a stream sent to a server: it cannot be read again for a retry, :class:`_Upload`)."""
-        data = bytearray(self.head)
-        while piece := self.read(1 << 20):
-            data += piece
-        return data
 
     def decoding(self) -> Decoding:
         """Its audio, decoded as it is read (:func:`~.audio.decode_stream`): a block at a time, never whole."""
@@ -599,8 +592,8 @@ class _Upload:
     """A file's bytes as a request's body (:class:`Remote`), read a piece at a time as it is sent, at any offset: a
     503's retry sends it again from its start. What is held is a piece, whatever the file's length. The file is
     opened within its bound (:class:`AudioInput`: a file larger than ``--max-seconds`` allows is refused by its size,
-    before a byte is sent); a stream (a pipe, ``/dev/stdin``) cannot be read twice, so it is read whole first, within
-    its bound, and sent from memory."""
+    before a byte is sent). A stream (a pipe, ``/dev/stdin``) cannot be read twice, so it is copied as it is read, within
+    the same bound, into a temporary file (:func:`_spooled`), and sent from that."""
 
     #: Bytes read and sent at a time (and the progress bar's step).
     PIECE = 1 << 18
@@ -608,28 +601,55 @@ class _Upload:
     def __init__(self, path: Path, max_seconds: float) -> None:
         self.input = AudioInput(path, max_seconds)
         try:
-            self.data = self.input.whole() if self.input.size is None else None
+            #: What is sent: the file, or a stream's copy.
+            self.file = self.input.file if self.input.size is not None else _spooled(self.input)
         except BaseException:
             self.input.file.close()
             raise
         #: The body's length, its ``Content-Length``: the file's as it was opened (what it gains after is not sent).
-        self.size = len(self.data) if self.data is not None else cast(int, self.input.size)
+        self.size = self.input.size if self.input.size is not None else self.file.tell()
 
     def __enter__(self) -> _Upload:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.file.close()
         self.input.file.close()
 
     def read(self, at: int) -> bytes:
         """The piece of the body at ``at`` (not past :attr:`size`); a file cut shorter than it was is refused."""
-        if self.data is not None:
-            return bytes(self.data[at : at + self.PIECE])
-        self.input.file.seek(at)
-        piece = self.input.file.read(min(self.PIECE, self.size - at))
+        self.file.seek(at)
+        piece = self.file.read(min(self.PIECE, self.size - at))
         if not piece:
             raise FileError(f"the file was cut short while it was sent: {at} of its {self.size} bytes")
         return piece
+
+
+def _spooled(stream: AudioInput) -> BinaryIO:
+    """All of ``stream`` (within its bound: one that goes on past it is refused so), copied a MiB at a time into a
+    temporary file in ``$TMPDIR`` (``/tmp``) that has no name: it is gone once closed, however the run ends. It was read
+    whole into memory before: up to its bound, 346 MB of a 3 h WAV's, 4.1 GB of Ogg or FLAC."""
+    import tempfile
+
+    try:
+        spool = tempfile.TemporaryFile()
+    except OSError as exc:
+        raise FileError(f"cannot make a temporary file in {tempfile.gettempdir()} to keep the stream in for a retry: "
+                        f"{exc.strerror or exc}") from None
+    try:
+        piece = stream.head
+        while piece:
+            try:
+                spool.write(piece)
+            except OSError as exc:
+                raise FileError(f"cannot keep the stream in a temporary file in {tempfile.gettempdir()} for a retry: "
+                                f"{exc.strerror or exc}") from None
+            piece = stream.read(1 << 20)
+        spool.flush()
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _retry_after(value: str) -> float:

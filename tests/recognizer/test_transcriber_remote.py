@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import tempfile
 import threading
 import wave
 from collections.abc import Callable
@@ -137,6 +138,66 @@ def test_a_long_file_is_sent_a_piece_at_a_time_and_whole_again_after_a_503(tmp_p
     backs = [-step for step in steps if step < 0]
     assert backs[:1] == [size] and sum(backs[1:]) < size // 10, f"the bar went back by what was sent before each retry: {backs}"
     assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to send a {size / 1e6:.0f} MB file"
+
+
+def spooled_in(folder: Path) -> list[str]:
+    """The files this process has open in ``folder`` (a temporary file without a name shows as ``folder/#N (deleted)``)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed by now
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith(f"{folder}/")]
+
+
+@pytest.mark.unit
+def test_a_long_stream_is_kept_in_a_temporary_file_not_in_memory_and_sent_again_after_a_503(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 115 MB WAV (an hour of 16 kHz mono) through a pipe goes to the server in the memory of a few pieces, not its
+    size (tracemalloc's peak, the stand-in server's reading included), sent three times as the file test's is: after a
+    503 that read it all, after one answered before, then answered; each time whole from its start (length and hash).
+    A pipe cannot be read twice, so it is copied as it is read into a temporary file in $TMPDIR, which has no name
+    there and is no longer open once the file is done. Before, the stream was read whole into memory (over 115 MB held).
+    ~4 s."""
+    path = long_wav(tmp_path / "hour.wav", 3600)
+    size = path.stat().st_size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    stand = Stand([])
+    held_open: list[list[str]] = []
+
+    def spooling(request: Request) -> object:
+        held_open.append(spooled_in(spool))
+        return busy(stand, read=True)(request)
+
+    stand.answers = [spooling, busy(stand, read=False), recognized(stand)]
+    reading, writing = os.pipe()
+
+    def feed() -> None:  # the kernel copies the file into the pipe: no Python memory of the test's own
+        with open(path, "rb") as source:
+            try:
+                while os.sendfile(writing, source.fileno(), None, 1 << 20):
+                    pass
+            finally:
+                os.close(writing)
+
+    async def send() -> dict[str, str]:
+        remote = transcriber.Remote(server.http, None, None, transcriber.DEFAULT_MAX_SECONDS)
+        return await remote.transcribe(Path(f"/dev/fd/{reading}"), ["txt"], Profanity.MASKED, lambda total, unit: lambda step: None)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        with serve(stand, tmp_path) as server:
+            texts, held = peak_of(lambda: asyncio.run(send()))
+    finally:
+        os.close(reading)
+        writer.join(10)
+    assert texts == {"txt": f"{size} {digest}"} and stand.bodies[0] == (size, digest), stand.bodies
+    assert len(held_open) == 1 and len(held_open[0]) == 1 and held_open[0][0].endswith(" (deleted)"), held_open
+    assert list(spool.iterdir()) == [] and spooled_in(spool) == [], "the temporary file is gone"
+    assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to send a {size / 1e6:.0f} MB stream"
 
 
 def refusal(status: int, reason: str, message: str, *headers: str) -> bytes:
@@ -329,7 +390,7 @@ def flac(path: Path, seconds: float, rate: int, channels: int, noise: float = 0.
 
 def test_through_the_recognizer_a_pipe_and_a_file_and_what_its_limit_refuses(server, speech_wav: Path, tmp_path: Path) -> None:
     """Through the recognizer's REST route (MaxAudioSeconds 60): a file sent a piece at a time is transcribed as a pipe
-    is (read whole, within its bound, and sent); a FLAC within ``--max-seconds`` but over the server's limit is its 413
+    is (copied into a temporary file, within its bound, and sent from that); a FLAC within ``--max-seconds`` but over the server's limit is its 413
     saying so, whether the server decodes it first (70 s of a tone: "the audio is 70.0 s long") or refuses it by its
     Content-Length before reading it (30 s at 192 kHz, 2 channels of noise: 35 MB, sent while the server drops it).
     ~3 s, no model load."""
