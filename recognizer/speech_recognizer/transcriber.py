@@ -480,8 +480,6 @@ class Remote:
         sending = asyncio.ensure_future(send())
         try:
             return await self._answer(reader, http, sending), sent
-        except h11.RemoteProtocolError as exc:
-            raise FileError(f"{self.url}: not an HTTP answer ({exc}): check --server") from None
         except OSError as exc:
             raise FileError(f"{self.url}: {_why(exc)}") from None
         finally:
@@ -506,9 +504,15 @@ class Remote:
         head: Any = None
         body = bytearray()
         while True:
-            event = http.next_event()
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise FileError(f"{self.url}: {'the answer broke off' if head else 'not an HTTP answer'} ({exc}): check --server") from None
             if event is h11.NEED_DATA:
-                http.receive_data(await self._read(reader, sending))
+                data = await self._read(reader, sending)
+                if not data and head is None:
+                    raise FileError(f"{self.url}: the server closed the connection without an answer")
+                http.receive_data(data)
             elif isinstance(event, h11.Response):
                 head = event
                 sending.cancel()  # an answer before the body's end: the rest is not sent
@@ -521,8 +525,6 @@ class Remote:
             elif isinstance(event, h11.EndOfMessage):
                 headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
                 return _Answer(head.status_code, headers, bytes(body))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise FileError(f"{self.url}: the server closed the connection without an answer")
 
     def _too_large(self, status: int) -> FileError:
         return FileError(f"{self.url}: answered {status} with more than {self.answer_limit} bytes, more than a recognizer "

@@ -322,6 +322,48 @@ def test_an_answer_larger_than_any_recognizers_fails_its_file_and_the_batch_goes
     assert len(server.written) == 3 and max(server.written) < 16 << 20, f"bytes of each answer written: {server.written}"
 
 
+class Breaking(TcpServerThread):
+    """A hand-written hostile HTTP server on a socket: it reads each request whole, then, connection by connection,
+    closes without an answer, answers 100 of the bytes its Content-Length says and closes, or answers what is not HTTP."""
+
+    port = 0
+    WAYS = (b"", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b"x" * 3,
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(b":")[1])
+        await reader.readexactly(length)
+        self.served += 1
+        writer.write(self.WAYS[(self.served - 1) % len(self.WAYS)])
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.unit
+def test_a_connection_that_ends_without_a_whole_answer_is_one_line(tmp_path: Path) -> None:
+    """A server that closes without an answer, or in the middle of one, or answers what is not HTTP: each file is one
+    line saying which, status 1. (h11's own words were "can't handle event type ConnectionClosed when role=SERVER and
+    state=SEND_RESPONSE" for the first.) A hand-written hostile server (:class:`Breaking`). ~0.5 s."""
+    names = [tmp_path / name for name in ("a.wav", "b.wav", "c.wav")]
+    long_wav(names[0], 1)
+    for name in names[1:]:
+        os.link(names[0], name)
+    err = io.StringIO()
+    with Breaking() as server:
+        status = transcriber.main(["--server", server.http, "--jobs", "1", *map(str, names)], stdout=io.StringIO(), stderr=err)
+    url = f"{server.http}{PATH}"
+    assert status == 1 and err.getvalue().splitlines() == [
+        f"speech-recognizer transcribe: {names[0]}: {url}: the server closed the connection without an answer",
+        f"speech-recognizer transcribe: {names[1]}: {url}: the answer broke off (peer closed connection without sending complete "
+        "message body (received 3 bytes, expected 100)): check --server",
+        f"speech-recognizer transcribe: {names[2]}: {url}: not an HTTP answer (illegal status line: bytearray(b'SSH-2.0-OpenSSH_9.6')): "
+        "check --server"], err.getvalue()
+
+
 @pytest.mark.unit
 def test_over_https_the_servers_certificate_is_checked_against_the_systems_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--server https://...``: the server's certificate is checked against the system's CAs (``$SSL_CERT_FILE`` here,
