@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import mmap
 import threading
 import time
@@ -54,6 +55,55 @@ class RefPhrase:
 #: moves a word by a decoder frame (30 ms).
 CLOCK_TOLERANCE = 0.001
 
+#: How far a served confidence may sit from in-process Vosk's on the same audio in the same pieces. Vosk
+#: computes a word's confidence (and its times) by minimum Bayes risk over the utterance's lattice, and a
+#: pooled (warm) recognizer's lattice is not always a new one's: its lazily composed graph was expanded by
+#: other audio before. Measured (2026-12-05, the product's Recognition and WarmPool in one process, a new
+#: recognizer against warm ones after 1-3 random pieces of the test recordings): on a 50 s recording every
+#: warm one moved one word's confidence by 0.023 (0.640 -> 0.617) and the next word's start by 5 ms, words
+#: equal; the session's server gave the three-utterance fixture 0.56127 against 0.559883 for its third phrase
+#: (trial 80), words and times equal. So served confidences are compared within this, about twice the largest
+#: seen; where both sides are new recognizers (in-process against in-process) they are compared exactly.
+CONFIDENCE_TOLERANCE = 0.05
+
+#: The keys under which the recognizer's answers carry a confidence: Azure's JSON, vosk-server's, and the
+#: OpenAI route's verbose_json (``avg_logprob``: the mean log of its words' confidences).
+CONFIDENCE_KEYS = frozenset({"Confidence", "conf", "confidence"})
+LOG_CONFIDENCE_KEYS = frozenset({"avg_logprob"})
+
+
+def near_confidence(got: float, want: float) -> bool:
+    """Whether a served confidence is in-process Vosk's (or another server's) up to :data:`CONFIDENCE_TOLERANCE`."""
+    return abs(got - want) <= CONFIDENCE_TOLERANCE
+
+
+def answer_differences(got: object, want: object, where: str = "") -> list[str]:
+    """Where two recognizer answers (parsed JSON) differ: every value exactly but confidences, which are
+    compared with :func:`near_confidence` (log ones on their exponent). Empty when they are the same answer."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        if got.keys() != want.keys():
+            return [f"{where or '.'}: keys {sorted(got)} != {sorted(want)}"]
+        found = []
+        for key in got:
+            g, w, at = got[key], want[key], f"{where}.{key}"
+            if key in CONFIDENCE_KEYS | LOG_CONFIDENCE_KEYS and isinstance(g, float | int) and isinstance(w, float | int):
+                near = near_confidence(math.exp(g), math.exp(w)) if key in LOG_CONFIDENCE_KEYS else near_confidence(g, w)
+                found += [] if near else [f"{at}: {g!r} != {w!r}"]
+            else:
+                found += answer_differences(g, w, at)
+        return found
+    if isinstance(got, list) and isinstance(want, list):
+        if len(got) != len(want):
+            return [f"{where or '.'}: {len(got)} items != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in answer_differences(g, w, f"{where}[{i}]")]
+    return [] if got == want else [f"{where or '.'}: {got!r} != {want!r}"]
+
+
+def assert_same_answer(got: object, want: object) -> None:
+    """Two answers to the same audio are the same (:func:`answer_differences`)."""
+    differ = answer_differences(got, want)
+    assert not differ, f"the answers differ: {differ}"
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -73,10 +123,10 @@ class Reference:
                            tolerance: float | None = None, *, places: int | None = None) -> None:
         """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk.
 
-        Where ``got`` carries a confidence (a fourth item), it is in-process Vosk's exactly, or rounded to
-        ``places`` decimals where the route rounds (Azure's JSON: 6): with dither off the same features give
-        the same lattice, so any difference is the server's (other audio, pieces or recognizer state). The
-        reference's runs must agree on it, else no confidence can be expected.
+        Where ``got`` carries a confidence (a fourth item), it is in-process Vosk's (rounded to ``places``
+        decimals where the route rounds: Azure's JSON, 6) within :data:`CONFIDENCE_TOLERANCE`, a pooled
+        recognizer's lattice being not always a new one's. The reference's runs (new recognizers) must agree
+        on it exactly, else no confidence can be expected.
         """
         tolerance = CLOCK_TOLERANCE if tolerance is None else tolerance
         words = [[w for p in run for w in p.words] for run in self.runs]
@@ -89,7 +139,7 @@ class Reference:
         if got and len(got[0]) == 4:
             want = [[w.confidence if places is None else round(w.confidence, places) for w in run] for run in words]
             assert all(run == want[0] for run in want), f"in-process Vosk's confidences vary from run to run: {want}"
-            differ = [(g[0], g[3], w) for g, w in zip(got, want[0], strict=True) if g[3] != w]
+            differ = [(g[0], g[3], w) for g, w in zip(got, want[0], strict=True) if not near_confidence(g[3], w)]
             assert not differ, f"confidences (word, served, in-process) differ: {differ}"
 
 

@@ -27,7 +27,7 @@ from speech_operator.gateway import GATEWAY
 from speech_recognizer.results import lexical
 from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, read_pcm, vosk_finals
 from tests.recognizer.test_vosk_ws import stream, texts
-from tests.support import Reference, read_wav
+from tests.support import Reference, assert_same_answer, read_wav
 
 from .conftest import KEY, OTHER_LOCALE, Locales
 
@@ -64,7 +64,11 @@ def test_the_openai_client_gets_what_the_recognizer_gives(locales: Locales, spee
             asked = {"model": "whisper-1", "language": locale, "response_format": fmt}
             expected = direct.audio.transcriptions.create(file=speech_wav.open("rb"), **asked)
             got = via.audio.transcriptions.create(file=speech_wav.open("rb"), **asked)
-            assert got == expected and expected, fmt
+            assert expected, fmt
+            if hasattr(got, "model_dump"):  # verbose_json's avg_logprob: each recognizer's may be a pooled one
+                assert_same_answer(got.model_dump(), expected.model_dump())
+            else:
+                assert got == expected, fmt
         verbose = via.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
                                                   language=locale.split("-")[0], response_format="verbose_json")
         assert verbose.language == locale, "the language alone reaches its locale's recognizer"

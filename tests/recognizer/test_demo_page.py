@@ -173,9 +173,9 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
     first_partial = page.evaluate("window.__firstPartial")
     assert first_partial is not None and first_partial < sent[1 + last_sound][0], (first_partial, sent[1 + last_sound][0])
 
-    # /vosk on the very chunks the page sent, once: the same audio in the same chunks decodes to the same words,
-    # times and confidences every time, whichever recognizer of the pool a session gets (docs/engine.md, "Warm
-    # recognizers"), so the page's lines are exactly the replay's.
+    # /vosk on the very chunks the page sent, once: the same audio in the same chunks decodes to the same words
+    # whichever recognizer of the pool a session gets (docs/engine.md, "Warm recognizers"), so the page's lines
+    # are exactly the replay's.
     replayed = vosk_finals(keyed_server.ws, TEST_KEY, DEVICE_RATE, [c.tobytes() for c in chunks])
     assert len(replayed) >= 2, f"a final line per utterance: {replayed}"
     assert shown == replayed, (shown, replayed)

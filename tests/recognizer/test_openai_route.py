@@ -20,7 +20,7 @@ from speech_recognizer.app import create_app
 from speech_recognizer.results import lexical
 
 from ..conftest import TEST_KEY, make_settings
-from ..support import Reference, ServerThread
+from ..support import Reference, ServerThread, near_confidence
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 TICK = 1e-7
@@ -67,7 +67,8 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
         assert segment.end == pytest.approx(phrase.words[-1].end, abs=0.001)
         assert segment.no_speech_prob == 0
         # the mean log of its words' confidences (Vosk's, none 0 here), at the route's 6 decimals
-        assert segment.avg_logprob == round(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words), 6)
+        assert segment.avg_logprob == round(segment.avg_logprob, 6)
+        assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
     # words: in-process Vosk's, and the REST route's to the tick
     words = [(w.word, w.start, w.end) for w in verbose.words]
     utterances_ref.assert_words_match(words)

@@ -32,7 +32,7 @@ import srt
 
 from speech_recognizer import transcriber
 
-from ..support import Reference
+from ..support import Reference, assert_same_answer, near_confidence
 
 TICK = 1e-7
 
@@ -109,7 +109,7 @@ def test_in_process_json_matches_in_process_vosk_and_the_server_gives_the_same(
     assert there.returncode == 0, there.stderr
     remote = json.loads(there.stdout)
     assert remote["NBest"][0]["Lexical"] == body["NBest"][0]["Lexical"]
-    assert remote["NBest"][0]["Confidence"] == body["NBest"][0]["Confidence"]
+    assert near_confidence(remote["NBest"][0]["Confidence"], body["NBest"][0]["Confidence"]), "the server's recognizer may be a pooled one"
     utterances_ref.assert_words_match(words_of(remote))
 
 
@@ -139,7 +139,11 @@ def test_subtitles_and_text_in_process_equal_the_servers(server, utterances_wav:
     assert run.returncode == there.status == 0, (run.stderr, there.err)
     assert run.stdout == there.out.decode() == "", "with --output-dir nothing goes to stdout"
     for fmt in WRITTEN:
-        assert (here / f"utterances.{fmt}").read_text() == (tmp_path / "there" / f"utterances.{fmt}").read_text(), fmt
+        mine, theirs = (here / f"utterances.{fmt}").read_text(), (tmp_path / "there" / f"utterances.{fmt}").read_text()
+        if fmt == "json":  # its confidences: the server's recognizer may be a pooled one (support.CONFIDENCE_TOLERANCE)
+            assert_same_answer(json.loads(theirs), json.loads(mine))
+        else:
+            assert mine == theirs, fmt
     for fmt in ("srt", "vtt"):  # rendered by the transcriber from the answer's phrases: as the route renders its own
         answer = httpx.post(f"{server.http}/speech/recognition/conversation/cognitiveservices/v1", params={"format": fmt},
                             content=utterances_wav.read_bytes(), headers={"Content-Type": "audio/wav"})

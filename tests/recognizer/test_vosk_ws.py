@@ -156,7 +156,7 @@ def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, ut
 
     from speech_recognizer.audio import dither_zeros
 
-    from ..support import CLOCK_TOLERANCE
+    from ..support import CLOCK_TOLERANCE, near_confidence
 
     pcm, rate, _ = read_wav(utterances_wav)
     cut = (len(pcm) // 2) // 3200 * 3200  # within the second utterance
@@ -192,7 +192,7 @@ def test_reset_answers_the_final_result_and_the_stream_goes_on(server, model, ut
     for g, w in zip(got, want, strict=True):
         for gw, ww in zip(g["result"], w["result"], strict=True):
             assert abs(gw["start"] - ww["start"]) <= CLOCK_TOLERANCE and abs(gw["end"] - ww["end"]) <= CLOCK_TOLERANCE, (gw, ww)
-            assert gw["conf"] == ww["conf"], (gw, ww)  # deterministic (dither off): Vosk's own number, as it printed it
+            assert near_confidence(gw["conf"], ww["conf"]), (gw, ww)  # Vosk's own number; the server's recognizer may be a pooled one
 
 
 def test_a_conversation_the_client_left_is_freed_at_once(server) -> None:

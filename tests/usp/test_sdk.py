@@ -3,8 +3,9 @@
 Decoding is deterministic (the registry turns Kaldi's dither off) and the server
 decodes the SDK's chunks as they come, so every result must equal in-process
 Vosk's on the same audio exactly: the same words (formatted as Azure's Display
-form), the same offsets and durations to the tick and, in detailed results, the
-same confidences.
+form), the same offsets and durations to the tick and, in detailed results, its
+confidences (within support.CONFIDENCE_TOLERANCE: a pooled recognizer's lattice is
+not always a new one's).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def test_detailed_output_with_word_timings(server: ServerThread, speech_wav: Pat
     best = body["NBest"][0]
     assert best["Lexical"] == best["ITN"] == best["MaskedITN"] == lexical(phrase.text)
     assert best["Display"] == result.text
-    assert best["Confidence"] == round(phrase.confidence, 6) and "Confidence" in best["Words"][0]
+    assert "Confidence" in best["Words"][0]
     assert_same(spans(best["Words"]), expected_words(phrase))
     assert_confidences(body, phrase)
 
