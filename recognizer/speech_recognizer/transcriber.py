@@ -83,11 +83,15 @@ class FileError(Exception):
     """One file could not be transcribed; the message says why."""
 
 
+#: What ``-`` names, as it does for cat and sox: the standard input, read as any pipe named as a file is.
+STDIN = "/dev/stdin"
+
+
 def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The files ``args`` name (paths, folders searched for audio, globs), in order, each once; and one
     error for each argument that names none and each audio-named entry of a folder or glob that is skipped.
 
-    A path named as it is is read whatever it is (a pipe: ``<(sox …)``, ``/dev/stdin``); a folder or a glob
+    A path named as it is is read whatever it is (a pipe: ``<(sox …)``, ``/dev/stdin``, ``-``); a folder or a glob
     gives regular files only: a named pipe, device, socket or dangling link found there was not asked for by
     name, and reading it could wait for a writer forever. A folder that cannot be read is an error too,
     never a silent gap; links to folders are not followed (no loops), by a folder's search nor a glob's ``**`` (:func:`_glob`).
@@ -116,7 +120,7 @@ def expand(args: Sequence[str]) -> tuple[list[Path], list[str]]:
             found(path)
 
     for arg in args:
-        path = Path(arg)
+        path = Path(STDIN if arg == "-" else arg)
         if path.exists():
             add(path, named=True)
         elif glob.has_magic(arg):
@@ -841,7 +845,7 @@ def parser() -> argparse.ArgumentParser:
         description="Transcribe audio files (WAV, Ogg/Opus, Ogg/Vorbis, FLAC) to text, JSON or subtitles: in this "
         "process by default (no server needed), or through a running recognizer's REST route (--server).",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched for audio files), or globs")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched for audio files), or globs; - for the standard input")
     p.add_argument("--format", "-f", type=_formats, action="extend", metavar="FORMAT[,FORMAT...]",
                    help="txt (default): the text; json: the REST route's detailed answer with word times; srt, vtt: subtitles. "
                    "Several (srt,vtt,json, or --format given again) need --output-dir: NAME.srt, NAME.vtt, NAME.json there, "

@@ -178,14 +178,14 @@ _PEAK = ("import resource, subprocess, sys; status = subprocess.call(sys.argv[2:
 
 
 def run_cli(*args: str, prefix: Sequence[str] = (), pass_fds: Sequence[int] = (), cwd: Path | None = None,
-            timeout: float = 240) -> Ran:
+            timeout: float = 240, stdin: int = subprocess.DEVNULL) -> Ran:
     """``speech-recognizer transcribe ARGS`` as a user runs it, with stdout strict UTF-8 as Python makes it under
     a UTF-8 locale other than C (this machine's C.UTF-8 would let any byte through); a run past ``timeout`` is
     killed and fails the test (a hang)."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
         process = subprocess.Popen([*prefix, sys.executable, "-c", _PEAK, peak.name, sys.executable, "-m", "speech_recognizer", "transcribe",
-                                    *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=pass_fds, cwd=cwd, env=env,
+                                    *args], stdin=stdin, stdout=out, stderr=err, pass_fds=pass_fds, cwd=cwd, env=env,
                                    start_new_session=True)
         try:
             status = process.wait(timeout)
@@ -285,21 +285,23 @@ def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(speech_wa
     the batch with UnicodeEncodeError), a 2 GB file is refused by its size (it had been read whole: 2.6 GB of memory),
     ``/dev/zero`` after 64 KiB (it had been read until memory ran out), and a pipe that streams a WAV on and on at
     ``--max-seconds`` of its audio. A pipe named as a file with audio in it (``<(sox …)``) is read, once (its header
-    was read first to sort the files, and the rest then was not audio). Costs one model load (as before) and ~2 s."""
+    was read first to sort the files, and the rest then was not audio); so is ``-``, the standard input (a pipe here).
+    Costs one model load (as before) and ~2 s."""
     folder = what_a_disk_holds(tmp_path, speech_wav)
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(speech_wav, other / "c.wav")
     audio_in, audio_out = os.pipe()
     endless_in, endless_out = os.pipe()
+    stdin_in, stdin_out = os.pipe()
     streamed = b"RIFF\xff\xff\xff\xffWAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data\xff\xff\xff\xff"
-    writers = [feed(audio_out, speech_wav.read_bytes()), feed(endless_out, streamed, then_zeros=64 << 20)]
+    writers = [feed(audio_out, speech_wav.read_bytes()), feed(endless_out, streamed, then_zeros=64 << 20), feed(stdin_out, speech_wav.read_bytes())]
     try:
         done = run_cli("--max-seconds", "60", "--jobs", "2", str(folder), str(other / "*.wav"), str(tmp_path / "missing.wav"), str(tmp_path / "nothing*.wav"),
-                       str(tmp_path / "fifo.wav"), str(tmp_path / "sparse.wav"), "/dev/zero", f"/dev/fd/{audio_in}", f"/dev/fd/{endless_in}",
-                       prefix=as_a_user(), pass_fds=(audio_in, endless_in))
+                       str(tmp_path / "fifo.wav"), str(tmp_path / "sparse.wav"), "/dev/zero", f"/dev/fd/{audio_in}", f"/dev/fd/{endless_in}", "-",
+                       prefix=as_a_user(), pass_fds=(audio_in, endless_in), stdin=stdin_in)
     finally:
-        for fd in (audio_in, endless_in):
+        for fd in (audio_in, endless_in, stdin_in):
             os.close(fd)
         for writer in writers:
             writer.join(10)
@@ -309,7 +311,7 @@ def test_folders_and_globs_and_a_bad_file_that_does_not_stop_the_batch(speech_wa
                                       f"/dev/fd/{endless_in}": "the file goes on: more than 1985580 bytes, 60 s (--max-seconds)"})
     headers = [line for line in done.out.decode("utf-8").splitlines() if line.startswith("==> ")]
     assert headers == [f"==> {folder / 'a.wav'} <==", f"==> {folder}/bad\\xff.wav <==", f"==> {folder}/new\\nline.wav <==",
-                       f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <==", f"==> /dev/fd/{audio_in} <=="]
+                       f"==> {folder / 'sub' / 'b.wav'} <==", f"==> {other / 'c.wav'} <==", f"==> /dev/fd/{audio_in} <==", "==> /dev/stdin <=="]
     texts = done.out.decode("utf-8").split("==> ")[1:]
     assert len({t.split("\n", 1)[1] for t in texts}) == 1, f"the same speech, the same words, the pipe's too: {texts}"
     assert done.max_rss < 1 << 30, f"{done.max_rss >> 20} MiB: files are read within their bound, not whole"  # 2 jobs: 649 MiB measured
