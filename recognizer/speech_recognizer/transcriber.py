@@ -372,14 +372,20 @@ class Remote:
         self.max_seconds = max_seconds
         #: The largest answer taken (:data:`_ANSWER_BYTES_PER_SECOND`).
         self.answer_limit = _ANSWER_BYTES + int(max_seconds * _ANSWER_BYTES_PER_SECOND)
-        self.url = server.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
         where = server_url(server)
         self.host, self.port = cast(str, where.hostname), where.port or (443 if where.scheme == "https" else 80)
         self.authority = where.netloc.rpartition("@")[2]  # the Host header: no user or password
         self.path = where.path.rstrip("/") + c.RECOGNITION_PATH_TEMPLATE.format(mode="conversation")
         self.tls = ssl.create_default_context() if where.scheme == "https" else None
+        #: The proxy the environment names for the server (:func:`_proxy_for`), or None: straight to it.
+        self.proxy = _proxy_for(where)
+        #: The URL as messages give it: without a user or password, and saying the proxy it goes through.
+        self.url = f"{where.scheme}://{self.authority}{self.path}" + (f" (through the proxy {self.proxy.url})" if self.proxy else "")
         self.language = language
+        #: The request's own headers: the key, and basic auth from the URL's ``user:password@`` (a gateway's, an ingress's).
         self.headers = [(c.KEY_HEADER, key)] if key else []
+        if where.username is not None:
+            self.headers.append(("Authorization", _basic(where)))
 
     async def start(self) -> None:
         pass
@@ -417,6 +423,8 @@ class Remote:
                     await asyncio.sleep(_retry_after(response.headers.get("retry-after", "")))
                     continue
                 break
+        if response.status_code == 407 and self.proxy is not None:  # the proxy's own answer to the request it was to send on
+            raise self.proxy.refused(self.url, 407, response.reason)
         if response.status_code != 200:
             try:
                 message = response.json()["error"]["message"]
@@ -450,20 +458,17 @@ class Remote:
         and on a slow link could lose the answer to the reset that ends the server's lingering close."""
         import h11
 
-        try:
-            async with asyncio.timeout(_CONNECT_SECONDS):
-                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
-        except TimeoutError:
-            raise FileError(f"{self.url}: cannot connect: no answer in {_CONNECT_SECONDS:g} s") from None
-        except OSError as exc:
-            raise FileError(f"{self.url}: cannot connect: {_why(exc)}") from None
+        reader, writer = await self._connect()
         http = h11.Connection(h11.CLIENT)
         sent = 0
+        head = [("Host", self.authority), ("Content-Type", "application/octet-stream"), ("Content-Length", str(upload.size)),
+                ("Accept", "application/json"), ("User-Agent", _AGENT), *self.headers]
+        if self.proxy is not None and self.tls is None:  # to the proxy, which sends it on: it names the server (absolute-form)
+            target = f"http://{self.authority}{target}"
+            head += self.proxy.headers
 
         async def send() -> None:
             nonlocal sent
-            head = [("Host", self.authority), ("Content-Type", "application/octet-stream"), ("Content-Length", str(upload.size)),
-                    ("Accept", "application/json"), ("User-Agent", "speech-recognizer-transcribe"), *self.headers]
             writer.write(http.send(h11.Request(method="POST", target=target, headers=head)))
             while sent < upload.size:
                 reading = asyncio.ensure_future(asyncio.to_thread(upload.read, sent))
@@ -490,6 +495,56 @@ class Remote:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
             writer.transport.abort()  # what is unsent of an answered body is dropped, not flushed
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection for a request: to the server, or to :attr:`proxy` when there is one. An http:// server's request
+        then goes to the proxy, naming the server (:meth:`_post`); an https:// server's goes through a tunnel the proxy
+        opens to it (CONNECT, :meth:`_tunnel`), TLS made in it with the server: its certificate is checked for the
+        server's name, never the proxy's, and the proxy sees only encrypted bytes. All within :data:`_CONNECT_SECONDS`."""
+        proxy = self.proxy
+        step = "cannot connect to the proxy" if proxy else "cannot connect"
+        try:
+            async with asyncio.timeout(_CONNECT_SECONDS):
+                if proxy is None:
+                    return await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+                reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+                try:
+                    if self.tls is not None:
+                        step = "the proxy opened no tunnel"
+                        await self._tunnel(reader, writer, proxy)
+                        step = "cannot connect"
+                        await writer.start_tls(self.tls, server_hostname=self.host)
+                except BaseException:
+                    writer.transport.abort()
+                    raise
+                return reader, writer
+        except TimeoutError:
+            raise FileError(f"{self.url}: {step}: no answer in {_CONNECT_SECONDS:g} s") from None
+        except OSError as exc:
+            raise FileError(f"{self.url}: {step}: {_why(exc)}") from None
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: _Proxy) -> None:
+        """``proxy``, on ``reader`` and ``writer``, asked for a tunnel to the server (CONNECT, its credentials with it, not
+        inside the tunnel); a refusal (407, 403, 502) fails the file on one line (:meth:`_Proxy.refused`)."""
+        import h11
+
+        http = h11.Connection(h11.CLIENT)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        headers = [("Host", f"{host}:{self.port}"), ("User-Agent", _AGENT), *proxy.headers]
+        writer.write(http.send(h11.Request(method="CONNECT", target=f"{host}:{self.port}", headers=headers)))
+        writer.write(http.send(h11.EndOfMessage()))
+        try:
+            while not isinstance(event := http.next_event(), h11.Response):  # a 1xx is passed over
+                if event is h11.NEED_DATA:
+                    data = await reader.read(1 << 16)
+                    if not data:
+                        raise FileError(f"{self.url}: the proxy closed the connection without an answer")
+                    http.receive_data(data)
+        except h11.RemoteProtocolError as exc:
+            raise FileError(f"{self.url}: the proxy's answer is not HTTP ({exc})") from None
+        if not 200 <= event.status_code < 300:
+            raise proxy.refused(self.url, event.status_code, event.reason.decode("latin-1"))
+        # A 2xx is the tunnel: what follows on the connection is the server's (which says nothing before TLS's hello).
 
     async def _drained(self, writer: asyncio.StreamWriter) -> None:
         """What was written handed to the system; a server that takes none of it for :data:`_WAIT_SECONDS` fails the file."""
@@ -528,7 +583,7 @@ class Remote:
                     raise self._too_large(head.status_code)
             elif isinstance(event, h11.EndOfMessage):
                 headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
-                return _Answer(head.status_code, headers, bytes(body))
+                return _Answer(head.status_code, headers, bytes(body), head.reason.decode("latin-1"))
 
     def _too_large(self, status: int) -> FileError:
         return FileError(f"{self.url}: answered {status} with more than {self.answer_limit} bytes, more than a recognizer "
@@ -558,11 +613,12 @@ class Remote:
 
 @dataclasses.dataclass(frozen=True)
 class _Answer:
-    """A server's answer: its status, headers (names in lower case) and body."""
+    """A server's answer: its status, headers (names in lower case), body and reason phrase."""
 
     status_code: int
     headers: dict[str, str]
     content: bytes
+    reason: str = ""
 
     def json(self) -> Any:
         return json.loads(self.content)
@@ -580,6 +636,83 @@ def server_url(server: str) -> SplitResult:
     if where is None or where.scheme not in ("http", "https") or not where.hostname:
         raise argparse.ArgumentTypeError(f"{server!r}: give the server as http://HOST[:PORT] or https://HOST[:PORT]")
     return where
+
+
+class SetupError(Exception):
+    """Nothing can be sent (status 2): the message says why."""
+
+
+#: The User-Agent of ``--server``'s requests (and of a tunnel's CONNECT).
+_AGENT = "speech-recognizer-transcribe"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proxy:
+    """An HTTP proxy to the server (:func:`_proxy_for`)."""
+
+    host: str
+    port: int
+    #: Its URL as messages give it: without its user and password.
+    url: str
+    #: What is sent to it (and only to it): ``Proxy-Authorization`` when its URL has a user.
+    headers: list[tuple[str, str]]
+
+    def refused(self, url: str, status: int, reason: str) -> FileError:
+        """What a file gets when the proxy answers ``status`` instead of taking the request on to the server."""
+        from http import HTTPStatus
+
+        with contextlib.suppress(ValueError):
+            reason = reason or HTTPStatus(status).phrase
+        hint = ""
+        if status == 407:
+            hint = (" (the user and password in its URL were refused)" if self.headers else
+                    " (give its user and password in its URL: http://USER:PASSWORD@HOST:PORT)")
+        return FileError(f"{url}: the proxy refused: {status} {reason}{hint}".rstrip())
+
+
+def _proxy_for(where: SplitResult) -> _Proxy | None:
+    """The proxy the environment names for the server at ``where``, or None: ``http_proxy`` for an http:// server,
+    ``https_proxy`` for an https:// one, else ``all_proxy`` (lower-case names before upper-case), none when ``no_proxy``
+    names the server (``*``, its host, ``HOST:PORT``, a domain it is in: ``example.com`` or ``.example.com``; no CIDR
+    ranges). Loopback is no exception: it goes through the proxy unless ``no_proxy`` names it, as with httpx before (and
+    curl, requests, pip), so a local debugging proxy sees it too. The rules are the standard library's
+    (``urllib.request.getproxies_environment``, which httpx's ``getproxies()`` is on Linux, and
+    ``proxy_bypass_environment``), not written again here: the variables then mean what they mean for the other Python
+    tools on the machine, and a rule that differs from theirs would be a surprise of its own. Added: a proxy given
+    without ``http://`` is taken as one (as httpx and curl take it), and the host is also matched without its port, so
+    that ``no_proxy=::1`` names ``[::1]:5000``. A proxy that is not ``http://`` (socks, TLS to the proxy) is a
+    :class:`SetupError`."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxies = urllib.request.getproxies_environment()
+    which = where.scheme if proxies.get(where.scheme) else "all"
+    given = proxies.get(which)
+    host = cast(str, where.hostname)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # on every platform, not in typeshed
+    if not given or any(bypass(name, proxies) for name in (where.netloc.rpartition("@")[2], host)):
+        return None
+    proxy = urlsplit(given if "://" in given else f"http://{given}")
+    shown = f"{proxy.scheme}://{proxy.netloc.rpartition('@')[2]}"  # never its password: stderr goes to CI logs
+    try:
+        port = proxy.port or 80
+    except ValueError:
+        port = 0
+    if proxy.scheme != "http" or not proxy.hostname or not port:
+        raise SetupError(f"{which}_proxy (or {which.upper()}_PROXY) is {shown!r}: give an HTTP proxy as "
+                         f"http://[USER:PASSWORD@]HOST[:PORT] (socks and https:// proxies are not supported), or name "
+                         f"{host} in no_proxy")
+    headers = [("Proxy-Authorization", _basic(proxy))] if proxy.username is not None else []
+    return _Proxy(proxy.hostname, port, shown, headers)
+
+
+def _basic(where: SplitResult) -> str:
+    """HTTP basic auth (RFC 7617) of the ``user:password@`` in ``where``, percent-decoded, as UTF-8."""
+    import base64
+    from urllib.parse import unquote
+
+    pair = f"{unquote(where.username or '')}:{unquote(where.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 def _why(exc: OSError) -> str:
@@ -852,7 +985,8 @@ def parser() -> argparse.ArgumentParser:
                    "from one decoding of each file")
     p.add_argument("--language", "-l", help="locale of the speech (e.g. ko-KR); default: the only one installed or served")
     p.add_argument("--server", type=_server, help="a recognizer or gateway (http://host:5000): send the files to its REST route "
-                   "(at most its MaxAudioSeconds each) instead of transcribing here")
+                   "(at most its MaxAudioSeconds each) instead of transcribing here; through $http_proxy or $https_proxy "
+                   "unless $no_proxy names it")
     p.add_argument("--key", default=os.environ.get("SPEECH_RECOGNIZER_KEY"),
                    help="the server's ApiKey (default: $SPEECH_RECOGNIZER_KEY)")
     p.add_argument("--output-dir", "-o", type=Path, help="write each transcript here instead of to stdout: <name>.<format>, "
@@ -919,7 +1053,7 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
         return 130
     except BrokenPipeError:  # the reader of stdout left (``| head``): the batch ends as ``cat`` does (cli)
         raise
-    except (ModelError, OSError) as exc:
+    except (ModelError, OSError, SetupError) as exc:
         print(f"speech-recognizer transcribe: {exc}", file=stderr)
         return 2
     finally:

@@ -1,10 +1,12 @@
 """``speech-recognizer transcribe --server``: a file is sent from disk a piece at a time (memory does not grow with
 its length), sent again whole after a 503, and an answer that is not a recognizer's is one clear line. Against real
-HTTP servers on loopback: a small Starlette app standing in for a recognizer (unit: no model), and the recognizer."""
+HTTP servers on loopback: a small Starlette app standing in for a recognizer (unit: no model), and the recognizer; through
+a proxy the environment names (:class:`Proxy`), or straight past it."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -17,6 +19,7 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -31,7 +34,7 @@ from speech_recognizer import transcriber
 from speech_recognizer.results import Profanity
 
 from ..conftest import make_settings
-from ..support import ServerThread, TcpServerThread
+from ..support import ServerThread, TcpServerThread, free_port
 from ..tls import make_ca
 from .test_body_memory import peak_of
 
@@ -466,3 +469,183 @@ def _feed(pipe: int, data: bytes) -> None:
     with open(pipe, "wb") as w:
         w.write(data)
 
+
+
+def basic(pair: str) -> str:
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+class Proxy(TcpServerThread):
+    """A forward HTTP proxy on loopback, hand-written on asyncio's streams in a few dozen lines (no proxy package is
+    locked in requirements/test.txt, and this one is seen whole): a CONNECT opens a tunnel to the HOST:PORT it names (502
+    when that cannot be reached), any other request (absolute-form: it names the server's URL) goes on to that server in
+    origin-form without its ``Proxy-*`` headers; then both ways are copied as they come until either side closes, so an
+    answer that comes before a body's end reaches the client at once. Each request's line and headers are kept (``seen``).
+    With ``credentials`` (``user:password``) a request without them in ``Proxy-Authorization`` is answered 407; with
+    ``refuse`` every CONNECT is answered that (a 403 of a proxy that allows no such tunnel)."""
+
+    port = 0
+
+    def __init__(self, credentials: str | None = None, refuse: bytes | None = None) -> None:
+        self.credentials, self.refuse = credentials, refuse
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, *fields = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")[:-2]
+        headers = {name.strip().lower(): value.strip() for name, _, value in (field.partition(":") for field in fields)}
+        self.seen.append((line, headers))
+        method, target, _ = line.split(" ")
+        where = urlsplit(f"//{target}" if method == "CONNECT" else target)
+        if self.credentials and headers.get("proxy-authorization") != basic(self.credentials):
+            answer: bytes | None = b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\n'
+        else:
+            answer = self.refuse if method == "CONNECT" else None
+        if answer is None:
+            try:
+                upstream = await asyncio.open_connection(where.hostname, where.port)
+            except OSError:
+                answer = b"HTTP/1.1 502 Bad Gateway\r\n"
+        if answer is not None:
+            writer.write(answer + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            await copy(reader, None)  # what the client still sends, until it closes: a close with it unread could reset the answer
+        else:
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                kept = [field for field in fields if not field.lower().startswith("proxy-")]
+                origin = f"{where.path}?{where.query}" if where.query else where.path
+                upstream[1].write("".join(f"{part}\r\n" for part in [f"{method} {origin} HTTP/1.1", *kept, ""]).encode("latin-1"))
+            await asyncio.gather(copy(reader, upstream[1]), copy(upstream[0], writer))
+        writer.close()
+
+
+async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter | None) -> None:
+    """What ``source`` says into ``sink`` (None: dropped) as it comes, until it ends or either side breaks; ``sink`` closed."""
+    with contextlib.suppress(ConnectionError):
+        while piece := await source.read(1 << 16):
+            if sink is not None:
+                sink.write(piece)
+                await sink.drain()
+    if sink is not None:
+        sink.close()
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """``monkeypatch``, with no proxy variable set (as either case): a test sets those it means."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_through_an_http_proxy_with_its_credentials_to_the_recognizer(server, speech_wav: Path, environ: pytest.MonkeyPatch) -> None:
+    """``http_proxy`` (upper or lower case) with a user and password (percent-encoded in its URL): the request goes to the
+    proxy naming the server's URL (absolute-form), with ``Proxy-Authorization`` from the proxy's URL (the proxy answers 407
+    without it), and the server's own user and password from ``--server``'s URL as ``Authorization``; the transcript is
+    the one the recognizer gives straight. ``https_proxy`` is not for an http:// server. Before (the h11 client of
+    30450ad), the proxy variables were not used: the proxy saw nothing. ~2 s."""
+    straight = io.StringIO()
+    assert transcriber.main(["--server", server.http, str(speech_wav)], stdout=straight, stderr=io.StringIO()) == 0
+    with Proxy(credentials="user:p@ss") as proxy:
+        environ.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.port}")
+        environ.setenv("https_proxy", "http://127.0.0.1:9")
+        out, err = io.StringIO(), io.StringIO()
+        status = transcriber.main(["--server", server.http.replace("://", "://me:s%3Acret@"), str(speech_wav)], stdout=out, stderr=err)
+    assert status == 0 and err.getvalue() == "" and out.getvalue() == straight.getvalue() != "\n", (out.getvalue(), err.getvalue())
+    (line, headers), = proxy.seen
+    assert line.startswith(f"POST {server.http}{PATH}?") and line.endswith(" HTTP/1.1"), line
+    assert headers["host"] == server.http.removeprefix("http://")
+    assert headers["proxy-authorization"] == basic("user:p@ss") and headers["authorization"] == basic("me:s:cret")
+
+
+@pytest.mark.unit
+def test_through_a_proxys_tunnel_to_an_https_server_and_a_503_then_sends_a_pipe_again(tmp_path: Path, environ: pytest.MonkeyPatch) -> None:
+    """``https_proxy``: the proxy is asked for a tunnel to the server (CONNECT 127.0.0.1:PORT), and TLS is made in it
+    with the server, whose certificate (a private CA's, for 127.0.0.1) is checked for the server's name: the proxy is
+    named ``localhost``, which the certificate does not hold. A pipe answered 503 before its body is read (as a busy
+    recognizer answers) is sent again whole from its temporary copy, through a new tunnel. Before, the proxy saw
+    nothing. ~1 s."""
+    ca = make_ca(tmp_path / "ca")
+    environ.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    wav = long_wav(tmp_path / "a.wav", 1)
+    stand = Stand([])
+    stand.answers = [busy(stand, read=False), recognized(stand)]
+    app = Starlette(routes=[Route(PATH, stand.route, methods=["POST"])])
+    app.state.settings, app.state.metrics = make_settings(tmp_path), None
+    reading, writing = os.pipe()
+    writer = threading.Thread(target=_feed, args=(writing, wav.read_bytes()), daemon=True)
+    writer.start()
+    try:
+        with ServerThread(app, ssl_certfile=str(ca.cert_file), ssl_keyfile=str(ca.key_file)) as server, Proxy() as proxy:
+            environ.setenv("https_proxy", f"http://localhost:{proxy.port}")
+            environ.setenv("http_proxy", "http://127.0.0.1:9")
+            out, err = io.StringIO(), io.StringIO()
+            status = transcriber.main(["--server", f"https://127.0.0.1:{server.port}", f"/dev/fd/{reading}"], stdout=out, stderr=err)
+    finally:
+        os.close(reading)
+        writer.join(10)
+    assert status == 0 and out.getvalue() == f"{wav.stat().st_size} {hashlib.sha256(wav.read_bytes()).hexdigest()}\n", err.getvalue()
+    assert [line for line, _ in proxy.seen] == [f"CONNECT 127.0.0.1:{server.port} HTTP/1.1"] * 2
+    assert len(stand.bodies) == 2
+
+
+@pytest.mark.unit
+def test_no_proxy_names_the_servers_that_are_reached_straight(tmp_path: Path, environ: pytest.MonkeyPatch) -> None:
+    """``no_proxy`` as the standard library reads it: ``*``, a host in a list, HOST:PORT, a domain (``.localhost``
+    names ``localhost``; ``calhost`` does not: a domain is matched at a dot); a server it names is reached straight,
+    the proxy sees nothing of it; one it does not name, loopback too (as with httpx), goes through the proxy. Before,
+    nothing went through the proxy. ~1 s."""
+    wav = long_wav(tmp_path / "a.wav", 1)
+    stand = Stand([])
+    stand.answers = [recognized(stand)]
+    with serve(stand, tmp_path) as server, Proxy() as proxy:
+        environ.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        cases = [(None, server.http, True), ("*", server.http, False), ("example.com, 127.0.0.1", server.http, False),
+                 (f"127.0.0.1:{server.port}", server.http, False), ("127.0.0.1:1", server.http, True),
+                 ("example.com,.localhost", f"http://localhost:{server.port}", False), ("calhost", f"http://localhost:{server.port}", True)]
+        for no_proxy, url, proxied in cases:
+            environ.delenv("NO_PROXY", raising=False)
+            if no_proxy is not None:
+                environ.setenv("NO_PROXY", no_proxy)
+            before, out = len(proxy.seen), io.StringIO()
+            assert transcriber.main(["--server", url, str(wav)], stdout=out, stderr=io.StringIO()) == 0 and out.getvalue() != "\n"
+            assert len(proxy.seen) - before == proxied, (no_proxy, url, proxy.seen[before:])
+
+
+@pytest.mark.unit
+def test_a_proxy_that_refuses_or_cannot_be_reached_is_one_line_a_file(tmp_path: Path, environ: pytest.MonkeyPatch) -> None:
+    """A proxy that answers 407 (no credentials, then wrong ones), 403 (a proxy that allows no such tunnel) or 502 (it
+    cannot reach the server), to a CONNECT or to a request it was to send on, or that cannot be reached itself: each
+    file is one line saying so (the proxy's URL without its password), the batch goes on, status 1. A proxy that is not
+    http:// (socks) is one line, status 2, nothing sent. Before, the proxy variables were not used. ~1 s."""
+    names = [tmp_path / name for name in ("a.wav", "b.wav")]
+    long_wav(names[0], 1)
+    os.link(names[0], names[1])
+    closed = free_port()
+    with serve(Stand([]), tmp_path) as server, Proxy(credentials="user:secret") as guarded, \
+            Proxy(refuse=b"HTTP/1.1 403 Forbidden\r\n") as forbidding:
+        https, http = f"https://127.0.0.1:{server.port}", server.http
+        give = "(give its user and password in its URL: http://USER:PASSWORD@HOST:PORT)"
+        cases = [("https_proxy", f"http://127.0.0.1:{guarded.port}", https, f"the proxy refused: 407 Proxy Authentication Required {give}"),
+                 ("HTTP_PROXY", f"127.0.0.1:{guarded.port}", http, f"the proxy refused: 407 Proxy Authentication Required {give}"),
+                 ("HTTPS_PROXY", f"http://user:wrong@127.0.0.1:{guarded.port}", https,
+                  "the proxy refused: 407 Proxy Authentication Required (the user and password in its URL were refused)"),
+                 ("ALL_PROXY", f"http://127.0.0.1:{forbidding.port}", https, "the proxy refused: 403 Forbidden"),
+                 ("https_proxy", f"http://user:secret@127.0.0.1:{guarded.port}", f"https://127.0.0.1:{closed}", "the proxy refused: 502 Bad Gateway"),
+                 ("https_proxy", f"http://127.0.0.1:{closed}", https, "cannot connect to the proxy: Connection refused")]
+        for variable, proxy, url, said in cases:
+            environ.setenv(variable, proxy)
+            err = io.StringIO()
+            status = transcriber.main(["--server", url, "--jobs", "1", *map(str, names)], stdout=io.StringIO(), stderr=err)
+            environ.delenv(variable)
+            shown = f"http://127.0.0.1:{urlsplit(proxy if '//' in proxy else f'//{proxy}').port}"
+            assert status == 1 and err.getvalue().splitlines() == [
+                f"speech-recognizer transcribe: {name}: {url}{PATH} (through the proxy {shown}): {said}" for name in names], err.getvalue()
+        environ.setenv("all_proxy", "socks5://user:secret@127.0.0.1:1080")
+        err = io.StringIO()
+        assert transcriber.main(["--server", https, str(names[0])], stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue() == ("speech-recognizer transcribe: all_proxy (or ALL_PROXY) is 'socks5://127.0.0.1:1080': give an HTTP proxy as "
+                              "http://[USER:PASSWORD@]HOST[:PORT] (socks and https:// proxies are not supported), or name 127.0.0.1 in "
+                              "no_proxy\n"), err.getvalue()
+    assert len(guarded.seen) == 8 and len(forbidding.seen) == 2
