@@ -77,6 +77,16 @@ def message(scalers: tuple[api.ForeignAutoscaler, ...], stt: api.SpeechToText) -
             f"to {it} and {unapplied} meanwhile; {fix}")
 
 
+def gone(scalers: list[dict[str, Any]], name: str) -> str:
+    """That the foreign autoscalers of a raw ``status.foreignAutoscalers`` no longer scale Deployment ``name``, in words
+    (a status written by someone else may name them oddly: then they are not named)."""
+    try:
+        words = [who(api.ForeignAutoscaler.model_validate(s)) for s in scalers]
+    except ValueError:
+        return f"what scaled Deployment {name} instead of the SpeechToText no longer does"
+    return f"{', '.join(words)} no longer {'scales' if len(words) == 1 else 'scale'} Deployment {name}"
+
+
 def resumes(stt: api.SpeechToText) -> bool:
     """Whether the foreign autoscalers the status names held the Deployment of a SpeechToText with spec.autoscaling
     until now: its autoscaler has not decided since (:func:`resumed`)."""

@@ -352,13 +352,18 @@ def _report_transitions(events: Events, body: Mapping[str, Any], before: dict[st
                         after: api.SpeechToTextStatus) -> None:
     """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story;
     the operator's log has a line for each Degraded and Recovered. A foreign autoscaler found while another reason
-    holds Degraded (its message added to that reason's) has its Warning and its line too."""
+    holds Degraded (its message added to that reason's) has its Warning and its line too, and its Recovered and its
+    line once it goes while Degraded still holds (for another reason): no flip of Degraded says either."""
     old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (before or {}).get("conditions") or []}
     meta = body.get("metadata") or {}
 
     def degraded(reason: str, message: str) -> None:
         log.warning("%s %s/%s is degraded (%s): %s", api.KIND, meta.get("namespace"), meta.get("name"), reason, message)
         events.post(body, "Warning", reason, message)
+
+    def recovered(message: str) -> None:
+        log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), message)
+        events.post(body, "Normal", "Recovered", message)
     for c in after.conditions:
         was, why = old.get(c.type, (None, None))
         if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
@@ -366,15 +371,18 @@ def _report_transitions(events: Events, body: Mapping[str, Any], before: dict[st
         elif was == c.status:
             continue
         elif c.type == conditions.DEGRADED and c.type in old:
-            message = f"no longer {why}: {c.message}" if why else c.message
-            log.info("%s %s/%s recovered: %s", api.KIND, meta.get("namespace"), meta.get("name"), message)
-            events.post(body, "Normal", "Recovered", message)
+            recovered(f"no longer {why}: {c.message}" if why else c.message)
         elif c.type == conditions.READY and c.status == "True":
             events.post(body, "Normal", "Ready", c.message)
+    held = next((c for c in after.conditions if c.type == conditions.DEGRADED and c.status == "True"), None)
     reason = next((c.reason for c in after.conditions if c.type == conditions.DEGRADED), None)
-    if after.foreignAutoscalers and not (before or {}).get("foreignAutoscalers") and reason != conditions.FOREIGN_AUTOSCALER:
+    foreign_before = (before or {}).get("foreignAutoscalers")
+    if after.foreignAutoscalers and not foreign_before and reason != conditions.FOREIGN_AUTOSCALER:
         degraded(conditions.FOREIGN_AUTOSCALER, foreign_autoscalers.message(tuple(after.foreignAutoscalers),
                                                                             api.SpeechToText.model_validate(body)))
+    elif foreign_before and not after.foreignAutoscalers and held is not None:
+        recovered(f"no longer {conditions.FOREIGN_AUTOSCALER}: {foreign_autoscalers.gone(foreign_before, meta['name'])}; "
+                  f"still {held.reason}")
 
 
 def _report_decision(events: Events, body: Mapping[str, Any], before: api.AutoscalingStatus | None,

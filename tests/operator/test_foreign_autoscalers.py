@@ -173,11 +173,14 @@ async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_on
     assert gateway_wake.unwakeable(Backend.of(await cluster.api.get(cluster.stt_url("en-us")) or {})) is None  # held again
 
 
-async def test_an_hpa_found_while_another_reason_holds_degraded_has_its_own_warning_once(
+async def test_an_hpa_found_while_another_reason_holds_degraded_has_its_own_warning_once_and_recovered_when_it_goes(
         cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     """Degraded for a missing Secret, then an HPA on the Deployment: Degraded keeps its reason and adds the HPA to its
     message, and the HPA has its own Warning event and WARNING line, once (the re-checks of the missing Secret say it
-    no more). Before, it was added to the message alone: no event, no line, where ``kubectl describe`` shows events."""
+    no more). Before, it was added to the message alone: no event, no line, where ``kubectl describe`` shows events.
+    Once the HPA goes, the Secret still missing, a Recovered event and an INFO line say so, as when the HPA was
+    Degraded's own reason. Before, nothing did: ``kubectl describe`` ended on the HPA's Warning."""
+    caplog.set_level(logging.INFO)
     await cluster.api.create(cluster.stt_url(), stt(imagePullSecrets=[{"name": "regcred"}]))
     await cluster.event("MissingDependency")
     await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
@@ -196,6 +199,18 @@ async def test_an_hpa_found_while_another_reason_holds_degraded_has_its_own_warn
         ("Warning", foreign)]
     assert warnings(caplog) == [f"SpeechToText speech/en-us is degraded (MissingDependency): {missing}",
                                 f"SpeechToText speech/en-us is degraded (ForeignAutoscaler): {foreign}"]
+
+    await cluster.api.delete(cluster.url("autoscaling/v2", HPAS, "web"))
+
+    async def removed() -> bool:
+        c = await condition(cluster, "Degraded")
+        return (c.get("reason"), c.get("message")) == ("MissingDependency", missing)
+    await cluster.eventually(removed)
+    said = "no longer ForeignAutoscaler: HorizontalPodAutoscaler web no longer scales Deployment en-us; still MissingDependency"
+    assert (await cluster.event("Recovered"))["message"] == said
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("speech_operator") and "recovered" in r.getMessage()
+            ] == [f"SpeechToText speech/en-us recovered: {said}"]
+    assert len(warnings(caplog)) == 2
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -245,6 +260,13 @@ def test_what_an_hpa_scales_and_who_it_is() -> None:
                     "the operator leaves the Deployment's replicas to them and spec.autoscaling's choice is not applied "
                     "meanwhile; delete them (spec.autoscaling scales on sessions), or point their scaleTargetRef at "
                     f"the SpeechToText ({FIX}) and remove spec.autoscaling")
+    keda = foreign_autoscalers.autoscaler(hpa("keda-hpa-c", ownerReferences=BY_KEDA)).model_dump(exclude_none=True)
+    assert foreign_autoscalers.gone([keda], "en-us") == (
+        "KEDA ScaledObject en-us (its HorizontalPodAutoscaler keda-hpa-c) no longer scales Deployment en-us")
+    assert foreign_autoscalers.gone([a.model_dump(), b.model_dump()], "en-us") == (
+        "HorizontalPodAutoscaler a, HorizontalPodAutoscaler b no longer scale Deployment en-us")
+    assert foreign_autoscalers.gone([{"name": "odd"}], "en-us") == (
+        "what scaled Deployment en-us instead of the SpeechToText no longer does"), "one written by someone else"
 
 
 async def test_the_first_look_in_a_namespace_waits_for_its_hpas_to_be_listed(apiserver: Cluster) -> None:
