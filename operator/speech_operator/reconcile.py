@@ -272,7 +272,9 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
     if held:
         raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it is: "
                            f"delete or rename it, or give the SpeechToText another name")
-    found = live_replicas(live) if scalers and kind == "Deployment" else None
+    found = None  # the replicas they hold it at; at its creation, those it is created with (its fingerprint names them)
+    if scalers and kind == "Deployment":
+        found = live_replicas(live) if live is not None else desired["spec"]["replicas"]
     desired = fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers))))
     meta = desired["metadata"]
     todo = pending(desired, live)
