@@ -373,13 +373,19 @@ def invalid(body: dict[str, Any], message: str, now: str, outdated_crd: str | No
 REFUSALS = (POLICY_VIOLATION, INVALID_SPEC, SPEC_TOO_LARGE)
 
 
-def refused(stt_status: Mapping[str, Any] | None, generation: int | None) -> bool:
-    """Whether a raw ``status`` says the operator refuses the spec of ``generation`` (its Progressing condition, False
-    for one of :data:`REFUSALS`, observed at that generation): a status of an older spec says nothing of this one."""
+def refusal(stt_status: Mapping[str, Any] | None, generation: int | None) -> str:
+    """Why a raw ``status`` says the operator refuses the spec of ``generation`` (the reason of its Progressing
+    condition, False for one of :data:`REFUSALS`, observed at that generation), or "": a status of an older spec says
+    nothing of this one."""
     found: Mapping[str, Any] = next((c for c in (stt_status or {}).get("conditions") or []
                                      if c.get("type") == PROGRESSING), {})
-    return (found.get("status") == "False" and found.get("reason") in REFUSALS
-            and found.get("observedGeneration") == generation)
+    taken = found.get("status") != "False" or found.get("reason") not in REFUSALS or found.get("observedGeneration") != generation
+    return "" if taken else str(found["reason"])
+
+
+def refused(stt_status: Mapping[str, Any] | None, generation: int | None) -> bool:
+    """Whether the operator refuses the spec of ``generation`` (:func:`refusal`)."""
+    return bool(refusal(stt_status, generation))
 
 
 def needs_recheck(stt_status: dict[str, Any] | None) -> bool:

@@ -72,6 +72,10 @@ class Backend:
     held_by: tuple[str, ...] = ()
     #: Its recognizer asks for a key (``spec.apiKeySecretRef``).
     keyed: bool = False
+    #: Why the operator refuses its spec, or "" (:func:`speech_operator.conditions.refusal`): it makes no pod for it.
+    refused: str = ""
+    #: Pods its Deployment has, ready or not (``status.replicas``).
+    pods: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -90,7 +94,9 @@ class Backend:
                    autoscaled=stt.spec.autoscaling is not None, replicas=conditions.reported_replicas(stt),
                    spec_replicas=builders.replicas(stt),
                    held_by=tuple(map(foreign_autoscalers.who, stt.status.foreignAutoscalers or [])) if stt.status else (),
-                   keyed=stt.spec.apiKeySecretRef is not None)
+                   keyed=stt.spec.apiKeySecretRef is not None,
+                   refused=conditions.refusal(body.get("status"), (body.get("metadata") or {}).get("generation")),
+                   pods=stt.status.replicas if stt.status else 0)
 
 
 class Directory:

@@ -6,8 +6,9 @@ refused: the client sees a slower first answer. What nothing the gateway asks fo
 (:func:`unwakeable`): one scaled to zero by hand, without ``spec.autoscaling``, and one an HPA or KEDA pointed at its
 Deployment holds at zero (``status.foreignAutoscalers``; the operator's autoscaler, which the gateway asks, leaves it to
 them): KEDA wakes it on its own triggers, and a ``Retry-After`` brings the client back then, where a hold would keep it
-waiting for ``hold_seconds`` and answer 503 all the same. One an HPA holds above a spec.replicas of 0 is held: its pods
-are coming. While anything is held for an autoscaled SpeechToText the gateway asks the
+waiting for ``hold_seconds`` and answer 503 all the same; and one with no pod whose spec the operator refuses
+(SpecTooLarge, PolicyViolation: it makes no pod until the spec is mended). One an HPA holds above a spec.replicas of 0
+is held: its pods are coming. While anything is held for an autoscaled SpeechToText the gateway asks the
 operator for a pod, by writing ``status.demand.requestedAt`` (under its own field manager, the
 only write it may make: ``patch`` on ``speechtotexts/status``), again every
 :data:`ASK_AGAIN_SECONDS` while it still holds. The operator's autoscaler wakes the locale at once
@@ -55,10 +56,14 @@ def unwakeable(backend: Backend) -> failures.Failure | None:
     """Why a request for ``backend`` (no ready pod) is refused at once rather than held: at 0 replicas by its
     spec and by the operator's word with no ``spec.autoscaling`` (an HPA holding its Deployment above a spec.replicas
     of 0 has pods coming), or at 0 by an autoscaler that scales its Deployment instead of it (the operator's, which the
-    gateway would ask, leaves it to that one). None: it is held."""
+    gateway would ask, leaves it to that one); or with no pod at all while the operator refuses its spec (it makes
+    none until the spec is mended). None: it is held."""
+    where = f"{backend.locale} ({backend.namespace}/{backend.name})"
+    if backend.refused and backend.pods == 0:  # its reason first: a close reason keeps 123 bytes
+        return failures.Failure(f"{backend.refused}: the operator refuses the SpeechToText of {where} and makes no pod "
+                                "for it until its spec is mended (kubectl describe says why)", failures.UNAVAILABLE)
     if backend.replicas != 0:
         return None
-    where = f"{backend.locale} ({backend.namespace}/{backend.name})"
     if backend.held_by:  # its name first: a close reason keeps 123 bytes
         return failures.Failure(f"{', '.join(backend.held_by)} {'holds' if len(backend.held_by) == 1 else 'hold'} the "
                                 f"recognizer of {where} at 0 replicas, not its SpeechToText: the gateway cannot wake it; "

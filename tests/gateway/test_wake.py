@@ -284,6 +284,46 @@ def test_a_locale_scaled_to_zero_by_hand_is_refused_at_once(tmp_path: Path, spee
         assert answer.status_code == 503 and "scaled to 0 replicas and nothing wakes it" in answer.json()["error"]["message"]
 
 
+def refused_at_once(stack: Stack, speech_wav: Path) -> httpx.Response:
+    """A REST request for ja-JP through the gateway, answered within 2 s (a refusal, not a hold)."""
+    started = time.monotonic()
+    answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(),
+                        headers={"Content-Type": "audio/wav"}, timeout=30)
+    took = time.monotonic() - started
+    assert took < 2, f"answered after {took:.1f} s: held, not refused at once"
+    return answer
+
+
+@pytest.mark.parametrize("reason", ["SpecTooLarge", "PolicyViolation"])
+def test_a_locale_whose_spec_the_operator_refuses_is_refused_at_once_naming_why(tmp_path: Path, speech_wav: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """The real operator refuses the SpeechToText (130 KB of annotations of one's own: SpecTooLarge; an image its policy
+    does not allow: PolicyViolation) and so makes no Deployment, no pod: the gateway refuses a request for the locale
+    at once, 503 and the reason first, a stream with 1013 and that reason. Before, each was held for the hold (3 s here,
+    120 s by default) asking for a pod nobody would make (spec.replicas 1), then refused as a wake that timed out."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=3)) as stack:
+        monkeypatch.setenv("KUBECONFIG", str(stack.kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        body = speech_to_text("ja-jp", "ja-JP", free_port())
+        if reason == "SpecTooLarge":
+            body["metadata"]["annotations"] = {"example.com/notes": "x" * 130_000}
+        else:
+            body["spec"]["image"] = "elsewhere.example/recognizer"
+        with operator(OperatorConfig(image="example.test/recognizer", version="1.2.3")):
+            stack.create(body, ready=0)
+            stack.eventually(lambda: (b := stack.directory.get((NAMESPACE, "ja-jp"))) is not None and b.refused == reason,
+                             20, "the operator's refusal seen by the gateway")
+            answer = refused_at_once(stack, speech_wav)
+            message = answer.json()["error"]["message"]
+            assert answer.status_code == 503 and message.startswith(
+                f"{reason}: the operator refuses the SpeechToText of ja-JP (speech/ja-jp)"), (answer.status_code, message)
+            with connect(f"{stack.ws}/vosk?language=ja-jp") as ws, pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=2.5)
+            frame = closed.value.rcvd
+            assert frame is not None and frame.code == 1013 and frame.reason.startswith(f"{reason}: the operator refuses"), closed.value
+            assert "demand" not in get_stt(stack, "ja-jp")["status"], "the operator was asked for a pod"
+
+
 async def test_a_pod_ready_while_the_gateway_asks_is_seen_at_once() -> None:
     """The readiness that arrives while the gateway is writing its demand is not missed (it would
     have waited for its next ask, 5 s later)."""
@@ -351,11 +391,7 @@ def test_a_locale_keda_holds_at_zero_is_refused_at_once_naming_it(tmp_path: Path
             _content_type="application/merge-patch+json"))
         stack.eventually(lambda: (b := stack.directory.get((NAMESPACE, "ja-jp"))) is not None and b.replicas == 0,
                          10, "the status seen")
-        started = time.monotonic()
-        answer = httpx.post(f"{stack.http}{REST}?language=ja-JP", content=speech_wav.read_bytes(),
-                            headers={"Content-Type": "audio/wav"}, timeout=30)
-        took = time.monotonic() - started
-        assert took < 2, f"answered after {took:.1f} s: held, not refused at once"
+        answer = refused_at_once(stack, speech_wav)
         assert (answer.status_code, answer.headers["Retry-After"]) == (503, "30")
         assert answer.json()["error"] == {"code": "ServiceUnavailable", "message": HELD_BY_KEDA}
         with connect(f"{stack.ws}/vosk?language=ja-jp") as ws, pytest.raises(ConnectionClosed) as closed:
