@@ -202,6 +202,8 @@ class Emulator(kmock.KubernetesEmulator):
                 and request.resource is not None and request.resource.plural == "deployments"):
             _canonical_quantities(request.data)  # built-in kinds only: a CRD keeps what was written
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            if self._has_status(request.resource):
+                _fresh_status(request.resource, request.data)
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{next(self._serial)}"
@@ -233,6 +235,8 @@ class Emulator(kmock.KubernetesEmulator):
                     after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), request.data or {}))
                 except jsonpatch.JsonPatchException as e:
                     return invalid_patch(str(e))
+                if self._has_status(request.resource):
+                    after = _status_split(request.resource, request.subresource, before, after)
             if live is not None and before is not None and after is not None and after != before:
                 after = self._next_version(before, after, request)
                 live.create(after)
@@ -261,9 +265,14 @@ class Emulator(kmock.KubernetesEmulator):
             spec["annotations"] = meta.get("annotations")
             was["annotations"] = (before.get("metadata") or {}).get("annotations")
         marked = bool(meta.get("deletionTimestamp")) and not (before.get("metadata") or {}).get("deletionTimestamp")
-        if request.subresource is None and (spec != was or marked) and meta.get("generation"):
+        if request.subresource != "status" and (spec != was or marked) and meta.get("generation"):
             meta["generation"] += 1  # as the registry does: only a generation that is set
         return after
+
+    def _has_status(self, resource: Any) -> bool:
+        """Whether ``resource`` has the status subresource (declared so): its main resource ignores a status written
+        to it and a create's, and its ``/status`` ignores all else (:func:`_status_split`)."""
+        return resource is not None and resource in self.resources and "status" in self.resources[resource].subresources
 
     async def resend(self, plural: str) -> int:
         """Send every object of ``plural`` again, unchanged, to the watches (a MODIFIED each, its resourceVersion
@@ -360,6 +369,46 @@ def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web
         "reason": "Forbidden", "details": details, "code": 403}, status=403)
 
 
+def _custom(resource: Any) -> bool:
+    """Whether ``resource`` is a custom resource (a CRD's) rather than one of the API server's own: built-in groups
+    are the core group, one-word groups (apps, policy, autoscaling) and the ``*.k8s.io`` ones."""
+    return "." in resource.group and not resource.group.endswith(".k8s.io")
+
+
+def _fresh_status(resource: Any, body: dict[str, Any]) -> None:
+    """A create's ``status`` as the registry's PrepareForCreate leaves it for a resource with a status subresource:
+    a custom resource's dropped (apiextensions-apiserver's customresource/strategy.go), a built-in's reset (the
+    Deployment strategy's ``Status = DeploymentStatus{}``; a Pod starts ``Pending``, a Namespace ``Active``)."""
+    body.pop("status", None)
+    fresh = {"pods": {"phase": "Pending"}, "namespaces": {"phase": "Active"}}.get(resource.plural)
+    if fresh is not None and not _custom(resource):
+        body["status"] = fresh
+
+
+def _status_split(resource: Any, subresource: str | None, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """``after`` as the registry stores a write of a resource with the status subresource: the main resource (and
+    ``/scale``) keeps the stored status whatever was written there (PrepareForUpdate of the Deployment strategy:
+    ``newDeployment.Status = oldDeployment.Status``; of a custom resource's: the old status); ``/status`` keeps all
+    but the status: a custom resource's whole stored object but its status (customresource/status_strategy.go), a
+    built-in's spec (its status strategy's ``Spec = old.Spec``) and a Deployment's labels too."""
+    if subresource == "status":
+        if _custom(resource):
+            kept = copy.deepcopy(before)
+            kept.pop("status", None)
+            return {**kept, **({"status": after["status"]} if "status" in after else {})}
+        out = {k: v for k, v in after.items() if k in ("metadata", "status", "apiVersion", "kind")}
+        out.update({k: v for k, v in before.items() if k not in ("metadata", "status", "apiVersion", "kind")})
+        if resource.plural == "deployments":
+            out["metadata"] = {**out["metadata"], "labels": (before.get("metadata") or {}).get("labels")}
+            if out["metadata"]["labels"] is None:
+                del out["metadata"]["labels"]
+        return out
+    out = {k: v for k, v in after.items() if k != "status"}
+    if "status" in before:
+        out["status"] = before["status"]
+    return out
+
+
 def _now() -> str:
     """The time as the API server writes it in metadata (deletionTimestamp): RFC 3339 in whole seconds, UTC."""
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -450,17 +499,20 @@ def declare(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources[STT_RESOURCE] = kmock.ResourceInfo(
         kind=api.KIND, singular=api.SINGULAR, namespaced=True, shortnames=set(api.SHORT_NAMES),
         subresources={"status", "scale"}, verbs={"get", "list", "watch", "create", "patch", "delete"})
-    for res, kind in [("apps/v1/deployments", "Deployment"), ("v1/services", "Service"),
-                      ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
-                      ("v1/secrets", "Secret"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
-                      ("v1/events", "Event"), ("v1/pods", "Pod"),
-                      ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler")]:
+    # the subresources as the API server's discovery lists them (those of a status matter: harness/kube.py, _status_split)
+    for res, kind, subresources in [
+            ("apps/v1/deployments", "Deployment", {"status", "scale"}), ("v1/services", "Service", {"status"}),
+            ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget", {"status"}),
+            ("v1/secrets", "Secret", set()), ("v1/persistentvolumeclaims", "PersistentVolumeClaim", {"status"}),
+            ("v1/events", "Event", set()), ("v1/pods", "Pod", {"status"}),
+            ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", {"status"})]:
         emulator.resources[res] = kmock.ResourceInfo(
-            kind=kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
+            kind=kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}, subresources=subresources)
     # kopf waits for these to be discoverable even with scanning disabled.
-    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False,
+                                                             subresources={"status", "finalize"})
     emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False)
+        kind="CustomResourceDefinition", namespaced=False, subresources={"status"})
 
 
 def kubeconfig_for(server: str, user: dict[str, Any]) -> dict[str, Any]:

@@ -112,8 +112,10 @@ class Replicas:
             "metadata": {"name": name, "namespace": self.namespace, "labels": dict(labels), "creationTimestamp": created},
             "spec": {"containers": [{"name": builders.CONTAINER, "image": "example.test/recognizer",
                                      "ports": [{"name": builders.PORT_NAME, "containerPort": backing.port}]}]},
-            "status": {"phase": "Pending", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "False"}]},
         })
+        # the API server makes a create's status Pending and nothing more; the kubelet writes the pod's IP (/status)
+        await self.kube.patch(path("v1", "pods", self.namespace, name, "status"), {"status": {
+            "phase": "Pending", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "False"}]}})
         self.pods[name] = _Pod(name, serial, backing)
         self.started.append(name)
         self.history.append((started, "started", name))

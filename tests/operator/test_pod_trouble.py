@@ -71,7 +71,8 @@ async def settled_not_ready(cluster: Cluster) -> dict[str, Any]:
     template = dep["spec"]["template"]
     await cluster.api.create(cluster.url("v1", "pods"), {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": NAMESPACE, "labels": template["metadata"]["labels"]},
-        "spec": template["spec"], "status": pending()})
+        "spec": template["spec"]})
+    await set_pod(cluster, pending())  # a create's status is the API server's (Pending): the kubelet writes the rest
     await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
         "observedGeneration": dep["metadata"].get("generation", 1), "replicas": 1, "updatedReplicas": 1,
         "readyReplicas": 0, "unavailableReplicas": 1}})

@@ -1,0 +1,87 @@
+"""The emulator (harness/kube.py) where a real API server is stricter than kmock: the status subresource, what a
+create may carry, what a watch replays. Each is what the operator's tests would otherwise pass on and a cluster would
+not; the reference in kube-apiserver's source is in each test's docstring (and the emulator's).
+
+No operator runs: the test's own client writes, as kubectl or a controller would, and reads the answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import kmock
+from conftest import NAMESPACE
+
+from speech_operator import api
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+
+def stt(name: str, **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}, **extra}
+
+
+#: A custom resource with the status and scale subresources, as SpeechToTexts are; its own, so that what this file
+#: writes wrongly on purpose is not judged as a SpeechToText's write (tests/crd_schema.py fails a test on those).
+WIDGETS = "example.com/v1/widgets"
+
+
+def widgets(cluster: Cluster, name: str = "", sub: str | None = None) -> str:
+    cluster.emulator.resources[WIDGETS] = kmock.ResourceInfo(
+        kind="Widget", namespaced=True, subresources={"status", "scale"}, verbs={"get", "list", "watch", "create", "patch"})
+    return cluster.url("example.com/v1", "widgets", name, sub)
+
+
+def widget(name: str, **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"replicas": 1}, **extra}
+
+
+def deployment(**extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "en-us", "namespace": NAMESPACE, "labels": {"a": "b"}}, "spec": {"replicas": 1}, **extra}
+
+
+async def test_status_is_written_through_status_only_and_the_rest_through_the_main_resource(apiserver: Cluster) -> None:
+    """A resource with the status subresource (a custom resource as a SpeechToText is, a Deployment, a Pod): a create's status is not kept
+    (a Pod's is Pending), a status written to the main resource is ignored, and ``/status`` ignores all but the
+    status (a Deployment's labels too; a custom resource's metadata too). The registries' strategies:
+    apiextensions-apiserver customresource/strategy.go (PrepareForCreate drops status, PrepareForUpdate keeps the
+    old) and status_strategy.go (the old object but its status); pkg/registry/apps/deployment/strategy.go
+    (``Status = DeploymentStatus{}``, ``newDeployment.Status = oldDeployment.Status``; its status strategy keeps the
+    old spec and labels). A /scale write is a spec change: generation one up. Before, the emulator stored
+    whatever was written wherever it was written."""
+    cluster = apiserver
+    made = await cluster.api.create(widgets(cluster), widget("w", status={"readyReplicas": 3}))
+    assert made is not None and "status" not in made
+    main = await cluster.api.patch(widgets(cluster, "w"), {"spec": {"replicas": 2}, "status": {"readyReplicas": 3}})
+    assert main is not None and "status" not in main and main["spec"]["replicas"] == 2 and main["metadata"]["generation"] == 2
+    status = await cluster.api.patch(widgets(cluster, "w", "status"), {
+        "metadata": {"labels": {"x": "y"}}, "spec": {"replicas": 5}, "status": {"readyReplicas": 1}})
+    assert status is not None and status["status"] == {"readyReplicas": 1}
+    assert status["spec"]["replicas"] == 2 and "labels" not in status["metadata"] and status["metadata"]["generation"] == 2
+    same = await cluster.api.patch(widgets(cluster, "w"), {"status": {"readyReplicas": 7}})
+    assert same == status, "a status written to the main resource changes nothing: no new resourceVersion"
+    scaled = await cluster.api.patch(widgets(cluster, "w", "scale"), {"spec": {"replicas": 3}})
+    assert scaled is not None and scaled["spec"]["replicas"] == 3 and scaled["metadata"]["generation"] == 3
+
+    url = cluster.url("apps/v1", "deployments", "en-us")
+    applied = await cluster.api.apply(url, deployment(status={"readyReplicas": 1}))
+    assert applied is not None and not applied.get("status")
+    reported = await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {
+        "metadata": {"labels": {"a": "c"}, "annotations": {"n": "m"}}, "spec": {"replicas": 4}, "status": {"readyReplicas": 1}})
+    assert reported is not None and reported["status"] == {"readyReplicas": 1} and reported["spec"]["replicas"] == 1
+    assert reported["metadata"]["labels"] == {"a": "b"} and reported["metadata"]["annotations"] == {"n": "m"}
+    overwritten = await cluster.api.patch(url, {"spec": {"replicas": 2}, "status": {"readyReplicas": 0}})
+    assert overwritten is not None and overwritten["status"] == {"readyReplicas": 1} and overwritten["spec"]["replicas"] == 2
+
+    pod = await cluster.api.create(cluster.url("v1", "pods"), {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": NAMESPACE},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Running", "podIP": "10.0.0.1"}})
+    assert pod is not None and pod["status"] == {"phase": "Pending"}
+    secret = await cluster.api.create(cluster.url("v1", "secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NAMESPACE}, "data": {}})
+    assert secret is not None and "status" not in secret
+
