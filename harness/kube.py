@@ -202,14 +202,19 @@ class Emulator(kmock.KubernetesEmulator):
                 and request.resource is not None and request.resource.plural == "deployments"):
             _canonical_quantities(request.data)  # built-in kinds only: a CRD keeps what was written
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if _version(request.data):  # a POST's, or an apply's that would create
+                return version_on_create()
             if self._has_status(request.resource):
                 _fresh_status(request.resource, request.data)
-            meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{next(self._serial)}"
-            meta.setdefault("uid", str(uuid.uuid4()))
+            # the system fields are the server's (FillObjectMetaSystemFields; BeforeCreate clears a deletion's)
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+            meta.pop("deletionTimestamp", None)
+            meta.pop("deletionGracePeriodSeconds", None)
             meta.setdefault("generation", 1)
-            meta.setdefault("resourceVersion", str(next(self._serial)))
+            meta["resourceVersion"] = str(next(self._serial))
         if request.resource is not None and request.name is not None and (
                 request.action == kmock.action.UPDATE or request.action == kmock.action.DELETE):
             return await self._versioned(request)
@@ -347,6 +352,17 @@ def invalid_patch(cause: str) -> aiohttp.web.Response:
                                       "code": 422, "message": cause}, status=422)
 
 
+def version_on_create() -> aiohttp.web.Response:
+    """The API server's answer to a create (a POST, or a server-side apply of an object that does not exist) whose
+    metadata.resourceVersion is set: its storage refuses it (apiserver's storage/etcd3/store.go, Create:
+    ``storage.ErrResourceVersionSetOnCreate``), an error that is no API status, so the handler answers it as an
+    internal error of unknown reason (endpoints/handlers/responsewriters/status.go, ErrorToAPIStatus: 500,
+    ``StatusReasonUnknown``, which is "" and so left out). A version that is 0 or no number is taken."""
+    return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": "resourceVersion should not be set on objects to be created",
+                                      "code": 500}, status=500)
+
+
 def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web.Response:
     """The API server's answer to a create in a namespace being deleted, as its NamespaceLifecycle admission plugin
     words it (kubernetes/kubernetes, staging/src/k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/
@@ -415,7 +431,8 @@ def _now() -> str:
 
 
 def _version(obj: dict[str, Any]) -> int | None:
-    """An object's resourceVersion as a number; None for one a test stored without one."""
+    """An object's resourceVersion as a number; None for one a test stored without one (or with one that is no
+    number: the API server's versioner reads it as 0 then, and a create takes it)."""
     version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
     return int(version) if version.isdigit() else None
 

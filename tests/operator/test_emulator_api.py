@@ -13,6 +13,7 @@ import kmock
 from conftest import NAMESPACE
 
 from speech_operator import api
+from speech_operator.kube import KubeError
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -85,3 +86,29 @@ async def test_status_is_written_through_status_only_and_the_rest_through_the_ma
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NAMESPACE}, "data": {}})
     assert secret is not None and "status" not in secret
 
+
+async def test_a_create_that_names_a_resource_version_is_refused_and_the_system_fields_are_the_servers(
+        apiserver: Cluster) -> None:
+    """A POST, or a server-side apply of an object that does not exist, with metadata.resourceVersion set (an object
+    read back and sent again as new) is refused: 500 "resourceVersion should not be set on objects to be created"
+    (apiserver's storage/etcd3/store.go, Create; the handler answers an error that is no API status as 500 with an
+    unknown reason: endpoints/handlers/responsewriters/status.go). Nothing is stored. The uid and creationTimestamp
+    are the server's whatever was sent (registry/rest/meta.go, FillObjectMetaSystemFields). Before, the emulator kept
+    the version, and the uid, that the client sent."""
+    cluster = apiserver
+    url = widgets(cluster)
+    for refused in (cluster.api.create(url, widget("w", metadata={"name": "w", "namespace": NAMESPACE,
+                                                                   "resourceVersion": "42"})),
+                    cluster.api.apply(widgets(cluster, "w"), widget("w", metadata={
+                        "name": "w", "namespace": NAMESPACE, "resourceVersion": "42"}))):
+        try:
+            await refused
+        except KubeError as e:
+            assert e.status == 500 and "resourceVersion should not be set on objects to be created" in str(e), e
+        else:
+            raise AssertionError("a create with a resourceVersion was taken")
+    assert await cluster.api.get(widgets(cluster, "w")) is None
+    made = await cluster.api.create(url, widget("w", metadata={"name": "w", "namespace": NAMESPACE, "uid": "mine",
+                                                                "creationTimestamp": "2020-01-01T00:00:00Z"}))
+    assert made is not None and made["metadata"]["uid"] != "mine"
+    assert made["metadata"]["creationTimestamp"] > "2026" and int(made["metadata"]["resourceVersion"]) > 0
