@@ -4,6 +4,7 @@ the operator's resources declared: what the operator's tests and its benchmark r
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import datetime
 import itertools
@@ -14,9 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp.web
+import attrs
 import jsonpatch
 import kmock
+from kmock._internal import aiobus
 from kmock._internal import dicts as kmock_dicts
+from kmock._internal import k8s as kmock_k8s
 from kmock._internal import parsing as kmock_parsing
 
 from speech_operator import api
@@ -28,19 +32,46 @@ NAMESPACE = "speech"
 STT_RESOURCE = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
 
 
+@attrs.mutable(weakref_slot=True)
+class _Bus(aiobus.Bus[Any]):
+    """kmock's bus of one resource's watch events, which also keeps every event it carried (``history``: what a watch
+    from a resourceVersion replays, as the API server's watch cache does) and gives each DELETED event a version of its
+    own (``stamp``). The history grows in the same step as the bus, so a watch that marks the bus and reads the
+    history at once (no await between) has every event exactly once: replayed, or streamed after its mark."""
+
+    history: list[dict[str, Any]] = attrs.field(factory=list)
+    stamp: Callable[[dict[str, Any]], dict[str, Any]] = attrs.field(default=lambda event: event)
+
+    async def put(self, *items: Any, logged: bool = True) -> None:
+        items = tuple(self.stamp(item) if isinstance(item, dict) else item for item in items)
+        async with self._condition:
+            if logged:
+                self.history.extend(item for item in items if isinstance(item, dict))
+            self._buffer.extend(items)
+            self._condition.notify_all()
+            self._streamed_count += len(items)
+        await self._flush()
+
+
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what a real API server does that the operator relies on.
 
-    - On create: a name from generateName, a uid, generation and resourceVersion (kopf's JSON
-      patches test it).
+    - On create: a name from generateName, a uid, creationTimestamp, generation and resourceVersion (kopf's JSON
+      patches test it), whatever the client sent; a create that sends a resourceVersion is refused, 500, as there
+      (:func:`version_on_create`).
+    - The status subresource: a resource that has one (declared so: :func:`declare`) ignores a status written to its
+      main resource and a create's, and its ``/status`` all but the status (:func:`_status_split`).
     - Versions as etcd keeps them (kmock keeps the create's forever): every stored change (a PATCH, an apply, a
       deletion marked by deletionTimestamp) gets a new resourceVersion from one counter across all objects, and its
       watch event carries it; a write that changes nothing (the same labels again) stores nothing: the same
       resourceVersion, no watch event (kopf's consistency wait and its "nothing changed" depend on both). A JSON
       patch whose ``test`` fails (kopf's optimistic lock on resourceVersion) is 422, as there (kmock: a 500).
-    - A list's resourceVersion is its newest item's (kmock's is ``...``), and a watch from a resourceVersion sends what
-      changed after it: kmock starts every watch with an ADDED of each object, so kopf's watch after its list had each
-      object twice, the second one stale once versions move (it then patched from it, and was refused 422).
+    - A list's resourceVersion is the newest there is (etcd's revision; kmock's is ``...``), and a watch from a
+      resourceVersion replays every event after it as it happened, then what follows, as the watch cache does
+      (:meth:`_serve_watch`; 410 Expired once :meth:`compact` forgot it): kmock started every watch with an ADDED of
+      each object, so kopf's watch after its list had each object twice, a change since the list came as ADDED and a
+      deletion since not at all. A DELETED event carries the deletion's own resourceVersion, and removing the last
+      finalizer of an object being deleted deletes it: one DELETED, no MODIFIED (:meth:`_versioned`).
     - ``metadata.generation`` as the registry counts it: one up when a write changes anything but metadata and
       status (the spec: a CRD with the status subresource, a Deployment, whose annotations count too), and when a
       deletion is marked; not on a status or other metadata-only write, nor on any ``/status`` write.
@@ -63,6 +94,31 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     _serial = itertools.count(1)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._buses = collections.defaultdict(lambda: _Bus(stamp=self._stamp_deletion))
+
+    def _tick(self) -> str:
+        """A new resourceVersion, above every one before (one counter across all objects, as etcd's revision)."""
+        version = next(self._serial)
+        self.__dict__["_latest"] = version
+        return str(version)
+
+    @property
+    def latest(self) -> int:
+        """The newest resourceVersion this emulator gave (what a list answers as its own: etcd's current revision)."""
+        return int(self.__dict__.get("_latest", 0))
+
+    def _stamp_deletion(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A DELETED event carries the object as it was last stored with the deletion's own new resourceVersion (the
+        etcd revision of the delete: apiserver's storage/etcd3/watcher.go, prepareObjs, "sends the *old* object with
+        the etcd revision for the time at which it gets deleted"); any other event is sent as it is."""
+        if event.get("type") != "DELETED" or not isinstance(event.get("object"), dict):
+            return event
+        gone = copy.deepcopy(dict(event["object"]))
+        gone["metadata"] = {**(gone.get("metadata") or {}), "resourceVersion": self._tick()}
+        return {**event, "object": gone}
 
     @property
     def expired(self) -> set[str]:
@@ -214,18 +270,36 @@ class Emulator(kmock.KubernetesEmulator):
             meta.pop("deletionTimestamp", None)
             meta.pop("deletionGracePeriodSeconds", None)
             meta.setdefault("generation", 1)
-            meta["resourceVersion"] = str(next(self._serial))
+            if request.resource is not None:
+                return await self._create(request)
         if request.resource is not None and request.name is not None and (
                 request.action == kmock.action.UPDATE or request.action == kmock.action.DELETE):
             return await self._versioned(request)
         return await super()._handle(request)
+
+    async def _create(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """A create stored as kmock stores it (a 409 when its object exists), its resourceVersion given as it is stored
+        and its ADDED sent in the same step (as etcd gives the revision at the commit: a list read meanwhile has the
+        object and a version at least its, or neither); kmock then answers it."""
+        assert request.resource is not None and isinstance(request.data, dict)
+        meta = request.data["metadata"]
+        key = (request.resource, request.namespace or meta.get("namespace"), meta.get("name"))
+        async with self._lock:
+            if key in self.objects and not self.objects[key].deleted:
+                raise kmock_k8s.KubernetesObjectConflictError()
+            meta["resourceVersion"] = self._tick()
+            if key in self.objects:
+                self.objects[key].create(request.data)
+            else:
+                self.objects[key] = request.data
+            await self._buses[request.resource].put({"type": "ADDED", "object": self.objects[key].last.raw})
+        return await kmock.KubernetesScaffold._handle(self, request)  # reactions, else kmock's answer: the stored
 
     async def _versioned(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """An update, or a deletion that only marks its object, stored as the API server stores it (kmock's own
         branches would keep the resourceVersion and send an event for every write); kmock then answers it."""
         assert request.resource is not None
         key = (request.resource, request.namespace, request.name)
-        gone: dict[str, Any] | None = None
         async with self._lock:
             live = self.objects[key] if key in self.objects else None
             before = live.raw if live is not None and not live.deleted else None
@@ -243,26 +317,27 @@ class Emulator(kmock.KubernetesEmulator):
                 if self._has_status(request.resource):
                     after = _status_split(request.resource, request.subresource, before, after)
             if live is not None and before is not None and after is not None and after != before:
-                after = self._next_version(before, after, request)
-                live.create(after)
-                await self._buses[request.resource].put({"type": "MODIFIED", "object": after})
-                if after["metadata"].get("deletionTimestamp") and not after["metadata"].get("finalizers"):
-                    gone = after  # the last finalizer removed: collected after the answer, as kmock does
+                if meta.get("deletionTimestamp") and not (after.get("metadata") or {}).get("finalizers"):
+                    # the last finalizer of an object being deleted removed: the update is not stored, the object is
+                    # deleted instead (the registry's Update: ShouldDeleteDuringUpdate, deleteWithoutFinalizers), one
+                    # DELETED of it as it was stored (its version the deletion's: _Bus.stamp); the answer is the
+                    # object as written, at the version it was written to
+                    live.create(after)
+                    live.delete()
+                    await self._buses[request.resource].put({"type": "DELETED", "object": before})
+                else:
+                    after = self._next_version(before, after, request)
+                    live.create(after)
+                    await self._buses[request.resource].put({"type": "MODIFIED", "object": after})
         if after is None:
             return await super()._handle(request)
-        try:
-            return await kmock.KubernetesScaffold._handle(self, request)  # reactions, else kmock's answer: the stored
-        finally:
-            if gone is not None:
-                async with self._lock:
-                    self.objects[key].delete()
-                    await self._buses[request.resource].put({"type": "DELETED", "object": gone})
+        return await kmock.KubernetesScaffold._handle(self, request)  # reactions, else kmock's answer: the stored
 
     def _next_version(self, before: dict[str, Any], after: dict[str, Any], request: kmock.Request) -> dict[str, Any]:
         """``after`` with a new resourceVersion, and its generation one up when its spec changed or its deletion was
         marked (metadata and status are not the spec; a ``/status`` write changes no generation)."""
         meta = after["metadata"] = dict(after.get("metadata") or {})
-        meta["resourceVersion"] = str(next(self._serial))
+        meta["resourceVersion"] = self._tick()
         spec = {k: v for k, v in after.items() if k not in ("metadata", "status", "apiVersion", "kind")}
         was = {k: v for k, v in before.items() if k not in ("metadata", "status", "apiVersion", "kind")}
         if request.resource is not None and (request.resource.group, request.resource.plural) == ("apps", "deployments"):
@@ -288,22 +363,73 @@ class Emulator(kmock.KubernetesEmulator):
             live = [(resource, obj.raw) for (resource, _, _), obj in self.objects.items()
                     if resource.plural == plural and not obj.deleted]
             for resource, raw in live:
-                await self._buses[resource].put({"type": "MODIFIED", "object": raw})
+                bus = self._buses[resource]
+                assert isinstance(bus, _Bus)
+                await bus.put({"type": "MODIFIED", "object": raw}, logged=False)  # no watch from a version replays it
         return len(live)
 
+    async def compact(self) -> int:
+        """Forget the watch history up to now, as etcd's compaction and the watch cache's bounded window do: a watch
+        from an older resourceVersion is then answered 410 Expired (what kopf and client-go take as "list again").
+        The version compacted to."""
+        async with self._lock:
+            self.__dict__["_compacted"] = self.latest
+            for bus in self._buses.values():
+                assert isinstance(bus, _Bus)
+                bus.history.clear()
+            return self.latest
+
     async def _serve_list(self, request: kmock.Request) -> Any:
-        listing: Any = await super()._serve_list(request)
-        versions = [v for item in listing["items"] if (v := _version(item)) is not None]
-        return {**listing, "metadata": {"resourceVersion": str(max(versions, default=0))}}
+        """kmock's list, with the version it was read at (etcd's revision then: every change so far is in it, so a
+        watch from it misses nothing and repeats nothing; kmock's is ``...``)."""
+        if request.resource not in self._get_resources():
+            return await super()._serve_list(request)  # kmock's 404
+        async with self._lock:
+            items = [obj.raw for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+            version = max([self.latest, *(v for item in items if (v := _version(item)) is not None)])
+        return {"metadata": {"resourceVersion": str(version)}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request) -> Any:
+        """A watch as the API server's watch cache serves it (apiserver's storage/cacher/watch_cache.go,
+        getAllEventsSinceLocked): from a resourceVersion, every event after it as it happened (MODIFIED, DELETED:
+        an object changed or deleted since the watcher's list is not an ADDED, nor missed), or one ERROR of 410
+        Expired when that version is older than what it keeps (:meth:`compact`); without one (or from "0"), an
+        ADDED of each object there is, then what happens next. kmock began every watch with an ADDED of each
+        object, and lost what happened between that and its subscription."""
+        yield b""  # the answer's head goes out at once, as kmock's does
+        assert request.resource is not None
         since = request.params.get("resourceVersion", "")
-        async for event in super()._serve_watch(request):
-            # kmock's first events (an ADDED for each object): those the watcher's list already had are not sent
-            seen = since.isdigit() and isinstance(event, dict) and event.get("type") == "ADDED" and (
-                (version := _version(event["object"])) is not None and version <= int(since))
-            if not seen:
-                yield event
+        bus = self._buses[request.resource]
+        assert isinstance(bus, _Bus)  # __attrs_post_init__'s
+        check = self._KubernetesEmulator__check
+
+        def mine(event: Any) -> bool:
+            meta = ((event.get("object") or {}).get("metadata") or {}) if isinstance(event, dict) else {}
+            return isinstance(event, dict) and check(request, request.resource, meta.get("namespace"), meta.get("name"),
+                                                     strict=False)
+
+        async with self._lock:
+            marker = await bus.mark()  # with the history read at once: nothing falls between, nothing comes twice
+            compacted = int(self.__dict__.get("_compacted", 0))
+            if since.isdigit() and int(since) > 0:
+                first = [e for e in bus.history if (_version(e["object"]) or 0) > int(since)]
+            else:
+                first = [{"type": "ADDED", "object": obj.raw}
+                         for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+        try:
+            if since.isdigit() and 0 < int(since) < compacted:
+                yield {"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
+                    "message": f"too old resource version: {since} ({compacted})", "code": 410}}
+                return
+            for event in first:
+                if mine(event):
+                    yield event
+            async for event in bus.stream(since=marker):
+                if mine(event):
+                    yield event
+        finally:
+            await bus.unmark(marker)
 
     def _annotations_too_long(self, request: kmock.Request) -> aiohttp.web.Response | None:
         """The API server's 422 for a write whose object would carry more than ``ANNOTATIONS_MAX_BYTES`` of

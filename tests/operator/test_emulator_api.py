@@ -7,6 +7,7 @@ No operator runs: the test's own client writes, as kubectl or a controller would
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import kmock
@@ -112,3 +113,76 @@ async def test_a_create_that_names_a_resource_version_is_refused_and_the_system_
                                                                 "creationTimestamp": "2020-01-01T00:00:00Z"}))
     assert made is not None and made["metadata"]["uid"] != "mine"
     assert made["metadata"]["creationTimestamp"] > "2026" and int(made["metadata"]["resourceVersion"]) > 0
+
+
+async def _events(watch: Any, n: int) -> list[tuple[str, str, int]]:
+    out = []
+    for _ in range(n):
+        event = await asyncio.wait_for(anext(watch), 5)
+        out.append((event["type"], event["object"]["metadata"]["name"], int(event["object"]["metadata"]["resourceVersion"])))
+    return out
+
+
+async def test_a_deletion_is_one_deleted_event_with_a_version_of_its_own(apiserver: Cluster) -> None:
+    """A DELETED event carries the object as it was last stored with the deletion's own new resourceVersion
+    (apiserver's storage/etcd3/watcher.go, prepareObjs: "this sends the *old* object with the etcd revision for the
+    time at which it gets deleted"), above every version before it. Removing the last finalizer of an object being
+    deleted deletes it: one DELETED, no MODIFIED first (registry/generic/registry/store.go, Update:
+    ShouldDeleteDuringUpdate, deleteWithoutFinalizers); the answer is the object as written. Before, DELETED carried
+    the object's last version, and the finalizer's removal was stored and sent as MODIFIED, then DELETED."""
+    cluster = apiserver
+    url = widgets(cluster)
+    watch = cluster.api.watch(url, {}, 30)
+    plain = await cluster.api.create(url, widget("plain"))
+    held = await cluster.api.create(url, widget("held", metadata={"name": "held", "namespace": NAMESPACE,
+                                                                    "finalizers": ["example.com/hold"]}))
+    assert plain is not None and held is not None
+    assert [e[:2] for e in await _events(watch, 2)] == [("ADDED", "plain"), ("ADDED", "held")]
+    await cluster.api.delete(widgets(cluster, "plain"))
+    ((kind, name, version),) = await _events(watch, 1)
+    assert (kind, name) == ("DELETED", "plain") and version > int(held["metadata"]["resourceVersion"])
+    await cluster.api.delete(widgets(cluster, "held"))
+    ((kind, name, marked),) = await _events(watch, 1)
+    assert (kind, name) == ("MODIFIED", "held") and marked > version
+    released = await cluster.api.patch(widgets(cluster, "held"), {"metadata": {"finalizers": None}})
+    assert released is not None and not released["metadata"].get("finalizers")
+    event = await asyncio.wait_for(anext(watch), 5)
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("DELETED", "held"), event
+    assert int(event["object"]["metadata"]["resourceVersion"]) > marked
+    assert event["object"]["metadata"]["finalizers"] == ["example.com/hold"], "the object as it was stored"
+    assert await cluster.api.get(widgets(cluster, "held")) is None
+    await watch.aclose()
+
+
+async def test_a_watch_from_a_version_replays_what_happened_since_as_it_happened(apiserver: Cluster) -> None:
+    """A watch from a list's resourceVersion gets every event after it, as it happened: MODIFIED for an object the
+    list had and that changed since, DELETED for one deleted since, ADDED for one made since; a watch from a version
+    older than the history kept (:meth:`Emulator.compact`) gets one ERROR, 410 Expired (apiserver's
+    storage/cacher/watch_cache.go, getAllEventsSinceLocked: "too old resource version"). Before, a watch began with an
+    ADDED of each object newer than the version: a change since the list came as ADDED, and a deletion not at all."""
+    cluster = apiserver
+    url = widgets(cluster)
+    for name in ("kept", "changed", "gone"):
+        await cluster.api.create(url, widget(name))
+    listed = await cluster.api.get(url) or {}
+    since = listed["metadata"]["resourceVersion"]
+    assert sorted(i["metadata"]["name"] for i in listed["items"]) == ["changed", "gone", "kept"]
+    await cluster.api.patch(widgets(cluster, "changed"), {"spec": {"replicas": 2}})
+    await cluster.api.patch(widgets(cluster, "changed"), {"spec": {"replicas": 3}})
+    await cluster.api.delete(widgets(cluster, "gone"))
+    await cluster.api.create(url, widget("new"))
+    watch = cluster.api.watch(url, {"resourceVersion": since}, 30)
+    replayed = await _events(watch, 4)
+    assert [e[:2] for e in replayed] == [("MODIFIED", "changed"), ("MODIFIED", "changed"), ("DELETED", "gone"),
+                                         ("ADDED", "new")], replayed
+    assert [e[2] for e in replayed] == sorted(e[2] for e in replayed) and replayed[0][2] > int(since)
+    await cluster.api.patch(widgets(cluster, "kept"), {"spec": {"replicas": 2}})
+    assert [e[:2] for e in await _events(watch, 1)] == [("MODIFIED", "kept")], "then what happens next"
+    await watch.aclose()
+
+    await cluster.emulator.compact()
+    expired = cluster.api.watch(url, {"resourceVersion": since}, 30)
+    event = await asyncio.wait_for(anext(expired), 5)
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410 and event["object"]["reason"] == "Expired", event
+    assert event["object"]["message"].startswith(f"too old resource version: {since} (")
+    await expired.aclose()
