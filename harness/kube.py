@@ -56,8 +56,9 @@ class _Bus(aiobus.Bus[Any]):
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what a real API server does that the operator relies on.
 
-    - On create: a name from generateName, a uid, creationTimestamp, generation and resourceVersion (kopf's JSON
-      patches test it), whatever the client sent; a create that sends a resourceVersion is refused, 500, as there
+    - On create: a name from generateName, a uid, creationTimestamp and resourceVersion (kopf's JSON patches test
+      it), whatever the client sent, and generation 1 where the registry keeps one (:func:`_generated`: not a
+      Namespace's, a Service's, a Pod's); a create that sends a resourceVersion is refused, 500, as there
       (:func:`version_on_create`).
     - The status subresource: a resource that has one (declared so: :func:`declare`) ignores a status written to its
       main resource and a create's, and its ``/status`` all but the status (:func:`_status_split`).
@@ -269,7 +270,11 @@ class Emulator(kmock.KubernetesEmulator):
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
             meta.pop("deletionTimestamp", None)
             meta.pop("deletionGracePeriodSeconds", None)
-            meta.setdefault("generation", 1)
+            if request.resource is not None and _generated(request.resource):
+                meta["generation"] = 1
+            if request.resource is not None and request.resource.plural == "namespaces" and not _custom(request.resource):
+                spec = request.data.setdefault("spec", {})  # the Namespace strategy's PrepareForCreate
+                spec["finalizers"] = [*(f for f in spec.get("finalizers") or [] if f != "kubernetes"), "kubernetes"]
             if request.resource is not None:
                 return await self._create(request)
         if request.resource is not None and request.name is not None and (
@@ -515,6 +520,16 @@ def _custom(resource: Any) -> bool:
     """Whether ``resource`` is a custom resource (a CRD's) rather than one of the API server's own: built-in groups
     are the core group, one-word groups (apps, policy, autoscaling) and the ``*.k8s.io`` ones."""
     return "." in resource.group and not resource.group.endswith(".k8s.io")
+
+
+def _generated(resource: Any) -> bool:
+    """Whether the registry gives ``resource``'s objects a generation (1 at the create, one up for each spec change):
+    a custom resource's (apiextensions-apiserver customresource/strategy.go, PrepareForCreate: SetGeneration(1)), a
+    Deployment, a PodDisruptionBudget and a CustomResourceDefinition (their strategies' PrepareForCreate:
+    ``Generation = 1``). The others' (a Namespace, Service, Pod, Secret, Event, PVC, HPA) have none: their strategies
+    never set it, so it is left out of what they read back."""
+    return _custom(resource) or (resource.group, resource.plural) in {
+        ("apps", "deployments"), ("policy", "poddisruptionbudgets"), ("apiextensions.k8s.io", "customresourcedefinitions")}
 
 
 def _fresh_status(resource: Any, body: dict[str, Any]) -> None:

@@ -186,3 +186,26 @@ async def test_a_watch_from_a_version_replays_what_happened_since_as_it_happened
     assert event["type"] == "ERROR" and event["object"]["code"] == 410 and event["object"]["reason"] == "Expired", event
     assert event["object"]["message"].startswith(f"too old resource version: {since} (")
     await expired.aclose()
+
+
+async def test_only_the_kinds_whose_registry_counts_a_generation_have_one(apiserver: Cluster) -> None:
+    """A custom resource, a Deployment, a PodDisruptionBudget: generation 1 at the create, whatever was sent (their
+    strategies' PrepareForCreate); a Namespace, a Service, a Pod: none, then or after a spec change (their
+    strategies never set it: pkg/registry/core/namespace/strategy.go sets the phase Active and the finalizer
+    "kubernetes" in spec.finalizers, nothing else). Before, every object got generation 1."""
+    cluster = apiserver
+    namespace = await cluster.api.get(f"/api/v1/namespaces/{NAMESPACE}")
+    assert namespace is not None and "generation" not in namespace["metadata"], namespace
+    assert namespace["spec"]["finalizers"] == ["kubernetes"] and namespace["status"] == {"phase": "Active"}
+    sent = {"name": "w", "namespace": NAMESPACE, "generation": 7}
+    assert (await cluster.api.create(widgets(cluster), widget("w", metadata=sent)))["metadata"]["generation"] == 1
+    pdb = await cluster.api.create(cluster.url("policy/v1", "poddisruptionbudgets"), {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p", "namespace": NAMESPACE},
+        "spec": {"maxUnavailable": 1}})
+    assert pdb["metadata"]["generation"] == 1
+    service = await cluster.api.create(cluster.url("v1", "services"), {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": NAMESPACE},
+        "spec": {"ports": [{"port": 80}]}})
+    assert "generation" not in service["metadata"]
+    changed = await cluster.api.patch(cluster.url("v1", "services", "s"), {"spec": {"ports": [{"port": 81}]}})
+    assert changed is not None and "generation" not in changed["metadata"]
