@@ -73,6 +73,9 @@ class Emulator(kmock.KubernetesEmulator):
       each object, so kopf's watch after its list had each object twice, a change since the list came as ADDED and a
       deletion since not at all. A DELETED event carries the deletion's own resourceVersion, and removing the last
       finalizer of an object being deleted deletes it: one DELETED, no MODIFIED (:meth:`_versioned`).
+    - ``labelSelector`` and ``fieldSelector`` on a list or a watch, which kmock reads neither of (:func:`_selection`;
+      a watch sends the events of the objects its selector holds, not the API server's ADDED or DELETED for an object
+      a change brings into or out of it).
     - ``metadata.generation`` as the registry counts it: one up when a write changes anything but metadata and
       status (the spec: a CRD with the status subresource, a Deployment, whose annotations count too), and when a
       deletion is marked; not on a status or other metadata-only write, nor on any ``/status`` write.
@@ -389,10 +392,14 @@ class Emulator(kmock.KubernetesEmulator):
         watch from it misses nothing and repeats nothing; kmock's is ``...``)."""
         if request.resource not in self._get_resources():
             return await super()._serve_list(request)  # kmock's 404
+        try:
+            selected = _selection(request)
+        except ValueError as e:  # the API server's 400 for a selector it cannot read
+            raise kmock_k8s.KubernetesError(status=400, reason="BadRequest", message=str(e), details={}) from None
         async with self._lock:
             items = [obj.raw for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
             version = max([self.latest, *(v for item in items if (v := _version(item)) is not None)])
-        return {"metadata": {"resourceVersion": str(version)}, "items": items}
+        return {"metadata": {"resourceVersion": str(version)}, "items": [i for i in items if selected(i)]}
 
     async def _serve_watch(self, request: kmock.Request) -> Any:
         """A watch as the API server's watch cache serves it (apiserver's storage/cacher/watch_cache.go,
@@ -407,11 +414,17 @@ class Emulator(kmock.KubernetesEmulator):
         bus = self._buses[request.resource]
         assert isinstance(bus, _Bus)  # __attrs_post_init__'s
         check = self._KubernetesEmulator__check
+        try:
+            selected = _selection(request)
+        except ValueError as e:
+            yield {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                               "reason": "BadRequest", "message": str(e), "code": 400}}
+            return
 
         def mine(event: Any) -> bool:
             meta = ((event.get("object") or {}).get("metadata") or {}) if isinstance(event, dict) else {}
             return isinstance(event, dict) and check(request, request.resource, meta.get("namespace"), meta.get("name"),
-                                                     strict=False)
+                                                     strict=False) and selected(event["object"])
 
         async with self._lock:
             marker = await bus.mark()  # with the history read at once: nothing falls between, nothing comes twice
@@ -514,6 +527,69 @@ def namespace_terminating(request: kmock.Request, namespace: str) -> aiohttp.web
         "message": f"{resource} \"{name}\" is forbidden: unable to create new content in namespace {namespace} "
                    "because it is being terminated",
         "reason": "Forbidden", "details": details, "code": 403}, status=403)
+
+
+_REQUIREMENT = re.compile(r"\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def _split(selector: str) -> list[str]:
+    """``selector``'s requirements: split at the commas that are not inside an ``in (...)`` list."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(selector):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            parts.append(selector[start:i])
+            start = i + 1
+    return [p for p in [*parts, selector[start:]] if p.strip()]
+
+
+def _labels_match(selector: str) -> Callable[[dict[str, str]], bool]:
+    """A label selector as apimachinery's labels.Parse reads it: ``k``, ``!k``, ``k=v``, ``k==v``, ``k!=v``,
+    ``k in (a,b)``, ``k notin (a,b)``, all of them to hold; ValueError for one it refuses."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    for part in _split(selector):
+        m = _REQUIREMENT.match(part)
+        if m is None or (m[1] and (m[3] or m[5])):
+            raise ValueError(f"unable to parse requirement: {part.strip()!r}")
+        bang, key, op, value, setop, values = m.groups()
+        if setop:
+            choices = {v.strip() for v in values.split(",")}
+            tests.append(lambda labels, k=key, c=choices, neg=setop == "notin": (labels.get(k) in c) != neg
+                         if k in labels else neg)
+        elif op:
+            tests.append(lambda labels, k=key, v=value, neg=op == "!=": (labels.get(k) == v) != neg)
+        else:
+            tests.append(lambda labels, k=key, neg=bool(bang): (k in labels) != neg)
+    return lambda labels: all(t(labels) for t in tests)
+
+
+def _fields_match(selector: str, custom: bool) -> Callable[[dict[str, Any]], bool]:
+    """A field selector (``path=v``, ``path==v``, ``path!=v``, all to hold): a custom resource's may name
+    metadata.name and metadata.namespace only (apiextensions-apiserver's objectMetaFieldsSet; another is 400 "field
+    label not supported"), a built-in's any path of its object here."""
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    for part in _split(selector):
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*", part)
+        if m is None:
+            raise ValueError(f"invalid field selector: {part.strip()!r}")
+        path, op, value = m.groups()
+        if custom and path not in ("metadata.name", "metadata.namespace"):
+            raise ValueError(f'"{path}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+
+        def found(obj: dict[str, Any], path: str = path) -> str:
+            for step in path.split("."):
+                obj = obj.get(step) if isinstance(obj, dict) else None  # type: ignore[assignment]
+            return "" if obj is None else str(obj)
+        tests.append(lambda obj, f=found, v=value, neg=op == "!=": (f(obj) == v) != neg)
+    return lambda obj: all(t(obj) for t in tests)
+
+
+def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
+    """Whether an object is in what a list or watch selects by its ``labelSelector`` and ``fieldSelector`` (kmock
+    reads neither and answers every object); ValueError for a selector the API server refuses (400)."""
+    labels = _labels_match(request.params.get("labelSelector", ""))
+    fields = _fields_match(request.params.get("fieldSelector", ""), _custom(request.resource))
+    return lambda obj: labels((obj.get("metadata") or {}).get("labels") or {}) and fields(obj)
 
 
 def _custom(resource: Any) -> bool:

@@ -209,3 +209,40 @@ async def test_only_the_kinds_whose_registry_counts_a_generation_have_one(apiser
     assert "generation" not in service["metadata"]
     changed = await cluster.api.patch(cluster.url("v1", "services", "s"), {"spec": {"ports": [{"port": 81}]}})
     assert changed is not None and "generation" not in changed["metadata"]
+
+
+async def test_a_list_and_a_watch_select_by_labels_and_fields(apiserver: Cluster) -> None:
+    """``labelSelector`` (``k=v``, ``k!=v``, ``k in (...)``, ``k notin (...)``, ``k``, ``!k``) and ``fieldSelector``
+    (``metadata.name=...``) choose what a list answers and a watch sends, as the API server's storage predicate does
+    (apimachinery labels.Parse, fields.ParseSelector; a custom resource's fields are metadata.name and
+    metadata.namespace only, another is 400: apiextensions-apiserver customresource/strategy.go, GetAttrs). kmock read
+    neither and answered every object: the operator's pod list by its SpeechToText's selector got every pod there."""
+    cluster = apiserver
+    url = widgets(cluster)
+    for name, labels in (("a", {"app": "x", "tier": "1"}), ("b", {"app": "x"}), ("c", {"app": "y"})):
+        await cluster.api.create(url, widget(name, metadata={"name": name, "namespace": NAMESPACE, "labels": labels}))
+
+    async def names(**query: str) -> list[str]:
+        listing = await cluster.api.request("GET", url, query=query) or {}
+        return sorted(i["metadata"]["name"] for i in listing["items"])
+    assert await names(labelSelector="app=x") == ["a", "b"]
+    assert await names(labelSelector="app=x,!tier") == ["b"]
+    assert await names(labelSelector="app in (x, y),tier") == ["a"]
+    assert await names(labelSelector="app notin (x)") == ["c"]
+    assert await names(labelSelector="app!=x") == ["c"]
+    assert await names(fieldSelector="metadata.name=b") == ["b"]
+    assert await names() == ["a", "b", "c"]
+    try:
+        await names(fieldSelector="spec.replicas=1")
+    except KubeError as e:
+        assert e.status == 400, e
+    else:
+        raise AssertionError("a custom resource's field selector on spec was taken")
+    watch = cluster.api.watch(url, {"labelSelector": "app=y"}, 30)
+    first = await asyncio.wait_for(anext(watch), 5)
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "c")
+    await cluster.api.patch(widgets(cluster, "a"), {"spec": {"replicas": 2}})
+    await cluster.api.patch(widgets(cluster, "c"), {"spec": {"replicas": 2}})
+    event = await asyncio.wait_for(anext(watch), 5)
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("MODIFIED", "c"), "a's change is not sent"
+    await watch.aclose()
