@@ -8,6 +8,7 @@ import collections
 import copy
 import datetime
 import itertools
+import random
 import re
 import uuid
 from collections.abc import Callable
@@ -72,7 +73,10 @@ class Emulator(kmock.KubernetesEmulator):
       (:meth:`_serve_watch`; 410 Expired once :meth:`compact` forgot it): kmock started every watch with an ADDED of
       each object, so kopf's watch after its list had each object twice, a change since the list came as ADDED and a
       deletion since not at all. A DELETED event carries the deletion's own resourceVersion, and removing the last
-      finalizer of an object being deleted deletes it: one DELETED, no MODIFIED (:meth:`_versioned`).
+      finalizer of an object being deleted deletes it: one DELETED, no MODIFIED (:meth:`_versioned`). A watch ends
+      at its ``timeoutSeconds``, else after 30 to 60 minutes (:attr:`min_request_timeout`), its answer simply ending,
+      and what it sent is kept (:attr:`streamed`): kmock's never ended, so a client's watch from the last version it
+      saw never ran.
     - ``labelSelector`` and ``fieldSelector`` on a list or a watch, which kmock reads neither of (:func:`_selection`;
       a watch sends the events of the objects its selector holds, not the API server's ADDED or DELETED for an object
       a change brings into or out of it).
@@ -98,6 +102,9 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     _serial = itertools.count(1)
+    #: kube-apiserver's ``--min-request-timeout`` (its default, in seconds): a watch that asks for no ``timeoutSeconds``
+    #: ends after between this and twice this (:meth:`_serve_watch`).
+    min_request_timeout: float = 1800
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -123,6 +130,12 @@ class Emulator(kmock.KubernetesEmulator):
         gone = copy.deepcopy(dict(event["object"]))
         gone["metadata"] = {**(gone.get("metadata") or {}), "resourceVersion": self._tick()}
         return {**event, "object": gone}
+
+    @property
+    def streamed(self) -> dict[int, list[tuple[str, str, str, str]]]:
+        """What each watch sent (by ``request.id``), in order: ``(type, namespace, name, resourceVersion)`` of each
+        event, an ERROR's code as its version."""
+        return self.__dict__.setdefault("_streamed", {})
 
     @property
     def expired(self) -> set[str]:
@@ -407,18 +420,35 @@ class Emulator(kmock.KubernetesEmulator):
         an object changed or deleted since the watcher's list is not an ADDED, nor missed), or one ERROR of 410
         Expired when that version is older than what it keeps (:meth:`compact`); without one (or from "0"), an
         ADDED of each object there is, then what happens next. kmock began every watch with an ADDED of each
-        object, and lost what happened between that and its subscription."""
+        object, and lost what happened between that and its subscription.
+
+        It ends as the API server ends it: after its ``timeoutSeconds``, else after between
+        :attr:`min_request_timeout` and twice that (apiserver's endpoints/request/GetTimeoutForWatch: ``minRequestTimeout
+        * (1 + rand)``), its chunked answer simply ending, no event saying why (endpoints/handlers/watch.go,
+        HandleHTTP: ``case <-timeoutCh: return``); the client watches again from the last version it saw. kmock's
+        never ended."""
         yield b""  # the answer's head goes out at once, as kmock's does
         assert request.resource is not None
+        asked = request.params.get("timeoutSeconds", "")
+        seconds = int(asked) if asked.isdigit() and int(asked) > 0 else self.min_request_timeout * (1 + random.random())
+        deadline = asyncio.get_running_loop().time() + seconds
         since = request.params.get("resourceVersion", "")
         bus = self._buses[request.resource]
         assert isinstance(bus, _Bus)  # __attrs_post_init__'s
         check = self._KubernetesEmulator__check
+        sent = self.streamed.setdefault(request.id, [])
+
+        def said(event: dict[str, Any]) -> dict[str, Any]:
+            meta = event["object"].get("metadata") or {}
+            sent.append((event["type"], meta.get("namespace") or "", meta.get("name") or "",
+                         str(meta.get("resourceVersion") or event["object"].get("code") or "")))
+            return event
         try:
             selected = _selection(request)
         except ValueError as e:
-            yield {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                               "reason": "BadRequest", "message": str(e), "code": 400}}
+            yield said({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                                    "status": "Failure", "reason": "BadRequest", "message": str(e),
+                                                    "code": 400}})
             return
 
         def mine(event: Any) -> bool:
@@ -434,19 +464,26 @@ class Emulator(kmock.KubernetesEmulator):
             else:
                 first = [{"type": "ADDED", "object": obj.raw}
                          for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+        live = bus.stream(since=marker)
         try:
             if since.isdigit() and 0 < int(since) < compacted:
-                yield {"type": "ERROR", "object": {
+                yield said({"type": "ERROR", "object": {
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
-                    "message": f"too old resource version: {since} ({compacted})", "code": 410}}
+                    "message": f"too old resource version: {since} ({compacted})", "code": 410}})
                 return
             for event in first:
                 if mine(event):
-                    yield event
-            async for event in bus.stream(since=marker):
+                    yield said(event)
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):  # around the wait only: never around a yield
+                        event = await anext(live)
+                except TimeoutError:
+                    return  # the answer ends: the watch timed out
                 if mine(event):
-                    yield event
+                    yield said(event)
         finally:
+            await live.aclose()
             await bus.unmark(marker)
 
     def _annotations_too_long(self, request: kmock.Request) -> aiohttp.web.Response | None:

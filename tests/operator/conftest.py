@@ -105,11 +105,20 @@ async def apiserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
             await client.close()
 
 
+@pytest.fixture
+def watch_seconds() -> int | None:
+    """The ``timeoutSeconds`` kopf asks its watches to end after (``settings.watching.server_timeout``; None: it asks
+    for none, and the emulator ends them after 30-60 minutes, as the API server does). A test parametrizes it to see
+    its watches end and start again."""
+    return None
+
+
 @pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
-async def cluster(apiserver: Cluster) -> AsyncIterator[Cluster]:
+async def cluster(apiserver: Cluster, watch_seconds: int | None) -> AsyncIterator[Cluster]:
     """:func:`apiserver` with the real operator (kopf's runner) watching it."""
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
+    settings.watching.server_timeout = watch_seconds
     settings.watching.reconnect_backoff = 0.1
     settings.networking.request_timeout = 5
     runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2,

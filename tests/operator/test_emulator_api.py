@@ -246,3 +246,28 @@ async def test_a_list_and_a_watch_select_by_labels_and_fields(apiserver: Cluster
     event = await asyncio.wait_for(anext(watch), 5)
     assert (event["type"], event["object"]["metadata"]["name"]) == ("MODIFIED", "c"), "a's change is not sent"
     await watch.aclose()
+
+
+async def test_a_watch_ends_at_its_timeout_seconds_or_else_after_the_servers_own_limit(apiserver: Cluster) -> None:
+    """A watch ends when its ``timeoutSeconds`` have passed, else after between the API server's
+    ``--min-request-timeout`` and twice it (apiserver's endpoints/request GetTimeoutForWatch: ``minRequestTimeout *
+    (1 + rand)``; a ``timeoutSeconds`` of 0 is none), its chunked answer simply ending: no ERROR, nothing after what
+    it had sent (endpoints/handlers/watch.go, HandleHTTP: ``case <-timeoutCh: return``). A watch again from the last
+    version seen gets what happened in between. Before, the emulator's watches never ended."""
+    cluster = apiserver
+    url = widgets(cluster)
+    made = await cluster.api.create(url, widget("w"))
+    loop = asyncio.get_running_loop()
+
+    async def whole(seconds: int, query: dict[str, str]) -> tuple[list[tuple[str, str]], float]:
+        started = loop.time()
+        events = [(e["type"], e["object"]["metadata"]["resourceVersion"])
+                  async for e in cluster.api.watch(url, query, seconds)]
+        return events, loop.time() - started
+    events, took = await asyncio.wait_for(whole(1, {}), 5)
+    assert events == [("ADDED", made["metadata"]["resourceVersion"])] and 1 <= took < 2.5, (events, took)
+    changed = await cluster.api.patch(widgets(cluster, "w"), {"spec": {"replicas": 2}})
+    assert changed is not None
+    cluster.emulator.min_request_timeout = 0.5
+    events, took = await asyncio.wait_for(whole(0, {"resourceVersion": events[-1][1]}), 5)
+    assert events == [("MODIFIED", changed["metadata"]["resourceVersion"])] and 0.5 <= took < 1.5, (events, took)
