@@ -37,7 +37,7 @@ from .engine import Engine
 from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, openai_response, settle
 from .openapi import describe
 from .rest import read_body, recognize_audio, request_locale
-from .results import lexical
+from .results import written, written_word
 from .settings import Settings
 from .subtitles import SubtitleFormat
 from .subtitles import render as subtitles
@@ -137,7 +137,7 @@ def segment_json(index: int, phrase: Phrase) -> dict[str, Any]:
     ``avg_logprob`` is the mean log of the words' confidences; ``seek`` the start in
     hundredths of a second (Whisper's frames); Vosk has no tokens and no temperature.
     """
-    text = lexical(phrase.text)
+    text = written(phrase.text)
     confidences = [max(w.confidence, 1e-6) for w in phrase.words] or [max(phrase.confidence, 1e-6)]
     return {
         "id": index,
@@ -155,7 +155,7 @@ def segment_json(index: int, phrase: Phrase) -> dict[str, Any]:
 
 def answer(phrases: list[Phrase], fmt: str, granularities: set[str], locale: str, seconds: float) -> Response:
     """The transcription in ``fmt``, from the recognized phrases."""
-    text = " ".join(t for t in (lexical(p.text) for p in phrases) if t)
+    text = " ".join(t for t in (written(p.text) for p in phrases) if t)
     if fmt == "text":
         return PlainTextResponse(text + "\n")
     if fmt in ("srt", "vtt"):
@@ -168,7 +168,7 @@ def answer(phrases: list[Phrase], fmt: str, granularities: set[str], locale: str
     if "segment" in granularities:
         body["segments"] = [segment_json(i, p) for i, p in enumerate(phrases)]
     if "word" in granularities:
-        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for p in phrases for w in p.words]
+        body["words"] = [{"word": word, "start": w.start, "end": w.end} for p in phrases for w in p.words if (word := written_word(w.text))]
     body["usage"] = usage
     return JSONResponse(body)
 

@@ -1,9 +1,12 @@
 """Azure's result JSON (simple and detailed), shared by the REST route and the Speech SDK protocol.
 
-Times are 100-ns ticks. Vosk gives the lexical form only, so ``ITN`` equals
-``Lexical`` (no inverse text normalization), ``Display`` is the ITN form with
-its first letter capitalized and a final period, and ``MaskedITN`` is ITN with
-profanity masked.
+Times are 100-ns ticks. Vosk gives the lexical form only: ``Lexical`` and the ``Words``
+are the model's words as it spells them, no-word markers (``<UNK>``) dropped. Every form a
+person reads (``DisplayText``, ``ITN``, ``MaskedITN``, ``Display``, hypotheses, and the
+subtitles and OpenAI texts, all built on :func:`written`) shows each word as :func:`written_word`
+writes it: a number token without its brackets (``[9]`` -> ``9``). ``Display`` is that form
+with its first letter capitalized and a final period, ``MaskedITN`` it with profanity masked
+(docs/engine.md, "Result forms and the model's marked tokens").
 """
 
 from __future__ import annotations
@@ -102,12 +105,35 @@ def apply_profanity(text: str, mode: Profanity) -> str:
     return " ".join(out)
 
 
-_UNK = re.compile(r"\[unk\]", re.IGNORECASE)
+#: Tokens of a model's vocabulary that are no word: Kaldi's unknown-word, noise and silence symbols (the
+#: ko-KR model's ``<UNK>``, ``<SPOKEN_NOISE>``, ``!SIL``, ``<eps>``, ``<s>``, ``</s>``, ``#0``; other Vosk models'
+#: ``[unk]``). Vosk may put the unknown word in a result; the rest would be a model's oddity.
+_NO_WORD = re.compile(r"\[unk\]|<[^<>\s]*>|!sil|#\d+", re.IGNORECASE)
+#: A token the model marks by brackets around its written form: the ko-KR model's numbers read digit by
+#: digit or as a whole, ``[0]``..``[99]`` and ``[00]``..``[09]``, the digit words ``[공]`` ``[구]`` ``[사]``
+#: ``[삼]`` ``[영]`` ``[오]`` ``[육]`` ``[이]`` ``[일]`` ``[칠]`` ``[팔]`` and ``[쩜]`` (point), the
+#: multipliers ``(십)`` ``(백)`` ``(천)`` and ``{만}`` ``{억}`` ``{조}``.
+_MARKED = re.compile(r"\[([^\[\]\s]+)\]|\(([^()\s]+)\)|\{([^{}\s]+)\}")
+
+
+def written_word(token: str) -> str:
+    """One token of the model in every form a person reads (the written form): ``""`` for a no-word
+    marker (``<UNK>``, ``[unk]``), a marked token without its brackets (``[9]`` -> ``9``, ``[공]`` -> ``공``,
+    ``{만}`` -> ``만``), any other token as it is. A written word written again is the same word."""
+    if _NO_WORD.fullmatch(token):
+        return ""
+    marked = _MARKED.fullmatch(token)
+    return next(part for part in marked.groups() if part) if marked else token
 
 
 def lexical(text: str) -> str:
-    """Vosk's text without unknown-word markers and doubled spaces."""
-    return " ".join(_UNK.sub(" ", text).split())
+    """Vosk's text as the model spells its words (``Lexical``): no-word markers and doubled spaces dropped."""
+    return " ".join(token for token in text.split() if not _NO_WORD.fullmatch(token))
+
+
+def written(text: str) -> str:
+    """Vosk's text as a person reads it: each token as :func:`written_word` renders it, one space between words."""
+    return " ".join(word for word in map(written_word, text.split()) if word)
 
 
 def display(text: str) -> str:
@@ -122,8 +148,8 @@ def display(text: str) -> str:
 def _words_json(words: Sequence[Word], profanity: Profanity, confidence: bool) -> list[dict[str, Any]]:
     out = []
     for w in words:
-        if profanity is Profanity.REMOVED and is_profane(w.text):
-            continue
+        if not lexical(w.text) or (profanity is Profanity.REMOVED and is_profane(w.text)):
+            continue  # a no-word marker is not in Lexical, so not among its words
         offset, duration = span(w.start, w.end)
         word: dict[str, Any] = {
             "Word": apply_profanity(w.text, profanity) if profanity is Profanity.MASKED else w.text,
@@ -146,13 +172,13 @@ def nbest(
     """Azure's ``NBest`` list for a phrase."""
     out = []
     for alt in phrase.alternatives:
-        lex = lexical(alt.text)
+        lex, itn = lexical(alt.text), written(alt.text)
         entry: dict[str, Any] = {
             "Confidence": round(alt.confidence, 6),
-            "Lexical": apply_profanity(lex, profanity) if profanity is not Profanity.RAW else lex,
-            "ITN": apply_profanity(lex, profanity) if profanity is not Profanity.RAW else lex,
-            "MaskedITN": apply_profanity(lex, Profanity.MASKED),
-            "Display": display(apply_profanity(lex, profanity)),
+            "Lexical": apply_profanity(lex, profanity),
+            "ITN": apply_profanity(itn, profanity),
+            "MaskedITN": apply_profanity(itn, Profanity.MASKED),
+            "Display": display(apply_profanity(itn, profanity)),
         }
         if word_timings or word_confidence:
             entry["Words"] = _words_json(alt.words, profanity, word_confidence)
@@ -193,7 +219,7 @@ def phrase_json(
         return status_json(status_if_empty, empty_offset, empty_offset + empty_duration)
     offset, duration = span(phrase.start, phrase.end)
     body: dict[str, Any] = {"RecognitionStatus": "Success", "Offset": offset, "Duration": duration}
-    body["DisplayText"] = display(apply_profanity(lexical(phrase.text), profanity))
+    body["DisplayText"] = display(apply_profanity(written(phrase.text), profanity))
     if fmt is OutputFormat.DETAILED:
         body["NBest"] = nbest(phrase, profanity, word_timings=word_timings, word_confidence=word_confidence)
     return body
@@ -217,6 +243,6 @@ def status_json(status: str, start: float, end: float) -> dict[str, Any]:
 
 
 def hypothesis_json(text: str, start: float, end: float, profanity: Profanity) -> dict[str, Any]:
-    """An intermediate result (``speech.hypothesis``): the lexical text so far and its span."""
+    """An intermediate result (``speech.hypothesis``): the text so far, written (:func:`written`), and its span."""
     offset, duration = span(start, end)
-    return {"Text": apply_profanity(lexical(text), profanity), "Offset": offset, "Duration": duration}
+    return {"Text": apply_profanity(written(text), profanity), "Offset": offset, "Duration": duration}

@@ -20,7 +20,7 @@ from enum import Enum
 
 import srt
 
-from .results import Profanity, apply_profanity, is_profane, lexical
+from .results import Profanity, apply_profanity, is_profane, written, written_word
 from .transcript import Phrase, Word
 
 MAX_LINE_CHARS = 42
@@ -67,13 +67,14 @@ class Cue:
 
 
 def _shown_words(phrase: Phrase, profanity: Profanity) -> list[tuple[str, float, float]]:
-    """The phrase's words as shown: unknown-word markers dropped, profanity applied; times from Vosk.
+    """The phrase's words as shown: written (:func:`.results.written_word`: no-word markers dropped, ``[9]``
+    as ``9``), profanity applied; times from Vosk.
 
     A phrase without word times (words turned off) spreads its words over its span by their length.
     """
     words: Sequence[Word] = phrase.words
     if not words:
-        tokens = lexical(phrase.text).split()
+        tokens = written(phrase.text).split()
         total = sum(len(t) for t in tokens) or 1
         at, span, spread = phrase.start, max(0.0, phrase.end - phrase.start), []
         for token in tokens:
@@ -83,7 +84,7 @@ def _shown_words(phrase: Phrase, profanity: Profanity) -> list[tuple[str, float,
         words = spread
     shown = []
     for w in words:
-        text = lexical(w.text)
+        text = written_word(w.text)
         if not text or (profanity is Profanity.REMOVED and is_profane(text)):
             continue
         shown.append((apply_profanity(text, profanity) if profanity is Profanity.MASKED else text, w.start, w.end))

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from speech_operator import gateway_openai
 from speech_operator.gateway import GATEWAY
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 from tests.recognizer.test_demo_page import DEVICE_RATE, Offline, read_pcm, vosk_finals
 from tests.recognizer.test_vosk_ws import stream, texts
 from tests.support import Reference, assert_same_answer, read_wav
@@ -72,7 +72,7 @@ def test_the_openai_client_gets_what_the_recognizer_gives(locales: Locales, spee
         verbose = via.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
                                                   language=locale.split("-")[0], response_format="verbose_json")
         assert verbose.language == locale, "the language alone reaches its locale's recognizer"
-        assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+        assert [s.text for s in verbose.segments] == [written(p.text) for p in utterances_ref.phrases]
 
 
 def test_the_language_comes_from_the_form_then_the_query(locales: Locales, speech_wav: Path) -> None:

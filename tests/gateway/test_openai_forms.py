@@ -24,7 +24,7 @@ import pytest
 from harness.hostile_inputs import response_complete, responses
 from speech_operator.gateway import GatewayConfig
 from speech_recognizer import contract
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 from tests.recognizer.test_openai_forms import BODY_TIMEOUT_SECONDS, Target, run_hostile
 from tests.support import Reference
 
@@ -49,7 +49,7 @@ def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
 
 def test_hostile_forms_through_the_gateway(fronted: Locales, speech_wav: Path, speech_ref: Reference,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    expected_text = " ".join(lexical(t) for t in speech_ref.texts)
+    expected_text = " ".join(written(t) for t in speech_ref.texts)
     # A body that is not a form the gateway can read has no language field: with two locales, the gateway says to add one.
     # Left out: a Content-Length too small. What follows the request then comes in the same segment, and the gateway's
     # parser fails on it (llhttp: "Data after `Connection: close`", or a bad method when kept alive) in the same read
@@ -180,7 +180,7 @@ def test_forms_trickled_to_hold_the_budget_leave_forms_that_give_their_language_
             sock.sendall(form_head(len(body)) + body)
             [(status, _, transcribed)] = responses(read_answer(sock, 30))
         assert status == 200, transcribed
-        assert json.loads(transcribed)["text"] == " ".join(lexical(t) for t in speech_ref.texts)
+        assert json.loads(transcribed)["text"] == " ".join(written(t) for t in speech_ref.texts)
         # Answered before the first trickle's read deadline: the budget was still held when the form came.
         assert time.monotonic() < min(t.started for t in trickles) + FORMS.form_read_seconds, time.monotonic() - started
         assert not any(t.answer for t in trickles), "the trickles were held all along"

@@ -32,7 +32,7 @@ from websockets.sync.client import connect
 from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 from tests.controllers import Replicas
 from tests.recognizer.test_vosk_ws import stream, texts
 from tests.support import Reference, free_port, read_wav
@@ -253,7 +253,7 @@ def test_each_protocol_wakes_a_locale_at_zero_and_gets_its_answer(woken: Woken, 
     verbose = client.audio.transcriptions.create(model="whisper-1", file=speech_wav.open("rb"), language="ja",
                                                  response_format="verbose_json")
     assert verbose.language == "ja-JP"
-    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in speech_ref.phrases]
+    assert [s.text for s in verbose.segments] == [written(p.text) for p in speech_ref.phrases]
     print(f"wake (OpenAI): answer {time.monotonic() - asked:.1f} s after the request")
     assert len(woken.pods.started) == 4, "one pod per wake"
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 from speech_recognizer.usp.connection import Turn, split_header
 
 from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY
@@ -169,7 +169,7 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
     assert_same([result_span(r) for r in recognized], [expected(p) for p in want])
     for result, phrase in zip(recognized, want, strict=True):
         assert_same(spans(result["json"]["NBest"][0]["Words"]), expected_words(phrase))
-    heard_first = lexical(first.text) + " "
+    heard_first = written(first.text) + " "
     assert any(h["text"].startswith(heard_first) and len(h["text"]) > len(heard_first) for h in out["recognizing"]), out["recognizing"]
 
 

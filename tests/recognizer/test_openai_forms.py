@@ -28,7 +28,7 @@ from harness.hostile_inputs import raw_request, response_complete, responses
 from speech_recognizer import contract
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import Reference, ServerThread
@@ -352,7 +352,7 @@ def run_hostile(port: int, target: Target, wav: bytes, expected_text: str, caplo
 
 def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
         srv: ServerThread, speech_wav: Path, speech_ref: Reference, caplog: pytest.LogCaptureFixture) -> None:
-    expected_text = " ".join(lexical(t) for t in speech_ref.texts)
+    expected_text = " ".join(written(t) for t in speech_ref.texts)
     took, reached = run_hostile(srv.port, Target("ko-KR", TEST_KEY), speech_wav.read_bytes(), expected_text, caplog, "uvicorn")
     assert took < 60, f"the examples took {took:.0f} s: fewer examples"
     assert reached == {*MUTATIONS, "none"}, reached

@@ -17,7 +17,7 @@ import webvtt
 from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written, written_word
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import Reference, ServerThread, near_confidence
@@ -40,7 +40,7 @@ def rest(server: ServerThread, wav: Path, query: str) -> httpx.Response:
 def test_every_response_format_with_the_openai_client(keyed_server: ServerThread, utterances_wav: Path,
                                                       utterances_ref: Reference) -> None:
     api = client(keyed_server)
-    text = " ".join(lexical(t) for t in utterances_ref.texts)
+    text = " ".join(written(t) for t in utterances_ref.texts)
 
     as_json = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ko")
     assert as_json.text == text
@@ -53,7 +53,7 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
         subtitles[fmt] = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format=fmt)
         assert subtitles[fmt] == rest(keyed_server, utterances_wav, f"format={fmt}").text, "the same cues as the REST route's"
     cues = list(srt.parse(subtitles["srt"]))
-    assert [c.content for c in cues] == [lexical(t) for t in utterances_ref.texts]
+    assert [c.content for c in cues] == [written(t) for t in utterances_ref.texts]
     assert [c.text for c in webvtt.from_buffer(io.StringIO(subtitles["vtt"])).captions] == [c.content for c in cues]
 
     verbose = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ko-KR",
@@ -61,7 +61,7 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     assert verbose.text == text and verbose.language == "ko-KR"
     assert verbose.duration == pytest.approx(utterances_wav.stat().st_size / 32000, abs=0.01)
     # a segment per utterance: in-process Vosk's phrases, spanning their words
-    assert [s.text for s in verbose.segments] == [lexical(p.text) for p in utterances_ref.phrases]
+    assert [s.text for s in verbose.segments] == [written(p.text) for p in utterances_ref.phrases]
     for segment, phrase in zip(verbose.segments, utterances_ref.phrases, strict=True):
         assert segment.start == pytest.approx(phrase.words[0].start, abs=0.001)
         assert segment.end == pytest.approx(phrase.words[-1].end, abs=0.001)
@@ -69,11 +69,13 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
         # the mean log of its words' confidences (Vosk's, none 0 here), at the route's 6 decimals
         assert segment.avg_logprob == round(segment.avg_logprob, 6)
         assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
-    # words: in-process Vosk's, and the REST route's to the tick
+    # words: in-process Vosk's, written ([9] as 9), and the REST route's (the model's spelling) to the tick
     words = [(w.word, w.start, w.end) for w in verbose.words]
-    utterances_ref.assert_words_match(words)
+    spoken = [w for p in utterances_ref.phrases for w in p.words]
+    assert [w[0] for w in words] == [written_word(w.word) for w in spoken] != [w.word for w in spoken]
+    utterances_ref.assert_words_match([(w.word, start, end) for w, (_, start, end) in zip(spoken, words, strict=True)])
     detailed = rest(keyed_server, utterances_wav, "format=detailed&wordLevelTimestamps=true").json()["NBest"][0]["Words"]
-    assert [(w["Word"], w["Offset"], w["Offset"] + w["Duration"]) for w in detailed] == [
+    assert [(written_word(w["Word"]), w["Offset"], w["Offset"] + w["Duration"]) for w in detailed] == [
         (word, round(start / TICK), round(end / TICK)) for word, start, end in words]
 
     only_words = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),

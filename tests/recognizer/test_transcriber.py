@@ -31,6 +31,7 @@ import pytest
 import srt
 
 from speech_recognizer import transcriber
+from speech_recognizer.results import written
 
 from ..support import Reference, assert_same_answer, near_confidence
 
@@ -149,10 +150,10 @@ def test_subtitles_and_text_in_process_equal_the_servers(server, utterances_wav:
                             content=utterances_wav.read_bytes(), headers={"Content-Type": "audio/wav"})
         assert (here / f"utterances.{fmt}").read_text() == answer.text + ("" if answer.text.endswith("\n") else "\n"), fmt
     cues = list(srt.parse((here / "utterances.srt").read_text()))
-    assert [c.content for c in cues] == utterances_ref.texts, "one cue per utterance (each fits a line)"
+    assert [c.content for c in cues] == [written(t) for t in utterances_ref.texts], "one cue per utterance (each fits a line)"
     first_word = utterances_ref.phrases[0].words[0]
     assert abs(cues[0].start.total_seconds() - first_word.start) < 0.001
-    assert (here / "utterances.txt").read_text().strip().rstrip(".") == " ".join(utterances_ref.texts)
+    assert (here / "utterances.txt").read_text().strip().rstrip(".") == " ".join(written(t) for t in utterances_ref.texts)
 
 
 @dataclass

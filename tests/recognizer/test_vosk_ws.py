@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from speech_recognizer.results import display
+from speech_recognizer.results import display, written
 
 from ..conftest import TEST_KEY
 from ..support import NARROWBAND_SENTENCE, read_wav, speak
@@ -62,7 +62,7 @@ def test_8khz_audio_via_config(server, audio_dir: Path) -> None:
     got = texts(stream(f"{server.ws}/vosk?language=ko-KR", pcm, 1600, {"sample_rate": 8000}))
     assert got, "8 kHz speech gives words"
     rest = httpx.post(f"{server.http}{REST}?language=ko-KR", content=wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=60)
-    assert rest.json()["DisplayText"] == display(" ".join(got)), "same words as REST at 8 kHz"
+    assert rest.json()["DisplayText"] == display(written(" ".join(got))), "same words as REST at 8 kHz"
 
 
 def test_phrase_list_restricts_the_output(server, utterances_wav: Path, audio_dir: Path) -> None:

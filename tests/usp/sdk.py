@@ -12,7 +12,7 @@ from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 
-from speech_recognizer.results import Profanity, apply_profanity, display, lexical, span
+from speech_recognizer.results import Profanity, apply_profanity, display, span, written
 
 from ..support import RefPhrase, near_confidence
 
@@ -113,7 +113,7 @@ Span = tuple[str, int, int]
 
 def display_text(phrase: RefPhrase) -> str:
     """The ``DisplayText`` Azure's formatting gives a phrase of in-process Vosk."""
-    return display(apply_profanity(lexical(phrase.text), Profanity.MASKED))
+    return display(apply_profanity(written(phrase.text), Profanity.MASKED))
 
 
 def expected(phrase: RefPhrase) -> Span:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.results import lexical
+from speech_recognizer.results import lexical, written
 
 from ..conftest import TEST_KEY, reference
 from ..support import Reference, ServerThread, read_wav, speak
@@ -112,7 +112,8 @@ def test_detailed_output_with_word_timings(server: ServerThread, speech_wav: Pat
     assert body["RecognitionStatus"] == "Success" and body["DisplayText"] == result.text
     assert (body["Offset"], body["Duration"]) == (result.offset, result.duration)
     best = body["NBest"][0]
-    assert best["Lexical"] == best["ITN"] == best["MaskedITN"] == lexical(phrase.text)
+    assert best["Lexical"] == lexical(phrase.text), "the model's words as it spells them"
+    assert best["ITN"] == best["MaskedITN"] == written(phrase.text), "written: [9] as 9"
     assert best["Display"] == result.text
     assert "Confidence" in best["Words"][0]
     assert_same(spans(best["Words"]), expected_words(phrase))

@@ -31,7 +31,7 @@ from websockets.typing import Subprotocol
 from harness.usp import client_text_frame
 from speech_recognizer.contract import NOT_SERVED_PATHS
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.results import lexical
+from speech_recognizer.results import written
 
 from ..conftest import LONG_PAUSE_MS, reference
 from ..doc_tables import README, ROOT, code_spans, table
@@ -118,7 +118,7 @@ def test_truetext_post_processing_is_ignored_with_the_same_words(server: ServerT
     result = recognizer(cfg, speech_wav).recognize_once()
     assert_matches(result, speech_ref.phrases[0])
     best = json.loads(result.json)["NBest"][0]
-    assert best["Display"] == result.text and best["ITN"] == best["Lexical"]
+    assert best["Display"] == result.text and best["ITN"] == written(best["Lexical"])
     assert contexts()[0]["phraseDetection"]["enrichment"]["interactive"]["disfluencyMode"] == "Removed"
 
 
@@ -238,7 +238,7 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
     assert len(got) == 2, [r.text for r in got]
     _assert_detailed(got[0], first.then(second))
     _assert_detailed(got[1], third)
-    heard_first = lexical(first.text) + " "
+    heard_first = written(first.text) + " "
     assert any(h.startswith(heard_first) and len(h) > len(heard_first) for h in hypotheses), hypotheses
 
 
