@@ -101,6 +101,22 @@ def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
     return _buffered(transport) + _queued(transport, SIOCOUTQNSD)
 
 
+#: ``tcpi_state`` of a connection its peer has reset (Linux's ``TCP_CLOSE``, the state a reset leaves it in).
+_TCP_CLOSE = 7
+
+
+def reset_by_peer(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether the client has reset the connection (the kernel's TCP state, Linux's ``TCP_INFO``), though the event loop
+    may not know yet: it no longer reads a connection whose client ended what it sends."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return False
+    try:
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE)
+    except OSError:  # closed meanwhile
+        return False
+
+
 def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
     """Make the close of an idle connection, about to be closed, a reset (``SO_LINGER`` 0) instead of a FIN, unless
     something written to it has not reached its client yet (a reset would destroy that: then it stays a FIN, after it).

@@ -56,6 +56,13 @@ waits unparsed, and reading pauses, until an answer is done (as h11's ``PAUSED``
 request unparsed in their buffer). httptools has no way to stop its parser mid-buffer (llhttp's pause is not
 exposed) nor says where in a buffer a message ended, hence the pieces.
 
+A client that half-closes after its requests (``shutdown(SHUT_WR)``: ``nc -N``, a proxy passing its client's
+half-close on) still reads: what it sent whole is answered, in order, then the connection closes
+(:meth:`LimitedHttpTools.eof_received`; uvicorn closed it at the client's FIN, and at most the answer on its way
+went out). A client that closes its socket sends the same FIN: one whose request with content is still unanswered
+then (a recognition decoding) is asked with an interim ``100 Continue``, which a closed socket answers with a reset,
+and its request learns at once that its client is gone (:meth:`LimitedHttpTools._probe`).
+
 The connections are counted against ``Http:MaxConnections`` (:mod:`.connection_cap`, the gateway's cap too),
 from their opening to their close or their upgrade to a WebSocket (counted by ``MaxConnections`` from
 there). Past it, a new connection closes one waiting for a request of which it has sent nothing (one whose
@@ -80,7 +87,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .addresses import peer, unmapped
-from .connection_cap import ConnectionCap, reset_on_close, unread_bytes, unsent_bytes
+from .connection_cap import ConnectionCap, reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
@@ -100,6 +107,10 @@ from .settings import declared
 
 log = logging.getLogger(__name__)
 _Port = TypeVar("_Port")
+
+#: How often a client that ended what it sends is looked at while a probe sent to it is not acknowledged
+#: (:meth:`LimitedHttpTools._probe`): a closed socket's reset comes within a round trip.
+PRESENCE_POLL_SECONDS = 0.05
 
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
@@ -177,6 +188,15 @@ class LimitedHttpTools(HttpToolsProtocol):
         self.over_cap = False
         #: When (the loop's clock) it began waiting for a request (its opening, or the end of its last answer).
         self._waiting_since = 0.0
+        #: The client has ended what it sends (its FIN: a half-close, or a close): the requests it sent whole are
+        #: answered, then the connection closes (:meth:`eof_received`).
+        self._client_done = False
+        #: Polls whether a client that ended what it sends is still there to read (:meth:`_still_there`).
+        self._presence: asyncio.TimerHandle | None = None
+        #: Whether it was asked whether it is still there (:meth:`_probe`: once).
+        self._probed = False
+        #: The request being answered (uvicorn's ``cycle`` is the last one parsed: a pipelined one may wait behind it).
+        self._answering: RequestResponseCycle | None = None
 
     # ---- timers
 
@@ -238,7 +258,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def _close_after_answer(self, *, linger: bool) -> None:
         """Close the connection after an answer: a lingering close if the client may still be sending."""
-        if not linger or self.transport.is_closing():
+        if not linger or self._client_done or self.transport.is_closing():
             self._phase = "done"
             self.transport.close()
             return
@@ -278,9 +298,17 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._phase = "done"
         self._held = None
         self._disarm()
+        if self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
         if self.cap is not None:
             self.cap.release(self)
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """uvicorn's (0.54), which starts answering ``cycle``: the one :meth:`_probe` may ask about."""
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
 
     def handle_websocket_upgrade(self) -> None:
         """uvicorn's; the connection leaves ``Http:MaxConnections`` (a recognition WebSocket is ``MaxConnections``')."""
@@ -346,6 +374,60 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._held = None
             data = held[at:] + data
         self._parse(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's: True keeps the connection
+        """The client's end of stream (its FIN). uvicorn closed the connection then (its ``eof_received`` returns None,
+        and the event loop closes the transport): a client that pipelined requests and half-closed (``shutdown(SHUT_WR)``,
+        ``nc -N``) had the answer already on its way or none, never the rest. A half-close ends what the client sends,
+        not what it reads: the requests it sent whole are answered, in order (RFC 9112, 9.3.2), then the connection
+        closes (:meth:`_end_if_answered`). One it left unfinished (a head or body cut off) is not answered: the
+        connection closes after the answers before it, at once when there are none (a client gone mid-upload). A client
+        whose socket is closed sent the same FIN: :meth:`_probe` tells it apart while a request is in progress."""
+        if self._phase not in ("head", "body", "waiting") or (self._ahead() <= (self._phase == "body") and self._held is None):
+            return None  # nothing to answer (idle, a head or body cut off), or lingering (it ends at the client's end)
+        self._client_done = True
+        self._probe()
+        return True
+
+    def _end_if_answered(self) -> None:
+        """After the client's end of stream: the connection closes once every request it sent whole is answered (a
+        request whose body was cut off by that end never is)."""
+        if (self._client_done and self._phase in ("head", "body") and self._held is None
+                and self._ahead() <= (self._phase == "body") and not self.transport.is_closing()):
+            self._phase = "done"
+            self._disarm()
+            self.transport.close()
+
+    def _probe(self) -> None:
+        """Whether a client that ended what it sends still reads: after a half-close it does, after a close it does not,
+        and both send the same FIN. An answer tells them apart by its writes (a closed socket answers them with a
+        reset); a request with content whose answer has not begun (a recognition decoding) is told by an interim
+        ``100 Continue`` first, once, which an HTTP/1.1 client takes before the final answer whether it expected one or
+        not (RFC 9110, 15.2). A closed socket resets the connection then, and it is lost at once (:meth:`_still_there`),
+        as when the client resets it: the app's ``receive()`` says ``http.disconnect``, and a recognition gives its
+        decoder back without decoding the rest for nobody. Requests without content get none (their answers are quick);
+        an HTTP/1.0 client gets no 1xx (RFC 9110, 15.2): it is answered, whichever it did."""
+        cycle = self._answering
+        if (not self._client_done or self._probed or cycle is None or cycle.response_started or cycle.response_complete
+                or cycle.scope.get("http_version") != "1.1" or self.transport.is_closing()):
+            return
+        if not any(name in (b"transfer-encoding", b"content-length") and value.strip() not in (b"", b"0")
+                   for name, value in cycle.scope["headers"]):
+            return
+        self._probed = True
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
+
+    def _still_there(self) -> None:
+        """After :meth:`_probe`: the connection is lost if the client reset it, else looked at again until what was sent
+        to it is acknowledged (then it reads: it half-closed)."""
+        self._presence = None
+        if self._phase == "done" or self.transport.is_closing():
+            return
+        if reset_by_peer(self.transport):
+            self.transport.abort()  # uvicorn's connection_lost: the request in progress is told its client is gone
+        elif unacknowledged_bytes(self.transport):
+            self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
 
     def _ahead(self) -> int:
         """Requests parsed and not answered yet: the one being answered and those queued behind it."""
@@ -552,6 +634,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             (kind, message, cause), self._waiting = self._waiting, None
             self._phase = "head"
             self._refuse(kind, message, cause)
+        self._end_if_answered()
+        self._probe()  # the next request's turn (its cycle has started)
 
 
 def _crlfcrlf_end(data: bytes, at: int, tail: bytes) -> int | None:

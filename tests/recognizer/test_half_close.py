@@ -1,0 +1,81 @@
+"""A client that writes its requests, then half-closes (``shutdown(SHUT_WR)``: ``nc -N``, simple clients, proxies that
+pass a client's half-close on) still reads: each request it sent whole is answered, in order, then the connection closes.
+
+Before, uvicorn closed the connection at the client's FIN: of 1, 2 or 3 pipelined ``GET /ready`` it answered 1, 1, 1;
+of REST recognitions 0, 0, 1 (whichever answer was already on its way). A client that closes its socket sends the same
+FIN: a recognition in progress still gives its decoder back at once (tests/recognizer/test_gone_clients.py), told
+apart by an interim ``100 Continue`` that a closed socket answers with a reset (``LimitedHttpTools._probe``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from harness.hostile_inputs import post_head, responses, wav_header
+
+from ..support import ServerThread
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+READY = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+#: Half a second of silence: a recognition answered 200 quickly.
+AUDIO = wav_header(data_bytes=16000) + b"\0" * 16000
+RECOGNITION = post_head(REST, content_length=len(AUDIO)) + AUDIO
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Seconds within which the connection must close once answered (its keep-alive is 75 s).
+CLOSED_WITHIN = 30
+
+
+def half_close(port: int, data: bytes) -> tuple[bytes, float]:
+    """Write ``data``, half-close, read until the server closes: what it answered, and the seconds that took."""
+    answer = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=CLOSED_WITHIN) as sock:
+        started = time.monotonic()
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while got := sock.recv(65536):
+            answer += got
+    return bytes(answer), time.monotonic() - started
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["ready", "recognition"])
+def test_requests_written_then_half_closed_are_all_answered_then_closed(server: ServerThread, kind: str, count: int) -> None:
+    """1, 2 or 3 requests in one write, then the half-close: as many answers, in order, then the server's close (not at
+    the end of its keep-alive). A recognition in progress at the half-close is told apart from a closed socket by a
+    ``100 Continue`` before its answer (one at most: an answer already on its way needs none)."""
+    request = READY if kind == "ready" else RECOGNITION
+    answer, took = half_close(server.port, request * count)
+    interim = answer.count(CONTINUE)
+    got = responses(answer.replace(CONTINUE, b""))
+    assert [code for code, _, _ in got] == [200] * count, answer[:600]
+    if kind == "recognition":
+        assert interim <= 1 and not answer.endswith(CONTINUE), answer[:300]  # before the answer in progress at the FIN
+        assert all("RecognitionStatus" in json.loads(body) for _, _, body in got), got
+    else:
+        assert interim == 0, answer[:300]
+    assert took < CLOSED_WITHIN / 2, f"closed {took:.1f} s after the half-close"
+
+
+@pytest.mark.parametrize("kind", ["ready", "recognition"])
+def test_an_http_1_0_request_half_closed_is_answered_without_an_interim_answer(server: ServerThread, kind: str) -> None:
+    """``printf 'GET /ready HTTP/1.0\\r\\n\\r\\n' | nc -N``: answered; an HTTP/1.0 client gets no 1xx (RFC 9110, 15.2)."""
+    request = (READY if kind == "ready" else RECOGNITION).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+    answer, took = half_close(server.port, request)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert CONTINUE not in answer and took < CLOSED_WITHIN / 2, (took, answer[:300])
+
+
+def test_a_request_cut_off_by_the_half_close_is_not_answered_but_those_before_it_are(server: ServerThread) -> None:
+    """Two whole requests and the start of a third (a head, or a body cut short): the two answered, then the close (the
+    third can never end). One cut off with nothing before it: the close at once, as before."""
+    for cut in (b"GET /ready HTTP/1.1\r\nHo", RECOGNITION[:-100]):
+        answer, took = half_close(server.port, READY + RECOGNITION + cut)
+        got = responses(answer.replace(CONTINUE, b""))
+        assert [code for code, _, _ in got] == [200, 200], answer[:600]
+        assert took < CLOSED_WITHIN / 2, f"closed {took:.1f} s after the half-close"
+        alone, took = half_close(server.port, cut)
+        assert alone == b"" and took < 2, (took, alone[:300])
