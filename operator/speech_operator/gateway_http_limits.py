@@ -28,6 +28,13 @@ rest: aiohttp's parser raised without the requests it had completed, and only th
 and a pipelined head over ``max_header_bytes`` (measured once parsed: the guard sees only the first head
 of a read begin) or :attr:`HeadLimits.max_headers` headers: 431.
 
+A client that half-closes after its requests (``shutdown(SHUT_WR)``: ``nc -N``, a proxy passing its client's
+half-close on) still reads: what it sent whole is answered, in order, then the connection closes
+(:meth:`HeadGuard.eof_received`; aiohttp closed it at the client's FIN, and nothing was answered). A client that closes
+its socket sends the same FIN: one whose request with content is still unanswered is asked with an interim
+``100 Continue``, which a closed socket answers with a reset, and the connection is lost then, as at the FIN before
+(:meth:`HeadGuard._probe`).
+
 Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`, :data:`~speech_recognizer.errors.MALFORMED_REQUEST`): its JSON answer with ``Connection: close``, one
 log line and a count (route ``http``: no route is known before the head is read); the connection is
@@ -66,7 +73,9 @@ from the handler's ``_request_count`` and ``_next_keepalive_close_time``, the en
 keep-alive timeout; and whether anything waits in its socket's receive queue, :meth:`HeadGuard.unread`), and closes such a connection with the handler's ``force_close``, as aiohttp's keep-alive timer
 does (a reset, not a FIN: :func:`~speech_recognizer.connection_cap.reset_on_close`). To hold what follows a request it reads the handler's ``_upgraded`` and ``_payload_parser`` (a WebSocket's
 frames are never held) and replaces its ``_messages`` queue with one that says when the handler finds it empty
-(:class:`_Requests`: aiohttp 3.14 looks just before it waits for a head). Tests cover each.
+(:class:`_Requests`: aiohttp 3.14 looks just before it waits for a head). To ask a client that ended what it sends
+whether it still reads (:meth:`HeadGuard._probe`) it reads the handler's ``_current_request`` and that request's
+writer's ``_headers_buf`` (an answer's head written, not yet sent: no interim answer may follow it). Tests cover each.
 """
 
 from __future__ import annotations
@@ -80,14 +89,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.addresses import peer
-from speech_recognizer.connection_cap import reset_on_close, unread_bytes, unsent_bytes
+from speech_recognizer.connection_cap import reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import (
     CLIENT_GONE,
@@ -106,6 +115,11 @@ log = logging.getLogger("speech_operator.gateway")
 #: The route label of refusals made before any route is known (as the recognizer counts them).
 ROUTE = "http"
 _END_OF_HEAD = b"\r\n\r\n"
+#: The interim answer that asks a client which ended what it sends whether it still reads (:meth:`HeadGuard._probe`).
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: How often such a client is looked at while that answer is not acknowledged (a closed socket's reset comes within a
+#: round trip).
+PRESENCE_POLL_SECONDS = 0.05
 #: Most bytes handed to the parser at once after a head: of a read that ends a request's body and brings the next
 #: request's first bytes, the parser sees at most this much before the rest is held (:meth:`HeadGuard._hold`).
 PIECE_BYTES = 16 << 10
@@ -173,7 +187,8 @@ async def client_leaves(request: web.BaseRequest) -> None:
     received (the kernel's TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`). A body
     not read yet (aiohttp stops reading a connection past twice its read buffer) hides the FIN from the event loop, and
     aiohttp says a connection is lost only to a body still being read; its handler runs on (the gateway has aiohttp
-    cancel none). Never returns while the client is there (a client that half-closes has left, as aiohttp has it)."""
+    cancel none). Never returns while the client is there (a client that half-closes has left here, while its locale
+    wakes; once relayed, its request is answered: :meth:`HeadGuard.eof_received`)."""
     transport = request.transport
     guard = transport.get_protocol() if transport is not None else None
     sock = transport.get_extra_info("socket") if transport is not None else None
@@ -247,6 +262,11 @@ class HeadGuard(asyncio.Protocol):
         self._held = bytearray()
         self._releasing = False
         self._resume_when_taken = False
+        #: The client has ended what it sends (its FIN): what it sent whole is answered, then the connection closes.
+        self._client_done = False
+        #: Polls whether a client that ended what it sends is still there to read (:meth:`_probe`), and whether it was asked.
+        self._presence: asyncio.TimerHandle | None = None
+        self._probed = False
         #: Done once the connection is lost (:func:`client_leaves`).
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         handler._parser = _HeadParser(handler._parser, self)  # type: ignore[assignment]
@@ -382,6 +402,7 @@ class HeadGuard(asyncio.Protocol):
                 self.transport.resume_reading()
         if self._after is not None:
             self._close_when_answered()
+        self._close_when_done()
 
     def _close_when_answered(self) -> None:
         if self._taken >= self._answer_first:  # the last request to answer is taken up: the handler closes after it
@@ -519,19 +540,74 @@ class HeadGuard(asyncio.Protocol):
         self.data_received(held)
         if self._held or self._lingering or self._dropping or self.transport.is_closing():  # held again, or refused
             return
+        self._close_when_done()
+        if self.transport.is_closing():
+            return
         if self._awaiting_head():
             self.transport.resume_reading()
         else:
             self._resume_when_taken = True
 
     def eof_received(self) -> bool | None:
+        """The client's end of stream (its FIN). A half-close (``shutdown(SHUT_WR)``, ``nc -N``, a proxy passing its
+        client's on) ends what the client sends, not what it reads: the requests it sent whole are answered, in order
+        (RFC 9112, 9.3.2), then the connection closes (:meth:`_close_when_done`). aiohttp closed it then (its
+        ``eof_received`` returns None, and the event loop closes the transport): not even a lone ``GET /ready`` so sent
+        was answered. With nothing to answer (idle, a head cut off, the body of the request in progress cut off) or a
+        WebSocket relayed, it closes then, as before."""
         if self._lingering:
             self._close()
             return None
         if self._dropping:  # the client has sent all; the handler's answer is still to be written
             return True
-        self.handler.eof_received()
-        return None
+        cut = self._body is not None and not self._body.is_eof()
+        if self._relaying_frames() or (not self._held and self._taken == self._parsed and (cut or self._awaiting_head())):
+            self.handler.eof_received()
+            return None
+        if not self._client_done:  # (again, once reading resumes after a hold)
+            self._client_done = True
+            self._probe()
+        self._close_when_done()
+        return True
+
+    def _probe(self) -> None:
+        """Whether a client that ended what it sends still reads: after a half-close it does, after a close it does not,
+        and both send the same FIN. The first request with content whose answer has not begun (a recognition relayed)
+        is told by an interim ``100 Continue``, which an HTTP/1.1 client takes before the final answer whether it
+        expected one or not (RFC 9110, 15.2): a closed socket resets the connection then, and it is lost at once, as
+        aiohttp lost it at the FIN before: the answer, when it comes, finds its client gone (499, ``client_gone``). Looked
+        at every :data:`PRESENCE_POLL_SECONDS` until then (the handler may not have taken up that request yet), and until
+        that answer is acknowledged (then the client reads: it half-closed). An answer on its way tells them apart by its
+        own writes; an HTTP/1.0 client gets no 1xx: it is answered, whichever it did."""
+        self._presence = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._probed:
+            if reset_by_peer(transport):
+                transport.abort()
+                return
+            if not unacknowledged_bytes(transport):
+                return
+        elif (request := self.handler._current_request) is not None and request.body_exists and not (
+                request.writer.output_size or getattr(request.writer, "_headers_buf", None)):
+            if request.version != HttpVersion11:
+                return
+            transport.write(CONTINUE)
+            self._probed = True
+        self._presence = asyncio.get_running_loop().call_later(PRESENCE_POLL_SECONDS, self._probe)
+
+    def _close_when_done(self) -> None:
+        """After the client's end of stream, once the handler has taken up the last request it sent whole and nothing is
+        held: the handler closes the connection after answering it (aiohttp's ``close``: no next request); it closes at
+        once if that request's body was cut off by that end (it can never end), or if the handler waits for a head
+        (what was held brought none whole)."""
+        if not self._client_done or self._held or self._taken < self._parsed or self.transport is None or self.transport.is_closing():
+            return
+        if (self._body is not None and not self._body.is_eof()) or self._awaiting_head():
+            self._close()
+        else:
+            self.handler.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Passed on; and a body its handler answered without reading all of it ends: aiohttp reads the rest after the
@@ -541,6 +617,9 @@ class HeadGuard(asyncio.Protocol):
         while no handler runs (the body's ``_waiter``: a body not yet taken up by its handler has none)."""
         self._disarm()
         self._held = bytearray()
+        if self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
         if not self.lost.done():
             self.lost.set_result(None)
         if self.cap is not None:
