@@ -238,18 +238,36 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
             await response.prepare(request)
         except ConnectionResetError:  # the client left while the recognizer decoded: nothing was sent to it
             raise failures.Failure("the client left before it had its answer", failures.CLIENT_GONE) from None
+        closed = _closing(upstream)
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 traffic.to_client(len(chunk))
+            if closed is not None and closed.done() and (broken := closed.exception()) is not None:
+                raise broken
         except aiohttp.ClientError as exc:
             if client_failure(request) is None:  # the recognizer's connection broke, not the client's upload
                 failed(lost(backend, f"broke off its answer mid-body: {exc or type(exc).__name__}"))
             if request.transport is not None:
                 request.transport.abort()
             return response
+        finally:
+            if closed is not None and closed.done() and not closed.cancelled():
+                closed.exception()  # retrieved, whatever ended the relay (else asyncio logs it as never retrieved)
         await response.write_eof()
     return response
+
+
+def _closing(upstream: aiohttp.ClientResponse) -> asyncio.Future[None] | None:
+    """How the connection of an answer without framing (neither ``Content-Length`` nor chunked: its body ends where the
+    connection closes, RFC 9112, 6.3) closes: aiohttp ends such a body at the close whether it was a FIN or a reset, so
+    that a body a reset cut short read as whole, and went to the client whole-looking (its chunked end written). A reset
+    makes it a cut answer, as a framed body broken off is (nginx cuts its client's answer alike). None for a framed answer."""
+    framed = upstream.content_length is not None or "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+    connection = upstream.connection
+    if framed or connection is None or connection.protocol is None:
+        return None
+    return connection.protocol.closed
 
 
 def unreachable(backend: Backend, exc: BaseException) -> str:

@@ -14,6 +14,8 @@ import contextlib
 import gzip
 import json
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import WSMsgType, web
 
+from harness.hostile_inputs import responses
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 
@@ -354,3 +357,75 @@ async def test_a_client_gone_before_the_answer_is_a_line_not_a_traceback(rig: Ri
     assert not bad, bad
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("speech_operator.gateway")]
     assert any('" 499 ' in line for line in lines), lines  # the access line: the client left (CLIENT_GONE)
+
+
+# ---- an answer whose body ends where its connection closes ------------------------------------------
+
+#: The body of an answer without framing (neither ``Content-Length`` nor chunked: RFC 9112, 6.3, its end is the close of
+#: its connection), written in pieces of 64 KiB: more than one read.
+UNFRAMED = b'{"RecognitionStatus": "Success", "Pad": "' + b"p" * 300_000 + b'"}'
+
+
+@contextlib.asynccontextmanager
+async def unframed_upstream_behind_a_gateway(cut_at: int | None = None) -> AsyncIterator[str]:
+    """A gateway (its address) in front of an upstream that answers each REST request 200 with :data:`UNFRAMED`, then
+    closes its connection; with ``cut_at``, the body's first ``cut_at`` bytes, then a reset (``SO_LINGER`` 0)."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        body = UNFRAMED[:cut_at]
+        for at in range(0, len(body), 64 << 10):
+            writer.write(body[at:at + (64 << 10)])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        if cut_at is not None:
+            await asyncio.sleep(0.2)  # what was written reaches the gateway before the reset, which would discard it
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+
+    upstream = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with upstream:
+        directory = Directory()
+        directory.upsert({**speech_to_text("ko-kr", "ko-KR", upstream.sockets[0].getsockname()[1]), "status": {"readyReplicas": 1}})
+        directory.synced = True
+        async with serving(create_app(directory, GatewayConfig(host="127.0.0.1"), resolver=ServiceDNS()), "127.0.0.1", 0, 1) as port:
+            yield f"127.0.0.1:{port}"
+
+
+async def ask(gateway: str, version: str) -> bytes:
+    """A REST request over HTTP/``version`` that closes its connection after the answer: everything the gateway sent."""
+    reader, writer = await asyncio.open_connection(*gateway.split(":"))
+    try:
+        writer.write(f"POST {REST} HTTP/{version}\r\nHost: test\r\nConnection: close\r\nContent-Length: 4\r\n\r\nRIFF".encode())
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+async def test_an_answer_delimited_by_its_connections_close_reaches_the_client_whole() -> None:
+    """The body comes in pieces, its end the upstream's close: an HTTP/1.1 client gets it whole and chunked (so that its
+    end is marked), an HTTP/1.0 client whole, then the gateway's close."""
+    async with unframed_upstream_behind_a_gateway() as gateway:
+        one_one = await ask(gateway, "1.1")
+        one_zero = await ask(gateway, "1.0")
+    ((status, headers, body),) = responses(one_one)
+    assert status == 200 and headers["transfer-encoding"] == "chunked" and body == UNFRAMED, one_one[:300]
+    head, _, body = one_zero.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ") and body == UNFRAMED, one_zero[:300]
+
+
+async def test_an_answer_delimited_by_its_connections_close_cut_by_a_reset_is_cut_for_the_client(caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream resets its connection two thirds into the body: the client's answer is cut (no last chunk), and
+    the gateway says the recognizer broke it off (``backend_lost``). Before, aiohttp ended such a body at the reset as
+    at a close, and the client got the two thirds as a whole answer, its last chunk written."""
+    cut_at = len(UNFRAMED) * 2 // 3
+    with caplog.at_level(logging.INFO, "speech_operator"):
+        async with unframed_upstream_behind_a_gateway(cut_at) as gateway:
+            answer = await ask(gateway, "1.1")
+    head, _, chunked = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head.lower(), answer[:300]
+    assert not chunked.endswith(b"0\r\n\r\n"), "the cut answer ends as a whole one"
+    assert UNFRAMED[cut_at - 100:cut_at] in chunked, "what came before the reset is relayed"
+    assert any("backend_lost" in r.getMessage() and "broke off its answer mid-body" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
