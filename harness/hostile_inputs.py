@@ -105,6 +105,26 @@ def ogg_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
     return b"".join(pages)
 
 
+# ---- MP3 ------------------------------------------------------------------------------------
+
+
+def mp3_bomb(seconds: float = 3600.0, *, xing: bool = True) -> bytes:
+    """An MP3 of ``seconds`` of silence from 1000 bytes a second: MPEG-2.5 Layer III at 8 kHz, 8 kbit/s, mono, the
+    least any MP3 takes, each frame 72 bytes (its header, then side information of zeros: no bits for either granule)
+    and 576 samples (72 ms). The default hour is 3.6 MB and decodes to 28.8 M samples (58 MB as 16-bit PCM). With
+    ``xing`` its first frame is a Xing header counting the frames, as LAME writes one: its length is known before
+    decoding; without, nothing but decoding tells it (a decoder's guess from the size and the first frame's bit rate
+    is no more than a guess)."""
+    header = bytes([0xFF, 0xE3, 0x18, 0xC4])  # sync, MPEG-2.5, layer III, no CRC; 8 kbit/s, 8 kHz; mono, original
+    frame = header + bytes(68)
+    count = int(seconds / 0.072) + 1
+    first = b""
+    if xing:  # after the header and the 9 bytes of mono MPEG-2.5 side information: "Xing", flags (frames), frames
+        first = header + bytes(9) + b"Xing" + struct.pack(">II", 1, count)
+        first += bytes(len(frame) - len(first))
+    return first + frame * count
+
+
 # ---- WAV ------------------------------------------------------------------------------------
 
 

@@ -293,3 +293,34 @@ def utterances_ref(references: dict[str, Future[Reference]]) -> Reference:
     ref = references["utterances"].result()
     assert len(ref.phrases) == 3, ref.texts
     return ref
+
+
+# ---- MP3: the three-utterance fixture encoded by libsndfile (LAME), and what in-process Vosk hears in it ----------
+
+
+@pytest.fixture(scope="session")
+def utterances_mp3(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as an MP3 (16 kHz mono: MPEG-2 Layer III, LAME's variable bit rate, a Xing header)."""
+    import soundfile
+
+    out = audio_dir / "utterances.mp3"
+    data, rate = soundfile.read(utterances_wav, dtype="int16")
+    soundfile.write(out, data, rate, format="MP3")
+    return out
+
+
+def mp3_pcm(mp3: Path) -> bytes:
+    """The 16-bit PCM soundfile decodes ``mp3`` to, read at once (mono: the fixtures')."""
+    import soundfile
+
+    with soundfile.SoundFile(mp3) as f:
+        assert f.channels == 1, f.channels
+        return f.read(dtype="int16").tobytes()
+
+
+@pytest.fixture(scope="session")
+def utterances_mp3_ref(model: LoadedModel, utterances_mp3: Path) -> Reference:
+    """In-process Vosk on the PCM soundfile decodes :func:`utterances_mp3` to (lossy: not the WAV's words, maybe)."""
+    ref = vosk_reference(model.model, mp3_pcm(utterances_mp3), 16000, CHUNK, runs=1)
+    assert ref.phrases, "speech is heard in the MP3"
+    return ref

@@ -2,19 +2,24 @@
 
 WAV (8/16/24/32-bit PCM, 32/64-bit float, A-law, mu-law; any rate and channel
 count; streamed WAV whose size fields are 0 or too large is read to the end),
-Ogg/Opus and Ogg/Vorbis, FLAC, and headerless 16-bit PCM when the content type
-says so (``audio/l16; rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``).
+Ogg/Opus and Ogg/Vorbis, FLAC, MP3 (MPEG-1, 2 and 2.5 Layer III, with or without an
+ID3v2 tag), and headerless 16-bit PCM when the content type says so (``audio/l16;
+rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``). Which one a body
+is, its first bytes say (:func:`sniff`; the list is :data:`~speech_recognizer.contract.AUDIO_FORMATS`).
 
 Compressed audio can decode to a thousand times its size (a 35 KB FLAC of
 constant subframes is 65 M frames of 8 channels), so nothing is decoded whole:
 the length the container's header gives is checked against the limit first,
 then the audio is decoded a block at a time, down-mixed to mono as it comes,
 and decoding stops as soon as it passes the limit (headers may say "unknown"
-or lie). Memory is the limit's worth of mono PCM and one block.
+or lie). Memory is the limit's worth of mono PCM and one block. An MP3's length is
+believed only from a Xing/Info frame count (:func:`mp3_length_declared`): without one
+its decoder guesses from the file's size (a 3.6 MB file at 8 kbit/s is an hour).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .contract import AUDIO_FORMATS, AUDIO_LISTED, AudioFormat
 from .errors import BAD_AUDIO, TOO_LARGE, UNSUPPORTED_MEDIA, Failure
 
 
@@ -56,12 +62,102 @@ class WavFormat:
 
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-#: The first bytes of the containers decoded (WAV, Ogg, FLAC): what has none of them is audio only when its
-#: content type says it is headerless PCM.
-SIGNATURES = (b"RIFF", b"OggS", b"fLaC")
-#: What is said of bytes without a signature of these, after what they are ("the body", "the file").
-NOT_AUDIO = "is not WAV, Ogg or FLAC audio (no RIFF/OggS/fLaC signature)"
-SUPPORTED_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/ogg", "audio/opus", "audio/flac", "audio/l16")
+WAV, OGG, FLAC, MP3 = AUDIO_FORMATS
+#: What is said of bytes :func:`sniff` finds no container in, after what they are ("the body", "the file").
+NOT_AUDIO = (f"is not {', '.join(f.name for f in AUDIO_FORMATS[:-1])} or {AUDIO_FORMATS[-1].name} audio "
+             f"(no {'/'.join(f.signature.decode() for f in AUDIO_FORMATS)} signature, nor MPEG audio frames)")
+SUPPORTED_TYPES = (*(t for f in AUDIO_FORMATS for t in f.media_types), "audio/l16")
+#: Content types that declare headerless PCM (with ``codecs=audio/pcm``, any type): bytes under them are never
+#: taken for MP3 by its frames, which PCM can happen to look like.
+_PCM_TYPES = frozenset({"audio/l16", "audio/pcm", "audio/raw", "audio/x-raw"})
+#: MPEG audio's sample rates, by version (a frame header's bits 19-20: 3 MPEG-1, 2 MPEG-2, 0 MPEG-2.5; 1 is reserved).
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+#: Layer III bit rates (kbit/s) by index, of MPEG-1 and of MPEG-2 and 2.5; index 0 is free format, 15 is invalid.
+_LAYER3_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+                2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+#: How much shorter than its Xing/Info frame count an MP3 may decode before it is called cut short: two frames
+#: of the longest (1152 samples), as encoders count the Xing frame itself or not.
+_MP3_SLACK = 2 * 1152
+
+
+@dataclass(frozen=True)
+class MpegFrame:
+    """What an MPEG audio Layer III frame header says (:func:`mpeg_frame`)."""
+
+    version: int  # 3 MPEG-1, 2 MPEG-2, 0 MPEG-2.5
+    sample_rate: int
+    channels: int
+    #: Bytes, its header's 4 included.
+    length: int
+    #: A CRC (2 bytes) follows the header.
+    crc: bool
+
+
+def mpeg_frame(data: bytes | bytearray, at: int) -> MpegFrame | None:
+    """The MPEG audio Layer III frame header at ``at`` of ``data``, or None when there is none: 11 sync bits, a
+    version, layer III, a bit rate that is neither free format nor invalid, a sample rate and an emphasis that are
+    not reserved."""
+    if at < 0 or len(data) < at + 4:
+        return None
+    b0, b1, b2, b3 = data[at : at + 4]
+    version, layer, bitrate, rate = (b1 >> 3) & 3, (b1 >> 1) & 3, b2 >> 4, (b2 >> 2) & 3
+    if b0 != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer != 1 or bitrate in (0, 15) or rate == 3 or b3 & 3 == 2:
+        return None
+    sample_rate = _MPEG_RATES[version][rate]
+    kbps = _LAYER3_KBPS[3 if version == 3 else 2][bitrate]
+    length = (144 if version == 3 else 72) * kbps * 1000 // sample_rate + ((b2 >> 1) & 1)
+    return MpegFrame(version, sample_rate, 1 if b3 >> 6 == 3 else 2, length, not b1 & 1)
+
+
+def _mpeg_frames(data: bytes | bytearray) -> bool:
+    """Whether ``data`` begins with two MPEG audio Layer III frames of one stream: a valid header, and another of the
+    same version, sample rate and channels where the first one's length says the next begins."""
+    first = mpeg_frame(data, 0)
+    second = mpeg_frame(data, first.length) if first else None
+    return first is not None and second is not None and (
+        (second.version, second.sample_rate, second.channels) == (first.version, first.sample_rate, first.channels))
+
+
+def id3_end(data: bytes | bytearray) -> int | None:
+    """Where the ID3v2 tag ``data`` begins with ends (its 10-byte header, the size it gives, a footer), or None when
+    it begins with none: ``ID3``, version 2 to 4, a revision other than 0xFF, a size of four 7-bit bytes."""
+    if len(data) < 10 or data[:3] != b"ID3" or data[3] not in (2, 3, 4) or data[4] == 0xFF or any(b & 0x80 for b in data[6:10]):
+        return None
+    size = data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9]
+    return 10 + size + (10 if data[5] & 0x10 else 0)
+
+
+def mp3_length_declared(first: bytes | bytearray) -> bool:
+    """Whether the MP3 whose first frame ``first`` begins with (after any ID3 tag) gives its length: a Xing/Info
+    header with a frame count in that frame, as LAME and most encoders write one. libsndfile's decoder then gives
+    that length, and stops there; without one, its length is a guess from the file's size and its first frame's bit
+    rate, which a variable bit rate (or a hostile file) makes anything."""
+    frame = mpeg_frame(first, 0)
+    if frame is None:
+        return False
+    side = (17 if frame.channels == 1 else 32) if frame.version == 3 else (9 if frame.channels == 1 else 17)
+    tag = 4 + 2 * frame.crc + side
+    return (bytes(first[tag : tag + 4]) in (b"Xing", b"Info") and len(first) >= tag + 12 and bool(first[tag + 7] & 1)
+            and int.from_bytes(first[tag + 8 : tag + 12], "big") > 0)
+
+
+def declares_pcm(content_type: str) -> bool:
+    """Whether ``content_type`` says the bytes are headerless PCM (``audio/l16``, ``audio/pcm``, ``audio/raw``, or any
+    type with ``codecs=audio/pcm``), rate or no rate."""
+    mime, params = content_params(content_type or "")
+    return mime in _PCM_TYPES or params.get("codecs", "").lower() == "audio/pcm"
+
+
+def sniff(data: bytes | bytearray, content_type: str = "") -> AudioFormat | None:
+    """The container ``data`` begins with (None: none of :data:`~speech_recognizer.contract.AUDIO_FORMATS`): its
+    signature, whatever the content type; else an MP3 by its ID3v2 tag or, where the content type does not declare
+    headerless PCM (:func:`declares_pcm`), by two MPEG audio frames of one stream, one after the other."""
+    for fmt in (WAV, OGG, FLAC):
+        if data[:4] == fmt.signature:
+            return fmt
+    if declares_pcm(content_type):
+        return None
+    return MP3 if id3_end(data) is not None or _mpeg_frames(data) else None
 
 
 def content_params(content_type: str) -> tuple[str, dict[str, str]]:
@@ -173,26 +269,29 @@ def _mono16(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1).round().astype("<i2")
 
 
-def _checked(reader: object, what: str, max_seconds: float, cut: bool) -> tuple[int, float | None]:
+def _checked(reader: object, what: str, max_seconds: float, cut: bool, believed: bool = True) -> tuple[int, float | None]:
     """The sample rate of an open ``soundfile.SoundFile`` and the seconds its header says it holds (None: it does not
-    say); refuses what it cannot take, and without ``cut`` what its header says is longer than ``max_seconds``."""
+    say, or is not ``believed``: an MP3's guess); refuses what it cannot take, and without ``cut`` what its header says
+    is longer than ``max_seconds``."""
     rate, channels = int(reader.samplerate), int(reader.channels)  # type: ignore[attr-defined]
     if channels < 1 or channels > 32:
         raise AudioError(f"{what} audio with {channels} channels is not supported (1..32)")
     if rate < 4000 or rate > 192000:
         raise AudioError(f"{what} sample rate {rate} Hz is outside 4000..192000")
     declared = int(reader.frames)  # type: ignore[attr-defined]
-    known = declared < 1 << 62  # libsndfile says 2**63 - 1 for "unknown"
+    known = believed and declared < 1 << 62  # libsndfile says 2**63 - 1 for "unknown"
     if known and declared > int(max_seconds * rate) and not cut:
         raise too_long(declared / rate, max_seconds)
     return rate, declared / rate if known else None
 
 
-def _read_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> Iterator[bytes]:
+def _read_blocks(reader: object, what: str, max_seconds: float, cut: bool,
+                 ended: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """Mono 16-bit PCM from an open ``soundfile.SoundFile`` (checked by :func:`_checked`), a block at a time.
 
     Stops as soon as the decoded audio passes ``max_seconds`` (a header may say "unknown" or lie): refused, or
-    with ``cut`` cut there. One block is held at a time.
+    with ``cut`` cut there. One block is held at a time. ``ended``: called with the frames decoded when the
+    decoder gives no more (an MP3's, which may end early without an error: :meth:`_Compressed._ended`).
     """
     import soundfile
 
@@ -205,8 +304,13 @@ def _read_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> It
         try:
             samples = reader.read(min(block, limit + 1 - frames), dtype=dtype, always_2d=True)  # type: ignore[attr-defined]
         except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
-            raise AudioError(f"cannot decode the {what} audio: {exc}") from None
+            if what == MP3.name:  # libsndfile says "Unspecified internal error." or "… file is malformed."
+                raise AudioError("the MP3 is corrupt: its decoder lost the MPEG frames (junk between two, or a frame of "
+                                 "another sample rate or channel count)") from None
+            raise AudioError(f"cannot decode the {what} audio: {_reason(exc)}") from None
         if not len(samples):
+            if ended is not None:
+                ended(frames)
             return
         if frames + len(samples) > limit:
             if not cut:
@@ -225,6 +329,105 @@ def _decode_blocks(reader: object, what: str, max_seconds: float, cut: bool) -> 
     """
     rate, _ = _checked(reader, what, max_seconds, cut)
     return Audio(b"".join(_read_blocks(reader, what, max_seconds, cut)), rate, 1)
+
+
+def _reason(exc: Exception) -> str:
+    """What libsndfile said, without soundfile's "Error opening <object at 0x…>: " before it."""
+    return str(getattr(exc, "error_string", "") or exc)
+
+
+@dataclass
+class _Compressed:
+    """An Ogg, FLAC or MP3 opened with libsndfile (:func:`_open_compressed`), checked (:func:`_checked`)."""
+
+    reader: Any
+    what: str
+    sample_rate: int
+    #: How long its header says it is (None: not said, or not believed: an MP3 without a Xing/Info frame count).
+    seconds: float | None
+    #: An MP3: its decoder ends early without an error where a file is cut short (:meth:`_ended`).
+    mp3: bool
+
+    def blocks(self, max_seconds: float, cut: bool = False) -> Iterator[bytes]:
+        """Its mono 16-bit PCM a block at a time (:func:`_read_blocks`); closes it at the end."""
+        with self.reader:
+            yield from _read_blocks(self.reader, self.what, max_seconds, cut, self._ended if self.mp3 else None)
+
+    def _ended(self, frames: int) -> None:
+        """Refuses an MP3 whose decoder gave ``frames`` and no more, fewer than its Xing/Info header counts: a file
+        cut short (the decoder drops a cut frame and stops there, without an error). Without that count nothing tells:
+        libsndfile then takes its guess from the file's size as its length and gives no more than that."""
+        declared, rate = int(self.reader.frames), self.sample_rate
+        if self.seconds is not None and frames < declared - _MP3_SLACK:
+            raise AudioError(f"the MP3 is cut short: it ends at {frames / rate:.1f} s of the {declared / rate:.1f} s "
+                             "its header counts")
+
+
+@functools.cache
+def _unseeking() -> type:
+    """``soundfile.SoundFile`` that does not seek between reads. soundfile seeks to where a read ended after every
+    read (its position's bookkeeping), and libsndfile's MPEG decoder takes each seek as a new start: the frames after
+    it are decoded without the bit reservoir of those before (MP3 made by libsndfile itself: up to 11700 of 32768
+    off for 4000 samples after each block, and mpg123 writing "part2_3_length too large" to stderr), where the whole
+    file read at once is right. Not seekable, soundfile reads on without seeking; libsndfile still ends at its length."""
+    import soundfile
+
+    class Unseeking(soundfile.SoundFile):
+        def seekable(self) -> bool:
+            return False
+
+    return Unseeking
+
+
+def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, head: bytes | bytearray, size: int | None,
+                     max_seconds: float, cut: bool = False) -> _Compressed:
+    """``source`` (its first bytes ``head``; ``size`` bytes when known), an Ogg, FLAC or MP3 as :func:`sniff` says,
+    opened and checked. libsndfile reads what follows an ID3 tag as whatever format it finds there: only MP3 is
+    taken after one (415), so that no other of its parsers reads a body. An MP3 libsndfile cannot open is refused
+    saying why (:func:`_mp3_unopened`), not with its words (an MP3 cut in its first frame is "File does not exist
+    or is not a regular file (possibly a pipe?)")."""
+    mp3 = fmt is MP3
+    believed = mp3_length_declared(_after_id3(source, head)) if mp3 else True
+    try:
+        reader: Any = _open_soundfile(source, fmt.name, _unseeking() if mp3 else None)
+    except AudioError:
+        if mp3:
+            raise AudioError(_mp3_unopened(head, size)) from None
+        raise
+    try:
+        if mp3 and reader.format != "MP3":
+            raise AudioError(f"an ID3 tag followed by {reader.format} audio, not MP3: send it without the tag", UNSUPPORTED_MEDIA)
+        rate, seconds = _checked(reader, fmt.name, max_seconds, cut, believed)
+        return _Compressed(reader, fmt.name, rate, seconds, mp3)
+    except BaseException:
+        reader.close()
+        raise
+
+
+def _after_id3(source: bytes | bytearray | BinaryIO, head: bytes | bytearray) -> bytes | bytearray:
+    """The first bytes after an MP3's ID3 tag (its first frame's, when it is right there): from ``head``, else, for
+    a tag longer than ``head`` (cover art), read from ``source`` where the tag ends."""
+    end = id3_end(head) or 0
+    if end + 256 <= len(head) or isinstance(source, (bytes, bytearray)):
+        return (source if isinstance(source, (bytes, bytearray)) else head)[end : end + 256]
+    at = source.tell()
+    try:
+        source.seek(end)
+        return source.read(256)
+    finally:
+        source.seek(at)
+
+
+def _mp3_unopened(head: bytes | bytearray, size: int | None) -> str:
+    """Why an MP3 (by :func:`sniff`) that libsndfile could not open is not audio: ``head`` its first bytes, ``size``
+    its length when known."""
+    end = id3_end(head)
+    if end is not None and size is not None and end >= size:
+        if end == size:
+            return "the MP3 is an ID3 tag and nothing else: it holds no audio"
+        return f"the MP3 is cut short: its ID3 tag says it is {end} bytes, and there are {size}"
+    after = "after its ID3 tag " if end is not None else ""
+    return f"the MP3 holds no MPEG audio frame {after}that can be decoded: it is corrupt, or cut short in its first frame"
 
 
 class _BufferReader(io.RawIOBase):
@@ -259,15 +462,15 @@ class _BufferReader(io.RawIOBase):
         return self._pos
 
 
-def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, **raw: object) -> object:
-    """A ``soundfile.SoundFile`` reading ``data`` where it is, or a seekable file (its decoder seeks)."""
+def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, cls: type | None = None, **raw: object) -> object:
+    """A ``soundfile.SoundFile`` (or ``cls``) reading ``data`` where it is, or a seekable file (its decoder seeks)."""
     import soundfile
 
     try:
         source = _BufferReader(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        return soundfile.SoundFile(source, **raw)
+        return (cls or soundfile.SoundFile)(source, **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
-        raise AudioError(f"cannot decode the {what} audio: {exc}") from None
+        raise AudioError(f"cannot decode the {what} audio: {_reason(exc)}") from None
 
 
 def decode_wav(data: bytes | bytearray, max_seconds: float, cut: bool = False) -> Audio:
@@ -310,7 +513,8 @@ def _wav_mono(body: memoryview, fmt: WavFormat, max_seconds: float) -> bytes:
     subtype = _raw_subtype(fmt)
     if subtype is None:
         return mono(body, fmt.channels)
-    raw = dict(mode="r", format="RAW", subtype=subtype, channels=fmt.channels, samplerate=fmt.sample_rate, endian="LITTLE")
+    raw: dict[str, Any] = dict(mode="r", format="RAW", subtype=subtype, channels=fmt.channels, samplerate=fmt.sample_rate,
+                               endian="LITTLE")
     with _open_soundfile(body, "WAV", **raw) as reader:  # type: ignore[attr-defined]
         return _decode_blocks(reader, "WAV", max_seconds, cut=False).pcm
 
@@ -331,39 +535,31 @@ WAV_HEADER_MAX = 16 << 20
 
 def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size: int | None, file: BinaryIO | None,
                   max_seconds: float) -> Decoding:
-    """WAV, Ogg or FLAC audio decoded as it is read, never whole: what is held is a block, whatever its length.
+    """Audio of any container (:func:`sniff`) decoded as it is read, never whole: what is held is a block, whatever its
+    length.
 
-    ``head``: the input's first bytes (its signature at least); ``read(n)``: up to ``n`` of the bytes after them
-    (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
-    input, seekable, for Ogg and FLAC (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
+    ``head``: the input's first bytes (enough for :func:`sniff`: 64 KiB); ``read(n)``: up to ``n`` of the bytes after
+    them (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
+    input, seekable, for Ogg, FLAC and MP3 (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
     (compressed) before it is decoded. Refuses as :func:`decode` does (413: :func:`too_long`): by the length a
     header says before decoding anything (a WAV's data, when ``size`` bounds it), else as soon as the audio
     decoded passes ``max_seconds``; and raises what ``read`` raises.
     """
-    if head[:4] == b"RIFF":
+    fmt = sniff(head)
+    if fmt is WAV:
         return _stream_wav(bytearray(head), read, size, max_seconds)
-    if head[:4] not in SIGNATURES:
+    if fmt is None:
         raise AudioError(f"the body {NOT_AUDIO}")
-    what = "Ogg" if head[:4] == b"OggS" else "FLAC"
     source: bytearray | BinaryIO
     if file is None:
         source = bytearray(head)
         while piece := read(_BLOCK_BYTES):
             source += piece
+        size = len(source)
     else:
         source = file
-    reader = _open_soundfile(source, what)
-    try:
-        rate, seconds = _checked(reader, what, max_seconds, cut=False)
-    except BaseException:
-        reader.close()  # type: ignore[attr-defined]
-        raise
-
-    def blocks() -> Iterator[bytes]:
-        with reader:  # type: ignore[attr-defined]
-            yield from _read_blocks(reader, what, max_seconds, cut=False)
-
-    return Decoding(rate, seconds, blocks())
+    opened = _open_compressed(source, fmt, head, size, max_seconds)
+    return Decoding(opened.sample_rate, opened.seconds, opened.blocks(max_seconds))
 
 
 def _stream_wav(head: bytearray, read: Callable[[int], bytes], size: int | None, max_seconds: float) -> Decoding:
@@ -475,14 +671,14 @@ def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: floa
     ``cut`` keeps its first ``max_seconds``.
     """
     if not data:
-        raise AudioError("the request body is empty: send WAV (PCM) or Ogg/Opus audio")
+        raise AudioError(f"the request body is empty: send audio ({AUDIO_LISTED})")
     mime, params = content_params(content_type or "")
-    if data[:4] == b"RIFF":
+    container = sniff(data, content_type)
+    if container is WAV:
         return decode_wav(data, max_seconds, cut)
-    if data[:4] in SIGNATURES:
-        what = "Ogg" if data[:4] == b"OggS" else "FLAC"
-        with _open_soundfile(data, what) as reader:  # type: ignore[attr-defined]
-            return _decode_blocks(reader, what, max_seconds, cut)
+    if container is not None:
+        opened = _open_compressed(data, container, data, len(data), max_seconds, cut)
+        return Audio(b"".join(opened.blocks(max_seconds, cut)), opened.sample_rate, 1)
     fmt = headerless_format(content_type)
     if fmt is not None:
         frames = len(data) // (2 * fmt.channels)
@@ -492,7 +688,7 @@ def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: floa
         body = memoryview(data)[: 2 * fmt.channels * min(frames, limit)]
         return Audio(mono(body, fmt.channels), fmt.sample_rate, 1)
     if mime and mime not in SUPPORTED_TYPES and not mime.startswith("application/octet-stream"):
-        raise AudioError(f"unsupported content type {mime!r}: send audio/wav or audio/ogg; codecs=opus", UNSUPPORTED_MEDIA)
+        raise AudioError(f"unsupported content type {mime!r}: send {AUDIO_LISTED} audio", UNSUPPORTED_MEDIA)
     raise AudioError(f"the body {NOT_AUDIO}")
 
 

@@ -7,7 +7,7 @@ arguments without retyping any of these facts.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 #: Port the recognizer listens on, as Azure's container does.
 PORT: Final = 5000
@@ -69,6 +69,34 @@ ROUTE_VOSK_WS: Final = "/vosk"
 ROUTE_OPENAI_TRANSCRIPTIONS: Final = "/v1/audio/transcriptions"
 #: The live demo page (microphone -> /vosk) and its scripts below it.
 ROUTE_DEMO: Final = "/demo"
+
+# ---- Audio the recognizer decodes (a REST body, an OpenAI upload, a file to transcribe) ----
+class AudioFormat(NamedTuple):
+    """An audio container the recognizer decodes, told apart from the others by its first bytes."""
+
+    #: As messages name it ("the WAV audio").
+    name: str
+    #: As the docs list it, its codecs named where it has several.
+    listed: str
+    #: The bytes it begins with.
+    signature: bytes
+    #: The content types that name it.
+    media_types: tuple[str, ...]
+    #: The suffixes of its files, which the file transcriber searches a folder for.
+    suffixes: tuple[str, ...]
+
+
+#: Every container decoded: what sniffing, error messages, content types, the transcriber's folder search and the
+#: API reference take their lists from. An MP3 begins with an ID3v2 tag, or else with MPEG audio frames
+#: (:func:`speech_recognizer.audio.sniff`); headerless 16-bit PCM is told by its content type alone.
+AUDIO_FORMATS: Final = (
+    AudioFormat("WAV", "WAV", b"RIFF", ("audio/wav", "audio/x-wav", "audio/wave"), (".wav", ".wave")),
+    AudioFormat("Ogg", "Ogg/Opus, Ogg/Vorbis", b"OggS", ("audio/ogg", "audio/opus"), (".ogg", ".oga", ".opus")),
+    AudioFormat("FLAC", "FLAC", b"fLaC", ("audio/flac",), (".flac",)),
+    AudioFormat("MP3", "MP3", b"ID3", ("audio/mpeg", "audio/mp3"), (".mp3",)),
+)
+#: The formats as the docs list them: "WAV, Ogg/Opus, Ogg/Vorbis, FLAC, MP3".
+AUDIO_LISTED: Final = ", ".join(f.listed for f in AUDIO_FORMATS)
 
 # ---- Settings (Azure-style keys; ':' on the command line, '__' in env) ----
 EULA: Final = "Eula"

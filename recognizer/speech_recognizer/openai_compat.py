@@ -237,7 +237,7 @@ TRANSCRIPTIONS = {
                 "type": "object",
                 "required": ["file"],
                 "properties": {
-                    "file": {"type": "string", "format": "binary", "description": "WAV, Ogg/Opus, Ogg/Vorbis or FLAC"},
+                    "file": {"type": "string", "format": "binary", "description": c.AUDIO_LISTED},
                     "model": {"type": "string", "example": "whisper-1", "description": "any name (one model per locale here)"},
                     "language": {"type": "string", "example": "ko", "description": "ISO-639-1 or a locale; else the query's `language`, else the only one served"},
                     "prompt": {"type": "string", "description": "ignored"},

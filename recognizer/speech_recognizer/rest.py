@@ -1,8 +1,8 @@
 """Azure's "speech to text for short audio" REST route, served on the three recognition paths.
 
 ``POST /speech/recognition/{interactive|conversation|dictation}/cognitiveservices/v1
-?language=ko-KR&format=simple|detailed&profanity=masked|removed|raw`` with a WAV,
-Ogg/Opus or FLAC body (chunked allowed). One answer for the whole audio.
+?language=ko-KR&format=simple|detailed&profanity=masked|removed|raw`` with a body of
+audio (:data:`~speech_recognizer.contract.AUDIO_FORMATS`; chunked allowed). One answer for the whole audio.
 """
 
 from __future__ import annotations
@@ -200,7 +200,8 @@ async def _recognize(request: Request, mode: str) -> Response:
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
-#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC) wins over the type.
+#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC, ID3, MPEG frames: :func:`.audio.sniff`)
+#: wins over the type, but for MPEG frames under a type that declares headerless PCM.
 AUDIO_TYPES = {
     "audio/wav": "WAV: PCM (8, 16, 24, 32 bit), float, A-law or µ-law; 4-192 kHz; 1-32 channels (down-mixed); "
     "sizes of 0 or too large (a streamed WAV) are read to the end",
@@ -209,8 +210,10 @@ AUDIO_TYPES = {
     "audio/wave": "WAV, as `audio/wav`",
     "audio/ogg; codecs=opus": "Ogg/Opus (Ogg/Vorbis too)",
     "audio/flac": "FLAC",
+    "audio/mpeg": "MP3: MPEG-1, 2 or 2.5 Layer III, with or without an ID3v2 tag (`audio/mp3` too); its length counts as "
+    "its decoded audio's unless a Xing/Info header gives it",
     "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
-    "application/octet-stream": "WAV, Ogg or FLAC, told apart by their signature",
+    "application/octet-stream": f"{c.AUDIO_LISTED}, told apart by their first bytes",
 }
 RECOGNIZE = {
     "tags": [oa.RECOGNITION],
@@ -241,7 +244,7 @@ RECOGNIZE = {
         "431": oa.error(431, "the request's head is over `Http:MaxHeaderBytes`; the connection is closed",
                         "the request's head is over 16384 bytes (Http:MaxHeaderBytes)"),
         "415": oa.error(415, "an encoding or content type not served",
-                        "unsupported content type 'audio/mpeg': send audio/wav or audio/ogg; codecs=opus"),
+                        f"unsupported content type 'audio/aac': send {c.AUDIO_LISTED} audio"),
         "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "
                            "retry after `Retry-After` seconds",
                            "all 6 decoders are busy; retry in 1 s"),

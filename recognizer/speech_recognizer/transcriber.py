@@ -52,7 +52,7 @@ FORMATS = ("txt", "json", "srt", "vtt")
 #: The formats made of the phrases' words and times (the others of the whole answer).
 SUBTITLES = ("srt", "vtt")
 #: What a folder is searched for.
-AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".ogg", ".oga", ".opus", ".flac"})
+AUDIO_SUFFIXES = frozenset(suffix for fmt in c.AUDIO_FORMATS for suffix in fmt.suffixes)
 #: Longest file transcribed by default (3 hours; in-process it is never held whole: read as it is transcribed).
 DEFAULT_MAX_SECONDS = 3 * 3600.0
 #: Chunks a decoder job takes at once (one second of audio: the progress bar moves by that), and jobs
@@ -185,7 +185,7 @@ class AudioInput:
     its audio can take.
 
     The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
-    widest audio taken (384 kB/s, for Ogg and FLAC): a regular file over it is refused by its size before it is
+    widest audio taken (384 kB/s, for Ogg, FLAC and MP3): a regular file over it is refused by its size before it is
     read (its audio is then decoded up to the length it had: its decoding stops at ``max_seconds`` if it grows);
     a stream (a pipe, ``/dev/zero``), as soon as it passes it. What has no audio signature is not read past its
     first 64 KiB (and is refused saying so). A named pipe is opened without waiting for a writer: one nobody
@@ -193,7 +193,7 @@ class AudioInput:
     """
 
     def __init__(self, path: Path, max_seconds: float) -> None:
-        from .audio import HEADER_ROOM, NOT_AUDIO, SIGNATURES, body_limit, wav_body_limit
+        from .audio import HEADER_ROOM, NOT_AUDIO, WAV, body_limit, sniff, wav_body_limit
 
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO's open waits for no writer
         self.file = open(descriptor, "rb")
@@ -207,8 +207,10 @@ class AudioInput:
             self.head = self.read(HEADER_ROOM)
             if not self.head:
                 raise FileError("the file is empty" + (" (a named pipe nobody writes to)" if stat.S_ISFIFO(info.st_mode) else ""))
-            if self.head[:4] not in SIGNATURES:
+            self.format = sniff(self.head)
+            if self.format is None:
                 raise FileError(f"the file {NOT_AUDIO}")
+            self.seekable = self.size is not None and self.format is not WAV  # Ogg, FLAC and MP3 from a file: their decoder seeks
             self.limit, self.what = wav_body_limit(self.head, max_seconds) or body_limit("", max_seconds)
             if self.size is not None and self.size > self.limit:
                 raise _too_long(f"is {self.size} bytes", self.limit, self.what, max_seconds)
@@ -234,10 +236,9 @@ class AudioInput:
         """Its audio, decoded as it is read (:func:`~.audio.decode_stream`): a block at a time, never whole."""
         from .audio import decode_stream
 
-        seekable = self.size is not None and self.head[:4] != b"RIFF"  # Ogg and FLAC from a file: their decoder seeks
-        if seekable:
+        if self.seekable:
             self.file.seek(0)
-        return decode_stream(self.head, self.read, size=self.size, file=self.file if seekable else None,
+        return decode_stream(self.head, self.read, size=self.size, file=self.file if self.seekable else None,
                              max_seconds=self.max_seconds)
 
     def drain(self) -> None:
@@ -767,7 +768,7 @@ class _Upload:
 def _spooled(stream: AudioInput) -> BinaryIO:
     """All of ``stream`` (within its bound: one that goes on past it is refused so), copied a MiB at a time into a
     temporary file in ``$TMPDIR`` (``/tmp``) that has no name: it is gone once closed, however the run ends. It was read
-    whole into memory before: up to its bound, 346 MB of a 3 h WAV's, 4.1 GB of Ogg or FLAC."""
+    whole into memory before: up to its bound, 346 MB of a 3 h WAV's, 4.1 GB of Ogg, FLAC or MP3."""
     import tempfile
 
     try:
@@ -975,7 +976,7 @@ def _server(value: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="speech-recognizer transcribe",
-        description="Transcribe audio files (WAV, Ogg/Opus, Ogg/Vorbis, FLAC) to text, JSON or subtitles: in this "
+        description=f"Transcribe audio files ({c.AUDIO_LISTED}) to text, JSON or subtitles: in this "
         "process by default (no server needed), or through a running recognizer's REST route (--server).",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, folders (searched for audio files), or globs; - for the standard input")

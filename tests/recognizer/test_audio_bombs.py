@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.hostile_inputs import flac_bomb, ogg_opus_bomb
+from harness.hostile_inputs import flac_bomb, mp3_bomb, ogg_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
 
@@ -43,6 +43,10 @@ BOMBS = {
     "flac of unknown length": (lambda: flac_bomb(total_samples=0), "is longer than 60 s"),
     # 93 KB of Ogg/Opus that decodes to an hour of 48 kHz stereo (690 MB as 16-bit PCM).
     "ogg/opus": (lambda: ogg_opus_bomb(3600, channels=2), "is 3600.1 s long"),
+    # 3.6 MB of silent MP3 frames (8 kbit/s, 8 kHz), an hour; its Xing header counts them: refused from the header.
+    "mp3": (lambda: mp3_bomb(3600), "is 3600.0 s long"),
+    # The same frames without a Xing header: an MP3 has no other length but a guess, so refused once 60 s are decoded.
+    "mp3 without a length": (lambda: mp3_bomb(3600, xing=False), "is longer than 60 s"),
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import soundfile
 import srt
 import webvtt
 from websockets.sync.client import connect
@@ -19,7 +20,7 @@ from websockets.sync.client import connect
 from speech_recognizer.app import create_app
 from speech_recognizer.results import written, written_word
 
-from ..conftest import TEST_KEY, make_settings
+from ..conftest import TEST_KEY, make_settings, mp3_pcm
 from ..support import Reference, ServerThread, near_confidence
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -81,6 +82,48 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     only_words = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
                                                  response_format="verbose_json", timestamp_granularities=["word"])
     assert only_words.segments is None and [w.word for w in only_words.words] == [w[0] for w in words]
+
+
+def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_server: ServerThread, utterances_mp3: Path,
+                                                                         utterances_mp3_ref: Reference) -> None:
+    """An MP3 (what apps written for OpenAI send most), uploaded by the openai package: the words and times of
+    in-process Vosk fed the PCM soundfile decodes the same file to, and its length. It was refused: "the body is not
+    WAV, Ogg or FLAC audio"."""
+    verbose = client(keyed_server).audio.transcriptions.create(
+        model="whisper-1", file=utterances_mp3.open("rb"), language="ko", response_format="verbose_json",
+        timestamp_granularities=["word", "segment"])
+    assert verbose.text == " ".join(written(t) for t in utterances_mp3_ref.texts)
+    assert verbose.duration == round(len(mp3_pcm(utterances_mp3)) / 32000, 6)
+    spoken = [w for p in utterances_mp3_ref.phrases for w in p.words]  # the route writes them ([9] as 9)
+    assert [w.word for w in verbose.words] == [written_word(w.word) for w in spoken]
+    utterances_mp3_ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
+    assert [s.text for s in verbose.segments] == [written(p.text) for p in utterances_mp3_ref.phrases]
+    for segment, phrase in zip(verbose.segments, utterances_mp3_ref.phrases, strict=True):
+        assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
+
+
+def test_pcm_its_content_type_declares_is_never_taken_for_an_mp3(keyed_server: ServerThread, speech_wav: Path) -> None:
+    """The same bytes, an MP3 (MPEG-1: its first frame begins 0xFF 0xFB), are 16-bit PCM under a content type that
+    declares headerless PCM (two bytes a sample), and an MP3 by their frames under any other (its decoded length).
+    Raw PCM can begin like an MPEG frame: its content type, not its bytes, says what it is. Under ``audio/mpeg`` it
+    had been a 415, as ``application/octet-stream`` a 400."""
+    data, _ = soundfile.read(speech_wav, dtype="int16")
+    buf = io.BytesIO()
+    soundfile.write(buf, data, 44100, format="MP3")
+    body = buf.getvalue()
+    assert body[:2] == b"\xff\xfb", body[:4].hex()
+    decoded = soundfile.info(io.BytesIO(body)).frames / 44100
+
+    def duration(content_type: str) -> float:
+        r = httpx.post(f"{keyed_server.http}/v1/audio/transcriptions", files={"file": ("audio", body, content_type)},
+                       data={"response_format": "verbose_json"}, headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=60)
+        assert r.status_code == 200, (content_type, r.text)
+        return r.json()["duration"]
+
+    for pcm in ("audio/l16; rate=16000", "audio/wav; codecs=audio/pcm; samplerate=16000"):
+        assert duration(pcm) == round(len(body) // 2 / 16000, 6), pcm
+    for mp3 in ("audio/mpeg", "application/octet-stream"):
+        assert duration(mp3) == pytest.approx(decoded, abs=1e-6), mp3
 
 
 def test_errors_are_raised_by_the_client_as_openai_says_them(keyed_server: ServerThread, speech_wav: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from ..conftest import TEST_KEY
-from ..support import SENTENCES, read_wav, speak
+from ..support import SENTENCES, Reference, read_wav, speak
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 
@@ -108,7 +108,9 @@ BAD_INPUTS = {
         415,
         "unsupported WAV encoding",
     ),
-    "unsupported content type": (lambda wav: b"\xff\xfb\x90\x00" * 100, "audio/mpeg", 415, "unsupported content type"),
+    "unsupported content type": (lambda wav: b"\xff\xf1\x50\x80" * 100, "audio/aac", 415, "unsupported content type"),
+    # an MPEG frame header over and over: no second frame where the first one's length says: not taken for an MP3
+    "MPEG frame headers alone": (lambda wav: b"\xff\xfb\x90\x00" * 100, "audio/mpeg", 400, "nor MPEG audio frames"),
     "bad sample rate": (lambda wav: wav[:24] + struct.pack("<I", 1000) + wav[28:], "audio/wav", 400, "sample rate"),
 }
 
@@ -119,6 +121,59 @@ def test_bad_input_gets_a_clear_error(server, speech_wav: Path, good_text: str, 
     r = post(server, make(speech_wav.read_bytes()), ctype)
     assert r.status_code == status, r.text
     assert words.lower() in r.json()["error"]["message"].lower()
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def test_mp3_gives_the_words_and_times_in_process_vosk_hears_in_the_pcm_it_decodes_to(server, utterances_mp3: Path,
+                                                                                       utterances_mp3_ref: Reference) -> None:
+    """An MP3 body, as ``audio/mpeg`` or ``audio/mp3``: the words and times of in-process Vosk fed the PCM soundfile
+    decodes the same file to. It had been a 415 ("unsupported content type 'audio/mpeg'")."""
+    for content_type in ("audio/mpeg", "audio/mp3"):
+        r = post(server, utterances_mp3.read_bytes(), content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+        assert r.status_code == 200, r.text
+        best = r.json()["NBest"][0]
+        assert best["Lexical"] == " ".join(utterances_mp3_ref.texts)
+        utterances_mp3_ref.assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7)
+                                               for w in best["Words"]])
+
+
+def _id3(body: bytes = b"", size: int | None = None) -> bytes:
+    """An ID3v2.4 tag (a title), then ``body``; ``size``: the tag's size it says, if not its own."""
+    frames = b"TIT2" + struct.pack(">I", 6) + b"\0\0" + b"\x03title"
+    said = len(frames) if size is None else size
+    return b"ID3\x04\x00\x00" + bytes((said >> shift) & 0x7F for shift in (21, 14, 7, 0)) + frames + body
+
+
+def _flac(wav: Path) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, *soundfile.read(wav, dtype="int16"), format="FLAC")
+    return buf.getvalue()
+
+
+#: MP3 bodies that are not whole: made of the MP3 of the three utterances (and the WAV) -> status, what the reason says.
+BAD_MP3 = {
+    "an ID3 tag alone": (lambda mp3, wav: _id3(), 400, "the MP3 is an ID3 tag and nothing else: it holds no audio"),
+    "garbage after an ID3 tag": (lambda mp3, wav: _id3(b"garbage " * 500), 400, "holds no MPEG audio frame after its ID3 tag"),
+    "cut in its first frame": (lambda mp3, wav: _id3(mp3[:100]), 400, "cut short in its first frame"),
+    "an ID3 tag longer than the body": (lambda mp3, wav: _id3(mp3, size=1 << 20), 400, "its ID3 tag says it is 1048586 bytes"),
+    "cut short": (lambda mp3, wav: mp3[: len(mp3) // 2], 400, "the MP3 is cut short: it ends at"),
+    "junk in its middle": (lambda mp3, wav: mp3[: len(mp3) // 2] + b"junk" * 2000 + mp3[len(mp3) // 2 :], 400,
+                           "the MP3 is corrupt: its decoder lost the MPEG frames"),
+    "FLAC after an ID3 tag": (lambda mp3, wav: _id3(_flac(wav)), 415, "an ID3 tag followed by FLAC audio, not MP3"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MP3))
+def test_an_mp3_that_is_not_whole_is_refused_saying_why(server, utterances_mp3: Path, speech_wav: Path, good_text: str,
+                                                        case: str) -> None:
+    """Corrupt and cut MP3s, and what libsndfile would read after an ID3 tag besides MP3: refused with the reason
+    (libsndfile's own words for most were "File does not exist or is not a regular file (possibly a pipe?)"; an MP3
+    cut short decoded to what was left, without an error), never a 500; the server serves on. They had all been 415,
+    or 400 "not WAV, Ogg or FLAC audio"."""
+    make, status, says = BAD_MP3[case]
+    r = post(server, make(utterances_mp3.read_bytes(), speech_wav), "audio/mpeg")
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]["message"], r.text
     assert_still_serves(server, speech_wav, good_text)
 
 

@@ -237,14 +237,17 @@ def test_a_route_without_description_stops_the_app(registry: ModelRegistry, tmp_
 
 
 def test_recognition_is_described_completely(fresh: App) -> None:
-    """The REST body's content types (FLAC, WAV variants, Ogg/Opus, headerless PCM with rate and
-    channels), its query parameters, its error shapes; the key as a security scheme."""
+    """The REST body's content types (FLAC, WAV variants, Ogg/Opus, MP3, headerless PCM with rate and
+    channels), its query parameters, its error shapes; the key as a security scheme. The OpenAI route's file
+    is described as every container decoded."""
     spec = httpx.get(f"{fresh.http}/openapi.json").json()
     item = spec["paths"][c.RECOGNITION_PATH_TEMPLATE]
     post = item["post"]
     types = set(post["requestBody"]["content"])
     assert {"audio/flac", "audio/wav", "audio/x-wav", "audio/wav; codecs=audio/pcm; samplerate=16000",
-            "audio/ogg; codecs=opus", "audio/l16; rate=16000; channels=1"} <= types, types
+            "audio/ogg; codecs=opus", "audio/mpeg", "audio/l16; rate=16000; channels=1"} <= types, types
+    upload = spec["paths"][c.ROUTE_OPENAI_TRANSCRIPTIONS]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert all(f.name in upload["schema"]["properties"]["file"]["description"] for f in c.AUDIO_FORMATS), upload
     params = {p["name"] for p in post["parameters"]}
     assert {"mode", "language", "format", "profanity", "wordLevelTimestamps", "wordLevelConfidence"} <= params
     for status in ("400", "401", "403", "413", "415", "503"):
