@@ -67,7 +67,10 @@ class Emulator(kmock.KubernetesEmulator):
       deletion marked by deletionTimestamp) gets a new resourceVersion from one counter across all objects, and its
       watch event carries it; a write that changes nothing (the same labels again) stores nothing: the same
       resourceVersion, no watch event (kopf's consistency wait and its "nothing changed" depend on both). A JSON
-      patch whose ``test`` fails (kopf's optimistic lock on resourceVersion) is 422, as there (kmock: a 500).
+      patch whose ``test`` fails (kopf's optimistic lock on resourceVersion) is 422, as there (kmock: a 500). An
+      update whose object carries a resourceVersion other than the stored one (a PUT, a patch of any type, an apply
+      that sends one) is 409 Conflict and stores nothing, as there (:func:`_stale`; kmock stored it); a PUT is a
+      replace (:func:`_replaced`; kmock served none).
     - A list's resourceVersion is the newest there is (etcd's revision; kmock's is ``...``), and a watch from a
       resourceVersion replays every event after it as it happened, then what follows, as the watch cache does
       (:meth:`_serve_watch`; 410 Expired once :meth:`compact` forgot it): kmock started every watch with an ADDED of
@@ -332,9 +335,12 @@ class Emulator(kmock.KubernetesEmulator):
                 after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), {"metadata": {"deletionTimestamp": _now()}}))
             else:
                 try:
-                    after = dict(kmock_dicts.patch_dict(copy.deepcopy(before), request.data or {}))
+                    after = (_replaced(before, request.data, request.subresource) if request.method == kmock.method.PUT
+                             else dict(kmock_dicts.patch_dict(copy.deepcopy(before), request.data or {})))
                 except jsonpatch.JsonPatchException as e:
                     return invalid_patch(str(e))
+                if (stale := _stale(request, before, after)) is not None:
+                    return stale
                 if self._has_status(request.resource):
                     after = _status_split(request.resource, request.subresource, before, after)
             if live is not None and before is not None and after is not None and after != before:
@@ -494,7 +500,8 @@ class Emulator(kmock.KubernetesEmulator):
             return None  # a JSON patch (kopf's finalizers: no annotation) is not judged
         result: Any = request.data
         key = (request.resource, request.namespace, request.name)
-        if request.action == kmock.action.UPDATE and key in self.objects and not (live := self.objects[key]).deleted:
+        if (request.action == kmock.action.UPDATE and request.method != kmock.method.PUT and key in self.objects
+                and not (live := self.objects[key]).deleted):
             result = kmock_dicts.patch_dict(copy.deepcopy(dict(live.raw)), request.data)
         if annotations_bytes((result.get("metadata") or {}).get("annotations") or {}) <= ANNOTATIONS_MAX_BYTES:
             return None
@@ -531,6 +538,58 @@ def invalid_patch(cause: str) -> aiohttp.web.Response:
     server response of 422 with the patch library's error)."""
     return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid",
                                       "code": 422, "message": cause}, status=422)
+
+
+#: The API server's words for an update whose resourceVersion is not the stored one (apiserver's
+#: registry/generic/registry/store.go, OptimisticLockErrorMsg).
+OPTIMISTIC_LOCK = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+def _replaced(before: dict[str, Any], sent: Any, subresource: str | None) -> dict[str, Any]:
+    """The object a PUT (a replace) makes of ``before``: what was sent, with the fields the registry keeps whatever an
+    update sends (rest.BeforeUpdate and the strategies' PrepareForUpdate: uid, creationTimestamp, generation, a
+    deletion's marks; its name and namespace are the URL's); a ``/scale`` PUT sets the replicas alone, and the version
+    only when it sends one."""
+    sent = copy.deepcopy(sent) if isinstance(sent, dict) else {}
+    given = sent.get("metadata") or {}
+    if subresource == "scale":
+        after = copy.deepcopy(before)
+        after.setdefault("spec", {})["replicas"] = (sent.get("spec") or {}).get("replicas")
+        if given.get("resourceVersion"):  # else none is asked for (the scale REST's scaleUpdatedObjectInfo)
+            after["metadata"] = {**after["metadata"], "resourceVersion": given["resourceVersion"]}
+        return after
+    kept = {k: v for k, v in (before.get("metadata") or {}).items() if k in (
+        "name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")}
+    return {**sent, "metadata": {**given, **kept}}
+
+
+def _stale(request: kmock.Request, before: dict[str, Any], after: dict[str, Any]) -> aiohttp.web.Response | None:
+    """The API server's answer to an update (a PUT, any PATCH, /status and /scale too) whose object carries a
+    resourceVersion that is not the stored one: 409 Conflict, nothing stored (registry/generic/registry/store.go,
+    Update: ``newResourceVersion != existingResourceVersion`` -> apierrors.NewConflict(qualifiedResource, name,
+    OptimisticLockErrorMsg), checked before the strategies' PrepareForUpdate). A patch's object has the stored version
+    unless the patch sets one, so a patch without one is never stale. One with none is taken as it is (the version then
+    the stored one), but a custom resource's: its strategy allows no unconditional update (apiextensions-apiserver
+    customresource/strategy.go, AllowUnconditionalUpdate false), so it is 422 "must be specified for an update".
+    None for any other update."""
+    assert request.resource is not None
+    sent, stored = ((obj.get("metadata") or {}).get("resourceVersion") for obj in (after, before))
+    resource = f"{request.resource.plural}{'.' + request.resource.group if request.resource.group else ''}"
+    details = {"name": request.name, **({"group": request.resource.group} if request.resource.group else {}),
+               "kind": request.resource.plural}
+    if not sent and stored and _custom(request.resource):
+        field = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+        return aiohttp.web.json_response({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f"{resource} \"{request.name}\" is invalid: {field}", "reason": "Invalid",
+            "details": {**details, "causes": [{"reason": "FieldValueInvalid", "message": field.split(": ", 1)[1],
+                                               "field": "metadata.resourceVersion"}]}, "code": 422}, status=422)
+    if not sent or str(sent) == str(stored):
+        return None
+    return aiohttp.web.json_response({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f"Operation cannot be fulfilled on {resource} \"{request.name}\": {OPTIMISTIC_LOCK}",
+        "reason": "Conflict", "details": details, "code": 409}, status=409)
 
 
 def version_on_create() -> aiohttp.web.Response:
@@ -757,9 +816,12 @@ kmock_parsing.parse_path = _parse_path
 
 def _guess_k8s(k8s_path: Any, method: Any, query: dict[str, str], _guess: Callable[..., Any] = kmock_parsing.guess_k8s) -> Any:
     """The official client asks for a watch with ``watch=True`` (Python's spelling); the API server
-    reads booleans as Go's ParseBool does (``true``, ``True``, ``1`` ...), kmock only ``true``."""
+    reads booleans as Go's ParseBool does (``true``, ``True``, ``1`` ...), kmock only ``true``. A PUT of an object
+    is an update (a replace), which kmock did not serve."""
     if query.get("watch") in ("True", "1", "t", "T", "TRUE"):
         query = {**query, "watch": "true"}
+    if method == kmock.method.PUT and k8s_path.group is not None and k8s_path.name is not None:
+        return kmock.action.UPDATE  # a replace (kmock guesses no action for a PUT): Emulator._versioned stores it
     return _guess(k8s_path, method, query)
 
 

@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING, Any
 import kmock
 from conftest import NAMESPACE
 
+from harness.kube import OPTIMISTIC_LOCK
 from speech_operator import api
-from speech_operator.kube import KubeError
+from speech_operator.kube import APPLY_PATCH, JSON, MERGE_PATCH, KubeError
 
 if TYPE_CHECKING:
     from conftest import Cluster
+
+
+JSON_PATCH, STRATEGIC_PATCH = "application/json-patch+json", "application/strategic-merge-patch+json"
 
 
 def stt(name: str, **extra: Any) -> dict[str, Any]:
@@ -271,3 +275,59 @@ async def test_a_watch_ends_at_its_timeout_seconds_or_else_after_the_servers_own
     cluster.emulator.min_request_timeout = 0.5
     events, took = await asyncio.wait_for(whole(0, {"resourceVersion": events[-1][1]}), 5)
     assert events == [("MODIFIED", changed["metadata"]["resourceVersion"])] and 0.5 <= took < 1.5, (events, took)
+
+
+async def test_a_write_with_a_stale_resource_version_is_a_conflict_and_is_not_stored(apiserver: Cluster) -> None:
+    """An update whose object carries a resourceVersion other than the stored one, by PUT, merge patch, JSON patch,
+    strategic merge patch, server-side apply, to /status or /scale, is 409 Conflict ("the object has been modified;
+    please apply your changes to the latest version and try again", reason Conflict) and nothing is stored
+    (apiserver's registry/generic/registry/store.go, Update: ``newResourceVersion != existingResourceVersion`` ->
+    NewConflict(qualifiedResource, name, OptimisticLockErrorMsg)). With the stored version, or with none, it is
+    taken; but a custom resource PUT with none is 422, its strategy allowing no unconditional update
+    (apiextensions-apiserver customresource/strategy.go). Before, the emulator stored each of them (and served no
+    PUT at all: a 404)."""
+    cluster = apiserver
+    made = await cluster.api.create(widgets(cluster), widget("w"))
+    url = widgets(cluster, "w")
+    now = await cluster.api.patch(url, {"spec": {"replicas": 2}})
+    assert now is not None
+    old, current = made["metadata"]["resourceVersion"], now["metadata"]["resourceVersion"]
+
+    async def refused(status: int, method: str, url: str, body: Any, content_type: str = JSON, **query: str) -> str:
+        try:
+            await cluster.api.request(method, url, body, content_type=content_type, query=query)
+        except KubeError as e:
+            assert e.status == status, e
+            return str(e)
+        raise AssertionError(f"{method} {url} {body} was taken")
+    conflict = f'Operation cannot be fulfilled on widgets.example.com \\"w\\": {OPTIMISTIC_LOCK}'
+    stale = {"name": "w", "namespace": NAMESPACE, "resourceVersion": old}
+    for method, target, body, kind in [
+            ("PUT", url, widget("w", metadata=stale, spec={"replicas": 5}), JSON),
+            ("PATCH", url, {"metadata": {"resourceVersion": old}, "spec": {"replicas": 5}}, MERGE_PATCH),
+            ("PATCH", url, [{"op": "replace", "path": "/metadata/resourceVersion", "value": old},
+                            {"op": "replace", "path": "/spec/replicas", "value": 5}], JSON_PATCH),
+            ("PATCH", widgets(cluster, "w", "status"), {"metadata": {"resourceVersion": old}, "status": {"ready": 5}},
+             MERGE_PATCH),
+            ("PUT", widgets(cluster, "w", "scale"), {"metadata": {"resourceVersion": old}, "spec": {"replicas": 5}}, JSON),
+            ("PATCH", url, widget("w", metadata=stale, spec={"replicas": 5}), APPLY_PATCH)]:
+        query = {"fieldManager": "test", "force": "true"} if kind == APPLY_PATCH else {}
+        said = await refused(409, method, target, body, kind, **query)
+        assert conflict in said and '"reason": "Conflict"' in said and '"kind": "widgets"' in said, said
+    assert await cluster.api.get(url) == now, "nothing stored"
+
+    taken = await cluster.api.request("PUT", url, widget("w", metadata={"name": "w", "resourceVersion": current},
+                                                          spec={"replicas": 3}))
+    assert taken is not None and taken["spec"] == {"replicas": 3} and taken["metadata"]["generation"] == 3
+    assert taken["metadata"]["uid"] == made["metadata"]["uid"] and int(taken["metadata"]["resourceVersion"]) > int(current)
+    said = await refused(422, "PUT", url, widget("w", spec={"replicas": 4}))
+    assert "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in said, said
+
+    dep = await cluster.api.create(cluster.url("apps/v1", "deployments"), deployment())
+    dep_url = cluster.url("apps/v1", "deployments", "en-us")
+    said = await refused(409, "PATCH", dep_url, {"metadata": {"resourceVersion": old}, "spec": {"replicas": 2}},
+                         STRATEGIC_PATCH)
+    assert 'Operation cannot be fulfilled on deployments.apps \\"en-us\\"' in said and '"group": "apps"' in said, said
+    replaced = await cluster.api.request("PUT", dep_url, deployment(spec={"replicas": 2}))
+    assert replaced is not None and replaced["spec"]["replicas"] == 2, "a Deployment's update may name no version"
+    assert int(replaced["metadata"]["resourceVersion"]) > int(dep["metadata"]["resourceVersion"])
