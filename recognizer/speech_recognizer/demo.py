@@ -3,10 +3,12 @@
 ``GET /demo`` is a page with a locale picker (the models loaded), the key field when the
 server has a key, and a Record button. Its script (``static/demo.js``) captures the
 microphone through an AudioWorklet (``static/pcm16-worklet.js``) that sends 16-bit PCM to
-the ``/vosk`` WebSocket; partial text shows as it comes and each utterance's final text
-stays. Every file is served from this package (no CDN). A browser cannot set headers on a
-WebSocket, so the key goes in the query, where the server accepts a key on WebSocket
-upgrades and never logs it (:mod:`.auth`, :mod:`.logs`).
+the ``/vosk`` WebSocket, asking in its config for the text written for people (``"written": 1``:
+the model's ``[9]`` as ``9``, as every other form a person reads shows it); partial text
+shows as it comes and each utterance's final text stays. Every file is served from this
+package (no CDN). A browser cannot set headers on a WebSocket, so the key goes in the
+query, where the server accepts a key on WebSocket upgrades and never logs it
+(:mod:`.auth`, :mod:`.logs`).
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def routes() -> list[BaseRoute]:
             "tags": [oa.REFERENCE],
             "summary": "Live demo: speak into the browser's microphone",
             "description": "Records from the microphone (an AudioWorklet sends 16-bit PCM) over the `/vosk` WebSocket, "
-            "showing partial text as it comes and a final line per utterance; a picker of the loaded locales, and "
-            "the key asked for when the server has one (sent in the WebSocket URL's query). The microphone needs a "
+            "showing partial text as it comes and a final line per utterance, written for people (its config's `written`); "
+            "a picker of the loaded locales, and the key asked for when the server has one (sent in the WebSocket URL's query). The microphone needs a "
             "secure page: https, or http://localhost.",
             "responses": {"200": {"description": "HTML", "content": oa.HTML}},
         }),

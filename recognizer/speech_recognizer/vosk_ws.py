@@ -3,7 +3,11 @@
 Served at ``/vosk`` and at ``/`` (where vosk-server clients connect). An
 optional first text message ``{"config": {"sample_rate", "phrase_list",
 "words", "max_alternatives"}}``, then binary 16-bit PCM; every chunk is
-answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``;
+answered with ``{"partial": …}`` or a final ``{"text", "result": [...]}``,
+Vosk's words as vosk-server sends them (``[9]``, ``<UNK>``). A config's
+``"written": 1`` (not vosk-server's: it ignores it) asks for every text of the
+replies as :func:`~speech_recognizer.results.written` writes it for people
+(``9``), as the demo page does;
 the text ``{"eof" : 1}`` flushes the final result and closes; ``{"reset" : 1}``
 answers the final result so far and the stream goes on (as vosk-server does). The
 locale is ``?language=`` (default: the only locale served). Audio is read up to
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -34,30 +38,41 @@ from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, cl
 from .inbox import Inbox
 from .openapi import describe
 from .rest import request_locale
+from .results import written, written_word
 from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
-from .transcript import Event, Phrase
+from .transcript import Event, Phrase, Word
 
 ROUTE = "vosk"
 #: Most alternatives a client may ask for (each costs decoding time).
 MAX_ALTERNATIVES = 100
 
 
-def final_json(phrase: Phrase | None, max_alternatives: int, words: bool) -> dict[str, Any]:
-    """Vosk's own final-result JSON for a phrase (``{"text": ""}`` when nothing was said)."""
+def _shown(words: Sequence[Word], for_people: bool) -> list[tuple[Word, str]]:
+    """Each word with its text as sent: as Vosk said it, or as :func:`~speech_recognizer.results.written_word` writes
+    it for people (a word written as nothing left out)."""
+    if not for_people:
+        return [(w, w.text) for w in words]
+    return [(w, shown) for w in words if (shown := written_word(w.text))]
+
+
+def final_json(phrase: Phrase | None, max_alternatives: int, words: bool, for_people: bool = False) -> dict[str, Any]:
+    """Vosk's own final-result JSON for a phrase (``{"text": ""}`` when nothing was said); ``for_people``: each
+    text written for people (:func:`~speech_recognizer.results.written`), as a config's ``"written"`` asks."""
     if max_alternatives:
         alternatives = []
         for alt in phrase.alternatives if phrase else ():
-            entry: dict[str, Any] = {"confidence": alt.confidence, "text": alt.text}
+            entry: dict[str, Any] = {"confidence": alt.confidence, "text": written(alt.text) if for_people else alt.text}
             if words:
-                entry["result"] = [{"end": w.end, "start": w.start, "word": w.text} for w in alt.words]
+                entry["result"] = [{"end": w.end, "start": w.start, "word": shown} for w, shown in _shown(alt.words, for_people)]
             alternatives.append(entry)
         return {"alternatives": alternatives or [{"confidence": 0.0, "text": ""}]}
     if phrase is None:
         return {"text": ""}
-    out: dict[str, Any] = {"text": phrase.text}
+    out: dict[str, Any] = {"text": written(phrase.text) if for_people else phrase.text}
     if words:
-        out["result"] = [{"conf": w.confidence, "end": w.end, "start": w.start, "word": w.text} for w in phrase.words]
+        out["result"] = [{"conf": w.confidence, "end": w.end, "start": w.start, "word": shown}
+                         for w, shown in _shown(phrase.words, for_people)]
     return out
 
 
@@ -69,6 +84,8 @@ class VoskConfig:
         self.phrase_list: list[str] | None = None
         self.words = True
         self.max_alternatives = 0
+        #: ``"written"``: the replies' texts written for people (``[9]`` -> ``9``), not as Vosk said them.
+        self.written = False
 
     def update(self, config: object) -> None:
         """Apply a config message; raises :class:`~speech_recognizer.errors.BadValue` naming what is wrong."""
@@ -85,6 +102,8 @@ class VoskConfig:
                 self.words = bool(int(config["words"]))
             if "max_alternatives" in config:
                 self.max_alternatives = max(0, int(config["max_alternatives"]))
+            if "written" in config:
+                self.written = bool(int(config["written"]))
         except (TypeError, ValueError, OverflowError) as exc:  # e.g. "fast", 1e999 (inf), NaN, a list
             raise BadValue(f"bad config: {exc}") from None
         if self.max_alternatives > MAX_ALTERNATIVES:
@@ -99,8 +118,8 @@ def chunk_reply(snapshot: Snapshot, config: VoskConfig) -> dict[str, Any]:
     """The reply to one chunk: from the state that chunk left (:class:`~speech_recognizer.session.Snapshot`)."""
     phrase = first_phrase(snapshot.events)
     if phrase is not None or snapshot.endpoint:
-        return final_json(phrase, config.max_alternatives, config.words)
-    return {"partial": snapshot.partial_text}
+        return final_json(phrase, config.max_alternatives, config.words, config.written)
+    return {"partial": written(snapshot.partial_text) if config.written else snapshot.partial_text}
 
 
 #: What the reply queue holds: a decoding job's future and how its result becomes the reply sent.
@@ -242,7 +261,7 @@ class Conversation:
             future = done
         else:
             future = self.session.finish_ahead()
-        return future, lambda events: final_json(first_phrase(events), config.max_alternatives, config.words)
+        return future, lambda events: final_json(first_phrase(events), config.max_alternatives, config.words, config.written)
 
     async def _final(self) -> None:
         """Send every reply still due and the final result, then stop sending (eof, idle, too long)."""
@@ -315,7 +334,9 @@ VOSK = {
         "protocol": "vosk-server's WebSocket protocol",
         "clientMessages": {
             "config": 'text, optional, before any audio: `{"config": {"sample_rate": 16000, "phrase_list": ["..."], '
-            '"words": 1, "max_alternatives": 0}}` (sample_rate: of the PCM that follows; default the model\'s)',
+            '"words": 1, "max_alternatives": 0}}` (sample_rate: of the PCM that follows; default the model\'s). Not '
+            'vosk-server\'s: `"written": 1` makes every text of the replies written for people, as the other routes\' '
+            'display forms are (the model\'s `[9]` as `9`, `<UNK>` left out); without it, Vosk\'s words as vosk-server sends them',
             "audio": "binary: 16-bit little-endian mono PCM at `sample_rate`, in chunks of any size",
             "reset": 'text `{"reset" : 1}`: the final result of the audio so far follows, and the stream goes on',
             "eof": 'text `{"eof" : 1}`: the audio is over; the final result follows, then the close',

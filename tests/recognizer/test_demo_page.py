@@ -11,6 +11,9 @@ from its first sample: the microphone starts a few tens of milliseconds before r
 page's audio is the file less a lead of varying length, and the small Korean model's words on espeak-ng
 speech change with a shift of a few milliseconds. The test checks that the page's
 audio is the file's, sample for sample, from where recording started.
+
+The page asks /vosk for the text written for people (its config's ``"written": 1``), so it shows the
+model's ``[9]`` as ``9``: its lines and partials are results.written of what a plain /vosk client gets.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 from websockets.sync.client import connect
 
+from speech_recognizer.results import written
+
 from ..conftest import TEST_KEY
 from ..support import ServerThread, require_tool
 
@@ -35,16 +40,19 @@ DEAD_PORT = 9
 #: The rate of Chromium's fake audio input device: a file at this rate reaches the page unresampled.
 DEVICE_RATE = 44100
 
-#: Records every message the page sends on a WebSocket (binary as 16-bit samples) with its time, and when
-#: partial text first showed.
+#: Records every message the page sends on a WebSocket (binary as 16-bit samples) with its time, when
+#: partial text first showed, and each partial text shown (empty ones and repeats left out).
 RECORDER = """
 window.__sent = [];
 window.__firstPartial = null;
+window.__partials = [];
 document.addEventListener("DOMContentLoaded", () => {
   const partial = document.getElementById("partial");
   if (!partial) return;
   new MutationObserver(() => {
-    if (window.__firstPartial === null && partial.textContent.trim()) window.__firstPartial = performance.now();
+    const text = partial.textContent;
+    if (window.__firstPartial === null && text.trim()) window.__firstPartial = performance.now();
+    if (text && text !== window.__partials[window.__partials.length - 1]) window.__partials.push(text);
   }).observe(partial, { childList: true, characterData: true, subtree: true });
 });
 const send = WebSocket.prototype.send;
@@ -110,24 +118,36 @@ def read_pcm(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
-def vosk_finals(ws_base: str, key: str, rate: int, chunks: list[bytes]) -> list[str]:
-    """/vosk's final texts for ``chunks`` sent as given, as the page sends them."""
-    finals = []
+def shown(texts: list[str]) -> list[str]:
+    """``texts`` without the empty ones and a repeat of the one before (as the recorder keeps partials)."""
+    out: list[str] = []
+    for text in texts:
+        if text and (not out or out[-1] != text):
+            out.append(text)
+    return out
+
+
+def page_lines(finals: list[str]) -> list[str]:
+    """The lines the page shows for /vosk's final texts ``finals``: each written for people, an empty one not at all."""
+    return [line for text in finals if (line := written(text))]
+
+
+def vosk_replies(ws_base: str, key: str, rate: int, chunks: list[bytes]) -> tuple[list[str], list[str]]:
+    """/vosk's final texts and partial texts for ``chunks`` sent as given, as a vosk-server client gets them
+    (Vosk's words: the config the page sends, without its ``written``)."""
+    finals, partials = [], []
     with connect(f"{ws_base}/vosk?language=ko-KR", additional_headers={"Ocp-Apim-Subscription-Key": key}) as ws:
         ws.send(json.dumps({"config": {"sample_rate": rate, "words": 0}}))
-        for chunk in chunks:
-            ws.send(chunk)
+        for chunk in [*chunks, None]:
+            ws.send('{"eof" : 1}' if chunk is None else chunk)
             reply = json.loads(ws.recv())
             if reply.get("text"):
                 finals.append(reply["text"])
-        ws.send('{"eof" : 1}')
-        reply = json.loads(ws.recv())
-        if reply.get("text"):
-            finals.append(reply["text"])
-    return finals
+            partials.append(reply.get("partial", ""))
+    return finals, partials
 
 
-def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
+def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text_written_for_people(
         browser: Browser, keyed_server: ServerThread, microphone_wav: Path, tmp_path: Path) -> None:
     file_pcm = read_pcm(microphone_wav)
     file_seconds = len(file_pcm) / DEVICE_RATE
@@ -138,7 +158,7 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
     page.click("#record")
     assert "needs its key" in page.inner_text("#status"), "the key is asked for before anything is recorded"
     page.fill("#key", TEST_KEY)
-    vosk_finals(keyed_server.ws, TEST_KEY, DEVICE_RATE, [file_pcm[i : i + 4410].tobytes() for i in range(0, len(file_pcm), 4410)])
+    vosk_replies(keyed_server.ws, TEST_KEY, DEVICE_RATE, [file_pcm[i : i + 4410].tobytes() for i in range(0, len(file_pcm), 4410)])
     started = time.monotonic()  # (the line above leaves a warm recognizer in the pool, as any earlier traffic does)
     page.click("#record")
     page.wait_for_function("document.querySelectorAll('#finals .final').length >= 1", timeout=120_000)
@@ -147,10 +167,10 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
     page.click("#record")
     page.wait_for_function("document.getElementById('record').textContent === 'Record'", timeout=60_000)
     assert page.inner_text("#status").startswith("Done"), page.inner_text("#status")
-    shown = page.locator("#finals .final").all_inner_texts()
+    lines = page.locator("#finals .final").all_inner_texts()
 
     sent = offline.sent()
-    assert json.loads(sent[0][1]) == {"config": {"sample_rate": DEVICE_RATE, "words": 0}}
+    assert json.loads(sent[0][1]) == {"config": {"sample_rate": DEVICE_RATE, "words": 0, "written": 1}}
     assert sent[-1][1] == '{"eof" : 1}'
     chunks = [np.array(data, dtype="<i2") for _, data in sent[1:-1]]
     audio = np.concatenate(chunks)
@@ -175,10 +195,12 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text(
 
     # /vosk on the very chunks the page sent, once: the same audio in the same chunks decodes to the same words
     # whichever recognizer of the pool a session gets (docs/engine.md, "Warm recognizers"), so the page's lines
-    # are exactly the replay's.
-    replayed = vosk_finals(keyed_server.ws, TEST_KEY, DEVICE_RATE, [c.tobytes() for c in chunks])
+    # and partials are exactly the replay's, written for people (the model's [9] as 9).
+    replayed, partials = vosk_replies(keyed_server.ws, TEST_KEY, DEVICE_RATE, [c.tobytes() for c in chunks])
     assert len(replayed) >= 2, f"a final line per utterance: {replayed}"
-    assert shown == replayed, (shown, replayed)
+    assert [t for t in replayed if written(t) != t], f"the recording gives no marked token, so it tests nothing: {replayed}"
+    assert lines == page_lines(replayed), (lines, replayed)
+    assert page.evaluate("window.__partials") == shown([written(p) for p in partials]), (page.evaluate("window.__partials"), partials)
     assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
     offline.context.close()
 

@@ -1,6 +1,7 @@
 """The model's marked tokens in every result form: ``[9]`` is shown as ``9`` wherever a person reads the text, the
 unknown word not at all; ``Lexical`` and the ``Words`` keep the model's spelling; ``/vosk`` sends Vosk's words as
-they are (docs/engine.md, "Result forms and the model's marked tokens")."""
+they are, unless its config asks ``"written": 1`` as the demo page does (docs/engine.md, "Result forms and the
+model's marked tokens")."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 import srt
+from websockets.sync.client import connect
 
+from speech_recognizer.errors import BadValue
 from speech_recognizer.model_graph import FST_MAGIC, HAS_ISYMBOLS, HAS_OSYMBOLS, SYMBOLS_MAGIC
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, hypothesis_json, lexical, phrase_json, written, written_word
 from speech_recognizer.subtitles import cues
 from speech_recognizer.transcript import Alternative, Phrase, Word
+from speech_recognizer.vosk_ws import VoskConfig, final_json
 
 from ..conftest import CHUNK
 from ..support import Reference, ServerThread, read_wav
@@ -77,6 +81,27 @@ def test_subtitles_and_openai_forms_show_the_number() -> None:
     assert body["words"] == [{"word": "오후", "start": 0.3, "end": 0.6}, {"word": "9", "start": 0.6, "end": 0.9},
                              {"word": "시", "start": 0.9, "end": 1.2}]
     assert openai_answer([phrase], "text", set(), "ko-KR", 1.2).body.decode() == "오후 9 시\n"
+
+
+@pytest.mark.unit
+def test_vosk_sends_vosks_words_unless_its_config_asks_for_them_written() -> None:
+    phrase = _phrase()
+    assert final_json(phrase, 0, True) == {"text": "<UNK> 오후 [9] 시", "result": [
+        {"conf": w.confidence, "end": w.end, "start": w.start, "word": w.text} for w in phrase.words]}, "as vosk-server sends it"
+    assert final_json(phrase, 0, True, True) == {"text": "오후 9 시", "result": [
+        {"conf": 1.0, "end": 0.6, "start": 0.3, "word": "오후"}, {"conf": 0.8, "end": 0.9, "start": 0.6, "word": "9"},
+        {"conf": 0.9, "end": 1.2, "start": 0.9, "word": "시"}]}, "the marker's entry dropped, no time moved"
+    assert final_json(phrase, 2, False, True) == {"alternatives": [{"confidence": 0.8, "text": "오후 9 시"}]}
+    assert final_json(phrase, 2, True, True)["alternatives"][0]["result"][1] == {"end": 0.9, "start": 0.6, "word": "9"}
+    assert final_json(phrase, 2, False) == {"alternatives": [{"confidence": 0.8, "text": "<UNK> 오후 [9] 시"}]}
+    config = VoskConfig(16000)
+    assert config.written is False, "vosk-server clients, who never send it, get Vosk's words"
+    config.update({"written": 1})
+    assert config.written is True
+    config.update({"written": "0"})
+    assert config.written is False
+    with pytest.raises(BadValue, match="bad config"):
+        config.update({"written": "yes"})
 
 
 # ---- the real model ------------------------------------------------------------------------------------------
@@ -153,3 +178,38 @@ def test_a_number_the_model_heard_reaches_every_display_form_as_a_number_and_vos
     finals = stream(f"{server.ws}/vosk?language=ko-KR", pcm, CHUNK, {"sample_rate": rate, "words": True})
     assert [(f["text"], [w["word"] for w in f["result"]]) for f in finals if f.get("text")] == [(said, said.split())], \
         "vosk-server sends Vosk's words as they are"
+
+
+def frames(url: str, pcm: bytes, config: dict) -> list[str]:
+    """Every reply /vosk sends, as sent (the text of each frame): one per chunk of ``pcm``, then eof's."""
+    with connect(url) as ws:
+        ws.send(json.dumps({"config": config}))
+        sent = []
+        for i in range(0, len(pcm), CHUNK):
+            ws.send(pcm[i : i + CHUNK])
+            sent.append(ws.recv())
+        ws.send('{"eof" : 1}')
+        sent.append(ws.recv())
+    return [str(frame) for frame in sent]
+
+
+def test_vosk_writes_its_replies_for_people_when_its_config_asks_and_sends_vosks_words_as_before_when_not(
+        server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
+    """The demo page's ``"written": 1``: each reply is the one a vosk-server client gets, every text as
+    results.written writes it. Without it, the frames are what they were: Vosk's ``[9]``, no new member."""
+    said = speech_ref.texts[0]
+    assert written(said) != said, f"the recording gives no marked token: {said!r}"
+    pcm, rate, _ = read_wav(speech_wav)
+    url = f"{server.ws}/vosk?language=ko-KR"
+    as_said = frames(url, pcm, {"sample_rate": rate, "words": 0})
+    for_people = frames(url, pcm, {"sample_rate": rate, "words": 0, "written": 1})
+
+    replies = [json.loads(frame) for frame in as_said]
+    assert all(list(reply) in (["partial"], ["text"]) for reply in replies), replies
+    assert [frame for frame, reply in zip(as_said, replies, strict=True) if reply.get("text")] == [f'{{"text": "{said}"}}'], \
+        "a vosk-server client's final frame, byte for byte"
+    assert any(BRACKETS.search(reply.get("partial", "")) for reply in replies), "partials as Vosk said them too"
+
+    expected = [json.dumps({key: written(text) for key, text in reply.items()}, ensure_ascii=False) for reply in replies]
+    assert for_people == expected
+    assert not any(BRACKETS.search(text) for frame in for_people for text in json.loads(frame).values()), for_people

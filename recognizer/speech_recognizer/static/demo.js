@@ -97,7 +97,8 @@ async function start() {
   source.connect(capture);
 
   socket.onopen = () => {
-    socket.send(JSON.stringify({ config: { sample_rate: context.sampleRate, words: 0 } }));
+    // written: the text as the server writes it for people (the model's [9] as 9), not as Vosk said it.
+    socket.send(JSON.stringify({ config: { sample_rate: context.sampleRate, words: 0, written: 1 } }));
     waiting.splice(0).forEach((chunk) => socket.send(chunk));
     $("record").textContent = "Stop";
     $("record").disabled = false;
