@@ -55,7 +55,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from speech_operator import gateway_failures as failures
@@ -140,18 +140,24 @@ async def _unless(event: asyncio.Event, waiting: Awaitable[T], failure: failures
         if asyncio.iscoroutine(waiting):
             waiting.close()
         raise failure
+    return await unless(event.wait(), waiting, lambda: failure)
+
+
+async def unless(ending: Awaitable[object], waiting: Awaitable[T], failure: Callable[[], failures.Failure]) -> T:
+    """What ``waiting`` gives, unless ``ending`` ends first: then ``waiting`` is cancelled (a relayed request's connection
+    to its recognizer closed with it) and ``failure()`` raised (what it is, said once it is known)."""
     task = asyncio.ensure_future(waiting)
-    stop = asyncio.ensure_future(event.wait())
+    end = asyncio.ensure_future(ending)
     try:
-        await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, end), return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise failure
+        raise failure()
     finally:
-        stop.cancel()
+        end.cancel()
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, end, return_exceptions=True)
 
 
 def _usp(data: bytes, binary: bool) -> Message | None:
