@@ -182,22 +182,32 @@ _PEER_GONE = frozenset({7, 8})
 LEAVING_POLL_SECONDS = 0.5
 
 
-async def client_leaves(request: web.BaseRequest) -> None:
-    """Returns once ``request``'s client has left, its body all in or not: its connection lost, or its FIN or reset
-    received (the kernel's TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`). A body
+async def client_leaves(request: web.BaseRequest, *, half_close_stays: bool = False) -> None:
+    """Returns once ``request``'s client has left, its body all in or not: its connection lost (at once), or its FIN or
+    reset received (the kernel's TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`). A body
     not read yet (aiohttp stops reading a connection past twice its read buffer) hides the FIN from the event loop, and
     aiohttp says a connection is lost only to a body still being read; its handler runs on (the gateway has aiohttp
-    cancel none). Never returns while the client is there (a client that half-closes has left here, while its locale
-    wakes; once relayed, its request is answered: :meth:`HeadGuard.eof_received`)."""
+    cancel none). Never returns while the client is there.
+
+    A client that half-closes has left here, while its locale wakes. With ``half_close_stays`` (its request relayed,
+    and answered to a client that half-closed: :meth:`HeadGuard.eof_received`) a FIN alone is not leaving: the guard
+    tells a close from a half-close by its interim answer (:meth:`HeadGuard._probe`), and loses the connection of a
+    client that closed; a reset is seen in the TCP state (CLOSE), though the event loop does not read the connection."""
     transport = request.transport
     guard = transport.get_protocol() if transport is not None else None
     sock = transport.get_extra_info("socket") if transport is not None else None
     while transport is not None and not transport.is_closing() and not (isinstance(guard, HeadGuard) and guard.lost.done()):
-        if sock is not None and hasattr(socket, "TCP_INFO"):
+        if half_close_stays:
+            if reset_by_peer(transport):
+                return
+        elif sock is not None and hasattr(socket, "TCP_INFO"):
             with contextlib.suppress(OSError):
                 if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _PEER_GONE:
                     return
-        await asyncio.sleep(LEAVING_POLL_SECONDS)
+        if isinstance(guard, HeadGuard):
+            await asyncio.wait((guard.lost,), timeout=LEAVING_POLL_SECONDS)
+        else:
+            await asyncio.sleep(LEAVING_POLL_SECONDS)
 
 
 def drop_the_rest(request: web.BaseRequest) -> None:

@@ -50,8 +50,8 @@ from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_http_limits import client_failure
-from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown
+from speech_operator.gateway_http_limits import client_failure, client_leaves
+from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
@@ -187,6 +187,10 @@ class Traffic:
 
 
 # ---- REST -----------------------------------------------------------------------------------------
+#: Why a relayed request whose client left before the recognizer answered ends (``client_gone``: 499).
+GONE_UNANSWERED = "the client left before it had its answer; its request to the recognizer was aborted"
+
+
 async def relay_http(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                      traffic: Traffic | None = None, body: AsyncIterable[bytes] | None = None,
                      shutdown: Shutdown | None = None, *, trusted: tuple[Network, ...], failed: Failed) -> web.StreamResponse:
@@ -197,7 +201,11 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     Raises :class:`~speech_operator.gateway_failures.Failure` when the recognizer cannot be
     reached, or (``shutdown``) the gateway's stop ran out of time before the recognizer began its
     answer, or the client's side failed first: its body was refused (400) or it left (499) (nothing
-    was sent to the client yet; the request to the recognizer is aborted). Once the answer has
+    was sent to the client yet; the request to the recognizer is aborted). A client that leaves once its whole request is
+    sent, while the recognizer decodes, is seen gone at once (its connection lost, or reset:
+    :func:`~speech_operator.gateway_http_limits.client_leaves`; one that only half-closed is answered), and its request's
+    connection to the recognizer closed then, so that the recognizer gives its decoder back as for a client of its own:
+    the gateway waited for the answer, a decoder spent decoding to the end for nobody. Once the answer has
     started, a broken recognizer connection, or a refused body, aborts the client's connection: a cut
     answer must not look whole (the recognizer's is ``failed``, ``backend_lost``; the caller reports a failure of the
     client's side: :func:`~speech_operator.gateway_http_limits.client_failure`).
@@ -222,7 +230,8 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     try:
         asking = session.request(request.method, url, data=None if body is None else uploaded(body),
                                  headers=headers, allow_redirects=False)
-        upstream = await (shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking)
+        upstream = await unless(client_leaves(request, half_close_stays=True),
+                                shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking, lambda: _gone(request))
     except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
     except aiohttp.ClientError as exc:
@@ -256,6 +265,14 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
                 closed.exception()  # retrieved, whatever ended the relay (else asyncio logs it as never retrieved)
         await response.write_eof()
     return response
+
+
+def _gone(request: web.Request) -> failures.Failure:
+    """Why a relayed request ends whose client left before its answer began: its body refused on the way (400), if it
+    was, else :data:`GONE_UNANSWERED` (``client_gone``)."""
+    failure = client_failure(request)
+    return failure if failure is not None and failure.kind is not failures.CLIENT_GONE else failures.Failure(
+        GONE_UNANSWERED, failures.CLIENT_GONE)
 
 
 def _closing(upstream: aiohttp.ClientResponse) -> asyncio.Future[None] | None:

@@ -75,3 +75,17 @@ async def test_an_http_1_0_request_half_closed_is_answered_without_an_interim_an
         answer, took = await half_close(rig, request)
     assert answer.startswith(b"HTTP/1.0 200 "), answer[:300]
     assert CONTINUE not in answer and took < CLOSED_WITHIN / 2, (took, answer[:300])
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_a_half_closed_recognition_answered_seconds_later_is_answered(version: str) -> None:
+    """The recognizer answers 2 s after the half-close (it decodes meanwhile): the client gets that answer. The relay
+    aborts the request of a client that leaves before its answer (tests/gateway/test_relay.py): a half-close, whose FIN
+    a close sends too, is not leaving, for an HTTP/1.1 client that acknowledged the 100 Continue or an HTTP/1.0 one."""
+    request = RECOGNITION.replace(b" HTTP/1.1\r\n", f" HTTP/{version}\r\n".encode(), 1)
+    async with upstream_behind_a_gateway(GatewayConfig()) as rig:
+        rig.upstream.answering.clear()
+        asyncio.get_running_loop().call_later(2, rig.upstream.answering.set)
+        answer, took = await half_close(rig, request)
+    assert answer.replace(CONTINUE, b"").startswith(f"HTTP/{version} 200 ".encode()), answer[:600]
+    assert rig.upstream.abandoned == 0 and took >= 2, (took, rig.upstream)
