@@ -277,6 +277,27 @@ def test_a_client_that_leaves_before_its_answer_frees_the_recognizers_decoder(lo
     stack.eventually(lambda: metric(stack, failed) == failed_before + 1, 5, "the gateway counts a client gone")
 
 
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_vosk_client_that_leaves_without_a_close_frame_frees_the_recognizers_decoder(locales: Locales, utterances_wav: Path,
+                                                                                       how: str) -> None:
+    """A /vosk client of the gateway sends 50 s of audio and leaves without a close frame (a FIN, or a reset): the
+    gateway closes the recognizer's side (1001), which counts a client gone and frees its decoder within
+    :data:`GONE_BOUND`. (So it did before this test: 0.1 s after the client left, either way.)"""
+    ko, stack = locales.recognizers["ko-KR"], locales.stack
+    pcm = read_wav(utterances_wav)[0] * 4
+    gone = 'speech_refused_total{reason="client_gone",route="vosk"}'
+    before = metric(ko, gone)
+    with connect(f"{stack.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), 8000):  # as fast as the sockets take it
+            ws.send(pcm[i : i + 8000])
+        ws.recv(timeout=30)
+        assert metric(ko, "speech_active_sessions") == 1, "it decodes its 50 s"
+        leave(ws.socket, how)
+        took = seconds_until_free(ko)
+    assert took < GONE_BOUND, f"the decoder was held {took:.2f} s after the client left"
+    stack.eventually(lambda: metric(ko, gone) == before + 1, 5, "the recognizer counts a client gone")
+
+
 # ---- a recognizer that dies mid-stream ---------------------------------------------------------
 @pytest.fixture
 def doomed(locales: Locales, tmp_path: Path):
