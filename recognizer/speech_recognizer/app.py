@@ -39,7 +39,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         usage.add(record)
         metrics.session_ended(record)
 
-    engine = Engine(registry, settings.decoder_max_count, on_session_end, max_connections=settings.max_connections)
+    engine = Engine(registry, settings.decoder_max_count, on_session_end, max_connections=settings.max_connections,
+                    warm_pool=None if settings.reuse_recognizers else 0)
     metrics.watch_pool(engine.pool)
     metrics.watch_connections(engine.admission)
     http_cap = connection_cap(settings)  # held by the server's HTTP protocol (serving.server_options)

@@ -287,6 +287,14 @@ class Settings:
         aliases=("DECODER_MAX_COUNT",),
         help="recognitions decoding at once; more get 503 + `Retry-After` (REST), close 1013 (vosk), `TooManyRequests` (SDK)",
     )
+    #: False: no recognizer decodes a second stream (the warm pool holds none, and nothing is warmed at start-up).
+    reuse_recognizers: bool = setting(
+        c.REUSE_RECOGNIZERS,
+        True,
+        help="`False`: every stream decodes on a new recognizer, none kept warm (the start-up warm-up is off too): "
+        "its words, times and confidences are then the same whatever was decoded before, as a new in-process Vosk "
+        "recognizer's, at about 4 × the CPU of each stream's first utterance; see [Settings](#settings)",
+    )
     #: Recognizers per locale warmed at start-up; None: as many as DecoderMaxCount (:attr:`warmup_recognizers`).
     warmup_count: int | None = setting(
         c.WARMUP_COUNT,
@@ -410,7 +418,9 @@ class Settings:
     def warmup_recognizers(self) -> int:
         """Recognizers per locale to warm at start-up: ``Warmup:Count``, by default one per
         decoder up to 3 per CPU (each costs ~3.5 CPU s and ~45 MiB; more decoders than that
-        are overcommitted anyway)."""
+        are overcommitted anyway); none when recognizers are not reused (nothing could keep them)."""
+        if not self.reuse_recognizers:
+            return 0
         if self.warmup_count is not None:
             return self.warmup_count
         return min(self.decoder_max_count, 3 * cpu_count())

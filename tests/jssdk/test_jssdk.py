@@ -84,12 +84,12 @@ def test_recognize_once_from_endpoint_with_a_key(jssdk: str, keyed_server: Serve
 
 
 def test_continuous_detailed_gives_hypotheses_and_each_utterance_while_the_audio_streams(
-    jssdk: str, server: ServerThread, utterances_wav: Path, utterances_ref: Reference
+    jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference
 ) -> None:
     """``startContinuousRecognitionAsync`` with ``OutputFormat.Detailed`` and word timestamps, audio pushed at twice real
     time: ``recognizing`` before its phrase, ``recognized`` once per utterance before the audio ends, each phrase and
     word where in-process Vosk puts it, with its confidence; the end of the stream stops the session."""
-    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED))
+    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED))
     recognized = out["recognized"]
     assert all(r["reason"] == "RecognizedSpeech" for r in recognized), recognized
     assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
@@ -123,7 +123,7 @@ def turn_audio(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytearray]:
 @pytest.mark.parametrize(("mode", "multichannel"), [("once", False), ("continuous", False), ("continuous", True)],
                          ids=["once", "continuous", "continuous-multichannel"])
 def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_utterance(
-    jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference,
+    jssdk: str, fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference,
     turn_audio: dict[str, bytearray], mode: str, multichannel: bool
 ) -> None:
     """One recognizer on one push stream, three recognitions on its one connection, each over the next part of the
@@ -138,7 +138,7 @@ def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_
     continuation, and it takes the offsets as sent, counted from the start of the recognition's audio."""
     properties = MULTICHANNEL if multichannel else {}
     cuts = [math.floor((p.words[0].start - 0.1) * 10) / 10 for p in utterances_ref.phrases[1:]]  # on the SDK's 100 ms grid
-    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode=mode, cuts=cuts, partTimeoutMs=10000, timeoutMs=45000,
+    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode=mode, cuts=cuts, partTimeoutMs=10000, timeoutMs=45000,
                                     properties=properties), timeout=60)
     results = out["onces"] if mode == "once" else out["recognized"]
     assert [r["reason"] for r in results] == ["RecognizedSpeech"] * 3, results
@@ -154,14 +154,14 @@ def test_recognitions_one_after_another_on_one_recognizer_each_report_their_own_
 
 
 def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_shorter_pauses(
-    jssdk: str, server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference
+    jssdk: str, fresh_server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference
 ) -> None:
     """``Speech_SegmentationSilenceTimeoutMs`` 2000 in continuous recognition: the sentences 1 s apart come as one
     phrase (in-process Vosk's two joined, words and times), the hypotheses of the second after the first's words; the
     one 3 s later is a phrase of its own, as tests/usp/test_sdk_features.py checks with the Python SDK. Before, the
     setting was ignored above the decoder's own pause: three phrases."""
     first, second, third = long_pauses_ref.phrases
-    out = recognize(jssdk, scenario(server.ws, long_pauses_wav, mode="continuous", detailed=True,
+    out = recognize(jssdk, scenario(fresh_server.ws, long_pauses_wav, mode="continuous", detailed=True,
                                     properties={"Speech_SegmentationSilenceTimeoutMs": str(LONG_PAUSE_MS)}))
     recognized = out["recognized"]
     assert all(r["reason"] == "RecognizedSpeech" for r in recognized), recognized

@@ -40,14 +40,14 @@ def contexts(caplog: pytest.LogCaptureFixture) -> list[dict]:
 
 
 def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_it(
-    jssdk: str, server: ServerThread, utterances_wav: Path, utterances_ref: Reference
+    jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference
 ) -> None:
     """Continuous recognition, detailed with word times, multi-channel processing on: each utterance once, its offset,
     duration and words as the Python SDK (continuous, on the same file) gets them and as in-process Vosk decodes them."""
-    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED, properties=MULTICHANNEL))
+    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED, properties=MULTICHANNEL))
     recognized = out["recognized"]
     assert [r["reason"] for r in recognized] == ["RecognizedSpeech"] * 3, out
-    python = continuous(recognizer(detailed(config(server.ws)), utterances_wav), timeout=30)
+    python = continuous(recognizer(detailed(config(fresh_server.ws)), utterances_wav), timeout=30)
     assert not python.canceled, [d.error_details for d in python.canceled]
     assert [result_span(r) for r in recognized] == [reported(r) for r in python.recognized]
     assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
@@ -57,7 +57,7 @@ def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_
 
 
 def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the_streams_times(
-    jssdk: str, server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture
+    jssdk: str, fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The proxy cuts the connection (FIN) once the first phrase has passed it, while the audio still streams. The SDK
     connects again, sends the offset the server acknowledged (the first phrase's end, from the server's
@@ -66,7 +66,7 @@ def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the
     no offset, and counted the second connection's times from 0 where the SDK takes them as the stream's: the second
     and third phrases came 2.13 s early (at 2.67 s and 6.72 s, not 4.80 s and 8.85 s)."""
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
-    with IdleProxy(server.port, math.inf, "fin", at_phrase=True) as proxy:
+    with IdleProxy(fresh_server.port, math.inf, "fin", at_phrase=True) as proxy:
         out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=SPEED, properties=MULTICHANNEL))
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     recognized = out["recognized"]

@@ -144,11 +144,11 @@ def reference_cues(ref: Reference) -> list[Cue]:
 
 
 def test_rest_answers_subtitles_by_format_or_accept_that_parse_to_in_process_vosks_cues(
-        server, utterances_wav: Path, utterances_ref: Reference) -> None:
+        fresh_server, utterances_wav: Path, utterances_ref: Reference) -> None:
     body = utterances_wav.read_bytes()
     expected = reference_cues(utterances_ref)
     assert len(expected) == len(utterances_ref.phrases) == 3
-    by_format = httpx.post(f"{server.http}{REST}?language=ko-KR&format=srt", content=body,
+    by_format = httpx.post(f"{fresh_server.http}{REST}?language=ko-KR&format=srt", content=body,
                            headers={"Content-Type": "audio/wav"}, timeout=60)
     assert by_format.status_code == 200, by_format.text
     assert by_format.headers["content-type"] == "application/x-subrip; charset=utf-8"
@@ -157,7 +157,7 @@ def test_rest_answers_subtitles_by_format_or_accept_that_parse_to_in_process_vos
     for got, want in zip(parsed, expected, strict=True):
         assert abs(got.start.total_seconds() - want.start) <= 0.0015 and abs(got.end.total_seconds() - want.end) <= 0.0015
 
-    by_accept = httpx.post(f"{server.http}{REST}?language=ko-KR", content=body,
+    by_accept = httpx.post(f"{fresh_server.http}{REST}?language=ko-KR", content=body,
                            headers={"Content-Type": "audio/wav", "Accept": "text/vtt"}, timeout=60)
     assert by_accept.status_code == 200, by_accept.text
     assert by_accept.headers["content-type"] == "text/vtt; charset=utf-8"

@@ -126,3 +126,26 @@ def test_warmup_count_is_capped_by_the_pool_and_a_failure_still_serves(registry:
         assert warm["wanted"] == {"ko-KR": 1}, "no more than the pool keeps"
         assert warm["done"] is True and "decoder exploded" in warm["error"]
         assert httpx.get(f"{srv.http}{c.ROUTE_READY}").json()["ready"] is True
+
+
+def test_without_reuse_every_stream_decodes_on_a_new_recognizer_exactly_as_in_process_vosk(
+    registry: ModelRegistry, tmp_path: Path, utterances_ref: Reference, utterances_wav: Path, speech_wav: Path
+) -> None:
+    """``ReuseRecognizers=False``: nothing is warmed or kept, so a stream's answer does not depend on what the server
+    decoded before (a pooled recognizer's can differ a little: docs/engine.md), and equals a new in-process recognizer's
+    to the last digit, confidences included, after other audio as at first."""
+    settings = make_settings(tmp_path, "ReuseRecognizers=False")
+    assert settings.warmup_recognizers == 0, "nothing could keep a warmed recognizer"
+    app = create_app(settings, registry)
+    want = [(w.word, w.start, w.end, w.confidence) for p in utterances_ref.phrases for w in p.words]
+    pcm, _, _ = read_wav(utterances_wav)
+    other, _, _ = read_wav(speech_wav)
+    with ServerThread(app) as srv:
+        url = f"{srv.ws}/vosk?language=ko-KR"
+        assert httpx.get(f"{srv.http}/ready").json()["warmup"]["wanted"] == {}, "nothing is warmed"
+        answers = [_stream_words(url, pcm)]
+        _stream_words(url, other)
+        answers += [_stream_words(url, pcm), _stream_words(url, pcm)]
+        pool = app.state.engine.pool
+        assert (len(pool), pool.hits) == (0, 0), "no recognizer was kept or reused"
+    assert answers == [want] * 3

@@ -293,12 +293,12 @@ async def test_a_connection_that_ended_is_freed_at_once(server: ServerThread) ->
 
 @pytest.mark.parametrize("bad", ["no request id", "malformed"])
 def test_a_phrase_held_for_the_segmentation_silence_comes_before_a_protocol_error(
-        server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, bad: str) -> None:
+        fresh_server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, bad: str) -> None:
     """A turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py); then the client
     sends a frame the server cannot take (an audio frame without ``X-RequestId``; a text frame without its blank
     line). The turn ends with the failure (``BadRequest`` and close 1002; close 1007), but the phrase the decoder
     finished from the audio before it comes first, in-process Vosk's words and times. Before, it was dropped."""
-    with sync_connect(server.ws + CONVERSATION) as ws:
+    with sync_connect(fresh_server.ws + CONVERSATION) as ws:
         first_sentence_held(ws, long_pauses_wav, long_pauses_ref)
         ws.send(binary_frame({"Path": "audio"}, bytes(3200)) if bad == "no request id" else "Path: audio")
         messages, code, reason = until_close(ws)

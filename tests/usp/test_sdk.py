@@ -47,8 +47,8 @@ def test_recognize_once_with_endpoint_and_key(keyed_server: ServerThread, speech
     assert_matches(once(cfg, speech_wav), speech_ref.phrases[0])
 
 
-def test_continuous_reports_each_utterance_once(server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
-    events = continuous(recognizer(detailed(config(server.ws)), utterances_wav))
+def test_continuous_reports_each_utterance_once(fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
+    events = continuous(recognizer(detailed(config(fresh_server.ws)), utterances_wav))
     assert not events.canceled
     assert_same([reported(r) for r in events.recognized], [expected(p) for p in utterances_ref.phrases])
     for result, phrase in zip(events.recognized, utterances_ref.phrases, strict=True):
@@ -59,11 +59,11 @@ def test_continuous_reports_each_utterance_once(server: ServerThread, utterances
 
 
 def test_recognize_once_twice_continues_the_stream(
-    server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference
+    fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference
 ) -> None:
     """The second call is a continuation turn: the SDK replays the stream from the end of the
     first phrase, and the server decodes the replay afresh, reporting it at its place in the stream."""
-    rec = recognizer(config(server.ws), utterances_wav)
+    rec = recognizer(config(fresh_server.ws), utterances_wav)
     first, second = rec.recognize_once(), rec.recognize_once()
     assert_matches(first, utterances_ref.phrases[0])
     acknowledged = first.offset + first.duration
@@ -74,11 +74,11 @@ def test_recognize_once_twice_continues_the_stream(
     assert second.offset > acknowledged and second.text != first.text
 
 
-def test_push_stream_gives_hypotheses_before_the_end(server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
+def test_push_stream_gives_hypotheses_before_the_end(fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
     """Audio pushed at 1x real time from another thread: hypotheses and phrases come while it streams."""
     pcm, rate, _ = read_wav(utterances_wav)
     stream = speechsdk.audio.PushAudioInputStream()
-    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    rec = speechsdk.SpeechRecognizer(config(fresh_server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
     started = threading.Event()
     audio_done: list[float] = []
 
@@ -187,12 +187,12 @@ def test_silence_in_continuous_mode_recognizes_nothing(server: ServerThread, sil
 
 
 def test_four_clients_at_once(
-    server: ServerThread, speech_wav: Path, speech_ref: Reference, utterances_wav: Path, utterances_ref: Reference
+    fresh_server: ServerThread, speech_wav: Path, speech_ref: Reference, utterances_wav: Path, utterances_ref: Reference
 ) -> None:
     wavs = [speech_wav, utterances_wav, speech_wav, utterances_wav]
     expected_phrases = [speech_ref.phrases[0], utterances_ref.phrases[0]] * 2
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda w: once(config(server.ws), w), wavs))
+        results = list(pool.map(lambda w: once(config(fresh_server.ws), w), wavs))
     for result, phrase in zip(results, expected_phrases, strict=True):
         assert_matches(result, phrase)
 

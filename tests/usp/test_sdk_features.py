@@ -203,7 +203,7 @@ def _assert_detailed(result: speechsdk.SpeechRecognitionResult, phrase: RefPhras
 
 @pytest.mark.parametrize("setting", ["Speech_SegmentationSilenceTimeoutMs", "SpeechServiceConnection_EndSilenceTimeoutMs"])
 def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_shorter_pauses(
-        server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, setting: str) -> None:
+        fresh_server: ServerThread, long_pauses_wav: Path, long_pauses_ref: Reference, setting: str) -> None:
     """Segmentation silence 2000 ms (continuous recognition, a push stream), or end silence 2000 ms (``recognize_once``):
     the decoder ends a phrase at each pause of the audio (about 0.5 s of silence is enough for it), but a pause shorter
     than 2 s does not end one, as with Azure. The sentences 1 s apart come as ONE phrase: both phrases of in-process
@@ -213,7 +213,7 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
     Before, the setting was ignored above the decoder's own pause: one phrase per pause (three; recognize_once: the
     first sentence alone)."""
     first, second, third = long_pauses_ref.phrases
-    cfg = detailed(config(server.ws))
+    cfg = detailed(config(fresh_server.ws))
     cfg.set_property(getattr(PropertyId, setting), str(LONG_PAUSE_MS))
     if setting == "SpeechServiceConnection_EndSilenceTimeoutMs":
         _assert_detailed(recognizer(cfg, long_pauses_wav).recognize_once(), first.then(second))
@@ -242,7 +242,7 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
     assert any(h.startswith(heard_first) and len(h) > len(heard_first) for h in hypotheses), hypotheses
 
 
-def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(server: ServerThread, long_pauses_wav: Path,
+def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_server: ServerThread, long_pauses_wav: Path,
                                                                       long_pauses_ref: Reference) -> None:
     """Segmentation silence 2000 ms; the first sentence and 1.5 s of the silence after it pushed: the decoder ended its
     phrase (after about 0.5 s), and the server holds it, as more speech could follow within 2 s.
@@ -251,7 +251,7 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(server: Se
     first = long_pauses_ref.phrases[0]
     pcm, rate, _ = read_wav(long_pauses_wav)
     cut = int((first.words[-1].end + 1.5) * rate) * 2 // SDK_CHUNK * SDK_CHUNK
-    cfg = detailed(config(server.ws))
+    cfg = detailed(config(fresh_server.ws))
     cfg.set_property(PropertyId.Speech_SegmentationSilenceTimeoutMs, str(LONG_PAUSE_MS))
     stream = speechsdk.audio.PushAudioInputStream()
     rec = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(stream=stream))
@@ -365,7 +365,7 @@ def _push(rec_stream: speechsdk.audio.PushAudioInputStream, pcm: bytes) -> None:
         rec_stream.write(pcm[i : i + SDK_CHUNK])
 
 
-def test_continuous_recognition_started_and_stopped_twice(server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
+def test_continuous_recognition_started_and_stopped_twice(fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
     """Start, an utterance, stop; start again, the next, stop (one recognizer on one push stream): each session
     reports its own utterance, once, at its place in the stream (the second session's offsets go on from the first's)."""
     pcm, rate, _ = read_wav(utterances_wav)
@@ -373,7 +373,7 @@ def test_continuous_recognition_started_and_stopped_twice(server: ServerThread, 
     # each cut just before the next utterance: the decoder reports an utterance's end some way into the silence after it
     cuts = [int((b.words[0].start - 0.1) * rate) * 2 for b in (second, third)]
     stream = speechsdk.audio.PushAudioInputStream()
-    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    rec = speechsdk.SpeechRecognizer(config(fresh_server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
     got: list[speechsdk.SpeechRecognitionResult] = []
     arrived = threading.Semaphore(0)
     rec.recognized.connect(lambda e: (got.append(e.result), arrived.release()) if e.result.reason == Reason.RecognizedSpeech else None)
@@ -388,7 +388,7 @@ def test_continuous_recognition_started_and_stopped_twice(server: ServerThread, 
     assert got[1].text and abs(got[1].offset / 1e7 - second.words[0].start) < 0.1, (got[1].text, got[1].offset, second)
 
 
-def test_stop_mid_utterance_gives_the_words_so_far(server: ServerThread, model: LoadedModel, utterances_wav: Path,
+def test_stop_mid_utterance_gives_the_words_so_far(fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path,
                                                   utterances_ref: Reference, tmp_path: Path) -> None:
     """``stop_continuous_recognition`` in the middle of an utterance: the SDK ends the audio, and the words heard so far
     come as a final ``recognized`` result before ``stop`` returns, as in-process Vosk's final result on that audio.
@@ -402,7 +402,7 @@ def test_stop_mid_utterance_gives_the_words_so_far(server: ServerThread, model: 
         out.writeframes(pcm[:cut])
     want = reference(model, partial)
     stream = speechsdk.audio.PushAudioInputStream()
-    rec = speechsdk.SpeechRecognizer(config(server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    rec = speechsdk.SpeechRecognizer(config(fresh_server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
     got: list[speechsdk.SpeechRecognitionResult] = []
     rec.recognized.connect(lambda e: got.append(e.result))
     rec.start_continuous_recognition()
