@@ -57,6 +57,10 @@ class Cluster:
         self.runtime: Runtime | None = None  # the operator's, with the `cluster` fixture
         #: With the `cluster` fixture: stop the operator now (as SIGTERM does); the seconds it took.
         self.stop_operator: Callable[[], Awaitable[float]] | None = None
+        #: With the `cluster` fixture: the operator's settings, which kopf reads as it runs (a test may change some).
+        self.settings: kopf.OperatorSettings | None = None
+        #: With the `cluster` fixture: when (time.monotonic()) the operator's thread ended, once it did.
+        self.operator_ended: float | None = None
 
     def sent(self, method: str, plural: str, name: str | None = None, sub: str | None = None) -> list[kmock.Request]:
         """Requests the operator (not this test's client) sent for ``plural``/``name``/``sub``."""
@@ -121,6 +125,7 @@ async def cluster(apiserver: Cluster, watch_seconds: int | None) -> AsyncIterato
     settings.watching.server_timeout = watch_seconds
     settings.watching.reconnect_backoff = 0.1
     settings.networking.request_timeout = 5
+    apiserver.settings = settings
     runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2,
                                             autoscale_seconds=0.2, demand_seconds=30))
     apiserver.config = runtime.config
@@ -128,9 +133,15 @@ async def cluster(apiserver: Cluster, watch_seconds: int | None) -> AsyncIterato
     # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
     # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
     stop, ready = threading.Event(), threading.Event()
-    operator = threading.Thread(target=asyncio.run, name="operator", args=(kopf.operator(
-        settings=settings, standalone=True, namespaces=[NAMESPACE],
-        memo=kopf.Memo(runtime=runtime), stop_flag=stop, ready_flag=ready),))
+    main = kopf.operator(settings=settings, standalone=True, namespaces=[NAMESPACE], memo=kopf.Memo(runtime=runtime),
+                         stop_flag=stop, ready_flag=ready)
+
+    def run() -> None:
+        try:
+            asyncio.run(main)
+        finally:
+            apiserver.operator_ended = time.monotonic()
+    operator = threading.Thread(target=run, name="operator")
 
     async def stop_operator() -> float:
         started = time.monotonic()
