@@ -225,7 +225,7 @@ def test_without_the_chown_step_the_pod_meets_the_restricted_profile() -> None:
 #: A value for every key spec.settings may set.
 EVERY_SETTING = {
     "ModelCatalogUrl": "https://mirror.example.test/vosk/models", "ModelMaxSizeMB": "8192",
-    "Warmup:Audio": "/models/warmup.wav", "MaxAudioSeconds": "120", "MaxSessionSeconds": "7200",
+    "ReuseRecognizers": "False", "Warmup:Audio": "/models/warmup.wav", "MaxAudioSeconds": "120", "MaxSessionSeconds": "7200",
     "Http:MaxHeaderBytes": "32768", "Http:HeaderTimeoutSeconds": "20", "Http:BodyTimeoutSeconds": "20",
     "Http:MaxConnections": "400", "Http:TrustedProxies": "10.244.0.0/16,fd00:10:244::/56",
     "Logging:Disk:Format": "json", "Logging:Disk:MaxFileSize": "20", "HTTP_PROXY": "http://proxy.example.test:3128"}
