@@ -82,9 +82,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +94,16 @@ from aiohttp.web_protocol import RequestHandler
 
 from speech_operator.gateway_connections import ConnectionCap
 from speech_recognizer.addresses import peer
-from speech_recognizer.connection_cap import reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
+from speech_recognizer.connection_cap import (
+    CONTINUE,
+    PRESENCE_POLL_SECONDS,
+    peer_gone,
+    reset_by_peer,
+    reset_on_close,
+    unacknowledged_bytes,
+    unread_bytes,
+    unsent_bytes,
+)
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import (
     CLIENT_GONE,
@@ -115,11 +122,6 @@ log = logging.getLogger("speech_operator.gateway")
 #: The route label of refusals made before any route is known (as the recognizer counts them).
 ROUTE = "http"
 _END_OF_HEAD = b"\r\n\r\n"
-#: The interim answer that asks a client which ended what it sends whether it still reads (:meth:`HeadGuard._probe`).
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: How often such a client is looked at while that answer is not acknowledged (a closed socket's reset comes within a
-#: round trip).
-PRESENCE_POLL_SECONDS = 0.05
 #: Most bytes handed to the parser at once after a head: of a read that ends a request's body and brings the next
 #: request's first bytes, the parser sees at most this much before the rest is held (:meth:`HeadGuard._hold`).
 PIECE_BYTES = 16 << 10
@@ -176,8 +178,6 @@ def client_failure(request: web.BaseRequest) -> Failure | None:
     return None
 
 
-#: TCP states (``tcpi_state``) of a connection whose peer has sent its FIN (CLOSE_WAIT) or reset it (CLOSE).
-_PEER_GONE = frozenset({7, 8})
 #: How often :func:`client_leaves` looks at the connection's TCP state.
 LEAVING_POLL_SECONDS = 0.5
 
@@ -195,15 +195,9 @@ async def client_leaves(request: web.BaseRequest, *, half_close_stays: bool = Fa
     client that closed; a reset is seen in the TCP state (CLOSE), though the event loop does not read the connection."""
     transport = request.transport
     guard = transport.get_protocol() if transport is not None else None
-    sock = transport.get_extra_info("socket") if transport is not None else None
     while transport is not None and not transport.is_closing() and not (isinstance(guard, HeadGuard) and guard.lost.done()):
-        if half_close_stays:
-            if reset_by_peer(transport):
-                return
-        elif sock is not None and hasattr(socket, "TCP_INFO"):
-            with contextlib.suppress(OSError):
-                if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _PEER_GONE:
-                    return
+        if (reset_by_peer if half_close_stays else peer_gone)(transport):
+            return
         if isinstance(guard, HeadGuard):
             await asyncio.wait((guard.lost,), timeout=LEAVING_POLL_SECONDS)
         else:

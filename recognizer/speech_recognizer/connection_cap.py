@@ -103,18 +103,37 @@ def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
 
 #: ``tcpi_state`` of a connection its peer has reset (Linux's ``TCP_CLOSE``, the state a reset leaves it in).
 _TCP_CLOSE = 7
+#: ``tcpi_state`` of a connection whose peer has sent its FIN (Linux's ``TCP_CLOSE_WAIT``).
+_TCP_CLOSE_WAIT = 8
+#: The interim answer both servers send a client that ended what it sends, to tell a close from a half-close: a closed
+#: socket answers it with a reset (RFC 9110, 15.2: an HTTP/1.1 client takes any 1xx before the final answer).
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: How often such a client is looked at while that answer is not acknowledged (a closed socket's reset comes within a
+#: round trip).
+PRESENCE_POLL_SECONDS = 0.05
+
+
+def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:
+    """The connection's TCP state (Linux's ``TCP_INFO`` ``tcpi_state``), though the event loop may not know it yet (it
+    no longer reads a connection whose client ended what it sends, or one past its read buffer); None where the kernel
+    does not say, or the socket is closed."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
+    except OSError:  # closed meanwhile
+        return None
 
 
 def reset_by_peer(transport: asyncio.BaseTransport | None) -> bool:
-    """Whether the client has reset the connection (the kernel's TCP state, Linux's ``TCP_INFO``), though the event loop
-    may not know yet: it no longer reads a connection whose client ended what it sends."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or not hasattr(socket, "TCP_INFO"):
-        return False
-    try:
-        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE)
-    except OSError:  # closed meanwhile
-        return False
+    """Whether the client has reset the connection (:func:`_tcp_state`)."""
+    return _tcp_state(transport) == _TCP_CLOSE
+
+
+def peer_gone(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether the client has sent its FIN or reset the connection (:func:`_tcp_state`)."""
+    return _tcp_state(transport) in (_TCP_CLOSE, _TCP_CLOSE_WAIT)
 
 
 def reset_on_close(transport: asyncio.BaseTransport | None) -> None:

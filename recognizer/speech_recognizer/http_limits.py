@@ -87,7 +87,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .addresses import peer, unmapped
-from .connection_cap import ConnectionCap, reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
+from .connection_cap import CONTINUE, PRESENCE_POLL_SECONDS, ConnectionCap, reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
@@ -107,10 +107,6 @@ from .settings import declared
 
 log = logging.getLogger(__name__)
 _Port = TypeVar("_Port")
-
-#: How often a client that ended what it sends is looked at while a probe sent to it is not acknowledged
-#: (:meth:`LimitedHttpTools._probe`): a closed socket's reset comes within a round trip.
-PRESENCE_POLL_SECONDS = 0.05
 
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
@@ -415,7 +411,7 @@ class LimitedHttpTools(HttpToolsProtocol):
                    for name, value in cycle.scope["headers"]):
             return
         self._probed = True
-        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.transport.write(CONTINUE)
         self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
 
     def _still_there(self) -> None:
