@@ -11,7 +11,7 @@ import itertools
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -183,6 +183,12 @@ class Emulator(kmock.KubernetesEmulator):
         server that stalls: the operator's handling of one object's event goes on while a test does more."""
         return self.__dict__.setdefault("_held", {})
 
+    @property
+    def meddlers(self) -> dict[tuple[str, str], Callable[[kmock.Request], Awaitable[None]]]:
+        """What another client does as the operator sends a request for ``(plural, name)``: awaited with each of the
+        operator's requests for it before that one is served (a scale between the operator's read and its write)."""
+        return self.__dict__.setdefault("_meddlers", {})
+
     def _namespace(self, name: str | None) -> Any:
         """The stored Namespace ``name`` (kmock's object, with its history), or None."""
         return next((obj for (resource, _, n), obj in self.objects.items()
@@ -231,9 +237,13 @@ class Emulator(kmock.KubernetesEmulator):
         return request.subresource is None and (key not in self.objects or self.objects[key].deleted)
 
     async def _handle(self, request: kmock.Request) -> Any:
+        operators = request.headers.get("User-Agent", "").startswith(USER_AGENT)
         gate = self.held.get((request.resource.plural, request.name or "")) if request.resource is not None else None
-        if gate is not None and request.headers.get("User-Agent", "").startswith(USER_AGENT):
+        if gate is not None and operators:
             await gate.wait()
+        meddler = self.meddlers.get((request.resource.plural, request.name or "")) if request.resource is not None else None
+        if meddler is not None and operators:
+            await meddler(request)
         if (request.resource is not None and request.resource.plural in self.withheld
                 and request.headers.get("User-Agent", "").startswith(USER_AGENT)):
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden",

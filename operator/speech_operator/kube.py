@@ -59,11 +59,19 @@ class KubeError(Exception):
         causes = details.get("causes") if isinstance(details, dict) else None
         self.causes = [c.get("reason") for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []
         """The ``reason`` of each of its Status' ``details.causes``."""
+        self.reason = str(answer.get("reason") or "")
+        """The ``reason`` of its Status (``Conflict``, ``Forbidden``...), or ""."""
 
     @property
     def namespace_terminating(self) -> bool:
         """Whether it refused a create because the namespace is being deleted (:data:`NAMESPACE_TERMINATING`)."""
         return self.status == 403 and NAMESPACE_TERMINATING in self.causes
+
+    @property
+    def stale(self) -> bool:
+        """Whether it refused a write conditional on a resourceVersion the object no longer has (409 Conflict; with
+        ``force`` a server-side apply has no conflict of field managers): read it again, then write."""
+        return self.status == 409 and self.reason == "Conflict"
 
     @property
     def refused(self) -> bool:

@@ -257,37 +257,62 @@ def live_replicas(live: Mapping[str, Any] | None) -> int | None:
     return found if isinstance(found, int) and not isinstance(found, bool) else None
 
 
+#: How many times :func:`apply` reads a child again when its conditional write finds it changed since its read.
+STALE_WRITES_RETRIED = 4
+
+
+def conditional(desired: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``desired`` written only over ``live`` as it was read: with its resourceVersion, which the API server checks
+    (409 Conflict when the object changed since: :attr:`KubeError.stale`). For the replicas read from a Deployment a
+    foreign autoscaler holds: an apply that forces them unconditionally would put back the replicas it had when read,
+    undoing a scale made between the read and the write until the autoscaler's next sync. Nothing to check at a
+    creation (``live`` None), where the API server refuses a version."""
+    version = ((live or {}).get("metadata") or {}).get("resourceVersion")
+    if not version:
+        return desired
+    return {**desired, "metadata": {**desired["metadata"], "resourceVersion": version}}
+
+
 async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, Any],
                 scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
     name is taken by an object ``owner`` does not own (:func:`holder`). ``scalers``: the foreign autoscalers that scale
-    the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found.
-    ``handed_back``: they held it until now (the status names them). Either way a write of the Deployment's
-    fingerprint alone, which names who holds its replicas, is no "Updated" event."""
+    the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found, written only
+    over the version they were read from (:func:`conditional`). ``handed_back``: they held it until now (the status
+    names them). Either way a write of the Deployment's fingerprint alone, which names who holds its replicas, is no
+    "Updated" event."""
     kind, meta, kube = desired["kind"], desired["metadata"], runtime.kube
     url = child_path(kind, meta["namespace"], meta["name"])
-    live = await kube.get(url)
-    held = holder(live, owner)
-    if held:
-        raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it is: "
-                           f"delete or rename it, or give the SpeechToText another name")
-    found = None  # the replicas they hold it at; at its creation, those it is created with (its fingerprint names them)
-    if scalers and kind == "Deployment":
-        found = live_replicas(live) if live is not None else desired["spec"]["replicas"]
-    desired = fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers))))
-    meta = desired["metadata"]
-    todo = pending(desired, live)
-    if not todo:
-        return dict(live or {})
-    applied = await kube.apply(url, desired)
+    for attempt in range(1, STALE_WRITES_RETRIED + 2):
+        live = await kube.get(url)
+        held = holder(live, owner)
+        if held:
+            raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it "
+                               f"is: delete or rename it, or give the SpeechToText another name")
+        found = None  # the replicas they hold it at; at its creation, those it is created with (its fingerprint names them)
+        if scalers and kind == "Deployment":
+            found = live_replicas(live) if live is not None else desired["spec"]["replicas"]
+        wanted = fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers))))
+        todo = pending(wanted, live)
+        if not todo:
+            return dict(live or {})
+        sent = wanted if found is None else conditional(wanted, live)
+        try:
+            applied = await kube.apply(url, sent)
+            break
+        except KubeError as exc:
+            if not (exc.stale and sent is not wanted and attempt <= STALE_WRITES_RETRIED):
+                raise
+            log.debug("%s %s/%s changed since it was read (its replicas then: %s): read again", kind, meta["namespace"],
+                      meta["name"], found)
     if live is None:
         runtime.events.post(owner, "Normal", "Created", f"Created {kind} {meta['name']}")
     elif (found is not None or (handed_back and kind == "Deployment")) and all(p.endswith(APPLIED) for p in todo):
         pass  # the fingerprint alone: it now names who holds the replicas, nothing the spec changed
     else:
         runtime.events.post(owner, "Normal", "Updated", f"Updated {kind} {meta['name']}: {_summary(todo)}")
-    scaled = scaled_by_hand(desired, live, owner)
+    scaled = scaled_by_hand(wanted, live, owner)
     if scaled:
         log.warning("%s %s/%s: %s", api.KIND, meta["namespace"], owner["metadata"]["name"], scaled)
         runtime.events.post(owner, "Warning", SCALED_BY_HAND, scaled)
