@@ -184,6 +184,15 @@ class Emulator(kmock.KubernetesEmulator):
         return self.__dict__.setdefault("_held", {})
 
     @property
+    def late(self) -> float:
+        """Seconds each of the operator's requests (its User-Agent) waits before it is served, as on a slow API server."""
+        return float(self.__dict__.get("_late", 0.0))
+
+    @late.setter
+    def late(self, seconds: float) -> None:
+        self.__dict__["_late"] = seconds
+
+    @property
     def meddlers(self) -> dict[tuple[str, str], Callable[[kmock.Request], Awaitable[None]]]:
         """What another client does as the operator sends a request for ``(plural, name)``: awaited with each of the
         operator's requests for it before that one is served (a scale between the operator's read and its write)."""
@@ -241,6 +250,8 @@ class Emulator(kmock.KubernetesEmulator):
         gate = self.held.get((request.resource.plural, request.name or "")) if request.resource is not None else None
         if gate is not None and operators:
             await gate.wait()
+        if operators and self.late:
+            await asyncio.sleep(self.late)
         meddler = self.meddlers.get((request.resource.plural, request.name or "")) if request.resource is not None else None
         if meddler is not None and operators:
             await meddler(request)

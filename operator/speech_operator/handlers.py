@@ -78,6 +78,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = record.STORAGE  # never a record the API server would refuse
     settings.posting.reporting_component = builders.MANAGER
     settings.execution.max_workers = 4
+    settings.queueing.exit_timeout = HANDLER_GRACE_SECONDS  # the handling of an event under way at exit finishes
 
 
 @kopf.on.login()
@@ -219,17 +220,21 @@ def handled(body: kopf.Body) -> bool:
     return any(key in body.metadata.annotations for key in record.STORAGE.keys(body))
 
 
-#: How long kopf lets a daemon whose flag is set finish the reconcile (or look) it is in before cancelling it. Each daemon
-#: ends at its flag between reconciles; without a grace kopf cancels one caught mid-reconcile at once (a recovery's
-#: own status write stops the re-check that made it), with its WARNING "Daemon ... is cancelled. Will escalate.".
-DAEMON_GRACE_SECONDS = 10.0
+#: How long a handler caught mid-reconcile by a stop may finish it before kopf cancels it, with a WARNING: a daemon whose
+#: flag is set (each ends at its flag between reconciles; without a grace kopf cancels one caught mid-reconcile at
+#: once, and a recovery's own status write stops the re-check that made it: "Daemon ... is cancelled. Will escalate."),
+#: and, at the operator's exit, the handling of an event under way (kopf's ``settings.queueing.exit_timeout``, 2 s of
+#: its own: a creation handled on a slow API server was cut, with "Unprocessed streams left" and "Handler
+#: 'reconcile_stt' is cancelled", and without kopf's record of it handled, handled again at the next start). The
+#: operator's pods' terminationGracePeriodSeconds (the chart's, deploy/'s) leave room for it (tests/ship).
+HANDLER_GRACE_SECONDS = 10.0
 
 
 def _degraded(status: kopf.Status, **_: Any) -> bool:
     return conditions.needs_recheck(dict(status))
 
 
-@kopf.daemon(*STT, when=_degraded, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
+@kopf.daemon(*STT, when=_degraded, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
@@ -244,7 +249,7 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
             await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
 
 
-@kopf.daemon(*STT, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
+@kopf.daemon(*STT, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
 async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more), and each time
@@ -288,7 +293,7 @@ def _autoscaled(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any)
     return spec.get("autoscaling") is not None and not conditions.refused(dict(status), meta.get("generation"))
 
 
-@kopf.daemon(*STT, when=_autoscaled, cancellation_backoff=DAEMON_GRACE_SECONDS, cancellation_timeout=1)
+@kopf.daemon(*STT, when=_autoscaled, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
 async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo,
                     logger: kopf.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this

@@ -72,6 +72,19 @@ def test_default_render_is_valid(helm: Path) -> None:
     assert env["SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES"] == ""  # no PriorityClass
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["serviceAccountName"] == one(operator_docs(docs), "ServiceAccount")["metadata"]["name"]
+    assert_grace_covers_the_operators_stop(pod)
+
+
+def assert_grace_covers_the_operators_stop(pod: dict) -> None:
+    """The operator's pod's grace holds its whole stop with seconds to spare: a reconcile under way finishing (a
+    daemon's, or an event's; HANDLER_GRACE_SECONDS, then kopf's cancellation_timeout of 1 s), the Events left posted
+    (EXIT_GRACE_SECONDS), and kopf's fixed 5 s wait for tasks left over; tests/operator/test_reconciler.py checks that a
+    stop takes no longer than the grace. Before, the pods had the default 30 s, unsaid."""
+    from speech_operator.events import EXIT_GRACE_SECONDS
+    from speech_operator.handlers import HANDLER_GRACE_SECONDS
+
+    stop = HANDLER_GRACE_SECONDS + 1 + EXIT_GRACE_SECONDS + 5
+    assert pod["terminationGracePeriodSeconds"] >= stop + 5, (pod["terminationGracePeriodSeconds"], stop)
 
 
 def test_every_pod_of_the_chart_meets_the_restricted_profile(helm: Path) -> None:

@@ -111,7 +111,7 @@ def test_deploy_matches_the_chart_defaults(kubectl: Path, helm3: Path) -> None:
     chart = one(operator_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
     for key in ("image", "args", "env", "ports", "livenessProbe", "resources", "securityContext", "volumeMounts"):
         assert plain["containers"][0][key] == chart["containers"][0][key], key
-    for key in ("securityContext", "enableServiceLinks"):
+    for key in ("securityContext", "enableServiceLinks", "terminationGracePeriodSeconds"):
         assert plain.get(key) == chart.get(key), key
     plain = one(gateway_docs(kustomize(kubectl, ROOT / "deploy")), "Deployment")["spec"]["template"]["spec"]
     chart = one(gateway_docs(helm_template(helm3)), "Deployment")["spec"]["template"]["spec"]
