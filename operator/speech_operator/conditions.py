@@ -388,14 +388,20 @@ def refused(stt_status: Mapping[str, Any] | None, generation: int | None) -> boo
     return bool(refusal(stt_status, generation))
 
 
+#: The reasons to be Degraded that no later look finds gone: a refused spec (:data:`REFUSALS`), which only a change of
+#: it mends (its event reconciles it; a change of the operator's policy is a restart, which reconciles every one), and
+#: what a watch reports the moment it changes (an outdated CRD, a foreign autoscaler).
+NOT_RECHECKED = (*REFUSALS, CRD_OUTDATED, FOREIGN_AUTOSCALER)
+
+
 def needs_recheck(stt_status: dict[str, Any] | None) -> bool:
     """Whether a raw ``status`` asks for another look later: Degraded for a reason a later look may find gone (a
-    Secret created...; not an outdated CRD or a foreign autoscaler, which their watches report the moment they change),
-    or not Ready while its pods exist and are not all ready (a pod that crashes, or cannot pull its image, changes no
-    field of the Deployment's: only a look at the pods sees it, :func:`pods_trouble`)."""
+    Secret created, a quota raised...; none of :data:`NOT_RECHECKED`), or not Ready while its pods exist and are not
+    all ready (a pod that crashes, or cannot pull its image, changes no field of the Deployment's: only a look at the
+    pods sees it, :func:`pods_trouble`)."""
     found = {c.get("type"): c for c in (stt_status or {}).get("conditions") or []}
     degraded, ready = found.get(DEGRADED) or {}, found.get(READY) or {}
-    if degraded.get("status") == "True" and degraded.get("reason") not in (CRD_OUTDATED, FOREIGN_AUTOSCALER):
+    if degraded.get("status") == "True" and degraded.get("reason") not in NOT_RECHECKED:
         return True
     return ready.get("status") == "False" and ready.get("reason") == "ReplicasNotReady" \
         and int((stt_status or {}).get("replicas") or 0) > 0

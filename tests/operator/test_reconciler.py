@@ -388,6 +388,39 @@ async def test_a_setting_the_recognizer_would_refuse_changes_nothing_and_says_wh
     await cluster.eventually(rolled)
 
 
+#: Specs the operator refuses, and the change that mends each: a setting the recognizer would refuse, an image its
+#: policy does not allow, annotations too large for kopf's record of the spec (130 KB of them, which the record holds
+#: too, take the object's past 256 KiB).
+REFUSED = {"InvalidSpec": ({"spec": {"settings": {"MaxAudioSeconds": "two minutes"}}}, {"spec": {"settings": None}}),
+           "PolicyViolation": ({"spec": {"image": "elsewhere.example/recognizer"}}, {"spec": {"image": None}}),
+           "SpecTooLarge": ({"metadata": {"annotations": {"example.com/notes": "x" * 130_000}}},
+                            {"metadata": {"annotations": {"example.com/notes": None}}})}
+
+
+@pytest.mark.parametrize("reason", list(REFUSED))
+async def test_a_refused_spec_is_not_looked_at_again_until_it_changes(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, reason: str) -> None:
+    """A spec the operator refuses stays refused until it changes (or the operator's policy does, which is a restart):
+    once its status says so, the operator sends nothing more for it (here for a second, 5 re-check intervals), and its
+    change is taken at once all the same. Before, the Degraded re-check reconciled it every recheck_seconds (30 s by
+    default, 0.2 s here) for nothing: the SpeechToText read each time (InvalidSpec, SpecTooLarge), and its Deployment
+    (PolicyViolation); no write, no line. One WARNING line for it either way."""
+    refused, mended = REFUSED[reason]
+    await cluster.api.create(cluster.stt_url(), stt())
+    await one_pod_ready(cluster, await cluster.eventually(lambda: deployment(cluster)))
+    await cluster.api.patch(cluster.stt_url("en-us"), refused)
+    await cluster.eventually(lambda: _condition_with(cluster, "Degraded", reason))
+    await cluster.eventually(lambda: quiet(cluster))
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"SpeechToText {NAMESPACE}/en-us is degraded ({reason})"]
+
+    await cluster.api.patch(cluster.stt_url("en-us"), mended)
+
+    async def taken() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(taken)
+
+
 async def test_missing_pvc_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.api.create(cluster.stt_url(), stt(license={"persistentVolumeClaim": {"claimName": "lic"}}))
 
