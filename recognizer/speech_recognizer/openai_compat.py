@@ -37,7 +37,7 @@ from .engine import Engine
 from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, openai_response, settle
 from .openapi import describe
 from .rest import read_body, recognize_audio, request_locale
-from .results import written, written_word
+from .results import written, written_words
 from .settings import Settings
 from .subtitles import SubtitleFormat
 from .subtitles import render as subtitles
@@ -168,7 +168,7 @@ def answer(phrases: list[Phrase], fmt: str, granularities: set[str], locale: str
     if "segment" in granularities:
         body["segments"] = [segment_json(i, p) for i, p in enumerate(phrases)]
     if "word" in granularities:
-        body["words"] = [{"word": word, "start": w.start, "end": w.end} for p in phrases for w in p.words if (word := written_word(w.text))]
+        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for p in phrases for w in written_words(p.words)]
     body["usage"] = usage
     return JSONResponse(body)
 

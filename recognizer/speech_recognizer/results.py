@@ -3,8 +3,9 @@
 Times are 100-ns ticks. Vosk gives the lexical form only: ``Lexical`` and the ``Words``
 are the model's words as it spells them, no-word markers (``<UNK>``) dropped. Every form a
 person reads (``DisplayText``, ``ITN``, ``MaskedITN``, ``Display``, hypotheses, and the
-subtitles and OpenAI texts, all built on :func:`written`) shows each word as :func:`written_word`
-writes it: a number token without its brackets (``[9]`` -> ``9``). ``Display`` is that form
+subtitles and OpenAI texts, all built on :func:`written` and :func:`written_words`) shows the
+words written: the numbers the model's marked tokens spell as numerals (:mod:`.numbers`:
+``[3] (천) [5] (백)`` -> ``3500``), other tokens without their brackets. ``Display`` is that form
 with its first letter capitalized and a final period, ``MaskedITN`` it with profanity masked
 (docs/engine.md, "Result forms and the model's marked tokens").
 """
@@ -17,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import BadValue
+from .numbers import numbers
 from .transcript import Alternative, Phrase, Word
 
 TICKS_PER_SECOND = 10_000_000
@@ -112,18 +114,35 @@ _NO_WORD = re.compile(r"\[unk\]|<[^<>\s]*>|!sil|#\d+", re.IGNORECASE)
 #: A token the model marks by brackets around its written form: the ko-KR model's numbers read digit by
 #: digit or as a whole, ``[0]``..``[99]`` and ``[00]``..``[09]``, the digit words ``[공]`` ``[구]`` ``[사]``
 #: ``[삼]`` ``[영]`` ``[오]`` ``[육]`` ``[이]`` ``[일]`` ``[칠]`` ``[팔]`` and ``[쩜]`` (point), the
-#: multipliers ``(십)`` ``(백)`` ``(천)`` and ``{만}`` ``{억}`` ``{조}``.
+#: multipliers ``(십)`` ``(백)`` ``(천)`` and ``{만}`` ``{억}`` ``{조}``. Those that spell a number are
+#: written by :mod:`.numbers`; the rest lose their brackets.
 _MARKED = re.compile(r"\[([^\[\]\s]+)\]|\(([^()\s]+)\)|\{([^{}\s]+)\}")
 
 
-def written_word(token: str) -> str:
-    """One token of the model in every form a person reads (the written form): ``""`` for a no-word
-    marker (``<UNK>``, ``[unk]``), a marked token without its brackets (``[9]`` -> ``9``, ``[공]`` -> ``공``,
-    ``{만}`` -> ``만``), any other token as it is. A written word written again is the same word."""
+def _unbracketed(token: str) -> str:
+    """A token that is no number: ``""`` for a no-word marker (``<UNK>``, ``[unk]``), a marked token without its
+    brackets (``{만}`` -> ``만``, ``[쩜]`` -> ``쩜``), any other token as it is."""
     if _NO_WORD.fullmatch(token):
         return ""
     marked = _MARKED.fullmatch(token)
     return next(part for part in marked.groups() if part) if marked else token
+
+
+def _written_spans(tokens: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The tokens as a person reads them, each written word with the first and last of the tokens it writes:
+    a number the marked tokens spell as one word (:func:`.numbers.numbers`), any other token
+    :func:`_unbracketed`, a no-word marker not at all (nor does it part a number)."""
+    kept = [i for i, token in enumerate(tokens) if not _NO_WORD.fullmatch(token)]
+    words = [tokens[i] for i in kept]
+    out: list[tuple[str, int, int]] = []
+    at = 0
+    for number in [*numbers(words), None]:
+        stop = number.start if number else len(words)
+        out.extend((_unbracketed(words[k]), kept[k], kept[k]) for k in range(at, stop))
+        if number:
+            out.append((number.text, kept[number.start], kept[number.stop - 1]))
+            at = number.stop
+    return out
 
 
 def lexical(text: str) -> str:
@@ -132,8 +151,19 @@ def lexical(text: str) -> str:
 
 
 def written(text: str) -> str:
-    """Vosk's text as a person reads it: each token as :func:`written_word` renders it, one space between words."""
-    return " ".join(word for word in map(written_word, text.split()) if word)
+    """Vosk's text as a person reads it (the written form): numbers as numerals, other tokens without their
+    brackets, no-word markers dropped, one space between words."""
+    return " ".join(word for word, _, _ in _written_spans(text.split()))
+
+
+def written_words(words: Sequence[Word]) -> list[Word]:
+    """The words of :func:`written`, each with the times of the tokens it writes: a joined number from its first
+    token's start to its last one's end, as sure as its least sure token; no other word's time moves."""
+    out = []
+    for text, first, last in _written_spans([w.text for w in words]):
+        confidence = min(w.confidence for w in words[first : last + 1] if not _NO_WORD.fullmatch(w.text))
+        out.append(Word(text, words[first].start, words[last].end, confidence))
+    return out
 
 
 def display(text: str) -> str:

@@ -20,7 +20,7 @@ from enum import Enum
 
 import srt
 
-from .results import Profanity, apply_profanity, is_profane, written, written_word
+from .results import Profanity, apply_profanity, is_profane, written, written_words
 from .transcript import Phrase, Word
 
 MAX_LINE_CHARS = 42
@@ -67,12 +67,13 @@ class Cue:
 
 
 def _shown_words(phrase: Phrase, profanity: Profanity) -> list[tuple[str, float, float]]:
-    """The phrase's words as shown: written (:func:`.results.written_word`: no-word markers dropped, ``[9]``
-    as ``9``), profanity applied; times from Vosk.
+    """The phrase's words as shown: written (:func:`.results.written_words`: no-word markers dropped, numbers
+    as numerals, ``[3] (백)`` as ``300`` from the start of ``[3]`` to the end of ``(백)``), profanity applied;
+    times from Vosk.
 
-    A phrase without word times (words turned off) spreads its words over its span by their length.
+    A phrase without word times (words turned off) spreads its written words over its span by their length.
     """
-    words: Sequence[Word] = phrase.words
+    words: Sequence[Word] = written_words(phrase.words)
     if not words:
         tokens = written(phrase.text).split()
         total = sum(len(t) for t in tokens) or 1
@@ -84,10 +85,9 @@ def _shown_words(phrase: Phrase, profanity: Profanity) -> list[tuple[str, float,
         words = spread
     shown = []
     for w in words:
-        text = written_word(w.text)
-        if not text or (profanity is Profanity.REMOVED and is_profane(text)):
+        if profanity is Profanity.REMOVED and is_profane(w.text):
             continue
-        shown.append((apply_profanity(text, profanity) if profanity is Profanity.MASKED else text, w.start, w.end))
+        shown.append((apply_profanity(w.text, profanity) if profanity is Profanity.MASKED else w.text, w.start, w.end))
     return shown
 
 

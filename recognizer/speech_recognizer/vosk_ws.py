@@ -38,7 +38,7 @@ from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, cl
 from .inbox import Inbox
 from .openapi import describe
 from .rest import request_locale
-from .results import written, written_word
+from .results import written, written_words
 from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
 from .transcript import Event, Phrase, Word
@@ -48,12 +48,10 @@ ROUTE = "vosk"
 MAX_ALTERNATIVES = 100
 
 
-def _shown(words: Sequence[Word], for_people: bool) -> list[tuple[Word, str]]:
-    """Each word with its text as sent: as Vosk said it, or as :func:`~speech_recognizer.results.written_word` writes
-    it for people (a word written as nothing left out)."""
-    if not for_people:
-        return [(w, w.text) for w in words]
-    return [(w, shown) for w in words if (shown := written_word(w.text))]
+def _shown(words: Sequence[Word], for_people: bool) -> Sequence[Word]:
+    """The words as sent: as Vosk said them, or as :func:`~speech_recognizer.results.written_words` writes them
+    for people (a number of several tokens one word over their times, a word written as nothing left out)."""
+    return written_words(words) if for_people else words
 
 
 def final_json(phrase: Phrase | None, max_alternatives: int, words: bool, for_people: bool = False) -> dict[str, Any]:
@@ -64,15 +62,15 @@ def final_json(phrase: Phrase | None, max_alternatives: int, words: bool, for_pe
         for alt in phrase.alternatives if phrase else ():
             entry: dict[str, Any] = {"confidence": alt.confidence, "text": written(alt.text) if for_people else alt.text}
             if words:
-                entry["result"] = [{"end": w.end, "start": w.start, "word": shown} for w, shown in _shown(alt.words, for_people)]
+                entry["result"] = [{"end": w.end, "start": w.start, "word": w.text} for w in _shown(alt.words, for_people)]
             alternatives.append(entry)
         return {"alternatives": alternatives or [{"confidence": 0.0, "text": ""}]}
     if phrase is None:
         return {"text": ""}
     out: dict[str, Any] = {"text": written(phrase.text) if for_people else phrase.text}
     if words:
-        out["result"] = [{"conf": w.confidence, "end": w.end, "start": w.start, "word": shown}
-                         for w, shown in _shown(phrase.words, for_people)]
+        out["result"] = [{"conf": w.confidence, "end": w.end, "start": w.start, "word": w.text}
+                         for w in _shown(phrase.words, for_people)]
     return out
 
 

@@ -1,5 +1,5 @@
-"""The model's marked tokens in every result form: ``[9]`` is shown as ``9`` wherever a person reads the text, the
-unknown word not at all; ``Lexical`` and the ``Words`` keep the model's spelling; ``/vosk`` sends Vosk's words as
+"""The model's marked tokens in every result form: ``[9]`` is shown as ``9`` wherever a person reads the text (the
+numbers several tokens spell: tests/recognizer/test_numbers.py), the unknown word not at all; ``Lexical`` and the ``Words`` keep the model's spelling; ``/vosk`` sends Vosk's words as
 they are, unless its config asks ``"written": 1`` as the demo page does (docs/engine.md, "Result forms and the
 model's marked tokens")."""
 
@@ -19,7 +19,7 @@ from speech_recognizer.errors import BadValue
 from speech_recognizer.model_graph import FST_MAGIC, HAS_ISYMBOLS, HAS_OSYMBOLS, SYMBOLS_MAGIC
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.openai_compat import answer as openai_answer
-from speech_recognizer.results import OutputFormat, Profanity, display, hypothesis_json, lexical, phrase_json, written, written_word
+from speech_recognizer.results import OutputFormat, Profanity, display, hypothesis_json, lexical, phrase_json, written
 from speech_recognizer.subtitles import cues
 from speech_recognizer.transcript import Alternative, Phrase, Word
 from speech_recognizer.vosk_ws import VoskConfig, final_json
@@ -36,20 +36,20 @@ BRACKETS = re.compile(r"[\[\](){}<>]")
 
 @pytest.mark.unit
 @pytest.mark.parametrize(("token", "shown"), [
-    ("[9]", "9"), ("[09]", "09"), ("[99]", "99"), ("[공]", "공"), ("[쩜]", "쩜"), ("(백)", "백"), ("{만}", "만"),
+    ("[9]", "9"), ("[09]", "09"), ("[99]", "99"), ("[공]", "0"), ("[쩜]", "쩜"), ("(백)", "100"), ("{만}", "만"),
     ("<UNK>", ""), ("<SPOKEN_NOISE>", ""), ("[unk]", ""), ("!SIL", ""), ("<eps>", ""), ("#0", ""), ("</s>", ""),
     ("오후", "오후"), ("ABC", "ABC"), ("9", "9"), ("[]", "[]"), ("[[9]]", "[[9]]"), ("㎏", "㎏"),
 ])
 def test_a_token_is_written_without_its_brackets_and_a_marker_not_at_all(token: str, shown: str) -> None:
-    assert written_word(token) == shown
-    assert written_word(shown) == shown or not shown, "a written word written again is the same word"
+    assert written(token) == shown
+    assert written(shown) == shown or not shown, "a written word written again is the same word"
 
 
 @pytest.mark.unit
 def test_a_dropped_marker_leaves_one_space_and_every_form_its_own_spelling() -> None:
-    text = "<UNK> 오후 [9] <SPOKEN_NOISE> 시 [공] (백) {만}"
-    assert written(text) == "오후 9 시 공 백 만"
-    assert lexical(text) == "오후 [9] 시 [공] (백) {만}"
+    text = "<UNK> 오후 [9] <SPOKEN_NOISE> 시 [공] (백) {만} [쩜]"
+    assert written(text) == "오후 9 시 0 100만 쩜"
+    assert lexical(text) == "오후 [9] 시 [공] (백) {만} [쩜]"
     assert written("<UNK>") == lexical("<UNK>") == ""
 
 
@@ -148,9 +148,12 @@ def test_the_ko_models_marked_tokens_are_written_without_their_brackets_and_its_
     marked = [w for w in vocabulary if BRACKETS.search(w)]
     assert sorted(marked) == sorted(NUMBER_TOKENS + [w for w in NO_WORDS if BRACKETS.search(w)]), "the tokens docs/engine.md lists"
     assert set(NO_WORDS) <= set(vocabulary)
-    assert [w for w in NO_WORDS if written_word(w)] == []
-    assert {w: written_word(w) for w in NUMBER_TOKENS} == {w: w[1:-1] for w in NUMBER_TOKENS}
-    assert [w for w in vocabulary if w not in NO_WORDS and BRACKETS.search(written_word(w))] == []
+    assert [w for w in NO_WORDS if written(w)] == []
+    alone = {"[공]": "0", "[영]": "0", "[일]": "1", "[이]": "2", "[삼]": "3", "[사]": "4", "[오]": "5", "[육]": "6",
+             "[칠]": "7", "[팔]": "8", "[구]": "9", "[쩜]": "쩜", "(십)": "10", "(백)": "100", "(천)": "1000"}
+    assert {w: written(w) for w in NUMBER_TOKENS} == {w: alone.get(w, w[1:-1]) for w in NUMBER_TOKENS}, \
+        "each alone: a number as its numeral, a unit or the point as its word"
+    assert [w for w in vocabulary if w not in NO_WORDS and BRACKETS.search(written(w))] == []
 
 
 def test_a_number_the_model_heard_reaches_every_display_form_as_a_number_and_vosk_clients_as_vosk_said_it(

@@ -1,0 +1,138 @@
+"""The ko-KR model's marked number tokens written as numerals (inverse text normalization).
+
+The model's word table marks how a number was said (docs/engine.md, "Result forms and the model's
+marked tokens"): ``[0]``..``[99]`` and ``[00]``..``[09]`` (a number read whole), the digit words
+``[공]`` ``[영]`` ``[일]``..``[구]`` (read digit by digit), ``[쩜]`` (point), the multipliers ``(십)``
+``(백)`` ``(천)`` and the units ``{만}`` ``{억}`` ``{조}``. :func:`numbers` finds the numbers such a
+token sequence spells and writes each in Korean written style:
+
+- a run of digit words is one digit string: ``[공] [일] [공]`` -> ``010``; any other token ends it
+  (the decoder's tokens carry no pause, so ``010 1234 5678`` said without a word between comes out
+  as ``01012345678``);
+- multipliers compose Sino-Korean style: ``[3] (천) [5] (백)`` -> ``3500``, ``(백) [50]`` -> ``150``;
+- ``[쩜]`` between a number and digits is a decimal point: ``[3] [쩜] [5]`` -> ``3.5``;
+- ``{만}`` ``{억}`` ``{조}`` stay written after their numeral, each such unit ending a word, as
+  Korean writes large numbers (Hangul orthography, article 44: spacing by 만): ``[2] {만}`` -> ``2만``,
+  ``[1] {억} [2] (천) {만}`` -> ``1억`` ``2000만``, ``[1] [쩜] [5] {억}`` -> ``1.5억``.
+
+Unmarked words are left alone, except where a marked token says they belong to a number: the model
+writes the digit before a multiplier or point unmarked (``삼 (백)``, ``삼 {만}``, ``삼 [쩜] [오]``:
+-> ``300``, ``3만``, ``3.5``), and a unit after a number now and then (``[13] 만`` -> ``13만``).
+Anything else (``(백)`` ends where a larger multiplier follows, a bare ``{만}``, a ``[쩜]`` with no
+digits after it) is no number here, and its tokens are written one by one as before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Digit words (said 공, 영, 일, ..., 구) and their digits.
+DIGITS = {"공": "0", "영": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5", "육": "6", "칠": "7", "팔": "8", "구": "9"}
+#: Multipliers within a group of four digits.
+MULTIPLIERS = {"(십)": 10, "(백)": 100, "(천)": 1000}
+#: The units of four digits each, written after their numeral.
+UNITS = ("만", "억", "조")
+POINT = "[쩜]"
+_MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
+_WHOLE = re.compile(r"\[(\d\d?)\]")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number the tokens ``start`` up to ``stop`` spell, written as ``text``."""
+
+    text: str
+    start: int
+    stop: int
+
+
+def _marked_digit(token: str) -> str | None:
+    """``[삼]`` -> ``3``."""
+    return DIGITS.get(token[1:-1]) if token.startswith("[") and token.endswith("]") else None
+
+
+def _marked_number(token: str) -> str | None:
+    """``[35]`` -> ``35``, ``[05]`` -> ``05``: the digits as the model writes them."""
+    match = _WHOLE.fullmatch(token)
+    return match.group(1) if match else None
+
+
+def _coefficient(token: str) -> int | None:
+    """The 1..9 a multiplier may follow: a marked digit word or number, or the digit word the model leaves unmarked."""
+    digit = _marked_digit(token) or _marked_number(token) or DIGITS.get(token)
+    return int(digit) if digit and len(digit) == 1 and digit != "0" else None
+
+
+def _composed(tokens: Sequence[str], i: int) -> tuple[int, int] | None:
+    """A Sino-Korean number below 10,000 from ``i``: coefficients and multipliers, largest first, and
+    its ones (``[3] (천) [5] (백) [50]``); its value and where it ends, or None without a multiplier."""
+    value, last, k = 0, 10_000, i
+    while k < len(tokens):
+        coefficient = _coefficient(tokens[k])
+        if coefficient and k + 1 < len(tokens) and MULTIPLIERS.get(tokens[k + 1], last) < last:
+            last = MULTIPLIERS[tokens[k + 1]]
+            value, k = value + coefficient * last, k + 2
+        elif MULTIPLIERS.get(tokens[k], last) < last:
+            last = MULTIPLIERS[tokens[k]]
+            value, k = value + last, k + 1
+        else:
+            break
+    if k == i:
+        return None
+    ones = _marked_digit(tokens[k]) or _marked_number(tokens[k]) if k < len(tokens) else None
+    if ones and 0 < int(ones) < last:
+        value, k = value + int(ones), k + 1
+    return value, k
+
+
+def _integer(tokens: Sequence[str], i: int) -> tuple[str, int, bool] | None:
+    """The whole number from ``i``: its digits, where it ends, and whether a marked token spelled it."""
+    composed = _composed(tokens, i)
+    if composed:
+        return str(composed[0]), composed[1], True
+    if _marked_digit(tokens[i]):
+        digits, k = "", i
+        while k < len(tokens) and (digit := _marked_digit(tokens[k])):
+            if k > i and _coefficient(tokens[k]) and k + 1 < len(tokens) and tokens[k + 1] in MULTIPLIERS:
+                break  # 삼 오백: the 오 begins the next number
+            digits, k = digits + digit, k + 1
+        return digits, k, True
+    whole = _marked_number(tokens[i])
+    if whole:
+        return whole, i + 1, True
+    if tokens[i] in DIGITS:
+        return DIGITS[tokens[i]], i + 1, False
+    return None
+
+
+def _section(tokens: Sequence[str], i: int) -> Number | None:
+    """The number (a word of it: up to and with its unit) from ``i``, or None."""
+    integer = _integer(tokens, i)
+    if integer is None:
+        return None
+    text, k, marked = integer
+    if k + 1 < len(tokens) and tokens[k] == POINT:
+        fraction, f = "", k + 1
+        while f < len(tokens) and (digits := _marked_digit(tokens[f]) or _marked_number(tokens[f])):
+            fraction, f = fraction + digits, f + 1
+        if fraction:
+            text, k, marked = f"{text}.{fraction}", f, True
+    if k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
+        text, k, marked = text + tokens[k].strip("{}"), k + 1, True
+    return Number(text, i, k) if marked else None
+
+
+def numbers(tokens: Sequence[str]) -> list[Number]:
+    """Every number ``tokens`` (the model's words, no-word markers left out) spell, in order, none overlapping."""
+    found: list[Number] = []
+    i = 0
+    while i < len(tokens):
+        number = _section(tokens, i)
+        if number:
+            found.append(number)
+            i = number.stop
+        else:
+            i += 1
+    return found

@@ -1,0 +1,184 @@
+"""The numbers the ko-KR model's marked tokens spell, written as numerals in every form a person reads
+(speech_recognizer.numbers; docs/engine.md, "Result forms and the model's marked tokens"): ``[공] [일] [공]`` as
+``010``, ``[3] (천) [5] (백)`` as ``3500``, ``[2] {만}`` as ``2만``, ``[3] [쩜] [5]`` as ``3.5``. Before, each token
+was unbracketed alone: ``공 일 공``, ``3 천 5 백``. Lexical and Words keep the model's tokens; a joined number spans
+its tokens' times."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+import srt
+
+from speech_recognizer.models import LoadedModel
+from speech_recognizer.numbers import numbers
+from speech_recognizer.openai_compat import answer as openai_answer
+from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
+from speech_recognizer.subtitles import cues
+from speech_recognizer.transcript import Alternative, Phrase, Word
+from speech_recognizer.vosk_ws import final_json
+
+from ..conftest import CHUNK
+from ..support import CLOCK_TOLERANCE, Reference, ServerThread, concat, read_wav, speak, vosk_reference
+from .test_written_forms import NO_WORDS, NUMBER_TOKENS
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+
+CASES = [
+    # digit words, read one by one: a run is one digit string, ended by any other token
+    ("[공] [일] [공]", "010"),
+    ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "01012345678"),
+    ("[공] [일] [공] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "010 에 1234 에 5678"),
+    ("[영] [구]", "09"),
+    ("[공] [일] 오후", "01 오후"),
+    ("번호 는 [일] [일] [구]", "번호 는 119"),
+    # numbers read whole, alone and side by side
+    ("[9]", "9"), ("[09] 시", "09 시"), ("[99]", "99"), ("[3] [5]", "3 5"), ("오후 [9] 시", "오후 9 시"),
+    # Sino-Korean composition within four digits
+    ("[3] (천) [5] (백)", "3500"),
+    ("[3] (천) [5] (백) [50]", "3550"),
+    ("[3] (백) [50] 원", "350 원"),
+    ("(백)", "100"), ("(천) (백) (십)", "1110"), ("(십) [오]", "15"), ("(십) [5]", "15"), ("[2] (십) [5]", "25"),
+    ("[삼] (백)", "300"), ("삼 (백)", "300"), ("삼 (백) 원", "300 원"), ("(백) [05]", "105"),
+    # large units stay written after their numeral, each ending a word
+    ("[2] {만}", "2만"), ("삼 {만} 원", "3만 원"), ("[5] {만} 유언", "5만 유언"), ("[13] 만", "13만"), ("[4] 억", "4억"),
+    ("[1] {억} [2] (천) {만}", "1억 2000만"), ("(백) {만}", "100만"), ("[3] (천) {만} [5] (천)", "3000만 5000"),
+    ("[22] 조 원", "22조 원"), ("[1] 만 [5]", "1만 5"),
+    # the point between a number and digits
+    ("[3] [쩜] [5]", "3.5"), ("삼 [쩜] [오]", "3.5"), ("이 일 [쩜] [사] 함", "이 1.4 함"), ("[영] [쩜] [오]", "0.5"),
+    ("영 [쩜] [공] [오]", "0.05"), ("[3] [쩜] [14]", "3.14"), ("[1] [쩜] [5] {억}", "1.5억"), ("[3] (백) [쩜] [오]", "300.5"),
+    # unmarked words stay words: only a marked token next to them says they are a number
+    ("삼", "삼"), ("이 사람", "이 사람"), ("삼 만 원", "삼 만 원"), ("만 [3] 세", "만 3 세"), ("백 명", "백 명"),
+    # no-word markers are dropped and part no number
+    ("[3] <UNK> (천)", "3000"), ("<UNK> [공] [일] <SPOKEN_NOISE> [공]", "010"),
+    # malformed: nothing crashes, no token is lost
+    ("{만}", "만"), ("{만} {만}", "만 만"), ("[쩜]", "쩜"), ("[쩜] [쩜]", "쩜 쩜"), ("[쩜] [오]", "쩜 5"),
+    ("[3] [쩜]", "3 쩜"), ("[3] [쩜] 오후", "3 쩜 오후"), ("(백) (천)", "100 1000"), ("(백) (백)", "100 100"),
+    ("(십) (백)", "10 100"), ("[35] (백)", "35 100"), ("[공] (백)", "0 100"), ("[삼] [오] (백)", "3 500"),
+    ("{조} [3]", "조 3"), ("{억} {만}", "억 만"), ("[05] (백)", "05 100"), ("(백) [0]", "100 0"),
+    ("[2] {만} {만}", "2만 만"), ("[3] [쩜] [5] [쩜] [5]", "3.5 쩜 5"), ("오후 [쩜]", "오후 쩜"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("tokens", "shown"), CASES)
+def test_the_numbers_marked_tokens_spell_are_written_as_numerals(tokens: str, shown: str) -> None:
+    assert written(tokens) == shown
+    assert written(shown) == shown, "written again, the same"
+
+
+def covered(tokens: list[str]) -> list[list[int]]:
+    """For each written word of ``tokens`` (as words timed by their index), the indices of the tokens it spans."""
+    words = written_words([Word(token, i, i + 1, 1.0) for i, token in enumerate(tokens)])
+    return [list(range(int(w.start), int(w.end))) for w in words]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("tokens", "shown"), CASES)
+def test_each_token_is_in_one_written_word_and_in_order(tokens: str, shown: str) -> None:
+    """The written words partition the tokens (bar the no-word markers) in order: none lost, none twice."""
+    split = tokens.split()
+    spans = covered(split)
+    assert [w.text for w in written_words([Word(t, i, i + 1, 1.0) for i, t in enumerate(split)])] == shown.split()
+    assert [i for span in spans for i in span if split[i] not in NO_WORDS] == [i for i, t in enumerate(split) if t not in NO_WORDS]
+
+
+@pytest.mark.unit
+def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
+    """Random sequences of the model's number tokens, words that read as numbers and others, and no-word markers:
+    never an error, every token in exactly one written word, no bracket left where a number was written."""
+    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에"] + NO_WORDS
+    rng = random.Random(20261205)
+    for _ in range(3000):
+        tokens = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
+        spans = covered(tokens)
+        kept = [i for i, t in enumerate(tokens) if t not in NO_WORDS]
+        assert [i for span in spans for i in span if tokens[i] not in NO_WORDS] == kept, tokens
+        for number in numbers([tokens[i] for i in kept]):
+            assert number.stop > number.start and not any(c in number.text for c in "[](){}"), (tokens, number)
+
+
+def _phrase(*tokens: tuple[str, float, float, float]) -> Phrase:
+    words = tuple(Word(*token) for token in tokens)
+    return Phrase((Alternative(" ".join(w.text for w in words), 0.8, words),), words[0].start, words[-1].end)
+
+
+PRICE = _phrase(("가격", 0.1, 0.4, 0.9), ("[3]", 0.5, 0.7, 0.8), ("(천)", 0.7, 0.9, 0.6), ("<UNK>", 0.9, 1.0, 0.1),
+                ("[5]", 1.0, 1.2, 0.9), ("(백)", 1.2, 1.5, 0.7), ("원", 1.5, 1.8, 1.0))
+
+
+@pytest.mark.unit
+def test_a_joined_number_spans_its_tokens_times_and_is_as_sure_as_its_least_sure_token() -> None:
+    assert written_words(PRICE.words) == [Word("가격", 0.1, 0.4, 0.9), Word("3500", 0.5, 1.5, 0.6), Word("원", 1.5, 1.8, 1.0)]
+
+
+@pytest.mark.unit
+def test_every_written_form_writes_the_number_and_the_lexical_ones_keep_the_tokens() -> None:
+    body = phrase_json(PRICE, OutputFormat.DETAILED, Profanity.MASKED, word_timings=True)
+    best = body["NBest"][0]
+    assert body["DisplayText"] == best["Display"] == "가격 3500 원."
+    assert best["ITN"] == best["MaskedITN"] == "가격 3500 원"
+    assert best["Lexical"] == "가격 [3] (천) [5] (백) 원"
+    assert [w["Word"] for w in best["Words"]] == ["가격", "[3]", "(천)", "[5]", "(백)", "원"], "the model's tokens, each at its time"
+
+    assert [(c.start, c.end, c.text) for c in cues([PRICE])] == [(0.1, 1.8, "가격 3500 원")]
+    assert [(c.start, c.end, c.text) for c in cues([PRICE], max_line=4, max_lines=1)] == [
+        (0.1, 0.5, "가격"), (0.5, 1.5, "3500"), (1.5, 2.5, "원")], "a cue holding the number spans its tokens"
+    verbose = json.loads(openai_answer([PRICE], "verbose_json", {"segment", "word"}, "ko-KR", 1.8).body)
+    assert verbose["text"] == verbose["segments"][0]["text"] == "가격 3500 원"
+    assert verbose["words"] == [{"word": "가격", "start": 0.1, "end": 0.4}, {"word": "3500", "start": 0.5, "end": 1.5},
+                                {"word": "원", "start": 1.5, "end": 1.8}]
+    assert final_json(PRICE, 0, True, True) == {"text": "가격 3500 원", "result": [
+        {"conf": 0.9, "end": 0.4, "start": 0.1, "word": "가격"}, {"conf": 0.6, "end": 1.5, "start": 0.5, "word": "3500"},
+        {"conf": 1.0, "end": 1.8, "start": 1.5, "word": "원"}]}, "/vosk asked for written words"
+    assert final_json(PRICE, 0, True)["text"] == PRICE.text, "/vosk as Vosk said it"
+    unspread = Phrase((Alternative(PRICE.text, 0.8, ()),), 0.0, 1.0)
+    assert [c.text for c in cues([unspread])] == ["가격 3500 원"], "without word times too"
+
+
+# ---- real audio: espeak-ng's Korean through the real model -----------------------------------------------------
+
+#: Sentences whose espeak-ng recording the model hears as a number of several marked tokens (seen: "오만 원" as
+#: ``[5] {만} 유언``, "칠 점 삼" as ``이 일 [쩜] [사] 함``); many others (삼백, 삼만 원, phone numbers) it mishears.
+SPOKEN_NUMBERS = ("오만 원", "칠 점 삼")
+
+
+@pytest.fixture(scope="module", params=SPOKEN_NUMBERS)
+def spoken_number(request: pytest.FixtureRequest, audio_dir: Path, model: LoadedModel) -> tuple[Path, Reference]:
+    """One utterance (laid out as the tests' speech_wav), and what in-process Vosk hears in it."""
+    index = SPOKEN_NUMBERS.index(request.param)
+    wav = concat([speak(request.param, audio_dir / f"number{index}.raw.wav")], audio_dir / f"number{index}.wav", gap=0.5)
+    pcm, rate, _ = read_wav(wav)
+    return wav, vosk_reference(model.model, pcm, rate, CHUNK)
+
+
+def test_a_number_the_model_hears_reads_as_a_numeral_in_displaytext_and_spans_its_tokens_times(
+        server: ServerThread, spoken_number: tuple[Path, Reference]) -> None:
+    wav, ref = spoken_number
+    (said,) = ref.texts
+    tokens = said.split()
+    joined = [n for n in numbers(tokens) if n.stop - n.start > 1]
+    assert joined, f"the recording gives no number of several tokens: {said!r}"
+    number = joined[0]
+    body = wav.read_bytes()
+    detailed = httpx.post(f"{server.http}{REST}", params={"language": "ko-KR", "format": "detailed", "wordLevelTimestamps": "true"},
+                          content=body, headers={"Content-Type": "audio/wav"}, timeout=60).json()
+    best = detailed["NBest"][0]
+    assert detailed["DisplayText"] == best["Display"] == display(written(said))
+    assert number.text in best["ITN"].split() and any(c.isdigit() for c in number.text), (number, best["ITN"])
+    assert best["Lexical"] == said and [w["Word"] for w in best["Words"]] == tokens, "the model's tokens"
+
+    openai = httpx.post(f"{server.http}/v1/audio/transcriptions", files={"file": ("a.wav", body)},
+                        data={"response_format": "verbose_json", "timestamp_granularities[]": "word"}, timeout=60).json()
+    assert openai["text"] == best["ITN"]
+    heard = ref.phrases[0].words
+    (word,) = [w for w in openai["words"] if w["word"] == number.text]
+    assert word["start"] == pytest.approx(heard[number.start].start, abs=CLOCK_TOLERANCE)
+    assert word["end"] == pytest.approx(heard[number.stop - 1].end, abs=CLOCK_TOLERANCE), "from its first token's start to its last's end"
+    subtitles = httpx.post(f"{server.http}{REST}", params={"language": "ko-KR", "format": "srt"}, content=body,
+                           headers={"Content-Type": "audio/wav"}, timeout=60).text
+    assert [c.content for c in srt.parse(subtitles)] == [best["ITN"]]
