@@ -142,8 +142,22 @@ def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
     A client that pools connections (a proxy: nginx) and takes this one for its next request finds it failed before it
     sends anything, and tries a new connection; after a FIN it sends the request, finds the connection closed only then,
     and fails it (nginx: 502 for a POST, which it does not send again)."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and not unacknowledged_bytes(transport):
+    if transport is not None and not unacknowledged_bytes(transport):
+        _linger_zero(transport)
+
+
+def reset(transport: asyncio.WriteTransport) -> None:
+    """Close ``transport`` with a reset (``SO_LINGER`` 0): what waits unsent, in the event loop's buffer and the
+    kernel's, is dropped, not kept for a client that takes none of it (a close's FIN waits behind it until the kernel
+    gives up: ``TCP_USER_TIMEOUT``)."""
+    _linger_zero(transport)
+    transport.abort()
+
+
+def _linger_zero(transport: asyncio.BaseTransport) -> None:
+    """Make the close of ``transport``'s socket a reset."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
         with contextlib.suppress(OSError):  # closed meanwhile
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

@@ -20,6 +20,9 @@ Only time the server owes the client nothing counts as idle: the clock stops whi
 owed (:meth:`Deadlines.owe` .. :meth:`Deadlines.paid`) and starts again at every audio message
 taken in and at the last reply sent, so a client waiting for the replies to audio it sent ahead
 (or for a new recognizer's slow first utterance) is never idle.
+A reply its client takes none of is owed no longer than ``AudioIdleSeconds`` either: the send that
+waits on it resets the connection then (:data:`~speech_recognizer.errors.NOT_READING`,
+:meth:`~speech_recognizer.http_limits.UnmappedWebSockets.send`).
 """
 
 from __future__ import annotations

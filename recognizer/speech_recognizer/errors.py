@@ -98,6 +98,9 @@ IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSe
 CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
                        doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
+NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO,
+                  doc="a WebSocket client that took in none of its replies for AudioIdleSeconds: its decoder is given back and "
+                      "its connection reset (nothing more reaches it)")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", DEBUG, 1,

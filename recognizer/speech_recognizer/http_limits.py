@@ -77,7 +77,9 @@ to no idle connection, and logs a warning per refusal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -87,12 +89,23 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .addresses import peer, unmapped
-from .connection_cap import CONTINUE, PRESENCE_POLL_SECONDS, ConnectionCap, reset_by_peer, reset_on_close, unacknowledged_bytes, unread_bytes, unsent_bytes
+from .connection_cap import (
+    CONTINUE,
+    PRESENCE_POLL_SECONDS,
+    ConnectionCap,
+    reset,
+    reset_by_peer,
+    reset_on_close,
+    unacknowledged_bytes,
+    unread_bytes,
+    unsent_bytes,
+)
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .errors import (
     HEADER_TOO_LARGE,
     INTERNAL,
     MALFORMED_REQUEST,
+    NOT_READING,
     UPLOAD_TIMEOUT,
     Counters,
     Failure,
@@ -108,6 +121,8 @@ from .settings import declared
 log = logging.getLogger(__name__)
 _Port = TypeVar("_Port")
 
+#: How often a send waiting on a client that takes in nothing looks whether it took in some (:meth:`UnmappedWebSockets.send`).
+STALL_POLL_SECONDS = 0.5
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
 PASSED_AT_CAP = PROBE_ROUTES | {ROUTE_PRE_STOP}
@@ -804,6 +819,37 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
 
     #: Where its refusals are counted (:func:`~speech_recognizer.serving.server_options` sets it).
     metrics: ClassVar[Counters | None] = None
+    #: Longest a send waits while the client takes in nothing of what waits unsent (``AudioIdleSeconds``:
+    #: :func:`~speech_recognizer.serving.server_options` sets it; :meth:`send`).
+    stall_seconds: ClassVar[float] = math.inf
+
+    async def send(self, message: Any) -> None:
+        """uvicorn's send, whose wait for a client to take in what waits unsent (its transport paused) had no bound: a
+        client that never reads (its window shut, its kernel still acknowledging) held its stream's decoder, and a
+        close, until the kernel gave the connection up (``TCP_USER_TIMEOUT``, 60 s of a shut window). Once it has taken
+        in nothing for :attr:`stall_seconds` its connection is reset (nothing sent can reach it, a close frame neither)
+        and :data:`~speech_recognizer.errors.NOT_READING` raised: the route ends as for a client gone."""
+        if not self.writable.is_set() and not self.disconnected:
+            await self._taken_in()
+        await super().send(message)
+
+    async def _taken_in(self) -> None:
+        """Wait until the transport takes writes again; raise :data:`~speech_recognizer.errors.NOT_READING` (the
+        connection reset) once :attr:`stall_seconds` have passed in which the client took in none of what waits unsent
+        (looked at every :data:`STALL_POLL_SECONDS`)."""
+        loop = asyncio.get_running_loop()
+        unsent, since = self.transport.get_write_buffer_size(), loop.time()
+        while not self.writable.is_set():
+            left = since + self.stall_seconds - loop.time()
+            if left <= 0:
+                reset(self.transport)
+                raise Failure(f"the client took in none of its replies for {self.stall_seconds:g} s (AudioIdleSeconds), "
+                              f"{unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, STALL_POLL_SECONDS)):
+                    await self.writable.wait()
+            if (now := self.transport.get_write_buffer_size()) < unsent:  # it takes some in, slowly: not stalled
+                unsent, since = now, loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -15,6 +15,12 @@ acknowledging what the server sends, the pings included; the kernel gives the
 connection up after :data:`DEAD_PEER_SECONDS` (``TCP_USER_TIMEOUT``, Linux),
 and the session ends as on any disconnect. Acknowledgements come from the
 peer's kernel, so a client held back is never mistaken for a dead one.
+
+A client that is there but reads nothing is no dead peer either: its kernel
+acknowledges every probe while its window stays shut, and gave the connection up
+only :data:`DEAD_PEER_SECONDS` after the window shut. A WebSocket send that waits on
+such a client is bounded by ``AudioIdleSeconds`` instead
+(:meth:`~.http_limits.UnmappedWebSockets.send`: the connection reset, ``not_reading``).
 """
 
 from __future__ import annotations
@@ -89,7 +95,7 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
         body_seconds=settings.max_audio_seconds + settings.http_body_timeout_seconds,
     )
     websocket_head_bounds(limits.max_header_bytes)
-    websockets = type("UnmappedWebSockets", (UnmappedWebSockets,), {"metrics": counters})
+    websockets = type("UnmappedWebSockets", (UnmappedWebSockets,), {"metrics": counters, "stall_seconds": settings.audio_idle_seconds})
     return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": websockets,
             "proxy_headers": False}
 

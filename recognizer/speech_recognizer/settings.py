@@ -314,7 +314,8 @@ class Settings:
         30.0,
         above=0,
         help="a WebSocket stream that sends no audio for this long is answered what its audio gave and closed (1008; "
-        "1007 on the Speech SDK route, which the SDK reports as `BadRequest`): an idle client holds no decoder; "
+        "1007 on the Speech SDK route, which the SDK reports as `BadRequest`): an idle client holds no decoder; a "
+        "WebSocket client that takes in none of its replies for this long is reset (`not_reading`); "
         "see [Limits](#limits)",
     )
     max_session_seconds: float = setting(

@@ -293,6 +293,8 @@ class Conversation:
                 continue
             try:
                 await self.ws.send_text(json.dumps(reply, ensure_ascii=False))
+            except Failure as failure:  # it took in none of its replies for too long (NOT_READING): cut off
+                self._failure = failure
             except Exception:  # noqa: BLE001 - the client went away: nobody to answer
                 self._failure = Failure("the client left before its replies were sent", CLIENT_GONE)
             finally:

@@ -458,6 +458,8 @@ class Connection:
                     if failure.kind is IDLE and self.turn is not None:
                         await self.turn.flush()
                     raise
+                if self._closed:  # a turn's results failed meanwhile (its client gone, not reading, its decoder): no more is answered
+                    return
                 if msg["type"] == "websocket.disconnect":
                     if self.turn is not None and not self.turn.ended and self.turn.started:
                         dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""

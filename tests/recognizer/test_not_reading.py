@@ -1,0 +1,186 @@
+"""A WebSocket client that never reads its replies gives its decoder back after ``AudioIdleSeconds``, not the kernel's 60 s.
+
+Such a client is no dead peer: its kernel acknowledges every probe while its receive window stays shut. Once the
+server's buffers are full its replies wait, the stream waits on them (its audio no longer read), and its decoder,
+doing nothing, was held until the kernel gave the connection up (``TCP_USER_TIMEOUT``, 60 s of a shut window). Each
+test opens a raw socket with a small receive buffer that reads nothing after the handshake, makes the server reply
+fast (a final result per ``{"reset" : 1}`` on ``/vosk``, many short turns on the Speech SDK route; the server's send
+buffers small, so that fewer replies fill them), and checks that its decoder is free and its connection gone within
+:data:`BOUND` of its first audio, counted as ``not_reading``, while a client that reads, on the same server at the
+same time, gets every result.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.sync.client import connect
+from websockets.uri import parse_uri
+
+from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer import serving
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import parse_text
+
+from ..conftest import CHUNK, make_settings
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from .test_gone_clients import Gone, vosk_words, wav_bytes
+
+USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+#: The server's AudioIdleSeconds here, the longest a send may wait on a client that takes in nothing.
+STALL_SECONDS = 1.0
+#: Seconds within which a client taking in nothing must have lost its decoder and its connection, from its first audio:
+#: the time its replies take to fill the server's buffers (a few seconds), the stall bound, and the decoding of the
+#: chunks queued. Before, the kernel's: 60 s of a shut window.
+BOUND = 15.0
+
+
+class Server(Gone):
+    """A recognizer with two decoders and ``AudioIdleSeconds`` :data:`STALL_SECONDS`, and its app (its engine)."""
+
+    def refused(self, route: str, reason: str = "not_reading") -> float:
+        return scrape_metrics(self.srv.http).get(("speech_refused_total", (("reason", reason), ("route", route))), 0.0)
+
+    def server_side(self, client: socket.socket) -> str:
+        """The state of the server's end of ``client``'s connection, as ``ss`` shows it ("" once gone)."""
+        out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{self.srv.port} and dport = :{client.getsockname()[1]} )"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[0] if out.strip() else ""
+
+
+@pytest.fixture(scope="module")
+def stalling(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Its connections' send buffers the kernel's least (``SO_SNDBUF`` 4 KiB, not 64): a client's replies fill them,
+    and the event loop's 64 KiB after them, with fewer replies, sooner."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("not-reading"), "DecoderMaxCount=2", f"AudioIdleSeconds={STALL_SECONDS:g}"),
+                     registry)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serving, "SEND_BUFFER_BYTES", 4096)
+        with ServerThread(app) as srv:
+            yield Server(srv, app)
+
+
+def deaf_websocket(port: int, path: str) -> tuple[socket.socket, ClientProtocol]:
+    """A WebSocket whose client reads the server's handshake answer and nothing after it (its receive buffer 4 KiB,
+    which its kernel doubles: its window shuts once that much waits)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}"))
+    protocol.send_request(protocol.connect())
+    sock.sendall(b"".join(protocol.data_to_send()))
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):  # a byte at a time: not one byte of a frame after it
+        head += sock.recv(1)
+    protocol.receive_data(head)
+    assert protocol.handshake_exc is None, head
+    return sock, protocol
+
+
+def send_all(sock: socket.socket, frames: list[bytes]) -> None:
+    """Send ``frames`` in the background, for as long as the server reads them (it stops: the sender waits, then fails)."""
+    def run() -> None:
+        try:
+            for frame in frames:
+                sock.sendall(frame)
+        except OSError:
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def assert_cut_within_bound(stalling: Server, sock: socket.socket, started: float, readers: Future[object]) -> float:
+    """Seconds from ``started`` (its first audio sent) until the deaf client's decoder was free and its connection
+    gone: within :data:`BOUND`."""
+    while stalling.server_side(sock) or stalling.active > (0 if readers.done() else 1):
+        took = time.monotonic() - started
+        assert took < BOUND, (f"{took:.1f} s after it began to send, the client that reads nothing still holds "
+                              f"{stalling.active} decoder(s), its connection {stalling.server_side(sock) or 'gone'}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_vosk_client_that_never_reads_loses_its_decoder_after_audio_idle_seconds(
+        stalling: Server, speech_wav: Path, speech_ref: Reference) -> None:
+    """A chunk of audio (the stream takes its decoder), then ``{"reset" : 1}`` after ``{"reset" : 1}``, each answered
+    with a final result: the server's buffers fill within a second or two and its sends stall; the decoder is then free,
+    and the connection reset, within :data:`BOUND`."""
+    before = stalling.refused("vosk")
+    sock, protocol = deaf_websocket(stalling.srv.port, "/vosk?language=ko-KR")
+    protocol.send_text(json.dumps({"config": {"max_alternatives": 1}}).encode())  # a longer answer to each reset
+    protocol.send_binary(read_wav(speech_wav)[0][:CHUNK])
+    for _ in range(5000):
+        protocol.send_text(b'{"reset" : 1}')
+    with sock, ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        stalling.wait_until_held()
+        reader = pool.submit(vosk_words, stalling.srv.ws, read_wav(speech_wav)[0])  # a client that reads, meanwhile
+        took = assert_cut_within_bound(stalling, sock, started, reader)
+        assert reader.result(timeout=60) == speech_ref.texts
+    assert stalling.refused("vosk") == before + 1, "counted as a client that took in nothing"
+    print(f"decoder free and connection gone {took:.2f} s after its first audio")
+
+
+def usp_frames(protocol: ClientProtocol, turns: int) -> list[bytes]:
+    """``turns`` Speech SDK turns of 0.1 s of silence each, one after the other without waiting for their ends: each
+    is answered with its start, its status phrase and its end (about 1 KB)."""
+    frames = []
+    for _ in range(turns):
+        rid = uuid.uuid4().hex
+        protocol.send_text(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}).encode())
+        for payload in (wav_bytes(b""), bytes(CHUNK), b""):
+            protocol.send_binary(client_audio_frame(rid, payload))
+        frames.append(b"".join(protocol.data_to_send()))
+    return frames
+
+
+def usp_phrases(base: str, pcm: bytes) -> list[dict]:
+    """The ``speech.phrase`` bodies a client that reads gets for one turn of ``pcm``."""
+    with connect(f"{base}{USP}", max_size=1 << 20) as ws:
+        rid = uuid.uuid4().hex
+        ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+        ws.send(client_audio_frame(rid, wav_bytes(b"")))
+        for i in range(0, len(pcm), CHUNK):
+            ws.send(client_audio_frame(rid, pcm[i : i + CHUNK]))
+        ws.send(client_audio_frame(rid, b""))
+        phrases = []
+        while (msg := parse_text(str(ws.recv(timeout=60)))).path != "turn.end":
+            if msg.path == "speech.phrase":
+                phrases.append(msg.json())
+    return phrases
+
+
+def test_a_speech_sdk_client_that_never_reads_loses_its_decoder_after_audio_idle_seconds(
+        stalling: Server, speech_wav: Path, speech_ref: Reference) -> None:
+    """Short turns sent back to back, each answered with about 1 KB: the server's buffers fill after a few hundred, a
+    turn's sends stall holding its decoder; it is then free, and the connection reset, within :data:`BOUND`, and
+    the turns that came after are not answered (no internal error)."""
+    before, internal = stalling.refused("usp/conversation"), stalling.refused("usp/conversation", "internal")
+    sock, protocol = deaf_websocket(stalling.srv.port, USP)
+    with sock, ThreadPoolExecutor(1) as pool:
+        frames = usp_frames(protocol, 2000)
+        started = time.monotonic()
+        send_all(sock, frames)
+        stalling.wait_until_held()
+        reader = pool.submit(usp_phrases, stalling.srv.ws, read_wav(speech_wav)[0])  # a client that reads, meanwhile
+        took = assert_cut_within_bound(stalling, sock, started, reader)
+        phrases = reader.result(timeout=60)
+    assert [p.get("DisplayText") for p in phrases[:-1]] and phrases[-1]["RecognitionStatus"] == "EndOfDictation", phrases
+    assert len(phrases) == 1 + len(speech_ref.phrases)
+    assert stalling.refused("usp/conversation") == before + 1, "counted as a client that took in nothing"
+    # the turns it had sent after it, read ahead, are not answered: before, the next one's start was sent on the
+    # connection closed for the failure, an internal error (a fault: its alert) logged with its traceback
+    assert stalling.refused("usp/conversation", "internal") == internal
+    print(f"decoder free and connection gone {took:.2f} s after its first audio")
