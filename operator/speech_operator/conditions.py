@@ -228,10 +228,14 @@ def _refused_writes(refused: list[str]) -> str:
     return "the API server refused " + "; ".join(refused)
 
 
+#: What joins to a Degraded message for one reason the others that hold (:func:`_also`).
+ALSO = "; also, "
+
+
 def _also(message: str, *others: str | None) -> str:
     """A Degraded message for one reason, still saying the ``others`` that hold (an outdated CRD, a foreign
     autoscaler)."""
-    return "; also, ".join([message, *filter(None, others)])
+    return ALSO.join([message, *filter(None, others)])
 
 
 def observe(
@@ -386,6 +390,25 @@ def refusal(stt_status: Mapping[str, Any] | None, generation: int | None) -> str
 def refused(stt_status: Mapping[str, Any] | None, generation: int | None) -> bool:
     """Whether the operator refuses the spec of ``generation`` (:func:`refusal`)."""
     return bool(refusal(stt_status, generation))
+
+
+#: The reasons of a spec refused, by the operator (:data:`REFUSALS`) or by the API server (its writes of the children):
+#: a new generation of the spec refused in other words is said again (:func:`refused_anew`), not only the turn to it.
+SAID_PER_GENERATION = (*REFUSALS, WRITE_REFUSED)
+
+
+def refused_anew(before: Mapping[str, Any] | None, degraded: api.Condition) -> bool:
+    """Whether the Degraded condition ``degraded`` refuses a new generation of the spec for the reason a raw ``status``
+    ``before`` refused an older one, in other words: its user mended one cause and made another (InvalidSpec for one
+    field, then another), which the turn to Degraded did not say. Its own words only: what :func:`_also` adds (a foreign
+    autoscaler, an outdated CRD) has Events of its own. Within one generation never: a re-check (a webhook's words,
+    WriteRefused) or an annotation (SpecTooLarge's counts) changes nothing the user changed in the spec."""
+    if degraded.type != DEGRADED or degraded.status != "True" or degraded.reason not in SAID_PER_GENERATION:
+        return False
+    was: Mapping[str, Any] = next((c for c in (before or {}).get("conditions") or [] if c.get("type") == DEGRADED), {})
+    return ((was.get("status"), was.get("reason")) == ("True", degraded.reason)
+            and was.get("observedGeneration") != degraded.observedGeneration
+            and str(was.get("message") or "").split(ALSO)[0] != degraded.message.split(ALSO)[0])
 
 
 #: The reasons to be Degraded that no later look finds gone: a refused spec (:data:`REFUSALS`), which only a change of

@@ -377,8 +377,9 @@ def invalid_spec_message(exc: ValueError) -> str:
 
 def _report_transitions(events: Events, body: Mapping[str, Any], before: dict[str, Any] | None,
                         after: api.SpeechToTextStatus) -> None:
-    """One Event per condition flip (and per new reason to be Degraded), so ``kubectl describe stt`` tells the story;
-    the operator's log has a line for each Degraded and Recovered. A foreign autoscaler found while another reason
+    """One Event per condition flip (and per new reason to be Degraded, and per new generation of a refused spec refused
+    in other words: :func:`conditions.refused_anew`), so ``kubectl describe stt`` tells the story; the operator's log
+    has a line for each Degraded and Recovered. A foreign autoscaler found while another reason
     holds Degraded (its message added to that reason's) has its Warning and its line too, and its Recovered and its
     line once it goes while Degraded still holds (for another reason): no flip of Degraded says either."""
     old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (before or {}).get("conditions") or []}
@@ -393,7 +394,8 @@ def _report_transitions(events: Events, body: Mapping[str, Any], before: dict[st
         events.post(body, "Normal", "Recovered", message)
     for c in after.conditions:
         was, why = old.get(c.type, (None, None))
-        if c.type == conditions.DEGRADED and c.status == "True" and (was, why) != (c.status, c.reason):
+        if c.type == conditions.DEGRADED and c.status == "True" and (
+                (was, why) != (c.status, c.reason) or conditions.refused_anew(before, c)):
             degraded(c.reason, c.message)
         elif was == c.status:
             continue
