@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import enum
 import hashlib
 import json
 import logging
@@ -273,19 +274,27 @@ def conditional(desired: dict[str, Any], live: Mapping[str, Any] | None) -> dict
     return {**desired, "metadata": {**desired["metadata"], "resourceVersion": version}}
 
 
+class Unread(enum.Enum):
+    """A child not read yet (:func:`apply` reads it), where None is one read and found missing."""
+
+    UNREAD = enum.auto()
+
+
 async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, Any],
-                scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False) -> dict[str, Any]:
+                scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False,
+                read: dict[str, Any] | None | Unread = Unread.UNREAD) -> dict[str, Any]:
     """Server-side apply ``desired`` when :func:`pending` says so; one Event per write, and a Warning with a line when
     it puts back replicas someone scaled its Deployment to (:func:`scaled_by_hand`). :class:`NameConflict` when its
     name is taken by an object ``owner`` does not own (:func:`holder`). ``scalers``: the foreign autoscalers that scale
     the Deployment (:mod:`speech_operator.foreign_autoscalers`): its replicas are left as they are found, written only
     over the version they were read from (:func:`conditional`). ``handed_back``: they held it until now (the status
     names them). Either way a write of the Deployment's fingerprint alone, which names who holds its replicas, is no
-    "Updated" event."""
+    "Updated" event. ``read``: the child as the caller has just read it (None: missing), its first write's base instead
+    of a read of its own; a write refused as stale reads it again."""
     kind, meta, kube = desired["kind"], desired["metadata"], runtime.kube
     url = child_path(kind, meta["namespace"], meta["name"])
     for attempt in range(1, STALE_WRITES_RETRIED + 2):
-        live = await kube.get(url)
+        live = await kube.get(url) if read is Unread.UNREAD or attempt > 1 else read
         held = holder(live, owner)
         if held:
             raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it "
@@ -495,9 +504,10 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             _report_decision(runtime.events, body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
         held = None  # the replicas a foreign autoscaler holds the Deployment at
+        read: dict[str, Any] | None | Unread = Unread.UNREAD  # the Deployment, read once: apply writes over it
         if scalers and not refused:
-            live = await runtime.kube.get(child_path("Deployment", namespace, name))
-            held = live_replicas(live) if holder(live, body) is None else None
+            read = await runtime.kube.get(child_path("Deployment", namespace, name))
+            held = live_replicas(read) if holder(read, body) is None else None
         if refused:  # nothing created or changed; the status and an event say why
             deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
             deployment = None if holder(deployment, body) else deployment
@@ -506,7 +516,8 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             for child in desired:
                 actual: dict[str, Any] | None
                 try:
-                    actual = await apply(runtime, child, body, scalers, handed_back)
+                    actual = await apply(runtime, child, body, scalers, handed_back,
+                                         read if child["kind"] == "Deployment" else Unread.UNREAD)
                 except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
                     if exc.namespace_terminating:  # its namespace is being deleted: it goes too, and nothing to say
                         runtime.ending.add(body["metadata"].get("uid"))

@@ -120,19 +120,52 @@ async def test_an_hpa_on_the_deployment_is_said_once_and_its_replicas_are_left_t
     assert (await cluster.event("Recovered"))["message"].startswith("no longer ForeignAutoscaler")
 
 
+async def held_by_an_hpa_at_three(cluster: Cluster) -> None:
+    """A ready SpeechToText whose Deployment an HPA holds at 3 replicas, the operator done with it."""
+    await ready_stt(cluster)
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
+    await cluster.eventually(lambda: condition(cluster, "Degraded"))
+    await scale_deployment(cluster, 3)
+    await cluster.eventually(lambda: quiet(cluster))
+
+
+def reads(cluster: Cluster) -> tuple[int, int]:
+    """The operator's GETs of the SpeechToText (one per reconcile) and of its Deployment so far."""
+    return len(cluster.sent("GET", api.PLURAL, "en-us")), len(cluster.sent("GET", "deployments", "en-us"))
+
+
+async def debug_rolled(cluster: Cluster) -> bool:
+    """Whether the Deployment's recognizer runs with spec.logLevel Debug."""
+    dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+    return any("Debug" in a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+async def test_a_reconcile_under_an_hpa_reads_the_deployment_once(cluster: Cluster) -> None:
+    """A spec change under an HPA: each reconcile (the change's, then the one its Deployment write's event brings) reads
+    the Deployment once, and writes over that read. Before, twice: once for the replicas the HPA holds it at, once more
+    to write it (reconcile.apply's own read)."""
+    await held_by_an_hpa_at_three(cluster)
+    reconciles, deployment_reads = reads(cluster)
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
+    await cluster.eventually(lambda: debug_rolled(cluster), ACT_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster))
+    now = reads(cluster)
+    assert now[0] - reconciles >= 2, "the change's reconcile and its Deployment write's"
+    assert now[1] - deployment_reads == now[0] - reconciles, (now, (reconciles, deployment_reads))
+    assert await deployment_replicas(cluster) == 3
+
+
 async def test_a_scale_between_the_operators_read_and_its_write_is_not_undone(cluster: Cluster) -> None:
     """The HPA scales the Deployment (3 -> 5) just as the operator writes it for a spec change (the operator's write
     held until the HPA's is stored): the operator's write names the resourceVersion it read (the HPA's 3 replicas),
     the API server refuses it (409 Conflict), and the operator reads again and writes the HPA's 5. Before, it applied
     the 3 it had read, forced and unconditional: the HPA's scale was undone until its next sync (15 s by default),
     and its pods removed meanwhile. Asserted on the requests sent, as only the API server's version check (which
-    the emulator makes, harness/kube.py) tells a stale write."""
-    await ready_stt(cluster)
-    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
-    await cluster.eventually(lambda: condition(cluster, "Degraded"))
-    await scale_deployment(cluster, 3)
-    await cluster.eventually(lambda: quiet(cluster))
+    the emulator makes, harness/kube.py) tells a stale write. The refused write costs one more read of the
+    Deployment, each reconcile one."""
+    await held_by_an_hpa_at_three(cluster)
     before = len(cluster.sent("PATCH", "deployments", "en-us"))
+    reconciles, deployment_reads = reads(cluster)
     scaled: list[str] = []
 
     async def hpa_scales_first(request: Any) -> None:  # the HPA's sync, between the operator's read and its write
@@ -142,15 +175,14 @@ async def test_a_scale_between_the_operators_read_and_its_write_is_not_undone(cl
                               ["resourceVersion"]))
     cluster.emulator.meddlers[("deployments", "en-us")] = hpa_scales_first
     await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
-
-    async def rolled() -> bool:
-        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
-        return any("Debug" in a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"])
-    await cluster.eventually(rolled, ACT_SECONDS)
+    await cluster.eventually(lambda: debug_rolled(cluster), ACT_SECONDS)
     assert await deployment_replicas(cluster) == 5, "the HPA's scale was undone"
     writes = [r.data for r in cluster.sent("PATCH", "deployments", "en-us")[before:]]
     assert [(w["spec"]["replicas"], w["metadata"].get("resourceVersion")) for w in writes][-1] == (5, scaled[0])
     assert writes[0]["spec"]["replicas"] == 3 and writes[0]["metadata"].get("resourceVersion") not in (None, scaled[0])
+    await cluster.eventually(lambda: quiet(cluster))
+    now = reads(cluster)
+    assert now[1] - deployment_reads == now[0] - reconciles + 1, (now, (reconciles, deployment_reads))
 
 
 async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_scaledobject(
