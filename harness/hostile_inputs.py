@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 # ---- FLAC -----------------------------------------------------------------------------------
 
@@ -103,6 +104,25 @@ def ogg_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
         granule += n * 5760
         pages.append(_ogg_page([packet] * n, granule, len(pages), flags=4 if sent == count else 0))
     return b"".join(pages)
+
+
+def webm_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
+    """WebM/Opus that decodes to ``seconds`` of 48 kHz audio from about 70 bytes a second: :func:`ogg_opus_bomb`'s
+    2-byte packet (six empty 20 ms frames, concealed as lost) in a Matroska block again and again, muxed by PyAV
+    (FFmpeg), whose header gives the true length. The default hour is 263 KB."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as muxer:
+        stream = muxer.add_stream("libopus", rate=48000, layout="stereo" if channels == 2 else "mono")
+        muxer.start_encoding()
+        for i in range(int(seconds / 0.12) + 1):
+            packet = av.Packet(bytes([(31 << 3) | ((channels - 1) << 2) | 3, 6]))
+            packet.stream, packet.time_base = stream, Fraction(1, 48000)
+            packet.pts = packet.dts = i * 5760
+            packet.duration = 5760
+            muxer.mux(packet)
+    return buf.getvalue()
 
 
 # ---- MP3 ------------------------------------------------------------------------------------

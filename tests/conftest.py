@@ -23,7 +23,7 @@ pytest.register_assert_rewrite("tests.usp.sdk")
 
 # after the registration: the tests' own modules may import tests.usp.sdk (the packages above cannot)
 from . import crd_schema, pods_at_once, rbac  # noqa: E402
-from .support import SENTENCES, Reference, ServerThread, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
+from .support import SENTENCES, Reference, ServerThread, av_encode, av_pcm, concat, read_wav, silence, speak, vosk_reference  # noqa: E402
 
 #: Fixtures that load the Vosk model, start the operator on kmock, or a browser (and every fixture
 #: built on them, such as the servers): a test marked ``unit`` (the quick run) uses none of them.
@@ -335,3 +335,36 @@ def utterances_mp3_ref(model: LoadedModel, utterances_mp3: Path) -> Reference:
     ref = vosk_reference(model.model, mp3_pcm(utterances_mp3), 16000, CHUNK, runs=1)
     assert ref.phrases, "speech is heard in the MP3"
     return ref
+
+
+# ---- WebM/Opus and M4A/AAC: the three-utterance fixture encoded by PyAV (FFmpeg), and what in-process Vosk hears ----
+
+
+@pytest.fixture(scope="session")
+def utterances_webm(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as a browser's MediaRecorder sends it: WebM/Opus (48 kHz mono, 32 kbit/s)."""
+    return av_encode(utterances_wav, audio_dir / "utterances.webm", "webm", "libopus", 48000, 32000)
+
+
+@pytest.fixture(scope="session")
+def utterances_m4a(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as a phone records it: M4A/AAC-LC (16 kHz mono, 48 kbit/s)."""
+    return av_encode(utterances_wav, audio_dir / "utterances.m4a", "ipod", "aac", 16000, 48000)
+
+
+def av_reference(model: LoadedModel, path: Path) -> Reference:
+    """In-process Vosk on the PCM PyAV decodes ``path`` to (through the server's resampler to the model's rate)."""
+    pcm, rate = av_pcm(path)
+    ref = vosk_reference(model.model, pcm, rate, CHUNK * rate // 16000, runs=1, model_rate=16000)
+    assert ref.phrases, f"speech is heard in {path.name}"
+    return ref
+
+
+@pytest.fixture(scope="session")
+def utterances_webm_ref(model: LoadedModel, utterances_webm: Path) -> Reference:
+    return av_reference(model, utterances_webm)
+
+
+@pytest.fixture(scope="session")
+def utterances_m4a_ref(model: LoadedModel, utterances_m4a: Path) -> Reference:
+    return av_reference(model, utterances_m4a)

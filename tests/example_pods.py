@@ -48,6 +48,7 @@ from speech_recognizer import contract
 
 from .kubelet import Image, Pod, Running, file_server
 from .pods_at_once import stopping
+from .support import av_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -130,12 +131,12 @@ def host_volumes(stt: api.SpeechToText, spec: dict[str, Any], where: Path, model
     return out
 
 
-def transcribe(pod: Pod, wav: Path, key: str | None) -> dict[str, Any]:
-    """POST a WAV to the REST route inside the pod's network, as a client of its Service would."""
+def transcribe(pod: Pod, wav: Path, key: str | None, content_type: str = "audio/wav") -> dict[str, Any]:
+    """POST a WAV (or audio of ``content_type``) to the REST route inside the pod's network, as a client of its Service would."""
     def post() -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", contract.PORT, timeout=120)
         try:
-            headers = {"Content-Type": "audio/wav", **({contract.KEY_HEADER: key} if key else {})}
+            headers = {"Content-Type": content_type, **({contract.KEY_HEADER: key} if key else {})}
             conn.request("POST", contract.RECOGNITION_PATHS[1] + "?language=ko-KR", body=wav.read_bytes(), headers=headers)
             resp = conn.getresponse()
             return resp.status, resp.read().decode(errors="replace")
@@ -201,6 +202,11 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             key = secrets[stt.spec.apiKeySecretRef.name][stt.spec.apiKeySecretRef.key] if stt.spec.apiKeySecretRef else None
             answer = transcribe(pod, wav, key)
             assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer
+            # WebM and M4A: FFmpeg's child process starts, within its limits, as the pod's user on its read-only root
+            for encoded, content_type in ((av_encode(wav, where / "speech.webm", "webm", "libopus", 48000, 32000), "audio/webm"),
+                                          (av_encode(wav, where / "speech.m4a", "ipod", "aac", 16000, 48000), "audio/mp4")):
+                heard = transcribe(pod, encoded, key, content_type)
+                assert heard["RecognitionStatus"] == "Success" and heard["DisplayText"].strip(), (encoded.name, heard)
             assert running.process.poll() is None, running.log()
             if on_ready is not None:
                 on_ready(pod, running)

@@ -295,3 +295,42 @@ def widest_wav(speech: Path | None = None, speech_seconds: float | None = None, 
         wav.setframerate(48000)
         wav.writeframes(np.stack([samples, samples], axis=1).tobytes())
     return out.getvalue()
+
+
+# ---- WebM, M4A: audio encoded and decoded by PyAV (FFmpeg), as browsers and phones send it and as the server decodes it ----
+
+
+def av_encode(wav: Path, out: Path, container: str, codec: str, rate: int, bit_rate: int) -> Path:
+    """``wav`` (16-bit mono) encoded by PyAV with ``codec`` at ``rate`` Hz and ``bit_rate`` into ``container``."""
+    import av
+    import numpy as np
+
+    pcm, source_rate, channels = read_wav(wav)
+    assert channels == 1, channels
+    with av.open(str(out), "w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=rate, layout="mono")
+        stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = source_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            muxer.mux(packet)
+    return out
+
+
+def av_pcm(path: Path) -> tuple[bytes, int]:
+    """The mono 16-bit PCM and rate PyAV decodes ``path``'s first audio stream to, as the server's decoder does
+    (FFmpeg's resampler to s16 mono at the first frame's rate)."""
+    import av
+
+    pcm = bytearray()
+    with av.open(str(path)) as demuxer:
+        stream = demuxer.streams.audio[0]
+        resampler = None
+        for frame in demuxer.decode(stream):
+            resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate)
+            for converted in resampler.resample(frame):
+                pcm += bytes(converted.planes[0])[: 2 * converted.samples]
+        assert resampler is not None
+        for converted in resampler.resample(None):
+            pcm += bytes(converted.planes[0])[: 2 * converted.samples]
+        return bytes(pcm), resampler.rate

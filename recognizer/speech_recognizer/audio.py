@@ -62,10 +62,13 @@ class WavFormat:
 
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-WAV, OGG, FLAC, MP3 = AUDIO_FORMATS
+WAV, OGG, FLAC, MP3, WEBM, MP4 = AUDIO_FORMATS
+#: Containers FFmpeg decodes, in a child process (:mod:`speech_recognizer.ffmpeg`); libsndfile decodes the others.
+_FFMPEG_FORMATS = (WEBM, MP4)
 #: What is said of bytes :func:`sniff` finds no container in, after what they are ("the body", "the file").
 NOT_AUDIO = (f"is not {', '.join(f.name for f in AUDIO_FORMATS[:-1])} or {AUDIO_FORMATS[-1].name} audio "
-             f"(no {'/'.join(f.signature.decode() for f in AUDIO_FORMATS)} signature, nor MPEG audio frames)")
+             f"(no {'/'.join(f.signature_name or f.signature.decode() for f in AUDIO_FORMATS)} signature, "
+             "nor MPEG audio frames)")
 SUPPORTED_TYPES = (*(t for f in AUDIO_FORMATS for t in f.media_types), "audio/l16")
 #: Content types that declare headerless PCM (with ``codecs=audio/pcm``, any type): bytes under them are never
 #: taken for MP3 by its frames, which PCM can happen to look like.
@@ -152,8 +155,8 @@ def sniff(data: bytes | bytearray, content_type: str = "") -> AudioFormat | None
     """The container ``data`` begins with (None: none of :data:`~speech_recognizer.contract.AUDIO_FORMATS`): its
     signature, whatever the content type; else an MP3 by its ID3v2 tag or, where the content type does not declare
     headerless PCM (:func:`declares_pcm`), by two MPEG audio frames of one stream, one after the other."""
-    for fmt in (WAV, OGG, FLAC):
-        if data[:4] == fmt.signature:
+    for fmt in (WAV, OGG, FLAC, *_FFMPEG_FORMATS):
+        if data[fmt.offset : fmt.offset + len(fmt.signature)] == fmt.signature:
             return fmt
     if declares_pcm(content_type):
         return None
@@ -540,7 +543,7 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
 
     ``head``: the input's first bytes (enough for :func:`sniff`: 64 KiB); ``read(n)``: up to ``n`` of the bytes after
     them (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
-    input, seekable, for Ogg, FLAC and MP3 (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
+    input, seekable, for Ogg, FLAC, MP3, WebM and MP4 (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
     (compressed) before it is decoded. Refuses as :func:`decode` does (413: :func:`too_long`): by the length a
     header says before decoding anything (a WAV's data, when ``size`` bounds it), else as soon as the audio
     decoded passes ``max_seconds``; and raises what ``read`` raises.
@@ -558,8 +561,38 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
         size = len(source)
     else:
         source = file
+    if fmt in _FFMPEG_FORMATS:
+        return _ffmpeg_decoding(fmt, source, max_seconds)
     opened = _open_compressed(source, fmt, head, size, max_seconds)
     return Decoding(opened.sample_rate, opened.seconds, opened.blocks(max_seconds))
+
+
+def _ffmpeg_decoding(fmt: AudioFormat, source: bytearray | BinaryIO, max_seconds: float) -> Decoding:
+    """:func:`decode_stream` of a WebM or MP4 (:func:`_ffmpeg`): no length is known before its audio ends."""
+    rate, blocks = _ffmpeg(fmt, source, max_seconds)
+    return Decoding(rate, None, blocks)
+
+
+def _ffmpeg(fmt: AudioFormat, source: bytes | bytearray | BinaryIO, max_seconds: float, cut: bool = False) -> tuple[int, Iterator[bytes]]:
+    """The sample rate and mono 16-bit PCM blocks of a WebM or MP4, decoded by FFmpeg in a child process
+    (:mod:`speech_recognizer.ffmpeg`), which reads ``source`` (the whole input, or a file from its start); how it
+    ended raised as an :class:`AudioError` of its kind (past ``max_seconds``: :func:`too_long`)."""
+    from . import ffmpeg
+
+    def refusal(ended: ffmpeg.Ended) -> AudioError:
+        return too_long(None, max_seconds) if ended.kind is TOO_LARGE else AudioError(ended.message, ended.kind)
+
+    def blocks(decoding: ffmpeg.Decoding) -> Iterator[bytes]:
+        try:
+            yield from decoding.blocks()
+        except ffmpeg.Ended as ended:
+            raise refusal(ended) from None
+
+    try:
+        decoding = ffmpeg.start(fmt, source, max_seconds, cut)
+    except ffmpeg.Ended as ended:
+        raise refusal(ended) from None
+    return decoding.sample_rate, blocks(decoding)
 
 
 def _stream_wav(head: bytearray, read: Callable[[int], bytes], size: int | None, max_seconds: float) -> Decoding:
@@ -676,6 +709,9 @@ def decode(data: bytes | bytearray, content_type: str = "", *, max_seconds: floa
     container = sniff(data, content_type)
     if container is WAV:
         return decode_wav(data, max_seconds, cut)
+    if container in _FFMPEG_FORMATS:
+        rate, blocks = _ffmpeg(container, data, max_seconds, cut)
+        return Audio(b"".join(blocks), rate, 1)
     if container is not None:
         opened = _open_compressed(data, container, data, len(data), max_seconds, cut)
         return Audio(b"".join(opened.blocks(max_seconds, cut)), opened.sample_rate, 1)

@@ -84,16 +84,26 @@ class AudioFormat(NamedTuple):
     media_types: tuple[str, ...]
     #: The suffixes of its files, which the file transcriber searches a folder for.
     suffixes: tuple[str, ...]
+    #: Where :attr:`signature` is, from the first byte.
+    offset: int = 0
+    #: The signature as messages name it (empty: its bytes, which are text).
+    signature_name: str = ""
 
 
 #: Every container decoded: what sniffing, error messages, content types, the transcriber's folder search and the
 #: API reference take their lists from. An MP3 begins with an ID3v2 tag, or else with MPEG audio frames
-#: (:func:`speech_recognizer.audio.sniff`); headerless 16-bit PCM is told by its content type alone.
+#: (:func:`speech_recognizer.audio.sniff`); headerless 16-bit PCM is told by its content type alone. WebM (an EBML
+#: header: Matroska's) and MP4 (an ``ftyp`` box, 4 bytes in) are decoded by FFmpeg in a child process
+#: (:mod:`speech_recognizer.ffmpeg`), the others by libsndfile.
 AUDIO_FORMATS: Final = (
     AudioFormat("WAV", "WAV", b"RIFF", ("audio/wav", "audio/x-wav", "audio/wave"), (".wav", ".wave")),
     AudioFormat("Ogg", "Ogg/Opus, Ogg/Vorbis", b"OggS", ("audio/ogg", "audio/opus"), (".ogg", ".oga", ".opus")),
     AudioFormat("FLAC", "FLAC", b"fLaC", ("audio/flac",), (".flac",)),
     AudioFormat("MP3", "MP3", b"ID3", ("audio/mpeg", "audio/mp3"), (".mp3",)),
+    AudioFormat("WebM", "WebM/Opus, WebM/Vorbis", b"\x1a\x45\xdf\xa3", ("audio/webm", "video/webm"), (".webm", ".weba"),
+                signature_name="EBML"),
+    AudioFormat("MP4", "MP4/M4A (AAC, ALAC)", b"ftyp", ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4"),
+                (".m4a", ".mp4"), offset=4),
 )
 #: The formats as the docs list them: "WAV, Ogg/Opus, Ogg/Vorbis, FLAC, MP3".
 AUDIO_LISTED: Final = ", ".join(f.listed for f in AUDIO_FORMATS)

@@ -200,7 +200,7 @@ async def _recognize(request: Request, mode: str) -> Response:
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
-#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC, ID3, MPEG frames: :func:`.audio.sniff`)
+#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC, ID3, MPEG frames, EBML, ftyp: :func:`.audio.sniff`)
 #: wins over the type, but for MPEG frames under a type that declares headerless PCM.
 AUDIO_TYPES = {
     "audio/wav": "WAV: PCM (8, 16, 24, 32 bit), float, A-law or µ-law; 4-192 kHz; 1-32 channels (down-mixed); "
@@ -212,6 +212,10 @@ AUDIO_TYPES = {
     "audio/flac": "FLAC",
     "audio/mpeg": "MP3: MPEG-1, 2 or 2.5 Layer III, with or without an ID3v2 tag (`audio/mp3` too); its length counts as "
     "its decoded audio's unless a Xing/Info header gives it",
+    "audio/webm": "WebM: Opus or Vorbis, as browsers' MediaRecorder records it (`video/webm` too: its audio); decoded by FFmpeg "
+    "in a process of its own",
+    "audio/mp4": "MP4/M4A: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4` too: its audio); decoded "
+    "by FFmpeg in a process of its own",
     "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
     "application/octet-stream": f"{c.AUDIO_LISTED}, told apart by their first bytes",
 }
@@ -245,6 +249,9 @@ RECOGNIZE = {
                         "the request's head is over 16384 bytes (Http:MaxHeaderBytes)"),
         "415": oa.error(415, "an encoding or content type not served",
                         f"unsupported content type 'audio/aac': send {c.AUDIO_LISTED} audio"),
+        "502": oa.error(502, "FFmpeg's decoder of a WebM or MP4, a process of its own, crashed on it (the server serves on)",
+                        "the WebM decoder (FFmpeg, in a process of its own) failed on this audio: signal SIGSEGV; nothing else "
+                        "was affected"),
         "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "
                            "retry after `Retry-After` seconds",
                            "all 6 decoders are busy; retry in 1 s"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.hostile_inputs import flac_bomb, mp3_bomb, ogg_opus_bomb
+from harness.hostile_inputs import flac_bomb, mp3_bomb, ogg_opus_bomb, webm_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
 
@@ -47,6 +47,8 @@ BOMBS = {
     "mp3": (lambda: mp3_bomb(3600), "is 3600.0 s long"),
     # The same frames without a Xing header: an MP3 has no other length but a guess, so refused once 60 s are decoded.
     "mp3 without a length": (lambda: mp3_bomb(3600, xing=False), "is longer than 60 s"),
+    # 263 KB of WebM/Opus, an hour: FFmpeg's child decodes it, and stops (refused) once 60 s are decoded.
+    "webm/opus": (lambda: webm_opus_bomb(3600), "is longer than 60 s"),
 }
 
 

@@ -1,0 +1,208 @@
+"""WebM (browsers' MediaRecorder: Opus) and MP4/M4A (phones: AAC), decoded by FFmpeg in a child process of the server
+(speech_recognizer.ffmpeg), on the OpenAI route with the openai package, the REST route and the file transcriber;
+what is not whole, not audio or too long refused saying why; a decoder killed under the server ends its request alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from harness.hostile_inputs import webm_opus_bomb
+from speech_recognizer.audio import MP4, WEBM, AudioError, decode, decode_stream, sniff
+from speech_recognizer.errors import DECODER_FAILED
+from speech_recognizer.results import written
+
+from ..support import Reference, ServerThread, av_pcm, near_confidence
+from .test_openai_route import client
+from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
+from .test_transcriber import transcribe, words_of
+
+FORMATS = ("webm", "m4a")
+
+
+@pytest.fixture(scope="module")
+def encoded(utterances_webm: Path, utterances_m4a: Path, utterances_webm_ref: Reference,
+            utterances_m4a_ref: Reference) -> dict[str, tuple[Path, Reference]]:
+    return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref)}
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
+        keyed_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
+    """A WebM/Opus and an M4A/AAC uploaded by the openai package: the words and times of in-process Vosk fed the PCM
+    PyAV decodes the same file to, and its length (lossy coding changes some of the WAV's words: espeak's voice is at
+    the edge of what the model hears; as many utterances). They were refused: "the body is not WAV, Ogg, FLAC or MP3
+    audio"."""
+    path, ref = encoded[kind]
+    assert len(ref.phrases) == len(utterances_ref.phrases), (ref.texts, utterances_ref.texts)
+    verbose = client(keyed_server).audio.transcriptions.create(
+        model="whisper-1", file=path.open("rb"), language="ko", response_format="verbose_json",
+        timestamp_granularities=["word", "segment"])
+    assert verbose.text == " ".join(written(t) for t in ref.texts)
+    pcm, rate = av_pcm(path)
+    assert verbose.duration == round(len(pcm) / (2 * rate), 6)
+    spoken = [w for p in ref.phrases for w in p.words]
+    assert [w.word for w in verbose.words] == [written(w.word) for w in spoken]
+    ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
+    for segment, phrase in zip(verbose.segments, ref.phrases, strict=True):
+        assert near_confidence(float(np.exp(segment.avg_logprob)), float(np.exp(np.mean([np.log(w.confidence) for w in phrase.words]))))
+
+
+@pytest.mark.parametrize(("kind", "content_type"), [("webm", "audio/webm"), ("webm", "video/webm"), ("webm", "application/octet-stream"),
+                                                    ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4")])
+def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[str, tuple[Path, Reference]], kind: str,
+                                                         content_type: str) -> None:
+    """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415."""
+    path, ref = encoded[kind]
+    r = post(server, path.read_bytes(), content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+    assert r.status_code == 200, r.text
+    best = r.json()["NBest"][0]
+    assert best["Lexical"] == " ".join(ref.texts)
+    ref.assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7) for w in best["Words"]])
+
+
+def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
+    """A folder holding a .webm and an .m4a is searched for both, and each transcribed in-process (FFmpeg's child
+    reads the file itself) and through a server: in-process Vosk's words and times on the decoded PCM."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for kind, (path, _) in encoded.items():
+        shutil.copy(path, folder / f"memo.{kind}")
+    for where in ((), ("--server", server.http)):
+        done = transcribe("--format", "json", *where, str(folder))
+        assert done.returncode == 0, (where, done.stderr)
+        answers = {Path(body["File"]).suffix[1:]: body for body in map(json.loads, done.stdout.splitlines())}
+        assert sorted(answers) == sorted(FORMATS), done.stdout
+        for kind, (_, ref) in encoded.items():
+            assert answers[kind]["NBest"][0]["Lexical"] == " ".join(ref.texts), (where, kind)
+            ref.assert_words_match(words_of(answers[kind]))
+
+
+def test_decoded_as_they_are_read_they_equal_the_whole_decoding(utterances_webm: Path, utterances_m4a: Path) -> None:
+    """From a file (the child reads it from its start, whatever was read of it) and from a pipe's bytes: the PCM the
+    whole decoding gives."""
+    for path in (utterances_webm, utterances_m4a):
+        whole = decode(path.read_bytes(), max_seconds=600)
+        with path.open("rb") as file:
+            head = file.read(65536)
+            decoding = decode_stream(head, file.read, size=path.stat().st_size, file=file, max_seconds=600)
+            assert decoding.sample_rate == whole.sample_rate and b"".join(decoding.blocks) == whole.pcm, path.name
+        rest = io.BytesIO(path.read_bytes()[65536:])
+        decoding = decode_stream(path.read_bytes()[:65536], rest.read, size=None, file=None, max_seconds=600)
+        assert b"".join(decoding.blocks) == whole.pcm, path.name
+
+
+def test_signatures_tell_them_whatever_the_type() -> None:
+    """An EBML header is WebM (Matroska), an ``ftyp`` box 4 bytes in is MP4, even under a type that declares PCM."""
+    assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81") is WEBM
+    assert sniff(b"\x00\x00\x00\x1cftypM4A ", "audio/l16; rate=16000") is MP4
+    assert sniff(b"ftyp\x00\x00\x00\x1c") is None
+
+
+def _video_only_mp4() -> bytes:
+    """An MP4 of a second of video (MPEG-4 part 2) and no audio."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as muxer:
+        stream = muxer.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                muxer.mux(packet)
+        for packet in stream.encode(None):
+            muxer.mux(packet)
+    return buf.getvalue()
+
+
+def _mp3_in_matroska() -> bytes:
+    """A Matroska file (EBML, as WebM) holding MP3: a codec not served in it."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as muxer:
+        stream = muxer.add_stream("libmp3lame", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            muxer.mux(packet)
+    return buf.getvalue()
+
+
+#: Bodies that are not whole or not served -> (status, words of the reason).
+BROKEN = {
+    "webm cut short": (lambda webm, m4a, wav: webm[: len(webm) // 2], 400, "the WebM audio is cut short"),
+    "webm with junk after its header": (lambda webm, m4a, wav: webm[:40] + bytes(range(256)) * 40, 400, "WebM"),
+    "webm of its EBML header alone": (lambda webm, m4a, wav: webm[:4], 400, "the WebM container cannot be read"),
+    "m4a cut short (its index lost)": (lambda webm, m4a, wav: m4a[: len(m4a) // 2], 400, "the MP4"),
+    "mp4 of video alone": (lambda webm, m4a, wav: _video_only_mp4(), 415, "the MP4 file holds no audio (video only)"),
+    "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not opus or vorbis"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_what_is_not_whole_or_not_served_is_refused_saying_why(server, utterances_webm: Path, utterances_m4a: Path,
+                                                              speech_wav: Path, good_text: str, case: str) -> None:  # noqa: F811
+    make, status, words = BROKEN[case]
+    body = make(utterances_webm.read_bytes(), utterances_m4a.read_bytes(), speech_wav)
+    for content_type in ("application/octet-stream", "audio/webm"):
+        r = post(server, body, content_type)
+        assert r.status_code == status, (content_type, r.text)
+        assert words in r.json()["error"]["message"], r.text
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children() if "speech_recognizer.ffmpeg_child" in " ".join(p.cmdline())]
+
+
+def test_a_decoder_killed_under_the_server_ends_its_request_alone(server, utterances_webm: Path, speech_wav: Path,
+                                                                  good_text: str) -> None:  # noqa: F811
+    """The decoder's process killed by SIGSEGV (as a crash in FFmpeg ends it) while the server waits on it: that
+    request is a 502 naming the signal (``decoder_failed``), and the server serves the next one."""
+    body = utterances_webm.read_bytes()
+    answers: list[httpx.Response] = []
+    for _ in range(20):  # the child lives for a tenth of a second: caught alive within a few tries
+        request = threading.Thread(target=lambda: answers.append(post(server, body, "audio/webm")))
+        request.start()
+        killed = False
+        while request.is_alive() and not killed:
+            for process in _children(psutil.Process().pid):
+                process.send_signal(signal.SIGSEGV)
+                killed = True
+            time.sleep(0.001)
+        request.join()
+        if killed and answers[-1].status_code != 200:
+            break
+    r = answers[-1]
+    assert r.status_code == DECODER_FAILED.http, r.text
+    assert r.json()["error"]["message"] == ("the WebM decoder (FFmpeg, in a process of its own) failed on this audio: "
+                                            "signal SIGSEGV; nothing else was affected")
+    assert not _children(psutil.Process().pid), "the child was collected"
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def test_a_decoder_killed_mid_stream_fails_that_file(tmp_path: Path) -> None:
+    """A file decoded as it is read (the transcriber's way), its decoder killed between two blocks: the next read
+    raises ``decoder_failed`` naming the signal; the child is collected."""
+    path = tmp_path / "long.webm"
+    path.write_bytes(webm_opus_bomb(600, channels=1))
+    with path.open("rb") as file:
+        decoding = decode_stream(file.read(65536), file.read, size=path.stat().st_size, file=file, max_seconds=3600)
+        next(decoding.blocks)
+        (child,) = _children(psutil.Process().pid)
+        child.send_signal(signal.SIGSEGV)
+        with pytest.raises(AudioError) as failed:
+            for _ in decoding.blocks:
+                pass
+    assert failed.value.kind is DECODER_FAILED and "signal SIGSEGV" in failed.value.message
+    assert not child.is_running(), "the child was collected"
+
