@@ -133,7 +133,7 @@ def mp3_bomb(seconds: float = 3600.0, *, xing: bool = True) -> bytes:
     least any MP3 takes, each frame 72 bytes (its header, then side information of zeros: no bits for either granule)
     and 576 samples (72 ms). The default hour is 3.6 MB and decodes to 28.8 M samples (58 MB as 16-bit PCM). With
     ``xing`` its first frame is a Xing header counting the frames, as LAME writes one: its length is known before
-    decoding; without, nothing but decoding tells it (a decoder's guess from the size and the first frame's bit rate
+    decoding; without, nothing but its frames tell it (a decoder's guess from the size and the first frame's bit rate
     is no more than a guess)."""
     header = bytes([0xFF, 0xE3, 0x18, 0xC4])  # sync, MPEG-2.5, layer III, no CRC; 8 kbit/s, 8 kHz; mono, original
     frame = header + bytes(68)

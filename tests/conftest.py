@@ -6,6 +6,7 @@ import json
 import wave
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,83 @@ def utterances_webm_ref(model: LoadedModel, utterances_webm: Path) -> Reference:
 @pytest.fixture(scope="session")
 def utterances_m4a_ref(model: LoadedModel, utterances_m4a: Path) -> Reference:
     return av_reference(model, utterances_m4a)
+
+
+# ---- MP3s libsndfile alone decodes short: the utterances after half a second of silence, as a stream records them ----
+
+
+def _lame(pcm: Any, rate: int, **options: Any) -> bytes:
+    """``pcm`` encoded by libsndfile's LAME (``options``: soundfile's bitrate_mode, compression_level)."""
+    import io
+
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, pcm, rate, format="MP3", **options)
+    return buf.getvalue()
+
+
+def mp3_frame_sizes(mp3: bytes) -> list[int]:
+    """The bytes of each MPEG-2 Layer III frame of an MP3 of the fixtures (16 kHz mono, no ID3 tag, no CRC): their
+    headers read as the standard has them (bit rate index -> kbit/s; 72 x bit rate / sample rate + padding)."""
+    kbps = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+    sizes, at = [], 0
+    while at + 4 <= len(mp3) and mp3[at] == 0xFF and mp3[at + 1] == 0xF3:
+        sizes.append(72 * kbps[mp3[at + 2] >> 4] * 1000 // 16000 + (mp3[at + 2] >> 1 & 1))
+        at += sizes[-1]
+    assert at == len(mp3), (at, len(mp3))
+    return sizes
+
+
+def _without_header(mp3: bytes) -> bytes:
+    """A LAME MP3 without its first frame, its Xing/Info header (what ``lame -t`` leaves out)."""
+    first = mp3_frame_sizes(mp3)[0]
+    assert mp3[4 + 9 : 4 + 9 + 4] in (b"Xing", b"Info"), mp3[:32]
+    return mp3[first:]
+
+
+@dataclass(frozen=True)
+class StreamedMp3:
+    """Half a second of silence as LAME's constant 160 kbit/s MP3 (720-byte frames: the largest at 16 kHz), then the
+    three utterances as its variable bit rate MP3 (:func:`utterances_mp3`), one after the other as a stream records
+    them: ``joined`` the two files whole (each with its Xing/Info header: the first's counts the silence alone, the
+    second's is in the middle), ``headerless`` the two without them (a variable bit rate that no header counts).
+    libsndfile alone decodes ``joined`` to the silence, ``headerless`` to its guess from the size and first frame."""
+
+    joined: Path
+    headerless: Path
+    #: The utterances' PCM as soundfile decodes their MP3 alone, and where it begins in each one's decoding: after the
+    #: silence's frames (``joined``: its decoding, which its header trims to 0.5 s), and in ``headerless`` after them
+    #: less the decoder's delay (529 samples, dropped at the start), and the utterances' encoder delay (576) and the
+    #: decoder's, which only their header told soundfile to drop.
+    utterances: bytes = field(repr=False)
+    joined_at: int
+    headerless_at: int
+    #: How many samples ``headerless`` holds: every frame's 576, less the decoder's delay.
+    headerless_samples: int
+
+
+@pytest.fixture(scope="session")
+def streamed_mp3(audio_dir: Path, utterances_mp3: Path) -> StreamedMp3:
+    import numpy as np
+
+    silence_mp3 = _lame(np.zeros(8000, dtype="int16"), 16000, bitrate_mode="CONSTANT", compression_level=0.0)
+    speech = utterances_mp3.read_bytes()
+    joined, headerless = audio_dir / "streamed.mp3", audio_dir / "streamed_headerless.mp3"
+    joined.write_bytes(silence_mp3 + speech)
+    headerless.write_bytes(_without_header(silence_mp3) + _without_header(speech))
+    frames = len(mp3_frame_sizes(headerless.read_bytes()))
+    silent = len(mp3_frame_sizes(silence_mp3)) - 1
+    return StreamedMp3(joined, headerless, mp3_pcm(utterances_mp3), silent * 576, (silent + 1) * 576, frames * 576 - 529)
+
+
+@pytest.fixture(scope="session")
+def streamed_mp3_refs(model: LoadedModel, streamed_mp3: StreamedMp3) -> dict[str, Reference]:
+    """In-process Vosk on the PCM each of :func:`streamed_mp3`'s MP3s decodes to in-process, by its file's name
+    (checked against the utterances' own decoding by the tests before they take these)."""
+    from speech_recognizer.audio import decode
+
+    refs = {}
+    for mp3 in (streamed_mp3.joined, streamed_mp3.headerless):
+        refs[mp3.name] = vosk_reference(model.model, decode(mp3.read_bytes(), max_seconds=60).pcm, 16000, CHUNK, runs=1)
+    return refs

@@ -13,14 +13,16 @@ the length the container's header gives is checked against the limit first,
 then the audio is decoded a block at a time, down-mixed to mono as it comes,
 and decoding stops as soon as it passes the limit (headers may say "unknown"
 or lie). Memory is the limit's worth of mono PCM and one block. An MP3's length is
-believed only from a Xing/Info frame count (:func:`mp3_length_declared`): without one
-its decoder guesses from the file's size (a 3.6 MB file at 8 kbit/s is an hour).
+its frames', counted from their headers before decoding (:func:`mp3_frames`): its
+decoder would take a Xing/Info header's count, or guess from the file's size.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import io
+import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -78,8 +80,9 @@ _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12
 #: Layer III bit rates (kbit/s) by index, of MPEG-1 and of MPEG-2 and 2.5; index 0 is free format, 15 is invalid.
 _LAYER3_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
                 2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
-#: How much shorter than its Xing/Info frame count an MP3 may decode before it is called cut short: two frames
-#: of the longest (1152 samples), as encoders count the Xing frame itself or not.
+#: How much longer an MP3 may decode to than the length limit (an encoder's delay and padding, which its decoder
+#: drops when its Xing/Info header gives them), and how much shorter than its count before it is called cut short:
+#: two frames of the longest (1152 samples).
 _MP3_SLACK = 2 * 1152
 
 
@@ -130,18 +133,21 @@ def id3_end(data: bytes | bytearray) -> int | None:
     return 10 + size + (10 if data[5] & 0x10 else 0)
 
 
-def mp3_length_declared(first: bytes | bytearray) -> bool:
-    """Whether the MP3 whose first frame ``first`` begins with (after any ID3 tag) gives its length: a Xing/Info
-    header with a frame count in that frame, as LAME and most encoders write one. libsndfile's decoder then gives
-    that length, and stops there; without one, its length is a guess from the file's size and its first frame's bit
-    rate, which a variable bit rate (or a hostile file) makes anything."""
-    frame = mpeg_frame(first, 0)
-    if frame is None:
-        return False
+def _xing_tag(frame: MpegFrame) -> int:
+    """Where a Xing/Info header begins in a Layer III frame ``frame``: after its header, CRC and side information."""
     side = (17 if frame.channels == 1 else 32) if frame.version == 3 else (9 if frame.channels == 1 else 17)
-    tag = 4 + 2 * frame.crc + side
-    return (bytes(first[tag : tag + 4]) in (b"Xing", b"Info") and len(first) >= tag + 12 and bool(first[tag + 7] & 1)
-            and int.from_bytes(first[tag + 8 : tag + 12], "big") > 0)
+    return 4 + 2 * frame.crc + side
+
+
+def _xing(first: bytes | bytearray, frame: MpegFrame) -> tuple[int, int | None] | None:
+    """The Xing/Info header of the frame ``first`` begins with (``frame``, its header): where its frame count is in
+    the frame and that count (None: it gives none), or None when the frame holds audio. LAME and most encoders write
+    one as an MP3's first frame, which decoders skip."""
+    tag = _xing_tag(frame)
+    if bytes(first[tag : tag + 4]) not in (b"Xing", b"Info"):
+        return None
+    counted = len(first) >= tag + 12 and bool(first[tag + 7] & 1)
+    return tag + 8, int.from_bytes(first[tag + 8 : tag + 12], "big") if counted else None
 
 
 def declares_pcm(content_type: str) -> bool:
@@ -346,9 +352,9 @@ class _Compressed:
     reader: Any
     what: str
     sample_rate: int
-    #: How long its header says it is (None: not said, or not believed: an MP3 without a Xing/Info frame count).
+    #: How long its header says it is (None: not said, or not believed: an MP3 cut at the limit, :func:`mp3_frames`).
     seconds: float | None
-    #: An MP3: its decoder ends early without an error where a file is cut short (:meth:`_ended`).
+    #: An MP3: its decoder may end early without an error (:meth:`_ended`).
     mp3: bool
 
     def blocks(self, max_seconds: float, cut: bool = False) -> Iterator[bytes]:
@@ -357,13 +363,13 @@ class _Compressed:
             yield from _read_blocks(self.reader, self.what, max_seconds, cut, self._ended if self.mp3 else None)
 
     def _ended(self, frames: int) -> None:
-        """Refuses an MP3 whose decoder gave ``frames`` and no more, fewer than its Xing/Info header counts: a file
-        cut short (the decoder drops a cut frame and stops there, without an error). Without that count nothing tells:
-        libsndfile then takes its guess from the file's size as its length and gives no more than that."""
+        """Refuses an MP3 whose decoder gave ``frames`` and no more, fewer than its frames hold (:func:`mp3_frames`
+        counted them, and its Xing/Info header says so to libsndfile): the decoder stops without an error where it
+        cannot go on."""
         declared, rate = int(self.reader.frames), self.sample_rate
         if self.seconds is not None and frames < declared - _MP3_SLACK:
-            raise AudioError(f"the MP3 is cut short: it ends at {frames / rate:.1f} s of the {declared / rate:.1f} s "
-                             "its header counts")
+            raise AudioError(f"the MP3 is corrupt: its decoder ended at {frames / rate:.1f} s of the {declared / rate:.1f} s "
+                             "its frames hold")
 
 
 @functools.cache
@@ -388,11 +394,11 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
     opened and checked. libsndfile reads what follows an ID3 tag as whatever format it finds there: only MP3 is
     taken after one (415), so that no other of its parsers reads a body. An MP3 libsndfile cannot open is refused
     saying why (:func:`_mp3_unopened`), not with its words (an MP3 cut in its first frame is "File does not exist
-    or is not a regular file (possibly a pipe?)")."""
+    or is not a regular file (possibly a pipe?)"); what it reads of an MP3 is put right first (:func:`_mp3_source`)."""
     mp3 = fmt is MP3
-    believed = mp3_length_declared(_after_id3(source, head)) if mp3 else True
+    read, believed = _mp3_source(source, head, size, max_seconds, cut) if mp3 else (source, True)
     try:
-        reader: Any = _open_soundfile(source, fmt.name, _unseeking() if mp3 else None)
+        reader: Any = _open_soundfile(read, fmt.name, _unseeking() if mp3 else None)
     except AudioError:
         if mp3:
             raise AudioError(_mp3_unopened(head, size)) from None
@@ -407,18 +413,172 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
         raise
 
 
-def _after_id3(source: bytes | bytearray | BinaryIO, head: bytes | bytearray) -> bytes | bytearray:
-    """The first bytes after an MP3's ID3 tag (its first frame's, when it is right there): from ``head``, else, for
-    a tag longer than ``head`` (cover art), read from ``source`` where the tag ends."""
-    end = id3_end(head) or 0
-    if end + 256 <= len(head) or isinstance(source, (bytes, bytearray)):
-        return (source if isinstance(source, (bytes, bytearray)) else head)[end : end + 256]
-    at = source.tell()
-    try:
-        source.seek(end)
-        return source.read(256)
-    finally:
-        source.seek(at)
+#: Tags an MP3 may carry after a frame (an ID3v2 tag is told by :func:`id3_end`): an ID3v1 tag (128 bytes), and
+#: APEv2 and Lyrics3 tags, taken as its end.
+_ID3V1, _MP3_END_TAGS = b"TAG", (b"APETAGEX", b"LYRICSBEGIN")
+
+
+@dataclass(frozen=True)
+class Mp3Frames:
+    """What walking an MP3's frame headers found (:func:`mp3_frames`)."""
+
+    sample_rate: int
+    #: Samples a frame holds: 1152 (MPEG-1), 576 (MPEG-2 and 2.5).
+    samples: int
+    #: Its frames of audio (not its Xing/Info frames), counted to its end, or only past ``limit`` when not ``whole``.
+    count: int
+    whole: bool
+    #: The count its Xing/Info header gives (None: it has none), and where that count is (the 4 bytes, big-endian).
+    declared: int | None
+    declared_at: int
+    #: What libsndfile is to read for this MP3: byte ranges of it replaced, each (start, end, replacement).
+    edits: tuple[tuple[int, int, bytes], ...]
+
+
+def mp3_frames(peek: Callable[[int, int], bytes], start: int, size: int, max_seconds: float) -> Mp3Frames | None:
+    """Walks the frame headers of the MP3 whose first frame is at ``start`` (after an ID3v2 tag), ``size`` bytes:
+    ``peek(at, n)`` gives up to ``n`` of its bytes at ``at``. None when no whole frame is at ``start`` (libsndfile's
+    opening then says what it is, :func:`_mp3_unopened`). Stops once it counts more than ``max_seconds``.
+
+    What libsndfile reads is then made to give the MP3's length, which its decoder (mpg123) takes from a Xing/Info
+    frame count, else guesses from the file's size and the first frame's bit rate and stops there without an error:
+    a variable bit rate without that frame, MP3s put one after another, a count that lies, all decoded short. The
+    count is put right or a Xing frame put in, and the Xing/Info frames and tags of the MP3s after the first are taken
+    out (mpg123 ends at another stream's Info frame). Junk between two frames, a frame of another sample rate or
+    channel count, or what follows the last frame when a frame would resume after it, is refused here, before
+    mpg123 writes a line to stderr for each bad frame and resynchronisation."""
+    first = mpeg_frame(peek(start, 4), 0)
+    if first is None or start + first.length > size:
+        return None
+    kind, samples = (first.version, first.sample_rate, first.channels), 1152 if first.version == 3 else 576
+    limit = int(max_seconds * first.sample_rate) + _MP3_SLACK  # an encoder's delay and padding besides
+    pos, count, declared, declared_at, edits = start, 0, None, -1, []
+    while pos < size:
+        head = peek(pos, 64)
+        frame = mpeg_frame(head, 0)
+        if frame is None:
+            tag = id3_end(head) if head[:3] == b"ID3" else 128 if head[:3] == _ID3V1 else None
+            if tag is None:
+                _mp3_trailer(peek, pos, size, count, kind)
+                edits.append((pos, size, b""))  # what mpg123 would resynchronise in, and write to stderr about
+                break
+            edits.append((pos, min(pos + tag, size), b""))
+            pos += tag
+            continue
+        if (frame.version, frame.sample_rate, frame.channels) != kind:
+            raise AudioError(f"the MP3 is corrupt: its frame {count + 1} (byte {pos}) is of another sample rate or "
+                             "channel count than its first")
+        if pos + frame.length > size:
+            edits.append((pos, size, b""))  # cut in its last frame, which its decoder would drop
+            break
+        xing = _xing(head, frame)
+        if xing is None:
+            count += 1
+            if count * samples > limit:
+                return Mp3Frames(first.sample_rate, samples, count, False, declared, declared_at, tuple(edits))
+        elif pos == start and xing[1] is not None:
+            declared_at, declared = pos + xing[0], xing[1]
+        else:  # another stream's, or one that counts nothing
+            edits.append((pos, pos + frame.length, b""))
+        pos += frame.length
+    return Mp3Frames(first.sample_rate, samples, count, True, declared, declared_at, tuple(edits))
+
+
+def _mp3_source(source: bytes | bytearray | BinaryIO, head: bytes | bytearray, size: int | None, max_seconds: float,
+                cut: bool) -> tuple[bytes | bytearray | BinaryIO | io.RawIOBase, bool]:
+    """What libsndfile is to read of an MP3 (``source``, its first bytes ``head``, ``size`` bytes when known) for its
+    decoder to give all of it (:func:`mp3_frames`), and whether the length it then says is the MP3's. Refuses one
+    longer than ``max_seconds`` (unless ``cut``), cut short or corrupt, before anything is decoded."""
+    peek = _peeker(source)
+    if size is None:
+        size = len(source) if isinstance(source, (bytes, bytearray)) else _file_size(source)
+    start = id3_end(head) or 0
+    found = mp3_frames(peek, start, size, max_seconds)
+    if found is None:
+        return source, False
+    if not found.whole and not cut:
+        if found.declared is not None and found.declared > found.count:
+            return source, True  # its Xing/Info count says how long: libsndfile's length then, refused by it (_checked)
+        raise too_long(None, max_seconds)
+    edits = _mp3_edits(found, peek, start, size)
+    return (_Spliced(source, size, edits) if edits else source), found.whole
+
+
+#: The most bytes after an MP3's last frame searched for a frame that would resume it (junk in its middle), and the
+#: most frame headers in them looked at: past either, what follows is refused rather than taken as its end unread.
+_MP3_TRAILER_BYTES, _MP3_RESYNC_TRIES = 1 << 20, 4096
+#: The first two bytes of a Layer III frame header (:func:`mpeg_frame` tells the rest).
+_MPEG_SYNC = re.compile(rb"\xff[\xe2\xe3\xf2\xf3\xfa\xfb]")
+
+
+def _mp3_trailer(peek: Callable[[int, int], bytes], pos: int, size: int, count: int, kind: tuple[int, int, int]) -> None:
+    """Refuses what follows an MP3's last frame (at ``pos``, ``count`` frames of ``kind`` before it) unless it is a
+    tag taken as its end, or bytes no frame of the MP3 resumes in (trailing junk, which no decoder reads)."""
+    if peek(pos, 16).startswith(_MP3_END_TAGS):
+        return
+    rest = peek(pos, min(size - pos, _MP3_TRAILER_BYTES))
+    for tries, sync in enumerate(_MPEG_SYNC.finditer(rest)):
+        frame = mpeg_frame(rest, sync.start())
+        if tries >= _MP3_RESYNC_TRIES or frame is not None and _mpeg_frames(rest[sync.start() :]) and (
+                (frame.version, frame.sample_rate, frame.channels) == kind):
+            break
+    else:
+        if size - pos <= _MP3_TRAILER_BYTES:
+            return
+    raise AudioError(f"the MP3 is corrupt: junk at byte {pos}, after its frame {count}, where MPEG frames go on")
+
+
+def _mp3_edits(found: Mp3Frames, peek: Callable[[int, int], bytes], start: int, size: int) -> list[tuple[int, int, bytes]]:
+    """What to replace in an MP3 (:func:`mp3_frames` found ``found``) for its decoder to give all of it: its Xing/Info
+    count set to the frames there are, or a Xing frame that counts them put before its first frame. Refuses an MP3
+    cut short (fewer frames than its count, which its decoder would end at without an error)."""
+    edits = list(found.edits)
+    rate, samples, count = found.sample_rate, found.samples, found.count
+    if found.declared is not None and found.whole and count + 2 < found.declared:  # encoders count the Xing frame, or not
+        raise AudioError(f"the MP3 is cut short: it ends at {count * samples / rate:.1f} s of the "
+                         f"{found.declared * samples / rate:.1f} s its header counts")
+    if found.declared is not None and found.declared >= count:
+        return edits
+    if found.declared is not None:  # a count that lies, or MP3s put one after another: the first one's count
+        edits.append((found.declared_at, found.declared_at + 4, count.to_bytes(4, "big")))
+        if peek(found.declared_at - 1, 1)[0] & 2:  # the file's bytes follow: mpg123 says on stderr when they are off
+            length = size + sum(len(new) - (end - start) for start, end, new in edits)  # by more than 1%
+            edits.append((found.declared_at + 4, found.declared_at + 8, (length % (1 << 32)).to_bytes(4, "big")))
+    else:
+        edits.append((start, start, _xing_frame(peek(start, 4), count)))
+    return sorted(edits)
+
+
+def _xing_frame(header: bytes, count: int) -> bytes:
+    """A Xing frame counting ``count`` frames, for an MP3 whose first frame's header is ``header``: the same version,
+    sample rate and channels, no CRC, the least bit rate a frame holding the header takes."""
+    b1, b2 = header[1] | 1, header[2] & 0x0D
+    for bitrate in range(1, 15):
+        frame = mpeg_frame(bytes((0xFF, b1, bitrate << 4 | b2, header[3])), 0)
+        if frame is not None and frame.length >= _xing_tag(frame) + 12:
+            tag = _xing_tag(frame)
+            head = bytes((0xFF, b1, bitrate << 4 | b2, header[3])) + bytes(tag - 4)
+            return (head + b"Xing" + struct.pack(">II", 1, count)).ljust(frame.length, b"\0")
+    raise AssertionError("the highest bit rate's frame holds a Xing header")
+
+
+def _peeker(source: bytes | bytearray | BinaryIO) -> Callable[[int, int], bytes]:
+    """``peek(at, n)``: up to ``n`` bytes of ``source`` at ``at`` (a file read 64 KiB at a time and put back where
+    it was)."""
+    if isinstance(source, (bytes, bytearray)):
+        view = memoryview(source)
+        return lambda at, n: bytes(view[at : at + n])
+    window: list[Any] = [0, b""]
+
+    def peek(at: int, n: int) -> bytes:
+        if not window[0] <= at or at + n > window[0] + len(window[1]):
+            back = source.tell()
+            source.seek(at)
+            window[:] = [at, source.read(max(n, 1 << 16))]
+            source.seek(back)
+        return window[1][at - window[0] : at - window[0] + n]
+
+    return peek
 
 
 def _mp3_unopened(head: bytes | bytearray, size: int | None) -> str:
@@ -465,7 +625,72 @@ class _BufferReader(io.RawIOBase):
         return self._pos
 
 
-def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, cls: type | None = None, **raw: object) -> object:
+class _Spliced(io.RawIOBase):
+    """A read-only, seekable view of ``source`` (a buffer, or a seekable file; ``size`` bytes) with byte ranges
+    replaced: ``edits``, sorted (start, end, replacement). What libsndfile reads of an MP3 put right (:func:`_mp3_source`)."""
+
+    def __init__(self, source: bytes | bytearray | BinaryIO, size: int, edits: list[tuple[int, int, bytes]]) -> None:
+        super().__init__()
+        self._source = memoryview(source).cast("B") if isinstance(source, (bytes, bytearray)) else source
+        #: (where it begins in the view, where in ``source`` or the replacement's bytes, its length)
+        self._pieces: list[tuple[int, int | bytes, int]] = []
+        at = kept = 0
+        for start, end, new in [*edits, (size, size, b"")]:
+            for piece in ((kept, start - kept), (new, len(new))):
+                if piece[1] > 0:
+                    self._pieces.append((at, *piece))
+                    at += piece[1]
+            kept = end
+        self._size, self._pos = at, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target, done = memoryview(buffer).cast("B"), 0
+        index = bisect.bisect_right([p[0] for p in self._pieces], self._pos) - 1
+        while done < len(target) and 0 <= index < len(self._pieces):
+            begins, where, length = self._pieces[index]
+            skip = self._pos - begins
+            count = min(len(target) - done, length - skip)
+            if count > 0:
+                if isinstance(where, bytes):
+                    target[done : done + count] = where[skip : skip + count]
+                elif isinstance(self._source, memoryview):
+                    target[done : done + count] = self._source[where + skip : where + skip + count]
+                else:
+                    self._source.seek(where + skip)
+                    data = self._source.read(count)
+                    count = len(data)
+                    if not count:
+                        break
+                    target[done : done + count] = data
+                done, self._pos = done + count, self._pos + count
+            index += 1 if self._pos >= begins + length else 0
+        return done
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _file_size(file: BinaryIO) -> int:
+    """The bytes of a seekable ``file``, which is left where it was."""
+    at = file.tell()
+    try:
+        return file.seek(0, io.SEEK_END)
+    finally:
+        file.seek(at)
+
+
+def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO | io.RawIOBase, what: str, cls: type | None = None, **raw: object) -> object:
     """A ``soundfile.SoundFile`` (or ``cls``) reading ``data`` where it is, or a seekable file (its decoder seeks)."""
     import soundfile
 

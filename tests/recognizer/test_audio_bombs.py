@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from harness.hostile_inputs import flac_bomb, mp3_bomb, ogg_opus_bomb, webm_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
 
+from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -45,7 +48,7 @@ BOMBS = {
     "ogg/opus": (lambda: ogg_opus_bomb(3600, channels=2), "is 3600.1 s long"),
     # 3.6 MB of silent MP3 frames (8 kbit/s, 8 kHz), an hour; its Xing header counts them: refused from the header.
     "mp3": (lambda: mp3_bomb(3600), "is 3600.0 s long"),
-    # The same frames without a Xing header: an MP3 has no other length but a guess, so refused once 60 s are decoded.
+    # The same frames without a Xing header: its length is its frames', refused once 60 s of them are counted.
     "mp3 without a length": (lambda: mp3_bomb(3600, xing=False), "is longer than 60 s"),
     # 263 KB of WebM/Opus, an hour: FFmpeg's child decodes it, and stops (refused) once 60 s are decoded.
     "webm/opus": (lambda: webm_opus_bomb(3600), "is longer than 60 s"),
@@ -75,3 +78,46 @@ def test_wav_claiming_4_gb_is_read_for_what_it_holds(real_server: Server, speech
     wav[40:44] = (0xFFFFFFF0).to_bytes(4, "little")
     r = httpx.post(f"{real_server.http}{REST}", content=bytes(wav), headers={"Content-Type": "audio/wav"}, timeout=60)
     assert r.status_code == 200 and r.json()["RecognitionStatus"] == "Success", r.text
+
+
+def _overwritten(mp3: bytes) -> bytes:
+    """``mp3`` with its middle half random bytes (a damaged copy), the same length."""
+    quarter = len(mp3) // 4
+    return mp3[:quarter] + np.random.default_rng(7).bytes(2 * quarter) + mp3[3 * quarter :]
+
+
+#: MP3s made of the utterances' (and :func:`~tests.conftest.streamed_mp3`'s) -> the status and what the reason says.
+DAMAGED_MP3 = {
+    "its middle half random bytes": (lambda s: _overwritten(s.utterances_mp3), 400, "the MP3 is corrupt: junk at byte"),
+    "junk in its middle": (lambda s: s.utterances_mp3[:3000] + b"junk" * 5000 + s.utterances_mp3[3000:], 400,
+                           "the MP3 is corrupt: junk at byte"),
+    "cut short": (lambda s: s.utterances_mp3[: len(s.utterances_mp3) // 2], 400, "the MP3 is cut short"),
+    "junk after its end": (lambda s: s.utterances_mp3 + b"junk" * 5000, 200, ""),
+    "two one after the other": (lambda s: s.joined.read_bytes(), 200, ""),
+}
+
+
+@dataclass(frozen=True)
+class _Mp3s:
+    utterances_mp3: bytes
+    joined: Path
+
+
+def test_a_damaged_mp3_is_one_log_line_and_nothing_from_its_decoder(tmp_path: Path, utterances_mp3: Path,
+                                                                    streamed_mp3: StreamedMp3) -> None:
+    """A real server process logging at Information: each damaged MP3 is its answer and, besides the access log's,
+    one line of the server's log for a refusal, none for an answer; nothing of libmpg123's (it writes to stderr a line for each bad frame and
+    resynchronisation: "Note: Illegal Audio-MPEG-Header", "Giving up resync", "Xing stream size off", which the
+    frames' walk now refuses or puts right before decoding). Before, each of these wrote 1 to 5 such lines."""
+    mp3s = _Mp3s(utterances_mp3.read_bytes(), streamed_mp3.joined)
+    with real_server_for(None, "Logging:Console:LogLevel:Default=Information") as srv:
+        for name, (make, status, says) in DAMAGED_MP3.items():
+            before = srv.log.read_bytes()
+            r = httpx.post(f"{srv.http}{REST}", content=make(mp3s), headers={"Content-Type": "audio/mpeg"}, timeout=60)
+            time.sleep(0.2)  # the log line written after the answer
+            lines = [line for line in srv.log.read_bytes()[len(before) :].decode(errors="replace").splitlines()
+                     if f'"POST {REST} HTTP/1.1" {status}' not in line]  # but the access log's line
+            assert not [line for line in lines if " speech_recognizer." not in line], (name, lines)
+            assert r.status_code == status and says in r.text, (name, r.text)
+            assert len(lines) == (status != 200), (name, lines)
+            assert all(" speech_recognizer.failures: " in line and says in line for line in lines), (name, lines)

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 from speech_recognizer.app import create_app
 from speech_recognizer.results import written
 
-from ..conftest import TEST_KEY, make_settings, mp3_pcm
+from ..conftest import TEST_KEY, StreamedMp3, make_settings, mp3_pcm
 from ..support import Reference, ServerThread, near_confidence
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -101,6 +101,22 @@ def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_se
     assert [s.text for s in verbose.segments] == [written(p.text) for p in utterances_mp3_ref.phrases]
     for segment, phrase in zip(verbose.segments, utterances_mp3_ref.phrases, strict=True):
         assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
+
+
+def test_an_mp3_no_header_counts_is_heard_to_its_end(keyed_server: ServerThread, streamed_mp3: StreamedMp3,
+                                                    streamed_mp3_refs: dict[str, Reference]) -> None:
+    """A variable bit rate MP3 that no Xing/Info header counts (:func:`~tests.conftest.streamed_mp3`, ``headerless``):
+    its length every frame's samples (less the decoder's delay), its words all three utterances' as in-process Vosk
+    hears them in the PCM it decodes to (tests/recognizer/test_rest_inputs.py checks that PCM against the utterances'
+    own). It had been 2.8 s of its 13.1, libsndfile's guess from the size and first frame, without an error."""
+    ref = streamed_mp3_refs[streamed_mp3.headerless.name]
+    verbose = client(keyed_server).audio.transcriptions.create(
+        model="whisper-1", file=streamed_mp3.headerless.open("rb"), language="ko", response_format="verbose_json",
+        timestamp_granularities=["word"])
+    assert verbose.duration == round(streamed_mp3.headerless_samples / 16000, 6)
+    assert len(ref.phrases) == 3 and verbose.text == " ".join(written(t) for t in ref.texts)
+    spoken = [w for p in ref.phrases for w in p.words]
+    ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
 
 
 def test_pcm_its_content_type_declares_is_never_taken_for_an_mp3(keyed_server: ServerThread, speech_wav: Path) -> None:

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..conftest import TEST_KEY
+from speech_recognizer import audio
+
+from ..conftest import TEST_KEY, StreamedMp3
 from ..support import SENTENCES, Reference, read_wav, speak
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -158,7 +160,7 @@ BAD_MP3 = {
     "an ID3 tag longer than the body": (lambda mp3, wav: _id3(mp3, size=1 << 20), 400, "its ID3 tag says it is 1048586 bytes"),
     "cut short": (lambda mp3, wav: mp3[: len(mp3) // 2], 400, "the MP3 is cut short: it ends at"),
     "junk in its middle": (lambda mp3, wav: mp3[: len(mp3) // 2] + b"junk" * 2000 + mp3[len(mp3) // 2 :], 400,
-                           "the MP3 is corrupt: its decoder lost the MPEG frames"),
+                           "the MP3 is corrupt: junk at byte"),
     "FLAC after an ID3 tag": (lambda mp3, wav: _id3(_flac(wav)), 415, "an ID3 tag followed by FLAC audio, not MP3"),
 }
 
@@ -269,3 +271,27 @@ def test_word_timestamps_1_over_rest_and_the_sdk_route(server, speech_wav: Path)
             return msg.json()
 
     assert asyncio.run(sdk_route())["NBest"][0]["Words"]
+
+
+def test_an_mp3_no_header_counts_or_two_put_one_after_another_decode_to_their_end(server, streamed_mp3: StreamedMp3,
+                                                                                  streamed_mp3_refs: dict[str, Reference]) -> None:
+    """MP3s whose decoder's length is not theirs (:func:`~tests.conftest.streamed_mp3`): a variable bit rate that no
+    Xing/Info header counts, and two MP3s one after the other (the first's header counts its own frames). Decoded
+    in-process, each holds the utterances' PCM exactly as soundfile decodes their MP3 alone, and ends where its
+    frames do; through REST the words of all three utterances. libsndfile alone had decoded the first to its guess
+    from the size and first frame (2.8 s of 13.1) and the second to the silence (0.5 s), without an error."""
+    utterances = np.frombuffer(streamed_mp3.utterances, "<i2")
+    joined = np.frombuffer(audio.decode(streamed_mp3.joined.read_bytes(), max_seconds=60).pcm, "<i2")
+    headerless = np.frombuffer(audio.decode(streamed_mp3.headerless.read_bytes(), max_seconds=60).pcm, "<i2")
+    assert len(headerless) == streamed_mp3.headerless_samples, (len(headerless), streamed_mp3.headerless_samples)
+    for pcm, at in ((joined, streamed_mp3.joined_at), (headerless, streamed_mp3.headerless_at)):
+        assert np.array_equal(pcm[at : at + len(utterances)], utterances), (len(pcm), at, len(utterances))
+        assert len(pcm) - (at + len(utterances)) < 1152, "no more than the last frame's padding after them"
+    for mp3 in (streamed_mp3.headerless, streamed_mp3.joined):
+        r = post(server, mp3.read_bytes(), "audio/mpeg", query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+        assert r.status_code == 200, r.text
+        best = r.json()["NBest"][0]
+        assert len(streamed_mp3_refs[mp3.name].phrases) == 3, streamed_mp3_refs[mp3.name].texts
+        assert best["Lexical"] == " ".join(streamed_mp3_refs[mp3.name].texts), mp3.name
+        streamed_mp3_refs[mp3.name].assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7)
+                                                        for w in best["Words"]])

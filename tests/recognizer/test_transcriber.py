@@ -33,6 +33,7 @@ import srt
 from speech_recognizer import transcriber
 from speech_recognizer.results import written
 
+from ..conftest import StreamedMp3
 from ..support import Reference, assert_same_answer, near_confidence
 
 TICK = 1e-7
@@ -359,6 +360,22 @@ def test_an_mp3_in_a_folder_in_process_and_through_a_server(server, utterances_m
         assert body["NBest"][0]["Lexical"] == " ".join(utterances_mp3_ref.texts)
         utterances_mp3_ref.assert_words_match(words_of(body))
         assert near_confidence(body["NBest"][0]["Confidence"], sum(w.confidence for w in words) / len(words)), where
+
+
+def test_mp3s_whose_decoder_length_is_not_theirs_are_transcribed_to_their_end(server, streamed_mp3: StreamedMp3,
+                                                                             streamed_mp3_refs: dict[str, Reference]) -> None:
+    """The two MP3s of :func:`~tests.conftest.streamed_mp3` (a variable bit rate no Xing/Info header counts; two MP3s
+    one after the other), named, in-process (decoded from the file as it is read) and through a server: the words
+    and times of all three utterances, as in-process Vosk hears them in the PCM each decodes to. They had been
+    transcribed to 2.8 s of 13.1 and to the half second of silence, without an error."""
+    for where in ((), ("--server", server.http)):
+        done = transcribe("--format", "json", *where, str(streamed_mp3.headerless), str(streamed_mp3.joined))
+        assert done.returncode == 0, (where, done.stderr)
+        for line in done.stdout.splitlines():
+            body = json.loads(line)
+            ref = streamed_mp3_refs[Path(body["File"]).name]
+            assert len(ref.phrases) == 3 and body["NBest"][0]["Lexical"] == " ".join(ref.texts), (where, body["File"])
+            ref.assert_words_match(words_of(body))
 
 
 def test_an_output_folder_that_refuses_a_file_fails_that_file_alone(server, speech_wav: Path, tmp_path: Path) -> None:
