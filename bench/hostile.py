@@ -18,6 +18,7 @@ import http.server
 import io
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -40,9 +41,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
-from harness.hostile_inputs import big_header_head, exchange, flac_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb
+from harness.hostile_inputs import big_header_head, exchange, flac_bomb, mp3_bomb, ogg_opus_bomb, post_head, raw_request, trickle, wav_header, zip_bomb
 from harness.memory import PeakRss
 from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.audio import mpeg_frame
 from speech_recognizer.usp.frames import parse_text
 
 from .chunked_bodies import chunked
@@ -142,6 +144,58 @@ def ogg(srv: Server, audio: Audio) -> Outcome:
     body = ogg_opus_bomb()
     r, took = _post(srv, body, "audio/ogg")
     return _rest(413, "MaxAudioSeconds")(r, took, len(body))
+
+
+def mp3(srv: Server, audio: Audio) -> Outcome:
+    """3.6 MB of silent 8 kbit/s MP3 frames, an hour, with no Xing header to count them: nothing but its frames tells
+    its length."""
+    body = mp3_bomb(xing=False)
+    r, took = _post(srv, body, "audio/mpeg")
+    return _rest(413, "MaxAudioSeconds")(r, took, len(body))
+
+
+#: A line of the server's own log: its loggers' (the time first) and the access log's (``INFO:     127.0.0.1:5000 -
+#: "POST …``); any other is what a library wrote to stderr.
+_LOGGED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|[A-Z]+: +[\d.:\[\]a-f]+ - \"")
+
+
+def _mp3_of(audio: Audio, seconds: float = 60.0) -> bytes:
+    """``audio`` repeated to ``seconds``, as LAME's MP3 (libsndfile's)."""
+    pcm = np.frombuffer(audio.pcm * int(seconds // audio.seconds + 1), dtype="<i2")[: int(seconds * audio.rate) - audio.rate]
+    buf = io.BytesIO()
+    soundfile.write(buf, pcm, audio.rate, format="MP3")
+    return buf.getvalue()
+
+
+def _random_middle(mp3: bytes, rng: np.random.Generator) -> bytes:
+    quarter = len(mp3) // 4
+    return mp3[:quarter] + rng.bytes(2 * quarter) + mp3[3 * quarter :]
+
+
+def _random_frames(mp3: bytes, rng: np.random.Generator) -> bytes:
+    """Every frame's bytes after its header random: the frames found, each damaged."""
+    out, at = bytearray(mp3), 0
+    while (frame := mpeg_frame(mp3, at)) is not None:
+        if at:  # the first, its Xing header, whole
+            out[at + 4 : at + frame.length] = rng.bytes(frame.length - 4)
+        at += frame.length
+    return bytes(out)
+
+
+def _damaged_mp3(damage: Callable[[bytes, np.random.Generator], bytes]) -> Callable[[Server, Audio], Outcome]:
+    def attack(srv: Server, audio: Audio) -> Outcome:
+        body = damage(_mp3_of(audio), np.random.default_rng(16))
+        logged = srv.log.stat().st_size
+        r, took = _post(srv, body, "audio/mpeg")
+        time.sleep(0.5)  # what the decoder wrote, and the request's log line, are in the log
+        with srv.log.open("rb") as log:
+            log.seek(logged)
+            lines = log.read().decode(errors="replace").splitlines()
+        foreign = [line for line in lines if not _LOGGED.match(line)]
+        return Outcome(f"{r.status_code} {_message(r)[:60]}; {len(foreign)} lines on stderr {foreign[:1]!s:.60}",
+                       r.status_code in (200, 400) and not foreign, took, len(body), {"stderr_lines": len(foreign)})
+
+    return attack
 
 
 def wav_claiming_4gb(srv: Server, audio: Audio) -> Outcome:
@@ -543,6 +597,7 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("FLAC bomb (35 KB, 65 M frames x 8 channels)", 1, "413 before decoding", flac),
     Attack("Ogg/Opus bomb (an hour claimed)", 1, "413 before decoding", ogg),
     Attack("WAV whose header claims 4 GB", 1, "413", wav_claiming_4gb),
+    Attack("MP3 bomb (3.6 MB, an hour of 8 kbit/s frames, no Xing header)", 1, "413 before decoding", mp3),
     Attack("6 /vosk clients send 2 bytes, then nothing", 2, "close 1008 (AudioIdleSeconds), decoders free", idle_streams),
     Attack("Speech SDK turn with 2 bytes, then nothing", 2, "close 1007 (AudioIdleSeconds): the SDK's BadRequest", idle_turn),
     Attack("10 connections send a head 1 byte a second", 3, f"408 after Http:HeaderTimeoutSeconds ({HTTP_DEADLINE_S} s here)",
@@ -565,6 +620,10 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("one Speech SDK connection, 10,000 turns of 8 KB ids", 7, "every turn ended, memory bounded", many_turns),
     Attack("the key in a REST URL", 8, "403, the key never logged", key_in_query, (f"ApiKey={KEY}",)),
     Attack("bad values on every route", 9, "400 / 1007 with a reason", bad_values),
+    Attack("a 60 s MP3, its middle half random bytes", 9, "400 with a reason, nothing on stderr but the log's lines",
+           _damaged_mp3(_random_middle)),
+    Attack("a 60 s MP3, every frame random after its header", 9, "200 or 400, nothing on stderr but the log's lines",
+           _damaged_mp3(_random_frames)),
     Attack("20 clients leave mid-upload", 10, "one debug line each, no traceback", disconnects),
     Attack("model zip bomb (3 MB -> 3 GB) and file:// URL", 11, "exit 1 with one line, nothing unpacked", model_zip_bomb),
     Attack("vosk reset; Speech SDK turns counted", 12, "a final result; speech_requests_total +1", reset_and_counting),
