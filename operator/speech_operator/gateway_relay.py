@@ -16,6 +16,9 @@
   directions. Backpressure holds end to end: a frame is read from one side only once the last
   one was handed to the other side's socket, so a slow reader slows its sender down (through
   aiohttp's bounded read queue and the kernel's buffers) and nothing piles up in the gateway.
+  A client that takes in nothing so holds its recognizer's replies back until the recognizer resets the stream
+  (its ``AudioIdleSeconds``: ``not_reading``): the gateway then resets the client's connection too, and counts
+  no ``backend_lost`` (:func:`_not_taking_in`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
@@ -53,6 +56,7 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure, client_leaves
 from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
+from speech_recognizer.connection_cap import reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -495,7 +499,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
-    await _relay(client, upstream, backend, traffic, progress, failed)
+    await _relay(client, upstream, backend, traffic, progress, failed, request.transport)
     return client
 
 
@@ -531,7 +535,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         await _close(upstream, 1001, b"")
         await _close(client, *failures.close_args(gone))
         return
-    await _relay(client, upstream, backend, traffic, progress, failed)
+    await _relay(client, upstream, backend, traffic, progress, failed, request.transport)
 
 
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
@@ -561,10 +565,11 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
 
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
-                 traffic: Traffic, progress: Progress, failed: Failed) -> None:
+                 traffic: Traffic, progress: Progress, failed: Failed, transport: asyncio.Transport | None) -> None:
     """Relay frames both ways until one side closes (its close passed on: not the gateway's failure, whatever its code),
-    the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011), or the gateway stops
-    (both closed 1000 once idle; ``failed``, ``gateway_stopped``, when its time ran out first: 1001)."""
+    the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011; unless the client's
+    doing: :func:`_not_taking_in`), or the gateway stops (both closed 1000 once idle; ``failed``, ``gateway_stopped``,
+    when its time ran out first: 1001). ``transport``: the client's connection."""
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
@@ -577,19 +582,20 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
                 await _close(upstream, 1001, b"the client went away")
             else:
-                if closed is None:
+                if closed is not None:
+                    await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
+                elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
                     failed(gone)
                     await _close(client, *failures.close_args(gone))
-                else:
-                    await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
         elif to_upstream in done:
             try:
                 closed = to_upstream.result()
             except Exception as exc:  # noqa: BLE001 - the send upstream failed: the recognizer is gone
-                gone = lost(backend, f"went away mid-stream: {exc or type(exc).__name__}")
-                failed(gone)
-                await _close(client, *failures.close_args(gone))
+                if not _not_taking_in(transport, backend):
+                    gone = lost(backend, f"went away mid-stream: {exc or type(exc).__name__}")
+                    failed(gone)
+                    await _close(client, *failures.close_args(gone))
             else:
                 if closed is None:
                     await _close(upstream, 1001, b"the client went away")
@@ -612,6 +618,20 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 pump.cancel()
         await asyncio.gather(to_upstream, to_client, idle, return_exceptions=True)
         await asyncio.gather(_close(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
+
+
+def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> bool:
+    """Whether the recognizer's connection broke because the client takes in nothing: what the gateway sent it waits
+    unsent (its window shut), so the gateway read no more of the recognizer's replies, and the recognizer reset a
+    stream whose replies were not taken in for its ``AudioIdleSeconds`` (its ``not_reading``, which it counts). That
+    is no failure of the recognizer's (no ``backend_lost``, whose alert is a fault's): the client's connection is reset
+    too (nothing more can reach it, a close neither; the kernel would have kept it 60 s), one DEBUG line."""
+    if transport is None or transport.is_closing() or not unsent_bytes(transport):
+        return False
+    log.debug("a client of %s took in none of its stream's replies (%d bytes unsent): its recognizer reset the stream, "
+              "and the gateway its connection", backend.locale, unsent_bytes(transport))
+    reset(transport)
+    return True
 
 
 async def _close(ws: Socket, code: int, reason: bytes) -> None:
