@@ -144,10 +144,15 @@ class Drain:
 
     async def close_idle(self, seconds: float = LINGER_SECONDS, poll: float = 0.05) -> int:
         """Close every recognition WebSocket still open with 1000 and :data:`IDLE_REASON` (call it once
-        nothing runs: they are idle), then wait up to ``seconds`` for their handlers to end; how many it closed."""
+        nothing runs: they are idle), then wait for their handlers to end, up to ``seconds`` in all; how many it closed.
+        A close its client takes none of in that time (its replies unread) is left to the server's stop, which resets
+        that connection (:meth:`~speech_recognizer.http_limits.UnmappedWebSockets.shutdown`): its send would wait
+        ``AudioIdleSeconds``."""
         sockets = [s for s in self.sockets if s.accepted and not s.closed]
-        await asyncio.gather(*(s.close(1000, IDLE_REASON) for s in sockets), return_exceptions=True)
         until = time.monotonic() + seconds
+        with suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.gather(*(s.close(1000, IDLE_REASON) for s in sockets), return_exceptions=True)
         while self.connections and time.monotonic() < until:
             await asyncio.sleep(poll)
         return len(sockets)

@@ -123,6 +123,9 @@ _Port = TypeVar("_Port")
 
 #: How often a send waiting on a client that takes in nothing looks whether it took in some (:meth:`UnmappedWebSockets.send`).
 STALL_POLL_SECONDS = 0.5
+#: Longest a WebSocket client may take in nothing of what waits unsent once the server stops (its drain over):
+#: then its connection is reset (:meth:`UnmappedWebSockets.shutdown`).
+SHUTDOWN_STALL_SECONDS = 1.0
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
 PASSED_AT_CAP = PROBE_ROUTES | {ROUTE_PRE_STOP}
@@ -823,6 +826,10 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     #: :func:`~speech_recognizer.serving.server_options` sets it; :meth:`send`).
     stall_seconds: ClassVar[float] = math.inf
 
+    #: Why :meth:`_reset_unless_taken_in` reset the connection, raised by the send that waited on it.
+    _cut: Failure | None = None
+    _cutter: asyncio.Task[None] | None = None
+
     async def send(self, message: Any) -> None:
         """uvicorn's send, whose wait for a client to take in what waits unsent (its transport paused) had no bound: a
         client that never reads (its window shut, its kernel still acknowledging) held its stream's decoder, and a
@@ -850,6 +857,37 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
                     await self.writable.wait()
             if (now := self.transport.get_write_buffer_size()) < unsent:  # it takes some in, slowly: not stalled
                 unsent, since = now, loop.time()
+        if self._cut is not None:  # reset as the server stopped (shutdown)
+            raise self._cut
+
+    def shutdown(self) -> None:
+        """uvicorn's, when the server stops (the drain over, or at once): a close 1012 queued, the transport closed once
+        what waits unsent is sent. A client that takes none of it in held the connection, and so the server's exit, for
+        as long as a send waited on it (:attr:`stall_seconds`) or, with none waiting, until the kernel gave it up
+        (``TCP_USER_TIMEOUT``, 60 s): past the drain's deadline and the pod's grace. Its connection is reset once it
+        took in nothing for :data:`SHUTDOWN_STALL_SECONDS` (a client that reads gets what waits)."""
+        super().shutdown()
+        if self.transport.get_write_buffer_size() and self._cutter is None:
+            self._cutter = asyncio.get_running_loop().create_task(self._reset_unless_taken_in())
+
+    async def _reset_unless_taken_in(self) -> None:
+        """Reset the connection once its client took in none of what waits unsent for :data:`SHUTDOWN_STALL_SECONDS`
+        (:data:`~speech_recognizer.errors.NOT_READING`: raised by a send waiting on it, else logged)."""
+        loop = asyncio.get_running_loop()
+        unsent, since = self.transport.get_write_buffer_size(), loop.time()
+        while not self.disconnected and (now := self.transport.get_write_buffer_size()):
+            if now < unsent:
+                unsent, since = now, loop.time()
+            elif loop.time() - since >= SHUTDOWN_STALL_SECONDS:
+                self._cut = Failure(f"the server stopped and the client took in none of its replies for "
+                                    f"{SHUTDOWN_STALL_SECONDS:g} s, {now} bytes waiting unsent: its connection was reset",
+                                    NOT_READING)
+                waiting = not self.writable.is_set()
+                reset(self.transport)
+                if not waiting:  # no send of its route raises it: said here
+                    log.info("%s: %s", peer(self.client), self._cut)
+                return
+            await asyncio.sleep(STALL_POLL_SECONDS)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from ..conftest import CHUNK
 from ..support import Loopback, Reference, free_port, read_wav
 from ..usp.held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from ..usp.sdk import assert_same, config, continuous, expected, reported
+from .test_not_reading import deaf_websocket, send_all, usp_frames
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -366,6 +368,30 @@ async def test_after_the_last_recognition_clients_get_a_moment_to_close_their_co
     assert time.monotonic() - started < 5, "never past the drain's deadline (0.2 s), not its 10 s"
 
 
+
+@pytest.mark.unit
+async def test_closing_the_idle_connections_takes_no_longer_than_its_seconds() -> None:
+    """An idle recognition WebSocket whose client reads nothing (its replies filled the buffers): the drain's close
+    waits on it, and waited AudioIdleSeconds (the bounded send) before the server could stop. Now no longer than
+    close_idle's seconds; the server's stop resets that connection (tests above)."""
+    import asyncio
+
+    from speech_recognizer.admission import Admission
+    from speech_recognizer.drain import Drain, Socket
+
+    async def stalled(message: dict) -> None:
+        await asyncio.sleep(3600)
+
+    drain = Drain(60, Admission(1))
+    drain.begin()
+    deaf = Socket(stalled)
+    deaf.accepted = True
+    drain.sockets.add(deaf)
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        assert await drain.close_idle(0.3) == 1
+    assert time.monotonic() - started < 5, "its 0.3 s"
+
 class SlowUpload(threading.Thread):
     """A REST recognition whose body arrives over 2 s (``uploading`` once the recognition runs); ``answer`` at its end."""
 
@@ -478,3 +504,68 @@ def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_ans
     assert b"connection: close" in second.lower(), second
     slow.join(30)
     assert slow.answer is not None and slow.answer.status_code == 200, slow.answer
+
+
+def server_side(port: int, client: socket.socket) -> tuple[str, int]:
+    """The state and send queue of the server's end of ``client``'s connection, as ``ss`` shows them (("", 0) once gone)."""
+    out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{port} and dport = :{client.getsockname()[1]} )"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return (out[0], int(out[2])) if out else ("", 0)
+
+
+def stalled_client(rec: Recognizer, route: str, first_audio: bytes) -> socket.socket:
+    """A client that reads nothing (tests/recognizer/test_not_reading.py), its replies stalling the server's sends on
+    ``route``: ``/vosk`` answers ``{"reset" : 1}`` after ``{"reset" : 1}``, the Speech SDK route turn after turn. Returned
+    once the server's send queue is full: unchanged for 2 s."""
+    if route == "vosk":
+        sock, protocol = deaf_websocket(rec.port, "/vosk?language=ko-KR")
+        protocol.send_text(json.dumps({"config": {"max_alternatives": 1}}).encode())
+        protocol.send_binary(first_audio)
+        for _ in range(20000):
+            protocol.send_text(b'{"reset" : 1}')
+        send_all(sock, [b"".join(protocol.data_to_send())])
+    else:
+        sock, protocol = deaf_websocket(rec.port, USP)
+        send_all(sock, usp_frames(protocol, 6000))
+    started, last, since = time.monotonic(), server_side(rec.port, sock), time.monotonic()
+    while (now := server_side(rec.port, sock)) != last or not now[1] or time.monotonic() - since < 2:
+        if now != last:
+            last, since = now, time.monotonic()
+        assert time.monotonic() - started < 60, f"the server's sends never stalled: {now}"
+        time.sleep(0.1)
+    return sock
+
+
+@pytest.mark.parametrize("route", ["vosk", "usp"])
+def test_a_client_that_reads_nothing_does_not_hold_the_stop_past_the_drain(
+        recognizer_process, route: str, utterances_wav: Path, utterances_ref: Reference, speech_wav: Path) -> None:
+    """A WebSocket client that reads none of its replies (its stream's sends stalled, its decoder held) beside a client
+    mid-stream. SIGTERM: the reading client gets every result and its close (1000) during the drain; the one that reads
+    nothing holds its stream until the drain's deadline, and is then reset: the process exits within the drain's
+    bound (Drain:Seconds, the deadline's CUT_SECONDS, SHUTDOWN_STALL_SECONDS). Before, its stalled send waited out
+    AudioIdleSeconds (30 s here, as by default), and uvicorn's stop waited on it: past the pod's grace when the stall
+    began late in the drain or the drain is shorter."""
+    from speech_recognizer.drain import CUT_SECONDS
+    from speech_recognizer.http_limits import SHUTDOWN_STALL_SECONDS
+
+    drain = 10
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}={drain}", "AudioIdleSeconds=30")
+    pcm = read_wav(utterances_wav)[0]
+    with stalled_client(rec, route, read_wav(speech_wav)[0][:CHUNK]):
+        reading = VoskStream(f"{rec.ws}/vosk?language=ko-KR", pcm)
+        started = time.monotonic()
+        reading.start()
+        time.sleep(len(pcm) / 32000 - 5)  # SIGTERM 5 s before its audio ends
+        signalled = time.monotonic()
+        rec.process.send_signal(signal.SIGTERM)
+        code = rec.process.wait(60)
+        stopped = time.monotonic() - signalled
+        reading.join(30)
+    assert code == 0, rec.output()
+    assert reading.error is None and reading.finals == utterances_ref.texts, (reading.error, reading.finals)
+    assert reading.ended_at - signalled < drain, "its stream ended during the drain"
+    bound = drain + CUT_SECONDS + SHUTDOWN_STALL_SECONDS + 2  # + time to stop (a loaded machine)
+    assert stopped < bound, f"stopped {stopped:.1f} s after SIGTERM, past the drain's bound ({bound:g} s)"
+    assert "not_reading: the server stopped" in rec.output(), rec.output()
+    print(f"{route}: SIGTERM {signalled - started:.1f} s into the reading client's stream; it ended "
+          f"{reading.ended_at - signalled:.1f} s after; the process exited {stopped:.1f} s after SIGTERM")
