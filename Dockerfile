@@ -17,7 +17,8 @@
 #   MALLOC_PRELOAD  the recognizer's malloc, preloaded (LD_PRELOAD): libjemalloc.so.2 (the
 #                 default; Debian's libjemalloc2, installed with apt when the base lacks it):
 #                 Vosk decodes with less CPU and less RSS than on glibc's (bench/notes.md,
-#                 "jemalloc"). Empty: glibc's malloc, tuned by the server itself, and no apt.
+#                 "jemalloc"). Empty: glibc's malloc, tuned by the server itself, and no apt
+#                 (on amd64: arm64 still needs libatomic1, below).
 # Build secret (optional): `--secret id=pip_cert,src=/path/ca-bundle.pem` for
 # an egress proxy's CA; build args PIP_INDEX_URL / PIP_EXTRA_INDEX_URL pick a mirror.
 #
@@ -50,17 +51,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LOGNAME=nonroot
 
 # ---------------------------------------------------------------------------
-# The recognizer's allocator (MALLOC_PRELOAD): Debian's libjemalloc2, from the base's apt sources
-# unless the base has it already; nothing else comes from apt.
+# The recognizer's system libraries, from the base's apt sources for those the base lacks; nothing else comes
+# from apt: its allocator (MALLOC_PRELOAD), Debian's libjemalloc2, and on arm64 libatomic1, which Vosk's aarch64
+# libvosk.so links and its wheel does not carry (alphacep/vosk-api#1468; the x86_64 one needs no libatomic).
 # Not pinned (DL3008): the version is the base's Debian release's, whichever BASE_IMAGE names.
 FROM base AS recognizer-base
 ARG MALLOC_PRELOAD=libjemalloc.so.2
-# hadolint ignore=DL3008
+# hadolint ignore=DL3008,SC2086
 RUN set -eu; \
-    installed="$(dpkg-query -W -f '${Status}' libjemalloc2 2>/dev/null || true)"; \
-    if [ "${MALLOC_PRELOAD}" = "libjemalloc.so.2" ] && [ "${installed}" != "install ok installed" ]; then \
+    wanted=""; \
+    if [ "${MALLOC_PRELOAD}" = "libjemalloc.so.2" ]; then wanted="libjemalloc2"; fi; \
+    if [ "$(dpkg --print-architecture)" = "arm64" ]; then wanted="${wanted} libatomic1"; fi; \
+    missing=""; \
+    for pkg in ${wanted}; do \
+      installed="$(dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null || true)"; \
+      if [ "${installed}" != "install ok installed" ]; then missing="${missing} ${pkg}"; fi; \
+    done; \
+    if [ -n "${missing}" ]; then \
       apt-get update -qq; \
-      apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; \
+      apt-get install -y -qq --no-install-recommends ${missing} >/dev/null; \
       rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log; \
     fi
 
