@@ -21,12 +21,28 @@ from .forwarded import ForwardedClient
 from .metrics import Metrics
 from .models import ModelRegistry
 from .serving import connection_cap
-from .settings import Settings, cpu_count
+from .settings import Settings, cgroup_memory_limit, cpu_count, decoder_capacity, default_decoders, memory_base_mib, resident_bytes
 from .usage import UsageRecords
 from .usp.routes import routes as usp_routes
 from .warmup import WarmupState, warm_up
 
 log = logging.getLogger(__name__)
+
+
+def fit_decoders(settings: Settings, engine: Engine, registry: ModelRegistry) -> None:
+    """Once the models are loaded, before the warm-up: the default ``DecoderMaxCount`` made from the memory the
+    process holds now (:func:`~.settings.memory_base_mib`: a larger model, or several locales, leave fewer decoders in
+    the memory limit than the small ko-KR model), and the start-up line saying it, with a warning when the count is
+    more than the memory limit holds beyond that (an explicit ``DecoderMaxCount``, or the floor of 1)."""
+    resident = resident_bytes()
+    base, cores, limit = memory_base_mib(resident), cpu_count(), cgroup_memory_limit()
+    if "decoder_max_count" not in settings.given:
+        engine.limit_decoders(default_decoders(cores, limit, base))
+    decoders, too_many = decoder_capacity(engine.decoder_max_count, cores, limit, base)
+    held = "" if resident is None else f" ({resident // 2**20} MiB resident)"
+    log.info("%s loaded%s: serving with %s", ", ".join(registry.loaded) or "no model", held, decoders)
+    if too_many:
+        log.warning("%s", too_many)
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Starlette:
@@ -50,6 +66,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
 
     async def start() -> None:
         await registry.load_wanted()
+        fit_decoders(settings, engine, registry)
         models = [registry.loaded[loc] for loc in registry.wanted if loc in registry.loaded]
         await warm_up(engine, models, settings.warmup_recognizers, settings.warmup_seconds,
                       settings.warmup_audio, warmup, parallel=cpu_count())

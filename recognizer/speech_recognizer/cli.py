@@ -15,7 +15,7 @@ from typing import NoReturn
 from . import __version__, heap
 from .addresses import host_port
 from .serving import listening_on, listening_socket, server_options
-from .settings import SettingsError, cgroup_memory_limit, cpu_count, decoder_capacity, describe, parse, require_eula
+from .settings import SettingsError, describe, parse, require_eula
 from .warmup import warmup_audio
 
 USAGE = f"""speech-recognizer {__version__}: open speech to text, compatible with Azure's speech-to-text container.
@@ -169,10 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     heap.report()  # which allocator serves the decoders (the image's: jemalloc), once start-up can go on: its port is held
     app = create_app(settings, registry)
-    decoders, too_many = decoder_capacity(settings.decoder_max_count, cpu_count(), cgroup_memory_limit())
-    log.info("serving %s on %s with %s", ", ".join(registry.wanted), listening_on(sock), decoders)
-    if too_many:
-        log.warning("%s", too_many)
+    # its decoders are said once its models are loaded, with the memory they took (app.fit_decoders)
+    log.info("serving %s on %s", ", ".join(registry.wanted), listening_on(sock))
     config = uvicorn.Config(app, host=sock.getsockname()[0], port=settings.port, log_level=settings.log_level.lower(), **server_options(settings, app.state.metrics, app.state.http_cap))
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run

@@ -78,6 +78,7 @@ class Engine:
         self._on_end = on_session_end
         #: Recognizers of finished sessions kept warm (default: as many as may decode at once).
         self.pool = WarmPool(decoder_max_count if warm_pool is None else warm_pool)
+        self._pool_per_decoder = warm_pool is None
         #: The warm-up audio per pool key: what a retired recognizer's replacement decodes.
         self._warmup_pcm: dict[int, tuple[bytes, int]] = {}
 
@@ -85,6 +86,14 @@ class Engine:
     def active(self) -> int:
         """Decoders held now (sessions, and routes that reserved one)."""
         return self.admission.active
+
+    def limit_decoders(self, count: int) -> None:
+        """Admit at most ``count`` recognitions from now on, no more than it was built for (its lanes and threads),
+        and keep as many warm when the pool holds one per decoder: the default ``DecoderMaxCount`` once the models
+        are loaded and the memory they took is known (app.py). Recognitions holding a decoder keep it."""
+        self.decoder_max_count = self.admission.limit = min(count, self.decoder_max_count)
+        if self._pool_per_decoder:
+            self.pool.capacity = self.decoder_max_count
 
     def reserve(self) -> Reservation:
         """Hold a decoder before the recognition can start (raises :class:`~.admission.Busy`); pass it to :meth:`session`."""

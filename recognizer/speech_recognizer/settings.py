@@ -94,46 +94,70 @@ def cpu_count() -> int:
     return min(cpus, limit) if limit else cpus
 
 
-#: Memory a recognizer holds before it decodes: the process and its model loaded (the ko-KR small model: 515.5 MiB
-#: with jemalloc, the image's allocator, ~570 with glibc's malloc; bench/notes.md, "Memory").
+#: The least memory a recognizer is taken to hold before it decodes: the process and its model loaded (the ko-KR small
+#: model: 515.5 MiB with jemalloc, the image's allocator, ~570 with glibc's malloc; bench/notes.md, "Memory"). Once its
+#: models are loaded the server measures what it holds (:func:`resident_bytes`) and counts that when it is more
+#: (:func:`memory_base_mib`): a larger model, or several locales in one process.
 BASE_MIB = 576
 #: Memory each decoder may take at its peak: its warm recognizer (~46 MiB) and that recognizer's decoding graph grown
 #: over the 10 minutes of a stream's own audio before its handover (~283 MiB on varied speech: six streams took a
 #: warmed server from 799 to 2497 MiB), and a fifth more for speech more varied than the bench's (bench/notes.md, "Memory").
 DECODER_MIB = 400
 #: How the default ``DecoderMaxCount`` is made, as help and README say it.
-DECODER_RULE = f"3 × cores, at most what the memory limit holds ({DECODER_MIB} MiB each beyond {BASE_MIB} MiB)"
+DECODER_RULE = (f"3 × cores, at most what the memory limit holds ({DECODER_MIB} MiB each beyond what the process holds "
+                f"once its models are loaded, at least {BASE_MIB} MiB)")
 
 
-def decoders_for_memory(limit: int | None) -> int | None:
-    """Decoders a memory limit of ``limit`` bytes holds (:data:`DECODER_MIB` each beyond :data:`BASE_MIB`; 0 when it
-    holds not even the model), or None without a limit."""
+def resident_bytes(statm: Path = Path("/proc/self/statm")) -> int | None:
+    """The memory this process holds now, in bytes: its resident set (``statm``'s second field, in pages), or None
+    where it cannot be read.
+
+    Not its cgroup's ``memory.current`` (``usage_in_bytes``): that also counts the page cache of the model files read
+    at load, which the kernel reclaims before it OOM-kills anything, and whatever else the cgroup ran before.
+    """
+    try:
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_base_mib(resident: int | None) -> int:
+    """The memory the decoders come on top of, in MiB: ``resident`` bytes (what the process holds with its models
+    loaded), at least :data:`BASE_MIB`, the small ko-KR model's figure that the budget per decoder was measured beside."""
+    return BASE_MIB if resident is None else max(BASE_MIB, resident // 2**20)
+
+
+def decoders_for_memory(limit: int | None, base_mib: int = BASE_MIB) -> int | None:
+    """Decoders a memory limit of ``limit`` bytes holds (:data:`DECODER_MIB` each beyond ``base_mib``; 0 when it
+    holds not even that), or None without a limit."""
     if limit is None:
         return None
-    return max(0, (limit // 2**20 - BASE_MIB) // DECODER_MIB)
+    return max(0, (limit // 2**20 - base_mib) // DECODER_MIB)
 
 
-def default_decoders(cores: int, memory_limit: int | None) -> int:
+def default_decoders(cores: int, memory_limit: int | None, base_mib: int = BASE_MIB) -> int:
     """The default ``DecoderMaxCount`` (:data:`DECODER_RULE`): 3 per core, what 2 vCPUs were measured to keep strictly
-    real time (docs/benchmarks.md), but no more than the memory limit holds, since past it the kernel OOM-kills the
-    container and every stream on it. At least 1: a server with no decoder would refuse everything, and a limit
-    too small for one stream of ten varied minutes still holds shorter ones (the start-up log warns)."""
-    held = decoders_for_memory(memory_limit)
+    real time (docs/benchmarks.md), but no more than the memory limit holds beyond ``base_mib``, since past it the
+    kernel OOM-kills the container and every stream on it. At least 1: a server with no decoder would refuse
+    everything, and a limit too small for one stream of ten varied minutes still holds shorter ones (the start-up
+    log warns)."""
+    held = decoders_for_memory(memory_limit, base_mib)
     return max(1, 3 * cores if held is None else min(3 * cores, held))
 
 
-def decoder_capacity(count: int, cores: int, memory_limit: int | None) -> tuple[str, str | None]:
-    """What the start-up log says of ``count`` decoders: how many, and what the cores and the memory limit hold; and a
-    warning when the memory limit holds fewer (an explicit ``DecoderMaxCount`` is obeyed, so is the floor of 1)."""
-    held = decoders_for_memory(memory_limit)
+def decoder_capacity(count: int, cores: int, memory_limit: int | None, base_mib: int = BASE_MIB) -> tuple[str, str | None]:
+    """What the start-up log says of ``count`` decoders: how many, and what the cores and the memory limit hold beyond
+    ``base_mib``; and a warning when the memory limit holds fewer (an explicit ``DecoderMaxCount`` is obeyed, so is
+    the floor of 1)."""
+    held = decoders_for_memory(memory_limit, base_mib)
     memory = ("no memory limit" if memory_limit is None else
-              f"the {memory_limit // 2**20} MiB memory limit holds {held} at {DECODER_MIB} MiB each beyond {BASE_MIB} MiB")
+              f"the {memory_limit // 2**20} MiB memory limit holds {held} at {DECODER_MIB} MiB each beyond {base_mib} MiB")
     line = f"{count} decoder{'s' * (count != 1)} (3 × {cores} cores: {3 * cores}; {memory})"
     if memory_limit is None or held is None or count <= held:
         return line, None
     return line, (f"{c.DECODER_MAX_COUNT}={count} is more than the {memory_limit // 2**20} MiB memory limit holds ({held}): "
                   "decoders all busy with long streams of varied speech may get the container OOM-killed, every stream "
-                  f"on it lost; raise the memory limit to {BASE_MIB + count * DECODER_MIB} MiB or lower {c.DECODER_MAX_COUNT}")
+                  f"on it lost; raise the memory limit to {base_mib + count * DECODER_MIB} MiB or lower {c.DECODER_MAX_COUNT}")
 
 
 # ---- values ---------------------------------------------------------------------------------------------
@@ -278,7 +302,8 @@ class Settings:
         c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
     )
     download_license: bool = setting(c.DOWNLOAD_LICENSE, False, help="`True`: Azure's license download; reports that none is needed and exits")
-    #: 3 per core, at most what the container's memory limit holds (:func:`default_decoders`).
+    #: 3 per core, at most what the container's memory limit holds (:func:`default_decoders`); by default, until the
+    #: models are loaded: then the server lowers its count to what the memory they took leaves (app.py).
     decoder_max_count: int = setting(
         c.DECODER_MAX_COUNT,
         factory=lambda: default_decoders(cpu_count(), cgroup_memory_limit()),

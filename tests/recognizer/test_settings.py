@@ -241,6 +241,47 @@ def test_the_start_up_line_says_the_decoders_and_warns_past_the_memory_limit() -
     line, warning = decoder_capacity(1, 2, 700 * 2**20)  # the floor: not even one fits
     assert line.startswith("1 decoder (") and warning is not None and "holds (0)" in warning
 
+def test_the_memory_base_is_what_the_loaded_models_take_at_least_the_small_ko_kr_models() -> None:
+    """The decoders come on top of what the process holds once its models are loaded, never less than
+    :data:`BASE_MIB` (the small ko-KR model's figure, beside which the budget per decoder was measured): one ko-KR
+    locale (~557 MiB with glibc's malloc, ~516 with jemalloc) keeps every figure above; two locales of it (~1050 MiB)
+    or a larger model leave fewer decoders in the same limit, and an explicit ``DecoderMaxCount`` past that is warned
+    of with the measured figures. Before, the base was 576 MiB whatever was loaded: 6 decoders in 3Gi beside two
+    locales, and no warning for 6 given."""
+    from speech_recognizer.settings import BASE_MIB, decoder_capacity, default_decoders, memory_base_mib
+
+    gib, mib = 2**30, 2**20
+    assert memory_base_mib(None) == BASE_MIB and memory_base_mib(557 * mib) == BASE_MIB == 576
+    assert memory_base_mib(1050 * mib) == memory_base_mib(1051 * mib - 1) == 1050
+    assert default_decoders(2, 3 * gib, memory_base_mib(557 * mib)) == 6
+    assert default_decoders(2, 3 * gib, memory_base_mib(1050 * mib)) == 5
+    assert default_decoders(2, 2 * gib, 1050) == 2 and default_decoders(2, 2 * gib, 576) == 3
+    assert default_decoders(2, 3 * gib, 3000) == 1, "the floor holds beside a model that takes most of the limit"
+    assert default_decoders(2, None, 4000) == 6, "no memory limit: the cores alone"
+    line, warning = decoder_capacity(5, 2, 3 * gib, 1050)
+    assert line == "5 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 5 at 400 MiB each beyond 1050 MiB)"
+    assert warning is None
+    line, warning = decoder_capacity(6, 2, 3 * gib, 1050)
+    assert warning is not None and warning.startswith("DecoderMaxCount=6 is more than the 3072 MiB memory limit holds (5)")
+    assert "raise the memory limit to 3450 MiB" in warning, warning
+
+
+def test_resident_memory_is_read_from_proc_and_never_crashes(tmp_path: Path) -> None:
+    """The process's resident set from ``/proc/self/statm`` (pages): this process's is within what it could hold; a
+    missing or garbled file is no measurement (the base is then :data:`BASE_MIB`), never a crash at start-up."""
+    from speech_recognizer.settings import resident_bytes
+
+    held = resident_bytes()
+    assert held is not None and 10 * 2**20 < held < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    statm = tmp_path / "statm"
+    statm.write_text("1000 300 20 1 0 500 0\n")
+    assert resident_bytes(statm) == 300 * os.sysconf("SC_PAGE_SIZE")
+    for garbage in ("", "1000\n", "a b c\n"):
+        statm.write_text(garbage)
+        assert resident_bytes(statm) is None, repr(garbage)
+    assert resident_bytes(tmp_path / "none") is None
+
+
 # ---- each setting declared once (issue 16, design) -------------------------------------------------
 
 
