@@ -95,8 +95,9 @@ class Emulator(kmock.KubernetesEmulator):
       creates a missing object, and removes the fields the same field manager applied before but
       no longer sends. This keeps field ownership per manager with each list as one field (as
       atomic lists are), not the API server's merge keys: enough to see a field removed from a
-      spec leave its child, which plain kmock cannot show. Recorded requests keep the body the
-      operator sent (``request.body``).
+      spec leave its child, which plain kmock cannot show. A manager's fields are those of its last
+      apply that was taken: one refused (409 Conflict, 422) owns nothing, as the API server then stores
+      no managedFields. Recorded requests keep the body the operator sent (``request.body``).
     - A namespace's deletion as the API server does it: ``DELETE /api/v1/namespaces/NAME`` marks the Namespace
       Terminating (deletionTimestamp, ``status.phase``; it stays until the namespace controller has emptied it, which
       a test does by hand, and then deletes it: :meth:`finalize_namespace`), and every create in it (a POST, an apply
@@ -292,7 +293,15 @@ class Emulator(kmock.KubernetesEmulator):
             if key in self.objects and not (live := self.objects[key]).deleted:
                 self.owners_before[request.id] = copy.deepcopy((live.get("metadata") or {}).get("ownerReferences") or [])
         if request.action == kmock.action.UPDATE and request.headers.get("Content-Type") == APPLY_PATCH:
-            request = self._server_side_apply(request)
+            request, manager, sent = self._server_side_apply(request)
+            answer = await self._write(request)
+            if 200 <= answer.status < 300:  # the fields a refused apply (a 409, a 422) sent are not its manager's
+                self._applied[manager] = sent
+            return answer
+        return await self._write(request)
+
+    async def _write(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """A write (or any other request) past the checks that refuse it before the emulator looks at its object."""
         if (too_long := self._annotations_too_long(request)) is not None:
             return too_long
         if (request.action in (kmock.action.CREATE, kmock.action.UPDATE) and isinstance(request.data, dict)
@@ -536,12 +545,19 @@ class Emulator(kmock.KubernetesEmulator):
                                             "causes": [{"reason": "FieldValueTooLong", "field": "metadata.annotations",
                                                         "message": field.split(": ", 1)[1]}]}}, status=422)
 
-    def _server_side_apply(self, request: kmock.Request) -> kmock.Request:
-        applied: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_applied", {})
+    @property
+    def _applied(self) -> dict[tuple[Any, ...], Any]:
+        """What each field manager last applied to each object (and subresource) and the API server took."""
+        return self.__dict__.setdefault("_applied_fields", {})
+
+    def _server_side_apply(self, request: kmock.Request) -> tuple[kmock.Request, tuple[Any, ...], Any]:
+        """The apply ``request`` as the merge it makes of the live object (the fields its manager applied before and no
+        longer sends removed), its manager's key and what it sent: its manager's fields once the write is taken
+        (:meth:`_handle`); a refused write leaves them as they were, as the API server stores no managedFields then."""
         key = (request.resource, request.namespace, request.name)
         mine = (*key, request.subresource, request.params.get("fieldManager"))
         sent = copy.deepcopy(request.data)
-        before, applied[mine] = applied.get(mine) or {}, sent
+        before = self._applied.get(mine) or {}
         live = self.objects[key] if key in self.objects else None
         # kmock routes the very request it recorded, which is frozen: rewrite it in place.
         if live is None or live.deleted:
@@ -550,7 +566,7 @@ class Emulator(kmock.KubernetesEmulator):
                 self.seen.setdefault(request.id, set()).add("created")
         else:
             object.__setattr__(request, "data", _merge(sent, _removed(before, sent)))
-        return request
+        return request, mine, sent
 
 
 def invalid_patch(cause: str) -> aiohttp.web.Response:

@@ -331,3 +331,32 @@ async def test_a_write_with_a_stale_resource_version_is_a_conflict_and_is_not_st
     replaced = await cluster.api.request("PUT", dep_url, deployment(spec={"replicas": 2}))
     assert replaced is not None and replaced["spec"]["replicas"] == 2, "a Deployment's update may name no version"
     assert int(replaced["metadata"]["resourceVersion"]) > int(dep["metadata"]["resourceVersion"])
+
+
+async def test_a_refused_apply_owns_no_fields_and_the_next_apply_removes_what_the_last_taken_one_sent(
+        apiserver: Cluster) -> None:
+    """A field manager's server-side apply refused (409 Conflict: the resourceVersion it names is stale) stores nothing,
+    its managedFields included, so the manager's next apply still removes the fields its last taken apply sent and
+    this one leaves out (apiserver's fieldmanager runs within the update the version check refuses). Before, the
+    emulator recorded the refused apply's fields as the manager's: a label it left out stayed for good, and a test
+    could pass on an apply that never landed."""
+    cluster = apiserver
+    url = cluster.url("apps/v1", "deployments", "en-us")
+    query = {"fieldManager": "test", "force": "true"}
+    made = await cluster.api.request("PATCH", url, deployment(metadata={"name": "en-us", "namespace": NAMESPACE,
+                                                                        "labels": {"a": "b", "c": "d"}}),
+                                     content_type=APPLY_PATCH, query=query)
+    assert made is not None and made["metadata"]["labels"] == {"a": "b", "c": "d"}
+    await cluster.api.patch(url, {"spec": {"replicas": 2}})  # someone else's write: made's version is stale
+    try:
+        await cluster.api.request("PATCH", url, deployment(metadata={
+            "name": "en-us", "namespace": NAMESPACE, "labels": {"a": "b"},
+            "resourceVersion": made["metadata"]["resourceVersion"]}), content_type=APPLY_PATCH, query=query)
+    except KubeError as e:
+        assert e.status == 409, e
+    else:
+        raise AssertionError("a stale apply was taken")
+    again = await cluster.api.request("PATCH", url, deployment(metadata={"name": "en-us", "namespace": NAMESPACE,
+                                                                         "labels": {"a": "b"}}),
+                                      content_type=APPLY_PATCH, query=query)
+    assert again is not None and again["metadata"]["labels"] == {"a": "b"}, "c, applied before and left out, is removed"
