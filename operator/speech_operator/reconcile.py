@@ -493,9 +493,15 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         refused = policy.violations(stt.spec, runtime.config)
         scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
         handed_back = not scalers and bool(stt.status and stt.status.foreignAutoscalers)
-        if handed_back and foreign_autoscalers.resumes(stt):  # spec.autoscaling starts from the replicas they left
-            live = await runtime.kube.get(child_path("Deployment", namespace, name))
-            stt.status = foreign_autoscalers.resumed(stt, live_replicas(live) if holder(live, body) is None else None)
+        resuming = handed_back and foreign_autoscalers.resumes(stt)
+        # the Deployment, read once when this reconcile needs it before writing it (apply then writes over that read):
+        # what a refused spec reports, the replicas a foreign autoscaler holds it at or left it at
+        read: dict[str, Any] | None | Unread = Unread.UNREAD
+        if refused or scalers or resuming:
+            read = await runtime.kube.get(child_path("Deployment", namespace, name))
+        ours = read if not isinstance(read, Unread) and holder(read, body) is None else None
+        if resuming:  # spec.autoscaling starts from the replicas they left
+            stt.status = foreign_autoscalers.resumed(stt, live_replicas(ours))
         # while a foreign autoscaler holds the Deployment, spec.autoscaling decides nothing (no event, no status)
         if autoscale is not None and stt.spec.autoscaling is not None and not refused and not scalers:
             before = stt.status.autoscaling if stt.status else None
@@ -503,14 +509,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(runtime.events, body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
-        held = None  # the replicas a foreign autoscaler holds the Deployment at
-        read: dict[str, Any] | None | Unread = Unread.UNREAD  # the Deployment, read once: apply writes over it
-        if scalers and not refused:
-            read = await runtime.kube.get(child_path("Deployment", namespace, name))
-            held = live_replicas(read) if holder(read, body) is None else None
+        held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
         if refused:  # nothing created or changed; the status and an event say why
-            deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
-            deployment = None if holder(deployment, body) else deployment
+            deployment = ours
         else:
             desired = builders.children(stt, runtime.config, held)
             for child in desired:

@@ -6,6 +6,7 @@ spec.replicas), and writes the Deployment's status as its controller would."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,45 @@ async def test_a_scale_between_the_operators_read_and_its_write_is_not_undone(cl
     await cluster.eventually(lambda: quiet(cluster))
     now = reads(cluster)
     assert now[1] - deployment_reads == now[0] - reconciles + 1, (now, (reconciles, deployment_reads))
+
+
+async def settled(cluster: Cluster) -> tuple[int, int] | None:
+    """:func:`reads` once they stay the same for a second (poll it with ``eventually``; the autoscaler's looks list pods
+    all the while, so the operator is never :func:`quiet`)."""
+    before = reads(cluster)
+    await asyncio.sleep(1.0)
+    return before if reads(cluster) == before else None
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["taken", "refused"])
+async def test_a_hand_back_reads_the_deployment_once(cluster: Cluster, refused: bool) -> None:
+    """KEDA's HPA goes from the Deployment of a SpeechToText with spec.autoscaling (its spec taken, or refused by the
+    operator's policy meanwhile): the reconcile that hands the replicas back reads the Deployment once, for the
+    replicas KEDA left and for its write (or, refused, its status). Before, twice: once for the replicas it left, once
+    more in apply (or for the refused spec's status)."""
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("keda-hpa-en-us", ownerReferences=BY_KEDA))
+    await cluster.api.create(cluster.stt_url(), stt(autoscaling={"minReplicas": 0, "maxReplicas": 4}))
+
+    async def named() -> bool:
+        return bool(((await cluster.api.get(cluster.stt_url("en-us")) or {}).get("status") or {}).get("foreignAutoscalers"))
+    await cluster.eventually(named, ACT_SECONDS)
+    if refused:
+        await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"image": "elsewhere.example/recognizer"}})
+
+        async def violated() -> bool:
+            return (await condition(cluster, "Degraded")).get("reason") == "PolicyViolation"
+        await cluster.eventually(violated, ACT_SECONDS)
+    reconciles, deployment_reads = await cluster.eventually(lambda: settled(cluster), ACT_SECONDS)
+    await cluster.api.delete(cluster.url("autoscaling/v2", HPAS, "keda-hpa-en-us"))
+
+    async def handed_back() -> bool:
+        status = (await cluster.api.get(cluster.stt_url("en-us")) or {}).get("status") or {}
+        return "foreignAutoscalers" not in status and "autoscaling" in status
+    await cluster.eventually(handed_back, ACT_SECONDS)
+    now = await cluster.eventually(lambda: settled(cluster), ACT_SECONDS)
+    assert now[0] > reconciles, "the hand-back's reconcile"
+    assert now[1] - deployment_reads == now[0] - reconciles, (now, (reconciles, deployment_reads))
+    assert (await condition(cluster, "Degraded")).get("reason") == ("PolicyViolation" if refused else "AsExpected")
 
 
 async def test_an_hpa_on_the_speechtotext_says_nothing_and_keda_is_named_by_its_scaledobject(
