@@ -140,6 +140,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     for task in left:
         task.cancel()
     await asyncio.gather(*left, return_exceptions=True)
+    await rt.stop_retries()
     watch = memo.get("crd_watch")
     if watch is not None:
         watch.cancel()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import aiohttp
 import kopf
 import pydantic
 
@@ -72,6 +73,11 @@ class Runtime:
     ending: Going = field(default_factory=Going)
     #: Every Event the operator posts (:mod:`speech_operator.events`).
     events: Events = field(init=False)
+    #: Per SpeechToText whose Deployment's last writes found it changed since their read at each try (:func:`apply`:
+    #: a 409 each), reconcile after reconcile: when (loop time) the first of them was, and how many in a row.
+    contended: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    #: The reconciles due again after such a write (:meth:`retry`), at most one per SpeechToText.
+    retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.events = Events(self.kube, self.ending)
@@ -97,6 +103,45 @@ class Runtime:
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """Serialises reconciles of one SpeechToText across its own and its children's handlers."""
         return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def contention(self, namespace: str, name: str) -> tuple[float, int]:
+        """One more reconcile whose Deployment write found it changed at each try: how long since the first of those in
+        a row (seconds), and how many in a row, this one included (:attr:`contended`)."""
+        at = asyncio.get_running_loop().time()
+        first, count = self.contended.get((namespace, name), (at, 0))
+        self.contended[(namespace, name)] = (first, count + 1)
+        return at - first, count + 1
+
+    def retry(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile the SpeechToText again in ``delay`` seconds; nothing when a retry of it is due already."""
+        if (namespace, name) not in self.retries:
+            self.retries[(namespace, name)] = asyncio.get_running_loop().create_task(
+                self._retried(namespace, name, delay), name=f"reconcile {api.KIND} {namespace}/{name} again")
+
+    async def _retried(self, namespace: str, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.retries.get((namespace, name)) is asyncio.current_task():
+            del self.retries[(namespace, name)]  # the reconcile may ask for the next one
+        try:
+            await reconcile(self, namespace, name)
+        except (KubeError, TimeoutError, aiohttp.ClientError) as exc:  # what handlers.UNANSWERED says so too
+            log.warning("reconciling %s/%s: %s: %s; again at its next change or event", namespace, name,
+                        type(exc).__name__, exc)
+
+    def forget_retry(self, namespace: str, name: str) -> None:
+        """Its retry not due any more (its deletion); its contention forgotten."""
+        self.contended.pop((namespace, name), None)
+        task = self.retries.pop((namespace, name), None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def stop_retries(self) -> None:
+        """Cancel the retries due (the operator's exit)."""
+        tasks = list(self.retries.values())
+        self.retries.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def stt_path(namespace: str, name: str, subresource: str | None = None) -> str:
@@ -260,6 +305,17 @@ def live_replicas(live: Mapping[str, Any] | None) -> int | None:
 
 #: How many times :func:`apply` reads a child again when its conditional write finds it changed since its read.
 STALE_WRITES_RETRIED = 4
+#: How long the Deployment's writes may find it changed since their read at each try (:data:`STALE_WRITES_RETRIED`),
+#: reconcile after reconcile, before its status says so (:data:`conditions.WRITE_REFUSED`). Until then it is a race
+#: with whoever else writes it (a foreign autoscaler scaling it, its controller's status updates during a rollout),
+#: each of which is tried again (:data:`STALE_RETRY_SECONDS`), not a refusal: four of an HPA's syncs (15 s apart by
+#: default) and many times the gap between a rollout's status updates. Beyond, something writes it all the time (two
+#: controllers fighting over it) and the spec will not land without someone's act.
+STALE_SUSTAINED_SECONDS = 60.0
+#: When a reconcile whose Deployment write found it changed at each try is tried again: 1 s after the first, doubling
+#: with each one in a row, at most the re-check interval (recheck_seconds). The Deployment's own events (each 409 is a
+#: change of it) reconcile it too, at once.
+STALE_RETRY_SECONDS = 1.0
 
 
 def conditional(desired: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -466,7 +522,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     The object is read afresh under its lock, so concurrent triggers (its own events, its
     children's, the Degraded re-check, the autoscaler) never act on a stale copy. ``autoscale``
     (the autoscaler's look, :mod:`speech_operator.autoscaler`) decides the replicas on that
-    copy; a change is one Event. Returns ``None`` when it is gone or being deleted. A spec the
+    copy; a change is one Event. Returns ``None`` when it is gone or being deleted, or when its Deployment changed
+    between each read and write of it (a race with a foreign autoscaler: tried again soon, its status then, and said in
+    its status only once that lasts, :data:`STALE_SUSTAINED_SECONDS`). A spec the
     operator cannot take (a setting the recognizer would refuse; a spec a CRD older than the
     operator let through; one too large for kopf's record of it, :mod:`speech_operator.record`) changes nothing: its status says why (:func:`conditions.invalid`). While the
     installed CRD lacks fields of this operator's, the status says so (:mod:`speech_operator.crd_watch`). While an
@@ -509,6 +567,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
             _report_decision(runtime.events, body, before, decided)
         deployment, write_refused, conflicts = None, list[str](), list[str]()
+        raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
         held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
         if refused:  # nothing created or changed; the status and an event say why
             deployment = ours
@@ -527,14 +586,32 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                         return None
                     if not exc.refused:
                         raise
-                    write_refused.append(f"{child['kind']} {name}: {exc.message}")
-                    actual = await runtime.kube.get(child_path(child["kind"], namespace, name))
+                    if exc.stale:  # the Deployment changed since its read, at each of apply's tries
+                        lasted, raced = runtime.contention(namespace, name)
+                        racing = lasted < STALE_SUSTAINED_SECONDS
+                    if exc.stale and racing:  # a race: tried again, the status then
+                        actual = None
+                    else:
+                        write_refused.append(f"{child['kind']} {name}: {exc.message}" + (
+                            f" (at each of its writes for {lasted:.0f} s, {raced} reconciles of "
+                            f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
+                            if exc.stale else ""))
+                        actual = await runtime.kube.get(child_path(child["kind"], namespace, name))
                 except NameConflict as exc:  # someone else's: said in the status, looked at again
                     conflicts.append(str(exc))
                     actual = None
                 if child["kind"] == "Deployment":
                     deployment = actual
             await remove_unwanted(runtime, desired, body)
+        if not raced:
+            runtime.contended.pop((namespace, name), None)
+        if racing:
+            delay = min(STALE_RETRY_SECONDS * 2 ** (raced - 1), runtime.config.recheck_seconds)
+            log.info("%s %s/%s: its Deployment changed between each read and write of it (%d tries; a foreign "
+                     "autoscaler scaling it meanwhile): tried again in %g s, its status then", api.KIND, namespace,
+                     name, STALE_WRITES_RETRIED + 1, delay)
+            runtime.retry(namespace, name, delay)
+            return None
         if held is not None and live_replicas(deployment) is not None:  # as written (the HPA may have moved it since)
             held = live_replicas(deployment)
         # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
@@ -560,6 +637,7 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     meta = body["metadata"]
     runtime.crd.forget((meta["namespace"], meta["name"]))
     runtime.autoscalers.forget((meta["namespace"], meta["name"]))
+    runtime.forget_retry(meta["namespace"], meta["name"])
     runtime.reported.pop((meta["namespace"], meta["name"]), None)
     said = meta.get("uid") not in runtime.ending
     runtime.ending.discard(meta.get("uid"))
