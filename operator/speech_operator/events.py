@@ -37,8 +37,9 @@ from speech_operator.kube import Kube, KubeError, path
 
 log = logging.getLogger(__name__)
 
-#: How long an Event's message may be: kopf's poster cuts a longer one to this, keeping its start and end
-#: (kopf._cogs.clients.events), and so does :func:`event_body`.
+#: How long an Event's message may be: :func:`cut` cuts a longer one to this. kopf's poster (its fallback,
+#: :meth:`Events._post`) would cut it there too, in the middle (kopf._cogs.clients.events), and client-go's recorders
+#: and events.k8s.io's ``note`` keep to 1 KiB as well (the API server takes a longer core/v1 message).
 MAX_MESSAGE = 1024
 #: How many Event POSTs are in flight at once: they share the operator's client (100 connections) with the reconciles.
 IN_FLIGHT = 8
@@ -83,13 +84,25 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def cut(message: str, name: str) -> str:
+    """An Event's ``message`` about the SpeechToText ``name`` within :data:`MAX_MESSAGE`: whole, else its start up to a
+    word's end, "…", and where it is whole. Its start says what is wrong and what refused it (the API server's words
+    begin with the webhook or the quota that refuses); kopf's cut kept the start and the end, and lost the middle
+    wherever it fell, mid-word. The long ones are a condition's message (an admission webhook's refusal quoted whole),
+    which the status keeps to 32768 characters and the operator's log line whole."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    tail = f" … (cut from {len(message)} characters: kubectl get {api.SHORT_NAMES[0]} {name} -o yaml has it whole)"
+    room = MAX_MESSAGE - len(tail)
+    end = max((i for i in range(room // 2, room + 1) if message[i].isspace()), default=room)
+    return message[:end].rstrip() + tail
+
+
 def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> dict[str, Any]:
-    """A core/v1 Event about ``obj`` as kopf's poster words its own: the type, reason and message (cut to
-    :data:`MAX_MESSAGE` as kopf cuts it), the operator's component, the object's reference (kopf's fields, the empty
-    ones left out)."""
+    """A core/v1 Event about ``obj`` as kopf's poster words its own: the type, reason and message (:func:`cut` to
+    :data:`MAX_MESSAGE`), the operator's component, the object's reference (kopf's fields, the empty ones left out)."""
     meta, at = obj["metadata"], now()
-    if len(message) > MAX_MESSAGE:
-        message = f"{message[:MAX_MESSAGE // 2 - 1]}...{message[-MAX_MESSAGE // 2 + 2:]}"
+    message = cut(message, str(meta.get("name")))
     ref = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
            "uid": meta.get("uid"), "namespace": meta.get("namespace")}
     return {"apiVersion": "v1", "kind": "Event",

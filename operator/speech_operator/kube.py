@@ -53,8 +53,10 @@ class KubeError(Exception):
         self.status = status
         answer = _status(body)
         message = answer.get("message")
-        self.message = message[:1000] if isinstance(message, str) and message else body[:500]
-        """The API server's words: the ``message`` of its Status, else the start of the body."""
+        self.message = message if isinstance(message, str) and message else body[:500]
+        """The API server's words: the whole ``message`` of its Status (an admission webhook's may run to kilobytes:
+        what the status quotes is bounded there, :func:`speech_operator.conditions.condition`), else the start of the
+        body."""
         details = answer.get("details")
         causes = details.get("causes") if isinstance(details, dict) else None
         self.causes = [c.get("reason") for c in causes if isinstance(c, dict)] if isinstance(causes, list) else []

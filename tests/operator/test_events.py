@@ -123,3 +123,17 @@ async def test_the_exit_waits_a_few_seconds_at_most_for_events_the_api_server_do
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == [f"2 Events were not posted at the operator's exit: the API server did not take them within "
                       f"{events.EXIT_GRACE_SECONDS:g} s"], warned
+
+
+def test_a_long_message_is_cut_where_a_word_ends_keeping_its_start() -> None:
+    """An Event's message over events.MAX_MESSAGE keeps its start up to a word's end (a single word too long: where
+    the room ends), "…" and where it is whole; a short one is kept as it is. Before, kopf's cut: start and end, the
+    middle gone wherever it fell."""
+    assert events.cut("short words", "en-us") == "short words"
+    words = " ".join(f"word{i}" for i in range(400))
+    said = events.cut(words, "en-us")
+    head, _, tail = said.partition(" … ")
+    assert len(said) <= events.MAX_MESSAGE and words.startswith(head) and words[len(head)] == " "
+    assert tail == f"(cut from {len(words)} characters: kubectl get stt en-us -o yaml has it whole)"
+    unbroken = events.cut("x" * 3000, "en-us")
+    assert len(unbroken) == events.MAX_MESSAGE and unbroken.startswith("x" * 900)

@@ -22,6 +22,25 @@ DENIED = ('admission webhook "validation.gatekeeper.sh" denied the request: [req
 QUOTA = ('services "en-us" is forbidden: exceeded quota: objects, requested: services.loadbalancers=1, used: '
          'services.loadbalancers=2, limited: services.loadbalancers=2')
 
+#: Gatekeeper's refusal of a Deployment that breaks many constraints: one line per violation (19 of them, 2.4 KB).
+LONG = 'admission webhook "validation.gatekeeper.sh" denied the request: ' + "\n".join([
+    '[required-labels] you must provide labels: {"team", "cost-center", "owner", "data-classification"}',
+    *(f'[container-limits-{c}] container <{c}> has no resource limits; every container in namespace "speech" must set '
+      f"limits.cpu and limits.memory (see https://policies.example.com/k8s/container-limits#{c})"
+      for c in ("recognizer", "model-download", "chown")),
+    *(f"[{rule}] {words}" for rule, words in [
+        ("allowed-repos", 'container <recognizer> has an invalid image repo <example.test/recognizer:1.2.3>, allowed '
+                          'repos are ["registry.corp.example/", "mcr.microsoft.com/azure-cognitive-services/"]'),
+        ("read-only-root", "only read-only root filesystem container is allowed: model-download"),
+        ("psp-seccomp", "Seccomp profile 'not configured' is not allowed for container 'recognizer'. Found at: no "
+                        "explicit profile found. Allowed profiles: {\"RuntimeDefault\", \"docker/default\"}"),
+        ("block-automount-token", "Automounting service account token is disallowed, pod: en-us"),
+        ("required-probes", "Container <chown> in your <Pod> has no <livenessProbe>"),
+        ("required-probes", "Container <model-download> in your <Pod> has no <readinessProbe>"),
+        ("replica-limits", "The provided number of replicas is not allowed for deployment: en-us. Allowed ranges: "
+                           "{\"ranges\": [{\"max_replicas\": 50, \"min_replicas\": 2}]}")]),
+    *(f"[unique-service-selector-{i}] same selector as service <legacy-{i}> in namespace <speech>" for i in range(8))])
+
 
 def stt(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "speech-operator.io/v1alpha1", "kind": "SpeechToText",
@@ -103,3 +122,26 @@ async def test_an_api_server_that_fails_is_one_line_per_try_and_tried_again(
     assert not (await condition(cluster, "Degraded")).get("reason") == "WriteRefused"
     del cluster.emulator.refusals[("deployments", "en-us")]
     assert await cluster.eventually(lambda: deployment(cluster))
+
+
+async def test_a_long_refusal_is_whole_in_the_status_and_the_log_and_its_event_keeps_its_start(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Gatekeeper refuses the Deployment for 19 violations in 2.4 KB: the status' conditions and the WARNING line quote
+    it whole; its Warning event (1,024 characters at most) keeps its start, cut at a word's end, "…" and where it is
+    whole. Before, the operator kept the first 1,000 characters of the API server's words (the status and the line
+    lost the rest) and cut the event in the middle, mid-word, keeping its end."""
+    cluster.emulator.refusals[("deployments", "en-us")] = (400, "BadRequest", LONG)
+    await cluster.api.create(cluster.stt_url(), stt())
+    whole = f"the API server refused Deployment en-us: {LONG}"
+
+    async def refused() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "WriteRefused" else None
+    assert (await cluster.eventually(refused))["message"] == whole
+    assert (await condition(cluster, "Ready"))["message"].endswith(LONG)
+    warned = [r.getMessage() for r in _lines(caplog, logging.WARNING) if "WriteRefused" in r.getMessage()]
+    assert warned == [f"SpeechToText {NAMESPACE}/en-us is degraded (WriteRefused): {whole}"], warned
+    said = (await cluster.event("WriteRefused"))["message"]
+    head, _, tail = said.partition(" … ")
+    assert len(said) <= 1024 and tail == f"(cut from {len(whole)} characters: kubectl get stt en-us -o yaml has it whole)"
+    assert whole.startswith(head) and whole[len(head)].isspace() and len(head) > 800, said
