@@ -4,15 +4,19 @@ tests/snippets.py for how, and for the README's markers of what cannot run here)
 The README's blocks are tests of their own, in the README's order, sharing one working folder as a
 user following the README shares one machine: ``hello.wav`` made by one block is read by the next.
 They run against one recognizer, started with the settings of the README's own command on the
-session's model (tests/conftest.py), at ``localhost:5000``'s place. What needs a cluster, Docker or the
+session's model (tests/conftest.py), at ``localhost:5000``'s place; a block that starts it with those settings and more
+(the setting its section is about) runs its next commands against a recognizer of its own, started with them. What needs a cluster, Docker or the
 network is marked in the README and checked statically (``-s`` prints the list and why).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import sys
+import tempfile
 import textwrap
 import tomllib
 from collections.abc import Iterator
@@ -333,14 +337,17 @@ def test_what_is_not_run_here_is_listed(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_readme_starts_one_configuration() -> None:
     """Every command of the README that starts the recognizer (and is run here) has the settings the
-    test's server runs with; they parse, and ask for the key the snippets send."""
+    test's server runs with (one may add the setting its section is about); they parse, and ask for the key the snippets send."""
     args = [s.server_args(c) for b in BLOCKS if b.lang == "sh" for c in starts(b)]
-    assert len(args) >= 2 and all(a == SERVER_ARGS for a in args), args
+    assert len(args) >= 2 and all(a[: len(SERVER_ARGS)] == SERVER_ARGS for a in args), args
+    for more in args:
+        recognizer_settings(more, environ={})
     assert recognizer_settings(SERVER_ARGS, environ={}).api_key == KEY
 
 
-def run_block(block: s.Block, shell: s.Shell, node: str | None = None) -> str:
-    """Run a README block as written; what it printed."""
+def run_block(block: s.Block, shell: s.Shell, node: str | None = None, registry: ModelRegistry | None = None) -> str:
+    """Run a README block as written; what it printed. A command that starts the recognizer with settings beyond the
+    README's starts one (on ``registry``'s model) for the block's next commands."""
     if block.marker and block.marker[0] == "output":
         OUTPUT_KINDS[block.marker[1]](block)
         return ""
@@ -359,27 +366,41 @@ def run_block(block: s.Block, shell: s.Shell, node: str | None = None) -> str:
         assert EXPECTED_TEXT in proc.stdout, f"the JavaScript block printed no recognition:\n{proc.stdout}"
         return proc.stdout
     assert block.lang == "sh", block.lang
-    prefixes, _ = block.not_run
     ctx = s.Context(block)
-    out = []
-    for command in s.commands(block.text):
-        if any(command.starts_with(p) for p in prefixes):
-            static_check(command, ctx)
-        elif s.is_server_start(command):
-            assert s.server_args(command) == SERVER_ARGS, command.text  # the test's server (test_readme_starts_one_configuration)
-        else:
-            proc = shell.shell(command.text)
-            s.check_output(command.text, proc)
-            out.append(proc.stdout)
-            if "format=detailed" in command.text and "/speech/recognition/" in command.text:
-                said = json.loads(proc.stdout)["DisplayText"]
-                assert said == EXPECTED_TEXT, f"README.md says the quick start's sentence comes back as {EXPECTED_TEXT!r}, not {said!r}"
+    out: list[str] = []
+    with contextlib.ExitStack() as servers:
+        for command in s.commands(block.text):
+            shell = run_command(command, block, shell, ctx, servers, registry, out)
     return "".join(out)
 
 
+def run_command(command: s.Command, block: s.Block, shell: s.Shell, ctx: s.Context, servers: contextlib.ExitStack,
+                registry: ModelRegistry | None, out: list[str]) -> s.Shell:
+    """Run one command of a shell block (what it printed to ``out``); the shell the block's next commands run in."""
+    prefixes, _ = block.not_run
+    if any(command.starts_with(p) for p in prefixes):
+        static_check(command, ctx)
+    elif s.is_server_start(command):
+        args = s.server_args(command)
+        assert args[: len(SERVER_ARGS)] == SERVER_ARGS, command.text  # the test's server (test_readme_starts_one_configuration)
+        if args != SERVER_ARGS:  # and more: a server of its own
+            assert registry is not None, f"{command.text}: starting a recognizer needs the session's model"
+            settings = make_settings(Path(tempfile.mkdtemp(dir=shell.workdir.parent)), *args)
+            server = servers.enter_context(ServerThread(create_app(settings, registry)))
+            return dataclasses.replace(shell, address=f"127.0.0.1:{server.port}")
+    else:
+        proc = shell.shell(command.text)
+        s.check_output(command.text, proc)
+        out.append(proc.stdout)
+        if "format=detailed" in command.text and "/speech/recognition/" in command.text:
+            said = json.loads(proc.stdout)["DisplayText"]
+            assert said == EXPECTED_TEXT, f"README.md says the quick start's sentence comes back as {EXPECTED_TEXT!r}, not {said!r}"
+    return shell
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
-def test_readme_block(block: s.Block, shell: s.Shell, jssdk: str) -> None:
-    run_block(block, shell, jssdk)
+def test_readme_block(block: s.Block, shell: s.Shell, jssdk: str, registry: ModelRegistry) -> None:
+    run_block(block, shell, jssdk, registry)
 
 
 DEPLOY_README = s.ROOT / "deploy" / "README.md"

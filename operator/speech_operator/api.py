@@ -120,7 +120,7 @@ def both_or_neither(a: str, b: str) -> str:
 # its copy, kubectl.kubernetes.io/last-applied-configuration) was taken by the API server and then broke kopf's write of
 # its record, retried without end. Each bound is well above what a real spec holds (a pod carries a handful of
 # annotations, node labels and tolerations, one or two spread constraints), and a spec at every bound at once takes
-# about 185 KiB in ASCII (tests/test_crd_bounds.py measures it from the CRD): its record fits with 71 KiB to spare.
+# about 189 KiB in ASCII (tests/test_crd_bounds.py measures it from the CRD): its record fits with 67 KiB to spare.
 # Strings run short of their bounds in practice, so kubectl apply's copy fits beside it too but at the extremes.
 # affinity and each toleration are kept as the pods take them (core/v1 types whose fields grow with Kubernetes),
 # bounded in count only. A SpeechToText whose record would still not fit (a spec near every bound applied with

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import cffi_types, demo, openai_compat, openapi, rest, service_routes, vosk_ws
+from . import cffi_types, cors, demo, openai_compat, openapi, rest, service_routes, vosk_ws
 from . import contract as c
 from .drain import Drain, DrainMiddleware
 from .engine import Engine, SessionRecord
@@ -99,7 +99,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         routes=[*service_routes.routes(), *demo.routes(), *rest.routes(), *openai_compat.routes(), *usp_routes(), *vosk_ws.routes()],
         lifespan=lifespan,
         exception_handlers={500: server_error},
-        middleware=[Middleware(ForwardedClient, trusted=settings.http_trusted_proxies), Middleware(DrainMiddleware, drain=drain)],
+        # CORS after the client is known (its preflight's access line names it), before the routes (a preflight carries no
+        # key) and the drain (whose refusals a page on an allowed origin may then read)
+        middleware=[Middleware(ForwardedClient, trusted=settings.http_trusted_proxies), *cors.middleware(settings.http_cors_origins),
+                    Middleware(DrainMiddleware, drain=drain)],
     )
     app.state.openapi = openapi.document(app.routes)  # raises for a route without its description
     app.state.settings = settings

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import contract as c
 from .addresses import Network, proxies
+from .cors import origins
 from .errors import BadValue
 
 
@@ -409,6 +410,16 @@ class Settings:
         help="comma-separated addresses and CIDRs of proxies whose `X-Forwarded-For` names the client (in the access log and "
         "to the app): the gateway's and the ingress controller's pods; anyone else's header is ignored, so that a client "
         "cannot name itself; see [Behind an Ingress](#behind-an-ingress)",
+    )
+    http_cors_origins: tuple[str, ...] = setting(
+        c.HTTP_CORS_ORIGINS,
+        (),
+        parse=origins,
+        aliases=("CORS_ORIGINS",),
+        help="comma-separated origins of web pages that may call the REST and OpenAI routes from a browser "
+        "(`https://app.example.com`), or `*` for any: their preflights are answered and their answers readable (no "
+        "credentials); none: no CORS headers, browsers refuse such calls; see "
+        "[Browsers on another origin](#browsers-on-another-origin-cors)",
     )
     drain_seconds: float = setting(
         c.DRAIN_SECONDS,

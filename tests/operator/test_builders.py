@@ -228,6 +228,7 @@ EVERY_SETTING = {
     "ReuseRecognizers": "False", "Warmup:Audio": "/models/warmup.wav", "MaxAudioSeconds": "120", "MaxSessionSeconds": "7200",
     "Http:MaxHeaderBytes": "32768", "Http:HeaderTimeoutSeconds": "20", "Http:BodyTimeoutSeconds": "20",
     "Http:MaxConnections": "400", "Http:TrustedProxies": "10.244.0.0/16,fd00:10:244::/56",
+    "Http:CorsOrigins": "https://app.example.com,https://admin.example.com",
     "Logging:Disk:Format": "json", "Logging:Disk:MaxFileSize": "20", "HTTP_PROXY": "http://proxy.example.test:3128"}
 
 

@@ -1,0 +1,79 @@
+"""Browsers on another origin (CORS): which web pages may call the HTTP routes, and how, said once for the recognizer
+(``Http:CorsOrigins``) and the gateway (``SPEECH_GATEWAY_CORS_ORIGINS``).
+
+A page of ``https://app.example.com`` that calls the REST or OpenAI route of ``https://speech.example.com`` with
+``fetch()`` and its key is refused by the browser unless the server says that origin may: the browser first asks with a
+preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-*``, no key), and reads the answer only when it
+carries ``Access-Control-Allow-Origin``. Starlette's :class:`~starlette.middleware.cors.CORSMiddleware` answers
+both; :func:`policy` is what it is given, :func:`middleware` the recognizer's, and the gateway (aiohttp) asks an
+instance of it for the same headers (:mod:`speech_operator.gateway_cors`).
+
+- Origins: those listed, or ``*`` (any page). No credentials either way: the key travels in a header the page sets,
+  never in a cookie, so no page is let read an answer with the browser's cookies.
+- Request headers: any the browser asks for (mirrored): the key's (``Ocp-Apim-Subscription-Key``,
+  ``Authorization``), ``Content-Type``, and what clients add of their own (the OpenAI JavaScript client's
+  ``X-Stainless-*``, which change between its versions); a header is no permission here: the origin and the key are.
+- Exposed: ``Retry-After`` (a busy server's 503), beside the headers every page reads (``Content-Type``...).
+
+WebSocket upgrades are no CORS requests: a browser opens one from any page and sends its ``Origin``, which neither
+server checks; the key (in the URL's query, from a browser) is what guards them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+#: Methods a preflight may ask for: the recognition routes' POST, the other routes' GET.
+METHODS = ("GET", "POST")
+#: Headers of an answer a page may read beyond the safelisted ones.
+EXPOSED = ("Retry-After",)
+#: Every origin.
+ANY = "*"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origins(text: str) -> tuple[str, ...]:
+    """The origins of a comma-separated list (``https://app.example.com, http://localhost:3000``), each as a browser
+    writes its ``Origin`` (scheme and host in lower case, a default port left out); ``*`` alone: any; empty: none.
+    Raises :class:`ValueError` naming an item that is no origin: with a path (``https://app.example.com/``, a
+    browser's ``Origin`` has none), a pattern (``https://*.example.com``) or no scheme, it would match no page and
+    leave every browser refused, silently."""
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if ANY in items:
+        if len(items) > 1:
+            raise ValueError("'*' allows every origin: give it alone, or list the origins")
+        return (ANY,)
+    return tuple(dict.fromkeys(_origin(item) for item in items))
+
+
+def _origin(item: str) -> str:
+    hint = "an origin is scheme://host[:port], as a browser's Origin header writes it (https://app.example.com)"
+    try:
+        parts = urlsplit(item)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{item!r} is not an origin ({exc}): {hint}") from None
+    if not parts.scheme or not parts.hostname or "*" in item or parts.username is not None or parts.password is not None:
+        raise ValueError(f"{item!r} is not an origin: {hint}")
+    if parts.path or parts.query or parts.fragment or item.endswith(("?", "#")):
+        raise ValueError(f"{item!r} is not an origin: it has a path or more after its host, which a browser's Origin "
+                         f"never has: {hint}")
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{scheme}://{host}:{port}"
+
+
+def policy(allowed: Sequence[str]) -> dict[str, Any]:
+    """:class:`CORSMiddleware`'s arguments for the ``allowed`` origins (:func:`origins`)."""
+    return {"allow_origins": tuple(allowed), "allow_methods": METHODS, "allow_headers": (ANY,), "allow_credentials": False,
+            "expose_headers": EXPOSED}
+
+
+def middleware(allowed: Sequence[str]) -> list[Middleware]:
+    """The recognizer's CORS middleware for the ``allowed`` origins; none without any (no CORS headers at all)."""
+    return [Middleware(CORSMiddleware, **policy(allowed))] if allowed else []
