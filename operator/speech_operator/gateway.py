@@ -15,7 +15,7 @@ request or stream to the Service of the SpeechToText whose ``spec.locale`` match
 
 Relaying is :mod:`speech_operator.gateway_relay`; refusals are :mod:`speech_operator.gateway_failures`; what a
 connection may hold, and how many are served at once, :mod:`speech_operator.gateway_http_limits` and
-:mod:`speech_operator.gateway_connections`.
+:mod:`speech_operator.gateway_connections`; browsers on another origin (CORS), :mod:`speech_operator.gateway_cors`.
 Its own routes: ``/ready`` (200 once the SpeechToTexts have been listed), ``/status`` (liveness),
 ``/metrics`` (Prometheus), ``/pre-stop`` (the pod's preStop hook), ``GET /`` (the locales routed).
 On SIGTERM it stops listening; streams in progress go on for up to ``shutdown_seconds``, and each
@@ -52,6 +52,7 @@ from speech_operator import gateway_openai
 from speech_operator.config import env_number
 from speech_operator.gateway_connections import PROBE_ROUTES as PROBE_ROUTES_ANSWERED
 from speech_operator.gateway_connections import ConnectionCap
+from speech_operator.gateway_cors import Cors
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
 from speech_operator.gateway_http_limits import (
@@ -81,7 +82,7 @@ from speech_operator.gateway_relay import (
 )
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
-from speech_recognizer import contract, demo, errors, logs
+from speech_recognizer import contract, cors, demo, errors, logs
 from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
@@ -153,12 +154,20 @@ class GatewayConfig:
                                     "the access log, and whose X-Forwarded-Proto and -Host the recognizers get (the ingress "
                                     "controller's pods); empty: none, the log names the peer; a client of any other address "
                                     "cannot name itself, nor the scheme and host a recognizer is told (the gateway's own are)")
+    cors_origins: str = _setting("", "comma-separated origins of web pages that may call the REST and OpenAI routes from a browser "
+                                 "(https://app.example.com), or * for any: the gateway answers their preflights and its answers "
+                                 "are readable to them (no credentials); empty: no CORS headers, browsers refuse such calls "
+                                 "(the recognizers' Http:CorsOrigins)")
 
     def __post_init__(self) -> None:
         try:
             self.trusted  # noqa: B018 - read once, here, and kept: a wrong value stops the gateway as it starts
         except ValueError as exc:
             raise ValueError(f"{ENV_PREFIX}TRUSTED_PROXIES={self.trusted_proxies!r}: {exc}") from None
+        try:
+            self.cors  # noqa: B018 - as trusted, above
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}CORS_ORIGINS={self.cors_origins!r}: {exc}") from None
         if not self.form_limits.buffer_fits_the_budget():
             uncounted = gateway_openai.UNCOUNTED_BYTES
             raise ValueError(
@@ -174,6 +183,11 @@ class GatewayConfig:
     def trusted(self) -> tuple[Network, ...]:
         """:attr:`trusted_proxies` read (:func:`~speech_recognizer.addresses.proxies`), once per config."""
         return proxies(self.trusted_proxies)
+
+    @functools.cached_property
+    def cors(self) -> tuple[str, ...]:
+        """:attr:`cors_origins` read (:func:`~speech_recognizer.cors.origins`), once per config."""
+        return cors.origins(self.cors_origins)
 
     @property
     def form_limits(self) -> FormLimits:
@@ -304,6 +318,8 @@ class Gateway:
         self.forms = gateway_openai.FormBudget(config.form_budget_bytes)
         #: The stop, as the relays see it (:func:`serving` drains it before aiohttp's shutdown).
         self.shutdown = Shutdown()
+        #: Browsers on another origin: their preflights answered, and the headers of every answer (``cors_origins``).
+        self.cors = Cors(config.cors)
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -667,10 +683,11 @@ def create_app(directory: Directory, config: GatewayConfig | None = None, resolv
     ``api_client``: to ask the operator to wake a locale at zero, ``status.demand``)."""
     gateway = Gateway(directory, config or GatewayConfig(), resolver, api_client)
     logs.quiet_multipart()  # its scanner's parser would log a warning for each form it cannot read: the recognizer says why
-    app = web.Application(middlewares=[gateway.admit])
+    app = web.Application(middlewares=[gateway.admit, gateway.cors.preflight])
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.client)
     app.on_response_prepare.append(gateway.close_when_stopping)
+    app.on_response_prepare.append(gateway.cors.prepared)
     recognition = contract.RECOGNITION_PATH_TEMPLATE
     app.router.add_route("*", recognition, gateway.recognition)
     app.router.add_get(contract.ROUTE_VOSK_WS, gateway.vosk)

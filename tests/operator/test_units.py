@@ -406,7 +406,8 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
     small_forms = {"SPEECH_GATEWAY_FORM_BUFFER_BYTES": "65536"}  # a form's buffer must fit the forms' budget (any budget)
     for name, f in GatewayConfig.variables().items():
         if f.type == "str":
-            assert getattr(GatewayConfig.from_env({name: "127.0.0.2"}), f.name) == "127.0.0.2"
+            value = "http://127.0.0.2" if name == "SPEECH_GATEWAY_CORS_ORIGINS" else "127.0.0.2"  # an origin, else an address
+            assert getattr(GatewayConfig.from_env({name: value}), f.name) == value
             continue
         largest = f.metadata["maximum"] or 70000
         assert getattr(GatewayConfig.from_env({**small_forms, name: str(largest)}), f.name) == largest, name
