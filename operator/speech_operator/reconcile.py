@@ -127,6 +127,8 @@ class Runtime:
         except (KubeError, TimeoutError, aiohttp.ClientError) as exc:  # what handlers.UNANSWERED says so too
             log.warning("reconciling %s/%s: %s: %s; again at its next change or event", namespace, name,
                         type(exc).__name__, exc)
+        except Exception:  # no handler of kopf's is there to log it: else asyncio's "never retrieved"
+            log.exception("reconciling %s/%s again failed; again at its next change or event", namespace, name)
 
     def forget_retry(self, namespace: str, name: str) -> None:
         """Its retry not due any more (its deletion); its contention forgotten."""
