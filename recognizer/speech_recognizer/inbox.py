@@ -50,6 +50,8 @@ class Inbox:
         #: Bytes of messages read ahead and dropped because the client had gone, and of the audio they carried.
         self.dropped_bytes = 0
         self.dropped_audio_bytes = 0
+        #: Those messages, until the connection ends (:meth:`recover`).
+        self.dropped: list[Message] = []
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -76,6 +78,7 @@ class Inbox:
                     # Nobody is left to answer: what was read ahead is dropped, the route hears of it next.
                     self.dropped_bytes += self._bytes
                     self.dropped_audio_bytes += sum(self._audio_bytes(m) for m in self._messages)
+                    self.dropped = list(self._messages)
                     self._messages.clear()
                     self._bytes = 0
                     self._messages.append(message)
@@ -112,6 +115,14 @@ class Inbox:
         self._bytes = 0
         self._more.set()
         return messages
+
+    def recover(self) -> list[Message]:
+        """The messages read ahead and dropped at the disconnect, handed back to a route that can still use them (a
+        Speech SDK turn whose audio had ended: usp.connection keeps its results), no longer counted as dropped."""
+        recovered, self.dropped = self.dropped, []
+        self.dropped_bytes -= sum(map(_size, recovered))
+        self.dropped_audio_bytes -= sum(map(self._audio_bytes, recovered))
+        return recovered
 
     async def close(self) -> None:
         """Stop reading (at the connection's end)."""

@@ -6,9 +6,10 @@ tests/usp/test_sdk_features.py) a ``SpeechRecognizer`` of the SDK (1.52.0, ``Ser
 counts time: it tells the server ``SeparateChannelProcessing`` in ``speech.config``, takes every offset the server
 sends as it is (session time: it adds no turn start of its own), learns how far the server acknowledged the audio
 from a ``X-Continuation-Audio-Streams-1-Offset`` header (turn time), and after a lost connection sends that point
-back as ``continuation.audio.streams.1.offset`` and replays its audio from the end of the last phrase. These tests
-pin the three cases where that shows: one recognition, a connection cut mid-stream, recognitions one after another.
-The cut is made by tests/usp/test_idle_proxy.py's loopback relay; nothing is mocked.
+back as ``continuation.audio.streams.1.offset`` and replays its audio from the end of the last phrase, as long as
+it is still sending audio: cut after its end of audio, it replays nothing and waits for the server to end the turn.
+These tests pin the cases where that shows: one recognition, a connection cut mid-stream, and one cut after the end
+of audio. The cuts are made by tests/usp/test_idle_proxy.py's loopback relays; nothing is mocked.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from speech_recognizer.usp.options import continuation_offset
 from ..support import Reference, ServerThread
 from ..usp.conftest import replay_phrases
 from ..usp.sdk import assert_same, config, continuous, detailed, expected, expected_words, recognizer, reported, spans
-from ..usp.test_idle_proxy import IdleProxy
+from ..usp.test_idle_proxy import AudioEndProxy, IdleProxy
 from .node import MULTICHANNEL, recognize, result_span, scenario
 
 #: Audio pushed at this many times real time: results come while it streams, and the cut falls mid-stream.
 SPEED = 4
 #: The cut test's audio at real time: the cut falls mid-stream even when the fresh server's first phrase is slow (a
-#: loaded machine). At SPEED the SDK had pushed all its audio before the first phrase came back on a loaded machine;
-#: the cut then came after the stream's end and the SDK replayed nothing and never ended its recognition (that SDK's
-#: doing: it sent the continuation's header and end of audio, the server answered EndOfDictation and turn.end).
+#: loaded machine). At SPEED the SDK had pushed all its audio before the first phrase came back on a loaded machine,
+#: and the cut came after its end of audio: another case, where the SDK replays nothing (the last test).
 CUT_SPEED = 1
+#: What the server logs when it answers a continuation with what a turn cut after its end of audio kept (usp.connection).
+CUT_AFTER_END = "continues a turn cut after its end of audio"
 
 
 def contexts(caplog: pytest.LogCaptureFixture) -> list[dict]:
@@ -78,7 +80,36 @@ def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the
     assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
     first = expected(utterances_ref.phrases[0])
     acknowledged = (first[1] + first[2]) / 10_000_000
-    replayed = replay_phrases(model, utterances_wav, acknowledged)
-    assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
+    if any(CUT_AFTER_END in r.getMessage() for r in caplog.records):
+        # a loaded machine: the SDK had sent all its audio before the first phrase came, and replayed none (the test
+        # after this one): the server answered with the rest of the one session that decoded it all
+        assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
+    else:
+        replayed = replay_phrases(model, utterances_wav, acknowledged)
+        assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
     assert [continuation_offset(c) for c in contexts(caplog)[:2]] == [0.0, acknowledged], contexts(caplog)
+
+
+@pytest.mark.parametrize("after_turn_end", [False, True], ids=["while-decoding", "after-turn-end"])
+def test_a_connection_cut_after_the_end_of_audio_ends_the_recognition_with_every_phrase(
+    jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture,
+    after_turn_end: bool
+) -> None:
+    """The proxy cuts the connection (FIN) once the SDK's end of audio has passed it to the server and the server's
+    first phrase to the SDK (what the server sends after it held back), while the server still decodes the rest or,
+    ``after_turn_end``, once it has sent its ``turn.end``. The SDK connects again and sends the continuation's
+    ``speech.context`` (the cut turn's service tag, the first phrase's end) and a RIFF header, and no audio: it had
+    ended its audio and replays none. The server, which had all the audio of the cut turn, answers the continuation
+    with that turn's phrases after the acknowledged offset, its ``EndOfDictation`` and ``turn.end``: the recognition
+    ends (EndOfStream) with every utterance, as one session decoded them. Before, the continuation turn waited for
+    audio that never came and the SDK for its end: the recognition did not end (until the app stopped it)."""
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
+    with AudioEndProxy(fresh_server.port, after_turn_end) as proxy:
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=20000))
+    assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
+    assert any(CUT_AFTER_END in r.getMessage() for r in caplog.records), "the continuation was answered with what the cut turn kept"
+    assert_same([result_span(r) for r in out["recognized"]], [expected(p) for p in utterances_ref.phrases])
+    assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
+    first = expected(utterances_ref.phrases[0])
+    assert [continuation_offset(c) for c in contexts(caplog)] == [0.0, (first[1] + first[2]) / 10_000_000], contexts(caplog)

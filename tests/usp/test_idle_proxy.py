@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -135,6 +136,108 @@ class IdleProxy(TcpServerThread):
         with self.gone:
             self.ended += 1
             self.gone.notify_all()
+
+
+
+def frame_size(data: bytes | bytearray) -> int | None:
+    """The length of the WebSocket frame ``data`` begins with (RFC 6455 5.2), None while it is not all there."""
+    if len(data) < 2:
+        return None
+    size, at = data[1] & 0x7F, 2
+    if size >= 126:
+        wide = 2 if size == 126 else 8
+        if len(data) < at + wide:
+            return None
+        size, at = int.from_bytes(data[at : at + wide], "big"), at + wide
+    at += 4 if data[1] & 0x80 else 0  # the client's frames are masked
+    return at + size if len(data) >= at + size else None
+
+
+def ends_audio(frame: bytes) -> bool:
+    """Whether ``frame`` (a whole WebSocket frame from the client, masked) is a Speech SDK's end of audio: a binary
+    ``audio`` message with an empty payload."""
+    from websockets.utils import apply_mask
+
+    if frame[0] & 0x0F != 2 or not frame[1] & 0x80:
+        return False
+    at = 2 + {126: 2, 127: 8}.get(frame[1] & 0x7F, 0)  # after the length, the mask
+    data = apply_mask(frame[at + 4 :], frame[at : at + 4])
+    headers = data[2 : 2 + int.from_bytes(data[:2], "big")]
+    return len(data) == 2 + len(headers) and b"path:audio" in headers.lower().replace(b" ", b"")
+
+
+@dataclass
+class AudioEndProxy(TcpServerThread):
+    """A TCP relay from 127.0.0.1:``port`` to ``upstream`` that cuts the first connection (a FIN both ways) once the
+    client's end of audio has passed to the server and the server's first ``speech.phrase`` to the client, what the
+    server sends after that phrase held back: the server has received all of the audio and its end, the client has
+    one phrase. With ``after_turn_end``, the cut waits for the server's ``turn.end`` too (held back with the rest): the
+    server ended the turn before the cut, not after. It reads the WebSocket frames after the upgrade to tell where
+    each ends (and unmasks the client's binary ones to see the end of audio); later connections are relayed
+    unchanged."""
+
+    upstream: int
+    after_turn_end: bool = False
+    port: int = field(default_factory=free_port)
+    accepted: int = 0
+    cuts: int = 0
+
+    async def relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        watch = self.accepted == 1
+        audio_ended, phrase_passed, turn_ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        if not self.after_turn_end:
+            turn_ended.set()
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
+            pending, upgraded = bytearray(), not watch
+            while data := await src.read(1 << 16):
+                if not watch:
+                    dst.write(data)
+                    await dst.drain()
+                    continue
+                pending += data
+                if not upgraded:
+                    if (end := pending.find(b"\r\n\r\n")) < 0:
+                        continue
+                    dst.write(pending[: end + 4])
+                    del pending[: end + 4]
+                    upgraded = True
+                while (size := frame_size(pending)) is not None:
+                    frame = bytes(pending[:size])
+                    del pending[:size]
+                    if not upstream and phrase_passed.is_set():
+                        if b"Path:turn.end" in frame:
+                            turn_ended.set()
+                        continue  # held back: the client is to have the first phrase alone
+                    dst.write(frame)
+                    if upstream and ends_audio(frame):
+                        audio_ended.set()
+                    elif not upstream and b"Path:speech.phrase" in frame:
+                        phrase_passed.set()
+                await dst.drain()
+            if not dst.is_closing() and dst.can_write_eof():
+                dst.write_eof()
+
+        pumps = asyncio.gather(pump(client_r, up_w, True), pump(up_r, client_w, False), return_exceptions=True)
+        if watch:
+
+            async def due() -> None:
+                for event in (audio_ended, phrase_passed, turn_ended):
+                    await event.wait()
+
+            cut = asyncio.create_task(due())
+            await asyncio.wait([pumps, cut], return_when=asyncio.FIRST_COMPLETED)
+            if cut.done():
+                await asyncio.sleep(AFTER_PHRASE)  # time for the client to read the phrase
+                self.cuts += 1
+                pumps.cancel()
+            cut.cancel()
+        with suppress(asyncio.CancelledError):  # cancelled at the cut, or the proxy stopping with the connection open
+            await pumps
+        for w in (client_w, up_w):
+            w.close()
 
 
 @dataclass(frozen=True)
@@ -318,3 +421,4 @@ def test_a_connection_cut_mid_stream_the_python_sdk_connects_again_and_continues
                 if r.name == "speech_recognizer.usp.connection" and r.args and r.args[0] == "speech.context"]
     # the first connection's turn, then the second's (a short continuation turn at the end of the audio may follow)
     assert [continuation_offset(c) for c in contexts[:2]] == [0.0, (first[1] + first[2]) / 10_000_000], contexts
+

@@ -12,6 +12,8 @@ Python SDK adds that offset to those the turn reports; the SDK for JavaScript
 with multi-channel processing on (:func:`.options.stream_offsets`) takes them as
 sent, so the server adds it (:func:`in_stream_time`), and learns the offset to
 continue from from each ``speech.phrase``'s :data:`CONTINUATION_OFFSET` header.
+A turn of such a client cut after its end of audio is decoded to its end all the
+same and answers the continuation that follows (:mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import logging
 import math
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Protocol
@@ -35,7 +38,8 @@ from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_jso
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
-from .options import DEFAULT_FORMAT, Options, audio_format, stream_offsets
+from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
+from .resume import PARKING, RESENT, RESENT_PATHS, Parked, Sent
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,9 @@ def replay_origin(acknowledged: float) -> float:
     replay_start = int(round(acknowledged * TICKS_PER_SECOND)) // 10_000 / 1000
     return replay_start - acknowledged
 
+
+#: Close codes of a client that closed its connection (rather than lost it): it does not continue a turn.
+CLOSED = (1000, 1001)
 
 #: The header of a ``speech.phrase`` that tells a client taking stream times (:func:`.options.stream_offsets`) how far
 #: its audio was acknowledged, in ticks from the start of the turn's audio (the SDK adds the offset the turn began at,
@@ -151,12 +158,80 @@ class Turn:
         self._heard = 0.0
         #: Turn time (s) of the end of the latest audio loud enough to hold speech (:data:`SOUND_LEVEL`).
         self._loud = 0.0
+        #: What the turn sent last (its phrases, end of speech and end, in stream time) to a client with the
+        #: reliable-reconnect contract: a cut may lose it in flight (:mod:`.resume`).
+        self._told: deque[Sent] = deque(maxlen=RESENT)
+        #: For that client: the turn as a continuation finds it (:mod:`.resume`).
+        self.parked: Parked | None = PARKING.open(self.service_tag) if conn.stream_offsets else None
+        #: Whether that client's connection was found cut: what the turn sends is kept (:meth:`park`).
+        self.cut = False
+        #: Set once the turn is closed (its decoder released).
+        self.closed = asyncio.Event()
+
+    @property
+    def audio_ended(self) -> bool:
+        """Whether the turn's end of audio (the empty chunk) was received."""
+        return self._audio_ended
 
     async def send(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] = {}) -> None:
-        """Send a message of the turn; its offsets (turn time) in stream time for a client that takes them so."""
+        """Send a message of the turn; its offsets (turn time) in stream time for a client that takes them so.
+
+        A client with the reliable-reconnect contract found gone: the message is kept (:meth:`park`), as is what
+        follows, and the turn goes on; the connection decides at the disconnect whether it keeps it (:meth:`Connection._park`).
+        """
         if self.added and "Offset" in body:
             body = in_stream_time(body, self.added)
-        await self.conn.socket.send_text(text_frame(path, self.request_id, body, extra))
+        if not self.cut:
+            try:
+                await self.conn.socket.send_text(text_frame(path, self.request_id, body, extra))
+            except (WebSocketDisconnect, ConnectionError):
+                if self.parked is None:
+                    raise
+            else:
+                if path in RESENT_PATHS and self.parked is not None:
+                    self._told.append((path, dict(body)))
+                return
+        self.park().frames.append((path, dict(body)))
+
+    def park(self) -> Parked:
+        """The turn's record, which keeps from now on what it sent last and sends, for the client's continuation."""
+        assert self.parked is not None
+        if not self.cut:
+            self.cut = True
+            self.parked.frames = list(self._told)
+        return self.parked
+
+    async def resume(self, parked: Parked) -> bool:
+        """Answer this continuation turn with what the cut turn ``parked`` kept, once that turn is over: what it sent
+        after the offset this turn resumes at (the client has what ends before), its phrases and end of speech, the
+        phrase that ended it (``EndOfDictation``, or its failure), and ``turn.end``; no audio is awaited (the client
+        sends none: its audio had ended). False, with nothing sent, when that turn was not kept (its connection ended
+        otherwise, or its server had not seen it cut within ``AudioIdleSeconds``: by then this turn would have been
+        closed for want of audio) or was closed unfinished."""
+        idle = self.conn.deadlines.idle_seconds
+        try:
+            async with asyncio.timeout(None if math.isinf(idle) else idle):
+                await parked.decided.wait()
+        except TimeoutError:
+            return False
+        await parked.settled.wait()
+        if not parked.complete:
+            return False
+        acknowledged = ticks(self.base)
+        missed = [(path, body) for path, body in parked.frames if path in RESENT_PATHS and path != "turn.end" and not (
+            body.get("Offset", 0) + body.get("Duration", 0) <= acknowledged and body.get("RecognitionStatus", "Success") == "Success")]
+        log.info("turn %s continues a turn cut after its end of audio: answered with the %d results it kept that the client lacks",
+                 self.request_id[:40], len(missed))
+        self.started = True
+        await self.conn.socket.send_text(text_frame("turn.start", self.request_id, {"context": {"serviceTag": self.service_tag}}))
+        for path, body in missed:
+            end = body.get("Offset", 0) + body.get("Duration", 0)
+            extra = {CONTINUATION_OFFSET: str(end - self.added)} if path == "speech.phrase" else {}
+            await self.conn.socket.send_text(text_frame(path, self.request_id, body, extra))
+        self.ended = True
+        await self.conn.socket.send_text(text_frame("turn.end", self.request_id, {}))
+        await self.close()
+        return True
 
     async def send_phrase(self, body: Mapping[str, Any]) -> None:
         """Send a ``speech.phrase`` (a result or a status), which acknowledges the audio up to its end: a client taking
@@ -403,8 +478,15 @@ class Turn:
             await self.send("turn.end", {})
         await self.close()
 
+    def hand_over(self) -> None:
+        """The turn's connection is over, or the turn replaced on it: its record waits for a continuation if kept,
+        and is dropped if not (:mod:`.resume`)."""
+        if self.parked is not None:
+            PARKING.settle(self.service_tag, self.parked)
+
     async def close(self) -> None:
         """Release the decoder without sending anything (and stop handling results)."""
+        self.closed.set()
         if self._holding:
             self._holding = False
             self.conn.inbox.ahead = False
@@ -461,6 +543,8 @@ class Connection:
                 if self._closed:  # a turn's results failed meanwhile (its client gone, not reading, its decoder): no more is answered
                     return
                 if msg["type"] == "websocket.disconnect":
+                    if self.turn is not None and msg.get("code") not in CLOSED and await self._park(self.turn):
+                        return
                     if self.turn is not None and not self.turn.ended and self.turn.started:
                         dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""
                         await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn{dropped}", CLIENT_GONE))
@@ -481,6 +565,7 @@ class Connection:
                     rec = session.recognition
                     session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * rec.channels * rec.sample_rate)
                 await self.turn.close()
+                self.turn.hand_over()
                 # The turn holds this connection (Turn.conn): without this, the two, the turn's session and its
                 # recognition waited in a reference cycle for Python's collector.
                 self.turn = None
@@ -509,6 +594,32 @@ class Connection:
                     await self.turn.fail(failure)
             await self.socket.close(*close_args(failure, usp=True))
 
+    async def _park(self, turn: Turn) -> bool:
+        """The connection was cut (no close frame) after the turn's end of audio (received, or read ahead and dropped
+        at the disconnect) from a client with the reliable-reconnect contract: what the turn sent last and, if it
+        was still going, its results of the rest of its audio, decoded to its end (waited for here), are kept for
+        the continuation (:mod:`.resume`); True. Else False: a turn still going ends as the client's (it sends the
+        audio past its last phrase again)."""
+        if turn.parked is None or not turn.started or turn.failed:
+            return False
+        try:
+            frames = [parse_binary(m["bytes"]) for m in self.inbox.dropped if m.get("bytes") is not None]
+        except FrameError:
+            return False
+        audio = [f.body for f in frames if f.path.lower() == "audio" and f.request_id == turn.request_id]
+        if not (turn.audio_ended or b"" in audio):
+            return False
+        self.inbox.recover()
+        turn.park().keep()
+        if not turn.ended:
+            log.info("turn %s: the connection was cut after its end of audio; its results are kept for the client's continuation",
+                     turn.request_id[:40])
+            for payload in audio:
+                assert isinstance(payload, bytes)
+                await turn.audio(payload)
+            await turn.closed.wait()
+        return True
+
     async def before_cut(self) -> None:
         """The server's drain ran out of time (``Drain:Seconds``) with this connection's turn still running:
         uvicorn's shutdown closes it next (1012, nothing can be sent after). A phrase the decoder finished and the
@@ -530,8 +641,13 @@ class Connection:
             raise FrameError(f"{frame.path} frame without an X-RequestId header", PROTOCOL_ERROR)
         log.debug("USP %s %s", frame.path, frame.body if not frame.binary else len(frame.body))
         if path == "speech.context":
-            options = self.options.with_context(frame.json())
-            await self._new_turn(request_id, options)
+            context = frame.json()
+            options = self.options.with_context(context)
+            # the first turn of a connection that continues a turn cut after its end of audio: that turn's results
+            parked = PARKING.claim(previous_service_tag(context)) if self.stream_offsets and self.turn is None else None
+            turn = await self._new_turn(request_id, options)
+            if parked is not None and await turn.resume(parked):
+                return
             await self.engine.registry.aload(options.language)  # an unknown language fails the turn now, not at its audio
         elif path == "audio":
             assert isinstance(frame.body, bytes)
@@ -543,7 +659,7 @@ class Connection:
             self.deadlines.heard()
         # telemetry and anything else needs no answer
 
-    async def _new_turn(self, request_id: str, options: Options) -> None:
+    async def _new_turn(self, request_id: str, options: Options) -> Turn:
         if self.turn is not None and self.turn.request_id == request_id:
             raise FrameError(f"X-RequestId {request_id[:40]} was already used", PROTOCOL_ERROR)
         self.ids.check_new(request_id)
@@ -551,12 +667,14 @@ class Connection:
             await self.turn.settle()  # what the old turn received is answered first, as it arrived
             await self.turn.report_held()
             await self.turn.close()
+            self.turn.hand_over()
             self.ids.retire(self.turn.request_id)
         if not options.resume_at:
             # No continuation: the client counts this turn's offsets from a zero of its own (the SDK for JavaScript
             # adds the offset it sends audio from itself), so what earlier turns reported is no time of this turn's.
             self.acknowledged = 0.0
         self.turn = Turn(self, request_id, options)
+        return self.turn
 
 
 class TurnCounters(Counters, Protocol):
