@@ -52,15 +52,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # ---------------------------------------------------------------------------
 # The recognizer's system libraries, from the base's apt sources for those the base lacks; nothing else comes
-# from apt: its allocator (MALLOC_PRELOAD), Debian's libjemalloc2, and on arm64 libatomic1, which Vosk's aarch64
-# libvosk.so links and its wheel does not carry (alphacep/vosk-api#1468; the x86_64 one needs no libatomic).
+# from apt: libmpg123-0, its MP3 decoder (speech_recognizer.mpg123: the soundfile wheel links one into its libsndfile,
+# which cannot be made quiet), its allocator (MALLOC_PRELOAD), Debian's libjemalloc2, and on arm64 libatomic1, which
+# Vosk's aarch64 libvosk.so links and its wheel does not carry (alphacep/vosk-api#1468; the x86_64 one needs none).
 # Not pinned (DL3008): the version is the base's Debian release's, whichever BASE_IMAGE names.
 FROM base AS recognizer-base
 ARG MALLOC_PRELOAD=libjemalloc.so.2
 # hadolint ignore=DL3008,SC2086
 RUN set -eu; \
-    wanted=""; \
-    if [ "${MALLOC_PRELOAD}" = "libjemalloc.so.2" ]; then wanted="libjemalloc2"; fi; \
+    wanted="libmpg123-0"; \
+    if [ "${MALLOC_PRELOAD}" = "libjemalloc.so.2" ]; then wanted="${wanted} libjemalloc2"; fi; \
     if [ "$(dpkg --print-architecture)" = "arm64" ]; then wanted="${wanted} libatomic1"; fi; \
     missing=""; \
     for pkg in ${wanted}; do \

@@ -2,7 +2,7 @@
 
 Pure generators (bytes in, bytes out, or raw socket clients), shared by the
 hostile bench suite and the tests that prove each limit holds. Nothing here
-imports the tests or the server.
+imports the tests or the server (the recognizer's MPEG frame header parser aside).
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # ---- FLAC -----------------------------------------------------------------------------------
 
@@ -143,6 +147,20 @@ def mp3_bomb(seconds: float = 3600.0, *, xing: bool = True) -> bytes:
         first = header + bytes(9) + b"Xing" + struct.pack(">II", 1, count)
         first += bytes(len(frame) - len(first))
     return first + frame * count
+
+
+def random_frame_bodies(mp3: bytes, rng: np.random.Generator) -> bytes:
+    """``mp3`` (no ID3 tag) with every frame's bytes after its header random, the first (a Xing/Info header) whole:
+    each frame is found where the one before says, and each is damaged, which its decoder conceals (libmpg123
+    without its quiet flag writes one to three lines to stderr for each)."""
+    from speech_recognizer.audio import mpeg_frame
+
+    out, at = bytearray(mp3), 0
+    while (frame := mpeg_frame(mp3, at)) is not None:
+        if at:
+            out[at + 4 : at + frame.length] = rng.bytes(frame.length - 4)
+        at += frame.length
+    return bytes(out)
 
 
 # ---- WAV ------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ decoder would take a Xing/Info header's count, or guess from the file's size.
 from __future__ import annotations
 
 import bisect
-import functools
 import io
 import re
 import struct
@@ -65,7 +64,8 @@ class WavFormat:
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 WAV, OGG, FLAC, MP3, WEBM, MP4 = AUDIO_FORMATS
-#: Containers FFmpeg decodes, in a child process (:mod:`speech_recognizer.ffmpeg`); libsndfile decodes the others.
+#: Containers FFmpeg decodes, in a child process (:mod:`speech_recognizer.ffmpeg`); libmpg123 decodes MP3
+#: (:mod:`speech_recognizer.mpg123`), libsndfile the others.
 _FFMPEG_FORMATS = (WEBM, MP4)
 #: What is said of bytes :func:`sniff` finds no container in, after what they are ("the body", "the file").
 NOT_AUDIO = (f"is not {', '.join(f.name for f in AUDIO_FORMATS[:-1])} or {AUDIO_FORMATS[-1].name} audio "
@@ -313,7 +313,7 @@ def _read_blocks(reader: object, what: str, max_seconds: float, cut: bool,
         try:
             samples = reader.read(min(block, limit + 1 - frames), dtype=dtype, always_2d=True)  # type: ignore[attr-defined]
         except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
-            if what == MP3.name:  # libsndfile says "Unspecified internal error." or "… file is malformed."
+            if what == MP3.name:  # mpg123 says "A generic mpg123 error." or the like
                 raise AudioError("the MP3 is corrupt: its decoder lost the MPEG frames (junk between two, or a frame of "
                                  "another sample rate or channel count)") from None
             raise AudioError(f"cannot decode the {what} audio: {_reason(exc)}") from None
@@ -347,7 +347,7 @@ def _reason(exc: Exception) -> str:
 
 @dataclass
 class _Compressed:
-    """An Ogg, FLAC or MP3 opened with libsndfile (:func:`_open_compressed`), checked (:func:`_checked`)."""
+    """An Ogg, FLAC or MP3 opened (:func:`_open_compressed`) and checked (:func:`_checked`)."""
 
     reader: Any
     what: str
@@ -364,7 +364,7 @@ class _Compressed:
 
     def _ended(self, frames: int) -> None:
         """Refuses an MP3 whose decoder gave ``frames`` and no more, fewer than its frames hold (:func:`mp3_frames`
-        counted them, and its Xing/Info header says so to libsndfile): the decoder stops without an error where it
+        counted them, and its Xing/Info header says so to mpg123): the decoder stops without an error where it
         cannot go on."""
         declared, rate = int(self.reader.frames), self.sample_rate
         if self.seconds is not None and frames < declared - _MP3_SLACK:
@@ -372,45 +372,36 @@ class _Compressed:
                              "its frames hold")
 
 
-@functools.cache
-def _unseeking() -> type:
-    """``soundfile.SoundFile`` that does not seek between reads. soundfile seeks to where a read ended after every
-    read (its position's bookkeeping), and libsndfile's MPEG decoder takes each seek as a new start: the frames after
-    it are decoded without the bit reservoir of those before (MP3 made by libsndfile itself: up to 11700 of 32768
-    off for 4000 samples after each block, and mpg123 writing "part2_3_length too large" to stderr), where the whole
-    file read at once is right. Not seekable, soundfile reads on without seeking; libsndfile still ends at its length."""
-    import soundfile
-
-    class Unseeking(soundfile.SoundFile):
-        def seekable(self) -> bool:
-            return False
-
-    return Unseeking
-
-
 def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, head: bytes | bytearray, size: int | None,
                      max_seconds: float, cut: bool = False) -> _Compressed:
     """``source`` (its first bytes ``head``; ``size`` bytes when known), an Ogg, FLAC or MP3 as :func:`sniff` says,
-    opened and checked. libsndfile reads what follows an ID3 tag as whatever format it finds there: only MP3 is
-    taken after one (415), so that no other of its parsers reads a body. An MP3 libsndfile cannot open is refused
-    saying why (:func:`_mp3_unopened`), not with its words (an MP3 cut in its first frame is "File does not exist
-    or is not a regular file (possibly a pipe?)"); what it reads of an MP3 is put right first (:func:`_mp3_source`)."""
-    mp3 = fmt is MP3
-    read, believed = _mp3_source(source, head, size, max_seconds, cut) if mp3 else (source, True)
+    opened and checked: Ogg and FLAC by libsndfile, MP3 by libmpg123 (:class:`~speech_recognizer.mpg123.Mp3`), what
+    it reads of one put right first (:func:`_mp3_source`)."""
+    believed = True
+    if fmt is not MP3:
+        reader: Any = _open_soundfile(source, fmt.name)
+    else:
+        read, believed = _mp3_source(source, head, size, max_seconds, cut)
+        reader = _open_mp3(read, head, size)
     try:
-        reader: Any = _open_soundfile(read, fmt.name, _unseeking() if mp3 else None)
-    except AudioError:
-        if mp3:
-            raise AudioError(_mp3_unopened(head, size)) from None
-        raise
-    try:
-        if mp3 and reader.format != "MP3":
-            raise AudioError(f"an ID3 tag followed by {reader.format} audio, not MP3: send it without the tag", UNSUPPORTED_MEDIA)
         rate, seconds = _checked(reader, fmt.name, max_seconds, cut, believed)
-        return _Compressed(reader, fmt.name, rate, seconds, mp3)
+        return _Compressed(reader, fmt.name, rate, seconds, fmt is MP3)
     except BaseException:
         reader.close()
         raise
+
+
+def _open_mp3(read: bytes | bytearray | BinaryIO | io.RawIOBase, head: bytes | bytearray, size: int | None) -> Any:
+    """libmpg123 reading ``read`` (what :func:`_mp3_source` gives of an MP3 whose first bytes are ``head``); a 415 where
+    the library is not installed (a source install without the system's libmpg123; the image has it)."""
+    try:
+        from . import mpg123
+    except ImportError as exc:
+        raise AudioError(f"MP3 is not decoded here: {exc}", UNSUPPORTED_MEDIA) from None
+    try:
+        return mpg123.Mp3(_BufferReader(read) if isinstance(read, (bytes, bytearray)) else read)
+    except RuntimeError:
+        raise AudioError(_mp3_unopened(head, size)) from None
 
 
 #: Tags an MP3 may carry after a frame (an ID3v2 tag is told by :func:`id3_end`): an ID3v1 tag (128 bytes), and
@@ -431,22 +422,22 @@ class Mp3Frames:
     #: The count its Xing/Info header gives (None: it has none), and where that count is (the 4 bytes, big-endian).
     declared: int | None
     declared_at: int
-    #: What libsndfile is to read for this MP3: byte ranges of it replaced, each (start, end, replacement).
+    #: What mpg123 is to read for this MP3: byte ranges of it replaced, each (start, end, replacement).
     edits: tuple[tuple[int, int, bytes], ...]
 
 
 def mp3_frames(peek: Callable[[int, int], bytes], start: int, size: int, max_seconds: float) -> Mp3Frames | None:
     """Walks the frame headers of the MP3 whose first frame is at ``start`` (after an ID3v2 tag), ``size`` bytes:
-    ``peek(at, n)`` gives up to ``n`` of its bytes at ``at``. None when no whole frame is at ``start`` (libsndfile's
-    opening then says what it is, :func:`_mp3_unopened`). Stops once it counts more than ``max_seconds``.
+    ``peek(at, n)`` gives up to ``n`` of its bytes at ``at``. None when no whole frame is at ``start`` (refused then,
+    saying what it is: :func:`_mp3_source`). Stops once it counts more than ``max_seconds``.
 
-    What libsndfile reads is then made to give the MP3's length, which its decoder (mpg123) takes from a Xing/Info
+    What mpg123 reads is then made to give the MP3's length, which mpg123 takes from a Xing/Info
     frame count, else guesses from the file's size and the first frame's bit rate and stops there without an error:
     a variable bit rate without that frame, MP3s put one after another, a count that lies, all decoded short. The
     count is put right or a Xing frame put in, and the Xing/Info frames and tags of the MP3s after the first are taken
     out (mpg123 ends at another stream's Info frame). Junk between two frames, a frame of another sample rate or
     channel count, or what follows the last frame when a frame would resume after it, is refused here, before
-    mpg123 writes a line to stderr for each bad frame and resynchronisation."""
+    mpg123 resynchronises in it (and decodes what it finds there)."""
     first = mpeg_frame(peek(start, 4), 0)
     if first is None or start + first.length > size:
         return None
@@ -486,19 +477,23 @@ def mp3_frames(peek: Callable[[int, int], bytes], start: int, size: int, max_sec
 
 def _mp3_source(source: bytes | bytearray | BinaryIO, head: bytes | bytearray, size: int | None, max_seconds: float,
                 cut: bool) -> tuple[bytes | bytearray | BinaryIO | io.RawIOBase, bool]:
-    """What libsndfile is to read of an MP3 (``source``, its first bytes ``head``, ``size`` bytes when known) for its
+    """What mpg123 is to read of an MP3 (``source``, its first bytes ``head``, ``size`` bytes when known) for its
     decoder to give all of it (:func:`mp3_frames`), and whether the length it then says is the MP3's. Refuses one
-    longer than ``max_seconds`` (unless ``cut``), cut short or corrupt, before anything is decoded."""
+    longer than ``max_seconds`` (unless ``cut``), cut short or corrupt, or holding no frame where it begins (another
+    container after an ID3 tag: 415), before anything is decoded."""
     peek = _peeker(source)
     if size is None:
         size = len(source) if isinstance(source, (bytes, bytearray)) else _file_size(source)
     start = id3_end(head) or 0
     found = mp3_frames(peek, start, size, max_seconds)
     if found is None:
-        return source, False
+        after = sniff(peek(start, HEADER_ROOM)) if start else None
+        if after is not None and after is not MP3:
+            raise AudioError(f"an ID3 tag followed by {after.name} audio, not MP3: send it without the tag", UNSUPPORTED_MEDIA)
+        raise AudioError(_mp3_unopened(head, size))
     if not found.whole and not cut:
         if found.declared is not None and found.declared > found.count:
-            return source, True  # its Xing/Info count says how long: libsndfile's length then, refused by it (_checked)
+            return source, True  # its Xing/Info count says how long: mpg123's length then, refused by it (_checked)
         raise too_long(None, max_seconds)
     edits = _mp3_edits(found, peek, start, size)
     return (_Spliced(source, size, edits) if edits else source), found.whole
@@ -582,7 +577,7 @@ def _peeker(source: bytes | bytearray | BinaryIO) -> Callable[[int, int], bytes]
 
 
 def _mp3_unopened(head: bytes | bytearray, size: int | None) -> str:
-    """Why an MP3 (by :func:`sniff`) that libsndfile could not open is not audio: ``head`` its first bytes, ``size``
+    """Why an MP3 (by :func:`sniff`) whose first frame is not where it begins is not audio: ``head`` its first bytes, ``size``
     its length when known."""
     end = id3_end(head)
     if end is not None and size is not None and end >= size:
@@ -627,7 +622,7 @@ class _BufferReader(io.RawIOBase):
 
 class _Spliced(io.RawIOBase):
     """A read-only, seekable view of ``source`` (a buffer, or a seekable file; ``size`` bytes) with byte ranges
-    replaced: ``edits``, sorted (start, end, replacement). What libsndfile reads of an MP3 put right (:func:`_mp3_source`)."""
+    replaced: ``edits``, sorted (start, end, replacement). What mpg123 reads of an MP3 put right (:func:`_mp3_source`)."""
 
     def __init__(self, source: bytes | bytearray | BinaryIO, size: int, edits: list[tuple[int, int, bytes]]) -> None:
         super().__init__()
@@ -690,13 +685,13 @@ def _file_size(file: BinaryIO) -> int:
         file.seek(at)
 
 
-def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO | io.RawIOBase, what: str, cls: type | None = None, **raw: object) -> object:
-    """A ``soundfile.SoundFile`` (or ``cls``) reading ``data`` where it is, or a seekable file (its decoder seeks)."""
+def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, **raw: object) -> object:
+    """A ``soundfile.SoundFile`` reading ``data`` where it is, or a seekable file (its decoder seeks)."""
     import soundfile
 
     try:
         source = _BufferReader(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        return (cls or soundfile.SoundFile)(source, **raw)
+        return soundfile.SoundFile(source, **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode the {what} audio: {_reason(exc)}") from None
 

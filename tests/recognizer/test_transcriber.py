@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import srt
 
+from harness.hostile_inputs import random_frame_bodies
 from speech_recognizer import transcriber
 from speech_recognizer.results import written
 
@@ -376,6 +378,18 @@ def test_mp3s_whose_decoder_length_is_not_theirs_are_transcribed_to_their_end(se
             ref = streamed_mp3_refs[Path(body["File"]).name]
             assert len(ref.phrases) == 3 and body["NBest"][0]["Lexical"] == " ".join(ref.texts), (where, body["File"])
             ref.assert_words_match(words_of(body))
+
+
+def test_an_mp3_whose_every_frame_is_damaged_writes_nothing_to_stderr_in_process(utterances_mp3: Path, tmp_path: Path) -> None:
+    """The utterances' MP3 with every frame's body random after its header (the frames found, each damaged),
+    transcribed in-process from the file: a transcript of what its decoder conceals them to, and nothing on stderr.
+    libmpg123, decoding it under libsndfile (which leaves its quiet flag unset), wrote 477 lines there
+    ("big_values too large!", "part2_3_length ... too large for available bit count")."""
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(random_frame_bodies(utterances_mp3.read_bytes(), np.random.default_rng(16)))
+    done = transcribe("--format", "json", str(damaged))
+    assert done.returncode == 0 and json.loads(done.stdout)["File"] == str(damaged), done.stdout
+    assert done.stderr == "", done.stderr[:500]
 
 
 def test_an_output_folder_that_refuses_a_file_fails_that_file_alone(server, speech_wav: Path, tmp_path: Path) -> None:

@@ -52,10 +52,11 @@ def test_dockerfile_contract() -> None:
     assert not [line for line in final_stages.splitlines() if line.startswith("RUN")], "final stages have no RUN"
     for tool in ("gcc", "build-essential"):
         assert tool not in text
-    # apt gives the recognizer's allocator (MALLOC_PRELOAD) and, on arm64, Vosk's libatomic, in a stage before the final ones
+    # apt gives the recognizer's MP3 decoder, its allocator (MALLOC_PRELOAD) and, on arm64, Vosk's libatomic, in a stage
+    # before the final ones
     apt = [line.strip() for line in text.splitlines() if "apt-get install" in line and not line.lstrip().startswith("#")]
     assert apt == ["apt-get install -y -qq --no-install-recommends ${missing} >/dev/null; \\"], apt
-    assert re.findall(r'wanted="(?:\$\{wanted\} )?([^"$]+)"', text) == ["libjemalloc2", "libatomic1"]
+    assert re.findall(r'wanted="(?:\$\{wanted\} )?([^"$]+)"', text) == ["libmpg123-0", "libjemalloc2", "libatomic1"]
     assert text.index("apt-get install") < text.index("FROM base AS operator")
     assert "FROM recognizer-base AS recognizer" in text and "ARG MALLOC_PRELOAD=libjemalloc.so.2" in text
     # dependencies from the locks only, hash-checked; then the project without resolving anything more
