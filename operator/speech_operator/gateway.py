@@ -56,6 +56,7 @@ from speech_operator.gateway_cors import Cors
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
 from speech_operator.gateway_http_limits import (
+    STALL_SECONDS,
     GuardedSite,
     HeadGuard,
     HeadLimits,
@@ -85,7 +86,7 @@ from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, cors, demo, errors, logs
 from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
-from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
+from speech_recognizer.serving import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, listening_on, listening_socket
 from speech_recognizer.settings import declared
 
 log = logging.getLogger("speech_operator.gateway")
@@ -150,6 +151,11 @@ class GatewayConfig:
                                       MIN_BUFFER_BYTES)
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
+    send_stall_seconds: float = _setting(STALL_SECONDS, "a client that takes in none of what the gateway sends it for this "
+                                         "long, while those sends wait (its window shut), has its connection reset "
+                                         "(not_reading; a slow reader is not cut): the recognizers' AudioIdleSeconds "
+                                         "default, their own bound on a client that reads nothing; at most "
+                                         f"{DEAD_PEER_SECONDS}, when the kernel gives such a connection up", 1, DEAD_PEER_SECONDS)
     trusted_proxies: str = _setting("", "comma-separated addresses and CIDRs of proxies whose X-Forwarded-For names the client in "
                                     "the access log, and whose X-Forwarded-Proto and -Host the recognizers get (the ingress "
                                     "controller's pods); empty: none, the log names the peer; a client of any other address "
@@ -751,7 +757,8 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     try:
         site = GuardedSite(runner, sock, head_limits,
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
-                           gateway.connections if gateway else None)
+                           gateway.connections if gateway else None,
+                           gateway.config.send_stall_seconds if gateway else STALL_SECONDS)
         await site.start()
         if announce:
             log.info("gateway listening on %s", listening_on(sock))

@@ -12,6 +12,8 @@ same settings' defaults), each connection here:
 - gets 431 once its head passes ``max_header_bytes``, before the rest is read or parsed;
 - between requests, is closed after :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS` idle
   (aiohttp's own timer; the recognizer's too, and why);
+- whose client takes in none of what the gateway sends it for ``stall_seconds`` (``SPEECH_GATEWAY_SEND_STALL_SECONDS``)
+  while those sends wait, is reset (:meth:`HeadGuard._watch`: ``not_reading``, which the relay reports);
 - is not read while a request whose body is all in is handled (:meth:`HeadGuard._hold`): what came after it is
   held unparsed until the handler waits for a head, then counted and timed as a first head (aiohttp parsed it
   meanwhile, with no deadline: up to 128 lines of ``max_header_bytes``, 6 MiB a connection, or 32 whole requests).
@@ -75,7 +77,9 @@ does (a reset, not a FIN: :func:`~speech_recognizer.connection_cap.reset_on_clos
 frames are never held) and replaces its ``_messages`` queue with one that says when the handler finds it empty
 (:class:`_Requests`: aiohttp 3.14 looks just before it waits for a head). To ask a client that ended what it sends
 whether it still reads (:meth:`HeadGuard._probe`) it reads the handler's ``_current_request`` and that request's
-writer's ``_headers_buf`` (an answer's head written, not yet sent: no interim answer may follow it). Tests cover each.
+writer's ``_headers_buf`` (an answer's head written, not yet sent: no interim answer may follow it). To say why it
+reset a connection whose client takes in nothing, it reads the handler's ``_current_request`` (:meth:`HeadGuard._watch`);
+it learns that sends wait from the event loop's ``pause_writing``, which it passes on. Tests cover each.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ from speech_recognizer.connection_cap import (
     CONTINUE,
     PRESENCE_POLL_SECONDS,
     peer_gone,
+    reset,
     reset_by_peer,
     reset_on_close,
     unacknowledged_bytes,
@@ -109,6 +114,7 @@ from speech_recognizer.errors import (
     CLIENT_GONE,
     HEADER_TOO_LARGE,
     MALFORMED_REQUEST,
+    NOT_READING,
     UPLOAD_TIMEOUT,
     Failure,
     Kind,
@@ -122,6 +128,11 @@ log = logging.getLogger("speech_operator.gateway")
 #: The route label of refusals made before any route is known (as the recognizer counts them).
 ROUTE = "http"
 _END_OF_HEAD = b"\r\n\r\n"
+#: The longest a client may take in none of what the gateway has for it, by default: a recognizer's own bound on its
+#: WebSocket sends (``AudioIdleSeconds``), so that a client is held through the gateway no longer than without it.
+STALL_SECONDS: float = declared("audio_idle_seconds").default
+#: How often a connection its client takes nothing of is looked at while its sends wait (:meth:`HeadGuard._watch`).
+STALL_POLL_SECONDS = 0.5
 #: Most bytes handed to the parser at once after a head: of a read that ends a request's body and brings the next
 #: request's first bytes, the parser sees at most this much before the rest is held (:meth:`HeadGuard._hold`).
 PIECE_BYTES = 16 << 10
@@ -167,15 +178,27 @@ class MalformedBody(Exception):
         self.failure = Failure(reason, MALFORMED_REQUEST)
 
 
+#: Where a request whose client took in nothing keeps why its connection was reset (:meth:`HeadGuard._watch`).
+NOT_READING_KEY = web.RequestKey("not_reading", Failure)
+
+
 def client_failure(request: web.BaseRequest) -> Failure | None:
     """Why the client's side of ``request`` failed while it was handled, if it did: its body was refused
-    (:class:`MalformedBody`: 400), or the client left (499). ``None``: nothing failed on the client's side."""
+    (:class:`MalformedBody`: 400), it took in nothing of what was sent to it (:func:`not_reading`), or the client left
+    (499). ``None``: nothing failed on the client's side."""
+    if (stalled := not_reading(request)) is not None:
+        return stalled
     exc = request.content.exception()
     if isinstance(exc, MalformedBody):
         return exc.failure
     if isinstance(exc, ConnectionError) or request.transport is None:
         return Failure("the client left before it had its answer", CLIENT_GONE)
     return None
+
+
+def not_reading(request: web.BaseRequest) -> Failure | None:
+    """Why ``request``'s connection was reset, if it was because its client took in nothing (:meth:`HeadGuard._watch`)."""
+    return request.get(NOT_READING_KEY)
 
 
 #: How often :func:`client_leaves` looks at the connection's TCP state.
@@ -230,10 +253,19 @@ class HeadGuard(asyncio.Protocol):
     ``refused`` is told each refusal (to count and log it), with the client's address in its message."""
 
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
-                 cap: ConnectionCap | None = None) -> None:
+                 cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
+        #: The longest its client may take in none of what waits unsent (``SPEECH_GATEWAY_SEND_STALL_SECONDS``: :meth:`_watch`).
+        self.stall_seconds = stall_seconds
+        #: While its sends wait (the transport paused): the next look at them, how much waited unsent at the last, and
+        #: when the client last took some in (event loop time).
+        self._stall: asyncio.TimerHandle | None = None
+        self._unsent = 0
+        self._taken_at = 0.0
+        #: How the connection is lost once it was reset for a client that took in nothing (:meth:`_watch`).
+        self._not_reading: ConnectionResetError | None = None
         #: The gateway's cap on connections (:mod:`speech_operator.gateway_connections`), and whether this one is past
         #: it (then only a probe is answered on it, and it is closed after its first answer).
         self.cap = cap
@@ -630,15 +662,58 @@ class HeadGuard(asyncio.Protocol):
             self.cap.release(self)
         body = self._body
         lingering = body is not None and self.handler._current_request is None and getattr(body, "_waiter", None) is not None
-        self.handler.connection_lost(exc)
+        self._unwatch()
+        self.handler.connection_lost(self._not_reading or exc)
         if lingering and body is not None:
             body.feed_eof()
 
     def pause_writing(self) -> None:
+        """Passed on; and what waits unsent is watched (:meth:`_watch`)."""
         self.handler.pause_writing()
+        if self.transport is not None:
+            self._unsent, self._taken_at = unsent_bytes(self.transport), asyncio.get_running_loop().time()
+            self._watch()
 
     def resume_writing(self) -> None:
+        self._unwatch()
         self.handler.resume_writing()
+
+    # ---- a client that takes in nothing
+
+    def _watch(self) -> None:
+        """While the transport is paused (what the gateway sends its client waits: aiohttp's sends wait on it, a
+        relayed stream's or answer's, a close's), look every :data:`STALL_POLL_SECONDS` whether the client took in any of
+        what waits unsent; once it has taken in none for :attr:`stall_seconds`, reset the connection.
+
+        A client that never reads (its window shut, its kernel still acknowledging) was held until the kernel gave the
+        connection up (``TCP_USER_TIMEOUT``, 60 s of a shut window): its place under the cap, its buffers, and the
+        relay's connection to the recognizer, whose replies the relay no longer read. A slow reader takes some in
+        between two looks and is never cut. The reset (``SO_LINGER`` 0: a FIN would wait behind the unsent bytes) loses
+        the connection, a send that waited fails, and the request in progress keeps why (:func:`not_reading`): the
+        relay reports it (``not_reading``) and closes the recognizer's side."""
+        self._stall = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        now, unsent = asyncio.get_running_loop().time(), unsent_bytes(transport)
+        if unsent < self._unsent:  # it took some in (what was written since counts from now on)
+            self._taken_at = now
+        self._unsent = unsent
+        if now - self._taken_at < self.stall_seconds:
+            self._stall = asyncio.get_running_loop().call_later(
+                min(STALL_POLL_SECONDS, self._taken_at + self.stall_seconds - now), self._watch)
+            return
+        failure = Failure(f"the client took in none of what was sent to it for {self.stall_seconds:g} s "
+                          f"(SPEECH_GATEWAY_SEND_STALL_SECONDS), {unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+        if (request := self.handler._current_request) is not None:
+            request[NOT_READING_KEY] = failure
+        self._not_reading = ConnectionResetError(failure.message)
+        reset(transport)
+
+    def _unwatch(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
 
 class _Requests(collections.deque):
@@ -826,11 +901,12 @@ class GuardedSite(web.SockSite):
     """:class:`aiohttp.web.SockSite` whose connections are :class:`HeadGuard`\\ s over the runner's handlers."""
 
     def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
-                 refused: Callable[[Failure], None], cap: ConnectionCap | None = None) -> None:
+                 refused: Callable[[Failure], None], cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS) -> None:
         super().__init__(runner, sock)
         self.limits = limits
         self.refused = refused
         self.cap = cap
+        self.stall_seconds = stall_seconds
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner, as SockSite.start does first
@@ -838,6 +914,6 @@ class GuardedSite(web.SockSite):
         assert server is not None
 
         def connection() -> HeadGuard:
-            return HeadGuard(server(), self.limits, self.refused, self.cap)
+            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds)
 
         self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)

@@ -18,7 +18,10 @@
   aiohttp's bounded read queue and the kernel's buffers) and nothing piles up in the gateway.
   A client that takes in nothing so holds its recognizer's replies back until the recognizer resets the stream
   (its ``AudioIdleSeconds``: ``not_reading``): the gateway then resets the client's connection too, and counts
-  no ``backend_lost`` (:func:`_not_taking_in`).
+  no ``backend_lost`` (:func:`_not_taking_in`). The gateway bounds its own sends alike: a client that takes in none
+  of what waits for it for ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` is reset (:meth:`HeadGuard._watch
+  <speech_operator.gateway_http_limits.HeadGuard._watch>`), whether or not it still sends, the recognizer's side closed
+  1001, and that is counted and logged once (``not_reading``: :func:`_relay`, and the caller of :func:`relay_http`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
@@ -53,7 +56,7 @@ from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_http_limits import client_failure, client_leaves
+from speech_operator.gateway_http_limits import client_failure, client_leaves, not_reading
 from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import reset, unsent_bytes
@@ -263,6 +266,10 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
                 failed(lost(backend, f"broke off its answer mid-body: {exc or type(exc).__name__}"))
             if request.transport is not None:
                 request.transport.abort()
+            return response
+        except ConnectionError:  # a write that waited failed: the client left, or took in nothing (the caller reports it)
+            if not_reading(request) is None:
+                raise
             return response
         finally:
             if closed is not None and closed.done() and not closed.cancelled():
@@ -499,7 +506,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
-    await _relay(client, upstream, backend, traffic, progress, failed, request.transport)
+    await _relay(client, upstream, backend, traffic, progress, failed, request)
     return client
 
 
@@ -535,7 +542,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         await _close(upstream, 1001, b"")
         await _close(client, *failures.close_args(gone))
         return
-    await _relay(client, upstream, backend, traffic, progress, failed, request.transport)
+    await _relay(client, upstream, backend, traffic, progress, failed, request)
 
 
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
@@ -565,11 +572,14 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
 
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
-                 traffic: Traffic, progress: Progress, failed: Failed, transport: asyncio.Transport | None) -> None:
+                 traffic: Traffic, progress: Progress, failed: Failed, request: web.Request) -> None:
     """Relay frames both ways until one side closes (its close passed on: not the gateway's failure, whatever its code),
     the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011; unless the client's
-    doing: :func:`_not_taking_in`), or the gateway stops (both closed 1000 once idle; ``failed``, ``gateway_stopped``,
-    when its time ran out first: 1001). ``transport``: the client's connection."""
+    doing: :func:`_not_taking_in`), the client's connection is lost (the recognizer's closed 1001; ``failed``,
+    ``not_reading``, when it was reset for taking in nothing: :func:`~speech_operator.gateway_http_limits.not_reading`),
+    or the gateway stops (both closed 1000 once idle; ``failed``, ``gateway_stopped``, when its time ran out first:
+    1001). ``request``: the client's upgrade."""
+    transport = request.transport
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
@@ -578,8 +588,9 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         if to_client in done:
             try:
                 closed = to_client.result()
-            except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone
-                log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
+            except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone (or was reset: not_reading)
+                if not_reading(request) is None:
+                    log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
                 await _close(upstream, 1001, b"the client went away")
             else:
                 if closed is not None:
@@ -618,6 +629,8 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 pump.cancel()
         await asyncio.gather(to_upstream, to_client, idle, return_exceptions=True)
         await asyncio.gather(_close(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
+        if (stalled := not_reading(request)) is not None:
+            failed(stalled)
 
 
 def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> bool:

@@ -28,7 +28,7 @@ from speech_recognizer import contract
 from speech_recognizer.audio import MAX_BYTES_PER_SECOND
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.http_limits import HttpLimits
-from speech_recognizer.serving import KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
+from speech_recognizer.serving import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
 from speech_recognizer.settings import declared
 from tests.doc_tables import README, assert_generated
 
@@ -392,6 +392,9 @@ def markdown_table() -> str:
          f"{gateway('max_message_bytes', ' bytes')}, at most {MAX_MESSAGE_BYTES}",
          "close 1009 `frame with N bytes exceeds limit of M bytes` (the gateway's names its setting when it is the lower)"),
         ("a WebSocket message to a client", "none (its own results)", "none (relayed as it comes)", "—"),
+        ("what a client takes in none of, sent to it", f"{recognizer('audio_idle_seconds', ' s')} on a WebSocket; the kernel's "
+         f"{DEAD_PEER_SECONDS} s (`TCP_USER_TIMEOUT`) on HTTP", f"{gateway('send_stall_seconds', ' s')}, every kind; a client "
+         "that takes some in, however slowly, is not cut", "connection reset (`not_reading`)"),
         ("an idle kept-alive HTTP connection", f"{KEEPALIVE_SECONDS:g} s", f"{KEEPALIVE_SECONDS:g} s", "closed"),
         ("connections open at once", f"{recognizer('http_max_connections')} HTTP, {recognizer('max_connections')} "
          "recognition WebSockets", gateway("max_connections") + ", every kind", "503 + `Retry-After` / close 1013"),

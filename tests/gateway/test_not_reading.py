@@ -6,20 +6,36 @@ whose sends then stall, and after ``AudioIdleSeconds`` the recognizer resets the
 client: tests/recognizer/test_not_reading.py). The gateway, still sending the client's audio on, saw its send fail and
 counted ``backend_lost`` (WARNING, and the fault alert SpeechGatewayFailing pages on it), and queued a close 1011 for a
 client that takes in nothing, its connection held until the kernel gave it up (60 s).
+
+The gateway bounds its own sends too (``SPEECH_GATEWAY_SEND_STALL_SECONDS``): a client that has sent all it had and
+reads nothing was held until the kernel gave it up (61 s), whatever its recognizer did meanwhile, neither direction of
+the relay reading the recognizer once the send to the client waited; now it is reset once it has taken in none of
+what waits for it for that long. A slow reader, which takes some in between two looks, is not.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.frames import Close, Frame, Opcode
 
+from speech_operator.gateway import GatewayConfig
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.serving import DEAD_PEER_SECONDS
+from tests.recognizer.test_gone_clients import vosk_words
 from tests.recognizer.test_not_reading import USP, Server, deaf_websocket, send_all, stalling, usp_frames  # noqa: F401 - stalling: a fixture
 
+from ..conftest import CHUNK, make_settings
+from ..support import Reference, ServerThread, read_wav
 from .conftest import Stack, speech_to_text
 
 #: Seconds within which the recognizer must have reset the stream, from the client's first audio: its replies fill the
@@ -32,8 +48,11 @@ AFTER = 3.0
 
 @pytest.fixture(scope="module")
 def gateway(stalling: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # noqa: F811 - the fixture imported
-    """The gateway, routing ko-KR to :func:`~tests.recognizer.test_not_reading.stalling`'s recognizer."""
-    with Stack(tmp_path_factory.mktemp("gateway-not-reading")) as stack:
+    """The gateway, routing ko-KR to :func:`~tests.recognizer.test_not_reading.stalling`'s recognizer; its own bound on
+    a client that takes in nothing at its longest (the kernel's 60 s), so that the recognizer's (``AudioIdleSeconds`` 1 s, from when
+    its sends stall, 15-30 s after the gateway's) comes first, as the test means."""
+    config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=DEAD_PEER_SECONDS)
+    with Stack(tmp_path_factory.mktemp("gateway-not-reading"), config) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", stalling.srv.port))
         stack.routes("ko-KR")
         yield stack
@@ -76,3 +95,104 @@ def test_a_client_of_the_gateway_that_never_reads_is_no_recognizer_lost(
     print(f"stream reset {reset_at - started:.2f} s after the first audio, the client's connection gone "
           f"{time.monotonic() - reset_at:.2f} s after")
 
+
+
+#: The bounded gateway's SPEECH_GATEWAY_SEND_STALL_SECONDS.
+STALL_SECONDS = 2.0
+#: Seconds within which the gateway must have reset a client that sent everything and reads nothing, from its last
+#: byte sent: its replies fill the buffers (a second or two), then :data:`STALL_SECONDS`. Before: the kernel's 61 s.
+SENT_ALL_BOUND = 20.0
+#: What a vosk stream sends: a config (a longer answer to each reset), a chunk of audio (the stream takes its decoder),
+#: then resets, each answered with a final result at once.
+CONFIG = json.dumps({"config": {"max_alternatives": 1}}).encode()
+
+
+@pytest.fixture(scope="module")
+def patient(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A recognizer with two decoders and the default ``AudioIdleSeconds`` (30 s): only the gateway cuts a client within
+    the tests' bounds."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("patient"), "DecoderMaxCount=2"), registry)
+    with ServerThread(app) as srv:
+        yield Server(srv, app)
+
+
+@pytest.fixture(scope="module")
+def bounded(patient: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway with ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` :data:`STALL_SECONDS`, routing ko-KR to :func:`patient`."""
+    config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=STALL_SECONDS)
+    with Stack(tmp_path_factory.mktemp("gateway-bounded"), config) as stack:
+        stack.create(speech_to_text("ko-kr", "ko-KR", patient.srv.port))
+        stack.routes("ko-KR")
+        yield stack
+
+
+def connections(stack: Stack) -> float:
+    """``speech_gateway_connections``: client connections open now (the scrape's own among them)."""
+    text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics", timeout=10).text
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "speech_gateway_connections")
+
+
+def vosk_stream(resets: int, pcm: bytes) -> list[bytes]:
+    """:data:`CONFIG`, a chunk of ``pcm``, ``resets`` resets and the end of stream, as a vosk client's messages."""
+    return [CONFIG, pcm[:CHUNK], *[b'{"reset" : 1}'] * resets, b'{"eof" : 1}']
+
+
+def test_a_client_that_sent_everything_and_reads_nothing_is_reset_after_send_stall_seconds(
+        bounded: Stack, patient: Server, speech_wav: Path, speech_ref: Reference) -> None:
+    """A /vosk client sends its whole stream, 5000 resets, and reads nothing: the gateway's sends to it stall once the
+    replies fill the buffers, and neither direction of the relay reads the recognizer any more. Its connection is reset
+    within :data:`SENT_ALL_BOUND` (before: the kernel's 61 s), counted once as ``not_reading``, the gateway's connection
+    count back down and the recognizer's decoder given back; a client beside it gets every result."""
+    before, open_before = failures(bounded), connections(bounded)
+    pcm = read_wav(speech_wav)[0]
+    sock, protocol = deaf_websocket(bounded.port, "/vosk?language=ko-KR")
+    port = sock.getsockname()[1]
+    for message in vosk_stream(5000, pcm):
+        protocol.send_text(message) if message.startswith(b"{") else protocol.send_binary(message)
+    with sock, ThreadPoolExecutor(1) as pool:
+        sock.settimeout(10)
+        sock.sendall(b"".join(protocol.data_to_send()))  # all of it: the gateway reads it all, nothing is held back
+        sent = time.monotonic()
+        reader = pool.submit(vosk_words, f"ws://127.0.0.1:{bounded.port}", pcm)  # a client that reads, meanwhile
+        while side := gateway_side(bounded, port):
+            took = time.monotonic() - sent
+            assert took < SENT_ALL_BOUND, f"the gateway's end of the connection of a client that reads nothing still {side} {took:.1f} s on"
+            time.sleep(0.05)
+        took = time.monotonic() - sent
+        assert reader.result(timeout=60) == speech_ref.texts
+    after = failures(bounded)
+    assert after.get("not_reading", 0) == before.get("not_reading", 0) + 1, after
+    assert after.get("backend_lost", 0) == before.get("backend_lost", 0), after
+    Stack.eventually(lambda: connections(bounded) == open_before, 10, "the gateway's connections back down")
+    Stack.eventually(lambda: patient.active == 0, 10, "the recognizer's decoder given back")
+    print(f"reset {took:.2f} s after it had sent everything")
+
+
+def test_a_slow_reader_is_never_cut(bounded: Stack, speech_wav: Path) -> None:
+    """A /vosk client that reads a little at a time (a 4 KiB receive buffer, read every 0.25 s: tens of KB a second,
+    where the recognizer answers hundreds): the gateway's sends to it wait again and again, longer than
+    :data:`STALL_SECONDS` in all, but it takes some in between two looks; it gets every reply and the close."""
+    before = failures(bounded)
+    resets = 3000
+    sock, protocol = deaf_websocket(bounded.port, "/vosk?language=ko-KR")
+    for message in vosk_stream(resets, read_wav(speech_wav)[0]):
+        protocol.send_text(message) if message.startswith(b"{") else protocol.send_binary(message)
+    replies, received, closed = 0, 0, None
+    with sock:
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        started = time.monotonic()
+        sock.settimeout(10)
+        while closed is None and (data := sock.recv(1 << 16)):
+            received += len(data)
+            protocol.receive_data(data)
+            for frame in protocol.events_received():  # the handshake's answer first
+                if isinstance(frame, Frame):
+                    replies += frame.opcode is Opcode.TEXT
+                    closed = Close.parse(frame.data) if frame.opcode is Opcode.CLOSE else closed
+            time.sleep(0.25)
+        took = time.monotonic() - started
+    assert closed is not None and closed.code == 1000, (closed, replies)
+    assert replies >= resets + 1, "a final result for each reset, and the stream's last"
+    assert took > 2 * STALL_SECONDS, f"{received} bytes read in {took:.1f} s: fast enough that the gateway's sends never waited long"
+    assert failures(bounded).get("not_reading", 0) == before.get("not_reading", 0)
+    print(f"{received} bytes of {replies} replies read in {took:.1f} s")

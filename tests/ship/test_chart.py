@@ -635,7 +635,7 @@ def test_gateway_default_render(helm: Path) -> None:
         "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "16777216", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "67108864",
         "SPEECH_GATEWAY_FORM_READ_SECONDS": "60", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "10",
         "SPEECH_GATEWAY_MAX_CONNECTIONS": "200", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "16384", "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "65536",
-        "SPEECH_GATEWAY_TRUSTED_PROXIES": "", "SPEECH_GATEWAY_CORS_ORIGINS": ""}
+        "SPEECH_GATEWAY_SEND_STALL_SECONDS": "30", "SPEECH_GATEWAY_TRUSTED_PROXIES": "", "SPEECH_GATEWAY_CORS_ORIGINS": ""}
     from speech_operator.gateway import GatewayConfig
     config = GatewayConfig.from_env({e["name"]: e["value"] for e in container["env"]})
     assert (config.shutdown_seconds, config.hold_seconds, config.max_held) == (30, 120, 100)
@@ -707,7 +707,8 @@ def test_gateway_values(helm: Path) -> None:
                    "SPEECH_GATEWAY_FORM_BUFFER_BYTES": "8388608", "SPEECH_GATEWAY_FORM_BUDGET_BYTES": "134217728",
                    "SPEECH_GATEWAY_FORM_READ_SECONDS": "30", "SPEECH_GATEWAY_FORM_PAUSE_SECONDS": "5",
                    "SPEECH_GATEWAY_MAX_CONNECTIONS": "400", "SPEECH_GATEWAY_READ_BUFFER_BYTES": "32768",
-                   "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "131072", "SPEECH_GATEWAY_TRUSTED_PROXIES": "10.244.0.0/16,fd00:10:244::/56",
+                   "SPEECH_GATEWAY_MAX_MESSAGE_BYTES": "131072", "SPEECH_GATEWAY_SEND_STALL_SECONDS": "20",
+                   "SPEECH_GATEWAY_TRUSTED_PROXIES": "10.244.0.0/16,fd00:10:244::/56",
                    "SPEECH_GATEWAY_CORS_ORIGINS": "https://app.example.com,https://admin.example.com"}
     from speech_operator.gateway import GatewayConfig
     from speech_operator.gateway_openai import FormLimits
@@ -718,6 +719,7 @@ def test_gateway_values(helm: Path) -> None:
     assert config.form_limits == FormLimits(buffer_bytes=8 * 2**20, budget_bytes=128 * 2**20, read_seconds=30, pause_seconds=5)
     assert (config.max_connections, config.read_buffer_bytes, config.max_message_bytes) == (400, 32768, 131072)
     assert config.cors == ("https://app.example.com", "https://admin.example.com")
+    assert config.send_stall_seconds == 20
     from speech_operator.gateway import MIN_BUFFER_BYTES
     from speech_operator.gateway_relay import MAX_MESSAGE_BYTES
     gateway_schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]["properties"]
