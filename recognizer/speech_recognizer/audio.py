@@ -20,7 +20,9 @@ decoder would take a Xing/Info header's count, or guess from the file's size.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
+import logging
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +33,8 @@ import numpy as np
 
 from .contract import AUDIO_FORMATS, AUDIO_LISTED, AudioFormat
 from .errors import BAD_AUDIO, TOO_LARGE, UNSUPPORTED_MEDIA, Failure
+
+log = logging.getLogger(__name__)
 
 
 class AudioError(Failure, ValueError):
@@ -392,16 +396,44 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
 
 
 def _open_mp3(read: bytes | bytearray | BinaryIO | io.RawIOBase, head: bytes | bytearray, size: int | None) -> Any:
-    """libmpg123 reading ``read`` (what :func:`_mp3_source` gives of an MP3 whose first bytes are ``head``); a 415 where
-    the library is not installed (a source install without the system's libmpg123; the image has it)."""
+    """libmpg123 reading ``read`` (what :func:`_mp3_source` gives of an MP3 whose first bytes are ``head``); where the
+    system has no libmpg123 (a source install; the image has it), the ``soundfile`` wheel's libsndfile, whose own
+    mpg123 decodes the same samples but writes to stderr for each damaged frame (:func:`_mp3_fallback` says so once)."""
     try:
         from . import mpg123
     except ImportError as exc:
-        raise AudioError(f"MP3 is not decoded here: {exc}", UNSUPPORTED_MEDIA) from None
+        _mp3_fallback(str(exc))
+        try:
+            return _open_soundfile(read, MP3.name, _unseeking())
+        except AudioError:
+            raise AudioError(_mp3_unopened(head, size)) from None
     try:
         return mpg123.Mp3(_BufferReader(read) if isinstance(read, (bytes, bytearray)) else read)
     except RuntimeError:
         raise AudioError(_mp3_unopened(head, size)) from None
+
+
+@functools.cache
+def _mp3_fallback(why: str) -> None:
+    """One WARNING line, at the first MP3, that libsndfile decodes them here (:func:`_open_mp3`)."""
+    log.warning("%s: MP3 is decoded by the soundfile wheel's libsndfile instead, the same samples, but its mpg123 writes "
+                "a line to stderr for each damaged frame of an upload", why)
+
+
+@functools.cache
+def _unseeking() -> type:
+    """``soundfile.SoundFile`` that does not seek between reads. soundfile seeks to where a read ended after every
+    read (its position's bookkeeping), and libsndfile's MPEG decoder takes each seek as a new start: the frames after
+    it are decoded without the bit reservoir of those before (MP3 made by libsndfile itself: up to 11700 of 32768
+    off for 4000 samples after each block, and mpg123 writing "part2_3_length too large" to stderr), where the whole
+    file read at once is right. Not seekable, soundfile reads on without seeking; libsndfile still ends at its length."""
+    import soundfile
+
+    class Unseeking(soundfile.SoundFile):
+        def seekable(self) -> bool:
+            return False
+
+    return Unseeking
 
 
 #: Tags an MP3 may carry after a frame (an ID3v2 tag is told by :func:`id3_end`): an ID3v1 tag (128 bytes), and
@@ -685,13 +717,14 @@ def _file_size(file: BinaryIO) -> int:
         file.seek(at)
 
 
-def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO, what: str, **raw: object) -> object:
-    """A ``soundfile.SoundFile`` reading ``data`` where it is, or a seekable file (its decoder seeks)."""
+def _open_soundfile(data: bytes | bytearray | memoryview | BinaryIO | io.RawIOBase, what: str, cls: type | None = None,
+                    **raw: object) -> object:
+    """A ``soundfile.SoundFile`` (or ``cls``) reading ``data`` where it is, or a seekable file (its decoder seeks)."""
     import soundfile
 
     try:
         source = _BufferReader(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        return soundfile.SoundFile(source, **raw)
+        return (cls or soundfile.SoundFile)(source, **raw)
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise AudioError(f"cannot decode the {what} audio: {_reason(exc)}") from None
 
