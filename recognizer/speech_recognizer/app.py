@@ -90,10 +90,16 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
             await asyncio.to_thread(registry.settle)  # stopped mid-load (SIGTERM): let the load end and tidy up
             engine.close()
 
+    answerer = cors.instance(settings.http_cors_origins)
+
     async def server_error(request: Request, exc: Exception) -> Response:
+        """Starlette's outermost handler (outside the CORS middleware): the failure's answer, with the CORS headers the
+        app's answers carry, so that a page reads it."""
         failure = classify(exc)
         observe(failure, request.url.path[:100], None)
-        return http_response(failure)
+        response = http_response(failure)
+        response.headers.update(dict(cors.headers(answerer, request.headers, response.status_code)))
+        return response
 
     app = Starlette(
         routes=[*service_routes.routes(), *demo.routes(), *rest.routes(), *openai_compat.routes(), *usp_routes(), *vosk_ws.routes()],

@@ -15,6 +15,13 @@ instance of it for the same headers (:mod:`speech_operator.gateway_cors`).
   ``X-Stainless-*``, which change between its versions); a header is no permission here: the origin and the key are.
 - Exposed: ``Retry-After`` (a busy server's 503), beside the headers every page reads (``Content-Type``...).
 
+The servers' own refusals, written below the app (the HTTP layers': a busy server's 503 past ``Http:MaxConnections``
+or ``SPEECH_GATEWAY_MAX_CONNECTIONS``, 408, 431, 400; the recognizer's answer to an exception of the app, outside its
+middleware), carry the same headers (:func:`headers`), so that a page reads them (a 503's ``Retry-After``, to back
+off) rather than a browser's "Failed to fetch". A preflight is answered even on a connection past either cap (as a
+probe is): it costs no decoder, and a browser refuses any other answer to it, 503 or not, without showing it to the
+page; the request that follows it then gets the 503 the page can read.
+
 WebSocket upgrades are no CORS requests: a browser opens one from any page and sends its ``Origin``, which neither
 server checks; the key (in the URL's query, from a browser) is what guards them.
 """
@@ -25,8 +32,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Message
 
 #: Methods a preflight may ask for: the recognition routes' POST, the other routes' GET.
 METHODS = ("GET", "POST")
@@ -72,6 +81,39 @@ def policy(allowed: Sequence[str]) -> dict[str, Any]:
     """:class:`CORSMiddleware`'s arguments for the ``allowed`` origins (:func:`origins`)."""
     return {"allow_origins": tuple(allowed), "allow_methods": METHODS, "allow_headers": (ANY,), "allow_credentials": False,
             "expose_headers": EXPOSED}
+
+
+def instance(allowed: Sequence[str]) -> CORSMiddleware | None:
+    """A :class:`CORSMiddleware` of :func:`policy` for the ``allowed`` origins, asked for headers (never called as an
+    app): for answers written outside a Starlette app; None without any."""
+    return CORSMiddleware(app=None, **policy(allowed)) if allowed else None  # type: ignore[arg-type]  # never called
+
+
+def is_preflight(method: str, request: Headers) -> bool:
+    """A browser's CORS preflight, as :class:`CORSMiddleware` tells one: ``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``."""
+    return method == "OPTIONS" and "origin" in request and "access-control-request-method" in request
+
+
+def headers(answerer: CORSMiddleware | None, request: Headers, status: int = 200) -> list[tuple[str, str]]:
+    """The headers ``answerer`` (:func:`instance`) gives an answer of ``status`` to a request with the header lines
+    ``request`` (none without ``Origin``, or without ``answerer``): :meth:`CORSMiddleware.send` itself, run to its
+    end at once, for answers written where no coroutine can be awaited (a protocol's callbacks). It awaits nothing
+    but the ``send`` it is given, which returns at once; raises :class:`RuntimeError` if a later Starlette waits."""
+    if answerer is None or "origin" not in request:
+        return []
+    start: Message = {"type": "http.response.start", "status": status, "headers": []}
+
+    async def sent(message: Message) -> None:
+        pass
+
+    step = answerer.send(start, sent, request)
+    try:
+        step.send(None)
+    except StopIteration:
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in start["headers"]]
+    step.close()
+    raise RuntimeError("CORSMiddleware.send waited: its headers cannot be had outside an event loop's task")
 
 
 def middleware(allowed: Sequence[str]) -> list[Middleware]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -195,13 +195,14 @@ def http_response(failure: Failure) -> JSONResponse:
     return error_response(failure.kind.http, failure.message, headers)
 
 
-def http_response_bytes(failure: Failure, *, openai: bool = False) -> bytes:
+def http_response_bytes(failure: Failure, *, openai: bool = False, extra: Iterable[tuple[str, str]] = ()) -> bytes:
     """:func:`http_response` (:func:`openai_response` with ``openai``) as the bytes of a whole HTTP/1.1 response
-    that closes the connection: for a server's own protocol code, which answers outside any application."""
+    that closes the connection, with the ``extra`` headers (a browser's CORS headers): for a server's own protocol
+    code, which answers outside any application."""
     response = openai_response(failure) if openai else http_response(failure)
     status = response.status_code
     head = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items() if name != "connection")
+    head += "".join(f"{name}: {value}\r\n" for name, value in [*response.headers.items(), *extra] if name != "connection")
     return (head + "connection: close\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 

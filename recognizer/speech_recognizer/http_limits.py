@@ -30,7 +30,9 @@ Each refusal is a failure of the server's policy (:mod:`.errors`:
 :data:`~speech_recognizer.errors.UPLOAD_TIMEOUT`,
 :data:`~speech_recognizer.errors.MALFORMED_REQUEST`), answered with its JSON error and
 ``Connection: close``, logged and counted (route ``http``: no route is known before
-the head is read); then the connection is closed. The server always runs this
+the head is read); then the connection is closed. With ``Http:CorsOrigins``, it carries the CORS headers the app's
+answers do (:func:`~speech_recognizer.cors.headers`, for the ``Origin`` of the head as far as it was read), so that
+a page of an allowed origin reads it. The server always runs this
 protocol, so the limits hold whichever parser uvicorn would have picked.
 
 A connection closed with the client's bytes unread is reset by the kernel, and a
@@ -68,8 +70,8 @@ from their opening to their close or their upgrade to a WebSocket (counted by ``
 there). Past it, a new connection closes one waiting for a request of which it has sent nothing (one whose
 answers its client is not reading first, else the one waiting longest: :mod:`.connection_cap`'s rule); if every one has a request in progress, the new one's first request is read: a probe or scrape
 (:data:`PASSED_AT_CAP`: the kubelet's, Prometheus', the operator's ``/sessions``) or a WebSocket upgrade is
-served, anything else refused (:data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`: 503, ``Retry-After``
-and the reason; one warning line per 10 s), and either way the connection is closed after that answer.
+served, and so is a browser's CORS preflight with ``Http:CorsOrigins`` (:mod:`.cors` says why), anything else refused
+(:data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`: 503, ``Retry-After`` and the reason; one warning line per 10 s), and either way the connection is closed after that answer.
 uvicorn's ``limit_concurrency`` does not fit: it refuses probes as well (a kubelet restarts the pod), gives way
 to no idle connection, and logs a warning per refusal.
 """
@@ -84,10 +86,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import httptools
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from . import cors
 from .addresses import peer, unmapped
 from .connection_cap import (
     CONTINUE,
@@ -162,6 +167,8 @@ class LimitedHttpTools(HttpToolsProtocol):
     metrics: ClassVar[Counters | None] = None
     #: The server's cap on open connections (``Http:MaxConnections``), if any.
     cap: ClassVar[ConnectionCap | None] = None
+    #: The app's CORS policy (``Http:CorsOrigins``: :func:`~speech_recognizer.cors.instance`), if any: its refusals' headers.
+    cors: ClassVar[CORSMiddleware | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -264,11 +271,19 @@ class LimitedHttpTools(HttpToolsProtocol):
         if cycle is None or phase == "head" or not cycle.response_started:
             # a body refused on OpenAI's route gets OpenAI's error shape, as the route's own refusals do
             openai = phase == "body" and cycle is not None and cycle.scope.get("path") == ROUTE_OPENAI_TRANSCRIPTIONS
-            self.transport.write(http_response_bytes(Failure(message, kind), openai=openai))
+            extra = cors.headers(self.cors, self._refused_head(phase), kind.http)
+            self.transport.write(http_response_bytes(Failure(message, kind), openai=openai, extra=extra))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
             cycle.message_event.set()
         self._close_after_answer(linger=phase in ("head", "body"))
+
+    def _refused_head(self, phase: str) -> Headers:
+        """The header lines of the request a refusal in ``phase`` answers, as far as they were read: the head being read
+        (none if no byte of it came), or the head of the request whose body is refused."""
+        if phase == "body" and self.cycle is not None:
+            return Headers(raw=list(self.cycle.scope["headers"]))
+        return Headers(raw=self.headers or [] if self._head_begun else [])
 
     def _close_after_answer(self, *, linger: bool) -> None:
         """Close the connection after an answer: a lingering close if the client may still be sending."""
@@ -563,7 +578,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         if self.parser.should_upgrade() and not upgrading and any(name == b"upgrade" for name, _ in self.headers):
             self._unupgraded_head = self._unupgraded()
             return
-        if self.over_cap and self.cap is not None and not upgrading and httptools.parse_url(self.url).path.decode("latin-1") not in PASSED_AT_CAP:
+        if (self.over_cap and self.cap is not None and not upgrading
+                and httptools.parse_url(self.url).path.decode("latin-1") not in PASSED_AT_CAP and not self._preflight()):
             failure = self.cap.refusal()
             self._refuse(failure.kind, failure.message)
             return
@@ -580,6 +596,10 @@ class LimitedHttpTools(HttpToolsProtocol):
             # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
             self._keep_alive, cycle.keep_alive = cycle.keep_alive and not self.over_cap, False  # past the cap: one answer
             cycle.transport = _AnswerClose(self, cycle)  # type: ignore[assignment]
+
+    def _preflight(self) -> bool:
+        """The head just read is a browser's CORS preflight, which the app answers (``Http:CorsOrigins``)."""
+        return self.cors is not None and cors.is_preflight(self.parser.get_method().decode("latin-1"), Headers(raw=self.headers))
 
     def _unupgraded(self) -> bytes:
         """The request's head without its ``Upgrade`` (``h2c`` from ``curl --http2``, say): what :meth:`_feed` parses
@@ -919,6 +939,8 @@ def websocket_head_bounds(max_header_bytes: int) -> None:
     http11.MAX_NUM_HEADERS = max(http11.MAX_NUM_HEADERS, MAX_HEADERS)
 
 
-def protocol(limits: HttpLimits, metrics: Counters | None = None, cap: ConnectionCap | None = None) -> type[LimitedHttpTools]:
-    """The server's ``http`` protocol class with ``limits`` and ``cap``, counting refusals on ``metrics``."""
-    return type("LimitedHttpTools", (LimitedHttpTools,), {"limits": limits, "metrics": metrics, "cap": cap})
+def protocol(limits: HttpLimits, metrics: Counters | None = None, cap: ConnectionCap | None = None,
+             answerer: CORSMiddleware | None = None) -> type[LimitedHttpTools]:
+    """The server's ``http`` protocol class with ``limits``, ``cap`` and the CORS policy ``answerer``
+    (:func:`~speech_recognizer.cors.instance`), counting refusals on ``metrics``."""
+    return type("LimitedHttpTools", (LimitedHttpTools,), {"limits": limits, "metrics": metrics, "cap": cap, "cors": answerer})

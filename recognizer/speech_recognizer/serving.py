@@ -81,11 +81,12 @@ def connection_cap(settings: Settings) -> ConnectionCap:
 def server_options(settings: Settings, counters: Counters | None = None, cap: ConnectionCap | None = None) -> dict[str, Any]:
     """uvicorn's options for ``settings``: :data:`SERVER_OPTIONS` and the HTTP protocol that holds
     their request limits and ``cap`` (:mod:`.http_limits`; always httptools, whatever uvicorn would
-    pick; a cap of its own if none is given), counting its refusals on ``counters``, and the WebSocket protocol that
+    pick; a cap of its own if none is given) and the CORS headers of its refusals (``Http:CorsOrigins``), counting its refusals on ``counters``, and the WebSocket protocol that
     gives upgraded connections the same client address and answers what websockets refuses of their heads
     (:class:`~.http_limits.UnmappedWebSockets`, counting on ``counters`` too), whose bounds on a head are made the
     head's (:func:`~.http_limits.websocket_head_bounds`). uvicorn's own reading of ``X-Forwarded-For`` is off: the app
     reads it (``Http:TrustedProxies``: :class:`~.forwarded.ForwardedClient`)."""
+    from .cors import instance
     from .http_limits import HttpLimits, UnmappedWebSockets, protocol, websocket_head_bounds
 
     limits = HttpLimits(
@@ -96,7 +97,8 @@ def server_options(settings: Settings, counters: Counters | None = None, cap: Co
     )
     websocket_head_bounds(limits.max_header_bytes)
     websockets = type("UnmappedWebSockets", (UnmappedWebSockets,), {"metrics": counters, "stall_seconds": settings.audio_idle_seconds})
-    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings)), "ws": websockets,
+    answerer = instance(settings.http_cors_origins)  # the app's CORS policy, for the refusals written below it
+    return {**SERVER_OPTIONS, "http": protocol(limits, counters, cap or connection_cap(settings), answerer), "ws": websockets,
             "proxy_headers": False}
 
 
