@@ -52,7 +52,7 @@ from speech_operator import gateway_openai
 from speech_operator.config import env_number
 from speech_operator.gateway_connections import PROBE_ROUTES as PROBE_ROUTES_ANSWERED
 from speech_operator.gateway_connections import ConnectionCap
-from speech_operator.gateway_cors import Cors
+from speech_operator.gateway_cors import Cors, is_preflight
 from speech_operator.gateway_directory import Backend, Directory, SpeechToTextWatch
 from speech_operator.gateway_http_limits import ROUTE as HEAD_ROUTE
 from speech_operator.gateway_http_limits import (
@@ -622,12 +622,14 @@ class Gateway:
     @web.middleware
     async def admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """A request on a connection past the cap (:mod:`speech_operator.gateway_connections`): a probe or scrape is
-        answered, anything else refused (503 / 1013); either way the connection is closed after this answer."""
+        answered, and so is a browser's CORS preflight with ``SPEECH_GATEWAY_CORS_ORIGINS`` (:mod:`speech_recognizer.cors`
+        says why), anything else refused (503 / 1013, the 503 with the CORS headers of every answer); either way the
+        connection is closed after this answer."""
         transport = request.transport
         guard = transport.get_protocol() if transport is not None else None
         if not isinstance(guard, HeadGuard) or not guard.over_cap:
             return await handler(request)
-        if request.path in PROBE_ROUTES_ANSWERED:
+        if request.path in PROBE_ROUTES_ANSWERED or (self.cors.policy is not None and is_preflight(request)):
             response = await handler(request)
             response.force_close()
             return response
@@ -758,7 +760,8 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
         site = GuardedSite(runner, sock, head_limits,
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
                            gateway.connections if gateway else None,
-                           gateway.config.send_stall_seconds if gateway else STALL_SECONDS)
+                           gateway.config.send_stall_seconds if gateway else STALL_SECONDS,
+                           answerer=gateway.cors.policy if gateway else None)
         await site.start()
         if announce:
             log.info("gateway listening on %s", listening_on(sock))

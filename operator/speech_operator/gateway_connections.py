@@ -13,7 +13,8 @@ from their opening to their close, whatever they carry.
 
 A connection past the cap is still accepted and its first request head read (within the same head
 limits, :mod:`speech_operator.gateway_http_limits`): a probe or scrape (:data:`PROBE_ROUTES`: the
-kubelet's ``/ready``, ``/status`` and ``/pre-stop``, Prometheus' ``/metrics``) is answered, anything else
+kubelet's ``/ready``, ``/status`` and ``/pre-stop``, Prometheus' ``/metrics``) is answered, and so is a browser's
+CORS preflight with ``SPEECH_GATEWAY_CORS_ORIGINS`` (:mod:`speech_recognizer.cors` says why), anything else
 is refused with :data:`~speech_operator.gateway_failures.TOO_MANY_CONNECTIONS` (503 + ``Retry-After``,
 or a WebSocket accepted and closed with 1013 and the reason, as the recognizer refuses its own
 connections past ``MaxConnections``), and either way the connection is closed after that answer. So a

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.middleware.cors import CORSMiddleware
-from starlette.types import Message
+from starlette.datastructures import Headers
 
 from speech_recognizer import cors
 
@@ -28,9 +26,8 @@ def _headers(request: web.BaseRequest) -> Headers:
 
 
 def is_preflight(request: web.BaseRequest) -> bool:
-    """A browser's CORS preflight (as Starlette tells one: ``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``)."""
-    return request.method == hdrs.METH_OPTIONS and hdrs.ORIGIN in request.headers \
-        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+    """A browser's CORS preflight (:func:`speech_recognizer.cors.is_preflight`)."""
+    return cors.is_preflight(request.method, _headers(request))
 
 
 class Cors:
@@ -38,13 +35,13 @@ class Cors:
 
     def __init__(self, allowed: tuple[str, ...]) -> None:
         self.allowed = allowed
-        self.policy = CORSMiddleware(app=None, **cors.policy(allowed))  # type: ignore[arg-type]  # asked for headers, never called
+        self.policy = cors.instance(allowed)
 
     @web.middleware
     async def preflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """A preflight answered as the recognizer answers it (200 and the policy's headers; 400 ``Disallowed CORS
         origin`` for an origin not allowed, which the browser refuses); no route sees it."""
-        if not self.allowed or not is_preflight(request):
+        if self.policy is None or not is_preflight(request):
             return await handler(request)
         answer = self.policy.preflight_response(_headers(request))
         return web.Response(status=answer.status_code, body=bytes(answer.body), headers={
@@ -57,16 +54,10 @@ class Cors:
             return
         for name in {name for name in response.headers if name.lower().startswith(_PREFIX)}:
             del response.headers[name]
-        if not self.allowed or hdrs.ORIGIN not in request.headers:
+        if self.policy is None:
             return
-        start: Message = {"type": "http.response.start", "status": response.status, "headers": []}
-
-        async def sent(message: Message) -> None:
-            pass
-
-        await self.policy.send(start, sent, _headers(request))
-        for name, value in MutableHeaders(scope=start).items():
-            if name == "vary":
+        for name, value in cors.headers(self.policy, _headers(request), response.status):
+            if name.lower() == "vary":
                 said = [v.strip() for line in response.headers.getall(hdrs.VARY, ()) for v in line.split(",") if v.strip()]
                 response.headers[hdrs.VARY] = ", ".join(dict.fromkeys([*said, *(v.strip() for v in value.split(","))]))
             else:

@@ -41,7 +41,9 @@ Each refusal is a kind of the failure policy (:data:`~speech_recognizer.errors.U
 :data:`~speech_recognizer.errors.HEADER_TOO_LARGE`, :data:`~speech_recognizer.errors.MALFORMED_REQUEST`): its JSON answer with ``Connection: close``, one
 log line and a count (route ``http``: no route is known before the head is read); the connection is
 then closed the way nginx does, reading and dropping what the client still sends for a moment, so
-that its answer is not lost to a reset. Bodies need no limit here: what the gateway relays, the
+that its answer is not lost to a reset. With ``SPEECH_GATEWAY_CORS_ORIGINS``, a refused head's answer carries the
+CORS headers of the gateway's other answers for that head's ``Origin`` (:mod:`speech_operator.gateway_cors`), so that a
+page of an allowed origin reads it. Bodies need no limit here: what the gateway relays, the
 recognizer bounds; what it reads itself (OpenAI forms) has its own budget, deadline and pause limit
 (:mod:`speech_operator.gateway_openai`), and is refused with the same lingering close (:func:`drop_the_rest`).
 
@@ -87,6 +89,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -95,8 +98,11 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 
 from speech_operator.gateway_connections import ConnectionCap
+from speech_recognizer import cors
 from speech_recognizer.addresses import peer
 from speech_recognizer.connection_cap import (
     CONTINUE,
@@ -250,13 +256,21 @@ def drop_what_follows(request: web.BaseRequest) -> None:
 class HeadGuard(asyncio.Protocol):
     """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
 
-    ``refused`` is told each refusal (to count and log it), with the client's address in its message."""
+    ``refused`` is told each refusal (to count and log it), with the client's address in its message; ``answerer`` is
+    the gateway's CORS policy (:func:`speech_recognizer.cors.instance`), if any: a refused head's answer carries its
+    headers for the head's ``Origin`` (:meth:`_note_origin`)."""
 
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
-                 cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS) -> None:
+                 cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
+                 answerer: CORSMiddleware | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
+        self.answerer = answerer
+        #: The ``Origin`` of the head being received, once its line came (with :attr:`answerer`), and the start of the
+        #: line a read ended in (up to :data:`_ORIGIN_LINE_BYTES`): an ``Origin`` line may straddle two reads.
+        self._origin: bytes | None = None
+        self._line_start = b""
         #: The longest its client may take in none of what waits unsent (``SPEECH_GATEWAY_SEND_STALL_SECONDS``: :meth:`_watch`).
         self.stall_seconds = stall_seconds
         #: While its sends wait (the transport paused): the next look at them, how much waited unsent at the last, and
@@ -370,19 +384,33 @@ class HeadGuard(asyncio.Protocol):
             self._close()
         elif self._awaiting_head():
             self._refuse(UPLOAD_TIMEOUT, f"the request's head did not arrive within {self.limits.header_seconds:g} s "
-                                         "(SPEECH_GATEWAY_HEADER_SECONDS)")
+                                         "(SPEECH_GATEWAY_HEADER_SECONDS)", self._origin)
 
     # ---- refusing
 
-    def _refuse(self, kind: Kind, message: str) -> None:
-        """Answer ``kind`` with ``message``, then close the connection after a lingering read."""
+    def _refuse(self, kind: Kind, message: str, origin: bytes | None = None) -> None:
+        """Answer ``kind`` with ``message`` (and the CORS headers for ``origin``, the refused head's), then close the
+        connection after a lingering read."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         where = transport.get_extra_info("peername")
         self.refused(Failure(f"{message}; from {peer(where)}" if where else message, kind))
-        transport.write(http_response_bytes(Failure(message, kind)))
+        extra = cors.headers(self.answerer, Headers(raw=[(b"origin", origin)] if origin is not None else []), kind.http)
+        transport.write(http_response_bytes(Failure(message, kind), extra=extra))
         self._close_lingering()
+
+    def _note_origin(self, data: bytes) -> None:
+        """Note the ``Origin`` line of the head being received in ``data``, its next read (with :attr:`answerer`): the
+        guard refuses a head before aiohttp has parsed it (431 once it passes ``max_header_bytes``, 408), or as its
+        parser refuses it (400), and a page of an allowed origin reads those answers too."""
+        if self.answerer is None:
+            return
+        seen = self._line_start + data
+        for found in _ORIGIN_LINE.finditer(seen):
+            self._origin = found.group(1)
+        start = seen[seen.rfind(b"\n"):] if b"\n" in seen else b""  # from a line's start (a head's first is no Origin)
+        self._line_start = start if len(start) <= _ORIGIN_LINE_BYTES else b""
 
     def _close_lingering(self) -> None:
         """Close after what was written: half-close (the answer is all: the client reads it to its end), then read and
@@ -506,8 +534,9 @@ class HeadGuard(asyncio.Protocol):
         seen = self._tail + data
         end = seen.find(_END_OF_HEAD)
         size = self._head_bytes + (len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail))
+        self._note_origin(data if end < 0 else data[:end + len(_END_OF_HEAD) - len(self._tail)])
         if size > self.limits.max_header_bytes:
-            self._refuse(HEADER_TOO_LARGE, self.limits.too_large())
+            self._refuse(HEADER_TOO_LARGE, self.limits.too_large(), self._origin)
             return
         # where this head ends in ``data``, for the parser (_HeadParser.feed_data): it, then what follows it
         head_end = len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail)
@@ -519,6 +548,7 @@ class HeadGuard(asyncio.Protocol):
             self._tail = seen[-(len(_END_OF_HEAD) - 1):]
         else:
             self._head_bytes, self._tail = 0, b""
+            self._origin, self._line_start = None, b""
             self._disarm()
 
     # ---- what follows a request, held while it is in progress
@@ -786,7 +816,7 @@ class _HeadParser:
             reason, kind = guard.limits.too_large(), HEADER_TOO_LARGE
         unended = body is not None and not body.is_eof()  # the last request's body, broken off
         if guard._awaiting_head() and guard._parsed == guard._taken:  # none parsed waits to be taken up: its own head
-            guard._refuse(kind, reason)
+            guard._refuse(kind, reason, guard._origin)
         elif unended and guard._taken == guard._parsed:  # the body of the request being handled
             guard._refuse_body(body, reason)  # type: ignore[arg-type]
         else:  # pipelined: a head behind requests still to answer, or the body of one not taken up yet
@@ -822,6 +852,11 @@ def _head_size(message: Any) -> int:
     line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
     return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers) + 2
 
+
+#: An ``Origin`` line of a request head, from the line break before it, and its value (:meth:`HeadGuard._note_origin`).
+_ORIGIN_LINE = re.compile(rb"\norigin:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
+#: Longest start of a line kept from one read to the next to find an ``Origin`` line in (an origin is far shorter).
+_ORIGIN_LINE_BYTES = 1024
 
 #: What aiohttp's parser says of a head with more than its ``max_headers`` (a :class:`BadHttpMessage`, as a malformed one).
 _TOO_MANY_HEADERS = "Too many headers received"
@@ -901,12 +936,14 @@ class GuardedSite(web.SockSite):
     """:class:`aiohttp.web.SockSite` whose connections are :class:`HeadGuard`\\ s over the runner's handlers."""
 
     def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
-                 refused: Callable[[Failure], None], cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS) -> None:
+                 refused: Callable[[Failure], None], cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
+                 answerer: CORSMiddleware | None = None) -> None:
         super().__init__(runner, sock)
         self.limits = limits
         self.refused = refused
         self.cap = cap
         self.stall_seconds = stall_seconds
+        self.answerer = answerer
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner, as SockSite.start does first
@@ -914,6 +951,6 @@ class GuardedSite(web.SockSite):
         assert server is not None
 
         def connection() -> HeadGuard:
-            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds)
+            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds, self.answerer)
 
         self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)

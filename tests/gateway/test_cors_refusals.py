@@ -1,0 +1,87 @@
+"""The gateway's own refusals (its connection cap's 503, its head guard's 431 and 408:
+:mod:`speech_operator.gateway_http_limits`) read by a page of an allowed origin (``SPEECH_GATEWAY_CORS_ORIGINS``), with
+the real client: headless Chromium on another loopback port (tests/recognizer/test_cors.py's page and calls). No
+recognizer is needed: each is refused before any locale is looked up.
+
+Before, the preflight on a connection past ``SPEECH_GATEWAY_MAX_CONNECTIONS`` got the 503 without any
+``Access-Control-*`` header (the browser refuses any answer to a preflight but a 2xx, and so the page got "TypeError:
+Failed to fetch" instead of the 503 and its ``Retry-After``), and the 431 the guard writes itself carried none either.
+Without the setting these answers are as before.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from playwright.sync_api import Browser
+
+from harness.hostile_inputs import responses, write_then_read
+from speech_operator.gateway import GatewayConfig
+from speech_recognizer import contract
+from tests.recognizer.test_cors import CALL, FAILED, WebApp
+from tests.recognizer.test_cors_refusals import BIG, apps, busy  # noqa: F401 - fixture: the two web apps
+from tests.support import scrape_metrics
+
+from .conftest import KEY, OTHER_LOCALE, Stack
+
+REST = f"/speech/recognition/conversation/cognitiveservices/v1?language={OTHER_LOCALE}"
+CAP = 2
+
+
+def config(*origins: str, **more: object) -> GatewayConfig:
+    return GatewayConfig(host="127.0.0.1", port=0, max_connections=CAP, cors_origins=",".join(origins), **more)  # type: ignore[arg-type]
+
+
+def rest(page_base: str, **more: str) -> list:
+    return [page_base + REST, {contract.KEY_HEADER: KEY, "Content-Type": "audio/wav", **more}, None]
+
+
+def at_the_cap(gateway: Stack) -> AbstractContextManager[None]:
+    return busy(gateway.port, lambda: scrape_metrics(gateway.http).get(("speech_gateway_connections", ()), 0) >= CAP, CAP)
+
+
+def raw(gateway: Stack, head: str) -> tuple[int, dict[str, str]]:
+    status, headers, _ = responses(write_then_read("127.0.0.1", gateway.port, head.encode())[0])[0]
+    return status, {name: value for name, value in headers.items() if name.startswith("access-control-")}
+
+
+def test_a_page_reads_the_gateways_own_refusals(browser: Browser, apps: tuple[WebApp, WebApp],  # noqa: F811
+                                                tmp_path: Path) -> None:
+    allowed, other = apps
+    with Stack(tmp_path, config(allowed.origin)) as gateway:
+        got = allowed.page(browser).evaluate(CALL, rest(gateway.http, **{"X-Big": BIG}))
+        assert got.get("status") == 431 and "SPEECH_GATEWAY_MAX_HEADER_BYTES" in got["text"], got
+        assert other.page(browser).evaluate(CALL, rest(gateway.http, **{"X-Big": BIG})) == {"error": FAILED}
+
+        with at_the_cap(gateway):
+            got = allowed.page(browser).evaluate(CALL, rest(gateway.http))
+            assert got.get("status") == 503 and got["retryAfter"] and "SPEECH_GATEWAY_MAX_CONNECTIONS" in got["text"], got
+            assert other.page(browser).evaluate(CALL, rest(gateway.http)) == {"error": FAILED}
+
+    # 408: a head that stops after its Origin line (its value split across two reads)
+    (tmp_path / "408").mkdir()
+    with Stack(tmp_path / "408", config(allowed.origin, header_seconds=1)) as gateway:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(f"POST {REST} HTTP/1.1\r\nHost: gateway\r\nOrigin: {allowed.origin[:10]}".encode())
+            time.sleep(0.1)
+            sock.sendall(f"{allowed.origin[10:]}\r\nX-Slow: ".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status, headers, _ = responses(answer)[0]
+        assert status == 408 and headers["access-control-allow-origin"] == allowed.origin, headers
+
+
+def test_without_the_setting_the_gateways_refusals_are_as_before(browser: Browser, apps: tuple[WebApp, WebApp],  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    allowed, _ = apps
+    with Stack(tmp_path, config()) as gateway:
+        assert raw(gateway, f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: gateway\r\nOrigin: {allowed.origin}\r\n"
+                            f"X-Big: {BIG}\r\n\r\n") == (431, {})
+        with at_the_cap(gateway):
+            assert allowed.page(browser).evaluate(CALL, rest(gateway.http)) == {"error": FAILED}
+            assert raw(gateway, f"OPTIONS {REST} HTTP/1.1\r\nHost: gateway\r\nOrigin: {allowed.origin}\r\n"
+                                "Access-Control-Request-Method: POST\r\n\r\n") == (503, {})
