@@ -17,17 +17,22 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect as sync_connect
 
-from speech_recognizer.models import LoadedModel
+from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.app import create_app
+from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.results import written
 from speech_recognizer.usp.connection import Turn, split_header
+from speech_recognizer.usp.frames import parse_text
 
-from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY
+from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY, make_settings
 from ..support import Reference, ServerThread, vosk_reference
 from ..usp.sdk import Span, assert_confidences, assert_same, expected, expected_words, spans
 from .node import LOCK, MULTICHANNEL, recognize, result_span, scenario
@@ -202,6 +207,29 @@ def test_an_unknown_language_cancels_naming_it_and_the_served_ones(jssdk: str, s
     details = out["canceled"][0]["errorDetails"]
     assert "'xx-XX'" in details and "ko-KR" in details and "1007" in details, details
 
+
+
+def test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, speech_wav: Path
+) -> None:
+    """Every decoder busy: the server ends the turn with a ``speech.phrase`` ``TooManyRequests`` whose ``Message`` says
+    why (the Python SDK shows it: tests/usp/test_protocol.py), then closes with 1013 and the reason. The JavaScript SDK
+    cancels at once with ``TooManyRequests`` in its own fixed words: it words a status from its code alone
+    (``EnumTranslation.implTranslateErrorDetails``; the ``Message`` is never read), and reports a close's reason only
+    for 1002, 1003, 1007 and 4000 (``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler), the recognition
+    being canceled by then anyway. No message a server sends gets the reason to it."""
+    app = create_app(make_settings(tmp_path, "DecoderMaxCount=1"), registry)
+    with ServerThread(app) as srv, sync_connect(srv.ws + ENDPOINT + "?language=ko-KR") as holder:
+        held = uuid.uuid4().hex
+        holder.send(client_text_frame("speech.context", held, {"phraseDetection": {"language": "ko-KR"}}))
+        holder.send(client_audio_frame(held, b"\0" * 3200))
+        assert parse_text(holder.recv(timeout=30)).path == "turn.start", "the one decoder is held"
+        started = time.monotonic()
+        out = recognize(jssdk, scenario(srv.ws, speech_wav, mode="once", timeoutMs=10000))
+    assert time.monotonic() - started < 5, "the SDK waited instead of failing"
+    once = out["once"]
+    assert (once["reason"], once["cancelReason"], once["errorCode"]) == ("Canceled", "Error", "TooManyRequests"), out
+    assert once["errorDetails"] == "The number of parallel requests exceeded the number of allowed concurrent transcriptions.", once
 
 def test_stopping_mid_utterance_ends_at_once_and_gives_the_decoder_back(jssdk: str, server: ServerThread, utterances_wav: Path) -> None:
     """``stopContinuousRecognitionAsync`` at the first ``recognizing`` of a stream that stays open (a microphone still
