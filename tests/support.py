@@ -21,7 +21,9 @@ import uvicorn
 from harness.loopback import Loopback, free_port
 from harness.speech import NARROWBAND_SENTENCE, SENTENCES, SPEECH_RATE, concat, read_wav, require_tool, silence, speak  # noqa: F401
 from speech_recognizer.model_graph import duplicate_input_symbols
+from speech_recognizer.results import written_words
 from speech_recognizer.serving import SERVER_OPTIONS, listening_socket, server_options
+from speech_recognizer.transcript import Word
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class RefPhrase:
     def then(self, other: RefPhrase) -> RefPhrase:
         """This phrase and ``other`` as one (a server joining them across a pause: both texts, both words)."""
         return RefPhrase(f"{self.text} {other.text}", self.words + other.words)
+
+    @property
+    def written_words(self) -> tuple[RefWord, ...]:
+        """Its words as a person reads them (results.written_words: a number with its counter one word over its tokens' times)."""
+        written = written_words([Word(w.word, w.start, w.end, w.confidence) for w in self.words])
+        return tuple(RefWord(w.text, w.start, w.end, w.confidence) for w in written)
 
 
 #: How far a server's word time may sit from in-process Vosk's: decoding is deterministic
@@ -120,8 +128,9 @@ class Reference:
         return [p.text for p in self.phrases]
 
     def assert_words_match(self, got: Sequence[tuple[str, float, float] | tuple[str, float, float, float]],
-                           tolerance: float | None = None, *, places: int | None = None) -> None:
-        """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk.
+                           tolerance: float | None = None, *, places: int | None = None, written: bool = False) -> None:
+        """Same words in order; each start/end within ``tolerance`` (:data:`CLOCK_TOLERANCE`) of in-process Vosk;
+        with ``written``, its :attr:`RefPhrase.written_words` (what the OpenAI route's words and subtitles show).
 
         Where ``got`` carries a confidence (a fourth item), it is in-process Vosk's (rounded to ``places``
         decimals where the route rounds: Azure's JSON, 6) within :data:`CONFIDENCE_TOLERANCE`, a pooled
@@ -129,7 +138,7 @@ class Reference:
         on it exactly, else no confidence can be expected.
         """
         tolerance = CLOCK_TOLERANCE if tolerance is None else tolerance
-        words = [[w for p in run for w in p.words] for run in self.runs]
+        words = [[w for p in run for w in (p.written_words if written else p.words)] for run in self.runs]
         assert [g[0] for g in got] == [w.word for w in words[0]], (got, words[0])
         for i, (word, start, end, *_) in enumerate(got):
             starts = [run[i].start for run in words]

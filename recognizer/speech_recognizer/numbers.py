@@ -13,11 +13,15 @@ token sequence spells and writes each in Korean written style:
 - ``[쩜]`` between a number and digits is a decimal point: ``[3] [쩜] [5]`` -> ``3.5``;
 - ``{만}`` ``{억}`` ``{조}`` stay written after their numeral, each such unit ending a word, as
   Korean writes large numbers (Hangul orthography, article 44: spacing by 만): ``[2] {만}`` -> ``2만``,
-  ``[1] {억} [2] (천) {만}`` -> ``1억`` ``2000만``, ``[1] [쩜] [5] {억}`` -> ``1.5억``.
+  ``[1] {억} [2] (천) {만}`` -> ``1억`` ``2000만``, ``[1] [쩜] [5] {억}`` -> ``1.5억``;
+- a counter or unit noun (:data:`COUNTERS`) right after a number that ends in a digit is written on it,
+  as Korean writes one with Arabic numerals (Hangul orthography, article 43's proviso): ``[5] 명`` ->
+  ``5명``, ``오후 [9] 시`` -> ``오후`` ``9시``; after 만, 억 or 조 the space stays (``3만 원``).
 
 Unmarked words are left alone, except where a marked token says they belong to a number: the model
 writes the digit before a multiplier or point unmarked (``삼 (백)``, ``삼 {만}``, ``삼 [쩜] [오]``:
--> ``300``, ``3만``, ``3.5``), and a unit after a number now and then (``[13] 만`` -> ``13만``).
+-> ``300``, ``3만``, ``3.5``), a unit after a number now and then (``[13] 만`` -> ``13만``), and a
+counter always (``[5] 명``).
 Anything else (``(백)`` ends where a larger multiplier follows, a bare ``{만}``, a ``[쩜]`` with no
 digits after it) is no number here, and its tokens are written one by one as before.
 """
@@ -35,13 +39,29 @@ MULTIPLIERS = {"(십)": 10, "(백)": 100, "(천)": 1000}
 #: The units of four digits each, written after their numeral.
 UNITS = ("만", "억", "조")
 POINT = "[쩜]"
+#: Counters and unit nouns written on the number before them (the model's tokens: none of them is marked).
+#: Left out as they are other words after a numeral as often: 이 and 사 (digit words), 점 (the point said
+#: aloud), 등 (also "etc." after a list), 반 (the half in ``1시 반``), 줄, 알, 통, 표, 기, 부, 달.
+#: docs/engine.md, "Numbers written as numerals", says why these.
+COUNTERS = frozenset((
+    # people, age, things
+    "명", "인", "인분", "살", "세", "개", "대", "권", "장", "잔", "병", "마리", "켤레", "벌", "송이", "그루", "채",
+    "곡", "편", "곳", "군데", "건",
+    # order and rank
+    "번", "번째", "호", "층", "위", "회", "차", "학년", "승", "패",
+    # time and date
+    "년", "월", "일", "주", "주일", "시", "시간", "분", "초", "개월", "주년", "박", "세기", "분기",
+    # money and measures
+    "원", "달러", "유로", "엔", "위안", "퍼센트", "프로", "도", "미터", "킬로미터", "센티미터", "밀리미터",
+    "킬로", "킬로그램", "그램", "톤", "리터", "센티", "밀리", "인치", "평",
+))
 _MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
 _WHOLE = re.compile(r"\[(\d\d?)\]")
 
 
 @dataclass(frozen=True)
 class Number:
-    """A number the tokens ``start`` up to ``stop`` spell, written as ``text``."""
+    """A number the tokens ``start`` up to ``stop`` spell (with its unit or counter), written as ``text``."""
 
     text: str
     start: int
@@ -121,6 +141,8 @@ def _section(tokens: Sequence[str], i: int) -> Number | None:
             text, k, marked = f"{text}.{fraction}", f, True
     if k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
         text, k, marked = text + tokens[k].strip("{}"), k + 1, True
+    elif marked and k < len(tokens) and tokens[k] in COUNTERS and _section(tokens, k) is None:
+        text, k = text + tokens[k], k + 1  # 일 (백) is the next number, not the day
     return Number(text, i, k) if marked else None
 
 

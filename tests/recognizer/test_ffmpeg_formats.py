@@ -52,9 +52,7 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
     assert verbose.text == " ".join(written(t) for t in ref.texts)
     pcm, rate = av_pcm(path)
     assert verbose.duration == round(len(pcm) / (2 * rate), 6)
-    spoken = [w for p in ref.phrases for w in p.words]
-    assert [w.word for w in verbose.words] == [written(w.word) for w in spoken]
-    ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
+    ref.assert_words_match([(w.word, w.start, w.end) for w in verbose.words], written=True)
     for segment, phrase in zip(verbose.segments, ref.phrases, strict=True):
         assert near_confidence(float(np.exp(segment.avg_logprob)), float(np.exp(np.mean([np.log(w.confidence) for w in phrase.words]))))
 

@@ -15,7 +15,7 @@ import pytest
 import srt
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.numbers import numbers
+from speech_recognizer.numbers import COUNTERS, DIGITS, UNITS, numbers
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
 from speech_recognizer.subtitles import cues
@@ -24,7 +24,7 @@ from speech_recognizer.vosk_ws import final_json
 
 from ..conftest import CHUNK
 from ..support import CLOCK_TOLERANCE, Reference, ServerThread, concat, read_wav, speak, vosk_reference
-from .test_written_forms import NO_WORDS, NUMBER_TOKENS
+from .test_written_forms import NO_WORDS, NUMBER_TOKENS, output_words
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 
@@ -37,13 +37,13 @@ CASES = [
     ("[공] [일] 오후", "01 오후"),
     ("번호 는 [일] [일] [구]", "번호 는 119"),
     # numbers read whole, alone and side by side
-    ("[9]", "9"), ("[09] 시", "09 시"), ("[99]", "99"), ("[3] [5]", "3 5"), ("오후 [9] 시", "오후 9 시"),
+    ("[9]", "9"), ("[09] 시", "09시"), ("[99]", "99"), ("[3] [5]", "3 5"), ("오후 [9] 시", "오후 9시"),
     # Sino-Korean composition within four digits
     ("[3] (천) [5] (백)", "3500"),
     ("[3] (천) [5] (백) [50]", "3550"),
-    ("[3] (백) [50] 원", "350 원"),
+    ("[3] (백) [50] 원", "350원"),
     ("(백)", "100"), ("(천) (백) (십)", "1110"), ("(십) [오]", "15"), ("(십) [5]", "15"), ("[2] (십) [5]", "25"),
-    ("[삼] (백)", "300"), ("삼 (백)", "300"), ("삼 (백) 원", "300 원"), ("(백) [05]", "105"),
+    ("[삼] (백)", "300"), ("삼 (백)", "300"), ("삼 (백) 원", "300원"), ("(백) [05]", "105"),
     # large units stay written after their numeral, each ending a word
     ("[2] {만}", "2만"), ("삼 {만} 원", "3만 원"), ("[5] {만} 유언", "5만 유언"), ("[13] 만", "13만"), ("[4] 억", "4억"),
     ("[1] {억} [2] (천) {만}", "1억 2000만"), ("(백) {만}", "100만"), ("[3] (천) {만} [5] (천)", "3000만 5000"),
@@ -52,7 +52,17 @@ CASES = [
     ("[3] [쩜] [5]", "3.5"), ("삼 [쩜] [오]", "3.5"), ("이 일 [쩜] [사] 함", "이 1.4 함"), ("[영] [쩜] [오]", "0.5"),
     ("영 [쩜] [공] [오]", "0.05"), ("[3] [쩜] [14]", "3.14"), ("[1] [쩜] [5] {억}", "1.5억"), ("[3] (백) [쩜] [오]", "300.5"),
     # unmarked words stay words: only a marked token next to them says they are a number
-    ("삼", "삼"), ("이 사람", "이 사람"), ("삼 만 원", "삼 만 원"), ("만 [3] 세", "만 3 세"), ("백 명", "백 명"),
+    ("삼", "삼"), ("이 사람", "이 사람"), ("삼 만 원", "삼 만 원"), ("만 [3] 세", "만 3세"), ("백 명", "백 명"),
+    # a counter or unit noun right after a number is written on it (Hangul orthography, article 43's proviso)
+    ("[5] 명", "5명"), ("[3] 개", "3개"), ("[10] 분", "10분"), ("[20] 살", "20살"), ("[3] 층", "3층"), ("[5] 번", "5번"),
+    ("[2] (천) [24] 년 [3] 월 [5] 일", "2024년 3월 5일"), ("[2] 시간 [30] 분", "2시간 30분"), ("[5] 마리 의", "5마리 의"),
+    ("[3] [쩜] [5] 퍼센트", "3.5퍼센트"), ("[1] [쩜] [5] 킬로그램", "1.5킬로그램"), ("[일] [일] [구] 번", "119번"),
+    ("(백) 미터", "100미터"), ("[5] <UNK> 명", "5명"), ("[5] 명 명", "5명 명"), ("[3] 일 일", "3일 일"),
+    # ... not after 만, 억, 조 (article 44 spaces by 만), nor after a plain word, nor a word that is no counter
+    ("[3] {만} 원", "3만 원"), ("[1] {억} [5] (천) {만} 원", "1억 5000만 원"), ("[1] {만} [5] (천) 원", "1만 5000원"),
+    ("다섯 명", "다섯 명"), ("삼 개", "삼 개"), ("오후 시", "오후 시"), ("[5] 명이", "5 명이"), ("[3] 이", "3 이"),
+    ("[3] 사", "3 사"), ("[3] 점 [5]", "3 점 5"), ("[3] 등", "3 등"), ("[1] 시 반", "1시 반"), ("[3] 일 (백)", "3 100"),
+    ("명", "명"), ("[쩜] 명", "쩜 명"), ("[3] [쩜] 명", "3 쩜 명"),
     # no-word markers are dropped and part no number
     ("[3] <UNK> (천)", "3000"), ("<UNK> [공] [일] <SPOKEN_NOISE> [공]", "010"),
     # malformed: nothing crashes, no token is lost
@@ -69,6 +79,18 @@ CASES = [
 def test_the_numbers_marked_tokens_spell_are_written_as_numerals(tokens: str, shown: str) -> None:
     assert written(tokens) == shown
     assert written(shown) == shown, "written again, the same"
+
+
+@pytest.mark.unit
+def test_no_counter_is_a_word_that_reads_as_a_number_or_as_often_as_another_word() -> None:
+    assert COUNTERS & {*DIGITS, *UNITS} == {"일"}, "a digit word or a unit is the number's own; 일 the day where it begins none"
+    assert not COUNTERS & {"점", "등", "반", "줄", "알", "통", "표", "기", "부", "달"}, "docs/engine.md says why these are out"
+
+
+def test_every_counter_is_a_word_of_the_ko_models_table(model: LoadedModel) -> None:
+    """The model emits each as a word of its own, never marked (its marked tokens are the numbers alone)."""
+    vocabulary = set(output_words(model.path / "graph" / "Gr.fst"))
+    assert sorted(COUNTERS - vocabulary) == []
 
 
 def covered(tokens: list[str]) -> list[list[int]]:
@@ -91,7 +113,7 @@ def test_each_token_is_in_one_written_word_and_in_order(tokens: str, shown: str)
 def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
     """Random sequences of the model's number tokens, words that read as numbers and others, and no-word markers:
     never an error, every token in exactly one written word, no bracket left where a number was written."""
-    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에"] + NO_WORDS
+    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점"] + NO_WORDS
     rng = random.Random(20261205)
     for _ in range(3000):
         tokens = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
@@ -113,38 +135,41 @@ PRICE = _phrase(("가격", 0.1, 0.4, 0.9), ("[3]", 0.5, 0.7, 0.8), ("(천)", 0.7
 
 @pytest.mark.unit
 def test_a_joined_number_spans_its_tokens_times_and_is_as_sure_as_its_least_sure_token() -> None:
-    assert written_words(PRICE.words) == [Word("가격", 0.1, 0.4, 0.9), Word("3500", 0.5, 1.5, 0.6), Word("원", 1.5, 1.8, 1.0)]
+    assert written_words(PRICE.words[:-1]) == [Word("가격", 0.1, 0.4, 0.9), Word("3500", 0.5, 1.5, 0.6)]
+    assert written_words(PRICE.words) == [Word("가격", 0.1, 0.4, 0.9), Word("3500원", 0.5, 1.8, 0.6)], "and its counter"
+    unsure = (*PRICE.words[:-1], Word("원", 1.5, 1.8, 0.3), Word("정도", 1.8, 2.0, 1.0))
+    assert written_words(unsure)[1:] == [Word("3500원", 0.5, 1.8, 0.3), Word("정도", 1.8, 2.0, 1.0)]
 
 
 @pytest.mark.unit
 def test_every_written_form_writes_the_number_and_the_lexical_ones_keep_the_tokens() -> None:
     body = phrase_json(PRICE, OutputFormat.DETAILED, Profanity.MASKED, word_timings=True)
     best = body["NBest"][0]
-    assert body["DisplayText"] == best["Display"] == "가격 3500 원."
-    assert best["ITN"] == best["MaskedITN"] == "가격 3500 원"
+    assert body["DisplayText"] == best["Display"] == "가격 3500원."
+    assert best["ITN"] == best["MaskedITN"] == "가격 3500원"
     assert best["Lexical"] == "가격 [3] (천) [5] (백) 원"
     assert [w["Word"] for w in best["Words"]] == ["가격", "[3]", "(천)", "[5]", "(백)", "원"], "the model's tokens, each at its time"
 
-    assert [(c.start, c.end, c.text) for c in cues([PRICE])] == [(0.1, 1.8, "가격 3500 원")]
+    assert [(c.start, c.end, c.text) for c in cues([PRICE])] == [(0.1, 1.8, "가격 3500원")]
     assert [(c.start, c.end, c.text) for c in cues([PRICE], max_line=4, max_lines=1)] == [
-        (0.1, 0.5, "가격"), (0.5, 1.5, "3500"), (1.5, 2.5, "원")], "a cue holding the number spans its tokens"
+        (0.1, 0.5, "가격"), (0.5, 1.8, "3500원")], "a cue holding the number spans its tokens, its counter's too"
     verbose = json.loads(openai_answer([PRICE], "verbose_json", {"segment", "word"}, "ko-KR", 1.8).body)
-    assert verbose["text"] == verbose["segments"][0]["text"] == "가격 3500 원"
-    assert verbose["words"] == [{"word": "가격", "start": 0.1, "end": 0.4}, {"word": "3500", "start": 0.5, "end": 1.5},
-                                {"word": "원", "start": 1.5, "end": 1.8}]
-    assert final_json(PRICE, 0, True, True) == {"text": "가격 3500 원", "result": [
-        {"conf": 0.9, "end": 0.4, "start": 0.1, "word": "가격"}, {"conf": 0.6, "end": 1.5, "start": 0.5, "word": "3500"},
-        {"conf": 1.0, "end": 1.8, "start": 1.5, "word": "원"}]}, "/vosk asked for written words"
+    assert verbose["text"] == verbose["segments"][0]["text"] == "가격 3500원"
+    assert verbose["words"] == [{"word": "가격", "start": 0.1, "end": 0.4}, {"word": "3500원", "start": 0.5, "end": 1.8}]
+    assert final_json(PRICE, 0, True, True) == {"text": "가격 3500원", "result": [
+        {"conf": 0.9, "end": 0.4, "start": 0.1, "word": "가격"}, {"conf": 0.6, "end": 1.8, "start": 0.5, "word": "3500원"}]}, \
+        "/vosk asked for written words"
     assert final_json(PRICE, 0, True)["text"] == PRICE.text, "/vosk as Vosk said it"
     unspread = Phrase((Alternative(PRICE.text, 0.8, ()),), 0.0, 1.0)
-    assert [c.text for c in cues([unspread])] == ["가격 3500 원"], "without word times too"
+    assert [c.text for c in cues([unspread])] == ["가격 3500원"], "without word times too"
 
 
 # ---- real audio: espeak-ng's Korean through the real model -----------------------------------------------------
 
-#: Sentences whose espeak-ng recording the model hears as a number of several marked tokens (seen: "오만 원" as
-#: ``[5] {만} 유언``, "칠 점 삼" as ``이 일 [쩜] [사] 함``); many others (삼백, 삼만 원, phone numbers) it mishears.
-SPOKEN_NUMBERS = ("오만 원", "칠 점 삼")
+#: Sentences whose espeak-ng recording the model hears as a number of several tokens (seen: "오만 원" as
+#: ``[5] {만} 유언``, "칠 점 삼" as ``이 일 [쩜] [사] 함``, "오 월" as ``[5] 월``: a counter, unmarked, after the number);
+#: many others (삼백, 삼만 원, phone numbers, most counters) it mishears.
+SPOKEN_NUMBERS = ("오만 원", "칠 점 삼", "오 월")
 
 
 @pytest.fixture(scope="module", params=SPOKEN_NUMBERS)

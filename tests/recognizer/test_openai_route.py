@@ -18,7 +18,8 @@ import webvtt
 from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
-from speech_recognizer.results import written
+from speech_recognizer.results import written, written_words
+from speech_recognizer.transcript import Word
 
 from ..conftest import TEST_KEY, StreamedMp3, make_settings, mp3_pcm
 from ..support import Reference, ServerThread, near_confidence
@@ -70,14 +71,14 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
         # the mean log of its words' confidences (Vosk's, none 0 here), at the route's 6 decimals
         assert segment.avg_logprob == round(segment.avg_logprob, 6)
         assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
-    # words: in-process Vosk's, written ([9] as 9), and the REST route's (the model's spelling) to the tick; one written
-    # word a token, as these recordings spell no number of several tokens (those: tests/recognizer/test_numbers.py)
+    # words: in-process Vosk's, written ([9] as 9, [9] 시 as one word 9시 over both tokens' times: the numbers:
+    # tests/recognizer/test_numbers.py), and the REST route's (the model's spelling, a token each) to the tick
     words = [(w.word, w.start, w.end) for w in verbose.words]
-    spoken = [w for p in utterances_ref.phrases for w in p.words]
-    assert [w[0] for w in words] == [written(w.word) for w in spoken] != [w.word for w in spoken]
-    utterances_ref.assert_words_match([(w.word, start, end) for w, (_, start, end) in zip(spoken, words, strict=True)])
+    assert [w[0] for w in words] != [w.word for p in utterances_ref.phrases for w in p.words], "written"
+    utterances_ref.assert_words_match(words, written=True)
     detailed = rest(keyed_server, utterances_wav, "format=detailed&wordLevelTimestamps=true").json()["NBest"][0]["Words"]
-    assert [(written(w["Word"]), w["Offset"], w["Offset"] + w["Duration"]) for w in detailed] == [
+    assert [(w.text, round(w.start), round(w.end)) for w in written_words(
+        [Word(w["Word"], w["Offset"], w["Offset"] + w["Duration"], 1.0) for w in detailed])] == [
         (word, round(start / TICK), round(end / TICK)) for word, start, end in words]
 
     only_words = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"),
@@ -95,9 +96,7 @@ def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_se
         timestamp_granularities=["word", "segment"])
     assert verbose.text == " ".join(written(t) for t in utterances_mp3_ref.texts)
     assert verbose.duration == round(len(mp3_pcm(utterances_mp3)) / 32000, 6)
-    spoken = [w for p in utterances_mp3_ref.phrases for w in p.words]  # the route writes them ([9] as 9)
-    assert [w.word for w in verbose.words] == [written(w.word) for w in spoken]
-    utterances_mp3_ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
+    utterances_mp3_ref.assert_words_match([(w.word, w.start, w.end) for w in verbose.words], written=True)
     assert [s.text for s in verbose.segments] == [written(p.text) for p in utterances_mp3_ref.phrases]
     for segment, phrase in zip(verbose.segments, utterances_mp3_ref.phrases, strict=True):
         assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
@@ -115,8 +114,7 @@ def test_an_mp3_no_header_counts_is_heard_to_its_end(keyed_server: ServerThread,
         timestamp_granularities=["word"])
     assert verbose.duration == round(streamed_mp3.headerless_samples / 16000, 6)
     assert len(ref.phrases) == 3 and verbose.text == " ".join(written(t) for t in ref.texts)
-    spoken = [w for p in ref.phrases for w in p.words]
-    ref.assert_words_match([(w.word, got.start, got.end) for w, got in zip(spoken, verbose.words, strict=True)])
+    ref.assert_words_match([(w.word, w.start, w.end) for w in verbose.words], written=True)
 
 
 def test_pcm_its_content_type_declares_is_never_taken_for_an_mp3(keyed_server: ServerThread, speech_wav: Path) -> None:

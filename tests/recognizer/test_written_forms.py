@@ -48,7 +48,7 @@ def test_a_token_is_written_without_its_brackets_and_a_marker_not_at_all(token: 
 @pytest.mark.unit
 def test_a_dropped_marker_leaves_one_space_and_every_form_its_own_spelling() -> None:
     text = "<UNK> 오후 [9] <SPOKEN_NOISE> 시 [공] (백) {만} [쩜]"
-    assert written(text) == "오후 9 시 0 100만 쩜"
+    assert written(text) == "오후 9시 0 100만 쩜"
     assert lexical(text) == "오후 [9] 시 [공] (백) {만} [쩜]"
     assert written("<UNK>") == lexical("<UNK>") == ""
 
@@ -62,8 +62,8 @@ def _phrase() -> Phrase:
 def test_azure_forms_show_the_number_lexical_and_words_keep_the_models_spelling_at_their_times() -> None:
     body = phrase_json(_phrase(), OutputFormat.DETAILED, Profanity.MASKED, word_timings=True)
     best = body["NBest"][0]
-    assert body["DisplayText"] == best["Display"] == "오후 9 시."
-    assert best["ITN"] == best["MaskedITN"] == "오후 9 시"
+    assert body["DisplayText"] == best["Display"] == "오후 9시."
+    assert best["ITN"] == best["MaskedITN"] == "오후 9시"
     assert best["Lexical"] == "오후 [9] 시"
     assert [(w["Word"], w["Offset"], w["Duration"]) for w in best["Words"]] == [
         ("오후", 3_000_000, 3_000_000), ("[9]", 6_000_000, 3_000_000), ("시", 9_000_000, 3_000_000)], "the marker's entry dropped, no time moved"
@@ -75,12 +75,11 @@ def test_azure_forms_show_the_number_lexical_and_words_keep_the_models_spelling_
 def test_subtitles_and_openai_forms_show_the_number() -> None:
     phrase = _phrase()
     found = cues([phrase])
-    assert [(c.start, c.end, c.text) for c in found] == [(0.3, 1.3, "오후 9 시")], "from the first word, held to 1 s"
+    assert [(c.start, c.end, c.text) for c in found] == [(0.3, 1.3, "오후 9시")], "from the first word, held to 1 s"
     body = json.loads(openai_answer([phrase], "verbose_json", {"segment", "word"}, "ko-KR", 1.2).body)
-    assert body["text"] == body["segments"][0]["text"] == "오후 9 시"
-    assert body["words"] == [{"word": "오후", "start": 0.3, "end": 0.6}, {"word": "9", "start": 0.6, "end": 0.9},
-                             {"word": "시", "start": 0.9, "end": 1.2}]
-    assert openai_answer([phrase], "text", set(), "ko-KR", 1.2).body.decode() == "오후 9 시\n"
+    assert body["text"] == body["segments"][0]["text"] == "오후 9시"
+    assert body["words"] == [{"word": "오후", "start": 0.3, "end": 0.6}, {"word": "9시", "start": 0.6, "end": 1.2}]
+    assert openai_answer([phrase], "text", set(), "ko-KR", 1.2).body.decode() == "오후 9시\n"
 
 
 @pytest.mark.unit
@@ -88,11 +87,11 @@ def test_vosk_sends_vosks_words_unless_its_config_asks_for_them_written() -> Non
     phrase = _phrase()
     assert final_json(phrase, 0, True) == {"text": "<UNK> 오후 [9] 시", "result": [
         {"conf": w.confidence, "end": w.end, "start": w.start, "word": w.text} for w in phrase.words]}, "as vosk-server sends it"
-    assert final_json(phrase, 0, True, True) == {"text": "오후 9 시", "result": [
-        {"conf": 1.0, "end": 0.6, "start": 0.3, "word": "오후"}, {"conf": 0.8, "end": 0.9, "start": 0.6, "word": "9"},
-        {"conf": 0.9, "end": 1.2, "start": 0.9, "word": "시"}]}, "the marker's entry dropped, no time moved"
-    assert final_json(phrase, 2, False, True) == {"alternatives": [{"confidence": 0.8, "text": "오후 9 시"}]}
-    assert final_json(phrase, 2, True, True)["alternatives"][0]["result"][1] == {"end": 0.9, "start": 0.6, "word": "9"}
+    assert final_json(phrase, 0, True, True) == {"text": "오후 9시", "result": [
+        {"conf": 1.0, "end": 0.6, "start": 0.3, "word": "오후"}, {"conf": 0.8, "end": 1.2, "start": 0.6, "word": "9시"}]}, \
+        "the marker's entry dropped, no other word's time moved, the number with its counter one entry over both"
+    assert final_json(phrase, 2, False, True) == {"alternatives": [{"confidence": 0.8, "text": "오후 9시"}]}
+    assert final_json(phrase, 2, True, True)["alternatives"][0]["result"][1] == {"end": 1.2, "start": 0.6, "word": "9시"}
     assert final_json(phrase, 2, False) == {"alternatives": [{"confidence": 0.8, "text": "<UNK> 오후 [9] 시"}]}
     config = VoskConfig(16000)
     assert config.written is False, "vosk-server clients, who never send it, get Vosk's words"
