@@ -74,7 +74,7 @@ def _queued(transport: asyncio.BaseTransport | None, request: int) -> int:
         return 0
     try:
         return int.from_bytes(fcntl.ioctl(sock.fileno(), request, bytes(4)), sys.byteorder)
-    except OSError:  # closed meanwhile
+    except (OSError, ValueError):  # closed meanwhile (uvloop's socket then has the file descriptor -1: a ValueError)
         return 0
 
 
@@ -85,7 +85,9 @@ def unread_bytes(transport: asyncio.BaseTransport | None) -> int:
 
 def _buffered(transport: asyncio.BaseTransport | None) -> int:
     """Bytes written to the transport that it has not handed to its socket yet (the socket's send buffer is full)."""
-    return transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+    # uvloop's transports (the recognizer's) are no asyncio.WriteTransport to isinstance, but have the method
+    size = getattr(transport, "get_write_buffer_size", None)
+    return int(size()) if size is not None else 0
 
 
 def unacknowledged_bytes(transport: asyncio.BaseTransport | None) -> int:

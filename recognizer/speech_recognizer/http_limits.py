@@ -82,6 +82,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -863,22 +864,38 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     async def _taken_in(self) -> None:
         """Wait until the transport takes writes again; raise :data:`~speech_recognizer.errors.NOT_READING` (the
         connection reset) once :attr:`stall_seconds` have passed in which the client took in none of what waits unsent
-        (looked at every :data:`STALL_POLL_SECONDS`)."""
-        loop = asyncio.get_running_loop()
-        unsent, since = self.transport.get_write_buffer_size(), loop.time()
-        while not self.writable.is_set():
-            left = since + self.stall_seconds - loop.time()
-            if left <= 0:
-                reset(self.transport)
-                raise Failure(f"the client took in none of its replies for {self.stall_seconds:g} s (AudioIdleSeconds), "
-                              f"{unsent} bytes waiting unsent: its connection was reset", NOT_READING)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, STALL_POLL_SECONDS)):
-                    await self.writable.wait()
-            if (now := self.transport.get_write_buffer_size()) < unsent:  # it takes some in, slowly: not stalled
-                unsent, since = now, loop.time()
+        (:meth:`_stalled`)."""
+        unsent = await self._stalled(self.stall_seconds, lambda: not self.writable.is_set())
+        if unsent is not None:
+            reset(self.transport)
+            raise Failure(f"the client took in none of its replies for {self.stall_seconds:g} s (AudioIdleSeconds), "
+                          f"{unsent} bytes waiting unsent: its connection was reset", NOT_READING)
         if self._cut is not None:  # reset as the server stopped (shutdown)
             raise self._cut
+
+    async def _stalled(self, seconds: float, waiting: Callable[[], bool]) -> int | None:
+        """While ``waiting()``, look every :data:`STALL_POLL_SECONDS` whether the client took in any of what waits
+        unsent: the bytes still unsent once it has taken in none for ``seconds``; None once ``waiting()`` no longer holds.
+
+        What waits unsent is :func:`~speech_recognizer.connection_cap.unsent_bytes`, the kernel's send queue not yet
+        sent with the transport's buffer. The transport's buffer alone moves only once the socket polls writable again,
+        when about a third of its send buffer is free (Linux wakes a writer once the free space is half what is
+        queued): a client reading slowly but steadily took longer than that to free it, and was cut although it read.
+        What was written since the last look counts from then on."""
+        loop = asyncio.get_running_loop()
+        unsent, since = unsent_bytes(self.transport), loop.time()
+        while waiting():
+            left = since + seconds - loop.time()
+            if left <= 0:
+                return unsent
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, STALL_POLL_SECONDS)):
+                    # paused: woken as soon as the transport takes writes again; else (the stop's) a plain look
+                    await (asyncio.sleep(STALL_POLL_SECONDS) if self.writable.is_set() else self.writable.wait())
+            if (now := unsent_bytes(self.transport)) < unsent:  # it takes some in, slowly: not stalled
+                since = loop.time()
+            unsent = now
+        return None
 
     def shutdown(self) -> None:
         """uvicorn's, when the server stops (the drain over, or at once): a close 1012 queued, the transport closed once
@@ -892,22 +909,16 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
 
     async def _reset_unless_taken_in(self) -> None:
         """Reset the connection once its client took in none of what waits unsent for :data:`SHUTDOWN_STALL_SECONDS`
-        (:data:`~speech_recognizer.errors.NOT_READING`: raised by a send waiting on it, else logged)."""
-        loop = asyncio.get_running_loop()
-        unsent, since = self.transport.get_write_buffer_size(), loop.time()
-        while not self.disconnected and (now := self.transport.get_write_buffer_size()):
-            if now < unsent:
-                unsent, since = now, loop.time()
-            elif loop.time() - since >= SHUTDOWN_STALL_SECONDS:
-                self._cut = Failure(f"the server stopped and the client took in none of its replies for "
-                                    f"{SHUTDOWN_STALL_SECONDS:g} s, {now} bytes waiting unsent: its connection was reset",
-                                    NOT_READING)
-                waiting = not self.writable.is_set()
-                reset(self.transport)
-                if not waiting:  # no send of its route raises it: said here
-                    log.info("%s: %s", peer(self.client), self._cut)
-                return
-            await asyncio.sleep(STALL_POLL_SECONDS)
+        (:meth:`_stalled`; :data:`~speech_recognizer.errors.NOT_READING`: raised by a send waiting on it, else logged)."""
+        unsent = await self._stalled(SHUTDOWN_STALL_SECONDS, lambda: not self.disconnected and bool(self.transport.get_write_buffer_size()))
+        if unsent is None:
+            return
+        self._cut = Failure(f"the server stopped and the client took in none of its replies for "
+                            f"{SHUTDOWN_STALL_SECONDS:g} s, {unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+        waiting = not self.writable.is_set()
+        reset(self.transport)
+        if not waiting:  # no send of its route raises it: said here
+            log.info("%s: %s", peer(self.client), self._cut)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

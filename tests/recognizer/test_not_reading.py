@@ -8,6 +8,10 @@ fast (a final result per ``{"reset" : 1}`` on ``/vosk``, many short turns on the
 buffers small, so that fewer replies fill them), and checks that its decoder is free and its connection gone within
 :data:`BOUND` of its first audio, counted as ``not_reading``, while a client that reads, on the same server at the
 same time, gets every result.
+
+A client that reads, however slowly, is not cut: :func:`test_a_slow_reader_is_not_cut` reads a little at a time
+while the server's sends wait on it, at the server's usual send buffer, where the event loop's buffer moves only
+once the kernel's has drained a third: longer than ``AudioIdleSeconds`` at that rate.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
@@ -184,3 +189,65 @@ def test_a_speech_sdk_client_that_never_reads_loses_its_decoder_after_audio_idle
     # connection closed for the failure, an internal error (a fault: its alert) logged with its traceback
     assert stalling.refused("usp/conversation", "internal") == internal
     print(f"decoder free and connection gone {took:.2f} s after its first audio")
+
+
+#: The ``AudioIdleSeconds`` of :func:`patient_reader`'s server.
+SLOW_STALL_SECONDS = 5.0
+#: What a slow reader takes in at a time, every :data:`SLOW_READ_PAUSE` seconds, for :data:`SLOW_READ_SECONDS`: 4 KiB a
+#: second, where freeing a third of the server's kernel send buffer (128 KiB) takes about 10 s.
+SLOW_READ_BYTES = 1024
+SLOW_READ_PAUSE = 0.25
+SLOW_READ_SECONDS = 3 * SLOW_STALL_SECONDS
+
+
+@pytest.fixture(scope="module")
+def patient_reader(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A recognizer with ``AudioIdleSeconds`` :data:`SLOW_STALL_SECONDS` and its connections' usual send buffers."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("slow-reader"), "DecoderMaxCount=2",
+                                   f"AudioIdleSeconds={SLOW_STALL_SECONDS:g}"), registry)
+    with ServerThread(app) as srv:
+        yield Server(srv, app)
+
+
+def test_a_slow_reader_is_not_cut(patient_reader: Server, speech_wav: Path) -> None:
+    """A /vosk client whose 10000 resets are answered far faster than it reads (:data:`SLOW_READ_BYTES` every
+    :data:`SLOW_READ_PAUSE` s, from the start): the server's sends wait on it all along, and its kernel's send queue
+    goes down at each read, but its event loop's buffer does not move (before, the connection was reset
+    ``AudioIdleSeconds`` after the sends stalled, the client reading all the while). It gets every reply, then reads
+    the rest at once, and the close 1000; nothing counted as ``not_reading``."""
+    resets = 10000
+    before = patient_reader.refused("vosk")
+    sock, protocol = deaf_websocket(patient_reader.srv.port, "/vosk?language=ko-KR")
+    protocol.send_text(json.dumps({"config": {"max_alternatives": 1}}).encode())
+    protocol.send_binary(read_wav(speech_wav)[0][:CHUNK])
+    for _ in range(resets):
+        protocol.send_text(b'{"reset" : 1}')
+    protocol.send_text(b'{"eof" : 1}')
+    texts, received, slowly, closed = 0, 0, 0, None
+    with sock:
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        started = time.monotonic()
+        sock.settimeout(10)
+        while closed is None:
+            slow = time.monotonic() - started < SLOW_READ_SECONDS
+            try:
+                data = sock.recv(SLOW_READ_BYTES if slow else 1 << 16)
+            except ConnectionResetError:
+                data = b""
+            assert data, (f"the connection was reset {time.monotonic() - started:.1f} s in, its client having read "
+                          f"{received} bytes, {slowly} of them in its slow reads")
+            received += len(data)
+            slowly += len(data) if slow else 0
+            protocol.receive_data(data)
+            for event in protocol.events_received():
+                if isinstance(event, Frame):
+                    texts += event.opcode is Opcode.TEXT
+                    if event.opcode is Opcode.CLOSE:
+                        closed = Close.parse(event.data)
+            if slow:
+                time.sleep(SLOW_READ_PAUSE)
+    assert closed.code == 1000, closed
+    assert texts >= resets + 1, "a final result for each reset, and the stream's last"
+    assert received - slowly > 2 * serving.SEND_BUFFER_BYTES, "what it read slowly left the server's buffers full"
+    assert patient_reader.refused("vosk") == before
+    print(f"{slowly} bytes read slowly in {SLOW_READ_SECONDS:g} s, then {received - slowly} more")
