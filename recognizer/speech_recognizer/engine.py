@@ -92,8 +92,8 @@ class Engine:
         and keep as many warm when the pool holds one per decoder: the default ``DecoderMaxCount`` once the models
         are loaded and the memory they took is known (app.py). Recognitions holding a decoder keep it."""
         self.decoder_max_count = self.admission.limit = min(count, self.decoder_max_count)
-        if self._pool_per_decoder:
-            self.pool.capacity = self.decoder_max_count
+        if self._pool_per_decoder:  # lowered only: a pool made smaller meanwhile (reuse off) stays so
+            self.pool.capacity = min(self.pool.capacity, self.decoder_max_count)
 
     def reserve(self) -> Reservation:
         """Hold a decoder before the recognition can start (raises :class:`~.admission.Busy`); pass it to :meth:`session`."""
