@@ -48,7 +48,7 @@ from speech_recognizer import contract
 
 from .kubelet import Image, Pod, Running, file_server
 from .pods_at_once import stopping
-from .support import av_encode
+from .support import av_encode, mp3_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -202,11 +202,14 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             key = secrets[stt.spec.apiKeySecretRef.name][stt.spec.apiKeySecretRef.key] if stt.spec.apiKeySecretRef else None
             answer = transcribe(pod, wav, key)
             assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer
-            # WebM and M4A: FFmpeg's child process starts, within its limits, as the pod's user on its read-only root
+            # WebM and M4A: FFmpeg's child process starts, within its limits, as the pod's user on its read-only root;
+            # MP3: the system's libmpg123 (the image installs it), not the wheel's libsndfile fallback (speech_recognizer.audio)
             for encoded, content_type in ((av_encode(wav, where / "speech.webm", "webm", "libopus", 48000, 32000), "audio/webm"),
-                                          (av_encode(wav, where / "speech.m4a", "ipod", "aac", 16000, 48000), "audio/mp4")):
+                                          (av_encode(wav, where / "speech.m4a", "ipod", "aac", 16000, 48000), "audio/mp4"),
+                                          (mp3_encode(wav, where / "speech.mp3"), "audio/mpeg")):
                 heard = transcribe(pod, encoded, key, content_type)
                 assert heard["RecognitionStatus"] == "Success" and heard["DisplayText"].strip(), (encoded.name, heard)
+            assert "libsndfile instead" not in running.log(), running.log()[-3000:]
             assert running.process.poll() is None, running.log()
             if on_ready is not None:
                 on_ready(pod, running)

@@ -309,6 +309,15 @@ def widest_wav(speech: Path | None = None, speech_seconds: float | None = None, 
 # ---- WebM, M4A: audio encoded and decoded by PyAV (FFmpeg), as browsers and phones send it and as the server decodes it ----
 
 
+def mp3_encode(wav: Path, out: Path) -> Path:
+    """``wav`` as an MP3 by libsndfile (LAME, variable bit rate, a Xing header), at its own rate."""
+    import soundfile
+
+    data, rate = soundfile.read(wav, dtype="int16")
+    soundfile.write(out, data, rate, format="MP3")
+    return out
+
+
 def av_encode(wav: Path, out: Path, container: str, codec: str, rate: int, bit_rate: int) -> Path:
     """``wav`` (16-bit mono) encoded by PyAV with ``codec`` at ``rate`` Hz and ``bit_rate`` into ``container``."""
     import av
