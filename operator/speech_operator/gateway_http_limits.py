@@ -107,6 +107,7 @@ from speech_recognizer.addresses import peer
 from speech_recognizer.connection_cap import (
     CONTINUE,
     PRESENCE_POLL_SECONDS,
+    Intake,
     peer_gone,
     reset,
     reset_by_peer,
@@ -273,11 +274,9 @@ class HeadGuard(asyncio.Protocol):
         self._line_start = b""
         #: The longest its client may take in none of what waits unsent (``SPEECH_GATEWAY_SEND_STALL_SECONDS``: :meth:`_watch`).
         self.stall_seconds = stall_seconds
-        #: While its sends wait (the transport paused): the next look at them, how much waited unsent at the last, and
-        #: when the client last took some in (event loop time).
+        #: While its sends wait (the transport paused): the next look at them, and how long its client took in nothing.
         self._stall: asyncio.TimerHandle | None = None
-        self._unsent = 0
-        self._taken_at = 0.0
+        self._intake = Intake(0, 0.0)
         #: How the connection is lost once it was reset for a client that took in nothing (:meth:`_watch`).
         self._not_reading: ConnectionResetError | None = None
         #: The gateway's cap on connections (:mod:`speech_operator.gateway_connections`), and whether this one is past
@@ -701,7 +700,7 @@ class HeadGuard(asyncio.Protocol):
         """Passed on; and what waits unsent is watched (:meth:`_watch`)."""
         self.handler.pause_writing()
         if self.transport is not None:
-            self._unsent, self._taken_at = unsent_bytes(self.transport), asyncio.get_running_loop().time()
+            self._intake = Intake(unsent_bytes(self.transport), asyncio.get_running_loop().time())
             self._watch()
 
     def resume_writing(self) -> None:
@@ -725,13 +724,9 @@ class HeadGuard(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        now, unsent = asyncio.get_running_loop().time(), unsent_bytes(transport)
-        if unsent < self._unsent:  # it took some in (what was written since counts from now on)
-            self._taken_at = now
-        self._unsent = unsent
-        if now - self._taken_at < self.stall_seconds:
-            self._stall = asyncio.get_running_loop().call_later(
-                min(STALL_POLL_SECONDS, self._taken_at + self.stall_seconds - now), self._watch)
+        unsent = unsent_bytes(transport)
+        if (stalled := self._intake.look(unsent, asyncio.get_running_loop().time())) < self.stall_seconds:
+            self._stall = asyncio.get_running_loop().call_later(min(STALL_POLL_SECONDS, self.stall_seconds - stalled), self._watch)
             return
         failure = Failure(f"the client took in none of what was sent to it for {self.stall_seconds:g} s "
                           f"(SPEECH_GATEWAY_SEND_STALL_SECONDS), {unsent} bytes waiting unsent: its connection was reset", NOT_READING)

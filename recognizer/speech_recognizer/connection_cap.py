@@ -103,6 +103,25 @@ def unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
     return _buffered(transport) + _queued(transport, SIOCOUTQNSD)
 
 
+class Intake:
+    """How long a client has taken in none of what waits unsent for it (:func:`unsent_bytes`), from looks now and then:
+    a look that finds fewer bytes unsent than the last one restarts the clock (a slow reader takes some in between two
+    looks and never stalls), and what was written since counts from then on. Both servers' bound on a client that
+    reads nothing use it: the recognizer's WebSocket sends (``AudioIdleSeconds``) and the gateway's
+    (``SPEECH_GATEWAY_SEND_STALL_SECONDS``)."""
+
+    def __init__(self, unsent: int, now: float) -> None:
+        #: Bytes unsent at the last look, and when the client last took some in (event loop time).
+        self.unsent, self.since = unsent, now
+
+    def look(self, unsent: int, now: float) -> float:
+        """Seconds the client has taken in nothing, ``unsent`` bytes waiting at ``now``."""
+        if unsent < self.unsent:
+            self.since = now
+        self.unsent = unsent
+        return now - self.since
+
+
 #: ``tcpi_state`` of a connection its peer has reset (Linux's ``TCP_CLOSE``, the state a reset leaves it in).
 _TCP_CLOSE = 7
 #: ``tcpi_state`` of a connection whose peer has sent its FIN (Linux's ``TCP_CLOSE_WAIT``).

@@ -99,6 +99,7 @@ from .connection_cap import (
     CONTINUE,
     PRESENCE_POLL_SECONDS,
     ConnectionCap,
+    Intake,
     reset,
     reset_by_peer,
     reset_on_close,
@@ -883,18 +884,16 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         queued): a client reading slowly but steadily took longer than that to free it, and was cut although it read.
         What was written since the last look counts from then on."""
         loop = asyncio.get_running_loop()
-        unsent, since = unsent_bytes(self.transport), loop.time()
+        intake = Intake(unsent_bytes(self.transport), loop.time())
         while waiting():
-            left = since + seconds - loop.time()
+            left = intake.since + seconds - loop.time()
             if left <= 0:
-                return unsent
+                return intake.unsent
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, STALL_POLL_SECONDS)):
                     # paused: woken as soon as the transport takes writes again; else (the stop's) a plain look
                     await (asyncio.sleep(STALL_POLL_SECONDS) if self.writable.is_set() else self.writable.wait())
-            if (now := unsent_bytes(self.transport)) < unsent:  # it takes some in, slowly: not stalled
-                since = loop.time()
-            unsent = now
+            intake.look(unsent_bytes(self.transport), loop.time())
         return None
 
     def shutdown(self) -> None:
