@@ -353,6 +353,18 @@ def utterances_m4a(audio_dir: Path, utterances_wav: Path) -> Path:
     return av_encode(utterances_wav, audio_dir / "utterances.m4a", "ipod", "aac", 16000, 48000)
 
 
+@pytest.fixture(scope="session")
+def utterances_mkv(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as a screen recorder (OBS) records it: Matroska with AAC-LC (48 kHz mono, 64 kbit/s)."""
+    return av_encode(utterances_wav, audio_dir / "utterances.mkv", "matroska", "aac", 48000, 64000)
+
+
+@pytest.fixture(scope="session")
+def utterances_mov(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as an iPhone's camera records it: QuickTime (``ftyp qt``) with AAC-LC (44.1 kHz mono)."""
+    return av_encode(utterances_wav, audio_dir / "utterances.mov", "mov", "aac", 44100, 64000)
+
+
 def av_reference(model: LoadedModel, path: Path) -> Reference:
     """In-process Vosk on the PCM PyAV decodes ``path`` to (through the server's resampler to the model's rate)."""
     pcm, rate = av_pcm(path)
@@ -369,6 +381,16 @@ def utterances_webm_ref(model: LoadedModel, utterances_webm: Path) -> Reference:
 @pytest.fixture(scope="session")
 def utterances_m4a_ref(model: LoadedModel, utterances_m4a: Path) -> Reference:
     return av_reference(model, utterances_m4a)
+
+
+@pytest.fixture(scope="session")
+def utterances_mkv_ref(model: LoadedModel, utterances_mkv: Path) -> Reference:
+    return av_reference(model, utterances_mkv)
+
+
+@pytest.fixture(scope="session")
+def utterances_mov_ref(model: LoadedModel, utterances_mov: Path) -> Reference:
+    return av_reference(model, utterances_mov)
 
 
 # ---- MP3s libsndfile alone decodes short: the utterances after half a second of silence, as a stream records them ----

@@ -99,11 +99,12 @@ AUDIO_FORMATS: Final = (
     AudioFormat("WAV", "WAV", b"RIFF", ("audio/wav", "audio/x-wav", "audio/wave"), (".wav", ".wave")),
     AudioFormat("Ogg", "Ogg/Opus, Ogg/Vorbis", b"OggS", ("audio/ogg", "audio/opus"), (".ogg", ".oga", ".opus")),
     AudioFormat("FLAC", "FLAC", b"fLaC", ("audio/flac",), (".flac",)),
-    AudioFormat("MP3", "MP3", b"ID3", ("audio/mpeg", "audio/mp3"), (".mp3",)),
-    AudioFormat("WebM", "WebM/Opus, WebM/Vorbis", b"\x1a\x45\xdf\xa3", ("audio/webm", "video/webm"), (".webm", ".weba"),
+    AudioFormat("MP3", "MP3", b"ID3", ("audio/mpeg", "audio/mp3"), (".mp3", ".mpga")),
+    AudioFormat("WebM", "WebM/MKV (Opus, Vorbis, AAC)", b"\x1a\x45\xdf\xa3",
+                ("audio/webm", "video/webm", "audio/x-matroska", "video/x-matroska"), (".webm", ".weba", ".mkv", ".mka"),
                 signature_name="EBML"),
-    AudioFormat("MP4", "MP4/M4A (AAC, ALAC)", b"ftyp", ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4"),
-                (".m4a", ".mp4"), offset=4),
+    AudioFormat("MP4", "MP4/M4A/MOV (AAC, ALAC)", b"ftyp", ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4", "video/quicktime"),
+                (".m4a", ".mp4", ".mov"), offset=4),
 )
 #: The formats as the docs list them: "WAV, Ogg/Opus, Ogg/Vorbis, FLAC, MP3".
 AUDIO_LISTED: Final = ", ".join(f.listed for f in AUDIO_FORMATS)

@@ -35,7 +35,7 @@ LIMIT = 68
 CUT_SLACK_SECONDS = 0.1
 #: The FFmpeg demuxer (its short name) and the decoders served in each container (by :attr:`AudioFormat.name`).
 DEMUXERS = {"WebM": "webm", "MP4": "mp4"}
-CODECS = {"WebM": frozenset({"opus", "vorbis"}), "MP4": frozenset({"aac", "alac"})}
+CODECS = {"WebM": frozenset({"opus", "vorbis", "aac"}), "MP4": frozenset({"aac", "alac"})}
 
 
 def set_limits(cpu_seconds: int, memory_bytes: int) -> None:
@@ -81,7 +81,8 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
         stream = streams[0]
         codec = stream.codec_context.name
         if codec not in CODECS[name]:
-            served = " or ".join(sorted(CODECS[name]))
+            *others, last = sorted(CODECS[name])
+            served = f"{', '.join(others)} or {last}"
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
         _write(container, stream, name, max_seconds, cut, out)
 

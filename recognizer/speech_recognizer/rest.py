@@ -212,10 +212,11 @@ AUDIO_TYPES = {
     "audio/flac": "FLAC",
     "audio/mpeg": "MP3: MPEG-1, 2 or 2.5 Layer III, with or without an ID3v2 tag (`audio/mp3` too); its length counts as "
     "its decoded audio's unless a Xing/Info header gives it",
-    "audio/webm": "WebM: Opus or Vorbis, as browsers' MediaRecorder records it (`video/webm` too: its audio); decoded by FFmpeg "
-    "in a process of its own",
-    "audio/mp4": "MP4/M4A: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4` too: its audio); decoded "
-    "by FFmpeg in a process of its own",
+    "audio/webm": "WebM: Opus or Vorbis, as browsers' MediaRecorder records it, or Matroska (MKV) with Opus, Vorbis or AAC, as "
+    "screen recorders record it (`video/webm`, `audio/x-matroska`, `video/x-matroska` too: its audio); decoded by FFmpeg in a "
+    "process of its own",
+    "audio/mp4": "MP4/M4A/MOV: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4`, `video/quicktime` "
+    "too: its audio); decoded by FFmpeg in a process of its own",
     "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
     "application/octet-stream": f"{c.AUDIO_LISTED}, told apart by their first bytes",
 }

@@ -1,4 +1,5 @@
-"""WebM (browsers' MediaRecorder: Opus) and MP4/M4A (phones: AAC), decoded by FFmpeg in a child process of the server
+"""WebM (browsers' MediaRecorder: Opus), Matroska (screen recorders: AAC), MP4/M4A (phones: AAC) and QuickTime MOV
+(iPhones' videos: AAC), decoded by FFmpeg in a child process of the server
 (speech_recognizer.ffmpeg), on the OpenAI route with the openai package, the REST route and the file transcriber;
 what is not whole, not audio or too long refused saying why; a decoder killed under the server ends its request alone."""
 
@@ -28,22 +29,24 @@ from .test_openai_route import client
 from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
 from .test_transcriber import transcribe, words_of
 
-FORMATS = ("webm", "m4a")
+FORMATS = ("webm", "m4a", "mkv", "mov")
 
 
 @pytest.fixture(scope="module")
-def encoded(utterances_webm: Path, utterances_m4a: Path, utterances_webm_ref: Reference,
-            utterances_m4a_ref: Reference) -> dict[str, tuple[Path, Reference]]:
-    return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref)}
+def encoded(utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path,
+            utterances_webm_ref: Reference, utterances_m4a_ref: Reference, utterances_mkv_ref: Reference,
+            utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
+    return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref),
+            "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref)}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
         keyed_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
-    """A WebM/Opus and an M4A/AAC uploaded by the openai package: the words and times of in-process Vosk fed the PCM
+    """A WebM/Opus, an M4A/AAC, an MKV/AAC and a MOV/AAC uploaded by the openai package: the words and times of in-process Vosk fed the PCM
     PyAV decodes the same file to, and its length (lossy coding changes some of the WAV's words: espeak's voice is at
     the edge of what the model hears; as many utterances). They were refused: "the body is not WAV, Ogg, FLAC or MP3
-    audio"."""
+    audio"; the MKV's AAC later "the WebM file's audio is AAC (Advanced Audio Coding), not opus or vorbis"."""
     path, ref = encoded[kind]
     assert len(ref.phrases) == len(utterances_ref.phrases), (ref.texts, utterances_ref.texts)
     verbose = client(keyed_server).audio.transcriptions.create(
@@ -58,7 +61,8 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
 
 
 @pytest.mark.parametrize(("kind", "content_type"), [("webm", "audio/webm"), ("webm", "video/webm"), ("webm", "application/octet-stream"),
-                                                    ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4")])
+                                                    ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4"),
+                                                    ("mkv", "video/x-matroska"), ("mov", "video/quicktime")])
 def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[str, tuple[Path, Reference]], kind: str,
                                                          content_type: str) -> None:
     """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415."""
@@ -71,7 +75,7 @@ def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[s
 
 
 def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
-    """A folder holding a .webm and an .m4a is searched for both, and each transcribed in-process (FFmpeg's child
+    """A folder holding a .webm, an .m4a, an .mkv and a .mov is searched for each (the .mkv and .mov were not), and each transcribed in-process (FFmpeg's child
     reads the file itself) and through a server: in-process Vosk's words and times on the decoded PCM."""
     folder = tmp_path / "recordings"
     folder.mkdir()
@@ -142,7 +146,7 @@ BROKEN = {
     "webm of its EBML header alone": (lambda webm, m4a, wav: webm[:4], 400, "the WebM container cannot be read"),
     "m4a cut short (its index lost)": (lambda webm, m4a, wav: m4a[: len(m4a) // 2], 400, "the MP4"),
     "mp4 of video alone": (lambda webm, m4a, wav: _video_only_mp4(), 415, "the MP4 file holds no audio (video only)"),
-    "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not opus or vorbis"),
+    "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not aac, opus or vorbis"),
 }
 
 

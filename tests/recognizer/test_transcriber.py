@@ -537,6 +537,16 @@ def test_the_readme_names_every_suffix_a_folder_is_searched_for() -> None:
 
 
 @pytest.mark.unit
+def test_a_folder_gives_videos_and_openai_s_mpga_too(tmp_path: Path) -> None:
+    """A folder's screen recordings (``.mkv``), phone videos (``.mov``), Matroska audio (``.mka``) and MP3s named as
+    OpenAI names them (``.mpga``) are found (they were passed over without a word); what is no media is not."""
+    for name in ("a.mkv", "b.MOV", "c.mka", "d.mpga", "notes.txt"):
+        (tmp_path / name).touch()
+    files, errors = transcriber.expand([str(tmp_path)])
+    assert [f.name for f in files] == ["a.mkv", "b.MOV", "c.mka", "d.mpga"] and not errors
+
+
+@pytest.mark.unit
 def test_a_link_and_what_it_names_are_two_transcripts_where_they_are_named(tmp_path: Path) -> None:
     """``--output-dir`` names a transcript by the path given, not the one a link leads to: ``take.wav`` and ``latest.wav``
     (a link to it) are two files in the output (both had been ``take.txt``, the second written over the first)."""
