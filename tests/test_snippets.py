@@ -38,12 +38,19 @@ from .conftest import make_settings
 from .jssdk.node import MODULES as NODE_MODULES
 from .ship import lock, tools
 from .ship.conftest import CHART, crd_schemas, load_docs, run, validate_manifests
-from .support import ServerThread
+from .support import Reference, ServerThread
 
 BLOCKS = s.blocks(s.README.read_text())
 KEY = "local-key"  # the README's ApiKey
-#: What the README says the quick start's synthetic sentence comes back as.
+#: The quick start's answer as the docs quote it, compared with the quick start's own ``format=detailed`` answer (text
+#: only). Stable: espeak-ng writes the same samples every run, the server's resampler adds no dither, and the same
+#: samples decode to the same words whichever recognizer of the warm pool a request gets (docs/engine.md, "Warm
+#: recognizers"); a warm recognizer's confidences and times can differ a little, so no number is compared.
+#: README's ``DisplayText``, the answer's text written for people:
 EXPECTED_TEXT = re.search(r'the answer says\s+`"DisplayText": "([^"]+)"`', s.README.read_text()).group(1)  # type: ignore[union-attr]
+#: docs/engine.md's ``Lexical`` (the model's own tokens, ``[9]`` included: what the written forms are built from).
+ENGINE_MD = s.ROOT / "docs" / "engine.md"
+EXPECTED_LEXICAL = re.search(r'comes back as\s+`([^`]+)`\s+\(the `Lexical` of the README\'s quick start', ENGINE_MD.read_text()).group(1)  # type: ignore[union-attr]
 
 
 def starts(block: s.Block) -> list[s.Command]:
@@ -393,14 +400,24 @@ def run_command(command: s.Command, block: s.Block, shell: s.Shell, ctx: s.Conte
         s.check_output(command.text, proc)
         out.append(proc.stdout)
         if "format=detailed" in command.text and "/speech/recognition/" in command.text:
-            said = json.loads(proc.stdout)["DisplayText"]
+            answer = json.loads(proc.stdout)
+            said, lexical = answer["DisplayText"], answer["NBest"][0]["Lexical"]
             assert said == EXPECTED_TEXT, f"README.md says the quick start's sentence comes back as {EXPECTED_TEXT!r}, not {said!r}"
+            assert lexical == EXPECTED_LEXICAL, f"docs/engine.md says its Lexical is {EXPECTED_LEXICAL!r}, not {lexical!r}"
     return shell
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
 def test_readme_block(block: s.Block, shell: s.Shell, jssdk: str, registry: ModelRegistry) -> None:
     run_block(block, shell, jssdk, registry)
+
+
+def test_engine_md_quotes_the_tests_one_utterance_recording(speech_ref: Reference) -> None:
+    """docs/engine.md's ending of the tests' one-utterance recording (the same sentence as the quick start's, spoken
+    slower: other words) is in-process Vosk's on that fixture, which every route's answer is checked against. Its
+    words, as the quick start's, are the same every run (see EXPECTED_TEXT)."""
+    ending = re.search(r"the tests' one-utterance recording, spoken\s+slower, ends `([^`]+)`", ENGINE_MD.read_text()).group(1)  # type: ignore[union-attr]
+    assert speech_ref.texts[0].endswith(" " + ending), f"docs/engine.md says it ends {ending!r}: {speech_ref.texts[0]!r}"
 
 
 DEPLOY_README = s.ROOT / "deploy" / "README.md"
