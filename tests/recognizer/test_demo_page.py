@@ -14,11 +14,18 @@ audio is the file's, sample for sample, from where recording started.
 
 The page asks /vosk for the text written for people (its config's ``"written": 1``), so it shows the
 model's ``[9]`` as ``9``: its lines and partials are results.written of what a plain /vosk client gets.
+
+README.md's screenshot (docs/demo.png) is this test's own, taken once the file has played: to refresh it, run the
+first test with ``SPEECH_DEMO_SCREENSHOT=docs/demo.png`` (a path, relative to where pytest runs; written only when
+the test passes) and a Korean font installed (Debian's fonts-nanum: without one the page shows boxes). Unset (CI),
+the shot stays in the test's tmp_path.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 import wave
@@ -39,6 +46,8 @@ CHROMIUM = "/usr/bin/chromium"
 DEAD_PORT = 9
 #: The rate of Chromium's fake audio input device: a file at this rate reaches the page unresampled.
 DEVICE_RATE = 44100
+#: Where the first test writes its screenshot when set (the README's docs/demo.png is refreshed this way).
+SCREENSHOT_ENV = "SPEECH_DEMO_SCREENSHOT"
 
 #: Records every message the page sends on a WebSocket (binary as 16-bit samples) with its time, when
 #: partial text first showed, and each partial text shown (empty ones and repeats left out).
@@ -203,6 +212,8 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text_w
     assert page.evaluate("window.__partials") == shown([written(p) for p in partials]), (page.evaluate("window.__partials"), partials)
     assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
     offline.context.close()
+    if target := os.environ.get(SCREENSHOT_ENV):  # only a page the checks above passed
+        shutil.copyfile(tmp_path / "demo.png", target)
 
 
 def test_a_wrong_key_is_said_on_the_page(browser: Browser, keyed_server: ServerThread) -> None:
