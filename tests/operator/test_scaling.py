@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from speech_operator.api import AutoscalingSpec
 from speech_operator.scaling import DEFAULT_TARGET_SHARE, Look, PodLoad, connections_target, decide, target_of
 from speech_recognizer.settings import KNOWN
 from tests.doc_tables import README, code_spans, table
+from tests.snippets import blocks
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -268,3 +270,31 @@ def test_readme_autoscaling_table_is_the_api() -> None:
         shown = {s.key: s.shown.strip("`") for s in KNOWN}
         for key, seconds in re.findall(r"`([A-Za-z:]+)`, (\d+) s\b", meaning):
             assert shown[key] == seconds, f"{name}: README says {key} is {seconds} s, the recognizer declares {shown[key]}"
+
+
+def readme_output(kind: str, holding: str) -> str:
+    """The README's sample output of ``kind`` (its ``<!-- output: KIND -->`` marker) that holds ``holding``."""
+    return next(b.text for b in blocks(README.read_text()) if b.marker == ("output", kind) and holding in b.text)
+
+
+def test_readme_autoscaling_samples_are_the_deciders_words() -> None:
+    """README, Autoscaling on sessions: its sample status and its ScaledUp, ScaledDown, ScaledToZero and WokenUp
+    events are what :func:`decide` says for the looks they describe, word for word (tests/test_snippets.py checks
+    only that the status fits the CRD and that each event's reason is one the operator posts)."""
+    target3 = AutoscalingSpec(targetSessionsPerReplica=3)
+    one = PodLoad("p0", 7, 4, 0.0, connections=8, max_connections=500)
+    up = decide(target3, Look(1, (one,)), None, T0)
+    said = {
+        ("ScaledUp", up.reason),
+        ("ScaledUp", decide(target3, Look(1, (PodLoad("p0", 0, 4, 0.0, connections=450, max_connections=500),)), None, T0).reason),
+        ("ScaledDown", decide(target3, Look(3, pods(1, 0, 0, decoders=4)), T0 - 301, T0).reason),
+        ("ScaledToZero", decide(AutoscalingSpec(minReplicas=0), Look(1, pods(0, idle=605)), None, T0).reason),
+        ("WokenUp", decide(AutoscalingSpec(), Look(0, demand=True), None, T0).reason),
+    }
+    events = {tuple(line.split(None, 2)[1:]) for line in readme_output("events", "ScaledUp").splitlines()}
+    assert said == events, f"README shows {sorted(events - said)}; decide says {sorted(said - events)}"
+    status = yaml.safe_load(readme_output("SpeechToText status", "autoscaling:"))["status"]["autoscaling"]
+    assert {k: v for k, v in status.items() if k != "lastDecision"} == {
+        "replicas": up.replicas, "sessions": up.sessions, "connections": up.connections, "maxConnections": up.max_connections,
+        "decoders": up.decoders, "targetSessionsPerReplica": up.target}
+    assert {k: v for k, v in status["lastDecision"].items() if k != "time"} == {"previous": 1, "replicas": up.replicas, "reason": up.reason}
