@@ -35,6 +35,7 @@ OPENAPI_VERSION = "3.0.3"
 HOME_SPEECH_SDK = f"{c.ROUTE_HOME}#speech-sdk"
 HOME_REST = f"{c.ROUTE_HOME}#rest"
 HOME_VOSK = f"{c.ROUTE_HOME}#vosk"
+HOME_OPENAI = f"{c.ROUTE_HOME}#openai"
 
 # ---- tags: the sections of the reference, in order -----------------------------------------------
 RECOGNITION = "recognition"
@@ -42,7 +43,8 @@ HEALTH = "health"
 RECORDS = "metrics and usage"
 REFERENCE = "this reference"
 TAGS = [
-    {"name": RECOGNITION, "description": "Speech to text: the Speech SDK's WebSocket, REST short audio, the vosk-server WebSocket."},
+    {"name": RECOGNITION, "description": "Speech to text: the Speech SDK's WebSocket, REST short audio, the vosk-server "
+     "WebSocket, OpenAI-compatible transcriptions."},
     {"name": HEALTH, "description": "Probes: Kubernetes and Azure's container contract. Logged at Debug only."},
     {"name": RECORDS, "description": "Prometheus metrics and Azure's usage records."},
     {"name": REFERENCE, "description": "The home page, this page and the OpenAPI document."},
@@ -193,12 +195,14 @@ def _path_order(path: str) -> tuple[int, str]:
 
 INFO_DESCRIPTION = f"""Open speech to text on [Vosk](https://alphacephei.com/vosk), compatible with Azure's speech-to-text container.
 
-Three ways to recognize speech, all decoded the same way (the same audio gives the same words and timings on each):
+Four ways to recognize speech, all decoded the same way (the same audio gives the same words and timings on each):
 
 - **Azure Speech SDK** (WebSocket, `GET /speech/recognition/{{mode}}/cognitiveservices/v1` with an upgrade): point an
   unmodified Speech SDK app at this server by its host. [How to call it]({HOME_SPEECH_SDK}).
 - **REST short audio** (`POST` on the same paths): a recording of up to `MaxAudioSeconds`, one answer. [How to call it]({HOME_REST}).
 - **vosk-server WebSocket** (`GET /vosk` with an upgrade, also on `/`). [How to call it]({HOME_VOSK}).
+- **OpenAI-compatible transcriptions** (`POST {c.ROUTE_OPENAI_TRANSCRIPTIONS}`, multipart): apps written for OpenAI's
+  `audio.transcriptions`, pointed at `/v1` on this server; text, JSON or subtitles. [How to call it]({HOME_OPENAI}).
 
 **Key.** When the server runs with `ApiKey`, every recognition request carries it: the `{c.KEY_HEADER}` header,
 `Authorization: Bearer <key>`, or the query parameter `{c.KEY_HEADER}`/`subscription-key`. Without one: 403; a wrong one: 401.

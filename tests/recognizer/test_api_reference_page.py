@@ -5,10 +5,16 @@ refused and recorded, and the browser's own way out goes to a proxy that is not 
 page that needed a CDN (or an online validator) would fail here as it would on a
 disconnected machine. Playwright uses the system's Chromium
 (``apt-get install chromium``, see .ci/run); it never downloads a browser of its own.
+
+README.md's screenshot (docs/swagger.png) is this module's own, taken once every route is listed: to refresh it, run
+the first test with ``SPEECH_SWAGGER_SCREENSHOT=docs/swagger.png`` (a path, relative to where pytest runs; written only
+when the test passes). Unset (CI), the shot stays in the test's tmp_path.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +27,7 @@ from ..support import ServerThread
 CHROMIUM = "/usr/bin/chromium"
 #: A loopback port nobody listens on (the discard port; binding it would need root).
 DEAD_PORT = 9
+SCREENSHOT_ENV = "SPEECH_SWAGGER_SCREENSHOT"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +88,8 @@ def test_the_page_lists_every_route_with_no_network(offline: Offline, server: Se
     assert offline.refused == [], f"the page asked another host for: {offline.refused}"
     assert offline.errors == [], offline.errors
     offline.page.screenshot(path=str(tmp_path / "swagger.png"))
+    if target := os.environ.get(SCREENSHOT_ENV):  # only a page the checks above passed
+        shutil.copyfile(tmp_path / "swagger.png", target)
 
 
 def test_try_it_out_on_ready_gets_200_from_the_server(offline: Offline, server: ServerThread) -> None:

@@ -236,6 +236,22 @@ def test_a_route_without_description_stops_the_app(registry: ModelRegistry, tmp_
         openapi.describe(Route("/new", handler, methods=["POST"]), get={"summary": "wrong method", "responses": {}})
 
 
+def test_the_overview_names_every_way_to_recognize(fresh: App) -> None:
+    """The reference's opening words (what Swagger UI shows first) and its recognition section name every route served
+    for recognition, each with a link to the home page's example of it (the OpenAI route was left out: "Three ways")."""
+    spec = httpx.get(f"{fresh.http}/openapi.json").json()
+    overview = spec["info"]["description"]
+    served = {path for path, item in spec["paths"].items() for op in item.values()
+              if openapi.RECOGNITION in op["tags"] and path not in c.NOT_SERVED_PATHS}
+    assert served == {c.RECOGNITION_PATH_TEMPLATE, c.ROUTE_VOSK_WS, c.ROUTE_OPENAI_TRANSCRIPTIONS}, served
+    for path in served:
+        assert path in overview, path
+    home = httpx.get(f"{fresh.http}/").text
+    for anchor in re.findall(r"\]\(/#([\w-]+)\)", overview):
+        assert f'id="{anchor}"' in home, anchor
+    assert len(re.findall(r"\]\(/#", overview)) == 4 and "OpenAI" in spec["tags"][0]["description"]
+
+
 def test_recognition_is_described_completely(fresh: App) -> None:
     """The REST body's content types (FLAC, WAV variants, Ogg/Opus, MP3, headerless PCM with rate and
     channels), its query parameters, its error shapes; the key as a security scheme. The OpenAI route's file
