@@ -16,7 +16,8 @@ token sequence spells and writes each in Korean written style:
   ``[1] {억} [2] (천) {만}`` -> ``1억`` ``2000만``, ``[1] [쩜] [5] {억}`` -> ``1.5억``;
 - a counter or unit noun (:data:`COUNTERS`) right after a number that ends in a digit is written on it,
   as Korean writes one with Arabic numerals (Hangul orthography, article 43's proviso): ``[5] 명`` ->
-  ``5명``, ``오후 [9] 시`` -> ``오후`` ``9시``; after 만, 억 or 조 the space stays (``3만 원``).
+  ``5명``, ``오후 [9] 시`` -> ``오후`` ``9시``; after 만, 억 or 조 the space stays (``3만 원``); so is a token
+  of the model's that holds a counter and a particle (:data:`WITH_PARTICLE`): ``[5] 명이`` -> ``5명이``.
 
 Unmarked words are left alone, except where a marked token says they belong to a number: the model
 writes the digit before a multiplier or point unmarked (``삼 (백)``, ``삼 {만}``, ``삼 [쩜] [오]``:
@@ -55,7 +56,22 @@ COUNTERS = frozenset((
     "원", "달러", "유로", "엔", "위안", "퍼센트", "프로", "도", "미터", "킬로미터", "센티미터", "밀리미터",
     "킬로", "킬로그램", "그램", "톤", "리터", "센티", "밀리", "인치", "평",
 ))
+#: Particles and suffixes written on a counter, as the model's table has them glued to one (``명이``, ``시간에``,
+#: ``개씩``): a counter followed by one of these is a counter too. A pair where the form depends on the sound
+#: before it is (after a consonant, after a vowel; 로 after ㄹ too): ``명이``, ``마리가``; ``원으로``, ``살로``, ``차로``.
+#: Each one ends some counter in the model's table. Left out: 만 (the unit: 일만 is 10,000; 분만, 원만 are
+#: words), 과/와 (``3 초과``: more than 3), 랑/이랑 (회랑, 시랑), 경 (박경, 월경: names and words), 여 (대여,
+#: 잔여), 대 (a counter of its own: 시대, 세대), 인/이다 (the copula: 원인, 시인, 개인). docs/engine.md says why.
+PARTICLES: tuple[tuple[str, str], ...] = (
+    ("이", "가"), ("은", "는"), ("을", "를"), ("으로", "로"), ("으로부터", "로부터"), ("이나", "나"),
+    *((p, p) for p in ("의", "에", "에는", "에도", "에서", "에서는", "에서도", "에게", "보다", "만큼", "도", "까지", "부터",
+                       "마다", "뿐", "씩", "째", "쯤", "간", "당", "짜리", "가량", "께")),
+)
+#: A counter and particle that is another word after a number as often: ``가로 [3] 세로 [4]`` (3 wide, 4 high).
+OTHER_WORDS = frozenset(("세로",))
 _MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
+#: Hangul syllables: the first's code point, how many final consonants (none first), ㄹ's place among them.
+_HANGUL, _JONGSEONG, _RIEUL = 0xAC00, 28, 8
 _WHOLE = re.compile(r"\[(\d\d?)\]")
 
 
@@ -66,6 +82,21 @@ class Number:
     text: str
     start: int
     stop: int
+
+
+def _after(syllable: str, after_consonant: str, after_vowel: str) -> str:
+    """The particle's form after ``syllable`` (a Hangul syllable): 이 after 명, 가 after 마리, 로 after 살 (ㄹ)."""
+    final = (ord(syllable) - _HANGUL) % _JONGSEONG
+    return after_vowel if final == 0 or (final == _RIEUL and after_consonant.startswith("으")) else after_consonant
+
+
+#: Every counter with a particle on it, as one token: ``명이``, ``시간에``, ``개씩``, ``살로`` (not ``차이``: 차 takes 가).
+WITH_PARTICLE = frozenset(noun + _after(noun[-1], *forms) for noun in COUNTERS for forms in PARTICLES) - OTHER_WORDS
+
+
+def counter(token: str) -> bool:
+    """Whether ``token`` is a counter, alone (:data:`COUNTERS`) or with a particle (:data:`WITH_PARTICLE`)."""
+    return token in COUNTERS or token in WITH_PARTICLE
 
 
 def _marked_digit(token: str) -> str | None:
@@ -141,7 +172,7 @@ def _section(tokens: Sequence[str], i: int) -> Number | None:
             text, k, marked = f"{text}.{fraction}", f, True
     if k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
         text, k, marked = text + tokens[k].strip("{}"), k + 1, True
-    elif marked and k < len(tokens) and tokens[k] in COUNTERS and _section(tokens, k) is None:
+    elif marked and k < len(tokens) and counter(tokens[k]) and _section(tokens, k) is None:
         text, k = text + tokens[k], k + 1  # 일 (백) is the next number, not the day
     return Number(text, i, k) if marked else None
 

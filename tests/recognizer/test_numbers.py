@@ -15,7 +15,7 @@ import pytest
 import srt
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.numbers import COUNTERS, DIGITS, UNITS, numbers
+from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, UNITS, WITH_PARTICLE, numbers
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
 from speech_recognizer.subtitles import cues
@@ -60,9 +60,19 @@ CASES = [
     ("(백) 미터", "100미터"), ("[5] <UNK> 명", "5명"), ("[5] 명 명", "5명 명"), ("[3] 일 일", "3일 일"),
     # ... not after 만, 억, 조 (article 44 spaces by 만), nor after a plain word, nor a word that is no counter
     ("[3] {만} 원", "3만 원"), ("[1] {억} [5] (천) {만} 원", "1억 5000만 원"), ("[1] {만} [5] (천) 원", "1만 5000원"),
-    ("다섯 명", "다섯 명"), ("삼 개", "삼 개"), ("오후 시", "오후 시"), ("[5] 명이", "5 명이"), ("[3] 이", "3 이"),
+    ("다섯 명", "다섯 명"), ("삼 개", "삼 개"), ("오후 시", "오후 시"), ("[3] 이", "3 이"),
     ("[3] 사", "3 사"), ("[3] 점 [5]", "3 점 5"), ("[3] 등", "3 등"), ("[1] 시 반", "1시 반"), ("[3] 일 (백)", "3 100"),
     ("명", "명"), ("[쩜] 명", "쩜 명"), ("[3] [쩜] 명", "3 쩜 명"),
+    # a counter with a particle on it, one token of the model's, likewise: its form after the counter's last sound
+    ("[5] 명이", "5명이"), ("[5] 마리가", "5마리가"), ("[3] 시간에", "3시간에"), ("[3] 층에서는", "3층에서는"), ("[3] 개씩", "3개씩"),
+    ("[2] (천) [24] 년부터", "2024년부터"), ("[5] 월까지", "5월까지"), ("[10] 살로", "10살로"), ("[3] 원으로", "3원으로"),
+    ("[1] 인당", "1인당"), ("[3] [쩜] [5] 톤을", "3.5톤을"), ("[1] {만} [5] (천) 원을", "1만 5000원을"), ("[3] 일부터", "3일부터"),
+    ("[2] 일로부터", "2일로부터"), ("[5] <UNK> 명의", "5명의"), ("[5] 명이 명이", "5명이 명이"), ("[1] 시쯤 반", "1시쯤 반"),
+    # ... with the same guards, and not where the particle's form does not fit, nor where it is another word
+    ("[3] {만} 원을", "3만 원을"), ("다섯 명이", "다섯 명이"), ("삼 개씩", "삼 개씩"), ("명이", "명이"), ("[3] 점이", "3 점이"),
+    ("[3] 차이", "3 차이"), ("[3] 살으로", "3 살으로"), ("[3] 원로", "3 원로"), ("[3] 원인", "3 원인"), ("[3] 시대", "3 시대"),
+    ("[3] 초과", "3 초과"), ("[3] 일만", "3 일만"), ("[3] 원만", "3 원만"), ("[3] 분만", "3 분만"), ("[3] 시랑", "3 시랑"),
+    ("[3] 월경", "3 월경"), ("가로 [3] 세로 [4]", "가로 3 세로 4"), ("[3] 이가", "3 이가"), ("[3] 명이다", "3 명이다"),
     # no-word markers are dropped and part no number
     ("[3] <UNK> (천)", "3000"), ("<UNK> [공] [일] <SPOKEN_NOISE> [공]", "010"),
     # malformed: nothing crashes, no token is lost
@@ -87,10 +97,21 @@ def test_no_counter_is_a_word_that_reads_as_a_number_or_as_often_as_another_word
     assert not COUNTERS & {"점", "등", "반", "줄", "알", "통", "표", "기", "부", "달"}, "docs/engine.md says why these are out"
 
 
+@pytest.mark.unit
+def test_a_counter_takes_the_particles_form_that_fits_its_last_sound() -> None:
+    assert {"명이", "마리가", "원은", "세는", "명을", "마리를", "원으로", "세로부터", "살로", "일로부터", "명이나", "마리나"} <= WITH_PARTICLE
+    assert not {"명가", "마리이", "원는", "세은", "명를", "마리을", "원로", "살으로", "명나", "마리이나", "차이", "평가"} & WITH_PARTICLE
+    assert not WITH_PARTICLE & {*DIGITS, *UNITS, *NUMBER_TOKENS}, "no counter with a particle reads as a number"
+    assert not {"초과", "분만", "원만", "일만", "회랑", "월경", "원인", "시대", "세로"} & WITH_PARTICLE, "docs/engine.md says why"
+
+
 def test_every_counter_is_a_word_of_the_ko_models_table(model: LoadedModel) -> None:
-    """The model emits each as a word of its own, never marked (its marked tokens are the numbers alone)."""
+    """The model emits each as a word of its own, never marked (its marked tokens are the numbers alone), and
+    glues some to a particle: each particle of the list is on a counter in its table (명이, 시간에, 개씩, 살로)."""
     vocabulary = set(output_words(model.path / "graph" / "Gr.fst"))
     assert sorted(COUNTERS - vocabulary) == []
+    assert [forms for forms in PARTICLES if not {c + f for c in COUNTERS for f in forms} & WITH_PARTICLE & vocabulary] == []
+    assert {"명이", "명의", "명을", "시간에", "원을", "개씩", "년부터", "월까지", "층에서", "살로"} <= vocabulary
 
 
 def covered(tokens: list[str]) -> list[list[int]]:
@@ -113,7 +134,7 @@ def test_each_token_is_in_one_written_word_and_in_order(tokens: str, shown: str)
 def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
     """Random sequences of the model's number tokens, words that read as numbers and others, and no-word markers:
     never an error, every token in exactly one written word, no bracket left where a number was written."""
-    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점"] + NO_WORDS
+    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점", "명이", "일부터", "원을"] + NO_WORDS
     rng = random.Random(20261205)
     for _ in range(3000):
         tokens = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
@@ -167,9 +188,10 @@ def test_every_written_form_writes_the_number_and_the_lexical_ones_keep_the_toke
 # ---- real audio: espeak-ng's Korean through the real model -----------------------------------------------------
 
 #: Sentences whose espeak-ng recording the model hears as a number of several tokens (seen: "오만 원" as
-#: ``[5] {만} 유언``, "칠 점 삼" as ``이 일 [쩜] [사] 함``, "오 월" as ``[5] 월``: a counter, unmarked, after the number);
-#: many others (삼백, 삼만 원, phone numbers, most counters) it mishears.
-SPOKEN_NUMBERS = ("오만 원", "칠 점 삼", "오 월")
+#: ``[5] {만} 유언``, "칠 점 삼" as ``이 일 [쩜] [사] 함``, "오 월" as ``[5] 월``: a counter, unmarked, after the number;
+#: "오 위에" as ``[5] 위에``: a counter with its particle, one token); many others (삼백, 삼만 원, phone numbers,
+#: most counters, most counters with a particle) it mishears.
+SPOKEN_NUMBERS = ("오만 원", "칠 점 삼", "오 월", "오 위에")
 
 
 @pytest.fixture(scope="module", params=SPOKEN_NUMBERS)
