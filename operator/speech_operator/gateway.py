@@ -530,10 +530,11 @@ class Gateway:
 
     async def _woken_for(self, request: web.Request, backend: Backend) -> Backend:
         """:meth:`_woken` for a REST or OpenAI request, unless the client's side fails first: its body (a bad chunk), or
-        the client leaves (its body all in or not). Then that failure at once, not at the wake's end: the client would
-        wait up to ``hold_seconds`` for a 503; one gone was held as long (its place among ``max_held`` taken, the
-        operator asked again every few seconds), then relayed to the woken recognizer, a decoder spent on nobody.
-        The wake asked for already goes on (such a client most likely tries again)."""
+        the client leaves (its body all in or not; one that half-closed has not: :func:`client_leaves`). Then that
+        failure at once, not at the wake's end: the client would wait up to ``hold_seconds`` for a 503; one gone was
+        held as long (its place among ``max_held`` taken, the operator asked again every few seconds), then relayed to
+        the woken recognizer, a decoder spent on nobody. The wake asked for already goes on (such a client most likely
+        tries again)."""
         if backend.ready_replicas > 0:
             return await self._woken(backend)
         waking = asyncio.ensure_future(self._woken(backend))

@@ -212,23 +212,26 @@ def not_reading(request: web.BaseRequest) -> Failure | None:
 LEAVING_POLL_SECONDS = 0.5
 
 
-async def client_leaves(request: web.BaseRequest, *, half_close_stays: bool = False) -> None:
-    """Returns once ``request``'s client has left, its body all in or not: its connection lost (at once), or its FIN or
-    reset received (the kernel's TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`). A body
-    not read yet (aiohttp stops reading a connection past twice its read buffer) hides the FIN from the event loop, and
-    aiohttp says a connection is lost only to a body still being read; its handler runs on (the gateway has aiohttp
-    cancel none). Never returns while the client is there.
+async def client_leaves(request: web.BaseRequest) -> None:
+    """Returns once ``request``'s client has left, its body all in or not: its connection lost, or reset (the kernel's
+    TCP state, Linux's ``TCP_INFO``, looked at every :data:`LEAVING_POLL_SECONDS`: a body not read yet, as aiohttp stops
+    reading a connection past twice its read buffer, hides the end of the connection from the event loop, and aiohttp
+    says a connection is lost only to a body still being read; its handler runs on: the gateway has aiohttp cancel none).
+    Never returns while the client is there: one that half-closed (``shutdown(SHUT_WR)``, ``nc -N``) is answered, held
+    while its locale wakes or relayed.
 
-    A client that half-closes has left here, while its locale wakes. With ``half_close_stays`` (its request relayed,
-    and answered to a client that half-closed: :meth:`HeadGuard.eof_received`) a FIN alone is not leaving: the guard
-    tells a close from a half-close by its interim answer (:meth:`HeadGuard._probe`), and loses the connection of a
-    client that closed; a reset is seen in the TCP state (CLOSE), though the event loop does not read the connection."""
+    A FIN alone is not leaving: a client that closed its socket and one that half-closed send the same. The guard tells
+    them apart by an interim answer (:meth:`HeadGuard._probe`), which a closed socket answers with a reset, and loses the
+    connection then; asked at the FIN the event loop reads (:meth:`HeadGuard.eof_received`), or here at one only the TCP
+    state shows (:meth:`HeadGuard.ask_whether_reading`). An HTTP/1.0 client, which gets no interim answer, is answered."""
     transport = request.transport
     guard = transport.get_protocol() if transport is not None else None
     while transport is not None and not transport.is_closing() and not (isinstance(guard, HeadGuard) and guard.lost.done()):
-        if (reset_by_peer if half_close_stays else peer_gone)(transport):
+        if reset_by_peer(transport):
             return
         if isinstance(guard, HeadGuard):
+            if peer_gone(transport):  # its FIN, unread behind its body
+                guard.ask_whether_reading()
             await asyncio.wait((guard.lost,), timeout=LEAVING_POLL_SECONDS)
         else:
             await asyncio.sleep(LEAVING_POLL_SECONDS)
@@ -634,6 +637,12 @@ class HeadGuard(asyncio.Protocol):
             self._probe()
         self._close_when_done()
         return True
+
+    def ask_whether_reading(self) -> None:
+        """The client's FIN is in the connection's TCP state, not yet read by the event loop (behind a body not read
+        yet): it is asked whether it still reads (:meth:`_probe`), as at a FIN read, unless it was already."""
+        if not self._probed and self._presence is None:
+            self._probe()
 
     def _probe(self) -> None:
         """Whether a client that ended what it sends still reads: after a half-close it does, after a close it does not,

@@ -237,7 +237,7 @@ async def relay_http(request: web.Request, backend: Backend, session: aiohttp.Cl
     try:
         asking = session.request(request.method, url, data=None if body is None else uploaded(body),
                                  headers=headers, allow_redirects=False)
-        upstream = await unless(client_leaves(request, half_close_stays=True),
+        upstream = await unless(client_leaves(request),
                                 shutdown.unless_over(asking, STOPPED_UNANSWERED) if shutdown else asking, lambda: _gone(request))
     except (TimeoutError, aiohttp.ClientConnectorError) as exc:
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None

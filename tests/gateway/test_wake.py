@@ -29,13 +29,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.hostile_inputs import responses
 from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig
+from speech_operator.kube import MERGE_PATCH
+from speech_recognizer.connection_cap import CONTINUE
 from speech_recognizer.results import written
 from tests.controllers import Replicas
 from tests.recognizer.test_vosk_ws import stream, texts
-from tests.support import Reference, free_port, read_wav
+from tests.support import Reference, ServerThread, free_port, read_wav
 from tests.usp.sdk import assert_matches, config, once
 
 from .conftest import NAMESPACE, Recognizer, Stack, operator, speech_to_text, start_recognizer
@@ -110,35 +113,69 @@ async def _held(stack: Stack) -> int:
     return int(float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("speech_gateway_held "))))
 
 
-@pytest.mark.parametrize(("route", "size"), [("rest", 12800), ("rest", 48000), ("openai", 48000)],
-                         ids=["rest, read whole", "rest, partly unread", "openai"])
-def test_a_held_request_whose_client_leaves_is_let_go_at_once(tmp_path: Path, speech_wav: Path, route: str, size: int) -> None:
-    """A client that sent its whole request and left while its locale woke: its hold ends at once (``client_gone``). It
-    was held to the hold's end (the gateway asking the operator again every 5 s, and taking one of SPEECH_GATEWAY_MAX_HELD),
-    then relayed to a woken recognizer, a decoder spent on an answer nobody reads. The wake asked for goes on.
-    Short requests: one the gateway reads whole (0.4 s of audio: its connection is seen lost), and one whose end waits
-    unread in the gateway's socket (1.5 s: aiohttp stops reading past 32 KiB; its FIN is seen in the connection's TCP
-    state). A longer one's FIN waits in its client's kernel behind what the gateway has not taken, and is seen once the
-    relay reads it, at the wake's end."""
-    audio = speech_wav.read_bytes()[:size]
+def held_request(route: str, audio: bytes, language: str) -> bytes:
+    """A whole REST or OpenAI request of ``audio`` for ``language``, as a client writes it."""
     if route == "rest":
-        head, body = f"POST {REST}?language=ja-JP HTTP/1.1\r\nHost: speech\r\nContent-Type: audio/wav\r\n", audio
+        head, body = f"POST {REST}?language={language} HTTP/1.1\r\nHost: speech\r\nContent-Type: audio/wav\r\n", audio
     else:
         boundary = "held-form"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nja-JP\r\n--{boundary}\r\n"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\n{language}\r\n--{boundary}\r\n"
                 f"Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
         body += audio + f"\r\n--{boundary}--\r\n".encode()
         head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: speech\r\n"
                 f"Content-Type: multipart/form-data; boundary={boundary}\r\n")
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+#: Short requests held: one the gateway reads whole (0.4 s of audio: its client's FIN is read), and one whose end waits
+#: unread in the gateway's socket (1.5 s: aiohttp stops reading past 32 KiB; its FIN is seen in the TCP state).
+SHORT_HELD = pytest.mark.parametrize(("route", "size"), [("rest", 12800), ("rest", 48000), ("openai", 48000)],
+                                     ids=["rest, read whole", "rest, partly unread", "openai"])
+
+
+@SHORT_HELD
+def test_a_held_request_whose_client_leaves_is_let_go_at_once(tmp_path: Path, speech_wav: Path, route: str, size: int) -> None:
+    """A client that sent its whole request and left while its locale woke: its hold ends at once (``client_gone``). It
+    was held to the hold's end (the gateway asking the operator again every 5 s, and taking one of SPEECH_GATEWAY_MAX_HELD),
+    then relayed to a woken recognizer, a decoder spent on an answer nobody reads. The wake asked for goes on.
+    A longer request's FIN waits in its client's kernel behind what the gateway has not taken, and is seen once the
+    relay reads it, at the wake's end."""
     with never_woken(tmp_path, 30) as asleep:
         with socket.create_connection(("127.0.0.1", asleep.port)) as client:
-            client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            client.sendall(held_request(route, speech_wav.read_bytes()[:size], "ja-JP"))
             asleep.eventually(lambda: asleep.call(_held(asleep)) == 1, 5, "the request held")
         started = time.monotonic()
         asleep.eventually(lambda: asleep.call(_held(asleep)) == 0, 3, "the hold let go once its client left")
         assert time.monotonic() - started < 3
         metrics = httpx.get(f"{asleep.http}/metrics").text
         assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in metrics, metrics
+
+
+@SHORT_HELD
+def test_a_held_request_whose_client_half_closes_is_answered_once_its_locale_wakes(
+        tmp_path: Path, server: ServerThread, speech_wav: Path, route: str, size: int) -> None:
+    """A client that sent its whole request and half-closed (``shutdown(SHUT_WR)``: ``nc -N``, a proxy passing its
+    client's half-close on) while its locale woke still reads: it is held, and answered once a pod is ready (here: the
+    session's recognizer, made ready by its status), as a half-closed client of a ready locale is. Before, its FIN was
+    taken for leaving: 499 at once (``client_gone``), the wake asked for going on for nobody."""
+    with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, hold_seconds=30, max_held=1)) as stack:
+        stack.create(speech_to_text("ko-kr", "ko-KR", server.port, replicas=0, autoscaling=AT_ZERO), ready=0)
+        stack.routes("ko-KR")
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as client:
+            client.sendall(held_request(route, speech_wav.read_bytes()[:size], "ko-KR"))
+            stack.eventually(lambda: stack.call(_held(stack)) == 1, 5, "the request held")
+            client.shutdown(socket.SHUT_WR)
+            time.sleep(1)  # twice the gateway's look at the connection's TCP state (LEAVING_POLL_SECONDS)
+            assert stack.call(_held(stack)) == 1, "the half-closed client was let go as if it had left"
+            stack.call(stack.objects.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, "ko-kr", {"status": {"readyReplicas": 1, "replicas": 1}},
+                _content_type=MERGE_PATCH))
+            answer = b"".join(iter(lambda: client.recv(65536), b""))
+        metrics = httpx.get(f"{stack.http}/metrics").text
+    assert answer.count(CONTINUE) <= 1, answer[:300]  # asked whether it still reads
+    [(status, _, body)] = responses(answer.replace(CONTINUE, b""))
+    assert status == 200 and (json.loads(body).get("DisplayText") or json.loads(body).get("text")), answer[-300:]
+    assert "client_gone" not in metrics, metrics
 
 
 def test_a_held_stream_keeps_its_keepalive_and_is_closed_with_1013(asleep: Stack) -> None:
