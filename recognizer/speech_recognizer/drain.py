@@ -57,6 +57,7 @@ from .admission import Admission, TooManyConnections
 from .errors import DRAINING, Failure, close_args, http_response, observe
 from .http_limits import LimitedHttpTools
 from .serving import REFUSED
+from .usp import refusal as usp_refusal
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,8 @@ def route_of(scope: Scope) -> str:
 async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure) -> None:
     """The failure policy's answer to a recognition refused before it starts (:data:`~speech_recognizer.errors.DRAINING`,
     :data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`): a WebSocket accepted and closed with its code and
-    reason, or an HTTP error with ``Retry-After``; counted and logged."""
+    reason (a Speech SDK connection once its request begins, after a turn that fails: :mod:`.usp.refusal`), or an
+    HTTP error with ``Retry-After``; counted and logged."""
     state = getattr(scope.get("app"), "state", None)
     observe(failure, route_of(scope), getattr(state, "metrics", None))
     if scope["type"] == "websocket":
@@ -265,6 +267,9 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure) -
         code, reason = close_args(failure)
         # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        if route_of(scope).startswith("usp/"):  # the Speech SDK's: told as a failed turn once its request begins
+            await usp_refusal.refuse(receive, send, failure)
+            return
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return
     await http_response(failure)(scope, receive, send)

@@ -102,8 +102,12 @@ NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO,
                   doc="a WebSocket client that took in none of its replies for AudioIdleSeconds: its decoder is given back and "
                       "its connection reset (nothing more reaches it)")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
+# Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request
+# begins (usp/refusal.py), then the close. Both SDKs cancel at once: the Python SDK shows the status as its error code
+# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests and, knowing no ServiceUnavailable,
+# reports that as an internal error (error code NoError).
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
-TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", DEBUG, 1,
+TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", DEBUG, 1,
                             doc="the server keeps MaxConnections WebSocket connections, or Http:MaxConnections HTTP connections none of "
                                 "them idle, open already (its log says so once per 10 s; probes and scrapes are still answered)",
                             alert=CAPACITY)

@@ -56,12 +56,14 @@ def result_span(result: dict[str, Any]) -> tuple[str, int, int]:
 
 
 def recognize(node: str, scenario: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    """Run one scenario (see recognize.mjs) and return what the app saw; the script's own failure fails the caller."""
+    """Run one scenario (see recognize.mjs) and return what the app saw, with what Node wrote on stderr (``stderr``: an
+    uncaught error's stack, the SDK's console lines); the script's own failure fails the caller."""
     done = subprocess.run([node, str(SCRIPT), json.dumps(scenario)], cwd=FOLDER, capture_output=True, text=True, timeout=timeout)
     try:
         out: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
         raise AssertionError(f"recognize.mjs gave no report ({done.returncode}):\n{done.stdout}\n{done.stderr}") from None
+    out["stderr"] = done.stderr
     assert done.returncode == 0 and out["error"] is None, f"recognize.mjs failed ({done.returncode}): {out['error']}\n{done.stderr}"
     assert not out["timedOut"], f"the recognition did not end in {scenario.get('timeoutMs', 30000)} ms: {out}"
     return out

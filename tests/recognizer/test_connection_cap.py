@@ -5,7 +5,7 @@ app keeps its connection between recognitions), so before the cap a client could
 memory or file descriptors (3000 idle ``/vosk`` connections stayed open and raised the server's RSS by
 about 114 MiB). Each test runs against a real server process (``python -m speech_recognizer``) with a cap of
 :data:`CAP`: the first ``CAP`` connections stay open, the next are accepted and closed with 1013 and the
-reason, the probes answer, a stream that arrives at the cap hears why it is refused and is admitted once
+reason (a Speech SDK connection once its request begins, after a turn that fails ``TooManyRequests``), the probes answer, a stream that arrives at the cap hears why it is refused and is admitted once
 the flood has gone, the real Speech SDK reports the reason, and a flood far past the cap leaves the server's
 memory and open files bounded.
 """
@@ -18,6 +18,7 @@ import os
 import resource
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -33,8 +34,10 @@ from websockets.sync.client import ClientConnection, connect
 from harness.clients import vosk_stream
 from harness.server import Server
 from harness.speech import Audio, make_audio
+from harness.usp import client_text_frame
 from speech_recognizer import contract as c
 from speech_recognizer.admission import LOG_EVERY_SECONDS
+from speech_recognizer.usp.frames import parse_text
 
 from ..hostile import PeakRss, assert_strict, paced_stream, real_server_for
 from ..support import scrape_metrics
@@ -104,17 +107,29 @@ def still_open(ws: ClientConnection) -> bool:
 
 def attempt(srv: Server, path: str, wait: float = 10) -> tuple[int | None, str, float]:
     """A connection past the cap: the close code and reason it got, and how long after its start (code None,
-    reason "open": still open after ``wait`` seconds)."""
+    reason "open": still open after ``wait`` seconds). On the Speech SDK's route it begins a request, as the SDKs do
+    at once, and is told first by a turn that fails ``TooManyRequests`` with the reason (speech_recognizer/usp/refusal.py)."""
     started = time.monotonic()
+    said: list[str | bytes] = []
     with open_ws(srv, path) as ws:
+        if path == USP:
+            ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {}))
         try:
-            ws.recv(timeout=wait)
+            while True:
+                said.append(ws.recv(timeout=wait))
         except ConnectionClosed as closed:
             took = time.monotonic() - started
-            return (closed.rcvd.code, closed.rcvd.reason, took) if closed.rcvd else (None, "no close frame", took)
+            answer = (closed.rcvd.code, closed.rcvd.reason, took) if closed.rcvd else (None, "no close frame", took)
         except TimeoutError:
             return None, "open", time.monotonic() - started
-    raise AssertionError(f"{path}: a message on an idle connection")
+    if path != USP:
+        assert said == [], f"{path}: a message on an idle connection"
+        return answer
+    frames = [parse_text(str(m)) for m in said]
+    assert [f.path for f in frames] == ["turn.start", "speech.phrase", "turn.end"], said
+    phrase = frames[1].json()
+    assert phrase["RecognitionStatus"] == "TooManyRequests" and phrase["Message"].startswith(REASON), phrase
+    return answer
 
 
 @contextmanager
@@ -266,6 +281,8 @@ def test_a_stream_at_the_cap_hears_why_and_is_admitted_once_the_flood_goes(srv: 
 
 
 def test_a_speech_sdk_app_refused_at_the_cap_is_canceled_with_the_reason(srv: Server, speech_wav: Path) -> None:
+    """``TooManyRequests`` with the reason, as when every decoder is busy (before: ``ServiceError``, "Connection was
+    closed by the remote host. Error code: 1013" and the reason; tests/jssdk/test_refusals.py says why)."""
     until(srv, 0)
     with held(srv, CAP):
         until(srv, CAP)
@@ -275,8 +292,8 @@ def test_a_speech_sdk_app_refused_at_the_cap_is_canceled_with_the_reason(srv: Se
         assert refused.reason == speechsdk.ResultReason.Canceled, refused
         details = refused.cancellation_details
         print(f"the Speech SDK refused at the cap, after {took:.1f} s:", details.reason, details.code, repr(details.error_details))
-        assert details.reason == speechsdk.CancellationReason.Error
-        assert "Error code: 1013" in details.error_details and REASON in details.error_details, details.error_details
+        assert (details.reason, details.code) == (speechsdk.CancellationReason.Error, speechsdk.CancellationErrorCode.TooManyRequests)
+        assert REASON in details.error_details, details.error_details
         assert took < 10, "a refusal, not a hang"
     until(srv, 0)
     admitted = speechsdk.SpeechRecognizer(config(srv.ws), audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav))).recognize_once()

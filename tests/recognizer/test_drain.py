@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.usp import client_text_frame
 from speech_recognizer import contract as c
 from speech_recognizer.usp.frames import parse_text
 
@@ -161,12 +163,24 @@ class SdkStream(threading.Thread):
 
 
 def refused_websocket(url: str) -> tuple[int, str]:
-    """(code, reason) of the close a new WebSocket gets."""
-    with connect(url, open_timeout=10, subprotocols=["USP"] if "cognitiveservices" in url else None) as ws:
+    """(code, reason) of the close a new WebSocket gets. A Speech SDK connection begins its request, as the SDKs do at
+    once, and is told first by a turn that fails ``ServiceUnavailable`` with the reason (speech_recognizer/usp/refusal.py)."""
+    usp = "cognitiveservices" in url
+    said = []
+    with connect(url, open_timeout=10, subprotocols=["USP"] if usp else None) as ws:
+        if usp:
+            ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {}))
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
+            while True:
+                said.append(parse_text(str(ws.recv(timeout=10))))
     assert closed.value.rcvd is not None
-    return closed.value.rcvd.code, closed.value.rcvd.reason
+    code, reason = closed.value.rcvd.code, closed.value.rcvd.reason
+    if usp:
+        assert [m.path for m in said] == ["turn.start", "speech.phrase", "turn.end"], said
+        assert said[1].json()["RecognitionStatus"] == "ServiceUnavailable" and said[1].json()["Message"] == reason, said
+    else:
+        assert said == [], said
+    return code, reason
 
 
 def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
@@ -202,7 +216,7 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
     assert refused.reason == speechsdk.ResultReason.Canceled
     details = refused.cancellation_details
     print("a Speech SDK app refused while draining gets:", details.reason, details.code, repr(details.error_details))
-    assert "Error code: 1013" in details.error_details and "draining:" in details.error_details
+    assert details.code == speechsdk.CancellationErrorCode.ServiceUnavailable and "draining:" in details.error_details
     # counted by the failure policy, per route
     from prometheus_client.parser import text_string_to_metric_families
     refused = {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(

@@ -8,7 +8,6 @@ An unmodified Azure Speech SDK app transcribes against this server by pointing
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.responses import PlainTextResponse
@@ -22,8 +21,8 @@ from ..deadlines import Deadlines
 from ..errors import Failure, close_args, observe, unserved_service
 from ..serving import DENIED
 from .connection import Connection
-from .frames import begins_request
 from .options import Options
+from .refusal import refuse
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,8 @@ SPEECH_SDK = {
             "1012": "the server restarts: its drain ran out of time (`Drain:Seconds`) with the turn still running "
             "(after the phrase it held for the segmentation silence, if any)",
             "1013": "try again later: every decoder is busy (after a `TooManyRequests` turn), the server keeps "
-            "`MaxConnections` open already (at once, at the upgrade), or it is draining (shutting down), connect again "
+            "`MaxConnections` open already (after a `TooManyRequests` turn, as soon as the request begins), or it is "
+            "draining (shutting down; after a `ServiceUnavailable` turn, as soon as the request begins), connect again "
             "to reach another",
         },
         "offsets": "100-ns ticks from the start of the stream, continued across turns",
@@ -124,44 +124,20 @@ SPEECH_SDK = {
 }
 
 
-#: How long a connection to a service not served is read for its request before the close.
-REQUEST_WAIT_SECONDS = 5.0
-
-
 def not_served(what: str):
     """The WebSocket handler of a Speech SDK service not served here: the upgrade is taken, then closed with 1007 and
-    the reason, which the SDK reports at once as ``BadRequest`` naming the service (a refused upgrade's body is not
-    shown to the app, and any other close code makes it connect again first). The close comes once the client has
-    begun its request (:func:`_until_request`): the SDK for JavaScript sends its first messages as soon as the socket
-    opens, and one sent after the close frame came fails its request with "websocket send error: Websocket not
-    ready" and a stack trace, where the reason was meant."""
+    the reason once the client has begun its request (:func:`.refusal.refuse`), which the SDK reports at once as
+    ``BadRequest`` naming the service (a refused upgrade's body is not shown to the app, and any other close code
+    makes it connect again first)."""
 
     async def serve(websocket: WebSocket) -> None:
         failure = unserved_service(what)
         observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        if await _until_request(websocket, REQUEST_WAIT_SECONDS):
-            await websocket.close(*close_args(failure, usp=True))
+        await refuse(websocket.receive, websocket.send, failure)
 
     return serve
-
-
-async def _until_request(websocket: WebSocket, budget: float) -> bool:
-    """Read the client's messages until one begins its request (``contract.USP_REQUEST_PATHS``, or audio), or ``budget`` seconds
-    have passed: True; False when the client left first."""
-    try:
-        async with asyncio.timeout(budget):
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return False
-                if message.get("text") is None:  # binary: audio
-                    return True
-                if begins_request(message["text"]):
-                    return True
-    except TimeoutError:
-        return True
 
 
 NOT_SERVED_DOC = {

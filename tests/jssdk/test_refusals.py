@@ -1,0 +1,112 @@
+"""What a Speech SDK for JavaScript app sees when the recognizer refuses its recognition: a ``canceled`` event (and
+``recognizeOnceAsync``'s canceled result) at once, with a reason and an error code, never a stack trace or a hang.
+
+The refusals a recognition WebSocket can meet, and where each is pinned:
+
+- before the upgrade, as HTTP: a wrong or missing key (401/403: ``ConnectionFailure`` naming the status,
+  test_jssdk.py::test_a_refused_key_cancels_at_once); a path no route serves (below). ``Http:MaxConnections``
+  never refuses an upgrade (tests/recognizer/test_http_connection_cap.py), nor does the query (``Options.from_query``
+  takes what it cannot read as its default);
+- accepted, then refused before any turn runs: ``MaxConnections`` and a drain (below);
+- in the turn: a language without a model (close 1007: ``BadRequestParameters`` with the reason,
+  test_jssdk.py::test_an_unknown_language_cancels_naming_it_and_the_served_ones), every decoder busy (``TooManyRequests``
+  in the SDK's words, test_jssdk.py::test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words).
+
+Before, ``MaxConnections`` and a drain closed the connection with 1013 as soon as it was accepted: the SDK, still
+sending its first messages, canceled with ``RuntimeError`` and "websocket send error: Websocket not ready <ids> Error"
+and its stack (``WebsocketMessageAdapter.sendRawMessage``) as the error details, or, in some runs, rejected
+``startContinuousRecognitionAsync`` with "Cannot send on connection that is in Disconnected state". Closed with 1013 only once the request
+began, it connected again and then waited for ever (``ServiceRecognizerBase`` reports a close's reason only for 1002,
+1003, 1007 and 4000). Now the refusal is a turn that fails (speech_recognizer/usp/refusal.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect as sync_connect
+
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+
+from ..conftest import make_settings
+from ..support import ServerThread, scrape_metrics
+from .node import recognize, scenario
+
+ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
+#: Seconds within which a refusal must reach the app (its own start included).
+AT_ONCE = 5
+#: The JavaScript SDK's words for ``TooManyRequests`` (``EnumTranslation.implTranslateErrorDetails``).
+TOO_MANY_REQUESTS = "The number of parallel requests exceeded the number of allowed concurrent transcriptions."
+#: Its words for a status it has no error code for (``implTranslateErrorDetails``' default), with ``NoError``.
+INTERNAL_ERROR = "The speech service encountered an internal error and could not continue."
+
+
+def canceled_at_once(jssdk: str, ws: str, wav: Path, mode: str, **more: Any) -> dict[str, Any]:
+    """Run one recognition that is refused: it must end in a ``canceled`` event within :data:`AT_ONCE` seconds, one
+    only (in recognize-once also as the result), with no stack trace in its details or on stderr; that event."""
+    started = time.monotonic()
+    out = recognize(jssdk, scenario(ws, wav, mode=mode, timeoutMs=15000, **more))
+    took = time.monotonic() - started
+    assert took < AT_ONCE, f"canceled after {took:.1f} s"
+    assert out["recognized"] == [] and len(out["canceled"]) == 1, out
+    event = out["canceled"][0]
+    if mode == "once":
+        result = out["once"]
+        assert result["reason"] == "Canceled", result
+        assert (result["cancelReason"], result["errorCode"], result["errorDetails"]) == (
+            event["cancelReason"], event["errorCode"], event["errorDetails"]), out
+    for said in (event["errorDetails"], out["stderr"]):
+        assert "Websocket not ready" not in said and "\n    at " not in said, said
+    return event
+
+
+def refusals(srv: ServerThread, reason: str) -> float:
+    """``speech_refused_total{reason}`` summed over the routes."""
+    return sum(value for (name, labels), value in scrape_metrics(srv.http).items()
+               if name == "speech_refused_total" and dict(labels).get("reason") == reason)
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_at_max_connections_the_app_is_canceled_with_too_many_requests(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, speech_wav: Path, mode: str, browser: bool
+) -> None:
+    """``MaxConnections=1`` and one connection open: the app's recognition is canceled at once with
+    ``TooManyRequests`` in the SDK's words (the reason, which the Python SDK shows, it never reads), asked once (it
+    does not connect again). Before: ``RuntimeError``, "websocket send error: Websocket not ready" and a stack."""
+    app = create_app(make_settings(tmp_path, "MaxConnections=1"), registry)
+    with ServerThread(app) as srv, sync_connect(srv.ws + ENDPOINT + "?language=ko-KR"):
+        event = canceled_at_once(jssdk, srv.ws, speech_wav, mode, browser=browser)
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "TooManyRequests", TOO_MANY_REQUESTS), event
+        assert refusals(srv, "too_many_connections") == 1, "the SDK connected again"
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_while_draining_the_app_is_canceled_at_once_as_the_sdk_words_service_unavailable(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, speech_wav: Path, mode: str
+) -> None:
+    """A server draining (shutting down) refuses a new recognition: canceled at once. The turn ends
+    ``ServiceUnavailable`` with the reason, which the Python SDK reports as its ``ServiceUnavailable`` with the reason
+    (tests/recognizer/test_drain.py); the JavaScript SDK knows no such status (its ``RecognitionStatus`` has none):
+    ``EnumTranslation`` makes it error code ``NoError`` with its words for an internal error. No server answer gets
+    more to it: a close's reason only after 1002, 1003, 1007 and 4000, each of which says something else. Before:
+    ``RuntimeError``, "websocket send error: Websocket not ready" and a stack."""
+    app = create_app(make_settings(tmp_path), registry)
+    with ServerThread(app) as srv:
+        app.state.drain.begin()
+        event = canceled_at_once(jssdk, srv.ws, speech_wav, mode)
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert refusals(srv, "draining") == 1, "the SDK connected again"
+
+
+def test_a_path_no_route_serves_is_a_connection_failure_naming_the_status(jssdk: str, server: ServerThread, speech_wav: Path) -> None:
+    """``fromEndpoint`` with a recognition path that does not exist: ``ConnectionFailure`` at once, naming the HTTP
+    status of the refused upgrade (the JavaScript SDK shows no body of a refused upgrade)."""
+    url = server.ws + "/speech/recognition/nowhere/cognitiveservices/v1"
+    event = canceled_at_once(jssdk, url, speech_wav, "once", endpoint=True)
+    assert (event["cancelReason"], event["errorCode"]) == ("Error", "ConnectionFailure"), event
+    assert "Unexpected server response: 403" in event["errorDetails"], event
