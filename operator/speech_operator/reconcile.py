@@ -338,6 +338,15 @@ class Unread(enum.Enum):
     UNREAD = enum.auto()
 
 
+class ApplyRefused(Exception):
+    """A write of a child the API server refused (:attr:`error`; :attr:`KubeError.refused`), with the child as
+    :func:`apply` read it just before (None: missing), which the status is made of: no read of it again."""
+
+    def __init__(self, error: KubeError, live: dict[str, Any] | None) -> None:
+        super().__init__(str(error))
+        self.error, self.live = error, live
+
+
 async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, Any],
                 scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False,
                 read: dict[str, Any] | None | Unread = Unread.UNREAD) -> dict[str, Any]:
@@ -348,7 +357,8 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
     over the version they were read from (:func:`conditional`). ``handed_back``: they held it until now (the status
     names them). Either way a write of the Deployment's fingerprint alone, which names who holds its replicas, is no
     "Updated" event. ``read``: the child as the caller has just read it (None: missing), its first write's base instead
-    of a read of its own; a write refused as stale reads it again."""
+    of a read of its own; a write refused as stale reads it again. A write the API server refuses otherwise, or as stale
+    at each try, is :class:`ApplyRefused`, with the child as last read."""
     kind, meta, kube = desired["kind"], desired["metadata"], runtime.kube
     url = child_path(kind, meta["namespace"], meta["name"])
     for attempt in range(1, STALE_WRITES_RETRIED + 2):
@@ -370,6 +380,8 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
             break
         except KubeError as exc:
             if not (exc.stale and sent is not wanted and attempt <= STALE_WRITES_RETRIED):
+                if exc.refused and not exc.namespace_terminating:
+                    raise ApplyRefused(exc, live) from exc
                 raise
             log.debug("%s %s/%s changed since it was read (its replicas then: %s): read again", kind, meta["namespace"],
                       meta["name"], found)
@@ -580,25 +592,27 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 try:
                     actual = await apply(runtime, child, body, scalers, handed_back,
                                          read if child["kind"] == "Deployment" else Unread.UNREAD)
-                except KubeError as exc:  # an admission webhook, a quota, ...: said in the status, tried again
-                    if exc.namespace_terminating:  # its namespace is being deleted: it goes too, and nothing to say
-                        runtime.ending.add(body["metadata"].get("uid"))
-                        log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
-                                 "is gone)", api.KIND, namespace, name, child["kind"], name)
-                        return None
-                    if not exc.refused:
+                except KubeError as exc:
+                    if not exc.namespace_terminating:
                         raise
-                    if exc.stale:  # the Deployment changed since its read, at each of apply's tries
+                    # its namespace is being deleted: it goes too, and nothing to say
+                    runtime.ending.add(body["metadata"].get("uid"))
+                    log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
+                             "is gone)", api.KIND, namespace, name, child["kind"], name)
+                    return None
+                except ApplyRefused as refusal:  # an admission webhook, a quota, ...: said in the status, tried again
+                    error = refusal.error
+                    if error.stale:  # the Deployment changed since its read, at each of apply's tries
                         lasted, raced = runtime.contention(namespace, name)
                         racing = lasted < STALE_SUSTAINED_SECONDS
-                    if exc.stale and racing:  # a race: tried again, the status then
+                    if error.stale and racing:  # a race: tried again, the status then
                         actual = None
                     else:
-                        write_refused.append(f"{child['kind']} {name}: {exc.message}" + (
+                        write_refused.append(f"{child['kind']} {name}: {error.message}" + (
                             f" (at each of its writes for {lasted:.0f} s, {raced} reconciles of "
                             f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
-                            if exc.stale else ""))
-                        actual = await runtime.kube.get(child_path(child["kind"], namespace, name))
+                            if error.stale else ""))
+                        actual = refusal.live  # as apply read it just before its write
                 except NameConflict as exc:  # someone else's: said in the status, looked at again
                     conflicts.append(str(exc))
                     actual = None

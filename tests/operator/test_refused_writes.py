@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, deployment, one_pod_ready
+from conftest import NAMESPACE, TEST_AGENT, condition, deployment, one_pod_ready
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -85,6 +85,22 @@ async def test_a_refused_deployment_is_the_status_an_event_and_one_line_and_is_w
     await cluster.eventually(recovered)
     await cluster.event("Recovered")
     assert len([e for e in await cluster.events() if e["reason"] == "WriteRefused"]) == 1
+
+
+async def test_a_refused_write_reads_its_child_once_per_reconcile(cluster: Cluster) -> None:
+    """A webhook refuses the Deployment at each of its re-checks: each reconcile reads it once (apply's read before its
+    write, which the status is then made of). Before, twice: the reconcile read it again after the refusal."""
+    cluster.emulator.refusals[("deployments", "en-us")] = (400, "BadRequest", DENIED)
+    await cluster.api.create(cluster.stt_url(), stt())
+
+    async def rechecked() -> bool:  # the creation's reconcile and re-checks (every recheck_seconds while refused)
+        return len(cluster.sent("PATCH", "deployments", "en-us")) >= 4
+    await cluster.eventually(rechecked)
+    requests = [r for r in list(cluster.emulator) if r.method == "GET" and r.name == "en-us" and r.resource is not None
+                and r.headers.get("User-Agent") != TEST_AGENT]
+    reconciles = sum(r.resource.plural == "speechtotexts" for r in requests)  # each reads it first
+    assert sum(r.resource.plural == "deployments" for r in requests) <= reconciles, (reconciles, requests)
+    assert (await condition(cluster, "Degraded")).get("reason") == "WriteRefused"
 
 
 async def test_a_refused_update_keeps_the_running_pods_ready_and_says_what_is_not_applied(cluster: Cluster) -> None:
