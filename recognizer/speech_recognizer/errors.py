@@ -82,7 +82,7 @@ BAD_VALUE = Kind("bad_value", 400, 1007, None, INFO, doc="a parameter, message o
 BAD_AUDIO = Kind("bad_audio", 400, 1007, None, INFO, doc="audio that cannot be decoded", usp_close=1007)
 UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, None, INFO, doc="an audio encoding or content type not served", usp_close=1007)
 UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, None, INFO, doc="a language no model serves", usp_close=1007)
-NOT_FOUND = Kind("not_found", 404, 1008, "BadRequest", INFO, doc="no such route or mode")
+NOT_FOUND = Kind("not_found", 404, 1008, None, INFO, doc="no such route or mode", usp_close=1007)
 NOT_SERVED = Kind("not_served", 400, 1007, None, INFO, usp_close=1007,
                   doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis, "
                       "language identification among several languages")

@@ -4,10 +4,11 @@
 The refusals a recognition WebSocket can meet, and where each is pinned:
 
 - before the upgrade, as HTTP: a wrong or missing key (401/403: ``ConnectionFailure`` naming the status,
-  test_jssdk.py::test_a_refused_key_cancels_at_once); a path no route serves (below). ``Http:MaxConnections``
-  never refuses an upgrade (tests/recognizer/test_http_connection_cap.py), nor does the query (``Options.from_query``
-  takes what it cannot read as its default);
-- accepted, then refused before any turn runs: ``MaxConnections`` and a drain (below);
+  test_jssdk.py::test_a_refused_key_cancels_at_once). ``Http:MaxConnections`` never refuses an upgrade
+  (tests/recognizer/test_http_connection_cap.py), nor does the query (``Options.from_query`` takes what it cannot
+  read as its default);
+- accepted, then refused before any turn runs: ``MaxConnections``, a drain, a recognition path of no mode (below),
+  a service not served (a close 1007 naming it, for the SDKs' other recognizers: tests/usp/test_sdk_features.py);
 - in the turn: a language without a model (close 1007: ``BadRequestParameters`` with the reason,
   test_jssdk.py::test_an_unknown_language_cancels_naming_it_and_the_served_ones), every decoder busy (``TooManyRequests``
   in the SDK's words, test_jssdk.py::test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words).
@@ -103,10 +104,13 @@ def test_while_draining_the_app_is_canceled_at_once_as_the_sdk_words_service_una
         assert refusals(srv, "draining") == 1, "the SDK connected again"
 
 
-def test_a_path_no_route_serves_is_a_connection_failure_naming_the_status(jssdk: str, server: ServerThread, speech_wav: Path) -> None:
-    """``fromEndpoint`` with a recognition path that does not exist: ``ConnectionFailure`` at once, naming the HTTP
-    status of the refused upgrade (the JavaScript SDK shows no body of a refused upgrade)."""
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_a_recognition_path_of_no_mode_is_a_bad_request_naming_the_modes(jssdk: str, server: ServerThread, speech_wav: Path,
+                                                                         browser: bool) -> None:
+    """``fromEndpoint`` with a recognition path of no mode (a typing error): ``BadRequestParameters`` at once, with the
+    modes served (a close 1007, as a language without a model). Before, no route matched: ``ConnectionFailure``
+    "Unexpected server response: 403" (the Python SDK: ``AuthenticationFailure``, as if the key were wrong)."""
     url = server.ws + "/speech/recognition/nowhere/cognitiveservices/v1"
-    event = canceled_at_once(jssdk, url, speech_wav, "once", endpoint=True)
-    assert (event["cancelReason"], event["errorCode"]) == ("Error", "ConnectionFailure"), event
-    assert "Unexpected server response: 403" in event["errorDetails"], event
+    event = canceled_at_once(jssdk, url, speech_wav, "once", endpoint=True, browser=browser)
+    assert (event["cancelReason"], event["errorCode"]) == ("Error", "BadRequestParameters"), event
+    assert "no recognition mode 'nowhere'; use one of interactive, conversation, dictation" in event["errorDetails"], event

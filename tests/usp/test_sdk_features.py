@@ -441,6 +441,21 @@ def test_services_not_served_are_refused_at_once_naming_them(server: ServerThrea
     assert f"{name} is not served here" in said, said
 
 
+def test_a_recognition_path_of_no_mode_is_a_bad_request_naming_the_modes(server: ServerThread, speech_wav: Path) -> None:
+    """``SpeechConfig(endpoint=...)`` with a recognition path of no mode (a typing error): ``BadRequest`` at once with
+    the modes served (close 1007). Before, no route matched and the SDK got 403: ``AuthenticationFailure``, "Please
+    check subscription information and region name", a wrong lead."""
+    cfg = speechsdk.SpeechConfig(endpoint=f"{server.ws}/speech/recognition/nowhere/cognitiveservices/v1", subscription="unused-key")
+    cfg.speech_recognition_language = "ko-KR"
+    started = time.monotonic()
+    result = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav))).recognize_once()
+    assert time.monotonic() - started < AT_ONCE
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    details = result.cancellation_details
+    assert details.code == speechsdk.CancellationErrorCode.BadRequest, details.error_details
+    assert "no recognition mode 'nowhere'; use one of interactive, conversation, dictation" in details.error_details
+
+
 @pytest.mark.parametrize("path", sorted(NOT_SERVED_PATHS))
 def test_a_service_not_served_is_closed_once_its_request_begins(server: ServerThread, path: str) -> None:
     """The close comes after the client's first request message, not at once: the SDK for JavaScript sends its

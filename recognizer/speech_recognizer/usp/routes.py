@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 
 from starlette.responses import PlainTextResponse
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .. import contract as c
 from .. import openapi as oa
 from ..auth import check_key
 from ..deadlines import Deadlines
-from ..errors import Failure, close_args, observe, unserved_service
+from ..errors import NOT_FOUND, Failure, close_args, observe, unserved_service
 from ..serving import DENIED
 from .connection import Connection
 from .options import Options
@@ -107,7 +107,7 @@ SPEECH_SDK = {
             "for `ConnectionIdleSeconds` (between recognitions), or the server is draining (the SDK connects again at its "
             "next recognition)",
             "1002": "protocol error: a frame without `X-RequestId`, or one reused",
-            "1007": "invalid data: a language no model serves, audio that is not 16-bit PCM, a malformed frame or value; "
+            "1007": "invalid data: a mode other than these three, a language no model serves, audio that is not 16-bit PCM, a malformed frame or value; "
             "also a turn with no audio for `AudioIdleSeconds` (after the phrases of its audio): the close alone answers "
             "(no `speech.phrase`), which the SDK reports at once as `BadRequest` with the reason",
             "1008": "a turn longer than `MaxSessionSeconds`, after its `BadRequest`: the SDK connects again and goes on",
@@ -159,15 +159,29 @@ NOT_SERVED_DOC = {
 }
 
 
+async def unknown_mode(websocket: WebSocket) -> None:
+    """A recognition path of no mode (``fromEndpoint`` with a typing error): taken, and closed with 1007 and the modes
+    served once the request begins (:func:`.refusal.refuse`), which both SDKs report at once as a bad request with
+    that reason. Without it no route matched and the client got a bare 403, which the Python SDK reports as
+    ``AuthenticationFailure`` ("Please check subscription information"), as if its key were wrong."""
+    mode = websocket.path_params["mode"]
+    failure = Failure(f"no recognition mode {mode[:40]!r}; use one of {', '.join(c.RECOGNITION_MODES)}", NOT_FOUND)
+    observe(failure, "usp", websocket.app.state.metrics)
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await refuse(websocket.receive, websocket.send, failure)
+
+
 def routes() -> list[BaseRoute]:
-    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET), and for
-    the Speech SDK's services not served here (``contract.NOT_SERVED_PATHS``)."""
+    """WebSocket routes for ``interactive``, ``conversation`` and ``dictation`` (and their 426 for a plain GET), for
+    any other mode (:func:`unknown_mode`), and for the Speech SDK's services not served here (``contract.NOT_SERVED_PATHS``)."""
     return [
         route
         for mode in c.RECOGNITION_MODES
         for route in oa.websocket_routes(c.RECOGNITION_PATH_TEMPLATE.format(mode=mode), endpoint(mode), SPEECH_SDK,
                                          documented_at=c.RECOGNITION_PATH_TEMPLATE, name=f"usp-{mode}")
-    ] + [
+    ] + [oa.describe(WebSocketRoute(c.RECOGNITION_PATH_TEMPLATE.replace("{mode}", "{mode:str}"), unknown_mode, name="usp-unknown-mode"),
+                     path=c.RECOGNITION_PATH_TEMPLATE, websocket=SPEECH_SDK)] + [
         route
         for path, what in c.NOT_SERVED_PATHS.items()
         for route in oa.websocket_routes(path, not_served(what), NOT_SERVED_DOC, name=f"not-served-{path.strip('/').replace('/', '-')}")
