@@ -1,8 +1,8 @@
 """kopf handlers: thin wrappers that hand every event to :mod:`speech_operator.reconcile`.
 
 - SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
-- An owned Deployment or Service changed or deleted -> reconcile its owner (drift is put back,
-  status mirrors the Deployment's ready replicas).
+- An owned Deployment, Service or PodDisruptionBudget changed or deleted -> reconcile its owner (drift is put back);
+  only its Deployment's status or a foreign autoscaler's replicas changed -> its status again, from the Deployment.
 - While Degraded (a Secret or PVC missing, a write the API server refused, pods that crash or cannot pull their
   image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a crash loop
   changes no field of the Deployment's: only a look at the pods sees it). An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
@@ -34,7 +34,7 @@ import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
-from speech_operator.reconcile import Runtime, delete_children, reconcile, stt_path
+from speech_operator.reconcile import KINDS, Follow, Runtime, delete_children, follow, reconcile, stt_path
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -361,9 +361,13 @@ async def _status_removed(rt: Runtime, namespace: str, name: str, logger: kopf.L
 @kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=
 @kopf.on.event("", "v1", "services", when=_is_child)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", when=_is_child)
-async def child_changed(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger,
-                        **_: Any) -> None:
-    """Any change to an owned child (edit, delete, new ready replicas) reconciles its owner.
+async def child_changed(type: str, body: kopf.Body, namespace: str | None, resource: kopf.Resource, memo: kopf.Memo,
+                        logger: kopf.Logger, **_: Any) -> None:
+    """A change to an owned child that may change what the operator decides or puts back (an edit, a delete) reconciles
+    its owner; one of its Deployment's replicas under a foreign autoscaler or of its status (new ready replicas) makes
+    the owner's status again, from a read of the Deployment, several such changes at once one refresh or two; one of
+    nothing the operator decides or reports (its version, its managedFields, someone else's fields) nothing
+    (:func:`speech_operator.reconcile.follow`).
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
     then anyway (``on.resume``), and reconciling it once per child as well tripled the
@@ -376,4 +380,9 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, memo:
     if not api.is_name(owner):
         logger.info("ignored: it names no possible SpeechToText (%r)", owner)
         return
-    await _reconcile_or_say(runtime(memo), namespaced(namespace), owner, logger, "at its next change or event")
+    rt, namespace = runtime(memo), namespaced(namespace)
+    then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))
+    if then is Follow.STATUS:
+        rt.refresh(namespace, owner)
+    elif then is Follow.RECONCILE:
+        await _reconcile_or_say(rt, namespace, owner, logger, "at its next change or event")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import enum
 import hashlib
 import json
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 #: The fingerprint of the desired object last applied to a child.
 APPLIED = f"{api.GROUP}/applied"
 PLURALS = {kind: (api_version, plural) for api_version, plural, kind in builders.OWNED_KINDS}
+KINDS = {plural: kind for _, plural, kind in builders.OWNED_KINDS}
 
 
 #: The finalizer the API server puts on an object deleted with its dependents orphaned (propagationPolicy Orphan).
@@ -78,6 +80,12 @@ class Runtime:
     contended: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     #: The reconciles due again after such a write (:meth:`retry`), at most one per SpeechToText.
     retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    #: Per SpeechToText whose last reconcile found nothing amiss, what it decided and saw (:class:`Observed`): a change
+    #: of a child that changes none of it needs no reconcile (:func:`follow`).
+    observed: dict[tuple[str, str], Observed] = field(default_factory=dict)
+    #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
+    refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    _refresh_again: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.events = Events(self.kube, self.ending)
@@ -122,28 +130,59 @@ class Runtime:
         await asyncio.sleep(delay)
         if self.retries.get((namespace, name)) is asyncio.current_task():
             del self.retries[(namespace, name)]  # the reconcile may ask for the next one
+        await _said(reconcile(self, namespace, name), namespace, name)
+
+    def refresh(self, namespace: str, name: str) -> None:
+        """Make the SpeechToText's status from its Deployment again soon (:func:`refresh`); asked for while one is under
+        way, once more after it (which reads the Deployment afresh): a burst of the Deployment's events is one or two."""
+        key = (namespace, name)
+        if key in self.refreshing:
+            self._refresh_again.add(key)
+        else:
+            self.refreshing[key] = asyncio.get_running_loop().create_task(
+                self._refreshed(namespace, name), name=f"refresh {api.KIND} {namespace}/{name}'s status")
+
+    async def _refreshed(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
         try:
-            await reconcile(self, namespace, name)
-        except (KubeError, TimeoutError, aiohttp.ClientError) as exc:  # what handlers.UNANSWERED says so too
-            log.warning("reconciling %s/%s: %s: %s; again at its next change or event", namespace, name,
-                        type(exc).__name__, exc)
-        except Exception:  # no handler of kopf's is there to log it: else asyncio's "never retrieved"
-            log.exception("reconciling %s/%s again failed; again at its next change or event", namespace, name)
+            while True:
+                self._refresh_again.discard(key)
+                await _said(refresh(self, namespace, name), namespace, name)
+                if key not in self._refresh_again:
+                    return
+        finally:
+            if self.refreshing.get(key) is asyncio.current_task():
+                del self.refreshing[key]
 
     def forget_retry(self, namespace: str, name: str) -> None:
-        """Its retry not due any more (its deletion); its contention forgotten."""
+        """Its retry and status refresh not due any more (its deletion); its contention and what it observed forgotten."""
         self.contended.pop((namespace, name), None)
-        task = self.retries.pop((namespace, name), None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        self.observed.pop((namespace, name), None)
+        self._refresh_again.discard((namespace, name))
+        for task in (self.retries.pop((namespace, name), None), self.refreshing.pop((namespace, name), None)):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
 
     async def stop_retries(self) -> None:
-        """Cancel the retries due (the operator's exit)."""
-        tasks = list(self.retries.values())
+        """Cancel the retries due and the status refreshes (the operator's exit)."""
+        tasks = [*self.retries.values(), *self.refreshing.values()]
         self.retries.clear()
+        self.refreshing.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _said(work: Awaitable[Any], namespace: str, name: str) -> None:
+    """Await a reconcile of the operator's own (no kopf handler around it): an unanswered API server is one WARNING
+    line, anything else logged with its traceback (else asyncio's "Task exception was never retrieved")."""
+    try:
+        await work
+    except (KubeError, TimeoutError, aiohttp.ClientError) as exc:  # what handlers.UNANSWERED says so too
+        log.warning("reconciling %s/%s: %s: %s; again at its next change or event", namespace, name,
+                    type(exc).__name__, exc)
+    except Exception:
+        log.exception("reconciling %s/%s again failed; again at its next change or event", namespace, name)
 
 
 def stt_path(namespace: str, name: str, subresource: str | None = None) -> str:
@@ -338,6 +377,117 @@ class Unread(enum.Enum):
     UNREAD = enum.auto()
 
 
+def wanted(desired: dict[str, Any], live: Mapping[str, Any] | None,
+           scalers: tuple[api.ForeignAutoscaler, ...]) -> tuple[dict[str, Any], int | None]:
+    """``desired`` fingerprinted as :func:`apply` writes it over ``live``, and the replicas ``scalers`` (foreign
+    autoscalers) hold its Deployment at (None when no one else holds them): those found, at its creation those it is
+    created with; its fingerprint names who holds them."""
+    found = None
+    if scalers and desired["kind"] == "Deployment":
+        found = live_replicas(live) if live is not None else desired["spec"]["replicas"]
+    return fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers)))), found
+
+
+def seen(deployment: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """What a SpeechToText's status is made of in its Deployment (:func:`conditions.observe`, :func:`conditions.pods_matter`):
+    its generation, replicas and status."""
+    meta, spec = (deployment or {}).get("metadata") or {}, (deployment or {}).get("spec") or {}
+    return meta.get("generation"), spec.get("replicas"), (deployment or {}).get("status")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the last reconcile of a SpeechToText decided and saw, when it found nothing amiss (no refused spec, nothing
+    missing, no write refused, no name taken): the SpeechToText as read and as decided on, its children as built
+    (``held``: the Deployment's replicas they were built with, where foreign autoscalers hold them), who else scales
+    its Deployment, what the installed CRD lacks, and its Deployment as its status was made of it (:func:`seen`)."""
+
+    body: dict[str, Any]
+    stt: api.SpeechToText
+    children: list[dict[str, Any]]
+    held: int | None
+    scalers: tuple[api.ForeignAutoscaler, ...]
+    outdated_crd: str | None
+    deployment: tuple[Any, ...]
+
+
+class Follow(enum.Enum):
+    """What a change of a SpeechToText's child calls for (:func:`follow`)."""
+
+    RECONCILE = enum.auto()  #: it may change what the operator decides, or puts back: a whole reconcile
+    STATUS = enum.auto()  #: its Deployment's replicas or status changed, nothing the operator decides: the status again
+    NOTHING = enum.auto()  #: nothing the operator decides or reports (its status, its version, someone else's fields)
+
+
+def _unheld(child: dict[str, Any]) -> dict[str, Any]:
+    if child["kind"] != "Deployment":
+        return child
+    return {**child, "spec": {k: v for k, v in child["spec"].items() if k != "replicas"}}
+
+
+def carries(config: OperatorConfig, last: Observed, kind: str, live: Mapping[str, Any]) -> bool:
+    """Whether ``live``, the SpeechToText's child of ``kind``, carries all the operator decided for it at its ``last``
+    reconcile (:func:`pending`; a Deployment's replicas where foreign autoscalers hold them aside), and those replicas
+    change none of its other children (a PodDisruptionBudget only above one replica)."""
+    held = live_replicas(live) if kind == "Deployment" and last.scalers else last.held
+    children = last.children if held == last.held else builders.children(last.stt, config, held)
+    if held != last.held and list(map(_unheld, children)) != list(map(_unheld, last.children)):
+        return False
+    child = next((c for c in children if c["kind"] == kind), None)
+    return child is not None and not pending(wanted(child, live, last.scalers)[0], live)
+
+
+def follow(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping[str, Any] | None) -> Follow:
+    """What the SpeechToText ``namespace/name``'s child of ``kind``, now ``live`` (None: deleted), calls for. A whole
+    reconcile unless its last one found nothing amiss and still holds (who else scales its Deployment, what the
+    installed CRD lacks) and ``live`` carries what it decided (:func:`carries`); else its status again when the
+    Deployment's replicas or status changed (:func:`refresh_status`), else nothing. An HPA's scale and the Deployment
+    controller's status updates during its rollout are one event each: before, each was a reconcile reading every
+    child."""
+    last = runtime.observed.get((namespace, name))
+    if (last is None or live is None or last.scalers != runtime.autoscalers.known(namespace, name)
+            or last.outdated_crd != runtime.crd.problem_for((namespace, name))
+            or not carries(runtime.config, last, kind, live)):
+        return Follow.RECONCILE
+    return Follow.STATUS if kind == "Deployment" and seen(live) != last.deployment else Follow.NOTHING
+
+
+async def refresh(runtime: Runtime, namespace: str, name: str) -> None:
+    """The SpeechToText's status made again of its Deployment (:func:`refresh_status`, under its lock), else a whole
+    reconcile."""
+    async with runtime.lock(namespace, name):
+        done = await refresh_status(runtime, namespace, name)
+    if not done:
+        await reconcile(runtime, namespace, name)
+
+
+async def refresh_status(runtime: Runtime, namespace: str, name: str) -> bool:
+    """Read the SpeechToText's Deployment and make its status of it as its last reconcile would have (its pods listed
+    when :func:`conditions.pods_matter`), over the status last written; False, having written nothing, when
+    :func:`follow` calls for a whole reconcile. No other child read, and not the SpeechToText: its own changes are
+    reconciled by its own events. The caller holds its lock (:meth:`Runtime.lock`)."""
+    last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
+    if last is None or not reported:
+        return False
+    if last.body["metadata"].get("uid") in runtime.ending:
+        return True
+    deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
+    then = follow(runtime, namespace, name, "Deployment", deployment)
+    if then is Follow.RECONCILE:
+        return False
+    if then is Follow.NOTHING:
+        return True
+    assert deployment is not None
+    stt = last.stt.model_copy(update={"status": api.SpeechToTextStatus.model_validate(reported[-1])})
+    held = live_replicas(deployment) if last.scalers else None
+    pods = await pods_of(runtime, stt) if conditions.pods_matter(stt, deployment, held) else None
+    status = conditions.observe(stt, deployment, [], now(), None, last.outdated_crd,
+                                builders.chown_not_applied(stt.spec, runtime.config), None, pods, None, last.scalers, held)
+    await write_status(runtime, {**last.body, "status": reported[-1]}, status)
+    runtime.observed[(namespace, name)] = dataclasses.replace(last, deployment=seen(deployment))
+    return True
+
+
 class ApplyRefused(Exception):
     """A write of a child the API server refused (:attr:`error`; :attr:`KubeError.refused`), with the child as
     :func:`apply` read it just before (None: missing), which the status is made of: no read of it again."""
@@ -367,19 +517,16 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
         if held:
             raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it "
                                f"is: delete or rename it, or give the SpeechToText another name")
-        found = None  # the replicas they hold it at; at its creation, those it is created with (its fingerprint names them)
-        if scalers and kind == "Deployment":
-            found = live_replicas(live) if live is not None else desired["spec"]["replicas"]
-        wanted = fingerprinted(desired, None if found is None else (found, ", ".join(map(foreign_autoscalers.who, scalers))))
-        todo = pending(wanted, live)
+        written, found = wanted(desired, live, scalers)  # found: the replicas they hold it at
+        todo = pending(written, live)
         if not todo:
             return dict(live or {})
-        sent = wanted if found is None else conditional(wanted, live)
+        sent = written if found is None else conditional(written, live)
         try:
             applied = await kube.apply(url, sent)
             break
         except KubeError as exc:
-            if not (exc.stale and sent is not wanted and attempt <= STALE_WRITES_RETRIED):
+            if not (exc.stale and sent is not written and attempt <= STALE_WRITES_RETRIED):
                 if exc.refused and not exc.namespace_terminating:
                     raise ApplyRefused(exc, live) from exc
                 raise
@@ -391,7 +538,7 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
         pass  # the fingerprint alone: it now names who holds the replicas, nothing the spec changed
     else:
         runtime.events.post(owner, "Normal", "Updated", f"Updated {kind} {meta['name']}: {_summary(todo)}")
-    scaled = scaled_by_hand(wanted, live, owner)
+    scaled = scaled_by_hand(written, live, owner)
     if scaled:
         log.warning("%s %s/%s: %s", api.KIND, meta["namespace"], owner["metadata"]["name"], scaled)
         runtime.events.post(owner, "Warning", SCALED_BY_HAND, scaled)
@@ -546,100 +693,111 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     (:mod:`speech_operator.foreign_autoscalers`); once it goes, spec.autoscaling starts from the replicas it left.
     """
     async with runtime.lock(namespace, name):
-        outdated_crd = runtime.crd.problem_for((namespace, name))
-        body = await runtime.kube.get(stt_path(namespace, name))
-        if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
-            return None
+        kept: Observed | None = None  # what :attr:`Runtime.observed` keeps of it: one that found nothing amiss
         try:
-            stt = api.SpeechToText.model_validate(body)
-        except ValueError as exc:
-            status = conditions.invalid(body, invalid_spec_message(exc), now(), outdated_crd)
-            await write_status(runtime, body, status)
-            return status
-        too_large = record.overflow(body)
-        if too_large:  # kopf cannot record it: nothing is applied (the status, an event and a line say why)
-            status = conditions.invalid(body, too_large, now(), outdated_crd, conditions.SPEC_TOO_LARGE)
-            await write_status(runtime, body, status)
-            return status
-        missing = await missing_dependencies(runtime.kube, stt)
-        refused = policy.violations(stt.spec, runtime.config)
-        scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
-        handed_back = not scalers and bool(stt.status and stt.status.foreignAutoscalers)
-        resuming = handed_back and foreign_autoscalers.resumes(stt)
-        # the Deployment, read once when this reconcile needs it before writing it (apply then writes over that read):
-        # what a refused spec reports, the replicas a foreign autoscaler holds it at or left it at
-        read: dict[str, Any] | None | Unread = Unread.UNREAD
-        if refused or scalers or resuming:
-            read = await runtime.kube.get(child_path("Deployment", namespace, name))
-        ours = read if not isinstance(read, Unread) and holder(read, body) is None else None
-        if resuming:  # spec.autoscaling starts from the replicas they left
-            stt.status = foreign_autoscalers.resumed(stt, live_replicas(ours))
-        # while a foreign autoscaler holds the Deployment, spec.autoscaling decides nothing (no event, no status)
-        if autoscale is not None and stt.spec.autoscaling is not None and not refused and not scalers:
-            before = stt.status.autoscaling if stt.status else None
-            decided = await autoscale(stt)
-            stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
-            _report_decision(runtime.events, body, before, decided)
-        deployment, write_refused, conflicts = None, list[str](), list[str]()
-        raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
-        held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
-        if refused:  # nothing created or changed; the status and an event say why
-            deployment = ours
-        else:
-            desired = builders.children(stt, runtime.config, held)
-            for child in desired:
-                actual: dict[str, Any] | None
-                try:
-                    actual = await apply(runtime, child, body, scalers, handed_back,
-                                         read if child["kind"] == "Deployment" else Unread.UNREAD)
-                except KubeError as exc:
-                    if not exc.namespace_terminating:
-                        raise
-                    # its namespace is being deleted: it goes too, and nothing to say
-                    runtime.ending.add(body["metadata"].get("uid"))
-                    log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
-                             "is gone)", api.KIND, namespace, name, child["kind"], name)
-                    return None
-                except ApplyRefused as refusal:  # an admission webhook, a quota, ...: said in the status, tried again
-                    error = refusal.error
-                    if error.stale:  # the Deployment changed since its read, at each of apply's tries
-                        lasted, raced = runtime.contention(namespace, name)
-                        racing = lasted < STALE_SUSTAINED_SECONDS
-                    if error.stale and racing:  # a race: tried again, the status then
+            outdated_crd = runtime.crd.problem_for((namespace, name))
+            body = await runtime.kube.get(stt_path(namespace, name))
+            if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
+                return None
+            try:
+                stt = api.SpeechToText.model_validate(body)
+            except ValueError as exc:
+                status = conditions.invalid(body, invalid_spec_message(exc), now(), outdated_crd)
+                await write_status(runtime, body, status)
+                return status
+            too_large = record.overflow(body)
+            if too_large:  # kopf cannot record it: nothing is applied (the status, an event and a line say why)
+                status = conditions.invalid(body, too_large, now(), outdated_crd, conditions.SPEC_TOO_LARGE)
+                await write_status(runtime, body, status)
+                return status
+            missing = await missing_dependencies(runtime.kube, stt)
+            refused = policy.violations(stt.spec, runtime.config)
+            scalers = await runtime.autoscalers.scaling(runtime.kube, namespace, name)
+            handed_back = not scalers and bool(stt.status and stt.status.foreignAutoscalers)
+            resuming = handed_back and foreign_autoscalers.resumes(stt)
+            # the Deployment, read once when this reconcile needs it before writing it (apply then writes over that read):
+            # what a refused spec reports, the replicas a foreign autoscaler holds it at or left it at
+            read: dict[str, Any] | None | Unread = Unread.UNREAD
+            if refused or scalers or resuming:
+                read = await runtime.kube.get(child_path("Deployment", namespace, name))
+            ours = read if not isinstance(read, Unread) and holder(read, body) is None else None
+            if resuming:  # spec.autoscaling starts from the replicas they left
+                stt.status = foreign_autoscalers.resumed(stt, live_replicas(ours))
+            # while a foreign autoscaler holds the Deployment, spec.autoscaling decides nothing (no event, no status)
+            if autoscale is not None and stt.spec.autoscaling is not None and not refused and not scalers:
+                before = stt.status.autoscaling if stt.status else None
+                decided = await autoscale(stt)
+                stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
+                _report_decision(runtime.events, body, before, decided)
+            deployment, write_refused, conflicts = None, list[str](), list[str]()
+            raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
+            held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
+            desired: list[dict[str, Any]] = []
+            if refused:  # nothing created or changed; the status and an event say why
+                deployment = ours
+            else:
+                desired = builders.children(stt, runtime.config, held)
+                for child in desired:
+                    actual: dict[str, Any] | None
+                    try:
+                        actual = await apply(runtime, child, body, scalers, handed_back,
+                                             read if child["kind"] == "Deployment" else Unread.UNREAD)
+                    except KubeError as exc:
+                        if not exc.namespace_terminating:
+                            raise
+                        # its namespace is being deleted: it goes too, and nothing to say
+                        runtime.ending.add(body["metadata"].get("uid"))
+                        log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
+                                 "is gone)", api.KIND, namespace, name, child["kind"], name)
+                        return None
+                    except ApplyRefused as refusal:  # an admission webhook, a quota, ...: said in the status, tried again
+                        error = refusal.error
+                        if error.stale:  # the Deployment changed since its read, at each of apply's tries
+                            lasted, raced = runtime.contention(namespace, name)
+                            racing = lasted < STALE_SUSTAINED_SECONDS
+                        if error.stale and racing:  # a race: tried again, the status then
+                            actual = None
+                        else:
+                            write_refused.append(f"{child['kind']} {name}: {error.message}" + (
+                                f" (at each of its writes for {lasted:.0f} s, {raced} reconciles of "
+                                f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
+                                if error.stale else ""))
+                            actual = refusal.live  # as apply read it just before its write
+                    except NameConflict as exc:  # someone else's: said in the status, looked at again
+                        conflicts.append(str(exc))
                         actual = None
-                    else:
-                        write_refused.append(f"{child['kind']} {name}: {error.message}" + (
-                            f" (at each of its writes for {lasted:.0f} s, {raced} reconciles of "
-                            f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
-                            if error.stale else ""))
-                        actual = refusal.live  # as apply read it just before its write
-                except NameConflict as exc:  # someone else's: said in the status, looked at again
-                    conflicts.append(str(exc))
-                    actual = None
-                if child["kind"] == "Deployment":
-                    deployment = actual
-            await remove_unwanted(runtime, desired, body)
-        if not raced:
-            runtime.contended.pop((namespace, name), None)
-        if racing:
-            delay = min(STALE_RETRY_SECONDS * 2 ** (raced - 1), runtime.config.recheck_seconds)
-            log.info("%s %s/%s: its Deployment changed between each read and write of it (%d tries; a foreign "
-                     "autoscaler scaling it meanwhile): tried again in %g s, its status then", api.KIND, namespace,
-                     name, STALE_WRITES_RETRIED + 1, delay)
-            runtime.retry(namespace, name, delay)
-            return None
-        if held is not None and live_replicas(deployment) is not None:  # as written (the HPA may have moved it since)
-            held = live_replicas(deployment)
-        # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
-        pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused or conflicts)
-                and conditions.pods_matter(stt, deployment, held) else None)
-        # an HPA on a Deployment of this name that is someone else's is none of this SpeechToText's business
-        foreign = scalers if not any(c.startswith("Deployment ") for c in conflicts) else ()
-        status = conditions.observe(stt, deployment, missing, now(), refused, outdated_crd,
-                                    builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts,
-                                    foreign, held)
-        await write_status(runtime, body, status)
-        return status
+                    if child["kind"] == "Deployment":
+                        deployment = actual
+                await remove_unwanted(runtime, desired, body)
+            if not raced:
+                runtime.contended.pop((namespace, name), None)
+            if racing:
+                delay = min(STALE_RETRY_SECONDS * 2 ** (raced - 1), runtime.config.recheck_seconds)
+                log.info("%s %s/%s: its Deployment changed between each read and write of it (%d tries; a foreign "
+                         "autoscaler scaling it meanwhile): tried again in %g s, its status then", api.KIND, namespace,
+                         name, STALE_WRITES_RETRIED + 1, delay)
+                runtime.retry(namespace, name, delay)
+                return None
+            if held is not None and live_replicas(deployment) is not None:  # as written (the HPA may have moved it since)
+                held = live_replicas(deployment)
+            # why pods are not ready, in the kubelet's words: asked only then (a missing Secret or a refused write says more)
+            pods = (await pods_of(runtime, stt) if not (refused or missing or write_refused or conflicts)
+                    and conditions.pods_matter(stt, deployment, held) else None)
+            # an HPA on a Deployment of this name that is someone else's is none of this SpeechToText's business
+            foreign = scalers if not any(c.startswith("Deployment ") for c in conflicts) else ()
+            status = conditions.observe(stt, deployment, missing, now(), refused, outdated_crd,
+                                        builders.chown_not_applied(stt.spec, runtime.config), write_refused, pods, conflicts,
+                                        foreign, held)
+            await write_status(runtime, body, status)
+            if not (refused or missing or write_refused or conflicts):
+                kept = Observed(body, stt, desired, live_replicas(ours) if scalers else None, scalers, outdated_crd,
+                                seen(deployment))
+            return status
+        finally:
+            if kept is None:
+                runtime.observed.pop((namespace, name), None)
+            else:
+                runtime.observed[(namespace, name)] = kept
 
 
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:

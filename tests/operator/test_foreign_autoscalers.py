@@ -7,14 +7,15 @@ spec.replicas), and writes the Deployment's status as its controller would."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from conftest import NAMESPACE, condition, one_pod_ready, quiet
+from conftest import NAMESPACE, TEST_AGENT, condition, one_pod_ready, quiet
 
-from speech_operator import api, gateway_failures, gateway_wake, metrics
+from speech_operator import api, gateway_failures, gateway_wake, metrics, reconcile
 from speech_operator.gateway_directory import Backend
 
 if TYPE_CHECKING:
@@ -130,9 +131,35 @@ async def held_by_an_hpa_at_three(cluster: Cluster) -> None:
     await cluster.eventually(lambda: quiet(cluster))
 
 
+#: The operator's reads of a Deployment by its status refreshes in this test so far (reconcile.refresh_status, no
+#: reconcile): a refresh reads it, and not the SpeechToText.
+REFRESH_READS: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def refresh_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count the reads of the Deployment each status refresh makes (:data:`REFRESH_READS`): it is called with the
+    SpeechToText's lock held, so no reconcile of it reads meanwhile."""
+    REFRESH_READS.clear()
+    if "cluster" not in request.fixturenames:
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    refresh_status = reconcile.refresh_status
+
+    async def counting(runtime: Any, namespace: str, name: str) -> bool:
+        before = len(cluster.sent("GET", "deployments", name))
+        try:
+            return await refresh_status(runtime, namespace, name)
+        finally:
+            REFRESH_READS.append(len(cluster.sent("GET", "deployments", name)) - before)
+    monkeypatch.setattr(reconcile, "refresh_status", counting)
+
+
 def reads(cluster: Cluster) -> tuple[int, int]:
-    """The operator's GETs of the SpeechToText (one per reconcile) and of its Deployment so far."""
-    return len(cluster.sent("GET", api.PLURAL, "en-us")), len(cluster.sent("GET", "deployments", "en-us"))
+    """The operator's GETs of the SpeechToText (one per reconcile) and of its Deployment by reconciles so far (those
+    of status refreshes left out, :func:`refresh_reads`)."""
+    return (len(cluster.sent("GET", api.PLURAL, "en-us")),
+            len(cluster.sent("GET", "deployments", "en-us")) - sum(REFRESH_READS))
 
 
 async def debug_rolled(cluster: Cluster) -> bool:
@@ -477,3 +504,50 @@ async def test_the_first_look_in_a_namespace_waits_for_its_hpas_to_be_listed(api
     finally:
         await scalers.close()
         await kube.close()
+
+
+def operator_requests(cluster: Cluster, since: int = 0) -> dict[str, int]:
+    """The operator's requests (not the test's, no watch) from the emulator's ``since``-th on, by verb and resource."""
+    counts: dict[str, int] = {}
+    for r in list(cluster.emulator)[since:]:
+        if r.headers.get("User-Agent") == TEST_AGENT or r.params.get("watch") == "true" or r.resource is None:
+            continue
+        key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+#: How many times the HPA-like burst scales the Deployment (each a write of its replicas, then of its status).
+BURST = 12
+
+
+async def test_an_hpas_burst_of_deployment_writes_costs_a_status_refresh_not_a_reconcile_each(cluster: Cluster) -> None:
+    """An HPA scales the Deployment 12 times in a row (4, 5, 4, ...), its controller writing its status after each (all
+    ready): 24 events of the Deployment, none of them of anything the operator decides (its replicas are the HPA's).
+    The status follows them (desired and ready replicas, Ready's counts) from reads of the Deployment alone: no other
+    child read, none written, the SpeechToText not read. Before, each event was a whole reconcile (the SpeechToText,
+    its Deployment, Service and PodDisruptionBudget read: 25 reconciles, 108 requests). The re-check of a SpeechToText
+    whose pods are not all ready (between each scale and its status) is put off past the test: it is a reconcile of
+    its own, at its own pace, not the events'."""
+    await held_by_an_hpa_at_three(cluster)
+    assert cluster.runtime is not None
+    cluster.runtime.config = dataclasses.replace(cluster.runtime.config, recheck_seconds=ACT_SECONDS * 2)
+    since = len(list(cluster.emulator))
+    for i in range(BURST):
+        await scale_deployment(cluster, 4 + i % 2)
+    last = 4 + (BURST - 1) % 2
+
+    async def followed() -> bool:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        status = body.get("status") or {}
+        return (status.get("desiredReplicas"), status.get("readyReplicas")) == (last, last)
+    await cluster.eventually(followed, ACT_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster), ACT_SECONDS)
+    assert (await condition(cluster, "Ready")).get("message") == f"{last}/{last} replicas ready"
+    assert (await condition(cluster, "Degraded")).get("reason") == "ForeignAutoscaler"
+    assert await deployment_replicas(cluster) == last, "the HPA's replicas are left to it"
+    sent = operator_requests(cluster, since)
+    print("the operator's requests for the burst:", sent)
+    assert not any(k.startswith(("GET speechtotexts", "GET services", "GET poddisruptionbudgets", "PATCH deployments"))
+                   for k in sent), sent
+    assert sent.get("GET deployments", 0) <= 2 * BURST and sum(sent.values()) <= 4 * BURST, sent
