@@ -1,5 +1,6 @@
 """A real Prometheus on loopback with the generated alerts loaded, scraping static targets: what a platform
-team's Prometheus does with them (tests/gateway/test_alerts.py, tests/operator/test_metrics.py)."""
+team's Prometheus does with them (tests/gateway/test_alerts.py, tests/operator/test_metrics.py); and the
+dashboard's queries run in it as Grafana sends them (tests/gateway/test_dashboard.py, tests/operator/test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import yaml
 
 from harness.loopback import Loopback, free_port
-from speech_operator import alerts
+from speech_operator import alerts, dashboard
 from tests.ship import tools
 
 
@@ -70,6 +71,19 @@ class Prometheus(Loopback):
             return bool(targets) and all(_epoch(t["lastScrape"]) > moment for t in targets)
         self.wait_until("every target scraped again", scraped)
 
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The series of an instant query; an expression Prometheus refuses (bad PromQL) fails with its error."""
+        answer = httpx.get(f"{self.http}/api/v1/query", params={"query": expr}, timeout=10)
+        assert answer.status_code == 200, f"{expr}\n{answer.text}"
+        return answer.json()["data"]["result"]
+
+    def label_values(self, query: str) -> list[str]:
+        """A Grafana variable's ``label_values(SELECTOR, LABEL)``, asked as Grafana asks it."""
+        found = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert found, query
+        selector, label = found.groups()
+        return self.get(f"/api/v1/label/{label}/values", **{"match[]": selector})
+
     def alerts(self) -> list[dict[str, Any]]:
         return self.get("/api/v1/alerts")["alerts"]
 
@@ -84,6 +98,44 @@ class Prometheus(Loopback):
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def as_grafana_sends(expr: str, variables: dict[str, str]) -> str:
+    """A dashboard's expression with its template variables replaced as Grafana replaces them: ``$__rate_interval``
+    by a window (1m: four scrapes of a 15 s interval), a multi-valued variable in ``=~"$name"`` by its value (All:
+    the variable's ``allValue``, ``.*``)."""
+    expr = expr.replace("$__rate_interval", "1m")
+    for name, value in variables.items():
+        expr = expr.replace(f"${name}", value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """Every expression of the dashboard's panels, as (``panel title / legend``, expression, legend)."""
+    return [(f"{p['title']} / {t['legendFormat']}", t["expr"], t["legendFormat"])
+            for p in dashboard.dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def check_dashboard(prometheus: Prometheus, panels: list[tuple[str, str, str]], variables: dict[str, str],
+                    empty: dict[str, str]) -> None:
+    """Each (name, expression, legend) of :func:`dashboard_queries`, as Grafana sends it, parses in
+    ``prometheus`` and returns at least one series that has every label its legend shows; but those named in
+    ``empty`` (name: why nothing can be there), which parse and return nothing (else they belong with the others)."""
+    problems = []
+    for name, expr, legend in panels:
+        result = prometheus.query(as_grafana_sends(expr, variables))
+        if name in empty:
+            if result:
+                problems.append(f"{name!r} was to be empty ({empty[name]}): {result}")
+            continue
+        if not result:
+            problems.append(f"{name!r}: no series for {as_grafana_sends(expr, variables)}")
+        for series in result:
+            missing = set(re.findall(r"\{\{(\w+)\}\}", legend)) - set(series["metric"])
+            if missing:
+                problems.append(f"{name!r}: its legend {legend!r} shows {sorted(missing)}, which {series['metric']} lacks")
+    assert not problems, "\n".join(problems)
 
 
 def _epoch(stamp: str) -> float:

@@ -12,6 +12,7 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 
+from speech_operator import api
 from speech_operator.gateway import GatewayMetrics, Waker
 from speech_operator.gateway_connections import ConnectionCap
 from speech_operator.gateway_directory import Directory
@@ -34,12 +35,15 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def registries() -> list[CollectorRegistry]:
-    """The recognizer's (its pool, connections and HTTP connections watched), the gateway's and the operator's (one SpeechToText)."""
+    """The recognizer's (its pool, connections and HTTP connections watched), the gateway's and the operator's (one SpeechToText
+    each)."""
     recognizer = Metrics()
     recognizer.watch_pool(WarmPool(1))
     recognizer.watch_connections(Admission(1, max_connections=10))
     recognizer.watch_http_connections(RecognizerCap(10, setting="Http:MaxConnections", kind=TOO_MANY_CONNECTIONS))
     directory = Directory()
+    directory.upsert({"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": "default"},
+                      "spec": {"locale": "en-US", "eula": "accept"}})
     gateway = GatewayMetrics(directory, Waker(directory, None), ConnectionCap(10))
     operator = Exporter()
     operator.index = {"k": [Summary("default", "en-us", "en-US", (("Ready", "True", "ReplicasReady"),), 1, 1)]}

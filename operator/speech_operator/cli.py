@@ -1,4 +1,4 @@
-"""``speech-operator``: run the operator or the gateway, print the CRD or the alerts, or delete SpeechToTexts (Helm's uninstall hook).
+"""``speech-operator``: run the operator or the gateway, print the CRD, the alerts or the dashboard, or delete SpeechToTexts (Helm's uninstall hook).
 
     speech-operator run --namespace speech            # one namespace (or SPEECH_OPERATOR_NAMESPACE=a,b)
     speech-operator run --all-namespaces --liveness 'http://*:8080/healthz'   # *: IPv6 and IPv4
@@ -7,6 +7,7 @@
     speech-operator gateway --all-namespaces          # one endpoint for every locale, on port 5000
     speech-operator crd > crds/speechtotexts.speech-operator.io.yaml
     speech-operator alerts > deploy/monitoring/prometheusrule.yaml   # --rules: a Prometheus rules file
+    speech-operator dashboard > deploy/monitoring/grafana-dashboard.json
     speech-operator cleanup --namespace speech en-us ko-kr
 
 One replica needs nothing more. Two or more must peer (``--peering NAME``, off by default): kopf
@@ -115,6 +116,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     sub.add_parser("crd", help="print the SpeechToText CRD (YAML)")
     alerts = sub.add_parser("alerts", help="print the Prometheus alerts (a PrometheusRule; --rules: a rules file)")
     alerts.add_argument("--rules", action="store_true", help="a Prometheus rules file (rule_files) instead of a PrometheusRule")
+    sub.add_parser("dashboard", help="print the Grafana dashboard (JSON)")
     clean = sub.add_parser("cleanup", help="delete SpeechToTexts and wait until the operator released them")
     clean.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE"), required=not os.environ.get("POD_NAMESPACE"),
                        help="their namespace (default: env POD_NAMESPACE)")
@@ -320,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "alerts":
         from speech_operator import alerts
         sys.stdout.write(alerts.render(rules_file=args.rules))
+    elif args.command == "dashboard":
+        from speech_operator import dashboard
+        sys.stdout.write(dashboard.render())
     elif args.command == "cleanup":
         sys.exit(asyncio.run(cleanup(args)))
     elif args.command == "gateway":

@@ -34,7 +34,7 @@ from .conftest import OTHER_LOCALE, Recognizer, Stack, speech_to_text, start_rec
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 #: The labels a ServiceMonitor gives each target in a cluster.
 RECOGNIZER_TARGET = {"namespace": "speech", "service": "ko-kr", "pod": "ko-kr-5d9c7-x2x4q"}
-GATEWAY_TARGET = {"namespace": "speech-operator", "service": "speech-operator-gateway"}
+GATEWAY_TARGET = {"namespace": "speech-operator", "service": "speech-operator-gateway", "pod": "speech-operator-gateway-6b8f4-k2m7p"}
 #: A locale whose pods are starting (held by the gateway: it may hold none here), and one whose recognizer is down.
 STARTING, DOWN = "de-DE", OTHER_LOCALE
 #: The recognizer's Http:MaxConnections: Prometheus' kept-alive scrape connection and two idle ones fill it.
@@ -119,8 +119,8 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
             "SpeechRecognizerAtCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
             "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
             "SpeechRecognizerHttpConnectionsNearCap": RECOGNIZER_TARGET,
-            "SpeechGatewayFailing": {**GATEWAY_TARGET, "reason": "backend_unavailable"},
-            "SpeechGatewayAtCapacity": GATEWAY_TARGET,
+            "SpeechGatewayFailing": {**{k: GATEWAY_TARGET[k] for k in ("namespace", "service")}, "reason": "backend_unavailable"},
+            "SpeechGatewayAtCapacity": {k: GATEWAY_TARGET[k] for k in ("namespace", "service")},
         }
 
         def pending() -> dict[str, dict[str, Any]] | None:

@@ -25,7 +25,7 @@ from harness.loopback import free_port
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
 from speech_operator.metrics import address
-from tests.prometheus import Prometheus
+from tests.prometheus import Prometheus, check_dashboard, dashboard_queries
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -191,6 +191,26 @@ async def test_prometheus_alerts_on_the_degraded_speechtotext_only(apiserver: Cl
         assert alert["labels"] == {"alertname": name, "severity": "warning", "namespace": NAMESPACE, "name": "de-de"}
         assert alert["annotations"]["summary"] == f"SpeechToText {NAMESPACE}/de-de {said}: MissingDependency", alert
         assert f"kubectl describe speechtotext -n {NAMESPACE} de-de" in alert["annotations"]["description"]
+
+
+async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: Cluster, tmp_path: Path) -> None:
+    """The Grafana dashboard's panels that read the operator's metrics (speech-operator dashboard; the recognizers'
+    and the gateway's: tests/gateway/test_dashboard.py), as Grafana sends them, in a real Prometheus scraping the
+    operator: each returns series with the labels its legend shows, for every locale and for the Degraded one's."""
+    port = free_port()
+    panels = [q for q in dashboard_queries() if "speech_operator_" in q[1]]
+    assert len(panels) == 4
+    async with Operator("run", "--namespace", NAMESPACE, "--metrics", f"http://127.0.0.1:{port}/metrics"):
+        await states(apiserver)
+        prometheus = Prometheus(tmp_path / "prometheus", {"operator": (port, TARGET)}, honor_labels=frozenset({"operator"}))
+        try:
+            def degraded_seen() -> bool:
+                return bool(prometheus.query('speech_operator_speechtotext_condition{name="de-de",type="Degraded",status="True"}'))
+            await asyncio.to_thread(prometheus.wait_until, "de-de's Degraded condition scraped", degraded_seen)
+            for locale in (".*", "de-DE"):
+                await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, {})
+        finally:
+            prometheus.stop()
 
 
 async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:

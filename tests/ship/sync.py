@@ -24,6 +24,7 @@ COPIES: dict[str, str] = {
     "charts/speech-operator/crds/kopf-peering.yaml": "crds/kopf-peering.yaml",
     "charts/speech-operator/files/rbac.yaml": "deploy/base/rbac.yaml",
     "charts/speech-operator/files/prometheusrule.yaml": "deploy/monitoring/prometheusrule.yaml",
+    "charts/speech-operator/files/grafana-dashboard.json": "deploy/monitoring/grafana-dashboard.json",
 }
 
 #: who reads each copy's folder, for its header
@@ -31,6 +32,9 @@ READERS = {"deploy/": "kustomize", "charts/": "the Helm chart"}
 
 
 def header(copy: str, source: str) -> str:
+    """The comment that opens a copy; none in JSON, which has no comments (the copy is its source's bytes)."""
+    if copy.endswith(".json"):
+        return ""
     reader = next(who for prefix, who in READERS.items() if copy.startswith(prefix))
     return f"# Copy of {source} for {reader}. Do not edit.\n# Refresh with: python -m tests.ship.sync\n"
 
