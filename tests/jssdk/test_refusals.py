@@ -11,7 +11,8 @@ The refusals a recognition WebSocket can meet, and where each is pinned:
   a service not served (a close 1007 naming it, for the SDKs' other recognizers: tests/usp/test_sdk_features.py);
 - in the turn: a language without a model (close 1007: ``BadRequestParameters`` with the reason,
   test_jssdk.py::test_an_unknown_language_cancels_naming_it_and_the_served_ones), every decoder busy (``TooManyRequests``
-  in the SDK's words, test_jssdk.py::test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words).
+  in the SDK's words, test_jssdk.py::test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words),
+  a model that cannot be loaded (below).
 
 Before, ``MaxConnections`` and a drain closed the connection with 1013 as soon as it was accepted: the SDK, still
 sending its first messages, canceled with ``RuntimeError`` and "websocket send error: Websocket not ready <ids> Error"
@@ -102,6 +103,25 @@ def test_while_draining_the_app_is_canceled_at_once_as_the_sdk_words_service_una
         event = canceled_at_once(jssdk, srv.ws, speech_wav, mode)
         assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
         assert refusals(srv, "draining") == 1, "the SDK connected again"
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_a_model_that_cannot_be_loaded_cancels_at_once_as_the_sdk_words_service_unavailable(
+    jssdk: str, tmp_path: Path, speech_wav: Path, mode: str
+) -> None:
+    """A locale whose model folder Vosk cannot load (here a ``final.mdl`` that is no model): the turn ends
+    ``ServiceUnavailable`` naming the model and Vosk's error (the Python SDK shows it), then a close 1013; the
+    JavaScript SDK, as for a drain, says ``NoError`` and its words for an internal error, at once. (Unchanged: pinned.)"""
+    models = tmp_path / "models"
+    (models / "fr-FR" / "conf").mkdir(parents=True)
+    (models / "fr-FR" / "conf" / "model.conf").write_text("--min-active=200\n")
+    (models / "fr-FR" / "am").mkdir()
+    (models / "fr-FR" / "am" / "final.mdl").write_bytes(b"not a model")
+    app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, ("fr-FR",)))
+    with ServerThread(app) as srv:
+        event = canceled_at_once(jssdk, srv.ws, speech_wav, mode, language="fr-FR")
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert refusals(srv, "model_unavailable") == 1, "the SDK connected again"
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
