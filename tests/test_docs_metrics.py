@@ -21,6 +21,7 @@ from speech_recognizer.admission import Admission
 from speech_recognizer.connection_cap import ConnectionCap as RecognizerCap
 from speech_recognizer.errors import TOO_MANY_CONNECTIONS
 from speech_recognizer.metrics import Metrics
+from speech_recognizer.models import ModelRegistry
 from speech_recognizer.pool import WarmPool
 from tests.doc_tables import ROOT, code_spans
 
@@ -35,11 +36,13 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 
 def registries() -> list[CollectorRegistry]:
-    """The recognizer's (its pool, connections and HTTP connections watched), the gateway's and the operator's (one SpeechToText
-    each)."""
+    """The recognizer's (its pool, connections, decoders, locale and HTTP connections watched), the gateway's and the
+    operator's (one SpeechToText each)."""
     recognizer = Metrics()
     recognizer.watch_pool(WarmPool(1))
-    recognizer.watch_connections(Admission(1, max_connections=10))
+    admission = Admission(1, max_connections=10)
+    recognizer.watch_connections(admission)
+    recognizer.watch_decoders(admission, ModelRegistry(ROOT / "no-models", ("ko-KR",)))
     recognizer.watch_http_connections(RecognizerCap(10, setting="Http:MaxConnections", kind=TOO_MANY_CONNECTIONS))
     directory = Directory()
     directory.upsert({"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": "default"},

@@ -7,11 +7,10 @@ tables (:attr:`speech_recognizer.errors.Kind.alert`: capacity, fault, or neither
 kind added there lands in its panel by its own line. Template variables: ``datasource`` (a Prometheus),
 ``namespace`` and ``locale`` (the SpeechToTexts'; both multi-valued, "All" by default).
 
-The recognizers' requests, refusals and connections carry no ``locale`` label (a recognizer serves one locale):
-each is given its SpeechToText's locale by its ``namespace`` and ``service`` (the labels a ServiceMonitor gives a
-target, the chart's ``serviceMonitor.enabled``) from ``speech_decoder_cpu_seconds_count{locale}``, which each
-recognizer has once it finished a recognition: a SpeechToText appears once one of its pods has recognized
-something. The gateway's panels are filtered by locale where its metric has one, not by namespace (the gateway runs
+The recognizers' requests, refusals, decoders and connections carry no ``locale`` label (a recognizer serves one
+locale): each is given its SpeechToText's locale by its ``namespace`` and ``service`` (the labels a ServiceMonitor
+gives a target, the chart's ``serviceMonitor.enabled``) from ``speech_locale_loaded{locale}``, which each recognizer
+exports from its start (0 while its model loads): a SpeechToText appears once one of its pods is scraped. The gateway's panels are filtered by locale where its metric has one, not by namespace (the gateway runs
 in the operator's). The operator's panels read its own metrics (the chart's ``metrics.enabled``).
 """
 
@@ -37,7 +36,7 @@ RATE = "$__rate_interval"
 #: The selectors of the SpeechToTexts chosen (the template variables' regexes).
 WHERE = 'namespace=~"$namespace"'
 #: Each recognizer's SpeechToText and its locale, for the metrics of a recognizer that have no ``locale``.
-LOCALES = f'group by (namespace, service, locale) (speech_decoder_cpu_seconds_count{{{WHERE}, locale=~"$locale"}})'
+LOCALES = f'group by (namespace, service, locale) (speech_locale_loaded{{{WHERE}, locale=~"$locale"}})'
 
 
 def of_locale(expr: str, by: str) -> str:
@@ -94,11 +93,13 @@ def failure_panels(process: str, metric: str, kinds: Iterable[Kind], by_locale: 
 def recognizer_panels() -> list[dict[str, Any]]:
     own = f'{WHERE}, locale=~"$locale"'  # the metrics of a recognizer that have its locale
     sessions = of_locale(f"speech_active_sessions{{{WHERE}}}", "locale")
+    capacity = of_locale(f"speech_decoders_max{{{WHERE}}}", "locale")
     busy = of_locale(rate(f'speech_refused_total{{{WHERE}, reason="busy"}}'), "locale")
     return [
-        panel("Decoders in use", "Recognitions decoding now (`speech_active_sessions`), and those refused because every "
-              "decoder of their pod was in use (`busy`: DecoderMaxCount; each pod's count of decoders is not exported)",
-              "short", (sessions, "{{locale}} decoding"), (busy, "{{locale}} refused busy /s")),
+        panel("Decoders in use", "Recognitions decoding now (`speech_active_sessions`) of the decoders of the pods "
+              "(`speech_decoders_max`: DecoderMaxCount, what /sessions reports), and those refused because every decoder "
+              "of their pod was in use (`busy`)", "short",
+              (sessions, "{{locale}} decoding"), (capacity, "{{locale}} decoders"), (busy, "{{locale}} refused busy /s")),
         panel("Requests by route and status", "Recognitions by route and outcome (`speech_requests_total{route,status}`; "
               "a WebSocket's is the HTTP status of its failure kind)", "reqps",
               (of_locale(rate(f"speech_requests_total{{{WHERE}}}"), "locale, route, status"), "{{locale}} {{route}} {{status}}"),
@@ -214,7 +215,7 @@ def dashboard() -> dict[str, Any]:
             {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "refresh": 1,
              "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "regex": ""},
             variable("namespace", "namespace", "speech_connections"),
-            variable("locale", "locale", f'speech_decoder_cpu_seconds_count{{{WHERE}}}'),
+            variable("locale", "locale", f'speech_locale_loaded{{{WHERE}}}'),
         ]},
         "panels": laid_out([("Recognizers", recognizer_panels()), ("SpeechToTexts (the operator)", speechtotext_panels()),
                             ("Gateway", gateway_panels())]),

@@ -59,6 +59,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
                     warm_pool=None if settings.reuse_recognizers else 0)
     metrics.watch_pool(engine.pool)
     metrics.watch_connections(engine.admission)
+    metrics.watch_decoders(engine.admission, registry)
     http_cap = connection_cap(settings)  # held by the server's HTTP protocol (serving.server_options)
     metrics.watch_http_connections(http_cap)
     warmup = WarmupState()

@@ -11,6 +11,7 @@ from . import heap
 from .admission import Admission
 from .connection_cap import ConnectionCap
 from .engine import SessionRecord
+from .models import ModelRegistry
 from .pool import WarmPool
 
 
@@ -68,6 +69,12 @@ class Metrics:
             Gauge("speech_connections_max", "Most recognition WebSockets kept open at once (MaxConnections)",
                   registry=self.registry).set(admission.max_connections)
 
+    def watch_decoders(self, admission: Admission, models: ModelRegistry) -> None:
+        """Expose the decoders recognitions may hold at once, the value ``/sessions`` reports as ``decoders`` (the
+        admission's limit: ``DecoderMaxCount``, or its default once lowered for the memory the loaded models take),
+        and the locales this process serves from its start, before any recognition (read at each scrape)."""
+        self.registry.register(_DecodersCollector(admission, models))
+
     def watch_http_connections(self, cap: ConnectionCap) -> None:
         """Expose the plain HTTP connections open within ``Http:MaxConnections``, those of them idle, the cap, and the
         connections closed for it (read at each scrape); requests refused past it are ``speech_refused_total{route="http",
@@ -104,6 +111,24 @@ class _PoolCollector:
             "speech_recognizers_replaced", "Retired recognizers replaced by one warmed in the background", value=p.replaced
         )
         yield GaugeMetricFamily("speech_recognizers_idle", "Warm recognizers idle in the pool", value=len(p))
+
+
+class _DecodersCollector:
+    """Decoder capacity and the locales served: what a dashboard sets ``speech_active_sessions`` against, and the
+    locale of a pod's metrics that have none (a recognizer serves its SpeechToText's)."""
+
+    def __init__(self, admission: Admission, models: ModelRegistry) -> None:
+        self.admission, self.models = admission, models
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("speech_decoders_max", "Recognitions that may hold a decoder at once (DecoderMaxCount, "
+                                "/sessions' decoders)", value=self.admission.limit)
+        loaded = self.models.loaded
+        family = GaugeMetricFamily("speech_locale_loaded", "Each locale this process serves: 1 once its model is "
+                                   "loaded, 0 while it loads or when it could not be loaded", labels=["locale"])
+        for locale in dict.fromkeys([*self.models.wanted, *loaded]):
+            family.add_metric([locale], int(locale in loaded))
+        yield family
 
 
 class _HttpConnectionsCollector:

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -33,6 +34,9 @@ class Served:
 
     #: ``/sessions``' ``decoders``: what the operator's autoscaling reads.
     decoders: int
+    #: ``/metrics``' ``speech_decoders_max`` and ``speech_locale_loaded`` by locale, read then.
+    exported: int
+    locales: dict[str, float]
     #: Streams that got a decoder before one was refused, and that one's close code and reason.
     admitted: int
     refused: tuple[int | None, str]
@@ -78,8 +82,13 @@ def serve(tmp_path: Path, locales: tuple[str, ...], *args: str) -> Served:
             pod.wait_probe(running, "readinessProbe", budget=300)
             status, body = pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)
             assert status == 200, body
+            status, metrics = pod.http_get(contract.PORT, contract.ROUTE_METRICS)
+            assert status == 200, metrics
+            samples = [s for family in text_string_to_metric_families(metrics) for s in family.samples]
+            exported = int(next(s.value for s in samples if s.name == "speech_decoders_max"))
+            locales = {s.labels["locale"]: s.value for s in samples if s.name == "speech_locale_loaded"}
             admitted, refused = pod.in_network(lambda: streams_until_refused(8))
-            return Served(int(json.loads(body)["decoders"]), admitted, refused, running.log())
+            return Served(int(json.loads(body)["decoders"]), exported, locales, admitted, refused, running.log())
         finally:
             pod.stop(running, grace=0)
 
@@ -105,6 +114,7 @@ def test_two_locales_get_the_decoders_the_memory_left_by_their_models_holds(pod_
     kernel OOM-kills the container, every stream on it)."""
     seen = pod_run.result()
     assert (seen.decoders, seen.admitted) == (5, 5), seen.log[-3000:]
+    assert seen.exported == 5 and seen.locales == {"ko-KR": 1, "ko-KP": 1}, "/metrics says the count made after the load"
     code, reason = seen.refused
     assert code == 1013 and reason.startswith("all 5 decoders are busy"), seen.refused
     locales, resident, decoders, made_of = seen.loaded()
@@ -123,6 +133,7 @@ def test_an_explicit_count_past_what_the_loaded_models_leave_is_obeyed_with_a_wa
     what 3Gi held beside 576 MiB)."""
     seen = pod_run.result()
     assert (seen.decoders, seen.admitted, seen.refused[0]) == (6, 6, 1013), seen.log[-3000:]
+    assert seen.exported == 6
     warnings = [line for line in seen.log.splitlines() if "is more than the" in line]
     assert len(warnings) == 1 and " WARNING " in warnings[0], seen.log[-3000:]
     assert "DecoderMaxCount=6 is more than the 3072 MiB memory limit holds (5)" in warnings[0], warnings

@@ -357,6 +357,44 @@ def test_active_sessions_gauge(fresh: App, speech_wav: Path) -> None:
     assert scrape(fresh.http)[vosk_ok] >= 1
 
 
+def until_ready(base: str, budget: float = 30) -> None:
+    """The models loaded and the decoders fitted to them (app.fit_decoders, before ``/ready`` answers 200)."""
+    deadline = time.monotonic() + budget
+    while httpx.get(f"{base}{c.ROUTE_READY}", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the server did not get ready"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("given", [("DecoderMaxCount=3",), ()], ids=["given", "default"])
+def test_decoder_capacity_is_what_sessions_reports(registry: ModelRegistry, tmp_path: Path, given: tuple[str, ...]) -> None:
+    """``speech_decoders_max`` is ``/sessions``' ``decoders``, given or the default made once the models are loaded
+    (the admission's limit, lowered for the memory they take: tests/recognizer/test_decoder_memory.py); the locale
+    served is in ``speech_locale_loaded`` before any recognition, what the dashboard gives a pod's other metrics."""
+    app = create_app(make_settings(tmp_path, *given), registry)
+    with ServerThread(app) as srv:
+        until_ready(srv.http)
+        decoders = httpx.get(f"{srv.http}{c.ROUTE_SESSIONS}", timeout=10).json()["decoders"]
+        metrics = scrape(srv.http)
+        assert metrics[("speech_decoders_max", ())] == decoders == (3 if given else app.state.engine.decoder_max_count)
+        assert metrics[("speech_locale_loaded", (("locale", "ko-KR"),))] == 1
+        assert not [k for k in metrics if k[0].startswith("speech_decoder_cpu_seconds")], "no recognition yet"
+
+
+def test_a_locale_whose_model_cannot_be_loaded_is_exported_as_0(tmp_path: Path) -> None:
+    """A wanted locale is in ``speech_locale_loaded`` from the start; 0 until its model is loaded, 0 for good when it
+    cannot be (a folder vosk refuses), so the dashboard still names the pod's locale."""
+    broken = tmp_path / "models" / "ko-KP" / "conf"
+    broken.mkdir(parents=True)
+    (broken / "model.conf").write_text("--not-a-model\n")
+    app = create_app(make_settings(tmp_path, "Locale=ko-KP"), ModelRegistry(tmp_path / "models", ("ko-KP",)))
+    with ServerThread(app) as srv:
+        deadline = time.monotonic() + 30
+        while "ko-KP" not in app.state.registry.errors:
+            assert time.monotonic() < deadline, "the load did not fail"
+            time.sleep(0.05)
+        assert scrape(srv.http)[("speech_locale_loaded", (("locale", "ko-KP"),))] == 0
+
+
 def test_sessions_route_reports_live_sessions_capacity_and_idle_time(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
     """What the operator's autoscaling reads: sessions now, clients connected and their cap, decoders in all, seconds
     without work; the answer has the fields its description in the reference lists, all of them.
