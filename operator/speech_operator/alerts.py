@@ -111,6 +111,12 @@ def rule_groups() -> list[dict[str, Any]]:
                    f"Its recognizers have refused work for 10 minutes ({listed(capacity)}: every decoder in use, "
                    "MaxConnections WebSockets open, or Http:MaxConnections plain HTTP connections busy). Raise the "
                    "SpeechToText's replicas (or spec.autoscaling.maxReplicas), or its CPU and decoders per pod."),
+            _alert("SpeechRecognizerDecodersNearCapacity",
+                   "sum by (namespace, service) (speech_active_sessions)\n/\nsum by (namespace, service) (speech_decoders_max) > 0.9",
+                   "10m", f"{where} keeps more than 90 % of its decoders busy",
+                   "Its pods' recognitions have held more than 90 % of the decoders they have (DecoderMaxCount each: "
+                   "speech_decoders_max) for 10 minutes: the next ones are refused busy (SpeechRecognizerAtCapacity). "
+                   "Raise the SpeechToText's replicas (or spec.autoscaling.maxReplicas), or its CPU and decoders per pod."),
             _alert("SpeechRecognizerFailing",
                    f'sum by (namespace, service, reason) (\n  rate(speech_refused_total{{reason=~"{matching(fault)}"}}[10m])\n) > 0', "5m",
                    f"{where} fails recognitions: {{{{ $labels.reason }}}}",

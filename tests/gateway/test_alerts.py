@@ -44,11 +44,12 @@ HTTP_CAP = 3
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, Recognizer, Stack]]:
     """A recognizer that keeps at most 2 WebSockets and :data:`HTTP_CAP` plain HTTP connections open (a head may take
-    600 s: the stalled ones stay busy the test's length); a gateway that holds no request for a starting locale
+    600 s: the stalled ones stay busy the test's length) and has 2 decoders (a stream waits for audio 600 s: those
+    of the two WebSockets stay held); a gateway that holds no request for a starting locale
     and knows one locale whose recognizer does not answer; Prometheus scraping both."""
     root = tmp_path_factory.mktemp("alerts")
     recognizer = start_recognizer(root, "ko-KR", "MaxConnections=2", f"Http:MaxConnections={HTTP_CAP}",
-                                  "Http:HeaderTimeoutSeconds=600")
+                                  "Http:HeaderTimeoutSeconds=600", "DecoderMaxCount=2", "AudioIdleSeconds=600")
     prometheus = None
     try:
         recognizer.wait_ready()
@@ -105,7 +106,10 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
         time.sleep(3)  # a few more scrapes and evaluations
         assert prometheus.alerts() == [], "an alert before any failure"
 
-    with connect(f"{recognizer.ws}/vosk"), connect(f"{recognizer.ws}/vosk"), ExitStack() as busy:  # the recognizer's caps, held
+    with connect(f"{recognizer.ws}/vosk") as one, connect(f"{recognizer.ws}/vosk") as two, ExitStack() as busy:  # the recognizer's caps, held
+        for stream in (one, two):  # each stream's first audio answered: it holds one of the 2 decoders
+            stream.send(bytes(3200))
+            stream.recv(timeout=30)
         for _ in range(HTTP_CAP):  # the idle scrape connection gives way, the scrapes are answered past the cap
             busy.enter_context(stalled(recognizer))
         refused_twice(prometheus, lambda: closed_with(f"{recognizer.ws}/vosk"))  # too_many_connections: 1013
@@ -117,6 +121,7 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
             refused_twice(prometheus, ask)
         expected = {
             "SpeechRecognizerAtCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
+            "SpeechRecognizerDecodersNearCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
             "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
             "SpeechRecognizerHttpConnectionsNearCap": RECOGNIZER_TARGET,
             "SpeechGatewayFailing": {**{k: GATEWAY_TARGET[k] for k in ("namespace", "service")}, "reason": "backend_unavailable"},

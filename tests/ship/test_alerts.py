@@ -98,7 +98,7 @@ def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reaso
 
 def quiet_case(names: list[str]) -> dict[str, Any]:
     """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time,
-    connections well below their cap, SpeechToTexts Ready (one scaled to zero) and not Degraded: no alert at all."""
+    connections and decoders below 90 % of their caps, SpeechToTexts Ready (one scaled to zero) and not Degraded: no alert at all."""
     series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
@@ -109,6 +109,8 @@ def quiet_case(names: list[str]) -> dict[str, Any]:
         series += [{"series": connections + where, "values": "80x30"}, {"series": f"{connections}_max{where}", "values": "100x30"}]
         if idle is not None:  # none of them idle: 80 % busy
             series.append({"series": idle + where, "values": "0x30"})
+    where = '{namespace="speech",service="en-us",pod="en-us-1"}'  # 5 of 6 decoders busy: 83 %
+    series += [{"series": f"speech_active_sessions{where}", "values": "5x30"}, {"series": f"speech_decoders_max{where}", "values": "6x30"}]
     return {"interval": "1m", "input_series": series,
             "alert_rule_test": [{"eval_time": "25m", "alertname": name, "exp_alerts": []} for name in names]}
 
@@ -132,6 +134,23 @@ def near_cap_case(rule: dict[str, Any], metric: str = "speech_connections", serv
                 {"eval_time": "10m", "alertname": rule["alert"], "exp_alerts": []},  # not yet: 15 minutes
                 {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [
                     {"exp_labels": alert_labels, "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}}]}]}
+
+
+def decoders_case(rule: dict[str, Any]) -> dict[str, Any]:
+    """``en-us``'s two pods hold 6 of 6 and 5 of 6 decoders (92 %) for 20 minutes: its alert after 10, not before;
+    ``de-de``'s one pod all 6 and its other none (50 %: the Service's balance, not capacity): none."""
+    def pod(service: str, name: str, busy: int) -> list[dict[str, str]]:
+        where = f'{{namespace="speech",service="{service}",pod="{name}"}}'
+        return [{"series": f"speech_active_sessions{where}", "values": f"{busy}x20"},
+                {"series": f"speech_decoders_max{where}", "values": "6x20"}]
+    labels = {"severity": "warning", "namespace": "speech", "service": "en-us"}
+    return {"interval": "1m",
+            "input_series": [*pod("en-us", "en-us-1", 6), *pod("en-us", "en-us-2", 5), *pod("de-de", "de-de-1", 6),
+                             *pod("de-de", "de-de-2", 0)],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": rule["alert"], "exp_alerts": []},
+                {"eval_time": "12m", "alertname": rule["alert"], "exp_alerts": [
+                    {"exp_labels": labels, "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}]}]}
 
 
 def condition_series(name: str, type_: str, status: str, reason: str, values: str, instance: str = "operator-a") -> dict[str, str]:
@@ -205,6 +224,7 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         counter_case(by_name["SpeechRecognizerFailing"], "speech_refused_total", recognizer[FAULT], per_reason=True),
         counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
         counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
+        decoders_case(by_name["SpeechRecognizerDecodersNearCapacity"]),
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
         near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway",
                       idle="speech_gateway_idle_connections"),
