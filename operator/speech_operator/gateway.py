@@ -63,7 +63,6 @@ from speech_operator.gateway_http_limits import (
     client_failure,
     client_leaves,
     drop_the_rest,
-    drop_what_follows,
 )
 from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
@@ -77,6 +76,7 @@ from speech_operator.gateway_relay import (
     offered_protocols,
     read_refusals,
     refuse,
+    refuse_accepted,
     relay_accepted,
     relay_http,
     relay_websocket,
@@ -369,9 +369,12 @@ class Gateway:
     async def recognition(self, request: web.Request) -> web.StreamResponse:
         """``/speech/recognition/{mode}/cognitiveservices/v1``: REST (POST) or the Speech SDK (WebSocket)."""
         mode = request.match_info["mode"]
-        if mode not in contract.RECOGNITION_MODES:
-            failure = failures.Failure(f"no recognition mode {mode!r}; use one of {', '.join(contract.RECOGNITION_MODES)}",
+        if mode not in contract.RECOGNITION_MODES:  # as a recognizer answers it: 404, or on an upgrade the close 1007
+            failure = failures.Failure(f"no recognition mode {mode[:40]!r}; use one of {', '.join(contract.RECOGNITION_MODES)}",
                                        failures.NOT_FOUND)
+            if _is_upgrade(request):
+                protocols = (USP_PROTOCOL,) if USP_PROTOCOL in offered_protocols(request) else ()
+                return await self._refused_ws(request, failure, "usp", None, protocols)
             return self._refused_http(failure, "rest", None)
         if _is_upgrade(request):
             return await self.stream(request, "usp")
@@ -572,11 +575,10 @@ class Gateway:
             backend = await waiting
         except failures.Failure as failure:
             self._count(failure, route, backend)
-            code, reason = failures.close_args(failure)
-            await client.close(code=code, message=reason)
+            await refuse_accepted(client, failure, sent, usp=route == "usp")
             return client
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
-                             failed=self._failed(route, backend))
+                             failed=self._failed(route, backend), usp=route == "usp")
         return client
 
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None) -> None:
@@ -637,9 +639,9 @@ class Gateway:
         failure = self.connections.refusal()
         route = _route_of(request)
         if _is_upgrade(request):
-            # What the client sends after its upgrade (up to a message of MAX_MESSAGE_BYTES before it reads the close) is
-            # dropped, not read: the connection is closed after the close frame, lingering, not when the client answers it.
-            drop_what_follows(request)
+            # What the client sends after its close frame (up to a message of MAX_MESSAGE_BYTES before it reads it) is
+            # dropped, not read: the connection is closed after the close frame, lingering, not when the client answers it
+            # (refuse, close_wait 0). A Speech SDK's connection is read for its request first (a failed turn tells it).
             protocols = (USP_PROTOCOL,) if route == "usp" and USP_PROTOCOL in offered_protocols(request) else ()
             return await self._refused_ws(request, failure, route, None, protocols, close_wait=0)
         drop_the_rest(request)

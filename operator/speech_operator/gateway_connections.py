@@ -17,7 +17,8 @@ kubelet's ``/ready``, ``/status`` and ``/pre-stop``, Prometheus' ``/metrics``) i
 CORS preflight with ``SPEECH_GATEWAY_CORS_ORIGINS`` (:mod:`speech_recognizer.cors` says why), anything else
 is refused with :data:`~speech_operator.gateway_failures.TOO_MANY_CONNECTIONS` (503 + ``Retry-After``,
 or a WebSocket accepted and closed with 1013 and the reason, as the recognizer refuses its own
-connections past ``MaxConnections``), and either way the connection is closed after that answer. So a
+connections past ``MaxConnections``: a Speech SDK's once its request begins, after a turn that fails, by the
+recognizer's own code, :mod:`speech_recognizer.usp.refusal`), and either way the connection is closed after that answer. So a
 flood never makes the kubelet restart the pod, nor Prometheus lose it, and what a connection past the
 cap holds is its head (``SPEECH_GATEWAY_MAX_HEADER_BYTES``) for ``SPEECH_GATEWAY_HEADER_SECONDS`` at most.
 Those are bounded in number too (the cap is the recognizer's own, :mod:`speech_recognizer.connection_cap`): at

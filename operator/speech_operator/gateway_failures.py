@@ -47,7 +47,9 @@ STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", er
 FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
                   doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may",
                   alert=errors.CAPACITY)
-TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "ServiceUnavailable", errors.DEBUG, 1,
+# A capacity refusal, as the recognizer's own too_many_connections: TooManyRequests, which the JavaScript SDK knows
+# (it knows no ServiceUnavailable: it reports that as an internal error).
+TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", errors.DEBUG, 1,
                             doc="the gateway keeps SPEECH_GATEWAY_MAX_CONNECTIONS client connections open already (its log says so "
                                 "once per 10 s; probes and scrapes are still answered)", alert=errors.CAPACITY)
 

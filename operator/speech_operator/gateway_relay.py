@@ -56,14 +56,14 @@ from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_http_limits import client_failure, client_leaves, not_reading
+from speech_operator.gateway_http_limits import client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
-from speech_recognizer.usp.frames import begins_request
+from speech_recognizer.usp import refusal as usp_refusal
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -309,42 +309,68 @@ def offered_protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
-#: How long a refused Speech SDK stream is read for its ``speech.context`` before the close (:func:`refuse`).
-CONTEXT_WAIT_SECONDS = 5.0
+#: Largest message a refused WebSocket is read for (a Speech SDK's first messages are a few KiB: ``speech.config``,
+#: ``speech.context``, an audio chunk); a larger one ends the refusal (aiohttp closes it 1009).
+REFUSED_MESSAGE_BYTES = 64 * 1024
 
 
 async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = (),
                  close_wait: float = 10.0, *, usp: bool = False) -> web.WebSocketResponse:
     """Accept, then close with the failure's code and reason (a close before the handshake would
-    lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds.
+    lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds
+    (0: a connection past the cap, whose close lingers, what follows it dropped).
 
-    ``usp`` (the Speech SDK's route, with a ``close_wait``): the close comes once the client has sent its
-    ``speech.context`` or first audio, as the recognizer's does. The JavaScript SDK sends its first messages as soon
-    as the socket opens, and one it sends after the close frame came, before the socket's close event, fails the
-    recognition with its own "websocket send error: Websocket not ready" and a stack trace, where the reason was meant.
-    """
-    ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait)
+    ``usp`` (the Speech SDK's route): answered as the recognizer answers its own refusals
+    (:func:`speech_recognizer.usp.refusal.answer`): once the client's request begins, a turn that fails with the
+    kind's status, then the close with the kind's code on that route. The JavaScript SDK, closed at once, failed with
+    its own "websocket send error: Websocket not ready" and a stack trace, or (closed 1013 once its request began)
+    connected again and waited for ever."""
+    ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait,
+                               max_msg_size=REFUSED_MESSAGE_BYTES)
     await ws.prepare(request)
-    if usp and close_wait > 0:
-        await _until_turn(ws, min(close_wait, CONTEXT_WAIT_SECONDS))
-    code, reason = failures.close_args(failure)
-    await ws.close(code=code, message=reason)
+
+    async def close(code: int, reason: str) -> None:
+        if close_wait <= 0:
+            drop_what_follows(request)
+        await ws.close(code=code, message=reason.encode())
+
+    if usp:
+        await usp_refusal.answer(_messages(ws), ws.send_str, close, failure)
+    else:
+        code, reason = failures.close_args(failure)
+        await close(code, reason.decode())
     return ws
 
 
-async def _until_turn(ws: web.WebSocketResponse, budget: float) -> None:
-    """Read a Speech SDK client's messages until its request begins (``speech.context``, ``synthesis.context`` or
-    ``ssml``: ``contract.USP_REQUEST_PATHS``; or audio), it closes, or ``budget`` seconds have passed."""
-    deadline = asyncio.get_running_loop().time() + budget
-    while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        try:
-            msg = await ws.receive(timeout=left)
-        except TimeoutError:
-            return
-        if msg.type != WSMsgType.TEXT:  # audio (binary), a close, an error
-            return
-        if begins_request(str(msg.data)):
-            return
+async def refuse_accepted(client: web.WebSocketResponse, failure: failures.Failure, sent: list[WSMessage], *,
+                          usp: bool) -> None:
+    """Refuse a client accepted already (held while its locale woke), which ``sent`` these messages meanwhile: on the
+    Speech SDK's route (``usp``) as :func:`refuse` does, its request found among them first; else the close."""
+    if usp:
+        await usp_refusal.answer(_messages(client, sent), client.send_str, lambda code, reason: _close(client, code, reason.encode()),
+                                 failure)
+    else:
+        await _close(client, *failures.close_args(failure))
+
+
+def _messages(ws: web.WebSocketResponse, sent: list[WSMessage] | None = None) -> usp_refusal.Read:
+    """The client's messages as :func:`speech_recognizer.usp.refusal.answer` reads them: those it ``sent`` already,
+    then what it sends (pings answered); None once it closes or breaks off."""
+    pending = list(sent or ())
+
+    async def read() -> str | bytes | None:
+        while True:
+            msg = pending.pop(0) if pending else await ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                return msg.data if isinstance(msg.data, str) else bytes(msg.data).decode(errors="replace")
+            if msg.type is WSMsgType.BINARY:
+                return bytes(msg.data)
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is not WSMsgType.PONG:
+                return None
+
+    return read
 
 
 class _ClientSide(web.WebSocketResponse):
@@ -512,12 +538,13 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
-                         trusted: tuple[Network, ...], failed: Failed) -> None:
+                         trusted: tuple[Network, ...], failed: Failed, usp: bool = False) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
     one INFO line: the recognizer's answer, not the gateway's failure (a recognizer that cannot be reached, or is lost,
-    is ``failed``)."""
+    is ``failed``; one that cannot be reached is answered as the gateway refuses, :func:`refuse_accepted`, ``usp``: on
+    the Speech SDK's route)."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols, trusted)
@@ -529,7 +556,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         return
     except failures.Failure as failure:
         failed(failure)
-        await _close(client, *failures.close_args(failure))
+        await refuse_accepted(client, failure, sent, usp=usp)
         return
     try:
         for msg in sent:

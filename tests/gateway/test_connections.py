@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,9 +25,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from harness.usp import client_text_frame
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 from speech_operator.gateway_wake import HOLD_BUFFER_BYTES
+from speech_recognizer.usp.frames import parse_text
 
 from .conftest import ServiceDNS, speech_to_text
 from .test_relay import REST, USP, Rig, Upstream, upstream_behind_a_gateway
@@ -108,6 +111,21 @@ async def served_and_closed(kept: list[Connection]) -> None:
         c.close()
 
 
+async def refused_usp(client: aiohttp.ClientSession, rig: Rig) -> aiohttp.WSMessage:
+    """A Speech SDK connection past the cap, which begins its request as the SDKs do at once: told first by a turn
+    that fails ``TooManyRequests`` with the reason (as a recognizer at its MaxConnections), then closed; that close."""
+    async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
+        request_id = uuid.uuid4().hex
+        await ws.send_str(client_text_frame("speech.context", request_id, {}))
+        said = []
+        while (msg := await asyncio.wait_for(ws.receive(), 5)).type is aiohttp.WSMsgType.TEXT:
+            said.append(parse_text(msg.data))
+    assert [(m.path, m.request_id) for m in said] == [(path, request_id) for path in ("turn.start", "speech.phrase", "turn.end")], said
+    phrase = said[1].json()
+    assert phrase["RecognitionStatus"] == "TooManyRequests" and phrase["Message"].startswith("too many connections"), phrase
+    return msg
+
+
 async def metrics(rig: Rig) -> str:
     c = await Connection.open(rig)
     try:
@@ -127,8 +145,8 @@ async def test_past_the_cap_a_request_or_websocket_is_refused_with_its_reason(ri
         error = json.loads(body)["error"]
         assert error["code"] == "ServiceUnavailable" and "at most 3 open" in error["message"], error
         assert await extra.closed_by_the_gateway()
-        async with aiohttp.ClientSession() as client, client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
-            msg = await asyncio.wait_for(ws.receive(), 5)
+        async with aiohttp.ClientSession() as client:
+            msg = await refused_usp(client, rig)
             assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1013, msg
             assert "too many connections" in msg.extra and "SPEECH_GATEWAY_MAX_CONNECTIONS" in msg.extra, msg.extra
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "MAX_CONNECTIONS" in r.getMessage()]
@@ -164,8 +182,7 @@ async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
     assert status == 200 and headers.get("connection") != "close"
     await again.begin_post()  # in progress again
     async with aiohttp.ClientSession() as client:  # now full again: a WebSocket is refused; after a leave, relayed
-        async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
-            assert (await asyncio.wait_for(ws.receive(), 5)).data == 1013
+        assert (await refused_usp(client, rig)).data == 1013
         again.close()
         await asyncio.sleep(0.1)
         async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
@@ -366,8 +383,7 @@ async def test_relayed_websockets_are_never_idle(rig: Rig) -> None:
         for ws in streams:
             await ws.send_str("hello")
             assert (await asyncio.wait_for(ws.receive(), 5)).data == "hello"
-        async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as refused:
-            assert (await asyncio.wait_for(refused.receive(), 5)).data == 1013
+        assert (await refused_usp(client, rig)).data == 1013
         probe = await Connection.open(rig)
         status, headers, _ = await probe.get("/ready")
         assert status == 200 and headers["connection"] == "close"

@@ -38,6 +38,7 @@ from harness.usp import client_text_frame
 from speech_recognizer import contract as c
 from speech_recognizer.admission import LOG_EVERY_SECONDS
 from speech_recognizer.usp.frames import parse_text
+from speech_recognizer.usp.refusal import MAX_WAITING, REQUEST_WAIT_SECONDS
 
 from ..hostile import PeakRss, assert_strict, paced_stream, real_server_for
 from ..support import scrape_metrics
@@ -277,6 +278,50 @@ def test_a_stream_at_the_cap_hears_why_and_is_admitted_once_the_flood_goes(srv: 
         during = [code for answered, code in attempts if answered < ended]
         print(f"{len(during)} connections refused beside the stream")
         assert len(during) >= TRIES_BESIDE and set(during) == {1013}, attempts
+    until(srv, 0)
+
+
+def test_a_flood_of_idle_speech_sdk_connections_past_the_cap_holds_at_most_max_waiting(srv: Server) -> None:
+    """A refused Speech SDK connection is read for its request up to ``REQUEST_WAIT_SECONDS`` (usp/refusal.py): a flood
+    of ``MAX_WAITING`` + 10 that send nothing holds ``MAX_WAITING`` sockets that long, and the other 10 are closed at
+    once (1013 and the reason, as before the turn was sent), not all of them held; the server answers meanwhile, each
+    held one is closed once its time is up, and a connection refused after them waits for its request (its turn) again."""
+    until(srv, 0)
+    enough_files(MAX_WAITING + 10 + CAP)
+
+    async def flood() -> tuple[list[int], list[int], float]:
+        conns = await asyncio.gather(*(aconnect(f"{srv.ws}{USP}?language=ko-KR", subprotocols=["USP"], open_timeout=10)  # type: ignore[list-item]
+                                       for _ in range(MAX_WAITING + 10)))
+        opened = time.monotonic()
+        await asyncio.sleep(AT_ONCE)
+        at_once, waiting = [], []
+        for ws in conns:
+            try:
+                await asyncio.wait_for(ws.recv(), 0.01)
+                raise AssertionError("a message on an idle connection")
+            except TimeoutError:
+                waiting.append(ws)
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.reason.startswith(REASON), closed
+                at_once.append(closed.rcvd.code)
+        assert time.monotonic() - opened < REQUEST_WAIT_SECONDS, "too slow to tell the held ones from the others"
+        assert httpx.get(f"{srv.http}{c.ROUTE_READY}", timeout=5).status_code == 200, "the server answers meanwhile"
+        later = []
+        for ws in waiting:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), REQUEST_WAIT_SECONDS + 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.reason.startswith(REASON), closed.value
+            later.append(closed.value.rcvd.code)
+        return at_once, later, time.monotonic() - opened
+
+    with held(srv, CAP):
+        until(srv, CAP)
+        at_once, later, took = asyncio.run(flood())
+        print(f"{len(at_once)} closed at once, {len(later)} held until {took:.1f} s")
+        assert (at_once, later) == ([1013] * 10, [1013] * MAX_WAITING)
+        assert took >= REQUEST_WAIT_SECONDS - 0.5, "the held ones waited for their request"
+        code, reason, _ = attempt(srv, USP)  # its turn, then the close (attempt checks the turn)
+        assert code == 1013 and reason.startswith(REASON), (code, reason)
     until(srv, 0)
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import contract
 from ..errors import BAD_VALUE, PROTOCOL_ERROR, Failure
 
 #: Limits the SDK keeps to, and so do we.
@@ -102,15 +101,6 @@ def parse_text(text: str) -> Message:
         head, body = text[: match.start()], text[match.end() :]
     headers = parse_headers(head)
     return Message(_require_path(headers), headers, body, binary=False)
-
-
-def begins_request(text: str) -> bool:
-    """Whether a client's text message begins a Speech SDK request (its ``Path`` one of
-    ``contract.USP_REQUEST_PATHS``); a malformed one does not."""
-    try:
-        return parse_text(text).path.lower() in contract.USP_REQUEST_PATHS
-    except FrameError:
-        return False
 
 
 def parse_binary(data: bytes) -> Message:

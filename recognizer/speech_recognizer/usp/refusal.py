@@ -1,6 +1,7 @@
 """How a Speech SDK connection refused before any turn runs is answered (``MaxConnections``, a drain, a service not
 served): the upgrade is taken, the client's messages are read until its request begins, and then the refusal is
-told as a turn that fails (:func:`refuse`).
+told as a turn that fails (:func:`answer`; :func:`refuse` on an ASGI server's WebSocket). The gateway answers its own
+refusals with it too (``speech_operator.gateway_relay.refuse``), on an aiohttp WebSocket.
 
 Why not at once: the SDK for JavaScript sends its first messages (``speech.config``, ``speech.context``, the audio's
 header) as soon as the socket opens, and one sent after the close frame came fails its recognition with
@@ -10,6 +11,10 @@ the reason was meant. Why a turn: that SDK words a close's reason only for 1002,
 stream that has ended, waits for ever. A ``speech.phrase`` whose ``RecognitionStatus`` it knows cancels it at once;
 the Python SDK reports the same phrase with its ``Message``. The close then carries the code and the reason as before.
 
+A connection that sends nothing is held until :data:`REQUEST_WAIT_SECONDS` pass: at most :data:`MAX_WAITING` are held
+so at once (:class:`Waiting`), and past them a refused connection is closed at once, as before the turn was sent,
+so that a flood of idle connections past a cap cannot hold a socket each for that long.
+
 Only :mod:`..errors` and :mod:`.frames` are used: :class:`~speech_recognizer.drain.DrainMiddleware` refuses with it
 before any route runs.
 """
@@ -17,8 +22,9 @@ before any route runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from .. import contract
@@ -27,45 +33,106 @@ from .frames import FrameError, parse_binary, parse_text, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: The client's next message: its text, or its bytes (binary); None once it has left (or broken the protocol).
+Read = Callable[[], Awaitable[str | bytes | None]]
+#: Sends one text message to the client.
+SendText = Callable[[str], Awaitable[None]]
+#: Closes the connection with a code and a reason.
+Close = Callable[[int, str], Awaitable[None]]
 
 #: How long a connection being refused is read for its request before the close.
 REQUEST_WAIT_SECONDS = 5.0
+#: Refused connections read for their request at once, at most (per process); past it the close is at once. An SDK
+#: begins its request as soon as its socket opens, so its refusal waits a round trip: 64 at once is a burst of 64
+#: refusals within one round trip, far past what a cap's honest clients make; a flood of idle connections then holds
+#: 64 sockets for :data:`REQUEST_WAIT_SECONDS` (no more than 64 idle connections of its own would), not one each.
+MAX_WAITING = 64
 
 
-async def until_request(receive: Receive, budget: float = REQUEST_WAIT_SECONDS) -> str | None:
-    """Read the client's ASGI messages until one begins its request (``contract.USP_REQUEST_PATHS``, or audio), or
-    ``budget`` seconds have passed: that request's ``X-RequestId`` ("" when it has none, or on time out); None when
-    the client left first."""
+class Waiting:
+    """How many refused connections are being read for their request (:data:`MAX_WAITING` at most)."""
+
+    count = 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def place(cls) -> Iterator[bool]:
+        """Whether a refused connection may wait for its request: a place taken for the block, or False when all
+        :data:`MAX_WAITING` are."""
+        if cls.count >= MAX_WAITING:
+            yield False
+            return
+        cls.count += 1
+        try:
+            yield True
+        finally:
+            cls.count -= 1
+
+
+def request_of(message: str | bytes) -> str | None:
+    """The ``X-RequestId`` of a client's message that begins its request (``contract.USP_REQUEST_PATHS``, or audio:
+    "" when it has none); None for any other message (``speech.config``, a malformed one)."""
+    try:
+        if isinstance(message, bytes):
+            return parse_binary(message).request_id or ""
+        frame = parse_text(message)
+    except FrameError:
+        return None
+    return (frame.request_id or "") if frame.path.lower() in contract.USP_REQUEST_PATHS else None
+
+
+async def until_request(read: Read, budget: float = REQUEST_WAIT_SECONDS) -> str | None:
+    """Read the client's messages until one begins its request (:func:`request_of`), or ``budget`` seconds have
+    passed: that request's ``X-RequestId`` ("" when it has none, or on time out); None when the client left first."""
     try:
         async with asyncio.timeout(budget):
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    return None
-                try:
-                    if message.get("text") is None:  # binary: audio
-                        return parse_binary(message.get("bytes") or b"").request_id or ""
-                    frame = parse_text(message["text"])
-                except FrameError:
-                    continue
-                if frame.path.lower() in contract.USP_REQUEST_PATHS:
-                    return frame.request_id or ""
+            while (message := await read()) is not None:
+                if (request_id := request_of(message)) is not None:
+                    return request_id
+            return None
     except TimeoutError:
         return ""
 
 
-async def refuse(receive: Receive, send: Send, failure: Failure) -> None:
-    """Answer a connection accepted only to be refused: once its request begins (:func:`until_request`), a turn
-    that ends with the failure's ``speech.phrase`` (``turn.start``, ``speech.phrase``, ``turn.end``, as
-    :meth:`.connection.Turn.fail` ends one) when its kind has a ``usp`` status and the request an id, then the
-    close with the kind's code and the reason (:func:`~speech_recognizer.errors.close_args`)."""
-    request_id = await until_request(receive)
+def failed_turn(failure: Failure, request_id: str) -> list[str]:
+    """The text messages of a turn that ends with the failure's ``speech.phrase`` under ``request_id`` (``turn.start``,
+    ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none when its kind has no ``usp``
+    status (the close alone answers) or the request no id."""
+    if not (failure.kind.usp and request_id):
+        return []
+    turn: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("turn.start", {"context": {"serviceTag": uuid.uuid4().hex}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
+    return [text_frame(path, request_id, body) for path, body in turn]
+
+
+async def answer(read: Read, send_text: SendText, close: Close, failure: Failure) -> None:
+    """Answer a connection accepted only to be refused: once its request begins (:func:`until_request`; at once when
+    :data:`MAX_WAITING` are read so already), the failed turn (:func:`failed_turn`), then the close with the kind's
+    code on the Speech SDK's route and the reason (:func:`~speech_recognizer.errors.close_args`). Nothing when the
+    client left first."""
+    with Waiting.place() as waits:
+        request_id = await until_request(read) if waits else ""
     if request_id is None:
         return
-    if failure.kind.usp and request_id:
-        turn: tuple[tuple[str, dict[str, Any]], ...] = (
-            ("turn.start", {"context": {"serviceTag": uuid.uuid4().hex}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
-        for path, body in turn:
-            await send({"type": "websocket.send", "text": text_frame(path, request_id, body)})
-    code, reason = close_args(failure, usp=True)
-    await send({"type": "websocket.close", "code": code, "reason": reason})
+    for text in failed_turn(failure, request_id):
+        await send_text(text)
+    await close(*close_args(failure, usp=True))
+
+
+async def refuse(receive: Receive, send: Send, failure: Failure) -> None:
+    """:func:`answer` on an ASGI WebSocket accepted already (``receive`` and ``send``, its messages)."""
+
+    async def read() -> str | bytes | None:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else (message.get("bytes") or b"")
+
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    async def close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    await answer(read, send_text, close, failure)

@@ -1,0 +1,131 @@
+"""What a Speech SDK app sees when the gateway refuses its connection after taking the upgrade: at its connection cap
+(``SPEECH_GATEWAY_MAX_CONNECTIONS``), for a locale it cannot serve (scaled to 0 with nothing to wake it, a recognizer
+that does not answer, one that did not wake within the hold), for a language no SpeechToText serves and for a
+recognition path of no mode. The gateway answers as a recognizer answers its own refusals
+(speech_recognizer/usp/refusal.py; tests/jssdk/test_refusals.py): once the request begins, a turn that fails with the
+kind's status, then the close.
+
+Before, the gateway closed 1013 (at the cap at once, else once the request began) and the JavaScript SDK failed with
+``RuntimeError``, "websocket send error: Websocket not ready" and a stack trace, or connected again and waited until its
+own time out; the Python SDK said ``ServiceError`` "Connection was closed by the remote host. Error code: 1013". A
+recognition path of no mode was a bare 404 at the upgrade ("Unexpected server response: 404"; the Python SDK's
+"Internal service error (404)"). Only kmock and the gateway run here: no refusal reaches a recognizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.cognitiveservices.speech as speechsdk
+import pytest
+from websockets.sync.client import connect
+
+from harness.loopback import free_port
+from speech_operator.gateway import GATEWAY, GatewayConfig
+from tests.jssdk.test_refusals import INTERNAL_ERROR, TOO_MANY_REQUESTS, canceled_at_once
+from tests.usp.sdk import config, once
+
+from ..support import scrape_metrics
+from .conftest import Stack, speech_to_text
+
+ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
+#: Seconds within which a refusal must reach a Python SDK app.
+AT_ONCE = 5
+#: The gateway's hold for a locale with no ready pod, in the tests of a locale that does not wake.
+HOLD_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, **settings: Any) -> Iterator[Stack]:
+    """kmock and a gateway with ``settings``, routing ``ja-JP`` (held: its pod is starting), ``de-DE`` (scaled to 0,
+    nothing wakes it) and ``fr-FR`` (ready, but no recognizer listens at its Service's port)."""
+    with Stack(tmp, GatewayConfig(host="127.0.0.1", port=0, **settings)) as stack:
+        stack.create(speech_to_text("ja-jp", "ja-JP", free_port()), ready=0)
+        stack.create(speech_to_text("de-de", "de-DE", free_port(), replicas=0), ready=0)
+        stack.create(speech_to_text("fr-fr", "fr-FR", free_port()))
+        for locale in ("ja-JP", "de-DE", "fr-FR"):
+            stack.routes(locale)
+        yield stack
+
+
+def failures(stack: Stack, reason: str) -> float:
+    """``speech_gateway_failures_total{reason}``."""
+    return sum(value for (name, labels), value in scrape_metrics(stack.http).items()
+               if name == "speech_gateway_failures_total" and dict(labels).get("reason") == reason)
+
+
+def python_sdk(url: str, wav: Path, budget: float = AT_ONCE, **cfg: Any) -> speechsdk.CancellationDetails:
+    """A Python Speech SDK app's recognize-once, which must be canceled within ``budget`` seconds: its details."""
+    started = time.monotonic()
+    result = once(config(url, **cfg), wav)
+    took = time.monotonic() - started
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    assert took < budget, f"canceled after {took:.1f} s"
+    return result.cancellation_details
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_at_the_gateways_connection_cap_the_app_is_canceled_with_too_many_requests(
+    jssdk: str, tmp_path: Path, speech_wav: Path, mode: str, browser: bool
+) -> None:
+    """``SPEECH_GATEWAY_MAX_CONNECTIONS=1`` and one stream held: the JavaScript SDK is canceled at once with
+    ``TooManyRequests`` in its own words, asked once (it does not connect again), as at a recognizer's
+    ``MaxConnections``; the Python SDK with ``TooManyRequests`` and the gateway's reason. Before: "Websocket not ready"
+    and a stack trace (JavaScript), ``ServiceError`` "... Error code: 1013" (Python)."""
+    with gateway(tmp_path, max_connections=1) as stack, connect(f"{stack.ws}{ENDPOINT}?language=ja-JP", subprotocols=["USP"]):
+        stack.eventually(lambda: stack.app is not None and stack.app[GATEWAY].waker.held == 1, 10, "the stream held")
+        event = canceled_at_once(jssdk, stack.ws, speech_wav, mode, browser=browser, language="ja-JP")
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "TooManyRequests", TOO_MANY_REQUESTS), event
+        assert failures(stack, "too_many_connections") == 1, "the SDK connected again"
+        details = python_sdk(stack.ws, speech_wav, language="ja-JP")
+        assert details.code == speechsdk.CancellationErrorCode.TooManyRequests, details
+        assert "SPEECH_GATEWAY_MAX_CONNECTIONS" in details.error_details, details.error_details
+
+
+#: Each locale the gateway cannot serve: (language, the gateway's failure, words of its reason).
+UNSERVED = [("de-DE", "backend_unavailable", "is scaled to 0 replicas and nothing wakes it"),
+            ("fr-FR", "backend_unavailable", "no recognizer of fr-FR answers"),
+            ("ja-JP", "wake_timeout", f"no recognizer of ja-JP became ready within {HOLD_SECONDS:g} s")]
+
+
+@pytest.mark.parametrize(("language", "reason", "words"), UNSERVED, ids=["scaled-to-zero", "unreachable", "wake-timeout"])
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_a_locale_the_gateway_cannot_serve_cancels_at_once(
+    jssdk: str, tmp_path: Path, speech_wav: Path, mode: str, language: str, reason: str, words: str
+) -> None:
+    """The turn ends ``ServiceUnavailable`` with the reason: the Python SDK's ``ServiceUnavailable`` with it, the
+    JavaScript SDK's words for an internal error (it knows no ``ServiceUnavailable``: tests/jssdk/test_refusals.py),
+    at once (after the hold, for a locale that did not wake), asked once. (The Python SDK asks again a few times
+    before it reports it, as it does a recognizer's refusal: each time held again.) Before: "Websocket not ready" and a
+    stack trace, or a connection again and a hang (JavaScript); ``ServiceError`` "... Error code: 1013" (Python)."""
+    with gateway(tmp_path, hold_seconds=HOLD_SECONDS) as stack:
+        event = canceled_at_once(jssdk, stack.ws, speech_wav, mode, language=language)
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert failures(stack, reason) == 1, "the SDK connected again"
+        details = python_sdk(stack.ws, speech_wav, AT_ONCE + 6 * HOLD_SECONDS, language=language)
+        assert details.code == speechsdk.CancellationErrorCode.ServiceUnavailable, details
+        assert words in details.error_details, details.error_details
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_a_language_no_speech_to_text_serves_and_a_path_of_no_mode_are_bad_requests_with_the_reason(
+    jssdk: str, tmp_path: Path, speech_wav: Path, browser: bool
+) -> None:
+    """The close 1007 alone answers both, as from a recognizer: ``BadRequestParameters`` with the reason (JavaScript),
+    ``BadRequest`` (Python). The path of no mode was a bare 404 (before: "Unexpected server response: 404", the
+    Python SDK's ``ServiceError`` "Internal service error (404)" without the reason)."""
+    with gateway(tmp_path) as stack:
+        unknown = canceled_at_once(jssdk, stack.ws, speech_wav, "once", browser=browser, language="xx-XX")
+        assert (unknown["errorCode"], "'xx-XX'" in unknown["errorDetails"]) == ("BadRequestParameters", True), unknown
+        nowhere = f"{stack.ws}/speech/recognition/nowhere/cognitiveservices/v1"
+        typo = canceled_at_once(jssdk, nowhere, speech_wav, "once", browser=browser, endpoint=True)
+        assert typo["errorCode"] == "BadRequestParameters", typo
+        assert "no recognition mode 'nowhere'; use one of interactive, conversation, dictation" in typo["errorDetails"], typo
+        details = python_sdk(stack.ws, speech_wav, endpoint_mode="nowhere")
+        assert details.code == speechsdk.CancellationErrorCode.BadRequest, details
+        assert "no recognition mode 'nowhere'" in details.error_details, details.error_details
