@@ -389,7 +389,8 @@ class ConnectionsSpec(_Model):
     max: Annotated[int, Field(ge=_whole(_MAX_CONNECTIONS.minimum), le=_whole(_MAX_CONNECTIONS.maximum))] | None = Field(
         default=None, description=(
             f"Recognition WebSockets a pod keeps open at once, with or without a stream (MaxConnections); more are closed "
-            f"at once with 1013; the recognizer's default ({_MAX_CONNECTIONS.default}) when unset. With spec.autoscaling, "
+            f"with 1013 (a Speech SDK connection once its request begins, after a turn that fails TooManyRequests); the "
+            f"recognizer's default ({_MAX_CONNECTIONS.default}) when unset. With spec.autoscaling, "
             "pods are added before the connections on each reach four fifths of it."))
     idleSeconds: Annotated[int, Field(ge=_whole(_CONNECTION_IDLE.minimum), le=_whole(_CONNECTION_IDLE.maximum))] | None = Field(
         default=None, description=(

@@ -367,7 +367,8 @@ class Settings:
         minimum=1,
         maximum=100000,
         help="recognition WebSockets (`/vosk`, `/`, Speech SDK) open at once, with or without a stream (a Speech SDK app "
-        "keeps its connection between recognitions); more are accepted and closed at once with 1013 and the reason; "
+        "keeps its connection between recognitions); more are accepted and closed with 1013 and the reason: at once, "
+        "or a Speech SDK connection once its request begins (5 s at most), after a turn that fails `TooManyRequests`; "
         "see [Limits](#limits)",
     )
     http_max_header_bytes: int = setting(
