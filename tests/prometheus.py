@@ -72,8 +72,12 @@ class Prometheus(Loopback):
         self.wait_until("every target scraped again", scraped)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        """The series of an instant query; an expression Prometheus refuses (bad PromQL) fails with its error."""
+        """The series of an instant query; an expression Prometheus refuses (bad PromQL) fails with its error. While it
+        starts (its storage not open yet) it answers 503 "Service Unavailable": an httpx.HTTPStatusError, which
+        :meth:`wait_until` asks again after (CI trial 99: a query right after the start failed the test)."""
         answer = httpx.get(f"{self.http}/api/v1/query", params={"query": expr}, timeout=10)
+        if answer.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            answer.raise_for_status()
         assert answer.status_code == 200, f"{expr}\n{answer.text}"
         return answer.json()["data"]["result"]
 
