@@ -17,7 +17,8 @@ token sequence spells and writes each in Korean written style:
 - a counter or unit noun (:data:`COUNTERS`) right after a number that ends in a digit is written on it,
   as Korean writes one with Arabic numerals (Hangul orthography, article 43's proviso): ``[5] 명`` ->
   ``5명``, ``오후 [9] 시`` -> ``오후`` ``9시``; after 만, 억 or 조 the space stays (``3만 원``); so is a token
-  of the model's that holds a counter and a particle (:data:`WITH_PARTICLE`): ``[5] 명이`` -> ``5명이``.
+  of the model's that holds a counter and a particle (:data:`WITH_PARTICLE`): ``[5] 명이`` -> ``5명이``;
+  but 대 between two numbers is "versus", spaced: ``[3] 대 [1]`` -> ``3 대 1`` (``[3] 대`` -> ``3대``).
 
 Unmarked words are left alone, except where a marked token says they belong to a number: the model
 writes the digit before a multiplier or point unmarked (``삼 (백)``, ``삼 {만}``, ``삼 [쩜] [오]``:
@@ -67,6 +68,8 @@ PARTICLES: tuple[tuple[str, str], ...] = (
     *((p, p) for p in ("의", "에", "에는", "에도", "에서", "에서는", "에서도", "에게", "보다", "만큼", "도", "까지", "부터",
                        "마다", "뿐", "씩", "째", "쯤", "간", "당", "짜리", "가량", "께")),
 )
+#: 대 between two numbers is "versus" (對), a dependent noun spaced on both sides: a score or ratio reads ``3 대 1``.
+VERSUS = "대"
 #: A counter and particle that is another word after a number as often: ``가로 [3] 세로 [4]`` (3 wide, 4 high).
 OTHER_WORDS = frozenset(("세로",))
 _MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
@@ -158,6 +161,11 @@ def _integer(tokens: Sequence[str], i: int) -> tuple[str, int, bool] | None:
     return None
 
 
+def _versus(tokens: Sequence[str], k: int) -> bool:
+    """Whether ``tokens[k]`` is 대 "versus" between two numbers (a score or ratio: ``[3] 대 [1]``), not the counter."""
+    return tokens[k] == VERSUS and k + 1 < len(tokens) and _section(tokens, k + 1) is not None
+
+
 def _section(tokens: Sequence[str], i: int) -> Number | None:
     """The number (a word of it: up to and with its unit) from ``i``, or None."""
     integer = _integer(tokens, i)
@@ -172,7 +180,7 @@ def _section(tokens: Sequence[str], i: int) -> Number | None:
             text, k, marked = f"{text}.{fraction}", f, True
     if k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
         text, k, marked = text + tokens[k].strip("{}"), k + 1, True
-    elif marked and k < len(tokens) and counter(tokens[k]) and _section(tokens, k) is None:
+    elif marked and k < len(tokens) and counter(tokens[k]) and _section(tokens, k) is None and not _versus(tokens, k):
         text, k = text + tokens[k], k + 1  # 일 (백) is the next number, not the day
     return Number(text, i, k) if marked else None
 

@@ -15,7 +15,7 @@ import pytest
 import srt
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, UNITS, WITH_PARTICLE, numbers
+from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, UNITS, VERSUS, WITH_PARTICLE, numbers
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
 from speech_recognizer.subtitles import cues
@@ -63,6 +63,13 @@ CASES = [
     ("다섯 명", "다섯 명"), ("삼 개", "삼 개"), ("오후 시", "오후 시"), ("[3] 이", "3 이"),
     ("[3] 사", "3 사"), ("[3] 점 [5]", "3 점 5"), ("[3] 등", "3 등"), ("[1] 시 반", "1시 반"), ("[3] 일 (백)", "3 100"),
     ("명", "명"), ("[쩜] 명", "쩜 명"), ("[3] [쩜] 명", "3 쩜 명"),
+    # dates, times and money as the counters write them
+    ("이 (천) [24] 년 [3] 월 [5] 일", "2024년 3월 5일"), ("(십) [2] 월 [25] 일", "12월 25일"), ("[3] 시 [30] 분 [10] 초", "3시 30분 10초"),
+    ("오후 [2] 시 삼 (십) 분", "오후 2시 30분"), ("[5] {만} 원", "5만 원"), ("[5] (천) 원", "5000원"), ("[1] (천) [9] (백) [99] 년", "1999년"),
+    # 대 between two numbers is "versus" (article 45: 청군 대 백군), spaced: a score or ratio; the counter otherwise
+    ("[3] 대 [1]", "3 대 1"), ("[3] 대 [1] 로", "3 대 1 로"), ("[2] 대 [0] 으로", "2 대 0 으로"), ("[10] 대 (십) [2]", "10 대 12"),
+    ("[삼] 대 [일]", "3 대 1"), ("[1] [쩜] [5] 대 [1]", "1.5 대 1"), ("[3] 대 [1] 대 [2]", "3 대 1 대 2"), ("[3] 대 [1] 명", "3 대 1명"),
+    ("차 [3] 대", "차 3대"), ("[3] 대 가", "3대 가"), ("[3] 대가", "3대가"), ("[3] 대 명", "3대 명"), ("[3] 대 대", "3대 대"),
     # a counter with a particle on it, one token of the model's, likewise: its form after the counter's last sound
     ("[5] 명이", "5명이"), ("[5] 마리가", "5마리가"), ("[3] 시간에", "3시간에"), ("[3] 층에서는", "3층에서는"), ("[3] 개씩", "3개씩"),
     ("[2] (천) [24] 년부터", "2024년부터"), ("[5] 월까지", "5월까지"), ("[10] 살로", "10살로"), ("[3] 원으로", "3원으로"),
@@ -112,6 +119,7 @@ def test_every_counter_is_a_word_of_the_ko_models_table(model: LoadedModel) -> N
     assert sorted(COUNTERS - vocabulary) == []
     assert [forms for forms in PARTICLES if not {c + f for c in COUNTERS for f in forms} & WITH_PARTICLE & vocabulary] == []
     assert {"명이", "명의", "명을", "시간에", "원을", "개씩", "년부터", "월까지", "층에서", "살로"} <= vocabulary
+    assert VERSUS in vocabulary, "대 is a word of the table"
 
 
 def covered(tokens: list[str]) -> list[list[int]]:
@@ -134,7 +142,7 @@ def test_each_token_is_in_one_written_word_and_in_order(tokens: str, shown: str)
 def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
     """Random sequences of the model's number tokens, words that read as numbers and others, and no-word markers:
     never an error, every token in exactly one written word, no bracket left where a number was written."""
-    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점", "명이", "일부터", "원을"] + NO_WORDS
+    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점", "명이", "일부터", "원을", "대"] + NO_WORDS
     rng = random.Random(20261205)
     for _ in range(3000):
         tokens = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
