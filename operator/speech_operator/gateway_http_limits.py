@@ -89,7 +89,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -262,7 +261,7 @@ class HeadGuard(asyncio.Protocol):
 
     ``refused`` is told each refusal (to count and log it), with the client's address in its message; ``answerer`` is
     the gateway's CORS policy (:func:`speech_recognizer.cors.instance`), if any: a refused head's answer carries its
-    headers for the head's ``Origin`` (:meth:`_note_origin`)."""
+    headers for the head's ``Origin`` (:class:`speech_recognizer.cors.HeadOrigin`)."""
 
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
                  cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
@@ -271,10 +270,8 @@ class HeadGuard(asyncio.Protocol):
         self.limits = limits
         self.refused = refused
         self.answerer = answerer
-        #: The ``Origin`` of the head being received, once its line came (with :attr:`answerer`), and the start of the
-        #: line a read ended in (up to :data:`_ORIGIN_LINE_BYTES`): an ``Origin`` line may straddle two reads.
-        self._origin: bytes | None = None
-        self._line_start = b""
+        #: The ``Origin`` of the head being received, once its line came (read with :attr:`answerer` only).
+        self._origin = cors.HeadOrigin()
         #: The longest its client may take in none of what waits unsent (``SPEECH_GATEWAY_SEND_STALL_SECONDS``: :meth:`_watch`).
         self.stall_seconds = stall_seconds
         #: While its sends wait (the transport paused): the next look at them, and how long its client took in nothing.
@@ -390,7 +387,7 @@ class HeadGuard(asyncio.Protocol):
 
     # ---- refusing
 
-    def _refuse(self, kind: Kind, message: str, origin: bytes | None = None) -> None:
+    def _refuse(self, kind: Kind, message: str, origin: cors.HeadOrigin | None = None) -> None:
         """Answer ``kind`` with ``message`` (and the CORS headers for ``origin``, the refused head's), then close the
         connection after a lingering read."""
         transport = self.transport
@@ -398,21 +395,9 @@ class HeadGuard(asyncio.Protocol):
             return
         where = transport.get_extra_info("peername")
         self.refused(Failure(f"{message}; from {peer(where)}" if where else message, kind))
-        extra = cors.headers(self.answerer, Headers(raw=[(b"origin", origin)] if origin is not None else []), kind.http)
+        extra = cors.headers(self.answerer, origin.request() if origin is not None else Headers(), kind.http)
         transport.write(http_response_bytes(Failure(message, kind), extra=extra))
         self._close_lingering()
-
-    def _note_origin(self, data: bytes) -> None:
-        """Note the ``Origin`` line of the head being received in ``data``, its next read (with :attr:`answerer`): the
-        guard refuses a head before aiohttp has parsed it (431 once it passes ``max_header_bytes``, 408), or as its
-        parser refuses it (400), and a page of an allowed origin reads those answers too."""
-        if self.answerer is None:
-            return
-        seen = self._line_start + data
-        for found in _ORIGIN_LINE.finditer(seen):
-            self._origin = found.group(1)
-        start = seen[seen.rfind(b"\n"):] if b"\n" in seen else b""  # from a line's start (a head's first is no Origin)
-        self._line_start = start if len(start) <= _ORIGIN_LINE_BYTES else b""
 
     def _close_lingering(self) -> None:
         """Close after what was written: half-close (the answer is all: the client reads it to its end), then read and
@@ -536,7 +521,8 @@ class HeadGuard(asyncio.Protocol):
         seen = self._tail + data
         end = seen.find(_END_OF_HEAD)
         size = self._head_bytes + (len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail))
-        self._note_origin(data if end < 0 else data[:end + len(_END_OF_HEAD) - len(self._tail)])
+        if self.answerer is not None:  # the guard refuses a head before aiohttp has parsed it (431, 408), or as its parser does (400)
+            self._origin.see(data if end < 0 else data[:end + len(_END_OF_HEAD) - len(self._tail)])
         if size > self.limits.max_header_bytes:
             self._refuse(HEADER_TOO_LARGE, self.limits.too_large(), self._origin)
             return
@@ -550,7 +536,7 @@ class HeadGuard(asyncio.Protocol):
             self._tail = seen[-(len(_END_OF_HEAD) - 1):]
         else:
             self._head_bytes, self._tail = 0, b""
-            self._origin, self._line_start = None, b""
+            self._origin.clear()
             self._disarm()
 
     # ---- what follows a request, held while it is in progress
@@ -857,10 +843,6 @@ def _head_size(message: Any) -> int:
     return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers) + 2
 
 
-#: An ``Origin`` line of a request head, from the line break before it, and its value (:meth:`HeadGuard._note_origin`).
-_ORIGIN_LINE = re.compile(rb"\norigin:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
-#: Longest start of a line kept from one read to the next to find an ``Origin`` line in (an origin is far shorter).
-_ORIGIN_LINE_BYTES = 1024
 
 #: What aiohttp's parser says of a head with more than its ``max_headers`` (a :class:`BadHttpMessage`, as a malformed one).
 _TOO_MANY_HEADERS = "Too many headers received"

@@ -17,7 +17,8 @@ instance of it for the same headers (:mod:`speech_operator.gateway_cors`).
 
 The servers' own refusals, written below the app (the HTTP layers': a busy server's 503 past ``Http:MaxConnections``
 or ``SPEECH_GATEWAY_MAX_CONNECTIONS``, 408, 431, 400; the recognizer's answer to an exception of the app, outside its
-middleware), carry the same headers (:func:`headers`), so that a page reads them (a 503's ``Retry-After``, to back
+middleware), carry the same headers (:func:`headers`; a head refused before it is whole, for its ``Origin`` as far as
+it came: :class:`HeadOrigin`), so that a page reads them (a 503's ``Retry-After``, to back
 off) rather than a browser's "Failed to fetch". A preflight is answered even on a connection past either cap (as a
 probe is): it costs no decoder, and a browser refuses any other answer to it, 503 or not, without showing it to the
 page; the request that follows it then gets the 503 the page can read.
@@ -28,6 +29,7 @@ server checks; the key (in the URL's query, from a browser) is what guards them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +46,10 @@ EXPOSED = ("Retry-After",)
 #: Every origin.
 ANY = "*"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: An ``Origin`` line of a request head, from the line break before it, and its value (:class:`HeadOrigin`).
+_ORIGIN_LINE = re.compile(rb"\norigin:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)
+#: Longest start of a line kept from one read to the next to find an ``Origin`` line in (an origin is far shorter).
+_ORIGIN_LINE_BYTES = 1024
 
 
 def origins(text: str) -> tuple[str, ...]:
@@ -114,6 +120,37 @@ def headers(answerer: CORSMiddleware | None, request: Headers, status: int = 200
         return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in start["headers"]]
     step.close()
     raise RuntimeError("CORSMiddleware.send waited: its headers cannot be had outside an event loop's task")
+
+
+class HeadOrigin:
+    """The ``Origin`` line of a request head, read from its bytes as they come (:meth:`see`), for the answer of a head
+    refused before it is whole or as a parser refuses it (431, 408, 400: the recognizer's
+    :class:`~speech_recognizer.http_limits.LimitedHttpTools`, the gateway's ``HeadGuard``): so that both servers find
+    it alike, as far as the head came. Their parsers cannot say it: aiohttp's gives no header before the head is whole,
+    and httptools gives one only once the next one's name is in (a head that stops, or breaks, just after its
+    ``Origin`` line gave none)."""
+
+    def __init__(self) -> None:
+        #: The last ``Origin`` line's value, once its line break came.
+        self.value: bytes | None = None
+        #: The start of the line the last read ended in (up to :data:`_ORIGIN_LINE_BYTES`): a line may straddle reads.
+        self._line_start = b""
+
+    def see(self, data: bytes) -> None:
+        """The head's next bytes."""
+        seen = self._line_start + data
+        for found in _ORIGIN_LINE.finditer(seen):
+            self.value = found.group(1)
+        start = seen[seen.rfind(b"\n"):] if b"\n" in seen else b""  # from a line's start (a head's first is no Origin)
+        self._line_start = start if len(start) <= _ORIGIN_LINE_BYTES else b""
+
+    def clear(self) -> None:
+        """The head is whole (the next bytes are another's)."""
+        self.value, self._line_start = None, b""
+
+    def request(self) -> Headers:
+        """The head's header lines as :func:`headers` reads them: its ``Origin``, if it came."""
+        return Headers(raw=[(b"origin", self.value)] if self.value is not None else [])
 
 
 def middleware(allowed: Sequence[str]) -> list[Middleware]:

@@ -31,7 +31,8 @@ Each refusal is a failure of the server's policy (:mod:`.errors`:
 :data:`~speech_recognizer.errors.MALFORMED_REQUEST`), answered with its JSON error and
 ``Connection: close``, logged and counted (route ``http``: no route is known before
 the head is read); then the connection is closed. With ``Http:CorsOrigins``, it carries the CORS headers the app's
-answers do (:func:`~speech_recognizer.cors.headers`, for the ``Origin`` of the head as far as it was read), so that
+answers do (:func:`~speech_recognizer.cors.headers`, for the ``Origin`` of the head as far as it came:
+:class:`~speech_recognizer.cors.HeadOrigin`, as the gateway finds it), so that
 a page of an allowed origin reads it. The server always runs this
 protocol, so the limits hold whichever parser uvicorn would have picked.
 
@@ -220,6 +221,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._probed = False
         #: The request being answered (uvicorn's ``cycle`` is the last one parsed: a pipelined one may wait behind it).
         self._answering: RequestResponseCycle | None = None
+        #: The ``Origin`` of the head being read, once its line came (read with :attr:`cors` only): a refused head's.
+        self._origin = cors.HeadOrigin()
 
     # ---- timers
 
@@ -281,11 +284,11 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._close_after_answer(linger=phase in ("head", "body"))
 
     def _refused_head(self, phase: str) -> Headers:
-        """The header lines of the request a refusal in ``phase`` answers, as far as they were read: the head being read
-        (none if no byte of it came), or the head of the request whose body is refused."""
+        """The header lines of the request a refusal in ``phase`` answers: the head of the request whose body is refused,
+        or the ``Origin`` of the head being read, as far as it came."""
         if phase == "body" and self.cycle is not None:
             return Headers(raw=list(self.cycle.scope["headers"]))
-        return Headers(raw=self.headers or [] if self._head_begun else [])
+        return self._origin.request()
 
     def _close_after_answer(self, *, linger: bool) -> None:
         """Close the connection after an answer: a lingering close if the client may still be sending."""
@@ -480,6 +483,8 @@ class LimitedHttpTools(HttpToolsProtocol):
                 if self._timer is None:  # the first byte of a request after the previous one
                     self._arm(self.limits.header_seconds)
                 self._head_bytes += end - at
+                if self.cors is not None:
+                    self._origin.see(data[at:end])
             again = self._feed(memoryview(data)[at:end])
             if again is not None:  # an ignored upgrade: its head again without it, then what followed it
                 self._head_bytes -= end - at  # counted once, as parsed again
@@ -586,6 +591,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._refuse(failure.kind, failure.message)
             return
         self._phase = "done" if upgrading else "body"
+        self._origin.clear()
         self._body_left, chunked = self._framing()
         self._chunks = ChunkedBody() if chunked and not upgrading else None
         if not upgrading:

@@ -1,12 +1,17 @@
 """The gateway's own refusals (its connection cap's 503, its head guard's 431 and 408:
 :mod:`speech_operator.gateway_http_limits`) read by a page of an allowed origin (``SPEECH_GATEWAY_CORS_ORIGINS``), with
 the real client: headless Chromium on another loopback port (tests/recognizer/test_cors.py's page and calls). No
-recognizer is needed: each is refused before any locale is looked up.
+recognizer is behind the gateway: each is refused before one would be reached.
 
 Before, the preflight on a connection past ``SPEECH_GATEWAY_MAX_CONNECTIONS`` got the 503 without any
 ``Access-Control-*`` header (the browser refuses any answer to a preflight but a 2xx, and so the page got "TypeError:
 Failed to fetch" instead of the 503 and its ``Retry-After``), and the 431 the guard writes itself carried none either.
 Without the setting these answers are as before.
+
+Both servers find a refused head's ``Origin`` alike, in its bytes as they come
+(:class:`speech_recognizer.cors.HeadOrigin`): before, the recognizer took it from its parser, which gives a header only
+once the next one's name is in, so that a head that stopped (408) or broke (400) just after its ``Origin`` line got its
+refusal without any ``Access-Control-*`` header from the recognizer and with them from the gateway.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from playwright.sync_api import Browser
 from harness.hostile_inputs import responses, write_then_read
 from speech_operator.gateway import GatewayConfig
 from speech_recognizer import contract
+from speech_recognizer.models import ModelRegistry
 from tests.recognizer.test_cors import CALL, FAILED, WebApp
-from tests.recognizer.test_cors_refusals import BIG, apps, busy  # noqa: F401 - fixture: the two web apps
+from tests.recognizer.test_cors_refusals import BIG, apps, busy, cors_lines, server  # noqa: F401 - fixture: the two web apps
 from tests.support import scrape_metrics
 
 from .conftest import KEY, OTHER_LOCALE, Stack
@@ -73,6 +79,38 @@ def test_a_page_reads_the_gateways_own_refusals(browser: Browser, apps: tuple[We
                 answer += chunk
         status, headers, _ = responses(answer)[0]
         assert status == 408 and headers["access-control-allow-origin"] == allowed.origin, headers
+
+
+#: Heads refused just after their ``Origin`` line (sent in one write, but the second's split across two), and their status.
+CUT_AFTER_ORIGIN = {
+    "408, a head that stops after its Origin line": ([f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nOrigin: {{}}\r\n"], 408),
+    "408, its Origin line in two reads": ([f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.", "example.com\r\n"], 408),
+    "400, a malformed line after it": ([f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nOrigin: {{}}\r\nBad Line: x\r\n\r\n"], 400),
+}
+
+
+def sent_in_pieces(port: int, pieces: list[str]) -> tuple[int, dict[str, str]]:
+    """The answer to ``pieces`` sent one by one (0.2 s apart), and its ``Access-Control-*`` lines."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for piece in pieces:
+            sock.sendall(piece.format("https://app.example.com").encode())
+            time.sleep(0.2)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, headers, _ = responses(answer)[0]
+    return status, cors_lines(headers)
+
+
+def test_both_servers_find_the_origin_of_a_head_refused_just_after_it(registry: ModelRegistry, tmp_path: Path) -> None:
+    origin = "https://app.example.com"
+    (tmp_path / "gateway").mkdir()
+    with server(registry, tmp_path, f"Http:CorsOrigins={origin}", "Http:HeaderTimeoutSeconds=1") as recognizer, \
+            Stack(tmp_path / "gateway", config(origin, header_seconds=1)) as gateway:
+        for case, (pieces, status) in CUT_AFTER_ORIGIN.items():
+            for name, port in (("recognizer", recognizer.port), ("gateway", gateway.port)):
+                got = sent_in_pieces(port, pieces)
+                assert got == (status, {"access-control-allow-origin": origin, "access-control-expose-headers": "Retry-After"}), (case, name, got)
 
 
 def test_without_the_setting_the_gateways_refusals_are_as_before(browser: Browser, apps: tuple[WebApp, WebApp],  # noqa: F811
