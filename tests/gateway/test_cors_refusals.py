@@ -24,6 +24,7 @@ from pathlib import Path
 from playwright.sync_api import Browser
 
 from harness.hostile_inputs import responses, write_then_read
+from harness.loopback import free_port
 from speech_operator.gateway import GatewayConfig
 from speech_recognizer import contract
 from speech_recognizer.models import ModelRegistry
@@ -31,7 +32,7 @@ from tests.recognizer.test_cors import CALL, FAILED, WebApp
 from tests.recognizer.test_cors_refusals import BIG, apps, busy, cors_lines, server  # noqa: F401 - fixture: the two web apps
 from tests.support import scrape_metrics
 
-from .conftest import KEY, OTHER_LOCALE, Stack
+from .conftest import KEY, OTHER_LOCALE, Stack, speech_to_text
 
 REST = f"/speech/recognition/conversation/cognitiveservices/v1?language={OTHER_LOCALE}"
 CAP = 2
@@ -79,6 +80,21 @@ def test_a_page_reads_the_gateways_own_refusals(browser: Browser, apps: tuple[We
                 answer += chunk
         status, headers, _ = responses(answer)[0]
         assert status == 408 and headers["access-control-allow-origin"] == allowed.origin, headers
+
+
+def test_a_page_reads_the_refusal_of_a_request_for_a_locale_still_starting(browser: Browser, apps: tuple[WebApp, WebApp],  # noqa: F811
+                                                                          tmp_path: Path) -> None:
+    """A locale with no ready pod: the request held for it until its hold runs out, or refused at once when the gateway
+    holds as many as it may (``SPEECH_GATEWAY_MAX_HELD``), gets a 503 with ``Retry-After`` that the page reads."""
+    allowed, other = apps
+    for name, more in (("held", {"hold_seconds": 0.5}), ("none held", {"max_held": 0})):
+        (tmp_path / name).mkdir()
+        with Stack(tmp_path / name, config(allowed.origin, **more)) as gateway:
+            gateway.create(speech_to_text(OTHER_LOCALE.lower(), OTHER_LOCALE, free_port()), ready=0)
+            gateway.routes(OTHER_LOCALE)
+            got = allowed.page(browser).evaluate(CALL, rest(gateway.http))
+            assert got.get("status") == 503 and got["retryAfter"] and OTHER_LOCALE in got["text"], (name, got)
+            assert other.page(browser).evaluate(CALL, rest(gateway.http)) == {"error": FAILED}, name
 
 
 #: Heads refused just after their ``Origin`` line (sent in one write, but the second's split across two), and their status.
