@@ -10,10 +10,14 @@ instance of it for the same headers (:mod:`speech_operator.gateway_cors`).
 
 - Origins: those listed, or ``*`` (any page). No credentials either way: the key travels in a header the page sets,
   never in a cookie, so no page is let read an answer with the browser's cookies.
-- Request headers: any the browser asks for (mirrored): the key's (``Ocp-Apim-Subscription-Key``,
-  ``Authorization``), ``Content-Type``, and what clients add of their own (the OpenAI JavaScript client's
-  ``X-Stainless-*``, which change between its versions); a header is no permission here: the origin and the key are.
+- Request headers: any the browser asks for, named back as it asked (``*`` would not cover ``Authorization``): the
+  key's (``Ocp-Apim-Subscription-Key``, ``Authorization``), ``Content-Type``, and what clients add of their own (the
+  OpenAI JavaScript client's ``X-Stainless-*``, which change between its versions); a header is no permission here:
+  the origin and the key are.
 - Exposed: ``Retry-After`` (a busy server's 503), beside the headers every page reads (``Content-Type``...).
+- ``Vary: Origin`` on every answer, one to a request without ``Origin`` too (its only CORS header), as the Fetch
+  standard asks of a server whose answers depend on the ``Origin``: a cache never gives a page an answer kept for
+  another client.
 
 The servers' own refusals, written below the app (the HTTP layers': a busy server's 503 past ``Http:MaxConnections``
 or ``SPEECH_GATEWAY_MAX_CONNECTIONS``, 408, 431, 400; the recognizer's answer to an exception of the app, outside its
@@ -103,10 +107,11 @@ def is_preflight(method: str, request: Headers) -> bool:
 
 def headers(answerer: CORSMiddleware | None, request: Headers, status: int = 200) -> list[tuple[str, str]]:
     """The headers ``answerer`` (:func:`instance`) gives an answer of ``status`` to a request with the header lines
-    ``request`` (none without ``Origin``, or without ``answerer``): :meth:`CORSMiddleware.send` itself, run to its
+    ``request`` (none without ``answerer``; ``Vary: Origin`` alone without ``Origin``, as on the recognizer's other
+    answers: a cache keeps a browser's answer and another's apart): :meth:`CORSMiddleware.send` itself, run to its
     end at once, for answers written where no coroutine can be awaited (a protocol's callbacks). It awaits nothing
     but the ``send`` it is given, which returns at once; raises :class:`RuntimeError` if a later Starlette waits."""
-    if answerer is None or "origin" not in request:
+    if answerer is None:
         return []
     start: Message = {"type": "http.response.start", "status": status, "headers": []}
 

@@ -11,7 +11,10 @@ Without the setting these answers are as before.
 Both servers find a refused head's ``Origin`` alike, in its bytes as they come
 (:class:`speech_recognizer.cors.HeadOrigin`): before, the recognizer took it from its parser, which gives a header only
 once the next one's name is in, so that a head that stopped (408) or broke (400) just after its ``Origin`` line got its
-refusal without any ``Access-Control-*`` header from the recognizer and with them from the gateway.
+refusal without any ``Access-Control-*`` header from the recognizer and with them from the gateway. To a request without
+``Origin`` (no browser's call), both say ``Vary: Origin`` and no ``Access-Control-*`` header, whatever answers it:
+before, the recognizer's routes said it (Starlette's middleware) and its own refusals and every answer of the gateway
+did not, so that a cache could give a page the answer kept for another client, without the header it needs.
 """
 
 from __future__ import annotations
@@ -127,6 +130,19 @@ def test_both_servers_find_the_origin_of_a_head_refused_just_after_it(registry: 
             for name, port in (("recognizer", recognizer.port), ("gateway", gateway.port)):
                 got = sent_in_pieces(port, pieces)
                 assert got == (status, {"access-control-allow-origin": origin, "access-control-expose-headers": "Retry-After"}), (case, name, got)
+
+
+def test_both_servers_say_vary_origin_to_a_request_without_one(registry: ModelRegistry, tmp_path: Path) -> None:
+    heads = {"an answer": (f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+             "431": (f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nX-Big: {BIG}\r\n\r\n", 431),
+             "400": (f"GET {contract.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\nBad Line: x\r\n\r\n", 400)}
+    (tmp_path / "gateway").mkdir()
+    with server(registry, tmp_path, "Http:CorsOrigins=https://app.example.com") as recognizer, \
+            Stack(tmp_path / "gateway", config("https://app.example.com")) as gateway:
+        for case, (head, status) in heads.items():
+            for name, port in (("recognizer", recognizer.port), ("gateway", gateway.port)):
+                got, headers, _ = responses(write_then_read("127.0.0.1", port, head.encode())[0])[0]
+                assert (got, headers.get("vary"), cors_lines(headers)) == (status, "Origin", {}), (case, name, headers)
 
 
 def test_without_the_setting_the_gateways_refusals_are_as_before(browser: Browser, apps: tuple[WebApp, WebApp],  # noqa: F811
