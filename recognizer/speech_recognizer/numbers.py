@@ -6,9 +6,10 @@ marked tokens"): ``[0]``..``[99]`` and ``[00]``..``[09]`` (a number read whole),
 ``(백)`` ``(천)`` and the units ``{만}`` ``{억}`` ``{조}``. :func:`numbers` finds the numbers such a
 token sequence spells and writes each in Korean written style:
 
-- a run of digit words is one digit string: ``[공] [일] [공]`` -> ``010``; any other token ends it
-  (the decoder's tokens carry no pause, so ``010 1234 5678`` said without a word between comes out
-  as ``01012345678``);
+- a run of digit words is one digit string: ``[공] [일] [공]`` -> ``010``; any other token ends it;
+- a run in the shape of a Korean phone number (:data:`PHONE_PREFIXES`) is written with hyphens: the
+  decoder's tokens carry no pause, so ``010 1234 5678`` read digit by digit comes out as one run,
+  written ``010-1234-5678``; the hyphen said aloud (``에``) between its groups is part of it too;
 - multipliers compose Sino-Korean style: ``[3] (천) [5] (백)`` -> ``3500``, ``(백) [50]`` -> ``150``;
 - ``[쩜]`` between a number and digits is a decimal point: ``[3] [쩜] [5]`` -> ``3.5``;
 - ``{만}`` ``{억}`` ``{조}`` stay written after their numeral, each such unit ending a word, as
@@ -33,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 #: Digit words (said 공, 영, 일, ..., 구) and their digits.
 DIGITS = {"공": "0", "영": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5", "육": "6", "칠": "7", "팔": "8", "구": "9"}
@@ -70,6 +72,16 @@ PARTICLES: tuple[tuple[str, str], ...] = (
 )
 #: 대 between two numbers is "versus" (對), a dependent noun spaced on both sides: a score or ratio reads ``3 대 1``.
 VERSUS = "대"
+#: A phone number's first group (a mobile, internet-phone or area code) and how many digits may follow it: the
+#: mobile 010 and 070 take eight (``010-1234-5678``), Seoul's 02 and the area codes seven or eight (``02-123-4567``,
+#: ``031-1234-5678``). Old mobile prefixes (011, 016-019) and nationwide numbers (1588-...) are left out.
+PHONE_PREFIXES: dict[str, tuple[int, ...]] = {
+    "010": (8,), "070": (8,), "02": (7, 8),
+    **{code: (7, 8) for code in ("031", "032", "033", "041", "042", "043", "044", "051", "052", "053", "054", "055",
+                                 "061", "062", "063", "064")},
+}
+#: Words a phone number's hyphen is read as between its groups (``공일공에 일이삼사에 ...``): 에, or 의 (said 에 there).
+PHONE_SEPARATORS = frozenset(("에", "의"))
 #: A counter and particle that is another word after a number as often: ``가로 [3] 세로 [4]`` (3 wide, 4 high).
 OTHER_WORDS = frozenset(("세로",))
 _MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
@@ -141,18 +153,51 @@ def _composed(tokens: Sequence[str], i: int) -> tuple[int, int] | None:
     return value, k
 
 
+def _digit_run(tokens: Sequence[str], i: int) -> tuple[str, int] | None:
+    """The digit string a run of digit words from ``i`` spells (``[공] [일] [공]`` -> ``010``) and where it ends."""
+    digits, k = "", i
+    while k < len(tokens) and (digit := _marked_digit(tokens[k])):
+        if k > i and _coefficient(tokens[k]) and k + 1 < len(tokens) and tokens[k + 1] in MULTIPLIERS:
+            break  # 삼 오백: the 오 begins the next number
+        digits, k = digits + digit, k + 1
+    return (digits, k) if digits else None
+
+
+def _phone_groups(digits: str) -> tuple[int, int, int] | None:
+    """The lengths of a Korean phone number's three groups if ``digits`` has the shape of one (:data:`PHONE_PREFIXES`)."""
+    for prefix, rest in PHONE_PREFIXES.items():
+        if digits.startswith(prefix) and len(digits) - len(prefix) in rest:
+            return len(prefix), len(digits) - len(prefix) - 4, 4
+    return None
+
+
+def _phone(tokens: Sequence[str], i: int) -> tuple[str, int] | None:
+    """A phone number read digit by digit from ``i``, hyphenated (``010-1234-5678``), and where it ends: one run
+    of digit words, or up to three runs parted by a spoken hyphen (:data:`PHONE_SEPARATORS`) at its groups' ends."""
+    runs: list[tuple[str, int]] = []
+    run = _digit_run(tokens, i)
+    while run and len(runs) < 3:
+        runs.append(run)
+        k = run[1]
+        run = _digit_run(tokens, k + 1) if k + 1 < len(tokens) and tokens[k] in PHONE_SEPARATORS else None
+    for n in range(len(runs), 0, -1):
+        said = [group for group, _ in runs[:n]]
+        digits = "".join(said)
+        groups = _phone_groups(digits)
+        if groups and set(accumulate(map(len, said))) <= set(accumulate(groups)):
+            first, second = groups[0], groups[0] + groups[1]
+            return f"{digits[:first]}-{digits[first:second]}-{digits[second:]}", runs[n - 1][1]
+    return None
+
+
 def _integer(tokens: Sequence[str], i: int) -> tuple[str, int, bool] | None:
     """The whole number from ``i``: its digits, where it ends, and whether a marked token spelled it."""
     composed = _composed(tokens, i)
     if composed:
         return str(composed[0]), composed[1], True
-    if _marked_digit(tokens[i]):
-        digits, k = "", i
-        while k < len(tokens) and (digit := _marked_digit(tokens[k])):
-            if k > i and _coefficient(tokens[k]) and k + 1 < len(tokens) and tokens[k + 1] in MULTIPLIERS:
-                break  # 삼 오백: the 오 begins the next number
-            digits, k = digits + digit, k + 1
-        return digits, k, True
+    run = _digit_run(tokens, i)
+    if run:
+        return run[0], run[1], True
     whole = _marked_number(tokens[i])
     if whole:
         return whole, i + 1, True
@@ -172,13 +217,16 @@ def _section(tokens: Sequence[str], i: int) -> Number | None:
     if integer is None:
         return None
     text, k, marked = integer
-    if k + 1 < len(tokens) and tokens[k] == POINT:
+    phone = _phone(tokens, i) if _marked_digit(tokens[i]) == "0" else None
+    if phone:
+        text, k = phone
+    elif k + 1 < len(tokens) and tokens[k] == POINT:
         fraction, f = "", k + 1
         while f < len(tokens) and (digits := _marked_digit(tokens[f]) or _marked_number(tokens[f])):
             fraction, f = fraction + digits, f + 1
         if fraction:
             text, k, marked = f"{text}.{fraction}", f, True
-    if k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
+    if not phone and k < len(tokens) and (tokens[k] in _MARKED_UNITS or (marked and tokens[k] in UNITS)):
         text, k, marked = text + tokens[k].strip("{}"), k + 1, True
     elif marked and k < len(tokens) and counter(tokens[k]) and _section(tokens, k) is None and not _versus(tokens, k):
         text, k = text + tokens[k], k + 1  # 일 (백) is the next number, not the day

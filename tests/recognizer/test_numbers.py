@@ -15,7 +15,7 @@ import pytest
 import srt
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, UNITS, VERSUS, WITH_PARTICLE, numbers
+from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, PHONE_SEPARATORS, UNITS, VERSUS, WITH_PARTICLE, numbers
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
 from speech_recognizer.subtitles import cues
@@ -31,11 +31,26 @@ REST = "/speech/recognition/conversation/cognitiveservices/v1"
 CASES = [
     # digit words, read one by one: a run is one digit string, ended by any other token
     ("[공] [일] [공]", "010"),
-    ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "01012345678"),
-    ("[공] [일] [공] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "010 에 1234 에 5678"),
+    ("[공] [일] [공] 에 [일] [이] [삼] [사]", "010 에 1234"), ("[일] [이] [삼] 에 [사] [오] [육] [칠] 에 [팔] [구] [공] [일]", "123 에 4567 에 8901"),
     ("[영] [구]", "09"),
     ("[공] [일] 오후", "01 오후"),
     ("번호 는 [일] [일] [구]", "번호 는 119"),
+    # ... in a phone number's shape (010, 070, 02 or an area code first, then 7 or 8 digits): hyphenated, the hyphen
+    # said aloud (에, 의) between its groups part of it
+    ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "010-1234-5678"),
+    ("[공] [일] [공] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "010-1234-5678"),
+    ("[공] [일] [공] 의 [일] [이] [삼] [사] 의 [오] [육] [칠] [팔]", "010-1234-5678"),
+    ("[공] [일] [공] 에 [일] [이] [삼] [사] [오] [육] [칠] [팔]", "010-1234-5678"),
+    ("[영] [칠] [영] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "070-1234-5678"),
+    ("[공] [이] [일] [이] [삼] [사] [오] [육] [칠]", "02-123-4567"), ("[공] [이] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "02-1234-5678"),
+    ("[공] [삼] [일] [일] [이] [삼] [사] [오] [육] [칠]", "031-123-4567"), ("[공] [육] [사] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "064-1234-5678"),
+    ("전화 [공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] 번으로", "전화 010-1234-5678번으로"),
+    ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] 에 [공] [이] [일] [이] [삼] [사] [오] [육] [칠]", "010-1234-5678 에 02-123-4567"),
+    # ... and only there: not another length, prefix or grouping
+    ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠]", "0101234567"), ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] [구]", "010123456789"),
+    ("[공] [일] [일] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "01112345678"), ("[공] [이] [일] [이] [삼] [사] [오] [육]", "02123456"),
+    ("[공] [일] [공] [일] [이] 에 [삼] [사] [오] [육] [칠] [팔]", "01012 에 345678"), ("[공] [일] [공] 에 [일] [이] [삼] [사] 에", "010 에 1234 에"),
+    ("[공] [일] [공] 과 [일] [이] [삼] [사] 과 [오] [육] [칠] [팔]", "010 과 1234 과 5678"), ("[공] [이] [일] [이] [삼] [쩜] [오]", "02123.5"),
     # numbers read whole, alone and side by side
     ("[9]", "9"), ("[09] 시", "09시"), ("[99]", "99"), ("[3] [5]", "3 5"), ("오후 [9] 시", "오후 9시"),
     # Sino-Korean composition within four digits
@@ -119,7 +134,7 @@ def test_every_counter_is_a_word_of_the_ko_models_table(model: LoadedModel) -> N
     assert sorted(COUNTERS - vocabulary) == []
     assert [forms for forms in PARTICLES if not {c + f for c in COUNTERS for f in forms} & WITH_PARTICLE & vocabulary] == []
     assert {"명이", "명의", "명을", "시간에", "원을", "개씩", "년부터", "월까지", "층에서", "살로"} <= vocabulary
-    assert VERSUS in vocabulary, "대 is a word of the table"
+    assert {VERSUS, *PHONE_SEPARATORS} <= vocabulary, "대 and a phone number's hyphen said aloud are words of the table"
 
 
 def covered(tokens: list[str]) -> list[list[int]]:
@@ -142,7 +157,7 @@ def test_each_token_is_in_one_written_word_and_in_order(tokens: str, shown: str)
 def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
     """Random sequences of the model's number tokens, words that read as numbers and others, and no-word markers:
     never an error, every token in exactly one written word, no bracket left where a number was written."""
-    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점", "명이", "일부터", "원을", "대"] + NO_WORDS
+    pool = NUMBER_TOKENS + ["삼", "이", "영", "만", "억", "조", "백", "오후", "원", "에", "명", "일", "시", "점", "명이", "일부터", "원을", "대", "의"] + NO_WORDS
     rng = random.Random(20261205)
     for _ in range(3000):
         tokens = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
@@ -151,6 +166,29 @@ def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
         assert [i for span in spans for i in span if tokens[i] not in NO_WORDS] == kept, tokens
         for number in numbers([tokens[i] for i in kept]):
             assert number.stop > number.start and not any(c in number.text for c in "[](){}"), (tokens, number)
+
+
+@pytest.mark.unit
+def test_digits_read_one_by_one_keep_every_digit_and_are_hyphenated_only_in_a_phone_numbers_shape() -> None:
+    """Random runs of digit words, 0 first more often than not, parted now and then by the spoken hyphen: the
+    digits read are the digits written, in order, and a word with hyphens is a Korean phone number's three groups."""
+    rng = random.Random(20261205)
+    words = [f"[{word}]" for word in DIGITS]
+    shapes = {(3, 4, 4), (2, 3, 4), (2, 4, 4), (3, 3, 4)}
+    hyphenated = 0
+    for _ in range(3000):
+        tokens = [rng.choice(words) for _ in range(rng.randint(1, 12))]
+        if rng.random() < 0.7:
+            tokens[0] = "[공]"
+        for at in sorted(rng.sample(range(1, len(tokens)), min(len(tokens) - 1, rng.randint(0, 2))), reverse=True):
+            tokens.insert(at, rng.choice(("에", "의")))
+        shown = written(" ".join(tokens)).split()
+        assert "".join(c for word in shown for c in word if c.isdigit()) == "".join(DIGITS[t[1:-1]] for t in tokens if t[0] == "["), tokens
+        for word in shown:
+            if "-" in word:
+                hyphenated += 1
+                assert word.startswith("0") and tuple(map(len, word.split("-"))) in shapes, (tokens, word)
+    assert hyphenated > 30, "the shapes come up"
 
 
 def _phrase(*tokens: tuple[str, float, float, float]) -> Phrase:
