@@ -16,6 +16,8 @@ are the same as when the client waits for each. A client that sends no audio for
 ``AudioIdleSeconds``, or streams longer than ``MaxSessionSeconds``, gets the final
 result of its audio and a close (1008) saying which; one that sends nothing for
 ``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
+Only a stream ended with eof is a success: a client that leaves without it, once it sent audio, is counted as
+gone (``client_gone``), as a Speech SDK client that leaves mid-turn is, however much of its audio was decoded.
 """
 
 from __future__ import annotations
@@ -150,7 +152,8 @@ class Conversation:
         self.inbox: Inbox
 
     async def run(self) -> None:
-        """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early."""
+        """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
+        (a client that left with a stream unfinished among them)."""
         model = await self.engine.registry.aload(self.locale)
         self.config = VoskConfig(model.sample_rate)
         self._sender = asyncio.create_task(self._send_replies())
@@ -171,6 +174,8 @@ class Conversation:
                         raise self._failure
                     if self.inbox.dropped_bytes:
                         raise Failure(f"the client left; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded", CLIENT_GONE)
+                    if self.session is not None:  # its stream unfinished, as a Speech SDK turn left without its end of audio
+                        raise Failure('the client left without {"eof" : 1}: its stream was never finished', CLIENT_GONE)
                     return
                 if message.get("text") is not None:
                     if await self._text(message["text"]):

@@ -68,6 +68,13 @@ class Gone:
         samples = scrape_metrics(self.srv.http)
         return samples.get(("speech_refused_total", (("reason", "client_gone"), ("route", route))), 0.0)
 
+    def succeeded(self, route: str) -> float:
+        return scrape_metrics(self.srv.http).get(("speech_requests_total", (("route", route), ("status", "200"))), 0.0)
+
+    def ends(self, route: str) -> tuple[float, float]:
+        """How many streams on ``route`` were counted as successes, and as clients gone."""
+        return self.succeeded(route), self.refusals(route)
+
     def abandoned(self, route: str) -> float:
         """Seconds of audio counted as dropped undecoded on ``route``."""
         samples = scrape_metrics(self.srv.http)
@@ -225,3 +232,29 @@ def test_a_speech_sdk_client_leaving_with_audio_unread_frees_its_decoder(
     assert phrases[0].get("DisplayText") and phrases[-1]["RecognitionStatus"] == "EndOfDictation", phrases
     assert gone.refusals("usp/conversation") == before + 1, "the turn is counted as one whose client left"
     gone.check_dropped("usp/conversation", counters, len(long_pcm) / 32000, len(pcm) / 32000, how)
+
+
+@pytest.mark.parametrize("how", ["close frame", "close", "reset"])
+def test_a_vosk_client_leaving_without_eof_is_counted_as_gone(gone: Gone, speech_wav: Path, how: str) -> None:
+    """A /vosk client that reads the reply to every chunk it sent (all of it decoded) and leaves without
+    ``{"eof" : 1}``: counted as a client gone, as a Speech SDK client that leaves mid-turn is, not as a success
+    (before: ``status="200"``, as a client that ended its stream); one that sends eof still counts as a success."""
+    pcm = read_wav(speech_wav)[0]
+    before = gone.ends("vosk")
+    with connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), CHUNK):
+            ws.send(pcm[i : i + CHUNK])
+            ws.recv(timeout=30)
+        if how == "close frame":
+            ws.close()
+        else:
+            leave(ws.socket, how)
+    took = gone.seconds_until_free(within=10)
+    deadline = time.monotonic() + 10
+    while gone.ends("vosk") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone.ends("vosk") == (before[0], before[1] + 1), "counted once, as a client gone"
+    print(f"{how}: decoder free {took:.3f} s after it left")
+    vosk_words(gone.srv.ws, pcm)  # eof, then its final result
+    assert gone.ends("vosk") == (before[0] + 1, before[1] + 1), "a stream ended with eof is a success"
+
