@@ -108,6 +108,11 @@ class Inbox:
         self._more.set()
         return message
 
+    async def gone(self) -> None:
+        """Wait until the connection ends (its disconnect read, or the reading failed), reading ahead meanwhile as
+        :attr:`ahead` allows; cancelling the wait stops no reading."""
+        await asyncio.wait([self._reader])
+
     def take_arrived(self) -> list[Message]:
         """The messages read and not yet handled, without waiting for more (the route handles them itself)."""
         messages = list(self._messages)

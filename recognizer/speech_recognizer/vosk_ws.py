@@ -18,6 +18,8 @@ result of its audio and a close (1008) saying which; one that sends nothing for
 ``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
 Only a stream ended with eof is a success: a client that leaves without it, once it sent audio, is counted as
 gone (``client_gone``), as a Speech SDK client that leaves mid-turn is, however much of its audio was decoded.
+A locale whose model is not loaded yet is loaded at the client's arrival, the client watched meanwhile: one that
+leaves during the load is let go (``client_gone``) at once, the load going on for others.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .inbox import Inbox
+from .models import LoadedModel
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -154,11 +157,11 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        model = await self.engine.registry.aload(self.locale)
-        self.config = VoskConfig(model.sample_rate)
-        self._sender = asyncio.create_task(self._send_replies())
         self.inbox = Inbox(self.ws.receive)
         try:
+            model = await self._model()
+            self.config = VoskConfig(model.sample_rate)
+            self._sender = asyncio.create_task(self._send_replies())
             while True:
                 try:
                     message = await self.deadlines.receive(self.inbox.receive)
@@ -184,8 +187,9 @@ class Conversation:
                     await self._audio(message["bytes"])
         finally:
             await self.inbox.close()
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
+            if self._sender is not None:
+                self._sender.cancel()
+                await asyncio.gather(self._sender, return_exceptions=True)
             # Cancelled, the task keeps its CancelledError, whose traceback holds the task's frame, which holds
             # this conversation: a cycle that kept it, its session and recognition for Python's collector.
             self._sender = None
@@ -195,6 +199,26 @@ class Conversation:
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
+
+    async def _model(self) -> LoadedModel:
+        """The locale's model; one not loaded yet is loaded while the client is watched (its messages read ahead): a
+        client gone meanwhile ends the conversation at once, its place given back, the load going on for others."""
+        registry = self.engine.registry
+        if (loaded := registry.get_loaded(self.locale)) is not None:
+            return loaded
+        self.inbox.ahead = True
+        load = asyncio.ensure_future(registry.aload(self.locale))
+        gone = asyncio.ensure_future(self.inbox.gone())
+        try:
+            await asyncio.wait([load, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not load.done():  # the client is gone (or this task cancelled): the load's thread goes on (ModelRegistry.aload)
+                load.cancel()
+        if not load.done():
+            raise Failure(f"the client left while the {self.locale} model was loading", CLIENT_GONE)
+        self.inbox.ahead = False
+        return load.result()
 
     async def _arrived_audio(self) -> None:
         """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to

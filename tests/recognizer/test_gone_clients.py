@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
-from speech_recognizer.models import ModelRegistry
+from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import CHUNK, make_settings
@@ -258,3 +258,77 @@ def test_a_vosk_client_leaving_without_eof_is_counted_as_gone(gone: Gone, speech
     vosk_words(gone.srv.ws, pcm)  # eof, then its final result
     assert gone.ends("vosk") == (before[0] + 1, before[1] + 1), "a stream ended with eof is a success"
 
+
+#: The locale loaded on demand, the ko-KR model under another name (:class:`GatedRegistry`).
+ON_DEMAND = "ja-JP"
+
+
+class GatedRegistry(ModelRegistry):
+    """The real registry, serving ko-KR (loaded at start-up) and :data:`ON_DEMAND`, whose load waits for :attr:`gate`:
+    a big model's long load, for as long as a test keeps it shut."""
+
+    def __init__(self, models_dir: Path) -> None:
+        super().__init__(models_dir, ("ko-KR",))
+        self.gate = threading.Event()
+        #: Seconds the on-demand load took once the gate opened.
+        self.load_seconds = 0.0
+
+    def load(self, locale: str) -> LoadedModel:
+        if self.resolve(locale) == ON_DEMAND and self.get_loaded(locale) is None:
+            self.gate.wait(120)
+            started = time.monotonic()
+            loaded = super().load(locale)
+            self.load_seconds = time.monotonic() - started
+            return loaded
+        return super().load(locale)
+
+
+def test_a_vosk_client_leaving_while_its_model_loads_is_let_go_at_once(
+        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference) -> None:
+    """Two /vosk clients of a locale whose model is loading on demand leave (a close frame, a reset) while a third
+    waits: each is seen gone, its connection given back and counted as a client gone, within :data:`BOUND` (before:
+    only once the load ended, then counted as a success), and the load goes on for the third, which gets every result."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / ON_DEMAND).symlink_to(registry.sources["ko-KR"])
+    gated = GatedRegistry(models)
+    app = create_app(make_settings(tmp_path, "DecoderMaxCount=1"), gated)
+    pcm = read_wav(speech_wav)[0]
+    url = f"/vosk?language={ON_DEMAND}"
+    with ServerThread(app) as srv:
+        server = Gone(srv, app)
+        admission = app.state.engine.admission
+        deadline = time.monotonic() + 60
+        while not gated.ready:
+            assert time.monotonic() < deadline, "ko-KR did not load"
+            time.sleep(0.05)
+        with connect(f"{srv.ws}{url}", max_size=1 << 20) as staying:
+            for i in range(0, len(pcm), CHUNK):  # read ahead while the model loads
+                staying.send(pcm[i : i + CHUNK])
+            staying.send('{"eof" : 1}')
+            for how in ("close frame", "reset"):
+                before = server.ends("vosk")
+                with connect(f"{srv.ws}{url}", max_size=1 << 20) as leaving:
+                    leaving.send(pcm[:CHUNK])
+                    while admission.connections < 2:
+                        time.sleep(0.005)
+                    if how == "close frame":
+                        threading.Thread(target=leaving.close, daemon=True).start()
+                    else:
+                        leave(leaving.socket, how)
+                    left = time.monotonic()
+                    while admission.connections > 1 or server.ends("vosk") == before:
+                        took = time.monotonic() - left
+                        assert took < BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
+                                              f"{admission.connections} connections are open, {server.ends('vosk')} counted (ok, gone)")
+                        time.sleep(0.01)
+                print(f"{how}: let go {time.monotonic() - left:.3f} s after it left")
+                assert server.ends("vosk") == (before[0], before[1] + 1), "counted as a client gone"
+            assert gated.get_loaded(ON_DEMAND) is None, "still loading"
+            gated.gate.set()
+            texts = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    texts.append(json.loads(staying.recv(timeout=120)).get("text"))
+        assert [t for t in texts if t] == speech_ref.texts, "the load went on for the client that stayed"
+        print(f"the on-demand load took {gated.load_seconds:.2f} s once let through")
