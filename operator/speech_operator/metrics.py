@@ -27,15 +27,38 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from speech_operator import api
+from speech_operator import conditions as c
 from speech_operator.conditions import reported_replicas
+from speech_operator.kube import KubeError
 from speech_recognizer.serving import listening_socket
 
 PREFIX = "speech_operator_speechtotext"
+
+#: Why a reconcile failed (``speech_operator_reconcile_errors_total{reason}``): a write the API server refused or an
+#: object of a child's name that is someone else's (the status' reasons), or what ended it early: an API server that
+#: refused a request (RBAC, ...), could not serve it (5xx, throttled), did not answer in time or could not be reached,
+#: or an error of the operator's own (logged with its traceback).
+RECONCILE_ERRORS = (c.WRITE_REFUSED, c.NAME_CONFLICT, "ApiRefused", "ApiUnavailable", "ApiTimeout", "ApiUnreachable", "Internal")
+#: Reconciles that failed, by reason; one operator runs in a process (its :class:`Exporter` exports them).
+RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts that failed, by reason: "
+                             f"{', '.join(RECONCILE_ERRORS)}", ["reason"], registry=None)
+
+
+def reconcile_failed(reason: str | BaseException) -> None:
+    """Count a reconcile that failed: a reason of :data:`RECONCILE_ERRORS`, or the exception that ended it."""
+    if isinstance(reason, BaseException):
+        if isinstance(reason, KubeError):
+            reason = "ApiRefused" if reason.refused else "ApiUnavailable"
+        else:
+            reason = ("ApiTimeout" if isinstance(reason, TimeoutError) else
+                      "ApiUnreachable" if isinstance(reason, aiohttp.ClientError) else "Internal")
+    RECONCILE_FAILURES.labels(reason).inc()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +144,7 @@ class Exporter:
         self.index: Mapping[Any, Any] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
+        self.registry.register(RECONCILE_FAILURES)
         self._alive: tuple[int, set[str]] = (0, set())  # a resumption, the uids read live in it
 
     def unsure(self, uid: str) -> bool:

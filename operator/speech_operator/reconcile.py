@@ -30,7 +30,7 @@ import aiohttp
 import kopf
 import pydantic
 
-from speech_operator import api, builders, conditions, foreign_autoscalers, policy, record
+from speech_operator import api, builders, conditions, foreign_autoscalers, metrics, policy, record
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
 from speech_operator.events import Events, Going, now
@@ -771,6 +771,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 await remove_unwanted(runtime, desired, body)
             if not raced:
                 runtime.contended.pop((namespace, name), None)
+            for reason, found in ((conditions.WRITE_REFUSED, write_refused), (conditions.NAME_CONFLICT, conflicts)):
+                if found:
+                    metrics.reconcile_failed(reason)
             if racing:
                 delay = min(STALE_RETRY_SECONDS * 2 ** (raced - 1), runtime.config.recheck_seconds)
                 log.info("%s %s/%s: its Deployment changed between each read and write of it (%d tries; a foreign "
@@ -793,6 +796,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 kept = Observed(body, stt, desired, live_replicas(ours) if scalers else None, scalers, outdated_crd,
                                 seen(deployment))
             return status
+        except Exception as exc:
+            metrics.reconcile_failed(exc)  # raised on: kopf or the caller says it and tries again
+            raise
         finally:
             if kept is None:
                 runtime.observed.pop((namespace, name), None)

@@ -25,7 +25,7 @@ from harness.loopback import free_port
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
 from speech_operator.metrics import address
-from tests.prometheus import Prometheus, check_dashboard, dashboard_queries
+from tests.prometheus import Prometheus, as_grafana_sends, check_dashboard, dashboard_queries
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -199,7 +199,7 @@ async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: C
     operator: each returns series with the labels its legend shows, for every locale and for the Degraded one's."""
     port = free_port()
     panels = [q for q in dashboard_queries() if "speech_operator_" in q[1]]
-    assert len(panels) == 4
+    assert len(panels) == 5
     async with Operator("run", "--namespace", NAMESPACE, "--metrics", f"http://127.0.0.1:{port}/metrics"):
         await states(apiserver)
         prometheus = Prometheus(tmp_path / "prometheus", {"operator": (port, TARGET)}, honor_labels=frozenset({"operator"}))
@@ -208,7 +208,55 @@ async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: C
                 return bool(prometheus.query('speech_operator_speechtotext_condition{name="de-de",type="Degraded",status="True"}'))
             await asyncio.to_thread(prometheus.wait_until, "de-de's Degraded condition scraped", degraded_seen)
             for locale in (".*", "de-DE"):
-                await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, {})
+                await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, RECONCILED)
+        finally:
+            prometheus.stop()
+
+
+#: The operator's panel that stays empty while every reconcile succeeds (a missing Secret is no reconcile error: the
+#: SpeechToText's status says it); test_each_failed_reconcile_is_counted_by_its_reason shows it.
+RECONCILED = {"Reconcile errors / {{reason}}": "no reconcile fails here"}
+#: What an admission webhook answers to a write it refuses, and an API server whose etcd lost its leader.
+DENIED = 'admission webhook "validation.gatekeeper.sh" denied the request: [required-labels] you must provide labels: {"team"}'
+UNAVAILABLE = "etcdserver: leader changed"
+
+
+def reconcile_errors(url: str) -> dict[str, float]:
+    """``speech_operator_reconcile_errors_total`` by reason."""
+    return {dict(labels)["reason"]: float(dict(labels)["value"])
+            for labels in scrape(url).get("speech_operator_reconcile_errors_total", set())}
+
+
+async def test_each_failed_reconcile_is_counted_by_its_reason(apiserver: Cluster, tmp_path: Path) -> None:
+    """A webhook refuses en-us's Deployment (its status: WriteRefused) and the API server cannot serve the writes of
+    de-de's Service (503: tried again): each reconcile of theirs is counted as failed by its reason, again at each
+    try (a re-check each second here), and nothing else; the dashboard's panel shows both reasons in a real
+    Prometheus. Before, nothing counted them: a failing reconcile showed in the operator's log alone (and in the
+    status, for a refused write)."""
+    apiserver.emulator.refusals[("deployments", "en-us")] = (400, "BadRequest", DENIED)
+    apiserver.emulator.refusals[("services", "de-de")] = (503, "ServiceUnavailable", UNAVAILABLE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    panels = [q for q in dashboard_queries() if q[0] in RECONCILED]
+    assert len(panels) == 1
+    async with Operator("run", "--namespace", NAMESPACE, "--metrics", url, env={"SPEECH_OPERATOR_RECHECK_SECONDS": "1"}):
+        await apiserver.eventually(lambda: asyncio.to_thread(_answers, url), timeout=30)
+        prometheus = Prometheus(tmp_path / "prometheus", {"operator": (port, TARGET)}, honor_labels=frozenset({"operator"}))
+        try:
+            await apiserver.api.create(apiserver.stt_url(), stt("en-us", "en-US"))
+            await apiserver.api.create(apiserver.stt_url(), stt("de-de", "de-DE"))
+
+            async def tried_again() -> dict[str, float] | None:
+                found = await asyncio.to_thread(reconcile_errors, url)
+                return found if found.get("WriteRefused", 0) >= 3 and found.get("ApiUnavailable", 0) >= 3 else None
+            found = await apiserver.eventually(tried_again, timeout=60)
+            assert set(found) == {"WriteRefused", "ApiUnavailable"}, found
+
+            def both_shown() -> bool:
+                result = prometheus.query(as_grafana_sends(panels[0][1], {"namespace": NAMESPACE, "locale": ".*"}))
+                return {r["metric"]["reason"] for r in result if float(r["value"][1]) > 0} == {"WriteRefused", "ApiUnavailable"}
+            await asyncio.to_thread(prometheus.wait_until, "both reasons' rates in the panel", both_shown)
+            await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": ".*"}, {})
         finally:
             prometheus.stop()
 
