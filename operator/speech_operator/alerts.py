@@ -54,6 +54,12 @@ DEGRADED_CAUSES = (
     f"deadline ({c.PROGRESS_DEADLINE_EXCEEDED}), an HPA scales its Deployment instead of it ({c.FOREIGN_AUTOSCALER}), "
     f"or the installed CRD is older than the operator ({c.CRD_OUTDATED})")
 
+#: Seconds a live stream's final result may take (the 95th percentile of ``speech_request_seconds`` of the Speech SDK
+#: turns and /vosk streams, from the audio that completed it) before SpeechRecognizerSlowResults: a bucket's bound.
+SLOW_RESULT_SECONDS = 2
+#: The routes of live streams in ``speech_request_seconds{route}`` (the REST and OpenAI routes' time grows with the audio).
+STREAM_ROUTES = ("usp", "vosk")
+
 #: The recognizer's table, and the kinds only a gateway meets (the gateway answers the others as the recognizer does).
 RECOGNIZER_KINDS = errors.kinds(vars(errors))
 GATEWAY_KINDS = [k for k in gateway_failures.KINDS if k not in RECOGNIZER_KINDS]
@@ -122,6 +128,15 @@ def rule_groups() -> list[dict[str, Any]]:
                    f"{where} fails recognitions: {{{{ $labels.reason }}}}",
                    f"Its recognizers failed work in the last 10 minutes ({listed(fault)}): a model that cannot be loaded, or "
                    "a bug (its log has the traceback): " + pods),
+            _alert("SpeechRecognizerSlowResults",
+                   f"histogram_quantile(0.95,\n  sum by (namespace, service, le) (\n    rate(speech_request_seconds_bucket"
+                   f'{{route=~"{matching(list(STREAM_ROUTES))}", outcome="ok"}}[10m])\n  )\n) > {SLOW_RESULT_SECONDS}', "10m",
+                   f"{where} answers live streams more than {SLOW_RESULT_SECONDS} s after their audio",
+                   f"For 10 minutes the 95th percentile of the time from the audio that completed a stream's final result "
+                   f"(Speech SDK turns, /vosk streams) to that result has been over {SLOW_RESULT_SECONDS} s: its decoders "
+                   "fall behind live audio (CPU throttled by its limit, or more streams than cores). Raise the "
+                   "SpeechToText's CPU, or its replicas and spec.autoscaling; speech_decoder_cpu_seconds says what each "
+                   "recognition takes."),
             _alert("SpeechRecognizerConnectionsNearCap",
                    "max by (namespace, service, pod) (speech_connections / speech_connections_max) > 0.9", "15m",
                    f"{where}: {{{{ $labels.pod }}}} keeps more than 90 % of its WebSocket connections open",

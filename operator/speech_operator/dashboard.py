@@ -95,6 +95,7 @@ def recognizer_panels() -> list[dict[str, Any]]:
     sessions = of_locale(f"speech_active_sessions{{{WHERE}}}", "locale")
     capacity = of_locale(f"speech_decoders_max{{{WHERE}}}", "locale")
     busy = of_locale(rate(f'speech_refused_total{{{WHERE}, reason="busy"}}'), "locale")
+    latency = of_locale(rate(f'speech_request_seconds_bucket{{{WHERE}, outcome="ok"}}'), "locale, route, le")
     return [
         panel("Decoders in use", "Recognitions decoding now (`speech_active_sessions`) of the decoders of the pods "
               "(`speech_decoders_max`: DecoderMaxCount, what /sessions reports), and those refused because every decoder "
@@ -113,6 +114,21 @@ def recognizer_panels() -> list[dict[str, Any]]:
               "`speech_audio_seconds_total`): below 1, a decoder keeps up with a live stream", "short",
               (f'sum by (locale) ({rate(f"speech_decoder_cpu_seconds_sum{{{own}}}")})\n/\n'
                f'sum by (locale) ({rate(f"speech_audio_seconds_total{{{own}}}")})', "{{locale}}")),
+        panel("Time to the final result", "Median and 95th percentile by route of the recognitions that succeeded "
+              "(`speech_request_seconds{outcome=\"ok\"}`): rest and openai from the request to its answer (it grows with "
+              "the audio uploaded); usp (Speech SDK turns) and vosk (streams) from the audio that completed the final "
+              "result to that result, the wait after speaking (alert SpeechRecognizerSlowResults)", "s",
+              *((f"histogram_quantile({q}, {latency})", f"{{{{locale}}}} {{{{route}}}} p{int(q * 100)}") for q in (0.5, 0.95))),
+        panel("Audio dropped undecoded", "Seconds of audio per second received from clients that left before it was "
+              "decoded, by route (`speech_audio_abandoned_seconds_total`): dropped, not recognized; the requests are "
+              "`client_gone` refusals", "short",
+              (f'sum by (locale, route) ({rate(f"speech_audio_abandoned_seconds_total{{{own}}}")})', "{{locale}} {{route}}"),
+              stack=True),
+        panel("Warm recognizers reused and built", "Recognitions per second that started on a warm recognizer of the pool "
+              "(`speech_recognizers_reused_total`) and those that found none idle and built one, whose first utterance "
+              "costs 2.5-4x the CPU (`speech_recognizers_built_total`)", "reqps",
+              (of_locale(rate(f"speech_recognizers_reused_total{{{WHERE}}}"), "locale"), "{{locale}} reused"),
+              (of_locale(rate(f"speech_recognizers_built_total{{{WHERE}}}"), "locale"), "{{locale}} built")),
         panel("Decoder CPU per recognition", "Decoder CPU time of a recognition, median and 95th percentile "
               "(`speech_decoder_cpu_seconds`; thread CPU time, not wall time)", "s",
               *((f'histogram_quantile({q}, sum by (locale, le) ({rate(f"speech_decoder_cpu_seconds_bucket{{{own}}}")}))',

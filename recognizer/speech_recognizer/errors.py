@@ -274,23 +274,24 @@ def close_reason(message: str, limit: int = MAX_CLOSE_REASON_BYTES) -> str:
 class Counters(Protocol):
     """What :func:`observe` counts on (:class:`~speech_recognizer.metrics.Metrics`)."""
 
-    def failed(self, route: str, status: int, reason: str) -> None: ...
+    def failed(self, route: str, status: int, reason: str, since: float | None = None) -> None: ...
 
 
-def observe(failure: Failure, route: str, metrics: Counters | None = None) -> None:
-    """Count ``failure`` on ``route`` and log it: one line at its kind's level (a traceback for :data:`INTERNAL`)."""
+def observe(failure: Failure, route: str, metrics: Counters | None = None, since: float | None = None) -> None:
+    """Count ``failure`` on ``route`` and log it: one line at its kind's level (a traceback for :data:`INTERNAL`);
+    ``since``: the :func:`time.monotonic` its latency runs from (``speech_request_seconds``), if it has one."""
     kind = failure.kind
     if metrics is not None:
-        metrics.failed(route, kind.http, kind.name)
+        metrics.failed(route, kind.http, kind.name, since)
     cause = failure.__cause__ if kind is INTERNAL else None
     log.log(kind.level, "%s: %s: %s", route, kind.name, failure.message, exc_info=cause)
 
 
-def settle(exc: BaseException, route: str, metrics: Counters | None = None) -> Failure:
-    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`), its tracebacks then dropped
-    (:func:`drop_tracebacks`)."""
+def settle(exc: BaseException, route: str, metrics: Counters | None = None, since: float | None = None) -> Failure:
+    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`, with ``since``), its tracebacks
+    then dropped (:func:`drop_tracebacks`)."""
     failure = classify(exc)
-    observe(failure, route, metrics)
+    observe(failure, route, metrics, since)
     drop_tracebacks(exc)
     return failure
 

@@ -16,6 +16,7 @@ as before: the end of its connection comes after its audio, once it has its resu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -41,6 +42,7 @@ class Inbox:
         self.limit = limit
         self._audio_bytes = audio_bytes or (lambda message: len(message.get("bytes") or b""))
         self._messages: deque[Message] = deque()
+        self._times: deque[float] = deque()  # when each of them was read from the socket (time.monotonic)
         self._bytes = 0
         #: Whether the route waits for a message.
         self._asked = False
@@ -52,6 +54,9 @@ class Inbox:
         self.dropped_audio_bytes = 0
         #: Those messages, until the connection ends (:meth:`recover`).
         self.dropped: list[Message] = []
+        #: When the message :meth:`receive` returned last was read from the socket (:func:`time.monotonic`), however
+        #: long it then waited behind the decoding: where a stream's latency to its final result runs from.
+        self.arrived = time.monotonic()
         self._reader = asyncio.create_task(self._read())
 
     @property
@@ -80,10 +85,13 @@ class Inbox:
                     self.dropped_audio_bytes += sum(self._audio_bytes(m) for m in self._messages)
                     self.dropped = list(self._messages)
                     self._messages.clear()
+                    self._times.clear()
                     self._bytes = 0
                     self._messages.append(message)
+                    self._times.append(time.monotonic())
                     return
                 self._messages.append(message)
+                self._times.append(time.monotonic())
                 self._bytes += _size(message)
                 self._asked = False  # what was asked for has come: read on only ahead, within the limit
                 self._arrived.set()
@@ -104,6 +112,7 @@ class Inbox:
             finally:
                 self._asked = False
         message = self._messages.popleft()
+        self.arrived = self._times.popleft()
         self._bytes -= _size(message)
         self._more.set()
         return message
@@ -116,7 +125,10 @@ class Inbox:
     def take_arrived(self) -> list[Message]:
         """The messages read and not yet handled, without waiting for more (the route handles them itself)."""
         messages = list(self._messages)
+        if self._times:
+            self.arrived = self._times[-1]
         self._messages.clear()
+        self._times.clear()
         self._bytes = 0
         self._more.set()
         return messages

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import heap
+from . import errors, heap
 from .admission import Admission
 from .connection_cap import ConnectionCap
 from .engine import SessionRecord
 from .models import ModelRegistry
 from .pool import WarmPool
+
+#: ``speech_request_seconds{outcome}`` of each failure kind: its class in the failure table (:attr:`.errors.Kind.alert`:
+#: ``capacity``, ``fault``), or ``client`` (the client's doing or normal operation: a bad request, an idle client, a drain).
+OUTCOMES = {k.name: k.alert or "client" for k in errors.kinds(vars(errors))}
+#: From a REST answer of a short recording to a stream's final result, a long upload decoded on a busy pod.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 
 
 class Metrics:
@@ -46,15 +53,39 @@ class Metrics:
             ["route", "reason"],
             registry=self.registry,
         )
+        self.request_seconds = Histogram(
+            "speech_request_seconds",
+            "Seconds to a recognition's final result, by route family (rest, openai, usp: a Speech SDK turn, vosk: a "
+            "/vosk or / stream) and outcome (ok, or the failure's class: client, capacity, fault). REST and OpenAI: "
+            "from the request's head to its answer (its upload and decoding: it grows with the audio). Streams: from the "
+            "arrival of the audio that completed the final result (the end of the audio, or the chunk whose decoding "
+            "ended a recognize-once turn's utterance) to that result, the wait after speaking (a stream's own length is "
+            "the speaker's); a failed stream from its last audio; a stream that ended without a final result "
+            "is not observed",
+            ["route", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_HeapCollector(heap.TRIMMER))
 
-    def succeeded(self, route: str) -> None:
+    def succeeded(self, route: str, since: float | None = None) -> None:
+        """A request or turn that succeeded; ``since``: the :func:`time.monotonic` its latency runs from
+        (``speech_request_seconds``), None when it has none (a stream that ended without a final result)."""
         self.requests.labels(route, "200").inc()
+        self._took(route, "ok", since)
 
-    def failed(self, route: str, status: int, reason: str) -> None:
+    def failed(self, route: str, status: int, reason: str, since: float | None = None) -> None:
         """A request refused or ended by the failure policy (:func:`speech_recognizer.errors.observe`)."""
         self.requests.labels(route, str(status)).inc()
         self.refused.labels(route, reason).inc()
+        self._took(route, OUTCOMES.get(reason, "client"), since)
+
+    def _took(self, route: str, outcome: str, since: float | None) -> None:
+        """Observe the latency of a request or turn of ``route`` (``rest-dictation``, ``usp/interactive``: its family,
+        ``rest``, ``usp``, a bounded label), once, where its outcome is counted."""
+        if since is not None:
+            family = route.split("/")[0].split("-")[0]
+            self.request_seconds.labels(family, outcome).observe(time.monotonic() - since)
 
     def watch_pool(self, pool: WarmPool) -> None:
         """Expose the warm pool's counts (read at each scrape)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import zlib
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -176,12 +177,13 @@ def answer(phrases: list[Phrase], fmt: str, granularities: set[str], locale: str
 async def transcriptions(request: Request) -> Response:
     """Transcribe the uploaded file; a failure is answered by :mod:`.errors` in OpenAI's shape."""
     metrics = request.app.state.metrics
+    started = time.monotonic()
     try:
         response = await _transcribe(request)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = settle(exc, ROUTE, metrics)
+        failure = settle(exc, ROUTE, metrics, started)
         return openai_response(failure)
-    metrics.succeeded(ROUTE)
+    metrics.succeeded(ROUTE, started)
     return response
 
 

@@ -8,6 +8,7 @@ audio (:data:`~speech_recognizer.contract.AUDIO_FORMATS`; chunked allowed). One 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -150,12 +151,13 @@ async def recognize(request: Request) -> Response:
     mode = request.path_params.get("mode", "conversation")
     route = f"rest-{mode}" if mode in c.RECOGNITION_MODES else "rest"
     metrics = request.app.state.metrics
+    started = time.monotonic()
     try:
         response = await _recognize(request, mode)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = settle(exc, route, metrics)
+        failure = settle(exc, route, metrics, started)
         return http_response(failure)
-    metrics.succeeded(route)
+    metrics.succeeded(route, started)
     return response
 
 

@@ -153,6 +153,10 @@ class Conversation:
         #: while it runs (a disconnect after the failure's close) and after it ended (:meth:`_final`).
         self._failure: Failure | None = None
         self.inbox: Inbox
+        #: When its last message arrived, and the eof its final result answers (``speech_request_seconds`` runs from
+        #: them: a failure's from the first, a success's from the second), once they came.
+        self.heard: float | None = None
+        self.final_from: float | None = None
 
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
@@ -165,6 +169,7 @@ class Conversation:
             while True:
                 try:
                     message = await self.deadlines.receive(self.inbox.receive)
+                    self.heard = self.inbox.arrived
                 except Failure:  # idle, or too long: what was sent is answered, then the close says why
                     if self.session is not None:
                         await self._arrived_audio()
@@ -273,6 +278,7 @@ class Conversation:
             await self._replies.put(self._final_reply())
             return False
         if "eof" in parsed:
+            self.final_from = self.heard
             await self._final()
             await self.ws.close()
             return True
@@ -338,16 +344,18 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     # Accept first, even a request without its key: a close before the handshake becomes a bare
     # HTTP 403 and the reason is lost.
     await ws.accept()
+    conversation: Conversation | None = None
     try:
         check_key(settings.api_key, ws.headers, ws.query_params.multi_items(), websocket=True)
-        await Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings)).run()
+        conversation = Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings))
+        await conversation.run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = settle(exc, ROUTE, metrics)
+        failure = settle(exc, ROUTE, metrics, conversation.heard if conversation is not None else None)
         if failure.kind is not CLIENT_GONE:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await ws.close(*close_args(failure))
         return
-    metrics.succeeded(ROUTE)
+    metrics.succeeded(ROUTE, conversation.final_from)
 
 
 VOSK = {

@@ -6,16 +6,23 @@ locale. The operator's panels are run against the operator's own metrics in test
 
 from __future__ import annotations
 
+import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.sync.client import connect
 
+from harness.speech import read_wav
+from harness.usp import client_audio_frame, client_text_frame
 from speech_operator import dashboard
-from tests.prometheus import Prometheus, check_dashboard, dashboard_queries
+from speech_recognizer.usp.frames import parse_text
+from tests.prometheus import Prometheus, as_grafana_sends, check_dashboard, dashboard_queries
+from tests.recognizer.test_gone_clients import wav_bytes
 from tests.recognizer.test_vosk_ws import closed_with
+from tests.support import scrape_metrics
 
 from .conftest import Recognizer, Stack
 from .test_alerts import DOWN, RECOGNIZER_TARGET, REST, STARTING, refused_twice, watched  # noqa: F401 (the fixture)
@@ -39,10 +46,48 @@ def wait_until_none_open(recognizer: Recognizer, budget: float = 10) -> None:
         time.sleep(0.1)
 
 
+def left_mid_decoding(recognizer: Recognizer, pcm: bytes) -> None:
+    """A REST client that sends ``pcm`` (seconds of decoding) and leaves before its answer: its audio not decoded yet
+    is dropped (``speech_audio_abandoned_seconds_total``)."""
+    abandoned = ("speech_audio_abandoned_seconds_total", (("locale", "ko-KR"), ("route", "rest-conversation")))
+    before = scrape_metrics(recognizer.http).get(abandoned, 0.0)
+    body = wav_bytes(pcm)
+    with socket.create_connection(("127.0.0.1", recognizer.port)) as sock:
+        sock.sendall(f"POST {REST}?language=ko-KR HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # decoding
+    deadline = time.monotonic() + 30
+    while scrape_metrics(recognizer.http).get(abandoned, 0.0) <= before:
+        assert time.monotonic() < deadline, "no audio was dropped undecoded"
+        time.sleep(0.1)
+
+
+def streamed(recognizer: Recognizer, pcm: bytes) -> None:
+    """A /vosk stream to its eof and final result, and a Speech SDK turn (interactive: to its first phrase)."""
+    with connect(f"{recognizer.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), 8000):
+            ws.send(pcm[i : i + 8000])
+            ws.recv(timeout=30)
+        ws.send('{"eof" : 1}')
+        assert "text" in ws.recv(timeout=30)
+    request = uuid.uuid4().hex
+    source = {"type": "Stream", "samplerate": "16000", "bitspersample": "16", "channelcount": "1"}
+    with connect(f"{recognizer.ws}/speech/recognition/interactive/cognitiveservices/v1?language=ko-KR",
+                 subprotocols=["USP"]) as ws:  # type: ignore[list-item]
+        ws.send(client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}}))
+        ws.send(client_text_frame("speech.context", request, {"phraseDetection": {"language": "ko-KR"}}))
+        for i in range(0, len(pcm), 3200):
+            ws.send(client_audio_frame(request, pcm[i : i + 3200]))
+        ws.send(client_audio_frame(request, b""))
+        while parse_text(ws.recv(timeout=30)).path != "turn.end":  # type: ignore[arg-type]
+            pass
+
+
 def test_each_panel_of_the_recognizers_and_the_gateway_shows_series(watched: tuple[Prometheus, Recognizer, Stack],  # noqa: F811
                                                                       speech_wav: Path) -> None:
     prometheus, recognizer, stack = watched
     audio = {"content": speech_wav.read_bytes(), "headers": {"Content-Type": "audio/wav"}, "timeout": 60}
+    pcm = read_wav(speech_wav)[0]
 
     def traffic() -> None:
         ok = httpx.post(f"{stack.http}{REST}?language=ko-KR", **audio)  # relayed: a recognition, its audio and CPU
@@ -57,6 +102,12 @@ def test_each_panel_of_the_recognizers_and_the_gateway_shows_series(watched: tup
         with connect(f"{stack.ws}/vosk?language=ko-KR"):  # a stream relayed (speech_gateway_streams{route})
             pass
         wait_until_none_open(recognizer)  # the gateway lets its connection go after the client's
+        openai = httpx.post(f"{recognizer.http}/v1/audio/transcriptions", files={"file": ("a.wav", audio["content"], "audio/wav")},
+                            data={"model": "vosk"}, timeout=60)
+        assert openai.status_code == 200, openai.text  # the time of each route to its final result
+        streamed(recognizer, pcm)
+        left_mid_decoding(recognizer, pcm * 12)  # audio dropped undecoded
+        wait_until_none_open(recognizer)
 
     refused_twice(prometheus, traffic)  # each counter seen, then increased: a rate has two samples
     prometheus.scraped_after(time.time())
@@ -65,6 +116,11 @@ def test_each_panel_of_the_recognizers_and_the_gateway_shows_series(watched: tup
     chosen = {"namespace": RECOGNIZER_TARGET["namespace"], "locale": "ko-KR"}
     check_dashboard(prometheus, panels, chosen, EMPTY)
     check_dashboard(prometheus, panels, {"namespace": ".*", "locale": ".*"}, EMPTY)  # All
+    latency = {legend: expr for name, expr, legend in panels if name.startswith("Time to the final result /")}
+    assert len(latency) == 2, "the median and the 95th percentile"
+    for legend, expr in latency.items():  # each route's time to its final result, as the panel shows it
+        found = {r["metric"]["route"]: float(r["value"][1]) for r in prometheus.query(as_grafana_sends(expr, chosen))}
+        assert set(found) == {"rest", "openai", "usp", "vosk"} and all(0 < s < 60 for s in found.values()), (legend, found)
     variables: dict[str, Any] = {v["name"]: v for v in dashboard.dashboard()["templating"]["list"]}
     assert prometheus.label_values(variables["namespace"]["query"]) == [RECOGNIZER_TARGET["namespace"]]
     assert prometheus.label_values(variables["locale"]["query"].replace("$namespace", ".*")) == ["ko-KR"]

@@ -17,6 +17,7 @@ import yaml
 
 from speech_operator import alerts
 from speech_recognizer.errors import CAPACITY, FAULT, Kind
+from speech_recognizer.metrics import LATENCY_BUCKETS
 from tests.doc_tables import README, assert_generated
 
 from . import tools
@@ -98,11 +99,12 @@ def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reaso
 
 def quiet_case(names: list[str]) -> dict[str, Any]:
     """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time,
-    connections and decoders below 90 % of their caps, SpeechToTexts Ready (one scaled to zero) and not Degraded: no alert at all."""
+    connections and decoders below 90 % of their caps, SpeechToTexts Ready (one scaled to zero) and not Degraded,
+    streams answered in 0.4 s (and REST requests in 60 s): no alert at all."""
     series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
-    series += [*HEALTHY, *ACTIVE]
+    series += [*HEALTHY, *ACTIVE, *latency_series("en-us", "usp", 0.4), *latency_series("en-us", "rest", 60)]
     for connections, idle, service in (("speech_connections", None, "en-us"), ("speech_http_connections", "speech_http_idle_connections", "en-us"),
                                        ("speech_gateway_connections", "speech_gateway_idle_connections", "speech-gateway")):
         where = f'{{namespace="speech",service="{service}",pod="{service}-1"}}'
@@ -151,6 +153,27 @@ def decoders_case(rule: dict[str, Any]) -> dict[str, Any]:
                 {"eval_time": "9m", "alertname": rule["alert"], "exp_alerts": []},
                 {"eval_time": "12m", "alertname": rule["alert"], "exp_alerts": [
                     {"exp_labels": labels, "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}]}]}
+
+
+def latency_series(service: str, route: str, seconds: float) -> list[dict[str, str]]:
+    """``speech_request_seconds`` of successes on ``route`` of ``service``, 10 a minute, each taking ``seconds``."""
+    where = f'namespace="speech",service="{service}",pod="{service}-1",route="{route}",outcome="ok"'
+    bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+    return [{"series": f'speech_request_seconds_bucket{{{where},le="{le}"}}',
+             "values": "0+10x30" if le == "+Inf" or float(le) >= seconds else "0x30"} for le in bounds]
+
+
+def slow_results_case(rule: dict[str, Any]) -> dict[str, Any]:
+    """``en-us``'s Speech SDK turns take 3 s to their final result (its decoders fall behind) and its /vosk streams
+    0.2 s: its alert after 10 minutes, not before; ``de-de``'s streams take 0.2 s and its REST answers 20 s (a long
+    upload: not a live stream's wait): none."""
+    labels = {"severity": "warning", "namespace": "speech", "service": "en-us"}
+    series = [*latency_series("en-us", "usp", 3), *latency_series("en-us", "vosk", 0.2),
+              *latency_series("de-de", "usp", 0.2), *latency_series("de-de", "vosk", 0.2), *latency_series("de-de", "rest", 20)]
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "8m", "alertname": rule["alert"], "exp_alerts": []},
+        {"eval_time": "25m", "alertname": rule["alert"], "exp_alerts": [
+            {"exp_labels": labels, "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}]}]}
 
 
 def condition_series(name: str, type_: str, status: str, reason: str, values: str, instance: str = "operator-a") -> dict[str, str]:
@@ -230,6 +253,7 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
                       idle="speech_gateway_idle_connections"),
         near_cap_case(by_name["SpeechRecognizerHttpConnectionsNearCap"], "speech_http_connections",
                       idle="speech_http_idle_connections"),
+        slow_results_case(by_name["SpeechRecognizerSlowResults"]),
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         *inactive_cases(by_name["SpeechOperatorInactive"]),

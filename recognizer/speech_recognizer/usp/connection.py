@@ -147,6 +147,12 @@ class Turn:
         self._decoded = 0.0
         #: Decoding results in the order of the audio, for :meth:`_handle_results` (None: end of audio).
         self._results: asyncio.Queue[asyncio.Future[Snapshot] | None] = asyncio.Queue(READ_AHEAD)
+        #: When each of them arrived (:attr:`..inbox.Inbox.arrived`), in the same order; when the audio whose results were
+        #: handled last arrived, and the latest audio received: the final result's latency runs from the first, a
+        #: failure's from the second (``speech_request_seconds``).
+        self._arrivals: deque[float] = deque()
+        self._handled_from: float | None = None
+        self.received: float | None = None
         self._handler: asyncio.Task[None] | None = None
         self._audio_ended = False
         #: Whether audio loud enough to hold speech (:data:`SOUND_LEVEL`) came within the initial-silence window.
@@ -294,6 +300,7 @@ class Turn:
         """
         if self.ended or self._audio_ended:
             return
+        self.received = arrived = self.conn.inbox.arrived
         if self.session is None:
             riff = split_header(payload)
             fmt, payload = riff if riff else (self.conn.audio_format, payload)
@@ -304,6 +311,7 @@ class Turn:
         assert session is not None
         if self._handler is None:
             self._handler = asyncio.create_task(self._handle_results())
+        self._arrivals.append(arrived)
         if not payload:
             self._audio_ended = True
             await self._results.put(None)
@@ -316,6 +324,7 @@ class Turn:
         assert self.session is not None
         while True:
             item = await self._results.get()
+            self._handled_from = self._arrivals.popleft()
             try:
                 if self.ended:
                     continue  # the turn is over: what is left was dropped with the session
@@ -474,7 +483,7 @@ class Turn:
         self.ended = True
         if self.started:
             if not self.failed:
-                self.conn.metrics.succeeded(self.conn.route)
+                self.conn.metrics.succeeded(self.conn.route, self._handled_from)
             await self.send("turn.end", {})
         await self.close()
 
@@ -580,7 +589,7 @@ class Connection:
                 settle(failure, self.route, self.metrics)
             return
         self._closed = True
-        settle(failure, self.route, self.metrics)
+        settle(failure, self.route, self.metrics, self.turn.received if self.turn is not None else None)
         if failure.kind is CLIENT_GONE:
             # A phrase held for the segmentation silence cannot be told: the client is gone. Its audio was not
             # acknowledged, so an SDK that connects again sends it again.
@@ -680,14 +689,14 @@ class Connection:
 class TurnCounters(Counters, Protocol):
     """What a connection counts on: each turn that succeeded, besides the failures."""
 
-    def succeeded(self, route: str) -> None: ...
+    def succeeded(self, route: str, since: float | None = None) -> None: ...
 
 
 class _Uncounted:
     """Metrics for a connection nobody counts (tests of the protocol alone)."""
 
-    def succeeded(self, route: str) -> None:
+    def succeeded(self, route: str, since: float | None = None) -> None:
         pass
 
-    def failed(self, route: str, status: int, reason: str) -> None:
+    def failed(self, route: str, status: int, reason: str, since: float | None = None) -> None:
         pass

@@ -1,0 +1,117 @@
+"""``speech_request_seconds{route,outcome}``: how long a recognition takes to its final result, on each route family.
+
+A REST or OpenAI request is timed from its head to its answer. A stream is timed from the arrival of the audio that
+completed its final result (here its end of audio, sent after a pause) to that result: the wait after speaking, which
+a pause of the speaker's (or a live stream's length) does not lengthen. A stream that ended without a final result is
+counted as a request and not timed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from harness.usp import client_audio_frame, client_text_frame
+from speech_recognizer.app import create_app
+from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import parse_text
+
+from ..conftest import make_settings
+from ..support import ServerThread, read_wav, scrape_metrics
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
+#: Seconds a stream's client waits between its audio and its end: not the server's time to the final result.
+PAUSE = 1.5
+
+
+@pytest.fixture(scope="module")
+def base(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with metrics of its own (sharing the session's loaded model)."""
+    with ServerThread(create_app(make_settings(tmp_path_factory.mktemp("latency")), registry)) as srv:
+        yield srv.http
+
+
+def timed(base: str, route: str, outcome: str) -> tuple[float, float]:
+    """(count, sum) of ``speech_request_seconds{route, outcome}``."""
+    samples = scrape_metrics(base)
+    labels = (("outcome", outcome), ("route", route))
+    return (samples.get(("speech_request_seconds_count", labels), 0.0), samples.get(("speech_request_seconds_sum", labels), 0.0))
+
+
+def added(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
+
+
+def test_rest_and_openai_requests_are_timed_from_head_to_answer(base: str, speech_wav: Path) -> None:
+    before = {(route, outcome): timed(base, route, outcome) for route in ("rest", "openai") for outcome in ("ok", "client")}
+    started = time.monotonic()
+    ok = httpx.post(base + REST, content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=60)
+    took = time.monotonic() - started
+    assert ok.status_code == 200, ok.text
+    bad = httpx.post(base + REST, content=b"not audio", headers={"Content-Type": "audio/wav"}, timeout=60)
+    assert bad.status_code == 400, bad.text
+    openai = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": ("a.wav", speech_wav.read_bytes(), "audio/wav")},
+                        data={"model": "vosk", "language": "ko"}, timeout=60)
+    assert openai.status_code == 200, openai.text
+    count, seconds = added(before[("rest", "ok")], timed(base, "rest", "ok"))
+    assert count == 1 and 0 < seconds <= took, (count, seconds, took)
+    assert added(before[("rest", "client")], timed(base, "rest", "client"))[0] == 1, "a bad request: the client's doing"
+    count, seconds = added(before[("openai", "ok")], timed(base, "openai", "ok"))
+    assert count == 1 and seconds > 0
+
+
+def test_a_vosk_stream_is_timed_from_its_eof_to_its_final_result(base: str, speech_wav: Path) -> None:
+    pcm, _, _ = read_wav(speech_wav)
+    before = timed(base, "vosk", "ok")
+    with connect(f"{base.replace('http', 'ws')}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), 8000):
+            ws.send(pcm[i : i + 8000])
+            ws.recv()
+        time.sleep(PAUSE)
+        ws.send('{"eof" : 1}')
+        assert ws.recv(timeout=30)  # the final result
+    deadline = time.monotonic() + 10
+    while (timed(base, "vosk", "ok")[0] - before[0]) < 1:
+        assert time.monotonic() < deadline, "the stream was not timed"
+        time.sleep(0.05)
+    count, seconds = added(before, timed(base, "vosk", "ok"))
+    assert count == 1 and 0 < seconds < PAUSE, f"{seconds:.3f} s: timed from the eof, not from the stream's start"
+
+
+def test_a_vosk_stream_without_a_final_result_is_counted_not_timed(base: str, speech_wav: Path) -> None:
+    pcm, _, _ = read_wav(speech_wav)
+    requests = ("speech_requests_total", (("route", "vosk"), ("status", "200")))
+    before, counted = timed(base, "vosk", "ok"), scrape_metrics(base).get(requests, 0.0)
+    with connect(f"{base.replace('http', 'ws')}/vosk?language=ko-KR") as ws:
+        ws.send(pcm[:8000])
+        ws.recv()
+    deadline = time.monotonic() + 10
+    while scrape_metrics(base).get(requests, 0.0) < counted + 1:
+        assert time.monotonic() < deadline, "the stream was not counted"
+        time.sleep(0.05)
+    assert timed(base, "vosk", "ok") == before
+
+
+def test_a_speech_sdk_turn_is_timed_from_its_end_of_audio_to_its_final_result(base: str, speech_wav: Path) -> None:
+    pcm, rate, _ = read_wav(speech_wav)
+    before = timed(base, "usp", "ok")
+    request = uuid.uuid4().hex
+    source = {"type": "Stream", "samplerate": str(rate), "bitspersample": "16", "channelcount": "1"}
+    with connect(base.replace("http", "ws") + USP, subprotocols=["USP"]) as ws:  # type: ignore[list-item]
+        ws.send(client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}}))
+        ws.send(client_text_frame("speech.context", request, {"phraseDetection": {"language": "ko-KR"}}))
+        for i in range(0, len(pcm), 3200):
+            ws.send(client_audio_frame(request, pcm[i : i + 3200]))
+        time.sleep(PAUSE)
+        ws.send(client_audio_frame(request, b""))
+        while parse_text(ws.recv(timeout=30)).path != "turn.end":  # type: ignore[arg-type]
+            pass
+    count, seconds = added(before, timed(base, "usp", "ok"))
+    assert count == 1 and 0 < seconds < PAUSE, f"{seconds:.3f} s: timed from the end of audio, not from the turn's start"
