@@ -5,7 +5,7 @@
   only its Deployment's status or a foreign autoscaler's replicas changed -> its status again, from the Deployment.
 - While Degraded (a Secret or PVC missing, a write the API server refused, pods that crash or cannot pull their
   image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a crash loop
-  changes no field of the Deployment's: only a look at the pods sees it). An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
+  changes no field of the Deployment's: only a look at the pods sees it): the pods' look a status refresh. An API server that does not answer (5xx, 429, a timeout) is one line, and a retry.
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update); none while the spec is refused.
@@ -34,7 +34,7 @@ import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
-from speech_operator.reconcile import KINDS, Follow, Runtime, delete_children, follow, reconcile, stt_path
+from speech_operator.reconcile import KINDS, Follow, Runtime, delete_children, follow, reconcile, refresh, stt_path
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -202,10 +202,12 @@ async def reconcile_stt(name: str, namespace: str | None, memo: kopf.Memo, **_: 
         raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=rt.config.recheck_seconds) from None
 
 
-async def _reconcile_or_say(rt: Runtime, namespace: str, name: str, logger: kopf.Logger, then: str) -> None:
-    """Reconcile from a daemon or an event; an unanswered API server is one WARNING line saying when it is tried again."""
+async def _reconcile_or_say(rt: Runtime, namespace: str, name: str, logger: kopf.Logger, then: str,
+                            work: Awaitable[Any] | None = None) -> None:
+    """Reconcile from a daemon or an event (or do ``work`` instead, one that may reconcile); an unanswered API server is
+    one WARNING line saying when it is tried again."""
     try:
-        await reconcile(rt, namespace, name)
+        await (reconcile(rt, namespace, name) if work is None else work)
     except UNANSWERED as exc:
         logger.warning("reconciling %s/%s: %s: %s; again %s", namespace, name, type(exc).__name__, exc, then)
 
@@ -239,7 +241,9 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
-    takes it, look at pods that are not ready again until they are (the filter then stops this daemon). It ends for
+    takes it, look at pods that are not ready again until they are (the filter then stops this daemon). The pods'
+    look is a status refresh (its Deployment read, its pods listed: :func:`speech_operator.reconcile.refresh`) when its
+    last reconcile found nothing amiss, else (or when the Deployment drifted) a whole reconcile. It ends for
     good once the SpeechToText's namespace is known to be going (:attr:`~speech_operator.reconcile.Runtime.ending`):
     nothing more is written for it, and it goes; a re-check would only read it until then, and one reading when kopf
     stops the daemon at its deletion is cancelled (kopf's WARNING "Daemon 'recheck_degraded' is cancelled")."""
@@ -247,7 +251,8 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
     with _ended_at_exit(memo):
         # kopf's flag ends the wait at once: kopf cancels a daemon the flag does not end, with a WARNING
         while not await stopped.wait(rt.config.recheck_seconds) and uid not in rt.ending:
-            await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s")
+            await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s",
+                                    refresh(rt, namespaced(namespace), name, recheck=True))
 
 
 @kopf.daemon(*STT, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)

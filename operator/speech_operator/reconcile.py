@@ -452,20 +452,22 @@ def follow(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping
     return Follow.STATUS if kind == "Deployment" and seen(live) != last.deployment else Follow.NOTHING
 
 
-async def refresh(runtime: Runtime, namespace: str, name: str) -> None:
+async def refresh(runtime: Runtime, namespace: str, name: str, recheck: bool = False) -> None:
     """The SpeechToText's status made again of its Deployment (:func:`refresh_status`, under its lock), else a whole
-    reconcile."""
+    reconcile. ``recheck``: the re-check of a SpeechToText whose pods are not all ready (a rollout, a scale-up, a pod
+    that crashes: :func:`conditions.needs_recheck`), made even when its Deployment did not change: its pods may have."""
     async with runtime.lock(namespace, name):
-        done = await refresh_status(runtime, namespace, name)
+        done = await refresh_status(runtime, namespace, name, recheck)
     if not done:
         await reconcile(runtime, namespace, name)
 
 
-async def refresh_status(runtime: Runtime, namespace: str, name: str) -> bool:
+async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: bool = False) -> bool:
     """Read the SpeechToText's Deployment and make its status of it as its last reconcile would have (its pods listed
     when :func:`conditions.pods_matter`), over the status last written; False, having written nothing, when
     :func:`follow` calls for a whole reconcile. No other child read, and not the SpeechToText: its own changes are
-    reconciled by its own events. The caller holds its lock (:meth:`Runtime.lock`)."""
+    reconciled by its own events, its other children's by theirs. ``recheck``: made even when the Deployment is as
+    last seen (:func:`refresh`). The caller holds its lock (:meth:`Runtime.lock`)."""
     last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
     if last is None or not reported:
         return False
@@ -475,7 +477,7 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str) -> bool:
     then = follow(runtime, namespace, name, "Deployment", deployment)
     if then is Follow.RECONCILE:
         return False
-    if then is Follow.NOTHING:
+    if then is Follow.NOTHING and not recheck:
         return True
     assert deployment is not None
     stt = last.stt.model_copy(update={"status": api.SpeechToTextStatus.model_validate(reported[-1])})

@@ -248,6 +248,17 @@ async def quiet(cluster: Cluster, settle: float = 1.0) -> bool:
     return len(list(cluster.emulator)) == before
 
 
+def operator_requests(cluster: Cluster, since: int = 0) -> dict[str, int]:
+    """The operator's requests (not the test's, no watch) from the emulator's ``since``-th on, by verb and resource."""
+    counts: dict[str, int] = {}
+    for r in list(cluster.emulator)[since:]:
+        if r.headers.get("User-Agent") == TEST_AGENT or r.params.get("watch") == "true" or r.resource is None:
+            continue
+        key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def declare_peerings(cluster: Cluster) -> None:
     cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
         kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from conftest import NAMESPACE, TEST_AGENT, condition, one_pod_ready, quiet
+from conftest import NAMESPACE, condition, one_pod_ready, operator_requests, quiet
 
 from speech_operator import api, gateway_failures, gateway_wake, metrics, reconcile
 from speech_operator.gateway_directory import Backend
@@ -146,10 +146,10 @@ def refresh_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     cluster: Cluster = request.getfixturevalue("cluster")
     refresh_status = reconcile.refresh_status
 
-    async def counting(runtime: Any, namespace: str, name: str) -> bool:
+    async def counting(runtime: Any, namespace: str, name: str, *args: Any) -> bool:
         before = len(cluster.sent("GET", "deployments", name))
         try:
-            return await refresh_status(runtime, namespace, name)
+            return await refresh_status(runtime, namespace, name, *args)
         finally:
             REFRESH_READS.append(len(cluster.sent("GET", "deployments", name)) - before)
     monkeypatch.setattr(reconcile, "refresh_status", counting)
@@ -504,17 +504,6 @@ async def test_the_first_look_in_a_namespace_waits_for_its_hpas_to_be_listed(api
     finally:
         await scalers.close()
         await kube.close()
-
-
-def operator_requests(cluster: Cluster, since: int = 0) -> dict[str, int]:
-    """The operator's requests (not the test's, no watch) from the emulator's ``since``-th on, by verb and resource."""
-    counts: dict[str, int] = {}
-    for r in list(cluster.emulator)[since:]:
-        if r.headers.get("User-Agent") == TEST_AGENT or r.params.get("watch") == "true" or r.resource is None:
-            continue
-        key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 #: How many times the HPA-like burst scales the Deployment (each a write of its replicas, then of its status).

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import condition
+from conftest import condition, operator_requests
 
 from speech_operator import api, builders, conditions
 from tests.kubelet import Exited, Pod, host_image
@@ -214,3 +214,39 @@ async def test_pods_are_listed_while_not_ready_and_never_once_ready(cluster: Clu
         await asyncio.sleep(0.3)
     assert len(cluster.sent("GET", "deployments", "en-us")) - reads >= 3, "the reconcile ran"
     assert len(cluster.sent("GET", "pods")) == listed, "a ready SpeechToText's pods are not listed"
+
+
+#: How many re-checks :func:`test_the_recheck_of_pods_not_ready_is_a_status_refresh` counts.
+RECHECKS = 5
+
+
+async def test_the_recheck_of_pods_not_ready_is_a_status_refresh(cluster: Cluster) -> None:
+    """While its pods are not all ready (a rollout, a scale-up) a SpeechToText is looked at again every recheck_seconds:
+    each look reads its Deployment and lists its pods, and no more (no change of them: nothing written). Its pods'
+    trouble still reaches the status, and a Deployment edited meanwhile is still put back (the look finds it drifted:
+    a whole reconcile). Before, each look was a whole reconcile: the SpeechToText, its Deployment, Service and
+    PodDisruptionBudget read and its pods listed (5 requests a look, 25 for 5 looks)."""
+    await settled_not_ready(cluster)
+    listed = len(cluster.sent("GET", "pods"))
+
+    async def looked(n: int) -> bool:
+        return len(cluster.sent("GET", "pods")) - listed >= n
+    await cluster.eventually(lambda: looked(1), 10)  # a look ends with its list of the pods: counted from the next on
+    lists = {id(r) for r in cluster.sent("GET", "pods")}
+    since = 1 + [i for i, r in enumerate(list(cluster.emulator)) if id(r) in lists][listed]
+    await cluster.eventually(lambda: looked(1 + RECHECKS), 10)
+    sent = operator_requests(cluster, since)
+    print(f"the operator's requests for {RECHECKS} re-checks:", sent)
+    assert not any(k.startswith(("GET speechtotexts", "GET services", "GET poddisruptionbudgets", "PATCH")) for k in sent), sent
+    assert sent.get("GET deployments", 0) <= sent["GET pods"] + 1, sent
+
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"template": {"spec": {
+        "containers": [{"name": builders.CONTAINER, "image": "example.test/other:9"}]}}}})
+
+    async def put_back() -> bool:
+        dep = await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")) or {}
+        return dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"example.test/recognizer:{cluster.config.version}"
+    await cluster.eventually(put_back)
+    await set_pod(cluster, pending(scheduled={"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                              "message": "0/3 nodes are available: 3 Insufficient cpu."}))
+    await said(cluster, conditions.PODS_UNSCHEDULABLE, f"pod {POD} cannot be scheduled: 0/3 nodes are available")
