@@ -60,8 +60,8 @@ class Metrics:
             "from the request's head to its answer (its upload and decoding: it grows with the audio). Streams: from the "
             "arrival of the audio that completed the final result (the end of the audio, or the chunk whose decoding "
             "ended a recognize-once turn's utterance) to that result, the wait after speaking (a stream's own length is "
-            "the speaker's); a failed stream from its last audio; a stream that ended without a final result "
-            "is not observed",
+            "the speaker's); a failed stream from its last message; a /vosk connection closed before any audio is "
+            "not observed",
             ["route", "outcome"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -2,8 +2,8 @@
 
 A REST or OpenAI request is timed from its head to its answer. A stream is timed from the arrival of the audio that
 completed its final result (here its end of audio, sent after a pause) to that result: the wait after speaking, which
-a pause of the speaker's (or a live stream's length) does not lengthen. A stream that ended without a final result is
-counted as a request and not timed.
+a pause of the speaker's (or a live stream's length) does not lengthen. A stream its client left without its end of
+audio is timed as the client's failure, not as a success; a connection closed before any audio is counted, not timed.
 """
 
 from __future__ import annotations
@@ -85,16 +85,27 @@ def test_a_vosk_stream_is_timed_from_its_eof_to_its_final_result(base: str, spee
     assert count == 1 and 0 < seconds < PAUSE, f"{seconds:.3f} s: timed from the eof, not from the stream's start"
 
 
-def test_a_vosk_stream_without_a_final_result_is_counted_not_timed(base: str, speech_wav: Path) -> None:
+def test_a_vosk_stream_left_without_eof_is_timed_as_the_clients_failure(base: str, speech_wav: Path) -> None:
     pcm, _, _ = read_wav(speech_wav)
-    requests = ("speech_requests_total", (("route", "vosk"), ("status", "200")))
-    before, counted = timed(base, "vosk", "ok"), scrape_metrics(base).get(requests, 0.0)
+    before = {outcome: timed(base, "vosk", outcome) for outcome in ("ok", "client")}
     with connect(f"{base.replace('http', 'ws')}/vosk?language=ko-KR") as ws:
         ws.send(pcm[:8000])
         ws.recv()
     deadline = time.monotonic() + 10
+    while timed(base, "vosk", "client")[0] < before["client"][0] + 1:
+        assert time.monotonic() < deadline, "the stream was not timed as the client's failure (client_gone)"
+        time.sleep(0.05)
+    assert timed(base, "vosk", "ok") == before["ok"]
+
+
+def test_a_vosk_connection_closed_before_any_audio_is_counted_not_timed(base: str) -> None:
+    requests = ("speech_requests_total", (("route", "vosk"), ("status", "200")))
+    before, counted = timed(base, "vosk", "ok"), scrape_metrics(base).get(requests, 0.0)
+    with connect(f"{base.replace('http', 'ws')}/vosk?language=ko-KR"):
+        pass
+    deadline = time.monotonic() + 10
     while scrape_metrics(base).get(requests, 0.0) < counted + 1:
-        assert time.monotonic() < deadline, "the stream was not counted"
+        assert time.monotonic() < deadline, "the connection was not counted"
         time.sleep(0.05)
     assert timed(base, "vosk", "ok") == before
 
