@@ -35,7 +35,10 @@ HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO
                     doc="an HPA or KEDA ScaledObject that scales the locale's Deployment instead of its SpeechToText holds it "
                         "at 0 pods: refused at once, as nothing the gateway asks for wakes it (KEDA wakes it on its own "
                         "triggers, which it polls every 30 s by default); the SpeechToText is Degraded (ForeignAutoscaler)")
-TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
+# too_many_held, forms_held and too_many_connections are capacity refusals (try again later), as the recognizer's own
+# busy and too_many_connections: TooManyRequests, which the JavaScript SDK reports in its own clear words (Canceled,
+# TooManyRequests); it knows no ServiceUnavailable and reports that as an internal error (NoError).
+TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "TooManyRequests", errors.WARNING, 5,
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)",
                      alert=errors.CAPACITY)
 STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNING, 5,
@@ -44,11 +47,9 @@ STOPPED = Kind("gateway_stopped", 503, 1001, "ServiceUnavailable", errors.WARNIN
 STOPPED_HOLDING = Kind("stopped_while_held", 503, 1013, "ServiceUnavailable", errors.INFO, 1,
                        doc="the gateway stopped (SIGTERM) while the request was held for its locale to wake: answered at "
                            "once, the client tries again at another gateway pod (the wake asked for goes on)")
-FORMS_HELD = Kind("forms_held", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
+FORMS_HELD = Kind("forms_held", 503, 1013, "TooManyRequests", errors.WARNING, 5,
                   doc="the gateway already holds as many bytes of OpenAI forms read ahead for their language field as it may",
                   alert=errors.CAPACITY)
-# A capacity refusal, as the recognizer's own too_many_connections: TooManyRequests, which the JavaScript SDK knows
-# (it knows no ServiceUnavailable: it reports that as an internal error).
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", errors.DEBUG, 1,
                             doc="the gateway keeps SPEECH_GATEWAY_MAX_CONNECTIONS client connections open already (its log says so "
                                 "once per 10 s; probes and scrapes are still answered)", alert=errors.CAPACITY)

@@ -1,7 +1,7 @@
 """What a Speech SDK app sees when the gateway refuses its connection after taking the upgrade: at its connection cap
-(``SPEECH_GATEWAY_MAX_CONNECTIONS``), for a locale it cannot serve (scaled to 0 with nothing to wake it, a recognizer
-that does not answer, one that did not wake within the hold), for a language no SpeechToText serves and for a
-recognition path of no mode. The gateway answers as a recognizer answers its own refusals
+(``SPEECH_GATEWAY_MAX_CONNECTIONS``) or its cap on requests held (``SPEECH_GATEWAY_MAX_HELD``), for a locale it
+cannot serve (scaled to 0 with nothing to wake it, a recognizer that does not answer, one that did not wake within
+the hold), for a language no SpeechToText serves and for a recognition path of no mode. The gateway answers as a recognizer answers its own refusals
 (speech_recognizer/usp/refusal.py; tests/jssdk/test_refusals.py): once the request begins, a turn that fails with the
 kind's status, then the close.
 
@@ -85,6 +85,24 @@ def test_at_the_gateways_connection_cap_the_app_is_canceled_with_too_many_reques
         details = python_sdk(stack.ws, speech_wav, language="ja-JP")
         assert details.code == speechsdk.CancellationErrorCode.TooManyRequests, details
         assert "SPEECH_GATEWAY_MAX_CONNECTIONS" in details.error_details, details.error_details
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_past_the_requests_the_gateway_may_hold_the_app_is_canceled_with_too_many_requests(
+    jssdk: str, tmp_path: Path, speech_wav: Path, browser: bool
+) -> None:
+    """As many requests held for starting locales as ``SPEECH_GATEWAY_MAX_HELD`` allows (0 here): a Speech SDK app for
+    a starting locale is a load refusal (try again later), canceled at once with ``TooManyRequests`` in the JavaScript
+    SDK's own words, asked once, as at the gateway's connection cap; the Python SDK with ``TooManyRequests`` and the
+    gateway's reason. Before: ``ServiceUnavailable``, which the JavaScript SDK knows not (``NoError`` and its words for
+    an internal error), and the Python SDK's ``ServiceUnavailable``."""
+    with gateway(tmp_path, max_held=0) as stack:
+        event = canceled_at_once(jssdk, stack.ws, speech_wav, "once", browser=browser, language="ja-JP")
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "TooManyRequests", TOO_MANY_REQUESTS), event
+        assert failures(stack, "too_many_held") == 1, "the SDK connected again"
+        details = python_sdk(stack.ws, speech_wav, language="ja-JP")
+        assert details.code == speechsdk.CancellationErrorCode.TooManyRequests, details
+        assert "requests already wait for recognizers here (at most 0)" in details.error_details, details.error_details
 
 
 #: Each locale the gateway cannot serve: (language, the gateway's failure, words of its reason).
