@@ -88,6 +88,7 @@ from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, listening_on, listening_socket
 from speech_recognizer.settings import declared
+from speech_recognizer.usp import refusal as usp_refusal
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -322,8 +323,11 @@ class Gateway:
         self.metrics = GatewayMetrics(directory, self.waker, self.connections)
         #: Bytes of OpenAI forms read ahead for their language, all requests together (bounded).
         self.forms = gateway_openai.FormBudget(config.form_budget_bytes)
+        #: The Speech SDK connections this gateway refuses now, read for their request (its own places among
+        #: ``MAX_WAITING``; the stop answers them at once).
+        self.refusals = usp_refusal.Waiting()
         #: The stop, as the relays see it (:func:`serving` drains it before aiohttp's shutdown).
-        self.shutdown = Shutdown()
+        self.shutdown = Shutdown(self.refusals)
         #: Browsers on another origin: their preflights answered, and the headers of every answer (``cors_origins``).
         self.cors = Cors(config.cors)
         self._resolver = resolver
@@ -575,10 +579,10 @@ class Gateway:
             backend = await waiting
         except failures.Failure as failure:
             self._count(failure, route, backend)
-            await refuse_accepted(client, failure, sent, usp=route == "usp")
+            await refuse_accepted(client, failure, sent, usp=route == "usp", refusals=self.refusals)
             return client
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
-                             failed=self._failed(route, backend), usp=route == "usp")
+                             failed=self._failed(route, backend), usp=route == "usp", refusals=self.refusals)
         return client
 
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None) -> None:
@@ -611,7 +615,7 @@ class Gateway:
         locale = backend.locale if backend else None
         self._count(failure, route, backend)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
-        return await refuse(request, failure, protocols, close_wait, usp=route == "usp")
+        return await refuse(request, failure, protocols, close_wait, usp=route == "usp", refusals=self.refusals)
 
     async def close_when_stopping(self, request: web.Request, response: web.StreamResponse) -> None:
         """Once the gateway stops, every answer but a WebSocket's says ``Connection: close`` and closes its

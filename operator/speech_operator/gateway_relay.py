@@ -315,16 +315,16 @@ REFUSED_MESSAGE_BYTES = 64 * 1024
 
 
 async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = (),
-                 close_wait: float = 10.0, *, usp: bool = False) -> web.WebSocketResponse:
+                 close_wait: float = 10.0, *, usp: bool = False, refusals: usp_refusal.Waiting) -> web.WebSocketResponse:
     """Accept, then close with the failure's code and reason (a close before the handshake would
     lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds
     (0: a connection past the cap, whose close lingers, what follows it dropped).
 
     ``usp`` (the Speech SDK's route): answered as the recognizer answers its own refusals
     (:func:`speech_recognizer.usp.refusal.answer`): once the client's request begins, a turn that fails with the
-    kind's status, then the close with the kind's code on that route. The JavaScript SDK, closed at once, failed with
-    its own "websocket send error: Websocket not ready" and a stack trace, or (closed 1013 once its request began)
-    connected again and waited for ever."""
+    kind's status, then the close with the kind's code on that route, counted in the gateway's ``refusals``. The
+    JavaScript SDK, closed at once, failed with its own "websocket send error: Websocket not ready" and a stack trace,
+    or (closed 1013 once its request began) connected again and waited for ever."""
     ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait,
                                max_msg_size=REFUSED_MESSAGE_BYTES)
     await ws.prepare(request)
@@ -335,7 +335,7 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
         await ws.close(code=code, message=reason.encode())
 
     if usp:
-        await usp_refusal.answer(_messages(ws), ws.send_str, close, failure)
+        await usp_refusal.answer(_messages(ws), ws.send_str, close, failure, refusals)
     else:
         code, reason = failures.close_args(failure)
         await close(code, reason.decode())
@@ -343,12 +343,12 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
 
 
 async def refuse_accepted(client: web.WebSocketResponse, failure: failures.Failure, sent: list[WSMessage], *,
-                          usp: bool) -> None:
+                          usp: bool, refusals: usp_refusal.Waiting) -> None:
     """Refuse a client accepted already (held while its locale woke), which ``sent`` these messages meanwhile: on the
     Speech SDK's route (``usp``) as :func:`refuse` does, its request found among them first; else the close."""
     if usp:
         await usp_refusal.answer(_messages(client, sent), client.send_str, lambda code, reason: _close(client, code, reason.encode()),
-                                 failure)
+                                 failure, refusals)
     else:
         await _close(client, *failures.close_args(failure))
 
@@ -538,7 +538,8 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
-                         trusted: tuple[Network, ...], failed: Failed, usp: bool = False) -> None:
+                         trusted: tuple[Network, ...], failed: Failed, usp: bool = False,
+                         refusals: usp_refusal.Waiting) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
@@ -556,7 +557,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         return
     except failures.Failure as failure:
         failed(failure)
-        await refuse_accepted(client, failure, sent, usp=usp)
+        await refuse_accepted(client, failure, sent, usp=usp, refusals=refusals)
         return
     try:
         for msg in sent:

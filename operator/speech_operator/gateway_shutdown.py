@@ -42,6 +42,13 @@ it is answered at once (:meth:`Shutdown.unless_stopping`): 503 + ``Retry-After``
 the reason (:data:`~speech_operator.gateway_failures.STOPPED_HOLDING`), so the client tries again at
 another gateway pod, which holds it while the wake already asked for goes on.
 
+A Speech SDK connection the gateway refuses (:func:`~speech_operator.gateway_relay.refuse`) is read for its request
+before its close, up to :data:`~speech_recognizer.usp.refusal.REQUEST_WAIT_SECONDS` for a client that sends nothing.
+At the stop it is answered at once (:meth:`~speech_recognizer.usp.refusal.Waiting.end`): its turn when its request
+had begun, its close with the refusal's code and reason; the drain waits until none is read so any more (their
+answers under way, :attr:`Shutdown.refusals`), and the close handshakes end in aiohttp's shutdown, as a relay's, a
+client that never answers its close holding no more than that. Not ended, such a wait held the stop until it ran out.
+
 The whole stop is bounded: the drain takes at most ``shutdown_seconds``, then aiohttp's own shutdown
 (the runner's ``cleanup``) gives what is left at most :data:`AFTER_DRAIN_SECONDS` (the close
 handshakes of the relays closed at the deadline, a request to another route, a recognizer's answer
@@ -60,6 +67,7 @@ from typing import TypeVar
 
 from speech_operator import gateway_failures as failures
 from speech_recognizer.usp.frames import FrameError, Message, RequestIds, parse_binary, parse_text
+from speech_recognizer.usp.refusal import Waiting
 
 log = logging.getLogger("speech_operator.gateway")
 
@@ -171,7 +179,7 @@ def _usp(data: bytes, binary: bool) -> Message | None:
 class Shutdown:
     """The gateway's stop as its relays see it."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusals: Waiting | None = None) -> None:
         #: Set when the gateway stops: idle relays close.
         self.begun = asyncio.Event()
         #: Set when ``shutdown_seconds`` ran out: the relays left close.
@@ -182,17 +190,20 @@ class Shutdown:
         self.requests = 0
         #: Requests and WebSockets held now while their locale wakes (answered at once at the stop).
         self.held = 0
+        #: The Speech SDK connections refused now (those read for their request are answered at once at the stop).
+        self.refusals = refusals or Waiting()
 
     async def drain(self, seconds: float) -> None:
         """Close the relays as they become idle, and return once none is left; after ``seconds``, close
         the rest. Call it once the gateway no longer listens."""
         running = sum(not p.idle for p in self.relays)
-        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake are answered at once; "
-                 "%d stream(s) and %d request(s) in progress get up to %g s to end",
-                 len(self.relays) - running, self.held, running, self.requests, seconds)
+        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake and %d refused are "
+                 "answered at once; %d stream(s) and %d request(s) in progress get up to %g s to end",
+                 len(self.relays) - running, self.held, self.refusals.reading, running, self.requests, seconds)
         self.begun.set()
+        self.refusals.end()
         deadline = time.monotonic() + seconds
-        while (self.relays or self.requests) and time.monotonic() < deadline:
+        while (self.relays or self.requests or self.refusals.reading) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
             log.warning("gateway stopping: %d request(s) still in progress after %g s get 503 when their recognizer "

@@ -25,7 +25,10 @@ takes SIGTERM first (:class:`DrainingServer`):
    connects again at its next recognition only after a 1000: after a 1001 or 1012 (uvicorn's)
    every later recognition of that recognizer object fails at once
    (``SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION``), so a rollout broke every idle app;
-5. then uvicorn's usual shutdown runs (what is still open at the deadline, streams that did not
+5. a Speech SDK connection refused (a drain's, a cap's) and still read for its request (:mod:`.usp.refusal`, up to
+   5 s for a client that sends nothing) is answered at once: its close with the refusal's code and reason
+   (:meth:`Drain.end_refusals`; uvicorn's shutdown closed it with 1012 and no reason);
+6. then uvicorn's usual shutdown runs (what is still open at the deadline, streams that did not
    end, is closed with 1012, a Speech SDK turn after the phrase it holds for the app's segmentation
    silence: :meth:`Drain.before_cut`) and the process exits 0.
 
@@ -84,7 +87,7 @@ CUT_SECONDS = 1.0
 class Drain:
     """Whether new work is refused, and how much is still running."""
 
-    def __init__(self, seconds: float, admission: Admission) -> None:
+    def __init__(self, seconds: float, admission: Admission, refusals: usp_refusal.Waiting | None = None) -> None:
         self.seconds = seconds
         #: REST recognitions in flight (their upload included).
         self.requests = 0
@@ -96,6 +99,8 @@ class Drain:
         self.sockets: set[Socket] = set()
         #: What each open Speech SDK connection sends before the deadline's close (:meth:`before_cut`).
         self.cut_hooks: set[Callable[[], Awaitable[None]]] = set()
+        #: The Speech SDK connections this server refuses now, read for their request (:mod:`.usp.refusal`).
+        self.refusals = refusals or usp_refusal.Waiting()
 
     @property
     def draining(self) -> bool:
@@ -142,6 +147,18 @@ class Drain:
             with suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await asyncio.gather(*(hook() for hook in hooks), return_exceptions=True)
+
+    async def end_refusals(self, seconds: float = CUT_SECONDS, poll: float = 0.05) -> int:
+        """Once the drain is over, just before the server stops: the refused Speech SDK connections still read for
+        their request are answered at once, and those being answered get up to ``seconds`` to send their close
+        (uvicorn's stop closed them with 1012 and no reason, after up to :data:`~.usp.refusal.REQUEST_WAIT_SECONDS`
+        of waiting for a client that sends nothing); how many were being answered."""
+        answering = self.refusals.answering
+        self.refusals.end()
+        until = time.monotonic() + seconds
+        while self.refusals.answering and time.monotonic() < until:
+            await asyncio.sleep(poll)
+        return answering
 
     async def close_idle(self, seconds: float = LINGER_SECONDS, poll: float = 0.05) -> int:
         """Close every recognition WebSocket still open with 1000 and :data:`IDLE_REASON` (call it once
@@ -207,13 +224,13 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await refuse(scope, receive, send, Failure(REASON, DRAINING))
+            await refuse(scope, receive, send, Failure(REASON, DRAINING), self.drain.refusals)
             return
         if scope["type"] == "websocket":  # a connection counts from its upgrade to its end, however it ends
             try:
                 connection = self.drain.admission.connection()
             except TooManyConnections as refused:
-                await refuse(scope, receive, send, refused)
+                await refuse(scope, receive, send, refused, self.drain.refusals)
                 return
             socket = Socket(send)
             self.drain.sockets.add(socket)
@@ -252,11 +269,11 @@ def route_of(scope: Scope) -> str:
     return "vosk"
 
 
-async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure) -> None:
+async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, refusals: usp_refusal.Waiting) -> None:
     """The failure policy's answer to a recognition refused before it starts (:data:`~speech_recognizer.errors.DRAINING`,
     :data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`): a WebSocket accepted and closed with its code and
-    reason (a Speech SDK connection once its request begins, after a turn that fails: :mod:`.usp.refusal`), or an
-    HTTP error with ``Retry-After``; counted and logged."""
+    reason (a Speech SDK connection once its request begins, after a turn that fails: :mod:`.usp.refusal`, counted in
+    the server's ``refusals``), or an HTTP error with ``Retry-After``; counted and logged."""
     state = getattr(scope.get("app"), "state", None)
     observe(failure, route_of(scope), getattr(state, "metrics", None))
     if scope["type"] == "websocket":
@@ -268,7 +285,7 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure) -
         # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
         if route_of(scope).startswith("usp/"):  # the Speech SDK's: told as a failed turn once its request begins
-            await usp_refusal.refuse(receive, send, failure)
+            await usp_refusal.refuse(receive, send, failure, refusals)
             return
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return
@@ -325,4 +342,5 @@ class DrainingServer(uvicorn.Server):
             open_ = await self.drain.linger() and await self.drain.close_idle()
             log.info("drained: every recognition ended; exiting%s",
                      f" ({open_} idle connection(s) closed with 1000: their clients connect again)" if open_ else "")
+        await self.drain.end_refusals()
         self.should_exit = True

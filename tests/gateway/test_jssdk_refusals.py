@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from harness.loopback import free_port
+from harness.usp import client_text_frame
 from speech_operator.gateway import GATEWAY, GatewayConfig
+from speech_recognizer.usp.frames import parse_text
+from speech_recognizer.usp.refusal import MAX_WAITING
 from tests.jssdk.test_refusals import INTERNAL_ERROR, TOO_MANY_REQUESTS, canceled_at_once
 from tests.usp.sdk import config, once
 
@@ -147,3 +152,41 @@ def test_a_language_no_speech_to_text_serves_and_a_path_of_no_mode_are_bad_reque
         details = python_sdk(stack.ws, speech_wav, endpoint_mode="nowhere")
         assert details.code == speechsdk.CancellationErrorCode.BadRequest, details
         assert "no recognition mode 'nowhere'" in details.error_details, details.error_details
+
+
+def refused_turn(url: str) -> tuple[list[str], int, str]:
+    """A Speech SDK connection that begins its request at once, as the SDKs do: the paths of the messages it gets
+    before its close, and the close's code and reason."""
+    said: list[str] = []
+    with connect(url, subprotocols=["USP"], open_timeout=10) as ws:  # type: ignore[list-item]
+        ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                said.append(parse_text(str(ws.recv(timeout=10))).path)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return said, closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_each_gateway_has_its_own_places_for_refusals_that_wait_for_their_request(tmp_path: Path) -> None:
+    """Two gateways in one process (as the tests run them): ``MAX_WAITING`` Speech SDK connections refused by the
+    first that send nothing take all of its places (one more is closed at once), none of the second's, whose refusal
+    still waits for its request and tells it as a failed turn. Before, the places were one count for the process
+    (a class attribute, counted without a lock): the second's refusal was closed at once, without its turn."""
+    url = f"{ENDPOINT}?language=de-DE"  # scaled to 0, nothing wakes it: refused at once
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with gateway(tmp_path / "first") as first, gateway(tmp_path / "second") as second, contextlib.ExitStack() as silent:
+        idle = [silent.enter_context(connect(first.ws + url, subprotocols=["USP"], open_timeout=10))  # type: ignore[list-item]
+                for _ in range(MAX_WAITING)]
+        first.eventually(lambda: failures(first, "backend_unavailable") == MAX_WAITING, 10, "every one refused")
+        time.sleep(0.3)  # each is read for its request
+        with connect(first.ws + url, subprotocols=["USP"], open_timeout=10) as past:  # type: ignore[list-item]
+            with pytest.raises(ConnectionClosed) as closed:
+                past.recv(timeout=AT_ONCE)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013, "past the first's places: closed at once"
+        said, code, reason = refused_turn(second.ws + url)
+        assert (said, code) == (["turn.start", "speech.phrase", "turn.end"], 1013), (said, code, reason)
+        assert "nothing wakes it" in reason, reason
+        for ws in idle:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0)  # still read for their request

@@ -30,7 +30,7 @@ from harness.usp import client_audio_frame, client_text_frame
 from speech_operator.gateway import GATEWAY, GatewayConfig
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.usp.frames import parse_text, text_frame
-from tests.support import Reference, free_port, read_wav
+from tests.support import Reference, free_port, read_wav, scrape_metrics
 from tests.usp.sdk import assert_same, config, continuous, expected, reported
 
 from .conftest import Recognizer, Stack, speech_to_text, start_recognizer
@@ -305,6 +305,38 @@ def test_a_websocket_held_for_a_wake_is_closed_with_the_reason_at_once(tmp_path:
         code, reason, closed = close_of(ws)
     stack.join()
     assert (code, reason) == (1013, STOPPED_WHILE_WAKING)
+    assert closed - stopping < AT_ONCE, f"closed {closed - stopping:.1f} s after the stop began"
+    assert stack.stopped_in is not None and stack.stopped_in < AT_ONCE, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+#: What a Speech SDK connection for de-DE, a locale scaled to zero by hand, is refused with at once.
+NOTHING_WAKES = "is scaled to 0 replicas and nothing wakes it"
+
+
+@pytest.mark.parametrize("locale", ["ja-JP", "de-DE"], ids=["held-for-a-wake", "refused-at-once"])
+def test_a_refused_speech_sdk_connection_that_sends_nothing_is_closed_at_once_by_the_stop(tmp_path: Path, locale: str) -> None:
+    """A Speech SDK connection the gateway refuses is read for its request before its close (up to
+    REQUEST_WAIT_SECONDS, 5 s: speech_recognizer/usp/refusal.py); one that sends nothing gets its close with the
+    reason as soon as the gateway stops, and the gateway exits at once. Before, held for a wake then refused by the
+    stop, or refused at once (a locale nothing wakes), it was read for its request until REQUEST_WAIT_SECONDS ran
+    out, and the stop waited for it: its close came then, and the gateway stopped then."""
+    stack = asleep_stack(tmp_path / "gateway", SHUTDOWN_SECONDS)
+    stack.create(speech_to_text("de-de", "de-DE", free_port(), replicas=0), ready=0)
+    stack.routes("de-DE")
+    assert stack.app is not None
+    with connect(f"{stack.ws}/speech/recognition/conversation/cognitiveservices/v1?language={locale}", subprotocols=["USP"],  # type: ignore[list-item]
+                 open_timeout=10) as ws:
+        if locale == "ja-JP":
+            held(stack, 1)
+        else:
+            stack.eventually(lambda: any(name == "speech_gateway_failures_total" and ("reason", "backend_unavailable") in labels
+                                         for name, labels in scrape_metrics(stack.http)), 10, "refused")
+            time.sleep(0.2)  # its refusal reads for its request
+        stopping = time.monotonic()
+        stack.stop()
+        code, reason, closed = close_of(ws)
+    stack.join()
+    assert code == 1013 and (reason == STOPPED_WHILE_WAKING if locale == "ja-JP" else NOTHING_WAKES in reason), (code, reason)
     assert closed - stopping < AT_ONCE, f"closed {closed - stopping:.1f} s after the stop began"
     assert stack.stopped_in is not None and stack.stopped_in < AT_ONCE, f"the gateway took {stack.stopped_in:.1f} s to stop"
 

@@ -291,6 +291,40 @@ def test_drain_ends_at_its_deadline(recognizer_process, speech_wav: Path) -> Non
     assert "drain deadline (2 s) reached with 1 recognition(s) still running" in rec.output()
 
 
+def test_a_refused_speech_sdk_connection_that_sends_nothing_gets_its_reason_when_the_drain_ends(
+        recognizer_process, speech_wav: Path) -> None:
+    """A Speech SDK connection refused during the drain is read for its request (up to REQUEST_WAIT_SECONDS:
+    speech_recognizer/usp/refusal.py). One that sends nothing gets its close, 1013 and the drain's reason, as soon as
+    the drain is over (the last stream ended), and the process exits then. Before, uvicorn's shutdown closed it with
+    1012 and no reason."""
+    from speech_recognizer.drain import REASON
+    from speech_recognizer.usp.refusal import REQUEST_WAIT_SECONDS
+
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as stream:  # in progress: the drain waits for it
+        stream.send(pcm[:CHUNK])
+        stream.recv(timeout=30)
+        rec.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{rec.http}/ready", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "not draining"
+            time.sleep(0.05)
+        with connect(f"{rec.ws}{USP}", subprotocols=["USP"], open_timeout=10) as silent:  # type: ignore[list-item]
+            time.sleep(0.3)  # refused, read for its request
+            stream.send('{"eof" : 1}')
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    stream.recv(timeout=30)
+            ended = time.monotonic()
+            with pytest.raises(ConnectionClosed) as closed:
+                silent.recv(timeout=30)
+            took = time.monotonic() - ended
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, REASON), closed.value
+    assert took < REQUEST_WAIT_SECONDS - 1, f"closed {took:.1f} s after the last stream ended"
+    assert rec.process.wait(30) == 0, rec.output()
+
+
 def test_a_phrase_held_for_the_segmentation_silence_comes_before_the_drains_deadline_closes_its_turn(
         recognizer_process, long_pauses_wav: Path, long_pauses_ref: Reference) -> None:
     """A Speech SDK turn holds the first sentence's phrase for the segmentation silence (tests/usp/held.py) and its

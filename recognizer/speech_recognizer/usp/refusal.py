@@ -12,8 +12,11 @@ stream that has ended, waits for ever. A ``speech.phrase`` whose ``RecognitionSt
 the Python SDK reports the same phrase with its ``Message``. The close then carries the code and the reason as before.
 
 A connection that sends nothing is held until :data:`REQUEST_WAIT_SECONDS` pass: at most :data:`MAX_WAITING` are held
-so at once (:class:`Waiting`), and past them a refused connection is closed at once, as before the turn was sent,
-so that a flood of idle connections past a cap cannot hold a socket each for that long.
+so at once by one server (its :class:`Waiting`), and past them a refused connection is answered at once from what it
+sent already (closed at once, as before the turn was sent, when its request has not begun), so that a flood of idle
+connections past a cap cannot hold a socket each for that long. The server's stop ends the waits alike
+(:meth:`Waiting.end`): the close, with the refusal's code and reason, is not held for a client that sends nothing,
+nor cut by the server's exit without them.
 
 Only :mod:`..errors` and :mod:`.frames` are used: :class:`~speech_recognizer.drain.DrainMiddleware` refuses with it
 before any route runs.
@@ -42,7 +45,7 @@ Close = Callable[[int, str], Awaitable[None]]
 
 #: How long a connection being refused is read for its request before the close.
 REQUEST_WAIT_SECONDS = 5.0
-#: Refused connections read for their request at once, at most (per process); past it the close is at once. An SDK
+#: Refused connections one server reads for their request at once, at most; past it the close is at once. An SDK
 #: begins its request as soon as its socket opens, so its refusal waits a round trip: 64 at once is a burst of 64
 #: refusals within one round trip, far past what a cap's honest clients make; a flood of idle connections then holds
 #: 64 sockets for :data:`REQUEST_WAIT_SECONDS` (no more than 64 idle connections of its own would), not one each.
@@ -50,23 +53,54 @@ MAX_WAITING = 64
 
 
 class Waiting:
-    """How many refused connections are being read for their request (:data:`MAX_WAITING` at most)."""
+    """The refusals one server answers now (:func:`answer`), and how many of them are read for their request
+    (:data:`MAX_WAITING` at most): each server owns one, on its own event loop (two servers in one process, as the
+    tests run them, each hold their own places; nothing here is shared between threads)."""
 
-    count = 0
+    def __init__(self, limit: int = MAX_WAITING) -> None:
+        self.limit = limit
+        #: Refusals being answered, from their upgrade's acceptance to their close.
+        self.answering = 0
+        #: Of them, those being read for their request.
+        self.reading = 0
+        #: Set by :meth:`end`: no refusal waits for its request any more.
+        self.ended = False
+        #: The budgets of those being read, which :meth:`end` brings to now.
+        self._budgets: set[asyncio.Timeout] = set()
 
-    @classmethod
-    @contextlib.contextmanager
-    def place(cls) -> Iterator[bool]:
-        """Whether a refused connection may wait for its request: a place taken for the block, or False when all
-        :data:`MAX_WAITING` are."""
-        if cls.count >= MAX_WAITING:
-            yield False
-            return
-        cls.count += 1
+    async def until_request(self, read: Read, budget: float = REQUEST_WAIT_SECONDS) -> str | None:
+        """Read the client's messages until one begins its request (:func:`request_of`), or ``budget`` seconds have
+        passed, or the server stops (:meth:`end`): that request's ``X-RequestId`` ("" when it has none, on time out or
+        at the stop); None when the client left first. When :attr:`limit` are read so already, or the server stopped,
+        only what the client sent already is read (no wait)."""
+        if self.ended or self.reading >= self.limit:
+            return await _read_request(read, asyncio.timeout(0))
+        timeout = asyncio.timeout(budget)
+        self.reading += 1
+        self._budgets.add(timeout)
         try:
-            yield True
+            return await _read_request(read, timeout)
         finally:
-            cls.count -= 1
+            self._budgets.discard(timeout)
+            self.reading -= 1
+
+    def end(self) -> None:
+        """The server stops: every refusal read for its request is answered at once (its close, with no turn, as
+        one past :attr:`limit`), and so is every later one."""
+        self.ended = True
+        now = asyncio.get_running_loop().time()
+        for timeout in self._budgets:
+            if not timeout.expired():
+                timeout.reschedule(now)
+
+    @contextlib.contextmanager
+    def answer(self) -> Iterator[None]:
+        """One refusal being answered (:attr:`answering`) for the time of the block."""
+        self.answering += 1
+        try:
+            yield
+        finally:
+            self.answering -= 1
 
 
 def request_of(message: str | bytes) -> str | None:
@@ -81,11 +115,10 @@ def request_of(message: str | bytes) -> str | None:
     return (frame.request_id or "") if frame.path.lower() in contract.USP_REQUEST_PATHS else None
 
 
-async def until_request(read: Read, budget: float = REQUEST_WAIT_SECONDS) -> str | None:
-    """Read the client's messages until one begins its request (:func:`request_of`), or ``budget`` seconds have
-    passed: that request's ``X-RequestId`` ("" when it has none, or on time out); None when the client left first."""
+async def _read_request(read: Read, timeout: asyncio.Timeout) -> str | None:
+    """:meth:`Waiting.until_request`'s reading, within ``timeout`` (not entered yet)."""
     try:
-        async with asyncio.timeout(budget):
+        async with timeout:
             while (message := await read()) is not None:
                 if (request_id := request_of(message)) is not None:
                     return request_id
@@ -105,21 +138,21 @@ def failed_turn(failure: Failure, request_id: str) -> list[str]:
     return [text_frame(path, request_id, body) for path, body in turn]
 
 
-async def answer(read: Read, send_text: SendText, close: Close, failure: Failure) -> None:
-    """Answer a connection accepted only to be refused: once its request begins (:func:`until_request`; at once when
-    :data:`MAX_WAITING` are read so already), the failed turn (:func:`failed_turn`), then the close with the kind's
-    code on the Speech SDK's route and the reason (:func:`~speech_recognizer.errors.close_args`). Nothing when the
-    client left first."""
-    with Waiting.place() as waits:
-        request_id = await until_request(read) if waits else ""
-    if request_id is None:
-        return
-    for text in failed_turn(failure, request_id):
-        await send_text(text)
-    await close(*close_args(failure, usp=True))
+async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting) -> None:
+    """Answer a connection accepted only to be refused, counted in its server's ``waiting``: once its request begins
+    (:meth:`Waiting.until_request`; only among what it sent already when :data:`MAX_WAITING` are read so already, or
+    the server stops), the failed turn (:func:`failed_turn`), then the close with the kind's code on the Speech SDK's route and the reason
+    (:func:`~speech_recognizer.errors.close_args`). Nothing when the client left first."""
+    with waiting.answer():
+        request_id = await waiting.until_request(read)
+        if request_id is None:
+            return
+        for text in failed_turn(failure, request_id):
+            await send_text(text)
+        await close(*close_args(failure, usp=True))
 
 
-async def refuse(receive: Receive, send: Send, failure: Failure) -> None:
+async def refuse(receive: Receive, send: Send, failure: Failure, waiting: Waiting) -> None:
     """:func:`answer` on an ASGI WebSocket accepted already (``receive`` and ``send``, its messages)."""
 
     async def read() -> str | bytes | None:
@@ -135,4 +168,4 @@ async def refuse(receive: Receive, send: Send, failure: Failure) -> None:
     async def close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    await answer(read, send_text, close, failure)
+    await answer(read, send_text, close, failure, waiting)

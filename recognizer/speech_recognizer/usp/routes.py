@@ -135,7 +135,7 @@ def not_served(what: str):
         observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        await refuse(websocket.receive, websocket.send, failure)
+        await refuse(websocket.receive, websocket.send, failure, websocket.app.state.drain.refusals)
 
     return serve
 
@@ -169,7 +169,7 @@ async def unknown_mode(websocket: WebSocket) -> None:
     observe(failure, "usp", websocket.app.state.metrics)
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    await refuse(websocket.receive, websocket.send, failure)
+    await refuse(websocket.receive, websocket.send, failure, websocket.app.state.drain.refusals)
 
 
 def routes() -> list[BaseRoute]:
