@@ -22,7 +22,11 @@ taken in and at the last reply sent, so a client waiting for the replies to audi
 (or for a new recognizer's slow first utterance) is never idle.
 A reply its client takes none of is owed no longer than ``AudioIdleSeconds`` either: the send that
 waits on it resets the connection then (:data:`~speech_recognizer.errors.NOT_READING`,
-:meth:`~speech_recognizer.http_limits.UnmappedWebSockets.send`).
+:meth:`~speech_recognizer.http_limits.UnmappedWebSockets.send`). Replies too few to stall a send (they fit the
+server's buffers) wait unsent for a client that reads nothing all the same: one whose idle time ends with what
+waited unsent when it began still unsent (the server's :class:`Backlog` says) took in nothing for
+``AudioIdleSeconds`` either, and ends the same way (``NOT_READING``, its connection reset, nothing more sent), not as
+an idle client whose final result and close would wait behind its replies until the kernel gave the connection up.
 """
 
 from __future__ import annotations
@@ -30,20 +34,36 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import CONNECTION_IDLE, IDLE, SESSION_TOO_LONG, Failure
+from .errors import CONNECTION_IDLE, IDLE, SESSION_TOO_LONG, Failure, not_reading
 from .settings import Settings
 
 T = TypeVar("T")
+
+#: The ASGI scope extension under which the server's WebSocket protocol gives the app its connection's :class:`Backlog`.
+BACKLOG = "speech.backlog"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits unsent to a WebSocket's client, as the server's protocol tells it
+    (:class:`~speech_recognizer.http_limits.UnmappedWebSockets`)."""
+
+    #: Bytes written to the client that it has not taken in (:func:`~speech_recognizer.connection_cap.unsent_bytes`).
+    unsent: Callable[[], int]
+    #: Reset the connection: what waits unsent is dropped, nothing more reaches the client.
+    cut: Callable[[], None]
 
 
 class Deadlines:
     """The idle, session and connection deadlines of one WebSocket connection."""
 
     def __init__(self, idle_seconds: float, session_seconds: float, connection_idle_seconds: float = math.inf,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, backlog: Backlog | None = None) -> None:
+        """``backlog``: the connection's, to tell a client that reads nothing from an idle one (None: not told)."""
         self.idle_seconds = idle_seconds
         self.session_seconds = session_seconds
         self.connection_idle_seconds = connection_idle_seconds
@@ -58,15 +78,26 @@ class Deadlines:
         self._owed = 0
         #: Set when the session ends during a wait: its deadlines give way to the connection's, which may be nearer.
         self._session_over: asyncio.Future[None] | None = None
+        self._backlog = backlog
+        #: Bytes waiting unsent to the client when the idle clock last started (:meth:`_idle_from_now`).
+        self._unsent_since_waiting = 0
 
     @classmethod
-    def of(cls, settings: Settings) -> Deadlines:
-        """A connection's deadlines as the server's settings say."""
-        return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds)
+    def of(cls, settings: Settings, scope: Mapping[str, Any] | None = None) -> Deadlines:
+        """A connection's deadlines as the server's settings say; ``scope``: its ASGI scope, whose :data:`BACKLOG` the
+        server's protocol gives."""
+        backlog = (scope or {}).get("extensions", {}).get(BACKLOG)
+        return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds, backlog=backlog)
+
+    def _idle_from_now(self) -> None:
+        """The idle clock starts again: now, with what waits unsent to the client now (once nothing is owed)."""
+        self._waiting_since = self._clock()
+        if self._backlog is not None and not self._owed:
+            self._unsent_since_waiting = self._backlog.unsent()
 
     def heard(self) -> None:
         """Audio arrived and was taken in: the idle clock starts again."""
-        self._waiting_since = self._clock()
+        self._idle_from_now()
 
     def owe(self) -> None:
         """A reply to the client is due (its audio is queued for decoding): the idle clock stands still until it is paid."""
@@ -76,10 +107,11 @@ class Deadlines:
         """A reply went to the client (or was dropped); after the last one owed, the idle clock starts again."""
         self._owed = max(0, self._owed - 1)
         if not self._owed:
-            self._waiting_since = self._clock()
+            self._idle_from_now()
 
     def session_started(self) -> None:
-        self._session_since = self._waiting_since = self._clock()
+        self._idle_from_now()
+        self._session_since = self._waiting_since
 
     def session_ended(self) -> None:
         self._session_since = None
@@ -89,7 +121,7 @@ class Deadlines:
     def settled(self) -> None:
         """Nothing is owed any more (a turn was closed with replies still queued): the idle clock starts now."""
         self._owed = 0
-        self._waiting_since = self._clock()
+        self._idle_from_now()
 
     def _next(self) -> tuple[float, Failure | None]:
         """Seconds until the nearer deadline, and the failure it is (None: look again then, a reply is owed)."""
@@ -125,7 +157,7 @@ class Deadlines:
             while True:
                 left, failure = self._next()
                 if left <= 0 and failure is not None:
-                    raise failure
+                    raise self._not_reading(failure)
                 waits: tuple[asyncio.Future[Any], ...] = (task,)
                 if self._session_since is not None:
                     self._session_over = asyncio.get_running_loop().create_future()
@@ -140,3 +172,15 @@ class Deadlines:
             self._session_over = None
             if not task.done():
                 task.cancel()
+
+    def _not_reading(self, failure: Failure) -> Failure:
+        """``failure``, or :data:`~speech_recognizer.errors.NOT_READING` (the connection reset) when it is the idle one
+        and what waited unsent to the client when the idle clock started waits unsent still: it took in none of its
+        replies for ``AudioIdleSeconds``, in which the server wrote it nothing more (a keepalive ping at most)."""
+        if failure.kind is not IDLE or self._backlog is None or not self._unsent_since_waiting:
+            return failure
+        unsent = self._backlog.unsent()
+        if unsent < self._unsent_since_waiting:  # it took some in: a client that reads, idle
+            return failure
+        self._backlog.cut()
+        return not_reading(self.idle_seconds, unsent)

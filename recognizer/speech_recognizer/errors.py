@@ -163,6 +163,13 @@ class Failure(Exception):
         return self.message
 
 
+def not_reading(seconds: float, unsent: int) -> Failure:
+    """The :data:`NOT_READING` failure of a WebSocket client that took in none of its replies for ``seconds``
+    (``AudioIdleSeconds``), ``unsent`` bytes waiting: its connection reset."""
+    return Failure(f"the client took in none of its replies for {seconds:g} s (AudioIdleSeconds), "
+                   f"{unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+
+
 def kinds(namespace: Mapping[str, object]) -> list[Kind]:
     """The failure kinds a module's namespace (``vars(module)``) declares or imports, in their order: its table."""
     return [k for k in namespace.values() if isinstance(k, Kind)]

@@ -83,6 +83,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -109,6 +110,7 @@ from .connection_cap import (
     unsent_bytes,
 )
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
+from .deadlines import BACKLOG, Backlog
 from .errors import (
     HEADER_TOO_LARGE,
     INTERNAL,
@@ -120,6 +122,7 @@ from .errors import (
     Kind,
     http_response_bytes,
     malformed_reason,
+    not_reading,
     observe,
     one_line,
 )
@@ -875,8 +878,7 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         unsent = await self._stalled(self.stall_seconds, lambda: not self.writable.is_set())
         if unsent is not None:
             reset(self.transport)
-            raise Failure(f"the client took in none of its replies for {self.stall_seconds:g} s (AudioIdleSeconds), "
-                          f"{unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+            raise not_reading(self.stall_seconds, unsent)
         if self._cut is not None:  # reset as the server stopped (shutdown)
             raise self._cut
 
@@ -928,6 +930,14 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.client, self.server = _unmapped(self.client), _unmapped(self.server)
+
+    def handle_connect(self, event: Any) -> None:
+        """uvicorn's, the app then told what waits unsent to its client (the scope's :data:`~.deadlines.BACKLOG`): a
+        client whose replies fit the buffers, and so stall no send, is told from an idle one by it (:mod:`.deadlines`)."""
+        super().handle_connect(event)
+        if (scope := getattr(self, "scope", None)) is not None:  # an upgrade taken: the app runs
+            this = weakref.proxy(self)  # the scope's own protocol held weakly: no cycle for the collector to find
+            scope["extensions"][BACKLOG] = Backlog(lambda: unsent_bytes(this.transport), lambda: reset(this.transport))
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -14,7 +14,8 @@ locale is ``?language=`` (default: the only locale served). Audio is read up to
 :data:`~speech_recognizer.session.READ_AHEAD` chunks ahead of the replies, which
 are the same as when the client waits for each. A client that sends no audio for
 ``AudioIdleSeconds``, or streams longer than ``MaxSessionSeconds``, gets the final
-result of its audio and a close (1008) saying which; one that sends nothing for
+result of its audio and a close (1008) saying which, unless it took in none of its replies in that idle time
+(``not_reading``: its connection reset, nothing more sent; :mod:`.deadlines`); one that sends nothing for
 ``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
 Only a stream ended with eof is a success: a client that leaves without it, once it sent audio, is counted as
 gone (``client_gone``), as a Speech SDK client that leaves mid-turn is, however much of its audio was decoded.
@@ -38,7 +39,7 @@ from . import openapi as oa
 from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
-from .errors import CLIENT_GONE, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
+from .errors import CLIENT_GONE, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .inbox import Inbox
 from .models import LoadedModel
 from .openapi import describe
@@ -170,8 +171,8 @@ class Conversation:
                 try:
                     message = await self.deadlines.receive(self.inbox.receive)
                     self.heard = self.inbox.arrived
-                except Failure:  # idle, or too long: what was sent is answered, then the close says why
-                    if self.session is not None:
+                except Failure as failure:  # idle, or too long: what was sent is answered, then the close says why
+                    if self.session is not None and failure.kind is not NOT_READING:  # (not reading: reset, nobody to answer)
                         await self._arrived_audio()
                         await self._final()
                     raise
@@ -347,7 +348,7 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     conversation: Conversation | None = None
     try:
         check_key(settings.api_key, ws.headers, ws.query_params.multi_items(), websocket=True)
-        conversation = Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings))
+        conversation = Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings, ws.scope))
         await conversation.run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = settle(exc, ROUTE, metrics, conversation.heard if conversation is not None else None)

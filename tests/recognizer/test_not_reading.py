@@ -12,6 +12,9 @@ same time, gets every result.
 A client that reads, however slowly, is not cut: :func:`test_a_slow_reader_is_not_cut` reads a little at a time
 while the server's sends wait on it, at the server's usual send buffer, where the event loop's buffer moves only
 once the kernel's has drained a third: longer than ``AudioIdleSeconds`` at that rate.
+
+A /vosk client whose replies fit the server's buffers stalls no send: it is told from an idle client at its idle
+deadline instead (:func:`test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_reading`).
 """
 
 from __future__ import annotations
@@ -251,3 +254,36 @@ def test_a_slow_reader_is_not_cut(patient_reader: Server, speech_wav: Path) -> N
     assert received - slowly > 2 * serving.SEND_BUFFER_BYTES, "what it read slowly left the server's buffers full"
     assert patient_reader.refused("vosk") == before
     print(f"{slowly} bytes read slowly in {SLOW_READ_SECONDS:g} s, then {received - slowly} more")
+
+
+
+def test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_reading(stalling: Server, utterances_wav: Path) -> None:
+    """A /vosk client sends a recording in 20 ms chunks, no eof, and reads nothing: its replies (one a chunk)
+    fill its window but not the server's buffers, so no send stalls. ``AudioIdleSeconds`` after its last reply it has
+    taken in none of what waited unsent then: it is cut as ``not_reading``, its decoder given back and its connection
+    reset at once (before: ``idle_timeout``, its final result and close queued behind the replies it does not read,
+    the connection held until the kernel gave it up, 60 s)."""
+    before = {reason: stalling.refused("vosk", reason) for reason in ("not_reading", "idle_timeout")}
+    sock, protocol = deaf_websocket(stalling.srv.port, "/vosk?language=ko-KR")
+    pcm = read_wav(utterances_wav)[0]
+    for i in range(0, len(pcm), 640):
+        protocol.send_binary(pcm[i : i + 640])
+    with sock:
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        stalling.wait_until_held()
+        held = time.monotonic()
+        freed = None
+        while side := stalling.server_side(sock):
+            now = time.monotonic()
+            if freed is None and not stalling.active:
+                freed = now
+            assert now - (freed or held) < (2 * STALL_SECONDS + 1 if freed else 60), (
+                f"the connection of a client that read nothing is still {side}, {now - held:.1f} s after its stream began, "
+                f"{now - freed:.1f} s after its decoder was free" if freed else f"its decoder still held {now - held:.1f} s on",
+                stalling.refused("vosk", "idle_timeout"))
+            time.sleep(0.05)
+        gone = time.monotonic()
+    assert stalling.active == 0
+    after = {reason: stalling.refused("vosk", reason) for reason in ("not_reading", "idle_timeout")}
+    assert after == {"not_reading": before["not_reading"] + 1, "idle_timeout": before["idle_timeout"]}, after
+    print(f"decoder free {(freed or gone) - held:.2f} s after it took it, its connection gone {gone - (freed or gone):.2f} s after")
