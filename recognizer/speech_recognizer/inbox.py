@@ -19,7 +19,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import CLIENT_GONE, Failure
+
+if TYPE_CHECKING:
+    from .models import LoadedModel, ModelRegistry
 
 #: Most bytes of messages read ahead of their handling, per stream holding a decoder (65 s of 16 kHz mono PCM).
 READ_AHEAD_BYTES = 2 << 20
@@ -121,6 +126,26 @@ class Inbox:
         """Wait until the connection ends (its disconnect read, or the reading failed), reading ahead meanwhile as
         :attr:`ahead` allows; cancelling the wait stops no reading."""
         await asyncio.wait([self._reader])
+
+    async def model(self, registry: ModelRegistry, locale: str) -> LoadedModel:
+        """``locale``'s model; one not loaded yet is loaded while the client is watched (its messages read ahead, kept
+        in order for the route): a client gone meanwhile raises :data:`~speech_recognizer.errors.CLIENT_GONE` at once,
+        its place given back, the load going on for others (:meth:`~speech_recognizer.models.ModelRegistry.aload`)."""
+        if (loaded := registry.get_loaded(locale)) is not None:
+            return loaded
+        ahead, self.ahead = self.ahead, True
+        load = asyncio.ensure_future(registry.aload(locale))
+        gone = asyncio.ensure_future(self.gone())
+        try:
+            await asyncio.wait([load, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not load.done():  # the client is gone (or this task cancelled): the load's thread goes on
+                load.cancel()
+        if not load.done():
+            raise Failure(f"the client left while the {locale} model was loading", CLIENT_GONE)
+        self.ahead = ahead
+        return load.result()
 
     def take_arrived(self) -> list[Message]:
         """The messages read and not yet handled, without waiting for more (the route handles them itself)."""

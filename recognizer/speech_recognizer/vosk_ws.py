@@ -41,7 +41,6 @@ from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .inbox import Inbox
-from .models import LoadedModel
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -164,7 +163,7 @@ class Conversation:
         (a client that left with a stream unfinished among them)."""
         self.inbox = Inbox(self.ws.receive)
         try:
-            model = await self._model()
+            model = await self.inbox.model(self.engine.registry, self.locale)
             self.config = VoskConfig(model.sample_rate)
             self._sender = asyncio.create_task(self._send_replies())
             while True:
@@ -205,26 +204,6 @@ class Conversation:
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
-
-    async def _model(self) -> LoadedModel:
-        """The locale's model; one not loaded yet is loaded while the client is watched (its messages read ahead): a
-        client gone meanwhile ends the conversation at once, its place given back, the load going on for others."""
-        registry = self.engine.registry
-        if (loaded := registry.get_loaded(self.locale)) is not None:
-            return loaded
-        self.inbox.ahead = True
-        load = asyncio.ensure_future(registry.aload(self.locale))
-        gone = asyncio.ensure_future(self.inbox.gone())
-        try:
-            await asyncio.wait([load, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not load.done():  # the client is gone (or this task cancelled): the load's thread goes on (ModelRegistry.aload)
-                load.cancel()
-        if not load.done():
-            raise Failure(f"the client left while the {self.locale} model was loading", CLIENT_GONE)
-        self.inbox.ahead = False
-        return load.result()
 
     async def _arrived_audio(self) -> None:
         """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to

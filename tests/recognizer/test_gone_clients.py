@@ -200,10 +200,10 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     gone.check_dropped("vosk", counters, len(long_pcm) / 32000, len(pcm) / 32000, how)
 
 
-def usp_turn(ws: ClientConnection, pcm: bytes) -> str:
+def usp_turn(ws: ClientConnection, pcm: bytes, language: str = "ko-KR") -> str:
     """A Speech SDK turn's frames: context, RIFF header, ``pcm`` in the SDK's chunks (no end of audio); its request id."""
     rid = uuid.uuid4().hex
-    ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+    ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": language}}))
     ws.send(client_audio_frame(rid, wav_bytes(b"")))
     for i in range(0, len(pcm), CHUNK):
         ws.send(client_audio_frame(rid, pcm[i : i + CHUNK]))
@@ -283,18 +283,57 @@ class GatedRegistry(ModelRegistry):
         return super().load(locale)
 
 
-def test_a_vosk_client_leaving_while_its_model_loads_is_let_go_at_once(
-        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference) -> None:
-    """Two /vosk clients of a locale whose model is loading on demand leave (a close frame, a reset) while a third
+class OnDemand:
+    """What a test of :data:`ON_DEMAND`'s load does on one route: the client that stays sends its audio and its end, a
+    client that leaves sends what makes the server load the model, and what the one that stayed got."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.url = f"/vosk?language={ON_DEMAND}" if route == "vosk" else f"{REST}?language={ON_DEMAND}"
+
+    def send_all(self, ws: ClientConnection, pcm: bytes) -> None:
+        if self.route == "vosk":
+            for i in range(0, len(pcm), CHUNK):
+                ws.send(pcm[i : i + CHUNK])
+            ws.send('{"eof" : 1}')
+        else:
+            ws.send(client_audio_frame(usp_turn(ws, pcm, ON_DEMAND), b""))
+
+    def start(self, ws: ClientConnection, pcm: bytes) -> None:
+        """/vosk loads at the connection, the Speech SDK route at the turn's ``speech.context``."""
+        if self.route == "vosk":
+            ws.send(pcm[:CHUNK])
+        else:
+            ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": ON_DEMAND}}))
+
+    def texts(self, ws: ClientConnection) -> list[str]:
+        """Every text the client that stayed got, until its stream's end."""
+        texts = []
+        if self.route == "vosk":
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    texts.append(json.loads(ws.recv(timeout=120)).get("text"))
+            return [t for t in texts if t]
+        while (msg := parse_text(ws.recv(timeout=120))).path != "turn.end":
+            if msg.path == "speech.phrase":
+                texts.append(msg.json().get("DisplayText") or msg.json()["RecognitionStatus"])
+        return texts
+
+
+@pytest.mark.parametrize("route", ["vosk", "usp/conversation"])
+def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
+        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference, route: str) -> None:
+    """Two clients of a locale whose model is loading on demand leave (a close frame, a reset) while a third
     waits: each is seen gone, its connection given back and counted as a client gone, within :data:`BOUND` (before:
-    only once the load ended, then counted as a success), and the load goes on for the third, which gets every result."""
+    only once the load ended, then counted as a success on /vosk, not counted on the Speech SDK route), and the load
+    goes on for the third, which gets every result."""
     models = tmp_path / "models"
     models.mkdir()
     (models / ON_DEMAND).symlink_to(registry.sources["ko-KR"])
     gated = GatedRegistry(models)
     app = create_app(make_settings(tmp_path, "DecoderMaxCount=1"), gated)
     pcm = read_wav(speech_wav)[0]
-    url = f"/vosk?language={ON_DEMAND}"
+    on = OnDemand(route)
     with ServerThread(app) as srv:
         server = Gone(srv, app)
         admission = app.state.engine.admission
@@ -302,33 +341,32 @@ def test_a_vosk_client_leaving_while_its_model_loads_is_let_go_at_once(
         while not gated.ready:
             assert time.monotonic() < deadline, "ko-KR did not load"
             time.sleep(0.05)
-        with connect(f"{srv.ws}{url}", max_size=1 << 20) as staying:
-            for i in range(0, len(pcm), CHUNK):  # read ahead while the model loads
-                staying.send(pcm[i : i + CHUNK])
-            staying.send('{"eof" : 1}')
+        with connect(f"{srv.ws}{on.url}", max_size=1 << 20) as staying:
+            on.send_all(staying, pcm)  # read ahead while the model loads
             for how in ("close frame", "reset"):
-                before = server.ends("vosk")
-                with connect(f"{srv.ws}{url}", max_size=1 << 20) as leaving:
-                    leaving.send(pcm[:CHUNK])
+                before = server.ends(route)
+                with connect(f"{srv.ws}{on.url}", max_size=1 << 20) as leaving:
+                    on.start(leaving, pcm)
                     while admission.connections < 2:
                         time.sleep(0.005)
+                    time.sleep(0.1)  # its message taken in: the server waits for the load
                     if how == "close frame":
                         threading.Thread(target=leaving.close, daemon=True).start()
                     else:
                         leave(leaving.socket, how)
                     left = time.monotonic()
-                    while admission.connections > 1 or server.ends("vosk") == before:
+                    while admission.connections > 1 or server.ends(route) == before:
                         took = time.monotonic() - left
                         assert took < BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
-                                              f"{admission.connections} connections are open, {server.ends('vosk')} counted (ok, gone)")
+                                              f"{admission.connections} connections are open, {server.ends(route)} counted (ok, gone)")
                         time.sleep(0.01)
                 print(f"{how}: let go {time.monotonic() - left:.3f} s after it left")
-                assert server.ends("vosk") == (before[0], before[1] + 1), "counted as a client gone"
+                assert server.ends(route) == (before[0], before[1] + 1), "counted as a client gone"
             assert gated.get_loaded(ON_DEMAND) is None, "still loading"
             gated.gate.set()
-            texts = []
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    texts.append(json.loads(staying.recv(timeout=120)).get("text"))
-        assert [t for t in texts if t] == speech_ref.texts, "the load went on for the client that stayed"
+            texts = on.texts(staying)
+        if route == "vosk":
+            assert texts == speech_ref.texts, "the load went on for the client that stayed"
+        else:
+            assert texts[0] != "EndOfDictation" and texts[-1] == "EndOfDictation", texts
         print(f"the on-demand load took {gated.load_seconds:.2f} s once let through")

@@ -657,7 +657,8 @@ class Connection:
             turn = await self._new_turn(request_id, options)
             if parked is not None and await turn.resume(parked):
                 return
-            await self.engine.registry.aload(options.language)  # an unknown language fails the turn now, not at its audio
+            # an unknown language fails the turn now, not at its audio; a client gone during an on-demand load ends it at once
+            await self.inbox.model(self.engine.registry, options.language)
         elif path == "audio":
             assert isinstance(frame.body, bytes)
             if not self.ids.finished(request_id):  # else audio still in flight for a turn that already ended
