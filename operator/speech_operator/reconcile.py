@@ -49,6 +49,10 @@ KINDS = {plural: kind for _, plural, kind in builders.OWNED_KINDS}
 ORPHAN = "orphan"
 #: How many of its last statuses :attr:`Runtime.reported` keeps per SpeechToText.
 REPORTED_KEPT = 8
+#: The least time between the starts of two status refreshes of one SpeechToText (:meth:`Runtime.refresh`): the
+#: Deployment's events of one burst (an HPA's scale, then its controller's status updates) that come within it are
+#: one refresh, written once; a change after a quiet time is refreshed at once.
+REFRESH_GAP_SECONDS = 0.5
 
 
 @dataclass
@@ -133,8 +137,10 @@ class Runtime:
         await _said(reconcile(self, namespace, name), namespace, name)
 
     def refresh(self, namespace: str, name: str) -> None:
-        """Make the SpeechToText's status from its Deployment again soon (:func:`refresh`); asked for while one is under
-        way, once more after it (which reads the Deployment afresh): a burst of the Deployment's events is one or two."""
+        """Make the SpeechToText's status from its Deployment again soon (:func:`refresh`): at once, unless one began
+        less than :data:`REFRESH_GAP_SECONDS` ago; then once more when that gap is over (which reads the Deployment
+        afresh), however often asked meanwhile: a burst of the Deployment's events is one refresh per gap, the states
+        in between not each written, the last one's at most a gap late."""
         key = (namespace, name)
         if key in self.refreshing:
             self._refresh_again.add(key)
@@ -143,11 +149,13 @@ class Runtime:
                 self._refreshed(namespace, name), name=f"refresh {api.KIND} {namespace}/{name}'s status")
 
     async def _refreshed(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
+        key, loop = (namespace, name), asyncio.get_running_loop()
         try:
             while True:
                 self._refresh_again.discard(key)
+                started = loop.time()
                 await _said(refresh(self, namespace, name), namespace, name)
+                await asyncio.sleep(started + REFRESH_GAP_SECONDS - loop.time())  # asked again meanwhile: once more
                 if key not in self._refresh_again:
                     return
         finally:

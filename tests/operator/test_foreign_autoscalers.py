@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -134,13 +135,16 @@ async def held_by_an_hpa_at_three(cluster: Cluster) -> None:
 #: The operator's reads of a Deployment by its status refreshes in this test so far (reconcile.refresh_status, no
 #: reconcile): a refresh reads it, and not the SpeechToText.
 REFRESH_READS: list[int] = []
+#: When (time.monotonic()) each of those refreshes began.
+REFRESH_TIMES: list[float] = []
 
 
 @pytest.fixture(autouse=True)
 def refresh_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Count the reads of the Deployment each status refresh makes (:data:`REFRESH_READS`): it is called with the
-    SpeechToText's lock held, so no reconcile of it reads meanwhile."""
+    SpeechToText's lock held, so no reconcile of it reads meanwhile. And when each began (:data:`REFRESH_TIMES`)."""
     REFRESH_READS.clear()
+    REFRESH_TIMES.clear()
     if "cluster" not in request.fixturenames:
         return
     cluster: Cluster = request.getfixturevalue("cluster")
@@ -148,6 +152,7 @@ def refresh_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
     async def counting(runtime: Any, namespace: str, name: str, *args: Any) -> bool:
         before = len(cluster.sent("GET", "deployments", name))
+        REFRESH_TIMES.append(time.monotonic())
         try:
             return await refresh_status(runtime, namespace, name, *args)
         finally:
@@ -515,15 +520,18 @@ async def test_an_hpas_burst_of_deployment_writes_costs_a_status_refresh_not_a_r
     ready): 24 events of the Deployment, none of them of anything the operator decides (its replicas are the HPA's).
     The status follows them (desired and ready replicas, Ready's counts) from reads of the Deployment alone: no other
     child read, none written, the SpeechToText not read. Before, each event was a whole reconcile (the SpeechToText,
-    its Deployment, Service and PodDisruptionBudget read: 25 reconciles, 108 requests). The re-check of a SpeechToText
-    whose pods are not all ready (between each scale and its status) is put off past the test: it is a reconcile of
-    its own, at its own pace, not the events'."""
+    its Deployment, Service and PodDisruptionBudget read: 25 reconciles, 108 requests). The refreshes of a burst are
+    one per reconcile.REFRESH_GAP_SECONDS at most (each reading the Deployment once, writing the status once): the
+    states in between are not each written (before, 12-14 status writes, one per state the refreshes caught), the
+    last one is. The re-check of a SpeechToText whose pods are not all ready (between each scale and its status) is
+    put off past the test: it looks at its own pace, not the events'."""
     await held_by_an_hpa_at_three(cluster)
     assert cluster.runtime is not None
     cluster.runtime.config = dataclasses.replace(cluster.runtime.config, recheck_seconds=ACT_SECONDS * 2)
-    since = len(list(cluster.emulator))
+    since, started = len(list(cluster.emulator)), time.monotonic()
     for i in range(BURST):
         await scale_deployment(cluster, 4 + i % 2)
+    took = time.monotonic() - started
     last = 4 + (BURST - 1) % 2
 
     async def followed() -> bool:
@@ -540,3 +548,8 @@ async def test_an_hpas_burst_of_deployment_writes_costs_a_status_refresh_not_a_r
     assert not any(k.startswith(("GET speechtotexts", "GET services", "GET poddisruptionbudgets", "PATCH deployments"))
                    for k in sent), sent
     assert sent.get("GET deployments", 0) <= 2 * BURST and sum(sent.values()) <= 4 * BURST, sent
+    refreshes = took / reconcile.REFRESH_GAP_SECONDS + 2  # the first at once, one per gap, one after the last
+    gaps = [round(b - a, 2) for a, b in zip(REFRESH_TIMES, REFRESH_TIMES[1:], strict=False)]
+    print(f"the burst took {took:.2f} s: at most {refreshes:.1f} refreshes; they came apart by {gaps} s")
+    assert sent.get("PATCH speechtotexts status", 0) <= min(len(REFRESH_TIMES), refreshes), (took, sent)
+    assert min(gaps, default=1.0) >= 0.9 * reconcile.REFRESH_GAP_SECONDS, gaps
