@@ -9,7 +9,8 @@ or clients connected (``connections``: before their first audio, or between reco
 pod not ready that is busy or does not answer stops any scale-down (the ReplicaSet would remove it
 first). It hands what it saw to :func:`speech_operator.scaling.decide`.
 The decision becomes ``status.autoscaling`` and the Deployment's replicas in one reconcile
-(:func:`speech_operator.reconcile.reconcile`), one Event per change. Before fewer replicas are
+(:func:`speech_operator.reconcile.reconcile`), one Event per change; a look that changes only what it saw (the
+sessions, connections, since when fewer pods would do) writes the status alone. Before fewer replicas are
 applied each ready pod gets ``controller.kubernetes.io/pod-deletion-cost`` = its sessions and
 connections, so the Deployment removes idle pods first; a pod removed with streams still drains
 them (its preStop hook and ``spec.drainSeconds``). While an HPA scales the Deployment instead of the SpeechToText
@@ -29,7 +30,7 @@ import aiohttp
 from speech_operator import api, builders, scaling
 from speech_operator.conditions import is_ready
 from speech_operator.kube import KubeError, path
-from speech_operator.reconcile import Runtime, pods_of, reconcile
+from speech_operator.reconcile import Runtime, autoscaled, pods_of
 from speech_recognizer import contract
 from speech_recognizer.addresses import host_port
 
@@ -165,8 +166,9 @@ class Autoscaler:
 
     async def look(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
         """One look at ``namespace/name`` (``body``: kopf's latest copy of it): its pods' sessions and a
-        decision; a reconcile (which decides again on a fresh copy, under the lock) only when the
-        decision or what it saw changed. A steady look costs the API server one list of pods."""
+        decision; when the decision or what it saw changed, its status written (what it saw: the sessions,
+        connections, ``lowerSince``) or a reconcile (which decides again on a fresh copy, under the lock: new replicas)
+        (:func:`speech_operator.reconcile.autoscaled`). A steady look costs the API server one list of pods."""
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError:
@@ -175,9 +177,10 @@ class Autoscaler:
             return
         if self.runtime.autoscalers.known(namespace, name):  # a foreign one holds the Deployment: nothing to decide
             return
-        if await self.decide(stt, act=False) == (stt.status.autoscaling if stt.status else None):
-            return
-        await reconcile(self.runtime, namespace, name, autoscale=self.decide)
+        before = stt.status.autoscaling if stt.status else None
+        decided = await self.decide(stt, act=False)
+        if decided != before:
+            await autoscaled(self.runtime, namespace, name, before, decided, self.decide)
 
     async def decide(self, stt: api.SpeechToText, act: bool = True) -> api.AutoscalingStatus:
         """The new ``status.autoscaling`` of ``stt`` (under its lock, on a fresh copy, when ``act``:

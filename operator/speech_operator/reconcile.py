@@ -498,6 +498,41 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     return True
 
 
+def rescaled(config: OperatorConfig, last: Observed | None, reported: list[dict[str, Any]] | None,
+             before: api.AutoscalingStatus | None, decided: api.AutoscalingStatus) -> api.SpeechToTextStatus | None:
+    """The SpeechToText's status with the autoscaler's new ``decided`` in it, when that is all it changes: its ``last``
+    reconcile found nothing amiss, no foreign autoscaler holds its Deployment, the status last written (``reported``)
+    is the one decided over (``before``: its ``status.autoscaling``), no new decision (``lastDecision``: a change of
+    replicas, an Event) and the children built with it are those decided (the sessions, connections or ``lowerSince``
+    it saw changed, not the replicas). None when a whole reconcile is needed for it."""
+    if last is None or not reported or last.scalers or decided.lastDecision != (before.lastDecision if before else None):
+        return None
+    was = reported[-1].get("autoscaling")
+    if (api.AutoscalingStatus.model_validate(was) if was is not None else None) != before:
+        return None
+    status = api.SpeechToTextStatus.model_validate(
+        {**reported[-1], "autoscaling": decided.model_dump(mode="json", exclude_none=True)})
+    if builders.children(last.stt.model_copy(update={"status": status}), config, last.held) != last.children:
+        return None
+    return status
+
+
+async def autoscaled(runtime: Runtime, namespace: str, name: str, before: api.AutoscalingStatus | None,
+                     decided: api.AutoscalingStatus, autoscale: Autoscale) -> None:
+    """The autoscaler's look found ``decided`` over ``before`` (the SpeechToText's ``status.autoscaling``): its status
+    alone written when that is all it changes (:func:`rescaled`), else a whole reconcile that decides again
+    (``autoscale``) on a fresh copy and applies it."""
+    async with runtime.lock(namespace, name):
+        key = (namespace, name)
+        status = rescaled(runtime.config, runtime.observed.get(key), runtime.reported.get(key), before, decided)
+        if status is not None:
+            last, reported = runtime.observed[key], runtime.reported[key]
+            if last.body["metadata"].get("uid") not in runtime.ending:  # else nothing more is written for it
+                await write_status(runtime, {**last.body, "status": reported[-1]}, status)
+            return
+    await reconcile(runtime, namespace, name, autoscale=autoscale)
+
+
 class ApplyRefused(Exception):
     """A write of a child the API server refused (:attr:`error`; :attr:`KubeError.refused`), with the child as
     :func:`apply` read it just before (None: missing), which the status is made of: no read of it again."""

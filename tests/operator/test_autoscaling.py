@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from conftest import operator_requests
 
 from speech_operator.gateway import serving
 from tests.controllers import Replicas
@@ -430,6 +431,36 @@ async def test_autoscaling_with_every_default(scaled: Scaled) -> None:
     async def target() -> int | None:  # the status is written after the Deployment
         return ((await scaled.status()).get("autoscaling") or {}).get("targetSessionsPerReplica")
     assert await scaled.cluster.eventually(target, PATIENCE) == 3
+
+
+async def test_a_look_that_changes_what_it_saw_and_not_the_replicas_writes_the_status_alone(scaled: Scaled) -> None:
+    """The sessions on the pod change, not the pods they need: each look that sees it writes status.autoscaling (its
+    sessions) and reads nothing but the pods it lists: no reconcile (no read of the SpeechToText, its Service or its
+    PodDisruptionBudget, no write of a child). Before, each such look was a whole reconcile that listed the pods and
+    asked them for their sessions again (4 changes: 4 reconciles, each 5-6 requests beside the look's)."""
+    cluster = scaled.cluster
+    await scaled.looked_at()
+
+    async def settled() -> bool:  # Ready, and one second of nothing but looks (lists of the pods)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (await scaled.status()).get("conditions") or [])
+        since = len(list(cluster.emulator))
+        await asyncio.sleep(1)
+        return ready and set(operator_requests(cluster, since)) <= {"GET pods"}
+    await cluster.eventually(settled, PATIENCE)
+    since = len(list(cluster.emulator))
+    for sessions in (1, 2, 1, 2):
+        scaled.script.loads["en-us-0"] = (sessions, 0.0)
+
+        async def seen(n: int = sessions) -> bool:
+            return ((await scaled.status()).get("autoscaling") or {}).get("sessions") == n
+        await cluster.eventually(seen, PATIENCE)
+    await scaled.stays(1, 0.5)
+    sent = operator_requests(cluster, since)
+    print("the operator's requests for 4 changes of the sessions:", sent)
+    assert not any(k.startswith(("GET speechtotexts", "GET services", "GET poddisruptionbudgets", "PATCH deployments",
+                                 "PATCH services", "PATCH poddisruptionbudgets")) for k in sent), sent
+    assert sent.get("PATCH speechtotexts status", 0) >= 4, sent
+    assert await scaled.events("ScaledUp") == []
 
 
 #: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import re
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from stt_schema import ROOT
 
-from speech_operator import api, builders, cli, conditions
+from speech_operator import api, builders, cli, conditions, reconcile
 from speech_operator.config import OperatorConfig
 from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending, quantity
 
@@ -654,3 +655,38 @@ def test_kopf_pause_messages_become_warnings_that_say_what_to_do() -> None:
     assert paused.levelno == logging.WARNING and other.levelno == logging.INFO
     assert paused.getMessage().startswith("watching is paused: another replica under peering 'speech-operator'")
     assert "without --peering" in paused.getMessage() and "<Peer other: priority=9>" in paused.getMessage()
+
+
+def observed(body: dict[str, Any], config: OperatorConfig) -> reconcile.Observed:
+    """What a clean reconcile of ``body`` keeps (no foreign autoscaler, a current CRD, no Deployment yet)."""
+    stt = api.SpeechToText.model_validate(body)
+    return reconcile.Observed(body, stt, builders.children(stt, config), None, (), None, reconcile.seen(None))
+
+
+AUTOSCALED: dict[str, Any] = {
+    "apiVersion": api.API_VERSION, "kind": api.KIND,
+    "metadata": {"name": "en-us", "namespace": "speech", "uid": "u", "generation": 3},
+    "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}},
+    "status": {"observedGeneration": 3, "autoscaling": {"replicas": 2, "sessions": 3}}}
+
+
+def test_an_autoscaler_decision_is_the_status_alone_only_while_it_changes_no_child() -> None:
+    """What the autoscaler saw changed (the sessions), not the replicas: its status alone, the rest as last written. A
+    change of replicas, a status written since the one decided over, a foreign autoscaler, no clean reconcile kept:
+    a whole reconcile (None)."""
+    config = OperatorConfig(image="r/x", version="2")
+    last = observed(copy.deepcopy(AUTOSCALED), config)
+    written = [{"observedGeneration": 3, "desiredReplicas": 2, "autoscaling": {"replicas": 2, "sessions": 3}}]
+    before = api.AutoscalingStatus(replicas=2, sessions=3)
+    seen_more = api.AutoscalingStatus(replicas=2, sessions=4)
+    status = reconcile.rescaled(config, last, written, before, seen_more)
+    assert status is not None and status.autoscaling == seen_more and status.desiredReplicas == 2
+    more = api.AutoscalingStatus(replicas=3, sessions=5, lastDecision=api.ScaleDecision(
+        time="2026-01-01T00:00:00.000Z", replicas=3, previous=2, reason="5 sessions"))
+    assert reconcile.rescaled(config, last, written, before, more) is None
+    assert reconcile.rescaled(config, last, written, before, seen_more.model_copy(update={"replicas": 3})) is None
+    assert reconcile.rescaled(config, last, written, api.AutoscalingStatus(replicas=2, sessions=1), seen_more) is None
+    assert reconcile.rescaled(config, None, written, before, seen_more) is None
+    assert reconcile.rescaled(config, last, [], before, seen_more) is None
+    held = dataclasses.replace(last, scalers=(api.ForeignAutoscaler(kind="HorizontalPodAutoscaler", name="web"),))
+    assert reconcile.rescaled(config, held, written, before, seen_more) is None
