@@ -34,7 +34,7 @@ import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
-from speech_operator.reconcile import KINDS, Follow, Runtime, delete_children, follow, reconcile, refresh, stt_path
+from speech_operator.reconcile import KINDS, Follow, Runtime, crd_changed, delete_children, follow, reconcile, refresh, stt_path
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -258,8 +258,9 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 @kopf.daemon(*STT, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
 async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more), and each time
-    who else scales its Deployment changes (:mod:`speech_operator.foreign_autoscalers`).
+    """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more: its status alone
+    when nothing else changed, :func:`speech_operator.reconcile.crd_changed`), and each time who else scales its
+    Deployment changes (:mod:`speech_operator.foreign_autoscalers`).
 
     And once at its start when the SpeechToText was never reconciled (no ``status.observedGeneration``) though it
     carries kopf's record of a handled spec (:func:`handled`): kopf calls no handler for it (created with another's
@@ -274,7 +275,8 @@ async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | No
         while not stopped:
             await _until_stopped(stopped, rt.crd.changed_for((namespace, name)), rt.autoscalers.changed_for((namespace, name)))
             if not stopped:
-                await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event")
+                await _reconcile_or_say(rt, namespace, name, logger, "at its next change or event",
+                                        crd_changed(rt, namespace, name))
 
 
 async def _until_stopped(stopped: kopf.DaemonStopped, *work: Awaitable[Any]) -> None:

@@ -498,6 +498,40 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     return True
 
 
+def unchanged_by(config: OperatorConfig, last: Observed, body: Mapping[str, Any]) -> bool:
+    """Whether the SpeechToText ``body``, read afresh, still makes what its ``last`` reconcile decided: the same
+    generation, a spec the operator takes and kopf can record, and the same children (a new CRD's defaults and pruning
+    apply as it is read, and may change what its spec makes without a new generation)."""
+    if body["metadata"].get("generation") != last.body["metadata"].get("generation") or record.overflow(body):
+        return False
+    try:
+        stt = api.SpeechToText.model_validate(body)
+    except ValueError:
+        return False
+    stt.status = last.stt.status  # as decided on (an autoscaler's replicas), whatever the event of its write brought
+    return not policy.violations(stt.spec, config) and builders.children(stt, config, last.held) == last.children
+
+
+async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
+    """What the installed CRD lacks changed, or who else scales the SpeechToText's Deployment
+    (:func:`speech_operator.handlers.follow_crd`): a whole reconcile, unless its last one found nothing amiss, who
+    scales its Deployment is as it knew, and the SpeechToText read afresh still makes the children it decided
+    (:func:`unchanged_by`): then its status alone is made again, saying what the CRD lacks now (:func:`refresh_status`:
+    its Deployment read, no other child)."""
+    key, done = (namespace, name), False
+    async with runtime.lock(namespace, name):
+        outdated_crd, last = runtime.crd.problem_for(key), runtime.observed.get(key)
+        if last is not None and last.scalers == runtime.autoscalers.known(namespace, name):
+            body = await runtime.kube.get(stt_path(namespace, name))
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return  # its deletion's handler does the rest
+            if unchanged_by(runtime.config, last, body):
+                runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
+                done = await refresh_status(runtime, namespace, name, recheck=True)
+    if not done:
+        await reconcile(runtime, namespace, name)
+
+
 def rescaled(config: OperatorConfig, last: Observed | None, reported: list[dict[str, Any]] | None,
              before: api.AutoscalingStatus | None, decided: api.AutoscalingStatus) -> api.SpeechToTextStatus | None:
     """The SpeechToText's status with the autoscaler's new ``decided`` in it, when that is all it changes: its ``last``

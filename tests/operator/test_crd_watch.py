@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
+from conftest import operator_requests
 from stt_schema import older
 
 from speech_operator import crd, crd_check, crd_watch
@@ -68,6 +69,7 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
     reads = await quiet(cluster, 1.0, within=PATIENCE)
     await asyncio.sleep(2)  # ten re-check periods
     assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads
+    since = len(list(cluster.emulator))
     await cluster.api.delete(f"{CRDS}/{crd_check.NAME}")
     await cluster.api.create(CRDS, crd.custom_resource_definition())
 
@@ -76,6 +78,12 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
         return c if c.get("reason") == "AsExpected" else None
     assert (await cluster.eventually(recovered, PATIENCE))["status"] == "False"
     await cluster.event("Recovered")
+    # its status alone: the SpeechToText read again (the new CRD's defaults apply as it is read), its Deployment read
+    # for the status; not its Service nor its PodDisruptionBudget (before, a whole reconcile read them too)
+    sent = operator_requests(cluster, since)
+    print("the operator's requests for the CRD's change:", sent)
+    assert not any(k.startswith(("GET services", "GET poddisruptionbudgets", "PATCH deployments")) for k in sent), sent
+    assert sent.get("GET speechtotexts") == 1 and sent.get("PATCH speechtotexts status") == 1, sent
     assert lines(caplog, logging.WARNING) == [warning]
     assert lines(caplog, logging.INFO)[-1].endswith("matches this operator's (0.1.0)")
 

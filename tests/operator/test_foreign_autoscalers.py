@@ -150,11 +150,11 @@ def refresh_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     cluster: Cluster = request.getfixturevalue("cluster")
     refresh_status = reconcile.refresh_status
 
-    async def counting(runtime: Any, namespace: str, name: str, *args: Any) -> bool:
+    async def counting(runtime: Any, namespace: str, name: str, *args: Any, **kwargs: Any) -> bool:
         before = len(cluster.sent("GET", "deployments", name))
         REFRESH_TIMES.append(time.monotonic())
         try:
-            return await refresh_status(runtime, namespace, name, *args)
+            return await refresh_status(runtime, namespace, name, *args, **kwargs)
         finally:
             REFRESH_READS.append(len(cluster.sent("GET", "deployments", name)) - before)
     monkeypatch.setattr(reconcile, "refresh_status", counting)

@@ -670,6 +670,21 @@ AUTOSCALED: dict[str, Any] = {
     "status": {"observedGeneration": 3, "autoscaling": {"replicas": 2, "sessions": 3}}}
 
 
+def test_a_speechtotext_read_again_is_its_status_alone_only_while_it_makes_the_same_children() -> None:
+    """A new CRD's defaults and pruning apply as a SpeechToText is read, with no new generation: read again after the
+    CRD changed, it is a whole reconcile when it makes other children, a new status only when it makes the same."""
+    config = OperatorConfig(image="r/x", version="2")
+    last = observed(copy.deepcopy(AUTOSCALED), config)
+    assert reconcile.unchanged_by(config, last, copy.deepcopy(AUTOSCALED))
+    defaulted = copy.deepcopy(AUTOSCALED)
+    defaulted["spec"]["nodeSelector"] = {"pool": "speech"}  # a default the new CRD gives
+    assert not reconcile.unchanged_by(config, last, defaulted)
+    assert not reconcile.unchanged_by(config, last, {**AUTOSCALED, "metadata": {**AUTOSCALED["metadata"], "generation": 4}})
+    assert not reconcile.unchanged_by(config, last, {**AUTOSCALED, "spec": {**AUTOSCALED["spec"], "locale": "xx"}})
+    # the event of the operator's own status write may come late: the replicas it decided are what is compared
+    assert reconcile.unchanged_by(config, last, {**AUTOSCALED, "status": {}})
+
+
 def test_an_autoscaler_decision_is_the_status_alone_only_while_it_changes_no_child() -> None:
     """What the autoscaler saw changed (the sessions), not the replicas: its status alone, the rest as last written. A
     change of replicas, a status written since the one decided over, a foreign autoscaler, no clean reconcile kept:
