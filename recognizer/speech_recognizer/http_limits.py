@@ -870,6 +870,23 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if not self.writable.is_set() and not self.disconnected:
             await self._taken_in()
         await super().send(message)
+        if message["type"] == "websocket.close" and self.close_timer is not None:  # its answer awaited (close_timeout s)
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self._unanswered, unsent_bytes(self.transport))
+
+    def _unanswered(self, unsent: int) -> None:
+        """uvicorn's close timer: the client has not answered the close for ``close_timeout`` s (10), ``unsent`` bytes
+        waiting unsent when it was sent. uvicorn closed the transport then: a FIN, queued behind what waits unsent. A
+        client that takes nothing in held the connection until the kernel gave it up (``TCP_USER_TIMEOUT``), and one
+        that had taken everything in and answers nothing (its kernel acknowledging the FIN) left the server's end in
+        ``FIN_WAIT2`` for the kernel's ``tcp_fin_timeout`` (60 s). Both are reset now, gone at once; a client still
+        taking in what waits (fewer bytes unsent than at the close) gets it, and the FIN, as before."""
+        self.close_timer = None
+        left = unsent_bytes(self.transport)
+        if left and left < unsent:
+            self.transport.close()
+        else:
+            reset(self.transport)
 
     async def _taken_in(self) -> None:
         """Wait until the transport takes writes again; raise :data:`~speech_recognizer.errors.NOT_READING` (the

@@ -15,6 +15,8 @@ once the kernel's has drained a third: longer than ``AudioIdleSeconds`` at that 
 
 A /vosk client whose replies fit the server's buffers stalls no send: it is told from an idle client at its idle
 deadline instead (:func:`test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_reading`).
+One whose replies fit its own receive buffer ends idle, and is reset once it has not answered the close for
+:data:`CLOSE_SECONDS` (:func:`test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_close`).
 """
 
 from __future__ import annotations
@@ -287,3 +289,48 @@ def test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_r
     after = {reason: stalling.refused("vosk", reason) for reason in ("not_reading", "idle_timeout")}
     assert after == {"not_reading": before["not_reading"] + 1, "idle_timeout": before["idle_timeout"]}, after
     print(f"decoder free {(freed or gone) - held:.2f} s after it took it, its connection gone {gone - (freed or gone):.2f} s after")
+
+
+#: Seconds the server waits for a client to answer its close (uvicorn's ``close_timeout``), after which it lets it go.
+CLOSE_SECONDS = 10.0
+
+
+#: Chunks a deaf /vosk client sends (1 s of audio): their replies fit its receive buffer, as a Speech SDK turn's do.
+VOSK_CHUNKS = 50
+
+
+@pytest.mark.parametrize("route", ["usp/conversation", "vosk"])
+def test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_close(
+        stalling: Server, utterances_wav: Path, route: str) -> None:
+    """A client sends audio, no end of it, and reads nothing: its replies (a Speech SDK turn's sparse hypotheses, a
+    second of /vosk partial results) fit its receive buffer, so nothing waits unsent and it ends as an idle client
+    (``idle_timeout``), its last results and the close sent. It never answers the close: :data:`CLOSE_SECONDS` later
+    its connection is reset, gone at once (before: closed with a FIN, which its kernel acknowledged, the server's end
+    then held in ``FIN_WAIT2`` for the kernel's ``tcp_fin_timeout``, 60 s)."""
+    before = stalling.refused(route, "idle_timeout")
+    pcm = read_wav(utterances_wav)[0]
+    if route == "vosk":
+        sock, protocol = deaf_websocket(stalling.srv.port, "/vosk?language=ko-KR")
+        for i in range(0, VOSK_CHUNKS * CHUNK, CHUNK):
+            protocol.send_binary(pcm[i : i + CHUNK])
+    else:
+        sock, protocol = deaf_websocket(stalling.srv.port, USP)
+        rid = uuid.uuid4().hex
+        protocol.send_text(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}).encode())
+        for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
+            protocol.send_binary(client_audio_frame(rid, payload))
+    with sock:
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        stalling.wait_until_held()
+        while stalling.active:
+            time.sleep(0.05)
+        freed = time.monotonic()
+        states: dict[str, float] = {}  # the server's end's states, and when each was first seen
+        while side := stalling.server_side(sock):
+            took = time.monotonic() - freed
+            states.setdefault(side, took)
+            assert took < CLOSE_SECONDS + 3, f"the connection of a client that answers no close is still {side} {took:.1f} s after its stream ended ({states})"
+            time.sleep(0.05)
+        gone = time.monotonic()
+    assert stalling.refused(route, "idle_timeout") == before + 1, "it ended as an idle client"
+    print(f"{route}: its connection gone {gone - freed:.2f} s after its stream ended (its decoder free); seen {states}")
