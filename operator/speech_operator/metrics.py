@@ -48,6 +48,10 @@ RECONCILE_ERRORS = (c.WRITE_REFUSED, c.NAME_CONFLICT, "ApiRefused", "ApiUnavaila
 #: Reconciles that failed, by reason; one operator runs in a process (its :class:`Exporter` exports them).
 RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts that failed, by reason: "
                              f"{', '.join(RECONCILE_ERRORS)}", ["reason"], registry=None)
+# Each reason's series from the start, at 0: a series born at its first failure has no earlier sample, so rate() and
+# increase() would not see a failure that happened once.
+for _reason in RECONCILE_ERRORS:
+    RECONCILE_FAILURES.labels(_reason)
 
 
 def reconcile_failed(reason: str | BaseException) -> None:

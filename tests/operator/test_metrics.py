@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.loopback import free_port
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
-from speech_operator.metrics import address
+from speech_operator.metrics import RECONCILE_ERRORS, address
 from tests.prometheus import Prometheus, as_grafana_sends, check_dashboard, dashboard_queries
 
 if TYPE_CHECKING:
@@ -41,10 +41,13 @@ def stt(name: str, locale: str, **spec: Any) -> dict[str, Any]:
 
 
 def scrape(url: str) -> dict[str, set[tuple[tuple[str, str], ...]]]:
-    """The samples of ``/metrics`` by metric: each sample's labels (sorted) and value."""
+    """The samples of ``/metrics`` by metric: each sample's labels (sorted) and value (not a counter's ``_created``,
+    the time it was made)."""
     found: dict[str, set[tuple[tuple[str, str], ...]]] = {}
     for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
         for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
             found.setdefault(sample.name, set()).add((*sorted(sample.labels.items()), ("value", str(sample.value))))
     return found
 
@@ -79,8 +82,11 @@ async def gone(cluster: Cluster, name: str) -> bool:
     return await cluster.api.get(cluster.stt_url(name)) is None
 
 
+#: speech_operator_reconcile_errors_total while no reconcile failed: every reason's series, at 0.
+NO_ERRORS = {"speech_operator_reconcile_errors_total": {(("reason", r), ("value", "0.0")) for r in RECONCILE_ERRORS}}
 EXPECTED = {
     "speech_operator_active": {(("value", "1.0"),)},
+    **NO_ERRORS,
     "speech_operator_speechtotext_condition": {
         series("en-us", "en-US", 1, type="Ready", status="True", reason="ReplicasReady"),
         series("en-us", "en-US", 1, type="Progressing", status="False", reason="Complete"),
@@ -164,7 +170,7 @@ async def test_a_replica_that_stands_by_exports_no_speechtotext(apiserver: Clust
         await op.line("watching is paused")
 
         async def standing_by() -> bool:
-            return await asyncio.to_thread(scrape, url) == {"speech_operator_active": {(("value", "0.0"),)}}
+            return await asyncio.to_thread(scrape, url) == {"speech_operator_active": {(("value", "0.0"),)}, **NO_ERRORS}
         await apiserver.eventually(standing_by, timeout=10)
 
 
@@ -207,14 +213,19 @@ async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: C
             def degraded_seen() -> bool:
                 return bool(prometheus.query('speech_operator_speechtotext_condition{name="de-de",type="Degraded",status="True"}'))
             await asyncio.to_thread(prometheus.wait_until, "de-de's Degraded condition scraped", degraded_seen)
+            def zeros_shown() -> bool:  # each reason's series at 0 (rate() has two scrapes of them)
+                (query,) = [q for name, q, _ in panels if name in RECONCILED]
+                result = prometheus.query(as_grafana_sends(query, {"namespace": NAMESPACE, "locale": ".*"}))
+                return {r["metric"]["reason"] for r in result if float(r["value"][1]) == 0} == set(RECONCILE_ERRORS)
+            await asyncio.to_thread(prometheus.wait_until, "the reconcile errors panel's zeros", zeros_shown)
             for locale in (".*", "de-DE"):
-                await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, RECONCILED)
+                await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, {})
         finally:
             prometheus.stop()
 
 
-#: The operator's panel that stays empty while every reconcile succeeds (a missing Secret is no reconcile error: the
-#: SpeechToText's status says it); test_each_failed_reconcile_is_counted_by_its_reason shows it.
+#: The operator's panel that draws each reason at 0 while every reconcile succeeds (a missing Secret is no reconcile
+#: error: the SpeechToText's status says it); test_each_failed_reconcile_is_counted_by_its_reason shows it rise.
 RECONCILED = {"Reconcile errors / {{reason}}": "no reconcile fails here"}
 #: What an admission webhook answers to a write it refuses, and an API server whose etcd lost its leader.
 DENIED = 'admission webhook "validation.gatekeeper.sh" denied the request: [required-labels] you must provide labels: {"team"}'
@@ -250,7 +261,8 @@ async def test_each_failed_reconcile_is_counted_by_its_reason(apiserver: Cluster
                 found = await asyncio.to_thread(reconcile_errors, url)
                 return found if found.get("WriteRefused", 0) >= 3 and found.get("ApiUnavailable", 0) >= 3 else None
             found = await apiserver.eventually(tried_again, timeout=60)
-            assert set(found) == {"WriteRefused", "ApiUnavailable"}, found
+            assert {reason for reason, n in found.items() if n} == {"WriteRefused", "ApiUnavailable"}, found
+            assert set(found) == set(RECONCILE_ERRORS), found  # the others' series too, at 0
 
             def both_shown() -> bool:
                 result = prometheus.query(as_grafana_sends(panels[0][1], {"namespace": NAMESPACE, "locale": ".*"}))
