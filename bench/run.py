@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json go")
     ap.add_argument("--report-only", action="store_true", help="rewrite benchmarks.md from benchmarks.json, run nothing")
+    ap.add_argument("--transcriber-large", type=int, default=0, metavar="N",
+                    help="the transcriber suite also compares the two on a batch of N further recordings (transcriber_ratio only)")
     ap.add_argument("--merge", action="store_true", help="keep the other suites' results already in benchmarks.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         result.setdefault("loadavg_by_suite", {})[name] = {"before": common.loadavg()}  # type: ignore[index]
         result.setdefault("suite_started", {})[name] = f"{time.strftime('%Y-%m-%d %H:%M')} (code {common.code_version()})"  # type: ignore[index]
         try:
-            run_suite(name, quick, result, audio, model, cores)
+            run_suite(name, quick, result, audio, model, cores, args.transcriber_large)
         except Exception as exc:  # noqa: BLE001 - reported, the other suites still run
             import traceback
 
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     print(md)
 
 
-def run_suite(name: str, quick: bool, result: dict, audio: object, model: object, cores: int) -> None:
+def run_suite(name: str, quick: bool, result: dict, audio: object, model: object, cores: int,
+              transcriber_large: int = 0) -> None:
     from bench import suites
 
     if name == "streams":
@@ -99,7 +102,8 @@ def run_suite(name: str, quick: bool, result: dict, audio: object, model: object
     elif name == "files":
         result["files"] = suites.files(audio, cores, 4 if quick else 8, rounds=2 if quick else 4)
     elif name == "transcriber":
-        result["transcriber"] = suites.transcriber(cores, 4 if quick else 24, rounds=2 if quick else 3)
+        result["transcriber"] = suites.transcriber(cores, 4 if quick else 24, rounds=2 if quick else 3,
+                                                   large_n=transcriber_large)
     elif name == "memory":
         result["memory"] = suites.memory(audio, 3.0 if quick else 30.0)
     elif name == "overload":

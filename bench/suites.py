@@ -482,7 +482,7 @@ def allocator(audio: Audio, ns: list[int], pairs: int) -> dict[str, object]:
     return {"rows": rows}
 
 
-def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
+def transcriber(cores: int, files_n: int, rounds: int, large_n: int = 0) -> dict[str, object]:
     """``speech-recognizer transcribe`` (in-process, ``--jobs cores``) vs the REST route on the same ``files_n`` files (A).
 
     The files are different recordings (:func:`make_voices`: other sentences, voices and speeds
@@ -501,10 +501,14 @@ def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
       included) plus REST on A, over the transcriber on A (``cold_ratio``).
 
     The sides take turns going first; medians over ``rounds`` rounds, each with a fresh server.
+
+    With ``large_n``, a second row: ``transcriber_ratio`` alone on a batch of ``large_n`` further
+    recordings (REST on a running, warm server against the whole in-process command), to show how
+    the transcriber's one-off start weighs on a bigger batch.
     """
     work = Path(tempfile.mkdtemp(prefix="bench-transcriber-"))
-    recordings = [a.path for a in make_voices(work, 2 * files_n)]
-    files, more = recordings[:files_n], recordings[files_n:]
+    recordings = [a.path for a in make_voices(work, 2 * files_n + large_n)]
+    files, more, large = recordings[:files_n], recordings[files_n:2 * files_n], recordings[2 * files_n:]
 
     def seconds(paths: list[Path]) -> float:
         total = 0.0
@@ -538,6 +542,13 @@ def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
             await asyncio.gather(*(one() for _ in range(cores)))
             return time.monotonic() - t0
 
+    def rest_large() -> dict[str, float]:
+        with server(f"DecoderMaxCount={cores * 4}") as srv:
+            return {"rest_large_s": asyncio.run(post_all(srv.http, large))}
+
+    def in_process_large() -> dict[str, float]:
+        return {"transcriber_large_s": transcribe(large)}
+
     def rest() -> dict[str, float]:
         t0 = time.monotonic()
         with server(f"DecoderMaxCount={cores * 4}") as srv:
@@ -567,13 +578,31 @@ def transcriber(cores: int, files_n: int, rounds: int) -> dict[str, object]:
     row = {"files": files_n, "audio_s": round(total, 1), "jobs": cores, "rounds": rounds,
            "rest_audio_s_per_s": round(total / rest_s, 2), "transcriber_audio_s_per_s": round(total / cli_s, 2),
            "transcriber_ratio": round(rest_s / cli_s, 3),
+           "transcriber_ratio_rounds": [round(r["rest_s"] / r["transcriber_s"], 3) for r in runs],
            "more_audio_s": round(more_total, 1), "rest_more_audio_s_per_s": round(more_total / median("rest_more_s"), 2),
            "transcriber_added_audio_s_per_s": round(more_total / added, 2), "warm_ratio": round(statistics.median(warm), 3),
            "server_start_s": round(start_s, 2), "cold_ratio": round((start_s + rest_s) / cli_s, 3),
            "remote_ratio": round(rest_s / median("remote_s"), 3)}
     print("  ", row, flush=True)
+    rows = [row]
+    if large:
+        big: list[dict[str, float]] = []
+        for k in range(rounds):
+            sides = (rest_large, in_process_large) if k % 2 == 0 else (in_process_large, rest_large)
+            big.append({key: round(value, 3) for side in sides for key, value in side().items()})
+            print(f"   large batch round {k + 1}/{rounds}: {big[-1]}, load {loadavg()}", flush=True)
+        runs += big
+        large_rest = statistics.median(r["rest_large_s"] for r in big)
+        large_cli = statistics.median(r["transcriber_large_s"] for r in big)
+        large_total = seconds(large)
+        rows.append({"files": len(large), "audio_s": round(large_total, 1), "jobs": cores, "rounds": rounds,
+                     "rest_audio_s_per_s": round(large_total / large_rest, 2),
+                     "transcriber_audio_s_per_s": round(large_total / large_cli, 2),
+                     "transcriber_ratio": round(large_rest / large_cli, 3),
+                     "transcriber_ratio_rounds": [round(r["rest_large_s"] / r["transcriber_large_s"], 3) for r in big]})
+        print("  ", rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    return {"rows": [row], "runs": runs,
+    return {"rows": rows, "runs": runs,
             "baseline": "different recordings neither side decoded before; the REST route on a running server (default start-up "
                         "warm-up), as many requests at once as the transcriber's --jobs; the transcriber as a user runs it "
                         "(start-up and its recognizers' first utterances included). warm: what a second batch of as many other "
