@@ -57,7 +57,7 @@ import uvicorn
 
 from . import contract as c
 from .admission import Admission, TooManyConnections
-from .errors import DRAINING, Failure, close_args, http_response, observe
+from .errors import DRAINING, HEAD, Failure, close_args, http_response, observe
 from .http_limits import LimitedHttpTools
 from .serving import REFUSED
 from .usp import refusal as usp_refusal
@@ -218,6 +218,8 @@ class DrainMiddleware:
         self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            HEAD.set(time.monotonic())  # a refusal's time runs from here (errors.observe)
         if scope["type"] == "http":
             send = self._closing(send)
         if scope["type"] not in ("http", "websocket") or not is_recognition(scope):

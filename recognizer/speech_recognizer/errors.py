@@ -24,6 +24,7 @@ from __future__ import annotations
 import http
 import logging
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -284,12 +285,19 @@ class Counters(Protocol):
     def failed(self, route: str, status: int, reason: str, since: float | None = None) -> None: ...
 
 
+#: When the request being served came (its head, :func:`time.monotonic`; set by the drain middleware for every request
+#: and WebSocket): where a refusal's time runs from when its adapter gives none (:func:`observe`).
+HEAD: ContextVar[float | None] = ContextVar("head", default=None)
+
+
 def observe(failure: Failure, route: str, metrics: Counters | None = None, since: float | None = None) -> None:
     """Count ``failure`` on ``route`` and log it: one line at its kind's level (a traceback for :data:`INTERNAL`);
-    ``since``: the :func:`time.monotonic` its latency runs from (``speech_request_seconds``), if it has one."""
+    ``since``: the :func:`time.monotonic` its latency runs from (``speech_request_seconds``), else the request's head
+    (:data:`HEAD`: a refusal before any turn or audio, at the upgrade or the head), so that every failure counted is
+    timed; none outside a request (the server's own refusals of a connection's head or body, route ``http``)."""
     kind = failure.kind
     if metrics is not None:
-        metrics.failed(route, kind.http, kind.name, since)
+        metrics.failed(route, kind.http, kind.name, since if since is not None else HEAD.get())
     cause = failure.__cause__ if kind is INTERNAL else None
     log.log(kind.level, "%s: %s: %s", route, kind.name, failure.message, exc_info=cause)
 

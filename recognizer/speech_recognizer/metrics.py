@@ -60,8 +60,10 @@ class Metrics:
             "from the request's head to its answer (its upload and decoding: it grows with the audio). Streams: from the "
             "arrival of the audio that completed the final result (the end of the audio, or the chunk whose decoding "
             "ended a recognize-once turn's utterance) to that result, the wait after speaking (a stream's own length is "
-            "the speaker's); a failed stream from its last message; a /vosk connection closed before any audio is "
-            "not observed",
+            "the speaker's); a failed stream from its last message; a refusal before any turn or audio (a key, a drain, "
+            "MaxConnections, a locale) from the request's head. Its count is speech_requests_total's but for route http "
+            "(the server's refusals of a connection's head or body, outside any route) and streams that ended without "
+            "a final result (counted 200, not timed)",
             ["route", "outcome"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -82,9 +84,10 @@ class Metrics:
 
     def _took(self, route: str, outcome: str, since: float | None) -> None:
         """Observe the latency of a request or turn of ``route`` (``rest-dictation``, ``usp/interactive``: its family,
-        ``rest``, ``usp``, a bounded label), once, where its outcome is counted."""
+        ``rest``, ``usp``, a bounded label; a Speech SDK path not served, counted by its path: ``usp``), once, where
+        its outcome is counted."""
         if since is not None:
-            family = route.split("/")[0].split("-")[0]
+            family = "usp" if route.startswith("/") else route.split("/")[0].split("-")[0]
             self.request_seconds.labels(family, outcome).observe(time.monotonic() - since)
 
     def watch_pool(self, pool: WarmPool) -> None:

@@ -4,6 +4,9 @@ A REST or OpenAI request is timed from its head to its answer. A stream is timed
 completed its final result (here its end of audio, sent after a pause) to that result: the wait after speaking, which
 a pause of the speaker's (or a live stream's length) does not lengthen. A stream its client left without its end of
 audio is timed as the client's failure, not as a success; a connection closed before any audio is counted, not timed.
+A refusal before any turn or audio (a key, MaxConnections, a locale, a mode or service not served) is timed from the
+request's head, and a Speech SDK connection's protocol error outside a turn from its last message: every failure
+counted in ``speech_requests_total`` is timed, under its class.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from harness.usp import client_audio_frame, client_text_frame
@@ -29,6 +33,7 @@ REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 #: Seconds a stream's client waits between its audio and its end: not the server's time to the final result.
 PAUSE = 1.5
+KEY = "latency-test-key"
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +131,98 @@ def test_a_speech_sdk_turn_is_timed_from_its_end_of_audio_to_its_final_result(ba
             pass
     count, seconds = added(before, timed(base, "usp", "ok"))
     assert count == 1 and 0 < seconds < PAUSE, f"{seconds:.3f} s: timed from the end of audio, not from the turn's start"
+
+
+@pytest.fixture(scope="module")
+def keyed(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a key that keeps one recognition WebSocket open at most."""
+    settings = make_settings(tmp_path_factory.mktemp("keyed"), f"ApiKey={KEY}", "MaxConnections=1")
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv.http
+
+
+def failures_by_family(base: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(counted, timed) failures by route family: ``speech_requests_total`` of a status other than 200, and
+    ``speech_request_seconds_count`` of an outcome other than ok (a Speech SDK path not served is counted by its path)."""
+    counted: dict[str, float] = {}
+    timed_: dict[str, float] = {}
+    for (name, labels), value in scrape_metrics(base).items():
+        found = dict(labels)
+        if name == "speech_requests_total" and found["status"] != "200" and found["route"] != "http":
+            family = "usp" if found["route"].startswith("/") else found["route"].split("/")[0].split("-")[0]
+            counted[family] = counted.get(family, 0.0) + value
+        elif name == "speech_request_seconds_count" and found["outcome"] != "ok":
+            timed_[found["route"]] = timed_.get(found["route"], 0.0) + value
+    return counted, timed_
+
+
+def closed(url: str, send: list[str | bytes] = (), **headers: str) -> int:
+    """The close code the server answers a WebSocket with (after sending ``send``)."""
+    with connect(url, additional_headers=headers or None) as ws, pytest.raises(ConnectionClosed) as ended:
+        for message in send:
+            ws.send(message)
+        while True:
+            ws.recv(timeout=30)
+    assert ended.value.rcvd is not None, "closed without a close frame"
+    return ended.value.rcvd.code
+
+
+def none_open(base: str) -> None:
+    """Wait until the server has no recognition WebSocket open (MaxConnections=1: the last one's end counted)."""
+    deadline = time.monotonic() + 10
+    while scrape_metrics(base).get(("speech_connections", ()), 0.0) != 0:
+        assert time.monotonic() < deadline, "a WebSocket stays open"
+        time.sleep(0.05)
+
+
+def test_every_refusal_counted_is_timed_from_the_requests_head(keyed: str) -> None:
+    ws, key = keyed.replace("http", "ws"), {"Ocp-Apim-Subscription-Key": KEY}
+    before = failures_by_family(keyed)
+    none_open(keyed)
+    assert closed(f"{ws}/vosk?language=ko-KR") == 1008, "no key"
+    none_open(keyed)
+    assert closed(f"{ws}/vosk?language=xx-XX", **key) == 1007, "no such locale"
+    none_open(keyed)
+    with pytest.raises(InvalidStatus):  # the Speech SDK's upgrade refused for its key
+        with connect(ws + USP, subprotocols=["USP"]):  # type: ignore[list-item]
+            pass
+    none_open(keyed)
+    assert closed(f"{ws}/speech/recognition/nomode/cognitiveservices/v1", **key) == 1007, "no such mode"
+    none_open(keyed)
+    assert closed(f"{ws}/cognitiveservices/websocket/v1", **key) == 1007, "synthesis: not served"
+    none_open(keyed)
+    with connect(f"{ws}/vosk?language=ko-KR", additional_headers=key):  # MaxConnections=1: the next is refused
+        assert closed(f"{ws}/vosk?language=ko-KR", **key) == 1013
+    expected = {"vosk": 3.0, "usp": 3.0}
+    deadline = time.monotonic() + 10
+    while True:
+        counted, timed_ = failures_by_family(keyed)
+        added_counts = {f: counted.get(f, 0.0) - before[0].get(f, 0.0) for f in expected}
+        if added_counts == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert added_counts == expected, added_counts
+    added_timed = {f: timed_.get(f, 0.0) - before[1].get(f, 0.0) for f in expected}
+    assert added_timed == added_counts, f"counted {added_counts}, timed {added_timed}"
+
+
+def test_a_speech_sdk_protocol_error_outside_a_turn_is_timed_from_its_last_message(keyed: str) -> None:
+    key = {"Ocp-Apim-Subscription-Key": KEY}
+    none_open(keyed)
+    before = timed(keyed, "usp", "client")
+    source = {"type": "Stream", "samplerate": "16000", "bitspersample": "16", "channelcount": "1"}
+    config = client_text_frame("speech.config", None, {"context": {"audio": {"source": source}}})
+    with connect(keyed.replace("http", "ws") + USP, subprotocols=["USP"], additional_headers=key) as ws:  # type: ignore[list-item]
+        ws.send(config)
+        time.sleep(PAUSE)  # open a while before its error: not what it is timed by
+        with pytest.raises(ConnectionClosed) as ended:
+            ws.send(client_text_frame("speech.context", None, {}))  # no X-RequestId
+            while True:
+                ws.recv(timeout=30)
+    assert ended.value.rcvd is not None and ended.value.rcvd.code == 1002, ended.value
+    deadline = time.monotonic() + 10
+    while timed(keyed, "usp", "client")[0] < before[0] + 1:
+        assert time.monotonic() < deadline, "the protocol error was not timed"
+        time.sleep(0.05)
+    count, seconds = added(before, timed(keyed, "usp", "client"))
+    assert count == 1 and 0 <= seconds < PAUSE, f"{seconds:.3f} s: timed from its last message, not from its upgrade"

@@ -584,12 +584,15 @@ class Connection:
         status, and close the connection with its code (once). A fault of the server's met once the connection is being
         closed for another failure (a decoder failing on audio received before a protocol error) is still counted and
         logged, with its traceback: nothing more is told the client."""
+        # its time runs from the turn's latest audio, else from the connection's last message (a protocol error, an idle
+        # connection): not from its upgrade, which may be turns ago (errors.observe's default)
+        since = self.turn.received if self.turn is not None and self.turn.received is not None else self.inbox.arrived
         if self._closed:
             if failure.kind is INTERNAL:
-                settle(failure, self.route, self.metrics)
+                settle(failure, self.route, self.metrics, since)
             return
         self._closed = True
-        settle(failure, self.route, self.metrics, self.turn.received if self.turn is not None else None)
+        settle(failure, self.route, self.metrics, since)
         if failure.kind is CLIENT_GONE:
             # A phrase held for the segmentation silence cannot be told: the client is gone. Its audio was not
             # acknowledged, so an SDK that connects again sends it again.
