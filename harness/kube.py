@@ -173,6 +173,13 @@ class Emulator(kmock.KubernetesEmulator):
         return self.__dict__.setdefault("_refusals", {})
 
     @property
+    def failing(self) -> dict[tuple[str, str, str | None], tuple[int, str, str]]:
+        """Objects the API server fails the operator's requests for (its User-Agent), reads included: ``(plural, name,
+        subresource)`` -> ``(code, reason, message)`` answered to each (a 5xx of an API server that cannot serve it, a
+        403 of a rule that forbids it); other clients' (kopf's, the test's) are served."""
+        return self.__dict__.setdefault("_failing", {})
+
+    @property
     def withheld(self) -> set[str]:
         """Resources (plurals) answered 403 Forbidden to every request of the operator's, as by its RBAC from an install
         older than its grant of them (tests/rbac.py judges the requests by today's rules all the same)."""
@@ -270,6 +277,8 @@ class Emulator(kmock.KubernetesEmulator):
                 return namespace_terminating(request, namespace)
         refusal = (self.refusals.get((request.resource.plural, request.name or ""))
                    if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE) else None)
+        if request.resource is not None and operators:
+            refusal = self.failing.get((request.resource.plural, request.name or "", request.subresource), refusal)
         if refusal is not None:
             code, reason, message = refusal
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",

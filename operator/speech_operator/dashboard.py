@@ -160,12 +160,14 @@ def speechtotext_panels() -> list[dict[str, Any]]:
               (f'max by (namespace, name, type, reason) (\n  speech_operator_speechtotext_condition{{{stt}, type="Ready", status="False"}}\n'
                f'  or speech_operator_speechtotext_condition{{{stt}, type="Degraded", status="True"}}\n)',
                "{{namespace}}/{{name}} {{type}}: {{reason}}")),
-        panel("Reconcile errors", "Reconciles of SpeechToTexts that failed per second, by reason "
-              "(`speech_operator_reconcile_errors_total`): writes the API server refused (WriteRefused) or children's "
-              "names taken by others (NameConflict), both in the SpeechToText's status; an API server that refused a "
-              "request (ApiRefused: RBAC), could not serve it (ApiUnavailable), did not answer in time (ApiTimeout) or "
-              "could not be reached (ApiUnreachable): tried again; Internal: the operator's log has the traceback",
-              "reqps", (f"sum by (reason) ({rate('speech_operator_reconcile_errors_total')})", "{{reason}}"), stack=True),
+        panel("Reconcile errors", "Reconciles of SpeechToTexts (reconcile) and refreshes of their status alone (status) "
+              "that failed per second, by reason (`speech_operator_reconcile_errors_total`): writes the API server "
+              "refused (WriteRefused) or children's names taken by others (NameConflict), both in the SpeechToText's "
+              "status; an API server that refused a request (ApiRefused: RBAC), could not serve it (ApiUnavailable), did "
+              "not answer in time (ApiTimeout) or could not be reached (ApiUnreachable): tried again; Internal: the "
+              "operator's log has the traceback",
+              "reqps", (f"sum by (scope, reason) ({rate('speech_operator_reconcile_errors_total')})", "{{scope}} {{reason}}"),
+              stack=True),
         panel("Operator replicas active", "Operator replicas handling SpeechToTexts (`speech_operator_active`): 1 in each "
               "install; 0 means nothing reconciles, wakes or scales them (alert SpeechOperatorInactive)", "short",
               ("sum by (namespace) (speech_operator_active)", "{{namespace}}")),

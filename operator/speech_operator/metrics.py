@@ -22,6 +22,7 @@ SpeechToText deleted meanwhile, so the first event of each object in a resumptio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -40,29 +41,53 @@ from speech_recognizer.serving import listening_socket
 
 PREFIX = "speech_operator_speechtotext"
 
-#: Why a reconcile failed (``speech_operator_reconcile_errors_total{reason}``): a write the API server refused or an
-#: object of a child's name that is someone else's (the status' reasons), or what ended it early: an API server that
-#: refused a request (RBAC, ...), could not serve it (5xx, throttled), did not answer in time or could not be reached,
-#: or an error of the operator's own (logged with its traceback).
-RECONCILE_ERRORS = (c.WRITE_REFUSED, c.NAME_CONFLICT, "ApiRefused", "ApiUnavailable", "ApiTimeout", "ApiUnreachable", "Internal")
-#: Reconciles that failed, by reason; one operator runs in a process (its :class:`Exporter` exports them).
-RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts that failed, by reason: "
-                             f"{', '.join(RECONCILE_ERRORS)}", ["reason"], registry=None)
-# Each reason's series from the start, at 0: a series born at its first failure has no earlier sample, so rate() and
-# increase() would not see a failure that happened once.
-for _reason in RECONCILE_ERRORS:
-    RECONCILE_FAILURES.labels(_reason)
+#: Reasons of a failed reconcile that its SpeechToText's status gives too (Degraded: alert SpeechToTextDegraded): a write
+#: the API server refused, an object of a child's name that is someone else's.
+IN_STATUS = (c.WRITE_REFUSED, c.NAME_CONFLICT)
+#: What ended a reconcile or a status refresh early: an API server that refused a request (RBAC, ...), could not serve
+#: it (5xx, throttled), did not answer in time or could not be reached, or an error of the operator's own (logged with
+#: its traceback).
+EARLY_ENDS = ("ApiRefused", "ApiUnavailable", "ApiTimeout", "ApiUnreachable", "Internal")
+#: Why a reconcile failed (``speech_operator_reconcile_errors_total{scope="reconcile", reason}``).
+RECONCILE_ERRORS = (*IN_STATUS, *EARLY_ENDS)
+#: What failed (its ``scope``): a whole reconcile (the children brought in line with the spec, then the status), or a
+#: status made again alone (:func:`speech_operator.reconcile.refresh_status`: the re-check of pods not all ready, a
+#: change of the Deployment's status; the autoscaler's look that changes only what it saw; a change of the installed
+#: CRD), which leaves the children as they are and the status as last written. Only what ends it early fails a refresh.
+RECONCILE, STATUS = "reconcile", "status"
+SCOPES = {RECONCILE: RECONCILE_ERRORS, STATUS: EARLY_ENDS}
+#: Reconciles and status refreshes that failed, by scope and reason; one operator runs in a process (its
+#: :class:`Exporter` exports them).
+RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts (scope reconcile) and "
+                             "refreshes of their status alone (scope status) that failed, by reason: "
+                             f"{', '.join(RECONCILE_ERRORS)}", ["scope", "reason"], registry=None)
+# Each series from the start, at 0: a series born at its first failure has no earlier sample, so rate() and increase()
+# would not see a failure that happened once.
+for _scope, _reasons in SCOPES.items():
+    for _reason in _reasons:
+        RECONCILE_FAILURES.labels(_scope, _reason)
 
 
-def reconcile_failed(reason: str | BaseException) -> None:
-    """Count a reconcile that failed: a reason of :data:`RECONCILE_ERRORS`, or the exception that ended it."""
+def reconcile_failed(reason: str | BaseException, scope: str = RECONCILE) -> None:
+    """Count a reconcile (or, ``scope`` status, a status refresh) that failed: a reason of :data:`SCOPES`, or the
+    exception that ended it."""
     if isinstance(reason, BaseException):
         if isinstance(reason, KubeError):
             reason = "ApiRefused" if reason.refused else "ApiUnavailable"
         else:
             reason = ("ApiTimeout" if isinstance(reason, TimeoutError) else
                       "ApiUnreachable" if isinstance(reason, aiohttp.ClientError) else "Internal")
-    RECONCILE_FAILURES.labels(reason).inc()
+    RECONCILE_FAILURES.labels(scope, reason).inc()
+
+
+@contextlib.contextmanager
+def counted(scope: str) -> Iterator[None]:
+    """Count the exception that ends the work in it (:func:`reconcile_failed`), raised on."""
+    try:
+        yield
+    except Exception as exc:
+        reconcile_failed(exc, scope)
+        raise
 
 
 @dataclasses.dataclass(frozen=True)

@@ -463,9 +463,12 @@ def follow(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping
 async def refresh(runtime: Runtime, namespace: str, name: str, recheck: bool = False) -> None:
     """The SpeechToText's status made again of its Deployment (:func:`refresh_status`, under its lock), else a whole
     reconcile. ``recheck``: the re-check of a SpeechToText whose pods are not all ready (a rollout, a scale-up, a pod
-    that crashes: :func:`conditions.needs_recheck`), made even when its Deployment did not change: its pods may have."""
+    that crashes: :func:`conditions.needs_recheck`), made even when its Deployment did not change: its pods may have.
+    A refresh that fails is counted (``speech_operator_reconcile_errors_total{scope="status"}``), the reconcile's own
+    failures as a reconcile's."""
     async with runtime.lock(namespace, name):
-        done = await refresh_status(runtime, namespace, name, recheck)
+        with metrics.counted(metrics.STATUS):
+            done = await refresh_status(runtime, namespace, name, recheck)
     if not done:
         await reconcile(runtime, namespace, name)
 
@@ -517,17 +520,19 @@ async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
     (:func:`speech_operator.handlers.follow_crd`): a whole reconcile, unless its last one found nothing amiss, who
     scales its Deployment is as it knew, and the SpeechToText read afresh still makes the children it decided
     (:func:`unchanged_by`): then its status alone is made again, saying what the CRD lacks now (:func:`refresh_status`:
-    its Deployment read, no other child)."""
+    its Deployment read, no other child). A failure of that read or refresh is counted as a refresh's
+    (``scope="status"``)."""
     key, done = (namespace, name), False
     async with runtime.lock(namespace, name):
         outdated_crd, last = runtime.crd.problem_for(key), runtime.observed.get(key)
         if last is not None and last.scalers == runtime.autoscalers.known(namespace, name):
-            body = await runtime.kube.get(stt_path(namespace, name))
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return  # its deletion's handler does the rest
-            if unchanged_by(runtime.config, last, body):
-                runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
-                done = await refresh_status(runtime, namespace, name, recheck=True)
+            with metrics.counted(metrics.STATUS):
+                body = await runtime.kube.get(stt_path(namespace, name))
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return  # its deletion's handler does the rest
+                if unchanged_by(runtime.config, last, body):
+                    runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
+                    done = await refresh_status(runtime, namespace, name, recheck=True)
     if not done:
         await reconcile(runtime, namespace, name)
 
@@ -554,15 +559,16 @@ def rescaled(config: OperatorConfig, last: Observed | None, reported: list[dict[
 async def autoscaled(runtime: Runtime, namespace: str, name: str, before: api.AutoscalingStatus | None,
                      decided: api.AutoscalingStatus, autoscale: Autoscale) -> None:
     """The autoscaler's look found ``decided`` over ``before`` (the SpeechToText's ``status.autoscaling``): its status
-    alone written when that is all it changes (:func:`rescaled`), else a whole reconcile that decides again
-    (``autoscale``) on a fresh copy and applies it."""
+    alone written when that is all it changes (:func:`rescaled`; a write that fails counted as a refresh's,
+    ``scope="status"``), else a whole reconcile that decides again (``autoscale``) on a fresh copy and applies it."""
     async with runtime.lock(namespace, name):
         key = (namespace, name)
         status = rescaled(runtime.config, runtime.observed.get(key), runtime.reported.get(key), before, decided)
         if status is not None:
             last, reported = runtime.observed[key], runtime.reported[key]
             if last.body["metadata"].get("uid") not in runtime.ending:  # else nothing more is written for it
-                await write_status(runtime, {**last.body, "status": reported[-1]}, status)
+                with metrics.counted(metrics.STATUS):
+                    await write_status(runtime, {**last.body, "status": reported[-1]}, status)
             return
     await reconcile(runtime, namespace, name, autoscale=autoscale)
 

@@ -23,7 +23,7 @@ import yaml
 
 import speech_operator.handlers  # noqa: F401  (registers the handlers on kopf's default registry)
 from harness.kube import NAMESPACE, Emulator, declare, kubeconfig_for  # tests import some of them from here too
-from speech_operator import api
+from speech_operator import api, metrics
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, load_configuration
 from speech_operator.reconcile import Runtime
@@ -257,6 +257,13 @@ def operator_requests(cluster: Cluster, since: int = 0) -> dict[str, int]:
         key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def reconcile_errors() -> dict[tuple[str, str], float]:
+    """``speech_operator_reconcile_errors_total`` of this process (the `cluster` fixture's operator runs in it; other
+    tests' counts in it too: compare two readings) by scope and reason."""
+    return {(s.labels.get("scope", "reconcile"), s.labels["reason"]): s.value
+            for family in metrics.RECONCILE_FAILURES.collect() for s in family.samples if s.name.endswith("_total")}
 
 
 def declare_peerings(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from conftest import operator_requests
+from conftest import operator_requests, reconcile_errors
 
 from speech_operator.gateway import serving
 from tests.controllers import Replicas
@@ -128,6 +128,17 @@ class Scaled:
 
     async def events(self, reason: str) -> list[str]:
         return [e["message"] for e in await self.cluster.events() if e["reason"] == reason]
+
+    async def settled(self) -> None:
+        """:meth:`looked_at`, then Ready and one second of nothing but looks (lists of the pods)."""
+        await self.looked_at()
+
+        async def quiet() -> bool:
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (await self.status()).get("conditions") or [])
+            since = len(list(self.cluster.emulator))
+            await asyncio.sleep(1)
+            return ready and set(operator_requests(self.cluster, since)) <= {"GET pods"}
+        await self.cluster.eventually(quiet, PATIENCE)
 
     async def looked_at(self) -> None:
         """en-us made from :data:`BODY`, its pod ready, and the autoscaler's first look in its status."""
@@ -439,14 +450,7 @@ async def test_a_look_that_changes_what_it_saw_and_not_the_replicas_writes_the_s
     PodDisruptionBudget, no write of a child). Before, each such look was a whole reconcile that listed the pods and
     asked them for their sessions again (4 changes: 4 reconciles, each 5-6 requests beside the look's)."""
     cluster = scaled.cluster
-    await scaled.looked_at()
-
-    async def settled() -> bool:  # Ready, and one second of nothing but looks (lists of the pods)
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (await scaled.status()).get("conditions") or [])
-        since = len(list(cluster.emulator))
-        await asyncio.sleep(1)
-        return ready and set(operator_requests(cluster, since)) <= {"GET pods"}
-    await cluster.eventually(settled, PATIENCE)
+    await scaled.settled()
     since = len(list(cluster.emulator))
     for sessions in (1, 2, 1, 2):
         scaled.script.loads["en-us-0"] = (sessions, 0.0)
@@ -461,6 +465,36 @@ async def test_a_look_that_changes_what_it_saw_and_not_the_replicas_writes_the_s
                                  "PATCH services", "PATCH poddisruptionbudgets")) for k in sent), sent
     assert sent.get("PATCH speechtotexts status", 0) >= 4, sent
     assert await scaled.events("ScaledUp") == []
+
+
+async def test_a_looks_status_write_that_fails_is_counted(scaled: Scaled) -> None:
+    """The status write of a look that changes only what it saw, which the API server cannot serve (503), is counted
+    as a status refresh's failure (``scope="status"``, ApiUnavailable), once per look, and is no reconcile (none
+    counted, no child read); served again, the status says what the look saw. Before, it was a WARNING line alone."""
+    cluster = scaled.cluster
+    await scaled.settled()
+    before, since = reconcile_errors(), len(list(cluster.emulator))
+    cluster.emulator.failing[("speechtotexts", "en-us", "status")] = (503, "ServiceUnavailable", "etcdserver: leader changed")
+    scaled.script.loads["en-us-0"] = (1, 0.0)
+
+    def failed(scope: str, reason: str) -> float:
+        return reconcile_errors().get((scope, reason), 0) - before.get((scope, reason), 0)
+
+    async def counted() -> bool:
+        return failed("status", "ApiUnavailable") >= 3  # a look every 0.2 s here, each writing again
+    await cluster.eventually(counted, PATIENCE)
+    del cluster.emulator.failing[("speechtotexts", "en-us", "status")]
+
+    async def seen() -> bool:
+        return ((await scaled.status()).get("autoscaling") or {}).get("sessions") == 1
+    await cluster.eventually(seen, PATIENCE)
+    sent = operator_requests(cluster, since)
+    print("the operator's requests while its status writes failed, then one more look:", sent)
+    writes = sent.get("PATCH speechtotexts status", 0)
+    assert {key: n - before.get(key, 0) for key, n in reconcile_errors().items() if n != before.get(key, 0)} == {
+        ("status", "ApiUnavailable"): writes - 1}, sent  # each write but the last, served
+    assert not any(k.startswith(("GET speechtotexts", "GET services", "GET poddisruptionbudgets", "PATCH deployments"))
+                   for k in sent), sent
 
 
 #: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
-from conftest import ENV, NAMESPACE, ROOT, Operator, console_script, declare_peerings, deployment, quiet
+from conftest import ENV, NAMESPACE, ROOT, Operator, condition, console_script, declare_peerings, deployment, quiet, reconcile_errors
 from prometheus_client.parser import text_string_to_metric_families
+from stt_schema import older
 
 from harness.loopback import free_port
-from speech_operator import api
+from speech_operator import api, crd_watch
 from speech_operator.kube import USER_AGENT
-from speech_operator.metrics import RECONCILE_ERRORS, address
+from speech_operator.metrics import SCOPES, address
 from tests.prometheus import Prometheus, as_grafana_sends, check_dashboard, dashboard_queries
 
 if TYPE_CHECKING:
@@ -82,8 +83,10 @@ async def gone(cluster: Cluster, name: str) -> bool:
     return await cluster.api.get(cluster.stt_url(name)) is None
 
 
-#: speech_operator_reconcile_errors_total while no reconcile failed: every reason's series, at 0.
-NO_ERRORS = {"speech_operator_reconcile_errors_total": {(("reason", r), ("value", "0.0")) for r in RECONCILE_ERRORS}}
+#: Each series of speech_operator_reconcile_errors_total: (scope, reason).
+ERROR_SERIES = {(scope, reason) for scope, reasons in SCOPES.items() for reason in reasons}
+#: speech_operator_reconcile_errors_total while no reconcile failed: every series, at 0.
+NO_ERRORS = {"speech_operator_reconcile_errors_total": {(("reason", r), ("scope", scope), ("value", "0.0")) for scope, r in ERROR_SERIES}}
 EXPECTED = {
     "speech_operator_active": {(("value", "1.0"),)},
     **NO_ERRORS,
@@ -213,10 +216,10 @@ async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: C
             def degraded_seen() -> bool:
                 return bool(prometheus.query('speech_operator_speechtotext_condition{name="de-de",type="Degraded",status="True"}'))
             await asyncio.to_thread(prometheus.wait_until, "de-de's Degraded condition scraped", degraded_seen)
-            def zeros_shown() -> bool:  # each reason's series at 0 (rate() has two scrapes of them)
+            def zeros_shown() -> bool:  # each series at 0 (rate() has two scrapes of them)
                 (query,) = [q for name, q, _ in panels if name in RECONCILED]
                 result = prometheus.query(as_grafana_sends(query, {"namespace": NAMESPACE, "locale": ".*"}))
-                return {r["metric"]["reason"] for r in result if float(r["value"][1]) == 0} == set(RECONCILE_ERRORS)
+                return {(r["metric"]["scope"], r["metric"]["reason"]) for r in result if float(r["value"][1]) == 0} == ERROR_SERIES
             await asyncio.to_thread(prometheus.wait_until, "the reconcile errors panel's zeros", zeros_shown)
             for locale in (".*", "de-DE"):
                 await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": locale}, {})
@@ -226,15 +229,15 @@ async def test_the_dashboards_panels_of_the_speechtotexts_show_them(apiserver: C
 
 #: The operator's panel that draws each reason at 0 while every reconcile succeeds (a missing Secret is no reconcile
 #: error: the SpeechToText's status says it); test_each_failed_reconcile_is_counted_by_its_reason shows it rise.
-RECONCILED = {"Reconcile errors / {{reason}}": "no reconcile fails here"}
+RECONCILED = {"Reconcile errors / {{scope}} {{reason}}": "no reconcile fails here"}
 #: What an admission webhook answers to a write it refuses, and an API server whose etcd lost its leader.
 DENIED = 'admission webhook "validation.gatekeeper.sh" denied the request: [required-labels] you must provide labels: {"team"}'
 UNAVAILABLE = "etcdserver: leader changed"
 
 
-def reconcile_errors(url: str) -> dict[str, float]:
-    """``speech_operator_reconcile_errors_total`` by reason."""
-    return {dict(labels)["reason"]: float(dict(labels)["value"])
+def scraped_errors(url: str) -> dict[tuple[str, str], float]:
+    """``speech_operator_reconcile_errors_total`` by scope and reason, as scraped."""
+    return {(dict(labels)["scope"], dict(labels)["reason"]): float(dict(labels)["value"])
             for labels in scrape(url).get("speech_operator_reconcile_errors_total", set())}
 
 
@@ -257,20 +260,66 @@ async def test_each_failed_reconcile_is_counted_by_its_reason(apiserver: Cluster
             await apiserver.api.create(apiserver.stt_url(), stt("en-us", "en-US"))
             await apiserver.api.create(apiserver.stt_url(), stt("de-de", "de-DE"))
 
-            async def tried_again() -> dict[str, float] | None:
-                found = await asyncio.to_thread(reconcile_errors, url)
-                return found if found.get("WriteRefused", 0) >= 3 and found.get("ApiUnavailable", 0) >= 3 else None
+            failed = {("reconcile", "WriteRefused"), ("reconcile", "ApiUnavailable")}
+
+            async def tried_again() -> dict[tuple[str, str], float] | None:
+                found = await asyncio.to_thread(scraped_errors, url)
+                return found if all(found.get(key, 0) >= 3 for key in failed) else None
             found = await apiserver.eventually(tried_again, timeout=60)
-            assert {reason for reason, n in found.items() if n} == {"WriteRefused", "ApiUnavailable"}, found
-            assert set(found) == set(RECONCILE_ERRORS), found  # the others' series too, at 0
+            assert {key for key, n in found.items() if n} == failed, found
+            assert set(found) == ERROR_SERIES, found  # the others' series too, at 0
 
             def both_shown() -> bool:
                 result = prometheus.query(as_grafana_sends(panels[0][1], {"namespace": NAMESPACE, "locale": ".*"}))
-                return {r["metric"]["reason"] for r in result if float(r["value"][1]) > 0} == {"WriteRefused", "ApiUnavailable"}
+                return {(r["metric"]["scope"], r["metric"]["reason"]) for r in result if float(r["value"][1]) > 0} == failed
             await asyncio.to_thread(prometheus.wait_until, "both reasons' rates in the panel", both_shown)
             await asyncio.to_thread(check_dashboard, prometheus, panels, {"namespace": NAMESPACE, "locale": ".*"}, {})
         finally:
             prometheus.stop()
+
+
+#: What the API server answers a read that no rule of the operator's RBAC allows.
+FORBIDDEN = ('speechtotexts.speech-operator.io "en-us" is forbidden: User "system:serviceaccount:speech-operator:'
+             'speech-operator" cannot get resource "speechtotexts" in API group "speech-operator.io" in the namespace "speech"')
+
+
+async def test_failed_status_refreshes_are_counted_by_their_reason(cluster: Cluster) -> None:
+    """The status-only paths count their failures as a reconcile does, with ``scope="status"``: a status refresh after
+    a change of the Deployment's status whose write the API server cannot serve (503: ApiUnavailable), then the read of
+    the SpeechToText after a change of the installed CRD that RBAC forbids (403: ApiRefused). One failure each, no
+    reconcile counted (nothing else ran). Before, each was a WARNING line alone: the counter counted reconcile() only."""
+    await cluster.api.create(cluster.stt_url(), stt("en-us", "en-US"))
+    await ready_deployment(cluster, "en-us")
+
+    async def ready() -> bool:
+        return (await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(ready, timeout=30)
+    await cluster.eventually(lambda: quiet(cluster), timeout=30)
+    before = reconcile_errors()
+
+    def counted() -> dict[tuple[str, str], float]:
+        return {key: n - before.get(key, 0) for key, n in reconcile_errors().items() if n != before.get(key, 0)}
+
+    async def count(expected: dict[tuple[str, str], float]) -> None:
+        async def reached() -> bool:
+            return counted() == expected
+        await cluster.eventually(reached, timeout=30)
+        await asyncio.sleep(0.5)  # nothing more (a re-check every 0.2 s here: none while the status says Ready)
+        assert counted() == expected, counted()
+
+    cluster.emulator.failing[("speechtotexts", "en-us", "status")] = (503, "ServiceUnavailable", UNAVAILABLE)
+    dep = await deployment(cluster, "en-us") or {}
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0, "availableReplicas": 0,
+        "observedGeneration": dep["metadata"].get("generation", 1)}})
+    await count({("status", "ApiUnavailable"): 1})
+
+    del cluster.emulator.failing[("speechtotexts", "en-us", "status")]
+    cluster.emulator.failing[("speechtotexts", "en-us", None)] = (403, "Forbidden", FORBIDDEN)
+    reads = len(cluster.sent("GET", "speechtotexts", "en-us"))
+    await cluster.api.create(crd_watch.URL, older())  # an older CRD applied over none: each SpeechToText's status again
+    await count({("status", "ApiUnavailable"): 1, ("status", "ApiRefused"): 1})
+    assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads + 1
 
 
 async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:
