@@ -82,8 +82,8 @@ def mentions() -> list[tuple[str, str, str]]:
 
 
 def label_names(labels: str) -> set[str]:
-    """``{route,reason}`` or ``{reason=~"busy|..."}`` -> the label names."""
-    return {re.split(r"=~|!=|=", part)[0].strip() for part in labels.strip("{}").split(",") if part.strip()} if labels else set()
+    """``{route,reason}``, ``{reason=~"busy|..."}`` or ``{reason!~"..."}`` -> the label names."""
+    return {re.split(r"=~|!~|!=|=", part)[0].strip() for part in labels.strip("{}").split(",") if part.strip()} if labels else set()
 
 
 def test_every_metric_the_docs_name_is_exported_with_those_labels() -> None:
@@ -97,3 +97,4 @@ def test_every_metric_the_docs_name_is_exported_with_those_labels() -> None:
 
 def test_a_selector_names_its_labels() -> None:
     assert label_names('{reason=~"busy|x",status="False"}') == {"reason", "status"} and label_names("{route,locale}") == {"route", "locale"}
+    assert label_names('{reason!~"WriteRefused|x",scope!="status"}') == {"reason", "scope"}

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from speech_operator import conditions as c
-from speech_operator import gateway_failures
+from speech_operator import gateway_failures, metrics
 from speech_recognizer import errors
 from speech_recognizer.errors import CAPACITY, FAULT, Kind
 
@@ -57,6 +57,11 @@ DEGRADED_CAUSES = (
 #: Seconds a live stream's final result may take (the 95th percentile of ``speech_request_seconds`` of the Speech SDK
 #: turns and /vosk streams, from the audio that completed it) before SpeechRecognizerSlowResults: a bucket's bound.
 SLOW_RESULT_SECONDS = 2
+#: The window in which a failed reconcile or status refresh counts as recent, and how long failures must keep being
+#: recent before SpeechOperatorReconcileErrors: together, failures that go on for 5 minutes at least, never 10 minutes
+#: apart. One failure, or a burst (an API server restarting, a leader election in etcd), is tried again and mended.
+RECONCILE_ERRORS_WINDOW, RECONCILE_ERRORS_FOR = "10m", "15m"
+
 #: The routes of live streams in ``speech_request_seconds{route}`` (the REST and OpenAI routes' time grows with the audio).
 STREAM_ROUTES = ("usp", "vosk")
 
@@ -183,6 +188,24 @@ def rule_groups() -> list[dict[str, Any]]:
             _alert("SpeechToTextDegraded", condition("Degraded", "True"), "5m",
                    f"{stt} is Degraded: {reason_of('Degraded', 'True')}",
                    f"For 5 minutes it could not run as asked (the reason above): {DEGRADED_CAUSES}. {describe}"),
+            _alert("SpeechOperatorReconcileErrors",
+                   f'sum by (namespace, reason) (\n  increase(speech_operator_reconcile_errors_total'
+                   f'{{reason!~"{matching(list(metrics.IN_STATUS))}"}}[{RECONCILE_ERRORS_WINDOW}])\n) > 0',
+                   RECONCILE_ERRORS_FOR,
+                   "the speech-operator in {{ $labels.namespace }} keeps failing to reconcile SpeechToTexts: "
+                   "{{ $labels.reason }}",
+                   f"Its reconciles of SpeechToTexts, or refreshes of their status, have failed within every "
+                   f"{RECONCILE_ERRORS_WINDOW[:-1]} minutes for {RECONCILE_ERRORS_FOR[:-1]} minutes "
+                   f"(speech_operator_reconcile_errors_total: failures lasting 5 minutes at least). One failure, or a "
+                   "burst of them (an API server restarting, an etcd leader election), is tried again and alerts nobody; "
+                   "these keep coming. ApiRefused: the operator's RBAC lacks a verb (an install older than the operator: "
+                   "apply its ClusterRole); ApiUnavailable, ApiTimeout, ApiUnreachable: the API server fails, throttles "
+                   "the operator, or cannot be reached from it (a NetworkPolicy, DNS); Internal: a bug, with its "
+                   "traceback in the log. Meanwhile SpeechToTexts are not brought in line with their spec (scope "
+                   "reconcile) or their status is stale (scope status). A write the API server refuses "
+                   f"({c.WRITE_REFUSED}) or a child's name taken ({c.NAME_CONFLICT}) is in the SpeechToText's status: "
+                   "SpeechToTextDegraded says it. kubectl logs -n {{ $labels.namespace }} -l "
+                   "app.kubernetes.io/name=speech-operator,app.kubernetes.io/component=operator"),
             _alert("SpeechOperatorInactive",
                    "max by (namespace) (speech_operator_active) < 1\nor\nabsent(speech_operator_active)", "10m",
                    "no speech-operator replica{{ with $labels.namespace }} in {{ . }}{{ end }} has handled "

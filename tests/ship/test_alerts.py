@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from speech_operator import alerts
+from speech_operator import alerts, metrics
 from speech_recognizer.errors import CAPACITY, FAULT, Kind
 from speech_recognizer.metrics import LATENCY_BUCKETS
 from tests.doc_tables import README, assert_generated
@@ -100,11 +100,12 @@ def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reaso
 def quiet_case(names: list[str]) -> dict[str, Any]:
     """Every kind no alert is for (bad requests, drains, idle clients, clients gone) failing all the time,
     connections and decoders below 90 % of their caps, SpeechToTexts Ready (one scaled to zero) and not Degraded,
+    reconciles failing only for what a status says (WriteRefused, NameConflict: SpeechToTextDegraded's),
     streams answered in 0.4 s (and REST requests in 60 s): no alert at all."""
     series = [{"series": f'{metric}{{namespace="speech",service="en-us",route="vosk",reason="{k.name}"}}', "values": "0+10x30"}
               for k in KINDS if k.alert is None
               for metric in ("speech_refused_total", "speech_gateway_failures_total")]
-    series += [*HEALTHY, *ACTIVE, *latency_series("en-us", "usp", 0.4), *latency_series("en-us", "rest", 60)]
+    series += [*HEALTHY, *ACTIVE, *RECONCILING, *latency_series("en-us", "usp", 0.4), *latency_series("en-us", "rest", 60)]
     for connections, idle, service in (("speech_connections", None, "en-us"), ("speech_http_connections", "speech_http_idle_connections", "en-us"),
                                        ("speech_gateway_connections", "speech_gateway_idle_connections", "speech-gateway")):
         where = f'{{namespace="speech",service="{service}",pod="{service}-1"}}'
@@ -193,6 +194,44 @@ ACTIVE = [{"series": 'speech_operator_active{namespace="speech-operator",instanc
           {"series": 'speech_operator_active{namespace="speech-operator",instance="operator-b"}', "values": "0x30"}]
 
 
+def reconcile_errors(install: str, scope: str, reason: str, values: str, replica: str = "operator-a") -> dict[str, str]:
+    """``speech_operator_reconcile_errors_total`` of one replica of the operator installed in namespace ``install``."""
+    return {"series": f'speech_operator_reconcile_errors_total{{namespace="{install}",instance="{replica}",scope="{scope}",'
+                      f'reason="{reason}"}}', "values": values}
+
+
+def reconciling(values: dict[tuple[str, str], str]) -> list[dict[str, str]]:
+    """Each series of ``speech_operator_reconcile_errors_total`` of the install in ``speech-operator``: those of
+    ``values`` ((scope, reason) -> values) as given; WriteRefused and NameConflict (the status says them:
+    SpeechToTextDegraded) once a minute, the others never."""
+    return [reconcile_errors("speech-operator", scope, reason,
+                             values.get((scope, reason), "0+1x30" if reason in metrics.IN_STATUS else "0x30"))
+            for scope, reasons in metrics.SCOPES.items() for reason in reasons]
+
+
+#: An operator whose reconciles fail only for reasons the SpeechToTexts' status gives.
+RECONCILING = reconciling({})
+
+
+def reconcile_errors_case(rule: dict[str, Any]) -> dict[str, Any]:
+    """The install in ``speech-operator``: ApiRefused at each reconcile (a minute apart: its RBAC lacks a verb), its
+    alert after 15 minutes, not before; WriteRefused and NameConflict as often (SpeechToTextDegraded's), one ApiTimeout,
+    and a burst of ApiUnavailable over 3 minutes (an API server restarting): none; its standby counts nothing. The
+    install in ``speech-b``: a status refresh that times out every 4 minutes: its alert too."""
+    series = [*reconciling({("reconcile", "ApiRefused"): "0+1x30", ("status", "ApiTimeout"): "0x5 1x25",
+                            ("status", "ApiUnavailable"): "0x3 2 4 6 6x26"}),
+              reconcile_errors("speech-operator", "reconcile", "ApiRefused", "0x30", replica="operator-b"),
+              reconcile_errors("speech-b", "status", "ApiTimeout", " ".join(f"{n}x3" for n in range(8)))]
+
+    def fired(install: str, reason: str) -> dict[str, Any]:
+        labels = {"severity": "warning", "namespace": install, "reason": reason}
+        return {"exp_labels": labels, "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "14m", "alertname": rule["alert"], "exp_alerts": []},
+        {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [fired("speech-operator", "ApiRefused"),
+                                                                          fired("speech-b", "ApiTimeout")]}]}
+
+
 def active(install: str, replica: str, values: str) -> dict[str, str]:
     """``speech_operator_active`` of one replica of the operator installed in namespace ``install``."""
     return {"series": f'speech_operator_active{{namespace="{install}",instance="{replica}"}}', "values": values}
@@ -257,6 +296,7 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
         condition_case(by_name["SpeechToTextNotReady"], "Ready", "False"),
         condition_case(by_name["SpeechToTextDegraded"], "Degraded", "True"),
         *inactive_cases(by_name["SpeechOperatorInactive"]),
+        reconcile_errors_case(by_name["SpeechOperatorReconcileErrors"]),
         quiet_case(sorted(by_name)),
     ]
     (tmp_path / "rules.yaml").write_text(alerts.render(rules_file=True))
