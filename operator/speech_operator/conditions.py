@@ -208,6 +208,17 @@ def pods_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> tuple[str
     return reason, message + (f" (and {others} more pod{'s' if others > 1 else ''} not running)" if others else "")
 
 
+def dependency_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> bool:
+    """Whether a pod not ready has a container that waits for what a Secret or ConfigMap the spec names, missing, would
+    explain: a container config the kubelet cannot make (:data:`CONFIG_FAILED`: an environment variable from a Secret's
+    key), or an image it cannot pull while ``spec.imagePullSecrets`` names some. Only then does a status refresh look
+    for them (:func:`speech_operator.reconcile.refresh_status`), not at each of its looks."""
+    reasons = (*CONFIG_FAILED, *(IMAGE_PULL_FAILED if stt.spec.imagePullSecrets else ()))
+    return any(((c.get("state") or {}).get("waiting") or {}).get("reason") in reasons
+               for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp") and not is_ready(pod)
+               for key in ("initContainerStatuses", "containerStatuses") for c in (pod.get("status") or {}).get(key) or [])
+
+
 def condition(
     type_: api.ConditionType, ok: bool, reason: str, message: str, *,
     generation: int | None, now: str, previous: list[api.Condition],

@@ -478,7 +478,12 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     when :func:`conditions.pods_matter`), over the status last written; False, having written nothing, when
     :func:`follow` calls for a whole reconcile. No other child read, and not the SpeechToText: its own changes are
     reconciled by its own events, its other children's by theirs. ``recheck``: made even when the Deployment is as
-    last seen (:func:`refresh`). The caller holds its lock (:meth:`Runtime.lock`)."""
+    last seen (:func:`refresh`). The caller holds its lock (:meth:`Runtime.lock`).
+
+    What the spec references (Secrets, ConfigMaps, PVCs) is read only when a pod's container waits for what a missing
+    one explains (:func:`conditions.dependency_trouble`: a Secret deleted during a rollout); what is missing is then
+    named as the reconcile names it, and nothing is kept as observed (the re-checks are whole reconciles, which look
+    for it, until it is back)."""
     last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
     if last is None or not reported:
         return False
@@ -494,10 +499,15 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     stt = last.stt.model_copy(update={"status": api.SpeechToTextStatus.model_validate(reported[-1])})
     held = live_replicas(deployment) if last.scalers else None
     pods = await pods_of(runtime, stt) if conditions.pods_matter(stt, deployment, held) else None
-    status = conditions.observe(stt, deployment, [], now(), None, last.outdated_crd,
-                                builders.chown_not_applied(stt.spec, runtime.config), None, pods, None, last.scalers, held)
+    missing = await missing_dependencies(runtime.kube, stt) if conditions.dependency_trouble(pods or [], stt) else []
+    status = conditions.observe(stt, deployment, missing, now(), None, last.outdated_crd,
+                                builders.chown_not_applied(stt.spec, runtime.config), None, None if missing else pods,
+                                None, last.scalers, held)
     await write_status(runtime, {**last.body, "status": reported[-1]}, status)
-    runtime.observed[(namespace, name)] = dataclasses.replace(last, deployment=seen(deployment))
+    if missing:
+        runtime.observed.pop((namespace, name), None)
+    else:
+        runtime.observed[(namespace, name)] = dataclasses.replace(last, deployment=seen(deployment))
     return True
 
 

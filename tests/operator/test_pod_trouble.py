@@ -19,6 +19,7 @@ import pytest
 from conftest import condition, operator_requests
 
 from speech_operator import api, builders, conditions
+from speech_operator.kube import USER_AGENT
 from tests.kubelet import Exited, Pod, host_image
 
 if TYPE_CHECKING:
@@ -60,10 +61,13 @@ def pending(*, init: list[dict[str, Any]] | None = None, main: list[dict[str, An
             "initContainerStatuses": init or [], "containerStatuses": main or []}
 
 
-async def settled_not_ready(cluster: Cluster) -> dict[str, Any]:
-    """Create the SpeechToText, its pod (as the ReplicaSet controller would) and the Deployment's counts (as its
-    controller would: 1 pod, none ready); wait for the status to say it is not ready, for no reason yet."""
-    await cluster.api.create(cluster.stt_url(), copy.deepcopy(BASE))
+async def settled_not_ready(cluster: Cluster, **spec: Any) -> dict[str, Any]:
+    """Create the SpeechToText (:data:`BASE` with ``spec``), its pod (as the ReplicaSet controller would) and the
+    Deployment's counts (as its controller would: 1 pod, none ready); wait for the status to say it is not ready, for
+    no reason yet."""
+    body = copy.deepcopy(BASE)
+    body["spec"].update(spec)
+    await cluster.api.create(cluster.stt_url(), body)
 
     async def made() -> dict[str, Any] | None:
         return await cluster.api.get(cluster.url("apps/v1", "deployments", "en-us"))
@@ -250,3 +254,66 @@ async def test_the_recheck_of_pods_not_ready_is_a_status_refresh(cluster: Cluste
     await set_pod(cluster, pending(scheduled={"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                               "message": "0/3 nodes are available: 3 Insufficient cpu."}))
     await said(cluster, conditions.PODS_UNSCHEDULABLE, f"pod {POD} cannot be scheduled: 0/3 nodes are available")
+
+
+#: The API key's Secret a SpeechToText names (spec.apiKeySecretRef).
+KEY = {"name": "speech-key", "key": "apiKey"}
+SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY["name"], "namespace": NAMESPACE},
+          "data": {KEY["key"]: "c2VjcmV0"}}
+
+
+async def test_a_secret_deleted_mid_rollout_is_named_by_the_status_refresh(cluster: Cluster) -> None:
+    """The Secret of spec.apiKeySecretRef is deleted while the pods are not all ready (a rollout): the kubelet cannot
+    make the recognizer's environment (CreateContainerConfigError), and the re-check that sees it reads the Secret,
+    once, and the status names it (MissingDependency), not only the pods' failure; created again, the SpeechToText
+    recovers. The re-checks of pods merely not ready read no Secret. Before, the status refresh never looked: the
+    status said PodsFailing until the next whole reconcile (a change of the SpeechToText or of a child)."""
+    await cluster.api.create(cluster.url("v1", "secrets"), SECRET)
+    await settled_not_ready(cluster, billing="https://billing.example.test", apiKeySecretRef=KEY)
+
+    async def looks(n: int, after: int) -> bool:
+        return len(cluster.sent("GET", "pods")) - after >= n
+    listed = len(cluster.sent("GET", "pods"))
+    await cluster.eventually(lambda: looks(1, listed), 10)  # the reconciles of the creation are over
+    since, listed = len(list(cluster.emulator)), len(cluster.sent("GET", "pods"))
+    await cluster.eventually(lambda: looks(3, listed), 10)
+    sent = operator_requests(cluster, since)
+    print("the operator's requests for 3 re-checks of pods not ready:", sent)
+    assert "GET secrets" not in sent and "GET speechtotexts" not in sent, sent
+
+    assert await cluster.api.delete(cluster.url("v1", "secrets", KEY["name"]))
+    since = len(list(cluster.emulator))
+    await set_pod(cluster, pending(main=[waiting(builders.CONTAINER, "CreateContainerConfigError",
+                                                 f'secret "{KEY["name"]}" not found')]))
+
+    async def named() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == conditions.MISSING_DEPENDENCY else None
+    try:
+        degraded = await cluster.eventually(named, 10)
+    except AssertionError:
+        raise AssertionError(f"the status does not name the Secret: {await condition(cluster, 'Degraded')}") from None
+    assert degraded["status"] == "True" and degraded["message"] == f'Secret "{KEY["name"]}" not found', degraded
+    ready = await condition(cluster, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", conditions.MISSING_DEPENDENCY), ready
+    # the re-check that saw the pod's error: its Deployment read, its pods listed, the Secret read once, its status
+    # written; no whole reconcile (the SpeechToText, its Service, its PodDisruptionBudget not read)
+    requests = [r for r in list(cluster.emulator)[since:] if r.headers.get("User-Agent", "").startswith(USER_AGENT)
+                and r.params.get("watch") != "true" and r.resource is not None]
+    wrote = next(i for i, r in enumerate(requests) if (r.method, r.resource.plural, r.subresource) == ("PATCH", "speechtotexts", "status"))
+    before = [" ".join(filter(None, (r.method, r.resource.plural, r.subresource))) for r in requests[:wrote + 1]]
+    print("the operator's requests until the status named the Secret:", before)
+    assert before.count("GET secrets") == 1, before
+    assert not {"GET speechtotexts", "GET services", "GET poddisruptionbudgets"} & set(before), before
+    await cluster.event(conditions.MISSING_DEPENDENCY)
+
+    await cluster.api.create(cluster.url("v1", "secrets"), SECRET)
+    await set_pod(cluster, {"phase": "Running", "podIP": "10.42.0.17", "conditions": [{"type": "Ready", "status": "True"}]})
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "readyReplicas": 1, "availableReplicas": 1, "unavailableReplicas": 0}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(recovered, 10)
+    assert (await condition(cluster, "Degraded"))["reason"] == "AsExpected"
+    await cluster.event("Recovered")
