@@ -13,8 +13,10 @@ A client that reads, however slowly, is not cut: :func:`test_a_slow_reader_is_no
 while the server's sends wait on it, at the server's usual send buffer, where the event loop's buffer moves only
 once the kernel's has drained a third: longer than ``AudioIdleSeconds`` at that rate.
 
-A /vosk client whose replies fit the server's buffers stalls no send: it is told from an idle client at its idle
-deadline instead (:func:`test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_reading`).
+A client whose replies fit the server's buffers stalls no send: it is told from an idle client at its idle deadline
+instead (:func:`test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_reading`, and
+:func:`test_a_speech_sdk_client_that_sent_its_audio_and_reads_nothing_is_cut_as_not_reading`, whose earlier turns'
+replies wait unsent).
 One whose replies fit its own receive buffer ends idle, and is reset once it has not answered the close for
 :data:`CLOSE_SECONDS` (:func:`test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_close`).
 """
@@ -62,11 +64,19 @@ class Server(Gone):
     def refused(self, route: str, reason: str = "not_reading") -> float:
         return scrape_metrics(self.srv.http).get(("speech_refused_total", (("reason", reason), ("route", route))), 0.0)
 
-    def server_side(self, client: socket.socket) -> str:
-        """The state of the server's end of ``client``'s connection, as ``ss`` shows it ("" once gone)."""
+    def _ss(self, client: socket.socket, column: int) -> str:
+        """A column of ``ss``' line for the server's end of ``client``'s connection ("" once gone)."""
         out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{self.srv.port} and dport = :{client.getsockname()[1]} )"],
                              capture_output=True, text=True, check=True).stdout
-        return out.split()[0] if out.strip() else ""
+        return out.split()[column] if out.strip() else ""
+
+    def server_side(self, client: socket.socket) -> str:
+        """The state of the server's end of ``client``'s connection, as ``ss`` shows it ("" once gone)."""
+        return self._ss(client, 0)
+
+    def send_queue(self, client: socket.socket) -> str:
+        """The bytes queued in the server's kernel for ``client`` (``ss``' Send-Q; "" once gone)."""
+        return self._ss(client, 2)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +299,52 @@ def test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_cut_as_not_r
     after = {reason: stalling.refused("vosk", reason) for reason in ("not_reading", "idle_timeout")}
     assert after == {"not_reading": before["not_reading"] + 1, "idle_timeout": before["idle_timeout"]}, after
     print(f"decoder free {(freed or gone) - held:.2f} s after it took it, its connection gone {gone - (freed or gone):.2f} s after")
+
+
+#: Short turns a deaf Speech SDK client sends before its turn of speech: their replies (about 1 KB each) back up unsent
+#: behind its shut window, far fewer than stall a send (the server's buffers take some 70 KB).
+BACKLOG_TURNS = 30
+
+
+def test_a_speech_sdk_client_that_sent_its_audio_and_reads_nothing_is_cut_as_not_reading(stalling: Server, utterances_wav: Path) -> None:
+    """A Speech SDK client that stopped reading: :data:`BACKLOG_TURNS` short turns, whose replies wait unsent behind
+    its shut window without stalling a send, then a turn of a second of speech, no end of audio. ``AudioIdleSeconds``
+    after that turn's last reply it has taken in none of what waited unsent then: it is cut as ``not_reading``, its
+    decoder given back and its connection reset at once, nothing more sent (before: the route's deadlines had no
+    :class:`~speech_recognizer.deadlines.Backlog`, so it ended as ``idle_timeout``, its last phrase and the close queued
+    behind the replies it does not read, its connection held until the unanswered close was reset, 10 s on)."""
+    route = "usp/conversation"
+    before = {reason: stalling.refused(route, reason) for reason in ("not_reading", "idle_timeout")}
+    sock, protocol = deaf_websocket(stalling.srv.port, USP)
+    frames = usp_frames(protocol, BACKLOG_TURNS)
+    rid = uuid.uuid4().hex
+    pcm = read_wav(utterances_wav)[0][: VOSK_CHUNKS * CHUNK]
+    protocol.send_text(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}).encode())
+    for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
+        protocol.send_binary(client_audio_frame(rid, payload))
+    frames.append(b"".join(protocol.data_to_send()))
+    with sock:
+        send_all(sock, frames)
+        stalling.wait_until_held()
+        held = time.monotonic()
+        freed, queued = None, ""
+        while side := stalling.server_side(sock):
+            now = time.monotonic()
+            if stalling.active:  # a turn holds the decoder (the short ones each briefly, then the last)
+                freed = None
+            elif freed is None:
+                freed, queued = now, stalling.send_queue(sock)
+            assert now - (freed or held) < (2 * STALL_SECONDS + 1 if freed else 60), (
+                f"the connection of a client that read nothing is still {side}, {now - held:.1f} s after its first turn, "
+                f"{now - freed:.1f} s after its decoder was free ({queued} bytes queued to it then)" if freed
+                else f"its decoder still held {now - held:.1f} s on", stalling.refused(route, "idle_timeout"))
+            time.sleep(0.05)
+        gone = time.monotonic()
+    assert stalling.active == 0
+    after = {reason: stalling.refused(route, reason) for reason in ("not_reading", "idle_timeout")}
+    assert after == {"not_reading": before["not_reading"] + 1, "idle_timeout": before["idle_timeout"]}, after
+    print(f"decoder free {(freed or gone) - held:.2f} s after its first turn took it ({queued} bytes in the server's "
+          f"send queue then), its connection gone {gone - (freed or gone):.2f} s after")
 
 
 #: Seconds the server waits for a client to answer its close (uvicorn's ``close_timeout``), after which it lets it go.

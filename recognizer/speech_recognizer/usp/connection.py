@@ -32,7 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, IDLE, INTERNAL, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
+from ..errors import CLIENT_GONE, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
 from ..inbox import Inbox
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -581,7 +581,8 @@ class Connection:
 
     async def fail(self, failure: Failure) -> None:
         """Count and log ``failure`` (its tracebacks then dropped: :func:`~..errors.settle`), end the open turn with its
-        status, and close the connection with its code (once). A fault of the server's met once the connection is being
+        status, and close the connection with its code (once; nothing to a client gone, or reset for taking in none of
+        its replies: ``not_reading``). A fault of the server's met once the connection is being
         closed for another failure (a decoder failing on audio received before a protocol error) is still counted and
         logged, with its traceback: nothing more is told the client."""
         # its time runs from the turn's latest audio, else from the connection's last message (a protocol error, an idle
@@ -593,9 +594,10 @@ class Connection:
             return
         self._closed = True
         settle(failure, self.route, self.metrics, since)
-        if failure.kind is CLIENT_GONE:
-            # A phrase held for the segmentation silence cannot be told: the client is gone. Its audio was not
-            # acknowledged, so an SDK that connects again sends it again.
+        if failure.kind in (CLIENT_GONE, NOT_READING):
+            # A phrase held for the segmentation silence cannot be told: the client is gone, or its connection reset
+            # for taking in none of its replies (nothing more reaches it: a turn.end, a close neither). Its audio was
+            # not acknowledged, so an SDK that connects again sends it again.
             if self.turn is not None:
                 self.turn.failed = True
             return
