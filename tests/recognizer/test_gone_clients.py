@@ -287,8 +287,11 @@ class OnDemand:
     """What a test of :data:`ON_DEMAND`'s load does on one route: the client that stays sends its audio and its end, a
     client that leaves sends what makes the server load the model, and what the one that stayed got."""
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, audio_first: bool = False) -> None:
         self.route = route
+        #: The leaving clients' Speech SDK turns begun by their audio, without ``speech.context`` (the model then loads
+        #: at that audio); the staying client's has one.
+        self.audio_first = audio_first
         self.url = f"/vosk?language={ON_DEMAND}" if route == "vosk" else f"{REST}?language={ON_DEMAND}"
 
     def send_all(self, ws: ClientConnection, pcm: bytes) -> None:
@@ -300,9 +303,12 @@ class OnDemand:
             ws.send(client_audio_frame(usp_turn(ws, pcm, ON_DEMAND), b""))
 
     def start(self, ws: ClientConnection, pcm: bytes) -> None:
-        """/vosk loads at the connection, the Speech SDK route at the turn's ``speech.context``."""
+        """/vosk loads at the connection, the Speech SDK route at the turn's ``speech.context``, or at its first audio
+        (its RIFF header) without one."""
         if self.route == "vosk":
             ws.send(pcm[:CHUNK])
+        elif self.audio_first:
+            ws.send(client_audio_frame(uuid.uuid4().hex, wav_bytes(b"")))
         else:
             ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": ON_DEMAND}}))
 
@@ -320,20 +326,23 @@ class OnDemand:
         return texts
 
 
-@pytest.mark.parametrize("route", ["vosk", "usp/conversation"])
+@pytest.mark.parametrize(("route", "audio_first"), [("vosk", False), ("usp/conversation", False), ("usp/conversation", True)],
+                         ids=["vosk", "usp/conversation", "usp/conversation-audio-first"])
 def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
-        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference, route: str) -> None:
+        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference, route: str, audio_first: bool) -> None:
     """Two clients of a locale whose model is loading on demand leave (a close frame, a reset) while a third
     waits: each is seen gone, its connection given back and counted as a client gone, within :data:`BOUND` (before:
     only once the load ended, then counted as a success on /vosk, not counted on the Speech SDK route), and the load
-    goes on for the third, which gets every result."""
+    goes on for the third, which gets every result. ``audio_first``: the leaving clients' Speech SDK turns begun by their
+    audio, without ``speech.context`` (before: the load awaited in the turn's session, unwatched, the leaving client
+    holding its connection, and the decoder it had reserved, until the load ended)."""
     models = tmp_path / "models"
     models.mkdir()
     (models / ON_DEMAND).symlink_to(registry.sources["ko-KR"])
     gated = GatedRegistry(models)
     app = create_app(make_settings(tmp_path, "DecoderMaxCount=1"), gated)
     pcm = read_wav(speech_wav)[0]
-    on = OnDemand(route)
+    on = OnDemand(route, audio_first)
     with ServerThread(app) as srv:
         server = Gone(srv, app)
         admission = app.state.engine.admission
@@ -350,6 +359,7 @@ def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
                     while admission.connections < 2:
                         time.sleep(0.005)
                     time.sleep(0.1)  # its message taken in: the server waits for the load
+                    holding = server.active  # decoders held meanwhile
                     if how == "close frame":
                         threading.Thread(target=leaving.close, daemon=True).start()
                     else:
@@ -358,10 +368,12 @@ def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
                     while admission.connections > 1 or server.ends(route) == before:
                         took = time.monotonic() - left
                         assert took < BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
-                                              f"{admission.connections} connections are open, {server.ends(route)} counted (ok, gone)")
+                                              f"{admission.connections} connections are open, {server.ends(route)} counted (ok, gone), "
+                                              f"{holding} decoder(s) held during the load")
                         time.sleep(0.01)
                 print(f"{how}: let go {time.monotonic() - left:.3f} s after it left")
                 assert server.ends(route) == (before[0], before[1] + 1), "counted as a client gone"
+                assert holding == 0, "no decoder is held while the model loads"
             assert gated.get_loaded(ON_DEMAND) is None, "still loading"
             gated.gate.set()
             texts = on.texts(staying)

@@ -252,7 +252,11 @@ class Turn:
         return self.origin + self._decoded
 
     async def _open(self, fmt: WavFormat) -> None:
-        """Admit the turn's session (or raise the failure: busy, unknown language, bad format) and start the turn."""
+        """Admit the turn's session (or raise the failure: busy, unknown language, bad format) and start the turn. A
+        turn begun by its audio (no ``speech.context``) has its model loaded first as ``speech.context`` has it, the
+        client watched (:meth:`~..inbox.Inbox.model`): one gone during an on-demand load is let go at once, holding no
+        decoder meanwhile."""
+        await self.conn.inbox.model(self.conn.engine.registry, self.options.language)
         self.session = await self._stack.enter_async_context(
             self.conn.engine.session(
                 self.options.language,
