@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import CLIENT_GONE, Failure
+from .errors import CLIENT_GONE, DRAINING, Failure
 
 if TYPE_CHECKING:
     from .models import LoadedModel, ModelRegistry
@@ -35,6 +35,17 @@ Message = Mapping[str, Any]
 def _size(message: Message) -> int:
     data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
     return len(data) if data is not None else 0
+
+
+def left_before_audio(what: str, draining: bool) -> Failure:
+    """How a recognition whose connection ended before any of its audio is counted (a /vosk connection, a Speech SDK
+    turn begun by its ``speech.context``): as its client's leaving (:data:`~speech_recognizer.errors.CLIENT_GONE`), as
+    one leaving mid-audio is, not as a success, nor not at all; ``draining``: the server drains, and closes such
+    connections itself (:meth:`~speech_recognizer.drain.Drain.close_idle`, their clients answering), as the drain's
+    (:data:`~speech_recognizer.errors.DRAINING`)."""
+    if draining:
+        return Failure(f"{what}: closed before any audio, the server shutting down", DRAINING)
+    return Failure(f"{what}: the client left before sending any audio", CLIENT_GONE)
 
 
 class Inbox:

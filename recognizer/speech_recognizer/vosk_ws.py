@@ -17,8 +17,8 @@ are the same as when the client waits for each. A client that sends no audio for
 result of its audio and a close (1008) saying which, unless it took in none of its replies in that idle time
 (``not_reading``: its connection reset, nothing more sent; :mod:`.deadlines`); one that sends nothing for
 ``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
-Only a stream ended with eof is a success: a client that leaves without it, once it sent audio, is counted as
-gone (``client_gone``), as a Speech SDK client that leaves mid-turn is, however much of its audio was decoded.
+Only a stream ended with eof is a success: a client that leaves without it is counted as gone (``client_gone``), as
+a Speech SDK client that leaves mid-turn is, however much of its audio was decoded, and before any audio too.
 A locale whose model is not loaded yet is loaded at the client's arrival, the client watched meanwhile: one that
 leaves during the load is let go (``client_gone``) at once, the load going on for others.
 """
@@ -40,7 +40,7 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import Inbox
+from .inbox import Inbox, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -139,8 +139,11 @@ class Conversation:
     of what it sent and a close with the reason.
     """
 
-    def __init__(self, ws: WebSocket, engine: Engine, locale: str, deadlines: Deadlines) -> None:
+    def __init__(self, ws: WebSocket, engine: Engine, locale: str, deadlines: Deadlines,
+                 draining: Callable[[], bool] = lambda: False) -> None:
+        """``draining``: whether the server drains (a connection it closes before any audio is the drain's)."""
         self.ws = ws
+        self.draining = draining
         self.engine = engine
         self.locale = locale
         self.deadlines = deadlines
@@ -184,7 +187,7 @@ class Conversation:
                         raise Failure(f"the client left; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded", CLIENT_GONE)
                     if self.session is not None:  # its stream unfinished, as a Speech SDK turn left without its end of audio
                         raise Failure('the client left without {"eof" : 1}: its stream was never finished', CLIENT_GONE)
-                    return
+                    raise left_before_audio("the connection", self.draining())
                 if message.get("text") is not None:
                     if await self._text(message["text"]):
                         return
@@ -327,7 +330,9 @@ async def vosk_endpoint(ws: WebSocket) -> None:
     conversation: Conversation | None = None
     try:
         check_key(settings.api_key, ws.headers, ws.query_params.multi_items(), websocket=True)
-        conversation = Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings, ws.scope))
+        drain = getattr(ws.app.state, "drain", None)
+        conversation = Conversation(ws, engine, request_locale(dict(ws.query_params), engine), Deadlines.of(settings, ws.scope),
+                                    lambda: drain is not None and drain.draining)
         await conversation.run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = settle(exc, ROUTE, metrics, conversation.heard if conversation is not None else None)

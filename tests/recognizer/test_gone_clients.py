@@ -12,6 +12,7 @@ properly still gets every result.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -257,6 +258,72 @@ def test_a_vosk_client_leaving_without_eof_is_counted_as_gone(gone: Gone, speech
     print(f"{how}: decoder free {took:.3f} s after it left")
     vosk_words(gone.srv.ws, pcm)  # eof, then its final result
     assert gone.ends("vosk") == (before[0] + 1, before[1] + 1), "a stream ended with eof is a success"
+
+
+def counted(gone: Gone, route: str, before: tuple[float, float] | None = None) -> tuple[float, float]:
+    """What is counted on ``route`` (:meth:`Gone.ends`) once every connection has ended and, given what was counted
+    ``before``, something more is (or 10 s on)."""
+    deadline = time.monotonic() + 10
+    while (gone.app.state.engine.admission.connections or gone.ends(route) == before) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    return gone.ends(route)
+
+
+@pytest.mark.parametrize("how", ["close frame", "reset"])
+@pytest.mark.parametrize("route", ["vosk", "usp/conversation"])
+def test_a_client_leaving_before_any_audio_is_counted_as_gone(gone: Gone, route: str, how: str) -> None:
+    """A /vosk client that sends its config and leaves, a Speech SDK client whose turn began (``speech.context``) and
+    that leaves before its audio: counted once as a client gone (``client_gone``, 499), as one that leaves mid-audio
+    is (before: /vosk counted it a success, ``status="200"``; the Speech SDK route counted nothing). A Speech SDK
+    connection that began no turn (``speech.config`` alone: an app that connected ahead and never recognized) is no
+    request, and counts nothing still."""
+    before = gone.ends(route)
+    url = f"{gone.srv.ws}/vosk?language=ko-KR" if route == "vosk" else f"{gone.srv.ws}{REST}?language=ko-KR"
+    with connect(url, max_size=1 << 20) as ws:
+        if route == "vosk":
+            ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+        else:
+            ws.send(client_text_frame("speech.config", None, {"context": {"system": {"name": "test"}}}))
+            ws.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": "ko-KR"}}))
+        time.sleep(0.2)  # taken in
+        if how == "close frame":
+            ws.close()
+        else:
+            leave(ws.socket, how)
+    assert counted(gone, route, before) == (before[0], before[1] + 1), "counted once, as a client gone"
+    if route != "vosk":
+        with connect(url, max_size=1 << 20) as ws:
+            ws.send(client_text_frame("speech.config", None, {"context": {"system": {"name": "test"}}}))
+            time.sleep(0.2)
+        assert counted(gone, route) == (before[0], before[1] + 1), "a connection with no turn counts nothing"
+
+
+def test_a_connection_the_drain_closes_before_any_audio_is_counted_as_draining(registry: ModelRegistry, tmp_path: Path) -> None:
+    """A /vosk connection that sent its config, and a Speech SDK turn begun by its ``speech.context``, no audio yet,
+    when the server drains: its drain closes them (1000, :data:`~speech_recognizer.drain.IDLE_REASON`), their clients
+    answer, and each is counted once as ``draining``, not as its client's leaving (before: /vosk counted a success,
+    the Speech SDK route nothing)."""
+    from speech_recognizer.drain import IDLE_REASON
+
+    app = create_app(make_settings(tmp_path), registry)
+    routes = {"vosk": "/vosk?language=ko-KR", "usp/conversation": f"{REST}?language=ko-KR"}
+    with ServerThread(app) as srv:
+        server = Gone(srv, app)
+        with connect(f"{srv.ws}{routes['vosk']}") as vosk, connect(f"{srv.ws}{routes['usp/conversation']}") as usp:
+            vosk.send(json.dumps({"config": {"sample_rate": 16000}}))
+            usp.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": "ko-KR"}}))
+            time.sleep(0.2)  # taken in
+            drain = app.state.drain
+            drain.begin()
+            asyncio.run_coroutine_threadsafe(drain.close_idle(), srv.server.servers[0].get_loop()).result(timeout=10)
+            for ws in (vosk, usp):
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+                assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, IDLE_REASON)
+        samples = scrape_metrics(srv.http)
+        for route in routes:
+            draining = samples.get(("speech_refused_total", (("reason", "draining"), ("route", route))), 0.0)
+            assert (draining, *server.ends(route)) == (1, 0, 0), (route, "counted once, as the drain's", draining, server.ends(route))
 
 
 #: The locale loaded on demand, the ko-KR model under another name (:class:`GatedRegistry`).

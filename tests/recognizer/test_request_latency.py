@@ -3,7 +3,7 @@
 A REST or OpenAI request is timed from its head to its answer. A stream is timed from the arrival of the audio that
 completed its final result (here its end of audio, sent after a pause) to that result: the wait after speaking, which
 a pause of the speaker's (or a live stream's length) does not lengthen. A stream its client left without its end of
-audio is timed as the client's failure, not as a success; a connection closed before any audio is counted, not timed.
+audio is timed as the client's failure, not as a success, and so is a connection closed before any audio.
 A refusal before any turn or audio (a key, MaxConnections, a locale, a mode or service not served) is timed from the
 request's head, and a Speech SDK connection's protocol error outside a turn from its last message: every failure
 counted in ``speech_requests_total`` is timed, under its class.
@@ -103,16 +103,20 @@ def test_a_vosk_stream_left_without_eof_is_timed_as_the_clients_failure(base: st
     assert timed(base, "vosk", "ok") == before["ok"]
 
 
-def test_a_vosk_connection_closed_before_any_audio_is_counted_not_timed(base: str) -> None:
-    requests = ("speech_requests_total", (("route", "vosk"), ("status", "200")))
-    before, counted = timed(base, "vosk", "ok"), scrape_metrics(base).get(requests, 0.0)
+def test_a_vosk_connection_closed_before_any_audio_is_timed_as_the_clients_failure(base: str) -> None:
+    """Counted as the client's leaving (``client_gone``, 499), as a stream left without eof is, and timed so (from the
+    request's head: it sent nothing); no success (before: ``status="200"``, not timed)."""
+    requests = ("speech_requests_total", (("route", "vosk"), ("status", "499")))
+    before = {outcome: timed(base, "vosk", outcome) for outcome in ("ok", "client")}
+    counted = scrape_metrics(base).get(requests, 0.0)
     with connect(f"{base.replace('http', 'ws')}/vosk?language=ko-KR"):
         pass
     deadline = time.monotonic() + 10
     while scrape_metrics(base).get(requests, 0.0) < counted + 1:
-        assert time.monotonic() < deadline, "the connection was not counted"
+        assert time.monotonic() < deadline, "the connection was not counted as a client gone"
         time.sleep(0.05)
-    assert timed(base, "vosk", "ok") == before
+    assert timed(base, "vosk", "ok") == before["ok"]
+    assert timed(base, "vosk", "client")[0] == before["client"][0] + 1, "timed as the client's failure"
 
 
 def test_a_speech_sdk_turn_is_timed_from_its_end_of_audio_to_its_final_result(base: str, speech_wav: Path) -> None:
@@ -193,7 +197,8 @@ def test_every_refusal_counted_is_timed_from_the_requests_head(keyed: str) -> No
     none_open(keyed)
     with connect(f"{ws}/vosk?language=ko-KR", additional_headers=key):  # MaxConnections=1: the next is refused
         assert closed(f"{ws}/vosk?language=ko-KR", **key) == 1013
-    expected = {"vosk": 3.0, "usp": 3.0}
+    # and the connection held open meanwhile, left before any audio: a client gone
+    expected = {"vosk": 4.0, "usp": 3.0}
     deadline = time.monotonic() + 10
     while True:
         counted, timed_ = failures_by_family(keyed)

@@ -23,7 +23,7 @@ import logging
 import math
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
 from ..errors import CLIENT_GONE, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
-from ..inbox import Inbox
+from ..inbox import Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
@@ -518,9 +518,12 @@ class Connection:
     """The frames of one WebSocket, dispatched to turns."""
 
     def __init__(
-        self, socket: Socket, engine: Engine, options: Options, metrics: TurnCounters | None = None, deadlines: Deadlines | None = None
+        self, socket: Socket, engine: Engine, options: Options, metrics: TurnCounters | None = None, deadlines: Deadlines | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``draining``: whether the server drains (a turn whose connection it closes before any audio is the drain's)."""
         self.socket = socket
+        self.draining = draining
         self.engine = engine
         self.options = options
         self.metrics = metrics if metrics is not None else _Uncounted()
@@ -558,9 +561,13 @@ class Connection:
                 if msg["type"] == "websocket.disconnect":
                     if self.turn is not None and msg.get("code") not in CLOSED and await self._park(self.turn):
                         return
-                    if self.turn is not None and not self.turn.ended and self.turn.started:
+                    if self.turn is not None and not self.turn.ended:
+                        what = f"turn {self.turn.request_id[:40]}"
+                        if not self.turn.started:  # begun by its speech.context, no audio yet
+                            await self.fail(left_before_audio(what, self.draining()))
+                            return
                         dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""
-                        await self.fail(Failure(f"turn {self.turn.request_id[:40]}: the client left mid-turn{dropped}", CLIENT_GONE))
+                        await self.fail(Failure(f"{what}: the client left mid-turn{dropped}", CLIENT_GONE))
                     return
                 if msg.get("text") is not None:
                     frame = parse_text(msg["text"])

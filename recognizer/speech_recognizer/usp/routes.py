@@ -53,8 +53,9 @@ def endpoint(mode: str):
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        connection = Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings, websocket.scope))
         drain = getattr(state, "drain", None)  # at its deadline, what the connection holds is sent before the close
+        connection = Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings, websocket.scope),
+                                lambda: drain is not None and drain.draining)
         if drain is None:
             await connection.run()
             return
