@@ -35,7 +35,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -263,10 +263,47 @@ class GatewayMetrics:
             "speech_gateway_held_seconds", "Seconds requests were held for a locale with no ready pod (waking from "
             "zero, or starting) before they were forwarded", ["locale"], registry=self.registry,
             buckets=(0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180))
+        self.latency = Histogram(
+            "speech_gateway_request_seconds", "Seconds from a request's head to its answer, by route (rest, openai: "
+            "its upload, a wake, the recognizer's decoding, the answer relayed; usp, vosk: a WebSocket, to its "
+            "recognizer's acceptance of the connection, after a wake, or its refusal) and outcome (ok, or the class of "
+            "the failure: client, capacity, fault)", ["route", "outcome"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.registry.register(_DirectoryCollector(directory, waker, connections))
+
+    def timed(self, request: web.Request, route: str, outcome: str) -> None:
+        """Observe ``speech_gateway_request_seconds{route,outcome}`` of ``request``, once (its first outcome: a stream
+        accepted and lost later was ok), from its head (:meth:`Gateway.admit`)."""
+        started = request.pop(STARTED, None)
+        if started is not None:
+            self.latency.labels(route, outcome).observe(time.monotonic() - started)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+#: When a request's head came (:meth:`Gateway.admit`), until its time is observed (:meth:`GatewayMetrics.timed`).
+STARTED = web.RequestKey("started", float)
+#: ``speech_gateway_request_seconds``: from a WebSocket's connection made in milliseconds, and a REST answer of a short
+#: recording, to a wake from zero or a long upload decoded.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+
+
+def outcome(kind: failures.Kind) -> str:
+    """The ``outcome`` of a failure of ``kind``: its class (:attr:`~speech_recognizer.errors.Kind.alert`: ``capacity``,
+    ``fault``), else ``client`` (the client's doing, or normal operation), as the recognizer's ``speech_request_seconds``."""
+    return kind.alert or "client"
+
+
+def answered(status: int) -> str:
+    """The ``outcome`` of an answer known by its HTTP status (a recognizer's, relayed; a WebSocket's 101): ``ok`` below
+    400, else the class of the kind answered with that status (:func:`~speech_operator.gateway_failures.answered_with`:
+    503 busy, 500 internal, 4xx the client's), else ``capacity`` for a 429 (try later), ``fault`` for a 5xx and ``client``
+    for a 4xx."""
+    if status < 400:
+        return "ok"
+    if (kind := failures.answered_with(status)) is not None:
+        return outcome(kind)
+    return errors.CAPACITY if status == 429 else errors.FAULT if status >= 500 else "client"
 
 
 class _DirectoryCollector:
@@ -379,7 +416,7 @@ class Gateway:
             if _is_upgrade(request):
                 protocols = (USP_PROTOCOL,) if USP_PROTOCOL in offered_protocols(request) else ()
                 return await self._refused_ws(request, failure, "usp", None, protocols)
-            return self._refused_http(failure, "rest", None)
+            return self._refused_http(request, failure, "rest", None)
         if _is_upgrade(request):
             return await self.stream(request, "usp")
         if request.method != "POST":
@@ -406,7 +443,7 @@ class Gateway:
         client's request begins (a plain request: 400)."""
         failure = errors.unserved_service(contract.NOT_SERVED_PATHS[request.path])
         if not _is_upgrade(request):
-            return self._refused_http(failure, "usp", None)
+            return self._refused_http(request, failure, "usp", None)
         protocols = (USP_PROTOCOL,) if USP_PROTOCOL in offered_protocols(request) else ()
         return await self._refused_ws(request, failure, "usp", None, protocols)
 
@@ -423,22 +460,22 @@ class Gateway:
                                                 self.config.form_limits)
         except failures.Failure as exc:  # answered before the body is all in: the rest is dropped, then the close
             drop_the_rest(request)
-            return self._refused_http(exc, "openai", None, openai=True, closing=True)
+            return self._refused_http(request, exc, "openai", None, openai=True, closing=True)
         try:
             backend = self.directory.lookup(scanned.language or query_language,
                                             missing="add the form field language=<locale> (or ?language=<locale>)")
         except failures.Failure as exc:
             scanned.release()
-            return self._refused_http(exc, "openai", None, openai=True)
+            return self._refused_http(request, exc, "openai", None, openai=True)
         if (refused := self._head_refused(request, backend, "openai")) is not None:
             scanned.release()
             return refused
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, scanned.body(request), self.shutdown,
-                                        trusted=self.trusted, failed=self._failed("openai", backend))
+                                        trusted=self.trusted, failed=self._failed("openai", backend, request))
         except failures.Failure as failure:
-            return self._refused_http(failure, "openai", backend, openai=True)
+            return self._refused_http(request, failure, "openai", backend, openai=True)
         finally:
             scanned.release()
         return self._relayed(request, response, "openai", backend)
@@ -464,15 +501,15 @@ class Gateway:
         try:
             backend = self.directory.lookup(language_of(request))
         except UnknownLocale as exc:
-            return self._refused_http(exc, "rest", None)
+            return self._refused_http(request, exc, "rest", None)
         if (refused := self._head_refused(request, backend, "rest")) is not None:
             return refused
         try:
             backend = await self._woken_for(request, backend)
             response = await relay_http(request, backend, self.session, self.metrics.traffic, shutdown=self.shutdown,
-                                        trusted=self.trusted, failed=self._failed("rest", backend))
+                                        trusted=self.trusted, failed=self._failed("rest", backend, request))
         except failures.Failure as failure:
-            return self._refused_http(failure, "rest", backend)
+            return self._refused_http(request, failure, "rest", backend)
         return self._relayed(request, response, "rest", backend)
 
     def _head_refused(self, request: web.Request, backend: Backend, route: str,
@@ -484,15 +521,16 @@ class Gateway:
         if failure is None:
             return None
         drop_the_rest(request)
-        return self._refused_http(failure, route, backend, closing=True)
+        return self._refused_http(request, failure, route, backend, closing=True)
 
     def _relayed(self, request: web.Request, response: web.StreamResponse, route: str, backend: Backend) -> web.StreamResponse:
         """Count a relayed answer; a failure of the client's side once it had begun (its body refused, the
         client gone: the relay cut the connection) is reported too."""
         failure = client_failure(request)
         if failure is not None:
-            self._count(failure, route, backend)
+            self._count(failure, route, backend, request)
         self.metrics.requests.labels(route, backend.locale, str(response.status)).inc()
+        self.metrics.timed(request, route, answered(response.status))
         return response
 
     async def stream(self, request: web.Request, route: str) -> web.StreamResponse:
@@ -511,7 +549,8 @@ class Gateway:
                 if backend.ready_replicas > 0:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
                                                      self.config.max_message_bytes, trusted=self.trusted,
-                                                     failed=self._failed(route, backend))
+                                                     failed=self._failed(route, backend, request),
+                                                     connected=self._connected(request, route))
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
@@ -572,33 +611,43 @@ class Gateway:
         sent = await hold_websocket(client, waiting, request.transport)
         if sent is None:  # the client left while it waited: client_gone, as a REST request held and left (_woken_for)
             self._count(failures.Failure("the client left while its locale woke, before its stream was relayed",
-                                         failures.CLIENT_GONE), route, backend)
+                                         failures.CLIENT_GONE), route, backend, request)
             await client.close(code=1001)
             return client
         try:
             backend = await waiting
         except failures.Failure as failure:
-            self._count(failure, route, backend)
+            self._count(failure, route, backend, request)
             await refuse_accepted(client, failure, sent, usp=route == "usp", refusals=self.refusals)
             return client
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
-                             failed=self._failed(route, backend), usp=route == "usp", refusals=self.refusals)
+                             failed=self._failed(route, backend, request), connected=self._connected(request, route),
+                             usp=route == "usp", refusals=self.refusals)
         return client
 
-    def _count(self, failure: failures.Failure, route: str, backend: Backend | None) -> None:
-        """A failure of ``route``'s request for ``backend``: its log line (the kind's level) and
-        ``speech_gateway_failures_total{reason}``, once."""
+    def _count(self, failure: failures.Failure, route: str, backend: Backend | None, request: web.Request | None = None) -> None:
+        """A failure of ``route``'s ``request`` for ``backend``: its log line (the kind's level) and
+        ``speech_gateway_failures_total{reason}``, once; the request's time under the kind's class, unless it was
+        timed already (:meth:`GatewayMetrics.timed`)."""
         failures.report(failure, route, backend.locale if backend else None)
         self.metrics.failures.labels(failure.kind.name).inc()
+        if request is not None:
+            self.metrics.timed(request, route, outcome(failure.kind))
 
-    def _failed(self, route: str, backend: Backend) -> Failed:
-        """What a relay of ``route`` to ``backend`` calls with a failure of the gateway's own that ended it (:meth:`_count`)."""
-        return functools.partial(self._count, route=route, backend=backend)
+    def _failed(self, route: str, backend: Backend, request: web.Request) -> Failed:
+        """What a relay of ``route``'s ``request`` to ``backend`` calls with a failure of the gateway's own that ended it
+        (:meth:`_count`)."""
+        return functools.partial(self._count, route=route, backend=backend, request=request)
 
-    def _refused_http(self, failure: failures.Failure, route: str, backend: Backend | None,
+    def _connected(self, request: web.Request, route: str) -> Callable[[int], None]:
+        """What a relay of a WebSocket calls with the status the recognizer answered its upgrade with (101, or a
+        refusal's): the stream's time, from its head to there (:meth:`GatewayMetrics.timed`)."""
+        return lambda status: self.metrics.timed(request, route, answered(status))
+
+    def _refused_http(self, request: web.Request, failure: failures.Failure, route: str, backend: Backend | None,
                       openai: bool = False, closing: bool = False) -> web.Response:
         locale = backend.locale if backend else None
-        self._count(failure, route, backend)
+        self._count(failure, route, backend, request)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.http)).inc()
         response = failures.http_response(failure, openai=openai)
         if closing or failure.kind is failures.MALFORMED_REQUEST:  # its body was refused: the connection ends after this answer
@@ -613,7 +662,7 @@ class Gateway:
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
                           backend: Backend | None, protocols: tuple[str, ...], close_wait: float = 10.0) -> web.WebSocketResponse:
         locale = backend.locale if backend else None
-        self._count(failure, route, backend)
+        self._count(failure, route, backend, request)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
         return await refuse(request, failure, protocols, close_wait, usp=route == "usp", refusals=self.refusals)
 
@@ -632,6 +681,7 @@ class Gateway:
         answered, and so is a browser's CORS preflight with ``SPEECH_GATEWAY_CORS_ORIGINS`` (:mod:`speech_recognizer.cors`
         says why), anything else refused (503 / 1013, the 503 with the CORS headers of every answer); either way the
         connection is closed after this answer."""
+        request[STARTED] = time.monotonic()
         transport = request.transport
         guard = transport.get_protocol() if transport is not None else None
         if not isinstance(guard, HeadGuard) or not guard.over_cap:
@@ -649,7 +699,7 @@ class Gateway:
             protocols = (USP_PROTOCOL,) if route == "usp" and USP_PROTOCOL in offered_protocols(request) else ()
             return await self._refused_ws(request, failure, route, None, protocols, close_wait=0)
         drop_the_rest(request)
-        return self._refused_http(failure, route, None, openai=route == "openai", closing=True)
+        return self._refused_http(request, failure, route, None, openai=route == "openai", closing=True)
 
     # ---- the gateway's own routes ---------------------------------------------------------------
     async def ready(self, request: web.Request) -> web.Response:

@@ -513,9 +513,11 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
 
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
-                          trusted: tuple[Network, ...], failed: Failed) -> web.StreamResponse:
+                          trusted: tuple[Network, ...], failed: Failed,
+                          connected: Callable[[int], None] = _uncounted) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
-    gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time.
+    gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time; ``connected``
+    is called with the status the recognizer answered the upgrade with, once the client has it (101: accepted).
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
@@ -525,6 +527,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     try:
         upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted)
     except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
+        connected(refused.status)
         return refused.response()
     client = accepting(upstream.protocol, max_message_bytes)
     try:
@@ -532,6 +535,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
+    connected(101)
     await _relay(client, upstream, backend, traffic, progress, failed, request)
     return client
 
@@ -539,17 +543,18 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
                          trusted: tuple[Network, ...], failed: Failed, usp: bool = False,
-                         refusals: usp_refusal.Waiting) -> None:
+                         refusals: usp_refusal.Waiting, connected: Callable[[int], None] = _uncounted) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
     one INFO line: the recognizer's answer, not the gateway's failure (a recognizer that cannot be reached, or is lost,
     is ``failed``; one that cannot be reached is answered as the gateway refuses, :func:`refuse_accepted`, ``usp``: on
-    the Speech SDK's route)."""
+    the Speech SDK's route). ``connected``: as :func:`relay_websocket`'s, once the recognizer answered the upgrade."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols, trusted)
     except RefusedUpgrade as refused:
+        connected(refused.status)
         code, reason = refused.close_args(backend)
         log.info("the recognizer of %s refused a held stream's upgrade: HTTP %d; closed %d %s", backend.locale,
                  refused.status, code, reason.decode(errors="replace"))
@@ -559,6 +564,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         failed(failure)
         await refuse_accepted(client, failure, sent, usp=usp, refusals=refusals)
         return
+    connected(101)
     try:
         for msg in sent:
             await upstream.send_frame(msg.data, msg.type)

@@ -10,6 +10,7 @@ each stream or request one way; a real gateway in front of it relays; ``/metrics
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import Counter
@@ -93,12 +94,9 @@ class Rig:
                                "status": {"readyReplicas": ready}})
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def rig() -> AsyncIterator[Rig]:
-    app = web.Application()
-    app[RECEIVED] = asyncio.Event()
-    app.router.add_get("/vosk", _stream)
-    app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", _answer)
+@contextlib.asynccontextmanager
+async def rigged(app: web.Application) -> AsyncIterator[Rig]:
+    """A real gateway in front of the stand-in recognizer ``app``, :data:`AWAKE` routed to it with one ready pod."""
     async with serving(app, "127.0.0.1", 0, 1) as upstream:
         directory = Directory()
         directory.synced = True
@@ -107,6 +105,16 @@ async def rig() -> AsyncIterator[Rig]:
             rig = Rig(f"127.0.0.1:{port}", directory, upstream)
             rig.route(AWAKE, 1)
             yield rig
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def rig() -> AsyncIterator[Rig]:
+    app = web.Application()
+    app[RECEIVED] = asyncio.Event()
+    app.router.add_get("/vosk", _stream)
+    app.router.add_post("/speech/recognition/{mode}/cognitiveservices/v1", _answer)
+    async with rigged(app) as rig:
+        yield rig
 
 
 async def samples(session: aiohttp.ClientSession, rig: Rig, metric: str) -> Counter[tuple[tuple[str, str], ...]]:
