@@ -8,10 +8,14 @@ kind added there lands in its panel by its own line. Template variables: ``datas
 ``namespace`` and ``locale`` (the SpeechToTexts'; both multi-valued, "All" by default).
 
 The recognizers' requests, refusals, decoders and connections carry no ``locale`` label (a recognizer serves one
-locale): each is given its SpeechToText's locale by its ``namespace`` and ``service`` (the labels a ServiceMonitor
+locale): each pod's are given its own locale by its ``namespace``, ``service`` and ``pod`` (the labels a ServiceMonitor
 gives a target, the chart's ``serviceMonitor.enabled``) from ``speech_locale_loaded{locale}``, which each recognizer
-exports from its start (0 while its model loads): a SpeechToText appears once one of its pods is scraped. The gateway's panels are filtered by locale where its metric has one, not by namespace (the gateway runs
-in the operator's). The operator's panels read its own metrics (the chart's ``metrics.enabled``).
+exports from its start (0 while its model loads): a SpeechToText appears once one of its pods is scraped. By pod, not
+by Service: while a SpeechToText whose ``spec.locale`` changed rolls out, its Service has pods of either locale, and
+a join by Service would match two locales (Prometheus refuses it: many-to-many). A recognizer started with several
+locales (``Locale=ko-KR,en-US``, not the operator's: a SpeechToText's pods serve its one locale) has no one locale for
+those metrics: the panels that join it fail while it is scraped. The gateway's panels are filtered by locale where its
+metric has one, not by namespace (the gateway runs in the operator's). The operator's panels read its own metrics (the chart's ``metrics.enabled``).
 """
 
 from __future__ import annotations
@@ -35,18 +39,20 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 #: The selectors of the SpeechToTexts chosen (the template variables' regexes).
 WHERE = 'namespace=~"$namespace"'
-#: Each recognizer's SpeechToText and its locale, for the metrics of a recognizer that have no ``locale``.
-LOCALES = f'group by (namespace, service, locale) (speech_locale_loaded{{{WHERE}, locale=~"$locale"}})'
+#: Each recognizer pod's SpeechToText and its locale, for the metrics of a recognizer that have no ``locale``.
+LOCALES = f'group by (namespace, service, pod, locale) (speech_locale_loaded{{{WHERE}, locale=~"$locale"}})'
+#: What a recognizer's series and its locale are matched on: its pod (:data:`LOCALES`).
+ON = "on (namespace, service, pod) group_left (locale)"
 
 
 def of_locale(expr: str, by: str) -> str:
-    """``expr`` (series of recognizers, by ``namespace`` and ``service``) given their locale, summed by ``by``."""
-    return f"sum by ({by}) (\n  {expr}\n  * on (namespace, service) group_left (locale) {LOCALES}\n)"
+    """``expr`` (series of recognizers, by ``namespace``, ``service`` and ``pod``) given their locale, summed by ``by``."""
+    return f"sum by ({by}) (\n  {expr}\n  * {ON} {LOCALES}\n)"
 
 
 def per_locale_max(expr: str) -> str:
     """A per-pod ratio given its pod's locale: the most of each locale (its busiest pod)."""
-    return f"max by (locale) (\n  ({expr})\n  * on (namespace, service) group_left (locale) {LOCALES}\n)"
+    return f"max by (locale) (\n  ({expr})\n  * {ON} {LOCALES}\n)"
 
 
 def rate(selector: str) -> str:

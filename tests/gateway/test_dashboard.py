@@ -9,10 +9,12 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from harness.speech import read_wav
@@ -24,7 +26,7 @@ from tests.recognizer.test_gone_clients import wav_bytes
 from tests.recognizer.test_vosk_ws import closed_with
 from tests.support import scrape_metrics
 
-from .conftest import Recognizer, Stack
+from .conftest import OTHER_LOCALE, Recognizer, Stack, start_recognizer
 from .test_alerts import DOWN, RECOGNIZER_TARGET, REST, STARTING, refused_twice, watched  # noqa: F401 (the fixture)
 
 #: What this recognizer and gateway do not show, by ``panel title / legend`` (tests/prometheus.py dashboard_queries): those parse and are
@@ -124,3 +126,38 @@ def test_each_panel_of_the_recognizers_and_the_gateway_shows_series(watched: tup
     variables: dict[str, Any] = {v["name"]: v for v in dashboard.dashboard()["templating"]["list"]}
     assert prometheus.label_values(variables["namespace"]["query"]) == [RECOGNIZER_TARGET["namespace"]]
     assert prometheus.label_values(variables["locale"]["query"].replace("$namespace", ".*")) == ["ko-KR"]
+
+
+@pytest.fixture(scope="module")
+def rolling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Two pods of one SpeechToText's Service, one of each locale (its ``spec.locale`` changed, the rollout under
+    way: a ko-KR pod and a ja-JP one), scraped by Prometheus as a ServiceMonitor's targets."""
+    root = tmp_path_factory.mktemp("rolling")
+    old, new = start_recognizer(root, "ko-KR"), start_recognizer(root, OTHER_LOCALE)
+    prometheus = None
+    try:
+        old.wait_ready()
+        new.wait_ready()
+        pods = {"old": (old.port, {**RECOGNIZER_TARGET, "pod": "ko-kr-5d9c7-x2x4q"}),
+                "new": (new.port, {**RECOGNIZER_TARGET, "pod": "ko-kr-7f6b8-p9w2z"})}
+        prometheus = Prometheus(root / "prometheus", pods, groups=frozenset({"speech-recognizers"}))
+        prometheus.wait_until("both pods scraped", lambda: len(prometheus.query("speech_locale_loaded == 1")) == 2)
+        yield prometheus
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        old.kill()
+        new.kill()
+
+
+def test_a_service_with_pods_of_two_locales_is_shown_by_locale(rolling: Prometheus) -> None:
+    """Each recognizer's series gets its own pod's locale: a Service whose pods serve two locales (a SpeechToText whose
+    locale changed, rolling out) shows each. Before: the locale was joined by Service, and Prometheus refused every
+    such panel while the rollout ran (many-to-many matching)."""
+    joined = [q for q in dashboard_queries() if "group_left" in q[1]]
+    assert len(joined) > 5
+    for _, expr, _ in joined:  # each parses and runs (a refusal fails prometheus.query with Prometheus' error)
+        rolling.query(as_grafana_sends(expr, {"namespace": ".*", "locale": ".*"}))
+    [decoders] = [expr for name, expr, _ in joined if name == "Decoders in use / {{locale}} decoders"]
+    found = {r["metric"]["locale"] for r in rolling.query(as_grafana_sends(decoders, {"namespace": ".*", "locale": ".*"}))}
+    assert found == {"ko-KR", OTHER_LOCALE}, found
