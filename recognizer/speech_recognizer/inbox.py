@@ -57,8 +57,8 @@ class Inbox:
         self._receive = receive
         self.limit = limit
         self._audio_bytes = audio_bytes or (lambda message: len(message.get("bytes") or b""))
-        self._messages: deque[Message] = deque()
-        self._times: deque[float] = deque()  # when each of them was read from the socket (time.monotonic)
+        #: The messages read and not yet handled, each with when it was read from the socket (time.monotonic).
+        self._messages: deque[tuple[Message, float]] = deque()
         self._bytes = 0
         #: Whether the route waits for a message.
         self._asked = False
@@ -98,16 +98,13 @@ class Inbox:
                 if message.get("type") == "websocket.disconnect":
                     # Nobody is left to answer: what was read ahead is dropped, the route hears of it next.
                     self.dropped_bytes += self._bytes
-                    self.dropped_audio_bytes += sum(self._audio_bytes(m) for m in self._messages)
-                    self.dropped = list(self._messages)
+                    self.dropped = [m for m, _ in self._messages]
+                    self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
                     self._messages.clear()
-                    self._times.clear()
                     self._bytes = 0
-                    self._messages.append(message)
-                    self._times.append(time.monotonic())
+                    self._messages.append((message, time.monotonic()))
                     return
-                self._messages.append(message)
-                self._times.append(time.monotonic())
+                self._messages.append((message, time.monotonic()))
                 self._bytes += _size(message)
                 self._asked = False  # what was asked for has come: read on only ahead, within the limit
                 self._arrived.set()
@@ -127,8 +124,7 @@ class Inbox:
                 await self._arrived.wait()
             finally:
                 self._asked = False
-        message = self._messages.popleft()
-        self.arrived = self._times.popleft()
+        message, self.arrived = self._messages.popleft()
         self._bytes -= _size(message)
         self._more.set()
         return message
@@ -160,11 +156,10 @@ class Inbox:
 
     def take_arrived(self) -> list[Message]:
         """The messages read and not yet handled, without waiting for more (the route handles them itself)."""
-        messages = list(self._messages)
-        if self._times:
-            self.arrived = self._times[-1]
+        messages = [m for m, _ in self._messages]
+        if self._messages:
+            self.arrived = self._messages[-1][1]
         self._messages.clear()
-        self._times.clear()
         self._bytes = 0
         self._more.set()
         return messages
