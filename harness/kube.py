@@ -175,7 +175,7 @@ class Emulator(kmock.KubernetesEmulator):
     @property
     def failing(self) -> dict[tuple[str, str, str | None], tuple[int, str, str]]:
         """Objects the API server fails the operator's requests for (its User-Agent), reads included: ``(plural, name,
-        subresource)`` -> ``(code, reason, message)`` answered to each (a 5xx of an API server that cannot serve it, a
+        subresource)`` (name ``""``: a list) -> ``(code, reason, message)`` answered to each (a 5xx of an API server that cannot serve it, a
         403 of a rule that forbids it); other clients' (kopf's, the test's) are served."""
         return self.__dict__.setdefault("_failing", {})
 

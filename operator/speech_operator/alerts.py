@@ -194,15 +194,16 @@ def rule_groups() -> list[dict[str, Any]]:
                    RECONCILE_ERRORS_FOR,
                    "the speech-operator in {{ $labels.namespace }} keeps failing to reconcile SpeechToTexts: "
                    "{{ $labels.reason }}",
-                   f"Its reconciles of SpeechToTexts, or refreshes of their status, have failed within every "
-                   f"{RECONCILE_ERRORS_WINDOW[:-1]} minutes for {RECONCILE_ERRORS_FOR[:-1]} minutes "
+                   "Its reconciles of SpeechToTexts, refreshes of their status, or its autoscaler's looks at their "
+                   f"pods have failed within every {RECONCILE_ERRORS_WINDOW[:-1]} minutes for {RECONCILE_ERRORS_FOR[:-1]} minutes "
                    f"(speech_operator_reconcile_errors_total: failures lasting 5 minutes at least). One failure, or a "
                    "burst of them (an API server restarting, an etcd leader election), is tried again and alerts nobody; "
                    "these keep coming. ApiRefused: the operator's RBAC lacks a verb (an install older than the operator: "
                    "apply its ClusterRole); ApiUnavailable, ApiTimeout, ApiUnreachable: the API server fails, throttles "
                    "the operator, or cannot be reached from it (a NetworkPolicy, DNS); Internal: a bug, with its "
                    "traceback in the log. Meanwhile SpeechToTexts are not brought in line with their spec (scope "
-                   "reconcile) or their status is stale (scope status). A write the API server refuses "
+                   "reconcile), their status is stale (scope status), or their replicas do not follow the load and "
+                   "a locale at zero is not woken (scope autoscaler). A write the API server refuses "
                    f"({c.WRITE_REFUSED}) or a child's name taken ({c.NAME_CONFLICT}) is in the SpeechToText's status: "
                    "SpeechToTextDegraded says it. kubectl logs -n {{ $labels.namespace }} -l "
                    "app.kubernetes.io/name=speech-operator,app.kubernetes.io/component=operator"),

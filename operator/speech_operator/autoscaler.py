@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from speech_operator import api, builders, scaling
+from speech_operator import api, builders, metrics, scaling
 from speech_operator.conditions import is_ready
 from speech_operator.kube import KubeError, path
 from speech_operator.reconcile import Runtime, autoscaled, pods_of
@@ -168,7 +168,8 @@ class Autoscaler:
         """One look at ``namespace/name`` (``body``: kopf's latest copy of it): its pods' sessions and a
         decision; when the decision or what it saw changed, its status written (what it saw: the sessions,
         connections, ``lowerSince``) or a reconcile (which decides again on a fresh copy, under the lock: new replicas)
-        (:func:`speech_operator.reconcile.autoscaled`). A steady look costs the API server one list of pods."""
+        (:func:`speech_operator.reconcile.autoscaled`). A steady look costs the API server one list of pods. A look that
+        fails is counted (``speech_operator_reconcile_errors_total{scope="autoscaler"}``) and raised on."""
         try:
             stt = api.SpeechToText.model_validate(body)
         except ValueError:
@@ -178,7 +179,8 @@ class Autoscaler:
         if self.runtime.autoscalers.known(namespace, name):  # a foreign one holds the Deployment: nothing to decide
             return
         before = stt.status.autoscaling if stt.status else None
-        decided = await self.decide(stt, act=False)
+        with metrics.counted(metrics.AUTOSCALER):  # the look alone: what it leads to counts as a refresh or reconcile
+            decided = await self.decide(stt, act=False)
         if decided != before:
             await autoscaled(self.runtime, namespace, name, before, decided, self.decide)
 

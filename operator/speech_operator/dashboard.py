@@ -166,8 +166,8 @@ def speechtotext_panels() -> list[dict[str, Any]]:
               (f'max by (namespace, name, type, reason) (\n  speech_operator_speechtotext_condition{{{stt}, type="Ready", status="False"}}\n'
                f'  or speech_operator_speechtotext_condition{{{stt}, type="Degraded", status="True"}}\n)',
                "{{namespace}}/{{name}} {{type}}: {{reason}}")),
-        panel("Reconcile errors", "Reconciles of SpeechToTexts (reconcile) and refreshes of their status alone (status) "
-              "that failed per second, by reason (`speech_operator_reconcile_errors_total`): writes the API server "
+        panel("Reconcile errors", "Reconciles of SpeechToTexts (reconcile), refreshes of their status alone (status) "
+              "and the autoscaler's looks at their pods (autoscaler) that failed per second, by reason (`speech_operator_reconcile_errors_total`): writes the API server "
               "refused (WriteRefused) or children's names taken by others (NameConflict), both in the SpeechToText's "
               "status; an API server that refused a request (ApiRefused: RBAC), could not serve it (ApiUnavailable), did "
               "not answer in time (ApiTimeout) or could not be reached (ApiUnreachable): tried again; Internal: the "

@@ -354,9 +354,11 @@ async def status_changed(type: str, name: str, namespace: str | None, status: ko
 
 
 async def _status_removed(rt: Runtime, namespace: str, name: str, logger: kopf.Logger) -> bool:
-    """Whether the live SpeechToText has no status of the operator's (no ``observedGeneration``) though it wrote one."""
+    """Whether the live SpeechToText has no status of the operator's (no ``observedGeneration``) though it wrote one. A
+    read that fails leaves a removed status unwritten: counted as a status refresh's failure (``scope="status"``)."""
     try:
-        live = await rt.kube.get(stt_path(namespace, name))
+        with metrics.counted(metrics.STATUS):
+            live = await rt.kube.get(stt_path(namespace, name))
     except UNANSWERED as exc:
         logger.warning("reading %s/%s: %s: %s; its status is looked at again at its next change or event", namespace,
                        name, type(exc).__name__, exc)

@@ -50,17 +50,21 @@ IN_STATUS = (c.WRITE_REFUSED, c.NAME_CONFLICT)
 EARLY_ENDS = ("ApiRefused", "ApiUnavailable", "ApiTimeout", "ApiUnreachable", "Internal")
 #: Why a reconcile failed (``speech_operator_reconcile_errors_total{scope="reconcile", reason}``).
 RECONCILE_ERRORS = (*IN_STATUS, *EARLY_ENDS)
-#: What failed (its ``scope``): a whole reconcile (the children brought in line with the spec, then the status), or a
+#: What failed (its ``scope``): a whole reconcile (the children brought in line with the spec, then the status); a
 #: status made again alone (:func:`speech_operator.reconcile.refresh_status`: the re-check of pods not all ready, a
 #: change of the Deployment's status; the autoscaler's look that changes only what it saw; a change of the installed
-#: CRD), which leaves the children as they are and the status as last written. Only what ends it early fails a refresh.
-RECONCILE, STATUS = "reconcile", "status"
-SCOPES = {RECONCILE: RECONCILE_ERRORS, STATUS: EARLY_ENDS}
-#: Reconciles and status refreshes that failed, by scope and reason; one operator runs in a process (its
-#: :class:`Exporter` exports them).
-RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts (scope reconcile) and "
-                             "refreshes of their status alone (scope status) that failed, by reason: "
-                             f"{', '.join(RECONCILE_ERRORS)}", ["scope", "reason"], registry=None)
+#: CRD; the read that tells a status removed by someone else), which leaves the children as they are and the status as
+#: last written; or the autoscaler's look itself (its list of the pods), which leaves it blind: no decision, the
+#: replicas not following the load, a locale at zero not woken for a request the gateway holds. Only what ends it early
+#: fails a refresh or a look.
+RECONCILE, STATUS, AUTOSCALER = "reconcile", "status", "autoscaler"
+SCOPES = {RECONCILE: RECONCILE_ERRORS, STATUS: EARLY_ENDS, AUTOSCALER: EARLY_ENDS}
+#: Reconciles, status refreshes and autoscaler's looks that failed, by scope and reason; one operator runs in a process
+#: (its :class:`Exporter` exports them).
+RECONCILE_FAILURES = Counter("speech_operator_reconcile_errors", "Reconciles of SpeechToTexts (scope reconcile), "
+                             "refreshes of their status alone (scope status) and the autoscaler's looks at their pods "
+                             f"(scope autoscaler) that failed, by reason: {', '.join(RECONCILE_ERRORS)}",
+                             ["scope", "reason"], registry=None)
 # Each series from the start, at 0: a series born at its first failure has no earlier sample, so rate() and increase()
 # would not see a failure that happened once.
 for _scope, _reasons in SCOPES.items():
@@ -69,8 +73,8 @@ for _scope, _reasons in SCOPES.items():
 
 
 def reconcile_failed(reason: str | BaseException, scope: str = RECONCILE) -> None:
-    """Count a reconcile (or, ``scope`` status, a status refresh) that failed: a reason of :data:`SCOPES`, or the
-    exception that ended it."""
+    """Count a reconcile (or, by ``scope``, a status refresh or an autoscaler's look) that failed: a reason of
+    :data:`SCOPES`, or the exception that ended it."""
     if isinstance(reason, BaseException):
         if isinstance(reason, KubeError):
             reason = "ApiRefused" if reason.refused else "ApiUnavailable"

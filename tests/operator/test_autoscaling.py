@@ -497,6 +497,38 @@ async def test_a_looks_status_write_that_fails_is_counted(scaled: Scaled) -> Non
                    for k in sent), sent
 
 
+async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled) -> None:
+    """The autoscaler's list of the pods, which the API server cannot serve (503), is counted as a look's failure
+    (``scope="autoscaler"``, ApiUnavailable), once per look, nothing else counted: blind, it writes and decides nothing
+    (the sessions that changed meanwhile are not in the status); served again, the next look sees them, uncounted.
+    Before, each was a WARNING line alone."""
+    cluster = scaled.cluster
+    await scaled.settled()
+    before, since = reconcile_errors(), len(list(cluster.emulator))
+    cluster.emulator.failing[("pods", "", None)] = (503, "ServiceUnavailable", "etcdserver: leader changed")
+    scaled.script.loads["en-us-0"] = (1, 0.0)
+
+    def counted() -> dict[tuple[str, str], float]:
+        return {key: n - before.get(key, 0) for key, n in reconcile_errors().items() if n != before.get(key, 0)}
+
+    async def blind() -> bool:
+        return counted().get(("autoscaler", "ApiUnavailable"), 0) >= 3  # a look every 0.2 s here
+    await cluster.eventually(blind, PATIENCE)
+    assert ((await scaled.status()).get("autoscaling") or {}).get("sessions") != 1
+    sent = operator_requests(cluster, since)
+    assert set(counted()) == {("autoscaler", "ApiUnavailable")}, counted()
+    assert counted()[("autoscaler", "ApiUnavailable")] <= sent.get("GET pods", 0), sent
+    assert not any(k.startswith(("PATCH", "GET speechtotexts")) for k in sent), sent
+    del cluster.emulator.failing[("pods", "", None)]
+
+    async def seen() -> bool:
+        return ((await scaled.status()).get("autoscaling") or {}).get("sessions") == 1
+    await cluster.eventually(seen, PATIENCE)
+    failed = counted()
+    await asyncio.sleep(1)  # five looks more, served
+    assert counted() == failed and set(failed) == {("autoscaler", "ApiUnavailable")}, counted()
+
+
 #: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).
 HPA = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": NAMESPACE},
        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "en-us"}, "maxReplicas": 5}}

@@ -283,11 +283,9 @@ FORBIDDEN = ('speechtotexts.speech-operator.io "en-us" is forbidden: User "syste
              'speech-operator" cannot get resource "speechtotexts" in API group "speech-operator.io" in the namespace "speech"')
 
 
-async def test_failed_status_refreshes_are_counted_by_their_reason(cluster: Cluster) -> None:
-    """The status-only paths count their failures as a reconcile does, with ``scope="status"``: a status refresh after
-    a change of the Deployment's status whose write the API server cannot serve (503: ApiUnavailable), then the read of
-    the SpeechToText after a change of the installed CRD that RBAC forbids (403: ApiRefused). One failure each, no
-    reconcile counted (nothing else ran). Before, each was a WARNING line alone: the counter counted reconcile() only."""
+async def ready_and_quiet(cluster: Cluster) -> Callable[[dict[tuple[str, str], float]], Awaitable[None]]:
+    """en-us made, its Deployment's pod ready, the SpeechToText Ready and nothing under way; then what waits until the
+    failures counted since (by scope and reason) are those expected, and half a second later still are."""
     await cluster.api.create(cluster.stt_url(), stt("en-us", "en-US"))
     await ready_deployment(cluster, "en-us")
 
@@ -306,7 +304,15 @@ async def test_failed_status_refreshes_are_counted_by_their_reason(cluster: Clus
         await cluster.eventually(reached, timeout=30)
         await asyncio.sleep(0.5)  # nothing more (a re-check every 0.2 s here: none while the status says Ready)
         assert counted() == expected, counted()
+    return count
 
+
+async def test_failed_status_refreshes_are_counted_by_their_reason(cluster: Cluster) -> None:
+    """The status-only paths count their failures as a reconcile does, with ``scope="status"``: a status refresh after
+    a change of the Deployment's status whose write the API server cannot serve (503: ApiUnavailable), then the read of
+    the SpeechToText after a change of the installed CRD that RBAC forbids (403: ApiRefused). One failure each, no
+    reconcile counted (nothing else ran). Before, each was a WARNING line alone: the counter counted reconcile() only."""
+    count = await ready_and_quiet(cluster)
     cluster.emulator.failing[("speechtotexts", "en-us", "status")] = (503, "ServiceUnavailable", UNAVAILABLE)
     dep = await deployment(cluster, "en-us") or {}
     await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
@@ -319,6 +325,19 @@ async def test_failed_status_refreshes_are_counted_by_their_reason(cluster: Clus
     reads = len(cluster.sent("GET", "speechtotexts", "en-us"))
     await cluster.api.create(crd_watch.URL, older())  # an older CRD applied over none: each SpeechToText's status again
     await count({("status", "ApiUnavailable"): 1, ("status", "ApiRefused"): 1})
+    assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads + 1
+
+
+async def test_a_failed_read_of_a_status_removed_by_someone_else_is_counted(cluster: Cluster) -> None:
+    """Someone removes the SpeechToText's status (``status: null``); the read of the live object that tells it from the
+    late event of a creation (handlers._status_removed) is answered 503: counted as a status refresh's failure
+    (``scope="status"``, ApiUnavailable), once, no reconcile counted: the status stays removed until its next change or
+    event. Before, a WARNING line alone."""
+    count = await ready_and_quiet(cluster)
+    reads = len(cluster.sent("GET", "speechtotexts", "en-us"))
+    cluster.emulator.failing[("speechtotexts", "en-us", None)] = (503, "ServiceUnavailable", UNAVAILABLE)
+    await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": None})
+    await count({("status", "ApiUnavailable"): 1})
     assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads + 1
 
 
