@@ -9,7 +9,8 @@ idle, ...); this module answers it, the same way on every route:
   cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a character);
 - Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
   reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
-  ``Error`` become those error codes; the message is in its error details);
+  ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
+  which knows no ``ServiceUnavailable``, is told that by a close alone (:func:`usp_status`);
 - OpenAI-compatible route: :func:`openai_response` — the same status and ``Retry-After`` in the error
   shape OpenAI's clients read (``{"error": {"message", "type", "param", "code"}}``);
 - :func:`observe` — ``speech_requests_total{status}`` and ``speech_refused_total{reason}``, and
@@ -74,6 +75,15 @@ class Kind:
     alert: str | None = None
 
 
+#: The close the SDK for JavaScript reports at once as ``ConnectionFailure`` with its reason ("<reason> websocket error
+#: code: 4000", ``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler: it reports a close's reason only after
+#: 1002, 1003, 1007 and 4000, and 4000, a private code, says nothing else), the error its apps connect again after.
+#: It alone answers that SDK where a turn would fail ``ServiceUnavailable`` (a drain, a model that cannot be loaded, a
+#: gateway with no recognizer for it: the service, not the request, at fault for now): that SDK knows no such status
+#: and reports it as an internal error (``NoError``, in its own words, the reason dropped). The Python SDK is told the
+#: turn (:func:`usp_status`).
+CONNECTION_FAILURE_CLOSE = 4000
+
 # ---- the policy: one line per kind ------------------------------------------------------------------
 # A bad request closed with 1007 is answered on the Speech SDK route by the close alone, as Azure answers it: both SDKs
 # report a close 1007 at once as a bad request with its reason, but the JavaScript SDK reads a speech.phrase
@@ -105,8 +115,8 @@ NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO,
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 # Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request
 # begins (usp/refusal.py), then the close. Both SDKs cancel at once: the Python SDK shows the status as its error code
-# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests and, knowing no ServiceUnavailable,
-# reports that as an internal error (error code NoError).
+# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests. ServiceUnavailable, which it knows
+# not, it is told by a close alone (CONNECTION_FAILURE_CLOSE: ConnectionFailure with the reason).
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", DEBUG, 1,
                             doc="the server keeps MaxConnections WebSocket connections, or Http:MaxConnections HTTP connections none of "
@@ -252,10 +262,23 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
 
 
-def close_args(failure: Failure, *, usp: bool = False) -> tuple[int, str]:
-    """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route)."""
+def usp_status(kind: Kind, *, javascript: bool = False) -> str | None:
+    """The ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn with a failure of ``kind``; None
+    when the close alone answers (``javascript``: the client is the SDK for JavaScript)."""
+    return None if javascript and kind.usp == "ServiceUnavailable" else kind.usp
+
+
+def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False) -> tuple[int, str]:
+    """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route;
+    ``javascript``: to the SDK for JavaScript, :data:`CONNECTION_FAILURE_CLOSE` for ``ServiceUnavailable``)."""
     kind = failure.kind
-    return (kind.usp_close or kind.close) if usp else kind.close, close_reason(failure.message)
+    if not usp:
+        code = kind.close
+    elif kind.usp and usp_status(kind, javascript=javascript) is None:
+        code = CONNECTION_FAILURE_CLOSE
+    else:
+        code = kind.usp_close or kind.close
+    return code, close_reason(failure.message)
 
 
 def usp_phrase(failure: Failure) -> dict[str, Any]:

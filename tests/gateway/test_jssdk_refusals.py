@@ -1,9 +1,12 @@
 """What a Speech SDK app sees when the gateway refuses its connection after taking the upgrade: at its connection cap
 (``SPEECH_GATEWAY_MAX_CONNECTIONS``) or its cap on requests held (``SPEECH_GATEWAY_MAX_HELD``), for a locale it
 cannot serve (scaled to 0 with nothing to wake it, a recognizer that does not answer, one that did not wake within
-the hold), for a language no SpeechToText serves and for a recognition path of no mode. The gateway answers as a recognizer answers its own refusals
+the hold), for a language no SpeechToText serves and for a recognition path of no mode, and when it stops while it
+holds one for a locale that wakes. The gateway answers as a recognizer answers its own refusals
 (speech_recognizer/usp/refusal.py; tests/jssdk/test_refusals.py): once the request begins, a turn that fails with the
-kind's status, then the close.
+kind's status, then the close; a refusal that turn would end ``ServiceUnavailable`` (the service, not the request, at
+fault for now) is told the JavaScript SDK, which knows no such status, by the close alone: 4000, its
+``ConnectionFailure`` with the reason.
 
 Before, the gateway closed 1013 (at the cap at once, else once the request began) and the JavaScript SDK failed with
 ``RuntimeError``, "websocket send error: Websocket not ready" and a stack trace, or connected again and waited until its
@@ -18,6 +21,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,13 @@ from harness.usp import client_text_frame
 from speech_operator.gateway import GATEWAY, GatewayConfig
 from speech_recognizer.usp.frames import parse_text
 from speech_recognizer.usp.refusal import MAX_WAITING
-from tests.jssdk.test_refusals import INTERNAL_ERROR, TOO_MANY_REQUESTS, canceled_at_once
+from tests.jssdk.node import recognize, scenario
+from tests.jssdk.test_refusals import TOO_MANY_REQUESTS, canceled_at_once, closed_4000
 from tests.usp.sdk import config, once
 
 from ..support import scrape_metrics
 from .conftest import Stack, speech_to_text
+from .test_shutdown import HELD_SHUTDOWN_SECONDS, STOPPED_WHILE_WAKING, asleep_stack, held
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
 #: Seconds within which a refusal must reach a Python SDK app.
@@ -121,14 +127,16 @@ UNSERVED = [("de-DE", "backend_unavailable", "is scaled to 0 replicas and nothin
 def test_a_locale_the_gateway_cannot_serve_cancels_at_once(
     jssdk: str, tmp_path: Path, speech_wav: Path, mode: str, language: str, reason: str, words: str
 ) -> None:
-    """The turn ends ``ServiceUnavailable`` with the reason: the Python SDK's ``ServiceUnavailable`` with it, the
-    JavaScript SDK's words for an internal error (it knows no ``ServiceUnavailable``: tests/jssdk/test_refusals.py),
+    """The turn ends ``ServiceUnavailable`` with the reason: the Python SDK's ``ServiceUnavailable`` with it; the
+    JavaScript SDK, which knows no such status, is told by a close 4000 alone: ``ConnectionFailure`` with the reason,
     at once (after the hold, for a locale that did not wake), asked once. (The Python SDK asks again a few times
-    before it reports it, as it does a recognizer's refusal: each time held again.) Before: "Websocket not ready" and a
-    stack trace, or a connection again and a hang (JavaScript); ``ServiceError`` "... Error code: 1013" (Python)."""
+    before it reports it, as it does a recognizer's refusal: each time held again.) Before, the JavaScript SDK got
+    the turn too: ``NoError`` and its words for an internal error, the reason dropped; before that, "Websocket not
+    ready" and a stack trace, or a connection again and a hang; ``ServiceError`` "... Error code: 1013" (Python)."""
     with gateway(tmp_path, hold_seconds=HOLD_SECONDS) as stack:
         event = canceled_at_once(jssdk, stack.ws, speech_wav, mode, language=language)
-        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert (event["cancelReason"], event["errorCode"]) == closed_4000("")[:2], event
+        assert words in event["errorDetails"] and event["errorDetails"].endswith(" websocket error code: 4000"), event
         assert failures(stack, reason) == 1, "the SDK connected again"
         details = python_sdk(stack.ws, speech_wav, AT_ONCE + 6 * HOLD_SECONDS, language=language)
         assert details.code == speechsdk.CancellationErrorCode.ServiceUnavailable, details
@@ -190,3 +198,27 @@ def test_each_gateway_has_its_own_places_for_refusals_that_wait_for_their_reques
         for ws in idle:
             with pytest.raises(TimeoutError):
                 ws.recv(timeout=0)  # still read for their request
+
+
+def test_held_for_a_wake_when_the_gateway_stops_the_app_is_canceled_with_connection_failure_and_the_reason(
+    jssdk: str, tmp_path: Path, speech_wav: Path
+) -> None:
+    """A JavaScript SDK app's recognition held while its locale wakes, when the gateway stops (a rolling update of the
+    gateway): canceled at once with ``ConnectionFailure`` and the gateway's reason (a close 4000 alone), which says to
+    try again: the next connection reaches another gateway pod. The Python SDK is told, as before, by a turn that ends
+    ``ServiceUnavailable`` and a close 1013 (the raw protocol's: test_shutdown.py). Before, the JavaScript SDK got that
+    turn too: ``NoError`` and its words for an internal error, the reason dropped."""
+    stack = asleep_stack(tmp_path / "gateway", HELD_SHUTDOWN_SECONDS)
+    with ThreadPoolExecutor(1) as pool:
+        app = pool.submit(recognize, jssdk, scenario(stack.ws, speech_wav, mode="once", language="ja-JP", timeoutMs=20000))
+        held(stack, 1)
+        # the SDK's first messages (speech.config, speech.context, the audio's header), sent as soon as its socket opens,
+        # reach the gateway: a stop before them is answered at once from what it has, without the request (usp.refusal)
+        time.sleep(1)
+        stopping = time.monotonic()
+        stack.stop()
+        out = app.result(timeout=30)
+        took = time.monotonic() - stopping
+    stack.join()
+    assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [closed_4000(STOPPED_WHILE_WAKING)], out
+    assert took < AT_ONCE, f"canceled {took:.1f} s after the stop began"

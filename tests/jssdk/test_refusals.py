@@ -14,6 +14,10 @@ The refusals a recognition WebSocket can meet, and where each is pinned:
   in the SDK's words, test_jssdk.py::test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_own_words),
   a model that cannot be loaded (below).
 
+A drain and a model that cannot be loaded are the service's, for now, not the request's: the Python SDK is told by a
+turn that fails ``ServiceUnavailable`` with the reason; the JavaScript SDK, which knows no such status, by a close 4000
+alone, which it reports at once as ``ConnectionFailure`` with the reason (errors.py, ``CONNECTION_FAILURE_CLOSE``).
+
 Before, ``MaxConnections`` and a drain closed the connection with 1013 as soon as it was accepted: the SDK, still
 sending its first messages, canceled with ``RuntimeError`` and "websocket send error: Websocket not ready <ids> Error"
 and its stack (``WebsocketMessageAdapter.sendRawMessage``) as the error details, or, in some runs, rejected
@@ -28,14 +32,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import azure.cognitiveservices.speech as speechsdk
 import pytest
 from websockets.sync.client import connect as sync_connect
 
+from speech_recognizer import drain
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 
 from ..conftest import make_settings
 from ..support import ServerThread, scrape_metrics
+from ..usp.sdk import config, once
 from .node import recognize, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -43,8 +50,19 @@ ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
 AT_ONCE = 5
 #: The JavaScript SDK's words for ``TooManyRequests`` (``EnumTranslation.implTranslateErrorDetails``).
 TOO_MANY_REQUESTS = "The number of parallel requests exceeded the number of allowed concurrent transcriptions."
-#: Its words for a status it has no error code for (``implTranslateErrorDetails``' default), with ``NoError``.
-INTERNAL_ERROR = "The speech service encountered an internal error and could not continue."
+def closed_4000(reason: str) -> tuple[str, str, str]:
+    """``(cancelReason, errorCode, errorDetails)`` of the JavaScript SDK's cancel after a close 4000 with ``reason``
+    (``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler)."""
+    return "Error", "ConnectionFailure", f"{reason} websocket error code: 4000"
+
+
+def python_sdk_unavailable(url: str, wav: Path, words: str, **cfg: Any) -> None:
+    """A Python Speech SDK app's recognize-once at ``url`` is canceled ``ServiceUnavailable`` with ``words`` in its
+    details (it connects again a few times first)."""
+    result = once(config(url, **cfg), wav)
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    details = result.cancellation_details
+    assert details.code == speechsdk.CancellationErrorCode.ServiceUnavailable and words in details.error_details, details
 
 
 def canceled_at_once(jssdk: str, ws: str, wav: Path, mode: str, **more: Any) -> dict[str, Any]:
@@ -88,30 +106,33 @@ def test_at_max_connections_the_app_is_canceled_with_too_many_requests(
 
 
 @pytest.mark.parametrize("mode", ["once", "continuous"])
-def test_while_draining_the_app_is_canceled_at_once_as_the_sdk_words_service_unavailable(
+def test_while_draining_the_app_is_canceled_at_once_with_connection_failure_and_the_reason(
     jssdk: str, registry: ModelRegistry, tmp_path: Path, speech_wav: Path, mode: str
 ) -> None:
-    """A server draining (shutting down) refuses a new recognition: canceled at once. The turn ends
-    ``ServiceUnavailable`` with the reason, which the Python SDK reports as its ``ServiceUnavailable`` with the reason
-    (tests/recognizer/test_drain.py); the JavaScript SDK knows no such status (its ``RecognitionStatus`` has none):
-    ``EnumTranslation`` makes it error code ``NoError`` with its words for an internal error. No server answer gets
-    more to it: a close's reason only after 1002, 1003, 1007 and 4000, each of which says something else. Before:
+    """A server draining (shutting down, as each pod of a rolling update does) refuses a new recognition: canceled at
+    once, asked once, with ``ConnectionFailure`` and the server's reason (a close 4000 alone), which says to connect
+    again: the Service sends the next connection to another pod. The Python SDK is told by a turn that fails
+    ``ServiceUnavailable`` with the reason (unchanged; tests/recognizer/test_drain.py too). Before, the JavaScript SDK
+    got that turn too, which it knows no status for: error code ``NoError`` and its words for an internal error ("The
+    speech service encountered an internal error and could not continue."), the reason dropped; before that,
     ``RuntimeError``, "websocket send error: Websocket not ready" and a stack."""
     app = create_app(make_settings(tmp_path), registry)
     with ServerThread(app) as srv:
         app.state.drain.begin()
         event = canceled_at_once(jssdk, srv.ws, speech_wav, mode)
-        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == closed_4000(drain.REASON), event
         assert refusals(srv, "draining") == 1, "the SDK connected again"
+        python_sdk_unavailable(srv.ws, speech_wav, drain.REASON)
 
 
 @pytest.mark.parametrize("mode", ["once", "continuous"])
-def test_a_model_that_cannot_be_loaded_cancels_at_once_as_the_sdk_words_service_unavailable(
+def test_a_model_that_cannot_be_loaded_cancels_at_once_with_connection_failure_and_the_reason(
     jssdk: str, tmp_path: Path, speech_wav: Path, mode: str
 ) -> None:
-    """A locale whose model folder Vosk cannot load (here a ``final.mdl`` that is no model): the turn ends
-    ``ServiceUnavailable`` naming the model and Vosk's error (the Python SDK shows it), then a close 1013; the
-    JavaScript SDK, as for a drain, says ``NoError`` and its words for an internal error, at once. (Unchanged: pinned.)"""
+    """A locale whose model folder Vosk cannot load (here a ``final.mdl`` that is no model): for the JavaScript SDK, a
+    close 4000 alone naming the model, which it reports at once, asked once, as ``ConnectionFailure`` with that reason;
+    for the Python SDK, as before, a turn that ends ``ServiceUnavailable`` naming it, then a close 1013. Before, the
+    JavaScript SDK got that turn too: ``NoError`` and its words for an internal error, the reason dropped."""
     models = tmp_path / "models"
     (models / "fr-FR" / "conf").mkdir(parents=True)
     (models / "fr-FR" / "conf" / "model.conf").write_text("--min-active=200\n")
@@ -120,8 +141,10 @@ def test_a_model_that_cannot_be_loaded_cancels_at_once_as_the_sdk_words_service_
     app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, ("fr-FR",)))
     with ServerThread(app) as srv:
         event = canceled_at_once(jssdk, srv.ws, speech_wav, mode, language="fr-FR")
-        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "NoError", INTERNAL_ERROR), event
+        assert (event["cancelReason"], event["errorCode"]) == closed_4000("")[:2], event
+        assert event["errorDetails"].endswith(" websocket error code: 4000") and "fr-FR" in event["errorDetails"], event
         assert refusals(srv, "model_unavailable") == 1, "the SDK connected again"
+        python_sdk_unavailable(srv.ws, speech_wav, "fr-FR", language="fr-FR")
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])

@@ -48,6 +48,8 @@ def markdown_table() -> str:
         retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
         if k.usp:
             sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
+            if errors.usp_status(k, javascript=True) is None:
+                sdk += f" (the JavaScript SDK: close {errors.CONNECTION_FAILURE_CLOSE} alone, its `ConnectionFailure` with the reason)"
         elif k.usp_close:
             sdk = f"close {k.usp_close} " + ("(`BadRequest`)" if k.usp_close == 1007 else "(it connects again at its next recognition)")
         else:

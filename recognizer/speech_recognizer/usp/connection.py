@@ -32,12 +32,12 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase
+from ..errors import CLIENT_GONE, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase, usp_status
 from ..inbox import Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
-from .frames import FrameError, Message, RequestIds, parse_binary, parse_text, text_frame
+from .frames import FrameError, Message, RequestIds, from_javascript_sdk, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
 from .resume import PARKING, RESENT, RESENT_PATHS, Parked, Sent
 
@@ -535,6 +535,8 @@ class Connection:
         self.audio_format = DEFAULT_FORMAT
         #: Whether the client takes offsets as times of its stream, not of the turn (:func:`.options.stream_offsets`).
         self.stream_offsets = False
+        #: Whether the client is the SDK for JavaScript, told a failure it knows no status for by the close alone.
+        self.javascript = False
         self.turn: Turn | None = None
         self.ids = RequestIds()
         #: Stream time (s) up to which phrases were reported; later continuation turns never repeat them.
@@ -615,9 +617,9 @@ class Connection:
         with suppress(Exception):  # the client may be gone already
             if self.turn is not None:
                 await self.turn.before_failure()
-                if failure.kind.usp:
+                if usp_status(failure.kind, javascript=self.javascript):
                     await self.turn.fail(failure)
-            await self.socket.close(*close_args(failure, usp=True))
+            await self.socket.close(*close_args(failure, usp=True, javascript=self.javascript))
 
     async def _park(self, turn: Turn) -> bool:
         """The connection was cut (no close frame) after the turn's end of audio (received, or read ahead and dropped
@@ -660,6 +662,7 @@ class Connection:
             self.config = frame.json()
             self.audio_format = audio_format(self.config)
             self.stream_offsets = stream_offsets(self.config)
+            self.javascript = from_javascript_sdk(self.config)
             return
         request_id = frame.request_id
         if not request_id:

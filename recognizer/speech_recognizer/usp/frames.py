@@ -123,6 +123,14 @@ def parse_binary(data: bytes) -> Message:
     return Message(_require_path(headers), headers, payload, binary=True)
 
 
+def from_javascript_sdk(config: Mapping[str, Any]) -> bool:
+    """Whether a ``speech.config`` body comes from the SDK for JavaScript (``context.system.lang``), which is told a
+    refusal it knows no status for by a close (:func:`~speech_recognizer.errors.usp_status`)."""
+    context = config.get("context")
+    system = context.get("system") if isinstance(context, Mapping) else None
+    return isinstance(system, Mapping) and system.get("lang") == "JavaScript"
+
+
 def timestamp(now: datetime | None = None) -> str:
     """An ``X-Timestamp`` value: UTC ISO 8601 with milliseconds and ``Z``."""
     now = now or datetime.now(UTC)

@@ -10,6 +10,9 @@ the reason was meant. Why a turn: that SDK words a close's reason only for 1002,
 (``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler); after any other close it connects again and, with a
 stream that has ended, waits for ever. A ``speech.phrase`` whose ``RecognitionStatus`` it knows cancels it at once;
 the Python SDK reports the same phrase with its ``Message``. The close then carries the code and the reason as before.
+A refusal whose status the SDK for JavaScript knows not (``ServiceUnavailable``: a drain, a model that cannot be
+loaded) it is told by the close alone, once its request began (its ``speech.config`` names it): a close 4000, which
+it reports at once as ``ConnectionFailure`` with the reason (:func:`~speech_recognizer.errors.usp_status`).
 
 A connection that sends nothing is held until :data:`REQUEST_WAIT_SECONDS` pass: at most :data:`MAX_WAITING` are held
 so at once by one server (its :class:`Waiting`), and past them a refused connection is answered at once from what it
@@ -28,11 +31,12 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
-from ..errors import Failure, close_args, usp_phrase
-from .frames import FrameError, parse_binary, parse_text, text_frame
+from ..errors import Failure, close_args, usp_phrase, usp_status
+from .frames import FrameError, from_javascript_sdk, parse_binary, parse_text, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -52,6 +56,16 @@ REQUEST_WAIT_SECONDS = 5.0
 MAX_WAITING = 64
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a refused client's first messages tell of it."""
+
+    #: The ``X-RequestId`` of the message that began its request ("" when it has none, or none began in time).
+    id: str
+    #: Whether its ``speech.config`` says it is the SDK for JavaScript (:func:`.frames.from_javascript_sdk`).
+    javascript: bool = False
+
+
 class Waiting:
     """The refusals one server answers now (:func:`answer`), and how many of them are read for their request
     (:data:`MAX_WAITING` at most): each server owns one, on its own event loop (two servers in one process, as the
@@ -68,10 +82,10 @@ class Waiting:
         #: The budgets of those being read, which :meth:`end` brings to now.
         self._budgets: set[asyncio.Timeout] = set()
 
-    async def until_request(self, read: Read, budget: float = REQUEST_WAIT_SECONDS) -> str | None:
+    async def until_request(self, read: Read, budget: float = REQUEST_WAIT_SECONDS) -> Request | None:
         """Read the client's messages until one begins its request (:func:`request_of`), or ``budget`` seconds have
-        passed, or the server stops (:meth:`end`): that request's ``X-RequestId`` ("" when it has none, on time out or
-        at the stop); None when the client left first. When :attr:`limit` are read so already, or the server stopped,
+        passed, or the server stops (:meth:`end`): that request (its id "" when it has none, on time out or at the
+        stop); None when the client left first. When :attr:`limit` are read so already, or the server stopped,
         only what the client sent already is read (no wait)."""
         if self.ended or self.reading >= self.limit:
             return await _read_request(read, asyncio.timeout(0))
@@ -115,23 +129,36 @@ def request_of(message: str | bytes) -> str | None:
     return (frame.request_id or "") if frame.path.lower() in contract.USP_REQUEST_PATHS else None
 
 
-async def _read_request(read: Read, timeout: asyncio.Timeout) -> str | None:
+def _javascript(message: str | bytes) -> bool:
+    """Whether ``message`` is a ``speech.config`` of the SDK for JavaScript."""
+    if isinstance(message, bytes):
+        return False
+    try:
+        frame = parse_text(message)
+        return frame.path.lower() == "speech.config" and from_javascript_sdk(frame.json())
+    except FrameError:
+        return False
+
+
+async def _read_request(read: Read, timeout: asyncio.Timeout) -> Request | None:
     """:meth:`Waiting.until_request`'s reading, within ``timeout`` (not entered yet)."""
+    javascript = False
     try:
         async with timeout:
             while (message := await read()) is not None:
                 if (request_id := request_of(message)) is not None:
-                    return request_id
+                    return Request(request_id, javascript)
+                javascript = javascript or _javascript(message)
             return None
     except TimeoutError:
-        return ""
+        return Request("", javascript)
 
 
-def failed_turn(failure: Failure, request_id: str) -> list[str]:
+def failed_turn(failure: Failure, request_id: str, javascript: bool = False) -> list[str]:
     """The text messages of a turn that ends with the failure's ``speech.phrase`` under ``request_id`` (``turn.start``,
-    ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none when its kind has no ``usp``
-    status (the close alone answers) or the request no id."""
-    if not (failure.kind.usp and request_id):
+    ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none when the close alone answers
+    (:func:`~speech_recognizer.errors.usp_status`; ``javascript``: to the SDK for JavaScript) or the request has no id."""
+    if not (usp_status(failure.kind, javascript=javascript) and request_id):
         return []
     turn: tuple[tuple[str, dict[str, Any]], ...] = (
         ("turn.start", {"context": {"serviceTag": uuid.uuid4().hex}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
@@ -144,12 +171,12 @@ async def answer(read: Read, send_text: SendText, close: Close, failure: Failure
     the server stops), the failed turn (:func:`failed_turn`), then the close with the kind's code on the Speech SDK's route and the reason
     (:func:`~speech_recognizer.errors.close_args`). Nothing when the client left first."""
     with waiting.answer():
-        request_id = await waiting.until_request(read)
-        if request_id is None:
+        request = await waiting.until_request(read)
+        if request is None:
             return
-        for text in failed_turn(failure, request_id):
+        for text in failed_turn(failure, request.id, request.javascript):
             await send_text(text)
-        await close(*close_args(failure, usp=True))
+        await close(*close_args(failure, usp=True, javascript=request.javascript))
 
 
 async def refuse(receive: Receive, send: Send, failure: Failure, waiting: Waiting) -> None:
