@@ -106,6 +106,9 @@ MALFORMED_REQUEST = Kind("malformed_request", 400, 1002, "BadRequest", INFO,
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
 AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey, or its key header (or the URL) came with different keys")
 IDLE = Kind("idle_timeout", 408, 1008, None, INFO, doc="no audio for AudioIdleSeconds: the decoder is given back", usp_close=1007)
+CONTINUATION_LOST = Kind("continuation_lost", 410, 1008, None, INFO, usp_close=CONNECTION_FAILURE_CLOSE,
+                         doc="a Speech SDK for JavaScript continuation of a turn cut after its end of audio, which another "
+                             "server had (its token says no audio will come): the phrases after the cut are lost")
 CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
                        doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
@@ -136,6 +139,7 @@ _HTTP_CODES = {
     403: "Forbidden",
     404: "NotFound",
     408: "RequestTimeout",
+    410: "Gone",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     426: "UpgradeRequired",

@@ -9,7 +9,8 @@ from a ``X-Continuation-Audio-Streams-1-Offset`` header (turn time), and after a
 back as ``continuation.audio.streams.1.offset`` and replays its audio from the end of the last phrase, as long as
 it is still sending audio: cut after its end of audio, it replays nothing and waits for the server to end the turn.
 These tests pin the cases where that shows: one recognition, a connection cut mid-stream, and one cut after the end
-of audio. The cuts are made by tests/usp/test_idle_proxy.py's loopback relays; nothing is mocked.
+of audio, answered by the server that had the cut turn or by one that has it not. The cuts are made by
+tests/usp/test_idle_proxy.py's loopback relays.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import pytest
 
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.usp.options import continuation_offset
+from speech_recognizer.usp.resume import PARKING
 
 from ..support import Reference, ServerThread
 from ..usp.conftest import replay_phrases
@@ -113,3 +116,34 @@ def test_a_connection_cut_after_the_end_of_audio_ends_the_recognition_with_every
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
     first = expected(utterances_ref.phrases[0])
     assert [continuation_offset(c) for c in contexts(caplog)] == [0.0, (first[1] + first[2]) / 10_000_000], contexts(caplog)
+
+
+def test_a_continuation_after_the_end_of_audio_that_finds_no_cut_turn_ends_at_once_saying_what_is_lost(
+    jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy cuts the connection (FIN) once the SDK's end of audio has passed to the server and then a message the
+    server sent after it took that end (each carries its continuation token, which says so: usp.resume) to the SDK.
+    The SDK's continuation reaches a server that does not have the cut turn, as another pod behind the Service would
+    not (here the server's record of cut turns is made to find none: ``PARKING.claim``, the one stand-in). It carries
+    that token: no audio will come, and the continuation is ended at once, by a close 4000 alone, which the SDK
+    reports as ``ConnectionFailure`` with the reason: the phrases after the acknowledged offset are lost. The app has
+    the phrases that reached it before the cut. Before, that continuation turn waited for audio that never comes, for
+    ``AudioIdleSeconds`` (30 s), and was then closed 1007 (``BadRequestParameters``); here the server sent no token and
+    the SDK waited for the turn's end until its app gave up."""
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
+    monkeypatch.setattr(PARKING, "claim", lambda tag: None)
+    with AudioEndProxy(fresh_server.port, token=True) as proxy:
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=20000))
+        ended = time.monotonic()
+    assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
+    assert ended - proxy.cut_at < 5, f"the recognition ended {ended - proxy.cut_at:.1f} s after the cut"
+    acknowledged = continuation_offset(contexts(caplog)[1])
+    [event] = out["canceled"]
+    assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "ConnectionFailure", (
+        f"the turn cut after its end of audio is not on this server: its phrases after {acknowledged:.2f} s are lost "
+        "websocket error code: 4000")), out
+    phrases = [expected(p) for p in utterances_ref.phrases]
+    assert_same([result_span(r) for r in out["recognized"]], phrases[: len(out["recognized"])])
+    print(f"\n{len(out['recognized'])} of {len(phrases)} phrases before the cut; the app was told {ended - proxy.cut_at:.2f} s after "
+          f"it: {event['errorDetails']!r}")

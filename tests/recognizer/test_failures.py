@@ -51,7 +51,8 @@ def markdown_table() -> str:
             if errors.usp_status(k, javascript=True) is None:
                 sdk += f" (the JavaScript SDK: close {errors.CONNECTION_FAILURE_CLOSE} alone, its `ConnectionFailure` with the reason)"
         elif k.usp_close:
-            sdk = f"close {k.usp_close} " + ("(`BadRequest`)" if k.usp_close == 1007 else "(it connects again at its next recognition)")
+            sdk = f"close {k.usp_close} " + {1007: "(`BadRequest`)", errors.CONNECTION_FAILURE_CLOSE: "(the JavaScript SDK's `ConnectionFailure` with the reason)"
+                                              }.get(k.usp_close, "(it connects again at its next recognition)")
         else:
             sdk = f"HTTP {k.http} at the upgrade (`AuthenticationFailure`)"
         rows.append(f"| `{k.name}`: {k.doc} | {k.http}{retry} | {k.close} | {sdk} | {logging.getLevelName(k.level).lower()} | {k.alert or ''} |")

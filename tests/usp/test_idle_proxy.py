@@ -172,22 +172,27 @@ class AudioEndProxy(TcpServerThread):
     client's end of audio has passed to the server and the server's first ``speech.phrase`` to the client, what the
     server sends after that phrase held back: the server has received all of the audio and its end, the client has
     one phrase. With ``after_turn_end``, the cut waits for the server's ``turn.end`` too (held back with the rest): the
-    server ended the turn before the cut, not after. It reads the WebSocket frames after the upgrade to tell where
-    each ends (and unmasks the client's binary ones to see the end of audio); later connections are relayed
-    unchanged."""
+    server ended the turn before the cut, not after. With ``token``, the cut comes instead once the end of audio has
+    passed and then a message of the server's with a continuation token (what the server sends after it took the end
+    of audio: usp.resume), what follows it (``turn.end`` too) held back. It reads the WebSocket frames after the
+    upgrade to tell where each ends (and unmasks the client's binary ones to see the end of audio); later connections
+    are relayed unchanged."""
 
     upstream: int
     after_turn_end: bool = False
+    token: bool = False
     port: int = field(default_factory=free_port)
     accepted: int = 0
     cuts: int = 0
+    #: ``time.monotonic()`` of the cut.
+    cut_at: float = math.inf
 
     async def relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
         watch = self.accepted == 1
         audio_ended, phrase_passed, turn_ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        if not self.after_turn_end:
+        if not self.after_turn_end or self.token:
             turn_ended.set()
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
@@ -207,14 +212,14 @@ class AudioEndProxy(TcpServerThread):
                 while (size := frame_size(pending)) is not None:
                     frame = bytes(pending[:size])
                     del pending[:size]
-                    if not upstream and phrase_passed.is_set():
+                    if not upstream and (phrase_passed.is_set() or self.token and b"Path:turn.end" in frame):
                         if b"Path:turn.end" in frame:
                             turn_ended.set()
-                        continue  # held back: the client is to have the first phrase alone
+                        continue  # held back: the client is to have the first phrase (or token) alone
                     dst.write(frame)
                     if upstream and ends_audio(frame):
                         audio_ended.set()
-                    elif not upstream and b"Path:speech.phrase" in frame:
+                    elif not upstream and (b"X-Continuation-Token" in frame if self.token else b"Path:speech.phrase" in frame):
                         phrase_passed.set()
                 await dst.drain()
             if not dst.is_closing() and dst.can_write_eof():
@@ -232,6 +237,7 @@ class AudioEndProxy(TcpServerThread):
             if cut.done():
                 await asyncio.sleep(AFTER_PHRASE)  # time for the client to read the phrase
                 self.cuts += 1
+                self.cut_at = time.monotonic()
                 pumps.cancel()
             cut.cancel()
         with suppress(asyncio.CancelledError):  # cancelled at the cut, or the proxy stopping with the connection open

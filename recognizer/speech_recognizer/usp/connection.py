@@ -39,7 +39,7 @@ from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, from_javascript_sdk, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
-from .resume import PARKING, RESENT, RESENT_PATHS, Parked, Sent
+from .resume import PARKING, RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Sent, audio_ended, ended_token, lost
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,8 @@ class Turn:
         """
         if self.added and "Offset" in body:
             body = in_stream_time(body, self.added)
+        if self._audio_ended and self.parked is not None:  # its continuation's token says no audio will come (.resume)
+            extra = {**extra, TOKEN_HEADER: ended_token(self.service_tag)}
         if not self.cut:
             try:
                 await self.conn.socket.send_text(text_frame(path, self.request_id, body, extra))
@@ -672,10 +674,13 @@ class Connection:
             context = frame.json()
             options = self.options.with_context(context)
             # the first turn of a connection that continues a turn cut after its end of audio: that turn's results
-            parked = PARKING.claim(previous_service_tag(context)) if self.stream_offsets and self.turn is None else None
+            first = self.turn is None
+            parked = PARKING.claim(previous_service_tag(context)) if self.stream_offsets and first else None
             turn = await self._new_turn(request_id, options)
             if parked is not None and await turn.resume(parked):
                 return
+            if self.stream_offsets and first and audio_ended(context):  # that turn is not here, and no audio will come
+                raise lost(options.resume_at)
             # an unknown language fails the turn now, not at its audio; a client gone during an on-demand load ends it at once
             await self.inbox.model(self.engine.registry, options.language)
         elif path == "audio":

@@ -8,6 +8,15 @@ the end), and waits for the turn's ``turn.end``, whose end of stream it reports.
 audio, the end with it, decodes it to its end and keeps what the turn sent last and would have sent since
 (:class:`Parked`) under its service tag; the continuation is answered with it (``usp.connection``): the phrases
 after the acknowledged offset, the end of speech, ``EndOfDictation`` and ``turn.end``.
+
+A server that does not have the cut turn (another pod behind the Service had it; the SDK may reach any) cannot tell
+from the continuation alone that no audio will come: it names the turn, the acknowledged offset and the server's
+continuation token, nothing of how far the SDK sent; one cut mid-stream whose audio was all acknowledged looks the
+same and sends its next audio when the app has some. So once a turn has received the end of the client's audio, each
+message it sends carries a token that says so (:func:`ended_token`, in ``X-Continuation-Token``), which the SDK keeps
+and sends back in its continuation; a continuation that carries it for the turn it names, and finds no such turn
+here, is ended at once (:func:`lost`: the phrases after its offset are lost) rather than after ``AudioIdleSeconds``.
+One cut before any such message reached the SDK still waits ``AudioIdleSeconds``.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CONTINUATION_LOST, Failure
+from .options import previous_service_tag
+
 #: How long a cut turn's results, once decoded, wait for the continuation (the SDK connects again at once).
 KEEP_SECONDS = 60.0
 #: How many of the messages :data:`RESENT_PATHS` a turn sent last it keeps for a continuation: those the cut lost in
@@ -27,6 +39,31 @@ RESENT = 16
 RESENT_PATHS = ("speech.phrase", "speech.endDetected", "turn.end")
 
 Sent = tuple[str, dict[str, Any]]
+
+#: The header of the server's continuation token, which the SDK for JavaScript keeps from any message of its turn and
+#: sends back as ``continuation.token`` (its ``ReconnectContinuationState``).
+TOKEN_HEADER = "X-Continuation-Token"
+
+
+def ended_token(tag: str) -> str:
+    """The continuation token of the turn of service tag ``tag`` once it has received the end of the client's audio."""
+    return f"audio-ended:{tag}"
+
+
+def audio_ended(context: dict[str, Any]) -> bool:
+    """Whether a ``speech.context``'s continuation says that the turn it names had received the end of the client's
+    audio (its token is :func:`ended_token` of that turn): the client sends no more audio."""
+    continuation = context.get("continuation")
+    token = continuation.get("token") if isinstance(continuation, dict) else None
+    tag = previous_service_tag(context)
+    return bool(tag) and token == ended_token(tag)
+
+
+def lost(acknowledged: float) -> Failure:
+    """The failure that ends a continuation of a turn cut after its end of audio that this server does not have, the
+    client's audio acknowledged up to ``acknowledged`` seconds."""
+    return Failure(f"the turn cut after its end of audio is not on this server: its phrases after {acknowledged:.2f} s are lost",
+                   CONTINUATION_LOST)
 
 
 @dataclass
@@ -95,5 +132,6 @@ class Parking:
 
 
 #: The server's turns: the SDK connects again to the same server (a gateway in front routes it by its own rules;
-#: one on another server finds nothing here and waits for audio as any continuation).
+#: one on another server finds nothing here: it is ended at once when its token says its audio had ended, :func:`lost`,
+#: and else waits for audio as any continuation).
 PARKING = Parking()
