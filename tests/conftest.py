@@ -365,6 +365,25 @@ def utterances_mov(audio_dir: Path, utterances_wav: Path) -> Path:
     return av_encode(utterances_wav, audio_dir / "utterances.mov", "mov", "aac", 44100, 64000)
 
 
+@pytest.fixture(scope="session")
+def utterances_aac(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav` as a voice recorder (or ``ffmpeg -c:a aac out.aac``) writes it: raw AAC-LC in ADTS frames,
+    no container (16 kHz mono, 48 kbit/s)."""
+    return av_encode(utterances_wav, audio_dir / "utterances.aac", "adts", "aac", 16000, 48000)
+
+
+@pytest.fixture(scope="session")
+def utterances_qt(audio_dir: Path, utterances_mov: Path) -> Path:
+    """:func:`utterances_mov` as an old QuickTime movie, written before MP4's ``ftyp`` box: its ``ftyp`` atom made a
+    ``free`` one, of the same size (no offset moves), so that it begins with ``free``, ``wide``, then ``mdat``."""
+    data = bytearray(utterances_mov.read_bytes())
+    assert data[4:8] == b"ftyp", bytes(data[:8])
+    data[4:8] = b"free"
+    out = audio_dir / "utterances.qt"
+    out.write_bytes(bytes(data))
+    return out
+
+
 def av_reference(model: LoadedModel, path: Path) -> Reference:
     """In-process Vosk on the PCM PyAV decodes ``path`` to (through the server's resampler to the model's rate)."""
     pcm, rate = av_pcm(path)

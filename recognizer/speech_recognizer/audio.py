@@ -3,7 +3,7 @@
 WAV (8/16/24/32-bit PCM, 32/64-bit float, A-law, mu-law; any rate and channel
 count; streamed WAV whose size fields are 0 or too large is read to the end),
 Ogg/Opus and Ogg/Vorbis, FLAC, MP3 (MPEG-1, 2 and 2.5 Layer III, with or without an
-ID3v2 tag), and headerless 16-bit PCM when the content type says so (``audio/l16;
+ID3v2 tag), WebM, MP4 and raw AAC (ADTS), and headerless 16-bit PCM when the content type says so (``audio/l16;
 rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``). Which one a body
 is, its first bytes say (:func:`sniff`; the list is :data:`~speech_recognizer.contract.AUDIO_FORMATS`).
 
@@ -67,14 +67,16 @@ class WavFormat:
 
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-WAV, OGG, FLAC, MP3, WEBM, MP4 = AUDIO_FORMATS
+WAV, OGG, FLAC, MP3, WEBM, MP4, AAC = AUDIO_FORMATS
 #: Containers FFmpeg decodes, in a child process (:mod:`speech_recognizer.ffmpeg`); libmpg123 decodes MP3
 #: (:mod:`speech_recognizer.mpg123`), libsndfile the others.
-_FFMPEG_FORMATS = (WEBM, MP4)
+_FFMPEG_FORMATS = (WEBM, MP4, AAC)
+#: Containers told by their signature where it is, whatever the content type (MP3 and AAC are told by their frames).
+_SIGNED = (WAV, OGG, FLAC, WEBM, MP4)
 #: What is said of bytes :func:`sniff` finds no container in, after what they are ("the body", "the file").
 NOT_AUDIO = (f"is not {', '.join(f.name for f in AUDIO_FORMATS[:-1])} or {AUDIO_FORMATS[-1].name} audio "
-             f"(no {'/'.join(f.signature_name or f.signature.decode() for f in AUDIO_FORMATS)} signature, "
-             "nor MPEG audio frames)")
+             f"(no {'/'.join(f.signature_name or f.signature.decode() for f in AUDIO_FORMATS if f is not AAC)} "
+             "signature, nor MPEG audio frames, nor ADTS frames)")
 SUPPORTED_TYPES = (*(t for f in AUDIO_FORMATS for t in f.media_types), "audio/l16")
 #: Content types that declare headerless PCM (with ``codecs=audio/pcm``, any type): bytes under them are never
 #: taken for MP3 by its frames, which PCM can happen to look like.
@@ -128,6 +130,69 @@ def _mpeg_frames(data: bytes | bytearray) -> bool:
         (second.version, second.sample_rate, second.channels) == (first.version, first.sample_rate, first.channels))
 
 
+#: AAC's sample rates by an ADTS header's index; 13 to 15 are reserved (ADTS has no rate of its own).
+_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+@dataclass(frozen=True)
+class AdtsFrame:
+    """What an ADTS (raw AAC) frame header says (:func:`adts_frame`)."""
+
+    #: Its MPEG version bit (0 MPEG-4, 1 MPEG-2), AAC profile, sample rate index and channel configuration (0: the frame
+    #: says), which each frame of one stream repeats.
+    stream: tuple[int, int, int, int]
+    #: Bytes, its header's 7 (9 with a CRC) included.
+    length: int
+
+
+def adts_frame(data: bytes | bytearray, at: int) -> AdtsFrame | None:
+    """The ADTS frame header at ``at`` of ``data``, or None when there is none: 12 sync bits, layer 0 (MPEG audio's
+    layers are 1 to 3, so an MP3's frame never reads as one, nor this as an MP3's), a sample rate index that is not
+    reserved, and a length at least its header's."""
+    if at < 0 or len(data) < at + 7:
+        return None
+    b0, b1, b2, b3, b4, b5 = data[at : at + 6]
+    rate, length = (b2 >> 2) & 15, (b3 & 3) << 11 | b4 << 3 | b5 >> 5
+    if b0 != 0xFF or b1 & 0xF6 != 0xF0 or rate >= len(_ADTS_RATES) or length < (7 if b1 & 1 else 9):
+        return None
+    return AdtsFrame(((b1 >> 3) & 1, b2 >> 6, rate, (b2 & 1) << 2 | b3 >> 6), length)
+
+
+def _adts_frames(data: bytes | bytearray, start: int = 0) -> bool:
+    """Whether ``data`` holds two ADTS frames of one stream from ``start``: a valid header, and another of the same
+    version, profile, sample rate and channels where the first one's length says the next begins."""
+    first = adts_frame(data, start)
+    second = adts_frame(data, start + first.length) if first else None
+    return first is not None and second is not None and second.stream == first.stream
+
+
+#: The atoms an old QuickTime movie, written before MP4's ``ftyp`` box, begins with; its ``moov`` (the index) or its
+#: ``mdat`` (the media) comes after a few small ones.
+_QUICKTIME_LEAD = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+_ATOM_TYPE = re.compile(rb"[A-Za-z0-9 ]{4}")
+
+
+def _quicktime_atoms(data: bytes | bytearray) -> bool:
+    """Whether ``data`` begins as a QuickTime movie without an ``ftyp`` box: one of :data:`_QUICKTIME_LEAD`, then atom
+    after atom (each a 4-byte size at least its header's, 8 bytes, or 1 and a 64-bit size after its type; a type of
+    four letters, digits or spaces), up to its ``moov`` or ``mdat``."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at : at + 4], "big"), bytes(data[at + 4 : at + 8])
+        if not _ATOM_TYPE.fullmatch(kind) or (at == 0 and kind not in _QUICKTIME_LEAD):
+            return False
+        if size == 1:  # a 64-bit size follows the type
+            size = int.from_bytes(data[at + 8 : at + 16], "big") if at + 16 <= len(data) else 16
+            if size < 16:
+                return False
+        if kind in (b"moov", b"mdat"):
+            return size >= 8 or (size == 0 and kind == b"mdat")  # an mdat of size 0 runs to the file's end
+        if size < 8:
+            return False
+        at += size
+    return False
+
+
 def id3_end(data: bytes | bytearray) -> int | None:
     """Where the ID3v2 tag ``data`` begins with ends (its 10-byte header, the size it gives, a footer), or None when
     it begins with none: ``ID3``, version 2 to 4, a revision other than 0xFF, a size of four 7-bit bytes."""
@@ -163,14 +228,22 @@ def declares_pcm(content_type: str) -> bool:
 
 def sniff(data: bytes | bytearray, content_type: str = "") -> AudioFormat | None:
     """The container ``data`` begins with (None: none of :data:`~speech_recognizer.contract.AUDIO_FORMATS`): its
-    signature, whatever the content type; else an MP3 by its ID3v2 tag or, where the content type does not declare
-    headerless PCM (:func:`declares_pcm`), by two MPEG audio frames of one stream, one after the other."""
-    for fmt in (WAV, OGG, FLAC, *_FFMPEG_FORMATS):
+    signature, whatever the content type; else, where the content type does not declare headerless PCM
+    (:func:`declares_pcm`), an MP3 by its ID3v2 tag (raw AAC when ADTS frames follow it: FFmpeg skips the tag) or by
+    two MPEG audio frames of one stream, one after the other, raw AAC by two ADTS frames so, or an old QuickTime movie
+    (MP4's decoder reads it) by its atoms (:func:`_quicktime_atoms`)."""
+    for fmt in _SIGNED:
         if data[fmt.offset : fmt.offset + len(fmt.signature)] == fmt.signature:
             return fmt
     if declares_pcm(content_type):
         return None
-    return MP3 if id3_end(data) is not None or _mpeg_frames(data) else None
+    if (tagged := id3_end(data)) is not None:
+        return AAC if _adts_frames(data, tagged) else MP3
+    if _mpeg_frames(data):
+        return MP3
+    if _adts_frames(data):
+        return AAC
+    return MP4 if _quicktime_atoms(data) else None
 
 
 def content_params(content_type: str) -> tuple[str, dict[str, str]]:
@@ -796,7 +869,7 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
 
     ``head``: the input's first bytes (enough for :func:`sniff`: 64 KiB); ``read(n)``: up to ``n`` of the bytes after
     them (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
-    input, seekable, for Ogg, FLAC, MP3, WebM and MP4 (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
+    input, seekable, for Ogg, FLAC, MP3, WebM, MP4 and AAC (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
     (compressed) before it is decoded. Refuses as :func:`decode` does (413: :func:`too_long`): by the length a
     header says before decoding anything (a WAV's data, when ``size`` bounds it), else as soon as the audio
     decoded passes ``max_seconds``; and raises what ``read`` raises.
@@ -821,13 +894,13 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
 
 
 def _ffmpeg_decoding(fmt: AudioFormat, source: bytearray | BinaryIO, max_seconds: float) -> Decoding:
-    """:func:`decode_stream` of a WebM or MP4 (:func:`_ffmpeg`): no length is known before its audio ends."""
+    """:func:`decode_stream` of a WebM, MP4 or AAC (:func:`_ffmpeg`): no length is known before its audio ends."""
     rate, blocks = _ffmpeg(fmt, source, max_seconds)
     return Decoding(rate, None, blocks)
 
 
 def _ffmpeg(fmt: AudioFormat, source: bytes | bytearray | BinaryIO, max_seconds: float, cut: bool = False) -> tuple[int, Iterator[bytes]]:
-    """The sample rate and mono 16-bit PCM blocks of a WebM or MP4, decoded by FFmpeg in a child process
+    """The sample rate and mono 16-bit PCM blocks of a WebM, MP4 or AAC, decoded by FFmpeg in a child process
     (:mod:`speech_recognizer.ffmpeg`), which reads ``source`` (the whole input, or a file from its start); how it
     ended raised as an :class:`AudioError` of its kind (past ``max_seconds``: :func:`too_long`)."""
     from . import ffmpeg

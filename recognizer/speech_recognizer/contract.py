@@ -91,10 +91,11 @@ class AudioFormat(NamedTuple):
 
 
 #: Every container decoded: what sniffing, error messages, content types, the transcriber's folder search and the
-#: API reference take their lists from. An MP3 begins with an ID3v2 tag, or else with MPEG audio frames
-#: (:func:`speech_recognizer.audio.sniff`); headerless 16-bit PCM is told by its content type alone. WebM (an EBML
-#: header: Matroska's) and MP4 (an ``ftyp`` box, 4 bytes in) are decoded by FFmpeg in a child process
-#: (:mod:`speech_recognizer.ffmpeg`), the others by libsndfile.
+#: API reference take their lists from. An MP3 begins with an ID3v2 tag, or else with MPEG audio frames, and raw AAC
+#: with ADTS frames (:func:`speech_recognizer.audio.sniff`); an old QuickTime movie without an ``ftyp`` box with its
+#: atoms; headerless 16-bit PCM is told by its content type alone. WebM (an EBML header: Matroska's), MP4 (an ``ftyp``
+#: box, 4 bytes in) and AAC are decoded by FFmpeg in a child process (:mod:`speech_recognizer.ffmpeg`), MP3 by
+#: libmpg123, the others by libsndfile.
 AUDIO_FORMATS: Final = (
     AudioFormat("WAV", "WAV", b"RIFF", ("audio/wav", "audio/x-wav", "audio/wave"), (".wav", ".wave")),
     AudioFormat("Ogg", "Ogg/Opus, Ogg/Vorbis", b"OggS", ("audio/ogg", "audio/opus"), (".ogg", ".oga", ".opus")),
@@ -103,8 +104,11 @@ AUDIO_FORMATS: Final = (
     AudioFormat("WebM", "WebM/MKV (Opus, Vorbis, AAC)", b"\x1a\x45\xdf\xa3",
                 ("audio/webm", "video/webm", "audio/x-matroska", "video/x-matroska"), (".webm", ".weba", ".mkv", ".mka"),
                 signature_name="EBML"),
-    AudioFormat("MP4", "MP4/M4A/MOV (AAC, ALAC)", b"ftyp", ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4", "video/quicktime"),
-                (".m4a", ".mp4", ".mov"), offset=4),
+    AudioFormat("MP4", "MP4/M4A/MOV (AAC, ALAC)", b"ftyp",
+                ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4", "video/quicktime", "audio/3gpp", "video/3gpp"),
+                (".m4a", ".mp4", ".mov", ".qt", ".m4b", ".3gp"), offset=4),
+    AudioFormat("AAC", "AAC (ADTS)", b"\xff\xf1", ("audio/aac", "audio/x-aac", "audio/aacp"), (".aac", ".adts"),
+                signature_name="ADTS"),
 )
 #: The formats as the docs list them: "WAV, Ogg/Opus, Ogg/Vorbis, FLAC, MP3".
 AUDIO_LISTED: Final = ", ".join(f.listed for f in AUDIO_FORMATS)

@@ -1,4 +1,4 @@
-"""The FFmpeg decoder's child process: one WebM or MP4 upload on stdin, its audio as mono 16-bit PCM on stdout.
+"""The FFmpeg decoder's child process: one WebM, MP4 or raw AAC (ADTS) upload on stdin, its audio as mono 16-bit PCM on stdout.
 
     python -m speech_recognizer.ffmpeg_child FORMAT MAX_SECONDS CUT CPU_SECONDS MEMORY_BYTES
 
@@ -34,8 +34,10 @@ LIMIT = 68
 #: padding, a last frame's rounding).
 CUT_SLACK_SECONDS = 0.1
 #: The FFmpeg demuxer (its short name) and the decoders served in each container (by :attr:`AudioFormat.name`).
-DEMUXERS = {"WebM": "webm", "MP4": "mp4"}
-CODECS = {"WebM": frozenset({"opus", "vorbis", "aac"}), "MP4": frozenset({"aac", "alac"})}
+DEMUXERS = {"WebM": "webm", "MP4": "mp4", "AAC": "aac"}
+CODECS = {"WebM": frozenset({"opus", "vorbis", "aac"}), "MP4": frozenset({"aac", "alac"}), "AAC": frozenset({"aac"})}
+#: Containers whose headers give no length: FFmpeg's is a guess from the bit rate, so none is held against the audio.
+UNTIMED = frozenset({"AAC"})
 
 
 def set_limits(cpu_seconds: int, memory_bytes: int) -> None:
@@ -82,7 +84,7 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
         codec = stream.codec_context.name
         if codec not in CODECS[name]:
             *others, last = sorted(CODECS[name])
-            served = f"{', '.join(others)} or {last}"
+            served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
         _write(container, stream, name, max_seconds, cut, out)
 
@@ -113,7 +115,7 @@ def _write(container: Any, stream: Any, name: str, max_seconds: float, cut: bool
         raise Refused(NOT_AUDIO, f"the {name} audio is corrupt or cut short: {_said(exc)}") from None
     if resampler is None:
         raise Refused(NOT_AUDIO, f"the {name} file's audio stream holds no audio that can be decoded")
-    declared = _declared(container, stream)
+    declared = None if name in UNTIMED else _declared(container, stream)
     if declared is not None and written / resampler.rate < declared - CUT_SLACK_SECONDS:
         raise Refused(NOT_AUDIO, f"the {name} audio is cut short: it ends at {written / resampler.rate:.1f} s of the "
                                  f"{declared:.1f} s its header gives")

@@ -202,8 +202,9 @@ async def _recognize(request: Request, mode: str) -> Response:
 
 
 _AUDIO = {"schema": {"type": "string", "format": "binary"}}
-#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC, ID3, MPEG frames, EBML, ftyp: :func:`.audio.sniff`)
-#: wins over the type, but for MPEG frames under a type that declares headerless PCM.
+#: What the body may be, by ``Content-Type``; the body's own signature (RIFF, OggS, fLaC, ID3, MPEG frames, EBML, ftyp, ADTS
+#: frames, QuickTime atoms: :func:`.audio.sniff`) wins over the type, but for frames or atoms under a type that declares
+#: headerless PCM.
 AUDIO_TYPES = {
     "audio/wav": "WAV: PCM (8, 16, 24, 32 bit), float, A-law or µ-law; 4-192 kHz; 1-32 channels (down-mixed); "
     "sizes of 0 or too large (a streamed WAV) are read to the end",
@@ -217,8 +218,10 @@ AUDIO_TYPES = {
     "audio/webm": "WebM: Opus or Vorbis, as browsers' MediaRecorder records it, or Matroska (MKV) with Opus, Vorbis or AAC, as "
     "screen recorders record it (`video/webm`, `audio/x-matroska`, `video/x-matroska` too: its audio); decoded by FFmpeg in a "
     "process of its own",
-    "audio/mp4": "MP4/M4A/MOV: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4`, `video/quicktime` "
-    "too: its audio); decoded by FFmpeg in a process of its own",
+    "audio/mp4": "MP4/M4A/MOV: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4`, `video/quicktime`, "
+    "`audio/3gpp`, `video/3gpp` too: its audio; a QuickTime movie without an `ftyp` box too); decoded by FFmpeg in a process of its own",
+    "audio/aac": "raw AAC in ADTS frames, as voice recorders write it (`audio/x-aac`, `audio/aacp` too); decoded by FFmpeg in a "
+    "process of its own",
     "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
     "application/octet-stream": f"{c.AUDIO_LISTED}, told apart by their first bytes",
 }
@@ -251,8 +254,8 @@ RECOGNIZE = {
         "431": oa.error(431, "the request's head is over `Http:MaxHeaderBytes`; the connection is closed",
                         "the request's head is over 16384 bytes (Http:MaxHeaderBytes)"),
         "415": oa.error(415, "an encoding or content type not served",
-                        f"unsupported content type 'audio/aac': send {c.AUDIO_LISTED} audio"),
-        "502": oa.error(502, "FFmpeg's decoder of a WebM or MP4, a process of its own, crashed on it (the server serves on)",
+                        f"unsupported content type 'audio/amr': send {c.AUDIO_LISTED} audio"),
+        "502": oa.error(502, "FFmpeg's decoder of a WebM, MP4 or AAC, a process of its own, crashed on it (the server serves on)",
                         "the WebM decoder (FFmpeg, in a process of its own) failed on this audio: signal SIGSEGV; nothing else "
                         "was affected"),
         "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "

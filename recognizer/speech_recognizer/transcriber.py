@@ -185,7 +185,7 @@ class AudioInput:
     its audio can take.
 
     The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
-    widest audio taken (384 kB/s, for Ogg, FLAC, MP3, WebM and MP4): a regular file over it is refused by its size before it is
+    widest audio taken (384 kB/s, for Ogg, FLAC, MP3, WebM, MP4 and AAC): a regular file over it is refused by its size before it is
     read (its audio is then decoded up to the length it had: its decoding stops at ``max_seconds`` if it grows);
     a stream (a pipe, ``/dev/zero``), as soon as it passes it. What has no audio signature is not read past its
     first 64 KiB (and is refused saying so). A named pipe is opened without waiting for a writer: one nobody
@@ -210,7 +210,7 @@ class AudioInput:
             self.format = sniff(self.head)
             if self.format is None:
                 raise FileError(f"the file {NOT_AUDIO}")
-            self.seekable = self.size is not None and self.format is not WAV  # Ogg, FLAC, MP3, WebM and MP4 from a file: their decoder seeks
+            self.seekable = self.size is not None and self.format is not WAV  # all but WAV from a file: their decoder seeks
             self.limit, self.what = wav_body_limit(self.head, max_seconds) or body_limit("", max_seconds)
             if self.size is not None and self.size > self.limit:
                 raise _too_long(f"is {self.size} bytes", self.limit, self.what, max_seconds)

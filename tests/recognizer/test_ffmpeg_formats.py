@@ -1,5 +1,6 @@
-"""WebM (browsers' MediaRecorder: Opus), Matroska (screen recorders: AAC), MP4/M4A (phones: AAC) and QuickTime MOV
-(iPhones' videos: AAC), decoded by FFmpeg in a child process of the server
+"""WebM (browsers' MediaRecorder: Opus), Matroska (screen recorders: AAC), MP4/M4A (phones: AAC), QuickTime MOV
+(iPhones' videos: AAC; old ones without an ``ftyp`` box too) and raw AAC in ADTS frames (voice recorders, ``ffmpeg -c:a
+aac out.aac``), decoded by FFmpeg in a child process of the server
 (speech_recognizer.ffmpeg), on the OpenAI route with the openai package, the REST route and the file transcriber;
 what is not whole, not audio or too long refused saying why; a decoder killed under the server ends its request alone."""
 
@@ -11,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -20,33 +22,40 @@ import psutil
 import pytest
 
 from harness.hostile_inputs import webm_opus_bomb
-from speech_recognizer.audio import MP4, WEBM, AudioError, decode, decode_stream, sniff
+from speech_recognizer import transcriber
+from speech_recognizer.audio import AAC, MP3, MP4, WEBM, AudioError, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
+from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import written
 
+from ..conftest import av_reference
 from ..support import Reference, ServerThread, av_pcm, near_confidence
 from .test_openai_route import client
 from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
 from .test_transcriber import transcribe, words_of
 
-FORMATS = ("webm", "m4a", "mkv", "mov")
+#: Each kind by its files' suffix: ``qt`` is an old QuickTime movie without an ``ftyp`` box (:func:`utterances_qt`).
+FORMATS = ("webm", "m4a", "mkv", "mov", "aac", "qt")
 
 
 @pytest.fixture(scope="module")
-def encoded(utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path,
-            utterances_webm_ref: Reference, utterances_m4a_ref: Reference, utterances_mkv_ref: Reference,
-            utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
+def encoded(model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path,
+            utterances_aac: Path, utterances_qt: Path, utterances_webm_ref: Reference, utterances_m4a_ref: Reference,
+            utterances_mkv_ref: Reference, utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
     return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref),
-            "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref)}
+            "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref),
+            "aac": (utterances_aac, av_reference(model, utterances_aac)), "qt": (utterances_qt, av_reference(model, utterances_qt))}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
         keyed_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
-    """A WebM/Opus, an M4A/AAC, an MKV/AAC and a MOV/AAC uploaded by the openai package: the words and times of in-process Vosk fed the PCM
+    """A WebM/Opus, an M4A/AAC, an MKV/AAC, a MOV/AAC, a raw AAC (ADTS) and an old QuickTime MOV without ``ftyp`` uploaded
+    by the openai package: the words and times of in-process Vosk fed the PCM
     PyAV decodes the same file to, and its length (lossy coding changes some of the WAV's words: espeak's voice is at
     the edge of what the model hears; as many utterances). They were refused: "the body is not WAV, Ogg, FLAC or MP3
-    audio"; the MKV's AAC later "the WebM file's audio is AAC (Advanced Audio Coding), not opus or vorbis"."""
+    audio"; the MKV's AAC later "the WebM file's audio is AAC (Advanced Audio Coding), not opus or vorbis"; the raw AAC
+    and the MOV without ``ftyp`` until the ADTS frames and the atoms were told (400: "the body is not ... audio")."""
     path, ref = encoded[kind]
     assert len(ref.phrases) == len(utterances_ref.phrases), (ref.texts, utterances_ref.texts)
     verbose = client(keyed_server).audio.transcriptions.create(
@@ -62,10 +71,13 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
 
 @pytest.mark.parametrize(("kind", "content_type"), [("webm", "audio/webm"), ("webm", "video/webm"), ("webm", "application/octet-stream"),
                                                     ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4"),
-                                                    ("mkv", "video/x-matroska"), ("mov", "video/quicktime")])
+                                                    ("mkv", "video/x-matroska"), ("mov", "video/quicktime"),
+                                                    ("aac", "audio/aac"), ("aac", "audio/x-aac"), ("aac", "application/octet-stream"),
+                                                    ("qt", "video/quicktime"), ("qt", "application/octet-stream")])
 def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[str, tuple[Path, Reference]], kind: str,
                                                          content_type: str) -> None:
-    """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415."""
+    """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415 (the raw
+    AAC's ``audio/aac`` still was, and a 400 by its bytes, as the MOV without ``ftyp`` was)."""
     path, ref = encoded[kind]
     r = post(server, path.read_bytes(), content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
     assert r.status_code == 200, r.text
@@ -75,8 +87,9 @@ def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[s
 
 
 def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
-    """A folder holding a .webm, an .m4a, an .mkv and a .mov is searched for each (the .mkv and .mov were not), and each transcribed in-process (FFmpeg's child
-    reads the file itself) and through a server: in-process Vosk's words and times on the decoded PCM."""
+    """A folder holding a .webm, an .m4a, an .mkv, a .mov, an .aac and a .qt is searched for each (the .mkv and .mov were
+    not, later the .aac and .qt), and each transcribed in-process (FFmpeg's child reads the file itself) and through a
+    server: in-process Vosk's words and times on the decoded PCM."""
     folder = tmp_path / "recordings"
     folder.mkdir()
     for kind, (path, _) in encoded.items():
@@ -91,10 +104,11 @@ def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[
             ref.assert_words_match(words_of(answers[kind]))
 
 
-def test_decoded_as_they_are_read_they_equal_the_whole_decoding(utterances_webm: Path, utterances_m4a: Path) -> None:
+def test_decoded_as_they_are_read_they_equal_the_whole_decoding(utterances_webm: Path, utterances_m4a: Path,
+                                                                utterances_aac: Path) -> None:
     """From a file (the child reads it from its start, whatever was read of it) and from a pipe's bytes: the PCM the
     whole decoding gives."""
-    for path in (utterances_webm, utterances_m4a):
+    for path in (utterances_webm, utterances_m4a, utterances_aac):
         whole = decode(path.read_bytes(), max_seconds=600)
         with path.open("rb") as file:
             head = file.read(65536)
@@ -110,6 +124,119 @@ def test_signatures_tell_them_whatever_the_type() -> None:
     assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81") is WEBM
     assert sniff(b"\x00\x00\x00\x1cftypM4A ", "audio/l16; rate=16000") is MP4
     assert sniff(b"ftyp\x00\x00\x00\x1c") is None
+
+
+def _adts(length: int, rate_index: int = 8, layer: int = 0, crc: bool = False) -> bytes:
+    """An ADTS frame of ``length`` bytes: AAC-LC, mono, sample rate ``rate_index`` (8: 16 kHz), MPEG ``layer`` bits
+    (ADTS's are 0), its payload zeros."""
+    b1 = 0xF0 | layer << 1 | (not crc)
+    header = bytes([0xFF, b1, 1 << 6 | rate_index << 2, 1 << 6 | length >> 11, (length >> 3) & 0xFF, (length & 7) << 5 | 0x1F, 0xFC])
+    return header + bytes(length - len(header))
+
+
+def _id3(size: int) -> bytes:
+    """An ID3v2.4 tag of ``size`` bytes after its header (padding)."""
+    return b"ID3\x04\x00\x00" + bytes([(size >> s) & 0x7F for s in (21, 14, 7, 0)]) + bytes(size)
+
+
+def test_adts_frames_are_aac_and_mpeg_audio_s_layers_are_not(utterances_aac: Path, utterances_mp3: Path) -> None:
+    """Raw AAC is told by two ADTS frames of one stream, one where the first one's length says (12 sync bits and layer
+    0, which MPEG audio reserves), under any type but one that declares headerless PCM, as MP3's frames are, and after
+    an ID3 tag (FFmpeg skips it); MPEG audio's frames (layers 1 to 3) are never taken for it, nor it for them; a
+    header alone, or a second of another sample rate, is not enough. They were not audio (400), or a 415 by their type."""
+    assert sniff(utterances_aac.read_bytes()[:65536]) is AAC
+    assert sniff(_adts(100) + _adts(120) + b"junk") is AAC
+    assert sniff(_adts(100, crc=True) + _adts(90, crc=True)) is AAC
+    assert sniff(_adts(100) + _adts(120), "audio/l16; rate=16000") is None
+    assert sniff(_adts(100) + _adts(120), "audio/wav; codecs=audio/pcm; samplerate=16000") is None
+    assert sniff(_id3(300) + _adts(100) + _adts(120)) is AAC
+    assert sniff(_adts(100) + _adts(120, rate_index=3)) is None, "a second frame of another stream"
+    assert sniff(_adts(100) + b"\x00" * 200) is None, "one header alone"
+    assert sniff(_adts(100)[:6]) is None
+    assert sniff(_adts(100)[:4] + b"\x00\x1f\xfc" + _adts(100)) is None, "a length shorter than its header (0)"
+    assert sniff(_adts(100, rate_index=13) + _adts(120, rate_index=13)) is None, "a reserved sample rate index"
+    mp3 = utterances_mp3.read_bytes()
+    assert sniff(mp3[:65536]) is MP3 and sniff(_id3(300) + mp3[:65536]) is MP3
+    for layer in (1, 2, 3):  # layers III, II, I: MPEG audio, not ADTS
+        assert sniff(_adts(100, layer=layer) + _adts(120, layer=layer)) in (None, MP3), layer
+
+
+def _atoms(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The atoms of a QuickTime movie between ``start`` and ``end``: each type, where it begins and where it ends."""
+    while start < end:
+        size, kind = int.from_bytes(data[start : start + 4], "big"), data[start + 4 : start + 8]
+        yield kind, start, start + size
+        start += size
+
+
+def moov_first(mov: bytes) -> bytes:
+    """``mov`` (FFmpeg's: ``ftyp``, ``wide``, ``mdat``, ``moov``) as old QuickTime movies made to stream were written:
+    the index (``moov``) first and no ``ftyp``; the chunk offsets the index gives (``stco``) moved with the media."""
+    top = {kind: (begin, end) for kind, begin, end in _atoms(mov, 0, len(mov))}
+    assert list(top) == [b"ftyp", b"wide", b"mdat", b"moov"], list(top)
+    moov = bytearray(mov[top[b"moov"][0] : top[b"moov"][1]])
+    shift = len(moov) - top[b"ftyp"][1]  # the moov comes before the media; the ftyp is gone
+
+    def move(begin: int, end: int) -> int:
+        moved = 0
+        for kind, at, stop in _atoms(bytes(moov), begin, end):
+            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
+                moved += move(at + 8, stop)
+            elif kind == b"stco":
+                count = int.from_bytes(moov[at + 12 : at + 16], "big")
+                for entry in range(at + 16, at + 16 + 4 * count, 4):
+                    moov[entry : entry + 4] = (int.from_bytes(moov[entry : entry + 4], "big") + shift).to_bytes(4, "big")
+                moved += count
+        return moved
+
+    assert move(8, len(moov)), "the movie's chunk offsets were found"
+    return bytes(moov) + mov[top[b"wide"][0] : top[b"mdat"][1]]
+
+
+def test_an_old_quicktime_movie_is_told_by_its_atoms(utterances_qt: Path, utterances_mov: Path) -> None:
+    """A QuickTime movie from before MP4's ``ftyp`` box begins with its ``moov``, ``mdat``, or a small ``wide``, ``free``,
+    ``skip`` or ``pnot`` atom before them: told by that chain of atoms (it was "not audio", a 400); what only looks like
+    the start of one is not."""
+    assert sniff(utterances_qt.read_bytes()[:65536]) is MP4
+    assert sniff(moov_first(utterances_mov.read_bytes())[:65536]) is MP4
+    assert sniff(b"\x00\x00\x00\x08wide\x00\x00\x10\x00mdat") is MP4
+    assert sniff(b"\x00\x00\x00\x01mdat\x00\x00\x00\x00\x00\x01\x00\x00") is MP4, "a 64-bit size"
+    assert sniff(b"\x00\x00\x00\x0cpnot\x00\x00\x00\x00\x00\x00\x00\x14moov") is MP4
+    assert sniff(b"\x00\x00\x00\x08free") is None, "no moov or mdat seen"
+    assert sniff(b"\x00\x00\x00\x08free\x00\x00\x00\x08wide\x00\x00\x00\x04moov") is None, "a size shorter than a header"
+    assert sniff(b"\x00\x00\x00\x08free\x00\x00\x00\x08\x00\x01\x02\x03\x00\x00\x00\x08moov") is None, "a type not of letters"
+    assert sniff(b"\x00\x00\x00\x10trak\x00\x00\x00\x08moov") is None, "not an atom a movie begins with"
+    assert sniff(b"\x00\x00\x00\x01mdat\x00\x00\x00\x00\x00\x00\x00\x08") is None, "a 64-bit size shorter than its header"
+    assert sniff(b"\x00\x00\x00\x08wide\x00\x00\x10\x00mdat", "audio/l16; rate=16000") is None
+
+
+def test_a_moov_first_movie_without_ftyp_is_heard(server, utterances_mov: Path, encoded: dict[str, tuple[Path, Reference]]) -> None:
+    """The same movie with its index first and no ``ftyp`` (as old QuickTime wrote movies to stream): what in-process Vosk
+    hears in the same audio (the MOV without ``ftyp``'s reference: the same AAC frames)."""
+    r = post(server, moov_first(utterances_mov.read_bytes()), "video/quicktime",
+             query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+    assert r.status_code == 200, r.text
+    assert r.json()["NBest"][0]["Lexical"] == " ".join(encoded["qt"][1].texts)
+
+
+def test_an_id3_tagged_aac_is_heard_as_the_untagged(server, utterances_aac: Path, encoded: dict[str, tuple[Path, Reference]]) -> None:
+    """Raw AAC after an ID3v2 tag (what recorders that tag their files write; FFmpeg's ADTS muxer with ``write_id3v2``):
+    the words of the same audio untagged (it was "an ID3 tag followed by ... not MP3", or "not audio")."""
+    r = post(server, _id3(1000) + utterances_aac.read_bytes(), "audio/aac", query="language=ko-KR&format=detailed")
+    assert r.status_code == 200, r.text
+    assert r.json()["NBest"][0]["Lexical"] == " ".join(encoded["aac"][1].texts)
+
+
+@pytest.mark.unit
+def test_a_folder_is_searched_for_every_suffix_of_what_is_decoded(tmp_path: Path) -> None:
+    """Raw AAC (``.aac``, ``.adts``), audiobooks (``.m4b``), phones' 3GP (``.3gp``) and old QuickTime (``.qt``) are
+    found in a folder (they were passed over without a word); MPEG video (``.mpg``), AMR and text are not: nothing
+    decodes them."""
+    names = ("a.aac", "b.ADTS", "c.m4b", "d.3gp", "e.qt", "f.mpg", "g.amr", "notes.txt")
+    for name in names:
+        (tmp_path / name).touch()
+    files, errors = transcriber.expand([str(tmp_path)])
+    assert [f.name for f in files] == list(names[:5]) and not errors
 
 
 def _video_only_mp4() -> bytes:
@@ -147,6 +274,9 @@ BROKEN = {
     "m4a cut short (its index lost)": (lambda webm, m4a, wav: m4a[: len(m4a) // 2], 400, "the MP4"),
     "mp4 of video alone": (lambda webm, m4a, wav: _video_only_mp4(), 415, "the MP4 file holds no audio (video only)"),
     "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not aac, opus or vorbis"),
+    "adts frames of zeros": (lambda webm, m4a, wav: _adts(100) + _adts(120) + _adts(90), 400, "the AAC audio is corrupt or cut short"),
+    "quicktime atoms with no moov": (lambda webm, m4a, wav: b"\x00\x00\x00\x08wide\x00\x00\x00\x10mdat" + bytes(8), 400,
+                                     "the MP4 container cannot be read"),
 }
 
 
