@@ -143,7 +143,7 @@ def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:
         return None
     try:
         return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
-    except OSError:  # closed meanwhile
+    except (OSError, ValueError):  # closed meanwhile (uvloop's socket then has the file descriptor -1: a ValueError)
         return None
 
 

@@ -56,6 +56,9 @@ class Backlog:
     unsent: Callable[[], int]
     #: Reset the connection: what waits unsent is dropped, nothing more reaches the client.
     cut: Callable[[], None]
+    #: Whether the client's end of the connection has come (its FIN or a reset), though what it sent before may still wait
+    #: unread behind the read-ahead: the server writes nothing more once it reads that end (uvicorn closes at a FIN).
+    ended: Callable[[], bool] = lambda: False
 
 
 class Deadlines:

@@ -102,6 +102,7 @@ from .connection_cap import (
     PRESENCE_POLL_SECONDS,
     ConnectionCap,
     Intake,
+    peer_gone,
     reset,
     reset_by_peer,
     reset_on_close,
@@ -950,11 +951,13 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         """uvicorn's, the app then told what waits unsent to its client (the scope's :data:`~.deadlines.BACKLOG`): a
-        client whose replies fit the buffers, and so stall no send, is told from an idle one by it (:mod:`.deadlines`)."""
+        client whose replies fit the buffers, and so stall no send, is told from an idle one by it (:mod:`.deadlines`);
+        and whether its end of the connection has come, unread (/vosk stops decoding what is left then)."""
         super().handle_connect(event)
         if (scope := getattr(self, "scope", None)) is not None:  # an upgrade taken: the app runs
             this = weakref.proxy(self)  # the scope's own protocol held weakly: no cycle for the collector to find
-            scope["extensions"][BACKLOG] = Backlog(lambda: unsent_bytes(this.transport), lambda: reset(this.transport))
+            scope["extensions"][BACKLOG] = Backlog(lambda: unsent_bytes(this.transport), lambda: reset(this.transport),
+                                                   lambda: peer_gone(this.transport))
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -13,10 +13,13 @@ properly still gets every result.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import socket
 import struct
+import sys
+import termios
 import threading
 import time
 import uuid
@@ -199,6 +202,41 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     assert vosk_words(gone.srv.ws, pcm) == speech_ref.texts, "connecting again gets a decoder"
     assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
     gone.check_dropped("vosk", counters, len(long_pcm) / 32000, len(pcm) / 32000, how)
+
+
+def test_a_vosk_client_s_fin_behind_more_than_the_read_ahead_frees_its_decoder(
+    gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference
+) -> None:
+    """A /vosk client that sends four times the audio the server reads ahead (2 MiB: 65 s) as fast as the socket takes
+    it, its eof, and half-closes once the server's kernel has it all (its FIN comes at once). The FIN waited in the
+    server's socket behind the audio its inbox had not read: the decoder was held until that was decoded (measured
+    below), for nobody (the server closes at a FIN: the client gets no result after it). Now the decoder is free within
+    :data:`BOUND` of the FIN, counted as a client gone, what it had read ahead counted as dropped (the audio decoded
+    while the client waited for the server's kernel to take it all is most of it); connecting again gets it."""
+    pcm = long_pcm * 4  # 200 s, 6.4 MB
+    before, counters = gone.refusals("vosk"), gone.counters("vosk")
+    with connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+        for i in range(0, len(pcm), CHUNK):  # returns once the last is in the client's socket
+            ws.send(pcm[i : i + CHUNK])
+        ws.send('{"eof" : 1}')
+        while unacknowledged(ws.socket):  # all of it in the server's kernel, the FIN not behind any
+            time.sleep(0.005)
+        assert gone.active == 1, "the audio is being decoded"
+        ws.socket.shutdown(socket.SHUT_WR)
+        took = gone.seconds_until_free()
+        print(f"decoder free {took:.3f} s after the FIN")
+        assert took < BOUND, f"the decoder was held {took:.2f} s after the client's FIN"
+    again = read_wav(speech_wav)[0]
+    assert vosk_words(gone.srv.ws, again) == speech_ref.texts, "connecting again gets a decoder"
+    assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
+    dropped = gone.abandoned("vosk") - counters[0]
+    decoded = gone.decoded("vosk") - counters[1] - len(again) / 32000  # (what was decoded before the FIN came: much)
+    assert 20 < dropped <= len(pcm) / 32000 - decoded + 0.01, f"{dropped:.1f} s dropped, {decoded:.1f} s decoded"
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes the client has sent that the server's kernel has not acknowledged yet (``TIOCOUTQ``)."""
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)), sys.byteorder)
 
 
 def usp_turn(ws: ClientConnection, pcm: bytes, language: str = "ko-KR") -> str:
