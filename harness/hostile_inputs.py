@@ -2,7 +2,7 @@
 
 Pure generators (bytes in, bytes out, or raw socket clients), shared by the
 hostile bench suite and the tests that prove each limit holds. Nothing here
-imports the tests or the server (the recognizer's MPEG frame header parser aside).
+imports the tests or the server (the recognizer's MPEG and ADTS frame header parsers aside).
 """
 
 from __future__ import annotations
@@ -127,6 +127,32 @@ def webm_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
             packet.duration = 5760
             muxer.mux(packet)
     return buf.getvalue()
+
+
+def adts_bomb(seconds: float = 3600.0) -> bytes:
+    """Raw AAC (ADTS) that decodes to ``seconds`` of 8 kHz mono silence from about 86 bytes a second: FFmpeg's AAC
+    encoder's frames of silence (PyAV), the steady one repeated, each 1024 samples. ADTS says no length: only decoding
+    tells it. The default hour is 309 KB."""
+    import av
+    import numpy as np
+
+    from speech_recognizer.audio import adts_frame
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="adts") as muxer:
+        stream = muxer.add_stream("aac", rate=8000, layout="mono")
+        for i in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), dtype=np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, i * 8000
+            for packet in stream.encode(frame):
+                muxer.mux(packet)
+        for packet in stream.encode(None):
+            muxer.mux(packet)
+    data, frames, at = buf.getvalue(), [], 0
+    while (header := adts_frame(data, at)) is not None:
+        frames.append(data[at : at + header.length])
+        at += header.length
+    return b"".join(frames[:2]) + frames[len(frames) // 2] * (int(seconds * 8000 / 1024) + 1)
 
 
 # ---- MP3 ------------------------------------------------------------------------------------

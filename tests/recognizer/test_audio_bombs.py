@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.hostile_inputs import flac_bomb, mp3_bomb, ogg_opus_bomb, random_frame_bodies, webm_opus_bomb
+from harness.hostile_inputs import adts_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, random_frame_bodies, webm_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
 
@@ -52,6 +52,8 @@ BOMBS = {
     "mp3 without a length": (lambda: mp3_bomb(3600, xing=False), "is longer than 60 s"),
     # 263 KB of WebM/Opus, an hour: FFmpeg's child decodes it, and stops (refused) once 60 s are decoded.
     "webm/opus": (lambda: webm_opus_bomb(3600), "is longer than 60 s"),
+    # 309 KB of raw AAC (ADTS, which says no length), an hour: FFmpeg's child decodes it, refused once 60 s are decoded.
+    "aac": (lambda: adts_bomb(3600), "is longer than 60 s"),
 }
 
 
