@@ -19,7 +19,8 @@ token sequence spells and writes each in Korean written style:
   as Korean writes one with Arabic numerals (Hangul orthography, article 43's proviso): ``[5] 명`` ->
   ``5명``, ``오후 [9] 시`` -> ``오후`` ``9시``; after 만, 억 or 조 the space stays (``3만 원``); so is a token
   of the model's that holds a counter and a particle (:data:`WITH_PARTICLE`): ``[5] 명이`` -> ``5명이``;
-  but 대 between two numbers is "versus", spaced: ``[3] 대 [1]`` -> ``3 대 1`` (``[3] 대`` -> ``3대``).
+  but 대 between two numbers is "versus", spaced: ``[3] 대 [1]`` -> ``3 대 1`` (``[3] 대`` -> ``3대``);
+- the months said irregularly, plain words of the table, are written as the others: ``유월`` -> ``6월``, ``시월`` -> ``10월``.
 
 Unmarked words are left alone, except where a marked token says they belong to a number: the model
 writes the digit before a multiplier or point unmarked (``삼 (백)``, ``삼 {만}``, ``삼 [쩜] [오]``:
@@ -82,6 +83,9 @@ PHONE_PREFIXES: dict[str, tuple[int, ...]] = {
 }
 #: Words a phone number's hyphen is read as between its groups (``공일공에 일이삼사에 ...``): 에, or 의 (said 에 there).
 PHONE_SEPARATORS = frozenset(("에", "의"))
+#: The two months Korean says irregularly (육월 as 유월, 십월 as 시월), plain words of the model's table that name
+#: nothing else: written as the other months are (``[5] 월`` -> ``5월``), ``유월 [5] 일`` -> ``6월 5일``.
+MONTHS = {"유월": "6월", "시월": "10월"}
 #: A counter and particle that is another word after a number as often: ``가로 [3] 세로 [4]`` (3 wide, 4 high).
 OTHER_WORDS = frozenset(("세로",))
 _MARKED_UNITS = frozenset(f"{{{unit}}}" for unit in UNITS)
@@ -213,6 +217,8 @@ def _versus(tokens: Sequence[str], k: int) -> bool:
 
 def _section(tokens: Sequence[str], i: int) -> Number | None:
     """The number (a word of it: up to and with its unit) from ``i``, or None."""
+    if tokens[i] in MONTHS:
+        return Number(MONTHS[tokens[i]], i, i + 1)
     integer = _integer(tokens, i)
     if integer is None:
         return None

@@ -15,7 +15,7 @@ import pytest
 import srt
 
 from speech_recognizer.models import LoadedModel
-from speech_recognizer.numbers import COUNTERS, DIGITS, PARTICLES, PHONE_SEPARATORS, UNITS, VERSUS, WITH_PARTICLE, numbers
+from speech_recognizer.numbers import COUNTERS, DIGITS, MONTHS, PARTICLES, PHONE_SEPARATORS, UNITS, VERSUS, WITH_PARTICLE, numbers
 from speech_recognizer.openai_compat import answer as openai_answer
 from speech_recognizer.results import OutputFormat, Profanity, display, phrase_json, written, written_words
 from speech_recognizer.subtitles import cues
@@ -80,6 +80,7 @@ CASES = [
     ("명", "명"), ("[쩜] 명", "쩜 명"), ("[3] [쩜] 명", "3 쩜 명"),
     # dates, times and money as the counters write them
     ("이 (천) [24] 년 [3] 월 [5] 일", "2024년 3월 5일"), ("(십) [2] 월 [25] 일", "12월 25일"), ("[3] 시 [30] 분 [10] 초", "3시 30분 10초"),
+    ("유월 [5] 일", "6월 5일"), ("시월", "10월"), ("[2] (천) [24] 년 시월 [3] 일", "2024년 10월 3일"), ("유월절", "유월절"),
     ("오후 [2] 시 삼 (십) 분", "오후 2시 30분"), ("[5] {만} 원", "5만 원"), ("[5] (천) 원", "5000원"), ("[1] (천) [9] (백) [99] 년", "1999년"),
     # 대 between two numbers is "versus" (article 45: 청군 대 백군), spaced: a score or ratio; the counter otherwise
     ("[3] 대 [1]", "3 대 1"), ("[3] 대 [1] 로", "3 대 1 로"), ("[2] 대 [0] 으로", "2 대 0 으로"), ("[10] 대 (십) [2]", "10 대 12"),
@@ -135,6 +136,8 @@ def test_every_counter_is_a_word_of_the_ko_models_table(model: LoadedModel) -> N
     assert [forms for forms in PARTICLES if not {c + f for c in COUNTERS for f in forms} & WITH_PARTICLE & vocabulary] == []
     assert {"명이", "명의", "명을", "시간에", "원을", "개씩", "년부터", "월까지", "층에서", "살로"} <= vocabulary
     assert {VERSUS, *PHONE_SEPARATORS} <= vocabulary, "대 and a phone number's hyphen said aloud are words of the table"
+    assert set(MONTHS) <= vocabulary and not {m + p for m in MONTHS for forms in PARTICLES for p in forms} & vocabulary, \
+        "유월 and 시월 are words of the table, never glued to a particle"
 
 
 def covered(tokens: list[str]) -> list[list[int]]:
