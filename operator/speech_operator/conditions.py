@@ -208,15 +208,22 @@ def pods_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> tuple[str
     return reason, message + (f" (and {others} more pod{'s' if others > 1 else ''} not running)" if others else "")
 
 
-def dependency_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> bool:
-    """Whether a pod not ready has a container that waits for what a Secret or ConfigMap the spec names, missing, would
-    explain: a container config the kubelet cannot make (:data:`CONFIG_FAILED`: an environment variable from a Secret's
-    key), or an image it cannot pull while ``spec.imagePullSecrets`` names some. Only then does a status refresh look
-    for them (:func:`speech_operator.reconcile.refresh_status`), not at each of its looks."""
+#: A container's wait for what a missing Secret or ConfigMap may explain: (pod, container, reason, message).
+Wait = tuple[str, str, str, str]
+
+
+def dependency_trouble(pods: list[dict[str, Any]], stt: api.SpeechToText) -> frozenset[Wait]:
+    """The containers of pods not ready that wait for what a Secret or ConfigMap the spec names, missing, would explain:
+    a container config the kubelet cannot make (:data:`CONFIG_FAILED`: an environment variable from a Secret's key), or
+    an image it cannot pull while ``spec.imagePullSecrets`` names some. A status refresh looks for those objects only
+    for a wait it has not looked for yet (:func:`speech_operator.reconcile.refresh_status`): the kubelet's message
+    changes with what it lacks (it makes the environment before it checks runAsNonRoot), a new pod is a new wait."""
     reasons = (*CONFIG_FAILED, *(IMAGE_PULL_FAILED if stt.spec.imagePullSecrets else ()))
-    return any(((c.get("state") or {}).get("waiting") or {}).get("reason") in reasons
-               for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp") and not is_ready(pod)
-               for key in ("initContainerStatuses", "containerStatuses") for c in (pod.get("status") or {}).get(key) or [])
+    return frozenset((str((pod.get("metadata") or {}).get("name")), str(c.get("name")), str(waiting.get("reason")),
+                      str(waiting.get("message") or ""))
+                     for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp") and not is_ready(pod)
+                     for key in ("initContainerStatuses", "containerStatuses") for c in (pod.get("status") or {}).get(key) or []
+                     for waiting in [((c.get("state") or {}).get("waiting") or {})] if waiting.get("reason") in reasons)
 
 
 def condition(

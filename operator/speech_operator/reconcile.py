@@ -408,7 +408,9 @@ class Observed:
     """What the last reconcile of a SpeechToText decided and saw, when it found nothing amiss (no refused spec, nothing
     missing, no write refused, no name taken): the SpeechToText as read and as decided on, its children as built
     (``held``: the Deployment's replicas they were built with, where foreign autoscalers hold them), who else scales
-    its Deployment, what the installed CRD lacks, and its Deployment as its status was made of it (:func:`seen`)."""
+    its Deployment, what the installed CRD lacks, and its Deployment as its status was made of it (:func:`seen`).
+    ``looked``: the pods' waits (:func:`conditions.dependency_trouble`) a status refresh since looked up what the spec
+    references for, and found nothing missing: not looked for again while they last (:func:`refresh_status`)."""
 
     body: dict[str, Any]
     stt: api.SpeechToText
@@ -417,6 +419,7 @@ class Observed:
     scalers: tuple[api.ForeignAutoscaler, ...]
     outdated_crd: str | None
     deployment: tuple[Any, ...]
+    looked: frozenset[conditions.Wait] = frozenset()
 
 
 class Follow(enum.Enum):
@@ -481,9 +484,11 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     last seen (:func:`refresh`). The caller holds its lock (:meth:`Runtime.lock`).
 
     What the spec references (Secrets, ConfigMaps, PVCs) is read only when a pod's container waits for what a missing
-    one explains (:func:`conditions.dependency_trouble`: a Secret deleted during a rollout); what is missing is then
-    named as the reconcile names it, and nothing is kept as observed (the re-checks are whole reconciles, which look
-    for it, until it is back)."""
+    one explains (:func:`conditions.dependency_trouble`: a Secret deleted during a rollout), and not yet for that wait
+    (:attr:`Observed.looked`): a config error none of them explains (runAsNonRoot) is looked up once, not at each
+    re-check while it lasts, and again when its message changes or a new pod waits. What is missing is named as the
+    reconcile names it, and nothing is kept as observed (the re-checks are whole reconciles, which look for it, until
+    it is back)."""
     last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
     if last is None or not reported:
         return False
@@ -499,7 +504,8 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     stt = last.stt.model_copy(update={"status": api.SpeechToTextStatus.model_validate(reported[-1])})
     held = live_replicas(deployment) if last.scalers else None
     pods = await pods_of(runtime, stt) if conditions.pods_matter(stt, deployment, held) else None
-    missing = await missing_dependencies(runtime.kube, stt) if conditions.dependency_trouble(pods or [], stt) else []
+    waits = conditions.dependency_trouble(pods or [], stt)
+    missing = await missing_dependencies(runtime.kube, stt) if waits - last.looked else []
     status = conditions.observe(stt, deployment, missing, now(), None, last.outdated_crd,
                                 builders.chown_not_applied(stt.spec, runtime.config), None, None if missing else pods,
                                 None, last.scalers, held)
@@ -507,7 +513,7 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     if missing:
         runtime.observed.pop((namespace, name), None)
     else:
-        runtime.observed[(namespace, name)] = dataclasses.replace(last, deployment=seen(deployment))
+        runtime.observed[(namespace, name)] = dataclasses.replace(last, deployment=seen(deployment), looked=waits)
     return True
 
 

@@ -317,3 +317,34 @@ async def test_a_secret_deleted_mid_rollout_is_named_by_the_status_refresh(clust
     await cluster.eventually(recovered, 10)
     assert (await condition(cluster, "Degraded"))["reason"] == "AsExpected"
     await cluster.event("Recovered")
+
+
+async def test_a_config_error_no_missing_object_explains_is_looked_up_once(cluster: Cluster) -> None:
+    """A container config error that no Secret or ConfigMap of the spec explains (runAsNonRoot) lasts: the re-check
+    that first sees it reads the spec's Secret once, the next ones (each reads its Deployment and lists its pods) no
+    more while the pod waits in the same words; the Secret deleted, the kubelet's words change, and the next re-check
+    reads it and names it. Before, each re-check read the Secret for as long as the error lasted."""
+    await cluster.api.create(cluster.url("v1", "secrets"), SECRET)
+    await settled_not_ready(cluster, billing="https://billing.example.test", apiKeySecretRef=KEY)
+    config = "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root"
+    await set_pod(cluster, pending(main=[waiting(builders.CONTAINER, "CreateContainerConfigError", config)]))
+    await said(cluster, conditions.PODS_FAILING, f'container "recognizer" CreateContainerConfigError: {config}')
+    since, listed = len(list(cluster.emulator)), len(cluster.sent("GET", "pods"))
+
+    async def looked(n: int) -> bool:
+        return len(cluster.sent("GET", "pods")) - listed >= n
+    await cluster.eventually(lambda: looked(RECHECKS), 10)
+    sent = operator_requests(cluster, since)
+    print(f"the operator's requests for {RECHECKS} re-checks of a pod waiting for its config:", sent)
+    assert sent.get("GET secrets", 0) <= 1, sent
+    assert not any(k.startswith(("GET speechtotexts", "PATCH")) for k in sent), sent
+
+    assert await cluster.api.delete(cluster.url("v1", "secrets", KEY["name"]))
+    await set_pod(cluster, pending(main=[waiting(builders.CONTAINER, "CreateContainerConfigError",
+                                                 f'secret "{KEY["name"]}" not found')]))
+
+    async def named() -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == conditions.MISSING_DEPENDENCY else None
+    degraded = await cluster.eventually(named, 10)
+    assert degraded["message"] == f'Secret "{KEY["name"]}" not found', degraded
