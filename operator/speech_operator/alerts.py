@@ -62,6 +62,17 @@ SLOW_RESULT_SECONDS = 2
 #: apart. One failure, or a burst (an API server restarting, a leader election in etcd), is tried again and mended.
 RECONCILE_ERRORS_WINDOW, RECONCILE_ERRORS_FOR = "10m", "15m"
 
+#: What failed, by ``scope`` of ``speech_operator_reconcile_errors_total`` (:data:`speech_operator.metrics.SCOPES`), in
+#: SpeechOperatorReconcileErrors' words: what the operator keeps failing to do, and what is left undone meanwhile. The
+#: first is also what a series without ``scope`` (an operator older than it) counts.
+SCOPE_WORDS = {
+    metrics.RECONCILE: ("reconcile SpeechToTexts", "SpeechToTexts are not brought in line with their spec"),
+    metrics.STATUS: ("refresh the status of SpeechToTexts", "their status is stale"),
+    metrics.AUTOSCALER: ("list the pods of autoscaled SpeechToTexts",
+                         "their replicas do not follow the load and a locale at zero is not woken"),
+}
+assert SCOPE_WORDS.keys() == metrics.SCOPES.keys(), "words for each scope of speech_operator_reconcile_errors_total"
+
 #: The routes of live streams in ``speech_request_seconds{route}`` (the REST and OpenAI routes' time grows with the audio).
 STREAM_ROUTES = ("usp", "vosk")
 
@@ -85,6 +96,13 @@ def matching(found: list[str]) -> str:
 def listed(found: list[str]) -> str:
     """These names, for people."""
     return ", ".join(found)
+
+
+def by_scope(part: int) -> str:
+    """A template of :data:`SCOPE_WORDS`' ``part`` for the alert's ``scope`` label (the first scope's when it has none)."""
+    (_, first), *others = SCOPE_WORDS.items()
+    branches = "{{ else if ".join(f'eq $labels.scope "{scope}" }}}}{words[part]}' for scope, words in others)
+    return f"{{{{ if {branches}{{{{ else }}}}{first[part]}{{{{ end }}}}"
 
 
 def _alert(name: str, expr: str, for_: str, summary: str, description: str) -> dict[str, Any]:
@@ -189,21 +207,19 @@ def rule_groups() -> list[dict[str, Any]]:
                    f"{stt} is Degraded: {reason_of('Degraded', 'True')}",
                    f"For 5 minutes it could not run as asked (the reason above): {DEGRADED_CAUSES}. {describe}"),
             _alert("SpeechOperatorReconcileErrors",
-                   f'sum by (namespace, reason) (\n  increase(speech_operator_reconcile_errors_total'
+                   f'sum by (namespace, scope, reason) (\n  increase(speech_operator_reconcile_errors_total'
                    f'{{reason!~"{matching(list(metrics.IN_STATUS))}"}}[{RECONCILE_ERRORS_WINDOW}])\n) > 0',
                    RECONCILE_ERRORS_FOR,
-                   "the speech-operator in {{ $labels.namespace }} keeps failing to reconcile SpeechToTexts: "
+                   f"the speech-operator in {{{{ $labels.namespace }}}} keeps failing to {by_scope(0)}: "
                    "{{ $labels.reason }}",
-                   "Its reconciles of SpeechToTexts, refreshes of their status, or its autoscaler's looks at their "
-                   f"pods have failed within every {RECONCILE_ERRORS_WINDOW[:-1]} minutes for {RECONCILE_ERRORS_FOR[:-1]} minutes "
-                   f"(speech_operator_reconcile_errors_total: failures lasting 5 minutes at least). One failure, or a "
+                   f"Its attempts to {by_scope(0)} have failed within every {RECONCILE_ERRORS_WINDOW[:-1]} minutes for "
+                   f"{RECONCILE_ERRORS_FOR[:-1]} minutes (speech_operator_reconcile_errors_total{{{{ with $labels.scope }}}}"
+                   f", scope {{{{ . }}}}{{{{ end }}}}: failures lasting 5 minutes at least). One failure, or a "
                    "burst of them (an API server restarting, an etcd leader election), is tried again and alerts nobody; "
                    "these keep coming. ApiRefused: the operator's RBAC lacks a verb (an install older than the operator: "
                    "apply its ClusterRole); ApiUnavailable, ApiTimeout, ApiUnreachable: the API server fails, throttles "
                    "the operator, or cannot be reached from it (a NetworkPolicy, DNS); Internal: a bug, with its "
-                   "traceback in the log. Meanwhile SpeechToTexts are not brought in line with their spec (scope "
-                   "reconcile), their status is stale (scope status), or their replicas do not follow the load and "
-                   "a locale at zero is not woken (scope autoscaler). A write the API server refuses "
+                   f"traceback in the log. Meanwhile {by_scope(1)}. A write the API server refuses "
                    f"({c.WRITE_REFUSED}) or a child's name taken ({c.NAME_CONFLICT}) is in the SpeechToText's status: "
                    "SpeechToTextDegraded says it. kubectl logs -n {{ $labels.namespace }} -l "
                    "app.kubernetes.io/name=speech-operator,app.kubernetes.io/component=operator"),

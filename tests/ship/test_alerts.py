@@ -71,10 +71,23 @@ def test_every_kind_that_fails_the_service_is_alerted_on() -> None:
     assert {k.alert for k in KINDS} == {CAPACITY, FAULT, None}
 
 
+def chosen(match: re.Match[str], labels: dict[str, str]) -> str:
+    """The branch of ``{{ if eq $labels.x "v" }}A{{ else if eq $labels.x "w" }}B{{ else }}C{{ end }}`` that ``labels``
+    take."""
+    *branches, otherwise = match.group(0).removeprefix("{{ if ").removesuffix("{{ end }}").split("{{ else ")
+    for branch in branches:
+        test = re.match(r'(?:if )?eq \$labels\.(\w+) "([^"]*)" \}\}(.*)', branch, re.S)
+        assert test, branch
+        if labels.get(test.group(1), "") == test.group(2):
+            return test.group(3)
+    return otherwise.removeprefix("}}")
+
+
 def expanded(template: str, labels: dict[str, str]) -> str:
-    """An annotation as Prometheus renders it for an alert with ``labels`` (the only template variable used, alone or
-    in ``{{ with $labels.x }}...{{ . }}...{{ end }}``)."""
+    """An annotation as Prometheus renders it for an alert with ``labels`` (the only template variable used, alone, in
+    ``{{ with $labels.x }}...{{ . }}...{{ end }}``, or compared in ``{{ if eq $labels.x "v" }}...{{ end }}``)."""
     assert "$value" not in template
+    template = re.sub(r"\{\{ if eq .*?\{\{ end \}\}", lambda m: chosen(m, labels), template)
     template = re.sub(r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ end \}\}",
                       lambda m: m.group(2).replace("{{ . }}", labels[m.group(1)]) if labels.get(m.group(1)) else "", template)
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
@@ -217,19 +230,33 @@ def reconcile_errors_case(rule: dict[str, Any]) -> dict[str, Any]:
     """The install in ``speech-operator``: ApiRefused at each reconcile (a minute apart: its RBAC lacks a verb), its
     alert after 15 minutes, not before; WriteRefused and NameConflict as often (SpeechToTextDegraded's), one ApiTimeout,
     and a burst of ApiUnavailable over 3 minutes (an API server restarting): none; its standby counts nothing. The
-    install in ``speech-b``: a status refresh that times out every 4 minutes: its alert too."""
+    install in ``speech-b``: a status refresh that times out every 4 minutes: its alert too, as the install in
+    ``speech-c``'s autoscaler that cannot reach the API server; each summary says what keeps failing (its scope), and
+    one of an operator older than the scope label says a reconcile."""
     series = [*reconciling({("reconcile", "ApiRefused"): "0+1x30", ("status", "ApiTimeout"): "0x5 1x25",
                             ("status", "ApiUnavailable"): "0x3 2 4 6 6x26"}),
               reconcile_errors("speech-operator", "reconcile", "ApiRefused", "0x30", replica="operator-b"),
-              reconcile_errors("speech-b", "status", "ApiTimeout", " ".join(f"{n}x3" for n in range(8)))]
+              reconcile_errors("speech-b", "status", "ApiTimeout", " ".join(f"{n}x3" for n in range(8))),
+              reconcile_errors("speech-c", "autoscaler", "ApiUnreachable", "0+2x30"),
+              {"series": 'speech_operator_reconcile_errors_total{namespace="speech-d",reason="Internal"}', "values": "0+1x30"}]
 
-    def fired(install: str, reason: str) -> dict[str, Any]:
-        labels = {"severity": "warning", "namespace": install, "reason": reason}
+    def fired(install: str, scope: str, reason: str) -> dict[str, Any]:
+        labels = {"severity": "warning", "namespace": install, "reason": reason, **({"scope": scope} if scope else {})}
         return {"exp_labels": labels, "exp_annotations": {n: expanded(t, labels) for n, t in rule["annotations"].items()}}
+    expected = [fired("speech-operator", "reconcile", "ApiRefused"), fired("speech-b", "status", "ApiTimeout"),
+              fired("speech-c", "autoscaler", "ApiUnreachable"), fired("speech-d", "", "Internal")]
+    summaries = [a["exp_annotations"]["summary"] for a in expected]
+    assert summaries == [
+        "the speech-operator in speech-operator keeps failing to reconcile SpeechToTexts: ApiRefused",
+        "the speech-operator in speech-b keeps failing to refresh the status of SpeechToTexts: ApiTimeout",
+        "the speech-operator in speech-c keeps failing to list the pods of autoscaled SpeechToTexts: ApiUnreachable",
+        "the speech-operator in speech-d keeps failing to reconcile SpeechToTexts: Internal"], summaries
+    described = expected[2]["exp_annotations"]["description"]
+    assert ("(speech_operator_reconcile_errors_total, scope autoscaler: " in described
+            and "Meanwhile their replicas do not follow the load and a locale at zero is not woken." in described), described
     return {"interval": "1m", "input_series": series, "alert_rule_test": [
         {"eval_time": "14m", "alertname": rule["alert"], "exp_alerts": []},
-        {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": [fired("speech-operator", "ApiRefused"),
-                                                                          fired("speech-b", "ApiTimeout")]}]}
+        {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": expected}]}
 
 
 def active(install: str, replica: str, values: str) -> dict[str, str]:
