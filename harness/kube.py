@@ -54,6 +54,10 @@ class _Bus(aiobus.Bus[Any]):
         await self._flush()
 
 
+#: A page a proxy in front of the API server answers with (:attr:`Emulator.garbled`).
+PROXY_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+
+
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus what a real API server does that the operator relies on.
 
@@ -180,6 +184,12 @@ class Emulator(kmock.KubernetesEmulator):
         return self.__dict__.setdefault("_failing", {})
 
     @property
+    def garbled(self) -> dict[tuple[str, str, str | None], str]:
+        """Objects the operator's requests for (its User-Agent; keys as :attr:`failing`'s) are answered ``200
+        text/html`` with this body, no Kubernetes object: a proxy's page in front of the API server."""
+        return self.__dict__.setdefault("_garbled", {})
+
+    @property
     def withheld(self) -> set[str]:
         """Resources (plurals) answered 403 Forbidden to every request of the operator's, as by its RBAC from an install
         older than its grant of them (tests/rbac.py judges the requests by today's rules all the same)."""
@@ -279,6 +289,10 @@ class Emulator(kmock.KubernetesEmulator):
                    if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE) else None)
         if request.resource is not None and operators:
             refusal = self.failing.get((request.resource.plural, request.name or "", request.subresource), refusal)
+        page = (self.garbled.get((request.resource.plural, request.name or "", request.subresource))
+                if request.resource is not None and operators else None)
+        if page is not None:
+            return aiohttp.web.Response(text=page, content_type="text/html")
         if refusal is not None:
             code, reason, message = refusal
             return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure",

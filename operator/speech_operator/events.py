@@ -29,11 +29,10 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import aiohttp
 import kopf
 
 from speech_operator import api, builders
-from speech_operator.kube import Kube, KubeError, path
+from speech_operator.kube import UNANSWERED, Kube, KubeError, path
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ class Events:
                          "(its %s Event %s was refused)", api.KIND, meta["namespace"], meta["name"], body["type"],
                          body["reason"])
                 return
-        except (TimeoutError, aiohttp.ClientError):
+        except UNANSWERED:
             pass
         if self._exiting:  # kopf's poster has stopped: it would drop it unsaid (counted by :meth:`close`)
             self._unposted += 1

@@ -29,7 +29,6 @@ import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
-import aiohttp
 import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
@@ -186,9 +185,10 @@ def export(memo: kopf.Memo, **kwargs: Any) -> None:
         exporter.index = kwargs[INDEX]
 
 
-#: What an API server that is away or busy gives (a 5xx, a throttle, a timeout, a broken connection): asking
-#: again later mends it. A write it refuses outright is the SpeechToText's status instead (:func:`reconcile`).
-UNANSWERED = (kube.KubeError, TimeoutError, aiohttp.ClientError)
+#: What an API server that is away or busy gives (a 5xx, a throttle, a timeout, a broken connection, an answer that is
+#: no object: :data:`speech_operator.kube.UNANSWERED`): asking again later mends it. A write it refuses outright is the
+#: SpeechToText's status instead (:func:`reconcile`).
+UNANSWERED = kube.UNANSWERED
 
 
 @kopf.on.resume(*STT)
@@ -315,7 +315,7 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
                 wake.clear()
                 try:
                     await scaler.look(namespace, name, body)
-                except (TimeoutError, kube.KubeError, aiohttp.ClientError) as exc:
+                except UNANSWERED as exc:
                     logger.warning("autoscaling %s/%s: %s; again in %g s", namespace, name, exc, runtime(memo).config.autoscale_seconds)
                 with contextlib.suppress(TimeoutError):  # the next look, or kopf's flag: the daemon ends at once
                     await _until_stopped(stopped, asyncio.wait_for(wake.wait(), runtime(memo).config.autoscale_seconds))

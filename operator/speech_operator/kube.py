@@ -83,6 +83,18 @@ class KubeError(Exception):
         return 400 <= self.status < 500 and self.status not in (408, 429)
 
 
+class UnreadableAnswer(Exception):
+    """A 2xx answer that is no JSON object: a page of a proxy or load balancer in front of the API server, a body cut
+    short. Not the API server's word on the request: asking again later may mend it."""
+
+
+#: What an API server that is away, busy or out of reach gives (a 5xx, a throttle, a timeout, a broken connection, an
+#: answer that is no object), and one that refuses a request (a 4xx): the request failed, not the operator. Each is one
+#: line and a retry (:mod:`speech_operator.handlers`), counted by its reason (:func:`speech_operator.metrics.reconcile_failed`).
+#: ConnectionError: what aiohttp raises, unwrapped, when the connection is lost while it sends a request's body.
+UNANSWERED = (KubeError, UnreadableAnswer, TimeoutError, aiohttp.ClientError, ConnectionError)
+
+
 def _status(body: str) -> dict[str, Any]:
     """The API server's Status in ``body``, or {} when it is none."""
     try:
@@ -214,10 +226,11 @@ class Kube:
 
     async def request(self, method: str, url: str, body: Any = None, *, content_type: str = JSON,
                       query: dict[str, str] | None = None) -> dict[str, Any] | None:
-        """One call; ``None`` for 404, :class:`KubeError` for any other failure."""
+        """One call; ``None`` for 404, :class:`KubeError` for any other failure, :class:`UnreadableAnswer` for an
+        answer that is no JSON object (the client library hands such a body over as it is)."""
         for attempt in (1, 2):
             try:
-                return await self._api().call_api(
+                answer = await self._api().call_api(
                     url, method, query_params=list((query or {}).items()),
                     header_params={"Accept": JSON, "Content-Type": content_type},
                     body=body, auth_settings=["BearerToken"],
@@ -231,6 +244,10 @@ class Kube:
                     continue
                 text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
                 raise KubeError(exc.status, method, url, text) from None
+            if answer is not None and not isinstance(answer, dict):
+                text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
+                raise UnreadableAnswer(f"{method} {url} -> no JSON object: {' '.join(text.split())[:200]!r}")
+            return answer
         raise AssertionError("unreachable")
 
     async def watch(self, url: str, query: dict[str, str], seconds: int) -> AsyncIterator[dict[str, Any]]:
@@ -323,7 +340,7 @@ async def list_and_watch(kube: Kube, url: str, query: dict[str, str], what: str,
             if exc.status in (403, 404):
                 return exc
             failure: Exception = exc
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a line that is no JSON
+        except (UnreadableAnswer, aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as exc:  # ValueError: a line that is no JSON
             failure = exc
         log.warning("watching %s: %s; again in %g s", what, str(failure) or type(failure).__name__, delay)
         await asyncio.sleep(delay)

@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from speech_operator import api
 from speech_operator import conditions as c
 from speech_operator.conditions import reported_replicas
-from speech_operator.kube import KubeError
+from speech_operator.kube import KubeError, UnreadableAnswer
 from speech_recognizer.serving import listening_socket
 
 PREFIX = "speech_operator_speechtotext"
@@ -45,8 +45,9 @@ PREFIX = "speech_operator_speechtotext"
 #: the API server refused, an object of a child's name that is someone else's.
 IN_STATUS = (c.WRITE_REFUSED, c.NAME_CONFLICT)
 #: What ended a reconcile or a status refresh early: an API server that refused a request (RBAC, ...), could not serve
-#: it (5xx, throttled), did not answer in time or could not be reached, or an error of the operator's own (logged with
-#: its traceback).
+#: it (5xx, throttled, or an answer that is no JSON object: a proxy's page in front of it), did not answer in time, or
+#: could not be reached (the connection refused, reset or lost), or an error of the operator's own (logged with its
+#: traceback).
 EARLY_ENDS = ("ApiRefused", "ApiUnavailable", "ApiTimeout", "ApiUnreachable", "Internal")
 #: Why a reconcile failed (``speech_operator_reconcile_errors_total{scope="reconcile", reason}``).
 RECONCILE_ERRORS = (*IN_STATUS, *EARLY_ENDS)
@@ -79,8 +80,9 @@ def reconcile_failed(reason: str | BaseException, scope: str = RECONCILE) -> Non
         if isinstance(reason, KubeError):
             reason = "ApiRefused" if reason.refused else "ApiUnavailable"
         else:
-            reason = ("ApiTimeout" if isinstance(reason, TimeoutError) else
-                      "ApiUnreachable" if isinstance(reason, aiohttp.ClientError) else "Internal")
+            reason = ("ApiUnavailable" if isinstance(reason, UnreadableAnswer) else
+                      "ApiTimeout" if isinstance(reason, TimeoutError) else
+                      "ApiUnreachable" if isinstance(reason, aiohttp.ClientError | ConnectionError) else "Internal")
     RECONCILE_FAILURES.labels(scope, reason).inc()
 
 

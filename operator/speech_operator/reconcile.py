@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import aiohttp
 import kopf
 import pydantic
 
@@ -35,7 +34,7 @@ from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
 from speech_operator.events import Events, Going, now
 from speech_operator.foreign_autoscalers import ForeignAutoscalers
-from speech_operator.kube import Kube, KubeError, path
+from speech_operator.kube import UNANSWERED, Kube, KubeError, path
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ async def _said(work: Awaitable[Any], namespace: str, name: str) -> None:
     line, anything else logged with its traceback (else asyncio's "Task exception was never retrieved")."""
     try:
         await work
-    except (KubeError, TimeoutError, aiohttp.ClientError) as exc:  # what handlers.UNANSWERED says so too
+    except UNANSWERED as exc:
         log.warning("reconciling %s/%s: %s: %s; again at its next change or event", namespace, name,
                     type(exc).__name__, exc)
     except Exception:

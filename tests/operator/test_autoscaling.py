@@ -27,6 +27,7 @@ import pytest_asyncio
 from aiohttp import web
 from conftest import operator_requests, reconcile_errors
 
+from harness.kube import PROXY_PAGE
 from speech_operator.gateway import serving
 from tests.controllers import Replicas
 
@@ -497,15 +498,22 @@ async def test_a_looks_status_write_that_fails_is_counted(scaled: Scaled) -> Non
                    for k in sent), sent
 
 
-async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled) -> None:
-    """The autoscaler's list of the pods, which the API server cannot serve (503), is counted as a look's failure
-    (``scope="autoscaler"``, ApiUnavailable), once per look, nothing else counted: blind, it writes and decides nothing
-    (the sessions that changed meanwhile are not in the status); served again, the next look sees them, uncounted.
-    Before, each was a WARNING line alone."""
+@pytest.mark.parametrize("answer", ["503", "page"])
+async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled, answer: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The autoscaler's list of the pods, which the API server cannot serve (503), or which a proxy in front of it
+    answers with a page of its own (200 text/html), is counted as a look's failure (``scope="autoscaler"``,
+    ApiUnavailable), once per look, nothing else counted: blind, it writes and decides nothing (the sessions that
+    changed meanwhile are not in the status), a WARNING line each, no traceback; served again, the next look sees them,
+    uncounted. Before, each 503 was a WARNING line alone; the page was counted Internal (the look read a string as the
+    list), with a traceback, and ended the autoscaler's daemon until kopf started it again."""
     cluster = scaled.cluster
     await scaled.settled()
     before, since = reconcile_errors(), len(list(cluster.emulator))
-    cluster.emulator.failing[("pods", "", None)] = (503, "ServiceUnavailable", "etcdserver: leader changed")
+    if answer == "page":
+        cluster.emulator.garbled[("pods", "", None)] = PROXY_PAGE
+    else:
+        cluster.emulator.failing[("pods", "", None)] = (503, "ServiceUnavailable", "etcdserver: leader changed")
     scaled.script.loads["en-us-0"] = (1, 0.0)
 
     def counted() -> dict[tuple[str, str], float]:
@@ -519,7 +527,8 @@ async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled) -> No
     assert set(counted()) == {("autoscaler", "ApiUnavailable")}, counted()
     assert counted()[("autoscaler", "ApiUnavailable")] <= sent.get("GET pods", 0), sent
     assert not any(k.startswith(("PATCH", "GET speechtotexts")) for k in sent), sent
-    del cluster.emulator.failing[("pods", "", None)]
+    cluster.emulator.failing.pop(("pods", "", None), None)
+    cluster.emulator.garbled.pop(("pods", "", None), None)
 
     async def seen() -> bool:
         return ((await scaled.status()).get("autoscaling") or {}).get("sessions") == 1
@@ -527,6 +536,9 @@ async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled) -> No
     failed = counted()
     await asyncio.sleep(1)  # five looks more, served
     assert counted() == failed and set(failed) == {("autoscaler", "ApiUnavailable")}, counted()
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], "no traceback"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "autoscaling" in r.getMessage()]
+    assert said and ("no JSON object: '<html>" in said[0] if answer == "page" else "HTTP 503" in said[0]), said
 
 
 #: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import os
 import socket
 import subprocess
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import yaml
 from conftest import ENV, NAMESPACE, ROOT, Operator, condition, console_script, declare_peerings, deployment, quiet, reconcile_errors
 from prometheus_client.parser import text_string_to_metric_families
 from stt_schema import older
 
+from harness.kube import PROXY_PAGE
 from harness.loopback import free_port
-from speech_operator import api, crd_watch
+from speech_operator import api, crd_watch, metrics
 from speech_operator.kube import USER_AGENT
 from speech_operator.metrics import SCOPES, address
 from tests.prometheus import Prometheus, as_grafana_sends, check_dashboard, dashboard_queries
@@ -339,6 +342,33 @@ async def test_a_failed_read_of_a_status_removed_by_someone_else_is_counted(clus
     await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": None})
     await count({("status", "ApiUnavailable"): 1})
     assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads + 1
+
+
+async def test_a_status_refresh_answered_by_a_proxys_page_is_counted_as_the_api_unavailable(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A change of the Deployment's status refreshes the SpeechToText's status; its read of the Deployment is answered
+    by a proxy in front of the API server with a page of its own (200 text/html): counted as a refresh the API server
+    could not serve (``scope="status"``, ApiUnavailable), once, a WARNING line naming it, no traceback. Before, the
+    page was read as a Deployment: counted Internal (a bug's reason), with its traceback."""
+    count = await ready_and_quiet(cluster)
+    cluster.emulator.garbled[("deployments", "en-us", None)] = PROXY_PAGE
+    dep = await deployment(cluster, "en-us") or {}
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0, "availableReplicas": 0,
+        "observedGeneration": dep["metadata"].get("generation", 1)}})
+    await count({("status", "ApiUnavailable"): 1})
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], "no traceback"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "reconciling speech/en-us" in r.getMessage()]
+    assert len(said) == 1 and "UnreadableAnswer" in said[0] and "no JSON object: '<html>" in said[0], said
+
+
+def test_a_connection_lost_mid_request_is_counted_as_the_api_unreachable() -> None:
+    """aiohttp raises the connection lost while it sends a request's body as a bare ConnectionError (not one of its
+    ClientErrors): counted ApiUnreachable, as a reset it wraps is. Before, Internal."""
+    before = reconcile_errors()
+    metrics.reconcile_failed(ConnectionError("Connection lost"), metrics.STATUS)
+    after = reconcile_errors()
+    assert {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)} == {("status", "ApiUnreachable"): 1}
 
 
 async def test_a_bad_metrics_url_or_a_port_in_use_is_one_line(apiserver: Cluster, tmp_path: Path) -> None:
