@@ -71,6 +71,8 @@ def sessions_url(pod: Mapping[str, Any]) -> str:
 async def _read(http: aiohttp.ClientSession, pod: Mapping[str, Any]) -> scaling.PodLoad:
     async with http.get(sessions_url(pod), timeout=aiohttp.ClientTimeout(total=SESSIONS_TIMEOUT_SECONDS)) as resp:
         body = await resp.json()
+    if not isinstance(body, dict):  # JSON, but not a recognizer's: something else listens at the pod's IP and port
+        raise ValueError(f"answered {type(body).__name__} JSON, no object")
     # ``connections``: 0 from a recognizer older than the field (its idleSeconds ran with clients connected);
     # ``maxConnections``: None from one older than that (its connections then count for busy pods only).
     cap = body.get("maxConnections")

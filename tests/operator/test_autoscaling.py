@@ -60,10 +60,14 @@ class Scripted:
     max_connections: int | None = None
     #: ``/sessions`` requests answered, of every pod.
     asked: int = 0
+    #: What a pod answers ``/sessions`` instead of its load (JSON, as something other than a recognizer might).
+    odd: dict[str, Any] = field(default_factory=dict)
 
     async def start(self, name: str) -> _Server:
         async def sessions(request: web.Request) -> web.Response:
             self.asked += 1
+            if name in self.odd:
+                return web.json_response(self.odd[name])
             count, idle = self.loads.get(name, (0, 0.0))
             cap = {} if self.max_connections is None else {"maxConnections": self.max_connections}
             return web.json_response({"sessions": count, "connections": self.connections.get(name, 0), "decoders": 4, **cap,
@@ -539,6 +543,27 @@ async def test_a_look_that_cannot_list_the_pods_is_counted(scaled: Scaled, answe
     assert not [r.getMessage() for r in caplog.records if r.exc_info], "no traceback"
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "autoscaling" in r.getMessage()]
     assert said and ("no JSON object: '<html>" in said[0] if answer == "page" else "HTTP 503" in said[0]), said
+
+
+async def test_a_pod_answering_json_that_is_no_object_is_silent_not_a_failed_look(
+        scaled: Scaled, caplog: pytest.LogCaptureFixture) -> None:
+    """A ready pod whose ``/sessions`` answers JSON that is no object (``[]``: something else listening at its IP and
+    port) is a pod that does not report its sessions (a WARNING line a look), as one answering no JSON is: the looks go
+    on, none fails, nothing counted. Before, each look failed on it (``'list' object has no attribute 'get'``),
+    counted Internal with a traceback, and the autoscaler's daemon ended until kopf started it again 60 s later."""
+    cluster = scaled.cluster
+    await scaled.settled()
+    before = reconcile_errors()
+    asked = scaled.script.asked
+    scaled.script.odd["en-us-0"] = []
+
+    async def looked() -> bool:
+        return scaled.script.asked - asked >= 5  # a look every 0.2 s here
+    await cluster.eventually(looked, PATIENCE)
+    assert {k: n - before.get(k, 0) for k, n in reconcile_errors().items() if n != before.get(k, 0)} == {}
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], "no traceback"
+    said = [r.getMessage() for r in caplog.records if "did not report its sessions" in r.getMessage()]
+    assert said and said[0] == "pod en-us-0 did not report its sessions: answered list JSON, no object", said
 
 
 #: An HPA pointed at the SpeechToText's Deployment instead of at the SpeechToText (speech_operator.foreign_autoscalers).
