@@ -182,19 +182,19 @@ def speechtotext_panels() -> list[dict[str, Any]]:
 
 def gateway_panels() -> list[dict[str, Any]]:
     locale = 'locale=~"$locale"'
-    relayed_ok = rate('speech_gateway_request_seconds_bucket{outcome="ok"}')
+    relayed_ok = rate(f'speech_gateway_request_seconds_bucket{{{locale}, outcome="ok"}}')
     return [
         panel("Gateway requests by locale and outcome", "Requests and streams by route, locale and outcome: the HTTP "
               "status, or a WebSocket's close code (`speech_gateway_requests_total`)", "reqps",
               (f"sum by (locale, route, code) ({rate(f'speech_gateway_requests_total{{{locale}}}')})", "{{locale}} {{route}} {{code}}"),
               stack=True),
-        panel("Gateway time to the answer", "Median and 95th percentile by route of the requests the gateway relayed "
-              "and its recognizer answered ok (`speech_gateway_request_seconds{outcome=\"ok\"}`, no locale label): rest "
+        panel("Gateway time to the answer", "Median and 95th percentile by locale and route of the requests the gateway "
+              "relayed and its recognizer answered ok (`speech_gateway_request_seconds{outcome=\"ok\"}`): rest "
               "and openai from the request's head to its answer relayed, as the client sees it (its upload, a wake, the "
               "recognizer's decoding; the recognizer's own share: Time to the final result); usp and vosk from the "
               "upgrade to the recognizer's acceptance of the connection (a wake when its locale had no ready pod), not "
               "the stream's length", "s",
-              *((f"histogram_quantile({q}, sum by (route, le) ({relayed_ok}))", f"{{{{route}}}} p{int(q * 100)}")
+              *((f"histogram_quantile({q}, sum by (locale, route, le) ({relayed_ok}))", f"{{{{locale}}}} {{{{route}}}} p{int(q * 100)}")
                 for q in (0.5, 0.95))),
         panel("Gateway streams", "WebSocket streams being relayed, by route (`speech_gateway_streams`)", "short",
               ("sum by (route) (speech_gateway_streams)", "{{route}}"), stack=True),

@@ -35,7 +35,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -68,6 +68,7 @@ from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
     MAX_MESSAGE_BYTES,
     SKIPPED_AUTO_HEADERS,
+    Connected,
     Failed,
     Traffic,
     accepting,
@@ -267,15 +268,19 @@ class GatewayMetrics:
             "speech_gateway_request_seconds", "Seconds from a request's head to its answer, by route (rest, openai: "
             "its upload, a wake, the recognizer's decoding, the answer relayed; usp, vosk: a WebSocket, to its "
             "recognizer's acceptance of the connection, after a wake, or its refusal) and outcome (ok, or the class of "
-            "the failure: client, capacity, fault)", ["route", "outcome"], registry=self.registry, buckets=LATENCY_BUCKETS)
+            "the failure: client, capacity, fault; a recognizer's refusal by the kind it names), by the locale routed to "
+            "(- for a request refused before its locale was known: an unknown one, a mode not served, a head refused)",
+            ["route", "locale", "outcome"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.registry.register(_DirectoryCollector(directory, waker, connections))
 
-    def timed(self, request: web.Request, route: str, outcome: str) -> None:
-        """Observe ``speech_gateway_request_seconds{route,outcome}`` of ``request``, once (its first outcome: a stream
-        accepted and lost later was ok), from its head (:meth:`Gateway.admit`)."""
+    def timed(self, request: web.Request, route: str, locale: str | None, outcome: str) -> None:
+        """Observe ``speech_gateway_request_seconds{route,locale,outcome}`` of ``request``, once (its first outcome: a
+        stream accepted and lost later was ok), from its head (:meth:`Gateway.admit`); ``locale``: the SpeechToText's it
+        was routed to (a bounded label: the locales routed), None before one was found (``-``, as
+        ``speech_gateway_requests_total`` counts it)."""
         started = request.pop(STARTED, None)
         if started is not None:
-            self.latency.labels(route, outcome).observe(time.monotonic() - started)
+            self.latency.labels(route, locale or "-", outcome).observe(time.monotonic() - started)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -294,14 +299,18 @@ def outcome(kind: failures.Kind) -> str:
     return kind.alert or "client"
 
 
-def answered(status: int) -> str:
-    """The ``outcome`` of an answer known by its HTTP status (a recognizer's, relayed; a WebSocket's 101): ``ok`` below
-    400, else the class of the kind answered with that status (:func:`~speech_operator.gateway_failures.answered_with`:
-    503 busy, 500 internal, 4xx the client's), else ``capacity`` for a 429 (try later), ``fault`` for a 5xx and ``client``
-    for a 4xx."""
+def answered(status: int, named: str | None = None) -> str:
+    """The ``outcome`` of a recognizer's answer (relayed; a WebSocket's 101) of HTTP ``status``, its
+    :data:`~speech_recognizer.errors.FAILURE_HEADER` ``named`` the kind: ``ok`` below 400, else the class of that kind
+    (:func:`~speech_operator.gateway_failures.answered_kind`: a 503 ``busy`` capacity, ``draining`` the client's,
+    ``model_unavailable`` a fault; a 101 naming one: a stream the recognizer accepted only to close it, a drain or
+    its ``MaxConnections``), or of the kind answered with that status when none is named (503 busy, 500 internal, 4xx
+    the client's), else ``capacity`` for a 429 (try later), ``fault`` for a 5xx and ``client`` for a 4xx."""
+    if status == 101 and (kind := failures.BY_NAME.get(named or "")) is not None:
+        return outcome(kind)  # a stream accepted only to be closed with that failure (a drain, a full recognizer)
     if status < 400:
         return "ok"
-    if (kind := failures.answered_with(status)) is not None:
+    if (kind := failures.answered_kind(status, named)) is not None:
         return outcome(kind)
     return errors.CAPACITY if status == 429 else errors.FAULT if status >= 500 else "client"
 
@@ -530,7 +539,7 @@ class Gateway:
         if failure is not None:
             self._count(failure, route, backend, request)
         self.metrics.requests.labels(route, backend.locale, str(response.status)).inc()
-        self.metrics.timed(request, route, answered(response.status))
+        self.metrics.timed(request, route, backend.locale, answered(response.status, response.headers.get(errors.FAILURE_HEADER)))
         return response
 
     async def stream(self, request: web.Request, route: str) -> web.StreamResponse:
@@ -550,7 +559,7 @@ class Gateway:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
                                                      self.config.max_message_bytes, trusted=self.trusted,
                                                      failed=self._failed(route, backend, request),
-                                                     connected=self._connected(request, route))
+                                                     connected=self._connected(request, route, backend))
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
@@ -621,7 +630,7 @@ class Gateway:
             await refuse_accepted(client, failure, sent, usp=route == "usp", refusals=self.refusals)
             return client
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
-                             failed=self._failed(route, backend, request), connected=self._connected(request, route),
+                             failed=self._failed(route, backend, request), connected=self._connected(request, route, backend),
                              usp=route == "usp", refusals=self.refusals)
         return client
 
@@ -632,17 +641,18 @@ class Gateway:
         failures.report(failure, route, backend.locale if backend else None)
         self.metrics.failures.labels(failure.kind.name).inc()
         if request is not None:
-            self.metrics.timed(request, route, outcome(failure.kind))
+            self.metrics.timed(request, route, backend.locale if backend else None, outcome(failure.kind))
 
     def _failed(self, route: str, backend: Backend, request: web.Request) -> Failed:
         """What a relay of ``route``'s ``request`` to ``backend`` calls with a failure of the gateway's own that ended it
         (:meth:`_count`)."""
         return functools.partial(self._count, route=route, backend=backend, request=request)
 
-    def _connected(self, request: web.Request, route: str) -> Callable[[int], None]:
-        """What a relay of a WebSocket calls with the status the recognizer answered its upgrade with (101, or a
-        refusal's): the stream's time, from its head to there (:meth:`GatewayMetrics.timed`)."""
-        return lambda status: self.metrics.timed(request, route, answered(status))
+    def _connected(self, request: web.Request, route: str, backend: Backend) -> Connected:
+        """What a relay of a WebSocket to ``backend`` calls with the status the recognizer answered its upgrade with
+        (101, or a refusal's) and the kind that refusal names: the stream's time, from its head to there, under its
+        locale and outcome (:meth:`GatewayMetrics.timed`, :func:`answered`)."""
+        return lambda status, named: self.metrics.timed(request, route, backend.locale, answered(status, named))
 
     def _refused_http(self, request: web.Request, failure: failures.Failure, route: str, backend: Backend | None,
                       openai: bool = False, closing: bool = False) -> web.Response:

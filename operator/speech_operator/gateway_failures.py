@@ -22,7 +22,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 log = logging.getLogger("speech_operator.gateway")
 
 __all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
-           "KINDS", "answered_with", "close_args", "http_response", "refusal_close", "report"]
+           "BY_NAME", "KINDS", "answered_kind", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
 UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
@@ -57,6 +57,19 @@ TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests"
 
 #: Every kind a gateway answers with: the recognizer's table, then the gateway's own (in the order declared).
 KINDS: tuple[Kind, ...] = tuple(dict.fromkeys([*errors.kinds(vars(errors)), *errors.kinds(globals())]))
+
+
+#: Each kind of :data:`KINDS` by its name (the recognizer's :data:`~speech_recognizer.errors.FAILURE_HEADER`).
+BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}
+
+
+def answered_kind(status: int, named: str | None = None) -> Kind | None:
+    """The kind of a recognizer's answer of HTTP ``status``: the one its :data:`~speech_recognizer.errors.FAILURE_HEADER`
+    ``named``, when a kind of that status has that name (a 503 is ``busy``, ``draining``, ``too_many_connections`` or
+    ``model_unavailable``), else by its status alone (:func:`answered_with`: a recognizer older than the header, or a
+    proxy's answer)."""
+    kind = BY_NAME.get(named or "")
+    return kind if kind is not None and kind.http == status else answered_with(status)
 
 
 def answered_with(status: int) -> Kind | None:

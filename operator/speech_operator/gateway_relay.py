@@ -46,6 +46,7 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,7 +62,7 @@ from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWER
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
-from speech_recognizer.errors import HEADER_TOO_LARGE, Failure, close_reason, one_line
+from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
 from speech_recognizer.usp import refusal as usp_refusal
 
@@ -172,6 +173,16 @@ def returned_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
 
 
 def _uncounted(_: int) -> None:
+    pass
+
+
+#: What a relay of a WebSocket calls once the recognizer answered its upgrade: with the status (101, or a refusal's)
+#: and the kind of failure its :data:`~speech_recognizer.errors.FAILURE_HEADER` names (None: none named; with a 101,
+#: a stream accepted only to be closed with that failure: :data:`ACCEPTED_TO_CLOSE`).
+Connected = Callable[[int, str | None], None]
+
+
+def _unheard(status: int, named: str | None) -> None:
     pass
 
 
@@ -460,11 +471,17 @@ class RefusedUpgrade(Exception):
         return one_line(text)
 
 
+#: The kind of failure a recognizer's 101 names (:data:`~speech_recognizer.errors.FAILURE_HEADER`): a stream it accepted
+#: only to close it at once (a drain, its ``MaxConnections``), None for one it serves. Set by :func:`read_refusals`, in
+#: the task of the ``ws_connect`` that made the request (aiohttp gives no other public way to a WebSocket's 101).
+ACCEPTED_TO_CLOSE: ContextVar[str | None] = ContextVar("accepted_to_close", default=None)
+
+
 async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
     """The relay session's middleware: a WebSocket upgrade the recognizer answers with another status than 101 raises
     :class:`RefusedUpgrade`, its body read first (at most :data:`REFUSAL_MAX_BYTES`, for at most
     :data:`REFUSAL_READ_SECONDS`: a huge or endless body neither holds nor grows the gateway), and its connection
-    closed. ``ws_connect`` would raise :class:`aiohttp.WSServerHandshakeError`, the body unread and lost: aiohttp has no
+    closed (a 101 that names a failure: :data:`ACCEPTED_TO_CLOSE`). ``ws_connect`` would raise :class:`aiohttp.WSServerHandshakeError`, the body unread and lost: aiohttp has no
     other public way to it. Other requests pass untouched (a relayed REST request carries no ``Upgrade``).
 
     A body with no framing (neither ``Content-Length`` nor chunked: it ends where the connection closes) is not read:
@@ -473,7 +490,10 @@ async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientH
     no body (held: the gateway's words naming the status). A recognizer frames every refusal (uvicorn's denial
     responses and :func:`~speech_recognizer.errors.http_response_bytes` both carry ``Content-Length``)."""
     response = await handler(request)
-    if response.status == 101 or request.headers.get("Upgrade", "").lower() != "websocket":
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return response
+    if response.status == 101:
+        ACCEPTED_TO_CLOSE.set(response.headers.get(FAILURE_HEADER))
         return response
     body = b""
     try:
@@ -499,6 +519,7 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
     answers 101 with a broken handshake.
     """
     url, headers = upstream_request(request, backend, trusted, websocket=True)
+    ACCEPTED_TO_CLOSE.set(None)
     try:
         return await session.ws_connect(
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
@@ -514,10 +535,11 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
                           trusted: tuple[Network, ...], failed: Failed,
-                          connected: Callable[[int], None] = _uncounted) -> web.StreamResponse:
+                          connected: Connected = _unheard) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time; ``connected``
-    is called with the status the recognizer answered the upgrade with, once the client has it (101: accepted).
+    is called with the status the recognizer answered the upgrade with (101: accepted) and the kind its refusal names
+    (:data:`Connected`), once the client has it.
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
@@ -527,7 +549,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     try:
         upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted)
     except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
-        connected(refused.status)
+        connected(refused.status, refused.headers.get(FAILURE_HEADER))
         return refused.response()
     client = accepting(upstream.protocol, max_message_bytes)
     try:
@@ -535,7 +557,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
-    connected(101)
+    connected(101, ACCEPTED_TO_CLOSE.get())
     await _relay(client, upstream, backend, traffic, progress, failed, request)
     return client
 
@@ -543,7 +565,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
                          trusted: tuple[Network, ...], failed: Failed, usp: bool = False,
-                         refusals: usp_refusal.Waiting, connected: Callable[[int], None] = _uncounted) -> None:
+                         refusals: usp_refusal.Waiting, connected: Connected = _unheard) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
@@ -554,7 +576,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     try:
         upstream = await connect_upstream(request, backend, session, protocols, trusted)
     except RefusedUpgrade as refused:
-        connected(refused.status)
+        connected(refused.status, refused.headers.get(FAILURE_HEADER))
         code, reason = refused.close_args(backend)
         log.info("the recognizer of %s refused a held stream's upgrade: HTTP %d; closed %d %s", backend.locale,
                  refused.status, code, reason.decode(errors="replace"))
@@ -564,7 +586,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         failed(failure)
         await refuse_accepted(client, failure, sent, usp=usp, refusals=refusals)
         return
-    connected(101)
+    connected(101, ACCEPTED_TO_CLOSE.get())
     try:
         for msg in sent:
             await upstream.send_frame(msg.data, msg.type)

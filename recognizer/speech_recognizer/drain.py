@@ -57,7 +57,7 @@ import uvicorn
 
 from . import contract as c
 from .admission import Admission, TooManyConnections
-from .errors import DRAINING, HEAD, Failure, close_args, http_response, observe
+from .errors import DRAINING, HEAD, Failure, accept_headers, close_args, http_response, observe
 from .http_limits import LimitedHttpTools
 from .serving import REFUSED
 from .usp import refusal as usp_refusal
@@ -284,8 +284,9 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, r
         REFUSED.set(True)
         offered = scope.get("subprotocols") or []
         code, reason = close_args(failure)
-        # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason.
-        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+        # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason. The 101
+        # names the failure (a proxy in front, the gateway, tells a drain from a full server before the close comes).
+        await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None, "headers": accept_headers(failure)})
         if route_of(scope).startswith("usp/"):  # the Speech SDK's: told as a failed turn once its request begins
             await usp_refusal.refuse(receive, send, failure, refusals)
             return

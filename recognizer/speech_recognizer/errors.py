@@ -3,10 +3,11 @@
 Adapters raise a :class:`Failure` that names its :class:`Kind` (bad audio, busy,
 idle, ...); this module answers it, the same way on every route:
 
-- REST: :func:`http_response` — the kind's HTTP status, ``{"error": {"code", "message"}}``
-  and ``Retry-After`` when the kind has one;
+- REST: :func:`http_response` — the kind's HTTP status, ``{"error": {"code", "message"}}``,
+  ``Retry-After`` when the kind has one, and the kind's name in :data:`FAILURE_HEADER` (:func:`failure_headers`);
 - WebSocket (/vosk, Speech SDK): :func:`close_args` — the kind's close code and the message
-  cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a character);
+  cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a character); one refused before it
+  starts names its kind in its 101 too (:func:`accept_headers`);
 - Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
   reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
@@ -215,10 +216,31 @@ def classify(exc: BaseException) -> Failure:
 # ---- the answers ------------------------------------------------------------------------------------
 
 
+#: The header of every failure's HTTP answer that names its kind (``busy``, ``draining``, ``model_unavailable``: the
+#: ``reason`` of ``speech_refused_total``): what a proxy in front (the gateway) tells apart, where a status says less
+#: (a 503 is a busy server, a drain or a model that cannot be loaded).
+FAILURE_HEADER = "X-Speech-Failure"
+
+
+def failure_headers(failure: Failure) -> dict[str, str]:
+    """The headers of ``failure``'s HTTP answer: its kind's name (:data:`FAILURE_HEADER`), and ``Retry-After`` when
+    the kind has one."""
+    headers = {FAILURE_HEADER: failure.kind.name}
+    if failure.retry_after is not None:
+        headers["Retry-After"] = str(failure.retry_after)
+    return headers
+
+
+def accept_headers(failure: Failure) -> list[tuple[bytes, bytes]]:
+    """The headers (ASGI's) of the 101 of a WebSocket accepted only to be refused at once (a drain, ``MaxConnections``:
+    closed with the failure's code; a close before the handshake reaches a client as a bare 403): its kind named
+    (:data:`FAILURE_HEADER`), so that a proxy in front knows the stream refused from its upgrade's answer."""
+    return [(FAILURE_HEADER.lower().encode(), failure.kind.name.encode())]
+
+
 def http_response(failure: Failure) -> JSONResponse:
-    """The REST answer: status, ``{"error": {"code", "message"}}``, and ``Retry-After`` when the kind has one."""
-    headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
-    return error_response(failure.kind.http, failure.message, headers)
+    """The REST answer: status, ``{"error": {"code", "message"}}``, and :func:`failure_headers`."""
+    return error_response(failure.kind.http, failure.message, failure_headers(failure))
 
 
 def http_response_bytes(failure: Failure, *, openai: bool = False, extra: Iterable[tuple[str, str]] = ()) -> bytes:
@@ -253,12 +275,11 @@ def malformed_reason(said: str) -> str:
 
 
 def openai_response(failure: Failure) -> JSONResponse:
-    """:func:`http_response` in OpenAI's error shape: ``code`` is the kind's name, ``type`` OpenAI's
+    """:func:`http_response` in OpenAI's error shape (its headers too): ``code`` is the kind's name, ``type`` OpenAI's
     ``server_error`` (5xx) or ``invalid_request_error``; the openai package raises the error class of the status."""
-    headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else None
     kind = "server_error" if failure.kind.http >= 500 else "invalid_request_error"
     body = {"error": {"message": failure.message, "type": kind, "param": None, "code": failure.kind.name}}
-    return JSONResponse(body, failure.kind.http, headers=headers)
+    return JSONResponse(body, failure.kind.http, headers=failure_headers(failure))
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -58,7 +58,8 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 async def scraped(session: aiohttp.ClientSession, rig: Rig) -> dict[tuple[str, ...], float]:
-    """``speech_gateway_request_seconds``' count and sum by (sample, route, outcome), and the requests counted by
+    """``speech_gateway_request_seconds``' count and sum by (sample, route, outcome) (every locale's together; by
+    locale: tests/gateway/test_refusal_outcomes.py), and the requests counted by
     ``speech_gateway_requests_total`` by route (as ``("requests", route)``)."""
     async with session.get(f"http://{rig.gateway}/metrics") as response:
         text = await response.text()
@@ -66,7 +67,8 @@ async def scraped(session: aiohttp.ClientSession, rig: Rig) -> dict[tuple[str, .
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name in ("speech_gateway_request_seconds_count", "speech_gateway_request_seconds_sum"):
-                found[(s.name.rsplit("_", 1)[1], s.labels["route"], s.labels["outcome"])] = s.value
+                key = (s.name.rsplit("_", 1)[1], s.labels["route"], s.labels["outcome"])  # every locale's
+                found[key] = found.get(key, 0.0) + s.value
             elif s.name == "speech_gateway_requests_total":
                 key = ("requests", s.labels["route"])
                 found[key] = found.get(key, 0.0) + s.value

@@ -18,7 +18,7 @@ from .. import contract as c
 from .. import openapi as oa
 from ..auth import check_key
 from ..deadlines import Deadlines
-from ..errors import NOT_FOUND, Failure, close_args, observe, unserved_service
+from ..errors import NOT_FOUND, Failure, close_args, failure_headers, observe, unserved_service
 from ..serving import DENIED
 from .connection import Connection
 from .options import Options
@@ -30,10 +30,12 @@ SUBPROTOCOL = "USP"
 
 
 async def _deny(websocket: WebSocket, failure: Failure) -> None:
-    """Refuse the upgrade with the failure's HTTP status: the Speech SDK reports 401/403 as ``AuthenticationFailure``
-    (a plain 403 where the server cannot send a response to an upgrade)."""
+    """Refuse the upgrade with the failure's HTTP status and headers (its kind named: :func:`~speech_recognizer.errors.failure_headers`):
+    the Speech SDK reports 401/403 as ``AuthenticationFailure`` (a plain 403 where the server cannot send a response to
+    an upgrade)."""
     try:
-        await websocket.send_denial_response(PlainTextResponse(failure.message, status_code=failure.kind.http))
+        await websocket.send_denial_response(PlainTextResponse(failure.message, status_code=failure.kind.http,
+                                                                      headers=failure_headers(failure)))
         DENIED.set(True)
     except RuntimeError:
         await websocket.close(*close_args(failure))

@@ -1,0 +1,117 @@
+"""``speech_gateway_request_seconds{route,locale,outcome}``: what a recognizer's refusal was, per locale.
+
+A recognizer answers 503 for a busy server (``busy``, ``too_many_connections``: capacity), a drain (``draining``:
+normal operation during a rollout, the client's class) and a model it cannot load (``model_unavailable``: a fault).
+Its answer names the kind (``X-Speech-Failure``, :data:`speech_recognizer.errors.FAILURE_HEADER`), and the gateway
+times the request under that kind's class and the locale it routed to (``-`` for one refused before its locale was
+known). Before, every 503 was ``capacity`` (the status alone), and the histogram had no locale.
+
+A stream the recognizer refuses before it starts (a drain, ``MaxConnections``) is accepted and closed 1013 at once; its
+101 names the kind too (:func:`speech_recognizer.errors.accept_headers`), which the gateway reads: before, such a
+stream was timed ``ok``.
+
+Real recognizers (in-process, on loopback: the session's ko-KR model, draining as SIGTERM makes it; fr-FR a folder
+whose model Vosk cannot load) behind a real gateway; ``/metrics`` read as Prometheus reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+
+from speech_recognizer import contract
+from speech_recognizer.app import create_app
+from speech_recognizer.errors import FAILURE_HEADER
+from speech_recognizer.models import ModelRegistry
+from tests.conftest import make_settings
+from tests.support import ServerThread, scrape_metrics
+
+from .conftest import KEY, Stack, speech_to_text
+
+REST = "/speech/recognition/conversation/cognitiveservices/v1"
+#: The locale whose model cannot be loaded.
+BROKEN = "fr-FR"
+LATENCY = "speech_gateway_request_seconds_count"
+
+
+def outcomes(stack: Stack) -> dict[tuple[str, str, str], float]:
+    """``speech_gateway_request_seconds``' count by (route, locale, outcome) (a label missing: ``?``)."""
+    return {(labels.get("route", "?"), labels.get("locale", "?"), labels.get("outcome", "?")): value
+            for (name, pairs), value in scrape_metrics(stack.http).items() if name == LATENCY and (labels := dict(pairs)) and value}
+
+
+def broken_models(root: Path) -> Path:
+    """A models folder whose :data:`BROKEN` model Vosk cannot load (a ``final.mdl`` that is no model)."""
+    model = root / "broken-models" / BROKEN
+    (model / "conf").mkdir(parents=True)
+    (model / "conf" / "model.conf").write_text("--min-active=200\n")
+    (model / "am").mkdir()
+    (model / "am" / "final.mdl").write_bytes(b"not a model")
+    return model.parent
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with Stack(tmp_path) as stack:
+        yield stack
+
+
+def test_a_recognizers_503_is_timed_under_the_class_of_the_kind_it_names_and_its_locale(
+        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """A draining recognizer's 503: ``client``; a model that cannot be loaded (REST, OpenAI): ``fault``; each under its
+    locale, the recognizer's kind passed on to the client. An unknown locale: ``client`` under ``-``."""
+    models = broken_models(tmp_path)
+    draining = create_app(make_settings(tmp_path / "ko"), registry)
+    broken = create_app(make_settings(tmp_path / "fr", f"Mounts:Models={models}"), ModelRegistry(models, (BROKEN,)))
+    audio = {"content": speech_wav.read_bytes(), "headers": {"Content-Type": "audio/wav"}, "timeout": 30}
+    with ServerThread(draining) as ko, ServerThread(broken) as fr:
+        stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+        stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
+        stack.routes("ko-KR")
+        stack.routes(BROKEN)
+        draining.state.drain.begin()  # as SIGTERM begins it: new work refused, 503 draining
+        answers = {
+            "rest ko-KR": httpx.post(f"{stack.http}{REST}?language=ko-KR", **audio),
+            f"rest {BROKEN}": httpx.post(f"{stack.http}{REST}?language={BROKEN}", **audio),
+            f"openai {BROKEN}": httpx.post(f"{stack.http}{contract.ROUTE_OPENAI_TRANSCRIPTIONS}", timeout=30,
+                                           files={"file": ("a.wav", audio["content"], "audio/wav")}, data={"language": BROKEN}),
+            "rest xx-XX": httpx.post(f"{stack.http}{REST}?language=xx-XX", **audio),
+        }
+    got = {what: (r.status_code, r.headers.get(FAILURE_HEADER)) for what, r in answers.items()}
+    timed = outcomes(stack)
+    assert (timed, got) == ({("rest", "ko-KR", "client"): 1, ("rest", BROKEN, "fault"): 1, ("openai", BROKEN, "fault"): 1,
+                             ("rest", "-", "client"): 1},
+                            {"rest ko-KR": (503, "draining"), f"rest {BROKEN}": (503, "model_unavailable"),
+                             f"openai {BROKEN}": (503, "model_unavailable"), "rest xx-XX": (400, "unknown_locale")}), (timed, got)
+
+
+async def test_a_stream_the_recognizer_refuses_is_timed_under_the_kind_it_names_and_its_locale(
+        registry: ModelRegistry, tmp_path: Path, stack: Stack) -> None:
+    """Streams of one recognizer (``ApiKey``, ``MaxConnections=1``): an upgrade refused for a wrong key, 401
+    ``auth_wrong`` (the kind passed on to the client): ``client``; a stream past its ``MaxConnections`` and one while it
+    drains, each accepted only to be closed 1013 (their 101 names ``too_many_connections``, ``draining``): ``capacity``
+    and ``client``, not ``ok``; each under the locale."""
+    app = create_app(make_settings(tmp_path, f"ApiKey={KEY}", "Billing=https://example.invalid", "MaxConnections=1"), registry)
+    usp = f"{stack.ws}{REST}?language=ko-KR"
+    vosk, key = f"{stack.ws}/vosk?language=ko-KR", {contract.KEY_HEADER: KEY}
+    with ServerThread(app) as ko:
+        stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+        stack.routes("ko-KR")
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(usp, headers={contract.KEY_HEADER: "wrong"})
+            async with session.ws_connect(vosk, headers=key):  # the one connection the recognizer keeps
+                async with session.ws_connect(vosk, headers=key) as past_the_cap:
+                    closed = [(await past_the_cap.receive(timeout=10)).data]
+            app.state.drain.begin()
+            async with session.ws_connect(vosk, headers=key) as drained:
+                closed.append((await drained.receive(timeout=10)).data)
+    assert closed == [1013, 1013], closed
+    said = (refused.value.status, refused.value.headers and refused.value.headers.get(FAILURE_HEADER))
+    timed = outcomes(stack)
+    assert (timed, said) == ({("usp", "ko-KR", "client"): 1, ("vosk", "ko-KR", "ok"): 1, ("vosk", "ko-KR", "capacity"): 1,
+                              ("vosk", "ko-KR", "client"): 1}, (401, "auth_wrong")), (timed, said)
