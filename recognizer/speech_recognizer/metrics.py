@@ -84,10 +84,9 @@ class Metrics:
 
     def _took(self, route: str, outcome: str, since: float | None) -> None:
         """Observe the latency of a request or turn of ``route`` (``rest-dictation``, ``usp/interactive``: its family,
-        ``rest``, ``usp``, a bounded label; a Speech SDK path not served, counted by its path: ``usp``), once, where
-        its outcome is counted."""
+        ``rest``, ``usp``, a bounded label), once, where its outcome is counted."""
         if since is not None:
-            family = "usp" if route.startswith("/") else route.split("/")[0].split("-")[0]
+            family = route.split("/")[0].split("-")[0]
             self.request_seconds.labels(family, outcome).observe(time.monotonic() - since)
 
     def watch_pool(self, pool: WarmPool) -> None:

@@ -147,13 +147,14 @@ def keyed(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def failures_by_family(base: str) -> tuple[dict[str, float], dict[str, float]]:
     """(counted, timed) failures by route family: ``speech_requests_total`` of a status other than 200, and
-    ``speech_request_seconds_count`` of an outcome other than ok (a Speech SDK path not served is counted by its path)."""
+    ``speech_request_seconds_count`` of an outcome other than ok (a Speech SDK service not served is counted ``usp``, as a
+    recognition path of no mode)."""
     counted: dict[str, float] = {}
     timed_: dict[str, float] = {}
     for (name, labels), value in scrape_metrics(base).items():
         found = dict(labels)
         if name == "speech_requests_total" and found["status"] != "200" and found["route"] != "http":
-            family = "usp" if found["route"].startswith("/") else found["route"].split("/")[0].split("-")[0]
+            family = found["route"].split("/")[0].split("-")[0]
             counted[family] = counted.get(family, 0.0) + value
         elif name == "speech_request_seconds_count" and found["outcome"] != "ok":
             timed_[found["route"]] = timed_.get(found["route"], 0.0) + value

@@ -135,7 +135,7 @@ def not_served(what: str):
 
     async def serve(websocket: WebSocket) -> None:
         failure = unserved_service(what)
-        observe(failure, websocket.url.path[:100], websocket.app.state.metrics)
+        observe(failure, "usp", websocket.app.state.metrics)  # as a recognition path of no mode (the service named in its log line)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await refuse(websocket.receive, websocket.send, failure, websocket.app.state.drain.refusals)
