@@ -376,7 +376,9 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
     its owner; one of its Deployment's replicas under a foreign autoscaler or of its status (new ready replicas) makes
     the owner's status again, from a read of the Deployment, several such changes at once one refresh or two; one of
     nothing the operator decides or reports (its version, its managedFields, someone else's fields) nothing
-    (:func:`speech_operator.reconcile.follow`).
+    (:func:`speech_operator.reconcile.follow`), decided once the owner's reconcile under way, if any, is over: the
+    events of the children a creation's reconcile writes come while it runs, and decided then, before it kept what it
+    decided, each was a whole reconcile again.
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
     then anyway (``on.resume``), and reconciling it once per child as well tripled the
@@ -390,7 +392,8 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
         logger.info("ignored: it names no possible SpeechToText (%r)", owner)
         return
     rt, namespace = runtime(memo), namespaced(namespace)
-    then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))
+    async with rt.lock(namespace, owner):  # after a reconcile under way: the events of its own writes follow what it kept
+        then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))
     if then is Follow.STATUS:
         rt.refresh(namespace, owner)
     elif then is Follow.RECONCILE:

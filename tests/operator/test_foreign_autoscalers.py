@@ -174,16 +174,16 @@ async def debug_rolled(cluster: Cluster) -> bool:
 
 
 async def test_a_reconcile_under_an_hpa_reads_the_deployment_once(cluster: Cluster) -> None:
-    """A spec change under an HPA: each reconcile (the change's, then the one its Deployment write's event brings) reads
-    the Deployment once, and writes over that read. Before, twice: once for the replicas the HPA holds it at, once more
-    to write it (reconcile.apply's own read)."""
+    """A spec change under an HPA: each reconcile (the change's; the event of its Deployment write, decided once it is
+    over, carries what it wrote and brings none) reads the Deployment once, and writes over that read. Before, twice:
+    once for the replicas the HPA holds it at, once more to write it (reconcile.apply's own read)."""
     await held_by_an_hpa_at_three(cluster)
     reconciles, deployment_reads = reads(cluster)
     await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
     await cluster.eventually(lambda: debug_rolled(cluster), ACT_SECONDS)
     await cluster.eventually(lambda: quiet(cluster))
     now = reads(cluster)
-    assert now[0] - reconciles >= 2, "the change's reconcile and its Deployment write's"
+    assert now[0] - reconciles >= 1, "the change's reconcile"
     assert now[1] - deployment_reads == now[0] - reconciles, (now, (reconciles, deployment_reads))
     assert await deployment_replicas(cluster) == 3
 
