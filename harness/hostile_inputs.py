@@ -155,6 +155,14 @@ def adts_bomb(seconds: float = 3600.0) -> bytes:
     return b"".join(frames[:2]) + frames[len(frames) // 2] * (int(seconds * 8000 / 1024) + 1)
 
 
+def amr_bomb(seconds: float = 3600.0, wide: bool = False) -> bytes:
+    """Raw AMR-NB (AMR-WB with ``wide``) that decodes to ``seconds`` of silence from 50 bytes a second: a file header,
+    then no-data frames (frame type 15: a header byte alone, 20 ms each), which OpenCORE's decoder (the server's)
+    conceals as silence; the smallest speech frames are 13 bytes (650 bytes a second), OpenCORE's encoder's at 12.2
+    kbit/s 32 (1.6 KB/s). A raw AMR file says no length: only decoding tells it. The default hour is 180 KB."""
+    return (b"#!AMR-WB\n" if wide else b"#!AMR\n") + bytes([15 << 3 | 4]) * (int(seconds * 50) + 1)
+
+
 # ---- MP3 ------------------------------------------------------------------------------------
 
 

@@ -384,6 +384,19 @@ def utterances_qt(audio_dir: Path, utterances_mov: Path) -> Path:
     return out
 
 
+#: How phones and old recorders hold speech, by their files' suffix -> (PyAV's container, codec, rate, bit rate): 3GP with
+#: AMR-NB (Android's voice and call recorders; OpenCORE's encoder, in the av wheel), raw AMR-NB (``#!AMR``: old phones,
+#: voice recorders), an MPEG-1 program stream with MP2 (camcorders, video CDs), one with MP3 (LAME).
+RECORDERS = {"3gp": ("3gp", "libopencore_amrnb", 8000, 12200), "amr": ("amr", "libopencore_amrnb", 8000, 12200),
+             "mpg": ("mpeg", "mp2", 48000, 64000), "mpeg": ("mpeg", "libmp3lame", 44100, 64000)}
+
+
+@pytest.fixture(scope="session")
+def utterances_recorded(audio_dir: Path, utterances_wav: Path) -> dict[str, Path]:
+    """:func:`utterances_wav` as each of :data:`RECORDERS` holds it, by suffix."""
+    return {suffix: av_encode(utterances_wav, audio_dir / f"utterances.{suffix}", *how) for suffix, how in RECORDERS.items()}
+
+
 def av_reference(model: LoadedModel, path: Path) -> Reference:
     """In-process Vosk on the PCM PyAV decodes ``path`` to (through the server's resampler to the model's rate)."""
     pcm, rate = av_pcm(path)

@@ -336,15 +336,18 @@ def av_encode(wav: Path, out: Path, container: str, codec: str, rate: int, bit_r
 
 
 def av_pcm(path: Path) -> tuple[bytes, int]:
-    """The mono 16-bit PCM and rate PyAV decodes ``path``'s first audio stream to, as the server's decoder does
-    (FFmpeg's resampler to s16 mono at the first frame's rate)."""
+    """The mono 16-bit PCM and rate PyAV decodes ``path``'s first audio stream to, as the server's decoder does (the
+    decoder it takes for that codec: :func:`speech_recognizer.ffmpeg_child.decoder`; FFmpeg's resampler to s16 mono at
+    the first frame's rate)."""
     import av
+
+    from speech_recognizer.ffmpeg_child import decoder
 
     pcm = bytearray()
     with av.open(str(path)) as demuxer:
         stream = demuxer.streams.audio[0]
-        resampler = None
-        for frame in demuxer.decode(stream):
+        context, resampler = decoder(stream), None
+        for frame in (frame for packet in demuxer.demux(stream) for frame in context.decode(packet)):
             resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate)
             for converted in resampler.resample(frame):
                 pcm += bytes(converted.planes[0])[: 2 * converted.samples]

@@ -3,7 +3,8 @@
 WAV (8/16/24/32-bit PCM, 32/64-bit float, A-law, mu-law; any rate and channel
 count; streamed WAV whose size fields are 0 or too large is read to the end),
 Ogg/Opus and Ogg/Vorbis, FLAC, MP3 (MPEG-1, 2 and 2.5 Layer III, with or without an
-ID3v2 tag), WebM, MP4 and raw AAC (ADTS), and headerless 16-bit PCM when the content type says so (``audio/l16;
+ID3v2 tag), WebM, MP4 (3GP too), raw AAC (ADTS), raw AMR, MPEG program streams, and headerless 16-bit PCM when the
+content type says so (``audio/l16;
 rate=16000`` or ``audio/wav; codecs=audio/pcm; samplerate=16000``). Which one a body
 is, its first bytes say (:func:`sniff`; the list is :data:`~speech_recognizer.contract.AUDIO_FORMATS`).
 
@@ -67,12 +68,13 @@ class WavFormat:
 
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-WAV, OGG, FLAC, MP3, WEBM, MP4, AAC = AUDIO_FORMATS
+WAV, OGG, FLAC, MP3, WEBM, MP4, AAC, AMR, MPEG_PS = AUDIO_FORMATS
 #: Containers FFmpeg decodes, in a child process (:mod:`speech_recognizer.ffmpeg`); libmpg123 decodes MP3
 #: (:mod:`speech_recognizer.mpg123`), libsndfile the others.
-_FFMPEG_FORMATS = (WEBM, MP4, AAC)
-#: Containers told by their signature where it is, whatever the content type (MP3 and AAC are told by their frames).
-_SIGNED = (WAV, OGG, FLAC, WEBM, MP4)
+_FFMPEG_FORMATS = (WEBM, MP4, AAC, AMR, MPEG_PS)
+#: Containers told by their signature where it is, whatever the content type (MP3 and AAC are told by their frames,
+#: MPEG-PS by its pack header: :func:`_mpeg_pack`).
+_SIGNED = (WAV, OGG, FLAC, WEBM, MP4, AMR)
 #: What is said of bytes :func:`sniff` finds no container in, after what they are ("the body", "the file").
 NOT_AUDIO = (f"is not {', '.join(f.name for f in AUDIO_FORMATS[:-1])} or {AUDIO_FORMATS[-1].name} audio "
              f"(no {'/'.join(f.signature_name or f.signature.decode() for f in AUDIO_FORMATS if f is not AAC)} "
@@ -230,8 +232,9 @@ def sniff(data: bytes | bytearray, content_type: str = "") -> AudioFormat | None
     """The container ``data`` begins with (None: none of :data:`~speech_recognizer.contract.AUDIO_FORMATS`): its
     signature, whatever the content type; else, where the content type does not declare headerless PCM
     (:func:`declares_pcm`), an MP3 by its ID3v2 tag (raw AAC when ADTS frames follow it: FFmpeg skips the tag) or by
-    two MPEG audio frames of one stream, one after the other, raw AAC by two ADTS frames so, or an old QuickTime movie
-    (MP4's decoder reads it) by its atoms (:func:`_quicktime_atoms`)."""
+    two MPEG audio frames of one stream, one after the other, raw AAC by two ADTS frames so, an MPEG program stream by
+    its pack header (:func:`_mpeg_pack`), or an old QuickTime movie (MP4's decoder reads it) by its atoms
+    (:func:`_quicktime_atoms`)."""
     for fmt in _SIGNED:
         if data[fmt.offset : fmt.offset + len(fmt.signature)] == fmt.signature:
             return fmt
@@ -243,7 +246,18 @@ def sniff(data: bytes | bytearray, content_type: str = "") -> AudioFormat | None
         return MP3
     if _adts_frames(data):
         return AAC
+    if _mpeg_pack(data):
+        return MPEG_PS
     return MP4 if _quicktime_atoms(data) else None
+
+
+def _mpeg_pack(data: bytes | bytearray) -> bool:
+    """Whether ``data`` begins with an MPEG program stream's pack header: its start code (``00 00 01 BA``), then
+    MPEG-1's ``0010`` and marker bit, or MPEG-2's ``01`` and marker bit (what bytes that merely begin with the code,
+    as silent PCM could, seldom have)."""
+    if len(data) < 5 or data[:4] != MPEG_PS.signature:
+        return False
+    return data[4] & 0xF1 == 0x21 or data[4] & 0xC4 == 0x44
 
 
 def content_params(content_type: str) -> tuple[str, dict[str, str]]:
@@ -869,7 +883,7 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
 
     ``head``: the input's first bytes (enough for :func:`sniff`: 64 KiB); ``read(n)``: up to ``n`` of the bytes after
     them (fewer only at the end); ``size``: the whole input's length when known (a regular file); ``file``: the same
-    input, seekable, for Ogg, FLAC, MP3, WebM, MP4 and AAC (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
+    input, seekable, for the compressed containers (their decoder seeks), else (a pipe) the rest is taken by ``read`` and held
     (compressed) before it is decoded. Refuses as :func:`decode` does (413: :func:`too_long`): by the length a
     header says before decoding anything (a WAV's data, when ``size`` bounds it), else as soon as the audio
     decoded passes ``max_seconds``; and raises what ``read`` raises.
@@ -894,13 +908,13 @@ def decode_stream(head: bytes | bytearray, read: Callable[[int], bytes], *, size
 
 
 def _ffmpeg_decoding(fmt: AudioFormat, source: bytearray | BinaryIO, max_seconds: float) -> Decoding:
-    """:func:`decode_stream` of a WebM, MP4 or AAC (:func:`_ffmpeg`): no length is known before its audio ends."""
+    """:func:`decode_stream` of what FFmpeg decodes (:func:`_ffmpeg`): no length is known before its audio ends."""
     rate, blocks = _ffmpeg(fmt, source, max_seconds)
     return Decoding(rate, None, blocks)
 
 
 def _ffmpeg(fmt: AudioFormat, source: bytes | bytearray | BinaryIO, max_seconds: float, cut: bool = False) -> tuple[int, Iterator[bytes]]:
-    """The sample rate and mono 16-bit PCM blocks of a WebM, MP4 or AAC, decoded by FFmpeg in a child process
+    """The sample rate and mono 16-bit PCM blocks of a WebM, MP4, AAC, AMR or MPEG-PS, decoded by FFmpeg in a child process
     (:mod:`speech_recognizer.ffmpeg`), which reads ``source`` (the whole input, or a file from its start); how it
     ended raised as an :class:`AudioError` of its kind (past ``max_seconds``: :func:`too_long`)."""
     from . import ffmpeg

@@ -93,9 +93,11 @@ class AudioFormat(NamedTuple):
 #: Every container decoded: what sniffing, error messages, content types, the transcriber's folder search and the
 #: API reference take their lists from. An MP3 begins with an ID3v2 tag, or else with MPEG audio frames, and raw AAC
 #: with ADTS frames (:func:`speech_recognizer.audio.sniff`); an old QuickTime movie without an ``ftyp`` box with its
-#: atoms; headerless 16-bit PCM is told by its content type alone. WebM (an EBML header: Matroska's), MP4 (an ``ftyp``
-#: box, 4 bytes in) and AAC are decoded by FFmpeg in a child process (:mod:`speech_recognizer.ffmpeg`), MP3 by
-#: libmpg123, the others by libsndfile.
+#: atoms; an MPEG program stream with a pack header of MPEG-1 or MPEG-2; headerless 16-bit PCM is told by its content
+#: type alone. WebM (an EBML header: Matroska's), MP4 (an ``ftyp`` box, 4 bytes in), AAC, AMR (RFC 4867's file header:
+#: ``#!AMR`` or ``#!AMR-WB``) and MPEG-PS are decoded by FFmpeg in a child process (:mod:`speech_recognizer.ffmpeg`),
+#: MP3 by libmpg123, the others by libsndfile. An MPEG-PS sent as ``audio/mpeg`` (MP3's type) is decoded as what its
+#: bytes are, as any body is.
 AUDIO_FORMATS: Final = (
     AudioFormat("WAV", "WAV", b"RIFF", ("audio/wav", "audio/x-wav", "audio/wave"), (".wav", ".wave")),
     AudioFormat("Ogg", "Ogg/Opus, Ogg/Vorbis", b"OggS", ("audio/ogg", "audio/opus"), (".ogg", ".oga", ".opus")),
@@ -104,11 +106,14 @@ AUDIO_FORMATS: Final = (
     AudioFormat("WebM", "WebM/MKV (Opus, Vorbis, AAC)", b"\x1a\x45\xdf\xa3",
                 ("audio/webm", "video/webm", "audio/x-matroska", "video/x-matroska"), (".webm", ".weba", ".mkv", ".mka"),
                 signature_name="EBML"),
-    AudioFormat("MP4", "MP4/M4A/MOV (AAC, ALAC)", b"ftyp",
+    AudioFormat("MP4", "MP4/M4A/MOV/3GP (AAC, ALAC, AMR)", b"ftyp",
                 ("audio/mp4", "audio/m4a", "audio/x-m4a", "video/mp4", "video/quicktime", "audio/3gpp", "video/3gpp"),
                 (".m4a", ".mp4", ".mov", ".qt", ".m4b", ".3gp"), offset=4),
     AudioFormat("AAC", "AAC (ADTS)", b"\xff\xf1", ("audio/aac", "audio/x-aac", "audio/aacp"), (".aac", ".adts"),
                 signature_name="ADTS"),
+    AudioFormat("AMR", "AMR (AMR-NB, AMR-WB)", b"#!AMR", ("audio/amr", "audio/amr-wb"), (".amr", ".awb")),
+    AudioFormat("MPEG-PS", "MPEG-PS/MPG (MP2, MP3)", b"\x00\x00\x01\xba", ("video/mpeg", "video/mp2p"), (".mpg", ".mpeg"),
+                signature_name="MPEG pack header"),
 )
 #: The formats as the docs list them: "WAV, Ogg/Opus, Ogg/Vorbis, FLAC, MP3".
 AUDIO_LISTED: Final = ", ".join(f.listed for f in AUDIO_FORMATS)

@@ -129,7 +129,7 @@ TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests"
 MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now",
                          alert=FAULT)
 DECODER_FAILED = Kind("decoder_failed", 502, 1011, "Error", WARNING, alert=FAULT,
-                      doc="FFmpeg's decoder of a WebM, MP4 or raw AAC (a process of its own) crashed on it, or passed its limits of "
+                      doc="FFmpeg's decoder of a WebM, MP4, raw AAC, AMR or MPEG-PS (a process of its own) crashed on it, or passed its limits of "
                           "CPU time, memory or time to its next block; the server serves on (its stderr is logged)")
 CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)")
 INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)", alert=FAULT)

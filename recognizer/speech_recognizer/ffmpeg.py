@@ -1,8 +1,8 @@
-"""WebM, MP4 and raw AAC audio decoded by FFmpeg (PyAV) in a child process, so that a crash in it ends one request, not the server.
+"""WebM, MP4, raw AAC, raw AMR and MPEG-PS audio decoded by FFmpeg (PyAV) in a child process, so that a crash in it ends
+one request, not the server.
 
-FFmpeg is a large decoder surface to feed what clients send: each WebM/MKV (Opus, Vorbis, AAC), MP4/M4A/MOV (AAC, ALAC) or
-AAC (ADTS) is
-decoded by its own ``python -m speech_recognizer.ffmpeg_child`` (:mod:`speech_recognizer.ffmpeg_child`), which opens
+FFmpeg is a large decoder surface to feed what clients send: each WebM/MKV (Opus, Vorbis, AAC), MP4/M4A/MOV/3GP (AAC, ALAC,
+AMR), AAC (ADTS), AMR (AMR-NB, AMR-WB) or MPEG program stream (MP2, MP3) is decoded by its own ``python -m speech_recognizer.ffmpeg_child`` (:mod:`speech_recognizer.ffmpeg_child`), which opens
 only the demuxer and the decoders that container is served with, under limits of its own: address space
 (:data:`MEMORY_BYTES`, and twice an input it holds), CPU time (:func:`cpu_seconds`), no file written, and
 :data:`STALL_SECONDS` to give its next block. It stops as soon as the audio decoded passes the length limit (a

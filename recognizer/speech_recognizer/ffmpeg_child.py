@@ -1,11 +1,13 @@
-"""The FFmpeg decoder's child process: one WebM, MP4 or raw AAC (ADTS) upload on stdin, its audio as mono 16-bit PCM on stdout.
+"""The FFmpeg decoder's child process: one WebM, MP4, raw AAC (ADTS), raw AMR or MPEG program stream upload on stdin,
+its audio as mono 16-bit PCM on stdout.
 
     python -m speech_recognizer.ffmpeg_child FORMAT MAX_SECONDS CUT CPU_SECONDS MEMORY_BYTES
 
 Run by :mod:`speech_recognizer.ffmpeg` only, so that a crash of FFmpeg (a large decoder surface fed what clients send)
 ends this process and not the server's. It limits itself before it imports PyAV (address space, CPU time, no file
 written, no core), opens the input with the one demuxer ``FORMAT`` names and decodes its first audio stream only if
-its codec is one that container is served with (:data:`CODECS`): no probing, nothing else FFmpeg knows is opened.
+its codec is one that container is served with (:data:`CODECS`), by the decoder :data:`DECODERS` names for it, else
+FFmpeg's own: no probing, nothing else FFmpeg knows is opened.
 
 stdout: the sample rate (4 bytes, little-endian) once the first frame is decoded, then mono 16-bit little-endian PCM
 at that rate (PyAV's resampler converts format and channels, and the rate of any later frame that differs). Decoding
@@ -33,11 +35,22 @@ LIMIT = 68
 #: How much shorter than its header says audio may decode before it is called cut short (a codec's priming and
 #: padding, a last frame's rounding).
 CUT_SLACK_SECONDS = 0.1
-#: The FFmpeg demuxer (its short name) and the decoders served in each container (by :attr:`AudioFormat.name`).
-DEMUXERS = {"WebM": "webm", "MP4": "mp4", "AAC": "aac"}
-CODECS = {"WebM": frozenset({"opus", "vorbis", "aac"}), "MP4": frozenset({"aac", "alac"}), "AAC": frozenset({"aac"})}
-#: Containers whose headers give no length: FFmpeg's is a guess from the bit rate, so none is held against the audio.
-UNTIMED = frozenset({"AAC"})
+#: The FFmpeg demuxer (its short name) and the codecs served in each container (by :attr:`AudioFormat.name`; codecs by
+#: FFmpeg's canonical names): AMR in MP4 is phones' 3GP (Android's voice and call recorders), MP2 or MP3 in an MPEG
+#: program stream is old camcorders' and video CDs' ``.mpg``.
+DEMUXERS = {"WebM": "webm", "MP4": "mp4", "AAC": "aac", "AMR": "amr", "MPEG-PS": "mpeg"}
+CODECS = {"WebM": frozenset({"opus", "vorbis", "aac"}), "MP4": frozenset({"aac", "alac", "amr_nb", "amr_wb"}),
+          "AAC": frozenset({"aac"}), "AMR": frozenset({"amr_nb", "amr_wb"}), "MPEG-PS": frozenset({"mp2", "mp3"})}
+#: The decoder of a codec where it is not FFmpeg's own: OpenCORE's AMR decoders (3GPP's reference code) decode the
+#: comfort-noise (SID) and no-data frames a recorder's discontinuous transmission (DTX) writes in silences, which
+#: FFmpeg's own AMR decoders refuse ("not yet implemented"), failing the whole file.
+DECODERS = {"amr_nb": "libopencore_amrnb", "amr_wb": "libopencore_amrwb"}
+#: Containers whose headers give no length: FFmpeg's is a guess (from the bit rate; an MPEG program stream's from its
+#: last timestamps), so none is held against the audio.
+UNTIMED = frozenset({"AAC", "AMR", "MPEG-PS"})
+#: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
+#: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
+AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
 
 
 def set_limits(cpu_seconds: int, memory_bytes: int) -> None:
@@ -69,6 +82,14 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
     """Decode the ``name`` container (:data:`DEMUXERS`) read from ``data`` to ``out`` (the module's stdout protocol)."""
     import av
 
+    if name == "AMR":
+        head = data.read(16)
+        data.seek(0)
+        if head.startswith(AMR_MULTICHANNEL):
+            raise Refused(UNSUPPORTED, f"the AMR file is multi-channel ({head[:head.index(b'1.0') + 3].decode()}), "
+                                       "which is not served: send single-channel AMR (#!AMR or #!AMR-WB)")
+    elif name == "MPEG-PS":
+        _whole_program_stream(data)
     try:
         container: Any = av.open(data, format=DEMUXERS[name])
     except MemoryError:
@@ -81,23 +102,71 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             kinds = sorted({s.type for s in container.streams}) or ["nothing"]
             raise Refused(UNSUPPORTED, f"the {name} file holds no audio ({' and '.join(kinds)} only)")
         stream = streams[0]
-        codec = stream.codec_context.name
+        codec = stream.codec_context.codec.canonical_name
         if codec not in CODECS[name]:
             *others, last = sorted(CODECS[name])
             served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
-        _write(container, stream, name, max_seconds, cut, out)
+        _write(container, stream, decoder(stream), name, max_seconds, cut, out)
 
 
-def _write(container: Any, stream: Any, name: str, max_seconds: float, cut: bool, out: BinaryIO) -> None:
-    """Decode ``stream`` of ``container`` to ``out``: the rate, then PCM, up to ``max_seconds``."""
+def _whole_program_stream(data: BinaryIO) -> None:
+    """Refuse an MPEG program stream that is cut short or has junk between its packs (FFmpeg's demuxer decodes what is
+    left of a cut packet, or skips junk to the next start code, without a word): from its start, each unit is a start
+    code (``00 00 01``) and a pack header (MPEG-1's or MPEG-2's length) or a packet of the length it gives, up to the
+    program's end code or the input's end (where zero bytes may pad it). ``data`` is left at its start."""
+    end, at = data.seek(0, io.SEEK_END), 0
+    while at < end:
+        data.seek(at)
+        head = data.read(16)
+        if head[:3] != b"\0\0\1":
+            data.seek(at)
+            if all(not block.strip(b"\0") for block in iter(lambda: data.read(1 << 20), b"")):
+                break  # zero bytes to the end
+            raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: no start code at byte {at}")
+        code = head[3] if len(head) > 3 else None
+        if code == 0xB9:  # the program's end code: what follows is not read
+            break
+        if code is None:
+            size = 4
+        elif code == 0xBA:
+            size = 12 if len(head) > 4 and head[4] >> 4 == 2 else 14 + (head[13] & 7 if len(head) > 13 else 0)
+        elif code >= 0xBB:
+            size = 6 + int.from_bytes(head[4:6], "big") if len(head) >= 6 else 6
+        else:
+            raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: start code 0x{code:02x} at byte {at} begins no "
+                                     "pack or packet")
+        if at + size > end:
+            raise Refused(NOT_AUDIO, f"the MPEG-PS file is cut short: its unit at byte {at} ends at byte {at + size}, "
+                                     f"past the file's end (byte {end})")
+        at += size
+    data.seek(0)
+
+
+def decoder(stream: Any) -> Any:
+    """The codec context that decodes ``stream``: :data:`DECODERS`' for its codec, given the stream's parameters, else
+    the stream's own (FFmpeg's decoder)."""
+    import av
+
+    chosen = DECODERS.get(stream.codec_context.codec.canonical_name)
+    if chosen is None:
+        return stream.codec_context
+    context: Any = av.CodecContext.create(chosen, "r")
+    context.sample_rate, context.layout = stream.codec_context.sample_rate, stream.codec_context.layout
+    return context
+
+
+def _write(container: Any, stream: Any, context: Any, name: str, max_seconds: float, cut: bool, out: BinaryIO) -> None:
+    """Decode ``stream`` of ``container`` by ``context`` to ``out``: the rate, then PCM, up to ``max_seconds``."""
     import av
 
     resampler: Any = None
     written = limit = 0
     try:
         for packet in container.demux(stream):
-            for frame in packet.decode():
+            if name == "AMR" and packet.size:
+                _amr_frame(packet, stream.codec_context.codec.canonical_name)
+            for frame in context.decode(packet):
                 if resampler is None:
                     rate = frame.sample_rate
                     resampler, limit = av.AudioResampler(format="s16", layout="mono", rate=rate), int(max_seconds * rate)
@@ -119,6 +188,22 @@ def _write(container: Any, stream: Any, name: str, max_seconds: float, cut: bool
     if declared is not None and written / resampler.rate < declared - CUT_SLACK_SECONDS:
         raise Refused(NOT_AUDIO, f"the {name} audio is cut short: it ends at {written / resampler.rate:.1f} s of the "
                                  f"{declared:.1f} s its header gives")
+
+
+#: The frame types (a frame header's bits 3 to 6) no frame of an AMR file has, by codec: AMR's 12 to 14 and AMR-WB's 10
+#: to 13 are for future use (RFC 4867).
+_AMR_UNUSED = {"amr_nb": range(12, 15), "amr_wb": range(10, 14)}
+
+
+def _amr_frame(packet: Any, codec: str) -> None:
+    """Refuse the AMR file's frame ``packet`` when its header is not one: padding bits set, or an unused frame type.
+    A raw AMR file has no sync word: FFmpeg takes any byte for a frame's header, so junk decodes to noise (of any
+    length) unless it is refused here."""
+    header = bytes(packet)[0]
+    kind = header >> 3 & 15
+    if header & 0x83 or kind in _AMR_UNUSED[codec]:
+        why = "padding bits set" if header & 0x83 else f"frame type {kind}, which is unused"
+        raise Refused(NOT_AUDIO, f"the AMR audio is corrupt: the frame at byte {packet.pos} has {why} (0x{header:02x})")
 
 
 def _declared(container: Any, stream: Any) -> float | None:

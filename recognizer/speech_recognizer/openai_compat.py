@@ -278,7 +278,7 @@ TRANSCRIPTIONS = {
                                "plus that (OpenAI's error shape, `code` `upload_timeout`); the connection is closed"},
         "413": {"description": "audio longer than `MaxAudioSeconds`, or a body over its size"},
         "415": {"description": "not multipart/form-data, or an audio encoding not served"},
-        "502": {"description": "FFmpeg's decoder of a WebM, MP4 or AAC (mp4, m4a, webm, aac), a process of its own, crashed on it; the "
+        "502": {"description": "FFmpeg's decoder of a WebM, MP4, AAC, AMR or MPEG-PS (mp4, m4a, webm, aac, amr, mpg...), a process of its own, crashed on it; the "
                                "server serves on"},
         "503": {"description": "every decoder is busy, the model is loading, or the server is draining: retry after `Retry-After`",
                 "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},

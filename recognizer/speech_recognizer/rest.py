@@ -218,10 +218,15 @@ AUDIO_TYPES = {
     "audio/webm": "WebM: Opus or Vorbis, as browsers' MediaRecorder records it, or Matroska (MKV) with Opus, Vorbis or AAC, as "
     "screen recorders record it (`video/webm`, `audio/x-matroska`, `video/x-matroska` too: its audio); decoded by FFmpeg in a "
     "process of its own",
-    "audio/mp4": "MP4/M4A/MOV: AAC or ALAC, as phones record it (`audio/m4a`, `audio/x-m4a`, `video/mp4`, `video/quicktime`, "
-    "`audio/3gpp`, `video/3gpp` too: its audio; a QuickTime movie without an `ftyp` box too); decoded by FFmpeg in a process of its own",
+    "audio/mp4": "MP4/M4A/MOV/3GP: AAC or ALAC, as phones record it, or AMR-NB or AMR-WB, as Android's voice and call "
+    "recorders record 3GP (`audio/m4a`, `audio/x-m4a`, `video/mp4`, `video/quicktime`, `audio/3gpp`, `video/3gpp` too: its "
+    "audio; a QuickTime movie without an `ftyp` box too); decoded by FFmpeg in a process of its own",
     "audio/aac": "raw AAC in ADTS frames, as voice recorders write it (`audio/x-aac`, `audio/aacp` too); decoded by FFmpeg in a "
     "process of its own",
+    "audio/amr": "raw AMR-NB or AMR-WB (`#!AMR`, `#!AMR-WB`: `.amr`, `.awb`; `audio/amr-wb` too), as old phones and voice "
+    "recorders write it; single-channel only (`#!AMR_MC1.0` is a 415); decoded by FFmpeg in a process of its own",
+    "video/mpeg": "an MPEG program stream (`.mpg`, `.mpeg`: camcorders, video CDs) with MP2 or MP3 audio (`video/mp2p` too: its "
+    "audio; one sent as `audio/mpeg` is decoded by its bytes); decoded by FFmpeg in a process of its own",
     "audio/l16; rate=16000; channels=1": "headerless 16-bit little-endian PCM at `rate` with `channels`",
     "application/octet-stream": f"{c.AUDIO_LISTED}, told apart by their first bytes",
 }
@@ -254,8 +259,8 @@ RECOGNIZE = {
         "431": oa.error(431, "the request's head is over `Http:MaxHeaderBytes`; the connection is closed",
                         "the request's head is over 16384 bytes (Http:MaxHeaderBytes)"),
         "415": oa.error(415, "an encoding or content type not served",
-                        f"unsupported content type 'audio/amr': send {c.AUDIO_LISTED} audio"),
-        "502": oa.error(502, "FFmpeg's decoder of a WebM, MP4 or AAC, a process of its own, crashed on it (the server serves on)",
+                        f"unsupported content type 'audio/x-ms-wma': send {c.AUDIO_LISTED} audio"),
+        "502": oa.error(502, "FFmpeg's decoder of a WebM, MP4, AAC, AMR or MPEG-PS, a process of its own, crashed on it (the server serves on)",
                         "the WebM decoder (FFmpeg, in a process of its own) failed on this audio: signal SIGSEGV; nothing else "
                         "was affected"),
         "503": {**oa.error(503, "every decoder is busy (`DecoderMaxCount`), the model is loading, or the server is draining (shutting down): "

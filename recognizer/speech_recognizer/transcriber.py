@@ -185,7 +185,7 @@ class AudioInput:
     its audio can take.
 
     The bound: a WAV's own format (its header, read first) for ``max_seconds`` plus room for its chunks, or the
-    widest audio taken (384 kB/s, for Ogg, FLAC, MP3, WebM, MP4 and AAC): a regular file over it is refused by its size before it is
+    widest audio taken (384 kB/s, for the compressed containers): a regular file over it is refused by its size before it is
     read (its audio is then decoded up to the length it had: its decoding stops at ``max_seconds`` if it grows);
     a stream (a pipe, ``/dev/zero``), as soon as it passes it. What has no audio signature is not read past its
     first 64 KiB (and is refused saying so). A named pipe is opened without waiting for a writer: one nobody

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.hostile_inputs import adts_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, random_frame_bodies, webm_opus_bomb
+from harness.hostile_inputs import adts_bomb, amr_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, random_frame_bodies, webm_opus_bomb
 from harness.server import Server
 from harness.speech import Audio, make_audio
 
@@ -54,6 +54,10 @@ BOMBS = {
     "webm/opus": (lambda: webm_opus_bomb(3600), "is longer than 60 s"),
     # 309 KB of raw AAC (ADTS, which says no length), an hour: FFmpeg's child decodes it, refused once 60 s are decoded.
     "aac": (lambda: adts_bomb(3600), "is longer than 60 s"),
+    # 180 KB of raw AMR-NB no-data frames (a byte each, 20 ms; the file says no length), an hour: refused once 60 s are
+    # decoded. The same of AMR-WB (16 kHz).
+    "amr": (lambda: amr_bomb(3600), "is longer than 60 s"),
+    "amr-wb": (lambda: amr_bomb(3600, wide=True), "is longer than 60 s"),
 }
 
 

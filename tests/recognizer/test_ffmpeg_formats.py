@@ -1,6 +1,7 @@
 """WebM (browsers' MediaRecorder: Opus), Matroska (screen recorders: AAC), MP4/M4A (phones: AAC), QuickTime MOV
-(iPhones' videos: AAC; old ones without an ``ftyp`` box too) and raw AAC in ADTS frames (voice recorders, ``ffmpeg -c:a
-aac out.aac``), decoded by FFmpeg in a child process of the server
+(iPhones' videos: AAC; old ones without an ``ftyp`` box too), raw AAC in ADTS frames (voice recorders, ``ffmpeg -c:a
+aac out.aac``), 3GP with AMR-NB (Android's voice and call recorders), raw AMR (``#!AMR``, ``#!AMR-WB``) and MPEG program
+streams with MP2 or MP3 (``.mpg``: camcorders, video CDs), decoded by FFmpeg in a child process of the server
 (speech_recognizer.ffmpeg), on the OpenAI route with the openai package, the REST route and the file transcriber;
 what is not whole, not audio or too long refused saying why; a decoder killed under the server ends its request alone."""
 
@@ -23,7 +24,7 @@ import pytest
 
 from harness.hostile_inputs import webm_opus_bomb
 from speech_recognizer import transcriber
-from speech_recognizer.audio import AAC, MP3, MP4, WEBM, AudioError, decode, decode_stream, sniff
+from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import written
@@ -34,28 +35,34 @@ from .test_openai_route import client
 from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
 from .test_transcriber import transcribe, words_of
 
-#: Each kind by its files' suffix: ``qt`` is an old QuickTime movie without an ``ftyp`` box (:func:`utterances_qt`).
-FORMATS = ("webm", "m4a", "mkv", "mov", "aac", "qt")
+#: Each kind by its files' suffix: ``qt`` is an old QuickTime movie without an ``ftyp`` box (:func:`utterances_qt`),
+#: ``3gp`` AMR-NB in 3GP, ``amr`` raw AMR-NB, ``mpg`` an MPEG program stream with MP2, ``mpeg`` one with MP3.
+FORMATS = ("webm", "m4a", "mkv", "mov", "aac", "qt", "3gp", "amr", "mpg", "mpeg")
 
 
 @pytest.fixture(scope="module")
 def encoded(model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path,
-            utterances_aac: Path, utterances_qt: Path, utterances_webm_ref: Reference, utterances_m4a_ref: Reference,
+            utterances_aac: Path, utterances_qt: Path, utterances_recorded: dict[str, Path], utterances_webm_ref: Reference,
+            utterances_m4a_ref: Reference,
             utterances_mkv_ref: Reference, utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
     return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref),
             "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref),
-            "aac": (utterances_aac, av_reference(model, utterances_aac)), "qt": (utterances_qt, av_reference(model, utterances_qt))}
+            **{kind: (path, av_reference(model, path))
+               for kind, path in {"aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}.items()}}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
         keyed_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
     """A WebM/Opus, an M4A/AAC, an MKV/AAC, a MOV/AAC, a raw AAC (ADTS) and an old QuickTime MOV without ``ftyp`` uploaded
-    by the openai package: the words and times of in-process Vosk fed the PCM
+    by the openai package, and a 3GP of AMR-NB, a raw AMR-NB, and MPEG program streams of MP2 and of MP3: the words
+    and times of in-process Vosk fed the PCM
     PyAV decodes the same file to, and its length (lossy coding changes some of the WAV's words: espeak's voice is at
     the edge of what the model hears; as many utterances). They were refused: "the body is not WAV, Ogg, FLAC or MP3
     audio"; the MKV's AAC later "the WebM file's audio is AAC (Advanced Audio Coding), not opus or vorbis"; the raw AAC
-    and the MOV without ``ftyp`` until the ADTS frames and the atoms were told (400: "the body is not ... audio")."""
+    and the MOV without ``ftyp`` until the ADTS frames and the atoms were told (400: "the body is not ... audio"); the
+    3GP "the MP4 file's audio is AMR-NB (Adaptive Multi-Rate NarrowBand), not aac or alac" (415), the raw AMR and the
+    MPEG program streams "the body is not ... audio" (400)."""
     path, ref = encoded[kind]
     assert len(ref.phrases) == len(utterances_ref.phrases), (ref.texts, utterances_ref.texts)
     verbose = client(keyed_server).audio.transcriptions.create(
@@ -73,11 +80,16 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
                                                     ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4"),
                                                     ("mkv", "video/x-matroska"), ("mov", "video/quicktime"),
                                                     ("aac", "audio/aac"), ("aac", "audio/x-aac"), ("aac", "application/octet-stream"),
-                                                    ("qt", "video/quicktime"), ("qt", "application/octet-stream")])
+                                                    ("qt", "video/quicktime"), ("qt", "application/octet-stream"),
+                                                    ("3gp", "audio/3gpp"), ("3gp", "video/3gpp"), ("amr", "audio/amr"),
+                                                    ("amr", "application/octet-stream"), ("mpg", "video/mpeg"),
+                                                    ("mpg", "video/mp2p"), ("mpeg", "video/mpeg"), ("mpeg", "audio/mpeg")])
 def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[str, tuple[Path, Reference]], kind: str,
                                                          content_type: str) -> None:
     """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415 (the raw
-    AAC's ``audio/aac`` still was, and a 400 by its bytes, as the MOV without ``ftyp`` was)."""
+    AAC's ``audio/aac`` still was, and a 400 by its bytes, as the MOV without ``ftyp`` was; the 3GP's AMR a 415 naming
+    its codec, the raw AMR's and the MPEG program streams' types a 415, their bytes a 400). An MPEG program stream sent
+    as ``audio/mpeg`` (MP3's type) is decoded as what its bytes are."""
     path, ref = encoded[kind]
     r = post(server, path.read_bytes(), content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
     assert r.status_code == 200, r.text
@@ -87,8 +99,9 @@ def test_the_rest_route_hears_them_by_any_of_their_types(server, encoded: dict[s
 
 
 def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
-    """A folder holding a .webm, an .m4a, an .mkv, a .mov, an .aac and a .qt is searched for each (the .mkv and .mov were
-    not, later the .aac and .qt), and each transcribed in-process (FFmpeg's child reads the file itself) and through a
+    """A folder holding a .webm, an .m4a, an .mkv, a .mov, an .aac, a .qt, a .3gp, an .amr, an .mpg and an .mpeg is
+    searched for each (the .mkv and .mov were not, later the .aac and .qt, then the .amr, .mpg and .mpeg; the .3gp was
+    found and failed: its codec), and each transcribed in-process (FFmpeg's child reads the file itself) and through a
     server: in-process Vosk's words and times on the decoded PCM."""
     folder = tmp_path / "recordings"
     folder.mkdir()
@@ -105,10 +118,10 @@ def test_a_folder_of_them_in_process_and_through_a_server(server, encoded: dict[
 
 
 def test_decoded_as_they_are_read_they_equal_the_whole_decoding(utterances_webm: Path, utterances_m4a: Path,
-                                                                utterances_aac: Path) -> None:
+                                                                utterances_aac: Path, utterances_recorded: dict[str, Path]) -> None:
     """From a file (the child reads it from its start, whatever was read of it) and from a pipe's bytes: the PCM the
     whole decoding gives."""
-    for path in (utterances_webm, utterances_m4a, utterances_aac):
+    for path in (utterances_webm, utterances_m4a, utterances_aac, utterances_recorded["amr"], utterances_recorded["mpg"]):
         whole = decode(path.read_bytes(), max_seconds=600)
         with path.open("rb") as file:
             head = file.read(65536)
@@ -229,21 +242,22 @@ def test_an_id3_tagged_aac_is_heard_as_the_untagged(server, utterances_aac: Path
 
 @pytest.mark.unit
 def test_a_folder_is_searched_for_every_suffix_of_what_is_decoded(tmp_path: Path) -> None:
-    """Raw AAC (``.aac``, ``.adts``), audiobooks (``.m4b``), phones' 3GP (``.3gp``) and old QuickTime (``.qt``) are
-    found in a folder (they were passed over without a word); MPEG video (``.mpg``), AMR and text are not: nothing
-    decodes them."""
-    names = ("a.aac", "b.ADTS", "c.m4b", "d.3gp", "e.qt", "f.mpg", "g.amr", "notes.txt")
+    """Raw AAC (``.aac``, ``.adts``), audiobooks (``.m4b``), phones' 3GP (``.3gp``), old QuickTime (``.qt``), raw AMR
+    (``.amr``, ``.awb``) and MPEG program streams (``.mpg``, ``.mpeg``) are found in a folder (they were passed over
+    without a word: the last four until AMR and MPEG-PS were decoded); DVD's ``.vob`` (AC-3 or LPCM audio, mostly) and
+    text are not."""
+    names = ("a.aac", "b.ADTS", "c.m4b", "d.3gp", "e.qt", "f.mpg", "g.amr", "h.AWB", "i.mpeg", "j.vob", "notes.txt")
     for name in names:
         (tmp_path / name).touch()
     files, errors = transcriber.expand([str(tmp_path)])
-    assert [f.name for f in files] == list(names[:5]) and not errors
+    assert [f.name for f in files] == list(names[:9]) and not errors
 
 
-def _video_only_mp4() -> bytes:
-    """An MP4 of a second of video (MPEG-4 part 2) and no audio."""
+def _video_only(container: str = "mp4") -> bytes:
+    """An MP4 (or another ``container``) of a second of video (MPEG-4 part 2; MPEG-1 in an MPEG program stream) and no audio."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as muxer:
-        stream = muxer.add_stream("mpeg4", rate=10)
+    with av.open(buf, "w", format=container) as muxer:
+        stream = muxer.add_stream("mpeg1video" if container == "mpeg" else "mpeg4", rate=10 if container == "mp4" else 25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(10):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
@@ -254,13 +268,14 @@ def _video_only_mp4() -> bytes:
     return buf.getvalue()
 
 
-def _mp3_in_matroska() -> bytes:
-    """A Matroska file (EBML, as WebM) holding MP3: a codec not served in it."""
+def _mp3_in_matroska(container: str = "matroska", codec: str = "libmp3lame", rate: int = 16000) -> bytes:
+    """A Matroska file (EBML, as WebM) holding MP3 (or a second of silence of ``codec`` at ``rate`` in ``container``):
+    a codec not served in it."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as muxer:
-        stream = muxer.add_stream("libmp3lame", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.int16), format="s16", layout="mono")
-        frame.sample_rate = 16000
+    with av.open(buf, "w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, rate), np.int16), format="s16", layout="mono")
+        frame.sample_rate = rate
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             muxer.mux(packet)
     return buf.getvalue()
@@ -272,7 +287,7 @@ BROKEN = {
     "webm with junk after its header": (lambda webm, m4a, wav: webm[:40] + bytes(range(256)) * 40, 400, "WebM"),
     "webm of its EBML header alone": (lambda webm, m4a, wav: webm[:4], 400, "the WebM container cannot be read"),
     "m4a cut short (its index lost)": (lambda webm, m4a, wav: m4a[: len(m4a) // 2], 400, "the MP4"),
-    "mp4 of video alone": (lambda webm, m4a, wav: _video_only_mp4(), 415, "the MP4 file holds no audio (video only)"),
+    "mp4 of video alone": (lambda webm, m4a, wav: _video_only(), 415, "the MP4 file holds no audio (video only)"),
     "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not aac, opus or vorbis"),
     "adts frames of zeros": (lambda webm, m4a, wav: _adts(100) + _adts(120) + _adts(90), 400, "the AAC audio is corrupt or cut short"),
     "quicktime atoms with no moov": (lambda webm, m4a, wav: b"\x00\x00\x00\x08wide\x00\x00\x00\x10mdat" + bytes(8), 400,
@@ -338,3 +353,128 @@ def test_a_decoder_killed_mid_stream_fails_that_file(tmp_path: Path) -> None:
     assert failed.value.kind is DECODER_FAILED and "signal SIGSEGV" in failed.value.message
     assert not child.is_running(), "the child was collected"
 
+
+
+def _amr_wb_noise(seconds: float, rng: np.random.Generator) -> bytes:
+    """Raw AMR-WB (``#!AMR-WB``) of ``seconds`` of 23.85 kbit/s frames (frame type 8: 60 bytes after the header byte)
+    of random bits: noise, not speech. No encoder of AMR-WB is at hand (the av wheel's OpenCORE has AMR-NB's alone,
+    sox is built without one), so its speech cannot be made here."""
+    return b"#!AMR-WB\n" + b"".join(bytes([8 << 3 | 4]) + rng.bytes(60) for _ in range(int(seconds * 50)))
+
+
+def _in_3gp(amr: bytes) -> bytes:
+    """The frames of the raw AMR ``amr`` remuxed into 3GP (``ftyp 3gp4``) by PyAV, as a phone's recorder writes them."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(amr), format="amr") as demuxer, av.open(buf, "w", format="3gp") as muxer:
+        stream = muxer.add_stream_from_template(demuxer.streams.audio[0])
+        for packet in demuxer.demux(demuxer.streams.audio[0]):
+            if packet.size:
+                packet.stream = stream
+                muxer.mux(packet)
+    return buf.getvalue()
+
+
+def test_amr_wb_raw_and_in_3gp_is_decoded_as_pyav_decodes_it(server, tmp_path: Path) -> None:
+    """AMR-WB (16 kHz), raw and in 3GP, is decoded to the PCM PyAV decodes it to with the server's decoder (OpenCORE's),
+    from bytes and from a file, and the REST route answers it for its length (noise: nothing to hear). It was a 400
+    (not audio) raw, a 415 in 3GP ("the MP4 file's audio is AMR-WB ..., not aac or alac")."""
+    raw = _amr_wb_noise(3, np.random.default_rng(5))
+    for name, body in (("noise.awb", raw), ("noise.3gp", _in_3gp(raw))):
+        path = tmp_path / name
+        path.write_bytes(body)
+        pcm, rate = av_pcm(path)
+        audio = decode(body, max_seconds=60)
+        assert (audio.sample_rate, audio.pcm) == (rate, pcm) and rate == 16000 and len(pcm) == 2 * 3 * 16000, name
+        with path.open("rb") as file:
+            decoding = decode_stream(file.read(65536), file.read, size=len(body), file=file, max_seconds=60)
+            assert b"".join(decoding.blocks) == pcm, name
+        r = post(server, body, "audio/amr-wb" if name.endswith(".awb") else "audio/3gpp")
+        assert r.status_code == 200 and r.json()["Duration"] + r.json()["Offset"] <= 3 * 10_000_000, r.text
+
+
+def test_dtx_silences_of_amr_are_decoded(server, model: LoadedModel, utterances_recorded: dict[str, Path], tmp_path: Path) -> None:
+    """AMR a recorder wrote with discontinuous transmission (DTX): its silences are comfort-noise (SID) and no-data
+    frames, which FFmpeg's own AMR decoders refuse ("not yet implemented"), failing the file; OpenCORE's (the server's)
+    decode them: raw and in 3GP, the words and times of in-process Vosk on the PCM PyAV decodes it to with OpenCORE's.
+    With FFmpeg's own decoder it was a 400 "the AMR audio is corrupt or cut short: Not yet implemented in FFmpeg"."""
+    silent = bytes([8 << 3 | 4]) + bytes(5)  # a SID frame (frame type 8) of zeros
+    nodata = bytes([15 << 3 | 4])
+    gaps = b"".join([silent, *[nodata] * 7] * 25)  # 4 s of DTX: a SID frame, then 7 no-data frames, over and over
+    path = tmp_path / "dtx.amr"
+    path.write_bytes(b"#!AMR\n" + gaps + b"".join(_amr_frames(utterances_recorded["amr"].read_bytes())) + gaps)
+    ref = av_reference(model, path)
+    for body, content_type in ((path.read_bytes(), "audio/amr"), (_in_3gp(path.read_bytes()), "audio/3gpp")):
+        r = post(server, body, content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+        assert r.status_code == 200, r.text
+        best = r.json()["NBest"][0]
+        assert best["Lexical"] == " ".join(ref.texts)
+        ref.assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7) for w in best["Words"]])
+
+
+def _amr_frames(amr: bytes) -> list[bytes]:
+    """The frames of a raw AMR-NB file, each its header byte and the bytes its frame type gives (RFC 4867)."""
+    sizes = (12, 13, 15, 17, 19, 20, 26, 31, 5, 0, 0, 0, 0, 0, 0, 0)
+    at, frames = 6, []
+    while at < len(amr):
+        end = at + 1 + sizes[amr[at] >> 3 & 15]
+        frames.append(amr[at:end])
+        at = end
+    return frames
+
+
+def test_amr_and_mpeg_program_streams_are_told_by_their_headers() -> None:
+    """``#!AMR`` (``#!AMR-WB``) is AMR, a pack header (MPEG-1's or MPEG-2's) an MPEG program stream, whatever the
+    type but one that declares PCM for the pack header, which bytes of PCM could begin with; the start code alone
+    or another MPEG start code is not (a 400 as before)."""
+    assert sniff(b"#!AMR\n\x3c") is AMR and sniff(b"#!AMR-WB\n\x44", "audio/mpeg") is AMR
+    assert sniff(b"\x00\x00\x01\xba\x21\x00\x01\x00\x01\x80\x01\x83") is MPEG_PS, "MPEG-1"
+    assert sniff(b"\x00\x00\x01\xba\x44\x00\x04\x00\x04\x01\x01\x89\xc3\xf8", "audio/mpeg") is MPEG_PS, "MPEG-2"
+    assert sniff(b"\x00\x00\x01\xba\x44\x00\x04\x00\x04\x01", "audio/l16; rate=16000") is None
+    assert sniff(b"\x00\x00\x01\xba\x00\x00\x00\x00") is None, "neither version's bits"
+    assert sniff(b"\x00\x00\x01\xb3\x21\x00\x01\x00") is None, "an MPEG video sequence header: no program stream"
+
+
+def _cut(data: bytes) -> bytes:
+    """``data``'s first two thirds, plus a byte (inside a frame, a pack)."""
+    return data[: len(data) * 2 // 3 + 1]
+
+
+def _junk_at(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes(range(256)) * 20 + data[at:]
+
+
+#: AMR and MPEG program streams that are not whole or not served -> (what the body is made of, status, words of the reason).
+BROKEN_AMR_MPEG = {
+    "amr cut inside a frame": ("amr", _cut, 400, "the AMR audio is corrupt or cut short"),
+    # the junk's first byte (0x00) reads as a 4.75 kbit/s frame's header; the next one, 13 bytes on (0x0d), as none
+    "amr with junk between its frames": ("amr", lambda d: _junk_at(d, 6 + 32 * 40), 400,
+                                         "the AMR audio is corrupt: the frame at byte 1299 has padding bits set (0x0d)"),
+    "amr of its header alone": ("amr", lambda d: d[:6], 400, "the AMR file's audio stream holds no audio"),
+    "multi-channel amr": ("amr", lambda d: b"#!AMR_MC1.0\n" + (2).to_bytes(4, "big") + d[6:], 415,
+                          "the AMR file is multi-channel (#!AMR_MC1.0), which is not served"),
+    "3gp cut short (its index lost)": ("3gp", _cut, 400, "the MP4 container cannot be read"),
+    "mpg cut inside a pack": ("mpg", _cut, 400, "the MPEG-PS file is cut short: its unit at byte"),
+    "mpeg (mp3) cut inside a pack": ("mpeg", _cut, 400, "the MPEG-PS file is cut short: its unit at byte"),
+    "mpg with junk between its packs": ("mpg", lambda d: _junk_at(d, 2048), 400,
+                                        "the MPEG-PS file is corrupt: no start code at byte 2048"),
+    "mpg of its pack header alone": ("mpg", lambda d: d[:12], 400, "the MPEG-PS container cannot be read"),
+    "mpg of video alone": ("mpg", lambda d: _video_only("mpeg"), 415, "the MPEG-PS file holds no audio (video only)"),
+    "mpg of ac-3 (a dvd's)": ("mpg", lambda d: _mp3_in_matroska("vob", "ac3", 48000), 415,
+                              "the MPEG-PS file's audio is ATSC A/52A (AC-3), not mp2 or mp3"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_AMR_MPEG))
+def test_amr_or_mpeg_program_stream_not_whole_or_not_served_is_refused_saying_why(
+        server, encoded: dict[str, tuple[Path, Reference]], speech_wav: Path, good_text: str, case: str) -> None:  # noqa: F811
+    """Each a 400 or 415 saying why, by its bytes under any type, and the server serves on. Raw AMR has no sync word:
+    FFmpeg takes any byte for a frame's header, so junk was heard as noise of any length (5 KB of it, 51 s) unless its
+    headers are checked; FFmpeg's MPEG-PS demuxer decodes what is left of a cut pack, and skips junk, without a word.
+    All were a 400 "not audio" (the 3GP a 415, its codec) before AMR and MPEG-PS were decoded."""
+    kind, make, status, words = BROKEN_AMR_MPEG[case]
+    body = make(encoded[kind][0].read_bytes())
+    for content_type in ("application/octet-stream", "audio/amr", "video/mpeg"):
+        r = post(server, body, content_type)
+        assert r.status_code == status, (content_type, r.text)
+        assert words in r.json()["error"]["message"], r.text
+    assert_still_serves(server, speech_wav, good_text)

@@ -110,7 +110,9 @@ BAD_INPUTS = {
         415,
         "unsupported WAV encoding",
     ),
-    "unsupported content type": (lambda wav: b"#!AMR\n" + b"\x3c" * 400, "audio/amr", 415, "unsupported content type"),
+    # an ASF (WMA) header: no container served (AMR, this case's body until raw AMR was decoded, is one now)
+    "unsupported content type": (lambda wav: bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + b"\x3c" * 400, "audio/x-ms-wma",
+                                 415, "unsupported content type"),
     # an MPEG frame header over and over: no second frame where the first one's length says: not taken for an MP3
     "MPEG frame headers alone": (lambda wav: b"\xff\xfb\x90\x00" * 100, "audio/mpeg", 400, "nor MPEG audio frames"),
     "bad sample rate": (lambda wav: wav[:24] + struct.pack("<I", 1000) + wav[28:], "audio/wav", 400, "sample rate"),

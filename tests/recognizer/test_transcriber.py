@@ -250,7 +250,7 @@ DISK_ERRORS = {
     "in/empty.wav": "the file is empty",
     "fifo.wav": "the file is empty (a named pipe nobody writes to)",
     "sparse.wav": "the file is 2147483692 bytes: more than 1985580 bytes, 60 s (--max-seconds) of this WAV's 16000 Hz, 1-channel",
-    "/dev/zero": "the file is not WAV, Ogg, FLAC, MP3, WebM, MP4 or AAC audio",
+    "/dev/zero": "the file is not WAV, Ogg, FLAC, MP3, WebM, MP4, AAC, AMR or MPEG-PS audio",
 }
 
 
