@@ -14,7 +14,8 @@ instance of it for the same headers (:mod:`speech_operator.gateway_cors`).
   key's (``Ocp-Apim-Subscription-Key``, ``Authorization``), ``Content-Type``, and what clients add of their own (the
   OpenAI JavaScript client's ``X-Stainless-*``, which change between its versions); a header is no permission here:
   the origin and the key are.
-- Exposed: ``Retry-After`` (a busy server's 503), beside the headers every page reads (``Content-Type``...).
+- Exposed: ``Retry-After`` (a busy server's 503) and ``X-Speech-Failure`` (the failure's name: a busy server, a
+  drain, a model that cannot be loaded, all 503), beside the headers every page reads (``Content-Type``...).
 - ``Vary: Origin`` on every answer, one to a request without ``Origin`` too (its only CORS header), as the Fetch
   standard asks of a server whose answers depend on the ``Origin``: a cache never gives a page an answer kept for
   another client.
@@ -43,10 +44,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Message
 
+from .errors import FAILURE_HEADER
+
 #: Methods a preflight may ask for: the recognition routes' POST, the other routes' GET.
 METHODS = ("GET", "POST")
 #: Headers of an answer a page may read beyond the safelisted ones.
-EXPOSED = ("Retry-After",)
+EXPOSED = ("Retry-After", FAILURE_HEADER)
 #: Every origin.
 ANY = "*"
 _DEFAULT_PORTS = {"http": 80, "https": 443}

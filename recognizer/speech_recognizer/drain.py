@@ -7,7 +7,7 @@ takes SIGTERM first (:class:`DrainingServer`):
 
 1. it stops taking new work: ``/ready`` answers 503 (the pod leaves its Service's
    endpoints), a new recognition WebSocket is accepted and closed with 1013 and a reason
-   that says it is draining, a REST recognition gets 503 with ``Retry-After``
+   that says it is draining, a REST or OpenAI recognition gets 503 with ``Retry-After`` (OpenAI's in its error shape)
    (:class:`DrainMiddleware`); health, metrics and the other routes go on answering;
    HTTP keep-alive ends: idle kept-alive connections are closed at once, and every HTTP answer
    from then on says ``Connection: close`` and closes its connection (a request in flight is
@@ -35,7 +35,7 @@ takes SIGTERM first (:class:`DrainingServer`):
 A second SIGTERM or SIGINT (Ctrl-C again) skips the rest of the drain. ``Drain:Seconds=0``
 keeps uvicorn's own behaviour.
 
-What runs is a REST recognition in flight (its upload included) and a stream with audio in
+What runs is a REST or OpenAI recognition in flight (its upload included, and its answer) and a stream with audio in
 progress (an open decoding session: a Speech SDK turn, a vosk stream from its first audio to its
 end). A connection with nothing in progress (a Speech SDK app keeps its connection open
 between recognitions) does not hold the drain: it is closed at the end (1000), and the SDK
@@ -57,8 +57,9 @@ import uvicorn
 
 from . import contract as c
 from .admission import Admission, TooManyConnections
-from .errors import DRAINING, HEAD, Failure, accept_headers, close_args, http_response, observe
+from .errors import DRAINING, HEAD, Failure, accept_headers, close_args, http_response, observe, openai_response
 from .http_limits import LimitedHttpTools
+from .openai_compat import ROUTE as OPENAI_ROUTE
 from .serving import REFUSED
 from .usp import refusal as usp_refusal
 
@@ -69,13 +70,14 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`:
-#: a WebSocket accepted and closed with 1013, REST 503 with ``Retry-After``).
+#: a WebSocket accepted and closed with 1013, REST and OpenAI 503 with ``Retry-After``).
 REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
 #: What an idle recognition WebSocket is told when the drain closes it (with 1000: see the module doc).
 IDLE_REASON = "closed while idle: this server is shutting down; connect again to reach another"
 
 _WEBSOCKET_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_VOSK_WS, c.ROUTE_HOME})
-_REST_PATHS = frozenset(c.RECOGNITION_PATHS)
+#: The HTTP recognitions (POST): the REST modes' and OpenAI's transcriptions.
+_HTTP_PATHS = frozenset({*c.RECOGNITION_PATHS, c.ROUTE_OPENAI_TRANSCRIPTIONS})
 #: How long, once every recognition has ended, the server waits for recognition WebSockets to be closed
 #: by their clients before it closes them (within the drain's deadline).
 LINGER_SECONDS = 2.0
@@ -89,7 +91,7 @@ class Drain:
 
     def __init__(self, seconds: float, admission: Admission, refusals: usp_refusal.Waiting | None = None) -> None:
         self.seconds = seconds
-        #: REST recognitions in flight (their upload included).
+        #: HTTP recognitions (REST, OpenAI) in flight, from their head to their answer's end (their upload included).
         self.requests = 0
         #: The engine's: its open decoding sessions (a stream with audio in progress), and the
         #: recognition WebSockets open, with or without a recognition running.
@@ -108,7 +110,7 @@ class Drain:
 
     @property
     def running(self) -> int:
-        """Recognitions running: REST requests in flight and streams with a decoding session open."""
+        """Recognitions running: HTTP ones (REST, OpenAI) in flight and streams with a decoding session open."""
         return self.requests + self.admission.active
 
     @property
@@ -206,7 +208,7 @@ def is_recognition(scope: Scope) -> bool:
     """Whether a request starts a recognition (what a drain lets finish and refuses when new)."""
     if scope["type"] == "websocket":
         return scope["path"] in _WEBSOCKET_PATHS
-    return scope["type"] == "http" and scope.get("method") == "POST" and scope["path"] in _REST_PATHS
+    return scope["type"] == "http" and scope.get("method") == "POST" and scope["path"] in _HTTP_PATHS
 
 
 class DrainMiddleware:
@@ -265,7 +267,9 @@ class DrainMiddleware:
 def route_of(scope: Scope) -> str:
     """The route label a recognition request is counted under (as its adapter names it)."""
     path = scope["path"]
-    if path in _REST_PATHS:
+    if path == c.ROUTE_OPENAI_TRANSCRIPTIONS:
+        return OPENAI_ROUTE
+    if path in c.RECOGNITION_PATHS:
         mode = path.split("/")[3]
         return f"usp/{mode}" if scope["type"] == "websocket" else f"rest-{mode}"
     return "vosk"
@@ -275,7 +279,8 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, r
     """The failure policy's answer to a recognition refused before it starts (:data:`~speech_recognizer.errors.DRAINING`,
     :data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`): a WebSocket accepted and closed with its code and
     reason (a Speech SDK connection once its request begins, after a turn that fails: :mod:`.usp.refusal`, counted in
-    the server's ``refusals``), or an HTTP error with ``Retry-After``; counted and logged."""
+    the server's ``refusals``), or an HTTP error with ``Retry-After`` (OpenAI's route's in OpenAI's error shape, as its
+    other failures); counted and logged."""
     state = getattr(scope.get("app"), "state", None)
     observe(failure, route_of(scope), getattr(state, "metrics", None))
     if scope["type"] == "websocket":
@@ -292,7 +297,8 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, r
             return
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return
-    await http_response(failure)(scope, receive, send)
+    answer = openai_response if route_of(scope) == OPENAI_ROUTE else http_response
+    await answer(failure)(scope, receive, send)
 
 
 class DrainingServer(uvicorn.Server):

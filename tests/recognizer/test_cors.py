@@ -32,9 +32,12 @@ from .test_demo_page import browser, microphone_wav  # noqa: F401 - fixtures: th
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 OPENAI = contract.ROUTE_OPENAI_TRANSCRIPTIONS
 FAILED = "TypeError: Failed to fetch"
+#: The headers of an answer a page may read beyond the safelisted ones, as ``Access-Control-Expose-Headers`` names them.
+EXPOSED = "Retry-After, X-Speech-Failure"
 
 #: What the page runs: its WAV (from its own origin) POSTed to ``url`` with ``headers``, as the body or, with ``form``,
-#: as the ``file`` of a multipart form with those fields; the answer's status, text and Retry-After, or the error.
+#: as the ``file`` of a multipart form with those fields; the answer's status, text, Retry-After and X-Speech-Failure (the
+#: failure's name), or the error.
 CALL = """async ([url, headers, form]) => {
   const wav = await (await fetch("/speech.wav")).blob();
   let body = wav;
@@ -45,7 +48,8 @@ CALL = """async ([url, headers, form]) => {
   }
   try {
     const answer = await fetch(url, { method: "POST", headers, body });
-    return { status: answer.status, text: await answer.text(), retryAfter: answer.headers.get("Retry-After") };
+    return { status: answer.status, text: await answer.text(), retryAfter: answer.headers.get("Retry-After"),
+             failure: answer.headers.get("X-Speech-Failure") };
   } catch (error) {
     return { error: String(error) };
   }
@@ -152,7 +156,8 @@ def test_a_page_of_an_allowed_origin_gets_its_transcript_and_others_are_refused_
 
 def test_what_the_preflight_and_the_answer_say(registry: ModelRegistry, tmp_path: Path) -> None:
     """The preflight allows the method and the headers asked for, and lets no credentials through; an answer exposes
-    ``Retry-After`` (a busy server's 503); with ``*`` any origin, still without credentials."""
+    ``Retry-After`` (a busy server's 503) and ``X-Speech-Failure`` (its name); with ``*`` any origin, still without
+    credentials."""
     preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "ocp-apim-subscription-key,content-type"}
     for origins, allow in (("https://app.example.com", "https://app.example.com"), ("*", "*")):
@@ -165,5 +170,5 @@ def test_what_the_preflight_and_the_answer_say(registry: ModelRegistry, tmp_path
             assert "Access-Control-Allow-Credentials" not in asked.headers
             answer = httpx.get(server.http + contract.ROUTE_STATUS, headers={"Origin": "https://app.example.com"})
             assert answer.headers["Access-Control-Allow-Origin"] == allow
-            assert answer.headers["Access-Control-Expose-Headers"] == "Retry-After"
+            assert answer.headers["Access-Control-Expose-Headers"] == EXPOSED
             assert "Access-Control-Allow-Credentials" not in answer.headers

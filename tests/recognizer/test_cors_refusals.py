@@ -29,7 +29,7 @@ from speech_recognizer.models import ModelRegistry
 
 from ..conftest import TEST_KEY, make_settings
 from ..support import ServerThread
-from .test_cors import CALL, FAILED, REST, WebApp, rest
+from .test_cors import CALL, EXPOSED, FAILED, REST, WebApp, rest
 from .test_demo_page import browser, microphone_wav  # noqa: F401 - fixtures: the demo page's Chromium (and its fake microphone)
 from .test_http_connection_cap import PARTIAL, server_side
 
@@ -91,13 +91,14 @@ def test_a_page_reads_the_refusals_of_the_http_layer(browser: Browser, apps: tup
         with at_the_cap(srv):
             got = rest(allowed.page(browser), srv.http)
             assert got.get("status") == 503 and got["retryAfter"] == "1" and "Http:MaxConnections" in got["text"], got
+            assert got["failure"] == "too_many_connections", got  # which 503 it is (a drain's, a busy server's...)
             assert rest(other.page(browser), srv.http) == {"error": FAILED}
 
             # what the 503 says, to an allowed origin and another (the header is the policy's: the app's answers')
             ask = f"POST {REST} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {{}}\r\nContent-Length: 0\r\n\r\n"
             status, headers, _ = responses(write_then_read("127.0.0.1", srv.port, ask.format(allowed.origin).encode())[0])[0]
             assert status == 503 and cors_lines(headers) == {"access-control-allow-origin": allowed.origin,
-                                                             "access-control-expose-headers": "Retry-After"}, headers
+                                                             "access-control-expose-headers": EXPOSED}, headers
             status, headers, _ = responses(write_then_read("127.0.0.1", srv.port, ask.format(other.origin).encode())[0])[0]
             assert status == 503 and "access-control-allow-origin" not in headers, headers
 
@@ -136,6 +137,6 @@ def test_an_exception_of_the_app_is_answered_with_the_cors_headers(registry: Mod
     with ServerThread(app) as srv:
         answer = httpx.get(srv.http + "/boom", headers={"Origin": "https://app.example.com"})
         assert answer.status_code == 500 and answer.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-        assert answer.headers["Access-Control-Expose-Headers"] == "Retry-After"
+        assert answer.headers["Access-Control-Expose-Headers"] == EXPOSED
         assert "internal error (RuntimeError)" in answer.json()["error"]["message"], answer.text
         assert "Access-Control-Allow-Origin" not in httpx.get(srv.http + "/boom").headers

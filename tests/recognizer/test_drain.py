@@ -12,6 +12,7 @@ streams end or at the deadline.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -441,11 +442,15 @@ async def test_closing_the_idle_connections_takes_no_longer_than_its_seconds() -
     assert time.monotonic() - started < 5, "its 0.3 s"
 
 class SlowUpload(threading.Thread):
-    """A REST recognition whose body arrives over 2 s (``uploading`` once the recognition runs); ``answer`` at its end."""
+    """A REST recognition whose body arrives over 2 s (``uploading`` once the recognition runs); ``answer`` at its end.
+    With ``openai``, an OpenAI transcription whose form (the audio in it) arrives so."""
 
-    def __init__(self, rec: Recognizer, audio: bytes) -> None:
+    def __init__(self, rec: Recognizer, audio: bytes, *, openai: bool = False) -> None:
         super().__init__(name="slow-upload")
-        self.rec, self.audio = rec, audio
+        self.rec = rec
+        self.url, self.audio, self.headers = f"{rec.http}{REST}&format=simple", audio, {"Content-Type": "audio/wav"}
+        if openai:
+            self.url, self.audio, self.headers = openai_request(rec, audio)
         self.uploading = threading.Event()
         self.answer: httpx.Response | None = None
 
@@ -459,8 +464,53 @@ class SlowUpload(threading.Thread):
 
     def run(self) -> None:
         with httpx.Client(timeout=30) as client:
-            self.answer = client.post(f"{self.rec.http}{REST}&format=simple", content=self._body(),
-                                      headers={"Content-Type": "audio/wav"})
+            self.answer = client.post(self.url, content=self._body(), headers=self.headers)
+
+
+def openai_request(rec: Recognizer, audio: bytes) -> tuple[str, bytes, dict[str, str]]:
+    """The URL, body and headers of an OpenAI transcription of the WAV ``audio`` (as OpenAI's clients send it)."""
+    request = httpx.Request("POST", f"{rec.http}{c.ROUTE_OPENAI_TRANSCRIPTIONS}", data={"model": "whisper-1", "language": "ko"},
+                            files={"file": ("speech.wav", audio, "audio/wav")})
+    return str(request.url), request.read(), {"Content-Type": request.headers["Content-Type"]}
+
+
+def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_process, utterances_wav: Path,
+                                                                      speech_wav: Path) -> None:
+    """OpenAI's route is a recognition to the drain, as the REST route is: a transcription in flight at SIGTERM (its
+    upload arriving) is answered whole before the server exits, and one that comes during the drain is refused at once,
+    503 ``draining`` with ``Retry-After`` in OpenAI's error shape (which the openai package retries, on another pod),
+    counted and logged under route ``openai``. A draining server transcribed it (200) while it refused REST: new work
+    taken on by a server that is going away, which its deadline then cuts if it runs long."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from speech_recognizer.drain import REASON
+    from speech_recognizer.errors import FAILURE_HEADER
+
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60", f"{c.LOG_LEVEL}=DEBUG")  # a drain's refusal is a debug line
+    slow = SlowUpload(rec, utterances_wav.read_bytes(), openai=True)
+    slow.start()
+    assert slow.uploading.wait(10)
+    rec.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the drain has begun
+
+    url, body, headers = openai_request(rec, speech_wav.read_bytes())
+    new = httpx.post(url, content=body, headers=headers, timeout=30)
+    assert new.status_code == 503, (new.status_code, new.text)
+    assert new.headers["Retry-After"] == "1" and new.headers[FAILURE_HEADER] == "draining", new.headers
+    assert new.json() == {"error": {"message": REASON, "type": "server_error", "param": None, "code": "draining"}}, new.text
+    counted = {(s.name, s.labels.get("route"), s.labels.get("status") or s.labels.get("reason")): s.value
+               for f in text_string_to_metric_families(httpx.get(f"{rec.http}/metrics", timeout=5).text) for s in f.samples}
+    assert counted.get(("speech_refused_total", "openai", "draining")) == 1, counted
+    assert counted.get(("speech_requests_total", "openai", "503")) == 1, counted
+
+    slow.join(60)
+    answer = slow.answer
+    assert answer is not None and answer.status_code == 200, answer and answer.text
+    pcm, rate, _ = read_wav(utterances_wav)  # the whole file transcribed
+    assert answer.json()["text"] and answer.json()["usage"]["seconds"] == math.ceil(len(pcm) / (2 * rate)), answer.text
+    assert rec.process.wait(60) == 0, rec.output()
+    log = rec.output()
+    assert f"openai: draining: {REASON}" in log and "drained: every recognition ended" in log, log
 
 
 def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: Path) -> None:
