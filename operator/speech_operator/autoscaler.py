@@ -178,7 +178,10 @@ class Autoscaler:
             return  # the reconcile says why (InvalidSpec)
         if stt.spec.autoscaling is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
-        if self.runtime.autoscalers.known(namespace, name):  # a foreign one holds the Deployment: nothing to decide
+        # a foreign one holds the Deployment: nothing to decide (as known once the namespace's HPAs are listed: before,
+        # the first look at a SpeechToText created under an HPA decided, and called for a reconcile that decided nothing)
+        await self.runtime.autoscalers.listed(self.runtime.kube, namespace)
+        if self.runtime.autoscalers.known(namespace, name):
             return
         before = stt.status.autoscaling if stt.status else None
         with metrics.counted(metrics.AUTOSCALER):  # the look alone: what it leads to counts as a refresh or reconcile

@@ -121,17 +121,22 @@ class ForeignAutoscalers:
         return tuple(sorted((s for deployment, s in (self._found.get(namespace) or {}).values() if deployment == name),
                             key=who))
 
-    async def scaling(self, kube: Kube, namespace: str, name: str) -> tuple[api.ForeignAutoscaler, ...]:
-        """Who scales the Deployment ``name`` besides the operator (sorted by :func:`who`; () when none or unknown), once
-        the namespace's HPAs are listed (its watch starts with the first call); remembered as the reconcile's."""
+    async def listed(self, kube: Kube, namespace: str) -> None:
+        """Return once the namespace's HPAs are listed (its watch starts with the first call), or after
+        :data:`FIRST_LIST_SECONDS` of waiting for that (an API server away: its failures are said by the watch)."""
         if namespace not in self._watches:
             self._listed[namespace] = asyncio.Event()
             self._watches[namespace] = asyncio.create_task(self._follow(kube, namespace), name=f"HPA watch {namespace}")
         if not self._listed[namespace].is_set():
             try:
                 await asyncio.wait_for(self._listed[namespace].wait(), FIRST_LIST_SECONDS)
-            except TimeoutError:  # its failures are said by the watch; reconciles go on without waiting again
+            except TimeoutError:  # reconciles and looks go on without waiting again
                 self._listed[namespace].set()
+
+    async def scaling(self, kube: Kube, namespace: str, name: str) -> tuple[api.ForeignAutoscaler, ...]:
+        """Who scales the Deployment ``name`` besides the operator (sorted by :func:`who`; () when none or unknown), once
+        the namespace's HPAs are listed (:meth:`listed`); remembered as the reconcile's."""
+        await self.listed(kube, namespace)
         found = self._used[(namespace, name)] = self._of((namespace, name))
         return found
 
@@ -141,9 +146,13 @@ class ForeignAutoscalers:
 
     async def changed_for(self, key: tuple[str, str]) -> None:
         """Return once who scales the SpeechToText ``key``'s (namespace, name) Deployment changed since its last
-        reconcile (or since now)."""
-        self._used.setdefault(key, self._of(key))
-        while self._of(key) == self._used.get(key, self._of(key)):
+        reconcile (or since now, when its namespace's HPAs are listed; else since its first reconcile, which waits
+        for that list: what the list brings is no change to that reconcile, and an HPA there before the SpeechToText
+        was reconciled again for it at each creation and restart)."""
+        listed = self._listed.get(key[0])
+        if listed is not None and listed.is_set():
+            self._used.setdefault(key, self._of(key))
+        while key not in self._used or self._of(key) == self._used[key]:
             await self._next.wait()
 
     def forget(self, key: tuple[str, str]) -> None:

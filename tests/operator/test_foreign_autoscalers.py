@@ -384,7 +384,8 @@ async def test_keda_at_zero_is_named_in_the_status_and_the_gateway_refuses_at_on
 
 async def test_a_deployment_made_under_an_hpa_there_before_is_written_once(cluster: Cluster) -> None:
     """An HPA on the Deployment applied before the SpeechToText (a GitOps sync applies both at once): the Deployment is
-    created with a fingerprint that names the HPA, so the next reconcile writes nothing. Before, its creation's
+    created with a fingerprint that names the HPA, so the next reconcile writes nothing, and there is none: one
+    reconcile reads the SpeechToText and its Deployment once. Before, its creation's
     fingerprint named nobody (no Deployment to read replicas from), and the next reconcile wrote it again with the
     replicas it had just read: an HPA's scale between that read and that write was undone (KEDA's to 0 here; the
     test above failed so in 2 runs of 6 on a busy machine)."""
@@ -396,6 +397,10 @@ async def test_a_deployment_made_under_an_hpa_there_before_is_written_once(clust
     await cluster.eventually(named)
     await cluster.eventually(lambda: quiet(cluster))
     assert len(cluster.sent("PATCH", "deployments", "en-us")) == 1, "the Deployment is written once, at its creation"
+    # one reconcile: the HPA, listed for it, is no change of who scales it to the daemon that follows that (follow_crd);
+    # before, that daemon took the list as a change, and made the status again (the SpeechToText and its Deployment read)
+    reads = len(cluster.sent("GET", api.PLURAL, "en-us")), len(cluster.sent("GET", "deployments", "en-us"))
+    assert reads == (1, 1), reads
 
 
 async def test_an_hpa_found_while_another_reason_holds_degraded_has_its_own_warning_once_and_recovered_when_it_goes(
