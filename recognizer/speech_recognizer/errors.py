@@ -11,7 +11,8 @@ idle, ...); this module answers it, the same way on every route:
 - Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
   reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
-  which knows no ``ServiceUnavailable``, is told that by a close alone (:func:`usp_status`);
+  which words those statuses in fixed words of its own, is told them by a close alone that carries the message
+  (:data:`JAVASCRIPT_CLOSES`, :func:`usp_status`);
 - OpenAI-compatible route: :func:`openai_response` — the same status and ``Retry-After`` in the error
   shape OpenAI's clients read (``{"error": {"message", "type", "param", "code"}}``);
 - :func:`observe` — ``speech_requests_total{status}`` and ``speech_refused_total{reason}``, and
@@ -79,11 +80,29 @@ class Kind:
 #: The close the SDK for JavaScript reports at once as ``ConnectionFailure`` with its reason ("<reason> websocket error
 #: code: 4000", ``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler: it reports a close's reason only after
 #: 1002, 1003, 1007 and 4000, and 4000, a private code, says nothing else), the error its apps connect again after.
-#: It alone answers that SDK where a turn would fail ``ServiceUnavailable`` (a drain, a model that cannot be loaded, a
-#: gateway with no recognizer for it: the service, not the request, at fault for now): that SDK knows no such status
-#: and reports it as an internal error (``NoError``, in its own words, the reason dropped). The Python SDK is told the
-#: turn (:func:`usp_status`).
 CONNECTION_FAILURE_CLOSE = 4000
+
+#: The close that tells the SDK for JavaScript a failed turn in its stead, by the turn's ``RecognitionStatus``
+#: (:func:`usp_status`). That SDK (1.52.0) words a failed ``speech.phrase`` from its status alone (``EnumTranslation``),
+#: the ``Message`` dropped: ``BadRequest`` "Invalid parameter or unsupported audio format in the request.", ``Error``
+#: "The speech service encountered an internal error and could not continue." (``ServiceError``), and
+#: ``ServiceUnavailable``, which it knows not, in those words with ``NoError``. A close 1007 or 4000 it reports at once
+#: with the reason, canceled: 1007 as ``BadRequestParameters``, the code the turn gives, for a bad request; 4000 as
+#: ``ConnectionFailure`` for the service's failures (a drain, a model that cannot be loaded, a bug), after which apps
+#: connect again. ``TooManyRequests`` keeps its turn: that error code, which apps back off on, in words that say what.
+#: The Python SDK is told the turn.
+#:
+#: After a close, that SDK's reading connects again at once when the server had sent it anything on that connection
+#: (``ServiceRecognizerBase.receiveMessage`` and ``reconnect``), canceled or not, and sends its request again without
+#: audio; else it keeps the closed connection, and the recognizer's later recognitions fail ("Cannot send on connection
+#: that is in Disconnected state"). Its reading ends at a ``turn.end`` that comes when it no longer recognizes. So in
+#: continuous recognition a turn told by a close alone ends first (``turn.end``): the SDK begins its next turn, which the
+#: close cancels with the reason; a request sent again without audio is ended so too (for want of audio,
+#: ``idle_timeout``), which ends its reading (:meth:`~speech_recognizer.usp.connection.Turn.fail`). Recognizing once, a
+#: ``turn.end`` would end the recognition with no result and the close would then cancel nothing: the failed turn tells
+#: ``BadRequest`` and ``Error`` there, in the SDK's words; ``ServiceUnavailable``, whose words are wrong, the close alone.
+JAVASCRIPT_CLOSES: Mapping[str, int] = {"BadRequest": 1007, "Error": CONNECTION_FAILURE_CLOSE,
+                                         "ServiceUnavailable": CONNECTION_FAILURE_CLOSE}
 
 # ---- the policy: one line per kind ------------------------------------------------------------------
 # A bad request closed with 1007 is answered on the Speech SDK route by the close alone, as Azure answers it: both SDKs
@@ -119,8 +138,8 @@ NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO,
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 # Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request
 # begins (usp/refusal.py), then the close. Both SDKs cancel at once: the Python SDK shows the status as its error code
-# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests. ServiceUnavailable, which it knows
-# not, it is told by a close alone (CONNECTION_FAILURE_CLOSE: ConnectionFailure with the reason).
+# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests. ServiceUnavailable it is told by a
+# close alone (JAVASCRIPT_CLOSES: ConnectionFailure with the reason).
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", DEBUG, 1,
                             doc="the server keeps MaxConnections WebSocket connections, or Http:MaxConnections HTTP connections none of "
@@ -287,20 +306,23 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
 
 
-def usp_status(kind: Kind, *, javascript: bool = False) -> str | None:
+def usp_status(kind: Kind, *, javascript: bool = False, continuous: bool = False) -> str | None:
     """The ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn with a failure of ``kind``; None
-    when the close alone answers (``javascript``: the client is the SDK for JavaScript)."""
-    return None if javascript and kind.usp == "ServiceUnavailable" else kind.usp
+    when the close alone answers (``javascript``: the client is the SDK for JavaScript, in ``continuous`` recognition or
+    not: :data:`JAVASCRIPT_CLOSES`)."""
+    told = javascript and kind.usp in JAVASCRIPT_CLOSES and (continuous or kind.usp == "ServiceUnavailable")
+    return None if told else kind.usp
 
 
-def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False) -> tuple[int, str]:
+def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False, continuous: bool = False) -> tuple[int, str]:
     """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route;
-    ``javascript``: to the SDK for JavaScript, :data:`CONNECTION_FAILURE_CLOSE` for ``ServiceUnavailable``)."""
+    ``javascript``, ``continuous``: to the SDK for JavaScript, the close of :data:`JAVASCRIPT_CLOSES` when the close
+    alone answers, :func:`usp_status`)."""
     kind = failure.kind
     if not usp:
         code = kind.close
-    elif kind.usp and usp_status(kind, javascript=javascript) is None:
-        code = CONNECTION_FAILURE_CLOSE
+    elif kind.usp and usp_status(kind, javascript=javascript, continuous=continuous) is None:
+        code = JAVASCRIPT_CLOSES[kind.usp]
     else:
         code = kind.usp_close or kind.close
     return code, close_reason(failure.message)

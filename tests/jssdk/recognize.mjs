@@ -17,6 +17,7 @@
 //             part, wait for a new recognized phrase (at most partTimeoutMs), stop
 //   stopAfterRecognizing  continuous: stop (stopContinuousRecognitionAsync) after this many recognizing events
 //   timeoutMs give up (and say so) after this long
+//   lingerMs  keep the recognizer this long after its recognition ended before closing it (a page keeps its recognizer)
 //   browser   connect as the SDK does in a browser: where a global WebSocket exists, the SDK opens it with the URL alone
 //             (a browser's WebSocket takes no headers), so the key, a token and the connection id travel only in the
 //             URL's query. The global given here is the ws package's WebSocket (the one the SDK uses in Node), called
@@ -164,6 +165,7 @@ async function main() {
     out.stoppedMs = now();
   }
   if (!scenario.keepOpen) await feeding;
+  if (scenario.lingerMs) await sleep(scenario.lingerMs);
   rec.close();
   process.stdout.write(JSON.stringify(out));
   process.exit(0);

@@ -18,6 +18,12 @@ A drain and a model that cannot be loaded are the service's, for now, not the re
 turn that fails ``ServiceUnavailable`` with the reason; the JavaScript SDK, which knows no such status, by a close 4000
 alone, which it reports at once as ``ConnectionFailure`` with the reason (errors.py, ``CONNECTION_FAILURE_CLOSE``).
 
+A turn that fails ``BadRequest`` (a stream past ``MaxSessionSeconds``) or ``Error`` (a bug of the server's) in
+continuous recognition is told the JavaScript SDK by the turn's end, with no phrase, and a close 1007 or 4000, whose
+reason it reports (``BadRequestParameters``, ``ConnectionFailure``); its phrase would be read in the SDK's fixed words.
+The turn's end comes first since the SDK's reading, after a close, connects again when the server had sent it anything
+and sends its request again without audio (each test bounds how often: errors.py, ``JAVASCRIPT_CLOSES``).
+
 Before, ``MaxConnections`` and a drain closed the connection with 1013 as soon as it was accepted: the SDK, still
 sending its first messages, canceled with ``RuntimeError`` and "websocket send error: Websocket not ready <ids> Error"
 and its stack (``WebsocketMessageAdapter.sendRawMessage``) as the error details, or, in some runs, rejected
@@ -29,6 +35,7 @@ began, it connected again and then waited for ever (``ServiceRecognizerBase`` re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ from websockets.sync.client import connect as sync_connect
 from speech_recognizer import drain
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.connection import Turn
 
 from ..conftest import make_settings
 from ..support import ServerThread, scrape_metrics
@@ -50,6 +58,8 @@ ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
 AT_ONCE = 5
 #: The JavaScript SDK's words for ``TooManyRequests`` (``EnumTranslation.implTranslateErrorDetails``).
 TOO_MANY_REQUESTS = "The number of parallel requests exceeded the number of allowed concurrent transcriptions."
+
+
 def closed_4000(reason: str) -> tuple[str, str, str]:
     """``(cancelReason, errorCode, errorDetails)`` of the JavaScript SDK's cancel after a close 4000 with ``reason``
     (``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler)."""
@@ -157,3 +167,105 @@ def test_a_recognition_path_of_no_mode_is_a_bad_request_naming_the_modes(jssdk: 
     event = canceled_at_once(jssdk, url, speech_wav, "once", endpoint=True, browser=browser)
     assert (event["cancelReason"], event["errorCode"]) == ("Error", "BadRequestParameters"), event
     assert "no recognition mode 'nowhere'; use one of interactive, conversation, dictation" in event["errorDetails"], event
+
+
+def requests_again(srv: ServerThread, reason: str, idle: str = "idle_timeout") -> tuple[float, float]:
+    """``(failures of reason, idle_timeout refusals)``: the second counts the requests the SDK for JavaScript sent again
+    without audio after a close (its reading connects again when the server had sent it anything), each ended for want
+    of audio."""
+    return refusals(srv, reason), refusals(srv, idle)
+
+
+@pytest.mark.parametrize("browser", [False, True], ids=["node", "browser"])
+def test_a_stream_past_max_session_seconds_is_a_bad_request_with_the_reason(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, utterances_wav: Path, browser: bool
+) -> None:
+    """A continuous recognition streamed in real time past ``MaxSessionSeconds`` (3 s): its phrases so far, the turn's
+    end, then a close 1007 alone, which the JavaScript SDK reports at once as ``BadRequestParameters``, the code the
+    turn's ``BadRequest`` gives, with the server's reason (open a new stream to go on). Its reading may connect again
+    and send its request again, without audio: ended (turn's end, close) for want of audio, once, after which it
+    connects no more while the app keeps the recognizer. The Python SDK is told by the turn, as before
+    (tests/recognizer/test_idle.py). Before, the JavaScript SDK got that turn too: its fixed words ("Invalid parameter
+    or unsupported audio format in the request."), the reason dropped."""
+    app = create_app(make_settings(tmp_path, "MaxSessionSeconds=3", f"AudioIdleSeconds={IDLE_SECONDS:g}"), registry)
+    with ServerThread(app) as srv:
+        out = recognize(jssdk, scenario(srv.ws, utterances_wav, mode="continuous", speed=1, browser=browser, timeoutMs=45000,
+                                        lingerMs=LINGER_MS), timeout=90)
+        reason = "the stream reached 3 s (MaxSessionSeconds); open a new one to go on"
+        assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [
+            ("Error", "BadRequestParameters", f"{reason} websocket error code: 1007")], out
+        assert 3000 <= out["canceled"][0]["ms"] < out["audioDoneMs"], out  # mid-stream, not at its end (12.5 s)
+        assert "\n    at " not in out["stderr"], out["stderr"]
+        session, again = requests_again(srv, "session_too_long")
+        assert session == 1 and again <= 1, f"the SDK connected again: {session:g} session_too_long, {again:g} idle_timeout"
+
+
+#: AudioIdleSeconds of the tests where the SDK for JavaScript may send its request again without audio.
+IDLE_SECONDS = 2.0
+#: How long the app keeps its recognizer after its recognition ended (a page keeps it for its next one): long enough
+#: for the SDK to have connected again several times, were each request it sent again answered by a close alone.
+LINGER_MS = 8000
+
+
+def test_a_kept_recognizer_whose_stream_went_quiet_connects_again_once_at_most(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, utterances_wav: Path
+) -> None:
+    """A continuous recognition whose push stream stays open with no more audio (a microphone that stopped): after
+    ``AudioIdleSeconds`` the turn's end, then a close 1007, which the JavaScript SDK reports as
+    ``BadRequestParameters`` with the reason; the app keeps its recognizer 8 s more. The SDK's reading connects again
+    at most once (its request sent again without audio, ended so too), then no more. Before, the turn ended by the close
+    alone, and the SDK, reading on, connected again each time: a request without audio every ``AudioIdleSeconds``,
+    each holding a decoder, for as long as the app kept its recognizer (5 in those 8 s)."""
+    app = create_app(make_settings(tmp_path, f"AudioIdleSeconds={IDLE_SECONDS:g}"), registry)
+    with ServerThread(app) as srv:
+        out = recognize(jssdk, scenario(srv.ws, utterances_wav, mode="continuous", speed=4, keepOpen=True, timeoutMs=45000,
+                                        lingerMs=LINGER_MS), timeout=90)
+        assert [(c["cancelReason"], c["errorCode"]) for c in out["canceled"]] == [("Error", "BadRequestParameters")], out
+        assert out["canceled"][0]["errorDetails"].endswith("(AudioIdleSeconds): the stream ended to free its decoder websocket error code: 1007"), out
+        assert refusals(srv, "idle_timeout") <= 2, f"the SDK connected again {refusals(srv, 'idle_timeout') - 1:g} times"
+
+
+@pytest.fixture
+def bug() -> Iterator[Callable[[int], None]]:
+    """``arm(n)``: a bug of the server's, once: the ``n``-th audio message it receives from then on raises
+    (``Turn.audio``), which the connection answers as :data:`~speech_recognizer.errors.INTERNAL`."""
+    real = Turn.audio
+    left = [0]
+
+    async def buggy(turn: Turn, payload: bytes) -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            raise RuntimeError("a bug of the server's")
+        await real(turn, payload)
+
+    def arm(n: int) -> None:
+        left[0] = n
+
+    Turn.audio = buggy  # type: ignore[method-assign]
+    try:
+        yield arm
+    finally:
+        Turn.audio = real  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("at", [1, 5], ids=["at-its-header", "mid-turn"])
+def test_a_bug_of_the_server_cancels_with_connection_failure_and_the_reason_and_the_recognizer_goes_on(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, utterances_wav: Path, bug: Callable[[int], None], at: int
+) -> None:
+    """A bug of the server's (``internal``; its traceback logged) in a continuous recognition, at its first audio
+    message (before the turn began) or mid-turn: the turn's end, then a close 4000, which the JavaScript SDK reports at
+    once as ``ConnectionFailure`` with the server's reason, after which apps connect again; the app's next recognition
+    on the same recognizer (started after the first 4 s of audio were pushed) recognizes what follows. The Python SDK
+    is told, as before, by the turn, which ends ``Error`` (and a close 1011, after which it connects again and sends its
+    audio again). Before, the JavaScript SDK got that turn too: ``ServiceError`` and its words for an internal error ("The speech service encountered an
+    internal error and could not continue."), the reason dropped; a close 4000 alone at its first audio message would
+    have left the recognizer's later recognitions failing ("Cannot send on connection that is in Disconnected state")."""
+    reason = "internal error (RuntimeError); the server logged the details"
+    with ServerThread(create_app(make_settings(tmp_path), registry)) as srv:
+        bug(at)
+        out = recognize(jssdk, scenario(srv.ws, utterances_wav, mode="continuous", cuts=[4.0], partTimeoutMs=5000, timeoutMs=45000),
+                        timeout=90)
+        assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [closed_4000(reason)], out
+        assert out["canceled"][0]["ms"] < 1000 * AT_ONCE, out["canceled"]
+        assert [r["reason"] for r in out["recognized"]][:1] == ["RecognizedSpeech"] and out["error"] is None, out
+        assert refusals(srv, "internal") == 1

@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import errors
 from speech_recognizer.app import create_app
-from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase
+from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase, usp_status
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 from tests.doc_tables import README, assert_generated
@@ -37,6 +37,9 @@ USP = "usp/conversation"
 SDK_ERROR_STATUSES = {"BadRequest", "TooManyRequests", "ServiceUnavailable", "Forbidden", "Error"}
 #: Close codes an endpoint may send (RFC 6455 7.4.1; 1004-1006 and 1015 never go on the wire).
 CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+#: The close codes whose reason the Speech SDK for JavaScript (1.52.0) reports at once, canceled, and its error code for
+#: each (``ServiceRecognizerBase``'s ``ConnectionClosedEvent`` handler; after any other close it connects again).
+JAVASCRIPT_CODES = {1002: "ConnectionFailure", 1003: "ConnectionFailure", 1007: "BadRequestParameters", 4000: "ConnectionFailure"}
 #: Every kind speech_recognizer.errors declares, by name.
 KINDS: dict[str, Kind] = {k.name: k for k in vars(errors).values() if isinstance(k, Kind)}
 
@@ -48,8 +51,11 @@ def markdown_table() -> str:
         retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
         if k.usp:
             sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
+            told = errors.JAVASCRIPT_CLOSES.get(k.usp)
             if errors.usp_status(k, javascript=True) is None:
-                sdk += f" (the JavaScript SDK: close {errors.CONNECTION_FAILURE_CLOSE} alone, its `ConnectionFailure` with the reason)"
+                sdk += f" (the JavaScript SDK: close {told} alone, its `{JAVASCRIPT_CODES[told]}` with the reason)"
+            elif errors.usp_status(k, javascript=True, continuous=True) is None:
+                sdk += f" (the JavaScript SDK recognizing continuously: the turn's end and close {told}, its `{JAVASCRIPT_CODES[told]}` with the reason)"
         elif k.usp_close:
             sdk = f"close {k.usp_close} " + {1007: "(`BadRequest`)", errors.CONNECTION_FAILURE_CLOSE: "(the JavaScript SDK's `ConnectionFailure` with the reason)"
                                               }.get(k.usp_close, "(it connects again at its next recognition)")
@@ -73,6 +79,25 @@ def test_every_kind_has_an_answer_for_every_protocol(name: str) -> None:
     assert len(reason.encode()) <= MAX_CLOSE_REASON_BYTES and reason.endswith("...")
     assert usp_phrase(failure)["RecognitionStatus"] in SDK_ERROR_STATUSES
     assert kind.level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR) and kind.doc
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_every_turn_failure_reaches_a_continuous_javascript_sdk_app_with_its_reason(name: str) -> None:
+    """The SDK for JavaScript words a failed turn's status in fixed words of its own, the reason dropped, but for
+    ``TooManyRequests`` (its own code, which apps back off on): recognizing continuously, every other status a turn can
+    fail with is told it by a close whose reason it reports (the code's error code: ``BadRequestParameters`` for a bad
+    request), and the Python SDK by the turn, as before. Before, only ``ServiceUnavailable`` was."""
+    kind = KINDS[name]
+    failure = Failure("why", kind)
+    if not kind.usp:
+        return
+    assert usp_status(kind) == kind.usp and close_args(failure, usp=True) == ((kind.usp_close or kind.close), "why")
+    status = usp_status(kind, javascript=True, continuous=True)
+    code, reason = close_args(failure, usp=True, javascript=True, continuous=True)
+    if status is not None:
+        assert status == "TooManyRequests" and code == kind.close, (status, code)
+        return
+    assert JAVASCRIPT_CODES[code] == {"BadRequest": "BadRequestParameters"}.get(kind.usp, "ConnectionFailure") and reason == "why"
 
 
 @given(st.text())

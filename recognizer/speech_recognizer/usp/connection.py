@@ -286,15 +286,17 @@ class Turn:
             await self._emit(await self.session.finish(), final=True)
         await self.report_held()
 
-    async def fail(self, failure: Failure) -> None:
-        """End the turn with the failure's ``speech.phrase`` status; the SDK reports it as ``CancellationDetails``."""
+    async def fail(self, failure: Failure | None) -> None:
+        """End the turn with the failure's ``speech.phrase`` status; the SDK reports it as ``CancellationDetails``.
+        ``None``: with no phrase, for a failure the close that follows tells alone (:data:`~..errors.JAVASCRIPT_CLOSES`)."""
         if self.ended:
             return
         self.failed = True
         if not self.started:
             self.started = True
             await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
-        await self.send("speech.phrase", usp_phrase(failure))
+        if failure is not None:
+            await self.send("speech.phrase", usp_phrase(failure))
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
@@ -624,12 +626,18 @@ class Connection:
             if self.turn is not None:
                 self.turn.failed = True
             return
+        told = {"javascript": self.javascript, "continuous": self.options.continuous}
         with suppress(Exception):  # the client may be gone already
             if self.turn is not None:
                 await self.turn.before_failure()
-                if usp_status(failure.kind, javascript=self.javascript):
+                if usp_status(failure.kind, **told):
                     await self.turn.fail(failure)
-            await self.socket.close(*close_args(failure, usp=True, javascript=self.javascript))
+                elif self.javascript and self.options.continuous and (self.turn.started or usp_status(failure.kind, javascript=True)):
+                    # The SDK for JavaScript in continuous recognition, told by the close alone: the turn ends first,
+                    # with no phrase, so that a request it sends again without audio after the close ends its reading,
+                    # and one begun ends as its failed turn did, with the recognizer kept (errors.JAVASCRIPT_CLOSES).
+                    await self.turn.fail(None)
+            await self.socket.close(*close_args(failure, usp=True, **told))
 
     async def _park(self, turn: Turn) -> bool:
         """The connection was cut (no close frame) after the turn's end of audio (received, or read ahead and dropped
