@@ -253,7 +253,8 @@ class Kube:
     async def watch(self, url: str, query: dict[str, str], seconds: int) -> AsyncIterator[dict[str, Any]]:
         """The events (``{"type": ..., "object": ...}``) of a watch on the collection ``url`` until the API
         server ends it after ``seconds``; :class:`KubeError` when it refuses (a 401 reloads the credentials
-        once, as :meth:`request` does)."""
+        once, as :meth:`request` does); :class:`UnreadableAnswer` for a line that is JSON but no event (a proxy's),
+        ValueError for one that is no JSON."""
         params = list({**query, "watch": "true", "timeoutSeconds": str(seconds)}.items())
         for attempt in (1, 2):
             response = await self._api().call_api(
@@ -270,7 +271,10 @@ class Kube:
                 raise KubeError(response.status, "GET", url, await response.text())
             async for line in response.content:
                 if line.strip():
-                    yield json.loads(line)
+                    event = json.loads(line)
+                    if not isinstance(event, dict) or not isinstance(event.get("object", {}), dict):
+                        raise UnreadableAnswer(f"watch {url} -> no watch event: {' '.join(line.decode(errors='replace').split())[:200]!r}")
+                    yield event
         finally:
             response.close()  # a watch cut short leaves its connection unusable for another request
 

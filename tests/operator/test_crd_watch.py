@@ -4,7 +4,9 @@ then replaced by the current one; and with CRDs it may not read (speech_operator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,6 +15,7 @@ from conftest import operator_requests
 from stt_schema import older
 
 from speech_operator import crd, crd_check, crd_watch
+from speech_operator.kube import Kube
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -136,21 +139,16 @@ async def test_crds_it_may_not_read_are_one_info_line_and_change_nothing(
     assert (await degraded(cluster))["reason"] == "AsExpected"
 
 
-async def test_watches_the_api_server_ends_at_once_are_not_a_busy_loop_of_lists() -> None:
-    """An API server (or a proxy before it) that ends each watch as soon as it begins, with no event: the CRD is
-    listed again at most about once a second, not as fast as the loop turns (hundreds of lists of the whole CRD a
-    second, and the operator's CPU). kmock never ends a watch early, so a small aiohttp server on loopback stands
-    in for such an API server: it lists the current CRD and answers each watch with an empty stream."""
+@contextlib.asynccontextmanager
+async def api_server(watch: bytes, lists: list[float]) -> AsyncIterator[Kube]:
+    """A small aiohttp server on loopback standing in for an API server (or a proxy before it) kmock cannot be: it
+    lists the current CRD (the time of each list in ``lists``) and answers each watch with ``watch``, then ends it."""
     from aiohttp import web
     from kubernetes_asyncio import client as k8s
 
-    from speech_operator.kube import Kube
-
-    lists: list[float] = []
-
     async def crds(request: web.Request) -> web.StreamResponse:
         if request.query.get("watch") == "true":
-            return web.Response(content_type="application/json")  # the watch ends at once, without an event
+            return web.Response(body=watch, content_type="application/json")
         lists.append(asyncio.get_running_loop().time())
         return web.json_response({"metadata": {"resourceVersion": str(len(lists))}, "items": [crd.custom_resource_definition()]})
 
@@ -164,14 +162,47 @@ async def test_watches_the_api_server_ends_at_once_are_not_a_busy_loop_of_lists(
     configuration = k8s.Configuration(host=f"http://127.0.0.1:{port}")
     configuration.api_key = {"BearerToken": "test-token"}
     kube = Kube(configuration)
-    state = crd_watch.InstalledCRD()
-    follow = asyncio.create_task(crd_watch.follow(kube, state))
     try:
-        await asyncio.sleep(2.5)
+        yield kube
     finally:
-        follow.cancel()
-        await asyncio.gather(follow, return_exceptions=True)
         await kube.close()
         await runner.cleanup()
+
+
+async def followed(kube: Kube, seconds: float) -> tuple[crd_watch.InstalledCRD, asyncio.Task[None]]:
+    """The CRD followed for ``seconds``: what was seen, and the following task (cancelled, or ended by itself)."""
+    state = crd_watch.InstalledCRD()
+    follow = asyncio.create_task(crd_watch.follow(kube, state))
+    await asyncio.sleep(seconds)
+    ended = follow.done()
+    follow.cancel()
+    await asyncio.gather(follow, return_exceptions=True)
+    assert not ended, f"the CRD's watch task ended by itself: {follow.exception() if not follow.cancelled() else ''!r}"
+    return state, follow
+
+
+async def test_watches_the_api_server_ends_at_once_are_not_a_busy_loop_of_lists() -> None:
+    """An API server (or a proxy before it) that ends each watch as soon as it begins, with no event: the CRD is
+    listed again at most about once a second, not as fast as the loop turns (hundreds of lists of the whole CRD a
+    second, and the operator's CPU). kmock never ends a watch early: :func:`api_server` stands in."""
+    lists: list[float] = []
+    async with api_server(b"", lists) as kube:
+        state, _ = await followed(kube, 2.5)
     assert state.generation == 0 and state.problem is None  # it matched: nothing to show
+    assert 2 <= len(lists) <= 4, f"{len(lists)} lists in 2.5 s"
+
+
+@pytest.mark.parametrize("line", [b"[]", b'"ok"', b'{"type": "ADDED", "object": []}'])
+async def test_a_watch_line_that_is_json_but_no_event_is_a_warning_and_a_retry(line: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """A watch answered with JSON that is no event (a proxy's, or a body cut and joined): a WARNING naming what is
+    watched and the line, then the CRD listed and watched again, as for a line that is no JSON. Before, the line
+    reached the watch's reader as a list or a string: AttributeError, which ended the task following the CRD for
+    good, in silence (no later change of the CRD seen, ``CRDOutdated`` never set or cleared)."""
+    caplog.set_level(logging.INFO, logger=crd_watch.__name__)
+    caplog.set_level(logging.INFO, logger="speech_operator.kube")
+    lists: list[float] = []
+    async with api_server(line + b"\n", lists) as kube:
+        await followed(kube, 2.5)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said and all("watching the SpeechToText CRD: watch " in s and "no watch event" in s for s in said), said
     assert 2 <= len(lists) <= 4, f"{len(lists)} lists in 2.5 s"
