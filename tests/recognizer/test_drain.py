@@ -30,7 +30,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from harness.usp import client_text_frame
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import contract as c
 from speech_recognizer.usp.frames import parse_text
 
@@ -38,6 +38,7 @@ from ..conftest import CHUNK
 from ..support import Loopback, Reference, free_port, read_wav
 from ..usp.held import CONVERSATION, assert_held_phrase_first, first_sentence_held, until_close
 from ..usp.sdk import assert_same, config, continuous, expected, reported
+from .test_gone_clients import wav_bytes
 from .test_not_reading import deaf_websocket, send_all, usp_frames
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -667,3 +668,26 @@ def test_a_client_that_reads_nothing_does_not_hold_the_stop_past_the_drain(
     assert "not_reading: the server stopped" in rec.output(), rec.output()
     print(f"{route}: SIGTERM {signalled - started:.1f} s into the reading client's stream; it ended "
           f"{reading.ended_at - signalled:.1f} s after; the process exited {stopped:.1f} s after SIGTERM")
+
+
+def test_a_speech_sdk_turn_the_drains_deadline_cuts_is_counted_as_the_drains(recognizer_process, speech_wav: Path) -> None:
+    """A Speech SDK turn still running when ``Drain:Seconds`` runs out (its client sent a second of audio and nothing
+    more, its connection open) is closed by the server's stop (1012): counted as the drain's (``draining``), nothing
+    more sent, not as a client that left mid-turn (``client_gone``, before: the 1012 disconnect is the server's own)."""
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2", f"{c.LOG_LEVEL}=Debug")
+    with connect(rec.ws + USP, open_timeout=10) as ws:
+        rid = uuid.uuid4().hex
+        ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+        pcm = read_wav(speech_wav)[0][: 10 * CHUNK]
+        for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
+            ws.send(client_audio_frame(rid, payload))
+        assert parse_text(ws.recv(timeout=30)).path == "turn.start"
+        time.sleep(0.5)  # its audio decoded: nothing in flight at the deadline
+        rec.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
+    assert rec.process.wait(30) == 0, rec.output()
+    failures = [line for line in rec.output().splitlines() if "speech_recognizer.failures" in line]
+    assert len(failures) == 1 and "usp/conversation: draining: " in failures[0], failures

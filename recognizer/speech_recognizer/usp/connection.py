@@ -32,7 +32,7 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase, usp_status
+from ..errors import CLIENT_GONE, DRAINING, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase, usp_status
 from ..inbox import Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -85,6 +85,9 @@ def replay_origin(acknowledged: float) -> float:
 
 #: Close codes of a client that closed its connection (rather than lost it): it does not continue a turn.
 CLOSED = (1000, 1001)
+#: The disconnect's code when the server's stop closed the connection (uvicorn's ``shutdown``: what the drain's deadline
+#: leaves running is closed so), not its client.
+SHUTDOWN_CLOSE = 1012
 
 #: The header of a ``speech.phrase`` that tells a client taking stream times (:func:`.options.stream_offsets`) how far
 #: its audio was acknowledged, in ticks from the start of the turn's audio (the SDK adds the offset the turn began at,
@@ -546,6 +549,8 @@ class Connection:
         #: Stream time (s) up to which phrases were reported; later continuation turns never repeat them.
         self.acknowledged = 0.0
         self._closed = False
+        #: Whether the server's stop closed the connection (nothing more can be sent: a failure is counted alone).
+        self._stopped = False
         #: The socket's messages, read ahead while a turn holds a decoder (made by :meth:`run`).
         self.inbox: Inbox
 
@@ -573,6 +578,10 @@ class Connection:
                             await self.fail(left_before_audio(what, self.draining()))
                             return
                         dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""
+                        if msg.get("code") == SHUTDOWN_CLOSE and self.draining():  # the server's stop closed it, not its client
+                            self._stopped = True
+                            await self.fail(Failure(f"{what}: cut mid-turn, the server's drain out of time{dropped}", DRAINING))
+                            return
                         await self.fail(Failure(f"{what}: the client left mid-turn{dropped}", CLIENT_GONE))
                     return
                 if msg.get("text") is not None:
@@ -607,7 +616,7 @@ class Connection:
     async def fail(self, failure: Failure) -> None:
         """Count and log ``failure`` (its tracebacks then dropped: :func:`~..errors.settle`), end the open turn with its
         status, and close the connection with its code (once; nothing to a client gone, or reset for taking in none of
-        its replies: ``not_reading``). A fault of the server's met once the connection is being
+        its replies: ``not_reading``, nor after the server's stop closed it). A fault of the server's met once the connection is being
         closed for another failure (a decoder failing on audio received before a protocol error) is still counted and
         logged, with its traceback: nothing more is told the client."""
         # its time runs from the turn's latest audio, else from the connection's last message (a protocol error, an idle
@@ -619,9 +628,10 @@ class Connection:
             return
         self._closed = True
         settle(failure, self.route, self.metrics, since)
-        if failure.kind in (CLIENT_GONE, NOT_READING):
+        if failure.kind in (CLIENT_GONE, NOT_READING) or self._stopped:
             # A phrase held for the segmentation silence cannot be told: the client is gone, or its connection reset
-            # for taking in none of its replies (nothing more reaches it: a turn.end, a close neither). Its audio was
+            # for taking in none of its replies, or closed by the server's stop (nothing more reaches it: a turn.end, a
+            # close neither). Its audio was
             # not acknowledged, so an SDK that connects again sends it again.
             if self.turn is not None:
                 self.turn.failed = True
