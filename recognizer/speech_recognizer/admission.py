@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 
 from .errors import BUSY, TOO_MANY_CONNECTIONS, Failure
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 #: At most one line per this many seconds says that connections are being refused at the cap, and how many.
 LOG_EVERY_SECONDS = 10.0
+#: Whether the recognition being served is an HTTP request (REST, OpenAI), set by
+#: :class:`~speech_recognizer.drain.DrainMiddleware`, which counts those itself: a decoder it holds is told apart
+#: (:attr:`Admission.held_by_requests`), so that the drain counts each recognition once.
+IN_REQUEST: ContextVar[bool] = ContextVar("in_request", default=False)
 
 
 class Busy(Failure):
@@ -62,8 +67,10 @@ class TooManyConnections(Failure):
 class Reservation:
     """A decoder held for one recognition; :meth:`release` (or leaving the ``with``) gives it back, once."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, *, request: bool = False) -> None:
         self._admission: Admission | None = admission
+        #: Held by an HTTP request (:data:`IN_REQUEST`).
+        self.request = request
 
     @property
     def held(self) -> bool:
@@ -73,6 +80,7 @@ class Reservation:
         admission, self._admission = self._admission, None
         if admission is not None:
             admission.active -= 1
+            admission.held_by_requests -= self.request
             admission.idle_since = time.monotonic()
 
     def __enter__(self) -> Reservation:
@@ -91,6 +99,8 @@ class Admission:
         self.max_connections = max_connections
         #: Decoders held now.
         self.active = 0
+        #: Of those, held by HTTP requests (REST, OpenAI: :data:`IN_REQUEST`).
+        self.held_by_requests = 0
         #: Recognitions admitted since the start.
         self.admitted = 0
         #: Recognition WebSockets open now, with or without a decoder (:meth:`connection`).
@@ -107,7 +117,9 @@ class Admission:
             raise Busy(self.limit)
         self.active += 1
         self.admitted += 1
-        return Reservation(self)
+        request = IN_REQUEST.get()
+        self.held_by_requests += request
+        return Reservation(self, request=request)
 
     def connection(self) -> AbstractContextManager[None]:
         """One recognition WebSocket open for as long as the ``with`` lasts (however it ends: a close,

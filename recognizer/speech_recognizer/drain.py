@@ -56,7 +56,7 @@ from typing import Any
 import uvicorn
 
 from . import contract as c
-from .admission import Admission, TooManyConnections
+from .admission import IN_REQUEST, Admission, TooManyConnections
 from .errors import DRAINING, HEAD, Failure, accept_headers, close_args, http_response, observe, openai_response
 from .http_limits import LimitedHttpTools
 from .openai_compat import ROUTE as OPENAI_ROUTE
@@ -110,8 +110,9 @@ class Drain:
 
     @property
     def running(self) -> int:
-        """Recognitions running: HTTP ones (REST, OpenAI) in flight and streams with a decoding session open."""
-        return self.requests + self.admission.active
+        """Recognitions running: HTTP ones (REST, OpenAI) in flight and streams with a decoding session open (the
+        decoders held but those of HTTP requests, counted already)."""
+        return self.requests + self.admission.active - self.admission.held_by_requests
 
     @property
     def connections(self) -> int:
@@ -245,9 +246,11 @@ class DrainMiddleware:
                 self.drain.sockets.discard(socket)
             return
         self.drain.requests += 1
+        token = IN_REQUEST.set(True)
         try:
             await self.app(scope, receive, send)
         finally:
+            IN_REQUEST.reset(token)
             self.drain.requests -= 1
 
 

@@ -512,6 +512,7 @@ def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_
     assert rec.process.wait(60) == 0, rec.output()
     log = rec.output()
     assert f"openai: draining: {REASON}" in log and "drained: every recognition ended" in log, log
+    assert "draining: 1 recognition(s) running" in log, log  # counted once (not as a request and as a decoder held)
 
 
 def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: Path) -> None:
@@ -546,6 +547,7 @@ def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: P
     assert answer is not None and answer.status_code == 200 and answer.json()["DisplayText"], answer.text
     assert answer.headers["Connection"] == "close", answer.headers
     assert rec.process.wait(30) == 0, rec.output()
+    assert "draining: 1 recognition(s) running" in rec.output(), rec.output()  # the REST one, counted once
     print(f"the idle kept-alive connection was closed {closed_in * 1000:.0f} ms after SIGTERM")
 
 
