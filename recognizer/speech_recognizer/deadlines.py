@@ -85,9 +85,7 @@ class Deadlines:
         self._owed = 0
         #: Set when the session ends during a wait: its deadlines give way to the connection's, which may be nearer.
         self._session_over: asyncio.Future[None] | None = None
-        #: What the kernel says of the connection (None: not told): looked at by the idle deadline here, and by the
-        #: route's :class:`~speech_recognizer.inbox.Inbox` for an end of the connection come behind what it does not read.
-        self.backlog = backlog
+        self._backlog = backlog
 
     @classmethod
     def of(cls, settings: Settings, scope: Mapping[str, Any] | None = None) -> Deadlines:
@@ -182,10 +180,10 @@ class Deadlines:
         """``failure``, or :data:`~speech_recognizer.errors.NOT_READING` (the connection reset) when it is the idle one
         and bytes wait unsent to the client though nothing was sent to it since the idle clock started: it took in none
         of its replies for ``AudioIdleSeconds`` (a client that took some in had them sent: idle)."""
-        if failure.kind is not IDLE or self.backlog is None:
+        if failure.kind is not IDLE or self._backlog is None:
             return failure
-        unsent = self.backlog.untaken(self._clock() - self._waiting_since)
+        unsent = self._backlog.untaken(self._clock() - self._waiting_since)
         if not unsent:
             return failure
-        self.backlog.cut()
+        self._backlog.cut()
         return not_reading(self.idle_seconds, unsent)

@@ -190,7 +190,6 @@ class Inbox:
         return recovered
 
     async def close(self) -> None:
-        """Stop reading (at the connection's end), and let ``ended`` go (a route's own method: no reference cycle)."""
-        self._ended = None
+        """Stop reading (at the connection's end)."""
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)

@@ -40,7 +40,7 @@ from starlette.websockets import WebSocket
 from . import contract as c
 from . import openapi as oa
 from .auth import check_key
-from .deadlines import Deadlines
+from .deadlines import BACKLOG, Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .inbox import Inbox, left_before_audio
@@ -167,7 +167,7 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        backlog = self.deadlines.backlog  # its end of the connection, come behind unread audio
+        backlog = self.ws.scope.get("extensions", {}).get(BACKLOG)  # its end of the connection, come behind unread audio
         self.inbox = Inbox(self.ws.receive, ended=backlog.ended if backlog is not None else None)
         try:
             model = await self.inbox.model(self.engine.registry, self.locale)
