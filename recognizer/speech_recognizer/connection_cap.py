@@ -42,7 +42,6 @@ import struct
 import sys
 import termios
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from .admission import LOG_EVERY_SECONDS
@@ -135,55 +134,17 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PRESENCE_POLL_SECONDS = 0.05
 
 
-#: The bytes of Linux's ``struct tcp_info`` read (up to ``tcpi_notsent_bytes``, Linux 4.6), and where its fields are.
-_TCP_INFO_BYTES = 148
-_TCP_INFO = struct.Struct("=B43xI96xI")
-#: How coarse the kernel's times of a connection are: a jiffy, at most 10 ms (``HZ`` 100).
-_JIFFY_SECONDS = 0.01
-
-
-@dataclass(frozen=True)
-class TcpInfo:
-    """What the kernel says of a connection in one look (Linux's ``TCP_INFO``), though the event loop may not know it
-    yet (it no longer reads a connection whose client ended what it sends, or one past its read buffer)."""
-
-    #: ``tcpi_state``: :data:`_TCP_CLOSE_WAIT` once the client's FIN came, :data:`_TCP_CLOSE` once it reset.
-    state: int
-    #: Seconds since the kernel last sent the client data (``tcpi_last_data_sent``; a zero-window probe carries none).
-    data_sent_ago: float
-    #: Bytes written to the socket and not sent yet (``tcpi_notsent_bytes``, what ``SIOCOUTQNSD`` says).
-    notsent: int
-
-
-def tcp_info(transport: asyncio.BaseTransport | None) -> TcpInfo | None:
-    """The connection's :class:`TcpInfo`; None where the kernel does not say, or the socket is closed."""
+def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:
+    """The connection's TCP state (Linux's ``TCP_INFO`` ``tcpi_state``), though the event loop may not know it yet (it
+    no longer reads a connection whose client ended what it sends, or one past its read buffer); None where the kernel
+    does not say, or the socket is closed."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None or not hasattr(socket, "TCP_INFO"):
         return None
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
     except (OSError, ValueError):  # closed meanwhile (uvloop's socket then has the file descriptor -1: a ValueError)
         return None
-    if len(raw) < _TCP_INFO_BYTES:  # a kernel older than 4.6: no tcpi_notsent_bytes, the ioctl says it
-        raw = raw.ljust(_TCP_INFO_BYTES - 4, b"\0") + _queued(transport, SIOCOUTQNSD).to_bytes(4, sys.byteorder)
-    state, sent_ms, notsent = _TCP_INFO.unpack(raw)
-    return TcpInfo(state, sent_ms / 1000, notsent)
-
-
-def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:
-    """The connection's TCP state (:func:`tcp_info`)."""
-    info = tcp_info(transport)
-    return info.state if info is not None else None
-
-
-def unsent_untaken(transport: asyncio.BaseTransport | None, seconds: float) -> int:
-    """Bytes written to the client that wait unsent (:func:`unsent_bytes`) though its kernel has sent it nothing for
-    ``seconds``: it took in none of them, nor anything else, all that time; 0 when none wait, or something was sent
-    meanwhile (the client took some in: its window opened). One look (:func:`tcp_info`)."""
-    info = tcp_info(transport)
-    if info is None or info.data_sent_ago + _JIFFY_SECONDS < seconds:
-        return 0
-    return _buffered(transport) + info.notsent
 
 
 def reset_by_peer(transport: asyncio.BaseTransport | None) -> bool:

@@ -23,13 +23,10 @@ taken in and at the last reply sent, so a client waiting for the replies to audi
 A reply its client takes none of is owed no longer than ``AudioIdleSeconds`` either: the send that
 waits on it resets the connection then (:data:`~speech_recognizer.errors.NOT_READING`,
 :meth:`~speech_recognizer.http_limits.UnmappedWebSockets.send`). Replies too few to stall a send (they fit the
-server's buffers) wait unsent for a client that reads nothing all the same: one whose idle time ends with bytes
-waiting unsent and nothing sent to it since that time began (its kernel's view, the server's :class:`Backlog`, looked
-at then and only then) took in nothing for ``AudioIdleSeconds`` either, and ends the same way (``NOT_READING``, its
-connection reset, nothing more sent), not as an idle client whose final result and close would wait behind its replies
-until the kernel gave the connection up. What waits may be the server's own keepalive ping, written during that time:
-it waits only behind a shut window (once sent, the rule no longer holds), where the final result and the close would
-wait too.
+server's buffers) wait unsent for a client that reads nothing all the same: one whose idle time ends with what
+waited unsent when it began still unsent (the server's :class:`Backlog` says) took in nothing for
+``AudioIdleSeconds`` either, and ends the same way (``NOT_READING``, its connection reset, nothing more sent), not as
+an idle client whose final result and close would wait behind its replies until the kernel gave the connection up.
 """
 
 from __future__ import annotations
@@ -55,9 +52,8 @@ class Backlog:
     """What waits unsent to a WebSocket's client, as the server's protocol tells it
     (:class:`~speech_recognizer.http_limits.UnmappedWebSockets`)."""
 
-    #: Bytes written to the client that wait unsent though nothing was sent to it for the seconds given: it took in
-    #: nothing all that time (0: nothing waits, or it took some in; :func:`~speech_recognizer.connection_cap.unsent_untaken`).
-    untaken: Callable[[float], int]
+    #: Bytes written to the client that it has not taken in (:func:`~speech_recognizer.connection_cap.unsent_bytes`).
+    unsent: Callable[[], int]
     #: Reset the connection: what waits unsent is dropped, nothing more reaches the client.
     cut: Callable[[], None]
     #: Whether the client's end of the connection has come (its FIN or a reset), though what it sent before may still wait
@@ -86,6 +82,8 @@ class Deadlines:
         #: Set when the session ends during a wait: its deadlines give way to the connection's, which may be nearer.
         self._session_over: asyncio.Future[None] | None = None
         self._backlog = backlog
+        #: Bytes waiting unsent to the client when the idle clock last started (:meth:`_idle_from_now`).
+        self._unsent_since_waiting = 0
 
     @classmethod
     def of(cls, settings: Settings, scope: Mapping[str, Any] | None = None) -> Deadlines:
@@ -95,8 +93,10 @@ class Deadlines:
         return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds, backlog=backlog)
 
     def _idle_from_now(self) -> None:
-        """The idle clock starts again: now."""
+        """The idle clock starts again: now, with what waits unsent to the client now (once nothing is owed)."""
         self._waiting_since = self._clock()
+        if self._backlog is not None and not self._owed:
+            self._unsent_since_waiting = self._backlog.unsent()
 
     def heard(self) -> None:
         """Audio arrived and was taken in: the idle clock starts again."""
@@ -178,12 +178,12 @@ class Deadlines:
 
     def _not_reading(self, failure: Failure) -> Failure:
         """``failure``, or :data:`~speech_recognizer.errors.NOT_READING` (the connection reset) when it is the idle one
-        and bytes wait unsent to the client though nothing was sent to it since the idle clock started: it took in none
-        of its replies for ``AudioIdleSeconds`` (a client that took some in had them sent: idle)."""
-        if failure.kind is not IDLE or self._backlog is None:
+        and what waited unsent to the client when the idle clock started waits unsent still: it took in none of its
+        replies for ``AudioIdleSeconds``, in which the server wrote it nothing more (a keepalive ping at most)."""
+        if failure.kind is not IDLE or self._backlog is None or not self._unsent_since_waiting:
             return failure
-        unsent = self._backlog.untaken(self._clock() - self._waiting_since)
-        if not unsent:
+        unsent = self._backlog.unsent()
+        if unsent < self._unsent_since_waiting:  # it took some in: a client that reads, idle
             return failure
         self._backlog.cut()
         return not_reading(self.idle_seconds, unsent)

@@ -109,7 +109,6 @@ from .connection_cap import (
     unacknowledged_bytes,
     unread_bytes,
     unsent_bytes,
-    unsent_untaken,
 )
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .deadlines import BACKLOG, Backlog
@@ -957,8 +956,8 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if (scope := getattr(self, "scope", None)) is not None:  # an upgrade taken: the app runs
             this = weakref.proxy(self)  # the scope's own protocol held weakly: no cycle for the collector to find
-            scope["extensions"][BACKLOG] = Backlog(lambda seconds: unsent_untaken(this.transport, seconds),
-                                                   lambda: reset(this.transport), lambda: peer_gone(this.transport))
+            scope["extensions"][BACKLOG] = Backlog(lambda: unsent_bytes(this.transport), lambda: reset(this.transport),
+                                                   lambda: peer_gone(this.transport))
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
