@@ -7,9 +7,9 @@ marked tokens"): ``[0]``..``[99]`` and ``[00]``..``[09]`` (a number read whole),
 token sequence spells and writes each in Korean written style:
 
 - a run of digit words is one digit string: ``[공] [일] [공]`` -> ``010``; any other token ends it;
-- a run in the shape of a Korean phone number (:data:`PHONE_PREFIXES`) is written with hyphens: the
-  decoder's tokens carry no pause, so ``010 1234 5678`` read digit by digit comes out as one run,
-  written ``010-1234-5678``; the hyphen said aloud (``에``) between its groups is part of it too;
+- a run in the shape of a Korean phone number (:data:`PHONE_PREFIXES`, :data:`NATIONWIDE_PREFIXES`) is written
+  with hyphens: the decoder's tokens carry no pause, so ``010 1234 5678`` read digit by digit comes out as one run,
+  written ``010-1234-5678`` (``1588-1234``); the hyphen said aloud (``에``) between its groups is part of it too;
 - multipliers compose Sino-Korean style: ``[3] (천) [5] (백)`` -> ``3500``, ``(백) [50]`` -> ``150``;
 - ``[쩜]`` between a number and digits is a decimal point: ``[3] [쩜] [5]`` -> ``3.5``;
 - ``{만}`` ``{억}`` ``{조}`` stay written after their numeral, each such unit ending a word, as
@@ -73,14 +73,20 @@ PARTICLES: tuple[tuple[str, str], ...] = (
 )
 #: 대 between two numbers is "versus" (對), a dependent noun spaced on both sides: a score or ratio reads ``3 대 1``.
 VERSUS = "대"
-#: A phone number's first group (a mobile, internet-phone or area code) and how many digits may follow it: the
-#: mobile 010 and 070 take eight (``010-1234-5678``), Seoul's 02 and the area codes seven or eight (``02-123-4567``,
-#: ``031-1234-5678``). Old mobile prefixes (011, 016-019) and nationwide numbers (1588-...) are left out.
+#: A phone number's first group (a mobile, internet-phone, toll-free or area code) and how many digits may follow
+#: it, in two groups (the last of four): the mobile 010 and 070 take eight (``010-1234-5678``), the old mobile
+#: prefixes (011, 016..019, still dialled) seven or eight, the toll-free 080 seven (``080-123-4567``), Seoul's 02
+#: and the area codes seven or eight (``02-123-4567``, ``031-1234-5678``).
 PHONE_PREFIXES: dict[str, tuple[int, ...]] = {
-    "010": (8,), "070": (8,), "02": (7, 8),
-    **{code: (7, 8) for code in ("031", "032", "033", "041", "042", "043", "044", "051", "052", "053", "054", "055",
-                                 "061", "062", "063", "064")},
+    "010": (8,), "070": (8,), "080": (7,), "02": (7, 8),
+    **{code: (7, 8) for code in ("011", "016", "017", "018", "019", "031", "032", "033", "041", "042", "043", "044",
+                                 "051", "052", "053", "054", "055", "061", "062", "063", "064")},
 }
+#: A nationwide number's (전국대표번호: a business's line, ``1588-1234``, ``1544-...``, ``1600-...``, ``1800-...``)
+#: first digits: eight digits in all, two groups of four.
+NATIONWIDE_PREFIXES = ("15", "16", "18")
+#: The digits a phone number's run begins with.
+_PHONE_FIRST = frozenset(prefix[0] for prefix in (*PHONE_PREFIXES, *NATIONWIDE_PREFIXES))
 #: Words a phone number's hyphen is read as between its groups (``공일공에 일이삼사에 ...``): 에, or 의 (said 에 there).
 PHONE_SEPARATORS = frozenset(("에", "의"))
 #: The two months Korean says irregularly (육월 as 유월, 십월 as 시월), plain words of the model's table that name
@@ -167,8 +173,11 @@ def _digit_run(tokens: Sequence[str], i: int) -> tuple[str, int] | None:
     return (digits, k) if digits else None
 
 
-def _phone_groups(digits: str) -> tuple[int, int, int] | None:
-    """The lengths of a Korean phone number's three groups if ``digits`` has the shape of one (:data:`PHONE_PREFIXES`)."""
+def _phone_groups(digits: str) -> tuple[int, ...] | None:
+    """The lengths of a Korean phone number's groups if ``digits`` has the shape of one (:data:`PHONE_PREFIXES`,
+    :data:`NATIONWIDE_PREFIXES`)."""
+    if len(digits) == 8 and digits.startswith(NATIONWIDE_PREFIXES):
+        return 4, 4
     for prefix, rest in PHONE_PREFIXES.items():
         if digits.startswith(prefix) and len(digits) - len(prefix) in rest:
             return len(prefix), len(digits) - len(prefix) - 4, 4
@@ -188,9 +197,8 @@ def _phone(tokens: Sequence[str], i: int) -> tuple[str, int] | None:
         said = [group for group, _ in runs[:n]]
         digits = "".join(said)
         groups = _phone_groups(digits)
-        if groups and set(accumulate(map(len, said))) <= set(accumulate(groups)):
-            first, second = groups[0], groups[0] + groups[1]
-            return f"{digits[:first]}-{digits[first:second]}-{digits[second:]}", runs[n - 1][1]
+        if groups and set(accumulate(map(len, said))) <= set(ends := tuple(accumulate(groups))):
+            return "-".join(digits[start:end] for start, end in zip((0, *ends[:-1]), ends, strict=True)), runs[n - 1][1]
     return None
 
 
@@ -223,7 +231,7 @@ def _section(tokens: Sequence[str], i: int) -> Number | None:
     if integer is None:
         return None
     text, k, marked = integer
-    phone = _phone(tokens, i) if _marked_digit(tokens[i]) == "0" else None
+    phone = _phone(tokens, i) if _marked_digit(tokens[i]) in _PHONE_FIRST else None
     if phone:
         text, k = phone
     elif k + 1 < len(tokens) and tokens[k] == POINT:

@@ -35,8 +35,8 @@ CASES = [
     ("[영] [구]", "09"),
     ("[공] [일] 오후", "01 오후"),
     ("번호 는 [일] [일] [구]", "번호 는 119"),
-    # ... in a phone number's shape (010, 070, 02 or an area code first, then 7 or 8 digits): hyphenated, the hyphen
-    # said aloud (에, 의) between its groups part of it
+    # ... in a phone number's shape (010, 070, 02, an old mobile prefix or an area code first, then 7 or 8 digits; 080
+    # and 7; a nationwide 15xx, 16xx or 18xx and 4): hyphenated, the hyphen said aloud (에, 의) between its groups part of it
     ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "010-1234-5678"),
     ("[공] [일] [공] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "010-1234-5678"),
     ("[공] [일] [공] 의 [일] [이] [삼] [사] 의 [오] [육] [칠] [팔]", "010-1234-5678"),
@@ -46,11 +46,18 @@ CASES = [
     ("[공] [삼] [일] [일] [이] [삼] [사] [오] [육] [칠]", "031-123-4567"), ("[공] [육] [사] 에 [일] [이] [삼] [사] 에 [오] [육] [칠] [팔]", "064-1234-5678"),
     ("전화 [공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] 번으로", "전화 010-1234-5678번으로"),
     ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] 에 [공] [이] [일] [이] [삼] [사] [오] [육] [칠]", "010-1234-5678 에 02-123-4567"),
+    ("[공] [일] [일] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "011-1234-5678"), ("[공] [일] [칠] 에 [일] [이] [삼] 에 [오] [육] [칠] [팔]", "017-123-5678"),
+    ("[공] [팔] [공] [일] [이] [삼] [사] [오] [육] [칠]", "080-123-4567"),
+    ("[일] [오] [팔] [팔] [일] [이] [삼] [사]", "1588-1234"), ("[일] [오] [팔] [팔] 에 [일] [이] [삼] [사]", "1588-1234"),
+    ("[일] [육] [공] [공] 의 [공] [공] [일] [이]", "1600-0012"), ("[일] [팔] [공] [공] [일] [이] [삼] [사] 번", "1800-1234번"),
     # ... and only there: not another length, prefix or grouping
     ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠]", "0101234567"), ("[공] [일] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔] [구]", "010123456789"),
-    ("[공] [일] [일] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "01112345678"), ("[공] [이] [일] [이] [삼] [사] [오] [육]", "02123456"),
+    ("[공] [이] [일] [이] [삼] [사] [오] [육]", "02123456"),
     ("[공] [일] [공] [일] [이] 에 [삼] [사] [오] [육] [칠] [팔]", "01012 에 345678"), ("[공] [일] [공] 에 [일] [이] [삼] [사] 에", "010 에 1234 에"),
     ("[공] [일] [공] 과 [일] [이] [삼] [사] 과 [오] [육] [칠] [팔]", "010 과 1234 과 5678"), ("[공] [이] [일] [이] [삼] [쩜] [오]", "02123.5"),
+    ("[공] [팔] [공] [일] [이] [삼] [사] [오] [육] [칠] [팔]", "08012345678"), ("[일] [오] [팔] [팔] [일] [이] [삼]", "1588123"),
+    ("[일] [오] [팔] 에 [팔] [일] [이] [삼] [사]", "158 에 81234"), ("[일] [이] [삼] [사] [오] [육] [칠] [팔]", "12345678"),
+    ("[일] [오] [팔] [팔] [일] [이] [삼] [사] [오]", "158812345"),
     # numbers read whole, alone and side by side
     ("[9]", "9"), ("[09] 시", "09시"), ("[99]", "99"), ("[3] [5]", "3 5"), ("오후 [9] 시", "오후 9시"),
     # Sino-Korean composition within four digits
@@ -174,15 +181,15 @@ def test_any_sequence_of_number_tokens_and_words_is_written_whole() -> None:
 @pytest.mark.unit
 def test_digits_read_one_by_one_keep_every_digit_and_are_hyphenated_only_in_a_phone_numbers_shape() -> None:
     """Random runs of digit words, 0 first more often than not, parted now and then by the spoken hyphen: the
-    digits read are the digits written, in order, and a word with hyphens is a Korean phone number's three groups."""
+    digits read are the digits written, in order, and a word with hyphens is a Korean phone number's groups."""
     rng = random.Random(20261205)
     words = [f"[{word}]" for word in DIGITS]
     shapes = {(3, 4, 4), (2, 3, 4), (2, 4, 4), (3, 3, 4)}
-    hyphenated = 0
+    hyphenated, nationwide = 0, 0
     for _ in range(3000):
         tokens = [rng.choice(words) for _ in range(rng.randint(1, 12))]
-        if rng.random() < 0.7:
-            tokens[0] = "[공]"
+        if (first := rng.random()) < 0.7:
+            tokens[0] = "[공]" if first < 0.5 else "[일]"
         for at in sorted(rng.sample(range(1, len(tokens)), min(len(tokens) - 1, rng.randint(0, 2))), reverse=True):
             tokens.insert(at, rng.choice(("에", "의")))
         shown = written(" ".join(tokens)).split()
@@ -190,8 +197,10 @@ def test_digits_read_one_by_one_keep_every_digit_and_are_hyphenated_only_in_a_ph
         for word in shown:
             if "-" in word:
                 hyphenated += 1
-                assert word.startswith("0") and tuple(map(len, word.split("-"))) in shapes, (tokens, word)
-    assert hyphenated > 30, "the shapes come up"
+                shape = tuple(map(len, word.split("-")))
+                assert (word[0] == "0" and shape in shapes) or (word[:2] in ("15", "16", "18") and shape == (4, 4)), (tokens, word)
+                nationwide += shape == (4, 4)
+    assert hyphenated > 30 and nationwide > 2, f"the shapes come up: {hyphenated}, {nationwide} nationwide"
 
 
 def _phrase(*tokens: tuple[str, float, float, float]) -> Phrase:
