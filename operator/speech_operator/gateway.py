@@ -68,6 +68,7 @@ from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
     MAX_MESSAGE_BYTES,
     SKIPPED_AUTO_HEADERS,
+    Answered,
     Connected,
     Failed,
     Traffic,
@@ -267,20 +268,21 @@ class GatewayMetrics:
         self.latency = Histogram(
             "speech_gateway_request_seconds", "Seconds from a request's head to its answer, by route (rest, openai: "
             "its upload, a wake, the recognizer's decoding, the answer relayed; usp, vosk: a WebSocket, to its "
-            "recognizer's acceptance of the connection, after a wake, or its refusal) and outcome (ok, or the class of "
+            "recognizer's acceptance of the connection, after a wake, or its refusal: at the upgrade, or its close before "
+            "any message) and outcome (ok, or the class of "
             "the failure: client, capacity, fault; a recognizer's refusal by the kind it names), by the locale routed to "
             "(- for a request refused before its locale was known: an unknown one, a mode not served, a head refused)",
             ["route", "locale", "outcome"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.registry.register(_DirectoryCollector(directory, waker, connections))
 
-    def timed(self, request: web.Request, route: str, locale: str | None, outcome: str) -> None:
+    def timed(self, request: web.Request, route: str, locale: str | None, outcome: str, at: float | None = None) -> None:
         """Observe ``speech_gateway_request_seconds{route,locale,outcome}`` of ``request``, once (its first outcome: a
-        stream accepted and lost later was ok), from its head (:meth:`Gateway.admit`); ``locale``: the SpeechToText's it
-        was routed to (a bounded label: the locales routed), None before one was found (``-``, as
-        ``speech_gateway_requests_total`` counts it)."""
+        stream whose recognizer sent a message, then lost, was ok), from its head (:meth:`Gateway.admit`) to ``at``
+        (:func:`time.monotonic`; None: now); ``locale``: the SpeechToText's it was routed to (a bounded label: the
+        locales routed), None before one was found (``-``, as ``speech_gateway_requests_total`` counts it)."""
         started = request.pop(STARTED, None)
         if started is not None:
-            self.latency.labels(route, locale or "-", outcome).observe(time.monotonic() - started)
+            self.latency.labels(route, locale or "-", outcome).observe((time.monotonic() if at is None else at) - started)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -288,6 +290,9 @@ class GatewayMetrics:
 
 #: When a request's head came (:meth:`Gateway.admit`), until its time is observed (:meth:`GatewayMetrics.timed`).
 STARTED = web.RequestKey("started", float)
+#: When the recognizer accepted a relayed WebSocket (its 101 naming no failure): the stream's time, observed once the
+#: recognizer's first message or close says its outcome (:meth:`Gateway._answered`).
+ACCEPTED = web.RequestKey("accepted", float)
 #: ``speech_gateway_request_seconds``: from a WebSocket's connection made in milliseconds, and a REST answer of a short
 #: recording, to a wake from zero or a long upload decoded.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -313,6 +318,15 @@ def answered(status: int, named: str | None = None) -> str:
     if (kind := failures.answered_kind(status, named)) is not None:
         return outcome(kind)
     return errors.CAPACITY if status == 429 else errors.FAULT if status >= 500 else "client"
+
+
+def closed(code: int, reason: bytes) -> str:
+    """The ``outcome`` of a stream the recognizer closed with ``code`` and ``reason`` before it sent any message: the
+    class of the kind it names, else of its code's (:func:`~speech_operator.gateway_failures.closed_kind`: a model that
+    cannot be loaded a fault, every decoder busy capacity, a connection let go idle the client's); ``ok`` for a code no
+    kind has."""
+    kind = failures.closed_kind(code, reason.decode(errors="replace"))
+    return "ok" if kind is None else outcome(kind)
 
 
 class _DirectoryCollector:
@@ -559,13 +573,16 @@ class Gateway:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
                                                      self.config.max_message_bytes, trusted=self.trusted,
                                                      failed=self._failed(route, backend, request),
-                                                     connected=self._connected(request, route, backend))
+                                                     connected=self._connected(request, route, backend),
+                                                     answered=self._answered(request, route, backend))
                 else:
                     response = await self._held_stream(request, backend, route, protocols, progress)
         except failures.Failure as failure:
             return await self._refused_ws(request, failure, route, backend, protocols)
         finally:
             gauge.dec()
+            if (accepted := request.get(ACCEPTED)) is not None:  # ended before the recognizer said more (the client's close)
+                self.metrics.timed(request, route, backend.locale, "ok", at=accepted)
         # A failure of the gateway's own was counted as it happened (the relay's ``failed``): a close code does not say whose
         # it is (a recognizer's or a client's 1011 is relayed as it came).
         self.metrics.requests.labels(route, backend.locale, str(client_got(response))).inc()
@@ -631,7 +648,7 @@ class Gateway:
             return client
         await relay_accepted(client, request, backend, self.session, self.metrics.traffic, progress, sent, trusted=self.trusted,
                              failed=self._failed(route, backend, request), connected=self._connected(request, route, backend),
-                             usp=route == "usp", refusals=self.refusals)
+                             answered=self._answered(request, route, backend), usp=route == "usp", refusals=self.refusals)
         return client
 
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None, request: web.Request | None = None) -> None:
@@ -651,8 +668,28 @@ class Gateway:
     def _connected(self, request: web.Request, route: str, backend: Backend) -> Connected:
         """What a relay of a WebSocket to ``backend`` calls with the status the recognizer answered its upgrade with
         (101, or a refusal's) and the kind that refusal names: the stream's time, from its head to there, under its
-        locale and outcome (:meth:`GatewayMetrics.timed`, :func:`answered`)."""
-        return lambda status, named: self.metrics.timed(request, route, backend.locale, answered(status, named))
+        locale and outcome (:meth:`GatewayMetrics.timed`, :func:`answered`); a stream accepted to be served, once the
+        recognizer says how it goes on (:meth:`_answered`)."""
+
+        def connected(status: int, named: str | None) -> None:
+            if status == 101 and named is None:
+                request[ACCEPTED] = time.monotonic()
+            else:
+                self.metrics.timed(request, route, backend.locale, answered(status, named))
+        return connected
+
+    def _answered(self, request: web.Request, route: str, backend: Backend) -> Answered:
+        """What a relay of a WebSocket to ``backend`` calls with the recognizer's first message (None: the stream is
+        served, ``ok``, timed to its acceptance) or its close before any (:func:`closed`: a stream refused once
+        accepted, timed to that close)."""
+
+        def told(close: tuple[int, bytes] | None) -> None:
+            accepted = request.pop(ACCEPTED, None)
+            if close is None:
+                self.metrics.timed(request, route, backend.locale, "ok", at=accepted)
+            else:
+                self.metrics.timed(request, route, backend.locale, closed(*close))
+        return told
 
     def _refused_http(self, request: web.Request, failure: failures.Failure, route: str, backend: Backend | None,
                       openai: bool = False, closing: bool = False) -> web.Response:

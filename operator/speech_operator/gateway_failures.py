@@ -22,7 +22,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 log = logging.getLogger("speech_operator.gateway")
 
 __all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
-           "BY_NAME", "KINDS", "answered_kind", "answered_with", "close_args", "http_response", "refusal_close", "report"]
+           "BY_NAME", "KINDS", "answered_kind", "closed_kind", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
 UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
@@ -79,6 +79,18 @@ def answered_with(status: int) -> Kind | None:
     return next((kind for kind in KINDS if kind.http == status), None)
 
 
+def closed_kind(code: int, reason: str) -> Kind | None:
+    """The kind of a recognizer's close of a stream it had accepted (a model it cannot load, every decoder busy at the
+    first audio: :func:`~speech_recognizer.errors.close_args`): the one its reason names
+    (:func:`~speech_recognizer.errors.named_in`: a fault's, the drain's), when a kind closed with ``code`` has that name,
+    else the first kind of :data:`KINDS` closed with ``code`` (1013 busy, 1011 decoder_failed, 1008 not_found, 1000
+    connection_idle, ...), as :func:`answered_kind` reads an HTTP answer. None for a code no kind has (1012, a private one)."""
+    kind = BY_NAME.get(errors.named_in(reason) or "")
+    if kind is not None and kind.close == code:
+        return kind
+    return next((kind for kind in KINDS if kind.close == code), None)
+
+
 def refusal_close(status: int, message: str, retry_after: str | None = None) -> tuple[int, bytes]:
     """``(code, reason)`` of the close that answers a client the gateway accepted before the recognizer refused its
     upgrade with HTTP ``status`` (the client was held while its locale woke, and can get no status any more).
@@ -108,9 +120,11 @@ def http_response(failure: Failure, openai: bool = False) -> web.Response:
 
 
 def close_args(failure: Failure) -> tuple[int, bytes]:
-    """``(code, reason)`` of the close frame that answers ``failure`` on a WebSocket."""
-    code, reason = errors.close_args(failure)
-    return code, reason.encode()
+    """``(code, reason)`` of the close frame that answers ``failure`` on a WebSocket: its message as it is, not led by
+    its kind's name as a recognizer's fault is (:func:`~speech_recognizer.errors.named`, for a proxy in front: none is
+    in front of the gateway), so that its 123 bytes keep what comes first (the operator's refusal, an autoscaler's name)."""
+    code, _ = errors.close_args(failure)
+    return code, errors.close_reason(failure.message).encode()
 
 
 def report(failure: Failure, route: str, locale: str | None) -> None:

@@ -186,6 +186,17 @@ def _unheard(status: int, named: str | None) -> None:
     pass
 
 
+#: What a relay of a WebSocket calls once it knows how the recognizer answered the stream it accepted: with None at its
+#: first message, or with its close ``(code, reason)`` when it closed the stream before it sent any (a stream refused
+#: once accepted: a model it cannot load, every decoder busy at the first audio); not at all when the stream ended
+#: otherwise first (the client's close, a connection lost, the gateway's stop).
+Answered = Callable[[tuple[int, bytes] | None], None]
+
+
+def _unanswered(closed: tuple[int, bytes] | None) -> None:
+    pass
+
+
 #: Where a relay reports a failure of the gateway's own that ends it, as it happens (the gateway logs and counts it:
 #: ``speech_gateway_failures_total{reason}``).
 Failed = Callable[[Failure], None]
@@ -535,11 +546,11 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
                           trusted: tuple[Network, ...], failed: Failed,
-                          connected: Connected = _unheard) -> web.StreamResponse:
+                          connected: Connected = _unheard, answered: Answered = _unanswered) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time; ``connected``
     is called with the status the recognizer answered the upgrade with (101: accepted) and the kind its refusal names
-    (:data:`Connected`), once the client has it.
+    (:data:`Connected`), once the client has it; ``answered`` with the recognizer's first message or close (:data:`Answered`).
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
@@ -558,20 +569,21 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
         await upstream.close(code=1001, message=b"the client left during the handshake")
         raise
     connected(101, ACCEPTED_TO_CLOSE.get())
-    await _relay(client, upstream, backend, traffic, progress, failed, request)
+    await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
     return client
 
 
 async def relay_accepted(client: web.WebSocketResponse, request: web.Request, backend: Backend,
                          session: aiohttp.ClientSession, traffic: Traffic, progress: Progress, sent: list[WSMessage], *,
                          trusted: tuple[Network, ...], failed: Failed, usp: bool = False,
-                         refusals: usp_refusal.Waiting, connected: Connected = _unheard) -> None:
+                         refusals: usp_refusal.Waiting, connected: Connected = _unheard,
+                         answered: Answered = _unanswered) -> None:
     """Relay a WebSocket the gateway accepted before the recognizer was there (held while its
     locale woke): what the client ``sent`` meanwhile goes first, in order. A refusal of the upgrade
     closes the client with the close code of its status and the recognizer's reason (:meth:`RefusedUpgrade.close_args`),
     one INFO line: the recognizer's answer, not the gateway's failure (a recognizer that cannot be reached, or is lost,
     is ``failed``; one that cannot be reached is answered as the gateway refuses, :func:`refuse_accepted`, ``usp``: on
-    the Speech SDK's route). ``connected``: as :func:`relay_websocket`'s, once the recognizer answered the upgrade."""
+    the Speech SDK's route). ``connected``, ``answered``: as :func:`relay_websocket`'s."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
         upstream = await connect_upstream(request, backend, session, protocols, trusted)
@@ -598,7 +610,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
         await _close(upstream, 1001, b"")
         await _close(client, *failures.close_args(gone))
         return
-    await _relay(client, upstream, backend, traffic, progress, failed, request)
+    await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
 
 
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
@@ -628,16 +640,25 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
 
 
 async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse[Literal[False]], backend: Backend,
-                 traffic: Traffic, progress: Progress, failed: Failed, request: web.Request) -> None:
+                 traffic: Traffic, progress: Progress, failed: Failed, request: web.Request,
+                 answered: Answered = _unanswered) -> None:
     """Relay frames both ways until one side closes (its close passed on: not the gateway's failure, whatever its code),
     the recognizer's connection breaks (``failed``: ``backend_lost``, the client closed 1011; unless the client's
     doing: :func:`_not_taking_in`), the client's connection is lost (the recognizer's closed 1001; ``failed``,
     ``not_reading``, when it was reset for taking in nothing: :func:`~speech_operator.gateway_http_limits.not_reading`),
     or the gateway stops (both closed 1000 once idle; ``failed``, ``gateway_stopped``, when its time ran out first:
-    1001). ``request``: the client's upgrade."""
+    1001). ``request``: the client's upgrade; ``answered``: told the recognizer's first message, or its close before any
+    (:data:`Answered`)."""
     transport = request.transport
+    unanswered = [answered]  # emptied once told
+
+    def from_recognizer(data: bytes, binary: bool) -> None:
+        if unanswered:
+            unanswered.pop()(None)
+        progress.from_recognizer(data, binary)
+
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
-    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, progress.from_recognizer))
+    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
     try:
         done, _ = await asyncio.wait({to_upstream, to_client, idle}, return_when=asyncio.FIRST_COMPLETED)
@@ -650,6 +671,8 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 await _close(upstream, 1001, b"the client went away")
             else:
                 if closed is not None:
+                    if unanswered:  # closed before it sent anything: the stream was refused once accepted, or let go idle
+                        unanswered.pop()(closed)
                     await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
                 elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")

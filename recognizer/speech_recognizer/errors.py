@@ -5,9 +5,9 @@ idle, ...); this module answers it, the same way on every route:
 
 - REST: :func:`http_response` — the kind's HTTP status, ``{"error": {"code", "message"}}``,
   ``Retry-After`` when the kind has one, and the kind's name in :data:`FAILURE_HEADER` (:func:`failure_headers`);
-- WebSocket (/vosk, Speech SDK): :func:`close_args` — the kind's close code and the message
-  cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a character); one refused before it
-  starts names its kind in its 101 too (:func:`accept_headers`);
+- WebSocket (/vosk, Speech SDK): :func:`close_args` — the kind's close code and the message (on /vosk a fault's led by
+  its kind's name, :func:`named`) cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a
+  character); one refused before it starts names its kind in its 101 too (:func:`accept_headers`);
 - Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
   reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
@@ -325,7 +325,25 @@ def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False,
         code = JAVASCRIPT_CLOSES[kind.usp]
     else:
         code = kind.usp_close or kind.close
-    return code, close_reason(failure.message)
+    return code, close_reason(failure.message if usp else named(failure))
+
+
+def named(failure: Failure) -> str:
+    """``failure``'s message, led by its kind's name when the kind is a fault of the service (``model_unavailable: cannot
+    load ...``), as a close of /vosk (or the gateway's own) says it: its code alone is a busy server's too (1013, 1011
+    an internal error's), and the kind tells the people who run the service, and a proxy in front (the gateway counts the
+    stream under it: :func:`named_in`), what failed. Other kinds are told by their message as it is."""
+    kind = failure.kind
+    if kind.alert != FAULT or failure.message.startswith(f"{kind.name}: "):
+        return failure.message
+    return f"{kind.name}: {failure.message}"
+
+
+def named_in(reason: str) -> str | None:
+    """The name of the kind a close's ``reason`` begins with (``<name>: ...``, :func:`named`; the drain's reason is so
+    too), else None; whether a kind has that name and that close code is the reader's to check."""
+    name, colon, _ = reason.partition(": ")
+    return name if colon and name.isidentifier() else None
 
 
 def usp_phrase(failure: Failure) -> dict[str, Any]:

@@ -8,7 +8,8 @@ known). Before, every 503 was ``capacity`` (the status alone), and the histogram
 
 A stream the recognizer refuses before it starts (a drain, ``MaxConnections``) is accepted and closed 1013 at once; its
 101 names the kind too (:func:`speech_recognizer.errors.accept_headers`), which the gateway reads: before, such a
-stream was timed ``ok``.
+stream was timed ``ok``. One it refuses once accepted (a model it cannot load, every decoder busy at the first audio)
+is told by its close before any reply, whose code and reason (a fault's names its kind) the gateway reads alike.
 
 Real recognizers (in-process, on loopback: the session's ko-KR model, draining as SIGTERM makes it; fr-FR a folder
 whose model Vosk cannot load) behind a real gateway; ``/metrics`` read as Prometheus reads it.
@@ -22,13 +23,15 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from speech_recognizer import contract
 from speech_recognizer.app import create_app
-from speech_recognizer.errors import FAILURE_HEADER
+from speech_recognizer.errors import BUSY, FAILURE_HEADER
 from speech_recognizer.models import ModelRegistry
 from tests.conftest import make_settings
-from tests.support import ServerThread, scrape_metrics
+from tests.recognizer.test_failures import vosk_close
+from tests.support import ServerThread, read_wav, scrape_metrics
 
 from .conftest import KEY, Stack, speech_to_text
 
@@ -115,3 +118,31 @@ async def test_a_stream_the_recognizer_refuses_is_timed_under_the_kind_it_names_
     timed = outcomes(stack)
     assert (timed, said) == ({("usp", "ko-KR", "client"): 1, ("vosk", "ko-KR", "ok"): 1, ("vosk", "ko-KR", "capacity"): 1,
                               ("vosk", "ko-KR", "client"): 1}, (401, "auth_wrong")), (timed, said)
+
+
+def test_a_vosk_stream_the_recognizer_refuses_once_accepted_is_timed_under_the_kind_it_closes_with(
+        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """/vosk streams the recognizer accepts, then refuses by its close before any reply: a locale whose model cannot be
+    loaded (1013 naming ``model_unavailable``): ``fault``; every decoder busy at the first audio (``DecoderMaxCount=1``,
+    a stream served holding it; 1013, ``busy``): ``capacity``; the stream served: ``ok``. Each under its locale. Before,
+    all three were ``ok``: timed at the recognizer's 101."""
+    models = broken_models(tmp_path)
+    busy = create_app(make_settings(tmp_path / "ko", "DecoderMaxCount=1"), registry)
+    broken = create_app(make_settings(tmp_path / "fr", f"Mounts:Models={models}"), ModelRegistry(models, (BROKEN,)))
+    pcm, _, _ = read_wav(speech_wav)
+    with ServerThread(busy) as ko, ServerThread(broken) as fr:
+        stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+        stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
+        stack.routes("ko-KR")
+        stack.routes(BROKEN)
+        with connect(f"{stack.ws}/vosk?language=ko-KR") as holder:
+            holder.send(pcm[:3200])
+            holder.recv(timeout=30)  # the only decoder is taken
+            closes = {locale: vosk_close(stack.ws, f"language={locale}", pcm[:3200]) for locale in ("ko-KR", BROKEN)}
+            holder.send('{"eof" : 1}')
+            holder.recv(timeout=30)
+    timed = outcomes(stack)
+    said = {locale: (code, reason.partition(": ")[0]) for locale, (code, reason) in closes.items()}
+    assert (timed, said) == ({("vosk", "ko-KR", "ok"): 1, ("vosk", "ko-KR", "capacity"): 1, ("vosk", BROKEN, "fault"): 1},
+                             {"ko-KR": (1013, f"all 1 decoders are busy; retry in {BUSY.retry_after} s"),
+                              BROKEN: (1013, "model_unavailable")}), (timed, closes)
