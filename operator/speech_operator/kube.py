@@ -95,6 +95,15 @@ class UnreadableAnswer(Exception):
 UNANSWERED = (KubeError, UnreadableAnswer, TimeoutError, aiohttp.ClientError, ConnectionError)
 
 
+def _json_object(value: Any, raw: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else :class:`UnreadableAnswer` saying ``what`` with the start of ``raw`` (the
+    answer or watch line as received) on one line: the one check of an API server's answers, requests and watches."""
+    if isinstance(value, dict):
+        return value
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    raise UnreadableAnswer(f"{what}: {' '.join(text.split())[:200]!r}")
+
+
 def _status(body: str) -> dict[str, Any]:
     """The API server's Status in ``body``, or {} when it is none."""
     try:
@@ -244,10 +253,7 @@ class Kube:
                     continue
                 text = exc.body.decode() if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
                 raise KubeError(exc.status, method, url, text) from None
-            if answer is not None and not isinstance(answer, dict):
-                text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
-                raise UnreadableAnswer(f"{method} {url} -> no JSON object: {' '.join(text.split())[:200]!r}")
-            return answer
+            return None if answer is None else _json_object(answer, answer, f"{method} {url} -> no JSON object")
         raise AssertionError("unreachable")
 
     async def watch(self, url: str, query: dict[str, str], seconds: int) -> AsyncIterator[dict[str, Any]]:
@@ -271,9 +277,8 @@ class Kube:
                 raise KubeError(response.status, "GET", url, await response.text())
             async for line in response.content:
                 if line.strip():
-                    event = json.loads(line)
-                    if not isinstance(event, dict) or not isinstance(event.get("object", {}), dict):
-                        raise UnreadableAnswer(f"watch {url} -> no watch event: {' '.join(line.decode(errors='replace').split())[:200]!r}")
+                    event = _json_object(json.loads(line), line, f"watch {url} -> no watch event")
+                    _json_object(event.get("object", {}), line, f"watch {url} -> no watch event")
                     yield event
         finally:
             response.close()  # a watch cut short leaves its connection unusable for another request
