@@ -171,7 +171,9 @@ def speechtotext_panels() -> list[dict[str, Any]]:
               "refused (WriteRefused) or children's names taken by others (NameConflict), both in the SpeechToText's "
               "status; an API server that refused a request (ApiRefused: RBAC), could not serve it (ApiUnavailable), did "
               "not answer in time (ApiTimeout) or could not be reached (ApiUnreachable): tried again; Internal: the "
-              "operator's log has the traceback (alert SpeechOperatorReconcileErrors)",
+              "operator's log has the traceback. Alert SpeechOperatorReconcileErrors: one per install, scope and reason "
+              "but WriteRefused and NameConflict (SpeechToTextDegraded says those), once its failures keep coming for "
+              f"{alerts.RECONCILE_ERRORS_FOR[:-1]} minutes",
               "reqps", (f"sum by (scope, reason) ({rate('speech_operator_reconcile_errors_total')})", "{{scope}} {{reason}}"),
               stack=True),
         panel("Operator replicas active", "Operator replicas handling SpeechToTexts (`speech_operator_active`): 1 in each "

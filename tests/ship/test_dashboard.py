@@ -134,3 +134,18 @@ def test_the_chart_renders_the_dashboard_for_grafanas_sidecar(helm: Path) -> Non
     assert cm["metadata"]["labels"]["dashboards"] == "speech" and "grafana_dashboard" not in cm["metadata"]["labels"]
     validate_manifests([cm])
     assert not [d for d in by_kind(helm_template(helm), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_the_reconcile_errors_panel_says_when_its_alert_fires() -> None:
+    """The panel of ``speech_operator_reconcile_errors_total`` says its alert as the alert is: one per install, scope
+    and reason (its ``sum by``), never for the reasons a status says (its ``reason!~``), after its ``for``. Before, it
+    named the alert alone, as when the alert summed by namespace and reason."""
+    described = next(p["description"] for p in json.loads(dashboard.render())["panels"] if p["title"] == "Reconcile errors")
+    rule = next(r for g in alerts.rule_groups() for r in g["rules"] if r.get("alert") == "SpeechOperatorReconcileErrors")
+    by = re.search(r"sum by \(([^)]*)\)", rule["expr"])
+    excluded = re.search(r'reason!~"([^"]*)"', rule["expr"])
+    assert by and excluded, rule["expr"]
+    labels = ["install" if label == "namespace" else label for label in by.group(1).split(", ")]
+    assert f"one per {', '.join(labels[:-1])} and {labels[-1]}" in described, described
+    assert f"but {' and '.join(excluded.group(1).split('|'))} (SpeechToTextDegraded says those)" in described, described
+    assert f"keep coming for {rule['for'][:-1]} minutes" in described, described
