@@ -86,6 +86,9 @@ class Runtime:
     #: Per SpeechToText whose last reconcile found nothing amiss, what it decided and saw (:class:`Observed`): a change
     #: of a child that changes none of it needs no reconcile (:func:`follow`).
     observed: dict[tuple[str, str], Observed] = field(default_factory=dict)
+    #: Per SpeechToText whose last reconcile found only what a later look may find mended (:class:`Amiss`: what the
+    #: spec references missing, writes refused), what it found: a re-check looks at that alone (:func:`recheck_amiss`).
+    amiss: dict[tuple[str, str], Amiss] = field(default_factory=dict)
     #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
     refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     _refresh_again: set[tuple[str, str]] = field(default_factory=set)
@@ -165,6 +168,7 @@ class Runtime:
         """Its retry and status refresh not due any more (its deletion); its contention and what it observed forgotten."""
         self.contended.pop((namespace, name), None)
         self.observed.pop((namespace, name), None)
+        self.amiss.pop((namespace, name), None)
         self._refresh_again.discard((namespace, name))
         for task in (self.retries.pop((namespace, name), None), self.refreshing.pop((namespace, name), None)):
             if task is not None and task is not asyncio.current_task():
@@ -421,6 +425,21 @@ class Observed:
     looked: frozenset[conditions.Wait] = frozenset()
 
 
+@dataclass(frozen=True)
+class Amiss:
+    """What the last reconcile of a SpeechToText found amiss, when that is all a later look may find mended and nothing
+    changes without an event of its own (no refused spec, no name taken, no foreign autoscaler, no write refused as
+    stale): what the spec references and found missing (:func:`missing_dependencies`), and the children whose writes
+    the API server refused (as built) with the refusal as its status says it. The SpeechToText as read and decided on.
+    A change of the SpeechToText, of a child, of the installed CRD or of who scales its Deployment is a whole reconcile
+    of its own (their handlers), which keeps a new one or none."""
+
+    body: dict[str, Any]
+    stt: api.SpeechToText
+    missing: list[str]
+    refused: list[tuple[dict[str, Any], str]]
+
+
 class Follow(enum.Enum):
     """What a change of a SpeechToText's child calls for (:func:`follow`)."""
 
@@ -467,12 +486,58 @@ async def refresh(runtime: Runtime, namespace: str, name: str, recheck: bool = F
     reconcile. ``recheck``: the re-check of a SpeechToText whose pods are not all ready (a rollout, a scale-up, a pod
     that crashes: :func:`conditions.needs_recheck`), made even when its Deployment did not change: its pods may have.
     A refresh that fails is counted (``speech_operator_reconcile_errors_total{scope="status"}``), the reconcile's own
-    failures as a reconcile's."""
+    failures as a reconcile's. The re-check of one whose last reconcile found what the spec references missing or a
+    write refused looks at that alone (:func:`recheck_amiss`), and reconciles it wholly once that changed."""
     async with runtime.lock(namespace, name):
         with metrics.counted(metrics.STATUS):
             done = await refresh_status(runtime, namespace, name, recheck)
+        if not done and recheck:
+            done = await recheck_amiss(runtime, namespace, name)
     if not done:
         await reconcile(runtime, namespace, name)
+
+
+async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
+    """Whether what the SpeechToText's last reconcile found amiss (:class:`Amiss`) still is, in the same words: what its
+    spec references looked up again, each write the API server refused tried again (the refusal's cause, a webhook's
+    policy or a quota, changes with no event the operator sees). Nothing else read, nothing written when it still is:
+    its status would be the same. False (a whole reconcile due) when it found nothing kept, or anything changed: a
+    dependency back or another gone, a write taken or refused in other words. Its failures and its refused writes are
+    counted as a reconcile's (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its
+    lock."""
+    last = runtime.amiss.get((namespace, name))
+    if last is None:
+        return False
+    if last.body["metadata"].get("uid") in runtime.ending:
+        return True
+    try:
+        if await missing_dependencies(runtime.kube, last.stt) != last.missing:
+            return False
+        for child, said in last.refused:
+            try:
+                await apply(runtime, child, last.body)
+            except ApplyRefused as refusal:
+                if refusal.error.stale or refused_words(child, refusal.error) != said:
+                    return False
+            except NameConflict:
+                return False
+            except KubeError as exc:
+                if exc.namespace_terminating:
+                    return False
+                raise
+            else:
+                return False  # taken now: the whole reconcile makes the rest and the status
+    except Exception as exc:
+        metrics.reconcile_failed(exc)
+        raise
+    if last.refused:
+        metrics.reconcile_failed(conditions.WRITE_REFUSED)
+    return True
+
+
+def refused_words(child: Mapping[str, Any], error: KubeError) -> str:
+    """A refused write of ``child`` as the SpeechToText's status says it."""
+    return f"{child['kind']} {child['metadata']['name']}: {error.message}"
 
 
 async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: bool = False) -> bool:
@@ -486,8 +551,8 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     one explains (:func:`conditions.dependency_trouble`: a Secret deleted during a rollout), and not yet for that wait
     (:attr:`Observed.looked`): a config error none of them explains (runAsNonRoot) is looked up once, not at each
     re-check while it lasts, and again when its message changes or a new pod waits. What is missing is named as the
-    reconcile names it, and nothing is kept as observed (the re-checks are whole reconciles, which look for it, until
-    it is back)."""
+    reconcile names it, and nothing is kept as observed (the next re-check is a whole reconcile, whose :class:`Amiss`
+    the later ones look at, until it is back)."""
     last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
     if last is None or not reported:
         return False
@@ -794,6 +859,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
     """
     async with runtime.lock(namespace, name):
         kept: Observed | None = None  # what :attr:`Runtime.observed` keeps of it: one that found nothing amiss
+        amiss: Amiss | None = None  # what :attr:`Runtime.amiss` keeps of it: one that found only what a re-check may mend
         try:
             outdated_crd = runtime.crd.problem_for((namespace, name))
             body = await runtime.kube.get(stt_path(namespace, name))
@@ -830,6 +896,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
                 _report_decision(runtime.events, body, before, decided)
             deployment, write_refused, conflicts = None, list[str](), list[str]()
+            rechecked: list[tuple[dict[str, Any], str]] | None = []  # the refused writes a re-check tries again alone
             raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
             held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
             desired: list[dict[str, Any]] = []
@@ -858,10 +925,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                         if error.stale and racing:  # a race: tried again, the status then
                             actual = None
                         else:
-                            write_refused.append(f"{child['kind']} {name}: {error.message}" + (
+                            write_refused.append(refused_words(child, error) + (
                                 f" (at each of its writes for {lasted:.0f} s, {raced} reconciles of "
                                 f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
                                 if error.stale else ""))
+                            rechecked = None if error.stale or rechecked is None else [*rechecked, (child, write_refused[-1])]
                             actual = refusal.live  # as apply read it just before its write
                     except NameConflict as exc:  # someone else's: said in the status, looked at again
                         conflicts.append(str(exc))
@@ -895,6 +963,8 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             if not (refused or missing or write_refused or conflicts):
                 kept = Observed(body, stt, desired, live_replicas(ours) if scalers else None, scalers, outdated_crd,
                                 seen(deployment))
+            elif rechecked is not None and not (refused or conflicts or scalers or handed_back):
+                amiss = Amiss(body, stt, missing, rechecked)
             return status
         except Exception as exc:
             metrics.reconcile_failed(exc)  # raised on: kopf or the caller says it and tries again
@@ -904,6 +974,10 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 runtime.observed.pop((namespace, name), None)
             else:
                 runtime.observed[(namespace, name)] = kept
+            if amiss is None:
+                runtime.amiss.pop((namespace, name), None)
+            else:
+                runtime.amiss[(namespace, name)] = amiss
 
 
 async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:

@@ -248,15 +248,26 @@ async def quiet(cluster: Cluster, settle: float = 1.0) -> bool:
     return len(list(cluster.emulator)) == before
 
 
-def operator_requests(cluster: Cluster, since: int = 0) -> dict[str, int]:
-    """The operator's requests (not the test's, no watch) from the emulator's ``since``-th on, by verb and resource."""
+def operator_requests(cluster: Cluster, since: int = 0, until: int | None = None) -> dict[str, int]:
+    """The operator's requests (not the test's, no watch) from the emulator's ``since``-th on (to the ``until``-th,
+    not included), by verb and resource."""
     counts: dict[str, int] = {}
-    for r in list(cluster.emulator)[since:]:
+    for r in list(cluster.emulator)[since:until]:
         if r.headers.get("User-Agent") == TEST_AGENT or r.params.get("watch") == "true" or r.resource is None:
             continue
         key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def last_looks(cluster: Cluster, looks: int, method: str, plural: str, name: str) -> dict[str, int]:
+    """The operator's requests (as :func:`operator_requests` counts them) in its last ``looks`` looks, each ending at
+    its request ``method`` ``plural``/``name`` (a re-check's last, or only, read or write): from just after the one that
+    ended the look before them to the last one; {} before so many."""
+    ends = [i for i, r in enumerate(list(cluster.emulator)) if r.method == method and r.resource is not None
+            and r.resource.plural == plural and r.name == name and r.subresource is None
+            and r.headers.get("User-Agent") != TEST_AGENT]
+    return operator_requests(cluster, ends[-looks - 1] + 1, ends[-1] + 1) if len(ends) > looks else {}
 
 
 def reconcile_errors() -> dict[tuple[str, str], float]:

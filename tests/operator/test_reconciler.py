@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import condition, one_pod_ready, quiet
+from conftest import condition, last_looks, one_pod_ready, quiet
 
 from speech_operator import api, builders
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
@@ -205,6 +205,51 @@ async def test_missing_secret_degrades_then_recovers(cluster: Cluster) -> None:
     await cluster.api.create(cluster.url("v1", "secrets"), {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "speech-key", "namespace": NAMESPACE},
         "data": {"apiKey": "c2VjcmV0"}})
+
+    async def recovered() -> bool:
+        return (await condition(cluster, "Degraded")).get("status") == "False"
+    await cluster.eventually(recovered)
+    await cluster.event("Recovered")
+
+
+#: How many re-checks :func:`test_the_recheck_of_a_missing_secret_reads_what_the_spec_references_alone` counts.
+RECHECKS = 5
+
+
+async def test_the_recheck_of_a_missing_secret_reads_what_the_spec_references_alone(cluster: Cluster) -> None:
+    """While Degraded for a missing Secret, each re-check (every recheck_seconds) reads the Secrets the spec references
+    and nothing else: neither the SpeechToText (its changes are events) nor its children (theirs too), and writes
+    nothing. A referenced Secret deleted meanwhile is named at the next re-check (a whole reconcile then), and the
+    missing one made, it recovers. Before, each re-check was a whole reconcile: the SpeechToText, both Secrets, the
+    Deployment, Service and PodDisruptionBudget read (6 GETs a look)."""
+    ref, pull = {"name": "speech-key", "key": "apiKey"}, "registry-credentials"
+    await cluster.api.create(cluster.url("v1", "secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": pull, "namespace": NAMESPACE}})
+    await cluster.api.create(cluster.stt_url(), stt(billing="https://billing.example.test", apiKeySecretRef=ref,
+                                                    imagePullSecrets=[{"name": pull}]))
+
+    async def degraded(*words: str) -> dict[str, Any] | None:
+        c = await condition(cluster, "Degraded")
+        return c if c.get("reason") == "MissingDependency" and all(w in c["message"] for w in words) else None
+    assert (await cluster.eventually(degraded))["message"] == 'Secret "speech-key" not found'
+
+    async def rechecked() -> dict[str, int] | None:  # once the events of its creation's children are handled
+        sent = last_looks(cluster, RECHECKS, "GET", "secrets", ref["name"])
+        return sent if set(sent) == {"GET secrets"} else None
+    try:
+        sent = await cluster.eventually(rechecked, 10)
+    except AssertionError:
+        raise AssertionError(f"the last {RECHECKS} re-checks: {last_looks(cluster, RECHECKS, 'GET', 'secrets', ref['name'])}") from None
+    print(f"the operator's requests for {RECHECKS} re-checks of a missing Secret:", sent)
+    assert sent["GET secrets"] == 2 * RECHECKS, sent
+
+    assert await cluster.api.delete(cluster.url("v1", "secrets", pull))
+    both = await cluster.eventually(lambda: degraded(f'Secret "{pull}" (spec.imagePullSecrets)'))
+    assert both["message"] == f'Secret "speech-key"; Secret "{pull}" (spec.imagePullSecrets) not found', both
+    for name in (ref["name"], pull):
+        await cluster.api.create(cluster.url("v1", "secrets"), {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE},
+            "data": {"apiKey": "c2VjcmV0"}})
 
     async def recovered() -> bool:
         return (await condition(cluster, "Degraded")).get("status") == "False"
