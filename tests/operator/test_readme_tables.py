@@ -222,3 +222,55 @@ def test_the_removal_instructions_name_the_operators_finalizer() -> None:
     handlers.configure(settings=settings)
     for doc in (README, CHART / "README.md", ROOT / "deploy/README.md"):
         assert f"`{settings.persistence.finalizer}`" in doc.read_text(), doc
+
+
+#: README, Create, scale and delete a locale: what it says of the pods and children the operator emits by default,
+#: each phrase with the values it states (checked against the builders below).
+POD_PHRASES = {
+    "resources": r"by default (\S+) and (\S+) requested, at most (\S+) CPUs and (\S+?):",
+    "probes": r"probes \(startup and liveness on `(/\w+)`, readiness on `(/\w+)`",
+    "ids": r"the restricted security profile \(uid/gid (\d+),",
+    "grace": r"`terminationGracePeriodSeconds` is (\d+) \+ `drainSeconds` \+ (\d+) s",
+    "pdb": r"also owns a PodDisruptionBudget \(`maxUnavailable: (\d+)`\)",
+    "rollout": r"beside a surge pod \(`maxSurge: (\d+)`, `maxUnavailable: (\d+)`\)",
+    "spread": r"by default they carry two `topologySpreadConstraints`, on `(\S+)` and `(\S+)`, `maxSkew: (\d+)`, "
+              r"`whenUnsatisfiable: (\w+)`",
+}
+
+
+def test_readme_describes_the_pods_as_the_operator_emits_them() -> None:
+    """The defaults README gives in prose for a SpeechToText's pods (requests and limits, probes, ids, grace period,
+    PodDisruptionBudget, rollout, spreading) are what the builders emit for a spec that sets none of them: a default
+    changed in the code leaves no sentence stating the old one."""
+    from speech_operator import builders
+    from speech_recognizer import contract
+
+    text = one_line(README.read_text())
+    said: dict[str, tuple[str, ...]] = {}
+    for name, phrase in POD_PHRASES.items():
+        found = re.search(phrase, text)
+        assert found, f"README no longer says {phrase!r}: update POD_PHRASES with what it says now"
+        said[name] = found.groups()
+    spec = api.SpeechToText.model_validate({**stt(3).model_dump(mode="json"), "metadata": {
+        "name": "en-us", "namespace": "default", "uid": "0b6f5b0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"}})
+    config = OperatorConfig()
+    pod = builders.deployment(spec, config)["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == builders.CONTAINER)
+    resources = container["resources"]
+    assert said["resources"] == (resources["requests"]["cpu"], resources["requests"]["memory"],
+                                 resources["limits"]["cpu"], resources["limits"]["memory"]), resources
+    assert said["probes"] == (container["startupProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
+    assert container["livenessProbe"]["httpGet"]["path"] == said["probes"][0]
+    assert said["ids"] == (str(pod["securityContext"]["runAsUser"]),) == (str(pod["securityContext"]["runAsGroup"]),)
+    pause, margin = map(int, said["grace"])
+    drain = spec.spec.drainSeconds
+    assert pause == contract.PRE_STOP_SECONDS and pod["terminationGracePeriodSeconds"] == pause + drain + margin, (
+        f"README says {pause} + drainSeconds + {margin}; the pod's is {pod['terminationGracePeriodSeconds']} "
+        f"with drainSeconds {drain}")
+    pdb = next(c for c in builders.children(spec, config) if c["kind"] == "PodDisruptionBudget")
+    assert said["pdb"] == (str(pdb["spec"]["maxUnavailable"]),)
+    rolling = builders.deployment(spec, config)["spec"]["strategy"]["rollingUpdate"]
+    assert said["rollout"] == (str(rolling["maxSurge"]), str(rolling["maxUnavailable"])), rolling
+    spread = pod["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == list(said["spread"][:2]), spread
+    assert {(str(c["maxSkew"]), c["whenUnsatisfiable"]) for c in spread} == {said["spread"][2:]}, spread
