@@ -75,6 +75,11 @@ class Kind:
     #: :data:`CAPACITY` or :data:`FAULT` when the people who run the service should hear of it (an alert);
     #: None when it is the client's doing or normal operation (a bad request, a drain, an idle client).
     alert: str | None = None
+    #: Whether a Speech SDK turn can end with it (its :attr:`usp` phrase, or the close that tells the SDK for JavaScript
+    #: in its stead): False for one that fails an HTTP request only (before any WebSocket; a WebSocket message over its
+    #: limit is the library's close 1009) or a decoder the Speech SDK route never runs, and where nothing more reaches
+    #: the client (it left, or its connection is reset).
+    usp_turn: bool = True
 
 
 #: The close the SDK for JavaScript reports at once as ``ConnectionFailure`` with its reason ("<reason> websocket error
@@ -95,12 +100,11 @@ CONNECTION_FAILURE_CLOSE = 4000
 #: After a close, that SDK's reading connects again at once when the server had sent it anything on that connection
 #: (``ServiceRecognizerBase.receiveMessage`` and ``reconnect``), canceled or not, and sends its request again without
 #: audio; else it keeps the closed connection, and the recognizer's later recognitions fail ("Cannot send on connection
-#: that is in Disconnected state"). Its reading ends at a ``turn.end`` that comes when it no longer recognizes. So in
-#: continuous recognition a turn told by a close alone ends first (``turn.end``): the SDK begins its next turn, which the
-#: close cancels with the reason; a request sent again without audio is ended so too (for want of audio,
-#: ``idle_timeout``), which ends its reading (:meth:`~speech_recognizer.usp.connection.Turn.fail`). Recognizing once, a
-#: ``turn.end`` would end the recognition with no result and the close would then cancel nothing: the failed turn tells
-#: ``BadRequest`` and ``Error`` there, in the SDK's words; ``ServiceUnavailable``, whose words are wrong, the close alone.
+#: that is in Disconnected state"). So a close that alone tells that SDK a failure (or ends its connection) comes after
+#: a message that ends its reading (:func:`~speech_recognizer.usp.frames.javascript_reading_end`), in recognize-once
+#: and continuous recognition alike: the close cancels the recognition with the reason, and the recognizer's next
+#: recognition connects anew. In continuous recognition a turn that began ends first (``turn.end``, no phrase:
+#: :meth:`~speech_recognizer.usp.connection.Turn.fail`): the SDK begins its next turn, which the close cancels.
 JAVASCRIPT_CLOSES: Mapping[str, int] = {"BadRequest": 1007, "Error": CONNECTION_FAILURE_CLOSE,
                                          "ServiceUnavailable": CONNECTION_FAILURE_CLOSE}
 
@@ -118,10 +122,10 @@ NOT_SERVED = Kind("not_served", 400, 1007, None, INFO, usp_close=1007,
                   doc="a Speech SDK service this server does not serve: translation, conversation transcription, synthesis, "
                       "language identification among several languages")
 PROTOCOL_ERROR = Kind("protocol_error", 400, 1002, "BadRequest", INFO, doc="messages out of order, a missing or reused request id")
-TOO_LARGE = Kind("too_large", 413, 1009, "BadRequest", INFO, doc="a body or audio over its limit (MaxAudioSeconds)")
-HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="request headers over their limit")
-UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a request or its body that did not arrive in time")
-MALFORMED_REQUEST = Kind("malformed_request", 400, 1002, "BadRequest", INFO,
+TOO_LARGE = Kind("too_large", 413, 1009, "BadRequest", INFO, doc="a body or audio over its limit (MaxAudioSeconds)", usp_turn=False)
+HEADER_TOO_LARGE = Kind("header_too_large", 431, 1009, "BadRequest", INFO, doc="request headers over their limit", usp_turn=False)
+UPLOAD_TIMEOUT = Kind("upload_timeout", 408, 1008, "BadRequest", INFO, doc="a request or its body that did not arrive in time", usp_turn=False)
+MALFORMED_REQUEST = Kind("malformed_request", 400, 1002, "BadRequest", INFO, usp_turn=False,
                          doc="a request that is not HTTP/1.1 (its request line, a header, its length or a chunk), with the parser's reason")
 AUTH_MISSING = Kind("auth_missing", 403, 1008, None, INFO, doc="ApiKey is set and the request carries no key")
 AUTH_WRONG = Kind("auth_wrong", 401, 1008, None, INFO, doc="the request's key is not ApiKey, or its key header (or the URL) came with different keys")
@@ -132,7 +136,7 @@ CONTINUATION_LOST = Kind("continuation_lost", 410, 1008, None, INFO, usp_close=C
 CONNECTION_IDLE = Kind("connection_idle", 408, 1000, None, DEBUG, usp_close=1000,
                        doc="a recognition WebSocket with no stream sent nothing for ConnectionIdleSeconds (normal operation)")
 SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="a session open longer than MaxSessionSeconds")
-NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO,
+NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO, usp_turn=False,
                   doc="a WebSocket client that took in none of its replies for AudioIdleSeconds: its decoder is given back and "
                       "its connection reset (nothing more reaches it)")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
@@ -147,10 +151,10 @@ TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests"
                             alert=CAPACITY)
 MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", WARNING, 5, doc="the locale's model cannot be loaded now",
                          alert=FAULT)
-DECODER_FAILED = Kind("decoder_failed", 502, 1011, "Error", WARNING, alert=FAULT,
+DECODER_FAILED = Kind("decoder_failed", 502, 1011, "Error", WARNING, alert=FAULT, usp_turn=False,
                       doc="FFmpeg's decoder of a WebM, MP4, raw AAC, AMR or MPEG-PS (a process of its own) crashed on it, or passed its limits of "
                           "CPU time, memory or time to its next block; the server serves on (its stderr is logged)")
-CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)")
+CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)", usp_turn=False)
 INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)", alert=FAULT)
 
 _HTTP_CODES = {
@@ -306,22 +310,20 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
 
 
-def usp_status(kind: Kind, *, javascript: bool = False, continuous: bool = False) -> str | None:
+def usp_status(kind: Kind, *, javascript: bool = False) -> str | None:
     """The ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn with a failure of ``kind``; None
-    when the close alone answers (``javascript``: the client is the SDK for JavaScript, in ``continuous`` recognition or
-    not: :data:`JAVASCRIPT_CLOSES`)."""
-    told = javascript and kind.usp in JAVASCRIPT_CLOSES and (continuous or kind.usp == "ServiceUnavailable")
-    return None if told else kind.usp
+    when the close alone answers (``javascript``: the client is the SDK for JavaScript, :data:`JAVASCRIPT_CLOSES`)."""
+    return None if javascript and kind.usp in JAVASCRIPT_CLOSES else kind.usp
 
 
-def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False, continuous: bool = False) -> tuple[int, str]:
+def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False) -> tuple[int, str]:
     """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route;
-    ``javascript``, ``continuous``: to the SDK for JavaScript, the close of :data:`JAVASCRIPT_CLOSES` when the close
-    alone answers, :func:`usp_status`)."""
+    ``javascript``: to the SDK for JavaScript, the close of :data:`JAVASCRIPT_CLOSES` when the close alone answers,
+    :func:`usp_status`)."""
     kind = failure.kind
     if not usp:
         code = kind.close
-    elif kind.usp and usp_status(kind, javascript=javascript, continuous=continuous) is None:
+    elif kind.usp and usp_status(kind, javascript=javascript) is None:
         code = JAVASCRIPT_CLOSES[kind.usp]
     else:
         code = kind.usp_close or kind.close

@@ -36,10 +36,10 @@ from speech_operator.gateway import GATEWAY, GatewayConfig
 from speech_recognizer.usp.frames import parse_text
 from speech_recognizer.usp.refusal import MAX_WAITING
 from tests.jssdk.node import recognize, scenario
-from tests.jssdk.test_refusals import TOO_MANY_REQUESTS, canceled_at_once, closed_4000
-from tests.usp.sdk import config, once
+from tests.jssdk.test_refusals import TOO_MANY_REQUESTS, Failover, canceled_at_once, closed_4000, kept_recognizer
+from tests.usp.sdk import config, expected, once
 
-from ..support import scrape_metrics
+from ..support import Reference, ServerThread, scrape_metrics
 from .conftest import Stack, speech_to_text
 from .test_shutdown import HELD_SHUTDOWN_SECONDS, STOPPED_WHILE_WAKING, asleep_stack, held
 
@@ -222,3 +222,22 @@ def test_held_for_a_wake_when_the_gateway_stops_the_app_is_canceled_with_connect
     stack.join()
     assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [closed_4000(STOPPED_WHILE_WAKING)], out
     assert took < AT_ONCE, f"canceled {took:.1f} s after the stop began"
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_a_kept_recognizer_the_gateway_refused_recognizes_on_its_next_try(
+    jssdk: str, tmp_path: Path, server: ServerThread, speech_wav: Path, speech_ref: Reference, mode: str
+) -> None:
+    """A page keeps its recognizer: refused by the gateway (``ko-KR`` scaled to 0, nothing wakes it:
+    ``ConnectionFailure`` with the gateway's reason), its next recognition on that recognizer, which reaches a
+    recognizer (as a try once the locale woke does), recognizes the utterance. Before, the gateway's close 4000 came
+    with nothing sent on that connection: the next recognition failed "Cannot send on connection that is in
+    Disconnected state"."""
+    with gateway(tmp_path) as stack:
+        stack.create(speech_to_text("ko-kr", "ko-KR", free_port(), replicas=0), ready=0)
+        stack.routes("ko-KR")
+        with Failover(stack.port, server.port) as service:
+            failed, second = kept_recognizer(jssdk, service.ws, speech_wav, mode)
+        assert failed[:2] == closed_4000("")[:2] and "is scaled to 0 replicas and nothing wakes it" in failed[2], failed
+        assert second == expected(speech_ref.phrases[0])[0]
+        assert failures(stack, "backend_unavailable") == 1, "the SDK connected again"

@@ -14,7 +14,7 @@
 //   mode      "once" (recognizeOnceAsync) or "continuous" (startContinuousRecognitionAsync until the session stops)
 //   cuts      the audio cut at these seconds into parts, one recognition a part on the one recognizer and push
 //             stream: once, push the part and recognizeOnceAsync (each result in "onces"); continuous, start, push the
-//             part, wait for a new recognized phrase (at most partTimeoutMs), stop
+//             part, wait for a new recognized phrase or a cancel (at most partTimeoutMs), stop
 //   stopAfterRecognizing  continuous: stop (stopContinuousRecognitionAsync) after this many recognizing events
 //   timeoutMs give up (and say so) after this long
 //   lingerMs  keep the recognizer this long after its recognition ended before closing it (a page keeps its recognizer)
@@ -138,10 +138,11 @@ async function main() {
         continue;
       }
       const before = out.recognized.length;
+      const canceledBefore = out.canceled.length;
       await new Promise((resolve, reject) => rec.startContinuousRecognitionAsync(resolve, reject));
       await feed(push, part, rate, last);
       const until = Date.now() + (scenario.partTimeoutMs ?? 20000);
-      while (out.recognized.length === before && Date.now() < until && !out.timedOut) await sleep(10);
+      while (out.recognized.length === before && out.canceled.length === canceledBefore && Date.now() < until && !out.timedOut) await sleep(10);
       await new Promise((resolve, reject) => rec.stopContinuousRecognitionAsync(resolve, reject));
     }
     rec.close();

@@ -18,11 +18,14 @@ A drain and a model that cannot be loaded are the service's, for now, not the re
 turn that fails ``ServiceUnavailable`` with the reason; the JavaScript SDK, which knows no such status, by a close 4000
 alone, which it reports at once as ``ConnectionFailure`` with the reason (errors.py, ``CONNECTION_FAILURE_CLOSE``).
 
-A turn that fails ``BadRequest`` (a stream past ``MaxSessionSeconds``) or ``Error`` (a bug of the server's) in
-continuous recognition is told the JavaScript SDK by the turn's end, with no phrase, and a close 1007 or 4000, whose
-reason it reports (``BadRequestParameters``, ``ConnectionFailure``); its phrase would be read in the SDK's fixed words.
-The turn's end comes first since the SDK's reading, after a close, connects again when the server had sent it anything
-and sends its request again without audio (each test bounds how often: errors.py, ``JAVASCRIPT_CLOSES``).
+A turn that fails ``BadRequest`` (a stream past ``MaxSessionSeconds``) or ``Error`` (a bug of the server's) is told
+the JavaScript SDK by a close 1007 or 4000, whose reason it reports (``BadRequestParameters``, ``ConnectionFailure``),
+recognizing once or continuously (a turn it began in continuous recognition ends first, with no phrase); its phrase
+would be read in the SDK's fixed words. Every such close comes after a message that ends the SDK's reading
+(errors.py, ``JAVASCRIPT_CLOSES``): with nothing sent on the connection, the SDK would keep it, closed, and fail the
+recognizer's next recognition; with a message its reading goes on after, it would connect again after the close and
+send its request again without audio. The kept-recognizer tests below have an app try again on its recognizer
+after each refusal, as pages do.
 
 Before, ``MaxConnections`` and a drain closed the connection with 1013 as soon as it was accepted: the SDK, still
 sending its first messages, canceled with ``RuntimeError`` and "websocket send error: Websocket not ready <ids> Error"
@@ -34,6 +37,7 @@ began, it connected again and then waited for ever (``ServiceRecognizerBase`` re
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,14 +47,16 @@ import azure.cognitiveservices.speech as speechsdk
 import pytest
 from websockets.sync.client import connect as sync_connect
 
+from harness.speech import silence
 from speech_recognizer import drain
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.connection import Turn
 
+from ..balancer import Balancer
 from ..conftest import make_settings
-from ..support import ServerThread, scrape_metrics
-from ..usp.sdk import config, once
+from ..support import Reference, ServerThread, scrape_metrics
+from ..usp.sdk import config, expected, once
 from .node import recognize, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -134,6 +140,15 @@ def test_while_draining_the_app_is_canceled_at_once_with_connection_failure_and_
         assert refusals(srv, "draining") == 1, "the SDK connected again"
         python_sdk_unavailable(srv.ws, speech_wav, drain.REASON)
 
+def broken_models(tmp_path: Path, locale: str = "ko-KR") -> Path:
+    """A models folder whose ``locale`` Vosk cannot load (a ``final.mdl`` that is no model)."""
+    models = tmp_path / "models"
+    (models / locale / "conf").mkdir(parents=True)
+    (models / locale / "conf" / "model.conf").write_text("--min-active=200\n")
+    (models / locale / "am").mkdir()
+    (models / locale / "am" / "final.mdl").write_bytes(b"not a model")
+    return models
+
 
 @pytest.mark.parametrize("mode", ["once", "continuous"])
 def test_a_model_that_cannot_be_loaded_cancels_at_once_with_connection_failure_and_the_reason(
@@ -143,11 +158,7 @@ def test_a_model_that_cannot_be_loaded_cancels_at_once_with_connection_failure_a
     close 4000 alone naming the model, which it reports at once, asked once, as ``ConnectionFailure`` with that reason;
     for the Python SDK, as before, a turn that ends ``ServiceUnavailable`` naming it, then a close 1013. Before, the
     JavaScript SDK got that turn too: ``NoError`` and its words for an internal error, the reason dropped."""
-    models = tmp_path / "models"
-    (models / "fr-FR" / "conf").mkdir(parents=True)
-    (models / "fr-FR" / "conf" / "model.conf").write_text("--min-active=200\n")
-    (models / "fr-FR" / "am").mkdir()
-    (models / "fr-FR" / "am" / "final.mdl").write_bytes(b"not a model")
+    models = broken_models(tmp_path, "fr-FR")
     app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, ("fr-FR",)))
     with ServerThread(app) as srv:
         event = canceled_at_once(jssdk, srv.ws, speech_wav, mode, language="fr-FR")
@@ -269,3 +280,109 @@ def test_a_bug_of_the_server_cancels_with_connection_failure_and_the_reason_and_
         assert out["canceled"][0]["ms"] < 1000 * AT_ONCE, out["canceled"]
         assert [r["reason"] for r in out["recognized"]][:1] == ["RecognizedSpeech"] and out["error"] is None, out
         assert refusals(srv, "internal") == 1
+
+
+#: Where the kept-recognizer tests cut their one utterance (s): the first recognition gets silence only (refused, it
+#: may read some of it), the second the utterance.
+LEAD_SECONDS = 0.2
+
+
+class Failover(Balancer):
+    """A Service whose first connection reaches a pod that refuses it (backend 0) and every later one a healthy pod
+    (backend 1), as a drain's refusal (or a gateway's) and the app's next try meet: the kept recognizer connects anew."""
+
+    def __init__(self, refusing: int, healthy: int) -> None:
+        super().__init__([refusing, healthy], ready=[0])
+        self.connections = 0
+
+    async def relay(self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections > 1:
+            self.ready = {1}
+        await super().relay(client_reader, client)
+
+
+def kept_recognizer(jssdk: str, url: str, wav: Path, mode: str, **more: Any) -> tuple[tuple[str, str, str], str]:
+    """Two recognitions on one recognizer object (a page that tries again after a failure, as it keeps its recognizer):
+    the first must be canceled, at once; the second must recognize. ``(cancelReason, errorCode, errorDetails)`` of the
+    first, the text the second recognized."""
+    out = recognize(jssdk, scenario(url, wav, mode=mode, cuts=[LEAD_SECONDS], partTimeoutMs=15000, timeoutMs=40000, **more),
+                    timeout=90)
+    errors = [c for c in out["canceled"] if c["cancelReason"] != "EndOfStream"]  # the second's stream ends
+    assert len(errors) == 1 and errors[0]["ms"] < 1000 * AT_ONCE, out
+    first = errors[0]
+    if mode == "once":
+        assert [r["reason"] for r in out["onces"]] == ["Canceled", "RecognizedSpeech"], out
+        second = out["onces"][1]["text"]
+    else:
+        assert [r["reason"] for r in out["recognized"]][:1] == ["RecognizedSpeech"], out
+        second = out["recognized"][0]["text"]
+    return (first["cancelReason"], first["errorCode"], first["errorDetails"]), second
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_a_kept_recognizer_refused_by_a_drain_recognizes_on_its_next_try(
+    jssdk: str, registry: ModelRegistry, server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
+) -> None:
+    """A page keeps its recognizer: refused by a draining pod (``ConnectionFailure`` with the drain's reason), its next
+    recognition on that recognizer reaches another pod and recognizes the utterance. Before, the close 4000 came with
+    nothing sent on that connection, and the SDK kept that closed connection for the recognizer: its next recognition
+    failed "Cannot send on connection that is in Disconnected state"."""
+    app = create_app(make_settings(tmp_path), registry)
+    with ServerThread(app) as draining, Failover(draining.port, server.port) as service:
+        app.state.drain.begin()
+        failed, second = kept_recognizer(jssdk, service.ws, speech_wav, mode)
+        assert failed == closed_4000(drain.REASON), failed
+        assert second == expected(speech_ref.phrases[0])[0]
+        assert refusals(draining, "draining") == 1, "the SDK connected again"
+
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+def test_a_kept_recognizer_whose_model_could_not_be_loaded_recognizes_on_its_next_try(
+    jssdk: str, server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
+) -> None:
+    """A pod that cannot load the locale's model (``model_unavailable``, told as the turn begins): ``ConnectionFailure``
+    naming the model, and the page's next recognition on its recognizer, at another pod, recognizes. Before, the close
+    4000 came with nothing sent on that connection: the next recognition failed "Cannot send on connection that is in
+    Disconnected state"."""
+    models = broken_models(tmp_path)
+    app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, ("ko-KR",)))
+    with ServerThread(app) as broken, Failover(broken.port, server.port) as service:
+        failed, second = kept_recognizer(jssdk, service.ws, speech_wav, mode)
+        assert failed[:2] == closed_4000("")[:2] and "ko-KR" in failed[2] and failed[2].endswith(" websocket error code: 4000"), failed
+        assert second == expected(speech_ref.phrases[0])[0]
+        assert refusals(broken, "model_unavailable") == 1, "the SDK connected again"
+
+
+def test_a_bug_of_the_server_at_the_first_audio_reaches_a_recognize_once_app_with_the_reason_and_the_recognizer_goes_on(
+    jssdk: str, server: ServerThread, speech_wav: Path, speech_ref: Reference, bug: Callable[[int], None]
+) -> None:
+    """Recognizing once, a bug of the server's at the first audio message (its header): ``ConnectionFailure`` with the
+    server's reason (a close 4000), as in continuous recognition, and the next ``recognizeOnceAsync`` on the recognizer
+    recognizes. The Python SDK is told by the failed turn, as before. Before, the failed turn told the JavaScript SDK
+    too: ``ServiceError`` and its fixed words for an internal error, the reason dropped (a close alone would have left
+    the recognizer failing its later recognitions)."""
+    before = refusals(server, "internal")
+    bug(1)
+    failed, second = kept_recognizer(jssdk, server.ws, speech_wav, "once")
+    assert failed == closed_4000("internal error (RuntimeError); the server logged the details"), failed
+    assert second == expected(speech_ref.phrases[0])[0]
+    assert refusals(server, "internal") == before + 1
+
+
+def test_a_kept_recognizer_whose_recognize_once_went_quiet_connects_again_no_more(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """Recognizing once, a stream that stays open with no more audio after half a second of silence (a microphone that
+    stopped): after ``AudioIdleSeconds`` the close 1007, which the JavaScript SDK reports as ``BadRequestParameters``
+    with the reason; the app keeps its recognizer 8 s more, in which the SDK connects again no more. Before, its reading
+    connected again after each close and sent its request again without audio: an ``idle_timeout`` every
+    ``AudioIdleSeconds``, each a decoder held, for as long as the app kept its recognizer."""
+    quiet = silence(0.5, tmp_path / "quiet.wav")
+    app = create_app(make_settings(tmp_path, f"AudioIdleSeconds={IDLE_SECONDS:g}"), registry)
+    with ServerThread(app) as srv:
+        out = recognize(jssdk, scenario(srv.ws, quiet, mode="once", keepOpen=True, timeoutMs=20000, lingerMs=LINGER_MS), timeout=60)
+        assert [(c["cancelReason"], c["errorCode"]) for c in out["canceled"]] == [("Error", "BadRequestParameters")], out
+        assert out["canceled"][0]["errorDetails"].endswith("(AudioIdleSeconds): the stream ended to free its decoder websocket error code: 1007"), out
+        assert refusals(srv, "idle_timeout") == 1, f"the SDK connected again {refusals(srv, 'idle_timeout') - 1:g} times"

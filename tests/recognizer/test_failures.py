@@ -49,13 +49,13 @@ def markdown_table() -> str:
     rows = ["| failure | REST | WebSocket close | Speech SDK | log | alert |", "| --- | --- | --- | --- | --- | --- |"]
     for k in KINDS.values():
         retry = f" + `Retry-After: {k.retry_after}`" if k.retry_after is not None else ""
-        if k.usp:
+        if k.usp and not k.usp_turn:
+            sdk = "none: it ends no Speech SDK turn"
+        elif k.usp:
             sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
-            told = errors.JAVASCRIPT_CLOSES.get(k.usp)
             if errors.usp_status(k, javascript=True) is None:
-                sdk += f" (the JavaScript SDK: close {told} alone, its `{JAVASCRIPT_CODES[told]}` with the reason)"
-            elif errors.usp_status(k, javascript=True, continuous=True) is None:
-                sdk += f" (the JavaScript SDK recognizing continuously: the turn's end and close {told}, its `{JAVASCRIPT_CODES[told]}` with the reason)"
+                told = errors.JAVASCRIPT_CLOSES[k.usp]
+                sdk += f" (the JavaScript SDK: close {told} instead, its `{JAVASCRIPT_CODES[told]}` with the reason)"
         elif k.usp_close:
             sdk = f"close {k.usp_close} " + {1007: "(`BadRequest`)", errors.CONNECTION_FAILURE_CLOSE: "(the JavaScript SDK's `ConnectionFailure` with the reason)"
                                               }.get(k.usp_close, "(it connects again at its next recognition)")
@@ -82,18 +82,19 @@ def test_every_kind_has_an_answer_for_every_protocol(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
-def test_every_turn_failure_reaches_a_continuous_javascript_sdk_app_with_its_reason(name: str) -> None:
+def test_every_turn_failure_reaches_a_javascript_sdk_app_with_its_reason(name: str) -> None:
     """The SDK for JavaScript words a failed turn's status in fixed words of its own, the reason dropped, but for
-    ``TooManyRequests`` (its own code, which apps back off on): recognizing continuously, every other status a turn can
-    fail with is told it by a close whose reason it reports (the code's error code: ``BadRequestParameters`` for a bad
-    request), and the Python SDK by the turn, as before. Before, only ``ServiceUnavailable`` was."""
+    ``TooManyRequests`` (its own code, which apps back off on): recognizing once or continuously, every other status a
+    turn can fail with is told it by a close whose reason it reports (the code's error code: ``BadRequestParameters``
+    for a bad request), and the Python SDK by the turn, as before. Before, recognizing once, only
+    ``ServiceUnavailable`` was (a close alone left its recognizer failing every later recognition)."""
     kind = KINDS[name]
     failure = Failure("why", kind)
     if not kind.usp:
         return
     assert usp_status(kind) == kind.usp and close_args(failure, usp=True) == ((kind.usp_close or kind.close), "why")
-    status = usp_status(kind, javascript=True, continuous=True)
-    code, reason = close_args(failure, usp=True, javascript=True, continuous=True)
+    status = usp_status(kind, javascript=True)
+    code, reason = close_args(failure, usp=True, javascript=True)
     if status is not None:
         assert status == "TooManyRequests" and code == kind.close, (status, code)
         return

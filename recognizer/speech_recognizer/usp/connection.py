@@ -37,7 +37,7 @@ from ..inbox import Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
-from .frames import FrameError, Message, RequestIds, from_javascript_sdk, parse_binary, parse_text, text_frame
+from .frames import FrameError, Message, RequestIds, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
 from .resume import PARKING, RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Sent, audio_ended, ended_token, lost
 
@@ -628,18 +628,20 @@ class Connection:
             if self.turn is not None:
                 self.turn.failed = True
             return
-        told = {"javascript": self.javascript, "continuous": self.options.continuous}
+        phrase = usp_status(failure.kind, javascript=self.javascript)
         with suppress(Exception):  # the client may be gone already
             if self.turn is not None:
                 await self.turn.before_failure()
-                if usp_status(failure.kind, **told):
+                if phrase:
                     await self.turn.fail(failure)
-                elif self.javascript and self.options.continuous and (self.turn.started or usp_status(failure.kind, javascript=True)):
-                    # The SDK for JavaScript in continuous recognition, told by the close alone: the turn ends first,
-                    # with no phrase, so that a request it sends again without audio after the close ends its reading,
-                    # and one begun ends as its failed turn did, with the recognizer kept (errors.JAVASCRIPT_CLOSES).
+                elif self.javascript and self.options.continuous and self.turn.started:
+                    # The SDK for JavaScript in continuous recognition, told by the close alone: the turn it began
+                    # ends first, with no phrase, as its failed turn did (errors.JAVASCRIPT_CLOSES).
                     await self.turn.fail(None)
-            await self.socket.close(*close_args(failure, usp=True, **told))
+            if self.javascript and not (phrase and self.turn is not None):
+                # ... and its reading ends before the close, which it reports; its recognizer connects anew after.
+                await self.socket.send_text(javascript_reading_end())
+            await self.socket.close(*close_args(failure, usp=True, javascript=self.javascript))
 
     async def _park(self, turn: Turn) -> bool:
         """The connection was cut (no close frame) after the turn's end of audio (received, or read ahead and dropped

@@ -154,6 +154,24 @@ def text_frame(path: str, request_id: str, body: Mapping[str, Any] | str, extra:
     return _head(headers) + "\r\n" + payload
 
 
+#: The path of :func:`javascript_reading_end`'s message: one no SDK handles.
+READING_END_PATH = "connection.closing"
+
+
+def javascript_reading_end() -> str:
+    """The text message the SDK for JavaScript gets just before a close that alone tells it a failure
+    (:data:`~speech_recognizer.errors.JAVASCRIPT_CLOSES`): one with no ``X-RequestId``.
+
+    That SDK keeps a closed connection for its recognizer's next recognition unless the service sent it a message on
+    it (``ServiceRecognizerBase.reconnect``: ``privServiceHasSentMessage``), and then fails it ("Cannot send on
+    connection that is in Disconnected state"); and after a close on which it got one, its reading connects again at
+    once and sends its request again, without audio, unless its reading ended (``receiveMessage``). This message is
+    one it got, and its reading ends on it (``SpeechConnectionMessage.fromConnectionMessage`` throws for want of a
+    request id, which ``receiveMessage`` takes as its end): the close then cancels the recognition with its reason,
+    and the recognizer's next recognition connects anew."""
+    return _head({"Path": READING_END_PATH, "Content-Type": "application/json; charset=utf-8", "X-Timestamp": timestamp()}) + "\r\n{}"
+
+
 class RequestIds:
     """The request ids of a connection's last finished turns: a reused one is a protocol error, and
     audio still in flight for one is dropped.
