@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import glob
 import inspect
 import itertools
@@ -46,6 +47,7 @@ from .settings import cpu_count
 
 if TYPE_CHECKING:
     from .audio import Decoding
+    from .engine import Engine
     from .models import ModelRegistry
 
 FORMATS = ("txt", "json", "srt", "vtt")
@@ -271,7 +273,6 @@ class InProcess:
     package, or those of a registry made already (``models``: a :class:`~.models.ModelRegistry`, its models shared)."""
 
     def __init__(self, models: Path | ModelRegistry, language: str | None, jobs: int, max_seconds: float) -> None:
-        from .engine import Engine
         from .models import ModelRegistry, UnknownLocale
 
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry(models, (language,) if language else ())
@@ -279,10 +280,19 @@ class InProcess:
         if language is None and len(self.registry.wanted) > 1:
             raise UnknownLocale(f"give --language: models are installed for {', '.join(self.registry.wanted)}")
         self.locale = self.registry.wanted[0]
-        self.engine = Engine(self.registry, jobs)
+        self.jobs = jobs
         self.max_seconds = max_seconds
 
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """The decoders: made at :meth:`start` while the model loads (the engine's imports beside the load)."""
+        from .engine import Engine
+
+        return Engine(self.registry, self.jobs)
+
     async def start(self) -> None:
+        """Load the model: its load starts first, on its thread, and the engine's imports go on beside it (the load is
+        in Vosk, without the GIL): the command's start is the load, not the imports and then the load."""
         import vosk
 
         from . import cffi_types, heap
@@ -290,10 +300,16 @@ class InProcess:
         vosk.SetLogLevel(-1)
         cffi_types.realize()  # before the threads that load and decode: cffi's lazy types race between threads
         heap.disable_fastbins()  # as the server does: Vosk decodes 7-8 % cheaper without them
-        await self.registry.aload(self.locale)
+        loading = asyncio.ensure_future(self.registry.aload(self.locale))
+        await asyncio.sleep(0)  # its thread starts
+        try:
+            self.engine  # noqa: B018 - made now, while the model loads
+        finally:
+            await loading
 
     def close(self) -> None:
-        self.engine.close()
+        if "engine" in self.__dict__:
+            self.engine.close()
 
     async def transcribe(self, path: Path, formats: Sequence[str], profanity: Any,
                          progress: Callable[[float | None, str], Progress]) -> dict[str, str]:
@@ -1037,6 +1053,7 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
             backend = InProcess(args.models, args.language, args.jobs, args.max_seconds)
         try:
             starting = asyncio.ensure_future(backend.start())  # the model loads while the headers are read
+            await asyncio.sleep(0)  # its first step (cffi's types realized) before the headers' thread reads with soundfile
             order = await asyncio.to_thread(start_order, files)
             await starting
             return await run(files, order, backend, formats, profanity, args.jobs, args.output_dir, stdout, stderr)

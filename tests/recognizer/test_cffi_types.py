@@ -9,13 +9,14 @@ tests check that the realization covers both libraries and comes before the firs
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from speech_recognizer import cffi_types
+from speech_recognizer import cffi_types, transcriber
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.transcriber import InProcess
@@ -73,4 +74,16 @@ def test_the_transcriber_realizes_them_before_it_starts_a_thread(monkeypatch: py
         events = _order(monkeypatch, lambda: asyncio.run(backend.start()))
     finally:
         backend.close()
+    assert events[:1] == ["realize"] and any(e.startswith("thread") for e in events), events
+
+
+def test_the_transcriber_command_realizes_them_before_its_first_thread(monkeypatch: pytest.MonkeyPatch, speech_wav: Path,
+                                                                       tmp_path: Path) -> None:
+    """The whole command, not its backend alone: the headers' thread (soundfile, for the start order) started
+    before the backend's first step had realized the types, and read the headers while it did."""
+    args = ["--models", str(tmp_path / "models"), "--output-dir", str(tmp_path / "out"), str(speech_wav)]
+    stderr = io.StringIO()
+    status: list[int] = []
+    events = _order(monkeypatch, lambda: status.append(transcriber.main(args, io.StringIO(), stderr)))
+    assert status == [0], stderr.getvalue()
     assert events[:1] == ["realize"] and any(e.startswith("thread") for e in events), events
