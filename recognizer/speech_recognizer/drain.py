@@ -69,9 +69,13 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-#: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`:
-#: a WebSocket accepted and closed with 1013, REST and OpenAI 503 with ``Retry-After``).
-REASON = "draining: this server is shutting down and takes no new streams; connect again to reach another"
+#: What a client refused while the server drains is told (answered as :data:`~speech_recognizer.errors.DRAINING`), by
+#: what it asked for: what the server takes no more of, and what the client does to reach another.
+_REFUSED = "draining: this server is shutting down and takes no new {}; {} to reach another"
+#: ... a stream (a WebSocket, accepted and closed with 1013) ...
+REASON = _REFUSED.format("streams", "connect again")
+#: ... or a request (REST, OpenAI: 503 with ``Retry-After``).
+REQUEST_REASON = _REFUSED.format("requests", "send it again")
 #: What an idle recognition WebSocket is told when the drain closes it (with 1000: see the module doc).
 IDLE_REASON = "closed while idle: this server is shutting down; connect again to reach another"
 
@@ -229,7 +233,8 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            await refuse(scope, receive, send, Failure(REASON, DRAINING), self.drain.refusals)
+            await refuse(scope, receive, send, Failure(REASON if scope["type"] == "websocket" else REQUEST_REASON, DRAINING),
+                         self.drain.refusals)
             return
         if scope["type"] == "websocket":  # a connection counts from its upgrade to its end, however it ends
             try:

@@ -44,6 +44,8 @@ from .test_not_reading import deaf_websocket, send_all, usp_frames
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 CHUNK_SECONDS = CHUNK / (2 * 16000)
+#: What a REST or OpenAI request refused while the server drains is told (a stream is told drain.REASON).
+REQUEST_REFUSED = "draining: this server is shutting down and takes no new requests; send it again to reach another"
 
 
 class Recognizer(Loopback):
@@ -212,7 +214,7 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
         assert code == 1013 and reason.startswith("draining:"), (route, code, reason)
     rest = httpx.post(f"{rec.http}{REST}", content=speech_wav.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30)
     assert rest.status_code == 503 and rest.headers["Retry-After"] == "1", rest.text
-    assert rest.json()["error"]["message"].startswith("draining:")
+    assert rest.json()["error"]["message"] == REQUEST_REFUSED, rest.text  # a request, not a stream
     refused = speechsdk.SpeechRecognizer(config(rec.ws), audio_config=speechsdk.audio.AudioConfig(
         filename=str(speech_wav))).recognize_once()
     assert refused.reason == speechsdk.ResultReason.Canceled
@@ -484,7 +486,6 @@ def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_
     taken on by a server that is going away, which its deadline then cuts if it runs long."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from speech_recognizer.drain import REASON
     from speech_recognizer.errors import FAILURE_HEADER
 
     rec = recognizer_process(f"{c.DRAIN_SECONDS}=60", f"{c.LOG_LEVEL}=DEBUG")  # a drain's refusal is a debug line
@@ -498,7 +499,7 @@ def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_
     new = httpx.post(url, content=body, headers=headers, timeout=30)
     assert new.status_code == 503, (new.status_code, new.text)
     assert new.headers["Retry-After"] == "1" and new.headers[FAILURE_HEADER] == "draining", new.headers
-    assert new.json() == {"error": {"message": REASON, "type": "server_error", "param": None, "code": "draining"}}, new.text
+    assert new.json() == {"error": {"message": REQUEST_REFUSED, "type": "server_error", "param": None, "code": "draining"}}, new.text
     counted = {(s.name, s.labels.get("route"), s.labels.get("status") or s.labels.get("reason")): s.value
                for f in text_string_to_metric_families(httpx.get(f"{rec.http}/metrics", timeout=5).text) for s in f.samples}
     assert counted.get(("speech_refused_total", "openai", "draining")) == 1, counted
@@ -511,7 +512,7 @@ def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_
     assert answer.json()["text"] and answer.json()["usage"]["seconds"] == math.ceil(len(pcm) / (2 * rate)), answer.text
     assert rec.process.wait(60) == 0, rec.output()
     log = rec.output()
-    assert f"openai: draining: {REASON}" in log and "drained: every recognition ended" in log, log
+    assert f"openai: draining: {REQUEST_REFUSED}" in log and "drained: every recognition ended" in log, log
     assert "draining: 1 recognition(s) running" in log, log  # counted once (not as a request and as a decoder held)
 
 
