@@ -28,7 +28,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
 from types import TracebackType
 
 from .errors import BUSY, TOO_MANY_CONNECTIONS, Failure
@@ -37,10 +36,6 @@ log = logging.getLogger(__name__)
 
 #: At most one line per this many seconds says that connections are being refused at the cap, and how many.
 LOG_EVERY_SECONDS = 10.0
-#: Whether the recognition being served is an HTTP request (REST, OpenAI), set by
-#: :class:`~speech_recognizer.drain.DrainMiddleware`, which counts those itself: a decoder it holds is told apart
-#: (:attr:`Admission.held_by_requests`), so that the drain counts each recognition once.
-IN_REQUEST: ContextVar[bool] = ContextVar("in_request", default=False)
 
 
 class Busy(Failure):
@@ -69,7 +64,7 @@ class Reservation:
 
     def __init__(self, admission: Admission, *, request: bool = False) -> None:
         self._admission: Admission | None = admission
-        #: Held by an HTTP request (:data:`IN_REQUEST`).
+        #: Held by an HTTP request (:meth:`Admission.reserve`).
         self.request = request
 
     @property
@@ -99,7 +94,8 @@ class Admission:
         self.max_connections = max_connections
         #: Decoders held now.
         self.active = 0
-        #: Of those, held by HTTP requests (REST, OpenAI: :data:`IN_REQUEST`).
+        #: Of those, held by HTTP requests (REST, OpenAI), which :class:`~speech_recognizer.drain.DrainMiddleware` counts
+        #: itself: told apart so that the drain counts each recognition once.
         self.held_by_requests = 0
         #: Recognitions admitted since the start.
         self.admitted = 0
@@ -111,13 +107,12 @@ class Admission:
         self._refused_unlogged = 0
         self._refusals_logged_at = -LOG_EVERY_SECONDS
 
-    def reserve(self) -> Reservation:
-        """A decoder for one recognition, or :class:`Busy` when all ``limit`` are held."""
+    def reserve(self, *, request: bool = False) -> Reservation:
+        """A decoder for one recognition (``request``: an HTTP request's), or :class:`Busy` when all ``limit`` are held."""
         if self.active >= self.limit:
             raise Busy(self.limit)
         self.active += 1
         self.admitted += 1
-        request = IN_REQUEST.get()
         self.held_by_requests += request
         return Reservation(self, request=request)
 

@@ -56,7 +56,7 @@ from typing import Any
 import uvicorn
 
 from . import contract as c
-from .admission import IN_REQUEST, Admission, TooManyConnections
+from .admission import Admission, TooManyConnections
 from .errors import DRAINING, HEAD, Failure, accept_headers, close_args, http_response, observe, openai_response
 from .http_limits import LimitedHttpTools
 from .openai_compat import ROUTE as OPENAI_ROUTE
@@ -251,11 +251,9 @@ class DrainMiddleware:
                 self.drain.sockets.discard(socket)
             return
         self.drain.requests += 1
-        token = IN_REQUEST.set(True)
         try:
             await self.app(scope, receive, send)
         finally:
-            IN_REQUEST.reset(token)
             self.drain.requests -= 1
 
 

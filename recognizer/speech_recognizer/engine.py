@@ -96,8 +96,10 @@ class Engine:
             self.pool.capacity = min(self.pool.capacity, self.decoder_max_count)
 
     def reserve(self) -> Reservation:
-        """Hold a decoder before the recognition can start (raises :class:`~.admission.Busy`); pass it to :meth:`session`."""
-        return self.admission.reserve()
+        """Hold a decoder before the recognition can start (raises :class:`~.admission.Busy`); pass it to :meth:`session`.
+        What the HTTP routes (REST, OpenAI) do, before they read the body: the decoder is counted as an HTTP request's
+        (:attr:`~.admission.Admission.held_by_requests`); a stream's session reserves its own."""
+        return self.admission.reserve(request=True)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -177,7 +179,7 @@ class Engine:
         :class:`~speech_recognizer.models.UnknownLocale` or
         :class:`~speech_recognizer.models.ModelError` for the locale.
         """
-        held = reservation if reservation is not None and reservation.held else self.reserve()
+        held = reservation if reservation is not None and reservation.held else self.admission.reserve()
         lane = self.lanes.take()
         session: Session | None = None
         try:
