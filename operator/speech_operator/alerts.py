@@ -6,7 +6,7 @@
 Which failures page someone is said once, where each failure is mapped to its status, close code,
 metric and log level: :attr:`speech_recognizer.errors.Kind.alert` (:data:`~speech_recognizer.errors.CAPACITY`
 or :data:`~speech_recognizer.errors.FAULT`). The recognizers count failures in
-``speech_refused_total{reason}``, the gateway in ``speech_gateway_failures_total{reason}``; each
+``speech_refused_total{reason}``, the gateway in ``speech_gateway_failures_total{reason,locale}``; each
 alert selects the reasons of one class from the table, so a kind added there is alerted on (or
 not) by its own line. Alerts are grouped by the ``namespace`` and ``service`` labels a
 ServiceMonitor gives every target (the chart's ``serviceMonitor.enabled``): one alert per

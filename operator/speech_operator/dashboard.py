@@ -76,9 +76,12 @@ def panel(title: str, description: str, unit: str, *targets: tuple[str, str], st
             "targets": [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)]}
 
 
-def failure_panels(process: str, metric: str, kinds: Iterable[Kind], by_locale: bool) -> list[dict[str, Any]]:
+def failure_panels(process: str, metric: str, kinds: Iterable[Kind], by_locale: bool, own_locale: bool = False) -> list[dict[str, Any]]:
     """Three panels of ``metric{reason}`` per second: the kinds of want of capacity and the faults of ``kinds`` (those
-    the alerts select), and every other reason (the client's doing, drains, idle clients: normal operation)."""
+    the alerts select), and every other reason (the client's doing, drains, idle clients: normal operation); per locale
+    (``by_locale``: a recognizer's, given its pod's locale; ``own_locale``: the metric's own ``locale`` label, the
+    gateway's, its ``-`` shown whatever the locales picked: refusals before a locale was known, its connection cap's
+    among them), else per reason alone."""
     kinds = list(kinds)
     alerted = alerts.names(kinds, CAPACITY) + alerts.names(kinds, FAULT)
     panels = []
@@ -89,9 +92,13 @@ def failure_panels(process: str, metric: str, kinds: Iterable[Kind], by_locale: 
              f'reason=~"{alerts.matching(alerts.names(kinds, FAULT))}"'),
             ("refused: the client's doing or a drain", "bad requests, idle clients, clients gone, drains: no alert",
              f'reason!~"{alerts.matching(alerted)}"')):
-        selector = f"{metric}{{{WHERE}, {matcher}}}" if by_locale else f"{metric}{{{matcher}}}"
-        expr = of_locale(rate(selector), "locale, reason") if by_locale else f"sum by (reason) ({rate(selector)})"
-        legend = "{{locale}} {{reason}}" if by_locale else "{{reason}}"
+        if own_locale:
+            selector = f'{metric}{{locale=~"$locale|-", {matcher}}}'
+            expr = f"sum by (locale, reason) ({rate(selector)})"
+        else:
+            selector = f"{metric}{{{WHERE}, {matcher}}}" if by_locale else f"{metric}{{{matcher}}}"
+            expr = of_locale(rate(selector), "locale, reason") if by_locale else f"sum by (reason) ({rate(selector)})"
+        legend = "{{locale}} {{reason}}" if by_locale or own_locale else "{{reason}}"
         panels.append(panel(f"{process}: {title}", f"{says} (`{metric}`: {matcher})", "reqps", (expr, legend), stack=True))
     return panels
 
@@ -200,7 +207,7 @@ def gateway_panels() -> list[dict[str, Any]]:
                 for q in (0.5, 0.95))),
         panel("Gateway streams", "WebSocket streams being relayed, by route (`speech_gateway_streams`)", "short",
               ("sum by (route) (speech_gateway_streams)", "{{route}}"), stack=True),
-        *failure_panels("Gateway", "speech_gateway_failures_total", alerts.GATEWAY_KINDS, by_locale=False),
+        *failure_panels("Gateway", "speech_gateway_failures_total", alerts.GATEWAY_KINDS, by_locale=False, own_locale=True),
         panel("Gateway relay throughput", "Bytes relayed per second, each way (`speech_gateway_relayed_bytes_total`)", "Bps",
               (f"sum by (direction) ({rate('speech_gateway_relayed_bytes_total')})", "{{direction}}")),
         panel("Gateway connections of the cap", "Client connections with a request or stream under way of "

@@ -255,8 +255,10 @@ class GatewayMetrics:
             "speech_gateway_requests", "Requests and streams by route, locale and outcome: the HTTP status, "
             "or for a WebSocket the close code the client got", ["route", "locale", "code"], registry=self.registry)
         self.streams = Gauge("speech_gateway_streams", "WebSocket streams being relayed", ["route"], registry=self.registry)
-        self.failures = Counter("speech_gateway_failures", "Requests refused or relays broken, by reason",
-                                ["reason"], registry=self.registry)
+        self.failures = Counter("speech_gateway_failures", "Requests refused or relays broken, by reason and by the "
+                                "locale routed to (- for a request refused before its locale was known: an unknown one, a "
+                                "mode not served, a head refused, a connection past the cap)",
+                                ["reason", "locale"], registry=self.registry)
         relayed = Counter("speech_gateway_relayed_bytes", "Bytes relayed (message payloads and bodies)",
                           ["direction"], registry=self.registry)
         self.traffic = Traffic(to_recognizer=relayed.labels("to_recognizer").inc,
@@ -653,10 +655,10 @@ class Gateway:
 
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None, request: web.Request | None = None) -> None:
         """A failure of ``route``'s ``request`` for ``backend``: its log line (the kind's level) and
-        ``speech_gateway_failures_total{reason}``, once; the request's time under the kind's class, unless it was
+        ``speech_gateway_failures_total{reason,locale}``, once; the request's time under the kind's class, unless it was
         timed already (:meth:`GatewayMetrics.timed`)."""
         failures.report(failure, route, backend.locale if backend else None)
-        self.metrics.failures.labels(failure.kind.name).inc()
+        self.metrics.failures.labels(failure.kind.name, backend.locale if backend else "-").inc()
         if request is not None:
             self.metrics.timed(request, route, backend.locale if backend else None, outcome(failure.kind))
 

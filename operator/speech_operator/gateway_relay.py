@@ -198,7 +198,7 @@ def _unanswered(closed: tuple[int, bytes] | None) -> None:
 
 
 #: Where a relay reports a failure of the gateway's own that ends it, as it happens (the gateway logs and counts it:
-#: ``speech_gateway_failures_total{reason}``).
+#: ``speech_gateway_failures_total{reason,locale}``).
 Failed = Callable[[Failure], None]
 
 

@@ -152,7 +152,7 @@ async def test_past_the_cap_a_request_or_websocket_is_refused_with_its_reason(ri
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "MAX_CONNECTIONS" in r.getMessage()]
     assert len(warnings) == 1, "one line per interval, not one per refusal"
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="too_many_connections"} 2.0' in text
+    assert 'speech_gateway_failures_total{locale="-",reason="too_many_connections"} 2.0' in text
     assert "speech_gateway_connections 3.0" in text and "speech_gateway_connections_max 3.0" in text
     assert len(rig.upstream.headers) == CAP, "nothing past the cap reached the recognizer"
     await served_and_closed(kept)  # those within the cap are still served

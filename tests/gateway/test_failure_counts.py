@@ -269,6 +269,22 @@ async def test_a_stream_the_stop_cuts_is_counted_gateway_stopped(caplog: pytest.
     stop, cut = "INFO gateway stopping: 0 idle", "WARNING gateway stopping: 1 stream(s) still in progress after 0.5 s"
     assert ((closed.type, closed.data, closed.extra), counted, begun(lines, stop, cut)) == (
         (WSMsgType.CLOSE, 1001, STOPPED_MIDSTREAM.message),
-        {"speech_gateway_failures_total['gateway_stopped']": 1.0,
+        {f"speech_gateway_failures_total['gateway_stopped', '{AWAKE}']": 1.0,
          f"speech_gateway_requests_total['1001', '{AWAKE}', 'vosk']": 1.0},
         [stop, cut, f"WARNING vosk {AWAKE}: gateway_stopped: {STOPPED_MIDSTREAM.message}"])  # the stop's lines, then the stream's
+
+
+async def test_the_gateways_failures_are_counted_per_locale(rig: Rig) -> None:
+    """``speech_gateway_failures_total{reason,locale}``: the locale routed to (a recognizer whose connection drops
+    mid-stream: ``backend_lost`` of ko-KR; one that cannot be reached: ``backend_unavailable`` of de-DE), ``-`` for a
+    request refused before its locale was known (an unknown one). Before, the counter had the reason alone: which
+    locale's recognizers fail could not be told."""
+    rig.route(UNREACHABLE, 1, free_port())
+    async with aiohttp.ClientSession() as session:
+        for locale, end in ((AWAKE, "drop"), (UNREACHABLE, "-"), ("xx-XX", "-")):
+            async with session.ws_connect(f"ws://{rig.gateway}/vosk?language={locale}&end={end}") as ws:
+                await ws.send_str("{}")
+                await ws.receive(timeout=5)
+        failed = await samples(session, rig, "speech_gateway_failures")
+    assert {tuple(value for _, value in labels): n for labels, n in failed.items() if n} == {
+        (AWAKE, "backend_lost"): 1, (UNREACHABLE, "backend_unavailable"): 1, ("-", "unknown_locale"): 1}, failed

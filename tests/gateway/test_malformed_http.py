@@ -97,7 +97,7 @@ async def test_a_head_the_parser_refuses_gets_the_recognizers_400_and_a_clean_cl
     assert all(r.exc_info is None for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
     assert not [r for r in caplog.records if r.name.startswith("aiohttp")], [r.getMessage() for r in caplog.records]
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
+    assert 'speech_gateway_failures_total{locale="-",reason="malformed_request"} 1.0' in text
     assert 'speech_gateway_requests_total{code="400",locale="-",route="http"} 1.0' in text
     assert not rig.upstream.headers, "nothing reached the recognizer"
     async with aiohttp.ClientSession() as client, client.post(f"http://{rig.gateway}{REST}", data=b"RIFF") as resp:
@@ -178,7 +178,7 @@ async def test_a_bad_chunk_mid_relay_gets_the_400_at_once_and_ends_the_recognize
     assert len(ours(logs)) == 1 and BAD_CHUNK_REASON in ours(logs)[0] and ours(logs)[0].startswith("rest ko-KR:"), ours(logs)
     assert_no_traceback(logs)
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
+    assert 'speech_gateway_failures_total{locale="ko-KR",reason="malformed_request"} 1.0' in text
     assert 'speech_gateway_requests_total{code="400",locale="ko-KR",route="rest"} 1.0' in text
     assert "backend_lost" not in text
     await assert_serves_on(rig)
@@ -198,7 +198,7 @@ async def test_a_bad_chunk_after_the_answer_began_cuts_the_answer(rig: Rig, logs
     assert len(ours(logs)) == 1 and "malformed_request" in ours(logs)[0] and BAD_CHUNK_REASON in ours(logs)[0], ours(logs)
     assert_no_traceback(logs)
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text and "backend_lost" not in text
+    assert 'speech_gateway_failures_total{locale="ko-KR",reason="malformed_request"} 1.0' in text and "backend_lost" not in text
     await assert_serves_on(rig)
 
 
@@ -233,7 +233,7 @@ async def test_a_client_that_leaves_mid_upload_is_one_line_and_ends_the_recogniz
     assert len(ours(logs)) == 1 and ours(logs)[0].startswith("rest ko-KR: client_gone:"), ours(logs)
     assert_no_traceback(logs)
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in text and "backend_lost" not in text
+    assert 'speech_gateway_failures_total{locale="ko-KR",reason="client_gone"} 1.0' in text and "backend_lost" not in text
     await assert_serves_on(rig)
 
 
@@ -334,7 +334,7 @@ async def test_a_malformed_request_pipelined_behind_one_in_flight_is_answered_af
     assert refusals[0].startswith("rest ko-KR: ") if relayed else "from 127.0.0.1:" in refusals[0], ours(logs)
     assert_no_traceback(logs)
     text = await metrics(rig)
-    assert 'speech_gateway_failures_total{reason="malformed_request"} 1.0' in text
+    assert f'speech_gateway_failures_total{{locale="{"ko-KR" if relayed else "-"}",reason="malformed_request"}} 1.0' in text, text
     counted = 'locale="ko-KR",route="rest"' if relayed else 'locale="-",route="http"'
     assert f'speech_gateway_requests_total{{code="400",{counted}}} 1.0' in text, text
     if relayed:  # its head may have reached the recognizer (as the relay got there first or not), never a whole body

@@ -378,7 +378,7 @@ async def test_a_client_gone_before_the_answer_ends_the_recognizers_request_in_o
     lines = [r.getMessage() for r in caplog.records if r.name == "speech_operator.gateway.access"]
     assert any('" 499 ' in line for line in lines), lines  # the access line: the client left (CLIENT_GONE)
     async with aiohttp.ClientSession() as client, client.get(f"http://{rig.gateway}/metrics") as resp:
-        assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in await resp.text()
+        assert 'speech_gateway_failures_total{locale="ko-KR",reason="client_gone"} 1.0' in await resp.text()
 
 
 # ---- an answer whose body ends where its connection closes ------------------------------------------

@@ -207,7 +207,7 @@ def test_a_body_that_breaks_off_mid_relay_ends_the_recognizers_request(locales: 
     the gateway's ``backend_lost``."""
     ko, stack = locales.recognizers["ko-KR"], locales.stack
     gone = 'speech_refused_total{reason="client_gone"'
-    failed = "speech_gateway_failures_total{"
+    failed = 'speech_gateway_failures_total{locale="ko-KR",'
     before, failed_before = metric(ko, gone), {kind: metric(stack, f'{failed}reason="{kind}"') for kind in ("client_gone", "backend_lost")}
     audio = utterances_wav.read_bytes()[:44 + 32000]
     start = post_head(f"{REST}?language=ko-KR") + b"%x\r\n" % len(audio) + audio + b"\r\n"
@@ -263,7 +263,7 @@ def test_a_client_that_leaves_before_its_answer_frees_the_recognizers_decoder(lo
         request = httpx.Request("POST", f"{stack.http}{contract.ROUTE_OPENAI_TRANSCRIPTIONS}", data={"language": "ko-KR"},
                                 files={"file": ("long.wav", wav, "audio/wav")})
     gone = f'speech_refused_total{{reason="client_gone",route="{"rest-conversation" if route == "rest" else "openai"}"}}'
-    failed = 'speech_gateway_failures_total{reason="client_gone"}'
+    failed = 'speech_gateway_failures_total{locale="ko-KR",reason="client_gone"}'
     before, failed_before = metric(ko, gone), metric(stack, failed)
     with socket.create_connection(("127.0.0.1", stack.port)) as sock:
         sock.sendall(on_the_wire(request))

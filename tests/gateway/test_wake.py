@@ -148,7 +148,7 @@ def test_a_held_request_whose_client_leaves_is_let_go_at_once(tmp_path: Path, sp
         asleep.eventually(lambda: asleep.call(_held(asleep)) == 0, 3, "the hold let go once its client left")
         assert time.monotonic() - started < 3
         metrics = httpx.get(f"{asleep.http}/metrics").text
-        assert 'speech_gateway_failures_total{reason="client_gone"} 1.0' in metrics, metrics
+        assert 'speech_gateway_failures_total{locale="ja-JP",reason="client_gone"} 1.0' in metrics, metrics
 
 
 @SHORT_HELD
@@ -438,7 +438,7 @@ def test_a_locale_keda_holds_at_zero_is_refused_at_once_naming_it(tmp_path: Path
         assert HELD_BY_KEDA.startswith(frame.reason.removesuffix("...")) and frame.reason.startswith("KEDA ScaledObject ja-jp"), frame.reason
         assert "demand" not in get_stt(stack, "ja-jp")["status"], "the operator was asked"
         metrics = httpx.get(f"{stack.http}/metrics").text
-        assert 'speech_gateway_failures_total{reason="held_at_zero"} 2.0' in metrics, metrics
+        assert 'speech_gateway_failures_total{locale="ja-JP",reason="held_at_zero"} 2.0' in metrics, metrics
 
 
 async def test_a_held_request_is_refused_once_keda_is_seen_holding_its_locale_at_zero() -> None:
