@@ -5,9 +5,10 @@ its audio as mono 16-bit PCM on stdout.
 
 Run by :mod:`speech_recognizer.ffmpeg` only, so that a crash of FFmpeg (a large decoder surface fed what clients send)
 ends this process and not the server's. It limits itself before it imports PyAV (address space, CPU time, no file
-written, no core), opens the input with the one demuxer ``FORMAT`` names and decodes its first audio stream only if
-its codec is one that container is served with (:data:`CODECS`), by the decoder :data:`DECODERS` names for it, else
-FFmpeg's own: no probing, nothing else FFmpeg knows is opened.
+written, no core), opens the input with the one demuxer ``FORMAT`` names, no format probed, and decodes its first
+audio stream only if its codec is one that container is served with (:data:`CODECS`), by the decoder :data:`DECODERS`
+names for it, else FFmpeg's own. FFmpeg may open no other decoder (:func:`whitelist`): not even while it reads the
+streams' parameters, where it would open every stream's (a video's, a subtitle track's) and decode some of its packets.
 
 stdout: the sample rate (4 bytes, little-endian) once the first frame is decoded, then mono 16-bit little-endian PCM
 at that rate (PyAV's resampler converts format and channels, and the rate of any later frame that differs). Decoding
@@ -91,7 +92,7 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
     elif name == "MPEG-PS":
         _whole_program_stream(data)
     try:
-        container: Any = av.open(data, format=DEMUXERS[name])
+        container: Any = av.open(data, format=DEMUXERS[name], container_options=whitelist(name))
     except MemoryError:
         raise Refused(LIMIT, f"reading the {name} container needed more memory than the decoder's limit") from None
     except (av.FFmpegError, ValueError, EOFError) as exc:
@@ -108,6 +109,26 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
         _write(container, stream, decoder(stream), name, max_seconds, cut, out)
+
+
+def whitelist(name: str) -> dict[str, str]:
+    """The options that hold FFmpeg to the ``name`` container's demuxer (``format_whitelist``) and to the decoders of the
+    codecs it is served with (``codec_whitelist``: each decoder FFmpeg has of a codec of :data:`CODECS`, its own and
+    :data:`DECODERS`'). Opening a container reads its streams' parameters (``avformat_find_stream_info``), which opens
+    the decoder of each stream and decodes packets until they are known: a phone video's H.264 or HEVC, a camcorder's
+    MPEG video, a subtitle track's, whatever FFmpeg has. The whitelist is passed on to each of those opens, which
+    refuses any other decoder (its stream's parameters are then what the container says)."""
+    import av
+
+    decoders = set()
+    for codec_name in av.codecs_available:
+        try:
+            codec = av.Codec(codec_name, "r")
+        except av.codec.codec.UnknownCodecError:  # an encoder's name
+            continue
+        if codec.canonical_name in CODECS[name]:
+            decoders.add(codec.name)
+    return {"format_whitelist": DEMUXERS[name], "codec_whitelist": ",".join(sorted(decoders))}
 
 
 def _whole_program_stream(data: BinaryIO) -> None:

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from harness.hostile_inputs import webm_opus_bomb
-from speech_recognizer import transcriber
+from speech_recognizer import ffmpeg_child, transcriber
 from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
 from speech_recognizer.models import LoadedModel
@@ -255,32 +255,72 @@ def test_a_folder_is_searched_for_every_suffix_of_what_is_decoded(tmp_path: Path
     assert [f.name for f in files] == list(names[:9]) and not errors
 
 
-def _video_only(container: str = "mp4") -> bytes:
-    """An MP4 (or another ``container``) of a second of video (MPEG-4 part 2; MPEG-1 in an MPEG program stream) and no audio."""
+def _muxed(container: str, video: str | None = None, audio: str | None = None, rate: int = 16000) -> bytes:
+    """A second of ``container`` (PyAV's name) holding ``video`` (64x48, 10 frames a second; 25 of MPEG-1 video, which has
+    no slower rate) and ``audio`` (mono noise at ``rate``), each when given."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as muxer:
-        stream = muxer.add_stream("mpeg1video" if container == "mpeg" else "mpeg4", rate=10 if container == "mp4" else 25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                muxer.mux(packet)
-        for packet in stream.encode(None):
+        packets = []
+        if video:
+            fps = 25 if video == "mpeg1video" else 10
+            picture = muxer.add_stream(video, rate=fps)
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+            frames = [av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24") for i in range(fps)]
+            packets += [packet for frame in [*frames, None] for packet in picture.encode(frame)]
+        if audio:
+            sound = muxer.add_stream(audio, rate=rate, layout="mono")
+            noise = np.random.default_rng(7).integers(-3000, 3000, (1, rate), dtype=np.int16)
+            frame = av.AudioFrame.from_ndarray(noise, format="s16", layout="mono")
+            frame.sample_rate = rate
+            packets += [*sound.encode(frame), *sound.encode(None)]
+        for packet in packets:
             muxer.mux(packet)
     return buf.getvalue()
 
 
-def _mp3_in_matroska(container: str = "matroska", codec: str = "libmp3lame", rate: int = 16000) -> bytes:
-    """A Matroska file (EBML, as WebM) holding MP3 (or a second of silence of ``codec`` at ``rate`` in ``container``):
-    a codec not served in it."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container) as muxer:
-        stream = muxer.add_stream(codec, rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, rate), np.int16), format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            muxer.mux(packet)
-    return buf.getvalue()
+#: Recordings with a video beside their audio, as they come -> (the format served, PyAV's container, video and audio codec,
+#: the audio's rate): an iPhone's video (HEVC and AAC in QuickTime), a screen recorder's (OBS: H.264 and AAC in
+#: Matroska), a browser's (MediaRecorder: VP8 and Opus in WebM), a camcorder's or a video CD's (MPEG-1 video and MP2 in
+#: an MPEG program stream).
+VIDEOS = {"mov of hevc": ("MP4", "mov", "libx265", "aac", 44100), "mkv of h264": ("WebM", "matroska", "libx264", "aac", 48000),
+          "webm of vp8": ("WebM", "webm", "libvpx", "libopus", 48000),
+          "mpg of mpeg-1 video": ("MPEG-PS", "mpeg", "mpeg1video", "mp2", 48000)}
+
+
+@pytest.mark.parametrize("case", list(VIDEOS))
+def test_a_video_s_decoder_is_never_opened(server, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Opening a container reads its streams' parameters (``avformat_find_stream_info``), for which FFmpeg opened every
+    stream's decoder, and decoded its packets until they were known: the HEVC, H.264, VP8 or MPEG-1 video of each upload
+    with one, in the decoder's process (any of FFmpeg's decoders, by the codec a file names: its whole surface). The
+    video's pixel format, which its decoder alone tells, was known once the container was open (yuv420p). Now FFmpeg
+    refuses any decoder but those of the audio served (``codec_whitelist``; its log says so) and the pixel format is
+    unknown; the audio decodes to the PCM of the same audio without the video, in the child the server runs too."""
+    name, container, video, audio, rate = VIDEOS[case]
+    with_video, alone = _muxed(container, video, audio, rate), _muxed(container, audio=audio, rate=rate)
+    decoder = av.Codec(av.Codec(video, "w").canonical_name, "r").name
+    opened, open_container = [], av.open
+
+    def seen(*args: object, **options: object) -> object:  # the child's own av.open, its streams looked at once open
+        container = open_container(*args, **options)
+        opened.extend((stream.type, stream.codec_context.format) for stream in container.streams)
+        return container
+
+    monkeypatch.setattr(av, "open", seen)
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with av.logging.Capture(local=True) as said:
+            heard = io.BytesIO()
+            ffmpeg_child.decode(name, io.BytesIO(with_video), 60, False, heard)
+    finally:
+        av.logging.set_level(level)
+    assert [(kind, pixels and pixels.name) for kind, pixels in opened if kind == "video"] == [("video", None)], opened
+    assert any(message.startswith(f"Codec ({decoder}) not on whitelist") for _, _, message in said), said
+    without = io.BytesIO()
+    ffmpeg_child.decode(name, io.BytesIO(alone), 60, False, without)
+    assert heard.getvalue() == without.getvalue() and len(heard.getvalue()) > rate, (len(heard.getvalue()), len(without.getvalue()))
+    r = post(server, with_video, "application/octet-stream")
+    assert r.status_code == 200, r.text
 
 
 #: Bodies that are not whole or not served -> (status, words of the reason).
@@ -289,8 +329,8 @@ BROKEN = {
     "webm with junk after its header": (lambda webm, m4a, wav: webm[:40] + bytes(range(256)) * 40, 400, "WebM"),
     "webm of its EBML header alone": (lambda webm, m4a, wav: webm[:4], 400, "the WebM container cannot be read"),
     "m4a cut short (its index lost)": (lambda webm, m4a, wav: m4a[: len(m4a) // 2], 400, "the MP4"),
-    "mp4 of video alone": (lambda webm, m4a, wav: _video_only(), 415, "the MP4 file holds no audio (video only)"),
-    "matroska of mp3": (lambda webm, m4a, wav: _mp3_in_matroska(), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not aac, opus or vorbis"),
+    "mp4 of video alone": (lambda webm, m4a, wav: _muxed("mp4", "mpeg4"), 415, "the MP4 file holds no audio (video only)"),
+    "matroska of mp3": (lambda webm, m4a, wav: _muxed("matroska", audio="libmp3lame"), 415, "the WebM file's audio is MP3 (MPEG audio layer 3), not aac, opus or vorbis"),
     "adts frames of zeros": (lambda webm, m4a, wav: _adts(100) + _adts(120) + _adts(90), 400, "the AAC audio is corrupt or cut short"),
     "quicktime atoms with no moov": (lambda webm, m4a, wav: b"\x00\x00\x00\x08wide\x00\x00\x00\x10mdat" + bytes(8), 400,
                                      "the MP4 container cannot be read"),
@@ -460,8 +500,8 @@ BROKEN_AMR_MPEG = {
     "mpg with junk between its packs": ("mpg", lambda d: _junk_at(d, 2048), 400,
                                         "the MPEG-PS file is corrupt: no start code at byte 2048"),
     "mpg of its pack header alone": ("mpg", lambda d: d[:12], 400, "the MPEG-PS container cannot be read"),
-    "mpg of video alone": ("mpg", lambda d: _video_only("mpeg"), 415, "the MPEG-PS file holds no audio (video only)"),
-    "mpg of ac-3 (a dvd's)": ("mpg", lambda d: _mp3_in_matroska("vob", "ac3", 48000), 415,
+    "mpg of video alone": ("mpg", lambda d: _muxed("mpeg", "mpeg1video"), 415, "the MPEG-PS file holds no audio (video only)"),
+    "mpg of ac-3 (a dvd's)": ("mpg", lambda d: _muxed("vob", audio="ac3", rate=48000), 415,
                               "the MPEG-PS file's audio is ATSC A/52A (AC-3), not mp2 or mp3"),
 }
 
