@@ -267,10 +267,23 @@ def fresh_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFacto
         yield srv
 
 
+#: The settings of the servers that want a key (``ApiKey=TEST_KEY``), as a client of the OpenAI route sends one.
+KEYED = (f"ApiKey={TEST_KEY}", "Billing=https://example.invalid")
+
+
 @pytest.fixture(scope="session")
 def keyed_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """The recognizer with ``ApiKey=TEST_KEY``."""
-    settings = make_settings(tmp_path_factory.mktemp("keyed"), f"ApiKey={TEST_KEY}", "Billing=https://example.invalid")
+    settings = make_settings(tmp_path_factory.mktemp("keyed"), *KEYED)
+    with ServerThread(create_app(settings, registry)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def keyed_fresh_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """:func:`keyed_server` on new recognizers (``ReuseRecognizers=False``, as :func:`fresh_server`): for the tests of
+    the OpenAI route (a client that sends a key) that compare several phrases with in-process Vosk."""
+    settings = make_settings(tmp_path_factory.mktemp("keyed-fresh"), *KEYED, "ReuseRecognizers=False")
     with ServerThread(create_app(settings, registry)) as srv:
         yield srv
 

@@ -53,7 +53,7 @@ def encoded(model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utt
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
-        keyed_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
+        keyed_fresh_server: ServerThread, encoded: dict[str, tuple[Path, Reference]], utterances_ref: Reference, kind: str) -> None:
     """A WebM/Opus, an M4A/AAC, an MKV/AAC, a MOV/AAC, a raw AAC (ADTS) and an old QuickTime MOV without ``ftyp`` uploaded
     by the openai package, and a 3GP of AMR-NB, a raw AMR-NB, and MPEG program streams of MP2 and of MP3: the words
     and times of in-process Vosk fed the PCM
@@ -62,10 +62,10 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
     audio"; the MKV's AAC later "the WebM file's audio is AAC (Advanced Audio Coding), not opus or vorbis"; the raw AAC
     and the MOV without ``ftyp`` until the ADTS frames and the atoms were told (400: "the body is not ... audio"); the
     3GP "the MP4 file's audio is AMR-NB (Adaptive Multi-Rate NarrowBand), not aac or alac" (415), the raw AMR and the
-    MPEG program streams "the body is not ... audio" (400)."""
+    MPEG program streams "the body is not ... audio" (400). On new recognizers, as the REST route's test below."""
     path, ref = encoded[kind]
     assert len(ref.phrases) == len(utterances_ref.phrases), (ref.texts, utterances_ref.texts)
-    verbose = client(keyed_server).audio.transcriptions.create(
+    verbose = client(keyed_fresh_server).audio.transcriptions.create(
         model="whisper-1", file=path.open("rb"), language="ko", response_format="verbose_json",
         timestamp_granularities=["word", "segment"])
     assert verbose.text == " ".join(written(t) for t in ref.texts)
