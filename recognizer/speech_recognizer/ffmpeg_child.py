@@ -216,15 +216,25 @@ def _write(container: Any, stream: Any, context: Any, name: str, max_seconds: fl
 _AMR_UNUSED = {"amr_nb": range(12, 15), "amr_wb": range(10, 14)}
 
 
+#: The bytes of an AMR file's frame, its header byte with them, by its frame type and codec: RFC 4867's sizes as FFmpeg's
+#: demuxer reads them (a frame type with no speech bits is its header alone).
+AMR_FRAME_BYTES = {"amr_nb": (13, 14, 16, 18, 20, 21, 27, 32, 6, 1, 1, 1, 1, 1, 1, 1),
+                   "amr_wb": (18, 24, 33, 37, 41, 47, 51, 59, 61, 6, 1, 1, 1, 1, 1, 1)}
+
+
 def _amr_frame(packet: Any, codec: str) -> None:
-    """Refuse the AMR file's frame ``packet`` when its header is not one: padding bits set, or an unused frame type.
-    A raw AMR file has no sync word: FFmpeg takes any byte for a frame's header, so junk decodes to noise (of any
-    length) unless it is refused here."""
+    """Refuse the AMR file's frame ``packet`` when its header is not one: padding bits set, or an unused frame type;
+    or when it is shorter than its type's (:data:`AMR_FRAME_BYTES`): the file is cut inside it, its last (FFmpeg's
+    demuxer gives what is left of it, which the decoder refuses as "invalid data"). A raw AMR file has no sync word:
+    FFmpeg takes any byte for a frame's header, so junk decodes to noise (of any length) unless it is refused here."""
     header = bytes(packet)[0]
     kind = header >> 3 & 15
     if header & 0x83 or kind in _AMR_UNUSED[codec]:
         why = "padding bits set" if header & 0x83 else f"frame type {kind}, which is unused"
         raise Refused(NOT_AUDIO, f"the AMR audio is corrupt: the frame at byte {packet.pos} has {why} (0x{header:02x})")
+    if packet.size < (size := AMR_FRAME_BYTES[codec][kind]):
+        raise Refused(NOT_AUDIO, f"the AMR audio is cut short: its last frame, at byte {packet.pos}, has {packet.size} of "
+                                 f"its {size} bytes")
 
 
 def _declared(container: Any, stream: Any) -> float | None:

@@ -487,7 +487,12 @@ def _junk_at(data: bytes, at: int) -> bytes:
 
 #: AMR and MPEG program streams that are not whole or not served -> (what the body is made of, status, words of the reason).
 BROKEN_AMR_MPEG = {
-    "amr cut inside a frame": ("amr", _cut, 400, "the AMR audio is corrupt or cut short"),
+    "amr cut inside a frame": ("amr", _cut, 400, "the AMR audio is cut short: its last frame, at byte"),
+    # 50 frames of 61 bytes after the 9 of its header, cut at byte 2040: 18 bytes of the frame at 9 + 33 x 61
+    "amr-wb cut inside a frame": ("amr", lambda d: _cut(_amr_wb_noise(1, np.random.default_rng(5))), 400,
+                                  "the AMR audio is cut short: its last frame, at byte 2022, has 18 of its 61 bytes"),
+    "amr cut inside its first frame": ("amr", lambda d: d[:7], 400,
+                                       "the AMR audio is cut short: its last frame, at byte 6, has 1 of its 32 bytes"),
     # the junk's first byte (0x00) reads as a 4.75 kbit/s frame's header; the next one, 13 bytes on (0x0d), as none
     "amr with junk between its frames": ("amr", lambda d: _junk_at(d, 6 + 32 * 40), 400,
                                          "the AMR audio is corrupt: the frame at byte 1299 has padding bits set (0x0d)"),
@@ -512,7 +517,8 @@ def test_amr_or_mpeg_program_stream_not_whole_or_not_served_is_refused_saying_wh
     """Each a 400 or 415 saying why, by its bytes under any type, and the server serves on. Raw AMR has no sync word:
     FFmpeg takes any byte for a frame's header, so junk was heard as noise of any length (5 KB of it, 51 s) unless its
     headers are checked; FFmpeg's MPEG-PS demuxer decodes what is left of a cut pack, and skips junk, without a word.
-    All were a 400 "not audio" (the 3GP a 415, its codec) before AMR and MPEG-PS were decoded."""
+    All were a 400 "not audio" (the 3GP a 415, its codec) before AMR and MPEG-PS were decoded; AMR cut inside a frame
+    then FFmpeg's words, "the AMR audio is corrupt or cut short: Invalid data found when processing input"."""
     kind, make, status, words = BROKEN_AMR_MPEG[case]
     body = make(encoded[kind][0].read_bytes())
     for content_type in ("application/octet-stream", "audio/amr", "video/mpeg"):
@@ -520,3 +526,36 @@ def test_amr_or_mpeg_program_stream_not_whole_or_not_served_is_refused_saying_wh
         assert r.status_code == status, (content_type, r.text)
         assert words in r.json()["error"]["message"], r.text
     assert_still_serves(server, speech_wav, good_text)
+
+
+@pytest.mark.unit
+def test_an_amr_frame_s_bytes_are_those_ffmpeg_s_demuxer_reads() -> None:
+    """The size of each frame type the child holds a raw AMR file's frames to (a frame shorter is cut short) is the size
+    of the packet FFmpeg's demuxer reads for it from a file long enough, AMR-NB's and AMR-WB's."""
+    for codec, head in (("amr_nb", b"#!AMR\n"), ("amr_wb", b"#!AMR-WB\n")):
+        read = []
+        for kind in range(16):
+            with av.open(io.BytesIO(head + bytes([kind << 3 | 4]) + bytes(100)), format="amr") as demuxer:
+                read.append(next(iter(demuxer.demux(demuxer.streams.audio[0]))).size)
+        assert tuple(read) == ffmpeg_child.AMR_FRAME_BYTES[codec], codec
+
+
+def test_an_mpeg_program_stream_cut_a_byte_or_two_into_a_pack_is_decoded_as_far_as_it_goes(
+        encoded: dict[str, tuple[Path, Reference]]) -> None:
+    """Cut one or two bytes after a pack (its next one's start code begun: zero bytes), an MPEG program stream decodes
+    as far as it goes: to the audio of the same file cut where the pack ends, which cannot be told from a whole file
+    (nor can those zero bytes be told from the zeros that may pad one to its end); no part of a unit is decoded. Cut
+    three bytes after (a start code whole, its code lost), it is a 400 saying where."""
+    for kind in ("mpg", "mpeg"):
+        data = encoded[kind][0].read_bytes()
+        boundary = 2048 * (len(data) // 2048 // 2)  # FFmpeg's muxer writes packs of 2048 bytes
+        assert data[boundary : boundary + 4] == b"\0\0\1\xba", (kind, data[boundary : boundary + 4])
+        at_the_pack = decode(data[:boundary], max_seconds=60)
+        assert len(at_the_pack.pcm) > 2 * at_the_pack.sample_rate, kind  # a second's audio and more
+        for extra in (1, 2):
+            cut = decode(data[: boundary + extra], max_seconds=60)
+            assert (cut.sample_rate, cut.pcm) == (at_the_pack.sample_rate, at_the_pack.pcm), (kind, extra)
+        with pytest.raises(AudioError) as refused:
+            decode(data[: boundary + 3], max_seconds=60)
+        assert refused.value.message == (f"the MPEG-PS file is cut short: its unit at byte {boundary} ends at byte "
+                                         f"{boundary + 4}, past the file's end (byte {boundary + 3})"), kind
