@@ -31,6 +31,10 @@ READ_AHEAD_BYTES = 2 << 20
 
 Message = Mapping[str, Any]
 
+#: The disconnect's code when the server's stop closed the connection (uvicorn's ``shutdown``: what the drain's deadline
+#: leaves running is closed so), not its client.
+SHUTDOWN_CLOSE = 1012
+
 
 def _size(message: Message) -> int:
     data = message.get("bytes") if message.get("bytes") is not None else message.get("text")

@@ -18,7 +18,8 @@ result of its audio and a close (1008) saying which, unless it took in none of i
 (``not_reading``: its connection reset, nothing more sent; :mod:`.deadlines`); one that sends nothing for
 ``ConnectionIdleSeconds`` before its first audio is closed with 1000 and the reason.
 Only a stream ended with eof is a success: a client that leaves without it is counted as gone (``client_gone``), as
-a Speech SDK client that leaves mid-turn is, however much of its audio was decoded, and before any audio too. Its
+a Speech SDK client that leaves mid-turn is, however much of its audio was decoded, and before any audio too; one the
+drain's deadline cuts (the server's stop closes it, 1012) is counted as the drain's (``draining``). Its
 end of the connection (a FIN or a reset) may come behind more audio than the inbox reads ahead: decoding stops at the
 next chunk once the kernel has it, the rest dropped undecoded, as nobody can read a result after it (the server
 closes at a FIN: a client that half-closes after eof gets nothing more either).
@@ -42,8 +43,8 @@ from . import openapi as oa
 from .auth import check_key
 from .deadlines import BACKLOG, Deadlines
 from .engine import Engine
-from .errors import CLIENT_GONE, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import Inbox, Message, left_before_audio
+from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
+from .inbox import SHUTDOWN_CLOSE, Inbox, Message, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -189,8 +190,12 @@ class Conversation:
                     # while the sender waits for more to drain: the failure is still this conversation's end.
                     if self._failure is not None:
                         raise self._failure
-                    if self.inbox.dropped_bytes:
-                        raise Failure(f"the client left; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded", CLIENT_GONE)
+                    dropped = f"; {self.inbox.dropped_bytes} bytes it had sent were dropped undecoded" if self.inbox.dropped_bytes else ""
+                    if self.session is not None and message.get("code") == SHUTDOWN_CLOSE and self.draining():
+                        # the server's stop closed it (its drain out of time), not its client: nothing more can be sent
+                        raise Failure(f"the stream was cut, the server's drain out of time{dropped}", DRAINING)
+                    if dropped:
+                        raise Failure(f"the client left{dropped}", CLIENT_GONE)
                     if self.session is not None:  # its stream unfinished, as a Speech SDK turn left without its end of audio
                         raise Failure('the client left without {"eof" : 1}: its stream was never finished', CLIENT_GONE)
                     raise left_before_audio("the connection", self.draining())

@@ -673,18 +673,26 @@ def test_a_client_that_reads_nothing_does_not_hold_the_stop_past_the_drain(
           f"{reading.ended_at - signalled:.1f} s after; the process exited {stopped:.1f} s after SIGTERM")
 
 
-def test_a_speech_sdk_turn_the_drains_deadline_cuts_is_counted_as_the_drains(recognizer_process, speech_wav: Path) -> None:
-    """A Speech SDK turn still running when ``Drain:Seconds`` runs out (its client sent a second of audio and nothing
-    more, its connection open) is closed by the server's stop (1012): counted as the drain's (``draining``), nothing
-    more sent, not as a client that left mid-turn (``client_gone``, before: the 1012 disconnect is the server's own)."""
+@pytest.mark.parametrize("route", ["usp/conversation", "vosk"])
+def test_a_stream_the_drains_deadline_cuts_is_counted_as_the_drains(recognizer_process, speech_wav: Path, route: str) -> None:
+    """A stream still running when ``Drain:Seconds`` runs out (a Speech SDK turn, a /vosk stream: its client sent a
+    second of audio and nothing more, its connection open, reading) is closed by the server's stop (1012): counted as
+    the drain's (``draining``), nothing more sent, not as a client that left mid-stream (``client_gone``: the 1012
+    disconnect is the server's own; before, the Speech SDK route said "the client left mid-turn", /vosk "the client left
+    without {"eof" : 1}")."""
     rec = recognizer_process(f"{c.DRAIN_SECONDS}=2", f"{c.LOG_LEVEL}=Debug")
-    with connect(rec.ws + USP, open_timeout=10) as ws:
-        rid = uuid.uuid4().hex
-        ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
-        pcm = read_wav(speech_wav)[0][: 10 * CHUNK]
-        for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
-            ws.send(client_audio_frame(rid, payload))
-        assert parse_text(ws.recv(timeout=30)).path == "turn.start"
+    pcm = read_wav(speech_wav)[0][: 10 * CHUNK]
+    with connect(rec.ws + (USP if route != "vosk" else "/vosk?language=ko-KR"), open_timeout=10) as ws:
+        if route == "vosk":
+            for i in range(0, len(pcm), CHUNK):
+                ws.send(pcm[i : i + CHUNK])
+            assert "partial" in json.loads(ws.recv(timeout=30))
+        else:
+            rid = uuid.uuid4().hex
+            ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+            for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
+                ws.send(client_audio_frame(rid, payload))
+            assert parse_text(ws.recv(timeout=30)).path == "turn.start"
         time.sleep(0.5)  # its audio decoded: nothing in flight at the deadline
         rec.process.send_signal(signal.SIGTERM)
         with pytest.raises(ConnectionClosed) as closed:
@@ -693,4 +701,5 @@ def test_a_speech_sdk_turn_the_drains_deadline_cuts_is_counted_as_the_drains(rec
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
     assert rec.process.wait(30) == 0, rec.output()
     failures = [line for line in rec.output().splitlines() if "speech_recognizer.failures" in line]
-    assert len(failures) == 1 and "usp/conversation: draining: " in failures[0], failures
+    assert len(failures) == 1 and f"{route}: draining: " in failures[0], failures
+    assert "Traceback" not in rec.output(), rec.output()

@@ -33,7 +33,7 @@ from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
 from ..errors import CLIENT_GONE, DRAINING, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase, usp_status
-from ..inbox import Inbox, left_before_audio
+from ..inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
@@ -85,9 +85,6 @@ def replay_origin(acknowledged: float) -> float:
 
 #: Close codes of a client that closed its connection (rather than lost it): it does not continue a turn.
 CLOSED = (1000, 1001)
-#: The disconnect's code when the server's stop closed the connection (uvicorn's ``shutdown``: what the drain's deadline
-#: leaves running is closed so), not its client.
-SHUTDOWN_CLOSE = 1012
 
 #: The header of a ``speech.phrase`` that tells a client taking stream times (:func:`.options.stream_offsets`) how far
 #: its audio was acknowledged, in ticks from the start of the turn's audio (the SDK adds the offset the turn began at,
