@@ -81,7 +81,9 @@ class Deadlines:
         self._owed = 0
         #: Set when the session ends during a wait: its deadlines give way to the connection's, which may be nearer.
         self._session_over: asyncio.Future[None] | None = None
-        self._backlog = backlog
+        #: What the kernel says of the connection (None: not told): looked at by the idle deadline here, and by the
+        #: route's :class:`~speech_recognizer.inbox.Inbox` for an end of the connection come behind what it does not read.
+        self.backlog = backlog
         #: Bytes waiting unsent to the client when the idle clock last started (:meth:`_idle_from_now`).
         self._unsent_since_waiting = 0
 
@@ -95,8 +97,8 @@ class Deadlines:
     def _idle_from_now(self) -> None:
         """The idle clock starts again: now, with what waits unsent to the client now (once nothing is owed)."""
         self._waiting_since = self._clock()
-        if self._backlog is not None and not self._owed:
-            self._unsent_since_waiting = self._backlog.unsent()
+        if self.backlog is not None and not self._owed:
+            self._unsent_since_waiting = self.backlog.unsent()
 
     def heard(self) -> None:
         """Audio arrived and was taken in: the idle clock starts again."""
@@ -180,10 +182,10 @@ class Deadlines:
         """``failure``, or :data:`~speech_recognizer.errors.NOT_READING` (the connection reset) when it is the idle one
         and what waited unsent to the client when the idle clock started waits unsent still: it took in none of its
         replies for ``AudioIdleSeconds``, in which the server wrote it nothing more (a keepalive ping at most)."""
-        if failure.kind is not IDLE or self._backlog is None or not self._unsent_since_waiting:
+        if failure.kind is not IDLE or self.backlog is None or not self._unsent_since_waiting:
             return failure
-        unsent = self._backlog.unsent()
+        unsent = self.backlog.unsent()
         if unsent < self._unsent_since_waiting:  # it took some in: a client that reads, idle
             return failure
-        self._backlog.cut()
+        self.backlog.cut()
         return not_reading(self.idle_seconds, unsent)

@@ -11,6 +11,12 @@ the stream holds a decoder (:attr:`Inbox.ahead`), an :class:`Inbox` reads on, up
 ahead of it is dropped and the route gets the disconnect next, within one chunk's decoding.
 A client that ends its audio properly (vosk's eof, the Speech SDK's end of audio) is answered
 as before: the end of its connection comes after its audio, once it has its results.
+
+A client that sent more than that before its end (its FIN, or a reset) has the end wait in the socket behind what the
+inbox does not read. Only then, held at its limit, does the inbox ask the kernel whether the end has come (``ended``:
+the connection's TCP state), once a message taken: if so, the route gets the disconnect next, as if read
+(:data:`ENDED_UNREAD`), what was read ahead dropped, what the socket holds never read. Below the limit it reads on and
+meets the end itself: a stream whose client sends no faster than it is decoded asks the kernel nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ READ_AHEAD_BYTES = 2 << 20
 
 Message = Mapping[str, Any]
 
+#: The disconnect of a client whose end of the connection came behind messages unread (no close frame read: 1006).
+ENDED_UNREAD: Message = {"type": "websocket.disconnect", "code": 1006}
 #: The disconnect's code when the server's stop closed the connection (uvicorn's ``shutdown``: what the drain's deadline
 #: leaves running is closed so), not its client.
 SHUTDOWN_CLOSE = 1012
@@ -56,9 +64,12 @@ class Inbox:
     """The messages of one accepted WebSocket, in order; :meth:`close` it at the connection's end."""
 
     def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES,
-                 audio_bytes: Callable[[Message], int] | None = None) -> None:
-        """``audio_bytes``: the bytes of audio a message carries (default: all of a binary message), for :attr:`dropped_audio_bytes`."""
+                 audio_bytes: Callable[[Message], int] | None = None, ended: Callable[[], bool] | None = None) -> None:
+        """``audio_bytes``: the bytes of audio a message carries (default: all of a binary message), for
+        :attr:`dropped_audio_bytes`; ``ended``: whether the client's end of the connection has come, unread
+        (:attr:`~.deadlines.Backlog.ended`), asked only while reading ahead is held at ``limit`` (None: never)."""
         self._receive = receive
+        self._ended = ended
         self.limit = limit
         self._audio_bytes = audio_bytes or (lambda message: len(message.get("bytes") or b""))
         #: The messages read and not yet handled, each with when it was read from the socket (time.monotonic).
@@ -96,17 +107,14 @@ class Inbox:
         try:
             while True:
                 while not self._may_read():
+                    if self._ahead and self._ended is not None and self._ended():  # held at the limit: the end behind the rest
+                        self._end(ENDED_UNREAD)
+                        return
                     self._more.clear()
                     await self._more.wait()
                 message = await self._receive()
                 if message.get("type") == "websocket.disconnect":
-                    # Nobody is left to answer: what was read ahead is dropped, the route hears of it next.
-                    self.dropped_bytes += self._bytes
-                    self.dropped = [m for m, _ in self._messages]
-                    self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
-                    self._messages.clear()
-                    self._bytes = 0
-                    self._messages.append((message, time.monotonic()))
+                    self._end(message)
                     return
                 self._messages.append((message, time.monotonic()))
                 self._bytes += _size(message)
@@ -114,6 +122,15 @@ class Inbox:
                 self._arrived.set()
         finally:  # the disconnect, or a failure the route's next receive raises
             self._arrived.set()
+
+    def _end(self, disconnect: Message) -> None:
+        """Nobody is left to answer: what was read ahead is dropped, the route hears of ``disconnect`` next."""
+        self.dropped_bytes += self._bytes
+        self.dropped = [m for m, _ in self._messages]
+        self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
+        self._messages.clear()
+        self._bytes = 0
+        self._messages.append((disconnect, time.monotonic()))
 
     async def receive(self) -> Message:
         """The next message (cancelling the wait loses none)."""
@@ -177,6 +194,7 @@ class Inbox:
         return recovered
 
     async def close(self) -> None:
-        """Stop reading (at the connection's end)."""
+        """Stop reading (at the connection's end), and let ``ended`` go (a route's own method: no reference cycle)."""
+        self._ended = None
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)

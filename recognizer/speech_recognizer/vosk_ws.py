@@ -21,8 +21,8 @@ Only a stream ended with eof is a success: a client that leaves without it is co
 a Speech SDK client that leaves mid-turn is, however much of its audio was decoded, and before any audio too; one the
 drain's deadline cuts (the server's stop closes it, 1012) is counted as the drain's (``draining``). Its
 end of the connection (a FIN or a reset) may come behind more audio than the inbox reads ahead: decoding stops at the
-next chunk once the kernel has it, the rest dropped undecoded, as nobody can read a result after it (the server
-closes at a FIN: a client that half-closes after eof gets nothing more either).
+next chunk once the kernel has it (:mod:`.inbox`), the rest dropped undecoded, as nobody can read a result after it
+(the server closes at a FIN: a client that half-closes after eof gets nothing more either).
 A locale whose model is not loaded yet is loaded at the client's arrival, the client watched meanwhile: one that
 leaves during the load is let go (``client_gone``) at once, the load going on for others.
 """
@@ -41,10 +41,10 @@ from starlette.websockets import WebSocket
 from . import contract as c
 from . import openapi as oa
 from .auth import check_key
-from .deadlines import BACKLOG, Deadlines
+from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import SHUTDOWN_CLOSE, Inbox, Message, left_before_audio
+from .inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -148,9 +148,6 @@ class Conversation:
         """``draining``: whether the server drains (a connection it closes before any audio is the drain's)."""
         self.ws = ws
         self.draining = draining
-        backlog = ws.scope.get("extensions", {}).get(BACKLOG)
-        #: Whether the client's end of the connection has come, though audio it sent before it waits unread.
-        self.ended: Callable[[], bool] = backlog.ended if backlog is not None else (lambda: False)
         self.engine = engine
         self.locale = locale
         self.deadlines = deadlines
@@ -171,7 +168,8 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        self.inbox = Inbox(self.ws.receive)
+        backlog = self.deadlines.backlog  # its end of the connection, come behind unread audio
+        self.inbox = Inbox(self.ws.receive, ended=backlog.ended if backlog is not None else None)
         try:
             model = await self.inbox.model(self.engine.registry, self.locale)
             self.config = VoskConfig(model.sample_rate)
@@ -203,8 +201,6 @@ class Conversation:
                     if await self._text(message["text"]):
                         return
                 elif message.get("bytes") is not None:
-                    if self.session is not None and self.ended():
-                        raise self._left_unread(message)
                     await self._audio(message["bytes"])
         finally:
             await self.inbox.close()
@@ -220,16 +216,6 @@ class Conversation:
                     self.session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * self.config.sample_rate)
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
-
-    def _left_unread(self, message: Message) -> Failure:
-        """A client whose end of the connection came while its audio from ``message`` on waited to be decoded: that and
-        what the inbox read ahead is dropped undecoded (counted as abandoned), and the decoder given back now, not once
-        it had decoded what was left (the socket's too) for nobody."""
-        config, session = self.config, self.session
-        assert config is not None and session is not None
-        dropped = sum(len(m["bytes"]) for m in (message, *self.inbox.take_arrived()) if m.get("bytes") is not None)
-        session.abandoned_seconds += dropped / (2 * config.sample_rate)
-        return Failure(f"the client left; {dropped} bytes it had sent were dropped undecoded", CLIENT_GONE)
 
     async def _arrived_audio(self) -> None:
         """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to

@@ -204,33 +204,43 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
     gone.check_dropped("vosk", counters, len(long_pcm) / 32000, len(pcm) / 32000, how)
 
 
-def test_a_vosk_client_s_fin_behind_more_than_the_read_ahead_frees_its_decoder(
-    gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference
+@pytest.mark.parametrize("route", ["vosk", "usp/conversation"])
+def test_a_client_s_fin_behind_more_than_the_read_ahead_frees_its_decoder(
+    gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, route: str
 ) -> None:
-    """A /vosk client that sends four times the audio the server reads ahead (2 MiB: 65 s) as fast as the socket takes
-    it, its eof, and half-closes once the server's kernel has it all (its FIN comes at once). The FIN waited in the
-    server's socket behind the audio its inbox had not read: the decoder was held until that was decoded (measured
-    below), for nobody (the server closes at a FIN: the client gets no result after it). Now the decoder is free within
-    :data:`BOUND` of the FIN, counted as a client gone, what it had read ahead counted as dropped (the audio decoded
-    while the client waited for the server's kernel to take it all is most of it); connecting again gets it."""
+    """A client that sends four times the audio the server reads ahead (2 MiB: 65 s) as fast as the socket takes it,
+    its end of audio (/vosk's eof, the Speech SDK's empty chunk), and half-closes once the server's kernel has it all
+    (its FIN comes at once). The FIN waited in the server's socket behind the audio its inbox had not read: the decoder
+    was held until that was decoded (measured below), for nobody (the server closes at a FIN: the client gets no result
+    after it). Now the decoder is free within :data:`BOUND` of the FIN, counted as a client gone, what it had read
+    ahead counted as dropped (the audio decoded while the client waited for the server's kernel to take it all is most
+    of it); connecting again gets it (/vosk: 4519a1c)."""
     pcm = long_pcm * 4  # 200 s, 6.4 MB
-    before, counters = gone.refusals("vosk"), gone.counters("vosk")
-    with connect(f"{gone.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
-        for i in range(0, len(pcm), CHUNK):  # returns once the last is in the client's socket
-            ws.send(pcm[i : i + CHUNK])
-        ws.send('{"eof" : 1}')
+    before, counters = gone.refusals(route), gone.counters(route)
+    url = f"{gone.srv.ws}/vosk?language=ko-KR" if route == "vosk" else f"{gone.srv.ws}{REST}?language=ko-KR"
+    with connect(url, max_size=1 << 20, max_queue=None) as ws:  # its replies read meanwhile: no send waits on it
+        if route == "vosk":
+            for i in range(0, len(pcm), CHUNK):  # returns once the last is in the client's socket
+                ws.send(pcm[i : i + CHUNK])
+            ws.send('{"eof" : 1}')
+        else:
+            ws.send(client_audio_frame(usp_turn(ws, pcm), b""))
         while unacknowledged(ws.socket):  # all of it in the server's kernel, the FIN not behind any
             time.sleep(0.005)
         assert gone.active == 1, "the audio is being decoded"
         ws.socket.shutdown(socket.SHUT_WR)
         took = gone.seconds_until_free()
-        print(f"decoder free {took:.3f} s after the FIN")
+        print(f"{route}: decoder free {took:.3f} s after the FIN")
         assert took < BOUND, f"the decoder was held {took:.2f} s after the client's FIN"
     again = read_wav(speech_wav)[0]
-    assert vosk_words(gone.srv.ws, again) == speech_ref.texts, "connecting again gets a decoder"
-    assert gone.refusals("vosk") == before + 1, "the stream is counted as one whose client left"
-    dropped = gone.abandoned("vosk") - counters[0]
-    decoded = gone.decoded("vosk") - counters[1] - len(again) / 32000  # (what was decoded before the FIN came: much)
+    if route == "vosk":
+        assert vosk_words(gone.srv.ws, again) == speech_ref.texts, "connecting again gets a decoder"
+    else:
+        phrases = usp_phrases(gone.srv.ws, again)
+        assert all(p.get("DisplayText") for p in phrases[:-1]) and len(phrases) == 1 + len(speech_ref.phrases), phrases
+    assert gone.refusals(route) == before + 1, "the stream is counted as one whose client left"
+    dropped = gone.abandoned(route) - counters[0]
+    decoded = gone.decoded(route) - counters[1] - len(again) / 32000  # (what was decoded before the FIN came: much)
     assert 20 < dropped <= len(pcm) / 32000 - decoded + 0.01, f"{dropped:.1f} s dropped, {decoded:.1f} s decoded"
 
 
@@ -247,6 +257,17 @@ def usp_turn(ws: ClientConnection, pcm: bytes, language: str = "ko-KR") -> str:
     for i in range(0, len(pcm), CHUNK):
         ws.send(client_audio_frame(rid, pcm[i : i + CHUNK]))
     return rid
+
+
+def usp_phrases(base: str, pcm: bytes) -> list[dict]:
+    """The ``speech.phrase`` bodies a client that reads gets for one turn of ``pcm`` (its last: ``EndOfDictation``)."""
+    with connect(f"{base}{REST}?language=ko-KR", max_size=1 << 20) as ws:
+        ws.send(client_audio_frame(usp_turn(ws, pcm), b""))
+        phrases = []
+        while (msg := parse_text(str(ws.recv(timeout=60)))).path != "turn.end":
+            if msg.path == "speech.phrase":
+                phrases.append(msg.json())
+    return phrases
 
 
 @pytest.mark.parametrize("how", ["reset", "close frame"])

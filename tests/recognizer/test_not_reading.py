@@ -47,7 +47,7 @@ from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import CHUNK, make_settings
 from ..support import Reference, ServerThread, read_wav, scrape_metrics
-from .test_gone_clients import Gone, vosk_words, wav_bytes
+from .test_gone_clients import Gone, usp_phrases, vosk_words, wav_bytes
 
 USP = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 #: The server's AudioIdleSeconds here, the longest a send may wait on a client that takes in nothing.
@@ -164,22 +164,6 @@ def usp_frames(protocol: ClientProtocol, turns: int) -> list[bytes]:
             protocol.send_binary(client_audio_frame(rid, payload))
         frames.append(b"".join(protocol.data_to_send()))
     return frames
-
-
-def usp_phrases(base: str, pcm: bytes) -> list[dict]:
-    """The ``speech.phrase`` bodies a client that reads gets for one turn of ``pcm``."""
-    with connect(f"{base}{USP}", max_size=1 << 20) as ws:
-        rid = uuid.uuid4().hex
-        ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
-        ws.send(client_audio_frame(rid, wav_bytes(b"")))
-        for i in range(0, len(pcm), CHUNK):
-            ws.send(client_audio_frame(rid, pcm[i : i + CHUNK]))
-        ws.send(client_audio_frame(rid, b""))
-        phrases = []
-        while (msg := parse_text(str(ws.recv(timeout=60)))).path != "turn.end":
-            if msg.path == "speech.phrase":
-                phrases.append(msg.json())
-    return phrases
 
 
 def test_a_speech_sdk_client_that_never_reads_loses_its_decoder_after_audio_idle_seconds(
