@@ -24,9 +24,13 @@ A reply its client takes none of is owed no longer than ``AudioIdleSeconds`` eit
 waits on it resets the connection then (:data:`~speech_recognizer.errors.NOT_READING`,
 :meth:`~speech_recognizer.http_limits.UnmappedWebSockets.send`). Replies too few to stall a send (they fit the
 server's buffers) wait unsent for a client that reads nothing all the same: one whose idle time ends with what
-waited unsent when it began still unsent (the server's :class:`Backlog` says) took in nothing for
-``AudioIdleSeconds`` either, and ends the same way (``NOT_READING``, its connection reset, nothing more sent), not as
-an idle client whose final result and close would wait behind its replies until the kernel gave the connection up.
+waited unsent early in it still unsent (the server's :class:`Backlog` says) took in nothing for ``AudioIdleSeconds``
+either, and ends the same way (``NOT_READING``, its connection reset, nothing more sent), not as an idle client whose
+final result and close would wait behind its replies until the kernel gave the connection up. What waits is looked at
+once the client has been quiet, nothing owed, for :data:`LOOK_AFTER` of its idle time (and again at the deadline), not
+each time the idle clock starts: a stream in progress (a chunk, its reply, the next chunk) asks the kernel nothing.
+Bytes, not the kernel's times, tell: the kernel goes on sending data to a peer whose window is shut (it retransmits
+into it, probes it), but sends nothing new past it: the bytes unsent fall only as the client takes some in.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ T = TypeVar("T")
 
 #: The ASGI scope extension under which the server's WebSocket protocol gives the app its connection's :class:`Backlog`.
 BACKLOG = "speech.backlog"
+#: The part of ``AudioIdleSeconds`` a stream's client is quiet, nothing owed, before what waits unsent to it is looked
+#: at (:meth:`Deadlines._look`): longer than the gap between a live stream's chunks, short beside the idle time.
+LOOK_AFTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,8 @@ class Deadlines:
         #: What the kernel says of the connection (None: not told): looked at by the idle deadline here, and by the
         #: route's :class:`~speech_recognizer.inbox.Inbox` for an end of the connection come behind what it does not read.
         self.backlog = backlog
-        #: Bytes waiting unsent to the client when the idle clock last started (:meth:`_idle_from_now`).
-        self._unsent_since_waiting = 0
+        #: Bytes waiting unsent to the client :data:`LOOK_AFTER` into the idle time (None: not looked at yet in it).
+        self._unsent_since_waiting: int | None = None
 
     @classmethod
     def of(cls, settings: Settings, scope: Mapping[str, Any] | None = None) -> Deadlines:
@@ -95,9 +102,21 @@ class Deadlines:
         return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds, backlog=backlog)
 
     def _idle_from_now(self) -> None:
-        """The idle clock starts again: now, with what waits unsent to the client now (once nothing is owed)."""
+        """The idle clock starts again: now (what waits unsent is looked at later in it, if it lasts: :meth:`_look`)."""
         self._waiting_since = self._clock()
-        if self.backlog is not None and not self._owed:
+        self._unsent_since_waiting = None
+
+    def _look_in(self, now: float) -> float | None:
+        """Seconds until what waits unsent is to be looked at in this idle time (<= 0: now); None: not to be (looked at
+        already, a reply owed, no decoder held, or no :class:`Backlog`)."""
+        if self.backlog is None or self._owed or self._session_since is None or self._unsent_since_waiting is not None:
+            return None
+        return self._waiting_since + LOOK_AFTER * self.idle_seconds - now
+
+    def _look(self) -> None:
+        """Note what waits unsent to the client, once it has been quiet for :data:`LOOK_AFTER` of its idle time."""
+        look_in = self._look_in(self._clock())
+        if look_in is not None and look_in <= 0 and self.backlog is not None:
             self._unsent_since_waiting = self.backlog.unsent()
 
     def heard(self) -> None:
@@ -144,6 +163,8 @@ class Deadlines:
         else:
             idle_left = self._waiting_since + self.idle_seconds - now
             idle = Failure(f"no audio for {self.idle_seconds:g} s (AudioIdleSeconds): the stream ended to free its decoder", IDLE)
+            if (look_in := self._look_in(now)) is not None and look_in < idle_left:  # woken then to look (:meth:`_look`)
+                idle_left, idle = look_in, None
         session_left = self._session_since + self.session_seconds - now
         if session_left < idle_left:
             return session_left, Failure(
@@ -160,6 +181,7 @@ class Deadlines:
         task = asyncio.ensure_future(receive())
         try:
             while True:
+                self._look()
                 left, failure = self._next()
                 if left <= 0 and failure is not None:
                     raise self._not_reading(failure)
@@ -180,8 +202,8 @@ class Deadlines:
 
     def _not_reading(self, failure: Failure) -> Failure:
         """``failure``, or :data:`~speech_recognizer.errors.NOT_READING` (the connection reset) when it is the idle one
-        and what waited unsent to the client when the idle clock started waits unsent still: it took in none of its
-        replies for ``AudioIdleSeconds``, in which the server wrote it nothing more (a keepalive ping at most)."""
+        and what waited unsent to the client early in its idle time (:meth:`_look`) waits unsent still: it took in none
+        of its replies all that time, in which the server wrote it nothing more (a keepalive ping at most)."""
         if failure.kind is not IDLE or self.backlog is None or not self._unsent_since_waiting:
             return failure
         unsent = self.backlog.unsent()

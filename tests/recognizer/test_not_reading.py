@@ -23,15 +23,18 @@ One whose replies fit its own receive buffer ends idle, and is reset once it has
 
 from __future__ import annotations
 
+import fcntl
 import json
 import socket
 import subprocess
+import termios
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -42,6 +45,7 @@ from websockets.uri import parse_uri
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import serving
 from speech_recognizer.app import create_app
+from speech_recognizer.connection_cap import SIOCOUTQNSD
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 
@@ -374,3 +378,66 @@ def test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_clos
         gone = time.monotonic()
     assert stalling.refused(route, "idle_timeout") == before + 1, "it ended as an idle client"
     print(f"{route}: its connection gone {gone - freed:.2f} s after its stream ended (its decoder free); seen {states}")
+
+
+class KernelLooks:
+    """Counts what this process asks the kernel about its connections while ``patch`` holds: ``ioctl`` of a socket's queues
+    (``SIOCOUTQNSD``, ``TIOCOUTQ``, ``FIONREAD``) and ``getsockopt(TCP_INFO)``, the server's in-process threads'
+    included (the looks of :class:`~speech_recognizer.deadlines.Backlog` and :mod:`~speech_recognizer.connection_cap`)."""
+
+    QUEUES = frozenset({SIOCOUTQNSD, termios.TIOCOUTQ, termios.FIONREAD})
+
+    def __init__(self, patch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        ioctl, getsockopt = fcntl.ioctl, socket.socket.getsockopt
+
+        def counted_ioctl(fd: Any, request: int, *args: Any) -> Any:
+            self.count += request in self.QUEUES
+            return ioctl(fd, request, *args)
+
+        def counted_getsockopt(sock: socket.socket, level: int, option: int, *args: Any) -> Any:
+            self.count += (level, option) == (socket.IPPROTO_TCP, socket.TCP_INFO)
+            return getsockopt(sock, level, option, *args)
+
+        patch.setattr(fcntl, "ioctl", counted_ioctl)
+        patch.setattr(socket.socket, "getsockopt", counted_getsockopt)
+
+
+#: Chunks of 20 ms a paced client sends in :func:`test_a_paced_stream_asks_the_kernel_nothing_per_chunk`.
+PACED_CHUNKS = 100
+
+
+@pytest.mark.parametrize("route", ["vosk", "usp/conversation"])
+def test_a_paced_stream_asks_the_kernel_nothing_per_chunk(stalling: Server, utterances_wav: Path, route: str) -> None:
+    """A client that reads its replies and sends :data:`PACED_CHUNKS` chunks of 20 ms in real time (a microphone), then
+    its end of audio: what its connection's kernel says (bytes unsent, its TCP state) is looked at where it tells
+    something, once a stream's client has been quiet a tenth of its idle time, at its idle deadline or while the
+    read-ahead is full, not at each chunk (before: /vosk asked for the bytes unsent at each reply and the TCP state at
+    each chunk; the Speech SDK route the bytes unsent at every reply paid with nothing else owed). A few looks at the
+    connection's end (its close) are allowed."""
+    pcm = read_wav(utterances_wav)[0][: PACED_CHUNKS * 640]
+    with pytest.MonkeyPatch.context() as patch:
+        looks = KernelLooks(patch)
+        if route == "vosk":
+            with connect(f"{stalling.srv.ws}/vosk?language=ko-KR", max_size=1 << 20) as ws:
+                for i in range(0, len(pcm), 640):
+                    ws.send(pcm[i : i + 640])
+                    time.sleep(0.02)
+                ws.send('{"eof" : 1}')
+                while "text" not in json.loads(ws.recv(timeout=30)):
+                    pass
+        else:
+            with connect(f"{stalling.srv.ws}{USP}", max_size=1 << 20) as ws:
+                rid = uuid.uuid4().hex
+                ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+                ws.send(client_audio_frame(rid, wav_bytes(b"")))
+                for i in range(0, len(pcm), 640):
+                    ws.send(client_audio_frame(rid, pcm[i : i + 640]))
+                    time.sleep(0.02)
+                ws.send(client_audio_frame(rid, b""))
+                while parse_text(str(ws.recv(timeout=30))).path != "turn.end":
+                    pass
+        stalling.seconds_until_free(within=10)
+        seen = looks.count
+    print(f"{route}: {seen} looks at the kernel for {PACED_CHUNKS} chunks")
+    assert seen <= 5, f"{seen} looks at the kernel for {PACED_CHUNKS} chunks of 20 ms"
