@@ -39,9 +39,9 @@ def rest(server: ServerThread, wav: Path, query: str) -> httpx.Response:
     return response
 
 
-def test_every_response_format_with_the_openai_client(keyed_server: ServerThread, utterances_wav: Path,
-                                                      utterances_ref: Reference) -> None:
-    api = client(keyed_server)
+def test_every_response_format_with_the_openai_client(keyed_fresh_server: ServerThread, utterances_wav: Path,
+                                                            utterances_ref: Reference) -> None:
+    api = client(keyed_fresh_server)
     text = " ".join(written(t) for t in utterances_ref.texts)
 
     as_json = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), language="ko")
@@ -53,7 +53,7 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     subtitles: dict[str, str] = {}
     for fmt in ("srt", "vtt"):
         subtitles[fmt] = api.audio.transcriptions.create(model="whisper-1", file=utterances_wav.open("rb"), response_format=fmt)
-        assert subtitles[fmt] == rest(keyed_server, utterances_wav, f"format={fmt}").text, "the same cues as the REST route's"
+        assert subtitles[fmt] == rest(keyed_fresh_server, utterances_wav, f"format={fmt}").text, "the same cues as the REST route's"
     cues = list(srt.parse(subtitles["srt"]))
     assert [c.content for c in cues] == [written(t) for t in utterances_ref.texts]
     assert [c.text for c in webvtt.from_buffer(io.StringIO(subtitles["vtt"])).captions] == [c.content for c in cues]
@@ -76,7 +76,7 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     words = [(w.word, w.start, w.end) for w in verbose.words]
     assert [w[0] for w in words] != [w.word for p in utterances_ref.phrases for w in p.words], "written"
     utterances_ref.assert_words_match(words, written=True)
-    detailed = rest(keyed_server, utterances_wav, "format=detailed&wordLevelTimestamps=true").json()["NBest"][0]["Words"]
+    detailed = rest(keyed_fresh_server, utterances_wav, "format=detailed&wordLevelTimestamps=true").json()["NBest"][0]["Words"]
     assert [(w.text, round(w.start), round(w.end)) for w in written_words(
         [Word(w["Word"], w["Offset"], w["Offset"] + w["Duration"], 1.0) for w in detailed])] == [
         (word, round(start / TICK), round(end / TICK)) for word, start, end in words]
@@ -86,12 +86,12 @@ def test_every_response_format_with_the_openai_client(keyed_server: ServerThread
     assert only_words.segments is None and [w.word for w in only_words.words] == [w[0] for w in words]
 
 
-def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_server: ServerThread, utterances_mp3: Path,
-                                                                         utterances_mp3_ref: Reference) -> None:
+def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_fresh_server: ServerThread, utterances_mp3: Path,
+                                                                               utterances_mp3_ref: Reference) -> None:
     """An MP3 (what apps written for OpenAI send most), uploaded by the openai package: the words and times of
     in-process Vosk fed the PCM soundfile decodes the same file to, and its length. It was refused: "the body is not
     WAV, Ogg or FLAC audio"."""
-    verbose = client(keyed_server).audio.transcriptions.create(
+    verbose = client(keyed_fresh_server).audio.transcriptions.create(
         model="whisper-1", file=utterances_mp3.open("rb"), language="ko", response_format="verbose_json",
         timestamp_granularities=["word", "segment"])
     assert verbose.text == " ".join(written(t) for t in utterances_mp3_ref.texts)
@@ -102,14 +102,14 @@ def test_an_mp3_is_heard_as_in_process_vosk_hears_the_pcm_it_decodes_to(keyed_se
         assert near_confidence(math.exp(segment.avg_logprob), math.exp(sum(math.log(w.confidence) for w in phrase.words) / len(phrase.words)))
 
 
-def test_an_mp3_no_header_counts_is_heard_to_its_end(keyed_server: ServerThread, streamed_mp3: StreamedMp3,
-                                                    streamed_mp3_refs: dict[str, Reference]) -> None:
+def test_an_mp3_no_header_counts_is_heard_to_its_end(keyed_fresh_server: ServerThread, streamed_mp3: StreamedMp3,
+                                                          streamed_mp3_refs: dict[str, Reference]) -> None:
     """A variable bit rate MP3 that no Xing/Info header counts (:func:`~tests.conftest.streamed_mp3`, ``headerless``):
     its length every frame's samples (less the decoder's delay), its words all three utterances' as in-process Vosk
     hears them in the PCM it decodes to (tests/recognizer/test_rest_inputs.py checks that PCM against the utterances'
     own). It had been 2.8 s of its 13.1, libsndfile's guess from the size and first frame, without an error."""
     ref = streamed_mp3_refs[streamed_mp3.headerless.name]
-    verbose = client(keyed_server).audio.transcriptions.create(
+    verbose = client(keyed_fresh_server).audio.transcriptions.create(
         model="whisper-1", file=streamed_mp3.headerless.open("rb"), language="ko", response_format="verbose_json",
         timestamp_granularities=["word"])
     assert verbose.duration == round(streamed_mp3.headerless_samples / 16000, 6)
