@@ -679,7 +679,10 @@ async def test_a_child_the_builders_stop_returning_is_deleted(cluster: Cluster, 
     async def gone() -> bool:
         return await config_map() is None
     await cluster.eventually(gone)
-    assert "Deleted ConfigMap en-us" in [e["message"] for e in await cluster.events()]
+
+    async def said() -> bool:  # Events are posted soon after, not with the delete (speech_operator.events)
+        return "Deleted ConfigMap en-us" in [e["message"] for e in await cluster.events()]
+    await cluster.eventually(said)
     assert await deployment(cluster) is not None
 
 
