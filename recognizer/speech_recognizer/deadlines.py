@@ -101,6 +101,16 @@ class Deadlines:
         backlog = (scope or {}).get("extensions", {}).get(BACKLOG)
         return cls(settings.audio_idle_seconds, settings.max_session_seconds, settings.connection_idle_seconds, backlog=backlog)
 
+    def ended_unread(self, kept: Callable[[], bool] = lambda: False) -> Callable[[], bool] | None:
+        """The route's :class:`~speech_recognizer.inbox.Inbox`'s ``ended``: whether the client's end of the connection
+        (a FIN, a reset) has come behind messages the inbox does not read (:attr:`Backlog.ended`), so that its stream ends
+        as the client's at once, what is left dropped undecoded; None without a :class:`Backlog` (never told).
+        ``kept``: whether that end is not to be looked at now (a Speech SDK turn its client may continue elsewhere)."""
+        backlog = self.backlog
+        if backlog is None:
+            return None
+        return lambda: not kept() and backlog.ended()
+
     def _idle_from_now(self) -> None:
         """The idle clock starts again: now (what waits unsent is looked at later in it, if it lasts: :meth:`_look`)."""
         self._waiting_since = self._clock()

@@ -168,8 +168,7 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        backlog = self.deadlines.backlog  # its end of the connection, come behind unread audio
-        self.inbox = Inbox(self.ws.receive, ended=backlog.ended if backlog is not None else None)
+        self.inbox = Inbox(self.ws.receive, ended=self.deadlines.ended_unread())
         try:
             model = await self.inbox.model(self.engine.registry, self.locale)
             self.config = VoskConfig(model.sample_rate)

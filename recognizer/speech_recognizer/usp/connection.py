@@ -553,7 +553,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve until the client goes away; a failure is answered as :mod:`..errors` says (:meth:`fail`)."""
-        self.inbox = Inbox(self.socket.receive, audio_bytes=audio_bytes, ended=self._ended_unread)
+        self.inbox = Inbox(self.socket.receive, audio_bytes=audio_bytes, ended=self.deadlines.ended_unread(self._resumable))
         try:
             while True:
                 try:
@@ -602,13 +602,11 @@ class Connection:
                 # recognition waited in a reference cycle for Python's collector.
                 self.turn = None
 
-    def _ended_unread(self) -> bool:
-        """Whether the client's end of the connection (a FIN, a reset) has come behind audio the inbox does not read
-        (asked while its read-ahead is full): its turn ends as the client's at once, what is left dropped undecoded, not
-        decoded for nobody (the server closes at a FIN). Not asked for a turn its client may continue on a new
-        connection (:mod:`.resume`): its end of audio may be behind, and with it the results its continuation is told."""
-        backlog = self.deadlines.backlog
-        return backlog is not None and (self.turn is None or self.turn.parked is None) and backlog.ended()
+    def _resumable(self) -> bool:
+        """Whether the turn is one its client may continue on a new connection (:mod:`.resume`): the end of its
+        connection come behind unread audio is not looked at (:meth:`~..deadlines.Deadlines.ended_unread`), as its end
+        of audio may be behind, and with it the results its continuation is told."""
+        return self.turn is not None and self.turn.parked is not None
 
     async def fail(self, failure: Failure) -> None:
         """Count and log ``failure`` (its tracebacks then dropped: :func:`~..errors.settle`), end the open turn with its
