@@ -681,16 +681,23 @@ class Gateway:
         return connected
 
     def _answered(self, request: web.Request, route: str, backend: Backend) -> Answered:
-        """What a relay of a WebSocket to ``backend`` calls with the recognizer's first message (None: the stream is
-        served, ``ok``, timed to its acceptance) or its close before any (:func:`closed`: a stream refused once
-        accepted, timed to that close)."""
+        """What a relay of a WebSocket to ``backend`` calls with the recognizer's messages until one says how it answers
+        the stream: on /vosk its first, on the Speech SDK's route its first result or failure it names
+        (:func:`~speech_operator.gateway_failures.usp_told`: a turn that fails once begun, busy at the first audio or a
+        model that cannot be loaded, is timed under that kind's class, to that message); a result: ``ok``, timed to its
+        acceptance. Its close before (:func:`closed`: a stream refused once accepted, timed to that close)."""
 
-        def told(close: tuple[int, bytes] | None) -> None:
-            accepted = request.pop(ACCEPTED, None)
-            if close is None:
-                self.metrics.timed(request, route, backend.locale, "ok", at=accepted)
+        def told(said: bytes | None | tuple[int, bytes]) -> bool:
+            if isinstance(said, tuple):
+                answer, at = closed(*said), None
             else:
-                self.metrics.timed(request, route, backend.locale, closed(*close))
+                kind = failures.usp_told(said) if route == "usp" and said is not None else True
+                if kind is False:
+                    return False
+                answer, at = ("ok", request.get(ACCEPTED)) if kind is True else (outcome(kind), None)
+            request.pop(ACCEPTED, None)
+            self.metrics.timed(request, route, backend.locale, answer, at=at)
+            return True
         return told
 
     def _refused_http(self, request: web.Request, failure: failures.Failure, route: str, backend: Backend | None,

@@ -22,7 +22,7 @@ from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, 
 log = logging.getLogger("speech_operator.gateway")
 
 __all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
-           "BY_NAME", "KINDS", "answered_kind", "closed_kind", "answered_with", "close_args", "http_response", "refusal_close", "report"]
+           "BY_NAME", "KINDS", "answered_kind", "closed_kind", "usp_told", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
 UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", errors.WARNING, 5,
@@ -89,6 +89,34 @@ def closed_kind(code: int, reason: str) -> Kind | None:
     if kind is not None and kind.close == code:
         return kind
     return next((kind for kind in KINDS if kind.close == code), None)
+
+
+#: Where the headers of a recognizer's text message on the Speech SDK route end (its first blank line), and the lines
+#: read there, as the recognizer writes them (:func:`~speech_recognizer.usp.frames.text_frame`): its path, and the
+#: failure it tells (:func:`~speech_recognizer.errors.usp_headers`).
+_HEAD_END, _PATH, _NAMED = b"\r\n\r\n", b"Path:", errors.FAILURE_HEADER.encode() + b":"
+#: The paths of a Speech SDK turn's results: one of them (with no failure named) says the recognizer serves the stream.
+_RESULTS = frozenset({b"speech.hypothesis", b"speech.fragment", b"speech.phrase"})
+
+
+def usp_told(message: bytes) -> Kind | bool:
+    """What a recognizer's text ``message`` on the Speech SDK route tells of the stream: the kind of the failure it
+    names (:data:`~speech_recognizer.errors.FAILURE_HEADER`: the ``speech.phrase`` that fails a turn, or the message
+    before a close that alone tells the SDK for JavaScript; :func:`~speech_recognizer.errors.usp_headers`), True for a
+    result (``speech.hypothesis``, ``speech.fragment``, ``speech.phrase``: served), False for a message that tells
+    neither (``turn.start``, ``speech.startDetected``, a ``turn.end`` of no result, a kind of no name the gateway knows).
+    Only the headers are read (a result's text may say anything), with two searches, not parsed."""
+    end = message.find(_HEAD_END)
+    head = message if end < 0 else message[:end]
+    if (at := head.find(_NAMED)) >= 0:
+        return BY_NAME.get(_line(head, at + len(_NAMED)).decode("ascii", "replace"), False)
+    return (at := head.find(_PATH)) >= 0 and _line(head, at + len(_PATH)) in _RESULTS
+
+
+def _line(head: bytes, start: int) -> bytes:
+    """The value of the header line of ``head`` whose value begins at ``start``, without its spaces."""
+    end = head.find(b"\r\n", start)
+    return head[start:end if end >= 0 else len(head)].strip()
 
 
 def refusal_close(status: int, message: str, retry_after: str | None = None) -> tuple[int, bytes]:

@@ -186,15 +186,15 @@ def _unheard(status: int, named: str | None) -> None:
     pass
 
 
-#: What a relay of a WebSocket calls once it knows how the recognizer answered the stream it accepted: with None at its
-#: first message, or with its close ``(code, reason)`` when it closed the stream before it sent any (a stream refused
-#: once accepted: a model it cannot load, every decoder busy at the first audio); not at all when the stream ended
-#: otherwise first (the client's close, a connection lost, the gateway's stop).
-Answered = Callable[[tuple[int, bytes] | None], None]
+#: What a relay of a WebSocket tells of how the recognizer answers the stream it accepted, until told it knows (True):
+#: each message of the recognizer's (a text one's bytes; None for a binary one), then its close ``(code, reason)`` when
+#: it closed the stream before (a stream refused once accepted: a model it cannot load, every decoder busy at the first
+#: audio); no more once the stream ended otherwise (the client's close, a connection lost, the gateway's stop).
+Answered = Callable[[bytes | None | tuple[int, bytes]], bool]
 
 
-def _unanswered(closed: tuple[int, bytes] | None) -> None:
-    pass
+def _unanswered(told: bytes | None | tuple[int, bytes]) -> bool:
+    return True
 
 
 #: Where a relay reports a failure of the gateway's own that ends it, as it happens (the gateway logs and counts it:
@@ -550,7 +550,8 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time; ``connected``
     is called with the status the recognizer answered the upgrade with (101: accepted) and the kind its refusal names
-    (:data:`Connected`), once the client has it; ``answered`` with the recognizer's first message or close (:data:`Answered`).
+    (:data:`Connected`), once the client has it; ``answered`` with the recognizer's messages, or its close, until it knows
+    how the recognizer answers the stream (:data:`Answered`).
 
     The recognizer is connected first, so that its refusal of the upgrade (401, 403) refuses the
     client alike. Returns the response the client got: the accepted WebSocket (its ``close_code``
@@ -647,14 +648,14 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
     doing: :func:`_not_taking_in`), the client's connection is lost (the recognizer's closed 1001; ``failed``,
     ``not_reading``, when it was reset for taking in nothing: :func:`~speech_operator.gateway_http_limits.not_reading`),
     or the gateway stops (both closed 1000 once idle; ``failed``, ``gateway_stopped``, when its time ran out first:
-    1001). ``request``: the client's upgrade; ``answered``: told the recognizer's first message, or its close before any
+    1001). ``request``: the client's upgrade; ``answered``: told the recognizer's messages until it knows, or its close before
     (:data:`Answered`)."""
     transport = request.transport
-    unanswered = [answered]  # emptied once told
+    unanswered = [answered]  # emptied once it knows
 
     def from_recognizer(data: bytes, binary: bool) -> None:
-        if unanswered:
-            unanswered.pop()(None)
+        if unanswered and unanswered[0](None if binary else data):
+            unanswered.clear()
         progress.from_recognizer(data, binary)
 
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
@@ -671,7 +672,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 await _close(upstream, 1001, b"the client went away")
             else:
                 if closed is not None:
-                    if unanswered:  # closed before it sent anything: the stream was refused once accepted, or let go idle
+                    if unanswered:  # closed before it told: the stream was refused once accepted, or let go idle
                         unanswered.pop()(closed)
                     await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
                 elif not _not_taking_in(transport, backend):

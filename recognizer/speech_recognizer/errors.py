@@ -8,8 +8,8 @@ idle, ...); this module answers it, the same way on every route:
 - WebSocket (/vosk, Speech SDK): :func:`close_args` — the kind's close code and the message (on /vosk a fault's led by
   its kind's name, :func:`named`) cut to a close frame's 123 bytes of UTF-8 (:func:`close_reason`, never inside a
   character); one refused before it starts names its kind in its 101 too (:func:`accept_headers`);
-- Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` whose ``RecognitionStatus`` the SDK
-  reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
+- Speech SDK turn: :func:`usp_phrase` — a ``speech.phrase`` (its kind named in :func:`usp_headers`) whose
+  ``RecognitionStatus`` the SDK reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
   which words those statuses in fixed words of its own, is told them by a close alone that carries the message
   (:data:`JAVASCRIPT_CLOSES`, :func:`usp_status`);
@@ -259,6 +259,15 @@ def accept_headers(failure: Failure) -> list[tuple[bytes, bytes]]:
     closed with the failure's code; a close before the handshake reaches a client as a bare 403): its kind named
     (:data:`FAILURE_HEADER`), so that a proxy in front knows the stream refused from its upgrade's answer."""
     return [(FAILURE_HEADER.lower().encode(), failure.kind.name.encode())]
+
+
+def usp_headers(failure: Failure) -> dict[str, str]:
+    """The headers of the Speech SDK message that tells ``failure`` (the ``speech.phrase`` that fails a turn, or the
+    message before a close that alone tells the SDK for JavaScript: :func:`usp_status`): its kind named
+    (:data:`FAILURE_HEADER`), as its HTTP answer and 101 name it, for a proxy in front (the gateway), where a
+    ``RecognitionStatus`` or a close code says less (``ServiceUnavailable`` is a drain or a model that cannot be loaded).
+    The SDKs read the headers they know and pass over the others."""
+    return {FAILURE_HEADER: failure.kind.name}
 
 
 def http_response(failure: Failure) -> JSONResponse:

@@ -17,21 +17,28 @@ whose model Vosk cannot load) behind a real gateway; ``/metrics`` read as Promet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import azure.cognitiveservices.speech as speechsdk
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import contract
 from speech_recognizer.app import create_app
 from speech_recognizer.errors import BUSY, FAILURE_HEADER
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 from tests.conftest import make_settings
 from tests.recognizer.test_failures import vosk_close
 from tests.support import ServerThread, read_wav, scrape_metrics
+from tests.usp.sdk import config, once
 
 from .conftest import KEY, Stack, speech_to_text
 
@@ -120,16 +127,13 @@ async def test_a_stream_the_recognizer_refuses_is_timed_under_the_kind_it_names_
                               ("vosk", "ko-KR", "client"): 1}, (401, "auth_wrong")), (timed, said)
 
 
-def test_a_vosk_stream_the_recognizer_refuses_once_accepted_is_timed_under_the_kind_it_closes_with(
-        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
-    """/vosk streams the recognizer accepts, then refuses by its close before any reply: a locale whose model cannot be
-    loaded (1013 naming ``model_unavailable``): ``fault``; every decoder busy at the first audio (``DecoderMaxCount=1``,
-    a stream served holding it; 1013, ``busy``): ``capacity``; the stream served: ``ok``. Each under its locale. Before,
-    all three were ``ok``: timed at the recognizer's 101."""
+@contextlib.contextmanager
+def decoder_held(registry: ModelRegistry, pcm: bytes, tmp_path: Path, stack: Stack) -> Iterator[Callable[[], None]]:
+    """Behind the gateway: ko-KR (``DecoderMaxCount=1``), its one decoder held by a /vosk stream of ``pcm``, and
+    :data:`BROKEN`, a model it cannot load; yields what lets the decoder go (the stream's eof, its final result)."""
     models = broken_models(tmp_path)
     busy = create_app(make_settings(tmp_path / "ko", "DecoderMaxCount=1"), registry)
     broken = create_app(make_settings(tmp_path / "fr", f"Mounts:Models={models}"), ModelRegistry(models, (BROKEN,)))
-    pcm, _, _ = read_wav(speech_wav)
     with ServerThread(busy) as ko, ServerThread(broken) as fr:
         stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
         stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
@@ -138,11 +142,65 @@ def test_a_vosk_stream_the_recognizer_refuses_once_accepted_is_timed_under_the_k
         with connect(f"{stack.ws}/vosk?language=ko-KR") as holder:
             holder.send(pcm[:3200])
             holder.recv(timeout=30)  # the only decoder is taken
-            closes = {locale: vosk_close(stack.ws, f"language={locale}", pcm[:3200]) for locale in ("ko-KR", BROKEN)}
-            holder.send('{"eof" : 1}')
-            holder.recv(timeout=30)
+
+            def release() -> None:
+                holder.send('{"eof" : 1}')
+                holder.recv(timeout=30)
+            yield release
+
+
+def test_a_vosk_stream_the_recognizer_refuses_once_accepted_is_timed_under_the_kind_it_closes_with(
+        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """/vosk streams the recognizer accepts, then refuses by its close before any reply: a locale whose model cannot be
+    loaded (1013 naming ``model_unavailable``): ``fault``; every decoder busy at the first audio (``DecoderMaxCount=1``,
+    a stream served holding it; 1013, ``busy``): ``capacity``; the stream served: ``ok``. Each under its locale. Before,
+    all three were ``ok``: timed at the recognizer's 101."""
+    pcm, _, _ = read_wav(speech_wav)
+    with decoder_held(registry, pcm, tmp_path, stack) as release:
+        closes = {locale: vosk_close(stack.ws, f"language={locale}", pcm[:3200]) for locale in ("ko-KR", BROKEN)}
+        release()
     timed = outcomes(stack)
     said = {locale: (code, reason.partition(": ")[0]) for locale, (code, reason) in closes.items()}
     assert (timed, said) == ({("vosk", "ko-KR", "ok"): 1, ("vosk", "ko-KR", "capacity"): 1, ("vosk", BROKEN, "fault"): 1},
                              {"ko-KR": (1013, f"all 1 decoders are busy; retry in {BUSY.retry_after} s"),
                               BROKEN: (1013, "model_unavailable")}), (timed, closes)
+
+
+def javascript_close(url: str) -> tuple[str, int]:
+    """What the SDK for JavaScript is told of a turn that fails at its first audio (its ``speech.config`` says it is
+    that SDK, as its own does): the path of the message before the close, and the close's code."""
+    request = uuid.uuid4().hex
+    with connect(url, subprotocols=["USP"]) as ws:
+        ws.send(client_text_frame("speech.config", request, {"context": {"system": {"lang": "JavaScript"}}}))
+        ws.send(client_text_frame("speech.context", request, {}))
+        ws.send(client_audio_frame(request, bytes(3200)))
+        before = parse_text(str(ws.recv(timeout=30))).path
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None, closed.value
+    return before, closed.value.rcvd.code
+
+
+def test_a_speech_sdk_turn_the_recognizer_fails_is_timed_under_the_kind_it_names(
+        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """Speech SDK recognitions whose turn the recognizer fails once it began (the real Python SDK): every decoder busy at
+    the first audio (``DecoderMaxCount=1``, a /vosk stream holding it), a ``speech.phrase`` ``TooManyRequests``:
+    ``capacity`` (the SDK asks again a few times); a model it cannot load, a phrase ``ServiceUnavailable`` (again), and to a
+    client that says it is the SDK for JavaScript a close 4000 alone after a message that ends its reading: ``fault``; the turn served once the
+    decoder is free: ``ok``. The failing messages name their kind (``X-Speech-Failure``), which the gateway reads off
+    the recognizer's text messages until the first result or failure. Before, every one was ``ok``: timed at the
+    recognizer's first message (``turn.start``)."""
+    pcm, _, _ = read_wav(speech_wav)
+    with decoder_held(registry, pcm, tmp_path, stack) as release:
+        said = {"python ko-KR": once(config(stack.ws), speech_wav).cancellation_details.code,
+                f"python {BROKEN}": once(config(stack.ws, language=BROKEN), speech_wav).cancellation_details.code,
+                f"javascript {BROKEN}": javascript_close(f"{stack.ws}{REST}?language={BROKEN}")}
+        release()
+        served = once(config(stack.ws), speech_wav)
+    timed = {key: value for key, value in outcomes(stack).items() if key[0] == "usp"}
+    assert served.reason == speechsdk.ResultReason.RecognizedSpeech, served
+    assert said == {"python ko-KR": speechsdk.CancellationErrorCode.TooManyRequests,
+                    f"python {BROKEN}": speechsdk.CancellationErrorCode.ServiceUnavailable,
+                    f"javascript {BROKEN}": (READING_END_PATH, 4000)}, said
+    assert set(timed) == {("usp", "ko-KR", "capacity"), ("usp", "ko-KR", "ok"), ("usp", BROKEN, "fault")}, timed
+    assert timed[("usp", "ko-KR", "ok")] == 1, timed

@@ -32,7 +32,22 @@ from starlette.websockets import WebSocketDisconnect
 from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
-from ..errors import CLIENT_GONE, DRAINING, IDLE, INTERNAL, NOT_READING, PROTOCOL_ERROR, Counters, Failure, classify, close_args, settle, usp_phrase, usp_status
+from ..errors import (
+    CLIENT_GONE,
+    DRAINING,
+    IDLE,
+    INTERNAL,
+    NOT_READING,
+    PROTOCOL_ERROR,
+    Counters,
+    Failure,
+    classify,
+    close_args,
+    settle,
+    usp_headers,
+    usp_phrase,
+    usp_status,
+)
 from ..inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -296,7 +311,7 @@ class Turn:
             self.started = True
             await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
         if failure is not None:
-            await self.send("speech.phrase", usp_phrase(failure))
+            await self.send("speech.phrase", usp_phrase(failure), usp_headers(failure))
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
@@ -643,7 +658,7 @@ class Connection:
                     await self.turn.fail(None)
             if self.javascript and not (phrase and self.turn is not None):
                 # ... and its reading ends before the close, which it reports; its recognizer connects anew after.
-                await self.socket.send_text(javascript_reading_end())
+                await self.socket.send_text(javascript_reading_end(failure))
             await self.socket.close(*close_args(failure, usp=True, javascript=self.javascript))
 
     async def _park(self, turn: Turn) -> bool:

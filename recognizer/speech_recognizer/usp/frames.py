@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import BAD_VALUE, PROTOCOL_ERROR, Failure
+from ..errors import BAD_VALUE, PROTOCOL_ERROR, Failure, usp_headers
 
 #: Limits the SDK keeps to, and so do we.
 MAX_HEADER_BYTES = 8192
@@ -158,9 +158,10 @@ def text_frame(path: str, request_id: str, body: Mapping[str, Any] | str, extra:
 READING_END_PATH = "connection.closing"
 
 
-def javascript_reading_end() -> str:
-    """The text message the SDK for JavaScript gets just before a close that alone tells it a failure
-    (:data:`~speech_recognizer.errors.JAVASCRIPT_CLOSES`): one with no ``X-RequestId``.
+def javascript_reading_end(failure: Failure) -> str:
+    """The text message the SDK for JavaScript gets just before a close that alone tells it ``failure``
+    (:data:`~speech_recognizer.errors.JAVASCRIPT_CLOSES`): one with no ``X-RequestId``, naming the failure's kind
+    (:func:`~speech_recognizer.errors.usp_headers`).
 
     That SDK keeps a closed connection for its recognizer's next recognition unless the service sent it a message on
     it (``ServiceRecognizerBase.reconnect``: ``privServiceHasSentMessage``), and then fails it ("Cannot send on
@@ -169,7 +170,8 @@ def javascript_reading_end() -> str:
     one it got, and its reading ends on it (``SpeechConnectionMessage.fromConnectionMessage`` throws for want of a
     request id, which ``receiveMessage`` takes as its end): the close then cancels the recognition with its reason,
     and the recognizer's next recognition connects anew."""
-    return _head({"Path": READING_END_PATH, "Content-Type": "application/json; charset=utf-8", "X-Timestamp": timestamp()}) + "\r\n{}"
+    return _head({"Path": READING_END_PATH, "Content-Type": "application/json; charset=utf-8", "X-Timestamp": timestamp(),
+                  **usp_headers(failure)}) + "\r\n{}"
 
 
 class RequestIds:

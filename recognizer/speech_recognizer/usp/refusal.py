@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
-from ..errors import Failure, close_args, usp_phrase, usp_status
+from ..errors import Failure, close_args, usp_headers, usp_phrase, usp_status
 from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -165,7 +165,7 @@ def failed_turn(failure: Failure, request_id: str, javascript: bool = False) -> 
         return []
     turn: tuple[tuple[str, dict[str, Any]], ...] = (
         ("turn.start", {"context": {"serviceTag": uuid.uuid4().hex}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
-    return [text_frame(path, request_id, body) for path, body in turn]
+    return [text_frame(path, request_id, body, usp_headers(failure) if path == "speech.phrase" else {}) for path, body in turn]
 
 
 async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting) -> None:
@@ -179,7 +179,7 @@ async def answer(read: Read, send_text: SendText, close: Close, failure: Failure
         if request is None:
             return
         turn = failed_turn(failure, request.id, request.javascript)
-        for text in turn or ([javascript_reading_end()] if request.javascript else []):
+        for text in turn or ([javascript_reading_end(failure)] if request.javascript else []):
             await send_text(text)
         await close(*close_args(failure, usp=True, javascript=request.javascript))
 
