@@ -10,7 +10,7 @@ or :data:`~speech_recognizer.errors.FAULT`). The recognizers count failures in
 alert selects the reasons of one class from the table, so a kind added there is alerted on (or
 not) by its own line. Alerts are grouped by the ``namespace`` and ``service`` labels a
 ServiceMonitor gives every target (the chart's ``serviceMonitor.enabled``): one alert per
-SpeechToText, and one for the gateway.
+SpeechToText, and the gateway's per locale it failed.
 
 What no recognizer can report, a SpeechToText that is not Ready or is Degraded (pods that crash or
 cannot start, a missing Secret or PVC, a spec refused, a rollout past its deadline; every pod down,
@@ -132,6 +132,8 @@ def rule_groups() -> list[dict[str, Any]]:
     describe = "kubectl describe speechtotext -n {{ $labels.namespace }} {{ $labels.name }}"
     capacity, fault = names(RECOGNIZER_KINDS, CAPACITY), names(RECOGNIZER_KINDS, FAULT)
     gateway_capacity, gateway_fault = names(GATEWAY_KINDS, CAPACITY), names(GATEWAY_KINDS, FAULT)
+    # the gateway counts a failure under the locale it routed to, "-" for one refused before (its connection cap)
+    for_locale = '{{ if eq $labels.locale "-" }}before their locale is known{{ else }}for {{ $labels.locale }}{{ end }}'
     return [
         {"name": "speech-recognizers", "rules": [
             _alert("SpeechRecognizerAtCapacity",
@@ -177,10 +179,11 @@ def rule_groups() -> list[dict[str, Any]]:
         ]},
         {"name": "speech-gateway", "rules": [
             _alert("SpeechGatewayAtCapacity",
-                   f'sum by (namespace, service) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_capacity)}"}}[5m])\n) > 0',
-                   "10m", f"the gateway {where} refuses requests for want of room",
-                   f"It has refused requests for 10 minutes ({listed(gateway_capacity)}): it holds as many requests for "
-                   "waking locales, bytes of OpenAI forms, or client connections as it may. Raise gateway.maxHeld or "
+                   f'sum by (namespace, service, locale) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_capacity)}"}}[5m])\n) > 0',
+                   "10m", f"the gateway {where} refuses requests {for_locale} for want of room",
+                   f"It has refused requests {for_locale} for 10 minutes ({listed(gateway_capacity)}): it holds as many "
+                   "requests for waking locales, bytes of OpenAI forms, or client connections as it may (a connection "
+                   "past its cap is refused before its locale is known). Raise gateway.maxHeld or "
                    "gateway.maxConnections (with gateway.resources.limits.memory), or the gateway's replicas."),
             _alert("SpeechGatewayConnectionsNearCap",
                    "max by (namespace, service, pod) (\n  (speech_gateway_connections - speech_gateway_idle_connections)"
@@ -191,11 +194,11 @@ def rule_groups() -> list[dict[str, Any]]:
                    "ones (an Ingress' keep-alive pool) give way to new ones at the cap and are not. Raise the gateway's "
                    "replicas, or the cap with its memory limit."),
             _alert("SpeechGatewayFailing",
-                   f'sum by (namespace, service, reason) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_fault)}"}}[10m])\n) > 0',
-                   "5m", f"the gateway {where} cannot serve a locale: {{{{ $labels.reason }}}}",
-                   f"Requests failed at the gateway in the last 10 minutes ({listed(gateway_fault)}): no recognizer of a "
-                   "locale answered, one went away mid-stream, or a locale did not wake in time. "
-                   "speech_gateway_requests_total{code} by locale says which; kubectl get speechtotexts shows their conditions."),
+                   f'sum by (namespace, service, locale, reason) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_fault)}"}}[10m])\n) > 0',
+                   "5m", f"the gateway {where} cannot serve {{{{ $labels.locale }}}}: {{{{ $labels.reason }}}}",
+                   f"Requests for {{{{ $labels.locale }}}} failed at the gateway in the last 10 minutes "
+                   f"({listed(gateway_fault)}): no recognizer of it answered, one went away mid-stream, or it did not "
+                   "wake in time. kubectl get speechtotexts shows the conditions of the SpeechToText that serves it."),
         ]},
         {"name": OPERATOR_GROUP, "rules": [
             _alert("SpeechToTextNotReady", condition("Ready", "False"), "10m",

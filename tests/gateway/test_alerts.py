@@ -124,8 +124,9 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
             "SpeechRecognizerDecodersNearCapacity": {k: RECOGNIZER_TARGET[k] for k in ("namespace", "service")},
             "SpeechRecognizerConnectionsNearCap": RECOGNIZER_TARGET,
             "SpeechRecognizerHttpConnectionsNearCap": RECOGNIZER_TARGET,
-            "SpeechGatewayFailing": {**{k: GATEWAY_TARGET[k] for k in ("namespace", "service")}, "reason": "backend_unavailable"},
-            "SpeechGatewayAtCapacity": {k: GATEWAY_TARGET[k] for k in ("namespace", "service")},
+            "SpeechGatewayFailing": {**{k: GATEWAY_TARGET[k] for k in ("namespace", "service")}, "locale": DOWN,
+                                     "reason": "backend_unavailable"},
+            "SpeechGatewayAtCapacity": {**{k: GATEWAY_TARGET[k] for k in ("namespace", "service")}, "locale": STARTING},
         }
 
         def pending() -> dict[str, dict[str, Any]] | None:
@@ -139,4 +140,5 @@ def test_alerts_go_pending_on_real_failures_and_not_before(watched: tuple[Promet
         assert alert["labels"] == {"alertname": name, "severity": "warning", **labels}
         where = f"{labels['namespace']}/{labels['service']}"
         assert where in alert["annotations"]["summary"], alert["annotations"]
+        assert labels.get("locale", where) in alert["annotations"]["summary"], alert["annotations"]  # the gateway's: its locale
         assert "{{" not in alert["annotations"]["summary"] + alert["annotations"]["description"]

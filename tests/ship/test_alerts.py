@@ -93,21 +93,37 @@ def expanded(template: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
 
 
-def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reason: bool) -> dict[str, Any]:
-    """A promtool test: ``kinds`` failing once a minute for 20 minutes in two Services; the alert of each."""
+def counter_case(rule: dict[str, Any], metric: str, kinds: list[Kind], per_reason: bool,
+                 locales: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A promtool test: ``kinds`` failing once a minute for 20 minutes in two Services (and, given ``locales``, for
+    each of them: the gateway's ``locale`` label); the alert of each (and of each locale)."""
     series, expected = [], []
     for service in ("en-us", "de-de"):
-        for k in kinds:
-            labels = {"namespace": "speech", "service": service, "reason": k.name}
-            series.append({"series": f'{metric}{{namespace="speech",service="{service}",route="rest-conversation",reason="{k.name}"}}',
-                           "values": "0+1x30"})
-            if not per_reason and k is not kinds[0]:
-                continue
-            alert_labels = {"severity": "warning", **{n: v for n, v in labels.items() if per_reason or n != "reason"}}
-            expected.append({"exp_labels": alert_labels,
-                             "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}})
+        for locale in locales or (None,):
+            for k in kinds:
+                labels = {"namespace": "speech", "service": service, "reason": k.name, **({"locale": locale} if locale else {})}
+                selector = ",".join(f'{n}="{v}"' for n, v in {**labels, "route": "rest-conversation"}.items())
+                series.append({"series": f"{metric}{{{selector}}}", "values": "0+1x30"})
+                if not per_reason and k is not kinds[0]:
+                    continue
+                alert_labels = {"severity": "warning", **{n: v for n, v in labels.items() if per_reason or n != "reason"}}
+                expected.append({"exp_labels": alert_labels,
+                                 "exp_annotations": {n: expanded(t, alert_labels) for n, t in rule["annotations"].items()}})
     return {"interval": "1m", "input_series": series,
             "alert_rule_test": [{"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": expected}]}
+
+
+def test_the_gateways_alerts_name_the_locale() -> None:
+    """The gateway counts its failures by locale (``-``: refused before its locale was known, past its connection
+    cap): its alerts fire per locale (tests below) and their summary names it."""
+    by_name = rules()
+    capacity, failing = by_name["SpeechGatewayAtCapacity"]["annotations"], by_name["SpeechGatewayFailing"]["annotations"]
+    labels = {"namespace": "speech-operator", "service": "gw", "reason": "backend_lost"}
+    assert [expanded(capacity["summary"], {**labels, "locale": locale}) for locale in ("ja-JP", "-")] == [
+        "the gateway speech-operator/gw refuses requests for ja-JP for want of room",
+        "the gateway speech-operator/gw refuses requests before their locale is known for want of room"]
+    assert expanded(failing["summary"], {**labels, "locale": "ja-JP"}) == "the gateway speech-operator/gw cannot serve ja-JP: backend_lost"
+    assert "ja-JP" in expanded(failing["description"], {**labels, "locale": "ja-JP"})
 
 
 def quiet_case(names: list[str]) -> dict[str, Any]:
@@ -311,8 +327,10 @@ def test_promtool_unit_tests_fire_each_alert_on_its_failures_only(tmp_path: Path
     cases = [
         counter_case(by_name["SpeechRecognizerAtCapacity"], "speech_refused_total", recognizer[CAPACITY], per_reason=False),
         counter_case(by_name["SpeechRecognizerFailing"], "speech_refused_total", recognizer[FAULT], per_reason=True),
-        counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False),
-        counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True),
+        counter_case(by_name["SpeechGatewayAtCapacity"], "speech_gateway_failures_total", gateway[CAPACITY], per_reason=False,
+                     locales=("ja-JP", "-")),
+        counter_case(by_name["SpeechGatewayFailing"], "speech_gateway_failures_total", gateway[FAULT], per_reason=True,
+                     locales=("ja-JP", "de-DE")),
         decoders_case(by_name["SpeechRecognizerDecodersNearCapacity"]),
         near_cap_case(by_name["SpeechRecognizerConnectionsNearCap"]),
         near_cap_case(by_name["SpeechGatewayConnectionsNearCap"], "speech_gateway_connections", "speech-gateway",
