@@ -514,19 +514,9 @@ async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
         if await missing_dependencies(runtime.kube, last.stt) != last.missing:
             return False
         for child, said in last.refused:
-            try:
-                await apply(runtime, child, last.body)
-            except ApplyRefused as refusal:
-                if refusal.error.stale or refused_words(child, refusal.error) != said:
-                    return False
-            except NameConflict:
-                return False
-            except KubeError as exc:
-                if exc.namespace_terminating:
-                    return False
-                raise
-            else:
-                return False  # taken now: the whole reconcile makes the rest and the status
+            error = (await applied(runtime, child, last.body)).refused
+            if error is None or error.stale or refused_words(child, error) != said:
+                return False  # taken now, its name taken, its namespace going, or refused otherwise: a whole reconcile
     except Exception as exc:
         metrics.reconcile_failed(exc)
         raise
@@ -708,6 +698,36 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
         log.warning("%s %s/%s: %s", api.KIND, meta["namespace"], owner["metadata"]["name"], scaled)
         runtime.events.post(owner, "Warning", SCALED_BY_HAND, scaled)
     return applied
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`applied` came to for one child: ``live``, the child as written, or as last read before a refused
+    write (None: missing, or not looked at); ``refused``, the API server's refusal (:class:`ApplyRefused`);
+    ``conflict``, whose object holds its name, in the status' words (:class:`NameConflict`); ``ending``, its namespace
+    is being deleted (nothing more is created in it)."""
+
+    live: dict[str, Any] | None
+    refused: KubeError | None = None
+    conflict: str | None = None
+    ending: bool = False
+
+
+async def applied(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, Any],
+                  scalers: tuple[api.ForeignAutoscaler, ...] = (), handed_back: bool = False,
+                  read: dict[str, Any] | None | Unread = Unread.UNREAD) -> Outcome:
+    """:func:`apply` (its arguments), its outcome told once for the reconcile and its re-check (:func:`recheck_amiss`);
+    any other failure raised."""
+    try:
+        return Outcome(await apply(runtime, desired, owner, scalers, handed_back, read))
+    except ApplyRefused as refusal:
+        return Outcome(refusal.live, refused=refusal.error)
+    except NameConflict as exc:
+        return Outcome(None, conflict=str(exc))
+    except KubeError as exc:
+        if not exc.namespace_terminating:
+            raise
+        return Outcome(None, ending=True)
 
 
 async def remove_unwanted(runtime: Runtime, desired: list[dict[str, Any]], owner: Mapping[str, Any]) -> None:
@@ -905,20 +925,17 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             else:
                 desired = builders.children(stt, runtime.config, held)
                 for child in desired:
-                    actual: dict[str, Any] | None
-                    try:
-                        actual = await apply(runtime, child, body, scalers, handed_back,
-                                             read if child["kind"] == "Deployment" else Unread.UNREAD)
-                    except KubeError as exc:
-                        if not exc.namespace_terminating:
-                            raise
-                        # its namespace is being deleted: it goes too, and nothing to say
+                    outcome = await applied(runtime, child, body, scalers, handed_back,
+                                            read if child["kind"] == "Deployment" else Unread.UNREAD)
+                    actual, error = outcome.live, outcome.refused
+                    if outcome.ending:  # its namespace is being deleted: it goes too, and nothing to say
                         runtime.ending.add(body["metadata"].get("uid"))
                         log.info("%s %s/%s: its namespace is being deleted: nothing more is created in it (%s %s "
                                  "is gone)", api.KIND, namespace, name, child["kind"], name)
                         return None
-                    except ApplyRefused as refusal:  # an admission webhook, a quota, ...: said in the status, tried again
-                        error = refusal.error
+                    if outcome.conflict is not None:  # someone else's: said in the status, looked at again
+                        conflicts.append(outcome.conflict)
+                    if error is not None:  # an admission webhook, a quota, ...: said in the status, tried again
                         if error.stale:  # the Deployment changed since its read, at each of apply's tries
                             lasted, raced = runtime.contention(namespace, name)
                             racing = lasted < STALE_SUSTAINED_SECONDS
@@ -930,10 +947,6 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                                 f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
                                 if error.stale else ""))
                             rechecked = None if error.stale or rechecked is None else [*rechecked, (child, write_refused[-1])]
-                            actual = refusal.live  # as apply read it just before its write
-                    except NameConflict as exc:  # someone else's: said in the status, looked at again
-                        conflicts.append(str(exc))
-                        actual = None
                     if child["kind"] == "Deployment":
                         deployment = actual
                 await remove_unwanted(runtime, desired, body)
