@@ -3,11 +3,11 @@
 - SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
 - An owned Deployment, Service or PodDisruptionBudget changed or deleted -> reconcile its owner (drift is put back);
   only its Deployment's status or a foreign autoscaler's replicas changed -> its status again, from the Deployment.
-- While Degraded (a Secret or PVC missing, a write the API server refused, pods that crash or cannot pull their
-  image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a crash loop
-  changes no field of the Deployment's: only a look at the pods sees it): the pods' look a status refresh, the look
-  for a missing Secret or a refused write those alone. An API server that does not answer (5xx, 429, a timeout) is
-  one line, and a retry.
+- While Degraded (a Secret or PVC missing, a write the API server refused, a name taken, pods that crash or cannot
+  pull their image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a
+  crash loop changes no field of the Deployment's: only a look at the pods sees it): the pods' look a status refresh,
+  the look for a missing Secret, a refused write or a name taken those alone. An API server that does not answer
+  (5xx, 429, a timeout) is one line, and a retry.
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update); none while the spec is refused.
@@ -243,7 +243,8 @@ def _degraded(status: kopf.Status, **_: Any) -> bool:
 async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None,
                            memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Look for the missing Secret/PVC again until it appears, write what the API server refused again until it
-    takes it (those alone: a whole reconcile once that changed, :func:`speech_operator.reconcile.recheck_amiss`), look
+    takes it, read the object holding a child's name again until it is gone (those alone: a whole reconcile once that
+    changed, :func:`speech_operator.reconcile.recheck_amiss`), look
     at pods that are not ready again until they are (the filter then stops this daemon). The pods' look is a status
     refresh (its Deployment read, its pods listed: :func:`speech_operator.reconcile.refresh`) when its
     last reconcile found nothing amiss, else (or when the Deployment drifted) a whole reconcile. It ends for

@@ -87,7 +87,8 @@ class Runtime:
     #: of a child that changes none of it needs no reconcile (:func:`follow`).
     observed: dict[tuple[str, str], Observed] = field(default_factory=dict)
     #: Per SpeechToText whose last reconcile found only what a later look may find mended (:class:`Amiss`: what the
-    #: spec references missing, writes refused), what it found: a re-check looks at that alone (:func:`recheck_amiss`).
+    #: spec references missing, writes refused, names taken), what it found: a re-check looks at that alone
+    #: (:func:`recheck_amiss`).
     amiss: dict[tuple[str, str], Amiss] = field(default_factory=dict)
     #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
     refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
@@ -332,6 +333,13 @@ class NameConflict(Exception):
     """A child's name is taken by an object the SpeechToText does not own: it is left as it is (:func:`apply`)."""
 
 
+def taken(kind: str, name: str, held: str) -> str:
+    """The child ``kind`` ``name`` held by someone else's object (:func:`holder`'s words ``held``), as the
+    SpeechToText's status says it."""
+    return (f"{kind} {name} exists and is not this SpeechToText's ({held}); it is left as it is: delete or rename it, "
+            f"or give the SpeechToText another name")
+
+
 def holder(live: Mapping[str, Any] | None, owner: Mapping[str, Any]) -> str | None:
     """Who holds the child ``live``, in words, when it is not the SpeechToText ``owner``'s; None when it is missing,
     controlled by ``owner``, or an orphan with the operator's labels for ``owner`` (its owner reference removed by
@@ -428,9 +436,10 @@ class Observed:
 @dataclass(frozen=True)
 class Amiss:
     """What the last reconcile of a SpeechToText found amiss, when that is all a later look may find mended and nothing
-    changes without an event of its own (no refused spec, no name taken, no foreign autoscaler, no write refused as
-    stale): what the spec references and found missing (:func:`missing_dependencies`), and the children whose writes
-    the API server refused (as built) with the refusal as its status says it. The SpeechToText as read and decided on.
+    changes without an event of its own (no refused spec, no foreign autoscaler, no write refused as stale): what the
+    spec references and found missing (:func:`missing_dependencies`), the children whose writes the API server refused
+    (as built) with the refusal as its status says it, and those whose names someone else's objects hold (as built)
+    with whose, as its status says it (:func:`taken`). The SpeechToText as read and decided on.
     A change of the SpeechToText, of a child, of the installed CRD or of who scales its Deployment is a whole reconcile
     of its own (their handlers), which keeps a new one or none."""
 
@@ -438,6 +447,7 @@ class Amiss:
     stt: api.SpeechToText
     missing: list[str]
     refused: list[tuple[dict[str, Any], str]]
+    conflicts: list[tuple[dict[str, Any], str]]
 
 
 class Follow(enum.Enum):
@@ -498,19 +508,25 @@ async def refresh(runtime: Runtime, namespace: str, name: str, recheck: bool = F
 
 
 async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
-    """Whether what the SpeechToText's last reconcile found amiss (:class:`Amiss`) still is, in the same words: what its
-    spec references looked up again, each write the API server refused tried again (the refusal's cause, a webhook's
-    policy or a quota, changes with no event the operator sees). Nothing else read, nothing written when it still is:
-    its status would be the same. False (a whole reconcile due) when it found nothing kept, or anything changed: a
-    dependency back or another gone, a write taken or refused in other words. Its failures and its refused writes are
-    counted as a reconcile's (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its
-    lock."""
+    """Whether what the SpeechToText's last reconcile found amiss (:class:`Amiss`) still is, in the same words: each
+    object holding a child's name read again (someone else's: no event of it reaches the operator), what its spec
+    references looked up again, each write the API server refused tried again (the refusal's cause, a webhook's policy
+    or a quota, changes with no event the operator sees). Nothing else read, nothing written when it still is: its
+    status would be the same. False (a whole reconcile due) when it found nothing kept, or anything changed: a name
+    let go or held by another, a dependency back or another gone, a write taken or refused in other words. Its failures,
+    its names taken and its refused writes are counted as a reconcile's
+    (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its lock."""
     last = runtime.amiss.get((namespace, name))
     if last is None:
         return False
     if last.body["metadata"].get("uid") in runtime.ending:
         return True
     try:
+        for child, said in last.conflicts:
+            kind, meta = child["kind"], child["metadata"]
+            held = holder(await runtime.kube.get(child_path(kind, namespace, meta["name"])), last.body)
+            if held is None or taken(kind, meta["name"], held) != said:
+                return False
         if await missing_dependencies(runtime.kube, last.stt) != last.missing:
             return False
         for child, said in last.refused:
@@ -520,8 +536,9 @@ async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
     except Exception as exc:
         metrics.reconcile_failed(exc)
         raise
-    if last.refused:
-        metrics.reconcile_failed(conditions.WRITE_REFUSED)
+    for reason, found in ((conditions.WRITE_REFUSED, last.refused), (conditions.NAME_CONFLICT, last.conflicts)):
+        if found:
+            metrics.reconcile_failed(reason)
     return True
 
 
@@ -670,8 +687,7 @@ async def apply(runtime: Runtime, desired: dict[str, Any], owner: Mapping[str, A
         live = await kube.get(url) if read is Unread.UNREAD or attempt > 1 else read
         held = holder(live, owner)
         if held:
-            raise NameConflict(f"{kind} {meta['name']} exists and is not this SpeechToText's ({held}); it is left as it "
-                               f"is: delete or rename it, or give the SpeechToText another name")
+            raise NameConflict(taken(kind, meta["name"], held))
         written, found = wanted(desired, live, scalers)  # found: the replicas they hold it at
         todo = pending(written, live)
         if not todo:
@@ -916,6 +932,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 stt.status = (stt.status or api.SpeechToTextStatus()).model_copy(update={"autoscaling": decided})
                 _report_decision(runtime.events, body, before, decided)
             deployment, write_refused, conflicts = None, list[str](), list[str]()
+            conflicted: list[tuple[dict[str, Any], str]] = []  # the names taken, which a re-check reads again alone
             rechecked: list[tuple[dict[str, Any], str]] | None = []  # the refused writes a re-check tries again alone
             raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
             held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
@@ -935,6 +952,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                         return None
                     if outcome.conflict is not None:  # someone else's: said in the status, looked at again
                         conflicts.append(outcome.conflict)
+                        conflicted.append((child, outcome.conflict))
                     if error is not None:  # an admission webhook, a quota, ...: said in the status, tried again
                         if error.stale:  # the Deployment changed since its read, at each of apply's tries
                             lasted, raced = runtime.contention(namespace, name)
@@ -976,8 +994,8 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
             if not (refused or missing or write_refused or conflicts):
                 kept = Observed(body, stt, desired, live_replicas(ours) if scalers else None, scalers, outdated_crd,
                                 seen(deployment))
-            elif rechecked is not None and not (refused or conflicts or scalers or handed_back):
-                amiss = Amiss(body, stt, missing, rechecked)
+            elif rechecked is not None and not (refused or scalers or handed_back):
+                amiss = Amiss(body, stt, missing, rechecked, conflicted)
             return status
         except Exception as exc:
             metrics.reconcile_failed(exc)  # raised on: kopf or the caller says it and tries again

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, one_pod_ready, quiet, watched
+from conftest import NAMESPACE, condition, last_looks, one_pod_ready, quiet, watched
 
 from speech_operator import api
 
@@ -123,6 +123,40 @@ async def test_another_controllers_deployment_is_left_alone_said_in_the_status_o
     async def recovered() -> bool:
         return (await condition(cluster, "Degraded")).get("status") == "False"
     await cluster.eventually(recovered)
+
+
+#: How many re-checks :func:`test_the_recheck_of_a_name_taken_reads_the_object_holding_it_alone` counts.
+RECHECKS = 5
+
+
+async def test_the_recheck_of_a_name_taken_reads_the_object_holding_it_alone(cluster: Cluster) -> None:
+    """While another controller's Deployment holds its name, each re-check (every recheck_seconds) reads that Deployment
+    and nothing else: neither the SpeechToText (its changes are events) nor its own children (theirs too), and writes
+    nothing. Held by another controller since, the status says whose at the next re-check (a whole reconcile then).
+    Before, each re-check was a whole reconcile: the SpeechToText, the Deployment, Service and PodDisruptionBudget read
+    (4 GETs a look)."""
+    await cluster.api.create(cluster.url("apps/v1", "deployments"), THEIRS)
+    await cluster.api.create(cluster.stt_url(), stt())
+    assert "controlled by WebApp web" in (await cluster.eventually(lambda: _conflict(cluster)))["message"]
+
+    async def rechecked() -> dict[str, int] | None:  # once the events of its creation's children are handled
+        sent = last_looks(cluster, RECHECKS, "GET", "deployments", "en-us")
+        return sent if set(sent) == {"GET deployments"} else None
+    try:
+        sent = await cluster.eventually(rechecked, 10)
+    except AssertionError:
+        raise AssertionError(f"the last {RECHECKS} re-checks: {last_looks(cluster, RECHECKS, 'GET', 'deployments', 'en-us')}") from None
+    print(f"the operator's requests for {RECHECKS} re-checks of a name taken:", sent)
+    assert sent == {"GET deployments": RECHECKS}, sent
+    assert not cluster.sent("PATCH", "deployments", "en-us"), "theirs is never written"
+
+    other = [{**THEIRS["metadata"]["ownerReferences"][0], "kind": "Rollout", "name": "web-rollout"}]
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"metadata": {"ownerReferences": other}})
+
+    async def moved() -> dict[str, Any] | None:
+        c = await _conflict(cluster)
+        return c if c and "controlled by Rollout web-rollout" in c["message"] else None
+    await cluster.eventually(moved, 10)
 
 
 async def test_a_service_made_by_hand_is_not_taken_over(cluster: Cluster) -> None:
