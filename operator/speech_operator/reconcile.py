@@ -439,7 +439,10 @@ class Amiss:
     changes without an event of its own (no refused spec, no foreign autoscaler, no write refused as stale): what the
     spec references and found missing (:func:`missing_dependencies`), the children whose writes the API server refused
     (as built) with the refusal as its status says it, and those whose names someone else's objects hold (as built)
-    with whose, as its status says it (:func:`taken`). The SpeechToText as read and decided on.
+    with whose, as its status says it (:func:`taken`). The SpeechToText as read and decided on, its children as built,
+    where each differed from that then (:func:`pending`: a refused write's child only), what the installed CRD lacked,
+    and its Deployment as its status was made of it (:func:`seen`): a change of a child that changes none of it needs
+    no reconcile (:func:`follow`).
     A change of the SpeechToText, of a child, of the installed CRD or of who scales its Deployment is a whole reconcile
     of its own (their handlers), which keeps a new one or none."""
 
@@ -448,6 +451,10 @@ class Amiss:
     missing: list[str]
     refused: list[tuple[dict[str, Any], str]]
     conflicts: list[tuple[dict[str, Any], str]]
+    children: list[dict[str, Any]]
+    drift: dict[str, list[str]]
+    outdated_crd: str | None
+    deployment: tuple[Any, ...]
 
 
 class Follow(enum.Enum):
@@ -484,9 +491,28 @@ def follow(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping
     controller's status updates during its rollout are one event each: before, each was a reconcile reading every
     child."""
     last = runtime.observed.get((namespace, name))
-    if (last is None or live is None or last.scalers != runtime.autoscalers.known(namespace, name)
+    if last is None:
+        return follow_amiss(runtime, namespace, name, kind, live)
+    if (live is None or last.scalers != runtime.autoscalers.known(namespace, name)
             or last.outdated_crd != runtime.crd.problem_for((namespace, name))
             or not carries(runtime.config, last, kind, live)):
+        return Follow.RECONCILE
+    return Follow.STATUS if kind == "Deployment" and seen(live) != last.deployment else Follow.NOTHING
+
+
+def follow_amiss(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping[str, Any] | None) -> Follow:
+    """:func:`follow` for a SpeechToText whose last reconcile kept what it found amiss (:class:`Amiss`): a whole
+    reconcile unless that still holds (no foreign autoscaler, the same CRD lack), no object holding a name taken is of
+    ``kind``, and ``live`` differs from what it decided where it did then (nowhere but where a write of it was refused);
+    else its status again when the Deployment's replicas or status changed (:func:`refresh_status`), else nothing. The
+    Deployment controller's status updates while it is Degraded were each a whole reconcile."""
+    last = runtime.amiss.get((namespace, name))
+    if (last is None or live is None or runtime.autoscalers.known(namespace, name)
+            or last.outdated_crd != runtime.crd.problem_for((namespace, name))
+            or any(child["kind"] == kind for child, _ in last.conflicts)):
+        return Follow.RECONCILE
+    child = next((c for c in last.children if c["kind"] == kind), None)
+    if child is None or pending(fingerprinted(child), live) != last.drift.get(kind, []):
         return Follow.RECONCILE
     return Follow.STATUS if kind == "Deployment" and seen(live) != last.deployment else Follow.NOTHING
 
@@ -497,7 +523,8 @@ async def refresh(runtime: Runtime, namespace: str, name: str, recheck: bool = F
     that crashes: :func:`conditions.needs_recheck`), made even when its Deployment did not change: its pods may have.
     A refresh that fails is counted (``speech_operator_reconcile_errors_total{scope="status"}``), the reconcile's own
     failures as a reconcile's. The re-check of one whose last reconcile found what the spec references missing or a
-    write refused looks at that alone (:func:`recheck_amiss`), and reconciles it wholly once that changed."""
+    write refused looks at that alone (:func:`recheck_amiss`), and reconciles it wholly once that changed; a change of
+    its Deployment's status makes its status again as that reconcile made it (:func:`refresh_status`)."""
     async with runtime.lock(namespace, name):
         with metrics.counted(metrics.STATUS):
             done = await refresh_status(runtime, namespace, name, recheck)
@@ -559,16 +586,32 @@ async def refresh_status(runtime: Runtime, namespace: str, name: str, recheck: b
     (:attr:`Observed.looked`): a config error none of them explains (runAsNonRoot) is looked up once, not at each
     re-check while it lasts, and again when its message changes or a new pod waits. What is missing is named as the
     reconcile names it, and nothing is kept as observed (the next re-check is a whole reconcile, whose :class:`Amiss`
-    the later ones look at, until it is back)."""
-    last, reported = runtime.observed.get((namespace, name)), runtime.reported.get((namespace, name))
-    if last is None or not reported:
+    the later ones look at, until it is back).
+
+    Not a re-check, of one whose last reconcile kept what it found amiss (:class:`Amiss`): its status made as that
+    reconcile did, what is amiss as it found it (the re-check's to look at again, :func:`recheck_amiss`), no pods
+    listed (none are while anything is amiss)."""
+    key = (namespace, name)
+    last, reported = runtime.observed.get(key), runtime.reported.get(key)
+    amiss = runtime.amiss.get(key) if last is None and not recheck else None
+    kept: Observed | Amiss | None = last or amiss
+    if kept is None or not reported:
         return False
-    if last.body["metadata"].get("uid") in runtime.ending:
+    if kept.body["metadata"].get("uid") in runtime.ending:
         return True
     deployment = await runtime.kube.get(child_path("Deployment", namespace, name))
     then = follow(runtime, namespace, name, "Deployment", deployment)
     if then is Follow.RECONCILE:
         return False
+    if amiss is not None:
+        stt = amiss.stt.model_copy(update={"status": api.SpeechToTextStatus.model_validate(reported[-1])})
+        status = conditions.observe(stt, deployment, amiss.missing, now(), None, amiss.outdated_crd,
+                                    builders.chown_not_applied(stt.spec, runtime.config),
+                                    [said for _, said in amiss.refused], None, [said for _, said in amiss.conflicts])
+        await write_status(runtime, {**amiss.body, "status": reported[-1]}, status)
+        runtime.amiss[key] = dataclasses.replace(amiss, deployment=seen(deployment))
+        return True
+    assert last is not None
     if then is Follow.NOTHING and not recheck:
         return True
     assert deployment is not None
@@ -933,6 +976,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 _report_decision(runtime.events, body, before, decided)
             deployment, write_refused, conflicts = None, list[str](), list[str]()
             conflicted: list[tuple[dict[str, Any], str]] = []  # the names taken, which a re-check reads again alone
+            drift: dict[str, list[str]] = {}  # where the children whose writes were refused differ from what is decided
             rechecked: list[tuple[dict[str, Any], str]] | None = []  # the refused writes a re-check tries again alone
             raced, racing = 0, False  # reconciles in a row whose Deployment writes found it changed (this one's); not for long
             held = live_replicas(ours) if scalers and not refused else None  # the replicas a foreign autoscaler holds it at
@@ -965,6 +1009,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                                 f"{STALE_WRITES_RETRIED + 1} tries each: something else writes it all the time)"
                                 if error.stale else ""))
                             rechecked = None if error.stale or rechecked is None else [*rechecked, (child, write_refused[-1])]
+                            drift[child["kind"]] = pending(wanted(child, actual, scalers)[0], actual)
                     if child["kind"] == "Deployment":
                         deployment = actual
                 await remove_unwanted(runtime, desired, body)
@@ -995,7 +1040,7 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
                 kept = Observed(body, stt, desired, live_replicas(ours) if scalers else None, scalers, outdated_crd,
                                 seen(deployment))
             elif rechecked is not None and not (refused or scalers or handed_back):
-                amiss = Amiss(body, stt, missing, rechecked, conflicted)
+                amiss = Amiss(body, stt, missing, rechecked, conflicted, desired, drift, outdated_crd, seen(deployment))
             return status
         except Exception as exc:
             metrics.reconcile_failed(exc)  # raised on: kopf or the caller says it and tries again

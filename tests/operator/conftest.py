@@ -270,6 +270,19 @@ def last_looks(cluster: Cluster, looks: int, method: str, plural: str, name: str
     return operator_requests(cluster, ends[-looks - 1] + 1, ends[-1] + 1) if len(ends) > looks else {}
 
 
+async def settled_looks(cluster: Cluster, looks: int, method: str, plural: str, name: str, only: set[str]) -> dict[str, int]:
+    """The operator's requests in its last ``looks`` looks (:func:`last_looks`) once they are ``only`` these (the
+    events of a creation's children handled), waited for up to 10 s; else fail with those counted."""
+    async def settled() -> dict[str, int] | None:
+        sent = last_looks(cluster, looks, method, plural, name)
+        return sent if set(sent) == only else None
+    try:
+        found: dict[str, int] = await eventually(settled, 10)
+    except AssertionError:
+        raise AssertionError(f"the last {looks} looks: {last_looks(cluster, looks, method, plural, name)}") from None
+    return found
+
+
 def reconcile_errors() -> dict[tuple[str, str], float]:
     """``speech_operator_reconcile_errors_total`` of this process (the `cluster` fixture's operator runs in it; other
     tests' counts in it too: compare two readings) by scope and reason."""

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, last_looks, one_pod_ready, quiet, watched
+from conftest import NAMESPACE, condition, one_pod_ready, quiet, settled_looks, watched
 
 from speech_operator import api
 
@@ -139,13 +139,7 @@ async def test_the_recheck_of_a_name_taken_reads_the_object_holding_it_alone(clu
     await cluster.api.create(cluster.stt_url(), stt())
     assert "controlled by WebApp web" in (await cluster.eventually(lambda: _conflict(cluster)))["message"]
 
-    async def rechecked() -> dict[str, int] | None:  # once the events of its creation's children are handled
-        sent = last_looks(cluster, RECHECKS, "GET", "deployments", "en-us")
-        return sent if set(sent) == {"GET deployments"} else None
-    try:
-        sent = await cluster.eventually(rechecked, 10)
-    except AssertionError:
-        raise AssertionError(f"the last {RECHECKS} re-checks: {last_looks(cluster, RECHECKS, 'GET', 'deployments', 'en-us')}") from None
+    sent = await settled_looks(cluster, RECHECKS, "GET", "deployments", "en-us", {"GET deployments"})
     print(f"the operator's requests for {RECHECKS} re-checks of a name taken:", sent)
     assert sent == {"GET deployments": RECHECKS}, sent
     assert not cluster.sent("PATCH", "deployments", "en-us"), "theirs is never written"

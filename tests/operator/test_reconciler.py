@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -9,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import condition, last_looks, one_pod_ready, quiet
+from conftest import condition, one_pod_ready, operator_requests, quiet, settled_looks
 
 from speech_operator import api, builders
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
@@ -233,13 +234,7 @@ async def test_the_recheck_of_a_missing_secret_reads_what_the_spec_references_al
         return c if c.get("reason") == "MissingDependency" and all(w in c["message"] for w in words) else None
     assert (await cluster.eventually(degraded))["message"] == 'Secret "speech-key" not found'
 
-    async def rechecked() -> dict[str, int] | None:  # once the events of its creation's children are handled
-        sent = last_looks(cluster, RECHECKS, "GET", "secrets", ref["name"])
-        return sent if set(sent) == {"GET secrets"} else None
-    try:
-        sent = await cluster.eventually(rechecked, 10)
-    except AssertionError:
-        raise AssertionError(f"the last {RECHECKS} re-checks: {last_looks(cluster, RECHECKS, 'GET', 'secrets', ref['name'])}") from None
+    sent = await settled_looks(cluster, RECHECKS, "GET", "secrets", ref["name"], {"GET secrets"})
     print(f"the operator's requests for {RECHECKS} re-checks of a missing Secret:", sent)
     assert sent["GET secrets"] == 2 * RECHECKS, sent
 
@@ -255,6 +250,42 @@ async def test_the_recheck_of_a_missing_secret_reads_what_the_spec_references_al
         return (await condition(cluster, "Degraded")).get("status") == "False"
     await cluster.eventually(recovered)
     await cluster.event("Recovered")
+
+
+async def test_a_deployment_status_update_of_a_degraded_speechtotext_is_its_status_alone(cluster: Cluster) -> None:
+    """While Degraded for a missing Secret, an update of its Deployment's status (its controller's, as pods come) reads
+    the Deployment and writes the SpeechToText's status, nothing else: its other children and the SpeechToText are as
+    its last reconcile found them (their changes are events). An edit of the Deployment is still put back (a whole
+    reconcile). Before, each such update was a whole reconcile: the SpeechToText, the Secret, the Deployment, Service
+    and PodDisruptionBudget read."""
+    ref = {"name": "speech-key", "key": "apiKey"}
+    await cluster.api.create(cluster.stt_url(), stt(billing="https://billing.example.test", apiKeySecretRef=ref))
+
+    await settled_looks(cluster, 2, "GET", "secrets", ref["name"], {"GET secrets"})  # the re-checks alone
+    assert (await condition(cluster, "Degraded")).get("reason") == "MissingDependency"
+    dep = await deployment(cluster) or {}
+    since = len(list(cluster.emulator))
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "observedGeneration": dep["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
+        "unavailableReplicas": 1}})
+
+    async def mirrored() -> bool:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        return (body.get("status") or {}).get("replicas") == 1
+    await cluster.eventually(mirrored)
+    await asyncio.sleep(1)  # anything else it sets off (a refresh waits 0.5 s after another)
+    sent = operator_requests(cluster, since)
+    sent.pop("GET secrets", None)  # the re-checks' (every 0.2 s here)
+    print("the operator's requests for a Deployment status update of a Degraded SpeechToText:", sent)
+    assert sent == {"GET deployments": 1, "PATCH speechtotexts status": 1}, sent
+    degraded = await condition(cluster, "Degraded")
+    assert (degraded["reason"], degraded["message"]) == ("MissingDependency", 'Secret "speech-key" not found'), degraded
+
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})
+
+    async def put_back() -> bool:
+        return (await deployment(cluster) or {})["spec"]["replicas"] == 1
+    await cluster.eventually(put_back)
 
 
 async def test_the_recheck_of_a_degraded_speechtotext_ends_quietly_once_it_recovers(

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, deployment, last_looks, one_pod_ready
+from conftest import NAMESPACE, condition, deployment, one_pod_ready, settled_looks
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -105,13 +105,7 @@ async def test_the_recheck_of_a_refused_write_tries_it_again_alone(cluster: Clus
         return c if c.get("reason") == "WriteRefused" and words in c["message"] else None
     await cluster.eventually(lambda: refused(DENIED))
 
-    async def rechecked() -> dict[str, int] | None:  # once the events of its creation's children are handled
-        sent = last_looks(cluster, RECHECKS, "PATCH", "deployments", "en-us")
-        return sent if set(sent) == {"GET deployments", "PATCH deployments"} else None
-    try:
-        sent = await cluster.eventually(rechecked, 10)
-    except AssertionError:
-        raise AssertionError(f"the last {RECHECKS} re-checks: {last_looks(cluster, RECHECKS, 'PATCH', 'deployments', 'en-us')}") from None
+    sent = await settled_looks(cluster, RECHECKS, "PATCH", "deployments", "en-us", {"GET deployments", "PATCH deployments"})
     print(f"the operator's requests for {RECHECKS} re-checks of a refused write:", sent)
     assert sent == {"GET deployments": RECHECKS, "PATCH deployments": RECHECKS}, sent
 
