@@ -9,6 +9,8 @@ written, no core), opens the input with the one demuxer ``FORMAT`` names, no for
 audio stream only if its codec is one that container is served with (:data:`CODECS`), by the decoder :data:`DECODERS`
 names for it, else FFmpeg's own. FFmpeg may open no other decoder (:func:`whitelist`): not even while it reads the
 streams' parameters, where it would open every stream's (a video's, a subtitle track's) and decode some of its packets.
+Once they are read, the demuxer discards every other stream: its packets are skipped where the container allows it,
+never parsed (FFmpeg's parser read an MPEG program stream's video to its end) nor returned.
 
 stdout: the sample rate (4 bytes, little-endian) once the first frame is decoded, then mono 16-bit little-endian PCM
 at that rate (PyAV's resampler converts format and channels, and the rate of any later frame that differs). Decoding
@@ -108,6 +110,9 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             *others, last = sorted(CODECS[name])
             served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
+        for other in container.streams:  # read past by the demuxer: neither parsed nor returned
+            if other.index != stream.index:
+                other.discard = av.stream.Discard.all
         _write(container, stream, decoder(stream), name, max_seconds, cut, out)
 
 

@@ -323,6 +323,25 @@ def test_a_video_s_decoder_is_never_opened(server, monkeypatch: pytest.MonkeyPat
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("case", list(VIDEOS))
+def test_a_video_s_packets_are_discarded_by_the_demuxer(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Once the streams' parameters are read, the demuxer is told to discard every stream but the audio decoded
+    (``AVStream.discard``): their packets are skipped, not parsed nor returned. They were read and returned to PyAV,
+    which dropped them, and the MPEG program stream's video went through FFmpeg's MPEG video parser to its end. The
+    audio decoded is the same as before (:func:`test_a_video_s_decoder_is_never_opened`)."""
+    name, container, video, audio, rate = VIDEOS[case]
+    seen, chosen = [], ffmpeg_child.decoder
+
+    def decoder(stream: av.stream.Stream) -> object:  # the streams as the child's decoding of its audio begins
+        seen.extend((other.type, other.discard.name) for other in stream.container.streams)
+        return chosen(stream)
+
+    monkeypatch.setattr(ffmpeg_child, "decoder", decoder)
+    heard = io.BytesIO()
+    ffmpeg_child.decode(name, io.BytesIO(_muxed(container, video, audio, rate)), 60, False, heard)
+    assert sorted(seen) == [("audio", "default"), ("video", "all")] and len(heard.getvalue()) > rate
+
+
 #: Bodies that are not whole or not served -> (status, words of the reason).
 BROKEN = {
     "webm cut short": (lambda webm, m4a, wav: webm[: len(webm) // 2], 400, "the WebM audio is cut short"),
