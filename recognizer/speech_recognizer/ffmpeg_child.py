@@ -51,6 +51,10 @@ DECODERS = {"amr_nb": "libopencore_amrnb", "amr_wb": "libopencore_amrwb"}
 #: Containers whose headers give no length: FFmpeg's is a guess (from the bit rate; an MPEG program stream's from its
 #: last timestamps), so none is held against the audio.
 UNTIMED = frozenset({"AAC", "AMR", "MPEG-PS"})
+#: The most zero bytes an MPEG program stream may have between two units or after its last: a video CD's sector (2324
+#: bytes), whose unused end its muxer writes as zeros. A file cut one or two bytes into a pack's start code ends in as
+#: many zeros (the audio decoded is that of the file cut where the pack ends).
+PADDING_BYTES = 2324
 #: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
 #: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
 AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
@@ -140,16 +144,25 @@ def _whole_program_stream(data: BinaryIO) -> None:
     """Refuse an MPEG program stream that is cut short or has junk between its packs (FFmpeg's demuxer decodes what is
     left of a cut packet, or skips junk to the next start code, without a word): from its start, each unit is a start
     code (``00 00 01``) and a pack header (MPEG-1's or MPEG-2's length) or a packet of the length it gives, up to the
-    program's end code or the input's end (where zero bytes may pad it). ``data`` is left at its start."""
+    program's end code or the input's end. Between units and at the end, up to :data:`PADDING_BYTES` zero bytes are
+    padding (a video CD's sectors end in zeros); more is refused, read no further. ``data`` is left at its start."""
     end, at = data.seek(0, io.SEEK_END), 0
     while at < end:
         data.seek(at)
         head = data.read(16)
         if head[:3] != b"\0\0\1":
             data.seek(at)
-            if all(not block.strip(b"\0") for block in iter(lambda: data.read(1 << 20), b"")):
-                break  # zero bytes to the end
-            raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: no start code at byte {at}")
+            run = data.read(PADDING_BYTES + 3)
+            zeros = len(run) - len(run.lstrip(b"\0"))
+            if zeros == len(run) <= PADDING_BYTES:
+                break  # padding to the end
+            if zeros == len(run) or zeros > PADDING_BYTES + 2:
+                raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: more than {PADDING_BYTES} zero bytes (a video CD "
+                                         f"sector's padding at most) from byte {at}")
+            if zeros < 2 or run[zeros] != 1:
+                raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: no start code at byte {at}")
+            at += zeros - 2  # the next start code's own zero bytes end the run
+            continue
         code = head[3] if len(head) > 3 else None
         if code == 0xB9:  # the program's end code: what follows is not read
             break

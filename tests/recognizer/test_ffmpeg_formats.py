@@ -523,6 +523,9 @@ BROKEN_AMR_MPEG = {
     "mpeg (mp3) cut inside a pack": ("mpeg", _cut, 400, "the MPEG-PS file is cut short: its unit at byte"),
     "mpg with junk between its packs": ("mpg", lambda d: _junk_at(d, 2048), 400,
                                         "the MPEG-PS file is corrupt: no start code at byte 2048"),
+    "mpg with a MiB of zeros after it": ("mpg", lambda d: d + bytes(1 << 20), 400,
+                                         "the MPEG-PS file is corrupt: more than 2324 zero bytes (a video CD sector's "
+                                         "padding at most) from byte"),
     "mpg of its pack header alone": ("mpg", lambda d: d[:12], 400, "the MPEG-PS container cannot be read"),
     "mpg of video alone": ("mpg", lambda d: _muxed("mpeg", "mpeg1video"), 415, "the MPEG-PS file holds no audio (video only)"),
     "mpg of ac-3 (a dvd's)": ("mpg", lambda d: _muxed("vob", audio="ac3", rate=48000), 415,
@@ -578,3 +581,30 @@ def test_an_mpeg_program_stream_cut_a_byte_or_two_into_a_pack_is_decoded_as_far_
             decode(data[: boundary + 3], max_seconds=60)
         assert refused.value.message == (f"the MPEG-PS file is cut short: its unit at byte {boundary} ends at byte "
                                          f"{boundary + 4}, past the file's end (byte {boundary + 3})"), kind
+
+
+def test_a_video_cd_s_zero_padding_is_padding_and_more_zeros_are_refused_unread(encoded: dict[str, tuple[Path, Reference]]) -> None:
+    """FFmpeg's video CD muxer ends each 2324-byte sector its packs leave unfilled with zero bytes, between packs: such an
+    ``.mpg`` decodes to the audio the plain MPEG-PS muxer's file of the same packets does (it was a 400 "the MPEG-PS file
+    is corrupt: no start code at byte ..."). Up to a sector's worth of zeros after the last pack is padding too; more
+    is a 400 saying where, the zeros read no further than that (22 MB of them after a file were read to their end,
+    then decoded as the file alone: a 200)."""
+    vcd, plain = (_muxed(muxer, "mpeg1video", "mp2", 44100) for muxer in ("vcd", "mpeg"))
+    assert bytes(16) + b"\0\0\1\xba" in vcd[: -len(vcd) // 4], "no zero padding between the video CD's packs"
+    assert (decoded := decode(vcd, max_seconds=60)).pcm == decode(plain, max_seconds=60).pcm and decoded.pcm
+    data = encoded["mpg"][0].read_bytes()
+    assert decode(data + bytes(ffmpeg_child.PADDING_BYTES), max_seconds=60).pcm == decode(data, max_seconds=60).pcm
+    with pytest.raises(AudioError) as refused:
+        decode(data + bytes(ffmpeg_child.PADDING_BYTES + 1), max_seconds=60)
+    assert refused.value.message == ("the MPEG-PS file is corrupt: more than 2324 zero bytes (a video CD sector's "
+                                     f"padding at most) from byte {len(data)}")
+    read = []
+
+    class Counted(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            read.append(len(piece := super().read(size)))
+            return piece
+
+    with pytest.raises(ffmpeg_child.Refused):
+        ffmpeg_child._whole_program_stream(Counted(data + bytes(22 << 20)))
+    assert sum(read) < len(data) + 2 * ffmpeg_child.PADDING_BYTES, sum(read)
