@@ -204,3 +204,29 @@ def test_a_speech_sdk_turn_the_recognizer_fails_is_timed_under_the_kind_it_names
                     f"javascript {BROKEN}": (READING_END_PATH, 4000)}, said
     assert set(timed) == {("usp", "ko-KR", "capacity"), ("usp", "ko-KR", "ok"), ("usp", BROKEN, "fault")}, timed
     assert timed[("usp", "ko-KR", "ok")] == 1, timed
+
+
+def test_an_idle_vosk_connection_is_the_clients_at_the_gateway_as_at_its_recognizer(
+        registry: ModelRegistry, tmp_path: Path, stack: Stack) -> None:
+    """A /vosk connection that sends nothing, or its config alone, is let go by its recognizer after
+    ``ConnectionIdleSeconds`` (close 1000, ``connection_idle``: the client's class, as ``idle_timeout``, the table's
+    :attr:`~speech_recognizer.errors.Kind.alert` None) before any message: the gateway times it ``client`` (its
+    close's kind: :func:`~speech_operator.gateway_failures.closed_kind`), as the recognizer times and counts it, the
+    same number of times."""
+    app = create_app(make_settings(tmp_path, "ConnectionIdleSeconds=1"), registry)
+    with ServerThread(app) as ko:
+        stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+        stack.routes("ko-KR")
+        closes = []
+        for hello in ((), ('{"config": {"sample_rate": 16000}}',)):
+            with connect(f"{stack.ws}/vosk?language=ko-KR") as ws:
+                for text in hello:
+                    ws.send(text)
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+            closes.append(closed.value.rcvd and closed.value.rcvd.code)
+        own = {(dict(labels)["outcome"] if name.startswith("speech_request") else dict(labels)["reason"]): value
+               for (name, labels), value in scrape_metrics(ko.http).items()
+               if value and (name == "speech_request_seconds_count" or name == "speech_refused_total")}
+    assert (closes, outcomes(stack)) == ([1000, 1000], {("vosk", "ko-KR", "client"): 2}), (closes, outcomes(stack))
+    assert own == {"client": 2, "connection_idle": 2}, own
