@@ -38,6 +38,9 @@ class WarmPool:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
+        #: The clock (seconds) a recognizer retires at, when its users know how long their streams are at most
+        #: (:func:`~.recognition.retire_clock`); None: :data:`~.recognition.MAX_WARM_CLOCK_SECONDS`.
+        self.retire_clock: float | None = None
         self._idle: dict[int, list[Pooled]] = {}
         self._count = 0
         self._lock = threading.Lock()

@@ -43,6 +43,21 @@ MAX_WARM_CLOCK_SECONDS = 300
 #: differently from there on, and a client's words depended on what others had said before.
 RECYCLE_AUDIO_SECONDS = 600
 
+
+def retire_clock(longest: float | None) -> float:
+    """The clock (seconds) a pooled recognizer retires at when no stream that takes it is longer than ``longest``
+    seconds (None: not known, the server's case).
+
+    A stream adds at most :data:`RECYCLE_AUDIO_SECONDS` and an utterance to the clock it took, so retiring at
+    :data:`MAX_WARM_CLOCK_SECONDS` keeps every clock under their sum and an utterance; streams known to be shorter
+    (a batch of files whose lengths their headers give: the transcriber) leave the rest of that room to the clock
+    they take, and a recognizer is kept that much longer instead of a new one built (and its graph composed again)
+    for the next file. The bound on every clock is the same.
+    """
+    if longest is None:
+        return MAX_WARM_CLOCK_SECONDS
+    return MAX_WARM_CLOCK_SECONDS + max(0.0, RECYCLE_AUDIO_SECONDS - longest)
+
 #: Vosk recognizer states, as far as reuse needs to know them.
 _FRESH, _RUNNING, _ENDPOINT, _FINALIZED = "fresh", "running", "endpoint", "finalized"
 
@@ -52,7 +67,7 @@ class Release(Enum):
 
     #: Finalized and idle in the pool.
     KEPT = "kept"
-    #: Its clock had run past :data:`MAX_WARM_CLOCK_SECONDS`: dropped (a replacement may be due).
+    #: Its clock had run past :data:`MAX_WARM_CLOCK_SECONDS` (or its pool's :attr:`~.pool.WarmPool.retire_clock`): dropped (a replacement may be due).
     RETIRED = "retired"
     #: Not reusable (no pool, a phrase list, the pool full, finalizing failed, released before): dropped.
     DROPPED = "dropped"
@@ -315,7 +330,8 @@ class Recognition:
 
     def _finalize_into(self, pool: WarmPool) -> Release:
         samples = self._base_samples + self._fed
-        if samples >= MAX_WARM_CLOCK_SECONDS * self.rate:
+        limit = MAX_WARM_CLOCK_SECONDS if pool.retire_clock is None else pool.retire_clock
+        if samples >= limit * self.rate:
             return Release.RETIRED
         experience = self._experience + (0.0 if self._warmup else self._fed / self.rate)
         if self._state == _FRESH and samples == 0:

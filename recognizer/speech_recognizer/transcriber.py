@@ -11,7 +11,7 @@ from its phrases (:func:`render`), with ``--server`` those of the route's answer
 
 Files are given as paths, folders (every audio file below, by suffix) or globs (``'**/*.wav'``,
 for shells that do not expand them). They are transcribed ``--jobs`` at a time, the longest
-first (:func:`start_order`); each gets a progress bar on a terminal (none when stderr is not
+first (:func:`plan`); each gets a progress bar on a terminal (none when stderr is not
 one), and a file that fails is reported on one line without stopping the others; the exit
 status is 1 when any failed, 130 on Ctrl-C. What a user's disk holds besides audio is met in
 :func:`expand` (pipes, devices, links, unreadable folders), :class:`AudioInput` (sizes: a bound,
@@ -306,6 +306,15 @@ class InProcess:
             self.engine  # noqa: B018 - made now, while the model loads
         finally:
             await loading
+
+    def plan(self, longest: float | None) -> None:
+        """No file of the batch is longer than ``longest`` seconds (None: not known): the recognizers are kept as
+        long as their clocks allow for such files (:func:`~.recognition.retire_clock`). A retired recognizer is
+        not replaced in the background here (no start-up warm-up audio; its jobs keep every CPU busy): the next
+        file would build a new one, and compose its graph again, while the other jobs wait for nothing."""
+        from .recognition import retire_clock
+
+        self.engine.pool.retire_clock = retire_clock(longest)
 
     def close(self) -> None:
         if "engine" in self.__dict__:
@@ -850,8 +859,15 @@ class Bar:
             self._bar.close()
 
 
-def start_order(files: Sequence[Path]) -> list[Path]:
-    """``files`` in the order to start them: the longest first (LPT scheduling).
+#: Containers whose header gives the exact length of what their decoding yields (a compressed stream's, MP3's above
+#: all, may be an estimate: :func:`plan` counts such a file's length as not known).
+_EXACT_LENGTHS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF", "CAF"})
+
+
+def plan(files: Sequence[Path]) -> tuple[list[Path], float | None]:
+    """``files`` in the order to start them, the longest first (LPT scheduling), and the longest of them in
+    seconds: None when the header of any does not give its length exactly (what the engine's recognizers may be
+    kept for: :meth:`InProcess.plan`).
 
     A batch then ends on its shortest files, so no job sits idle while another works through
     a long one it took last. Durations come from the headers (soundfile); a file whose header
@@ -861,13 +877,17 @@ def start_order(files: Sequence[Path]) -> list[Path]:
     """
     import soundfile
 
-    def seconds(path: Path) -> float:
+    seconds: dict[Path, float] = {}
+    exact = True
+    for path in files:
         try:
-            return float(soundfile.info(str(path)).duration) if path.is_file() else 0.0
+            info = soundfile.info(str(path)) if path.is_file() else None
         except Exception:  # noqa: BLE001 - any unreadable header only moves the file to the end
-            return 0.0
-
-    return sorted(files, key=seconds, reverse=True)
+            info = None
+        seconds[path] = float(info.duration) if info is not None else 0.0
+        exact = exact and info is not None and info.format in _EXACT_LENGTHS and seconds[path] > 0
+    order = sorted(files, key=seconds.__getitem__, reverse=True)
+    return order, max(seconds.values()) if exact and files else None
 
 
 async def run(files: Sequence[Path], order: Sequence[Path], backend: InProcess | Remote, formats: Sequence[str],
@@ -1054,8 +1074,10 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
         try:
             starting = asyncio.ensure_future(backend.start())  # the model loads while the headers are read
             await asyncio.sleep(0)  # its first step (cffi's types realized) before the headers' thread reads with soundfile
-            order = await asyncio.to_thread(start_order, files)
+            order, longest = await asyncio.to_thread(plan, files)
             await starting
+            if isinstance(backend, InProcess):
+                backend.plan(longest)
             return await run(files, order, backend, formats, profanity, args.jobs, args.output_dir, stdout, stderr)
         finally:
             backend.close()

@@ -523,7 +523,7 @@ def test_files_start_longest_first_and_unreadable_ones_last(tmp_path: Path) -> N
     short, long_, middle, twin = (_silence(tmp_path / f"{n}.wav", s) for n, s in (("short", 1), ("long", 3), ("middle", 2), ("twin", 2)))
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    assert transcriber.start_order([broken, short, long_, middle, twin]) == [long_, middle, twin, short, broken]
+    assert transcriber.plan([broken, short, long_, middle, twin]) == ([long_, middle, twin, short, broken], None)
 
 
 @pytest.mark.unit
@@ -783,3 +783,56 @@ def test_a_long_file_is_transcribed_in_a_few_megabytes(registry, speech_wav: Pat
     times = [(start, end) for _, start, end in words_of(json.loads(texts["json"]))]
     assert times and 1 < times[0][0] and times[-1][1] < 1 + len(speech) / rate, f"the speech, where it is: {times}"
     assert held < 12 << 20, f"{held / 1e6:.1f} MB held at once to transcribe a {size / 1e6:.0f} MB file"
+
+
+def test_a_batch_keeps_its_recognizers_as_long_as_its_longest_file_allows(speech_wav: Path, tmp_path: Path, monkeypatch) -> None:
+    """In-process, a recognizer that passes the server's retirement clock is not dropped while every file of the batch
+    still fits on it (:func:`~speech_recognizer.recognition.retire_clock`): each retirement built a new recognizer for
+    the next file, its graph composed again (1.5-2 CPU s) while that file's job waited, where the server warms a
+    replacement in the background. The clocks scaled down (retirement at 2 s, a move at 20 s of a stream's own audio):
+    four copies of a 3-4 s utterance on one job. Before: 4 recognizers built (each file retired the one before);
+    now 1, every file heard alike."""
+    import speech_recognizer.recognition as recognition
+
+    monkeypatch.setattr(recognition, "MAX_WARM_CLOCK_SECONDS", 2.0)
+    monkeypatch.setattr(recognition, "RECYCLE_AUDIO_SECONDS", 20.0)
+    files = [shutil.copy(speech_wav, tmp_path / f"{n}.wav") for n in "abcd"]
+    pools: list[tuple[int, int]] = []
+    close = transcriber.InProcess.close
+
+    def counted_close(self: transcriber.InProcess) -> None:
+        pools.append((self.engine.pool.misses, self.engine.pool.retired))
+        close(self)
+
+    monkeypatch.setattr(transcriber.InProcess, "close", counted_close)
+    out, err = io.StringIO(), io.StringIO()
+    assert transcriber.main(["--jobs", "1", "--format", "json", "--output-dir", str(tmp_path / "out"), *map(str, files)],
+                            out, err) == 0, err.getvalue()
+    assert pools == [(1, 0)], f"(recognizers built, retired): {pools}"
+    lexical = {json.loads((tmp_path / "out" / f"{n}.json").read_text())["NBest"][0]["Lexical"] for n in "abcd"}
+    assert len(lexical) == 1 and lexical != {""}, lexical
+
+
+@pytest.mark.unit
+def test_a_batch_s_longest_file_is_known_from_exact_headers_only(tmp_path: Path) -> None:
+    """The longest file that lets recognizers be kept past the server's retirement clock is taken from headers that
+    give the length exactly; one file whose length is an estimate (MP3), unknown (a pipe) or unreadable makes it
+    unknown (the server's clock then)."""
+    import soundfile
+
+    from speech_recognizer.recognition import MAX_WARM_CLOCK_SECONDS, RECYCLE_AUDIO_SECONDS, retire_clock
+
+    short, long_ = _silence(tmp_path / "short.wav", 1), _silence(tmp_path / "long.wav", 3)
+    flac = tmp_path / "two.flac"
+    soundfile.write(str(flac), np.zeros(32000, "<i2"), 16000)
+    mp3 = tmp_path / "one.mp3"
+    soundfile.write(str(mp3), np.zeros(16000, "<i2"), 16000, format="MP3")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert transcriber.plan([short, flac, long_]) == ([long_, flac, short], 3.0)
+    assert transcriber.plan([short, mp3])[1] is None
+    assert transcriber.plan([short, broken]) == ([short, broken], None)
+    assert transcriber.plan([short, Path("/dev/null")])[1] is None
+    assert retire_clock(None) == MAX_WARM_CLOCK_SECONDS
+    assert retire_clock(3.0) == MAX_WARM_CLOCK_SECONDS + RECYCLE_AUDIO_SECONDS - 3.0
+    assert retire_clock(2 * RECYCLE_AUDIO_SECONDS) == MAX_WARM_CLOCK_SECONDS
