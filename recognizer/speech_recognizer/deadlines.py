@@ -49,6 +49,10 @@ T = TypeVar("T")
 
 #: The ASGI scope extension under which the server's WebSocket protocol gives the app its connection's :class:`Backlog`.
 BACKLOG = "speech.backlog"
+#: The key of the disconnect the server's protocol gives the app when its client half-closed (its FIN, read, and the
+#: probe after it not reset: it reads on): the end of what it sends, not of the connection, so the messages before it
+#: are still handled and answered (:class:`~speech_recognizer.inbox.Inbox`).
+HALF_CLOSED = "speech.half_closed"
 #: The part of ``AudioIdleSeconds`` a stream's client is quiet, nothing owed, before what waits unsent to it is looked
 #: at (:meth:`Deadlines._look`): longer than the gap between a live stream's chunks, short beside the idle time.
 LOOK_AFTER = 0.1

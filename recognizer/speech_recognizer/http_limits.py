@@ -111,7 +111,7 @@ from .connection_cap import (
     unsent_bytes,
 )
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
-from .deadlines import BACKLOG, Backlog
+from .deadlines import BACKLOG, HALF_CLOSED, Backlog
 from .errors import (
     HEADER_TOO_LARGE,
     INTERNAL,
@@ -861,6 +861,47 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     #: Why :meth:`_reset_unless_taken_in` reset the connection, raised by the send that waited on it.
     _cut: Failure | None = None
     _cutter: asyncio.Task[None] | None = None
+    #: The client has ended what it sends (its FIN, read: a half-close, or a close): :meth:`eof_received`.
+    _client_done = False
+    #: Polls whether a client that ended what it sends is still there to read (:meth:`_still_there`).
+    _presence: asyncio.TimerHandle | None = None
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's: True keeps the connection
+        """The client's end of stream (its FIN), read after every message before it. uvicorn closed the connection then
+        (its ``eof_received`` returns None): a /vosk client that sent its audio and ``{"eof" : 1}`` and half-closed
+        (``shutdown(SHUT_WR)``, reading on) got none of the replies not yet on their way, never its final result. A
+        half-close ends what the client sends, not what it reads: its messages are handled and answered, then the app
+        hears the end (a disconnect with :data:`~.deadlines.HALF_CLOSED`), and its close goes without waiting for an
+        answer that cannot come. A client whose socket is closed sent the same FIN: an unsolicited pong (a heartbeat no
+        client answers, RFC 6455 5.5.3) tells it apart, as a closed socket answers it with a reset (:meth:`_still_there`):
+        the connection is lost then, what its route read ahead dropped undecoded, as after a reset."""
+        if not self.handshake_complete or self.close_sent or self.transport.is_closing():
+            return None
+        self._client_done = True
+        self.conn.send_pong(b"")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
+        return True
+
+    def _still_there(self) -> None:
+        """After :meth:`eof_received`'s probe: the connection is lost if the client reset it, else looked at again until
+        what was sent to it is acknowledged; then it reads (it half-closed), and the app hears the end of what it sends."""
+        self._presence = None
+        if self.disconnected or self.transport.is_closing():
+            return
+        if reset_by_peer(self.transport):
+            self.transport.abort()  # connection_lost: the app's disconnect (1006)
+        elif unacknowledged_bytes(self.transport):
+            self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
+        else:
+            end: Any = {"type": "websocket.disconnect", "code": 1006, HALF_CLOSED: True}  # a key beside ASGI's
+            self.queue.put_nowait(end)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
+        super().connection_lost(exc)
 
     async def send(self, message: Any) -> None:
         """uvicorn's send, whose wait for a client to take in what waits unsent (its transport paused) had no bound: a
@@ -871,7 +912,11 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if not self.writable.is_set() and not self.disconnected:
             await self._taken_in()
         await super().send(message)
-        if message["type"] == "websocket.close" and self.close_timer is not None:  # its answer awaited (close_timeout s)
+        if message["type"] == "websocket.close" and self.close_timer is not None and self._client_done:
+            self.close_timer.cancel()  # a client that half-closed cannot answer the close: the FIN follows it at once
+            self.close_timer = None
+            self.transport.close()
+        elif message["type"] == "websocket.close" and self.close_timer is not None:  # its answer awaited (close_timeout s)
             self.close_timer.cancel()
             self.close_timer = self.loop.call_later(self.close_timeout, self._unanswered, unsent_bytes(self.transport))
 

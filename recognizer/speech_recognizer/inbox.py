@@ -17,6 +17,8 @@ inbox does not read. Only then, held at its limit, does the inbox ask the kernel
 the connection's TCP state), once a message taken: if so, the route gets the disconnect next, as if read
 (:data:`ENDED_UNREAD`), what was read ahead dropped, what the socket holds never read. Below the limit it reads on and
 meets the end itself: a stream whose client sends no faster than it is decoded asks the kernel nothing.
+A client that half-closed and reads on (:data:`~.deadlines.HALF_CLOSED`) has what it sent before its end handled, not
+dropped; one whose FIN waits behind more than the read-ahead is not told apart (its TCP state is a closed socket's).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .deadlines import HALF_CLOSED
 from .errors import CLIENT_GONE, DRAINING, Failure
 
 if TYPE_CHECKING:
@@ -114,7 +117,10 @@ class Inbox:
                     await self._more.wait()
                 message = await self._receive()
                 if message.get("type") == "websocket.disconnect":
-                    self._end(message)
+                    if message.get(HALF_CLOSED):  # it reads on: what it sent before is handled, then the end
+                        self._messages.append((message, time.monotonic()))
+                    else:
+                        self._end(message)
                     return
                 self._messages.append((message, time.monotonic()))
                 self._bytes += _size(message)

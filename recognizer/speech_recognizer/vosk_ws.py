@@ -21,8 +21,9 @@ Only a stream ended with eof is a success: a client that leaves without it is co
 a Speech SDK client that leaves mid-turn is, however much of its audio was decoded, and before any audio too; one the
 drain's deadline cuts (the server's stop closes it, 1012) is counted as the drain's (``draining``). Its
 end of the connection (a FIN or a reset) may come behind more audio than the inbox reads ahead: decoding stops at the
-next chunk once the kernel has it (:mod:`.inbox`), the rest dropped undecoded, as nobody can read a result after it
-(the server closes at a FIN: a client that half-closes after eof gets nothing more either).
+next chunk once the kernel has it (:mod:`.inbox`), the rest dropped undecoded. A client that half-closes (its FIN
+read after what it sent, and no reset to the server's probe: it reads on) is answered all it sent, its final result
+after eof and the close; without eof it is counted as gone once its audio is answered.
 A locale whose model is not loaded yet is loaded at the client's arrival, the client watched meanwhile: one that
 leaves during the load is let go (``client_gone``) at once, the load going on for others.
 """

@@ -5,6 +5,8 @@ Before, uvicorn closed the connection at the client's FIN: of 1, 2 or 3 pipeline
 of REST recognitions 0, 0, 1 (whichever answer was already on its way). A client that closes its socket sends the same
 FIN: a recognition in progress still gives its decoder back at once (tests/recognizer/test_gone_clients.py), told
 apart by an interim ``100 Continue`` that a closed socket answers with a reset (``LimitedHttpTools._probe``).
+A /vosk client that half-closes after ``{"eof" : 1}`` gets its final result and the close (an unsolicited pong is the
+WebSocket's probe: ``UnmappedWebSockets.eof_received``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
+from websockets.frames import Close, Frame, Opcode
 
 from harness.hostile_inputs import post_head, responses, wav_header
 
-from ..support import ServerThread
+from ..conftest import CHUNK
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from .test_not_reading import deaf_websocket
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 READY = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -27,6 +33,8 @@ RECOGNITION = post_head(REST, content_length=len(AUDIO)) + AUDIO
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Seconds within which the connection must close once answered (its keep-alive is 75 s).
 CLOSED_WITHIN = 30
+#: Seconds within which a few seconds of speech sent at once are answered (decoding on a loaded machine).
+DECODED_WITHIN = 120
 
 
 def half_close(port: int, data: bytes) -> tuple[bytes, float]:
@@ -79,3 +87,47 @@ def test_a_request_cut_off_by_the_half_close_is_not_answered_but_those_before_it
         assert took < CLOSED_WITHIN / 2, f"closed {took:.1f} s after the half-close"
         alone, took = half_close(server.port, cut)
         assert alone == b"" and took < 2, (took, alone[:300])
+
+
+def vosk_half_closed(port: int, pcm: bytes) -> tuple[list[dict], Close | None, float]:
+    """/vosk: ``pcm`` at once, ``{"eof" : 1}``, then the half-close (no close frame); every reply read until the server
+    closes: the replies, its close frame (None: none), and the seconds from the close frame to the connection's end."""
+    sock, protocol = deaf_websocket(port, "/vosk?language=ko-KR")
+    closed_at = None
+    with sock:
+        sock.settimeout(DECODED_WITHIN)
+        for i in range(0, len(pcm), CHUNK):
+            protocol.send_binary(pcm[i : i + CHUNK])
+        protocol.send_text(b'{"eof" : 1}')
+        sock.sendall(b"".join(protocol.data_to_send()))
+        sock.shutdown(socket.SHUT_WR)
+        while got := sock.recv(65536):
+            protocol.receive_data(got)
+            if protocol.close_rcvd is not None and closed_at is None:
+                closed_at = time.monotonic()
+        ended = time.monotonic()
+    protocol.receive_eof()
+    frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
+    replies = [json.loads(f.data) for f in frames if f.opcode is Opcode.TEXT]
+    return replies, protocol.close_rcvd, ended - (closed_at or ended)
+
+
+def test_a_vosk_client_half_closed_after_eof_gets_its_final_result_then_the_close(
+        server: ServerThread, speech_wav: Path, speech_ref: Reference) -> None:
+    """A client that sends its audio and ``{"eof" : 1}``, then half-closes (``shutdown(SHUT_WR)``, no close frame: it
+    reads on) gets every reply and its final result, as a client that waits for them does, then the close (1000) and
+    at once the end of the connection (it cannot answer the close: uvicorn's wait for that answer is 10 s), counted as
+    a stream served. Before, the server closed at the FIN: the client got the replies already on their way, if any,
+    never the final result (as vosk-server, whose websockets closes at a FIN too)."""
+    pcm = read_wav(speech_wav)[0]
+    served = served_streams(server)
+    replies, close, took = vosk_half_closed(server.port, pcm)
+    texts = [r["text"] for r in replies if r.get("text")]
+    assert texts == speech_ref.texts and "text" in replies[-1], replies[-3:]
+    assert close is not None and close.code == 1000, close
+    assert took < 2, f"the connection ended {took:.1f} s after the close"
+    assert served_streams(server) == served + 1
+
+
+def served_streams(server: ServerThread) -> float:
+    return scrape_metrics(server.http).get(("speech_requests_total", (("route", "vosk"), ("status", "200"))), 0.0)

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from speech_recognizer.deadlines import HALF_CLOSED
 from speech_recognizer.inbox import Inbox
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -64,6 +65,27 @@ def test_a_disconnect_read_ahead_drops_what_was_before_it_and_comes_next() -> No
         assert inbox.dropped_bytes == 5000
         with pytest.raises(RuntimeError):
             await inbox.receive()
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def test_a_half_close_read_ahead_comes_after_what_was_before_it() -> None:
+    """A client that half-closed reads on (the server's protocol marks its disconnect ``HALF_CLOSED``): what it sent
+    before its end is handled and answered, nothing dropped."""
+
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for _ in range(5):
+            channel.put_nowait(audio(1000))
+        half_closed = {**DISCONNECT, HALF_CLOSED: True}
+        channel.put_nowait(half_closed)
+        inbox = Inbox(channel.get, limit=1 << 20)
+        inbox.ahead = True
+        await settle()
+        assert [(await inbox.receive()).get("bytes") for _ in range(5)] == [bytes(1000)] * 5
+        assert (await inbox.receive()) == half_closed
+        assert inbox.dropped_bytes == 0
         await inbox.close()
 
     asyncio.run(run())
