@@ -542,7 +542,12 @@ async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
     status would be the same. False (a whole reconcile due) when it found nothing kept, or anything changed: a name
     let go or held by another, a dependency back or another gone, a write taken or refused in other words. Its failures,
     its names taken and its refused writes are counted as a reconcile's
-    (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its lock."""
+    (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its lock.
+
+    Its own children are not read: a change or deletion of one is an event of its own (kopf's watch, once ended, goes
+    on from the last version it saw, and is sent what it missed). Only one that lists again (410 Gone: that version
+    too old) misses a deletion, which waits for the next whole reconcile, as for a SpeechToText not Degraded, which has
+    no re-check at all; a read of each child at each look would cover the Degraded ones alone."""
     last = runtime.amiss.get((namespace, name))
     if last is None:
         return False
