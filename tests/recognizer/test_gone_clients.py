@@ -385,6 +385,10 @@ def test_a_connection_the_drain_closes_before_any_audio_is_counted_as_draining(r
             assert (draining, *server.ends(route)) == (1, 0, 0), (route, "counted once, as the drain's", draining, server.ends(route))
 
 
+#: Seconds within which a client gone while its model loads is let go. What it is measured against never lets it go
+#: while the load lasts (here, while the test keeps the load's gate shut): the bound is how late a loaded machine's
+#: scheduling may see the disconnect, not a decoding time.
+LOAD_BOUND = 5.0
 #: The locale loaded on demand, the ko-KR model under another name (:class:`GatedRegistry`).
 ON_DEMAND = "ja-JP"
 
@@ -457,7 +461,7 @@ class OnDemand:
 def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
         registry: ModelRegistry, tmp_path: Path, speech_wav: Path, speech_ref: Reference, route: str, audio_first: bool) -> None:
     """Two clients of a locale whose model is loading on demand leave (a close frame, a reset) while a third
-    waits: each is seen gone, its connection given back and counted as a client gone, within :data:`BOUND` (before:
+    waits: each is seen gone, its connection given back and counted as a client gone, within :data:`LOAD_BOUND` (before:
     only once the load ended, then counted as a success on /vosk, not counted on the Speech SDK route), and the load
     goes on for the third, which gets every result. ``audio_first``: the leaving clients' Speech SDK turns begun by their
     audio, without ``speech.context`` (before: the load awaited in the turn's session, unwatched, the leaving client
@@ -493,7 +497,7 @@ def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
                     left = time.monotonic()
                     while admission.connections > 1 or server.ends(route) == before:
                         took = time.monotonic() - left
-                        assert took < BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
+                        assert took < LOAD_BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
                                               f"{admission.connections} connections are open, {server.ends(route)} counted (ok, gone), "
                                               f"{holding} decoder(s) held during the load")
                         time.sleep(0.01)
