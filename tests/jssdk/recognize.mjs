@@ -10,6 +10,8 @@
 //   properties  {PropertyId name: value} set on the SpeechConfig (setProperty)
 //   wav       a 16-bit PCM WAV file, pushed through a PushAudioInputStream in 100 ms chunks
 //   speed     push the chunks at this many times real time (none: all at once)
+//   holdAt    push no audio past this many seconds until a phrase is recognized (a speaker still talking when the
+//             first result comes back, however long the service takes)
 //   keepOpen  leave the push stream open after the audio (a microphone that stays on)
 //   mode      "once" (recognizeOnceAsync) or "continuous" (startContinuousRecognitionAsync until the session stops)
 //   cuts      the audio cut at these seconds into parts, one recognition a part on the one recognizer and push
@@ -103,9 +105,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function feed(push, pcm, rate, last = true) {
   const chunk = rate / 10 * 2; // 100 ms
-  const t0 = Date.now();
+  let t0 = Date.now();
   for (let i = 0, n = 0; i < pcm.length; i += chunk, n++) {
     const piece = pcm.subarray(i, i + chunk);
+    if (scenario.holdAt !== undefined && i >= scenario.holdAt * rate * 2) {
+      while (!out.recognized.length && !out.canceled.length && !out.timedOut) await sleep(10);
+      t0 = Math.max(t0, Date.now() - n * 100 / (scenario.speed ?? Infinity)); // paced on from here, no burst
+    }
     push.write(piece.buffer.slice(piece.byteOffset, piece.byteOffset + piece.length));
     if (scenario.speed) await sleep(Math.max(0, t0 + (n + 1) * 100 / scenario.speed - Date.now()));
   }

@@ -31,7 +31,7 @@ from ..support import Reference, ServerThread
 from ..usp.conftest import replay_phrases
 from ..usp.sdk import assert_same, config, continuous, detailed, expected, expected_words, recognizer, reported, spans
 from ..usp.test_idle_proxy import AudioEndProxy, IdleProxy
-from .node import MULTICHANNEL, recognize, result_span, scenario
+from .node import HANG_MS, MULTICHANNEL, recognize, result_span, scenario
 
 #: Audio pushed at this many times real time: results come while it streams, and the cut falls mid-stream.
 SPEED = 4
@@ -54,10 +54,11 @@ def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_
 ) -> None:
     """Continuous recognition, detailed with word times, multi-channel processing on: each utterance once, its offset,
     duration and words as the Python SDK (continuous, on the same file) gets them and as in-process Vosk decodes them."""
-    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED, properties=MULTICHANNEL))
+    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=SPEED, properties=MULTICHANNEL,
+                                    timeoutMs=HANG_MS))
     recognized = out["recognized"]
     assert [r["reason"] for r in recognized] == ["RecognizedSpeech"] * 3, out
-    python = continuous(recognizer(detailed(config(fresh_server.ws)), utterances_wav), timeout=30)
+    python = continuous(recognizer(detailed(config(fresh_server.ws)), utterances_wav), timeout=HANG_MS / 1000)
     assert not python.canceled, [d.error_details for d in python.canceled]
     assert [result_span(r) for r in recognized] == [reported(r) for r in python.recognized]
     assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
@@ -77,7 +78,7 @@ def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the
     and third phrases came 2.13 s early (at 2.67 s and 6.72 s, not 4.80 s and 8.85 s)."""
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
     with IdleProxy(fresh_server.port, math.inf, "fin", at_phrase=True) as proxy:
-        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=CUT_SPEED, properties=MULTICHANNEL))
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=CUT_SPEED, properties=MULTICHANNEL, timeoutMs=HANG_MS))
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     recognized = out["recognized"]
     assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
@@ -109,7 +110,7 @@ def test_a_connection_cut_after_the_end_of_audio_ends_the_recognition_with_every
     audio that never came and the SDK for its end: the recognition did not end (until the app stopped it)."""
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
     with AudioEndProxy(fresh_server.port, after_turn_end) as proxy:
-        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=20000))
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=HANG_MS))
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     assert any(CUT_AFTER_END in r.getMessage() for r in caplog.records), "the continuation was answered with what the cut turn kept"
     assert_same([result_span(r) for r in out["recognized"]], [expected(p) for p in utterances_ref.phrases])
@@ -134,7 +135,7 @@ def test_a_continuation_after_the_end_of_audio_that_finds_no_cut_turn_ends_at_on
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
     monkeypatch.setattr(PARKING, "claim", lambda tag: None)
     with AudioEndProxy(fresh_server.port, token=True) as proxy:
-        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=20000))
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=HANG_MS))
         ended = time.monotonic()
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     assert ended - proxy.cut_at < 5, f"the recognition ended {ended - proxy.cut_at:.1f} s after the cut"

@@ -49,7 +49,7 @@ from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.usp.options import continuation_offset
 
 from ..conftest import make_settings
-from ..jssdk.node import recognize, result_span, scenario
+from ..jssdk.node import HANG_MS, recognize, result_span, scenario
 from ..support import Reference, ServerThread, TcpServerThread, free_port, read_wav
 from .conftest import SDK_CHUNK, replay_phrases, replay_reference
 from .sdk import assert_matches, assert_same, config, continuous, expected, recognizer, reported
@@ -68,6 +68,9 @@ AFTER_GONE = 0.5
 CONNECTION_IDLE = 1.0
 #: The ping interval of :func:`pinging_server`.
 PING = PROXY_IDLE / 4
+#: Seconds into the recording past which the app of the JavaScript cut test pushes nothing until the first phrase came:
+#: the cut at that phrase then falls mid-stream however slow the server (before the second utterance, at 4.8 s).
+HOLD_AT = 4.5
 #: How long after the first phrase passed an ``at_phrase`` proxy cuts the connection (bytes from the client stop at once).
 AFTER_PHRASE = 0.2
 
@@ -399,7 +402,7 @@ def test_a_connection_cut_mid_stream_the_sdk_for_javascript_connects_again_and_r
     itself): every utterance is reported once, the later ones at their place in the stream, as in-process Vosk
     decodes the replay."""
     with IdleProxy(server.port, math.inf, cut, at_phrase=True) as proxy:
-        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=4))
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=4, holdAt=HOLD_AT, timeoutMs=HANG_MS))
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     recognized = out["recognized"]
     assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
