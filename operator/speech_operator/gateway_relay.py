@@ -24,7 +24,8 @@
   1001, and that is counted and logged once (``not_reading``: :func:`_relay`, and the caller of :func:`relay_http`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
-  either. A close from either side is passed on with its code and reason; a recognizer whose
+  either. A close from either side is passed on with its code and reason (the recognizer's is a close handshake with
+  the client: its close reply is read before its connection ends, :func:`_stopped`); a recognizer whose
   connection breaks without one (its pod stopped or crashed) closes the client with 1011 and a
   reason that says so, never a hang. When the gateway stops, the relay closes both sides itself
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
@@ -674,6 +675,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 if closed is not None:
                     if unanswered:  # closed before it told: the stream was refused once accepted, or let go idle
                         unanswered.pop()(closed)
+                    await _stopped(to_upstream)  # the client's close reply is its close's to read (_stopped)
                     await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
                 elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
@@ -725,6 +727,16 @@ def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> boo
               "and the gateway its connection", backend.locale, unsent_bytes(transport))
     reset(transport)
     return True
+
+
+async def _stopped(pump: asyncio.Future[Any]) -> None:
+    """Stop ``pump`` before the side it reads is closed: aiohttp's ``close`` of a socket another task receives on drops
+    its connection as soon as its close frame is written, without reading the peer's close reply (RFC 6455 5.5.1). The
+    Speech SDK for JavaScript (the ``ws`` package) told a close and the end of the connection at once, before the audio
+    it is about to send, reports that close to no one: its recognition waited for its own time out."""
+    pump.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await pump
 
 
 async def _close(ws: Socket, code: int, reason: bytes) -> None:

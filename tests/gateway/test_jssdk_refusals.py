@@ -33,14 +33,16 @@ from websockets.sync.client import connect
 from harness.loopback import free_port
 from harness.usp import client_text_frame
 from speech_operator.gateway import GATEWAY, GatewayConfig
+from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 from speech_recognizer.usp.refusal import MAX_WAITING
 from tests.jssdk.node import recognize, scenario
 from tests.jssdk.test_refusals import TOO_MANY_REQUESTS, Failover, canceled_at_once, closed_4000, kept_recognizer
 from tests.usp.sdk import config, expected, once
 
-from ..support import Reference, ServerThread, scrape_metrics
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
 from .conftest import Stack, speech_to_text
+from .test_refusal_outcomes import BROKEN, decoder_held
 from .test_shutdown import HELD_SHUTDOWN_SECONDS, STOPPED_WHILE_WAKING, asleep_stack, held
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -241,3 +243,25 @@ def test_a_kept_recognizer_the_gateway_refused_recognizes_on_its_next_try(
         assert failed[:2] == closed_4000("")[:2] and "is scaled to 0 replicas and nothing wakes it" in failed[2], failed
         assert second == expected(speech_ref.phrases[0])[0]
         assert failures(stack, "backend_unavailable") == 1, "the SDK connected again"
+
+
+@pytest.mark.parametrize("mode", ["once", "continuous"])
+@pytest.mark.parametrize("language", ["ko-KR", BROKEN], ids=["decoders-busy", "model-unloadable"])
+def test_a_turn_the_recognizer_fails_reaches_the_app_through_the_gateway_at_once(
+    jssdk: str, registry: ModelRegistry, tmp_path: Path, speech_wav: Path, language: str, mode: str
+) -> None:
+    """Real recognizers behind the gateway fail the JavaScript SDK's turn: every decoder busy (``DecoderMaxCount=1``, a
+    /vosk stream holding it), a model that cannot be loaded. The app is canceled at once, as connected straight to the
+    recognizer (tests/jssdk/test_refusals.py, test_jssdk.py): ``TooManyRequests``; ``ConnectionFailure`` with the
+    model's reason. Before, through the gateway it waited for its own time out: the gateway closed the client's
+    connection as soon as it had written the close, without reading the client's close reply (aiohttp's ``close`` of a
+    socket another task receives on), and the SDK (its ``ws``) told both at once reported the close to no one."""
+    pcm, _, _ = read_wav(speech_wav)
+    with Stack(tmp_path) as stack, decoder_held(registry, pcm, tmp_path, stack) as release:
+        event = canceled_at_once(jssdk, stack.ws, speech_wav, mode, language=language)
+        release()
+    if language == BROKEN:
+        assert (event["cancelReason"], event["errorCode"]) == closed_4000("")[:2], event
+        assert f"cannot load the {BROKEN} model" in event["errorDetails"], event
+    else:
+        assert (event["cancelReason"], event["errorCode"], event["errorDetails"]) == ("Error", "TooManyRequests", TOO_MANY_REQUESTS), event
