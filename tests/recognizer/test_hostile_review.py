@@ -143,10 +143,13 @@ def test_an_idle_connection_whose_answers_are_still_on_their_way_gets_them_all_t
         slow.connect(("127.0.0.1", srv.port))
         slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 28)
         deadline = time.monotonic() + 10
+        server_side = f"sport = :{srv.port} and dport = :{slow.getsockname()[1]}"
         # All 28 read (nothing in its receive queue), then idle (the gauge; the scraper's own is busy): all answered.
-        while (queue := skmem(f"sport = :{srv.port} and dport = :{slow.getsockname()[1]}")[0])["r"] or _idle_gauge(scraper) != 1:
+        while skmem(server_side)[0]["r"] or _idle_gauge(scraper) != 1:
             assert time.monotonic() < deadline, "the slow reader's 28 answers were never all written"
             time.sleep(0.02)
+        # Its queues once all are answered (read before the gauge, they may show the requests read and no answer yet)
+        queue = skmem(server_side)[0]
         assert queue["w"] > 0, queue  # what the client's buffer has no room for waits in the server's send queue
         # the scraper busy again (a head begun), so that the slow reader is the one idle connection the cap may close
         scraper.sendall(b"GET /status HTTP/1.1\r\n")
