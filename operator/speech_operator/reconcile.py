@@ -672,21 +672,24 @@ async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
         await reconcile(runtime, namespace, name)
 
 
-def rescaled(config: OperatorConfig, last: Observed | None, reported: list[dict[str, Any]] | None,
+def rescaled(config: OperatorConfig, last: Observed | Amiss | None, reported: list[dict[str, Any]] | None,
              before: api.AutoscalingStatus | None, decided: api.AutoscalingStatus) -> api.SpeechToTextStatus | None:
     """The SpeechToText's status with the autoscaler's new ``decided`` in it, when that is all it changes: its ``last``
-    reconcile found nothing amiss, no foreign autoscaler holds its Deployment, the status last written (``reported``)
-    is the one decided over (``before``: its ``status.autoscaling``), no new decision (``lastDecision``: a change of
-    replicas, an Event) and the children built with it are those decided (the sessions, connections or ``lowerSince``
-    it saw changed, not the replicas). None when a whole reconcile is needed for it."""
-    if last is None or not reported or last.scalers or decided.lastDecision != (before.lastDecision if before else None):
+    reconcile found nothing amiss, or only what its re-check looks at (:class:`Amiss`: its status then says so still,
+    and the re-check goes on mending it), no foreign autoscaler holds its Deployment, the status last written
+    (``reported``) is the one decided over (``before``: its ``status.autoscaling``), no new decision (``lastDecision``: a
+    change of replicas, an Event) and the children built with it are those decided (the sessions, connections or
+    ``lowerSince`` it saw changed, not the replicas). None when a whole reconcile is needed for it."""
+    scalers = last.scalers if isinstance(last, Observed) else ()
+    if last is None or not reported or scalers or decided.lastDecision != (before.lastDecision if before else None):
         return None
     was = reported[-1].get("autoscaling")
     if (api.AutoscalingStatus.model_validate(was) if was is not None else None) != before:
         return None
     status = api.SpeechToTextStatus.model_validate(
         {**reported[-1], "autoscaling": decided.model_dump(mode="json", exclude_none=True)})
-    if builders.children(last.stt.model_copy(update={"status": status}), config, last.held) != last.children:
+    held = last.held if isinstance(last, Observed) else None
+    if builders.children(last.stt.model_copy(update={"status": status}), config, held) != last.children:
         return None
     return status
 
@@ -694,13 +697,16 @@ def rescaled(config: OperatorConfig, last: Observed | None, reported: list[dict[
 async def autoscaled(runtime: Runtime, namespace: str, name: str, before: api.AutoscalingStatus | None,
                      decided: api.AutoscalingStatus, autoscale: Autoscale) -> None:
     """The autoscaler's look found ``decided`` over ``before`` (the SpeechToText's ``status.autoscaling``): its status
-    alone written when that is all it changes (:func:`rescaled`; a write that fails counted as a refresh's,
-    ``scope="status"``), else a whole reconcile that decides again (``autoscale``) on a fresh copy and applies it."""
+    alone written when that is all it changes (:func:`rescaled`, Degraded or not; a write that fails counted as a
+    refresh's, ``scope="status"``), else a whole reconcile that decides again (``autoscale``) on a fresh copy and
+    applies it."""
     async with runtime.lock(namespace, name):
         key = (namespace, name)
-        status = rescaled(runtime.config, runtime.observed.get(key), runtime.reported.get(key), before, decided)
+        last = runtime.observed.get(key) or runtime.amiss.get(key)
+        status = rescaled(runtime.config, last, runtime.reported.get(key), before, decided)
         if status is not None:
-            last, reported = runtime.observed[key], runtime.reported[key]
+            assert last is not None
+            reported = runtime.reported[key]
             if last.body["metadata"].get("uid") not in runtime.ending:  # else nothing more is written for it
                 with metrics.counted(metrics.STATUS):
                     await write_status(runtime, {**last.body, "status": reported[-1]}, status)

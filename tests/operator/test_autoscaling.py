@@ -134,6 +134,15 @@ class Scaled:
     async def events(self, reason: str) -> list[str]:
         return [e["message"] for e in await self.cluster.events() if e["reason"] == reason]
 
+    async def sessions_seen(self, *counts: int) -> None:
+        """The pod en-us-0 holds each of ``counts`` sessions in turn, each until status.autoscaling says it."""
+        for sessions in counts:
+            self.script.loads["en-us-0"] = (sessions, 0.0)
+
+            async def seen(n: int = sessions) -> bool:
+                return ((await self.status()).get("autoscaling") or {}).get("sessions") == n
+            await self.cluster.eventually(seen, PATIENCE)
+
     async def settled(self) -> None:
         """:meth:`looked_at`, then Ready and one second of nothing but looks (lists of the pods)."""
         await self.looked_at()
@@ -457,12 +466,7 @@ async def test_a_look_that_changes_what_it_saw_and_not_the_replicas_writes_the_s
     cluster = scaled.cluster
     await scaled.settled()
     since = len(list(cluster.emulator))
-    for sessions in (1, 2, 1, 2):
-        scaled.script.loads["en-us-0"] = (sessions, 0.0)
-
-        async def seen(n: int = sessions) -> bool:
-            return ((await scaled.status()).get("autoscaling") or {}).get("sessions") == n
-        await cluster.eventually(seen, PATIENCE)
+    await scaled.sessions_seen(1, 2, 1, 2)
     await scaled.stays(1, 0.5)
     sent = operator_requests(cluster, since)
     print("the operator's requests for 4 changes of the sessions:", sent)
@@ -470,6 +474,43 @@ async def test_a_look_that_changes_what_it_saw_and_not_the_replicas_writes_the_s
                                  "PATCH services", "PATCH poddisruptionbudgets")) for k in sent), sent
     assert sent.get("PATCH speechtotexts status", 0) >= 4, sent
     assert await scaled.events("ScaledUp") == []
+
+
+async def test_a_look_at_a_degraded_one_that_changes_what_it_saw_writes_the_status_alone(scaled: Scaled) -> None:
+    """As above, while its Service's writes are refused (an admission webhook: Degraded, WriteRefused, re-checked every
+    recheck_seconds, which writes the Service again alone): each look that sees the sessions change writes
+    status.autoscaling alone, nothing the re-check would not read (no read of the SpeechToText, its Deployment or its
+    PodDisruptionBudget, no write of the Deployment), Degraded kept as it was and the refused write still tried again,
+    which is taken once the webhook lets it through. Before, each such look of a Degraded one was a whole reconcile."""
+    cluster = scaled.cluster
+    cluster.emulator.refusals[("services", "en-us")] = (400, "BadRequest", "admission webhook denied the request")
+    await scaled.looked_at()
+
+    async def degraded() -> dict[str, Any]:
+        conditions = (await scaled.status()).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Degraded" and c["status"] == "True"), {})
+    said = await cluster.eventually(degraded, PATIENCE)
+    assert said["reason"] == "WriteRefused", said
+
+    async def steady() -> bool:  # its pod's readiness reported: a second of nothing but looks and re-checks
+        since = len(list(cluster.emulator))
+        await asyncio.sleep(1)
+        return set(operator_requests(cluster, since)) <= {"GET pods", "GET services", "PATCH services"}
+    await cluster.eventually(steady, PATIENCE)
+    said = await degraded()
+    since = len(list(cluster.emulator))
+    await scaled.sessions_seen(1, 2, 1, 2)
+    sent = operator_requests(cluster, since)
+    print("the operator's requests for 4 changes of the sessions of a Degraded one:", sent)
+    assert not any(k.startswith(("GET speechtotexts", "GET deployments", "GET poddisruptionbudgets", "PATCH deployments"))
+                   for k in sent), sent
+    assert sent.get("PATCH speechtotexts status", 0) >= 4 and sent.get("PATCH services", 0) >= 1, sent
+    assert await degraded() == said, "Degraded kept as it was"
+    del cluster.emulator.refusals[("services", "en-us")]
+
+    async def mended() -> bool:
+        return not await degraded() and await cluster.api.get(cluster.url("v1", "services", "en-us")) is not None
+    await cluster.eventually(mended, PATIENCE)
 
 
 async def test_a_looks_status_write_that_fails_is_counted(scaled: Scaled) -> None:
