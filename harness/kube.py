@@ -216,6 +216,13 @@ class Emulator(kmock.KubernetesEmulator):
         operator's requests for it before that one is served (a scale between the operator's read and its write)."""
         return self.__dict__.setdefault("_meddlers", {})
 
+    @property
+    def watches_held(self) -> dict[str, asyncio.Event]:
+        """Every client's watches of a resource (plural) held until the event is set, as by an API server out of reach:
+        a watch that ended meanwhile is not started again, and what changes meanwhile comes when it is (from the last
+        version its watcher saw), or, once :meth:`compact` forgot it, a 410 Expired (its watcher lists again)."""
+        return self.__dict__.setdefault("_watches_held", {})
+
     def _namespace(self, name: str | None) -> Any:
         """The stored Namespace ``name`` (kmock's object, with its history), or None."""
         return next((obj for (resource, _, n), obj in self.objects.items()
@@ -265,6 +272,10 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         operators = request.headers.get("User-Agent", "").startswith(USER_AGENT)
+        if request.resource is not None and request.params.get("watch") == "true":
+            away = self.watches_held.get(request.resource.plural)
+            if away is not None:
+                await away.wait()
         gate = self.held.get((request.resource.plural, request.name or "")) if request.resource is not None else None
         if gate is not None and operators:
             await gate.wait()

@@ -1,7 +1,8 @@
 """kopf handlers: thin wrappers that hand every event to :mod:`speech_operator.reconcile`.
 
 - SpeechToText created, changed (including ``kubectl scale``) or seen at start -> reconcile.
-- An owned Deployment, Service or PodDisruptionBudget changed or deleted -> reconcile its owner (drift is put back);
+- An owned Deployment, Service or PodDisruptionBudget changed or deleted -> reconcile its owner (drift is put back;
+  also what changed while a watch of them was away, as kopf lists them again: :func:`child_changed`);
   only its Deployment's status or a foreign autoscaler's replicas changed -> its status again, from the Deployment.
 - While Degraded (a Secret or PVC missing, a write the API server refused, a name taken, pods that crash or cannot
   pull their image), or while its pods exist and are not all ready, a daemon re-checks every ``recheck_seconds`` (a
@@ -371,6 +372,11 @@ async def _status_removed(rt: Runtime, namespace: str, name: str, logger: kopf.L
             and rt.unsure(namespace, name, live.get("status") or {}))
 
 
+#: The key, in a child's own memo (kopf keeps one per object, from its first event to its deletion), saying that an
+#: event or a listing of it was handled (:func:`child_changed`).
+SEEN = f"{api.GROUP}/seen"
+
+
 @kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=
 @kopf.on.event("", "v1", "services", when=_is_child)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", when=_is_child)
@@ -386,17 +392,31 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
 
     Not the initial listing (``type`` None, at operator start): every owner is resumed
     then anyway (``on.resume``), and reconciling it once per child as well tripled the
-    reads of a restart (bench/notes.md, Operator). Nor an object whose owner label names no
+    reads of a restart (bench/notes.md, Operator). kopf lists again whenever a watch cannot go on from the last version
+    it saw (410 Gone: that version is older than the API server keeps; a list that failed) and passes each object of
+    that listing as of the first, ``type`` None: one it had passed before (:data:`SEEN`, in the child's own memo) is
+    followed as an event's (its body the current object: an edit made while the watch was away is put back, at no
+    request more when there is none), for an owner whose last reconcile kept what it decided
+    (:class:`~speech_operator.reconcile.Observed`, :class:`~speech_operator.reconcile.Amiss`; any other is reconciled by
+    its own events). A child deleted meanwhile is in no listing: its owner is reconciled once the listing is over
+    (:meth:`~speech_operator.reconcile.Runtime.relisted`). Nor an object whose owner label names no
     possible SpeechToText (one made by hand with the operator's labels, its value empty): one line.
     """
-    if type is None:  # kopf passes None for the initial listing, though its protocol says str
+    relisted = type is None  # kopf passes None for a listing's objects, though its protocol says str
+    if relisted and not memo.get(SEEN):  # its first listing: at the operator's start, its owner is resumed anyway
+        memo[SEEN] = True
         return
+    memo[SEEN] = True
     owner = owner_of(body) or ""
     if not api.is_name(owner):
         logger.info("ignored: it names no possible SpeechToText (%r)", owner)
         return
     rt, namespace = runtime(memo), namespaced(namespace)
+    if relisted:
+        rt.relisted(KINDS[resource.plural], namespace, owner)
     async with rt.lock(namespace, owner):  # after a reconcile under way: the events of its own writes follow what it kept
+        if relisted and (namespace, owner) not in rt.observed and (namespace, owner) not in rt.amiss:
+            return
         then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))
     if then is Follow.STATUS:
         rt.refresh(namespace, owner)

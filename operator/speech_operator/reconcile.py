@@ -48,6 +48,9 @@ KINDS = {plural: kind for _, plural, kind in builders.OWNED_KINDS}
 ORPHAN = "orphan"
 #: How many of its last statuses :attr:`Runtime.reported` keeps per SpeechToText.
 REPORTED_KEPT = 8
+#: How long after the last child kopf passed from a listing it made again (:meth:`Runtime.relisted`) that listing is
+#: taken as over: kopf says no more of it than it did of its first.
+RELIST_SETTLE_SECONDS = 2.0
 #: The least time between the starts of two status refreshes of one SpeechToText (:meth:`Runtime.refresh`): the
 #: Deployment's events of one burst (an HPA's scale, then its controller's status updates) that come within it are
 #: one refresh, written once; a change after a quiet time is refreshed at once.
@@ -93,6 +96,9 @@ class Runtime:
     #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
     refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     _refresh_again: set[tuple[str, str]] = field(default_factory=set)
+    #: The listings kopf makes again of the SpeechToTexts' children, by kind and namespace, under way: the owners whose
+    #: child of that kind each had, and the look due once it is over (:meth:`relisted`).
+    relistings: dict[tuple[str, str], tuple[set[str], asyncio.Task[None]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.events = Events(self.kube, self.ending)
@@ -165,6 +171,32 @@ class Runtime:
             if self.refreshing.get(key) is asyncio.current_task():
                 del self.refreshing[key]
 
+    def relisted(self, kind: str, namespace: str, owner: str) -> None:
+        """``owner``'s child of ``kind`` came in a listing kopf made again (a watch that could not go on: 410 Gone).
+        Once no more of it came for :data:`RELIST_SETTLE_SECONDS`, each SpeechToText of ``namespace`` whose last
+        reconcile kept a child of ``kind`` (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that
+        the listing had none of is reconciled: that child was deleted while the watch was away, and no event says so.
+        No request when none is missing. A listing with no object of ``kind`` in ``namespace`` reaches no handler:
+        a deletion then waits for its owner's next reconcile."""
+        key = (kind, namespace)
+        owners, task = self.relistings.get(key, (set(), None))
+        if task is not None:
+            task.cancel()
+        owners.add(owner)
+        self.relistings[key] = (owners, asyncio.get_running_loop().create_task(
+            self._relisting_over(kind, namespace, owners), name=f"{kind}s of {namespace} listed again"))
+
+    async def _relisting_over(self, kind: str, namespace: str, listed: set[str]) -> None:
+        await asyncio.sleep(RELIST_SETTLE_SECONDS)
+        self.relistings.pop((kind, namespace), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
+        kept: list[tuple[tuple[str, str], Observed | Amiss]] = [*self.observed.items(), *(
+            (key, last) for key, last in self.amiss.items()
+            if not any(child["kind"] == kind for child, _ in [*last.refused, *last.conflicts]))]
+        for (ns, name), last in kept:
+            if ns == namespace and name not in listed and any(child["kind"] == kind for child in last.children):
+                log.info("%s %s/%s: its %s was not in the listing kopf made again: reconciled", api.KIND, ns, name, kind)
+                self.retry(ns, name, 0)
+
     def forget_retry(self, namespace: str, name: str) -> None:
         """Its retry and status refresh not due any more (its deletion); its contention and what it observed forgotten."""
         self.contended.pop((namespace, name), None)
@@ -176,10 +208,11 @@ class Runtime:
                 task.cancel()
 
     async def stop_retries(self) -> None:
-        """Cancel the retries due and the status refreshes (the operator's exit)."""
-        tasks = [*self.retries.values(), *self.refreshing.values()]
+        """Cancel the retries due, the status refreshes and the looks after listings (the operator's exit)."""
+        tasks = [*self.retries.values(), *self.refreshing.values(), *(task for _, task in self.relistings.values())]
         self.retries.clear()
         self.refreshing.clear()
+        self.relistings.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -545,9 +578,9 @@ async def recheck_amiss(runtime: Runtime, namespace: str, name: str) -> bool:
     (``speech_operator_reconcile_errors_total{scope="reconcile"}``). The caller holds its lock.
 
     Its own children are not read: a change or deletion of one is an event of its own (kopf's watch, once ended, goes
-    on from the last version it saw, and is sent what it missed). Only one that lists again (410 Gone: that version
-    too old) misses a deletion, which waits for the next whole reconcile, as for a SpeechToText not Degraded, which has
-    no re-check at all; a read of each child at each look would cover the Degraded ones alone."""
+    on from the last version it saw, and is sent what it missed; one that lists again, 410 Gone, passes each child it
+    lists to :func:`speech_operator.handlers.child_changed`, and a child not in it is looked for once it is over:
+    :meth:`Runtime.relisted`)."""
     last = runtime.amiss.get((namespace, name))
     if last is None:
         return False

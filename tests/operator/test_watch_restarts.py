@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import copy
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, deployment
+from conftest import NAMESPACE, TEST_AGENT, deployment, one_pod_ready
 
 from speech_operator import api
+from speech_operator.kube import USER_AGENT
+from speech_operator.reconcile import RELIST_SETTLE_SECONDS
 
 if TYPE_CHECKING:
     import kmock
@@ -80,3 +84,109 @@ async def test_what_changes_after_a_watch_ended_is_handled_once_and_nothing_is_l
                                if e["reason"] in ("Created", "Updated", "Deleted"))
     assert said and max(said.values()) == 1, said
     assert ("Created", "Created Deployment en-us") in said and any(r == "Updated" for r, _ in said), said
+
+
+def ours(cluster: Cluster, since: int) -> dict[str, int]:
+    """The operator's own requests from the emulator's ``since``-th on, by verb, resource and name: not kopf's watches
+    and lists."""
+    counts: collections.Counter[str] = collections.Counter()
+    for r in list(cluster.emulator)[since:]:
+        if r.resource is not None and r.headers.get("User-Agent", "").startswith(USER_AGENT):
+            counts[" ".join(filter(None, (r.method, r.resource.plural, r.subresource, r.name)))] += 1
+    return dict(sorted(counts.items()))
+
+
+async def quiet(cluster: Cluster) -> bool:
+    """True once the operator has sent no request of its own for a second (kopf's watches end every second here)."""
+    since = len(list(cluster.emulator))
+    await asyncio.sleep(1)
+    return ours(cluster, since) == {}
+
+
+async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]]) -> int:
+    """Hold every watch of Deployments (the API server out of reach for them), do ``meanwhile``, forget the history
+    (:meth:`Emulator.compact`), let them go: kopf's next watch is answered 410 Expired and it lists the Deployments
+    again. The number of the emulator's request that listing was, once it came."""
+    def watches() -> list[kmock.Request]:
+        return [r for r in cluster.sent("GET", "deployments") if r.params.get("watch") == "true"]
+
+    async def restarted(after: int) -> bool:
+        return len(watches()) > after
+    away = cluster.emulator.watches_held["deployments"] = asyncio.Event()
+    began = len(watches())
+    await cluster.eventually(lambda: restarted(began))  # the last watch ended: the next one is held
+    await meanwhile()
+    await cluster.emulator.compact()
+    since = len(list(cluster.emulator))
+    del cluster.emulator.watches_held["deployments"]
+    away.set()
+
+    async def listed() -> int | None:
+        return next((since + i for i, r in enumerate(list(cluster.emulator)[since:]) if r.method == "GET"
+                     and r.resource is not None and r.resource.plural == "deployments"
+                     and r.params.get("watch") != "true" and r.headers.get("User-Agent") != TEST_AGENT), None)
+    listing = await cluster.eventually(listed)
+    assert any(code == "410" for r in watches() for *_, code in cluster.emulator.streamed.get(r.id, [])), "a 410 Expired"
+    return int(listing)
+
+
+async def created(cluster: Cluster, name: str, locale: str) -> None:
+    """The SpeechToText ``name`` made, its pod ready."""
+    await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "metadata": {"name": name, "namespace": NAMESPACE},
+                                                 "spec": {**BASE["spec"], "locale": locale}})
+    dep = await cluster.eventually(lambda: deployment(cluster, name))
+    await one_pod_ready(cluster, dep, name)
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
+async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_at_the_listing_after(
+        cluster: Cluster) -> None:
+    """The API server out of reach for kopf's watches of Deployments while the SpeechToText's is scaled by hand, the
+    history forgotten meanwhile: kopf lists the Deployments again (:func:`relisted`), each with no event type, as at its
+    start. That listing puts the replicas back (one apply, a ScaledByHand warning); one with nothing changed costs no
+    request at all. Before, a listing's objects were all taken for the start's and left: the Deployment kept its 3
+    replicas until the SpeechToText's next reconcile."""
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster), 10)
+
+    async def nothing() -> None:
+        pass
+    listing = await relisted(cluster, nothing)
+    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children not listed, once the listing is over
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
+
+    async def scale() -> None:
+        await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})
+    listing = await relisted(cluster, scale)
+
+    async def put_back() -> bool:
+        return (await deployment(cluster) or {}).get("spec", {}).get("replicas") == 1
+    await cluster.eventually(put_back)
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listing that had the Deployment scaled by hand:", sent)
+    assert sent.get("PATCH deployments en-us") == 1, sent
+    assert "ScaledByHand" in await cluster.reasons()
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
+async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_again_once_the_listing_is_over(
+        cluster: Cluster) -> None:
+    """Two SpeechToTexts; one's Deployment deleted while kopf's watches of Deployments are away, the history forgotten
+    meanwhile: kopf's listing after has the other's alone, and no event says the deletion. Once the listing is over, the
+    one whose Deployment it lacked is reconciled (its Deployment made again), the other not. Before, the deleted
+    Deployment stayed deleted until that SpeechToText's next reconcile."""
+    await created(cluster, "en-us", "en-US")
+    await created(cluster, "ko-kr", "ko-KR")
+    await cluster.eventually(lambda: quiet(cluster), 10)
+
+    async def delete() -> None:
+        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
+    listing = await relisted(cluster, delete)
+    await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listing that lacked a Deployment:", sent)
+    assert sent.get("GET speechtotexts en-us") == 1 and "GET speechtotexts ko-kr" not in sent, sent
+    assert not [k for k in sent if k.startswith("PATCH") and k.endswith("ko-kr")], sent
