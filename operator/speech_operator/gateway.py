@@ -83,7 +83,7 @@ from speech_operator.gateway_relay import (
     relay_http,
     relay_websocket,
 )
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, Progress, Shutdown
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, cors, demo, errors, logs
 from speech_recognizer.addresses import Network, client, proxies
@@ -847,14 +847,16 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
 
     On the way out it stops listening, then a gateway's relayed WebSockets and recognition requests
     are drained for up to ``shutdown_seconds`` (requests held for a wake answered at once:
-    :mod:`speech_operator.gateway_shutdown`), then aiohttp's shutdown gives what is left (close
-    handshakes, other routes' requests) up to :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS`
-    before it cuts it: the whole stop takes at most ``shutdown_seconds`` and those few seconds (an
-    application without a gateway: ``shutdown_seconds`` for aiohttp's shutdown alone)."""
+    :mod:`speech_operator.gateway_shutdown`), then the close handshakes of the relays closed at its deadline and
+    aiohttp's shutdown (other routes' requests) get what is left up to
+    :data:`~speech_operator.gateway_shutdown.AFTER_DRAIN_SECONDS` before it is cut: the whole stop takes at most
+    ``shutdown_seconds`` and those few seconds (an application without a gateway: ``shutdown_seconds`` for aiohttp's
+    shutdown alone)."""
     # aiohttp's shutdown_timeout counts twice: it waits that long for each connection's handler to end,
     # then cancels its request (its body, a WebSocket's reading) and waits as long again before it cancels
     # the handler (a handler that reads nothing, such as /pre-stop's pause, takes both).
-    after = min(shutdown_seconds, AFTER_DRAIN_SECONDS) / 2 if GATEWAY in app else shutdown_seconds
+    # The drain's last close handshakes take CLOSE_REPLY_SECONDS of AFTER_DRAIN_SECONDS.
+    after = min(shutdown_seconds, AFTER_DRAIN_SECONDS - CLOSE_REPLY_SECONDS) / 2 if GATEWAY in app else shutdown_seconds
     # auto_decompress=False: a body is relayed as it came (aiohttp would decode a Content-Encoding: gzip body and the
     # recognizer get the decoded bytes under the gzip header, cut to the compressed length).
     gateway = app.get(GATEWAY)

@@ -24,11 +24,13 @@
   1001, and that is counted and logged once (``not_reading``: :func:`_relay`, and the caller of :func:`relay_http`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
-  either. A close from either side is passed on with its code and reason (the recognizer's is a close handshake with
-  the client: its close reply is read before its connection ends, :func:`_stopped`); a recognizer whose
+  either. A close from either side is passed on with its code and reason; a recognizer whose
   connection breaks without one (its pod stopped or crashed) closes the client with 1011 and a
   reason that says so, never a hang. When the gateway stops, the relay closes both sides itself
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
+  Every close the gateway sends the client is a close handshake: its close reply is read (within
+  :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
+  recognizer's side's is (aiohttp's client reads it).
 
 What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
 counts it, :data:`Failed`): the recognizer's connection that broke (no close frame, a send or a REST answer that
@@ -59,7 +61,7 @@ from yarl import URL
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import client_failure, client_leaves, drop_what_follows, not_reading
-from speech_operator.gateway_shutdown import STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
+from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
@@ -443,9 +445,10 @@ def message_too_big(error: WebSocketError, limit: int) -> str:
 def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.WebSocketResponse:
     """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered), taking messages of
     up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009
-    with the reason: :class:`_ClientSide`)."""
+    with the reason: :class:`_ClientSide`); its close reply, once the gateway closed it, is read for up to
+    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`."""
     return _ClientSide(max_message_bytes, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
-                       compress=False, decode_text=False)
+                       compress=False, decode_text=False, timeout=CLOSE_REPLY_SECONDS)
 
 
 #: Bytes of a refused upgrade's body (the recognizer's reason) the gateway reads and passes on; the rest is dropped.
@@ -680,6 +683,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
                     failed(gone)
+                    await _stopped(to_upstream)
                     await _close(client, *failures.close_args(gone))
         elif to_upstream in done:
             try:
@@ -700,6 +704,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 failed(STOPPED_MIDSTREAM)
             else:
                 log.debug("a relayed WebSocket of %s closed while idle as the gateway stops", backend.locale)
+            await _stopped(to_upstream)
             await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
     finally:
         idle.cancel()
@@ -731,9 +736,12 @@ def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> boo
 
 async def _stopped(pump: asyncio.Future[Any]) -> None:
     """Stop ``pump`` before the side it reads is closed: aiohttp's ``close`` of a socket another task receives on drops
-    its connection as soon as its close frame is written, without reading the peer's close reply (RFC 6455 5.5.1). The
-    Speech SDK for JavaScript (the ``ws`` package) told a close and the end of the connection at once, before the audio
-    it is about to send, reports that close to no one: its recognition waited for its own time out."""
+    its connection as soon as its close frame is written, without reading the peer's close reply (RFC 6455 5.5.1);
+    stopped, that ``close`` reads it (the client's side: for up to
+    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`). The Speech SDK for JavaScript (the ``ws`` package)
+    told a close and the end of the connection at once, before the audio it is about to send, reports that close to no
+    one: its recognition waited for its own time out. A frame the pump had read is sent on whole first (a send
+    only waits once its frame is written)."""
     pump.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await pump

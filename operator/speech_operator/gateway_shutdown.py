@@ -46,14 +46,19 @@ A Speech SDK connection the gateway refuses (:func:`~speech_operator.gateway_rel
 before its close, up to :data:`~speech_recognizer.usp.refusal.REQUEST_WAIT_SECONDS` for a client that sends nothing.
 At the stop it is answered at once (:meth:`~speech_recognizer.usp.refusal.Waiting.end`): its turn when its request
 had begun, its close with the refusal's code and reason; the drain waits until none is read so any more (their
-answers under way, :attr:`Shutdown.refusals`), and the close handshakes end in aiohttp's shutdown, as a relay's, a
-client that never answers its close holding no more than that. Not ended, such a wait held the stop until it ran out.
+answers under way, :attr:`Shutdown.refusals`), and their close handshakes are left to aiohttp's shutdown (which
+reads no close reply: such a connection ends when it is cut), a client that never answers its close holding no more
+than that. Not ended, such a wait held the stop until it ran out.
 
-The whole stop is bounded: the drain takes at most ``shutdown_seconds``, then aiohttp's own shutdown
-(the runner's ``cleanup``) gives what is left at most :data:`AFTER_DRAIN_SECONDS` (the close
-handshakes of the relays closed at the deadline, a request to another route, a recognizer's answer
-still being passed on), then cuts it. The pod's ``terminationGracePeriodSeconds`` (the chart's
-``gateway.yaml``) leaves room for the preStop pause, both and a margin.
+Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
+(the client's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection. Those closed at the deadline end
+theirs still in the drain: from aiohttp's shutdown on, a close reply would be dropped unread.
+
+The whole stop is bounded: the drain takes at most ``shutdown_seconds`` and, for the relays closed at its deadline,
+:data:`CLOSE_REPLY_SECONDS`; then aiohttp's own shutdown (the runner's ``cleanup``) gives what is left (a request to
+another route, a recognizer's answer still being passed on) the rest of :data:`AFTER_DRAIN_SECONDS`, then cuts it.
+The pod's ``terminationGracePeriodSeconds`` (the chart's ``gateway.yaml``) leaves room for the preStop pause, both
+and a margin.
 """
 
 from __future__ import annotations
@@ -85,9 +90,13 @@ STOPPED_UNANSWERED = failures.Failure("this gateway stopped before the recognize
 SETTLE_SECONDS = 2.0
 #: How often a stream in progress is looked at again once the gateway stops.
 POLL_SECONDS = 0.05
-#: How long aiohttp's own shutdown, after the drain, waits for what is left before it cuts it: the
-#: relays closed at the drain's deadline finish their close handshakes, other routes their answers.
+#: How long, after the drain, what is left gets before it is cut: the relays closed at the drain's deadline finish
+#: their close handshakes (within :data:`CLOSE_REPLY_SECONDS`, still in the drain), then aiohttp's own shutdown gives
+#: other routes the rest for their answers.
 AFTER_DRAIN_SECONDS = 3.0
+#: How long the gateway waits for a client's close reply once it closed the client's WebSocket, before it ends the
+#: connection (RFC 6455 5.5.1: the TCP connection ends once both closes passed): a client that never answers is cut then.
+CLOSE_REPLY_SECONDS = 1.0
 
 
 class Progress:
@@ -213,6 +222,11 @@ class Shutdown:
                         len(self.relays), seconds)
         if self.requests or self.relays:
             self.over.set()
+        # aiohttp's shutdown, next, drops whatever arrives on its connections: the close replies of the relays closed
+        # now are read first (their clients told the close and their connection's end at once would see no handshake).
+        deadline = time.monotonic() + CLOSE_REPLY_SECONDS
+        while self.relays and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
 
     async def unless_stopping(self, waiting: Awaitable[T], failure: failures.Failure) -> T:
         """What ``waiting`` (a hold while a locale wakes) gives, unless the gateway stops first: then it is

@@ -1,0 +1,182 @@
+"""A relayed WebSocket the gateway closes itself (its stop: idle 1000, out of time 1001; a recognizer lost: 1011) ends
+with a close handshake on the client's side (RFC 6455 5.5.1): the close frame, the client's close reply read, then
+the end of the TCP connection; a client that never replies is cut after
+:data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`, and the stop stays within its bound.
+
+The client is the ``websockets`` library's own protocol (Sans-I/O) over a socket of the test's, so that its close reply
+goes out when the test says: a gateway that ends the connection before it (the same millisecond as its close frame,
+as aiohttp's ``close`` of a socket another task reads does) is seen to. A recognizer's close passed on is
+tests/gateway/test_jssdk_refusals.py's (the JavaScript SDK then reported the close to no one); the client's close
+passed on to the recognizer already was a handshake (aiohttp's client reads the recognizer's reply).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Close
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, STOPPED_MIDSTREAM
+
+from .conftest import Recognizer, start_recognizer
+from .test_shutdown import PROMPT, gateway, ko  # noqa: F401 - ko: the fixture
+
+#: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
+DEADLINE_SECONDS = 2
+#: How long a client holds its close reply before it looks whether the gateway ended the connection meanwhile: well
+#: under CLOSE_REPLY_SECONDS (the gateway's close and the end of its connection came in the same millisecond).
+HELD = 0.3
+#: Within how long of the client's close reply its connection must end: well under CLOSE_REPLY_SECONDS - HELD (the end of a
+#: connection whose reply went unread).
+PROMPTLY = 0.3
+SILENCE = b"\0" * 3200  # 100 ms at 16 kHz
+
+
+class HeldReply:
+    """A WebSocket client whose close reply waits for the test (:meth:`reply`) once the server closed."""
+
+    def __init__(self, url: str) -> None:
+        uri = parse_uri(url)
+        self.protocol = ClientProtocol(uri)
+        self.sock = socket.create_connection((uri.host, uri.port), timeout=10)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        while self.protocol.state is State.CONNECTING:
+            self._receive(10)
+        assert self.protocol.state is State.OPEN, self.protocol.handshake_exc
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:  # b"": its own end of the connection, which a client leaves to the server
+                self.sock.sendall(data)
+
+    def _receive(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        for event in self.protocol.events_received():
+            assert not isinstance(event, Response) or event.status_code == 101, event
+
+    def send(self, data: bytes | str) -> None:
+        self.protocol.send_text(data.encode()) if isinstance(data, str) else self.protocol.send_binary(data)
+        self._flush()
+
+    def closed(self, timeout: float, sending: bytes | None = None) -> tuple[Close, float]:
+        """The server's close and when it came (``sending``: sent every 100 ms meanwhile, as a stream's audio); what
+        came before it is read (pongs answered), its reply is held."""
+        deadline = time.monotonic() + timeout
+        while self.protocol.close_rcvd is None:
+            assert time.monotonic() < deadline, f"no close within {timeout} s"
+            assert self.protocol.state is State.OPEN, "the connection ended without a close frame"
+            if sending is not None:
+                self.send(sending)
+            try:
+                self._receive(0.1 if sending is not None else deadline - time.monotonic())
+            except TimeoutError:
+                continue
+            if self.protocol.close_rcvd is None:
+                self._flush()
+        return self.protocol.close_rcvd, time.monotonic()
+
+    def ended(self, within: float) -> str | None:
+        """How the server ended the connection within ``within`` seconds: ``fin``, ``reset``; None: it did not."""
+        self.sock.settimeout(within)
+        try:
+            while self.sock.recv(65536):
+                pass  # nothing comes after a close; whatever did is not the end
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return "reset"
+        return "fin"
+
+    def reply(self) -> None:
+        """Send the close reply held."""
+        self._flush()
+
+    def __enter__(self) -> HeldReply:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def streaming(url: str) -> HeldReply:
+    """A /vosk client at ``url`` (ws://host:port) that sent its config."""
+    client = HeldReply(f"{url}/vosk?language=ko-KR")
+    client.send(json.dumps({"config": {"sample_rate": 16000}}))
+    return client
+
+
+@pytest.mark.parametrize("replies", [True, False], ids=["replies", "never-replies"])
+@pytest.mark.parametrize("stopped", ["idle", "at-the-deadline"])
+def test_a_websocket_the_gateways_stop_closes_gets_a_close_handshake(ko: Recognizer,  # noqa: F811 - the fixture imported
+                                                                    tmp_path: Path, stopped: str, replies: bool) -> None:
+    """An idle /vosk connection (closed 1000 at the stop) and a stream still going at ``shutdown_seconds`` (1001): the
+    client gets the close, and its connection ends only once its close reply came (at once then), or, never sent, after
+    CLOSE_REPLY_SECONDS; the stop within its bounds either way. Before: the connection ended with the close (the same
+    millisecond), the reply met a closed socket."""
+    seconds = DEADLINE_SECONDS if stopped == "at-the-deadline" else 30
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds)
+    try:
+        with streaming(stack.ws) as client:
+            if stopped == "idle":
+                time.sleep(0.2)  # the config has passed the gateway
+            else:
+                client.send(SILENCE)  # a stream in progress
+            stopping = time.monotonic()
+            stack.stop()
+            close, at = client.closed(PROMPT + seconds, sending=SILENCE if stopped != "idle" else None)
+            expected = (1000, IDLE_REASON) if stopped == "idle" else (STOPPED_MIDSTREAM.kind.close, STOPPED_MIDSTREAM.message)
+            assert (close.code, close.reason) == expected
+            if replies:
+                assert client.ended(HELD) is None, "the gateway ended the connection before the client's close reply"
+                client.reply()
+                replied = time.monotonic()
+                assert client.ended(CLOSE_REPLY_SECONDS + 2) == "fin"
+                took = time.monotonic() - replied
+                assert took < PROMPTLY, f"the connection ended {took:.2f} s after the close reply: it was not read"
+                print(f"\n{stopped}: closed {at - stopping:.2f} s after the stop began; the connection ended "
+                      f"{time.monotonic() - replied:.3f} s after the close reply")
+            else:
+                assert client.ended(CLOSE_REPLY_SECONDS + 5) is not None, "the connection did not end"
+                waited = time.monotonic() - at
+                assert CLOSE_REPLY_SECONDS - 0.2 < waited < CLOSE_REPLY_SECONDS + 1.5, f"cut {waited:.2f} s after its close"
+                print(f"\n{stopped}: a client that never replied was cut {waited:.2f} s after its close")
+    finally:
+        stack.__exit__()
+    bound = PROMPT if stopped == "idle" else seconds + AFTER_DRAIN_SECONDS + 0.5
+    assert stack.stopped_in is not None and stack.stopped_in < bound, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+def test_a_client_whose_recognizer_is_lost_gets_a_close_handshake(tmp_path: Path) -> None:
+    """The recognizer's process killed mid-stream: the client gets the gateway's 1011 and its reason, and its connection
+    ends once its close reply came. Before: with the close (the same millisecond)."""
+    recognizer = start_recognizer(tmp_path, "ko-KR")
+    try:
+        recognizer.wait_ready()
+        stack = gateway(tmp_path / "gateway", recognizer)
+        try:
+            with streaming(stack.ws) as client:
+                client.send(SILENCE)
+                recognizer.kill()
+                close, _ = client.closed(10, sending=SILENCE)
+                assert close.code == 1011 and close.reason.startswith("the recognizer of ko-KR"), close
+                assert client.ended(HELD) is None, "the gateway ended the connection before the client's close reply"
+                client.reply()
+                assert client.ended(CLOSE_REPLY_SECONDS + 2) == "fin"
+        finally:
+            stack.__exit__()
+    finally:
+        recognizer.kill()
