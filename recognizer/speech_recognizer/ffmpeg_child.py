@@ -95,15 +95,16 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
         if head.startswith(AMR_MULTICHANNEL):
             raise Refused(UNSUPPORTED, f"the AMR file is multi-channel ({head[:head.index(b'1.0') + 3].decode()}), "
                                        "which is not served: send single-channel AMR (#!AMR or #!AMR-WB)")
-    elif name == "MPEG-PS":
-        _whole_program_stream(data)
+    checked = ProgramStream(data) if name == "MPEG-PS" else None
     try:
-        container: Any = av.open(data, format=DEMUXERS[name], container_options=whitelist(name))
+        container: Any = av.open(checked or data, format=DEMUXERS[name], container_options=options(name))
     except MemoryError:
         raise Refused(LIMIT, f"reading the {name} container needed more memory than the decoder's limit") from None
     except (av.FFmpegError, ValueError, EOFError) as exc:
+        _verdict(checked)
         raise Refused(NOT_AUDIO, f"the {name} container cannot be read: {_said(exc)}") from None
     with container:
+        _verdict(checked)
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
             kinds = sorted({s.type for s in container.streams}) or ["nothing"]
@@ -114,10 +115,25 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             *others, last = sorted(CODECS[name])
             served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
+        if checked is not None:
+            checked.keep(stream.id)
         for other in container.streams:  # read past by the demuxer: neither parsed nor returned
             if other.index != stream.index:
                 other.discard = av.stream.Discard.all
-        _write(container, stream, decoder(stream), name, max_seconds, cut, out)
+        _write(container, stream, decoder(stream), name, max_seconds, cut, out, checked)
+
+
+def options(name: str) -> dict[str, str]:
+    """The options the ``name`` container is opened with: :func:`whitelist`'s; for an MPEG program stream, no
+    length estimated from the timestamps at its end (:data:`UNTIMED`: none is used), for which FFmpeg read the file's
+    end (more of it where it found none) whatever the audio's length, past :class:`ProgramStream`'s check."""
+    return {**whitelist(name), **({"skip_estimate_duration_from_pts": "1"} if name == "MPEG-PS" else {})}
+
+
+def _verdict(checked: ProgramStream | None) -> None:
+    """Raise the refusal of the MPEG program stream ``checked`` (None: another container), if it is refused."""
+    if checked is not None:
+        checked.verdict()
 
 
 def whitelist(name: str) -> dict[str, str]:
@@ -140,46 +156,168 @@ def whitelist(name: str) -> dict[str, str]:
     return {"format_whitelist": DEMUXERS[name], "codec_whitelist": ",".join(sorted(decoders))}
 
 
-def _whole_program_stream(data: BinaryIO) -> None:
-    """Refuse an MPEG program stream that is cut short or has junk between its packs (FFmpeg's demuxer decodes what is
-    left of a cut packet, or skips junk to the next start code, without a word): from its start, each unit is a start
-    code (``00 00 01``) and a pack header (MPEG-1's or MPEG-2's length) or a packet of the length it gives, up to the
-    program's end code or the input's end. Between units and at the end, up to :data:`PADDING_BYTES` zero bytes are
-    padding (a video CD's sectors end in zeros); more is refused, read no further. ``data`` is left at its start."""
-    end, at = data.seek(0, io.SEEK_END), 0
-    while at < end:
+#: MPEG program stream codes: private stream 1 (the first of the packets' codes; its substreams, a DVD's AC-3 or
+#: subtitles, are named by a byte of its packets' payload) and padding.
+_PRIVATE, _PADDING = 0xBD, 0xBE
+
+
+def _stream_id(head: bytes, data: BinaryIO, at: int, size: int) -> int | None:
+    """The stream (``AVStream.id`` as FFmpeg's demuxer gives it) of the packet at byte ``at`` of ``data`` (``size``
+    bytes, ``head`` its first): ``0x100`` and its code; a private stream's, its substream's byte after the packet's
+    header (MPEG-1's stuffing, buffer size and timestamps, or MPEG-2's header); None where it has none."""
+    if head[3] != _PRIVATE:
+        return 0x100 | head[3]
+    if len(head) < size:
         data.seek(at)
-        head = data.read(16)
-        if head[:3] != b"\0\0\1":
-            data.seek(at)
-            run = data.read(PADDING_BYTES + 3)
-            zeros = len(run) - len(run.lstrip(b"\0"))
-            if zeros == len(run) <= PADDING_BYTES:
-                break  # padding to the end
-            if zeros == len(run) or zeros > PADDING_BYTES + 2:
-                raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: more than {PADDING_BYTES} zero bytes (a video CD "
-                                         f"sector's padding at most) from byte {at}")
-            if zeros < 2 or run[zeros] != 1:
-                raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: no start code at byte {at}")
-            at += zeros - 2  # the next start code's own zero bytes end the run
-            continue
-        code = head[3] if len(head) > 3 else None
-        if code == 0xB9:  # the program's end code: what follows is not read
-            break
-        if code is None:
-            size = 4
-        elif code == 0xBA:
-            size = 12 if len(head) > 4 and head[4] >> 4 == 2 else 14 + (head[13] & 7 if len(head) > 13 else 0)
-        elif code >= 0xBB:
-            size = 6 + int.from_bytes(head[4:6], "big") if len(head) >= 6 else 6
-        else:
-            raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: start code 0x{code:02x} at byte {at} begins no "
-                                     "pack or packet")
-        if at + size > end:
-            raise Refused(NOT_AUDIO, f"the MPEG-PS file is cut short: its unit at byte {at} ends at byte {at + size}, "
-                                     f"past the file's end (byte {end})")
-        at += size
-    data.seek(0)
+        head = data.read(min(size, 6 + 3 + 255 + 1))  # an MPEG-2 header's longest
+    head = head[:size]
+    i = 6
+    while i < len(head) and head[i] == 0xFF:  # MPEG-1's stuffing
+        i += 1
+    c = head[i] if i < len(head) else 0
+    if c & 0xC0 == 0x40:  # MPEG-1's buffer size
+        i += 2
+        c = head[i] if i < len(head) else 0
+    if c & 0xE0 == 0x20:  # MPEG-1's timestamps
+        i += 10 if c & 0x10 else 5
+    elif c & 0xC0 == 0x80:  # MPEG-2's header
+        i += 3 + (head[i + 2] if i + 2 < len(head) else 0)
+    elif c == 0x0F:
+        i += 1
+    else:
+        return None
+    return head[i] if i < len(head) else None
+
+
+class ProgramStream:
+    """An MPEG program stream's input, checked as FFmpeg reads it: refused when it is cut short or has junk between its
+    packs (FFmpeg's demuxer decodes what is left of a cut packet, or skips junk to the next start code, without a word).
+    From its start, each unit is a start code (``00 00 01``) and a pack header (MPEG-1's or MPEG-2's length) or a packet
+    of the length it gives, up to the program's end code or the input's end. Between units and at the end, up to
+    :data:`PADDING_BYTES` zero bytes are padding (a video CD's sectors end in zeros); more is refused, read no further.
+
+    Each read is checked up to its end before FFmpeg has it, so what is decoded has been checked and what decoding
+    never needs is never read: a file is read as far as its audio is (to :data:`TOO_LONG` or the cut), not to its end.
+    Once refused (:attr:`refused`, which :meth:`verdict` raises), the input reads as ended.
+
+    No stream appears once the container is open: FFmpeg's demuxer makes a stream of each packet of a stream it has
+    not seen, at any point of the file, which PyAV's demuxing does not expect (it read past the end of its table of
+    streams for each packet of one, and failed at the end: the child's crash). While the container is opened, a read
+    ends before the first packet of a stream not read before (:func:`_stream_id`), so that FFmpeg has parsed each
+    packet of a new stream it holds; once the audio decoded is chosen (:meth:`keep`), every other stream's packet
+    reads as padding, which the demuxer skips (they are discarded anyway)."""
+
+    def __init__(self, data: BinaryIO) -> None:
+        self.data, self.end = data, data.seek(0, io.SEEK_END)
+        data.seek(0)
+        #: The next unit's start: every byte before it is checked (:attr:`end`: all is, or what follows is not read).
+        self.at = 0
+        #: Why the input is refused, once it is.
+        self.refused: Refused | None = None
+        #: The streams (:func:`_stream_id`) of the packets read so far, while the container is opened.
+        self.seen: set[int | None] = set()
+        #: The stream of the audio decoded (its ``AVStream.id``), once chosen (:meth:`keep`).
+        self.kept: int | None = None
+        #: Where a packet's stream code is to read as padding's (:data:`_PADDING`), in bytes not yet read.
+        self.padded: list[int] = []
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.data.tell()
+
+    def keep(self, stream_id: int) -> None:
+        """From now on, every packet but those of stream ``stream_id`` (its ``AVStream.id``) reads as padding."""
+        self.kept = stream_id
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes from where the input is, checked up to their end (ended before a new stream's packet
+        while the container is opened; other streams' packets as padding once the audio is chosen); none once the
+        input is refused."""
+        if self.refused is None:
+            start = self.data.tell()
+            piece = self.data.read(size)
+            try:
+                piece = piece[: self._check(start + len(piece) if piece else self.end, start, piece) - start]
+            except Refused as refused:
+                self.refused = refused
+            self.data.seek(start + len(piece))
+            if self.padded and self.refused is None:
+                piece = self._pad(piece, start)
+            if self.refused is None:
+                return piece
+        return b""
+
+    def _pad(self, piece: bytes, start: int) -> bytes:
+        """``piece`` (read from byte ``start``) with the stream codes of :attr:`padded` in it as padding's."""
+        held, patched = start + len(piece), bytearray(piece)
+        for at in self.padded:
+            if start <= at < held:
+                patched[at - start] = _PADDING
+        self.padded = [at for at in self.padded if at >= held]
+        return bytes(patched)
+
+    def verdict(self) -> None:
+        """Raise the input's refusal, if it is refused."""
+        if self.refused is not None:
+            raise self.refused
+
+    def _check(self, until: int, start: int, piece: bytes) -> int:
+        """Check the units that begin before byte ``until``; where the read from ``start`` (``piece``) ends:
+        ``until``, or while the container is opened, where a new stream's packet (after ``start``) begins."""
+        data, end, held = self.data, self.end, start + len(piece)
+        until = min(until, end)
+        while self.at < until:
+            at = self.at
+            if start <= at and at + 16 <= held:
+                head = piece[at - start : at - start + 16]
+            else:
+                data.seek(at)
+                head = data.read(16)
+            if head[:3] != b"\0\0\1":
+                data.seek(at)
+                run = data.read(PADDING_BYTES + 3)
+                zeros = len(run) - len(run.lstrip(b"\0"))
+                if zeros == len(run) <= PADDING_BYTES:
+                    self.at = end  # padding to the end
+                    break
+                if zeros == len(run) or zeros > PADDING_BYTES + 2:
+                    raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: more than {PADDING_BYTES} zero bytes (a video "
+                                             f"CD sector's padding at most) from byte {at}")
+                if zeros < 2 or run[zeros] != 1:
+                    raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: no start code at byte {at}")
+                self.at = at + zeros - 2  # the next start code's own zero bytes end the run
+                continue
+            code = head[3] if len(head) > 3 else None
+            if code == 0xB9:  # the program's end code: what follows is not read
+                self.at = end
+                break
+            if code is None:
+                size = 4
+            elif code == 0xBA:
+                size = 12 if len(head) > 4 and head[4] >> 4 == 2 else 14 + (head[13] & 7 if len(head) > 13 else 0)
+            elif code >= 0xBB:
+                size = 6 + int.from_bytes(head[4:6], "big") if len(head) >= 6 else 6
+            else:
+                raise Refused(NOT_AUDIO, f"the MPEG-PS file is corrupt: start code 0x{code:02x} at byte {at} begins no "
+                                         "pack or packet")
+            if at + size > end:
+                raise Refused(NOT_AUDIO, f"the MPEG-PS file is cut short: its unit at byte {at} ends at byte {at + size}, "
+                                         f"past the file's end (byte {end})")
+            if code is not None and code >= _PRIVATE and code != _PADDING:
+                if self.kept is None:
+                    if (stream := _stream_id(head, data, at, size)) not in self.seen:
+                        if at > start:
+                            return at
+                        self.seen.add(stream)
+                elif (0x100 | code if code != _PRIVATE or self.kept > 0xFF else _stream_id(head, data, at, size)) != self.kept:
+                    self.padded.append(at + 3)
+            self.at = at + size
+        return until
 
 
 def decoder(stream: Any) -> Any:
@@ -195,14 +333,17 @@ def decoder(stream: Any) -> Any:
     return context
 
 
-def _write(container: Any, stream: Any, context: Any, name: str, max_seconds: float, cut: bool, out: BinaryIO) -> None:
-    """Decode ``stream`` of ``container`` by ``context`` to ``out``: the rate, then PCM, up to ``max_seconds``."""
+def _write(container: Any, stream: Any, context: Any, name: str, max_seconds: float, cut: bool, out: BinaryIO,
+           checked: ProgramStream | None) -> None:
+    """Decode ``stream`` of ``container`` by ``context`` to ``out``: the rate, then PCM, up to ``max_seconds``; an MPEG
+    program stream ``checked`` as it is read, refused as soon as it is (the packet refused is not decoded)."""
     import av
 
     resampler: Any = None
     written = limit = 0
     try:
         for packet in container.demux(stream):
+            _verdict(checked)
             if name == "AMR" and packet.size:
                 _amr_frame(packet, stream.codec_context.codec.canonical_name)
             for frame in context.decode(packet):
@@ -220,7 +361,9 @@ def _write(container: Any, stream: Any, context: Any, name: str, max_seconds: fl
     except MemoryError:
         raise Refused(LIMIT, f"decoding the {name} audio needed more memory than the decoder's limit") from None
     except (av.FFmpegError, ValueError, EOFError) as exc:
+        _verdict(checked)
         raise Refused(NOT_AUDIO, f"the {name} audio is corrupt or cut short: {_said(exc)}") from None
+    _verdict(checked)
     if resampler is None:
         raise Refused(NOT_AUDIO, f"the {name} file's audio stream holds no audio that can be decoded")
     declared = None if name in UNTIMED else _declared(container, stream)

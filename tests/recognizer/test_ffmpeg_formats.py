@@ -598,13 +598,85 @@ def test_a_video_cd_s_zero_padding_is_padding_and_more_zeros_are_refused_unread(
         decode(data + bytes(ffmpeg_child.PADDING_BYTES + 1), max_seconds=60)
     assert refused.value.message == ("the MPEG-PS file is corrupt: more than 2324 zero bytes (a video CD sector's "
                                      f"padding at most) from byte {len(data)}")
-    read = []
-
-    class Counted(io.BytesIO):
-        def read(self, size: int | None = -1) -> bytes:
-            read.append(len(piece := super().read(size)))
-            return piece
-
+    read = Read(data + bytes(22 << 20))
     with pytest.raises(ffmpeg_child.Refused):
-        ffmpeg_child._whole_program_stream(Counted(data + bytes(22 << 20)))
-    assert sum(read) < len(data) + 2 * ffmpeg_child.PADDING_BYTES, sum(read)
+        ffmpeg_child.decode("MPEG-PS", read, 60, False, io.BytesIO())
+    assert read.furthest < len(data) + READ_AHEAD, read.furthest
+
+
+#: The most FFmpeg reads of a file at once (PyAV's buffer), before what it reads is parsed.
+READ_AHEAD = 32 << 10
+
+
+class Read(io.BytesIO):
+    """An input that keeps the furthest byte read of it (:attr:`furthest`)."""
+
+    furthest = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(size)
+        self.furthest = max(self.furthest, self.tell())
+        return piece
+
+
+def test_an_mpeg_program_stream_is_read_as_far_as_its_audio_is_decoded(utterances_recorded: dict[str, Path]) -> None:
+    """An MPEG program stream's units are checked as FFmpeg reads them (:class:`ffmpeg_child.ProgramStream`), not all
+    before it opens the file: a file is read as far as its decoding goes, to the length limit (a 413) or the cut, not
+    to its end however long it is (the transcriber reads a ``.mpg`` of any size). What decoding does not reach is not
+    looked at: 22 MiB of junk after eight copies of a recording, decoded to a second, is the 413 or that second's
+    audio, the file read no further than its first copy (the whole file was checked first: the 400 "no start code at
+    byte ...", all of it read). Junk that decoding reaches is refused as before."""
+    one = utterances_recorded["mpg"].read_bytes().removesuffix(b"\0\0\1\xb9")  # an end code (none here) would end the program
+    data, junk = one * 8, bytes(range(256)) * (88 << 10)
+    with pytest.raises(AudioError) as refused:
+        decode(data + junk, max_seconds=1)
+    assert refused.value.kind.http == 413 and "longer than 1 s" in refused.value.message, refused.value.message
+    assert (cut := decode(data + junk, max_seconds=1, cut=True)).pcm == decode(data, max_seconds=1, cut=True).pcm
+    assert len(cut.pcm) == 2 * cut.sample_rate
+    read = Read(data + junk)
+    with pytest.raises(ffmpeg_child.Refused) as too_long:
+        ffmpeg_child.decode("MPEG-PS", read, 1, False, io.BytesIO())
+    assert (too_long.value.status, read.furthest < len(one)) == (ffmpeg_child.TOO_LONG, True), (read.furthest, len(one))
+    with pytest.raises(AudioError) as refused:
+        decode(data + junk, max_seconds=3600)
+    assert refused.value.message == f"the MPEG-PS file is corrupt: no start code at byte {len(data)}"
+
+
+#: Streams an MPEG program stream may hold (their packets' codes, and a private stream's substream): MPEG video,
+#: MPEG audio, a DVD's subtitles, AC-3, DTS and LPCM (private stream 1's), its navigation (private stream 2).
+STREAMS = ([(code, None) for code in [*range(0xE0, 0xF0), *range(0xC1, 0xE0), 0xBF]]
+           + [(0xBD, sub) for sub in [*range(0x20, 0x40), *range(0x80, 0x90), *range(0xA0, 0xA8)]])
+
+
+def _pes(code: int, sub: int | None, payload: bytes) -> bytes:
+    """A packet of stream ``code`` (and substream ``sub``) holding ``payload``, with MPEG-1's header (no timestamp)."""
+    body = b"\x0f" + (b"" if sub is None else bytes([sub])) + payload
+    return b"\0\0\1" + bytes([code]) + len(body).to_bytes(2, "big") + body
+
+
+def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(utterances_recorded: dict[str, Path]) -> None:
+    """FFmpeg's MPEG-PS demuxer makes a stream of each packet of a stream it has not seen, anywhere in a file (and
+    probes a video's codec from its packets); PyAV's demuxing, whose table of streams is the one the container was
+    opened with, read past its end for each packet of one, and could fail at the end (``IndexError``: the child's exit
+    status 1, a decoder failure, the audio decoded lost). Here a hundred streams begin past what opening the container
+    reads, a packet each after each pack from the 51st (as a camcorder's second audio track may begin later): none is
+    made now (FFmpeg's log says it probes none), each packet read as padding, and the audio is that of the file
+    without them. FFmpeg read a file's end as it opened it, which made the streams it found there, and does not now
+    (:func:`test_an_mpeg_program_stream_is_read_as_far_as_its_audio_is_decoded`)."""
+    one = utterances_recorded["mpg"].read_bytes().removesuffix(b"\0\0\1\xb9")
+    starts = [at for at in range(0, len(one), 2048) if one.startswith(b"\0\0\1\xba", at)]  # FFmpeg's packs: 2048 bytes
+    data, packs = one * 6, [one[at:end] for at, end in zip(starts, [*starts[1:], len(one)], strict=True)] * 6
+    for n, (code, sub) in enumerate(STREAMS):
+        packs[50 + n] += _pes(code, sub, bytes(range(64)))
+    late = b"".join(packs)
+    level, heard = av.logging.get_level(), io.BytesIO()
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with av.logging.Capture(local=True) as said:
+            ffmpeg_child.decode("MPEG-PS", io.BytesIO(late), 3600, False, heard)
+    finally:
+        av.logging.set_level(level)
+    assert not [message for _, _, message in said if message.startswith("probing stream")], said
+    alone = decode(data, max_seconds=3600)
+    assert heard.getvalue()[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
+    assert decode(late, max_seconds=3600).pcm == alone.pcm
