@@ -38,7 +38,8 @@ HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO
 # too_many_held, forms_held and too_many_connections are capacity refusals (try again later), as the recognizer's own
 # busy and too_many_connections: TooManyRequests, which the JavaScript SDK reports in its own clear words (Canceled,
 # TooManyRequests). ServiceUnavailable, which it knows not, it is told by a close 4000 alone (ConnectionFailure with the
-# reason: errors.CONNECTION_FAILURE_CLOSE); the Python SDK by the turn.
+# reason: errors.CONNECTION_FAILURE_CLOSE); the Python SDK by the turn, but TooManyRequests by a close 4429 alone, which it
+# does not retry (errors.CORE_CLOSES).
 TOO_MANY_HELD = Kind("too_many_held", 503, 1013, "TooManyRequests", errors.WARNING, 5,
                      doc="the gateway already holds as many requests for starting locales as it may (SPEECH_GATEWAY_MAX_HELD)",
                      alert=errors.CAPACITY)

@@ -12,7 +12,8 @@ idle, ...); this module answers it, the same way on every route:
   ``RecognitionStatus`` the SDK reports as ``CancellationDetails`` (``BadRequest``, ``TooManyRequests``, ``ServiceUnavailable``,
   ``Error`` become those error codes; the message is in its error details); the SDK for JavaScript,
   which words those statuses in fixed words of its own, is told them by a close alone that carries the message
-  (:data:`JAVASCRIPT_CLOSES`, :func:`usp_status`);
+  (:data:`JAVASCRIPT_CLOSES`, :func:`usp_status`), and the other SDKs a capacity refusal (``TooManyRequests``) by a
+  close 4429 alone, after which they do not ask again (:data:`CORE_CLOSES`);
 - OpenAI-compatible route: :func:`openai_response` — the same status and ``Retry-After`` in the error
   shape OpenAI's clients read (``{"error": {"message", "type", "param", "code"}}``);
 - :func:`observe` — ``speech_requests_total{status}`` and ``speech_refused_total{reason}``, and
@@ -69,8 +70,9 @@ class Kind:
     #: What it means, for the docs.
     doc: str = ""
     #: The close code on the Speech SDK route, when not :attr:`close` (with ``usp`` None: the close alone answers).
-    #: The SDK reports a close 1007 at once as ``BadRequest`` with the reason; after any other close or error status
-    #: it connects again and sends its unacknowledged audio again, and with a stream that has stopped it then waits.
+    #: The SDK reports a close 1007 at once as ``BadRequest`` with the reason (1002 and 4000 as ``ConnectionFailure``,
+    #: 4429 as ``TooManyRequests``: :data:`CORE_CLOSES`); after any other close or error status it connects again and
+    #: sends its unacknowledged audio again, and with a stream that has stopped it then waits.
     usp_close: int | None = None
     #: :data:`CAPACITY` or :data:`FAULT` when the people who run the service should hear of it (an alert);
     #: None when it is the client's doing or normal operation (a bad request, a drain, an idle client).
@@ -94,8 +96,9 @@ CONNECTION_FAILURE_CLOSE = 4000
 #: ``ServiceUnavailable``, which it knows not, in those words with ``NoError``. A close 1007 or 4000 it reports at once
 #: with the reason, canceled: 1007 as ``BadRequestParameters``, the code the turn gives, for a bad request; 4000 as
 #: ``ConnectionFailure`` for the service's failures (a drain, a model that cannot be loaded, a bug), after which apps
-#: connect again. ``TooManyRequests`` keeps its turn: that error code, which apps back off on, in words that say what.
-#: The Python SDK is told the turn.
+#: connect again. ``TooManyRequests`` keeps its turn: that error code, which apps back off on, in words that say what
+#: (a close 4429, :data:`CORE_CLOSES`, it would take as a lost connection, and connect again). The Python SDK is told
+#: the turn, but for ``TooManyRequests`` (:data:`CORE_CLOSES`).
 #:
 #: After a close, that SDK's reading connects again at once when the server had sent it anything on that connection
 #: (``ServiceRecognizerBase.receiveMessage`` and ``reconnect``), canceled or not, and sends its request again without
@@ -107,6 +110,21 @@ CONNECTION_FAILURE_CLOSE = 4000
 #: :meth:`~speech_recognizer.usp.connection.Turn.fail`): the SDK begins its next turn, which the close cancels.
 JAVASCRIPT_CLOSES: Mapping[str, int] = {"BadRequest": 1007, "Error": CONNECTION_FAILURE_CLOSE,
                                          "ServiceUnavailable": CONNECTION_FAILURE_CLOSE}
+
+#: The close the Speech SDK's core (the SDK for Python, and for C#, Java, C++ on the same core) reports at once as
+#: ``TooManyRequests`` with its reason ("Connection was closed by the remote host. Error code: 4429. Error details:
+#: <reason>"), and asks no more after: a private code, as 4000 is the SDK for JavaScript's.
+TOO_MANY_REQUESTS_CLOSE = 4429
+
+#: The close that tells the Speech SDK's core (every SDK but JavaScript's) a failed turn in its stead, by the turn's
+#: ``RecognitionStatus`` (:func:`usp_status`). After a ``speech.phrase`` of any failed status, whatever close follows,
+#: that core connects again and sends its request and audio again, a few times, before it reports the failure; so it
+#: does after an upgrade refused 429 or 503 and after any close but four: 1002 and 4000 (``ConnectionFailure``), 1007
+#: (``BadRequest``) and 4429 (``TooManyRequests``), each reported at once with the reason. A capacity refusal
+#: (``TooManyRequests``: every decoder busy, ``MaxConnections``) is a close 4429 alone, so that one recognition is one
+#: stream when the service is short of capacity, not several. No close keeps ``ServiceUnavailable`` (a drain, a model
+#: that cannot be loaded): its phrase stays, and the core asks again (a drained pod's client reaches another).
+CORE_CLOSES: Mapping[str, int] = {"TooManyRequests": TOO_MANY_REQUESTS_CLOSE}
 
 # ---- the policy: one line per kind ------------------------------------------------------------------
 # A bad request closed with 1007 is answered on the Speech SDK route by the close alone, as Azure answers it: both SDKs
@@ -141,9 +159,10 @@ NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO, usp_turn=False,
                       "its connection reset (nothing more reaches it)")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 # Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request
-# begins (usp/refusal.py), then the close. Both SDKs cancel at once: the Python SDK shows the status as its error code
-# and the reason; the JavaScript SDK has its own fixed words for TooManyRequests. ServiceUnavailable it is told by a
-# close alone (JAVASCRIPT_CLOSES: ConnectionFailure with the reason).
+# begins (usp/refusal.py), then the close. TooManyRequests the JavaScript SDK is told by the turn (it has fixed words of
+# its own for it) and the Python SDK by a close 4429 alone (CORE_CLOSES: that code and the reason, asked once);
+# ServiceUnavailable the JavaScript SDK by a close alone (JAVASCRIPT_CLOSES: ConnectionFailure with the reason) and the
+# Python SDK by the turn (that code and the reason, after it asked again a few times).
 DRAINING = Kind("draining", 503, 1013, "ServiceUnavailable", DEBUG, 1, doc="the server is shutting down and takes no new work")
 TOO_MANY_CONNECTIONS = Kind("too_many_connections", 503, 1013, "TooManyRequests", DEBUG, 1,
                             doc="the server keeps MaxConnections WebSocket connections, or Http:MaxConnections HTTP connections none of "
@@ -319,21 +338,34 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": {"code": _HTTP_CODES.get(status, "Error"), "message": message}}, status, headers=headers)
 
 
+def _sdk_closes(javascript: bool) -> Mapping[str, int]:
+    """The closes that tell the SDK a failed turn in its stead: the SDK for JavaScript's, or its core's."""
+    return JAVASCRIPT_CLOSES if javascript else CORE_CLOSES
+
+
 def usp_status(kind: Kind, *, javascript: bool = False) -> str | None:
     """The ``RecognitionStatus`` of the ``speech.phrase`` that ends a Speech SDK turn with a failure of ``kind``; None
-    when the close alone answers (``javascript``: the client is the SDK for JavaScript, :data:`JAVASCRIPT_CLOSES`)."""
-    return None if javascript and kind.usp in JAVASCRIPT_CLOSES else kind.usp
+    when the close alone answers (``javascript``: the client is the SDK for JavaScript, :data:`JAVASCRIPT_CLOSES`;
+    else :data:`CORE_CLOSES`)."""
+    return None if kind.usp in _sdk_closes(javascript) else kind.usp
+
+
+def told_by_close(kind: Kind, *, javascript: bool = False) -> bool:
+    """Whether a close alone tells the SDK a failure of ``kind`` in its ``RecognitionStatus``'s stead
+    (:func:`usp_status`): the message that names its kind comes first
+    (:func:`~speech_recognizer.usp.frames.javascript_reading_end`)."""
+    return kind.usp is not None and usp_status(kind, javascript=javascript) is None
 
 
 def close_args(failure: Failure, *, usp: bool = False, javascript: bool = False) -> tuple[int, str]:
     """``(code, reason)`` of the WebSocket close frame that answers ``failure`` (``usp``: on the Speech SDK route;
-    ``javascript``: to the SDK for JavaScript, the close of :data:`JAVASCRIPT_CLOSES` when the close alone answers,
-    :func:`usp_status`)."""
+    ``javascript``: to the SDK for JavaScript; the close of :data:`JAVASCRIPT_CLOSES` or :data:`CORE_CLOSES` when the
+    close alone answers, :func:`told_by_close`)."""
     kind = failure.kind
     if not usp:
         code = kind.close
-    elif kind.usp and usp_status(kind, javascript=javascript) is None:
-        code = JAVASCRIPT_CLOSES[kind.usp]
+    elif kind.usp and told_by_close(kind, javascript=javascript):
+        code = _sdk_closes(javascript)[kind.usp]
     else:
         code = kind.usp_close or kind.close
     return code, close_reason(failure.message if usp else named(failure))

@@ -29,7 +29,8 @@ from harness.usp import client_text_frame
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
 from speech_operator.gateway_wake import HOLD_BUFFER_BYTES
-from speech_recognizer.usp.frames import parse_text
+from speech_recognizer import errors
+from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 
 from .conftest import ServiceDNS, speech_to_text
 from .test_relay import REST, USP, Rig, Upstream, upstream_behind_a_gateway
@@ -112,17 +113,16 @@ async def served_and_closed(kept: list[Connection]) -> None:
 
 
 async def refused_usp(client: aiohttp.ClientSession, rig: Rig) -> aiohttp.WSMessage:
-    """A Speech SDK connection past the cap, which begins its request as the SDKs do at once: told first by a turn
-    that fails ``TooManyRequests`` with the reason (as a recognizer at its MaxConnections), then closed; that close."""
+    """A Speech SDK connection past the cap, which begins its request as the SDKs do at once: told first by a message
+    that names the kind, then closed 4429 with the reason (``TooManyRequests`` to the Python SDK, asked once:
+    errors.CORE_CLOSES; as a recognizer at its MaxConnections); that close."""
     async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
         request_id = uuid.uuid4().hex
         await ws.send_str(client_text_frame("speech.context", request_id, {}))
         said = []
         while (msg := await asyncio.wait_for(ws.receive(), 5)).type is aiohttp.WSMsgType.TEXT:
             said.append(parse_text(msg.data))
-    assert [(m.path, m.request_id) for m in said] == [(path, request_id) for path in ("turn.start", "speech.phrase", "turn.end")], said
-    phrase = said[1].json()
-    assert phrase["RecognitionStatus"] == "TooManyRequests" and phrase["Message"].startswith("too many connections"), phrase
+    assert [(m.path, m.headers.get(errors.FAILURE_HEADER.lower())) for m in said] == [(READING_END_PATH, "too_many_connections")], said
     return msg
 
 
@@ -147,7 +147,7 @@ async def test_past_the_cap_a_request_or_websocket_is_refused_with_its_reason(ri
         assert await extra.closed_by_the_gateway()
         async with aiohttp.ClientSession() as client:
             msg = await refused_usp(client, rig)
-            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1013, msg
+            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == errors.TOO_MANY_REQUESTS_CLOSE, msg
             assert "too many connections" in msg.extra and "SPEECH_GATEWAY_MAX_CONNECTIONS" in msg.extra, msg.extra
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "MAX_CONNECTIONS" in r.getMessage()]
     assert len(warnings) == 1, "one line per interval, not one per refusal"
@@ -182,7 +182,7 @@ async def test_a_connection_that_leaves_frees_its_place(rig: Rig) -> None:
     assert status == 200 and headers.get("connection") != "close"
     await again.begin_post()  # in progress again
     async with aiohttp.ClientSession() as client:  # now full again: a WebSocket is refused; after a leave, relayed
-        assert (await refused_usp(client, rig)).data == 1013
+        assert (await refused_usp(client, rig)).data == errors.TOO_MANY_REQUESTS_CLOSE
         again.close()
         await asyncio.sleep(0.1)
         async with client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) as ws:
@@ -372,8 +372,8 @@ async def test_connections_that_sent_nothing_make_room_but_not_one_midway_throug
 
 async def test_relayed_websockets_are_never_idle(rig: Rig) -> None:
     """Two relayed WebSockets and an idle kept-alive connection at the cap: a third WebSocket makes room by closing the
-    idle one and is relayed (before: 1013); a fourth, with every connection a relayed WebSocket, is refused 1013 as
-    before, and a probe is still answered."""
+    idle one and is relayed (before: 1013); a fourth, with every connection a relayed WebSocket, is refused as
+    before (close 4429: :func:`refused_usp`), and a probe is still answered."""
     idle = await Connection.open(rig)
     async with aiohttp.ClientSession() as client:
         streams = [await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) for _ in range(CAP - 1)]
@@ -383,7 +383,7 @@ async def test_relayed_websockets_are_never_idle(rig: Rig) -> None:
         for ws in streams:
             await ws.send_str("hello")
             assert (await asyncio.wait_for(ws.receive(), 5)).data == "hello"
-        assert (await refused_usp(client, rig)).data == 1013
+        assert (await refused_usp(client, rig)).data == errors.TOO_MANY_REQUESTS_CLOSE
         probe = await Connection.open(rig)
         status, headers, _ = await probe.get("/ready")
         assert status == 200 and headers["connection"] == "close"

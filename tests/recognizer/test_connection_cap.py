@@ -36,8 +36,9 @@ from harness.server import Server
 from harness.speech import Audio, make_audio
 from harness.usp import client_text_frame
 from speech_recognizer import contract as c
+from speech_recognizer import errors
 from speech_recognizer.admission import LOG_EVERY_SECONDS
-from speech_recognizer.usp.frames import parse_text
+from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 from speech_recognizer.usp.refusal import MAX_WAITING, REQUEST_WAIT_SECONDS
 
 from ..hostile import PeakRss, assert_strict, paced_stream, real_server_for
@@ -48,6 +49,8 @@ CAP = 20
 USP = "/speech/recognition/conversation/cognitiveservices/v1"
 #: The routes that accept a recognition WebSocket before it takes a decoder: vosk's two and the Speech SDK's.
 PATHS = {"vosk": "/vosk", "vosk at /": "/", "speech sdk": USP}
+#: The close of a connection refused at the cap, by route when not 1013: the Speech SDK's is 4429 (errors.CORE_CLOSES).
+REFUSED = {USP: errors.TOO_MANY_REQUESTS_CLOSE}
 #: The routes a kubelet, Prometheus or the operator polls: never refused by the cap.
 PROBES = (c.ROUTE_READY, c.ROUTE_STATUS, c.ROUTE_CONTAINER_LIVENESS, c.ROUTE_CONTAINER_READINESS, c.ROUTE_SESSIONS, c.ROUTE_METRICS)
 REASON = f"too many connections: this server keeps at most {CAP} open (MaxConnections)"
@@ -109,7 +112,8 @@ def still_open(ws: ClientConnection) -> bool:
 def attempt(srv: Server, path: str, wait: float = 10) -> tuple[int | None, str, float]:
     """A connection past the cap: the close code and reason it got, and how long after its start (code None,
     reason "open": still open after ``wait`` seconds). On the Speech SDK's route it begins a request, as the SDKs do
-    at once, and is told first by a turn that fails ``TooManyRequests`` with the reason (speech_recognizer/usp/refusal.py)."""
+    at once, and is told by a close 4429 alone (``TooManyRequests`` to the Python SDK, asked once: errors.CORE_CLOSES)
+    after a message that names the kind (speech_recognizer/usp/refusal.py)."""
     started = time.monotonic()
     said: list[str | bytes] = []
     with open_ws(srv, path) as ws:
@@ -127,9 +131,7 @@ def attempt(srv: Server, path: str, wait: float = 10) -> tuple[int | None, str, 
         assert said == [], f"{path}: a message on an idle connection"
         return answer
     frames = [parse_text(str(m)) for m in said]
-    assert [f.path for f in frames] == ["turn.start", "speech.phrase", "turn.end"], said
-    phrase = frames[1].json()
-    assert phrase["RecognitionStatus"] == "TooManyRequests" and phrase["Message"].startswith(REASON), phrase
+    assert [(f.path, f.headers.get(errors.FAILURE_HEADER.lower())) for f in frames] == [(READING_END_PATH, "too_many_connections")], said
     return answer
 
 
@@ -220,7 +222,7 @@ def test_past_the_cap_a_connection_is_refused_at_once_with_the_reason_and_the_pr
         for route, path in PATHS.items():
             for _ in range(tries):
                 code, reason, seconds = attempt(srv, path)
-                assert (code, reason.startswith(REASON)) == (1013, True), (route, code, reason)
+                assert (code, reason.startswith(REASON)) == (REFUSED.get(path, 1013), True), (route, code, reason)
                 took.append(seconds)
         print(f"refusal at the cap: {1000 * min(took):.0f}-{1000 * max(took):.0f} ms from the connection's start")
         assert max(took) < AT_ONCE, took
@@ -284,7 +286,7 @@ def test_a_stream_at_the_cap_hears_why_and_is_admitted_once_the_flood_goes(srv: 
 def test_a_flood_of_idle_speech_sdk_connections_past_the_cap_holds_at_most_max_waiting(srv: Server) -> None:
     """A refused Speech SDK connection is read for its request up to ``REQUEST_WAIT_SECONDS`` (usp/refusal.py): a flood
     of ``MAX_WAITING`` + 10 that send nothing holds ``MAX_WAITING`` sockets that long, and the other 10 are closed at
-    once (1013 and the reason, as before the turn was sent), not all of them held; the server answers meanwhile, each
+    once (the close and the reason, as before the turn was sent), not all of them held; the server answers meanwhile, each
     held one is closed once its time is up, and a connection refused after them waits for its request (its turn) again."""
     until(srv, 0)
     enough_files(MAX_WAITING + 10 + CAP)
@@ -318,10 +320,10 @@ def test_a_flood_of_idle_speech_sdk_connections_past_the_cap_holds_at_most_max_w
         until(srv, CAP)
         at_once, later, took = asyncio.run(flood())
         print(f"{len(at_once)} closed at once, {len(later)} held until {took:.1f} s")
-        assert (at_once, later) == ([1013] * 10, [1013] * MAX_WAITING)
+        assert (at_once, later) == ([REFUSED[USP]] * 10, [REFUSED[USP]] * MAX_WAITING)
         assert took >= REQUEST_WAIT_SECONDS - 0.5, "the held ones waited for their request"
-        code, reason, _ = attempt(srv, USP)  # its turn, then the close (attempt checks the turn)
-        assert code == 1013 and reason.startswith(REASON), (code, reason)
+        code, reason, _ = attempt(srv, USP)  # the message naming the kind, then the close (attempt checks it)
+        assert code == REFUSED[USP] and reason.startswith(REASON), (code, reason)
     until(srv, 0)
 
 

@@ -24,7 +24,7 @@ from speech_recognizer import errors
 from speech_recognizer.app import create_app
 from speech_recognizer.errors import MAX_CLOSE_REASON_BYTES, Failure, Kind, close_args, close_reason, http_response, usp_phrase, usp_status
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.usp.frames import parse_text
+from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 from tests.doc_tables import README, assert_generated
 
 from ..conftest import make_settings
@@ -53,6 +53,9 @@ def markdown_table() -> str:
             sdk = "none: it ends no Speech SDK turn"
         elif k.usp:
             sdk = f"`{k.usp}`" + (f", close {k.usp_close}" if k.usp_close else "")
+            if errors.usp_status(k) is None:
+                told = errors.close_args(Failure("", k), usp=True, javascript=True)[0]
+                sdk = f"close {errors.CORE_CLOSES[k.usp]} (`{k.usp}` with the reason, asked once; the JavaScript SDK: {sdk}, close {told})"
             if errors.usp_status(k, javascript=True) is None:
                 told = errors.JAVASCRIPT_CLOSES[k.usp]
                 sdk += f" (the JavaScript SDK: close {told} instead, its `{JAVASCRIPT_CODES[told]}` with the reason)"
@@ -86,13 +89,18 @@ def test_every_turn_failure_reaches_a_javascript_sdk_app_with_its_reason(name: s
     """The SDK for JavaScript words a failed turn's status in fixed words of its own, the reason dropped, but for
     ``TooManyRequests`` (its own code, which apps back off on): recognizing once or continuously, every other status a
     turn can fail with is told it by a close whose reason it reports (the code's error code: ``BadRequestParameters``
-    for a bad request), and the Python SDK by the turn, as before. Before, recognizing once, only
-    ``ServiceUnavailable`` was (a close alone left its recognizer failing every later recognition)."""
+    for a bad request), and the Python SDK by the turn, as before, but for ``TooManyRequests``: a close 4429 alone,
+    which it reports with that code and the reason and asks no more after (errors.CORE_CLOSES, tests/jssdk/test_asked_once.py).
+    Before, recognizing once, only ``ServiceUnavailable`` was (a close alone left its recognizer failing every later
+    recognition)."""
     kind = KINDS[name]
     failure = Failure("why", kind)
     if not kind.usp:
         return
-    assert usp_status(kind) == kind.usp and close_args(failure, usp=True) == ((kind.usp_close or kind.close), "why")
+    if kind.usp == "TooManyRequests":
+        assert usp_status(kind) is None and close_args(failure, usp=True) == (errors.TOO_MANY_REQUESTS_CLOSE, "why")
+    else:
+        assert usp_status(kind) == kind.usp and close_args(failure, usp=True) == ((kind.usp_close or kind.close), "why")
     status = usp_status(kind, javascript=True)
     code, reason = close_args(failure, usp=True, javascript=True)
     if status is not None:
@@ -184,19 +192,19 @@ def test_busy_is_answered_alike_on_every_route_and_counted(single: ServerThread,
         code, reason = vosk_close(single.ws, "language=ko-KR")
         assert code == 1013 and "busy" in reason
         bodies, closed = asyncio.run(usp_turn(single.ws))
-        assert [b["path"] for b in bodies] == ["turn.start", "speech.phrase", "turn.end"]
-        assert bodies[1]["RecognitionStatus"] == "TooManyRequests" and "busy" in bodies[1]["Message"]
-        assert closed is not None and closed[0] == 1013
+        # the Python SDK is told by a close alone, after a message that names the kind (errors.CORE_CLOSES)
+        assert [b["path"] for b in bodies] == [READING_END_PATH], bodies
+        assert closed is not None and closed[0] == errors.TOO_MANY_REQUESTS_CLOSE and "busy" in closed[1], closed
         holder.send('{"eof" : 1}')
         holder.recv()
     for route, count in before.items():
         assert refused(single.http, route, "busy") == count + 1, route
     deadline = time.monotonic() + 10
     while True:  # the holder's decoder comes back as its socket closes
-        bodies, _ = asyncio.run(usp_turn(single.ws, pcm=pcm[:32000]))
-        statuses = [b["RecognitionStatus"] for b in bodies if b["path"] == "speech.phrase"]
-        if "TooManyRequests" not in statuses or time.monotonic() > deadline:
+        bodies, closed = asyncio.run(usp_turn(single.ws, pcm=pcm[:32000]))
+        if closed is None or closed[0] != errors.TOO_MANY_REQUESTS_CLOSE or time.monotonic() > deadline:
             break
+    statuses = [b["RecognitionStatus"] for b in bodies if b["path"] == "speech.phrase"]
     assert bodies[-1]["path"] == "turn.end" and statuses[-1] == "EndOfDictation", bodies
     assert requests(single.http, USP, "200") == served + 1, "a Speech SDK turn is a request in speech_requests_total"
 

@@ -44,6 +44,7 @@ from ..errors import (
     classify,
     close_args,
     settle,
+    told_by_close,
     usp_headers,
     usp_phrase,
     usp_status,
@@ -656,8 +657,10 @@ class Connection:
                     # The SDK for JavaScript in continuous recognition, told by the close alone: the turn it began
                     # ends first, with no phrase, as its failed turn did (errors.JAVASCRIPT_CLOSES).
                     await self.turn.fail(None)
-            if self.javascript and not (phrase and self.turn is not None):
-                # ... and its reading ends before the close, which it reports; its recognizer connects anew after.
+            if (self.javascript and not (phrase and self.turn is not None)) or told_by_close(failure.kind, javascript=self.javascript):
+                # ... and its reading ends before the close, which it reports; its recognizer connects anew after. A
+                # close that tells the Python SDK a status in its stead (errors.CORE_CLOSES) comes after it too: the
+                # message names the kind for a proxy in front; that SDK passes over it.
                 await self.socket.send_text(javascript_reading_end(failure))
             await self.socket.close(*close_args(failure, usp=True, javascript=self.javascript))
 

@@ -161,7 +161,9 @@ READING_END_PATH = "connection.closing"
 def javascript_reading_end(failure: Failure) -> str:
     """The text message the SDK for JavaScript gets just before a close that alone tells it ``failure``
     (:data:`~speech_recognizer.errors.JAVASCRIPT_CLOSES`): one with no ``X-RequestId``, naming the failure's kind
-    (:func:`~speech_recognizer.errors.usp_headers`).
+    (:func:`~speech_recognizer.errors.usp_headers`). Another SDK gets it before a close that tells it a status in its
+    stead (:data:`~speech_recognizer.errors.CORE_CLOSES`), for the kind it names (a proxy in front reads it); it passes
+    over the message.
 
     That SDK keeps a closed connection for its recognizer's next recognition unless the service sent it a message on
     it (``ServiceRecognizerBase.reconnect``: ``privServiceHasSentMessage``), and then fails it ("Cannot send on

@@ -12,7 +12,10 @@ stream that has ended, waits for ever. A ``speech.phrase`` whose ``RecognitionSt
 the Python SDK reports the same phrase with its ``Message``. The close then carries the code and the reason as before.
 A refusal whose status the SDK for JavaScript knows not (``ServiceUnavailable``: a drain, a model that cannot be
 loaded) it is told by the close alone, once its request began (its ``speech.config`` names it): a close 4000, which
-it reports at once as ``ConnectionFailure`` with the reason (:func:`~speech_recognizer.errors.usp_status`). A message
+it reports at once as ``ConnectionFailure`` with the reason (:func:`~speech_recognizer.errors.usp_status`). The other
+SDKs (the Python SDK's core) connect again a few times after a failed turn, so a capacity refusal (``TooManyRequests``)
+is told them by a close 4429 alone, which they report at once with that code and the reason, and ask no more
+(:data:`~speech_recognizer.errors.CORE_CLOSES`), after the same message that names its kind. A message
 that ends its reading comes first (:func:`.frames.javascript_reading_end`): with nothing sent on the connection, that
 SDK would keep it, closed, for its recognizer's next recognition, which would fail; with a message its reading did not
 end on, it would connect again at once after the close and send its request again.
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
-from ..errors import Failure, close_args, usp_headers, usp_phrase, usp_status
+from ..errors import Failure, close_args, told_by_close, usp_headers, usp_phrase, usp_status
 from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -171,15 +174,17 @@ def failed_turn(failure: Failure, request_id: str, javascript: bool = False) -> 
 async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting) -> None:
     """Answer a connection accepted only to be refused, counted in its server's ``waiting``: once its request begins
     (:meth:`Waiting.until_request`; only among what it sent already when :data:`MAX_WAITING` are read so already, or
-    the server stops), the failed turn (:func:`failed_turn`; to the SDK for JavaScript told by the close alone, the
-    message that ends its reading: :func:`.frames.javascript_reading_end`), then the close with the kind's code on the
+    the server stops), the failed turn (:func:`failed_turn`; to the SDK for JavaScript told by the close alone, and to
+    another told by the close in its status's stead, the message that ends the JavaScript SDK's reading and names the
+    kind: :func:`.frames.javascript_reading_end`), then the close with the kind's code on the
     Speech SDK's route and the reason (:func:`~speech_recognizer.errors.close_args`). Nothing when the client left first."""
     with waiting.answer():
         request = await waiting.until_request(read)
         if request is None:
             return
         turn = failed_turn(failure, request.id, request.javascript)
-        for text in turn or ([javascript_reading_end(failure)] if request.javascript else []):
+        named = request.javascript or (told_by_close(failure.kind) and bool(request.id))  # no request: the close at once
+        for text in turn or ([javascript_reading_end(failure)] if named else []):
             await send_text(text)
         await close(*close_args(failure, usp=True, javascript=request.javascript))
 
