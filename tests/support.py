@@ -11,6 +11,7 @@ import mmap
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -239,20 +240,38 @@ class TcpServerThread(Loopback):
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """:meth:`relay`, the client's connection closed after it however it ended. The server stopping (its task
+        cancelled) ends it quietly: a connection's task that ends cancelled makes asyncio log an ERROR ("Exception in
+        callback StreamReaderProtocol...") inside whatever test runs then."""
+        try:
+            await self.relay(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            writer.close()
+            with suppress(OSError):
+                await writer.wait_closed()
+
     def __enter__(self) -> Self:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=type(self).__name__)
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.relay, "127.0.0.1", self.port), self.loop).result(10)
+            asyncio.start_server(self.serve, "127.0.0.1", self.port), self.loop).result(10)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
     def __exit__(self, *exc: object) -> None:
         async def stop() -> None:
+            """Stop listening, cancel every connection's task and wait for them: their connections closed (each
+            relay's own clean-up run) before the loop stops."""
             self.server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
                 task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -135,26 +135,30 @@ class IdleProxy(TcpServerThread):
                 dst.write_eof()  # a half close is passed on as such
 
         pumps = asyncio.gather(pump(client_r, up_w, True), pump(up_r, client_w, False), return_exceptions=True)
-        # the relay cancelled before it awaits them (the proxy stopping) leaves their CancelledError unread: asyncio
-        # then logs it at garbage collection, an ERROR inside whatever test runs next in this worker
+        # a cancelled gather's CancelledError left unread is logged at garbage collection, an ERROR inside whatever
+        # test runs then in this worker
         pumps.add_done_callback(lambda done: None if done.cancelled() else done.exception())
-        while not pumps.done():
-            await asyncio.wait([pumps], timeout=0.05)
-            now = time.monotonic()
-            if not pumps.done() and (now - max(last, self.armed_at) > self.idle or now - phrase_at > AFTER_PHRASE):
-                self.cuts += 1
-                pumps.cancel()
-                break
-        for w in (client_w, up_w):
-            if self.cut == "rst":
-                w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                w.transport.abort()
-            else:
-                w.close()
-        await asyncio.gather(pumps, return_exceptions=True)
-        with self.gone:
-            self.ended += 1
-            self.gone.notify_all()
+        stopping = True
+        try:
+            while not pumps.done():
+                await asyncio.wait([pumps], timeout=0.05)
+                now = time.monotonic()
+                if not pumps.done() and (now - max(last, self.armed_at) > self.idle or now - phrase_at > AFTER_PHRASE):
+                    self.cuts += 1
+                    break
+            stopping = False
+        finally:  # also the proxy stopping with the connection open: both sides closed (a FIN), nothing left pending
+            pumps.cancel()
+            for w in (client_w, up_w):
+                if self.cut == "rst" and not stopping:
+                    w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    w.transport.abort()
+                else:
+                    w.close()
+            await asyncio.gather(pumps, return_exceptions=True)
+            with self.gone:
+                self.ended += 1
+                self.gone.notify_all()
 
 
 
@@ -245,24 +249,30 @@ class AudioEndProxy(TcpServerThread):
                 dst.write_eof()
 
         pumps = asyncio.gather(pump(client_r, up_w, True), pump(up_r, client_w, False), return_exceptions=True)
-        if watch:
+        try:
+            if watch:
 
-            async def due() -> None:
-                for event in (audio_ended, phrase_passed, turn_ended):
-                    await event.wait()
+                async def due() -> None:
+                    for event in (audio_ended, phrase_passed, turn_ended):
+                        await event.wait()
 
-            cut = asyncio.create_task(due())
-            await asyncio.wait([pumps, cut], return_when=asyncio.FIRST_COMPLETED)
-            if cut.done():
-                await asyncio.sleep(AFTER_PHRASE)  # time for the client to read the phrase
-                self.cuts += 1
-                self.cut_at = time.monotonic()
-                pumps.cancel()
-            cut.cancel()
-        with suppress(asyncio.CancelledError):  # cancelled at the cut, or the proxy stopping with the connection open
-            await pumps
-        for w in (client_w, up_w):
-            w.close()
+                cut = asyncio.create_task(due())
+                try:
+                    await asyncio.wait([pumps, cut], return_when=asyncio.FIRST_COMPLETED)
+                    if cut.done():
+                        await asyncio.sleep(AFTER_PHRASE)  # time for the client to read the phrase
+                        self.cuts += 1
+                        self.cut_at = time.monotonic()
+                        pumps.cancel()
+                finally:
+                    cut.cancel()
+            with suppress(asyncio.CancelledError):  # cancelled at the cut
+                await pumps
+        finally:  # also the proxy stopping with the connection open: both sides closed, nothing left pending
+            pumps.cancel()
+            for w in (client_w, up_w):
+                w.close()
+            await asyncio.gather(pumps, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -387,6 +397,30 @@ def assert_next_phrase(model: LoadedModel, wav: Path, first: Outcome, second: Ou
     replayed = replay_reference(model, wav, (first.result.offset + first.result.duration) // 10_000 / 1000)
     assert replayed is not None
     assert_matches(second.result, replayed)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("proxy_type", [IdleProxy, AudioEndProxy])
+def test_a_proxy_stopping_with_a_connection_open_closes_both_sides_quietly(
+    proxy_type: type[IdleProxy | AudioEndProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leaving a proxy's ``with`` while a connection through it is open (a test that failed, or one whose app left its
+    connection open) ends that connection on both sides, each reading its end, and logs nothing: a connection's task
+    that ended cancelled made asyncio log an ERROR ("Exception in callback StreamReaderProtocol...") in whatever test
+    ran then, and left both sockets open."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        options = {"idle": math.inf, "cut": "fin"} if proxy_type is IdleProxy else {}
+        with proxy_type(listener.getsockname()[1], **options) as proxy:  # type: ignore[arg-type]
+            client = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            upstream, _ = listener.accept()
+            upstream.settimeout(10)
+            head = b"GET / HTTP/1.1\r\n\r\n"  # a whole request head: AudioEndProxy reads frames only after one
+            client.sendall(head)
+            assert upstream.recv(64) == head, "relayed"
+        with client, upstream:
+            assert (client.recv(16), upstream.recv(16)) == (b"", b""), "both sides read the end"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # ---- a connection cut mid-stream ----------------------------------------------------------------------
