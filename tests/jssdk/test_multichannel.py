@@ -30,15 +30,11 @@ from speech_recognizer.usp.resume import PARKING
 from ..support import Reference, ServerThread
 from ..usp.conftest import replay_phrases
 from ..usp.sdk import assert_same, config, continuous, detailed, expected, expected_words, recognizer, reported, spans
-from ..usp.test_idle_proxy import AudioEndProxy, IdleProxy
+from ..usp.test_idle_proxy import HOLD_AT, AudioEndProxy, IdleProxy
 from .node import HANG_MS, MULTICHANNEL, recognize, result_span, scenario
 
-#: Audio pushed at this many times real time: results come while it streams, and the cut falls mid-stream.
+#: Audio pushed at this many times real time: results come while it streams.
 SPEED = 4
-#: The cut test's audio at real time: the cut falls mid-stream even when the fresh server's first phrase is slow (a
-#: loaded machine). At SPEED the SDK had pushed all its audio before the first phrase came back on a loaded machine,
-#: and the cut came after its end of audio: another case, where the SDK replays nothing (the last test).
-CUT_SPEED = 1
 #: What the server logs when it answers a continuation with what a turn cut after its end of audio kept (usp.connection).
 CUT_AFTER_END = "continues a turn cut after its end of audio"
 
@@ -70,27 +66,25 @@ def test_continuous_gives_each_utterance_once_where_the_python_sdk_and_vosk_put_
 def test_a_connection_cut_mid_stream_resumes_from_the_acknowledged_offset_at_the_streams_times(
     jssdk: str, fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The proxy cuts the connection (FIN) once the first phrase has passed it, while the audio still streams. The SDK
-    connects again, sends the offset the server acknowledged (the first phrase's end, from the server's
+    """The proxy cuts the connection (FIN) once the first phrase has passed it, while the audio still streams (the app
+    pushes nothing past :data:`HOLD_AT` until that phrase came, so the cut falls mid-stream however slow the server:
+    cut after its end of audio, the SDK replays nothing, the case of the tests below). The SDK connects again, sends the offset the server acknowledged (the first phrase's end, from the server's
     ``X-Continuation-Audio-Streams-1-Offset``) and replays from there: every utterance once, the later ones at their
     place in the stream as in-process Vosk decodes the replay. Before, the server sent no such header, so the SDK sent
     no offset, and counted the second connection's times from 0 where the SDK takes them as the stream's: the second
     and third phrases came 2.13 s early (at 2.67 s and 6.72 s, not 4.80 s and 8.85 s)."""
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
     with IdleProxy(fresh_server.port, math.inf, "fin", at_phrase=True) as proxy:
-        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=CUT_SPEED, properties=MULTICHANNEL, timeoutMs=HANG_MS))
+        out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", speed=SPEED, holdAt=HOLD_AT, properties=MULTICHANNEL,
+                                        timeoutMs=HANG_MS))
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     recognized = out["recognized"]
     assert recognized and recognized[0]["reason"] == "RecognizedSpeech", out
     first = expected(utterances_ref.phrases[0])
     acknowledged = (first[1] + first[2]) / 10_000_000
-    if any(CUT_AFTER_END in r.getMessage() for r in caplog.records):
-        # a loaded machine: the SDK had sent all its audio before the first phrase came, and replayed none (the test
-        # after this one): the server answered with the rest of the one session that decoded it all
-        assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
-    else:
-        replayed = replay_phrases(model, utterances_wav, acknowledged)
-        assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
+    assert not any(CUT_AFTER_END in r.getMessage() for r in caplog.records), "cut mid-stream, not after the end of audio"
+    replayed = replay_phrases(model, utterances_wav, acknowledged)
+    assert_same([result_span(r) for r in recognized], [first, *map(expected, replayed)])
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"], out["canceled"]
     assert [continuation_offset(c) for c in contexts(caplog)[:2]] == [0.0, acknowledged], contexts(caplog)
 
