@@ -381,6 +381,12 @@ def run_block(block: s.Block, shell: s.Shell, node: str | None = None, registry:
     return "".join(out)
 
 
+#: Seconds a README command that runs the file transcriber in a process of its own may take (:meth:`s.Shell.shell`'s
+#: 120 s for the others): each loads the model and builds its recognizers, seconds of CPU that on a 2-core machine shared
+#: by many take many times as long on the clock. A guard against a hang, not a bound on its speed.
+TRANSCRIBE_TIMEOUT = 300
+
+
 def run_command(command: s.Command, block: s.Block, shell: s.Shell, ctx: s.Context, servers: contextlib.ExitStack,
                 registry: ModelRegistry | None, out: list[str]) -> s.Shell:
     """Run one command of a shell block (what it printed to ``out``); the shell the block's next commands run in."""
@@ -396,7 +402,8 @@ def run_command(command: s.Command, block: s.Block, shell: s.Shell, ctx: s.Conte
             server = servers.enter_context(ServerThread(create_app(settings, registry)))
             return dataclasses.replace(shell, address=f"127.0.0.1:{server.port}")
     else:
-        proc = shell.shell(command.text)
+        transcribes = command.starts_with("speech-recognizer transcribe")
+        proc = shell.shell(command.text, timeout=TRANSCRIBE_TIMEOUT) if transcribes else shell.shell(command.text)
         s.check_output(command.text, proc)
         out.append(proc.stdout)
         if "format=detailed" in command.text and "/speech/recognition/" in command.text:
