@@ -716,7 +716,7 @@ class Gateway:
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
-                          backend: Backend | None, protocols: tuple[str, ...], close_wait: float = 10.0) -> web.WebSocketResponse:
+                          backend: Backend | None, protocols: tuple[str, ...], close_wait: float = CLOSE_REPLY_SECONDS) -> web.WebSocketResponse:
         locale = backend.locale if backend else None
         self._count(failure, route, backend, request)
         self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()

@@ -340,7 +340,7 @@ REFUSED_MESSAGE_BYTES = 64 * 1024
 
 
 async def refuse(request: web.Request, failure: failures.Failure, protocols: tuple[str, ...] = (),
-                 close_wait: float = 10.0, *, usp: bool = False, refusals: usp_refusal.Waiting) -> web.WebSocketResponse:
+                 close_wait: float = CLOSE_REPLY_SECONDS, *, usp: bool = False, refusals: usp_refusal.Waiting) -> web.WebSocketResponse:
     """Accept, then close with the failure's code and reason (a close before the handshake would
     lose the reason: the client would see a bare HTTP error); the client's close is awaited ``close_wait`` seconds
     (0: a connection past the cap, whose close lingers, what follows it dropped).

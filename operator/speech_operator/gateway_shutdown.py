@@ -45,10 +45,10 @@ another gateway pod, which holds it while the wake already asked for goes on.
 A Speech SDK connection the gateway refuses (:func:`~speech_operator.gateway_relay.refuse`) is read for its request
 before its close, up to :data:`~speech_recognizer.usp.refusal.REQUEST_WAIT_SECONDS` for a client that sends nothing.
 At the stop it is answered at once (:meth:`~speech_recognizer.usp.refusal.Waiting.end`): its turn when its request
-had begun, its close with the refusal's code and reason; the drain waits until none is read so any more (their
-answers under way, :attr:`Shutdown.refusals`), and their close handshakes are left to aiohttp's shutdown (which
-reads no close reply: such a connection ends when it is cut), a client that never answers its close holding no more
-than that. Not ended, such a wait held the stop until it ran out.
+had begun, its close with the refusal's code and reason; the drain waits until every refusal has been answered, its
+close handshake included (:attr:`Shutdown.refusals`; a client that never answers its close is cut after
+:data:`CLOSE_REPLY_SECONDS`): aiohttp's shutdown would drop the close reply, and the connection end only when cut.
+Not ended, such a wait held the stop until it ran out.
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
 (the client's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection. Those closed at the deadline end
@@ -212,7 +212,7 @@ class Shutdown:
         self.begun.set()
         self.refusals.end()
         deadline = time.monotonic() + seconds
-        while (self.relays or self.requests or self.refusals.reading) and time.monotonic() < deadline:
+        while (self.relays or self.requests or self.refusals.answering) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
             log.warning("gateway stopping: %d request(s) still in progress after %g s get 503 when their recognizer "
@@ -223,9 +223,9 @@ class Shutdown:
         if self.requests or self.relays:
             self.over.set()
         # aiohttp's shutdown, next, drops whatever arrives on its connections: the close replies of the relays closed
-        # now are read first (their clients told the close and their connection's end at once would see no handshake).
+        # now (and of refusals still closing) are read first, or their clients would see the close and no handshake.
         deadline = time.monotonic() + CLOSE_REPLY_SECONDS
-        while self.relays and time.monotonic() < deadline:
+        while (self.relays or self.refusals.answering) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
 
     async def unless_stopping(self, waiting: Awaitable[T], failure: failures.Failure) -> T:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,14 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close
 from websockets.http11 import Response
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from speech_operator.gateway import GATEWAY
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, STOPPED_MIDSTREAM
 
-from .conftest import Recognizer, start_recognizer
-from .test_shutdown import PROMPT, gateway, ko  # noqa: F401 - ko: the fixture
+from .conftest import Recognizer, Stack, start_recognizer
+from .test_shutdown import PROMPT, asleep_stack, gateway, ko  # noqa: F401 - ko: the fixture
 
 #: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
 DEADLINE_SECONDS = 2
@@ -43,9 +46,9 @@ SILENCE = b"\0" * 3200  # 100 ms at 16 kHz
 class HeldReply:
     """A WebSocket client whose close reply waits for the test (:meth:`reply`) once the server closed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, subprotocols: Sequence[Subprotocol] | None = None) -> None:
         uri = parse_uri(url)
-        self.protocol = ClientProtocol(uri)
+        self.protocol = ClientProtocol(uri, subprotocols=subprotocols)
         self.sock = socket.create_connection((uri.host, uri.port), timeout=10)
         self.protocol.send_request(self.protocol.connect())
         self._flush()
@@ -101,15 +104,30 @@ class HeldReply:
             return "reset"
         return "fin"
 
-    def reply(self) -> None:
-        """Send the close reply held."""
+    def handshake(self) -> float:
+        """Check that the connection is still open a while after the server's close (:data:`HELD`), then send the close
+        reply held: the connection must end, with a FIN, within :data:`PROMPTLY`; the seconds that took."""
+        assert self.ended(HELD) is None, "the gateway ended the connection before the client's close reply"
         self._flush()
+        replied = time.monotonic()
+        assert self.ended(CLOSE_REPLY_SECONDS + 3) == "fin"
+        took = time.monotonic() - replied
+        assert took < PROMPTLY, f"the connection ended {took:.2f} s after the close reply: it was not read"
+        return took
 
     def __enter__(self) -> HeldReply:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def ready(stack: Stack) -> Stack:
+    """``stack`` once its gateway sees ko-KR's pod ready (its status comes after the SpeechToText: a stream before it
+    would be held for a wake)."""
+    stack.eventually(lambda: stack.directory is not None and stack.directory.lookup("ko-KR").ready_replicas > 0, 10,
+                     "ko-KR ready")
+    return stack
 
 
 def streaming(url: str) -> HeldReply:
@@ -128,7 +146,7 @@ def test_a_websocket_the_gateways_stop_closes_gets_a_close_handshake(ko: Recogni
     CLOSE_REPLY_SECONDS; the stop within its bounds either way. Before: the connection ended with the close (the same
     millisecond), the reply met a closed socket."""
     seconds = DEADLINE_SECONDS if stopped == "at-the-deadline" else 30
-    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds)
+    stack = ready(gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds))
     try:
         with streaming(stack.ws) as client:
             if stopped == "idle":
@@ -141,14 +159,9 @@ def test_a_websocket_the_gateways_stop_closes_gets_a_close_handshake(ko: Recogni
             expected = (1000, IDLE_REASON) if stopped == "idle" else (STOPPED_MIDSTREAM.kind.close, STOPPED_MIDSTREAM.message)
             assert (close.code, close.reason) == expected
             if replies:
-                assert client.ended(HELD) is None, "the gateway ended the connection before the client's close reply"
-                client.reply()
-                replied = time.monotonic()
-                assert client.ended(CLOSE_REPLY_SECONDS + 2) == "fin"
-                took = time.monotonic() - replied
-                assert took < PROMPTLY, f"the connection ended {took:.2f} s after the close reply: it was not read"
-                print(f"\n{stopped}: closed {at - stopping:.2f} s after the stop began; the connection ended "
-                      f"{time.monotonic() - replied:.3f} s after the close reply")
+                took = client.handshake()
+                print(f"\n{stopped}: closed {at - stopping:.2f} s after the stop began; the connection ended {took:.3f} s "
+                      "after the close reply")
             else:
                 assert client.ended(CLOSE_REPLY_SECONDS + 5) is not None, "the connection did not end"
                 waited = time.monotonic() - at
@@ -166,17 +179,39 @@ def test_a_client_whose_recognizer_is_lost_gets_a_close_handshake(tmp_path: Path
     recognizer = start_recognizer(tmp_path, "ko-KR")
     try:
         recognizer.wait_ready()
-        stack = gateway(tmp_path / "gateway", recognizer)
+        stack = ready(gateway(tmp_path / "gateway", recognizer))
         try:
             with streaming(stack.ws) as client:
                 client.send(SILENCE)
                 recognizer.kill()
                 close, _ = client.closed(10, sending=SILENCE)
                 assert close.code == 1011 and close.reason.startswith("the recognizer of ko-KR"), close
-                assert client.ended(HELD) is None, "the gateway ended the connection before the client's close reply"
-                client.reply()
-                assert client.ended(CLOSE_REPLY_SECONDS + 2) == "fin"
+                client.handshake()
         finally:
             stack.__exit__()
     finally:
         recognizer.kill()
+
+
+def test_a_speech_sdk_connection_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_path: Path) -> None:
+    """A Speech SDK connection the gateway refuses (a language no SpeechToText serves), read for its request when the
+    gateway stops: its close (1007, the reason) at once, and its connection ends once its close reply came. Before: the
+    drain ended once no refusal was read any more, before their closes' replies, which aiohttp's shutdown then dropped:
+    the connection ended when that shutdown cut it."""
+    stack = asleep_stack(tmp_path / "gateway", 30)
+    try:
+        with HeldReply(f"{stack.ws}/speech/recognition/conversation/cognitiveservices/v1?language=fr-CA",
+                       [Subprotocol("USP")]) as client:
+            assert stack.app is not None
+            refusals = stack.app[GATEWAY].refusals
+            stack.eventually(lambda: refusals.reading == 1, 10, "its refusal reads for its request")
+            stopping = time.monotonic()
+            stack.stop()
+            close, at = client.closed(PROMPT)
+            assert close.code == 1007 and "fr-CA" in close.reason, close
+            took = client.handshake()
+            print(f"\nrefused: closed {at - stopping:.2f} s after the stop began; the connection ended {took:.3f} s after "
+                  "the close reply")
+    finally:
+        stack.__exit__()
+    assert stack.stopped_in is not None and stack.stopped_in < PROMPT, f"the gateway took {stack.stopped_in:.1f} s to stop"
