@@ -12,7 +12,8 @@
 - With ``spec.autoscaling``, a daemon looks at the pods' sessions every ``autoscale_seconds``
   (:mod:`speech_operator.autoscaler`), and at once when the gateway asks for a locale at zero
   (``status.demand``, seen by an event handler: status changes are no kopf update); none while the spec is refused.
-- A status someone else wrote over the operator's (conditions cleared by hand), or removed -> written again at once.
+- A status someone else wrote over the operator's (conditions cleared by hand), or removed -> written again at once
+  (or, when kopf's watch of them was away, once kopf lists them again: :func:`status_changed`).
 - SpeechToText deleted -> its children are deleted, then kopf releases the finalizer.
 - The installed SpeechToText CRD, listed and watched from start (:mod:`speech_operator.crd_watch`):
   while it lacks fields this operator knows, each SpeechToText is reconciled to say so, and again
@@ -328,6 +329,24 @@ async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
             scaler.forget(namespace, name)
 
 
+#: The key, in an object's own memo (kopf keeps one per object, from its first event to its deletion), saying that an
+#: event or a listing of it was handled (:func:`listed_again`).
+SEEN = f"{api.GROUP}/seen"
+
+
+def listed_again(type: str | None, memo: kopf.Memo) -> bool | None:
+    """Whether kopf passes an object from a listing it made again (``type`` None, though its protocol says str: kopf
+    lists again whenever a watch cannot go on from the last version it saw, 410 Gone or a list that failed, and passes
+    each object of that listing as of its first); None for an object's first listing (the operator's start, or one
+    that appeared while the watch was away), which every handler leaves: each SpeechToText is resumed or created then
+    anyway. It marks the object seen (:data:`SEEN`, in its own memo): one handler per kind calls it."""
+    seen = memo.get(SEEN)
+    memo[SEEN] = True
+    if type is not None:
+        return False
+    return True if seen else None
+
+
 @kopf.on.event(*STT)
 async def demand_seen(name: str, namespace: str | None, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """The gateway asks for a locale (``status.demand``): its autoscaler looks now, not at its next time."""
@@ -343,10 +362,12 @@ async def status_changed(type: str, name: str, namespace: str | None, status: ko
     and tell the gateway and ``kubectl`` what the operator did not see. A status without ``observedGeneration`` after
     the operator's first write is also what the late events of a creation bring: those carry no record of a handled
     spec yet (:func:`handled`; kopf writes it once the creation's handler is done) and are let be; with the record, one
-    read of the live object tells."""
+    read of the live object tells. A listing kopf made again (:func:`listed_again`) is looked at as an event: a status
+    written over while the watch was away is written again then (no request when it is the operator's); not the first
+    listing, at the operator's start (nothing reported yet, and each SpeechToText is resumed then)."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
-    if type is None or type == "DELETED":
+    if listed_again(type, memo) is None or type == "DELETED":
         return
     if rt.foreign(namespace, name, dict(status)):
         logger.info("its status was written by someone else: written again")
@@ -370,11 +391,6 @@ async def _status_removed(rt: Runtime, namespace: str, name: str, logger: kopf.L
         return False
     return (live is not None and not live["metadata"].get("deletionTimestamp")
             and rt.unsure(namespace, name, live.get("status") or {}))
-
-
-#: The key, in a child's own memo (kopf keeps one per object, from its first event to its deletion), saying that an
-#: event or a listing of it was handled (:func:`child_changed`).
-SEEN = f"{api.GROUP}/seen"
 
 
 @kopf.on.event("apps", "v1", "deployments", when=_is_child)  # kopf watches them all and filters here, as with labels=
@@ -402,20 +418,18 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
     (:meth:`~speech_operator.reconcile.Runtime.relisted`). Nor an object whose owner label names no
     possible SpeechToText (one made by hand with the operator's labels, its value empty): one line.
     """
-    relisted = type is None  # kopf passes None for a listing's objects, though its protocol says str
-    if relisted and not memo.get(SEEN):  # its first listing: at the operator's start, its owner is resumed anyway
-        memo[SEEN] = True
+    again = listed_again(type, memo)
+    if again is None:  # its first listing: at the operator's start, its owner is resumed anyway
         return
-    memo[SEEN] = True
     owner = owner_of(body) or ""
     if not api.is_name(owner):
         logger.info("ignored: it names no possible SpeechToText (%r)", owner)
         return
     rt, namespace = runtime(memo), namespaced(namespace)
-    if relisted:
+    if again:
         rt.relisted(KINDS[resource.plural], namespace, owner)
     async with rt.lock(namespace, owner):  # after a reconcile under way: the events of its own writes follow what it kept
-        if relisted and (namespace, owner) not in rt.observed and (namespace, owner) not in rt.amiss:
+        if again and (namespace, owner) not in rt.observed and (namespace, owner) not in rt.amiss:
             return
         then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))
     if then is Follow.STATUS:

@@ -7,11 +7,12 @@ import asyncio
 import collections
 import copy
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, TEST_AGENT, deployment, one_pod_ready
+from conftest import NAMESPACE, TEST_AGENT, condition, deployment, one_pod_ready
 
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
@@ -87,11 +88,12 @@ async def test_what_changes_after_a_watch_ended_is_handled_once_and_nothing_is_l
 
 
 def ours(cluster: Cluster, since: int) -> dict[str, int]:
-    """The operator's own requests from the emulator's ``since``-th on, by verb, resource and name: not kopf's watches
-    and lists."""
+    """The operator's own requests from the emulator's ``since``-th on, by verb, resource and name, and kopf's writes
+    (its patches of a SpeechToText): not kopf's watches and lists."""
     counts: collections.Counter[str] = collections.Counter()
     for r in list(cluster.emulator)[since:]:
-        if r.resource is not None and r.headers.get("User-Agent", "").startswith(USER_AGENT):
+        agent = r.headers.get("User-Agent", "")
+        if r.resource is not None and (agent.startswith(USER_AGENT) or agent.startswith("kopf/") and r.method != "GET"):
             counts[" ".join(filter(None, (r.method, r.resource.plural, r.subresource, r.name)))] += 1
     return dict(sorted(counts.items()))
 
@@ -103,27 +105,27 @@ async def quiet(cluster: Cluster) -> bool:
     return ours(cluster, since) == {}
 
 
-async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]]) -> int:
-    """Hold every watch of Deployments (the API server out of reach for them), do ``meanwhile``, forget the history
-    (:meth:`Emulator.compact`), let them go: kopf's next watch is answered 410 Expired and it lists the Deployments
-    again. The number of the emulator's request that listing was, once it came."""
+async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], plural: str = "deployments") -> int:
+    """Hold every watch of ``plural`` (the API server out of reach for them), do ``meanwhile``, forget the history
+    (:meth:`Emulator.compact`), let them go: kopf's next watch is answered 410 Expired and it lists them again. The
+    number of the emulator's request that listing was, once it came."""
     def watches() -> list[kmock.Request]:
-        return [r for r in cluster.sent("GET", "deployments") if r.params.get("watch") == "true"]
+        return [r for r in cluster.sent("GET", plural) if r.params.get("watch") == "true"]
 
     async def restarted(after: int) -> bool:
         return len(watches()) > after
-    away = cluster.emulator.watches_held["deployments"] = asyncio.Event()
+    away = cluster.emulator.watches_held[plural] = asyncio.Event()
     began = len(watches())
     await cluster.eventually(lambda: restarted(began))  # the last watch ended: the next one is held
     await meanwhile()
     await cluster.emulator.compact()
     since = len(list(cluster.emulator))
-    del cluster.emulator.watches_held["deployments"]
+    del cluster.emulator.watches_held[plural]
     away.set()
 
     async def listed() -> int | None:
         return next((since + i for i, r in enumerate(list(cluster.emulator)[since:]) if r.method == "GET"
-                     and r.resource is not None and r.resource.plural == "deployments"
+                     and r.resource is not None and r.resource.plural == plural and r.name is None
                      and r.params.get("watch") != "true" and r.headers.get("User-Agent") != TEST_AGENT), None)
     listing = await cluster.eventually(listed)
     assert any(code == "410" for r in watches() for *_, code in cluster.emulator.streamed.get(r.id, [])), "a 410 Expired"
@@ -190,3 +192,63 @@ async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_a
     print("the operator's requests after the listing that lacked a Deployment:", sent)
     assert sent.get("GET speechtotexts en-us") == 1 and "GET speechtotexts ko-kr" not in sent, sent
     assert not [k for k in sent if k.startswith("PATCH") and k.endswith("ko-kr")], sent
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
+@pytest.mark.parametrize(("written", "said"), [
+    ({"conditions": []}, "its status was written by someone else: written again"),
+    (None, "its status was removed by someone else: written again")], ids=["cleared", "removed"])
+async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_written_again_at_the_listing_after(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, written: dict[str, Any] | None, said: str) -> None:
+    """The API server out of reach for kopf's watches of SpeechToTexts while someone clears the conditions of one (or
+    removes its whole status), the history forgotten meanwhile: kopf lists them again, each with no event type, as at
+    its start. That listing has the status written again, in one line; one with nothing changed costs no request at
+    all (neither the operator's nor kopf's). Before, a listing's SpeechToTexts were all taken for the start's and left:
+    the status stayed cleared until that SpeechToText's next event."""
+    caplog.set_level(logging.INFO, logger="kopf.objects")
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster), 10)
+
+    async def nothing() -> None:
+        pass
+    listing = await relisted(cluster, nothing, api.PLURAL)
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
+
+    async def write() -> None:
+        await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": written})
+        assert not await condition(cluster, "Ready")
+    listing = await relisted(cluster, write, api.PLURAL)
+
+    async def written_again() -> bool:
+        return (await condition(cluster, "Ready")).get("status") == "True"
+    await cluster.eventually(written_again)
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listing that had the status written over:", sent)
+    assert sent.get("PATCH speechtotexts status en-us") == 1, sent
+    assert caplog.text.count("by someone else: written again") == caplog.text.count(said) == 1
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
+async def test_a_spec_changed_while_a_watch_was_away_past_the_history_is_handled_at_the_listing_after(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The SpeechToText scaled while kopf's watches of SpeechToTexts are away, the history forgotten meanwhile: kopf's
+    listing after compares its spec with the one it last handled (its last-handled-configuration annotation) and calls
+    the update handler once (not the resume handler: kopf resumes an object once per process), which puts the
+    Deployment at 2 replicas."""
+    caplog.set_level(logging.INFO, logger="kopf.objects")
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    assert "Updating is processed" not in caplog.text and "Resuming is processed" not in caplog.text, caplog.text
+
+    async def scale() -> None:
+        await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"replicas": 2}})
+    await relisted(cluster, scale, api.PLURAL)
+
+    async def scaled() -> bool:
+        return (await deployment(cluster) or {}).get("spec", {}).get("replicas") == 2
+    await cluster.eventually(scaled)
+    await asyncio.sleep(1)
+    assert caplog.text.count("Updating is processed: 1 succeeded") == 1, caplog.text
+    assert "Resuming is processed" not in caplog.text, caplog.text
