@@ -126,6 +126,13 @@ TOO_MANY_REQUESTS_CLOSE = 4429
 #: that cannot be loaded): its phrase stays, and the core asks again (a drained pod's client reaches another).
 CORE_CLOSES: Mapping[str, int] = {"TooManyRequests": TOO_MANY_REQUESTS_CLOSE}
 
+#: The ``RecognitionStatus`` of the failures of the service's own (a drain, a model that cannot be loaded, a bug) whose
+#: turn the Speech SDK's core asks again for, no close keeping them (:data:`CORE_CLOSES`): on a new connection, a few
+#: times, each new turn's ``speech.context`` naming the one that failed (``continuation.previousServiceTag``), before it
+#: reports the failure. A turn so asked again that fails with the same kind is the same app recognition: logged at
+#: DEBUG, not counted again (:func:`observe`'s ``again``), so that one failed recognition is one fault, not several.
+ASKED_AGAIN: frozenset[str] = frozenset({"ServiceUnavailable", "Error"})
+
 # ---- the policy: one line per kind ------------------------------------------------------------------
 # A bad request closed with 1007 is answered on the Speech SDK route by the close alone, as Azure answers it: both SDKs
 # report a close 1007 at once as a bad request with its reason, but the JavaScript SDK reads a speech.phrase
@@ -421,23 +428,29 @@ class Counters(Protocol):
 HEAD: ContextVar[float | None] = ContextVar("head", default=None)
 
 
-def observe(failure: Failure, route: str, metrics: Counters | None = None, since: float | None = None) -> None:
+def observe(failure: Failure, route: str, metrics: Counters | None = None, since: float | None = None, *, again: bool = False) -> None:
     """Count ``failure`` on ``route`` and log it: one line at its kind's level (a traceback for :data:`INTERNAL`);
     ``since``: the :func:`time.monotonic` its latency runs from (``speech_request_seconds``), else the request's head
     (:data:`HEAD`: a refusal before any turn or audio, at the upgrade or the head), so that every failure counted is
-    timed; none outside a request (the server's own refusals of a connection's head or body, route ``http``)."""
+    timed; none outside a request (the server's own refusals of a connection's head or body, route ``http``).
+    ``again``: the Speech SDK asking again for a turn that failed so (:data:`ASKED_AGAIN`), counted and logged at its
+    kind's level already: one line at DEBUG, not counted."""
     kind = failure.kind
+    if again:
+        log.debug("%s: %s (the Speech SDK asking again): %s", route, kind.name, failure.message)
+        return
     if metrics is not None:
         metrics.failed(route, kind.http, kind.name, since if since is not None else HEAD.get())
     cause = failure.__cause__ if kind is INTERNAL else None
     log.log(kind.level, "%s: %s: %s", route, kind.name, failure.message, exc_info=cause)
 
 
-def settle(exc: BaseException, route: str, metrics: Counters | None = None, since: float | None = None) -> Failure:
-    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`, with ``since``), its tracebacks
-    then dropped (:func:`drop_tracebacks`)."""
+def settle(exc: BaseException, route: str, metrics: Counters | None = None, since: float | None = None, *,
+           again: Kind | None = None) -> Failure:
+    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`, with ``since``; as asked again
+    when of kind ``again``), its tracebacks then dropped (:func:`drop_tracebacks`)."""
     failure = classify(exc)
-    observe(failure, route, metrics, since)
+    observe(failure, route, metrics, since, again=failure.kind is again)
     drop_tracebacks(exc)
     return failure
 

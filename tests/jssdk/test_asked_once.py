@@ -9,11 +9,21 @@ close 4429 it reports at once as ``TooManyRequests`` with its reason, and asks n
 Before, the refusal was that turn (``speech.phrase`` ``TooManyRequests``, close 1013): 5 streams each time, load
 multiplied by five just when the server is short of it. The JavaScript SDK, which takes a close 4429 as a lost
 connection, is told by the turn, as before.
+
+A failure of the service's own (a model that cannot be loaded, a bug) keeps its turn (``ServiceUnavailable``,
+``Error``: no close gives the core those codes), and the core asks again, each new turn naming the failed one
+(``continuation.previousServiceTag``): the server counts and logs the app's recognition once, its repeats at DEBUG
+(errors.py, ``ASKED_AGAIN``), so that one failed recognition is one fault, not five.
+
+A turn that fails ``BadRequest`` for a stream past ``MaxSessionSeconds`` keeps its turn too: the core connects again
+and goes on from its last phrase, which is what a long recognition needs (a close 1007, which the core would report at
+once, would end it there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +34,13 @@ from websockets.sync.client import connect
 
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.usp.connection import Turn
 
 from ..conftest import CHUNK, make_settings
 from ..support import ServerThread, read_wav
-from ..usp.sdk import config, recognizer
+from ..usp.sdk import config, continuous, recognizer
 from .node import recognize, scenario
-from .test_refusals import TOO_MANY_REQUESTS, refusals
+from .test_refusals import TOO_MANY_REQUESTS, broken_models, refusals
 
 #: Each way the server is short of capacity: its settings, and the ``speech_refused_total`` reason of a stream refused.
 SHORT = {"busy": ("DecoderMaxCount=1", "busy"), "max_connections": ("MaxConnections=1", "too_many_connections")}
@@ -89,3 +100,53 @@ def test_a_javascript_sdk_recognition_refused_for_capacity_is_one_stream(
     assert [(e["cancelReason"], e["errorCode"], e["errorDetails"]) for e in out["canceled"]] == [
         ("Error", "TooManyRequests", TOO_MANY_REQUESTS)], out
     assert asked == 1, f"one recognition was {asked:g} streams"
+
+
+async def _a_bug(turn: Turn, payload: bytes) -> None:
+    """``Turn.audio`` with a bug of the server's, met at every turn's first audio."""
+    raise RuntimeError("a bug of the server's")
+
+
+#: Each failure of the service's own: the Python SDK's error code, and words of the server's reason.
+FAULTS = {"model_unavailable": (speechsdk.CancellationErrorCode.ServiceUnavailable, "fr-FR"),
+          "internal": (speechsdk.CancellationErrorCode.ServiceError, "internal error (RuntimeError)")}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_python_sdk_recognition_failed_by_the_service_is_one_fault(
+        registry: ModelRegistry, tmp_path: Path, speech_wav: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """A model that cannot be loaded, or a bug of the server's at every turn: the Python SDK's recognize-once is
+    canceled with the status's code and the server's reason after it asked 5 times (each repeat's turn continuing the
+    failed one); ``speech_refused_total{reason}`` counts 1 and the server logs one line at the kind's level, the 4
+    repeats at DEBUG (before: 5 counted, 5 WARNING or ERROR lines, a fault alert's rate five-fold)."""
+    language = "ko-KR"
+    if fault == "internal":
+        monkeypatch.setattr(Turn, "audio", _a_bug)
+        app = create_app(make_settings(tmp_path), registry)
+    else:
+        models, language = broken_models(tmp_path, "fr-FR"), "fr-FR"
+        app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, (language,)))
+    caplog.set_level(logging.DEBUG, logger="speech_recognizer.failures")
+    with ServerThread(app) as srv:
+        cfg = config(srv.ws, language=language)
+        result = speechsdk.SpeechRecognizer(cfg, audio_config=speechsdk.audio.AudioConfig(filename=str(speech_wav))).recognize_once()
+        counted = refusals(srv, fault)
+    assert result.reason == speechsdk.ResultReason.Canceled, result
+    code, words = FAULTS[fault]
+    assert result.cancellation_details.code == code and words in result.cancellation_details.error_details, result.cancellation_details
+    lines = [r for r in caplog.records if r.name == "speech_recognizer.failures" and f": {fault}" in r.getMessage()]
+    loud = [r for r in lines if r.levelno >= logging.WARNING]
+    assert counted == 1 and len(loud) == 1, f"one recognition was {counted:g} faults, {len(loud)} lines: {[r.getMessage() for r in loud]}"
+    assert len(lines) == 5, "the SDK asks 5 times"
+
+
+def test_a_python_sdk_recognition_past_max_session_seconds_goes_on(registry: ModelRegistry, tmp_path: Path, utterances_wav: Path) -> None:
+    """A continuous recognition of three utterances whose stream is cut every second (``MaxSessionSeconds=1``): each
+    cut's turn fails ``BadRequest`` and the Python SDK connects again and goes on from its last phrase; the app gets
+    every phrase and no cancel. Told by a close 1007 instead (``BadRequest`` in errors.CORE_CLOSES), the app was
+    canceled ``BadRequest`` at the first cut with no phrase, one stream in all."""
+    with ServerThread(create_app(make_settings(tmp_path, "MaxSessionSeconds=1"), registry)) as srv:
+        events = continuous(recognizer(config(srv.ws), utterances_wav), timeout=90)
+        cuts = refusals(srv, "session_too_long")
+    assert events.canceled == [] and len(events.recognized) >= 3, (events.canceled, [r.text for r in events.recognized])
+    assert cuts >= 2, f"{cuts:g} cuts"

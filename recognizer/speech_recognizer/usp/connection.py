@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
 from ..errors import (
+    ASKED_AGAIN,
     CLIENT_GONE,
     DRAINING,
     IDLE,
@@ -41,6 +43,7 @@ from ..errors import (
     PROTOCOL_ERROR,
     Counters,
     Failure,
+    Kind,
     classify,
     close_args,
     settle,
@@ -135,6 +138,37 @@ SOUND_LEVEL = 100.0
 ONSET_LAG_SECONDS = 3.0
 
 
+#: Seconds after a turn failed within which a turn that continues it is the Speech SDK asking again (its core
+#: connects again at once), and how many such turns are kept.
+ASKED_AGAIN_SECONDS = 5.0
+ASKED_AGAIN_KEPT = 1024
+
+
+class FailedTurns:
+    """The service tags of the turns that lately failed with a status the Speech SDK's core asks again for
+    (:data:`~..errors.ASKED_AGAIN`), and the kind of each: a turn whose ``speech.context`` continues one of them
+    (``continuation.previousServiceTag``) within :data:`ASKED_AGAIN_SECONDS` and fails the same way is that SDK's
+    recognition asked again, logged at DEBUG and not counted again (:func:`~..errors.observe`)."""
+
+    def __init__(self) -> None:
+        self._kinds: OrderedDict[str, tuple[Kind, float]] = OrderedDict()
+
+    def failed(self, tag: str, kind: Kind) -> None:
+        """The turn of service tag ``tag`` failed with ``kind``."""
+        if kind.usp in ASKED_AGAIN:
+            self._kinds[tag] = (kind, time.monotonic())
+            while len(self._kinds) > ASKED_AGAIN_KEPT:
+                self._kinds.popitem(last=False)
+
+    def continued(self, tag: str) -> Kind | None:
+        """The kind of the failed turn of service tag ``tag`` that a new turn continues, if lately failed."""
+        kind, at = self._kinds.pop(tag, (None, 0.0))
+        return kind if time.monotonic() - at <= ASKED_AGAIN_SECONDS else None
+
+
+FAILED = FailedTurns()
+
+
 class Turn:
     """One request (``X-RequestId``) of a connection."""
 
@@ -157,6 +191,8 @@ class Turn:
         self.ended = False
         #: Whether the turn ended with a failure (counted by the policy, not as a request served).
         self.failed = False
+        #: The kind of the failed turn it asks again for (the Speech SDK's core: :class:`FailedTurns`), if any.
+        self.asks_again: Kind | None = None
         #: Whether its session holds a decoder (counted against MaxSessionSeconds).
         self._holding = False
         #: Seconds of audio whose results were handled (the decoder may be ahead of it).
@@ -313,6 +349,7 @@ class Turn:
             await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
         if failure is not None:
             await self.send("speech.phrase", usp_phrase(failure), usp_headers(failure))
+            FAILED.failed(self.service_tag, failure.kind)
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
@@ -638,7 +675,7 @@ class Connection:
                 settle(failure, self.route, self.metrics, since)
             return
         self._closed = True
-        settle(failure, self.route, self.metrics, since)
+        settle(failure, self.route, self.metrics, since, again=self.turn.asks_again if self.turn is not None else None)
         if failure.kind in (CLIENT_GONE, NOT_READING) or self._stopped:
             # A phrase held for the segmentation silence cannot be told: the client is gone, or its connection reset
             # for taking in none of its replies, or closed by the server's stop (nothing more reaches it: a turn.end, a
@@ -716,8 +753,10 @@ class Connection:
             options = self.options.with_context(context)
             # the first turn of a connection that continues a turn cut after its end of audio: that turn's results
             first = self.turn is None
-            parked = PARKING.claim(previous_service_tag(context)) if self.stream_offsets and first else None
+            previous = previous_service_tag(context)
+            parked = PARKING.claim(previous) if self.stream_offsets and first else None
             turn = await self._new_turn(request_id, options)
+            turn.asks_again = FAILED.continued(previous)
             if parked is not None and await turn.resume(parked):
                 return
             if self.stream_offsets and first and audio_ended(context):  # that turn is not here, and no audio will come
