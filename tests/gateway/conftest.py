@@ -241,6 +241,12 @@ class Stack(Loopback):
         """Wait until the gateway's directory routes ``locale``."""
         self.eventually(lambda: self.directory is not None and locale in self.directory.locales, timeout, f"{locale} routed")
 
+    def serving(self, locale: str, timeout: float = 10) -> None:
+        """Wait until the gateway routes ``locale`` to a ready pod: a SpeechToText's status comes after it, and a stream
+        sent before the gateway saw it would be held for a wake (closed 1013 at the stop)."""
+        self.eventually(lambda: self.directory is not None and locale in self.directory.locales
+                        and self.directory.lookup(locale).ready_replicas > 0, timeout, f"{locale} ready")
+
     @staticmethod
     def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
         deadline = time.monotonic() + timeout

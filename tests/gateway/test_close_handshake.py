@@ -29,7 +29,7 @@ from websockets.uri import parse_uri
 from speech_operator.gateway import GATEWAY
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, STOPPED_MIDSTREAM
 
-from .conftest import Recognizer, Stack, start_recognizer
+from .conftest import Recognizer, start_recognizer
 from .test_shutdown import PROMPT, asleep_stack, gateway, ko  # noqa: F401 - ko: the fixture
 
 #: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
@@ -122,14 +122,6 @@ class HeldReply:
         self.sock.close()
 
 
-def ready(stack: Stack) -> Stack:
-    """``stack`` once its gateway sees ko-KR's pod ready (its status comes after the SpeechToText: a stream before it
-    would be held for a wake)."""
-    stack.eventually(lambda: stack.directory is not None and stack.directory.lookup("ko-KR").ready_replicas > 0, 10,
-                     "ko-KR ready")
-    return stack
-
-
 def streaming(url: str) -> HeldReply:
     """A /vosk client at ``url`` (ws://host:port) that sent its config."""
     client = HeldReply(f"{url}/vosk?language=ko-KR")
@@ -146,7 +138,7 @@ def test_a_websocket_the_gateways_stop_closes_gets_a_close_handshake(ko: Recogni
     CLOSE_REPLY_SECONDS; the stop within its bounds either way. Before: the connection ended with the close (the same
     millisecond), the reply met a closed socket."""
     seconds = DEADLINE_SECONDS if stopped == "at-the-deadline" else 30
-    stack = ready(gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds))
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=seconds)
     try:
         with streaming(stack.ws) as client:
             if stopped == "idle":
@@ -179,7 +171,7 @@ def test_a_client_whose_recognizer_is_lost_gets_a_close_handshake(tmp_path: Path
     recognizer = start_recognizer(tmp_path, "ko-KR")
     try:
         recognizer.wait_ready()
-        stack = ready(gateway(tmp_path / "gateway", recognizer))
+        stack = gateway(tmp_path / "gateway", recognizer)
         try:
             with streaming(stack.ws) as client:
                 client.send(SILENCE)

@@ -56,11 +56,12 @@ def ko(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recognizer]:
 
 
 def gateway(tmp: Path, recognizer: Recognizer, port: int = 0, shutdown_seconds: float = SHUTDOWN_SECONDS) -> Stack:
-    """A gateway (with its kmock and watch) routing ko-KR to ``recognizer``, listening on ``port``."""
+    """A gateway (with its kmock and watch) routing ko-KR to ``recognizer``, listening on ``port``, once it sees its pod
+    ready."""
     tmp.mkdir()
     stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=port, shutdown_seconds=shutdown_seconds)).__enter__()
     stack.create(speech_to_text("ko-kr", "ko-KR", recognizer.port))
-    stack.routes("ko-KR")
+    stack.serving("ko-KR")
     return stack
 
 
@@ -492,7 +493,7 @@ def test_the_worst_stop_ends_within_shutdown_seconds_and_a_few(ko: Recognizer, t
     seconds = 6  # twice that (the old stop) is well past the bound, with a busy machine's margin
     stack = asleep_stack(tmp_path / "gateway", seconds)
     stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
-    stack.routes("ko-KR")
+    stack.serving("ko-KR")
     assert stack.app is not None
     shutdown = stack.app[GATEWAY].shutdown
     got: dict[str, tuple] = {}
