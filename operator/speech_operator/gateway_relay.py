@@ -349,7 +349,9 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
     (:func:`speech_recognizer.usp.refusal.answer`): once the client's request begins, a turn that fails with the
     kind's status, then the close with the kind's code on that route, counted in the gateway's ``refusals``. The
     JavaScript SDK, closed at once, failed with its own "websocket send error: Websocket not ready" and a stack trace,
-    or (closed 1013 once its request began) connected again and waited for ever."""
+    or (closed 1013 once its request began) connected again and waited for ever. Another route's refusal (/vosk) is
+    closed at once, counted in ``refusals`` too until its close ends: the gateway's drain waits for both
+    (:attr:`~speech_operator.gateway_shutdown.Shutdown.refusals`), or aiohttp's shutdown would drop the close reply."""
     ws = web.WebSocketResponse(protocols=protocols, compress=False, autoping=False, timeout=close_wait,
                                max_msg_size=REFUSED_MESSAGE_BYTES)
     await ws.prepare(request)
@@ -362,8 +364,9 @@ async def refuse(request: web.Request, failure: failures.Failure, protocols: tup
     if usp:
         await usp_refusal.answer(_messages(ws), ws.send_str, close, failure, refusals)
     else:
-        code, reason = failures.close_args(failure)
-        await close(code, reason.decode())
+        with refusals.answer():
+            code, reason = failures.close_args(failure)
+            await close(code, reason.decode())
     return ws
 
 

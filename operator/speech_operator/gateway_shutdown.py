@@ -48,7 +48,8 @@ At the stop it is answered at once (:meth:`~speech_recognizer.usp.refusal.Waitin
 had begun, its close with the refusal's code and reason; the drain waits until every refusal has been answered, its
 close handshake included (:attr:`Shutdown.refusals`; a client that never answers its close is cut after
 :data:`CLOSE_REPLY_SECONDS`): aiohttp's shutdown would drop the close reply, and the connection end only when cut.
-Not ended, such a wait held the stop until it ran out.
+Not ended, such a wait held the stop until it ran out. A /vosk connection the gateway refuses is closed at once,
+and counted alike until its close handshake ends.
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
 (the client's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection. Those closed at the deadline end
@@ -199,7 +200,8 @@ class Shutdown:
         self.requests = 0
         #: Requests and WebSockets held now while their locale wakes (answered at once at the stop).
         self.held = 0
-        #: The Speech SDK connections refused now (those read for their request are answered at once at the stop).
+        #: The WebSockets refused now, until their close ends (the Speech SDK's read for their request are answered at
+        #: once at the stop).
         self.refusals = refusals or Waiting()
 
     async def drain(self, seconds: float) -> None:

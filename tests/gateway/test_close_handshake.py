@@ -54,7 +54,8 @@ class HeldReply:
         self._flush()
         while self.protocol.state is State.CONNECTING:
             self._receive(10)
-        assert self.protocol.state is State.OPEN, self.protocol.handshake_exc
+        # CLOSING: a refusal's close came with the 101 (its reply held as any other)
+        assert self.protocol.handshake_exc is None and self.protocol.state in (State.OPEN, State.CLOSING), self.protocol.handshake_exc
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
@@ -185,25 +186,37 @@ def test_a_client_whose_recognizer_is_lost_gets_a_close_handshake(tmp_path: Path
         recognizer.kill()
 
 
-def test_a_speech_sdk_connection_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_path: Path) -> None:
-    """A Speech SDK connection the gateway refuses (a language no SpeechToText serves), read for its request when the
-    gateway stops: its close (1007, the reason) at once, and its connection ends once its close reply came. Before: the
-    drain ended once no refusal was read any more, before their closes' replies, which aiohttp's shutdown then dropped:
-    the connection ended when that shutdown cut it."""
+#: A connection the gateway refuses (fr-CA: no SpeechToText serves it), on each WebSocket route: URL path, subprotocols.
+REFUSED = {"usp": ("/speech/recognition/conversation/cognitiveservices/v1?language=fr-CA", [Subprotocol("USP")]),
+           "vosk": ("/vosk?language=fr-CA", None)}
+
+
+@pytest.mark.parametrize("route", list(REFUSED))
+def test_a_websocket_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_path: Path, route: str) -> None:
+    """A WebSocket the gateway refuses (a language no SpeechToText serves) when it stops: on the Speech SDK's route one
+    still read for its request, closed (1007, the reason) at the stop; on /vosk one closed at once, its close reply not
+    come yet. Either connection ends once its close reply came, and the gateway at once. Before: the drain did not wait
+    for such a close's reply (the Speech SDK's: only until none was read for its request; /vosk's: not at all), which
+    aiohttp's shutdown then dropped: the connection ended when that shutdown cut it."""
     stack = asleep_stack(tmp_path / "gateway", 30)
+    path, subprotocols = REFUSED[route]
     try:
-        with HeldReply(f"{stack.ws}/speech/recognition/conversation/cognitiveservices/v1?language=fr-CA",
-                       [Subprotocol("USP")]) as client:
-            assert stack.app is not None
-            refusals = stack.app[GATEWAY].refusals
-            stack.eventually(lambda: refusals.reading == 1, 10, "its refusal reads for its request")
-            stopping = time.monotonic()
-            stack.stop()
-            close, at = client.closed(PROMPT)
+        with HeldReply(f"{stack.ws}{path}", subprotocols) as client:
+            if route == "usp":
+                assert stack.app is not None
+                refusals = stack.app[GATEWAY].refusals
+                stack.eventually(lambda: refusals.reading == 1, 10, "its refusal reads for its request")
+                stopping = time.monotonic()
+                stack.stop()
+                close, at = client.closed(PROMPT)
+            else:
+                close, at = client.closed(PROMPT)
+                stopping = time.monotonic()
+                stack.stop()
             assert close.code == 1007 and "fr-CA" in close.reason, close
             took = client.handshake()
-            print(f"\nrefused: closed {at - stopping:.2f} s after the stop began; the connection ended {took:.3f} s after "
-                  "the close reply")
+            print(f"\n{route} refused: closed {at - stopping:+.3f} s after the stop began; the connection ended {took:.3f} s "
+                  "after the close reply")
     finally:
         stack.__exit__()
     assert stack.stopped_in is not None and stack.stopped_in < PROMPT, f"the gateway took {stack.stopped_in:.1f} s to stop"
