@@ -35,7 +35,8 @@ from speech_recognizer.usp.frames import parse_text
 from ..conftest import CHUNK, LONG_PAUSE_MS, TEST_KEY, make_settings
 from ..support import Reference, ServerThread, vosk_reference
 from ..usp.sdk import Span, assert_confidences, assert_same, expected, expected_words, spans
-from .node import LOCK, MULTICHANNEL, recognize, result_span, scenario
+from ..usp.test_idle_proxy import HOLD_AT
+from .node import HANG_MS, LOCK, MULTICHANNEL, recognize, result_span, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
 #: Faster than real time, slow enough that results come while the audio streams.
@@ -92,11 +93,15 @@ def test_continuous_detailed_gives_hypotheses_and_each_utterance_while_the_audio
     jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference
 ) -> None:
     """``startContinuousRecognitionAsync`` with ``OutputFormat.Detailed`` and word timestamps, audio pushed in real time
-    (as a microphone gives it: at twice real time a machine busy with other work decoded behind the pushing, and the
-    first phrase came after the audio's end, CI trials 90 and 97): ``recognizing`` before its phrase, ``recognized``
-    once per utterance before the audio ends, each phrase and word where in-process Vosk puts it, with its confidence;
-    the end of the stream stops the session."""
-    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=1))
+    as a microphone gives it, whose speaker is still talking when the first phrase comes back: the app pushes nothing
+    past :data:`HOLD_AT` (before the second utterance) until a phrase is recognized, so that phrase must come while the
+    audio streams, by that event however slow a busy machine decodes (at real time alone, a loaded one's first phrase
+    came after the audio's end: CI trials 90, 97 and 116); a server that answered only at the end of the
+    stream leaves the app waiting until its ``timeoutMs``, which fails. ``recognizing`` before its phrase,
+    ``recognized`` once per utterance, each phrase and word where in-process Vosk puts it, with its confidence; the end
+    of the stream stops the session."""
+    out = recognize(jssdk, scenario(fresh_server.ws, utterances_wav, mode="continuous", detailed=True, speed=1, holdAt=HOLD_AT,
+                                    timeoutMs=HANG_MS))
     recognized = out["recognized"]
     assert all(r["reason"] == "RecognizedSpeech" for r in recognized), recognized
     assert_same([result_span(r) for r in recognized], [expected(p) for p in utterances_ref.phrases])
