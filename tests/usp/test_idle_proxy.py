@@ -473,8 +473,11 @@ def test_a_connection_cut_mid_stream_the_python_sdk_connects_again_and_continues
         pusher.start()
         events = continuous(rec, timeout=40, started=started)
         pusher.join()
+        # the recognition's cancels, before the proxy's stop closes the connection the SDK keeps after it: the SDK
+        # reports that close too (WS_ERROR_UNDERLYING_IO_ERROR), on its own thread, at times before the check below
+        canceled = [d.error_details for d in events.canceled]
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
-    assert not events.canceled, [d.error_details for d in events.canceled]
+    assert not canceled, canceled
     first = expected(utterances_ref.phrases[0])
     replayed = replay_phrases(model, utterances_wav, (first[1] + first[2]) / 10_000_000)
     assert_same([reported(r) for r in events.recognized], [first, *map(expected, replayed)])
