@@ -240,8 +240,11 @@ def test_every_decoder_busy_cancels_at_once_with_too_many_requests_in_the_sdks_o
 
 def test_stopping_mid_utterance_ends_at_once_and_gives_the_decoder_back(jssdk: str, server: ServerThread, utterances_wav: Path) -> None:
     """``stopContinuousRecognitionAsync`` at the first ``recognizing`` of a stream that stays open (a microphone still
-    on): the stop resolves at once, the session stops without an error, and the server holds no session after it."""
-    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", speed=1, keepOpen=True, stopAfterRecognizing=1))
+    on): the stop resolves at once, the session stops without an error, and the server holds no session after it.
+    The app pushes nothing past :data:`HOLD_AT` until a phrase came, so the stop falls mid-stream by that event,
+    however slow a busy machine's server gives its first hypothesis."""
+    out = recognize(jssdk, scenario(server.ws, utterances_wav, mode="continuous", speed=1, holdAt=HOLD_AT, keepOpen=True,
+                                    stopAfterRecognizing=1))
     assert out["stoppingMs"] is not None and out["stoppedMs"] - out["stoppingMs"] < 2000, out
     assert out["sessionStopped"] == 1 and not [c for c in out["canceled"] if c["cancelReason"] == "Error"], out
     assert out["recognizing"] and out["audioDoneMs"] is None, "stopped after the audio had ended"
