@@ -368,8 +368,8 @@ class Settings:
         maximum=100000,
         help="recognition WebSockets (`/vosk`, `/`, Speech SDK) open at once, with or without a stream (a Speech SDK app "
         "keeps its connection between recognitions); more are accepted and closed with 1013 and the reason: at once, "
-        "or a Speech SDK connection once its request begins (5 s at most), after a turn that fails `TooManyRequests`; "
-        "see [Limits](#limits)",
+        "or a Speech SDK connection once its request begins (5 s at most), after a turn that fails `TooManyRequests` "
+        "(the Python SDK: closed 4429 alone, its `TooManyRequests`, asked once); see [Limits](#limits)",
     )
     http_max_header_bytes: int = setting(
         c.HTTP_MAX_HEADER_BYTES,
