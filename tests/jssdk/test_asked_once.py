@@ -40,7 +40,7 @@ from ..conftest import CHUNK, make_settings
 from ..support import ServerThread, read_wav
 from ..usp.sdk import config, continuous, recognizer
 from .node import recognize, scenario
-from .test_refusals import TOO_MANY_REQUESTS, broken_models, refusals
+from .test_refusals import TOO_MANY_REQUESTS, Failover, broken_models, python_sdk_unavailable, refusals
 
 #: Each way the server is short of capacity: its settings, and the ``speech_refused_total`` reason of a stream refused.
 SHORT = {"busy": ("DecoderMaxCount=1", "busy"), "max_connections": ("MaxConnections=1", "too_many_connections")}
@@ -150,3 +150,21 @@ def test_a_python_sdk_recognition_past_max_session_seconds_goes_on(registry: Mod
         cuts = refusals(srv, "session_too_long")
     assert events.canceled == [] and len(events.recognized) >= 3, (events.canceled, [r.text for r in events.recognized])
     assert cuts >= 2, f"{cuts:g} cuts"
+
+
+def test_a_repeat_that_reaches_another_server_is_counted_there(tmp_path: Path, speech_wav: Path) -> None:
+    """Two servers that cannot load the locale's model, behind a Service whose first connection reaches one and every
+    later one the other (a Python SDK's repeats after a failed turn may reach any pod): each server counts the app's
+    recognition once, as two pods would. Before, the failed turns were kept by the process, not by the server
+    (usp/connection.py ``FAILED``): the second server took the first repeat, which names the first server's turn, as
+    its own turn asked again, and counted nothing."""
+    models = broken_models(tmp_path, "fr-FR")
+
+    def app(name: str) -> ServerThread:
+        return ServerThread(create_app(make_settings(tmp_path / name, f"Mounts:Models={models}"), ModelRegistry(models, ("fr-FR",))))
+
+    with app("first") as first, app("second") as second, Failover(first.port, second.port) as service:
+        python_sdk_unavailable(service.ws, speech_wav, "fr-FR", language="fr-FR")
+        counted = refusals(first, "model_unavailable"), refusals(second, "model_unavailable")
+    assert service.connections == 5, f"the SDK asked {service.connections} times"
+    assert counted == (1, 1), f"counted {counted} by each server"

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Protocol
@@ -34,7 +33,6 @@ from ..audio import AudioError, WavFormat, pcm16_header
 from ..deadlines import Deadlines
 from ..engine import Engine
 from ..errors import (
-    ASKED_AGAIN,
     CLIENT_GONE,
     DRAINING,
     IDLE,
@@ -58,6 +56,7 @@ from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
+from .refusal import FailedTurns
 from .resume import PARKING, RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Sent, audio_ended, ended_token, lost
 
 log = logging.getLogger(__name__)
@@ -138,35 +137,6 @@ SOUND_LEVEL = 100.0
 ONSET_LAG_SECONDS = 3.0
 
 
-#: Seconds after a turn failed within which a turn that continues it is the Speech SDK asking again (its core
-#: connects again at once), and how many such turns are kept.
-ASKED_AGAIN_SECONDS = 5.0
-ASKED_AGAIN_KEPT = 1024
-
-
-class FailedTurns:
-    """The service tags of the turns that lately failed with a status the Speech SDK's core asks again for
-    (:data:`~..errors.ASKED_AGAIN`), and the kind of each: a turn whose ``speech.context`` continues one of them
-    (``continuation.previousServiceTag``) within :data:`ASKED_AGAIN_SECONDS` and fails the same way is that SDK's
-    recognition asked again, logged at DEBUG and not counted again (:func:`~..errors.observe`)."""
-
-    def __init__(self) -> None:
-        self._kinds: OrderedDict[str, tuple[Kind, float]] = OrderedDict()
-
-    def failed(self, tag: str, kind: Kind) -> None:
-        """The turn of service tag ``tag`` failed with ``kind``."""
-        if kind.usp in ASKED_AGAIN:
-            self._kinds[tag] = (kind, time.monotonic())
-            while len(self._kinds) > ASKED_AGAIN_KEPT:
-                self._kinds.popitem(last=False)
-
-    def continued(self, tag: str) -> Kind | None:
-        """The kind of the failed turn of service tag ``tag`` that a new turn continues, if lately failed."""
-        kind, at = self._kinds.pop(tag, (None, 0.0))
-        return kind if time.monotonic() - at <= ASKED_AGAIN_SECONDS else None
-
-
-FAILED = FailedTurns()
 
 
 class Turn:
@@ -349,7 +319,7 @@ class Turn:
             await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
         if failure is not None:
             await self.send("speech.phrase", usp_phrase(failure), usp_headers(failure))
-            FAILED.failed(self.service_tag, failure.kind)
+            self.conn.failed_turns.failed(self.service_tag, failure.kind)
         await self.end()
 
     async def audio(self, payload: bytes) -> None:
@@ -576,11 +546,14 @@ class Connection:
 
     def __init__(
         self, socket: Socket, engine: Engine, options: Options, metrics: TurnCounters | None = None, deadlines: Deadlines | None = None,
-        draining: Callable[[], bool] = lambda: False,
+        draining: Callable[[], bool] = lambda: False, failed_turns: FailedTurns | None = None,
     ) -> None:
-        """``draining``: whether the server drains (a turn whose connection it closes before any audio is the drain's)."""
+        """``draining``: whether the server drains (a turn whose connection it closes before any audio is the drain's);
+        ``failed_turns``: the server's turns that lately failed, which the Speech SDK's core asks again for (its app's
+        state: each server counts the repeats it was asked, whatever else runs in the process)."""
         self.socket = socket
         self.draining = draining
+        self.failed_turns = failed_turns if failed_turns is not None else FailedTurns()
         self.engine = engine
         self.options = options
         self.metrics = metrics if metrics is not None else _Uncounted()
@@ -756,7 +729,7 @@ class Connection:
             previous = previous_service_tag(context)
             parked = PARKING.claim(previous) if self.stream_offsets and first else None
             turn = await self._new_turn(request_id, options)
-            turn.asks_again = FAILED.continued(previous)
+            turn.asks_again = self.failed_turns.continued(previous)
             if parked is not None and await turn.resume(parked):
                 return
             if self.stream_offsets and first and audio_ended(context):  # that turn is not here, and no audio will come

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
-from ..errors import Failure, close_args, told_by_close, usp_headers, usp_phrase, usp_status
+from ..errors import ASKED_AGAIN, Failure, Kind, close_args, told_by_close, usp_headers, usp_phrase, usp_status
 from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -121,6 +123,36 @@ class Waiting:
             yield
         finally:
             self.answering -= 1
+
+
+#: Seconds after a turn failed within which a turn that continues it is the Speech SDK asking again (its core
+#: connects again at once), and how many such turns are kept.
+ASKED_AGAIN_SECONDS = 5.0
+ASKED_AGAIN_KEPT = 1024
+
+
+class FailedTurns:
+    """The service tags of the turns one server lately failed with a status the Speech SDK's core asks again for
+    (:data:`~..errors.ASKED_AGAIN`), and the kind of each: a turn whose ``speech.context`` continues one of them
+    (``continuation.previousServiceTag``) within :data:`ASKED_AGAIN_SECONDS` and fails the same way is that SDK's
+    recognition asked again, logged at DEBUG and not counted again (:func:`~..errors.observe`). Each server owns one
+    (its app's state), used on its own event loop: a repeat that reaches another server is counted there, as it is
+    when that server is another pod."""
+
+    def __init__(self) -> None:
+        self._kinds: OrderedDict[str, tuple[Kind, float]] = OrderedDict()
+
+    def failed(self, tag: str, kind: Kind) -> None:
+        """The turn of service tag ``tag`` failed with ``kind``."""
+        if kind.usp in ASKED_AGAIN:
+            self._kinds[tag] = (kind, time.monotonic())
+            while len(self._kinds) > ASKED_AGAIN_KEPT:
+                self._kinds.popitem(last=False)
+
+    def continued(self, tag: str) -> Kind | None:
+        """The kind of the failed turn of service tag ``tag`` that a new turn continues, if lately failed."""
+        kind, at = self._kinds.pop(tag, (None, 0.0))
+        return kind if time.monotonic() - at <= ASKED_AGAIN_SECONDS else None
 
 
 def request_of(message: str | bytes) -> str | None:
