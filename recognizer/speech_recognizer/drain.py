@@ -286,11 +286,22 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, r
     :data:`~speech_recognizer.errors.TOO_MANY_CONNECTIONS`): a WebSocket accepted and closed with its code and
     reason (a Speech SDK connection once its request begins, after a turn that fails: :mod:`.usp.refusal`, counted in
     the server's ``refusals``), or an HTTP error with ``Retry-After`` (OpenAI's route's in OpenAI's error shape, as its
-    other failures); counted and logged."""
+    other failures); counted and logged: a Speech SDK connection once its request is read, as a repeat when it asks
+    again for a refusal this server told it (the server's ``failed_turns``: the SDK's core asks 5 times after a drain's
+    refusal, each of which may reach another pod; here, one app recognition is one refusal)."""
     state = getattr(scope.get("app"), "state", None)
-    observe(failure, route_of(scope), getattr(state, "metrics", None))
+    route, metrics = route_of(scope), getattr(state, "metrics", None)
+    usp = scope["type"] == "websocket" and route.startswith("usp/")
+
+    def count(again: bool = False) -> None:
+        observe(failure, route, metrics, again=again)
+
+    if not usp:
+        count()
     if scope["type"] == "websocket":
         if (await receive())["type"] != "websocket.connect":
+            if usp:
+                count()
             return
         REFUSED.set(True)
         offered = scope.get("subprotocols") or []
@@ -298,8 +309,8 @@ async def refuse(scope: Scope, receive: Receive, send: Send, failure: Failure, r
         # Accepted first: a close before the handshake reaches the client as a bare HTTP 403, without the reason. The 101
         # names the failure (a proxy in front, the gateway, tells a drain from a full server before the close comes).
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None, "headers": accept_headers(failure)})
-        if route_of(scope).startswith("usp/"):  # the Speech SDK's: told as a failed turn once its request begins
-            await usp_refusal.refuse(receive, send, failure, refusals)
+        if usp:  # the Speech SDK's: told as a failed turn once its request begins
+            await usp_refusal.refuse(receive, send, failure, refusals, count, getattr(state, "failed_turns", None))
             return
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return

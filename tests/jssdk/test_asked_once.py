@@ -168,3 +168,16 @@ def test_a_repeat_that_reaches_another_server_is_counted_there(tmp_path: Path, s
         counted = refusals(first, "model_unavailable"), refusals(second, "model_unavailable")
     assert service.connections == 5, f"the SDK asked {service.connections} times"
     assert counted == (1, 1), f"counted {counted} by each server"
+
+
+def test_a_python_sdk_recognition_refused_by_a_drain_is_counted_once(registry: ModelRegistry, tmp_path: Path, speech_wav: Path) -> None:
+    """A draining server refuses a Python SDK's recognize-once: canceled ``ServiceUnavailable`` with the drain's
+    reason once the SDK asked 5 times (each repeat may reach another pod: they stay), and
+    ``speech_refused_total{reason="draining"}`` counts the app's recognition once."""
+    app = create_app(make_settings(tmp_path), registry)
+    with ServerThread(app) as srv, Failover(srv.port, srv.port) as service:
+        app.state.drain.begin()
+        python_sdk_unavailable(service.ws, speech_wav, "draining:")
+        counted = refusals(srv, "draining")
+    assert service.connections == 5, f"the SDK asked {service.connections} times"
+    assert counted == 1, f"one recognition refused by a drain was counted {counted:g} times"

@@ -54,8 +54,8 @@ from ..inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
 from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
-from .frames import FrameError, Message, RequestIds, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
-from .options import DEFAULT_FORMAT, Options, audio_format, previous_service_tag, stream_offsets
+from .frames import FrameError, Message, RequestIds, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, previous_service_tag, text_frame
+from .options import DEFAULT_FORMAT, Options, audio_format, stream_offsets
 from .refusal import FailedTurns
 from .resume import PARKING, RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Sent, audio_ended, ended_token, lost
 

@@ -123,6 +123,14 @@ def parse_binary(data: bytes) -> Message:
     return Message(_require_path(headers), headers, payload, binary=True)
 
 
+def previous_service_tag(context: Mapping[str, Any]) -> str:
+    """``continuation.previousServiceTag`` of a ``speech.context``: the ``turn.start`` tag of the turn it continues
+    ("" when there is none)."""
+    continuation = context.get("continuation")
+    tag = continuation.get("previousServiceTag") if isinstance(continuation, dict) else None
+    return tag if isinstance(tag, str) else ""
+
+
 def from_javascript_sdk(config: Mapping[str, Any]) -> bool:
     """Whether a ``speech.config`` body comes from the SDK for JavaScript (``context.system.lang``), which is told a
     refusal it knows no status for by a close (:func:`~speech_recognizer.errors.usp_status`)."""

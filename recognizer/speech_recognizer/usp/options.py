@@ -187,14 +187,6 @@ def continuation_offset(context: Mapping[str, Any]) -> float:
     return int(text) / TICKS_PER_SECOND
 
 
-def previous_service_tag(context: Mapping[str, Any]) -> str:
-    """``continuation.previousServiceTag`` of a ``speech.context``: the ``turn.start`` tag of the turn it continues
-    ("" when there is none)."""
-    continuation = context.get("continuation")
-    tag = continuation.get("previousServiceTag") if isinstance(continuation, dict) else None
-    return tag if isinstance(tag, str) else ""
-
-
 #: What a stream is when neither ``speech.config`` nor a RIFF header says otherwise.
 DEFAULT_FORMAT = WavFormat(PCM, 1, 16000, 16)
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from .. import contract
 from ..errors import ASKED_AGAIN, Failure, Kind, close_args, told_by_close, usp_headers, usp_phrase, usp_status
-from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, text_frame
+from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, previous_service_tag, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -54,6 +54,9 @@ Read = Callable[[], Awaitable[str | bytes | None]]
 SendText = Callable[[str], Awaitable[None]]
 #: Closes the connection with a code and a reason.
 Close = Callable[[int, str], Awaitable[None]]
+#: Counts and logs a refusal (:func:`~speech_recognizer.errors.observe`); true: as the Speech SDK asking again for a
+#: refusal its server told already (:class:`FailedTurns`), at DEBUG and not counted.
+Observe = Callable[[bool], None]
 
 #: How long a connection being refused is read for its request before the close.
 REQUEST_WAIT_SECONDS = 5.0
@@ -72,6 +75,8 @@ class Request:
     id: str
     #: Whether its ``speech.config`` says it is the SDK for JavaScript (:func:`.frames.from_javascript_sdk`).
     javascript: bool = False
+    #: The service tag of the turn its ``speech.context`` continues (:func:`.frames.previous_service_tag`), if any.
+    continues: str = ""
 
 
 class Waiting:
@@ -167,6 +172,17 @@ def request_of(message: str | bytes) -> str | None:
     return (frame.request_id or "") if frame.path.lower() in contract.USP_REQUEST_PATHS else None
 
 
+def _continues(message: str | bytes) -> str:
+    """The service tag of the turn a ``speech.context`` continues ("" for any other message, or a malformed one)."""
+    if isinstance(message, bytes):
+        return ""
+    try:
+        frame = parse_text(message)
+        return previous_service_tag(frame.json()) if frame.path.lower() == "speech.context" else ""
+    except FrameError:
+        return ""
+
+
 def _javascript(message: str | bytes) -> bool:
     """Whether ``message`` is a ``speech.config`` of the SDK for JavaScript."""
     if isinstance(message, bytes):
@@ -185,43 +201,55 @@ async def _read_request(read: Read, timeout: asyncio.Timeout) -> Request | None:
         async with timeout:
             while (message := await read()) is not None:
                 if (request_id := request_of(message)) is not None:
-                    return Request(request_id, javascript)
+                    return Request(request_id, javascript, _continues(message))
                 javascript = javascript or _javascript(message)
             return None
     except TimeoutError:
         return Request("", javascript)
 
 
-def failed_turn(failure: Failure, request_id: str, javascript: bool = False) -> list[str]:
-    """The text messages of a turn that ends with the failure's ``speech.phrase`` under ``request_id`` (``turn.start``,
-    ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none when the close alone answers
-    (:func:`~speech_recognizer.errors.usp_status`; ``javascript``: to the SDK for JavaScript) or the request has no id."""
+def failed_turn(failure: Failure, request_id: str, tag: str, javascript: bool = False) -> list[str]:
+    """The text messages of a turn of service tag ``tag`` that ends with the failure's ``speech.phrase`` under
+    ``request_id`` (``turn.start``, ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none
+    when the close alone answers (:func:`~speech_recognizer.errors.usp_status`; ``javascript``: to the SDK for
+    JavaScript) or the request has no id."""
     if not (usp_status(failure.kind, javascript=javascript) and request_id):
         return []
     turn: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("turn.start", {"context": {"serviceTag": uuid.uuid4().hex}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
+        ("turn.start", {"context": {"serviceTag": tag}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
     return [text_frame(path, request_id, body, usp_headers(failure) if path == "speech.phrase" else {}) for path, body in turn]
 
 
-async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting) -> None:
+async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting,
+                 observe: Observe | None = None, failed: FailedTurns | None = None) -> None:
     """Answer a connection accepted only to be refused, counted in its server's ``waiting``: once its request begins
     (:meth:`Waiting.until_request`; only among what it sent already when :data:`MAX_WAITING` are read so already, or
     the server stops), the failed turn (:func:`failed_turn`; to the SDK for JavaScript told by the close alone, and to
     another told by the close in its status's stead, the message that ends the JavaScript SDK's reading and names the
     kind: :func:`.frames.javascript_reading_end`), then the close with the kind's code on the
-    Speech SDK's route and the reason (:func:`~speech_recognizer.errors.close_args`). Nothing when the client left first."""
+    Speech SDK's route and the reason (:func:`~speech_recognizer.errors.close_args`). Nothing when the client left first.
+
+    ``observe``: counts and logs the refusal once its request is read (or the client left), before it is answered;
+    ``failed``: the server's failed turns, where the turn told is kept, so that a request that continues one refused
+    the same way (the Speech SDK's core asking again: a drain's refusal is ``ServiceUnavailable``) is observed as such."""
     with waiting.answer():
         request = await waiting.until_request(read)
+        if observe is not None:
+            observe(request is not None and failed is not None and failed.continued(request.continues) is failure.kind)
         if request is None:
             return
-        turn = failed_turn(failure, request.id, request.javascript)
+        tag = uuid.uuid4().hex
+        turn = failed_turn(failure, request.id, tag, request.javascript)
+        if turn and failed is not None:
+            failed.failed(tag, failure.kind)
         named = request.javascript or (told_by_close(failure.kind) and bool(request.id))  # no request: the close at once
         for text in turn or ([javascript_reading_end(failure)] if named else []):
             await send_text(text)
         await close(*close_args(failure, usp=True, javascript=request.javascript))
 
 
-async def refuse(receive: Receive, send: Send, failure: Failure, waiting: Waiting) -> None:
+async def refuse(receive: Receive, send: Send, failure: Failure, waiting: Waiting, observe: Observe | None = None,
+                 failed: FailedTurns | None = None) -> None:
     """:func:`answer` on an ASGI WebSocket accepted already (``receive`` and ``send``, its messages)."""
 
     async def read() -> str | bytes | None:
@@ -237,4 +265,4 @@ async def refuse(receive: Receive, send: Send, failure: Failure, waiting: Waitin
     async def close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    await answer(read, send_text, close, failure, waiting)
+    await answer(read, send_text, close, failure, waiting, observe, failed)

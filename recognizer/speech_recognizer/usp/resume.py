@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CONTINUATION_LOST, Failure
-from .options import previous_service_tag
+from .frames import previous_service_tag
 
 #: How long a cut turn's results, once decoded, wait for the continuation (the SDK connects again at once).
 KEEP_SECONDS = 60.0
