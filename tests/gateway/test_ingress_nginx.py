@@ -276,7 +276,7 @@ def capped(locales: Locales, tmp_path: Path) -> Iterator[tuple[Stack, Connection
     cap, and nginx for the chart's Ingress in front of it."""
     with Stack(tmp_path, GatewayConfig(host="127.0.0.1", port=0, max_connections=SMALL_CAP)) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", locales.recognizers["ko-KR"].port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         assert stack.app is not None
         with ingress_nginx(render_ingress(*ON_LOOPBACK), stack.port, tmp_path / "nginx") as server:
             yield stack, stack.app[GATEWAY].connections, server

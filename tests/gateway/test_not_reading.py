@@ -54,7 +54,7 @@ def gateway(stalling: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=DEAD_PEER_SECONDS)
     with Stack(tmp_path_factory.mktemp("gateway-not-reading"), config) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", stalling.srv.port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         yield stack
 
 
@@ -122,7 +122,7 @@ def bounded(patient: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=STALL_SECONDS)
     with Stack(tmp_path_factory.mktemp("gateway-bounded"), config) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", patient.srv.port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         yield stack
 
 

@@ -81,8 +81,8 @@ def test_a_recognizers_503_is_timed_under_the_class_of_the_kind_it_names_and_its
     with ServerThread(draining) as ko, ServerThread(broken) as fr:
         stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
         stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
-        stack.routes("ko-KR")
-        stack.routes(BROKEN)
+        stack.serving("ko-KR")
+        stack.serving(BROKEN)
         draining.state.drain.begin()  # as SIGTERM begins it: new work refused, 503 draining
         answers = {
             "rest ko-KR": httpx.post(f"{stack.http}{REST}?language=ko-KR", **audio),
@@ -110,7 +110,7 @@ async def test_a_stream_the_recognizer_refuses_is_timed_under_the_kind_it_names_
     vosk, key = f"{stack.ws}/vosk?language=ko-KR", {contract.KEY_HEADER: KEY}
     with ServerThread(app) as ko:
         stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(usp, headers={contract.KEY_HEADER: "wrong"})
@@ -137,8 +137,8 @@ def decoder_held(registry: ModelRegistry, pcm: bytes, tmp_path: Path, stack: Sta
     with ServerThread(busy) as ko, ServerThread(broken) as fr:
         stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
         stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
-        stack.routes("ko-KR")
-        stack.routes(BROKEN)
+        stack.serving("ko-KR")
+        stack.serving(BROKEN)
         with connect(f"{stack.ws}/vosk?language=ko-KR") as holder:
             holder.send(pcm[:3200])
             holder.recv(timeout=30)  # the only decoder is taken
@@ -216,7 +216,7 @@ def test_an_idle_vosk_connection_is_the_clients_at_the_gateway_as_at_its_recogni
     app = create_app(make_settings(tmp_path, "ConnectionIdleSeconds=1"), registry)
     with ServerThread(app) as ko:
         stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         closes = []
         for hello in ((), ('{"config": {"sample_rate": 16000}}',)):
             with connect(f"{stack.ws}/vosk?language=ko-KR") as ws:

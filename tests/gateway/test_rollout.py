@@ -90,7 +90,7 @@ def test_a_rollout_under_keep_alive_traffic_fails_no_request(pods: list[Recogniz
     audio = speech_wav.read_bytes()
     with Balancer([new.port, old.port], ready=[1]) as service, Stack(tmp_path) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", service.port))
-        stack.routes("ko-KR")
+        stack.serving("ko-KR")
         clients = [Client(stack.http, audio) for _ in range(GATEWAY_CLIENTS)]
         direct = Client(service.http, audio)
         for client in (*clients, direct):
