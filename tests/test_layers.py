@@ -28,6 +28,7 @@ CALLED_FROM_OUTSIDE = {
     "speech_operator/gateway.py": {"_DirectoryCollector.collect"},  # prometheus_client's Collector protocol
     "speech_operator/metrics.py": {"Exporter.collect"},  # prometheus_client's Collector protocol
     "speech_operator/gateway_http_limits.py": {"_HeadParser.message_consumed"},  # aiohttp's handler calls its parser's
+    "speech_operator/gateway_relay.py": {"_ClientSide._close_transport"},  # aiohttp's WebSocketResponse calls its own
 }
 
 

@@ -30,7 +30,8 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it).
+  recognizer's side's is (aiohttp's client reads it, within the same bound). At the stop, a client that takes in
+  nothing has its connection reset once that bound passed (:meth:`_ClientSide.stop`): nothing is left to the kernel.
 
 What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
 counts it, :data:`Failed`): the recognizer's connection that broke (no close frame, a send or a REST answer that
@@ -415,6 +416,9 @@ class _ClientSide(web.WebSocketResponse):
         #: The code of the close frame sent to the client (None: none reached it). aiohttp's ``close_code`` is, once
         #: the gateway closed first, the code the client answered with (aiohttp's client answers 1000 to any).
         self.sent_code: int | None = None
+        #: The code of the close sent at the gateway's stop (:meth:`stop`), once sent: a connection ended with bytes
+        #: waiting unsent is reset.
+        self._stopping: int | None = None
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         error = sys.exc_info()[1]  # aiohttp's refusal of the message, which it is handling
@@ -425,6 +429,29 @@ class _ClientSide(web.WebSocketResponse):
         if first and not isinstance(self.exception(), ConnectionError):  # written (a connection gone fails the write)
             self.sent_code = code
         return closed
+
+    async def stop(self, code: int, reason: bytes) -> None:
+        """Close at the gateway's stop, its close frame written and the client's reply read within
+        :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS` in all; a client that takes in nothing (the close
+        cannot be written, or waits unsent when that time is up) has its connection reset. A close's FIN would wait behind
+        the unsent bytes until the kernel gave the connection up (``TCP_USER_TIMEOUT``, 60 s), long past the gateway's
+        exit; the send stall bound (``SPEECH_GATEWAY_SEND_STALL_SECONDS``) ends with the gateway."""
+        self._stopping = code
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_REPLY_SECONDS):
+                await _close(self, code, reason)
+
+    def _close_transport(self) -> None:
+        """aiohttp's end of the connection once its close ended (the reply read, not come in time, or the write failed):
+        at the stop, a reset when bytes still wait unsent (:meth:`stop`: the client never got the close, 1006), else the
+        close's code is what the client got, its reply come or not."""
+        transport = self._req.transport if self._req is not None else None
+        if self._stopping is not None and transport is not None and unsent_bytes(transport):
+            reset(transport)
+            return
+        if self._stopping is not None and self.sent_code is None:
+            self.sent_code = self._stopping
+        super()._close_transport()
 
 
 def client_got(response: web.StreamResponse) -> int:
@@ -542,7 +569,7 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
         return await session.ws_connect(
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
             compress=0, max_msg_size=0, decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10))
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_REPLY_SECONDS))
     except aiohttp.WSServerHandshakeError as exc:  # a 101 that is no WebSocket's (a refusal is RefusedUpgrade)
         raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) answered the "
                                f"upgrade with a broken handshake: {exc.message}", failures.UNAVAILABLE) from None
@@ -708,7 +735,8 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             else:
                 log.debug("a relayed WebSocket of %s closed while idle as the gateway stops", backend.locale)
             await _stopped(to_upstream)
-            await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
+            stopping = client.stop(*closed) if isinstance(client, _ClientSide) else _close(client, *closed)
+            await asyncio.gather(stopping, _close(upstream, *closed))
     finally:
         idle.cancel()
         for pump in (to_upstream, to_client):

@@ -52,7 +52,9 @@ Not ended, such a wait held the stop until it ran out. A /vosk connection the ga
 and counted alike until its close handshake ends.
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
-(the client's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection. Those closed at the deadline end
+(each side's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection; a client that takes in nothing, whose
+close cannot be written or waits unsent then, has its connection reset (a FIN would wait behind what it does not take
+in until the kernel gave the connection up, long after the gateway's exit). Those closed at the deadline end
 theirs still in the drain: from aiohttp's shutdown on, a close reply would be dropped unread.
 
 The whole stop is bounded: the drain takes at most ``shutdown_seconds`` and, for the relays closed at its deadline,

@@ -1,7 +1,9 @@
 """A relayed WebSocket the gateway closes itself (its stop: idle 1000, out of time 1001; a recognizer lost: 1011) ends
 with a close handshake on the client's side (RFC 6455 5.5.1): the close frame, the client's close reply read, then
 the end of the TCP connection; a client that never replies is cut after
-:data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`, and the stop stays within its bound.
+:data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`, and the stop stays within its bound. At the stop, a client
+that takes in nothing is reset once that bound passed, and a recognizer that never answers the gateway's close holds the
+stop no longer than it.
 
 The client is the ``websockets`` library's own protocol (Sans-I/O) over a socket of the test's, so that its close reply
 goes out when the test says: a gateway that ends the connection before it (the same millisecond as its close frame,
@@ -12,6 +14,7 @@ passed on to the recognizer already was a handshake (aiohttp's client reads the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -23,14 +26,20 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close
 from websockets.http11 import Response
 from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from speech_operator.gateway import GATEWAY
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, STOPPED_MIDSTREAM
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM
+from speech_recognizer.serving import DEAD_PEER_SECONDS
+from tests.recognizer.test_not_reading import deaf_websocket
+from tests.support import TcpServerThread, read_wav
 
 from .conftest import Recognizer, start_recognizer
-from .test_shutdown import PROMPT, asleep_stack, gateway, ko  # noqa: F401 - ko: the fixture
+from .test_not_reading import gateway_side, vosk_stream
+from .test_shutdown import PROMPT, asleep_stack, close_of, gateway, ko  # noqa: F401 - ko: the fixture
 
 #: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
 DEADLINE_SECONDS = 2
@@ -220,3 +229,77 @@ def test_a_websocket_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_
     finally:
         stack.__exit__()
     assert stack.stopped_in is not None and stack.stopped_in < PROMPT, f"the gateway took {stack.stopped_in:.1f} s to stop"
+
+
+#: Resets a client that takes in nothing sends on its /vosk stream: each answered at once, their replies fill the
+#: buffers on the way back.
+RESETS = 5000
+
+
+def test_a_client_that_takes_in_nothing_is_reset_at_the_stop(ko: Recognizer, tmp_path: Path,  # noqa: F811 - the fixture imported
+                                                             speech_wav: Path) -> None:
+    """A /vosk stream whose client reads nothing (its window shut behind the replies to its resets) when
+    ``shutdown_seconds`` run out, the gateway's own bound on such a client (``SPEECH_GATEWAY_SEND_STALL_SECONDS``) the
+    longest: its close 1001 cannot reach it, and its connection is reset once CLOSE_REPLY_SECONDS passed, gone from the
+    gateway's side by the end of the stop. Before: its FIN waited behind the bytes it did not take in, the connection
+    established for 60 s after the stop (until the kernel gave it up)."""
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=DEADLINE_SECONDS, send_stall_seconds=DEAD_PEER_SECONDS)
+    try:
+        sock, protocol = deaf_websocket(stack.port, "/vosk?language=ko-KR")
+        with sock:
+            for message in vosk_stream(RESETS, read_wav(speech_wav)[0])[:-1]:  # no eof: the stream goes on
+                protocol.send_text(message) if message.startswith(b"{") else protocol.send_binary(message)
+            sock.settimeout(10)
+            sock.sendall(b"".join(protocol.data_to_send()))
+            port = sock.getsockname()[1]
+            stack.eventually(lambda: int(gateway_side(stack, port, 2) or 0) > 0, 30, "bytes wait unsent for the client")
+            stopping = time.monotonic()
+            stack.stop()
+            stack.join()
+            stopped = time.monotonic() - stopping
+            bound = DEADLINE_SECONDS + AFTER_DRAIN_SECONDS + 0.5
+            while side := gateway_side(stack, port):
+                assert time.monotonic() - stopping < bound, f"the gateway's end of the connection still {side}, " \
+                    f"{time.monotonic() - stopping:.1f} s after the stop began (the gateway stopped in {stopped:.2f} s)"
+                time.sleep(0.05)
+            gone = time.monotonic() - stopping
+    finally:
+        stack.__exit__()
+    assert stack.stopped_in is not None and stack.stopped_in < DEADLINE_SECONDS + AFTER_DRAIN_SECONDS + 0.5, stack.stopped_in
+    print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s, its end of the connection gone {gone:.2f} s after the stop began")
+
+
+class Mute(TcpServerThread):
+    """A stand-in recognizer that accepts a WebSocket, then reads what comes and answers nothing, a close neither."""
+
+    def __init__(self) -> None:
+        self.port = 0
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol()
+        while not (events := protocol.events_received()):
+            if not (data := await reader.read(65536)):
+                return
+            protocol.receive_data(data)
+        protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
+        writer.write(b"".join(protocol.data_to_send()))
+        while await reader.read(65536):
+            pass
+
+
+def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than_close_reply_seconds(tmp_path: Path) -> None:
+    """An idle /vosk connection closed at the stop, its recognizer never answering the gateway's close: the gateway
+    waits CLOSE_REPLY_SECONDS for that reply, as for a client's, and stops then. Before: aiohttp's 10 s."""
+    with Mute() as mute:
+        stack = gateway(tmp_path / "gateway", mute)
+        try:
+            with connect(f"{stack.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
+                time.sleep(SETTLE_SECONDS)  # idle and quiet: closed as soon as the stop begins
+                stack.stop()
+                code, reason, _ = close_of(ws)
+            stack.join()
+        finally:
+            stack.__exit__()
+    assert (code, reason) == (1000, IDLE_REASON)
+    assert stack.stopped_in is not None and stack.stopped_in < CLOSE_REPLY_SECONDS + 1.5, f"the gateway took {stack.stopped_in:.1f} s to stop"
+    print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")

@@ -65,11 +65,12 @@ def failures(stack: Stack) -> dict[str, float]:
             if s.name == "speech_gateway_failures_total"}
 
 
-def gateway_side(stack: Stack, port: int) -> str:
-    """The state of the gateway's end of the client's connection from ``port`` ("" once gone)."""
+def gateway_side(stack: Stack, port: int, column: int = 0) -> str:
+    """A column of ``ss``' line for the gateway's end of the client's connection from ``port``: its state (0), Recv-Q
+    (1), Send-Q (2); "" once gone."""
     out = subprocess.run(["ss", "-tnH", "state", "all", f"( sport = :{stack.port} and dport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout
-    return out.split()[0] if out.strip() else ""
+    return out.split()[column] if out.strip() else ""
 
 
 def test_a_client_of_the_gateway_that_never_reads_is_no_recognizer_lost(

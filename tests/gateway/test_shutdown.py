@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import azure.cognitiveservices.speech as speechsdk
 import httpx
@@ -30,7 +31,7 @@ from harness.usp import client_audio_frame, client_text_frame
 from speech_operator.gateway import GATEWAY, GatewayConfig
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown
 from speech_recognizer.usp.frames import parse_text, text_frame
-from tests.support import Reference, free_port, read_wav, scrape_metrics
+from tests.support import Reference, TcpServerThread, free_port, read_wav, scrape_metrics
 from tests.usp.sdk import assert_same, config, continuous, expected, reported
 
 from .conftest import Recognizer, Stack, speech_to_text, start_recognizer
@@ -55,11 +56,12 @@ def ko(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recognizer]:
         r.kill()
 
 
-def gateway(tmp: Path, recognizer: Recognizer, port: int = 0, shutdown_seconds: float = SHUTDOWN_SECONDS) -> Stack:
-    """A gateway (with its kmock and watch) routing ko-KR to ``recognizer``, listening on ``port``, once it sees its pod
-    ready."""
+def gateway(tmp: Path, recognizer: Recognizer | TcpServerThread, port: int = 0, shutdown_seconds: float = SHUTDOWN_SECONDS,
+            **config: Any) -> Stack:
+    """A gateway (with its kmock and watch, ``config`` its other settings) routing ko-KR to ``recognizer``, listening on
+    ``port``, once it sees its pod ready."""
     tmp.mkdir()
-    stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=port, shutdown_seconds=shutdown_seconds)).__enter__()
+    stack = Stack(tmp, GatewayConfig(host="127.0.0.1", port=port, shutdown_seconds=shutdown_seconds, **config)).__enter__()
     stack.create(speech_to_text("ko-kr", "ko-KR", recognizer.port))
     stack.serving("ko-KR")
     return stack
