@@ -716,11 +716,14 @@ class Gateway:
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
-                          backend: Backend | None, protocols: tuple[str, ...], close_wait: float = CLOSE_REPLY_SECONDS) -> web.WebSocketResponse:
-        locale = backend.locale if backend else None
-        self._count(failure, route, backend, request)
-        self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
-        return await refuse(request, failure, protocols, close_wait, usp=route == "usp", refusals=self.refusals)
+                          backend: Backend | None, protocols: tuple[str, ...], close_wait: float = CLOSE_REPLY_SECONDS) -> web.StreamResponse:
+        with self.shutdown.refusing() as waited_for:
+            if not waited_for:  # the stop's drain has ended: no close handshake could end now
+                return self._refused_http(request, failure, route, backend, closing=True)
+            locale = backend.locale if backend else None
+            self._count(failure, route, backend, request)
+            self.metrics.requests.labels(route, locale or "-", str(failure.kind.close)).inc()
+            return await refuse(request, failure, protocols, close_wait, usp=route == "usp", refusals=self.refusals)
 
     async def close_when_stopping(self, request: web.Request, response: web.StreamResponse) -> None:
         """Once the gateway stops, every answer but a WebSocket's says ``Connection: close`` and closes its

@@ -49,7 +49,9 @@ had begun, its close with the refusal's code and reason; the drain waits until e
 close handshake included (:attr:`Shutdown.refusals`; a client that never answers its close is cut after
 :data:`CLOSE_REPLY_SECONDS`): aiohttp's shutdown would drop the close reply, and the connection end only when cut.
 Not ended, such a wait held the stop until it ran out. A /vosk connection the gateway refuses is closed at once,
-and counted alike until its close handshake ends.
+and counted alike until its close handshake ends. An upgrade refused once the drain has ended gets the refusal as an
+HTTP answer (its status and reason, then the connection's end): no close reply could be read any more
+(:meth:`Shutdown.refusing`).
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
 (each side's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection; a client that takes in nothing, whose
@@ -205,18 +207,25 @@ class Shutdown:
         #: The WebSockets refused now, until their close ends (the Speech SDK's read for their request are answered at
         #: once at the stop).
         self.refusals = refusals or Waiting()
+        #: The gateway's refusals of a WebSocket upgrade in progress (:meth:`refusing`), from before the upgrade's acceptance
+        #: to the end of its close.
+        self.refused = 0
+        #: Set once the drain has ended: from then on aiohttp's shutdown drops what arrives, a close reply too, so no
+        #: refusal begins a WebSocket (:meth:`refusing`).
+        self.drained = False
 
     async def drain(self, seconds: float) -> None:
         """Close the relays as they become idle, and return once none is left; after ``seconds``, close
         the rest. Call it once the gateway no longer listens."""
         running = sum(not p.idle for p in self.relays)
-        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake and %d refused are "
-                 "answered at once; %d stream(s) and %d request(s) in progress get up to %g s to end",
-                 len(self.relays) - running, self.held, self.refusals.reading, running, self.requests, seconds)
+        log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake answered at once, %d "
+                 "refused WebSocket(s) end their close (%d read for their request answered at once); %d stream(s) and %d "
+                 "request(s) in progress get up to %g s to end", len(self.relays) - running, self.held, self.refused,
+                 self.refusals.reading, running, self.requests, seconds)
         self.begun.set()
         self.refusals.end()
         deadline = time.monotonic() + seconds
-        while (self.relays or self.requests or self.refusals.answering) and time.monotonic() < deadline:
+        while (self.relays or self.requests or self.refused or self.refusals.answering) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
             log.warning("gateway stopping: %d request(s) still in progress after %g s get 503 when their recognizer "
@@ -229,8 +238,9 @@ class Shutdown:
         # aiohttp's shutdown, next, drops whatever arrives on its connections: the close replies of the relays closed
         # now (and of refusals still closing) are read first, or their clients would see the close and no handshake.
         deadline = time.monotonic() + CLOSE_REPLY_SECONDS
-        while (self.relays or self.refusals.answering) and time.monotonic() < deadline:
+        while (self.relays or self.refused or self.refusals.answering) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
+        self.drained = True  # at once after the last look: a refusal that begins later is no WebSocket (refusing)
 
     async def unless_stopping(self, waiting: Awaitable[T], failure: failures.Failure) -> T:
         """What ``waiting`` (a hold while a locale wakes) gives, unless the gateway stops first: then it is
@@ -245,6 +255,20 @@ class Shutdown:
         """What ``waiting`` (a recognizer's answer not begun yet) gives, unless ``shutdown_seconds`` run out
         first: then it is cancelled and ``failure`` raised (the client gets it, not a cut connection)."""
         return await _unless(self.over, waiting, failure)
+
+    @contextlib.contextmanager
+    def refusing(self) -> Iterator[bool]:
+        """A refusal of a WebSocket upgrade for the time of the block, which the drain waits for: True, or False once the
+        drain has ended (then the refusal is to be an HTTP answer: a close's reply would be dropped unread by aiohttp's
+        shutdown, and its connection end only when that shutdown cut it). Enter it before the upgrade's first await."""
+        if self.drained:
+            yield False
+            return
+        self.refused += 1
+        try:
+            yield True
+        finally:
+            self.refused -= 1
 
     @contextlib.contextmanager
     def requesting(self) -> Iterator[None]:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +35,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from speech_operator.gateway import GATEWAY
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, Shutdown
 from speech_recognizer.serving import DEAD_PEER_SECONDS
 from tests.recognizer.test_not_reading import deaf_websocket
 from tests.support import TcpServerThread, read_wav
@@ -201,12 +204,15 @@ REFUSED = {"usp": ("/speech/recognition/conversation/cognitiveservices/v1?langua
 
 
 @pytest.mark.parametrize("route", list(REFUSED))
-def test_a_websocket_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_path: Path, route: str) -> None:
+def test_a_websocket_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_path: Path, route: str,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
     """A WebSocket the gateway refuses (a language no SpeechToText serves) when it stops: on the Speech SDK's route one
     still read for its request, closed (1007, the reason) at the stop; on /vosk one closed at once, its close reply not
-    come yet. Either connection ends once its close reply came, and the gateway at once. Before: the drain did not wait
-    for such a close's reply (the Speech SDK's: only until none was read for its request; /vosk's: not at all), which
-    aiohttp's shutdown then dropped: the connection ended when that shutdown cut it."""
+    come yet. Either connection ends once its close reply came, and the gateway at once; the stop's log line counts the
+    refusal it waits for. Before: the drain did not wait for such a close's reply (the Speech SDK's: only until none was
+    read for its request; /vosk's: not at all), which aiohttp's shutdown then dropped: the connection ended when that
+    shutdown cut it; the log line counted only the refusals read for their request (/vosk's: 0)."""
+    caplog.set_level(logging.INFO, logger="speech_operator.gateway")
     stack = asleep_stack(tmp_path / "gateway", 30)
     path, subprotocols = REFUSED[route]
     try:
@@ -229,6 +235,9 @@ def test_a_websocket_the_gateway_refuses_gets_a_close_handshake_at_the_stop(tmp_
     finally:
         stack.__exit__()
     assert stack.stopped_in is not None and stack.stopped_in < PROMPT, f"the gateway took {stack.stopped_in:.1f} s to stop"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gateway stopping:")]
+    counted = [int(m[1]) for line in said if (m := re.search(r"(\d+) refused", line))]
+    assert counted == [1], said
 
 
 #: Resets a client that takes in nothing sends on its /vosk stream: each answered at once, their replies fill the
@@ -303,3 +312,46 @@ def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than
     assert (code, reason) == (1000, IDLE_REASON)
     assert stack.stopped_in is not None and stack.stopped_in < CLOSE_REPLY_SECONDS + 1.5, f"the gateway took {stack.stopped_in:.1f} s to stop"
     print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")
+
+
+def test_an_upgrade_refused_once_the_drain_ended_is_answered_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade the gateway refuses (/vosk for fr-CA, which nothing serves) that comes on a connection kept alive from
+    before the stop, once the drain has ended and before aiohttp's shutdown (held there by the test until the answer came): its
+    refusal is an HTTP answer (400, its reason), then the end of the connection. Before: a WebSocket accepted and
+    closed, whose close reply aiohttp's shutdown then dropped unread (the drain no longer waited for it)."""
+    drained, answered = threading.Event(), threading.Event()
+    drain = Shutdown.drain
+
+    async def held_after(self: Shutdown, seconds: float) -> None:
+        await drain(self, seconds)
+        drained.set()
+        deadline = time.monotonic() + 5
+        while not answered.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(Shutdown, "drain", held_after)
+    stack = asleep_stack(tmp_path / "gateway", 30)
+    try:
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n")  # taken up, kept alive
+            assert b"200 OK" in sock.recv(65536)
+            stack.stop()
+            assert drained.wait(PROMPT), "the drain did not end"
+            protocol = ClientProtocol(parse_uri(f"{stack.ws}/vosk?language=fr-CA"))
+            protocol.send_request(protocol.connect())
+            sock.sendall(b"".join(protocol.data_to_send()))
+            answer = b""
+            while b"\r\n\r\n" not in answer and (data := sock.recv(65536)):
+                answer += data
+            answered.set()
+            ended = time.monotonic()
+            while data := sock.recv(65536):
+                answer += data
+            ended = time.monotonic() - ended
+    finally:
+        answered.set()
+        stack.__exit__()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400" and b"fr-CA" in body, answer
+    assert ended < CLOSE_REPLY_SECONDS, f"the connection ended {ended:.2f} s after the answer's head"
+    print(f"\n{head.splitlines()[0].decode()}, the connection ended {ended:.3f} s after")
