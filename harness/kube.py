@@ -459,15 +459,24 @@ class Emulator(kmock.KubernetesEmulator):
                 await bus.put({"type": "MODIFIED", "object": raw}, logged=False)  # no watch from a version replays it
         return len(live)
 
-    async def compact(self) -> int:
-        """Forget the watch history up to now, as etcd's compaction and the watch cache's bounded window do: a watch
-        from an older resourceVersion is then answered 410 Expired (what kopf and client-go take as "list again").
-        The version compacted to."""
+    @property
+    def compacted(self) -> dict[str | None, int]:
+        """The version each resource's watch history was last forgotten up to (:meth:`compact`), by plural; None: every
+        resource's."""
+        return self.__dict__.setdefault("_compacted", {})
+
+    async def compact(self, *plurals: str) -> int:
+        """Forget the watch history of ``plurals`` (none: of every resource) up to now, as the watch cache's bounded
+        window of each resource does (etcd's compaction, every resource's): a watch of them from an older
+        resourceVersion is then answered 410 Expired (what kopf and client-go take as "list again"); the others go on
+        from where they were. The version compacted to."""
         async with self._lock:
-            self.__dict__["_compacted"] = self.latest
-            for bus in self._buses.values():
+            for plural in plurals or (None,):
+                self.compacted[plural] = self.latest
+            for resource, bus in self._buses.items():
                 assert isinstance(bus, _Bus)
-                bus.history.clear()
+                if not plurals or resource.plural in plurals:
+                    bus.history.clear()
             return self.latest
 
     async def _serve_list(self, request: kmock.Request) -> Any:
@@ -528,7 +537,7 @@ class Emulator(kmock.KubernetesEmulator):
 
         async with self._lock:
             marker = await bus.mark()  # with the history read at once: nothing falls between, nothing comes twice
-            compacted = int(self.__dict__.get("_compacted", 0))
+            compacted = max(self.compacted.get(None, 0), self.compacted.get(request.resource.plural, 0))
             if since.isdigit() and int(since) > 0:
                 first = [e for e in bus.history if (_version(e["object"]) or 0) > int(since)]
             else:

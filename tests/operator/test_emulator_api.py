@@ -161,8 +161,9 @@ async def test_a_deletion_is_one_deleted_event_with_a_version_of_its_own(apiserv
 async def test_a_watch_from_a_version_replays_what_happened_since_as_it_happened(apiserver: Cluster) -> None:
     """A watch from a list's resourceVersion gets every event after it, as it happened: MODIFIED for an object the
     list had and that changed since, DELETED for one deleted since, ADDED for one made since; a watch from a version
-    older than the history kept (:meth:`Emulator.compact`) gets one ERROR, 410 Expired (apiserver's
-    storage/cacher/watch_cache.go, getAllEventsSinceLocked: "too old resource version"). Before, a watch began with an
+    older than the history kept (:meth:`Emulator.compact` of its resource) gets one ERROR, 410 Expired
+    (apiserver's storage/cacher/watch_cache.go, getAllEventsSinceLocked: "too old resource version"); another
+    resource's compacted, it replays as before. Before, a watch began with an
     ADDED of each object newer than the version: a change since the list came as ADDED, and a deletion not at all."""
     cluster = apiserver
     url = widgets(cluster)
@@ -184,7 +185,11 @@ async def test_a_watch_from_a_version_replays_what_happened_since_as_it_happened
     assert [e[:2] for e in await _events(watch, 1)] == [("MODIFIED", "kept")], "then what happens next"
     await watch.aclose()
 
-    await cluster.emulator.compact()
+    await cluster.emulator.compact("deployments")  # another resource's history: this one's is kept
+    kept = cluster.api.watch(url, {"resourceVersion": since}, 30)
+    assert [e[:2] for e in await _events(kept, 5)] == [e[:2] for e in replayed] + [("MODIFIED", "kept")]
+    await kept.aclose()
+    await cluster.emulator.compact("widgets")
     expired = cluster.api.watch(url, {"resourceVersion": since}, 30)
     event = await asyncio.wait_for(anext(expired), 5)
     assert event["type"] == "ERROR" and event["object"]["code"] == 410 and event["object"]["reason"] == "Expired", event

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, TEST_AGENT, condition, deployment, one_pod_ready
+from conftest import NAMESPACE, condition, deployment, one_pod_ready
 
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
@@ -105,31 +105,47 @@ async def quiet(cluster: Cluster) -> bool:
     return ours(cluster, since) == {}
 
 
-async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], plural: str = "deployments") -> int:
-    """Hold every watch of ``plural`` (the API server out of reach for them), do ``meanwhile``, forget the history
-    (:meth:`Emulator.compact`), let them go: kopf's next watch is answered 410 Expired and it lists them again. The
-    number of the emulator's request that listing was, once it came."""
-    def watches() -> list[kmock.Request]:
+def kopf_listed(cluster: Cluster, since: int) -> list[tuple[int, str]]:
+    """kopf's lists (not its watches) from the emulator's ``since``-th request on: the number of each, and its plural."""
+    return [(since + i, r.resource.plural) for i, r in enumerate(list(cluster.emulator)[since:])
+            if r.method == "GET" and r.resource is not None and r.name is None and r.params.get("watch") != "true"
+            and r.headers.get("User-Agent", "").startswith("kopf/")]
+
+
+async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], *plurals: str) -> int:
+    """Hold every watch of ``plurals`` (Deployments when none; the API server out of reach for them), do
+    ``meanwhile`` (and a write of another resource: the cluster's version moves on), forget their history
+    (:meth:`Emulator.compact`; the other resources' watches go on), let them go:
+    kopf's next watch of each is answered 410 Expired and it lists them again. The number of the emulator's request
+    the first of those listings was, once each came."""
+    plurals = plurals or ("deployments",)
+
+    def watches(plural: str) -> list[kmock.Request]:
         return [r for r in cluster.sent("GET", plural) if r.params.get("watch") == "true"]
 
-    async def restarted(after: int) -> bool:
-        return len(watches()) > after
-    away = cluster.emulator.watches_held[plural] = asyncio.Event()
-    began = len(watches())
-    await cluster.eventually(lambda: restarted(began))  # the last watch ended: the next one is held
+    async def restarted(plural: str, after: int) -> bool:
+        return len(watches(plural)) > after
+    away = {plural: asyncio.Event() for plural in plurals}
+    for plural, event in away.items():
+        began = len(watches(plural))
+        cluster.emulator.watches_held[plural] = event
+        await cluster.eventually(lambda plural=plural, began=began: restarted(plural, began))  # the next one is held
     await meanwhile()
-    await cluster.emulator.compact()
+    await cluster.api.create(cluster.url("v1", "configmaps"), {  # the cluster goes on meanwhile: a version past theirs
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "meanwhile-", "namespace": NAMESPACE}})
+    await cluster.emulator.compact(*plurals)
     since = len(list(cluster.emulator))
-    del cluster.emulator.watches_held[plural]
-    away.set()
+    for plural, event in away.items():
+        del cluster.emulator.watches_held[plural]
+        event.set()
 
-    async def listed() -> int | None:
-        return next((since + i for i, r in enumerate(list(cluster.emulator)[since:]) if r.method == "GET"
-                     and r.resource is not None and r.resource.plural == plural and r.name is None
-                     and r.params.get("watch") != "true" and r.headers.get("User-Agent") != TEST_AGENT), None)
-    listing = await cluster.eventually(listed)
-    assert any(code == "410" for r in watches() for *_, code in cluster.emulator.streamed.get(r.id, [])), "a 410 Expired"
-    return int(listing)
+    async def listed(plural: str) -> int | None:
+        return next((i for i, listed in kopf_listed(cluster, since) if listed == plural), None)
+    listings = [await cluster.eventually(lambda plural=plural: listed(plural)) for plural in plurals]
+    for plural in plurals:
+        assert any(code == "410" for r in watches(plural) for *_, code in cluster.emulator.streamed.get(r.id, [])), (
+            f"a 410 Expired of {plural}")
+    return int(min(listings))
 
 
 async def created(cluster: Cluster, name: str, locale: str) -> None:
@@ -157,6 +173,7 @@ async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_
     await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children not listed, once the listing is over
     await cluster.eventually(lambda: quiet(cluster), 10)
     assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
+    assert [plural for _, plural in kopf_listed(cluster, listing)] == ["deployments"], "the Deployments' listing alone"
 
     async def scale() -> None:
         await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})
