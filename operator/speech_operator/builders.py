@@ -6,6 +6,7 @@ No I/O here. Every recognizer fact (port, routes, setting names, user) comes fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from speech_operator import api
@@ -57,6 +58,17 @@ def labels(stt: api.SpeechToText) -> dict[str, str]:
         LABEL_OWNER: stt.name,
         LABEL_LOCALE: stt.spec.locale,
     }
+
+
+def owner_name(meta: Mapping[str, Any]) -> str | None:
+    """The SpeechToText an object (its ``metadata``) is a child of: its controller's name when that is a SpeechToText,
+    else its :data:`LABEL_OWNER` label's with the operator's ``managed-by`` label; None for any other object. The owner
+    reference first: a child whose labels were edited by hand is still the SpeechToText's (and put back)."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION:
+            return str(ref.get("name"))
+    labels = meta.get("labels") or {}
+    return labels.get(LABEL_OWNER) if labels.get(LABEL_MANAGED_BY) == MANAGER else None
 
 
 def owner_reference(stt: api.SpeechToText) -> Manifest:

@@ -43,14 +43,8 @@ STT = (api.GROUP, api.VERSION, api.PLURAL)
 
 
 def owner_of(body: kopf.Body) -> str | None:
-    """The SpeechToText a Deployment, Service or PodDisruptionBudget is a child of: its controller's name when that is a
-    SpeechToText, else its owner label's with the operator's ``managed-by`` label; None for any other object. The owner
-    reference first: a child whose labels were edited by hand is still seen (and put back)."""
-    for ref in body.metadata.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION:
-            return str(ref.get("name"))
-    labels = body.metadata.labels
-    return labels.get(builders.LABEL_OWNER) if labels.get(builders.LABEL_MANAGED_BY) == builders.MANAGER else None
+    """The SpeechToText a Deployment, Service or PodDisruptionBudget is a child of (:func:`builders.owner_name`)."""
+    return builders.owner_name(body.metadata)
 
 
 def _is_child(body: kopf.Body, **_: Any) -> bool:
@@ -364,11 +358,16 @@ async def status_changed(type: str, name: str, namespace: str | None, status: ko
     spec yet (:func:`handled`; kopf writes it once the creation's handler is done) and are let be; with the record, one
     read of the live object tells. A listing kopf made again (:func:`listed_again`) is looked at as an event: a status
     written over while the watch was away is written again then (no request when it is the operator's); not the first
-    listing, at the operator's start (nothing reported yet, and each SpeechToText is resumed then)."""
+    listing, at the operator's start (nothing reported yet, and each SpeechToText is resumed then). Once that listing
+    is over, its children are looked for (:meth:`~speech_operator.reconcile.Runtime.relisted`): one deleted while the
+    watches of its kind were away too, the last of its kind in its namespace, is in no listing of theirs."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
-    if listed_again(type, memo) is None or type == "DELETED":
+    again = listed_again(type, memo)
+    if again is None or type == "DELETED":
         return
+    if again:
+        rt.relisted(api.KIND, namespace, name)
     if rt.foreign(namespace, name, dict(status)):
         logger.info("its status was written by someone else: written again")
     elif (rt.unsure(namespace, name, dict(status)) and handled(body)

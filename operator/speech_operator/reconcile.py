@@ -96,9 +96,11 @@ class Runtime:
     #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
     refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     _refresh_again: set[tuple[str, str]] = field(default_factory=set)
-    #: The listings kopf makes again of the SpeechToTexts' children, by kind and namespace, under way: the owners whose
-    #: child of that kind each had, and the look due once it is over (:meth:`relisted`).
+    #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace, under way: the
+    #: SpeechToTexts listed (of a child kind: whose child each had), and the look due once it is over (:meth:`relisted`).
     relistings: dict[tuple[str, str], tuple[set[str], asyncio.Task[None]]] = field(default_factory=dict)
+    #: When (loop time) the last of those listings of each kind and namespace began.
+    relisted_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.events = Events(self.kube, self.ending)
@@ -172,29 +174,71 @@ class Runtime:
                 del self.refreshing[key]
 
     def relisted(self, kind: str, namespace: str, owner: str) -> None:
-        """``owner``'s child of ``kind`` came in a listing kopf made again (a watch that could not go on: 410 Gone).
-        Once no more of it came for :data:`RELIST_SETTLE_SECONDS`, each SpeechToText of ``namespace`` whose last
-        reconcile kept a child of ``kind`` (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that
-        the listing had none of is reconciled: that child was deleted while the watch was away, and no event says so.
-        No request when none is missing. A listing with no object of ``kind`` in ``namespace`` reaches no handler:
-        a deletion then waits for its owner's next reconcile."""
+        """``owner`` (a SpeechToText, ``kind`` :data:`api.KIND`), or its child of ``kind``, came in a listing kopf made
+        again (a watch that could not go on: 410 Gone). Once no more of it came for :data:`RELIST_SETTLE_SECONDS`, each
+        SpeechToText of ``namespace`` whose last reconcile kept a child of ``kind`` (:class:`Observed`; :class:`Amiss`:
+        one not refused, no name taken) that the listing had none of is reconciled: that child was deleted while the
+        watch was away, and no event says so. No request when none is missing. A listing with no object of ``kind`` in
+        ``namespace`` reaches no handler; the SpeechToTexts' own listing looks for their children of each kind kopf
+        did not list again meanwhile (:meth:`_children_looked_for`)."""
         key = (kind, namespace)
         owners, task = self.relistings.get(key, (set(), None))
         if task is not None:
             task.cancel()
+        else:
+            self.relisted_at[key] = asyncio.get_running_loop().time()
         owners.add(owner)
         self.relistings[key] = (owners, asyncio.get_running_loop().create_task(
             self._relisting_over(kind, namespace, owners), name=f"{kind}s of {namespace} listed again"))
 
     async def _relisting_over(self, kind: str, namespace: str, listed: set[str]) -> None:
         await asyncio.sleep(RELIST_SETTLE_SECONDS)
+        if kind == api.KIND:
+            await self._children_looked_for(namespace, listed)  # cancelled as the sleep: by one more of that listing
         self.relistings.pop((kind, namespace), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
-        kept: list[tuple[tuple[str, str], Observed | Amiss]] = [*self.observed.items(), *(
-            (key, last) for key, last in self.amiss.items()
-            if not any(child["kind"] == kind for child, _ in [*last.refused, *last.conflicts]))]
-        for (ns, name), last in kept:
-            if ns == namespace and name not in listed and any(child["kind"] == kind for child in last.children):
-                log.info("%s %s/%s: its %s was not in the listing kopf made again: reconciled", api.KIND, ns, name, kind)
+        if kind != api.KIND:
+            self._lacking(kind, namespace, listed, "was not in the listing kopf made again")
+
+    async def _children_looked_for(self, namespace: str, listed: set[str]) -> None:
+        """Once kopf's listing of the SpeechToTexts of ``namespace`` made again (``listed``) is over: the children of
+        each kind those SpeechToTexts' last reconciles kept, listed once per kind (the operator's, by its
+        ``managed-by`` label), and each SpeechToText lacking its child of that kind reconciled. A watch of them that
+        could not go on either (410 Gone: a restarted API server forgot every watch's history) lists them again, and
+        a deletion meanwhile of the last of a kind in ``namespace`` reaches no handler of theirs. Not the kinds kopf
+        listed again from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
+        :meth:`relisted`); a failure is one line, and the look is left to the next reconciles."""
+        began = self.relisted_at.get((api.KIND, namespace), 0.0) - RELIST_SETTLE_SECONDS
+        kinds = {child["kind"] for (ns, name), last in self._kept() if ns == namespace and name in listed
+                 for child in last.children}
+        selector = f"{builders.LABEL_MANAGED_BY}={builders.MANAGER}"
+        for kind in sorted(kinds):
+            if (kind, namespace) in self.relistings or self.relisted_at.get((kind, namespace), began - 1) >= began:
+                continue
+            api_version, plural = PLURALS[kind]
+            try:
+                found = await self.kube.request("GET", path(api_version, plural, namespace, None),
+                                                query={"labelSelector": selector})
+            except UNANSWERED as exc:
+                log.warning("listing the %ss of %s (kopf listed its %ss again): %s: %s; looked for at their next "
+                            "reconciles", kind, namespace, api.KIND, type(exc).__name__, exc)
+                continue
+            owners = {owner for item in (found or {}).get("items") or []
+                      if (owner := builders.owner_name(item.get("metadata") or {})) is not None}
+            self._lacking(kind, namespace, owners, "is gone", among=listed)
+
+    def _kept(self, kind: str | None = None) -> list[tuple[tuple[str, str], Observed | Amiss]]:
+        """The SpeechToTexts whose last reconcile kept what it decided (:class:`Observed`, :class:`Amiss`), with it;
+        with ``kind``, not those whose child of ``kind`` was refused or whose name is taken."""
+        return [*self.observed.items(), *((key, last) for key, last in self.amiss.items() if kind is None or not any(
+            child["kind"] == kind for child, _ in [*last.refused, *last.conflicts]))]
+
+    def _lacking(self, kind: str, namespace: str, present: set[str], why: str, among: set[str] | None = None) -> None:
+        """Reconcile each SpeechToText of ``namespace`` (``among`` these) whose last reconcile kept a child of ``kind``
+        and that is not among the owners ``present`` of one."""
+        for (ns, name), last in self._kept(kind):
+            if (ns == namespace and name not in present and (among is None or name in among)
+                    and any(child["kind"] == kind for child in last.children)):
+                log.info("%s %s/%s: its %s %s: reconciled", api.KIND, ns, name, kind, why)
                 self.retry(ns, name, 0)
 
     def forget_retry(self, namespace: str, name: str) -> None:

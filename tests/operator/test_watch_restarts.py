@@ -212,6 +212,44 @@ async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_a
 
 
 @pytest.mark.parametrize("watch_seconds", [1])
+async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is_made_again_once_the_owners_are_listed(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The one SpeechToText's Deployment, the only Deployment of the namespace, deleted while kopf's watches of
+    Deployments and of SpeechToTexts are away, their history forgotten meanwhile: kopf's listing of Deployments after
+    is empty and reaches no handler. Once its listing of SpeechToTexts is over, the operator lists the kinds of their
+    children kopf did not list again (one request each) and reconciles the SpeechToText lacking its Deployment. A
+    listing of SpeechToTexts with nothing changed costs those lists alone, and none when kopf listed the children
+    again too. Before, the Deployment stayed deleted until the SpeechToText's next reconcile."""
+    caplog.set_level(logging.INFO, logger="speech_operator")
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster), 10)
+
+    async def delete() -> None:
+        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
+    listing = await relisted(cluster, delete, api.PLURAL, "deployments")
+    await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listings that lacked the Deployment:", sent)
+    assert sent.get("GET deployments") == 1 and sent.get("GET services") == 1, sent
+    assert sent.get("GET speechtotexts en-us") == 1 and sent.get("PATCH deployments en-us") == 1, sent
+    assert caplog.text.count("its Deployment is gone: reconciled") == 1, caplog.text
+
+    async def nothing() -> None:
+        pass
+    costs: dict[tuple[str, ...], dict[str, int]] = {}
+    for plurals in ((api.PLURAL,), (api.PLURAL, "deployments", "services")):
+        listing = await relisted(cluster, nothing, *plurals)
+        await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children, once the listing is over
+        await cluster.eventually(lambda: quiet(cluster), 10)
+        costs[plurals] = ours(cluster, listing + 1)
+    print("the operator's requests after a listing with nothing changed:", costs)
+    assert costs == {(api.PLURAL,): {"GET deployments": 1, "GET services": 1},
+                     (api.PLURAL, "deployments", "services"): {}}, costs
+    assert caplog.text.count("is gone: reconciled") == 1 and "not in the listing" not in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
 @pytest.mark.parametrize(("written", "said"), [
     ({"conditions": []}, "its status was written by someone else: written again"),
     (None, "its status was removed by someone else: written again")], ids=["cleared", "removed"])
@@ -219,8 +257,9 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
         cluster: Cluster, caplog: pytest.LogCaptureFixture, written: dict[str, Any] | None, said: str) -> None:
     """The API server out of reach for kopf's watches of SpeechToTexts while someone clears the conditions of one (or
     removes its whole status), the history forgotten meanwhile: kopf lists them again, each with no event type, as at
-    its start. That listing has the status written again, in one line; one with nothing changed costs no request at
-    all (neither the operator's nor kopf's). Before, a listing's SpeechToTexts were all taken for the start's and left:
+    its start. That listing has the status written again, in one line; one with nothing changed costs no write (neither
+    the operator's nor kopf's), only the lists of the children's kinds kopf did not list again (the look for a child
+    gone with them). Before, a listing's SpeechToTexts were all taken for the start's and left:
     the status stayed cleared until that SpeechToText's next event."""
     caplog.set_level(logging.INFO, logger="kopf.objects")
     await created(cluster, "en-us", "en-US")
@@ -229,8 +268,9 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing, api.PLURAL)
+    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
     await cluster.eventually(lambda: quiet(cluster), 10)
-    assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
+    assert ours(cluster, listing + 1) == {"GET deployments": 1, "GET services": 1}, "a listing with nothing changed"
 
     async def write() -> None:
         await cluster.api.patch(cluster.stt_url("en-us", "status"), {"status": written})
@@ -240,6 +280,7 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
     async def written_again() -> bool:
         return (await condition(cluster, "Ready")).get("status") == "True"
     await cluster.eventually(written_again)
+    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
     await cluster.eventually(lambda: quiet(cluster), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that had the status written over:", sent)
