@@ -241,11 +241,18 @@ async def watched(cluster: Cluster, plural: str) -> bool:
                and r.headers.get("User-Agent") != TEST_AGENT for r in list(cluster.emulator))
 
 
-async def quiet(cluster: Cluster, settle: float = 1.0) -> bool:
-    """True once the operator has sent no request for ``settle`` seconds (poll it with ``eventually``)."""
+async def quiet(cluster: Cluster, settle: float = 1.0, counted: Callable[[kmock.Request], bool] | None = None) -> bool:
+    """True once no request came for ``settle`` seconds (poll it with ``eventually``); with ``counted``, none of those
+    it counts (:func:`operators`, the operator's own or kopf's writes, its reads of one object)."""
     before = len(list(cluster.emulator))
     await asyncio.sleep(settle)
-    return len(list(cluster.emulator)) == before
+    return not any(counted is None or counted(r) for r in list(cluster.emulator)[before:])
+
+
+def operators(request: kmock.Request) -> bool:
+    """Whether ``request`` is one :func:`operator_requests` counts: the operator's or kopf's (not the test's), no watch."""
+    return (request.headers.get("User-Agent") != TEST_AGENT and request.params.get("watch") != "true"
+            and request.resource is not None)
 
 
 def operator_requests(cluster: Cluster, since: int = 0, until: int | None = None) -> dict[str, int]:
@@ -253,7 +260,7 @@ def operator_requests(cluster: Cluster, since: int = 0, until: int | None = None
     not included), by verb and resource."""
     counts: dict[str, int] = {}
     for r in list(cluster.emulator)[since:until]:
-        if r.headers.get("User-Agent") == TEST_AGENT or r.params.get("watch") == "true" or r.resource is None:
+        if not operators(r):
             continue
         key = " ".join(filter(None, (r.method, r.resource.plural, r.subresource)))
         counts[key] = counts.get(key, 0) + 1

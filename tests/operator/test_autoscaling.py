@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from conftest import operator_requests, reconcile_errors
+from conftest import operator_requests, operators, quiet, reconcile_errors
 
 from harness.kube import PROXY_PAGE
 from speech_operator.gateway import serving
 from tests.controllers import Replicas
 
 if TYPE_CHECKING:
+    import kmock
     from conftest import Cluster
 
 NAMESPACE = "speech"
@@ -147,12 +148,13 @@ class Scaled:
         """:meth:`looked_at`, then Ready and one second of nothing but looks (lists of the pods)."""
         await self.looked_at()
 
-        async def quiet() -> bool:
+        def more(r: kmock.Request) -> bool:
+            return operators(r) and not (r.method == "GET" and r.resource.plural == "pods" and r.subresource is None)
+
+        async def settled() -> bool:
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (await self.status()).get("conditions") or [])
-            since = len(list(self.cluster.emulator))
-            await asyncio.sleep(1)
-            return ready and set(operator_requests(self.cluster, since)) <= {"GET pods"}
-        await self.cluster.eventually(quiet, PATIENCE)
+            return ready and await quiet(self.cluster, counted=more)
+        await self.cluster.eventually(settled, PATIENCE)
 
     async def looked_at(self) -> None:
         """en-us made from :data:`BODY`, its pod ready, and the autoscaler's first look in its status."""

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from conftest import operator_requests
+from conftest import operator_requests, quiet
 from stt_schema import older
 
 from speech_operator import crd, crd_check, crd_watch
 from speech_operator.kube import Kube
 
 if TYPE_CHECKING:
+    import kmock
     from conftest import Cluster
 
 NAMESPACE = "speech"
@@ -69,7 +70,10 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
     # (once the reconciles the patch brought about are over: nothing but the CRD's change wakes one then).
     # The Degraded re-check (every 0.2 s here) leaves an outdated CRD to the watch: the reads stop, for good. Waited
     # for rather than timed, as a loaded machine may take seconds over those reconciles; a re-check reads every 0.2 s.
-    reads = await quiet(cluster, 1.0, within=PATIENCE)
+    def read(r: kmock.Request) -> bool:
+        return r in cluster.sent("GET", "speechtotexts", "en-us")
+    await cluster.eventually(lambda: quiet(cluster, counted=read), PATIENCE)
+    reads = len(cluster.sent("GET", "speechtotexts", "en-us"))
     await asyncio.sleep(2)  # ten re-check periods
     assert len(cluster.sent("GET", "speechtotexts", "en-us")) == reads
     since = len(list(cluster.emulator))
@@ -94,19 +98,6 @@ async def test_an_older_crd_degrades_every_speechtotext_until_the_current_one_is
     asked = cluster.sent("GET", "customresourcedefinitions")
     assert asked and all(r.params.get("fieldSelector") == f"metadata.name={crd_check.NAME}" for r in asked)
     assert {r.params.get("watch") for r in asked} == {None, "true"}
-
-
-async def quiet(cluster: Cluster, seconds: float, within: float) -> int:
-    """The operator's reads of the SpeechToText once ``seconds`` have gone by without one; fails after ``within``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    reads, since = len(cluster.sent("GET", "speechtotexts", "en-us")), loop.time()
-    while loop.time() - since < seconds:
-        assert loop.time() < deadline, f"the operator still reads the SpeechToText after {within} s ({reads} reads)"
-        await asyncio.sleep(0.05)
-        if (now := len(cluster.sent("GET", "speechtotexts", "en-us"))) != reads:
-            reads, since = now, loop.time()
-    return reads
 
 
 async def _replicas(cluster: Cluster, replicas: int) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, condition, deployment, one_pod_ready
+from conftest import NAMESPACE, condition, deployment, one_pod_ready, quiet
 
 from speech_operator import api
 from speech_operator.kube import USER_AGENT
@@ -87,22 +87,19 @@ async def test_what_changes_after_a_watch_ended_is_handled_once_and_nothing_is_l
     assert ("Created", "Created Deployment en-us") in said and any(r == "Updated" for r, _ in said), said
 
 
+def own(request: kmock.Request) -> bool:
+    """Whether ``request`` is the operator's own or one of kopf's writes (its patches of a SpeechToText): not kopf's
+    watches and lists, which go on all the time here (its watches end every second)."""
+    agent = request.headers.get("User-Agent", "")
+    return request.resource is not None and (
+        agent.startswith(USER_AGENT) or agent.startswith("kopf/") and request.method != "GET")
+
+
 def ours(cluster: Cluster, since: int) -> dict[str, int]:
-    """The operator's own requests from the emulator's ``since``-th on, by verb, resource and name, and kopf's writes
-    (its patches of a SpeechToText): not kopf's watches and lists."""
-    counts: collections.Counter[str] = collections.Counter()
-    for r in list(cluster.emulator)[since:]:
-        agent = r.headers.get("User-Agent", "")
-        if r.resource is not None and (agent.startswith(USER_AGENT) or agent.startswith("kopf/") and r.method != "GET"):
-            counts[" ".join(filter(None, (r.method, r.resource.plural, r.subresource, r.name)))] += 1
-    return dict(sorted(counts.items()))
-
-
-async def quiet(cluster: Cluster) -> bool:
-    """True once the operator has sent no request of its own for a second (kopf's watches end every second here)."""
-    since = len(list(cluster.emulator))
-    await asyncio.sleep(1)
-    return ours(cluster, since) == {}
+    """The requests :func:`own` counts from the emulator's ``since``-th on, by verb, resource and name."""
+    return dict(sorted(collections.Counter(
+        " ".join(filter(None, (r.method, r.resource.plural, r.subresource, r.name)))
+        for r in list(cluster.emulator)[since:] if own(r) and r.resource is not None).items()))
 
 
 def kopf_listed(cluster: Cluster, since: int) -> list[tuple[int, str]]:
@@ -165,13 +162,13 @@ async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_
     request at all. Before, a listing's objects were all taken for the start's and left: the Deployment kept its 3
     replicas until the SpeechToText's next reconcile."""
     await created(cluster, "en-us", "en-US")
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing)
     await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children not listed, once the listing is over
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
     assert [plural for _, plural in kopf_listed(cluster, listing)] == ["deployments"], "the Deployments' listing alone"
 
@@ -182,7 +179,7 @@ async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_
     async def put_back() -> bool:
         return (await deployment(cluster) or {}).get("spec", {}).get("replicas") == 1
     await cluster.eventually(put_back)
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that had the Deployment scaled by hand:", sent)
     assert sent.get("PATCH deployments en-us") == 1, sent
@@ -198,13 +195,13 @@ async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_a
     Deployment stayed deleted until that SpeechToText's next reconcile."""
     await created(cluster, "en-us", "en-US")
     await created(cluster, "ko-kr", "ko-KR")
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     async def delete() -> None:
         assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
     listing = await relisted(cluster, delete)
     await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that lacked a Deployment:", sent)
     assert sent.get("GET speechtotexts en-us") == 1 and "GET speechtotexts ko-kr" not in sent, sent
@@ -222,13 +219,13 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     again too. Before, the Deployment stayed deleted until the SpeechToText's next reconcile."""
     caplog.set_level(logging.INFO, logger="speech_operator")
     await created(cluster, "en-us", "en-US")
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     async def delete() -> None:
         assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
     listing = await relisted(cluster, delete, api.PLURAL, "deployments")
     await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listings that lacked the Deployment:", sent)
     assert sent.get("GET deployments") == 1 and sent.get("GET services") == 1, sent
@@ -241,7 +238,7 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     for plurals in ((api.PLURAL,), (api.PLURAL, "deployments", "services")):
         listing = await relisted(cluster, nothing, *plurals)
         await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children, once the listing is over
-        await cluster.eventually(lambda: quiet(cluster), 10)
+        await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
         costs[plurals] = ours(cluster, listing + 1)
     print("the operator's requests after a listing with nothing changed:", costs)
     assert costs == {(api.PLURAL,): {"GET deployments": 1, "GET services": 1},
@@ -263,13 +260,13 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
     the status stayed cleared until that SpeechToText's next event."""
     caplog.set_level(logging.INFO, logger="kopf.objects")
     await created(cluster, "en-us", "en-US")
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing, api.PLURAL)
     await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     assert ours(cluster, listing + 1) == {"GET deployments": 1, "GET services": 1}, "a listing with nothing changed"
 
     async def write() -> None:
@@ -281,7 +278,7 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
         return (await condition(cluster, "Ready")).get("status") == "True"
     await cluster.eventually(written_again)
     await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that had the status written over:", sent)
     assert sent.get("PATCH speechtotexts status en-us") == 1, sent
@@ -297,7 +294,7 @@ async def test_a_spec_changed_while_a_watch_was_away_past_the_history_is_handled
     Deployment at 2 replicas."""
     caplog.set_level(logging.INFO, logger="kopf.objects")
     await created(cluster, "en-us", "en-US")
-    await cluster.eventually(lambda: quiet(cluster), 10)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     assert "Updating is processed" not in caplog.text and "Resuming is processed" not in caplog.text, caplog.text
 
     async def scale() -> None:
