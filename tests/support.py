@@ -8,11 +8,13 @@ import asyncio
 import json
 import math
 import mmap
+import os
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Self
 
@@ -382,3 +384,70 @@ def av_pcm(path: Path) -> tuple[bytes, int]:
         for converted in resampler.resample(None):
             pcm += bytes(converted.planes[0])[: 2 * converted.samples]
         return bytes(pcm), resampler.rate
+
+
+
+def _runqueue_ns(pids: Sequence[int], skip: int) -> dict[int, int]:
+    """Nanoseconds each thread of ``pids`` (but thread ``skip``) has spent runnable but waiting for a CPU, by thread
+    id, from the kernel's schedstat (its second field)."""
+    waited = {}
+    for pid in pids:
+        with suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                if int(task.name) != skip:
+                    with suppress(OSError, IndexError, ValueError):
+                        waited[int(task.name)] = int((task / "schedstat").read_text().split()[1])
+    return waited
+
+
+class Starved:
+    """How long this process and its children waited for a CPU, while entered: sampled every 10 ms against the
+    monotonic clock and the epoch's (so that moments another process reports, its ``Date.now()``, can be read too).
+
+    On a machine whose CPU is shared by many, a stretch's clock time is its work's plus the time its threads waited
+    to run; :meth:`unstarved` is the first without the second. Each sample interval counts at most its own length
+    (threads waiting at once count once), so a wait for nothing (a timer, a peer that never answers, a lock held by
+    a thread that runs) still counts in full: an idle thread does not wait for a CPU."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, dict[int, int]]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="starved", daemon=True)
+
+    @staticmethod
+    def _pids() -> list[int]:
+        pids = [os.getpid()]
+        for task in Path("/proc/self/task").iterdir():
+            with suppress(OSError):
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
+    def _sample(self) -> None:
+        me = threading.get_native_id()
+        while True:
+            self.samples.append((time.monotonic(), time.time(), _runqueue_ns(self._pids(), me)))
+            if self._done.wait(0.01):
+                return
+
+    def __enter__(self) -> Self:
+        assert Path("/proc/self/schedstat").exists(), "this kernel keeps no schedstat: no measure of waits for a CPU"
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def unstarved(self, start: float, end: float, *, epoch: bool = False) -> float:
+        """Seconds from ``start`` to ``end`` (:func:`time.monotonic`'s, or with ``epoch`` the epoch's) but those in
+        which a thread of this process or of a child waited for a CPU (a thread that began or ended between two
+        samples counts for nothing there)."""
+        waited = 0.0
+        at = 1 if epoch else 0
+        for before, after in pairwise(self.samples):
+            t0, t1, w0, w1 = before[at], after[at], before[2], after[2]
+            overlap = min(t1, end) - max(t0, start)
+            if overlap > 0:
+                delta = sum(max(0, w1[tid] - w0[tid]) for tid in w1.keys() & w0.keys()) / 1e9
+                waited += min(t1 - t0, delta) * overlap / (t1 - t0)
+        return end - start - waited

@@ -47,7 +47,7 @@ const started = Date.now();
 const out = {
   websocket: scenario.browser ? "browser" : "node", opened,
   recognizing: [], recognized: [], canceled: [], sessionStarted: 0, sessionStopped: 0, once: null, onces: [], error: null,
-  audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false,
+  audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false, startedAt: started,
 };
 const now = () => Date.now() - started;
 
