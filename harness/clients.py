@@ -58,6 +58,9 @@ class StreamResult:
     #: in-process, paced: decode times of the chunks whose partial text changed (those a USP client hears of)
     changed_latencies: list[float] = field(default_factory=list)
     lag: list[tuple[float, float]] = field(default_factory=list)  # (audio time s, reply lag behind real time s)
+    #: paced: each wait its time.monotonic() from, to: a chunk's from when it was due to its reply, the final result's
+    #: from the end of audio (what ``latencies``, ``lag`` and ``final_latency`` measure)
+    waits: list[tuple[float, float]] = field(default_factory=list)
     final_latency: float = float("nan")
     wall_s: float = float("nan")
     texts: list[str] = field(default_factory=list)
@@ -119,6 +122,7 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
                     got = time.monotonic()
                     res.latencies.append(got - sent)
                     lag.append(((k + 1) * step, got - due))
+                    res.waits.append((due, got))
                     if answered is not None:
                         answered.set()
                     if reply.get("text"):
@@ -144,6 +148,8 @@ async def vosk_stream(ws_base: str, audio: Audio, *, paced: bool, delay: float =
             await ws.send('{"eof" : 1}')
             final = json.loads(await asyncio.wait_for(ws.recv(), timeout))
             res.final_latency = time.monotonic() - eof
+            if paced:
+                res.waits.append((eof, eof + res.final_latency))
             res.wall_s = time.monotonic() - t0
             if final.get("text"):
                 res.texts.append(final["text"])
