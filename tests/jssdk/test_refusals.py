@@ -55,7 +55,8 @@ from speech_recognizer.usp.connection import Turn
 
 from ..balancer import Balancer
 from ..conftest import make_settings
-from ..support import Reference, ServerThread, scrape_metrics
+from ..hostile import Audio, warm
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
 from ..usp.sdk import config, expected, once
 from .node import recognize, scenario
 
@@ -302,6 +303,17 @@ class Failover(Balancer):
         await super().relay(client_reader, client)
 
 
+@pytest.fixture(scope="module")
+def warm_server(server: ServerThread, speech_wav: Path) -> ServerThread:
+    """The session's ``server`` once it has decoded the utterance (:func:`~tests.hostile.warm`), for the kept-recognizer
+    tests whose second recognition it answers within the app's timeout: it warms no recognizer at start-up
+    (:func:`~tests.conftest.make_settings`), and a new recognizer's first utterance costs several times the CPU of a
+    warm one's (docs/engine.md), which the first of those tests in a session paid inside its timeout."""
+    pcm, rate, _ = read_wav(speech_wav)
+    warm(server, Audio(pcm, rate, speech_wav))
+    return server
+
+
 def kept_recognizer(jssdk: str, url: str, wav: Path, mode: str, **more: Any) -> tuple[tuple[str, str, str], str]:
     """Two recognitions on one recognizer object (a page that tries again after a failure, as it keeps its recognizer):
     the first must be canceled, at once; the second must recognize. ``(cancelReason, errorCode, errorDetails)`` of the
@@ -322,14 +334,14 @@ def kept_recognizer(jssdk: str, url: str, wav: Path, mode: str, **more: Any) -> 
 
 @pytest.mark.parametrize("mode", ["once", "continuous"])
 def test_a_kept_recognizer_refused_by_a_drain_recognizes_on_its_next_try(
-    jssdk: str, registry: ModelRegistry, server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
+    jssdk: str, registry: ModelRegistry, warm_server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
 ) -> None:
     """A page keeps its recognizer: refused by a draining pod (``ConnectionFailure`` with the drain's reason), its next
     recognition on that recognizer reaches another pod and recognizes the utterance. Before, the close 4000 came with
     nothing sent on that connection, and the SDK kept that closed connection for the recognizer: its next recognition
     failed "Cannot send on connection that is in Disconnected state"."""
     app = create_app(make_settings(tmp_path), registry)
-    with ServerThread(app) as draining, Failover(draining.port, server.port) as service:
+    with ServerThread(app) as draining, Failover(draining.port, warm_server.port) as service:
         app.state.drain.begin()
         failed, second = kept_recognizer(jssdk, service.ws, speech_wav, mode)
         assert failed == closed_4000(drain.REASON), failed
@@ -340,7 +352,7 @@ def test_a_kept_recognizer_refused_by_a_drain_recognizes_on_its_next_try(
 
 @pytest.mark.parametrize("mode", ["once", "continuous"])
 def test_a_kept_recognizer_whose_model_could_not_be_loaded_recognizes_on_its_next_try(
-    jssdk: str, server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
+    jssdk: str, warm_server: ServerThread, tmp_path: Path, speech_wav: Path, speech_ref: Reference, mode: str
 ) -> None:
     """A pod that cannot load the locale's model (``model_unavailable``, told as the turn begins): ``ConnectionFailure``
     naming the model, and the page's next recognition on its recognizer, at another pod, recognizes. Before, the close
@@ -348,7 +360,7 @@ def test_a_kept_recognizer_whose_model_could_not_be_loaded_recognizes_on_its_nex
     Disconnected state"."""
     models = broken_models(tmp_path)
     app = create_app(make_settings(tmp_path, f"Mounts:Models={models}"), ModelRegistry(models, ("ko-KR",)))
-    with ServerThread(app) as broken, Failover(broken.port, server.port) as service:
+    with ServerThread(app) as broken, Failover(broken.port, warm_server.port) as service:
         failed, second = kept_recognizer(jssdk, service.ws, speech_wav, mode)
         assert failed[:2] == closed_4000("")[:2] and "ko-KR" in failed[2] and failed[2].endswith(" websocket error code: 4000"), failed
         assert second == expected(speech_ref.phrases[0])[0]
@@ -356,19 +368,19 @@ def test_a_kept_recognizer_whose_model_could_not_be_loaded_recognizes_on_its_nex
 
 
 def test_a_bug_of_the_server_at_the_first_audio_reaches_a_recognize_once_app_with_the_reason_and_the_recognizer_goes_on(
-    jssdk: str, server: ServerThread, speech_wav: Path, speech_ref: Reference, bug: Callable[[int], None]
+    jssdk: str, warm_server: ServerThread, speech_wav: Path, speech_ref: Reference, bug: Callable[[int], None]
 ) -> None:
     """Recognizing once, a bug of the server's at the first audio message (its header): ``ConnectionFailure`` with the
     server's reason (a close 4000), as in continuous recognition, and the next ``recognizeOnceAsync`` on the recognizer
     recognizes. The Python SDK is told by the failed turn, as before. Before, the failed turn told the JavaScript SDK
     too: ``ServiceError`` and its fixed words for an internal error, the reason dropped (a close alone would have left
     the recognizer failing its later recognitions)."""
-    before = refusals(server, "internal")
+    before = refusals(warm_server, "internal")
     bug(1)
-    failed, second = kept_recognizer(jssdk, server.ws, speech_wav, "once")
+    failed, second = kept_recognizer(jssdk, warm_server.ws, speech_wav, "once")
     assert failed == closed_4000("internal error (RuntimeError); the server logged the details"), failed
     assert second == expected(speech_ref.phrases[0])[0]
-    assert refusals(server, "internal") == before + 1
+    assert refusals(warm_server, "internal") == before + 1
 
 
 def test_a_kept_recognizer_whose_recognize_once_went_quiet_connects_again_no_more(
