@@ -272,7 +272,8 @@ class GatewayMetrics:
             "its upload, a wake, the recognizer's decoding, the answer relayed; usp, vosk: a WebSocket, to its "
             "recognizer's acceptance of the connection, after a wake, or its refusal: at the upgrade, or its close before "
             "any message) and outcome (ok, or the class of "
-            "the failure: client, capacity, fault; a recognizer's refusal by the kind it names), by the locale routed to "
+            "the failure: client, capacity, fault; a recognizer's refusal by the kind it names; a Speech SDK's repeat of a "
+            "turn that failed, which the recognizer says, not timed), by the locale routed to "
             "(- for a request refused before its locale was known: an unknown one, a mode not served, a head refused)",
             ["route", "locale", "outcome"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.registry.register(_DirectoryCollector(directory, waker, connections))
@@ -684,8 +685,10 @@ class Gateway:
         """What a relay of a WebSocket to ``backend`` calls with the recognizer's messages until one says how it answers
         the stream: on /vosk its first, on the Speech SDK's route its first result or failure it names
         (:func:`~speech_operator.gateway_failures.usp_told`: a turn that fails once begun, busy at the first audio or a
-        model that cannot be loaded, is timed under that kind's class, to that message); a result: ``ok``, timed to its
-        acceptance. Its close before (:func:`closed`: a stream refused once accepted, timed to that close)."""
+        model that cannot be loaded, is timed under that kind's class, to that message, but for the Speech SDK asking
+        again for a turn that failed so, which the recognizer counted and says so: not timed, as it counts it not:
+        :func:`~speech_operator.gateway_failures.usp_asked_again`); a result: ``ok``, timed to its acceptance. Its close
+        before (:func:`closed`: a stream refused once accepted, timed to that close)."""
 
         def told(said: bytes | None | tuple[int, bytes]) -> bool:
             if isinstance(said, tuple):
@@ -694,6 +697,10 @@ class Gateway:
                 kind = failures.usp_told(said) if route == "usp" and said is not None else True
                 if kind is False:
                     return False
+                if kind is not True and said is not None and failures.usp_asked_again(said):  # one app recognition, timed once
+                    request.pop(ACCEPTED, None)
+                    request.pop(STARTED, None)
+                    return True
                 answer, at = ("ok", request.get(ACCEPTED)) if kind is True else (outcome(kind), None)
             request.pop(ACCEPTED, None)
             self.metrics.timed(request, route, backend.locale, answer, at=at)

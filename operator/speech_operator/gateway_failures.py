@@ -96,6 +96,8 @@ def closed_kind(code: int, reason: str) -> Kind | None:
 #: read there, as the recognizer writes them (:func:`~speech_recognizer.usp.frames.text_frame`): its path, and the
 #: failure it tells (:func:`~speech_recognizer.errors.usp_headers`).
 _HEAD_END, _PATH, _NAMED = b"\r\n\r\n", b"Path:", errors.FAILURE_HEADER.encode() + b":"
+#: The line of a failing message that says its turn is the Speech SDK asking again (:func:`usp_asked_again`).
+_AGAIN = errors.ASKED_AGAIN_HEADER.encode() + b":"
 #: The paths of a Speech SDK turn's results: one of them (with no failure named) says the recognizer serves the stream.
 _RESULTS = frozenset({b"speech.hypothesis", b"speech.fragment", b"speech.phrase"})
 
@@ -112,6 +114,14 @@ def usp_told(message: bytes) -> Kind | bool:
     if (at := head.find(_NAMED)) >= 0:
         return BY_NAME.get(_line(head, at + len(_NAMED)).decode("ascii", "replace"), False)
     return (at := head.find(_PATH)) >= 0 and _line(head, at + len(_PATH)) in _RESULTS
+
+
+def usp_asked_again(message: bytes) -> bool:
+    """Whether a recognizer's text ``message`` that names a failure (:func:`usp_told`) fails a turn that is the Speech
+    SDK's core asking again for one that failed so (:data:`~speech_recognizer.errors.ASKED_AGAIN_HEADER`): that app
+    recognition was counted at its first turn, by the recognizer as by the gateway."""
+    end = message.find(_HEAD_END)
+    return (message if end < 0 else message[:end]).find(_AGAIN) >= 0
 
 
 def _line(head: bytes, start: int) -> bytes:

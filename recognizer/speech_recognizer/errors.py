@@ -269,6 +269,10 @@ def classify(exc: BaseException) -> Failure:
 #: ``reason`` of ``speech_refused_total``): what a proxy in front (the gateway) tells apart, where a status says less
 #: (a 503 is a busy server, a drain or a model that cannot be loaded).
 FAILURE_HEADER = "X-Speech-Failure"
+#: A header of the Speech SDK message that fails a turn (:func:`usp_headers`) when that turn is the SDK asking again for
+#: one that failed the same way (:data:`ASKED_AGAIN`), which was counted: a proxy in front counts the app's recognition
+#: once, as the server does.
+ASKED_AGAIN_HEADER = "X-Speech-Asked-Again"
 
 
 def failure_headers(failure: Failure) -> dict[str, str]:
@@ -287,13 +291,14 @@ def accept_headers(failure: Failure) -> list[tuple[bytes, bytes]]:
     return [(FAILURE_HEADER.lower().encode(), failure.kind.name.encode())]
 
 
-def usp_headers(failure: Failure) -> dict[str, str]:
+def usp_headers(failure: Failure, again: bool = False) -> dict[str, str]:
     """The headers of the Speech SDK message that tells ``failure`` (the ``speech.phrase`` that fails a turn, or the
     message before a close that alone tells the SDK for JavaScript: :func:`usp_status`): its kind named
     (:data:`FAILURE_HEADER`), as its HTTP answer and 101 name it, for a proxy in front (the gateway), where a
-    ``RecognitionStatus`` or a close code says less (``ServiceUnavailable`` is a drain or a model that cannot be loaded).
+    ``RecognitionStatus`` or a close code says less (``ServiceUnavailable`` is a drain or a model that cannot be loaded);
+    ``again``: the turn is the SDK asking again for one that failed so (:data:`ASKED_AGAIN_HEADER`).
     The SDKs read the headers they know and pass over the others."""
-    return {FAILURE_HEADER: failure.kind.name}
+    return {FAILURE_HEADER: failure.kind.name, **({ASKED_AGAIN_HEADER: "true"} if again else {})}
 
 
 def http_response(failure: Failure) -> JSONResponse:

@@ -36,6 +36,7 @@ from speech_recognizer.errors import BUSY, FAILURE_HEADER
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 from tests.conftest import make_settings
+from tests.jssdk.test_refusals import refusals
 from tests.recognizer.test_failures import vosk_close
 from tests.support import ServerThread, read_wav, scrape_metrics
 from tests.usp.sdk import config, once
@@ -230,3 +231,23 @@ def test_an_idle_vosk_connection_is_the_clients_at_the_gateway_as_at_its_recogni
                if value and (name == "speech_request_seconds_count" or name == "speech_refused_total")}
     assert (closes, outcomes(stack)) == ([1000, 1000], {("vosk", "ko-KR", "client"): 2}), (closes, outcomes(stack))
     assert own == {"client": 2, "connection_idle": 2}, own
+
+
+def test_a_python_sdk_recognition_the_recognizer_fails_is_timed_once_as_the_recognizer_counts_it(
+        speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """A model that cannot be loaded, behind the gateway: the real Python SDK's recognize-once asks 5 times (each
+    repeat's turn continuing the failed one), every stream relayed, and is canceled ``ServiceUnavailable``; the
+    recognizer counts the app's recognition once and says each repeat is one (``X-Speech-Asked-Again`` on its failing
+    phrase), and the gateway times it once, ``fault``. Before, the gateway timed each repeat: 5 faults for 1."""
+    models = broken_models(tmp_path)
+    broken = create_app(make_settings(tmp_path / "fr", f"Mounts:Models={models}"), ModelRegistry(models, (BROKEN,)))
+    with ServerThread(broken) as fr:
+        stack.create(speech_to_text("fr-fr", BROKEN, fr.port))
+        stack.routes(BROKEN)
+        said = once(config(stack.ws, language=BROKEN), speech_wav).cancellation_details.code
+        counted = refusals(fr, "model_unavailable")
+    streams = sum(value for (name, labels), value in scrape_metrics(stack.http).items()
+                  if name == "speech_gateway_requests_total" and dict(labels).get("route") == "usp")
+    assert (said, streams) == (speechsdk.CancellationErrorCode.ServiceUnavailable, 5), (said, streams)
+    timed = {key: value for key, value in outcomes(stack).items() if key[0] == "usp"}
+    assert (counted, timed) == (1, {("usp", BROKEN, "fault"): 1}), f"one recognition: {counted:g} at the recognizer, {timed} at the gateway"

@@ -318,7 +318,7 @@ class Turn:
             self.started = True
             await self.send("turn.start", {"context": {"serviceTag": self.service_tag}})
         if failure is not None:
-            await self.send("speech.phrase", usp_phrase(failure), usp_headers(failure))
+            await self.send("speech.phrase", usp_phrase(failure), usp_headers(failure, again=failure.kind is self.asks_again))
             self.conn.failed_turns.failed(self.service_tag, failure.kind)
         await self.end()
 

@@ -208,16 +208,17 @@ async def _read_request(read: Read, timeout: asyncio.Timeout) -> Request | None:
         return Request("", javascript)
 
 
-def failed_turn(failure: Failure, request_id: str, tag: str, javascript: bool = False) -> list[str]:
+def failed_turn(failure: Failure, request_id: str, tag: str, javascript: bool = False, again: bool = False) -> list[str]:
     """The text messages of a turn of service tag ``tag`` that ends with the failure's ``speech.phrase`` under
     ``request_id`` (``turn.start``, ``speech.phrase``, ``turn.end``, as :meth:`.connection.Turn.fail` ends one); none
     when the close alone answers (:func:`~speech_recognizer.errors.usp_status`; ``javascript``: to the SDK for
-    JavaScript) or the request has no id."""
+    JavaScript) or the request has no id. ``again``: the SDK asking again for a refusal told it already
+    (:func:`~speech_recognizer.errors.usp_headers`)."""
     if not (usp_status(failure.kind, javascript=javascript) and request_id):
         return []
     turn: tuple[tuple[str, dict[str, Any]], ...] = (
         ("turn.start", {"context": {"serviceTag": tag}}), ("speech.phrase", usp_phrase(failure)), ("turn.end", {}))
-    return [text_frame(path, request_id, body, usp_headers(failure) if path == "speech.phrase" else {}) for path, body in turn]
+    return [text_frame(path, request_id, body, usp_headers(failure, again) if path == "speech.phrase" else {}) for path, body in turn]
 
 
 async def answer(read: Read, send_text: SendText, close: Close, failure: Failure, waiting: Waiting,
@@ -234,12 +235,13 @@ async def answer(read: Read, send_text: SendText, close: Close, failure: Failure
     the same way (the Speech SDK's core asking again: a drain's refusal is ``ServiceUnavailable``) is observed as such."""
     with waiting.answer():
         request = await waiting.until_request(read)
+        again = request is not None and failed is not None and failed.continued(request.continues) is failure.kind
         if observe is not None:
-            observe(request is not None and failed is not None and failed.continued(request.continues) is failure.kind)
+            observe(again)
         if request is None:
             return
         tag = uuid.uuid4().hex
-        turn = failed_turn(failure, request.id, tag, request.javascript)
+        turn = failed_turn(failure, request.id, tag, request.javascript, again)
         if turn and failed is not None:
             failed.failed(tag, failure.kind)
         named = request.javascript or (told_by_close(failure.kind) and bool(request.id))  # no request: the close at once
