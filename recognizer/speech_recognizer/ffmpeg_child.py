@@ -156,9 +156,34 @@ def whitelist(name: str) -> dict[str, str]:
     return {"format_whitelist": DEMUXERS[name], "codec_whitelist": ",".join(sorted(decoders))}
 
 
+#: Units of an MPEG program stream's read walked one by one (:meth:`ProgramStream._check`) before the rest are walked
+#: at once (:meth:`ProgramStream._run`), and the bytes that first looks at.
+_WALKED, _WINDOW = 256, 4096
 #: MPEG program stream codes: private stream 1 (the first of the packets' codes; its substreams, a DVD's AC-3 or
 #: subtitles, are named by a byte of its packets' payload) and padding.
 _PRIVATE, _PADDING = 0xBD, 0xBE
+
+
+def _substreams(buf: Any, starts: Any, sizes: Any) -> Any:
+    """:func:`_stream_id` of each private stream 1 packet of ``buf`` (a NumPy array of bytes) at ``starts``, of
+    ``sizes`` bytes (each whole in ``buf``): its substream byte, or 0x200 where it has none (None's)."""
+    import numpy as np
+
+    ends = starts + np.minimum(sizes, 6 + 3 + 255 + 1)  # as _stream_id, at most an MPEG-2 header's longest read
+
+    def byte(at: Any) -> Any:
+        """The byte at each of ``at``, or 0 past its packet's end (what :func:`_stream_id` reads there)."""
+        return np.where(at < ends, buf[np.minimum(at, len(buf) - 1)], 0).astype(np.int64)
+
+    others = np.append(np.flatnonzero(buf != 0xFF), len(buf))
+    i = np.minimum(others[np.searchsorted(others, starts + 6)], ends)  # past MPEG-1's stuffing
+    c = byte(i)
+    buffered = c & 0xC0 == 0x40  # MPEG-1's buffer size
+    i = np.where(buffered, i + 2, i)
+    c = np.where(buffered, byte(i), c)
+    i = np.select([c & 0xE0 == 0x20, c & 0xC0 == 0x80, c == 0x0F],  # MPEG-1's timestamps, MPEG-2's header, neither
+                  [i + np.where(c & 0x10, 10, 5), i + 3 + byte(i + 2), i + 1], -1)
+    return np.where((i >= 0) & (i < ends), byte(np.maximum(i, 0)), 0x200)
 
 
 def _stream_id(head: bytes, data: BinaryIO, at: int, size: int) -> int | None:
@@ -198,7 +223,9 @@ class ProgramStream:
 
     Each read is checked up to its end before FFmpeg has it, so what is decoded has been checked and what decoding
     never needs is never read: a file is read as far as its audio is (to :data:`TOO_LONG` or the cut), not to its end.
-    Once refused (:attr:`refused`, which :meth:`verdict` raises), the input reads as ended.
+    Once refused (:attr:`refused`, which :meth:`verdict` raises), the input reads as ended. Past a read's first units,
+    the rest are walked at once (:meth:`_run`, NumPy's arrays): a file of the tiniest units (6 bytes) costs the child
+    little more CPU time than FFmpeg's own reading of it, not the interpreter's work for each unit.
 
     No stream appears once the container is open: FFmpeg's demuxer makes a stream of each packet of a stream it has
     not seen, at any point of the file, which PyAV's demuxing does not expect (it read past the end of its table of
@@ -220,6 +247,12 @@ class ProgramStream:
         self.kept: int | None = None
         #: Where a packet's stream code is to read as padding's (:data:`_PADDING`), in bytes not yet read.
         self.padded: list[int] = []
+        #: The same, found by :meth:`_run` (arrays of offsets).
+        self.runs: list[Any] = []
+        #: Units to walk one by one before :meth:`_run` walks the rest of a read (fewer once it went far).
+        self.walk = _WALKED
+        #: The bytes :meth:`_run` looks at next (twice as many once it went through them all).
+        self.window = _WINDOW
 
     def seekable(self) -> bool:
         return True
@@ -246,7 +279,7 @@ class ProgramStream:
             except Refused as refused:
                 self.refused = refused
             self.data.seek(start + len(piece))
-            if self.padded and self.refused is None:
+            if (self.padded or self.runs) and self.refused is None:
                 piece = self._pad(piece, start)
             if self.refused is None:
                 return piece
@@ -259,6 +292,15 @@ class ProgramStream:
             if start <= at < held:
                 patched[at - start] = _PADDING
         self.padded = [at for at in self.padded if at >= held]
+        if self.runs:
+            import numpy as np
+
+            view, runs = np.frombuffer(patched, np.uint8), self.runs
+            self.runs = []
+            for run in runs:
+                view[run[(run >= start) & (run < held)] - start] = _PADDING
+                if (later := run[run >= held]).size:
+                    self.runs.append(later)
         return bytes(patched)
 
     def verdict(self) -> None:
@@ -271,8 +313,15 @@ class ProgramStream:
         ``until``, or while the container is opened, where a new stream's packet (after ``start``) begins."""
         data, end, held = self.data, self.end, start + len(piece)
         until = min(until, end)
+        walked = 0
         while self.at < until:
             at = self.at
+            if walked >= self.walk and start <= at and at + 16 <= held and piece.startswith(b"\0\0\1", at - start):
+                walked = 0
+                self._run(piece, start)
+                if self.at != at:
+                    continue
+            walked += 1
             if start <= at and at + 16 <= held:
                 head = piece[at - start : at - start + 16]
             else:
@@ -318,6 +367,87 @@ class ProgramStream:
                     self.padded.append(at + 3)
             self.at = at + size
         return until
+
+    def _run(self, piece: bytes, start: int) -> None:
+        """Walk at once the units from :attr:`at` (a start code whose head is in ``piece``, read from byte ``start``)
+        that :meth:`_check` would pass one by one, within :attr:`window` bytes: each whole in them, begun by a start
+        code where the one before ends or after a run of zeros there (of padding's length); a pack header, or a
+        packet of a stream read before (while the container is opened) or of any stream (once the audio is chosen:
+        those not kept are :attr:`runs`). :attr:`at` is left at the first unit :meth:`_check` looks at itself (a
+        private stream's while opening, a new stream's, the end code, any other code, one not whole in the window),
+        or where the last one passed ends. So a file of tiny units costs arrays' work for each read, not the
+        interpreter's for each unit. The units' chain is followed by jumps of 1, 2, 4 ... units."""
+        import numpy as np
+
+        base = self.at - start
+        buf = np.frombuffer(piece, np.uint8, min(len(piece) - base, self.window), base)
+        w = len(buf)
+        ones = np.flatnonzero(buf[2:] == 1)
+        starts = ones[(buf[ones] == 0) & (buf[ones + 1] == 0) & (ones + 16 <= w)]  # as _check: a unit's head at hand
+        if not starts.size or starts[0]:
+            self.walk, self.window = _WALKED, _WINDOW
+            return
+        code, b4, b5, b13 = (buf[starts + i].astype(np.int64) for i in (3, 4, 5, 13))
+        size = np.where(code == 0xBA, np.where(b4 >> 4 == 2, 12, 14 + (b13 & 7)), 6 + (b4 << 8 | b5))
+        ends = starts + size
+        count = starts.size  # the index of "none": where _check goes on
+        stop = (code < 0xBA) | (ends > w)
+        stream = (code >= _PRIVATE) & (code != _PADDING)
+        if self.kept is None:
+            known = np.zeros(0x200 + 1, bool)  # by stream, None last
+            known[[0x200 if s is None else s for s in self.seen]] = True
+            ids = 0x100 | code
+            if (private := np.flatnonzero((code == _PRIVATE) & ~stop)).size:
+                ids[private] = _substreams(buf, starts[private], size[private])
+            stop |= stream & ~known[ids]
+            padded = np.zeros(count, bool)
+        else:
+            if self.kept <= 0xFF:
+                stop |= code == _PRIVATE
+            padded = stream & ((0x100 | code) != self.kept)
+        unit = np.full(w + 1, count)
+        unit[starts] = np.arange(count)
+        nxt = unit[np.minimum(ends, w)]
+        after = ends.copy()
+        if (lost := np.flatnonzero((nxt == count) & (ends < w))).size:
+            # past 3 to PADDING_BYTES + 2 zeros (and before a 1) where a unit ends, the next one's start code
+            nonzero = np.append(np.flatnonzero(buf), w)
+            first = nonzero[np.searchsorted(nonzero, ends[lost])]
+            zeros = first - ends[lost]
+            hop = (first < w) & (zeros >= 3) & (zeros <= PADDING_BYTES + 2) & (buf[np.minimum(first, w - 1)] == 1)
+            after[lost[hop]] = first[hop] - 2
+            nxt[lost[hop]] = unit[first[hop] - 2]
+        nxt = np.append(np.where(stop, np.arange(count), nxt), count)
+        # the chain of units from the first: mostly each unit's next is the one after it in the window
+        step = nxt[:count] != np.arange(1, count + 1)
+        last = int(step.argmax()) if step.any() else count
+        if last < count and nxt[last] > last:  # a start code within a unit passed, or the units to look at: jumps
+            jumps = [nxt]  # jumps[k][i]: the unit 2**k units after unit i
+            while 1 << len(jumps) <= count:
+                jumps.append(jumps[-1][jumps[-1]])
+            reached = np.array([last])  # the units reached in 0 to 2**len(jumps) - 1 jumps, with repeats
+            for jump in reversed(jumps):
+                reached = np.concatenate((reached, jump[reached]))
+            passed = np.zeros(count + 1, bool)
+            passed[:last] = True
+            passed[reached] = True
+            last = int(reached.max())  # a unit left to _check, or "none"
+        else:
+            passed = np.arange(count + 1) < last
+        if last == count:
+            passed[count] = False
+        passed[last] = False
+        passed = passed[:count]
+        if last < count:
+            self.at = start + base + int(starts[last])
+        else:
+            self.at = start + base + int(after[passed & (nxt[:count] == count)][0])
+        if (runs := starts[passed & padded]).size:
+            self.runs.append(runs + (start + base + 3))
+        if last == count:  # it went through its window (or to what _check refuses): look further, sooner
+            self.walk, self.window = _WALKED // 8, min(2 * self.window, 1 << 20)
+        else:
+            self.walk, self.window = _WALKED, _WINDOW
 
 
 def decoder(stream: Any) -> Any:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import random
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +28,7 @@ import pytest
 
 from harness.hostile_inputs import webm_opus_bomb
 from speech_recognizer import ffmpeg_child, transcriber
-from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, decode, decode_stream, sniff
+from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, body_limit, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import written
@@ -680,3 +684,116 @@ def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(ut
     alone = decode(data, max_seconds=3600)
     assert heard.getvalue()[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
     assert decode(late, max_seconds=3600).pcm == alone.pcm
+
+
+def child_cpu_seconds(fmt: str, path: Path, max_seconds: float) -> tuple[float, str]:
+    """The CPU time (user and system) of the FFmpeg child decoding the file ``path`` as ``fmt`` (an
+    :class:`~speech_recognizer.contract.AudioFormat`'s name) up to ``max_seconds``, stdin the file, as the server and the
+    transcriber run it (:func:`speech_recognizer.ffmpeg.start`), and how its decoding ended ("200" and the PCM's
+    bytes, or the failure). Run from a process of its own, whose only child it is: not the clock's time, which load
+    stretches."""
+    script = ("import resource, sys\n"
+              "from speech_recognizer import audio, ffmpeg\n"
+              "fmt = next(f for f in audio.AUDIO_FORMATS if f.name == sys.argv[1])\n"
+              "try:\n"
+              "    with open(sys.argv[2], 'rb') as file:\n"
+              "        said = f'200 {sum(len(b) for b in ffmpeg.start(fmt, file, float(sys.argv[3])).blocks())}'\n"
+              "except ffmpeg.Ended as ended:\n"
+              "    said = f'{ended.kind.http} {ended}'\n"
+              "used = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+              "print(used.ru_utime + used.ru_stime, said)\n")
+    root = str(Path(ffmpeg_child.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    done = subprocess.run([sys.executable, "-c", script, fmt, str(path), repr(max_seconds)], capture_output=True, text=True,
+                          timeout=300, check=True, env=env)
+    seconds, said = done.stdout.strip().split(" ", 1)
+    return float(seconds), said
+
+
+#: The most CPU time the FFmpeg child may take for a REST body of the tiniest MPEG program stream units (all the 23 MB
+#: a body may have at MaxAudioSeconds' default): it took about 4 s when each unit was checked in Python, 0.9 s now.
+TINY_UNITS_CPU_SECONDS = 2.0
+
+
+def test_an_mpeg_program_stream_of_tiny_units_is_checked_at_little_cost(utterances_recorded: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """The check of an MPEG program stream's units (:class:`ffmpeg_child.ProgramStream`) walks the units of a read at
+    once (:meth:`ffmpeg_child.ProgramStream._run`), not one by one in Python: a body as large as the REST route takes
+    (23 MB at 60 s), the recording followed by zero bytes and empty padding packets (7 bytes: two steps of the check
+    each), is decoded to the recording's audio within :data:`TINY_UNITS_CPU_SECONDS` of the child's CPU time
+    (about a quarter of the 16 s it may take there). A transcriber's file has no such bound on its size: at the
+    former cost, some 4 GB of them ran out of the child's CPU time, a 502 for a file that is whole."""
+    one = utterances_recorded["mpg"].read_bytes().removesuffix(b"\0\0\1\xb9")
+    tiny = b"\0\0\0\1\xbe\0\0"
+    path = tmp_path / "tiny.mpg"
+    path.write_bytes(one + tiny * ((body_limit("", 60)[0] - len(one)) // len(tiny)))
+    seconds, said = child_cpu_seconds("MPEG-PS", path, 60)
+    assert said == f"200 {len(decode(one, max_seconds=60).pcm)}"
+    assert seconds < TINY_UNITS_CPU_SECONDS, seconds
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("seed", range(8))
+def test_a_read_s_units_walked_at_once_are_checked_as_one_by_one(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """:meth:`ffmpeg_child.ProgramStream._run` passes the units :meth:`ffmpeg_child.ProgramStream._check` would pass
+    one by one, with the same effects: on program streams of random units (pack headers of both versions, packets of
+    every kind of stream and size, start codes within them, zeros between them, now and then junk, too many zeros, the
+    end code, a code of no unit, a cut), read in pieces of random sizes, the container opened then the audio chosen
+    at a random read, each read gives the same bytes (cut before a new stream, other streams' packets as padding), and
+    the same refusal, walking at once from the first unit of each read and one by one only."""
+    rng = random.Random(seed)
+    for _ in range(40):
+        data = _random_program_stream(rng)
+        sizes, chosen = [rng.choice([100, 1000, 4096, 32768]) for _ in range(300)], rng.choice([0, 1, 2, 5, 1000])
+        walks = []
+        for walked, window in ((1, 64), (10**9, 64)):
+            monkeypatch.setattr(ffmpeg_child, "_WALKED", walked)
+            monkeypatch.setattr(ffmpeg_child, "_WINDOW", window)
+            checked, pieces = ffmpeg_child.ProgramStream(io.BytesIO(data)), []
+            for n, size in enumerate(sizes):
+                if n == chosen:
+                    checked.keep(0x1C0)
+                pieces.append(checked.read(size))
+                if not pieces[-1]:
+                    break
+            walks.append((pieces, str(checked.refused), checked.at, sorted(map(str, checked.seen))))
+        assert walks[0] == walks[1]
+
+
+def _random_program_stream(rng: random.Random) -> bytes:
+    """A pack header and some hundreds of random units (:func:`test_a_read_s_units_walked_at_once_are_checked_as_one_by_one`),
+    a fault now and then, cut short a time in five."""
+    def noise(n: int) -> bytes:
+        return bytes(rng.randrange(256) for _ in range(n))
+
+    fault = rng.choice([0.0, 0.002, 0.02])
+    units = [b"\0\0\1\xba\x21" + bytes(7)]
+    for _ in range(rng.randrange(5, 400)):
+        kind = rng.random()
+        if kind < 0.15:
+            units.append(b"\0\0\1\xba\x21" + noise(7))
+        elif kind < 0.25:
+            stuffing = rng.choice([0, 0, 1, 7])
+            units.append(b"\0\0\1\xba\x44" + noise(8) + bytes([0xF8 | stuffing]) + b"\xff" * stuffing)
+        elif kind < 0.85:
+            code = rng.choice([0xBE, 0xC0, 0xC0, 0xC1, 0xE0, 0xBD, 0xBD, 0xBF, 0xBB, 0xBC, 0xFF])
+            body = bytearray(noise(size := rng.choice([0, 1, 2, 3, 5, 10, 30, 300, 2000])))
+            if code == 0xBD:  # a header of MPEG-1 (stuffing, buffer size, timestamps) or of MPEG-2, a substream
+                header = rng.choice([b"\x0f", b"\xff\xff\x0f", b"\xff" * 300, b"\x40\x00\x0f", b"\x21" + bytes(4),
+                                     b"\x31" + bytes(9), b"\x81\x80\x05" + bytes(5), b"\x81\x80\xff", b"\x40"])
+                body[:0] = header + bytes([rng.choice([0x20, 0x80, 0x81, 0xA0])])
+                body = body[: rng.choice([len(body), len(header), len(header) + 1, 2])]
+                size = len(body)
+            if size >= 8 and rng.random() < 0.3:
+                at = rng.randrange(size - 4)
+                body[at : at + 4] = b"\0\0\1" + bytes([rng.choice([0xBA, 0xBE, 0xC0, 0xB9])])
+            units.append(b"\0\0\1" + bytes([code]) + size.to_bytes(2, "big") + bytes(body))
+        elif kind < 0.97 or rng.random() > 5 * fault:
+            units.append(bytes(rng.choice([1, 2, 3, 5, 100, ffmpeg_child.PADDING_BYTES]
+                                           + ([ffmpeg_child.PADDING_BYTES + 1] if rng.random() < fault else []))))
+        elif kind < 0.985:
+            units.append(noise(1))
+        else:
+            units.append(rng.choice([b"\0\0\1\xb9", b"\0\0\1\x05"]))
+    data = b"".join(units)
+    return data[: rng.randrange(len(data))] if rng.random() < 0.2 else data
