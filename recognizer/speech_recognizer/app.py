@@ -24,6 +24,7 @@ from .serving import connection_cap
 from .settings import Settings, cgroup_memory_limit, cpu_count, decoder_capacity, default_decoders, memory_base_mib, resident_bytes
 from .usage import UsageRecords
 from .usp.refusal import FailedTurns
+from .usp.resume import Parking
 from .usp.routes import routes as usp_routes
 from .warmup import WarmupState, warm_up
 
@@ -122,4 +123,5 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     app.state.warmup = warmup
     app.state.drain = drain
     app.state.failed_turns = FailedTurns()  # the turns this server failed lately, which the Speech SDK asks again for
+    app.state.parking = Parking()  # the turns of this server's connections that a continuation may take up
     return app

@@ -23,15 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from speech_recognizer.models import LoadedModel
+from speech_recognizer.app import create_app
+from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.usp.options import continuation_offset
-from speech_recognizer.usp.resume import PARKING
 
+from ..conftest import make_settings
 from ..support import Reference, ServerThread
 from ..usp.conftest import replay_phrases
 from ..usp.sdk import assert_same, config, continuous, detailed, expected, expected_words, recognizer, reported, spans
 from ..usp.test_idle_proxy import HOLD_AT, AudioEndProxy, IdleProxy
 from .node import HANG_MS, MULTICHANNEL, recognize, result_span, scenario
+from .test_refusals import Failover
 
 #: Audio pushed at this many times real time: results come while it streams.
 SPEED = 4
@@ -114,23 +116,26 @@ def test_a_connection_cut_after_the_end_of_audio_ends_the_recognition_with_every
 
 
 def test_a_continuation_after_the_end_of_audio_that_finds_no_cut_turn_ends_at_once_saying_what_is_lost(
-    jssdk: str, fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference, caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch
+    jssdk: str, fresh_server: ServerThread, registry: ModelRegistry, tmp_path: Path, utterances_wav: Path, utterances_ref: Reference,
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     """The proxy cuts the connection (FIN) once the SDK's end of audio has passed to the server and then a message the
     server sent after it took that end (each carries its continuation token, which says so: usp.resume) to the SDK.
-    The SDK's continuation reaches a server that does not have the cut turn, as another pod behind the Service would
-    not (here the server's record of cut turns is made to find none: ``PARKING.claim``, the one stand-in). It carries
-    that token: no audio will come, and the continuation is ended at once, by a close 4000 alone, which the SDK
-    reports as ``ConnectionFailure`` with the reason: the phrases after the acknowledged offset are lost. The app has
-    the phrases that reached it before the cut. Before, that continuation turn waited for audio that never comes, for
-    ``AudioIdleSeconds`` (30 s), and was then closed 1007 (``BadRequestParameters``); here the server sent no token and
-    the SDK waited for the turn's end until its app gave up."""
+    The SDK's continuation reaches another server, which does not have the cut turn, as another pod behind the Service
+    would not (a Service whose first connection reaches one server and every later one another: each server keeps
+    its own turns, its app's ``parking``). It carries that token: no audio will come, and the continuation is ended
+    at once, by a close 4000 alone, which the SDK reports as ``ConnectionFailure`` with the reason: the phrases after
+    the acknowledged offset are lost. The app has the phrases that reached it before the cut. Before, that
+    continuation turn waited for audio that never comes, for ``AudioIdleSeconds`` (30 s), and was then closed 1007
+    (``BadRequestParameters``); here the server sent no token and the SDK waited for the turn's end until its app gave
+    up. And while the process kept every server's turns (``usp.resume.PARKING``), the other server found the cut turn
+    and answered the continuation as the first would have."""
     caplog.set_level(logging.DEBUG, logger="speech_recognizer.usp.connection")
-    monkeypatch.setattr(PARKING, "claim", lambda tag: None)
-    with AudioEndProxy(fresh_server.port, token=True) as proxy:
+    other = ServerThread(create_app(make_settings(tmp_path, "ReuseRecognizers=False"), registry))
+    with other, Failover(fresh_server.port, other.port) as service, AudioEndProxy(service.port, token=True) as proxy:
         out = recognize(jssdk, scenario(proxy.ws, utterances_wav, mode="continuous", properties=MULTICHANNEL, timeoutMs=HANG_MS))
         ended = time.monotonic()
+    assert service.connections == 2, f"the Service relayed {service.connections} connections"
     assert (proxy.accepted, proxy.cuts) == (2, 1), "the proxy cut the first connection, the SDK opened a second"
     assert ended - proxy.cut_at < 5, f"the recognition ended {ended - proxy.cut_at:.1f} s after the cut"
     acknowledged = continuation_offset(contexts(caplog)[1])

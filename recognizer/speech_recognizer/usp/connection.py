@@ -57,7 +57,7 @@ from ..transcript import Event, Partial, Phrase, joined, split_at_pauses
 from .frames import FrameError, Message, RequestIds, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, previous_service_tag, text_frame
 from .options import DEFAULT_FORMAT, Options, audio_format, stream_offsets
 from .refusal import FailedTurns
-from .resume import PARKING, RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Sent, audio_ended, ended_token, lost
+from .resume import RESENT, RESENT_PATHS, TOKEN_HEADER, Parked, Parking, Sent, audio_ended, ended_token, lost
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Turn:
         #: reliable-reconnect contract: a cut may lose it in flight (:mod:`.resume`).
         self._told: deque[Sent] = deque(maxlen=RESENT)
         #: For that client: the turn as a continuation finds it (:mod:`.resume`).
-        self.parked: Parked | None = PARKING.open(self.service_tag) if conn.stream_offsets else None
+        self.parked: Parked | None = conn.parking.open(self.service_tag) if conn.stream_offsets else None
         #: Whether that client's connection was found cut: what the turn sends is kept (:meth:`park`).
         self.cut = False
         #: Set once the turn is closed (its decoder released).
@@ -522,7 +522,7 @@ class Turn:
         """The turn's connection is over, or the turn replaced on it: its record waits for a continuation if kept,
         and is dropped if not (:mod:`.resume`)."""
         if self.parked is not None:
-            PARKING.settle(self.service_tag, self.parked)
+            self.conn.parking.settle(self.service_tag, self.parked)
 
     async def close(self) -> None:
         """Release the decoder without sending anything (and stop handling results)."""
@@ -546,14 +546,16 @@ class Connection:
 
     def __init__(
         self, socket: Socket, engine: Engine, options: Options, metrics: TurnCounters | None = None, deadlines: Deadlines | None = None,
-        draining: Callable[[], bool] = lambda: False, failed_turns: FailedTurns | None = None,
+        draining: Callable[[], bool] = lambda: False, failed_turns: FailedTurns | None = None, parking: Parking | None = None,
     ) -> None:
         """``draining``: whether the server drains (a turn whose connection it closes before any audio is the drain's);
         ``failed_turns``: the server's turns that lately failed, which the Speech SDK's core asks again for (its app's
-        state: each server counts the repeats it was asked, whatever else runs in the process)."""
+        state: each server counts the repeats it was asked, whatever else runs in the process); ``parking``: the
+        server's turns that a continuation may take up (:class:`~.resume.Parking`, its app's state too)."""
         self.socket = socket
         self.draining = draining
         self.failed_turns = failed_turns if failed_turns is not None else FailedTurns()
+        self.parking = parking if parking is not None else Parking()
         self.engine = engine
         self.options = options
         self.metrics = metrics if metrics is not None else _Uncounted()
@@ -727,7 +729,7 @@ class Connection:
             # the first turn of a connection that continues a turn cut after its end of audio: that turn's results
             first = self.turn is None
             previous = previous_service_tag(context)
-            parked = PARKING.claim(previous) if self.stream_offsets and first else None
+            parked = self.parking.claim(previous) if self.stream_offsets and first else None
             turn = await self._new_turn(request_id, options)
             turn.asks_again = self.failed_turns.continued(previous)
             if parked is not None and await turn.resume(parked):

@@ -94,11 +94,15 @@ class Parked:
 
 class Parking:
     """The turns of a server's clients with the reliable-reconnect contract, by service tag, while they go on and,
-    kept, for :data:`KEEP_SECONDS` after."""
+    kept, for :data:`KEEP_SECONDS` after.
+
+    One per server (its app's state): the SDK connects again to the same server, or a gateway in front routes it by
+    its own rules, and a continuation on another server finds nothing here (it is ended at once when its token says
+    its audio had ended, :func:`lost`, and else waits for audio as any continuation)."""
 
     def __init__(self) -> None:
         self._turns: dict[str, Parked] = {}
-        self._lock = threading.Lock()  # the test suite runs several servers, each on a thread
+        self._lock = threading.Lock()  # the turns of one server's connections; a lock costs nothing beside them
 
     def open(self, tag: str) -> Parked:
         """The record of a new turn of service tag ``tag``."""
@@ -129,9 +133,3 @@ class Parking:
         now = time.monotonic()
         for tag in [tag for tag, parked in self._turns.items() if parked.until < now]:
             del self._turns[tag]
-
-
-#: The server's turns: the SDK connects again to the same server (a gateway in front routes it by its own rules;
-#: one on another server finds nothing here: it is ended at once when its token says its audio had ended, :func:`lost`,
-#: and else waits for audio as any continuation).
-PARKING = Parking()

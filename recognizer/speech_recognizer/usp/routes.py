@@ -3,8 +3,8 @@
 An unmodified Azure Speech SDK app transcribes against this server by pointing
 ``SpeechConfig(host=...)`` (or ``endpoint=``) at it. The app must provide
 ``app.state.engine`` (:class:`~speech_recognizer.engine.Engine`),
-``app.state.settings`` (for ``api_key``) and ``app.state.failed_turns``
-(:class:`~.refusal.FailedTurns`).
+``app.state.settings`` (for ``api_key``), ``app.state.failed_turns``
+(:class:`~.refusal.FailedTurns`) and ``app.state.parking`` (:class:`~.resume.Parking`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def endpoint(mode: str):
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         drain = getattr(state, "drain", None)  # at its deadline, what the connection holds is sent before the close
         connection = Connection(websocket, state.engine, options, state.metrics, Deadlines.of(state.settings, websocket.scope),
-                                lambda: drain is not None and drain.draining, state.failed_turns)
+                                lambda: drain is not None and drain.draining, state.failed_turns, state.parking)
         if drain is None:
             await connection.run()
             return
