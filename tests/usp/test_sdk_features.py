@@ -32,6 +32,7 @@ from harness.usp import client_text_frame
 from speech_recognizer.contract import NOT_SERVED_PATHS
 from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import written
+from speech_recognizer.usp.connection import Turn
 
 from ..conftest import LONG_PAUSE_MS, reference
 from ..doc_tables import README, ROOT, code_spans, table
@@ -243,11 +244,23 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
 
 
 def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_server: ServerThread, long_pauses_wav: Path,
-                                                                      long_pauses_ref: Reference) -> None:
-    """Segmentation silence 2000 ms; the first sentence and 1.5 s of the silence after it pushed: the decoder ended its
-    phrase (after about 0.5 s), and the server holds it, as more speech could follow within 2 s.
-    ``stop_continuous_recognition`` ends the audio: the phrase comes before ``stop`` returns, as in-process Vosk's.
-    Before, it came as soon as the decoder ended it, at a pause shorter than the app asked for."""
+                                                                      long_pauses_ref: Reference, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segmentation silence 2000 ms; the first sentence and 1.5 s of the silence after it pushed: once the server has
+    decoded all of it, the decoder ended its phrase (after about 0.5 s), and the server holds it, as more speech could
+    follow within 2 s. ``stop_continuous_recognition`` ends the audio: the phrase comes before ``stop`` returns, as
+    in-process Vosk's. Before, it came as soon as the decoder ended it, at a pause shorter than the app asked for.
+    The stop waits for that event, the turn's results handled to the end of the audio pushed (``Turn.position``, seen
+    by a spy on ``Turn.audio``, which then runs unchanged), not for a time: a new recognizer decodes its first
+    utterance slower than real time on a busy machine."""
+    turns: list[Turn] = []
+    audio = Turn.audio
+
+    async def spy(turn: Turn, payload: bytes) -> None:
+        if turn not in turns:
+            turns.append(turn)
+        await audio(turn, payload)
+
+    monkeypatch.setattr(Turn, "audio", spy)
     first = long_pauses_ref.phrases[0]
     pcm, rate, _ = read_wav(long_pauses_wav)
     cut = int((first.words[-1].end + 1.5) * rate) * 2 // SDK_CHUNK * SDK_CHUNK
@@ -259,7 +272,10 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_serv
     rec.recognized.connect(lambda e: got.append(e.result))
     rec.start_continuous_recognition()
     _push(stream, pcm[:cut])
-    time.sleep(1.0)  # the server decodes 1.5 s of silence in a fraction of that (the decoder ends the phrase in it)
+    deadline = time.monotonic() + 60
+    while not (turns and turns[0].position >= cut / 2 / rate - 1e-6):
+        assert time.monotonic() < deadline, f"the server did not decode the audio pushed: {[t.position for t in turns]}"
+        time.sleep(0.02)
     assert not got, [r.text for r in got]
     rec.stop_continuous_recognition()
     assert len(got) == 1, [r.text for r in got]
