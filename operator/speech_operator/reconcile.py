@@ -99,7 +99,8 @@ class Runtime:
     #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace, under way: the
     #: SpeechToTexts listed (of a child kind: whose child each had), and the look due once it is over (:meth:`relisted`).
     relistings: dict[tuple[str, str], tuple[set[str], asyncio.Task[None]]] = field(default_factory=dict)
-    #: When (loop time) the last of those listings of each kind and namespace began.
+    #: When (loop time) the last of those listings of each kind and namespace began; forgotten once no look under way
+    #: or to come reads it (:meth:`_forget_relisted`): a namespace listed once is not kept for the process' life.
     relisted_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,6 +199,17 @@ class Runtime:
         self.relistings.pop((kind, namespace), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
         if kind != api.KIND:
             self._lacking(kind, namespace, listed, "was not in the listing kopf made again")
+        self._forget_relisted()
+
+    def _forget_relisted(self) -> None:
+        """Forget when the listings over began (:attr:`relisted_at`) that no look reads any more: a look reads the
+        children's from :data:`RELIST_SETTLE_SECONDS` before its own SpeechToTexts' listing began on, and a listing
+        begins now at the earliest."""
+        floor = min([asyncio.get_running_loop().time(), *(
+            at for key, at in self.relisted_at.items() if key[0] == api.KIND and key in self.relistings)])
+        for key, at in list(self.relisted_at.items()):
+            if key not in self.relistings and at < floor - RELIST_SETTLE_SECONDS:
+                del self.relisted_at[key]
 
     async def _children_looked_for(self, namespace: str, listed: set[str]) -> None:
         """Once kopf's listing of the SpeechToTexts of ``namespace`` made again (``listed``) is over: the children of
@@ -257,6 +269,7 @@ class Runtime:
         self.retries.clear()
         self.refreshing.clear()
         self.relistings.clear()
+        self.relisted_at.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

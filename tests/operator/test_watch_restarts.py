@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import NAMESPACE, condition, deployment, one_pod_ready, quiet
 
-from speech_operator import api
+from speech_operator import api, reconcile
+from speech_operator.config import OperatorConfig
 from speech_operator.kube import USER_AGENT
-from speech_operator.reconcile import RELIST_SETTLE_SECONDS
+from speech_operator.reconcile import RELIST_SETTLE_SECONDS, Runtime
 
 if TYPE_CHECKING:
     import kmock
@@ -244,6 +245,28 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     assert costs == {(api.PLURAL,): {"GET deployments": 1, "GET services": 1},
                      (api.PLURAL, "deployments", "services"): {}}, costs
     assert caplog.text.count("is gone: reconciled") == 1 and "not in the listing" not in caplog.text, caplog.text
+
+
+@pytest.mark.unit
+async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_are_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's listings made again of the SpeechToTexts and of each kind of child in 500 namespaces, one after the other
+    (:meth:`Runtime.relisted`, as their handlers call it; none of them kept by a reconcile, so no request): once each
+    listing's look is over, nothing of it is kept, and what is kept meanwhile is the listings under way. Before, the
+    start of each was kept for the process' life: one entry per kind and namespace ever listed again (2000 here)."""
+    monkeypatch.setattr(reconcile, "RELIST_SETTLE_SECONDS", 0.05)
+    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"))
+    kinds = [api.KIND, "Deployment", "Service", "PodDisruptionBudget"]
+    most = 0
+    for first in range(0, 500, 50):
+        for i, kind in itertools.product(range(first, first + 50), kinds):
+            rt.relisted(kind, f"ns-{i}", "en-us")
+        most = max(most, len(rt.relisted_at))
+        while rt.relistings:
+            await asyncio.sleep(0.01)
+    assert rt.relisted_at == {}, len(rt.relisted_at)
+    assert most == 50 * len(kinds), most  # the batch under way's alone
+    await rt.stop_retries()
 
 
 @pytest.mark.parametrize("watch_seconds", [1])
