@@ -97,11 +97,13 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     result = yield
     try:
         sent = unjudged()
-        problems = rbac.judge(sent, namespaces=[NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED,
-                              namespaced=_NAMESPACED)
+        watched = rbac.SCOPE.get("namespaces", [NAMESPACE])
+        problems = rbac.judge(sent, namespaces=watched or [NAMESPACE], extra=rbac.BOUND, exercised=_EXERCISED,
+                              namespaced=_NAMESPACED if watched is not None else None)
         written = crd_schema.judge(sent)
     finally:
         rbac.BOUND.clear()
+        rbac.SCOPE.clear()
     if problems:
         raise AssertionError("requests a cluster's RBAC would refuse (403 Forbidden), by deploy/base/rbac.yaml:\n"
                              + "\n".join(problems))

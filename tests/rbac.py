@@ -388,6 +388,10 @@ def used(attrs: Iterable[Attributes]) -> set[tuple[str, str, str]]:
 #: Identities a test binds for itself, by User-Agent (the cleanup hook's Role as the chart renders it):
 #: cleared when the test ends.
 BOUND: dict[str, Identity] = {}
+#: The namespaces the operator a test runs watches ("namespaces"; tests/operator/conftest.py's fixture of that name),
+#: when not ``speech`` alone: a Role in each in the chart's namespaced mode; None: every namespace, the chart's cluster
+#: mode, which no Role binds (nothing of that test is judged by Roles). Cleared when the test ends.
+SCOPE: dict[str, list[str] | None] = {}
 
 
 def unexercised(exercised: Iterable[Sequence[str]]) -> dict[str, list[tuple[str, str, str]]]:

@@ -213,7 +213,7 @@ async def run(args: argparse.Namespace) -> None:
         config = OperatorConfig.from_env()
     except ValueError as exc:
         sys.exit(f"{PROG}: {exc}")
-    runtime = Runtime(config=config, kube=Kube(await _credentials()))
+    runtime = Runtime(config=config, kube=Kube(await _credentials()), clusterwide=args.all_namespaces)
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = named_namespaces_only(args.namespace, args.all_namespaces)
     priority, explainer = None, None

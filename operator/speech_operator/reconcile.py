@@ -96,9 +96,14 @@ class Runtime:
     #: The status refreshes under way (:meth:`refresh`), at most one per SpeechToText, and those asked for meanwhile.
     refreshing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     _refresh_again: set[tuple[str, str]] = field(default_factory=set)
-    #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace, under way: the
-    #: SpeechToTexts listed (of a child kind: whose child each had), and the look due once it is over (:meth:`relisted`).
-    relistings: dict[tuple[str, str], tuple[set[str], asyncio.Task[None]]] = field(default_factory=dict)
+    #: Whether kopf watches every namespace (``--all-namespaces``; the chart's cluster mode, a ClusterRole): the look
+    #: after a listing of the SpeechToTexts made again lists each kind of child once for them all, not once per
+    #: namespace (:meth:`_children_looked_for`). Else the namespaces it was given, where it may be bound by a Role each.
+    clusterwide: bool = False
+    #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace ("" for the
+    #: SpeechToTexts' when :attr:`clusterwide`), under way: the SpeechToTexts listed, by namespace and name (of a child
+    #: kind: whose child each had), and the look due once it is over (:meth:`relisted`).
+    relistings: dict[tuple[str, str], tuple[set[tuple[str, str]], asyncio.Task[None]]] = field(default_factory=dict)
     #: When (loop time) the last of those listings of each kind and namespace began; forgotten once no look under way
     #: or to come reads it (:meth:`_forget_relisted`): a namespace listed once is not kept for the process' life.
     relisted_at: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -181,24 +186,25 @@ class Runtime:
         one not refused, no name taken) that the listing had none of is reconciled: that child was deleted while the
         watch was away, and no event says so. No request when none is missing. A listing with no object of ``kind`` in
         ``namespace`` reaches no handler; the SpeechToTexts' own listing looks for their children of each kind kopf
-        did not list again meanwhile (:meth:`_children_looked_for`)."""
-        key = (kind, namespace)
-        owners, task = self.relistings.get(key, (set(), None))
+        did not list again meanwhile (:meth:`_children_looked_for`; one listing of every namespace when
+        :attr:`clusterwide`)."""
+        key = (kind, "" if kind == api.KIND and self.clusterwide else namespace)
+        listed, task = self.relistings.get(key, (set(), None))
         if task is not None:
             task.cancel()
         else:
             self.relisted_at[key] = asyncio.get_running_loop().time()
-        owners.add(owner)
-        self.relistings[key] = (owners, asyncio.get_running_loop().create_task(
-            self._relisting_over(kind, namespace, owners), name=f"{kind}s of {namespace} listed again"))
+        listed.add((namespace, owner))
+        self.relistings[key] = (listed, asyncio.get_running_loop().create_task(
+            self._relisting_over(*key, listed), name=f"{kind}s of {key[1] or 'every namespace'} listed again"))
 
-    async def _relisting_over(self, kind: str, namespace: str, listed: set[str]) -> None:
+    async def _relisting_over(self, kind: str, scope: str, listed: set[tuple[str, str]]) -> None:
         await asyncio.sleep(RELIST_SETTLE_SECONDS)
         if kind == api.KIND:
-            await self._children_looked_for(namespace, listed)  # cancelled as the sleep: by one more of that listing
-        self.relistings.pop((kind, namespace), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
+            await self._children_looked_for(scope, listed)  # cancelled as the sleep: by one more of that listing
+        self.relistings.pop((kind, scope), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
         if kind != api.KIND:
-            self._lacking(kind, namespace, listed, "was not in the listing kopf made again")
+            self._lacking(kind, scope, {name for _, name in listed}, "was not in the listing kopf made again")
         self._forget_relisted()
 
     def _forget_relisted(self) -> None:
@@ -211,32 +217,43 @@ class Runtime:
             if key not in self.relistings and at < floor - RELIST_SETTLE_SECONDS:
                 del self.relisted_at[key]
 
-    async def _children_looked_for(self, namespace: str, listed: set[str]) -> None:
-        """Once kopf's listing of the SpeechToTexts of ``namespace`` made again (``listed``) is over: the children of
-        each kind those SpeechToTexts' last reconciles kept, listed once per kind (the operator's, by its
-        ``managed-by`` label), and each SpeechToText lacking its child of that kind reconciled. A watch of them that
+    async def _children_looked_for(self, scope: str, listed: set[tuple[str, str]]) -> None:
+        """Once kopf's listing of the SpeechToTexts of ``scope`` (a namespace; "": every one, :attr:`clusterwide`)
+        made again (``listed``) is over: the children of each kind those SpeechToTexts' last reconciles kept, listed
+        once per kind (the operator's, by its ``managed-by`` label; of ``scope``: one request for every namespace when
+        kopf watches them all), and each SpeechToText lacking its child of that kind reconciled. A watch of them that
         could not go on either (410 Gone: a restarted API server forgot every watch's history) lists them again, and
-        a deletion meanwhile of the last of a kind in ``namespace`` reaches no handler of theirs. Not the kinds kopf
-        listed again from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
+        a deletion meanwhile of the last of a kind in a namespace reaches no handler of theirs. Not the kinds kopf
+        listed again in that namespace from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
         :meth:`relisted`); a failure is one line, and the look is left to the next reconciles."""
-        began = self.relisted_at.get((api.KIND, namespace), 0.0) - RELIST_SETTLE_SECONDS
-        kinds = {child["kind"] for (ns, name), last in self._kept() if ns == namespace and name in listed
-                 for child in last.children}
+        began = self.relisted_at.get((api.KIND, scope), 0.0) - RELIST_SETTLE_SECONDS
+        kept: dict[str, set[str]] = {}  # kind: the namespaces of the listed SpeechToTexts that kept a child of it
+        for key, last in self._kept():
+            if key in listed:
+                for child in last.children:
+                    kept.setdefault(child["kind"], set()).add(key[0])
         selector = f"{builders.LABEL_MANAGED_BY}={builders.MANAGER}"
-        for kind in sorted(kinds):
-            if (kind, namespace) in self.relistings or self.relisted_at.get((kind, namespace), began - 1) >= began:
+        for kind in sorted(kept):
+            namespaces = {ns for ns in kept[kind] if (kind, ns) not in self.relistings
+                          and self.relisted_at.get((kind, ns), began - 1) < began}
+            if not namespaces:
                 continue
             api_version, plural = PLURALS[kind]
             try:
-                found = await self.kube.request("GET", path(api_version, plural, namespace, None),
+                found = await self.kube.request("GET", path(api_version, plural, scope or None, None),
                                                 query={"labelSelector": selector})
             except UNANSWERED as exc:
                 log.warning("listing the %ss of %s (kopf listed its %ss again): %s: %s; looked for at their next "
-                            "reconciles", kind, namespace, api.KIND, type(exc).__name__, exc)
+                            "reconciles", kind, scope or "every namespace", api.KIND, type(exc).__name__, exc)
                 continue
-            owners = {owner for item in (found or {}).get("items") or []
-                      if (owner := builders.owner_name(item.get("metadata") or {})) is not None}
-            self._lacking(kind, namespace, owners, "is gone", among=listed)
+            present: set[tuple[str, str]] = set()  # the owners of those found, by namespace and name
+            for item in (found or {}).get("items") or []:
+                meta = item.get("metadata") or {}
+                if (owner := builders.owner_name(meta)) is not None:
+                    present.add((str(meta.get("namespace") or ""), owner))
+            for ns in sorted(namespaces):
+                self._lacking(kind, ns, {name for n, name in present if n == ns}, "is gone",
+                              among={name for n, name in listed if n == ns})
 
     def _kept(self, kind: str | None = None) -> list[tuple[tuple[str, str], Observed | Amiss]]:
         """The SpeechToTexts whose last reconcile kept what it decided (:class:`Observed`, :class:`Amiss`), with it;

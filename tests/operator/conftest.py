@@ -27,6 +27,7 @@ from speech_operator import api, metrics
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import Kube, load_configuration
 from speech_operator.reconcile import Runtime
+from tests import rbac
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_AGENT = "test-client"  # the User-Agent of the test's own client (kubectl's part)
@@ -68,13 +69,14 @@ class Cluster:
                 and r.resource.plural == plural and r.name == name and r.subresource == sub
                 and r.headers.get("User-Agent") != TEST_AGENT]
 
-    def stt_url(self, name: str = "", sub: str | None = None) -> str:
+    def stt_url(self, name: str = "", sub: str | None = None, namespace: str = NAMESPACE) -> str:
         from speech_operator.kube import path
-        return path(api.API_VERSION, api.PLURAL, NAMESPACE, name or None, sub)
+        return path(api.API_VERSION, api.PLURAL, namespace, name or None, sub)
 
-    def url(self, api_version: str, plural: str, name: str = "", sub: str | None = None) -> str:
+    def url(self, api_version: str, plural: str, name: str = "", sub: str | None = None,
+            namespace: str = NAMESPACE) -> str:
         from speech_operator.kube import path
-        return path(api_version, plural, NAMESPACE, name or None, sub)
+        return path(api_version, plural, namespace, name or None, sub)
 
     async def events(self) -> list[dict[str, Any]]:
         listing = await self.api.get(self.url("v1", "events"))
@@ -117,8 +119,15 @@ def watch_seconds() -> int | None:
     return None
 
 
+@pytest.fixture
+def namespaces() -> list[str] | None:
+    """The namespaces the operator watches (the CLI's ``--namespace``); None: every namespace (``--all-namespaces``:
+    kopf's ``clusterwide``, :attr:`Runtime.clusterwide`). :data:`NAMESPACE` alone unless a test parametrizes it."""
+    return [NAMESPACE]
+
+
 @pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
-async def cluster(apiserver: Cluster, watch_seconds: int | None) -> AsyncIterator[Cluster]:
+async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: list[str] | None) -> AsyncIterator[Cluster]:
     """:func:`apiserver` with the real operator (kopf's runner) watching it."""
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
@@ -127,13 +136,16 @@ async def cluster(apiserver: Cluster, watch_seconds: int | None) -> AsyncIterato
     settings.networking.request_timeout = 5
     apiserver.settings = settings
     runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2,
-                                            autoscale_seconds=0.2, demand_seconds=30))
+                                            autoscale_seconds=0.2, demand_seconds=30), clusterwide=namespaces is None)
     apiserver.config = runtime.config
     apiserver.runtime = runtime
+    if namespaces != [NAMESPACE]:
+        rbac.SCOPE["namespaces"] = namespaces  # the RBAC the chart would bind it by (tests/conftest.py judges by it)
     # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
     # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
     stop, ready = threading.Event(), threading.Event()
-    main = kopf.operator(settings=settings, standalone=True, namespaces=[NAMESPACE], memo=kopf.Memo(runtime=runtime),
+    main = kopf.operator(settings=settings, standalone=True, clusterwide=namespaces is None, namespaces=namespaces or [],
+                         memo=kopf.Memo(runtime=runtime),
                          stop_flag=stop, ready_flag=ready)
 
     def run() -> None:
@@ -211,25 +223,25 @@ class Operator:
         print(f"$ speech-operator {' '.join(self.args)}", *self.lines, sep="\n")  # shown when a test fails
 
 
-async def deployment(cluster: Cluster, name: str = "en-us") -> dict[str, Any] | None:
-    return await cluster.api.get(cluster.url("apps/v1", "deployments", name))
+async def deployment(cluster: Cluster, name: str = "en-us", namespace: str = NAMESPACE) -> dict[str, Any] | None:
+    return await cluster.api.get(cluster.url("apps/v1", "deployments", name, namespace=namespace))
 
 
-async def condition(cluster: Cluster, type_: str, name: str = "en-us") -> dict[str, Any]:
+async def condition(cluster: Cluster, type_: str, name: str = "en-us", namespace: str = NAMESPACE) -> dict[str, Any]:
     """The SpeechToText ``name``'s condition ``type_`` as stored ({} when it has none)."""
-    body = await cluster.api.get(cluster.stt_url(name)) or {}
+    body = await cluster.api.get(cluster.stt_url(name, namespace=namespace)) or {}
     return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
 
 
-async def one_pod_ready(cluster: Cluster, dep: dict[str, Any], name: str = "en-us") -> None:
+async def one_pod_ready(cluster: Cluster, dep: dict[str, Any], name: str = "en-us", namespace: str = NAMESPACE) -> None:
     """Write the Deployment ``dep``'s status as its controller would with its one pod ready (kmock runs no controller),
     and wait until the SpeechToText says Ready."""
-    await cluster.api.patch(cluster.url("apps/v1", "deployments", name, "status"), {"status": {
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", name, "status", namespace=namespace), {"status": {
         "observedGeneration": dep["metadata"].get("generation", 0), "replicas": 1, "updatedReplicas": 1,
         "readyReplicas": 1, "conditions": []}})
 
     async def ready() -> bool:
-        return (await condition(cluster, "Ready", name)).get("status") == "True"
+        return (await condition(cluster, "Ready", name, namespace)).get("status") == "True"
     await cluster.eventually(ready)
 
 

@@ -111,8 +111,9 @@ def kopf_listed(cluster: Cluster, since: int) -> list[tuple[int, str]]:
 
 
 async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], *plurals: str) -> int:
-    """Hold every watch of ``plurals`` (Deployments when none; the API server out of reach for them), do
-    ``meanwhile`` (and a write of another resource: the cluster's version moves on), forget their history
+    """Hold every watch of ``plurals`` (Deployments when none; the API server out of reach for them), kopf's next one
+    of each namespace it watches (or of all), do ``meanwhile`` (and a write of another resource: the cluster's version
+    moves on), forget their history
     (:meth:`Emulator.compact`; the other resources' watches go on), let them go:
     kopf's next watch of each is answered 410 Expired and it lists them again. The number of the emulator's request
     the first of those listings was, once each came."""
@@ -121,8 +122,8 @@ async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], *p
     def watches(plural: str) -> list[kmock.Request]:
         return [r for r in cluster.sent("GET", plural) if r.params.get("watch") == "true"]
 
-    async def restarted(plural: str, after: int) -> bool:
-        return len(watches(plural)) > after
+    async def restarted(plural: str, after: int) -> bool:  # the next watch of each namespace watched (or of all): held
+        return {r.namespace for r in watches(plural)[after:]} >= {r.namespace for r in watches(plural)}
     away = {plural: asyncio.Event() for plural in plurals}
     for plural, event in away.items():
         began = len(watches(plural))
@@ -146,12 +147,12 @@ async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], *p
     return int(min(listings))
 
 
-async def created(cluster: Cluster, name: str, locale: str) -> None:
-    """The SpeechToText ``name`` made, its pod ready."""
-    await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "metadata": {"name": name, "namespace": NAMESPACE},
-                                                 "spec": {**BASE["spec"], "locale": locale}})
-    dep = await cluster.eventually(lambda: deployment(cluster, name))
-    await one_pod_ready(cluster, dep, name)
+async def created(cluster: Cluster, name: str, locale: str, namespace: str = NAMESPACE) -> None:
+    """The SpeechToText ``name`` made in ``namespace``, its pod ready."""
+    await cluster.api.create(cluster.stt_url(namespace=namespace), {
+        **copy.deepcopy(BASE), "metadata": {"name": name, "namespace": namespace}, "spec": {**BASE["spec"], "locale": locale}})
+    dep = await cluster.eventually(lambda: deployment(cluster, name, namespace))
+    await one_pod_ready(cluster, dep, name, namespace)
 
 
 @pytest.mark.parametrize("watch_seconds", [1])
@@ -245,6 +246,58 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     assert costs == {(api.PLURAL,): {"GET deployments": 1, "GET services": 1},
                      (api.PLURAL, "deployments", "services"): {}}, costs
     assert caplog.text.count("is gone: reconciled") == 1 and "not in the listing" not in caplog.text, caplog.text
+
+
+#: The namespaces beside :data:`NAMESPACE` of the tests of an operator that watches several.
+OTHERS = ("speech-b", "speech-c")
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
+@pytest.mark.parametrize(("namespaces", "scopes"), [(None, [None]), ([NAMESPACE, *OTHERS], [NAMESPACE, *OTHERS])],
+                         ids=["every-namespace", "given-namespaces"])
+async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists_each_kind_once_when_every_one_is_watched(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, scopes: list[str | None]) -> None:
+    """One SpeechToText in each of 3 namespaces; kopf's watch of SpeechToTexts away, the history forgotten meanwhile.
+    Once its listing is over, the look for their children lists each kind the SpeechToTexts keep once for every
+    namespace when the operator watches them all (``--all-namespaces``: the chart's cluster mode, a ClusterRole), and
+    once in each namespace when it watches those it was given (a Role in each may bind it: never a cluster-wide list).
+    A Deployment deleted while the Deployments' watch was away too is made again either way; each is looked for where
+    kopf did not list its kind again. Then nothing is kept of those listings (:attr:`Runtime.relisted_at`). Before, the
+    look listed each kind once per namespace whatever the operator watched, and each listing's start was kept for
+    good."""
+    caplog.set_level(logging.INFO, logger="speech_operator")
+    for namespace in OTHERS:
+        await cluster.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    for namespace in (NAMESPACE, *OTHERS):
+        await created(cluster, "en-us", "en-US", namespace)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+
+    def lists(since: int) -> list[str | None]:
+        return sorted((r.namespace for r in list(cluster.emulator)[since:] if own(r) and r.method == "GET" and r.name is None),
+                      key=str)
+
+    async def nothing() -> None:
+        pass
+    listing = await relisted(cluster, nothing, api.PLURAL)
+    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for their children, once the listing is over
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after a listing of the SpeechToTexts of 3 namespaces:", sent)
+    assert sent == {"GET deployments": len(scopes), "GET services": len(scopes)}, sent
+    assert lists(listing + 1) == sorted(scopes * 2, key=str), lists(listing + 1)
+
+    async def delete() -> None:
+        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us", namespace=OTHERS[-1]))
+    listing = await relisted(cluster, delete, api.PLURAL, "deployments")
+    await cluster.eventually(lambda: deployment(cluster, "en-us", OTHERS[-1]), 5 + RELIST_SETTLE_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listings that lacked a Deployment:", sent)
+    assert sent.get("GET deployments") == 1 and sent.get("GET services") == len(scopes), sent
+    assert sent.get("PATCH deployments en-us") == 1, sent
+    assert caplog.text.count(f"{OTHERS[-1]}/en-us: its Deployment is gone: reconciled") == 1, caplog.text
+    assert caplog.text.count("is gone: reconciled") == 1, caplog.text
+    assert cluster.runtime is not None and cluster.runtime.relisted_at == {}, cluster.runtime.relisted_at
 
 
 @pytest.mark.unit
