@@ -432,11 +432,22 @@ class Starved:
     def __enter__(self) -> Self:
         assert Path("/proc/self/schedstat").exists(), "this kernel keeps no schedstat: no measure of waits for a CPU"
         self._thread.start()
+        self.entered = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.left = time.monotonic()
         self._done.set()
         self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from entering to leaving but those in which a thread waited for a CPU (:meth:`unstarved`)."""
+        return self.unstarved(self.entered, self.left)
+
+    def __str__(self) -> str:
+        """The stretch from entering to leaving, for an assertion's message: its clock time and :attr:`seconds`."""
+        return f"{self.left - self.entered:.2f} s, {self.seconds:.2f} s of it not waiting for a CPU"
 
     def unstarved(self, start: float, end: float, *, epoch: bool = False) -> float:
         """Seconds from ``start`` to ``end`` (:func:`time.monotonic`'s, or with ``epoch`` the epoch's) but those in
