@@ -21,13 +21,12 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from harness.clients import STRICT_S
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 
 from ..conftest import make_settings
-from ..hostile import Audio, PacedStream, paced_stream, warm
+from ..hostile import Audio, assert_real_time_but_starved, paced_stream, warm
 from ..support import ServerThread, Starved, read_wav
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -169,21 +168,6 @@ def test_a_close_reason_in_korean_is_cut_by_bytes(srv: ServerThread) -> None:
 
 
 # ---- malformed messages made by hypothesis, a normal stream beside -----------------------------------------
-
-
-def assert_real_time_but_starved(stream: PacedStream, audio_s: float, starved: Starved) -> None:
-    """The paced stream completed, each of its waits (a reply, its lag behind real time, its final result) within
-    :data:`~harness.clients.STRICT_S` but the time this process waited for a CPU meanwhile (``starved``, entered
-    around the stream).
-
-    Its server, the attack's clients and the stream share this interpreter, so a stream on a fresh server process later
-    (:func:`~tests.hostile.assert_strict`'s baseline) is no measure of it, and measures the machine at another moment:
-    a busy machine's delays are taken out here from the same moments as the attack's."""
-    got = stream.result(timeout=audio_s + 60)
-    assert got.ok, got.summary()
-    waits = sorted(((starved.unstarved(start, end), end - start) for start, end in got.waits), reverse=True)
-    assert waits[0][0] <= STRICT_S, (f"beside the attack the stream waited {waits[0][1]:.2f} s, {waits[0][0]:.2f} s of it "
-                                     f"not for a CPU: more than {STRICT_S:g} s. {got.summary()}")
 
 
 def test_malformed_messages_on_every_route(srv: ServerThread, normal: Audio) -> None:
