@@ -140,7 +140,8 @@ ASKED_AGAIN: frozenset[str] = frozenset({"ServiceUnavailable", "Error"})
 # reason that follows in the close.
 BAD_VALUE = Kind("bad_value", 400, 1007, None, INFO, doc="a parameter, message or frame the server cannot accept", usp_close=1007)
 BAD_AUDIO = Kind("bad_audio", 400, 1007, None, INFO, doc="audio that cannot be decoded", usp_close=1007)
-UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, None, INFO, doc="an audio encoding or content type not served", usp_close=1007)
+UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, 1007, None, INFO, usp_close=1007,
+                      doc="an audio encoding or content type not served, or a media file of more tracks than served")
 UNKNOWN_LOCALE = Kind("unknown_locale", 400, 1007, None, INFO, doc="a language no model serves", usp_close=1007)
 NOT_FOUND = Kind("not_found", 404, 1008, None, INFO, doc="no such route or mode", usp_close=1007)
 NOT_SERVED = Kind("not_served", 400, 1007, None, INFO, usp_close=1007,

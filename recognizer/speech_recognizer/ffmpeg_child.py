@@ -55,6 +55,13 @@ UNTIMED = frozenset({"AAC", "AMR", "MPEG-PS"})
 #: bytes), whose unused end its muxer writes as zeros. A file cut one or two bytes into a pack's start code ends in as
 #: many zeros (the audio decoded is that of the file cut where the pack ends).
 PADDING_BYTES = 2324
+#: The most streams (an MP4's or WebM's tracks) a container may have: far more than any recording has (a camera's or a
+#: multitrack recorder's have a few dozen at most), and few enough that opening it stays well within the child's
+#: memory, where FFmpeg reads each stream's parameters with a decoder of its own (an AAC decoder's state is large:
+#: an MP4 of a thousand AAC tracks passed the limit). FFmpeg's ``max_streams`` holds it: the MP4 demuxer then fails
+#: with ENOMEM, told apart by FFmpeg's error (:func:`opened`), and Matroska's drops the tracks past it with an error;
+#: either is refused (:data:`UNSUPPORTED`).
+MAX_STREAMS = 256
 #: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
 #: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
 AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
@@ -96,14 +103,7 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             raise Refused(UNSUPPORTED, f"the AMR file is multi-channel ({head[:head.index(b'1.0') + 3].decode()}), "
                                        "which is not served: send single-channel AMR (#!AMR or #!AMR-WB)")
     checked = ProgramStream(data) if name == "MPEG-PS" else None
-    try:
-        container: Any = av.open(checked or data, format=DEMUXERS[name], container_options=options(name))
-    except MemoryError:
-        raise Refused(LIMIT, f"reading the {name} container needed more memory than the decoder's limit") from None
-    except (av.FFmpegError, ValueError, EOFError) as exc:
-        _verdict(checked)
-        raise Refused(NOT_AUDIO, f"the {name} container cannot be read: {_said(exc)}") from None
-    with container:
+    with opened(name, checked or data) as container:
         _verdict(checked)
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
@@ -123,11 +123,50 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
         _write(container, stream, decoder(stream), name, max_seconds, cut, out, checked)
 
 
+def opened(name: str, data: BinaryIO | ProgramStream) -> Any:
+    """The ``name`` container read from ``data``, opened (:func:`options`); refused when it cannot be read, when it has
+    more than :data:`MAX_STREAMS` streams, or when reading it needed more memory than the limit. FFmpeg says "exceeds
+    max_streams" in an error of its log (captured while it opens, then its logging is as before) exactly when a
+    container passes ``max_streams``: the MP4 demuxer's ENOMEM is then that, not the memory limit's."""
+    import av
+
+    checked = data if isinstance(data, ProgramStream) else None
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as said:
+            try:
+                container: Any = av.open(data, format=DEMUXERS[name], container_options=options(name))
+            except MemoryError:
+                _too_many_streams(name, said)
+                raise Refused(LIMIT, f"reading the {name} container needed more memory than the decoder's limit") from None
+            except (av.FFmpegError, ValueError, EOFError) as exc:
+                _verdict(checked)
+                raise Refused(NOT_AUDIO, f"the {name} container cannot be read: {_said(exc)}") from None
+    finally:
+        av.logging.set_level(level)
+    try:
+        _too_many_streams(name, said)
+    except Refused:
+        container.close()
+        raise
+    return container
+
+
+def _too_many_streams(name: str, said: list[tuple[int, str, str]]) -> None:
+    """Refuse the ``name`` container whose opening FFmpeg ``said`` (its log's errors) passed :data:`MAX_STREAMS`."""
+    if any("exceeds max_streams" in message for _, _, message in said):
+        raise Refused(UNSUPPORTED, f"the {name} file has more than {MAX_STREAMS} tracks (streams), which is not served: "
+                                   "no recording has that many; send the audio track alone")
+
+
 def options(name: str) -> dict[str, str]:
-    """The options the ``name`` container is opened with: :func:`whitelist`'s; for an MPEG program stream, no
-    length estimated from the timestamps at its end (:data:`UNTIMED`: none is used), for which FFmpeg read the file's
-    end (more of it where it found none) whatever the audio's length, past :class:`ProgramStream`'s check."""
-    return {**whitelist(name), **({"skip_estimate_duration_from_pts": "1"} if name == "MPEG-PS" else {})}
+    """The options the ``name`` container is opened with: :func:`whitelist`'s and at most :data:`MAX_STREAMS` streams;
+    for an MPEG program stream, no length estimated from the timestamps at its end (:data:`UNTIMED`: none is used),
+    for which FFmpeg read the file's end (more of it where it found none) whatever the audio's length, past
+    :class:`ProgramStream`'s check."""
+    return {**whitelist(name), "max_streams": str(MAX_STREAMS),
+            **({"skip_estimate_duration_from_pts": "1"} if name == "MPEG-PS" else {})}
 
 
 def _verdict(checked: ProgramStream | None) -> None:

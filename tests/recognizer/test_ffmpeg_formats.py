@@ -372,6 +372,42 @@ def test_what_is_not_whole_or_not_served_is_refused_saying_why(server, utterance
     assert_still_serves(server, speech_wav, good_text)
 
 
+def _tracks(container: str, audio: str, count: int) -> bytes:
+    """:func:`_muxed`'s second of ``audio`` in ``container``, its packets in each of ``count`` tracks alike."""
+    with av.open(io.BytesIO(_muxed(container, audio=audio))) as one:
+        (template,) = one.streams
+        packets = [packet for packet in one.demux(template) if packet.size]
+        buf = io.BytesIO()
+        with av.open(buf, "w", format=container) as muxer:
+            tracks = [muxer.add_stream_from_template(template) for _ in range(count)]
+            for packet, track in ((p, t) for p in packets for t in tracks):
+                copy = av.Packet(bytes(packet))
+                copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
+                copy.stream = track
+                muxer.mux(copy)
+    return buf.getvalue()
+
+
+#: Files of many audio tracks -> (PyAV's container, codec, tracks, the status): past ffmpeg_child.MAX_STREAMS a 415 saying
+#: so (a thousand AAC tracks passed the decoder's memory limit while FFmpeg opened the MP4: a 502 decoder_failed, a
+#: fault, where the input is the client's doing; Matroska kept its first thousand and decoded the first), at it decoded.
+TRACKS = {"mp4 of 1000 aac tracks": ("mp4", "aac", 1000, 415), "webm of 1000 opus tracks": ("webm", "libopus", 1000, 415),
+          "mp4 of as many aac tracks as served": ("mp4", "aac", ffmpeg_child.MAX_STREAMS, 200)}
+
+
+@pytest.mark.parametrize("case", list(TRACKS))
+def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+                                                                case: str) -> None:
+    container, audio, count, status = TRACKS[case]
+    r = post(server, _tracks(container, audio, count), "application/octet-stream")
+    assert r.status_code == status, r.text
+    if status != 200:
+        name = "MP4" if container == "mp4" else "WebM"
+        assert r.json()["error"]["message"] == (f"the {name} file has more than {ffmpeg_child.MAX_STREAMS} tracks (streams), "
+                                                "which is not served: no recording has that many; send the audio track alone")
+    assert_still_serves(server, speech_wav, good_text)
+
+
 def _children(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children() if "speech_recognizer.ffmpeg_child" in " ".join(p.cmdline())]
 
