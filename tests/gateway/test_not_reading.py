@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp.client
 import httpx
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.frames import Close, Frame, Opcode
 
-from speech_operator.gateway import GatewayConfig
+from speech_operator.gateway import MIN_BUFFER_BYTES, GatewayConfig
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.serving import DEAD_PEER_SECONDS
@@ -35,12 +37,24 @@ from tests.recognizer.test_gone_clients import vosk_words
 from tests.recognizer.test_not_reading import USP, Server, deaf_websocket, send_all, stalling, usp_frames  # noqa: F401 - stalling: a fixture
 
 from ..conftest import CHUNK, make_settings
-from ..support import Reference, ServerThread, read_wav
+from ..support import Reference, ServerThread, read_wav, scrape_metrics
 from .conftest import Stack, speech_to_text
 
-#: Seconds within which the recognizer must have reset the stream, from the client's first audio: its replies fill the
-#: gateway's buffers too before the recognizer's sends stall (18-25 s here).
-BOUND = 60.0
+#: Seconds within which the recognizer must have reset the stream once it answered its last turn (its sends stalled
+#: behind the replies held for a client that takes in nothing): its ``AudioIdleSeconds``, the turn it was decoding, and
+#: room for a loaded machine. Without its bound on a stalled send: the kernel's 60 s.
+STALLED_BOUND = 10.0
+#: Turns the recognizer may answer before it resets the stream: their replies (about 1 KB each) fill what holds them
+#: between it and the client first. How long those turns take is the recognizer's pace, which the machine's load sets:
+#: the test bounds what is held, not that time.
+MAX_TURNS = 1000
+#: What aiohttp holds of a relay's replies besides the kernels' buffers, whatever the gateway's ``read_buffer_bytes``: up
+#: to twice its ``DEFAULT_CHUNK_SIZE`` (256 KiB) in the read queue of the recognizer's side, and up to its WebSocket
+#: ``writer_limit`` (the same 256 KiB) in the write buffer to the client before a send waits (:func:`small_buffers`).
+#: The test makes both the gateway's ``read_buffer_bytes``, its least (:func:`gateway`'s): the recognizer's sends stall
+#: after fewer turns, well before the client's window has been shut 60 s (the gateway's bound here, and the kernel's),
+#: however slow the turns.
+AIOHTTP_BUFFER_BYTES = MIN_BUFFER_BYTES
 #: Seconds within which the gateway's end of the client's connection must be gone once the recognizer has reset the
 #: stream. Before: until the kernel gave it up, about 60 s after the client's window shut.
 AFTER = 3.0
@@ -49,9 +63,10 @@ AFTER = 3.0
 @pytest.fixture(scope="module")
 def gateway(stalling: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # noqa: F811 - the fixture imported
     """The gateway, routing ko-KR to :func:`~tests.recognizer.test_not_reading.stalling`'s recognizer; its own bound on
-    a client that takes in nothing at its longest (the kernel's 60 s), so that the recognizer's (``AudioIdleSeconds`` 1 s, from when
-    its sends stall, 15-30 s after the gateway's) comes first, as the test means."""
-    config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=DEAD_PEER_SECONDS)
+    a client that takes in nothing at its longest (the kernel's 60 s) and its buffers at their least, so that the
+    recognizer's (``AudioIdleSeconds`` 1 s, from when its sends stall, once its replies filled what holds them:
+    :data:`AIOHTTP_BUFFER_BYTES`) comes first, as the test means."""
+    config = GatewayConfig(host="127.0.0.1", port=0, send_stall_seconds=DEAD_PEER_SECONDS, read_buffer_bytes=MIN_BUFFER_BYTES)
     with Stack(tmp_path_factory.mktemp("gateway-not-reading"), config) as stack:
         stack.create(speech_to_text("ko-kr", "ko-KR", stalling.srv.port))
         stack.serving("ko-KR")
@@ -65,6 +80,19 @@ def failures(stack: Stack) -> dict[str, float]:
             if s.name == "speech_gateway_failures_total"}
 
 
+def small_buffers(patch: pytest.MonkeyPatch) -> None:
+    """aiohttp's own buffers of a relayed WebSocket :data:`AIOHTTP_BUFFER_BYTES` (those made while ``patch`` holds)."""
+    patch.setattr(aiohttp.client, "DEFAULT_CHUNK_SIZE", AIOHTTP_BUFFER_BYTES)  # read when a WebSocket connects
+    patch.setitem(web.WebSocketResponse.__init__.__kwdefaults__, "writer_limit", AIOHTTP_BUFFER_BYTES)
+
+
+def answered(recognizer: Server, route: str = "usp/conversation") -> float:
+    """The recognitions ``recognizer`` has ended on ``route`` (``speech_requests_total``, any outcome): the Speech SDK's
+    turns, /vosk's streams."""
+    return sum(value for (name, labels), value in scrape_metrics(recognizer.srv.http).items()
+               if name == "speech_requests_total" and ("route", route) in labels)
+
+
 def gateway_side(stack: Stack, port: int, column: int = 0) -> str:
     """A column of ``ss``' line for the gateway's end of the client's connection from ``port``: its state (0), Recv-Q
     (1), Send-Q (2); "" once gone."""
@@ -74,9 +102,11 @@ def gateway_side(stack: Stack, port: int, column: int = 0) -> str:
 
 
 def test_a_client_of_the_gateway_that_never_reads_is_no_recognizer_lost(
-        gateway: Stack, stalling: Server) -> None:  # noqa: F811 - stalling: the fixture imported
+        gateway: Stack, stalling: Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811 - stalling: the fixture imported
     """Speech SDK turns sent back to back through the gateway, never read, the client sending on: the recognizer resets
-    the stream (``not_reading``); the gateway counts no ``backend_lost`` and resets its client's connection at once."""
+    the stream (``not_reading``) once it answered at most :data:`MAX_TURNS`, and within :data:`STALLED_BOUND` of its last
+    answer; the gateway counts no ``backend_lost`` and resets its client's connection at once."""
+    small_buffers(monkeypatch)
     before, refused = failures(gateway), stalling.refused("usp/conversation")
     sock, protocol = deaf_websocket(gateway.port, USP)
     port = sock.getsockname()[1]
@@ -84,8 +114,13 @@ def test_a_client_of_the_gateway_that_never_reads_is_no_recognizer_lost(
         frames = usp_frames(protocol, 20000)  # still being sent when the recognizer gives up
         started = time.monotonic()
         send_all(sock, frames)
+        turns, last = 0, started
         while stalling.refused("usp/conversation") == refused:
-            assert time.monotonic() - started < BOUND, "the recognizer never reset the stream"
+            if (now := answered(stalling)) != turns:
+                turns, last = now, time.monotonic()
+            assert turns <= MAX_TURNS, f"the recognizer answered {turns} turns and never stalled: its replies are held unbounded"
+            assert time.monotonic() - last < STALLED_BOUND, (
+                f"the recognizer answered no turn for {STALLED_BOUND:g} s ({turns} answered) and never reset the stream")
             time.sleep(0.1)
         reset_at = time.monotonic()
         while side := gateway_side(gateway, port):
@@ -93,8 +128,8 @@ def test_a_client_of_the_gateway_that_never_reads_is_no_recognizer_lost(
             time.sleep(0.05)
     after = failures(gateway)
     assert after.get("backend_lost", 0) == before.get("backend_lost", 0), after
-    print(f"stream reset {reset_at - started:.2f} s after the first audio, the client's connection gone "
-          f"{time.monotonic() - reset_at:.2f} s after")
+    print(f"stream reset {reset_at - started:.2f} s after the first audio, {reset_at - last:.2f} s after its last "
+          f"turn answered ({turns}), the client's connection gone {time.monotonic() - reset_at:.2f} s after")
 
 
 
