@@ -83,7 +83,7 @@ from speech_operator.gateway_relay import (
     relay_http,
     relay_websocket,
 )
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, Progress, Shutdown
+from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, STOPPED_DRAINED, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, cors, demo, errors, logs
 from speech_recognizer.addresses import Network, client, proxies
@@ -568,6 +568,8 @@ class Gateway:
             return await self._refused_ws(request, exc, route, None, protocols)
         if (refused := self._head_refused(request, backend, route, offered_protocols(request))) is not None:
             return refused
+        if self.shutdown.drained:  # nothing waits for a stream now: aiohttp's shutdown would cut it without a close
+            return await self._refused_ws(request, STOPPED_DRAINED, route, backend, protocols)
         gauge = self.metrics.streams.labels(route)
         gauge.inc()
         try:

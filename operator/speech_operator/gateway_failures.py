@@ -17,11 +17,11 @@ import logging
 from aiohttp import web
 
 from speech_recognizer import errors
-from speech_recognizer.errors import CLIENT_GONE, MALFORMED_REQUEST, NOT_FOUND, UNKNOWN_LOCALE, Failure, Kind
+from speech_recognizer.errors import CLIENT_GONE, DRAINING, MALFORMED_REQUEST, NOT_FOUND, UNKNOWN_LOCALE, Failure, Kind
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "CLIENT_GONE", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "CLIENT_GONE", "DRAINING", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "BY_NAME", "KINDS", "answered_kind", "closed_kind", "usp_told", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------

@@ -51,7 +51,9 @@ close handshake included (:attr:`Shutdown.refusals`; a client that never answers
 Not ended, such a wait held the stop until it ran out. A /vosk connection the gateway refuses is closed at once,
 and counted alike until its close handshake ends. An upgrade refused once the drain has ended gets the refusal as an
 HTTP answer (its status and reason, then the connection's end): no close reply could be read any more
-(:meth:`Shutdown.refusing`).
+(:meth:`Shutdown.refusing`). So does a stream's upgrade that comes then on a kept-alive connection, refused with
+:data:`STOPPED_DRAINED` (503, ``draining``): accepted, nothing would wait for it, and aiohttp's shutdown cut it
+without a close.
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
 (each side's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection; a client that takes in nothing, whose
@@ -89,6 +91,9 @@ IDLE_REASON = "closed while idle: this gateway is shutting down; connect again"
 STOPPED_MIDSTREAM = failures.Failure("this gateway stopped before the stream ended; connect again", failures.STOPPED)
 #: What a recognition request whose recognizer had not begun its answer when ``shutdown_seconds`` ran out gets.
 STOPPED_UNANSWERED = failures.Failure("this gateway stopped before the recognizer answered; try again", failures.STOPPED)
+#: What a stream's upgrade that comes once the drain has ended gets, over HTTP (:meth:`Shutdown.refusing`).
+STOPPED_DRAINED = failures.Failure("this gateway is shutting down and takes no new stream; connect again (another gateway "
+                                   "pod takes it)", failures.DRAINING)
 #: How long nothing must have passed either way before an idle WebSocket is closed: a Speech SDK app
 #: is still taking in its turn's end (and sends its telemetry) when the turn is over for the recognizer,
 #: and a close then cancels its continuous recognition (as the recognizer's drain found).

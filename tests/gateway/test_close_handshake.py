@@ -35,12 +35,20 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from speech_operator.gateway import GATEWAY
-from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, IDLE_REASON, SETTLE_SECONDS, STOPPED_MIDSTREAM, Shutdown
+from speech_operator.gateway_shutdown import (
+    AFTER_DRAIN_SECONDS,
+    CLOSE_REPLY_SECONDS,
+    IDLE_REASON,
+    SETTLE_SECONDS,
+    STOPPED_DRAINED,
+    STOPPED_MIDSTREAM,
+    Shutdown,
+)
 from speech_recognizer.serving import DEAD_PEER_SECONDS
 from tests.recognizer.test_not_reading import deaf_websocket
 from tests.support import TcpServerThread, read_wav
 
-from .conftest import Recognizer, start_recognizer
+from .conftest import Recognizer, Stack, start_recognizer
 from .test_not_reading import gateway_side, vosk_stream
 from .test_shutdown import PROMPT, asleep_stack, close_of, gateway, ko  # noqa: F401 - ko: the fixture
 
@@ -314,11 +322,10 @@ def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than
     print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")
 
 
-def test_an_upgrade_refused_once_the_drain_ended_is_answered_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An upgrade the gateway refuses (/vosk for fr-CA, which nothing serves) that comes on a connection kept alive from
-    before the stop, once the drain has ended and before aiohttp's shutdown (held there by the test until the answer came): its
-    refusal is an HTTP answer (400, its reason), then the end of the connection. Before: a WebSocket accepted and
-    closed, whose close reply aiohttp's shutdown then dropped unread (the drain no longer waited for it)."""
+def upgrade_once_drained(stack: Stack, path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes, float]:
+    """Stop ``stack`` and send a WebSocket upgrade of ``path`` on a connection kept alive from before the stop, once the
+    drain has ended and before aiohttp's shutdown (held there until the answer's head came): the answer's head, its
+    body, and the seconds from that head to the end of the connection."""
     drained, answered = threading.Event(), threading.Event()
     drain = Shutdown.drain
 
@@ -330,14 +337,13 @@ def test_an_upgrade_refused_once_the_drain_ended_is_answered_over_http(tmp_path:
             await asyncio.sleep(0.01)
 
     monkeypatch.setattr(Shutdown, "drain", held_after)
-    stack = asleep_stack(tmp_path / "gateway", 30)
     try:
         with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
             sock.sendall(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n")  # taken up, kept alive
             assert b"200 OK" in sock.recv(65536)
             stack.stop()
             assert drained.wait(PROMPT), "the drain did not end"
-            protocol = ClientProtocol(parse_uri(f"{stack.ws}/vosk?language=fr-CA"))
+            protocol = ClientProtocol(parse_uri(f"{stack.ws}{path}"))
             protocol.send_request(protocol.connect())
             sock.sendall(b"".join(protocol.data_to_send()))
             answer = b""
@@ -352,6 +358,29 @@ def test_an_upgrade_refused_once_the_drain_ended_is_answered_over_http(tmp_path:
         answered.set()
         stack.__exit__()
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.split(b" ", 2)[1] == b"400" and b"fr-CA" in body, answer
+    return head, body, ended
+
+
+def test_an_upgrade_refused_once_the_drain_ended_is_answered_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade the gateway refuses (/vosk for fr-CA, which nothing serves) that comes on a connection kept alive from
+    before the stop, once the drain has ended and before aiohttp's shutdown (:func:`upgrade_once_drained`): its
+    refusal is an HTTP answer (400, its reason), then the end of the connection. Before: a WebSocket accepted and
+    closed, whose close reply aiohttp's shutdown then dropped unread (the drain no longer waited for it)."""
+    head, body, ended = upgrade_once_drained(asleep_stack(tmp_path / "gateway", 30), "/vosk?language=fr-CA", monkeypatch)
+    assert head.split(b" ", 2)[1] == b"400" and b"fr-CA" in body, head + body
+    assert ended < CLOSE_REPLY_SECONDS, f"the connection ended {ended:.2f} s after the answer's head"
+    print(f"\n{head.splitlines()[0].decode()}, the connection ended {ended:.3f} s after")
+
+
+def test_a_stream_upgraded_once_the_drain_ended_is_refused_over_http(ko: Recognizer, tmp_path: Path,  # noqa: F811 - the fixture imported
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream's upgrade for ko-KR, which a ready recognizer serves, on a connection kept alive from before the stop,
+    once the drain has ended (:func:`upgrade_once_drained`): refused over HTTP, 503 (``draining``) with
+    :data:`~speech_operator.gateway_shutdown.STOPPED_DRAINED`'s reason and ``Connection: close``, then the end of the
+    connection. Before: accepted (101) and relayed, nothing waiting for it, then cut by aiohttp's shutdown without a close."""
+    head, body, ended = upgrade_once_drained(gateway(tmp_path / "gateway", ko), "/vosk?language=ko-KR", monkeypatch)
+    assert head.split(b" ", 2)[1] == b"503", head + body
+    assert b"connection: close" in head.lower(), head
+    assert json.loads(body)["error"]["message"] == STOPPED_DRAINED.message, body
     assert ended < CLOSE_REPLY_SECONDS, f"the connection ended {ended:.2f} s after the answer's head"
     print(f"\n{head.splitlines()[0].decode()}, the connection ended {ended:.3f} s after")
