@@ -28,6 +28,7 @@ from ..conftest import TEST_KEY, reference
 from ..support import Reference, ServerThread, Starved, read_wav, speak
 from .conftest import SDK_CHUNK, replay_reference
 from .sdk import assert_confidences, assert_matches, assert_same, config, continuous, detailed, expected, expected_words, once, recognizer, reported, spans
+from .test_idle_proxy import HOLD_AT
 
 Reason = speechsdk.ResultReason
 #: A sentence after which Vosk, without dither, found no end of speech in exact zeros.
@@ -74,19 +75,33 @@ def test_recognize_once_twice_continues_the_stream(
     assert second.offset > acknowledged and second.text != first.text
 
 
+#: Seconds the push-stream app holds its audio at :data:`~tests.usp.test_idle_proxy.HOLD_AT` at most, waiting for the
+#: first phrase.
+HOLD_FOR = 60.0
+
+
 def test_push_stream_gives_hypotheses_before_the_end(fresh_server: ServerThread, utterances_wav: Path, utterances_ref: Reference) -> None:
-    """Audio pushed at 1x real time from another thread: hypotheses and phrases come while it streams."""
+    """Audio pushed at 1x real time from another thread: hypotheses and phrases come while it streams. The app pushes
+    nothing past :data:`~tests.usp.test_idle_proxy.HOLD_AT` (mid-stream, before the second utterance) until the first
+    phrase came, at most :data:`HOLD_FOR` seconds, so that it comes while the audio streams by that event, however slow
+    a busy machine's server (a new recognizer) decodes; a server that tells nothing before the end of the audio still
+    fails."""
     pcm, rate, _ = read_wav(utterances_wav)
     stream = speechsdk.audio.PushAudioInputStream()
     rec = speechsdk.SpeechRecognizer(config(fresh_server.ws), audio_config=speechsdk.audio.AudioConfig(stream=stream))
-    started = threading.Event()
+    started, phrase = threading.Event(), threading.Event()
+    rec.recognized.connect(lambda e: phrase.set() if e.result.reason == Reason.RecognizedSpeech else None)
     audio_done: list[float] = []
 
     def feed() -> None:
         started.wait(10)
         chunk_seconds = SDK_CHUNK / (2 * rate)
+        hold = int(HOLD_AT * rate) * 2 // SDK_CHUNK
         t0 = time.monotonic()
         for n, i in enumerate(range(0, len(pcm), SDK_CHUNK)):
+            if n == hold:
+                phrase.wait(HOLD_FOR)
+                t0 = time.monotonic() - n * chunk_seconds  # 1x from here on
             stream.write(pcm[i : i + SDK_CHUNK])
             time.sleep(max(0.0, t0 + (n + 1) * chunk_seconds - time.monotonic()))
         audio_done.append(time.monotonic())
@@ -94,7 +109,7 @@ def test_push_stream_gives_hypotheses_before_the_end(fresh_server: ServerThread,
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    events = continuous(rec, started=started)
+    events = continuous(rec, timeout=HOLD_FOR + 60, started=started)
     feeder.join()
     assert events.recognizing, "no recognizing events"
     assert events.recognizing[0][0] < audio_done[0] - 3, "the first hypothesis came only at the end of the audio"
