@@ -23,6 +23,7 @@ MP4's index may come last).
 from __future__ import annotations
 
 import io
+import os
 import resource
 import sys
 from typing import Any, BinaryIO
@@ -599,6 +600,7 @@ def _said(exc: BaseException) -> str:
 
 def main(argv: list[str]) -> int:
     name, max_seconds, cut, cpu_seconds, memory_bytes = argv
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # NumPy's (ProgramStream._run): not a thread (and its buffers) per core
     set_limits(int(cpu_seconds), int(memory_bytes))
     try:
         decode(name, source(sys.stdin.buffer), float(max_seconds), cut == "1", sys.stdout.buffer)

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from harness.hostile_inputs import webm_opus_bomb
-from speech_recognizer import ffmpeg_child, transcriber
+from speech_recognizer import ffmpeg, ffmpeg_child, transcriber
 from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, body_limit, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
 from speech_recognizer.models import LoadedModel
@@ -766,6 +766,42 @@ def test_an_mpeg_program_stream_of_tiny_units_is_checked_at_little_cost(utteranc
     seconds, said = child_cpu_seconds("MPEG-PS", path, 60)
     assert said == f"200 {len(decode(one, max_seconds=60).pcm)}"
     assert seconds < TINY_UNITS_CPU_SECONDS, seconds
+
+
+def test_the_decoder_s_numpy_starts_no_thread_of_its_own(utterances_recorded: dict[str, Path], tmp_path: Path) -> None:
+    """NumPy, which the child imports for a read of many MPEG program stream units, loads OpenBLAS, which starts a
+    thread for each CPU but one (each with its stack and buffers in the child's address space) unless told one
+    (``OPENBLAS_NUM_THREADS``): sampled while it runs, the child starts no thread once OpenBLAS is loaded. (On one CPU
+    OpenBLAS starts none: this cannot fail there.)"""
+    one = utterances_recorded["mpg"].read_bytes().removesuffix(b"\0\0\1\xb9")
+    path = tmp_path / "tiny.mpg"
+    path.write_bytes(one + b"\0\0\0\1\xbe\0\0" * (4 << 20 >> 3))
+    before: set[str] = set()  # the child's threads seen before OpenBLAS was loaded, and after
+    after: set[str] = set()
+    with path.open("rb") as file:
+        decoding = ffmpeg.start(MPEG_PS, file, 60)
+        proc, done = Path(f"/proc/{decoding.process.pid}"), threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                try:
+                    threads = {task.name for task in (proc / "task").iterdir()}
+                    if "openblas" in (proc / "maps").read_text():
+                        after.update(threads)
+                    else:
+                        before.update(threads)
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            assert sum(len(block) for block in decoding.blocks()) == len(decode(one, max_seconds=60).pcm)
+        finally:
+            done.set()
+            sampler.join()
+    assert after and not after - before, (before, after)
 
 
 @pytest.mark.unit
