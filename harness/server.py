@@ -75,10 +75,11 @@ def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) ->
             proc.wait()
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system, all threads) used so far by ``pid``, or by this process."""
+def cpu_seconds(pid: int | None = None, *, children: bool = False) -> float:
+    """CPU time (user + system, all threads) used so far by ``pid``, or by this process; with ``children``, that of
+    its children it has waited for too (the FFmpeg decoder's processes a server collects)."""
     if pid is None:
         t = os.times()
-        return t.user + t.system
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+        return t.user + t.system + (t.children_user + t.children_system if children else 0)
+    c = psutil.Process(pid).cpu_times()
+    return c.user + c.system + (c.children_user + c.children_system if children else 0)
