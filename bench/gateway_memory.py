@@ -21,6 +21,9 @@ Each row says how many requests or WebSockets the stand-in has in progress (``re
 - ``ws``: a relayed ``/vosk`` WebSocket, idle;
 - ``wsheld``: a ``/vosk`` WebSocket for a locale at zero (held while it wakes, here for ever) that sends 3 MiB of
   ``--message`` byte messages (8 KiB), then stalls;
+- ``wsflood``: a relayed ``/vosk`` WebSocket whose client sends ``--flood`` bytes (4 MiB) of ``--message`` byte messages at
+  once, as fast as it can (a Speech SDK app transcribing a file), while the stand-in reads none of them (a recognizer
+  behind): what the gateway holds of a stream faster than its recognizer;
 - ``wsframe``: a relayed ``/vosk`` WebSocket that sends a binary frame's header saying ``--frame`` bytes less one (the
   largest message the gateway takes) and all of it but one byte, then stalls;
 - ``unread``: ``--pipelined`` ``GET /metrics`` requests sent at once (about 3 KB answered each), no answer ever read:
@@ -54,7 +57,7 @@ from aiohttp import web
 from .common import child_on_a_port
 
 LOCALES = ("ko-KR", "ja-JP")
-KINDS = ("idle", "rest", "form", "ws", "wsframe", "wsheld", "unread", "pipelined", "queued")
+KINDS = ("idle", "rest", "form", "ws", "wsflood", "wsframe", "wsheld", "unread", "pipelined", "queued")
 #: A locale autoscaled to zero: what is sent for it is held while it wakes (never, here).
 ASLEEP = "de-DE"
 BOUNDARY = "bench-boundary"
@@ -94,6 +97,8 @@ async def _serve(upstream_port: int) -> None:
 # ---- the stand-in recognizer ----------------------------------------------------------------------
 #: Requests and WebSockets the stand-in has in progress: what the gateway relays now.
 RELAYED = [0]
+#: Whether the stand-in reads the WebSockets' messages (``wsflood``: it reads none).
+READS = [True]
 
 
 async def _slow_rest(request: web.Request) -> web.Response:
@@ -110,6 +115,8 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     RELAYED[0] += 1
     try:
+        if not READS[0]:
+            await asyncio.sleep(3600)
         async for _ in ws:
             pass
     finally:
@@ -152,7 +159,7 @@ async def _upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, p
 
 
 async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, message: int = 8192,
-                   pipelined: int = 300) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                   pipelined: int = 300, flood: int = 4 << 20) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if kind == "unread":
         writer.write(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() * pipelined)
@@ -184,6 +191,9 @@ async def open_one(kind: str, port: int, body: int, form_body: int, frame: int, 
             writer.write(rest + b"".join(b"X-%03d: %s\r\n" % (i, b"a" * (line - 9)) for i in range(127)))  # never ended
         else:
             writer.write((rest + b"Content-Length: 0\r\nX-Pad: " + b"a" * (line - len(rest) - 200) + b"\r\n\r\n") * pipelined)
+    elif kind == "wsflood":
+        await _upgrade(reader, writer, port)
+        writer.write((_masked_frame_head(message) + b"\0" * message) * -(-flood // message))
     elif kind == "wsheld":
         await _upgrade(reader, writer, port, ASLEEP)
         writer.write((_masked_frame_head(message) + b"\0" * message) * -(-(3 << 20) // message))  # 3 MiB of them
@@ -217,8 +227,9 @@ def socket_bytes(pid: int) -> int:
 
 
 async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int,
-                  message: int = 8192, pipelined: int = 300) -> list[dict[str, Any]]:
+                  message: int = 8192, pipelined: int = 300, flood: int = 4 << 20) -> list[dict[str, Any]]:
     rows = []
+    READS[0] = kind != "wsflood"
     async with stand_in() as upstream:
         with gateway(upstream, env) as (proc, port):
             gw = psutil.Process(proc.pid)
@@ -229,7 +240,7 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
             for n in counts:
                 while len(held) + refused < n:
                     batch = min(50, n - len(held) - refused)
-                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame, message, pipelined) for _ in range(batch)), return_exceptions=True)
+                    got = await asyncio.gather(*(open_one(kind, port, body, form_body, frame, message, pipelined, flood) for _ in range(batch)), return_exceptions=True)
                     held += [g for g in got if not isinstance(g, BaseException)]
                     refused += sum(isinstance(g, BaseException) for g in got)
                 await asyncio.sleep(1.5)
@@ -260,7 +271,8 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=1 << 20,
                         help="wsframe: the largest message the gateway takes (SPEECH_GATEWAY_MAX_MESSAGE_BYTES; 1 MiB before it)")
     parser.add_argument("--message", type=int, default=8192,
-                        help="wsheld: bytes of each message sent (8 KiB; at most SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
+                        help="wsheld, wsflood: bytes of each message sent (8 KiB; at most SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
+    parser.add_argument("--flood", type=int, default=4 << 20, help="wsflood: bytes of messages each client sends (4 MiB)")
     parser.add_argument("--pipelined", type=int, default=300, help="unread: GET /metrics requests sent on each connection (300)")
     parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
     args = parser.parse_args()
@@ -272,7 +284,7 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     started = time.monotonic()
     for kind in args.kinds.split(","):
-        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message, args.pipelined))
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message, args.pipelined, args.flood))
     print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

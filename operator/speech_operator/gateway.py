@@ -66,6 +66,7 @@ from speech_operator.gateway_http_limits import (
 )
 from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
+    DEFAULT_READ_AHEAD_BYTES,
     MAX_MESSAGE_BYTES,
     SKIPPED_AUTO_HEADERS,
     Answered,
@@ -148,7 +149,7 @@ class GatewayConfig:
                                     "answers are not being read first, else the longest idle) "
                                     "is closed to make room, and when none is idle a probe or scrape is still answered, "
                                     "anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)
-    read_buffer_bytes: int = _setting(16 * 1024, "bytes read ahead of each client connection before it is no longer read (aiohttp's "
+    read_buffer_bytes: int = _setting(DEFAULT_READ_AHEAD_BYTES, "bytes read ahead of each client connection before it is no longer read (aiohttp's "
                                       "buffer, which holds up to twice this of a body, and the socket's receive buffer); also each of "
                                       "its sockets' send buffer, and both buffers of its connection to the recognizer",
                                       MIN_BUFFER_BYTES)
@@ -577,6 +578,7 @@ class Gateway:
                 if backend.ready_replicas > 0:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
                                                      self.config.max_message_bytes, trusted=self.trusted,
+                                                     read_ahead_bytes=self.config.read_buffer_bytes,
                                                      failed=self._failed(route, backend, request),
                                                      connected=self._connected(request, route, backend),
                                                      answered=self._answered(request, route, backend))
@@ -636,7 +638,7 @@ class Gateway:
                            protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:
         """A WebSocket for a locale with no ready pod: accepted now (so the client does not time out
         its handshake), held while the locale wakes, then relayed with what it sent meanwhile."""
-        client = accepting(protocols[0] if protocols else None, self.config.max_message_bytes)
+        client = accepting(protocols[0] if protocols else None, self.config.max_message_bytes, self.config.read_buffer_bytes)
         await client.prepare(request)
         waiting = asyncio.ensure_future(self._woken(backend))
         sent = await hold_websocket(client, waiting, request.transport)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
-from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web, web_ws
 from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
@@ -80,6 +80,8 @@ HOP_HEADERS = frozenset({
 })
 #: Largest WebSocket message a recognizer takes: more than the gateway ever takes from a client.
 MAX_MESSAGE_BYTES: int = SERVER_OPTIONS["ws_max_size"]
+#: ``SPEECH_GATEWAY_READ_BUFFER_BYTES``' default: bytes read ahead of a client before its connection is no longer read.
+DEFAULT_READ_AHEAD_BYTES = 16 * 1024
 #: Close codes an endpoint may send (RFC 6455 7.4); any other received is passed on as 1000.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
 
@@ -410,9 +412,11 @@ class _ClientSide(web.WebSocketResponse):
     (websockets) says ``frame with 1048577 bytes exceeds limit of 1048576 bytes``. The same words here, with the
     gateway's limit, and its setting when that is under the recognizers' (then the same message sent direct is taken)."""
 
-    def __init__(self, max_message_bytes: int, **options: Any) -> None:
-        super().__init__(max_msg_size=max_message_bytes + 1, **options)  # aiohttp refuses a message of max_msg_size
+    def __init__(self, max_message_bytes: int, read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES, **options: Any) -> None:
+        super().__init__(max_msg_size=max_message_bytes + 1, writer_limit=read_ahead_bytes, **options)  # aiohttp refuses a message of max_msg_size
         self.max_message_bytes = max_message_bytes
+        #: Bytes of the client's messages held unrelayed before its connection is no longer read (:meth:`_post_start`).
+        self.read_ahead_bytes = read_ahead_bytes
         #: The code of the close frame sent to the client (None: none reached it). aiohttp's ``close_code`` is, once
         #: the gateway closed first, the code the client answered with (aiohttp's client answers 1000 to any).
         self.sent_code: int | None = None
@@ -440,6 +444,20 @@ class _ClientSide(web.WebSocketResponse):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_REPLY_SECONDS):
                 await _close(self, code, reason)
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        """aiohttp's start of the WebSocket, its queue of messages read and not yet relayed made with a bound of
+        ``read_ahead_bytes``: aiohttp's own is twice its ``DEFAULT_CHUNK_SIZE`` (512 KiB), which a client streaming faster
+        than its recognizer takes fills on every stream (the relay waits for the recognizer), whatever
+        ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` says. aiohttp takes no bound for it (its queue, compiled, lets none be set
+        after), so its module's constant is the bound while it makes the queue (at once, on the loop's thread). Past the
+        bound the connection is no longer read (a message always goes in whole: up to its size more)."""
+        chunk = web_ws.DEFAULT_CHUNK_SIZE
+        web_ws.DEFAULT_CHUNK_SIZE = max(1, self.read_ahead_bytes // 2)  # the queue's bound is twice it
+        try:
+            super()._post_start(request, protocol, writer)
+        finally:
+            web_ws.DEFAULT_CHUNK_SIZE = chunk
 
     def _close_transport(self) -> None:
         """aiohttp's end of the connection once its close ended (the reply read, not come in time, or the write failed):
@@ -472,12 +490,14 @@ def message_too_big(error: WebSocketError, limit: int) -> str:
     return reason if limit >= MAX_MESSAGE_BYTES else f"{reason} (SPEECH_GATEWAY_MAX_MESSAGE_BYTES)"
 
 
-def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> web.WebSocketResponse:
+def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+              read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES) -> web.WebSocketResponse:
     """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered), taking messages of
     up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009
-    with the reason: :class:`_ClientSide`); its close reply, once the gateway closed it, is read for up to
-    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`."""
-    return _ClientSide(max_message_bytes, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
+    with the reason: :class:`_ClientSide`), and holding at most ``read_ahead_bytes`` of them read and not yet relayed
+    (``SPEECH_GATEWAY_READ_BUFFER_BYTES``), and as much unsent to the client; its close reply, once the gateway closed
+    it, is read for up to :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`."""
+    return _ClientSide(max_message_bytes, read_ahead_bytes, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
                        compress=False, decode_text=False, timeout=CLOSE_REPLY_SECONDS)
 
 
@@ -555,9 +575,11 @@ async def read_refusals(request: aiohttp.ClientRequest, handler: aiohttp.ClientH
 
 
 async def connect_upstream(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
-                           protocols: tuple[str, ...], trusted: tuple[Network, ...]) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
+                           protocols: tuple[str, ...], trusted: tuple[Network, ...],
+                           read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
     """The recognizer's side: the client's path, query and headers (:func:`forwarded_headers`, ``trusted`` the
-    gateway's trusted proxies), offering ``protocols``.
+    gateway's trusted proxies), offering ``protocols``; at most ``read_ahead_bytes`` of the client's messages wait unsent
+    to the recognizer before the relay waits for it (:func:`_bound_writes`).
 
     Raises :class:`RefusedUpgrade` when the recognizer refuses the upgrade (``session`` reads refusals:
     :func:`read_refusals`), and :class:`~speech_operator.gateway_failures.Failure` when it cannot be reached or
@@ -566,10 +588,10 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
     url, headers = upstream_request(request, backend, trusted, websocket=True)
     ACCEPTED_TO_CLOSE.set(None)
     try:
-        return await session.ws_connect(
+        return _bound_writes(await session.ws_connect(
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
             compress=0, max_msg_size=0, decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_REPLY_SECONDS))
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_REPLY_SECONDS)), read_ahead_bytes)
     except aiohttp.WSServerHandshakeError as exc:  # a 101 that is no WebSocket's (a refusal is RefusedUpgrade)
         raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) answered the "
                                f"upgrade with a broken handshake: {exc.message}", failures.UNAVAILABLE) from None
@@ -577,9 +599,20 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
         raise failures.Failure(unreachable(backend, exc), failures.UNAVAILABLE) from None
 
 
+def _bound_writes(upstream: aiohttp.ClientWebSocketResponse[Literal[False]],
+                  limit: int) -> aiohttp.ClientWebSocketResponse[Literal[False]]:
+    """``upstream`` with at most about ``limit`` bytes waiting unsent before a send waits for the recognizer: aiohttp's
+    client writer waits only once it wrote 256 KiB (its ``DEFAULT_CHUNK_SIZE``; ``ws_connect`` takes no ``writer_limit``)
+    and its transport only past 64 KiB unsent, so a recognizer behind its client held that much of every stream."""
+    writer = upstream._writer
+    writer._limit = limit
+    writer.transport.set_write_buffer_limits(high=limit)
+    return upstream
+
+
 async def relay_websocket(request: web.Request, backend: Backend, session: aiohttp.ClientSession,
                           traffic: Traffic, progress: Progress, max_message_bytes: int = MAX_MESSAGE_BYTES, *,
-                          trusted: tuple[Network, ...], failed: Failed,
+                          trusted: tuple[Network, ...], failed: Failed, read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
                           connected: Connected = _unheard, answered: Answered = _unanswered) -> web.StreamResponse:
     """Relay one WebSocket between the client and ``backend`` until either side closes, or until the
     gateway stops and ``progress`` says it is idle (then both sides are closed with 1000) or out of time; ``connected``
@@ -593,11 +626,11 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     when the recognizer cannot be reached; a recognizer lost mid-stream is ``failed``.
     """
     try:
-        upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted)
+        upstream = await connect_upstream(request, backend, session, offered_protocols(request), trusted, read_ahead_bytes)
     except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
         connected(refused.status, refused.headers.get(FAILURE_HEADER))
         return refused.response()
-    client = accepting(upstream.protocol, max_message_bytes)
+    client = accepting(upstream.protocol, max_message_bytes, read_ahead_bytes)
     try:
         await client.prepare(request)
     except BaseException:
@@ -621,7 +654,8 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     the Speech SDK's route). ``connected``, ``answered``: as :func:`relay_websocket`'s."""
     protocols = (client.ws_protocol,) if client.ws_protocol else ()
     try:
-        upstream = await connect_upstream(request, backend, session, protocols, trusted)
+        upstream = await connect_upstream(request, backend, session, protocols, trusted,
+                                          client.read_ahead_bytes if isinstance(client, _ClientSide) else DEFAULT_READ_AHEAD_BYTES)
     except RefusedUpgrade as refused:
         connected(refused.status, refused.headers.get(FAILURE_HEADER))
         code, reason = refused.close_args(backend)

@@ -19,6 +19,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -392,19 +393,37 @@ async def test_relayed_websockets_are_never_idle(rig: Rig) -> None:
             await ws.close()
 
 
+def bench_row(kind: str, count: int, *options: str) -> dict[str, Any]:
+    """The row of ``count`` connections of ``kind`` from ``python -m bench.gateway_memory`` (its gateway a process of
+    its own), with its ``options``."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"}
+    out = subprocess.run([sys.executable, "-m", "bench.gateway_memory", "--kinds", kind, "--counts", str(count), *options],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    row: dict[str, Any] = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == count)
+    return row
+
+
 def test_stalled_websockets_at_the_cap_stay_within_its_memory() -> None:
     """The hostile pattern: relayed WebSockets each stalled within a message of the largest size the gateway takes (its
     default), 60 of them against a cap of 20. The gateway (a process of its own) relays 20, and its RSS grows by about
     their messages (96 KiB each, bench/notes.md); before the cap it relayed all 60, and took messages of 1 MiB
     (1.1 MiB each)."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "bench.gateway_memory", "--kinds", "wsframe", "--counts", "60",
-                          "--frame", str(GatewayConfig.max_message_bytes), "--env", "SPEECH_GATEWAY_MAX_CONNECTIONS=20"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    row = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == 60)
+    row = bench_row("wsframe", 60, "--frame", str(GatewayConfig.max_message_bytes), "--env", "SPEECH_GATEWAY_MAX_CONNECTIONS=20")
     assert row["relayed"] == 20, row
     assert row["rss_over_idle_mib"] < 20 * 0.2 + 6, row
+
+
+def test_websockets_streaming_faster_than_their_recognizer_hold_a_read_buffer() -> None:
+    """The pattern of a Speech SDK app transcribing a file: 30 relayed WebSockets whose clients send 4 MiB of 8 KiB
+    messages at once while the recognizer reads none. The gateway (a process of its own, its default limits) holds of
+    each about ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` read and as much unsent to the recognizer (aiohttp's queue bounded by
+    ``_ClientSide._post_start``, its client writer by ``_bound_writes``). Before, aiohttp's own buffers held about
+    0.8 MiB of each stream (a 512 KiB read queue, 256 KiB unsent; bench/notes.md, "Streams faster than their
+    recognizer"), 200 of them 160 MiB besides the gateway's 92."""
+    row = bench_row("wsflood", 30)
+    assert row["relayed"] == 30, row
+    assert row["rss_over_idle_mib"] < 30 * 0.15 + 4, row
 
 
 def test_a_head_pipelined_behind_a_request_in_progress_is_not_read_past_a_read() -> None:
@@ -413,11 +432,7 @@ def test_a_head_pipelined_behind_a_request_in_progress_is_not_read_past_a_read()
     (a process of its own, its default limits) reads no more of a connection once its request is in: what it holds of
     each is at most a read. Before, aiohttp parsed all of it while the request was in progress: 6 MiB of RSS a
     connection (bench/notes.md, "Heads pipelined behind a request"), 200 of them 1.2 GiB, far over the pod's 256 MiB."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "bench.gateway_memory", "--kinds", "pipelined", "--counts", "20"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    row = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == 20)
+    row = bench_row("pipelined", 20)
     assert row["relayed"] == 20, row
     assert row["kib_per_connection"] < 300, row
 
@@ -488,11 +503,7 @@ def test_a_held_websocket_is_not_read_past_what_it_keeps() -> None:
     """30 WebSockets held for a locale at zero, each sending 3 MiB of 8 KiB messages: the gateway keeps 256 KiB of each
     (HOLD_BUFFER_BYTES) and then reads no more of it. Before the pause, aiohttp read on into its own queue, 512 KiB
     more: 1.14-1.17 MiB of RSS per held WebSocket; with 512 KiB kept 0.6-0.8; with 256 KiB 0.42 (bench/notes.md)."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'recognizer'}:{ROOT / 'operator'}:{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "bench.gateway_memory", "--kinds", "wsheld", "--counts", "30"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    row = next(r for r in map(json.loads, out.stdout.splitlines()) if r.get("connections") == 30)
+    row = bench_row("wsheld", 30)
     assert row["kib_per_connection"] < 600, row
 
 
