@@ -151,7 +151,8 @@ class GatewayConfig:
                                     "anything else gets 503 / 1013 (the default fits the pod's 256 MiB)", 1)
     read_buffer_bytes: int = _setting(DEFAULT_READ_AHEAD_BYTES, "bytes read ahead of each client connection before it is no longer read (aiohttp's "
                                       "buffer, which holds up to twice this of a body, and the socket's receive buffer); also each of "
-                                      "its sockets' send buffer, and both buffers of its connection to the recognizer",
+                                      "its sockets' send buffer, and both buffers of its connection to the recognizer; of a relayed WebSocket, the "
+                                      "messages held read and not yet relayed, and the bytes held unsent each way (a message always whole)",
                                       MIN_BUFFER_BYTES)
     max_message_bytes: int = _setting(64 * 1024, "largest WebSocket message taken from a client (each is held whole before it is "
                                       "relayed); larger gets close 1009", MIN_BUFFER_BYTES, MAX_MESSAGE_BYTES)
