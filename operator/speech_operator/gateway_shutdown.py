@@ -224,9 +224,9 @@ class Shutdown:
         the rest. Call it once the gateway no longer listens."""
         running = sum(not p.idle for p in self.relays)
         log.info("gateway stopping: %d idle WebSocket(s) are closed with 1000, %d held for a wake answered at once, %d "
-                 "refused WebSocket(s) end their close (%d read for their request answered at once); %d stream(s) and %d "
-                 "request(s) in progress get up to %g s to end", len(self.relays) - running, self.held, self.refused,
-                 self.refusals.reading, running, self.requests, seconds)
+                 "refused WebSocket(s) end their close, %d Speech SDK refusal(s) read for their request (held streams' "
+                 "refusals included) answered at once; %d stream(s) and %d request(s) in progress get up to %g s to end",
+                 len(self.relays) - running, self.held, self.refused, self.refusals.reading, running, self.requests, seconds)
         self.begun.set()
         self.refusals.end()
         deadline = time.monotonic() + seconds
