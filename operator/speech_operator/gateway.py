@@ -886,6 +886,7 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
     if gateway:  # each accepted connection's receive and send buffers (inherited): fixed, not grown by the kernel to megabytes
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, gateway.config.read_buffer_bytes)
+    site: GuardedSite | None = None
     try:
         site = GuardedSite(runner, sock, head_limits,
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
@@ -901,6 +902,8 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
             await app[GATEWAY].shutdown.drain(shutdown_seconds)
     finally:
         await runner.cleanup()
+        if site is not None:
+            site.reset_unsent()
         sock.close()
 
 

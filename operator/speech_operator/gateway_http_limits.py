@@ -13,7 +13,9 @@ same settings' defaults), each connection here:
 - between requests, is closed after :data:`~speech_recognizer.serving.KEEPALIVE_SECONDS` idle
   (aiohttp's own timer; the recognizer's too, and why);
 - whose client takes in none of what the gateway sends it for ``stall_seconds`` (``SPEECH_GATEWAY_SEND_STALL_SECONDS``)
-  while those sends wait, is reset (:meth:`HeadGuard._watch`: ``not_reading``, which the relay reports);
+  while those sends wait, is reset (:meth:`HeadGuard._watch`: ``not_reading``, which the relay reports), and so is one
+  closed with bytes still unsent (a relayed WebSocket's close: :meth:`HeadGuard.close_after_unsent`), else closed once
+  they are all sent;
 - is not read while a request whose body is all in is handled (:meth:`HeadGuard._hold`): what came after it is
   held unparsed until the handler waits for a head, then counted and timed as a first head (aiohttp parsed it
   meanwhile, with no deadline: up to 128 lines of ``max_header_bytes``, 6 MiB a connection, or 32 whole requests).
@@ -265,7 +267,7 @@ class HeadGuard(asyncio.Protocol):
 
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
                  cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
-                 answerer: CORSMiddleware | None = None) -> None:
+                 answerer: CORSMiddleware | None = None, finishing: set[HeadGuard] | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
@@ -279,6 +281,10 @@ class HeadGuard(asyncio.Protocol):
         self._intake = Intake(0, 0.0)
         #: How the connection is lost once it was reset for a client that took in nothing (:meth:`_watch`).
         self._not_reading: ConnectionResetError | None = None
+        #: Its last bytes are on their way, its end follows them (:meth:`close_after_unsent`); and where the guards doing
+        #: so are kept until their connection ends (their server's: :meth:`GuardedSite.reset_unsent`).
+        self._finishing = False
+        self._finishers = finishing if finishing is not None else set()
         #: The gateway's cap on connections (:mod:`speech_operator.gateway_connections`), and whether this one is past
         #: it (then only a probe is answered on it, and it is closed after its first answer).
         self.cap = cap
@@ -365,6 +371,33 @@ class HeadGuard(asyncio.Protocol):
         self._disarm()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def close_after_unsent(self) -> bool:
+        """Close the connection once its client has taken in what waits unsent for it, as a slow reader does, or reset it
+        once it has taken in none of it for :attr:`stall_seconds` (:meth:`_watch`), as an open connection is: false when
+        nothing waits (the caller closes it). What the client sends meanwhile is dropped; its end of stream (its FIN)
+        comes after the last byte (a half-close), and the handler's close of the connection waits for it.
+
+        A close (its FIN) behind bytes the client takes none of waited for them until the kernel gave the connection up
+        (``TCP_USER_TIMEOUT``, 60 s of a shut window), long after the gateway was done with it; and a reset at the close
+        would have cut a slow reader still taking its backlog in. The watch already running while the sends waited
+        (the transport paused) goes on, its count of seconds kept: the same bound as on an open connection."""
+        transport = self.transport
+        if self._finishing or transport is None or transport.is_closing() or not unsent_bytes(transport) or not self._drop_the_rest():
+            return False
+        self._finishing = True
+        self._finishers.add(self)
+        if transport.can_write_eof():
+            transport.write_eof()  # the FIN once the event loop's buffer is written, after the kernel's queue
+        if self._stall is None:  # not paused: the kernel holds what waits; the look begins now
+            self._intake = Intake(unsent_bytes(transport), asyncio.get_running_loop().time())
+            self._watch()
+        return True
+
+    def reset_unsent(self) -> None:
+        """Its server stops: the connection still closing after its last bytes is reset (nothing outlives the server)."""
+        if self._finishing and self.transport is not None and not self.transport.is_closing():
+            reset(self.transport)
 
     # ---- timers
 
@@ -473,7 +506,10 @@ class HeadGuard(asyncio.Protocol):
         return True
 
     def _handler_closed(self) -> None:
-        """The handler closes the connection after its last answer: the refusal waiting for it, if any, then lingering."""
+        """The handler closes the connection after its last answer: the refusal waiting for it, if any, then lingering
+        (unless its last bytes are already on their way: :meth:`close_after_unsent` closes it)."""
+        if self._finishing:
+            return
         after, self._after = self._after, None
         if after is not None:
             self._refuse(after.kind, after.message)
@@ -687,19 +723,21 @@ class HeadGuard(asyncio.Protocol):
         body = self._body
         lingering = body is not None and self.handler._current_request is None and getattr(body, "_waiter", None) is not None
         self._unwatch()
+        self._finishers.discard(self)
         self.handler.connection_lost(self._not_reading or exc)
         if lingering and body is not None:
             body.feed_eof()
 
     def pause_writing(self) -> None:
-        """Passed on; and what waits unsent is watched (:meth:`_watch`)."""
+        """Passed on; and what waits unsent is watched (:meth:`_watch`; closing after its last bytes, it is already)."""
         self.handler.pause_writing()
-        if self.transport is not None:
+        if self.transport is not None and not self._finishing:
             self._intake = Intake(unsent_bytes(self.transport), asyncio.get_running_loop().time())
             self._watch()
 
     def resume_writing(self) -> None:
-        self._unwatch()
+        if not self._finishing:
+            self._unwatch()
         self.handler.resume_writing()
 
     # ---- a client that takes in nothing
@@ -714,17 +752,23 @@ class HeadGuard(asyncio.Protocol):
         relay's connection to the recognizer, whose replies the relay no longer read. A slow reader takes some in
         between two looks and is never cut. The reset (``SO_LINGER`` 0: a FIN would wait behind the unsent bytes) loses
         the connection, a send that waited fails, and the request in progress keeps why (:func:`not_reading`): the
-        relay reports it (``not_reading``) and closes the recognizer's side."""
+        relay reports it (``not_reading``) and closes the recognizer's side. Closing after its last bytes
+        (:meth:`close_after_unsent`), it is watched until they are all sent, then closed (its FIN sent after them)."""
         self._stall = None
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         unsent = unsent_bytes(transport)
+        if self._finishing and not unsent:
+            self._close()
+            return
         if (stalled := self._intake.look(unsent, asyncio.get_running_loop().time())) < self.stall_seconds:
             self._stall = asyncio.get_running_loop().call_later(min(STALL_POLL_SECONDS, self.stall_seconds - stalled), self._watch)
             return
         failure = Failure(f"the client took in none of what was sent to it for {self.stall_seconds:g} s "
                           f"(SPEECH_GATEWAY_SEND_STALL_SECONDS), {unsent} bytes waiting unsent: its connection was reset", NOT_READING)
+        if self._finishing:
+            log.debug("%s", failure.message)
         if (request := self.handler._current_request) is not None:
             request[NOT_READING_KEY] = failure
         self._not_reading = ConnectionResetError(failure.message)
@@ -930,6 +974,8 @@ class GuardedSite(web.SockSite):
         self.cap = cap
         self.stall_seconds = stall_seconds
         self.answerer = answerer
+        #: Its connections closing after their last bytes (:meth:`HeadGuard.close_after_unsent`).
+        self.finishing: set[HeadGuard] = set()
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner, as SockSite.start does first
@@ -937,6 +983,12 @@ class GuardedSite(web.SockSite):
         assert server is not None
 
         def connection() -> HeadGuard:
-            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds, self.answerer)
+            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds, self.answerer, self.finishing)
 
         self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)
+
+    def reset_unsent(self) -> None:
+        """Its server has stopped: reset its connections still closing after their last bytes (a socket left to the
+        kernel with bytes its client takes none of would stay open until the kernel gave it up)."""
+        for guard in list(self.finishing):
+            guard.reset_unsent()

@@ -30,7 +30,10 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it, within the same bound). At the stop, a client that takes in
+  recognizer's side's is (aiohttp's client reads it, within the same bound). A close that ends with bytes still unsent
+  (a client not reading, or reading slowly) ends its connection once the client has taken them in, or resets it once it
+  has taken in none of them for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, as an open connection (:meth:`HeadGuard.close_after_unsent
+  <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`). At the stop, a client that takes in
   nothing has its connection reset once that bound passed (:meth:`_ClientSide.stop`): nothing is left to the kernel.
 
 What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
@@ -61,7 +64,7 @@ from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_http_limits import client_failure, client_leaves, drop_what_follows, not_reading
+from speech_operator.gateway_http_limits import HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import reset, unsent_bytes
@@ -462,13 +465,19 @@ class _ClientSide(web.WebSocketResponse):
     def _close_transport(self) -> None:
         """aiohttp's end of the connection once its close ended (the reply read, not come in time, or the write failed):
         at the stop, a reset when bytes still wait unsent (:meth:`stop`: the client never got the close, 1006), else the
-        close's code is what the client got, its reply come or not."""
+        close's code is what the client got, its reply come or not. Bytes still unsent otherwise, the connection ends
+        after them, or is reset once its client takes none of them in (:meth:`HeadGuard.close_after_unsent
+        <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`): its FIN would wait behind them until
+        the kernel gave the connection up."""
         transport = self._req.transport if self._req is not None else None
         if self._stopping is not None and transport is not None and unsent_bytes(transport):
             reset(transport)
             return
         if self._stopping is not None and self.sent_code is None:
             self.sent_code = self._stopping
+        guard = transport.get_protocol() if transport is not None else None
+        if isinstance(guard, HeadGuard) and guard.close_after_unsent():  # bytes wait for a client not reading yet
+            return
         super()._close_transport()
 
 

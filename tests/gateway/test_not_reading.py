@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.frames import Close, Frame, Opcode
 
 from speech_operator.gateway import MIN_BUFFER_BYTES, GatewayConfig
+from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.serving import DEAD_PEER_SECONDS
@@ -232,3 +233,73 @@ def test_a_slow_reader_is_never_cut(bounded: Stack, speech_wav: Path) -> None:
     assert took > 2 * STALL_SECONDS, f"{received} bytes read in {took:.1f} s: fast enough that the gateway's sends never waited long"
     assert failures(bounded).get("not_reading", 0) == before.get("not_reading", 0)
     print(f"{received} bytes of {replies} replies read in {took:.1f} s")
+
+
+#: Resets a client that reads nothing sends before its end of stream: their replies (tens of KB) wait unsent for it
+#: without holding the gateway's sends back (they fit in its buffers), so that its recognizer answers them all and
+#: ends the stream.
+FEW_RESETS = 300
+#: Seconds within which the gateway's end of such a client's connection must be gone once its recognizer ended the
+#: stream: the close's reply awaited (CLOSE_REPLY_SECONDS), then :data:`STALL_SECONDS` of nothing taken in, and room
+#: for a loaded machine. Before: until the kernel gave it up, 60 s.
+CLOSED_BOUND = CLOSE_REPLY_SECONDS + STALL_SECONDS + 2.0
+
+
+def vosk_ended(recognizer: Server) -> float:
+    """/vosk streams ``recognizer`` has ended (``speech_requests_total``, any outcome)."""
+    return sum(value for (name, labels), value in scrape_metrics(recognizer.srv.http).items()
+               if name == "speech_requests_total" and any(k == "route" and "vosk" in v for k, v in labels))
+
+
+def test_a_client_that_reads_nothing_is_reset_once_its_stream_closed(bounded: Stack, patient: Server, speech_wav: Path) -> None:
+    """A /vosk client sends its whole stream, :data:`FEW_RESETS` resets and its end, and reads nothing: the recognizer
+    answers it all and closes the stream (1000), the replies waiting unsent for the client, the gateway's close after
+    them. Its connection is reset within :data:`CLOSED_BOUND` of the recognizer's close, and its decoder given back.
+    Before: the gateway's FIN waited behind the bytes it never took in, the connection open until the kernel gave it up."""
+    ended = vosk_ended(patient)
+    sock, protocol = deaf_websocket(bounded.port, "/vosk?language=ko-KR")
+    port = sock.getsockname()[1]
+    for message in vosk_stream(FEW_RESETS, read_wav(speech_wav)[0]):
+        protocol.send_text(message) if message.startswith(b"{") else protocol.send_binary(message)
+    with sock:
+        sock.settimeout(10)
+        sock.sendall(b"".join(protocol.data_to_send()))
+        Stack.eventually(lambda: vosk_ended(patient) > ended, 60, "the recognizer ended the stream")
+        closed = time.monotonic()
+        unsent = int(gateway_side(bounded, port, 2) or 0)
+        assert unsent > 0, "nothing waits unsent for the client: the close is not behind what it takes none of"
+        while side := gateway_side(bounded, port):
+            took = time.monotonic() - closed
+            assert took < CLOSED_BOUND, f"the gateway's end of the connection still {side} {took:.1f} s after the recognizer's close"
+            time.sleep(0.05)
+        took = time.monotonic() - closed
+    print(f"{unsent} bytes unsent at the recognizer's close; the connection gone {took:.2f} s after it")
+
+
+def test_a_slow_reader_gets_every_reply_and_the_close_once_its_stream_closed(bounded: Stack, patient: Server,
+                                                                            speech_wav: Path) -> None:
+    """A /vosk client that reads 2 KiB every 0.25 s sends its whole stream, 1500 resets and its end: the recognizer
+    closes the stream (1000) while the client still has more of its replies to take in than it takes in
+    :data:`CLOSED_BOUND`. It is not cut: it gets every reply, then the close."""
+    ended, resets = vosk_ended(patient), 1500
+    sock, protocol = deaf_websocket(bounded.port, "/vosk?language=ko-KR")
+    for message in vosk_stream(resets, read_wav(speech_wav)[0]):
+        protocol.send_text(message) if message.startswith(b"{") else protocol.send_binary(message)
+    replies, closed, closed_at = 0, None, None
+    with sock:
+        send_all(sock, [b"".join(protocol.data_to_send())])
+        sock.settimeout(10)
+        while closed is None and (data := sock.recv(2048)):
+            protocol.receive_data(data)
+            for frame in protocol.events_received():
+                if isinstance(frame, Frame):
+                    replies += frame.opcode is Opcode.TEXT
+                    closed = Close.parse(frame.data) if frame.opcode is Opcode.CLOSE else closed
+            if closed_at is None and vosk_ended(patient) > ended:
+                closed_at = time.monotonic()
+            time.sleep(0.25)
+        read_on = time.monotonic() - closed_at if closed_at is not None else 0.0
+    assert closed is not None and closed.code == 1000, (closed, replies)
+    assert replies >= resets + 1, "a final result for each reset, and the stream's last"
+    assert read_on > CLOSED_BOUND, f"the client read its last replies {read_on:.1f} s after the recognizer's close: too soon to show anything"
+    print(f"{replies} replies and the close read, the last {read_on:.1f} s after the recognizer's close")
