@@ -894,6 +894,8 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
                            gateway.config.send_stall_seconds if gateway else STALL_SECONDS,
                            answerer=gateway.cors.policy if gateway else None)
         await site.start()
+        if gateway:
+            gateway.shutdown.finishing = site.finishing  # the drain waits for connections closing after their last bytes
         if announce:
             log.info("gateway listening on %s", listening_on(sock))
         yield sock.getsockname()[1]

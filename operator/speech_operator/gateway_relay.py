@@ -423,8 +423,7 @@ class _ClientSide(web.WebSocketResponse):
         #: The code of the close frame sent to the client (None: none reached it). aiohttp's ``close_code`` is, once
         #: the gateway closed first, the code the client answered with (aiohttp's client answers 1000 to any).
         self.sent_code: int | None = None
-        #: The code of the close sent at the gateway's stop (:meth:`stop`), once sent: a connection ended with bytes
-        #: waiting unsent is reset.
+        #: The code of the close sent at the gateway's stop (:meth:`stop`), once sent.
         self._stopping: int | None = None
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
@@ -439,10 +438,13 @@ class _ClientSide(web.WebSocketResponse):
 
     async def stop(self, code: int, reason: bytes) -> None:
         """Close at the gateway's stop, its close frame written and the client's reply read within
-        :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS` in all; a client that takes in nothing (the close
-        cannot be written, or waits unsent when that time is up) has its connection reset. A close's FIN would wait behind
-        the unsent bytes until the kernel gave the connection up (``TCP_USER_TIMEOUT``, 60 s), long past the gateway's
-        exit; the send stall bound (``SPEECH_GATEWAY_SEND_STALL_SECONDS``) ends with the gateway."""
+        :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS` in all; when that time is up with bytes still unsent
+        (the close among them), the connection ends once the client took them in, or is reset once it took in none for
+        ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` (:meth:`HeadGuard.close_after_unsent
+        <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`), the drain waiting for it; what is left when
+        the stop ends is reset (:meth:`~speech_operator.gateway_http_limits.GuardedSite.reset_unsent`). A slow reader so
+        gets its last replies and the close; a close's FIN would wait behind bytes a client takes none of until the
+        kernel gave the connection up (``TCP_USER_TIMEOUT``, 60 s), long past the gateway's exit."""
         self._stopping = code
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_REPLY_SECONDS):
@@ -464,15 +466,11 @@ class _ClientSide(web.WebSocketResponse):
 
     def _close_transport(self) -> None:
         """aiohttp's end of the connection once its close ended (the reply read, not come in time, or the write failed):
-        at the stop, a reset when bytes still wait unsent (:meth:`stop`: the client never got the close, 1006), else the
-        close's code is what the client got, its reply come or not. Bytes still unsent otherwise, the connection ends
-        after them, or is reset once its client takes none of them in (:meth:`HeadGuard.close_after_unsent
-        <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`): its FIN would wait behind them until
-        the kernel gave the connection up."""
+        bytes still unsent, the connection ends after them, or is reset once its client takes none of them in
+        (:meth:`HeadGuard.close_after_unsent <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`): its FIN
+        would wait behind them until the kernel gave the connection up. The close's code is what the client got, its reply
+        come or not (at the stop, :meth:`stop`'s, though it may still wait among those bytes)."""
         transport = self._req.transport if self._req is not None else None
-        if self._stopping is not None and transport is not None and unsent_bytes(transport):
-            reset(transport)
-            return
         if self._stopping is not None and self.sent_code is None:
             self.sent_code = self._stopping
         guard = transport.get_protocol() if transport is not None else None

@@ -56,10 +56,13 @@ HTTP answer (its status and reason, then the connection's end): no close reply c
 without a close.
 
 Every relayed WebSocket closed at the stop gets a close handshake on both sides: its close, the close reply read
-(each side's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection; a client that takes in nothing, whose
-close cannot be written or waits unsent then, has its connection reset (a FIN would wait behind what it does not take
-in until the kernel gave the connection up, long after the gateway's exit). Those closed at the deadline end
-theirs still in the drain: from aiohttp's shutdown on, a close reply would be dropped unread.
+(each side's within :data:`CLOSE_REPLY_SECONDS`), then the end of its connection. A client whose close still waits
+unsent then, behind its last replies, is watched as an open connection is (``SPEECH_GATEWAY_SEND_STALL_SECONDS``,
+:meth:`~speech_operator.gateway_http_limits.HeadGuard.close_after_unsent`), and the drain waits for it: a slow reader
+gets its last replies and the close, and one that takes in nothing is reset (a FIN would wait behind what it does not
+take in until the kernel gave the connection up, long after the gateway's exit); whatever is left so when the stop ends
+is reset. Those closed at the deadline end theirs still in the drain: from aiohttp's shutdown on, a close reply would
+be dropped unread.
 
 The whole stop is bounded: the drain takes at most ``shutdown_seconds`` and, for the relays closed at its deadline,
 :data:`CLOSE_REPLY_SECONDS`; then aiohttp's own shutdown (the runner's ``cleanup``) gives what is left (a request to
@@ -74,7 +77,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TypeVar
 
 from speech_operator import gateway_failures as failures
@@ -218,6 +221,9 @@ class Shutdown:
         #: Set once the drain has ended: from then on aiohttp's shutdown drops what arrives, a close reply too, so no
         #: refusal begins a WebSocket (:meth:`refusing`).
         self.drained = False
+        #: Client connections closing after their last bytes (the server's: its site's
+        #: :attr:`~speech_operator.gateway_http_limits.GuardedSite.finishing`), which the drain waits for too.
+        self.finishing: Collection[object] = ()
 
     async def drain(self, seconds: float) -> None:
         """Close the relays as they become idle, and return once none is left; after ``seconds``, close
@@ -230,7 +236,7 @@ class Shutdown:
         self.begun.set()
         self.refusals.end()
         deadline = time.monotonic() + seconds
-        while (self.relays or self.requests or self.refused or self.refusals.answering) and time.monotonic() < deadline:
+        while (self.relays or self.requests or self.refused or self.refusals.answering or self.finishing) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
         if self.requests:
             log.warning("gateway stopping: %d request(s) still in progress after %g s get 503 when their recognizer "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from websockets.client import ClientProtocol
-from websockets.frames import Close
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -384,3 +384,46 @@ def test_a_stream_upgraded_once_the_drain_ended_is_refused_over_http(ko: Recogni
     assert json.loads(body)["error"]["message"] == STOPPED_DRAINED.message, body
     assert ended < CLOSE_REPLY_SECONDS, f"the connection ended {ended:.2f} s after the answer's head"
     print(f"\n{head.splitlines()[0].decode()}, the connection ended {ended:.3f} s after")
+
+
+def received(sock: socket.socket, size: int, when: str) -> bytes:
+    """What ``sock`` reads next (``size`` bytes at most); a reset fails the test, saying ``when``."""
+    try:
+        return sock.recv(size)
+    except ConnectionResetError:
+        pytest.fail(f"the connection was reset {when}")
+
+
+def test_a_slow_reader_closed_at_the_stop_gets_every_reply_and_the_close(ko: Recognizer, tmp_path: Path) -> None:  # noqa: F811 - the fixture imported
+    """A /vosk connection with no audio (idle: closed 1000 at the stop) whose client reads 2 KiB every 0.25 s, with
+    1500 resets' replies on their way when the gateway stops: its close comes behind seconds of them, and the client,
+    which takes some in at every look, gets every reply and the close; the stop within its bound. Before: its
+    connection was reset once CLOSE_REPLY_SECONDS passed with bytes unsent, its last replies and the close lost."""
+    resets = 1500
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=30, send_stall_seconds=2)
+    replies, closed, stopping = 0, None, None
+    try:
+        sock, protocol = deaf_websocket(stack.port, "/vosk?language=ko-KR")
+        for message in [json.dumps({"config": {"max_alternatives": 1}}).encode(), *[b'{"reset" : 1}'] * resets]:
+            protocol.send_text(message)
+        with sock:
+            sock.sendall(b"".join(protocol.data_to_send()))
+            sock.settimeout(10)
+            while closed is None and (data := received(sock, 2048, f"after {replies} of {resets} replies")):
+                protocol.receive_data(data)
+                for frame in protocol.events_received():
+                    if isinstance(frame, Frame):
+                        replies += frame.opcode is Opcode.TEXT
+                        closed = Close.parse(frame.data) if frame.opcode is Opcode.CLOSE else closed
+                if stopping is None and replies >= 100:  # its replies on their way
+                    stopping = time.monotonic()
+                    stack.stop()
+                time.sleep(0.25)
+            read = time.monotonic() - (stopping or 0.0)
+        stack.join()
+    finally:
+        stack.__exit__()
+    assert closed is not None and (closed.code, closed.reason) == (1000, IDLE_REASON), (closed, replies)
+    assert replies == resets, "a final result for each reset"
+    assert stack.stopped_in is not None and stack.stopped_in < 30 + AFTER_DRAIN_SECONDS + 0.5, stack.stopped_in
+    print(f"\n{replies} replies and the close read {read:.1f} s after the stop began; the gateway stopped in {stack.stopped_in:.2f} s")
