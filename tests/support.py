@@ -387,17 +387,55 @@ def av_pcm(path: Path) -> tuple[bytes, int]:
 
 
 
-def _runqueue_ns(pids: Sequence[int], skip: int) -> dict[int, int]:
-    """Nanoseconds each thread of ``pids`` (but thread ``skip``) has spent runnable but waiting for a CPU, by thread
-    id, from the kernel's schedstat (its second field)."""
-    waited = {}
-    for pid in pids:
-        with suppress(OSError):
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                if int(task.name) != skip:
-                    with suppress(OSError, IndexError, ValueError):
-                        waited[int(task.name)] = int((task / "schedstat").read_text().split()[1])
-    return waited
+class _Schedstat:
+    """Nanoseconds each thread of this process and of its children has spent runnable but waiting for a CPU, from
+    the kernel's schedstat (its second field), read cheaply: the sampler shares the GIL with what it measures, so each
+    file is opened once and read again at offset 0 (``os.pread``), and each process's threads listed by one
+    ``os.listdir``. A thread gone (its file read fails) is forgotten; a new one is opened at the next sample."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.fds: dict[tuple[str, int], int] = {}  # ("stat" | "children", tid) -> open file
+
+    def _read(self, kind: str, pid: int, tid: int) -> bytes | None:
+        """The file ``kind`` of thread ``tid`` of ``pid`` (schedstat, or the ids of its children), None if gone."""
+        fd = self.fds.get((kind, tid))
+        if fd is None:
+            try:
+                fd = self.fds[(kind, tid)] = os.open(f"/proc/{pid}/task/{tid}/{'schedstat' if kind == 'stat' else kind}", os.O_RDONLY)
+            except OSError:
+                return None
+        try:
+            return os.pread(fd, 256, 0)
+        except OSError:
+            os.close(self.fds.pop((kind, tid)))
+            return None
+
+    def __call__(self) -> dict[int, int]:
+        """Each thread's wait now, by thread id (this process's and its children's, but thread ``skip``)."""
+        waited: dict[int, int] = {}
+        pids, seen = [os.getpid()], set()
+        for pid in pids:
+            try:
+                tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+            for tid in tids:
+                seen.add(tid)
+                if pid == pids[0]:
+                    pids += [int(child) for child in (self._read("children", pid, tid) or b"").split()]
+                if tid != self.skip and (stat := self._read("stat", pid, tid)):
+                    with suppress(IndexError, ValueError):
+                        waited[tid] = int(stat.split()[1])
+        for key in [key for key in self.fds if key[1] not in seen]:
+            os.close(self.fds.pop(key))
+        return waited
+
+    def close(self) -> None:
+        """Closes every file kept open."""
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 class Starved:
@@ -414,20 +452,15 @@ class Starved:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="starved", daemon=True)
 
-    @staticmethod
-    def _pids() -> list[int]:
-        pids = [os.getpid()]
-        for task in Path("/proc/self/task").iterdir():
-            with suppress(OSError):
-                pids += [int(pid) for pid in (task / "children").read_text().split()]
-        return pids
-
     def _sample(self) -> None:
-        me = threading.get_native_id()
-        while True:
-            self.samples.append((time.monotonic(), time.time(), _runqueue_ns(self._pids(), me)))
-            if self._done.wait(0.01):
-                return
+        read = _Schedstat(skip=threading.get_native_id())
+        try:
+            while True:
+                self.samples.append((time.monotonic(), time.time(), read()))
+                if self._done.wait(0.01):
+                    return
+        finally:
+            read.close()
 
     def __enter__(self) -> Self:
         assert Path("/proc/self/schedstat").exists(), "this kernel keeps no schedstat: no measure of waits for a CPU"
