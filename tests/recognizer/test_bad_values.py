@@ -73,7 +73,11 @@ def normal(utterances_wav: Path) -> Audio:
 
 @pytest.fixture(scope="module")
 def srv(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory, utterances_wav: Path) -> Iterator[ServerThread]:
-    with ServerThread(create_app(make_settings(tmp_path_factory.mktemp("values")), registry)) as server:
+    """Pings no WebSocket client (``ws_ping_interval`` None): uvicorn's keepalive ping draws its payload from the
+    ``random`` module in the server's thread, and one sent while Hypothesis draws an example (the normal stream is
+    open for as long as the examples take, past the 20 s interval on a slow machine) is a HypothesisDeprecationWarning
+    ("Do not use the `random` module inside strategies")."""
+    with ServerThread(create_app(make_settings(tmp_path_factory.mktemp("values")), registry), ws_ping_interval=None) as server:
         pcm, rate, _ = read_wav(utterances_wav)
         warm(server, Audio(pcm, rate, utterances_wav))  # the three utterances once
         yield server
