@@ -11,7 +11,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from itertools import pairwise
@@ -438,6 +438,11 @@ class _Schedstat:
         self.fds.clear()
 
 
+def threads_named(*prefixes: str) -> frozenset[int]:
+    """The native ids of this process's Python threads alive now whose names begin with one of ``prefixes``."""
+    return frozenset(t.native_id for t in threading.enumerate() if t.native_id is not None and t.name.startswith(prefixes))
+
+
 class Starved:
     """How long this process and its children waited for a CPU, while entered: sampled every 10 ms against the
     monotonic clock and the epoch's (so that moments another process reports, its ``Date.now()``, can be read too).
@@ -482,16 +487,18 @@ class Starved:
         """The stretch from entering to leaving, for an assertion's message: its clock time and :attr:`seconds`."""
         return f"{self.left - self.entered:.2f} s, {self.seconds:.2f} s of it not waiting for a CPU"
 
-    def unstarved(self, start: float, end: float, *, epoch: bool = False) -> float:
+    def unstarved(self, start: float, end: float, *, epoch: bool = False, beside: Collection[int] = ()) -> float:
         """Seconds from ``start`` to ``end`` (:func:`time.monotonic`'s, or with ``epoch`` the epoch's) but those in
         which a thread of this process or of a child waited for a CPU (a thread that began or ended between two
-        samples counts for nothing there)."""
+        samples counts for nothing there), but the threads ``beside`` (native ids: :func:`threads_named`): work
+        beside what is timed (another stream's decoding), whose waits for a CPU would hide a stall of what is timed
+        while it idles."""
         waited = 0.0
         at = 1 if epoch else 0
         for before, after in pairwise(self.samples):
             t0, t1, w0, w1 = before[at], after[at], before[2], after[2]
             overlap = min(t1, end) - max(t0, start)
             if overlap > 0:
-                delta = sum(max(0, w1[tid] - w0[tid]) for tid in w1.keys() & w0.keys()) / 1e9
+                delta = sum(max(0, w1[tid] - w0[tid]) for tid in w1.keys() & w0.keys() if tid not in beside) / 1e9
                 waited += min(t1 - t0, delta) * overlap / (t1 - t0)
         return end - start - waited
