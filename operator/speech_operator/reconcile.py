@@ -100,9 +100,9 @@ class Runtime:
     #: after a listing of the SpeechToTexts made again lists each kind of child once for them all, not once per
     #: namespace (:meth:`_children_looked_for`). Else the namespaces it was given, where it may be bound by a Role each.
     clusterwide: bool = False
-    #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace ("" for the
-    #: SpeechToTexts' when :attr:`clusterwide`), under way: the SpeechToTexts listed, by namespace and name (of a child
-    #: kind: whose child each had), and the look due once it is over (:meth:`relisted`).
+    #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace ("" when
+    #: :attr:`clusterwide`: kopf's one watch of every namespace), under way: the SpeechToTexts listed, by namespace and
+    #: name (of a child kind: whose child each had), and the look due once it is over (:meth:`relisted`).
     relistings: dict[tuple[str, str], tuple[set[tuple[str, str]], asyncio.Task[None]]] = field(default_factory=dict)
     #: When (loop time) the last of those listings of each kind and namespace began; forgotten once no look under way
     #: or to come reads it (:meth:`_forget_relisted`): a namespace listed once is not kept for the process' life.
@@ -181,14 +181,14 @@ class Runtime:
 
     def relisted(self, kind: str, namespace: str, owner: str) -> None:
         """``owner`` (a SpeechToText, ``kind`` :data:`api.KIND`), or its child of ``kind``, came in a listing kopf made
-        again (a watch that could not go on: 410 Gone). Once no more of it came for :data:`RELIST_SETTLE_SECONDS`, each
-        SpeechToText of ``namespace`` whose last reconcile kept a child of ``kind`` (:class:`Observed`; :class:`Amiss`:
-        one not refused, no name taken) that the listing had none of is reconciled: that child was deleted while the
-        watch was away, and no event says so. No request when none is missing. A listing with no object of ``kind`` in
-        ``namespace`` reaches no handler; the SpeechToTexts' own listing looks for their children of each kind kopf
-        did not list again meanwhile (:meth:`_children_looked_for`; one listing of every namespace when
-        :attr:`clusterwide`)."""
-        key = (kind, "" if kind == api.KIND and self.clusterwide else namespace)
+        again (a watch that could not go on: 410 Gone). Once no more of it came for
+        :data:`RELIST_SETTLE_SECONDS`, each SpeechToText of that listing's scope (``namespace``; every one when
+        :attr:`clusterwide`: kopf watches them all at once) whose last reconcile kept a child of ``kind``
+        (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that the listing had none of is reconciled:
+        that child was deleted while the watch was away, and no event says so. No request when none is missing. A
+        listing with no object of ``kind`` in its scope reaches no handler; the SpeechToTexts' own listing looks for
+        their children of each kind kopf did not list again meanwhile (:meth:`_children_looked_for`)."""
+        key = (kind, self._scope(namespace))
         listed, task = self.relistings.get(key, (set(), None))
         if task is not None:
             task.cancel()
@@ -198,13 +198,17 @@ class Runtime:
         self.relistings[key] = (listed, asyncio.get_running_loop().create_task(
             self._relisting_over(*key, listed), name=f"{kind}s of {key[1] or 'every namespace'} listed again"))
 
+    def _scope(self, namespace: str) -> str:
+        """What one listing kopf makes of a kind covers: ``namespace``, or "" (every one) when :attr:`clusterwide`."""
+        return "" if self.clusterwide else namespace
+
     async def _relisting_over(self, kind: str, scope: str, listed: set[tuple[str, str]]) -> None:
         await asyncio.sleep(RELIST_SETTLE_SECONDS)
         if kind == api.KIND:
             await self._children_looked_for(scope, listed)  # cancelled as the sleep: by one more of that listing
         self.relistings.pop((kind, scope), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
         if kind != api.KIND:
-            self._lacking(kind, scope, {name for _, name in listed}, "was not in the listing kopf made again")
+            self._lacking(kind, scope, listed, "was not in the listing kopf made again")
         self._forget_relisted()
 
     def _forget_relisted(self) -> None:
@@ -223,8 +227,8 @@ class Runtime:
         once per kind (the operator's, by its ``managed-by`` label; of ``scope``: one request for every namespace when
         kopf watches them all), and each SpeechToText lacking its child of that kind reconciled. A watch of them that
         could not go on either (410 Gone: a restarted API server forgot every watch's history) lists them again, and
-        a deletion meanwhile of the last of a kind in a namespace reaches no handler of theirs. Not the kinds kopf
-        listed again in that namespace from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
+        a deletion meanwhile of the last of a kind in a listing's scope reaches no handler of theirs. Not the kinds kopf
+        listed again there from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
         :meth:`relisted`); a failure is one line, and the look is left to the next reconciles."""
         began = self.relisted_at.get((api.KIND, scope), 0.0) - RELIST_SETTLE_SECONDS
         kept: dict[str, set[str]] = {}  # kind: the namespaces of the listed SpeechToTexts that kept a child of it
@@ -234,8 +238,8 @@ class Runtime:
                     kept.setdefault(child["kind"], set()).add(key[0])
         selector = f"{builders.LABEL_MANAGED_BY}={builders.MANAGER}"
         for kind in sorted(kept):
-            namespaces = {ns for ns in kept[kind] if (kind, ns) not in self.relistings
-                          and self.relisted_at.get((kind, ns), began - 1) < began}
+            namespaces = {ns for ns in kept[kind] if (kind, self._scope(ns)) not in self.relistings
+                          and self.relisted_at.get((kind, self._scope(ns)), began - 1) < began}
             if not namespaces:
                 continue
             api_version, plural = PLURALS[kind]
@@ -252,8 +256,7 @@ class Runtime:
                 if (owner := builders.owner_name(meta)) is not None:
                     present.add((str(meta.get("namespace") or ""), owner))
             for ns in sorted(namespaces):
-                self._lacking(kind, ns, {name for n, name in present if n == ns}, "is gone",
-                              among={name for n, name in listed if n == ns})
+                self._lacking(kind, ns, present, "is gone", among=listed)
 
     def _kept(self, kind: str | None = None) -> list[tuple[tuple[str, str], Observed | Amiss]]:
         """The SpeechToTexts whose last reconcile kept what it decided (:class:`Observed`, :class:`Amiss`), with it;
@@ -261,11 +264,12 @@ class Runtime:
         return [*self.observed.items(), *((key, last) for key, last in self.amiss.items() if kind is None or not any(
             child["kind"] == kind for child, _ in [*last.refused, *last.conflicts]))]
 
-    def _lacking(self, kind: str, namespace: str, present: set[str], why: str, among: set[str] | None = None) -> None:
-        """Reconcile each SpeechToText of ``namespace`` (``among`` these) whose last reconcile kept a child of ``kind``
-        and that is not among the owners ``present`` of one."""
+    def _lacking(self, kind: str, scope: str, present: set[tuple[str, str]], why: str,
+                 among: set[tuple[str, str]] | None = None) -> None:
+        """Reconcile each SpeechToText of ``scope`` (a namespace; "": every one; ``among`` these, by namespace and name)
+        whose last reconcile kept a child of ``kind`` and that is not among the owners ``present`` of one."""
         for (ns, name), last in self._kept(kind):
-            if (ns == namespace and name not in present and (among is None or name in among)
+            if ((not scope or ns == scope) and (ns, name) not in present and (among is None or (ns, name) in among)
                     and any(child["kind"] == kind for child in last.children)):
                 log.info("%s %s/%s: its %s %s: reconciled", api.KIND, ns, name, kind, why)
                 self.retry(ns, name, 0)

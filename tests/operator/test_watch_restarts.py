@@ -155,6 +155,28 @@ async def created(cluster: Cluster, name: str, locale: str, namespace: str = NAM
     await one_pod_ready(cluster, dep, name, namespace)
 
 
+async def unchanged_listing(cluster: Cluster, *plurals: str) -> tuple[int, dict[str, int]]:
+    """:func:`relisted` with nothing changed meanwhile, once its looks are over: the number of the emulator's request
+    the first listing was, and the operator's own requests from the next on (:func:`ours`)."""
+    async def nothing() -> None:
+        pass
+    listing = await relisted(cluster, nothing, *plurals)
+    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the looks for children not listed, once the listing is over
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    return listing, ours(cluster, listing + 1)
+
+
+async def deleted_while_away(cluster: Cluster, *plurals: str, namespace: str = NAMESPACE) -> dict[str, int]:
+    """en-us's Deployment of ``namespace`` deleted while :func:`relisted` holds the watches of ``plurals``; once it
+    is made again and the operator is quiet, the operator's own requests from the first listing on (:func:`ours`)."""
+    async def delete() -> None:
+        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us", namespace=namespace))
+    listing = await relisted(cluster, delete, *plurals)
+    await cluster.eventually(lambda: deployment(cluster, "en-us", namespace), 5 + RELIST_SETTLE_SECONDS)
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    return ours(cluster, listing + 1)
+
+
 @pytest.mark.parametrize("watch_seconds", [1])
 async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_at_the_listing_after(
         cluster: Cluster) -> None:
@@ -165,13 +187,8 @@ async def test_an_edit_made_while_a_watch_was_away_past_the_history_is_put_back_
     replicas until the SpeechToText's next reconcile."""
     await created(cluster, "en-us", "en-US")
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
-
-    async def nothing() -> None:
-        pass
-    listing = await relisted(cluster, nothing)
-    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children not listed, once the listing is over
-    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
-    assert ours(cluster, listing + 1) == {}, "a listing with nothing changed costs nothing"
+    listing, sent = await unchanged_listing(cluster)
+    assert sent == {}, "a listing with nothing changed costs nothing"
     assert [plural for _, plural in kopf_listed(cluster, listing)] == ["deployments"], "the Deployments' listing alone"
 
     async def scale() -> None:
@@ -199,12 +216,7 @@ async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_a
     await created(cluster, "ko-kr", "ko-KR")
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
-    async def delete() -> None:
-        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
-    listing = await relisted(cluster, delete)
-    await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
-    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
-    sent = ours(cluster, listing + 1)
+    sent = await deleted_while_away(cluster)
     print("the operator's requests after the listing that lacked a Deployment:", sent)
     assert sent.get("GET speechtotexts en-us") == 1 and "GET speechtotexts ko-kr" not in sent, sent
     assert not [k for k in sent if k.startswith("PATCH") and k.endswith("ko-kr")], sent
@@ -223,12 +235,7 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     await created(cluster, "en-us", "en-US")
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
-    async def delete() -> None:
-        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
-    listing = await relisted(cluster, delete, api.PLURAL, "deployments")
-    await cluster.eventually(lambda: deployment(cluster), 5 + RELIST_SETTLE_SECONDS)
-    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
-    sent = ours(cluster, listing + 1)
+    sent = await deleted_while_away(cluster, api.PLURAL, "deployments")
     print("the operator's requests after the listings that lacked the Deployment:", sent)
     assert sent.get("GET deployments") == 1 and sent.get("GET services") == 1, sent
     assert sent.get("GET speechtotexts en-us") == 1 and sent.get("PATCH deployments en-us") == 1, sent
@@ -262,7 +269,8 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
     namespace when the operator watches them all (``--all-namespaces``: the chart's cluster mode, a ClusterRole), and
     once in each namespace when it watches those it was given (a Role in each may bind it: never a cluster-wide list).
     A Deployment deleted while the Deployments' watch was away too is made again either way; each is looked for where
-    kopf did not list its kind again. Then nothing is kept of those listings (:attr:`Runtime.relisted_at`). Before, the
+    kopf did not list its kind again (kopf's one listing of every namespace's Deployments has the others', and is its
+    own look). Then nothing is kept of those listings (:attr:`Runtime.relisted_at`). Before, the
     look listed each kind once per namespace whatever the operator watched, and each listing's start was kept for
     good."""
     caplog.set_level(logging.INFO, logger="speech_operator")
@@ -286,29 +294,29 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
     assert sent == {"GET deployments": len(scopes), "GET services": len(scopes)}, sent
     assert lists(listing + 1) == sorted(scopes * 2, key=str), lists(listing + 1)
 
-    async def delete() -> None:
-        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us", namespace=OTHERS[-1]))
-    listing = await relisted(cluster, delete, api.PLURAL, "deployments")
-    await cluster.eventually(lambda: deployment(cluster, "en-us", OTHERS[-1]), 5 + RELIST_SETTLE_SECONDS)
-    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
-    sent = ours(cluster, listing + 1)
+    sent = await deleted_while_away(cluster, api.PLURAL, "deployments", namespace=OTHERS[-1])
     print("the operator's requests after the listings that lacked a Deployment:", sent)
-    assert sent.get("GET deployments") == 1 and sent.get("GET services") == len(scopes), sent
-    assert sent.get("PATCH deployments en-us") == 1, sent
-    assert caplog.text.count(f"{OTHERS[-1]}/en-us: its Deployment is gone: reconciled") == 1, caplog.text
-    assert caplog.text.count("is gone: reconciled") == 1, caplog.text
+    # kopf's one listing of every namespace's Deployments has the others' (their own look), a namespace's has none
+    why = "was not in the listing kopf made again" if scopes == [None] else "is gone"
+    assert sent.get("GET deployments") == (None if scopes == [None] else 1), sent
+    assert sent.get("GET services") == len(scopes) and sent.get("PATCH deployments en-us") == 1, sent
+    assert caplog.text.count(f"{OTHERS[-1]}/en-us: its Deployment {why}: reconciled") == 1, caplog.text
+    assert caplog.text.count(": reconciled") == 1, caplog.text
     assert cluster.runtime is not None and cluster.runtime.relisted_at == {}, cluster.runtime.relisted_at
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("clusterwide", [False, True], ids=["given-namespaces", "every-namespace"])
 async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_are_over(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, clusterwide: bool) -> None:
     """kopf's listings made again of the SpeechToTexts and of each kind of child in 500 namespaces, one after the other
     (:meth:`Runtime.relisted`, as their handlers call it; none of them kept by a reconcile, so no request): once each
-    listing's look is over, nothing of it is kept, and what is kept meanwhile is the listings under way. Before, the
-    start of each was kept for the process' life: one entry per kind and namespace ever listed again (2000 here)."""
+    listing's look is over, nothing of it is kept, and what is kept meanwhile is the listings under way: one per kind
+    and namespace of a batch, or one per kind when kopf watches every namespace (its listing is of them all). Before,
+    the start of each was kept for the process' life: one entry per kind and namespace ever listed again (2000 here);
+    and then, with every namespace watched, a look per namespace of each child kind was under way (151 at once)."""
     monkeypatch.setattr(reconcile, "RELIST_SETTLE_SECONDS", 0.05)
-    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"))
+    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"), clusterwide=clusterwide)
     kinds = [api.KIND, "Deployment", "Service", "PodDisruptionBudget"]
     most = 0
     for first in range(0, 500, 50):
@@ -318,7 +326,7 @@ async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_
         while rt.relistings:
             await asyncio.sleep(0.01)
     assert rt.relisted_at == {}, len(rt.relisted_at)
-    assert most == 50 * len(kinds), most  # the batch under way's alone
+    assert most == (len(kinds) if clusterwide else 50 * len(kinds)), most  # the batch under way's alone
     await rt.stop_retries()
 
 
