@@ -47,8 +47,17 @@ def owner_of(body: kopf.Body) -> str | None:
     return builders.owner_name(body.metadata)
 
 
-def _is_child(body: kopf.Body, **_: Any) -> bool:
-    return owner_of(body) is not None
+def _is_child(body: kopf.Body, type: str | None, namespace: str | None, resource: kopf.Resource, memo: kopf.Memo,
+              **_: Any) -> bool:
+    """Whether ``body`` is a SpeechToText's child (:func:`child_changed` handles it). One that is not, passed from a
+    listing kopf made again (:func:`listed_again`: kopf watches every object of the kind), says that listing came
+    (:meth:`~speech_operator.reconcile.Runtime.relisted`, no owner): a child deleted while that watch was away, the
+    last child of its kind there, is in no listing, and kopf passes a handler nothing else of it."""
+    if owner_of(body) is not None:
+        return True
+    if namespace is not None and listed_again(type, memo):
+        runtime(memo).relisted(KINDS[resource.plural], namespace, None)
+    return False
 
 
 def namespaced(namespace: str | None) -> str:
@@ -414,7 +423,8 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
     request more when there is none), for an owner whose last reconcile kept what it decided
     (:class:`~speech_operator.reconcile.Observed`, :class:`~speech_operator.reconcile.Amiss`; any other is reconciled by
     its own events). A child deleted meanwhile is in no listing: its owner is reconciled once the listing is over
-    (:meth:`~speech_operator.reconcile.Runtime.relisted`). Nor an object whose owner label names no
+    (:meth:`~speech_operator.reconcile.Runtime.relisted`; of every namespace with ``--all-namespaces``, as kopf's
+    watch; an object of the kind that is no child says that listing came too, :func:`_is_child`). Nor an object whose owner label names no
     possible SpeechToText (one made by hand with the operator's labels, its value empty): one line.
     """
     again = listed_again(type, memo)

@@ -179,9 +179,10 @@ class Runtime:
             if self.refreshing.get(key) is asyncio.current_task():
                 del self.refreshing[key]
 
-    def relisted(self, kind: str, namespace: str, owner: str) -> None:
+    def relisted(self, kind: str, namespace: str, owner: str | None) -> None:
         """``owner`` (a SpeechToText, ``kind`` :data:`api.KIND`), or its child of ``kind``, came in a listing kopf made
-        again (a watch that could not go on: 410 Gone). Once no more of it came for
+        again (a watch that could not go on: 410 Gone); ``owner`` None: an object of ``kind`` that is no child did
+        (another's Deployment, the operator's own, the ``kubernetes`` Service). Once no more of it came for
         :data:`RELIST_SETTLE_SECONDS`, each SpeechToText of that listing's scope (``namespace``; every one when
         :attr:`clusterwide`: kopf watches them all at once) whose last reconcile kept a child of ``kind``
         (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that the listing had none of is reconciled:
@@ -194,7 +195,8 @@ class Runtime:
             task.cancel()
         else:
             self.relisted_at[key] = asyncio.get_running_loop().time()
-        listed.add((namespace, owner))
+        if owner is not None:
+            listed.add((namespace, owner))
         self.relistings[key] = (listed, asyncio.get_running_loop().create_task(
             self._relisting_over(*key, listed), name=f"{kind}s of {key[1] or 'every namespace'} listed again"))
 

@@ -260,6 +260,37 @@ OTHERS = ("speech-b", "speech-c")
 
 
 @pytest.mark.parametrize("watch_seconds", [1])
+@pytest.mark.parametrize(("namespaces", "elsewhere"), [(None, OTHERS[0]), ([NAMESPACE], NAMESPACE)],
+                         ids=["every-namespace", "given-namespace"])
+async def test_the_last_child_of_its_kind_deleted_while_its_kind_s_watch_alone_was_away_is_made_again_at_that_listing(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, elsewhere: str) -> None:
+    """The one SpeechToText's Deployment, the only child Deployment of the namespace, deleted while kopf's watch of
+    Deployments alone is away (the SpeechToTexts' goes on), the history forgotten meanwhile: kopf's listing after has
+    no child, only a Deployment no SpeechToText owns (another's; with ``--all-namespaces`` in another namespace, as the
+    operator's own would be). That one says the listing came: once it is over, the SpeechToText lacking its Deployment
+    is reconciled (its Deployment made again), at no list of the operator's; a listing with nothing changed costs no
+    request. Before, the Deployment stayed deleted until the SpeechToText's next reconcile (or the next listing of the
+    SpeechToTexts)."""
+    caplog.set_level(logging.INFO, logger="speech_operator")
+    if elsewhere != NAMESPACE:
+        await cluster.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}})
+    await cluster.api.create(cluster.url("apps/v1", "deployments", namespace=elsewhere), {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "another", "namespace": elsewhere},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "another"}}, "template": {
+            "metadata": {"labels": {"app": "another"}}, "spec": {"containers": [{"name": "c", "image": "example.test/c"}]}}}})
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    assert (await unchanged_listing(cluster))[1] == {}, "a listing with nothing changed costs nothing"
+
+    sent = await deleted_while_away(cluster)
+    print("the operator's requests after the listing that lacked the last child Deployment:", sent)
+    assert sent.get("GET speechtotexts en-us") == 1 and sent.get("PATCH deployments en-us") == 1, sent
+    assert not [k for k in sent if k.startswith("GET") and len(k.split()) == 2], f"no list of the operator's: {sent}"
+    assert caplog.text.count("its Deployment was not in the listing kopf made again: reconciled") == 1, caplog.text
+    assert cluster.runtime is not None and cluster.runtime.relisted_at == {}, cluster.runtime.relisted_at
+
+
+@pytest.mark.parametrize("watch_seconds", [1])
 @pytest.mark.parametrize(("namespaces", "scopes"), [(None, [None]), ([NAMESPACE, *OTHERS], [NAMESPACE, *OTHERS])],
                          ids=["every-namespace", "given-namespaces"])
 async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists_each_kind_once_when_every_one_is_watched(
