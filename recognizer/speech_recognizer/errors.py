@@ -184,6 +184,16 @@ DECODER_FAILED = Kind("decoder_failed", 502, 1011, "Error", WARNING, alert=FAULT
 CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)", usp_turn=False)
 INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)", alert=FAULT)
 
+
+def asked_again(kind: Kind) -> bool:
+    """Whether a Speech SDK turn failed with ``kind`` is one the SDK's core asks again for, each repeat the same app
+    recognition (logged at DEBUG, not counted again: :func:`observe`'s ``again``; said to a proxy in front:
+    :data:`ASKED_AGAIN_HEADER`): a failure of the service's own (:data:`ASKED_AGAIN`), or a protocol error, most likely
+    a message garbled on its way (kept a turn that fails ``BadRequest``, not a close 1007, which the core would report at
+    once: a one-off one is recovered by the repeat; one garbled on every connection is one failure, not five). Not a
+    stream cut at ``MaxSessionSeconds``, whose repeat goes on from its last phrase: each cut is counted."""
+    return kind.usp in ASKED_AGAIN or kind is PROTOCOL_ERROR
+
 _HTTP_CODES = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -271,7 +281,7 @@ def classify(exc: BaseException) -> Failure:
 #: (a 503 is a busy server, a drain or a model that cannot be loaded).
 FAILURE_HEADER = "X-Speech-Failure"
 #: A header of the Speech SDK message that fails a turn (:func:`usp_headers`) when that turn is the SDK asking again for
-#: one that failed the same way (:data:`ASKED_AGAIN`), which was counted: a proxy in front counts the app's recognition
+#: one that failed the same way (:func:`asked_again`), which was counted: a proxy in front counts the app's recognition
 #: once, as the server does.
 ASKED_AGAIN_HEADER = "X-Speech-Asked-Again"
 
@@ -439,7 +449,7 @@ def observe(failure: Failure, route: str, metrics: Counters | None = None, since
     ``since``: the :func:`time.monotonic` its latency runs from (``speech_request_seconds``), else the request's head
     (:data:`HEAD`: a refusal before any turn or audio, at the upgrade or the head), so that every failure counted is
     timed; none outside a request (the server's own refusals of a connection's head or body, route ``http``).
-    ``again``: the Speech SDK asking again for a turn that failed so (:data:`ASKED_AGAIN`), counted and logged at its
+    ``again``: the Speech SDK asking again for a turn that failed so (:func:`asked_again`), counted and logged at its
     kind's level already: one line at DEBUG, not counted."""
     kind = failure.kind
     if again:

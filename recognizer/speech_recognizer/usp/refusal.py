@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import contract
-from ..errors import ASKED_AGAIN, Failure, Kind, close_args, told_by_close, usp_headers, usp_phrase, usp_status
+from ..errors import Failure, Kind, asked_again, close_args, told_by_close, usp_headers, usp_phrase, usp_status
 from .frames import FrameError, from_javascript_sdk, javascript_reading_end, parse_binary, parse_text, previous_service_tag, text_frame
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -137,8 +137,8 @@ ASKED_AGAIN_KEPT = 1024
 
 
 class FailedTurns:
-    """The service tags of the turns one server lately failed with a status the Speech SDK's core asks again for
-    (:data:`~..errors.ASKED_AGAIN`), and the kind of each: a turn whose ``speech.context`` continues one of them
+    """The service tags of the turns one server lately failed with a kind the Speech SDK's core asks again for
+    (:func:`~..errors.asked_again`), and the kind of each: a turn whose ``speech.context`` continues one of them
     (``continuation.previousServiceTag``) within :data:`ASKED_AGAIN_SECONDS` and fails the same way is that SDK's
     recognition asked again, logged at DEBUG and not counted again (:func:`~..errors.observe`). Each server owns one
     (its app's state), used on its own event loop: a repeat that reaches another server is counted there, as it is
@@ -149,7 +149,7 @@ class FailedTurns:
 
     def failed(self, tag: str, kind: Kind) -> None:
         """The turn of service tag ``tag`` failed with ``kind``."""
-        if kind.usp in ASKED_AGAIN:
+        if asked_again(kind):
             self._kinds[tag] = (kind, time.monotonic())
             while len(self._kinds) > ASKED_AGAIN_KEPT:
                 self._kinds.popitem(last=False)
