@@ -298,6 +298,10 @@ STARTED = web.RequestKey("started", float)
 #: When the recognizer accepted a relayed WebSocket (its 101 naming no failure): the stream's time, observed once the
 #: recognizer's first message or close says its outcome (:meth:`Gateway._answered`).
 ACCEPTED = web.RequestKey("accepted", float)
+#: When the recognizer accepted a Speech SDK stream only to refuse it (its 101 naming the failure: a drain, its
+#: ``MaxConnections``), and that refusal's outcome: observed once its turn says whether it is the SDK asking again
+#: (:meth:`Gateway._answered`), timed to the 101.
+REFUSING = web.RequestKey("refusing", tuple[float, str])
 #: ``speech_gateway_request_seconds``: from a WebSocket's connection made in milliseconds, and a REST answer of a short
 #: recording, to a wake from zero or a long upload decoded.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -591,6 +595,8 @@ class Gateway:
             gauge.dec()
             if (accepted := request.get(ACCEPTED)) is not None:  # ended before the recognizer said more (the client's close)
                 self.metrics.timed(request, route, backend.locale, "ok", at=accepted)
+            if (refusing := request.pop(REFUSING, None)) is not None:  # a refusal the client left before it was told
+                self.metrics.timed(request, route, backend.locale, refusing[1], at=refusing[0])
         # A failure of the gateway's own was counted as it happened (the relay's ``failed``): a close code does not say whose
         # it is (a recognizer's or a client's 1011 is relayed as it came).
         self.metrics.requests.labels(route, backend.locale, str(client_got(response))).inc()
@@ -676,12 +682,16 @@ class Gateway:
     def _connected(self, request: web.Request, route: str, backend: Backend) -> Connected:
         """What a relay of a WebSocket to ``backend`` calls with the status the recognizer answered its upgrade with
         (101, or a refusal's) and the kind that refusal names: the stream's time, from its head to there, under its
-        locale and outcome (:meth:`GatewayMetrics.timed`, :func:`answered`); a stream accepted to be served, once the
-        recognizer says how it goes on (:meth:`_answered`)."""
+        locale and outcome (:meth:`GatewayMetrics.timed`, :func:`answered`); a stream accepted to be served, or a Speech
+        SDK stream accepted only to be refused (:data:`REFUSING`: the Python SDK's core asks again after a drain's
+        refusal, and the refusal's turn says which stream is a repeat), once the recognizer says how it goes on
+        (:meth:`_answered`)."""
 
         def connected(status: int, named: str | None) -> None:
             if status == 101 and named is None:
                 request[ACCEPTED] = time.monotonic()
+            elif status == 101 and route == "usp":
+                request[REFUSING] = (time.monotonic(), answered(status, named))
             else:
                 self.metrics.timed(request, route, backend.locale, answered(status, named))
         return connected
@@ -693,9 +703,21 @@ class Gateway:
         model that cannot be loaded, is timed under that kind's class, to that message, but for the Speech SDK asking
         again for a turn that failed so, which the recognizer counted and says so: not timed, as it counts it not:
         :func:`~speech_operator.gateway_failures.usp_asked_again`); a result: ``ok``, timed to its acceptance. Its close
-        before (:func:`closed`: a stream refused once accepted, timed to that close)."""
+        before (:func:`closed`: a stream refused once accepted, timed to that close). A Speech SDK stream its 101 refused
+        (:data:`REFUSING`): by the kind that 101 named, timed to it, once the refusal's turn or its close came, but for
+        the SDK asking again for a refusal told it already, which the refusal's turn says: not timed."""
 
         def told(said: bytes | None | tuple[int, bytes]) -> bool:
+            if (refusing := request.get(REFUSING)) is not None:
+                telling = said if isinstance(said, bytes) else None
+                if telling is not None and failures.usp_told(telling) is False:
+                    return False
+                request.pop(REFUSING, None)
+                if telling is not None and failures.usp_asked_again(telling):  # one app recognition, timed once
+                    request.pop(STARTED, None)
+                else:
+                    self.metrics.timed(request, route, backend.locale, refusing[1], at=refusing[0])
+                return True
             if isinstance(said, tuple):
                 answer, at = closed(*said), None
             else:

@@ -251,3 +251,24 @@ def test_a_python_sdk_recognition_the_recognizer_fails_is_timed_once_as_the_reco
     assert (said, streams) == (speechsdk.CancellationErrorCode.ServiceUnavailable, 5), (said, streams)
     timed = {key: value for key, value in outcomes(stack).items() if key[0] == "usp"}
     assert (counted, timed) == (1, {("usp", BROKEN, "fault"): 1}), f"one recognition: {counted:g} at the recognizer, {timed} at the gateway"
+
+
+def test_a_python_sdk_recognition_a_draining_recognizer_refuses_is_timed_once(
+        registry: ModelRegistry, speech_wav: Path, tmp_path: Path, stack: Stack) -> None:
+    """A draining recognizer behind the gateway: each of the real Python SDK's 5 streams of one recognize-once is
+    accepted only to be refused (its 101 names ``draining``), the refusal told once its request is read, and the app is
+    canceled ``ServiceUnavailable``; the recognizer counts the app's recognition once and says each repeat is one
+    (``X-Speech-Asked-Again`` on the refusal's phrase), and the gateway times it once, ``client``, to the 101. Before,
+    the gateway timed each stream at its 101, before the request said whether it was a repeat: 5 for 1."""
+    app = create_app(make_settings(tmp_path), registry)
+    with ServerThread(app) as ko:
+        stack.create(speech_to_text("ko-kr", "ko-KR", ko.port))
+        stack.serving("ko-KR")
+        app.state.drain.begin()  # as SIGTERM begins it: new work refused
+        said = once(config(stack.ws), speech_wav).cancellation_details.code
+        counted = refusals(ko, "draining")
+    streams = sum(value for (name, labels), value in scrape_metrics(stack.http).items()
+                  if name == "speech_gateway_requests_total" and dict(labels).get("route") == "usp")
+    assert (said, streams) == (speechsdk.CancellationErrorCode.ServiceUnavailable, 5), (said, streams)
+    timed = {key: value for key, value in outcomes(stack).items() if key[0] == "usp"}
+    assert (counted, timed) == (1, {("usp", "ko-KR", "client"): 1}), f"one recognition: {counted:g} at the recognizer, {timed} at the gateway"
