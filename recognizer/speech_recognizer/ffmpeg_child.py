@@ -63,6 +63,10 @@ PADDING_BYTES = 2324
 #: with ENOMEM, told apart by FFmpeg's error (:func:`opened`), and Matroska's drops the tracks past it with an error;
 #: either is refused (:data:`UNSUPPORTED`).
 MAX_STREAMS = 256
+#: The most samples an MP4's ALAC frames may be declared to hold (its magic cookie's ``frameLength``): 16 times what
+#: encoders write (Apple's and FFmpeg's: 4096). FFmpeg's decoder takes up to 4096 x 4096 and allocates buffers of that
+#: many samples for each channel as it opens: a few kilobytes of MP4 declaring it took the child past its memory limit.
+ALAC_MAX_FRAME_SAMPLES = 1 << 16
 #: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
 #: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
 AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
@@ -116,12 +120,26 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             *others, last = sorted(CODECS[name])
             served = f"{', '.join(others)} or {last}" if others else last
             raise Refused(UNSUPPORTED, f"the {name} file's audio is {stream.codec_context.codec.long_name or codec}, not {served}")
+        if codec == "alac":
+            _alac_frames(stream.codec_context.extradata)
         if checked is not None:
             checked.keep(stream.id)
         for other in container.streams:  # read past by the demuxer: neither parsed nor returned
             if other.index != stream.index:
                 other.discard = av.stream.Discard.all
         _write(container, stream, decoder(stream), name, max_seconds, cut, out, checked)
+
+
+def _alac_frames(cookie: bytes | None) -> None:
+    """Refuse ALAC whose magic cookie (the ``alac`` box FFmpeg's decoder reads: its ``frameLength`` after the box's size,
+    type and version) declares frames of more than :data:`ALAC_MAX_FRAME_SAMPLES`, before its decoder allocates for
+    them. A cookie too short to hold it is left to the decoder, which refuses it."""
+    if cookie is None or len(cookie) < 36:
+        return
+    if (samples := int.from_bytes(cookie[12:16], "big")) > ALAC_MAX_FRAME_SAMPLES:
+        raise Refused(UNSUPPORTED, f"the MP4 file's ALAC audio declares frames of {samples} samples, more than the "
+                                   f"{ALAC_MAX_FRAME_SAMPLES} served (encoders write 4096): send the ALAC or AAC an "
+                                   "encoder writes")
 
 
 def opened(name: str, data: BinaryIO | ProgramStream) -> Any:

@@ -402,6 +402,54 @@ def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, speech_w
     assert_still_serves(server, speech_wav, good_text)
 
 
+#: A stereo ALAC M4A of the WAV ``argv[1]`` (both channels its samples) written to ``argv[2]``: made in a process of its
+#: own, as FFmpeg's encoders may crash the one they run in.
+_ALAC_M4A = ("import sys, wave\n"
+             "import av, numpy as np\n"
+             "with wave.open(sys.argv[1]) as wav:\n"
+             "    rate, pcm = wav.getframerate(), np.frombuffer(wav.readframes(wav.getnframes()), '<i2')\n"
+             "with av.open(sys.argv[2], 'w', format='ipod') as muxer:\n"
+             "    stream = muxer.add_stream('alac', rate=rate, layout='stereo')\n"
+             "    frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format='s16', layout='stereo')\n"
+             "    frame.sample_rate = rate\n"
+             "    for packet in [*stream.encode(frame), *stream.encode(None)]:\n"
+             "        muxer.mux(packet)\n")
+
+
+def _alac_declaring(m4a: bytes, samples: int | None, channels: int) -> bytes:
+    """``m4a`` (one stereo ALAC track) with its magic cookie (the ``alac`` box in its sample description, after the box's
+    size, type and version) declaring frames of ``samples`` (None: as its encoder wrote it) and ``channels``."""
+    entry = m4a.index(b"alac", m4a.index(b"stsd"))
+    at = m4a.index(b"alac", entry + 4) + 8
+    assert int.from_bytes(m4a[at : at + 4], "big") == 4096 and m4a[at + 9] == 2  # the encoder's
+    return m4a[:at] + (samples or 4096).to_bytes(4, "big") + m4a[at + 4 : at + 9] + bytes([channels]) + m4a[at + 10 :]
+
+
+#: ALAC frames and channels declared -> the status: FFmpeg's decoder allocates buffers of that many samples for each
+#: channel (it takes up to 4096 x 4096 samples and 8 channels): an M4A declaring the most passed the decoder's memory
+#: limit as it decoded, a 502 decoder_failed (a fault, an alert) for the client's input; past
+#: ffmpeg_child.ALAC_MAX_FRAME_SAMPLES a 415 saying so.
+ALAC_FRAMES = {"as its encoder wrote them": (None, 2, 200), "of 4096 x 4096 samples in 8 channels": (4096 * 4096, 8, 415),
+               "of one sample more than served": ((1 << 16) + 1, 2, 415)}
+
+
+@pytest.mark.parametrize("case", list(ALAC_FRAMES))
+def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+                                                                       tmp_path: Path, case: str) -> None:
+    samples, channels, status = ALAC_FRAMES[case]
+    path = tmp_path / "stereo.m4a"
+    subprocess.run([sys.executable, "-c", _ALAC_M4A, str(speech_wav), str(path)], check=True, timeout=120)
+    r = post(server, _alac_declaring(path.read_bytes(), samples, channels), "audio/mp4")
+    assert r.status_code == status, r.text
+    if status == 200:
+        assert r.json()["DisplayText"] == good_text
+    else:
+        assert r.json()["error"]["message"] == (
+            f"the MP4 file's ALAC audio declares frames of {samples} samples, more than the "
+            f"{ffmpeg_child.ALAC_MAX_FRAME_SAMPLES} served (encoders write 4096): send the ALAC or AAC an encoder writes")
+    assert_still_serves(server, speech_wav, good_text)
+
+
 def _children(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children() if "speech_recognizer.ffmpeg_child" in " ".join(p.cmdline())]
 
