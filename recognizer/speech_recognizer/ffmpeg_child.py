@@ -26,6 +26,10 @@ import io
 import os
 import resource
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 #: Exit statuses: the input is not audio of the format named (or is cut or corrupt) ...
@@ -67,6 +71,14 @@ MAX_STREAMS = 256
 #: encoders write (Apple's and FFmpeg's: 4096). FFmpeg's decoder takes up to 4096 x 4096 and allocates buffers of that
 #: many samples for each channel as it opens: a few kilobytes of MP4 declaring it took the child past its memory limit.
 ALAC_MAX_FRAME_SAMPLES = 1 << 16
+#: The most CPU time (its thread's) opening a container may take: FFmpeg reading its headers and
+#: each stream's parameters, with a decoder of its own for each, which reads its codec's setup as it opens (a Vorbis
+#: track's codebooks, a few kilobytes that it expands to megabytes). Several times what the largest body of served
+#: audio takes (an MPEG program stream of the tiniest units); past it the input is refused (:data:`UNSUPPORTED`), not
+#: left to run out of the child's CPU time or to stall past the clock's limit (a 502, a fault).
+OPEN_CPU_SECONDS = 3.0
+#: How often the CPU time taken opening a container is looked at, in seconds.
+_WATCH_SECONDS = 0.05
 #: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
 #: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
 AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
@@ -97,8 +109,9 @@ class Refused(Exception):
         self.status = status
 
 
-def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: BinaryIO) -> None:
-    """Decode the ``name`` container (:data:`DEMUXERS`) read from ``data`` to ``out`` (the module's stdout protocol)."""
+def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: BinaryIO, bounded: bool = False) -> None:
+    """Decode the ``name`` container (:data:`DEMUXERS`) read from ``data`` to ``out`` (the module's stdout protocol);
+    ``bounded`` (this module run as the child): the process ended once opening it took :data:`OPEN_CPU_SECONDS`."""
     import av
 
     if name == "AMR":
@@ -108,7 +121,7 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             raise Refused(UNSUPPORTED, f"the AMR file is multi-channel ({head[:head.index(b'1.0') + 3].decode()}), "
                                        "which is not served: send single-channel AMR (#!AMR or #!AMR-WB)")
     checked = ProgramStream(data) if name == "MPEG-PS" else None
-    with opened(name, checked or data) as container:
+    with opened(name, checked or data, bounded) as container:
         _verdict(checked)
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
@@ -142,9 +155,10 @@ def _alac_frames(cookie: bytes | None) -> None:
                                    "encoder writes")
 
 
-def opened(name: str, data: BinaryIO | ProgramStream) -> Any:
+def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> Any:
     """The ``name`` container read from ``data``, opened (:func:`options`); refused when it cannot be read, when it has
-    more than :data:`MAX_STREAMS` streams, or when reading it needed more memory than the limit. FFmpeg says "exceeds
+    more than :data:`MAX_STREAMS` streams, when reading it needed more memory than the limit, or (``bounded``: the
+    process ended) more than :data:`OPEN_CPU_SECONDS` of CPU time. FFmpeg says "exceeds
     max_streams" in an error of its log (captured while it opens, then its logging is as before) exactly when a
     container passes ``max_streams``: the MP4 demuxer's ENOMEM is then that, not the memory limit's."""
     import av
@@ -153,7 +167,7 @@ def opened(name: str, data: BinaryIO | ProgramStream) -> Any:
     level = av.logging.get_level()
     av.logging.set_level(av.logging.ERROR)
     try:
-        with av.logging.Capture(local=False) as said:
+        with av.logging.Capture(local=False) as said, _cpu_bounded(name, bounded):
             try:
                 container: Any = av.open(data, format=DEMUXERS[name], container_options=options(name))
             except MemoryError:
@@ -170,6 +184,37 @@ def opened(name: str, data: BinaryIO | ProgramStream) -> Any:
         container.close()
         raise
     return container
+
+
+@contextmanager
+def _cpu_bounded(name: str, bounded: bool) -> Iterator[None]:
+    """While the ``name`` container is opened (by this thread, FFmpeg's decoders too while it reads the streams'
+    parameters): once that took :data:`OPEN_CPU_SECONDS` of its CPU time, its refusal on stderr and this process ended
+    (:data:`UNSUPPORTED`), from a thread of its own, as FFmpeg opens it without Python's lock (PyAV releases it).
+    Nothing has been written to stdout by then. Not ``bounded`` (decoding in another process than the child): nothing."""
+    if not bounded:
+        yield
+        return
+    done = threading.Event()
+    clock = time.pthread_getcpuclockid(threading.get_ident())
+    until = time.clock_gettime(clock) + OPEN_CPU_SECONDS
+
+    def watch() -> None:
+        while not done.wait(_WATCH_SECONDS):
+            if time.clock_gettime(clock) > until:
+                print(f"reading the {name} file's headers took more than {OPEN_CPU_SECONDS:g} s of the decoder's CPU "
+                      "time (its tracks' codec setup), which is not served: send the audio track alone, as a recorder "
+                      "writes it", file=sys.stderr, flush=True)
+                os._exit(UNSUPPORTED)
+
+    threading.stack_size(1 << 18)  # the watch's stack, in the limited address space
+    watcher = threading.Thread(target=watch, name="open-cpu", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _too_many_streams(name: str, said: list[tuple[int, str, str]]) -> None:
@@ -621,7 +666,7 @@ def main(argv: list[str]) -> int:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # NumPy's (ProgramStream._run): not a thread (and its buffers) per core
     set_limits(int(cpu_seconds), int(memory_bytes))
     try:
-        decode(name, source(sys.stdin.buffer), float(max_seconds), cut == "1", sys.stdout.buffer)
+        decode(name, source(sys.stdin.buffer), float(max_seconds), cut == "1", sys.stdout.buffer, bounded=True)
         sys.stdout.buffer.flush()
     except Refused as refused:
         print(refused, file=sys.stderr)

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -447,6 +448,67 @@ def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, s
         assert r.json()["error"]["message"] == (
             f"the MP4 file's ALAC audio declares frames of {samples} samples, more than the "
             f"{ffmpeg_child.ALAC_MAX_FRAME_SAMPLES} served (encoders write 4096): send the ALAC or AAC an encoder writes")
+    assert_still_serves(server, speech_wav, good_text)
+
+
+def _ebml(element: bytes, data: bytes) -> bytes:
+    """An EBML element (Matroska's): its ID, its size (8 bytes) and ``data``."""
+    return element + (1 << 56 | len(data)).to_bytes(8, "big") + data
+
+
+def _vorbis_setup(codebooks: int, entries: int, dimensions: int) -> bytes:
+    """A Vorbis setup header of ``codebooks`` codebooks of ``entries`` codewords of one length each (a whole tree) and
+    ``dimensions`` values each (lookup type 1), then zeros (no valid floor: FFmpeg's decoder refuses it
+    once it has read and expanded every codebook). Vorbis packs its bits from each byte's lowest."""
+    bits, at = 0, 0
+
+    def put(value: int, width: int) -> None:
+        nonlocal bits, at
+        bits, at = bits | value << at, at + width
+
+    values = 1  # lookup type 1's: the most whose power of ``dimensions`` is within ``entries``
+    while (values + 1) ** dimensions <= entries:
+        values += 1
+    put(codebooks - 1, 8)
+    for _ in range(codebooks):
+        put(0x564342, 24), put(dimensions, 16), put(entries, 24)  # sync, dimensions, entries
+        put(1, 1), put((entries - 1).bit_length() - 1, 5), put(entries, entries.bit_length())  # ordered: all one length
+        put(1, 4), put(0, 32), put(0x60000000, 32), put(0, 4), put(0, 1), put(0, values)  # lookup 1: min, delta, 1-bit values
+    return b"\x05vorbis" + bits.to_bytes((at + 64 + 7) // 8, "little")
+
+
+def _webm_of_vorbis(tracks: int, setup: bytes) -> bytes:
+    """A WebM of ``tracks`` Vorbis tracks (16 kHz mono), each with ``setup`` in its CodecPrivate, and one block."""
+    ident = b"\x01vorbis" + struct.pack("<IBIiiiBB", 0, 1, 16000, 0, 0, 0, 0xB8, 1)
+    comment = b"\x03vorbis" + bytes(8) + b"\x01"
+    private = bytes([2, len(ident), len(comment)]) + ident + comment + setup  # Xiph lacing
+    audio = _ebml(b"\xe1", _ebml(b"\xb5", struct.pack(">d", 16000.0)) + _ebml(b"\x9f", b"\x01"))
+    entries = b"".join(_ebml(b"\xae", _ebml(b"\xd7", bytes([n])) + _ebml(b"\x73\xc5", bytes([n])) + _ebml(b"\x83", b"\x02")
+                             + _ebml(b"\x86", b"A_VORBIS") + _ebml(b"\x63\xa2", private) + audio) for n in range(1, tracks + 1))
+    cluster = _ebml(b"\x1f\x43\xb6\x75", _ebml(b"\xe7", b"\x00") + _ebml(b"\xa3", b"\x81\x00\x00\x80" + bytes(10)))
+    header = _ebml(b"\x1a\x45\xdf\xa3", _ebml(b"\x42\x86", b"\x01") + _ebml(b"\x42\xf7", b"\x01") + _ebml(b"\x42\xf2", b"\x04")
+                   + _ebml(b"\x42\xf3", b"\x08") + _ebml(b"\x42\x82", b"webm") + _ebml(b"\x42\x87", b"\x02") + _ebml(b"\x42\x85", b"\x02"))
+    info = _ebml(b"\x15\x49\xa9\x66", _ebml(b"\x2a\xd7\xb1", (1000000).to_bytes(3, "big")))
+    return header + _ebml(b"\x18\x53\x80\x67", info + _ebml(b"\x16\x54\xae\x6b", entries) + cluster)
+
+#: WebMs of Vorbis tracks -> (tracks, the status): each track's setup header of 256 codebooks of 16384 codewords in 16
+#: dimensions (5 KB) is expanded to some 270 MB by FFmpeg's decoder as it opens, which takes a second or two of CPU, and
+#: FFmpeg opens each track's decoder while it reads the streams' parameters: 32 of them (168 KB) ran out of the child's
+#: CPU time, or the clock's, a 502 decoder_failed (a fault, an alert) for the client's input; now a 415 once opening
+#: took ffmpeg_child.OPEN_CPU_SECONDS. One is opened (and refused by the decoder for what follows the codebooks).
+VORBIS_SETUPS = {"32 tracks": (32, 415), "one track": (1, 400)}
+
+
+@pytest.mark.parametrize("case", list(VORBIS_SETUPS))
+def test_tracks_whose_codec_setup_takes_too_long_to_read_are_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+                                                                                case: str) -> None:
+    tracks, status = VORBIS_SETUPS[case]
+    r = post(server, _webm_of_vorbis(tracks, _vorbis_setup(256, 16384, 16)), "audio/webm")
+    assert r.status_code == status, r.text
+    if status == 415:
+        assert r.json()["error"]["message"] == (
+            f"reading the WebM file's headers took more than {ffmpeg_child.OPEN_CPU_SECONDS:g} s of the decoder's CPU "
+            "time (its tracks' codec setup), which is not served: send the audio track alone, as a recorder writes it")
     assert_still_serves(server, speech_wav, good_text)
 
 

@@ -3,7 +3,7 @@
 A setting's default quoted anywhere is checked by tests/recognizer/test_settings.py; these are the server's fixed
 bounds the README states in prose (the keep-alive, the lingering close, the requests pipelined parsed at once, a connection's send buffer, the request ids a Speech SDK connection
 remembers, a vosk config's alternatives, the preStop pause, the decoding block, the recognizers' clock, the chunks
-read ahead, the pings, the dead peer's timeout, a media file's tracks, an ALAC frame's samples), and the query parameters the logs redact. Each phrase must still be found,
+read ahead, the pings, the dead peer's timeout, a media file's tracks, an ALAC frame's samples, a media file's headers' CPU time), and the query parameters the logs redact. Each phrase must still be found,
 and each number in it is the constant's.
 """
 
@@ -41,6 +41,7 @@ FACTS = {
     r"the kernel drops its connection after (\d+) s \(`TCP_USER_TIMEOUT`": serving.DEAD_PEER_SECONDS,
     r"A WebM, MP4 or MPEG-PS of more than (\d+) tracks \(streams\) is a 415": ffmpeg_child.MAX_STREAMS,
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,
+    r"A file whose headers take more than (\d+) s of the decoder's CPU time": ffmpeg_child.OPEN_CPU_SECONDS,
 }
 #: The query parameters the logs redact, as README, Keys, names them: every one the log filter matches.
 SECRET_WORDS = r"whose name holds (.*?), and the `ApiKey` itself"
