@@ -22,6 +22,9 @@
   of what waits for it for ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` is reset (:meth:`HeadGuard._watch
   <speech_operator.gateway_http_limits.HeadGuard._watch>`), whether or not it still sends, the recognizer's side closed
   1001, and that is counted and logged once (``not_reading``: :func:`_relay`, and the caller of :func:`relay_http`).
+  A client that closes while the relay's send to a recognizer taking in nothing waits is answered then, not once that
+  recognizer reads: its close, among what was read ahead of it (aiohttp's private ``_reader._buffer``), passed on, or
+  its end of the connection in the TCP state (:func:`_client_closes`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
@@ -67,7 +70,7 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
-from speech_recognizer.connection_cap import reset, unsent_bytes
+from speech_recognizer.connection_cap import peer_gone, reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -692,16 +695,28 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
 
 
+class _Sends:
+    """How a pump's sends go: whether one is waiting, and how many began (:func:`_client_closes`)."""
+
+    def __init__(self) -> None:
+        self.began = 0
+        self.waiting = False
+
+
 async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
-                seen: Callable[[bytes, bool], None]) -> tuple[int, bytes] | None:
+                seen: Callable[[bytes, bool], None], sends: _Sends | None = None) -> tuple[int, bytes] | None:
     """Copy frames from ``src`` to ``dst`` until ``src`` closes: its close code and reason, or
     ``None`` when its connection was lost without a close. A failed send raises. Each message
-    relayed is counted (its size) and ``seen`` (its bytes, whether binary)."""
+    relayed is counted (its size) and ``seen`` (its bytes, whether binary); ``sends``, told of each send."""
+    sends = sends or _Sends()
     while True:
         msg = await src.receive()
         kind = msg.type
         if kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
+            sends.began += 1
+            sends.waiting = True
             await dst.send_frame(msg.data, kind)
+            sends.waiting = False
             count(len(msg.data))
             seen(msg.data, kind is WSMsgType.BINARY)
         elif kind is WSMsgType.PING:
@@ -733,12 +748,19 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             unanswered.clear()
         progress.from_recognizer(data, binary)
 
-    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client))
+    sends = _Sends()
+    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
+    leaving = asyncio.ensure_future(_client_closes(client, transport, sends))
     try:
-        done, _ = await asyncio.wait({to_upstream, to_client, idle}, return_when=asyncio.FIRST_COMPLETED)
-        if to_client in done:
+        done, _ = await asyncio.wait({to_upstream, to_client, idle, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        if leaving in done:  # its close (or its end) came while a send to a recognizer taking nothing in waited
+            await _stopped(to_upstream)
+            said = leaving.result() or (1001, b"the client went away")
+            log.debug("a client of %s closed while its recognizer took in none of its stream: closed %d", backend.locale, said[0])
+            await asyncio.gather(_close(client, *said), _close_within(upstream, *said))
+        elif to_client in done:
             try:
                 closed = to_client.result()
             except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone (or was reset: not_reading)
@@ -780,16 +802,62 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             await asyncio.gather(stopping, _close(upstream, *closed))
     finally:
         idle.cancel()
+        leaving.cancel()
         for pump in (to_upstream, to_client):
             if not pump.done():
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(pump, 1)
             if not pump.done():
                 pump.cancel()
-        await asyncio.gather(to_upstream, to_client, idle, return_exceptions=True)
-        await asyncio.gather(_close(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
+        await asyncio.gather(to_upstream, to_client, idle, leaving, return_exceptions=True)
+        await asyncio.gather(_close_within(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
         if (stalled := not_reading(request)) is not None:
             failed(stalled)
+
+
+#: How often a relay whose send to its recognizer waits looks whether its client closed meanwhile (:func:`_client_closes`).
+CLOSING_POLL_SECONDS = 0.5
+
+
+async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Transport | None,
+                         sends: _Sends) -> tuple[int, bytes] | None:
+    """Returns once the client closed while the relay's send of its stream to the recognizer waited for a whole
+    :data:`CLOSING_POLL_SECONDS` (a recognizer taking in nothing): its close (code, reason) if it is among its messages
+    read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP state). The relay would see that
+    close only once the recognizer took the messages before it in, or never: the connection held its place under the cap
+    meanwhile, and the client waited for its close reply. Never returns while sends go on: a slow recognizer gets all.
+
+    A close behind more than ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` of the client's messages is not read (the bound on
+    what the gateway holds): only its end of the connection is seen then."""
+    looked = -1
+    while True:
+        await asyncio.sleep(CLOSING_POLL_SECONDS)
+        if not sends.waiting or sends.began != looked:
+            looked = sends.began if sends.waiting else -1
+            continue
+        if (close := _close_read(client)) is not None:
+            return close
+        if peer_gone(transport):
+            return None
+
+
+def _close_read(client: web.WebSocketResponse) -> tuple[int, bytes] | None:
+    """The client's close, if aiohttp has read it and it waits behind messages not yet relayed (aiohttp's queue of
+    messages read, ``_reader._buffer``: there is no public way to it)."""
+    queue = getattr(client, "_reader", None)
+    for msg, _ in getattr(queue, "_buffer", ()):
+        if msg.type is WSMsgType.CLOSE:
+            code = int(msg.data or 1000)
+            return (code if code in _SENDABLE else 1000), (msg.extra or "").encode()
+    return None
+
+
+async def _close_within(ws: Socket, code: int, reason: bytes) -> None:
+    """:func:`_close`, for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`: a close frame to a
+    recognizer that takes nothing in waits for it to, for ever (then its connection is closed without it)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_REPLY_SECONDS):
+            await _close(ws, code, reason)
 
 
 def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> bool:

@@ -15,13 +15,14 @@ passed on to the recognizer already was a handshake (aiohttp's client reads the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from speech_operator.gateway import GATEWAY
+from speech_operator.gateway_relay import CLOSING_POLL_SECONDS
 from speech_operator.gateway_shutdown import (
     AFTER_DRAIN_SECONDS,
     CLOSE_REPLY_SECONDS,
@@ -61,6 +63,10 @@ HELD = 0.3
 #: connection whose reply went unread).
 PROMPTLY = 0.3
 SILENCE = b"\0" * 3200  # 100 ms at 16 kHz
+#: Within how long of its close a client whose recognizer takes nothing in gets its close reply and its connection ends:
+#: the relay's two looks at a send that waits (CLOSING_POLL_SECONDS), its close to the recognizer given up
+#: (CLOSE_REPLY_SECONDS), and some.
+CLOSE_PROMPTLY = 2 * CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
 
 
 class HeldReply:
@@ -293,15 +299,21 @@ class Mute(TcpServerThread):
         self.port = 0
 
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await self.accept(reader, writer):
+            while await reader.read(65536):
+                pass
+
+    @staticmethod
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer the WebSocket upgrade with 101; False if the connection ended before it."""
         protocol = ServerProtocol()
         while not (events := protocol.events_received()):
             if not (data := await reader.read(65536)):
-                return
+                return False
             protocol.receive_data(data)
         protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
         writer.write(b"".join(protocol.data_to_send()))
-        while await reader.read(65536):
-            pass
+        return True
 
 
 def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than_close_reply_seconds(tmp_path: Path) -> None:
@@ -320,6 +332,73 @@ def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than
     assert (code, reason) == (1000, IDLE_REASON)
     assert stack.stopped_in is not None and stack.stopped_in < CLOSE_REPLY_SECONDS + 1.5, f"the gateway took {stack.stopped_in:.1f} s to stop"
     print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")
+
+
+class Deaf(Mute):
+    """A stand-in recognizer that accepts a WebSocket, then reads nothing (its receive buffer at its least)."""
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if await self.accept(reader, writer):
+            await asyncio.Event().wait()  # until the server stops
+
+
+#: A message more than the gateway's connection to a recognizer taking nothing in holds (its kernel's buffers and the
+#: relay's are SPEECH_GATEWAY_READ_BUFFER_BYTES each): its send waits.
+STUCK_MESSAGE = b"\0" * (1024 * 1024)
+
+
+@contextlib.contextmanager
+def stuck_stream(tmp: Path) -> Iterator[HeldReply]:
+    """A /vosk client of a gateway (at ``tmp``) whose recognizer reads nothing (:class:`Deaf`), that sent its config and
+    :data:`STUCK_MESSAGE`: the relay's send of it waits."""
+    with Deaf() as deaf:
+        stack = gateway(tmp, deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
+        try:
+            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
+                client.send(json.dumps({"config": {"sample_rate": 16000}}))
+                client.send(STUCK_MESSAGE)
+                yield client
+        finally:
+            stack.__exit__()
+
+
+def test_a_client_closing_while_its_recognizer_takes_nothing_in_gets_its_close_reply(tmp_path: Path) -> None:
+    """A /vosk client sends more than its recognizer, which reads nothing, can be sent, one more message and its close,
+    all at once, then waits for its close reply: it comes, and the connection ends, within CLOSING_POLL_SECONDS twice and
+    CLOSE_REPLY_SECONDS (the relay's close to the recognizer given up), not held until the recognizer reads; the stream
+    is closed with the client's code. Before: no reply until the recognizer read (never), the connection held under the
+    cap."""
+    with stuck_stream(tmp_path / "gateway") as client:
+        client.send(SILENCE)
+        client.protocol.send_close(1000, "done")
+        client._flush()
+        closing = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            while client.protocol.close_rcvd is None and time.monotonic() - closing < CLOSE_PROMPTLY:
+                client._receive(CLOSE_PROMPTLY)
+        came = time.monotonic() - closing
+        assert client.protocol.close_rcvd is not None, f"no close reply within {came:.1f} s"
+        assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1000, "done")
+        assert client.ended(CLOSE_PROMPTLY) == "fin"
+        ended = time.monotonic() - closing
+    assert ended < CLOSE_PROMPTLY, ended
+    print(f"\nthe close reply came {came:.2f} s after the client's close, the connection ended {ended:.2f} s after")
+
+
+def test_a_client_ending_its_connection_while_its_recognizer_takes_nothing_in_is_let_go(tmp_path: Path) -> None:
+    """A /vosk client sends more than its recognizer, which reads nothing, can be sent, then another message over what
+    the gateway reads ahead (SPEECH_GATEWAY_READ_BUFFER_BYTES: it reads no more of the connection) and its end of stream
+    (a FIN, unread behind it): its connection ends within :data:`CLOSE_PROMPTLY`, the stream closed 1001. Before: held
+    until the recognizer read, its place under the cap kept."""
+    with stuck_stream(tmp_path / "gateway") as client:
+        client.send(STUCK_MESSAGE)
+        client.sock.shutdown(socket.SHUT_WR)
+        closing = time.monotonic()
+        how = client.ended(CLOSE_PROMPTLY)
+        ended = time.monotonic() - closing
+    assert how is not None, f"the connection was still open {ended:.1f} s after the client's end of stream"
+    print(f"\nthe connection ended ({how}) {ended:.2f} s after the client's end of stream")
 
 
 def upgrade_once_drained(stack: Stack, path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes, float]:
