@@ -1,9 +1,9 @@
 """The gateway's cap on client connections: what bounds its memory, whatever its clients hold.
 
 Every connection costs the gateway memory for as long as it is open, and what a client can make it
-cost is bounded per connection, not in all (measured on loopback, ``python -m bench.gateway_memory``,
-bench/notes.md): an idle kept-alive connection about 8 KiB, a relayed WebSocket about 31 KiB idle and,
-stalled within a message, that message so far (up to ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES``: aiohttp
+cost is bounded per connection, not in all (``python -m bench.gateway_memory`` measures each kind: bench/notes.md,
+"Gateway: memory per connection", has the figures and the worst case below): an idle kept-alive connection little,
+a relayed WebSocket a little more and, stalled within a message, that message so far (up to ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES``: aiohttp
 assembles each message before the relay sends it on), a REST body relayed to a recognizer that reads
 slowly (or held while its locale wakes) what aiohttp buffers of it (up to twice
 ``SPEECH_GATEWAY_READ_BUFFER_BYTES``) and the relay's chunk in flight. Without a cap a few clients holding a
@@ -24,8 +24,8 @@ cap holds is its head (``SPEECH_GATEWAY_MAX_HEADER_BYTES``) for ``SPEECH_GATEWAY
 Those are bounded in number too (the cap is the recognizer's own, :mod:`speech_recognizer.connection_cap`): at
 most ``SPEECH_GATEWAY_MAX_CONNECTIONS`` past the cap are open at once, and the next closes the one of them open longest, without an answer (it is the one most likely to be a slow head,
 not a probe, which sends its head at once). Unbounded, a flood of connections each sending a head of almost
-16 KiB and never ending it held the gateway's memory by the thousand, for 10 s each: one client could take the
-pod to its limit (bench/notes.md, "Gateway: memory per connection"). Those closes are counted
+16 KiB and never ending it held the gateway's memory by the thousand, each for ``SPEECH_GATEWAY_HEADER_SECONDS``:
+one client could take the pod to its limit. Those closes are counted
 (``speech_gateway_connections_closed_past_cap_total``), not logged.
 Refusals are counted (``speech_gateway_failures_total{reason="too_many_connections"}``) and logged as one
 warning line per :data:`~speech_recognizer.admission.LOG_EVERY_SECONDS` with their count, not one each;
@@ -49,17 +49,13 @@ connections accepted in one turn of the event loop (a burst of clients) have had
 requests may have come, and closing those reset clients that had asked for something, without an answer. Those closes are counted
 (``speech_gateway_idle_connections_closed_total``), not logged.
 
-The defaults, against the pod's memory limit (256 MiB; measured on loopback with the defaults, RSS of the gateway's
-process, bench/notes.md): 92 MiB idle; the OpenAI forms' budget full, 64 MiB; ``SPEECH_GATEWAY_MAX_HELD`` (100)
-WebSockets held for a waking locale, each having sent what it keeps (256 KiB, or up to one message more), 0.42 MiB
-each (42 MiB); the other 100 of the 200 connections each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES`` (64 KiB), 0.1 MiB each (10 MiB;
-an idle one 8 KiB, a form read ahead 70 KiB); and 200 past the cap, each midway through a head of almost 16 KiB,
-36 KiB each (7 MiB): 215 MiB in all; and the kernel's buffers of each connection's socket and of its connection to
-a recognizer, each ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` (doubled by the kernel: 32 KiB), at most 128 KiB per
-connection (25 MiB): 240 MiB. What no client can cause alone, a REST body relayed to a
-recognizer that reads none of it, costs 0.2 MiB and 0.03 MiB of the kernel's socket buffers (with
-``SPEECH_GATEWAY_READ_BUFFER_BYTES`` at 16 KiB; 0.65 MiB at aiohttp's own 256 KiB): 200 of them, 138 MiB. A pod given
-more memory may take more connections: about 10 MiB per 100, and 12.5 MiB more at worst in the kernel.
+The defaults keep the pod within its memory limit at worst: the gateway idle; the OpenAI forms' budget full;
+``SPEECH_GATEWAY_MAX_HELD`` WebSockets held for a waking locale, each having sent what it keeps; the rest of the
+connections under the cap each stalled within a message of ``SPEECH_GATEWAY_MAX_MESSAGE_BYTES``; as many past the
+cap, each midway through a head of almost ``SPEECH_GATEWAY_MAX_HEADER_BYTES``; and the kernel's buffers of each
+connection's socket and of its connection to a recognizer full, each ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` (doubled by
+the kernel). A REST body relayed to a recognizer that reads none of it, which no client can cause alone, costs more
+per connection. A pod given more memory may take more connections, in proportion.
 """
 
 from __future__ import annotations

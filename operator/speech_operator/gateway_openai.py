@@ -23,24 +23,20 @@ comes before the body is all in: its answer says ``Connection: close``, and what
 is read and dropped for a moment before the close, as for the gateway's other refusals
 (:func:`~speech_operator.gateway_http_limits.drop_the_rest`).
 
-What the budget counts. It is shared, so it can be starved: before the pause limit, 4 clients each
-sending a form of 16 MiB less 200 bytes with its file first and no ``language``, then a few bytes every
-50 s, held the whole 64 MiB for 60 s, and a form with its ``language`` first, sent every 2 s meanwhile,
-got 503 (``forms_held``) for 59 s (measured on loopback with the defaults). The pause limit ends those
-after 10 s (measured: 408 at 10.0 s); but a client that sends a byte every 9 s keeps its bytes for the
-whole 60 s (measured: 408 at 59.8 s), and neither a minimum rate nor a shorter deadline tells it from a
-slow honest client without refusing those too: what a client holds is what it sent, so holding the whole
-budget costs 64 MiB of upload per deadline (60 s: about 9 Mbit/s), and a minimum rate lowers that hold
-time only once it is one that many mobile uploads do not reach (16 MiB at 1 MiB/s still holds for 16 s).
-A share per client would need to know the client, and behind an Ingress every request comes from the
-Ingress. So the budget counts only what a read-ahead holds beyond its first :data:`UNCOUNTED_BYTES` (64
-KiB: less than aiohttp 3.14 itself buffers of any connection's body before it stops reading it, up to
-512 KiB, twice its read buffer; what every connection may hold whatever the gateway does). A form whose
-locale is known within its first 64 KiB (the fields before the file, as OpenAI's Python client sends
-them; or ``?language=``, or one locale routed) is then never refused for what others hold (nor is the
-piece that brings its locale: it is relayed at once); only forms whose file comes first, with no
-``?language=``, compete for the budget, and their 503 says how not to (measured with the 4 clients
-above: every form with its ``language`` first was relayed, the whole minute).
+What the budget counts. It is shared, so it can be starved: a few clients sending forms with their file first and no
+``language``, then a byte now and then, held the whole budget until the deadline, and a form with its ``language`` first
+got 503 (``forms_held``) meanwhile. The pause limit ends those that pause longer than it; but a client that sends a
+byte just within it keeps its bytes until the deadline, and neither a minimum rate nor a shorter deadline tells it from
+a slow honest client without refusing those too: what a client holds is what it sent, so holding the whole budget
+costs the budget's size of upload per deadline, and a minimum rate lowers that hold time only once it is one that many
+mobile uploads do not reach. A share per client would need to know the client, and behind an Ingress every request
+comes from the Ingress. So the budget counts only what a read-ahead holds beyond its first :data:`UNCOUNTED_BYTES`
+(less than aiohttp 3.14 itself buffers of any connection's body before it stops reading it, twice its read buffer:
+what every connection may hold whatever the gateway does). A form whose locale is known within its first
+:data:`UNCOUNTED_BYTES` (the fields before the file, as OpenAI's Python client sends them; or ``?language=``, or one
+locale routed) is then never refused for what others hold (nor is the piece that brings its locale: it is relayed at
+once); only forms whose file comes first, with no ``?language=``, compete for the budget, and their 503 says how not
+to (bench/notes.md, "Gateway: the OpenAI forms' shared budget, starved", has the measurements).
 
 A body that is not a multipart form is routed by the query (or the only locale); the recognizer
 answers it with its own 415 or 400.

@@ -152,7 +152,8 @@ async def hold_websocket(client: web.WebSocketResponse, waiting: asyncio.Future[
     client left meanwhile.
 
     Once that much is kept its connection (``transport``) is not read until this returns: aiohttp would otherwise read on
-    into its own queue of messages, up to 512 KiB more (measured with 512 KiB kept: 1.17 MiB of RSS per held WebSocket, 0.6-0.8 without)."""
+    into its own queue of messages, up to 512 KiB more, and more than doubled what a held WebSocket costs (bench/notes.md,
+    "Gateway: memory per connection", ``wsheld``)."""
     kept: list[WSMessage] = []
     size = 0
     paused = False
