@@ -59,6 +59,18 @@ class Idle:
     def engine(self):
         return self.app.state.engine  # type: ignore[attr-defined]
 
+    def assert_all_held(self, first: float, starved: Starved) -> None:
+        """Every decoder is held (the two quiet clients' and the normal stream's), seen before an idle close can have
+        come: a quiet client's idle clock starts once the server takes in its audio, after ``first`` (when the first
+        was sent), so none is closed before ``first`` + :data:`IDLE` of the clock. Not seen by then: the test could
+        not look in time, which only this process's waits for a CPU most of that time excuse (``starved``; the
+        decoders' waits, :data:`BESIDE`, do not: the decoders are held before they decode)."""
+        while (active := self.engine.active) < 3 and time.monotonic() < first + IDLE:
+            time.sleep(0.005)
+        if active != 3:
+            looked = starved.unstarved(first, time.monotonic(), beside=threads_named(*BESIDE))
+            assert looked < IDLE / 2, f"{active} decoders held, not 3, in {looked:.1f} s not waiting for a CPU"
+
     def wait_for_decoders(self, busy: int, within: float, starved: Starved) -> None:
         """Waits until at most ``busy`` decoders are in use; fails after ``within`` seconds but those this process
         (but :data:`BESIDE`) waited for a CPU meanwhile (``starved``, entered before), or after :data:`HANG`."""
@@ -93,11 +105,13 @@ def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path
     with Starved() as starved, paced_stream(idle.srv, normal) as stream:
         with contextlib.ExitStack() as clients:
             quiet = [clients.enter_context(connect(f"{idle.srv.ws}/vosk?language=ko-KR")) for _ in range(2)]
+            first = time.monotonic()
             for ws in quiet:
                 ws.send(b"\0\0")  # 2 bytes, then nothing
+            idle.assert_all_held(first, starved)
+            for ws in quiet:
                 assert "partial" in json.loads(ws.recv(timeout=10))
             sent = time.monotonic()
-            assert idle.engine.active == 3, "the two quiet clients and the normal stream hold every decoder"
             for ws in quiet:
                 final = json.loads(ws.recv(timeout=HANG))
                 with pytest.raises(ConnectionClosed) as closed:
