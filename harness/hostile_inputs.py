@@ -110,6 +110,47 @@ def ogg_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
     return b"".join(pages)
 
 
+def vorbis_setup(codebooks: int, entries: int, dimensions: int, *, playable: bool = False) -> bytes:
+    """A Vorbis setup header of ``codebooks`` codebooks of ``entries`` codewords of one length each (a whole tree) and
+    ``dimensions`` values each (lookup type 1), which a decoder expands to ``entries`` x ``dimensions`` floats each as
+    it opens it (256 x 16384 x 16: some 5 KB for about 270 MB). Then zeros (no valid floor: FFmpeg's decoder refuses
+    it once it has read and expanded every codebook), or, ``playable``, one floor 0, residue 0, mapping and mode of
+    the first codebook: a setup libvorbis takes whole, and expands only then. Vorbis packs its bits from each byte's
+    lowest."""
+    bits, at = 0, 0
+
+    def put(value: int, width: int) -> None:
+        nonlocal bits, at
+        bits, at = bits | value << at, at + width
+
+    values = 1  # lookup type 1's: the most whose power of ``dimensions`` is within ``entries``
+    while (values + 1) ** dimensions <= entries:
+        values += 1
+    put(codebooks - 1, 8)
+    for _ in range(codebooks):
+        put(0x564342, 24), put(dimensions, 16), put(entries, 24)  # sync, dimensions, entries
+        put(1, 1), put((entries - 1).bit_length() - 1, 5), put(entries, entries.bit_length())  # ordered: all one length
+        put(1, 4), put(0, 32), put(0x60000000, 32), put(0, 4), put(0, 1), put(0, values)  # lookup 1: min, delta, 1-bit values
+    if not playable:
+        return b"\x05vorbis" + bits.to_bytes((at + 64 + 7) // 8, "little")
+    put(0, 6), put(0, 16)  # one time-domain transform (always 0)
+    put(0, 6), put(0, 16), put(1, 8), put(16000, 16), put(256, 16), put(6, 6), put(1, 8), put(0, 4), put(0, 8)  # floor 0
+    put(0, 6), put(0, 16), put(0, 24), put(16, 24), put(15, 24), put(0, 6), put(0, 8), put(0, 3), put(0, 1)  # residue 0
+    put(0, 6), put(0, 16), put(0, 1), put(0, 1), put(0, 2), put(0, 8), put(0, 8), put(0, 8)  # mapping 0: floor 0, residue 0
+    put(0, 6), put(0, 1), put(0, 16), put(0, 16), put(0, 8), put(1, 1)  # one mode (short blocks, mapping 0); framing bit
+    return b"\x05vorbis" + bits.to_bytes((at + 7) // 8, "little")
+
+
+def ogg_vorbis_bomb(codebooks: int = 256, entries: int = 16384, dimensions: int = 16) -> bytes:
+    """An Ogg/Vorbis (16 kHz mono) whose setup header is :func:`vorbis_setup`'s, ``playable``, and one empty audio
+    packet: the defaults are 5 KB whose decoder, opening it, expands the codebooks to some 300 MB."""
+    ident = b"\x01vorbis" + struct.pack("<IBIiiiBB", 0, 1, 16000, 0, 0, 0, 0xB8, 1)  # blocks of 256 and 2048
+    comment = b"\x03vorbis" + bytes(8) + b"\x01"
+    setup = vorbis_setup(codebooks, entries, dimensions, playable=True)
+    return (_ogg_page([ident], 0, 0, flags=2) + _ogg_page([comment, setup], 0, 1)
+            + _ogg_page([bytes(10)], 160, 2, flags=4))
+
+
 def webm_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
     """WebM/Opus that decodes to ``seconds`` of 48 kHz audio from about 70 bytes a second: :func:`ogg_opus_bomb`'s
     2-byte packet (six empty 20 ms frames, concealed as lost) in a Matroska block again and again, muxed by PyAV

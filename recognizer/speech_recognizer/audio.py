@@ -469,6 +469,8 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
     opened and checked: Ogg and FLAC by libsndfile, MP3 by libmpg123 (:class:`~speech_recognizer.mpg123.Mp3`), what
     it reads of one put right first (:func:`_mp3_source`)."""
     believed = True
+    if fmt is OGG:
+        _check_vorbis_setup(_peeker(source))
     if fmt is not MP3:
         reader: Any = _open_soundfile(source, fmt.name)
     else:
@@ -480,6 +482,133 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
     except BaseException:
         reader.close()
         raise
+
+
+#: The most memory the codebooks of an Ogg/Vorbis file's setup header may take in its decoder (:func:`_check_vorbis_setup`).
+VORBIS_CODEBOOKS_MAX_BYTES = 8 << 20
+#: The most pages of an Ogg read for its three Vorbis headers (a comment packet may hold a picture of megabytes: 255
+#: segments of 255 bytes a page): an Ogg/Vorbis whose headers take more is refused, not left to libvorbis unread.
+_OGG_HEADER_PAGES = 1024
+
+
+def _ogg_vorbis_setup(peek: Callable[[int, int], bytes]) -> bytes | None:
+    """The third packet (the setup header) of the Ogg's first logical stream (the first page's serial number) when
+    its first is a Vorbis identification header, the second (its comments) passed over unheld; None when it is not
+    Vorbis, or the file ends or its pages stop being Ogg's before its third packet (left to libsndfile to refuse).
+    Refuses an Ogg/Vorbis whose three headers are not within :data:`_OGG_HEADER_PAGES` pages."""
+    packets: list[bytes] = []
+    pending, at, serial = bytearray(), 0, None
+    for _ in range(_OGG_HEADER_PAGES):
+        head = peek(at, 27)
+        if len(head) < 27 or head[:4] != b"OggS":
+            return None
+        lacing = peek(at + 27, head[26])
+        at += 27 + head[26]
+        page_serial = int.from_bytes(head[14:18], "little")
+        serial = page_serial if serial is None else serial
+        if page_serial == serial:
+            offset = 0
+            for segment in lacing:
+                if len(packets) != 1:  # the comments are not needed
+                    pending += peek(at + offset, segment)
+                offset += segment
+                if segment < 255:
+                    packets.append(bytes(pending))
+                    pending.clear()
+                    if not packets[0].startswith(b"\x01vorbis"):
+                        return None
+                    if len(packets) == 3:
+                        return packets[2]
+        at += sum(lacing)
+    if packets and packets[0].startswith(b"\x01vorbis") or not packets and pending.startswith(b"\x01vorbis"):
+        raise AudioError(f"the Ogg/Vorbis headers take more than {_OGG_HEADER_PAGES} pages: send it with its headers "
+                         "at its start, as an encoder writes them", UNSUPPORTED_MEDIA)
+    return None
+
+
+class _Bits:
+    """Vorbis's bit reader: values packed from each byte's lowest bit."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self.at = data, 0
+
+    def read(self, width: int) -> int:
+        """The next ``width`` bits as a number; raises EOFError past the end."""
+        end = self.at + width
+        if end > 8 * len(self._data):
+            raise EOFError
+        first, last = self.at >> 3, (end + 7) >> 3
+        value = int.from_bytes(self._data[first:last], "little") >> (self.at & 7) & ((1 << width) - 1)
+        self.at = end
+        return value
+
+    def skip(self, width: int) -> None:
+        """Passes ``width`` bits; raises EOFError past the end."""
+        if self.at + width > 8 * len(self._data):
+            raise EOFError
+        self.at += width
+
+
+def _vorbis_codebooks_bytes(setup: bytes, bound: int) -> int:
+    """What the codebooks of a Vorbis setup header (``setup``, its packet) take in libvorbis once it opens them, about:
+    for each, its code words, decoding tables and, with a lookup, ``entries`` x ``dimensions`` floats (its declared
+    entries, all of them used or not). Stops once past ``bound`` (walking a codebook's lengths costs its entries);
+    0 when it is not a setup header libvorbis reads (left to it to refuse)."""
+    bits, total = _Bits(setup), 0
+    try:
+        if bits.read(56) != int.from_bytes(b"\x05vorbis", "little"):
+            return 0
+        for _ in range(bits.read(8) + 1):
+            if bits.read(24) != 0x564342:
+                return 0
+            dimensions, entries = bits.read(16), bits.read(24)
+            lookup_floats = entries * dimensions
+            total += entries * 24 + 4 * lookup_floats
+            if total > bound:
+                return total
+            if bits.read(1):  # ordered: runs of one length
+                bits.read(5)
+                done = 0
+                while done < entries:
+                    done += bits.read(max(1, (entries - done).bit_length()))
+            elif bits.read(1):  # sparse: a flag for each entry, a length for each used one
+                for _ in range(entries):
+                    if bits.read(1):
+                        bits.read(5)
+            else:
+                bits.skip(5 * entries)
+            lookup = bits.read(4)
+            if lookup in (1, 2):
+                bits.read(64)
+                width = bits.read(4) + 1
+                bits.read(1)
+                values = 1
+                if lookup == 1:
+                    while (values + 1) ** dimensions <= entries:
+                        values += 1
+                else:
+                    values = lookup_floats
+                bits.skip(values * width)
+            elif lookup:
+                return 0
+    except EOFError:
+        return 0
+    return total
+
+
+def _check_vorbis_setup(peek: Callable[[int, int], bytes]) -> None:
+    """Refuses an Ogg/Vorbis whose setup header's codebooks would take more than :data:`VORBIS_CODEBOOKS_MAX_BYTES` in
+    libvorbis, before libsndfile opens it: that decoder runs in the server's own process, and a few bytes of codebook
+    declare what it expands to gigabytes of lookup tables (and seconds of CPU) as it opens, whatever the audio. An
+    encoder's codebooks take well under a megabyte."""
+    setup = _ogg_vorbis_setup(peek)
+    if setup is None:
+        return
+    need = _vorbis_codebooks_bytes(setup, VORBIS_CODEBOOKS_MAX_BYTES)
+    if need > VORBIS_CODEBOOKS_MAX_BYTES:
+        raise AudioError(f"the Ogg/Vorbis setup header declares codebooks that would take more than "
+                         f"{VORBIS_CODEBOOKS_MAX_BYTES >> 20} MB to decode (an encoder's take under 1 MB): encode it "
+                         "with a standard Vorbis encoder, or send Opus, FLAC or WAV", UNSUPPORTED_MEDIA)
 
 
 def _open_mp3(read: bytes | bytearray | BinaryIO | io.RawIOBase, head: bytes | bytearray, size: int | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.hostile_inputs import adts_bomb, amr_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, random_frame_bodies, webm_opus_bomb
+from harness.hostile_inputs import adts_bomb, amr_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, ogg_vorbis_bomb, random_frame_bodies, webm_opus_bomb
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
 
@@ -82,6 +83,30 @@ def test_bomb_is_refused_with_bounded_memory_and_time(real_server: Server, strea
     assert says in message and "MaxAudioSeconds" in message, message
     assert used < BOMB_CPU_SECONDS, used
     assert rss.growth_mb < RSS_ALLOWANCE_MB + len(body) / 1e6, rss.growth_mb
+    assert_strict(stream, stream_audio.seconds)
+
+
+#: Uploads of :func:`~harness.hostile_inputs.ogg_vorbis_bomb` sent at once: the server's memory is every upload's.
+VORBIS_AT_ONCE = 4
+
+
+def test_ogg_vorbis_whose_codebooks_expand_to_hundreds_of_mb_is_refused_before_it_is_opened(
+        real_server: Server, stream_audio: Audio) -> None:
+    """Ogg/Vorbis is decoded in the server's own process (libsndfile's libvorbis), which expands a setup header's
+    codebooks as it opens the file: 5 KB of them (256 x 16384 codewords x 16 values) are some 300 MB, for each
+    upload at once. Refused (415, saying what to send) by its setup header before libvorbis sees it."""
+    body = ogg_vorbis_bomb()
+    with paced_stream(real_server, stream_audio) as stream:
+        with PeakRss(real_server.pid) as rss, ThreadPoolExecutor(VORBIS_AT_ONCE) as pool:
+            cpu = cpu_seconds(real_server.pid, children=True)
+            answers = list(pool.map(lambda _: httpx.post(f"{real_server.http}{REST}", content=body, timeout=60,
+                                                         headers={"Content-Type": "audio/ogg"}), range(VORBIS_AT_ONCE)))
+            used = cpu_seconds(real_server.pid, children=True) - cpu
+    for r in answers:
+        assert r.status_code == 415, r.text
+        assert "setup header declares codebooks" in r.json()["error"]["message"], r.text
+    assert used < BOMB_CPU_SECONDS, used
+    assert rss.growth_mb < RSS_ALLOWANCE_MB, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
 
 

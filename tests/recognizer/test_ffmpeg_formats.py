@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 import pytest
 
-from harness.hostile_inputs import webm_opus_bomb
+from harness.hostile_inputs import vorbis_setup, webm_opus_bomb
 from speech_recognizer import ffmpeg, ffmpeg_child, transcriber
 from speech_recognizer.audio import AAC, AMR, MP3, MP4, MPEG_PS, WEBM, AudioError, body_limit, decode, decode_stream, sniff
 from speech_recognizer.errors import DECODER_FAILED
@@ -456,27 +456,6 @@ def _ebml(element: bytes, data: bytes) -> bytes:
     return element + (1 << 56 | len(data)).to_bytes(8, "big") + data
 
 
-def _vorbis_setup(codebooks: int, entries: int, dimensions: int) -> bytes:
-    """A Vorbis setup header of ``codebooks`` codebooks of ``entries`` codewords of one length each (a whole tree) and
-    ``dimensions`` values each (lookup type 1), then zeros (no valid floor: FFmpeg's decoder refuses it
-    once it has read and expanded every codebook). Vorbis packs its bits from each byte's lowest."""
-    bits, at = 0, 0
-
-    def put(value: int, width: int) -> None:
-        nonlocal bits, at
-        bits, at = bits | value << at, at + width
-
-    values = 1  # lookup type 1's: the most whose power of ``dimensions`` is within ``entries``
-    while (values + 1) ** dimensions <= entries:
-        values += 1
-    put(codebooks - 1, 8)
-    for _ in range(codebooks):
-        put(0x564342, 24), put(dimensions, 16), put(entries, 24)  # sync, dimensions, entries
-        put(1, 1), put((entries - 1).bit_length() - 1, 5), put(entries, entries.bit_length())  # ordered: all one length
-        put(1, 4), put(0, 32), put(0x60000000, 32), put(0, 4), put(0, 1), put(0, values)  # lookup 1: min, delta, 1-bit values
-    return b"\x05vorbis" + bits.to_bytes((at + 64 + 7) // 8, "little")
-
-
 def _webm_of_vorbis(tracks: int, setup: bytes) -> bytes:
     """A WebM of ``tracks`` Vorbis tracks (16 kHz mono), each with ``setup`` in its CodecPrivate, and one block."""
     ident = b"\x01vorbis" + struct.pack("<IBIiiiBB", 0, 1, 16000, 0, 0, 0, 0xB8, 1)
@@ -503,7 +482,7 @@ VORBIS_SETUPS = {"32 tracks": (32, 415), "one track": (1, 400)}
 def test_tracks_whose_codec_setup_takes_too_long_to_read_are_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
                                                                                 case: str) -> None:
     tracks, status = VORBIS_SETUPS[case]
-    r = post(server, _webm_of_vorbis(tracks, _vorbis_setup(256, 16384, 16)), "audio/webm")
+    r = post(server, _webm_of_vorbis(tracks, vorbis_setup(256, 16384, 16)), "audio/webm")
     assert r.status_code == status, r.text
     if status == 415:
         assert r.json()["error"]["message"] == (
