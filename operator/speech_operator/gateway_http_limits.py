@@ -520,9 +520,19 @@ class HeadGuard(asyncio.Protocol):
         self._arm(min(self.limits.linger_pause_seconds, left))
 
     def _close(self) -> None:
+        """End the connection (a refusal's lingering close, or the last bytes of one closing after them sent): with bytes
+        still unsent, once its client took them in, or reset once it took in none for :attr:`stall_seconds`
+        (:meth:`close_after_unsent`); its FIN would wait behind them until the kernel gave the connection up."""
         self._disarm()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._finishing:
+            if unsent_bytes(transport):  # the watch ends it (:meth:`_watch`)
+                return
+        elif self.close_after_unsent():
+            return
+        transport.close()
 
     # ---- the connection (asyncio.Protocol), passed on to the handler
 

@@ -36,6 +36,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from speech_operator.gateway import GATEWAY
+from speech_operator.gateway_http_limits import HeadLimits
 from speech_operator.gateway_relay import CLOSING_POLL_SECONDS
 from speech_operator.gateway_shutdown import (
     AFTER_DRAIN_SECONDS,
@@ -399,6 +400,32 @@ def test_a_client_ending_its_connection_while_its_recognizer_takes_nothing_in_is
         ended = time.monotonic() - closing
     assert how is not None, f"the connection was still open {ended:.1f} s after the client's end of stream"
     print(f"\nthe connection ended ({how}) {ended:.2f} s after the client's end of stream")
+
+
+def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
+    """A client (receive buffer 4 KiB) that pipelines 150 ``GET /status`` and a malformed request and reads nothing: the
+    gateway's refusal (400) closes the connection with some 20 KB of answers unsent; its end of the connection is gone
+    within the lingering close's bound, SPEECH_GATEWAY_SEND_STALL_SECONDS (2 s) and 1 s more. Before: left to the kernel, FIN-WAIT-1 behind them until
+    it gave the connection up."""
+    stall = 2
+    bound = HeadLimits().linger_seconds + stall + 1
+    with Mute() as mute:
+        stack = gateway(tmp_path / "gateway", mute, send_stall_seconds=stall)
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", stack.port))
+            port = sock.getsockname()[1]
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n" * 150 + b"BAD\x01 / HTTP/1.1\r\n\r\n")
+            sent = time.monotonic()
+            while (state := gateway_side(stack, port)) and time.monotonic() - sent < bound:
+                time.sleep(0.1)
+            took = time.monotonic() - sent
+    finally:
+        stack.__exit__()
+    assert not state, f"the gateway's end of the connection still {state} {took:.1f} s after the refused request"
+    print(f"\nthe gateway's end of the connection gone {took:.2f} s after the refused request")
 
 
 def upgrade_once_drained(stack: Stack, path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes, float]:
