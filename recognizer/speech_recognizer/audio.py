@@ -611,6 +611,18 @@ def _check_vorbis_setup(peek: Callable[[int, int], bytes]) -> None:
                          "with a standard Vorbis encoder, or send Opus, FLAC or WAV", UNSUPPORTED_MEDIA)
 
 
+def check_header(file: BinaryIO) -> None:
+    """Raise the refusal (:class:`AudioError`) of the seekable ``file`` (read from where it is, put back there) that
+    libsndfile must not be let open, even to read its header: an Ogg/Vorbis whose codebooks :func:`_check_vorbis_setup`
+    refuses. For what reads a file's header with libsndfile before decoding it (the transcriber's start order)."""
+    start = file.tell()
+    head = file.read(4)
+    file.seek(start)
+    if head == b"OggS":
+        peek = _peeker(file)
+        _check_vorbis_setup(lambda at, n: peek(start + at, n))
+
+
 def _open_mp3(read: bytes | bytearray | BinaryIO | io.RawIOBase, head: bytes | bytearray, size: int | None) -> Any:
     """libmpg123 reading ``read`` (what :func:`_mp3_source` gives of an MP3 whose first bytes are ``head``); where the
     system has no libmpg123 (a source install; the image has it), the ``soundfile`` wheel's libsndfile, whose own

@@ -871,18 +871,26 @@ def plan(files: Sequence[Path]) -> tuple[list[Path], float | None]:
 
     A batch then ends on its shortest files, so no job sits idle while another works through
     a long one it took last. Durations come from the headers (soundfile); a file whose header
-    cannot be read counts as 0 s and starts last (its decoding says why it fails), and so does
+    cannot be read, or must not be opened (:func:`~.audio.check_header`: an Ogg/Vorbis whose codebooks
+    libvorbis would expand to gigabytes as it reads the header), counts as 0 s and starts last (its
+    decoding says why it fails), and so does
     what is not a regular file (a pipe's header is read by reading it, and nobody writes it twice).
     Ties keep the order given.
     """
     import soundfile
 
+    from .audio import check_header
+
     seconds: dict[Path, float] = {}
     exact = True
     for path in files:
         try:
-            info = soundfile.info(str(path)) if path.is_file() else None
-        except Exception:  # noqa: BLE001 - any unreadable header only moves the file to the end
+            info = None
+            if path.is_file():
+                with path.open("rb") as file:
+                    check_header(file)  # what libsndfile must not open, its header neither
+                info = soundfile.info(str(path))
+        except Exception:  # noqa: BLE001 - any unreadable or refused header only moves the file to the end
             info = None
         seconds[path] = float(info.duration) if info is not None else 0.0
         exact = exact and info is not None and info.format in _EXACT_LENGTHS and seconds[path] > 0

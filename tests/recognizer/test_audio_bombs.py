@@ -9,6 +9,8 @@ stay strictly real time.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from harness.speech import Audio, make_audio
 
 from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
+from .test_transcriber import transcribe
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 
@@ -108,6 +111,36 @@ def test_ogg_vorbis_whose_codebooks_expand_to_hundreds_of_mb_is_refused_before_i
     assert used < BOMB_CPU_SECONDS, used
     assert rss.growth_mb < RSS_ALLOWANCE_MB, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
+
+
+#: Run in a process of its own under a 2 GiB address space: :func:`speech_recognizer.transcriber.plan` of the files named,
+#: the names in the order planned.
+_PLANNED = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from speech_recognizer import transcriber
+print(" ".join(path.name for path in transcriber.plan([Path(name) for name in sys.argv[1:]])[0]))
+"""
+
+
+def test_the_transcriber_opens_no_ogg_vorbis_header_whose_codebooks_are_refused(tmp_path: Path, speech_wav: Path) -> None:
+    """The file transcriber reads each file's header with libsndfile to order its batch (``transcriber.plan``), which
+    opened an Ogg/Vorbis as libvorbis does, codebooks and all: 5.5 KB of them (256 x 524288 codewords x 8 values)
+    declare some 5.5 GB, and under a memory limit the command ended by SIGSEGV (libvorbis does not check its
+    allocations) before any file was transcribed. The header is checked first (``audio.check_header``): such a file is
+    planned last, unopened, and its decoding refuses it saying why while the batch goes on."""
+    bomb = tmp_path / "codebooks.ogg"
+    bomb.write_bytes(ogg_vorbis_bomb(256, 524288, 8))
+    planned = subprocess.run([sys.executable, "-c", _PLANNED, str(bomb), str(speech_wav)], capture_output=True, text=True,
+                             timeout=120)
+    assert planned.returncode == 0, (planned.returncode, planned.stderr[-2000:])
+    assert planned.stdout.split() == [speech_wav.name, bomb.name], planned.stdout
+    small = tmp_path / "small-codebooks.ogg"  # ~300 MB to open, not 5.5 GB: the whole command, as a user runs it
+    small.write_bytes(ogg_vorbis_bomb())
+    done = transcribe(str(small), str(speech_wav), "--format", "txt")
+    assert done.returncode != 0 and done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
+    assert [line for line in done.stderr.splitlines() if small.name in line and "setup header declares codebooks" in line], done.stderr
 
 
 def test_wav_claiming_4_gb_is_read_for_what_it_holds(real_server: Server, speech_wav: Path) -> None:
