@@ -777,7 +777,25 @@ def _pes(code: int, sub: int | None, payload: bytes) -> bytes:
     return b"\0\0\1" + bytes([code]) + len(body).to_bytes(2, "big") + body
 
 
-def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(utterances_recorded: dict[str, Path]) -> None:
+#: Run in a process of its own (FFmpeg's whole log at DEBUG, which runs its debug paths: not in the pytest worker, which a
+#: crash there would end): the child's decoding of the MPEG-PS ``argv[1]``, its output written to ``argv[2]``; on stdout
+#: FFmpeg's "probing stream" messages as JSON.
+_PROBED = """
+import io, json, sys
+import av
+from speech_recognizer import ffmpeg_child
+av.logging.set_level(av.logging.DEBUG)
+heard = io.BytesIO()
+with open(sys.argv[1], "rb") as file, av.logging.Capture(local=True) as said:
+    ffmpeg_child.decode("MPEG-PS", io.BytesIO(file.read()), 3600, False, heard)
+av.logging.set_level(None)
+open(sys.argv[2], "wb").write(heard.getvalue())
+print(json.dumps([message.strip() for _, _, message in said if message.startswith("probing stream")]))
+"""
+
+
+def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(utterances_recorded: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
     """FFmpeg's MPEG-PS demuxer makes a stream of each packet of a stream it has not seen, anywhere in a file (and
     probes a video's codec from its packets); PyAV's demuxing, whose table of streams is the one the container was
     opened with, read past its end for each packet of one, and could fail at the end (``IndexError``: the child's exit
@@ -792,16 +810,14 @@ def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(ut
     for n, (code, sub) in enumerate(STREAMS):
         packs[50 + n] += _pes(code, sub, bytes(range(64)))
     late = b"".join(packs)
-    level, heard = av.logging.get_level(), io.BytesIO()
-    av.logging.set_level(av.logging.DEBUG)
-    try:
-        with av.logging.Capture(local=True) as said:
-            ffmpeg_child.decode("MPEG-PS", io.BytesIO(late), 3600, False, heard)
-    finally:
-        av.logging.set_level(level)
-    assert not [message for _, _, message in said if message.startswith("probing stream")], said
+    (tmp_path / "late.mpg").write_bytes(late)
+    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PROBED, str(tmp_path / "late.mpg"), str(tmp_path / "heard")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-3000:])
+    assert json.loads(run.stdout) == [], run.stdout
     alone = decode(data, max_seconds=3600)
-    assert heard.getvalue()[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
+    heard = (tmp_path / "heard").read_bytes()
+    assert heard[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
     assert decode(late, max_seconds=3600).pcm == alone.pcm
 
 
