@@ -8,7 +8,8 @@ own bound, then the kernel's buffers fill, then the gateway's writes wait) and r
 message (an honest recognizer). Each kind of connection is opened ``--counts`` at a time (cumulative:
 100, then 200 more, ...), raw sockets, against a fresh gateway; after each step the gateway's RSS,
 its open files and the machine's TCP buffer pages (``/proc/net/sockstat``: kernel memory, charged to
-a pod's memory cgroup too) are printed, one JSON line per step.
+a pod's memory cgroup too) are printed, one JSON line per step; with ``--idle-seconds``, also the CPU the gateway spent
+in that many seconds with nothing sent (``idle_cpu_percent``, of one core: what connections cost it while they wait).
 
 Kinds:
 
@@ -226,8 +227,18 @@ def socket_bytes(pid: int) -> int:
     return total
 
 
+async def idle_cpu_percent(process: psutil.Process, seconds: float) -> float:
+    """The CPU ``process`` spends in ``seconds`` (user and system, all its threads), in percent of one core."""
+    before, started = process.cpu_times(), time.monotonic()
+    await asyncio.sleep(seconds)
+    after = process.cpu_times()
+    spent = (after.user - before.user) + (after.system - before.system)
+    return round(100 * spent / (time.monotonic() - started), 2)
+
+
 async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, form_body: int, frame: int,
-                  message: int = 8192, pipelined: int = 300, flood: int = 4 << 20) -> list[dict[str, Any]]:
+                  message: int = 8192, pipelined: int = 300, flood: int = 4 << 20,
+                  idle_seconds: float = 0) -> list[dict[str, Any]]:
     rows = []
     READS[0] = kind != "wsflood"
     async with stand_in() as upstream:
@@ -251,6 +262,8 @@ async def measure(kind: str, counts: list[int], env: dict[str, str], body: int, 
                        "gateway_fds": gw.num_fds(), "gateway_socket_mib": round(socket_bytes(proc.pid) / 2**20, 2),
                        "tcp_buffer_mib": round((pages - base_pages) * 4096 / 2**20, 1),
                        "env": env}
+                if idle_seconds:
+                    row["idle_cpu_percent"] = await idle_cpu_percent(gw, idle_seconds)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             for _, w in held:
@@ -274,6 +287,8 @@ def main() -> None:
                         help="wsheld, wsflood: bytes of each message sent (8 KiB; at most SPEECH_GATEWAY_MAX_MESSAGE_BYTES)")
     parser.add_argument("--flood", type=int, default=4 << 20, help="wsflood: bytes of messages each client sends (4 MiB)")
     parser.add_argument("--pipelined", type=int, default=300, help="unread: GET /metrics requests sent on each connection (300)")
+    parser.add_argument("--idle-seconds", type=float, default=0,
+                        help="after each step, the gateway's CPU over this many seconds with nothing sent (0: not measured)")
     parser.add_argument("--env", action="append", default=[], metavar="SPEECH_GATEWAY_X=V", help="a gateway setting")
     args = parser.parse_args()
     if args.serve:
@@ -284,7 +299,8 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     started = time.monotonic()
     for kind in args.kinds.split(","):
-        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message, args.pipelined, args.flood))
+        asyncio.run(measure(kind, counts, env, args.body, args.form_body, args.frame, args.message, args.pipelined, args.flood,
+                            args.idle_seconds))
     print(json.dumps({"seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

@@ -695,12 +695,40 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
 Socket = web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any]  # text as str or as bytes (decode_text=False)
 
 
-class _Sends:
-    """How a pump's sends go: whether one is waiting, and how many began (:func:`_client_closes`)."""
+#: The most a WebSocket frame's head adds to its message on the wire (a 64-bit length and a client's mask).
+FRAME_HEAD_MAX_BYTES = 14
 
-    def __init__(self) -> None:
+
+class _Sends:
+    """How a pump's sends go: how many began, whether one is waiting, and ``may_wait``, set when one began that may
+    wait for its peer (:func:`_may_wait`), which :func:`_client_closes` waits for: a relay idle, or sending to a
+    recognizer that reads, wakes nothing. ``transport``: the connection sent on (None: every send may wait)."""
+
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         self.began = 0
         self.waiting = False
+        self.may_wait = asyncio.Event()
+        self._transport = transport
+
+    def begin(self, size: int) -> None:
+        """A send of a message of ``size`` bytes begins."""
+        self.began += 1
+        self.waiting = True
+        if _may_wait(self._transport, size):
+            self.may_wait.set()
+
+
+def _may_wait(transport: asyncio.BaseTransport | None, size: int) -> bool:
+    """Whether a send of a message of ``size`` bytes on ``transport`` may wait for its peer to read. aiohttp's send waits
+    only while the event loop has paused the transport's writer, which it does once more than the transport's high-water
+    mark waits unsent after a write, and undoes once no more than its low-water mark does (asyncio's flow control): so a
+    send that leaves no more than the high-water mark unsent, on a transport with no more than the low-water mark unsent
+    before it, never waits."""
+    if not isinstance(transport, asyncio.WriteTransport):
+        return True
+    low, high = transport.get_write_buffer_limits()
+    unsent = transport.get_write_buffer_size()
+    return unsent > low or unsent + size + FRAME_HEAD_MAX_BYTES > high
 
 
 async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
@@ -713,8 +741,7 @@ async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
         msg = await src.receive()
         kind = msg.type
         if kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
-            sends.began += 1
-            sends.waiting = True
+            sends.begin(len(msg.data))
             await dst.send_frame(msg.data, kind)
             sends.waiting = False
             count(len(msg.data))
@@ -748,7 +775,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             unanswered.clear()
         progress.from_recognizer(data, binary)
 
-    sends = _Sends()
+    sends = _Sends(upstream._writer.transport)
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
     idle = asyncio.ensure_future(progress.closable())
@@ -826,19 +853,22 @@ async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Trans
     read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP state). The relay would see that
     close only once the recognizer took the messages before it in, or never: the connection held its place under the cap
     meanwhile, and the client waited for its close reply. Never returns while sends go on: a slow recognizer gets all.
+    It looks only while a send that may wait (``sends.may_wait``) has not ended: an idle relay's wakes nothing.
 
     A close behind more than ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` of the client's messages is not read (the bound on
     what the gateway holds): only its end of the connection is seen then."""
-    looked = -1
     while True:
-        await asyncio.sleep(CLOSING_POLL_SECONDS)
-        if not sends.waiting or sends.began != looked:
-            looked = sends.began if sends.waiting else -1
-            continue
-        if (close := _close_read(client)) is not None:
-            return close
-        if peer_gone(transport):
-            return None
+        await sends.may_wait.wait()
+        sends.may_wait.clear()
+        send = sends.began
+        while True:
+            await asyncio.sleep(CLOSING_POLL_SECONDS)
+            if not sends.waiting or sends.began != send:
+                break  # it went on: until a send may wait again
+            if (close := _close_read(client)) is not None:
+                return close
+            if peer_gone(transport):
+                return None
 
 
 def _close_read(client: web.WebSocketResponse) -> tuple[int, bytes] | None:

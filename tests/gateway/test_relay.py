@@ -28,7 +28,7 @@ from aiohttp import WSMsgType, web
 from harness.hostile_inputs import responses
 from speech_operator.gateway import GatewayConfig, create_app, serving
 from speech_operator.gateway_directory import Directory
-from speech_operator.gateway_relay import GONE_UNANSWERED
+from speech_operator.gateway_relay import CLOSING_POLL_SECONDS, GONE_UNANSWERED
 
 from .conftest import ServiceDNS, speech_to_text
 
@@ -222,6 +222,30 @@ async def test_the_clients_close_reaches_the_recognizer(rig: Rig) -> None:
         await ws.close(code=4001, message=b"done here")
     await asyncio.sleep(0.2)
     assert rig.upstream.received[-1] == ("CLOSE", (4001, "done here"))
+
+
+async def test_idle_relayed_websockets_keep_no_timer(rig: Rig) -> None:
+    """Relayed WebSockets that have each sent and got back messages (some larger than the relay's read-ahead bound), then
+    are idle, keep no timer pending on the gateway's event loop: an idle relay wakes nothing. Before: each relay's look for
+    a client closing while a send to its recognizer waits slept CLOSING_POLL_SECONDS at a time for the relay's whole life.
+    The timers are asyncio's heap of them (the loop's private ``_scheduled``: no public way to it)."""
+    loop = asyncio.get_running_loop()
+
+    def timers() -> int:
+        return sum(not timer.cancelled() for timer in loop._scheduled)  # type: ignore[attr-defined]
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout()) as client:  # its own 300 s timer per request: none
+        before = timers()
+        sockets = [await client.ws_connect(f"ws://{rig.gateway}{USP}", protocols=("USP",)) for _ in range(20)]
+        for ws in sockets:
+            for size in (3200, 64 * 1024):
+                await ws.send_bytes(b"\0" * size)
+                assert len((await ws.receive()).data) == size
+        await asyncio.sleep(2 * CLOSING_POLL_SECONDS)  # a look after a send of more than the read-ahead bound is over
+        pending = timers() - before
+        for ws in sockets:
+            await ws.close()
+    assert pending <= 0, f"{pending} more timers pending with 20 idle relays"
 
 
 async def test_a_refused_upgrade_is_refused_alike(rig: Rig) -> None:
