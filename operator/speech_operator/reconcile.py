@@ -58,6 +58,19 @@ REFRESH_GAP_SECONDS = 0.5
 
 
 @dataclass
+class Relisting:
+    """A listing kopf makes again of one kind in one scope, under way (:meth:`Runtime.relisted`): the SpeechToTexts
+    listed, by namespace and name (of a child kind: whose child each had), when (loop time) its last object came, and
+    the look due once none more came for :data:`RELIST_SETTLE_SECONDS` (one task for the whole listing); ``looking``:
+    that look has begun."""
+
+    listed: set[tuple[str, str]]
+    last: float
+    task: asyncio.Task[None] | None = None
+    looking: bool = False
+
+
+@dataclass
 class Runtime:
     """Per-process state shared by all handlers (kept in kopf's memo)."""
 
@@ -103,7 +116,7 @@ class Runtime:
     #: The listings kopf makes again of the SpeechToTexts and their children, by kind and namespace ("" when
     #: :attr:`clusterwide`: kopf's one watch of every namespace), under way: the SpeechToTexts listed, by namespace and
     #: name (of a child kind: whose child each had), and the look due once it is over (:meth:`relisted`).
-    relistings: dict[tuple[str, str], tuple[set[tuple[str, str]], asyncio.Task[None]]] = field(default_factory=dict)
+    relistings: dict[tuple[str, str], Relisting] = field(default_factory=dict)
     #: When (loop time) the last of those listings of each kind and namespace began; forgotten once no look under way
     #: or to come reads it (:meth:`_forget_relisted`): a namespace listed once is not kept for the process' life.
     relisted_at: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -189,28 +202,35 @@ class Runtime:
         that child was deleted while the watch was away, and no event says so. No request when none is missing. A
         listing with no object of ``kind`` in its scope reaches no handler; the SpeechToTexts' own listing looks for
         their children of each kind kopf did not list again meanwhile (:meth:`_children_looked_for`)."""
-        key = (kind, self._scope(namespace))
-        listed, task = self.relistings.get(key, (set(), None))
-        if task is not None:
-            task.cancel()
-        else:
-            self.relisted_at[key] = asyncio.get_running_loop().time()
+        key, loop = (kind, self._scope(namespace)), asyncio.get_running_loop()
+        relisting = self.relistings.get(key)
+        if relisting is None:
+            relisting = self.relistings[key] = Relisting(set(), loop.time())
+            self.relisted_at[key] = relisting.last
+        elif relisting.looking and relisting.task is not None:  # more of it while its look lists: that look again
+            relisting.task.cancel()
+            relisting.task, relisting.looking = None, False
+        relisting.last = loop.time()  # its look waits for this one's settle: one task per listing, not per object
         if owner is not None:
-            listed.add((namespace, owner))
-        self.relistings[key] = (listed, asyncio.get_running_loop().create_task(
-            self._relisting_over(*key, listed), name=f"{kind}s of {key[1] or 'every namespace'} listed again"))
+            relisting.listed.add((namespace, owner))
+        if relisting.task is None:
+            relisting.task = loop.create_task(self._relisting_over(*key, relisting),
+                                              name=f"{kind}s of {key[1] or 'every namespace'} listed again")
 
     def _scope(self, namespace: str) -> str:
         """What one listing kopf makes of a kind covers: ``namespace``, or "" (every one) when :attr:`clusterwide`."""
         return "" if self.clusterwide else namespace
 
-    async def _relisting_over(self, kind: str, scope: str, listed: set[tuple[str, str]]) -> None:
-        await asyncio.sleep(RELIST_SETTLE_SECONDS)
+    async def _relisting_over(self, kind: str, scope: str, relisting: Relisting) -> None:
+        loop = asyncio.get_running_loop()
+        while (left := relisting.last + RELIST_SETTLE_SECONDS - loop.time()) > 0:  # each object put the end later
+            await asyncio.sleep(left)
+        relisting.looking = True
         if kind == api.KIND:
-            await self._children_looked_for(scope, listed)  # cancelled as the sleep: by one more of that listing
+            await self._children_looked_for(scope, relisting.listed)  # cancelled by one more of that listing
         self.relistings.pop((kind, scope), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
         if kind != api.KIND:
-            self._lacking(kind, scope, listed, "was not in the listing kopf made again")
+            self._lacking(kind, scope, relisting.listed, "was not in the listing kopf made again")
         self._forget_relisted()
 
     def _forget_relisted(self) -> None:
@@ -288,7 +308,8 @@ class Runtime:
 
     async def stop_retries(self) -> None:
         """Cancel the retries due, the status refreshes and the looks after listings (the operator's exit)."""
-        tasks = [*self.retries.values(), *self.refreshing.values(), *(task for _, task in self.relistings.values())]
+        tasks = [*self.retries.values(), *self.refreshing.values(),
+                 *(r.task for r in self.relistings.values() if r.task is not None)]
         self.retries.clear()
         self.refreshing.clear()
         self.relistings.clear()

@@ -361,6 +361,29 @@ async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_
     await rt.stop_retries()
 
 
+@pytest.mark.unit
+async def test_a_listing_made_again_is_one_look_under_way_however_many_objects_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's listing made again of 1000 Deployments of one namespace, passed to :meth:`Runtime.relisted` object by
+    object as its handler does, in 10 bursts: one look (one task) under way for the whole listing, over
+    :data:`RELIST_SETTLE_SECONDS` after its last object, and then nothing is kept of it. Before, each object cancelled
+    the look under way and made another: 1000 tasks for one listing."""
+    monkeypatch.setattr(reconcile, "RELIST_SETTLE_SECONDS", 1.0)
+    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"))
+    loop, looks = asyncio.get_running_loop(), set()
+    for burst in range(10):
+        for i in range(100):
+            rt.relisted("Deployment", NAMESPACE, f"stt-{burst}-{i}")
+            looks |= {task for task in asyncio.all_tasks() if task.get_name().endswith(" listed again")}
+            last = loop.time()
+        await asyncio.sleep(0.01)
+    while rt.relistings:
+        await asyncio.sleep(0.01)
+    assert len(looks) == 1, f"{len(looks)} looks made for one listing"
+    assert loop.time() - last >= reconcile.RELIST_SETTLE_SECONDS, "over a settle after its last object, not its first"
+    assert rt.relisted_at == {}, rt.relisted_at
+    await rt.stop_retries()
+
+
 @pytest.mark.parametrize("watch_seconds", [1])
 @pytest.mark.parametrize(("written", "said"), [
     ({"conditions": []}, "its status was written by someone else: written again"),
