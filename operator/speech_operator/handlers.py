@@ -114,8 +114,10 @@ async def watch_crd(memo: kopf.Memo, **_: Any) -> None:
 
 
 @contextlib.contextmanager
-def _ended_at_exit(memo: kopf.Memo) -> Iterator[None]:
-    """Run a daemon's body so that the cleanup (:func:`close`) ends it if kopf did not.
+def _ended_at_exit(memo: kopf.Memo, namespace: str, name: str, uid: str | None) -> Iterator[None]:
+    """Run a daemon's body (of the SpeechToText ``namespace/name``, ``uid``) so that the cleanup (:func:`close`) ends it
+    if kopf did not, and so that the operator ends it once it finds that SpeechToText gone though kopf saw no deletion
+    (:meth:`~speech_operator.reconcile.Runtime._gone_while_away`): it returns, and kopf starts it no more.
 
     kopf stops the daemons it knows of when it exits, then lets the events in processing finish
     (up to ``settings.queueing.exit_timeout``), and one of those may start a daemon after the
@@ -126,14 +128,15 @@ def _ended_at_exit(memo: kopf.Memo) -> Iterator[None]:
     rt = runtime(memo)  # shared: kopf gives each SpeechToText's handlers a copy of the memo
     task = asyncio.current_task()
     assert task is not None
-    rt.daemons.add(task)
+    rt.daemons[task] = (namespace, name, uid or "")
     try:
         yield
     except asyncio.CancelledError:
-        if not rt.exiting:
+        if not rt.exiting and task not in rt.ended:
             raise
     finally:
-        rt.daemons.discard(task)
+        rt.daemons.pop(task, None)
+        rt.ended.discard(task)
 
 
 @kopf.on.cleanup()
@@ -257,7 +260,7 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
     nothing more is written for it, and it goes; a re-check would only read it until then, and one reading when kopf
     stops the daemon at its deletion is cancelled (kopf's WARNING "Daemon 'recheck_degraded' is cancelled")."""
     rt = runtime(memo)
-    with _ended_at_exit(memo):
+    with _ended_at_exit(memo, namespaced(namespace), name, uid):
         # kopf's flag ends the wait at once: kopf cancels a daemon the flag does not end, with a WARNING
         while not await stopped.wait(rt.config.recheck_seconds) and uid not in rt.ending:
             await _reconcile_or_say(rt, namespaced(namespace), name, logger, f"in {rt.config.recheck_seconds:g} s",
@@ -265,7 +268,7 @@ async def recheck_degraded(stopped: kopf.DaemonStopped, name: str, namespace: st
 
 
 @kopf.daemon(*STT, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
-async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, status: kopf.Status,
+async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None, status: kopf.Status,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Reconcile once each time what the installed CRD lacks changes (the status says it, or no more: its status alone
     when nothing else changed, :func:`speech_operator.reconcile.crd_changed`), and each time who else scales its
@@ -278,7 +281,7 @@ async def follow_crd(stopped: kopf.DaemonStopped, name: str, namespace: str | No
     creation its reads again."""
     rt = runtime(memo)
     namespace = namespaced(namespace)
-    with _ended_at_exit(memo):
+    with _ended_at_exit(memo, namespace, name, uid):
         if "observedGeneration" not in status and handled(body):
             await _until_stopped(stopped, _reconcile_or_say(rt, namespace, name, logger, "at its next change or event"))
         while not stopped:
@@ -311,14 +314,14 @@ def _autoscaled(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any)
 
 
 @kopf.daemon(*STT, when=_autoscaled, cancellation_backoff=HANDLER_GRACE_SECONDS, cancellation_timeout=1)
-async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, body: kopf.Body, memo: kopf.Memo,
-                    logger: kopf.Logger, **_: Any) -> None:
+async def autoscale(stopped: kopf.DaemonStopped, name: str, namespace: str | None, uid: str | None, body: kopf.Body,
+                    memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Replicas from the pods' sessions, a look every ``autoscale_seconds`` (the filter stops this
     daemon when ``spec.autoscaling`` goes, ``spec.replicas`` ruling again, and while the spec is refused)."""
     scaler = autoscaler(memo)
     namespace = namespaced(namespace)
     wake = scaler.wake(namespace, name)
-    with _ended_at_exit(memo):
+    with _ended_at_exit(memo, namespace, name, uid):
         try:
             while not stopped:
                 wake.clear()

@@ -80,8 +80,11 @@ class Runtime:
     #: The HPAs that scale SpeechToTexts' Deployments instead of the SpeechToTexts (:mod:`speech_operator.foreign_autoscalers`).
     autoscalers: ForeignAutoscalers = field(default_factory=ForeignAutoscalers)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    #: The daemons running, and whether the operator's cleanup has begun (:func:`speech_operator.handlers.close`).
-    daemons: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: The daemons running, each with the SpeechToText it is of (namespace, name, uid), and whether the operator's
+    #: cleanup has begun (:func:`speech_operator.handlers.close`).
+    daemons: dict[asyncio.Task[Any], tuple[str, str, str]] = field(default_factory=dict)
+    #: The daemons ended as their SpeechToText was found gone (:meth:`_gone_while_away`): each ends quietly.
+    ended: set[asyncio.Task[Any]] = field(default_factory=set)
     exiting: bool = False
     #: The process' autoscaler (:func:`speech_operator.handlers.autoscaler`; typed Any: its module imports this one).
     autoscaler: Any = None
@@ -226,8 +229,9 @@ class Runtime:
         while (left := relisting.last + RELIST_SETTLE_SECONDS - loop.time()) > 0:  # each object put the end later
             await asyncio.sleep(left)
         relisting.looking = True
-        if kind == api.KIND:
-            await self._children_looked_for(scope, relisting.listed)  # cancelled by one more of that listing
+        if kind == api.KIND:  # cancelled by one more of that listing
+            await self._children_looked_for(scope, relisting.listed)
+            await self._gone_while_away(scope, relisting.listed)
         self.relistings.pop((kind, scope), None)  # no await from here on: its reconciles are retries (:meth:`retry`)
         if kind != api.KIND:
             self._lacking(kind, scope, relisting.listed, "was not in the listing kopf made again")
@@ -280,6 +284,33 @@ class Runtime:
             for ns in sorted(namespaces):
                 self._lacking(kind, ns, present, "is gone", among=listed)
 
+    async def _gone_while_away(self, scope: str, listed: set[tuple[str, str]]) -> None:
+        """Once kopf's listing of the SpeechToTexts of ``scope`` made again (``listed``) is over: each of ``scope`` whose
+        daemons run that the listing lacked is read, and one gone (deleted while the watch was away, its finalizer
+        taken off by hand: no deletion for kopf to handle, and no event) is forgotten (:meth:`forget`) and its daemons
+        end (one of another of its name made meanwhile too). kopf, which saw no deletion, runs them for the process'
+        life else: its autoscaler's a list of pods every ``autoscale_seconds``. One the listing lacked as it came
+        meanwhile is read and left. A read that fails is one line, and leaves them."""
+        running = {(ns, name) for ns, name, _ in self.daemons.values() if ns == scope or not scope}
+        for namespace, name in sorted(running - listed):
+            try:
+                live = await self.kube.get(stt_path(namespace, name))
+            except UNANSWERED as exc:
+                log.warning("reading %s %s/%s (not in the listing kopf made again): %s: %s; its daemons run on",
+                            api.KIND, namespace, name, type(exc).__name__, exc)
+                continue
+            uid = (live or {}).get("metadata", {}).get("uid")
+            ended = [task for task, of in self.daemons.items() if of[:2] == (namespace, name) and of[2] != uid]
+            if not ended:
+                continue
+            log.info("%s %s/%s was deleted while kopf's watch of them was away: forgotten, its daemons ended",
+                     api.KIND, namespace, name)
+            if live is None:
+                self.forget(namespace, name)
+            for task in ended:
+                self.ended.add(task)
+                task.cancel()
+
     def _kept(self, kind: str | None = None) -> list[tuple[tuple[str, str], Observed | Amiss]]:
         """The SpeechToTexts whose last reconcile kept what it decided (:class:`Observed`, :class:`Amiss`), with it;
         with ``kind``, not those whose child of ``kind`` was refused or whose name is taken."""
@@ -295,6 +326,14 @@ class Runtime:
                     and any(child["kind"] == kind for child in last.children)):
                 log.info("%s %s/%s: its %s %s: reconciled", api.KIND, ns, name, kind, why)
                 self.retry(ns, name, 0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Forget what is kept of the SpeechToText (its deletion): what the installed CRD and foreign autoscalers said
+        of it, its retry, status refresh and what it observed (:meth:`forget_retry`), the statuses it was given."""
+        self.crd.forget((namespace, name))
+        self.autoscalers.forget((namespace, name))
+        self.forget_retry(namespace, name)
+        self.reported.pop((namespace, name), None)
 
     def forget_retry(self, namespace: str, name: str) -> None:
         """Its retry and status refresh not due any more (its deletion); its contention and what it observed forgotten."""
@@ -1210,10 +1249,7 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     one per child deleted (the namespace controller deletes in no set order: a SpeechToText may go before anything
     met the namespace's refusal, and its first "Deleted" Event then does, :mod:`speech_operator.events`)."""
     meta = body["metadata"]
-    runtime.crd.forget((meta["namespace"], meta["name"]))
-    runtime.autoscalers.forget((meta["namespace"], meta["name"]))
-    runtime.forget_retry(meta["namespace"], meta["name"])
-    runtime.reported.pop((meta["namespace"], meta["name"]), None)
+    runtime.forget(meta["namespace"], meta["name"])
     said = meta.get("uid") not in runtime.ending
     runtime.ending.discard(meta.get("uid"))
     if ORPHAN in (meta.get("finalizers") or []):

@@ -361,6 +361,49 @@ async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_
     await rt.stop_retries()
 
 
+@pytest.mark.parametrize("watch_seconds", [1])
+async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_ended_once_the_listing_is_over(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """Two SpeechToTexts; one, with ``spec.autoscaling``, deleted while kopf's watch of SpeechToTexts is away, its
+    finalizer taken off by hand (no deletion for kopf to handle), the history forgotten meanwhile: kopf's listing after
+    has the other alone, and kopf, which saw no deletion, keeps the one gone and runs its daemons on. Once the listing
+    is over the operator reads it (one GET), forgets it and ends its daemons, in one line and no WARNING: its
+    autoscaler lists its pods no more. Before, it listed them every ``autoscale_seconds`` for the operator's life."""
+    caplog.set_level(logging.INFO)
+    await created(cluster, "ko-kr", "ko-KR")
+    await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "spec": {
+        **BASE["spec"], "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}})
+    await one_pod_ready(cluster, await cluster.eventually(lambda: deployment(cluster)))
+    assert cluster.runtime is not None
+    await cluster.eventually(lambda: asyncio.sleep(0, len(cluster.runtime.daemons) == 3))  # follow_crd each, autoscale
+
+    async def delete() -> None:
+        assert await cluster.api.delete(cluster.stt_url("en-us"))
+        await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": None}})
+        assert await cluster.api.get(cluster.stt_url("en-us")) is None
+    listing = await relisted(cluster, delete, api.PLURAL)
+
+    def pods_listed(since: int) -> int:  # only en-us autoscales
+        return sum(r.method == "GET" and r.resource is not None and r.resource.plural == "pods"
+                   for r in list(cluster.emulator)[since:])
+
+    async def unlisted() -> bool:  # no list of its pods for 3 of its autoscaler's periods
+        since = len(list(cluster.emulator))
+        await asyncio.sleep(3 * cluster.config.autoscale_seconds)
+        return not pods_listed(since)
+    try:
+        await cluster.eventually(unlisted, 5 + RELIST_SETTLE_SECONDS)
+    except AssertionError:
+        raise AssertionError(f"its pods are listed on: {pods_listed(listing)} lists since the listing") from None
+    assert len(cluster.runtime.daemons) == 1, cluster.runtime.daemons  # ko-kr's follow_crd
+    sent = ours(cluster, listing + 1)
+    print("the operator's requests after the listing that lacked the SpeechToText:", sent)
+    assert sent.get("GET speechtotexts en-us") == 1, sent
+    assert caplog.text.count("en-us was deleted while kopf's watch of them was away: forgotten, its daemons ended") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert ("speech", "en-us") not in cluster.runtime.observed and ("speech", "en-us") not in cluster.runtime.reported
+
+
 @pytest.mark.unit
 async def test_a_listing_made_again_is_one_look_under_way_however_many_objects_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
     """kopf's listing made again of 1000 Deployments of one namespace, passed to :meth:`Runtime.relisted` object by
