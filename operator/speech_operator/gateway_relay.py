@@ -33,7 +33,9 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it, within the same bound). A close that ends with bytes still unsent
+  recognizer's side's is (aiohttp's client reads it, within the same bound; the close frame's own send too, and a close
+  to a recognizer that ends unanswered with bytes still unsent to it resets that connection: :func:`_close_within`).
+  A close that ends with bytes still unsent
   (a client not reading, or reading slowly) ends its connection once the client has taken them in, or resets it once it
   has taken in none of them for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, as an open connection (:meth:`HeadGuard.close_after_unsent
   <speech_operator.gateway_http_limits.HeadGuard.close_after_unsent>`). At the stop, a client that takes in
@@ -686,7 +688,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
-        await _close(upstream, 1001, b"")
+        await _close_within(upstream, 1001, b"")
         await _close(client, *failures.close_args(gone))
         return
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -793,13 +795,13 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone (or was reset: not_reading)
                 if not_reading(request) is None:
                     log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
-                await _close(upstream, 1001, b"the client went away")
+                await _close_within(upstream, 1001, b"the client went away")
             else:
                 if closed is not None:
                     if unanswered:  # closed before it told: the stream was refused once accepted, or let go idle
                         unanswered.pop()(closed)
                     await _stopped(to_upstream)  # the client's close reply is its close's to read (_stopped)
-                    await asyncio.gather(_close(client, *closed), _close(upstream, *closed))
+                    await asyncio.gather(_close(client, *closed), _close_within(upstream, *closed))
                 elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
                     failed(gone)
@@ -815,9 +817,9 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await _close(client, *failures.close_args(gone))
             else:
                 if closed is None:
-                    await _close(upstream, 1001, b"the client went away")
+                    await _close_within(upstream, 1001, b"the client went away")
                 else:
-                    await asyncio.gather(_close(upstream, *closed), _close(client, *closed))
+                    await asyncio.gather(_close_within(upstream, *closed), _close(client, *closed))
         else:  # the gateway stops: idle (1000, the client connects again, to another gateway), or out of time
             closed = idle.result()
             if closed == failures.close_args(STOPPED_MIDSTREAM):  # a stream cut: the failure table's gateway_stopped
@@ -826,7 +828,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 log.debug("a relayed WebSocket of %s closed while idle as the gateway stops", backend.locale)
             await _stopped(to_upstream)
             stopping = client.stop(*closed) if isinstance(client, _ClientSide) else _close(client, *closed)
-            await asyncio.gather(stopping, _close(upstream, *closed))
+            await asyncio.gather(stopping, _close_within(upstream, *closed))
     finally:
         idle.cancel()
         leaving.cancel()
@@ -850,7 +852,8 @@ async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Trans
                          sends: _Sends) -> tuple[int, bytes] | None:
     """Returns once the client closed while the relay's send of its stream to the recognizer waited for a whole
     :data:`CLOSING_POLL_SECONDS` (a recognizer taking in nothing): its close (code, reason) if it is among its messages
-    read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP state). The relay would see that
+    read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP state, or read by the event
+    loop, which then closed the connection: aiohttp's ``eof_received`` asks it to). The relay would see that
     close only once the recognizer took the messages before it in, or never: the connection held its place under the cap
     meanwhile, and the client waited for its close reply. Never returns while sends go on: a slow recognizer gets all.
     It looks only while a send that may wait (``sends.may_wait``) has not ended: an idle relay's wakes nothing.
@@ -867,7 +870,7 @@ async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Trans
                 break  # it went on: until a send may wait again
             if (close := _close_read(client)) is not None:
                 return close
-            if peer_gone(transport):
+            if transport is None or transport.is_closing() or peer_gone(transport):
                 return None
 
 
@@ -882,12 +885,20 @@ def _close_read(client: web.WebSocketResponse) -> tuple[int, bytes] | None:
     return None
 
 
-async def _close_within(ws: Socket, code: int, reason: bytes) -> None:
-    """:func:`_close`, for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`: a close frame to a
-    recognizer that takes nothing in waits for it to, for ever (then its connection is closed without it)."""
+async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes) -> None:
+    """Close the recognizer's side (:func:`_close`) for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`:
+    a close frame to a recognizer that takes nothing in waits for it to, for ever. A close that ends without the
+    recognizer's reply (that bound, or aiohttp's own on the reply, the same) with bytes still unsent to it resets the
+    connection (one DEBUG line): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
+    them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window, or leave them in the transport's
+    buffer, the connection open, for as long as the recognizer reads nothing."""
+    transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(CLOSE_REPLY_SECONDS):
-            await _close(ws, code, reason)
+            await _close(upstream, code, reason)
+    if unsent := unsent_bytes(transport):
+        log.debug("a recognizer's connection closed with %d bytes unsent to it, its close unanswered: reset", unsent)
+        reset(transport)
 
 
 def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> bool:

@@ -20,6 +20,8 @@ import json
 import logging
 import re
 import socket
+import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,7 +51,7 @@ from speech_operator.gateway_shutdown import (
 )
 from speech_recognizer.serving import DEAD_PEER_SECONDS
 from tests.recognizer.test_not_reading import deaf_websocket
-from tests.support import TcpServerThread, read_wav
+from tests.support import Starved, TcpServerThread, read_wav
 
 from .conftest import Recognizer, Stack, start_recognizer
 from .test_not_reading import gateway_side, vosk_stream
@@ -336,12 +338,21 @@ def test_a_recognizer_that_never_answers_its_close_holds_the_stop_no_longer_than
 
 
 class Deaf(Mute):
-    """A stand-in recognizer that accepts a WebSocket, then reads nothing (its receive buffer at its least)."""
+    """A stand-in recognizer that accepts a WebSocket, then reads nothing (its receive buffer at its least from the
+    connection's start, its window so too; its event loop no longer reading the connection)."""
+
+    def __enter__(self) -> Deaf:
+        super().__enter__()
+        self.server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the connections accepted inherit it
+        #: What each connection waits on until the server stops: the server's, so that the garbage collector does not end
+        #: the task that waits (Python 3.11's start_server keeps none; its transport, no longer read, neither).
+        self.forever = asyncio.Event()
+        return self
 
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         if await self.accept(reader, writer):
-            await asyncio.Event().wait()  # until the server stops
+            writer.transport.pause_reading()  # type: ignore[attr-defined]
+            await self.forever.wait()
 
 
 #: A message more than the gateway's connection to a recognizer taking nothing in holds (its kernel's buffers and the
@@ -400,6 +411,62 @@ def test_a_client_ending_its_connection_while_its_recognizer_takes_nothing_in_is
         ended = time.monotonic() - closing
     assert how is not None, f"the connection was still open {ended:.1f} s after the client's end of stream"
     print(f"\nthe connection ended ({how}) {ended:.2f} s after the client's end of stream")
+
+
+def upstream_side(recognizer_port: int, column: int = 0) -> str:
+    """A column of ``ss``' line for the gateway's end of its connection to the recognizer listening on
+    ``recognizer_port``: its state (0), Recv-Q (1), Send-Q (2); "" once gone."""
+    out = subprocess.run(["ss", "-tnH", "state", "all", f"( dport = :{recognizer_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[column] if out.strip() else ""
+
+
+#: A message the gateway's connection to a recognizer taking nothing in holds unsent in its kernel's send queue, its
+#: send not waiting (under the relay's own bound, SPEECH_GATEWAY_READ_BUFFER_BYTES).
+UNSENT_MESSAGE = b"\0" * (15 * 1024)
+
+
+@pytest.mark.parametrize(("leaves", "stuck"), [("close", False), ("reset", False), ("fin", True), ("reset", True)],
+                         ids=["close", "reset", "fin while stuck", "reset while stuck"])
+def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connection_to_it_behind(
+        tmp_path: Path, leaves: str, stuck: bool) -> None:
+    """A /vosk client sends its recognizer, which reads nothing (:class:`Deaf`), more than its receive window (15 KiB:
+    the relay's send does not wait; or 1 MiB: it waits), then leaves: its close 1000, a reset, or its FIN. The gateway's
+    close of the recognizer's side waits for its reply for at most CLOSE_REPLY_SECONDS, then resets that connection: its
+    bytes still unsent, a FIN would wait behind them. Its end of the connection is gone within CLOSE_REPLY_SECONDS and
+    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU. Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the kernel (until it
+    gave the connection up: minutes against a shut window)."""
+    bound = CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
+    with Deaf() as deaf:
+        stack = gateway(tmp_path / "gateway", deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
+        try:
+            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
+                client.send(json.dumps({"config": {"sample_rate": 16000}}))
+                client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
+                deadline = time.monotonic() + 5
+                while int(upstream_side(deaf.port, 2) or 0) < 4096:
+                    assert time.monotonic() < deadline, "nothing waits unsent to the recognizer"
+                    time.sleep(0.05)
+                time.sleep(0.2)  # its send waits, or has ended
+                if leaves == "close":
+                    client.protocol.send_close(1000, "done")
+                    client._flush()
+                elif leaves == "reset":
+                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    client.sock.close()
+                else:
+                    client.sock.shutdown(socket.SHUT_WR)
+                with Starved() as starved:
+                    left = time.monotonic()
+                    while (state := upstream_side(deaf.port)) and time.monotonic() - left < 4 * bound:  # the clock's bounds the unstarved time from above
+                        time.sleep(0.05)
+                    took = time.monotonic() - left
+        finally:
+            stack.__exit__()
+    quiet = starved.unstarved(left, left + took)
+    assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
+                                         f"not waiting for a CPU ({took:.1f} s of the clock) after its client left")
+    print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
 
 
 def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
