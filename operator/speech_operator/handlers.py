@@ -189,10 +189,12 @@ async def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None
 
 @kopf.on.startup()
 def export(memo: kopf.Memo, **kwargs: Any) -> None:
-    """Hand kopf's index of SpeechToTexts to the ``/metrics`` server the CLI started (``--metrics``), if any."""
+    """Hand kopf's index of SpeechToTexts, and the uids of its entries the operator found gone, to the ``/metrics``
+    server the CLI started (``--metrics``), if any."""
     exporter = memo.get("metrics")
     if exporter is not None:
         exporter.index = kwargs[INDEX]
+        exporter.gone = runtime(memo).gone
 
 
 #: What an API server that is away or busy gives (a 5xx, a throttle, a timeout, a broken connection, an answer that is

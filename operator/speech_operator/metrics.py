@@ -14,7 +14,10 @@ replica exports SpeechToTexts: a standby's watching is paused, and what its inde
 saw when it was last active (if ever). ``speech_operator_active`` says which replica is which. When a
 standby resumes, kopf lists the SpeechToTexts again, but its index keeps the entries of those deleted
 meanwhile (it drops one on a deletion it watches): each entry carries the resumption it was made in,
-and only those of the current one are exported. kopf also handles, after a resumption, the events it
+and only those of the current one are exported. The index also keeps the entry of a SpeechToText deleted while kopf's
+watch of them was away (no deletion it watched: its finalizer taken off by hand), as its listing made again lacks it:
+the operator tells those (:meth:`speech_operator.reconcile.Runtime.gone`) once that listing is over, and they are not
+exported. kopf also handles, after a resumption, the events it
 received before the pause (an object's events wait for its handlers): such an event may be of a
 SpeechToText deleted meanwhile, so the first event of each object in a resumption reads the live object
 (:meth:`Exporter.unsure`), and one gone makes no entry.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -107,6 +110,7 @@ class Summary:
     desired: int | None  # None: a spec the operator cannot take (its conditions say so)
     ready: int
     resumed: int = 0  # the resumption of watching it was seen in (:attr:`Exporter.resumed`)
+    uid: str = ""
 
 
 def summary(body: Mapping[str, Any], resumed: int = 0) -> Summary:
@@ -119,7 +123,8 @@ def summary(body: Mapping[str, Any], resumed: int = 0) -> Summary:
     conditions = tuple((str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
                        for c in status.get("conditions") or [] if isinstance(c, Mapping))
     return Summary(namespace=str(meta.get("namespace")), name=str(meta.get("name")), locale=str(spec.get("locale") or ""),
-                   conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0), resumed=resumed)
+                   conditions=conditions, desired=desired, ready=int(status.get("readyReplicas") or 0), resumed=resumed,
+                   uid=str(meta.get("uid") or ""))
 
 
 def address(url: str, path: str = "/metrics") -> tuple[str, int, str]:
@@ -171,12 +176,14 @@ class Exporter:
     """The operator's registry and its ``/metrics`` server (in the operator's own loop: the index is read
     where kopf writes it). ``index`` is kopf's index of :func:`summary` values, handed over at startup.
     ``active`` says whether this replica is at work, ``resumed`` how many times its watching resumed (with peering:
-    :class:`~speech_operator.peering.PauseExplainer`)."""
+    :class:`~speech_operator.peering.PauseExplainer`); ``gone``, also handed over at startup, the uids of those found
+    deleted though kopf saw no deletion, whose entries kopf's index keeps (:attr:`speech_operator.reconcile.Runtime.gone`)."""
 
     def __init__(self, active: Callable[[], bool] = lambda: True, resumed: Callable[[], int] = lambda: 0) -> None:
         self.active = active
         self.resumed = resumed
         self.index: Mapping[Any, Any] | None = None
+        self.gone: Container[str] = frozenset()
         self.registry = CollectorRegistry()
         self.registry.register(self)
         self.registry.register(RECONCILE_FAILURES)
@@ -202,7 +209,8 @@ class Exporter:
         if self.index is None or not self.active():
             return []
         now = self.resumed()
-        return sorted((s for key in list(self.index) for s in self.index[key] if s.resumed == now),
+        return sorted((s for key in list(self.index) for s in self.index[key]
+                       if s.resumed == now and s.uid not in self.gone),
                       key=lambda s: (s.namespace, s.name))
 
     def collect(self) -> Iterator[Metric]:

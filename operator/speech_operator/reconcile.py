@@ -85,6 +85,10 @@ class Runtime:
     daemons: dict[asyncio.Task[Any], tuple[str, str, str]] = field(default_factory=dict)
     #: The daemons ended as their SpeechToText was found gone (:meth:`_gone_while_away`): each ends quietly.
     ended: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: The uids of the SpeechToTexts found gone though kopf saw no deletion (:meth:`_gone_while_away`): kopf's index
+    #: of them keeps their entries for the process' life (it drops one only at a deletion it watches), and the metrics
+    #: skip those (:class:`speech_operator.metrics.Exporter`).
+    gone: set[str] = field(default_factory=set)
     exiting: bool = False
     #: The process' autoscaler (:func:`speech_operator.handlers.autoscaler`; typed Any: its module imports this one).
     autoscaler: Any = None
@@ -307,6 +311,7 @@ class Runtime:
                      api.KIND, namespace, name)
             if live is None:
                 self.forget(namespace, name)
+            self.gone.update(uid for task in ended if (uid := self.daemons[task][2]))
             for task in ended:
                 self.ended.add(task)
                 task.cancel()

@@ -56,6 +56,8 @@ class Cluster:
         self.api = client
         self.config = config  # the operator's
         self.runtime: Runtime | None = None  # the operator's, with the `cluster` fixture
+        #: With the `cluster` fixture and ``exported``: the operator's metrics (its index kopf's, as the CLI's).
+        self.exporter: metrics.Exporter | None = None
         #: With the `cluster` fixture: stop the operator now (as SIGTERM does); the seconds it took.
         self.stop_operator: Callable[[], Awaitable[float]] | None = None
         #: With the `cluster` fixture: the operator's settings, which kopf reads as it runs (a test may change some).
@@ -126,8 +128,16 @@ def namespaces() -> list[str] | None:
     return [NAMESPACE]
 
 
+@pytest.fixture
+def exported() -> bool:
+    """Whether the operator is given a metrics exporter (:class:`metrics.Exporter`, the CLI's ``--metrics``; its
+    :attr:`Cluster.exporter`). No unless a test parametrizes it."""
+    return False
+
+
 @pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
-async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: list[str] | None) -> AsyncIterator[Cluster]:
+async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: list[str] | None,
+                  exported: bool) -> AsyncIterator[Cluster]:
     """:func:`apiserver` with the real operator (kopf's runner) watching it."""
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
@@ -139,13 +149,14 @@ async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: lis
                                             autoscale_seconds=0.2, demand_seconds=30), clusterwide=namespaces is None)
     apiserver.config = runtime.config
     apiserver.runtime = runtime
+    apiserver.exporter = metrics.Exporter() if exported else None
     if namespaces != [NAMESPACE]:
         rbac.SCOPE["namespaces"] = namespaces  # the RBAC the chart would bind it by (tests/conftest.py judges by it)
     # The operator gets a loop of its own in a thread (as KopfRunner does): kopf cancels
     # tasks it did not start when it stops, and it reaches kmock over HTTP only anyway.
     stop, ready = threading.Event(), threading.Event()
     main = kopf.operator(settings=settings, standalone=True, clusterwide=namespaces is None, namespaces=namespaces or [],
-                         memo=kopf.Memo(runtime=runtime),
+                         memo=kopf.Memo(runtime=runtime, metrics=apiserver.exporter),
                          stop_flag=stop, ready_flag=ready)
 
     def run() -> None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import prometheus_client
 import pytest
 from conftest import NAMESPACE, condition, deployment, one_pod_ready, quiet
 
@@ -361,6 +362,14 @@ async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_
     await rt.stop_retries()
 
 
+async def deleted_by_hand(cluster: Cluster, name: str) -> None:
+    """The SpeechToText ``name`` deleted with its finalizer taken off by hand (README's uninstall note): gone with no
+    deletion for the operator to handle."""
+    assert await cluster.api.delete(cluster.stt_url(name))
+    await cluster.api.patch(cluster.stt_url(name), {"metadata": {"finalizers": None}})
+    assert await cluster.api.get(cluster.stt_url(name)) is None
+
+
 @pytest.mark.parametrize("watch_seconds", [1])
 async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_ended_once_the_listing_is_over(
         cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
@@ -377,11 +386,7 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_e
     assert cluster.runtime is not None
     await cluster.eventually(lambda: asyncio.sleep(0, len(cluster.runtime.daemons) == 3))  # follow_crd each, autoscale
 
-    async def delete() -> None:
-        assert await cluster.api.delete(cluster.stt_url("en-us"))
-        await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": None}})
-        assert await cluster.api.get(cluster.stt_url("en-us")) is None
-    listing = await relisted(cluster, delete, api.PLURAL)
+    listing = await relisted(cluster, lambda: deleted_by_hand(cluster, "en-us"), api.PLURAL)
 
     def pods_listed(since: int) -> int:  # only en-us autoscales
         return sum(r.method == "GET" and r.resource is not None and r.resource.plural == "pods"
@@ -402,6 +407,36 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_e
     assert caplog.text.count("en-us was deleted while kopf's watch of them was away: forgotten, its daemons ended") == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert ("speech", "en-us") not in cluster.runtime.observed and ("speech", "en-us") not in cluster.runtime.reported
+
+
+@pytest.mark.parametrize(("watch_seconds", "exported"), [(1, True)])
+async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metrics_once_the_listing_is_over(
+        cluster: Cluster) -> None:
+    """Two SpeechToTexts; one deleted while kopf's watch of SpeechToTexts is away, its finalizer taken off by hand, the
+    history forgotten meanwhile. kopf's index keeps its entry (it drops one only at a deletion it watches); once the
+    listing is over the operator knows it gone, and ``/metrics`` has the other alone. Before, the one gone was exported
+    (Ready, its replicas) for the operator's life."""
+    await created(cluster, "ko-kr", "ko-KR")
+    await created(cluster, "en-us", "en-US")
+    assert cluster.exporter is not None
+    exporter = cluster.exporter
+
+    def exported_names() -> list[str]:
+        return [s.name for s in exporter.summaries()]
+
+    async def both() -> bool:
+        return exported_names() == ["en-us", "ko-kr"]
+    await cluster.eventually(both)
+    await relisted(cluster, lambda: deleted_by_hand(cluster, "en-us"), api.PLURAL)
+
+    async def other_alone() -> bool:
+        return exported_names() == ["ko-kr"]
+    try:
+        await cluster.eventually(other_alone, 5 + RELIST_SETTLE_SECONDS)
+    except AssertionError:
+        raise AssertionError(f"exported after the listing: {exported_names()}") from None
+    text = prometheus_client.generate_latest(exporter.registry).decode()
+    assert 'name="ko-kr"' in text and 'name="en-us"' not in text, text
 
 
 @pytest.mark.unit
