@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -236,6 +237,75 @@ def random_frame_bodies(mp3: bytes, rng: np.random.Generator) -> bytes:
             out[at + 4 : at + frame.length] = rng.bytes(frame.length - 4)
         at += frame.length
     return bytes(out)
+
+
+# ---- MP4 ------------------------------------------------------------------------------------
+
+
+def _mp4_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+#: The MP4 boxes :func:`mp4_declaring` rebuilds on the way to the sample table.
+_MP4_PATH = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
+
+
+def _mp4_rebuilt(data: bytes, start: int, end: int, stbl: Callable[[bytes], bytes]) -> bytes:
+    """The boxes of ``data[start:end]``, each on the way to the sample table rebuilt (its size new), the sample table's
+    boxes (its payload) given to ``stbl``."""
+    out = b""
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        if kind == b"stbl":
+            out += _mp4_box(kind, stbl(data[start + 8 : start + size]))
+        elif kind in _MP4_PATH:
+            out += _mp4_box(kind, _mp4_rebuilt(data, start + 8, start + size, stbl))
+        else:
+            out += data[start : start + size]
+        start += size
+    return out
+
+
+def mp4_declaring(m4a: bytes, samples: int | None = None, entries: dict[bytes, int] | None = None) -> bytes:
+    """``m4a`` (one track, its ``moov`` after its ``mdat``, as FFmpeg's muxer writes it: no chunk offset moves) whose
+    sample table declares ``samples`` samples of one size in one chunk (its time-to-sample, sample-to-chunk and sample
+    size boxes of a few bytes each: FFmpeg indexes each sample declared as it opens the file, some 40 bytes each) and,
+    for each box of ``entries`` (``stss``: sync samples, ``stts`` ...), that count of entries with only the first in
+    the box (FFmpeg allocates the count declared). A 10 KB file may declare billions."""
+    assert m4a.index(b"mdat") < m4a.index(b"moov"), "moov after mdat"
+
+    def stbl(boxes: bytes) -> bytes:
+        out, at = b"", 0
+        while at + 8 <= len(boxes):
+            size, kind = struct.unpack_from(">I4s", boxes, at)
+            body = boxes[at + 8 : at + size]
+            if samples is not None and kind == b"stts":
+                body = struct.pack(">IIII", 0, 1, samples, 1024)
+            elif samples is not None and kind == b"stsc":
+                body = struct.pack(">IIIII", 0, 1, 1, samples, 1)
+            elif samples is not None and kind == b"stsz":
+                body = struct.pack(">III", 0, max(struct.unpack_from(">I", body, 12)[0], 1), samples)
+            elif samples is not None and kind in (b"sgpd", b"sbgp"):  # the priming's sample groups, of the old count
+                at += size
+                continue
+            if kind not in (entries or {}):
+                out += _mp4_box(kind, body)
+            at += size
+        for kind, count in (entries or {}).items():
+            out += _mp4_box(kind, struct.pack(">III", 0, count, 1))
+        return out
+
+    return _mp4_rebuilt(m4a, 0, len(m4a), stbl)
+
+
+def mp4_compressed_header(m4a: bytes, declared: int | None = None) -> bytes:
+    """``m4a`` (its ``moov`` last) whose movie header is compressed (QuickTime's ``cmov``: zlib), saying it is
+    ``declared`` bytes once uncompressed (default the truth; FFmpeg allocates what it says, up to 4 GB)."""
+    at = m4a.index(b"moov") - 4
+    moov = m4a[at:]
+    assert at + struct.unpack_from(">I", m4a, at)[0] == len(m4a), "moov last"
+    cmvd = struct.pack(">I", len(moov) if declared is None else declared) + zlib.compress(moov, 9)
+    return m4a[:at] + _mp4_box(b"moov", _mp4_box(b"cmov", _mp4_box(b"dcom", b"zlib") + _mp4_box(b"cmvd", cmvd)))
 
 
 # ---- WAV ------------------------------------------------------------------------------------

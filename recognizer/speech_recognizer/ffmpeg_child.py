@@ -71,6 +71,19 @@ MAX_STREAMS = 256
 #: encoders write (Apple's and FFmpeg's: 4096). FFmpeg's decoder takes up to 4096 x 4096 and allocates buffers of that
 #: many samples for each channel as it opens: a few kilobytes of MP4 declaring it took the child past its memory limit.
 ALAC_MAX_FRAME_SAMPLES = 1 << 16
+#: The most samples an MP4's tracks may declare together (their sample sizes: ``stsz``, ``stz2``, and the fragments'
+#: ``trun``), and the most entries of each other kind of table that FFmpeg's demuxer allocates by its count (time to
+#: sample, chunks, sync samples ...): some 24 hours of 48 kHz AAC (1024 samples a frame). FFmpeg builds an index entry
+#: for each sample as it opens the file and allocates each table by the count it declares, in a few bytes: a 10 KB MP4
+#: declaring millions of samples took the child hundreds of MB, and past its memory limit the index was dropped without
+#: a word (the file read as holding no audio) or the opening failed (the child's fault, not the file's).
+MP4_MAX_ENTRIES = 1 << 22
+#: The MP4 boxes holding the boxes :func:`_mp4_tables` counts.
+_MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"})
+#: The MP4 tables counted, by box: where the count is after the box's header, and what it counts (the tables that
+#: declare samples together, each other kind of table by itself).
+_MP4_COUNTS = {b"stsz": (8, "samples"), b"stz2": (8, "samples"), b"trun": (4, "samples"),
+               **{kind: (4, kind.decode()) for kind in (b"stts", b"ctts", b"stsc", b"stco", b"co64", b"stss", b"stps")}}
 #: The most CPU time (its thread's) opening a container may take: FFmpeg reading its headers and
 #: each stream's parameters, with a decoder of its own for each, which reads its codec's setup as it opens (a Vorbis
 #: track's codebooks, a few kilobytes that it expands to megabytes). Several times what the largest body of served
@@ -157,9 +170,9 @@ def _alac_frames(cookie: bytes | None) -> None:
 
 def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> Any:
     """The ``name`` container read from ``data``, opened (:func:`options`); refused when it cannot be read, when it has
-    more than :data:`MAX_STREAMS` streams, when reading it needed more memory than the limit, or (``bounded``: the
-    process ended) more than :data:`OPEN_CPU_SECONDS` of CPU time. FFmpeg says "exceeds
-    max_streams" in an error of its log (captured while it opens, then its logging is as before) exactly when a
+    more than :data:`MAX_STREAMS` streams, when an MP4's tables declare more than is served (:func:`_mp4_tables`),
+    when reading it needed more memory than the limit, or (``bounded``: the process ended) more than
+    :data:`OPEN_CPU_SECONDS` of CPU time (its tables' walk with it). FFmpeg says "exceeds max_streams" in an error of its log (captured while it opens, then its logging is as before) exactly when a
     container passes ``max_streams``: the MP4 demuxer's ENOMEM is then that, not the memory limit's."""
     import av
 
@@ -168,6 +181,8 @@ def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> 
     av.logging.set_level(av.logging.ERROR)
     try:
         with av.logging.Capture(local=False) as said, _cpu_bounded(name, bounded):
+            if name == "MP4" and not isinstance(data, ProgramStream):
+                _mp4_tables(data)
             try:
                 container: Any = av.open(data, format=DEMUXERS[name], container_options=options(name))
             except MemoryError:
@@ -184,6 +199,48 @@ def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> 
         container.close()
         raise
     return container
+
+
+def _mp4_tables(data: BinaryIO) -> None:
+    """Refuse the MP4 ``data`` whose sample tables declare more than :data:`MP4_MAX_ENTRIES` samples, or entries of a
+    kind of table, before FFmpeg's demuxer allocates for them (each counted as declared: a table may say more than its
+    box holds), or whose movie header is compressed (``cmov``: its tables cannot be counted unread, and FFmpeg
+    allocates the size it declares, up to 4 GB). Its boxes are walked by their sizes (a box FFmpeg would find invalid
+    ends the walk: FFmpeg refuses it); only the tables' counts are read."""
+    counts: dict[str, int] = {}
+    at, ends = 0, [data.seek(0, io.SEEK_END)]
+    while ends:
+        if at + 8 > ends[-1]:
+            at = ends.pop()
+            continue
+        data.seek(at)
+        head = data.read(32)
+        size, kind, start = int.from_bytes(head[:4], "big"), head[4:8], 8
+        if size == 1 and len(head) >= 16:
+            size, start = int.from_bytes(head[8:16], "big"), 16
+        elif size == 0:
+            size = ends[-1] - at
+        if size < start:
+            break
+        end = min(at + size, ends[-1])
+        if kind in _MP4_CONTAINERS:
+            ends.append(end)
+            at += start
+            continue
+        if kind == b"cmov":
+            raise Refused(UNSUPPORTED, "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served: "
+                                       "send it as current recorders and tools write it, its header uncompressed")
+        if (counted := _MP4_COUNTS.get(kind)) is not None and len(count := head[start + counted[0] : start + counted[0] + 4]) == 4:
+            what = counted[1]
+            counts[what] = counts.get(what, 0) + int.from_bytes(count, "big")
+            if counts[what] > MP4_MAX_ENTRIES:
+                declared = (f"sample tables (stsz, stz2, trun) declare {counts[what]} samples" if what == "samples"
+                            else f"{what} tables declare {counts[what]} entries")
+                raise Refused(UNSUPPORTED, f"the MP4 file's {declared}, more than the {MP4_MAX_ENTRIES} served (some 24 "
+                                           "hours of 48 kHz AAC): send the audio as a recorder writes it, in parts if it "
+                                           "is longer")
+        at = end
+    data.seek(0)
 
 
 @contextmanager

@@ -21,9 +21,21 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.hostile_inputs import adts_bomb, amr_bomb, flac_bomb, mp3_bomb, ogg_opus_bomb, ogg_vorbis_bomb, random_frame_bodies, webm_opus_bomb
+from harness.hostile_inputs import (
+    adts_bomb,
+    amr_bomb,
+    flac_bomb,
+    mp3_bomb,
+    mp4_compressed_header,
+    mp4_declaring,
+    ogg_opus_bomb,
+    ogg_vorbis_bomb,
+    random_frame_bodies,
+    webm_opus_bomb,
+)
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
+from speech_recognizer.ffmpeg_child import MP4_MAX_ENTRIES
 
 from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
@@ -111,6 +123,43 @@ def test_ogg_vorbis_whose_codebooks_expand_to_hundreds_of_mb_is_refused_before_i
     assert used < BOMB_CPU_SECONDS, used
     assert rss.growth_mb < RSS_ALLOWANCE_MB, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
+
+
+#: The utterances' M4A (AAC) with sample tables declaring what FFmpeg's MP4 demuxer allocates for as it opens the file
+#: -> (status, the reason's words). 11.18 M samples in 10 KB: FFmpeg's index of them passed the decoder's memory limit
+#: and was dropped without a word, a 400 "holds no audio that can be decoded" that said nothing of why; 100 M sync
+#: samples, or a compressed movie header declaring 4 GB: FFmpeg's allocation of them failed, a 502 decoder_failed (a
+#: fault, an alert) for the client's file. As many samples as served are read as what they are (most are not there).
+MP4_TABLES = {
+    "11.18 M samples": (lambda m4a: mp4_declaring(m4a, samples=11_180_000), 415,
+                        "the MP4 file's sample tables (stsz, stz2, trun) declare 11180000 samples, more than the "
+                        f"{MP4_MAX_ENTRIES} served (some 24 hours of 48 kHz AAC): send the audio as a recorder writes it"),
+    "100 M sync samples": (lambda m4a: mp4_declaring(m4a, entries={b"stss": 100_000_000}), 415,
+                           f"the MP4 file's stss tables declare 100000000 entries, more than the {MP4_MAX_ENTRIES} served"),
+    "a compressed header of 4 GB": (lambda m4a: mp4_compressed_header(m4a, 0xFFFFFFF0), 415,
+                                    "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served"),
+    "as many samples as served": (lambda m4a: mp4_declaring(m4a, samples=MP4_MAX_ENTRIES), 400, "the MP4 audio is "),
+    "as its encoder wrote it": (lambda m4a: m4a, 200, ""),
+}
+
+
+@pytest.mark.parametrize("case", list(MP4_TABLES))
+def test_an_mp4_whose_tables_declare_more_than_served_is_refused_saying_so(real_server: Server, utterances_m4a: Path,
+                                                                           case: str) -> None:
+    """Refused (415, saying what to send) by the counts its tables declare, before FFmpeg's demuxer opens it, in the
+    decoder's process as the server runs it; a refusal within :data:`BOMB_CPU_SECONDS` of the server's CPU time, its
+    decoders' with it (at the bound, FFmpeg's index of the samples declared takes 0.7 s)."""
+    make, status, says = MP4_TABLES[case]
+    cpu = cpu_seconds(real_server.pid, children=True)
+    r = httpx.post(f"{real_server.http}{REST}", content=make(utterances_m4a.read_bytes()), timeout=60,
+                   headers={"Content-Type": "audio/mp4"})
+    used = cpu_seconds(real_server.pid, children=True) - cpu
+    assert r.status_code == status, r.text
+    if status == 200:
+        assert r.json()["RecognitionStatus"] == "Success", r.text
+    else:
+        assert r.json()["error"]["message"].startswith(says), r.text
+        assert used < BOMB_CPU_SECONDS, used  # (a 200's is its recognition's too)
 
 
 #: Run in a process of its own under a 2 GiB address space: :func:`speech_recognizer.transcriber.plan` of the files named,

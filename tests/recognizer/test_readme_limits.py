@@ -42,6 +42,7 @@ FACTS = {
     r"A WebM, MP4 or MPEG-PS of more than (\d+) tracks \(streams\) is a 415": ffmpeg_child.MAX_STREAMS,
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,
     r"A file whose headers take more than (\d+) s of the decoder's CPU time": ffmpeg_child.OPEN_CPU_SECONDS,
+    r"An MP4 whose sample tables declare more than (\d+) samples": ffmpeg_child.MP4_MAX_ENTRIES,
 }
 #: The query parameters the logs redact, as README, Keys, names them: every one the log filter matches.
 SECRET_WORDS = r"whose name holds (.*?), and the `ApiKey` itself"
