@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def _crc(data: bytes, width: int, poly: int) -> int:
     """The MSB-first CRC of ``width`` bits, initial value 0, no reflection, no final XOR: FLAC's frame header
-    CRC-8 (poly 0x07) and frame CRC-16 (0x8005), Ogg's page CRC-32 (0x04C11DB7)."""
+    CRC-8 (poly 0x07) and frame CRC-16 (0x8005), Ogg's page CRC-32 (0x04C11DB7: :func:`_ogg_crc` computes it faster)."""
     top, mask, crc = 1 << (width - 1), (1 << width) - 1, 0
     for byte in data:
         crc ^= byte << (width - 8)
@@ -77,14 +77,37 @@ def flac_bomb(frames: int = 1000, block: int = 65535, channels: int = 8, rate: i
 # ---- Ogg ------------------------------------------------------------------------------------
 
 
-def _ogg_page(packets: list[bytes], granule: int, sequence: int, flags: int = 0) -> bytes:
+#: Each byte's bits in the opposite order.
+_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _ogg_crc(data: bytes) -> int:
+    """:func:`_crc`'s Ogg page CRC-32 (0x04C11DB7, MSB-first), by zlib's (the same polynomial, LSB-first): on the bytes
+    bit-reversed, from 0 (zlib's value 0xFFFFFFFF undoes its first inversion), not inverted at the end, bit-reversed."""
+    crc = zlib.crc32(data.translate(_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{crc:032b}"[::-1], 2)
+
+
+def _ogg_page(packets: list[bytes], granule: int, sequence: int, flags: int = 0, last: bool = True) -> bytes:
+    """An Ogg page (stream 1) of ``packets``; not ``last``, the last of them goes on in the next page (255 segments of
+    255 bytes end this one)."""
     lacing = bytearray()
     for packet in packets:
-        lacing += b"\xff" * (len(packet) // 255) + bytes([len(packet) % 255])
+        lacing += b"\xff" * (len(packet) // 255) + (bytes([len(packet) % 255]) if last or packet is not packets[-1] else b"")
     page = bytearray(b"OggS\0" + bytes([flags]) + struct.pack("<qIII", granule, 1, sequence, 0) + bytes([len(lacing)]) + lacing)
     page += b"".join(packets)
-    struct.pack_into("<I", page, 22, _crc(bytes(page), 32, 0x04C11DB7))
+    struct.pack_into("<I", page, 22, _ogg_crc(bytes(page)))
     return bytes(page)
+
+
+def _ogg_packet_pages(packet: bytes, granule: int, sequence: int) -> list[bytes]:
+    """``packet`` alone over as many pages as it takes (sequence numbers from ``sequence``), each after the first
+    flagged as going on with it."""
+    pieces = [packet[at : at + 255 * 255] for at in range(0, len(packet), 255 * 255)] or [b""]
+    if len(pieces[-1]) == 255 * 255:  # a packet of whole pages ends in a page of one empty segment
+        pieces.append(b"")
+    return [_ogg_page([piece], granule if n == len(pieces) - 1 else -1, sequence + n, flags=1 if n else 0, last=n == len(pieces) - 1)
+            for n, piece in enumerate(pieces)]
 
 
 def ogg_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
@@ -142,14 +165,20 @@ def vorbis_setup(codebooks: int, entries: int, dimensions: int, *, playable: boo
     return b"\x05vorbis" + bits.to_bytes((at + 7) // 8, "little")
 
 
-def ogg_vorbis_bomb(codebooks: int = 256, entries: int = 16384, dimensions: int = 16) -> bytes:
+def ogg_vorbis_bomb(codebooks: int = 256, entries: int = 16384, dimensions: int = 16, setup_bytes: int = 0) -> bytes:
     """An Ogg/Vorbis (16 kHz mono) whose setup header is :func:`vorbis_setup`'s, ``playable``, and one empty audio
-    packet: the defaults are 5 KB whose decoder, opening it, expands the codebooks to some 300 MB."""
+    packet: the defaults are 5 KB whose decoder, opening it, expands the codebooks to some 300 MB. With
+    ``setup_bytes``, the setup header is that long, zeros after its framing bit (which libvorbis does not read), over
+    as many pages as it takes."""
     ident = b"\x01vorbis" + struct.pack("<IBIiiiBB", 0, 1, 16000, 0, 0, 0, 0xB8, 1)  # blocks of 256 and 2048
     comment = b"\x03vorbis" + bytes(8) + b"\x01"
     setup = vorbis_setup(codebooks, entries, dimensions, playable=True)
-    return (_ogg_page([ident], 0, 0, flags=2) + _ogg_page([comment, setup], 0, 1)
-            + _ogg_page([bytes(10)], 160, 2, flags=4))
+    if not setup_bytes:
+        return (_ogg_page([ident], 0, 0, flags=2) + _ogg_page([comment, setup], 0, 1)
+                + _ogg_page([bytes(10)], 160, 2, flags=4))
+    pages = [_ogg_page([ident], 0, 0, flags=2), _ogg_page([comment], 0, 1)]
+    pages += _ogg_packet_pages(setup + bytes(max(0, setup_bytes - len(setup))), 0, 2)
+    return b"".join([*pages, _ogg_page([bytes(10)], 160, len(pages), flags=4)])
 
 
 def webm_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:

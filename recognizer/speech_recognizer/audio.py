@@ -486,6 +486,10 @@ def _open_compressed(source: bytes | bytearray | BinaryIO, fmt: AudioFormat, hea
 
 #: The most memory the codebooks of an Ogg/Vorbis file's setup header may take in its decoder (:func:`_check_vorbis_setup`).
 VORBIS_CODEBOOKS_MAX_BYTES = 8 << 20
+#: The most bytes of an Ogg/Vorbis file's identification or setup header (:func:`_ogg_vorbis_setup` holds them to read
+#: its codebooks, libvorbis as it opens the file): twenty times the longest an encoder writes (libvorbis's: some 11 KB,
+#: FFmpeg's under 50 KB). Past it an Ogg/Vorbis is refused, as its headers' pages allowed some 66 MB.
+VORBIS_SETUP_MAX_BYTES = 1 << 20
 #: The most pages of an Ogg read for its three Vorbis headers (a comment packet may hold a picture of megabytes: 255
 #: segments of 255 bytes a page): an Ogg/Vorbis whose headers take more is refused, not left to libvorbis unread.
 _OGG_HEADER_PAGES = 1024
@@ -495,7 +499,8 @@ def _ogg_vorbis_setup(peek: Callable[[int, int], bytes]) -> bytes | None:
     """The third packet (the setup header) of the Ogg's first logical stream (the first page's serial number) when
     its first is a Vorbis identification header, the second (its comments) passed over unheld; None when it is not
     Vorbis, or the file ends or its pages stop being Ogg's before its third packet (left to libsndfile to refuse).
-    Refuses an Ogg/Vorbis whose three headers are not within :data:`_OGG_HEADER_PAGES` pages."""
+    Refuses an Ogg/Vorbis whose three headers are not within :data:`_OGG_HEADER_PAGES` pages, or whose identification
+    or setup header is longer than :data:`VORBIS_SETUP_MAX_BYTES`."""
     packets: list[bytes] = []
     pending, at, serial = bytearray(), 0, None
     for _ in range(_OGG_HEADER_PAGES):
@@ -511,6 +516,9 @@ def _ogg_vorbis_setup(peek: Callable[[int, int], bytes]) -> bytes | None:
             for segment in lacing:
                 if len(packets) != 1:  # the comments are not needed
                     pending += peek(at + offset, segment)
+                    if len(pending) > VORBIS_SETUP_MAX_BYTES:
+                        _refuse_long_header(packets, pending)
+                        return None
                 offset += segment
                 if segment < 255:
                     packets.append(bytes(pending))
@@ -524,6 +532,15 @@ def _ogg_vorbis_setup(peek: Callable[[int, int], bytes]) -> bytes | None:
         raise AudioError(f"the Ogg/Vorbis headers take more than {_OGG_HEADER_PAGES} pages: send it with its headers "
                          "at its start, as an encoder writes them", UNSUPPORTED_MEDIA)
     return None
+
+
+def _refuse_long_header(packets: list[bytes], pending: bytearray) -> None:
+    """Refuses the Ogg/Vorbis whose header being read (``pending``, after ``packets``) passed
+    :data:`VORBIS_SETUP_MAX_BYTES`; nothing when the Ogg is not Vorbis (left to libsndfile)."""
+    if (packets[0] if packets else pending).startswith(b"\x01vorbis"):
+        raise AudioError(f"the Ogg/Vorbis {'setup' if packets else 'identification'} header is more than "
+                         f"{VORBIS_SETUP_MAX_BYTES >> 20} MB (an encoder's is under 50 KB): encode it with a standard "
+                         "Vorbis encoder, or send Opus, FLAC or WAV", UNSUPPORTED_MEDIA)
 
 
 class _Bits:

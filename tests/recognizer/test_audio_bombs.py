@@ -35,6 +35,7 @@ from harness.hostile_inputs import (
 )
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
+from speech_recognizer.audio import VORBIS_SETUP_MAX_BYTES
 from speech_recognizer.ffmpeg_child import MP4_MAX_ENTRIES
 
 from ..conftest import StreamedMp3
@@ -160,6 +161,42 @@ def test_an_mp4_whose_tables_declare_more_than_served_is_refused_saying_so(real_
     else:
         assert r.json()["error"]["message"].startswith(says), r.text
         assert used < BOMB_CPU_SECONDS, used  # (a 200's is its recognition's too)
+
+
+#: The reason an Ogg/Vorbis whose setup header is longer than served is refused with.
+_LONG_SETUP = ("the Ogg/Vorbis setup header is more than 1 MB (an encoder's is under 50 KB): encode it with a standard "
+               "Vorbis encoder, or send Opus, FLAC or WAV")
+
+
+def test_ogg_vorbis_whose_setup_header_is_megabytes_is_refused_saying_so(real_server: Server, stream_audio: Audio) -> None:
+    """An Ogg/Vorbis's setup header (libvorbis's are some 11 KB, FFmpeg's under 50) was bounded only by the pages read
+    for the three headers (1024: some 66 MB; a REST body's 23 MB at MaxAudioSeconds' default): the server held it to
+    read its codebooks and libvorbis read it again, in the server's own process, for an answer of no audio. Past
+    audio.VORBIS_SETUP_MAX_BYTES a 415 saying so; a header of that length is read as before (a 400: no audio)."""
+    long = ogg_vorbis_bomb(1, 16, 1, setup_bytes=20 << 20)
+    with paced_stream(real_server, stream_audio) as stream:
+        with PeakRss(real_server.pid) as rss:
+            cpu = cpu_seconds(real_server.pid, children=True)
+            r = httpx.post(f"{real_server.http}{REST}", content=long, headers={"Content-Type": "audio/ogg"}, timeout=60)
+            used = cpu_seconds(real_server.pid, children=True) - cpu
+    assert r.status_code == 415 and r.json()["error"]["message"] == _LONG_SETUP, r.text
+    assert used < BOMB_CPU_SECONDS, used
+    assert rss.growth_mb < RSS_ALLOWANCE_MB + len(long) / 1e6, rss.growth_mb
+    assert_strict(stream, stream_audio.seconds)
+    at_bound = ogg_vorbis_bomb(1, 16, 1, setup_bytes=VORBIS_SETUP_MAX_BYTES)
+    r = httpx.post(f"{real_server.http}{REST}", content=at_bound, headers={"Content-Type": "audio/ogg"}, timeout=60)
+    assert r.status_code == 400 and "holds no samples" in r.text, r.text
+
+
+def test_the_transcriber_refuses_an_ogg_vorbis_setup_header_of_megabytes_saying_so(tmp_path: Path, speech_wav: Path) -> None:
+    """The transcriber reads each file's Vorbis headers before libsndfile opens it (``audio.check_header``, to order
+    its batch, then to decode it): a 60 MB setup header was held whole each time. Now its line says why, and the batch
+    goes on."""
+    long = tmp_path / "long-setup.ogg"
+    long.write_bytes(ogg_vorbis_bomb(1, 16, 1, setup_bytes=60 << 20))
+    done = transcribe(str(long), str(speech_wav), "--format", "txt")
+    assert done.returncode != 0 and done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
+    assert [line for line in done.stderr.splitlines() if long.name in line and _LONG_SETUP in line], done.stderr
 
 
 #: Run in a process of its own under a 2 GiB address space: :func:`speech_recognizer.transcriber.plan` of the files named,
