@@ -92,6 +92,8 @@ _MP4_COUNTS = {b"stsz": (8, "samples"), b"stz2": (8, "samples"), b"trun": (4, "s
 OPEN_CPU_SECONDS = 3.0
 #: How often the CPU time taken opening a container is looked at, in seconds.
 _WATCH_SECONDS = 0.05
+#: The stack of the thread that looks (threads made later have the default, as before it).
+_WATCH_STACK_BYTES = 1 << 18
 #: The headers of multi-channel AMR files (RFC 4867's ``#!AMR_MC1.0``): FFmpeg reads their channels' frames as one
 #: channel's, one after the other (audio of the wrong length, garbled), so they are refused.
 AMR_MULTICHANNEL = (b"#!AMR_MC1.0\n", b"#!AMR-WB_MC1.0\n")
@@ -264,9 +266,12 @@ def _cpu_bounded(name: str, bounded: bool) -> Iterator[None]:
                       "writes it", file=sys.stderr, flush=True)
                 os._exit(UNSUPPORTED)
 
-    threading.stack_size(1 << 18)  # the watch's stack, in the limited address space
     watcher = threading.Thread(target=watch, name="open-cpu", daemon=True)
-    watcher.start()
+    default = threading.stack_size(_WATCH_STACK_BYTES)  # the watch's stack, in the limited address space: its own alone
+    try:
+        watcher.start()
+    finally:
+        threading.stack_size(default)
     try:
         yield
     finally:

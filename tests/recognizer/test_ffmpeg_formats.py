@@ -968,3 +968,33 @@ def _random_program_stream(rng: random.Random) -> bytes:
             units.append(rng.choice([b"\0\0\1\xb9", b"\0\0\1\x05"]))
     data = b"".join(units)
     return data[: rng.randrange(len(data))] if rng.random() < 0.2 else data
+
+
+#: Run in a process of its own: the MP4 file ``argv[1]`` decoded as the child decodes it (its opening bounded by its
+#: CPU time: a thread watches it), then the stack size each thread was started with and the one threads get now
+#: (``threading.stack_size()`` sets it to 0 as it tells it: it is set back).
+_STACKS = """
+import io, sys, threading
+from speech_recognizer import ffmpeg_child
+started, start = [], threading.Thread.start
+def counted(thread):
+    started.append(threading.stack_size())
+    threading.stack_size(started[-1])
+    start(thread)
+threading.Thread.start = counted
+with open(sys.argv[1], "rb") as file:
+    ffmpeg_child.decode("MP4", file, 60, False, io.BytesIO(), bounded=True)
+print(*started, threading.stack_size())
+"""
+
+
+def test_the_watch_of_the_opening_alone_has_its_small_stack(utterances_m4a: Path) -> None:
+    """The child's watch of its opening's CPU time (:data:`ffmpeg_child.OPEN_CPU_SECONDS`) is a thread of a small
+    stack, in the child's limited address space; the stack size is the process's (``threading.stack_size``), and it
+    was left set for every thread started after the watch. Now the watch's alone: threads after it get the default."""
+    root = str(Path(ffmpeg_child.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    done = subprocess.run([sys.executable, "-c", _STACKS, str(utterances_m4a)], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(1 << 18), "0"], done.stdout
