@@ -200,6 +200,42 @@ def webm_opus_bomb(seconds: float = 3600.0, channels: int = 2) -> bytes:
     return buf.getvalue()
 
 
+def _ebml(element: bytes, data: bytes) -> bytes:
+    """An EBML element (Matroska's): its ID, its size (8 bytes) and ``data``."""
+    return element + (1 << 56 | len(data)).to_bytes(8, "big") + data
+
+
+#: Matroska's lacing kinds (a block's flags, bits 1-2) and how the sizes of a block's laces but the last are written
+#: for ``count`` laces of ``size`` bytes: Xiph's (runs of 255), EBML's (the first a variable-length number, the others
+#: signed differences from the one before: 0, 0x3F biased in one byte) or none (fixed: all of one size).
+_LACINGS = {"xiph": (0x02, lambda count, size: (b"\xff" * (size // 255) + bytes([size % 255])) * (count - 1)),
+            "ebml": (0x06, lambda count, size: (0x4000 | size).to_bytes(2, "big") + b"\xbf" * (count - 2)),
+            "fixed": (0x04, lambda count, size: b"")}
+
+
+def webm_opus_laced(seconds: float = 3600.0, lacing: str = "xiph", laces: int = 256) -> bytes:
+    """WebM/Opus (48 kHz mono) that decodes to ``seconds`` from blocks of ``laces`` laces each (Matroska's most: 256),
+    laced by ``lacing`` (:data:`_LACINGS`), every lace :func:`ogg_opus_bomb`'s 2-byte packet of six empty 20 ms frames
+    (120 ms, concealed as lost): 30.7 s of audio from each block of some 520 to 780 bytes, written by hand (no length
+    in its header). The default hour is 65 KB (fixed) to 95 KB."""
+    flag, sizes = _LACINGS[lacing]
+    packet = bytes([(31 << 3) | 3, 6])
+    head = b"OpusHead" + bytes([1, 1]) + struct.pack("<HIhB", 312, 48000, 0, 0)
+    audio = _ebml(b"\xe1", _ebml(b"\xb5", struct.pack(">d", 48000.0)) + _ebml(b"\x9f", b"\x01"))
+    track = _ebml(b"\xae", _ebml(b"\xd7", b"\x01") + _ebml(b"\x73\xc5", b"\x01") + _ebml(b"\x83", b"\x02")
+                  + _ebml(b"\x86", b"A_OPUS") + _ebml(b"\x63\xa2", head) + audio)
+    block_ms = laces * 120  # a cluster's time in ms (the segment's scale), its one block at its start
+    block = _ebml(b"\xa3", b"\x81" + struct.pack(">h", 0) + bytes([0x80 | flag, laces - 1]) + sizes(laces, len(packet))
+                  + packet * laces)
+    clusters = b"".join(_ebml(b"\x1f\x43\xb6\x75", _ebml(b"\xe7", (n * block_ms).to_bytes(4, "big")) + block)
+                        for n in range(int(seconds * 1000 / block_ms) + 1))
+    header = _ebml(b"\x1a\x45\xdf\xa3", _ebml(b"\x42\x86", b"\x01") + _ebml(b"\x42\xf7", b"\x01") + _ebml(b"\x42\xf2", b"\x04")
+                   + _ebml(b"\x42\xf3", b"\x08") + _ebml(b"\x42\x82", b"webm") + _ebml(b"\x42\x87", b"\x02")
+                   + _ebml(b"\x42\x85", b"\x02"))
+    info = _ebml(b"\x15\x49\xa9\x66", _ebml(b"\x2a\xd7\xb1", (1000000).to_bytes(3, "big")))
+    return header + _ebml(b"\x18\x53\x80\x67", info + _ebml(b"\x16\x54\xae\x6b", track) + clusters)
+
+
 def adts_bomb(seconds: float = 3600.0) -> bytes:
     """Raw AAC (ADTS) that decodes to ``seconds`` of 8 kHz mono silence from about 86 bytes a second: FFmpeg's AAC
     encoder's frames of silence (PyAV), the steady one repeated, each 1024 samples. ADTS says no length: only decoding

@@ -32,6 +32,7 @@ from harness.hostile_inputs import (
     ogg_vorbis_bomb,
     random_frame_bodies,
     webm_opus_bomb,
+    webm_opus_laced,
 )
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
@@ -69,6 +70,10 @@ BOMBS = {
     "mp3 without a length": (lambda: mp3_bomb(3600, xing=False), "is longer than 60 s"),
     # 263 KB of WebM/Opus, an hour: FFmpeg's child decodes it, and stops (refused) once 60 s are decoded.
     "webm/opus": (lambda: webm_opus_bomb(3600), "is longer than 60 s"),
+    # 65-95 KB of WebM/Opus blocks of 256 laces each (Matroska's most), each lace the 120 ms packet, an hour: Xiph-,
+    # EBML- or fixed-laced (FFmpeg's demuxer splits each block into 256 packets); refused once 60 s are decoded.
+    **{f"webm/opus {lacing}-laced": (lambda lacing=lacing: webm_opus_laced(3600, lacing), "is longer than 60 s")
+       for lacing in ("xiph", "ebml", "fixed")},
     # 309 KB of raw AAC (ADTS, which says no length), an hour: FFmpeg's child decodes it, refused once 60 s are decoded.
     "aac": (lambda: adts_bomb(3600), "is longer than 60 s"),
     # 180 KB of raw AMR-NB no-data frames (a byte each, 20 ms; the file says no length), an hour: refused once 60 s are
