@@ -14,6 +14,7 @@ restart with nothing changed writes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -21,7 +22,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -71,6 +72,14 @@ class Relisting:
 
 
 @dataclass
+class Serial:
+    """One SpeechToText's lock (:meth:`Runtime.lock`), and how many of its reconciles hold it or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass
 class Runtime:
     """Per-process state shared by all handlers (kept in kopf's memo)."""
 
@@ -79,7 +88,8 @@ class Runtime:
     crd: InstalledCRD = field(default_factory=InstalledCRD)
     #: The HPAs that scale SpeechToTexts' Deployments instead of the SpeechToTexts (:mod:`speech_operator.foreign_autoscalers`).
     autoscalers: ForeignAutoscalers = field(default_factory=ForeignAutoscalers)
-    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    #: The locks of the SpeechToTexts whose reconciles hold or wait for one (:meth:`lock`), by (namespace, name).
+    locks: dict[tuple[str, str], Serial] = field(default_factory=dict)
     #: The daemons running, each with the SpeechToText it is of (namespace, name, uid), and whether the operator's
     #: cleanup has begun (:func:`speech_operator.handlers.close`).
     daemons: dict[asyncio.Task[Any], tuple[str, str, str]] = field(default_factory=dict)
@@ -149,9 +159,24 @@ class Runtime:
         ``status: null``, a tool that replaces the status). An event cannot tell which; the live object can."""
         return bool(self.reported.get((namespace, name))) and "observedGeneration" not in status
 
-    def lock(self, namespace: str, name: str) -> asyncio.Lock:
-        """Serialises reconciles of one SpeechToText across its own and its children's handlers."""
-        return self._locks.setdefault((namespace, name), asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def lock(self, namespace: str, name: str) -> AsyncIterator[None]:
+        """Serialises reconciles of one SpeechToText across its own and its children's handlers (of one made again
+        under its name too). Its lock is kept while one holds or waits for it, dropped as the last lets it go: kept
+        on, one per SpeechToText ever reconciled would last the process' life. By hand: asyncio has no keyed lock,
+        and the count of its users is all it takes (taken and given back with no await between)."""
+        key = (namespace, name)
+        serial = self.locks.get(key)
+        if serial is None:
+            serial = self.locks[key] = Serial()
+        serial.users += 1
+        try:
+            async with serial.lock:
+                yield
+        finally:
+            serial.users -= 1
+            if not serial.users:
+                del self.locks[key]
 
     def contention(self, namespace: str, name: str) -> tuple[float, int]:
         """One more reconcile whose Deployment write found it changed at each try: how long since the first of those in
