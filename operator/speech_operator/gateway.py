@@ -749,6 +749,12 @@ class Gateway:
         self._count(failure, HEAD_ROUTE, None)
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
+    def closed_failed(self, failure: failures.Failure) -> None:
+        """A connection its handler had closed that failed after (reset while closing after its last bytes, its client
+        taking in none of them: ``not_reading``), counted as the gateway counts failures (:meth:`_count`), of no locale:
+        no request tells it any more (:mod:`speech_operator.gateway_http_limits`)."""
+        self._count(failure, HEAD_ROUTE, None)
+
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
                           backend: Backend | None, protocols: tuple[str, ...], close_wait: float = CLOSE_REPLY_SECONDS) -> web.StreamResponse:
         with self.shutdown.refusing() as waited_for:
@@ -914,7 +920,7 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
                            gateway.connections if gateway else None,
                            gateway.config.send_stall_seconds if gateway else STALL_SECONDS,
-                           answerer=gateway.cors.policy if gateway else None)
+                           answerer=gateway.cors.policy if gateway else None, failed=gateway.closed_failed if gateway else None)
         await site.start()
         if gateway:
             gateway.shutdown.finishing = site.finishing  # the drain waits for connections closing after their last bytes

@@ -267,10 +267,14 @@ class HeadGuard(asyncio.Protocol):
 
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
                  cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
-                 answerer: CORSMiddleware | None = None, finishing: set[HeadGuard] | None = None) -> None:
+                 answerer: CORSMiddleware | None = None, finishing: set[HeadGuard] | None = None,
+                 failed: Callable[[Failure], None] | None = None) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
+        #: Told of a connection reset once its handler was done with it (closing after its last bytes: :meth:`_watch`),
+        #: which no request counts any more; one DEBUG line without it.
+        self.failed = failed
         self.answerer = answerer
         #: The ``Origin`` of the head being received, once its line came (read with :attr:`answerer` only).
         self._origin = cors.HeadOrigin()
@@ -777,9 +781,9 @@ class HeadGuard(asyncio.Protocol):
             return
         failure = Failure(f"the client took in none of what was sent to it for {self.stall_seconds:g} s "
                           f"(SPEECH_GATEWAY_SEND_STALL_SECONDS), {unsent} bytes waiting unsent: its connection was reset", NOT_READING)
-        if self._finishing:
-            log.debug("%s", failure.message)
-        if (request := self.handler._current_request) is not None:
+        if self._finishing:  # its handler closed it: none of its requests tells this any more (not_reading)
+            self.failed(failure) if self.failed is not None else log.debug("%s", failure.message)
+        elif (request := self.handler._current_request) is not None:
             request[NOT_READING_KEY] = failure
         self._not_reading = ConnectionResetError(failure.message)
         reset(transport)
@@ -977,10 +981,11 @@ class GuardedSite(web.SockSite):
 
     def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
                  refused: Callable[[Failure], None], cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
-                 answerer: CORSMiddleware | None = None) -> None:
+                 answerer: CORSMiddleware | None = None, failed: Callable[[Failure], None] | None = None) -> None:
         super().__init__(runner, sock)
         self.limits = limits
         self.refused = refused
+        self.failed = failed
         self.cap = cap
         self.stall_seconds = stall_seconds
         self.answerer = answerer
@@ -993,7 +998,8 @@ class GuardedSite(web.SockSite):
         assert server is not None
 
         def connection() -> HeadGuard:
-            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds, self.answerer, self.finishing)
+            return HeadGuard(server(), self.limits, self.refused, self.cap, self.stall_seconds, self.answerer, self.finishing,
+                             self.failed)
 
         self._server = await asyncio.get_running_loop().create_server(connection, sock=self._sock)
 

@@ -54,7 +54,7 @@ from tests.recognizer.test_not_reading import deaf_websocket
 from tests.support import Starved, TcpServerThread, read_wav
 
 from .conftest import Recognizer, Stack, start_recognizer
-from .test_not_reading import gateway_side, vosk_stream
+from .test_not_reading import failures, gateway_side, vosk_stream
 from .test_shutdown import PROMPT, asleep_stack, close_of, gateway, ko  # noqa: F401 - ko: the fixture
 
 #: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
@@ -472,13 +472,15 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
 def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
     """A client (receive buffer 4 KiB) that pipelines 150 ``GET /status`` and a malformed request and reads nothing: the
     gateway's refusal (400) closes the connection with some 20 KB of answers unsent; its end of the connection is gone
-    within the lingering close's bound, SPEECH_GATEWAY_SEND_STALL_SECONDS (2 s) and 1 s more. Before: left to the kernel, FIN-WAIT-1 behind them until
-    it gave the connection up."""
+    within the lingering close's bound, SPEECH_GATEWAY_SEND_STALL_SECONDS (2 s) and 1 s more, and that reset is counted
+    (``speech_gateway_failures_total{reason="not_reading"}``). Before: left to the kernel, FIN-WAIT-1 behind them until
+    it gave the connection up; then (5e4bc84) reset with one DEBUG line, counted nowhere."""
     stall = 2
     bound = HeadLimits().linger_seconds + stall + 1
     with Mute() as mute:
         stack = gateway(tmp_path / "gateway", mute, send_stall_seconds=stall)
     try:
+        before = failures(stack).get("not_reading", 0)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with sock:
@@ -489,9 +491,11 @@ def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_s
             while (state := gateway_side(stack, port)) and time.monotonic() - sent < bound:
                 time.sleep(0.1)
             took = time.monotonic() - sent
+        counted = failures(stack).get("not_reading", 0) - before
     finally:
         stack.__exit__()
     assert not state, f"the gateway's end of the connection still {state} {took:.1f} s after the refused request"
+    assert counted == 1, f"{counted:g} not_reading counted for the reset"
     print(f"\nthe gateway's end of the connection gone {took:.2f} s after the refused request")
 
 
