@@ -157,6 +157,12 @@ def peer_gone(transport: asyncio.BaseTransport | None) -> bool:
     return _tcp_state(transport) in (_TCP_CLOSE, _TCP_CLOSE_WAIT)
 
 
+def peer_end(transport: asyncio.BaseTransport | None) -> str | None:
+    """How the client's end of the connection has come (:func:`_tcp_state`), though unread: ``"reset"``, ``"fin"`` (a
+    close, or a half-close: the same FIN), None (not, or the kernel does not say)."""
+    return {_TCP_CLOSE: "reset", _TCP_CLOSE_WAIT: "fin"}.get(_tcp_state(transport) or 0)
+
+
 def reset_on_close(transport: asyncio.BaseTransport | None) -> None:
     """Make the close of an idle connection, about to be closed, a reset (``SO_LINGER`` 0) instead of a FIN, unless
     something written to it has not reached its client yet (a reset would destroy that: then it stays a FIN, after it).

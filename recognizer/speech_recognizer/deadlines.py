@@ -67,8 +67,9 @@ class Backlog:
     unsent: Callable[[], int]
     #: Reset the connection: what waits unsent is dropped, nothing more reaches the client.
     cut: Callable[[], None]
-    #: Whether the client's end of the connection has come (its FIN or a reset), though what it sent before may still wait
-    #: unread behind the read-ahead: the server writes nothing more once it reads that end (uvicorn closes at a FIN).
+    #: Whether the client's end of the connection has come and nobody is there to answer (a reset, or a FIN whose probe a
+    #: closed socket answered with a reset), though what it sent before may still wait unread behind the read-ahead; a
+    #: FIN of a client that half-closed and reads on is not (what it sent is answered, then its end).
     ended: Callable[[], bool] = lambda: False
 
 
@@ -107,8 +108,8 @@ class Deadlines:
 
     def ended_unread(self, kept: Callable[[], bool] = lambda: False) -> Callable[[], bool] | None:
         """The route's :class:`~speech_recognizer.inbox.Inbox`'s ``ended``: whether the client's end of the connection
-        (a FIN, a reset) has come behind messages the inbox does not read (:attr:`Backlog.ended`), so that its stream ends
-        as the client's at once, what is left dropped undecoded; None without a :class:`Backlog` (never told).
+        (a reset, a closed socket's FIN) has come behind messages the inbox does not read (:attr:`Backlog.ended`), so
+        that its stream ends as the client's at once, what is left dropped undecoded; None without a :class:`Backlog`.
         ``kept``: whether that end is not to be looked at now (a Speech SDK turn its client may continue elsewhere)."""
         backlog = self.backlog
         if backlog is None:

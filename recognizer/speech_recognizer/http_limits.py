@@ -102,7 +102,7 @@ from .connection_cap import (
     PRESENCE_POLL_SECONDS,
     ConnectionCap,
     Intake,
-    peer_gone,
+    peer_end,
     reset,
     reset_by_peer,
     reset_on_close,
@@ -865,6 +865,8 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     _client_done = False
     #: Polls whether a client that ended what it sends is still there to read (:meth:`_still_there`).
     _presence: asyncio.TimerHandle | None = None
+    #: Whether its FIN, come behind what is not read yet, was probed (:meth:`_ended_unread`).
+    _probed_unread = False
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's: True keeps the connection
         """The client's end of stream (its FIN), read after every message before it. uvicorn closed the connection then
@@ -878,10 +880,30 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if not self.handshake_complete or self.close_sent or self.transport.is_closing():
             return None
         self._client_done = True
-        self.conn.send_pong(b"")
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self._probe()
         self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
         return True
+
+    def _probe(self) -> None:
+        """An unsolicited pong: a client whose socket is closed answers it with a reset, one that half-closed takes it in."""
+        self.conn.send_pong(b"")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def _ended_unread(self) -> bool:
+        """:attr:`~.deadlines.Backlog.ended`: whether the client's end of the connection has come behind what is not
+        read yet and nobody is left to answer: a reset, or a FIN whose probe (:meth:`_probe`, sent at the first look
+        that finds the FIN) a closed socket answered with a reset. A FIN alone was taken for a client gone: one that
+        half-closed after its audio and reads on (its FIN behind more than the read-ahead) got nothing, not its final
+        result, its audio dropped undecoded; it is read on now, its end heard when reached (:meth:`eof_received`).
+        A connection lost since the probe (a reply's write met its reset first: the transport closed, its TCP state
+        no longer said) is gone as well."""
+        if self.disconnected:
+            return self._probed_unread
+        end = peer_end(self.transport)
+        if end == "fin" and not self._probed_unread and not self.close_sent and not self.transport.is_closing():
+            self._probed_unread = True
+            self._probe()
+        return end == "reset"
 
     def _still_there(self) -> None:
         """After :meth:`eof_received`'s probe: the connection is lost if the client reset it, else looked at again until
@@ -1002,7 +1024,7 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if (scope := getattr(self, "scope", None)) is not None:  # an upgrade taken: the app runs
             this = weakref.proxy(self)  # the scope's own protocol held weakly: no cycle for the collector to find
             scope["extensions"][BACKLOG] = Backlog(lambda: unsent_bytes(this.transport), lambda: reset(this.transport),
-                                                   lambda: peer_gone(this.transport))
+                                                   lambda: this._ended_unread())
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

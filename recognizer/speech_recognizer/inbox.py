@@ -13,12 +13,15 @@ A client that ends its audio properly (vosk's eof, the Speech SDK's end of audio
 as before: the end of its connection comes after its audio, once it has its results.
 
 A client that sent more than that before its end (its FIN, or a reset) has the end wait in the socket behind what the
-inbox does not read. Only then, held at its limit, does the inbox ask the kernel whether the end has come (``ended``:
-the connection's TCP state), once a message taken: if so, the route gets the disconnect next, as if read
-(:data:`ENDED_UNREAD`), what was read ahead dropped, what the socket holds never read. Below the limit it reads on and
-meets the end itself: a stream whose client sends no faster than it is decoded asks the kernel nothing.
+inbox does not read. Only then, held at its limit, does the inbox ask whether the client is gone (``ended``: the
+connection's TCP state, and a FIN's probe: :attr:`~.deadlines.Backlog.ended`), once a message taken: if so, the route
+gets the disconnect next, as if read (:data:`ENDED_UNREAD`), what was read ahead dropped, what the socket holds never
+read. Below the limit it reads on and meets the end itself: a stream whose client sends no faster than it is decoded
+asks the kernel nothing.
 A client that half-closed and reads on (:data:`~.deadlines.HALF_CLOSED`) has what it sent before its end handled, not
-dropped; one whose FIN waits behind more than the read-ahead is not told apart (its TCP state is a closed socket's).
+dropped, its FIN behind the read-ahead or not.
+A close frame behind more than the read-ahead is not looked for: it is read after the audio before it, or the client's
+own close timeout ends its connection (a reset, or a FIN behind what it sent: :attr:`~.deadlines.Backlog.ended`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ WebSocket's probe: ``UnmappedWebSockets.eof_received``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -23,6 +24,7 @@ from harness.hostile_inputs import post_head, responses, wav_header
 
 from ..conftest import CHUNK
 from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from .test_gone_clients import unacknowledged
 from .test_not_reading import deaf_websocket
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -89,9 +91,11 @@ def test_a_request_cut_off_by_the_half_close_is_not_answered_but_those_before_it
         assert alone == b"" and took < 2, (took, alone[:300])
 
 
-def vosk_half_closed(port: int, pcm: bytes) -> tuple[list[dict], Close | None, float]:
-    """/vosk: ``pcm`` at once, ``{"eof" : 1}``, then the half-close (no close frame); every reply read until the server
-    closes: the replies, its close frame (None: none), and the seconds from the close frame to the connection's end."""
+def vosk_half_closed(port: int, pcm: bytes, taken: bool = False) -> tuple[list[dict], Close | None, float]:
+    """/vosk: ``pcm`` at once, ``{"eof" : 1}``, then the half-close (no close frame; ``taken``: once the server's
+    kernel has taken all of it in, so that the FIN is not behind any); every reply read until the server closes: the
+    replies, its close frame (None: none, or the connection reset), and the seconds from the close frame to the
+    connection's end."""
     sock, protocol = deaf_websocket(port, "/vosk?language=ko-KR")
     closed_at = None
     with sock:
@@ -100,11 +104,14 @@ def vosk_half_closed(port: int, pcm: bytes) -> tuple[list[dict], Close | None, f
             protocol.send_binary(pcm[i : i + CHUNK])
         protocol.send_text(b'{"eof" : 1}')
         sock.sendall(b"".join(protocol.data_to_send()))
+        while taken and unacknowledged(sock):
+            time.sleep(0.005)
         sock.shutdown(socket.SHUT_WR)
-        while got := sock.recv(65536):
-            protocol.receive_data(got)
-            if protocol.close_rcvd is not None and closed_at is None:
-                closed_at = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):  # the server's reset: no close frame, the replies so far
+            while got := sock.recv(65536):
+                protocol.receive_data(got)
+                if protocol.close_rcvd is not None and closed_at is None:
+                    closed_at = time.monotonic()
         ended = time.monotonic()
     protocol.receive_eof()
     frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
@@ -131,3 +138,23 @@ def test_a_vosk_client_half_closed_after_eof_gets_its_final_result_then_the_clos
 
 def served_streams(server: ServerThread) -> float:
     return scrape_metrics(server.http).get(("speech_requests_total", (("route", "vosk"), ("status", "200"))), 0.0)
+
+
+def test_a_vosk_client_half_closed_behind_more_than_the_read_ahead_gets_its_final_result(
+        server: ServerThread, utterances_wav: Path) -> None:
+    """The same, its audio half as much again as the server's read-ahead (2 MiB: 65 s; 3.2 MB here), sent as fast as the socket
+    takes it, and the half-close once the server's kernel has it all: its FIN waits there behind audio the route has
+    not read. It was taken for the end of a client gone (a closed socket sends the same FIN): what was read ahead
+    dropped undecoded, no final result, no close frame, the connection ended at once. Now a closed socket is told
+    apart by the probe its reset answers (tests/recognizer/test_gone_clients.py), and this client, which takes the
+    probe in, gets every reply, its final result and the close 1000, counted as a stream served."""
+    pcm = read_wav(utterances_wav)[0] * 8
+    assert len(pcm) > 1.5 * (2 << 20)
+    served = served_streams(server)
+    replies, close, took = vosk_half_closed(server.port, pcm, taken=True)
+    finals = [r for r in replies if "text" in r]
+    print(f"{len(replies)} replies, {len(finals)} results, close {close}")
+    assert close is not None and close.code == 1000, f"{len(replies)} replies, {len(finals)} results, close {close}"
+    assert "text" in replies[-1] and len(finals) >= 8, f"{len(replies)} replies, {len(finals)} results"
+    assert took < 2, f"the connection ended {took:.1f} s after the close"
+    assert served_streams(server) == served + 1
