@@ -373,6 +373,46 @@ def mp4_compressed_header(m4a: bytes, declared: int | None = None) -> bytes:
     return m4a[:at] + _mp4_box(b"moov", _mp4_box(b"cmov", _mp4_box(b"dcom", b"zlib") + _mp4_box(b"cmvd", cmvd)))
 
 
+def _alac_frame(samples: np.ndarray, frame_samples: int) -> bytes:
+    """One ALAC frame of the mono 16-bit ``samples`` stored verbatim (escape flag; its sample count in its header
+    when it is shorter than ``frame_samples``) and the end tag: ALAC's bits, most significant first."""
+    partial = len(samples) < frame_samples
+    bits = "000" + "0000" + "0" * 12 + str(int(partial)) + "00" + "1" + (format(len(samples), "032b") if partial else "")
+    bits += "".join(format(int(value) & 0xFFFF, "016b") for value in samples) + "111"
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def alac_m4a(samples: np.ndarray, frame_samples: int = 4096, rate: int = 16000) -> bytes:
+    """An M4A of the mono 16-bit ``samples`` (at ``rate``) in ALAC frames of ``frame_samples`` each (the last shorter:
+    its count in its header), stored verbatim, its magic cookie declaring that frame length: written by hand, as no
+    encoder at hand writes frames of other than 4096 samples (FFmpeg's takes no other)."""
+    frames = [_alac_frame(samples[at : at + frame_samples], frame_samples) for at in range(0, len(samples), frame_samples)]
+    ftyp = _mp4_box(b"ftyp", b"M4A " + struct.pack(">I", 0x200) + b"M4A mp42isom")
+    mdat = _mp4_box(b"mdat", b"".join(frames))
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    millis = len(samples) * 1000 // rate
+    mvhd = _mp4_box(b"mvhd", struct.pack(">IIIIIIH", 0, 0, 0, 1000, millis, 0x10000, 0x100) + bytes(10) + matrix + bytes(24)
+                    + struct.pack(">I", 2))
+    tkhd = _mp4_box(b"tkhd", struct.pack(">IIIIII", 7, 0, 0, 1, 0, millis) + bytes(8) + struct.pack(">HHHH", 0, 0, 0x100, 0)
+                    + matrix + bytes(8))
+    mdhd = _mp4_box(b"mdhd", struct.pack(">IIIIIHH", 0, 0, 0, rate, len(samples), 0x55C4, 0))
+    hdlr = _mp4_box(b"hdlr", struct.pack(">II", 0, 0) + b"soun" + bytes(12) + b"\0")
+    dinf = _mp4_box(b"dinf", _mp4_box(b"dref", struct.pack(">II", 0, 1) + _mp4_box(b"url ", struct.pack(">I", 1))))
+    cookie = _mp4_box(b"alac", struct.pack(">IIBBBBBBHIII", 0, frame_samples, 0, 16, 40, 10, 14, 1, 255,
+                                           max(map(len, frames)), 0, rate))
+    entry = _mp4_box(b"alac", bytes(6) + struct.pack(">HHHIHHHHI", 1, 0, 0, 0, 1, 16, 0, 0, rate << 16) + cookie)
+    whole, last = divmod(len(samples), frame_samples)
+    stts = struct.pack(">II", 0, 1 + bool(last)) + struct.pack(">II", whole, frame_samples) + (struct.pack(">II", 1, last) if last else b"")
+    stbl = _mp4_box(b"stbl", _mp4_box(b"stsd", struct.pack(">II", 0, 1) + entry) + _mp4_box(b"stts", stts)
+                    + _mp4_box(b"stsc", struct.pack(">IIIII", 0, 1, 1, len(frames), 1))
+                    + _mp4_box(b"stsz", struct.pack(">III", 0, 0, len(frames)) + b"".join(struct.pack(">I", len(f)) for f in frames))
+                    + _mp4_box(b"stco", struct.pack(">III", 0, 1, len(ftyp) + 8)))
+    minf = _mp4_box(b"minf", _mp4_box(b"smhd", bytes(8)) + dinf + stbl)
+    trak = _mp4_box(b"trak", tkhd + _mp4_box(b"mdia", mdhd + hdlr + minf))
+    return ftyp + mdat + _mp4_box(b"moov", mvhd + trak)
+
+
 # ---- WAV ------------------------------------------------------------------------------------
 
 

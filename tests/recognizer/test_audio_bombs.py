@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pytest
 
 from harness.hostile_inputs import (
     adts_bomb,
+    alac_m4a,
     amr_bomb,
     flac_bomb,
     mp3_bomb,
@@ -37,7 +39,7 @@ from harness.hostile_inputs import (
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
 from speech_recognizer.audio import VORBIS_SETUP_MAX_BYTES
-from speech_recognizer.ffmpeg_child import MP4_MAX_ENTRIES
+from speech_recognizer.ffmpeg_child import ALAC_MAX_FRAME_SAMPLES, MP4_MAX_ENTRIES
 
 from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
@@ -166,6 +168,22 @@ def test_an_mp4_whose_tables_declare_more_than_served_is_refused_saying_so(real_
     else:
         assert r.json()["error"]["message"].startswith(says), r.text
         assert used < BOMB_CPU_SECONDS, used  # (a 200's is its recognition's too)
+
+
+@pytest.mark.parametrize("frame_samples", [4096, ALAC_MAX_FRAME_SAMPLES])
+def test_alac_of_the_longest_frames_served_is_heard_as_its_wav(real_server: Server, speech_wav: Path, frame_samples: int) -> None:
+    """ALAC whose frames hold the most samples served (ffmpeg_child.ALAC_MAX_FRAME_SAMPLES, 16 times what encoders
+    write; a real file, its frames written by hand) is decoded, its last frame shorter, as the WAV of its samples: the
+    REST route's answer is the WAV's. A guard of 1b83b43's bound from the other side: only declarations past it (tried
+    by a cookie's number alone) had been tried."""
+    wav = speech_wav.read_bytes()
+    with wave.open(str(speech_wav)) as read:
+        samples = np.frombuffer(read.readframes(read.getnframes()), "<i2")
+    assert len(samples) % frame_samples
+    answers = [httpx.post(f"{real_server.http}{REST}", content=body, headers={"Content-Type": kind}, timeout=60)
+               for body, kind in ((wav, "audio/wav"), (alac_m4a(samples, frame_samples), "audio/mp4"))]
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    assert answers[1].json()["DisplayText"] == answers[0].json()["DisplayText"] != "", [r.text for r in answers]
 
 
 #: The reason an Ogg/Vorbis whose setup header is longer than served is refused with.
