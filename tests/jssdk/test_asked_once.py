@@ -13,7 +13,8 @@ connection, is told by the turn, as before.
 A failure of the service's own (a model that cannot be loaded, a bug) keeps its turn (``ServiceUnavailable``,
 ``Error``: no close gives the core those codes), and the core asks again, each new turn naming the failed one
 (``continuation.previousServiceTag``): the server counts and logs the app's recognition once, its repeats at DEBUG
-(errors.py, ``ASKED_AGAIN``), so that one failed recognition is one fault, not five.
+(``errors.asked_again(kind)``: these kinds, and a protocol error, tests/usp/test_corrupted_frames.py), so that one
+failed recognition is one fault, not five.
 
 A turn that fails ``BadRequest`` for a stream past ``MaxSessionSeconds`` keeps its turn too: the core connects again
 and goes on from its last phrase, which is what a long recognition needs (a close 1007, which the core would report at
