@@ -5,6 +5,7 @@ ports) lives in the ``harness`` package and is imported here for the tests' conv
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import mmap
@@ -348,43 +349,25 @@ def mp3_encode(wav: Path, out: Path) -> Path:
 
 
 def av_encode(wav: Path, out: Path, container: str, codec: str, rate: int, bit_rate: int) -> Path:
-    """``wav`` (16-bit mono) encoded by PyAV with ``codec`` at ``rate`` Hz and ``bit_rate`` into ``container``."""
-    import av
-    import numpy as np
+    """``wav`` (16-bit mono) encoded by PyAV with ``codec`` at ``rate`` Hz and ``bit_rate`` into ``container``, in a
+    process of its own (:func:`tests.muxing.in_child`)."""
+    from .muxing import encoded_wav, in_child
 
-    pcm, source_rate, channels = read_wav(wav)
-    assert channels == 1, channels
-    with av.open(str(out), "w", format=container) as muxer:
-        stream = muxer.add_stream(codec, rate=rate, layout="mono")
-        stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, "<i2").reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = source_rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            muxer.mux(packet)
+    out.write_bytes(in_child(encoded_wav, wav, container, codec, rate, bit_rate))
     return out
 
 
 def av_pcm(path: Path) -> tuple[bytes, int]:
-    """The mono 16-bit PCM and rate PyAV decodes ``path``'s first audio stream to, as the server's decoder does (the
-    decoder it takes for that codec: :func:`speech_recognizer.ffmpeg_child.decoder`; FFmpeg's resampler to s16 mono at
-    the first frame's rate)."""
-    import av
+    """:func:`tests.muxing.pcm`: the PCM and rate PyAV decodes ``path`` to as the server's decoder does, in a process of
+    its own, once per version of the file in a worker."""
+    return _av_pcm(path, path.stat().st_mtime_ns, path.stat().st_size)
 
-    from speech_recognizer.ffmpeg_child import decoder
 
-    pcm = bytearray()
-    with av.open(str(path)) as demuxer:
-        stream = demuxer.streams.audio[0]
-        context, resampler = decoder(stream), None
-        for frame in (frame for packet in demuxer.demux(stream) for frame in context.decode(packet)):
-            resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate)
-            for converted in resampler.resample(frame):
-                pcm += bytes(converted.planes[0])[: 2 * converted.samples]
-        assert resampler is not None
-        for converted in resampler.resample(None):
-            pcm += bytes(converted.planes[0])[: 2 * converted.samples]
-        return bytes(pcm), resampler.rate
+@functools.cache
+def _av_pcm(path: Path, _mtime_ns: int, _size: int) -> tuple[bytes, int]:
+    from .muxing import in_child, pcm
 
+    return in_child(pcm, path)
 
 
 class _Schedstat:

@@ -36,8 +36,8 @@ from speech_recognizer.models import LoadedModel
 from speech_recognizer.results import written
 
 from ..conftest import av_reference
+from ..muxing import decoding, encoded_wav, first_packet_sizes, in_child, muxed, remuxed
 from ..support import Reference, ServerThread, av_pcm, near_confidence
-from .muxing import muxed
 from .test_openai_route import client
 from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
 from .test_transcriber import transcribe, words_of
@@ -264,17 +264,8 @@ def test_a_folder_is_searched_for_every_suffix_of_what_is_decoded(tmp_path: Path
 
 @functools.cache
 def _muxed(container: str, video: str | None = None, audio: str | None = None, rate: int = 16000) -> bytes:
-    """:func:`muxing.muxed`'s second of ``container``, made once; one with ``video`` is encoded in a process of its own.
-    The video encoders (x265, x264, libvpx, FFmpeg's own) run threads of their own in C, outside what these tests
-    check, and a crash there in the pytest worker ends the whole worker (CI saw it once, in
-    :func:`test_a_video_s_decoder_is_never_opened`); in a process of its own it fails the test that asked, with how
-    the encoder ended and its threads' tracebacks."""
-    if video is None:
-        return muxed(container, audio=audio, rate=rate)
-    made = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tests.recognizer.muxing", container, video, audio or "-",
-                           str(rate)], capture_output=True, timeout=120, cwd=Path(__file__).parents[2])
-    assert made.returncode == 0, f"encoding {video} in {container} ended with {made.returncode}: {made.stderr.decode(errors='replace')[-3000:]}"
-    return made.stdout
+    """:func:`muxing.muxed`'s second of ``container``, made once a worker, in a process of its own."""
+    return in_child(muxed, container, video, audio, rate)
 
 
 #: Recordings with a video beside their audio, as they come -> (the format served, PyAV's container, video and audio codec,
@@ -287,7 +278,7 @@ VIDEOS = {"mov of hevc": ("MP4", "mov", "libx265", "aac", 44100), "mkv of h264":
 
 
 @pytest.mark.parametrize("case", list(VIDEOS))
-def test_a_video_s_decoder_is_never_opened(server, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+def test_a_video_s_decoder_is_never_opened(server, case: str) -> None:
     """Opening a container reads its streams' parameters (``avformat_find_stream_info``), for which FFmpeg opened every
     stream's decoder, and decoded its packets until they were known: the HEVC, H.264, VP8 or MPEG-1 video of each upload
     with one, in the decoder's process (any of FFmpeg's decoders, by the codec a file names: its whole surface). The
@@ -297,48 +288,24 @@ def test_a_video_s_decoder_is_never_opened(server, monkeypatch: pytest.MonkeyPat
     name, container, video, audio, rate = VIDEOS[case]
     with_video, alone = _muxed(container, video, audio, rate), _muxed(container, audio=audio, rate=rate)
     decoder = av.Codec(av.Codec(video, "w").canonical_name, "r").name
-    opened, open_container = [], av.open
-
-    def seen(*args: object, **options: object) -> object:  # the child's own av.open, its streams looked at once open
-        container = open_container(*args, **options)
-        opened.extend((stream.type, stream.codec_context.format) for stream in container.streams)
-        return container
-
-    monkeypatch.setattr(av, "open", seen)
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)  # its refusal is an error: no more of FFmpeg's logging in the worker than needed
-    try:
-        with av.logging.Capture(local=True) as said:
-            heard = io.BytesIO()
-            ffmpeg_child.decode(name, io.BytesIO(with_video), 60, False, heard)
-    finally:
-        av.logging.set_level(level)
-    assert [(kind, pixels and pixels.name) for kind, pixels in opened if kind == "video"] == [("video", None)], opened
-    assert any(message.startswith(f"Codec ({decoder}) not on whitelist") for _, _, message in said), said
-    without = io.BytesIO()
-    ffmpeg_child.decode(name, io.BytesIO(alone), 60, False, without)
-    assert heard.getvalue() == without.getvalue() and len(heard.getvalue()) > rate, (len(heard.getvalue()), len(without.getvalue()))
+    heard = in_child(decoding, name, with_video, 60)  # its refusal is an error in FFmpeg's log: captured at ERROR
+    assert [(kind, pixels) for kind, pixels in heard.opened if kind == "video"] == [("video", None)], heard.opened
+    assert any(message.startswith(f"Codec ({decoder}) not on whitelist") for message in heard.said), heard.said
+    without = in_child(decoding, name, alone, 60)
+    assert heard.out == without.out and len(heard.out) > rate, (len(heard.out), len(without.out))
     r = post(server, with_video, "application/octet-stream")
     assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("case", list(VIDEOS))
-def test_a_video_s_packets_are_discarded_by_the_demuxer(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+def test_a_video_s_packets_are_discarded_by_the_demuxer(case: str) -> None:
     """Once the streams' parameters are read, the demuxer is told to discard every stream but the audio decoded
     (``AVStream.discard``): their packets are skipped, not parsed nor returned. They were read and returned to PyAV,
     which dropped them, and the MPEG program stream's video went through FFmpeg's MPEG video parser to its end. The
     audio decoded is the same as before (:func:`test_a_video_s_decoder_is_never_opened`)."""
     name, container, video, audio, rate = VIDEOS[case]
-    seen, chosen = [], ffmpeg_child.decoder
-
-    def decoder(stream: av.stream.Stream) -> object:  # the streams as the child's decoding of its audio begins
-        seen.extend((other.type, other.discard.name) for other in stream.container.streams)
-        return chosen(stream)
-
-    monkeypatch.setattr(ffmpeg_child, "decoder", decoder)
-    heard = io.BytesIO()
-    ffmpeg_child.decode(name, io.BytesIO(_muxed(container, video, audio, rate)), 60, False, heard)
-    assert sorted(seen) == [("audio", "default"), ("video", "all")] and len(heard.getvalue()) > rate
+    heard = in_child(decoding, name, _muxed(container, video, audio, rate), 60)
+    assert sorted(heard.chosen) == [("audio", "default"), ("video", "all")] and len(heard.out) > rate
 
 
 #: Bodies that are not whole or not served -> (status, words of the reason).
@@ -367,20 +334,10 @@ def test_what_is_not_whole_or_not_served_is_refused_saying_why(server, utterance
     assert_still_serves(server, speech_wav, good_text)
 
 
+@functools.cache
 def _tracks(container: str, audio: str, count: int) -> bytes:
     """:func:`_muxed`'s second of ``audio`` in ``container``, its packets in each of ``count`` tracks alike."""
-    with av.open(io.BytesIO(_muxed(container, audio=audio))) as one:
-        (template,) = one.streams
-        packets = [packet for packet in one.demux(template) if packet.size]
-        buf = io.BytesIO()
-        with av.open(buf, "w", format=container) as muxer:
-            tracks = [muxer.add_stream_from_template(template) for _ in range(count)]
-            for packet, track in ((p, t) for p in packets for t in tracks):
-                copy = av.Packet(bytes(packet))
-                copy.pts, copy.dts, copy.duration, copy.time_base = packet.pts, packet.dts, packet.duration, packet.time_base
-                copy.stream = track
-                muxer.mux(copy)
-    return buf.getvalue()
+    return in_child(remuxed, _muxed(container, audio=audio), container, None, count)
 
 
 #: Files of many audio tracks -> (PyAV's container, codec, tracks, the status): past ffmpeg_child.MAX_STREAMS a 415 saying
@@ -403,18 +360,10 @@ def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, speech_w
     assert_still_serves(server, speech_wav, good_text)
 
 
-#: A stereo ALAC M4A of the WAV ``argv[1]`` (both channels its samples) written to ``argv[2]``: made in a process of its
-#: own, as FFmpeg's encoders may crash the one they run in.
-_ALAC_M4A = ("import sys, wave\n"
-             "import av, numpy as np\n"
-             "with wave.open(sys.argv[1]) as wav:\n"
-             "    rate, pcm = wav.getframerate(), np.frombuffer(wav.readframes(wav.getnframes()), '<i2')\n"
-             "with av.open(sys.argv[2], 'w', format='ipod') as muxer:\n"
-             "    stream = muxer.add_stream('alac', rate=rate, layout='stereo')\n"
-             "    frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format='s16', layout='stereo')\n"
-             "    frame.sample_rate = rate\n"
-             "    for packet in [*stream.encode(frame), *stream.encode(None)]:\n"
-             "        muxer.mux(packet)\n")
+@functools.cache
+def _alac_m4a(wav: Path) -> bytes:
+    """A stereo ALAC M4A of ``wav`` (both channels its samples), made once a worker."""
+    return in_child(encoded_wav, wav, "ipod", "alac", None, None, "stereo")
 
 
 def _alac_declaring(m4a: bytes, samples: int | None, channels: int) -> bytes:
@@ -436,11 +385,9 @@ ALAC_FRAMES = {"as its encoder wrote them": (None, 2, 200), "of 4096 x 4096 samp
 
 @pytest.mark.parametrize("case", list(ALAC_FRAMES))
 def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
-                                                                       tmp_path: Path, case: str) -> None:
+                                                                       case: str) -> None:
     samples, channels, status = ALAC_FRAMES[case]
-    path = tmp_path / "stereo.m4a"
-    subprocess.run([sys.executable, "-c", _ALAC_M4A, str(speech_wav), str(path)], check=True, timeout=120)
-    r = post(server, _alac_declaring(path.read_bytes(), samples, channels), "audio/mp4")
+    r = post(server, _alac_declaring(_alac_m4a(speech_wav), samples, channels), "audio/mp4")
     assert r.status_code == status, r.text
     if status == 200:
         assert r.json()["DisplayText"] == good_text
@@ -525,7 +472,7 @@ def test_a_decoder_killed_mid_stream_fails_that_file(tmp_path: Path) -> None:
     """A file decoded as it is read (the transcriber's way), its decoder killed between two blocks: the next read
     raises ``decoder_failed`` naming the signal; the child is collected."""
     path = tmp_path / "long.webm"
-    path.write_bytes(webm_opus_bomb(600, channels=1))
+    path.write_bytes(in_child(webm_opus_bomb, 600, 1))
     with path.open("rb") as file:
         decoding = decode_stream(file.read(65536), file.read, size=path.stat().st_size, file=file, max_seconds=3600)
         next(decoding.blocks)
@@ -548,14 +495,7 @@ def _amr_wb_noise(seconds: float, rng: np.random.Generator) -> bytes:
 
 def _in_3gp(amr: bytes) -> bytes:
     """The frames of the raw AMR ``amr`` remuxed into 3GP (``ftyp 3gp4``) by PyAV, as a phone's recorder writes them."""
-    buf = io.BytesIO()
-    with av.open(io.BytesIO(amr), format="amr") as demuxer, av.open(buf, "w", format="3gp") as muxer:
-        stream = muxer.add_stream_from_template(demuxer.streams.audio[0])
-        for packet in demuxer.demux(demuxer.streams.audio[0]):
-            if packet.size:
-                packet.stream = stream
-                muxer.mux(packet)
-    return buf.getvalue()
+    return in_child(remuxed, amr, "3gp", "amr")
 
 
 def test_amr_wb_raw_and_in_3gp_is_decoded_as_pyav_decodes_it(server, tmp_path: Path) -> None:
@@ -678,10 +618,7 @@ def test_an_amr_frame_s_bytes_are_those_ffmpeg_s_demuxer_reads() -> None:
     """The size of each frame type the child holds a raw AMR file's frames to (a frame shorter is cut short) is the size
     of the packet FFmpeg's demuxer reads for it from a file long enough, AMR-NB's and AMR-WB's."""
     for codec, head in (("amr_nb", b"#!AMR\n"), ("amr_wb", b"#!AMR-WB\n")):
-        read = []
-        for kind in range(16):
-            with av.open(io.BytesIO(head + bytes([kind << 3 | 4]) + bytes(100)), format="amr") as demuxer:
-                read.append(next(iter(demuxer.demux(demuxer.streams.audio[0]))).size)
+        read = in_child(first_packet_sizes, [head + bytes([kind << 3 | 4]) + bytes(100) for kind in range(16)], "amr")
         assert tuple(read) == ffmpeg_child.AMR_FRAME_BYTES[codec], codec
 
 
@@ -721,25 +658,12 @@ def test_a_video_cd_s_zero_padding_is_padding_and_more_zeros_are_refused_unread(
         decode(data + bytes(ffmpeg_child.PADDING_BYTES + 1), max_seconds=60)
     assert refused.value.message == ("the MPEG-PS file is corrupt: more than 2324 zero bytes (a video CD sector's "
                                      f"padding at most) from byte {len(data)}")
-    read = Read(data + bytes(22 << 20))
-    with pytest.raises(ffmpeg_child.Refused):
-        ffmpeg_child.decode("MPEG-PS", read, 60, False, io.BytesIO())
-    assert read.furthest < len(data) + READ_AHEAD, read.furthest
+    read = in_child(decoding, "MPEG-PS", data + bytes(22 << 20), 60)
+    assert read.refused is not None and read.furthest < len(data) + READ_AHEAD, (read.refused, read.furthest)
 
 
 #: The most FFmpeg reads of a file at once (PyAV's buffer), before what it reads is parsed.
 READ_AHEAD = 32 << 10
-
-
-class Read(io.BytesIO):
-    """An input that keeps the furthest byte read of it (:attr:`furthest`)."""
-
-    furthest = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        piece = super().read(size)
-        self.furthest = max(self.furthest, self.tell())
-        return piece
 
 
 def test_an_mpeg_program_stream_is_read_as_far_as_its_audio_is_decoded(utterances_recorded: dict[str, Path]) -> None:
@@ -756,10 +680,8 @@ def test_an_mpeg_program_stream_is_read_as_far_as_its_audio_is_decoded(utterance
     assert refused.value.kind.http == 413 and "longer than 1 s" in refused.value.message, refused.value.message
     assert (cut := decode(data + junk, max_seconds=1, cut=True)).pcm == decode(data, max_seconds=1, cut=True).pcm
     assert len(cut.pcm) == 2 * cut.sample_rate
-    read = Read(data + junk)
-    with pytest.raises(ffmpeg_child.Refused) as too_long:
-        ffmpeg_child.decode("MPEG-PS", read, 1, False, io.BytesIO())
-    assert (too_long.value.status, read.furthest < len(one)) == (ffmpeg_child.TOO_LONG, True), (read.furthest, len(one))
+    read = in_child(decoding, "MPEG-PS", data + junk, 1)
+    assert (read.refused, read.furthest < len(one)) == (ffmpeg_child.TOO_LONG, True), (read.refused, read.furthest, len(one))
     with pytest.raises(AudioError) as refused:
         decode(data + junk, max_seconds=3600)
     assert refused.value.message == f"the MPEG-PS file is corrupt: no start code at byte {len(data)}"
@@ -777,25 +699,7 @@ def _pes(code: int, sub: int | None, payload: bytes) -> bytes:
     return b"\0\0\1" + bytes([code]) + len(body).to_bytes(2, "big") + body
 
 
-#: Run in a process of its own (FFmpeg's whole log at DEBUG, which runs its debug paths: not in the pytest worker, which a
-#: crash there would end): the child's decoding of the MPEG-PS ``argv[1]``, its output written to ``argv[2]``; on stdout
-#: FFmpeg's "probing stream" messages as JSON.
-_PROBED = """
-import io, json, sys
-import av
-from speech_recognizer import ffmpeg_child
-av.logging.set_level(av.logging.DEBUG)
-heard = io.BytesIO()
-with open(sys.argv[1], "rb") as file, av.logging.Capture(local=True) as said:
-    ffmpeg_child.decode("MPEG-PS", io.BytesIO(file.read()), 3600, False, heard)
-av.logging.set_level(None)
-open(sys.argv[2], "wb").write(heard.getvalue())
-print(json.dumps([message.strip() for _, _, message in said if message.startswith("probing stream")]))
-"""
-
-
-def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(utterances_recorded: dict[str, Path],
-                                                                               tmp_path: Path) -> None:
+def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(utterances_recorded: dict[str, Path]) -> None:
     """FFmpeg's MPEG-PS demuxer makes a stream of each packet of a stream it has not seen, anywhere in a file (and
     probes a video's codec from its packets); PyAV's demuxing, whose table of streams is the one the container was
     opened with, read past its end for each packet of one, and could fail at the end (``IndexError``: the child's exit
@@ -810,14 +714,11 @@ def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(ut
     for n, (code, sub) in enumerate(STREAMS):
         packs[50 + n] += _pes(code, sub, bytes(range(64)))
     late = b"".join(packs)
-    (tmp_path / "late.mpg").write_bytes(late)
-    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PROBED, str(tmp_path / "late.mpg"), str(tmp_path / "heard")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, (run.returncode, run.stderr[-3000:])
-    assert json.loads(run.stdout) == [], run.stdout
+    watched = in_child(decoding, "MPEG-PS", late, 3600, av.logging.DEBUG)  # FFmpeg's debug paths: not in the pytest worker
+    probing = [message for message in watched.said if message.startswith("probing stream")]
+    assert probing == [], probing
     alone = decode(data, max_seconds=3600)
-    heard = (tmp_path / "heard").read_bytes()
-    assert heard[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
+    assert watched.out[4:] == alone.pcm and len(alone.pcm) > 60 * alone.sample_rate
     assert decode(late, max_seconds=3600).pcm == alone.pcm
 
 
