@@ -862,14 +862,14 @@ async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
     (``scope="status"``)."""
     key, done = (namespace, name), False
     async with runtime.lock(namespace, name):
-        outdated_crd, last = runtime.crd.problem_for(key), runtime.observed.get(key)
+        last = runtime.observed.get(key)
         if last is not None and last.scalers == runtime.autoscalers.known(namespace, name):
             with metrics.counted(metrics.STATUS):
                 body = await runtime.kube.get(stt_path(namespace, name))
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return  # its deletion's handler does the rest
                 if unchanged_by(runtime.config, last, body):
-                    runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
+                    runtime.observed[key] = dataclasses.replace(last, outdated_crd=runtime.crd.problem_for(key))
                     done = await refresh_status(runtime, namespace, name, recheck=True)
     if not done:
         await reconcile(runtime, namespace, name)
@@ -1154,10 +1154,10 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         kept: Observed | None = None  # what :attr:`Runtime.observed` keeps of it: one that found nothing amiss
         amiss: Amiss | None = None  # what :attr:`Runtime.amiss` keeps of it: one that found only what a re-check may mend
         try:
-            outdated_crd = runtime.crd.problem_for((namespace, name))
             body = await runtime.kube.get(stt_path(namespace, name))
             if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
-                return None
+                return None  # nothing remembered of it: one reconciled at its children's deletion is gone or going
+            outdated_crd = runtime.crd.problem_for((namespace, name))
             try:
                 stt = api.SpeechToText.model_validate(body)
             except ValueError as exc:

@@ -1,6 +1,6 @@
 """One SpeechToText's reconciles run in turn (:meth:`Runtime.lock`: its own handlers, its children's, the operator's
 retries and its deletion), and its lock is not kept past them. Before, each (namespace, name) ever reconciled kept an
-asyncio.Lock for the process' life, its deletion too."""
+asyncio.Lock for the process' life, its deletion too. Nor is the rest the operator keeps of it kept past its deletion."""
 
 from __future__ import annotations
 
@@ -23,11 +23,9 @@ BASE = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"namespace
         "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
 
 
-async def test_speechtotexts_made_and_deleted_leave_no_lock_behind(cluster: Cluster) -> None:
-    """Four SpeechToTexts, each made (its Deployment made) and deleted (its finalizer gone: the operator's deletion
-    ran), then the operator quiet: no lock is left of any."""
-    assert cluster.runtime is not None
-    names = [f"stt-{i}" for i in range(4)]
+async def made_and_deleted(cluster: Cluster, names: list[str]) -> None:
+    """The SpeechToTexts ``names``, each made (its Deployment made) and deleted (its finalizer gone: the operator's
+    deletion ran) in turn, then the operator quiet."""
     for name in names:
         await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "metadata": {"name": name, "namespace": NAMESPACE}})
         await cluster.eventually(lambda name=name: deployment(cluster, name))
@@ -37,7 +35,28 @@ async def test_speechtotexts_made_and_deleted_leave_no_lock_behind(cluster: Clus
             return await cluster.api.get(cluster.stt_url(name)) is None
         await cluster.eventually(gone)
     await cluster.eventually(lambda: quiet(cluster, counted=operators), 10)
+
+
+async def test_speechtotexts_made_and_deleted_leave_no_lock_behind(cluster: Cluster) -> None:
+    """Four SpeechToTexts made and deleted: no lock is left of any."""
+    assert cluster.runtime is not None
+    names = [f"stt-{i}" for i in range(4)]
+    await made_and_deleted(cluster, names)
     assert sorted(cluster.runtime.locks) == [], f"{len(cluster.runtime.locks)} locks left of {len(names)} deleted"
+
+
+async def test_speechtotexts_made_and_deleted_leave_nothing_of_the_installed_crd_behind(cluster: Cluster) -> None:
+    """Four SpeechToTexts made and deleted: the CRD generation each last showed is not kept (:class:`InstalledCRD`;
+    its deletion forgets it, and the reconcile its children's deletion calls for finds it going and keeps nothing of
+    it). Before, that reconcile noted it again: one entry per SpeechToText ever deleted, for the process' life. The Runtime's other per-SpeechToText state is left empty."""
+    assert cluster.runtime is not None
+    rt = cluster.runtime
+    names = [f"stt-{i}" for i in range(4)]
+    await made_and_deleted(cluster, names)
+    left = rt.crd._used  # what the installed CRD's watch keeps per SpeechToText: no API tells it
+    assert sorted(left) == [], f"{len(left)} left of {len(names)} deleted: {sorted(left)}"
+    assert not (rt.observed or rt.amiss or rt.reported or rt.contended or rt.retries or rt.refreshing or rt.daemons
+                or rt.autoscalers._used), vars(rt)
 
 
 @pytest.mark.unit
