@@ -118,7 +118,8 @@ def _setting(default: Any, help: str, minimum: float | None = None, maximum: flo
 @dataclass(frozen=True)
 class GatewayConfig:
     """The gateway's settings: ``SPEECH_GATEWAY_*`` variables (:meth:`from_env`), host and port also flags of
-    ``speech-operator gateway``; each declared once here (default, least value, help), which ``--help`` lists."""
+    ``speech-operator gateway``; each declared once here (default, least value, help), which ``--help`` lists. A number out
+    of its bounds is a :class:`ValueError` naming its variable however the config is made (from the environment or directly)."""
 
     host: str = _setting(contract.EVERY_ADDRESS, "address to listen on: * (every address, IPv6 and IPv4; IPv4 alone where "
                          "the kernel has no IPv6), :: (IPv6 and IPv4; fails without IPv6), 0.0.0.0 (IPv4 only) or one address")
@@ -171,6 +172,9 @@ class GatewayConfig:
                                  "(the recognizers' Http:CorsOrigins)")
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # built from the environment, a flag or directly: each number within its declared bounds
+            if f.type in ("int", "float"):
+                self.bounded(f.name, getattr(self, f.name), f"{ENV_PREFIX}{f.name.upper()}={getattr(self, f.name)!r}")
         try:
             self.trusted  # noqa: B018 - read once, here, and kept: a wrong value stops the gateway as it starts
         except ValueError as exc:
@@ -229,7 +233,7 @@ class GatewayConfig:
         """``value`` for the field ``name`` (from a variable, or a flag: ``said`` says which and as given); raises
         :class:`ValueError` saying so when it is out of that field's bounds."""
         metadata = next(f for f in fields(cls) if f.name == name).metadata
-        if metadata["minimum"] is not None and value < metadata["minimum"]:
+        if metadata["minimum"] is not None and not value >= metadata["minimum"]:  # NaN too
             raise ValueError(f"{said} must be at least {metadata['minimum']:g}")
         if metadata["maximum"] is not None and value > metadata["maximum"]:
             raise ValueError(f"{said} must be at most {metadata['maximum']}")

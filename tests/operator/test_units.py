@@ -444,6 +444,25 @@ def test_gateway_help_gives_the_flags_their_settings_declared_default(capsys: py
     assert cli.parse(["gateway", "-A", "--host", "::1"]).host == "::1"
 
 
+def test_a_gateway_config_made_directly_keeps_each_number_within_its_declared_bounds() -> None:
+    """Made directly (as tests, bench and the flags' dataclasses.replace do), a GatewayConfig took any number: 660 s
+    for SPEECH_GATEWAY_SEND_STALL_SECONDS, declared at most 60, was built silently. Now each number is checked against
+    its one declaration, and the error names its variable and the bound, as from_env's does."""
+    from speech_operator.gateway import GatewayConfig
+    for name, f in GatewayConfig.variables().items():
+        if f.type == "str":
+            continue
+        if f.metadata["maximum"] is not None:
+            above = f.metadata["maximum"] + 600
+            with pytest.raises(ValueError, match=f"^{name}={above!r} must be at most {f.metadata['maximum']}$"):
+                GatewayConfig(**{f.name: above})
+        below = f.metadata["minimum"] - 1
+        with pytest.raises(ValueError, match=f"^{name}={below!r} must be at least {f.metadata['minimum']:g}$"):
+            GatewayConfig(**{f.name: below})
+        with pytest.raises(ValueError, match=f"^{name}=nan must be at least"):
+            GatewayConfig(**{f.name: float("nan")})
+
+
 def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable() -> None:
     """A value the chart's schema (or its number helper) takes is one the gateway takes from its variable, and the other
     way round: SPEECH_GATEWAY_HEADER_SECONDS took 0.001 and any number of seconds, _MAX_HEADER_BYTES and
