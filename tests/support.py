@@ -12,10 +12,10 @@ import mmap
 import os
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Self
 
@@ -477,9 +477,14 @@ class Starved:
         beside what is timed (another stream's decoding), whose waits for a CPU would hide a stall of what is timed
         while it idles."""
         waited = 0.0
-        at = 1 if epoch else 0
-        for before, after in pairwise(self.samples):
-            t0, t1, w0, w1 = before[at], after[at], before[2], after[2]
+        at, samples = 1 if epoch else 0, self.samples
+        # Only the samples around the stretch (the sampler appends in time order): a caller that polls (a wait for
+        # decoders every 50 ms) walks its own stretch, not every sample since entering, holding the GIL meanwhile.
+        last = len(samples)
+        first = max(0, bisect_right(samples, start, hi=last, key=lambda s: s[at]) - 1)
+        last = min(last, bisect_left(samples, end, lo=first, hi=last, key=lambda s: s[at]) + 1)
+        for i in range(first, last - 1):
+            (t0, w0), (t1, w1) = (samples[i][at], samples[i][2]), (samples[i + 1][at], samples[i + 1][2])
             overlap = min(t1, end) - max(t0, start)
             if overlap > 0:
                 delta = sum(max(0, w1[tid] - w0[tid]) for tid in w1.keys() & w0.keys() if tid not in beside) / 1e9
