@@ -862,14 +862,15 @@ async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
     (``scope="status"``)."""
     key, done = (namespace, name), False
     async with runtime.lock(namespace, name):
-        last = runtime.observed.get(key)
+        outdated_crd, last = runtime.crd.problem_for(key), runtime.observed.get(key)
         if last is not None and last.scalers == runtime.autoscalers.known(namespace, name):
             with metrics.counted(metrics.STATUS):
                 body = await runtime.kube.get(stt_path(namespace, name))
                 if body is None or body["metadata"].get("deletionTimestamp"):
+                    runtime.crd.forget(key)  # noted before the read (a read that fails waits for the next change)
                     return  # its deletion's handler does the rest
                 if unchanged_by(runtime.config, last, body):
-                    runtime.observed[key] = dataclasses.replace(last, outdated_crd=runtime.crd.problem_for(key))
+                    runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
                     done = await refresh_status(runtime, namespace, name, recheck=True)
     if not done:
         await reconcile(runtime, namespace, name)
@@ -1154,10 +1155,11 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         kept: Observed | None = None  # what :attr:`Runtime.observed` keeps of it: one that found nothing amiss
         amiss: Amiss | None = None  # what :attr:`Runtime.amiss` keeps of it: one that found only what a re-check may mend
         try:
+            outdated_crd = runtime.crd.problem_for((namespace, name))
             body = await runtime.kube.get(stt_path(namespace, name))
             if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
-                return None  # nothing remembered of it: one reconciled at its children's deletion is gone or going
-            outdated_crd = runtime.crd.problem_for((namespace, name))
+                runtime.crd.forget((namespace, name))  # nothing kept of one gone or going (its children's deletion
+                return None  # calls for a reconcile of it after its own deletion forgot it)
             try:
                 stt = api.SpeechToText.model_validate(body)
             except ValueError as exc:
