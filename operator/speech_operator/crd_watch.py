@@ -79,7 +79,8 @@ class InstalledCRD:
             self._next = asyncio.Event()
 
     def problem_for(self, key: tuple[str, str]) -> str | None:
-        """The problem a reconcile of the SpeechToText ``key`` (namespace, name) shows, remembered as shown."""
+        """The problem a reconcile of the SpeechToText ``key`` (namespace, name) shows, remembered as shown: taken with
+        its read alone (:func:`speech_operator.reconcile.read_noted`), a look that shows nothing reads :attr:`problem`."""
         self._used[key] = self.generation
         return self.problem
 

@@ -697,7 +697,7 @@ def follow(runtime: Runtime, namespace: str, name: str, kind: str, live: Mapping
     if last is None:
         return follow_amiss(runtime, namespace, name, kind, live)
     if (live is None or last.scalers != runtime.autoscalers.known(namespace, name)
-            or last.outdated_crd != runtime.crd.problem_for((namespace, name))
+            or last.outdated_crd != runtime.crd.problem
             or not carries(runtime.config, last, kind, live)):
         return Follow.RECONCILE
     return Follow.STATUS if kind == "Deployment" and seen(live) != last.deployment else Follow.NOTHING
@@ -711,7 +711,7 @@ def follow_amiss(runtime: Runtime, namespace: str, name: str, kind: str, live: M
     Deployment controller's status updates while it is Degraded were each a whole reconcile."""
     last = runtime.amiss.get((namespace, name))
     if (last is None or live is None or runtime.autoscalers.known(namespace, name)
-            or last.outdated_crd != runtime.crd.problem_for((namespace, name))
+            or last.outdated_crd != runtime.crd.problem
             or any(child["kind"] == kind for child, _ in last.conflicts)):
         return Follow.RECONCILE
     child = next((c for c in last.children if c["kind"] == kind), None)
@@ -853,6 +853,23 @@ def unchanged_by(config: OperatorConfig, last: Observed, body: Mapping[str, Any]
     return not policy.violations(stt.spec, config) and builders.children(stt, config, last.held) == last.children
 
 
+async def read_noted(runtime: Runtime, namespace: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The SpeechToText read afresh, and what the installed CRD lacks as its status is to show it, noted as shown
+    (:meth:`InstalledCRD.problem_for`): the one place that note is taken, with the read it goes with. Noted before the
+    read, so a read that fails (RBAC's 403, a 503) leaves it noted: :func:`speech_operator.handlers.follow_crd` waits for
+    the next change of the CRD then, where a read that left an older note had it read again at once, for ever. The body
+    is None, and the note forgotten, when the SpeechToText is gone or going (deleted, being deleted, its namespace
+    going: :attr:`Runtime.ending`): nothing is kept of it (a reconcile its children's deletion calls for comes after its
+    own deletion forgot it). The caller holds its lock."""
+    key = (namespace, name)
+    outdated_crd = runtime.crd.problem_for(key)
+    body = await runtime.kube.get(stt_path(namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
+        runtime.crd.forget(key)
+        return None, outdated_crd
+    return body, outdated_crd
+
+
 async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
     """What the installed CRD lacks changed, or who else scales the SpeechToText's Deployment
     (:func:`speech_operator.handlers.follow_crd`): a whole reconcile, unless its last one found nothing amiss, who
@@ -862,12 +879,11 @@ async def crd_changed(runtime: Runtime, namespace: str, name: str) -> None:
     (``scope="status"``)."""
     key, done = (namespace, name), False
     async with runtime.lock(namespace, name):
-        outdated_crd, last = runtime.crd.problem_for(key), runtime.observed.get(key)
+        last = runtime.observed.get(key)
         if last is not None and last.scalers == runtime.autoscalers.known(namespace, name):
             with metrics.counted(metrics.STATUS):
-                body = await runtime.kube.get(stt_path(namespace, name))
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    runtime.crd.forget(key)  # noted before the read (a read that fails waits for the next change)
+                body, outdated_crd = await read_noted(runtime, namespace, name)
+                if body is None:
                     return  # its deletion's handler does the rest
                 if unchanged_by(runtime.config, last, body):
                     runtime.observed[key] = dataclasses.replace(last, outdated_crd=outdated_crd)
@@ -1155,11 +1171,9 @@ async def reconcile(runtime: Runtime, namespace: str, name: str, autoscale: Auto
         kept: Observed | None = None  # what :attr:`Runtime.observed` keeps of it: one that found nothing amiss
         amiss: Amiss | None = None  # what :attr:`Runtime.amiss` keeps of it: one that found only what a re-check may mend
         try:
-            outdated_crd = runtime.crd.problem_for((namespace, name))
-            body = await runtime.kube.get(stt_path(namespace, name))
-            if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in runtime.ending:
-                runtime.crd.forget((namespace, name))  # nothing kept of one gone or going (its children's deletion
-                return None  # calls for a reconcile of it after its own deletion forgot it)
+            body, outdated_crd = await read_noted(runtime, namespace, name)
+            if body is None:
+                return None
             try:
                 stt = api.SpeechToText.model_validate(body)
             except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import inspect
@@ -12,7 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from stt_schema import ROOT
+from stt_schema import ROOT, older
 
 from speech_operator import api, builders, cli, conditions, reconcile
 from speech_operator.config import OperatorConfig
@@ -680,6 +681,24 @@ def observed(body: dict[str, Any], config: OperatorConfig) -> reconcile.Observed
     """What a clean reconcile of ``body`` keeps (no foreign autoscaler, a current CRD, no Deployment yet)."""
     stt = api.SpeechToText.model_validate(body)
     return reconcile.Observed(body, stt, builders.children(stt, config), None, (), None, reconcile.seen(None))
+
+
+async def test_a_look_at_a_childs_change_leaves_the_installed_crds_change_to_its_daemon() -> None:
+    """A child's change looked at (:func:`reconcile.follow`, as its event or a status refresh does) shows nothing of
+    the installed CRD, and notes nothing of it: the note goes with the SpeechToText's read alone
+    (:func:`reconcile.read_noted`), so the daemon's wait for the CRD's change (:meth:`InstalledCRD.changed_for`,
+    handlers.follow_crd) still ends. Before, the look noted the CRD's generation as shown: a child's event right after
+    the CRD changed took that wake, and when the reconcile the event called for failed (a 503), the status did not say
+    what the CRD lacks until the SpeechToText's next event."""
+    config = OperatorConfig(image="r/x", version="2")
+    runtime = reconcile.Runtime(config=config)
+    key = ("speech", "en-us")
+    last = runtime.observed[key] = observed(copy.deepcopy(AUTOSCALED), config)
+    assert runtime.crd.problem_for(key) is None  # its last reconcile's note (reconcile.read_noted): a current CRD
+    runtime.crd.see(older())  # the watch sees an older CRD applied
+    deployment = fingerprinted(next(c for c in last.children if c["kind"] == "Deployment"))
+    assert reconcile.follow(runtime, *key, "Deployment", deployment) is reconcile.Follow.RECONCILE
+    await asyncio.wait_for(runtime.crd.changed_for(key), 1)
 
 
 AUTOSCALED: dict[str, Any] = {
