@@ -187,6 +187,15 @@ async def speechtotexts(body: kopf.Body, namespace: str | None, name: str | None
     return {(namespace, name): metrics.summary(body, resumed)}
 
 
+@kopf.on.event(*STT)
+async def unindexed(type: str, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A SpeechToText's deletion (its DELETED event: kopf's index drops its entry then): the ``/metrics`` server forgets
+    it read it live (:meth:`metrics.Exporter.forget`)."""
+    exporter = memo.get("metrics")
+    if type == "DELETED" and exporter is not None and uid:
+        exporter.forget(uid)
+
+
 @kopf.on.startup()
 def export(memo: kopf.Memo, **kwargs: Any) -> None:
     """Hand kopf's index of SpeechToTexts, and the uids of its entries the operator found gone, to the ``/metrics``

@@ -199,6 +199,12 @@ class Exporter:
         """The object ``uid`` was read live in the current resumption: its later events there are its own."""
         self._seen().add(uid)
 
+    def forget(self, uid: str) -> None:
+        """The object ``uid`` is deleted (kopf's index dropped its entry at its deletion): nothing kept of it. Kept, each
+        uid read live in a resumption lasted until the next one, which may never come: under peering, with
+        SpeechToTexts made and deleted all the time, one uid each for the replica's life."""
+        self._alive[1].discard(uid)
+
     def _seen(self) -> set[str]:
         now = self.resumed()
         if self._alive[0] != now:
