@@ -63,6 +63,7 @@ from speech_operator.gateway_http_limits import (
     client_failure,
     client_leaves,
     drop_the_rest,
+    unreported,
 )
 from speech_operator.gateway_openai import FormLimits
 from speech_operator.gateway_relay import (
@@ -306,6 +307,8 @@ ACCEPTED = web.RequestKey("accepted", float)
 #: ``MaxConnections``), and that refusal's outcome: observed once its turn says whether it is the SDK asking again
 #: (:meth:`Gateway._answered`), timed to the 101.
 REFUSING = web.RequestKey("refusing", tuple[float, str])
+#: The kinds of failure counted for a request so far (:meth:`Gateway._count`: each once).
+COUNTED = web.RequestKey("counted", set[str])
 #: ``speech_gateway_request_seconds``: from a WebSocket's connection made in milliseconds, and a REST answer of a short
 #: recording, to a wake from zero or a long upload decoded.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -649,7 +652,8 @@ class Gateway:
                            protocols: tuple[str, ...], progress: Progress) -> web.WebSocketResponse:
         """A WebSocket for a locale with no ready pod: accepted now (so the client does not time out
         its handshake), held while the locale wakes, then relayed with what it sent meanwhile."""
-        client = accepting(protocols[0] if protocols else None, self.config.max_message_bytes, self.config.read_buffer_bytes)
+        client = accepting(protocols[0] if protocols else None, self.config.max_message_bytes, self.config.read_buffer_bytes,
+                           self._failed(route, backend, request))
         await client.prepare(request)
         waiting = asyncio.ensure_future(self._woken(backend))
         sent = await hold_websocket(client, waiting, request.transport)
@@ -672,7 +676,16 @@ class Gateway:
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None, request: web.Request | None = None) -> None:
         """A failure of ``route``'s ``request`` for ``backend``: its log line (the kind's level) and
         ``speech_gateway_failures_total{reason,locale}``, once; the request's time under the kind's class, unless it was
-        timed already (:meth:`GatewayMetrics.timed`)."""
+        timed already (:meth:`GatewayMetrics.timed`). A request's failure of a kind counted already is not counted again
+        (one DEBUG line): a stream the stop cut (``gateway_stopped``) whose close, still unsent, the stop's end resets;
+        a client reset for taking in nothing whose recognizer took in nothing of its close either (``not_reading``)."""
+        if request is not None:
+            counted = request.setdefault(COUNTED, set())
+            if failure.kind.name in counted:
+                log.debug("%s %s: %s, counted already: %s", route, backend.locale if backend else "-", failure.kind.name,
+                          failure.message)
+                return
+            counted.add(failure.kind.name)
         failures.report(failure, route, backend.locale if backend else None)
         self.metrics.failures.labels(failure.kind.name, backend.locale if backend else "-").inc()
         if request is not None:
@@ -754,9 +767,10 @@ class Gateway:
         self.metrics.requests.labels(HEAD_ROUTE, "-", str(failure.kind.http)).inc()
 
     def closed_failed(self, failure: failures.Failure) -> None:
-        """A connection its handler had closed that failed after (reset while closing after its last bytes, its client
-        taking in none of them: ``not_reading``), counted as the gateway counts failures (:meth:`_count`), of no locale:
-        no request tells it any more (:mod:`speech_operator.gateway_http_limits`)."""
+        """A connection its handler had closed that failed after (reset while closing after its last bytes: its client
+        taking in none of them, ``not_reading``, or the stop ending first, ``gateway_stopped``), counted as the gateway
+        counts failures (:meth:`_count`), of no locale: a refusal's (:mod:`speech_operator.gateway_http_limits`; a relayed
+        WebSocket's relay counts its own, of its locale: :class:`~speech_operator.gateway_relay.Failed`)."""
         self._count(failure, HEAD_ROUTE, None)
 
     async def _refused_ws(self, request: web.Request, failure: failures.Failure, route: str,
@@ -924,7 +938,7 @@ async def serving(app: web.Application, host: str, port: int, shutdown_seconds: 
                            gateway.refused_head if gateway else lambda failure: failures.report(failure, HEAD_ROUTE, None),
                            gateway.connections if gateway else None,
                            gateway.config.send_stall_seconds if gateway else STALL_SECONDS,
-                           answerer=gateway.cors.policy if gateway else None, failed=gateway.closed_failed if gateway else None)
+                           answerer=gateway.cors.policy if gateway else None, failed=gateway.closed_failed if gateway else unreported)
         await site.start()
         if gateway:
             gateway.shutdown.finishing = site.finishing  # the drain waits for connections closing after their last bytes

@@ -103,6 +103,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 from speech_operator.gateway_connections import ConnectionCap
+from speech_operator.gateway_failures import STOPPED
 from speech_recognizer import cors
 from speech_recognizer.addresses import peer
 from speech_recognizer.connection_cap import (
@@ -258,6 +259,12 @@ def drop_what_follows(request: web.BaseRequest) -> None:
         guard._drop_the_rest()
 
 
+def unreported(failure: Failure) -> None:
+    """What a guard tells of a connection that failed once its handler was done with it when no one counts that (a
+    server with no gateway: :func:`speech_operator.gateway.serving`'s ``failed``): one DEBUG line."""
+    log.debug("%s", failure.message)
+
+
 class HeadGuard(asyncio.Protocol):
     """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
 
@@ -268,12 +275,13 @@ class HeadGuard(asyncio.Protocol):
     def __init__(self, handler: RequestHandler, limits: HeadLimits, refused: Callable[[Failure], None],
                  cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
                  answerer: CORSMiddleware | None = None, finishing: set[HeadGuard] | None = None,
-                 failed: Callable[[Failure], None] | None = None) -> None:
+                 failed: Callable[[Failure], None] = unreported) -> None:
         self.handler = handler
         self.limits = limits
         self.refused = refused
-        #: Told of a connection reset once its handler was done with it (closing after its last bytes: :meth:`_watch`),
-        #: which no request counts any more; one DEBUG line without it.
+        #: Told of a connection reset once its handler was done with it (closing after its last bytes: :meth:`_watch`,
+        #: :meth:`reset_unsent`), which no request counts any more: the server's (of no locale), or the one its last
+        #: request's handler gave (:meth:`close_after_unsent`: a relayed WebSocket's, of its locale).
         self.failed = failed
         self.answerer = answerer
         #: The ``Origin`` of the head being received, once its line came (read with :attr:`answerer` only).
@@ -376,11 +384,12 @@ class HeadGuard(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def close_after_unsent(self) -> bool:
+    def close_after_unsent(self, failed: Callable[[Failure], None] | None = None) -> bool:
         """Close the connection once its client has taken in what waits unsent for it, as a slow reader does, or reset it
         once it has taken in none of it for :attr:`stall_seconds` (:meth:`_watch`), as an open connection is: false when
         nothing waits (the caller closes it). What the client sends meanwhile is dropped; its end of stream (its FIN)
-        comes after the last byte (a half-close), and the handler's close of the connection waits for it.
+        comes after the last byte (a half-close), and the handler's close of the connection waits for it. ``failed``:
+        told of its reset instead of :attr:`failed` (the relay of a WebSocket: counted under its locale).
 
         A close (its FIN) behind bytes the client takes none of waited for them until the kernel gave the connection up
         (``TCP_USER_TIMEOUT``, 60 s of a shut window), long after the gateway was done with it; and a reset at the close
@@ -391,6 +400,7 @@ class HeadGuard(asyncio.Protocol):
             return False
         self._finishing = True
         self._finishers.add(self)
+        self.failed = failed or self.failed
         if transport.can_write_eof():
             transport.write_eof()  # the FIN once the event loop's buffer is written, after the kernel's queue
         if self._stall is None:  # not paused: the kernel holds what waits; the look begins now
@@ -399,9 +409,13 @@ class HeadGuard(asyncio.Protocol):
         return True
 
     def reset_unsent(self) -> None:
-        """Its server stops: the connection still closing after its last bytes is reset (nothing outlives the server)."""
-        if self._finishing and self.transport is not None and not self.transport.is_closing():
-            reset(self.transport)
+        """Its server stops: the connection still closing after its last bytes is reset (nothing outlives the server),
+        and :attr:`failed` told (``gateway_stopped``: its client did not get them)."""
+        transport = self.transport
+        if self._finishing and transport is not None and not transport.is_closing():
+            self.failed(Failure(f"the gateway stopped before the client took in the last {unsent_bytes(transport)} bytes sent "
+                                "to it (a close among them): its connection was reset", STOPPED))
+            reset(transport)
 
     # ---- timers
 
@@ -782,7 +796,7 @@ class HeadGuard(asyncio.Protocol):
         failure = Failure(f"the client took in none of what was sent to it for {self.stall_seconds:g} s "
                           f"(SPEECH_GATEWAY_SEND_STALL_SECONDS), {unsent} bytes waiting unsent: its connection was reset", NOT_READING)
         if self._finishing:  # its handler closed it: none of its requests tells this any more (not_reading)
-            self.failed(failure) if self.failed is not None else log.debug("%s", failure.message)
+            self.failed(failure)
         elif (request := self.handler._current_request) is not None:
             request[NOT_READING_KEY] = failure
         self._not_reading = ConnectionResetError(failure.message)
@@ -981,7 +995,7 @@ class GuardedSite(web.SockSite):
 
     def __init__(self, runner: web.BaseRunner, sock: Any, limits: HeadLimits,
                  refused: Callable[[Failure], None], cap: ConnectionCap | None = None, stall_seconds: float = STALL_SECONDS,
-                 answerer: CORSMiddleware | None = None, failed: Callable[[Failure], None] | None = None) -> None:
+                 answerer: CORSMiddleware | None = None, failed: Callable[[Failure], None] = unreported) -> None:
         super().__init__(runner, sock)
         self.limits = limits
         self.refused = refused

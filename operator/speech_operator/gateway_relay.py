@@ -44,7 +44,12 @@
 What the gateway counts as its own failure of a relay, the relay tells its caller (``failed``: the gateway logs and
 counts it, :data:`Failed`): the recognizer's connection that broke (no close frame, a send or a REST answer that
 failed mid-way: ``backend_lost``), one that could not be made once a held client's locale woke
-(``backend_unavailable``), a stream still in progress when the gateway's stop ran out of time (``gateway_stopped``). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
+(``backend_unavailable``), a stream still in progress when the gateway's stop ran out of time (``gateway_stopped``), and
+each connection of a stream the gateway resets: the client's for taking in nothing, open (the guard's watch) or after
+its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), and the recognizer's for not taking in its
+close (:func:`_close_within`), ``not_reading``; the client's still closing when the stop ends, ``gateway_stopped``
+(:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and a
+request's failure of one kind once. What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
 answer of 500, a refused upgrade (a held client's close, 1011 for a 500 or 502, has one INFO line saying so).
 """
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -74,7 +80,7 @@ from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTR
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import peer_gone, reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
-from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
+from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, NOT_READING, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
 from speech_recognizer.usp import refusal as usp_refusal
 
@@ -420,9 +426,13 @@ class _ClientSide(web.WebSocketResponse):
     (websockets) says ``frame with 1048577 bytes exceeds limit of 1048576 bytes``. The same words here, with the
     gateway's limit, and its setting when that is under the recognizers' (then the same message sent direct is taken)."""
 
-    def __init__(self, max_message_bytes: int, read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES, **options: Any) -> None:
+    def __init__(self, max_message_bytes: int, read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
+                 failed: Failed | None = None, **options: Any) -> None:
         super().__init__(max_msg_size=max_message_bytes + 1, writer_limit=read_ahead_bytes, **options)  # aiohttp refuses a message of max_msg_size
         self.max_message_bytes = max_message_bytes
+        #: Told of its connection's reset once its close ended with bytes unsent (:meth:`_close_transport`): the relay's
+        #: (counted under its locale); None: the server's (of no locale).
+        self.failed = failed
         #: Bytes of the client's messages held unrelayed before its connection is no longer read (:meth:`_post_start`).
         self.read_ahead_bytes = read_ahead_bytes
         #: The code of the close frame sent to the client (None: none reached it). aiohttp's ``close_code`` is, once
@@ -479,7 +489,7 @@ class _ClientSide(web.WebSocketResponse):
         if self._stopping is not None and self.sent_code is None:
             self.sent_code = self._stopping
         guard = transport.get_protocol() if transport is not None else None
-        if isinstance(guard, HeadGuard) and guard.close_after_unsent():  # bytes wait for a client not reading yet
+        if isinstance(guard, HeadGuard) and guard.close_after_unsent(self.failed):  # bytes wait for a client not reading yet
             return
         super()._close_transport()
 
@@ -503,13 +513,14 @@ def message_too_big(error: WebSocketError, limit: int) -> str:
 
 
 def accepting(protocol: str | None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-              read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES) -> web.WebSocketResponse:
+              read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES, failed: Failed | None = None) -> web.WebSocketResponse:
     """The client's side of a relayed WebSocket (``protocol``: the subprotocol to select, if offered), taking messages of
     up to ``max_message_bytes`` (aiohttp holds each one whole before the relay sends it on; a larger one is closed 1009
     with the reason: :class:`_ClientSide`), and holding at most ``read_ahead_bytes`` of them read and not yet relayed
     (``SPEECH_GATEWAY_READ_BUFFER_BYTES``), and as much unsent to the client; its close reply, once the gateway closed
-    it, is read for up to :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`."""
-    return _ClientSide(max_message_bytes, read_ahead_bytes, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
+    it, is read for up to :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`; ``failed``: told of a reset of
+    its connection once the relay is done with it (its close's last bytes not taken in: :meth:`_ClientSide._close_transport`)."""
+    return _ClientSide(max_message_bytes, read_ahead_bytes, failed, protocols=(protocol,) if protocol else (), autoclose=False, autoping=False,
                        compress=False, decode_text=False, timeout=CLOSE_REPLY_SECONDS)
 
 
@@ -642,7 +653,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except RefusedUpgrade as refused:  # the recognizer refused the upgrade: the client is refused alike
         connected(refused.status, refused.headers.get(FAILURE_HEADER))
         return refused.response()
-    client = accepting(upstream.protocol, max_message_bytes, read_ahead_bytes)
+    client = accepting(upstream.protocol, max_message_bytes, read_ahead_bytes, failed)
     try:
         await client.prepare(request)
     except BaseException:
@@ -688,7 +699,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
-        await _close_within(upstream, 1001, b"")
+        await _close_within(upstream, 1001, b"", backend, failed)
         await _close(client, *failures.close_args(gone))
         return
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -777,6 +788,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             unanswered.clear()
         progress.from_recognizer(data, binary)
 
+    close_upstream = functools.partial(_close_within, upstream, backend=backend, failed=failed)
     sends = _Sends(upstream._writer.transport)
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
@@ -788,20 +800,20 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             await _stopped(to_upstream)
             said = leaving.result() or (1001, b"the client went away")
             log.debug("a client of %s closed while its recognizer took in none of its stream: closed %d", backend.locale, said[0])
-            await asyncio.gather(_close(client, *said), _close_within(upstream, *said))
+            await asyncio.gather(_close(client, *said), close_upstream(*said))
         elif to_client in done:
             try:
                 closed = to_client.result()
             except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone (or was reset: not_reading)
                 if not_reading(request) is None:
                     log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
-                await _close_within(upstream, 1001, b"the client went away")
+                await close_upstream(1001, b"the client went away")
             else:
                 if closed is not None:
                     if unanswered:  # closed before it told: the stream was refused once accepted, or let go idle
                         unanswered.pop()(closed)
                     await _stopped(to_upstream)  # the client's close reply is its close's to read (_stopped)
-                    await asyncio.gather(_close(client, *closed), _close_within(upstream, *closed))
+                    await asyncio.gather(_close(client, *closed), close_upstream(*closed))
                 elif not _not_taking_in(transport, backend):
                     gone = lost(backend, "went away mid-stream without closing: its pod stopped or failed")
                     failed(gone)
@@ -817,9 +829,9 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await _close(client, *failures.close_args(gone))
             else:
                 if closed is None:
-                    await _close_within(upstream, 1001, b"the client went away")
+                    await close_upstream(1001, b"the client went away")
                 else:
-                    await asyncio.gather(_close_within(upstream, *closed), _close(client, *closed))
+                    await asyncio.gather(close_upstream(*closed), _close(client, *closed))
         else:  # the gateway stops: idle (1000, the client connects again, to another gateway), or out of time
             closed = idle.result()
             if closed == failures.close_args(STOPPED_MIDSTREAM):  # a stream cut: the failure table's gateway_stopped
@@ -828,7 +840,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 log.debug("a relayed WebSocket of %s closed while idle as the gateway stops", backend.locale)
             await _stopped(to_upstream)
             stopping = client.stop(*closed) if isinstance(client, _ClientSide) else _close(client, *closed)
-            await asyncio.gather(stopping, _close_within(upstream, *closed))
+            await asyncio.gather(stopping, close_upstream(*closed))
     finally:
         idle.cancel()
         leaving.cancel()
@@ -839,7 +851,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             if not pump.done():
                 pump.cancel()
         await asyncio.gather(to_upstream, to_client, idle, leaving, return_exceptions=True)
-        await asyncio.gather(_close_within(upstream, 1001, b""), _close(client, 1001, b""), return_exceptions=True)
+        await asyncio.gather(close_upstream(1001, b""), _close(client, 1001, b""), return_exceptions=True)
         if (stalled := not_reading(request)) is not None:
             failed(stalled)
 
@@ -885,11 +897,13 @@ def _close_read(client: web.WebSocketResponse) -> tuple[int, bytes] | None:
     return None
 
 
-async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes) -> None:
+async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes, backend: Backend,
+                        failed: Failed) -> None:
     """Close the recognizer's side (:func:`_close`) for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`:
     a close frame to a recognizer that takes nothing in waits for it to, for ever. A close that ends without the
     recognizer's reply (that bound, or aiohttp's own on the reply, the same) with bytes still unsent to it resets the
-    connection (one DEBUG line): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
+    connection, ``failed`` told (``not_reading``, as the gateway's reset of a client that takes in nothing, of
+    ``backend``'s locale): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
     them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window, or leave them in the transport's
     buffer, the connection open, for as long as the recognizer reads nothing."""
     transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
@@ -897,7 +911,9 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
         async with asyncio.timeout(CLOSE_REPLY_SECONDS):
             await _close(upstream, code, reason)
     if unsent := unsent_bytes(transport):
-        log.debug("a recognizer's connection closed with %d bytes unsent to it, its close unanswered: reset", unsent)
+        failed(Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) had not taken in the "
+                       f"stream's last {unsent} bytes (its close behind them) {CLOSE_REPLY_SECONDS:g} s after the close: "
+                       "its connection was reset", NOT_READING))
         reset(transport)
 
 

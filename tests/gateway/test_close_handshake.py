@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
@@ -54,7 +55,7 @@ from tests.recognizer.test_not_reading import deaf_websocket
 from tests.support import Starved, TcpServerThread, read_wav
 
 from .conftest import Recognizer, Stack, start_recognizer
-from .test_not_reading import failures, gateway_side, vosk_stream
+from .test_not_reading import FEW_RESETS, failures, gateway_side, vosk_stream
 from .test_shutdown import PROMPT, asleep_stack, close_of, gateway, ko  # noqa: F401 - ko: the fixture
 
 #: The gateway's shutdown_seconds in the tests of a stream still going at the deadline.
@@ -292,7 +293,48 @@ def test_a_client_that_takes_in_nothing_is_reset_at_the_stop(ko: Recognizer, tmp
     finally:
         stack.__exit__()
     assert stack.stopped_in is not None and stack.stopped_in < DEADLINE_SECONDS + AFTER_DRAIN_SECONDS + 0.5, stack.stopped_in
+    # the stream cut (gateway_stopped), its close reset at the stop's end: one failure of the stream, counted once
+    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
     print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s, its end of the connection gone {gone:.2f} s after the stop began")
+
+
+def stopped_failures(stack: Stack) -> dict[tuple[str, str], float]:
+    """A stopped gateway's ``speech_gateway_failures_total`` by (reason, locale), those not 0: its exposition read in
+    this process (its /metrics no longer answers)."""
+    assert stack.app is not None
+    text = stack.app[GATEWAY].metrics.exposition().decode()
+    return {(s.labels["reason"], s.labels["locale"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "speech_gateway_failures_total" and s.value}
+
+
+def test_a_client_still_closing_when_the_stop_ends_is_counted(ko: Recognizer, tmp_path: Path) -> None:  # noqa: F811 - the fixture imported
+    """A /vosk connection with no audio (idle: closed 1000 as the stop begins) whose client reads nothing, the replies
+    to :data:`~tests.gateway.test_not_reading.FEW_RESETS` resets waiting unsent for it: its close waits behind them,
+    and the gateway's bound on a client that takes in nothing (``SPEECH_GATEWAY_SEND_STALL_SECONDS``, 60 s here) outlasts
+    the stop (4 s). The stop's end resets the connection, and that is counted once, a failure of its stream:
+    ``speech_gateway_failures_total{reason="gateway_stopped",locale="ko-KR"}`` (its client got neither its last replies
+    nor the close). Before: one DEBUG line, counted nowhere."""
+    stack = gateway(tmp_path / "gateway", ko, shutdown_seconds=SETTLE_SECONDS + 2, send_stall_seconds=DEAD_PEER_SECONDS)
+    try:
+        sock, protocol = deaf_websocket(stack.port, "/vosk?language=ko-KR")
+        with sock:
+            for message in [json.dumps({"config": {"max_alternatives": 1}}).encode(), *[b'{"reset" : 1}'] * FEW_RESETS]:
+                protocol.send_text(message)
+            sock.settimeout(10)
+            sock.sendall(b"".join(protocol.data_to_send()))
+            port = sock.getsockname()[1]
+            stack.eventually(lambda: int(gateway_side(stack, port, 2) or 0) > 0, 30, "replies wait unsent for the client")
+            time.sleep(SETTLE_SECONDS)  # idle and quiet: closed 1000 as soon as the stop begins
+            stack.stop()
+            stack.join()
+            side = gateway_side(stack, port)
+    finally:
+        stack.__exit__()
+    assert not side, f"the gateway's end of the connection still {side} once it stopped"
+    assert stack.app is not None
+    text = stack.app[GATEWAY].metrics.exposition().decode()
+    assert 'speech_gateway_requests_total{code="1000",locale="ko-KR",route="vosk"} 1.0' in text, "closed idle, 1000"
+    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
 
 
 class Mute(TcpServerThread):
@@ -434,12 +476,14 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
     the relay's send does not wait; or 1 MiB: it waits), then leaves: its close 1000, a reset, or its FIN. The gateway's
     close of the recognizer's side waits for its reply for at most CLOSE_REPLY_SECONDS, then resets that connection: its
     bytes still unsent, a FIN would wait behind them. Its end of the connection is gone within CLOSE_REPLY_SECONDS and
-    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU. Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the kernel (until it
-    gave the connection up: minutes against a shut window)."""
+    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU, and that reset is counted once, ``not_reading`` of ko-KR (one
+    line naming the recognizer). Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the kernel (until it
+    gave the connection up: minutes against a shut window); then (c78e2bc) reset with one DEBUG line, counted nowhere."""
     bound = CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
     with Deaf() as deaf:
         stack = gateway(tmp_path / "gateway", deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
         try:
+            before = failures(stack, "ko-KR").get("not_reading", 0)
             with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
                 client.send(json.dumps({"config": {"sample_rate": 16000}}))
                 client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
@@ -461,11 +505,13 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
                     while (state := upstream_side(deaf.port)) and time.monotonic() - left < 4 * bound:  # the clock's bounds the unstarved time from above
                         time.sleep(0.05)
                     took = time.monotonic() - left
+            counted = failures(stack, "ko-KR").get("not_reading", 0) - before
         finally:
             stack.__exit__()
     quiet = starved.unstarved(left, left + took)
     assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
                                          f"not waiting for a CPU ({took:.1f} s of the clock) after its client left")
+    assert counted == 1, f"{counted:g} not_reading counted for the reset of the recognizer's connection, under ko-KR"
     print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
 
 
