@@ -35,7 +35,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -88,6 +88,7 @@ from speech_operator.gateway_relay import (
 from speech_operator.gateway_shutdown import AFTER_DRAIN_SECONDS, CLOSE_REPLY_SECONDS, STOPPED_DRAINED, Progress, Shutdown
 from speech_operator.gateway_wake import Waker, hold_websocket
 from speech_recognizer import contract, cors, demo, errors, logs
+from speech_recognizer import serving as recognizer_serving
 from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
 from speech_recognizer.serving import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, listening_on, listening_socket
@@ -110,9 +111,10 @@ _HEADER_BYTES = (declared("http_max_header_bytes").minimum, declared("http_max_h
 _BODY_PAUSE_SECONDS = (FormLimits.MINIMUMS["pause_seconds"], declared("http_body_timeout_seconds").maximum)
 
 
-def _setting(default: Any, help: str, minimum: float | None = None, maximum: float | None = None) -> Any:
+def _setting(default: Any, help: str, minimum: float | None = None, maximum: float | Callable[[], float] | None = None) -> Any:
     """A field of :class:`GatewayConfig`: its default, its bounds and its help, said once (its variable is
-    ``SPEECH_GATEWAY_`` and the field's name in capitals: :meth:`GatewayConfig.variables`)."""
+    ``SPEECH_GATEWAY_`` and the field's name in capitals: :meth:`GatewayConfig.variables`). A ``maximum`` that is
+    another module's setting is declared as a function reading it, read at each check (:meth:`GatewayConfig.bounds`)."""
     return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
 
 
@@ -162,7 +164,8 @@ class GatewayConfig:
                                          "long, while those sends wait (its window shut), has its connection reset "
                                          "(not_reading; a slow reader is not cut): the recognizers' AudioIdleSeconds "
                                          "default, their own bound on a client that reads nothing; at most "
-                                         f"{DEAD_PEER_SECONDS}, when the kernel gives such a connection up", 1, DEAD_PEER_SECONDS)
+                                         f"{DEAD_PEER_SECONDS}, when the kernel gives such a connection up", 1,
+                                         lambda: recognizer_serving.DEAD_PEER_SECONDS)
     trusted_proxies: str = _setting("", "comma-separated addresses and CIDRs of proxies whose X-Forwarded-For names the client in "
                                     "the access log, and whose X-Forwarded-Proto and -Host the recognizers get (the ingress "
                                     "controller's pods); empty: none, the log names the peer; a client of any other address "
@@ -229,15 +232,23 @@ class GatewayConfig:
                 values[f.name] = env.get(name) or getattr(cls, f.name)
         return cls(**values)
 
+    @staticmethod
+    def bounds(f: Field[Any]) -> tuple[float | None, float | None]:
+        """The least and the most a number setting ``f`` may be (None: unbounded), as declared (:func:`_setting`), a
+        maximum declared as a function read now: ``SPEECH_GATEWAY_SEND_STALL_SECONDS``' is the kernel's bound on a peer
+        that takes in nothing, :data:`~speech_recognizer.serving.DEAD_PEER_SECONDS`, whatever it is when checked."""
+        maximum = f.metadata["maximum"]
+        return f.metadata["minimum"], maximum() if callable(maximum) else maximum
+
     @classmethod
     def bounded(cls, name: str, value: float, said: str) -> Any:
         """``value`` for the field ``name`` (from a variable, or a flag: ``said`` says which and as given); raises
-        :class:`ValueError` saying so when it is out of that field's bounds."""
-        metadata = next(f for f in fields(cls) if f.name == name).metadata
-        if metadata["minimum"] is not None and not value >= metadata["minimum"]:  # NaN too
-            raise ValueError(f"{said} must be at least {metadata['minimum']:g}")
-        if metadata["maximum"] is not None and value > metadata["maximum"]:
-            raise ValueError(f"{said} must be at most {metadata['maximum']}")
+        :class:`ValueError` naming the bound it breaks when it is out of that field's bounds (:meth:`bounds`)."""
+        minimum, maximum = cls.bounds(next(f for f in fields(cls) if f.name == name))
+        if minimum is not None and not value >= minimum:  # NaN too
+            raise ValueError(f"{said} must be at least {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{said} must be at most {maximum}")
         return value
 
     @classmethod
@@ -245,8 +256,9 @@ class GatewayConfig:
         """The settings as ``--help`` lists them: variable, default, least value, what it does."""
         lines = ["settings (environment variables; unset or empty: the default):"]
         for name, f in cls.variables().items():
-            bound = "" if f.metadata["minimum"] is None else f", at least {f.metadata['minimum']:g}"
-            bound += "" if f.metadata["maximum"] is None else f", at most {f.metadata['maximum']}"
+            minimum, maximum = cls.bounds(f)
+            bound = "" if minimum is None else f", at least {minimum:g}"
+            bound += "" if maximum is None else f", at most {maximum}"
             default = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
             lines.append(f"  {name}  (default {default}{bound})")
             lines.append(f"      {f.metadata['help']}")

@@ -411,9 +411,9 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
             value = "http://127.0.0.2" if name == "SPEECH_GATEWAY_CORS_ORIGINS" else "127.0.0.2"  # an origin, else an address
             assert getattr(GatewayConfig.from_env({name: value}), f.name) == value
             continue
-        largest = f.metadata["maximum"] or 70000
+        largest = GatewayConfig.bounds(f)[1] or 70000
         assert getattr(GatewayConfig.from_env({**small_forms, name: str(largest)}), f.name) == largest, name
-        if f.metadata["maximum"] is not None:
+        if GatewayConfig.bounds(f)[1] is not None:
             with pytest.raises(ValueError, match=f"^{name}='{largest + 1}' must be at most {largest}$"):
                 GatewayConfig.from_env({name: str(largest + 1)})
         with pytest.raises(ValueError, match=f"^{name}='-1' must be at least"):  # every number has its bound
@@ -453,15 +453,35 @@ def test_a_gateway_config_made_directly_keeps_each_number_within_its_declared_bo
     for name, f in GatewayConfig.variables().items():
         if f.type == "str":
             continue
-        if f.metadata["maximum"] is not None:
-            above = f.metadata["maximum"] + 600
-            with pytest.raises(ValueError, match=f"^{name}={above!r} must be at most {f.metadata['maximum']}$"):
+        minimum, maximum = GatewayConfig.bounds(f)
+        if maximum is not None:
+            above = maximum + 600
+            with pytest.raises(ValueError, match=f"^{name}={above!r} must be at most {maximum}$"):
                 GatewayConfig(**{f.name: above})
-        below = f.metadata["minimum"] - 1
-        with pytest.raises(ValueError, match=f"^{name}={below!r} must be at least {f.metadata['minimum']:g}$"):
+        assert minimum is not None, name
+        below = minimum - 1
+        with pytest.raises(ValueError, match=f"^{name}={below!r} must be at least {minimum:g}$"):
             GatewayConfig(**{f.name: below})
         with pytest.raises(ValueError, match=f"^{name}=nan must be at least"):
             GatewayConfig(**{f.name: float("nan")})
+
+
+def test_the_gateways_send_stall_bound_is_the_kernels_as_it_is_when_checked(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """SPEECH_GATEWAY_SEND_STALL_SECONDS is at most the kernel's bound on a peer that takes in nothing
+    (speech_recognizer.serving.DEAD_PEER_SECONDS, which the gateway's listening socket takes as it is made): that bound is
+    read when a config is checked, made directly or from the environment, and listed by --help, not frozen when the
+    module was imported (a test that raised it for its gateway's socket had to patch the field's declaration as well)."""
+    from speech_operator.gateway import GatewayConfig
+    from speech_recognizer import serving
+    monkeypatch.setattr(serving, "DEAD_PEER_SECONDS", 600)
+    assert GatewayConfig(send_stall_seconds=600).send_stall_seconds == 600
+    assert GatewayConfig.from_env({"SPEECH_GATEWAY_SEND_STALL_SECONDS": "600"}).send_stall_seconds == 600
+    with pytest.raises(ValueError, match=r"^SPEECH_GATEWAY_SEND_STALL_SECONDS=601 must be at most 600$"):
+        GatewayConfig(send_stall_seconds=601)
+    with pytest.raises(SystemExit):
+        cli.parse(["gateway", "--help"])
+    assert "SPEECH_GATEWAY_SEND_STALL_SECONDS  (default 30, at least 1, at most 600)" in capsys.readouterr().out
 
 
 def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable() -> None:
@@ -477,8 +497,7 @@ def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable(
     assert len(entries) >= 12, entries
     variables = GatewayConfig.variables()
     for name, helper, value, rest in entries:
-        metadata = variables[name].metadata
-        code = (metadata["minimum"], metadata["maximum"])
+        code = GatewayConfig.bounds(variables[name])
         assert (schema[value].get("minimum"), schema[value].get("maximum")) == code, (name, value, schema[value], code)
         if helper:  # the chart's number helper checks a --set string against its own copy of the bounds
             said = dict(re.findall(r'"(minimum|maximum)" ([\d.]+)', rest))
