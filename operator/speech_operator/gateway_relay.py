@@ -22,9 +22,10 @@
   of what waits for it for ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` is reset (:meth:`HeadGuard._watch
   <speech_operator.gateway_http_limits.HeadGuard._watch>`), whether or not it still sends, the recognizer's side closed
   1001, and that is counted and logged once (``not_reading``: :func:`_relay`, and the caller of :func:`relay_http`).
-  A client that closes while the relay's send to a recognizer taking in nothing waits is answered then, not once that
-  recognizer reads: its close, among what was read ahead of it (aiohttp's private ``_reader._buffer``), passed on, or
-  its end of the connection in the TCP state (:func:`_client_closes`).
+  A client that closes while the relay's send to its recognizer waits (a recognizer taking in nothing, or less than
+  its client sends) is answered then, not once that recognizer has read what came before the close: its close, among
+  what was read ahead of it (aiohttp's private ``_reader._buffer``), passed on, or its end of the connection in the TCP
+  state, and what it sent before them and the relay still holds dropped (:func:`_client_closes`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
@@ -862,13 +863,22 @@ CLOSING_POLL_SECONDS = 0.5
 
 async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Transport | None,
                          sends: _Sends) -> tuple[int, bytes] | None:
-    """Returns once the client closed while the relay's send of its stream to the recognizer waited for a whole
-    :data:`CLOSING_POLL_SECONDS` (a recognizer taking in nothing): its close (code, reason) if it is among its messages
-    read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP state, or read by the event
-    loop, which then closed the connection: aiohttp's ``eof_received`` asks it to). The relay would see that
-    close only once the recognizer took the messages before it in, or never: the connection held its place under the cap
-    meanwhile, and the client waited for its close reply. Never returns while sends go on: a slow recognizer gets all.
-    It looks only while a send that may wait (``sends.may_wait``) has not ended: an idle relay's wakes nothing.
+    """Returns once the client closed while one send of its stream to the recognizer waited for a whole
+    :data:`CLOSING_POLL_SECONDS` (a recognizer taking in nothing, or less than its client sent): its close (code, reason)
+    if it is among its messages read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP
+    state, or read by the event loop, which then closed the connection: aiohttp's ``eof_received`` asks it to). The relay
+    would see that close only once the recognizer took the messages before it in, or never: the connection held its place
+    under the cap meanwhile, and the client waited for its close reply.
+
+    A recognizer still reading, however slowly, is so cut too: what the client sent before its close and the relay still
+    holds is dropped, and the relay's close of the recognizer's side resets it if it does not take in the rest within
+    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS` (:func:`_close_within`). Nothing is lost to the
+    client: once it closed it takes no more results (RFC 6455 5.5.1 asks for its close reply as soon as practical; a
+    browser drops what comes after its close), and a recognizer that reads the client's close behind audio it has not
+    decoded drops that audio itself (:mod:`speech_recognizer.inbox`): relayed, it would be read to be dropped, the
+    decoder held meanwhile. Sends that each end within :data:`CLOSING_POLL_SECONDS` go on as they are: the close comes
+    after them. It looks only while a send that may wait (``sends.may_wait``) has not ended: an idle relay's wakes
+    nothing.
 
     A close behind more than ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` of the client's messages is not read (the bound on
     what the gateway holds): only its end of the connection is seen then."""

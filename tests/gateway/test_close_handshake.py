@@ -425,19 +425,26 @@ def test_a_client_closing_while_its_recognizer_takes_nothing_in_gets_its_close_r
     cap."""
     with stuck_stream(tmp_path / "gateway") as client:
         client.send(SILENCE)
-        client.protocol.send_close(1000, "done")
-        client._flush()
-        closing = time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            while client.protocol.close_rcvd is None and time.monotonic() - closing < CLOSE_PROMPTLY:
-                client._receive(CLOSE_PROMPTLY)
-        came = time.monotonic() - closing
-        assert client.protocol.close_rcvd is not None, f"no close reply within {came:.1f} s"
-        assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1000, "done")
-        assert client.ended(CLOSE_PROMPTLY) == "fin"
-        ended = time.monotonic() - closing
+        came, ended = close_answered(client)
     assert ended < CLOSE_PROMPTLY, ended
     print(f"\nthe close reply came {came:.2f} s after the client's close, the connection ended {ended:.2f} s after")
+
+
+def close_answered(client: HeldReply) -> tuple[float, float]:
+    """Send ``client``'s close (1000 ``done``) and wait for the reply: it must come within :data:`CLOSE_PROMPTLY` with
+    the client's code and reason, and the connection end with a FIN; the seconds from the close to the reply, and to
+    the connection's end."""
+    client.protocol.send_close(1000, "done")
+    client._flush()
+    closing = time.monotonic()
+    with contextlib.suppress(TimeoutError):
+        while client.protocol.close_rcvd is None and time.monotonic() - closing < CLOSE_PROMPTLY:
+            client._receive(CLOSE_PROMPTLY)
+    came = time.monotonic() - closing
+    assert client.protocol.close_rcvd is not None, f"no close reply within {came:.1f} s"
+    assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1000, "done")
+    assert client.ended(CLOSE_PROMPTLY) == "fin"
+    return came, time.monotonic() - closing
 
 
 def test_a_client_ending_its_connection_while_its_recognizer_takes_nothing_in_is_let_go(tmp_path: Path) -> None:
@@ -453,6 +460,71 @@ def test_a_client_ending_its_connection_while_its_recognizer_takes_nothing_in_is
         ended = time.monotonic() - closing
     assert how is not None, f"the connection was still open {ended:.1f} s after the client's end of stream"
     print(f"\nthe connection ended ({how}) {ended:.2f} s after the client's end of stream")
+
+
+class Slow:
+    """A stand-in recognizer that accepts WebSockets, then takes in 2 KiB of each every 0.2 s (its receive buffer at its
+    least): it reads on, slower than its client sends. ``taken``: the bytes it has read after the upgrades."""
+
+    def __enter__(self) -> Slow:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the connections accepted inherit it
+        self.port = self.listener.getsockname()[1]
+        self.taken = 0
+        self.stopping = threading.Event()
+        threading.Thread(target=self._accept, daemon=True, name="slow").start()
+        return self
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._read, args=(conn,), daemon=True, name="slow-connection").start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            protocol = ServerProtocol()
+            while not (events := protocol.events_received()):
+                if not (data := conn.recv(65536)):
+                    return
+                protocol.receive_data(data)
+            protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
+            conn.sendall(b"".join(protocol.data_to_send()))
+            while not self.stopping.is_set() and (data := conn.recv(2048)):
+                self.taken += len(data)
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+
+def test_a_client_closing_while_its_slow_recognizer_reads_on_gets_its_close_reply(tmp_path: Path) -> None:
+    """A /vosk client sends its recognizer, which takes in 2 KiB every 0.2 s (:class:`Slow`: it reads on, never stops),
+    a message more than the relay holds (1 MiB: its send waits), then its close: the close reply comes, and the
+    connection ends, within :data:`CLOSE_PROMPTLY` with the client's code, and the recognizer's side ends too (reset:
+    the rest of the message unsent), while the recognizer was still taking the stream in, not once it had read it all
+    (minutes at its pace). What the client sent before its close is dropped, as a recognizer drops the audio it read
+    ahead of a client's close: a client that closed takes no more results (gateway_relay._client_closes says why)."""
+    with Slow() as slow:
+        stack = gateway(tmp_path / "gateway", slow, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
+        try:
+            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
+                client.send(json.dumps({"config": {"sample_rate": 16000}}))
+                client.send(STUCK_MESSAGE)
+                taken = slow.taken
+                time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
+                came, _ = close_answered(client)
+                reading = slow.taken - taken
+            deadline = time.monotonic() + CLOSE_PROMPTLY
+            while (state := upstream_side(slow.port)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stack.__exit__()
+    assert reading > 0, "the recognizer took in nothing from the message to the close reply: not a slow reader"
+    assert slow.taken < len(STUCK_MESSAGE), "the recognizer had read the whole message: nothing was left to cut"
+    assert not state, f"the gateway's end of its connection to the recognizer still {state} after the client's close"
+    print(f"\nthe close reply came {came:.2f} s after the client's close; the recognizer took in {reading} bytes from the message on")
 
 
 def upstream_side(recognizer_port: int, column: int = 0) -> str:
