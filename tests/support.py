@@ -421,6 +421,33 @@ class _Schedstat:
         self.fds.clear()
 
 
+class Unstarved:
+    """A stopwatch of the time this process and its children did not wait for a CPU (the :class:`Starved` measure),
+    read at its caller's own pace rather than by a sampling thread: each :meth:`read` adds the clock time since the
+    one before, less what the threads waited for a CPU meanwhile (at most that time: threads waiting at once count
+    once). For a wait's bound that a loaded machine should stretch and a quiet one should not: when nothing waits for
+    a CPU it reads the clock's time."""
+
+    def __init__(self) -> None:
+        self._read = _Schedstat(skip=0)  # no thread is skipped: the reader's own waits count too
+        self._at, self._waits = time.monotonic(), self._read()
+        self.seconds = 0.0
+        self.clock = 0.0
+
+    def read(self) -> float:
+        """The unstarved seconds since this stopwatch began (and :attr:`clock`, the clock's)."""
+        now, waits = time.monotonic(), self._read()
+        span = now - self._at
+        waited = sum(max(0, waits[tid] - self._waits[tid]) for tid in waits.keys() & self._waits.keys()) / 1e9
+        self.seconds += span - min(span, waited)
+        self.clock += span
+        self._at, self._waits = now, waits
+        return self.seconds
+
+    def close(self) -> None:
+        self._read.close()
+
+
 def threads_named(*prefixes: str) -> frozenset[int]:
     """The native ids of this process's Python threads alive now whose names begin with one of ``prefixes``."""
     return frozenset(t.native_id for t in threading.enumerate() if t.native_id is not None and t.name.startswith(prefixes))
