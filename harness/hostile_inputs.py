@@ -13,7 +13,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -311,6 +311,15 @@ def _mp4_box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I4s", 8 + len(payload), kind) + payload
 
 
+def _mp4_boxes(boxes: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Each box of ``boxes`` (one after the other, none holding the next): its type and payload."""
+    at = 0
+    while at + 8 <= len(boxes):
+        size, kind = struct.unpack_from(">I4s", boxes, at)
+        yield kind, boxes[at + 8 : at + size]
+        at += size
+
+
 #: The MP4 boxes :func:`mp4_declaring` rebuilds on the way to the sample table.
 _MP4_PATH = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
 
@@ -340,10 +349,8 @@ def mp4_declaring(m4a: bytes, samples: int | None = None, entries: dict[bytes, i
     assert m4a.index(b"mdat") < m4a.index(b"moov"), "moov after mdat"
 
     def stbl(boxes: bytes) -> bytes:
-        out, at = b"", 0
-        while at + 8 <= len(boxes):
-            size, kind = struct.unpack_from(">I4s", boxes, at)
-            body = boxes[at + 8 : at + size]
+        out = b""
+        for kind, body in _mp4_boxes(boxes):
             if samples is not None and kind == b"stts":
                 body = struct.pack(">IIII", 0, 1, samples, 1024)
             elif samples is not None and kind == b"stsc":
@@ -351,16 +358,34 @@ def mp4_declaring(m4a: bytes, samples: int | None = None, entries: dict[bytes, i
             elif samples is not None and kind == b"stsz":
                 body = struct.pack(">III", 0, max(struct.unpack_from(">I", body, 12)[0], 1), samples)
             elif samples is not None and kind in (b"sgpd", b"sbgp"):  # the priming's sample groups, of the old count
-                at += size
                 continue
             if kind not in (entries or {}):
                 out += _mp4_box(kind, body)
-            at += size
         for kind, count in (entries or {}).items():
             out += _mp4_box(kind, struct.pack(">III", 0, count, 1))
         return out
 
     return _mp4_rebuilt(m4a, 0, len(m4a), stbl)
+
+
+def mp4_chunked(mov: bytes, chunks: int, chunk_samples: int) -> bytes:
+    """``mov`` (one track, its ``moov`` after its ``mdat``) whose sample-to-chunk table declares ``chunk_samples``
+    samples in each of ``chunks`` chunks (its chunk offsets table that many entries, each its first chunk's): FFmpeg
+    indexes a track of uncompressed sound (PCM) by pieces of 1024 samples of its chunks as it opens the file, whatever
+    its sample sizes declare."""
+    assert mov.index(b"mdat") < mov.index(b"moov"), "moov after mdat"
+
+    def stbl(boxes: bytes) -> bytes:
+        out = b""
+        for kind, body in _mp4_boxes(boxes):
+            if kind == b"stsc":
+                body = struct.pack(">IIIII", 0, 1, 1, chunk_samples, 1)
+            elif kind == b"stco":
+                body = struct.pack(">II", 0, chunks) + body[8:12] * chunks
+            out += _mp4_box(kind, body)
+        return out
+
+    return _mp4_rebuilt(mov, 0, len(mov), stbl)
 
 
 def mp4_compressed_header(m4a: bytes, declared: int | None = None) -> bytes:

@@ -22,14 +22,17 @@ MP4's index may come last).
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
+import re
 import resource
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 #: Exit statuses: the input is not audio of the format named (or is cut or corrupt) ...
@@ -84,6 +87,14 @@ _MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof
 #: declare samples together, each other kind of table by itself).
 _MP4_COUNTS = {b"stsz": (8, "samples"), b"stz2": (8, "samples"), b"trun": (4, "samples"),
                **{kind: (4, kind.decode()) for kind in (b"stts", b"ctts", b"stsc", b"stco", b"co64", b"stss", b"stps")}}
+#: The samples of an index entry FFmpeg's MP4 demuxer makes of a track it indexes by its chunks (a track of
+#: uncompressed sound, :meth:`_Mp4Track.chunked`), but for a chunk's last: it cuts each chunk in pieces of 1024 samples
+#: (PCM), or of a codec's frames (``samples_per_frame``, a sound description's or a codec's: 160 and more, QCELP's and
+#: GSM's, one frame each; fewer, as many as fit in 1024), never fewer than 160 samples.
+_MP4_PIECE_SAMPLES, _MP4_FEWEST_PIECE_SAMPLES = 1024, 160
+#: The sound descriptions (``stsd`` entries, by format) of PCM, which FFmpeg cuts in pieces of
+#: :data:`_MP4_PIECE_SAMPLES` unless the description (QuickTime's version 1 or 2) declares packets of more than a sample.
+_MP4_PCM = frozenset({b"sowt", b"twos", b"raw ", b"NONE", b"lpcm", b"in24", b"in32", b"fl32", b"fl64"})
 #: The most CPU time (its thread's) opening a container may take: FFmpeg reading its headers and
 #: each stream's parameters, with a decoder of its own for each, which reads its codec's setup as it opens (a Vorbis
 #: track's codebooks, a few kilobytes that it expands to megabytes). Several times what the largest body of served
@@ -208,12 +219,19 @@ def _mp4_tables(data: BinaryIO) -> None:
     kind of table, before FFmpeg's demuxer allocates for them (each counted as declared: a table may say more than its
     box holds), or whose movie header is compressed (``cmov``: its tables cannot be counted unread, and FFmpeg
     allocates the size it declares, up to 4 GB). Its boxes are walked by their sizes (a box FFmpeg would find invalid
-    ends the walk: FFmpeg refuses it); only the tables' counts are read."""
+    ends the walk: FFmpeg refuses it); only the tables' counts are read, and the sample-to-chunk runs of a track of
+    uncompressed sound, which FFmpeg indexes by pieces of its chunks, not by its samples (:meth:`_Mp4Track.indexed`)."""
     counts: dict[str, int] = {}
-    at, ends = 0, [data.seek(0, io.SEEK_END)]
+    sizes: dict[str, int] = {}  # the sizes tables of tracks, held by FFmpeg however it indexes them
+    tracks: list[_Mp4Track] = []
+    others: list[int] | None = None
+    ends: list[tuple[int, _Mp4Track | None]] = [(data.seek(0, io.SEEK_END), None)]  # each box walked into: its end, its track
+    at = 0
     while ends:
-        if at + 8 > ends[-1]:
-            at = ends.pop()
+        if at + 8 > ends[-1][0]:
+            at, closed = ends.pop()
+            if closed is not None:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
+                closed.open = False
             continue
         data.seek(at)
         head = data.read(32)
@@ -221,28 +239,153 @@ def _mp4_tables(data: BinaryIO) -> None:
         if size == 1 and len(head) >= 16:
             size, start = int.from_bytes(head[8:16], "big"), 16
         elif size == 0:
-            size = ends[-1] - at
+            size = ends[-1][0] - at
         if size < start:
             break
-        end = min(at + size, ends[-1])
+        end = min(at + size, ends[-1][0])
         if kind in _MP4_CONTAINERS:
-            ends.append(end)
+            track = None
+            if kind == b"trak":
+                others = _not_sound(data) if others is None else others
+                tracks.append(track := _Mp4Track(other=bisect.bisect_left(others, at) < bisect.bisect_left(others, end)))
+            ends.append((end, track))
             at += start
             continue
         if kind == b"cmov":
             raise Refused(UNSUPPORTED, "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served: "
                                        "send it as current recorders and tools write it, its header uncompressed")
+        track = tracks[-1] if tracks and tracks[-1].open and kind != b"trun" else None  # FFmpeg's: the last stream's
+        if track is not None:
+            _mp4_track_box(track, kind, head[start:], data, at + start, end)
         if (counted := _MP4_COUNTS.get(kind)) is not None and len(count := head[start + counted[0] : start + counted[0] + 4]) == 4:
-            what = counted[1]
-            counts[what] = counts.get(what, 0) + int.from_bytes(count, "big")
-            if counts[what] > MP4_MAX_ENTRIES:
-                declared = (f"sample tables (stsz, stz2, trun) declare {counts[what]} samples" if what == "samples"
-                            else f"{what} tables declare {counts[what]} entries")
-                raise Refused(UNSUPPORTED, f"the MP4 file's {declared}, more than the {MP4_MAX_ENTRIES} served (some 24 "
-                                           "hours of 48 kHz AAC): send the audio as a recorder writes it, in parts if it "
-                                           "is longer")
+            what, declared = counted[1], int.from_bytes(count, "big")
+            if what == "samples" and track is not None:  # indexed by sample or by chunk, known once its trak ends
+                if kind == b"stz2" or head[start + 4 : start + 8] == bytes(4):  # and a size each, held as declared
+                    sizes[kind.decode()] = sizes.get(kind.decode(), 0) + declared
+            else:
+                counts[what] = counts.get(what, 0) + declared
+                _mp4_within(what, counts[what])
         at = end
+    indexed = sum(track.indexed() for track in tracks)
+    _mp4_within("samples", counts.get("samples", 0) + indexed, any(track.chunked() for track in tracks))
+    for table, entries in sizes.items():
+        _mp4_within(table, entries)
     data.seek(0)
+
+
+#: The handler types (``hdlr``) with which FFmpeg makes a track other than sound (video, subtitles).
+_NOT_SOUND = re.compile(rb"hdlr.{4}.{4}(?:vide|subp|clcp)", re.DOTALL)
+#: The bytes of the MP4 read at once looking for them (the child holds no more of the file than that).
+_MP4_SCAN_BYTES = 1 << 20
+
+
+def _not_sound(data: BinaryIO) -> list[int]:
+    """Where ``data`` may hold a handler (``hdlr``) that makes FFmpeg's stream other than sound, wherever in a trak
+    (FFmpeg reads a trak's ``meta`` too), in order: looked for once, not in each trak (traks may nest)."""
+    found: list[int] = []
+    at, overlap = 0, 15  # a match's length less one: one across two reads is found in the second
+    while True:
+        data.seek(at)
+        block = data.read(_MP4_SCAN_BYTES)
+        found += [at + match.start() for match in _NOT_SOUND.finditer(block) if not found or at + match.start() > found[-1]]
+        if len(block) < _MP4_SCAN_BYTES:
+            return found
+        at += len(block) - overlap
+
+
+@dataclass
+class _Mp4Track:
+    """What :func:`_mp4_tables` read of one ``trak`` as FFmpeg's demuxer does (the last box of each kind before the trak
+    ends, when FFmpeg indexes it; summed where FFmpeg takes the last: more, never fewer): whether the last handler
+    walked makes it sound and none in it makes it another kind (:attr:`other`), whether its time-to-sample table is one
+    entry of duration 1 (:attr:`unit_times`: then FFmpeg indexes it by chunk), the samples its sizes declare, its
+    chunks, its sample-to-chunk runs (first chunk, samples in each, description), and whether its trak is still read."""
+
+    other: bool
+    sound: bool = False
+    unit_times: bool = False
+    samples: int = 0
+    chunks: int = 0
+    runs: bytes = b""
+    piece: int = _MP4_PIECE_SAMPLES
+    open: bool = True
+
+    def chunked(self) -> bool:
+        """Whether FFmpeg indexes this track by pieces of its chunks (``mov_build_index``'s "old uncompressed audio
+        chunk demuxing"): a sound track whose time-to-sample table is one entry of duration 1 (PCM: a sample each audio
+        frame)."""
+        return self.sound and not self.other and self.unit_times
+
+    def indexed(self) -> int:
+        """At most the entries FFmpeg's demuxer makes for this track as it opens the file: its samples, or by chunk
+        each chunk's samples in pieces of :attr:`piece` samples (``2**32`` where FFmpeg's unsigned count
+        of the last run's chunks may wrap: its runs name chunks past its last)."""
+        if not self.chunked():
+            return self.samples
+        if len(self.runs) < 12:
+            return 0
+        import numpy as np  # here alone: a track of uncompressed sound (PCM, not served) is rare
+
+        runs = np.frombuffer(self.runs[: len(self.runs) // 12 * 12], ">i4").reshape(-1, 3).astype(np.int64)  # FFmpeg's ints
+        firsts, pieces = runs[:, 0], -(-np.maximum(runs[:, 1], 1) // self.piece)
+        if max(int(firsts.max()), len(firsts)) > self.chunks:
+            return 1 << 32
+        valid = (bool(np.all(np.diff(firsts) > 0)) and bool(np.all(firsts >= np.arange(1, len(firsts) + 1)))
+                 and bool(np.all(runs[:, 1:] > 0)))
+        if not valid:  # FFmpeg mends its runs (each invalid one made its next's): chunks of the largest, at most
+            return self.chunks * max(int(pieces.max()), 1)
+        return int(np.sum(np.diff(np.append(firsts, self.chunks + 1)) * pieces))
+
+
+def _mp4_track_box(track: _Mp4Track, kind: bytes, body: bytes, data: BinaryIO, start: int, end: int) -> None:
+    """Read into ``track`` what its box of ``kind`` (``body``: its first bytes after its header, whose payload is
+    ``data``'s bytes from ``start`` to ``end``) says of how FFmpeg indexes it (:class:`_Mp4Track`)."""
+    declared = int.from_bytes(body[4:8], "big")
+    if kind == b"hdlr" and body[8:12] in (b"soun", b"vide", b"subp", b"clcp"):
+        track.sound = body[8:12] == b"soun"  # mdia's (minf's, QuickTime's data handler, says alis or url)
+    elif kind == b"stts":
+        track.unit_times = declared == 1 and end - start >= 16 and body[12:16] == b"\0\0\0\1"
+    elif kind in (b"stsz", b"stz2"):
+        track.samples += int.from_bytes(body[8:12], "big")
+    elif kind in (b"stco", b"co64") and declared:
+        track.chunks = declared
+    elif kind == b"stsd":
+        data.seek(start + 8)
+        track.piece = min(track.piece, _mp4_piece(data.read(min(end - start - 8, 1 << 16)), min(declared, 1024)))
+    elif kind == b"stsc":
+        data.seek(start + 8)
+        track.runs = data.read(max(min(12 * declared, end - start - 8), 0))
+
+
+def _mp4_piece(entries: bytes, count: int) -> int:
+    """The samples of a piece of a chunk FFmpeg indexes by chunk (:attr:`_Mp4Track.piece`) by the ``count`` sample
+    descriptions ``entries`` (an ``stsd``'s, as many as FFmpeg reads): :data:`_MP4_PIECE_SAMPLES` where each is PCM
+    (:data:`_MP4_PCM`) declaring no packets of more than a sample (QuickTime's version 1 at 36 bytes in, version 2's at
+    68), else the fewest FFmpeg may take (:data:`_MP4_FEWEST_PIECE_SAMPLES`)."""
+    at = 0
+    for _ in range(count):
+        size, entry = int.from_bytes(entries[at : at + 4], "big"), entries[at : at + 72]
+        version = int.from_bytes(entry[16:18], "big")
+        frames = {0: bytes(4), 1: entry[36:40], 2: entry[68:72]}.get(version, b"")
+        if size < 8 or entry[4:8] not in _MP4_PCM or len(frames) < 4 or int.from_bytes(frames, "big") > 1:
+            return _MP4_FEWEST_PIECE_SAMPLES
+        at += size
+    return _MP4_PIECE_SAMPLES
+
+
+def _mp4_within(what: str, count: int, chunked: bool = False) -> None:
+    """Refuse an MP4 whose tables of ``what`` declare ``count`` entries (``samples``: FFmpeg's index of them, ``chunked``
+    where a track of uncompressed sound is counted in pieces of its chunks), more than :data:`MP4_MAX_ENTRIES`."""
+    if count <= MP4_MAX_ENTRIES:
+        return
+    if what == "samples":
+        declared = (f"sample tables (stsz, stz2, trun) declare {count} samples" if not chunked else
+                    f"sample tables declare {count} samples (uncompressed sound's counted in pieces of its chunks, "
+                    "as FFmpeg indexes it)")
+    else:
+        declared = f"{what} tables declare {count} entries"
+    raise Refused(UNSUPPORTED, f"the MP4 file's {declared}, more than the {MP4_MAX_ENTRIES} served (some 24 hours of 48 "
+                               "kHz AAC): send the audio as a recorder writes it, in parts if it is longer")
 
 
 @contextmanager

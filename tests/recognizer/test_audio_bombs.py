@@ -28,6 +28,7 @@ from harness.hostile_inputs import (
     amr_bomb,
     flac_bomb,
     mp3_bomb,
+    mp4_chunked,
     mp4_compressed_header,
     mp4_declaring,
     ogg_opus_bomb,
@@ -43,7 +44,7 @@ from speech_recognizer.ffmpeg_child import ALAC_MAX_FRAME_SAMPLES, MP4_MAX_ENTRI
 
 from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
-from ..muxing import in_child
+from ..muxing import encoded_wav, in_child
 from .test_transcriber import transcribe
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
@@ -170,6 +171,40 @@ def test_an_mp4_whose_tables_declare_more_than_served_is_refused_saying_so(real_
     else:
         assert r.json()["error"]["message"].startswith(says), r.text
         assert used < BOMB_CPU_SECONDS, used  # (a 200's is its recognition's too)
+
+
+#: QuickTime movies of 16-bit PCM (48 kHz, mono; FFmpeg's muxer's) -> (seconds, the movie rewritten, the reason's words).
+#: FFmpeg indexes such a track by pieces of 1024 samples of its chunks, not sample by sample: 100 s (4.8 M samples, more
+#: than MP4_MAX_ENTRIES) were refused by their samples, not by their codec, which is what the sender needs to know.
+#: Chunks declaring 2^30 samples each: FFmpeg indexes 2^20 pieces of each as it opens the file (six: 183 MB).
+_PCM_CODEC = "the MP4 file's audio is PCM signed 16-bit little-endian, not aac, alac, amr_nb or amr_wb"
+PCM_MOVIES = {
+    "100 s": (100, lambda mov: mov, _PCM_CODEC),
+    "6 chunks of 2^30 samples": (1, lambda mov: mp4_chunked(mov, 6, 1 << 30),
+                                 f"the MP4 file's sample tables declare {6 << 20} samples (uncompressed sound's counted "
+                                 f"in pieces of its chunks, as FFmpeg indexes it), more than the {MP4_MAX_ENTRIES} served"),
+    "4 chunks of 2^30 samples": (1, lambda mov: mp4_chunked(mov, 4, 1 << 30), _PCM_CODEC),
+}
+
+
+@pytest.mark.parametrize("case", list(PCM_MOVIES))
+def test_a_quicktime_movie_of_pcm_is_counted_as_ffmpeg_indexes_it(real_server: Server, tmp_path: Path, case: str) -> None:
+    """A movie of PCM (not served in MP4) is refused by its codec, however many samples it holds, unless FFmpeg's
+    index of its chunks' pieces is more than is served (ffmpeg_child._Mp4Track.indexed), then by that, within
+    :data:`BOMB_CPU_SECONDS` of the server's CPU time. As many pieces as served are read as what they are."""
+    seconds, rewrite, says = PCM_MOVIES[case]
+    wav = tmp_path / "pcm.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes(np.random.default_rng(3).integers(-3000, 3000, 48000 * seconds, dtype=np.int16).tobytes())
+    body = rewrite(in_child(encoded_wav, wav, "mov", "pcm_s16le"))
+    cpu = cpu_seconds(real_server.pid, children=True)
+    r = httpx.post(f"{real_server.http}{REST}", content=body, timeout=60, headers={"Content-Type": "video/quicktime"})
+    used = cpu_seconds(real_server.pid, children=True) - cpu
+    assert r.status_code == 415 and r.json()["error"]["message"].startswith(says), r.text
+    assert used < BOMB_CPU_SECONDS, used
 
 
 @pytest.mark.parametrize("frame_samples", [4096, ALAC_MAX_FRAME_SAMPLES])
