@@ -52,7 +52,8 @@ def _is_child(body: kopf.Body, type: str | None, namespace: str | None, resource
     """Whether ``body`` is a SpeechToText's child (:func:`child_changed` handles it). One that is not, passed from a
     listing kopf made again (:func:`listed_again`: kopf watches every object of the kind), says that listing came
     (:meth:`~speech_operator.reconcile.Runtime.relisted`, no owner): a child deleted while that watch was away, the
-    last child of its kind there, is in no listing, and kopf passes a handler nothing else of it."""
+    last child of its kind there, is in no listing, and kopf passes a handler nothing else of it (nor anything of a
+    listing with no object at all: kopf's session tells that one, :meth:`~speech_operator.reconcile.Runtime.kopf_listed`)."""
     if owner_of(body) is not None:
         return True
     if namespace is not None and listed_again(type, memo):
@@ -88,11 +89,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.login()
-async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.AiohttpSession:
     """The pod's service account, else the kubeconfig (exec plugins and OIDC included), loaded by
     the official client: our calls and kopf's watches use the same credentials, refreshed together
-    on every re-login."""
-    return await kube.connection_info(await runtime(memo).kube.reload(), settings)
+    on every re-login. kopf's session tells the operator each listing kopf makes
+    (:meth:`~speech_operator.reconcile.Runtime.kopf_listed`)."""
+    rt = runtime(memo)
+    return kube.kopf_session(await kube.connection_info(await rt.kube.reload(), settings), rt.kopf_listed)
 
 
 def autoscaler(memo: kopf.Memo) -> Autoscaler:

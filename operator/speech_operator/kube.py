@@ -5,8 +5,9 @@ asyncio, and ``kubernetes_asyncio`` is the maintained async port generated from 
 spec, with the same kubeconfig loader (exec plugins as EKS/GKE/AKS use them, OIDC, ``tokenFile``,
 client certificates) and in-cluster loader (which re-reads the rotated service-account token). It
 speaks aiohttp, as kopf does; the threaded client would hold a thread per call in flight and bring
-a second HTTP stack. kopf logs in from the same credentials (:func:`connection_info`), so its
-watches and our calls use one identity, and a re-login refreshes both.
+a second HTTP stack. kopf logs in from the same credentials (:func:`connection_info`, in a session
+made as kopf makes its own: :func:`kopf_session`), so its watches and our calls use one identity, and
+a re-login refreshes both.
 
 Only the client's generic transport is used (``ApiClient.call_api`` on resource paths, replies as
 plain dicts): the operator applies whatever kinds the builders return, so per-kind typed methods
@@ -181,6 +182,26 @@ async def connection_info(configuration: k8s.Configuration, settings: kopf.Opera
         proxy_url=configuration.proxy,
         trust_env=settings.networking.trust_env,
     )
+
+
+def kopf_session(info: kopf.ConnectionInfo, listed: Callable[[str], None]) -> kopf.AiohttpSession:
+    """kopf's HTTP session, made of ``info`` as kopf makes its own (kopf/_cogs/clients/auth.py: a connector with no
+    limit and ``info``'s TLS, its Authorization header, its proxy) and given to kopf instead (its documented custom
+    session, :class:`kopf.AiohttpSession`), so that ``listed`` is told the URL path of each listing kopf begins (a GET
+    of a collection the API server answers 200: not a watch, not a listing's later chunk). kopf passes its handlers each
+    object of a listing and nothing of the listing itself: one with no object in it reached the operator in no way."""
+    trace = aiohttp.TraceConfig()
+
+    async def ended(_: aiohttp.ClientSession, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        query = params.url.query
+        if params.method == "GET" and params.response.status == 200 and "watch" not in query and "continue" not in query:
+            listed(params.url.path)
+    trace.on_request_end.append(ended)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+                                    headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env,
+                                    trace_configs=[trace])
+    return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
+                               default_namespace=info.default_namespace, expiration=info.expiration)
 
 
 class Kube:

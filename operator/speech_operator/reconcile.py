@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 APPLIED = f"{api.GROUP}/applied"
 PLURALS = {kind: (api_version, plural) for api_version, plural, kind in builders.OWNED_KINDS}
 KINDS = {plural: kind for _, plural, kind in builders.OWNED_KINDS}
+#: The collections kopf lists that the operator follows (the SpeechToTexts, each kind of child), by the start of their
+#: URL path (its API group and version) and their plural.
+LISTED = {(path(api_version, plural).rsplit("/", 1)[0], plural): kind
+          for api_version, plural, kind in [(api.API_VERSION, api.PLURAL, api.KIND), *builders.OWNED_KINDS]}
+_COLLECTION = re.compile(r"(/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/([^/]+))?/([^/]+)\Z")
 
 
 #: The finalizer the API server puts on an object deleted with its dependents orphaned (propagationPolicy Orphan).
@@ -137,6 +142,9 @@ class Runtime:
     #: When (loop time) the last of those listings of each kind and namespace began; forgotten once no look under way
     #: or to come reads it (:meth:`_forget_relisted`): a namespace listed once is not kept for the process' life.
     relisted_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: The kinds kopf listed at least once, by scope (as :attr:`relistings`): its next listing of one is a listing made
+    #: again (:meth:`kopf_listed`).
+    listed_once: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.events = Events(self.kube, self.ending)
@@ -232,8 +240,9 @@ class Runtime:
         :attr:`clusterwide`: kopf watches them all at once) whose last reconcile kept a child of ``kind``
         (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that the listing had none of is reconciled:
         that child was deleted while the watch was away, and no event says so. No request when none is missing. A
-        listing with no object of ``kind`` in its scope reaches no handler; the SpeechToTexts' own listing looks for
-        their children of each kind kopf did not list again meanwhile (:meth:`_children_looked_for`)."""
+        listing with no object of ``kind`` in its scope reaches no handler: kopf's session tells it
+        (:meth:`kopf_listed`); the SpeechToTexts' own listing looks for their children of each kind kopf did not list
+        again meanwhile (:meth:`_children_looked_for`)."""
         key, loop = (kind, self._scope(namespace)), asyncio.get_running_loop()
         relisting = self.relistings.get(key)
         if relisting is None:
@@ -248,6 +257,24 @@ class Runtime:
         if relisting.task is None:
             relisting.task = loop.create_task(self._relisting_over(*key, relisting),
                                               name=f"{kind}s of {key[1] or 'every namespace'} listed again")
+
+    def kopf_listed(self, url_path: str) -> None:
+        """kopf began a listing, of the collection at ``url_path`` (:func:`speech_operator.kube.kopf_session`). Of the
+        SpeechToTexts or a kind of child, one of a scope listed before is a listing made again (a watch that could not
+        go on: 410 Gone, a list that failed, a resumption after a pause): :meth:`relisted`, with no owner, so that its
+        look comes when no object of it reaches a handler: the last child of its kind in a namespace deleted while its
+        watch was away (made again), the last SpeechToText deleted so with its finalizer taken off by hand (its daemons
+        ended, its metrics gone). kopf's first listing of each, at its start, is each object's first: nothing to look
+        for. No request of its own."""
+        match = _COLLECTION.search(url_path)
+        kind = LISTED.get((match[1], match[3])) if match else None
+        if match is None or kind is None:
+            return
+        namespace = match[2] or ""
+        key = (kind, self._scope(namespace))
+        if key in self.listed_once:
+            self.relisted(kind, namespace, None)
+        self.listed_once.add(key)
 
     def _scope(self, namespace: str) -> str:
         """What one listing kopf makes of a kind covers: ``namespace``, or "" (every one) when :attr:`clusterwide`."""

@@ -228,19 +228,21 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
         cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     """The one SpeechToText's Deployment, the only Deployment of the namespace, deleted while kopf's watches of
     Deployments and of SpeechToTexts are away, their history forgotten meanwhile: kopf's listing of Deployments after
-    is empty and reaches no handler. Once its listing of SpeechToTexts is over, the operator lists the kinds of their
-    children kopf did not list again (one request each) and reconciles the SpeechToText lacking its Deployment. A
-    listing of SpeechToTexts with nothing changed costs those lists alone, and none when kopf listed the children
-    again too. Before, the Deployment stayed deleted until the SpeechToText's next reconcile."""
+    is empty and reaches no handler; kopf's session tells the operator it came (:meth:`Runtime.kopf_listed`), and once
+    it is over the SpeechToText lacking its Deployment is reconciled. Once its listing of SpeechToTexts is over, the
+    operator lists the kinds of their children kopf did not list again (Services: one request). A listing of
+    SpeechToTexts with nothing changed costs those lists alone, and none when kopf listed the children again too.
+    Before, the Deployment stayed deleted until the SpeechToText's next reconcile; then (bcef7dd) until the look after
+    the SpeechToTexts' listing, which listed the Deployments too."""
     caplog.set_level(logging.INFO, logger="speech_operator")
     await created(cluster, "en-us", "en-US")
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     sent = await deleted_while_away(cluster, api.PLURAL, "deployments")
     print("the operator's requests after the listings that lacked the Deployment:", sent)
-    assert sent.get("GET deployments") == 1 and sent.get("GET services") == 1, sent
+    assert "GET deployments" not in sent and sent.get("GET services") == 1, sent
     assert sent.get("GET speechtotexts en-us") == 1 and sent.get("PATCH deployments en-us") == 1, sent
-    assert caplog.text.count("its Deployment is gone: reconciled") == 1, caplog.text
+    assert caplog.text.count("its Deployment was not in the listing kopf made again: reconciled") == 1, caplog.text
 
     async def nothing() -> None:
         pass
@@ -253,7 +255,7 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     print("the operator's requests after a listing with nothing changed:", costs)
     assert costs == {(api.PLURAL,): {"GET deployments": 1, "GET services": 1},
                      (api.PLURAL, "deployments", "services"): {}}, costs
-    assert caplog.text.count("is gone: reconciled") == 1 and "not in the listing" not in caplog.text, caplog.text
+    assert caplog.text.count(": reconciled") == 1 and "is gone" not in caplog.text, caplog.text
 
 
 #: The namespaces beside :data:`NAMESPACE` of the tests of an operator that watches several.
@@ -261,24 +263,27 @@ OTHERS = ("speech-b", "speech-c")
 
 
 @pytest.mark.parametrize("watch_seconds", [1])
-@pytest.mark.parametrize(("namespaces", "elsewhere"), [(None, OTHERS[0]), ([NAMESPACE], NAMESPACE)],
-                         ids=["every-namespace", "given-namespace"])
+@pytest.mark.parametrize(("namespaces", "elsewhere"), [(None, OTHERS[0]), ([NAMESPACE], NAMESPACE), ([NAMESPACE], None)],
+                         ids=["every-namespace", "given-namespace", "given-namespace-alone"])
 async def test_the_last_child_of_its_kind_deleted_while_its_kind_s_watch_alone_was_away_is_made_again_at_that_listing(
-        cluster: Cluster, caplog: pytest.LogCaptureFixture, elsewhere: str) -> None:
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, elsewhere: str | None) -> None:
     """The one SpeechToText's Deployment, the only child Deployment of the namespace, deleted while kopf's watch of
     Deployments alone is away (the SpeechToTexts' goes on), the history forgotten meanwhile: kopf's listing after has
     no child, only a Deployment no SpeechToText owns (another's; with ``--all-namespaces`` in another namespace, as the
-    operator's own would be). That one says the listing came: once it is over, the SpeechToText lacking its Deployment
+    operator's own would be), or nothing at all (``elsewhere`` None: the only Deployment of the one namespace watched),
+    which reaches no handler. kopf's session tells the operator that listing came
+    (:meth:`~speech_operator.reconcile.Runtime.kopf_listed`): once it is over, the SpeechToText lacking its Deployment
     is reconciled (its Deployment made again), at no list of the operator's; a listing with nothing changed costs no
     request. Before, the Deployment stayed deleted until the SpeechToText's next reconcile (or the next listing of the
-    SpeechToTexts)."""
+    SpeechToTexts): with nothing else listed, kopf passed no handler anything of the listing."""
     caplog.set_level(logging.INFO, logger="speech_operator")
-    if elsewhere != NAMESPACE:
+    if elsewhere not in (None, NAMESPACE):
         await cluster.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}})
-    await cluster.api.create(cluster.url("apps/v1", "deployments", namespace=elsewhere), {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "another", "namespace": elsewhere},
-        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "another"}}, "template": {
-            "metadata": {"labels": {"app": "another"}}, "spec": {"containers": [{"name": "c", "image": "example.test/c"}]}}}})
+    if elsewhere is not None:
+        await cluster.api.create(cluster.url("apps/v1", "deployments", namespace=elsewhere), {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "another", "namespace": elsewhere},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "another"}}, "template": {
+                "metadata": {"labels": {"app": "another"}}, "spec": {"containers": [{"name": "c", "image": "example.test/c"}]}}}})
     await created(cluster, "en-us", "en-US")
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     assert (await unchanged_listing(cluster))[1] == {}, "a listing with nothing changed costs nothing"
@@ -301,8 +306,8 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
     namespace when the operator watches them all (``--all-namespaces``: the chart's cluster mode, a ClusterRole), and
     once in each namespace when it watches those it was given (a Role in each may bind it: never a cluster-wide list).
     A Deployment deleted while the Deployments' watch was away too is made again either way; each is looked for where
-    kopf did not list its kind again (kopf's one listing of every namespace's Deployments has the others', and is its
-    own look). Then nothing is kept of those listings (:attr:`Runtime.relisted_at`). Before, the
+    kopf did not list its kind again (kopf's listing of the Deployments is its own look: of every namespace, it has the
+    others'; of one namespace, it is empty, and kopf's session tells it, :meth:`Runtime.kopf_listed`). Then nothing is kept of those listings (:attr:`Runtime.relisted_at`). Before, the
     look listed each kind once per namespace whatever the operator watched, and each listing's start was kept for
     good."""
     caplog.set_level(logging.INFO, logger="speech_operator")
@@ -328,9 +333,9 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
 
     sent = await deleted_while_away(cluster, api.PLURAL, "deployments", namespace=OTHERS[-1])
     print("the operator's requests after the listings that lacked a Deployment:", sent)
-    # kopf's one listing of every namespace's Deployments has the others' (their own look), a namespace's has none
-    why = "was not in the listing kopf made again" if scopes == [None] else "is gone"
-    assert sent.get("GET deployments") == (None if scopes == [None] else 1), sent
+    # kopf's listing of the Deployments is their own look, that of a namespace with none too
+    why = "was not in the listing kopf made again"
+    assert "GET deployments" not in sent, sent
     assert sent.get("GET services") == len(scopes) and sent.get("PATCH deployments en-us") == 1, sent
     assert caplog.text.count(f"{OTHERS[-1]}/en-us: its Deployment {why}: reconciled") == 1, caplog.text
     assert caplog.text.count(": reconciled") == 1, caplog.text
@@ -370,21 +375,31 @@ async def deleted_by_hand(cluster: Cluster, name: str) -> None:
     assert await cluster.api.get(cluster.stt_url(name)) is None
 
 
+#: Another SpeechToText beside the one deleted while the watch was away (None: it is the last of the namespace, and
+#: kopf's listing after is empty: it reaches no handler, and kopf's session tells it, Runtime.kopf_listed).
+OTHER = pytest.mark.parametrize("other", ["ko-kr", None], ids=["another-left", "the-last"])
+
+
 @pytest.mark.parametrize("watch_seconds", [1])
+@OTHER
 async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_ended_once_the_listing_is_over(
-        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
-    """Two SpeechToTexts; one, with ``spec.autoscaling``, deleted while kopf's watch of SpeechToTexts is away, its
-    finalizer taken off by hand (no deletion for kopf to handle), the history forgotten meanwhile: kopf's listing after
-    has the other alone, and kopf, which saw no deletion, keeps the one gone and runs its daemons on. Once the listing
-    is over the operator reads it (one GET), forgets it and ends its daemons, in one line and no WARNING: its
-    autoscaler lists its pods no more. Before, it listed them every ``autoscale_seconds`` for the operator's life."""
+        cluster: Cluster, caplog: pytest.LogCaptureFixture, other: str | None) -> None:
+    """Two SpeechToTexts (or one: ``other`` None); one, with ``spec.autoscaling``, deleted while kopf's watch of
+    SpeechToTexts is away, its finalizer taken off by hand (no deletion for kopf to handle), the history forgotten
+    meanwhile: kopf's listing after has the other alone (or nothing), and kopf, which saw no deletion, keeps the one gone
+    and runs its daemons on. Once the listing is over the operator reads it (one GET), forgets it and ends its daemons,
+    in one line and no WARNING: its autoscaler lists its pods no more. Before, it listed them every
+    ``autoscale_seconds`` for the operator's life (with no other, also after e8b8a9d: an empty listing reached no
+    handler)."""
     caplog.set_level(logging.INFO)
-    await created(cluster, "ko-kr", "ko-KR")
+    if other is not None:
+        await created(cluster, other, "ko-KR")
     await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "spec": {
         **BASE["spec"], "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}})
     await one_pod_ready(cluster, await cluster.eventually(lambda: deployment(cluster)))
     assert cluster.runtime is not None
-    await cluster.eventually(lambda: asyncio.sleep(0, len(cluster.runtime.daemons) == 3))  # follow_crd each, autoscale
+    others = 0 if other is None else 1
+    await cluster.eventually(lambda: asyncio.sleep(0, len(cluster.runtime.daemons) == 2 + others))  # follow_crd each, autoscale
 
     listing = await relisted(cluster, lambda: deleted_by_hand(cluster, "en-us"), api.PLURAL)
 
@@ -400,7 +415,7 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_e
         await cluster.eventually(unlisted, 5 + RELIST_SETTLE_SECONDS)
     except AssertionError:
         raise AssertionError(f"its pods are listed on: {pods_listed(listing)} lists since the listing") from None
-    assert len(cluster.runtime.daemons) == 1, cluster.runtime.daemons  # ko-kr's follow_crd
+    assert len(cluster.runtime.daemons) == others, cluster.runtime.daemons  # ko-kr's follow_crd
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that lacked the SpeechToText:", sent)
     assert sent.get("GET speechtotexts en-us") == 1, sent
@@ -410,13 +425,16 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_e
 
 
 @pytest.mark.parametrize(("watch_seconds", "exported"), [(1, True)])
+@OTHER
 async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metrics_once_the_listing_is_over(
-        cluster: Cluster) -> None:
-    """Two SpeechToTexts; one deleted while kopf's watch of SpeechToTexts is away, its finalizer taken off by hand, the
-    history forgotten meanwhile. kopf's index keeps its entry (it drops one only at a deletion it watches); once the
-    listing is over the operator knows it gone, and ``/metrics`` has the other alone. Before, the one gone was exported
-    (Ready, its replicas) for the operator's life."""
-    await created(cluster, "ko-kr", "ko-KR")
+        cluster: Cluster, other: str | None) -> None:
+    """Two SpeechToTexts (or one: ``other`` None); one deleted while kopf's watch of SpeechToTexts is away, its
+    finalizer taken off by hand, the history forgotten meanwhile. kopf's index keeps its entry (it drops one only at a
+    deletion it watches); once the listing is over the operator knows it gone, and ``/metrics`` has the other alone (or
+    none). Before, the one gone was exported (Ready, its replicas) for the operator's life."""
+    left = [] if other is None else [other]
+    for name in left:
+        await created(cluster, name, "ko-KR")
     await created(cluster, "en-us", "en-US")
     assert cluster.exporter is not None
     exporter = cluster.exporter
@@ -425,18 +443,18 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metric
         return [s.name for s in exporter.summaries()]
 
     async def both() -> bool:
-        return exported_names() == ["en-us", "ko-kr"]
+        return exported_names() == ["en-us", *left]
     await cluster.eventually(both)
     await relisted(cluster, lambda: deleted_by_hand(cluster, "en-us"), api.PLURAL)
 
     async def other_alone() -> bool:
-        return exported_names() == ["ko-kr"]
+        return exported_names() == left
     try:
         await cluster.eventually(other_alone, 5 + RELIST_SETTLE_SECONDS)
     except AssertionError:
         raise AssertionError(f"exported after the listing: {exported_names()}") from None
     text = prometheus_client.generate_latest(exporter.registry).decode()
-    assert 'name="ko-kr"' in text and 'name="en-us"' not in text, text
+    assert all(f'name="{name}"' in text for name in left) and 'name="en-us"' not in text, text
 
 
 @pytest.mark.unit
