@@ -81,6 +81,11 @@ ALAC_MAX_FRAME_SAMPLES = 1 << 16
 #: declaring millions of samples took the child hundreds of MB, and past its memory limit the index was dropped without
 #: a word (the file read as holding no audio) or the opening failed (the child's fault, not the file's).
 MP4_MAX_ENTRIES = 1 << 22
+#: The most boxes (atoms) :func:`_mp4_tables` walks in an MP4, those it walks into and their own: far more than a
+#: recorder writes (a few dozen, and some 8 for each fragment of a fragmented file: a fragment a frame is 330 a second of
+#: 48 kHz AAC), and few enough that the walk, in Python, stays a small part of the opening's CPU bound
+#: (:data:`OPEN_CPU_SECONDS`): millions of 8-byte boxes took it past that, refused for its "tracks' codec setup".
+MP4_MAX_BOXES = 1 << 18
 #: The MP4 boxes holding the boxes :func:`_mp4_tables` counts.
 _MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"})
 #: The MP4 tables counted, by box: where the count is after the box's header, and what it counts (the tables that
@@ -218,21 +223,24 @@ def _mp4_tables(data: BinaryIO) -> None:
     """Refuse the MP4 ``data`` whose sample tables declare more than :data:`MP4_MAX_ENTRIES` samples, or entries of a
     kind of table, before FFmpeg's demuxer allocates for them (each counted as declared: a table may say more than its
     box holds), or whose movie header is compressed (``cmov``: its tables cannot be counted unread, and FFmpeg
-    allocates the size it declares, up to 4 GB). Its boxes are walked by their sizes (a box FFmpeg would find invalid
-    ends the walk: FFmpeg refuses it); only the tables' counts are read, and the sample-to-chunk runs of a track of
+    allocates the size it declares, up to 4 GB), or that has more than :data:`MP4_MAX_BOXES` boxes. Its boxes are
+    walked by their sizes (a box FFmpeg would find invalid ends the walk: FFmpeg refuses it); only the tables' counts are read, and the sample-to-chunk runs of a track of
     uncompressed sound, which FFmpeg indexes by pieces of its chunks, not by its samples (:meth:`_Mp4Track.indexed`)."""
     counts: dict[str, int] = {}
     sizes: dict[str, int] = {}  # the sizes tables of tracks, held by FFmpeg however it indexes them
     tracks: list[_Mp4Track] = []
     others: list[int] | None = None
     ends: list[tuple[int, _Mp4Track | None]] = [(data.seek(0, io.SEEK_END), None)]  # each box walked into: its end, its track
-    at = 0
+    at, walked = 0, 0
     while ends:
         if at + 8 > ends[-1][0]:
             at, closed = ends.pop()
             if closed is not None:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
                 closed.open = False
             continue
+        if (walked := walked + 1) > MP4_MAX_BOXES:
+            raise Refused(UNSUPPORTED, f"the MP4 file has more than {MP4_MAX_BOXES} boxes (atoms), which is not served: "
+                                       "no recorder writes that many; send the audio as a recorder writes it")
         data.seek(at)
         head = data.read(32)
         size, kind, start = int.from_bytes(head[:4], "big"), head[4:8], 8

@@ -40,7 +40,7 @@ from harness.hostile_inputs import (
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
 from speech_recognizer.audio import VORBIS_SETUP_MAX_BYTES
-from speech_recognizer.ffmpeg_child import ALAC_MAX_FRAME_SAMPLES, MP4_MAX_ENTRIES
+from speech_recognizer.ffmpeg_child import ALAC_MAX_FRAME_SAMPLES, MP4_MAX_BOXES, MP4_MAX_ENTRIES
 
 from ..conftest import StreamedMp3
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
@@ -141,6 +141,8 @@ def test_ogg_vorbis_whose_codebooks_expand_to_hundreds_of_mb_is_refused_before_i
 #: and was dropped without a word, a 400 "holds no audio that can be decoded" that said nothing of why; 100 M sync
 #: samples, or a compressed movie header declaring 4 GB: FFmpeg's allocation of them failed, a 502 decoder_failed (a
 #: fault, an alert) for the client's file. As many samples as served are read as what they are (most are not there).
+#: Millions of empty boxes (8 bytes each) were walked one by one before FFmpeg opened the file, past the opening's CPU
+#: bound on a loaded machine, refused for its "tracks' codec setup"; more than MP4_MAX_BOXES are refused saying so.
 MP4_TABLES = {
     "11.18 M samples": (lambda m4a: mp4_declaring(m4a, samples=11_180_000), 415,
                         "the MP4 file's sample tables (stsz, stz2, trun) declare 11180000 samples, more than the "
@@ -151,6 +153,9 @@ MP4_TABLES = {
                                     "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served"),
     "as many samples as served": (lambda m4a: mp4_declaring(m4a, samples=MP4_MAX_ENTRIES), 400, "the MP4 audio is "),
     "as its encoder wrote it": (lambda m4a: m4a, 200, ""),
+    f"then {MP4_MAX_BOXES} empty boxes": (lambda m4a: m4a + b"\0\0\0\x08free" * MP4_MAX_BOXES, 415,
+                                          f"the MP4 file has more than {MP4_MAX_BOXES} boxes (atoms), which is not served"),
+    "then as many boxes as served": (lambda m4a: m4a + b"\0\0\0\x08free" * (MP4_MAX_BOXES - 100), 200, ""),
 }
 
 

@@ -43,6 +43,7 @@ FACTS = {
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,
     r"A file whose headers take more than (\d+) s of the decoder's CPU time": ffmpeg_child.OPEN_CPU_SECONDS,
     r"An MP4 whose sample tables declare more than (\d+) samples": ffmpeg_child.MP4_MAX_ENTRIES,
+    r"or that has more than (\d+) boxes \(atoms": ffmpeg_child.MP4_MAX_BOXES,
     r"Ogg/Vorbis whose identification or setup header is more than (\d+) MB": audio.VORBIS_SETUP_MAX_BYTES >> 20,
     r"its headers read from at most (\d+) pages": audio._OGG_HEADER_PAGES,
     r"codebooks that would take more than (\d+) MB to decode": audio.VORBIS_CODEBOOKS_MAX_BYTES >> 20,
