@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import math
 import os
 import re
 import resource
@@ -81,6 +82,12 @@ ALAC_MAX_FRAME_SAMPLES = 1 << 16
 #: declaring millions of samples took the child hundreds of MB, and past its memory limit the index was dropped without
 #: a word (the file read as holding no audio) or the opening failed (the child's fault, not the file's).
 MP4_MAX_ENTRIES = 1 << 22
+#: The samples a second of served audio may take in an MP4 (:func:`mp4_max_entries`): 48 kHz AAC's frames are 47 a
+#: second, 96 kHz AAC's 94, AMR's 50.
+MP4_ENTRIES_PER_SECOND = 100
+#: What FFmpeg's MP4 demuxer takes for each sample it indexes (its index entry, the sample's size and time), with room
+#: (5 M samples declared took the child 209 MB, 8 M 314 MB), and what the child takes before it.
+_MP4_ENTRY_BYTES, _MP4_BASE_BYTES = 64, 128 << 20
 #: The most boxes (atoms) :func:`_mp4_tables` walks in an MP4, those it walks into and their own: far more than a
 #: recorder writes (a few dozen, and some 8 for each fragment of a fragmented file: a fragment a frame is 330 a second of
 #: 48 kHz AAC), and few enough that the walk, in Python, stays a small part of the opening's CPU bound
@@ -140,9 +147,11 @@ class Refused(Exception):
         self.status = status
 
 
-def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: BinaryIO, bounded: bool = False) -> None:
+def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: BinaryIO, bounded: bool = False,
+           memory_bytes: int | None = None) -> None:
     """Decode the ``name`` container (:data:`DEMUXERS`) read from ``data`` to ``out`` (the module's stdout protocol);
-    ``bounded`` (this module run as the child): the process ended once opening it took :data:`OPEN_CPU_SECONDS`."""
+    ``bounded`` (this module run as the child): the process ended once opening it took :data:`OPEN_CPU_SECONDS`;
+    ``memory_bytes``: the child's memory limit, which bounds an MP4's samples (:func:`mp4_max_entries`)."""
     import av
 
     if name == "AMR":
@@ -152,7 +161,7 @@ def decode(name: str, data: BinaryIO, max_seconds: float, cut: bool, out: Binary
             raise Refused(UNSUPPORTED, f"the AMR file is multi-channel ({head[:head.index(b'1.0') + 3].decode()}), "
                                        "which is not served: send single-channel AMR (#!AMR or #!AMR-WB)")
     checked = ProgramStream(data) if name == "MPEG-PS" else None
-    with opened(name, checked or data, bounded) as container:
+    with opened(name, checked or data, bounded, mp4_max_entries(max_seconds, memory_bytes)) as container:
         _verdict(checked)
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
@@ -186,9 +195,9 @@ def _alac_frames(cookie: bytes | None) -> None:
                                    "encoder writes")
 
 
-def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> Any:
+def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False, entries: int = MP4_MAX_ENTRIES) -> Any:
     """The ``name`` container read from ``data``, opened (:func:`options`); refused when it cannot be read, when it has
-    more than :data:`MAX_STREAMS` streams, when an MP4's tables declare more than is served (:func:`_mp4_tables`),
+    more than :data:`MAX_STREAMS` streams, when an MP4's tables declare more than ``entries`` (:func:`_mp4_tables`),
     when reading it needed more memory than the limit, or (``bounded``: the process ended) more than
     :data:`OPEN_CPU_SECONDS` of CPU time (its tables' walk with it). FFmpeg says "exceeds max_streams" in an error of its log (captured while it opens, then its logging is as before) exactly when a
     container passes ``max_streams``: the MP4 demuxer's ENOMEM is then that, not the memory limit's."""
@@ -200,7 +209,7 @@ def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> 
     try:
         with av.logging.Capture(local=False) as said, _cpu_bounded(name, bounded):
             if name == "MP4" and not isinstance(data, ProgramStream):
-                _mp4_tables(data)
+                _mp4_tables(data, entries)
             try:
                 container: Any = av.open(data, format=DEMUXERS[name], container_options=options(name))
             except MemoryError:
@@ -219,8 +228,19 @@ def opened(name: str, data: BinaryIO | ProgramStream, bounded: bool = False) -> 
     return container
 
 
-def _mp4_tables(data: BinaryIO) -> None:
-    """Refuse the MP4 ``data`` whose sample tables declare more than :data:`MP4_MAX_ENTRIES` samples, or entries of a
+def mp4_max_entries(max_seconds: float, memory_bytes: int | None) -> int:
+    """The most samples an MP4's tables may declare (and entries of each other kind of table) for ``max_seconds`` of
+    audio (``MaxAudioSeconds``) in a child of ``memory_bytes`` (None: not known): :data:`MP4_MAX_ENTRIES`, or
+    :data:`MP4_ENTRIES_PER_SECOND` for each second when that is more, as far as the child's memory holds FFmpeg's index
+    of them (:data:`_MP4_ENTRY_BYTES` each): a long recording's upload brings the memory its index needs (the child's
+    limit is twice an upload more), a few kilobytes declaring as many never do."""
+    wanted = max(MP4_MAX_ENTRIES, math.ceil(max_seconds * MP4_ENTRIES_PER_SECOND))
+    held = MP4_MAX_ENTRIES if memory_bytes is None else (memory_bytes - _MP4_BASE_BYTES) // _MP4_ENTRY_BYTES
+    return max(MP4_MAX_ENTRIES, min(wanted, held))
+
+
+def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
+    """Refuse the MP4 ``data`` whose sample tables declare more than ``bound`` samples, or entries of a
     kind of table, before FFmpeg's demuxer allocates for them (each counted as declared: a table may say more than its
     box holds), or whose movie header is compressed (``cmov``: its tables cannot be counted unread, and FFmpeg
     allocates the size it declares, up to 4 GB), or that has more than :data:`MP4_MAX_BOXES` boxes. Its boxes are
@@ -272,12 +292,12 @@ def _mp4_tables(data: BinaryIO) -> None:
                     sizes[kind.decode()] = sizes.get(kind.decode(), 0) + declared
             else:
                 counts[what] = counts.get(what, 0) + declared
-                _mp4_within(what, counts[what])
+                _mp4_within(what, counts[what], bound)
         at = end
     indexed = sum(track.indexed() for track in tracks)
-    _mp4_within("samples", counts.get("samples", 0) + indexed, any(track.chunked() for track in tracks))
+    _mp4_within("samples", counts.get("samples", 0) + indexed, bound, any(track.chunked() for track in tracks))
     for table, entries in sizes.items():
-        _mp4_within(table, entries)
+        _mp4_within(table, entries, bound)
     data.seek(0)
 
 
@@ -381,10 +401,10 @@ def _mp4_piece(entries: bytes, count: int) -> int:
     return _MP4_PIECE_SAMPLES
 
 
-def _mp4_within(what: str, count: int, chunked: bool = False) -> None:
+def _mp4_within(what: str, count: int, bound: int, chunked: bool = False) -> None:
     """Refuse an MP4 whose tables of ``what`` declare ``count`` entries (``samples``: FFmpeg's index of them, ``chunked``
-    where a track of uncompressed sound is counted in pieces of its chunks), more than :data:`MP4_MAX_ENTRIES`."""
-    if count <= MP4_MAX_ENTRIES:
+    where a track of uncompressed sound is counted in pieces of its chunks), more than ``bound``."""
+    if count <= bound:
         return
     if what == "samples":
         declared = (f"sample tables (stsz, stz2, trun) declare {count} samples" if not chunked else
@@ -392,8 +412,8 @@ def _mp4_within(what: str, count: int, chunked: bool = False) -> None:
                     "as FFmpeg indexes it)")
     else:
         declared = f"{what} tables declare {count} entries"
-    raise Refused(UNSUPPORTED, f"the MP4 file's {declared}, more than the {MP4_MAX_ENTRIES} served (some 24 hours of 48 "
-                               "kHz AAC): send the audio as a recorder writes it, in parts if it is longer")
+    raise Refused(UNSUPPORTED, f"the MP4 file's {declared}, more than the {bound} served (some {int(bound / 46.875 / 3600)} "
+                               "hours of 48 kHz AAC): send the audio as a recorder writes it, in parts if it is longer")
 
 
 @contextmanager
@@ -879,7 +899,8 @@ def main(argv: list[str]) -> int:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # NumPy's (ProgramStream._run): not a thread (and its buffers) per core
     set_limits(int(cpu_seconds), int(memory_bytes))
     try:
-        decode(name, source(sys.stdin.buffer), float(max_seconds), cut == "1", sys.stdout.buffer, bounded=True)
+        decode(name, source(sys.stdin.buffer), float(max_seconds), cut == "1", sys.stdout.buffer, bounded=True,
+               memory_bytes=int(memory_bytes))
         sys.stdout.buffer.flush()
     except Refused as refused:
         print(refused, file=sys.stderr)

@@ -39,7 +39,7 @@ from harness.hostile_inputs import (
 )
 from harness.server import Server, cpu_seconds
 from harness.speech import Audio, make_audio
-from speech_recognizer.audio import VORBIS_SETUP_MAX_BYTES
+from speech_recognizer.audio import VORBIS_SETUP_MAX_BYTES, AudioError, decode
 from speech_recognizer.ffmpeg_child import ALAC_MAX_FRAME_SAMPLES, MP4_MAX_BOXES, MP4_MAX_ENTRIES
 
 from ..conftest import StreamedMp3
@@ -176,6 +176,28 @@ def test_an_mp4_whose_tables_declare_more_than_served_is_refused_saying_so(real_
     else:
         assert r.json()["error"]["message"].startswith(says), r.text
         assert used < BOMB_CPU_SECONDS, used  # (a 200's is its recognition's too)
+
+
+#: MaxAudioSeconds -> samples an M4A's tables declare -> (status, the reason's words): a long recording's (5 M samples,
+#: 30 hours of 48 kHz AAC) was refused whatever MaxAudioSeconds allowed; a few kilobytes declaring more than the
+#: decoder's memory holds the index of are refused still.
+_LONG_SAMPLES = {
+    (60, 5_000_000): (415, "the MP4 file's sample tables (stsz, stz2, trun) declare 5000000 samples, more than the "
+                           f"{MP4_MAX_ENTRIES} served (some 24 hours of 48 kHz AAC)"),
+    (172800, 5_000_000): (400, "the MP4 audio is corrupt or cut short"),
+    (172800, 11_180_000): (415, "the MP4 file's sample tables (stsz, stz2, trun) declare 11180000 samples, more than the "),
+}
+
+
+@pytest.mark.parametrize(("max_seconds", "samples"), list(_LONG_SAMPLES))
+def test_the_samples_an_mp4_may_declare_follow_max_audio_seconds(utterances_m4a: Path, max_seconds: int, samples: int) -> None:
+    """The decoder's process as the server runs it (audio.decode: ffmpeg.start's child) at ``MaxAudioSeconds``: past
+    MP4_MAX_ENTRIES an MP4's samples are served for a longer MaxAudioSeconds (ffmpeg_child.mp4_max_entries; most of
+    these are not there: FFmpeg reads the file as corrupt), as far as the child's memory holds FFmpeg's index."""
+    status, says = _LONG_SAMPLES[max_seconds, samples]
+    with pytest.raises(AudioError) as refused:
+        decode(mp4_declaring(utterances_m4a.read_bytes(), samples=samples), "audio/mp4", max_seconds=max_seconds)
+    assert (refused.value.status, str(refused.value)[: len(says)]) == (status, says), str(refused.value)
 
 
 #: QuickTime movies of 16-bit PCM (48 kHz, mono; FFmpeg's muxer's) -> (seconds, the movie rewritten, the reason's words).

@@ -43,6 +43,8 @@ FACTS = {
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,
     r"A file whose headers take more than (\d+) s of the decoder's CPU time": ffmpeg_child.OPEN_CPU_SECONDS,
     r"An MP4 whose sample tables declare more than (\d+) samples": ffmpeg_child.MP4_MAX_ENTRIES,
+    r"for a longer `MaxAudioSeconds`, (\d+) for each second": ffmpeg_child.MP4_ENTRIES_PER_SECOND,
+    r"holds FFmpeg's index of them, (\d+) bytes each": ffmpeg_child._MP4_ENTRY_BYTES,
     r"or that has more than (\d+) boxes \(atoms": ffmpeg_child.MP4_MAX_BOXES,
     r"Ogg/Vorbis whose identification or setup header is more than (\d+) MB": audio.VORBIS_SETUP_MAX_BYTES >> 20,
     r"its headers read from at most (\d+) pages": audio._OGG_HEADER_PAGES,
