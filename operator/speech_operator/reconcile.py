@@ -1320,16 +1320,22 @@ async def delete_children(runtime: Runtime, body: Mapping[str, Any]) -> None:
     leaves them: its pods serve on, and a SpeechToText of its name made again takes them back (:func:`holder`).
     No Event when its namespace is known to be going (:attr:`Runtime.ending`): the API server would refuse it; else
     one per child deleted (the namespace controller deletes in no set order: a SpeechToText may go before anything
-    met the namespace's refusal, and its first "Deleted" Event then does, :mod:`speech_operator.events`)."""
+    met the namespace's refusal, and its first "Deleted" Event then does, :mod:`speech_operator.events`).
+    What is kept of it is forgotten at once (its retries and refreshes are due no more), and again once its lock is
+    held: a reconcile under way at its deletion keeps what it found as it ends, and with its dependents orphaned no
+    child's deletion reconciles it afterwards (which finds it gone and keeps nothing)."""
     meta = body["metadata"]
     runtime.forget(meta["namespace"], meta["name"])
-    said = meta.get("uid") not in runtime.ending
-    runtime.ending.discard(meta.get("uid"))
-    if ORPHAN in (meta.get("finalizers") or []):
+    orphaned = ORPHAN in (meta.get("finalizers") or [])
+    if orphaned:
         log.info("%s %s/%s is deleted with its dependents orphaned: its children are left", api.KIND, meta["namespace"],
                  meta["name"])
-        return
     async with runtime.lock(meta["namespace"], meta["name"]):
+        runtime.forget(meta["namespace"], meta["name"])
+        said = meta.get("uid") not in runtime.ending
+        runtime.ending.discard(meta.get("uid"))
+        if orphaned:
+            return
         for kind in PLURALS:
             url = child_path(kind, meta["namespace"], meta["name"])
             live = await runtime.kube.get(url)

@@ -10,7 +10,7 @@ import random
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import NAMESPACE, deployment, operators, quiet
+from conftest import NAMESPACE, TEST_AGENT, deployment, operators, quiet
 
 from speech_operator import api
 from speech_operator.config import OperatorConfig
@@ -104,3 +104,65 @@ async def test_reconciles_of_one_speechtotext_never_overlap_across_its_deletion_
         await asyncio.gather(*tasks, return_exceptions=True)
     assert not overlaps, overlaps[:3]
     assert runtime.locks == {}
+
+
+def _kept_of(rt: Runtime, key: tuple[str, str]) -> dict[str, object]:
+    """What the operator keeps of the SpeechToText ``key`` (namespace, name), by where: empty once it is deleted."""
+    where = {"observed": rt.observed, "amiss": rt.amiss, "reported": rt.reported, "contended": rt.contended,
+             "retries": rt.retries, "refreshing": rt.refreshing, "locks": rt.locks,
+             "crd": rt.crd._used, "autoscalers": rt.autoscalers._used}  # no API tells these two
+    return {name: kept[key] for name, kept in where.items() if key in kept}
+
+
+@pytest.mark.parametrize("orphaned", [True, False], ids=["orphaned", "cascading"])
+async def test_a_reconcile_under_way_at_the_deletion_keeps_nothing_of_the_speechtotext_once_it_ends(
+        cluster: Cluster, orphaned: bool) -> None:
+    """A reconcile of en-us (its Deployment scaled by hand) waits for the API server's answer for its Deployment while
+    en-us is deleted (``kubectl delete --cascade=orphan``: the API server's "orphan" finalizer, and the garbage
+    collector's part done by the test as in tests/operator/test_hostile_children.py; or deleted with its children):
+    once it is gone and the operator quiet, nothing of it is kept. Before, the deletion forgot it before the reconcile
+    under way ended, which then kept what it found and the status it wrote, for the process' life (orphaned: no child's
+    deletion reconciles it afterwards)."""
+    rt, key = cluster.runtime, (NAMESPACE, "en-us")
+    assert rt is not None
+    await cluster.api.create(cluster.stt_url(), {**copy.deepcopy(BASE), "metadata": {"name": "en-us", "namespace": NAMESPACE}})
+    await cluster.eventually(lambda: deployment(cluster))
+    await cluster.eventually(lambda: quiet(cluster, counted=operators), 10)
+    assert key in rt.reported and key in rt.observed
+    if orphaned:
+        body = await cluster.api.get(cluster.stt_url("en-us")) or {}
+        await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": [
+            "orphan", *body["metadata"]["finalizers"]]}})
+    gate = cluster.emulator.held[("deployments", "en-us")] = asyncio.Event()
+    try:
+        since = len(list(cluster.emulator))
+        await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": 3}})
+
+        async def holding() -> bool:  # the reconcile the scale calls for reads its Deployment: held
+            return any(r.method == "GET" and r.resource is not None and r.resource.plural == "deployments" and r.name == "en-us"
+                and r.headers.get("User-Agent") != TEST_AGENT for r in list(cluster.emulator)[since:])
+        await cluster.eventually(holding)
+        assert await cluster.api.delete(cluster.stt_url("en-us"))
+
+        async def forgotten() -> bool:  # the deletion's handler has begun (it forgets the statuses given first)
+            return key not in rt.reported
+        await cluster.eventually(forgotten)
+    finally:
+        gate.set()
+    if orphaned:
+        async def released() -> bool:  # the operator's finalizer taken off: its deletion's handler is done
+            live = await cluster.api.get(cluster.stt_url("en-us")) or {}
+            return live.get("metadata", {}).get("finalizers") == ["orphan"]
+        await cluster.eventually(released)
+        await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"finalizers": []}})  # the garbage collector's part
+        for plural, version in (("deployments", "apps/v1"), ("services", "v1"), ("poddisruptionbudgets", "policy/v1")):
+            if await cluster.api.get(cluster.url(version, plural, "en-us")) is not None:
+                await cluster.api.patch(cluster.url(version, plural, "en-us"), {"metadata": {"ownerReferences": None}})
+
+    async def gone() -> bool:
+        return await cluster.api.get(cluster.stt_url("en-us")) is None
+    await cluster.eventually(gone)
+    await cluster.eventually(lambda: quiet(cluster, counted=operators), 10)
+    assert (await deployment(cluster) is not None) is orphaned
+    kept = _kept_of(rt, key)
+    assert not kept, f"kept of en-us after its deletion: {sorted(kept)}"
