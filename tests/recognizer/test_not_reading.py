@@ -195,9 +195,10 @@ def test_a_speech_sdk_client_that_never_reads_loses_its_decoder_after_audio_idle
 
 
 #: The ``AudioIdleSeconds`` of :func:`patient_reader`'s server.
-SLOW_STALL_SECONDS = 5.0
+SLOW_STALL_SECONDS = 3.0
 #: What a slow reader takes in at a time, every :data:`SLOW_READ_PAUSE` seconds, for :data:`SLOW_READ_SECONDS`: 4 KiB a
-#: second, where freeing a third of the server's kernel send buffer (128 KiB) takes about 10 s.
+#: second, where freeing a third of the server's kernel send buffer (128 KiB) takes about 10 s: the event loop's
+#: buffer stays put through the slow reads, three times :data:`SLOW_STALL_SECONDS`.
 SLOW_READ_BYTES = 1024
 SLOW_READ_PAUSE = 0.25
 SLOW_READ_SECONDS = 3 * SLOW_STALL_SECONDS
