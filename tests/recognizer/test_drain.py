@@ -650,31 +650,33 @@ def stalled_client(rec: Recognizer, route: str, first_audio: bytes) -> socket.so
 
 @pytest.mark.parametrize("route", ["vosk", "usp"])
 def test_a_client_that_reads_nothing_does_not_hold_the_stop_past_the_drain(
-        recognizer_process, route: str, utterances_wav: Path, utterances_ref: Reference, speech_wav: Path) -> None:
+        recognizer_process, route: str, speech_wav: Path, speech_ref: Reference) -> None:
     """A WebSocket client that reads none of its replies (its stream's sends stalled, its decoder held) beside a client
     mid-stream. SIGTERM: the reading client gets every result and its close (1000) during the drain; the one that reads
     nothing holds its stream until the drain's deadline, and is then reset: the process exits within the drain's
     bound (Drain:Seconds, the deadline's CUT_SECONDS, SHUTDOWN_STALL_SECONDS). Before, its stalled send waited out
     AudioIdleSeconds (30 s here, as by default), and uvicorn's stop waited on it: past the pod's grace when the stall
-    began late in the drain or the drain is shorter."""
+    began late in the drain or the drain is shorter. The reading client streams one utterance (3 s), SIGTERM halfway
+    through it: the drain's 10 s leave it 8.5 s beyond its audio's end to decode it, on a new recognizer (the whole
+    three-utterance file before, SIGTERM 5 s before its end, left a loaded machine too little time)."""
     from speech_recognizer.drain import CUT_SECONDS
     from speech_recognizer.http_limits import SHUTDOWN_STALL_SECONDS
 
     drain = 10
     rec = recognizer_process(f"{c.DRAIN_SECONDS}={drain}", "AudioIdleSeconds=30")
-    pcm = read_wav(utterances_wav)[0]
-    with stalled_client(rec, route, read_wav(speech_wav)[0][:CHUNK]):
+    pcm = read_wav(speech_wav)[0]
+    with stalled_client(rec, route, pcm[:CHUNK]):
         reading = VoskStream(f"{rec.ws}/vosk?language=ko-KR", pcm)
         started = time.monotonic()
         reading.start()
-        time.sleep(len(pcm) / 32000 - 5)  # SIGTERM 5 s before its audio ends
+        time.sleep(len(pcm) / 32000 / 2)  # SIGTERM halfway through its audio
         signalled = time.monotonic()
         rec.process.send_signal(signal.SIGTERM)
         code = rec.process.wait(60)
         stopped = time.monotonic() - signalled
         reading.join(30)
     assert code == 0, rec.output()
-    assert reading.error is None and reading.finals == utterances_ref.texts, (reading.error, reading.finals)
+    assert reading.error is None and reading.finals == speech_ref.texts, (reading.error, reading.finals)
     assert reading.ended_at - signalled < drain, "its stream ended during the drain"
     bound = drain + CUT_SECONDS + SHUTDOWN_STALL_SECONDS + 2  # + time to stop (a loaded machine)
     assert stopped < bound, f"stopped {stopped:.1f} s after SIGTERM, past the drain's bound ({bound:g} s)"
