@@ -35,7 +35,7 @@ from typing import Any
 
 import kopf
 
-from speech_operator import api, builders, conditions, crd_watch, kube, metrics, record
+from speech_operator import api, builders, conditions, crd_watch, kopf_exit, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import KINDS, Follow, Runtime, crd_changed, delete_children, follow, reconcile, refresh, stt_path
 
@@ -86,6 +86,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.reporting_component = builders.MANAGER
     settings.execution.max_workers = 4
     settings.queueing.exit_timeout = HANDLER_GRACE_SECONDS  # the handling of an event under way at exit finishes
+    kopf_exit.install()  # and a worker asleep (a standby replica's peering, a delayed handler) wakes at once
 
 
 @kopf.on.login()
