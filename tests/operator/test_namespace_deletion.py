@@ -54,16 +54,16 @@ async def speechtotext_deleted(cluster: Cluster, *children: tuple[str, str]) -> 
     await cluster.eventually(lambda: quiet(cluster))
 
 
-async def test_a_create_in_a_namespace_being_deleted_is_refused_as_the_api_server_refuses_it(cluster: Cluster) -> None:
+async def test_a_create_in_a_namespace_being_deleted_is_refused_as_the_api_server_refuses_it(apiserver: Cluster) -> None:
     """The emulator's part, pinned to the API server's words (admission.go's NamespaceLifecycle, apimachinery's
     NewForbidden): a POST and an apply that would create are 403 with the NamespaceTerminating cause; an update and a
     delete are served; the Namespace reads Terminating until the namespace controller lets it go."""
-    marked = await cluster.api.delete(NAMESPACE_URL)
+    marked = await apiserver.api.delete(NAMESPACE_URL)
     assert marked
-    namespace = await cluster.api.get(NAMESPACE_URL) or {}
+    namespace = await apiserver.api.get(NAMESPACE_URL) or {}
     assert namespace["status"]["phase"] == "Terminating" and namespace["metadata"]["deletionTimestamp"], namespace
     with pytest.raises(KubeError) as refused:
-        await cluster.api.create(cluster.url("v1", "events"), {"apiVersion": "v1", "kind": "Event", "metadata": {
+        await apiserver.api.create(apiserver.url("v1", "events"), {"apiVersion": "v1", "kind": "Event", "metadata": {
             "generateName": "kopf-event-", "namespace": NAMESPACE}})
     assert (refused.value.status, refused.value.namespace_terminating) == (403, True)
     assert json.loads(str(refused.value).split(": ", 1)[1]) == {
@@ -74,15 +74,15 @@ async def test_a_create_in_a_namespace_being_deleted_is_refused_as_the_api_serve
             "reason": "NamespaceTerminating", "message": "namespace speech is being terminated",
             "field": "metadata.namespace"}]}, "code": 403}
     with pytest.raises(KubeError) as applied:
-        await cluster.api.apply(cluster.url("apps/v1", "deployments", "en-us"), {
+        await apiserver.api.apply(apiserver.url("apps/v1", "deployments", "en-us"), {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "en-us", "namespace": NAMESPACE}})
     assert applied.value.message == ('deployments.apps "en-us" is forbidden: unable to create new content in '
                                      "namespace speech because it is being terminated")
     assert applied.value.namespace_terminating
-    assert await cluster.api.patch(cluster.url("v1", "services", "en-us"), {"metadata": {"labels": {"a": "b"}}}) is None
-    assert await cluster.api.delete(NAMESPACE_URL), "deleted again: still there, Terminating"
-    await cluster.emulator.finalize_namespace(NAMESPACE)
-    assert await cluster.api.get(NAMESPACE_URL) is None
+    assert await apiserver.api.patch(apiserver.url("v1", "services", "en-us"), {"metadata": {"labels": {"a": "b"}}}) is None
+    assert await apiserver.api.delete(NAMESPACE_URL), "deleted again: still there, Terminating"
+    await apiserver.emulator.finalize_namespace(NAMESPACE)
+    assert await apiserver.api.get(NAMESPACE_URL) is None
 
 
 async def test_a_child_deleted_with_its_namespace_is_not_written_again_and_the_speechtotext_goes(
