@@ -42,6 +42,11 @@ class OperatorConfig:
     """How often the autoscaler asks the pods of a SpeechToText with spec.autoscaling for their sessions."""
     demand_seconds: float = 120.0
     """How long a request the gateway asked for (status.demand) keeps at least one pod wanted."""
+    relist_settle_seconds: float = 2.0
+    """How long after the last object kopf passed from a listing it made again (a watch that could not go on: 410 Gone)
+    that listing is taken as over, and what it lacked looked for: kopf says no more of it than of its first. Longer:
+    a child deleted while the watch was away is made again later; shorter than the gaps between a listing's objects
+    reaching the operator (a loaded operator, a large listing): its SpeechToTexts not passed yet are read again."""
     pod_identity: str = "fixed"
     """Who picks the recognizer pods' uid, gid and fsGroup: ``fixed`` (65532) or ``platform`` (see :data:`POD_IDENTITY_ENV`)."""
 
@@ -63,7 +68,7 @@ class OperatorConfig:
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         """Read ``SPEECH_OPERATOR_IMAGE``, ``_VERSION``, ``_RECHECK_SECONDS``, ``_ALLOWED_IMAGES`` and
         ``_ALLOWED_HOST_PATHS``, ``_ALLOWED_PRIORITY_CLASSES`` (lists: comma- or space-separated), ``_AUTOSCALE_SECONDS``, ``_DEMAND_SECONDS``,
-        ``_POD_IDENTITY``; :class:`ValueError` naming the variable for a number that is none or out of bounds, or a
+        ``_RELIST_SETTLE_SECONDS``, ``_POD_IDENTITY``; :class:`ValueError` naming the variable for a number that is none or out of bounds, or a
         pod identity that is neither ``fixed`` nor ``platform``."""
         env = dict(os.environ if env is None else env)
         return cls(
@@ -75,6 +80,8 @@ class OperatorConfig:
             allowed_priority_classes=_list(env.get("SPEECH_OPERATOR_ALLOWED_PRIORITY_CLASSES")),
             autoscale_seconds=env_number(env, "SPEECH_OPERATOR_AUTOSCALE_SECONDS", float, cls.autoscale_seconds, 0.001),
             demand_seconds=env_number(env, "SPEECH_OPERATOR_DEMAND_SECONDS", float, cls.demand_seconds, 0),
+            relist_settle_seconds=env_number(env, "SPEECH_OPERATOR_RELIST_SETTLE_SECONDS", float,
+                                             cls.relist_settle_seconds, 0.001),
             pod_identity=env_choice(env, POD_IDENTITY_ENV, POD_IDENTITIES, cls.pod_identity),
         )
 

@@ -54,9 +54,6 @@ _COLLECTION = re.compile(r"(/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/([^/]+))?/(
 ORPHAN = "orphan"
 #: How many of its last statuses :attr:`Runtime.reported` keeps per SpeechToText.
 REPORTED_KEPT = 8
-#: How long after the last child kopf passed from a listing it made again (:meth:`Runtime.relisted`) that listing is
-#: taken as over: kopf says no more of it than it did of its first.
-RELIST_SETTLE_SECONDS = 2.0
 #: The least time between the starts of two status refreshes of one SpeechToText (:meth:`Runtime.refresh`): the
 #: Deployment's events of one burst (an HPA's scale, then its controller's status updates) that come within it are
 #: one refresh, written once; a change after a quiet time is refreshed at once.
@@ -67,7 +64,7 @@ REFRESH_GAP_SECONDS = 0.5
 class Relisting:
     """A listing kopf makes again of one kind in one scope, under way (:meth:`Runtime.relisted`): the SpeechToTexts
     listed, by namespace and name (of a child kind: whose child each had), when (loop time) its last object came, and
-    the look due once none more came for :data:`RELIST_SETTLE_SECONDS` (one task for the whole listing); ``looking``:
+    the look due once none more came for :attr:`~OperatorConfig.relist_settle_seconds` (one task for the whole listing); ``looking``:
     that look has begun."""
 
     listed: set[tuple[str, str]]
@@ -236,7 +233,7 @@ class Runtime:
         """``owner`` (a SpeechToText, ``kind`` :data:`api.KIND`), or its child of ``kind``, came in a listing kopf made
         again (a watch that could not go on: 410 Gone); ``owner`` None: an object of ``kind`` that is no child did
         (another's Deployment, the operator's own, the ``kubernetes`` Service). Once no more of it came for
-        :data:`RELIST_SETTLE_SECONDS`, each SpeechToText of that listing's scope (``namespace``; every one when
+        :attr:`~OperatorConfig.relist_settle_seconds`, each SpeechToText of that listing's scope (``namespace``; every one when
         :attr:`clusterwide`: kopf watches them all at once) whose last reconcile kept a child of ``kind``
         (:class:`Observed`; :class:`Amiss`: one not refused, no name taken) that the listing had none of is reconciled:
         that child was deleted while the watch was away, and no event says so. No request when none is missing. A
@@ -282,7 +279,7 @@ class Runtime:
 
     async def _relisting_over(self, kind: str, scope: str, relisting: Relisting) -> None:
         loop = asyncio.get_running_loop()
-        while (left := relisting.last + RELIST_SETTLE_SECONDS - loop.time()) > 0:  # each object put the end later
+        while (left := relisting.last + self.config.relist_settle_seconds - loop.time()) > 0:  # each object put the end later
             await asyncio.sleep(left)
         relisting.looking = True
         if kind == api.KIND:  # cancelled by one more of that listing
@@ -295,12 +292,12 @@ class Runtime:
 
     def _forget_relisted(self) -> None:
         """Forget when the listings over began (:attr:`relisted_at`) that no look reads any more: a look reads the
-        children's from :data:`RELIST_SETTLE_SECONDS` before its own SpeechToTexts' listing began on, and a listing
+        children's from :attr:`~OperatorConfig.relist_settle_seconds` before its own SpeechToTexts' listing began on, and a listing
         begins now at the earliest."""
         floor = min([asyncio.get_running_loop().time(), *(
             at for key, at in self.relisted_at.items() if key[0] == api.KIND and key in self.relistings)])
         for key, at in list(self.relisted_at.items()):
-            if key not in self.relistings and at < floor - RELIST_SETTLE_SECONDS:
+            if key not in self.relistings and at < floor - self.config.relist_settle_seconds:
                 del self.relisted_at[key]
 
     async def _children_looked_for(self, scope: str, listed: set[tuple[str, str]]) -> None:
@@ -310,9 +307,9 @@ class Runtime:
         kopf watches them all), and each SpeechToText lacking its child of that kind reconciled. A watch of them that
         could not go on either (410 Gone: a restarted API server forgot every watch's history) lists them again, and
         a deletion meanwhile of the last of a kind in a listing's scope reaches no handler of theirs. Not the kinds kopf
-        listed again there from :data:`RELIST_SETTLE_SECONDS` before this listing on (their own look:
+        listed again there from :attr:`~OperatorConfig.relist_settle_seconds` before this listing on (their own look:
         :meth:`relisted`); a failure is one line, and the look is left to the next reconciles."""
-        began = self.relisted_at.get((api.KIND, scope), 0.0) - RELIST_SETTLE_SECONDS
+        began = self.relisted_at.get((api.KIND, scope), 0.0) - self.config.relist_settle_seconds
         kept: dict[str, set[str]] = {}  # kind: the namespaces of the listed SpeechToTexts that kept a child of it
         for key, last in self._kept():
             if key in listed:

@@ -151,9 +151,16 @@ def exported() -> bool:
     return False
 
 
+@pytest.fixture
+def relist_settle_seconds() -> float:
+    """The operator's :attr:`~speech_operator.config.OperatorConfig.relist_settle_seconds`: its default unless a test
+    module of listings made again gives a shorter one."""
+    return OperatorConfig.relist_settle_seconds
+
+
 @pytest_asyncio.fixture(loop_scope="function")  # the operator and the test share one loop
 async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: list[str] | None,
-                  exported: bool) -> AsyncIterator[Cluster]:
+                  exported: bool, relist_settle_seconds: float) -> AsyncIterator[Cluster]:
     """:func:`apiserver` with the real operator (kopf's runner) watching it."""
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
@@ -162,7 +169,8 @@ async def cluster(apiserver: Cluster, watch_seconds: int | None, namespaces: lis
     settings.networking.request_timeout = 5
     apiserver.settings = settings
     runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", recheck_seconds=0.2,
-                                            autoscale_seconds=0.2, demand_seconds=30), clusterwide=namespaces is None)
+                                            autoscale_seconds=0.2, demand_seconds=30,
+                                            relist_settle_seconds=relist_settle_seconds), clusterwide=namespaces is None)
     apiserver.config = runtime.config
     apiserver.runtime = runtime
     apiserver.exporter = metrics.Exporter() if exported else None

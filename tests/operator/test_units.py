@@ -357,9 +357,11 @@ def test_an_edit_of_a_field_we_set_is_applied_and_others_fields_are_left() -> No
 
 def test_config_from_env() -> None:
     config = OperatorConfig.from_env({"SPEECH_OPERATOR_IMAGE": "r/x", "SPEECH_OPERATOR_VERSION": "2",
-                                      "SPEECH_OPERATOR_RECHECK_SECONDS": "5"})
-    assert (config.image, config.version, config.recheck_seconds) == ("r/x", "2", 5.0)
+                                      "SPEECH_OPERATOR_RECHECK_SECONDS": "5", "SPEECH_OPERATOR_RELIST_SETTLE_SECONDS": "0.5"})
+    assert (config.image, config.version, config.recheck_seconds, config.relist_settle_seconds) == ("r/x", "2", 5.0, 0.5)
     assert OperatorConfig.from_env({}).image == OperatorConfig().image
+    with pytest.raises(ValueError, match=r"^SPEECH_OPERATOR_RELIST_SETTLE_SECONDS='0' must be at least 0.001$"):
+        OperatorConfig.from_env({"SPEECH_OPERATOR_RELIST_SETTLE_SECONDS": "0"})
 
 
 def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:

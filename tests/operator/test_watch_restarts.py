@@ -15,14 +15,24 @@ import prometheus_client
 import pytest
 from conftest import NAMESPACE, condition, deployment, one_pod_ready, quiet
 
-from speech_operator import api, reconcile
+from speech_operator import api
 from speech_operator.config import OperatorConfig
 from speech_operator.kube import USER_AGENT
-from speech_operator.reconcile import RELIST_SETTLE_SECONDS, Runtime
+from speech_operator.reconcile import Runtime
 
 if TYPE_CHECKING:
     import kmock
     from conftest import Cluster
+
+#: The operator's relist_settle_seconds here (its default: 2): far longer than the gaps between the objects of a listing
+#: of a few reaching its handlers, which come at once from kmock; each look after a listing made again comes that late.
+SETTLE = 0.5
+
+
+@pytest.fixture
+def relist_settle_seconds() -> float:
+    return SETTLE
+
 
 BASE: dict[str, Any] = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": NAMESPACE},
                         "spec": {"locale": "en-US", "eula": "accept", "replicas": 1}}
@@ -162,7 +172,7 @@ async def unchanged_listing(cluster: Cluster, *plurals: str) -> tuple[int, dict[
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing, *plurals)
-    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the looks for children not listed, once the listing is over
+    await asyncio.sleep(SETTLE)  # the looks for children not listed, once the listing is over
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     return listing, ours(cluster, listing + 1)
 
@@ -173,7 +183,7 @@ async def deleted_while_away(cluster: Cluster, *plurals: str, namespace: str = N
     async def delete() -> None:
         assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us", namespace=namespace))
     listing = await relisted(cluster, delete, *plurals)
-    await cluster.eventually(lambda: deployment(cluster, "en-us", namespace), 5 + RELIST_SETTLE_SECONDS)
+    await cluster.eventually(lambda: deployment(cluster, "en-us", namespace), 5 + SETTLE)
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     return ours(cluster, listing + 1)
 
@@ -249,7 +259,7 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     costs: dict[tuple[str, ...], dict[str, int]] = {}
     for plurals in ((api.PLURAL,), (api.PLURAL, "deployments", "services")):
         listing = await relisted(cluster, nothing, *plurals)
-        await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for children, once the listing is over
+        await asyncio.sleep(SETTLE)  # the look for children, once the listing is over
         await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
         costs[plurals] = ours(cluster, listing + 1)
     print("the operator's requests after a listing with nothing changed:", costs)
@@ -324,7 +334,7 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing, api.PLURAL)
-    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for their children, once the listing is over
+    await asyncio.sleep(SETTLE)  # the look for their children, once the listing is over
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after a listing of the SpeechToTexts of 3 namespaces:", sent)
@@ -344,16 +354,15 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
 
 @pytest.mark.unit
 @pytest.mark.parametrize("clusterwide", [False, True], ids=["given-namespaces", "every-namespace"])
-async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_are_over(
-        monkeypatch: pytest.MonkeyPatch, clusterwide: bool) -> None:
+async def test_the_starts_of_listings_made_again_are_forgotten_once_their_looks_are_over(clusterwide: bool) -> None:
     """kopf's listings made again of the SpeechToTexts and of each kind of child in 500 namespaces, one after the other
     (:meth:`Runtime.relisted`, as their handlers call it; none of them kept by a reconcile, so no request): once each
     listing's look is over, nothing of it is kept, and what is kept meanwhile is the listings under way: one per kind
     and namespace of a batch, or one per kind when kopf watches every namespace (its listing is of them all). Before,
     the start of each was kept for the process' life: one entry per kind and namespace ever listed again (2000 here);
     and then, with every namespace watched, a look per namespace of each child kind was under way (151 at once)."""
-    monkeypatch.setattr(reconcile, "RELIST_SETTLE_SECONDS", 0.05)
-    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"), clusterwide=clusterwide)
+    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", relist_settle_seconds=0.05),
+                 clusterwide=clusterwide)
     kinds = [api.KIND, "Deployment", "Service", "PodDisruptionBudget"]
     most = 0
     for first in range(0, 500, 50):
@@ -412,7 +421,7 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_has_its_daemons_e
         await asyncio.sleep(3 * cluster.config.autoscale_seconds)
         return not pods_listed(since)
     try:
-        await cluster.eventually(unlisted, 5 + RELIST_SETTLE_SECONDS)
+        await cluster.eventually(unlisted, 5 + SETTLE)
     except AssertionError:
         raise AssertionError(f"its pods are listed on: {pods_listed(listing)} lists since the listing") from None
     assert len(cluster.runtime.daemons) == others, cluster.runtime.daemons  # ko-kr's follow_crd
@@ -450,7 +459,7 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metric
     async def other_alone() -> bool:
         return exported_names() == left
     try:
-        await cluster.eventually(other_alone, 5 + RELIST_SETTLE_SECONDS)
+        await cluster.eventually(other_alone, 5 + SETTLE)
     except AssertionError:
         raise AssertionError(f"exported after the listing: {exported_names()}") from None
     text = prometheus_client.generate_latest(exporter.registry).decode()
@@ -458,13 +467,12 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metric
 
 
 @pytest.mark.unit
-async def test_a_listing_made_again_is_one_look_under_way_however_many_objects_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_listing_made_again_is_one_look_under_way_however_many_objects_it_has() -> None:
     """kopf's listing made again of 1000 Deployments of one namespace, passed to :meth:`Runtime.relisted` object by
     object as its handler does, in 10 bursts: one look (one task) under way for the whole listing, over
-    :data:`RELIST_SETTLE_SECONDS` after its last object, and then nothing is kept of it. Before, each object cancelled
+    ``relist_settle_seconds`` after its last object, and then nothing is kept of it. Before, each object cancelled
     the look under way and made another: 1000 tasks for one listing."""
-    monkeypatch.setattr(reconcile, "RELIST_SETTLE_SECONDS", 1.0)
-    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"))
+    rt = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3", relist_settle_seconds=1.0))
     loop, looks = asyncio.get_running_loop(), set()
     for burst in range(10):
         for i in range(100):
@@ -475,7 +483,7 @@ async def test_a_listing_made_again_is_one_look_under_way_however_many_objects_i
     while rt.relistings:
         await asyncio.sleep(0.01)
     assert len(looks) == 1, f"{len(looks)} looks made for one listing"
-    assert loop.time() - last >= reconcile.RELIST_SETTLE_SECONDS, "over a settle after its last object, not its first"
+    assert loop.time() - last >= rt.config.relist_settle_seconds, "over a settle after its last object, not its first"
     assert rt.relisted_at == {}, rt.relisted_at
     await rt.stop_retries()
 
@@ -499,7 +507,7 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
     async def nothing() -> None:
         pass
     listing = await relisted(cluster, nothing, api.PLURAL)
-    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
+    await asyncio.sleep(SETTLE)  # the look for its children, once the listing is over
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     assert ours(cluster, listing + 1) == {"GET deployments": 1, "GET services": 1}, "a listing with nothing changed"
 
@@ -511,7 +519,7 @@ async def test_a_status_written_over_while_a_watch_was_away_past_the_history_is_
     async def written_again() -> bool:
         return (await condition(cluster, "Ready")).get("status") == "True"
     await cluster.eventually(written_again)
-    await asyncio.sleep(RELIST_SETTLE_SECONDS)  # the look for its children, once the listing is over
+    await asyncio.sleep(SETTLE)  # the look for its children, once the listing is over
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
     sent = ours(cluster, listing + 1)
     print("the operator's requests after the listing that had the status written over:", sent)

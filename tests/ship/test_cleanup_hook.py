@@ -13,7 +13,7 @@ from typing import Any
 
 from speech_operator.kube import USER_AGENT
 from tests import rbac
-from tests.operator.conftest import Cluster, apiserver, cluster, exported, namespaces, watch_seconds  # noqa: F401  (fixtures: kmock + the operator)
+from tests.operator.conftest import Cluster, apiserver, cluster, exported, namespaces, relist_settle_seconds, watch_seconds  # noqa: F401  (fixtures: kmock + the operator)
 
 from .conftest import CHART, ROOT, by_kind, helm_template, one, validate_manifests
 
