@@ -308,7 +308,14 @@ class Runtime:
         could not go on either (410 Gone: a restarted API server forgot every watch's history) lists them again, and
         a deletion meanwhile of the last of a kind in a listing's scope reaches no handler of theirs. Not the kinds kopf
         listed again there from :attr:`~OperatorConfig.relist_settle_seconds` before this listing on (their own look:
-        :meth:`relisted`); a failure is one line, and the look is left to the next reconciles."""
+        :meth:`relisted`); a failure is one line, and the look is left to the next reconciles.
+
+        Since kopf's session tells each listing it makes (:meth:`kopf_listed`), a kind kopf lists again has a look of
+        its own, and a kind whose watch went on, or resumes from its last version, is sent each deletion: this look
+        only makes a child again sooner while its kind's watch is still away (reconnecting, no 410 yet), at one list
+        per kind not listed again. It stays as the one look for a listing kopf would make with no list request to
+        tell (kopf's ``settings.watching.initial_streaming``: the objects come in the watch; the operator leaves it
+        off), where an empty listing of a kind reaches no handler."""
         began = self.relisted_at.get((api.KIND, scope), 0.0) - self.config.relist_settle_seconds
         kept: dict[str, set[str]] = {}  # kind: the namespaces of the listed SpeechToTexts that kept a child of it
         for key, last in self._kept():
