@@ -20,6 +20,8 @@
 //   stopAfterRecognizing  continuous: stop (stopContinuousRecognitionAsync) after this many recognizing events
 //   timeoutMs give up (and say so) after this long
 //   lingerMs  keep the recognizer this long after its recognition ended before closing it (a page keeps its recognizer)
+//             The report's "connected" lists when (ms) the SDK's connection reported each connection to the service
+//             (Connection.fromRecognizer's connected event), lingering included.
 //   browser   connect as the SDK does in a browser: where a global WebSocket exists, the SDK opens it with the URL alone
 //             (a browser's WebSocket takes no headers), so the key, a token and the connection id travel only in the
 //             URL's query. The global given here is the ws package's WebSocket (the one the SDK uses in Node), called
@@ -46,7 +48,7 @@ if (scenario.browser) {
 const started = Date.now();
 const out = {
   websocket: scenario.browser ? "browser" : "node", opened,
-  recognizing: [], recognized: [], canceled: [], sessionStarted: 0, sessionStopped: 0, once: null, onces: [], error: null,
+  recognizing: [], recognized: [], canceled: [], connected: [], sessionStarted: 0, sessionStopped: 0, once: null, onces: [], error: null,
   audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false, startedAt: started,
 };
 const now = () => Date.now() - started;
@@ -125,6 +127,7 @@ async function main() {
   const rec = new sdk.SpeechRecognizer(config(), sdk.AudioConfig.fromStreamInput(push));
   let stopped;
   const sessionStopped = new Promise((resolve) => { stopped = resolve; });
+  sdk.Connection.fromRecognizer(rec).connected = () => { out.connected.push(now()); };
   rec.sessionStarted = () => { out.sessionStarted++; };
   rec.sessionStopped = () => { out.sessionStopped++; stopped(); };
   rec.recognizing = (_, e) => { out.recognizing.push({ ms: now(), text: e.result.text, offset: e.result.offset }); };
