@@ -83,28 +83,53 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
         assert near_confidence(float(np.exp(segment.avg_logprob)), float(np.exp(np.mean([np.log(w.confidence) for w in phrase.words]))))
 
 
-@pytest.mark.parametrize(("kind", "content_type"), [("webm", "audio/webm"), ("webm", "video/webm"), ("webm", "application/octet-stream"),
-                                                    ("m4a", "audio/mp4"), ("m4a", "audio/x-m4a"), ("m4a", "video/mp4"),
-                                                    ("mkv", "video/x-matroska"), ("mov", "video/quicktime"),
-                                                    ("aac", "audio/aac"), ("aac", "audio/x-aac"), ("aac", "application/octet-stream"),
-                                                    ("qt", "video/quicktime"), ("qt", "application/octet-stream"),
-                                                    ("3gp", "audio/3gpp"), ("3gp", "video/3gpp"), ("amr", "audio/amr"),
-                                                    ("amr", "application/octet-stream"), ("mpg", "video/mpeg"),
-                                                    ("mpg", "video/mp2p"), ("mpeg", "video/mpeg"), ("mpeg", "audio/mpeg")])
-def test_the_rest_route_hears_them_by_any_of_their_types(fresh_server, encoded: dict[str, tuple[Path, Reference]], kind: str,
-                                                         content_type: str) -> None:
-    """The REST route: the same words and times as in-process Vosk on the decoded PCM; its types had been a 415 (the raw
-    AAC's ``audio/aac`` still was, and a 400 by its bytes, as the MOV without ``ftyp`` was; the 3GP's AMR a 415 naming
-    its codec, the raw AMR's and the MPEG program streams' types a 415, their bytes a 400). An MPEG program stream sent
-    as ``audio/mpeg`` (MP3's type) is decoded as what its bytes are. On new recognizers (``fresh_server``): a reused one
-    moved a word of the MP2 recording by 5 ms (trial 108: ``용`` at 0.6540 s against 0.6589 s), by what it had decoded
-    before in the session."""
+#: The content types each kind goes by, its files' own first. The REST route decodes a body by its bytes, whatever its
+#: type (audio.decode: the type counts for headerless PCM alone): each kind is recognized under its first type, and
+#: shown to decode alike under the others.
+TYPES = {"webm": ("audio/webm", "video/webm", "application/octet-stream"), "m4a": ("audio/mp4", "audio/x-m4a", "video/mp4"),
+         "mkv": ("video/x-matroska",), "mov": ("video/quicktime",), "aac": ("audio/aac", "audio/x-aac", "application/octet-stream"),
+         "qt": ("video/quicktime", "application/octet-stream"), "3gp": ("audio/3gpp", "video/3gpp"),
+         "amr": ("audio/amr", "application/octet-stream"), "mpg": ("video/mpeg", "video/mp2p"), "mpeg": ("video/mpeg", "audio/mpeg")}
+#: The decoder each kind's bytes take (audio.sniff).
+DECODERS = {"webm": WEBM, "m4a": MP4, "mkv": WEBM, "mov": MP4, "aac": AAC, "qt": MP4, "3gp": MP4, "amr": AMR, "mpg": MPEG_PS,
+            "mpeg": MPEG_PS}
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_the_rest_route_hears_them(fresh_server, encoded: dict[str, tuple[Path, Reference]], kind: str) -> None:
+    """The REST route, each kind under its own type (its bytes taking the kind's decoder): the same words and times as
+    in-process Vosk on the decoded PCM; its types had been a 415 (the raw AAC's ``audio/aac`` still was, and a 400 by
+    its bytes, as the MOV without ``ftyp`` was; the 3GP's AMR a 415 naming its codec, the raw AMR's and the MPEG program
+    streams' types a 415, their bytes a 400). On new recognizers (``fresh_server``): a reused one moved a word of the
+    MP2 recording by 5 ms (trial 108: ``용`` at 0.6540 s against 0.6589 s), by what it had decoded before in the
+    session."""
     path, ref = encoded[kind]
-    r = post(fresh_server, path.read_bytes(), content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
+    body = path.read_bytes()
+    assert sniff(body, TYPES[kind][0]) is DECODERS[kind]
+    r = post(fresh_server, body, TYPES[kind][0], query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
     assert r.status_code == 200, r.text
     best = r.json()["NBest"][0]
     assert best["Lexical"] == " ".join(ref.texts)
     ref.assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7) for w in best["Words"]])
+
+
+def test_the_rest_route_decodes_them_alike_by_any_of_their_types(
+        utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path, utterances_aac: Path,
+        utterances_qt: Path, utterances_recorded: dict[str, Path]) -> None:
+    """Each kind under each other type it goes by (``application/octet-stream`` too; an MPEG program stream sent as
+    ``audio/mpeg``, MP3's type, is decoded as what its bytes are): the REST route's body limit and the PCM its decoding
+    gives (its decoder's, by the bytes) are those of its own type, which the route recognizes (the test above); the
+    route uses the type for nothing else."""
+    paths = {"webm": utterances_webm, "m4a": utterances_m4a, "mkv": utterances_mkv, "mov": utterances_mov,
+             "aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
+    for kind, (own, *others) in TYPES.items():
+        body = paths[kind].read_bytes()
+        heard = decode(body, own, max_seconds=60)
+        for content_type in others:
+            assert body_limit(content_type, 60) == body_limit(own, 60), (kind, content_type)
+            assert sniff(body, content_type) is DECODERS[kind], (kind, content_type)
+            again = decode(body, content_type, max_seconds=60)
+            assert (again.sample_rate, again.pcm) == (heard.sample_rate, heard.pcm), (kind, content_type)
 
 
 def test_a_folder_of_them_in_process_and_through_a_server(fresh_server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
