@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from conftest import Cluster
 
 #: The operator's relist_settle_seconds here (its default: 2): far longer than the gaps between the objects of a listing
-#: of a few reaching its handlers, which come at once from kmock; each look after a listing made again comes that late.
-SETTLE = 0.5
+#: of a few reaching its handlers, which come at once from kmock, even when the test gets a small share of a CPU (an
+#: early look re-reads a SpeechToText, one GET more than these tests count); each look after a listing made again comes
+#: that late.
+SETTLE = 1.0
 
 
 @pytest.fixture
