@@ -111,7 +111,8 @@ def in_child(function: Callable[..., T], *args: Any, timeout: float = 300) -> T:
     threads' tracebacks, for a crash)."""
     status, out, err = _SERVER.ask(pickle.dumps((function, args)), timeout)
     how = f"signal {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
-    assert status == 0, (f"{function.__module__}.{function.__qualname__}{args!r:.300} in a process of its own ended "
+    called = ", ".join(f"<{len(a)} bytes>" if isinstance(a, bytes | bytearray | memoryview) else f"{a!r:.100}" for a in args)
+    assert status == 0, (f"{function.__module__}.{function.__qualname__}({called}) in a process of its own ended "
                          f"with {how}:\n{err.decode(errors='replace')[-4000:]}")
     result: T = pickle.loads(out)
     return result

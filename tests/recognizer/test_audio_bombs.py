@@ -305,7 +305,7 @@ def test_the_transcriber_opens_no_ogg_vorbis_header_whose_codebooks_are_refused(
     planned last, unopened, and its decoding refuses it saying why while the batch goes on."""
     bomb = tmp_path / "codebooks.ogg"
     bomb.write_bytes(ogg_vorbis_bomb(256, 524288, 8))
-    planned = subprocess.run([sys.executable, "-c", _PLANNED, str(bomb), str(speech_wav)], capture_output=True, text=True,
+    planned = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PLANNED, str(bomb), str(speech_wav)], capture_output=True, text=True,
                              timeout=120)
     assert planned.returncode == 0, (planned.returncode, planned.stderr[-2000:])
     assert planned.stdout.split() == [speech_wav.name, bomb.name], planned.stdout

@@ -920,7 +920,7 @@ def test_the_watch_of_the_opening_alone_has_its_small_stack(utterances_m4a: Path
     was left set for every thread started after the watch. Now the watch's alone: threads after it get the default."""
     root = str(Path(ffmpeg_child.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
-    done = subprocess.run([sys.executable, "-c", _STACKS, str(utterances_m4a)], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _STACKS, str(utterances_m4a)], capture_output=True, text=True, timeout=120,
                           env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [str(1 << 18), "0"], done.stdout

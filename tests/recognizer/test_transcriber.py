@@ -94,7 +94,7 @@ def in_process(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -
     counted: one run (and one model load) for every test that reads its transcripts."""
     here = tmp_path_factory.mktemp("here")
     counts = here / "counts.json"
-    run = subprocess.run([sys.executable, "-c", _COUNTED, str(counts), "--format", ",".join(WRITTEN), "--output-dir", str(here),
+    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _COUNTED, str(counts), "--format", ",".join(WRITTEN), "--output-dir", str(here),
                           str(utterances_wav)], capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     return Counted(here, run, json.loads(counts.read_text()))
 
@@ -188,7 +188,7 @@ def run_cli(*args: str, prefix: Sequence[str] = (), pass_fds: Sequence[int] = ()
     killed and fails the test (a hang)."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
-        process = subprocess.Popen([*prefix, sys.executable, "-c", _PEAK, peak.name, sys.executable, "-m", "speech_recognizer", "transcribe",
+        process = subprocess.Popen([*prefix, sys.executable, "-c", _PEAK, peak.name, sys.executable, "-X", "faulthandler", "-m", "speech_recognizer", "transcribe",
                                     *args], stdin=stdin, stdout=out, stderr=err, pass_fds=pass_fds, cwd=cwd, env=env,
                                    start_new_session=True)
         try:
