@@ -1,13 +1,17 @@
-"""The kopf private the operator wraps at exit (operator/speech_operator/kopf_exit.py), pinned with the installed kopf: it
-exists with the shape the wrap relies on, and with the wrap kopf's exit wakes a worker asleep as a standby replica's
-peering worker sleeps. A kopf that renames or reshapes it fails here, in one test naming what depends on it, not as
-standby replicas that take the whole grace (HANDLER_GRACE_SECONDS) to stop again. kopf's own worker, peering processor
-and depletion, on a loop of this test; no API server (the peering event is handed to the worker as kopf's watch would).
+"""The kopf privates the operator wraps for its exit (operator/speech_operator/kopf_exit.py), pinned with the installed
+kopf: they exist with the shape the wraps rely on, and with the wraps kopf's exit wakes a worker asleep as a standby
+replica's peering worker sleeps, and a stop ends kopf's lookup of the API server's resources with its requests. A kopf
+that renames or reshapes them fails here, in one test naming what depends on them, not as standby replicas that take
+the whole grace (HANDLER_GRACE_SECONDS) to stop again, or as a stop during kopf's start-up that takes 5 s more and logs
+an ERROR. kopf's own worker, peering processor, depletion and lookup, on a loop of this test; no API server (the peering
+event is handed to the worker as kopf's watch would; the lookup's requests reach a socket that never answers, as an API
+server slow to answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import importlib.metadata
 import inspect
@@ -18,9 +22,10 @@ from typing import Any
 import kopf
 import pytest
 from kopf._cogs.aiokits import aiotasks
-from kopf._cogs.structs import references
+from kopf._cogs.clients import auth, scanning
+from kopf._cogs.structs import credentials, references
 from kopf._core.engines import peering
-from kopf._core.reactor import queueing
+from kopf._core.reactor import observation, queueing
 
 from speech_operator import kopf_exit
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
@@ -94,3 +99,59 @@ async def test_kopfs_exit_wakes_a_standby_replicas_peering_worker_at_once(caplog
         await scheduler.close()
     assert not streams and not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert took < WOKEN_WITHIN, f"kopf's exit took {took:.1f} s to end a sleeping peering worker"
+
+
+def test_the_kopf_lookup_of_resources_the_exit_ends_uses_as_completed_by_its_modules_asyncio() -> None:
+    kopf_exit.install()
+    kopf_exit.install()
+    version = importlib.metadata.version("kopf")
+    assert isinstance(scanning.asyncio, kopf_exit._EndingWithTheLookup), f"{WRAP} install() did not reach kopf's lookup"
+    assert scanning.asyncio.as_completed is kopf_exit.as_completed and scanning.asyncio.sleep is asyncio.sleep
+    for fn in (scanning.scan_resources, scanning._read_old_api, scanning._read_new_apis):
+        names = fn.__code__.co_names
+        assert "asyncio" in names and "as_completed" in names, (
+            f"kopf {version}: kopf._cogs.clients.scanning.{fn.__name__} no longer calls asyncio.as_completed by its "
+            f"module's asyncio; {WRAP} replaces that for the stop to end the lookup's requests")
+    assert "scan_resources" in observation.resource_observer.__code__.co_names, (
+        f"kopf {version}: kopf's resource observer no longer looks up resources with scanning.scan_resources; see {WRAP}")
+
+
+async def test_a_stop_ends_kopfs_lookup_of_resources_with_its_requests(caplog: pytest.LogCaptureFixture) -> None:
+    """kopf's lookup of the API server's resources (as the operator starts), cancelled as a stop cancels it while the
+    API server has not answered: its requests end with it. Unwrapped they went on (kopf waits 5 s for such tasks at
+    exit, after its cleanup closed their session: an ERROR "Request attempt #1/9 failed ... Connector is closed")."""
+    kopf_exit.install()
+    asked: list[str] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readline()).decode())
+        await reader.read()  # until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    vault = credentials.Vault()
+    await vault.populate({"test": kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}")})
+    auth.vault_var.set(vault)
+    this = asyncio.current_task()
+    before = asyncio.all_tasks()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="kopf"):
+            scan = asyncio.create_task(scanning.scan_resources(settings=kopf.OperatorSettings(), logger=logging.getLogger("kopf.test")))
+            started = time.monotonic()
+            while len(asked) < 2:  # /api and /apis, unanswered
+                assert time.monotonic() - started < 5, f"kopf's lookup asked for {asked} only"
+                await asyncio.sleep(0.01)
+            scan.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scan
+            left = asyncio.all_tasks() - before - {scan}
+            _, going_on = await asyncio.wait(left, timeout=WOKEN_WITHIN) if left else (set(), set())
+    finally:
+        for task in asyncio.all_tasks() - before - {this}:
+            task.cancel()
+        await vault.close()
+        server.close()
+    assert sorted(line.split()[1] for line in asked) == ["/api", "/apis"], asked
+    assert not going_on, f"kopf's lookup, cancelled, left {sorted(t.get_coro().__qualname__ for t in going_on)} running"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
