@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -97,7 +98,9 @@ def env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float],
         value = kind(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}{_service_link(name, text)}") from None
-    if not minimum <= value < float("inf"):
+    if not math.isfinite(value):  # inf, nan: float() takes them
+        raise ValueError(f"{name}={text!r} is not a finite number")
+    if value < minimum:
         raise ValueError(f"{name}={text!r} must be at least {minimum:g}")
     return value
 

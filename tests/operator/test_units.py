@@ -17,6 +17,7 @@ from stt_schema import ROOT, older
 
 from speech_operator import api, builders, cli, conditions, reconcile
 from speech_operator.config import OperatorConfig
+from speech_operator.gateway import GatewayConfig
 from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending, quantity
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -364,6 +365,24 @@ def test_config_from_env() -> None:
         OperatorConfig.from_env({"SPEECH_OPERATOR_RELIST_SETTLE_SECONDS": "0"})
 
 
+def number_settings() -> list[Any]:
+    """Every number setting as declared, with the config that reads it: the operator's (OperatorConfig's number fields,
+    each read from SPEECH_OPERATOR_<FIELD>) and the gateway's (GatewayConfig.variables())."""
+    operator = [(OperatorConfig, f"SPEECH_OPERATOR_{f.name.upper()}", f.type) for f in dataclasses.fields(OperatorConfig)]
+    gateway = [(GatewayConfig, name, f.type) for name, f in GatewayConfig.variables().items()]
+    return [pytest.param(*setting, id=setting[1]) for setting in operator + gateway if setting[2] in ("int", "float")]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+@pytest.mark.parametrize(("config", "variable", "kind"), number_settings())
+def test_a_number_setting_given_no_finite_number_says_so(config: Any, variable: str, kind: str, value: str) -> None:
+    """Python's float() takes "inf" and "nan": the setting refused them, but as "must be at least 0.001" (or at least
+    0), which no number could mend. A whole number's setting never took them."""
+    says = "is not a whole number" if kind == "int" else "is not a finite number"
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{variable}={value!r} {says}')}$"):
+        config.from_env({variable: value})
+
+
 def test_cli_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPEECH_OPERATOR_NAMESPACE", raising=False)
     assert cli.parse(["run", "-n", "a", "-n", "b"]).namespace == ["a", "b"]
@@ -397,7 +416,6 @@ def test_gateway_help_lists_every_setting_and_each_is_read(capsys: pytest.Captur
     """``speech-operator gateway --help`` showed host and port only: the other settings (the ones the chart and
     deploy/ set among them) were nowhere but the code and the README. Now each, with its default and bound,
     from the one place they are declared; and each variable listed is the one from_env reads."""
-    from speech_operator.gateway import GatewayConfig
     with pytest.raises(SystemExit):
         cli.parse(["gateway", "--help"])
     shown = capsys.readouterr().out
@@ -429,7 +447,6 @@ def test_gateway_help_gives_the_flags_their_settings_declared_default(capsys: py
     here, the declaration moves the help and what the gateway listens on."""
     from dataclasses import fields
 
-    from speech_operator.gateway import GatewayConfig
     declared = {f.name: f for f in fields(GatewayConfig)}
     monkeypatch.setattr(declared["host"], "default", "127.0.0.9")
     monkeypatch.setattr(GatewayConfig, "host", "127.0.0.9")
@@ -451,7 +468,6 @@ def test_a_gateway_config_made_directly_keeps_each_number_within_its_declared_bo
     """Made directly (as tests, bench and the flags' dataclasses.replace do), a GatewayConfig took any number: 660 s
     for SPEECH_GATEWAY_SEND_STALL_SECONDS, declared at most 60, was built silently. Now each number is checked against
     its one declaration, and the error names its variable and the bound, as from_env's does."""
-    from speech_operator.gateway import GatewayConfig
     for name, f in GatewayConfig.variables().items():
         if f.type == "str":
             continue
@@ -474,7 +490,6 @@ def test_the_gateways_send_stall_bound_is_the_kernels_as_it_is_when_checked(monk
     (speech_recognizer.serving.DEAD_PEER_SECONDS, which the gateway's listening socket takes as it is made): that bound is
     read when a config is checked, made directly or from the environment, and listed by --help, not frozen when the
     module was imported (a test that raised it for its gateway's socket had to patch the field's declaration as well)."""
-    from speech_operator.gateway import GatewayConfig
     from speech_recognizer import serving
     monkeypatch.setattr(serving, "DEAD_PEER_SECONDS", 600)
     assert GatewayConfig(send_stall_seconds=600).send_stall_seconds == 600
@@ -491,7 +506,6 @@ def test_the_chart_bounds_each_gateway_value_as_the_gateway_bounds_its_variable(
     way round: SPEECH_GATEWAY_HEADER_SECONDS took 0.001 and any number of seconds, _MAX_HEADER_BYTES and
     _FORM_PAUSE_SECONDS any size, _SHUTDOWN_SECONDS and _HOLD_SECONDS any time, where the chart said 1-600, at most
     524288, 600 and 3600 (deploy/base's manifests, and anyone running the gateway, had no bound)."""
-    from speech_operator.gateway import GatewayConfig
     template = (ROOT / "charts/speech-operator/templates/gateway.yaml").read_text()
     schema = json.loads((ROOT / "charts/speech-operator/values.schema.json").read_text())["properties"]["gateway"]["properties"]
     entries = re.findall(r'- name: (SPEECH_GATEWAY_\w+)\s+value: \{\{ (include "[\w.-]+" \(dict [^)]*?"value" )?\.Values\.gateway\.(\w+)([^}]*)',
