@@ -368,11 +368,68 @@ def mp4_declaring(m4a: bytes, samples: int | None = None, entries: dict[bytes, i
     return _mp4_rebuilt(m4a, 0, len(m4a), stbl)
 
 
-def mp4_chunked(mov: bytes, chunks: int, chunk_samples: int) -> bytes:
+def _mp4_edited(data: bytes, path: tuple[bytes, ...], edit: Callable[[bytes], bytes]) -> bytes:
+    """The boxes of ``data``, the payload of the first box at ``path`` (its types from the top) given to ``edit``, each
+    box on the way rebuilt (its size new)."""
+    out, done = b"", False
+    for kind, body in _mp4_boxes(data):
+        if kind == path[0] and not done:
+            body, done = edit(body) if len(path) == 1 else _mp4_edited(body, path[1:], edit), True
+        out += _mp4_box(kind, body)
+    return out
+
+
+#: Where :func:`mp4_tables_in` moves the sample tables (their boxes, one after the other) to: the path of the box they
+#: are added to, and what is added.
+_MP4_PLACES: dict[str, tuple[tuple[bytes, ...], Callable[[bytes], bytes]]] = {
+    "udta": ((b"moov", b"trak"), lambda tables: _mp4_box(b"udta", tables)),
+    "edts": ((b"moov", b"trak"), lambda tables: _mp4_box(b"edts", tables)),
+    "meta": ((b"moov", b"trak"), lambda tables: _mp4_box(b"meta", bytes(4) + _mp4_box(b"hdlr", bytes(8) + b"mdir" + bytes(13)) + tables)),
+    "dinf": ((b"moov", b"trak", b"mdia", b"minf"), lambda tables: _mp4_box(b"dinf", tables)),
+}
+
+
+def mp4_tables_in(m4a: bytes, samples: int, where: str) -> bytes:
+    """``m4a`` (one track, its ``moov`` after its ``mdat``) whose sample tables declare ``samples`` samples as
+    :func:`mp4_declaring`'s do, where FFmpeg's demuxer reads them as in the sample table, for the track: moved into a box
+    of the track (``where``: ``udta``, ``edts``, ``meta`` after its handler, ``dinf`` in its ``minf``) or after the boxes
+    of its sample description's entry (``stsd``); or left where they are, the movie header named ``hoov`` (FFmpeg reads
+    one beginning with ``mvhd`` as ``moov``), or in a second track after one whose ``mdia`` ends in a box of an invalid
+    size (4 bytes: FFmpeg reads no further in that ``mdia``, and on)."""
+    declared = mp4_declaring(m4a, samples=samples)
+    if where == "hoov":
+        return b"".join(_mp4_box(b"hoov" if kind == b"moov" else kind, body) for kind, body in _mp4_boxes(declared))
+    if where == "second trak":
+        hostile = dict(_mp4_boxes(dict(_mp4_boxes(declared))[b"moov"]))[b"trak"]
+        broken = _mp4_edited(m4a, (b"moov", b"trak", b"mdia"), lambda mdia: mdia + struct.pack(">I4s", 4, b"free"))
+        return _mp4_edited(broken, (b"moov",), lambda moov: moov + _mp4_box(b"trak", hostile))
+    tables = b""
+
+    def taken(stbl: bytes) -> bytes:
+        nonlocal tables
+        kept = b""
+        for kind, body in _mp4_boxes(stbl):
+            if kind in (b"stts", b"stsc", b"stsz"):
+                tables += _mp4_box(kind, body)
+            else:
+                kept += _mp4_box(kind, body)
+        return kept
+
+    moved = _mp4_edited(declared, _MP4_PATH, taken)
+    if where == "stsd":
+        def entry_then_tables(stsd: bytes) -> bytes:
+            size = struct.unpack_from(">I", stsd, 8)[0]
+            return stsd[:8] + struct.pack(">I", size + len(tables)) + stsd[12 : 8 + size] + tables + stsd[8 + size :]
+        return _mp4_edited(moved, (*_MP4_PATH, b"stsd"), entry_then_tables)
+    path, holder = _MP4_PLACES[where]
+    return _mp4_edited(moved, path, lambda body: body + holder(tables))
+
+
+def mp4_chunked(mov: bytes, chunks: int, chunk_samples: int, then: int | None = None) -> bytes:
     """``mov`` (one track, its ``moov`` after its ``mdat``) whose sample-to-chunk table declares ``chunk_samples``
     samples in each of ``chunks`` chunks (its chunk offsets table that many entries, each its first chunk's): FFmpeg
     indexes a track of uncompressed sound (PCM) by pieces of 1024 samples of its chunks as it opens the file, whatever
-    its sample sizes declare."""
+    its sample sizes declare. ``then``: a second chunk offsets table after it, of that many (FFmpeg keeps the first)."""
     assert mov.index(b"mdat") < mov.index(b"moov"), "moov after mdat"
 
     def stbl(boxes: bytes) -> bytes:
@@ -381,7 +438,9 @@ def mp4_chunked(mov: bytes, chunks: int, chunk_samples: int) -> bytes:
             if kind == b"stsc":
                 body = struct.pack(">IIIII", 0, 1, 1, chunk_samples, 1)
             elif kind == b"stco":
-                body = struct.pack(">II", 0, chunks) + body[8:12] * chunks
+                for count in (chunks, *([] if then is None else [then])):
+                    out += _mp4_box(kind, struct.pack(">II", 0, count) + body[8:12] * count)
+                continue
             out += _mp4_box(kind, body)
         return out
 

@@ -22,7 +22,6 @@ MP4's index may come last).
 
 from __future__ import annotations
 
-import bisect
 import io
 import math
 import os
@@ -93,12 +92,24 @@ _MP4_ENTRY_BYTES, _MP4_BASE_BYTES = 64, 128 << 20
 #: 48 kHz AAC), and few enough that the walk, in Python, stays a small part of the opening's CPU bound
 #: (:data:`OPEN_CPU_SECONDS`): millions of 8-byte boxes took it past that, refused for its "tracks' codec setup".
 MP4_MAX_BOXES = 1 << 18
-#: The MP4 boxes holding the boxes :func:`_mp4_tables` counts.
-_MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf"})
 #: The MP4 tables counted, by box: where the count is after the box's header, and what it counts (the tables that
 #: declare samples together, each other kind of table by itself).
 _MP4_COUNTS = {b"stsz": (8, "samples"), b"stz2": (8, "samples"), b"trun": (4, "samples"),
                **{kind: (4, kind.decode()) for kind in (b"stts", b"ctts", b"stsc", b"stco", b"co64", b"stss", b"stps")}}
+#: The MP4 boxes whose boxes FFmpeg's demuxer reads wherever they are (``mov_read_default`` and its parse table: a table
+#: in a ``udta``, ``edts`` or ``dinf`` is read as one in ``stbl``, for the track last begun), and where their boxes
+#: begin after their header (``iref``'s after its version and flags).
+_MP4_CONTAINERS = {**dict.fromkeys((b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"edts", b"dinf",
+                                    b"udta", b"mvex", b"tref", b"sinf", b"schi", b"ilst", b"iprp", b"ipco"), 0), b"iref": 4}
+#: The boxes FFmpeg reads as a movie header (``moov``) when their first box is one's (``mvhd`` or ``cmov``).
+_MP4_MOVIE_LIKE, _MP4_MOVIE_FIRST = frozenset({b"hoov", b"free"}), frozenset({b"mvhd", b"cmov"})
+#: The boxes whose boxes FFmpeg reads from where their fields end, which depends on their codec and version (a sample
+#: description's ``wave``, ``esds`` ...; ``wave``'s after an ALAC cookie), and the boxes FFmpeg would read there as it
+#: reads them anywhere that no recorder writes there (:func:`_mp4_described`): looked for in all their bytes by type.
+_MP4_SCANNED = frozenset({b"stsd", b"wave"})
+_MP4_FOUND = re.compile(b"|".join(re.escape(kind) for kind in (*_MP4_COUNTS, b"hdlr", b"cmov", b"moov", b"hoov")))
+#: The bytes of the MP4 read at once looking for boxes by type (the child holds no more of the file than that).
+_MP4_SCAN_BYTES = 1 << 20
 #: The samples of an index entry FFmpeg's MP4 demuxer makes of a track it indexes by its chunks (a track of
 #: uncompressed sound, :meth:`_Mp4Track.chunked`), but for a chunk's last: it cuts each chunk in pieces of 1024 samples
 #: (PCM), or of a codec's frames (``samples_per_frame``, a sound description's or a codec's: 160 and more, QCELP's and
@@ -244,41 +255,31 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
     kind of table, before FFmpeg's demuxer allocates for them (each counted as declared: a table may say more than its
     box holds), or whose movie header is compressed (``cmov``: its tables cannot be counted unread, and FFmpeg
     allocates the size it declares, up to 4 GB), or that has more than :data:`MP4_MAX_BOXES` boxes. Its boxes are
-    walked by their sizes (a box FFmpeg would find invalid ends the walk: FFmpeg refuses it); only the tables' counts are read, and the sample-to-chunk runs of a track of
-    uncompressed sound, which FFmpeg indexes by pieces of its chunks, not by its samples (:meth:`_Mp4Track.indexed`)."""
+    walked by their sizes wherever FFmpeg reads boxes (:data:`_MP4_CONTAINERS`, ``meta`` from its handler,
+    :data:`_MP4_MOVIE_LIKE`; :data:`_MP4_SCANNED` looked through), each table counted for the track FFmpeg gives it (the
+    trak last begun, until it ends); a box of an invalid size ends the box holding it, as in FFmpeg. Only the tables'
+    counts are read, and the sample-to-chunk runs of a track of uncompressed sound, which FFmpeg indexes by pieces of
+    its chunks, not by its samples (:meth:`_Mp4Track.indexed`)."""
     counts: dict[str, int] = {}
     sizes: dict[str, int] = {}  # the sizes tables of tracks, held by FFmpeg however it indexes them
     tracks: list[_Mp4Track] = []
-    others: list[int] | None = None
     ends: list[tuple[int, _Mp4Track | None]] = [(data.seek(0, io.SEEK_END), None)]  # each box walked into: its end, its track
     at, walked = 0, 0
-    while ends:
-        if at + 8 > ends[-1][0]:
-            at, closed = ends.pop()
-            if closed is not None:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
-                closed.open = False
-            continue
-        if (walked := walked + 1) > MP4_MAX_BOXES:
-            raise Refused(UNSUPPORTED, f"the MP4 file has more than {MP4_MAX_BOXES} boxes (atoms), which is not served: "
-                                       "no recorder writes that many; send the audio as a recorder writes it")
+
+    def box(at: int, within: int) -> tuple[bytes, bytes, int, int]:
+        """The box at ``at`` in a box ending at ``within``: its first bytes, type, header's size and end (its header's
+        size past its end: invalid)."""
         data.seek(at)
         head = data.read(32)
-        size, kind, start = int.from_bytes(head[:4], "big"), head[4:8], 8
+        size, start = int.from_bytes(head[:4], "big"), 8
         if size == 1 and len(head) >= 16:
             size, start = int.from_bytes(head[8:16], "big"), 16
         elif size == 0:
-            size = ends[-1][0] - at
-        if size < start:
-            break
-        end = min(at + size, ends[-1][0])
-        if kind in _MP4_CONTAINERS:
-            track = None
-            if kind == b"trak":
-                others = _not_sound(data) if others is None else others
-                tracks.append(track := _Mp4Track(other=bisect.bisect_left(others, at) < bisect.bisect_left(others, end)))
-            ends.append((end, track))
-            at += start
-            continue
+            size = within - at
+        return head, head[4:8], start, min(at + size, within) if size >= start else at
+
+    def leaf(head: bytes, kind: bytes, at: int, start: int, end: int) -> None:
+        """Count the box of ``kind`` read by FFmpeg (not walked into), for the track FFmpeg gives it."""
         if kind == b"cmov":
             raise Refused(UNSUPPORTED, "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served: "
                                        "send it as current recorders and tools write it, its header uncompressed")
@@ -293,6 +294,40 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
             else:
                 counts[what] = counts.get(what, 0) + declared
                 _mp4_within(what, counts[what], bound)
+
+    def count() -> None:
+        nonlocal walked
+        if (walked := walked + 1) > MP4_MAX_BOXES:
+            raise Refused(UNSUPPORTED, f"the MP4 file has more than {MP4_MAX_BOXES} boxes (atoms), which is not served: "
+                                       "no recorder writes that many; send the audio as a recorder writes it")
+
+    while ends:
+        if at + 8 > ends[-1][0]:
+            at, closed = ends.pop()
+            if closed is not None:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
+                closed.open = False
+            continue
+        count()
+        head, kind, start, end = box(at, ends[-1][0])
+        if end == at:  # FFmpeg reads no further in the box holding it
+            at = ends[-1][0]
+            continue
+        if kind in _MP4_MOVIE_LIKE and head[12:16] in _MP4_MOVIE_FIRST:
+            kind = b"moov"
+        if (first := _MP4_CONTAINERS.get(kind)) is not None:
+            track = None
+            if kind == b"trak":
+                tracks.append(track := _Mp4Track())
+            ends.append((end, track))
+            at += start + first
+            continue
+        if kind == b"meta" and (handler := _mp4_handler(data, at + start, end)) is not None:
+            ends.append((end, None))
+            at = handler
+            continue
+        leaf(head, kind, at, start, end)
+        if kind in _MP4_SCANNED:
+            _mp4_described(data, kind, at + start, end)
         at = end
     indexed = sum(track.indexed() for track in tracks)
     _mp4_within("samples", counts.get("samples", 0) + indexed, bound, any(track.chunked() for track in tracks))
@@ -301,36 +336,51 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
     data.seek(0)
 
 
-#: The handler types (``hdlr``) with which FFmpeg makes a track other than sound (video, subtitles).
-_NOT_SOUND = re.compile(rb"hdlr.{4}.{4}(?:vide|subp|clcp)", re.DOTALL)
-#: The bytes of the MP4 read at once looking for them (the child holds no more of the file than that).
-_MP4_SCAN_BYTES = 1 << 20
-
-
-def _not_sound(data: BinaryIO) -> list[int]:
-    """Where ``data`` may hold a handler (``hdlr``) that makes FFmpeg's stream other than sound, wherever in a trak
-    (FFmpeg reads a trak's ``meta`` too), in order: looked for once, not in each trak (traks may nest)."""
-    found: list[int] = []
-    at, overlap = 0, 15  # a match's length less one: one across two reads is found in the second
-    while True:
-        data.seek(at)
-        block = data.read(_MP4_SCAN_BYTES)
-        found += [at + match.start() for match in _NOT_SOUND.finditer(block) if not found or at + match.start() > found[-1]]
+def _mp4_found(data: BinaryIO, start: int, end: int, pattern: re.Pattern[bytes] = _MP4_FOUND) -> Iterator[tuple[int, bytes]]:
+    """Where in ``data``'s bytes from ``start`` to ``end`` ``pattern`` (box types: four bytes) is found, and what,
+    :data:`_MP4_SCAN_BYTES` read at a time (each read's found given at once: the caller may read between)."""
+    while start < end:
+        data.seek(start)
+        block = data.read(min(_MP4_SCAN_BYTES, end - start))
+        yield from [(start + match.start(), match.group()) for match in pattern.finditer(block)]
         if len(block) < _MP4_SCAN_BYTES:
-            return found
-        at += len(block) - overlap
+            return
+        start += len(block) - 3  # a type across two reads is found in the second
+
+
+def _mp4_described(data: BinaryIO, kind: bytes, start: int, end: int) -> None:
+    """Refuse the box of ``kind`` (:data:`_MP4_SCANNED`) whose payload is ``data``'s bytes from ``start`` to ``end``
+    when it holds a box FFmpeg reads there as anywhere (:data:`_MP4_FOUND`: a sample table, a handler, a movie header),
+    for the track last begun, which no recorder writes there."""
+    for found, what in _mp4_found(data, start, end):
+        if found - 4 >= start:
+            raise Refused(UNSUPPORTED, f"the MP4 file's sample description ({kind.decode()}) holds a {what.decode()} "
+                                       "box, which is not served: no recorder writes one there; send the audio as a "
+                                       "recorder writes it")
+
+
+_HANDLER = re.compile(b"hdlr")
+
+
+def _mp4_handler(data: BinaryIO, start: int, end: int) -> int | None:
+    """Where FFmpeg reads the boxes of a ``meta`` whose payload is ``data``'s bytes from ``start`` to ``end``: from its
+    handler box (``hdlr``), found by its type at 4-byte steps (QuickTime's meta has no version and flags before it,
+    ISO's has); None: no handler, nothing read."""
+    return next((found - 4 for found, _ in _mp4_found(data, start, end, _HANDLER)
+                 if (found - start) % 4 == 0 and end - found > 8), None)
 
 
 @dataclass
 class _Mp4Track:
     """What :func:`_mp4_tables` read of one ``trak`` as FFmpeg's demuxer does (the last box of each kind before the trak
-    ends, when FFmpeg indexes it; summed where FFmpeg takes the last: more, never fewer): whether the last handler
-    walked makes it sound and none in it makes it another kind (:attr:`other`), whether its time-to-sample table is one
-    entry of duration 1 (:attr:`unit_times`: then FFmpeg indexes it by chunk), the samples its sizes declare, its
-    chunks, its sample-to-chunk runs (first chunk, samples in each, description), and whether its trak is still read."""
+    ends, when FFmpeg indexes it; summed where FFmpeg takes the last: more, never fewer): the kinds of its handlers
+    (:meth:`chunked`), whether its time-to-sample table is one entry of duration 1 (:attr:`unit_times`), the samples
+    its sizes declare, its chunks, its sample-to-chunk runs (first chunk, samples in each, description), and whether
+    its trak is still read."""
 
-    other: bool
     sound: bool = False
+    other: bool = False
+    video: bool = False
     unit_times: bool = False
     samples: int = 0
     chunks: int = 0
@@ -339,17 +389,23 @@ class _Mp4Track:
     open: bool = True
 
     def chunked(self) -> bool:
-        """Whether FFmpeg indexes this track by pieces of its chunks (``mov_build_index``'s "old uncompressed audio
+        """Whether FFmpeg may index this track by pieces of its chunks (``mov_build_index``'s "old uncompressed audio
         chunk demuxing"): a sound track whose time-to-sample table is one entry of duration 1 (PCM: a sample each audio
-        frame)."""
-        return self.sound and not self.other and self.unit_times
+        frame). A track is sound by its last handler, or by its sample description's format where no handler made it
+        video (``mov_codec_id``): any track but one of a video handler and none of sound may be."""
+        return self.unit_times and (self.sound or not self.video)
 
     def indexed(self) -> int:
         """At most the entries FFmpeg's demuxer makes for this track as it opens the file: its samples, or by chunk
         each chunk's samples in pieces of :attr:`piece` samples (``2**32`` where FFmpeg's unsigned count
-        of the last run's chunks may wrap: its runs name chunks past its last)."""
+        of the last run's chunks may wrap: its runs name chunks past its last); the more of the two where the track may
+        be either (handlers of sound and of another kind)."""
         if not self.chunked():
             return self.samples
+        pieces = self._pieces()
+        return pieces if self.sound and not self.other else max(pieces, self.samples)
+
+    def _pieces(self) -> int:
         if len(self.runs) < 12:
             return 0
         import numpy as np  # here alone: a track of uncompressed sound (PCM, not served) is rare
@@ -370,19 +426,21 @@ def _mp4_track_box(track: _Mp4Track, kind: bytes, body: bytes, data: BinaryIO, s
     ``data``'s bytes from ``start`` to ``end``) says of how FFmpeg indexes it (:class:`_Mp4Track`)."""
     declared = int.from_bytes(body[4:8], "big")
     if kind == b"hdlr" and body[8:12] in (b"soun", b"vide", b"subp", b"clcp"):
-        track.sound = body[8:12] == b"soun"  # mdia's (minf's, QuickTime's data handler, says alis or url)
+        track.sound |= body[8:12] == b"soun"  # mdia's (minf's, QuickTime's data handler, says alis or url)
+        track.other |= body[8:12] != b"soun"
+        track.video |= body[8:12] == b"vide"
     elif kind == b"stts":
         track.unit_times = declared == 1 and end - start >= 16 and body[12:16] == b"\0\0\0\1"
     elif kind in (b"stsz", b"stz2"):
         track.samples += int.from_bytes(body[8:12], "big")
-    elif kind in (b"stco", b"co64") and declared:
+    elif kind in (b"stco", b"co64") and declared and not track.chunks:  # FFmpeg ignores the track's later ones
         track.chunks = declared
     elif kind == b"stsd":
         data.seek(start + 8)
         track.piece = min(track.piece, _mp4_piece(data.read(min(end - start - 8, 1 << 16)), min(declared, 1024)))
-    elif kind == b"stsc":
+    elif kind == b"stsc" and declared and not track.runs and 12 * declared + 4 <= end - start:  # as FFmpeg reads one
         data.seek(start + 8)
-        track.runs = data.read(max(min(12 * declared, end - start - 8), 0))
+        track.runs = data.read(12 * declared)
 
 
 def _mp4_piece(entries: bytes, count: int) -> int:

@@ -9,6 +9,7 @@ stay strictly real time.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from harness.hostile_inputs import (
     mp4_chunked,
     mp4_compressed_header,
     mp4_declaring,
+    mp4_tables_in,
     ogg_opus_bomb,
     ogg_vorbis_bomb,
     random_frame_bodies,
@@ -143,6 +145,9 @@ def test_ogg_vorbis_whose_codebooks_expand_to_hundreds_of_mb_is_refused_before_i
 #: fault, an alert) for the client's file. As many samples as served are read as what they are (most are not there).
 #: Millions of empty boxes (8 bytes each) were walked one by one before FFmpeg opened the file, past the opening's CPU
 #: bound on a loaded machine, refused for its "tracks' codec setup"; more than MP4_MAX_BOXES are refused saying so.
+#: FFmpeg reads sample tables wherever it reads boxes, for the track last begun (in its udta, edts, meta or dinf, after
+#: its sample description's entry, in a movie header named hoov, in a track after a box of an invalid size): 6 M samples
+#: there were not counted, and FFmpeg's index of them took the decoder 244 MB (a 400 "corrupt", or a 200).
 MP4_TABLES = {
     "11.18 M samples": (lambda m4a: mp4_declaring(m4a, samples=11_180_000), 415,
                         "the MP4 file's sample tables (stsz, stz2, trun) declare 11180000 samples, more than the "
@@ -156,6 +161,11 @@ MP4_TABLES = {
     f"then {MP4_MAX_BOXES} empty boxes": (lambda m4a: m4a + b"\0\0\0\x08free" * MP4_MAX_BOXES, 415,
                                           f"the MP4 file has more than {MP4_MAX_BOXES} boxes (atoms), which is not served"),
     "then as many boxes as served": (lambda m4a: m4a + b"\0\0\0\x08free" * (MP4_MAX_BOXES - 100), 200, ""),
+    **{f"6 M samples in {where}": (functools.partial(mp4_tables_in, samples=6_000_000, where=where), 415,
+                                   "the MP4 file's sample tables (stsz, stz2, trun) declare 600")
+       for where in ("udta", "edts", "meta", "dinf", "hoov", "second trak")},
+    "6 M samples in stsd": (functools.partial(mp4_tables_in, samples=6_000_000, where="stsd"), 415,
+                            "the MP4 file's sample description (stsd) holds a stts box, which is not served"),
 }
 
 
@@ -203,7 +213,8 @@ def test_the_samples_an_mp4_may_declare_follow_max_audio_seconds(utterances_m4a:
 #: QuickTime movies of 16-bit PCM (48 kHz, mono; FFmpeg's muxer's) -> (seconds, the movie rewritten, the reason's words).
 #: FFmpeg indexes such a track by pieces of 1024 samples of its chunks, not sample by sample: 100 s (4.8 M samples, more
 #: than MP4_MAX_ENTRIES) were refused by their samples, not by their codec, which is what the sender needs to know.
-#: Chunks declaring 2^30 samples each: FFmpeg indexes 2^20 pieces of each as it opens the file (six: 183 MB).
+#: Chunks declaring 2^30 samples each: FFmpeg indexes 2^20 pieces of each as it opens the file (six: 183 MB), of the
+#: first chunk offsets table of the track (a second was counted instead: 190 MB, refused by its codec).
 _PCM_CODEC = "the MP4 file's audio is PCM signed 16-bit little-endian, not aac, alac, amr_nb or amr_wb"
 PCM_MOVIES = {
     "100 s": (100, lambda mov: mov, _PCM_CODEC),
@@ -211,6 +222,8 @@ PCM_MOVIES = {
                                  f"the MP4 file's sample tables declare {6 << 20} samples (uncompressed sound's counted "
                                  f"in pieces of its chunks, as FFmpeg indexes it), more than the {MP4_MAX_ENTRIES} served"),
     "4 chunks of 2^30 samples": (1, lambda mov: mp4_chunked(mov, 4, 1 << 30), _PCM_CODEC),
+    "6 chunks of 2^30 samples, then a table of 1 chunk": (1, lambda mov: mp4_chunked(mov, 6, 1 << 30, then=1),
+                                                          f"the MP4 file's sample tables declare {6 << 20} samples"),
 }
 
 
