@@ -186,10 +186,11 @@ async def connection_info(configuration: k8s.Configuration, settings: kopf.Opera
 
 def kopf_session(info: kopf.ConnectionInfo, listed: Callable[[str], None]) -> kopf.AiohttpSession:
     """kopf's HTTP session, made of ``info`` as kopf makes its own (kopf/_cogs/clients/auth.py: a connector with no
-    limit and ``info``'s TLS, its Authorization header, its proxy) and given to kopf instead (its documented custom
-    session, :class:`kopf.AiohttpSession`), so that ``listed`` is told the URL path of each listing kopf begins (a GET
-    of a collection the API server answers 200: not a watch, not a listing's later chunk). kopf passes its handlers each
-    object of a listing and nothing of the listing itself: one with no object in it reached the operator in no way."""
+    limit and ``info``'s TLS, its Authorization header, its proxy; tests/operator/test_kopf_privates.py compares the
+    two) and given to kopf instead (its documented custom session, :class:`kopf.AiohttpSession`), so that ``listed`` is
+    told the URL path of each listing kopf begins (a GET of a collection the API server answers 200: not a watch, not a
+    listing's later chunk). kopf passes its handlers each object of a listing and nothing of the listing itself: one
+    with no object in it reached the operator in no way."""
     trace = aiohttp.TraceConfig()
 
     async def ended(_: aiohttp.ClientSession, __: Any, params: aiohttp.TraceRequestEndParams) -> None:

@@ -16,9 +16,13 @@ import datetime
 import importlib.metadata
 import inspect
 import logging
+import ssl
 import time
+import types
 from typing import Any
 
+import aiohttp
+import certifi
 import kopf
 import pytest
 from kopf._cogs.aiokits import aiotasks
@@ -27,7 +31,7 @@ from kopf._cogs.structs import credentials, references
 from kopf._core.engines import peering
 from kopf._core.reactor import observation, queueing
 
-from speech_operator import kopf_exit
+from speech_operator import kopf_exit, kube
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -155,3 +159,53 @@ async def test_a_stop_ends_kopfs_lookup_of_resources_with_its_requests(caplog: p
     assert sorted(line.split()[1] for line in asked) == ["/api", "/apis"], asked
     assert not going_on, f"kopf's lookup, cancelled, left {sorted(t.get_coro().__qualname__ for t in going_on)} running"
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def _shape(value: Any) -> Any:
+    """What two sessions (or connectors) built alike have alike: scalars, classes and functions as they are, a TLS
+    context by its settings and CAs, empty containers as such, any other object by its type."""
+    if isinstance(value, ssl.SSLContext):
+        return ("SSLContext", value.verify_mode, value.check_hostname, value.options, value.minimum_version,
+                value.maximum_version, value.get_ca_certs())
+    if value is None or isinstance(value, (int, float, str, bytes, type, types.FunctionType, types.BuiltinFunctionType)):
+        return value
+    if isinstance(value, (tuple, list, frozenset)) and not value:
+        return value
+    return type(value).__qualname__
+
+
+def _attributes(session: aiohttp.ClientSession) -> dict[str, Any]:
+    """The session's attributes (aiohttp's ClientSession.ATTRS) and its connector's, each as :func:`_shape` sees it."""
+    shown = {name: _shape(getattr(session, name)) for name in sorted(aiohttp.ClientSession.ATTRS)}
+    shown.update({f"connector.{name}": _shape(value) for name, value in sorted(vars(session.connector).items())})
+    return shown
+
+
+@pytest.mark.parametrize("info", [
+    kopf.ConnectionInfo(server="https://api.example:6443", scheme="Bearer", token="t", default_namespace="speech"),
+    kopf.ConnectionInfo(server="https://api.example:6443", token="t", proxy_url="http://proxy.example:3128", trust_env=True),
+    kopf.ConnectionInfo(server="https://api.example:6443", username="u", password="p", ca_path=certifi.where()),
+    kopf.ConnectionInfo(server="https://api.example:6443", insecure=True),
+], ids=["token", "proxy-trust-env", "basic-ca", "insecure"])
+async def test_kopf_session_is_the_session_kopf_makes_of_the_same_credentials(info: kopf.ConnectionInfo) -> None:
+    """kube.kopf_session builds kopf's session by hand (as kopf/_cogs/clients/auth.py's APIContext builds its own of a
+    ConnectionInfo) to add its trace of kopf's listings. Built from the same credentials, as kopf uses each (its
+    APIContext, which adds its User-Agent to both), the two have the same attributes, connector and TLS settings but
+    for that trace: a kopf that builds its session otherwise (another connector limit, TLS, header, proxy, timeout,
+    any argument more) fails here, naming the attribute, not as an operator whose watches differ from kopf's own."""
+    listed: list[str] = []
+    theirs = auth.APIContext(info).session
+    ours = auth.APIContext(kube.kopf_session(info, listed.append)).session
+    try:
+        mine, kopfs = _attributes(ours), _attributes(theirs)
+        assert len(ours.trace_configs) == 1 and not theirs.trace_configs, "kopf_session adds one trace: of listings"
+        del mine["_trace_configs"], kopfs["_trace_configs"]
+        version = importlib.metadata.version("kopf")
+        assert mine == kopfs, (f"kopf {version} builds its session of a ConnectionInfo otherwise than "
+                               "speech_operator.kube.kopf_session: " + ", ".join(
+                                   f"{name}: kopf's {kopfs.get(name)!r}, ours {mine.get(name)!r}"
+                                   for name in sorted(mine.keys() | kopfs.keys()) if mine.get(name) != kopfs.get(name)))
+        assert ours.headers == theirs.headers and ours.headers.get("Authorization") == info.as_http_headers().get("Authorization")
+    finally:
+        await ours.close()
+        await theirs.close()
