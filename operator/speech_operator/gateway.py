@@ -91,7 +91,7 @@ from speech_recognizer import contract, cors, demo, errors, logs
 from speech_recognizer import serving as recognizer_serving
 from speech_recognizer.addresses import Network, client, proxies
 from speech_recognizer.models import UnknownLocale
-from speech_recognizer.serving import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, listening_on, listening_socket
+from speech_recognizer.serving import KEEPALIVE_SECONDS, listening_on, listening_socket
 from speech_recognizer.settings import declared
 from speech_recognizer.usp import refusal as usp_refusal
 
@@ -163,8 +163,8 @@ class GatewayConfig:
     send_stall_seconds: float = _setting(STALL_SECONDS, "a client that takes in none of what the gateway sends it for this "
                                          "long, while those sends wait (its window shut), has its connection reset "
                                          "(not_reading; a slow reader is not cut): the recognizers' AudioIdleSeconds "
-                                         "default, their own bound on a client that reads nothing; at most "
-                                         f"{DEAD_PEER_SECONDS}, when the kernel gives such a connection up", 1,
+                                         "default, their own bound on a client that reads nothing; at most the "
+                                         "kernel's bound on such a connection (TCP_USER_TIMEOUT), when it gives it up", 1,
                                          lambda: recognizer_serving.DEAD_PEER_SECONDS)
     trusted_proxies: str = _setting("", "comma-separated addresses and CIDRs of proxies whose X-Forwarded-For names the client in "
                                     "the access log, and whose X-Forwarded-Proto and -Host the recognizers get (the ingress "
