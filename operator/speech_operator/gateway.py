@@ -319,8 +319,8 @@ ACCEPTED = web.RequestKey("accepted", float)
 #: ``MaxConnections``), and that refusal's outcome: observed once its turn says whether it is the SDK asking again
 #: (:meth:`Gateway._answered`), timed to the 101.
 REFUSING = web.RequestKey("refusing", tuple[float, str])
-#: The kinds of failure counted for a request so far (:meth:`Gateway._count`: each once).
-COUNTED = web.RequestKey("counted", set[str])
+#: The kind of the failure counted for a request or stream (:meth:`Gateway._count`: one, the first met).
+COUNTED = web.RequestKey("counted", str)
 #: ``speech_gateway_request_seconds``: from a WebSocket's connection made in milliseconds, and a REST answer of a short
 #: recording, to a wake from zero or a long upload decoded.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -688,16 +688,16 @@ class Gateway:
     def _count(self, failure: failures.Failure, route: str, backend: Backend | None, request: web.Request | None = None) -> None:
         """A failure of ``route``'s ``request`` for ``backend``: its log line (the kind's level) and
         ``speech_gateway_failures_total{reason,locale}``, once; the request's time under the kind's class, unless it was
-        timed already (:meth:`GatewayMetrics.timed`). A request's failure of a kind counted already is not counted again
-        (one DEBUG line): a stream the stop cut (``gateway_stopped``) whose close, still unsent, the stop's end resets;
-        a client reset for taking in nothing whose recognizer took in nothing of its close either (``not_reading``)."""
+        timed already (:meth:`GatewayMetrics.timed`). A request or stream fails once: a failure met after the one
+        counted for it is not counted (one DEBUG line naming both), whatever its kind: a stream the stop cut
+        (``gateway_stopped``) whose close, still unsent, the stop's end resets, or the send stall bound resets first
+        (``not_reading``); a recognizer lost (``backend_lost``) whose client takes in none of the close that says so."""
         if request is not None:
-            counted = request.setdefault(COUNTED, set())
-            if failure.kind.name in counted:
-                log.debug("%s %s: %s, counted already: %s", route, backend.locale if backend else "-", failure.kind.name,
-                          failure.message)
+            if (counted := request.get(COUNTED)) is not None:
+                log.debug("%s %s: %s, after %s counted for it: %s", route, backend.locale if backend else "-",
+                          failure.kind.name, counted, failure.message)
                 return
-            counted.add(failure.kind.name)
+            request[COUNTED] = failure.kind.name
         failures.report(failure, route, backend.locale if backend else None)
         self.metrics.failures.labels(failure.kind.name, backend.locale if backend else "-").inc()
         if request is not None:

@@ -49,8 +49,8 @@ failed mid-way: ``backend_lost``), one that could not be made once a held client
 each connection of a stream the gateway resets: the client's for taking in nothing, open (the guard's watch) or after
 its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), and the recognizer's for not taking in its
 close (:func:`_close_within`), ``not_reading``; the client's still closing when the stop ends, ``gateway_stopped``
-(:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and a
-request's failure of one kind once. What a recognizer or a client says itself is passed on and is not the gateway's failure: a
+(:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
+failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
 answer of 500, a refused upgrade (a held client's close, 1011 for a 500 or 502, has one INFO line saying so).
 """

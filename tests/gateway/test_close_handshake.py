@@ -587,6 +587,33 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
     print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
 
 
+def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A /vosk stream still going at ``shutdown_seconds`` (its audio, :data:`UNSENT_MESSAGE`, waiting unsent to its
+    recognizer, which reads nothing: :class:`Deaf`) is cut, 1001 (``gateway_stopped``); the gateway's close of the
+    recognizer's side then ends unanswered behind those bytes, and that connection is reset CLOSE_REPLY_SECONDS later,
+    a failure of the same stream: one stream, one failure, ``gateway_stopped`` of ko-KR, the reset one DEBUG line.
+    Before: counted twice, ``gateway_stopped`` and ``not_reading`` (a request's failure was counted once per kind)."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
+    with Deaf() as deaf:
+        stack = gateway(tmp_path / "gateway", deaf, shutdown_seconds=DEADLINE_SECONDS)
+        try:
+            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
+                client.send(json.dumps({"config": {"sample_rate": 16000}}))
+                client.send(UNSENT_MESSAGE)  # audio: the stream is in progress
+                stack.eventually(lambda: int(upstream_side(deaf.port, 2) or 0) >= 4096, 5, "audio waits unsent to the recognizer")
+                stack.stop()
+                close, _ = client.closed(PROMPT + DEADLINE_SECONDS)
+                assert (close.code, close.reason) == (STOPPED_MIDSTREAM.kind.close, STOPPED_MIDSTREAM.message)
+                client.handshake()
+            stack.join()
+        finally:
+            stack.__exit__()
+    said = [r.getMessage() for r in caplog.records if "after gateway_stopped counted for it" in r.getMessage()]
+    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
+    assert len(said) == 1 and "not_reading" in said[0] and "had not taken in" in said[0], said
+
+
 def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
     """A client (receive buffer 4 KiB) that pipelines 150 ``GET /status`` and a malformed request and reads nothing: the
     gateway's refusal (400) closes the connection with some 20 KB of answers unsent; its end of the connection is gone
