@@ -21,7 +21,7 @@ from speech_recognizer.errors import CLIENT_GONE, DRAINING, MALFORMED_REQUEST, N
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "CLIENT_GONE", "DRAINING", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "BACKEND_NOT_READING", "CLIENT_GONE", "DRAINING", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "BY_NAME", "KINDS", "answered_kind", "closed_kind", "usp_told", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -29,6 +29,13 @@ UNAVAILABLE = Kind("backend_unavailable", 503, 1013, "ServiceUnavailable", error
                    doc="no recognizer of the locale took the connection (no ready pod, or none answers)", alert=errors.FAULT)
 BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
                     doc="the recognizer's connection broke before it answered or closed (its pod stopped or failed)", alert=errors.FAULT)
+# A client that takes in nothing is the recognizer's own kind, not_reading (408: the client's doing, no alert); a
+# recognizer that takes in nothing of a stream's end is this one: the service's fault, which pages.
+BACKEND_NOT_READING = Kind("backend_not_reading", 502, 1011, "Error", errors.WARNING, usp_turn=False,
+                           doc="the recognizer had not taken in the stream's last bytes (the gateway's close behind them) "
+                               "when the gateway's wait for its close reply ended (the client closed or left, or the stop "
+                               "closed the stream): its connection was reset (its pod is stuck, or decodes slower than the "
+                               "audio came)", alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
                     doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)", alert=errors.FAULT)
 HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO, 30,

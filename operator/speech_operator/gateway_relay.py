@@ -47,8 +47,9 @@ counts it, :data:`Failed`): the recognizer's connection that broke (no close fra
 failed mid-way: ``backend_lost``), one that could not be made once a held client's locale woke
 (``backend_unavailable``), a stream still in progress when the gateway's stop ran out of time (``gateway_stopped``), and
 each connection of a stream the gateway resets: the client's for taking in nothing, open (the guard's watch) or after
-its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), and the recognizer's for not taking in its
-close (:func:`_close_within`), ``not_reading``; the client's still closing when the stop ends, ``gateway_stopped``
+its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), ``not_reading`` (the recognizer's kind for
+its own clients: the client's doing), and the recognizer's for not taking in its close (:func:`_close_within`),
+``backend_not_reading`` (a fault: it pages); the client's still closing when the stop ends, ``gateway_stopped``
 (:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
 failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
@@ -59,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -81,7 +81,7 @@ from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTR
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
 from speech_recognizer.connection_cap import peer_gone, reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
-from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, NOT_READING, Failure, close_reason, one_line
+from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
 from speech_recognizer.usp import refusal as usp_refusal
 
@@ -789,7 +789,21 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             unanswered.clear()
         progress.from_recognizer(data, binary)
 
-    close_upstream = functools.partial(_close_within, upstream, backend=backend, failed=failed)
+    told: list[Failure] = []
+
+    def client_stalled() -> None:
+        """A client reset for taking in nothing (the guard's watch: ``not_reading``), told once."""
+        if not told and (stalled := not_reading(request)) is not None:
+            told.append(stalled)
+            failed(stalled)
+
+    async def close_upstream(code: int, reason: bytes) -> None:
+        """Close the recognizer's side (:func:`_close_within`), a client reset for taking in nothing told first: that is
+        the stream's failure, counted before its recognizer's, held back behind it, may take in none of the close either
+        (``backend_not_reading``: the gateway counts one failure a stream)."""
+        client_stalled()
+        await _close_within(upstream, code, reason, backend=backend, failed=failed)
+
     sends = _Sends(upstream._writer.transport)
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
@@ -853,8 +867,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 pump.cancel()
         await asyncio.gather(to_upstream, to_client, idle, leaving, return_exceptions=True)
         await asyncio.gather(close_upstream(1001, b""), _close(client, 1001, b""), return_exceptions=True)
-        if (stalled := not_reading(request)) is not None:
-            failed(stalled)
+        client_stalled()
 
 
 #: How often a relay whose send to its recognizer waits looks whether its client closed meanwhile (:func:`_client_closes`).
@@ -912,8 +925,8 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     """Close the recognizer's side (:func:`_close`) for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`:
     a close frame to a recognizer that takes nothing in waits for it to, for ever. A close that ends without the
     recognizer's reply (that bound, or aiohttp's own on the reply, the same) with bytes still unsent to it resets the
-    connection, ``failed`` told (``not_reading``, as the gateway's reset of a client that takes in nothing, of
-    ``backend``'s locale): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
+    connection, ``failed`` told (``backend_not_reading``, of ``backend``'s locale; a client that takes in nothing is
+    ``not_reading``): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
     them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window, or leave them in the transport's
     buffer, the connection open, for as long as the recognizer reads nothing."""
     transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
@@ -923,7 +936,7 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     if unsent := unsent_bytes(transport):
         failed(Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) had not taken in the "
                        f"stream's last {unsent} bytes (its close behind them) {CLOSE_REPLY_SECONDS:g} s after the close: "
-                       "its connection was reset", NOT_READING))
+                       "its connection was reset", failures.BACKEND_NOT_READING))
         reset(transport)
 
 

@@ -548,14 +548,16 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
     the relay's send does not wait; or 1 MiB: it waits), then leaves: its close 1000, a reset, or its FIN. The gateway's
     close of the recognizer's side waits for its reply for at most CLOSE_REPLY_SECONDS, then resets that connection: its
     bytes still unsent, a FIN would wait behind them. Its end of the connection is gone within CLOSE_REPLY_SECONDS and
-    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU, and that reset is counted once, ``not_reading`` of ko-KR (one
-    line naming the recognizer). Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the kernel (until it
-    gave the connection up: minutes against a shut window); then (c78e2bc) reset with one DEBUG line, counted nowhere."""
+    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU, and that reset is counted once, the recognizer's failure:
+    ``backend_not_reading`` of ko-KR (one WARNING line naming the recognizer; SpeechGatewayFailing pages on it), no
+    ``not_reading`` (a client that takes in nothing). Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the
+    kernel (until it gave the connection up: minutes against a shut window); then (c78e2bc) reset with one DEBUG line,
+    counted nowhere; then counted as ``not_reading``, as a client that takes in nothing."""
     bound = CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
     with Deaf() as deaf:
         stack = gateway(tmp_path / "gateway", deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
         try:
-            before = failures(stack, "ko-KR").get("not_reading", 0)
+            before = failures(stack, "ko-KR")
             with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
                 client.send(json.dumps({"config": {"sample_rate": 16000}}))
                 client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
@@ -577,13 +579,14 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
                     while (state := upstream_side(deaf.port)) and time.monotonic() - left < 4 * bound:  # the clock's bounds the unstarved time from above
                         time.sleep(0.05)
                     took = time.monotonic() - left
-            counted = failures(stack, "ko-KR").get("not_reading", 0) - before
+            after = failures(stack, "ko-KR")
+            counted = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
         finally:
             stack.__exit__()
     quiet = starved.unstarved(left, left + took)
     assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
                                          f"not waiting for a CPU ({took:.1f} s of the clock) after its client left")
-    assert counted == 1, f"{counted:g} not_reading counted for the reset of the recognizer's connection, under ko-KR"
+    assert counted == {"backend_not_reading": 1}, f"{counted} counted for the reset of the recognizer's connection, under ko-KR"
     print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
 
 
@@ -592,8 +595,9 @@ def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(t
     """A /vosk stream still going at ``shutdown_seconds`` (its audio, :data:`UNSENT_MESSAGE`, waiting unsent to its
     recognizer, which reads nothing: :class:`Deaf`) is cut, 1001 (``gateway_stopped``); the gateway's close of the
     recognizer's side then ends unanswered behind those bytes, and that connection is reset CLOSE_REPLY_SECONDS later,
-    a failure of the same stream: one stream, one failure, ``gateway_stopped`` of ko-KR, the reset one DEBUG line.
-    Before: counted twice, ``gateway_stopped`` and ``not_reading`` (a request's failure was counted once per kind)."""
+    a failure of the same stream (``backend_not_reading``): one stream, one failure, ``gateway_stopped`` of ko-KR, the
+    reset one DEBUG line. Before: counted twice, ``gateway_stopped`` and ``not_reading`` (a request's failure was counted
+    once per kind)."""
     caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
     with Deaf() as deaf:
         stack = gateway(tmp_path / "gateway", deaf, shutdown_seconds=DEADLINE_SECONDS)
@@ -611,7 +615,49 @@ def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(t
             stack.__exit__()
     said = [r.getMessage() for r in caplog.records if "after gateway_stopped counted for it" in r.getMessage()]
     assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
-    assert len(said) == 1 and "not_reading" in said[0] and "had not taken in" in said[0], said
+    assert len(said) == 1 and "backend_not_reading" in said[0] and "had not taken in" in said[0], said
+
+
+class Flooding(Deaf):
+    """A stand-in recognizer that accepts a WebSocket, reads nothing (:class:`Deaf`) and sends 1 MiB of replies at once."""
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await self.accept(reader, writer):
+            writer.transport.pause_reading()  # type: ignore[attr-defined]
+            writer.write(Frame(Opcode.BINARY, b"\0" * 16384).serialize(mask=False) * 64)
+            await self.forever.wait()
+
+
+def test_a_client_that_takes_in_nothing_is_its_streams_failure_when_its_recognizer_takes_in_nothing_too(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A /vosk client that reads nothing (:func:`~tests.recognizer.test_not_reading.deaf_websocket`) of its
+    recognizer's replies, that recognizer reading nothing of its stream either (:class:`Flooding`): the client is reset
+    once it took in nothing for SPEECH_GATEWAY_SEND_STALL_SECONDS (1 s), and the close of the recognizer's side, behind
+    :data:`UNSENT_MESSAGE`, is reset 1 s later. The stream's failure is its client's, counted once: ``not_reading`` of
+    ko-KR, its INFO line saying the client took in nothing; the recognizer's reset one DEBUG line after it. Before: the
+    one line counted (``not_reading``) said the recognizer had not taken in the stream's end: the recognizer's close was
+    counted first, and the client's reset, of the same kind, was not."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
+    with Flooding() as flooding:
+        stack = gateway(tmp_path / "gateway", flooding, send_stall_seconds=1)
+        try:
+            before = failures(stack, "ko-KR")
+            sock, protocol = deaf_websocket(stack.port, "/vosk?language=ko-KR")
+            with sock:
+                protocol.send_text(json.dumps({"config": {"sample_rate": 16000}}).encode())
+                protocol.send_binary(UNSENT_MESSAGE)
+                sock.sendall(b"".join(protocol.data_to_send()))
+                stack.eventually(lambda: failures(stack, "ko-KR") != before, 30, "the stream's failure counted")
+                stack.eventually(lambda: not upstream_side(flooding.port), 10, "the recognizer's connection ends")
+            after = failures(stack, "ko-KR")
+        finally:
+            stack.__exit__()
+    counted = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    lines = [r for r in caplog.records if r.name == "speech_operator.gateway" and "not_reading" in r.getMessage()]
+    assert counted == {"not_reading": 1}, counted
+    assert [r.levelname for r in lines] == ["INFO", "DEBUG"], [r.getMessage() for r in lines]
+    assert "the client took in none of what was sent to it" in lines[0].getMessage(), lines[0].getMessage()
+    assert "backend_not_reading, after not_reading counted for it" in lines[1].getMessage(), lines[1].getMessage()
 
 
 def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
