@@ -138,6 +138,11 @@ STALL_POLL_SECONDS = 0.5
 #: Longest a WebSocket client may take in nothing of what waits unsent once the server stops (its drain over):
 #: then its connection is reset (:meth:`UnmappedWebSockets.shutdown`).
 SHUTDOWN_STALL_SECONDS = 1.0
+#: Longest the server waits for a WebSocket client to answer its close (:meth:`UnmappedWebSockets._unanswered`), in
+#: place of uvicorn's fixed 10 s: a client replies at once (RFC 6455 5.5.1; the gateway within its own
+#: ``CLOSE_REPLY_SECONDS``, 1 s), so a hostile or hung one holds its socket this long, not 10 s. The rest is room for
+#: a client on a loaded node or a slow link.
+CLOSE_REPLY_SECONDS = 5.0
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
 PASSED_AT_CAP = PROBE_ROUTES | {ROUTE_PRE_STOP}
@@ -938,17 +943,18 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
             self.close_timer.cancel()  # a client that half-closed cannot answer the close: the FIN follows it at once
             self.close_timer = None
             self.transport.close()
-        elif message["type"] == "websocket.close" and self.close_timer is not None:  # its answer awaited (close_timeout s)
+        elif message["type"] == "websocket.close" and self.close_timer is not None:  # its answer awaited
             self.close_timer.cancel()
-            self.close_timer = self.loop.call_later(self.close_timeout, self._unanswered, unsent_bytes(self.transport))
+            self.close_timer = self.loop.call_later(CLOSE_REPLY_SECONDS, self._unanswered, unsent_bytes(self.transport))
 
     def _unanswered(self, unsent: int) -> None:
-        """uvicorn's close timer: the client has not answered the close for ``close_timeout`` s (10), ``unsent`` bytes
-        waiting unsent when it was sent. uvicorn closed the transport then: a FIN, queued behind what waits unsent. A
-        client that takes nothing in held the connection until the kernel gave it up (``TCP_USER_TIMEOUT``), and one
-        that had taken everything in and answers nothing (its kernel acknowledging the FIN) left the server's end in
-        ``FIN_WAIT2`` for the kernel's ``tcp_fin_timeout`` (60 s). Both are reset now, gone at once; a client still
-        taking in what waits (fewer bytes unsent than at the close) gets it, and the FIN, as before."""
+        """In place of uvicorn's close timer (its ``close_timeout``, 10 s, fixed): the client has not answered the close
+        for :data:`CLOSE_REPLY_SECONDS`, ``unsent`` bytes waiting unsent when it was sent. uvicorn closed the transport
+        then: a FIN, queued behind what waits unsent. A client that takes nothing in held the connection until the kernel
+        gave it up (``TCP_USER_TIMEOUT``), and one that had taken everything in and answers nothing (its kernel
+        acknowledging the FIN) left the server's end in ``FIN_WAIT2`` for the kernel's ``tcp_fin_timeout`` (60 s). Both
+        are reset now, gone at once; a client still taking in what waits (fewer bytes unsent than at the close) gets it,
+        and the FIN, as before."""
         self.close_timer = None
         left = unsent_bytes(self.transport)
         if left and left < unsent:

@@ -18,7 +18,7 @@ instead (:func:`test_a_vosk_client_that_sent_all_its_audio_and_reads_nothing_is_
 :func:`test_a_speech_sdk_client_that_sent_its_audio_and_reads_nothing_is_cut_as_not_reading`, whose earlier turns'
 replies wait unsent).
 One whose replies fit its own receive buffer ends idle, and is reset once it has not answered the close for
-:data:`CLOSE_SECONDS` (:func:`test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_close`).
+:data:`~speech_recognizer.http_limits.CLOSE_REPLY_SECONDS` (:func:`test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_close`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer import serving
 from speech_recognizer.app import create_app
 from speech_recognizer.connection_cap import SIOCOUTQNSD
+from speech_recognizer.http_limits import CLOSE_REPLY_SECONDS
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 
@@ -336,10 +337,6 @@ def test_a_speech_sdk_client_that_sent_its_audio_and_reads_nothing_is_cut_as_not
           f"send queue then), its connection gone {gone - (freed or gone):.2f} s after")
 
 
-#: Seconds the server waits for a client to answer its close (uvicorn's ``close_timeout``), after which it lets it go.
-CLOSE_SECONDS = 10.0
-
-
 #: Chunks a deaf /vosk client sends (1 s of audio): their replies fit its receive buffer, as a Speech SDK turn's do.
 VOSK_CHUNKS = 50
 
@@ -349,7 +346,7 @@ def test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_clos
         stalling: Server, utterances_wav: Path, route: str) -> None:
     """A client sends audio, no end of it, and reads nothing: its replies (a Speech SDK turn's sparse hypotheses, a
     second of /vosk partial results) fit its receive buffer, so nothing waits unsent and it ends as an idle client
-    (``idle_timeout``), its last results and the close sent. It never answers the close: :data:`CLOSE_SECONDS` later
+    (``idle_timeout``), its last results and the close sent. It never answers the close: :data:`~speech_recognizer.http_limits.CLOSE_REPLY_SECONDS` later
     its connection is reset, gone at once (before: closed with a FIN, which its kernel acknowledged, the server's end
     then held in ``FIN_WAIT2`` for the kernel's ``tcp_fin_timeout``, 60 s)."""
     before = stalling.refused(route, "idle_timeout")
@@ -374,7 +371,7 @@ def test_a_client_that_sent_its_audio_and_reads_nothing_is_let_go_after_its_clos
         while side := stalling.server_side(sock):
             took = time.monotonic() - freed
             states.setdefault(side, took)
-            assert took < CLOSE_SECONDS + 3, f"the connection of a client that answers no close is still {side} {took:.1f} s after its stream ended ({states})"
+            assert took < CLOSE_REPLY_SECONDS + 3, f"the connection of a client that answers no close is still {side} {took:.1f} s after its stream ended ({states})"
             time.sleep(0.05)
         gone = time.monotonic()
     assert stalling.refused(route, "idle_timeout") == before + 1, "it ended as an idle client"
