@@ -421,6 +421,12 @@ class _Schedstat:
         self.fds.clear()
 
 
+#: How long :meth:`Unstarved.beyond` waits by the clock at most, however starved: this many times its bound, and no more
+#: than :data:`STARVED_CLOCK_EXTRA` seconds past it (a bound must end a test that hangs on a machine shared by many).
+STARVED_CLOCK_FACTOR = 10
+STARVED_CLOCK_EXTRA = 60.0
+
+
 class Unstarved:
     """A stopwatch of the time this process and its children did not wait for a CPU (the :class:`Starved` measure),
     read at its caller's own pace rather than by a sampling thread: each :meth:`read` adds the clock time since the
@@ -443,6 +449,15 @@ class Unstarved:
         self.clock += span
         self._at, self._waits = now, waits
         return self.seconds
+
+    def beyond(self, bound: float) -> bool:
+        """Whether ``bound`` seconds are past (read now): in time not waiting for a CPU, or by the clock after
+        :data:`STARVED_CLOCK_FACTOR` times ``bound`` (:data:`STARVED_CLOCK_EXTRA` past it at most), however starved."""
+        return self.read() > bound or self.clock > min(STARVED_CLOCK_FACTOR * bound, bound + STARVED_CLOCK_EXTRA)
+
+    def __str__(self) -> str:
+        """The stretch read last, for an assertion's message: its clock time and :attr:`seconds`."""
+        return f"{self.clock:.1f} s of clock, {self.seconds:.1f} s of it not waiting for a CPU"
 
     def close(self) -> None:
         self._read.close()

@@ -6,10 +6,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from ..support import Unstarved
 
 FOLDER = Path(__file__).resolve().parent
 LOCK = FOLDER / "package-lock.json"
@@ -58,26 +64,66 @@ def result_span(result: dict[str, Any]) -> tuple[str, int, int]:
 #: recognize.mjs's own default ``timeoutMs``.
 APP_TIMEOUT_MS = 30000
 #: ``timeoutMs`` of a recognition of a whole recording that is there to end it should it hang (the failures those tests
-#: pin were recognitions that never ended), not to time it: on a machine whose CPU is shared by many, the server's
-#: phrases of the recording come long after the audio.
+#: pin were recognitions that never ended), not to time it: the server's phrases of the recording may come long after
+#: the audio.
 HANG_MS = 90000
 #: Seconds the process is given past the app's ``timeoutMs``: its stop after that timeout, mid-turn, can take long.
 STOP_SECONDS = 30
+#: Seconds an app ended (SIGTERM) is given to write what it saw before it is killed.
+STOP_GRACE = 10
+#: Seconds between two readings of :func:`recognize`'s stopwatch (each written to the app).
+READING_SECONDS = 0.05
 
 
 def recognize(node: str, scenario: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run one scenario (see recognize.mjs) and return what the app saw, with what Node wrote on stderr (``stderr``: an
     uncaught error's stack, the SDK's console lines); the script's own failure fails the caller. A recognition that did
     not end in ``timeoutMs`` fails as such first: the app then stops it mid-turn, and the SDK's stop may fail for that
-    (``Another turn started before current completed.``, its turn's promise rejected by the next ``turn.start``)."""
-    if timeout is None:
-        timeout = scenario.get("timeoutMs", APP_TIMEOUT_MS) / 1000 + STOP_SECONDS
-    done = subprocess.run([node, str(SCRIPT), json.dumps(scenario)], cwd=FOLDER, capture_output=True, text=True, timeout=timeout)
+    (``Another turn started before current completed.``, its turn's promise rejected by the next ``turn.start``).
+
+    The app's bounds (``timeoutMs``, ``partTimeoutMs``) and the process's (``timeout`` seconds, else ``timeoutMs`` and
+    :data:`STOP_SECONDS`) are judged in time in which neither this process (the server in its threads) nor the app
+    waited for a CPU (:class:`~tests.support.Unstarved`), or by the clock after ten times as long (60 s more at most),
+    however starved: on a machine shared by many, where a test gets a small share of a CPU, a bound by the clock alone
+    failed recognitions that were only slow. The app is told that time (a line on its stdin at each reading) and stamps
+    each event with it (``work``, ms, its start included) beside the clock's (``ms``). A process past its bound is
+    ended (SIGTERM), and fails with what the app had seen by then (recognize.mjs reports on SIGTERM)."""
+    app_ms = scenario.get("timeoutMs", APP_TIMEOUT_MS)
+    bound = app_ms / 1000 + STOP_SECONDS if timeout is None else timeout
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        stopwatch = Unstarved()
+        child = subprocess.Popen([node, str(SCRIPT), json.dumps({**scenario, "unstarved": True})], cwd=FOLDER,
+                                 stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
+        assert child.stdin is not None
+        os.set_blocking(child.stdin.fileno(), False)  # an app that reads none of it never blocks the watch
+        ended = False
+        try:
+            while child.poll() is None:
+                if stopwatch.beyond(bound):
+                    ended = True
+                    child.terminate()
+                    with suppress(subprocess.TimeoutExpired):
+                        child.wait(STOP_GRACE)
+                    break
+                with suppress(BlockingIOError, BrokenPipeError):
+                    os.write(child.stdin.fileno(), f"{1000 * stopwatch.seconds:.0f}\n".encode())
+                time.sleep(READING_SECONDS)
+        finally:
+            stopwatch.close()
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            with suppress(BrokenPipeError):
+                child.stdin.close()
+        stdout.seek(0)
+        stderr.seek(0)
+        said, errors = stdout.read().decode(), stderr.read().decode(errors="replace")
     try:
-        out: dict[str, Any] = json.loads(done.stdout)
+        out: dict[str, Any] = json.loads(said)
     except ValueError:
-        raise AssertionError(f"recognize.mjs gave no report ({done.returncode}):\n{done.stdout}\n{done.stderr}") from None
-    out["stderr"] = done.stderr
-    assert not out["timedOut"], f"the recognition did not end in {scenario.get('timeoutMs', APP_TIMEOUT_MS)} ms (then: {out['error']}): {out}"
-    assert done.returncode == 0 and out["error"] is None, f"recognize.mjs failed ({done.returncode}): {out['error']}\n{done.stderr}"
+        raise AssertionError(f"recognize.mjs gave no report ({child.returncode}; {stopwatch}):\n{said}\n{errors}") from None
+    out["stderr"] = errors
+    assert not ended, f"the app did not end within {bound:g} s ({stopwatch}), ended: what it saw: {out}"
+    assert not out["timedOut"], f"the recognition did not end in {app_ms} ms (then: {out['error']}; {stopwatch}): {out}"
+    assert child.returncode == 0 and out["error"] is None, f"recognize.mjs failed ({child.returncode}): {out['error']}\n{errors}"
     return out

@@ -27,6 +27,13 @@
 //             URL's query. The global given here is the ws package's WebSocket (the one the SDK uses in Node), called
 //             with the URL alone; Node's own (undici 6, Node 20-22) fires no close event after a refused upgrade, so
 //             the SDK would wait forever where a browser reports the failure. The URLs it opened are reported.
+//   unstarved the test that runs this app writes a line on its stdin at each moment: the milliseconds since it started
+//             the app in which neither it (the server) nor the app waited for a CPU (tests/support.Unstarved). Then
+//             timeoutMs and partTimeoutMs are that time (on a machine shared by many, a clock's bound failed apps that
+//             were only slow), each event's "work" is that time at the event (beside "ms", the clock's since the
+//             app's start), and the app reports what it saw and exits should its stdin end (the test is gone).
+//             Without it, "work" is "ms" and the bounds are the clock's.
+// On SIGTERM (the test's bound passed) the app reports what it saw so far, with "killed": "SIGTERM", and exits 143.
 import fs from "node:fs";
 import { createRequire } from "node:module";
 
@@ -49,9 +56,30 @@ const started = Date.now();
 const out = {
   websocket: scenario.browser ? "browser" : "node", opened,
   recognizing: [], recognized: [], canceled: [], connected: [], sessionStarted: 0, sessionStopped: 0, once: null, onces: [], error: null,
-  audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false, startedAt: started,
+  audioDoneMs: null, stoppingMs: null, stoppedMs: null, timedOut: false, killed: null, startedAt: started,
 };
 const now = () => Date.now() - started;
+let unstarvedMs = 0;
+/** Milliseconds of the app's bounds: the test's unstarved time (scenario.unstarved), else the clock's. */
+const work = () => (scenario.unstarved ? unstarvedMs : now());
+const stamp = () => ({ ms: now(), work: work() });
+
+function report(code) {
+  process.stdout.write(JSON.stringify(out));
+  process.exit(code);
+}
+
+process.on("SIGTERM", () => { out.killed = "SIGTERM"; report(143); });
+if (scenario.unstarved) {
+  let buffered = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (data) => {
+    const lines = (buffered + data).split("\n");
+    buffered = lines.pop();
+    if (lines.length) unstarvedMs = Number(lines[lines.length - 1]);
+  });
+  process.stdin.on("end", () => { out.error ??= "the test that ran the app is gone (its stdin ended)"; report(1); });
+}
 
 function result(r) {
   return {
@@ -130,10 +158,13 @@ async function main() {
   sdk.Connection.fromRecognizer(rec).connected = () => { out.connected.push(now()); };
   rec.sessionStarted = () => { out.sessionStarted++; };
   rec.sessionStopped = () => { out.sessionStopped++; stopped(); };
-  rec.recognizing = (_, e) => { out.recognizing.push({ ms: now(), text: e.result.text, offset: e.result.offset }); };
-  rec.recognized = (_, e) => { out.recognized.push({ ms: now(), ...result(e.result) }); };
-  rec.canceled = (_, e) => { out.canceled.push({ ms: now(), ...cancellation(e) }); if (scenario.mode === "continuous") stopped(); };
-  const timeout = sleep(scenario.timeoutMs ?? 30000).then(() => { out.timedOut = true; });
+  rec.recognizing = (_, e) => { out.recognizing.push({ ...stamp(), text: e.result.text, offset: e.result.offset }); };
+  rec.recognized = (_, e) => { out.recognized.push({ ...stamp(), ...result(e.result) }); };
+  rec.canceled = (_, e) => { out.canceled.push({ ...stamp(), ...cancellation(e) }); if (scenario.mode === "continuous") stopped(); };
+  const timeout = (async () => {
+    while (work() < (scenario.timeoutMs ?? 30000)) await sleep(20);
+    out.timedOut = true;
+  })();
   if (scenario.cuts) {
     const bounds = [0, ...scenario.cuts.map((s) => Math.round(s * rate) * 2), pcm.length];
     for (let k = 0; k + 1 < bounds.length; k++) {
@@ -143,26 +174,25 @@ async function main() {
         await feed(push, part, rate, last);
         const r = await Promise.race([new Promise((resolve) => rec.recognizeOnceAsync(resolve, (e) => { out.error = String(e); resolve(null); })), timeout]);
         if (!r) break;
-        out.onces.push({ ms: now(), ...result(r) });
+        out.onces.push({ ...stamp(), ...result(r) });
         continue;
       }
       const before = out.recognized.length;
       const canceledBefore = out.canceled.length;
       await new Promise((resolve, reject) => rec.startContinuousRecognitionAsync(resolve, reject));
       await feed(push, part, rate, last);
-      const until = Date.now() + (scenario.partTimeoutMs ?? 20000);
-      while (out.recognized.length === before && out.canceled.length === canceledBefore && Date.now() < until && !out.timedOut) await sleep(10);
+      const until = work() + (scenario.partTimeoutMs ?? 20000);
+      while (out.recognized.length === before && out.canceled.length === canceledBefore && work() < until && !out.timedOut) await sleep(10);
       await new Promise((resolve, reject) => rec.stopContinuousRecognitionAsync(resolve, reject));
     }
     rec.close();
-    process.stdout.write(JSON.stringify(out));
-    process.exit(0);
+    report(0);
   }
   const feeding = feed(push, pcm, rate);
   if (scenario.mode === "once") {
     const once = new Promise((resolve) => rec.recognizeOnceAsync(resolve, (e) => { out.error = String(e); resolve(null); }));
     const r = await Promise.race([once, timeout]);
-    if (r) out.once = { ms: now(), ...result(r) };
+    if (r) out.once = { ...stamp(), ...result(r) };
   } else {
     await new Promise((resolve, reject) => rec.startContinuousRecognitionAsync(resolve, reject));
     if (scenario.stopAfterRecognizing) {
@@ -177,8 +207,7 @@ async function main() {
   if (!scenario.keepOpen) await feeding;
   if (scenario.lingerMs) await sleep(scenario.lingerMs);
   rec.close();
-  process.stdout.write(JSON.stringify(out));
-  process.exit(0);
+  report(0);
 }
 
-main().catch((e) => { out.error = String(e?.stack ?? e); process.stdout.write(JSON.stringify(out)); process.exit(1); });
+main().catch((e) => { out.error = String(e?.stack ?? e); report(1); });

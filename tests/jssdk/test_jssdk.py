@@ -112,6 +112,7 @@ def test_continuous_detailed_gives_hypotheses_and_each_utterance_while_the_audio
         assert_confidences(result["json"], phrase)
     assert out["recognizing"], "no recognizing events"
     assert out["recognizing"][0]["ms"] < recognized[0]["ms"]
+    # by the clock: the audio's pace is a microphone's; the app holds it at HOLD_AT until a phrase came, however slow
     assert recognized[0]["ms"] < out["audioDoneMs"] - 2000, "the first phrase came only at the end of the audio"
     assert [c["cancelReason"] for c in out["canceled"]] == ["EndOfStream"] and out["sessionStopped"] == 1, out
 

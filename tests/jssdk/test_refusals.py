@@ -61,7 +61,9 @@ from ..usp.sdk import config, expected, once
 from .node import recognize, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
-#: Seconds within which a refusal must reach the app (its own start included).
+#: Seconds within which a refusal must reach the app (its own start included), but those the app and the server waited
+#: for a CPU (:class:`~tests.support.Starved`; an event's ``work``: tests/jssdk/node.py): the product's promise is
+#: work, no waiting (a refusal is a close or a failed turn as the request begins), which a loaded machine stretches.
 AT_ONCE = 5
 #: The JavaScript SDK's words for ``TooManyRequests`` (``EnumTranslation.implTranslateErrorDetails``).
 TOO_MANY_REQUESTS = "The number of parallel requests exceeded the number of allowed concurrent transcriptions."
@@ -210,7 +212,9 @@ def test_a_stream_past_max_session_seconds_is_a_bad_request_with_the_reason(
         reason = "the stream reached 3 s (MaxSessionSeconds); open a new one to go on"
         assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [
             ("Error", "BadRequestParameters", f"{reason} websocket error code: 1007")], out
-        assert 3000 <= out["canceled"][0]["ms"] < out["audioDoneMs"], out  # mid-stream, not at its end (12.5 s)
+        # by the clock: MaxSessionSeconds is clock time from the session's start (a decoder held), the audio's pace a
+        # microphone's; mid-stream, not at its end (12.5 s)
+        assert 3000 <= out["canceled"][0]["ms"] < out["audioDoneMs"], out
         assert "\n    at " not in out["stderr"], out["stderr"]
         connected_once(out)
         session, again = refusals(srv, "session_too_long"), refusals(srv, "idle_timeout")
@@ -285,7 +289,7 @@ def test_a_bug_of_the_server_cancels_with_connection_failure_and_the_reason_and_
         out = recognize(jssdk, scenario(srv.ws, utterances_wav, mode="continuous", cuts=[4.0], partTimeoutMs=5000, timeoutMs=45000),
                         timeout=90)
         assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [closed_4000(reason)], out
-        assert out["canceled"][0]["ms"] < 1000 * AT_ONCE, out["canceled"]
+        assert out["canceled"][0]["work"] < 1000 * AT_ONCE, out["canceled"]
         assert [r["reason"] for r in out["recognized"]][:1] == ["RecognizedSpeech"] and out["error"] is None, out
         assert refusals(srv, "internal") == 1
 
@@ -328,7 +332,7 @@ def kept_recognizer(jssdk: str, url: str, wav: Path, mode: str, **more: Any) -> 
     out = recognize(jssdk, scenario(url, wav, mode=mode, cuts=[LEAD_SECONDS], partTimeoutMs=15000, timeoutMs=40000, **more),
                     timeout=90)
     errors = [c for c in out["canceled"] if c["cancelReason"] != "EndOfStream"]  # the second's stream ends
-    assert len(errors) == 1 and errors[0]["ms"] < 1000 * AT_ONCE, out
+    assert len(errors) == 1 and errors[0]["work"] < 1000 * AT_ONCE, out
     first = errors[0]
     if mode == "once":
         assert [r["reason"] for r in out["onces"]] == ["Canceled", "RecognizedSpeech"], out
