@@ -4,11 +4,12 @@ A setting's default quoted anywhere is checked by tests/recognizer/test_settings
 bounds the README states in prose (the keep-alive, the lingering close, the requests pipelined parsed at once, a connection's send buffer, the request ids a Speech SDK connection
 remembers, a vosk config's alternatives, the preStop pause, the decoding block, the recognizers' clock, the chunks
 read ahead, the pings, the dead peer's timeout, a media file's tracks, an ALAC frame's samples, a media file's headers' CPU time), and the query parameters the logs redact. Each phrase must still be found,
-and each number in it is the constant's.
+and each number in it is the constant's; the boxes it names of an MP4's tables are the ones the decoder's check reads.
 """
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -52,6 +53,10 @@ FACTS = {
 }
 #: The query parameters the logs redact, as README, Keys, names them: every one the log filter matches.
 SECRET_WORDS = r"whose name holds (.*?), and the `ApiKey` itself"
+#: Where README, media limits, says an MP4's sample tables are counted (boxes the check walks into, as FFmpeg's demuxer
+#: reads them), and which sample descriptions holding which boxes are refused, and why.
+MP4_PLACES = r"the tables are counted wherever FFmpeg's demuxer reads them, a track's (.*?) too\)"
+MP4_DESCRIBED = r"whose sample description \((.*?)\) holds a sample table or handler \((.*?) \.\.\.: .*?, and (.*?)\)"
 
 
 @pytest.mark.parametrize(("phrase", "value"), FACTS.items(), ids=list(FACTS))
@@ -67,3 +72,23 @@ def test_readme_names_the_query_parameters_the_logs_redact() -> None:
     words = re.search(r"\(\?:([a-z|]+)\)", speech_recognizer.logs._SECRET_PARAMETER.pattern)
     named, redacted = set(re.findall(r"`(\w+)`", said.group(1))), set(words.group(1).split("|")) if words else set()
     assert named == redacted, f"README, Keys, names {sorted(named)}; the logs redact names holding {sorted(redacted)}"
+
+
+def test_readme_names_the_mp4_boxes_the_decoders_check_reads() -> None:
+    """README's boxes of an MP4's tables: each place it says they are counted is walked into
+    (ffmpeg_child._MP4_CONTAINERS), its sample descriptions are the ones looked through (_MP4_SCANNED), each box it says
+    is refused there is one found (_MP4_FOUND), and the refusal's reason gives README's why."""
+    text = one_line(README.read_text())
+    places, described = re.search(MP4_PLACES, text), re.search(MP4_DESCRIBED, text)
+    assert places and described, "README no longer says where an MP4's tables are counted, or which are refused where"
+    walked = {kind.decode() for kind in ffmpeg_child._MP4_CONTAINERS}
+    named = set(re.findall(r"`(\w+)`", places.group(1)))
+    assert named and named <= walked, f"README counts tables in {sorted(named)}; the check walks into {sorted(walked)}"
+    scanned = {kind.decode() for kind in ffmpeg_child._MP4_SCANNED}
+    assert set(re.findall(r"`(\w+)`", described.group(1))) == scanned, (described.group(1), sorted(scanned))
+    refused = re.findall(r"`(\w+)`", described.group(2))
+    assert refused and all(ffmpeg_child._MP4_FOUND.fullmatch(kind.encode()) for kind in refused), refused
+    stsd = bytes(8) + (16).to_bytes(4, "big") + b"stts" + bytes(8)  # its version, flags and count, then a table
+    with pytest.raises(ffmpeg_child.Refused) as reason:
+        ffmpeg_child._mp4_described(io.BytesIO(stsd), b"stsd", 0, len(stsd))
+    assert described.group(3) in str(reason.value), (described.group(3), str(reason.value))
