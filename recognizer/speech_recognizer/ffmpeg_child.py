@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 #: Exit statuses: the input is not audio of the format named (or is cut or corrupt) ...
@@ -263,7 +263,8 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
     counts: dict[str, int] = {}
     sizes: dict[str, int] = {}  # the sizes tables of tracks, held by FFmpeg however it indexes them
     tracks: list[_Mp4Track] = []
-    ends: list[tuple[int, _Mp4Track | None]] = [(data.seek(0, io.SEEK_END), None)]  # each box walked into: its end, its track
+    track: _Mp4Track | None = None  # the trak last begun, until it ends: FFmpeg's last stream, indexed then
+    ends: list[tuple[int, bool]] = [(data.seek(0, io.SEEK_END), False)]  # each box walked into: its end, whether a trak
     at, walked = 0, 0
 
     def box(at: int, within: int) -> tuple[bytes, bytes, int, int]:
@@ -283,12 +284,12 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
         if kind == b"cmov":
             raise Refused(UNSUPPORTED, "the MP4 file's movie header is compressed (QuickTime's cmov), which is not served: "
                                        "send it as current recorders and tools write it, its header uncompressed")
-        track = tracks[-1] if tracks and tracks[-1].open and kind != b"trun" else None  # FFmpeg's: the last stream's
-        if track is not None:
-            _mp4_track_box(track, kind, head[start:], data, at + start, end)
+        owner = track if kind != b"trun" else None  # FFmpeg's: the last stream's
+        if owner is not None:
+            owner.read(kind, head[start:], data, at + start, end)
         if (counted := _MP4_COUNTS.get(kind)) is not None and len(count := head[start + counted[0] : start + counted[0] + 4]) == 4:
             what, declared = counted[1], int.from_bytes(count, "big")
-            if what == "samples" and track is not None:  # indexed by sample or by chunk, known once its trak ends
+            if what == "samples" and owner is not None:  # indexed by sample or by chunk, known once its trak ends
                 if kind == b"stz2" or head[start + 4 : start + 8] == bytes(4):  # and a size each, held as declared
                     sizes[kind.decode()] = sizes.get(kind.decode(), 0) + declared
             else:
@@ -303,9 +304,9 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
 
     while ends:
         if at + 8 > ends[-1][0]:
-            at, closed = ends.pop()
-            if closed is not None:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
-                closed.open = False
+            at, trak = ends.pop()
+            if trak:  # FFmpeg indexes a track as its trak ends: what follows is not in its index
+                track = None
             continue
         count()
         head, kind, start, end = box(at, ends[-1][0])
@@ -315,14 +316,13 @@ def _mp4_tables(data: BinaryIO, bound: int = MP4_MAX_ENTRIES) -> None:
         if kind in _MP4_MOVIE_LIKE and head[12:16] in _MP4_MOVIE_FIRST:
             kind = b"moov"
         if (first := _MP4_CONTAINERS.get(kind)) is not None:
-            track = None
             if kind == b"trak":
                 tracks.append(track := _Mp4Track())
-            ends.append((end, track))
+            ends.append((end, kind == b"trak"))
             at += start + first
             continue
         if kind == b"meta" and (handler := _mp4_handler(data, at + start, end)) is not None:
-            ends.append((end, None))
+            ends.append((end, False))
             at = handler
             continue
         leaf(head, kind, at, start, end)
@@ -372,75 +372,66 @@ def _mp4_handler(data: BinaryIO, start: int, end: int) -> int | None:
 
 @dataclass
 class _Mp4Track:
-    """What :func:`_mp4_tables` read of one ``trak`` as FFmpeg's demuxer does (the last box of each kind before the trak
-    ends, when FFmpeg indexes it; summed where FFmpeg takes the last: more, never fewer): the kinds of its handlers
-    (:meth:`chunked`), whether its time-to-sample table is one entry of duration 1 (:attr:`unit_times`), the samples
-    its sizes declare, its chunks, its sample-to-chunk runs (first chunk, samples in each, description), and whether
-    its trak is still read."""
+    """What FFmpeg's demuxer indexes one ``trak`` by as the trak ends (``mov_build_index``), as :func:`_mp4_tables`
+    reads it: its handlers' kinds, whether its last time-to-sample table is one entry of duration 1, the samples its
+    sizes declare (summed where FFmpeg takes the last: more, never fewer), its first chunk offsets table's chunks, its
+    first sample-to-chunk table's runs (first chunk, samples in each, description: FFmpeg ignores later ones), and the
+    samples of the pieces it cuts its chunks in (:func:`_mp4_piece`, the fewest of its sample descriptions')."""
 
-    sound: bool = False
-    other: bool = False
-    video: bool = False
+    handlers: set[bytes] = field(default_factory=set)
     unit_times: bool = False
     samples: int = 0
     chunks: int = 0
     runs: bytes = b""
     piece: int = _MP4_PIECE_SAMPLES
-    open: bool = True
+
+    def read(self, kind: bytes, body: bytes, data: BinaryIO, start: int, end: int) -> None:
+        """Read what its box of ``kind`` says (``body``: its first bytes after its header; its payload: ``data``'s bytes
+        from ``start`` to ``end``)."""
+        declared = int.from_bytes(body[4:8], "big")
+        if kind == b"hdlr" and body[8:12] in (b"soun", b"vide", b"subp", b"clcp"):
+            self.handlers.add(body[8:12])  # mdia's (minf's, QuickTime's data handler, says alis or url)
+        elif kind == b"stts":
+            self.unit_times = declared == 1 and end - start >= 16 and body[12:16] == b"\0\0\0\1"
+        elif kind in (b"stsz", b"stz2"):
+            self.samples += int.from_bytes(body[8:12], "big")
+        elif kind in (b"stco", b"co64") and not self.chunks:
+            self.chunks = declared
+        elif kind == b"stsd":
+            data.seek(start + 8)
+            self.piece = min(self.piece, _mp4_piece(data.read(min(end - start - 8, 1 << 16)), min(declared, 1024)))
+        elif kind == b"stsc" and declared and not self.runs and 12 * declared + 4 <= end - start:  # as FFmpeg reads one
+            data.seek(start + 8)
+            self.runs = data.read(12 * declared)
 
     def chunked(self) -> bool:
-        """Whether FFmpeg may index this track by pieces of its chunks (``mov_build_index``'s "old uncompressed audio
-        chunk demuxing"): a sound track whose time-to-sample table is one entry of duration 1 (PCM: a sample each audio
-        frame). A track is sound by its last handler, or by its sample description's format where no handler made it
-        video (``mov_codec_id``): any track but one of a video handler and none of sound may be."""
-        return self.unit_times and (self.sound or not self.video)
+        """Whether FFmpeg may index it by pieces of its chunks (``mov_build_index``'s "old uncompressed audio chunk
+        demuxing"): sound whose time-to-sample table is one entry of duration 1 (PCM's). A track is sound by its last
+        handler, or by its sample description where no handler made it video (``mov_codec_id``)."""
+        return self.unit_times and (b"soun" in self.handlers or b"vide" not in self.handlers)
 
     def indexed(self) -> int:
-        """At most the entries FFmpeg's demuxer makes for this track as it opens the file: its samples, or by chunk
-        each chunk's samples in pieces of :attr:`piece` samples (``2**32`` where FFmpeg's unsigned count
-        of the last run's chunks may wrap: its runs name chunks past its last); the more of the two where the track may
-        be either (handlers of sound and of another kind)."""
+        """At most the entries FFmpeg's demuxer makes for it as it opens the file: its samples, or by chunk its chunks'
+        pieces; the more of the two where it may be either (its handlers say sound and another kind)."""
         if not self.chunked():
             return self.samples
-        pieces = self._pieces()
-        return pieces if self.sound and not self.other else max(pieces, self.samples)
+        return self._pieces() if self.handlers == {b"soun"} else max(self._pieces(), self.samples)
 
     def _pieces(self) -> int:
-        if len(self.runs) < 12:
+        """The pieces FFmpeg cuts its chunks in by its runs: ``2**32`` where its unsigned count of the last run's chunks
+        may wrap (a run names chunks past its last), its chunks in the largest runs' pieces where it mends its runs
+        (each invalid one made its next's)."""
+        if not self.runs:
             return 0
         import numpy as np  # here alone: a track of uncompressed sound (PCM, not served) is rare
 
-        runs = np.frombuffer(self.runs[: len(self.runs) // 12 * 12], ">i4").reshape(-1, 3).astype(np.int64)  # FFmpeg's ints
-        firsts, pieces = runs[:, 0], -(-np.maximum(runs[:, 1], 1) // self.piece)
+        runs = np.frombuffer(self.runs, ">i4").reshape(-1, 3)  # FFmpeg's ints
+        firsts, pieces = runs[:, 0].astype(np.int64), -(-np.maximum(runs[:, 1], 1) // self.piece)
         if max(int(firsts.max()), len(firsts)) > self.chunks:
             return 1 << 32
-        valid = (bool(np.all(np.diff(firsts) > 0)) and bool(np.all(firsts >= np.arange(1, len(firsts) + 1)))
-                 and bool(np.all(runs[:, 1:] > 0)))
-        if not valid:  # FFmpeg mends its runs (each invalid one made its next's): chunks of the largest, at most
-            return self.chunks * max(int(pieces.max()), 1)
-        return int(np.sum(np.diff(np.append(firsts, self.chunks + 1)) * pieces))
-
-
-def _mp4_track_box(track: _Mp4Track, kind: bytes, body: bytes, data: BinaryIO, start: int, end: int) -> None:
-    """Read into ``track`` what its box of ``kind`` (``body``: its first bytes after its header, whose payload is
-    ``data``'s bytes from ``start`` to ``end``) says of how FFmpeg indexes it (:class:`_Mp4Track`)."""
-    declared = int.from_bytes(body[4:8], "big")
-    if kind == b"hdlr" and body[8:12] in (b"soun", b"vide", b"subp", b"clcp"):
-        track.sound |= body[8:12] == b"soun"  # mdia's (minf's, QuickTime's data handler, says alis or url)
-        track.other |= body[8:12] != b"soun"
-        track.video |= body[8:12] == b"vide"
-    elif kind == b"stts":
-        track.unit_times = declared == 1 and end - start >= 16 and body[12:16] == b"\0\0\0\1"
-    elif kind in (b"stsz", b"stz2"):
-        track.samples += int.from_bytes(body[8:12], "big")
-    elif kind in (b"stco", b"co64") and declared and not track.chunks:  # FFmpeg ignores the track's later ones
-        track.chunks = declared
-    elif kind == b"stsd":
-        data.seek(start + 8)
-        track.piece = min(track.piece, _mp4_piece(data.read(min(end - start - 8, 1 << 16)), min(declared, 1024)))
-    elif kind == b"stsc" and declared and not track.runs and 12 * declared + 4 <= end - start:  # as FFmpeg reads one
-        data.seek(start + 8)
-        track.runs = data.read(12 * declared)
+        if firsts[0] < 1 or np.any(np.diff(firsts) <= 0) or np.any(runs[:, 1:] < 1):
+            return self.chunks * int(pieces.max())
+        return int(np.diff(firsts, append=self.chunks + 1) @ pieces)
 
 
 def _mp4_piece(entries: bytes, count: int) -> int:
