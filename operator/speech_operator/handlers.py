@@ -444,6 +444,12 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
     (:meth:`~speech_operator.reconcile.Runtime.relisted`; of every namespace with ``--all-namespaces``, as kopf's
     watch; an object of the kind that is no child says that listing came too, :func:`_is_child`). Nor an object whose owner label names no
     possible SpeechToText (one made by hand with the operator's labels, its value empty): one line.
+
+    Nor, once the operator is stopping (:func:`speech_operator.kopf_exit.stopping`), an event kopf still had queued,
+    or one that waited for its owner's reconcile under way (which finishes): a DEBUG line. Each was a whole reconcile
+    in the pod's grace, for a SpeechToText the next replica's start reconciles anyway (kopf resumes each one). A
+    SpeechToText's own events are still handled then: its deletion's children deleted and its finalizer released now,
+    not left for a replica that may not come (the operator scaled to zero), its namespace's deletion waiting on it.
     """
     again = listed_again(type, memo)
     if again is None:  # its first listing: at the operator's start, its owner is resumed anyway
@@ -456,6 +462,9 @@ async def child_changed(type: str, body: kopf.Body, namespace: str | None, resou
     if again:
         rt.relisted(KINDS[resource.plural], namespace, owner)
     async with rt.lock(namespace, owner):  # after a reconcile under way: the events of its own writes follow what it kept
+        if kopf_exit.stopping():  # an event queued at the stop: the next start reconciles its owner (kopf resumes each)
+            logger.debug("left: the operator is stopping")
+            return
         if again and (namespace, owner) not in rt.observed and (namespace, owner) not in rt.amiss:
             return
         then = follow(rt, namespace, owner, KINDS[resource.plural], None if type == "DELETED" else dict(body))

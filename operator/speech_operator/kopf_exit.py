@@ -23,6 +23,14 @@ and each group version) in tasks of :func:`asyncio.as_completed`, which go on wh
 their session, and each logged an ERROR "Request attempt #1/9 failed; will retry: GET ... Connector is closed".
 :func:`install` gives kopf's lookup (``kopf._cogs.clients.scanning``, private: its module's ``asyncio``) an
 ``as_completed`` whose tasks end with the lookup (:func:`as_completed`), as :func:`asyncio.gather`'s do.
+
+kopf's workers then handle every event still queued, each at once (the pressure set): a change of a child queued at
+the stop was a whole reconcile of its SpeechToText, reads and writes, in the pod's grace, for a SpeechToText the next
+replica's start reconciles anyway (kopf resumes each one). The depletion also marks the operator of its loop as
+stopping (:func:`stopping`) so that its handlers may leave such events (:func:`speech_operator.handlers.child_changed`):
+when kopf's orchestration of its watches is being cancelled (its root task :data:`ORCHESTRATION`, private: pinned by
+tests/operator/test_kopf_privates.py), not when kopf ends a watch of a resource or namespace gone (the CRD deleted,
+with scanning on), which depletes that watch's workers alike while the operator runs on.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -41,10 +50,29 @@ WAKES = "speech_operator_wakes_sleepers"
 
 T = TypeVar("T")
 
+#: The name of kopf's root task that orchestrates its watches (kopf 1.45.2's ``kopf._core.reactor.running``): the
+#: operator's stop cancels it, and it ends its watches then.
+ORCHESTRATION = "multidimensional multitasker"
+
+#: The event loops whose operator began stopping (:func:`stopping`): kopf runs one operator per loop (it cancels every
+#: task of its loop as it exits).
+_STOPPING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def stopping() -> bool:
+    """Whether the operator of the running loop began stopping: its watches ended, kopf's workers handle the events
+    still queued (:func:`install`)."""
+    return asyncio.get_running_loop() in _STOPPING
+
+
+def _orchestration_cancelled() -> bool:
+    return any(task.get_name() == ORCHESTRATION and task.cancelling() for task in asyncio.all_tasks())
+
 
 def install() -> None:
-    """Wrap kopf's depletion at exit so that it wakes each object's worker, and give kopf's lookup of resources an
-    :func:`as_completed` that ends its tasks with it (idempotent: once per process)."""
+    """Wrap kopf's depletion at exit so that it wakes each object's worker and says the operator is :func:`stopping`,
+    and give kopf's lookup of resources an :func:`as_completed` that ends its tasks with it (idempotent: once per
+    process)."""
     if not isinstance(scanning.asyncio, _EndingWithTheLookup):
         scanning.asyncio = _EndingWithTheLookup()
     original: Callable[..., Awaitable[None]] = queueing._wait_for_depletion
@@ -55,6 +83,8 @@ def install() -> None:
     async def wake_then_deplete(*, streams: dict[Any, queueing.Stream], **kwargs: Any) -> None:
         # kopf queues the marker right after this with no await in between (its queues are unbounded): a worker woken
         # here finds the marker next, whatever it was sleeping for.
+        if _orchestration_cancelled():
+            _STOPPING.add(asyncio.get_running_loop())
         for stream in list(streams.values()):
             stream.pressure.set()
         await original(streams=streams, **kwargs)

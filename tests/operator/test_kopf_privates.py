@@ -1,6 +1,8 @@
 """The kopf privates the operator wraps for its exit (operator/speech_operator/kopf_exit.py), pinned with the installed
 kopf: they exist with the shape the wraps rely on, and with the wraps kopf's exit wakes a worker asleep as a standby
-replica's peering worker sleeps, and a stop ends kopf's lookup of the API server's resources with its requests. A kopf
+replica's peering worker sleeps, the depletion says the operator is stopping only as kopf's orchestration of its
+watches is cancelled (its stop; not a watch ended as its resource went), and a stop ends kopf's lookup of the API
+server's resources with its requests. A kopf
 that renames or reshapes them fails here, in one test naming what depends on them, not as standby replicas that take
 the whole grace (HANDLER_GRACE_SECONDS) to stop again, or as a stop during kopf's start-up that takes 5 s more and logs
 an ERROR. kopf's own worker, peering processor, depletion and lookup, on a loop of this test; no API server (the peering
@@ -29,7 +31,7 @@ from kopf._cogs.aiokits import aiotasks
 from kopf._cogs.clients import auth, scanning
 from kopf._cogs.structs import credentials, references
 from kopf._core.engines import peering
-from kopf._core.reactor import observation, queueing
+from kopf._core.reactor import observation, orchestration, queueing, running
 
 from speech_operator import kopf_exit, kube
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
@@ -61,6 +63,46 @@ def test_the_kopf_private_the_exit_wraps_exists_with_its_shape() -> None:
         "replaces it there")
     assert queueing.Stream._fields == ("backlog", "pressure"), (
         f"kopf {version}: queueing.Stream is {queueing.Stream._fields}; {WRAP} sets each stream's pressure")
+
+
+def test_the_kopf_task_whose_cancellation_is_the_stop_exists_by_its_name() -> None:
+    version = importlib.metadata.version("kopf")
+    source = inspect.getsource(running.spawn_tasks)
+    at = source.find(f'name="{kopf_exit.ORCHESTRATION}"')
+    assert at >= 0 and "coro=orchestration.orchestrator(" in source[at:at + 200], (
+        f"kopf {version}: kopf._core.reactor.running.spawn_tasks no longer runs its orchestration of the watches in a root "
+        f"task named {kopf_exit.ORCHESTRATION!r}; {WRAP} tells the operator's stop by that task's cancellation")
+    assert "aiotasks.stop(tasks" in inspect.getsource(orchestration.orchestrator), (
+        f"kopf {version}: kopf's orchestrator no longer stops its watches as it is cancelled; {WRAP} tells the stop then")
+
+
+async def _depleted_in(name: str, cancelled: bool) -> bool:
+    """Whether kopf's depletion (wrapped) said the operator is stopping, run in a task ``name`` as kopf's orchestration
+    ends a watch: as that task is cancelled (the operator's stop), or as it runs on (a watch of a resource gone)."""
+    assert not kopf_exit.stopping()
+
+    async def orchestrating() -> None:
+        try:
+            if cancelled:
+                await asyncio.Event().wait()
+        finally:
+            await queueing._wait_for_depletion(signaller=asyncio.Condition(), scheduler=aiotasks.Scheduler(),
+                                               settings=kopf.OperatorSettings(), streams={})
+    task = asyncio.create_task(orchestrating(), name=name)
+    await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return kopf_exit.stopping()
+
+
+@pytest.mark.parametrize(("name", "cancelled", "stopping"), [
+    (kopf_exit.ORCHESTRATION, False, False), ("another task", True, False), (kopf_exit.ORCHESTRATION, True, True)],
+    ids=["a-watch-ended-as-the-operator-runs", "another-task-cancelled", "the-operators-stop"])
+def test_the_exit_says_stopping_only_as_kopfs_orchestration_is_cancelled(name: str, cancelled: bool,
+                                                                          stopping: bool) -> None:
+    kopf_exit.install()
+    assert asyncio.run(_depleted_in(name, cancelled)) is stopping  # a loop of its own, as each operator has
 
 
 async def test_kopfs_exit_wakes_a_standby_replicas_peering_worker_at_once(caplog: pytest.LogCaptureFixture) -> None:
