@@ -270,6 +270,47 @@ async def test_the_last_child_of_its_kind_deleted_while_the_watches_were_away_is
     assert caplog.text.count(": reconciled") == 1 and "is gone" not in caplog.text, caplog.text
 
 
+@pytest.mark.parametrize("watch_seconds", [1])
+async def test_a_child_deleted_while_its_kind_s_watch_is_still_away_is_made_again_at_the_owners_listing(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """The one SpeechToText's Deployment deleted while kopf's watch of Deployments is away and stays away (the API
+    server out of reach for it: reconnecting, no 410 yet), and kopf's watch of SpeechToTexts away meanwhile past their
+    history: kopf lists the SpeechToTexts again, and neither a listing nor an event of Deployments comes. The look after
+    the SpeechToTexts' listing (:meth:`~speech_operator.reconcile.Runtime._children_looked_for`) lists the Deployments
+    kopf did not list again and makes the Deployment again then, while their watch is still away: what kopf's session
+    (:meth:`~speech_operator.reconcile.Runtime.kopf_listed`) cannot see, as no listing of Deployments is made.
+    Without that look, it stays deleted until the Deployments' watch comes back."""
+    caplog.set_level(logging.INFO, logger="speech_operator")
+    await created(cluster, "en-us", "en-US")
+    await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+    away = asyncio.Event()
+
+    def watches() -> list[kmock.Request]:
+        return [r for r in cluster.sent("GET", "deployments") if r.params.get("watch") == "true"]
+
+    async def held_and_deleted() -> None:
+        began = len(watches())
+        cluster.emulator.watches_held["deployments"] = away
+
+        async def restarted() -> bool:
+            return len(watches()) > began
+        await cluster.eventually(restarted)  # the next watch of Deployments is held: away
+        assert await cluster.api.delete(cluster.url("apps/v1", "deployments", "en-us"))
+    try:
+        listing = await relisted(cluster, held_and_deleted, api.PLURAL)
+        await cluster.eventually(lambda: deployment(cluster), 5 + SETTLE)
+        assert not away.is_set() and "deployments" not in {p for _, p in kopf_listed(cluster, listing)}, (
+            "made again while the Deployments' watch is still away, with no listing of them")
+        await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
+        sent = ours(cluster, listing + 1)
+    finally:
+        cluster.emulator.watches_held.pop("deployments", None)
+        away.set()
+    print("the operator's requests after the SpeechToTexts' listing, the Deployments' watch still away:", sent)
+    assert sent.get("GET deployments") == 1 and sent.get("PATCH deployments en-us") == 1, sent
+    assert caplog.text.count("its Deployment is gone: reconciled") == 1, caplog.text
+
+
 #: The namespaces beside :data:`NAMESPACE` of the tests of an operator that watches several.
 OTHERS = ("speech-b", "speech-c")
 
