@@ -197,7 +197,7 @@ def rule_groups() -> list[dict[str, Any]]:
                    f'sum by (namespace, service, locale, reason) (\n  rate(speech_gateway_failures_total{{reason=~"{matching(gateway_fault)}"}}[10m])\n) > 0',
                    "5m", f"the gateway {where} cannot serve {{{{ $labels.locale }}}}: {{{{ $labels.reason }}}}",
                    f"Requests for {{{{ $labels.locale }}}} failed at the gateway in the last 10 minutes "
-                   f"({listed(gateway_fault)}): no recognizer of it answered, one went away mid-stream or took in none of "
+                   f"({listed(gateway_fault)}): no recognizer of it answered, one went away mid-stream or did not take in "
                    "a stream's end (stuck, or decoding slower than the audio came), or it did not wake in time. kubectl get speechtotexts shows the conditions of the SpeechToText that serves it."),
         ]},
         {"name": OPERATOR_GROUP, "rules": [

@@ -34,8 +34,9 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it, within the same bound; the close frame's own send too, and a close
-  to a recognizer that ends unanswered with bytes still unsent to it resets that connection: :func:`_close_within`).
+  recognizer's side's is (aiohttp's client reads it, within the same bound, the close frame's own send too, longer
+  only while the recognizer takes in what still waits unsent to it; one that takes in none of that within the bound, or
+  not all of it in ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, has that connection reset: :func:`_close_within`).
   A close that ends with bytes still unsent
   (a client not reading, or reading slowly) ends its connection once the client has taken them in, or resets it once it
   has taken in none of them for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, as an open connection (:meth:`HeadGuard.close_after_unsent
@@ -76,10 +77,10 @@ from yarl import URL
 
 from speech_operator import gateway_failures as failures
 from speech_operator.gateway_directory import Backend
-from speech_operator.gateway_http_limits import HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
+from speech_operator.gateway_http_limits import STALL_SECONDS, HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
-from speech_recognizer.connection_cap import peer_gone, reset, unsent_bytes
+from speech_recognizer.connection_cap import Intake, peer_gone, reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -615,7 +616,7 @@ async def connect_upstream(request: web.Request, backend: Backend, session: aioh
         return _bound_writes(await session.ws_connect(
             url, protocols=protocols, headers=headers, autoclose=False, autoping=False,
             compress=0, max_msg_size=0, decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_REPLY_SECONDS)), read_ahead_bytes)
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=None)), read_ahead_bytes)  # closed by _close_within
     except aiohttp.WSServerHandshakeError as exc:  # a 101 that is no WebSocket's (a refusal is RefusedUpgrade)
         raise failures.Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) answered the "
                                f"upgrade with a broken handshake: {exc.message}", failures.UNAVAILABLE) from None
@@ -658,7 +659,8 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     try:
         await client.prepare(request)
     except BaseException:
-        await upstream.close(code=1001, message=b"the client left during the handshake")
+        await _close_within(upstream, 1001, b"the client left during the handshake", backend, failed,
+                            bound=_stall_seconds(request), over=progress.shutdown.over)
         raise
     connected(101, ACCEPTED_TO_CLOSE.get())
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -700,7 +702,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
-        await _close_within(upstream, 1001, b"", backend, failed)
+        await _close_within(upstream, 1001, b"", backend, failed, bound=_stall_seconds(request), over=progress.shutdown.over)
         await _close(client, *failures.close_args(gone))
         return
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -790,6 +792,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         progress.from_recognizer(data, binary)
 
     told: list[Failure] = []
+    stall_seconds = _stall_seconds(request)
 
     def client_stalled() -> None:
         """A client reset for taking in nothing (the guard's watch: ``not_reading``), told once."""
@@ -802,7 +805,8 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         the stream's failure, counted before its recognizer's, held back behind it, may take in none of the close either
         (``backend_not_reading``: the gateway counts one failure a stream)."""
         client_stalled()
-        await _close_within(upstream, code, reason, backend=backend, failed=failed)
+        await _close_within(upstream, code, reason, backend=backend, failed=failed, bound=stall_seconds,
+                            over=progress.shutdown.over)
 
     sends = _Sends(upstream._writer.transport)
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
@@ -884,8 +888,9 @@ async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Trans
     under the cap meanwhile, and the client waited for its close reply.
 
     A recognizer still reading, however slowly, is so cut too: what the client sent before its close and the relay still
-    holds is dropped, and the relay's close of the recognizer's side resets it if it does not take in the rest within
-    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS` (:func:`_close_within`). Nothing is lost to the
+    holds is dropped, and the relay's close of the recognizer's side resets it if it takes in none of the rest for
+    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`, or not all of it in
+    ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` (:func:`_close_within`). Nothing is lost to the
     client: once it closed it takes no more results (RFC 6455 5.5.1 asks for its close reply as soon as practical; a
     browser drops what comes after its close), and a recognizer that reads the client's close behind audio it has not
     decoded drops that audio itself (:mod:`speech_recognizer.inbox`): relayed, it would be read to be dropped, the
@@ -920,24 +925,74 @@ def _close_read(client: web.WebSocketResponse) -> tuple[int, bytes] | None:
     return None
 
 
+#: How often :func:`_close_within` looks at what still waits unsent to a recognizer it closes.
+CLOSE_LOOK_SECONDS = 0.05
+
+
 async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes, backend: Backend,
-                        failed: Failed) -> None:
-    """Close the recognizer's side (:func:`_close`) for at most :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`:
-    a close frame to a recognizer that takes nothing in waits for it to, for ever. A close that ends without the
-    recognizer's reply (that bound, or aiohttp's own on the reply, the same) with bytes still unsent to it resets the
-    connection, ``failed`` told (``backend_not_reading``, of ``backend``'s locale; a client that takes in nothing is
-    ``not_reading``): aiohttp's close of it would leave them and a FIN behind them to the kernel, which keeps
-    them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window, or leave them in the transport's
-    buffer, the connection open, for as long as the recognizer reads nothing."""
+                        failed: Failed, *, bound: float = STALL_SECONDS, over: asyncio.Event | None = None) -> None:
+    """Close the recognizer's side (:func:`_close`), waiting :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`
+    for its close reply, and longer only while bytes still wait unsent to it (the stream's last ones, the close behind
+    them) and it takes some of them in (looked at every :data:`CLOSE_LOOK_SECONDS`, as
+    :class:`~speech_recognizer.connection_cap.Intake` does for a client): a close frame to a recognizer that takes
+    nothing in waits for it to, for ever, and aiohttp's close of it would leave those bytes and a FIN behind them to the
+    kernel, which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
+
+    A recognizer that took in none of them for CLOSE_REPLY_SECONDS has its connection reset, ``failed`` told
+    (``backend_not_reading``, of ``backend``'s locale; a client that takes in nothing is ``not_reading``): it is stuck.
+    One that takes them in is busy, not stuck: it reads a stream's audio at its decoding's pace once its read-ahead
+    (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that sent a file faster than real time and
+    left included, and its close comes once it reads there. It gets up to ``bound`` (the gateway's bound on a peer
+    taking in none of its sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``: the recognizers' own ``AudioIdleSeconds``
+    default): what waits unsent is at most the relay's buffers and one message (a few seconds of audio with the
+    defaults), so one that has not taken it all in by then decodes slower than the audio came, a fault too
+    (``backend_not_reading``, reset). ``over`` (the gateway's stop ran out of time) ends the wait at once past the first
+    CLOSE_REPLY_SECONDS, so the stop keeps its bound: a recognizer still taking in then is reset as the stop's
+    (``gateway_stopped``). Once nothing waits unsent, its close reply gets CLOSE_REPLY_SECONDS from the close, then
+    the connection ends (a FIN behind the close). aiohttp's own wait for the reply is unbounded (:func:`connect_upstream`):
+    its bound, ended, would close the connection, and what the kernel still held unsent could no longer be looked at."""
     transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(CLOSE_REPLY_SECONDS):
-            await _close(upstream, code, reason)
-    if unsent := unsent_bytes(transport):
-        failed(Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) had not taken in the "
-                       f"stream's last {unsent} bytes (its close behind them) {CLOSE_REPLY_SECONDS:g} s after the close: "
-                       "its connection was reset", failures.BACKEND_NOT_READING))
-        reset(transport)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    intake = Intake(unsent_bytes(transport), began)
+    closing = asyncio.ensure_future(_close(upstream, code, reason))
+    failure: Failure | None = None
+    try:
+        while True:
+            await asyncio.wait((closing,), timeout=CLOSE_LOOK_SECONDS)
+            now = loop.time()
+            unsent = unsent_bytes(transport)
+            stalled = intake.look(unsent, now)
+            if not unsent and (closing.done() or now - began >= CLOSE_REPLY_SECONDS):
+                return
+            if now - began < CLOSE_REPLY_SECONDS:
+                continue
+            where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
+            if stalled >= CLOSE_REPLY_SECONDS:
+                failure = Failure(f"{where} had not taken in the stream's last {unsent} bytes (its close behind them) "
+                                  f"{CLOSE_REPLY_SECONDS:g} s after the close, taking in none for {stalled:.1f} s: its "
+                                  "connection was reset", failures.BACKEND_NOT_READING)
+            elif over is not None and over.is_set():
+                failure = Failure(f"the gateway stopped before {where} took in the stream's last {unsent} bytes (its "
+                                  "close behind them): its connection was reset", failures.STOPPED)
+            elif now - began >= bound:
+                failure = Failure(f"{where} had still not taken in the stream's last {unsent} bytes (its close behind "
+                                  f"them) {bound:g} s after the close, taking them in slower than the audio came: its "
+                                  "connection was reset", failures.BACKEND_NOT_READING)
+            if failure is not None:
+                return
+    finally:
+        if failure is not None:  # reset before the close is cancelled: aiohttp's close of it would close the socket
+            failed(failure)
+            reset(transport)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+
+
+def _stall_seconds(request: web.BaseRequest) -> float:
+    """``SPEECH_GATEWAY_SEND_STALL_SECONDS`` as the guard of ``request``'s connection has it (its default without one)."""
+    guard = request.transport.get_protocol() if request.transport is not None else None
+    return guard.stall_seconds if isinstance(guard, HeadGuard) else STALL_SECONDS
 
 
 def _not_taking_in(transport: asyncio.Transport | None, backend: Backend) -> bool:

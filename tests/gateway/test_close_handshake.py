@@ -24,8 +24,9 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -417,6 +418,25 @@ def stuck_stream(tmp: Path) -> Iterator[HeldReply]:
             stack.__exit__()
 
 
+@contextlib.contextmanager
+def relayed_stream(tmp: Path, recognizer: Any, send_stall_seconds: float = 30) -> Iterator[tuple[Stack, HeldReply, Callable[[], dict[str, float]]]]:
+    """A gateway (at ``tmp``) relaying messages up to :data:`STUCK_MESSAGE`'s size to a stand-in ``recognizer``, a /vosk
+    client of it that sent its config, and what the gateway has counted under ko-KR since (a call: kind -> count)."""
+    stack = gateway(tmp, recognizer, send_stall_seconds=send_stall_seconds, max_message_bytes=len(STUCK_MESSAGE))
+    try:
+        before = failures(stack, "ko-KR")
+
+        def counted() -> dict[str, float]:
+            after = failures(stack, "ko-KR")
+            return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+        with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
+            client.send(json.dumps({"config": {"sample_rate": 16000}}))
+            yield stack, client, counted
+    finally:
+        stack.__exit__()
+
+
 def test_a_client_closing_while_its_recognizer_takes_nothing_in_gets_its_close_reply(tmp_path: Path) -> None:
     """A /vosk client sends more than its recognizer, which reads nothing, can be sent, one more message and its close,
     all at once, then waits for its close reply: it comes, and the connection ends, within CLOSING_POLL_SECONDS and
@@ -499,32 +519,94 @@ class Slow:
         self.listener.close()
 
 
+#: SPEECH_GATEWAY_SEND_STALL_SECONDS in :func:`test_a_client_closing_while_its_slow_recognizer_reads_on_gets_its_close_reply`:
+#: how long past the client's close its recognizer, still taking the stream in, may take to have it all.
+SLOW_BOUND = 2
+
+
 def test_a_client_closing_while_its_slow_recognizer_reads_on_gets_its_close_reply(tmp_path: Path) -> None:
     """A /vosk client sends its recognizer, which takes in 2 KiB every 0.2 s (:class:`Slow`: it reads on, never stops),
     a message more than the relay holds (1 MiB: its send waits), then its close: the close reply comes, and the
-    connection ends, within :data:`CLOSE_PROMPTLY` with the client's code, and the recognizer's side ends too (reset:
-    the rest of the message unsent), while the recognizer was still taking the stream in, not once it had read it all
-    (minutes at its pace). What the client sent before its close is dropped, as a recognizer drops the audio it read
+    connection ends, within :data:`CLOSE_PROMPTLY` with the client's code, and the recognizer's side ends too, once
+    SPEECH_GATEWAY_SEND_STALL_SECONDS (:data:`SLOW_BOUND`) passed with the recognizer still taking the stream in (reset:
+    the rest of the message unsent, not minutes at its pace), counted ``backend_not_reading`` (it decodes slower than
+    the audio came). What the client sent before its close is dropped, as a recognizer drops the audio it read
     ahead of a client's close: a client that closed takes no more results (gateway_relay._client_closes says why)."""
-    with Slow() as slow:
-        stack = gateway(tmp_path / "gateway", slow, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
-        try:
-            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
-                client.send(json.dumps({"config": {"sample_rate": 16000}}))
-                client.send(STUCK_MESSAGE)
-                taken = slow.taken
-                time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
-                came, _ = close_answered(client)
-                reading = slow.taken - taken
-            deadline = time.monotonic() + CLOSE_PROMPTLY
-            while (state := upstream_side(slow.port)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            stack.__exit__()
+    with Slow() as slow, relayed_stream(tmp_path / "gateway", slow, SLOW_BOUND) as (_, client, counted):
+        client.send(STUCK_MESSAGE)
+        taken = slow.taken
+        time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
+        came, _ = close_answered(client)
+        reading = slow.taken - taken
+        deadline = time.monotonic() + SLOW_BOUND + CLOSE_PROMPTLY
+        while (state := upstream_side(slow.port)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        count = counted()
     assert reading > 0, "the recognizer took in nothing from the message to the close reply: not a slow reader"
     assert slow.taken < len(STUCK_MESSAGE), "the recognizer had read the whole message: nothing was left to cut"
     assert not state, f"the gateway's end of its connection to the recognizer still {state} after the client's close"
+    assert count == {"backend_not_reading": 1}, count
     print(f"\nthe close reply came {came:.2f} s after the client's close; the recognizer took in {reading} bytes from the message on")
+
+
+class Steady:
+    """A stand-in recognizer that accepts WebSockets, then takes in 16 KiB of each every 0.1 s (its receive buffer 16 KiB),
+    as a recognizer whose read-ahead is full takes in a stream's audio at its decoding's pace, and answers a close
+    (the ``websockets`` library's own protocol). ``taken``: the bytes it has read after the upgrade; ``closed``: the
+    close it got, once it got one."""
+
+    def __enter__(self) -> Steady:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the connections accepted inherit it
+        self.port = self.listener.getsockname()[1]
+        self.taken = 0
+        self.closed: Close | None = None
+        threading.Thread(target=self._accept, daemon=True, name="steady").start()
+        return self
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            conn, _ = self.listener.accept()
+            with conn:
+                protocol = ServerProtocol()
+                while not (events := protocol.events_received()):
+                    protocol.receive_data(conn.recv(65536))
+                protocol.send_response(protocol.accept(events[0]))  # type: ignore[arg-type]
+                conn.sendall(b"".join(protocol.data_to_send()))
+                while data := conn.recv(16384):
+                    self.taken += len(data)
+                    protocol.receive_data(data)
+                    protocol.events_received()
+                    if protocol.close_rcvd is not None and self.closed is None:
+                        self.closed = protocol.close_rcvd
+                        conn.sendall(b"".join(protocol.data_to_send()))
+                    time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+
+def test_a_client_closing_while_its_busy_recognizer_takes_in_its_stream_is_no_recognizers_failure(tmp_path: Path) -> None:
+    """A /vosk client sends a message more than the relay holds (1 MiB: its send waits) to a recognizer that takes in
+    16 KiB every 0.1 s (:class:`Steady`: a recognizer whose read-ahead is full, decoding), then closes: the close
+    reply comes within :data:`CLOSE_PROMPTLY`, and the gateway's close goes on to the recognizer behind the rest of
+    the message (some 6 s at its pace, within SPEECH_GATEWAY_SEND_STALL_SECONDS), which gets it, the client's code and
+    reason, and answers it; nothing is counted under ko-KR. Before: its connection was reset CLOSE_REPLY_SECONDS after
+    the close, counted ``backend_not_reading`` (WARNING, SpeechGatewayFailing paging), though it was taking the stream in."""
+    with Steady() as steady, relayed_stream(tmp_path / "gateway", steady) as (stack, client, counted):
+        client.send(STUCK_MESSAGE)
+        time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
+        close_answered(client)
+        closing = time.monotonic()
+        stack.eventually(lambda: steady.closed is not None or not upstream_side(steady.port), 30,
+                         "the recognizer's close or the end of its connection")
+        got = time.monotonic() - closing
+        stack.eventually(lambda: not upstream_side(steady.port), 5, "the end of the connection to the recognizer")
+        count = counted()
+    assert count == {}, f"{count} counted under ko-KR for a recognizer taking the stream in"
+    assert steady.closed is not None and (steady.closed.code, steady.closed.reason) == (1000, "done"), (
+        f"the recognizer got no close, {steady.taken} bytes taken in")
+    print(f"\nthe recognizer got the client's close {got:.1f} s after it, {steady.taken} bytes taken in")
 
 
 def upstream_side(recognizer_port: int, column: int = 0) -> str:
@@ -554,39 +636,31 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
     kernel (until it gave the connection up: minutes against a shut window); then (c78e2bc) reset with one DEBUG line,
     counted nowhere; then counted as ``not_reading``, as a client that takes in nothing."""
     bound = CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
-    with Deaf() as deaf:
-        stack = gateway(tmp_path / "gateway", deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
-        try:
-            before = failures(stack, "ko-KR")
-            with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
-                client.send(json.dumps({"config": {"sample_rate": 16000}}))
-                client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
-                deadline = time.monotonic() + 5
-                while int(upstream_side(deaf.port, 2) or 0) < 4096:
-                    assert time.monotonic() < deadline, "nothing waits unsent to the recognizer"
-                    time.sleep(0.05)
-                time.sleep(0.2)  # its send waits, or has ended
-                if leaves == "close":
-                    client.protocol.send_close(1000, "done")
-                    client._flush()
-                elif leaves == "reset":
-                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    client.sock.close()
-                else:
-                    client.sock.shutdown(socket.SHUT_WR)
-                with Starved() as starved:
-                    left = time.monotonic()
-                    while (state := upstream_side(deaf.port)) and time.monotonic() - left < 4 * bound:  # the clock's bounds the unstarved time from above
-                        time.sleep(0.05)
-                    took = time.monotonic() - left
-            after = failures(stack, "ko-KR")
-            counted = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-        finally:
-            stack.__exit__()
+    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf) as (_, client, counted):
+        client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
+        deadline = time.monotonic() + 5
+        while int(upstream_side(deaf.port, 2) or 0) < 4096:
+            assert time.monotonic() < deadline, "nothing waits unsent to the recognizer"
+            time.sleep(0.05)
+        time.sleep(0.2)  # its send waits, or has ended
+        if leaves == "close":
+            client.protocol.send_close(1000, "done")
+            client._flush()
+        elif leaves == "reset":
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sock.close()
+        else:
+            client.sock.shutdown(socket.SHUT_WR)
+        with Starved() as starved:
+            left = time.monotonic()
+            while (state := upstream_side(deaf.port)) and time.monotonic() - left < 4 * bound:  # the clock's bounds the unstarved time from above
+                time.sleep(0.05)
+            took = time.monotonic() - left
+        count = counted()
     quiet = starved.unstarved(left, left + took)
     assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
                                          f"not waiting for a CPU ({took:.1f} s of the clock) after its client left")
-    assert counted == {"backend_not_reading": 1}, f"{counted} counted for the reset of the recognizer's connection, under ko-KR"
+    assert count == {"backend_not_reading": 1}, f"{count} counted for the reset of the recognizer's connection, under ko-KR"
     print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
 
 
