@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from speech_operator import api, builders, conditions, foreign_autoscalers, metrics, policy, record
+from speech_operator import api, builders, conditions, foreign_autoscalers, kopf_exit, metrics, policy, record
 from speech_operator.config import OperatorConfig
 from speech_operator.crd_watch import InstalledCRD
 from speech_operator.events import Events, Going, now
@@ -201,7 +201,8 @@ class Runtime:
         await asyncio.sleep(delay)
         if self.retries.get((namespace, name)) is asyncio.current_task():
             del self.retries[(namespace, name)]  # the reconcile may ask for the next one
-        await _said(reconcile(self, namespace, name), namespace, name)
+        if not _stopping("its reconcile again", namespace, name):
+            await _said(reconcile(self, namespace, name), namespace, name)
 
     def refresh(self, namespace: str, name: str) -> None:
         """Make the SpeechToText's status from its Deployment again soon (:func:`refresh`): at once, unless one began
@@ -220,6 +221,8 @@ class Runtime:
         try:
             while True:
                 self._refresh_again.discard(key)
+                if _stopping("its status refresh", namespace, name):
+                    return
                 started = loop.time()
                 await _said(refresh(self, namespace, name), namespace, name)
                 await asyncio.sleep(started + REFRESH_GAP_SECONDS - loop.time())  # asked again meanwhile: once more
@@ -281,6 +284,8 @@ class Runtime:
         loop = asyncio.get_running_loop()
         while (left := relisting.last + self.config.relist_settle_seconds - loop.time()) > 0:  # each object put the end later
             await asyncio.sleep(left)
+        if _stopping(f"the look after kopf's {kind}s listed again", scope or "every namespace"):
+            return
         relisting.looking = True
         if kind == api.KIND:  # cancelled by one more of that listing
             await self._children_looked_for(scope, relisting.listed)
@@ -417,6 +422,17 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stopping(what: str, *of: str) -> bool:
+    """Whether the operator is stopping (:func:`speech_operator.kopf_exit.stopping`), so that a follow-up of its own
+    falling due then (a retry, a status refresh, the look after a listing made again) does not begin: a DEBUG line.
+    Each was reads and writes in the pod's grace until the cleanup cancelled it (:meth:`Runtime.stop_retries`), for a
+    SpeechToText the next replica's start reconciles anyway (kopf resumes each one); one under way finishes."""
+    if not kopf_exit.stopping():
+        return False
+    log.debug("%s of %s left: the operator is stopping", what, "/".join(of))
+    return True
 
 
 async def _said(work: Awaitable[Any], namespace: str, name: str) -> None:

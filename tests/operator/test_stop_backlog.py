@@ -1,17 +1,21 @@
 """The operator's stop with changes of its children still queued in kopf (operator/speech_operator/kopf_exit.py's
-``stopping``, :func:`speech_operator.handlers.child_changed`): the real kopf operator against kmock."""
+``stopping``, :func:`speech_operator.handlers.child_changed`), and with a retry of its own falling due
+(:meth:`speech_operator.reconcile.Runtime.retry`): the real kopf operator against kmock."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import NAMESPACE, deployment, operators, quiet
+from test_foreign_autoscalers import held_by_an_hpa_at_three, hpa_scales_at_each_write
 
 from speech_operator import api
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
+from speech_operator.reconcile import STALE_WRITES_RETRIED
 from tests.support import Unstarved
 
 if TYPE_CHECKING:
@@ -76,4 +80,57 @@ async def test_changes_of_children_queued_at_the_stop_are_left_to_the_next_start
     # at most one reconcile per SpeechToText begun as the stop was sent (the operator sees it a moment later)
     assert all(count <= 1 for count in begun.values()), begun
     assert left, "no event was left"
+    assert unstarved < HANDLER_GRACE_SECONDS / 2, (took, unstarved)
+
+
+#: How long the reconcile of another SpeechToText under way at the stop is held (its Deployment's read): the stop
+#: waits for it (kopf's depletion), past the retry's delay (the re-check interval, 0.2 s here).
+HELD_SECONDS = 1.0
+
+
+async def test_a_retry_falling_due_at_the_stop_does_not_begin(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A reconcile whose Deployment write found it changed at each of its tries (an HPA scaling it between each read
+    and write: 409 Conflict) asks for a retry in the re-check interval; the operator is stopped (as SIGTERM) as its
+    last try is refused, while another SpeechToText's reconcile is under way on a stalled read (which the stop waits
+    for): the retry falls due during the stop and does not begin (a DEBUG line). Before, it was a whole reconcile,
+    reads and writes, in the pod's grace, until the cleanup cancelled it."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.reconcile")
+    await cluster.api.create(cluster.stt_url(), stt("de-de", "de-DE"))
+    await cluster.eventually(lambda: deployment(cluster, "de-de"))
+    await held_by_an_hpa_at_three(cluster)
+    stalled = cluster.emulator.held[("deployments", "de-de")] = asyncio.Event()
+    reads = len(cluster.sent("GET", "deployments", "de-de"))
+    await cluster.api.patch(cluster.stt_url("de-de"), {"spec": {"logLevel": "Debug"}})
+    await cluster.eventually(lambda: asyncio.sleep(0, len(cluster.sent("GET", "deployments", "de-de")) > reads))
+    hpa_scales_at_each_write(cluster, STALE_WRITES_RETRIED + 1)  # the reconcile's every try: it asks for a retry
+    scales = cluster.emulator.meddlers[("deployments", "en-us")]
+    assert cluster.stop_operator is not None
+    stop = cluster.stop_operator
+    stopped: list[tuple[int, Unstarved, asyncio.Task[float]]] = []
+
+    async def stops_at_the_last_try(request: Any) -> None:
+        await scales(request)
+        if request.method == "PATCH" and len(cluster.sent("PATCH", "deployments", "en-us")) - before == STALE_WRITES_RETRIED + 1:
+            stopped.append((len(list(cluster.emulator)), Unstarved(), asyncio.ensure_future(stop())))
+            asyncio.get_running_loop().call_later(HELD_SECONDS, stalled.set)
+    before = len(cluster.sent("PATCH", "deployments", "en-us"))
+    cluster.emulator.meddlers[("deployments", "en-us")] = stops_at_the_last_try
+    await cluster.api.patch(cluster.stt_url("en-us"), {"spec": {"logLevel": "Debug"}})
+    await cluster.eventually(lambda: asyncio.sleep(0, bool(stopped)))
+    at, stopwatch, stopping = stopped[0]
+    try:
+        took = await stopping
+        unstarved = stopwatch.read()
+    finally:
+        stopwatch.close()
+    after = [r for r in list(cluster.emulator)[at:] if operators(r)]
+    begun = collections.Counter(r.name for r in after if r.method == "GET" and r.resource.plural == api.PLURAL)
+    asked = [r.getMessage() for r in caplog.records if "tried again in" in r.getMessage()]
+    left = [r.getMessage() for r in caplog.records if r.getMessage().endswith("left: the operator is stopping")
+            and r.name == "speech_operator.reconcile"]
+    print(f"stop {took:.2f} s ({unstarved:.2f} s not waiting for a CPU); reconciles begun after it {dict(begun)}; "
+          f"after it {[f'{r.method.name} {r.resource.plural} {r.name}' for r in after]}; left {left}")
+    assert asked, "no retry was asked for"
+    assert not begun, begun
+    assert "its reconcile again of speech/en-us left: the operator is stopping" in left, left
     assert unstarved < HANDLER_GRACE_SECONDS / 2, (took, unstarved)
