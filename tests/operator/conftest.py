@@ -347,3 +347,59 @@ def reconcile_errors() -> dict[tuple[str, str], float]:
 def declare_peerings(cluster: Cluster) -> None:
     cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
         kind="KopfPeering", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"})
+
+
+# An HPA on en-us's Deployment: what tests/operator/test_foreign_autoscalers.py and test_stop_backlog.py share.
+
+HPAS = "horizontalpodautoscalers"
+
+
+def stt(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": NAMESPACE},
+            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
+
+
+def hpa(name: str, api_version: str = "apps/v1", kind: str = "Deployment", **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": NAMESPACE, **meta},
+            "spec": {"scaleTargetRef": {"apiVersion": api_version, "kind": kind, "name": "en-us"},
+                     "minReplicas": 1, "maxReplicas": 5,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": 70}}}]}}
+
+
+async def ready_stt(cluster: Cluster) -> None:
+    """A SpeechToText of one replica, Ready, the operator done with it."""
+    await cluster.api.create(cluster.stt_url(), stt())
+    dep = await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
+    await one_pod_ready(cluster, dep)
+    await cluster.eventually(lambda: quiet(cluster))
+
+
+async def scale_deployment(cluster: Cluster, replicas: int) -> None:
+    """What the HPA controller does (its /scale write), and the Deployment controller then (all pods ready)."""
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": replicas}})
+    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}})
+
+
+async def held_by_an_hpa_at_three(cluster: Cluster) -> None:
+    """A ready SpeechToText whose Deployment an HPA holds at 3 replicas, the operator done with it."""
+    await ready_stt(cluster)
+    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
+    await cluster.eventually(lambda: condition(cluster, "Degraded"))
+    await scale_deployment(cluster, 3)
+    await cluster.eventually(lambda: quiet(cluster))
+
+
+def hpa_scales_at_each_write(cluster: Cluster, times: int | None) -> list[int]:
+    """The HPA scales the Deployment (4, 5, 4, ...) between the operator's read and each of its next ``times`` writes
+    of it (each write then 409 Conflict), or each of them (None); the replicas it scaled to, in order."""
+    scaled: list[int] = []
+
+    async def scales(request: Any) -> None:
+        if request.method == "PATCH" and (times is None or len(scaled) < times):
+            scaled.append(4 + len(scaled) % 2)
+            await scale_deployment(cluster, scaled[-1])
+    cluster.emulator.meddlers[("deployments", "en-us")] = scales
+    return scaled

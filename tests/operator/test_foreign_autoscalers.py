@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from conftest import NAMESPACE, condition, one_pod_ready, operator_requests, quiet
+from conftest import (
+    HPAS,
+    NAMESPACE,
+    condition,
+    held_by_an_hpa_at_three,
+    hpa,
+    hpa_scales_at_each_write,
+    operator_requests,
+    quiet,
+    ready_stt,
+    scale_deployment,
+    stt,
+)
 
 from speech_operator import api, gateway_failures, gateway_wake, metrics, reconcile
 from speech_operator.gateway_directory import Backend
@@ -23,44 +35,14 @@ from speech_operator.gateway_directory import Backend
 if TYPE_CHECKING:
     from conftest import Cluster
 
-HPAS = "horizontalpodautoscalers"
 #: speech_operator.foreign_autoscalers' logger (by name: the module is imported only by the tests of its functions)
 LOGGER = "speech_operator.foreign_autoscalers"
 FIX = f"apiVersion: {api.API_VERSION}, kind: {api.KIND}, name: en-us"
 
 
-def stt(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": NAMESPACE},
-            "spec": {"locale": "en-US", "eula": "accept", "replicas": 1, **spec}}
-
-
 #: What KEDA's HPA for a ScaledObject en-us carries (the ScaledObject is its controller).
 BY_KEDA = [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "en-us",
             "uid": "0f0f0f0f-0000-0000-0000-000000000002", "controller": True}]
-
-
-def hpa(name: str, api_version: str = "apps/v1", kind: str = "Deployment", **meta: Any) -> dict[str, Any]:
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name, "namespace": NAMESPACE, **meta},
-            "spec": {"scaleTargetRef": {"apiVersion": api_version, "kind": kind, "name": "en-us"},
-                     "minReplicas": 1, "maxReplicas": 5,
-                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                         "type": "Utilization", "averageUtilization": 70}}}]}}
-
-
-async def ready_stt(cluster: Cluster) -> None:
-    """A SpeechToText of one replica, Ready, the operator done with it."""
-    await cluster.api.create(cluster.stt_url(), stt())
-    dep = await cluster.eventually(lambda: cluster.api.get(cluster.url("apps/v1", "deployments", "en-us")))
-    await one_pod_ready(cluster, dep)
-    await cluster.eventually(lambda: quiet(cluster))
-
-
-async def scale_deployment(cluster: Cluster, replicas: int) -> None:
-    """What the HPA controller does (its /scale write), and the Deployment controller then (all pods ready)."""
-    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us"), {"spec": {"replicas": replicas}})
-    await cluster.api.patch(cluster.url("apps/v1", "deployments", "en-us", "status"), {"status": {
-        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}})
 
 
 async def deployment_replicas(cluster: Cluster) -> int:
@@ -122,15 +104,6 @@ async def test_an_hpa_on_the_deployment_is_said_once_and_its_replicas_are_left_t
         return c.get("status") == "False" and await deployment_replicas(cluster) == 1
     await cluster.eventually(cleared)
     assert (await cluster.event("Recovered"))["message"].startswith("no longer ForeignAutoscaler")
-
-
-async def held_by_an_hpa_at_three(cluster: Cluster) -> None:
-    """A ready SpeechToText whose Deployment an HPA holds at 3 replicas, the operator done with it."""
-    await ready_stt(cluster)
-    await cluster.api.create(cluster.url("autoscaling/v2", HPAS), hpa("web"))
-    await cluster.eventually(lambda: condition(cluster, "Degraded"))
-    await scale_deployment(cluster, 3)
-    await cluster.eventually(lambda: quiet(cluster))
 
 
 #: The operator's reads of a Deployment by its status refreshes in this test so far (reconcile.refresh_status, no
@@ -225,19 +198,6 @@ async def test_a_scale_between_the_operators_read_and_its_write_is_not_undone(cl
     await cluster.eventually(lambda: quiet(cluster))
     now = reads(cluster)
     assert now[1] - deployment_reads == now[0] - reconciles + 1, (now, (reconciles, deployment_reads))
-
-
-def hpa_scales_at_each_write(cluster: Cluster, times: int | None) -> list[int]:
-    """The HPA scales the Deployment (4, 5, 4, ...) between the operator's read and each of its next ``times`` writes
-    of it (each write then 409 Conflict), or each of them (None); the replicas it scaled to, in order."""
-    scaled: list[int] = []
-
-    async def scales(request: Any) -> None:
-        if request.method == "PATCH" and (times is None or len(scaled) < times):
-            scaled.append(4 + len(scaled) % 2)
-            await scale_deployment(cluster, scaled[-1])
-    cluster.emulator.meddlers[("deployments", "en-us")] = scales
-    return scaled
 
 
 #: How many of the operator's writes of the Deployment in a row find it changed since its read: two reconciles' worth

@@ -10,8 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import NAMESPACE, deployment, operators, quiet
-from test_foreign_autoscalers import held_by_an_hpa_at_three, hpa_scales_at_each_write
+from conftest import NAMESPACE, deployment, held_by_an_hpa_at_three, hpa_scales_at_each_write, operators, quiet
 
 from speech_operator import api
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
