@@ -33,7 +33,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the operator's dependencies load only once they are checked (run)
+    from aiohttp import web
     from kubernetes_asyncio import client as k8s
+
+    from speech_operator.reconcile import Runtime
 from collections.abc import Callable
 
 PROG = "speech-operator"
@@ -200,20 +203,60 @@ def named_namespaces_only(namespaces: list[str], all_namespaces: bool) -> bool:
 
 
 async def run(args: argparse.Namespace) -> None:
-    import kopf
-
     import speech_operator.handlers  # noqa: F401  (registers the handlers)
-    from speech_operator import peering
     from speech_operator.config import OperatorConfig
     from speech_operator.kube import Kube
-    from speech_operator.metrics import Exporter, alive, serve
     from speech_operator.reconcile import Runtime
 
+    stopped = _stopped_while_starting()
+    runtime: Runtime | None = None
+    servers: list[web.AppRunner] = []  # kopf's own liveness endpoint is not used: it cannot listen on IPv6 and IPv4 (metrics.alive)
     try:
-        config = OperatorConfig.from_env()
-    except ValueError as exc:
-        sys.exit(f"{PROG}: {exc}")
-    runtime = Runtime(config=config, kube=Kube(await _credentials()), clusterwide=args.all_namespaces)
+        try:
+            config = OperatorConfig.from_env()
+        except ValueError as exc:
+            sys.exit(f"{PROG}: {exc}")
+        runtime = Runtime(config=config, kube=Kube(await _credentials()), clusterwide=args.all_namespaces)
+        await _operate(args, runtime, servers)
+    except asyncio.CancelledError:
+        if not stopped.is_set():
+            raise
+        logging.getLogger(__name__).info("Signal SIGTERM is received while starting. Operator is stopping.")
+    finally:
+        for server in servers:
+            await server.cleanup()
+        if runtime is not None:
+            await runtime.kube.close()
+
+
+def _exit_at_once(*_: Any) -> None:
+    """SIGTERM before the operator's loop runs (while Python imports its dependencies, seconds on a loaded node):
+    nothing was begun, so the process exits at once, status 0 (Python's default: 143, killed by the signal)."""
+    raise SystemExit(0)
+
+
+def _stopped_while_starting() -> asyncio.Event:
+    """SIGTERM from now until kopf listens for it (as its tasks start: its handler replaces this one) cancels the
+    operator's start (the credentials' load, the peering check, the servers' start), which then ends quietly, status 0,
+    as kopf's stop does; Python's default ended the process at once with status 143 (killed by the signal). Set once
+    it came."""
+    stopped, task = asyncio.Event(), asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        stopped.set()
+        task.cancel()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    return stopped
+
+
+async def _operate(args: argparse.Namespace, runtime: Runtime, servers: list[web.AppRunner]) -> None:
+    """Check the peering, start the servers asked for (each appended to ``servers``), then run kopf."""
+    import kopf
+
+    from speech_operator import peering
+    from speech_operator.metrics import Exporter, alive, serve
+
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = named_namespaces_only(args.namespace, args.all_namespaces)
     priority, explainer = None, None
@@ -225,7 +268,6 @@ async def run(args: argparse.Namespace) -> None:
                             settings.peering.lifetime)
     exporter = (Exporter(active=lambda: explainer.active, resumed=lambda: explainer.resumed) if explainer is not None
                 else Exporter())
-    servers = []  # kopf's own liveness endpoint is not used: it cannot listen on IPv6 and IPv4 (metrics.alive)
     for flag, url, start in (("--metrics", args.metrics, exporter.start),
                              ("--liveness", args.liveness, lambda url: serve(url, "/healthz", alive))):
         if not url:
@@ -233,24 +275,16 @@ async def run(args: argparse.Namespace) -> None:
         try:
             servers.append(await start(url))
         except OSError as exc:  # the port in use, an address not of this machine
-            for server in servers:
-                await server.cleanup()
-            await runtime.kube.close()
             sys.exit(f"{PROG}: cannot serve {flag} {url}: {exc.strerror or exc}")
-    try:
-        await kopf.operator(
-            settings=settings,
-            clusterwide=args.all_namespaces,
-            namespaces=args.namespace,
-            peering_name=args.peering,  # a name makes peering mandatory
-            standalone=not args.peering,
-            priority=priority,
-            memo=kopf.Memo(runtime=runtime, metrics=exporter),
-        )
-    finally:
-        for server in servers:
-            await server.cleanup()
-        await runtime.kube.close()
+    await kopf.operator(
+        settings=settings,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        peering_name=args.peering,  # a name makes peering mandatory
+        standalone=not args.peering,
+        priority=priority,
+        memo=kopf.Memo(runtime=runtime, metrics=exporter),
+    )
 
 
 async def gateway(args: argparse.Namespace) -> None:
@@ -313,6 +347,8 @@ def quiet_when_stdout_closes(entry: Callable[..., int | None]) -> Callable[..., 
 
 @quiet_when_stdout_closes
 def main(argv: list[str] | None = None) -> None:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"]:  # before the imports: parsing may make some
+        signal.signal(signal.SIGTERM, _exit_at_once)  # until the operator's loop runs (run: _stopped_while_starting)
     ensure_identity()  # first: parsing may import the Kubernetes client (--liveness, --metrics), which needs a home
     args = parse(argv)
     _require_extra()

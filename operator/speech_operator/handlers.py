@@ -78,8 +78,14 @@ def runtime(memo: kopf.Memo) -> Runtime:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Keep kopf's bookkeeping in our own annotations and finalizer, out of ``status``."""
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's bookkeeping in our own annotations and finalizer, out of ``status``.
+
+    The operator's startup handlers (this one, :func:`watch_crd`, :func:`export`) are coroutines that never wait, so
+    that kopf's startup activity is over at its first step, before kopf listens for SIGTERM: kopf runs a plain function
+    in a thread, and a stop landing on that wait (a pod stopped just after it started) cancelled the activity, with the
+    WARNINGs "Activity ... is cancelled" and "Startup activity is only partially executed", and no cleanup
+    (:func:`close`): kopf then waited 5 s (fixed) for the CRD's watch (:func:`watch_crd`) before cancelling it."""
     settings.persistence.finalizer = f"{api.GROUP}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = record.STORAGE  # never a record the API server would refuse
@@ -201,7 +207,7 @@ async def unindexed(type: str, uid: str | None, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.startup()
-def export(memo: kopf.Memo, **kwargs: Any) -> None:
+async def export(memo: kopf.Memo, **kwargs: Any) -> None:
     """Hand kopf's index of SpeechToTexts, and the uids of its entries the operator found gone, to the ``/metrics``
     server the CLI started (``--metrics``), if any."""
     exporter = memo.get("metrics")

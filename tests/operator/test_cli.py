@@ -127,6 +127,29 @@ async def test_a_higher_ranked_peer_pauses_watching_with_a_warning_and_the_stand
     assert took < STOP_SECONDS, f"a standby replica took {took:.1f} s to stop on SIGTERM"
 
 
+async def stopped_on_a_slow_read(cluster: Cluster, route: str, agent: str, *args: str) -> tuple[Operator, float]:
+    """``speech-operator ARGS`` sent SIGTERM, as the kubelet stops it, once it reads ``route`` (kmock's: "get /path")
+    with a User-Agent beginning ``agent``, which kmock does not answer until then; the seconds it took to exit."""
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: kmock.Request) -> None:  # no answer: kmock's own (its fallback) once ``answer`` is set
+        if request.headers.get("User-Agent", "").startswith(agent):
+            asked.set()
+            await answer.wait()
+    cluster.emulator[route] << slow
+    try:
+        async with Operator(*args) as op:
+            await asyncio.wait_for(asked.wait(), 20)
+            started = time.monotonic()
+            op.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(op.proc.wait(), 20)
+            took = time.monotonic() - started
+    finally:
+        answer.set()
+    print(f"stop {took:.2f} s, status {op.proc.returncode}")
+    return op, took
+
+
 async def test_a_stop_while_kopf_is_starting_is_at_once_and_quiet(apiserver: Cluster) -> None:
     """SIGTERM while kopf still looks up which resources the API server serves (a pod stopped just after it started: a
     rollout, a node drain, a quick scale-down), the API server slow to answer that lookup (here its read of apps/v1):
@@ -134,25 +157,25 @@ async def test_a_stop_while_kopf_is_starting_is_at_once_and_quiet(apiserver: Clu
     waits 5 s, fixed, for such tasks), which then failed on the closed session, each with an ERROR line "Request attempt
     #1/9 failed; will retry: GET .../apis/apps/v1 -> ClientConnectionError('Connector is closed.')" before kopf
     cancelled them (speech_operator.kopf_exit)."""
-    asked, answer = asyncio.Event(), asyncio.Event()
-
-    async def slow(request: kmock.Request) -> None:  # no answer: kmock's own (its fallback) once ``answer`` is set
-        if request.headers.get("User-Agent", "").startswith("kopf/"):
-            asked.set()
-            await answer.wait()
-    apiserver.emulator["get /apis/apps/v1"] << slow
-    try:
-        async with Operator("run", "--namespace", "speech") as op:
-            await asyncio.wait_for(asked.wait(), 20)
-            started = time.monotonic()
-            op.proc.send_signal(signal.SIGTERM)  # as the kubelet stops it
-            await asyncio.wait_for(op.proc.wait(), 20)
-            took = time.monotonic() - started
-    finally:
-        answer.set()
+    op, took = await stopped_on_a_slow_read(apiserver, "get /apis/apps/v1", "kopf/", "run", "--namespace", "speech")
     assert op.proc.returncode == 0, "\n".join(op.lines)
     assert took < STOP_SECONDS, f"the operator took {took:.1f} s to stop on SIGTERM while kopf was starting"
     assert not [x for x in op.lines if re.search(r"WARNING|ERROR|Traceback", x)], "\n".join(op.lines)
+
+
+async def test_a_stop_before_kopf_starts_is_at_once_and_quiet(apiserver: Cluster) -> None:
+    """SIGTERM before kopf runs (a pod stopped just after it started), here while the operator checks its peering on an
+    API server slow to answer: the operator exits at once, status 0, with no WARNING or ERROR, as kopf's stop does.
+    Python's default ended it there (and through its imports, seconds on a loaded node): status 143, killed by the
+    signal, its cleanup not run."""
+    declare_peerings(apiserver)
+    op, took = await stopped_on_a_slow_read(
+        apiserver, f"get /apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings/speech-operator", USER_AGENT,
+        "run", "--namespace", "speech", "--peering", "speech-operator")
+    assert op.proc.returncode == 0, "\n".join(op.lines)
+    assert took < STOP_SECONDS, f"the operator took {took:.1f} s to stop on SIGTERM before kopf started"
+    assert not [x for x in op.lines if re.search(r"WARNING|ERROR|Traceback", x)], "\n".join(op.lines)
+    assert [x for x in op.lines if "Signal SIGTERM is received while starting" in x], "\n".join(op.lines)
 
 
 def run_cli(*args: str, env: dict[str, str], python: str | None = None) -> subprocess.CompletedProcess[str]:

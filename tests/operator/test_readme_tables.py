@@ -8,6 +8,7 @@ default) as its source has it.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import re
@@ -219,7 +220,7 @@ def test_the_removal_instructions_name_the_operators_finalizer() -> None:
     from speech_operator import handlers
 
     settings = kopf.OperatorSettings()
-    handlers.configure(settings=settings)
+    asyncio.run(handlers.configure(settings=settings))
     for doc in (README, CHART / "README.md", ROOT / "deploy/README.md"):
         assert f"`{settings.persistence.finalizer}`" in doc.read_text(), doc
 

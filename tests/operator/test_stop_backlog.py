@@ -1,6 +1,7 @@
 """The operator's stop with changes of its children still queued in kopf (operator/speech_operator/kopf_exit.py's
 ``stopping``, :func:`speech_operator.handlers.child_changed`), and with a retry of its own falling due
-(:meth:`speech_operator.reconcile.Runtime.retry`): the real kopf operator against kmock."""
+(:meth:`speech_operator.reconcile.Runtime.retry`): the real kopf operator against kmock. And a stop as kopf starts:
+its startup activity is over before kopf listens for the stop."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
+import kopf
 import pytest
 from conftest import NAMESPACE, deployment, held_by_an_hpa_at_three, hpa_scales_at_each_write, operators, quiet
+from kopf._core.actions import lifecycles
+from kopf._core.engines import activities, indexing
+from kopf._core.intents import causes
 
 from speech_operator import api
+from speech_operator.config import OperatorConfig
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
-from speech_operator.reconcile import STALE_WRITES_RETRIED
+from speech_operator.reconcile import STALE_WRITES_RETRIED, Runtime
 from tests.support import Unstarved
 
 if TYPE_CHECKING:
@@ -133,3 +139,31 @@ async def test_a_retry_falling_due_at_the_stop_does_not_begin(cluster: Cluster, 
     assert not begun, begun
     assert "its reconcile again of speech/en-us left: the operator is stopping" in left, left
     assert unstarved < HANDLER_GRACE_SECONDS / 2, (took, unstarved)
+
+
+async def test_the_startup_activity_is_over_at_its_first_step(apiserver: Cluster) -> None:
+    """kopf's startup activity of the operator's handlers (kopf 1.45.2's own runner of it, as its operator calls it) is
+    over at its first step: kopf begins it (its task's first step) before it listens for SIGTERM, so that a stop cannot
+    land in it. A plain function among those handlers (kopf runs one in a thread) made it wait there: a stop then (a pod
+    stopped just after it started) cancelled it, with the WARNINGs "Activity 'export' is cancelled. Will escalate." and
+    "Startup activity is only partially executed due to cancellation.", no cleanup (``close``), and a stop of 5.2 s
+    (kopf's fixed wait for the CRD's watch it had started)."""
+    registry = kopf.get_default_registry()  # the operator's handlers: speech_operator.handlers registered them
+    indexers = indexing.OperatorIndexers()
+    indexers.ensure(registry._indexing.get_all_handlers())
+    runtime = Runtime(config=OperatorConfig(image="example.test/recognizer", version="1.2.3"))
+    memo = kopf.Memo(runtime=runtime)
+    activity = activities.run_activity(lifecycle=lifecycles.all_at_once, registry=registry, settings=kopf.OperatorSettings(),
+                                       activity=causes.Activity.STARTUP, indices=indexers.indices, memo=memo)
+    try:
+        with pytest.raises(StopIteration):
+            waits_for = activity.send(None)
+            activity.close()
+            pytest.fail(f"kopf's startup activity waits for {waits_for!r}")
+    finally:
+        watch = memo.get("crd_watch")
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        await runtime.kube.close()
+    assert watch is not None, "the startup activity did not start the CRD's watch"
