@@ -37,7 +37,18 @@ import kopf
 
 from speech_operator import api, builders, conditions, crd_watch, kopf_exit, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
-from speech_operator.reconcile import KINDS, Follow, Runtime, crd_changed, delete_children, follow, reconcile, refresh, stt_path
+from speech_operator.reconcile import (
+    KINDS,
+    Follow,
+    Runtime,
+    crd_changed,
+    delete_children,
+    follow,
+    left_at_stop,
+    reconcile,
+    refresh,
+    stt_path,
+)
 
 STT = (api.GROUP, api.VERSION, api.PLURAL)
 
@@ -226,7 +237,13 @@ UNANSWERED = kube.UNANSWERED
 @kopf.on.create(*STT)
 @kopf.on.update(*STT)
 async def reconcile_stt(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile the SpeechToText; not once the operator is stopping (:func:`speech_operator.reconcile.left_at_stop`):
+    kopf's retry of one that failed (its delay over as an event of it came, queued or handled at the stop), or an event
+    queued at the stop, was a whole reconcile in the pod's grace, which the next replica's start makes anyway (kopf
+    resumes each SpeechToText). kopf then counts it handled: its resumption at the next start reconciles it."""
     rt = runtime(memo)
+    if left_at_stop("its reconcile", namespaced(namespace), name):
+        return
     try:
         await reconcile(rt, namespaced(namespace), name)
     except UNANSWERED as exc:  # kopf's one line, no traceback, and it tries again then

@@ -201,7 +201,7 @@ class Runtime:
         await asyncio.sleep(delay)
         if self.retries.get((namespace, name)) is asyncio.current_task():
             del self.retries[(namespace, name)]  # the reconcile may ask for the next one
-        if not _stopping("its reconcile again", namespace, name):
+        if not left_at_stop("its reconcile again", namespace, name):
             await _said(reconcile(self, namespace, name), namespace, name)
 
     def refresh(self, namespace: str, name: str) -> None:
@@ -221,7 +221,7 @@ class Runtime:
         try:
             while True:
                 self._refresh_again.discard(key)
-                if _stopping("its status refresh", namespace, name):
+                if left_at_stop("its status refresh", namespace, name):
                     return
                 started = loop.time()
                 await _said(refresh(self, namespace, name), namespace, name)
@@ -284,7 +284,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         while (left := relisting.last + self.config.relist_settle_seconds - loop.time()) > 0:  # each object put the end later
             await asyncio.sleep(left)
-        if _stopping(f"the look after kopf's {kind}s listed again", scope or "every namespace"):
+        if left_at_stop(f"the look after kopf's {kind}s listed again", scope or "every namespace"):
             return
         relisting.looking = True
         if kind == api.KIND:  # cancelled by one more of that listing
@@ -424,9 +424,10 @@ class Runtime:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _stopping(what: str, *of: str) -> bool:
+def left_at_stop(what: str, *of: str) -> bool:
     """Whether the operator is stopping (:func:`speech_operator.kopf_exit.stopping`), so that a follow-up of its own
-    falling due then (a retry, a status refresh, the look after a listing made again) does not begin: a DEBUG line.
+    falling due then (a retry, a status refresh, the look after a listing made again; kopf's retry of a reconcile,
+    :func:`speech_operator.handlers.reconcile_stt`) does not begin: a DEBUG line.
     Each was reads and writes in the pod's grace until the cleanup cancelled it (:meth:`Runtime.stop_retries`), for a
     SpeechToText the next replica's start reconciles anyway (kopf resumes each one); one under way finishes."""
     if not kopf_exit.stopping():

@@ -141,6 +141,53 @@ async def test_a_retry_falling_due_at_the_stop_does_not_begin(cluster: Cluster, 
     assert unstarved < HANDLER_GRACE_SECONDS / 2, (took, unstarved)
 
 
+async def test_kopfs_retry_of_a_reconcile_falling_due_at_the_stop_does_not_begin(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """A SpeechToText's reconcile failed on an API server away (503): kopf retries it after the re-check interval, at
+    the next event of it. The operator is stopped (as SIGTERM) while kopf still writes that failure down (its PATCH
+    held), with an event of that SpeechToText queued behind (a label added), the interval over: kopf handles that event
+    at the stop, and its retry does not begin (a DEBUG line); kopf counts it handled, and the next start resumes that
+    SpeechToText. Before, it was a whole reconcile (reads, the Deployment's creation, a status write) in the pod's
+    grace."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.reconcile")
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holds_the_failure_written(request: Any) -> None:  # no answer: kmock's own once released
+        cluster.emulator[f"patch {cluster.stt_url('en-us')}"] << holds_the_failure_written  # kmock's: one request each
+        sent = request.data if isinstance(request.data, dict) else {}  # kopf's finalizer: a JSON patch (a list)
+        annotations = (sent.get("metadata") or {}).get("annotations") or {}
+        if request.headers.get("User-Agent", "").startswith("kopf/") and f"{api.GROUP}/reconcile_stt" in annotations:
+            if not held.is_set():
+                held.set()
+                await release.wait()
+    cluster.emulator[f"patch {cluster.stt_url('en-us')}"] << holds_the_failure_written
+    cluster.emulator.failing[("deployments", "en-us", None)] = (503, "ServiceUnavailable", "the API server is away")
+    await cluster.api.create(cluster.stt_url(), stt("en-us", "en-US"))
+    await asyncio.wait_for(held.wait(), 20)
+    await cluster.api.patch(cluster.stt_url("en-us"), {"metadata": {"labels": {"team": "speech"}}})
+    await asyncio.sleep(1.0)  # the label's event queued in kopf (its watch), the retry's delay (0.2 s) over
+    del cluster.emulator.failing[("deployments", "en-us", None)]
+    assert cluster.stop_operator is not None
+    at = len(list(cluster.emulator))
+    stopwatch = Unstarved()
+    try:
+        stopping = asyncio.ensure_future(cluster.stop_operator())
+        await asyncio.sleep(0.2)  # the stop begun
+        release.set()
+        took = await stopping
+        unstarved = stopwatch.read()
+    finally:
+        stopwatch.close()
+        release.set()
+    after = [f"{r.method.name} {r.resource.plural} {r.name}" for r in list(cluster.emulator)[at:]
+             if operators(r) and r.resource is not None]
+    left = [r.getMessage() for r in caplog.records if r.getMessage().endswith("left: the operator is stopping")
+            and r.name == "speech_operator.reconcile"]
+    print(f"stop {took:.2f} s ({unstarved:.2f} s not waiting for a CPU); after it {after}; left {left}")
+    assert not [r for r in after if r.endswith(" en-us") and not r.startswith("PATCH speechtotexts")], after
+    assert "its reconcile of speech/en-us left: the operator is stopping" in left, left
+    assert unstarved < HANDLER_GRACE_SECONDS / 2, (took, unstarved)
+
 async def test_the_startup_activity_is_over_at_its_first_step(apiserver: Cluster) -> None:
     """kopf's startup activity of the operator's handlers (kopf 1.45.2's own runner of it, as its operator calls it) is
     over at its first step: kopf begins it (its task's first step) before it listens for SIGTERM, so that a stop cannot
