@@ -33,7 +33,7 @@ BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
 # recognizer that takes in nothing of a stream's end is this one: the service's fault, which pages.
 BACKEND_NOT_READING = Kind("backend_not_reading", 502, 1011, "Error", errors.WARNING, usp_turn=False,
                            doc="the recognizer took in none of the stream's last bytes (the gateway's close behind them) "
-                               "for 1 s after the gateway's close (the client closed or left, or the stop closed the "
+                               "and sent nothing for 1 s after the gateway's close (the client closed or left, or the stop closed the "
                                "stream), or had not taken them all in SPEECH_GATEWAY_SEND_STALL_SECONDS after it: its "
                                "connection was reset (its pod is stuck, or decodes slower than the audio came)", alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,

@@ -80,7 +80,7 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import STALL_SECONDS, HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
-from speech_recognizer.connection_cap import Intake, peer_gone, reset, unsent_bytes
+from speech_recognizer.connection_cap import Intake, peer_gone, received_bytes, reset, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -938,8 +938,11 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     nothing in waits for it to, for ever, and aiohttp's close of it would leave those bytes and a FIN behind them to the
     kernel, which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
 
-    A recognizer that took in none of them for CLOSE_REPLY_SECONDS has its connection reset, ``failed`` told
-    (``backend_not_reading``, of ``backend``'s locale; a client that takes in nothing is ``not_reading``): it is stuck.
+    A recognizer that took in none of them and sent nothing (:func:`~speech_recognizer.connection_cap.received_bytes`)
+    for CLOSE_REPLY_SECONDS has its connection reset, ``failed`` told (``backend_not_reading``, of ``backend``'s locale;
+    a client that takes in nothing is ``not_reading``): it is stuck. A recognizer reads its socket again only once it
+    handled the messages of its last read (uvicorn's, up to 256 KiB: seconds of decoding), taking in nothing meanwhile,
+    but answers the audio it decodes: what it sends shows it busy, as a stopped process sends nothing.
     One that takes them in is busy, not stuck: it reads a stream's audio at its decoding's pace once its read-ahead
     (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that sent a file faster than real time and
     left included, and its close comes once it reads there. It gets up to ``bound`` (the gateway's bound on a peer
@@ -955,6 +958,7 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     loop = asyncio.get_running_loop()
     began = loop.time()
     intake = Intake(unsent_bytes(transport), began)
+    heard = received_bytes(transport)
     closing = asyncio.ensure_future(_close(upstream, code, reason))
     failure: Failure | None = None
     try:
@@ -963,6 +967,9 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
             now = loop.time()
             unsent = unsent_bytes(transport)
             stalled = intake.look(unsent, now)
+            if (said := received_bytes(transport)) is not None and heard is not None and said > heard:
+                stalled = intake.heard(now)  # it still answers the stream: decoding what it read ahead, not stuck
+            heard = said
             if not unsent and (closing.done() or now - began >= CLOSE_REPLY_SECONDS):
                 return
             if now - began < CLOSE_REPLY_SECONDS:
@@ -970,8 +977,8 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
             where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
             if stalled >= CLOSE_REPLY_SECONDS:
                 failure = Failure(f"{where} had not taken in the stream's last {unsent} bytes (its close behind them) "
-                                  f"{CLOSE_REPLY_SECONDS:g} s after the close, taking in none for {stalled:.1f} s: its "
-                                  "connection was reset", failures.BACKEND_NOT_READING)
+                                  f"{CLOSE_REPLY_SECONDS:g} s after the close, taking in none and sending nothing for "
+                                  f"{stalled:.1f} s: its connection was reset", failures.BACKEND_NOT_READING)
             elif over is not None and over.is_set():
                 failure = Failure(f"the gateway stopped before {where} took in the stream's last {unsent} bytes (its "
                                   "close behind them): its connection was reset", failures.STOPPED)

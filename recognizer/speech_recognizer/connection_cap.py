@@ -121,6 +121,11 @@ class Intake:
         self.unsent = unsent
         return now - self.since
 
+    def heard(self, now: float) -> float:
+        """The peer shows at ``now`` that it works on the connection otherwise (it sent something): the clock restarts."""
+        self.since = now
+        return 0.0
+
 
 #: ``tcpi_state`` of a connection its peer has reset (Linux's ``TCP_CLOSE``, the state a reset leaves it in).
 _TCP_CLOSE = 7
@@ -145,6 +150,24 @@ def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:
         return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
     except (OSError, ValueError):  # closed meanwhile (uvloop's socket then has the file descriptor -1: a ValueError)
         return None
+
+
+#: Where ``tcpi_bytes_received`` (a u64, Linux 4.1 and later) lies in Linux's ``struct tcp_info``, and its end.
+_BYTES_RECEIVED = slice(128, 136)
+
+
+def received_bytes(transport: asyncio.BaseTransport | None) -> int | None:
+    """Bytes of data the peer has sent on the connection so far, read or not (``TCP_INFO``'s ``tcpi_bytes_received``);
+    None where the kernel does not say, or the socket is closed. A peer whose process is stopped sends nothing (its
+    kernel only acknowledges)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _BYTES_RECEIVED.stop)
+    except (OSError, ValueError):  # closed meanwhile (uvloop's socket then has the file descriptor -1: a ValueError)
+        return None
+    return int.from_bytes(info[_BYTES_RECEIVED], sys.byteorder) if len(info) >= _BYTES_RECEIVED.stop else None
 
 
 def reset_by_peer(transport: asyncio.BaseTransport | None) -> bool:
