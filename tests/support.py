@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,6 +421,33 @@ class _Schedstat:
         self.fds.clear()
 
 
+#: How long before the reading that credits it a thread's wait for a CPU may have begun, as :func:`wait_spans` takes it:
+#: under load a wait lasts tens of milliseconds (CFS's slices of the others runnable), rarely more.
+WAIT_CREDITED_WITHIN = 1.0
+
+
+def wait_spans(before: float, now: float, waits: Sequence[float]) -> list[tuple[float, float]]:
+    """When threads waited for a CPU between two readings of their schedstat (at ``before`` and ``now``), from each
+    thread's wait credited meanwhile (``waits``, seconds): at most the time between, the threads waiting at once counted
+    once (at its end), and what each was credited beyond that time just before it. The kernel credits a wait (schedstat's
+    second field) as it ends, when the thread gets a CPU: capped at the time between the readings, as these waits were
+    before, most of a starved process's were lost (a child burning 1 s of CPU on a CPU shared with 5 busy loops took
+    13.8 s of clock, 12.7 s of it waiting by its schedstat, and 5.5 s were read as not waiting)."""
+    between = now - before
+    within = min(between, sum(min(wait, between) for wait in waits))
+    return [(now - within, now), *((before - (wait - between), before) for wait in waits if wait > between)]
+
+
+def waited(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """The seconds from ``start`` to ``end`` that ``spans`` (from, to: :func:`wait_spans`) cover: their union's."""
+    total, reach = 0.0, start
+    for begun, ended in sorted(spans):
+        begun, ended = max(begun, reach), min(ended, end)
+        if ended > begun:
+            total, reach = total + ended - begun, ended
+    return total
+
+
 #: How long :meth:`Unstarved.beyond` waits by the clock at most, however starved: this many times its bound, and no more
 #: than :data:`STARVED_CLOCK_EXTRA` seconds past it (a bound must end a test that hangs on a machine shared by many).
 STARVED_CLOCK_FACTOR = 10
@@ -430,23 +457,28 @@ STARVED_CLOCK_EXTRA = 60.0
 class Unstarved:
     """A stopwatch of the time this process and its children did not wait for a CPU (the :class:`Starved` measure),
     read at its caller's own pace rather than by a sampling thread: each :meth:`read` adds the clock time since the
-    one before, less what the threads waited for a CPU meanwhile (at most that time: threads waiting at once count
-    once). For a wait's bound that a loaded machine should stretch and a quiet one should not: when nothing waits for
-    a CPU it reads the clock's time."""
+    one before, less what the threads waited for a CPU meanwhile (threads waiting at once count once: :func:`waited`).
+    For a wait's bound that a loaded machine should stretch and a quiet one should not: when nothing waits for a CPU
+    it reads the clock's time."""
 
     def __init__(self) -> None:
         self._read = _Schedstat(skip=0)  # no thread is skipped: the reader's own waits count too
         self._at, self._waits = time.monotonic(), self._read()
+        self._began, self._recent = self._at, list[tuple[float, float]]()
         self.seconds = 0.0
         self.clock = 0.0
 
     def read(self) -> float:
         """The unstarved seconds since this stopwatch began (and :attr:`clock`, the clock's)."""
         now, waits = time.monotonic(), self._read()
-        span = now - self._at
-        waited = sum(max(0, waits[tid] - self._waits[tid]) for tid in waits.keys() & self._waits.keys()) / 1e9
-        self.seconds += span - min(span, waited)
-        self.clock += span
+        new = wait_spans(self._at, now, [(waits[tid] - self._waits[tid]) / 1e9 for tid in waits.keys() & self._waits.keys()])
+        # a wait credited now may have begun before the last reading (:func:`wait_spans`): it is taken from the time
+        # counted so far, whose waits of the last seconds are kept so as to count none twice
+        self._recent = [(a, b) for a, b in self._recent if b > now - 2 * WAIT_CREDITED_WITHIN]
+        before = waited(self._recent, self._began, now)
+        self._recent += new
+        self.clock = now - self._began
+        self.seconds = max(0.0, self.seconds + (now - self._at) - (waited(self._recent, self._began, now) - before))
         self._at, self._waits = now, waits
         return self.seconds
 
@@ -518,17 +550,15 @@ class Starved:
         samples counts for nothing there), but the threads ``beside`` (native ids: :func:`threads_named`): work
         beside what is timed (another stream's decoding), whose waits for a CPU would hide a stall of what is timed
         while it idles."""
-        waited = 0.0
         at, samples = 1 if epoch else 0, self.samples
         # Only the samples around the stretch (the sampler appends in time order): a caller that polls (a wait for
         # decoders every 50 ms) walks its own stretch, not every sample since entering, holding the GIL meanwhile.
+        # Those a little after it too: a wait is credited as it ends (:func:`wait_spans`).
         last = len(samples)
         first = max(0, bisect_right(samples, start, hi=last, key=lambda s: s[at]) - 1)
-        last = min(last, bisect_left(samples, end, lo=first, hi=last, key=lambda s: s[at]) + 1)
+        last = min(last, bisect_left(samples, end + WAIT_CREDITED_WITHIN, lo=first, hi=last, key=lambda s: s[at]) + 1)
+        spans = []
         for i in range(first, last - 1):
             (t0, w0), (t1, w1) = (samples[i][at], samples[i][2]), (samples[i + 1][at], samples[i + 1][2])
-            overlap = min(t1, end) - max(t0, start)
-            if overlap > 0:
-                delta = sum(max(0, w1[tid] - w0[tid]) for tid in w1.keys() & w0.keys() if tid not in beside) / 1e9
-                waited += min(t1 - t0, delta) * overlap / (t1 - t0)
-        return end - start - waited
+            spans += wait_spans(t0, t1, [(w1[tid] - w0[tid]) / 1e9 for tid in w1.keys() & w0.keys() if tid not in beside])
+        return end - start - waited(spans, start, end)

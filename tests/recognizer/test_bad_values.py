@@ -219,7 +219,7 @@ def test_malformed_messages_on_every_route(srv: ServerThread, normal: Audio) -> 
                            turn_end=True)
         assert code in CLIENT_ERRORS | {1000}, (config, code)
 
-    with Starved() as starved, paced_stream(srv, normal) as stream:
+    with Starved() as starved, paced_stream(srv, normal, starved=starved) as stream:
         started = time.monotonic()
         for examples in (rest_query, rest_content_type, vosk_text, usp_context, usp_config):
             examples()

@@ -261,7 +261,7 @@ def test_clients_leaving_mid_upload_or_when_refused_are_one_debug_line(
     wav = speech_wav.read_bytes()
     audio = Audio(*read_wav(utterances_wav)[:2], utterances_wav)
     warm(single, audio)
-    with Starved() as starved, Records() as logs, paced_stream(single, audio) as normal:  # also holds the only decoder
+    with Starved() as starved, Records() as logs, paced_stream(single, audio, starved=starved) as normal:  # also holds the only decoder
         for body in (wav[: len(wav) // 2], wav):  # gone mid-upload; gone while refused as busy
             with socket.create_connection(("127.0.0.1", single.port)) as raw:
                 raw.sendall(

@@ -102,7 +102,7 @@ def post(base: str, wav: bytes) -> httpx.Response:
 
 
 def test_idle_vosk_clients_give_their_decoders_back(idle: Idle, speech_wav: Path, normal: Audio) -> None:
-    with Starved() as starved, paced_stream(idle.srv, normal) as stream:
+    with Starved() as starved, paced_stream(idle.srv, normal, starved=starved) as stream:
         with contextlib.ExitStack() as clients:
             quiet = [clients.enter_context(connect(f"{idle.srv.ws}/vosk?language=ko-KR")) for _ in range(2)]
             first = time.monotonic()
@@ -162,7 +162,7 @@ async def _quiet_turn(ws_base: str, query: str = "") -> tuple[list[dict], int, s
 
 
 def test_an_idle_speech_sdk_turn_ends_with_a_reason(idle: Idle, normal: Audio) -> None:
-    with Starved() as starved, paced_stream(idle.srv, normal) as stream:
+    with Starved() as starved, paced_stream(idle.srv, normal, starved=starved) as stream:
         for query in ("", "&initialSilenceTimeoutMs=500"):
             bodies, code, reason, sent, came = asyncio.run(_quiet_turn(idle.srv.ws, query))
             # The close alone: the SDK reports a close 1007 at once as BadRequest with its reason (after an
