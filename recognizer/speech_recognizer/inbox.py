@@ -22,15 +22,29 @@ A client that half-closed and reads on (:data:`~.deadlines.HALF_CLOSED`) has wha
 dropped, its FIN behind the read-ahead or not.
 A close frame behind more than the read-ahead is not looked for: it is read after the audio before it, or the client's
 own close timeout ends its connection (a reset, or a FIN behind what it sent: :attr:`~.deadlines.Backlog.ended`).
+
+An inbox given a ``spill`` (the /vosk route's: :data:`SPILL_BYTES`) reads on past its limit, keeping what it reads in
+temporary files (:class:`Spill`, in :func:`tempfile.gettempdir`: the pod's /tmp), up to ``spill`` bytes not yet handled.
+A client's keepalive pings come on the same connection as its audio, and the server answers a ping only once it has read
+it: a websockets client (vosk-server's usual Python client: a ping every 20 s, 20 s for its pong) that sent a recording
+ahead of a busy server's decoding had its pings wait behind that audio, and closed the connection itself with 1011
+"keepalive ping timeout", its results lost. Read on, its pings are answered as they come, and so is a close frame. On
+disk, not in memory: a stream's audio held so is bounded by ``spill`` (a client that sends more is held back, as
+before), and all streams' together by ``DecoderMaxCount`` (only a stream holding a decoder reads ahead), counted in
+:func:`spilled_bytes`. A spill that cannot be written (the disk full) stops the reading ahead, nothing lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import struct
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .deadlines import HALF_CLOSED
 from .errors import CLIENT_GONE, DRAINING, Failure
@@ -38,8 +52,15 @@ from .errors import CLIENT_GONE, DRAINING, Failure
 if TYPE_CHECKING:
     from .models import LoadedModel, ModelRegistry
 
+log = logging.getLogger(__name__)
+
 #: Most bytes of messages read ahead of their handling, per stream holding a decoder (65 s of 16 kHz mono PCM).
 READ_AHEAD_BYTES = 2 << 20
+#: Most bytes of messages read ahead beyond :data:`READ_AHEAD_BYTES` and kept on disk, per /vosk stream holding a
+#: decoder (35 min of 16 kHz mono PCM, 70 min at 8 kHz).
+SPILL_BYTES = 64 << 20
+#: A spill's file is closed (its disk space freed) once handled; a new one is begun past this many bytes.
+SPILL_FILE_BYTES = 8 << 20
 
 Message = Mapping[str, Any]
 
@@ -48,6 +69,73 @@ ENDED_UNREAD: Message = {"type": "websocket.disconnect", "code": 1006}
 #: The disconnect's code when the server's stop closed the connection (uvicorn's ``shutdown``: what the drain's deadline
 #: leaves running is closed so), not its client.
 SHUTDOWN_CLOSE = 1012
+
+
+#: A spilled message's head: its kind (b: binary, t: text), when it was read (time.monotonic), its length, and the
+#: bytes of audio it carries.
+_HEAD = struct.Struct("<cdII")
+#: Bytes of messages held on disk by every :class:`Spill` of this process now.
+_spilled_total = 0
+
+
+def spilled_bytes() -> int:
+    """Bytes of WebSocket messages read ahead and held on disk now, all streams together (``/metrics``)."""
+    return _spilled_total
+
+
+class Spill:
+    """Messages in order on disk: a queue of temporary files, each closed (its space freed) once read through."""
+
+    def __init__(self) -> None:
+        #: The files, oldest first, each with how far it was read; written at the end of the last, read from the first.
+        self._files: deque[tuple[IO[bytes], list[int]]] = deque()
+        #: Bytes written and not read yet (heads included), their messages, and the bytes of audio they carry.
+        self.bytes = 0
+        self.count = 0
+        self.audio = 0
+
+    def put(self, message: Message, read_at: float, audio: int) -> None:
+        """Keep ``message`` (a text or binary one, carrying ``audio`` bytes of audio) after the others; raises OSError
+        when it cannot be written."""
+        global _spilled_total
+        text = message.get("text")
+        data = text.encode() if text is not None else message.get("bytes") or b""
+        record = _HEAD.pack(b"t" if text is not None else b"b", read_at, len(data), audio) + data
+        if not self._files or os.fstat(self._files[-1][0].fileno()).st_size >= SPILL_FILE_BYTES:
+            self._files.append((tempfile.TemporaryFile(prefix="speech-read-ahead-"), [0]))
+        file = self._files[-1][0]
+        os.pwrite(file.fileno(), record, os.fstat(file.fileno()).st_size)
+        self.bytes += len(record)
+        self.count += 1
+        self.audio += audio
+        _spilled_total += len(record)
+
+    def take(self) -> tuple[Message, float]:
+        """The oldest message kept, and when it was read."""
+        global _spilled_total
+        file, at = self._files[0]
+        kind, read_at, length, audio = _HEAD.unpack(os.pread(file.fileno(), _HEAD.size, at[0]))
+        data = os.pread(file.fileno(), length, at[0] + _HEAD.size)
+        at[0] += _HEAD.size + length
+        if len(self._files) > 1 and at[0] >= os.fstat(file.fileno()).st_size:
+            self._files.popleft()[0].close()
+        self.bytes -= _HEAD.size + length
+        self.count -= 1
+        self.audio -= audio
+        _spilled_total -= _HEAD.size + length
+        if not self.count:  # read through: the last file too, begun again
+            self.close()
+        if kind == b"t":
+            return {"type": "websocket.receive", "text": data.decode()}, read_at
+        return {"type": "websocket.receive", "bytes": data}, read_at
+
+    def close(self) -> None:
+        """Drop what is kept (its files closed, their space freed)."""
+        global _spilled_total
+        _spilled_total -= self.bytes
+        self.bytes = self.count = self.audio = 0
+        while self._files:
+            self._files.popleft()[0].close()
 
 
 def _size(message: Message) -> int:
@@ -70,13 +158,20 @@ class Inbox:
     """The messages of one accepted WebSocket, in order; :meth:`close` it at the connection's end."""
 
     def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES,
-                 audio_bytes: Callable[[Message], int] | None = None, ended: Callable[[], bool] | None = None) -> None:
+                 audio_bytes: Callable[[Message], int] | None = None, ended: Callable[[], bool] | None = None,
+                 spill: int = 0) -> None:
         """``audio_bytes``: the bytes of audio a message carries (default: all of a binary message), for
         :attr:`dropped_audio_bytes`; ``ended``: whether the client's end of the connection has come, unread
-        (:attr:`~.deadlines.Backlog.ended`), asked only while reading ahead is held at ``limit`` (None: never)."""
+        (:attr:`~.deadlines.Backlog.ended`), asked only while reading ahead is held at its limits (None: never);
+        ``spill``: most bytes read ahead beyond ``limit`` and kept on disk (:class:`Spill`; 0: none)."""
         self._receive = receive
         self._ended = ended
         self.limit = limit
+        self.spill_limit = spill
+        #: What was read after the messages in memory, kept on disk (created at the first message past ``limit``).
+        self._spill: Spill | None = None
+        #: What was read after the spill, in memory: a message its spill could not take, a half-closed client's end.
+        self._tail: deque[tuple[Message, float]] = deque()
         self._audio_bytes = audio_bytes or (lambda message: len(message.get("bytes") or b""))
         #: The messages read and not yet handled, each with when it was read from the socket (time.monotonic).
         self._messages: deque[tuple[Message, float]] = deque()
@@ -106,8 +201,39 @@ class Inbox:
         self._ahead = value
         self._more.set()
 
+    def _spilled(self) -> int:
+        return self._spill.bytes if self._spill is not None else 0
+
     def _may_read(self) -> bool:
-        return self._asked or (self._ahead and self._bytes < self.limit)
+        if self._asked:
+            return True
+        if not self._ahead or self._tail:
+            return False
+        return (self._bytes < self.limit and not self._spilled()) or self._spilled() < self.spill_limit
+
+    def _keep(self, message: Message) -> None:
+        """``message``, read now, after the others: in memory within ``limit``, else on disk (or, the disk failing, in
+        memory, after the spill: no more is read ahead then)."""
+        now = time.monotonic()
+        if self._tail:
+            self._tail.append((message, now))
+            return
+        if not self._spilled() and (self._asked or self._bytes < self.limit or not self.spill_limit):
+            self._messages.append((message, now))
+            self._bytes += _size(message)
+            return
+        if not self.spill_limit:  # the disk failed: after the spill
+            self._tail.append((message, now))
+            return
+        try:
+            if self._spill is None:
+                self._spill = Spill()
+            self._spill.put(message, now, self._audio_bytes(message))
+        except OSError as exc:
+            log.warning("cannot keep a WebSocket's audio read ahead on disk in %s (%s): reading ahead stops at %d bytes",
+                        tempfile.gettempdir(), exc, self._bytes + self._spilled())
+            self.spill_limit = 0
+            self._tail.append((message, now))
 
     async def _read(self) -> None:
         try:
@@ -121,12 +247,11 @@ class Inbox:
                 message = await self._receive()
                 if message.get("type") == "websocket.disconnect":
                     if message.get(HALF_CLOSED):  # it reads on: what it sent before is handled, then the end
-                        self._messages.append((message, time.monotonic()))
+                        (self._tail if self._tail or self._spilled() else self._messages).append((message, time.monotonic()))
                     else:
                         self._end(message)
                     return
-                self._messages.append((message, time.monotonic()))
-                self._bytes += _size(message)
+                self._keep(message)
                 self._asked = False  # what was asked for has come: read on only ahead, within the limit
                 self._arrived.set()
         finally:  # the disconnect, or a failure the route's next receive raises
@@ -134,16 +259,44 @@ class Inbox:
 
     def _end(self, disconnect: Message) -> None:
         """Nobody is left to answer: what was read ahead is dropped, the route hears of ``disconnect`` next."""
-        self.dropped_bytes += self._bytes
-        self.dropped = [m for m, _ in self._messages]
-        self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
-        self._messages.clear()
-        self._bytes = 0
+        self.drop()
         self._messages.append((disconnect, time.monotonic()))
+
+    def drop(self) -> None:
+        """Drop what was read and not handled, counted (:attr:`dropped_bytes`, :attr:`dropped_audio_bytes`)."""
+        self.dropped = [m for m, _ in self._messages]
+        self.dropped_bytes += self._bytes
+        self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
+        if self._spill is not None:  # counted, not kept (:meth:`recover` gives back what was in memory)
+            self.dropped_bytes += self._spill.bytes - self._spill.count * _HEAD.size
+            self.dropped_audio_bytes += self._spill.audio
+            self._spill.close()
+        tail = [m for m, _ in self._tail]
+        self.dropped_bytes += sum(map(_size, tail))
+        self.dropped_audio_bytes += sum(map(self._audio_bytes, tail))
+        self._messages.clear()
+        self._tail.clear()
+        self._bytes = 0
+
+    def _take_spilled(self) -> tuple[Message, float]:
+        assert self._spill is not None
+        return self._spill.take()
+
+    def _next(self) -> tuple[Message, float] | None:
+        """The oldest message read and not handled (None: none): from memory, then the spill, then the tail."""
+        if self._messages:
+            message, arrived = self._messages.popleft()
+            self._bytes -= _size(message)
+            return message, arrived
+        if self._spilled():
+            return self._take_spilled()
+        if self._tail:
+            return self._tail.popleft()
+        return None
 
     async def receive(self) -> Message:
         """The next message (cancelling the wait loses none)."""
-        while not self._messages:
+        while not (self._messages or self._spilled() or self._tail):
             if self._reader.done():  # after the disconnect, as a WebSocket would
                 self._reader.result()
                 raise RuntimeError("the connection is over: no message after its disconnect")
@@ -154,8 +307,9 @@ class Inbox:
                 await self._arrived.wait()
             finally:
                 self._asked = False
-        message, self.arrived = self._messages.popleft()
-        self._bytes -= _size(message)
+        taken = self._next()
+        assert taken is not None
+        message, self.arrived = taken
         self._more.set()
         return message
 
@@ -184,15 +338,15 @@ class Inbox:
         self.ahead = ahead
         return load.result()
 
-    def take_arrived(self) -> list[Message]:
-        """The messages read and not yet handled, without waiting for more (the route handles them itself)."""
-        messages = [m for m, _ in self._messages]
-        if self._messages:
-            self.arrived = self._messages[-1][1]
-        self._messages.clear()
-        self._bytes = 0
+    def take_arrived(self) -> Message | None:
+        """The next message read and not yet handled, without waiting for more (None: none; the route handles them
+        itself)."""
+        taken = self._next()
+        if taken is None:
+            return None
+        message, self.arrived = taken
         self._more.set()
-        return messages
+        return message
 
     def recover(self) -> list[Message]:
         """The messages read ahead and dropped at the disconnect, handed back to a route that can still use them (a
@@ -207,3 +361,5 @@ class Inbox:
         self._ended = None
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
+        if self._spill is not None:
+            self._spill.close()

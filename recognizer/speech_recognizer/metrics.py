@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import errors, heap
+from . import errors, heap, inbox
 from .admission import Admission
 from .connection_cap import ConnectionCap
 from .engine import SessionRecord
@@ -40,6 +40,8 @@ class Metrics:
             registry=self.registry,
         )
         self.active_sessions = Gauge("speech_active_sessions", "Recognitions decoding now", registry=self.registry)
+        Gauge("speech_read_ahead_spilled_bytes", "Bytes of /vosk streams' messages read ahead of their decoding and "
+              "kept in temporary files now (at most 64 MiB a stream)", registry=self.registry).set_function(inbox.spilled_bytes)
         self.decoder_cpu_seconds = Histogram(
             "speech_decoder_cpu_seconds",
             "CPU time the decoder thread spent on each recognition (thread CPU time, not wall time)",

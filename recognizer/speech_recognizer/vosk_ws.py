@@ -45,7 +45,7 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
+from .inbox import SHUTDOWN_CLOSE, SPILL_BYTES, Inbox, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -169,7 +169,7 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        self.inbox = Inbox(self.ws.receive, ended=self.deadlines.ended_unread())
+        self.inbox = Inbox(self.ws.receive, ended=self.deadlines.ended_unread(), spill=SPILL_BYTES)
         try:
             model = await self.inbox.model(self.engine.registry, self.locale)
             self.config = VoskConfig(model.sample_rate)
@@ -222,12 +222,16 @@ class Conversation:
         the decoder before the final result, each chunk answered as before: a client that sent ahead of the decoding is
         answered for everything the server took in, and tells by the replies which chunks were decoded. (Dropped, the
         final result read as the answer to the last chunk sent, and that audio was lost unseen.) At most the inbox's
-        read-ahead (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`); up to the first message that is not audio."""
+        read-ahead in memory (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`), what it kept on disk beyond dropped
+        undecoded (the stream is over); up to the first message that is not audio."""
         self.inbox.ahead = False
-        for message in self.inbox.take_arrived():
+        taken = 0
+        while taken < self.inbox.limit and (message := self.inbox.take_arrived()) is not None:
             if message.get("bytes") is None:
                 break
+            taken += len(message["bytes"])
             await self._audio(message["bytes"])
+        self.inbox.drop()
 
     async def _audio(self, data: bytes) -> None:
         config = self.config

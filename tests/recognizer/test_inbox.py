@@ -6,11 +6,13 @@ test_gone_clients.py."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from speech_recognizer.deadlines import HALF_CLOSED
-from speech_recognizer.inbox import Inbox
+from speech_recognizer.inbox import Inbox, spilled_bytes
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -101,6 +103,70 @@ def test_a_wait_cancelled_loses_no_message() -> None:
             await asyncio.wait_for(inbox.receive(), 0.05)
         channel.put_nowait(audio(10))
         assert (await asyncio.wait_for(inbox.receive(), 1))["bytes"] == bytes(10)
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def numbered(i: int, size: int = 1000) -> dict:
+    return {"type": "websocket.receive", "bytes": bytes([i]) * size}
+
+
+def test_past_its_limit_it_reads_on_into_a_bounded_spill_in_order() -> None:
+    """A spill (the /vosk route's) reads on past the limit onto disk, at most its own limit (heads counted), no
+    further; every message comes back in order, a text among them, and the spill's files are gone once handled."""
+
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for i in range(20):
+            channel.put_nowait(numbered(i))
+        channel.put_nowait({"type": "websocket.receive", "text": '{"eof" : 1}'})
+        inbox = Inbox(channel.get, limit=3000, spill=5000)
+        inbox.ahead = True
+        await settle()
+        assert channel.qsize() == 21 - 3 - 5, "3 messages in memory, 5 on disk (5000 bytes and their heads), no more"
+        assert spilled_bytes() > 5000
+        got = [await inbox.receive() for _ in range(21)]
+        assert [m.get("bytes") for m in got[:20]] == [numbered(i)["bytes"] for i in range(20)]
+        assert got[20]["text"] == '{"eof" : 1}'
+        assert spilled_bytes() == 0
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def test_a_disconnect_read_past_the_spill_drops_it_counted() -> None:
+    async def run() -> None:
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for i in range(8):
+            channel.put_nowait(numbered(i))
+        channel.put_nowait(DISCONNECT)
+        inbox = Inbox(channel.get, limit=3000, spill=1 << 20)
+        inbox.ahead = True
+        await settle()
+        assert (await inbox.receive()) == DISCONNECT
+        assert (inbox.dropped_bytes, inbox.dropped_audio_bytes) == (8000, 8000)
+        assert spilled_bytes() == 0
+        await inbox.close()
+
+    asyncio.run(run())
+
+
+def test_a_spill_the_disk_refuses_stops_the_reading_ahead_losing_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no temporary file can be made (a /tmp full, or gone: here a folder that is not there), the message read
+    is kept in memory after the others and nothing more is read ahead; one WARNING line says so."""
+
+    async def run() -> None:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-there"))
+        channel: asyncio.Queue[dict] = asyncio.Queue()
+        for i in range(10):
+            channel.put_nowait(numbered(i))
+        inbox = Inbox(channel.get, limit=3000, spill=1 << 20)
+        inbox.ahead = True
+        await settle()
+        assert channel.qsize() == 10 - 4, "3 in memory, and the one the disk refused"
+        got = [await inbox.receive() for _ in range(10)]
+        assert [m["bytes"] for m in got] == [numbered(i)["bytes"] for i in range(10)]
         await inbox.close()
 
     asyncio.run(run())

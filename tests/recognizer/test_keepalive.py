@@ -18,11 +18,13 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 from speech_recognizer.app import create_app
+from speech_recognizer.inbox import READ_AHEAD_BYTES
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.serving import (
     DEAD_PEER_SECONDS,
@@ -72,24 +74,56 @@ def test_speech_sdk_clients_sending_files_ahead_get_every_result(pinging_server:
         assert [r.text for r in events.recognized] == [display_text(p) for p in long_ref.phrases]
 
 
-async def test_vosk_client_sending_everything_at_once_gets_every_reply(pinging_server: ServerThread, long_wav: Path, long_ref: Reference) -> None:
-    pcm, rate, _ = read_wav(long_wav)
-    chunks = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
-    async with connect(f"{pinging_server.ws}/vosk?language=ko-KR", max_size=1 << 20, ping_interval=None) as ws:
+async def sent_at_once(server: ServerThread, wav: Path, chunk: int, **keepalive: Any) -> tuple[list[bytes], list[dict]]:
+    """``wav``'s audio in chunks of ``chunk`` bytes, sent to /vosk at once, then eof, the replies read as they come
+    (the client's own ``keepalive``: websockets' ``ping_interval``, ``ping_timeout``), until the server's close 1000."""
+    pcm, rate, _ = read_wav(wav)
+    chunks = [pcm[i : i + chunk] for i in range(0, len(pcm), chunk)]
+    async with connect(f"{server.ws}/vosk?language=ko-KR", max_size=1 << 20, **keepalive) as ws:
         await ws.send(json.dumps({"config": {"sample_rate": rate}}))
 
         async def send_all() -> None:
-            for chunk in chunks:
-                await ws.send(chunk)
+            for piece in chunks:
+                await ws.send(piece)
             await ws.send('{"eof" : 1}')
 
         sender = asyncio.create_task(send_all())
         replies = [json.loads(message) async for message in ws]
         await sender
         assert (ws.close_code, ws.close_reason) == (1000, "")
+    return chunks, replies
+
+
+async def test_vosk_client_sending_everything_at_once_gets_every_reply(pinging_server: ServerThread, long_wav: Path, long_ref: Reference) -> None:
+    chunks, replies = await sent_at_once(pinging_server, long_wav, 3200, ping_interval=None)
     assert len(replies) == len(chunks) + 1  # one per chunk, and the last phrase at the end
     finals = [r["text"] for r in replies if r.get("text")]
     assert finals == long_ref.texts
+
+
+#: Times :func:`sent_ahead_wav` repeats the three utterances: past the inbox's read-ahead in memory (2 MiB) and what
+#: the kernel buffers hold on loopback, whatever the decoding's speed.
+AHEAD_REPEATS = 16
+
+
+@pytest.fixture(scope="module")
+def sent_ahead_wav(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three utterances, :data:`AHEAD_REPEATS` times: past 4 MiB of 16 kHz PCM."""
+    wav = concat([utterances_wav] * AHEAD_REPEATS, tmp_path_factory.mktemp("sent-ahead") / "ahead.wav", gap=1.0)
+    assert len(read_wav(wav)[0]) > READ_AHEAD_BYTES * 2
+    return wav
+
+
+async def test_a_pinging_vosk_client_sending_a_recording_ahead_gets_its_pongs_and_every_reply(
+    pinging_server: ServerThread, sent_ahead_wav: Path
+) -> None:
+    """vosk-server's usual Python client (websockets, its keepalive on: here a ping every 0.5 s, 3 s for its pong,
+    where its defaults are 20 and 20) sends a recording at once, then eof, and waits for its results. Its pings came
+    behind its audio, unread while the server held back what it had not decoded yet (2 MiB read ahead, the rest in the
+    kernel's buffers): it closed the connection itself with 1011 "keepalive ping timeout", its results lost."""
+    # 0.2 s chunks, as vosk-server's examples send
+    chunks, replies = await sent_at_once(pinging_server, sent_ahead_wav, 6400, ping_interval=0.5, ping_timeout=3)
+    assert len(replies) == len(chunks) + 1 and "text" in replies[-1]
 
 
 def test_connections_give_up_on_a_dead_peer() -> None:
