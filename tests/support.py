@@ -448,10 +448,23 @@ def waited(spans: Iterable[tuple[float, float]], start: float, end: float) -> fl
     return total
 
 
-#: How long :meth:`Unstarved.beyond` waits by the clock at most, however starved: this many times its bound, and no more
-#: than :data:`STARVED_CLOCK_EXTRA` seconds past it (a bound must end a test that hangs on a machine shared by many).
+#: How long :meth:`Unstarved.beyond` waits by the clock at most, however starved (a bound must end a test that hangs
+#: on a machine shared by many, where the stopwatch's unstarved time may run far slower than the clock even while
+#: what is waited on idles): :data:`STARVED_CLOCK_FACTOR` times its bound, and no more than :data:`STARVED_CLOCK_EXTRA`
+#: seconds past it or :data:`STARVED_CLOCK_LONG` times it, whichever is longer. A short bound (a reply, a status) gets
+#: a fixed margin; a long one bounds work a starved machine stretches in proportion (whole recordings decoded, Speech
+#: SDK sessions one after another), so its margin grows with it, while a hang of it still ends within a few minutes.
 STARVED_CLOCK_FACTOR = 10
 STARVED_CLOCK_EXTRA = 60.0
+STARVED_CLOCK_LONG = 3
+#: Seconds between two readings of an :class:`Unstarved` stopwatch by a loop that waits on it.
+READING_SECONDS = 0.05
+
+
+def starved_clock(bound: float) -> float:
+    """The clock's seconds after which :meth:`Unstarved.beyond` ends a wait of ``bound`` unstarved seconds, however
+    starved (:data:`STARVED_CLOCK_FACTOR`, :data:`STARVED_CLOCK_EXTRA`, :data:`STARVED_CLOCK_LONG`)."""
+    return min(STARVED_CLOCK_FACTOR * bound, max(bound + STARVED_CLOCK_EXTRA, STARVED_CLOCK_LONG * bound))
 
 
 class Unstarved:
@@ -484,8 +497,8 @@ class Unstarved:
 
     def beyond(self, bound: float) -> bool:
         """Whether ``bound`` seconds are past (read now): in time not waiting for a CPU, or by the clock after
-        :data:`STARVED_CLOCK_FACTOR` times ``bound`` (:data:`STARVED_CLOCK_EXTRA` past it at most), however starved."""
-        return self.read() > bound or self.clock > min(STARVED_CLOCK_FACTOR * bound, bound + STARVED_CLOCK_EXTRA)
+        :func:`starved_clock` of it, however starved."""
+        return self.read() > bound or self.clock > starved_clock(bound)
 
     def __str__(self) -> str:
         """The stretch read last, for an assertion's message: its clock time and :attr:`seconds`."""

@@ -15,7 +15,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ..support import Unstarved
+from ..support import READING_SECONDS, Unstarved
 
 FOLDER = Path(__file__).resolve().parent
 LOCK = FOLDER / "package-lock.json"
@@ -71,8 +71,6 @@ HANG_MS = 90000
 STOP_SECONDS = 30
 #: Seconds an app ended (SIGTERM) is given to write what it saw before it is killed.
 STOP_GRACE = 10
-#: Seconds between two readings of :func:`recognize`'s stopwatch (each written to the app).
-READING_SECONDS = 0.05
 
 
 def recognize(node: str, scenario: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -83,11 +81,12 @@ def recognize(node: str, scenario: dict[str, Any], timeout: float | None = None)
 
     The app's bounds (``timeoutMs``, ``partTimeoutMs``) and the process's (``timeout`` seconds, else ``timeoutMs`` and
     :data:`STOP_SECONDS`) are judged in time in which neither this process (the server in its threads) nor the app
-    waited for a CPU (:class:`~tests.support.Unstarved`), or by the clock after ten times as long (60 s more at most),
-    however starved: on a machine shared by many, where a test gets a small share of a CPU, a bound by the clock alone
-    failed recognitions that were only slow. The app is told that time (a line on its stdin at each reading) and stamps
-    each event with it (``work``, ms, its start included) beside the clock's (``ms``). A process past its bound is
-    ended (SIGTERM), and fails with what the app had seen by then (recognize.mjs reports on SIGTERM)."""
+    waited for a CPU (:class:`~tests.support.Unstarved`), or by the clock after :func:`~tests.support.starved_clock`
+    of them, however starved: on a machine shared by many, where a test gets a small share of a CPU, a bound by the
+    clock alone failed recognitions that were only slow. The app is told that time (a line on its stdin at each
+    reading) and stamps each event with it (``work``, ms, its start included) beside the clock's (``ms``). A process
+    past its bound is ended (SIGTERM), and fails with what the app had seen by then (recognize.mjs reports on
+    SIGTERM)."""
     app_ms = scenario.get("timeoutMs", APP_TIMEOUT_MS)
     bound = app_ms / 1000 + STOP_SECONDS if timeout is None else timeout
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
