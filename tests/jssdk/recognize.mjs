@@ -10,8 +10,10 @@
 //   properties  {PropertyId name: value} set on the SpeechConfig (setProperty)
 //   wav       a 16-bit PCM WAV file, pushed through a PushAudioInputStream in 100 ms chunks
 //   speed     push the chunks at this many times real time (none: all at once)
-//   holdAt    push no audio past this many seconds until a phrase is recognized (a speaker still talking when the
-//             first result comes back, however long the service takes)
+//   holdAt    push no audio past this many seconds until a phrase is recognized or a cancel comes (a speaker still
+//             talking when the first result comes back, however long the service takes)
+//   holdUntil "canceled": hold (holdAt) until a cancel comes, whatever is recognized before (a stream the service
+//             must end mid-stream, however long it takes); "recognized" (the default): as holdAt says
 //   keepOpen  leave the push stream open after the audio (a microphone that stays on)
 //   mode      "once" (recognizeOnceAsync) or "continuous" (startContinuousRecognitionAsync until the session stops)
 //   cuts      the audio cut at these seconds into parts, one recognition a part on the one recognizer and push
@@ -41,6 +43,9 @@ const require = createRequire(import.meta.url);
 const sdk = require("microsoft-cognitiveservices-speech-sdk");
 
 const scenario = JSON.parse(process.argv[2]);
+if (![undefined, "recognized", "canceled"].includes(scenario.holdUntil)) {
+  throw new Error(`holdUntil is "recognized" or "canceled", not ${JSON.stringify(scenario.holdUntil)}`);
+}
 const opened = [];
 if (scenario.browser) {
   const { WebSocket: NodeWebSocket } = require("ws");
@@ -139,7 +144,7 @@ async function feed(push, pcm, rate, last = true) {
   for (let i = 0, n = 0; i < pcm.length; i += chunk, n++) {
     const piece = pcm.subarray(i, i + chunk);
     if (scenario.holdAt !== undefined && i >= scenario.holdAt * rate * 2) {
-      while (!out.recognized.length && !out.canceled.length && !out.timedOut) await sleep(10);
+      while (!(scenario.holdUntil !== "canceled" && out.recognized.length) && !out.canceled.length && !out.timedOut) await sleep(10);
       t0 = Math.max(t0, Date.now() - n * 100 / (scenario.speed ?? Infinity)); // paced on from here, no burst
     }
     push.write(piece.buffer.slice(piece.byteOffset, piece.byteOffset + piece.length));

@@ -59,7 +59,7 @@ from ..conftest import make_settings
 from ..hostile import Audio, warm
 from ..support import Reference, ServerThread, Starved, TcpServerThread, free_port, read_wav, scrape_metrics
 from ..usp.sdk import config, expected, once
-from ..usp.test_idle_proxy import frame_size
+from ..usp.test_idle_proxy import HOLD_AT, frame_size
 from .node import recognize, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -260,23 +260,27 @@ class LateClose(TcpServerThread):
 def test_a_stream_past_max_session_seconds_is_a_bad_request_with_the_reason(
     jssdk: str, registry: ModelRegistry, tmp_path: Path, utterances_wav: Path, browser: bool
 ) -> None:
-    """A continuous recognition streamed in real time past ``MaxSessionSeconds`` (3 s): its phrases so far, the turn's
-    end, then a close 1007 alone, which the JavaScript SDK reports at once as ``BadRequestParameters``, the code the
-    turn's ``BadRequest`` gives, with the server's reason (open a new stream to go on). Its reading ends before the
-    close: the SDK connects no more while the app keeps the recognizer. The Python SDK is told by the turn, as before
-    (tests/recognizer/test_idle.py). Before, the JavaScript SDK got that turn too: its fixed words ("Invalid parameter
-    or unsupported audio format in the request."), the reason dropped. The close comes :data:`CLOSE_LAG` after the
-    turn's end (:class:`LateClose`): without the message that ends its reading, the SDK connects again in each run."""
-    app = create_app(make_settings(tmp_path, "MaxSessionSeconds=3", f"AudioIdleSeconds={IDLE_SECONDS:g}"), registry)
+    """A continuous recognition streamed in real time past ``MaxSessionSeconds`` (:data:`MAX_SESSION_SECONDS`): its
+    phrases so far, the turn's end, then a close 1007 alone, which the JavaScript SDK reports at once as
+    ``BadRequestParameters``, the code the turn's ``BadRequest`` gives, with the server's reason (open a new stream to go
+    on). Its reading ends before the close: the SDK connects no more while the app keeps the recognizer. The Python SDK
+    is told by the turn, as before (tests/recognizer/test_idle.py). Before, the JavaScript SDK got that turn too: its
+    fixed words ("Invalid parameter or unsupported audio format in the request."), the reason dropped. The close comes
+    :data:`CLOSE_LAG` after the turn's end (:class:`LateClose`): without the message that ends its reading, the SDK
+    connects again in each run. The app pushes nothing past :data:`HOLD_AT` until the cancel came, so the close falls
+    mid-stream however slow the machine (a server that ended the stream at its end alone would leave the app waiting
+    until its ``timeoutMs``): pushed on, the whole recording was sent before a late session began its clock."""
+    app = create_app(make_settings(tmp_path, f"MaxSessionSeconds={MAX_SESSION_SECONDS:g}", f"AudioIdleSeconds={IDLE_SECONDS:g}"),
+                     registry)
     with ServerThread(app) as srv, LateClose(srv.port) as relay:
-        out = recognize(jssdk, scenario(relay.ws, utterances_wav, mode="continuous", speed=1, browser=browser, timeoutMs=45000,
-                                        lingerMs=LINGER_MS), timeout=90)
-        reason = "the stream reached 3 s (MaxSessionSeconds); open a new one to go on"
+        out = recognize(jssdk, scenario(relay.ws, utterances_wav, mode="continuous", speed=1, holdAt=HOLD_AT, holdUntil="canceled",
+                                        browser=browser, timeoutMs=45000, lingerMs=LINGER_MS), timeout=90)
+        reason = f"the stream reached {MAX_SESSION_SECONDS:g} s (MaxSessionSeconds); open a new one to go on"
         assert [(c["cancelReason"], c["errorCode"], c["errorDetails"]) for c in out["canceled"]] == [
             ("Error", "BadRequestParameters", f"{reason} websocket error code: 1007")], out
         # by the clock: MaxSessionSeconds is clock time from the session's start (a decoder held), the audio's pace a
-        # microphone's; mid-stream, not at its end (12.5 s)
-        assert 3000 <= out["canceled"][0]["ms"] < out["audioDoneMs"], out
+        # microphone's
+        assert 1000 * MAX_SESSION_SECONDS <= out["canceled"][0]["ms"], out
         assert "\n    at " not in out["stderr"], out["stderr"]
         connected_once(out)
         session, again = refusals(srv, "session_too_long"), refusals(srv, "idle_timeout")
@@ -285,6 +289,9 @@ def test_a_stream_past_max_session_seconds_is_a_bad_request_with_the_reason(
 
 #: AudioIdleSeconds of the tests where the SDK for JavaScript might send its request again without audio.
 IDLE_SECONDS = 2.0
+#: MaxSessionSeconds of the test of a stream past it: shorter than :data:`IDLE_SECONDS`, so that audio held back (or
+#: all come at once after a late start) never ends the stream as idle first.
+MAX_SESSION_SECONDS = 1.5
 #: How long the app keeps its recognizer after its recognition ended (a page keeps it for its next one): the SDK
 #: connects again at once after a close it reads on past (:func:`connected_once`), and the server ends a request it
 #: sends again without audio after IDLE_SECONDS (counted as ``idle_timeout``).
