@@ -285,6 +285,7 @@ class Runtime:
         while (left := relisting.last + self.config.relist_settle_seconds - loop.time()) > 0:  # each object put the end later
             await asyncio.sleep(left)
         if left_at_stop(f"the look after kopf's {kind}s listed again", scope or "every namespace"):
+            self.relistings.pop((kind, scope), None)  # over: not kept until the cleanup (:meth:`stop_retries`)
             return
         relisting.looking = True
         if kind == api.KIND:  # cancelled by one more of that listing
