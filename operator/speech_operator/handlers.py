@@ -35,7 +35,7 @@ from typing import Any
 
 import kopf
 
-from speech_operator import api, builders, conditions, crd_watch, kopf_exit, kube, metrics, record
+from speech_operator import api, builders, conditions, crd_watch, kopf_exit, kopf_scanning, kube, metrics, record
 from speech_operator.autoscaler import Autoscaler
 from speech_operator.reconcile import (
     KINDS,
@@ -104,6 +104,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 4
     settings.queueing.exit_timeout = HANDLER_GRACE_SECONDS  # the handling of an event under way at exit finishes
     kopf_exit.install()  # and a worker asleep (a standby replica's peering, a delayed handler) wakes at once
+    kopf_scanning.install()  # kopf's lookup of resources ends with its requests at a stop
 
 
 @kopf.on.login()

@@ -1,5 +1,6 @@
 """kopf's exit, made prompt and quiet where kopf 1.45.2 is neither: it wakes each object's worker that sleeps, as a new
-event of that object does, and it ends the lookup of the API server's resources kopf may be making as it stops.
+event of that object does, and it tells the operator's handlers that the operator is stopping (:func:`stopping`). The
+lookup of the API server's resources kopf may be making as it stops ends with it: :mod:`speech_operator.kopf_scanning`.
 
 At exit kopf ends each watch by queueing an end-of-stream marker for each object's worker and waits up to
 ``settings.queueing.exit_timeout`` (:data:`speech_operator.handlers.HANDLER_GRACE_SECONDS`) for them to read it. A
@@ -17,13 +18,6 @@ no public hook there). A sleeper then returns at once, as at a new event, and re
 daemon's backoff is left to the next start (kopf keeps both in the object's annotations), as kopf leaves them when the
 sleep outlasts ``exit_timeout``. A worker handling an event still finishes it within ``exit_timeout``.
 
-As it starts (and again when a CRD changes), kopf looks up the resources the API server serves (``/api``, ``/apis``
-and each group version) in tasks of :func:`asyncio.as_completed`, which go on when the lookup is cancelled: a stop then
-(a pod stopped just after it started) left them running, kopf waited for them (5 s, fixed) after its cleanup had closed
-their session, and each logged an ERROR "Request attempt #1/9 failed; will retry: GET ... Connector is closed".
-:func:`install` gives kopf's lookup (``kopf._cogs.clients.scanning``, private: its module's ``asyncio``) an
-``as_completed`` whose tasks end with the lookup (:func:`as_completed`), as :func:`asyncio.gather`'s do.
-
 kopf's workers then handle every event still queued, each at once (the pressure set): a change of a child queued at
 the stop was a whole reconcile of its SpeechToText, reads and writes, in the pod's grace, for a SpeechToText the next
 replica's start reconciles anyway (kopf resumes each one). The depletion also marks the operator of its loop as
@@ -37,18 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import types
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from kopf._cogs.clients import scanning
 from kopf._core.reactor import queueing
 
 #: The attribute marking kopf's depletion as wrapped by :func:`install` (it wraps it once per process).
 WAKES = "speech_operator_wakes_sleepers"
-
-T = TypeVar("T")
 
 #: The name of kopf's root task that orchestrates its watches (kopf 1.45.2's ``kopf._core.reactor.running``): the
 #: operator's stop cancels it, and it ends its watches then.
@@ -70,11 +60,8 @@ def _orchestration_cancelled() -> bool:
 
 
 def install() -> None:
-    """Wrap kopf's depletion at exit so that it wakes each object's worker and says the operator is :func:`stopping`,
-    and give kopf's lookup of resources an :func:`as_completed` that ends its tasks with it (idempotent: once per
-    process)."""
-    if not isinstance(scanning.asyncio, _EndingWithTheLookup):
-        scanning.asyncio = _EndingWithTheLookup()
+    """Wrap kopf's depletion at exit so that it wakes each object's worker and says the operator is :func:`stopping`
+    (idempotent: once per process)."""
     original: Callable[..., Awaitable[None]] = queueing._wait_for_depletion
     if getattr(original, WAKES, False):
         return
@@ -91,32 +78,3 @@ def install() -> None:
 
     setattr(wake_then_deplete, WAKES, True)
     queueing._wait_for_depletion = wake_then_deplete
-
-
-def as_completed(aws: Iterable[Awaitable[T]]) -> Iterator[Coroutine[Any, Any, T]]:
-    """:func:`asyncio.as_completed`, whose tasks are cancelled once a wait for the next of them does not return: it was
-    cancelled (the stop), or that one failed (the others' results would go unread)."""
-    tasks = {asyncio.ensure_future(aw) for aw in aws}
-
-    async def next_one(done: Awaitable[T]) -> T:
-        try:
-            return await done
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-
-    for done in asyncio.as_completed(tasks):
-        yield next_one(done)
-
-
-class _EndingWithTheLookup(types.ModuleType):
-    """:mod:`asyncio` as kopf's lookup of resources sees it: the same, but for :func:`as_completed`."""
-
-    as_completed = staticmethod(as_completed)
-
-    def __init__(self) -> None:
-        super().__init__("asyncio")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)

@@ -167,7 +167,7 @@ async def test_a_stop_while_kopf_is_starting_is_at_once_and_quiet(apiserver: Clu
     the operator exits at once, status 0, with no ERROR. kopf's lookup left its requests running past the stop (kopf
     waits 5 s, fixed, for such tasks), which then failed on the closed session, each with an ERROR line "Request attempt
     #1/9 failed; will retry: GET .../apis/apps/v1 -> ClientConnectionError('Connector is closed.')" before kopf
-    cancelled them (speech_operator.kopf_exit)."""
+    cancelled them (speech_operator.kopf_scanning)."""
     op, took = await stopped_on_a_slow_read(apiserver, "get /apis/apps/v1", "kopf/", "run", "--namespace", "speech")
     assert op.proc.returncode == 0, "\n".join(op.lines)
     assert took.seconds < STOP_SECONDS, f"the operator took {took} to stop on SIGTERM while kopf was starting"

@@ -1,13 +1,12 @@
-"""The kopf privates the operator wraps for its exit (operator/speech_operator/kopf_exit.py), pinned with the installed
-kopf: they exist with the shape the wraps rely on, and with the wraps kopf's exit wakes a worker asleep as a standby
-replica's peering worker sleeps, the depletion says the operator is stopping only as kopf's orchestration of its
-watches is cancelled (its stop; not a watch ended as its resource went), and a stop ends kopf's lookup of the API
-server's resources with its requests. A kopf
-that renames or reshapes them fails here, in one test naming what depends on them, not as standby replicas that take
-the whole grace (HANDLER_GRACE_SECONDS) to stop again, or as a stop during kopf's start-up that takes 5 s more and logs
-an ERROR. kopf's own worker, peering processor, depletion and lookup, on a loop of this test; no API server (the peering
-event is handed to the worker as kopf's watch would; the lookup's requests reach a socket that never answers, as an API
-server slow to answer).
+"""The kopf privates the operator wraps for its exit (operator/speech_operator/kopf_exit.py, kopf_scanning.py), pinned
+with the installed kopf: they exist with the shape the wraps rely on, and with the wraps kopf's exit wakes a worker
+asleep as a standby replica's peering worker sleeps, the depletion says the operator is stopping only as kopf's
+orchestration of its watches is cancelled (its stop; not a watch ended as its resource went), and a stop ends kopf's
+lookup of the API server's resources with its requests. A kopf that renames or reshapes them fails here, in one test
+naming what depends on them, not as standby replicas that take the whole grace (HANDLER_GRACE_SECONDS) to stop again, or
+as a stop during kopf's start-up that takes 5 s more and logs an ERROR. kopf's own worker, peering processor, depletion
+and lookup, on a loop of this test; no API server (the peering event is handed to the worker as kopf's watch would; the
+lookup's requests reach a socket that never answers, as an API server slow to answer).
 """
 
 from __future__ import annotations
@@ -33,12 +32,13 @@ from kopf._cogs.structs import credentials, references
 from kopf._core.engines import peering
 from kopf._core.reactor import observation, orchestration, queueing, running
 
-from speech_operator import kopf_exit, kube
+from speech_operator import kopf_exit, kopf_scanning, kube
 from speech_operator.handlers import HANDLER_GRACE_SECONDS
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
 WRAP = "operator/speech_operator/kopf_exit.py"
+SCANNING = "operator/speech_operator/kopf_scanning.py"
 NAMESPACE = references.NamespaceName("speech")
 PEERINGS = kopf.Resource("kopf.dev", "v1", "kopfpeerings", namespaced=True)
 #: Seconds within which kopf's exit ends a worker that was asleep (it has nothing to finish).
@@ -148,25 +148,25 @@ async def test_kopfs_exit_wakes_a_standby_replicas_peering_worker_at_once(caplog
 
 
 def test_the_kopf_lookup_of_resources_the_exit_ends_uses_as_completed_by_its_modules_asyncio() -> None:
-    kopf_exit.install()
-    kopf_exit.install()
+    kopf_scanning.install()
+    kopf_scanning.install()
     version = importlib.metadata.version("kopf")
-    assert isinstance(scanning.asyncio, kopf_exit._EndingWithTheLookup), f"{WRAP} install() did not reach kopf's lookup"
-    assert scanning.asyncio.as_completed is kopf_exit.as_completed and scanning.asyncio.sleep is asyncio.sleep
+    assert isinstance(scanning.asyncio, kopf_scanning._EndingWithTheLookup), f"{SCANNING} install() did not reach kopf's lookup"
+    assert scanning.asyncio.as_completed is kopf_scanning.as_completed and scanning.asyncio.sleep is asyncio.sleep
     for fn in (scanning.scan_resources, scanning._read_old_api, scanning._read_new_apis):
         names = fn.__code__.co_names
         assert "asyncio" in names and "as_completed" in names, (
             f"kopf {version}: kopf._cogs.clients.scanning.{fn.__name__} no longer calls asyncio.as_completed by its "
-            f"module's asyncio; {WRAP} replaces that for the stop to end the lookup's requests")
+            f"module's asyncio; {SCANNING} replaces that for the stop to end the lookup's requests")
     assert "scan_resources" in observation.resource_observer.__code__.co_names, (
-        f"kopf {version}: kopf's resource observer no longer looks up resources with scanning.scan_resources; see {WRAP}")
+        f"kopf {version}: kopf's resource observer no longer looks up resources with scanning.scan_resources; see {SCANNING}")
 
 
 async def test_a_stop_ends_kopfs_lookup_of_resources_with_its_requests(caplog: pytest.LogCaptureFixture) -> None:
     """kopf's lookup of the API server's resources (as the operator starts), cancelled as a stop cancels it while the
     API server has not answered: its requests end with it. Unwrapped they went on (kopf waits 5 s for such tasks at
     exit, after its cleanup closed their session: an ERROR "Request attempt #1/9 failed ... Connector is closed")."""
-    kopf_exit.install()
+    kopf_scanning.install()
     asked: list[str] = []
 
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
