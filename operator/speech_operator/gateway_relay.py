@@ -35,8 +35,8 @@
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
   recognizer's side's is (aiohttp's client reads it, within the same bound, the close frame's own send too, longer
-  only while the recognizer takes in what still waits unsent to it; one that takes in none of that within the bound, or
-  not all of it in ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, has that connection reset: :func:`_close_within`).
+  only while bytes still wait unsent to the recognizer, busy or stuck; one that has not taken them all in
+  ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` after the close has that connection reset: :func:`_close_within`).
   A close that ends with bytes still unsent
   (a client not reading, or reading slowly) ends its connection once the client has taken them in, or resets it once it
   has taken in none of them for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, as an open connection (:meth:`HeadGuard.close_after_unsent
@@ -938,19 +938,23 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     nothing in waits for it to, for ever, and aiohttp's close of it would leave those bytes and a FIN behind them to the
     kernel, which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
 
-    A recognizer that took in none of them and sent nothing (:func:`~speech_recognizer.connection_cap.received_bytes`)
-    for CLOSE_REPLY_SECONDS has its connection reset, ``failed`` told (``backend_not_reading``, of ``backend``'s locale;
-    a client that takes in nothing is ``not_reading``): it is stuck. A recognizer reads its socket again only once it
-    handled the messages of its last read (uvicorn's, up to 256 KiB: seconds of decoding), taking in nothing meanwhile,
-    but answers the audio it decodes: what it sends shows it busy, as a stopped process sends nothing.
-    One that takes them in is busy, not stuck: it reads a stream's audio at its decoding's pace once its read-ahead
-    (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that sent a file faster than real time and
-    left included, and its close comes once it reads there. It gets up to ``bound`` (the gateway's bound on a peer
-    taking in none of its sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``: the recognizers' own ``AudioIdleSeconds``
-    default): what waits unsent is at most the relay's buffers and one message (a few seconds of audio with the
-    defaults), so one that has not taken it all in by then decodes slower than the audio came, a fault too
-    (``backend_not_reading``, reset). ``over`` (the gateway's stop ran out of time) ends the wait at once past the first
-    CLOSE_REPLY_SECONDS, so the stop keeps its bound: a recognizer still taking in then is reset as the stop's
+    A recognizer busy decoding takes in nothing for seconds: it reads its socket again only once it handled the
+    messages of its last read (uvicorn's, up to 256 KiB), and it may say nothing meanwhile (the Speech SDK's route in a
+    long silence; one reply per message decoded), so a second, or any time short of the bound a healthy one always
+    meets, cannot tell it from a stuck one. It gets up to ``bound`` (the gateway's bound on a peer taking in none of its
+    sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the live relay's on the recognizer too: the recognizers' own
+    ``AudioIdleSeconds`` default), and its close comes once it reads there: it reads a stream's audio at its decoding's
+    pace once its read-ahead (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that sent a file
+    faster than real time and left included. One that took in none of them and sent nothing
+    (:func:`~speech_recognizer.connection_cap.received_bytes`, restarting the clock as bytes taken in do) for that
+    long is stuck (a stopped process), one that has not taken them all in by then decodes slower than the audio came
+    (what waits unsent is at most the relay's buffers and one message, a few seconds of audio with the defaults): its
+    connection is reset, ``failed`` told (``backend_not_reading``, of ``backend``'s locale, which pages; a client that
+    takes in nothing is ``not_reading``). Not reset sooner and left uncounted (or of a kind that pages nobody): that would
+    give a busy recognizer its decoder back sooner (at a reset it drops what it read ahead, :mod:`speech_recognizer.inbox`;
+    waited on, it decodes about as much audio as waited unsent before the end of the connection reaches it) but count
+    a stuck one whose clients all leave within the bound nowhere. ``over`` (the gateway's stop ran out of time) ends the wait at once past the first
+    CLOSE_REPLY_SECONDS, so the stop keeps its bound: a recognizer still busy then is reset as the stop's
     (``gateway_stopped``). Once nothing waits unsent, its close reply gets CLOSE_REPLY_SECONDS from the close, then
     the connection ends (a FIN behind the close). aiohttp's own wait for the reply is unbounded (:func:`connect_upstream`):
     its bound, ended, would close the connection, and what the kernel still held unsent could no longer be looked at."""
@@ -975,10 +979,10 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
             if now - began < CLOSE_REPLY_SECONDS:
                 continue
             where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
-            if stalled >= CLOSE_REPLY_SECONDS:
+            if stalled >= bound:
                 failure = Failure(f"{where} had not taken in the stream's last {unsent} bytes (its close behind them) "
-                                  f"{CLOSE_REPLY_SECONDS:g} s after the close, taking in none and sending nothing for "
-                                  f"{stalled:.1f} s: its connection was reset", failures.BACKEND_NOT_READING)
+                                  f"{bound:g} s after the close, taking in none and sending nothing for {stalled:.1f} s: "
+                                  "its connection was reset", failures.BACKEND_NOT_READING)
             elif over is not None and over.is_set():
                 failure = Failure(f"the gateway stopped before {where} took in the stream's last {unsent} bytes (its "
                                   "close behind them): its connection was reset", failures.STOPPED)

@@ -406,9 +406,10 @@ STUCK_MESSAGE = b"\0" * (1024 * 1024)
 @contextlib.contextmanager
 def stuck_stream(tmp: Path) -> Iterator[HeldReply]:
     """A /vosk client of a gateway (at ``tmp``) whose recognizer reads nothing (:class:`Deaf`), that sent its config and
-    :data:`STUCK_MESSAGE`: the relay's send of it waits."""
+    :data:`STUCK_MESSAGE`: the relay's send of it waits. The gateway stops within :data:`DEADLINE_SECONDS`: its close of
+    the recognizer's side waits SPEECH_GATEWAY_SEND_STALL_SECONDS for a recognizer that takes in nothing."""
     with Deaf() as deaf:
-        stack = gateway(tmp, deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE))
+        stack = gateway(tmp, deaf, send_stall_seconds=30, max_message_bytes=len(STUCK_MESSAGE), shutdown_seconds=DEADLINE_SECONDS)
         try:
             with HeldReply(f"{stack.ws}/vosk?language=ko-KR") as client:
                 client.send(json.dumps({"config": {"sample_rate": 16000}}))
@@ -608,21 +609,48 @@ class Decoding(Steady):
     RECEIVE_BUFFER, PAUSE, REPLY_EVERY = 65536, 1.5, 0.25
 
 
-@pytest.mark.parametrize(("busy", "replied"), [(Steady, True), (Decoding, False)], ids=["steady", "decoding"])
+#: How long :class:`Quiet` takes in nothing and says nothing from the client's close on: more than CLOSE_REPLY_SECONDS.
+QUIET_SECONDS = 2.5
+
+
+class Quiet(Steady):
+    """A recognizer busy decoding that says nothing (a real one on the Speech SDK's route in a long silence, loaded:
+    uvicorn reads its socket again only once the messages of its last read have been handled, and a silence has no
+    result to send): told (:meth:`hush`), it takes in nothing and sends nothing for a while, then takes the stream in
+    as :class:`Steady` does."""
+
+    #: Until when (``time.monotonic()``) it takes in nothing.
+    until = 0.0
+
+    def hush(self, seconds: float) -> None:
+        """Take in nothing, and send nothing, for ``seconds`` from its next pause on."""
+        self.until = time.monotonic() + seconds
+
+    def _pause(self, conn: socket.socket, protocol: ServerProtocol) -> None:
+        super()._pause(conn, protocol)
+        while (left := self.until - time.monotonic()) > 0:
+            time.sleep(left)
+
+
+@pytest.mark.parametrize(("busy", "replied"), [(Steady, True), (Decoding, False), (Quiet, True)],
+                         ids=["steady", "decoding", "quiet"])
 def test_a_client_closing_while_its_busy_recognizer_takes_in_its_stream_is_no_recognizers_failure(
         tmp_path: Path, busy: type[Steady], replied: bool) -> None:
     """A /vosk client sends a message more than the relay holds (1 MiB: its send waits) to a recognizer busy decoding
     (:class:`Steady`: takes in 16 KiB every 0.1 s; :class:`Decoding`: nothing for 1.5 s, then 128 KiB, replying
-    meanwhile), then closes: the close reply comes within :data:`CLOSE_PROMPTLY`, and the gateway's close goes on to
+    meanwhile; :class:`Quiet`: as Steady, but nothing taken in and nothing sent for :data:`QUIET_SECONDS` from the
+    close on), then closes: the close reply comes within :data:`CLOSE_PROMPTLY`, and the gateway's close goes on to
     the recognizer behind the rest of the message (some seconds at its pace, within SPEECH_GATEWAY_SEND_STALL_SECONDS),
-    and the connection ends; nothing is counted under ko-KR. Steady gets the close, the client's code and reason, and
-    answers it (Decoding's last read comes after the close reply's CLOSE_REPLY_SECONDS: its connection ends first). Before: its connection
+    and the connection ends; nothing is counted under ko-KR. Steady and Quiet get the close, the client's code and
+    reason, and answer it (Decoding's last read comes after the close reply's CLOSE_REPLY_SECONDS: its connection ends first). Before: its connection
     was reset CLOSE_REPLY_SECONDS after the close, counted ``backend_not_reading`` (WARNING, SpeechGatewayFailing
     paging), though it was taking the stream in (Steady, before e99d968), or taking nothing in for a second while it
-    answered what it decoded (Decoding)."""
+    answered what it decoded (Decoding, before 24a49d9), or taking nothing in and saying nothing for a second (Quiet)."""
     with busy() as steady, relayed_stream(tmp_path / "gateway", steady) as (stack, client, counted):
         client.send(STUCK_MESSAGE)
         time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
+        if isinstance(steady, Quiet):
+            steady.hush(QUIET_SECONDS)
         close_answered(client)
         closing = time.monotonic()
         stack.eventually(lambda: steady.closed is not None or not upstream_side(steady.port), 30,
@@ -644,6 +672,9 @@ def upstream_side(recognizer_port: int, column: int = 0) -> str:
     return out.split()[column] if out.strip() else ""
 
 
+#: SPEECH_GATEWAY_SEND_STALL_SECONDS in :func:`test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connection_to_it_behind`:
+#: how long a recognizer that takes in nothing and says nothing after its client left has before it is counted stuck.
+STUCK_BOUND = 2
 #: A message the gateway's connection to a recognizer taking nothing in holds unsent in its kernel's send queue, its
 #: send not waiting (under the relay's own bound, SPEECH_GATEWAY_READ_BUFFER_BYTES).
 UNSENT_MESSAGE = b"\0" * (15 * 1024)
@@ -653,17 +684,19 @@ UNSENT_MESSAGE = b"\0" * (15 * 1024)
                          ids=["close", "reset", "fin while stuck", "reset while stuck"])
 def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connection_to_it_behind(
         tmp_path: Path, leaves: str, stuck: bool) -> None:
-    """A /vosk client sends its recognizer, which reads nothing (:class:`Deaf`), more than its receive window (15 KiB:
-    the relay's send does not wait; or 1 MiB: it waits), then leaves: its close 1000, a reset, or its FIN. The gateway's
-    close of the recognizer's side waits for its reply for at most CLOSE_REPLY_SECONDS, then resets that connection: its
-    bytes still unsent, a FIN would wait behind them. Its end of the connection is gone within CLOSE_REPLY_SECONDS and
-    CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU, and that reset is counted once, the recognizer's failure:
+    """A /vosk client sends its recognizer, which reads nothing and says nothing (:class:`Deaf`: stuck), more than its
+    receive window (15 KiB: the relay's send does not wait; or 1 MiB: it waits), then leaves: its close 1000, a reset,
+    or its FIN. The gateway's close of the recognizer's side waits for its reply, then, the recognizer having taken in
+    none of what waits unsent and sent nothing for SPEECH_GATEWAY_SEND_STALL_SECONDS (:data:`STUCK_BOUND`), resets that
+    connection: its bytes still unsent, a FIN would wait behind them. Its end of the connection is gone within that
+    bound and CLOSING_POLL_SECONDS and 1 s more, not waiting for a CPU, and that reset is counted once, the recognizer's failure:
     ``backend_not_reading`` of ko-KR (one WARNING line naming the recognizer; SpeechGatewayFailing pages on it), no
     ``not_reading`` (a client that takes in nothing). Before: aiohttp closed it with a FIN, kept in FIN-WAIT-1 by the
     kernel (until it gave the connection up: minutes against a shut window); then (c78e2bc) reset with one DEBUG line,
-    counted nowhere; then counted as ``not_reading``, as a client that takes in nothing."""
-    bound = CLOSING_POLL_SECONDS + CLOSE_REPLY_SECONDS + 1
-    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf) as (_, client, counted):
+    counted nowhere; then counted as ``not_reading``, as a client that takes in nothing; then reset and counted
+    CLOSE_REPLY_SECONDS after the close, healthy recognizers busy decoding too."""
+    bound = CLOSING_POLL_SECONDS + STUCK_BOUND + 1
+    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf, STUCK_BOUND) as (_, client, counted):
         client.send(STUCK_MESSAGE if stuck else UNSENT_MESSAGE)
         deadline = time.monotonic() + 5
         while int(upstream_side(deaf.port, 2) or 0) < 4096:
@@ -696,9 +729,10 @@ def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(t
     """A /vosk stream still going at ``shutdown_seconds`` (its audio, :data:`UNSENT_MESSAGE`, waiting unsent to its
     recognizer, which reads nothing: :class:`Deaf`) is cut, 1001 (``gateway_stopped``); the gateway's close of the
     recognizer's side then ends unanswered behind those bytes, and that connection is reset CLOSE_REPLY_SECONDS later,
-    a failure of the same stream (``backend_not_reading``): one stream, one failure, ``gateway_stopped`` of ko-KR, the
-    reset one DEBUG line. Before: counted twice, ``gateway_stopped`` and ``not_reading`` (a request's failure was counted
-    once per kind)."""
+    the stop having run out of time (``gateway_stopped``: a recognizer silent for a second is not known stuck): one
+    stream, one failure, ``gateway_stopped`` of ko-KR, the reset one DEBUG line. Before: counted twice,
+    ``gateway_stopped`` and ``not_reading`` (a request's failure was counted once per kind); then that DEBUG line was
+    ``backend_not_reading``."""
     caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
     with Deaf() as deaf:
         stack = gateway(tmp_path / "gateway", deaf, shutdown_seconds=DEADLINE_SECONDS)
@@ -716,7 +750,7 @@ def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(t
             stack.__exit__()
     said = [r.getMessage() for r in caplog.records if "after gateway_stopped counted for it" in r.getMessage()]
     assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
-    assert len(said) == 1 and "backend_not_reading" in said[0] and "had not taken in" in said[0], said
+    assert len(said) == 1 and "the gateway stopped before the recognizer" in said[0], said
 
 
 class Flooding(Deaf):
