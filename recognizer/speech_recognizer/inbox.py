@@ -24,7 +24,8 @@ A close frame behind more than the read-ahead is not looked for: it is read afte
 own close timeout ends its connection (a reset, or a FIN behind what it sent: :attr:`~.deadlines.Backlog.ended`).
 
 An inbox given a ``spill`` (the /vosk route's: :data:`SPILL_BYTES`) reads on past its limit, keeping what it reads in
-temporary files (:class:`Spill`, in :func:`tempfile.gettempdir`: the pod's /tmp), up to ``spill`` bytes not yet handled.
+temporary files (:class:`Spill`, in :func:`tempfile.gettempdir`: the pod's /tmp), up to ``spill`` bytes not yet handled
+(each message counted with :data:`MESSAGE_BYTES`, as in memory).
 A client's keepalive pings come on the same connection as its audio, and the server answers a ping only once it has read
 it: a websockets client (vosk-server's usual Python client: a ping every 20 s, 20 s for its pong) that sent a recording
 ahead of a busy server's decoding had its pings wait behind that audio, and closed the connection itself with 1011
@@ -54,10 +55,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Most bytes of messages read ahead of their handling, per stream holding a decoder (65 s of 16 kHz mono PCM).
+#: Most bytes of messages read ahead of their handling and held in memory, per stream holding a decoder, each message
+#: counted with :data:`MESSAGE_BYTES` (60 s of 16 kHz mono PCM in the Speech SDK's 3200-byte messages).
 READ_AHEAD_BYTES = 2 << 20
+#: What holding a message read ahead costs in memory beyond its payload (its ASGI dict, the bytes or str object's
+#: head, the entry with its arrival time): counted with each, so that :data:`READ_AHEAD_BYTES` bounds the memory a
+#: client's tiny messages take, not their payload alone (1-byte messages, 7 bytes each on the wire, held 300 times their
+#: payload uncounted). A message spilled to disk is counted so too: besides its record, it costs the event loop a
+#: write and two reads, and a client's tiny messages are read ahead no further than they would be in memory.
+MESSAGE_BYTES = 320
 #: Most bytes of messages read ahead beyond :data:`READ_AHEAD_BYTES` and kept on disk, per /vosk stream holding a
-#: decoder (35 min of 16 kHz mono PCM, 70 min at 8 kHz).
+#: decoder, each message counted with its head and :data:`MESSAGE_BYTES` (31 min of 16 kHz mono PCM in 3200-byte
+#: messages).
 SPILL_BYTES = 64 << 20
 #: A spill's file is closed (its disk space freed) once handled; a new one is begun past this many bytes.
 SPILL_FILE_BYTES = 8 << 20
@@ -87,7 +96,8 @@ class Spill:
     """Messages in order on disk: a queue of temporary files, each closed (its space freed) once read through."""
 
     def __init__(self) -> None:
-        #: The files, oldest first, each with how far it was read; written at the end of the last, read from the first.
+        #: The files, oldest first, each with how far it was read and its size; written at the end of the last, read
+        #: from the first (their sizes kept here: no system call but the write and the reads for each message).
         self._files: deque[tuple[IO[bytes], list[int]]] = deque()
         #: Bytes written and not read yet (heads included), their messages, and the bytes of audio they carry.
         self.bytes = 0
@@ -101,10 +111,11 @@ class Spill:
         text = message.get("text")
         data = text.encode() if text is not None else message.get("bytes") or b""
         record = _HEAD.pack(b"t" if text is not None else b"b", read_at, len(data), audio) + data
-        if not self._files or os.fstat(self._files[-1][0].fileno()).st_size >= SPILL_FILE_BYTES:
-            self._files.append((tempfile.TemporaryFile(prefix="speech-read-ahead-"), [0]))
-        file = self._files[-1][0]
-        os.pwrite(file.fileno(), record, os.fstat(file.fileno()).st_size)
+        if not self._files or self._files[-1][1][1] >= SPILL_FILE_BYTES:
+            self._files.append((tempfile.TemporaryFile(prefix="speech-read-ahead-"), [0, 0]))
+        file, at = self._files[-1]
+        os.pwrite(file.fileno(), record, at[1])
+        at[1] += len(record)
         self.bytes += len(record)
         self.count += 1
         self.audio += audio
@@ -117,7 +128,7 @@ class Spill:
         kind, read_at, length, audio = _HEAD.unpack(os.pread(file.fileno(), _HEAD.size, at[0]))
         data = os.pread(file.fileno(), length, at[0] + _HEAD.size)
         at[0] += _HEAD.size + length
-        if len(self._files) > 1 and at[0] >= os.fstat(file.fileno()).st_size:
+        if len(self._files) > 1 and at[0] >= at[1]:
             self._files.popleft()[0].close()
         self.bytes -= _HEAD.size + length
         self.count -= 1
@@ -141,6 +152,11 @@ class Spill:
 def _size(message: Message) -> int:
     data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
     return len(data) if data is not None else 0
+
+
+def held(message: Message) -> int:
+    """What ``message`` costs held in memory: its payload and :data:`MESSAGE_BYTES`."""
+    return _size(message) + MESSAGE_BYTES
 
 
 def left_before_audio(what: str, draining: bool) -> Failure:
@@ -204,12 +220,16 @@ class Inbox:
     def _spilled(self) -> int:
         return self._spill.bytes if self._spill is not None else 0
 
+    def _spill_count(self) -> int:
+        return self._spill.count if self._spill is not None else 0
+
     def _may_read(self) -> bool:
         if self._asked:
             return True
         if not self._ahead or self._tail:
             return False
-        return (self._bytes < self.limit and not self._spilled()) or self._spilled() < self.spill_limit
+        spilled = self._spilled()
+        return (self._bytes < self.limit and not spilled) or spilled + self._spill_count() * MESSAGE_BYTES < self.spill_limit
 
     def _keep(self, message: Message) -> None:
         """``message``, read now, after the others: in memory within ``limit``, else on disk (or, the disk failing, in
@@ -220,7 +240,7 @@ class Inbox:
             return
         if not self._spilled() and (self._asked or self._bytes < self.limit or not self.spill_limit):
             self._messages.append((message, now))
-            self._bytes += _size(message)
+            self._bytes += held(message)
             return
         if not self.spill_limit:  # the disk failed: after the spill
             self._tail.append((message, now))
@@ -265,7 +285,7 @@ class Inbox:
     def drop(self) -> None:
         """Drop what was read and not handled, counted (:attr:`dropped_bytes`, :attr:`dropped_audio_bytes`)."""
         self.dropped = [m for m, _ in self._messages]
-        self.dropped_bytes += self._bytes
+        self.dropped_bytes += sum(map(_size, self.dropped))
         self.dropped_audio_bytes += sum(map(self._audio_bytes, self.dropped))
         if self._spill is not None:  # counted, not kept (:meth:`recover` gives back what was in memory)
             self.dropped_bytes += self._spill.bytes - self._spill.count * _HEAD.size
@@ -286,7 +306,7 @@ class Inbox:
         """The oldest message read and not handled (None: none): from memory, then the spill, then the tail."""
         if self._messages:
             message, arrived = self._messages.popleft()
-            self._bytes -= _size(message)
+            self._bytes -= held(message)
             return message, arrived
         if self._spilled():
             return self._take_spilled()

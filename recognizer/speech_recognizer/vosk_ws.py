@@ -45,7 +45,7 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import SHUTDOWN_CLOSE, SPILL_BYTES, Inbox, left_before_audio
+from .inbox import SHUTDOWN_CLOSE, SPILL_BYTES, Inbox, held, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -229,7 +229,7 @@ class Conversation:
         while taken < self.inbox.limit and (message := self.inbox.take_arrived()) is not None:
             if message.get("bytes") is None:
                 break
-            taken += len(message["bytes"])
+            taken += held(message)
             await self._audio(message["bytes"])
         self.inbox.drop()
 

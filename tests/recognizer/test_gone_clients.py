@@ -224,7 +224,7 @@ def test_a_vosk_client_leaving_with_audio_unread_frees_its_decoder(
 def test_a_client_s_fin_behind_more_than_the_read_ahead_frees_its_decoder(
     gone: Gone, long_pcm: bytes, speech_wav: Path, speech_ref: Reference, route: str
 ) -> None:
-    """A client that sends four times the audio the server reads ahead (2 MiB: 65 s) as fast as the socket takes it,
+    """A client that sends four times the audio the server reads ahead (2 MiB: 60 s) as fast as the socket takes it,
     its end of audio (/vosk's eof, the Speech SDK's empty chunk), and closes its connection once the server's kernel
     has it all (its FIN comes at once; ``shutdown(SHUT_RDWR)``: a reset answers anything sent to it after, as a closed
     socket's kernel does). The FIN waited in the server's socket behind the audio its inbox had not read: the decoder

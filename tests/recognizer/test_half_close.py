@@ -142,7 +142,7 @@ def served_streams(server: ServerThread) -> float:
 
 def test_a_vosk_client_half_closed_behind_more_than_the_read_ahead_gets_its_final_result(
         server: ServerThread, utterances_wav: Path) -> None:
-    """The same, its audio half as much again as the server's read-ahead (2 MiB: 65 s; 3.2 MB here), sent as fast as the socket
+    """The same, its audio half as much again as the server's read-ahead (2 MiB: 60 s; 3.2 MB here), sent as fast as the socket
     takes it, and the half-close once the server's kernel has it all: its FIN waits there behind audio the route has
     not read. It was taken for the end of a client gone (a closed socket sends the same FIN): what was read ahead
     dropped undecoded, no final result, no close frame, the connection ended at once. Now a closed socket is told

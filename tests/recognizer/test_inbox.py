@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from speech_recognizer.deadlines import HALF_CLOSED
-from speech_recognizer.inbox import Inbox, spilled_bytes
+from speech_recognizer.inbox import MESSAGE_BYTES, READ_AHEAD_BYTES, SPILL_BYTES, Inbox, spilled_bytes
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -113,8 +115,8 @@ def numbered(i: int, size: int = 1000) -> dict:
 
 
 def test_past_its_limit_it_reads_on_into_a_bounded_spill_in_order() -> None:
-    """A spill (the /vosk route's) reads on past the limit onto disk, at most its own limit (heads counted), no
-    further; every message comes back in order, a text among them, and the spill's files are gone once handled."""
+    """A spill (the /vosk route's) reads on past the limit onto disk, at most its own limit (heads and MESSAGE_BYTES
+    counted), no further; every message comes back in order, a text among them, and the spill's files are gone once handled."""
 
     async def run() -> None:
         channel: asyncio.Queue[dict] = asyncio.Queue()
@@ -124,8 +126,8 @@ def test_past_its_limit_it_reads_on_into_a_bounded_spill_in_order() -> None:
         inbox = Inbox(channel.get, limit=3000, spill=5000)
         inbox.ahead = True
         await settle()
-        assert channel.qsize() == 21 - 3 - 5, "3 messages in memory, 5 on disk (5000 bytes and their heads), no more"
-        assert spilled_bytes() > 5000
+        assert channel.qsize() == 21 - 3 - 4, "3 messages in memory, 4 on disk (4000 bytes, their heads and MESSAGE_BYTES each), no more"
+        assert spilled_bytes() > 4000, "the disk holds their heads too"
         got = [await inbox.receive() for _ in range(21)]
         assert [m.get("bytes") for m in got[:20]] == [numbered(i)["bytes"] for i in range(20)]
         assert got[20]["text"] == '{"eof" : 1}'
@@ -170,3 +172,70 @@ def test_a_spill_the_disk_refuses_stops_the_reading_ahead_losing_nothing(tmp_pat
         await inbox.close()
 
     asyncio.run(run())
+
+
+def held_ahead(size: int, supply: int, spill: int = 0) -> tuple[int, int]:
+    """How many of ``supply`` binary messages of ``size`` bytes an inbox holding a decoder reads ahead (in memory; with
+    ``spill``, on disk beyond), and the memory they hold (tracemalloc: what was allocated and not freed while it read
+    them; not traced with a spill, 0). Each message is made as uvicorn makes it, once read off the socket: a dict of
+    its own and a bytes object of its own."""
+
+    async def run() -> tuple[int, int]:
+        made = 0
+        more = asyncio.Event()
+
+        async def receive() -> dict:
+            nonlocal made
+            if made == supply:
+                await more.wait()  # never set: no more comes
+            made += 1
+            return {"type": "websocket.receive", "bytes": bytes(size)}
+
+        if not spill:
+            tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            inbox = Inbox(receive, spill=spill)
+            inbox.ahead = True
+            await settle()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        await inbox.close()
+        return made - 1, held  # the one its reader asked for last is not held (the wait for it cancelled)
+
+    return asyncio.run(run())
+
+
+def test_tiny_messages_read_ahead_hold_at_most_the_read_ahead_in_memory() -> None:
+    """The read-ahead's bound is what its messages hold in memory, not their payload alone: a client whose stream
+    holds a decoder and that sends 1-byte messages (7 bytes each on the wire) made the server hold 2 million of them,
+    ~300 bytes each (a dict, a bytes object, the entry with its arrival time): ~600 MB a stream (a pod OOM-killed,
+    every stream on it lost). 16-byte ones, as many to 2 MiB as 128 KiB of them."""
+    for size in (1, 16):
+        count, held = held_ahead(size, 100_000)
+        assert held <= READ_AHEAD_BYTES, (f"{count} messages of {size} bytes read ahead hold {held / 2**20:.1f} MiB "
+                                          f"in memory, more than READ_AHEAD_BYTES ({READ_AHEAD_BYTES / 2**20:g} MiB)")
+
+
+def test_the_speech_sdks_3200_byte_messages_are_read_ahead_a_minute() -> None:
+    """The Speech SDK's audio (3200-byte messages, 0.1 s of 16 kHz mono PCM each) is read ahead as before, about a
+    minute of it, within READ_AHEAD_BYTES of memory; a browser's AudioWorklet frames (128 samples: 256 bytes), half a
+    minute."""
+    count, held = held_ahead(3200, 2000)
+    assert 590 <= count <= 660 and held <= READ_AHEAD_BYTES, (count, held)
+    count, held = held_ahead(256, 20_000)
+    assert count * 256 / 32000 >= 25 and held <= READ_AHEAD_BYTES, (count, held)
+
+
+def test_tiny_messages_spilled_are_counted_each_as_in_memory() -> None:
+    """On disk (the /vosk route's spill) a message costs its head and the system calls that write and read it, on the
+    event loop, besides its payload: each is counted with MESSAGE_BYTES there too, so that a client's 1-byte messages
+    are read ahead no further than 64 MiB of them would cost in memory (a fifth of a million), not 64 MiB of their
+    payload and heads (3.7 million, each read, written and read again on the event loop before the client was held
+    back)."""
+    started = time.process_time()
+    count, _ = held_ahead(1, 400_000, spill=SPILL_BYTES)
+    cpu = time.process_time() - started
+    most = (READ_AHEAD_BYTES + SPILL_BYTES) // MESSAGE_BYTES
+    assert count <= most, f"{count} messages of 1 byte read ahead ({cpu:.1f} s of CPU), more than {most}"
