@@ -59,7 +59,8 @@ from ..conftest import make_settings
 from ..hostile import Audio, warm
 from ..support import Reference, ServerThread, Starved, TcpServerThread, free_port, read_wav, scrape_metrics
 from ..usp.sdk import config, expected, once
-from ..usp.test_idle_proxy import HOLD_AT, frame_size
+from ..usp.test_idle_proxy import HOLD_AT
+from ..ws_frames import pieces
 from .node import recognize, scenario
 
 ENDPOINT = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -227,22 +228,13 @@ class LateClose(TcpServerThread):
                 up_w.write_eof()
 
         async def down() -> None:
-            pending, upgraded = bytearray(), False
-            while data := await up_r.read(1 << 16):
-                pending += data
-                if not upgraded:
-                    if (end := pending.find(b"\r\n\r\n")) < 0:
-                        continue
-                    client_w.write(pending[: end + 4])
-                    del pending[: end + 4]
-                    upgraded = True
-                while (size := frame_size(pending)) is not None:
-                    if pending[0] & 0x0F == 0x8:  # a close
-                        await client_w.drain()
-                        await asyncio.sleep(CLOSE_LAG)
-                    client_w.write(pending[:size])
-                    del pending[:size]
+            upgraded = False
+            async for piece in pieces(up_r):  # the upgrade's head, then each frame
+                if upgraded and piece[0] & 0x0F == 0x8:  # a close
+                    await asyncio.sleep(CLOSE_LAG)
+                client_w.write(piece)
                 await client_w.drain()
+                upgraded = True
             if client_w.can_write_eof():
                 client_w.write_eof()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from speech_recognizer.models import ModelRegistry
 from ..conftest import make_settings
 from ..jssdk.test_refusals import refusals
 from ..support import ServerThread, TcpServerThread, free_port
+from ..ws_frames import frame_size, pieces
 from .sdk import config, once
-from .test_idle_proxy import frame_size
 
 #: The bit flipped in the ``P`` of a binary frame's ``Path`` header (``P`` to ``X``, ``p`` to ``x``): the frame has no
 #: path then, which the recognizer answers as a protocol error.
@@ -79,23 +78,13 @@ class CorruptingProxy(TcpServerThread):
         corrupt = self.accepted <= self.corrupt
 
         async def upstream() -> None:
-            if corrupt:  # the upgrade request as it is, then whole frames up to the first audio one, garbled
-                with suppress(asyncio.IncompleteReadError):
-                    up_w.write(await client_r.readuntil(b"\r\n\r\n"))
-                    frames = bytearray()
-                    while True:
-                        if (size := frame_size(frames)) is None:
-                            if not (data := await client_r.read(1 << 16)):
-                                break
-                            frames += data
-                            continue
-                        frame = bytes(frames[:size])
-                        del frames[:size]
-                        if (bad := garbled(frame)) is not None:
-                            self.garbled += 1
-                            up_w.write(bad + frames)
-                            break
-                        up_w.write(frame)
+            if corrupt:  # the upgrade request as it is, then whole frames, the first audio one garbled
+                garbling = True
+                async for piece in pieces(client_r):
+                    if garbling and frame_size(piece) == len(piece) and (bad := garbled(piece)) is not None:
+                        self.garbled += 1
+                        piece, garbling = bad, False
+                    up_w.write(piece)
             while data := await client_r.read(1 << 16):  # the rest as it comes
                 up_w.write(data)
                 await up_w.drain()

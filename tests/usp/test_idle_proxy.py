@@ -51,6 +51,7 @@ from speech_recognizer.usp.options import continuation_offset
 from ..conftest import make_settings
 from ..jssdk.node import HANG_MS, recognize, result_span, scenario
 from ..support import Reference, ServerThread, Starved, TcpServerThread, free_port, read_wav
+from ..ws_frames import pieces
 from .conftest import SDK_CHUNK, replay_phrases, replay_reference
 from .sdk import assert_matches, assert_same, config, continuous, expected, recognizer, reported
 
@@ -162,20 +163,6 @@ class IdleProxy(TcpServerThread):
 
 
 
-def frame_size(data: bytes | bytearray) -> int | None:
-    """The length of the WebSocket frame ``data`` begins with (RFC 6455 5.2), None while it is not all there."""
-    if len(data) < 2:
-        return None
-    size, at = data[1] & 0x7F, 2
-    if size >= 126:
-        wide = 2 if size == 126 else 8
-        if len(data) < at + wide:
-            return None
-        size, at = int.from_bytes(data[at : at + wide], "big"), at + wide
-    at += 4 if data[1] & 0x80 else 0  # the client's frames are masked
-    return at + size if len(data) >= at + size else None
-
-
 def ends_audio(frame: bytes) -> bool:
     """Whether ``frame`` (a whole WebSocket frame from the client, masked) is a Speech SDK's end of audio: a binary
     ``audio`` message with an empty payload."""
@@ -219,22 +206,12 @@ class AudioEndProxy(TcpServerThread):
             turn_ended.set()
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
-            pending, upgraded = bytearray(), not watch
-            while data := await src.read(1 << 16):
-                if not watch:
+            if not watch:
+                while data := await src.read(1 << 16):
                     dst.write(data)
                     await dst.drain()
-                    continue
-                pending += data
-                if not upgraded:
-                    if (end := pending.find(b"\r\n\r\n")) < 0:
-                        continue
-                    dst.write(pending[: end + 4])
-                    del pending[: end + 4]
-                    upgraded = True
-                while (size := frame_size(pending)) is not None:
-                    frame = bytes(pending[:size])
-                    del pending[:size]
+            else:
+                async for frame in pieces(src):  # the upgrade's head first: neither a frame nor held back
                     if not upstream and (phrase_passed.is_set() or self.token and b"Path:turn.end" in frame):
                         if b"Path:turn.end" in frame:
                             turn_ended.set()
@@ -244,7 +221,7 @@ class AudioEndProxy(TcpServerThread):
                         audio_ended.set()
                     elif not upstream and (b"X-Continuation-Token" in frame if self.token else b"Path:speech.phrase" in frame):
                         phrase_passed.set()
-                await dst.drain()
+                    await dst.drain()
             if not dst.is_closing() and dst.can_write_eof():
                 dst.write_eof()
 
