@@ -938,8 +938,9 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     nothing in waits for it to, for ever, and aiohttp's close of it would leave those bytes and a FIN behind them to the
     kernel, which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
 
-    A recognizer busy decoding takes in nothing for seconds: it reads its socket again only once it handled the
-    messages of its last read (uvicorn's, up to 256 KiB), and it may say nothing meanwhile (the Speech SDK's route in a
+    A recognizer busy decoding takes in nothing for seconds once its read-ahead is full (on the /vosk route, its
+    temporary files' too: :data:`~speech_recognizer.inbox.SPILL_BYTES`): it reads its socket again only once it handled
+    the messages of its last read (uvicorn's, up to 256 KiB), and it may say nothing meanwhile (the Speech SDK's route in a
     long silence; one reply per message decoded), so a second, or any time short of the bound a healthy one always
     meets, cannot tell it from a stuck one. It gets up to ``bound`` (the gateway's bound on a peer taking in none of its
     sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the live relay's on the recognizer too: the recognizers' own

@@ -298,18 +298,14 @@ class Inbox:
         self._tail.clear()
         self._bytes = 0
 
-    def _take_spilled(self) -> tuple[Message, float]:
-        assert self._spill is not None
-        return self._spill.take()
-
     def _next(self) -> tuple[Message, float] | None:
         """The oldest message read and not handled (None: none): from memory, then the spill, then the tail."""
         if self._messages:
             message, arrived = self._messages.popleft()
             self._bytes -= held(message)
             return message, arrived
-        if self._spilled():
-            return self._take_spilled()
+        if self._spill is not None and self._spill.count:
+            return self._spill.take()
         if self._tail:
             return self._tail.popleft()
         return None
@@ -327,10 +323,8 @@ class Inbox:
                 await self._arrived.wait()
             finally:
                 self._asked = False
-        taken = self._next()
-        assert taken is not None
-        message, self.arrived = taken
-        self._more.set()
+        message = self.take_arrived()
+        assert message is not None
         return message
 
     async def gone(self) -> None:
