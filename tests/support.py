@@ -374,10 +374,11 @@ class _Schedstat:
     """Nanoseconds each thread of this process and of its children has spent runnable but waiting for a CPU, from
     the kernel's schedstat (its second field), read cheaply: the sampler shares the GIL with what it measures, so each
     file is opened once and read again at offset 0 (``os.pread``), and each process's threads listed by one
-    ``os.listdir``. A thread gone (its file read fails) is forgotten; a new one is opened at the next sample."""
+    ``os.listdir``. A thread gone (its file read fails) is forgotten; a new one is opened at the next sample. With
+    ``descendants``, the children's children too, and theirs (a command run through a wrapper process)."""
 
-    def __init__(self, skip: int) -> None:
-        self.skip = skip
+    def __init__(self, skip: int, descendants: bool = False) -> None:
+        self.skip, self.descendants = skip, descendants
         self.fds: dict[tuple[str, int], int] = {}  # ("stat" | "children", tid) -> open file
 
     def _read(self, kind: str, pid: int, tid: int) -> bytes | None:
@@ -395,7 +396,7 @@ class _Schedstat:
             return None
 
     def __call__(self) -> dict[int, int]:
-        """Each thread's wait now, by thread id (this process's and its children's, but thread ``skip``)."""
+        """Each thread's wait now, by thread id (this process's and its children's, or its descendants', but thread ``skip``)."""
         waited: dict[int, int] = {}
         pids, seen = [os.getpid()], set()
         for pid in pids:
@@ -405,7 +406,7 @@ class _Schedstat:
                 continue
             for tid in tids:
                 seen.add(tid)
-                if pid == pids[0]:
+                if pid == pids[0] or self.descendants:
                     pids += [int(child) for child in (self._read("children", pid, tid) or b"").split()]
                 if tid != self.skip and (stat := self._read("stat", pid, tid)):
                     with suppress(IndexError, ValueError):
@@ -472,10 +473,10 @@ class Unstarved:
     read at its caller's own pace rather than by a sampling thread: each :meth:`read` adds the clock time since the
     one before, less what the threads waited for a CPU meanwhile (threads waiting at once count once: :func:`waited`).
     For a wait's bound that a loaded machine should stretch and a quiet one should not: when nothing waits for a CPU
-    it reads the clock's time."""
+    it reads the clock's time. With ``descendants``, the waits of the children's children count too, and theirs."""
 
-    def __init__(self) -> None:
-        self._read = _Schedstat(skip=0)  # no thread is skipped: the reader's own waits count too
+    def __init__(self, descendants: bool = False) -> None:
+        self._read = _Schedstat(skip=0, descendants=descendants)  # no thread is skipped: the reader's own waits count too
         self._at, self._waits = time.monotonic(), self._read()
         self._began, self._recent = self._at, list[tuple[float, float]]()
         self.seconds = 0.0

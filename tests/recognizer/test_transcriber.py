@@ -25,6 +25,7 @@ import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -36,14 +37,38 @@ from speech_recognizer import transcriber
 from speech_recognizer.results import written
 
 from ..conftest import StreamedMp3
-from ..support import Reference, assert_same_answer, near_confidence
+from ..support import READING_SECONDS, Reference, Unstarved, assert_same_answer, near_confidence
 
 TICK = 1e-7
 
 
 def transcribe(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "speech_recognizer", "transcribe", *args],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """``speech-recognizer transcribe ARGS``, what it wrote as text (as ``subprocess.run(text=True)`` reads it); a run
+    past ``timeout`` is killed and fails the test (:func:`finish`)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "speech_recognizer", "transcribe", *args], stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=err, start_new_session=True)
+        status = finish(process, timeout, err)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(process.args, status, out.read(), err.read())
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float, err: IO[Any]) -> int:
+    """The status of ``process`` (a session of its own) once it ends; past ``timeout`` it is killed, its process group
+    with it, and fails the test (a hang), with what it wrote on ``err``. ``timeout`` is judged in time in which the run
+    (the transcriber, a wrapper of it) and this process did not wait for a CPU, or by the clock after
+    :func:`~tests.support.starved_clock` of it, however starved (:meth:`~tests.support.Unstarved.beyond`): its model
+    load and decoding are work that a loaded machine stretches by the clock, while a run that hangs idles, each of its
+    seconds counted."""
+    with contextlib.closing(Unstarved(descendants=True)) as stopwatch:
+        while (status := process.poll()) is None:
+            if stopwatch.beyond(timeout):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                err.seek(0)
+                pytest.fail(f"still running after {timeout} s ({stopwatch}; killed): {err.read()!r}")
+            time.sleep(READING_SECONDS)
+    return status
 
 
 def words_of(body: dict) -> list[tuple[str, float, float]]:
@@ -94,8 +119,12 @@ def in_process(utterances_wav: Path, tmp_path_factory: pytest.TempPathFactory) -
     counted: one run (and one model load) for every test that reads its transcripts."""
     here = tmp_path_factory.mktemp("here")
     counts = here / "counts.json"
-    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _COUNTED, str(counts), "--format", ",".join(WRITTEN), "--output-dir", str(here),
-                          str(utterances_wav)], capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", _COUNTED, str(counts), "--format", ",".join(WRITTEN), "--output-dir",
+                                    str(here), str(utterances_wav)], stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        status = finish(process, 240, err)
+        out.seek(0), err.seek(0)
+        run = subprocess.CompletedProcess(process.args, status, out.read(), err.read())
     return Counted(here, run, json.loads(counts.read_text()))
 
 
@@ -185,19 +214,13 @@ def run_cli(*args: str, prefix: Sequence[str] = (), pass_fds: Sequence[int] = ()
             timeout: float = 240, stdin: int = subprocess.DEVNULL) -> Ran:
     """``speech-recognizer transcribe ARGS`` as a user runs it, with stdout strict UTF-8 as Python makes it under
     a UTF-8 locale other than C (this machine's C.UTF-8 would let any byte through); a run past ``timeout`` is
-    killed and fails the test (a hang)."""
+    killed and fails the test (a hang: :func:`finish`)."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
         process = subprocess.Popen([*prefix, sys.executable, "-c", _PEAK, peak.name, sys.executable, "-X", "faulthandler", "-m", "speech_recognizer", "transcribe",
                                     *args], stdin=stdin, stdout=out, stderr=err, pass_fds=pass_fds, cwd=cwd, env=env,
                                    start_new_session=True)
-        try:
-            status = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            err.seek(0)
-            pytest.fail(f"still running after {timeout} s (killed): {err.read()!r}")
+        status = finish(process, timeout, err)
         out.seek(0), err.seek(0)
         return Ran(status, out.read(), err.read(), int(peak.read()))
 
