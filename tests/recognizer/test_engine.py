@@ -380,7 +380,8 @@ def test_a_warm_recognizer_decodes_the_words_a_new_one_does_its_confidences_and_
 
 
 def test_a_stream_moves_after_its_own_audio_whatever_its_pooled_recognizer_decoded_before(model, speech_wav: Path,
-                                                                                         utterances_wav: Path, monkeypatch) -> None:
+                                                                                         utterances_wav: Path, fresh_utterances,
+                                                                                         monkeypatch) -> None:
     """A stream moves to another recognizer after the limit of ITS OWN audio, whatever clock a recognizer from the pool
     brought from earlier sessions (other clients' audio), and decodes as it would on a new one. The limit counted the
     recognizer's whole clock: a stream that got one near it moved at its first utterance end, and a move is not seamless
@@ -402,7 +403,7 @@ def test_a_stream_moves_after_its_own_audio_whatever_its_pooled_recognizer_decod
     assert before.release() is Release.KEPT
     stream = Recognition(model, rate, pool=pool)
     assert stream.warm, "the stream took the recognizer that decoded the earlier session"
-    assert run(stream, pcm) == fresh(model, pcm, rate)
+    assert run(stream, pcm) == fresh_utterances
     assert stream.recycled == 0, "the stream moved to another recognizer before the limit of its own audio"
 
 
