@@ -20,9 +20,11 @@ from speech_operator.metrics import Exporter, Summary
 from speech_recognizer.admission import Admission
 from speech_recognizer.connection_cap import ConnectionCap as RecognizerCap
 from speech_recognizer.errors import TOO_MANY_CONNECTIONS
+from speech_recognizer.inbox import SpillBudget
 from speech_recognizer.metrics import Metrics
 from speech_recognizer.models import ModelRegistry
 from speech_recognizer.pool import WarmPool
+from speech_recognizer.scratch import spill_budget
 from tests.doc_tables import ROOT, code_spans
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -43,6 +45,7 @@ def registries() -> list[CollectorRegistry]:
     admission = Admission(1, max_connections=10)
     recognizer.watch_connections(admission)
     recognizer.watch_decoders(admission, ModelRegistry(ROOT / "no-models", ("ko-KR",)))
+    recognizer.watch_spills(SpillBudget(lambda: spill_budget(1)))
     recognizer.watch_http_connections(RecognizerCap(10, setting="Http:MaxConnections", kind=TOO_MANY_CONNECTIONS))
     directory = Directory()
     directory.upsert({"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "en-us", "namespace": "default"},

@@ -62,6 +62,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
     metrics.watch_pool(engine.pool)
     metrics.watch_connections(engine.admission)
     metrics.watch_decoders(engine.admission, registry)
+    metrics.watch_spills(engine.spills)
     http_cap = connection_cap(settings)  # held by the server's HTTP protocol (serving.server_options)
     metrics.watch_http_connections(http_cap)
     warmup = WarmupState()

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .contract import AUDIO_FORMATS, AUDIO_LISTED, AudioFormat
+from .contract import AUDIO_FORMATS, AUDIO_LISTED, MAX_BYTES_PER_SECOND, AudioFormat
 from .errors import BAD_AUDIO, TOO_LARGE, UNSUPPORTED_MEDIA, Failure
 
 log = logging.getLogger(__name__)
@@ -1159,9 +1159,6 @@ def headerless_format(content_type: str) -> WavFormat | None:
     return fmt
 
 
-#: Bytes per second of the widest audio a body may hold when nothing declares its format (48 kHz,
-#: stereo, 32-bit; compressed audio is far less): what caps a body before its header is read.
-MAX_BYTES_PER_SECOND = 48000 * 2 * 4
 #: Room for container headers, and for chunks a WAV may carry after its data (LIST, id3).
 HEADER_ROOM = 64 * 1024
 

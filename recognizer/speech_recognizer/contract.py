@@ -20,6 +20,10 @@ EVERY_ADDRESS: Final = "*"
 RUN_AS_USER: Final = 65532
 RUN_AS_GROUP: Final = 65532
 
+#: Bytes per second of the widest audio a body may hold when nothing declares its format (48 kHz, stereo, 32-bit;
+#: compressed audio is far less): what caps a REST body before its header is read, and an OpenAI upload.
+MAX_BYTES_PER_SECOND: Final = 48000 * 2 * 4
+
 # ---- HTTP routes ---------------------------------------------------------
 ROUTE_HOME: Final = "/"
 ROUTE_READY: Final = "/ready"

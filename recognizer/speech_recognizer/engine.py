@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 from .admission import Admission, Reservation
 from .audio import Audio, chunks
+from .inbox import SpillBudget
 from .models import LoadedModel, ModelRegistry
 from .pool import WarmPool
 from .recognition import Recognition, Release
+from .scratch import spill_budget
 from .session import FILE_CHUNK_SECONDS, Lanes, Session
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class Engine:
         self._pool_per_decoder = warm_pool is None
         #: The warm-up audio per pool key: what a retired recognizer's replacement decodes.
         self._warmup_pcm: dict[int, tuple[bytes, int]] = {}
+        #: The disk the /vosk streams' read-ahead may take in temporary files, all together: a stream's share per decoder.
+        self.spills = SpillBudget(lambda: spill_budget(self.decoder_max_count))
 
     @property
     def active(self) -> int:

@@ -31,8 +31,11 @@ it: a websockets client (vosk-server's usual Python client: a ping every 20 s, 2
 ahead of a busy server's decoding had its pings wait behind that audio, and closed the connection itself with 1011
 "keepalive ping timeout", its results lost. Read on, its pings are answered as they come, and so is a close frame. On
 disk, not in memory: a stream's audio held so is bounded by ``spill`` (a client that sends more is held back, as
-before), and all streams' together by ``DecoderMaxCount`` (only a stream holding a decoder reads ahead), counted in
-:func:`spilled_bytes`. A spill that cannot be written (the disk full) stops the reading ahead, nothing lost.
+before), and all streams' files together by their :class:`SpillBudget` (:func:`~.scratch.spill_budget`: one stream's
+share per decoder; a stream whose model loads reads ahead holding none), counted in :func:`spilled_bytes`. Past that
+budget a stream is held back as when its own spill is full, nothing lost: the pod's /tmp is sized by it (the operator's
+``emptyDir`` ``sizeLimit``), and a pod past it is evicted with every stream on it. A spill that cannot be written (the
+disk full) stops the reading ahead, nothing lost.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .deadlines import HALF_CLOSED
 from .errors import CLIENT_GONE, DRAINING, Failure
+from .scratch import SPILL_BYTES, SPILL_FILE_BYTES
 
 if TYPE_CHECKING:
     from .models import LoadedModel, ModelRegistry
@@ -64,12 +68,7 @@ READ_AHEAD_BYTES = 2 << 20
 #: payload uncounted). A message spilled to disk is counted so too: besides its record, it costs the event loop a
 #: write and two reads, and a client's tiny messages are read ahead no further than they would be in memory.
 MESSAGE_BYTES = 320
-#: Most bytes of messages read ahead beyond :data:`READ_AHEAD_BYTES` and kept on disk, per /vosk stream holding a
-#: decoder, each message counted with its head and :data:`MESSAGE_BYTES` (31 min of 16 kHz mono PCM in 3200-byte
-#: messages).
-SPILL_BYTES = 64 << 20
-#: A spill's file is closed (its disk space freed) once handled; a new one is begun past this many bytes.
-SPILL_FILE_BYTES = 8 << 20
+__all__ = ["SPILL_BYTES", "SPILL_FILE_BYTES"]  # the /vosk route's spill, a file's size (:mod:`.scratch`'s figures)
 
 Message = Mapping[str, Any]
 
@@ -92,10 +91,57 @@ def spilled_bytes() -> int:
     return _spilled_total
 
 
+#: Seconds between two log lines of streams held back by the spills' budget.
+BUDGET_LOG_SECONDS = 10.0
+
+
+class SpillBudget:
+    """The disk all of one server's spills may take together (their files' bytes, what was read of them but not yet
+    freed included): ``limit()`` bytes, read at each check (the decoders' count may be lowered once the models load)."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self.limit = limit
+        #: Bytes in the spills' open files now.
+        self.used = 0
+        #: Times a stream was held back by this budget (its own spill not full), for ``/metrics``.
+        self.held_total = 0
+        #: The events of the inboxes held back, set when bytes are freed.
+        self._waiting: set[asyncio.Event] = set()
+        self._logged_at = -BUDGET_LOG_SECONDS
+        self._unlogged = 0
+
+    def fits(self, size: int) -> bool:
+        return self.used + size <= self.limit()
+
+    def free(self, size: int) -> None:
+        """``size`` bytes of files closed: the streams held back read on."""
+        self.used -= size
+        for event in self._waiting:
+            event.set()
+
+    def hold(self, more: asyncio.Event) -> None:
+        """A stream waits on ``more`` for room: counted, one warning line per :data:`BUDGET_LOG_SECONDS`."""
+        if more in self._waiting:
+            return
+        self._waiting.add(more)
+        self.held_total += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= BUDGET_LOG_SECONDS:
+            log.warning("/vosk streams' audio read ahead fills its %d bytes of temporary files in %s: %d stream(s) held "
+                        "back until their audio is decoded (nothing lost; they are read on as room is freed)",
+                        self.limit(), tempfile.gettempdir(), self._unlogged)
+            self._logged_at, self._unlogged = now, 0
+
+    def release(self, more: asyncio.Event) -> None:
+        self._waiting.discard(more)
+
+
 class Spill:
     """Messages in order on disk: a queue of temporary files, each closed (its space freed) once read through."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: SpillBudget | None = None) -> None:
+        self._budget = budget
         #: The files, oldest first, each with how far it was read and its size; written at the end of the last, read
         #: from the first (their sizes kept here: no system call but the write and the reads for each message).
         self._files: deque[tuple[IO[bytes], list[int]]] = deque()
@@ -116,6 +162,8 @@ class Spill:
         file, at = self._files[-1]
         os.pwrite(file.fileno(), record, at[1])
         at[1] += len(record)
+        if self._budget is not None:
+            self._budget.used += len(record)
         self.bytes += len(record)
         self.count += 1
         self.audio += audio
@@ -129,7 +177,7 @@ class Spill:
         data = os.pread(file.fileno(), length, at[0] + _HEAD.size)
         at[0] += _HEAD.size + length
         if len(self._files) > 1 and at[0] >= at[1]:
-            self._files.popleft()[0].close()
+            self._drop_first()
         self.bytes -= _HEAD.size + length
         self.count -= 1
         self.audio -= audio
@@ -146,7 +194,13 @@ class Spill:
         _spilled_total -= self.bytes
         self.bytes = self.count = self.audio = 0
         while self._files:
-            self._files.popleft()[0].close()
+            self._drop_first()
+
+    def _drop_first(self) -> None:
+        file, at = self._files.popleft()
+        file.close()
+        if self._budget is not None:
+            self._budget.free(at[1])
 
 
 def _size(message: Message) -> int:
@@ -175,15 +229,17 @@ class Inbox:
 
     def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int = READ_AHEAD_BYTES,
                  audio_bytes: Callable[[Message], int] | None = None, ended: Callable[[], bool] | None = None,
-                 spill: int = 0) -> None:
+                 spill: int = 0, budget: SpillBudget | None = None) -> None:
         """``audio_bytes``: the bytes of audio a message carries (default: all of a binary message), for
         :attr:`dropped_audio_bytes`; ``ended``: whether the client's end of the connection has come, unread
         (:attr:`~.deadlines.Backlog.ended`), asked only while reading ahead is held at its limits (None: never);
-        ``spill``: most bytes read ahead beyond ``limit`` and kept on disk (:class:`Spill`; 0: none)."""
+        ``spill``: most bytes read ahead beyond ``limit`` and kept on disk (:class:`Spill`; 0: none), within
+        ``budget``, the server's spills' together (None: none but ``spill``)."""
         self._receive = receive
         self._ended = ended
         self.limit = limit
         self.spill_limit = spill
+        self._budget = budget
         #: What was read after the messages in memory, kept on disk (created at the first message past ``limit``).
         self._spill: Spill | None = None
         #: What was read after the spill, in memory: a message its spill could not take, a half-closed client's end.
@@ -229,7 +285,14 @@ class Inbox:
         if not self._ahead or self._tail:
             return False
         spilled = self._spilled()
-        return (self._bytes < self.limit and not spilled) or spilled + self._spill_count() * MESSAGE_BYTES < self.spill_limit
+        if self._bytes < self.limit and not spilled:
+            return True
+        if spilled + self._spill_count() * MESSAGE_BYTES >= self.spill_limit:
+            return False
+        if self._budget is not None and not self._budget.fits(_HEAD.size + 1):  # no room on the server's disk budget
+            self._budget.hold(self._more)
+            return False
+        return True
 
     def _keep(self, message: Message) -> None:
         """``message``, read now, after the others: in memory within ``limit``, else on disk (or, the disk failing, in
@@ -245,9 +308,15 @@ class Inbox:
         if not self.spill_limit:  # the disk failed: after the spill
             self._tail.append((message, now))
             return
+        if self._budget is not None and not self._budget.fits(_HEAD.size + _size(message)):
+            # other streams took the room while this one's message came: it waits after the spill, in memory (one
+            # message), and no more is read until it is handled
+            self._budget.hold(self._more)
+            self._tail.append((message, now))
+            return
         try:
             if self._spill is None:
-                self._spill = Spill()
+                self._spill = Spill(self._budget)
             self._spill.put(message, now, self._audio_bytes(message))
         except OSError as exc:
             log.warning("cannot keep a WebSocket's audio read ahead on disk in %s (%s): reading ahead stops at %d bytes",
@@ -264,6 +333,8 @@ class Inbox:
                         return
                     self._more.clear()
                     await self._more.wait()
+                if self._budget is not None:
+                    self._budget.release(self._more)
                 message = await self._receive()
                 if message.get("type") == "websocket.disconnect":
                     if message.get(HALF_CLOSED):  # it reads on: what it sent before is handled, then the end
@@ -275,6 +346,8 @@ class Inbox:
                 self._asked = False  # what was asked for has come: read on only ahead, within the limit
                 self._arrived.set()
         finally:  # the disconnect, or a failure the route's next receive raises
+            if self._budget is not None:
+                self._budget.release(self._more)
             self._arrived.set()
 
     def _end(self, disconnect: Message) -> None:

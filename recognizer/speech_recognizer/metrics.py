@@ -41,7 +41,8 @@ class Metrics:
         )
         self.active_sessions = Gauge("speech_active_sessions", "Recognitions decoding now", registry=self.registry)
         Gauge("speech_read_ahead_spilled_bytes", "Bytes of /vosk streams' messages read ahead of their decoding and "
-              "kept in temporary files now (at most 64 MiB a stream)", registry=self.registry).set_function(inbox.spilled_bytes)
+              "kept in temporary files now (at most 64 MiB a stream, speech_read_ahead_spill_budget_bytes all "
+              "together)", registry=self.registry).set_function(inbox.spilled_bytes)
         self.decoder_cpu_seconds = Histogram(
             "speech_decoder_cpu_seconds",
             "CPU time the decoder thread spent on each recognition (thread CPU time, not wall time)",
@@ -110,6 +111,11 @@ class Metrics:
         and the locales this process serves from its start, before any recognition (read at each scrape)."""
         self.registry.register(_DecodersCollector(admission, models))
 
+    def watch_spills(self, budget: inbox.SpillBudget) -> None:
+        """Expose the disk the /vosk streams' read-ahead may take in temporary files, and how often a stream was held
+        back at it (read at each scrape)."""
+        self.registry.register(_SpillCollector(budget))
+
     def watch_http_connections(self, cap: ConnectionCap) -> None:
         """Expose the plain HTTP connections open within ``Http:MaxConnections``, those of them idle, the cap, and the
         connections closed for it (read at each scrape); requests refused past it are ``speech_refused_total{route="http",
@@ -164,6 +170,20 @@ class _DecodersCollector:
         for locale in dict.fromkeys([*self.models.wanted, *loaded]):
             family.add_metric([locale], int(locale in loaded))
         yield family
+
+
+class _SpillCollector:
+    """The /vosk read-ahead's temporary files against their budget (:mod:`.scratch`: the pod's /tmp is sized by it)."""
+
+    def __init__(self, budget: inbox.SpillBudget) -> None:
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("speech_read_ahead_spill_budget_bytes", "Most bytes the /vosk streams' temporary files "
+                                "of audio read ahead may take together (64 MiB per decoder)", value=self.budget.limit())
+        yield CounterMetricFamily("speech_read_ahead_spill_held", "Times a /vosk stream was held back (not read on, "
+                                  "nothing lost) because the streams' temporary files took their budget",
+                                  value=self.budget.held_total)
 
 
 class _HttpConnectionsCollector:

@@ -32,13 +32,14 @@ from starlette.routing import BaseRoute, Route
 
 from . import contract as c
 from . import openapi as oa
-from .audio import MAX_BYTES_PER_SECOND, AudioError, decode
+from .audio import AudioError, decode
 from .auth import check_key
 from .engine import Engine
 from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, openai_response, settle
 from .openapi import describe
 from .rest import read_body, recognize_audio, request_locale
 from .results import written, written_words
+from .scratch import FORM_FIELD_BYTES, upload_bytes
 from .settings import Settings
 from .subtitles import SubtitleFormat
 from .subtitles import render as subtitles
@@ -48,7 +49,7 @@ ROUTE = "openai"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 #: Form fields other than the file: their values are short.
-_MAX_FIELD_BYTES = 64 * 1024
+_MAX_FIELD_BYTES = FORM_FIELD_BYTES
 
 
 #: Pieces the body is handed to the form parser in. Whole, the file's part came out of it as one copy of it
@@ -191,7 +192,7 @@ async def _transcribe(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     engine: Engine = request.app.state.engine
     check_key(settings.api_key, request.headers, request.query_params.multi_items(), websocket=False)
-    limit = int(settings.max_audio_seconds * MAX_BYTES_PER_SECOND) + _MAX_FIELD_BYTES
+    limit = upload_bytes(settings.max_audio_seconds)  # the form's file past 1 MiB goes to /tmp (scratch.py)
     # As on the REST route: a decoder is held before the body is read and decoded, so a busy server
     # refuses at once instead of after reading and decoding a body for nothing.
     with engine.reserve() as reservation:

@@ -169,7 +169,8 @@ class Conversation:
     async def run(self) -> None:
         """Serve until eof or the client leaves; raises the :class:`~speech_recognizer.errors.Failure` that ended it early
         (a client that left with a stream unfinished among them)."""
-        self.inbox = Inbox(self.ws.receive, ended=self.deadlines.ended_unread(), spill=SPILL_BYTES)
+        self.inbox = Inbox(self.ws.receive, ended=self.deadlines.ended_unread(), spill=SPILL_BYTES,
+                           budget=self.engine.spills)
         try:
             model = await self.inbox.model(self.engine.registry, self.locale)
             self.config = VoskConfig(model.sample_rate)

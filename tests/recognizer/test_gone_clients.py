@@ -35,11 +35,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
-from speech_recognizer.models import LoadedModel, ModelRegistry
+from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import CHUNK, make_settings
 from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from .on_demand import ON_DEMAND, GatedRegistry
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
 #: Seconds of this process's CPU time (the server's, its decoder's) within which a gone client's decoder must be free:
@@ -408,30 +409,6 @@ def test_a_connection_the_drain_closes_before_any_audio_is_counted_as_draining(r
 #: while the load lasts (here, while the test keeps the load's gate shut): the bound is how late a loaded machine's
 #: scheduling may see the disconnect, not a decoding time.
 LOAD_BOUND = 5.0
-#: The locale loaded on demand, the ko-KR model under another name (:class:`GatedRegistry`).
-ON_DEMAND = "ja-JP"
-
-
-class GatedRegistry(ModelRegistry):
-    """The real registry, serving ko-KR (loaded at start-up) and :data:`ON_DEMAND`, whose load waits for :attr:`gate`:
-    a big model's long load, for as long as a test keeps it shut."""
-
-    def __init__(self, models_dir: Path) -> None:
-        super().__init__(models_dir, ("ko-KR",))
-        self.gate = threading.Event()
-        #: Seconds the on-demand load took once the gate opened.
-        self.load_seconds = 0.0
-
-    def load(self, locale: str) -> LoadedModel:
-        if self.resolve(locale) == ON_DEMAND and self.get_loaded(locale) is None:
-            self.gate.wait(120)
-            started = time.monotonic()
-            loaded = super().load(locale)
-            self.load_seconds = time.monotonic() - started
-            return loaded
-        return super().load(locale)
-
-
 class OnDemand:
     """What a test of :data:`ON_DEMAND`'s load does on one route: the client that stays sends its audio and its end, a
     client that leaves sends what makes the server load the model, and what the one that stayed got."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from speech_recognizer.deadlines import HALF_CLOSED
-from speech_recognizer.inbox import MESSAGE_BYTES, READ_AHEAD_BYTES, SPILL_BYTES, Inbox, spilled_bytes
+from speech_recognizer.inbox import MESSAGE_BYTES, READ_AHEAD_BYTES, SPILL_BYTES, Inbox, SpillBudget, spilled_bytes
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 
@@ -239,3 +239,38 @@ def test_tiny_messages_spilled_are_counted_each_as_in_memory() -> None:
     cpu = time.process_time() - started
     most = (READ_AHEAD_BYTES + SPILL_BYTES) // MESSAGE_BYTES
     assert count <= most, f"{count} messages of 1 byte read ahead ({cpu:.1f} s of CPU), more than {most}"
+
+
+def test_streams_past_their_servers_spill_budget_are_held_back_losing_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """Two streams share a server's budget for their spills' files (:class:`SpillBudget`, the pod's /tmp: 12 KB here),
+    each with room for 8 messages of its own: together they take no more than the budget on disk; the one it holds
+    back is counted and logged once, and reads on as the other's files are freed; every message of each comes back, in
+    order. Before, each spilled up to its own limit whatever the others held (a stream whose model loads reads ahead
+    without a decoder: the decoders did not bound them)."""
+
+    async def run() -> None:
+        budget = SpillBudget(lambda: 12_000)
+        channels: list[asyncio.Queue[dict]] = [asyncio.Queue(), asyncio.Queue()]
+        for n, channel in enumerate(channels):
+            for i in range(16):
+                channel.put_nowait(numbered(16 * n + i))
+        inboxes = [Inbox(channel.get, limit=3000, spill=8 * (1000 + MESSAGE_BYTES) + 1, budget=budget)
+                   for channel in channels]
+        for inbox in inboxes:
+            inbox.ahead = True
+        await settle()
+        on_disk = [16 - 3 - c.qsize() for c in channels]
+        assert budget.used <= 12_000 and sum(on_disk) >= 10, (budget.used, on_disk)
+        assert 8 in on_disk and min(on_disk) < 8, f"one spilled its own share, the other was held back: {on_disk}"
+        assert budget.held_total == 1
+        first = [await inboxes[0].receive() for _ in range(16)]
+        second = [await inboxes[1].receive() for _ in range(16)]
+        assert [m["bytes"] for m in first + second] == [numbered(i)["bytes"] for i in range(32)]
+        assert budget.used == 0 and spilled_bytes() == 0
+        for inbox in inboxes:
+            await inbox.close()
+
+    with caplog.at_level("WARNING", logger="speech_recognizer.inbox"):
+        asyncio.run(run())
+    held = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(held) == 1 and "12000 bytes" in held[0], held

@@ -1,0 +1,53 @@
+"""The pod's /tmp: what the recognizer writes there, at most, from its settings.
+
+One place for the figure: the recognizer holds its /vosk spills to :func:`spill_budget` (:mod:`.inbox`), and the
+operator sizes the pod's /tmp ``emptyDir`` (its ``sizeLimit``) and the container's ``ephemeral-storage`` request by
+:func:`tmp_bytes`, so that the kubelet neither schedules the pod blind to its disk nor evicts it (every stream on it
+lost) for writing what it was allowed to.
+
+What writes there:
+
+- a /vosk stream's read-ahead (:class:`.inbox.Spill`): at most :data:`SPILL_BYTES` not yet handled per stream, and all
+  streams' files together, what was read of them but not yet freed included, at most :func:`spill_budget` (one
+  stream's share per decoder): past it a stream is held back as when its own spill is full. Not every stream that
+  reads ahead holds a decoder (one whose model is loading does), so the decoders alone do not bound them.
+- an OpenAI transcription's upload: Starlette's form parser keeps a file part past 1 MiB in a temporary file, all of
+  it (:func:`upload_bytes`); one per decoder at most, each held before its body is read.
+- a model's load: a view of its folder (links, its ``conf`` copied: :data:`MODEL_VIEW_BYTES`).
+
+Nothing else: a REST body, FFmpeg's input and output (its child may write no file) stay in memory and pipes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .contract import MAX_BYTES_PER_SECOND
+
+#: Most bytes of messages read ahead beyond the memory's read-ahead and kept on disk, per /vosk stream, each message
+#: counted with its head and its cost in memory (:data:`.inbox.MESSAGE_BYTES`; 31 min of 16 kHz mono PCM in
+#: 3200-byte messages).
+SPILL_BYTES: Final = 64 << 20
+#: A spill's file is closed (its disk space freed) once read through; a new one is begun past this many bytes.
+SPILL_FILE_BYTES: Final = 8 << 20
+#: An OpenAI form's fields besides its file: their values are short.
+FORM_FIELD_BYTES: Final = 64 * 1024
+#: A model's view while it loads: a link per file, and its ``conf`` folder copied (a few KB); a MiB is room to spare.
+MODEL_VIEW_BYTES: Final = 1 << 20
+
+
+def spill_budget(decoders: int) -> int:
+    """Bytes every /vosk stream's spill files may take on disk together: a stream's :data:`SPILL_BYTES` per decoder."""
+    return decoders * SPILL_BYTES
+
+
+def upload_bytes(max_audio_seconds: float) -> int:
+    """The largest OpenAI upload (its body, the file and the form's fields): ``max_audio_seconds`` of the widest
+    audio taken, as a REST body before its header says its format."""
+    return int(max_audio_seconds * MAX_BYTES_PER_SECOND) + FORM_FIELD_BYTES
+
+
+def tmp_bytes(decoders: int, max_audio_seconds: float) -> int:
+    """The most a recognizer with ``decoders`` (``DecoderMaxCount``) and ``MaxAudioSeconds`` writes to /tmp at once:
+    the spills' budget, an upload in flight per decoder, a model's view."""
+    return spill_budget(decoders) + decoders * upload_bytes(max_audio_seconds) + MODEL_VIEW_BYTES
