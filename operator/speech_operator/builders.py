@@ -6,12 +6,15 @@ No I/O here. Every recognizer fact (port, routes, setting names, user) comes fro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from speech_operator import api
 from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
-from speech_recognizer import contract
+from speech_operator.quantities import quantity
+from speech_recognizer import contract, scratch
+from speech_recognizer.settings import KNOWN, declared, decoders_for_memory, default_decoders
 
 MANAGER = "speech-operator"
 APP_NAME = "speech-recognizer"
@@ -190,6 +193,47 @@ def _resources(spec: api.SpeechToTextSpec) -> Manifest:
         amounts = getattr(spec.resources, part).model_dump(exclude_none=True)
         if amounts:
             out[part] = amounts
+    return out
+
+
+_MAX_AUDIO = declared("max_audio_seconds")
+
+
+def pod_decoders(spec: api.SpeechToTextSpec) -> int:
+    """The most decoders a pod of ``spec`` runs: ``spec.decoderMaxCount``, else the recognizer's default for the
+    container's limits (:func:`~speech_recognizer.settings.default_decoders`, which it may lower once its models
+    load, never raise); without a CPU limit what the memory limit holds; without either, the API's bound."""
+    if spec.decoderMaxCount is not None:
+        return spec.decoderMaxCount
+    cpu, memory = quantity(spec.resources.limits.cpu), quantity(spec.resources.limits.memory)
+    memory_bytes = None if memory is None else int(memory)
+    if cpu is None:
+        held = decoders_for_memory(memory_bytes)
+        return api.MAX_DECODERS_PER_POD if held is None else min(max(1, held), api.MAX_DECODERS_PER_POD)
+    return min(default_decoders(max(1, math.ceil(cpu)), memory_bytes), api.MAX_DECODERS_PER_POD)
+
+
+def tmp_bytes(spec: api.SpeechToTextSpec) -> int:
+    """What a pod's recognizer may write to /tmp at most (:func:`speech_recognizer.scratch.tmp_bytes`: its decoders'
+    read-ahead spills, an upload per decoder, ``MaxAudioSeconds`` long, from ``spec.settings`` or the default)."""
+    raw = spec.settings.get(_MAX_AUDIO.key)
+    seconds = next(s.convert(raw) for s in KNOWN if s.key == _MAX_AUDIO.key) if raw is not None else _MAX_AUDIO.default
+    return scratch.tmp_bytes(pod_decoders(spec), seconds)
+
+
+def tmp_quantity(spec: api.SpeechToTextSpec) -> str:
+    """:func:`tmp_bytes` as a quantity, in whole MiB rounded up: the /tmp emptyDir's ``sizeLimit`` and the recognizer
+    container's ``ephemeral-storage`` request."""
+    return f"{-(-tmp_bytes(spec) // 2**20)}Mi"
+
+
+def _recognizer_resources(spec: api.SpeechToTextSpec) -> Manifest:
+    """The recognizer's resources, its ``ephemeral-storage`` request the /tmp it may fill (:func:`tmp_quantity`), so
+    the scheduler places the pod where a node's disk holds it. No ``ephemeral-storage`` limit: the kubelet would evict
+    the pod (every stream on it) once all it writes passed it, its logs and a model downloaded into its emptyDir
+    besides, which the recognizer does not bound; the /tmp volume's own ``sizeLimit`` bounds /tmp."""
+    out = _resources(spec)
+    out["requests"] = {**out.get("requests", {}), "ephemeral-storage": tmp_quantity(spec)}
     return out
 
 
@@ -372,7 +416,7 @@ def recognizer_container(spec: api.SpeechToTextSpec, img: str, config: OperatorC
         **probes(),
         # An HTTP hook: the image has no shell for `sleep`, and the sleep action needs Kubernetes 1.30.
         "lifecycle": {"preStop": {"httpGet": {"path": contract.ROUTE_PRE_STOP, "port": PORT_NAME}}},
-        "resources": _resources(spec),
+        "resources": _recognizer_resources(spec),
         "securityContext": restricted_security_context(config),
         "volumeMounts": mounts,
     }
@@ -418,7 +462,10 @@ def pod_spec(stt: api.SpeechToText, config: OperatorConfig) -> Manifest:
     if inits:
         pod["initContainers"] = inits
     pod["containers"] = [recognizer_container(spec, img, config)]
-    pod["volumes"] = [{"name": "tmp", "emptyDir": {}}] + [volume(n, v) for n, v in mounted_volumes(spec).items()]
+    # /tmp sized by what the recognizer may write there (scratch.py), which it holds itself to: a pod past its
+    # sizeLimit is evicted, every stream on it lost
+    pod["volumes"] = ([{"name": "tmp", "emptyDir": {"sizeLimit": tmp_quantity(spec)}}]
+                      + [volume(n, v) for n, v in mounted_volumes(spec).items()])
     ref = ca_bundle(spec)
     if ref is not None:
         pod["volumes"].append(ca_bundle_volume(ref))

@@ -24,7 +24,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import kopf
@@ -36,6 +35,7 @@ from speech_operator.crd_watch import InstalledCRD
 from speech_operator.events import Events, Going, now
 from speech_operator.foreign_autoscalers import ForeignAutoscalers
 from speech_operator.kube import UNANSWERED, Kube, KubeError, path
+from speech_operator.quantities import quantity as quantity
 
 log = logging.getLogger(__name__)
 
@@ -461,27 +461,8 @@ def child_path(kind: str, namespace: str, name: str) -> str:
     return path(api_version, plural, namespace, name)
 
 
-_SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-             "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-             "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
-             "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
-_QUANTITY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+)(?:([eE][+-]?[0-9]+)|(" + "|".join(filter(None, _SUFFIXES)) + r")?)$")
 #: Where the API server rewrites resource quantities into its canonical form.
 _QUANTITY_PATH = re.compile(r"\.resources\.(requests|limits)\.[^.\[]+$|\.sizeLimit$")
-
-
-def quantity(value: Any) -> Decimal | None:
-    """The amount a Kubernetes quantity stands for (``"500m"`` and ``0.5`` alike), or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        return None
-    number, exponent, suffix = match.groups()
-    try:
-        return Decimal(number + (exponent or "")) * _SUFFIXES[suffix or ""]
-    except InvalidOperation:
-        return None
 
 
 def differences(desired: Any, actual: Any, where: str = "") -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
-from speech_recognizer import contract
+from speech_recognizer import contract, scratch
 from tests.ship.conftest import KUBE_VERSIONS
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
@@ -99,7 +99,8 @@ def test_minimal_recognizer_container() -> None:
     assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "518Mi"},
+                              "limits": {"cpu": "2", "memory": "3Gi"}}
     assert c["env"] == [{"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1
@@ -260,7 +261,36 @@ def test_every_container_sets_cpu_and_memory_requests_and_limits() -> None:
     assert list(containers(on_claims)) == ["chown", "download-model", "recognizer"]
     for name, c in containers(on_claims).items():
         for part in ("requests", "limits"):
-            assert set(c["resources"][part]) == {"cpu", "memory"}, (name, part, c["resources"])
+            assert {"cpu", "memory"} <= set(c["resources"][part]), (name, part, c["resources"])
+
+
+def _spec(stt: api.SpeechToText, **update: Any) -> api.SpeechToText:
+    return stt.model_copy(update={"spec": api.SpeechToTextSpec.model_validate({**stt.spec.model_dump(exclude_none=True), **update})})
+
+
+@pytest.mark.parametrize(("stt", "decoders", "seconds"), [
+    (MINIMAL, 6, 60),  # the default limits: 2 CPUs, 3Gi
+    (MAXIMAL, 8, 60),  # decoderMaxCount
+    (_spec(MINIMAL, settings={"MaxAudioSeconds": "300"}), 6, 300),
+    (_spec(MINIMAL, resources={"limits": {"cpu": "3500m", "memory": "8Gi"}}), 12, 60),  # 3 per CPU, rounded up
+    (_spec(MINIMAL, resources={"limits": {"cpu": "4", "memory": "1536Mi"}}), 2, 60),  # what the memory holds
+    (_spec(MINIMAL, resources={"limits": {"memory": "2Gi"}}), 3, 60),  # no CPU limit: the memory's
+    (_spec(MINIMAL, resources={"limits": {}}), api.MAX_DECODERS_PER_POD, 60),  # neither: the API's bound
+], ids=["defaults", "decoderMaxCount", "MaxAudioSeconds", "cpu", "memory", "no cpu limit", "no limits"])
+def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToText, decoders: int, seconds: float) -> None:
+    """The pod's /tmp emptyDir has a sizeLimit, and the recognizer container an ephemeral-storage request, of what the
+    recognizer may write there at most (speech_recognizer.scratch: its decoders' spills, an upload per decoder),
+    rounded up to a MiB, so that the scheduler places the pod on a node whose disk holds it and the kubelet does not
+    evict it for what it was allowed to write; no ephemeral-storage limit (the logs and a model downloaded into its
+    emptyDir count towards one). Before: an emptyDir without a size, and no request: the pod scheduled blind to its
+    disk, and evicted first under DiskPressure."""
+    size = f"{-(-scratch.tmp_bytes(decoders, seconds) // 2**20)}Mi"
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": size}} in pod(stt)["volumes"]
+    resources = containers(stt)["recognizer"]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == size
+    assert "ephemeral-storage" not in resources.get("limits", {})
+    if stt is MINIMAL:
+        assert size == "518Mi", "README's figure (On Kubernetes)"
 
 
 def test_every_container_keeps_the_end_of_its_log_when_it_fails() -> None:

@@ -319,7 +319,8 @@ def test_nothing_to_apply_when_the_server_kept_what_was_applied() -> None:
     stt = _stt(resources={"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": "2", "memory": "2048Mi"}})
     desired = fingerprinted(builders.deployment(stt, CONFIG))
     live = _as_stored(desired)
-    assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi",
+                                                                                   "ephemeral-storage": "260Mi"}
     assert pending(desired, live) == []
     assert pending(fingerprinted(builders.deployment(stt, CONFIG)), live) == []  # built again, as after a restart
 
