@@ -32,10 +32,11 @@ BACKEND_LOST = Kind("backend_lost", 502, 1011, "Error", errors.WARNING,
 # A client that takes in nothing is the recognizer's own kind, not_reading (408: the client's doing, no alert); a
 # recognizer that takes in nothing of a stream's end is this one: the service's fault, which pages.
 BACKEND_NOT_READING = Kind("backend_not_reading", 502, 1011, "Error", errors.WARNING, usp_turn=False,
-                           doc="the recognizer had not taken in all of the stream's last bytes (the gateway's close behind "
-                               "them) SPEECH_GATEWAY_SEND_STALL_SECONDS after the gateway's close (the client closed or left, "
-                               "or the stop closed the stream): its connection was reset (its pod is stuck: it took in none "
-                               "and sent nothing; or it decodes slower than the audio came)", alert=errors.FAULT)
+                           doc="the recognizer took in none of the stream and sent nothing for SPEECH_GATEWAY_SEND_STALL_SECONDS "
+                               "while the gateway's send to it waited (its pod is stuck: the client is closed with the reason), "
+                               "or had not taken in all of the stream's last bytes (the gateway's close behind them) that long "
+                               "after the gateway's close (the client closed or left, or the stop closed the stream; it decodes "
+                               "slower than the audio came): its connection was reset", alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
                     doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)", alert=errors.FAULT)
 HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO, 30,

@@ -25,7 +25,7 @@
   A client that closes while the relay's send to its recognizer waits (a recognizer taking in nothing, or less than
   its client sends) is answered then, not once that recognizer has read what came before the close: its close, among
   what was read ahead of it (aiohttp's private ``_reader._buffer``), passed on, or its end of the connection in the TCP
-  state, and what it sent before them and the relay still holds dropped (:func:`_client_closes`).
+  state, and what it sent before them and the relay still holds dropped (:func:`_while_sends_wait`).
   The recognizer's keepalive pings reach the client and its pongs come back (the gateway does
   not answer for either side), so a client held back behind its own audio is not cut off here
   either. A close from either side is passed on with its code and reason; a recognizer whose
@@ -34,9 +34,12 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it, within the same bound, the close frame's own send too, longer
-  only while bytes still wait unsent to the recognizer, busy or stuck; one that has not taken them all in
-  ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` after the close has that connection reset: :func:`_close_within`).
+  recognizer's side's is (aiohttp's client reads it, within ``SPEECH_GATEWAY_SEND_STALL_SECONDS``: a recognizer busy
+  decoding reads its close late; one that has taken in none of what waits unsent to it and sent nothing for that long,
+  or not taken it all in that long after the close, has that connection reset: :func:`_close_within`). A recognizer
+  that takes in none of a stream and says nothing for ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` while the relay's send to it
+  waits is stuck: its connection reset, the client closed 1011 with the reason (``backend_not_reading``), whether it
+  still streams or closed behind audio still unsent, its close unread (:func:`_while_sends_wait`).
   A close that ends with bytes still unsent
   (a client not reading, or reading slowly) ends its connection once the client has taken them in, or resets it once it
   has taken in none of them for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, as an open connection (:meth:`HeadGuard.close_after_unsent
@@ -49,8 +52,9 @@ failed mid-way: ``backend_lost``), one that could not be made once a held client
 (``backend_unavailable``), a stream still in progress when the gateway's stop ran out of time (``gateway_stopped``), and
 each connection of a stream the gateway resets: the client's for taking in nothing, open (the guard's watch) or after
 its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), ``not_reading`` (the recognizer's kind for
-its own clients: the client's doing), and the recognizer's for not taking in its close (:func:`_close_within`),
-``backend_not_reading`` (a fault: it pages); the client's still closing when the stop ends, ``gateway_stopped``
+its own clients: the client's doing), and the recognizer's for taking in none of the stream while the relay's send
+waits (:func:`_while_sends_wait`) or not taking in its close (:func:`_close_within`), ``backend_not_reading`` (a fault:
+it pages); the client's still closing when the stop ends, ``gateway_stopped``
 (:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
 failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
@@ -80,7 +84,7 @@ from speech_operator.gateway_directory import Backend
 from speech_operator.gateway_http_limits import STALL_SECONDS, HeadGuard, client_failure, client_leaves, drop_what_follows, not_reading
 from speech_operator.gateway_shutdown import CLOSE_REPLY_SECONDS, STOPPED_MIDSTREAM, STOPPED_UNANSWERED, Progress, Shutdown, unless
 from speech_recognizer.addresses import Network, trusted_peer, unmapped
-from speech_recognizer.connection_cap import Intake, peer_gone, received_bytes, reset, unsent_bytes
+from speech_recognizer.connection_cap import Intake, peer_gone, received_bytes, reset, unread_bytes, unsent_bytes
 from speech_recognizer.contract import MAX_HEADERS
 from speech_recognizer.errors import FAILURE_HEADER, HEADER_TOO_LARGE, Failure, close_reason, one_line
 from speech_recognizer.serving import SERVER_OPTIONS
@@ -660,7 +664,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
         await client.prepare(request)
     except BaseException:
         await _close_within(upstream, 1001, b"the client left during the handshake", backend, failed,
-                            bound=_stall_seconds(request), over=progress.shutdown.over)
+                            bound=_stall_seconds(request), shutdown=progress.shutdown)
         raise
     connected(101, ACCEPTED_TO_CLOSE.get())
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -702,7 +706,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
-        await _close_within(upstream, 1001, b"", backend, failed, bound=_stall_seconds(request), over=progress.shutdown.over)
+        await _close_within(upstream, 1001, b"", backend, failed, bound=_stall_seconds(request), shutdown=progress.shutdown)
         await _close(client, *failures.close_args(gone))
         return
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -717,7 +721,7 @@ FRAME_HEAD_MAX_BYTES = 14
 
 class _Sends:
     """How a pump's sends go: how many began, whether one is waiting, and ``may_wait``, set when one began that may
-    wait for its peer (:func:`_may_wait`), which :func:`_client_closes` waits for: a relay idle, or sending to a
+    wait for its peer (:func:`_may_wait`), which :func:`_while_sends_wait` waits for: a relay idle, or sending to a
     recognizer that reads, wakes nothing. ``transport``: the connection sent on (None: every send may wait)."""
 
     def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
@@ -745,6 +749,51 @@ def _may_wait(transport: asyncio.BaseTransport | None, size: int) -> bool:
     low, high = transport.get_write_buffer_limits()
     unsent = transport.get_write_buffer_size()
     return unsent > low or unsent + size + FRAME_HEAD_MAX_BYTES > high
+
+
+class _Stalled:
+    """How long a recognizer has taken in none of what waits unsent to it (:class:`~speech_recognizer.connection_cap.Intake`:
+    bytes taken in restart the clock) and sent nothing (:func:`~speech_recognizer.connection_cap.received_bytes`: bytes
+    that came restart it too; a stopped process sends nothing, its kernel only acknowledges), from looks now and then on
+    ``transport``, the connection to it. One clock a stream, from a send that waits on through its close
+    (:func:`_close_within`): a recognizer stuck before the close is judged from when it stuck, not from the close."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self._intake: Intake | None = None
+        self._heard: int | None = None
+
+    def look(self, now: float, *, held: bool = False) -> float:
+        """Seconds it has taken in nothing and sent nothing at ``now`` (0 at the first look since :meth:`restart`). While
+        the gateway has not read all it sent (bytes of it wait unread in the connection's receive queue), or ``held``
+        (the relay's send of its replies to the client waits: its client takes in none of them), it may be waiting on
+        its own sends: the clock restarts."""
+        unsent = unsent_bytes(self.transport)
+        said = received_bytes(self.transport)
+        if self._intake is None or held or unread_bytes(self.transport):
+            self._intake = Intake(unsent, now)
+        stalled = self._intake.look(unsent, now)
+        if said is not None and self._heard is not None and said > self._heard:
+            stalled = self._intake.heard(now)  # it still answers the stream: decoding what it read ahead, not stuck
+        self._heard = said
+        return stalled
+
+    @property
+    def unsent(self) -> int:
+        """Bytes waiting unsent to it at the last look."""
+        return self._intake.unsent if self._intake is not None else 0
+
+    def restart(self) -> None:
+        """No send waits for it (nothing it could be behind on): the clock restarts at the next look."""
+        self._intake = None
+
+
+def stuck(backend: Backend, unsent: int, stalled: float, bound: float, what: str = "the stream's") -> Failure:
+    """``backend_not_reading``: ``backend``'s recognizer took in none of ``unsent`` bytes and sent nothing for ``stalled``
+    seconds, over ``bound`` (``SPEECH_GATEWAY_SEND_STALL_SECONDS``); its connection was reset."""
+    return Failure(f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name}) took in none of {what} "
+                   f"{unsent} bytes waiting unsent to it and sent nothing for {stalled:.1f} s (over {bound:g} s, "
+                   "SPEECH_GATEWAY_SEND_STALL_SECONDS): its connection was reset", failures.BACKEND_NOT_READING)
 
 
 async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
@@ -806,20 +855,27 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         (``backend_not_reading``: the gateway counts one failure a stream)."""
         client_stalled()
         await _close_within(upstream, code, reason, backend=backend, failed=failed, bound=stall_seconds,
-                            over=progress.shutdown.over)
+                            shutdown=progress.shutdown, stalled=stalled)
 
-    sends = _Sends(upstream._writer.transport)
+    sends, replies = _Sends(upstream._writer.transport), _Sends()
+    stalled = _Stalled(upstream._writer.transport)
     to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
-    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer))
+    to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer, replies))
     idle = asyncio.ensure_future(progress.closable())
-    leaving = asyncio.ensure_future(_client_closes(client, transport, sends))
+    leaving = asyncio.ensure_future(_while_sends_wait(client, transport, sends, _Watch(stalled, replies, stall_seconds, backend)))
     try:
         done, _ = await asyncio.wait({to_upstream, to_client, idle, leaving}, return_when=asyncio.FIRST_COMPLETED)
-        if leaving in done:  # its close (or its end) came while a send to a recognizer taking nothing in waited
+        if leaving in done and isinstance(said := leaving.result(), Failure):  # the recognizer stuck: backend_not_reading
+            client_stalled()
+            failed(said)
+            reset(upstream._writer.transport)
             await _stopped(to_upstream)
-            said = leaving.result() or (1001, b"the client went away")
-            log.debug("a client of %s closed while its recognizer took in none of its stream: closed %d", backend.locale, said[0])
-            await asyncio.gather(_close(client, *said), close_upstream(*said))
+            await _close(client, *failures.close_args(said))
+        elif leaving in done:  # its close (or its end) came while a send to a recognizer taking nothing in waited
+            await _stopped(to_upstream)
+            code, reason = said if isinstance(said, tuple) else (1001, b"the client went away")
+            log.debug("a client of %s closed while its recognizer took in none of its stream: closed %d", backend.locale, code)
+            await asyncio.gather(_close(client, code, reason), close_upstream(code, reason))
         elif to_client in done:
             try:
                 closed = to_client.result()
@@ -874,40 +930,66 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         client_stalled()
 
 
-#: How often a relay whose send to its recognizer waits looks whether its client closed meanwhile (:func:`_client_closes`).
+#: How often a relay whose send to its recognizer waits looks whether its client closed meanwhile, and whether its
+#: recognizer is stuck (:func:`_while_sends_wait`).
 CLOSING_POLL_SECONDS = 0.5
 
 
-async def _client_closes(client: web.WebSocketResponse, transport: asyncio.Transport | None,
-                         sends: _Sends) -> tuple[int, bytes] | None:
-    """Returns once the client closed while one send of its stream to the recognizer waited for a whole
-    :data:`CLOSING_POLL_SECONDS` (a recognizer taking in nothing, or less than its client sent): its close (code, reason)
-    if it is among its messages read and not yet relayed, None if its connection ended (its FIN or reset, in the TCP
-    state, or read by the event loop, which then closed the connection: aiohttp's ``eof_received`` asks it to). The relay
-    would see that close only once the recognizer took the messages before it in, or never: the connection held its place
-    under the cap meanwhile, and the client waited for its close reply.
+@dataclass(frozen=True)
+class _Watch:
+    """What :func:`_while_sends_wait` judges a recognizer by: its ``stalled`` clock, the relay's sends of its ``replies``
+    to the client (while one waits, the gateway reads none of the recognizer's), ``bound``
+    (``SPEECH_GATEWAY_SEND_STALL_SECONDS``) and its ``backend``."""
 
-    A recognizer still reading, however slowly, is so cut too: what the client sent before its close and the relay still
-    holds is dropped, and the relay's close of the recognizer's side resets it if it takes in none of the rest for
-    :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`, or not all of it in
-    ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` (:func:`_close_within`). Nothing is lost to the
-    client: once it closed it takes no more results (RFC 6455 5.5.1 asks for its close reply as soon as practical; a
-    browser drops what comes after its close), and a recognizer that reads the client's close behind audio it has not
-    decoded drops that audio itself (:mod:`speech_recognizer.inbox`): relayed, it would be read to be dropped, the
-    decoder held meanwhile. Sends that each end within :data:`CLOSING_POLL_SECONDS` go on as they are: the close comes
-    after them. It looks only while a send that may wait (``sends.may_wait``) has not ended: an idle relay's wakes
-    nothing.
+    stalled: _Stalled
+    replies: _Sends
+    bound: float
+    backend: Backend
+
+
+async def _while_sends_wait(client: web.WebSocketResponse, transport: asyncio.Transport | None, sends: _Sends,
+                            watch: _Watch) -> tuple[int, bytes] | None | Failure:
+    """Looks, every :data:`CLOSING_POLL_SECONDS` while a send of the stream to the recognizer waits, at both ends: returns
+    the recognizer's failure, ``backend_not_reading``, once it has taken in none of what waits unsent to it and sent
+    nothing for ``watch.bound`` (``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the bound on a client taking in none of its
+    replies: :class:`_Stalled`; not while the gateway reads none of its replies, its client taking in none of them, when
+    it may wait on its own sends); or the client's close, once it closed while one send waited for a whole look (its
+    close (code, reason) if it is among its messages read and not yet relayed, None if its connection ended: its FIN or
+    reset, in the TCP state, or read by the event loop, which then closed the connection: aiohttp's ``eof_received`` asks
+    it to). The relay would see that close only once the recognizer took the messages before it in, or never: the
+    connection held its place under the cap meanwhile, and the client waited for its close reply.
+
+    A stuck recognizer (a stopped process) is so found while its client still streams, or closed behind audio still
+    unsent (its close not read: below), where nothing else would end the stream: the relay resets the recognizer's
+    connection and closes the client with the failure's code and reason; and a close that comes before the bound keeps
+    the clock (:func:`_close_within` goes on with it): the recognizer gets the bound from when it stopped taking in,
+    not that and the bound again from the close.
+
+    A recognizer still reading, however slowly, is cut at the client's close: what the client sent before its close
+    and the relay still holds is dropped, and the relay's close of the recognizer's side resets it if it takes in none
+    of the rest and sends nothing for ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, or has not taken it all in that long after
+    the close (:func:`_close_within`). Nothing is lost to the client: once it closed it takes no more results (RFC 6455
+    5.5.1 asks for its close reply as soon as practical; a browser drops what comes after its close), and a recognizer
+    that reads the client's close behind audio it has not decoded drops that audio itself (:mod:`speech_recognizer.inbox`):
+    relayed, it would be read to be dropped, the decoder held meanwhile. Sends that each end within
+    :data:`CLOSING_POLL_SECONDS` go on as they are: the close comes after them. It looks only while a send that may wait
+    (``sends.may_wait``) has not ended: an idle relay's wakes nothing.
 
     A close behind more than ``SPEECH_GATEWAY_READ_BUFFER_BYTES`` of the client's messages is not read (the bound on
     what the gateway holds): only its end of the connection is seen then."""
+    loop = asyncio.get_running_loop()
     while True:
         await sends.may_wait.wait()
         sends.may_wait.clear()
         send = sends.began
+        watch.stalled.look(loop.time(), held=watch.replies.waiting)  # the clock from the send that may wait on
         while True:
             await asyncio.sleep(CLOSING_POLL_SECONDS)
             if not sends.waiting or sends.began != send:
+                watch.stalled.restart()  # it took the send in
                 break  # it went on: until a send may wait again
+            if (stalled := watch.stalled.look(loop.time(), held=watch.replies.waiting)) >= watch.bound:
+                return stuck(watch.backend, watch.stalled.unsent, stalled, watch.bound)
             if (close := _close_read(client)) is not None:
                 return close
             if transport is None or transport.is_closing() or peer_gone(transport):
@@ -930,61 +1012,71 @@ CLOSE_LOOK_SECONDS = 0.05
 
 
 async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes, backend: Backend,
-                        failed: Failed, *, bound: float = STALL_SECONDS, over: asyncio.Event | None = None) -> None:
-    """Close the recognizer's side (:func:`_close`), waiting :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`
-    for its close reply, and longer only while bytes still wait unsent to it (the stream's last ones, the close behind
-    them) and it takes some of them in (looked at every :data:`CLOSE_LOOK_SECONDS`, as
-    :class:`~speech_recognizer.connection_cap.Intake` does for a client): a close frame to a recognizer that takes
-    nothing in waits for it to, for ever, and aiohttp's close of it would leave those bytes and a FIN behind them to the
-    kernel, which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
+                        failed: Failed, *, bound: float = STALL_SECONDS, shutdown: Shutdown | None = None,
+                        stalled: _Stalled | None = None) -> None:
+    """Close the recognizer's side (:func:`_close`) with a close handshake: its close reply read, then the end of the
+    connection; looked at every :data:`CLOSE_LOOK_SECONDS`. A close frame to a recognizer that takes nothing in waits
+    for it to, for ever, and aiohttp's close of it would leave what waits unsent and a FIN behind them to the kernel,
+    which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
 
     A recognizer busy decoding takes in nothing for seconds once its read-ahead is full (on the /vosk route, its
     temporary files' too: :data:`~speech_recognizer.inbox.SPILL_BYTES`): it reads its socket again only once it handled
     the messages of its last read (uvicorn's, up to 256 KiB), and it may say nothing meanwhile (the Speech SDK's route in a
     long silence; one reply per message decoded), so a second, or any time short of the bound a healthy one always
     meets, cannot tell it from a stuck one. It gets up to ``bound`` (the gateway's bound on a peer taking in none of its
-    sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the live relay's on the recognizer too: the recognizers' own
-    ``AudioIdleSeconds`` default), and its close comes once it reads there: it reads a stream's audio at its decoding's
-    pace once its read-ahead (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that sent a file
-    faster than real time and left included. One that took in none of them and sent nothing
-    (:func:`~speech_recognizer.connection_cap.received_bytes`, restarting the clock as bytes taken in do) for that
-    long is stuck (a stopped process), one that has not taken them all in by then decodes slower than the audio came
-    (what waits unsent is at most the relay's buffers and one message, a few seconds of audio with the defaults): its
-    connection is reset, ``failed`` told (``backend_not_reading``, of ``backend``'s locale, which pages; a client that
-    takes in nothing is ``not_reading``). Not reset sooner and left uncounted (or of a kind that pages nobody): that would
-    give a busy recognizer its decoder back sooner (at a reset it drops what it read ahead, :mod:`speech_recognizer.inbox`;
-    waited on, it decodes about as much audio as waited unsent before the end of the connection reaches it) but count
-    a stuck one whose clients all leave within the bound nowhere. ``over`` (the gateway's stop ran out of time) ends the wait at once past the first
-    CLOSE_REPLY_SECONDS, so the stop keeps its bound: a recognizer still busy then is reset as the stop's
-    (``gateway_stopped``). Once nothing waits unsent, its close reply gets CLOSE_REPLY_SECONDS from the close, then
-    the connection ends (a FIN behind the close). aiohttp's own wait for the reply is unbounded (:func:`connect_upstream`):
-    its bound, ended, would close the connection, and what the kernel still held unsent could no longer be looked at."""
+    sends, ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the live relay's on the recognizer too, :func:`_while_sends_wait`: the
+    recognizers' own ``AudioIdleSeconds`` default), and its close comes once it reads there: it reads a stream's audio
+    at its decoding's pace once its read-ahead (:data:`~speech_recognizer.inbox.READ_AHEAD_BYTES`) is full, a client that
+    sent a file faster than real time and left included. One that took in none of what waits unsent and sent nothing
+    (``stalled``: the stream's clock, kept from the live relay when its send waited, else begun at the close) for that
+    long is stuck (a stopped process), one that has not taken them all in ``bound`` after the close decodes slower than
+    the audio came (what waits unsent is at most the relay's buffers and one message, a few seconds of audio with the
+    defaults): its connection is reset, ``failed`` told (``backend_not_reading``, of ``backend``'s locale, which pages; a
+    client that takes in nothing is ``not_reading``). Not reset sooner and left uncounted (or of a kind that pages nobody):
+    that would give a busy recognizer its decoder back sooner (at a reset it drops what it read ahead,
+    :mod:`speech_recognizer.inbox`; waited on, it decodes about as much audio as waited unsent before the end of the
+    connection reaches it) but count a stuck one whose clients all leave within the bound nowhere.
+
+    Once nothing waits unsent (its kernel has the close), its close reply is awaited up to ``bound`` from the close, what
+    it says meanwhile read and dropped: a busy one reads the close only once it handled its last read. Ended sooner, the
+    connection lost the close: the gateway's socket, holding replies unread, reset it, and the recognizer's kernel
+    dropped the close unread (to the recognizer, a client gone without one). One that has not answered within ``bound``
+    has its connection ended then, uncounted (it has the close).
+
+    The gateway's stop (``shutdown``) holds for it no longer than CLOSE_REPLY_SECONDS from the close once the stop began
+    and it has taken in nothing and said nothing for as long, nor past its time (``over``): a recognizer left so by a
+    client that was done held the stop up to ``shutdown_seconds``. With bytes still unsent then it is reset as the stop's
+    (``gateway_stopped``; it is not known stuck), else its connection ends. aiohttp's own wait for the reply is unbounded
+    (:func:`connect_upstream`): its bound, ended, would close the connection, and what the kernel still held unsent could
+    no longer be looked at."""
     transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
     loop = asyncio.get_running_loop()
     began = loop.time()
-    intake = Intake(unsent_bytes(transport), began)
-    heard = received_bytes(transport)
+    stalled = stalled or _Stalled(transport)
+    stalled.look(began)
     closing = asyncio.ensure_future(_close(upstream, code, reason))
     failure: Failure | None = None
     try:
         while True:
             await asyncio.wait((closing,), timeout=CLOSE_LOOK_SECONDS)
             now = loop.time()
-            unsent = unsent_bytes(transport)
-            stalled = intake.look(unsent, now)
-            if (said := received_bytes(transport)) is not None and heard is not None and said > heard:
-                stalled = intake.heard(now)  # it still answers the stream: decoding what it read ahead, not stuck
-            heard = said
-            if not unsent and (closing.done() or now - began >= CLOSE_REPLY_SECONDS):
+            idle = stalled.look(now)
+            unsent = stalled.unsent
+            if not unsent and closing.done():
                 return
             if now - began < CLOSE_REPLY_SECONDS:
                 continue
+            # the stop holds for it no longer: out of time, or begun and it has taken in nothing and said nothing since
+            stopping = shutdown is not None and (shutdown.over.is_set() or shutdown.begun.is_set() and idle >= CLOSE_REPLY_SECONDS)
             where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
-            if stalled >= bound:
-                failure = Failure(f"{where} had not taken in the stream's last {unsent} bytes (its close behind them) "
-                                  f"{bound:g} s after the close, taking in none and sending nothing for {stalled:.1f} s: "
-                                  "its connection was reset", failures.BACKEND_NOT_READING)
-            elif over is not None and over.is_set():
+            if not unsent:  # it has the close, unread yet (busy decoding) or never to be read: not its failure either way
+                if stopping or now - began >= bound:
+                    log.debug("%s had not answered the stream's close %.1f s after it: its connection ended", where, now - began)
+                    return
+                continue
+            if idle >= bound:
+                failure = stuck(backend, unsent, idle, bound, "the stream's last")
+            elif stopping:
                 failure = Failure(f"the gateway stopped before {where} took in the stream's last {unsent} bytes (its "
                                   "close behind them): its connection was reset", failures.STOPPED)
             elif now - began >= bound:

@@ -420,10 +420,13 @@ def stuck_stream(tmp: Path) -> Iterator[HeldReply]:
 
 
 @contextlib.contextmanager
-def relayed_stream(tmp: Path, recognizer: Any, send_stall_seconds: float = 30) -> Iterator[tuple[Stack, HeldReply, Callable[[], dict[str, float]]]]:
-    """A gateway (at ``tmp``) relaying messages up to :data:`STUCK_MESSAGE`'s size to a stand-in ``recognizer``, a /vosk
-    client of it that sent its config, and what the gateway has counted under ko-KR since (a call: kind -> count)."""
-    stack = gateway(tmp, recognizer, send_stall_seconds=send_stall_seconds, max_message_bytes=len(STUCK_MESSAGE))
+def relayed_stream(tmp: Path, recognizer: Any, send_stall_seconds: float = 30,
+                   shutdown_seconds: float = 30) -> Iterator[tuple[Stack, HeldReply, Callable[[], dict[str, float]]]]:
+    """A gateway (at ``tmp``, stopping within ``shutdown_seconds``) relaying messages up to :data:`STUCK_MESSAGE`'s size
+    to a stand-in ``recognizer``, a /vosk client of it that sent its config, and what the gateway has counted under ko-KR
+    since (a call: kind -> count)."""
+    stack = gateway(tmp, recognizer, send_stall_seconds=send_stall_seconds, max_message_bytes=len(STUCK_MESSAGE),
+                    shutdown_seconds=shutdown_seconds)
     try:
         before = failures(stack, "ko-KR")
 
@@ -532,7 +535,7 @@ def test_a_client_closing_while_its_slow_recognizer_reads_on_gets_its_close_repl
     SPEECH_GATEWAY_SEND_STALL_SECONDS (:data:`SLOW_BOUND`) passed with the recognizer still taking the stream in (reset:
     the rest of the message unsent, not minutes at its pace), counted ``backend_not_reading`` (it decodes slower than
     the audio came). What the client sent before its close is dropped, as a recognizer drops the audio it read
-    ahead of a client's close: a client that closed takes no more results (gateway_relay._client_closes says why)."""
+    ahead of a client's close: a client that closed takes no more results (gateway_relay._while_sends_wait says why)."""
     with Slow() as slow, relayed_stream(tmp_path / "gateway", slow, SLOW_BOUND) as (_, client, counted):
         client.send(STUCK_MESSAGE)
         taken = slow.taken
@@ -632,20 +635,22 @@ class Quiet(Steady):
             time.sleep(left)
 
 
-@pytest.mark.parametrize(("busy", "replied"), [(Steady, True), (Decoding, False), (Quiet, True)],
-                         ids=["steady", "decoding", "quiet"])
+@pytest.mark.parametrize("busy", [Steady, Decoding, Quiet], ids=["steady", "decoding", "quiet"])
 def test_a_client_closing_while_its_busy_recognizer_takes_in_its_stream_is_no_recognizers_failure(
-        tmp_path: Path, busy: type[Steady], replied: bool) -> None:
+        tmp_path: Path, busy: type[Steady]) -> None:
     """A /vosk client sends a message more than the relay holds (1 MiB: its send waits) to a recognizer busy decoding
     (:class:`Steady`: takes in 16 KiB every 0.1 s; :class:`Decoding`: nothing for 1.5 s, then 128 KiB, replying
     meanwhile; :class:`Quiet`: as Steady, but nothing taken in and nothing sent for :data:`QUIET_SECONDS` from the
     close on), then closes: the close reply comes within :data:`CLOSE_PROMPTLY`, and the gateway's close goes on to
     the recognizer behind the rest of the message (some seconds at its pace, within SPEECH_GATEWAY_SEND_STALL_SECONDS),
-    and the connection ends; nothing is counted under ko-KR. Steady and Quiet get the close, the client's code and
-    reason, and answer it (Decoding's last read comes after the close reply's CLOSE_REPLY_SECONDS: its connection ends first). Before: its connection
-    was reset CLOSE_REPLY_SECONDS after the close, counted ``backend_not_reading`` (WARNING, SpeechGatewayFailing
-    paging), though it was taking the stream in (Steady, before e99d968), or taking nothing in for a second while it
-    answered what it decoded (Decoding, before 24a49d9), or taking nothing in and saying nothing for a second (Quiet)."""
+    and the connection ends; nothing is counted under ko-KR. Each gets the close, the client's code and reason, and
+    answers it, Decoding too, whose last read comes more than CLOSE_REPLY_SECONDS after the rest of the stream left the
+    gateway (its kernel holding it). Before: its connection was reset CLOSE_REPLY_SECONDS after the close, counted
+    ``backend_not_reading`` (WARNING, SpeechGatewayFailing paging), though it was taking the stream in (Steady, before
+    e99d968), or taking nothing in for a second while it answered what it decoded (Decoding, before 24a49d9), or taking
+    nothing in and saying nothing for a second (Quiet); then Decoding's connection ended CLOSE_REPLY_SECONDS after
+    nothing waited unsent to it, the close unread in its kernel: it never got it (the gateway's socket, holding its
+    partials unread, reset the connection)."""
     with busy() as steady, relayed_stream(tmp_path / "gateway", steady) as (stack, client, counted):
         client.send(STUCK_MESSAGE)
         time.sleep(1)  # the relay's send of it waits, the recognizer taking some in meanwhile
@@ -656,10 +661,12 @@ def test_a_client_closing_while_its_busy_recognizer_takes_in_its_stream_is_no_re
         stack.eventually(lambda: steady.closed is not None or not upstream_side(steady.port), 30,
                          "the recognizer's close or the end of its connection")
         got = time.monotonic() - closing
-        stack.eventually(lambda: not upstream_side(steady.port), 5, "the end of the connection to the recognizer")
+        # the gateway's end closed after the handshake: gone, or waiting on the recognizer's end (FIN-WAIT-2) or in TIME-WAIT
+        stack.eventually(lambda: upstream_side(steady.port) in ("", "FIN-WAIT-2", "TIME-WAIT"), 5,
+                         "the end of the connection to the recognizer")
         count = counted()
     assert count == {}, f"{count} counted under ko-KR for a recognizer taking the stream in"
-    assert not replied or steady.closed is not None and (steady.closed.code, steady.closed.reason) == (1000, "done"), (
+    assert steady.closed is not None and (steady.closed.code, steady.closed.reason) == (1000, "done"), (
         f"the recognizer got no close, {steady.taken} bytes taken in")
     print(f"\nthe recognizer got the client's close or its connection ended {got:.1f} s after it, {steady.taken} bytes taken in")
 
@@ -722,6 +729,112 @@ def test_a_client_leaving_a_recognizer_that_takes_nothing_in_leaves_no_connectio
                                          f"not waiting for a CPU ({took:.1f} s of the clock) after its client left")
     assert count == {"backend_not_reading": 1}, f"{count} counted for the reset of the recognizer's connection, under ko-KR"
     print(f"\nthe gateway's end of its connection to the recognizer gone {took:.2f} s after its client left ({quiet:.2f} s unstarved)")
+
+
+def stuck_closed(client: HeldReply, port: int, bound: float, began: float) -> tuple[Close | None, str, float]:
+    """Wait (up to 4 ``bound`` from ``began``) until the gateway's end of its connection to the recognizer listening on
+    ``port`` is gone, reading what the gateway sends ``client`` meanwhile: the close it got (None: none), that
+    connection's state at the end ("" once gone), and when it ended (``time.monotonic()``)."""
+    while (state := upstream_side(port)) and time.monotonic() - began < 4 * bound:  # the clock's bounds the unstarved time from above
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            if client.protocol.close_rcvd is None:
+                client._receive(0.05)
+        time.sleep(0.05)
+    ended = time.monotonic()
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while client.protocol.close_rcvd is None:
+            client._receive(CLOSE_REPLY_SECONDS)
+    return client.protocol.close_rcvd, state, ended
+
+
+def test_a_client_closing_behind_audio_its_stuck_recognizer_takes_none_of_gets_the_gateways_close(tmp_path: Path) -> None:
+    """A /vosk client sends its recognizer, which reads nothing and says nothing (:class:`Deaf`: stuck), a message more
+    than the relay holds (1 MiB: the relay's send waits), then two more and its close 1000, which wait in its socket
+    behind them (the gateway reads no more of the client than SPEECH_GATEWAY_READ_BUFFER_BYTES and one message): the
+    gateway sees neither that close nor any end of the connection. Once the recognizer has taken in none of the stream
+    and sent nothing for SPEECH_GATEWAY_SEND_STALL_SECONDS (:data:`STUCK_BOUND`) the relay resets its connection (within
+    that bound, CLOSING_POLL_SECONDS and 1 s of the first send, not waiting for a CPU), counts it once
+    (``backend_not_reading`` of ko-KR), and closes the client with the failure table's code (1011) and the reason. Before:
+    nothing ended it; the client got no close (1006 once it gave up), nothing was counted, the recognizer's connection
+    held."""
+    bound = CLOSING_POLL_SECONDS + STUCK_BOUND + 1
+    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf, STUCK_BOUND) as (_, client, counted), Starved() as starved:
+        client.send(STUCK_MESSAGE)
+        began = time.monotonic()
+        client.protocol.send_binary(STUCK_MESSAGE)
+        client.protocol.send_binary(STUCK_MESSAGE)
+        client.protocol.send_close(1000, "done")
+        behind = b"".join(client.protocol.data_to_send())
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # it waits until the gateway resets the connection
+                client.sock.sendall(behind)
+
+        threading.Thread(target=send, daemon=True, name="behind").start()
+        close, state, ended = stuck_closed(client, deaf.port, bound, began)
+        count = counted()
+    took, quiet = ended - began, starved.unstarved(began, ended)
+    assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
+                                         f"not waiting for a CPU ({took:.1f} s of the clock) after the stream's first send")
+    assert close is not None, "the client got no close"
+    assert close.code == 1011 and close.reason.startswith("the recognizer of ko-KR"), close
+    assert count == {"backend_not_reading": 1}, f"{count} counted under ko-KR"
+    print(f"\nthe client got {close.code} and the recognizer's connection was gone {took:.2f} s after the first send "
+          f"({quiet:.2f} s unstarved)")
+
+
+#: SPEECH_GATEWAY_SEND_STALL_SECONDS in :func:`test_a_stuck_recognizer_gets_the_bound_from_when_it_stuck_not_from_its_clients_close`,
+#: and when in it the client closes: three quarters of it after the recognizer stuck.
+LATE_BOUND = 4
+LATE_CLOSE = LATE_BOUND * 3 / 4
+
+
+def test_a_stuck_recognizer_gets_the_bound_from_when_it_stuck_not_from_its_clients_close(tmp_path: Path) -> None:
+    """A /vosk client sends its recognizer, which reads nothing and says nothing (:class:`Deaf`: stuck), a message more
+    than the relay holds (1 MiB: the relay's send waits), then closes :data:`LATE_CLOSE` s later: it gets its close reply
+    at once, and the recognizer's connection is reset, counted once (``backend_not_reading`` of ko-KR), within
+    SPEECH_GATEWAY_SEND_STALL_SECONDS (:data:`LATE_BOUND`), CLOSING_POLL_SECONDS and 1 s of the first send, not waiting
+    for a CPU: the clock runs from when it stopped taking in. Before: from the client's close, the bound again (its
+    connection held up to twice the bound)."""
+    bound = CLOSING_POLL_SECONDS + LATE_BOUND + 1
+    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf, LATE_BOUND) as (_, client, counted), Starved() as starved:
+        client.send(STUCK_MESSAGE)
+        began = time.monotonic()
+        time.sleep(LATE_CLOSE)
+        came, _ = close_answered(client)
+        _, state, ended = stuck_closed(client, deaf.port, bound, began)
+        count = counted()
+    took, quiet = ended - began, starved.unstarved(began, ended)
+    assert not state and quiet < bound, (f"the gateway's end of its connection to the recognizer {state or 'gone'} {quiet:.1f} s "
+                                         f"not waiting for a CPU ({took:.1f} s of the clock) after the stream's first send")
+    assert count == {"backend_not_reading": 1}, f"{count} counted under ko-KR"
+    print(f"\nthe close reply came {came:.2f} s after the client's close; the recognizer's connection was gone {took:.2f} s "
+          f"after the first send ({quiet:.2f} s unstarved)")
+
+
+#: shutdown_seconds in :func:`test_a_recognizer_taking_in_none_of_a_closed_streams_end_holds_the_stop_no_longer_than_close_reply_seconds`.
+STOP_SECONDS = 10
+
+
+def test_a_recognizer_taking_in_none_of_a_closed_streams_end_holds_the_stop_no_longer_than_close_reply_seconds(tmp_path: Path) -> None:
+    """A /vosk client sends its recognizer, which reads nothing and says nothing (:class:`Deaf`), more than its receive
+    window (:data:`UNSENT_MESSAGE`: it waits unsent), closes and gets its close reply; then the gateway stops
+    (shutdown_seconds :data:`STOP_SECONDS`). The close of the recognizer's side, which has taken in nothing and said
+    nothing since, holds the stop no longer than CLOSE_REPLY_SECONDS from the close: the gateway stops within that and
+    1.5 s, that connection reset (gone once the gateway stopped) and counted once, the stop's (``gateway_stopped`` of
+    ko-KR: a recognizer silent for a second is not known stuck). Before: the stop waited shutdown_seconds for it (its
+    stuck bound, SPEECH_GATEWAY_SEND_STALL_SECONDS, is longer), a stream whose client was done."""
+    with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf, shutdown_seconds=STOP_SECONDS) as (stack, client, _):
+        client.send(UNSENT_MESSAGE)
+        stack.eventually(lambda: int(upstream_side(deaf.port, 2) or 0) >= 4096, 5, "audio waits unsent to the recognizer")
+        close_answered(client)
+        stack.stop()
+        stack.join()
+        state = upstream_side(deaf.port)
+    assert stack.stopped_in is not None and stack.stopped_in < CLOSE_REPLY_SECONDS + 1.5, f"the gateway took {stack.stopped_in:.1f} s to stop"
+    assert not state, f"the gateway's end of its connection to the recognizer still {state} once it stopped"
+    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
+    print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")
 
 
 def test_a_stream_cut_at_the_deadline_is_counted_once_whatever_its_close_meets(tmp_path: Path,
@@ -793,6 +906,51 @@ def test_a_client_that_takes_in_nothing_is_its_streams_failure_when_its_recogniz
     assert [r.levelname for r in lines] == ["INFO", "DEBUG"], [r.getMessage() for r in lines]
     assert "the client took in none of what was sent to it" in lines[0].getMessage(), lines[0].getMessage()
     assert "backend_not_reading, after not_reading counted for it" in lines[1].getMessage(), lines[1].getMessage()
+
+
+class Answering(Deaf):
+    """A stand-in recognizer that accepts a WebSocket, sends one reply of :data:`UNSENT_MESSAGE`'s size (what a client
+    that reads nothing leaves unsent in the gateway's kernel, its send ended) and reads nothing (:class:`Deaf`)."""
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await self.accept(reader, writer):
+            writer.transport.pause_reading()  # type: ignore[attr-defined]
+            writer.write(Frame(Opcode.BINARY, UNSENT_MESSAGE).serialize(mask=False))
+            await self.forever.wait()
+
+
+def test_a_stream_whose_recognizer_is_stuck_counts_once_when_its_client_is_reset_after_its_close(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A /vosk client that reads nothing (:func:`~tests.recognizer.test_not_reading.deaf_websocket`) sends 1 MiB to a
+    recognizer that replied once, then reads nothing and says nothing (:class:`Answering`): once SPEECH_GATEWAY_SEND_STALL_SECONDS
+    (1 s) passed, the relay counts the stuck recognizer (``backend_not_reading``, one WARNING line) and closes the client
+    1011, that close waiting unsent behind the reply; the client's guard watches it (its close after unsent bytes) and
+    resets it once it took in none of them for that long too. That reset is told to the relay's ``failed`` by the guard,
+    the stream's one failure counted already: one DEBUG line, nothing counted. One stream, one failure:
+    ``{backend_not_reading: 1}`` under ko-KR. (With the rule off, ``gateway._count`` counting every failure told, it also
+    counts ``not_reading``.) Before: the stuck recognizer ended nothing, the stream held until the client left."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
+    with Answering() as answering:
+        stack = gateway(tmp_path / "gateway", answering, send_stall_seconds=1, max_message_bytes=len(STUCK_MESSAGE))
+        try:
+            before = failures(stack, "ko-KR")
+            sock, protocol = deaf_websocket(stack.port, "/vosk?language=ko-KR")
+            with sock:
+                port = sock.getsockname()[1]
+                protocol.send_text(json.dumps({"config": {"sample_rate": 16000}}).encode())
+                protocol.send_binary(STUCK_MESSAGE)
+                sock.sendall(b"".join(protocol.data_to_send()))
+                stack.eventually(lambda: not gateway_side(stack, port), 30, "the client's connection reset")
+                stack.eventually(lambda: not upstream_side(answering.port), 10, "the recognizer's connection reset")
+            after = failures(stack, "ko-KR")
+        finally:
+            stack.__exit__()
+    counted = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "speech_operator.gateway" and "not_reading" in r.getMessage()]
+    assert counted == {"backend_not_reading": 1}, counted
+    assert [level for level, _ in lines] == ["WARNING", "DEBUG"], lines
+    assert "not_reading, after backend_not_reading counted for it" in lines[1][1], lines[1][1]
+    assert "the client took in none of what was sent to it" in lines[1][1], lines[1][1]
 
 
 def test_a_refusal_to_a_client_that_reads_nothing_ends_its_connection_once_the_send_stall_bound_passed(tmp_path: Path) -> None:
