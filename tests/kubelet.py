@@ -11,7 +11,7 @@ each as a process:
   runs it, where a runtime gives each container a copy: a container of such an image must set it,
   else it is refused), with the pod's volumes mounted where the container
   mounts them: emptyDirs are fresh directories (mode 0777, group ``fsGroup``, as the
-  kubelet makes them), PVCs and hostPaths are host directories the test provides, given
+  kubelet makes them; one with a ``sizeLimit`` a tmpfs of that size, see below), PVCs and hostPaths are host directories the test provides, given
   no ``fsGroup`` treatment (as NFS or a hostPath get none), or, with ``fs_group_claims``,
   PVCs given to the pod's ``fsGroup`` as the kubelet gives a volume whose storage supports
   it (:func:`set_volume_ownership`);
@@ -35,6 +35,12 @@ each as a process:
   The cgroups go when the container ends. A machine whose cgroup filesystem cannot be written fails the pod
   with the reason (never runs it without its limits);
 
+An emptyDir's ``sizeLimit`` is a tmpfs of that size: a write past it fails (ENOSPC) in the container that makes it,
+where a kubelet lets it be written and evicts the whole pod at its next look at the volume's usage (every ten seconds
+or so), so what a pod is allowed to write is run within the size it is given, and what it is not fails at once. The
+tmpfs's pages are memory charged to the writing container's cgroup (its memory limit), where a disk-backed emptyDir
+takes node disk and only reclaimable page cache.
+
 Probes and ``httpGet`` hooks are plain GETs from inside the pod's network namespace,
 without headers beyond the kubelet's own ``User-Agent``, judged as a kubelet does
 (200-399 is success).
@@ -50,7 +56,9 @@ import contextlib
 import ctypes
 import http.client
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -126,6 +134,19 @@ def oci_image(config: dict[str, Any], rootfs: Path) -> Image:
 
 
 # ---- the launcher (runs as root inside the container's network and mount namespaces) ----
+#: Quantity suffixes a ``sizeLimit`` takes, as multipliers (the launcher imports nothing of the project's: its own).
+_SIZE_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _bytes(quantity: str | int) -> int:
+    """A ``sizeLimit`` in bytes, a page at least (tmpfs's grain)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity).strip())
+    if match is None:
+        raise ValueError(f"sizeLimit {quantity!r} is not a quantity this kubelet reads")
+    return max(4096, math.ceil(float(match[1]) * _SIZE_SUFFIXES[match[2] or ""]))
+
+
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
@@ -491,6 +512,7 @@ class Pod:
     _pause: subprocess.Popen | None = None
     _sources: dict[str, Path] = field(default_factory=dict)
     _running: list[Running] = field(default_factory=list)
+    _tmpfs: list[Path] = field(default_factory=list)
 
     def __enter__(self) -> Pod:
         if os.geteuid() != 0:
@@ -513,6 +535,10 @@ class Pod:
             if "emptyDir" in volume:
                 path = self._dir / "empty-dirs" / name
                 path.mkdir(parents=True)
+                limit = volume["emptyDir"].get("sizeLimit")
+                if limit is not None:
+                    _mount("-t", "tmpfs", "-o", f"size={_bytes(limit)}", "tmpfs", str(path))
+                    self._tmpfs.append(path)
                 if fs_group is not None:
                     os.chown(path, 0, fs_group)
                 os.chmod(path, 0o777 | (0o2000 if fs_group is not None else 0))
@@ -534,6 +560,8 @@ class Pod:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._pause.pid, signal.SIGKILL)
             self._pause.wait()
+        for path in self._tmpfs:
+            subprocess.run(["umount", "--lazy", str(path)], check=False)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
