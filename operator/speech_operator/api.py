@@ -14,7 +14,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from speech_recognizer import contract
+from speech_operator.quantities import quantity
+from speech_recognizer import contract, scratch
 from speech_recognizer.settings import KNOWN, declared
 
 GROUP: Final = "speech-operator.io"
@@ -626,6 +627,30 @@ class SpeechToTextSpec(_Model):
     def _billing_and_key(self) -> SpeechToTextSpec:
         if (self.billing is None) != (self.apiKeySecretRef is None):
             raise ValueError("billing and apiKeySecretRef must be set together")
+        return self
+
+    def setting(self, name: str) -> Any:
+        """The recognizer setting ``name`` (its :func:`~speech_recognizer.settings.declared` name) the pods run with:
+        ``settings``' value, by the recognizer's own parser, else the recognizer's default."""
+        known = declared(name)
+        raw = self.settings.get(known.key)
+        return known.default if raw is None else _CONVERTERS[known.key](raw)
+
+    @model_validator(mode="after")
+    def _model_fits_its_folder(self) -> SpeechToTextSpec:
+        """A models emptyDir's own sizeLimit holds what the download may write there (ModelMaxSizeMB's zip and the
+        model it unpacks to): past it the kubelet evicts the pod, or its tmpfs is full, midway through a download."""
+        empty = self.model.volume.emptyDir if self.model.volume is not None else None
+        limit = quantity(empty.sizeLimit) if empty is not None and empty.sizeLimit is not None else None
+        mb = self.setting("model_max_size_mb")
+        need = scratch.download_bytes(mb)
+        if limit is not None and limit < need:
+            fits = math.floor((limit - scratch.MODEL_FOLDER_BYTES) / 2 / 10**6)
+            lower = f", or lower settings.{contract.MODEL_MAX_SIZE_MB} to {fits} or less" if fits > 0 else ""
+            raise ValueError(
+                f"model.volume.emptyDir.sizeLimit {empty.sizeLimit} cannot hold the model download "  # type: ignore[union-attr]
+                f"{contract.MODEL_MAX_SIZE_MB}={mb:g} allows (its zip and the model it unpacks to, each up to "
+                f"{mb:g} MB: {-(-need // 2**20)}Mi): raise sizeLimit to {-(-need // 2**20)}Mi{lower}")
         return self
 
     @field_validator("topologySpreadConstraints")

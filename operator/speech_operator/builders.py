@@ -14,7 +14,7 @@ from speech_operator import api
 from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
 from speech_operator.quantities import quantity
 from speech_recognizer import contract, scratch
-from speech_recognizer.settings import KNOWN, declared, decoders_for_memory, default_decoders
+from speech_recognizer.settings import decoders_for_memory, default_decoders
 
 MANAGER = "speech-operator"
 APP_NAME = "speech-recognizer"
@@ -131,7 +131,7 @@ def claim_names(spec: api.SpeechToTextSpec) -> list[str]:
 
 def mounted_volumes(spec: api.SpeechToTextSpec) -> dict[str, api.VolumeSource]:
     """Named data volumes (models, license, output) that are mounted."""
-    vols = {"models": spec.model.volume or api.VolumeSource(emptyDir=api.EmptyDirSource())}
+    vols = {"models": models_volume(spec)}
     if spec.license:
         vols["license"] = spec.license
     if spec.output:
@@ -196,8 +196,6 @@ def _resources(spec: api.SpeechToTextSpec) -> Manifest:
     return out
 
 
-_MAX_AUDIO = declared("max_audio_seconds")
-
 
 def pod_decoders(spec: api.SpeechToTextSpec) -> int:
     """The most decoders a pod of ``spec`` runs: ``spec.decoderMaxCount``, else the recognizer's default for the
@@ -216,24 +214,49 @@ def pod_decoders(spec: api.SpeechToTextSpec) -> int:
 def tmp_bytes(spec: api.SpeechToTextSpec) -> int:
     """What a pod's recognizer may write to /tmp at most (:func:`speech_recognizer.scratch.tmp_bytes`: its decoders'
     read-ahead spills, an upload per decoder, ``MaxAudioSeconds`` long, from ``spec.settings`` or the default)."""
-    raw = spec.settings.get(_MAX_AUDIO.key)
-    seconds = next(s.convert(raw) for s in KNOWN if s.key == _MAX_AUDIO.key) if raw is not None else _MAX_AUDIO.default
-    return scratch.tmp_bytes(pod_decoders(spec), seconds)
+    return scratch.tmp_bytes(pod_decoders(spec), spec.setting("max_audio_seconds"))
+
+
+def mebibytes(amount: int) -> str:
+    """``amount`` bytes as a quantity in whole MiB, rounded up."""
+    return f"{-(-amount // 2**20)}Mi"
 
 
 def tmp_quantity(spec: api.SpeechToTextSpec) -> str:
-    """:func:`tmp_bytes` as a quantity, in whole MiB rounded up: the /tmp emptyDir's ``sizeLimit`` and the recognizer
-    container's ``ephemeral-storage`` request."""
-    return f"{-(-tmp_bytes(spec) // 2**20)}Mi"
+    """:func:`tmp_bytes` as a quantity, in whole MiB rounded up: the /tmp emptyDir's ``sizeLimit``."""
+    return mebibytes(tmp_bytes(spec))
+
+
+def models_volume(spec: api.SpeechToTextSpec) -> api.VolumeSource:
+    """The models volume: ``spec.model.volume``, else an emptyDir; an emptyDir without a ``sizeLimit`` gets what the
+    download may write there at most (:func:`speech_recognizer.scratch.download_bytes` of ``ModelMaxSizeMB``: the zip
+    and the model it unpacks to), one with its own keeps it (the spec is refused when it cannot hold that)."""
+    given = spec.model.volume or api.VolumeSource(emptyDir=api.EmptyDirSource())
+    if given.emptyDir is None or given.emptyDir.sizeLimit is not None:
+        return given
+    limit = mebibytes(scratch.download_bytes(spec.setting("model_max_size_mb")))
+    return api.VolumeSource(emptyDir=given.emptyDir.model_copy(update={"sizeLimit": limit}))
+
+
+def ephemeral_bytes(spec: api.SpeechToTextSpec) -> int:
+    """The node disk a pod's emptyDirs take at most: /tmp's ``sizeLimit`` and each mounted emptyDir's on disk (the
+    models folder's, an output one's; a ``Memory`` one counts as memory, one without a size cannot be counted)."""
+    amount = quantity(tmp_quantity(spec)) or 0
+    for source in mounted_volumes(spec).values():
+        empty = source.emptyDir
+        if empty is not None and empty.medium != "Memory" and empty.sizeLimit is not None:
+            amount += quantity(empty.sizeLimit) or 0
+    return int(amount)
 
 
 def _recognizer_resources(spec: api.SpeechToTextSpec) -> Manifest:
-    """The recognizer's resources, its ``ephemeral-storage`` request the /tmp it may fill (:func:`tmp_quantity`), so
-    the scheduler places the pod where a node's disk holds it. No ``ephemeral-storage`` limit: the kubelet would evict
-    the pod (every stream on it) once all it writes passed it, its logs and a model downloaded into its emptyDir
-    besides, which the recognizer does not bound; the /tmp volume's own ``sizeLimit`` bounds /tmp."""
+    """The recognizer's resources, its ``ephemeral-storage`` request what the pod's emptyDirs may hold
+    (:func:`ephemeral_bytes`: /tmp, the models folder when it is one), so the scheduler places the pod where a
+    node's disk holds it (emptyDirs count to the pod, and the recognizer runs while they hold it all). No
+    ``ephemeral-storage`` limit: the kubelet would evict the pod (every stream on it) once all it writes passed it,
+    its logs besides; each volume's own ``sizeLimit`` bounds it."""
     out = _resources(spec)
-    out["requests"] = {**out.get("requests", {}), "ephemeral-storage": tmp_quantity(spec)}
+    out["requests"] = {**out.get("requests", {}), "ephemeral-storage": mebibytes(ephemeral_bytes(spec))}
     return out
 
 

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.http_proxy:
         os.environ.setdefault("HTTP_PROXY", settings.http_proxy)
         os.environ.setdefault("HTTPS_PROXY", settings.http_proxy)
+    from . import scratch
     from .models import ModelError, ModelRegistry, canonical_locale, discover, download_model
 
     if settings.download_license:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 url=settings.model_url,
                 sha256=settings.model_sha256,
                 catalog_base=settings.model_catalog_url,
-                max_bytes=int(settings.model_max_size_mb * 1e6),
+                max_bytes=scratch.model_max_bytes(settings.model_max_size_mb),
                 ca_file=settings.model_ca_file,
             )
         except (ModelError, OSError) as exc:  # OSError: e.g. Mounts:Models cannot be created

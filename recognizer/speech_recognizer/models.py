@@ -414,6 +414,7 @@ def download_model(
             raise ModelError(f"the download from {url} is not a usable zip file: {exc}") from exc
         except OSError as exc:
             raise ModelError(f"cannot unpack the {locale} model into {models_dir}: {exc}") from exc
+        zip_path.unlink()  # before the grammar's rewrite: the folder holds the zip and the model, never a copy more
         root = model_root(unpack)
         if root is None:
             raise ModelError(f"the zip from {url} holds no Vosk model (no am/final.mdl or conf/model.conf)")

@@ -1,4 +1,5 @@
-"""The pod's /tmp: what the recognizer writes there, at most, from its settings.
+"""The pod's scratch space: what the recognizer writes to /tmp, and a model download to the models folder, at most,
+from its settings.
 
 One place for the figure: the recognizer holds its /vosk spills to :func:`spill_budget` (:mod:`.inbox`), and the
 operator sizes the pod's /tmp ``emptyDir`` (its ``sizeLimit``) and the container's ``ephemeral-storage`` request by
@@ -16,6 +17,9 @@ What writes there:
 - a model's load: a view of its folder (links, its ``conf`` copied: :data:`MODEL_VIEW_BYTES`).
 
 Nothing else: a REST body, FFmpeg's input and output (its child may write no file) stay in memory and pipes.
+
+The models folder, when the pod downloads its model into an ``emptyDir`` (``DownloadModel=True``), holds at most
+:func:`download_bytes` at once: the operator sizes that ``emptyDir`` by it too.
 """
 
 from __future__ import annotations
@@ -51,3 +55,19 @@ def tmp_bytes(decoders: int, max_audio_seconds: float) -> int:
     """The most a recognizer with ``decoders`` (``DecoderMaxCount``) and ``MaxAudioSeconds`` writes to /tmp at once:
     the spills' budget, an upload in flight per decoder, a model's view."""
     return spill_budget(decoders) + decoders * upload_bytes(max_audio_seconds) + MODEL_VIEW_BYTES
+
+
+#: Room in the models folder besides a download's file contents: its folders, each file's last block.
+MODEL_FOLDER_BYTES: Final = 1 << 20
+
+
+def model_max_bytes(model_max_size_mb: float) -> int:
+    """``ModelMaxSizeMB`` in bytes: the most a model's zip, and what it unpacks to, may each hold."""
+    return int(model_max_size_mb * 1e6)
+
+
+def download_bytes(model_max_size_mb: float) -> int:
+    """The most a model download (:func:`.models.download_model`) holds in the models folder at once: the zip and
+    what it unpacks to, each at most :func:`model_max_bytes`; the zip is deleted before the grammar is rewritten
+    (the rewrite's copy is smaller than the unpacked model it is part of), so never more than both."""
+    return 2 * model_max_bytes(model_max_size_mb) + MODEL_FOLDER_BYTES

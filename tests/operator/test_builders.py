@@ -99,14 +99,14 @@ def test_minimal_recognizer_container() -> None:
     assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "518Mi"},
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "8332Mi"},
                               "limits": {"cpu": "2", "memory": "3Gi"}}
     assert c["env"] == [{"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1
     # The catalog model is downloaded into a per-pod emptyDir; nothing needs chown.
     assert list(containers(MINIMAL)) == ["download-model", "recognizer"]
-    assert {"name": "models", "emptyDir": {}} in pod(MINIMAL)["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": "7814Mi"}} in pod(MINIMAL)["volumes"]
 
 
 def test_maximal_recognizer_container() -> None:
@@ -287,10 +287,53 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
     size = f"{-(-scratch.tmp_bytes(decoders, seconds) // 2**20)}Mi"
     assert {"name": "tmp", "emptyDir": {"sizeLimit": size}} in pod(stt)["volumes"]
     resources = containers(stt)["recognizer"]["resources"]
-    assert resources["requests"]["ephemeral-storage"] == size
+    models = 0 if stt is MAXIMAL else 7814  # MAXIMAL's models are on a PVC, the others' in the default emptyDir
+    assert resources["requests"]["ephemeral-storage"] == f"{int(size[:-2]) + models}Mi"
     assert "ephemeral-storage" not in resources.get("limits", {})
     if stt is MINIMAL:
         assert size == "518Mi", "README's figure (On Kubernetes)"
+
+
+@pytest.mark.parametrize(("model", "settings", "models_volume", "asked"), [
+    ({}, {}, {"emptyDir": {"sizeLimit": "7814Mi"}}, "8332Mi"),  # ModelMaxSizeMB 4096: 2 x 4096 MB and 1 MiB
+    ({}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
+    ({"volume": {"emptyDir": {}}}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
+    ({"volume": {"emptyDir": {"sizeLimit": "10Gi"}}}, {}, {"emptyDir": {"sizeLimit": "10Gi"}}, "10758Mi"),
+    ({"volume": {"emptyDir": {"medium": "Memory"}}}, {"ModelMaxSizeMB": "200"},
+     {"emptyDir": {"medium": "Memory", "sizeLimit": "383Mi"}}, "518Mi"),  # memory, not the node's disk
+    ({"volume": {"persistentVolumeClaim": {"claimName": "models"}}}, {}, {"persistentVolumeClaim": {"claimName": "models"}},
+     "518Mi"),
+], ids=["default", "ModelMaxSizeMB", "emptyDir without size", "emptyDir with size", "memory", "pvc"])
+def test_the_models_emptydir_is_sized_by_what_the_download_may_write_there(
+        model: dict[str, Any], settings: dict[str, str], models_volume: dict[str, Any], asked: str) -> None:
+    """The models emptyDir the download writes to gets a sizeLimit of what it may write there at once
+    (speech_recognizer.scratch.download_bytes: ModelMaxSizeMB's zip and the model it unpacks to, each in MB of 10^6
+    bytes, and a MiB for folders), and the recognizer's ephemeral-storage request counts it beside /tmp, as the
+    kubelet counts an emptyDir to the pod; a size of the user's own is kept. Before: ``"emptyDir": {}`` and a request
+    of /tmp's alone, the model's gigabytes unseen by the scheduler, the pod evicted under DiskPressure."""
+    stt = _spec(MINIMAL, model=model, settings=settings)
+    assert {"name": "models", **models_volume} in pod(stt)["volumes"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "518Mi"}} in pod(stt)["volumes"]
+    resources = containers(stt)["recognizer"]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == asked
+    assert "ephemeral-storage" not in resources.get("limits", {})
+
+
+@pytest.mark.parametrize(("size_limit", "settings", "fits"), [
+    ("1Gi", {}, "or lower settings.ModelMaxSizeMB to 536 or less"),
+    ("7813Mi", {}, "or lower settings.ModelMaxSizeMB to 4095 or less"),
+    ("1Mi", {}, "raise sizeLimit to 7814Mi ("),
+    ("383Mi", {"ModelMaxSizeMB": "201"}, "or lower settings.ModelMaxSizeMB to 200 or less"),
+])
+def test_a_models_emptydir_too_small_for_the_download_is_refused(size_limit: str, settings: dict[str, str], fits: str) -> None:
+    """A models emptyDir with a sizeLimit that cannot hold what ModelMaxSizeMB lets the download write is a spec error
+    (InvalidSpec), saying both ways out, not a pod evicted midway through its download; one that holds it is taken.
+    Before: taken, the pod evicted by the kubelet once a model past the size came."""
+    with pytest.raises(ValueError, match="cannot hold the model download") as refused:
+        _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": size_limit}}}, settings=settings)
+    assert f"model.volume.emptyDir.sizeLimit {size_limit} cannot hold" in str(refused.value)
+    assert fits.replace(" (", "") in str(refused.value).replace(" (", ""), str(refused.value)
+    assert _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": "7814Mi"}}}).spec.model.volume is not None
 
 
 def test_every_container_keeps_the_end_of_its_log_when_it_fails() -> None:

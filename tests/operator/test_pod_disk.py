@@ -1,13 +1,26 @@
-"""The pod's disk, run as a kubelet runs it: tests/kubelet.py gives an emptyDir with a ``sizeLimit`` a tmpfs of that
-size, so a write past it fails where a kubelet would evict the pod (its docstring says the difference); the emitted /tmp
-is run so by every pod test."""
+"""The pod's disk, run as a kubelet runs it: what the operator emits for its emptyDirs holds what is written there.
+
+tests/kubelet.py gives an emptyDir with a ``sizeLimit`` a tmpfs of that size, so a write past it fails where a kubelet
+would evict the pod (its docstring says the difference); the emitted /tmp is run so by every pod test.
+"""
 
 from __future__ import annotations
 
-from tests.kubelet import Pod, host_image
+import shutil
+from pathlib import Path
+
+from speech_operator import api, builders
+from speech_operator.config import OperatorConfig
+from speech_recognizer import models as m
+from speech_recognizer import scratch
+from tests.example_pods import zip_model
+from tests.kubelet import Pod, file_server, host_image
+from tests.recognizer.test_models import fake_model
+from tests.support import free_port
+
+CONFIG = OperatorConfig()
 
 WRITE = """
-import sys
 for path, size in (("/sized/a", 1 << 20), ("/sized/b", 2 << 20), ("/plain/c", 3 << 20)):
     try:
         with open(path, "wb") as out:
@@ -30,3 +43,38 @@ def test_an_emptydir_with_a_size_limit_takes_no_more_than_it() -> None:
         done = pod.run_init("write")
     assert done.returncode == 0, done.log
     assert done.log.split("\n")[:3] == ["/sized/a written", "/sized/b No space left on device", "/plain/c written"], done.log
+
+
+def test_the_emitted_models_emptydir_holds_the_download_it_allows(tmp_path: Path) -> None:
+    """The download init container the operator emits, run as a kubelet runs it with its models emptyDir's sizeLimit
+    (ModelMaxSizeMB 49: 95Mi), downloads, unpacks and slims a model of 48.5 MB (the ko-KR model's grammar, whose
+    rewrite copies 37 MB of it): the zip is gone before that copy is made, so the folder never holds more than the
+    zip and the model. The same download in a folder of 3/4 of that size is refused before unpacking, in one line
+    (the models folder's free space). Before: no sizeLimit emitted; and with the zip kept through the grammar's
+    rewrite the folder would have held 134 MB at once: the rewrite failed (No space left on device), the grammar
+    left as it was, 11 MB larger in every pod's memory."""
+    port = free_port()
+    model = fake_model(tmp_path / "model")
+    (model / "graph").mkdir()
+    shutil.copy(m.installed_packages()["ko-KR"] / "graph" / "Gr.fst", model / "graph" / "Gr.fst")
+    zipped = zip_model(model, tmp_path / "model.zip")
+    mb = -(-zipped.stat().st_size // 10**6)
+    settings = {"ModelCatalogUrl": f"http://127.0.0.1:{port}/vosk", "ModelMaxSizeMB": str(mb)}
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "uk-ua", "namespace": "speech", "uid": "u-1"}, "spec": {
+        "locale": "uk-UA", "eula": "accept", "settings": settings, "warmup": {"count": 0}}})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    size = next(v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if v["name"] == "models")
+    assert (mb, size) == (49, f"{-(-scratch.download_bytes(mb) // 2**20)}Mi") == (49, "95Mi")
+    served = {f"vosk/{m.CATALOG['uk-UA'].file}": zipped}
+    with Pod(spec, host_image(), name="uk-ua") as pod, file_server(pod, served, port=port):
+        done = pod.run_init("download-model")
+        unpacked = sorted(p.relative_to(pod.volume_dir("models")).as_posix()
+                          for p in pod.volume_dir("models").rglob("*") if p.is_file())
+    assert done.returncode == 0 and "model for uk-UA is at /models/uk-UA" in done.log, done.log
+    assert "dropped the grammar FST's input word table" in done.log and "as it is" not in done.log, done.log
+    assert unpacked == ["uk-UA/am/final.mdl", "uk-UA/conf/mfcc.conf", "uk-UA/conf/model.conf", "uk-UA/graph/Gr.fst"]
+    smaller = {**spec, "volumes": [{"name": v["name"], "emptyDir": {"sizeLimit": f"{95 * 3 // 4}Mi"}}
+                                   if v["name"] == "models" else v for v in spec["volumes"]]}
+    with Pod(smaller, host_image(), name="uk-ua") as pod, file_server(pod, served, port=port):
+        done = pod.run_init("download-model")
+    assert done.returncode == 1 and "the models folder has" in done.log, done.log
