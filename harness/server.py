@@ -19,6 +19,11 @@ import psutil
 from .loopback import Loopback, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds of clock in which a starting server that uses no CPU at all is taken for stuck (a deadlock, a wait for what
+#: never comes): a runnable process gets a CPU within far less however loaded the machine, the scheduler sharing it out.
+STUCK_SECONDS = 30.0
+#: How many times its ``ready_timeout`` a starting server may take by the clock at most, however it goes on.
+READY_CLOCK_CAP = 5
 
 
 @dataclass
@@ -40,7 +45,11 @@ class Server(Loopback):
 
 @contextlib.contextmanager
 def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) -> Iterator[Server]:
-    """The server with ``args`` (settings, ``Key=value``), once its ``/ready`` answers 200; its log in its workdir."""
+    """The server with ``args`` (settings, ``Key=value``), once its ``/ready`` answers 200; its log in its workdir.
+
+    ``ready_timeout`` bounds its start's work, not how long a machine shared by many stretches it by the clock: the
+    server fails to start once it (and its children) used that many seconds of CPU, used none for
+    :data:`STUCK_SECONDS`, or took :data:`READY_CLOCK_CAP` times it by the clock."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
     port = port or free_port()
     log = workdir / "server.log"
@@ -52,7 +61,8 @@ def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) ->
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     srv = Server(port, proc, workdir, log)
     try:
-        deadline = time.monotonic() + ready_timeout
+        started = progressed = time.monotonic()
+        used = 0.0
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
@@ -62,8 +72,14 @@ def server(*args: str, ready_timeout: float = 120.0, port: int | None = None) ->
                         break
             except OSError:
                 pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
+            with contextlib.suppress(psutil.Error):  # gone meanwhile: poll() says so next
+                if (now_used := cpu_seconds(proc.pid, children=True)) > used:
+                    used, progressed = now_used, time.monotonic()
+            now = time.monotonic()
+            if used > ready_timeout or now - progressed > STUCK_SECONDS or now - started > READY_CLOCK_CAP * ready_timeout:
+                raise RuntimeError(f"the server did not become ready: {now - started:.1f} s, {used:.1f} s of CPU used "
+                                   f"(bound {ready_timeout:g} s), none for the last {now - progressed:.1f} s: "
+                                   f"{log.read_text()[-2000:]}")
             time.sleep(0.2)
         yield srv
     finally:
