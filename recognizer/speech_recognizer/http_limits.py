@@ -143,6 +143,9 @@ SHUTDOWN_STALL_SECONDS = 1.0
 #: ``CLOSE_REPLY_SECONDS``, 1 s), so a hostile or hung one holds its socket this long, not 10 s. The rest is room for
 #: a client on a loaded node or a slow link.
 CLOSE_REPLY_SECONDS = 5.0
+#: Seconds between two probes (an unsolicited pong) of a client held back behind what is not read, with no end of its
+#: connection seen (:meth:`UnmappedWebSockets._ended_unread`): 2 bytes each, a closed socket answers with a reset.
+HELD_PROBE_SECONDS = 1.0
 #: Routes served on a connection past ``Http:MaxConnections`` (then closed): what kubelets, load balancers and Prometheus
 #: poll, the operator's ``/sessions``, and the pod's preStop hook.
 PASSED_AT_CAP = PROBE_ROUTES | {ROUTE_PRE_STOP}
@@ -872,6 +875,8 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     _presence: asyncio.TimerHandle | None = None
     #: Whether its FIN, come behind what is not read yet, was probed (:meth:`_ended_unread`).
     _probed_unread = False
+    #: When a client with no end seen, asked about, is to be probed next (:meth:`_ended_unread`: the event loop's time).
+    _probe_at = 0.0
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's: True keeps the connection
         """The client's end of stream (its FIN), read after every message before it. uvicorn closed the connection then
@@ -901,12 +906,21 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         half-closed after its audio and reads on (its FIN behind more than the read-ahead) got nothing, not its final
         result, its audio dropped undecoded; it is read on now, its end heard when reached (:meth:`eof_received`).
         A connection lost since the probe (a reply's write met its reset first: the transport closed, its TCP state
-        no longer said) is gone as well."""
+        no longer said) is gone as well. With no end seen, the client is probed so every :data:`HELD_PROBE_SECONDS`:
+        one whose socket closed behind what the server does not read (a close frame behind its audio, then its close
+        timeout; its process gone) had its FIN wait in its own kernel behind that audio, unseen, until the server read
+        it all (a model's load over, minutes of audio decoded for nobody)."""
         if self.disconnected:
-            return self._probed_unread
+            return self._probed_unread or bool(self._probe_at)
         end = peer_end(self.transport)
         if end == "fin" and not self._probed_unread and not self.close_sent and not self.transport.is_closing():
             self._probed_unread = True
+            self._probe()
+        elif end is None and not self.close_sent and not self.transport.is_closing() and self.loop.time() >= self._probe_at:
+            # no end seen: a client whose socket closed with what it sent still unread (its close frame's timeout, its
+            # process gone) has its FIN queued behind what the server's shut window keeps out; a probe reaching that
+            # closed socket is answered with a reset
+            self._probe_at = self.loop.time() + HELD_PROBE_SECONDS
             self._probe()
         return end == "reset"
 

@@ -13,15 +13,17 @@ A client that ends its audio properly (vosk's eof, the Speech SDK's end of audio
 as before: the end of its connection comes after its audio, once it has its results.
 
 A client that sent more than that before its end (its FIN, or a reset) has the end wait in the socket behind what the
-inbox does not read. Only then, held at its limit, does the inbox ask whether the client is gone (``ended``: the
-connection's TCP state, and a FIN's probe: :attr:`~.deadlines.Backlog.ended`), once a message taken: if so, the route
-gets the disconnect next, as if read (:data:`ENDED_UNREAD`), what was read ahead dropped, what the socket holds never
-read. Below the limit it reads on and meets the end itself: a stream whose client sends no faster than it is decoded
-asks the kernel nothing.
+inbox does not read. Only then, held at its limits, does the inbox ask whether the client is gone (``ended``: the
+connection's TCP state, and the probes of :attr:`~.deadlines.Backlog.ended`), once a message taken and every
+:data:`HELD_LOOK_SECONDS` (a stream whose model loads takes none: its client's leaving went unseen until the load's end,
+its audio then decoded for nobody): if so, the route gets the disconnect next, as if read (:data:`ENDED_UNREAD`), what
+was read ahead dropped, what the socket holds never read. Below the limit it reads on and meets the end itself: a
+stream whose client sends no faster than it is decoded asks the kernel nothing.
 A client that half-closed and reads on (:data:`~.deadlines.HALF_CLOSED`) has what it sent before its end handled, not
 dropped, its FIN behind the read-ahead or not.
-A close frame behind more than the read-ahead is not looked for: it is read after the audio before it, or the client's
-own close timeout ends its connection (a reset, or a FIN behind what it sent: :attr:`~.deadlines.Backlog.ended`).
+A close frame behind more than is read ahead cannot be seen (TCP gives it after the bytes before it): it is read after
+the audio before it, or the client's own close timeout ends its connection (websockets': 10 s), its socket closed
+with its FIN behind what it sent, which :attr:`~.deadlines.Backlog.ended`'s probe finds.
 
 An inbox given a ``spill`` (the /vosk route's: :data:`SPILL_BYTES`) reads on past its limit, keeping what it reads in
 temporary files (:class:`Spill`, in :func:`tempfile.gettempdir`: the pod's /tmp), up to ``spill`` bytes not yet handled
@@ -41,6 +43,7 @@ disk full) stops the reading ahead, nothing lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -91,6 +94,9 @@ def spilled_bytes() -> int:
     return _spilled_total
 
 
+#: Seconds between two looks at whether the client of a stream held back at its limits has gone (``ended``): a stream
+#: whose model loads takes none of its messages, and nothing else wakes it.
+HELD_LOOK_SECONDS = 0.25
 #: Seconds between two log lines of streams held back by the spills' budget.
 BUDGET_LOG_SECONDS = 10.0
 
@@ -328,11 +334,15 @@ class Inbox:
         try:
             while True:
                 while not self._may_read():
-                    if self._ahead and self._ended is not None and self._ended():  # held at the limit: the end behind the rest
+                    ended = self._ended if self._ahead else None
+                    if ended is not None and ended():  # held at the limit: the end behind the rest
                         self._end(ENDED_UNREAD)
                         return
                     self._more.clear()
-                    await self._more.wait()
+                    # held so, looked at again each HELD_LOOK_SECONDS: a stream waiting for its model takes nothing
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(HELD_LOOK_SECONDS if ended is not None else None):
+                            await self._more.wait()
                 if self._budget is not None:
                     self._budget.release(self._more)
                 message = await self._receive()
