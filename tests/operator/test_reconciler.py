@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -726,7 +727,9 @@ async def test_a_resync_or_a_restart_writes_nothing_though_the_server_rewrote_qu
     await cluster.eventually(lambda: _status(cluster))
     dep = await deployment(cluster) or {}
     stored = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+    disk = stored["requests"].pop("ephemeral-storage")  # the operator's own (builders.ephemeral_bytes), in whole MiB
     assert stored == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1500m", "memory": "2Gi"}}
+    assert re.fullmatch(r"[1-9][0-9]*Mi", disk), disk
     assert (await cluster.api.get(cluster.stt_url("en-us")) or {})["spec"]["resources"] == resources
     await cluster.eventually(lambda: quiet(cluster))
     writes = len([r for r in list(cluster.emulator) if r.method in ("POST", "PATCH", "DELETE") and r.headers.get("User-Agent") != "test-client"])
