@@ -833,7 +833,7 @@ def _version(obj: dict[str, Any]) -> int | None:
 def _canonical(value: Any) -> Any:
     """A quantity as the API server stores it: binary suffixes stay binary (1024Mi -> 1Gi), decimal
     amounts get the largest exact decimal suffix (0.5 -> 500m, 2000 -> 2k, 2 -> 2)."""
-    from speech_operator.reconcile import quantity
+    from speech_operator.quantities import quantity
     amount = quantity(value)
     if amount is None:
         return value

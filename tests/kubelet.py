@@ -354,7 +354,7 @@ class Cgroup:
     def make(cls, pod: str, container: dict[str, Any]) -> Cgroup:
         """Create the cgroup of ``container`` (a pod spec's container) of the pod whose directory is named ``pod``,
         its limits set."""
-        from speech_operator.reconcile import quantity  # not at the top: the launcher runs without PYTHONPATH
+        from speech_operator.quantities import quantity  # not at the top: the launcher runs without PYTHONPATH
 
         limits = (container.get("resources") or {}).get("limits") or {}
         cpu = quantity(limits["cpu"]) if "cpu" in limits else None

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from speech_operator.quantities import quantity
+from speech_operator.quantities import mebibytes, quantity
 from speech_recognizer import contract, scratch
 from speech_recognizer.settings import KNOWN, declared
 
@@ -650,7 +650,7 @@ class SpeechToTextSpec(_Model):
             raise ValueError(
                 f"model.volume.emptyDir.sizeLimit {empty.sizeLimit} cannot hold the model download "  # type: ignore[union-attr]
                 f"{contract.MODEL_MAX_SIZE_MB}={mb:g} allows (its zip and the model it unpacks to, each up to "
-                f"{mb:g} MB: {-(-need // 2**20)}Mi): raise sizeLimit to {-(-need // 2**20)}Mi{lower}")
+                f"{mb:g} MB: {mebibytes(need)}): raise sizeLimit to {mebibytes(need)}{lower}")
         return self
 
     @field_validator("topologySpreadConstraints")

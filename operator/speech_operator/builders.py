@@ -12,7 +12,7 @@ from typing import Any
 
 from speech_operator import api
 from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
-from speech_operator.quantities import quantity
+from speech_operator.quantities import mebibytes, quantity
 from speech_recognizer import contract, scratch
 from speech_recognizer.settings import decoders_for_memory, default_decoders
 
@@ -215,11 +215,6 @@ def tmp_bytes(spec: api.SpeechToTextSpec) -> int:
     """What a pod's recognizer may write to /tmp at most (:func:`speech_recognizer.scratch.tmp_bytes`: its decoders'
     read-ahead spills, an upload per decoder, ``MaxAudioSeconds`` long, from ``spec.settings`` or the default)."""
     return scratch.tmp_bytes(pod_decoders(spec), spec.setting("max_audio_seconds"))
-
-
-def mebibytes(amount: int) -> str:
-    """``amount`` bytes as a quantity in whole MiB, rounded up."""
-    return f"{-(-amount // 2**20)}Mi"
 
 
 def tmp_quantity(spec: api.SpeechToTextSpec) -> str:

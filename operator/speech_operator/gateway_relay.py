@@ -1020,7 +1020,7 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     which keeps them (FIN-WAIT-1) until it gives the connection up, minutes against a shut window.
 
     A recognizer busy decoding takes in nothing for seconds once its read-ahead is full (on the /vosk route, its
-    temporary files' too: :data:`~speech_recognizer.inbox.SPILL_BYTES`): it reads its socket again only once it handled
+    temporary files' too: :data:`~speech_recognizer.scratch.SPILL_BYTES`): it reads its socket again only once it handled
     the messages of its last read (uvicorn's, up to 256 KiB), and it may say nothing meanwhile (the Speech SDK's route in a
     long silence; one reply per message decoded), so a second, or any time short of the bound a healthy one always
     meets, cannot tell it from a stuck one. It gets up to ``bound`` (the gateway's bound on a peer taking in none of its

@@ -13,6 +13,11 @@ _SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "
 _QUANTITY = re.compile(r"^([+-]?[0-9]*\.?[0-9]+)(?:([eE][+-]?[0-9]+)|(" + "|".join(filter(None, _SUFFIXES)) + r")?)$")
 
 
+def mebibytes(amount: int) -> str:
+    """``amount`` bytes as a quantity in whole MiB, rounded up."""
+    return f"{-(-amount // 2**20)}Mi"
+
+
 def quantity(value: Any) -> Decimal | None:
     """The amount a Kubernetes quantity stands for (``"500m"`` and ``0.5`` alike), or None."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):

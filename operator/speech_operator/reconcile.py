@@ -35,7 +35,7 @@ from speech_operator.crd_watch import InstalledCRD
 from speech_operator.events import Events, Going, now
 from speech_operator.foreign_autoscalers import ForeignAutoscalers
 from speech_operator.kube import UNANSWERED, Kube, KubeError, path
-from speech_operator.quantities import quantity as quantity
+from speech_operator.quantities import quantity
 
 log = logging.getLogger(__name__)
 

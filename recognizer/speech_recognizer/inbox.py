@@ -25,7 +25,7 @@ A close frame behind more than is read ahead cannot be seen (TCP gives it after 
 the audio before it, or the client's own close timeout ends its connection (websockets': 10 s), its socket closed
 with its FIN behind what it sent, which :attr:`~.deadlines.Backlog.ended`'s probe finds.
 
-An inbox given a ``spill`` (the /vosk route's: :data:`SPILL_BYTES`) reads on past its limit, keeping what it reads in
+An inbox given a ``spill`` (the /vosk route's: :data:`~.scratch.SPILL_BYTES`) reads on past its limit, keeping what it reads in
 temporary files (:class:`Spill`, in :func:`tempfile.gettempdir`: the pod's /tmp), up to ``spill`` bytes not yet handled
 (each message counted with :data:`MESSAGE_BYTES`, as in memory).
 A client's keepalive pings come on the same connection as its audio, and the server answers a ping only once it has read
@@ -55,7 +55,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .deadlines import HALF_CLOSED
 from .errors import CLIENT_GONE, DRAINING, Failure
-from .scratch import SPILL_BYTES, SPILL_FILE_BYTES
+from .scratch import SPILL_FILE_BYTES
 
 if TYPE_CHECKING:
     from .models import LoadedModel, ModelRegistry
@@ -71,7 +71,6 @@ READ_AHEAD_BYTES = 2 << 20
 #: payload uncounted). A message spilled to disk is counted so too: besides its record, it costs the event loop a
 #: write and two reads, and a client's tiny messages are read ahead no further than they would be in memory.
 MESSAGE_BYTES = 320
-__all__ = ["SPILL_BYTES", "SPILL_FILE_BYTES"]  # the /vosk route's spill, a file's size (:mod:`.scratch`'s figures)
 
 Message = Mapping[str, Any]
 

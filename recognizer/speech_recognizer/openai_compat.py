@@ -48,8 +48,6 @@ from .transcript import Phrase
 ROUTE = "openai"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
-#: Form fields other than the file: their values are short.
-_MAX_FIELD_BYTES = FORM_FIELD_BYTES
 
 
 #: Pieces the body is handed to the form parser in. Whole, the file's part came out of it as one copy of it
@@ -93,7 +91,7 @@ async def parse_form(request: Request, body: bytes | bytearray) -> FormData:
     if not media.lower().startswith("multipart/form-data"):
         raise Failure(f"unsupported content type {media.split(';')[0]!r}: send multipart/form-data with the audio "
                       "in the field 'file' (as OpenAI's clients do)", UNSUPPORTED_MEDIA)
-    parser = _FormParser(request.headers, _replay(body), max_files=1, max_fields=32, max_part_size=_MAX_FIELD_BYTES)
+    parser = _FormParser(request.headers, _replay(body), max_files=1, max_fields=32, max_part_size=FORM_FIELD_BYTES)
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -45,10 +45,11 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
-from .inbox import SHUTDOWN_CLOSE, SPILL_BYTES, Inbox, held, left_before_audio
+from .inbox import SHUTDOWN_CLOSE, Inbox, held, left_before_audio
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
+from .scratch import SPILL_BYTES
 from .session import READ_AHEAD, Session, Snapshot
 from .settings import Settings
 from .transcript import Event, Phrase, Word

@@ -18,7 +18,8 @@ from stt_schema import ROOT, older
 from speech_operator import api, builders, cli, conditions, reconcile
 from speech_operator.config import OperatorConfig
 from speech_operator.gateway import GatewayConfig
-from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending, quantity
+from speech_operator.quantities import quantity
+from speech_operator.reconcile import APPLIED, differences, fingerprinted, pending
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from speech_recognizer.deadlines import HALF_CLOSED
-from speech_recognizer.inbox import MESSAGE_BYTES, READ_AHEAD_BYTES, SPILL_BYTES, Inbox, SpillBudget, spilled_bytes
+from speech_recognizer.inbox import MESSAGE_BYTES, READ_AHEAD_BYTES, Inbox, SpillBudget, spilled_bytes
+from speech_recognizer.scratch import SPILL_BYTES
 
 pytestmark = pytest.mark.unit  # no model, server, operator or browser: the quick run (README, Tests)
 

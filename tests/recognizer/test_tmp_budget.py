@@ -16,8 +16,9 @@ from websockets.asyncio.client import connect
 
 from speech_recognizer import inbox
 from speech_recognizer.app import create_app
-from speech_recognizer.inbox import READ_AHEAD_BYTES, SPILL_BYTES
+from speech_recognizer.inbox import READ_AHEAD_BYTES
 from speech_recognizer.models import ModelRegistry
+from speech_recognizer.scratch import SPILL_BYTES
 
 from ..conftest import make_settings
 from ..support import ServerThread, scrape_metrics

@@ -869,15 +869,15 @@ def test_gateway_ingress_nginx_defaults_come_from_the_recognizer(helm: Path) -> 
     - uploads passed on as they arrive (the recognizer refuses before it reads a body).
 
     What ``annotations`` sets wins; another class gets none of them; ``nginxAnnotations`` null adds none."""
-    from speech_recognizer.audio import MAX_BYTES_PER_SECOND, body_limit
-    from speech_recognizer.openai_compat import _MAX_FIELD_BYTES
+    from speech_recognizer.audio import body_limit
+    from speech_recognizer.scratch import upload_bytes
     from speech_recognizer.serving import KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS
     from speech_recognizer.settings import declared
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]
     seconds = declared("max_audio_seconds").default
     largest = max(body_limit("", seconds)[0], body_limit("audio/wav", seconds)[0],
-                  int(seconds * MAX_BYTES_PER_SECOND) + _MAX_FIELD_BYTES)  # OpenAI's upload: its file and form fields
+                  upload_bytes(seconds))  # OpenAI's upload: its file and form fields
     quiet_for = max(declared("connection_idle_seconds").default, values["holdSeconds"], KEEPALIVE_SECONDS, PING_INTERVAL_SECONDS)
 
     docs = helm_template(helm, *INGRESS_ON, "--set", "gateway.ingress.className=nginx")
