@@ -167,7 +167,9 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text_w
     page.click("#record")
     assert "needs its key" in page.inner_text("#status"), "the key is asked for before anything is recorded"
     page.fill("#key", TEST_KEY)
-    vosk_replies(keyed_server.ws, TEST_KEY, DEVICE_RATE, [file_pcm[i : i + 4410].tobytes() for i in range(0, len(file_pcm), 4410)])
+    reference, _ = vosk_replies(keyed_server.ws, TEST_KEY, DEVICE_RATE,
+                                [file_pcm[i : i + 4410].tobytes() for i in range(0, len(file_pcm), 4410)])
+    assert [t for t in reference if written(t) != t], f"the file gives no marked token, so it tests nothing: {reference}"
     started = time.monotonic()  # (the line above leaves a warm recognizer in the pool, as any earlier traffic does)
     page.click("#record")
     page.wait_for_function("document.querySelectorAll('#finals .final').length >= 1", timeout=120_000)
@@ -207,7 +209,10 @@ def test_speaking_into_the_page_shows_partials_as_it_goes_and_vosks_final_text_w
     # and partials are exactly the replay's, written for people (the model's [9] as 9).
     replayed, partials = vosk_replies(keyed_server.ws, TEST_KEY, DEVICE_RATE, [c.tobytes() for c in chunks])
     assert len(replayed) >= 2, f"a final line per utterance: {replayed}"
-    assert [t for t in replayed if written(t) != t], f"the recording gives no marked token, so it tests nothing: {replayed}"
+    # The file's words have a marked token (above), the page's recording of it nearly always too; once in CI it decoded
+    # without (['어유 하우스 가 죠 씀 니다', ...]: Chromium's fake device drops or repeats a buffer on a busy machine, and
+    # its silence before the sound differs from run to run), and such a run shows the page's lines and partials, not
+    # their writing for people.
     assert lines == page_lines(replayed), (lines, replayed)
     assert page.evaluate("window.__partials") == shown([written(p) for p in partials]), (page.evaluate("window.__partials"), partials)
     assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
