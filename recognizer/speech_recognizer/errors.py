@@ -180,7 +180,8 @@ MODEL_UNAVAILABLE = Kind("model_unavailable", 503, 1013, "ServiceUnavailable", W
                          alert=FAULT)
 DECODER_FAILED = Kind("decoder_failed", 502, 1011, "Error", WARNING, alert=FAULT, usp_turn=False,
                       doc="FFmpeg's decoder of a WebM, MP4, raw AAC, AMR or MPEG-PS (a process of its own) crashed on it, or passed its limits of "
-                          "CPU time, memory or time to its next block; the server serves on (its stderr is logged)")
+                          "CPU time, memory or time (stuck: no block and no CPU used for 30 s; or waited on 10 times its CPU time in all); "
+                          "the server serves on (its stderr is logged)")
 CLIENT_GONE = Kind("client_gone", 499, 1001, "Error", DEBUG, doc="the client left before its answer (nothing is sent)", usp_turn=False)
 INTERNAL = Kind("internal", 500, 1011, "Error", ERROR, doc="a bug of the server (logged with its traceback)", alert=FAULT)
 

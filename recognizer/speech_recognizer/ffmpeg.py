@@ -4,8 +4,9 @@ one request, not the server.
 FFmpeg is a large decoder surface to feed what clients send: each WebM/MKV (Opus, Vorbis, AAC), MP4/M4A/MOV/3GP (AAC, ALAC,
 AMR), AAC (ADTS), AMR (AMR-NB, AMR-WB) or MPEG program stream (MP2, MP3) is decoded by its own ``python -m speech_recognizer.ffmpeg_child`` (:mod:`speech_recognizer.ffmpeg_child`), which opens
 only the demuxer and the decoders that container is served with, under limits of its own: address space
-(:data:`MEMORY_BYTES`, and twice an input it holds), CPU time (:func:`cpu_seconds`), no file written, and
-:data:`STALL_SECONDS` to give its next block. It stops as soon as the audio decoded passes the length limit (a
+(:data:`MEMORY_BYTES`, and twice an input it holds), CPU time (:func:`cpu_seconds`), no file written, and time
+(:meth:`Decoding._wait`): stalled, it gives no block and uses no CPU for :data:`STALL_SECONDS`; one that uses CPU however
+slowly (a pod short of CPU) is let go on, up to :func:`wait_seconds` waited in all. It stops as soon as the audio decoded passes the length limit (a
 decompression bomb costs the limit's worth of decoding), and the server reads no more than that from it either.
 
 Its end is a failure of the one table (:mod:`speech_recognizer.errors`): not audio of its format, cut short or
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,8 +38,11 @@ log = logging.getLogger("speech_recognizer.ffmpeg")
 
 #: The child's address space besides an input it holds (twice its size): Python, PyAV and FFmpeg's libraries mapped.
 MEMORY_BYTES = 512 << 20
-#: The longest the child may take to give its first or next block of audio (wall clock), in seconds.
+#: The longest the child may give no block of audio AND use no CPU (clock), in seconds: it is stuck, not starved.
 STALL_SECONDS = 30.0
+#: Seconds of clock the server waits on the child for each second of its CPU limit, in all: the child gets a tenth of a
+#: CPU at the least before a pod short of CPU has it killed.
+WAIT_PER_CPU_SECOND = 10.0
 #: Bytes read from the child at once.
 _BLOCK_BYTES = 1 << 20
 #: The most of the child's stderr kept for its log line.
@@ -59,6 +63,22 @@ def cpu_seconds(max_seconds: float) -> int:
     return 10 + int(max_seconds // 10)
 
 
+def wait_seconds(max_seconds: float) -> float:
+    """The most clock the server waits on the child decoding audio of at most ``max_seconds``, in all: its CPU limit's
+    :data:`WAIT_PER_CPU_SECOND` times (a client's worst wait for its audio's decoding)."""
+    return WAIT_PER_CPU_SECOND * cpu_seconds(max_seconds)
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """The CPU time (user and system, all its threads) process ``pid`` has used, in clock ticks; None once it is gone.
+    Read from /proc by hand: psutil, which reads the same line, is no dependency of the server."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime: the stat line's 14th and 15th fields
+
+
 class Decoding:
     """A child decoding one input (:func:`start`): its :attr:`sample_rate`, then its mono 16-bit PCM by :meth:`blocks`."""
 
@@ -73,7 +93,9 @@ class Decoding:
         self.process = subprocess.Popen(
             [sys.executable, "-m", child.__name__, *args], stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True, bufsize=0)
-        self.stalled = False
+        self.stalled: str | None = None  # why the child was killed for time: the reason its failure gives
+        self.waited = 0.0  # seconds of clock the server waited on the child
+        self.wait_limit = wait_seconds(max_seconds)
         self.stderr = bytearray()
         self._threads = [threading.Thread(target=self._keep_stderr, daemon=True)]
         if isinstance(source, (bytes, bytearray)):
@@ -115,16 +137,44 @@ class Decoding:
             self.stderr += piece
             del self.stderr[:-_STDERR_BYTES]
 
+    def _wait(self, done: Callable[[float], bool]) -> bool:
+        """Wait on the child until ``done(seconds)`` (waits at most that long) is true; False once it was killed for
+        time: it used no CPU for :data:`STALL_SECONDS` (stuck: blocked, deadlocked, stopped), or the server has waited
+        :attr:`wait_limit` on it in all. A child short of CPU (a starved pod) is not stalled: it goes on as long as
+        its CPU time grows, its CPU limit (RLIMIT_CPU) bounding its work."""
+        ticks = _cpu_ticks(self.process.pid)
+        while True:
+            window = min(STALL_SECONDS, self.wait_limit - self.waited)
+            began = time.monotonic()
+            ready = done(max(window, 0.0))
+            self.waited += time.monotonic() - began
+            if ready:
+                return True
+            if self.waited >= self.wait_limit:
+                self.stalled = f"it took more than {self.wait_limit:g} s (the decoder's limit)"
+                break
+            if (now := _cpu_ticks(self.process.pid)) is None or now == ticks:
+                self.stalled = f"no audio for {STALL_SECONDS:g} s, and no CPU used (the decoder's limit)"
+                break
+            ticks = now
+        self.process.kill()
+        return False
+
     def _read(self, size: int) -> bytes:
-        """Up to ``size`` bytes of the child's stdout (b"": its end); killed when it gives none in :data:`STALL_SECONDS`."""
+        """Up to ``size`` bytes of the child's stdout (b"": its end, or its kill for time: :meth:`_wait`)."""
         stdout = self.process.stdout
         assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], STALL_SECONDS)
-        if not ready:
-            self.stalled = True
-            self.process.kill()
+        if not self._wait(lambda seconds: bool(select.select([stdout], [], [], seconds)[0])):
             return b""
         return stdout.read(size) or b""
+
+    def _exited(self, seconds: float) -> bool:
+        """Whether the child has ended, waiting at most ``seconds`` for it."""
+        try:
+            self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def blocks(self) -> Iterator[bytes]:
         """Its PCM as the child gives it, up to the limit (past it: the 413, or with ``cut`` the end); the child's
@@ -152,12 +202,9 @@ class Decoding:
     def _ended(self) -> Ended | None:
         """The failure the child's end says (None: it decoded all), once it has ended; its stderr logged when it
         did not end on its own terms."""
-        try:
-            status = self.process.wait(STALL_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.stalled = True
-            self.process.kill()
-            status = self.process.wait()
+        if self.stalled is None:  # else it was killed: it ends at once
+            self._wait(self._exited)
+        status = self.process.wait()
         for thread in self._threads:
             thread.join(1.0)
         text = self.stderr.decode("utf-8", "replace").strip()
@@ -172,8 +219,7 @@ class Decoding:
         log.warning("the %s decoder (pid %d) ended with %s after %.1f s; its stderr: %s", self.fmt.name, self.process.pid,
                     _status(status), seconds, said or "(nothing)")
         if self.stalled:
-            return Ended(f"decoding the {self.fmt.name} audio stopped: no audio for {STALL_SECONDS:g} s "
-                              "(the decoder's limit)", DECODER_FAILED)
+            return Ended(f"decoding the {self.fmt.name} audio stopped: {self.stalled}", DECODER_FAILED)
         if status == -signal.SIGXCPU:
             return Ended(f"decoding the {self.fmt.name} audio took more than {self.cpu} s of CPU (the decoder's "
                               "limit)", DECODER_FAILED)

@@ -3,7 +3,7 @@
 A setting's default quoted anywhere is checked by tests/recognizer/test_settings.py; these are the server's fixed
 bounds the README states in prose (the keep-alive, the lingering close, the requests pipelined parsed at once, a connection's send buffer, the request ids a Speech SDK connection
 remembers, a vosk config's alternatives, the preStop pause, the decoding block, the recognizers' clock, the chunks
-read ahead, the pings, the dead peer's timeout, a media file's tracks, an ALAC frame's samples, a media file's headers' CPU time), and the query parameters the logs redact. Each phrase must still be found,
+read ahead, the pings, the dead peer's timeout, a media file's tracks, an ALAC frame's samples, a media file's headers' CPU time, the FFmpeg decoder's stall and wait), and the query parameters the logs redact. Each phrase must still be found,
 and each number in it is the constant's; the boxes it names of an MP4's tables are the ones the decoder's check reads.
 """
 
@@ -15,8 +15,9 @@ import re
 import pytest
 
 import speech_recognizer.logs
-from speech_recognizer import audio, contract, ffmpeg_child, recognition, serving, session, vosk_ws
+from speech_recognizer import audio, contract, ffmpeg, ffmpeg_child, recognition, serving, session, vosk_ws
 from speech_recognizer.http_limits import HttpLimits
+from speech_recognizer.settings import declared
 from speech_recognizer.usp.frames import RequestIds
 from tests.doc_tables import README, one_line
 
@@ -43,6 +44,11 @@ FACTS = {
     r"A WebM, MP4 or MPEG-PS of more than (\d+) tracks \(streams\) is a 415": ffmpeg_child.MAX_STREAMS,
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,
     r"A file whose headers take more than (\d+) s of the decoder's CPU time": ffmpeg_child.OPEN_CPU_SECONDS,
+    r"killed when stuck: no block of audio and no CPU used for (\d+) s": ffmpeg.STALL_SECONDS,
+    r"stuck: no block and no CPU used for (\d+) s; or waited on": ffmpeg.STALL_SECONDS,
+    r"The server waits on it (\d+) times its CPU time in all at most": ffmpeg.WAIT_PER_CPU_SECOND,
+    r"or waited on (\d+) times its CPU time in all\)": ffmpeg.WAIT_PER_CPU_SECOND,
+    r"a client waits at most (\d+) s for its upload's decoding at the default": ffmpeg.wait_seconds(declared("max_audio_seconds").default),
     r"An MP4 whose sample tables declare more than (\d+) samples": ffmpeg_child.MP4_MAX_ENTRIES,
     r"for a longer `MaxAudioSeconds`, (\d+) for each second": ffmpeg_child.MP4_ENTRIES_PER_SECOND,
     r"holds FFmpeg's index of them, (\d+) bytes each": ffmpeg_child._MP4_ENTRY_BYTES,
