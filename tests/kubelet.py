@@ -294,6 +294,12 @@ CGROUPS = Path("/sys/fs/cgroup")
 CFS_PERIOD_US = 100_000
 
 
+def cfs_quota(cpu_limit: float) -> int:
+    """The CFS quota per :data:`CFS_PERIOD_US` the kubelet gives a container of ``cpu_limit`` CPUs (its
+    milliCPUToQuota: at least 1 ms per period)."""
+    return max(1000, int(cpu_limit * CFS_PERIOD_US))
+
+
 class CgroupError(RuntimeError):
     """The containers' cgroups cannot be made here: the pod does not run (it would run without its limits)."""
 
@@ -376,8 +382,8 @@ class Cgroup:
                 path.mkdir(parents=True)
             except OSError as exc:
                 raise CgroupError(f"cannot make the cgroup {path}: {exc.strerror or exc}") from None
-        if made.cpu_limit is not None:  # the kubelet's milliCPUToQuota: at least 1 ms per period
-            quota = max(1000, int(made.cpu_limit * CFS_PERIOD_US))
+        if made.cpu_limit is not None:
+            quota = cfs_quota(made.cpu_limit)
             if made.v2:
                 _write(dirs[""] / "cpu.max", f"{quota} {CFS_PERIOD_US}")
             else:

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from speech_operator.quantities import mebibytes, quantity
 from speech_recognizer import contract, scratch
-from speech_recognizer.settings import KNOWN, declared
+from speech_recognizer.settings import DECODER_MIB, KNOWN, MAX_DEFAULT_DECODERS, declared
 
 GROUP: Final = "speech-operator.io"
 VERSION: Final = "v1alpha1"
@@ -49,7 +49,7 @@ def _whole(value: float | None) -> int:
 # What fields below pass on to a recognizer setting take from its declaration (speech_recognizer.settings),
 # never retyped: the operator ships the recognizer's package (pyproject's [operator] extra installs its
 # pure-Python parts; settings imports the standard library, the contract and Starlette only).
-# Upper bounds the recognizer does not set (decoders, warm-ups per pod) are this API's own.
+# Upper bounds the recognizer does not set (warm-ups per pod, the idle seconds) are this API's own.
 _DRAIN = declared("drain_seconds")
 _DECODERS = declared("decoder_max_count")
 _WARMUP_COUNT = declared("warmup_count")
@@ -57,8 +57,9 @@ _WARMUP_SECONDS = declared("warmup_seconds")
 _MAX_CONNECTIONS = declared("max_connections")
 _CONNECTION_IDLE = declared("connection_idle_seconds")
 _AUDIO_IDLE = declared("audio_idle_seconds")
-#: Most decoders or warm-up recognizers a pod may be asked for: the recognizer sets no upper bound.
-MAX_DECODERS_PER_POD = 64
+#: Most decoders or warm-up recognizers a pod may be asked for: the most the recognizer's default gives on any node,
+#: what a pod whose limits bound neither is sized for (its /tmp, speech_operator.builders.pod_decoders).
+MAX_DECODERS_PER_POD = MAX_DEFAULT_DECODERS
 #: Longest a stream may send no audio before it is ended (``audioIdleSeconds``): the recognizer sets no
 #: upper bound; an hour is as long as its default ``MaxSessionSeconds`` lets a stream hold its decoder.
 MAX_AUDIO_IDLE_SECONDS = 3600
@@ -274,13 +275,22 @@ class HostPathSource(_Model):
         return self
 
 
+#: The models emptyDir's sizeLimit when the spec sets neither it nor ModelMaxSizeMB (speech_operator.builders.models_volume).
+_MODELS_DEFAULT_SIZE = mebibytes(scratch.download_bytes(declared("model_max_size_mb").default))
+
+
 class EmptyDirSource(_Model):
     """A scratch directory that lives as long as the pod."""
 
     medium: Literal["", "Memory"] = ""
     """Storage medium; Memory means tmpfs."""
-    sizeLimit: Quantity | None = None
-    """Maximum size of the directory."""
+    sizeLimit: Quantity | None = Field(default=None, description=(
+        "Maximum size of the directory, past which the kubelet evicts the pod (Memory: its tmpfs is full). Emitted as "
+        "given; unset, the models volume (model.volume) gets what the model download may write there at once, its zip "
+        f"and the model it unpacks to, each up to settings {contract.MODEL_MAX_SIZE_MB} MB "
+        f"({_MODELS_DEFAULT_SIZE} by default), the license and output ones none. A model.volume sizeLimit smaller than "
+        "that is refused: the SpeechToText turns Degraded (InvalidSpec) and nothing is changed. Each emptyDir not on "
+        "Memory counts to the recognizer's ephemeral-storage request."))
 
 
 _ONE_SOURCE = (
@@ -332,8 +342,12 @@ class ModelSpec(_Model):
     """URL of a model archive (zip) to download instead of the catalog's."""
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$", max_length=64)] | None = None
     """SHA-256 of the archive at url (hex, lower case)."""
-    volume: VolumeSource | None = None
-    """Where models are kept; an emptyDir when unset."""
+    volume: VolumeSource | None = Field(default=None, description=(
+        "Where models are kept; unset, an emptyDir sized for the download (its sizeLimit what the download may write "
+        f"there at once: twice settings {contract.MODEL_MAX_SIZE_MB} MB and 1 MiB, {_MODELS_DEFAULT_SIZE} by default; "
+        f"set {contract.MODEL_MAX_SIZE_MB} near your model's size to ask for less), which the recognizer's "
+        "ephemeral-storage request counts. An emptyDir with a sizeLimit that cannot hold that is refused (Degraded, "
+        "InvalidSpec); a persistentVolumeClaim keeps the model across restarts and off the node's disk."))
     download: bool = True
     """Download the model when it is missing from the volume."""
     caBundle: CaBundle | None = None
@@ -549,8 +563,14 @@ class SpeechToTextSpec(_Model):
     """Recognizer image repository; the operator's default when unset."""
     version: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] | None = None
     """Recognizer image tag; the operator's default when unset."""
-    resources: Resources = Resources()
-    """CPU and memory requests and limits."""
+    resources: Resources = Field(default=Resources(), description=(
+        "CPU and memory requests and limits. The recognizer's ephemeral-storage request is not set here: the operator "
+        f"requests what the pod's emptyDirs may hold on the node's disk (/tmp: {scratch.SPILL_BYTES >> 20} MiB of read-ahead and an upload of "
+        "MaxAudioSeconds per decoder; "
+        f"the models emptyDir: twice {contract.MODEL_MAX_SIZE_MB} MB), so that the scheduler places the pod on a node "
+        f"whose disk holds them. To ask for less on nodes with small disks, lower settings {contract.MODEL_MAX_SIZE_MB} "
+        "near your model's size or keep the models on a persistentVolumeClaim (model.volume): a request below what "
+        "the emptyDirs may hold would place the pod on a node whose disk does not hold them."))
     billing: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = None
     """Billing endpoint passed to the recognizer as Billing=."""
     apiKeySecretRef: SecretKeyRef | None = None
@@ -566,8 +586,13 @@ class SpeechToTextSpec(_Model):
         "with CHOWN and FOWNER only. Set false where the namespace enforces the restricted Pod Security Standard (it "
         "refuses any container running as root): the volumes must then be writable by 65532 already (owned by it, or "
         "on storage that applies the pods' fsGroup 65532)."))
-    decoderMaxCount: Annotated[int, Field(ge=_whole(_DECODERS.minimum), le=MAX_DECODERS_PER_POD)] | None = None
-    """Concurrent decoders per pod (DecoderMaxCount); the recognizer's default when unset."""
+    decoderMaxCount: Annotated[int, Field(ge=_whole(_DECODERS.minimum), le=MAX_DECODERS_PER_POD)] | None = Field(
+        default=None, description=(
+            "Concurrent decoders per pod (DecoderMaxCount); unset, the recognizer's default: 3 per CPU of "
+            f"resources.limits.cpu rounded up (of the node's CPUs without a CPU limit), at most {MAX_DEFAULT_DECODERS} "
+            f"and at most what resources.limits.memory holds ({DECODER_MIB} MiB each beyond what the recognizer holds with its "
+            "model loaded). The pod's /tmp emptyDir (its sizeLimit) and ephemeral-storage request are sized for that "
+            f"many ({scratch.SPILL_BYTES >> 20} MiB of read-ahead and an upload of MaxAudioSeconds each)."))
     warmup: WarmupSpec | None = None
     """Start-up warm-up of each pod; the recognizer's defaults when unset."""
     connections: ConnectionsSpec | None = None

@@ -14,7 +14,7 @@ from speech_operator import api
 from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
 from speech_operator.quantities import mebibytes, quantity
 from speech_recognizer import contract, scratch
-from speech_recognizer.settings import decoders_for_memory, default_decoders
+from speech_recognizer.settings import default_decoders
 
 MANAGER = "speech-operator"
 APP_NAME = "speech-recognizer"
@@ -199,16 +199,13 @@ def _resources(spec: api.SpeechToTextSpec) -> Manifest:
 
 def pod_decoders(spec: api.SpeechToTextSpec) -> int:
     """The most decoders a pod of ``spec`` runs: ``spec.decoderMaxCount``, else the recognizer's default for the
-    container's limits (:func:`~speech_recognizer.settings.default_decoders`, which it may lower once its models
-    load, never raise); without a CPU limit what the memory limit holds; without either, the API's bound."""
+    container's limits, by the recognizer's own rule (:func:`~speech_recognizer.settings.default_decoders`, which it
+    may lower once its models load, never raise): its CPU limit's CPUs rounded up, as the recognizer reads the CFS
+    quota the kubelet makes of it; without a CPU limit any node's, which the rule's cap bounds."""
     if spec.decoderMaxCount is not None:
         return spec.decoderMaxCount
     cpu, memory = quantity(spec.resources.limits.cpu), quantity(spec.resources.limits.memory)
-    memory_bytes = None if memory is None else int(memory)
-    if cpu is None:
-        held = decoders_for_memory(memory_bytes)
-        return api.MAX_DECODERS_PER_POD if held is None else min(max(1, held), api.MAX_DECODERS_PER_POD)
-    return min(default_decoders(max(1, math.ceil(cpu)), memory_bytes), api.MAX_DECODERS_PER_POD)
+    return default_decoders(None if cpu is None else max(1, math.ceil(cpu)), None if memory is None else int(memory))
 
 
 def tmp_bytes(spec: api.SpeechToTextSpec) -> int:

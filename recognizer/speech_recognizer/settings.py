@@ -35,7 +35,11 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message is one line for the user."""
 
 
-def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+#: Where a container sees its own cgroup (as a runtime mounts it).
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP) -> int | None:
     """The container's CPU limit in whole CPUs (rounded up), or None when there is none.
 
     Reads cgroup v2 ``cpu.max`` ("200000 100000" = 2 CPUs, "max 100000" = none) or
@@ -62,7 +66,7 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
 NO_MEMORY_LIMIT = 2**62
 
 
-def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+def cgroup_memory_limit(root: Path = CGROUP) -> int | None:
     """The container's memory limit in bytes, or None when there is none (or it cannot be read: no crash on garbage).
 
     Reads cgroup v2 ``memory.max`` ("max" = none) or cgroup v1 ``memory/memory.limit_in_bytes`` (a number near
@@ -81,18 +85,20 @@ def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return None
 
 
-def cpu_count() -> int:
-    """CPUs this process may use: its CPU affinity, capped by the container's CPU limit.
+def cpu_count(root: Path = CGROUP, affinity: int | None = None) -> int:
+    """CPUs this process may use: its CPU affinity (``affinity`` CPUs when given), capped by the container's CPU
+    limit (read under ``root``, :func:`cgroup_cpu_limit`).
 
     In a pod with ``limits.cpu: 2`` on a 64-core node this is 2, not 64, so that the
     defaults that scale with it (``DecoderMaxCount``, the warm-up) fit the pod.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    return min(cpus, limit) if limit else cpus
+    if affinity is None:
+        try:
+            affinity = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            affinity = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    return min(affinity, limit) if limit else affinity
 
 
 #: The least memory a recognizer is taken to hold before it decodes: the process and its model loaded (the ko-KR small
@@ -104,9 +110,14 @@ BASE_MIB = 576
 #: over the 10 minutes of a stream's own audio before its handover (~283 MiB on varied speech: six streams took a
 #: warmed server from 799 to 2497 MiB), and a fifth more for speech more varied than the bench's (bench/notes.md, "Memory").
 DECODER_MIB = 400
+#: The most decoders the default ``DecoderMaxCount`` gives, whatever the cores and the memory limit (past it: more
+#: pods, or ``DecoderMaxCount`` given). One figure for the recognizer and the operator: a pod whose limits bound
+#: neither (no CPU limit on a node of any size) runs no more, and the operator sizes its /tmp (:mod:`.scratch`) for
+#: as many, the most its ``SpeechToText`` may ask for besides (speech_operator.api).
+MAX_DEFAULT_DECODERS = 64
 #: How the default ``DecoderMaxCount`` is made, as help and README say it.
-DECODER_RULE = (f"3 × cores, at most what the memory limit holds ({DECODER_MIB} MiB each beyond what the process holds "
-                f"once its models are loaded, at least {BASE_MIB} MiB)")
+DECODER_RULE = (f"3 × cores, at most {MAX_DEFAULT_DECODERS} and at most what the memory limit holds ({DECODER_MIB} "
+                f"MiB each beyond what the process holds once its models are loaded, at least {BASE_MIB} MiB)")
 
 
 def resident_bytes(statm: Path = Path("/proc/self/statm")) -> int | None:
@@ -136,14 +147,23 @@ def decoders_for_memory(limit: int | None, base_mib: int = BASE_MIB) -> int | No
     return max(0, (limit // 2**20 - base_mib) // DECODER_MIB)
 
 
-def default_decoders(cores: int, memory_limit: int | None, base_mib: int = BASE_MIB) -> int:
+def default_decoders(cores: int | None, memory_limit: int | None, base_mib: int = BASE_MIB) -> int:
     """The default ``DecoderMaxCount`` (:data:`DECODER_RULE`): 3 per core, what 2 vCPUs were measured to keep strictly
     real time (docs/benchmarks.md), but no more than the memory limit holds beyond ``base_mib``, since past it the
-    kernel OOM-kills the container and every stream on it. At least 1: a server with no decoder would refuse
-    everything, and a limit too small for one stream of ten varied minutes still holds shorter ones (the start-up
-    log warns)."""
+    kernel OOM-kills the container and every stream on it, nor than :data:`MAX_DEFAULT_DECODERS`, what the pod's /tmp
+    is sized for when its limits bound neither. ``cores`` None: any number (a pod without a CPU limit, for a node not
+    yet known). At least 1: a server with no decoder would refuse everything, and a limit too small for one stream of
+    ten varied minutes still holds shorter ones (the start-up log warns)."""
     held = decoders_for_memory(memory_limit, base_mib)
-    return max(1, 3 * cores if held is None else min(3 * cores, held))
+    bounds = [MAX_DEFAULT_DECODERS, *(() if cores is None else (3 * cores,)), *(() if held is None else (held,))]
+    return max(1, min(bounds))
+
+
+def container_decoders(root: Path = CGROUP, affinity: int | None = None) -> int:
+    """The default ``DecoderMaxCount`` before the models load: :func:`default_decoders` of the CPUs this process may
+    use and its container's memory limit (read under ``root``; ``affinity``: the CPUs it may run on, its own when
+    None)."""
+    return default_decoders(cpu_count(root, affinity), cgroup_memory_limit(root))
 
 
 def decoder_capacity(count: int, cores: int, memory_limit: int | None, base_mib: int = BASE_MIB) -> tuple[str, str | None]:
@@ -153,7 +173,8 @@ def decoder_capacity(count: int, cores: int, memory_limit: int | None, base_mib:
     held = decoders_for_memory(memory_limit, base_mib)
     memory = ("no memory limit" if memory_limit is None else
               f"the {memory_limit // 2**20} MiB memory limit holds {held} at {DECODER_MIB} MiB each beyond {base_mib} MiB")
-    line = f"{count} decoder{'s' * (count != 1)} (3 × {cores} cores: {3 * cores}; {memory})"
+    capped = f", at most {MAX_DEFAULT_DECODERS}" if 3 * cores > MAX_DEFAULT_DECODERS else ""
+    line = f"{count} decoder{'s' * (count != 1)} (3 × {cores} cores: {3 * cores}{capped}; {memory})"
     if memory_limit is None or held is None or count <= held:
         return line, None
     return line, (f"{c.DECODER_MAX_COUNT}={count} is more than the {memory_limit // 2**20} MiB memory limit holds ({held}): "
@@ -303,11 +324,11 @@ class Settings:
         c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
     )
     download_license: bool = setting(c.DOWNLOAD_LICENSE, False, help="`True`: Azure's license download; reports that none is needed and exits")
-    #: 3 per core, at most what the container's memory limit holds (:func:`default_decoders`); by default, until the
+    #: 3 per core, at most :data:`MAX_DEFAULT_DECODERS` and what the container's memory limit holds (:func:`default_decoders`); by default, until the
     #: models are loaded: then the server lowers its count to what the memory they took leaves (app.py).
     decoder_max_count: int = setting(
         c.DECODER_MAX_COUNT,
-        factory=lambda: default_decoders(cpu_count(), cgroup_memory_limit()),
+        factory=container_decoders,
         shown=DECODER_RULE,
         minimum=1,
         aliases=("DECODER_MAX_COUNT",),

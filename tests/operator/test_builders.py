@@ -275,7 +275,7 @@ def _spec(stt: api.SpeechToText, **update: Any) -> api.SpeechToText:
     (_spec(MINIMAL, resources={"limits": {"cpu": "3500m", "memory": "8Gi"}}), 12, 60),  # 3 per CPU, rounded up
     (_spec(MINIMAL, resources={"limits": {"cpu": "4", "memory": "1536Mi"}}), 2, 60),  # what the memory holds
     (_spec(MINIMAL, resources={"limits": {"memory": "2Gi"}}), 3, 60),  # no CPU limit: the memory's
-    (_spec(MINIMAL, resources={"limits": {}}), api.MAX_DECODERS_PER_POD, 60),  # neither: the API's bound
+    (_spec(MINIMAL, resources={"limits": {}}), api.MAX_DECODERS_PER_POD, 60),  # neither: the recognizer's cap, 64
 ], ids=["defaults", "decoderMaxCount", "MaxAudioSeconds", "cpu", "memory", "no cpu limit", "no limits"])
 def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToText, decoders: int, seconds: float) -> None:
     """The pod's /tmp emptyDir has a sizeLimit, and the recognizer container an ephemeral-storage request, of what the
@@ -292,6 +292,8 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
     assert "ephemeral-storage" not in resources.get("limits", {})
     if stt is MINIMAL:
         assert size == "518Mi", "README's figure (On Kubernetes)"
+    if not stt.spec.resources.limits.model_dump(exclude_none=True):
+        assert (decoders, size) == (64, "5508Mi"), "README's figure (On Kubernetes)"
 
 
 @pytest.mark.parametrize(("model", "settings", "models_volume", "asked"), [

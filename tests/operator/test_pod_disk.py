@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
+from speech_operator.quantities import quantity
 from speech_recognizer import models as m
-from speech_recognizer import scratch
+from speech_recognizer import scratch, settings
 from tests.example_pods import zip_model
-from tests.kubelet import Pod, file_server, host_image
+from tests.kubelet import CFS_PERIOD_US, Pod, cfs_quota, file_server, host_image
 from tests.recognizer.test_models import fake_model
 from tests.support import free_port
 
@@ -78,3 +82,43 @@ def test_the_emitted_models_emptydir_holds_the_download_it_allows(tmp_path: Path
     with Pod(smaller, host_image(), name="uk-ua") as pod, file_server(pod, served, port=port):
         done = pod.run_init("download-model")
     assert done.returncode == 1 and "the models folder has" in done.log, done.log
+
+
+#: CPUs of the nodes a pod may land on: the recognizer counts those it may run on (its affinity), capped by the CFS
+#: quota the kubelet makes of its CPU limit. A machine of 192 cores cannot be had here: the count is given to the
+#: recognizer's own reading of it (settings.container_decoders), the cgroup it reads written as the kubelet writes it.
+NODE_CORES = (1, 2, 8, 21, 22, 32, 96, 192)
+
+
+@pytest.mark.parametrize("limits", [
+    {}, {"memory": "32Gi"}, {"cpu": "48"}, {"cpu": "2", "memory": "3Gi"}, {"cpu": "1500m", "memory": "8Gi"},
+], ids=["no limits", "memory only", "cpu only", "defaults", "fractional cpu"])
+def test_the_tmp_emptydir_holds_what_the_recognizer_writes_there_on_a_node_of_any_size(
+        limits: dict[str, Any], tmp_path: Path) -> None:
+    """The recognizer of the emitted pod, its settings parsed from the emitted arguments and its default decoders
+    from the cgroup the kubelet makes of the emitted limits (cgroup v2's cpu.max and memory.max) on a node of each of
+    :data:`NODE_CORES` CPUs, may write to /tmp (its decoders' read-ahead spills, an upload per decoder, a model's
+    view: speech_recognizer.scratch) no more than the emitted /tmp sizeLimit, and runs no more decoders than the
+    operator sized it for: past the sizeLimit the kubelet evicts the pod, every stream on it lost. Before: the
+    default was 3 per CPU uncapped, the operator's sizing capped at 64: on 22 CPUs or more without a CPU limit (or one
+    above 21 CPUs, or a memory limit holding more than 64) the recognizer ran up to 576 decoders (192 CPUs x 3) in a
+    /tmp sized for 64."""
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"}, "spec": {
+        "locale": "ko-KR", "eula": "accept", "resources": {"limits": limits}}})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    size = quantity(next(v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if v["name"] == "tmp"))
+    recognizer = next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)
+    emitted = recognizer["resources"].get("limits", {})
+    assert {k: str(v) for k, v in emitted.items()} == limits
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    cpu = quantity(emitted["cpu"]) if "cpu" in emitted else None
+    (cgroup / "cpu.max").write_text(f"{'max' if cpu is None else cfs_quota(float(cpu))} {CFS_PERIOD_US}\n")
+    (cgroup / "memory.max").write_text(f"{int(quantity(emitted['memory']) or 0) if 'memory' in emitted else 'max'}\n")
+    parsed = settings.parse(recognizer["args"], environ={})
+    assert "decoder_max_count" not in parsed.given  # the recognizer's default, made where it runs
+    decoders = {cores: settings.container_decoders(cgroup, affinity=cores) for cores in NODE_CORES}
+    written = {cores: scratch.tmp_bytes(n, parsed.max_audio_seconds) for cores, n in decoders.items()}
+    sized = builders.pod_decoders(stt.spec)
+    assert max(decoders.values()) <= sized, (decoders, sized)
+    assert size is not None and max(written.values()) <= size, ({k: v >> 20 for k, v in written.items()}, size / 2**20)

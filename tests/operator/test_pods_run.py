@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -29,9 +30,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
-from speech_recognizer import contract
+from speech_operator.quantities import quantity
+from speech_recognizer import contract, scratch
 from speech_recognizer import models as m
 from speech_recognizer.models import installed_packages
+from speech_recognizer.settings import declared
 from tests.example_pods import PLATFORM_KINDS, cases, docs, pod_spec, run_example, stt_of, zip_model
 from tests.kubelet import Image, Pod, Running, file_server, host_image
 from tests.operator_pod import run_operator_pod
@@ -373,6 +376,8 @@ class AtCap:
     """What a recognizer pod did at its decoder cap (:func:`saturated_pod`)."""
 
     cap: int
+    #: Bytes the /vosk streams' spills may take together, as the pod's ``/metrics`` says (its decoders' share each).
+    spill_budget: int
     answers: list[tuple[int, str]]
     #: Probe kind -> (seconds each took, passed, status) while the load ran.
     probes: dict[str, list[tuple[float, bool, int]]]
@@ -406,6 +411,8 @@ def saturated_pod(utterances_wav: Path) -> AtCap:
     with ready_recognizer(saturated_spec()) as (pod, running):
         container = pod.container(running.name)
         cap = int(json.loads(pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)[1])["decoders"])
+        metrics = pod.http_get(contract.PORT, contract.ROUTE_METRICS)[1]
+        budget = re.search(r"^speech_read_ahead_spill_budget_bytes (\S+)$", metrics, re.M)
         answers: list[tuple[int, str]] = []
         probes: dict[str, list[tuple[float, bool, int]]] = {"readinessProbe": [], "livenessProbe": []}
         loaded = threading.Event()
@@ -435,8 +442,8 @@ def saturated_pod(utterances_wav: Path) -> AtCap:
         loaded.set()
         for thread in probers:
             thread.join()
-        return AtCap(cap, answers, probes, running.state(), running.cgroup.memory_peak(),
-                     int(running.cgroup.memory_limit or 0), running.cgroup.cpu_throttled(),
+        return AtCap(cap, int(float(budget.group(1))) if budget else -1, answers, probes, running.state(),
+                     running.cgroup.memory_peak(), int(running.cgroup.memory_limit or 0), running.cgroup.cpu_throttled(),
                      running.cpu_seconds() - cpu_before, running.log())
 
 
@@ -454,6 +461,11 @@ def test_probes_answer_in_time_at_the_decoder_cap(pod_run: Future[AtCap]) -> Non
     assert seen.cap >= 3 and len(seen.answers) == seen.cap, seen.answers
     assert all(status == 200 for status, _ in seen.answers), seen.answers  # each upload had a decoder: all at once
     assert seen.state == {"running": {}}, seen.log[-3000:]
+    # all it may write to /tmp, by its own figures (the spills' budget it reports, the uploads of its decoders), fits
+    # the emitted sizeLimit (tests/operator/test_pod_disk.py: on nodes of any size)
+    tmp = next(v["emptyDir"]["sizeLimit"] for v in saturated_spec()["volumes"] if v["name"] == "tmp")
+    assert seen.spill_budget == scratch.spill_budget(seen.cap), (seen.spill_budget, seen.cap)
+    assert scratch.tmp_bytes(seen.cap, declared("max_audio_seconds").default) <= (quantity(tmp) or 0), (seen.cap, tmp)
     spec = next(c for c in saturated_spec()["containers"] if c["name"] == builders.CONTAINER)
     for kind, sent in seen.probes.items():
         assert len(sent) >= 5, (kind, sent)

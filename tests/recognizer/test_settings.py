@@ -224,6 +224,29 @@ def test_default_decoders_are_what_the_cores_and_the_memory_limit_hold() -> None
     assert BASE_MIB + 6 * DECODER_MIB >= 2497, "the budget holds the six varied streams measured (bench/notes.md, Memory)"
 
 
+def test_default_decoders_stop_at_the_cap_on_a_node_of_any_size(tmp_path: Path) -> None:
+    """3 per core, at most :data:`MAX_DEFAULT_DECODERS` (64) whatever the cores and the memory limit: what the operator
+    sizes a pod's /tmp for when its limits bound neither (tests/operator/test_pod_disk.py runs the emitted limits);
+    ``cores`` None (a pod without a CPU limit, its node not yet known) is the cap. The CPUs counted are those the
+    process may run on, capped by its cgroup's CPU quota, rounded up; the start-up line says the cap. Before: 96 on
+    32 cores without a limit, 80 in a 32Gi memory limit, in a pod whose /tmp was sized for 64."""
+    from speech_recognizer.settings import MAX_DEFAULT_DECODERS, container_decoders, decoder_capacity, default_decoders
+
+    gib = 2**30
+    assert MAX_DEFAULT_DECODERS == 64
+    assert default_decoders(21, None) == 63 and default_decoders(22, None) == 64 and default_decoders(32, None) == 64
+    assert default_decoders(32, 32 * gib) == 64 and default_decoders(32, 8 * gib) == 19
+    assert default_decoders(None, None) == 64 and default_decoders(None, 2 * gib) == 3
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cpu.max").write_text("max 100000\n")
+    (cgroup / "memory.max").write_text("max\n")
+    assert container_decoders(cgroup, affinity=32) == 64 and container_decoders(cgroup, affinity=2) == 6
+    (cgroup / "cpu.max").write_text("150000 100000\n")  # the kubelet's quota of limits.cpu 1500m
+    assert container_decoders(cgroup, affinity=32) == 6 and container_decoders(cgroup, affinity=1) == 3
+    assert decoder_capacity(64, 32, None) == ("64 decoders (3 × 32 cores: 96, at most 64; no memory limit)", None)
+
+
 def test_the_start_up_line_says_the_decoders_and_warns_past_the_memory_limit() -> None:
     """The start-up log says how many decoders and what cores and memory hold; an explicit ``DecoderMaxCount`` past
     what the memory holds is obeyed with one warning that says the risk and the way out."""
