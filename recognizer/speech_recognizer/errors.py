@@ -36,6 +36,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from .frame_budget import CONTROL_BURST, CONTROL_PER_SECOND, MAX_FRAGMENTS
+
 log = logging.getLogger("speech_recognizer.failures")
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
@@ -165,6 +167,10 @@ SESSION_TOO_LONG = Kind("session_too_long", 413, 1008, "BadRequest", INFO, doc="
 NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO, usp_turn=False,
                   doc="a WebSocket client that took in none of its replies for AudioIdleSeconds: its decoder is given back and "
                       "its connection reset (nothing more reaches it)")
+FRAME_FLOOD = Kind("frame_flood", 400, 1008, "Error", INFO, usp_turn=False,
+                  doc=f"a WebSocket client that sent pings or pongs past {CONTROL_BURST} at once and {CONTROL_PER_SECOND:g} a "
+                      f"second beyond (pongs to the server's pings aside), or a message in more than {MAX_FRAGMENTS} fragments: "
+                      f"closed, nothing it sends after read")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 # Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request
 # begins (usp/refusal.py), then the close. TooManyRequests the JavaScript SDK is told by the turn (it has fixed words of

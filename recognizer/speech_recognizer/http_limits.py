@@ -113,6 +113,7 @@ from .connection_cap import (
 from .contract import MAX_HEADERS, ROUTE_OPENAI_TRANSCRIPTIONS, ROUTE_PRE_STOP
 from .deadlines import BACKLOG, HALF_CLOSED, Backlog
 from .errors import (
+    FRAME_FLOOD,
     HEADER_TOO_LARGE,
     INTERNAL,
     MALFORMED_REQUEST,
@@ -121,12 +122,14 @@ from .errors import (
     Counters,
     Failure,
     Kind,
+    close_args,
     http_response_bytes,
     malformed_reason,
     not_reading,
     observe,
     one_line,
 )
+from .frame_budget import CUT_OFF, FEED_BYTES, MAX_FRAGMENTS, ControlBudget, over_budget, too_many_fragments
 from .logs import PROBE_ROUTES
 from .settings import declared
 
@@ -858,7 +861,10 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     head's), and may refuse a head httptools took: a body on the upgrade (``Content-Length``), say. Its refusal is then
     queued where uvicorn 0.54 never writes it, and the client waited for an answer for ever, on a connection no longer
     counted by ``Http:MaxConnections``; it is answered here, 400 with websockets' reason (``malformed_request``), logged
-    and counted as :class:`LimitedHttpTools` refuses a head, and closed."""
+    and counted as :class:`LimitedHttpTools` refuses a head, and closed.
+
+    What it reads is parsed :data:`~.frame_budget.FEED_BYTES` at a time, a turn of the event loop each, and a client
+    whose frames pass :mod:`.frame_budget`'s bounds is closed (:meth:`_cut_off`)."""
 
     #: Where its refusals are counted (:func:`~speech_recognizer.serving.server_options` sets it).
     metrics: ClassVar[Counters | None] = None
@@ -877,6 +883,15 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     _probed_unread = False
     #: When a client with no end seen, asked about, is to be probed next (:meth:`_ended_unread`: the event loop's time).
     _probe_at = 0.0
+    #: What was read and is not parsed yet (:meth:`_parse_some`), and the parse of it scheduled.
+    _unparsed: bytearray | None = None
+    _parsing: asyncio.Handle | None = None
+    #: Its control frames (:meth:`handle_ping`, :meth:`handle_pong`), from its connection (:meth:`connection_made`).
+    _controls: ControlBudget
+    #: Why it was closed for its frames (:meth:`_cut_off`): nothing it sends after is parsed.
+    _flooded: Failure | None = None
+    #: Reading is paused for what is not parsed yet, or for good after :meth:`_cut_off` (:meth:`_settle_reading`).
+    _held = False
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's: True keeps the connection
         """The client's end of stream (its FIN), read after every message before it. uvicorn closed the connection then
@@ -942,7 +957,17 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if self._presence is not None:
             self._presence.cancel()
             self._presence = None
+        if self._parsing is not None:
+            self._parsing.cancel()
+            self._parsing = None
+        self._unparsed = None
         super().connection_lost(exc)
+
+    async def receive(self) -> Any:
+        """uvicorn's, which resumes reading once its queue is empty: held still while what was read is not all parsed."""
+        message = await super().receive()
+        self._settle_reading()
+        return message
 
     async def send(self, message: Any) -> None:
         """uvicorn's send, whose wait for a client to take in what waits unsent (its transport paused) had no bound: a
@@ -953,6 +978,7 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         if not self.writable.is_set() and not self.disconnected:
             await self._taken_in()
         await super().send(message)
+        self._settle_reading()  # uvicorn's close resumes reading
         if message["type"] == "websocket.close" and self.close_timer is not None and self._client_done:
             self.close_timer.cancel()  # a client that half-closed cannot answer the close: the FIN follows it at once
             self.close_timer = None
@@ -1035,6 +1061,7 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.client, self.server = _unmapped(self.client), _unmapped(self.server)
+        self._controls = ControlBudget(self.loop.time())
 
     def handle_connect(self, event: Any) -> None:
         """uvicorn's, the app then told what waits unsent to its client (the scope's :data:`~.deadlines.BACKLOG`): a
@@ -1047,6 +1074,104 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
                                                    lambda: this._ended_unread())
 
     def data_received(self, data: bytes) -> None:
+        """Parsed :data:`~.frame_budget.FEED_BYTES` at a time (:meth:`_parse_some`): websockets parses every frame of
+        what it is fed, and uvicorn fed it every read whole, a turn of the event loop (up to 32 reads of 256 KiB, as
+        libuv reads while it can) in which nothing else on the pod ran."""
+        if self._flooded is not None:
+            return  # closed for its frames: what it sends now is dropped unparsed
+        if self._unparsed is None:
+            self._unparsed = bytearray()
+        self._unparsed += data
+        self._parse_some()
+
+    def _parse_some(self) -> None:
+        """Parse the next :data:`~.frame_budget.FEED_BYTES` of what was read; reading is held while any is left, whose
+        parse is scheduled for the event loop's next turn. Parsed on while uvicorn holds reading (a message waits for
+        the app), as uvicorn parsed a read whole: a close frame read behind messages the app has not taken yet is
+        answered, and the connection closed, as it comes, not once the app has taken every message before it (what is
+        parsed so is at most what one read brought)."""
+        self._parsing = None
+        if self._unparsed and not self.transport.is_closing():
+            piece = bytes(self._unparsed[:FEED_BYTES])
+            del self._unparsed[:FEED_BYTES]
+            self._parse(piece)
+        self._settle_reading()
+
+    def _settle_reading(self) -> None:
+        """Hold reading while what was read is not all parsed (its parse scheduled) or the client was closed for its
+        frames; else leave it as uvicorn has it. Every change of whether the client is read (uvicorn's hold too: a message
+        waiting for the app) comes before one of these: its :class:`~.frame_budget.ControlBudget` is told."""
+        self._hold_or_resume()
+        self._controls.reading(self.loop.time(), self._held or self.read_paused)
+
+    def _hold_or_resume(self) -> None:
+        if self.disconnected or self.transport.is_closing():
+            self._unparsed = None
+            return
+        if self._flooded is None and not self._unparsed:
+            if self._parsing is not None:  # all parsed: the transport reads again, unless uvicorn holds it
+                self._parsing.cancel()
+                self._parsing = None
+            if self._held and not self.read_paused:
+                self.transport.resume_reading()
+            self._held = False
+            return
+        self.transport.pause_reading()
+        self._held = True
+        if self._unparsed and self._flooded is None and self._parsing is None:
+            self._parsing = self.loop.call_soon(self._parse_some)
+
+    def handle_ping(self) -> None:
+        """uvicorn's (the pong websockets queued written), within the client's :class:`~.frame_budget.ControlBudget`."""
+        if self._within_budget():
+            super().handle_ping()
+
+    def handle_pong(self, event: Any) -> None:
+        if self._within_budget():
+            super().handle_pong(event)
+
+    def handle_cont(self, event: Any) -> None:
+        """uvicorn's, which holds every fragment of a message until its last: at most :data:`~.frame_budget.MAX_FRAGMENTS`."""
+        if self._flooded is None and len(self.frames) >= MAX_FRAGMENTS:
+            self._cut_off(too_many_fragments())
+        if self._flooded is None:
+            super().handle_cont(event)
+
+    def send_keepalive_ping(self) -> None:
+        """uvicorn's, the client's pong to it owed beside its :class:`~.frame_budget.ControlBudget`."""
+        self._controls.asked()
+        super().send_keepalive_ping()
+
+    def _within_budget(self) -> bool:
+        """Take a control frame from the client's budget; past it, the client is closed (:meth:`_cut_off`)."""
+        if self._flooded is None and not self._controls.spend(self.loop.time()):
+            self._cut_off(over_budget())
+        if self._flooded is not None:
+            self.conn.data_to_send()  # its pong, not sent
+            return False
+        return True
+
+    def _cut_off(self, reason: str) -> None:
+        """Close the client for its frames (:data:`~.errors.FRAME_FLOOD`: 1008 and ``reason``), whatever its route is
+        doing: nothing it sent after is parsed, nor read (a client that does not answer the close is reset after
+        :data:`CLOSE_REPLY_SECONDS`, :meth:`_unanswered`). The app hears a disconnect that carries the failure
+        (:data:`~.frame_budget.CUT_OFF`), which its route raises: counted and logged once. A client already sent the
+        server's close is reset."""
+        self._flooded = Failure(f"{reason}; from {peer(self.client)}", FRAME_FLOOD)
+        self._unparsed = None
+        if self.close_sent or not self.handshake_complete or self.transport.is_closing():
+            reset(self.transport)
+            return
+        code, said = close_args(Failure(reason, FRAME_FLOOD))
+        self.conn.send_close(code, said)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        end: Any = {"type": "websocket.disconnect", "code": code, "reason": said, CUT_OFF: self._flooded}  # a key beside ASGI's
+        self.queue.put_nowait(end)
+        self.close_timer = self.loop.call_later(CLOSE_REPLY_SECONDS, self._unanswered, unsent_bytes(self.transport))
+        self._settle_reading()
+
+    def _parse(self, data: bytes) -> None:
         super().data_received(data)
         refused = self.conn.handshake_exc
         if refused is None or self.handshake_initiated or self.transport.is_closing():

@@ -45,6 +45,7 @@ from .auth import check_key
 from .deadlines import Deadlines
 from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
+from .frame_budget import CUT_OFF
 from .inbox import SHUTDOWN_CLOSE, Inbox, held, left_before_audio
 from .openapi import describe
 from .rest import request_locale
@@ -186,6 +187,8 @@ class Conversation:
                         await self._final()
                     raise
                 if message["type"] == "websocket.disconnect":
+                    if (cut := message.get(CUT_OFF)) is not None:  # closed by the protocol for its frames (frame_budget)
+                        raise cut
                     # A failed decode closed the connection (the client's answer to that close is this disconnect)
                     # while the sender waits for more to drain: the failure is still this conversation's end.
                     if self._failure is not None:

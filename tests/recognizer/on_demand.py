@@ -23,6 +23,13 @@ class GatedRegistry(ModelRegistry):
         #: Seconds the on-demand load took once the gate opened.
         self.load_seconds = 0.0
 
+    def wait_ready(self, seconds: float = 300) -> None:
+        """Wait for ko-KR's load at start-up (``seconds``: a loaded machine's)."""
+        deadline = time.monotonic() + seconds
+        while not self.ready:
+            assert time.monotonic() < deadline, "ko-KR did not load"
+            time.sleep(0.05)
+
     def load(self, locale: str) -> LoadedModel:
         if self.resolve(locale) == ON_DEMAND and self.get_loaded(locale) is None:
             self.gate.wait(120)

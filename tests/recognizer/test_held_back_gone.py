@@ -15,6 +15,7 @@ import struct
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,9 +40,10 @@ CLOSE_TIMEOUT = 2.0
 BOUND = 3.0
 
 
-async def held_back(url: str, route: str) -> tuple[ClientConnection, int]:
-    """A client of ``url`` that sent audio until the server stopped reading it (no send taken for 1 s); what it sent."""
-    ws = await connect(url, max_size=1 << 20, close_timeout=CLOSE_TIMEOUT)
+async def held_back(url: str, route: str, **options: Any) -> tuple[ClientConnection, int]:
+    """A client of ``url`` (websockets' ``options`` beside) that sent audio until the server stopped reading it (no send
+    taken for 1 s); what it sent."""
+    ws = await connect(url, max_size=1 << 20, close_timeout=CLOSE_TIMEOUT, **options)
     rid = uuid.uuid4().hex
     if route != "vosk":
         await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": ON_DEMAND}}))
@@ -114,10 +116,7 @@ def test_a_client_held_back_while_its_model_loads_is_let_go_when_it_leaves(
             watch.close()
 
     with ServerThread(app) as srv:
-        deadline = time.monotonic() + 300  # a loaded machine's start-up
-        while not gated.ready:
-            assert time.monotonic() < deadline, "ko-KR did not load"
-            time.sleep(0.05)
+        gated.wait_ready()
         try:
             sent, took, watched = asyncio.run(run(srv.ws))
         finally:

@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from speech_recognizer.app import create_app
+from speech_recognizer.frame_budget import CONTROL_BURST, CONTROL_PER_SECOND
 from speech_recognizer.inbox import READ_AHEAD_BYTES
 from speech_recognizer.models import LoadedModel, ModelRegistry
 from speech_recognizer.serving import (
@@ -35,6 +37,8 @@ from speech_recognizer.serving import (
 from ..conftest import make_settings, reference
 from ..support import Reference, ServerThread, concat, read_wav
 from ..usp.sdk import config, continuous, display_text, recognizer
+from .on_demand import ON_DEMAND, GatedRegistry
+from .test_held_back_gone import BUDGET, MESSAGE, held_back
 
 #: How much faster than the real keepalive the test server pings.
 SCALE = 40
@@ -124,6 +128,67 @@ async def test_a_pinging_vosk_client_sending_a_recording_ahead_gets_its_pongs_an
     # 0.2 s chunks, as vosk-server's examples send
     chunks, replies = await sent_at_once(pinging_server, sent_ahead_wav, 6400, ping_interval=0.5, ping_timeout=3)
     assert len(replies) == len(chunks) + 1 and "text" in replies[-1]
+
+
+def test_a_vosk_client_answering_the_servers_pings_however_fast_gets_every_reply(registry: ModelRegistry, tmp_path: Path,
+                                                                                 long_wav: Path, long_ref: Reference) -> None:
+    """uvicorn pings a client its ping interval less the last pong's delay after its last ping: a pong that came late
+    (behind audio the server held back) has the server ping faster than the control frame budget's rate. A client's
+    pongs to the server's own pings are owed it, not taken from its budget: here the server pings every 10 ms, the
+    client answering each while its recording is decoded; before, it was closed 1008 "more than 50 control frames"."""
+    with ServerThread(create_app(make_settings(tmp_path), registry), ws_ping_interval=0.01) as srv:
+        chunks, replies = asyncio.run(sent_at_once(srv, long_wav, 3200, ping_interval=None))
+    assert len(replies) == len(chunks) + 1
+    assert [r["text"] for r in replies if r.get("text")] == long_ref.texts
+
+
+#: Pings the client of :func:`test_a_client_pinging_behind_its_held_back_audio_gets_every_pong_and_reply` sends while
+#: held back, at the control frame budget's own rate: more than its burst.
+HELD_PINGS = CONTROL_BURST + 5
+
+
+def test_a_client_pinging_behind_its_held_back_audio_gets_every_pong_and_reply(registry: ModelRegistry, tmp_path: Path) -> None:
+    """A /vosk client sends audio until the server holds it back (its model still loading, its read-ahead and spill
+    full), then pings at :data:`~speech_recognizer.frame_budget.CONTROL_PER_SECOND`, each ping written as it comes (an
+    app's own keepalive, not waiting for its pongs), its pings queued behind its unread audio; the load ends, it sends
+    eof. Its pings come at once when the server reads on: a budget capped at
+    :data:`~speech_recognizer.frame_budget.CONTROL_BURST` however long the server held reading closed it 1008 "more
+    than 50 control frames", its results lost. It gets every pong, a reply to each message, its final result, close 1000."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / ON_DEMAND).symlink_to(registry.sources["ko-KR"])
+    gated = GatedRegistry(models)
+    app = create_app(make_settings(tmp_path), gated)
+    app.state.engine.spills.limit = lambda: BUDGET  # held back past a little spill, not 64 MiB
+
+    async def run(base: str) -> tuple[int, list[dict], list[float], tuple[int | None, str | None]]:
+        ws, sent = await held_back(f"{base}/vosk?language={ON_DEMAND}", "vosk", ping_interval=None)  # its own pings below
+        pings = []
+        for _ in range(HELD_PINGS):  # written now, behind the audio: the task waits for the server to read it
+            pings.append(asyncio.ensure_future(ws.ping()))
+            await asyncio.sleep(1 / CONTROL_PER_SECOND)
+        gated.gate.set()
+        opened = time.monotonic()
+        eof = asyncio.ensure_future(ws.send('{"eof" : 1}'))
+        replies = [json.loads(message) async for message in ws]
+        print(f"{sent / 2**20:.1f} MiB sent, {len(pings)} pings held back; closed {ws.close_code} {ws.close_reason!r} "
+              f"{time.monotonic() - opened:.1f} s after the load began")
+        await asyncio.gather(eof, return_exceptions=True)
+        pongs = await asyncio.gather(*pings, return_exceptions=True)
+        answered = [pong.result() for pong in pongs
+                    if isinstance(pong, asyncio.Future) and pong.done() and not pong.cancelled() and pong.exception() is None]
+        return sent, replies, answered, (ws.close_code, ws.close_reason)
+
+    with ServerThread(app) as srv:
+        gated.wait_ready()
+        try:
+            sent, replies, answered, closed = asyncio.run(run(srv.ws))
+        finally:
+            gated.gate.set()
+    assert closed == (1000, ""), closed
+    assert len(answered) == HELD_PINGS, f"{len(answered)} of {HELD_PINGS} pings answered"
+    messages = sent // len(MESSAGE)  # and maybe the one whose send was waiting when the client stopped sending
+    assert messages <= len(replies) - 1 <= messages + 1 and "text" in replies[-1], (messages, replies[-3:])
 
 
 def test_connections_give_up_on_a_dead_peer() -> None:

@@ -15,7 +15,7 @@ import re
 import pytest
 
 import speech_recognizer.logs
-from speech_recognizer import audio, contract, ffmpeg, ffmpeg_child, recognition, serving, session, vosk_ws
+from speech_recognizer import audio, contract, ffmpeg, ffmpeg_child, frame_budget, recognition, serving, session, vosk_ws
 from speech_recognizer.http_limits import HttpLimits
 from speech_recognizer.settings import declared
 from speech_recognizer.usp.frames import RequestIds
@@ -40,6 +40,10 @@ FACTS = {
     r"the WebSocket routes read up to (\d+) chunks ahead": session.READ_AHEAD,
     r"A client that reads no replies is held back after (\d+) chunks": session.READ_AHEAD,
     r"the server pings every WebSocket client every (\d+) s": serving.PING_INTERVAL_SECONDS,
+    r"at most (\d+) pings or pongs at once": frame_budget.CONTROL_BURST,
+    r"pings or pongs at once and (\d+) a second beyond": frame_budget.CONTROL_PER_SECOND,
+    r"at most (\d+) fragments in one message": frame_budget.MAX_FRAGMENTS,
+    r"what the server reads is parsed (\d+) KiB at a time": frame_budget.FEED_BYTES >> 10,
     r"the kernel drops its connection after (\d+) s \(`TCP_USER_TIMEOUT`": serving.DEAD_PEER_SECONDS,
     r"A WebM, MP4 or MPEG-PS of more than (\d+) tracks \(streams\) is a 415": ffmpeg_child.MAX_STREAMS,
     r"ALAC declaring frames of more than (\d+) samples": ffmpeg_child.ALAC_MAX_FRAME_SAMPLES,

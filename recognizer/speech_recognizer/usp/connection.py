@@ -50,6 +50,7 @@ from ..errors import (
     usp_phrase,
     usp_status,
 )
+from ..frame_budget import CUT_OFF
 from ..inbox import SHUTDOWN_CLOSE, Inbox, left_before_audio
 from ..results import TICKS_PER_SECOND, hypothesis_json, phrase_json, status_json, ticks
 from ..session import READ_AHEAD, Session, Snapshot
@@ -595,6 +596,8 @@ class Connection:
                 if self._closed:  # a turn's results failed meanwhile (its client gone, not reading, its decoder): no more is answered
                     return
                 if msg["type"] == "websocket.disconnect":
+                    if (cut := msg.get(CUT_OFF)) is not None:  # closed by the protocol for its frames (frame_budget)
+                        raise cut
                     if self.turn is not None and msg.get("code") not in CLOSED and await self._park(self.turn):
                         return
                     if self.turn is not None and not self.turn.ended:
