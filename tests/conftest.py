@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import pickle
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kmock
 import pytest
@@ -212,10 +216,10 @@ def long_pauses_wav(audio_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def long_pauses_ref(model: LoadedModel, long_pauses_wav: Path) -> Reference:
+def long_pauses_ref(run_dir: Path, model: LoadedModel, long_pauses_wav: Path) -> Reference:
     """In-process Vosk's three phrases of :func:`long_pauses_wav`, its pauses checked: the silence between the first
     two phrases' words is shorter than :data:`LONG_PAUSE_MS`, between the last two longer."""
-    ref = reference(model, long_pauses_wav)
+    ref = reference(model, long_pauses_wav, run_dir)
     first, second, third = ref.phrases
     pause = LONG_PAUSE_MS / 1000
     assert second.words[0].start - first.words[-1].end < pause < third.words[0].start - second.words[-1].end, ref.phrases
@@ -293,17 +297,61 @@ def keyed_fresh_server(registry: ModelRegistry, tmp_path_factory: pytest.TempPat
 # ---- in-process Vosk on the session's model: what every route must match ----------
 
 
-def reference(model: LoadedModel, wav: Path) -> Reference:
-    pcm, rate, channels = read_wav(wav)
-    assert (rate, channels) == (16000, 1)
-    return vosk_reference(model.model, pcm, rate, CHUNK, runs=1)
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def references(model: LoadedModel, speech_wav: Path, utterances_wav: Path) -> Iterator[dict[str, Future[Reference]]]:
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder this run's xdist workers share (the controller's temporary directory, their own's parent; this
+    process's own without xdist): where :func:`once_per_run` keeps what it computed."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "once-per-run"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def once_per_run(folder: Path, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, computed by the first worker of the run to ask for ``key`` (what the result depends on:
+    picklable) and read by the others: a pickle in ``folder`` (:func:`run_dir`), written under a lock the others
+    wait on."""
+    name = hashlib.sha256(pickle.dumps(key)).hexdigest()
+    done = folder / f"{name}.pickle"
+    with open(folder / f"{name}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if done.exists():
+            value: T = pickle.loads(done.read_bytes())
+            return value
+        value = compute()
+        part = folder / f"{name}.part"
+        part.write_bytes(pickle.dumps(value))
+        part.replace(done)
+        return value
+
+
+def shared_reference(folder: Path, model: LoadedModel, pcm: bytes, rate: int, chunk_bytes: int, *,
+                     model_rate: int | None = None) -> Reference:
+    """``vosk_reference(model.model, pcm, rate, chunk_bytes, runs=1, model_rate=model_rate)`` once per run for this
+    PCM (:func:`once_per_run`): in-process Vosk hears the same words, times and confidences in the same PCM, whichever
+    process decodes it (a new recognizer on the same model files)."""
+    key = ("vosk_reference", str(model.path), hashlib.sha256(pcm).hexdigest(), rate, chunk_bytes, model_rate)
+    return once_per_run(folder, key, lambda: vosk_reference(model.model, pcm, rate, chunk_bytes, runs=1, model_rate=model_rate))
+
+
+def reference(model: LoadedModel, wav: Path, run_dir: Path | None = None) -> Reference:
+    """In-process Vosk on a 16 kHz mono WAV (once per run with a ``run_dir``: :func:`shared_reference`)."""
+    pcm, rate, channels = read_wav(wav)
+    assert (rate, channels) == (16000, 1)
+    if run_dir is None:
+        return vosk_reference(model.model, pcm, rate, CHUNK, runs=1)
+    return shared_reference(run_dir, model, pcm, rate, CHUNK)
+
+
+@pytest.fixture(scope="session")
+def references(run_dir: Path, model: LoadedModel, speech_wav: Path, utterances_wav: Path) -> Iterator[dict[str, Future[Reference]]]:
     """Both references, decoding in the background (a core the server's turns leave idle)."""
     with ThreadPoolExecutor(2, thread_name_prefix="vosk-reference") as pool:
-        yield {"speech": pool.submit(reference, model, speech_wav), "utterances": pool.submit(reference, model, utterances_wav)}
+        yield {"speech": pool.submit(reference, model, speech_wav, run_dir),
+               "utterances": pool.submit(reference, model, utterances_wav, run_dir)}
 
 
 @pytest.fixture(scope="session")
@@ -346,9 +394,9 @@ def mp3_pcm(mp3: Path) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def utterances_mp3_ref(model: LoadedModel, utterances_mp3: Path) -> Reference:
+def utterances_mp3_ref(run_dir: Path, model: LoadedModel, utterances_mp3: Path) -> Reference:
     """In-process Vosk on the PCM soundfile decodes :func:`utterances_mp3` to (lossy: not the WAV's words, maybe)."""
-    ref = vosk_reference(model.model, mp3_pcm(utterances_mp3), 16000, CHUNK, runs=1)
+    ref = shared_reference(run_dir, model, mp3_pcm(utterances_mp3), 16000, CHUNK)
     assert ref.phrases, "speech is heard in the MP3"
     return ref
 
@@ -412,32 +460,32 @@ def utterances_recorded(audio_dir: Path, utterances_wav: Path) -> dict[str, Path
     return {suffix: av_encode(utterances_wav, audio_dir / f"utterances.{suffix}", *how) for suffix, how in RECORDERS.items()}
 
 
-def av_reference(model: LoadedModel, path: Path) -> Reference:
+def av_reference(run_dir: Path, model: LoadedModel, path: Path) -> Reference:
     """In-process Vosk on the PCM PyAV decodes ``path`` to (through the server's resampler to the model's rate)."""
     pcm, rate = av_pcm(path)
-    ref = vosk_reference(model.model, pcm, rate, CHUNK * rate // 16000, runs=1, model_rate=16000)
+    ref = shared_reference(run_dir, model, pcm, rate, CHUNK * rate // 16000, model_rate=16000)
     assert ref.phrases, f"speech is heard in {path.name}"
     return ref
 
 
 @pytest.fixture(scope="session")
-def utterances_webm_ref(model: LoadedModel, utterances_webm: Path) -> Reference:
-    return av_reference(model, utterances_webm)
+def utterances_webm_ref(run_dir: Path, model: LoadedModel, utterances_webm: Path) -> Reference:
+    return av_reference(run_dir, model, utterances_webm)
 
 
 @pytest.fixture(scope="session")
-def utterances_m4a_ref(model: LoadedModel, utterances_m4a: Path) -> Reference:
-    return av_reference(model, utterances_m4a)
+def utterances_m4a_ref(run_dir: Path, model: LoadedModel, utterances_m4a: Path) -> Reference:
+    return av_reference(run_dir, model, utterances_m4a)
 
 
 @pytest.fixture(scope="session")
-def utterances_mkv_ref(model: LoadedModel, utterances_mkv: Path) -> Reference:
-    return av_reference(model, utterances_mkv)
+def utterances_mkv_ref(run_dir: Path, model: LoadedModel, utterances_mkv: Path) -> Reference:
+    return av_reference(run_dir, model, utterances_mkv)
 
 
 @pytest.fixture(scope="session")
-def utterances_mov_ref(model: LoadedModel, utterances_mov: Path) -> Reference:
-    return av_reference(model, utterances_mov)
+def utterances_mov_ref(run_dir: Path, model: LoadedModel, utterances_mov: Path) -> Reference:
+    return av_reference(run_dir, model, utterances_mov)
 
 
 # ---- MP3s libsndfile alone decodes short: the utterances after half a second of silence, as a stream records them ----
@@ -509,12 +557,12 @@ def streamed_mp3(audio_dir: Path, utterances_mp3: Path) -> StreamedMp3:
 
 
 @pytest.fixture(scope="session")
-def streamed_mp3_refs(model: LoadedModel, streamed_mp3: StreamedMp3) -> dict[str, Reference]:
+def streamed_mp3_refs(run_dir: Path, model: LoadedModel, streamed_mp3: StreamedMp3) -> dict[str, Reference]:
     """In-process Vosk on the PCM each of :func:`streamed_mp3`'s MP3s decodes to in-process, by its file's name
     (checked against the utterances' own decoding by the tests before they take these)."""
     from speech_recognizer.audio import decode
 
     refs = {}
     for mp3 in (streamed_mp3.joined, streamed_mp3.headerless):
-        refs[mp3.name] = vosk_reference(model.model, decode(mp3.read_bytes(), max_seconds=60).pcm, 16000, CHUNK, runs=1)
+        refs[mp3.name] = shared_reference(run_dir, model, decode(mp3.read_bytes(), max_seconds=60).pcm, 16000, CHUNK)
     return refs

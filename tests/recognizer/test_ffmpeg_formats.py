@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -49,18 +48,16 @@ FORMATS = ("webm", "m4a", "mkv", "mov", "aac", "qt", "3gp", "amr", "mpg", "mpeg"
 
 
 @pytest.fixture(scope="module")
-def encoded(model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path,
-            utterances_aac: Path, utterances_qt: Path, utterances_recorded: dict[str, Path], utterances_webm_ref: Reference,
-            utterances_m4a_ref: Reference,
-            utterances_mkv_ref: Reference, utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
-    """Each kind's file and what in-process Vosk hears in it; the references of the session's fixtures, and the
-    others decoded two at a time (Vosk lets go of the GIL while it decodes)."""
+def encoded(run_dir: Path, model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path,
+            utterances_mov: Path, utterances_aac: Path, utterances_qt: Path, utterances_recorded: dict[str, Path],
+            utterances_webm_ref: Reference, utterances_m4a_ref: Reference, utterances_mkv_ref: Reference,
+            utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
+    """Each kind's file and what in-process Vosk hears in it: the references of the session's fixtures, and the
+    others'."""
     own = {"aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
-    with ThreadPoolExecutor(2, thread_name_prefix="vosk-reference") as pool:
-        refs = {kind: pool.submit(av_reference, model, path) for kind, path in own.items()}
     return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref),
             "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref),
-            **{kind: (path, refs[kind].result()) for kind, path in own.items()}}
+            **{kind: (path, av_reference(run_dir, model, path)) for kind, path in own.items()}}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -546,7 +543,7 @@ def test_amr_wb_raw_and_in_3gp_is_decoded_as_pyav_decodes_it(server, tmp_path: P
         assert r.status_code == 200 and r.json()["Duration"] + r.json()["Offset"] <= 3 * 10_000_000, r.text
 
 
-def test_dtx_silences_of_amr_are_decoded(server, model: LoadedModel, utterances_recorded: dict[str, Path], tmp_path: Path) -> None:
+def test_dtx_silences_of_amr_are_decoded(server, run_dir: Path, model: LoadedModel, utterances_recorded: dict[str, Path], tmp_path: Path) -> None:
     """AMR a recorder wrote with discontinuous transmission (DTX): its silences are comfort-noise (SID) and no-data
     frames, which FFmpeg's own AMR decoders refuse ("not yet implemented"), failing the file; OpenCORE's (the server's)
     decode them: raw and in 3GP, the words and times of in-process Vosk on the PCM PyAV decodes it to with OpenCORE's.
@@ -556,7 +553,7 @@ def test_dtx_silences_of_amr_are_decoded(server, model: LoadedModel, utterances_
     gaps = b"".join([silent, *[nodata] * 7] * 25)  # 4 s of DTX: a SID frame, then 7 no-data frames, over and over
     path = tmp_path / "dtx.amr"
     path.write_bytes(b"#!AMR\n" + gaps + b"".join(_amr_frames(utterances_recorded["amr"].read_bytes())) + gaps)
-    ref = av_reference(model, path)
+    ref = av_reference(run_dir, model, path)
     for body, content_type in ((path.read_bytes(), "audio/amr"), (_in_3gp(path.read_bytes()), "audio/3gpp")):
         r = post(server, body, content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
         assert r.status_code == 200, r.text
