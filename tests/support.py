@@ -13,8 +13,8 @@ import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -507,6 +507,18 @@ class Unstarved:
 
     def close(self) -> None:
         self._read.close()
+
+
+def within(seconds: float, done: Callable[[], object], what: str | Callable[[], str], every: float = READING_SECONDS) -> None:
+    """Wait until ``done()`` is true; fail once ``seconds`` passed in time this process and its children (a server
+    process, its decoders) did not wait for a CPU, or by the clock after :func:`starved_clock` of it, however starved
+    (:meth:`Unstarved.beyond`): a wait bounded by the clock failed what was only slow on a machine shared by many (a
+    rollout's 30 s request timeout at load 18, a model's load, a phrase from the Speech SDK). ``what`` names what is
+    waited for in the failure, or is called then for it (the state it ended in); ``done`` is asked ``every`` seconds."""
+    with closing(Unstarved(descendants=True)) as stopwatch:
+        while not done():
+            assert not stopwatch.beyond(seconds), f"{what() if callable(what) else what}: not within {seconds:g} s ({stopwatch})"
+            time.sleep(every)
 
 
 def threads_named(*prefixes: str) -> frozenset[int]:

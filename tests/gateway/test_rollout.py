@@ -18,7 +18,6 @@ gateway kept its own to the old pod in its pool: in four runs, 3 to 103 of the a
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -30,7 +29,7 @@ import httpx
 import pytest
 
 from tests.balancer import Balancer
-from tests.support import READING_SECONDS, Unstarved, starved_clock
+from tests.support import starved_clock, within
 
 from .conftest import Recognizer, Stack, speech_to_text, start_recognizer
 
@@ -46,16 +45,6 @@ ANSWER_SECONDS = 60.0
 #: Each request's own bound by the clock: only past :func:`within`'s, so that a slow answer on a starved machine is
 #: not taken for a dropped one (a dropped one is: its client does not finish within :data:`ANSWER_SECONDS`).
 REQUEST_TIMEOUT = httpx.Timeout(starved_clock(ANSWER_SECONDS) + 30)
-
-
-def within(seconds: float, done: Callable[[], bool], what: str) -> None:
-    """Wait until ``done()``; fail once ``seconds`` passed in time this process and its children did not wait for a
-    CPU, or by the clock after :func:`~tests.support.starved_clock` of it (:meth:`~tests.support.Unstarved.beyond`): a
-    bound by the clock failed a rollout that was only slow on a machine shared by many (a 30 s request timeout, load 18)."""
-    with contextlib.closing(Unstarved()) as stopwatch:
-        while not done():
-            assert not stopwatch.beyond(seconds), f"{what}: not within {seconds:g} s ({stopwatch})"
-            time.sleep(READING_SECONDS)
 
 
 def record(answers: list[tuple[int, str]], send: Callable[[], httpx.Response]) -> None:

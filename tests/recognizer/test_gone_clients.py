@@ -39,7 +39,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.usp.frames import parse_text
 
 from ..conftest import CHUNK, make_settings
-from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from ..support import Reference, ServerThread, read_wav, scrape_metrics, within
 from .on_demand import ON_DEMAND, GatedRegistry
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -472,10 +472,7 @@ def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
     with ServerThread(app) as srv:
         server = Gone(srv, app)
         admission = app.state.engine.admission
-        deadline = time.monotonic() + 60
-        while not gated.ready:
-            assert time.monotonic() < deadline, "ko-KR did not load"
-            time.sleep(0.05)
+        within(60, lambda: gated.ready, "ko-KR's load")  # a hang guard, in unstarved time
         with connect(f"{srv.ws}{on.url}", max_size=1 << 20) as staying:
             on.send_all(staying, pcm)  # read ahead while the model loads
             for how in ("close frame", "reset"):

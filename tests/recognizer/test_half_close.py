@@ -23,7 +23,7 @@ from websockets.frames import Close, Frame, Opcode
 from harness.hostile_inputs import post_head, responses, wav_header
 
 from ..conftest import CHUNK
-from ..support import Reference, ServerThread, read_wav, scrape_metrics
+from ..support import Reference, ServerThread, Starved, read_wav, scrape_metrics
 from .test_gone_clients import unacknowledged
 from .test_not_reading import deaf_websocket
 
@@ -33,22 +33,28 @@ READY = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 AUDIO = wav_header(data_bytes=16000) + b"\0" * 16000
 RECOGNITION = post_head(REST, content_length=len(AUDIO)) + AUDIO
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: Seconds within which the connection must close once answered (its keep-alive is 75 s).
-CLOSED_WITHIN = 30
+#: Seconds within which the connection must close once answered (its keep-alive is 75 s), in time the server (in this
+#: process) and this process did not wait for a CPU: a bound by the clock failed a recognition of half a second of
+#: silence that was only slow (16.4 s at load 18-28).
+CLOSED_WITHIN = 15
+#: Seconds a half-closed client waits by the clock for the server's close: a hang guard, generous for a loaded machine,
+#: past the keep-alive (a server that does not close at the half-close closes there: its time not waiting for a CPU
+#: is then over :data:`CLOSED_WITHIN`).
+HANG = 90
 #: Seconds within which a few seconds of speech sent at once are answered (decoding on a loaded machine).
 DECODED_WITHIN = 120
 
 
 def half_close(port: int, data: bytes) -> tuple[bytes, float]:
-    """Write ``data``, half-close, read until the server closes: what it answered, and the seconds that took."""
+    """Write ``data``, half-close, read until the server closes: what it answered, and the seconds that took, but those
+    in which the server or this process waited for a CPU (:class:`~tests.support.Starved`)."""
     answer = bytearray()
-    with socket.create_connection(("127.0.0.1", port), timeout=CLOSED_WITHIN) as sock:
-        started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG) as sock, Starved() as starved:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
         while got := sock.recv(65536):
             answer += got
-    return bytes(answer), time.monotonic() - started
+    return bytes(answer), starved.seconds
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])
@@ -67,7 +73,7 @@ def test_requests_written_then_half_closed_are_all_answered_then_closed(server: 
         assert all("RecognitionStatus" in json.loads(body) for _, _, body in got), got
     else:
         assert interim == 0, answer[:300]
-    assert took < CLOSED_WITHIN / 2, f"closed {took:.1f} s after the half-close"
+    assert took < CLOSED_WITHIN, f"closed {took:.1f} s after the half-close"
 
 
 @pytest.mark.parametrize("kind", ["ready", "recognition"])
@@ -76,7 +82,7 @@ def test_an_http_1_0_request_half_closed_is_answered_without_an_interim_answer(s
     request = (READY if kind == "ready" else RECOGNITION).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
     answer, took = half_close(server.port, request)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
-    assert CONTINUE not in answer and took < CLOSED_WITHIN / 2, (took, answer[:300])
+    assert CONTINUE not in answer and took < CLOSED_WITHIN, (took, answer[:300])
 
 
 def test_a_request_cut_off_by_the_half_close_is_not_answered_but_those_before_it_are(server: ServerThread) -> None:
@@ -86,7 +92,7 @@ def test_a_request_cut_off_by_the_half_close_is_not_answered_but_those_before_it
         answer, took = half_close(server.port, READY + RECOGNITION + cut)
         got = responses(answer.replace(CONTINUE, b""))
         assert [code for code, _, _ in got] == [200, 200], answer[:600]
-        assert took < CLOSED_WITHIN / 2, f"closed {took:.1f} s after the half-close"
+        assert took < CLOSED_WITHIN, f"closed {took:.1f} s after the half-close"
         alone, took = half_close(server.port, cut)
         assert alone == b"" and took < 2, (took, alone[:300])
 
@@ -95,10 +101,10 @@ def vosk_half_closed(port: int, pcm: bytes, taken: bool = False) -> tuple[list[d
     """/vosk: ``pcm`` at once, ``{"eof" : 1}``, then the half-close (no close frame; ``taken``: once the server's
     kernel has taken all of it in, so that the FIN is not behind any); every reply read until the server closes: the
     replies, its close frame (None: none, or the connection reset), and the seconds from the close frame to the
-    connection's end."""
+    connection's end, but those in which the server or this process waited for a CPU (:class:`~tests.support.Starved`)."""
     sock, protocol = deaf_websocket(port, "/vosk?language=ko-KR")
     closed_at = None
-    with sock:
+    with sock, Starved() as starved:
         sock.settimeout(DECODED_WITHIN)
         for i in range(0, len(pcm), CHUNK):
             protocol.send_binary(pcm[i : i + CHUNK])
@@ -116,7 +122,7 @@ def vosk_half_closed(port: int, pcm: bytes, taken: bool = False) -> tuple[list[d
     protocol.receive_eof()
     frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
     replies = [json.loads(f.data) for f in frames if f.opcode is Opcode.TEXT]
-    return replies, protocol.close_rcvd, ended - (closed_at or ended)
+    return replies, protocol.close_rcvd, starved.unstarved(closed_at or ended, ended)
 
 
 def test_a_vosk_client_half_closed_after_eof_gets_its_final_result_then_the_close(

@@ -36,10 +36,14 @@ from speech_recognizer.settings import SettingsError, parse
 
 from ..conftest import make_settings
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
-from ..support import Loopback, ServerThread, scrape_metrics
+from ..support import Loopback, ServerThread, Starved, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 DEADLINE_S = 2
+#: Seconds a raw client waits by the clock for an answer or a close that a test bounds otherwise (in time not waiting
+#: for a CPU, or by what it got): only a hang guard, generous for a loaded machine (a REST recognition's 200 before a
+#: pipelined 408 came past a 30 s socket timeout at load 18-28), still short of the keep-alive's 75 s.
+HELD = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +144,13 @@ def test_a_websocket_upgrade_with_a_line_over_8_kib_is_served_within_the_head_li
 def test_a_websocket_upgrade_websockets_refuses_gets_400_with_its_reason(real_server: Server) -> None:
     """An upgrade the head's parser takes but websockets refuses (a body on it): 400 with websockets' reason, and the
     connection closed. Before, websockets' refusal was never written: no answer, the connection held open."""
-    answer, took = raw_request("127.0.0.1", real_server.port, upgrade(header=b"Content-Length: 5") + b"hello", timeout=5)
+    with Starved() as starved:  # the answer's and the close's latency: the server's and this process's time not waiting for a CPU
+        answer, _ = raw_request("127.0.0.1", real_server.port, upgrade(header=b"Content-Length: 5") + b"hello", timeout=HELD)
     assert status(answer) == 400, answer[:300]
     body = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert body["error"]["message"] == ("not a WebSocket upgrade this server takes: did not receive a valid HTTP request: "
                                         "unsupported request body"), body
-    assert took < 3, f"{took:.1f} s: the connection was not closed after the answer"
+    assert starved.seconds < 3, f"{starved}: the connection was not closed after the answer"
 
 
 def test_a_head_trickled_a_byte_a_second_is_cut_off(real_server: Server, stream_audio: Audio) -> None:
@@ -160,10 +165,11 @@ def test_a_head_trickled_a_byte_a_second_is_cut_off(real_server: Server, stream_
 
 
 def test_a_connection_that_sends_nothing_is_closed(real_server: Server) -> None:
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", real_server.port), timeout=30) as sock:
+    """408 at the head deadline: not before it by the clock, and within 2 s past it of time the server and this process
+    did not wait for a CPU (the answer's latency, which a loaded machine stretches)."""
+    with Starved() as starved, socket.create_connection(("127.0.0.1", real_server.port), timeout=HELD) as sock:
         answer = sock.recv(65536)
-    assert status(answer) == 408 and DEADLINE_S - 0.5 < time.monotonic() - started < DEADLINE_S + 2
+    assert status(answer) == 408 and DEADLINE_S - 0.5 < starved.left - starved.entered and starved.seconds < DEADLINE_S + 2, str(starved)
 
 
 def test_a_keepalive_connection_serves_request_after_request(real_server: Server, speech_wav: Path) -> None:
@@ -229,12 +235,15 @@ def test_a_pipelined_head_that_does_not_come_is_cut_off_at_its_deadline(real_ser
     connection was held until its keep-alive ended (75 s) and closed with no answer; bytes trickled started it
     late, at the first byte of the next read (a byte a second: 408 after 3 s; here after 3.9 s)."""
     before = head_timeouts(real_server)
-    answer, end, took = pipelined_then_held(real_server.port, READY, rest=b"st: 127.0.0.1\r\nX-Pad: " + b"a" * 100, interval=interval)
+    with Starved() as starved:
+        answer, end, took = pipelined_then_held(real_server.port, READY, rest=b"st: 127.0.0.1\r\nX-Pad: " + b"a" * 100, interval=interval)
     assert end == "EOF", f"{end} after {took:.1f} s: {answer[:400]!r}"
     got = responses(answer)
     assert [code for code, _, _ in got] == [200, 408], answer[:600]
     assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
-    assert DEADLINE_S - 0.2 < took < DEADLINE_S + 1.5, f"408 {took:.2f} s after the write, past its deadline ({DEADLINE_S} s)"
+    # not before the deadline by the clock; past it, the answer's latency in time not waiting for a CPU (the trickled
+    # bytes' bug answered at 3.9 s, the server idle meanwhile)
+    assert DEADLINE_S - 0.2 < took and starved.seconds < DEADLINE_S + 1.5, f"408 {took:.2f} s after the write ({starved}), its deadline {DEADLINE_S} s"
     assert head_timeouts(real_server) == before + 1
 
 
@@ -277,15 +286,15 @@ def test_a_pipelined_head_is_bounded_by_its_deadline_and_refused_after_the_answe
         audio = utterances_wav.read_bytes()
         request = post_head(REST, content_length=len(audio)) + audio
     before = head_timeouts(short_keepalive_server)
-    with caplog.at_level(logging.INFO, "speech_recognizer"):
-        answer, end, took = pipelined_then_held(short_keepalive_server.port, request, timeout=30)
+    with caplog.at_level(logging.INFO, "speech_recognizer"), Starved() as starved:
+        answer, end, took = pipelined_then_held(short_keepalive_server.port, request, timeout=HELD)
     assert end == "EOF", f"{end} after {took:.1f} s: {answer[:400]!r}"
     got = responses(answer)
     assert [code for code, _, _ in got] == [200, 408], answer[:600]
     assert b"Http:HeaderTimeoutSeconds" in got[1][2] and got[1][1]["connection"] == "close", got[1]
     if first == "ready":
         # Not cut at the keep-alive (0.5 s), and answered at the deadline: the bound past it leaves a loaded machine time.
-        assert SHORT_HEAD_S - 0.2 < took < SHORT_HEAD_S + 2, f"408 {took:.2f} s after the write, its deadline {SHORT_HEAD_S} s"
+        assert SHORT_HEAD_S - 0.2 < took and starved.seconds < SHORT_HEAD_S + 2, f"408 {took:.2f} s after the write ({starved}), its deadline {SHORT_HEAD_S} s"
     else:
         assert b"Success" in got[0][2], got[0]
     logged = [r.getMessage() for r in caplog.records if r.name == "speech_recognizer.failures"]

@@ -10,7 +10,6 @@ import os
 import ssl
 import subprocess
 import threading
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry, UnknownLocale, canonical_locale, discover, without_dither
 from speech_recognizer.settings import parse
 
-from ..support import ServerThread, duplicate_table_bytes, free_port
+from ..support import ServerThread, duplicate_table_bytes, free_port, within
 from ..tls import PrivateCA, make_ca
 from .test_settings import run_cli
 
@@ -276,10 +275,7 @@ def test_download_verify_unpack_then_serve(files, ko_zip, tmp_path: Path, server
     settings = parse(["Eula=accept", f"Mounts:Models={models}", f"Mounts:Output={tmp_path / 'out'}", "Locale=ko-KR"], environ={})
     expected = httpx.post(f"{server.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(), timeout=60).json()
     with ServerThread(create_app(settings, registry)) as srv:
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{srv.http}/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the downloaded model did not load"
-            time.sleep(0.2)
+        within(120, lambda: httpx.get(f"{srv.http}/ready", timeout=30).status_code == 200, "the downloaded model's load")  # a hang guard, in unstarved time
         assert str(models / "ko-KR") in httpx.get(f"{srv.http}/").text
         got = httpx.post(f"{srv.http}{REST}?language=ko-KR", content=speech_wav.read_bytes(), timeout=60)
     assert got.status_code == 200, got.text

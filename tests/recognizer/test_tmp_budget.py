@@ -21,7 +21,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.scratch import SPILL_BYTES
 
 from ..conftest import make_settings
-from ..support import ServerThread, scrape_metrics
+from ..support import ServerThread, scrape_metrics, within
 from .on_demand import ON_DEMAND, GatedRegistry
 
 #: Clients of the locale whose model loads, and what each sends meanwhile: together far more than one decoder's share
@@ -90,10 +90,8 @@ def test_streams_reading_ahead_while_their_model_loads_keep_to_the_servers_spill
         return held, [s[-1] for s in sent], took
 
     with ServerThread(app) as srv:
+        within(60, lambda: gated.ready, "ko-KR's load")  # a hang guard, in unstarved time
         deadline = time.monotonic() + 60
-        while not gated.ready:
-            assert time.monotonic() < deadline, "ko-KR did not load"
-            time.sleep(0.05)
         try:
             held, sent_then, took = asyncio.run(run(srv.ws))
             metrics = scrape_metrics(srv.http)
