@@ -10,6 +10,7 @@ import json
 import math
 import mmap
 import os
+import socket
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -208,15 +209,21 @@ def _vosk_once(model: object, pcm: bytes, rate: int, chunk_bytes: int, model_rat
 class ServerThread(Loopback):
     """A real uvicorn server on loopback in a background thread."""
 
-    def __init__(self, app: object, port: int | None = None, host: str = "127.0.0.1", **options: object) -> None:
+    def __init__(self, app: object, port: int | None = None, host: str = "127.0.0.1", *,
+                 receive_buffer: int | None = None, **options: object) -> None:
         """Serves as ``speech-recognizer`` does (its uvicorn options, request limits included, and
-        listening socket, on ``host``); ``options`` override some."""
+        listening socket, on ``host``); ``options`` override some. ``receive_buffer``: each connection's kernel
+        receive buffer, in bytes (``SO_RCVBUF``, which the kernel doubles), instead of Linux's, which grows to 6 MiB
+        on loopback: a test of a client the server holds back then fills it with little audio, not megabytes the
+        server decodes once it reads on."""
         self.port = port or free_port()
         state = getattr(app, "state", None)
         served = server_options(state.settings, state.metrics, getattr(state, "http_cap", None)) if hasattr(state, "settings") else SERVER_OPTIONS
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", **{**served, **options})  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         sock = listening_socket(host, self.port)
+        if receive_buffer is not None:  # accepted connections inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -34,6 +34,10 @@ from .test_gone_clients import REST, wav_bytes
 MESSAGE = bytes(32000)
 #: The server-wide budget of /vosk's temporary files left to the test's stream (the rest taken by others, say).
 BUDGET = 1 << 20
+#: The kernel buffers of the test's connection, the server's receive buffer and the client's send buffer (``SO_RCVBUF``,
+#: ``SO_SNDBUF``; the kernel doubles them): held back, a client fills them with a few seconds of audio, not the 6.7 MiB
+#: Linux lets them grow to on loopback, which the server then decodes (tens of CPU seconds a test).
+SOCKET_BUFFER = 64 << 10
 #: The client's close timeout: how long it waits for the server's answer to its close frame before closing its socket.
 CLOSE_TIMEOUT = 2.0
 #: Seconds, not waiting for a CPU, within which a client that left is let go (its connection given back, counted).
@@ -44,6 +48,7 @@ async def held_back(url: str, route: str, **options: Any) -> tuple[ClientConnect
     """A client of ``url`` (websockets' ``options`` beside) that sent audio until the server stopped reading it (no send
     taken for 1 s); what it sent."""
     ws = await connect(url, max_size=1 << 20, close_timeout=CLOSE_TIMEOUT, **options)
+    ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
     rid = uuid.uuid4().hex
     if route != "vosk":
         await ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": ON_DEMAND}}))
@@ -115,7 +120,7 @@ def test_a_client_held_back_while_its_model_loads_is_let_go_when_it_leaves(
         finally:
             watch.close()
 
-    with ServerThread(app) as srv:
+    with ServerThread(app, receive_buffer=SOCKET_BUFFER) as srv:
         gated.wait_ready()
         try:
             sent, took, watched = asyncio.run(run(srv.ws))

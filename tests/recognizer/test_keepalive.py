@@ -38,7 +38,7 @@ from ..conftest import make_settings, reference
 from ..support import Reference, ServerThread, concat, read_wav
 from ..usp.sdk import config, continuous, display_text, recognizer
 from .on_demand import ON_DEMAND, GatedRegistry
-from .test_held_back_gone import BUDGET, MESSAGE, held_back
+from .test_held_back_gone import BUDGET, MESSAGE, SOCKET_BUFFER, held_back
 
 #: How much faster than the real keepalive the test server pings.
 SCALE = 40
@@ -179,7 +179,7 @@ def test_a_client_pinging_behind_its_held_back_audio_gets_every_pong_and_reply(r
                     if isinstance(pong, asyncio.Future) and pong.done() and not pong.cancelled() and pong.exception() is None]
         return sent, replies, answered, (ws.close_code, ws.close_reason)
 
-    with ServerThread(app) as srv:
+    with ServerThread(app, receive_buffer=SOCKET_BUFFER) as srv:
         gated.wait_ready()
         try:
             sent, replies, answered, closed = asyncio.run(run(srv.ws))
