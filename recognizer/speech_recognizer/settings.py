@@ -154,9 +154,9 @@ def default_decoders(cores: int | None, memory_limit: int | None, base_mib: int 
     is sized for when its limits bound neither. ``cores`` None: any number (a pod without a CPU limit, for a node not
     yet known). At least 1: a server with no decoder would refuse everything, and a limit too small for one stream of
     ten varied minutes still holds shorter ones (the start-up log warns)."""
+    count = MAX_DEFAULT_DECODERS if cores is None else min(3 * cores, MAX_DEFAULT_DECODERS)
     held = decoders_for_memory(memory_limit, base_mib)
-    bounds = [MAX_DEFAULT_DECODERS, *(() if cores is None else (3 * cores,)), *(() if held is None else (held,))]
-    return max(1, min(bounds))
+    return max(1, count if held is None else min(count, held))
 
 
 def container_decoders(root: Path = CGROUP, affinity: int | None = None) -> int:
