@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
+from speech_recognizer.connection_cap import unacknowledged_bytes
 from speech_recognizer.inbox import READ_AHEAD_BYTES
 from speech_recognizer.models import ModelRegistry
 
@@ -44,9 +45,11 @@ CLOSE_TIMEOUT = 2.0
 BOUND = 3.0
 
 
-async def held_back(url: str, route: str, **options: Any) -> tuple[ClientConnection, int]:
+async def held_back(url: str, route: str, *, room: bool = False, **options: Any) -> tuple[ClientConnection, int]:
     """A client of ``url`` (websockets' ``options`` beside) that sent audio until the server stopped reading it (no send
-    taken for 1 s); what it sent."""
+    taken for 1 s); what it sent. With ``room``, each message is sent once the one before has reached the server's kernel
+    (:func:`~speech_recognizer.connection_cap.unacknowledged_bytes` 0), and the client stops when that does not come
+    within 1 s: its own buffers keep a message at most, room left in its kernel for what it sends next (a close frame)."""
     ws = await connect(url, max_size=1 << 20, close_timeout=CLOSE_TIMEOUT, **options)
     ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
     rid = uuid.uuid4().hex
@@ -57,6 +60,9 @@ async def held_back(url: str, route: str, **options: Any) -> tuple[ClientConnect
 
     async def send() -> None:
         while True:
+            if room:
+                while unacknowledged_bytes(ws.transport):
+                    await asyncio.sleep(0.005)
             await ws.send(MESSAGE if route == "vosk" else client_audio_frame(rid, MESSAGE))
             sent[0] += len(MESSAGE)
 
@@ -73,15 +79,20 @@ async def held_back(url: str, route: str, **options: Any) -> tuple[ClientConnect
 
 
 async def leave(ws: ClientConnection, how: str) -> None:
-    """Leave: a reset (``SO_LINGER`` 0), or a close frame behind the audio not read, then the socket closed once the
-    client's close timeout passes without the server's answer (websockets' own way: its FIN queued behind that audio)."""
+    """Leave: a reset (``SO_LINGER`` 0), or a close frame behind the audio not read (written to the client's kernel,
+    which has room for it: :func:`held_back`'s ``room``), then the socket closed once the client's close timeout passes
+    without the server's answer (websockets' own way: its FIN queued behind that audio and the close frame)."""
     if how == "reset":
         ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         ws.transport.abort()
         return
     started = time.monotonic()
-    await ws.close()
+    closing = asyncio.ensure_future(ws.close())
+    await asyncio.sleep(0.1)
+    assert not ws.transport.get_write_buffer_size() and not closing.done(), "the close frame is in the client's kernel"
+    await closing
     assert time.monotonic() - started >= CLOSE_TIMEOUT * 0.9, "the server answered the close: it read it"
+    assert isinstance(ws.close_exc.__cause__, TimeoutError), f"closed at its close timeout: {ws.close_exc!r}"
 
 
 @pytest.mark.parametrize("how", ["reset", "close frame"])
@@ -104,7 +115,7 @@ def test_a_client_held_back_while_its_model_loads_is_let_go_when_it_leaves(
     key = (("reason", "client_gone"), ("route", route))
 
     async def run(base: str) -> tuple[int, float | None, str]:
-        ws, sent = await held_back(f"{base}{url}", route)
+        ws, sent = await held_back(f"{base}{url}", route, room=how == "close frame")
         assert engine.admission.connections == 1 and not engine.active
         before = scrape_metrics(srv.http).get(("speech_refused_total", key), 0.0)
         await leave(ws, how)
