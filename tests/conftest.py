@@ -405,34 +405,43 @@ def utterances_mp3_ref(run_dir: Path, model: LoadedModel, utterances_mp3: Path) 
 
 
 @pytest.fixture(scope="session")
-def utterances_webm(audio_dir: Path, utterances_wav: Path) -> Path:
-    """:func:`utterances_wav` as a browser's MediaRecorder sends it: WebM/Opus (48 kHz mono, 32 kbit/s)."""
-    return av_encode(utterances_wav, audio_dir / "utterances.webm", "webm", "libopus", 48000, 32000)
+def utterances_close_wav(audio_dir: Path, utterances_wav: Path) -> Path:
+    """:func:`utterances_wav`'s three utterances with 1 s of silence after each, not 2 (9.4 s, not 12.4): what the
+    encoded recordings below hold, which tests/recognizer/test_ffmpeg_formats.py decodes some fifty times in all (in-process
+    Vosk, the routes, the transcriber). Each is still heard as three phrases: the model's endpoint rules (its
+    conf/model.conf) end one after 0.5 or 1 s of silence where the decoder is sure enough of it, after 2 s whatever."""
+    return concat([audio_dir / f"u{i}.wav" for i in range(3)], audio_dir / "utterances-close.wav", gap=1.0)
 
 
 @pytest.fixture(scope="session")
-def utterances_m4a(audio_dir: Path, utterances_wav: Path) -> Path:
-    """:func:`utterances_wav` as a phone records it: M4A/AAC-LC (16 kHz mono, 48 kbit/s)."""
-    return av_encode(utterances_wav, audio_dir / "utterances.m4a", "ipod", "aac", 16000, 48000)
+def utterances_webm(audio_dir: Path, utterances_close_wav: Path) -> Path:
+    """:func:`utterances_close_wav` as a browser's MediaRecorder sends it: WebM/Opus (48 kHz mono, 32 kbit/s)."""
+    return av_encode(utterances_close_wav, audio_dir / "utterances.webm", "webm", "libopus", 48000, 32000)
 
 
 @pytest.fixture(scope="session")
-def utterances_mkv(audio_dir: Path, utterances_wav: Path) -> Path:
-    """:func:`utterances_wav` as a screen recorder (OBS) records it: Matroska with AAC-LC (48 kHz mono, 64 kbit/s)."""
-    return av_encode(utterances_wav, audio_dir / "utterances.mkv", "matroska", "aac", 48000, 64000)
+def utterances_m4a(audio_dir: Path, utterances_close_wav: Path) -> Path:
+    """:func:`utterances_close_wav` as a phone records it: M4A/AAC-LC (16 kHz mono, 48 kbit/s)."""
+    return av_encode(utterances_close_wav, audio_dir / "utterances.m4a", "ipod", "aac", 16000, 48000)
 
 
 @pytest.fixture(scope="session")
-def utterances_mov(audio_dir: Path, utterances_wav: Path) -> Path:
-    """:func:`utterances_wav` as an iPhone's camera records it: QuickTime (``ftyp qt``) with AAC-LC (44.1 kHz mono)."""
-    return av_encode(utterances_wav, audio_dir / "utterances.mov", "mov", "aac", 44100, 64000)
+def utterances_mkv(audio_dir: Path, utterances_close_wav: Path) -> Path:
+    """:func:`utterances_close_wav` as a screen recorder (OBS) records it: Matroska with AAC-LC (48 kHz mono, 64 kbit/s)."""
+    return av_encode(utterances_close_wav, audio_dir / "utterances.mkv", "matroska", "aac", 48000, 64000)
 
 
 @pytest.fixture(scope="session")
-def utterances_aac(audio_dir: Path, utterances_wav: Path) -> Path:
-    """:func:`utterances_wav` as a voice recorder (or ``ffmpeg -c:a aac out.aac``) writes it: raw AAC-LC in ADTS frames,
+def utterances_mov(audio_dir: Path, utterances_close_wav: Path) -> Path:
+    """:func:`utterances_close_wav` as an iPhone's camera records it: QuickTime (``ftyp qt``) with AAC-LC (44.1 kHz mono)."""
+    return av_encode(utterances_close_wav, audio_dir / "utterances.mov", "mov", "aac", 44100, 64000)
+
+
+@pytest.fixture(scope="session")
+def utterances_aac(audio_dir: Path, utterances_close_wav: Path) -> Path:
+    """:func:`utterances_close_wav` as a voice recorder (or ``ffmpeg -c:a aac out.aac``) writes it: raw AAC-LC in ADTS frames,
     no container (16 kHz mono, 48 kbit/s)."""
-    return av_encode(utterances_wav, audio_dir / "utterances.aac", "adts", "aac", 16000, 48000)
+    return av_encode(utterances_close_wav, audio_dir / "utterances.aac", "adts", "aac", 16000, 48000)
 
 
 @pytest.fixture(scope="session")
@@ -455,9 +464,9 @@ RECORDERS = {"3gp": ("3gp", "libopencore_amrnb", 8000, 12200), "amr": ("amr", "l
 
 
 @pytest.fixture(scope="session")
-def utterances_recorded(audio_dir: Path, utterances_wav: Path) -> dict[str, Path]:
-    """:func:`utterances_wav` as each of :data:`RECORDERS` holds it, by suffix."""
-    return {suffix: av_encode(utterances_wav, audio_dir / f"utterances.{suffix}", *how) for suffix, how in RECORDERS.items()}
+def utterances_recorded(audio_dir: Path, utterances_close_wav: Path) -> dict[str, Path]:
+    """:func:`utterances_close_wav` as each of :data:`RECORDERS` holds it, by suffix."""
+    return {suffix: av_encode(utterances_close_wav, audio_dir / f"utterances.{suffix}", *how) for suffix, how in RECORDERS.items()}
 
 
 def av_reference(run_dir: Path, model: LoadedModel, path: Path) -> Reference:

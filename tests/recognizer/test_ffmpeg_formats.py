@@ -737,7 +737,7 @@ def test_streams_that_appear_once_the_mpeg_program_stream_is_open_are_skipped(ut
     (:func:`test_an_mpeg_program_stream_is_read_as_far_as_its_audio_is_decoded`)."""
     one = utterances_recorded["mpg"].read_bytes().removesuffix(b"\0\0\1\xb9")
     starts = [at for at in range(0, len(one), 2048) if one.startswith(b"\0\0\1\xba", at)]  # FFmpeg's packs: 2048 bytes
-    data, packs = one * 6, [one[at:end] for at, end in zip(starts, [*starts[1:], len(one)], strict=True)] * 6
+    data, packs = one * 7, [one[at:end] for at, end in zip(starts, [*starts[1:], len(one)], strict=True)] * 7
     for n, (code, sub) in enumerate(STREAMS):
         packs[50 + n] += _pes(code, sub, bytes(range(64)))
     late = b"".join(packs)
