@@ -23,12 +23,14 @@ each as a process:
   service links (:func:`service_links`: the master Service's ``KUBERNETES_SERVICE_HOST`` and
   so on always, and unless the pod spec sets ``enableServiceLinks: false`` those of every
   Service given as the pod's namespace's, with a made-up cluster IP), then the container's
-  ``env`` (Secret keys filled in from the Secrets given), which wins over them, nothing
+  ``env`` (Secret keys filled in from the Secrets given; its resources' amounts by the downward API,
+  :func:`resource_field`, the node's allocatable for a limit unset), which wins over them, nothing
   else (no ``HOME``, no ``USER``, no TTY: stdin is /dev/null).
 
 - in a cgroup of its own (:class:`Cgroup`, under this process's own), joined before the container's process
   execs, with its ``resources.limits`` as the kubelet has the runtime set them: ``cpu`` a CFS quota per 100 ms period
-  (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``), ``memory`` the cgroup's limit (v1 ``memory.limit_in_bytes``, v2
+  (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``; none with :attr:`Pod.cpu_cfs_quota` False, as a kubelet run with
+  ``--cpu-cfs-quota=false``), ``memory`` the cgroup's limit (v1 ``memory.limit_in_bytes``, v2
   ``memory.max``), past which the kernel OOM-kills it: the container then ends as ``OOMKilled``
   (:meth:`Running.state`, :attr:`Exited.reason`), as the kubelet reports it. The container sees its own cgroup
   at /sys/fs/cgroup (read-only), as in a runtime's container, so what it reads of its limits is what it got.
@@ -253,17 +255,68 @@ def service_links(services: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
+def node_allocatable() -> dict[str, str]:
+    """This machine as a node's allocatable (a kubelet's is its capacity less what it reserves; none reserved here): its
+    CPUs, its memory, its root filesystem's size."""
+    return {"cpu": str(os.cpu_count() or 1), "memory": str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+            "ephemeral-storage": str(shutil.disk_usage("/").total)}
+
+
+#: The divisors the API server accepts for each resource a ``resourceFieldRef`` names (Kubernetes'
+#: validateContainerResourceDivisor).
+DIVISORS = {"cpu": ("1m", "1"),
+            **dict.fromkeys(("memory", "ephemeral-storage"), ("1", "1k", "1M", "1G", "1T", "1P", "1E",
+                                                             "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"))}
+
+
+def resource_field(container: dict[str, Any], ref: dict[str, Any], allocatable: dict[str, str]) -> str:
+    """The value of an ``env[].valueFrom.resourceFieldRef`` as the kubelet gives it (Kubernetes'
+    ExtractContainerResourceValue, pkg/api/v1/resource): the container's ``limits.`` or ``requests.`` amount of
+    ``cpu``, ``memory`` or ``ephemeral-storage`` over ``divisor`` (``1`` when unset), rounded UP to a whole number (cpu
+    first to whole millicores, memory to whole bytes); a limit the container does not set (or sets to 0) is the node's
+    ``allocatable`` (the kubelet's defaulting for the downward API), a request it does not set its limit (the API
+    server's defaulting), else 0. A resource, divisor or container the API server refuses is a ValueError."""
+    from speech_operator.quantities import quantity  # not at the top: the launcher runs without PYTHONPATH
+
+    part, _, name = str(ref.get("resource", "")).partition(".")
+    if part not in ("limits", "requests") or name not in DIVISORS:
+        raise ValueError(f"resourceFieldRef {ref.get('resource')!r}: not a resource the downward API gives")
+    if ref.get("containerName", container["name"]) != container["name"]:
+        raise ValueError(f"resourceFieldRef of {container['name']!r} names container {ref['containerName']!r}: an "
+                         "env var may only name its own")
+    divisor = str(ref.get("divisor") or "1")
+    if divisor not in DIVISORS[name]:
+        raise ValueError(f"resourceFieldRef {ref['resource']}: divisor {divisor!r} is not one of {', '.join(DIVISORS[name])}")
+    resources = container.get("resources") or {}
+    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+    if part == "limits":
+        amount = quantity(limits[name]) if name in limits else None
+        amount = quantity(allocatable[name]) if not amount else amount
+    else:
+        amount = quantity(requests.get(name, limits.get(name, 0)))
+    unit = quantity(divisor)
+    assert amount is not None and unit is not None, ref
+    if name == "cpu":
+        return str(math.ceil(math.ceil(amount * 1000) / (unit * 1000)))
+    return str(math.ceil(math.ceil(amount) / unit))
+
+
 def environment(spec: dict[str, Any], container: dict[str, Any], services: list[dict[str, Any]],
-                secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+                secrets: dict[str, dict[str, str]] | None = None,
+                allocatable: dict[str, str] | None = None) -> dict[str, str]:
     """What the kubelet puts in a container's environment, over its image's: the service links (:func:`service_links`) of
     the master Service, and of ``services`` (those of the pod's namespace) unless the pod ``spec`` sets
     ``enableServiceLinks: false``; then the container's ``env``, which wins over them (``secretKeyRef`` values from
-    ``secrets``: Secret name -> key -> value)."""
+    ``secrets``: Secret name -> key -> value; ``resourceFieldRef`` ones from its resources, :func:`resource_field`, the
+    node's ``allocatable`` for a limit unset: this machine's by default)."""
     links = services if spec.get("enableServiceLinks", True) is not False else []
     env = service_links([*links, MASTER_SERVICE])
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = str(item["value"])
+        elif "resourceFieldRef" in item["valueFrom"]:
+            env[item["name"]] = resource_field(container, item["valueFrom"]["resourceFieldRef"],
+                                               node_allocatable() if allocatable is None else allocatable)
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = (secrets or {})[ref["name"]][ref["key"]]
@@ -357,9 +410,9 @@ class Cgroup:
         return self.dirs[""] / v2 if self.v2 else self.dirs[controller] / v1
 
     @classmethod
-    def make(cls, pod: str, container: dict[str, Any]) -> Cgroup:
+    def make(cls, pod: str, container: dict[str, Any], cpu_cfs_quota: bool = True) -> Cgroup:
         """Create the cgroup of ``container`` (a pod spec's container) of the pod whose directory is named ``pod``,
-        its limits set."""
+        its limits set (its CPU limit as no quota with ``cpu_cfs_quota`` False: :attr:`Pod.cpu_cfs_quota`)."""
         from speech_operator.quantities import quantity  # not at the top: the launcher runs without PYTHONPATH
 
         limits = (container.get("resources") or {}).get("limits") or {}
@@ -375,7 +428,8 @@ class Cgroup:
                                   "delegates cpu and memory (systemd-run --scope -p Delegate=yes ...)") from None
             dirs[""].parent.mkdir(exist_ok=True)
             _write(dirs[""].parent / "cgroup.subtree_control", "+cpu +memory")
-        made = cls(dirs, float(cpu) if cpu is not None else None, int(memory) if memory is not None else None)
+        enforced = cpu if cpu_cfs_quota else None
+        made = cls(dirs, float(enforced) if enforced is not None else None, int(memory) if memory is not None else None)
         made.remove()  # a container run again (an init container) starts in a fresh one
         for path in dirs.values():
             try:
@@ -514,6 +568,11 @@ class Pod:
     #: The Services of the pod's namespace (as rendered beside it): their link variables are in each container's
     #: environment unless the spec sets ``enableServiceLinks: false`` (:func:`service_links`).
     services: list[dict[str, Any]] = field(default_factory=list)
+    #: The node's allocatable: what the downward API gives for a limit a container does not set (:func:`resource_field`).
+    allocatable: dict[str, str] = field(default_factory=node_allocatable)
+    #: False: the kubelet's ``--cpu-cfs-quota=false``: a CPU limit is no CFS quota in the container's cgroup (it is
+    #: not enforced, nor seen there), though the downward API still gives it.
+    cpu_cfs_quota: bool = True
     _dir: Path | None = None
     _pause: subprocess.Popen | None = None
     _sources: dict[str, Path] = field(default_factory=dict)
@@ -606,7 +665,8 @@ class Pod:
         caps = sc.get("capabilities") or {}
         kept = set() if "ALL" in caps.get("drop", []) else set(CAPABILITIES.values())
         kept |= {CAPABILITIES[c] for c in caps.get("add", [])}
-        env = {**image.env, "HOSTNAME": self.name, **environment(self.spec, container, self.services, self.secrets)}
+        env = {**image.env, "HOSTNAME": self.name,
+               **environment(self.spec, container, self.services, self.secrets, self.allocatable)}
         argv = list(container.get("command") or image.entrypoint) + list(container.get("args", []))
         mounts = [{"source": str(self._sources[m["name"]]), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))}
                   for m in container.get("volumeMounts", [])]
@@ -639,7 +699,7 @@ class Pod:
         assert self._dir is not None
         logfile = self._dir / f"{name}.log"
         container = self.container(name)
-        cgroup = Cgroup.make(self._dir.name, container)
+        cgroup = Cgroup.make(self._dir.name, container, self.cpu_cfs_quota)
         try:
             proc = self._popen(container, logfile, cgroup)
             try:
@@ -660,7 +720,7 @@ class Pod:
         assert self._dir is not None
         container = self.container(name) if name else self.spec["containers"][0]
         logfile = self._dir / f"{container['name']}.log"
-        cgroup = Cgroup.make(self._dir.name, container)
+        cgroup = Cgroup.make(self._dir.name, container, self.cpu_cfs_quota)
         try:
             process = self._popen(container, logfile, cgroup)
         except BaseException:

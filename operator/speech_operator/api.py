@@ -71,9 +71,9 @@ OWNED_SETTINGS: Final = frozenset({
     contract.EULA, contract.BILLING, contract.API_KEY, contract.LOCALE, contract.MOUNTS_LICENSE, contract.MOUNTS_OUTPUT,
     contract.MOUNTS_MODELS, contract.MODEL_URL, contract.MODEL_SHA256, contract.MODEL_CA_FILE, contract.DOWNLOAD_MODEL,
     "DownloadLicense",
-    contract.DECODER_MAX_COUNT, contract.WARMUP_COUNT, contract.WARMUP_SECONDS, contract.MAX_CONNECTIONS,
-    contract.CONNECTION_IDLE_SECONDS, contract.AUDIO_IDLE_SECONDS, contract.DRAIN_SECONDS, contract.LOG_LEVEL,
-    "Host", "Port"})
+    contract.DECODER_MAX_COUNT, contract.CONTAINER_CPU_LIMIT, contract.CONTAINER_MEMORY_LIMIT, contract.WARMUP_COUNT,
+    contract.WARMUP_SECONDS, contract.MAX_CONNECTIONS, contract.CONNECTION_IDLE_SECONDS, contract.AUDIO_IDLE_SECONDS,
+    contract.DRAIN_SECONDS, contract.LOG_LEVEL, "Host", "Port"})
 #: The recognizer settings ``spec.settings`` may set: every other one it declares, by its canonical key.
 SETTABLE: Final = tuple(s.key for s in KNOWN if s.key not in OWNED_SETTINGS)
 _CONVERTERS = {s.key: s.convert for s in KNOWN}
@@ -591,7 +591,9 @@ class SpeechToTextSpec(_Model):
             "Concurrent decoders per pod (DecoderMaxCount); unset, the recognizer's default: 3 per CPU of "
             f"resources.limits.cpu rounded up (of the node's CPUs without a CPU limit), at most {MAX_DEFAULT_DECODERS} "
             f"and at most what resources.limits.memory holds ({DECODER_MIB} MiB each beyond what the recognizer holds with its "
-            "model loaded). The pod's /tmp emptyDir (its sizeLimit) and ephemeral-storage request are sized for that "
+            "model loaded), on any node: the pods pass their limits to the recognizer (the downward API: settings "
+            f"{contract.CONTAINER_CPU_LIMIT} and {contract.CONTAINER_MEMORY_LIMIT}), which counts no more than they say "
+            "where its cgroup says more (a kubelet that does not enforce CPU limits). The pod's /tmp emptyDir (its sizeLimit) and ephemeral-storage request are sized for that "
             f"many ({scratch.SPILL_BYTES >> 20} MiB of read-ahead and an upload of MaxAudioSeconds each)."))
     warmup: WarmupSpec | None = None
     """Start-up warm-up of each pod; the recognizer's defaults when unset."""

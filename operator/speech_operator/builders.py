@@ -201,7 +201,9 @@ def pod_decoders(spec: api.SpeechToTextSpec) -> int:
     """The most decoders a pod of ``spec`` runs: ``spec.decoderMaxCount``, else the recognizer's default for the
     container's limits, by the recognizer's own rule (:func:`~speech_recognizer.settings.default_decoders`, which it
     may lower once its models load, never raise): its CPU limit's CPUs rounded up, as the recognizer reads the CFS
-    quota the kubelet makes of it; without a CPU limit any node's, which the rule's cap bounds."""
+    quota the kubelet makes of it, and the limits the pod passes it (:func:`limits_env`: a kubelet that enforces no
+    CPU limit, or a memory cgroup the container cannot read, change nothing); without a CPU limit any node's, which the
+    rule's cap bounds."""
     if spec.decoderMaxCount is not None:
         return spec.decoderMaxCount
     cpu, memory = quantity(spec.resources.limits.cpu), quantity(spec.resources.limits.memory)
@@ -408,8 +410,27 @@ def probes() -> Manifest:
     }
 
 
+#: The recognizer's settings its own ``resources.limits`` fill in, by the downward API: setting -> (resource, divisor).
+#: Millicores and bytes, as precise as the limits (the kubelet rounds up to the divisor); the recognizer rounds the
+#: cores up as :func:`pod_decoders` does.
+LIMITS_SETTINGS: dict[str, tuple[str, str]] = {
+    contract.CONTAINER_CPU_LIMIT: ("limits.cpu", "1m"),
+    contract.CONTAINER_MEMORY_LIMIT: ("limits.memory", "1"),
+}
+
+
+def limits_env() -> list[Manifest]:
+    """The recognizer container's limits passed to it (:data:`LIMITS_SETTINGS`), so that its default decoders are
+    those :func:`pod_decoders` sized /tmp for on any node: its cgroup alone says no CPU limit where the kubelet
+    enforces none (``--cpu-cfs-quota=false``: it would count the node's CPUs) and no memory limit where the container
+    cannot read its memory cgroup. Where a limit is not set the kubelet gives the node's allocatable, which bounds the
+    pod as well (and :func:`pod_decoders` counts no limit: any node's)."""
+    return [{"name": contract.env_name(key), "valueFrom": {"resourceFieldRef": {"resource": resource, "divisor": divisor}}}
+            for key, (resource, divisor) in LIMITS_SETTINGS.items()]
+
+
 def recognizer_container(spec: api.SpeechToTextSpec, img: str, config: OperatorConfig | None = None) -> Manifest:
-    env: list[Manifest] = []
+    env: list[Manifest] = limits_env()
     if spec.apiKeySecretRef:
         env.append({"name": contract.env_name(contract.API_KEY), "valueFrom": {"secretKeyRef": {
             "name": spec.apiKeySecretRef.name, "key": spec.apiKeySecretRef.key}}})

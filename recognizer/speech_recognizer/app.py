@@ -21,7 +21,7 @@ from .forwarded import ForwardedClient
 from .metrics import Metrics
 from .models import ModelRegistry
 from .serving import connection_cap
-from .settings import Settings, cgroup_memory_limit, cpu_count, decoder_capacity, default_decoders, memory_base_mib, resident_bytes
+from .settings import Settings, decoder_capacity, default_decoders, memory_base_mib, resident_bytes
 from .usage import UsageRecords
 from .usp.refusal import FailedTurns
 from .usp.resume import Parking
@@ -35,12 +35,15 @@ def fit_decoders(settings: Settings, engine: Engine, registry: ModelRegistry) ->
     """Once the models are loaded, before the warm-up: the default ``DecoderMaxCount`` made from the memory the
     process holds now (:func:`~.settings.memory_base_mib`: a larger model, or several locales, leave fewer decoders in
     the memory limit than the small ko-KR model), and the start-up line saying it, with a warning when the count is
-    more than the memory limit holds beyond that (an explicit ``DecoderMaxCount``, or the floor of 1)."""
+    more than the memory limit holds beyond that (an explicit ``DecoderMaxCount``, or the floor of 1). The cores and
+    the memory limit are the settings' (:meth:`~.settings.Settings.resources`: the cgroup's, within what the pod was
+    told of its limits), the line says which."""
     resident = resident_bytes()
-    base, cores, limit = memory_base_mib(resident), cpu_count(), cgroup_memory_limit()
-    if "decoder_max_count" not in settings.given:
-        engine.limit_decoders(default_decoders(cores, limit, base))
-    decoders, too_many = decoder_capacity(engine.decoder_max_count, cores, limit, base)
+    base, resources = memory_base_mib(resident), settings.resources()
+    given = "decoder_max_count" in settings.given
+    if not given:
+        engine.limit_decoders(default_decoders(resources.cores, resources.memory_limit, base))
+    decoders, too_many = decoder_capacity(engine.decoder_max_count, resources, base, given)
     held = "" if resident is None else f" ({resident // 2**20} MiB resident)"
     log.info("%s loaded%s: serving with %s", ", ".join(registry.loaded) or "no model", held, decoders)
     if too_many:
@@ -73,7 +76,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Sta
         fit_decoders(settings, engine, registry)
         models = [registry.loaded[loc] for loc in registry.wanted if loc in registry.loaded]
         await warm_up(engine, models, settings.warmup_recognizers, settings.warmup_seconds,
-                      settings.warmup_audio, warmup, parallel=cpu_count())
+                      settings.warmup_audio, warmup, parallel=settings.resources().cores)
         if registry.ready:  # once: probes of /ready are logged at DEBUG only (logs.ProbesAtDebug)
             log.info("ready to recognize %s: /ready answers 200", ", ".join(registry.wanted))
 

@@ -89,16 +89,21 @@ def cpu_count(root: Path = CGROUP, affinity: int | None = None) -> int:
     """CPUs this process may use: its CPU affinity (``affinity`` CPUs when given), capped by the container's CPU
     limit (read under ``root``, :func:`cgroup_cpu_limit`).
 
-    In a pod with ``limits.cpu: 2`` on a 64-core node this is 2, not 64, so that the
-    defaults that scale with it (``DecoderMaxCount``, the warm-up) fit the pod.
+    In a pod with ``limits.cpu: 2`` on a 64-core node this is 2, not 64 (where the kubelet enforces the limit: the
+    server's own figures, :func:`container_resources`, also count the limit it is told).
     """
     if affinity is None:
-        try:
-            affinity = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            affinity = os.cpu_count() or 1
+        affinity = cpu_affinity()
     limit = cgroup_cpu_limit(root)
     return min(affinity, limit) if limit else affinity
+
+
+def cpu_affinity() -> int:
+    """The CPUs this process may run on (its CPU affinity): a node's, a cpuset's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 #: The least memory a recognizer is taken to hold before it decodes: the process and its model loaded (the ko-KR small
@@ -115,6 +120,8 @@ DECODER_MIB = 400
 #: neither (no CPU limit on a node of any size) runs no more, and the operator sizes its /tmp (:mod:`.scratch`) for
 #: as many, the most its ``SpeechToText`` may ask for besides (speech_operator.api).
 MAX_DEFAULT_DECODERS = 64
+#: ``Settings.decoder_max_count`` until ``__post_init__`` makes the default (never given: its minimum is 1).
+DECODERS_UNSET = 0
 #: How the default ``DecoderMaxCount`` is made, as help and README say it.
 DECODER_RULE = (f"3 × cores, at most {MAX_DEFAULT_DECODERS} and at most what the memory limit holds ({DECODER_MIB} "
                 f"MiB each beyond what the process holds once its models are loaded, at least {BASE_MIB} MiB)")
@@ -159,22 +166,74 @@ def default_decoders(cores: int | None, memory_limit: int | None, base_mib: int 
     return max(1, count if held is None else min(count, held))
 
 
-def container_decoders(root: Path = CGROUP, affinity: int | None = None) -> int:
-    """The default ``DecoderMaxCount`` before the models load: :func:`default_decoders` of the CPUs this process may
-    use and its container's memory limit (read under ``root``; ``affinity``: the CPUs it may run on, its own when
-    None)."""
-    return default_decoders(cpu_count(root, affinity), cgroup_memory_limit(root))
+@dataclass(frozen=True)
+class Resources:
+    """The CPUs and the memory limit the default ``DecoderMaxCount`` counts (:func:`container_resources`), each with
+    where it came from, as the start-up line says it."""
+
+    cores: int
+    memory_limit: int | None
+    #: What gave :attr:`cores` (the least of them), and what else was read, for the start-up line.
+    cores_from: str
+    #: What gave :attr:`memory_limit`; empty without one.
+    memory_from: str
 
 
-def decoder_capacity(count: int, cores: int, memory_limit: int | None, base_mib: int = BASE_MIB) -> tuple[str, str | None]:
-    """What the start-up log says of ``count`` decoders: how many, and what the cores and the memory limit hold beyond
-    ``base_mib``; and a warning when the memory limit holds fewer (an explicit ``DecoderMaxCount`` is obeyed, so is
-    the floor of 1)."""
+def _least(figures: list[tuple[str, int]], absent: str) -> tuple[int | None, str]:
+    """The least of ``figures`` (what said it -> the figure) and who said it: each source that gave the least, then
+    in brackets the others' figures and ``absent`` (a source that said nothing), so the line says why it is the least."""
+    if not figures:
+        return None, ""
+    least = min(value for _, value in figures)
+    names = [name for name, value in figures if value == least]
+    said = ", ".join(names[:-1]) + " and " * (len(names) > 1) + names[-1]
+    others = [f"{name}: {value}" for name, value in figures if value != least] + ([absent] if absent else [])
+    return least, said + (f" ({'; '.join(others)})" if others else "")
+
+
+def container_resources(cpu_millicores: int | None = None, memory_bytes: int | None = None, root: Path = CGROUP,
+                        affinity: int | None = None) -> Resources:
+    """The CPUs and the memory limit this container's default decoders count: the least of what its cgroup says (the
+    CPUs it may run on, :func:`cpu_count`'s ``affinity``, capped by its CFS quota; its memory limit, both read under
+    ``root``) and what it was told (``Container:CpuLimitMillicores``, rounded up to whole CPUs as the operator rounds
+    ``limits.cpu``, and ``Container:MemoryLimitBytes``: the operator's pods pass their container's limits by the
+    downward API, the node's allocatable where none is set, which bounds the pod all the same). The cgroup alone
+    misses a CPU limit the kubelet does not enforce (``--cpu-cfs-quota=false``: no quota, the node's CPUs counted) and
+    a memory limit it cannot read (a host cgroup namespace): then the pod would run more decoders than its /tmp is
+    sized for. Without those settings (a ``docker run``), the cgroup's figures as they are."""
+    quota = cgroup_cpu_limit(root)
+    cpus = [("CPUs to run on", cpu_affinity() if affinity is None else affinity)] + ([("the cgroup's quota", quota)] if quota else [])
+    if cpu_millicores is not None:
+        cpus.append((f"{c.CONTAINER_CPU_LIMIT}={cpu_millicores}", max(1, math.ceil(cpu_millicores / 1000))))
+    cores, cores_from = _least(cpus, "" if quota else "no CPU quota in the cgroup")
+    cgroup = cgroup_memory_limit(root)
+    limits = ([("the cgroup's", cgroup)] if cgroup is not None else []) + (
+        [(f"{c.CONTAINER_MEMORY_LIMIT}={memory_bytes}", memory_bytes)] if memory_bytes is not None else [])
+    memory, memory_from = _least(limits, "none in the cgroup" if cgroup is None else "")
+    assert cores is not None
+    return Resources(cores, memory, cores_from, memory_from)
+
+
+def container_decoders(root: Path = CGROUP, affinity: int | None = None, cpu_millicores: int | None = None,
+                       memory_bytes: int | None = None) -> int:
+    """The default ``DecoderMaxCount`` before the models load: :func:`default_decoders` of
+    :func:`container_resources` (read under ``root``; ``affinity``: the CPUs it may run on, its own when None)."""
+    resources = container_resources(cpu_millicores, memory_bytes, root, affinity)
+    return default_decoders(resources.cores, resources.memory_limit)
+
+
+def decoder_capacity(count: int, resources: Resources, base_mib: int = BASE_MIB, given: bool = False) -> tuple[str, str | None]:
+    """What the start-up log says of ``count`` decoders: how many, whether ``DecoderMaxCount`` was ``given``, what the
+    cores and the memory limit hold beyond ``base_mib`` and where those came from (:class:`Resources`); and a warning
+    when the memory limit holds fewer (an explicit ``DecoderMaxCount`` is obeyed, so is the floor of 1)."""
+    cores, memory_limit = resources.cores, resources.memory_limit
     held = decoders_for_memory(memory_limit, base_mib)
     memory = ("no memory limit" if memory_limit is None else
               f"the {memory_limit // 2**20} MiB memory limit holds {held} at {DECODER_MIB} MiB each beyond {base_mib} MiB")
     capped = f", at most {MAX_DEFAULT_DECODERS}" if 3 * cores > MAX_DEFAULT_DECODERS else ""
-    line = f"{count} decoder{'s' * (count != 1)} (3 × {cores} cores: {3 * cores}{capped}; {memory})"
+    source = f"cores: {resources.cores_from}" + (f"; memory limit: {resources.memory_from}" if resources.memory_from else "")
+    line = (f"{count} decoder{'s' * (count != 1)} ({f'{c.DECODER_MAX_COUNT} given; ' if given else ''}"
+            f"3 × {cores} cores: {3 * cores}{capped}; {memory}; {source})")
     if memory_limit is None or held is None or count <= held:
         return line, None
     return line, (f"{c.DECODER_MAX_COUNT}={count} is more than the {memory_limit // 2**20} MiB memory limit holds ({held}): "
@@ -324,15 +383,31 @@ class Settings:
         c.DOWNLOAD_MODEL, False, help="`True`: download `Locale`'s model into `Mounts:Models`, verify, unpack atomically, exit"
     )
     download_license: bool = setting(c.DOWNLOAD_LICENSE, False, help="`True`: Azure's license download; reports that none is needed and exits")
-    #: 3 per core, at most :data:`MAX_DEFAULT_DECODERS` and what the container's memory limit holds (:func:`default_decoders`); by default, until the
-    #: models are loaded: then the server lowers its count to what the memory they took leaves (app.py).
+    #: 3 per core, at most :data:`MAX_DEFAULT_DECODERS` and what the container's memory limit holds (:func:`default_decoders`
+    #: of :meth:`resources`, made in ``__post_init__`` when not given: it counts the two settings below); by default,
+    #: until the models are loaded: then the server lowers its count to what the memory they took leaves (app.py).
     decoder_max_count: int = setting(
         c.DECODER_MAX_COUNT,
-        factory=container_decoders,
+        DECODERS_UNSET,
         shown=DECODER_RULE,
         minimum=1,
         aliases=("DECODER_MAX_COUNT",),
         help="recognitions decoding at once; more get 503 + `Retry-After` (REST), close 1013 (vosk), `TooManyRequests` (SDK)",
+    )
+    container_cpu_millicores: int | None = setting(
+        c.CONTAINER_CPU_LIMIT,
+        minimum=1,
+        help="the container's CPU limit in millicores: the cores the defaults of `DecoderMaxCount` and `Warmup:Count` "
+        "count are at most this (rounded up), whatever its cgroup says; the operator's pods set it from their "
+        "`limits.cpu` by the downward API, so that where the kubelet does not enforce CPU limits "
+        "(`--cpu-cfs-quota=false`) a pod does not count the node's CPUs; see [On Kubernetes](#on-kubernetes)",
+    )
+    container_memory_bytes: int | None = setting(
+        c.CONTAINER_MEMORY_LIMIT,
+        minimum=1,
+        help="the container's memory limit in bytes: the memory `DecoderMaxCount`'s default counts is at most this, "
+        "whatever its cgroup says; the operator's pods set it from their `limits.memory` by the downward API, for a "
+        "container that cannot read its memory cgroup",
     )
     #: False: no recognizer decodes a second stream (the warm pool holds none, and nothing is warmed at start-up).
     reuse_recognizers: bool = setting(
@@ -482,7 +557,18 @@ class Settings:
             return 0
         if self.warmup_count is not None:
             return self.warmup_count
-        return min(self.decoder_max_count, 3 * cpu_count())
+        return min(self.decoder_max_count, 3 * self.resources().cores)
+
+    def __post_init__(self) -> None:
+        if self.decoder_max_count == DECODERS_UNSET:  # the default: of this container's resources, read now
+            resources = self.resources()
+            object.__setattr__(self, "decoder_max_count", default_decoders(resources.cores, resources.memory_limit))
+
+    def resources(self, root: Path = CGROUP, affinity: int | None = None) -> Resources:
+        """The CPUs and memory limit this container's defaults count (:func:`container_resources`): its cgroup's
+        (read under ``root``; ``affinity``: the CPUs it may run on, its own when None), within
+        ``Container:CpuLimitMillicores`` and ``Container:MemoryLimitBytes``."""
+        return container_resources(self.container_cpu_millicores, self.container_memory_bytes, root, affinity)
 
     @property
     def eula_accepted(self) -> bool:

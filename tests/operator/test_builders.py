@@ -101,7 +101,10 @@ def test_minimal_recognizer_container() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "8332Mi"},
                               "limits": {"cpu": "2", "memory": "3Gi"}}
-    assert c["env"] == [{"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
+    assert c["env"] == [  # its limits by the downward API, which the recognizer's default decoders count (test_pod_disk)
+        {"name": "Container__CpuLimitMillicores", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+        {"name": "Container__MemoryLimitBytes", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1"}}},
+        {"name": "Mounts__Models", "value": contract.DEFAULT_MODELS_MOUNT}]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1
     # The catalog model is downloaded into a per-pod emptyDir; nothing needs chown.

@@ -6,6 +6,7 @@ would evict the pod (its docstring says the difference); the emitted /tmp is run
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from speech_operator.quantities import quantity
 from speech_recognizer import models as m
 from speech_recognizer import scratch, settings
 from tests.example_pods import zip_model
-from tests.kubelet import CFS_PERIOD_US, Pod, cfs_quota, file_server, host_image
+from tests.kubelet import CFS_PERIOD_US, Pod, cfs_quota, environment, file_server, host_image, resource_field
 from tests.recognizer.test_models import fake_model
 from tests.support import free_port
 
@@ -90,9 +91,14 @@ def test_the_emitted_models_emptydir_holds_the_download_it_allows(tmp_path: Path
 NODE_CORES = (1, 2, 8, 21, 22, 32, 96, 192)
 
 
-@pytest.mark.parametrize("limits", [
-    {}, {"memory": "32Gi"}, {"cpu": "48"}, {"cpu": "2", "memory": "3Gi"}, {"cpu": "1500m", "memory": "8Gi"},
-], ids=["no limits", "memory only", "cpu only", "defaults", "fractional cpu"])
+#: Limits of SpeechToTexts: none, one of each alone, the default, a fractional CPU, more memory than the CPUs need, and
+#: more CPUs than the memory holds decoders for.
+LIMITS = {"no limits": {}, "memory only": {"memory": "32Gi"}, "cpu only": {"cpu": "48"},
+          "defaults": {"cpu": "2", "memory": "3Gi"}, "fractional cpu": {"cpu": "1500m", "memory": "8Gi"},
+          "2 cpus in 8Gi": {"cpu": "2", "memory": "8Gi"}, "8 cpus in 3Gi": {"cpu": "8", "memory": "3Gi"}}
+
+
+@pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS)
 def test_the_tmp_emptydir_holds_what_the_recognizer_writes_there_on_a_node_of_any_size(
         limits: dict[str, Any], tmp_path: Path) -> None:
     """The recognizer of the emitted pod, its settings parsed from the emitted arguments and its default decoders
@@ -122,3 +128,75 @@ def test_the_tmp_emptydir_holds_what_the_recognizer_writes_there_on_a_node_of_an
     sized = builders.pod_decoders(stt.spec)
     assert max(decoders.values()) <= sized, (decoders, sized)
     assert size is not None and max(written.values()) <= size, ({k: v >> 20 for k, v in written.items()}, size / 2**20)
+
+
+def emitted_recognizer(limits: dict[str, Any]) -> tuple[api.SpeechToText, dict[str, Any], dict[str, Any]]:
+    """A ko-KR SpeechToText of ``limits``, its emitted pod spec and that spec's recognizer container."""
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech", "uid": "u-1"}, "spec": {
+        "locale": "ko-KR", "eula": "accept", "warmup": {"count": 0}, "resources": {"limits": limits}}})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    return stt, spec, next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)
+
+
+@pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS)
+def test_the_recognizer_runs_the_decoders_its_tmp_is_sized_for_where_its_cgroup_does_not_say_its_limits(
+        limits: dict[str, Any], tmp_path: Path) -> None:
+    """On a node of each of :data:`NODE_CORES` CPUs (its allocatable: those CPUs and 4 GiB each), where the kubelet
+    does not enforce CPU limits (``--cpu-cfs-quota=false``: the cgroup has no CPU quota) or where the container cannot
+    read its memory cgroup, the recognizer of the emitted pod, its settings parsed from the emitted arguments and the
+    environment the kubelet gives the emitted container (tests/kubelet.environment: its limits by the downward API,
+    the node's allocatable for one unset), runs no more decoders than the operator sized /tmp for (exactly as many
+    with limits the node holds), and writes no more than its sizeLimit. Before: no limits passed; with limits cpu 2,
+    memory 8Gi on 32 CPUs without a quota the recognizer counted 32 CPUs: 19 decoders in a /tmp sized for 6 (the
+    kubelet evicts the pod, every stream on it, once they fill it)."""
+    stt, spec, recognizer = emitted_recognizer(limits)
+    size = quantity(next(v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if v["name"] == "tmp"))
+    assert size is not None
+    sized = builders.pod_decoders(stt.spec)
+    cpu, memory = quantity(limits.get("cpu")), quantity(limits.get("memory"))
+    seen = {}
+    for cores in NODE_CORES:
+        node = {"cpu": str(cores), "memory": f"{4 * cores}Gi", "ephemeral-storage": "100Gi"}
+        parsed = settings.parse(recognizer["args"], environ=environment(spec, recognizer, [], allocatable=node))
+        for mode in ("no CPU quota", "memory cgroup unread"):
+            cgroup = tmp_path / f"{cores}-{mode.replace(' ', '-')}"
+            cgroup.mkdir()
+            enforced = cpu is not None and mode != "no CPU quota"
+            (cgroup / "cpu.max").write_text(f"{cfs_quota(float(cpu)) if enforced else 'max'} {CFS_PERIOD_US}\n")  # type: ignore[arg-type]
+            if mode != "memory cgroup unread":
+                (cgroup / "memory.max").write_text(f"{int(memory) if memory is not None else 'max'}\n")
+            held = parsed.resources(cgroup, affinity=cores)
+            seen[cores, mode] = settings.default_decoders(held.cores, held.memory_limit)
+            if cpu is not None and cores >= math.ceil(cpu):
+                assert seen[cores, mode] == sized, (cores, mode, seen[cores, mode], sized, held)
+    assert max(seen.values()) <= sized, (seen, sized)
+    assert scratch.tmp_bytes(max(seen.values()), settings.parse(recognizer["args"], environ={}).max_audio_seconds) <= size
+
+
+def test_the_kubelet_gives_a_containers_resources_by_the_downward_api() -> None:
+    """tests/kubelet.resource_field gives ``env[].valueFrom.resourceFieldRef`` as the kubelet does: the amount over
+    the divisor rounded UP (cpu in whole millicores first), a limit unset (or 0) the node's allocatable, a request
+    unset its limit (the API server's defaulting) else 0; a resource or divisor the API server refuses is refused."""
+    node = {"cpu": "32", "memory": "128Gi", "ephemeral-storage": "100Gi"}
+    container = {"name": "recognizer", "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1500m", "memory": "3Gi"}}}
+
+    def given(resource: str, divisor: str | None = None, of: dict[str, Any] = container) -> str:
+        return resource_field(of, {"resource": resource, **({"divisor": divisor} if divisor else {})}, node)
+
+    assert (given("limits.cpu", "1m"), given("limits.cpu"), given("limits.cpu", "1")) == ("1500", "2", "2")
+    assert (given("limits.memory"), given("limits.memory", "1Mi"), given("limits.memory", "1G")) == (str(3 * 2**30), "3072", "4")
+    assert (given("requests.cpu", "1m"), given("requests.cpu"), given("requests.memory", "1Mi")) == ("500", "1", "3072")
+    assert (given("limits.ephemeral-storage", "1Gi"), given("requests.ephemeral-storage")) == ("100", "0")
+    bare = {"name": "recognizer"}
+    assert (given("limits.cpu", "1m", bare), given("limits.memory", "1Gi", bare), given("requests.cpu", "1m", bare)) == ("32000", "128", "0")
+    zero = {"name": "recognizer", "resources": {"limits": {"cpu": "0"}}}
+    assert given("limits.cpu", "1m", zero) == "32000"
+    odd = {"name": "recognizer", "resources": {"limits": {"cpu": "0.0001", "memory": "100m"}}}
+    assert (given("limits.cpu", "1m", odd), given("limits.memory", None, odd)) == ("1", "1")
+    for resource, divisor in (("limits.cpu", "1Mi"), ("limits.memory", "1m"), ("limits.gpu", "1"), ("cpu", "1")):
+        with pytest.raises(ValueError, match="resourceFieldRef"):
+            given(resource, divisor)
+    env = environment({}, {**container, "env": [{"name": "CPU", "valueFrom": {"resourceFieldRef": {
+        "resource": "limits.cpu", "divisor": "1m"}}}]}, [], allocatable=node)
+    assert env["CPU"] == "1500"
+

@@ -230,10 +230,11 @@ def emitted_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def ready_recognizer(spec: dict[str, Any]) -> Iterator[tuple[Pod, Running]]:
-    """The recognizer pod of ``spec`` (an emitted pod spec), run as a kubelet runs it: its init containers, each to
-    success, then its container to ready (startup, then readiness probe); stopped at once on leaving."""
-    with Pod(spec, host_image(), name="ko-kr") as pod:
+def ready_recognizer(spec: dict[str, Any], **kubelet: Any) -> Iterator[tuple[Pod, Running]]:
+    """The recognizer pod of ``spec`` (an emitted pod spec), run as a kubelet runs it (``kubelet``: :class:`Pod`'s
+    options, such as ``cpu_cfs_quota``): its init containers, each to success, then its container to ready (startup,
+    then readiness probe); stopped at once on leaving."""
+    with Pod(spec, host_image(), name="ko-kr", **kubelet) as pod:
         for init in pod.init_containers():
             done = pod.run_init(init)
             assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
@@ -535,9 +536,38 @@ def test_a_pod_with_more_cores_than_its_memory_holds_decoders_for_runs_what_the_
     which six long meetings of varied speech take past 2.4 GiB: OOM-killed, every stream on the pod lost."""
     seen = pod_run.result()
     assert seen.decoders == 3, seen.log[-3000:]
-    assert "with 3 decoders (3 × 2 cores: 6; the 2048 MiB memory limit holds 3 at 400 MiB each beyond 576 MiB)" in seen.log
+    assert "with 3 decoders (3 × 2 cores: 6; the 2048 MiB memory limit holds 3 at 400 MiB each beyond 576 MiB; " in seen.log
     assert "warm-up done: 3 ko-KR recognizers" in seen.log, seen.log[-3000:]
     assert "is more than the" not in seen.log  # the default never warns
+
+
+#: A pod of one CPU (its limit) in 3Gi, without a warm-up (what it counts is said before).
+ONE_CPU_SPEC = {"locale": "ko-KR", "eula": "accept", "warmup": {"count": 0},
+                "resources": {"limits": {"cpu": "1", "memory": "3Gi"}}}
+
+
+def unenforced_cpu_pod() -> Started:
+    """:data:`ONE_CPU_SPEC`'s pod, run to ready as a kubelet run with ``--cpu-cfs-quota=false`` runs it: no CPU quota in
+    its cgroup (its memory limit set), its limits in its environment by the downward API all the same."""
+    with ready_recognizer(emitted_spec(ONE_CPU_SPEC), cpu_cfs_quota=False) as (pod, running):
+        assert (running.cgroup.cpu_limit, running.cgroup.memory_limit) == (None, 3 * 2**30), "no CPU quota"
+        return Started(int(json.loads(pod.http_get(contract.PORT, contract.ROUTE_SESSIONS)[1])["decoders"]), running.log())
+
+
+@runs_pod(unenforced_cpu_pod)
+def test_a_pod_on_a_kubelet_enforcing_no_cpu_limit_runs_the_decoders_its_tmp_is_sized_for(pod_run: Future[Started]) -> None:
+    """The emitted pod of ``limits.cpu: 1`` (3Gi) where the kubelet enforces no CPU limit, on this machine of 2 CPUs or
+    more: ``/sessions`` says the 3 decoders the operator sized its /tmp for (builders.pod_decoders), and the start-up
+    line says the cores came from ``Container:CpuLimitMillicores`` (the limit the pod passes by the downward API), the
+    cgroup having no quota. Before: 3 per CPU it may run on, 6 here (3 x the node's CPUs on a larger node, up to 64)
+    in a /tmp sized for 3."""
+    seen = pod_run.result()
+    line = next((line for line in seen.log.splitlines() if "serving with" in line), "no start-up line")
+    print(line)
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "ko-kr", "namespace": "speech"}, "spec": ONE_CPU_SPEC})
+    assert seen.decoders == builders.pod_decoders(stt.spec) == 3, seen.log[-3000:]
+    assert "serving with 3 decoders (3 × 1 cores: 3; the 3072 MiB memory limit holds 6 " in line, line
+    assert "cores: Container:CpuLimitMillicores=1000 (CPUs to run on: " in line and "no CPU quota in the cgroup" in line
 
 
 def test_containers_run_under_their_limits_and_past_the_memory_limit_are_oom_killed() -> None:

@@ -37,6 +37,14 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
+def capacity(count: int, cores: int, memory: int | None, base_mib: int = 576, given: bool = False) -> tuple[str, str | None]:
+    """settings.decoder_capacity of ``cores`` and a ``memory`` limit as a cgroup gives them (its quota, its limit)."""
+    from speech_recognizer.settings import Resources, decoder_capacity
+
+    made = Resources(cores, memory, "the cgroup's quota", "" if memory is None else "the cgroup's")
+    return decoder_capacity(count, made, base_mib, given)
+
+
 def test_azure_arguments_exactly_as_documented() -> None:
     s = parse(
         ["Eula=accept", "Billing=https://westus.api.cognitive.microsoft.com/", "ApiKey=abc123", "Mounts:License=/license", "Mounts:Output=/out"],
@@ -230,7 +238,7 @@ def test_default_decoders_stop_at_the_cap_on_a_node_of_any_size(tmp_path: Path) 
     ``cores`` None (a pod without a CPU limit, its node not yet known) is the cap. The CPUs counted are those the
     process may run on, capped by its cgroup's CPU quota, rounded up; the start-up line says the cap. Before: 96 on
     32 cores without a limit, 80 in a 32Gi memory limit, in a pod whose /tmp was sized for 64."""
-    from speech_recognizer.settings import MAX_DEFAULT_DECODERS, container_decoders, decoder_capacity, default_decoders
+    from speech_recognizer.settings import MAX_DEFAULT_DECODERS, container_decoders, default_decoders
 
     gib = 2**30
     assert MAX_DEFAULT_DECODERS == 64
@@ -244,25 +252,108 @@ def test_default_decoders_stop_at_the_cap_on_a_node_of_any_size(tmp_path: Path) 
     assert container_decoders(cgroup, affinity=32) == 64 and container_decoders(cgroup, affinity=2) == 6
     (cgroup / "cpu.max").write_text("150000 100000\n")  # the kubelet's quota of limits.cpu 1500m
     assert container_decoders(cgroup, affinity=32) == 6 and container_decoders(cgroup, affinity=1) == 3
-    assert decoder_capacity(64, 32, None) == ("64 decoders (3 × 32 cores: 96, at most 64; no memory limit)", None)
+    assert capacity(64, 32, None) == ("64 decoders (3 × 32 cores: 96, at most 64; no memory limit; cores: the cgroup's quota)", None)
+
+
+def cgroup_of(tmp_path: Path, quota: str, memory: str | None) -> Path:
+    """A container's cgroup v2 files as a runtime gives them: ``cpu.max``'s quota (``max``: none) and ``memory.max``
+    (None: no such file, as where the container cannot read its memory cgroup)."""
+    cgroup = tmp_path / f"cgroup-{quota}-{memory}"
+    cgroup.mkdir()
+    (cgroup / "cpu.max").write_text(f"{quota} 100000\n")
+    if memory is not None:
+        (cgroup / "memory.max").write_text(f"{memory}\n")
+    return cgroup
+
+
+def test_the_default_decoders_count_the_least_of_the_cgroup_and_the_limits_the_pod_passes(tmp_path: Path) -> None:
+    """The default ``DecoderMaxCount`` counts the least of what the cgroup says (its CPUs and CFS quota, its memory
+    limit) and what the container was told of its limits (``Container:CpuLimitMillicores``, rounded up to whole CPUs
+    as the operator rounds ``limits.cpu``, and ``Container:MemoryLimitBytes``): a kubelet that does not enforce the
+    CPU limit (``--cpu-cfs-quota=false``: no quota) or a memory cgroup the container cannot read no longer has a pod
+    of ``limits.cpu: 2, memory: 8Gi`` on 32 CPUs run 19 decoders in a /tmp sized for the 6 the operator counts
+    (speech_operator.builders.pod_decoders). Either source alone, or neither, counts as before (a ``docker run``
+    without them behaves as it did); the start-up line says where the cores and the memory limit came from."""
+    from speech_recognizer.settings import cgroup_memory_limit, container_decoders, container_resources, cpu_count, default_decoders
+
+    gib, told = 2**30, {"cpu_millicores": 2000, "memory_bytes": 8 * 2**30}
+    unenforced = cgroup_of(tmp_path, "max", str(8 * gib))
+    assert container_decoders(unenforced, affinity=32) == 19, "the cgroup alone: the node's 32 CPUs"
+    assert container_decoders(unenforced, affinity=32, **told) == 6 == default_decoders(2, 8 * gib)
+    resources = container_resources(2000, 8 * gib, unenforced, affinity=32)
+    assert resources.cores_from == "Container:CpuLimitMillicores=2000 (CPUs to run on: 32; no CPU quota in the cgroup)"
+    assert resources.memory_from == "the cgroup's and Container:MemoryLimitBytes=8589934592"
+    unreadable = cgroup_of(tmp_path, "400000", None)  # 4 CPUs enforced; the memory cgroup not seen
+    assert container_decoders(unreadable, affinity=32) == 12, "the cgroup alone: no memory limit"
+    assert container_decoders(unreadable, affinity=32, cpu_millicores=4000, memory_bytes=2 * gib) == 3
+    assert container_resources(4000, 2 * gib, unreadable, 32).memory_from == "Container:MemoryLimitBytes=2147483648 (none in the cgroup)"
+    # the least wins, whichever says it: a cgroup stricter than what the container was told counts
+    strict = cgroup_of(tmp_path, "150000", str(3 * gib))
+    assert container_decoders(strict, affinity=32, cpu_millicores=4000, memory_bytes=8 * gib) == 6
+    assert container_resources(4000, 8 * gib, strict, 32).cores_from == (
+        "the cgroup's quota (CPUs to run on: 32; Container:CpuLimitMillicores=4000: 4)")
+    assert container_decoders(strict, affinity=1, cpu_millicores=4000) == 3, "a node (or cpuset) of fewer CPUs"
+    # millicores round up as the operator rounds limits.cpu; the node's allocatable (no limit set) bounds as well
+    for millicores, cores in ((1, 1), (999, 1), (1000, 1), (1001, 2), (1500, 2), (48000, 48)):
+        assert container_resources(millicores, None, unenforced, 64).cores == cores, millicores
+    assert container_decoders(cgroup_of(tmp_path, "max", "max"), affinity=32, cpu_millicores=32000,
+                              memory_bytes=128 * gib) == 64 == default_decoders(None, None)
+    # neither told: the cgroup's figures exactly as before
+    for cgroup in (unenforced, unreadable, strict, tmp_path / "none"):
+        for affinity in (1, 2, 32):
+            assert container_decoders(cgroup, affinity=affinity) == default_decoders(
+                cpu_count(cgroup, affinity), cgroup_memory_limit(cgroup)), (cgroup, affinity)
+
+
+def test_the_limits_a_pod_passes_are_settings_and_set_the_default_decoders() -> None:
+    """``Container:CpuLimitMillicores`` and ``Container:MemoryLimitBytes`` are settings (arguments, or the environment
+    the operator's pods set by the downward API: ``Container__CpuLimitMillicores``): the default ``DecoderMaxCount``
+    and ``Warmup:Count`` count them with this process's own cgroup; an explicit ``DecoderMaxCount`` is kept. Without
+    them the default is the cgroup's alone."""
+    from speech_recognizer.settings import container_decoders, default_decoders
+
+    plain = parse([], environ={})
+    assert (plain.container_cpu_millicores, plain.container_memory_bytes) == (None, None)
+    assert plain.decoder_max_count == container_decoders()
+    one = parse([], environ={"Container__CpuLimitMillicores": "1000", "Container__MemoryLimitBytes": str(2**31)})
+    assert (one.container_cpu_millicores, one.container_memory_bytes) == (1000, 2**31)
+    assert one.resources().cores == 1 and one.decoder_max_count == default_decoders(1, one.resources().memory_limit) <= 3
+    assert one.warmup_recognizers == one.decoder_max_count
+    assert parse(["Container:CpuLimitMillicores=1000", "DecoderMaxCount=9"], environ={}).decoder_max_count == 9
+
+
+@pytest.mark.parametrize("raw, words", [("2k", "is not a number"), ("1.5", "is not a number"), ("0", "greater than 0"),
+                                        ("-1000", "greater than 0"), ("max", "is not a number")])
+def test_a_bad_limit_the_pod_passes_is_a_one_line_error_at_start_up(raw: str, words: str) -> None:
+    """A malformed ``Container:CpuLimitMillicores`` or ``Container:MemoryLimitBytes`` stops the start with one line
+    naming it, as any malformed setting does: the operator's pods never pass one (the kubelet writes whole numbers),
+    so one is a hand-written deployment's mistake, and ignoring it would size the decoders as if it were not there,
+    past the /tmp made for them."""
+    for key in (c.CONTAINER_CPU_LIMIT, c.CONTAINER_MEMORY_LIMIT):
+        with pytest.raises(SettingsError) as info:
+            parse([], environ={c.env_name(key): raw})
+        assert str(info.value) == f"{key}={raw!r} " + ("must be " if "greater" in words else "") + words, info.value
+    r = run_cli("Eula=accept", env={c.env_name(c.CONTAINER_CPU_LIMIT): "2k"})
+    assert r.returncode != 0 and c.CONTAINER_CPU_LIMIT in one_line(r.stderr)
 
 
 def test_the_start_up_line_says_the_decoders_and_warns_past_the_memory_limit() -> None:
     """The start-up log says how many decoders and what cores and memory hold; an explicit ``DecoderMaxCount`` past
     what the memory holds is obeyed with one warning that says the risk and the way out."""
-    from speech_recognizer.settings import decoder_capacity
-
     gib = 2**30
-    line, warning = decoder_capacity(6, 2, 3 * gib)
-    assert line == "6 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 6 at 400 MiB each beyond 576 MiB)"
+    line, warning = capacity(6, 2, 3 * gib)
+    assert line == ("6 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 6 at 400 MiB each beyond 576 MiB; cores: the "
+                    "cgroup's quota; memory limit: the cgroup's)")
     assert warning is None
-    assert decoder_capacity(6, 2, None) == ("6 decoders (3 × 2 cores: 6; no memory limit)", None)
-    line, warning = decoder_capacity(12, 4, 3 * gib)
+    assert capacity(6, 2, None) == ("6 decoders (3 × 2 cores: 6; no memory limit; cores: the cgroup's quota)", None)
+    line, warning = capacity(12, 4, 3 * gib)
     assert line.startswith("12 decoders (3 × 4 cores: 12; the 3072 MiB memory limit holds 6 ")
     assert warning is not None and warning.startswith("DecoderMaxCount=12 is more than the 3072 MiB memory limit holds (6)")
     assert "OOM-killed" in warning and "5376 MiB" in warning
-    line, warning = decoder_capacity(1, 2, 700 * 2**20)  # the floor: not even one fits
+    line, warning = capacity(1, 2, 700 * 2**20)  # the floor: not even one fits
     assert line.startswith("1 decoder (") and warning is not None and "holds (0)" in warning
+    line, warning = capacity(12, 4, None, given=True)
+    assert line == "12 decoders (DecoderMaxCount given; 3 × 4 cores: 12; no memory limit; cores: the cgroup's quota)"
 
 def test_the_memory_base_is_what_the_loaded_models_take_at_least_the_small_ko_kr_models() -> None:
     """The decoders come on top of what the process holds once its models are loaded, never less than
@@ -271,7 +362,7 @@ def test_the_memory_base_is_what_the_loaded_models_take_at_least_the_small_ko_kr
     or a larger model leave fewer decoders in the same limit, and an explicit ``DecoderMaxCount`` past that is warned
     of with the measured figures. Before, the base was 576 MiB whatever was loaded: 6 decoders in 3Gi beside two
     locales, and no warning for 6 given."""
-    from speech_recognizer.settings import BASE_MIB, decoder_capacity, default_decoders, memory_base_mib
+    from speech_recognizer.settings import BASE_MIB, default_decoders, memory_base_mib
 
     gib, mib = 2**30, 2**20
     assert memory_base_mib(None) == BASE_MIB and memory_base_mib(557 * mib) == BASE_MIB == 576
@@ -281,10 +372,10 @@ def test_the_memory_base_is_what_the_loaded_models_take_at_least_the_small_ko_kr
     assert default_decoders(2, 2 * gib, 1050) == 2 and default_decoders(2, 2 * gib, 576) == 3
     assert default_decoders(2, 3 * gib, 3000) == 1, "the floor holds beside a model that takes most of the limit"
     assert default_decoders(2, None, 4000) == 6, "no memory limit: the cores alone"
-    line, warning = decoder_capacity(5, 2, 3 * gib, 1050)
-    assert line == "5 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 5 at 400 MiB each beyond 1050 MiB)"
+    line, warning = capacity(5, 2, 3 * gib, 1050)
+    assert line.startswith("5 decoders (3 × 2 cores: 6; the 3072 MiB memory limit holds 5 at 400 MiB each beyond 1050 MiB;")
     assert warning is None
-    line, warning = decoder_capacity(6, 2, 3 * gib, 1050)
+    line, warning = capacity(6, 2, 3 * gib, 1050)
     assert warning is not None and warning.startswith("DecoderMaxCount=6 is more than the 3072 MiB memory limit holds (5)")
     assert "raise the memory limit to 3450 MiB" in warning, warning
 
