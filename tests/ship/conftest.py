@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -56,7 +57,9 @@ def run(cmd: Iterable[str | Path], **kw: Any) -> subprocess.CompletedProcess[str
 
 
 def load_docs(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    """The documents of ``text``, read as ``yaml.safe_load_all`` reads them, by libyaml's parser (PyYAML's own, in
+    Python, took most of this folder's tests' CPU: a render of the chart is thousands of lines, read again by each test)."""
+    return [d for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d]
 
 
 #: What ``helm template`` printed, by helm, namespace and arguments (with the content of each file an argument names):
@@ -72,6 +75,11 @@ def helm_template(helm: Path, *args: str, namespace: str = "speech-operator") ->
 
 
 # ---- validation ------------------------------------------------------------
+# kubernetes-validate reads and parses its JSON schemas at each call (its _definitions.json is megabytes: most of the
+# time of a validation); they are files of the installed package, the same at every call: read once per process.
+kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
+
+
 def strict_crd_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The CRD's openAPIV3Schema as a JSON schema that, like `kubectl apply` with strict
     field validation, rejects unknown fields (the API server would prune them silently)."""
