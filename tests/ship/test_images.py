@@ -231,7 +231,8 @@ def emitted_pod(path: Path, name: str, recognizer_image: kubelet.Image, tmp_path
 def test_emitted_pods_run_in_the_image(path: Path, name: str, pod_run: Future[Ran]) -> None:
     """The recognizer image runs every example's pod as a kubelet would (tests/example_pods.py):
     its entrypoint, uid 65532, read-only root, the emptyDirs and volumes of the spec, no TTY, no
-    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM."""
+    HOME from the runtime; init containers; header-less probes; a transcript; preStop and SIGTERM.
+    A case of several SpeechToTexts runs the pod of its first: theirs are that one but for the locale (cases)."""
     print(pod_run.result().said)
 
 
