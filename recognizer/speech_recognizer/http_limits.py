@@ -1142,6 +1142,16 @@ class UnmappedWebSockets(WebSocketsSansIOProtocol):
         self._controls.asked()
         super().send_keepalive_ping()
 
+    def schedule_ping(self) -> None:
+        """The next keepalive ping, one ping interval after the last (after the upgrade, for the first). uvicorn's
+        scheduled it the interval less the last answered pong's delay after the ping it has just sent (with no pong
+        deadline, the server's: :data:`~.serving.SERVER_OPTIONS`): once a pong came nearly an interval late, the server
+        pinged every few milliseconds until one came at once, which a client held back behind its audio, or on a slow
+        link, never sends: a burst of pings at the clients least able to take them."""
+        assert self.ping_interval is not None
+        last = self.ping_sent_at or self.loop.time()  # uvicorn's 0.0: none sent yet
+        self.ping_timer = self.loop.call_at(last + self.ping_interval, self.send_keepalive_ping)
+
     def _within_budget(self) -> bool:
         """Take a control frame from the client's budget; past it, the client is closed (:meth:`_cut_off`)."""
         if self._flooded is None and not self._controls.spend(self.loop.time()):

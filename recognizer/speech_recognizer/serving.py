@@ -8,7 +8,8 @@ ahead) is held back on purpose, and its pong waits in the socket behind the
 audio not read yet, for as long as that audio takes to decode. With a pong
 deadline (uvicorn's default, 20 s) such a client was cut off with 1011
 "keepalive ping timeout", and the Speech SDK reported no result (it connected again, and
-ended with ``TooManyRequests``).
+ended with ``TooManyRequests``). Pings come one interval apart however late their
+pongs (:meth:`~.http_limits.UnmappedWebSockets.schedule_ping`).
 
 A peer that is really gone (its machine or network, not its program) stops
 acknowledging what the server sends, the pings included; the kernel gives the

@@ -11,7 +11,10 @@ result; it connected again and ended each recognition canceled with ``TooManyReq
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -37,6 +40,7 @@ from speech_recognizer.serving import (
 from ..conftest import make_settings, reference
 from ..support import Reference, ServerThread, concat, read_wav
 from ..usp.sdk import config, continuous, display_text, recognizer
+from ..ws_frames import pieces
 from .on_demand import ON_DEMAND, GatedRegistry
 from .test_held_back_gone import BUDGET, MESSAGE, SOCKET_BUFFER, held_back
 
@@ -103,6 +107,55 @@ async def test_vosk_client_sending_everything_at_once_gets_every_reply(pinging_s
     assert len(replies) == len(chunks) + 1  # one per chunk, and the last phrase at the end
     finals = [r["text"] for r in replies if r.get("text")]
     assert finals == long_ref.texts
+
+
+#: How late (a share of the server's ping interval) the client of
+#: :func:`test_a_client_whose_pongs_come_late_is_pinged_once_an_interval` answers each ping.
+LATE = 0.8
+#: Seconds that client listens to the server's pings.
+LISTENED_S = 4.0
+
+
+async def late_pongs(server: ServerThread, late: float, seconds: float) -> list[float]:
+    """When each of the server's pings came, from the upgrade: a raw client of /vosk that sends nothing but a pong to
+    each ping, ``late`` seconds after it, for ``seconds`` (websockets answers at once; a client held back behind its
+    audio, or on a slow link, answers late)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /vosk?language=ko-KR HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    frames = pieces(reader)
+    head = await anext(frames)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    loop = asyncio.get_running_loop()
+    started, pings = loop.time(), []
+
+    def pong(payload: bytes) -> None:  # masked with zeros: the payload as it is
+        if not writer.is_closing():
+            writer.write(bytes([0x8A, 0x80 | len(payload)]) + bytes(4) + payload)
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for got in frames:
+                assert got[0] & 0x0F == 0x9, f"the server sent {got!r}, not a ping"
+                pings.append(loop.time() - started)
+                loop.call_later(late, pong, got[2:])
+    writer.transport.abort()
+    return pings
+
+
+def test_a_client_whose_pongs_come_late_is_pinged_once_an_interval(pinging_server: ServerThread) -> None:
+    """uvicorn scheduled its next ping its interval less the last pong's delay after a ping: once a pong came nearly an
+    interval late, the server pinged every few milliseconds (here every 0.1 s: 10 a second, for a ping every 0.5 s)
+    until a pong came at once, which a client held back behind its audio or on a slow link never sends. Pings come one
+    interval apart, however late their pongs."""
+    interval = float(SERVER_OPTIONS["ws_ping_interval"]) / SCALE  # type: ignore[arg-type]
+    pings = asyncio.run(late_pongs(pinging_server, LATE * interval, LISTENED_S))
+    print(f"{len(pings)} pings in {LISTENED_S:g} s ({len(pings) / LISTENED_S:.1f} a second), pongs {LATE * interval:g} s late")
+    assert len(pings) >= 2, pings  # a pong came late, and the server pinged on
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:], strict=False)]
+    # counted, not timed: a ping read late (this client shares the server's process) is no ping sent early
+    assert len(pings) <= LISTENED_S / interval + 1, f"{len(pings)} pings in {LISTENED_S:g} s, {min(gaps):.3f} s apart at least"
 
 
 #: Times :func:`sent_ahead_wav` repeats the three utterances: past the inbox's read-ahead in memory (2 MiB) and what
