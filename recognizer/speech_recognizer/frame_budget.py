@@ -23,6 +23,10 @@ FEED_BYTES = 1024
 CONTROL_BURST = 50
 #: ... and each second beyond (a keepalive pings every few seconds; the server pings every 20 s).
 CONTROL_PER_SECOND = 5.0
+#: ... and each second the server holds reading the client, kept whole until spent: what a keepalive pinging once a
+#: second needs (websockets' pings every 20 s; the Speech SDK sends none of its own, it answers the server's), its pings
+#: of all that time coming at once when reading resumes.
+HELD_PER_SECOND = 1.0
 #: Most fragments of one message (each one is held until the message ends).
 MAX_FRAGMENTS = 1024
 #: The key of the disconnect the protocol gives the app once it closed its client for its frames, beside ASGI's: the
@@ -38,8 +42,12 @@ class ControlBudget:
     The bucket is capped at :data:`CONTROL_BURST` only for the time the server reads the client. While it does not (a
     message waits for its route: its read-ahead full, its model loading; or a read is still being parsed), what the
     client sends waits unread in the socket behind it, and its pings of all that time come at once when reading resumes:
-    what accrues meanwhile is kept whole (capped, a keepalive pinging behind held-back audio was closed as a flood). Nothing accrues faster than :data:`CONTROL_PER_SECOND` either way: a client is never allowed more than
-    :data:`CONTROL_BURST` plus that rate for as long as it is connected, and pongs for the server's pings."""
+    what accrues meanwhile, at :data:`HELD_PER_SECOND`, is kept whole (capped, a keepalive pinging behind held-back
+    audio was closed as a flood; at :data:`CONTROL_PER_SECOND`, a client held an hour could send 18 000 pings at once).
+    What the held socket can hold bounds nothing here: the kernel's receive buffer grows to megabytes (a million
+    6-byte pings), and a client queues what it writes meanwhile in its own memory, without bound. A client is never
+    allowed more than :data:`CONTROL_BURST` plus :data:`CONTROL_PER_SECOND` for as long as it is connected, nor more
+    than the burst plus :data:`HELD_PER_SECOND` for the time it was held, and pongs for the server's pings."""
 
     #: When the bucket was last looked at (the event loop's clock).
     since: float
@@ -48,8 +56,11 @@ class ControlBudget:
     held: bool = False
 
     def _accrue(self, now: float) -> None:
-        gained = (now - self.since) * CONTROL_PER_SECOND
-        self.left = self.left + gained if self.held else max(self.left, min(CONTROL_BURST, self.left + gained))
+        seconds = now - self.since
+        if self.held:
+            self.left += seconds * HELD_PER_SECOND
+        else:
+            self.left = max(self.left, min(CONTROL_BURST, self.left + seconds * CONTROL_PER_SECOND))
         self.since = now
 
     def reading(self, now: float, held: bool) -> None:

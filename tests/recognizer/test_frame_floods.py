@@ -23,7 +23,7 @@ import pytest
 from harness.clients import LOCALE, USP_PATH
 from harness.server import Server
 from harness.speech import Audio, make_audio
-from speech_recognizer.frame_budget import CONTROL_BURST, MAX_FRAGMENTS
+from speech_recognizer.frame_budget import CONTROL_BURST, CONTROL_PER_SECOND, MAX_FRAGMENTS, ControlBudget
 
 from ..hostile import assert_strict, paced_stream, real_server_for
 from ..support import scrape_metrics
@@ -156,3 +156,34 @@ def test_a_flood_of_empty_messages_takes_no_stream_beside_it_off_real_time(real_
         asyncio.run(flood(real_server, route, "empty messages"))
     assert not log_lines(real_server, "Traceback")
     assert_strict(stream, stream_audio.seconds)
+
+
+#: An hour the server holds reading a client (its audio sent ahead, decoded on a loaded pod; its model loading).
+HOUR_S = 3600.0
+
+
+def sent_at_once(held_s: float, pings: int) -> int:
+    """How many of ``pings`` control frames, all read at once as reading resumes after ``held_s`` seconds held (from
+    the upgrade on; the budget's clock, the event loop's time in the server), the client's budget takes before it is
+    closed."""
+    budget = ControlBudget(0.0)
+    budget.reading(0.0, True)
+    budget.reading(held_s, False)
+    return next((taken for taken in range(pings) if not budget.spend(held_s)), pings)
+
+
+@pytest.mark.parametrize("every_s", [20.0, 5.0, 1.0])
+def test_a_keepalive_pinging_behind_an_hour_held_back_is_not_closed(every_s: float) -> None:
+    """websockets' keepalive (a ping every 20 s), an app's (every few seconds, once a second): their pings of an hour
+    the server held back the client's reading come at once when it reads on, all taken."""
+    pings = int(HOUR_S / every_s)
+    assert sent_at_once(HOUR_S, pings) == pings
+
+
+def test_a_client_pinging_at_the_full_rate_while_held_is_closed_when_reading_resumes() -> None:
+    """A client held back an hour had credit for every ping the budget allows a client that is read (5 a second) for
+    the whole hour: 18 050 pings taken at once as reading resumed, each parsed and answered with a pong. Now what a
+    keepalive pinging once a second wrote meanwhile (3 650, the burst of 50 beside) is taken, and the rest closes it."""
+    pings = int(HOUR_S * CONTROL_PER_SECOND)
+    taken = sent_at_once(HOUR_S, pings)
+    assert taken == CONTROL_BURST + HOUR_S * 1.0, f"{taken} of {pings} pings taken at once after an hour held"

@@ -42,6 +42,7 @@ FACTS = {
     r"the server pings every WebSocket client every (\d+) s": serving.PING_INTERVAL_SECONDS,
     r"at most (\d+) pings or pongs at once": frame_budget.CONTROL_BURST,
     r"pings or pongs at once and (\d+) a second beyond": frame_budget.CONTROL_PER_SECOND,
+    r"each second the server holds reading a client \(its read-ahead full, its model loading\) allows (\d+) more": frame_budget.HELD_PER_SECOND,
     r"at most (\d+) fragments in one message": frame_budget.MAX_FRAGMENTS,
     r"what the server reads is parsed (\d+) KiB at a time": frame_budget.FEED_BYTES >> 10,
     r"the kernel drops its connection after (\d+) s \(`TCP_USER_TIMEOUT`": serving.DEAD_PEER_SECONDS,
