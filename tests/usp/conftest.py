@@ -7,6 +7,7 @@ reference is enough and the server must match it exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,7 +31,17 @@ def replay_reference(model: LoadedModel, wav: Path, start: float) -> RefPhrase |
 
 def replay_phrases(model: LoadedModel, wav: Path, start: float, *, first: bool = False) -> list[RefPhrase]:
     """In-process Vosk's phrases of the audio from ``start`` seconds to its end (with ``first``, the first alone), fed
-    as an SDK replays it (:func:`replay_reference`). Times are from the start of the stream."""
+    as an SDK replays it (:func:`replay_reference`). Times are from the start of the stream. Decoded once per process
+    for each model, recording and start: Vosk hears the same phrases in the same PCM (dither off, the module's
+    docstring), and the tests of a continuation replay the one recording from the one phrase's end."""
+    stat = wav.stat()
+    return list(_replayed(model, wav, stat.st_size, stat.st_mtime_ns, start, first))
+
+
+@functools.cache
+def _replayed(model: LoadedModel, wav: Path, size: int, mtime_ns: int, start: float, first: bool) -> tuple[RefPhrase, ...]:
+    """:func:`replay_phrases`'s decoding (``size`` and ``mtime_ns``: the recording's, so that a file written again is
+    decoded again)."""
     import vosk
 
     from speech_recognizer.audio import dither_zeros
@@ -61,9 +72,9 @@ def replay_phrases(model: LoadedModel, wav: Path, start: float, *, first: bool =
             if (one := phrase(rec.Result())) is not None:
                 found.append(one)
                 if first:
-                    return found  # a recognize-once turn ends with its first phrase: decode no further
+                    return tuple(found)  # a recognize-once turn ends with its first phrase: decode no further
         else:
             rec.PartialResult()
     if (one := phrase(rec.FinalResult())) is not None:
         found.append(one)
-    return found
+    return tuple(found)
