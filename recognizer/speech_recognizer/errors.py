@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from .frame_budget import CONTROL_BURST, CONTROL_PER_SECOND, MAX_FRAGMENTS
+from .frame_budget import CONTROL_BURST, CONTROL_PER_SECOND, HELD_PER_SECOND, MAX_FRAGMENTS
 
 log = logging.getLogger("speech_recognizer.failures")
 
@@ -169,7 +169,7 @@ NOT_READING = Kind("not_reading", 408, 1008, "Error", INFO, usp_turn=False,
                       "its connection reset (nothing more reaches it)")
 FRAME_FLOOD = Kind("frame_flood", 400, 1008, "Error", INFO, usp_turn=False,
                   doc=f"a WebSocket client that sent pings or pongs past {CONTROL_BURST} at once and {CONTROL_PER_SECOND:g} a "
-                      f"second beyond (pongs to the server's pings aside), or a message in more than {MAX_FRAGMENTS} fragments: "
+                      f"second beyond ({HELD_PER_SECOND:g} a second while the server held its reading; pongs to the server's pings aside), or a message in more than {MAX_FRAGMENTS} fragments: "
                       f"closed, nothing it sends after read")
 BUSY = Kind("busy", 503, 1013, "TooManyRequests", INFO, 1, doc="every decoder is in use (DecoderMaxCount)", alert=CAPACITY)
 # Refused before a Speech SDK turn runs (MaxConnections, a drain): the turn fails with the kind's status once the request

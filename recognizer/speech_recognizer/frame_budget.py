@@ -82,7 +82,7 @@ class ControlBudget:
 def over_budget() -> str:
     """Why a client sending control frames faster than :class:`ControlBudget` allows is closed."""
     return (f"more than {CONTROL_BURST} control frames (pings, pongs) at once or {CONTROL_PER_SECOND:g} a second "
-            f"beyond: the connection is closed")
+            f"beyond ({HELD_PER_SECOND:g} a second while its reading was held): the connection is closed")
 
 
 def too_many_fragments() -> str:
