@@ -295,8 +295,12 @@ class Locales:
     recognizers: dict[str, Recognizer] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def locales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locales]:
+    """:func:`two_locales` once per worker process, shared by the modules that use it (xdist's ``--dist loadfile`` may
+    send several to one worker): each of them leaves the stack as it found it (what a test adds to the directory it
+    deletes, a limit it changes it restores, a recognizer it kills is its own). A module that stops, scales or
+    reconfigures what it serves builds its own (:func:`two_locales`, :class:`Stack`)."""
     with two_locales(tmp_path_factory.mktemp("gateway")) as found:
         yield found
 
