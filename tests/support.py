@@ -595,3 +595,29 @@ class Starved:
             (t0, w0), (t1, w1) = (samples[i][at], samples[i][2]), (samples[i + 1][at], samples[i + 1][2])
             spans += wait_spans(t0, t1, [(w1[tid] - w0[tid]) / 1e9 for tid in w1.keys() & w0.keys() if tid not in beside])
         return end - start - waited(spans, start, end)
+
+    def latency(self, timed: Timed) -> float:
+        """:meth:`unstarved` of a stretch a thread timed (its exchange with a server in a child process): its clock
+        time but those seconds in which that thread or a thread of a child (the server) waited for a CPU, this
+        process's other threads then (clients beside it, a stream paced beside it) left out: their waits would hide a
+        slow answer. Read once this stopwatch is left (a wait is credited as it ends)."""
+        return self.unstarved(timed.start, timed.end, beside=timed.beside)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A stretch of the clock one thread timed (``start`` to ``end``: :func:`time.monotonic`'s), and the native ids of
+    this process's other Python threads then (``beside``: what :meth:`Starved.latency` leaves out)."""
+
+    start: float
+    end: float
+    beside: frozenset[int]
+
+    @classmethod
+    def since(cls, start: float) -> Timed:
+        """From ``start`` to now, timed by the calling thread."""
+        return cls(start, time.monotonic(), threads_named("") - {threading.get_native_id()})
+
+    @property
+    def clock(self) -> float:
+        return self.end - self.start

@@ -16,9 +16,10 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -36,7 +37,7 @@ from speech_recognizer.settings import SettingsError, parse
 
 from ..conftest import make_settings
 from ..hostile import RSS_ALLOWANCE_MB, PeakRss, assert_strict, paced_stream, real_server_for
-from ..support import Loopback, ServerThread, Starved, scrape_metrics
+from ..support import Loopback, ServerThread, Starved, Timed, scrape_metrics
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1?language=ko-KR"
 DEADLINE_S = 2
@@ -44,6 +45,8 @@ DEADLINE_S = 2
 #: for a CPU, or by what it got): only a hang guard, generous for a loaded machine (a REST recognition's 200 before a
 #: pipelined 408 came past a 30 s socket timeout at load 18-28), still short of the keep-alive's 75 s.
 HELD = 60.0
+
+R = TypeVar("R")
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +65,27 @@ def status(answer: bytes) -> int:
     return int(answer[9:12])
 
 
-def ready_latencies(srv: Server, count: int) -> list[float]:
-    """Seconds each of ``count`` GET /ready took, one after another."""
+def ready_latencies(srv: Server, count: int) -> list[Timed]:
+    """When each of ``count`` GET /ready, one after another, was sent and answered."""
     out = []
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=HELD) as client:
         for _ in range(count):
             started = time.monotonic()
             assert client.get(f"{srv.http}/ready").status_code == 200
-            out.append(time.monotonic() - started)
+            out.append(Timed.since(started))
             time.sleep(0.05)
     return out
+
+
+def timed(exchange: Callable[[], R]) -> tuple[R, Timed]:
+    """What ``exchange()`` returned, and the stretch it took (timed in the calling thread: :class:`Timed`)."""
+    started = time.monotonic()
+    return exchange(), Timed.since(started)
+
+
+def latencies(starved: Starved, runs: list[Timed]) -> str:
+    """Each stretch of ``runs`` by the clock, and in time neither its thread nor the server waited for a CPU."""
+    return ", ".join(f"{run.clock:.2f} s ({starved.latency(run):.2f} s)" for run in runs)
 
 
 # ---- heads ------------------------------------------------------------------------------------
@@ -79,19 +93,24 @@ def ready_latencies(srv: Server, count: int) -> list[float]:
 
 @pytest.mark.parametrize("size", [64 << 10, 64 << 20])
 def test_a_head_over_the_cap_gets_431_at_once(real_server: Server, stream_audio: Audio, size: int) -> None:
-    """64 KiB, and 64 MiB (which stalled every request 6-11 s): refused once the head passes 16 KiB."""
+    """64 KiB, and 64 MiB (which stalled every request 6-11 s): refused once the head passes 16 KiB. The answer's and
+    the /ready requests' latencies are judged in time neither their client thread nor the server waited for a CPU
+    (:meth:`~tests.support.Starved.latency`): the stream paced beside them, and each other, left out."""
     head = big_header_head("/ready", size)
-    with paced_stream(real_server, stream_audio) as stream:
+    with Starved() as starved, paced_stream(real_server, stream_audio, starved=starved) as stream:
         with PeakRss(real_server.pid) as rss:
-            got: list[tuple[bytes, float]] = []
-            sender = threading.Thread(target=lambda: got.append(send_until_answered("127.0.0.1", real_server.port, head)))
+            got: list[tuple[tuple[bytes, float], Timed]] = []
+            sender = threading.Thread(target=lambda: got.append(timed(lambda: send_until_answered("127.0.0.1", real_server.port, head, timeout=HELD))))
             sender.start()
-            latencies = ready_latencies(real_server, 10)
-            sender.join(60)
-    answer, took = got[0]
+            ready = ready_latencies(real_server, 10)
+            sender.join(HELD)
+    (answer, first_byte), sent = got[0]
     assert status(answer) == 431 and b"Http:MaxHeaderBytes" in answer, answer[:300]
-    assert took < 2, took
-    assert max(latencies) < 3.0, latencies  # the 64 MiB head stalled every request 6-11 s: half that, room for a loaded machine
+    # from the head's first piece to the answer's first byte (the exchange reads on until the whole answer is in)
+    took = starved.latency(Timed(sent.start, sent.start + first_byte, sent.beside))
+    assert took < 2, f"431 {first_byte:.2f} s after the head began, {took:.2f} s of it not waiting for a CPU"
+    # the 64 MiB head stalled every request 6-11 s: half that, room for a loaded machine
+    assert max(starved.latency(r) for r in ready) < 3.0, f"/ready took {latencies(starved, ready)}"
     assert rss.growth_mb < RSS_ALLOWANCE_MB, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
 
@@ -154,12 +173,16 @@ def test_a_websocket_upgrade_websockets_refuses_gets_400_with_its_reason(real_se
 
 
 def test_a_head_trickled_a_byte_a_second_is_cut_off(real_server: Server, stream_audio: Audio) -> None:
-    with paced_stream(real_server, stream_audio) as stream:
+    """Ten heads a byte a second: each 408 at the head's deadline, not before it by the clock, and within 2 s past it
+    in time neither its client thread nor the server waited for a CPU (the other clients and the paced stream left
+    out: :meth:`~tests.support.Starved.latency`)."""
+    with Starved() as starved, paced_stream(real_server, stream_audio, starved=starved) as stream:
         with ThreadPoolExecutor(10) as pool:
-            runs = list(pool.map(lambda _: trickle("127.0.0.1", real_server.port, big_header_head("/ready", 100), interval=1.0, timeout=30), range(10)))
-    for answer, took, sent in runs:
+            runs = list(pool.map(lambda _: timed(lambda: trickle("127.0.0.1", real_server.port, big_header_head("/ready", 100),
+                                                                 interval=1.0, timeout=HELD)), range(10)))
+    for (answer, took, sent), run in runs:
         assert status(answer) == 408 and b"Http:HeaderTimeoutSeconds" in answer, answer
-        assert DEADLINE_S - 0.5 < took < DEADLINE_S + 2, took
+        assert DEADLINE_S - 0.5 < took and starved.latency(run) < DEADLINE_S + 2, f"408 after {latencies(starved, [run])}"
         assert sent <= DEADLINE_S + 2
     assert_strict(stream, stream_audio.seconds)
 
@@ -467,10 +490,11 @@ def test_keep_alive_ended_with_requests_held_unparsed_closes_after_an_answer_tha
 def test_a_body_trickled_slower_than_real_time_is_cut_off() -> None:
     """A byte every second never pauses long enough, but the whole body must arrive within
     MaxAudioSeconds plus the longest pause (3 + 2 s here): cut off there, not never."""
-    with real_server_for(None, "MaxAudioSeconds=3", f"Http:BodyTimeoutSeconds={DEADLINE_S}") as srv:
-        answer, took, sent = _trickle_body(srv.port, post_head(REST, content_length=1000), interval=1.0, timeout=30)
+    with real_server_for(None, "MaxAudioSeconds=3", f"Http:BodyTimeoutSeconds={DEADLINE_S}") as srv, Starved() as starved:
+        (answer, took, sent), run = timed(lambda: _trickle_body(srv.port, post_head(REST, content_length=1000), interval=1.0, timeout=HELD))
     assert status(answer) == 408 and b"MaxAudioSeconds plus Http:BodyTimeoutSeconds" in answer, answer
-    assert 3 + DEADLINE_S - 0.5 < took < 3 + DEADLINE_S + 2, took
+    # not before the bound by the clock; past it, in time neither this client nor the server waited for a CPU
+    assert 3 + DEADLINE_S - 0.5 < took and starved.latency(run) < 3 + DEADLINE_S + 2, f"408 after {latencies(starved, [run])}"
 
 
 def _trickle_body(port: int, head: bytes, *, interval: float, timeout: float) -> tuple[bytes, float, int]:
@@ -496,19 +520,22 @@ def test_withheld_bodies_hold_no_memory_and_no_decoder_for_long(real_server: Ser
     audio = wav_header(data_bytes=60 * 32000) + b"\1\0" * (60 * 16000)
     head = post_head(REST, content_length=len(audio))
 
-    def withhold(_: int) -> tuple[bytes, float]:
-        return send_until_answered("127.0.0.1", real_server.port, head + audio[:-1], timeout=30)
+    def withhold(_: int) -> tuple[bytes, Timed]:
+        """The answer, and the stretch from the upload's start to the answer's first byte."""
+        (answer, first_byte), run = timed(lambda: send_until_answered("127.0.0.1", real_server.port, head + audio[:-1], timeout=HELD))
+        return answer, Timed(run.start, run.start + first_byte, run.beside)
 
-    with paced_stream(real_server, stream_audio) as stream:
+    with Starved() as starved, paced_stream(real_server, stream_audio, starved=starved) as stream:
         with PeakRss(real_server.pid) as rss, ThreadPoolExecutor(40) as pool:
             runs = list(pool.map(withhold, range(40)))
     statuses = sorted(status(answer) for answer, _ in runs)
     assert set(statuses) == {408, 503} and statuses.count(408) <= 5, statuses
-    for answer, took in runs:
+    for answer, run in runs:
         if status(answer) == 503:
             assert b"busy" in answer
         else:
-            assert b"Http:BodyTimeoutSeconds" in answer and took < DEADLINE_S + 3, (answer, took)
+            # in time neither its client thread nor the server waited for a CPU (the other uploads left out)
+            assert b"Http:BodyTimeoutSeconds" in answer and starved.latency(run) < DEADLINE_S + 3, (answer, latencies(starved, [run]))
     assert rss.growth_mb < RSS_ALLOWANCE_MB + 5 * len(audio) / 1e6, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
     # a second of it, not its 60 s: what is asked is a decoder taken, not 60 s recognized (past 60 s of clock at load 20)
@@ -535,12 +562,13 @@ def test_a_busy_server_refuses_a_body_before_reading_it() -> None:
         holder.send(b"\0" * 3200)
         holder.recv()
         before = cpu_seconds(srv.pid)
-        with ThreadPoolExecutor(14) as pool:
-            got = list(pool.map(lambda _: raw_request("127.0.0.1", srv.port, head, body[:44], timeout=30), range(14)))
+        with Starved() as starved, ThreadPoolExecutor(14) as pool:
+            got = list(pool.map(lambda _: timed(lambda: raw_request("127.0.0.1", srv.port, head, body[:44], timeout=HELD)), range(14)))
         spent = cpu_seconds(srv.pid) - before
-    for answer, took in got:
+    for (answer, _), run in got:
         assert status(answer) == 503 and b"busy" in answer, answer
-        assert took < 2, took  # answered with only the WAV header sent
+        # answered with only the WAV header sent: in time neither its client thread nor the server waited for a CPU
+        assert starved.latency(run) < 2, latencies(starved, [run])
     assert spent < 2, spent
 
 
