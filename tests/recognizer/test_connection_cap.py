@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
 import azure.cognitiveservices.speech as speechsdk
@@ -43,7 +43,7 @@ from speech_recognizer.usp.frames import READING_END_PATH, parse_text
 from speech_recognizer.usp.refusal import MAX_WAITING, REQUEST_WAIT_SECONDS
 
 from ..hostile import PeakRss, assert_strict, paced_stream, real_server_for
-from ..support import Starved, Unstarved, scrape_metrics
+from ..support import Starved, Unstarved, scrape_metrics, within
 from ..usp.sdk import config
 
 CAP = 20
@@ -76,11 +76,16 @@ def sessions(srv: Server) -> dict:
     return r.json()
 
 
-def until(srv: Server, connections: int, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while (now := sessions(srv))["connections"] != connections:
-        assert time.monotonic() < deadline, f"/sessions still reports {now} after {within} s, not {connections} connections"
-        time.sleep(0.05)
+def until(srv: Server, connections: int, seconds: float = 5.0) -> None:
+    """Wait until ``/sessions`` reports ``connections``: within ``seconds`` of time this process and the server did
+    not wait for a CPU (:func:`~tests.support.within`)."""
+    now: list[dict] = []
+
+    def reports() -> bool:
+        now.append(sessions(srv))
+        return now[-1]["connections"] == connections
+
+    within(seconds, reports, lambda: f"/sessions reports {now[-1]}, not {connections} connections")
 
 
 def gauges(srv: Server) -> tuple[float | None, float | None]:
@@ -268,12 +273,13 @@ def test_a_stream_at_the_cap_hears_why_and_is_admitted_once_the_flood_goes(srv: 
                 time.sleep(0.02)  # tens a second: the flood's CPU is not what this test measures
 
         with paced_stream(srv, stream_audio) as stream:
-            until(srv, CAP, within=10)
+            until(srv, CAP, seconds=10)
             flooder = threading.Thread(target=flood, name="flood", daemon=True)
             flooder.start()
-            deadline = time.monotonic() + 30  # (fewer attempts by then: the count below says so, after the stream's lag)
-            while len(attempts) < TRIES_BESIDE and not stream.done() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # (fewer attempts by 30 s of time not waiting for a CPU: the count below says so, after the stream's lag)
+            with closing(Unstarved(descendants=True)) as stopwatch:
+                while len(attempts) < TRIES_BESIDE and not stream.done() and not stopwatch.beyond(30):
+                    time.sleep(0.05)
         ended = time.monotonic()  # the stream's connection closed just before: an attempt from then on may be admitted
         stop.set()
         flooder.join(15)
@@ -370,10 +376,10 @@ def test_clients_that_never_answer_the_refusal_are_let_go(srv: Server) -> None:
         # for CLOSE_REPLY_SECONDS. Those seconds are the server's and this process's not waiting for a CPU (Unstarved):
         # on a loaded machine the refusals of the flood came seconds after its last upgrade, and a bound by the clock
         # from then failed the test (85 files still held 15 s after it, with load 10 on 2 CPUs).
-        deadline = time.monotonic() + 60
-        while refusals(srv).get("vosk", 0) < refused_before + FLOOD - CAP:
-            assert time.monotonic() < deadline, f"{refusals(srv)} refused of {FLOOD - CAP} ({refused_before} before)"
-            await asyncio.sleep(0.2)
+        with closing(Unstarved(descendants=True)) as refused:  # a hang guard
+            while refusals(srv).get("vosk", 0) < refused_before + FLOOD - CAP:
+                assert not refused.beyond(60), f"{refusals(srv)} refused of {FLOOD - CAP} ({refused_before} before): {refused}"
+                await asyncio.sleep(0.2)
         stopwatch = Unstarved()
         try:
             while server.num_fds() > files_before + CAP + 5:
@@ -391,4 +397,4 @@ def test_clients_that_never_answer_the_refusal_are_let_go(srv: Server) -> None:
     with PeakRss(srv.pid) as rss:
         asyncio.run(flood())
     print(f"{FLOOD} upgrades that never read the answer: the server's peak RSS +{rss.growth_mb:.1f} MB")
-    until(srv, 0, within=15)
+    until(srv, 0, seconds=15)

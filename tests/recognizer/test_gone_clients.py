@@ -48,6 +48,9 @@ REST = "/speech/recognition/conversation/cognitiveservices/v1"
 #: CPU time, not the clock's: on a machine whose CPU is shared by many, the clock's time of that same work is many times
 #: longer (and of decoding what it left too), while the CPU it takes stays what it is.
 BOUND = 1.0
+#: Seconds, in time this process (the server, its decoders) did not wait for a CPU, after which a wait that another
+#: bound judges (:data:`BOUND`'s CPU time, what is counted) fails as a hang (:func:`~tests.support.within`).
+HANG = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,18 +74,14 @@ class Gone:
     def active(self) -> int:
         return self.app.state.engine.active  # type: ignore[attr-defined]
 
-    def wait_until_held(self, within: float = 30) -> None:
-        started = time.monotonic()
-        while not self.active:
-            assert time.monotonic() - started < within, "the recognition never took its decoder"
-            time.sleep(0.005)
+    def wait_until_held(self) -> None:
+        within(HANG, lambda: self.active, "the recognition's decoder taken", every=0.02)
 
-    def held_until_free(self, within: float = 60) -> Held:
-        """Wait until the decoder is free (``within`` seconds at most); how long that took, in clock and CPU time."""
+    def held_until_free(self) -> Held:
+        """Wait until the decoder is free; how long that took, in clock and CPU time (bounded by :data:`BOUND` by the
+        caller; here only a hang is, by :data:`HANG`)."""
         started, cpu = time.monotonic(), time.process_time()
-        while self.active:
-            assert time.monotonic() - started < within, f"the decoder is still held after {within} s"
-            time.sleep(0.01)
+        within(HANG, lambda: not self.active, "the decoder given back")
         return Held(time.monotonic() - started, time.process_time() - cpu)
 
     def refusals(self, route: str) -> float:
@@ -329,22 +328,25 @@ def test_a_vosk_client_leaving_without_eof_is_counted_as_gone(gone: Gone, speech
             ws.close()
         else:
             leave(ws.socket, how)
-    held = gone.held_until_free(within=10)
-    deadline = time.monotonic() + 10
-    while gone.ends("vosk") == before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    held = gone.held_until_free()
+    within(COUNTED, lambda: gone.ends("vosk") != before, "the stream counted")
     assert gone.ends("vosk") == (before[0], before[1] + 1), "counted once, as a client gone"
     print(f"{how}: decoder free {held} after it left")
     vosk_words(gone.srv.ws, pcm)  # eof, then its final result
     assert gone.ends("vosk") == (before[0] + 1, before[1] + 1), "a stream ended with eof is a success"
 
 
+#: Seconds, in time this process did not wait for a CPU, within which a stream that ended is counted and its connection
+#: given back (:func:`~tests.support.within`).
+COUNTED = 10.0
+
+
 def counted(gone: Gone, route: str, before: tuple[float, float] | None = None) -> tuple[float, float]:
     """What is counted on ``route`` (:meth:`Gone.ends`) once every connection has ended and, given what was counted
-    ``before``, something more is (or 10 s on)."""
-    deadline = time.monotonic() + 10
-    while (gone.app.state.engine.admission.connections or gone.ends(route) == before) and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.05)
+    ``before``, something more is: within :data:`COUNTED`, else a failure saying what is open and counted."""
+    admission = gone.app.state.engine.admission  # type: ignore[attr-defined]
+    within(COUNTED, lambda: not admission.connections and gone.ends(route) != before,
+           lambda: f"{admission.connections} connections ended and more than {before} counted (now {gone.ends(route)})")
     return gone.ends(route)
 
 
@@ -405,9 +407,9 @@ def test_a_connection_the_drain_closes_before_any_audio_is_counted_as_draining(r
             assert (draining, *server.ends(route)) == (1, 0, 0), (route, "counted once, as the drain's", draining, server.ends(route))
 
 
-#: Seconds within which a client gone while its model loads is let go. What it is measured against never lets it go
-#: while the load lasts (here, while the test keeps the load's gate shut): the bound is how late a loaded machine's
-#: scheduling may see the disconnect, not a decoding time.
+#: Seconds within which a client gone while its model loads is let go, in time this process (the server) did not wait
+#: for a CPU (:func:`~tests.support.within`). What it is measured against never lets it go while the load lasts (here,
+#: while the test keeps the load's gate shut).
 LOAD_BOUND = 5.0
 class OnDemand:
     """What a test of :data:`ON_DEMAND`'s load does on one route: the client that stays sends its audio and its end, a
@@ -488,12 +490,10 @@ def test_a_client_leaving_while_its_model_loads_is_let_go_at_once(
                     else:
                         leave(leaving.socket, how)
                     left = time.monotonic()
-                    while admission.connections > 1 or server.ends(route) == before:
-                        took = time.monotonic() - left
-                        assert took < LOAD_BOUND, (f"{took:.2f} s after a client left ({how}) while its model loaded, "
-                                              f"{admission.connections} connections are open, {server.ends(route)} counted (ok, gone), "
-                                              f"{holding} decoder(s) held during the load")
-                        time.sleep(0.01)
+                    within(LOAD_BOUND, lambda: admission.connections <= 1 and server.ends(route) != before,  # noqa: B023 - called here
+                           lambda: (f"a client that left ({how}) while its model loaded let go: {admission.connections} "  # noqa: B023
+                                    f"connections are open, {server.ends(route)} counted (ok, gone), {holding} decoder(s) held "  # noqa: B023
+                                    "during the load"), every=0.01)
                 print(f"{how}: let go {time.monotonic() - left:.3f} s after it left")
                 assert server.ends(route) == (before[0], before[1] + 1), "counted as a client gone"
                 assert holding == 0, "no decoder is held while the model loads"

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import struct
 import time
+from contextlib import closing
 from pathlib import Path
 
 from websockets.asyncio.client import connect
@@ -21,7 +22,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.scratch import SPILL_BYTES
 
 from ..conftest import make_settings
-from ..support import ServerThread, scrape_metrics, within
+from ..support import ServerThread, Unstarved, scrape_metrics, within
 from .on_demand import ON_DEMAND, GatedRegistry
 
 #: Clients of the locale whose model loads, and what each sends meanwhile: together far more than one decoder's share
@@ -47,18 +48,20 @@ async def send(url: str, sent: list[int]) -> None:
             raise
 
 
-async def until_still(seconds: float, least: int, deadline: float) -> int:
-    """The bytes spilled once they are ``least`` or more and have not changed for ``seconds`` (the clients held back),
-    by ``deadline``."""
+async def until_still(seconds: float, least: int, hang: float) -> int:
+    """The bytes spilled once they are ``least`` or more and have not changed for ``seconds`` (the clients held back);
+    a failure saying how many were spilled once ``hang`` seconds passed in time this process did not wait for a CPU
+    (:meth:`~tests.support.Unstarved.beyond`)."""
     last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = inbox.spilled_bytes()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif now >= least and time.monotonic() - since >= seconds:
-            return now
-        await asyncio.sleep(0.05)
-    return last
+    with closing(Unstarved()) as stopwatch:
+        while True:
+            now = inbox.spilled_bytes()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif now >= least and time.monotonic() - since >= seconds:
+                return now
+            assert not stopwatch.beyond(hang), f"{now} bytes spilled, not {least} or more still for {seconds:g} s: {stopwatch}"
+            await asyncio.sleep(0.05)
 
 
 def test_streams_reading_ahead_while_their_model_loads_keep_to_the_servers_spill_budget(registry: ModelRegistry, tmp_path: Path) -> None:
@@ -81,7 +84,7 @@ def test_streams_reading_ahead_while_their_model_loads_keep_to_the_servers_spill
         for _ in range(CLIENTS):
             sent.append([0])
             tasks.append(asyncio.ensure_future(send(f"{ws_url}/vosk?language={ON_DEMAND}", sent[-1])))
-        held = await until_still(2.0, budget - (1 << 20), time.monotonic() + 60)  # within a message of it
+        held = await until_still(2.0, budget - (1 << 20), 60)  # within a message of it
         took = time.monotonic() - started
         assert all(not t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
         for task in tasks:
@@ -91,15 +94,15 @@ def test_streams_reading_ahead_while_their_model_loads_keep_to_the_servers_spill
 
     with ServerThread(app) as srv:
         within(60, lambda: gated.ready, "ko-KR's load")  # a hang guard, in unstarved time
-        deadline = time.monotonic() + 60
         try:
             held, sent_then, took = asyncio.run(run(srv.ws))
             metrics = scrape_metrics(srv.http)
         finally:
             gated.gate.set()
-            admission = app.state.engine.admission
-            while (gated.get_loaded(ON_DEMAND) is None or admission.connections) and time.monotonic() < deadline + 120:
-                time.sleep(0.05)  # the server stops once the load is over and the clients' streams let go
+        # the server stops once the load is over and the clients' streams let go (a hang guard, in unstarved time)
+        admission = app.state.engine.admission
+        within(120, lambda: gated.get_loaded(ON_DEMAND) is not None and not admission.connections,
+               lambda: f"the load over ({gated.get_loaded(ON_DEMAND) is not None}) and every stream let go ({admission.connections} open)")
     print(f"spilled {held / 2**20:.1f} MiB with {[s // 2**20 for s in sent_then]} MiB sent, still after {took:.1f} s")
     wanted = CLIENTS * (SENT - READ_AHEAD_BYTES)
     assert held <= budget, (f"{CLIENTS} streams reading ahead while their model loads spilled {held / 2**20:.1f} MiB to "

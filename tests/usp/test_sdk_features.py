@@ -15,7 +15,6 @@ import logging
 import re
 import subprocess
 import threading
-import time
 import uuid
 import wave
 from collections.abc import Callable
@@ -53,6 +52,10 @@ HANG = 60.0
 #: (the SDK, the server, its decoders) did not wait for a CPU (:func:`~tests.support.within`): 20 s of clock failed
 #: sessions that were only slow at load 22.
 PHRASE_SECONDS = 30.0
+#: How long a ``Connection``'s ``connected`` or ``disconnected`` may take to fire: a hang guard, in time this process
+#: (the SDK's threads, the server) did not wait for a CPU (:func:`~tests.support.within`). Not a latency: the SDK's own
+#: threads wait for a CPU all the while on a loaded machine (a server 5 s late to accept read as under 2 s at load 16).
+EVENT_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -250,8 +253,30 @@ def test_a_segmentation_silence_longer_than_the_decoders_joins_phrases_across_sh
     assert any(h.startswith(heard_first) and len(h) > len(heard_first) for h in hypotheses), hypotheses
 
 
+@pytest.fixture
+def turns(monkeypatch: pytest.MonkeyPatch) -> list[Turn]:
+    """The server's turns of this test, in order, seen by a spy on ``Turn.audio`` (which then runs unchanged): how far
+    each has handled its audio (``Turn.position``)."""
+    seen: list[Turn] = []
+    audio = Turn.audio
+
+    async def spy(turn: Turn, payload: bytes) -> None:
+        if turn not in seen:
+            seen.append(turn)
+        await audio(turn, payload)
+
+    monkeypatch.setattr(Turn, "audio", spy)
+    return seen
+
+
+def decoded(turns: list[Turn], pcm_bytes: int, rate: int) -> None:
+    """Wait until the server's first turn has handled ``pcm_bytes`` of audio (16-bit, ``rate`` Hz): a hang guard
+    (:func:`~tests.support.within`), a new recognizer decoding slower than real time on a busy machine."""
+    within(60, lambda: turns and turns[0].position >= pcm_bytes / 2 / rate - 1e-6, lambda: f"the audio pushed decoded ({[t.position for t in turns]})")
+
+
 def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_server: ServerThread, long_pauses_wav: Path,
-                                                                      long_pauses_ref: Reference, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      long_pauses_ref: Reference, turns: list[Turn]) -> None:
     """Segmentation silence 2000 ms; the first sentence and 1.5 s of the silence after it pushed: once the server has
     decoded all of it, the decoder ended its phrase (after about 0.5 s), and the server holds it, as more speech could
     follow within 2 s. ``stop_continuous_recognition`` ends the audio: the phrase comes before ``stop`` returns, as
@@ -259,15 +284,6 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_serv
     The stop waits for that event, the turn's results handled to the end of the audio pushed (``Turn.position``, seen
     by a spy on ``Turn.audio``, which then runs unchanged), not for a time: a new recognizer decodes its first
     utterance slower than real time on a busy machine."""
-    turns: list[Turn] = []
-    audio = Turn.audio
-
-    async def spy(turn: Turn, payload: bytes) -> None:
-        if turn not in turns:
-            turns.append(turn)
-        await audio(turn, payload)
-
-    monkeypatch.setattr(Turn, "audio", spy)
     first = long_pauses_ref.phrases[0]
     pcm, rate, _ = read_wav(long_pauses_wav)
     cut = int((first.words[-1].end + 1.5) * rate) * 2 // SDK_CHUNK * SDK_CHUNK
@@ -279,7 +295,7 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_at_the_stop(fresh_serv
     rec.recognized.connect(lambda e: got.append(e.result))
     rec.start_continuous_recognition()
     _push(stream, pcm[:cut])
-    within(60, lambda: turns and turns[0].position >= cut / 2 / rate - 1e-6, lambda: f"the audio pushed decoded ({[t.position for t in turns]})")
+    decoded(turns, cut, rate)
     assert not got, [r.text for r in got]
     rec.stop_continuous_recognition()
     assert len(got) == 1, [r.text for r in got]
@@ -373,10 +389,10 @@ def test_a_connection_opened_first_serves_the_recognition(server: ServerThread, 
     connection.disconnected.connect(lambda e: (seen.append("disconnected"), disconnected.set()))
     connection.set_message_property("speech.config", "application", json.dumps({"name": "migrated-app"}))
     connection.open(False)
-    assert connected.wait(AT_ONCE), seen
+    within(EVENT_SECONDS, connected.is_set, lambda: f"connected ({seen})")
     assert_matches(rec.recognize_once(), speech_ref.phrases[0])
     connection.close()
-    assert disconnected.wait(AT_ONCE), seen
+    within(EVENT_SECONDS, disconnected.is_set, lambda: f"disconnected ({seen})")
     assert seen == ["connected", "disconnected"]
 
 
@@ -409,10 +425,12 @@ def test_continuous_recognition_started_and_stopped_twice(fresh_server: ServerTh
 
 
 def test_stop_mid_utterance_gives_the_words_so_far(fresh_server: ServerThread, model: LoadedModel, utterances_wav: Path,
-                                                  utterances_ref: Reference, tmp_path: Path) -> None:
+                                                  utterances_ref: Reference, tmp_path: Path, turns: list[Turn]) -> None:
     """``stop_continuous_recognition`` in the middle of an utterance: the SDK ends the audio, and the words heard so far
     come as a final ``recognized`` result before ``stop`` returns, as in-process Vosk's final result on that audio.
-    (The decoder reports the first words of an utterance only some way into it: here not before the stop.)"""
+    (The decoder reports the first words of an utterance only some way into it: here not before the stop.) The stop
+    comes once the server has decoded what was pushed, not 0.5 s after: at load 22 that was still decoding, and the
+    SDK's stop returned before its final result (none)."""
     pcm, rate, _ = read_wav(utterances_wav)
     words = utterances_ref.phrases[0].words
     cut = int(words[-2].end * rate) * 2 // SDK_CHUNK * SDK_CHUNK  # before the utterance's last word, in whole chunks
@@ -427,7 +445,7 @@ def test_stop_mid_utterance_gives_the_words_so_far(fresh_server: ServerThread, m
     rec.recognized.connect(lambda e: got.append(e.result))
     rec.start_continuous_recognition()
     _push(stream, pcm[:cut])
-    time.sleep(0.5)  # the SDK sends what it is pushed at once (seen: within 10 ms)
+    decoded(turns, cut, rate)
     assert not got, "a phrase ended before the stop"
     rec.stop_continuous_recognition()
     assert len(got) == 1, [r.text for r in got]
