@@ -85,13 +85,15 @@ def test_the_openai_client_s_upload_is_heard_as_in_process_vosk_hears_its_pcm(
         assert near_confidence(float(np.exp(segment.avg_logprob)), float(np.exp(np.mean([np.log(w.confidence) for w in phrase.words]))))
 
 
-#: The content types each kind goes by, its files' own first. The REST route decodes a body by its bytes, whatever its
-#: type (audio.decode: the type counts for headerless PCM alone): each kind is recognized under its first type, and
-#: shown to decode alike under the others.
-TYPES = {"webm": ("audio/webm", "video/webm", "application/octet-stream"), "m4a": ("audio/mp4", "audio/x-m4a", "video/mp4"),
-         "mkv": ("video/x-matroska",), "mov": ("video/quicktime",), "aac": ("audio/aac", "audio/x-aac", "application/octet-stream"),
-         "qt": ("video/quicktime", "application/octet-stream"), "3gp": ("audio/3gpp", "video/3gpp"),
-         "amr": ("audio/amr", "application/octet-stream"), "mpg": ("video/mpeg", "video/mp2p"), "mpeg": ("video/mpeg", "audio/mpeg")}
+#: The content types each kind goes by, its files' own first, ``application/octet-stream`` last (what the file
+#: transcriber sends any file as). The REST route decodes a body by its bytes, whatever its type (audio.decode: the type
+#: counts for headerless PCM alone): each kind is recognized under its first type, and shown to decode alike under the
+#: others.
+OCTETS = "application/octet-stream"
+TYPES = {"webm": ("audio/webm", "video/webm", OCTETS), "m4a": ("audio/mp4", "audio/x-m4a", "video/mp4", OCTETS),
+         "mkv": ("video/x-matroska", OCTETS), "mov": ("video/quicktime", OCTETS), "aac": ("audio/aac", "audio/x-aac", OCTETS),
+         "qt": ("video/quicktime", OCTETS), "3gp": ("audio/3gpp", "video/3gpp", OCTETS), "amr": ("audio/amr", OCTETS),
+         "mpg": ("video/mpeg", "video/mp2p", OCTETS), "mpeg": ("video/mpeg", "audio/mpeg", OCTETS)}
 #: The decoder each kind's bytes take (audio.sniff).
 DECODERS = {"webm": WEBM, "m4a": MP4, "mkv": WEBM, "mov": MP4, "aac": AAC, "qt": MP4, "3gp": MP4, "amr": AMR, "mpg": MPEG_PS,
             "mpeg": MPEG_PS}
@@ -118,10 +120,11 @@ def test_the_rest_route_hears_them(fresh_server, encoded: dict[str, tuple[Path, 
 def test_the_rest_route_decodes_them_alike_by_any_of_their_types(
         utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path, utterances_aac: Path,
         utterances_qt: Path, utterances_recorded: dict[str, Path]) -> None:
-    """Each kind under each other type it goes by (``application/octet-stream`` too; an MPEG program stream sent as
-    ``audio/mpeg``, MP3's type, is decoded as what its bytes are): the REST route's body limit and the PCM its decoding
-    gives (its decoder's, by the bytes) are those of its own type, which the route recognizes (the test above); the
-    route uses the type for nothing else."""
+    """Each kind under each other type it goes by (``application/octet-stream`` too, as the file transcriber sends
+    every kind to a server; an MPEG program stream sent as ``audio/mpeg``, MP3's type, is decoded as what its bytes
+    are): the REST route's body limit and the PCM its decoding gives (its decoder's, by the bytes) are those of its own
+    type, which the route recognizes (the test above); the route uses the type for nothing else. So every kind the
+    transcriber sends through a server is heard as under its own type (the folder test below sends three of them)."""
     paths = {"webm": utterances_webm, "m4a": utterances_m4a, "mkv": utterances_mkv, "mov": utterances_mov,
              "aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
     for kind, (own, *others) in TYPES.items():
@@ -134,21 +137,27 @@ def test_the_rest_route_decodes_them_alike_by_any_of_their_types(
             assert (again.sample_rate, again.pcm) == (heard.sample_rate, heard.pcm), (kind, content_type)
 
 
+#: The kinds of the folder the transcriber sends through a server: three decoders' (the REST route hears every kind,
+#: the test above shows them decoded alike as the transcriber sends them).
+THROUGH_A_SERVER = ("webm", "3gp", "mpeg")
+
+
 def test_a_folder_of_them_in_process_and_through_a_server(fresh_server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
     """A folder holding a .webm, an .m4a, an .mkv, a .mov, an .aac, a .qt, a .3gp, an .amr, an .mpg and an .mpeg is
     searched for each (the .mkv and .mov were not, later the .aac and .qt, then the .amr, .mpg and .mpeg; the .3gp was
-    found and failed: its codec), and each transcribed in-process (FFmpeg's child reads the file itself) and through a
-    server: in-process Vosk's words and times on the decoded PCM."""
-    folder = tmp_path / "recordings"
-    folder.mkdir()
-    for kind, (path, _) in encoded.items():
-        shutil.copy(path, folder / f"memo.{kind}")
-    for where in ((), ("--server", fresh_server.http)):  # new recognizers, as the REST route's test above
+    found and failed: its codec), and each transcribed in-process (FFmpeg's child reads the file itself); a folder of
+    three kinds (:data:`THROUGH_A_SERVER`) through a server: in-process Vosk's words and times on the decoded PCM."""
+    for where, kinds in (((), FORMATS), (("--server", fresh_server.http), THROUGH_A_SERVER)):  # new recognizers, as above
+        folder = tmp_path / f"recordings-{len(where)}"
+        folder.mkdir()
+        for kind in kinds:
+            shutil.copy(encoded[kind][0], folder / f"memo.{kind}")
         done = transcribe("--format", "json", *where, str(folder))
         assert done.returncode == 0, (where, done.stderr)
         answers = {Path(body["File"]).suffix[1:]: body for body in map(json.loads, done.stdout.splitlines())}
-        assert sorted(answers) == sorted(FORMATS), done.stdout
-        for kind, (_, ref) in encoded.items():
+        assert sorted(answers) == sorted(kinds), done.stdout
+        for kind in kinds:
+            ref = encoded[kind][1]
             assert answers[kind]["NBest"][0]["Lexical"] == " ".join(ref.texts), (where, kind)
             ref.assert_words_match(words_of(answers[kind]))
 
