@@ -39,7 +39,7 @@ from ..conftest import av_reference
 from ..muxing import decoding, encoded_wav, first_packet_sizes, in_child, muxed, remuxed
 from ..support import Reference, ServerThread, av_pcm, near_confidence
 from .test_openai_route import client
-from .test_rest_inputs import assert_still_serves, good_text, post  # noqa: F401 (good_text: a fixture)
+from .test_rest_inputs import GoodRequest, assert_still_serves, good_second, good_text, post  # noqa: F401 (fixtures)
 from .test_transcriber import transcribe, words_of
 
 #: Each kind by its files' suffix: ``qt`` is an old QuickTime movie without an ``ftyp`` box (:func:`utterances_qt`),
@@ -360,14 +360,14 @@ BROKEN = {
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_what_is_not_whole_or_not_served_is_refused_saying_why(server, utterances_webm: Path, utterances_m4a: Path,
-                                                              speech_wav: Path, good_text: str, case: str) -> None:  # noqa: F811
+                                                              speech_wav: Path, good_second: GoodRequest, case: str) -> None:  # noqa: F811
     make, status, words = BROKEN[case]
     body = make(utterances_webm.read_bytes(), utterances_m4a.read_bytes(), speech_wav)
     for content_type in ("application/octet-stream", "audio/webm"):
         r = post(server, body, content_type)
         assert r.status_code == status, (content_type, r.text)
         assert words in r.json()["error"]["message"], r.text
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 @functools.cache
@@ -384,7 +384,7 @@ TRACKS = {"mp4 of 1000 aac tracks": ("mp4", "aac", 1000, 415), "webm of 1000 opu
 
 
 @pytest.mark.parametrize("case", list(TRACKS))
-def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, good_second: GoodRequest,  # noqa: F811
                                                                 case: str) -> None:
     container, audio, count, status = TRACKS[case]
     r = post(server, _tracks(container, audio, count), "application/octet-stream")
@@ -393,7 +393,7 @@ def test_a_file_of_more_tracks_than_served_is_refused_saying_so(server, speech_w
         name = "MP4" if container == "mp4" else "WebM"
         assert r.json()["error"]["message"] == (f"the {name} file has more than {ffmpeg_child.MAX_STREAMS} tracks (streams), "
                                                 "which is not served: no recording has that many; send the audio track alone")
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 @functools.cache
@@ -420,7 +420,7 @@ ALAC_FRAMES = {"as its encoder wrote them": (None, 2, 200), "of 4096 x 4096 samp
 
 
 @pytest.mark.parametrize("case", list(ALAC_FRAMES))
-def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, speech_wav: Path, good_text: str, good_second: GoodRequest,  # noqa: F811
                                                                        case: str) -> None:
     samples, channels, status = ALAC_FRAMES[case]
     r = post(server, _alac_declaring(_alac_m4a(speech_wav), samples, channels), "audio/mp4")
@@ -431,7 +431,7 @@ def test_alac_declaring_frames_longer_than_served_is_refused_saying_so(server, s
         assert r.json()["error"]["message"] == (
             f"the MP4 file's ALAC audio declares frames of {samples} samples, more than the "
             f"{ffmpeg_child.ALAC_MAX_FRAME_SAMPLES} served (encoders write 4096): send the ALAC or AAC an encoder writes")
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 def _ebml(element: bytes, data: bytes) -> bytes:
@@ -462,7 +462,7 @@ VORBIS_SETUPS = {"32 tracks": (32, 415), "one track": (1, 400)}
 
 
 @pytest.mark.parametrize("case", list(VORBIS_SETUPS))
-def test_tracks_whose_codec_setup_takes_too_long_to_read_are_refused_saying_so(server, speech_wav: Path, good_text: str,  # noqa: F811
+def test_tracks_whose_codec_setup_takes_too_long_to_read_are_refused_saying_so(server, good_second: GoodRequest,  # noqa: F811
                                                                                 case: str) -> None:
     tracks, status = VORBIS_SETUPS[case]
     r = post(server, _webm_of_vorbis(tracks, vorbis_setup(256, 16384, 16)), "audio/webm")
@@ -471,15 +471,15 @@ def test_tracks_whose_codec_setup_takes_too_long_to_read_are_refused_saying_so(s
         assert r.json()["error"]["message"] == (
             f"reading the WebM file's headers took more than {ffmpeg_child.OPEN_CPU_SECONDS:g} s of the decoder's CPU "
             "time (its tracks' codec setup), which is not served: send the audio track alone, as a recorder writes it")
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 def _children(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children() if "speech_recognizer.ffmpeg_child" in " ".join(p.cmdline())]
 
 
-def test_a_decoder_killed_under_the_server_ends_its_request_alone(server, utterances_webm: Path, speech_wav: Path,
-                                                                  good_text: str) -> None:  # noqa: F811
+def test_a_decoder_killed_under_the_server_ends_its_request_alone(server, utterances_webm: Path,
+                                                                  good_second: GoodRequest) -> None:  # noqa: F811
     """The decoder's process killed by SIGSEGV (as a crash in FFmpeg ends it) while the server waits on it: that
     request is a 502 naming the signal (``decoder_failed``), and the server serves the next one."""
     body = utterances_webm.read_bytes()
@@ -501,7 +501,7 @@ def test_a_decoder_killed_under_the_server_ends_its_request_alone(server, uttera
     assert r.json()["error"]["message"] == ("the WebM decoder (FFmpeg, in a process of its own) failed on this audio: "
                                             "signal SIGSEGV; nothing else was affected")
     assert not _children(psutil.Process().pid), "the child was collected"
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 def test_a_decoder_killed_mid_stream_fails_that_file(tmp_path: Path) -> None:
@@ -634,7 +634,7 @@ BROKEN_AMR_MPEG = {
 
 @pytest.mark.parametrize("case", list(BROKEN_AMR_MPEG))
 def test_amr_or_mpeg_program_stream_not_whole_or_not_served_is_refused_saying_why(
-        server, encoded: dict[str, tuple[Path, Reference]], speech_wav: Path, good_text: str, case: str) -> None:  # noqa: F811
+        server, encoded: dict[str, tuple[Path, Reference]], good_second: GoodRequest, case: str) -> None:  # noqa: F811
     """Each a 400 or 415 saying why, by its bytes under any type, and the server serves on. Raw AMR has no sync word:
     FFmpeg takes any byte for a frame's header, so junk was heard as noise of any length (5 KB of it, 51 s) unless its
     headers are checked; FFmpeg's MPEG-PS demuxer decodes what is left of a cut pack, and skips junk, without a word.
@@ -646,7 +646,7 @@ def test_amr_or_mpeg_program_stream_not_whole_or_not_served_is_refused_saying_wh
         r = post(server, body, content_type)
         assert r.status_code == status, (content_type, r.text)
         assert words in r.json()["error"]["message"], r.text
-    assert_still_serves(server, speech_wav, good_text)
+    assert_still_serves(server, good_second)
 
 
 @pytest.mark.unit
