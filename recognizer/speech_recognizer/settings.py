@@ -214,6 +214,17 @@ def container_resources(cpu_millicores: int | None = None, memory_bytes: int | N
     return Resources(cores, memory, cores_from, memory_from)
 
 
+def container_cores(environ: Mapping[str, str] | None = None, root: Path = CGROUP, affinity: int | None = None) -> int:
+    """The cores this container's defaults count (:func:`container_resources`, as :meth:`Settings.resources`), with
+    ``Container:CpuLimitMillicores`` read from ``environ`` (the process's when None): for a tool of the recognizer's
+    that takes no other setting (the file transcriber's ``--jobs``), which a malformed setting it does not use must not
+    stop. :class:`SettingsError` for a malformed limit."""
+    values, _ = _collect((), os.environ if environ is None else environ)
+    raw = values.get(c.CONTAINER_CPU_LIMIT, "").strip()
+    millicores = _BY_LOWER[c.CONTAINER_CPU_LIMIT.lower()].convert(raw) if raw else None
+    return container_resources(millicores, None, root, affinity).cores
+
+
 def container_decoders(root: Path = CGROUP, affinity: int | None = None, cpu_millicores: int | None = None,
                        memory_bytes: int | None = None) -> int:
     """The default ``DecoderMaxCount`` before the models load: :func:`default_decoders` of

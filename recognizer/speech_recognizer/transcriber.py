@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
 from urllib.parse import SplitResult
 
 from . import contract as c
-from .settings import cpu_count
+from .settings import SettingsError, container_cores
 
 if TYPE_CHECKING:
     from .audio import Decoding
@@ -1036,7 +1036,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the server's ApiKey (default: $SPEECH_RECOGNIZER_KEY)")
     p.add_argument("--output-dir", "-o", type=Path, help="write each transcript here instead of to stdout: <name>.<format>, "
                    "in the sub-folders the files are in below their common folder")
-    p.add_argument("--jobs", "-j", type=int, default=cpu_count(), help="files at once (default: the CPUs this process may use)")
+    p.add_argument("--jobs", "-j", type=int, default=container_cores(),
+                   help=f"files at once (default: the cores this container may use, as the recognizer counts them: the "
+                   f"CPUs it may run on, within its cgroup's CPU quota and ${c.env_name(c.CONTAINER_CPU_LIMIT)}; here %(default)s)")
     p.add_argument("--profanity", choices=("masked", "removed", "raw"), default="masked", help="as the REST route's profanity option")
     p.add_argument("--models", type=Path, default=Path(os.environ.get(c.env_name(c.MOUNTS_MODELS), c.DEFAULT_MODELS_MOUNT)),
                    help="in-process: folder of models, one sub-folder per locale (default: $Mounts__Models or /models; "
@@ -1050,7 +1052,11 @@ def main(argv: Sequence[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.
     from .models import ModelError
     from .results import Profanity
 
-    args = parser().parse_args(list(argv))
+    try:
+        args = parser().parse_args(list(argv))
+    except SettingsError as exc:  # a malformed Container__CpuLimitMillicores, which --jobs's default counts
+        print(f"speech-recognizer transcribe: {exc}", file=stderr)
+        return 2
     if args.jobs < 1:
         print("speech-recognizer transcribe: --jobs must be 1 or more", file=stderr)
         return 2

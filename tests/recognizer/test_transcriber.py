@@ -33,7 +33,7 @@ import pytest
 import srt
 
 from harness.hostile_inputs import random_frame_bodies
-from speech_recognizer import transcriber
+from speech_recognizer import settings, transcriber
 from speech_recognizer.results import written
 
 from ..conftest import StreamedMp3
@@ -515,6 +515,39 @@ def test_arguments_and_models_that_cannot_work_are_one_line_each(speech_wav: Pat
         assert err.getvalue() == ("speech-recognizer transcribe: several formats (srt,json) need --output-dir, where each file's "
                                   "transcripts are written one a format (NAME.srt, NAME.vtt, ...)\n")
         assert out.getvalue() == ""
+
+
+def test_the_default_jobs_are_the_cores_the_recognizer_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--jobs``'s default is the count the recognizer's own defaults take (settings.container_cores, as
+    ``Settings.resources()``): the CPUs it may run on, within its cgroup's CPU quota and the
+    ``Container__CpuLimitMillicores`` a pod passes, so a Job with ``limits.cpu: 1`` on a 32-core node whose kubelet
+    does not enforce CPU limits (no quota in its cgroup) runs 1 file at a time, not 32. It had counted the cgroup alone."""
+    unenforced, quota = tmp_path / "unenforced", tmp_path / "quota"
+    for cgroup, cpu_max in ((unenforced, "max"), (quota, "150000")):  # the kubelet's quota of limits.cpu 1500m
+        cgroup.mkdir()
+        (cgroup / "cpu.max").write_text(f"{cpu_max} 100000\n")
+    told = {"Container__CpuLimitMillicores": "1000"}
+    assert settings.container_cores({}, unenforced, affinity=32) == 32
+    assert settings.container_cores(told, unenforced, affinity=32) == 1
+    assert settings.container_cores({}, quota, affinity=32) == 2 == settings.container_cores({}, quota, affinity=2)
+    assert settings.container_cores({"Container__CpuLimitMillicores": "4000"}, quota, affinity=32) == 2
+    assert settings.container_cores(told, quota, affinity=32) == 1 == settings.container_cores({}, unenforced, affinity=1)
+    for environ in ({}, told, {"Container__CpuLimitMillicores": "4000"}):
+        assert settings.container_cores(environ, unenforced, affinity=32) == settings.parse([], environ).resources(
+            unenforced, affinity=32).cores, environ
+    # This process's own count: the CPUs it runs on here (2 on CI), 1 once the pod's limit says so.
+    monkeypatch.setenv("Container__CpuLimitMillicores", "1000")
+    assert transcriber.parser().parse_args(["x.wav"]).jobs == 1
+    assert "here 1)" in " ".join(transcriber.parser().format_help().split())
+    monkeypatch.delenv("Container__CpuLimitMillicores")
+    assert transcriber.parser().parse_args(["x.wav"]).jobs == settings.parse([], {}).resources().cores
+    monkeypatch.setenv("Container__CpuLimitMillicores", "one")
+    out, err = io.StringIO(), io.StringIO()
+    assert transcriber.main(["x.wav"], stdout=out, stderr=err) == 2
+    assert err.getvalue() == "speech-recognizer transcribe: Container:CpuLimitMillicores='one' is not a number\n"
+    monkeypatch.setenv("Container__CpuLimitMillicores", "1000")
+    monkeypatch.setenv("DecoderMaxCount", "many")  # a setting the transcriber does not use does not stop it
+    assert transcriber.parser().parse_args(["x.wav"]).jobs == 1
 
 
 @pytest.mark.unit
