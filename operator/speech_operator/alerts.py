@@ -198,7 +198,7 @@ def rule_groups() -> list[dict[str, Any]]:
                    "5m", f"the gateway {where} cannot serve {{{{ $labels.locale }}}}: {{{{ $labels.reason }}}}",
                    f"Requests for {{{{ $labels.locale }}}} failed at the gateway in the last 10 minutes "
                    f"({listed(gateway_fault)}): no recognizer of it answered, one went away mid-stream or did not take in "
-                   "a stream's end (stuck, or decoding slower than the audio came), or it did not wake in time. kubectl get speechtotexts shows the conditions of the SpeechToText that serves it."),
+                   "a stream's end or answer its close (stuck, or decoding slower than the audio came), or it did not wake in time. kubectl get speechtotexts shows the conditions of the SpeechToText that serves it."),
         ]},
         {"name": OPERATOR_GROUP, "rules": [
             _alert("SpeechToTextNotReady", condition("Ready", "False"), "10m",

@@ -273,7 +273,11 @@ class GatewayMetrics:
         self.requests = Counter(
             "speech_gateway_requests", "Requests and streams by route, locale and outcome: the HTTP status, "
             "or for a WebSocket the close code the client got", ["route", "locale", "code"], registry=self.registry)
-        self.streams = Gauge("speech_gateway_streams", "WebSocket streams being relayed", ["route"], registry=self.registry)
+        self.streams = Gauge("speech_gateway_streams", "WebSocket streams being relayed, their client still there",
+                             ["route"], registry=self.registry)
+        self.closing = Gauge("speech_gateway_streams_closing", "WebSocket streams whose client is gone (closed, or its "
+                             "connection ended) while the gateway still closes the recognizer's side: its close reply "
+                             "awaited, for at most SPEECH_GATEWAY_SEND_STALL_SECONDS", ["route"], registry=self.registry)
         self.failures = Counter("speech_gateway_failures", "Requests refused or relays broken, by reason and by the "
                                 "locale routed to (- for a request refused before its locale was known: an unknown one, a "
                                 "mode not served, a head refused, a connection past the cap)",
@@ -595,10 +599,17 @@ class Gateway:
             return refused
         if self.shutdown.drained:  # nothing waits for a stream now: aiohttp's shutdown would cut it without a close
             return await self._refused_ws(request, STOPPED_DRAINED, route, backend, protocols)
-        gauge = self.metrics.streams.labels(route)
-        gauge.inc()
+        streams, closing = self.metrics.streams.labels(route), self.metrics.closing.labels(route)
+        streams.inc()
+        left: list[bool] = []
+
+        def leave() -> None:  # the client is gone: not its load any more, the recognizer's close still awaited
+            left.append(True)
+            streams.dec()
+            closing.inc()
+
         try:
-            with self.shutdown.relaying(route) as progress:
+            with self.shutdown.relaying(route, leave) as progress:
                 if backend.ready_replicas > 0:
                     response = await relay_websocket(request, backend, self.session, self.metrics.traffic, progress,
                                                      self.config.max_message_bytes, trusted=self.trusted,
@@ -611,7 +622,7 @@ class Gateway:
         except failures.Failure as failure:
             return await self._refused_ws(request, failure, route, backend, protocols)
         finally:
-            gauge.dec()
+            (closing if left else streams).dec()
             if (accepted := request.get(ACCEPTED)) is not None:  # ended before the recognizer said more (the client's close)
                 self.metrics.timed(request, route, backend.locale, "ok", at=accepted)
             if (refusing := request.pop(REFUSING, None)) is not None:  # a refusal the client left before it was told

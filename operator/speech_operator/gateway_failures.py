@@ -21,7 +21,7 @@ from speech_recognizer.errors import CLIENT_GONE, DRAINING, MALFORMED_REQUEST, N
 
 log = logging.getLogger("speech_operator.gateway")
 
-__all__ = ["BACKEND_LOST", "BACKEND_NOT_READING", "CLIENT_GONE", "DRAINING", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
+__all__ = ["BACKEND_LOST", "BACKEND_NOT_READING", "CLOSE_UNANSWERED", "CLIENT_GONE", "DRAINING", "FORMS_HELD", "HELD_AT_ZERO", "MALFORMED_REQUEST", "NOT_FOUND", "STOPPED", "STOPPED_HOLDING", "TOO_MANY_CONNECTIONS", "TOO_MANY_HELD", "UNAVAILABLE", "UNKNOWN_LOCALE", "WAKE_TIMEOUT", "Failure", "Kind",
            "BY_NAME", "KINDS", "answered_kind", "closed_kind", "usp_told", "answered_with", "close_args", "http_response", "refusal_close", "report"]
 
 # ---- the gateway's own kinds (the recognizer's table has the rest) ---------------------------------
@@ -37,6 +37,13 @@ BACKEND_NOT_READING = Kind("backend_not_reading", 502, 1011, "Error", errors.WAR
                                "or had not taken in all of the stream's last bytes (the gateway's close behind them) that long "
                                "after the gateway's close (the client closed or left, or the stop closed the stream; it decodes "
                                "slower than the audio came): its connection was reset", alert=errors.FAULT)
+# A recognizer that took in all of a stream's end, the gateway's close among it, and answered no close within the bound:
+# its kernel takes what its process no longer reads (a stuck pod); let go then, the service's fault, which pages.
+CLOSE_UNANSWERED = Kind("backend_close_unanswered", 502, 1011, "Error", errors.WARNING, usp_turn=False,
+                        doc="the recognizer had taken in all of the stream, the gateway's close too (the client closed or "
+                            "left), and had not answered that close SPEECH_GATEWAY_SEND_STALL_SECONDS after it (its pod is "
+                            "stuck; a busy one reads the close once it decoded what it read ahead): its connection was ended",
+                        alert=errors.FAULT)
 WAKE_TIMEOUT = Kind("wake_timeout", 503, 1013, "ServiceUnavailable", errors.WARNING, 10,
                     doc="the locale had no ready pod within the gateway's hold time (SPEECH_GATEWAY_HOLD_SECONDS)", alert=errors.FAULT)
 HELD_AT_ZERO = Kind("held_at_zero", 503, 1013, "ServiceUnavailable", errors.INFO, 30,

@@ -34,7 +34,8 @@
   once the stream is idle (1000), or when time is up (:mod:`speech_operator.gateway_shutdown`).
   Every close the gateway sends the client is a close handshake: its close reply is read (within
   :data:`~speech_operator.gateway_shutdown.CLOSE_REPLY_SECONDS`) before its connection ends (:func:`_stopped`), as the
-  recognizer's side's is (aiohttp's client reads it, within ``SPEECH_GATEWAY_SEND_STALL_SECONDS``: a recognizer busy
+  recognizer's side's is (aiohttp's client reads it, within ``SPEECH_GATEWAY_SEND_STALL_SECONDS``, the stream no longer
+  counted as its client's once that client is gone: :meth:`~speech_operator.gateway_shutdown.Progress.leave`; a recognizer busy
   decoding reads its close late; one that has taken in none of what waits unsent to it and sent nothing for that long,
   or not taken it all in that long after the close, has that connection reset: :func:`_close_within`). A recognizer
   that takes in none of a stream and says nothing for ``SPEECH_GATEWAY_SEND_STALL_SECONDS`` while the relay's send to it
@@ -54,7 +55,8 @@ each connection of a stream the gateway resets: the client's for taking in nothi
 its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), ``not_reading`` (the recognizer's kind for
 its own clients: the client's doing), and the recognizer's for taking in none of the stream while the relay's send
 waits (:func:`_while_sends_wait`) or not taking in its close (:func:`_close_within`), ``backend_not_reading`` (a fault:
-it pages); the client's still closing when the stop ends, ``gateway_stopped``
+it pages); the recognizer's let go for taking in the whole stream and its close and not answering that close
+(:func:`_close_within`), ``backend_close_unanswered`` (a fault: it pages); the client's still closing when the stop ends, ``gateway_stopped``
 (:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
 failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
@@ -663,6 +665,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     try:
         await client.prepare(request)
     except BaseException:
+        progress.leave()
         await _close_within(upstream, 1001, b"the client left during the handshake", backend, failed,
                             bound=_stall_seconds(request), shutdown=progress.shutdown)
         raise
@@ -700,9 +703,9 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     connected(101, ACCEPTED_TO_CLOSE.get())
     try:
         for msg in sent:
+            progress.from_client(msg.data, msg.type is WSMsgType.BINARY)
             await upstream.send_frame(msg.data, msg.type)
             traffic.to_recognizer(len(msg.data))
-            progress.from_client(msg.data, msg.type is WSMsgType.BINARY)
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
@@ -797,20 +800,26 @@ def stuck(backend: Backend, unsent: int, stalled: float, bound: float, what: str
 
 
 async def _pump(src: Socket, dst: Socket, count: Callable[[int], None],
-                seen: Callable[[bytes, bool], None], sends: _Sends | None = None) -> tuple[int, bytes] | None:
+                seen: Callable[[bytes, bool], None], sends: _Sends | None = None, *,
+                seen_when_read: bool = False) -> tuple[int, bytes] | None:
     """Copy frames from ``src`` to ``dst`` until ``src`` closes: its close code and reason, or
     ``None`` when its connection was lost without a close. A failed send raises. Each message
-    relayed is counted (its size) and ``seen`` (its bytes, whether binary); ``sends``, told of each send."""
+    relayed is counted (its size) and ``seen`` (its bytes, whether binary) once sent, or ``seen_when_read`` as soon as
+    read (a client's audio is a stream in progress from then on, its send to a busy recognizer waiting or not);
+    ``sends``, told of each send."""
     sends = sends or _Sends()
     while True:
         msg = await src.receive()
         kind = msg.type
         if kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
+            if seen_when_read:
+                seen(msg.data, kind is WSMsgType.BINARY)
             sends.begin(len(msg.data))
             await dst.send_frame(msg.data, kind)
             sends.waiting = False
             count(len(msg.data))
-            seen(msg.data, kind is WSMsgType.BINARY)
+            if not seen_when_read:
+                seen(msg.data, kind is WSMsgType.BINARY)
         elif kind is WSMsgType.PING:
             await dst.ping(msg.data)
         elif kind is WSMsgType.PONG:
@@ -849,6 +858,13 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             told.append(stalled)
             failed(stalled)
 
+    async def close_client(code: int, reason: bytes) -> None:
+        """Close the client's side (its close answered, or the gateway's own sent): then the client is gone, and the
+        stream no longer its (:meth:`~speech_operator.gateway_shutdown.Progress.leave`), whatever its recognizer's side
+        still waits for."""
+        await _close(client, code, reason)
+        progress.leave()
+
     async def close_upstream(code: int, reason: bytes) -> None:
         """Close the recognizer's side (:func:`_close_within`), a client reset for taking in nothing told first: that is
         the stream's failure, counted before its recognizer's, held back behind it, may take in none of the close either
@@ -859,7 +875,10 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
 
     sends, replies = _Sends(upstream._writer.transport), _Sends()
     stalled = _Stalled(upstream._writer.transport)
-    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends))
+    # the client's messages are seen as read: a stream whose first audio waits on a busy recognizer is in progress (seen
+    # once sent, it was idle to the stop, closed 1000 "closed while idle" and its audio dropped)
+    to_upstream = asyncio.ensure_future(_pump(client, upstream, traffic.to_recognizer, progress.from_client, sends,
+                                              seen_when_read=True))
     to_client = asyncio.ensure_future(_pump(upstream, client, traffic.to_client, from_recognizer, replies))
     idle = asyncio.ensure_future(progress.closable())
     leaving = asyncio.ensure_future(_while_sends_wait(client, transport, sends, _Watch(stalled, replies, stall_seconds, backend)))
@@ -875,13 +894,14 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
             await _stopped(to_upstream)
             code, reason = said if isinstance(said, tuple) else (1001, b"the client went away")
             log.debug("a client of %s closed while its recognizer took in none of its stream: closed %d", backend.locale, code)
-            await asyncio.gather(_close(client, code, reason), close_upstream(code, reason))
+            await asyncio.gather(close_client(code, reason), close_upstream(code, reason))
         elif to_client in done:
             try:
                 closed = to_client.result()
             except Exception as exc:  # noqa: BLE001 - the send to the client failed: it is gone (or was reset: not_reading)
                 if not_reading(request) is None:
                     log.debug("a client of %s left mid-stream: %r", backend.locale, exc)
+                progress.leave()
                 await close_upstream(1001, b"the client went away")
             else:
                 if closed is not None:
@@ -904,9 +924,10 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                     await _close(client, *failures.close_args(gone))
             else:
                 if closed is None:
+                    progress.leave()
                     await close_upstream(1001, b"the client went away")
                 else:
-                    await asyncio.gather(close_upstream(*closed), _close(client, *closed))
+                    await asyncio.gather(close_upstream(*closed), close_client(*closed))
         else:  # the gateway stops: idle (1000, the client connects again, to another gateway), or out of time
             closed = idle.result()
             if closed == failures.close_args(STOPPED_MIDSTREAM):  # a stream cut: the failure table's gateway_stopped
@@ -1041,7 +1062,8 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     it says meanwhile read and dropped: a busy one reads the close only once it handled its last read. Ended sooner, the
     connection lost the close: the gateway's socket, holding replies unread, reset it, and the recognizer's kernel
     dropped the close unread (to the recognizer, a client gone without one). One that has not answered within ``bound``
-    has its connection ended then, uncounted (it has the close).
+    (its kernel takes what its process no longer reads: stuck) has its connection ended then, ``failed`` told
+    (``backend_close_unanswered``, which pages: an operator sees a stuck recognizer its clients all left).
 
     The gateway's stop (``shutdown``) holds for it no longer than CLOSE_REPLY_SECONDS from the close once the stop began
     and it has taken in nothing and said nothing for as long, nor past its time (``over``): a recognizer left so by a
@@ -1069,9 +1091,14 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
             # the stop holds for it no longer: out of time, or begun and it has taken in nothing and said nothing since
             stopping = shutdown is not None and (shutdown.over.is_set() or shutdown.begun.is_set() and idle >= CLOSE_REPLY_SECONDS)
             where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
-            if not unsent:  # it has the close, unread yet (busy decoding) or never to be read: not its failure either way
-                if stopping or now - began >= bound:
+            if not unsent:  # it has the close, unread yet (busy decoding) or never to be read (stuck)
+                if stopping:  # the stop's bound, not its: it is not known stuck
                     log.debug("%s had not answered the stream's close %.1f s after it: its connection ended", where, now - began)
+                    return
+                if now - began >= bound:  # a busy one reads the close once it decoded what it read ahead, well within
+                    failed(Failure(f"{where} had taken in the whole stream and its close and not answered that close "
+                                   f"{now - began:.1f} s after it (over {bound:g} s, SPEECH_GATEWAY_SEND_STALL_SECONDS): "
+                                   "its connection was ended", failures.CLOSE_UNANSWERED))
                     return
                 continue
             if idle >= bound:

@@ -116,9 +116,13 @@ class Progress:
     """Whether one relayed WebSocket has a stream in progress (``route``: ``usp`` or ``vosk``), and
     when the relay is to close it."""
 
-    def __init__(self, route: str, shutdown: Shutdown) -> None:
+    def __init__(self, route: str, shutdown: Shutdown, left: Callable[[], None] = lambda: None) -> None:
         self.usp = route == "usp"
         self.shutdown = shutdown
+        #: Whether its client is gone (its close answered, or its connection ended): what is left is the recognizer's
+        #: side closing, bounded on its own (``SPEECH_GATEWAY_SEND_STALL_SECONDS``).
+        self.left = False
+        self._left = left
         #: The open turn's ``X-RequestId`` (USP); ``""`` once a vosk stream has had audio; ``None``: idle.
         self.open: str | None = None
         #: When the last message passed, either way.
@@ -128,6 +132,13 @@ class Progress:
     @property
     def idle(self) -> bool:
         return self.open is None
+
+    def leave(self) -> None:
+        """Its client is gone: ``left`` is called, once (the gateway counts the stream as closing, no longer as a
+        client's: ``speech_gateway_streams_closing``, not ``speech_gateway_streams``)."""
+        if not self.left:
+            self.left = True
+            self._left()
 
     def from_client(self, data: bytes, binary: bool) -> None:
         """A frame the client sent (text as UTF-8 bytes)."""
@@ -291,9 +302,10 @@ class Shutdown:
             self.requests -= 1
 
     @contextlib.contextmanager
-    def relaying(self, route: str) -> Iterator[Progress]:
-        """The :class:`Progress` of a WebSocket relayed for the time of the block."""
-        progress = Progress(route, self)
+    def relaying(self, route: str, left: Callable[[], None] = lambda: None) -> Iterator[Progress]:
+        """The :class:`Progress` of a WebSocket relayed for the time of the block (``left``: called once its client is
+        gone, :meth:`Progress.leave`)."""
+        progress = Progress(route, self, left)
         self.relays.add(progress)
         try:
             yield progress

@@ -671,6 +671,104 @@ def test_a_client_closing_while_its_busy_recognizer_takes_in_its_stream_is_no_re
     print(f"\nthe recognizer got the client's close or its connection ended {got:.1f} s after it, {steady.taken} bytes taken in")
 
 
+def streams(stack: Stack) -> tuple[float, float]:
+    """The gateway's ``speech_gateway_streams{route="vosk"}`` and ``speech_gateway_streams_closing{route="vosk"}``, read
+    in this process (its registry: a look costs no request, which a loaded machine may delay by seconds)."""
+    assert stack.app is not None
+    registry = stack.app[GATEWAY].metrics.registry
+    live, closing = (registry.get_sample_value(name, {"route": "vosk"}) or 0.0
+                     for name in ("speech_gateway_streams", "speech_gateway_streams_closing"))
+    return live, closing
+
+
+#: Within how long of its client's end, not waiting for a CPU, a stream leaves ``speech_gateway_streams``: its relay's
+#: close of the client and the look at the gauges, well under the bound on the recognizer's close reply (30 s).
+LEFT_PROMPTLY = 2
+
+
+def leave(client: HeldReply, how: str) -> None:
+    """``client`` leaves: its close 1000 ``done``, answered at once (:func:`close_answered`), or a reset."""
+    if how == "close":
+        close_answered(client)
+    else:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.sock.close()
+
+
+@pytest.mark.parametrize("leaves", ["close", "reset"])
+def test_a_gone_clients_stream_is_no_longer_counted_live_while_its_recognizers_close_reply_is_awaited(
+        tmp_path: Path, leaves: str) -> None:
+    """A /vosk client streams to a recognizer that takes in all it is sent and answers nothing, a close neither
+    (:class:`Mute`), then leaves: its close 1000 (answered at once) or a reset. Within :data:`LEFT_PROMPTLY`, not waiting
+    for a CPU, the stream is no longer in ``speech_gateway_streams`` (which the dashboards and autoscaling read as live
+    load) but in ``speech_gateway_streams_closing``, while the gateway awaits the recognizer's close reply (up to
+    SPEECH_GATEWAY_SEND_STALL_SECONDS, 30 s). Before: the gone client's stream stayed in ``speech_gateway_streams`` all
+    that time."""
+    with Mute() as mute, relayed_stream(tmp_path / "gateway", mute) as (stack, client, _):
+        client.send(SILENCE)
+        stack.eventually(lambda: streams(stack) == (1, 0), 5, "the stream relayed")
+        with Starved() as starved:
+            leave(client, leaves)
+            left = time.monotonic()
+            stack.eventually(lambda: streams(stack) != (1, 0), 20, "the stream's gauge moved")
+            moved, took = streams(stack), time.monotonic() - left
+        quiet = starved.unstarved(left, left + took)
+    assert moved == (0, 1) and quiet < LEFT_PROMPTLY, (f"streams, closing {moved} {quiet:.1f} s not waiting for a CPU "
+                                                       f"({took:.1f} s of the clock) after the client left")
+    print(f"\nthe stream left speech_gateway_streams within {took:.2f} s of its client's end ({quiet:.2f} s unstarved)")
+
+
+#: SPEECH_GATEWAY_SEND_STALL_SECONDS in :func:`test_a_recognizer_that_never_answers_a_gone_clients_close_is_let_go_and_counted`.
+REPLY_BOUND = 2
+
+
+@pytest.mark.parametrize("leaves", ["close", "reset"])
+def test_a_recognizer_that_never_answers_a_gone_clients_close_is_let_go_and_counted(
+        tmp_path: Path, leaves: str, caplog: pytest.LogCaptureFixture) -> None:
+    """As above, SPEECH_GATEWAY_SEND_STALL_SECONDS :data:`REPLY_BOUND`: once it passed with the gateway's close to the
+    recognizer (stuck: its kernel takes what its process no longer reads) unanswered, the stream is let go, in neither
+    gauge, and counted once, ``backend_close_unanswered`` of ko-KR (the failure table's: it pages), one WARNING line
+    naming the recognizer. Before: one DEBUG line, counted nowhere: no one saw a stuck recognizer its clients all left."""
+    caplog.set_level(logging.DEBUG, logger="speech_operator.gateway")
+    with Mute() as mute, relayed_stream(tmp_path / "gateway", mute, REPLY_BOUND) as (stack, client, counted):
+        client.send(SILENCE)
+        stack.eventually(lambda: streams(stack) == (1, 0), 5, "the stream relayed")
+        leave(client, leaves)
+        stack.eventually(lambda: streams(stack) == (0, 0), REPLY_BOUND + 30, "the stream let go")
+        count = counted()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "backend_close_unanswered" in r.getMessage()]
+    assert count == {"backend_close_unanswered": 1}, f"{count} counted under ko-KR"
+    assert len(lines) == 1 and lines[0][0] == "WARNING" and "the recognizer of ko-KR" in lines[0][1], lines
+
+
+#: shutdown_seconds in :func:`test_a_stream_whose_audio_waits_on_its_busy_recognizer_at_the_stop_is_in_progress`: over
+#: SETTLE_SECONDS and a second, when such a stream was taken for idle and closed.
+BUSY_STOP_SECONDS = 4
+
+
+def test_a_stream_whose_audio_waits_on_its_busy_recognizer_at_the_stop_is_in_progress(tmp_path: Path) -> None:
+    """A /vosk client's first audio (a message more than the relay holds: its send waits) goes to a recognizer busy
+    decoding (:class:`Quiet`, hushed: it takes in nothing and says nothing) when the gateway stops (shutdown_seconds
+    :data:`BUSY_STOP_SECONDS`), the client streaming on: the stream is in progress, not idle. It goes on until the
+    deadline, then its client gets close 1001 with the stop's reason (``STOPPED_MIDSTREAM``: connect again), counted
+    once (``gateway_stopped`` of ko-KR). Before: audio counted only once its send ended, it was taken for idle and closed
+    1000 "closed while idle" SETTLE_SECONDS after its config, 1 s into the stop, as if nothing were lost: its audio
+    dropped (the recognizer's connection reset 1 s later, silent, as the stop's)."""
+    with Quiet() as quiet, relayed_stream(tmp_path / "gateway", quiet, shutdown_seconds=BUSY_STOP_SECONDS) as (stack, client, _):
+        client.send(STUCK_MESSAGE)
+        time.sleep(0.5)  # the recognizer took some in, the rest waits
+        quiet.hush(60)
+        time.sleep(0.5)
+        stopping = time.monotonic()
+        stack.stop()
+        close, when = client.closed(BUSY_STOP_SECONDS + PROMPT, sending=SILENCE)
+        client._flush()
+        stack.join()
+    assert (close.code, close.reason) == (STOPPED_MIDSTREAM.kind.close, STOPPED_MIDSTREAM.message), (close, when - stopping)
+    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
+    print(f"\nthe client got {close.code} {when - stopping:.2f} s into the stop")
+
+
 def upstream_side(recognizer_port: int, column: int = 0) -> str:
     """A column of ``ss``' line for the gateway's end of its connection to the recognizer listening on
     ``recognizer_port``: its state (0), Recv-Q (1), Send-Q (2); "" once gone (or in TIME-WAIT).
