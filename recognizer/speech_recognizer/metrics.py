@@ -124,9 +124,14 @@ class Metrics:
 
     def session_ended(self, record: SessionRecord) -> None:
         self.audio_seconds.labels(record.route, record.locale).inc(record.audio_seconds)
-        if record.abandoned_seconds > 0:
-            self.abandoned_audio_seconds.labels(record.route, record.locale).inc(record.abandoned_seconds)
+        self.audio_abandoned(record.route, record.locale, record.abandoned_seconds)
         self.decoder_cpu_seconds.labels(record.locale).observe(record.decoder_cpu_seconds)
+
+    def audio_abandoned(self, route: str, locale: str, seconds: float) -> None:
+        """``seconds`` of audio received from a client that left before it was decoded: a session's, or one that
+        left while its model loaded, before any session (its audio read ahead meanwhile)."""
+        if seconds > 0:
+            self.abandoned_audio_seconds.labels(route, locale).inc(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -47,6 +47,7 @@ from .engine import Engine
 from .errors import CLIENT_GONE, DRAINING, NOT_READING, PROTOCOL_ERROR, BadValue, Failure, classify, close_args, settle
 from .frame_budget import CUT_OFF
 from .inbox import SHUTDOWN_CLOSE, Inbox, held, left_before_audio
+from .models import model_sample_rate
 from .openapi import describe
 from .rest import request_locale
 from .results import written, written_words
@@ -222,6 +223,18 @@ class Conversation:
                 self.deadlines.session_ended()
                 await self._session_cm.__aexit__(None, None, None)
 
+    def count_unadmitted(self, metrics: Any) -> None:
+        """Count the audio a client sent and left behind before its stream had a session (while its model loaded:
+        :meth:`~.inbox.Inbox.model` reads ahead meanwhile) as abandoned, as a session's is at its end: 16-bit mono PCM
+        at the model's rate (a config's ``sample_rate`` among what was dropped is not looked at)."""
+        inbox = getattr(self, "inbox", None)
+        if self.session is not None or inbox is None or not inbox.dropped_audio_bytes:
+            return
+        registry = self.engine.registry
+        served = registry.resolve(self.locale)
+        rate = self.config.sample_rate if self.config is not None else model_sample_rate(registry.sources[served])
+        metrics.audio_abandoned(ROUTE, served, inbox.dropped_audio_bytes / (2 * rate))
+
     async def _arrived_audio(self) -> None:
         """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to
         the decoder before the final result, each chunk answered as before: a client that sent ahead of the decoding is
@@ -354,6 +367,8 @@ async def vosk_endpoint(ws: WebSocket) -> None:
         await conversation.run()
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
         failure = settle(exc, ROUTE, metrics, conversation.heard if conversation is not None else None)
+        if conversation is not None:
+            conversation.count_unadmitted(metrics)
         if failure.kind is not CLIENT_GONE:
             with contextlib.suppress(Exception):  # the client may be gone already
                 await ws.close(*close_args(failure))
