@@ -21,7 +21,7 @@ from .forwarded import ForwardedClient
 from .metrics import Metrics
 from .models import ModelRegistry
 from .serving import connection_cap
-from .settings import Settings, decoder_capacity, default_decoders, memory_base_mib, resident_bytes
+from .settings import Settings, decoder_capacity, memory_base_mib, resident_bytes
 from .usage import UsageRecords
 from .usp.refusal import FailedTurns
 from .usp.resume import Parking
@@ -42,7 +42,7 @@ def fit_decoders(settings: Settings, engine: Engine, registry: ModelRegistry) ->
     base, resources = memory_base_mib(resident), settings.resources()
     given = "decoder_max_count" in settings.given
     if not given:
-        engine.limit_decoders(default_decoders(resources.cores, resources.memory_limit, base))
+        engine.limit_decoders(resources.decoders(base))
     decoders, too_many = decoder_capacity(engine.decoder_max_count, resources, base, given)
     held = "" if resident is None else f" ({resident // 2**20} MiB resident)"
     log.info("%s loaded%s: serving with %s", ", ".join(registry.loaded) or "no model", held, decoders)

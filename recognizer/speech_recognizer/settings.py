@@ -178,6 +178,10 @@ class Resources:
     #: What gave :attr:`memory_limit`; empty without one.
     memory_from: str
 
+    def decoders(self, base_mib: int = BASE_MIB) -> int:
+        """The default ``DecoderMaxCount`` of these resources (:func:`default_decoders`)."""
+        return default_decoders(self.cores, self.memory_limit, base_mib)
+
 
 def _least(figures: list[tuple[str, int]], absent: str) -> tuple[int | None, str]:
     """The least of ``figures`` (what said it -> the figure) and who said it: each source that gave the least, then
@@ -223,14 +227,6 @@ def container_cores(environ: Mapping[str, str] | None = None, root: Path = CGROU
     raw = values.get(c.CONTAINER_CPU_LIMIT, "").strip()
     millicores = _BY_LOWER[c.CONTAINER_CPU_LIMIT.lower()].convert(raw) if raw else None
     return container_resources(millicores, None, root, affinity).cores
-
-
-def container_decoders(root: Path = CGROUP, affinity: int | None = None, cpu_millicores: int | None = None,
-                       memory_bytes: int | None = None) -> int:
-    """The default ``DecoderMaxCount`` before the models load: :func:`default_decoders` of
-    :func:`container_resources` (read under ``root``; ``affinity``: the CPUs it may run on, its own when None)."""
-    resources = container_resources(cpu_millicores, memory_bytes, root, affinity)
-    return default_decoders(resources.cores, resources.memory_limit)
 
 
 def decoder_capacity(count: int, resources: Resources, base_mib: int = BASE_MIB, given: bool = False) -> tuple[str, str | None]:
@@ -572,8 +568,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.decoder_max_count == DECODERS_UNSET:  # the default: of this container's resources, read now
-            resources = self.resources()
-            object.__setattr__(self, "decoder_max_count", default_decoders(resources.cores, resources.memory_limit))
+            object.__setattr__(self, "decoder_max_count", self.resources().decoders())
 
     def resources(self, root: Path = CGROUP, affinity: int | None = None) -> Resources:
         """The CPUs and memory limit this container's defaults count (:func:`container_resources`): its cgroup's

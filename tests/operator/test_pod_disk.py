@@ -87,7 +87,7 @@ def test_the_emitted_models_emptydir_holds_the_download_it_allows(tmp_path: Path
 
 #: CPUs of the nodes a pod may land on: the recognizer counts those it may run on (its affinity), capped by the CFS
 #: quota the kubelet makes of its CPU limit. A machine of 192 cores cannot be had here: the count is given to the
-#: recognizer's own reading of it (settings.container_decoders), the cgroup it reads written as the kubelet writes it.
+#: recognizer's own reading of it (settings.container_resources(...).decoders()), the cgroup it reads written as the kubelet writes it.
 NODE_CORES = (1, 2, 8, 21, 22, 32, 96, 192)
 
 
@@ -123,7 +123,7 @@ def test_the_tmp_emptydir_holds_what_the_recognizer_writes_there_on_a_node_of_an
     (cgroup / "memory.max").write_text(f"{int(quantity(emitted['memory']) or 0) if 'memory' in emitted else 'max'}\n")
     parsed = settings.parse(recognizer["args"], environ={})
     assert "decoder_max_count" not in parsed.given  # the recognizer's default, made where it runs
-    decoders = {cores: settings.container_decoders(cgroup, affinity=cores) for cores in NODE_CORES}
+    decoders = {cores: settings.container_resources(root=cgroup, affinity=cores).decoders() for cores in NODE_CORES}
     written = {cores: scratch.tmp_bytes(n, parsed.max_audio_seconds) for cores, n in decoders.items()}
     sized = builders.pod_decoders(stt.spec)
     assert max(decoders.values()) <= sized, (decoders, sized)

@@ -238,7 +238,7 @@ def test_default_decoders_stop_at_the_cap_on_a_node_of_any_size(tmp_path: Path) 
     ``cores`` None (a pod without a CPU limit, its node not yet known) is the cap. The CPUs counted are those the
     process may run on, capped by its cgroup's CPU quota, rounded up; the start-up line says the cap. Before: 96 on
     32 cores without a limit, 80 in a 32Gi memory limit, in a pod whose /tmp was sized for 64."""
-    from speech_recognizer.settings import MAX_DEFAULT_DECODERS, container_decoders, default_decoders
+    from speech_recognizer.settings import MAX_DEFAULT_DECODERS, container_resources, default_decoders
 
     gib = 2**30
     assert MAX_DEFAULT_DECODERS == 64
@@ -249,9 +249,9 @@ def test_default_decoders_stop_at_the_cap_on_a_node_of_any_size(tmp_path: Path) 
     cgroup.mkdir()
     (cgroup / "cpu.max").write_text("max 100000\n")
     (cgroup / "memory.max").write_text("max\n")
-    assert container_decoders(cgroup, affinity=32) == 64 and container_decoders(cgroup, affinity=2) == 6
+    assert container_resources(root=cgroup, affinity=32).decoders() == 64 and container_resources(root=cgroup, affinity=2).decoders() == 6
     (cgroup / "cpu.max").write_text("150000 100000\n")  # the kubelet's quota of limits.cpu 1500m
-    assert container_decoders(cgroup, affinity=32) == 6 and container_decoders(cgroup, affinity=1) == 3
+    assert container_resources(root=cgroup, affinity=32).decoders() == 6 and container_resources(root=cgroup, affinity=1).decoders() == 3
     assert capacity(64, 32, None) == ("64 decoders (3 × 32 cores: 96, at most 64; no memory limit; cores: the cgroup's quota)", None)
 
 
@@ -274,34 +274,34 @@ def test_the_default_decoders_count_the_least_of_the_cgroup_and_the_limits_the_p
     of ``limits.cpu: 2, memory: 8Gi`` on 32 CPUs run 19 decoders in a /tmp sized for the 6 the operator counts
     (speech_operator.builders.pod_decoders). Either source alone, or neither, counts as before (a ``docker run``
     without them behaves as it did); the start-up line says where the cores and the memory limit came from."""
-    from speech_recognizer.settings import cgroup_memory_limit, container_decoders, container_resources, cpu_count, default_decoders
+    from speech_recognizer.settings import cgroup_memory_limit, container_resources, cpu_count, default_decoders
 
     gib, told = 2**30, {"cpu_millicores": 2000, "memory_bytes": 8 * 2**30}
     unenforced = cgroup_of(tmp_path, "max", str(8 * gib))
-    assert container_decoders(unenforced, affinity=32) == 19, "the cgroup alone: the node's 32 CPUs"
-    assert container_decoders(unenforced, affinity=32, **told) == 6 == default_decoders(2, 8 * gib)
+    assert container_resources(root=unenforced, affinity=32).decoders() == 19, "the cgroup alone: the node's 32 CPUs"
+    assert container_resources(root=unenforced, affinity=32, **told).decoders() == 6 == default_decoders(2, 8 * gib)
     resources = container_resources(2000, 8 * gib, unenforced, affinity=32)
     assert resources.cores_from == "Container:CpuLimitMillicores=2000 (CPUs to run on: 32; no CPU quota in the cgroup)"
     assert resources.memory_from == "the cgroup's and Container:MemoryLimitBytes=8589934592"
     unreadable = cgroup_of(tmp_path, "400000", None)  # 4 CPUs enforced; the memory cgroup not seen
-    assert container_decoders(unreadable, affinity=32) == 12, "the cgroup alone: no memory limit"
-    assert container_decoders(unreadable, affinity=32, cpu_millicores=4000, memory_bytes=2 * gib) == 3
+    assert container_resources(root=unreadable, affinity=32).decoders() == 12, "the cgroup alone: no memory limit"
+    assert container_resources(root=unreadable, affinity=32, cpu_millicores=4000, memory_bytes=2 * gib).decoders() == 3
     assert container_resources(4000, 2 * gib, unreadable, 32).memory_from == "Container:MemoryLimitBytes=2147483648 (none in the cgroup)"
     # the least wins, whichever says it: a cgroup stricter than what the container was told counts
     strict = cgroup_of(tmp_path, "150000", str(3 * gib))
-    assert container_decoders(strict, affinity=32, cpu_millicores=4000, memory_bytes=8 * gib) == 6
+    assert container_resources(root=strict, affinity=32, cpu_millicores=4000, memory_bytes=8 * gib).decoders() == 6
     assert container_resources(4000, 8 * gib, strict, 32).cores_from == (
         "the cgroup's quota (CPUs to run on: 32; Container:CpuLimitMillicores=4000: 4)")
-    assert container_decoders(strict, affinity=1, cpu_millicores=4000) == 3, "a node (or cpuset) of fewer CPUs"
+    assert container_resources(root=strict, affinity=1, cpu_millicores=4000).decoders() == 3, "a node (or cpuset) of fewer CPUs"
     # millicores round up as the operator rounds limits.cpu; the node's allocatable (no limit set) bounds as well
     for millicores, cores in ((1, 1), (999, 1), (1000, 1), (1001, 2), (1500, 2), (48000, 48)):
         assert container_resources(millicores, None, unenforced, 64).cores == cores, millicores
-    assert container_decoders(cgroup_of(tmp_path, "max", "max"), affinity=32, cpu_millicores=32000,
-                              memory_bytes=128 * gib) == 64 == default_decoders(None, None)
+    assert container_resources(root=cgroup_of(tmp_path, "max", "max"), affinity=32, cpu_millicores=32000,
+                              memory_bytes=128 * gib).decoders() == 64 == default_decoders(None, None)
     # neither told: the cgroup's figures exactly as before
     for cgroup in (unenforced, unreadable, strict, tmp_path / "none"):
         for affinity in (1, 2, 32):
-            assert container_decoders(cgroup, affinity=affinity) == default_decoders(
+            assert container_resources(root=cgroup, affinity=affinity).decoders() == default_decoders(
                 cpu_count(cgroup, affinity), cgroup_memory_limit(cgroup)), (cgroup, affinity)
 
 
@@ -310,11 +310,11 @@ def test_the_limits_a_pod_passes_are_settings_and_set_the_default_decoders() -> 
     the operator's pods set by the downward API: ``Container__CpuLimitMillicores``): the default ``DecoderMaxCount``
     and ``Warmup:Count`` count them with this process's own cgroup; an explicit ``DecoderMaxCount`` is kept. Without
     them the default is the cgroup's alone."""
-    from speech_recognizer.settings import container_decoders, default_decoders
+    from speech_recognizer.settings import container_resources, default_decoders
 
     plain = parse([], environ={})
     assert (plain.container_cpu_millicores, plain.container_memory_bytes) == (None, None)
-    assert plain.decoder_max_count == container_decoders()
+    assert plain.decoder_max_count == container_resources().decoders()
     one = parse([], environ={"Container__CpuLimitMillicores": "1000", "Container__MemoryLimitBytes": str(2**31)})
     assert (one.container_cpu_millicores, one.container_memory_bytes) == (1000, 2**31)
     assert one.resources().cores == 1 and one.decoder_max_count == default_decoders(1, one.resources().memory_limit) <= 3
