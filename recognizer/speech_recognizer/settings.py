@@ -85,19 +85,6 @@ def cgroup_memory_limit(root: Path = CGROUP) -> int | None:
     return None
 
 
-def cpu_count(root: Path = CGROUP, affinity: int | None = None) -> int:
-    """CPUs this process may use: its CPU affinity (``affinity`` CPUs when given), capped by the container's CPU
-    limit (read under ``root``, :func:`cgroup_cpu_limit`).
-
-    In a pod with ``limits.cpu: 2`` on a 64-core node this is 2, not 64 (where the kubelet enforces the limit: the
-    server's own figures, :func:`container_resources`, also count the limit it is told).
-    """
-    if affinity is None:
-        affinity = cpu_affinity()
-    limit = cgroup_cpu_limit(root)
-    return min(affinity, limit) if limit else affinity
-
-
 def cpu_affinity() -> int:
     """The CPUs this process may run on (its CPU affinity): a node's, a cpuset's."""
     try:
@@ -198,7 +185,8 @@ def _least(figures: list[tuple[str, int]], absent: str) -> tuple[int | None, str
 def container_resources(cpu_millicores: int | None = None, memory_bytes: int | None = None, root: Path = CGROUP,
                         affinity: int | None = None) -> Resources:
     """The CPUs and the memory limit this container's default decoders count: the least of what its cgroup says (the
-    CPUs it may run on, :func:`cpu_count`'s ``affinity``, capped by its CFS quota; its memory limit, both read under
+    CPUs it may run on, ``affinity`` (:func:`cpu_affinity` when None), capped by its CFS quota, :func:`cgroup_cpu_limit`:
+    in a pod with ``limits.cpu: 2`` on a 64-core node 2, not 64, where the kubelet enforces the limit; its memory limit, both read under
     ``root``) and what it was told (``Container:CpuLimitMillicores``, rounded up to whole CPUs as the operator rounds
     ``limits.cpu``, and ``Container:MemoryLimitBytes``: the operator's pods pass their container's limits by the
     downward API, the node's allocatable where none is set, which bounds the pod all the same). The cgroup alone

@@ -576,12 +576,12 @@ def test_containers_run_under_their_limits_and_past_the_memory_limit_are_oom_kil
     the kubelet reports it, exit code 137 and reason ``OOMKilled``; one under a CPU limit of 250m gets a quarter of a
     CPU (a busy loop of 1.5 s gets about 0.4 s of CPU time; the loop's own, not the interpreter's start, which runs
     under the quota too but for as long as it takes), and sees its own limit where a runtime's container does (the
-    recognizer's cpu_count reads it: 1); the cgroups are gone once the pod is."""
+    recognizer's container_resources reads it: 1); the cgroups are gone once the pod is."""
     allocate = ["python", "-c", "x = bytearray(256 << 20); print('allocated', flush=True)"]
-    busy = ("import time; from speech_recognizer.settings import cpu_count\n"
+    busy = ("import time; from speech_recognizer.settings import container_resources\n"
             "start, cpu = time.monotonic(), time.process_time()\n"
             "while time.monotonic() - start < 1.5: pass\n"
-            "print(cpu_count(), time.process_time() - cpu)")
+            "print(container_resources().cores, time.process_time() - cpu)")
     spec = {"initContainers": [{"name": "init", "command": allocate, "resources": {"limits": {"memory": "64Mi"}}}],
             "containers": [{"name": "main", "command": allocate, "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}},
                            {"name": "busy", "command": ["python", "-c", busy], "resources": {"limits": {"cpu": "250m"}}},

@@ -274,7 +274,7 @@ def test_the_default_decoders_count_the_least_of_the_cgroup_and_the_limits_the_p
     of ``limits.cpu: 2, memory: 8Gi`` on 32 CPUs run 19 decoders in a /tmp sized for the 6 the operator counts
     (speech_operator.builders.pod_decoders). Either source alone, or neither, counts as before (a ``docker run``
     without them behaves as it did); the start-up line says where the cores and the memory limit came from."""
-    from speech_recognizer.settings import cgroup_memory_limit, container_resources, cpu_count, default_decoders
+    from speech_recognizer.settings import cgroup_cpu_limit, cgroup_memory_limit, container_resources, default_decoders
 
     gib, told = 2**30, {"cpu_millicores": 2000, "memory_bytes": 8 * 2**30}
     unenforced = cgroup_of(tmp_path, "max", str(8 * gib))
@@ -302,7 +302,7 @@ def test_the_default_decoders_count_the_least_of_the_cgroup_and_the_limits_the_p
     for cgroup in (unenforced, unreadable, strict, tmp_path / "none"):
         for affinity in (1, 2, 32):
             assert container_resources(root=cgroup, affinity=affinity).decoders() == default_decoders(
-                cpu_count(cgroup, affinity), cgroup_memory_limit(cgroup)), (cgroup, affinity)
+                min(affinity, cgroup_cpu_limit(cgroup) or affinity), cgroup_memory_limit(cgroup)), (cgroup, affinity)
 
 
 def test_the_limits_a_pod_passes_are_settings_and_set_the_default_decoders() -> None:

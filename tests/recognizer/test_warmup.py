@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 from speech_recognizer import contract as c
 from speech_recognizer.app import create_app
 from speech_recognizer.models import ModelRegistry
-from speech_recognizer.settings import SettingsError, cpu_count, parse
+from speech_recognizer.settings import SettingsError, container_resources, parse
 from speech_recognizer.warmup import synthetic_speech, warmup_audio
 
 from ..conftest import CHUNK, make_settings
@@ -25,8 +25,8 @@ from ..support import Reference, ServerThread, read_wav, speak
 
 def test_warmup_settings() -> None:
     default = parse([], environ={})
-    assert default.warmup_count is None and default.warmup_recognizers == default.decoder_max_count == 3 * cpu_count()
-    assert parse(["DecoderMaxCount=64"], environ={}).warmup_recognizers == 3 * cpu_count(), "no more than 3 per CPU by default"
+    assert default.warmup_count is None and default.warmup_recognizers == default.decoder_max_count == 3 * container_resources().cores
+    assert parse(["DecoderMaxCount=64"], environ={}).warmup_recognizers == 3 * container_resources().cores, "no more than 3 per CPU by default"
     assert parse(["DecoderMaxCount=1"], environ={}).warmup_recognizers == 1
     assert default.warmup_seconds == 6.0 and default.warmup_audio is None
     s = parse(["Warmup:Count=0", "Warmup:Seconds=2.5", "Warmup:Audio=/warm/clip.wav"], environ={})
