@@ -17,8 +17,10 @@ with the built image. What differs from a cluster, and why:
   (ko-KR: it finds it and downloads nothing); for another locale it cannot reach Vosk's
   catalog (no Internet here), and a local mirror of it cannot serve Vosk's own zips, which the
   download checks against the sizes and MD5s Vosk publishes; so it downloads the one model this
-  machine has (ko-KR) from a file server inside the pod's network instead, named by
-  ``ModelUrl`` and ``ModelSha256`` added to its env (the route of ``spec.model.url``). An
+  machine has (ko-KR) from a file server inside the pod's network instead: the SpeechToText is
+  given that server's zip as its ``spec.model.url`` and ``sha256``, and its pod is the one the
+  operator emits for that (its models folder sized for a model of the user's own: a catalog
+  model's is sized for that model's own zip, which the ko-KR one would not fit). An
   en-US pod then serves Korean, which is all a probe or a transcript can tell;
 - PVCs are empty host directories owned by root (a volume type without fsGroup support, like
   NFS: the case the chown init container exists for); a PVC the example declares to hold the
@@ -48,7 +50,7 @@ from speech_recognizer import contract
 
 from .kubelet import Image, Pod, Running, file_server
 from .pods_at_once import stopping
-from .support import av_encode, mp3_encode
+from .support import av_encode, free_port, mp3_encode
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
@@ -189,6 +191,10 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
     objects = docs(path)
     doc = copy.deepcopy(next(d for d in objects if d["kind"] == api.KIND and d["metadata"]["name"] == name))
     doc["spec"].update(spec_update or {})
+    port = free_port()  # the file server's, in the pod's network
+    if doc["spec"]["locale"] != model_locale and doc["spec"].get("model", {}).get("download", True):  # see the module doc
+        doc["spec"]["model"] = {**doc["spec"].get("model", {}), "url": f"http://127.0.0.1:{port}/model.zip",
+                                "sha256": sha256_of(catalog_zip)}
     stt = stt_of(doc)
     spec = copy.deepcopy(pod_spec(stt, config))
     if admit is not None:
@@ -196,13 +202,8 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
     volumes = host_volumes(stt, spec, where / "volumes", model, volume_owner)
     secrets = secrets_of(objects)
     with Pod(spec, image, secrets=secrets, volumes=volumes, name=name, fs_group_claims=fs_group_claims) as pod:
-        with file_server(pod, {"model.zip": catalog_zip}) as files:
+        with file_server(pod, {"model.zip": catalog_zip}, port=port):
             for init in pod.init_containers():
-                container = pod.container(init)
-                if init == "download-model" and stt.spec.locale != model_locale:  # see the module doc
-                    container.setdefault("env", []).extend([
-                        {"name": contract.env_name(contract.MODEL_URL), "value": f"{files}/model.zip"},
-                        {"name": contract.env_name(contract.MODEL_SHA256), "value": sha256_of(catalog_zip)}])
                 done = pod.run_init(init)
                 assert done.returncode == 0, f"init container {init} failed:\n{done.log}"
         recognizer = pod.container(builders.CONTAINER)
