@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speech_operator.quantities import mebibytes, quantity
-from speech_recognizer import contract, scratch
+from speech_recognizer import contract, models, scratch
 from speech_recognizer.settings import DECODER_MIB, KNOWN, MAX_DEFAULT_DECODERS, declared
 
 GROUP: Final = "speech-operator.io"
@@ -277,6 +277,8 @@ class HostPathSource(_Model):
 
 #: The models emptyDir's sizeLimit when the spec sets neither it nor ModelMaxSizeMB (speech_operator.builders.models_volume).
 _MODELS_DEFAULT_SIZE = mebibytes(scratch.download_bytes(declared("model_max_size_mb").default))
+#: The default models emptyDir's sizeLimit of a catalog model, for one (speech_recognizer.models.download_bound).
+_KO_MODELS_SIZE = mebibytes(models.download_bound("ko-KR", None, declared("model_max_size_mb").default, False).folder_bytes)
 
 
 class EmptyDirSource(_Model):
@@ -344,10 +346,13 @@ class ModelSpec(_Model):
     """SHA-256 of the archive at url (hex, lower case)."""
     volume: VolumeSource | None = Field(default=None, description=(
         "Where models are kept; unset, an emptyDir sized for the download (its sizeLimit what the download may write "
-        f"there at once: twice settings {contract.MODEL_MAX_SIZE_MB} MB and 1 MiB, {_MODELS_DEFAULT_SIZE} by default; "
-        f"set {contract.MODEL_MAX_SIZE_MB} near your model's size to ask for less), which the recognizer's "
-        "ephemeral-storage request counts. An emptyDir with a sizeLimit that cannot hold that is refused (Degraded, "
-        "InvalidSpec); a persistentVolumeClaim keeps the model across restarts and off the node's disk."))
+        f"there at once, which it holds itself to: a catalog model's zip and {models.CATALOG_UNPACK_RATIO} times it "
+        f"where the catalog knows its size, e.g. {_KO_MODELS_SIZE} for ko-KR; with url, settings "
+        f"{contract.MODEL_MAX_SIZE_MB} or a catalog model of unknown size, twice {contract.MODEL_MAX_SIZE_MB} MB and "
+        f"1 MiB, {_MODELS_DEFAULT_SIZE} by default: set {contract.MODEL_MAX_SIZE_MB} near your model's size to ask for "
+        "less), which the recognizer's ephemeral-storage request counts. An emptyDir given here is sized by "
+        f"{contract.MODEL_MAX_SIZE_MB} (emptyDir.sizeLimit), and one whose own sizeLimit cannot hold that is refused "
+        "(Degraded, InvalidSpec); a persistentVolumeClaim keeps the model across restarts and off the node's disk."))
     download: bool = True
     """Download the model when it is missing from the volume."""
     caBundle: CaBundle | None = None
@@ -567,7 +572,8 @@ class SpeechToTextSpec(_Model):
         "CPU and memory requests and limits. The recognizer's ephemeral-storage request is not set here: the operator "
         f"requests what the pod's emptyDirs may hold on the node's disk (/tmp: {scratch.SPILL_BYTES >> 20} MiB of read-ahead and an upload of "
         "MaxAudioSeconds per decoder; "
-        f"the models emptyDir: twice {contract.MODEL_MAX_SIZE_MB} MB), so that the scheduler places the pod on a node "
+        f"the models emptyDir: a catalog model's zip and {models.CATALOG_UNPACK_RATIO} times it, else twice "
+        f"{contract.MODEL_MAX_SIZE_MB} MB: see model.volume), so that the scheduler places the pod on a node "
         f"whose disk holds them. To ask for less on nodes with small disks, lower settings {contract.MODEL_MAX_SIZE_MB} "
         "near your model's size or keep the models on a persistentVolumeClaim (model.volume): a request below what "
         "the emptyDirs may hold would place the pod on a node whose disk does not hold them."))

@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.http_proxy:
         os.environ.setdefault("HTTP_PROXY", settings.http_proxy)
         os.environ.setdefault("HTTPS_PROXY", settings.http_proxy)
-    from . import scratch
-    from .models import ModelError, ModelRegistry, canonical_locale, discover, download_model
+    from .models import ModelError, ModelRegistry, canonical_locale, discover, download_bound, download_model
 
     if settings.download_license:
         print("DownloadLicense: open Vosk models need no license file; nothing to download.")
@@ -139,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 url=settings.model_url,
                 sha256=settings.model_sha256,
                 catalog_base=settings.model_catalog_url,
-                max_bytes=scratch.model_max_bytes(settings.model_max_size_mb),
+                bound=download_bound(settings.locales[0], settings.model_url, settings.model_max_size_mb,
+                                     "model_max_size_mb" in settings.given),
                 ca_file=settings.model_ca_file,
             )
         except (ModelError, OSError) as exc:  # OSError: e.g. Mounts:Models cannot be created

@@ -33,9 +33,10 @@ from http.client import HTTPMessage
 from pathlib import Path
 from typing import IO, Any
 
-from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE
+from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE, MODEL_MAX_SIZE_MB
 from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
 from .model_graph import slim_model
+from .scratch import DownloadBound, model_bound
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,14 @@ URL_SCHEMES = ("http", "https")
 #: A model zip unpacks to at most this many times its size. Vosk models hardly compress
 #: (1-2x); a zip bomb of zeros is about 1000x.
 MAX_UNPACK_RATIO = 100
+#: What a catalog model's zip may unpack to, in times the zip's size the catalog gives, when ``ModelMaxSizeMB`` is not
+#: given (:func:`download_bound`): its pod's models folder is sized for the zip and 8 times it, not for 2 x 4096 MB.
+#: Measured: the ko-KR small model unpacks to 3.04 times its zip (86,914,329 bytes to 264,389,302), en-US small to
+#: about 1.7; the most compressible file in any of them, ko-KR's HCLr.fst grammar, deflates 5.6 times (181.5 MB to
+#: 32.3 MB; its acoustic model and i-vector files 1.04-1.09, Gr.fst 2.2). 8 holds even a model made of nothing but
+#: such a grammar, and 2.6 times the worst whole model measured; past it a catalog model is refused in one line
+#: naming ModelMaxSizeMB, before anything is unpacked (never a pod evicted for a full folder).
+CATALOG_UNPACK_RATIO = 8
 
 
 def check_url(url: str, setting: str) -> str:
@@ -248,6 +257,38 @@ def catalog_entry(locale: str) -> CatalogModel:
             "or give ModelUrl= and ModelSha256="
         )
     return entry
+
+
+def download_bound(locale: str, url: str | None, model_max_size_mb: float, given: bool) -> DownloadBound:
+    """What the download of ``locale``'s model (from ``url``, else the catalog) may write to the models folder: the
+    one rule the recognizer's download holds itself to (its ``DownloadModel=True`` run) and the operator sizes the pod's
+    models ``emptyDir`` and ``ephemeral-storage`` request by, from the settings it gives that run.
+
+    A catalog model whose zip size the catalog knows (the download checks it, and its MD5), when ``ModelMaxSizeMB`` is
+    not ``given``: that zip, and what it unpacks to at most :data:`CATALOG_UNPACK_RATIO` times it; else, and where that
+    would be more, ``ModelMaxSizeMB``'s (:func:`~speech_recognizer.scratch.model_bound`): so the bound only ever
+    lowers the folder a default download asks for, and a folder sized by ``ModelMaxSizeMB`` holds it."""
+    most = model_bound(model_max_size_mb)
+    try:
+        entry = None if url or given else CATALOG.get(canonical_locale(locale))
+    except UnknownLocale:  # the download says so
+        entry = None
+    if entry is None or entry.size is None:
+        return most
+    derived = DownloadBound(entry.size, CATALOG_UNPACK_RATIO * entry.size, entry.file)
+    return derived if derived.folder_bytes <= most.folder_bytes else most
+
+
+def _unpacked_limit(bound: DownloadBound, locale: str, url: str, unpacked: int, zip_bytes: int) -> ModelError:
+    """The error of a zip that unpacks past ``bound``: the setting to raise, and what."""
+    if bound.catalog is None:
+        return ModelError(f"the {locale} model zip from {url} unpacks to {unpacked} bytes; the limit is "
+                          f"{bound.unpacked_bytes} ({MODEL_MAX_SIZE_MB})")
+    mb = -(-max(unpacked, zip_bytes) // 10**6)
+    return ModelError(
+        f"the {locale} model zip from {url} unpacks to {unpacked} bytes, more than its models folder is sized for "
+        f"({CATALOG_UNPACK_RATIO} times the catalog's {bound.catalog} of {bound.zip_bytes} bytes, besides the zip); "
+        f"set {MODEL_MAX_SIZE_MB}={mb} or more to download it (its pods' models folder is then sized for twice that)")
 
 
 def catalog_url(locale: str, base_url: str) -> str:
@@ -302,21 +343,24 @@ def _untrusted(exc: BaseException, ca_file: Path | None) -> str | None:
     return f"the server's certificate is not trusted ({why}), not even with {MODEL_CA_FILE}={str(ca_file)!r}"
 
 
-def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float,
+def _fetch(url: str, out: Path, locale: str, bound: DownloadBound, timeout: float,
            context: ssl.SSLContext | None = None, ca_file: Path | None = None) -> tuple[str, str, int]:
-    """Download ``url`` into ``out``: its SHA-256, MD5 and size. At most ``max_bytes``; HTTPS verified by ``context``
-    (which trusts ``ca_file`` besides the system's CAs)."""
+    """Download ``url`` into ``out``: its SHA-256, MD5 and size. At most ``bound.zip_bytes``; HTTPS verified by
+    ``context`` (which trusts ``ca_file`` besides the system's CAs)."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     received = 0
+    max_bytes = bound.zip_bytes
+    limit = (f"the catalog's {bound.catalog} is {max_bytes} bytes" if bound.catalog
+             else f"the limit is {max_bytes} ({MODEL_MAX_SIZE_MB})")
     try:
         with _opener(context).open(url, timeout=timeout) as response, open(out, "wb") as sink:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
-                raise ModelError(f"the {locale} model at {url} is {int(declared)} bytes; the limit is {max_bytes} (ModelMaxSizeMB)")
+                raise ModelError(f"the {locale} model at {url} is {int(declared)} bytes; {limit}")
             while chunk := response.read(1 << 20):
                 received += len(chunk)
                 if received > max_bytes:
-                    raise ModelError(f"the {locale} model at {url} is over the limit of {max_bytes} bytes (ModelMaxSizeMB)")
+                    raise ModelError(f"the {locale} model at {url} is over {max_bytes} bytes; {limit}")
                 sha.update(chunk)
                 md5.update(chunk)
                 sink.write(chunk)
@@ -334,16 +378,18 @@ def _fetch(url: str, out: Path, locale: str, max_bytes: int, timeout: float,
     return sha.hexdigest(), md5.hexdigest(), received
 
 
-def _check_unpacked_size(archive: zipfile.ZipFile, zip_bytes: int, locale: str, url: str, max_bytes: int, free: int) -> None:
-    """Refuse a zip whose members would unpack past ``max_bytes``, the free space, or
-    :data:`MAX_UNPACK_RATIO` times the zip, before anything is unpacked.
+def _check_unpacked_size(archive: zipfile.ZipFile, zip_bytes: int, locale: str, url: str, bound: DownloadBound, free: int) -> None:
+    """Refuse a zip whose members would unpack past ``bound`` (with the zip, or with the grammar's rewrite once the
+    zip is deleted: a copy of one file at most, its largest), the free space, or :data:`MAX_UNPACK_RATIO` times the
+    zip, before anything is unpacked.
 
     The sizes are the zip's own; unpacking writes no more than they say (``zipfile``
     stops each member at its size, and a member longer or different fails its CRC).
     """
-    unpacked = sum(info.file_size for info in archive.infolist())
-    if unpacked > max_bytes:
-        raise ModelError(f"the {locale} model zip from {url} unpacks to {unpacked} bytes; the limit is {max_bytes} (ModelMaxSizeMB)")
+    sizes = [info.file_size for info in archive.infolist()]
+    unpacked = sum(sizes)
+    if unpacked > bound.unpacked_bytes or unpacked + max([zip_bytes, *sizes]) > bound.zip_bytes + bound.unpacked_bytes:
+        raise _unpacked_limit(bound, locale, url, unpacked, zip_bytes)
     if unpacked > MAX_UNPACK_RATIO * max(1, zip_bytes):
         raise ModelError(
             f"the {locale} model zip from {url} unpacks to {unpacked} bytes from {zip_bytes}, "
@@ -361,7 +407,7 @@ def download_model(
     sha256: str | None = None,
     catalog_base: str = "https://alphacephei.com/vosk/models",
     timeout: float = 60.0,
-    max_bytes: int = 4096 * 10**6,
+    bound: DownloadBound,
     ca_file: Path | None = None,
 ) -> Path:
     """Download, verify and atomically unpack the model for ``locale`` into ``models_dir/<locale>``.
@@ -369,7 +415,7 @@ def download_model(
     Does nothing when the model is already there. Only http(s) URLs are read. The
     zip is checked against ``sha256`` when given, against the catalog's size and
     MD5 when it comes from the catalog and they are known, and always for its
-    unpacked size (at most ``max_bytes``, the free space and
+    size and unpacked size (at most ``bound``'s, :func:`download_bound`; the free space and
     :data:`MAX_UNPACK_RATIO` times the zip: before unpacking), integrity (every
     member's CRC) and for holding a Vosk model. Its grammar FST loses the word table it holds twice
     (:func:`~speech_recognizer.model_graph.slim_model`). The final folder appears by one
@@ -389,7 +435,7 @@ def download_model(
     with tempfile.TemporaryDirectory(prefix=f".download-{locale}-", dir=models_dir) as tmp:
         zip_path = Path(tmp) / "model.zip"
         log.info("downloading %s model from %s", locale, url)
-        sha, md5, size = _fetch(url, zip_path, locale, max_bytes, timeout, context, ca_file)
+        sha, md5, size = _fetch(url, zip_path, locale, bound, timeout, context, ca_file)
         if sha256 and sha != sha256.lower():
             raise ModelError(f"the {locale} model from {url} has SHA-256 {sha}, expected {sha256.lower()}")
         if entry is not None and entry.md5 and (md5, size) != (entry.md5, entry.size):
@@ -400,7 +446,7 @@ def download_model(
         unpack = Path(tmp) / "unpacked"
         try:
             with zipfile.ZipFile(zip_path) as archive:
-                _check_unpacked_size(archive, size, locale, url, max_bytes, shutil.disk_usage(models_dir).free)
+                _check_unpacked_size(archive, size, locale, url, bound, shutil.disk_usage(models_dir).free)
                 bad = archive.testzip()
                 if bad is not None:
                     raise ModelError(f"the {locale} model zip from {url} is corrupt at {bad}")

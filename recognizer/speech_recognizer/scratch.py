@@ -18,12 +18,14 @@ What writes there:
 
 Nothing else: a REST body, FFmpeg's input and output (its child may write no file) stay in memory and pipes.
 
-The models folder, when the pod downloads its model into an ``emptyDir`` (``DownloadModel=True``), holds at most
-:func:`download_bytes` at once: the operator sizes that ``emptyDir`` by it too.
+The models folder, when the pod downloads its model into an ``emptyDir`` (``DownloadModel=True``), holds at most a
+:class:`DownloadBound`'s :attr:`~DownloadBound.folder_bytes` at once: the download holds itself to the bound
+:func:`.models.download_bound` gives, and the operator sizes that ``emptyDir`` by the same function's figure.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from .contract import MAX_BYTES_PER_SECOND
@@ -66,8 +68,32 @@ def model_max_bytes(model_max_size_mb: float) -> int:
     return int(model_max_size_mb * 1e6)
 
 
+@dataclass(frozen=True)
+class DownloadBound:
+    """What a model download (:func:`.models.download_model`) may write to the models folder: its zip at most
+    ``zip_bytes``, what it unpacks to at most ``unpacked_bytes``, and both together, with the grammar's rewrite
+    (:func:`.model_graph.slim_model`: a copy of one file, made once the zip is deleted), at most
+    :attr:`folder_bytes`. ``catalog``: the catalog's zip whose known size it is made of (:func:`.models.download_bound`),
+    else None: ``ModelMaxSizeMB``'s (:func:`model_bound`)."""
+
+    zip_bytes: int
+    unpacked_bytes: int
+    catalog: str | None = None
+
+    @property
+    def folder_bytes(self) -> int:
+        """The most the models folder holds at once, and room for its folders: the zip and what it unpacks to; once
+        the zip is deleted, what it unpacked to and the grammar's rewrite, which the download holds to the same sum
+        (under ``ModelMaxSizeMB``'s bound it does by itself: the copied file is part of what was unpacked)."""
+        return self.zip_bytes + self.unpacked_bytes + MODEL_FOLDER_BYTES
+
+
+def model_bound(model_max_size_mb: float) -> DownloadBound:
+    """``ModelMaxSizeMB``'s bound: the zip and what it unpacks to each at most :func:`model_max_bytes`."""
+    most = model_max_bytes(model_max_size_mb)
+    return DownloadBound(most, most)
+
+
 def download_bytes(model_max_size_mb: float) -> int:
-    """The most a model download (:func:`.models.download_model`) holds in the models folder at once: the zip and
-    what it unpacks to, each at most :func:`model_max_bytes`; the zip is deleted before the grammar is rewritten
-    (the rewrite's copy is smaller than the unpacked model it is part of), so never more than both."""
-    return 2 * model_max_bytes(model_max_size_mb) + MODEL_FOLDER_BYTES
+    """The most a model download of ``ModelMaxSizeMB`` (:func:`model_bound`) holds in the models folder at once."""
+    return model_bound(model_max_size_mb).folder_bytes

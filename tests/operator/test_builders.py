@@ -99,7 +99,7 @@ def test_minimal_recognizer_container() -> None:
     assert c["startupProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": contract.ROUTE_READY, "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": contract.ROUTE_STATUS, "port": "http"}
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "8332Mi"},
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "873Mi"},
                               "limits": {"cpu": "2", "memory": "3Gi"}}
     assert c["env"] == [  # its limits by the downward API, which the recognizer's default decoders count (test_pod_disk)
         {"name": "Container__CpuLimitMillicores", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
@@ -109,7 +109,7 @@ def test_minimal_recognizer_container() -> None:
     assert builders.deployment(MINIMAL, CONFIG)["spec"]["replicas"] == 1
     # The catalog model is downloaded into a per-pod emptyDir; nothing needs chown.
     assert list(containers(MINIMAL)) == ["download-model", "recognizer"]
-    assert {"name": "models", "emptyDir": {"sizeLimit": "7814Mi"}} in pod(MINIMAL)["volumes"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": "355Mi"}} in pod(MINIMAL)["volumes"]  # en-US's catalog zip
 
 
 def test_maximal_recognizer_container() -> None:
@@ -290,7 +290,7 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
     size = f"{-(-scratch.tmp_bytes(decoders, seconds) // 2**20)}Mi"
     assert {"name": "tmp", "emptyDir": {"sizeLimit": size}} in pod(stt)["volumes"]
     resources = containers(stt)["recognizer"]["resources"]
-    models = 0 if stt is MAXIMAL else 7814  # MAXIMAL's models are on a PVC, the others' in the default emptyDir
+    models = 0 if stt is MAXIMAL else 355  # MAXIMAL's models are on a PVC, the others' en-US's in the default emptyDir
     assert resources["requests"]["ephemeral-storage"] == f"{int(size[:-2]) + models}Mi"
     assert "ephemeral-storage" not in resources.get("limits", {})
     if stt is MINIMAL:
@@ -300,7 +300,10 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
 
 
 @pytest.mark.parametrize(("model", "settings", "models_volume", "asked"), [
-    ({}, {}, {"emptyDir": {"sizeLimit": "7814Mi"}}, "8332Mi"),  # ModelMaxSizeMB 4096: 2 x 4096 MB and 1 MiB
+    ({}, {}, {"emptyDir": {"sizeLimit": "355Mi"}}, "873Mi"),  # en-US's catalog zip, 41,205,931 bytes: 9 x that, 1 MiB
+    ({}, {"ModelMaxSizeMB": "4096"}, {"emptyDir": {"sizeLimit": "7814Mi"}}, "8332Mi"),  # 2 x 4096 MB and 1 MiB
+    ({"url": "https://models.example.test/en.zip", "sha256": "ab" * 32}, {},
+     {"emptyDir": {"sizeLimit": "7814Mi"}}, "8332Mi"),  # a model of the user's own: ModelMaxSizeMB's default
     ({}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
     ({"volume": {"emptyDir": {}}}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
     ({"volume": {"emptyDir": {"sizeLimit": "10Gi"}}}, {}, {"emptyDir": {"sizeLimit": "10Gi"}}, "10758Mi"),
@@ -308,14 +311,17 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
      {"emptyDir": {"medium": "Memory", "sizeLimit": "383Mi"}}, "518Mi"),  # memory, not the node's disk
     ({"volume": {"persistentVolumeClaim": {"claimName": "models"}}}, {}, {"persistentVolumeClaim": {"claimName": "models"}},
      "518Mi"),
-], ids=["default", "ModelMaxSizeMB", "emptyDir without size", "emptyDir with size", "memory", "pvc"])
+], ids=["default", "ModelMaxSizeMB 4096", "model url", "ModelMaxSizeMB", "emptyDir without size",
+         "emptyDir with size", "memory", "pvc"])
 def test_the_models_emptydir_is_sized_by_what_the_download_may_write_there(
         model: dict[str, Any], settings: dict[str, str], models_volume: dict[str, Any], asked: str) -> None:
     """The models emptyDir the download writes to gets a sizeLimit of what it may write there at once
-    (speech_recognizer.scratch.download_bytes: ModelMaxSizeMB's zip and the model it unpacks to, each in MB of 10^6
-    bytes, and a MiB for folders), and the recognizer's ephemeral-storage request counts it beside /tmp, as the
-    kubelet counts an emptyDir to the pod; a size of the user's own is kept. Before: ``"emptyDir": {}`` and a request
-    of /tmp's alone, the model's gigabytes unseen by the scheduler, the pod evicted under DiskPressure."""
+    (speech_recognizer.models.download_bound: a catalog model's zip of known size and 8 times it; given a model URL or
+    ModelMaxSizeMB, that one's zip and the model it unpacks to, each in MB of 10^6 bytes; and a MiB for folders), and
+    the recognizer's ephemeral-storage request counts it beside /tmp, as the kubelet counts an emptyDir to the pod; an
+    emptyDir of model.volume is sized by ModelMaxSizeMB, a size of the user's own is kept. Before: ``"emptyDir": {}``
+    and a request of /tmp's alone, the model's gigabytes unseen by the scheduler, the pod evicted under DiskPressure;
+    then the default asked 8332Mi (2 x 4096 MB) for a 41 MB zip: two pods on a node of 20 GiB."""
     stt = _spec(MINIMAL, model=model, settings=settings)
     assert {"name": "models", **models_volume} in pod(stt)["volumes"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "518Mi"}} in pod(stt)["volumes"]

@@ -6,8 +6,13 @@ would evict the pod (its docstring says the difference); the emitted /tmp is run
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import math
+import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +21,11 @@ import pytest
 from speech_operator import api, builders
 from speech_operator.config import OperatorConfig
 from speech_operator.quantities import quantity
+from speech_recognizer import cli, scratch, settings
 from speech_recognizer import models as m
-from speech_recognizer import scratch, settings
 from tests.example_pods import zip_model
 from tests.kubelet import CFS_PERIOD_US, Pod, cfs_quota, environment, file_server, host_image, resource_field
-from tests.recognizer.test_models import fake_model
+from tests.recognizer.test_models import Files, fake_model, serving
 from tests.support import free_port
 
 CONFIG = OperatorConfig()
@@ -83,6 +88,127 @@ def test_the_emitted_models_emptydir_holds_the_download_it_allows(tmp_path: Path
     with Pod(smaller, host_image(), name="uk-ua") as pod, file_server(pod, served, port=port):
         done = pod.run_init("download-model")
     assert done.returncode == 1 and "the models folder has" in done.log, done.log
+
+
+def emitted_download(locale: str, **update: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The emitted pod spec of a SpeechToText of ``locale`` (and ``update`` to its spec), and its download container."""
+    stt = api.SpeechToText.model_validate({"metadata": {"name": "stt", "namespace": "speech", "uid": "u-1"}, "spec": {
+        "locale": locale, "eula": "accept", "warmup": {"count": 0}, **update}})
+    spec = builders.deployment(stt, CONFIG)["spec"]["template"]["spec"]
+    return spec, next(c for c in spec["initContainers"] if c["name"] == builders.DOWNLOAD_CONTAINER)
+
+
+def held_to(download: dict[str, Any]) -> scratch.DownloadBound:
+    """The bound the run of the emitted ``download`` container holds itself to: its arguments parsed as the
+    recognizer parses them, given to models.download_bound as its ``DownloadModel=True`` run gives them (cli.main)."""
+    parsed = settings.parse(download["args"], environ={})
+    return m.download_bound(parsed.locales[0], parsed.model_url, parsed.model_max_size_mb, "model_max_size_mb" in parsed.given)
+
+
+def mib(amount: int) -> str:
+    return f"{-(-amount // 2**20)}Mi"
+
+
+def disk_of(spec: dict[str, Any]) -> tuple[str, str, str]:
+    """An emitted pod's /tmp and models sizeLimits and its recognizer's ephemeral-storage request."""
+    sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in spec["volumes"] if "emptyDir" in v}
+    recognizer = next(c for c in spec["containers"] if c["name"] == builders.CONTAINER)
+    return sizes["tmp"], sizes["models"], recognizer["resources"]["requests"]["ephemeral-storage"]
+
+
+#: Ways a SpeechToText downloads its model besides the default: what each keeps of the models folder's size.
+NOT_THE_CATALOGS = {"ModelMaxSizeMB": {"settings": {"ModelMaxSizeMB": "300"}},
+                    "model url": {"model": {"url": "https://models.example.test/m.zip", "sha256": "ab" * 32}}}
+
+
+def test_the_models_emptydir_is_sized_by_the_bound_its_download_holds_itself_to() -> None:
+    """For every catalog locale, by default, with ModelMaxSizeMB given and with a model URL of the user's own: the
+    emitted models emptyDir's sizeLimit is what the emitted download container holds itself to (its arguments parsed
+    by the recognizer, the bound its run computes: speech_recognizer.models.download_bound, which the operator
+    sized it by), and the recognizer's ephemeral-storage request is /tmp's and that. A catalog model whose zip size
+    the catalog knows asks for that zip and 8 times it (sv-SE's 303.5 MB zip the most: 2607Mi), one it does not
+    know, a ModelMaxSizeMB or a URL for twice ModelMaxSizeMB; a model.volume emptyDir for ModelMaxSizeMB's, which
+    holds the bound. Before: every default pod asked 8332Mi (2 x 4096 MB of models), two on a node of 20 GiB."""
+    seen = {}
+    for locale, entry in m.CATALOG.items():
+        for case, update in {"default": {}, **NOT_THE_CATALOGS}.items():
+            spec, download = emitted_download(locale, **update)
+            bound = held_to(download)
+            tmp, models, asked = disk_of(spec)
+            assert models == mib(bound.folder_bytes), (locale, case)
+            assert asked == f"{int(tmp[:-2]) + int(models[:-2])}Mi", (locale, case)
+            mb = float(update.get("settings", {}).get("ModelMaxSizeMB", "4096"))
+            if case == "default" and entry.size is not None:
+                assert bound == scratch.DownloadBound(entry.size, 8 * entry.size, entry.file), locale
+            else:
+                assert bound == scratch.model_bound(mb), (locale, case)
+            seen[locale, case] = models, asked
+        own = emitted_download(locale, model={"volume": {"emptyDir": {}}})
+        assert disk_of(own[0])[1] == mib(scratch.download_bytes(4096)) == "7814Mi"
+        assert held_to(own[1]).folder_bytes <= scratch.download_bytes(4096), locale
+    assert seen["ko-KR", "default"] == ("747Mi", "1265Mi") and seen["en-US", "default"] == ("355Mi", "873Mi")
+    assert max((int(a[:-2]), loc) for (loc, case), (_, a) in seen.items() if case == "default" and m.CATALOG[loc].size) \
+        == (3125, "sv-SE")
+    assert {seen[loc, "default"] for loc in ("uk-UA", "kk-KZ", "tg-TJ")} == {("7814Mi", "8332Mi")}  # no size known
+    assert {seen[loc, "model url"] for loc in m.CATALOG} == {("7814Mi", "8332Mi")}
+    assert {seen[loc, "ModelMaxSizeMB"] for loc in m.CATALOG} == {("574Mi", "1092Mi")}  # 2 x 300 MB and 1 MiB
+
+
+def model_zip(files: dict[str, bytes]) -> bytes:
+    """A model zipped as Vosk's catalog zips are (one top folder), deflated."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("vosk-model/conf/model.conf", b"--min-active=200\n")
+        for name, data in files.items():
+            archive.writestr(f"vosk-model/{name}", data)
+    return out.getvalue()
+
+
+def test_a_catalog_model_past_its_bound_is_refused_in_one_line_naming_the_setting_to_raise(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The emitted download container's run (its arguments, in this process: the catalog here says what it would of
+    a de-DE zip this test serves, its size and MD5) downloads a catalog model that unpacks to 5.9 times its zip into
+    the folder the operator sized for it (9 times the zip); one that unpacks to 10.9 times is refused before anything
+    is unpacked, in one line naming ModelMaxSizeMB and the value that takes it, and nothing is left; given that
+    value, the operator sizes the folder for twice it and the download takes the zip. Before: a folder of 7814Mi
+    for every catalog model, and the zip taken into it."""
+    noise = os.urandom(1 << 20)
+    fits = model_zip({"am/final.mdl": noise, **{f"graph/part{i}": bytes(1 << 20) for i in range(5)}})
+    past = model_zip({"am/final.mdl": noise, **{f"graph/part{i}": bytes(1 << 20) for i in range(10)}})
+    for name in ("EULA", "Eula", "Locale", "LOCALE", "ModelUrl", "ModelMaxSizeMB", "ModelCatalogUrl", "DownloadModel"):
+        monkeypatch.delenv(name, raising=False)
+    root = logging.getLogger()  # cli.main configures the process's logging: as it was after the test
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    served = Files()
+    with serving(served) as base:
+        def download(body: bytes, models: Path, **more: str) -> tuple[int, str, str, scratch.DownloadBound]:
+            file = m.CATALOG["de-DE"].file
+            monkeypatch.setitem(m.CATALOG, "de-DE", m.CatalogModel(file, len(body), hashlib.md5(body).hexdigest()))
+            served.routes[f"/vosk/{file}"] = body
+            spec, container = emitted_download("de-DE", settings={"ModelCatalogUrl": f"{base}/vosk", **more})
+            args = [a for a in container["args"] if not a.startswith("Mounts:Models=")] + [f"Mounts:Models={models}"]
+            capsys.readouterr()
+            code = cli.main(args)
+            return code, capsys.readouterr().err, disk_of(spec)[1], held_to(container)
+
+        code, err, size, bound = download(fits, tmp_path / "fits")
+        unpacked = sum(p.stat().st_size for p in (tmp_path / "fits" / "de-DE").rglob("*"))
+        assert code == 0, err
+        assert size == mib(9 * len(fits) + scratch.MODEL_FOLDER_BYTES) == mib(bound.folder_bytes)
+        assert len(fits) + unpacked <= bound.folder_bytes and 5.8 < unpacked / len(fits) < 6
+
+        code, err, size, bound = download(past, tmp_path / "past")
+        lines = [line for line in err.splitlines() if line.startswith("speech-recognizer:")]
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+        assert (f"unpacks to {11 * 2**20 + 17} bytes, more than its models folder is sized for (8 times the "
+                f"catalog's {m.CATALOG['de-DE'].file} of {len(past)} bytes, besides the zip); set ModelMaxSizeMB=12 or "
+                "more to download it") in lines[0], lines[0]
+        assert not (tmp_path / "past").exists() or list((tmp_path / "past").iterdir()) == []
+
+        code, err, size, bound = download(past, tmp_path / "raised", ModelMaxSizeMB="12")
+        assert code == 0, err
+        assert size == mib(scratch.download_bytes(12)) == mib(bound.folder_bytes) == "24Mi"
 
 
 #: CPUs of the nodes a pod may land on: the recognizer counts those it may run on (its affinity), capped by the CFS

@@ -321,7 +321,7 @@ def test_nothing_to_apply_when_the_server_kept_what_was_applied() -> None:
     desired = fingerprinted(builders.deployment(stt, CONFIG))
     live = _as_stored(desired)
     assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi",
-                                                                                   "ephemeral-storage": "8074Mi"}
+                                                                                   "ephemeral-storage": "615Mi"}
     assert pending(desired, live) == []
     assert pending(fingerprinted(builders.deployment(stt, CONFIG)), live) == []  # built again, as after a restart
 
