@@ -257,13 +257,18 @@ def test_sigterm_lets_running_streams_finish_and_refuses_new_work(
           f"exit {exited - signalled:.1f} s after it, {exited - last_stream:.2f} s after the last stream ended")
 
 
-def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, utterances_wav: Path) -> None:
+def test_idle_clients_are_closed_so_that_they_connect_again_and_a_second_sigterm_stops_at_once(
+        recognizer_process, utterances_wav: Path, speech_wav: Path) -> None:
     """A Speech SDK app keeps its connection between recognitions. The drain closes it with 1000 once
     nothing runs, and the app's next recognition, with the same recognizer object, reaches the server
     that took the address over (as another pod behind the Service). It was closed with 1012, after
     which the SDK failed that recognition and every later one at once
     (SPXERR_START_RECOGNIZING_INVALID_STATE_TRANSITION): a rollout broke every idle app.
-    An idle vosk client gets the same close and reason."""
+    An idle vosk client gets the same close and reason.
+
+    The server that took the address over then drains with a stream in progress (its drain would wait up to
+    ``Drain:Seconds``, 60 s): a second SIGTERM skips the rest of the drain, and the process stops at once (the test
+    of it shares that server, not to start one more)."""
     from speech_recognizer.drain import IDLE_REASON
 
     first = recognizer_process(f"{c.DRAIN_SECONDS}=60")
@@ -280,29 +285,26 @@ def test_idle_clients_are_closed_so_that_they_connect_again(recognizer_process, 
     assert first.process.wait(30) == 0, first.output()
     assert "(2 idle connection(s) closed with 1000: their clients connect again)" in first.output(), first.output()
 
-    recognizer_process(port=first.port)  # the next server at the same address
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60", port=first.port)  # the next server at the same address
     after = app.recognize_once()
     details = after.cancellation_details.error_details if after.reason == speechsdk.ResultReason.Canceled else ""
     assert after.reason == speechsdk.ResultReason.RecognizedSpeech and after.text, (after.reason, details)
 
-
-def test_drain_ends_at_its_deadline(recognizer_process, speech_wav: Path) -> None:
-    """A stream that does not end is closed when Drain:Seconds runs out, and the process exits."""
-    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2")
+    # a second SIGTERM stops at once
     pcm, _, _ = read_wav(speech_wav)
     with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
         ws.send(pcm[:CHUNK])
         ws.recv(timeout=30)
+        rec.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert rec.process.poll() is None
         signalled = time.monotonic()
         rec.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:  # the client stays, sending nothing
+        with pytest.raises(ConnectionClosed):
+            while True:
                 ws.recv(timeout=30)
-        cut = time.monotonic() - signalled
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value  # uvicorn's "service restart"
-    assert 1.8 <= cut < 6, cut
-    assert rec.process.wait(30) == 0, rec.output()
-    assert "drain deadline (2 s) reached with 1 recognition(s) still running" in rec.output()
+    rec.process.wait(30)
+    assert time.monotonic() - signalled < 10
 
 
 def test_a_refused_speech_sdk_connection_that_sends_nothing_gets_its_reason_when_the_drain_ends(
@@ -357,24 +359,6 @@ def test_a_phrase_held_for_the_segmentation_silence_comes_before_the_drains_dead
     assert code == 1012, (code, reason)
     assert_held_phrase_first(before + after, long_pauses_ref, [])
     assert rec.process.wait(30) == 0, rec.output()
-
-
-def test_a_second_sigterm_stops_at_once(recognizer_process, speech_wav: Path) -> None:
-    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
-    pcm, _, _ = read_wav(speech_wav)
-    with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as ws:
-        ws.send(pcm[:CHUNK])
-        ws.recv(timeout=30)
-        rec.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert rec.process.poll() is None
-        signalled = time.monotonic()
-        rec.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed):
-            while True:
-                ws.recv(timeout=30)
-    rec.process.wait(30)
-    assert time.monotonic() - signalled < 10
 
 
 def test_drain_seconds_is_a_bounded_setting() -> None:
@@ -476,7 +460,7 @@ class SlowUpload(threading.Thread):
             time.sleep(0.2)
 
     def run(self) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=60) as client:  # a hang guard: the drain's deadline (60 s) bounds the answer
             self.answer = client.post(self.url, content=self._body(), headers=self.headers)
 
 
@@ -487,23 +471,62 @@ def openai_request(rec: Recognizer, audio: bytes) -> tuple[str, bytes, dict[str,
     return str(request.url), request.read(), {"Content-Type": request.headers["Content-Type"]}
 
 
-def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_process, utterances_wav: Path,
-                                                                      speech_wav: Path) -> None:
-    """OpenAI's route is a recognition to the drain, as the REST route is: a transcription in flight at SIGTERM (its
+def test_http_recognitions_in_flight_are_answered_new_ones_refused_and_keep_alive_ends_when_the_drain_begins(
+        recognizer_process, utterances_wav: Path, speech_wav: Path) -> None:
+    """The HTTP side of a drain, one drain for what each client below sees (one recognizer to start, not one each).
+
+    OpenAI's route is a recognition to the drain, as the REST route is: a transcription in flight at SIGTERM (its
     upload arriving) is answered whole before the server exits, and one that comes during the drain is refused at once,
     503 ``draining`` with ``Retry-After`` in OpenAI's error shape (which the openai package retries, on another pod),
     counted and logged under route ``openai``. A draining server transcribed it (200) while it refused REST: new work
-    taken on by a server that is going away, which its deadline then cuts if it runs long."""
+    taken on by a server that is going away, which its deadline then cuts if it runs long. Each recognition in flight
+    is counted once (not as a request and as a decoder held).
+
+    A client that keeps HTTP connections alive (the gateway, an ingress controller's upstream pool, an app's HTTP
+    client) must not go on sending its requests to a draining server while other pods are ready: at the drain's start
+    its idle connection is closed, and every answer from then on, the one to a request in flight included (it is
+    answered whole), says ``Connection: close``. Without that, uvicorn kept such connections, and each request on one
+    got 503 ``draining`` until the drain ended.
+
+    A client that pipelines: its second request's head came in the read that ended the first request, in part, and
+    the rest comes after the drain began (recognitions still run, so the drain goes on). That request is coming, as one
+    whose head arrives on its own is: it is answered with ``Connection: close``, not cut with the idle connections."""
+    import http.client
+
     from prometheus_client.parser import text_string_to_metric_families
 
     from speech_recognizer.errors import FAILURE_HEADER
 
     rec = recognizer_process(f"{c.DRAIN_SECONDS}=60", f"{c.LOG_LEVEL}=DEBUG")  # a drain's refusal is a debug line
-    slow = SlowUpload(rec, utterances_wav.read_bytes(), openai=True)
-    slow.start()
-    assert slow.uploading.wait(10)
-    rec.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)  # the drain has begun
+    idle = http.client.HTTPConnection("127.0.0.1", rec.port, timeout=10)
+    idle.request("GET", c.ROUTE_STATUS)
+    first = idle.getresponse()
+    first.read()
+    assert first.status == 200 and first.getheader("Connection") is None, "kept alive before the drain"
+    with socket.create_connection(("127.0.0.1", rec.port), timeout=10) as pipelined:
+        pipelined.sendall(f"GET {c.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\n\r\nGET {c.ROUTE_STATUS} HTTP/1.1\r\nHo".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            answer += pipelined.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+
+        rest = SlowUpload(rec, speech_wav.read_bytes())
+        openai = SlowUpload(rec, utterances_wav.read_bytes(), openai=True)
+        rest.start()
+        openai.start()
+        assert rest.uploading.wait(10) and openai.uploading.wait(10)
+        rec.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert idle.sock.recv(1) == b"", "the idle kept-alive connection is closed"
+        closed_in = time.monotonic() - signalled
+        assert closed_in < 1.5, f"closed {closed_in:.2f} s after SIGTERM"
+
+        pipelined.sendall(b"st: x\r\n\r\n")  # the drain has begun: the idle connection was closed by it
+        second = b""
+        while chunk := pipelined.recv(65536):
+            second += chunk
+    assert second.startswith(b"HTTP/1.1 200"), second
+    assert b"connection: close" in second.lower(), second
 
     url, body, headers = openai_request(rec, speech_wav.read_bytes())
     new = httpx.post(url, content=body, headers=headers, timeout=30)
@@ -514,51 +537,23 @@ def test_an_openai_transcription_is_drained_as_a_rest_recognition_is(recognizer_
                for f in text_string_to_metric_families(httpx.get(f"{rec.http}/metrics", timeout=5).text) for s in f.samples}
     assert counted.get(("speech_refused_total", "openai", "draining")) == 1, counted
     assert counted.get(("speech_requests_total", "openai", "503")) == 1, counted
+    for route in (c.ROUTE_STATUS, c.ROUTE_METRICS):  # answered during the drain, on a new connection, which then closes
+        answered = httpx.get(f"{rec.http}{route}", timeout=5)
+        assert answered.status_code == 200 and answered.headers["Connection"] == "close", (route, answered.headers)
 
-    slow.join(60)
-    answer = slow.answer
-    assert answer is not None and answer.status_code == 200, answer and answer.text
+    rest.join(60)
+    assert rest.answer is not None and rest.answer.status_code == 200 and rest.answer.json()["DisplayText"], rest.answer
+    assert rest.answer.headers["Connection"] == "close", rest.answer.headers
+    openai.join(60)
+    transcribed = openai.answer
+    assert transcribed is not None and transcribed.status_code == 200, transcribed and transcribed.text
     pcm, rate, _ = read_wav(utterances_wav)  # the whole file transcribed
-    assert answer.json()["text"] and answer.json()["usage"]["seconds"] == math.ceil(len(pcm) / (2 * rate)), answer.text
+    assert transcribed.json()["text"] and transcribed.json()["usage"]["seconds"] == math.ceil(len(pcm) / (2 * rate)), transcribed.text
+    assert transcribed.headers["Connection"] == "close", transcribed.headers
     assert rec.process.wait(60) == 0, rec.output()
     log = rec.output()
     assert f"openai: draining: {REQUEST_REFUSED}" in log and "drained: every recognition ended" in log, log
-    assert "draining: 1 recognition(s) running" in log, log  # counted once (not as a request and as a decoder held)
-
-
-def test_keep_alive_ends_when_the_drain_begins(recognizer_process, speech_wav: Path) -> None:
-    """A client that keeps HTTP connections alive (the gateway, an ingress controller's upstream pool, an app's
-    HTTP client) must not go on sending its requests to a draining server while other pods are ready: at the drain's
-    start its idle connection is closed, and every answer from then on, the one to a request in flight included (it
-    is answered whole), says ``Connection: close``. Without that, uvicorn kept such connections, and each request on
-    one got 503 ``draining`` until the drain ended."""
-    import http.client
-
-    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
-    idle = http.client.HTTPConnection("127.0.0.1", rec.port, timeout=10)
-    idle.request("GET", c.ROUTE_STATUS)
-    first = idle.getresponse()
-    first.read()
-    assert first.status == 200 and first.getheader("Connection") is None, "kept alive before the drain"
-
-    slow = SlowUpload(rec, speech_wav.read_bytes())
-    slow.start()
-    assert slow.uploading.wait(10)
-    rec.process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    assert idle.sock.recv(1) == b"", "the idle kept-alive connection is closed"
-    closed_in = time.monotonic() - signalled
-    assert closed_in < 1.5, f"closed {closed_in:.2f} s after SIGTERM"
-
-    for route in (c.ROUTE_STATUS, c.ROUTE_METRICS):  # answered during the drain, on a new connection, which then closes
-        answer = httpx.get(f"{rec.http}{route}", timeout=5)
-        assert answer.status_code == 200 and answer.headers["Connection"] == "close", (route, answer.headers)
-    slow.join(30)
-    answer = slow.answer
-    assert answer is not None and answer.status_code == 200 and answer.json()["DisplayText"], answer.text
-    assert answer.headers["Connection"] == "close", answer.headers
-    assert rec.process.wait(30) == 0, rec.output()
-    assert "draining: 1 recognition(s) running" in rec.output(), rec.output()  # the REST one, counted once
+    assert "draining: 2 recognition(s) running" in log, log  # the REST one and the OpenAI one, each counted once
     print(f"the idle kept-alive connection was closed {closed_in * 1000:.0f} ms after SIGTERM")
 
 
@@ -588,34 +583,6 @@ def test_the_uvicorn_internals_the_drain_uses_are_there() -> None:
         kept.close()
     source = inspect.getsource(HttpToolsProtocol.shutdown)
     assert "self.transport.close()" in source and "self.cycle.keep_alive = False" in source, source
-
-
-def test_a_pipelined_request_whose_head_is_arriving_when_the_drain_begins_is_answered(recognizer_process, speech_wav: Path) -> None:
-    """A client that pipelines: its second request's head came in the read that ended the first request, in part, and
-    the rest comes after the drain began (a recognition still runs, so the drain goes on). That request is coming, as
-    one whose head arrives on its own is: it is answered with ``Connection: close``, not cut with the idle connections."""
-    import socket
-
-    rec = recognizer_process(f"{c.DRAIN_SECONDS}=60")
-    slow = SlowUpload(rec, speech_wav.read_bytes())  # a recognition that keeps the drain going
-    slow.start()
-    with socket.create_connection(("127.0.0.1", rec.port), timeout=10) as sock:
-        sock.sendall(f"GET {c.ROUTE_STATUS} HTTP/1.1\r\nHost: x\r\n\r\nGET {c.ROUTE_STATUS} HTTP/1.1\r\nHo".encode())
-        first = b""
-        while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):
-            first += sock.recv(65536)
-        assert first.startswith(b"HTTP/1.1 200"), first
-        assert slow.uploading.wait(10)
-        rec.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # the drain has begun
-        sock.sendall(b"st: x\r\n\r\n")
-        second = b""
-        while chunk := sock.recv(65536):
-            second += chunk
-    assert second.startswith(b"HTTP/1.1 200"), second
-    assert b"connection: close" in second.lower(), second
-    slow.join(30)
-    assert slow.answer is not None and slow.answer.status_code == 200, slow.answer
 
 
 def server_side(port: int, client: socket.socket) -> tuple[str, int]:
@@ -685,33 +652,43 @@ def test_a_client_that_reads_nothing_does_not_hold_the_stop_past_the_drain(
           f"{reading.ended_at - signalled:.1f} s after; the process exited {stopped:.1f} s after SIGTERM")
 
 
-@pytest.mark.parametrize("route", ["usp/conversation", "vosk"])
-def test_a_stream_the_drains_deadline_cuts_is_counted_as_the_drains(recognizer_process, speech_wav: Path, route: str) -> None:
-    """A stream still running when ``Drain:Seconds`` runs out (a Speech SDK turn, a /vosk stream: its client sent a
-    second of audio and nothing more, its connection open, reading) is closed by the server's stop (1012): counted as
+def test_streams_the_drains_deadline_cuts_are_closed_and_counted_as_the_drains(recognizer_process, speech_wav: Path) -> None:
+    """Streams still running when ``Drain:Seconds`` runs out (2 s here): a /vosk stream and a Speech SDK turn, each
+    client having sent a second of audio and nothing more, its connection open, reading. Each is closed by the
+    server's stop at the deadline (1012, uvicorn's "service restart"), and the process exits 0. Each is counted as
     the drain's (``draining``), nothing more sent, not as a client that left mid-stream (``client_gone``: the 1012
-    disconnect is the server's own; before, the Speech SDK route said "the client left mid-turn", /vosk "the client left
-    without {"eof" : 1}")."""
-    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2", f"{c.LOG_LEVEL}=Debug")
+    disconnect is the server's own; before, the Speech SDK route said "the client left mid-turn", /vosk "the client
+    left without {"eof" : 1}"). The two routes share one drain (one recognizer to start, not one per route): each has
+    its own close and its own failure line."""
+    rec = recognizer_process(f"{c.DRAIN_SECONDS}=2", f"{c.LOG_LEVEL}=Debug")  # a drain's failure is a debug line
     pcm = read_wav(speech_wav)[0][: 10 * CHUNK]
-    with connect(rec.ws + (USP if route != "vosk" else "/vosk?language=ko-KR"), open_timeout=10) as ws:
-        if route == "vosk":
-            for i in range(0, len(pcm), CHUNK):
-                ws.send(pcm[i : i + CHUNK])
-            assert "partial" in json.loads(ws.recv(timeout=30))
-        else:
-            rid = uuid.uuid4().hex
-            ws.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
-            for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
-                ws.send(client_audio_frame(rid, payload))
-            assert parse_text(ws.recv(timeout=30)).path == "turn.start"
-        time.sleep(0.5)  # its audio decoded: nothing in flight at the deadline
+    with connect(f"{rec.ws}/vosk?language=ko-KR", open_timeout=10) as vosk, connect(rec.ws + USP, open_timeout=10) as usp:
+        for i in range(0, len(pcm), CHUNK):
+            vosk.send(pcm[i : i + CHUNK])
+        assert "partial" in json.loads(vosk.recv(timeout=30))
+        rid = uuid.uuid4().hex
+        usp.send(client_text_frame("speech.context", rid, {"phraseDetection": {"language": "ko-KR"}}))
+        for payload in [wav_bytes(b"")] + [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]:
+            usp.send(client_audio_frame(rid, payload))
+        assert parse_text(usp.recv(timeout=30)).path == "turn.start"
+        time.sleep(0.5)  # their audio decoded: nothing in flight at the deadline
+        signalled = time.monotonic()
         rec.process.send_signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                ws.recv(timeout=30)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, closed.value
+        closes = {}
+        for route, ws in (("vosk", vosk), ("usp/conversation", usp)):  # the clients stay, sending nothing
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=30)
+            closes[route] = closed.value.rcvd and closed.value.rcvd.code
+            if route == "vosk":
+                cut = time.monotonic() - signalled
+    assert closes == {"vosk": 1012, "usp/conversation": 1012}, closes
+    assert 1.8 <= cut < 6, cut  # at the deadline, not before it nor long after
     assert rec.process.wait(30) == 0, rec.output()
-    failures = [line for line in rec.output().splitlines() if "speech_recognizer.failures" in line]
-    assert len(failures) == 1 and f"{route}: draining: " in failures[0], failures
-    assert "Traceback" not in rec.output(), rec.output()
+    log = rec.output()
+    assert "drain deadline (2 s) reached with 2 recognition(s) still running" in log, log
+    failures = [line for line in log.splitlines() if "speech_recognizer.failures" in line]
+    assert len(failures) == 2, failures
+    for route in closes:
+        assert sum(f" {route}: draining: " in line for line in failures) == 1, (route, failures)
+    assert "Traceback" not in log, log
