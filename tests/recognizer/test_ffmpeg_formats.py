@@ -48,16 +48,20 @@ FORMATS = ("webm", "m4a", "mkv", "mov", "aac", "qt", "3gp", "amr", "mpg", "mpeg"
 
 
 @pytest.fixture(scope="module")
-def encoded(run_dir: Path, model: LoadedModel, utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path,
-            utterances_mov: Path, utterances_aac: Path, utterances_qt: Path, utterances_recorded: dict[str, Path],
-            utterances_webm_ref: Reference, utterances_m4a_ref: Reference, utterances_mkv_ref: Reference,
-            utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
+def recordings(utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path, utterances_aac: Path,
+               utterances_qt: Path, utterances_recorded: dict[str, Path]) -> dict[str, Path]:
+    """Each kind's file (the session's fixtures), by :data:`FORMATS`' names."""
+    return {"webm": utterances_webm, "m4a": utterances_m4a, "mkv": utterances_mkv, "mov": utterances_mov,
+            "aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
+
+
+@pytest.fixture(scope="module")
+def encoded(run_dir: Path, model: LoadedModel, recordings: dict[str, Path], utterances_webm_ref: Reference,
+            utterances_m4a_ref: Reference, utterances_mkv_ref: Reference, utterances_mov_ref: Reference) -> dict[str, tuple[Path, Reference]]:
     """Each kind's file and what in-process Vosk hears in it: the references of the session's fixtures, and the
     others'."""
-    own = {"aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
-    return {"webm": (utterances_webm, utterances_webm_ref), "m4a": (utterances_m4a, utterances_m4a_ref),
-            "mkv": (utterances_mkv, utterances_mkv_ref), "mov": (utterances_mov, utterances_mov_ref),
-            **{kind: (path, av_reference(run_dir, model, path)) for kind, path in own.items()}}
+    refs = {"webm": utterances_webm_ref, "m4a": utterances_m4a_ref, "mkv": utterances_mkv_ref, "mov": utterances_mov_ref}
+    return {kind: (path, refs[kind] if kind in refs else av_reference(run_dir, model, path)) for kind, path in recordings.items()}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -117,18 +121,14 @@ def test_the_rest_route_hears_them(fresh_server, encoded: dict[str, tuple[Path, 
     ref.assert_words_match([(w["Word"], w["Offset"] * 1e-7, (w["Offset"] + w["Duration"]) * 1e-7) for w in best["Words"]])
 
 
-def test_the_rest_route_decodes_them_alike_by_any_of_their_types(
-        utterances_webm: Path, utterances_m4a: Path, utterances_mkv: Path, utterances_mov: Path, utterances_aac: Path,
-        utterances_qt: Path, utterances_recorded: dict[str, Path]) -> None:
+def test_the_rest_route_decodes_them_alike_by_any_of_their_types(recordings: dict[str, Path]) -> None:
     """Each kind under each other type it goes by (``application/octet-stream`` too, as the file transcriber sends
     every kind to a server; an MPEG program stream sent as ``audio/mpeg``, MP3's type, is decoded as what its bytes
     are): the REST route's body limit and the PCM its decoding gives (its decoder's, by the bytes) are those of its own
     type, which the route recognizes (the test above); the route uses the type for nothing else. So every kind the
     transcriber sends through a server is heard as under its own type (the folder test below sends three of them)."""
-    paths = {"webm": utterances_webm, "m4a": utterances_m4a, "mkv": utterances_mkv, "mov": utterances_mov,
-             "aac": utterances_aac, "qt": utterances_qt, **utterances_recorded}
     for kind, (own, *others) in TYPES.items():
-        body = paths[kind].read_bytes()
+        body = recordings[kind].read_bytes()
         heard = decode(body, own, max_seconds=60)
         for content_type in others:
             assert body_limit(content_type, 60) == body_limit(own, 60), (kind, content_type)
@@ -137,17 +137,22 @@ def test_the_rest_route_decodes_them_alike_by_any_of_their_types(
             assert (again.sample_rate, again.pcm) == (heard.sample_rate, heard.pcm), (kind, content_type)
 
 
-#: The kinds of the folder the transcriber sends through a server: three decoders' (the REST route hears every kind,
-#: the test above shows them decoded alike as the transcriber sends them).
+#: The kinds of the folders the transcriber transcribes, in-process and through a server: each of the five decoders
+#: (:data:`DECODERS`) in both, eight kinds in all. Every kind is shown decoded from its file as the transcriber reads it
+#: to the PCM of its whole decoding (the test below), which the REST route hears as in-process Vosk does (the tests
+#: above); through a server the transcriber sends it as ``application/octet-stream``, decoded alike (the test above).
+IN_PROCESS = ("mkv", "m4a", "aac", "amr", "mpg")
 THROUGH_A_SERVER = ("webm", "3gp", "mpeg")
 
 
 def test_a_folder_of_them_in_process_and_through_a_server(fresh_server, encoded: dict[str, tuple[Path, Reference]], tmp_path: Path) -> None:
-    """A folder holding a .webm, an .m4a, an .mkv, a .mov, an .aac, a .qt, a .3gp, an .amr, an .mpg and an .mpeg is
-    searched for each (the .mkv and .mov were not, later the .aac and .qt, then the .amr, .mpg and .mpeg; the .3gp was
-    found and failed: its codec), and each transcribed in-process (FFmpeg's child reads the file itself); a folder of
-    three kinds (:data:`THROUGH_A_SERVER`) through a server: in-process Vosk's words and times on the decoded PCM."""
-    for where, kinds in (((), FORMATS), (("--server", fresh_server.http), THROUGH_A_SERVER)):  # new recognizers, as above
+    """A folder of an .mkv, an .m4a, an .aac, an .amr and an .mpg (:data:`IN_PROCESS`) is searched for each (the .mkv
+    was not, later the .aac, then the .amr and .mpg; a .3gp was found and failed: its codec) and each transcribed
+    in-process (FFmpeg's child reads the file itself), a folder of a .webm, a .3gp and an .mpeg
+    (:data:`THROUGH_A_SERVER`) through a server: in-process Vosk's words and times on the decoded PCM. (Each of the ten
+    kinds was transcribed in-process, each some 5 s of CPU: those of the five not here are what the test below shows
+    them decoded alike as.)"""
+    for where, kinds in (((), IN_PROCESS), (("--server", fresh_server.http), THROUGH_A_SERVER)):  # new recognizers, as above
         folder = tmp_path / f"recordings-{len(where)}"
         folder.mkdir()
         for kind in kinds:
@@ -162,19 +167,20 @@ def test_a_folder_of_them_in_process_and_through_a_server(fresh_server, encoded:
             ref.assert_words_match(words_of(answers[kind]))
 
 
-def test_decoded_as_they_are_read_they_equal_the_whole_decoding(utterances_webm: Path, utterances_m4a: Path,
-                                                                utterances_aac: Path, utterances_recorded: dict[str, Path]) -> None:
-    """From a file (the child reads it from its start, whatever was read of it) and from a pipe's bytes: the PCM the
-    whole decoding gives."""
-    for path in (utterances_webm, utterances_m4a, utterances_aac, utterances_recorded["amr"], utterances_recorded["mpg"]):
-        whole = decode(path.read_bytes(), max_seconds=600)
-        with path.open("rb") as file:
-            head = file.read(65536)
-            decoding = decode_stream(head, file.read, size=path.stat().st_size, file=file, max_seconds=600)
-            assert decoding.sample_rate == whole.sample_rate and b"".join(decoding.blocks) == whole.pcm, path.name
-        rest = io.BytesIO(path.read_bytes()[65536:])
-        decoding = decode_stream(path.read_bytes()[:65536], rest.read, size=None, file=None, max_seconds=600)
-        assert b"".join(decoding.blocks) == whole.pcm, path.name
+@pytest.mark.parametrize("kind", FORMATS)
+def test_decoded_as_they_are_read_they_equal_the_whole_decoding(recordings: dict[str, Path], kind: str) -> None:
+    """Each kind, from a file as the transcriber reads one (its first 64 KiB told by their bytes alone, then the child
+    reads the file from its start, whatever was read of it) and from a pipe's bytes: the PCM the whole decoding gives."""
+    path = recordings[kind]
+    whole = decode(path.read_bytes(), max_seconds=600)
+    with path.open("rb") as file:
+        head = file.read(65536)
+        assert sniff(head) is DECODERS[kind]
+        decoding = decode_stream(head, file.read, size=path.stat().st_size, file=file, max_seconds=600)
+        assert decoding.sample_rate == whole.sample_rate and b"".join(decoding.blocks) == whole.pcm
+    rest = io.BytesIO(path.read_bytes()[65536:])
+    decoding = decode_stream(path.read_bytes()[:65536], rest.read, size=None, file=None, max_seconds=600)
+    assert b"".join(decoding.blocks) == whole.pcm
 
 
 def test_signatures_tell_them_whatever_the_type() -> None:
@@ -289,13 +295,15 @@ def test_an_id3_tagged_aac_is_heard_as_the_untagged(server, utterances_aac: Path
 def test_a_folder_is_searched_for_every_suffix_of_what_is_decoded(tmp_path: Path) -> None:
     """Raw AAC (``.aac``, ``.adts``), audiobooks (``.m4b``), phones' 3GP (``.3gp``), old QuickTime (``.qt``), raw AMR
     (``.amr``, ``.awb``) and MPEG program streams (``.mpg``, ``.mpeg``) are found in a folder (they were passed over
-    without a word: the last four until AMR and MPEG-PS were decoded); DVD's ``.vob`` (AC-3 or LPCM audio, mostly) and
-    text are not."""
-    names = ("a.aac", "b.ADTS", "c.m4b", "d.3gp", "e.qt", "f.mpg", "g.amr", "h.AWB", "i.mpeg", "j.vob", "notes.txt")
+    without a word: the last four until AMR and MPEG-PS were decoded), as are WebM, M4A, Matroska and QuickTime
+    (``.webm``, ``.m4a``, ``.mkv``, ``.mov``: no folder the transcriber transcribes below holds all ten kinds); DVD's
+    ``.vob`` (AC-3 or LPCM audio, mostly) and text are not."""
+    names = ("a.aac", "b.ADTS", "c.m4b", "d.3gp", "e.qt", "f.mpg", "g.amr", "h.AWB", "i.mpeg", "j.webm", "k.m4a", "l.mkv",
+             "m.mov", "n.vob", "notes.txt")
     for name in names:
         (tmp_path / name).touch()
     files, errors = transcriber.expand([str(tmp_path)])
-    assert [f.name for f in files] == list(names[:9]) and not errors
+    assert [f.name for f in files] == list(names[:13]) and not errors
 
 
 @functools.cache
@@ -555,13 +563,15 @@ def test_amr_wb_raw_and_in_3gp_is_decoded_as_pyav_decodes_it(server, tmp_path: P
 def test_dtx_silences_of_amr_are_decoded(server, run_dir: Path, model: LoadedModel, utterances_recorded: dict[str, Path], tmp_path: Path) -> None:
     """AMR a recorder wrote with discontinuous transmission (DTX): its silences are comfort-noise (SID) and no-data
     frames, which FFmpeg's own AMR decoders refuse ("not yet implemented"), failing the file; OpenCORE's (the server's)
-    decode them: raw and in 3GP, the words and times of in-process Vosk on the PCM PyAV decodes it to with OpenCORE's.
+    decode them: raw and in 3GP, the words and times of in-process Vosk on the PCM PyAV decodes it to with OpenCORE's
+    (the recording's first utterance between two silences: 7 s in all, not 17 with the three, each decoded three times).
     With FFmpeg's own decoder it was a 400 "the AMR audio is corrupt or cut short: Not yet implemented in FFmpeg"."""
     silent = bytes([8 << 3 | 4]) + bytes(5)  # a SID frame (frame type 8) of zeros
     nodata = bytes([15 << 3 | 4])
-    gaps = b"".join([silent, *[nodata] * 7] * 25)  # 4 s of DTX: a SID frame, then 7 no-data frames, over and over
+    gaps = b"".join([silent, *[nodata] * 7] * 13)  # 2 s of DTX: a SID frame, then 7 no-data frames, over and over
+    first = _amr_frames(utterances_recorded["amr"].read_bytes())[:150]  # 3 s: the first utterance (0.3 to 2.5 s), half its pause
     path = tmp_path / "dtx.amr"
-    path.write_bytes(b"#!AMR\n" + gaps + b"".join(_amr_frames(utterances_recorded["amr"].read_bytes())) + gaps)
+    path.write_bytes(b"#!AMR\n" + gaps + b"".join(first) + gaps)
     ref = av_reference(run_dir, model, path)
     for body, content_type in ((path.read_bytes(), "audio/amr"), (_in_3gp(path.read_bytes()), "audio/3gpp")):
         r = post(server, body, content_type, query="language=ko-KR&format=detailed&wordLevelTimestamps=true")
