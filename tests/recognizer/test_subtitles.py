@@ -30,9 +30,9 @@ from speech_recognizer.transcript import Alternative, Phrase, Word
 
 from ..support import Reference, finishes
 
-#: Seconds a REST recognition of the three utterances may take, in time this process (the server, its decoders) did
-#: not wait for a CPU: a hang guard (:func:`~tests.support.finishes`); 60 s of the client's clock failed one that was
-#: only slow (189 s at load 18).
+#: Seconds a REST recognition (of the three utterances, of silence) may take, in time this process (the server, its
+#: decoders) did not wait for a CPU: a hang guard (:func:`~tests.support.finishes`); 60 s of the client's clock failed
+#: one that was only slow (189 s at load 18).
 RECOGNITION = 60.0
 
 LOREM = ("the quick brown fox jumps over the lazy dog and then runs far away into the deep dark forest where "
@@ -172,10 +172,12 @@ def test_rest_answers_subtitles_by_format_or_accept_that_parse_to_in_process_vos
 
 
 def test_rest_subtitles_of_silence_and_a_bad_format(server, silence_wav: Path) -> None:
-    quiet = httpx.post(f"{server.http}{REST}?language=ko-KR&format=vtt", content=silence_wav.read_bytes(), timeout=60)
+    quiet = finishes(RECOGNITION, lambda: httpx.post(f"{server.http}{REST}?language=ko-KR&format=vtt", content=silence_wav.read_bytes(),
+                                                     timeout=None), "the recognition of silence")
     assert quiet.status_code == 200 and quiet.text.startswith("WEBVTT")
     assert webvtt.from_buffer(io.StringIO(quiet.text)).captions == []
-    bad = httpx.post(f"{server.http}{REST}?language=ko-KR&format=ass", content=silence_wav.read_bytes(), timeout=60)
+    bad = finishes(RECOGNITION, lambda: httpx.post(f"{server.http}{REST}?language=ko-KR&format=ass", content=silence_wav.read_bytes(),
+                                                   timeout=None), "the refusal of a bad format")
     assert bad.status_code == 400
     assert "use simple, detailed, srt or vtt" in bad.json()["error"]["message"]
 

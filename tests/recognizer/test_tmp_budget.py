@@ -49,16 +49,18 @@ async def send(url: str, sent: list[int]) -> None:
 
 
 async def until_still(seconds: float, least: int, hang: float) -> int:
-    """The bytes spilled once they are ``least`` or more and have not changed for ``seconds`` (the clients held back);
-    a failure saying how many were spilled once ``hang`` seconds passed in time this process did not wait for a CPU
+    """The bytes spilled once they are ``least`` or more and have not changed for ``seconds`` of time this process (the
+    server) did not wait for a CPU (the clients held back: by the clock, a server starved for that long looked held
+    back too); a failure saying how many were spilled once ``hang`` seconds passed in that time
     (:meth:`~tests.support.Unstarved.beyond`)."""
-    last, since = -1, time.monotonic()
+    last = -1
     with closing(Unstarved()) as stopwatch:
+        since = stopwatch.read()
         while True:
-            now = inbox.spilled_bytes()
+            now, quiet = inbox.spilled_bytes(), stopwatch.read()
             if now != last:
-                last, since = now, time.monotonic()
-            elif now >= least and time.monotonic() - since >= seconds:
+                last, since = now, quiet
+            elif now >= least and quiet - since >= seconds:
                 return now
             assert not stopwatch.beyond(hang), f"{now} bytes spilled, not {least} or more still for {seconds:g} s: {stopwatch}"
             await asyncio.sleep(0.05)
