@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import http.client
 import json
 import os
 import shutil
+import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -176,6 +179,32 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The one encoding of a WAV at a time (:func:`uploads`): the pods of a pool may ask at once.
+_ENCODING = threading.Lock()
+
+
+def uploads(wav: Path, where: Path) -> list[tuple[Path, str]]:
+    """``wav`` as the other uploads :func:`run_example` posts, written into ``where``, each with its Content-Type: WebM
+    (Opus) and M4A (AAC), encoded by PyAV, and MP3, by libsndfile. Every pod posts the same audio, so each version of
+    the WAV is encoded once in a worker, not once a pod (the three encodings cost about 6 CPU s)."""
+    with _ENCODING:
+        encoded = _encoded(wav, wav.stat().st_mtime_ns, wav.stat().st_size)
+    out = []
+    for name, content_type, data in encoded:
+        (where / name).write_bytes(data)
+        out.append((where / name, content_type))
+    return out
+
+
+@functools.cache
+def _encoded(wav: Path, _mtime_ns: int, _size: int) -> tuple[tuple[str, str, bytes], ...]:
+    with tempfile.TemporaryDirectory() as tmp:
+        made = ((av_encode(wav, Path(tmp) / "speech.webm", "webm", "libopus", 48000, 32000), "audio/webm"),
+                (av_encode(wav, Path(tmp) / "speech.m4a", "ipod", "aac", 16000, 48000), "audio/mp4"),
+                (mp3_encode(wav, Path(tmp) / "speech.mp3"), "audio/mpeg"))
+        return tuple((path.name, content_type, path.read_bytes()) for path, content_type in made)
+
+
 def run_example(path: Path, name: str, image: Image, config: OperatorConfig, where: Path, model: Path,
                 catalog_zip: Path, wav: Path, model_locale: str = "ko-KR", *, spec_update: dict[str, Any] | None = None,
                 volume_owner: tuple[int, int] = (0, 0), admit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -224,9 +253,7 @@ def run_example(path: Path, name: str, image: Image, config: OperatorConfig, whe
             assert answer["RecognitionStatus"] == "Success" and answer["DisplayText"].strip(), answer
             # WebM and M4A: FFmpeg's child process starts, within its limits, as the pod's user on its read-only root;
             # MP3: the system's libmpg123 (the image installs it), not the wheel's libsndfile fallback (speech_recognizer.audio)
-            for encoded, content_type in ((av_encode(wav, where / "speech.webm", "webm", "libopus", 48000, 32000), "audio/webm"),
-                                          (av_encode(wav, where / "speech.m4a", "ipod", "aac", 16000, 48000), "audio/mp4"),
-                                          (mp3_encode(wav, where / "speech.mp3"), "audio/mpeg")):
+            for encoded, content_type in uploads(wav, where):
                 heard = transcribe(pod, encoded, key, content_type)
                 assert heard["RecognitionStatus"] == "Success" and heard["DisplayText"].strip(), (encoded.name, heard)
             assert "libsndfile instead" not in running.log(), running.log()[-3000:]

