@@ -205,8 +205,12 @@ def gateway_panels() -> list[dict[str, Any]]:
               "the stream's length", "s",
               *((f"histogram_quantile({q}, sum by (locale, route, le) ({relayed_ok}))", f"{{{{locale}}}} {{{{route}}}} p{int(q * 100)}")
                 for q in (0.5, 0.95))),
-        panel("Gateway streams", "WebSocket streams being relayed, by route (`speech_gateway_streams`)", "short",
-              ("sum by (route) (speech_gateway_streams)", "{{route}}"), stack=True),
+        panel("Gateway streams", "WebSocket streams being relayed, by route: those whose client is still there "
+              "(`speech_gateway_streams`, the live load), and those whose client is gone while the gateway still closes "
+              "the recognizer's side, its close reply awaited for at most SPEECH_GATEWAY_SEND_STALL_SECONDS "
+              "(`speech_gateway_streams_closing`: a recognizer busy decoding what a gone client sent, or stuck)", "short",
+              ("sum by (route) (speech_gateway_streams)", "{{route}}"),
+              ("sum by (route) (speech_gateway_streams_closing)", "{{route}} closing"), stack=True),
         *failure_panels("Gateway", "speech_gateway_failures_total", alerts.GATEWAY_KINDS, by_locale=False, own_locale=True),
         panel("Gateway relay throughput", "Bytes relayed per second, each way (`speech_gateway_relayed_bytes_total`)", "Bps",
               (f"sum by (direction) ({rate('speech_gateway_relayed_bytes_total')})", "{{direction}}")),
