@@ -56,7 +56,9 @@ its close (the guard, told the relay's ``failed``: :class:`_ClientSide`), ``not_
 its own clients: the client's doing), and the recognizer's for taking in none of the stream while the relay's send
 waits (:func:`_while_sends_wait`) or not taking in its close (:func:`_close_within`), ``backend_not_reading`` (a fault:
 it pages); the recognizer's let go for taking in the whole stream and its close and not answering that close
-(:func:`_close_within`), ``backend_close_unanswered`` (a fault: it pages); the client's still closing when the stop ends, ``gateway_stopped``
+(:func:`_close_within`), ``backend_close_unanswered`` (a fault: it pages); the recognizer's the stop resets with bytes
+still unsent, ``gateway_stopped``, or ``client_gone`` once its client had gone (what it left, not what the stop cut:
+:func:`_close_within`); the client's still closing when the stop ends, ``gateway_stopped``
 (:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
 failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
@@ -667,7 +669,7 @@ async def relay_websocket(request: web.Request, backend: Backend, session: aioht
     except BaseException:
         progress.leave()
         await _close_within(upstream, 1001, b"the client left during the handshake", backend, failed,
-                            bound=_stall_seconds(request), shutdown=progress.shutdown)
+                            bound=_stall_seconds(request), progress=progress)
         raise
     connected(101, ACCEPTED_TO_CLOSE.get())
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -709,7 +711,7 @@ async def relay_accepted(client: web.WebSocketResponse, request: web.Request, ba
     except Exception as exc:  # noqa: BLE001 - the recognizer went away at once
         gone = lost(backend, f"went away: {exc or type(exc).__name__}")
         failed(gone)
-        await _close_within(upstream, 1001, b"", backend, failed, bound=_stall_seconds(request), shutdown=progress.shutdown)
+        await _close_within(upstream, 1001, b"", backend, failed, bound=_stall_seconds(request), progress=progress)
         await _close(client, *failures.close_args(gone))
         return
     await _relay(client, upstream, backend, traffic, progress, failed, request, answered)
@@ -871,7 +873,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
         (``backend_not_reading``: the gateway counts one failure a stream)."""
         client_stalled()
         await _close_within(upstream, code, reason, backend=backend, failed=failed, bound=stall_seconds,
-                            shutdown=progress.shutdown, stalled=stalled)
+                            progress=progress, stalled=stalled)
 
     sends, replies = _Sends(upstream._writer.transport), _Sends()
     stalled = _Stalled(upstream._writer.transport)
@@ -1033,7 +1035,7 @@ CLOSE_LOOK_SECONDS = 0.05
 
 
 async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: int, reason: bytes, backend: Backend,
-                        failed: Failed, *, bound: float = STALL_SECONDS, shutdown: Shutdown | None = None,
+                        failed: Failed, *, bound: float = STALL_SECONDS, progress: Progress | None = None,
                         stalled: _Stalled | None = None) -> None:
     """Close the recognizer's side (:func:`_close`) with a close handshake: its close reply read, then the end of the
     connection; looked at every :data:`CLOSE_LOOK_SECONDS`. A close frame to a recognizer that takes nothing in waits
@@ -1065,10 +1067,12 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
     (its kernel takes what its process no longer reads: stuck) has its connection ended then, ``failed`` told
     (``backend_close_unanswered``, which pages: an operator sees a stuck recognizer its clients all left).
 
-    The gateway's stop (``shutdown``) holds for it no longer than CLOSE_REPLY_SECONDS from the close once the stop began
-    and it has taken in nothing and said nothing for as long, nor past its time (``over``): a recognizer left so by a
-    client that was done held the stop up to ``shutdown_seconds``. With bytes still unsent then it is reset as the stop's
-    (``gateway_stopped``; it is not known stuck), else its connection ends. aiohttp's own wait for the reply is unbounded
+    The gateway's stop (``progress.shutdown``) holds for it no longer than CLOSE_REPLY_SECONDS from the close once the
+    stop began and it has taken in nothing and said nothing for as long, nor past its time (``over``): a recognizer left
+    so by a client that was done held the stop up to ``shutdown_seconds``. With bytes still unsent then it is reset; it
+    is not known stuck: the stop's failure (``gateway_stopped``) when the stop closed the stream, and its client's
+    (``client_gone``, the failure table's DEBUG line, no alert) when that client had gone (``progress.left``: it closed, or
+    its connection ended), the stop cutting only what a gone client left to the recognizer; else its connection ends. aiohttp's own wait for the reply is unbounded
     (:func:`connect_upstream`): its bound, ended, would close the connection, and what the kernel still held unsent could
     no longer be looked at."""
     transport = upstream._writer.transport  # aiohttp's close lets go of the connection's own reference
@@ -1089,6 +1093,7 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
             if now - began < CLOSE_REPLY_SECONDS:
                 continue
             # the stop holds for it no longer: out of time, or begun and it has taken in nothing and said nothing since
+            shutdown = progress.shutdown if progress is not None else None
             stopping = shutdown is not None and (shutdown.over.is_set() or shutdown.begun.is_set() and idle >= CLOSE_REPLY_SECONDS)
             where = f"the recognizer of {backend.locale} ({backend.namespace}/{backend.name})"
             if not unsent:  # it has the close, unread yet (busy decoding) or never to be read (stuck)
@@ -1103,6 +1108,9 @@ async def _close_within(upstream: aiohttp.ClientWebSocketResponse[Any], code: in
                 continue
             if idle >= bound:
                 failure = stuck(backend, unsent, idle, bound, "the stream's last")
+            elif stopping and progress is not None and progress.left:  # what a gone client left: not the stop's failure
+                failure = Failure(f"the client had left; the gateway stopped before {where} took in the stream's last "
+                                  f"{unsent} bytes (its close behind them): its connection was reset", failures.CLIENT_GONE)
             elif stopping:
                 failure = Failure(f"the gateway stopped before {where} took in the stream's last {unsent} bytes (its "
                                   "close behind them): its connection was reset", failures.STOPPED)

@@ -925,9 +925,10 @@ def test_a_recognizer_taking_in_none_of_a_closed_streams_end_holds_the_stop_no_l
     window (:data:`UNSENT_MESSAGE`: it waits unsent), closes and gets its close reply; then the gateway stops
     (shutdown_seconds :data:`STOP_SECONDS`). The close of the recognizer's side, which has taken in nothing and said
     nothing since, holds the stop no longer than CLOSE_REPLY_SECONDS from the close: the gateway stops within that and
-    1.5 s, that connection reset (gone once the gateway stopped) and counted once, the stop's (``gateway_stopped`` of
-    ko-KR: a recognizer silent for a second is not known stuck). Before: the stop waited shutdown_seconds for it (its
-    stuck bound, SPEECH_GATEWAY_SEND_STALL_SECONDS, is longer), a stream whose client was done."""
+    1.5 s, that connection reset (gone once the gateway stopped) and counted once, its client's leaving (``client_gone``
+    of ko-KR: a recognizer silent for a second is not known stuck, and the client was gone before the stop:
+    tests/gateway/test_stop_streams.py). Before: the stop waited shutdown_seconds for it (its stuck bound,
+    SPEECH_GATEWAY_SEND_STALL_SECONDS, is longer), a stream whose client was done."""
     with Deaf() as deaf, relayed_stream(tmp_path / "gateway", deaf, shutdown_seconds=STOP_SECONDS) as (stack, client, _):
         client.send(UNSENT_MESSAGE)
         stack.eventually(lambda: int(upstream_side(deaf.port, 2) or 0) >= 4096, 5, "audio waits unsent to the recognizer")
@@ -937,7 +938,7 @@ def test_a_recognizer_taking_in_none_of_a_closed_streams_end_holds_the_stop_no_l
         state = upstream_side(deaf.port)
     assert stack.stopped_in is not None and stack.stopped_in < CLOSE_REPLY_SECONDS + 1.5, f"the gateway took {stack.stopped_in:.1f} s to stop"
     assert not state, f"the gateway's end of its connection to the recognizer still {state} once it stopped"
-    assert stopped_failures(stack) == {("gateway_stopped", "ko-KR"): 1}
+    assert stopped_failures(stack) == {("client_gone", "ko-KR"): 1}
     print(f"\nthe gateway stopped in {stack.stopped_in:.2f} s")
 
 
