@@ -265,6 +265,11 @@ def unreported(failure: Failure) -> None:
     log.debug("%s", failure.message)
 
 
+def _never() -> bool:
+    """A connection's client is not known gone (:meth:`HeadGuard.close_after_unsent` told nothing of it)."""
+    return False
+
+
 class HeadGuard(asyncio.Protocol):
     """One connection: aiohttp's handler behind a guard on the size and time of its request heads.
 
@@ -297,6 +302,9 @@ class HeadGuard(asyncio.Protocol):
         #: so are kept until their connection ends (their server's: :meth:`GuardedSite.reset_unsent`).
         self._finishing = False
         self._finishers = finishing if finishing is not None else set()
+        #: Whether its client had gone (its close sent, or its connection ended: what the relay knows) when the stop ends
+        #: while it still closes after its last bytes (:meth:`reset_unsent`): given by :meth:`close_after_unsent`.
+        self._left: Callable[[], bool] = _never
         #: The gateway's cap on connections (:mod:`speech_operator.gateway_connections`), and whether this one is past
         #: it (then only a probe is answered on it, and it is closed after its first answer).
         self.cap = cap
@@ -384,12 +392,14 @@ class HeadGuard(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def close_after_unsent(self, failed: Callable[[Failure], None] | None = None) -> bool:
+    def close_after_unsent(self, failed: Callable[[Failure], None] | None = None,
+                           left: Callable[[], bool] | None = None) -> bool:
         """Close the connection once its client has taken in what waits unsent for it, as a slow reader does, or reset it
         once it has taken in none of it for :attr:`stall_seconds` (:meth:`_watch`), as an open connection is: false when
         nothing waits (the caller closes it). What the client sends meanwhile is dropped; its end of stream (its FIN)
         comes after the last byte (a half-close), and the handler's close of the connection waits for it. ``failed``:
-        told of its reset instead of :attr:`failed` (the relay of a WebSocket: counted under its locale).
+        told of its reset instead of :attr:`failed` (the relay of a WebSocket: counted under its locale); ``left``: whether
+        its client had gone, asked at the stop's end (:meth:`reset_unsent`; the relay of a WebSocket: its client's close).
 
         A close (its FIN) behind bytes the client takes none of waited for them until the kernel gave the connection up
         (``TCP_USER_TIMEOUT``, 60 s of a shut window), long after the gateway was done with it; and a reset at the close
@@ -401,6 +411,7 @@ class HeadGuard(asyncio.Protocol):
         self._finishing = True
         self._finishers.add(self)
         self.failed = failed or self.failed
+        self._left = left or self._left
         if transport.can_write_eof():
             transport.write_eof()  # the FIN once the event loop's buffer is written, after the kernel's queue
         if self._stall is None:  # not paused: the kernel holds what waits; the look begins now
@@ -410,11 +421,19 @@ class HeadGuard(asyncio.Protocol):
 
     def reset_unsent(self) -> None:
         """Its server stops: the connection still closing after its last bytes is reset (nothing outlives the server),
-        and :attr:`failed` told (``gateway_stopped``: its client did not get them)."""
+        and :attr:`failed` told: ``gateway_stopped``, its client did not get them; or, once that client had gone before
+        (``left``: a WebSocket client that sent its own close and reads nothing, the close reply behind what it did not
+        read), ``client_gone``, as the failure table counts a client that left (a DEBUG line, no alert): what the stop
+        cut was no longer any client's. Before: ``gateway_stopped`` for it too, a WARNING line."""
         transport = self.transport
         if self._finishing and transport is not None and not transport.is_closing():
-            self.failed(Failure(f"the gateway stopped before the client took in the last {unsent_bytes(transport)} bytes sent "
-                                "to it (a close among them): its connection was reset", STOPPED))
+            unsent = unsent_bytes(transport)
+            if self._left():
+                self.failed(Failure(f"the client had left; the gateway stopped before it took in the last {unsent} bytes "
+                                    "sent to it (the close reply among them): its connection was reset", CLIENT_GONE))
+            else:
+                self.failed(Failure(f"the gateway stopped before the client took in the last {unsent} bytes sent to it (a "
+                                    "close among them): its connection was reset", STOPPED))
             reset(transport)
 
     # ---- timers

@@ -58,8 +58,9 @@ waits (:func:`_while_sends_wait`) or not taking in its close (:func:`_close_with
 it pages); the recognizer's let go for taking in the whole stream and its close and not answering that close
 (:func:`_close_within`), ``backend_close_unanswered`` (a fault: it pages); the recognizer's the stop resets with bytes
 still unsent, ``gateway_stopped``, or ``client_gone`` once its client had gone (what it left, not what the stop cut:
-:func:`_close_within`); the client's still closing when the stop ends, ``gateway_stopped``
-(:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
+:func:`_close_within`); the client's still closing when the stop ends, ``gateway_stopped``, or ``client_gone`` once
+that client had gone (its own close sent, the close reply behind replies it never read: :attr:`_ClientSide.progress`,
+:meth:`~speech_operator.gateway_http_limits.HeadGuard.reset_unsent`); each under the stream's locale, and one
 failure of a request or stream only, the first met (the caller counts no other). What a recognizer or a client says itself is passed on and is not the gateway's failure: a
 close with its own code (a recognizer's 1011 for its internal error, counted by the recognizer's own metrics), a REST
 answer of 500, a refused upgrade (a held client's close, 1011 for a 500 or 502, has one INFO line saying so).
@@ -450,6 +451,9 @@ class _ClientSide(web.WebSocketResponse):
         self.sent_code: int | None = None
         #: The code of the close sent at the gateway's stop (:meth:`stop`), once sent.
         self._stopping: int | None = None
+        #: Its stream's account, once relayed (:func:`_relay`): whether its client had gone (``left``: it closed, or its
+        #: connection ended) when the stop resets its connection still closing after unsent bytes (its guard's).
+        self.progress: Progress | None = None
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         error = sys.exc_info()[1]  # aiohttp's refusal of the message, which it is handling
@@ -489,6 +493,10 @@ class _ClientSide(web.WebSocketResponse):
         finally:
             web_ws.DEFAULT_CHUNK_SIZE = chunk
 
+    def _left(self) -> bool:
+        """Whether its client had gone (:attr:`progress`'s ``left``)."""
+        return self.progress is not None and self.progress.left
+
     def _close_transport(self) -> None:
         """aiohttp's end of the connection once its close ended (the reply read, not come in time, or the write failed):
         bytes still unsent, the connection ends after them, or is reset once its client takes none of them in
@@ -499,7 +507,7 @@ class _ClientSide(web.WebSocketResponse):
         if self._stopping is not None and self.sent_code is None:
             self.sent_code = self._stopping
         guard = transport.get_protocol() if transport is not None else None
-        if isinstance(guard, HeadGuard) and guard.close_after_unsent(self.failed):  # bytes wait for a client not reading yet
+        if isinstance(guard, HeadGuard) and guard.close_after_unsent(self.failed, self._left):  # bytes wait for a client not reading yet
             return
         super()._close_transport()
 
@@ -845,6 +853,8 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
     (:data:`Answered`)."""
     transport = request.transport
     unanswered = [answered]  # emptied once it knows
+    if isinstance(client, _ClientSide):  # its guard asks whether its client had gone, at the stop's end
+        client.progress = progress
 
     def from_recognizer(data: bytes, binary: bool) -> None:
         if unanswered and unanswered[0](None if binary else data):
