@@ -137,6 +137,9 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: How often such a client is looked at while that answer is not acknowledged (a closed socket's reset comes within a
 #: round trip).
 PRESENCE_POLL_SECONDS = 0.05
+#: The ASGI scope extension under which the server's HTTP protocol gives a request whether its client has gone, its body
+#: read or not (a callable, looked at as often as the app likes: :meth:`~.http_limits.LimitedHttpTools._gone_unread`).
+CLIENT_ENDED = "speech.client_ended"
 
 
 def _tcp_state(transport: asyncio.BaseTransport | None) -> int | None:

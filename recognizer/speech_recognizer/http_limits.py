@@ -98,6 +98,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from . import cors
 from .addresses import peer, unmapped
 from .connection_cap import (
+    CLIENT_ENDED,
     CONTINUE,
     PRESENCE_POLL_SECONDS,
     ConnectionCap,
@@ -234,6 +235,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._presence: asyncio.TimerHandle | None = None
         #: Whether it was asked whether it is still there (:meth:`_probe`: once).
         self._probed = False
+        #: When a client whose request waits unread, no end seen, is to be probed next (:meth:`_gone_unread`: the loop's time).
+        self._probe_at = 0.0
         #: The request being answered (uvicorn's ``cycle`` is the last one parsed: a pipelined one may wait behind it).
         self._answering: RequestResponseCycle | None = None
         #: The ``Origin`` of the head being read, once its line came (read with :attr:`cors` only): a refused head's.
@@ -467,6 +470,35 @@ class LimitedHttpTools(HttpToolsProtocol):
         self.transport.write(CONTINUE)
         self._presence = self.loop.call_later(PRESENCE_POLL_SECONDS, self._still_there)
 
+    def _gone_unread(self, cycle: RequestResponseCycle | None) -> bool:
+        """:data:`~.connection_cap.CLIENT_ENDED`: whether the client of ``cycle`` (a request being answered) has gone,
+        though what it sent may wait unread: the app reads a body only once it can use it (a recognition once its
+        model is loaded), and uvicorn reads no more than 64 KiB ahead of the app, so the client's end of the
+        connection, behind the rest, was seen only once the app read on. Gone: uvicorn's disconnect; a reset (the
+        connection then lost, as :meth:`_still_there` loses it); or a FIN, or no end seen, whose probe (an interim
+        ``100 Continue``, as :meth:`_probe`'s: at the first look that finds the FIN, and every
+        :data:`HELD_PROBE_SECONDS` with no end seen) a closed socket answered with a reset. A socket closed with its
+        body still in its own kernel, behind the server's shut window, had its FIN queued behind it, unseen. A client
+        that half-closed after its request, or is still sending, takes the probes in (an HTTP/1.1 client takes any
+        1xx before the final answer, RFC 9110 15.2), and is answered. An HTTP/1.0 client is never probed. Asked by the
+        app only (:func:`~speech_recognizer.rest.client_gone`), while it waits for a model."""
+        if cycle is None or cycle.disconnected:
+            return True
+        if cycle.response_started or self._phase == "done" or self.transport.is_closing():
+            return False
+        end = peer_end(self.transport)
+        if end == "reset":
+            self.transport.abort()  # uvicorn's connection_lost: the request is told its client is gone
+            return True
+        if cycle.scope.get("http_version") != "1.1":
+            return False
+        if (end == "fin" and not self._probed) or (end is None and self.loop.time() >= self._probe_at):
+            self._probed = self._probed or end == "fin"
+            self._probe_at = self.loop.time() + HELD_PROBE_SECONDS
+            cycle.waiting_for_100_continue = False  # sent here: not again at the app's first read
+            self.transport.write(CONTINUE)
+        return False
+
     def _still_there(self) -> None:
         """After :meth:`_probe`: the connection is lost if the client reset it, else looked at again until what was sent
         to it is acknowledged (then it reads: it half-closed)."""
@@ -619,6 +651,9 @@ class LimitedHttpTools(HttpToolsProtocol):
             # keep-alive once it is in), lingering: the cycle closes through _AnswerClose.
             self._keep_alive, cycle.keep_alive = cycle.keep_alive and not self.over_cap, False  # past the cap: one answer
             cycle.transport = _AnswerClose(self, cycle)  # type: ignore[assignment]
+            this, asked = weakref.proxy(self), weakref.ref(cycle)  # held weakly: no cycle for the collector to find
+            extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+            extensions[CLIENT_ENDED] = lambda: this._gone_unread(asked())
 
     def _preflight(self) -> bool:
         """The head just read is a browser's CORS preflight, which the app answers (``Http:CorsOrigins``)."""

@@ -417,22 +417,14 @@ class Inbox:
     async def model(self, registry: ModelRegistry, locale: str) -> LoadedModel:
         """``locale``'s model; one not loaded yet is loaded while the client is watched (its messages read ahead, kept
         in order for the route): a client gone meanwhile raises :data:`~speech_recognizer.errors.CLIENT_GONE` at once,
-        its place given back, the load going on for others (:meth:`~speech_recognizer.models.ModelRegistry.aload`)."""
+        its place given back, the load going on for others (:meth:`~speech_recognizer.models.ModelRegistry.aload_watched`),
+        what it sent meanwhile dropped (:attr:`dropped`: the route counts it abandoned)."""
         if (loaded := registry.get_loaded(locale)) is not None:
             return loaded
         ahead, self.ahead = self.ahead, True
-        load = asyncio.ensure_future(registry.aload(locale))
-        gone = asyncio.ensure_future(self.gone())
-        try:
-            await asyncio.wait([load, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not load.done():  # the client is gone (or this task cancelled): the load's thread goes on
-                load.cancel()
-        if not load.done():
-            raise Failure(f"the client left while the {locale} model was loading", CLIENT_GONE)
+        loaded = await registry.aload_watched(locale, self.gone)
         self.ahead = ahead
-        return load.result()
+        return loaded
 
     def take_arrived(self) -> Message | None:
         """The next message read and not yet handled, without waiting for more (None: none; the route handles them

@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.client import HTTPMessage
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE, MODEL_MAX_SIZE_MB
-from .errors import MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
+from .errors import CLIENT_GONE, MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
 from .model_graph import slim_model
 from .scratch import DownloadBound, model_bound
 
@@ -578,6 +578,26 @@ class ModelRegistry:
         self._loads.add(future)
         future.add_done_callback(self._loads.discard)
         return await asyncio.wrap_future(future)
+
+    async def aload_watched(self, locale: str, gone: Callable[[], Awaitable[object]]) -> LoadedModel:
+        """:meth:`aload` for a client that may leave meanwhile: ``gone()`` (awaited beside the load, cancelled after it)
+        ends once the client has gone; then :data:`~speech_recognizer.errors.CLIENT_GONE` is raised at once (its place
+        given back, nothing of what it sent decoded), the load going on on its thread for others. Every route that
+        loads a model on a client's demand loads it so (the WebSocket routes' :meth:`~.inbox.Inbox.model`, REST's and
+        OpenAI's :func:`~.rest.client_gone`)."""
+        if (loaded := self.get_loaded(locale)) is not None:
+            return loaded
+        load = asyncio.ensure_future(self.aload(locale))
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait([load, watch], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not load.done():  # the client is gone (or this task cancelled): the load's thread goes on
+                load.cancel()
+        if not load.done():
+            raise Failure(f"the client left while the {locale} model was loading", CLIENT_GONE)
+        return load.result()
 
     def settle(self) -> None:
         """Block until no model is loading (at shut-down: a load's temporary view of its

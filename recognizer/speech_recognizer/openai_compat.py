@@ -37,7 +37,7 @@ from .auth import check_key
 from .engine import Engine
 from .errors import UNSUPPORTED_MEDIA, BadValue, Failure, openai_response, settle
 from .openapi import describe
-from .rest import read_body, recognize_audio, request_locale
+from .rest import client_gone, read_body, recognize_audio, request_locale
 from .results import written, written_words
 from .scratch import FORM_FIELD_BYTES, upload_bytes
 from .settings import Settings
@@ -208,7 +208,7 @@ async def _transcribe(request: Request) -> Response:
             # the form's field (OpenAI's), else ?language= (what a gateway in front routed by), else the only locale
             language = _field(form, "language")
             locale = engine.registry.resolve(request_locale({"language": language} if language else dict(request.query_params), engine))
-            await engine.registry.aload(locale)
+            await engine.registry.aload_watched(locale, lambda: client_gone(request))  # a client gone meanwhile: at once
             data = await upload.read()
             ctype = upload.content_type or ""
         finally:

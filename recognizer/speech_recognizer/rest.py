@@ -21,8 +21,10 @@ from . import openapi as oa
 from .admission import Reservation
 from .audio import HEADER_ROOM, NOT_AUDIO, Audio, AudioError, body_limit, chunks, decode, wav_body_limit
 from .auth import check_key
+from .connection_cap import CLIENT_ENDED
 from .engine import Engine
 from .errors import CLIENT_GONE, NOT_FOUND, TOO_LARGE, BadValue, Failure, http_response, settle
+from .inbox import HELD_LOOK_SECONDS
 from .models import UnknownLocale
 from .openapi import describe
 from .results import OutputFormat, Profanity, merge, phrase_json
@@ -117,6 +119,17 @@ async def client_left(receive: Receive) -> None:
         pass
 
 
+async def client_gone(request: Request) -> None:
+    """Return once the request's client has gone, its body read or not (what the server's protocol says,
+    :data:`~.connection_cap.CLIENT_ENDED`, looked at every :data:`~.inbox.HELD_LOOK_SECONDS`: reading the body to
+    see its end would hold it all in memory); never under a server that does not say."""
+    ended = request.scope.get("extensions", {}).get(CLIENT_ENDED)
+    if ended is None:
+        await asyncio.Event().wait()
+    while not ended():
+        await asyncio.sleep(HELD_LOOK_SECONDS)
+
+
 async def recognize_audio(
     engine: Engine, locale: str, audio: Audio, route: str, reservation: Reservation | None = None, *, receive: Receive | None = None
 ) -> list[Phrase]:
@@ -173,7 +186,8 @@ async def _recognize(request: Request, mode: str) -> Response:
     word_timings, word_confidence = flag(query, "wordLevelTimestamps"), flag(query, "wordLevelConfidence")
     each_phrase = flag(query, "phrases")
     locale = request_locale(query, engine)
-    await engine.registry.aload(locale)  # an unknown language is refused before the body is read
+    # an unknown language is refused before the body is read; a client gone during an on-demand load, at once
+    await engine.registry.aload_watched(locale, lambda: client_gone(request))
     ctype = request.headers.get("content-type", "")
     limit, audio_kind = body_limit(ctype, settings.max_audio_seconds)
     check_declared_length(request, limit, _seconds_of(settings.max_audio_seconds, audio_kind))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -226,14 +226,30 @@ class Conversation:
     def count_unadmitted(self, metrics: Any) -> None:
         """Count the audio a client sent and left behind before its stream had a session (while its model loaded:
         :meth:`~.inbox.Inbox.model` reads ahead meanwhile) as abandoned, as a session's is at its end: 16-bit mono PCM
-        at the model's rate (a config's ``sample_rate`` among what was dropped is not looked at)."""
+        at the rate the client's config among what was dropped says (:meth:`_declared_rate`), else the model's."""
         inbox = getattr(self, "inbox", None)
         if self.session is not None or inbox is None or not inbox.dropped_audio_bytes:
             return
-        registry = self.engine.registry
-        served = registry.resolve(self.locale)
-        rate = self.config.sample_rate if self.config is not None else model_sample_rate(registry.sources[served])
+        served = self.engine.registry.resolve(self.locale)
+        if served not in self.engine.registry.sources:  # refused: no locale of a client's own in the labels
+            return
+        rate = self.config.sample_rate if self.config is not None else self._declared_rate(inbox.dropped, served)
         metrics.audio_abandoned(ROUTE, served, inbox.dropped_audio_bytes / (2 * rate))
+
+    def _declared_rate(self, dropped: Sequence[Mapping[str, Any]], served: str) -> int:
+        """The sample rate of the audio among ``dropped`` (messages read ahead, never handled): the last config's
+        before it that the stream would have taken, else the ``served`` model's (a client that declares none sends
+        audio at it)."""
+        model_rate = model_sample_rate(self.engine.registry.sources[served])
+        config = VoskConfig(model_rate)
+        for message in dropped:
+            if message.get("text") is None:
+                break  # a config after the audio is refused: only those before it say the audio's rate
+            with contextlib.suppress(ValueError, RecursionError, BadValue):
+                parsed = json.loads(message["text"])
+                if isinstance(parsed, dict) and "config" in parsed:
+                    config.update(parsed["config"])
+        return config.sample_rate if config.sample_rate > 0 else model_rate
 
     async def _arrived_audio(self) -> None:
         """At the cut (idle, too long): the audio that had arrived, read ahead or coming as the deadline passed, goes to

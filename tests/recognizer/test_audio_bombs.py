@@ -1,6 +1,6 @@
 """Compressed-audio bombs: refused by their header, or as soon as decoding passes MaxAudioSeconds.
 
-A real server process (default settings but the warm-up, so its RSS is its own);
+A real server process (default settings but the warm-up, so its RSS is its own, and logging at Information);
 each bomb goes to the REST route while a normal stream is paced at 1x real
 time beside it. The answer must be a 413 naming the limit, within a bound of the server's CPU time (its collected
 decoders' too), the server's peak RSS must rise less than 100 MB above the body, and the stream must
@@ -57,9 +57,14 @@ def stream_audio(tmp_path_factory: pytest.TempPathFactory) -> Audio:
     return make_audio(tmp_path_factory.mktemp("paced"))
 
 
+#: The module's server logs at Information: :func:`test_a_damaged_mp3_is_one_log_line_and_nothing_from_its_decoder` reads
+#: its log (a server of its own cost that test some 10 CPU s: its start, the model's load, a new recognizer's decoding).
+INFORMATION = "Logging:Console:LogLevel:Default=Information"
+
+
 @pytest.fixture(scope="module")
 def real_server(stream_audio: Audio) -> Iterator[Server]:
-    with real_server_for(stream_audio) as srv:
+    with real_server_for(stream_audio, INFORMATION) as srv:
         yield srv
 
 
@@ -288,13 +293,30 @@ def test_ogg_vorbis_whose_setup_header_is_megabytes_is_refused_saying_so(real_se
     assert r.status_code == 400 and "holds no samples" in r.text, r.text
 
 
-def test_the_transcriber_refuses_an_ogg_vorbis_setup_header_of_megabytes_saying_so(tmp_path: Path, speech_wav: Path) -> None:
+@dataclass(frozen=True)
+class _RefusedOggs:
+    long_setup: Path
+    codebooks: Path
+    done: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def refused_oggs(tmp_path_factory: pytest.TempPathFactory, speech_wav: Path) -> _RefusedOggs:
+    """One run of the whole command, as a user runs it (``transcribe --format txt``), of the Ogg/Vorbis files it refuses
+    saying why (a 60 MB setup header; codebooks some 300 MB to open) beside a recording it transcribes (the batch goes
+    on): one run for the tests that read its lines, each run costing the model's load and a new recognizer (some 6 CPU s)."""
+    folder = tmp_path_factory.mktemp("refused-oggs")
+    long, small = folder / "long-setup.ogg", folder / "small-codebooks.ogg"
+    long.write_bytes(ogg_vorbis_bomb(1, 16, 1, setup_bytes=60 << 20))
+    small.write_bytes(ogg_vorbis_bomb())  # ~300 MB to open, not 5.5 GB
+    return _RefusedOggs(long, small, transcribe(str(long), str(small), str(speech_wav), "--format", "txt"))
+
+
+def test_the_transcriber_refuses_an_ogg_vorbis_setup_header_of_megabytes_saying_so(refused_oggs: _RefusedOggs) -> None:
     """The transcriber reads each file's Vorbis headers before libsndfile opens it (``audio.check_header``, to order
     its batch, then to decode it): a 60 MB setup header was held whole each time. Now its line says why, and the batch
     goes on."""
-    long = tmp_path / "long-setup.ogg"
-    long.write_bytes(ogg_vorbis_bomb(1, 16, 1, setup_bytes=60 << 20))
-    done = transcribe(str(long), str(speech_wav), "--format", "txt")
+    long, done = refused_oggs.long_setup, refused_oggs.done
     assert done.returncode != 0 and done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
     assert [line for line in done.stderr.splitlines() if long.name in line and _LONG_SETUP in line], done.stderr
 
@@ -310,7 +332,8 @@ print(" ".join(path.name for path in transcriber.plan([Path(name) for name in sy
 """
 
 
-def test_the_transcriber_opens_no_ogg_vorbis_header_whose_codebooks_are_refused(tmp_path: Path, speech_wav: Path) -> None:
+def test_the_transcriber_opens_no_ogg_vorbis_header_whose_codebooks_are_refused(tmp_path: Path, speech_wav: Path,
+                                                                                 refused_oggs: _RefusedOggs) -> None:
     """The file transcriber reads each file's header with libsndfile to order its batch (``transcriber.plan``), which
     opened an Ogg/Vorbis as libvorbis does, codebooks and all: 5.5 KB of them (256 x 524288 codewords x 8 values)
     declare some 5.5 GB, and under a memory limit the command ended by SIGSEGV (libvorbis does not check its
@@ -322,9 +345,7 @@ def test_the_transcriber_opens_no_ogg_vorbis_header_whose_codebooks_are_refused(
                              timeout=120)
     assert planned.returncode == 0, (planned.returncode, planned.stderr[-2000:])
     assert planned.stdout.split() == [speech_wav.name, bomb.name], planned.stdout
-    small = tmp_path / "small-codebooks.ogg"  # ~300 MB to open, not 5.5 GB: the whole command, as a user runs it
-    small.write_bytes(ogg_vorbis_bomb())
-    done = transcribe(str(small), str(speech_wav), "--format", "txt")
+    small, done = refused_oggs.codebooks, refused_oggs.done  # ~300 MB to open, not 5.5 GB: the whole command, as a user runs it
     assert done.returncode != 0 and done.stdout.strip(), (done.returncode, done.stdout, done.stderr)
     assert [line for line in done.stderr.splitlines() if small.name in line and "setup header declares codebooks" in line], done.stderr
 
@@ -362,23 +383,23 @@ class _Mp3s:
     joined: Path
 
 
-def test_a_damaged_mp3_is_one_log_line_and_nothing_from_its_decoder(tmp_path: Path, utterances_mp3: Path,
+def test_a_damaged_mp3_is_one_log_line_and_nothing_from_its_decoder(real_server: Server, utterances_mp3: Path,
                                                                     streamed_mp3: StreamedMp3) -> None:
-    """A real server process logging at Information: each damaged MP3 is its answer and, besides the access log's,
+    """The module's real server process, logging at Information: each damaged MP3 is its answer and, besides the access log's,
     one line of the server's log for a refusal, none for an answer; nothing of libmpg123's (it writes to stderr a line for each bad frame and
     resynchronisation: "Note: Illegal Audio-MPEG-Header", "Giving up resync", "Xing stream size off", which the
     frames' walk now refuses or puts right before decoding). Before, each of these wrote 1 to 5 such lines; the MP3
     whose every frame is damaged wrote 477 ("big_values too large!", "part2_3_length ... too large"), libmpg123
     decoding it under libsndfile, which leaves its quiet flag unset."""
     mp3s = _Mp3s(utterances_mp3.read_bytes(), streamed_mp3.joined)
-    with real_server_for(None, "Logging:Console:LogLevel:Default=Information") as srv:
-        for name, (make, status, says) in DAMAGED_MP3.items():
-            before = srv.log.read_bytes()
-            r = httpx.post(f"{srv.http}{REST}", content=make(mp3s), headers={"Content-Type": "audio/mpeg"}, timeout=60)
-            time.sleep(0.2)  # the log line written after the answer
-            lines = [line for line in srv.log.read_bytes()[len(before) :].decode(errors="replace").splitlines()
-                     if f'"POST {REST} HTTP/1.1" {status}' not in line]  # but the access log's line
-            assert not [line for line in lines if " speech_recognizer." not in line], (name, lines)
-            assert r.status_code == status and says in r.text, (name, r.text)
-            assert len(lines) == (status != 200), (name, lines)
-            assert all(" speech_recognizer.failures: " in line and says in line for line in lines), (name, lines)
+    srv = real_server  # the module's, logging at Information
+    for name, (make, status, says) in DAMAGED_MP3.items():
+        before = srv.log.read_bytes()
+        r = httpx.post(f"{srv.http}{REST}", content=make(mp3s), headers={"Content-Type": "audio/mpeg"}, timeout=60)
+        time.sleep(0.2)  # the log line written after the answer
+        lines = [line for line in srv.log.read_bytes()[len(before) :].decode(errors="replace").splitlines()
+                 if f'"POST {REST} HTTP/1.1" {status}' not in line]  # but the access log's line
+        assert not [line for line in lines if " speech_recognizer." not in line], (name, lines)
+        assert r.status_code == status and says in r.text, (name, r.text)
+        assert len(lines) == (status != 200), (name, lines)
+        assert all(" speech_recognizer.failures: " in line and says in line for line in lines), (name, lines)

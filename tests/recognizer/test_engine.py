@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from speech_recognizer.recognition import Recognition, Release
 from speech_recognizer.session import Session
 from speech_recognizer.transcript import Event, Phrase
 
-from ..support import CONFIDENCE_TOLERANCE, read_wav
+from ..support import CONFIDENCE_TOLERANCE, Reference, read_wav
 
 CHUNK = 3200  # 100 ms at 16 kHz mono
 
@@ -36,36 +37,69 @@ def run(rec: Recognition, pcm: bytes, *, finish: bool = True) -> list[tuple[str,
     return [(p.text, tuple((w.text, round(w.start, 7), round(w.end, 7), w.confidence) for w in p.words)) for p in phrases]
 
 
-def fresh(model, pcm: bytes, rate: int, offset: float = 0.0):
-    return run(Recognition(model, rate, offset=offset), pcm)
+def as_run(ref: Reference) -> list[tuple[str, tuple[tuple[str, float, float, float], ...]]]:
+    """In-process Vosk's phrases (a new recognizer's: tests/conftest.py's references) as :func:`run` gives them."""
+    return [(p.text, tuple((w.word, round(w.start, 7), round(w.end, 7), w.confidence) for w in p.words)) for p in ref.phrases]
 
 
 @pytest.fixture(scope="module")
-def fresh_utterances(model, utterances_wav: Path) -> list[tuple[str, tuple[tuple[str, float, float, float], ...]]]:
-    """What a fresh recognizer gives on the three utterances (decoded once for the tests that compare with it)."""
-    pcm, rate, _ = read_wav(utterances_wav)
-    return fresh(model, pcm, rate)
+def fresh_utterances(utterances_ref: Reference) -> list[tuple[str, tuple[tuple[str, float, float, float], ...]]]:
+    """What a new recognizer gives on the three utterances: in-process Vosk's on a new KaldiRecognizer fed as Recognition
+    feeds it (100 ms chunks, digital silence patterned), decoded once for the run (conftest's utterances_ref)."""
+    return as_run(utterances_ref)
 
 
-def test_reused_recognizer_decodes_as_a_fresh_one(model, utterances_wav: Path, speech_wav: Path, fresh_utterances) -> None:
+@dataclass
+class ColdThenWarm:
+    """A new recognizer from an empty pool decoded the three utterances and went back to the pool; the next recognition
+    took it and decoded them again. Done once for the tests that look at it: the first decoding composes a new
+    recognizer's graph (4-5 CPU s)."""
+
+    pool: WarmPool
+    first: Recognition
+    first_was_warm: bool
+    first_phrases: list
+    first_release: Release
+    pooled_after_first: int
+    second: Recognition
+    second_was_warm: bool
+    pooled_while_second_ran: int
+    second_phrases: list
+
+
+@pytest.fixture(scope="module")
+def cold_then_warm(model, utterances_wav: Path) -> ColdThenWarm:
     pcm, rate, _ = read_wav(utterances_wav)
-    expected = fresh_utterances
-    assert expected, "the fixture holds speech"
     pool = WarmPool(2)
     first = Recognition(model, rate, pool=pool)
-    assert not first.warm
-    assert run(first, pcm) == expected
-    assert first.release() is Release.KEPT and len(pool) == 1
+    first_was_warm = first.warm
+    first_phrases = run(first, pcm)
+    first_release = first.release()
+    pooled_after_first = len(pool)
     second = Recognition(model, rate, pool=pool)
-    assert second.warm and len(pool) == 0
-    assert run(second, pcm) == expected
+    pooled_while_second_ran = len(pool)
+    return ColdThenWarm(pool, first, first_was_warm, first_phrases, first_release, pooled_after_first,
+                        second, second.warm, pooled_while_second_ran, run(second, pcm))
+
+
+def test_reused_recognizer_decodes_as_a_fresh_one(model, speech_wav: Path, fresh_utterances, cold_then_warm: ColdThenWarm) -> None:
+    expected = fresh_utterances
+    assert expected, "the fixture holds speech"
+    done = cold_then_warm
+    assert not done.first_was_warm
+    assert done.first_phrases == expected
+    assert done.first_release is Release.KEPT and done.pooled_after_first == 1
+    assert done.second_was_warm and done.pooled_while_second_ran == 0
+    assert done.second_phrases == expected
     # and the offset of a resumed stream still applies on top of the recognizer's own clock (now 25 s on):
     # the one-utterance recording shows it, at a quarter of the decoding
+    pool, second = done.pool, done.second
     assert second.release() is Release.KEPT
+    one, rate, _ = read_wav(speech_wav)
     third = Recognition(model, rate, offset=7.5, pool=pool)
     assert third.warm
-    one, _, _ = read_wav(speech_wav)
-    assert run(third, one) == fresh(model, one, rate, offset=7.5)
+    # (a new recognizer's, not in-process Vosk's from the start shifted: the stream's digital silence is patterned by its position)
+    assert run(third, one) == run(Recognition(model, rate, offset=7.5), one)
 
 
 def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utterances_wav: Path, fresh_utterances) -> None:
@@ -92,6 +126,7 @@ def test_recognizer_released_mid_utterance_or_at_an_endpoint_is_reset(model, utt
 
 def test_pool_keeps_only_plain_recognizers_up_to_capacity(model, speech_wav: Path) -> None:
     pcm, rate, _ = read_wav(speech_wav)
+    pcm = pcm[:rate]  # half a second (silence, then speech): a clock to finalize; a new recognizer's whole utterance is 2.7 CPU s
     pool = WarmPool(1)
     grammar = Recognition(model, rate, phrase_list=["오늘", "날씨"], pool=pool)
     run(grammar, pcm)
@@ -110,15 +145,10 @@ def test_pool_keeps_only_plain_recognizers_up_to_capacity(model, speech_wav: Pat
     assert warm.release() is Release.DROPPED, "released once"
 
 
-def test_warm_recognizer_costs_less_cpu(model, utterances_wav: Path) -> None:
+def test_warm_recognizer_costs_less_cpu(cold_then_warm: ColdThenWarm) -> None:
     """Vosk expands the lookahead graph lazily per recognizer: a cold first utterance is several times dearer."""
-    pcm, rate, _ = read_wav(utterances_wav)
-    pool = WarmPool(1)
-    cold = Recognition(model, rate, pool=pool)
-    run(cold, pcm)
-    cold.release()
-    warm = Recognition(model, rate, pool=pool)
-    run(warm, pcm)
+    cold, warm = cold_then_warm.first, cold_then_warm.second
+    assert not cold_then_warm.first_was_warm and cold_then_warm.second_was_warm
     assert warm.decoder_cpu_seconds < cold.decoder_cpu_seconds * 0.8, (warm.decoder_cpu_seconds, cold.decoder_cpu_seconds)
 
 
@@ -232,7 +262,9 @@ def test_each_session_decodes_on_a_thread_of_its_own(registry, utterances_wav: P
     chunk ran on whichever thread was idle, and a recognizer's memory spread over every thread's
     malloc arena: bench/notes.md.)"""
     pcm, rate, _ = read_wav(utterances_wav)
-    pieces = [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)][:30]
+    # 30 round trips of 10 ms each: what is looked at is the threads the jobs run on, not the words (30 chunks of 100 ms
+    # cost each new recognizer some 2.5 CPU s of decoding)
+    pieces = [pcm[i : i + CHUNK // 10] for i in range(0, 30 * CHUNK // 10, CHUNK // 10)]
 
     async def main() -> None:
         engine = Engine(registry, 2, warm_pool=0)

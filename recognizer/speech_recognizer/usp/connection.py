@@ -156,6 +156,8 @@ class Turn:
         self.origin = replay_origin(options.resume_at)
         self.service_tag = uuid.uuid4().hex
         self.session: Session | None = None
+        #: The format of the turn's audio, once its first audio came (its RIFF header's, else ``speech.config``'s).
+        self.format: WavFormat | None = None
         self._stack = AsyncExitStack()
         self.started = False
         self.speech = False
@@ -335,8 +337,8 @@ class Turn:
         self.received = arrived = self.conn.inbox.arrived
         if self.session is None:
             riff = split_header(payload)
-            fmt, payload = riff if riff else (self.conn.audio_format, payload)
-            await self._open(fmt)
+            self.format, payload = riff if riff else (self.conn.audio_format, payload)
+            await self._open(self.format)
             if riff and not payload:
                 return
         session = self.session
@@ -627,11 +629,36 @@ class Connection:
                 if (session := self.turn.session) is not None and self.inbox.dropped_audio_bytes:
                     rec = session.recognition
                     session.abandoned_seconds += self.inbox.dropped_audio_bytes / (2 * rec.channels * rec.sample_rate)
+                elif session is None and self.inbox.dropped_audio_bytes:
+                    self._count_unadmitted(self.turn)
                 await self.turn.close()
                 self.turn.hand_over()
                 # The turn holds this connection (Turn.conn): without this, the two, the turn's session and its
                 # recognition waited in a reference cycle for Python's collector.
                 self.turn = None
+
+    def _count_unadmitted(self, turn: Turn) -> None:
+        """Count the audio of ``turn`` its client sent and left behind before the turn had a session (while its model
+        loaded: :meth:`~..inbox.Inbox.model` reads ahead meanwhile) as abandoned, as a session's is at its end
+        (:meth:`~..metrics.Metrics.audio_abandoned`): its audio frames among what was dropped, in the format the turn's
+        RIFF header says (taken, or among them), else ``speech.config``'s; the header itself no audio."""
+        fmt, pcm = turn.format, 0
+        for message in self.inbox.dropped:
+            try:
+                frame = parse_binary(message["bytes"]) if message.get("bytes") is not None else None
+                if frame is None or frame.path.lower() != "audio" or frame.request_id != turn.request_id:
+                    continue
+                payload = frame.body
+                assert isinstance(payload, bytes)
+                if fmt is None:
+                    riff = split_header(payload)
+                    fmt, payload = riff if riff else (self.audio_format, payload)
+            except FrameError:  # the turn would have failed at it: nothing after it would have been decoded
+                break
+            pcm += len(payload)
+        served = self.engine.registry.resolve(turn.options.language)
+        if fmt is not None and pcm and served in self.engine.registry.sources:  # no locale of a client's own in the labels
+            self.metrics.audio_abandoned(self.route, served, pcm / (2 * fmt.channels * fmt.sample_rate))
 
     def _resumable(self) -> bool:
         """Whether the turn is one its client may continue on a new connection (:mod:`.resume`): the end of its
@@ -773,6 +800,7 @@ class TurnCounters(Counters, Protocol):
     """What a connection counts on: each turn that succeeded, besides the failures."""
 
     def succeeded(self, route: str, since: float | None = None) -> None: ...
+    def audio_abandoned(self, route: str, locale: str, seconds: float) -> None: ...
 
 
 class _Uncounted:
@@ -782,4 +810,7 @@ class _Uncounted:
         pass
 
     def failed(self, route: str, status: int, reason: str, since: float | None = None) -> None:
+        pass
+
+    def audio_abandoned(self, route: str, locale: str, seconds: float) -> None:
         pass
