@@ -275,9 +275,10 @@ class HostPathSource(_Model):
         return self
 
 
-#: The models emptyDir's sizeLimit when the spec sets neither it nor ModelMaxSizeMB (speech_operator.builders.models_volume).
+#: The models emptyDir's sizeLimit of a model.url or a catalog model of unknown size, when the spec sets neither it nor
+#: ModelMaxSizeMB (SpeechToTextSpec.download_bound).
 _MODELS_DEFAULT_SIZE = mebibytes(scratch.download_bytes(declared("model_max_size_mb").default))
-#: The default models emptyDir's sizeLimit of a catalog model, for one (speech_recognizer.models.download_bound).
+#: The models emptyDir's sizeLimit of a catalog model, for one (SpeechToTextSpec.download_bound).
 _KO_MODELS_SIZE = mebibytes(models.download_bound("ko-KR", None, declared("model_max_size_mb").default, False).folder_bytes)
 
 
@@ -288,9 +289,11 @@ class EmptyDirSource(_Model):
     """Storage medium; Memory means tmpfs."""
     sizeLimit: Quantity | None = Field(default=None, description=(
         "Maximum size of the directory, past which the kubelet evicts the pod (Memory: its tmpfs is full). Emitted as "
-        "given; unset, the models volume (model.volume) gets what the model download may write there at once, its zip "
-        f"and the model it unpacks to, each up to settings {contract.MODEL_MAX_SIZE_MB} MB "
-        f"({_MODELS_DEFAULT_SIZE} by default), the license and output ones none. A model.volume sizeLimit smaller than "
+        "given; unset, the models volume (model.volume) gets what the model download may write there at once (a "
+        f"catalog model's zip and {models.CATALOG_UNPACK_RATIO} times it where the catalog knows its size, e.g. "
+        f"{_KO_MODELS_SIZE} for ko-KR; else its zip and the model it unpacks to, each up to settings "
+        f"{contract.MODEL_MAX_SIZE_MB} MB, {_MODELS_DEFAULT_SIZE} by default: see model.volume), the license and "
+        "output ones none. A model.volume sizeLimit smaller than "
         "that is refused: the SpeechToText turns Degraded (InvalidSpec) and nothing is changed. Each emptyDir not on "
         "Memory counts to the recognizer's ephemeral-storage request."))
 
@@ -350,9 +353,9 @@ class ModelSpec(_Model):
         f"where the catalog knows its size, e.g. {_KO_MODELS_SIZE} for ko-KR; with url, settings "
         f"{contract.MODEL_MAX_SIZE_MB} or a catalog model of unknown size, twice {contract.MODEL_MAX_SIZE_MB} MB and "
         f"1 MiB, {_MODELS_DEFAULT_SIZE} by default: set {contract.MODEL_MAX_SIZE_MB} near your model's size to ask for "
-        "less), which the recognizer's ephemeral-storage request counts. An emptyDir given here is sized by "
-        f"{contract.MODEL_MAX_SIZE_MB} (emptyDir.sizeLimit), and one whose own sizeLimit cannot hold that is refused "
-        "(Degraded, InvalidSpec); a persistentVolumeClaim keeps the model across restarts and off the node's disk."))
+        "less), which the recognizer's ephemeral-storage request counts. An emptyDir given here without a sizeLimit "
+        "gets the same, and one whose own sizeLimit cannot hold that is refused (Degraded, InvalidSpec); a "
+        "persistentVolumeClaim keeps the model across restarts and off the node's disk."))
     download: bool = True
     """Download the model when it is missing from the volume."""
     caBundle: CaBundle | None = None
@@ -669,15 +672,31 @@ class SpeechToTextSpec(_Model):
         raw = self.settings.get(known.key)
         return known.default if raw is None else _CONVERTERS[known.key](raw)
 
+    def download_bound(self) -> scratch.DownloadBound:
+        """What the pods' model download may write to the models folder, by the rule its run holds itself to
+        (:func:`speech_recognizer.models.download_bound`), of the settings the operator gives it
+        (:func:`speech_operator.builders.download_args`): the catalog model's zip and 8 times it where the catalog
+        knows its size, unless ``model.url`` or ``ModelMaxSizeMB`` is given (then ``ModelMaxSizeMB``'s: twice it).
+        Every models emptyDir is sized by it, and one's own sizeLimit must hold it."""
+        return models.download_bound(self.locale, self.model.url, self.setting("model_max_size_mb"),
+                                     contract.MODEL_MAX_SIZE_MB in self.settings)
+
     @model_validator(mode="after")
     def _model_fits_its_folder(self) -> SpeechToTextSpec:
-        """A models emptyDir's own sizeLimit holds what the download may write there (ModelMaxSizeMB's zip and the
-        model it unpacks to): past it the kubelet evicts the pod, or its tmpfs is full, midway through a download."""
+        """A models emptyDir's own sizeLimit holds what the download may write there (:meth:`download_bound`): past it
+        the kubelet evicts the pod, or its tmpfs is full, midway through a download."""
         empty = self.model.volume.emptyDir if self.model.volume is not None else None
         limit = quantity(empty.sizeLimit) if empty is not None and empty.sizeLimit is not None else None
-        mb = self.setting("model_max_size_mb")
-        need = scratch.download_bytes(mb)
+        bound = self.download_bound()
+        need = bound.folder_bytes
         if limit is not None and limit < need:
+            if bound.catalog is not None:
+                raise ValueError(
+                    f"model.volume.emptyDir.sizeLimit {empty.sizeLimit} cannot hold the model download of "  # type: ignore[union-attr]
+                    f"{self.locale} (the catalog's {bound.catalog}, {bound.zip_bytes} bytes, and what it unpacks to, "
+                    f"at most {models.CATALOG_UNPACK_RATIO} times it: {mebibytes(need)}): raise sizeLimit to "
+                    f"{mebibytes(need)}")
+            mb = self.setting("model_max_size_mb")
             fits = math.floor((limit - scratch.MODEL_FOLDER_BYTES) / 2 / 10**6)
             lower = f", or lower settings.{contract.MODEL_MAX_SIZE_MB} to {fits} or less" if fits > 0 else ""
             raise ValueError(

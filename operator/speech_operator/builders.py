@@ -13,7 +13,7 @@ from typing import Any
 from speech_operator import api
 from speech_operator.config import POD_IDENTITY_ENV, OperatorConfig
 from speech_operator.quantities import mebibytes, quantity
-from speech_recognizer import contract, models, scratch
+from speech_recognizer import contract, scratch
 from speech_recognizer.settings import default_decoders
 
 MANAGER = "speech-operator"
@@ -221,27 +221,15 @@ def tmp_quantity(spec: api.SpeechToTextSpec) -> str:
     return mebibytes(tmp_bytes(spec))
 
 
-def download_bound(spec: api.SpeechToTextSpec) -> scratch.DownloadBound:
-    """What the pods' model download may write to the models folder, by the rule its run holds itself to
-    (:func:`speech_recognizer.models.download_bound`), of the settings :func:`download_args` gives it: the catalog
-    model's zip and 8 times it where the catalog knows its size, unless ``spec.model.url`` or ``ModelMaxSizeMB`` is
-    given (then ``ModelMaxSizeMB``'s: twice it)."""
-    return models.download_bound(spec.locale, spec.model.url, spec.setting("model_max_size_mb"),
-                                 contract.MODEL_MAX_SIZE_MB in spec.settings)
-
-
 def models_volume(spec: api.SpeechToTextSpec) -> api.VolumeSource:
-    """The models volume: ``spec.model.volume``, else an emptyDir with a ``sizeLimit`` of what the download may write
-    there at most (:func:`download_bound`). A ``spec.model.volume`` emptyDir without a ``sizeLimit`` gets what
-    ``ModelMaxSizeMB`` lets it write (:func:`speech_recognizer.scratch.download_bytes`: the zip and the model it unpacks
-    to, each up to it; never less than :func:`download_bound`), one with its own keeps it (the spec is refused when it
-    cannot hold that)."""
-    given = spec.model.volume
-    if given is None:
-        return api.VolumeSource(emptyDir=api.EmptyDirSource(sizeLimit=mebibytes(download_bound(spec).folder_bytes)))
+    """The models volume: ``spec.model.volume``, else an emptyDir; an emptyDir without a ``sizeLimit`` gets what the
+    download may write there at most (:meth:`~speech_operator.api.SpeechToTextSpec.download_bound`, the rule its run
+    holds itself to: a catalog model's zip and 8 times it, else twice ``ModelMaxSizeMB``), one with its own keeps it
+    (the spec is refused when it cannot hold that)."""
+    given = spec.model.volume or api.VolumeSource(emptyDir=api.EmptyDirSource())
     if given.emptyDir is None or given.emptyDir.sizeLimit is not None:
         return given
-    limit = mebibytes(scratch.download_bytes(spec.setting("model_max_size_mb")))
+    limit = mebibytes(spec.download_bound().folder_bytes)
     return api.VolumeSource(emptyDir=given.emptyDir.model_copy(update={"sizeLimit": limit}))
 
 

@@ -36,7 +36,7 @@ from typing import IO, Any
 from .contract import BAKED_MODELS_DIR, MODEL_CA_FILE, MODEL_MAX_SIZE_MB
 from .errors import CLIENT_GONE, MODEL_UNAVAILABLE, UNKNOWN_LOCALE, Failure
 from .model_graph import slim_model
-from .scratch import DownloadBound, model_bound
+from .scratch import CATALOG_UNPACK_RATIO, DownloadBound, model_bound
 
 log = logging.getLogger(__name__)
 
@@ -229,14 +229,6 @@ URL_SCHEMES = ("http", "https")
 #: A model zip unpacks to at most this many times its size. Vosk models hardly compress
 #: (1-2x); a zip bomb of zeros is about 1000x.
 MAX_UNPACK_RATIO = 100
-#: What a catalog model's zip may unpack to, in times the zip's size the catalog gives, when ``ModelMaxSizeMB`` is not
-#: given (:func:`download_bound`): its pod's models folder is sized for the zip and 8 times it, not for 2 x 4096 MB.
-#: Measured: the ko-KR small model unpacks to 3.04 times its zip (86,914,329 bytes to 264,389,302), en-US small to
-#: about 1.7; the most compressible file in any of them, ko-KR's HCLr.fst grammar, deflates 5.6 times (181.5 MB to
-#: 32.3 MB; its acoustic model and i-vector files 1.04-1.09, Gr.fst 2.2). 8 holds even a model made of nothing but
-#: such a grammar, and 2.6 times the worst whole model measured; past it a catalog model is refused in one line
-#: naming ModelMaxSizeMB, before anything is unpacked (never a pod evicted for a full folder).
-CATALOG_UNPACK_RATIO = 8
 
 
 def check_url(url: str, setting: str) -> str:

@@ -29,6 +29,7 @@ from . import contract as c
 from .addresses import Network, proxies
 from .cors import origins
 from .errors import BadValue
+from .scratch import CATALOG_UNPACK_RATIO
 
 
 class SettingsError(ValueError):
@@ -367,7 +368,8 @@ class Settings:
         help="base URL of the built-in catalog's files (a mirror; http or https only)",
     )
     model_max_size_mb: float = setting(
-        c.MODEL_MAX_SIZE_MB, 4096.0, above=0, help="largest model download, zipped and unpacked, in MB (10^6 bytes); see [Limits](#limits)"
+        c.MODEL_MAX_SIZE_MB, 4096.0, above=0, help="largest model download, zipped and unpacked, in MB (10^6 bytes); not given, a catalog model whose size the "
+        f"catalog knows is held to its zip and {CATALOG_UNPACK_RATIO} times it instead; see [Limits](#limits)"
     )
     model_ca_file: Path | None = setting(
         c.MODEL_CA_FILE,

@@ -306,20 +306,21 @@ def test_tmp_is_sized_by_what_the_recognizer_may_write_there(stt: api.SpeechToTe
      {"emptyDir": {"sizeLimit": "7814Mi"}}, "8332Mi"),  # a model of the user's own: ModelMaxSizeMB's default
     ({}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
     ({"volume": {"emptyDir": {}}}, {"ModelMaxSizeMB": "200"}, {"emptyDir": {"sizeLimit": "383Mi"}}, "901Mi"),
+    ({"volume": {"emptyDir": {}}}, {}, {"emptyDir": {"sizeLimit": "355Mi"}}, "873Mi"),  # as the default one
     ({"volume": {"emptyDir": {"sizeLimit": "10Gi"}}}, {}, {"emptyDir": {"sizeLimit": "10Gi"}}, "10758Mi"),
     ({"volume": {"emptyDir": {"medium": "Memory"}}}, {"ModelMaxSizeMB": "200"},
      {"emptyDir": {"medium": "Memory", "sizeLimit": "383Mi"}}, "518Mi"),  # memory, not the node's disk
     ({"volume": {"persistentVolumeClaim": {"claimName": "models"}}}, {}, {"persistentVolumeClaim": {"claimName": "models"}},
      "518Mi"),
 ], ids=["default", "ModelMaxSizeMB 4096", "model url", "ModelMaxSizeMB", "emptyDir without size",
-         "emptyDir with size", "memory", "pvc"])
+         "emptyDir without size, catalog", "emptyDir with size", "memory", "pvc"])
 def test_the_models_emptydir_is_sized_by_what_the_download_may_write_there(
         model: dict[str, Any], settings: dict[str, str], models_volume: dict[str, Any], asked: str) -> None:
     """The models emptyDir the download writes to gets a sizeLimit of what it may write there at once
     (speech_recognizer.models.download_bound: a catalog model's zip of known size and 8 times it; given a model URL or
     ModelMaxSizeMB, that one's zip and the model it unpacks to, each in MB of 10^6 bytes; and a MiB for folders), and
     the recognizer's ephemeral-storage request counts it beside /tmp, as the kubelet counts an emptyDir to the pod; an
-    emptyDir of model.volume is sized by ModelMaxSizeMB, a size of the user's own is kept. Before: ``"emptyDir": {}``
+    emptyDir of model.volume without a size by the same rule, a size of the user's own is kept. Before: ``"emptyDir": {}``
     and a request of /tmp's alone, the model's gigabytes unseen by the scheduler, the pod evicted under DiskPressure;
     then the default asked 8332Mi (2 x 4096 MB) for a 41 MB zip: two pods on a node of 20 GiB."""
     stt = _spec(MINIMAL, model=model, settings=settings)
@@ -331,20 +332,27 @@ def test_the_models_emptydir_is_sized_by_what_the_download_may_write_there(
 
 
 @pytest.mark.parametrize(("size_limit", "settings", "fits"), [
-    ("1Gi", {}, "or lower settings.ModelMaxSizeMB to 536 or less"),
-    ("7813Mi", {}, "or lower settings.ModelMaxSizeMB to 4095 or less"),
-    ("1Mi", {}, "raise sizeLimit to 7814Mi ("),
+    ("1Gi", {"ModelMaxSizeMB": "4096"}, "or lower settings.ModelMaxSizeMB to 536 or less"),
+    ("7813Mi", {"ModelMaxSizeMB": "4096"}, "or lower settings.ModelMaxSizeMB to 4095 or less"),
+    ("1Mi", {"ModelMaxSizeMB": "4096"}, "raise sizeLimit to 7814Mi ("),
     ("383Mi", {"ModelMaxSizeMB": "201"}, "or lower settings.ModelMaxSizeMB to 200 or less"),
+    ("354Mi", {}, "en-US (the catalog's vosk-model-small-en-us-0.15.zip, 41205931 bytes, and what it unpacks to, at "
+                  "most 8 times it: 355Mi): raise sizeLimit to 355Mi"),
+    ("1Mi", {}, "raise sizeLimit to 355Mi"),
 ])
 def test_a_models_emptydir_too_small_for_the_download_is_refused(size_limit: str, settings: dict[str, str], fits: str) -> None:
-    """A models emptyDir with a sizeLimit that cannot hold what ModelMaxSizeMB lets the download write is a spec error
-    (InvalidSpec), saying both ways out, not a pod evicted midway through its download; one that holds it is taken.
-    Before: taken, the pod evicted by the kubelet once a model past the size came."""
+    """A models emptyDir with a sizeLimit that cannot hold what the download may write there (its catalog model's zip
+    and 8 times it; given ModelMaxSizeMB, twice that) is a spec error (InvalidSpec), saying the way out, and with
+    ModelMaxSizeMB the other, not a pod evicted midway through its download; one that holds it is taken. Before:
+    taken, the pod evicted by the kubelet once a model past the size came; then 355Mi, which holds en-US's catalog
+    model, was refused for want of 7814Mi."""
     with pytest.raises(ValueError, match="cannot hold the model download") as refused:
         _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": size_limit}}}, settings=settings)
     assert f"model.volume.emptyDir.sizeLimit {size_limit} cannot hold" in str(refused.value)
     assert fits.replace(" (", "") in str(refused.value).replace(" (", ""), str(refused.value)
-    assert _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": "7814Mi"}}}).spec.model.volume is not None
+    assert _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": "355Mi"}}}).spec.model.volume is not None
+    assert _spec(MINIMAL, model={"volume": {"emptyDir": {"sizeLimit": "7814Mi"}}},
+                 settings={"ModelMaxSizeMB": "4096"}).spec.model.volume is not None
 
 
 def test_every_container_keeps_the_end_of_its_log_when_it_fails() -> None:

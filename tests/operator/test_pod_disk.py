@@ -116,6 +116,9 @@ def disk_of(spec: dict[str, Any]) -> tuple[str, str, str]:
     return sizes["tmp"], sizes["models"], recognizer["resources"]["requests"]["ephemeral-storage"]
 
 
+#: A model.volume of the user's own: an emptyDir without a sizeLimit.
+OWN_EMPTYDIR = {"model": {"volume": {"emptyDir": {}}}}
+
 #: Ways a SpeechToText downloads its model besides the default: what each keeps of the models folder's size.
 NOT_THE_CATALOGS = {"ModelMaxSizeMB": {"settings": {"ModelMaxSizeMB": "300"}},
                     "model url": {"model": {"url": "https://models.example.test/m.zip", "sha256": "ab" * 32}}}
@@ -127,31 +130,52 @@ def test_the_models_emptydir_is_sized_by_the_bound_its_download_holds_itself_to(
     by the recognizer, the bound its run computes: speech_recognizer.models.download_bound, which the operator
     sized it by), and the recognizer's ephemeral-storage request is /tmp's and that. A catalog model whose zip size
     the catalog knows asks for that zip and 8 times it (sv-SE's 303.5 MB zip the most: 2607Mi), one it does not
-    know, a ModelMaxSizeMB or a URL for twice ModelMaxSizeMB; a model.volume emptyDir for ModelMaxSizeMB's, which
-    holds the bound. Before: every default pod asked 8332Mi (2 x 4096 MB of models), two on a node of 20 GiB."""
+    know, a ModelMaxSizeMB or a URL for twice ModelMaxSizeMB; an emptyDir of model.volume without a sizeLimit as the
+    default one. Before: every default pod asked 8332Mi (2 x 4096 MB of models), two on a node of 20 GiB; then a
+    model.volume emptyDir still asked 7814Mi of models for every catalog model."""
     seen = {}
     for locale, entry in m.CATALOG.items():
-        for case, update in {"default": {}, **NOT_THE_CATALOGS}.items():
+        for case, update in {"default": {}, "model.volume emptyDir": OWN_EMPTYDIR, **NOT_THE_CATALOGS}.items():
             spec, download = emitted_download(locale, **update)
             bound = held_to(download)
             tmp, models, asked = disk_of(spec)
             assert models == mib(bound.folder_bytes), (locale, case)
             assert asked == f"{int(tmp[:-2]) + int(models[:-2])}Mi", (locale, case)
             mb = float(update.get("settings", {}).get("ModelMaxSizeMB", "4096"))
-            if case == "default" and entry.size is not None:
+            if case in ("default", "model.volume emptyDir") and entry.size is not None:
                 assert bound == scratch.DownloadBound(entry.size, 8 * entry.size, entry.file), locale
             else:
                 assert bound == scratch.model_bound(mb), (locale, case)
             seen[locale, case] = models, asked
-        own = emitted_download(locale, model={"volume": {"emptyDir": {}}})
-        assert disk_of(own[0])[1] == mib(scratch.download_bytes(4096)) == "7814Mi"
-        assert held_to(own[1]).folder_bytes <= scratch.download_bytes(4096), locale
+        assert seen[locale, "model.volume emptyDir"] == seen[locale, "default"], locale
+    helps = {s.key: s.help for s in settings.KNOWN}  # --help and README's settings table say the rule
+    assert f"catalog knows is held to its zip and {m.CATALOG_UNPACK_RATIO} times it" in helps["ModelMaxSizeMB"]
     assert seen["ko-KR", "default"] == ("747Mi", "1265Mi") and seen["en-US", "default"] == ("355Mi", "873Mi")
     assert max((int(a[:-2]), loc) for (loc, case), (_, a) in seen.items() if case == "default" and m.CATALOG[loc].size) \
         == (3125, "sv-SE")
     assert {seen[loc, "default"] for loc in ("uk-UA", "kk-KZ", "tg-TJ")} == {("7814Mi", "8332Mi")}  # no size known
     assert {seen[loc, "model url"] for loc in m.CATALOG} == {("7814Mi", "8332Mi")}
     assert {seen[loc, "ModelMaxSizeMB"] for loc in m.CATALOG} == {("574Mi", "1092Mi")}  # 2 x 300 MB and 1 MiB
+
+
+def test_a_model_volume_emptydirs_own_size_limit_is_taken_when_it_holds_the_bound_its_download_holds_itself_to() -> None:
+    """For every catalog locale, by default and with ModelMaxSizeMB given: a model.volume emptyDir whose own sizeLimit
+    is the bound the emitted download holds itself to is taken, emitted as given; one a MiB less is refused
+    (InvalidSpec), saying the size to raise it to. Before: a sizeLimit of 747Mi for ko-KR, which holds its catalog
+    model's download, was refused for want of 7814Mi (2 x ModelMaxSizeMB's default)."""
+    for locale in m.CATALOG:
+        for case, settings_ in {"default": {}, "ModelMaxSizeMB": {"ModelMaxSizeMB": "300"}}.items():
+            default_spec, download = emitted_download(locale, settings=settings_)
+            need = mib(held_to(download).folder_bytes)
+            assert disk_of(default_spec)[1] == need, (locale, case)
+            spec, _ = emitted_download(locale, settings=settings_, model={"volume": {"emptyDir": {"sizeLimit": need}}})
+            assert disk_of(spec)[1] == need, (locale, case)
+            less = f"{int(need[:-2]) - 1}Mi"
+            with pytest.raises(ValueError, match=f"sizeLimit {less} cannot hold the model download") as refused:
+                emitted_download(locale, settings=settings_, model={"volume": {"emptyDir": {"sizeLimit": less}}})
+            assert f"raise sizeLimit to {need}" in str(refused.value), (locale, case, str(refused.value))
+    ko = emitted_download("ko-KR", model={"volume": {"emptyDir": {"sizeLimit": "747Mi"}}})[0]
+    assert disk_of(ko) == ("518Mi", "747Mi", "1265Mi")
 
 
 def model_zip(files: dict[str, bytes]) -> bytes:
@@ -168,10 +192,11 @@ def test_a_catalog_model_past_its_bound_is_refused_in_one_line_naming_the_settin
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The emitted download container's run (its arguments, in this process: the catalog here says what it would of
     a de-DE zip this test serves, its size and MD5) downloads a catalog model that unpacks to 5.9 times its zip into
-    the folder the operator sized for it (9 times the zip); one that unpacks to 10.9 times is refused before anything
-    is unpacked, in one line naming ModelMaxSizeMB and the value that takes it, and nothing is left; given that
-    value, the operator sizes the folder for twice it and the download takes the zip. Before: a folder of 7814Mi
-    for every catalog model, and the zip taken into it."""
+    the folder the operator sized for it (9 times the zip; a model.volume emptyDir without a sizeLimit alike); one
+    that unpacks to 10.9 times is refused before anything is unpacked, in one line naming ModelMaxSizeMB and the
+    value that takes it, and nothing is left; given that value, the operator sizes the folder for twice it and the
+    download takes the zip. Before: a folder of 7814Mi for every catalog model, and the zip taken into it; then
+    still 7814Mi for a model.volume emptyDir."""
     noise = os.urandom(1 << 20)
     fits = model_zip({"am/final.mdl": noise, **{f"graph/part{i}": bytes(1 << 20) for i in range(5)}})
     past = model_zip({"am/final.mdl": noise, **{f"graph/part{i}": bytes(1 << 20) for i in range(10)}})
@@ -182,11 +207,12 @@ def test_a_catalog_model_past_its_bound_is_refused_in_one_line_naming_the_settin
     monkeypatch.setattr(root, "level", root.level)
     served = Files()
     with serving(served) as base:
-        def download(body: bytes, models: Path, **more: str) -> tuple[int, str, str, scratch.DownloadBound]:
+        def download(body: bytes, models: Path, update: dict[str, Any] | None = None,
+                     **more: str) -> tuple[int, str, str, scratch.DownloadBound]:
             file = m.CATALOG["de-DE"].file
             monkeypatch.setitem(m.CATALOG, "de-DE", m.CatalogModel(file, len(body), hashlib.md5(body).hexdigest()))
             served.routes[f"/vosk/{file}"] = body
-            spec, container = emitted_download("de-DE", settings={"ModelCatalogUrl": f"{base}/vosk", **more})
+            spec, container = emitted_download("de-DE", settings={"ModelCatalogUrl": f"{base}/vosk", **more}, **(update or {}))
             args = [a for a in container["args"] if not a.startswith("Mounts:Models=")] + [f"Mounts:Models={models}"]
             capsys.readouterr()
             code = cli.main(args)
@@ -197,6 +223,8 @@ def test_a_catalog_model_past_its_bound_is_refused_in_one_line_naming_the_settin
         assert code == 0, err
         assert size == mib(9 * len(fits) + scratch.MODEL_FOLDER_BYTES) == mib(bound.folder_bytes)
         assert len(fits) + unpacked <= bound.folder_bytes and 5.8 < unpacked / len(fits) < 6
+        code, err, own, bound = download(fits, tmp_path / "own", OWN_EMPTYDIR)  # model.volume's emptyDir: the same
+        assert code == 0 and own == size == mib(bound.folder_bytes), (err, own, size)
 
         code, err, size, bound = download(past, tmp_path / "past")
         lines = [line for line in err.splitlines() if line.startswith("speech-recognizer:")]
