@@ -16,7 +16,11 @@ This protocol (:func:`protocol`, the server's ``http`` option) adds:
   read that ended the request before it): 408;
 - for a body, a longest pause between two pieces and a deadline for the whole
   (``MaxAudioSeconds`` plus that pause: a client streaming its audio as it
-  records it needs the audio's length): 408.
+  records it needs the audio's length): 408. Both count the client's time only: while the server itself reads
+  no more of the body (its app has not asked for what was read ahead, 64 KiB: a recognition waiting for its model's
+  load on demand; a request pipelined behind one being answered), neither runs, and the pause's starts again, whole,
+  once the app asks (:meth:`LimitedHttpTools._reading_paused`). A body timed so was cut off with a 408 "paused" for
+  the server's own pause: an upload over what is read ahead whose model took longer than the pause to load.
 
 A request the parser refuses (a bad request line, header, ``Content-Length`` or chunk;
 an HTTP/2 preface) is refused here too: uvicorn answered it with a plain-text 400 of its
@@ -205,6 +209,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         #: When the body must have arrived (the loop's clock), and whether the timer is armed for that.
         self._body_deadline = 0.0
         self._until_deadline = False
+        #: Since when (the loop's clock) the server has read no more of the body, its app not asking (None: reading).
+        self._unasked_since: float | None = None
         #: Whether the request's connection stays open after its answer, once its body is all in.
         self._keep_alive = False
         #: A refusal (kind, message, cause) answered once the requests before it are ("waiting" phase).
@@ -267,10 +273,31 @@ class LimitedHttpTools(HttpToolsProtocol):
             self._refuse(UPLOAD_TIMEOUT, f"the request's body paused for {self.limits.body_pause_seconds:g} s (Http:BodyTimeoutSeconds)")
 
     def _body_timer(self) -> None:
-        """Armed for the longest pause, or for the whole body's deadline when that comes first."""
+        """Armed for the longest pause, or for the whole body's deadline when that comes first; not while the server
+        reads no more of the body (:meth:`_reading_paused`)."""
+        if self._unasked_since is not None:
+            self._disarm()
+            return
         left = self._body_deadline - self.loop.time()
         self._until_deadline = left <= self.limits.body_pause_seconds
         self._arm(min(self.limits.body_pause_seconds, left))
+
+    def _reading_paused(self) -> None:
+        """The server reads no more of the connection (:class:`_HeldFlow`): in a body, until its app asks for what
+        was read ahead (uvicorn pauses past 64 KiB unasked-for) or the request before it is answered (pipelined). The
+        client can send no more meanwhile (what it sends waits in the kernels' buffers): the body's timers stop, not to
+        blame it for the server's pause (a recognition's model loading on demand for longer than the pause)."""
+        if self._phase == "body" and self._unasked_since is None:
+            self._disarm()
+            self._unasked_since = self.loop.time()
+
+    def _reading_resumed(self) -> None:
+        """The server reads again (the app asked for the body): the longest pause is the client's again, from now,
+        and the whole body's deadline moves by the time the server did not read."""
+        since, self._unasked_since = self._unasked_since, None
+        if self._phase == "body" and since is not None:
+            self._body_deadline += self.loop.time() - since
+            self._body_timer()
 
     def _refuse(self, kind: Kind, message: str, cause: BaseException | None = None) -> None:
         """Answer a failure of ``kind`` (unless a response has begun), close the connection, and tell the app it is gone.
@@ -643,6 +670,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._chunks = ChunkedBody() if chunked and not upgrading else None
         if not upgrading:
             self._body_deadline = self.loop.time() + self.limits.body_seconds
+            self._unasked_since = self.loop.time() if self.flow.read_paused else None  # held for the requests before it
             self._body_timer()
         super().on_headers_complete()
         cycle = self.cycle
@@ -846,15 +874,22 @@ class ChunkedBody:
 class _HeldFlow(FlowControl):
     """uvicorn's flow control, except that reading stays paused while requests are held unparsed: uvicorn resumes it
     whenever an app asks for its request's body (``receive``), and each read then came in behind those held (a read per
-    recognition pipelined among other requests: the held bytes grew to all a client sent)."""
+    recognition pipelined among other requests: the held bytes grew to all a client sent). Its protocol is told when
+    reading pauses and resumes (:meth:`LimitedHttpTools._reading_paused`: a body's timers do not run meanwhile)."""
 
     def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpTools) -> None:
         super().__init__(transport)
         self._protocol = protocol
 
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            super().pause_reading()
+            self._protocol._reading_paused()
+
     def resume_reading(self) -> None:
-        if self._protocol._held is None:
+        if self._protocol._held is None and self.read_paused:
             super().resume_reading()
+            self._protocol._reading_resumed()
 
 
 class _AnswerClose:

@@ -17,18 +17,22 @@ import time
 import uuid
 import wave
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.sync.client import connect
 
 from harness.usp import client_audio_frame, client_text_frame
 from speech_recognizer.app import create_app
-from speech_recognizer.models import ModelRegistry
+from speech_recognizer.connection_cap import CONTINUE
+from speech_recognizer.models import LoadedModel, ModelRegistry
 
-from ..conftest import CHUNK, make_settings
-from ..support import ServerThread, scrape_metrics, within
+from ..conftest import CHUNK, make_settings, shared_reference
+from ..support import ServerThread, read_wav, scrape_metrics, within
+from ..usp.sdk import display_text
 from .on_demand import ON_DEMAND, GatedRegistry
 
 REST = "/speech/recognition/conversation/cognitiveservices/v1"
@@ -187,5 +191,61 @@ def test_an_upload_whose_client_leaves_during_the_model_load_is_never_decoded(
             assert not decoded, f"decoded for nobody: {decoded}"
             assert gone_counted(samples, route) == 1, "counted once"
             assert samples.get(("speech_refused_total", (("reason", "client_gone"), ("route", route)))) == 1
+    finally:
+        gated.gate.set()
+
+
+#: ``Http:BodyTimeoutSeconds`` of :func:`test_an_upload_waiting_for_its_model_is_not_cut_off_as_paused`: its load takes
+#: several times longer (the gate shut), as a big model's load takes tens of seconds beside the default 10 s.
+PAUSE_SECONDS = 1
+
+
+def test_an_upload_waiting_for_its_model_is_not_cut_off_as_paused(
+        gated_app: Callable[..., tuple[Any, GatedRegistry]], model: LoadedModel, speech_wav: Path, run_dir: Path) -> None:
+    """An honest REST client uploads a recording (:data:`BODY_SECONDS`, more than the server reads ahead of its app)
+    of a locale whose model loads on demand for longer than ``Http:BodyTimeoutSeconds``: the server reads no more of
+    the body until the model is loaded (the route reads it only then), and that pause is the server's, not the
+    client's: once the load ends the client gets its 200 with the words in-process Vosk hears, counted once (before: a
+    408 "the request's body paused", counted under ``http``, and the route's 499 beside it). A client that withholds
+    the end of its body beside it is still cut off for its own pause, once the route asks for the body: 408 with
+    its reason, not before the load ends."""
+    app, gated = gated_app(f"Http:BodyTimeoutSeconds={PAUSE_SECONDS}")
+    speech, rate, _ = read_wav(speech_wav)
+    pcm = speech + bytes(BODY_SECONDS * 2 * rate - len(speech))
+    ref = shared_reference(run_dir, model, pcm, rate, CHUNK)
+    body = wav(pcm, rate)
+    withheld = upload("rest-conversation", body)[:-1]
+
+    def withhold(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
+            sock.sendall(withheld)
+            answer = bytearray()
+            while got := sock.recv(65536):
+                answer += got
+            return bytes(answer)
+
+    try:
+        with ServerThread(app) as srv, ThreadPoolExecutor(2) as pool:
+            within(60, lambda: gated.ready, "ko-KR's load")  # a hang guard, in unstarved time
+            honest = pool.submit(httpx.post, f"{srv.http}{REST}?language={ON_DEMAND}", content=body,
+                                 headers={"Content-Type": "audio/wav"}, timeout=300)
+            cut = pool.submit(withhold, srv.port)
+            time.sleep(4 * PAUSE_SECONDS)  # the load outlasts the pause: both bodies wait unread behind it
+            assert not honest.done() and not cut.done(), (honest.result() if honest.done() else None,
+                                                          cut.result() if cut.done() else None)
+            assert gated.get_loaded(ON_DEMAND) is None, "still loading"
+            gated.gate.set()
+            answer = honest.result(timeout=300)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["DisplayText"] == display_text(ref.phrases[0]), (answer.json(), ref.texts)
+            said = cut.result(timeout=300)
+            while said.startswith(CONTINUE):  # the server's probes whether its client is still there, during the load
+                said = said[len(CONTINUE):]
+            assert said.startswith(b"HTTP/1.1 408 ") and (
+                f"the request's body paused for {PAUSE_SECONDS:g} s (Http:BodyTimeoutSeconds)".encode() in said), said
+            samples = scrape_metrics(srv.http)
+            counted = {k: v for k, v in samples.items() if k[0] in ("speech_requests_total", "speech_refused_total") and v}
+            assert samples.get(("speech_requests_total", (("route", "rest-conversation"), ("status", "200")))) == 1, counted
+            assert samples.get(("speech_refused_total", (("reason", "upload_timeout"), ("route", "http")))) == 1, counted
     finally:
         gated.gate.set()
