@@ -138,10 +138,10 @@ async def relisted(cluster: Cluster, meanwhile: Callable[[], Awaitable[Any]], *p
     async def restarted(plural: str, after: int) -> bool:  # the next watch of each namespace watched (or of all): held
         return {r.namespace for r in watches(plural)[after:]} >= {r.namespace for r in watches(plural)}
     away = {plural: asyncio.Event() for plural in plurals}
-    for plural, event in away.items():
-        began = len(watches(plural))
-        cluster.emulator.watches_held[plural] = event
-        await cluster.eventually(lambda plural=plural, began=began: restarted(plural, began))  # the next one is held
+    began = {plural: len(watches(plural)) for plural in plurals}
+    cluster.emulator.watches_held.update(away)
+    # the next one of each held: waited for together (each ends within the watches' 1 s, not one after the other)
+    await asyncio.gather(*(cluster.eventually(lambda plural=plural: restarted(plural, began[plural])) for plural in plurals))
     await meanwhile()
     await cluster.api.create(cluster.url("v1", "configmaps"), {  # the cluster goes on meanwhile: a version past theirs
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "meanwhile-", "namespace": NAMESPACE}})
@@ -225,8 +225,7 @@ async def test_a_child_deleted_while_a_watch_was_away_past_the_history_is_made_a
     meanwhile: kopf's listing after has the other's alone, and no event says the deletion. Once the listing is over, the
     one whose Deployment it lacked is reconciled (its Deployment made again), the other not. Before, the deleted
     Deployment stayed deleted until that SpeechToText's next reconcile."""
-    await created(cluster, "en-us", "en-US")
-    await created(cluster, "ko-kr", "ko-KR")
+    await asyncio.gather(created(cluster, "en-us", "en-US"), created(cluster, "ko-kr", "ko-KR"))
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     sent = await deleted_while_away(cluster)
@@ -366,8 +365,7 @@ async def test_the_look_for_children_after_a_listing_of_several_namespaces_lists
     caplog.set_level(logging.INFO, logger="speech_operator")
     for namespace in OTHERS:
         await cluster.api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    for namespace in (NAMESPACE, *OTHERS):
-        await created(cluster, "en-us", "en-US", namespace)
+    await asyncio.gather(*(created(cluster, "en-us", "en-US", namespace) for namespace in (NAMESPACE, *OTHERS)))
     await cluster.eventually(lambda: quiet(cluster, counted=own), 10)
 
     def lists(since: int) -> list[str | None]:
@@ -485,9 +483,7 @@ async def test_a_speechtotext_deleted_while_the_watch_was_away_leaves_the_metric
     deletion it watches); once the listing is over the operator knows it gone, and ``/metrics`` has the other alone (or
     none). Before, the one gone was exported (Ready, its replicas) for the operator's life."""
     left = [] if other is None else [other]
-    for name in left:
-        await created(cluster, name, "ko-KR")
-    await created(cluster, "en-us", "en-US")
+    await asyncio.gather(*(created(cluster, name, "ko-KR") for name in left), created(cluster, "en-us", "en-US"))
     assert cluster.exporter is not None
     exporter = cluster.exporter
 
