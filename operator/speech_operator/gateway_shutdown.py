@@ -16,11 +16,15 @@ runner's timeout cut it without a close frame).
 
 What is in progress, read from the frames as they pass (only their headers):
 
-- Speech SDK (USP): a turn, from the client's ``speech.context`` or audio under a new
-  ``X-RequestId`` to the recognizer's ``turn.end``. ``speech.config`` and ``telemetry`` open
-  none, nor does audio still in flight for a turn that ended (interactive turns end at their
-  first phrase). Turns rather than a quiet window: a turn may pass seconds without a frame (an
-  app waiting on its source, the last result of a long utterance) and a close then loses it.
+- Speech SDK (USP): a turn, from its first audio under a new ``X-RequestId`` (the SDK sends its
+  ``speech.context`` and the audio's RIFF header at once) to the recognizer's ``turn.end``.
+  ``speech.config`` and ``telemetry`` open none, nor does audio still in flight for a turn that
+  ended (interactive turns end at their first phrase); a ``speech.context`` with no audio after it
+  is idle, as the recognizer's own stop counts it (its turn not begun: a connection idle, closed by
+  its drain), and was held for the whole ``shutdown_seconds`` then cut 1001 (the recognizer,
+  keeping such a connection up to ``ConnectionIdleSeconds``, did not end it first). Turns rather
+  than a quiet window: a turn may pass seconds without a frame (an app waiting on its source, the
+  last result of a long utterance) and a close then loses it.
 - vosk: a stream, from its first audio until the recognizer closes it (after ``{"eof" : 1}``);
   a connection that has sent no audio is idle.
 
@@ -123,15 +127,18 @@ class Progress:
         #: side closing, bounded on its own (``SPEECH_GATEWAY_SEND_STALL_SECONDS``).
         self.left = False
         self._left = left
-        #: The open turn's ``X-RequestId`` (USP); ``""`` once a vosk stream has had audio; ``None``: idle.
+        #: The open turn's ``X-RequestId`` (USP: begun by its ``speech.context`` or its audio); ``""`` once a vosk stream
+        #: has had audio; ``None``: none.
         self.open: str | None = None
+        #: Whether the open turn has had audio (a vosk stream's: always): a turn with none is idle.
+        self.heard = False
         #: When the last message passed, either way.
         self.last = time.monotonic()
         self._ended = RequestIds()
 
     @property
     def idle(self) -> bool:
-        return self.open is None
+        return self.open is None or not self.heard
 
     def leave(self) -> None:
         """Its client is gone: ``left`` is called, once (the gateway counts the stream as closing, no longer as a
@@ -145,13 +152,16 @@ class Progress:
         self.last = time.monotonic()
         if not self.usp:
             if binary:
-                self.open = ""
+                self.open, self.heard = "", True
             return
         frame = _usp(data, binary)
-        if frame is None or frame.path.lower() not in ("speech.context", "audio") or not frame.request_id:
+        path = frame.path.lower() if frame is not None else ""
+        if frame is None or path not in ("speech.context", "audio") or not frame.request_id or self._ended.finished(frame.request_id):
             return
-        if not self._ended.finished(frame.request_id):
-            self.open = frame.request_id
+        if frame.request_id != self.open:
+            self.open, self.heard = frame.request_id, False
+        if path == "audio":
+            self.heard = True
 
     def from_recognizer(self, data: bytes, binary: bool) -> None:
         """A frame the recognizer sent: ``turn.end`` ends its turn."""
@@ -161,7 +171,7 @@ class Progress:
         frame = _usp(data, binary)
         if frame is not None and frame.path.lower() == "turn.end" and frame.request_id in (None, self.open):
             self._ended.retire(self.open)
-            self.open = None
+            self.open, self.heard = None, False
 
     async def closable(self) -> tuple[int, bytes]:
         """Once the gateway stops: the close for both sides when this WebSocket is idle and has been quiet

@@ -161,6 +161,26 @@ def test_an_idle_vosk_connection_is_closed_with_1000(ko: Recognizer, tmp_path: P
     within_of(starved, stopping, stopped, PROMPT, "the stop began; the gateway stopped")
 
 
+def test_a_speech_sdk_turn_with_no_audio_is_idle(ko: Recognizer, tmp_path: Path, speech_wav: Path) -> None:
+    """A Speech SDK connection whose last turn has its ``speech.context`` and no audio (after a turn that ended) is idle,
+    as the recognizer's own stop counts it: closed with 1000 and the reason at the stop, the gateway stopping at once. It
+    was counted in progress: the stop held for shutdown_seconds, then cut it with 1001 (the recognizer keeps such a
+    connection up to its ConnectionIdleSeconds, so nothing ended it sooner)."""
+    stack = gateway(tmp_path / "gateway", ko)
+    pcm, _, _ = read_wav(speech_wav)
+    with connect(stack.ws + USP, subprotocols=["USP"], open_timeout=10) as raw:  # type: ignore[list-item]
+        assert usp_turn(raw, pcm)[-1] == "turn.end"
+        raw.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": "ko-KR"}}))
+        with Starved() as starved:
+            stopping = time.monotonic()
+            stack.stop()
+            code, reason, closed = close_of(raw)
+            stopped = stopped_at(stack, stopping)
+    assert (code, reason) == (1000, IDLE_REASON)
+    within_of(starved, stopping, closed, PROMPT, "the stop began; the connection of a turn with no audio closed")
+    within_of(starved, stopping, stopped, PROMPT, "the stop began; the gateway stopped")
+
+
 def test_a_vosk_stream_in_progress_ends_normally(ko: Recognizer, tmp_path: Path, utterances_wav: Path,
                                                 utterances_ref: Reference) -> None:
     """A paced /vosk stream going on when the gateway stops gets every result and the recognizer's
@@ -644,12 +664,14 @@ def _server_frame(path: str, rid: str) -> bytes:
 
 
 @pytest.mark.unit
-def test_a_usp_turn_is_in_progress_from_its_context_or_audio_to_its_turn_end() -> None:
+def test_a_usp_turn_is_in_progress_from_its_audio_to_its_turn_end() -> None:
     progress = Progress("usp", Shutdown())
     progress.from_client(client_text_frame("speech.config", None, {}).encode(), False)
     assert progress.idle, "speech.config opens no turn (an app that opened its connection and waits)"
     progress.from_client(client_text_frame("speech.context", "a", {}).encode(), False)
-    assert not progress.idle
+    assert progress.idle, "a speech.context with no audio yet is idle, as the recognizer's stop counts it"
+    progress.from_client(client_audio_frame("a", b""), True)
+    assert not progress.idle, "its audio, the RIFF header the SDK sends with it first included"
     progress.from_recognizer(_server_frame("speech.hypothesis", "a"), False)
     progress.from_recognizer(_server_frame("turn.end", "other"), False)
     assert not progress.idle, "another turn's end"
@@ -663,6 +685,10 @@ def test_a_usp_turn_is_in_progress_from_its_context_or_audio_to_its_turn_end() -
     progress.from_client(b"not a frame", False)
     progress.from_recognizer(_server_frame("turn.end", "b"), False)
     assert progress.idle
+    progress.from_client(client_text_frame("speech.context", "c", {}).encode(), False)
+    progress.from_recognizer(_server_frame("turn.end", "c"), False)  # a turn failed at its context (its language unknown)
+    progress.from_client(client_audio_frame("c", b"\0" * 3200), True)
+    assert progress.idle, "audio in flight for a turn that ended before any audio opens none"
 
 
 @pytest.mark.unit
