@@ -269,15 +269,33 @@ class BadValue(Failure, ValueError):
     kind = BAD_VALUE
 
 
-def classify(exc: BaseException) -> Failure:
-    """Any exception as a failure: itself, a client that left, or :data:`INTERNAL` (with the cause kept)."""
+#: The key of a request's ASGI scope ``extensions`` under which the server's HTTP protocol leaves the :class:`Failure`
+#: it refused the request's body with (a body that paused or came past its deadline, a bad chunk:
+#: :class:`~speech_recognizer.http_limits.LimitedHttpTools`), answered, counted and logged there (route ``http``). The
+#: request's route then hears its client gone (its read of the body a disconnect): that is the protocol's refusal, not
+#: a client that left, and is not counted again (:func:`refused_by_server`, :func:`settle`'s ``scope``).
+REFUSED_BODY = "speech.refused_body"
+
+
+def refused_by_server(scope: Mapping[str, Any] | None) -> Failure | None:
+    """The failure the server's HTTP protocol refused the body of the request of ``scope`` with (:data:`REFUSED_BODY`),
+    counted there; None when it refused none."""
+    return scope.get("extensions", {}).get(REFUSED_BODY) if scope is not None else None
+
+
+def classify(exc: BaseException, scope: Mapping[str, Any] | None = None) -> Failure:
+    """Any exception as a failure: itself, a client that left, or :data:`INTERNAL` (with the cause kept). A client
+    gone from the request of ``scope`` whose body the server's protocol refused is that refusal
+    (:func:`refused_by_server`)."""
     if isinstance(exc, Failure):
-        return exc
-    if isinstance(exc, (ClientDisconnect, WebSocketDisconnect, ConnectionError)):
-        return Failure("the client left", CLIENT_GONE)
-    failure = Failure(f"internal error ({type(exc).__name__}); the server logged the details", INTERNAL)
-    failure.__cause__ = exc
-    return failure
+        failure = exc
+    elif isinstance(exc, (ClientDisconnect, WebSocketDisconnect, ConnectionError)):
+        failure = Failure("the client left", CLIENT_GONE)
+    else:
+        failure = Failure(f"internal error ({type(exc).__name__}); the server logged the details", INTERNAL)
+        failure.__cause__ = exc
+    refused = refused_by_server(scope) if failure.kind is CLIENT_GONE else None
+    return failure if refused is None else refused
 
 
 # ---- the answers ------------------------------------------------------------------------------------
@@ -469,11 +487,14 @@ def observe(failure: Failure, route: str, metrics: Counters | None = None, since
 
 
 def settle(exc: BaseException, route: str, metrics: Counters | None = None, since: float | None = None, *,
-           again: Kind | None = None) -> Failure:
-    """The failure ``exc`` is (:func:`classify`), counted and logged (:func:`observe`, with ``since``; as asked again
-    when of kind ``again``), its tracebacks then dropped (:func:`drop_tracebacks`)."""
-    failure = classify(exc)
-    observe(failure, route, metrics, since, again=failure.kind is again)
+           again: Kind | None = None, scope: Mapping[str, Any] | None = None) -> Failure:
+    """The failure ``exc`` is (:func:`classify`, of the request of ``scope``), counted and logged (:func:`observe`, with
+    ``since``; as asked again when of kind ``again``), its tracebacks then dropped (:func:`drop_tracebacks`). The
+    protocol's refusal of the request's body (:func:`refused_by_server`) was counted and logged where it was refused:
+    not again."""
+    failure = classify(exc, scope)
+    if failure is not refused_by_server(scope):
+        observe(failure, route, metrics, since, again=failure.kind is again)
     drop_tracebacks(exc)
     return failure
 

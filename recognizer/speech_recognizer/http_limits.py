@@ -123,6 +123,7 @@ from .errors import (
     INTERNAL,
     MALFORMED_REQUEST,
     NOT_READING,
+    REFUSED_BODY,
     UPLOAD_TIMEOUT,
     Counters,
     Failure,
@@ -324,6 +325,9 @@ class LimitedHttpTools(HttpToolsProtocol):
             extra = cors.headers(self.cors, self._refused_head(phase), kind.http)
             self.transport.write(http_response_bytes(Failure(message, kind), openai=openai, extra=extra))
         if cycle is not None and not cycle.response_complete:
+            if phase == "body":  # the app hears its client gone: this refusal, counted here (errors.refused_by_server)
+                extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+                extensions[REFUSED_BODY] = failure
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its send() writes nothing
             cycle.message_event.set()
         self._close_after_answer(linger=phase in ("head", "body"))

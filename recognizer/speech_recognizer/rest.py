@@ -168,7 +168,7 @@ async def recognize(request: Request) -> Response:
     try:
         response = await _recognize(request, mode)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = settle(exc, route, metrics, started)
+        failure = settle(exc, route, metrics, started, scope=request.scope)  # a body the server refused: counted there
         return http_response(failure)
     metrics.succeeded(route, started)
     return response

@@ -516,9 +516,12 @@ def _trickle_body(port: int, head: bytes, *, interval: float, timeout: float) ->
 def test_withheld_bodies_hold_no_memory_and_no_decoder_for_long(real_server: Server, stream_audio: Audio) -> None:
     """40 uploads of 60 s of audio, each withholding its last byte (they added 880 MB and were never
     closed): the decoders free (5 beside the stream) take a body each and give it up after the pause;
-    the others are refused (503) before their bodies are read."""
+    the others are refused (503) before their bodies are read. Each paused body is one failure, counted once: the
+    protocol's 408 ``upload_timeout`` (route ``http``), not besides as the route's 499 ``client_gone`` (its read of the
+    body refused heard a disconnect)."""
     audio = wav_header(data_bytes=60 * 32000) + b"\1\0" * (60 * 16000)
     head = post_head(REST, content_length=len(audio))
+    before = scrape_metrics(real_server.http)
 
     def withhold(_: int) -> tuple[bytes, Timed]:
         """The answer, and the stretch from the upload's start to the answer's first byte."""
@@ -538,6 +541,18 @@ def test_withheld_bodies_hold_no_memory_and_no_decoder_for_long(real_server: Ser
             assert b"Http:BodyTimeoutSeconds" in answer and starved.latency(run) < DEADLINE_S + 3, (answer, latencies(starved, [run]))
     assert rss.growth_mb < RSS_ALLOWANCE_MB + 5 * len(audio) / 1e6, rss.growth_mb
     assert_strict(stream, stream_audio.seconds)
+    after = scrape_metrics(real_server.http)
+
+    def counted(name: str, *labels: tuple[str, str]) -> float:
+        key = (name, tuple(sorted(labels)))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    paused = statuses.count(408)
+    assert counted("speech_refused_total", ("reason", "upload_timeout"), ("route", "http")) == paused
+    assert counted("speech_requests_total", ("route", "http"), ("status", "408")) == paused
+    assert counted("speech_refused_total", ("reason", "client_gone"), ("route", "rest-conversation")) == 0
+    assert counted("speech_requests_total", ("route", "rest-conversation"), ("status", "499")) == 0
+    assert counted("speech_refused_total", ("reason", "busy"), ("route", "rest-conversation")) == statuses.count(503)
     # a second of it, not its 60 s: what is asked is a decoder taken, not 60 s recognized (past 60 s of clock at load 20)
     second = wav_header(data_bytes=32000) + b"\1\0" * 16000
     r = httpx.post(f"{real_server.http}{REST}", content=second, headers={"Content-Type": "audio/wav"}, timeout=60)
