@@ -180,7 +180,7 @@ async def transcriptions(request: Request) -> Response:
     try:
         response = await _transcribe(request)
     except Exception as exc:  # noqa: BLE001 - every failure is answered by the policy
-        failure = settle(exc, ROUTE, metrics, started)
+        failure = settle(exc, ROUTE, metrics, started, scope=request.scope)  # a body the server refused: counted there
         return openai_response(failure)
     metrics.succeeded(ROUTE, started)
     return response

@@ -32,7 +32,7 @@ from speech_recognizer.models import ModelRegistry
 from speech_recognizer.results import written
 
 from ..conftest import TEST_KEY, make_settings
-from ..support import Reference, ServerThread
+from ..support import Reference, ServerThread, scrape_metrics
 
 ROUTE = contract.ROUTE_OPENAI_TRANSCRIPTIONS
 BOUNDARY = b"openai-form-fuzz"
@@ -357,3 +357,27 @@ def test_hostile_forms_get_a_status_of_the_failure_table_and_a_reason(
     took, reached = run_hostile(srv.port, Target("ko-KR", TEST_KEY), speech_wav.read_bytes(), expected_text, caplog, "uvicorn")
     assert took < 60, f"the examples took {took:.0f} s: fewer examples"
     assert reached == {*MUTATIONS, "none"}, reached
+
+
+def test_a_paused_form_is_one_failure_counted_once(srv: ServerThread, speech_wav: Path) -> None:
+    """A form whose client withholds its last byte is refused by the server's HTTP protocol (408, the body paused past
+    ``Http:BodyTimeoutSeconds``) and counted there once (route ``http``), not a second time as this route's 499
+    ``client_gone`` (its read of the form, cut off by that refusal, heard a disconnect)."""
+    parts = [Part.of(b"language", b"ko-KR"), Part.of(b"file", speech_wav.read_bytes(), b"speech.wav", b"audio/wav")]
+    body = serialize(parts, b"\r\n", BOUNDARY)[0]
+    head = (f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEST_KEY}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    base = f"http://127.0.0.1:{srv.port}"
+    before = scrape_metrics(base)
+    answer, _ = raw_request("127.0.0.1", srv.port, head, body[:-1], timeout=ANSWER_WITHIN_SECONDS)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"Http:BodyTimeoutSeconds" in answer, answer[:300]
+    after = scrape_metrics(base)
+
+    def counted(name: str, *labels: tuple[str, str]) -> float:
+        key = (name, tuple(sorted(labels)))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert counted("speech_requests_total", ("route", "http"), ("status", "408")) == 1
+    assert counted("speech_refused_total", ("reason", "upload_timeout"), ("route", "http")) == 1
+    assert counted("speech_refused_total", ("reason", "client_gone"), ("route", "openai")) == 0
+    assert counted("speech_requests_total", ("route", "openai"), ("status", "499")) == 0
