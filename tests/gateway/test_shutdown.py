@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,31 @@ def close_of(ws: ClientConnection) -> tuple[int, str, float]:
     return closed.value.rcvd.code, closed.value.rcvd.reason, time.monotonic()
 
 
+@dataclass
+class Stopped:
+    """A gateway's stop as :func:`stop_closing` saw it: the closes its WebSockets got (code, reason, when), when the
+    stop began and ended, and the waits for a CPU meanwhile (for :meth:`within`)."""
+
+    starved: Starved
+    stopping: float
+    closes: list[tuple[int, str, float]]
+    stopped: float
+
+    def within(self, end: float, bound: float, what: str) -> None:
+        """``what`` happened at ``end`` within ``bound`` of the stop's beginning (:func:`within_of`)."""
+        within_of(self.starved, self.stopping, end, bound, f"the stop began; {what}")
+
+
+def stop_closing(stack: Stack, *wss: ClientConnection) -> Stopped:
+    """Stop the gateway of ``stack`` and read the close each of ``wss`` gets, until the stop has ended."""
+    with Starved() as starved:
+        stopping = time.monotonic()
+        stack.stop()
+        closes = [close_of(ws) for ws in wss]
+        stopped = stopped_at(stack, stopping)
+    return Stopped(starved, stopping, closes, stopped)
+
+
 def usp_turn(ws: ClientConnection, pcm: bytes) -> list[str]:
     """One turn as the Speech SDK sends it; the paths the recognizer answered, up to ``turn.end``."""
     rid = uuid.uuid4().hex
@@ -127,14 +153,11 @@ def test_idle_sdk_apps_are_closed_with_1000_and_connect_again(ko: Recognizer, tm
     pcm, _, _ = read_wav(speech_wav)
     with connect(first.ws + USP, subprotocols=["USP"], open_timeout=10) as raw:  # type: ignore[list-item]
         assert usp_turn(raw, pcm)[-1] == "turn.end"  # what the app did, on a connection whose close is seen
-        with Starved() as starved:
-            stopping = time.monotonic()
-            first.stop()
-            code, reason, closed = close_of(raw)
-            stopped = stopped_at(first, stopping)
+        stop = stop_closing(first, raw)
+    [(code, reason, closed)] = stop.closes
     assert (code, reason) == (1000, IDLE_REASON)
-    within_of(starved, stopping, closed, PROMPT, "the stop began; the idle connection closed")
-    within_of(starved, stopping, stopped, PROMPT, "the stop began; the gateway stopped")
+    stop.within(closed, PROMPT, "the idle connection closed")
+    stop.within(stop.stopped, PROMPT, "the gateway stopped")
 
     second = gateway(tmp_path / "second", ko, port=first.port)
     try:
@@ -150,15 +173,11 @@ def test_an_idle_vosk_connection_is_closed_with_1000(ko: Recognizer, tmp_path: P
             connect(f"{stack.ws}/vosk?language=ko-KR", open_timeout=10) as configured:
         configured.send(json.dumps({"config": {"sample_rate": 16000}}))
         time.sleep(0.2)  # the config has passed the gateway
-        with Starved() as starved:
-            stopping = time.monotonic()
-            stack.stop()
-            closes = [close_of(silent), close_of(configured)]
-            stopped = stopped_at(stack, stopping)
-    for code, reason, closed in closes:
+        stop = stop_closing(stack, silent, configured)
+    for code, reason, closed in stop.closes:
         assert (code, reason) == (1000, IDLE_REASON)
-        within_of(starved, stopping, closed, PROMPT, "the stop began; the idle connection closed")
-    within_of(starved, stopping, stopped, PROMPT, "the stop began; the gateway stopped")
+        stop.within(closed, PROMPT, "the idle connection closed")
+    stop.within(stop.stopped, PROMPT, "the gateway stopped")
 
 
 def test_a_speech_sdk_turn_with_no_audio_is_idle(ko: Recognizer, tmp_path: Path, speech_wav: Path) -> None:
@@ -171,14 +190,11 @@ def test_a_speech_sdk_turn_with_no_audio_is_idle(ko: Recognizer, tmp_path: Path,
     with connect(stack.ws + USP, subprotocols=["USP"], open_timeout=10) as raw:  # type: ignore[list-item]
         assert usp_turn(raw, pcm)[-1] == "turn.end"
         raw.send(client_text_frame("speech.context", uuid.uuid4().hex, {"phraseDetection": {"language": "ko-KR"}}))
-        with Starved() as starved:
-            stopping = time.monotonic()
-            stack.stop()
-            code, reason, closed = close_of(raw)
-            stopped = stopped_at(stack, stopping)
+        stop = stop_closing(stack, raw)
+    [(code, reason, closed)] = stop.closes
     assert (code, reason) == (1000, IDLE_REASON)
-    within_of(starved, stopping, closed, PROMPT, "the stop began; the connection of a turn with no audio closed")
-    within_of(starved, stopping, stopped, PROMPT, "the stop began; the gateway stopped")
+    stop.within(closed, PROMPT, "the connection of a turn with no audio closed")
+    stop.within(stop.stopped, PROMPT, "the gateway stopped")
 
 
 def test_a_vosk_stream_in_progress_ends_normally(ko: Recognizer, tmp_path: Path, utterances_wav: Path,
@@ -351,14 +367,11 @@ def test_a_websocket_held_for_a_wake_is_closed_with_the_reason_at_once(tmp_path:
             ws.send(json.dumps({"config": {"sample_rate": 16000}}))
             ws.send(b"\0" * 3200)
         held(stack, 1)
-        with Starved() as starved:
-            stopping = time.monotonic()
-            stack.stop()
-            code, reason, closed = close_of(ws)
-            stopped = stopped_at(stack, stopping)
+        stop = stop_closing(stack, ws)
+    [(code, reason, closed)] = stop.closes
     assert (code, reason) == (1013, STOPPED_WHILE_WAKING)
-    within_of(starved, stopping, closed, AT_ONCE, "the stop began; the held WebSocket closed")
-    within_of(starved, stopping, stopped, AT_ONCE, "the stop began; the gateway stopped")
+    stop.within(closed, AT_ONCE, "the held WebSocket closed")
+    stop.within(stop.stopped, AT_ONCE, "the gateway stopped")
 
 
 #: What a Speech SDK connection for de-DE, a locale scaled to zero by hand, is refused with at once.
@@ -384,14 +397,11 @@ def test_a_refused_speech_sdk_connection_that_sends_nothing_is_closed_at_once_by
             within(10, lambda: any(name == "speech_gateway_failures_total" and ("reason", "backend_unavailable") in labels
                                    for name, labels in scrape_metrics(stack.http)), "refused")  # a hang guard
             time.sleep(0.2)  # its refusal reads for its request
-        with Starved() as starved:
-            stopping = time.monotonic()
-            stack.stop()
-            code, reason, closed = close_of(ws)
-            stopped = stopped_at(stack, stopping)
+        stop = stop_closing(stack, ws)
+    [(code, reason, closed)] = stop.closes
     assert code == 1013 and (reason == STOPPED_WHILE_WAKING if locale == "ja-JP" else NOTHING_WAKES in reason), (code, reason)
-    within_of(starved, stopping, closed, AT_ONCE, "the stop began; the refused connection closed")
-    within_of(starved, stopping, stopped, AT_ONCE, "the stop began; the gateway stopped")
+    stop.within(closed, AT_ONCE, "the refused connection closed")
+    stop.within(stop.stopped, AT_ONCE, "the gateway stopped")
 
 
 class Service:
